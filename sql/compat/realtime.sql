@@ -1,0 +1,58 @@
+-- Supabase-compatible `realtime` schema for plain Postgres ("Broadcast from Database").
+-- Applied by `npm run db:migrate` only when the database has no `realtime` schema of its own, so
+-- the same `realtime.send` calls and RLS policies on `realtime.messages` drive both Supabase
+-- Realtime and Potentia's own gateway.
+
+create schema if not exists realtime;
+grant usage on schema realtime to anon, authenticated, service_role;
+
+create table if not exists realtime.messages (
+  id uuid not null default gen_random_uuid(),
+  topic text not null,
+  extension text not null,
+  payload jsonb,
+  event text,
+  private boolean default false,
+  updated_at timestamp without time zone not null default now(),
+  inserted_at timestamp without time zone not null default now(),
+  primary key (id, inserted_at)
+) partition by range (inserted_at);
+
+-- Rows outside every daily partition land here instead of failing the writer's transaction.
+create table if not exists realtime.messages_default partition of realtime.messages default;
+
+alter table realtime.messages enable row level security;
+grant select, insert on realtime.messages to authenticated;
+grant all on realtime.messages to service_role;
+
+-- Daily partitions from `from_day` for `days` days (Supabase's realtime server does this itself).
+create or replace function realtime.create_partitions(from_day date default current_date, days int default 3)
+returns void language plpgsql as $$
+declare d date;
+begin
+  for d in select generate_series(from_day, from_day + days - 1, interval '1 day')::date loop
+    if to_regclass(format('realtime.messages_%s', to_char(d, 'YYYY_MM_DD'))) is null then
+      execute format('create table realtime.%I partition of realtime.messages for values from (%L) to (%L)',
+                     'messages_' || to_char(d, 'YYYY_MM_DD'), d, d + 1);
+    end if;
+  end loop;
+end $$;
+
+select realtime.create_partitions();
+
+-- The topic of the channel being authorized (the gateway sets it, as Supabase Realtime does).
+create or replace function realtime.topic() returns text
+language sql stable as $$ select nullif(current_setting('realtime.topic', true), '')::text $$;
+
+-- Same signature and behaviour as Supabase: never fails the caller's transaction.
+create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+returns void language plpgsql security definer set search_path = '' as $$
+begin
+  insert into realtime.messages (payload, event, topic, private, extension)
+  values (payload, event, topic, private, 'broadcast');
+exception when others then
+  raise warning 'realtime.send failed: %', sqlerrm;
+end $$;
+
+grant execute on function realtime.topic() to anon, authenticated, service_role;
+grant execute on function realtime.send(jsonb, text, text, boolean) to authenticated, service_role;

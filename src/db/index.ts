@@ -1,0 +1,31 @@
+import { Kysely } from 'kysely';
+import { PostgresJSDialect } from 'kysely-postgres-js';
+import postgres, { type Sql } from 'postgres';
+import type { DB } from './types.ts';
+
+export type Database = {
+  /** postgres.js: parameterised tagged-template SQL, used for RPC calls and transactions. */
+  sql: Sql;
+  /** Kysely over the same pool, typed by the generated `DB` interface. */
+  db: Kysely<DB>;
+  close(): Promise<void>;
+};
+
+export type DatabaseOptions = { max?: number; applicationName?: string; prepare?: boolean };
+
+export function createDatabase(url: string, opts: DatabaseOptions = {}): Database {
+  const sql = postgres(url, {
+    max: opts.max ?? 10,
+    prepare: opts.prepare ?? true,
+    onnotice: () => {},
+    connection: { application_name: opts.applicationName ?? 'potentia' },
+  });
+  const db = new Kysely<DB>({ dialect: new PostgresJSDialect({ postgres: sql }) });
+  return {
+    sql,
+    db,
+    async close() {
+      await db.destroy(); // ends the postgres.js pool too
+    },
+  };
+}

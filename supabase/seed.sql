@@ -1,0 +1,3 @@
+-- Development seed data, loaded by `supabase db reset` (and by `npm start` locally).
+-- Kept empty of secrets; the demo workspace arrives with the HTTP API.
+select 1;

@@ -1,0 +1,25 @@
+-- Foundation: the extensions, schemas and compatibility layers every feature relies on.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(18);
+
+select has_extension('vector', 'pgvector is installed');
+select is((select extnamespace::regnamespace::text from pg_extension where extname = 'vector'), 'extensions',
+          'pgvector lives in schema extensions, as on Supabase');
+select has_schema(s, format('schema %s exists', s)) from unnest(array['app', 'api', 'internal', 'auth', 'realtime']) s;
+select has_role(r, format('API role %s exists', r)) from unnest(array['anon', 'authenticated', 'service_role']) r;
+select has_function('auth', 'uid', 'auth.uid() exists');
+
+set local request.jwt.claims = '{"sub":"00000000-0000-4000-8000-000000000001","role":"authenticated"}';
+select is(auth.uid(), '00000000-0000-4000-8000-000000000001'::uuid, 'auth.uid() reads the sub claim from request.jwt.claims');
+select is(auth.role(), 'authenticated', 'auth.role() reads the role claim');
+
+select has_table('realtime', 'messages', 'realtime.messages exists');
+select has_function('realtime', 'send', array['jsonb', 'text', 'text', 'boolean'], 'realtime.send(payload, event, topic, private) exists');
+select has_table('supabase_migrations', 'schema_migrations', 'migrations are recorded where the Supabase CLI reads them');
+select ok(exists (select from supabase_migrations.schema_migrations where name = 'foundation'), 'the foundation migration is recorded');
+select has_table('graphile_worker', '_private_jobs', 'the Graphile Worker schema is installed');
+
+select * from finish();
+rollback;

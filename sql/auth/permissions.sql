@@ -1,0 +1,51 @@
+-- Roles and token scopes. owner/admin: everything incl. members and delete; editor: edit canvases
+-- and blocks; viewer: read only. A per-canvas role replaces the workspace role on that canvas
+-- (except that a workspace owner stays owner).
+
+create or replace function internal.workspace_role(p_workspace_id uuid, p_user_id uuid) returns app.member_role
+language sql stable security definer set search_path = '' as $$
+  select role from app.workspace_members where workspace_id = p_workspace_id and user_id = p_user_id
+$$;
+
+-- The caller's effective role on a live (not soft-deleted) canvas, or null for no access.
+create or replace function internal.canvas_role(p_canvas_id uuid, p_user_id uuid) returns app.member_role
+language sql stable security definer set search_path = '' as $$
+  select case when wm.role = 'owner' then wm.role else coalesce(cm.role, wm.role) end
+  from app.canvases c
+  left join app.workspace_members wm on wm.workspace_id = c.workspace_id and wm.user_id = p_user_id
+  left join app.canvas_members cm on cm.canvas_id = c.canvas_id and cm.user_id = p_user_id
+  where c.canvas_id = p_canvas_id and c.deleted_at is null and (wm.role is not null or cm.role is not null)
+$$;
+
+create or replace function internal.can_write_role(p_role app.member_role) returns boolean
+language sql immutable set search_path = '' as $$
+  select coalesce(p_role in ('owner', 'admin', 'editor'), false)
+$$;
+
+-- An optional `scope` claim (space-separated string or array) narrows a token to listed
+-- canvases: `canvas:{id}:write` (implies read), `canvas:{id}:read`, `*` for any canvas id.
+-- Without a scope claim the token carries the user's full rights.
+create or replace function internal.token_allows(p_canvas_id uuid, p_write boolean) returns boolean
+language sql stable set search_path = '' as $$
+  with scope as (
+    select internal.request_context() -> 'scope' as s
+  ), entries as (
+    select e from scope, lateral (
+      select jsonb_array_elements_text(s) as e where jsonb_typeof(s) = 'array'
+      union all
+      select regexp_split_to_table(s #>> '{}', '\s+') where jsonb_typeof(s) = 'string'
+    ) x
+  )
+  select (select s is null or jsonb_typeof(s) = 'null' from scope)
+      or exists (
+        select from entries
+        where e in (format('canvas:%s:write', p_canvas_id), 'canvas:*:write')
+           or (not p_write and e in (format('canvas:%s:read', p_canvas_id), 'canvas:*:read'))
+      )
+$$;
+
+-- The canvas id in a realtime topic `canvas:{uuid}`, or null.
+create or replace function internal.topic_canvas_id(p_topic text) returns uuid
+language sql immutable set search_path = '' as $$
+  select internal.try_uuid(substring(p_topic from '^canvas:([0-9a-fA-F-]{36})$'))
+$$;

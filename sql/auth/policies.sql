@@ -1,0 +1,45 @@
+-- Row-level security for direct reads of app tables (writes only through api functions).
+-- Re-runnable: each policy is dropped and created again.
+grant usage on schema app to authenticated;
+grant select on app.workspaces, app.workspace_members, app.canvases, app.canvas_members, app.blocks,
+  app.block_operations, app.system_audit, app.presence to authenticated;
+grant all on all tables in schema app to service_role;
+grant usage, select on sequence app.seq_block_events to service_role;
+
+drop policy if exists workspaces_member_read on app.workspaces;
+create policy workspaces_member_read on app.workspaces for select to authenticated
+  using (internal.workspace_role(workspace_id, auth.uid()) is not null);
+
+drop policy if exists workspace_members_member_read on app.workspace_members;
+create policy workspace_members_member_read on app.workspace_members for select to authenticated
+  using (internal.workspace_role(workspace_id, auth.uid()) is not null);
+
+drop policy if exists canvases_member_read on app.canvases;
+create policy canvases_member_read on app.canvases for select to authenticated
+  using (internal.canvas_role(canvas_id, auth.uid()) is not null and internal.token_allows(canvas_id, false));
+
+drop policy if exists canvas_members_member_read on app.canvas_members;
+create policy canvas_members_member_read on app.canvas_members for select to authenticated
+  using (internal.canvas_role(canvas_id, auth.uid()) is not null);
+
+drop policy if exists blocks_member_read on app.blocks;
+create policy blocks_member_read on app.blocks for select to authenticated
+  using (internal.canvas_role(canvas_id, auth.uid()) is not null and internal.token_allows(canvas_id, false));
+
+drop policy if exists block_operations_member_read on app.block_operations;
+create policy block_operations_member_read on app.block_operations for select to authenticated
+  using (internal.canvas_role(canvas_id, auth.uid()) is not null and internal.token_allows(canvas_id, false));
+
+drop policy if exists system_audit_own_read on app.system_audit;
+create policy system_audit_own_read on app.system_audit for select to authenticated
+  using (user_id = auth.uid());
+
+drop policy if exists presence_member_read on app.presence;
+create policy presence_member_read on app.presence for select to authenticated
+  using (internal.canvas_role(canvas_id, auth.uid()) is not null);
+-- app.settings and app.rate_limits: no policy, so no direct access at all.
+
+grant execute on function internal.workspace_role(uuid, uuid), internal.canvas_role(uuid, uuid),
+  internal.token_allows(uuid, boolean), internal.request_context(), internal.try_uuid(text),
+  internal.try_inet(text), internal.try_jsonb(text), internal.topic_canvas_id(text) to authenticated;
+grant usage on schema internal to authenticated;

@@ -1,0 +1,119 @@
+-- Where a block goes: a rank key for an insert or move, made from the caller's intent
+-- (`y_order`, `after_id`, or nothing = append). A valid placement never fails for lack of room:
+-- when no key of <= 10 characters fits, the neighbourhood is respaced in the same transaction.
+-- All of this runs under the canvas lock taken by the mutation, so keys cannot race.
+
+-- Rewrites blocks' keys (version + 1, one logged `move` per block, broadcast like any change).
+create or replace function internal.assign_ranks(p_canvas_id uuid, p_block_ids uuid[], p_keys text[], p_reason text)
+returns integer language plpgsql security definer set search_path = '' as $$
+declare
+  v_block app.blocks;
+  v_seq bigint;
+  v_moved integer := 0;
+begin
+  for i in 1 .. coalesce(array_length(p_block_ids, 1), 0) loop
+    update app.blocks set y_order = p_keys[i], version = version + 1, updated_at = now()
+    where block_id = p_block_ids[i] and canvas_id = p_canvas_id and y_order collate "C" <> p_keys[i]
+    returning * into v_block;
+    continue when not found;
+    v_seq := internal.next_seq(p_canvas_id);
+    perform internal.record_applied_op(
+      jsonb_build_object('role', 'system'), p_canvas_id, v_block.block_id, 'move',
+      format('system:%s:%s', p_reason, v_seq), v_block.version - 1, v_block.version,
+      jsonb_build_object('y_order', v_block.y_order), internal.block_json(v_block), v_seq, clock_timestamp(), 1);
+    v_moved := v_moved + 1;
+  end loop;
+  return v_moved;
+end $$;
+
+-- Makes room between adjacent keys lo < hi (null = open end), ignoring `p_exclude` (the block
+-- being moved): respaces a window of neighbours, widening it until the keys fit in 10
+-- characters, and returns the key of the free slot left between the two sides.
+create or replace function internal.respace_for_insert(p_canvas_id uuid, p_lo text, p_hi text, p_exclude uuid)
+returns text language plpgsql security definer set search_path = '' as $$
+declare
+  w integer := 4;
+  v_before uuid[];
+  v_after uuid[];
+  v_lo_out text;
+  v_hi_out text;
+  v_keys text[];
+  nb integer;
+  na integer;
+begin
+  loop
+    select coalesce(array_agg(block_id order by y_order), '{}') into v_before from (
+      select block_id, y_order from app.blocks
+      where canvas_id = p_canvas_id and block_id is distinct from p_exclude and p_lo is not null
+        and y_order <= p_lo collate "C"
+      order by y_order desc limit w) b;
+    select coalesce(array_agg(block_id order by y_order), '{}') into v_after from (
+      select block_id, y_order from app.blocks
+      where canvas_id = p_canvas_id and block_id is distinct from p_exclude and p_hi is not null
+        and y_order >= p_hi collate "C"
+      order by y_order limit w) a;
+    nb := coalesce(array_length(v_before, 1), 0);
+    na := coalesce(array_length(v_after, 1), 0);
+    select max(y_order) into v_lo_out from app.blocks
+      where canvas_id = p_canvas_id and block_id is distinct from p_exclude and nb > 0
+        and y_order < (select y_order from app.blocks where block_id = v_before[1]);
+    select min(y_order) into v_hi_out from app.blocks
+      where canvas_id = p_canvas_id and block_id is distinct from p_exclude and na > 0
+        and y_order > (select y_order from app.blocks where block_id = v_after[na]);
+    if nb = 0 then v_lo_out := p_lo; end if;
+    if na = 0 then v_hi_out := p_hi; end if;
+    begin
+      v_keys := internal.lexorank_spread(nb + na + 1, v_lo_out, v_hi_out);
+    exception when sqlstate '22023' then
+      if v_lo_out is null and v_hi_out is null then raise; end if;
+      w := w * 4;
+      continue;
+    end;
+    perform internal.assign_ranks(p_canvas_id, v_before || v_after, v_keys[1:nb] || v_keys[nb + 2:], 'respace');
+    return v_keys[nb + 1];
+  end loop;
+end $$;
+
+-- The key for block `p_block_id` given the intent in `p_patch`:
+--   y_order   an explicit key (validated by the caller); if another block holds it (two clients
+--             picked the same key), the block goes right after that holder instead
+--   after_id  right after that block of the canvas; JSON null = first
+--   neither   last
+create or replace function internal.place_block(p_canvas_id uuid, p_block_id uuid, p_patch jsonb)
+returns text language plpgsql security definer set search_path = '' as $$
+declare
+  v_lo text;
+  v_hi text;
+  v_key text;
+  v_after uuid;
+  v_append boolean := not (p_patch ? 'y_order' or p_patch ? 'after_id');
+begin
+  if p_patch ? 'y_order' then
+    v_lo := p_patch ->> 'y_order';
+    if not exists (select from app.blocks where canvas_id = p_canvas_id and y_order = v_lo collate "C"
+                   and block_id <> p_block_id) then
+      return v_lo;
+    end if;
+  elsif p_patch ? 'after_id' and jsonb_typeof(p_patch -> 'after_id') <> 'null' then
+    v_after := internal.try_uuid(p_patch ->> 'after_id');
+    if v_after is null or v_after = p_block_id then
+      perform internal.raise_error('invalid_input', 'after_id must be the id of another block of this canvas, or null',
+                                   jsonb_build_object('field', 'after_id'));
+    end if;
+    select y_order into v_lo from app.blocks where block_id = v_after and canvas_id = p_canvas_id;
+    if not found then
+      perform internal.raise_error('invalid_input', 'after_id is not a block of this canvas', jsonb_build_object('field', 'after_id'));
+    end if;
+  elsif v_append then
+    select max(y_order) into v_lo from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id;
+  end if;
+  if not v_append then
+    select min(y_order) into v_hi from app.blocks
+      where canvas_id = p_canvas_id and block_id <> p_block_id and (v_lo is null or y_order > v_lo collate "C");
+  end if;
+  v_key := internal.lexorank_between(v_lo, v_hi);
+  if length(v_key) <= 10 then
+    return v_key;
+  end if;
+  return internal.respace_for_insert(p_canvas_id, v_lo, v_hi, p_block_id);
+end $$;

@@ -1,0 +1,40 @@
+-- Keeping keys short. When a key passes 8 characters the trigger asks for a rebalance
+-- (NOTIFY rebalance_needed + a Graphile Worker job deduplicated by a per-canvas job key); the
+-- job calls internal.rebalance_canvas, which rewrites the canvas's keys evenly.
+
+create or replace function internal.check_lexorank_length() returns trigger
+language plpgsql security definer set search_path = '' as $$
+begin
+  perform pg_notify('rebalance_needed', new.canvas_id::text);
+  perform graphile_worker.add_job('rebalance_canvas', json_build_object('canvas_id', new.canvas_id),
+                                  job_key => 'rebalance_canvas:' || new.canvas_id,
+                                  run_at => now() + interval '2 seconds',
+                                  job_key_mode => 'preserve_run_at');
+  return null;
+end $$;
+
+drop trigger if exists check_lexorank_length on app.blocks;
+create trigger check_lexorank_length
+  after insert or update of y_order on app.blocks
+  for each row when (length(new.y_order) > 8)
+  execute function internal.check_lexorank_length();
+
+-- Rewrites every key of a canvas evenly (shortest length that fits), in order, under the canvas
+-- lock: versions bump, each moved block is logged as a `move` and broadcast. Returns the number
+-- of blocks whose key changed.
+create or replace function internal.rebalance_canvas(p_canvas_id uuid) returns integer
+language plpgsql security definer set search_path = '' set lock_timeout = '5s' as $$
+declare
+  v_ids uuid[];
+  v_moved integer;
+begin
+  perform from app.canvases where canvas_id = p_canvas_id for no key update;
+  if not found then return 0; end if;
+  select coalesce(array_agg(block_id order by y_order), '{}') into v_ids from app.blocks where canvas_id = p_canvas_id;
+  v_moved := internal.assign_ranks(p_canvas_id, v_ids, internal.lexorank_spread(coalesce(array_length(v_ids, 1), 0)), 'rebalance');
+  set constraints app.blocks_canvas_y_order_key immediate;
+  set constraints app.blocks_canvas_y_order_key deferred;
+  perform internal.write_audit(jsonb_build_object('role', 'system'), 'canvas.rebalance', 'success', 'canvas',
+                               p_canvas_id::text, jsonb_build_object('blocks', array_length(v_ids, 1)), null, null, null, v_moved);
+  return v_moved;
+end $$;

@@ -1,0 +1,208 @@
+-- Workspaces, canvases and reads behind the A-endpoints. Errors are raised with the stable codes
+-- of internal.raise_error; every change is audited.
+
+create or replace function internal.require_user() returns uuid
+language plpgsql stable set search_path = '' as $$
+begin
+  if auth.uid() is null then
+    perform internal.raise_error('unauthorized', 'a signed-in user is required');
+  end if;
+  return auth.uid();
+end $$;
+
+create or replace function internal.canvas_json(c app.canvases) returns jsonb
+language sql immutable set search_path = '' as $$
+  select jsonb_build_object('canvas_id', c.canvas_id, 'workspace_id', c.workspace_id, 'title', c.title,
+                            'settings', c.settings, 'version', c.version, 'created_by', c.created_by,
+                            'created_at', c.created_at, 'updated_at', c.updated_at)
+$$;
+
+create or replace function internal.check_title_settings(p_title text, p_settings jsonb) returns void
+language plpgsql immutable set search_path = '' as $$
+begin
+  if p_title is not null and char_length(btrim(p_title)) not between 1 and 500 then
+    perform internal.raise_error('invalid_input', 'title must be 1 to 500 characters', '{"field":"title"}');
+  end if;
+  if p_settings is not null and jsonb_typeof(p_settings) <> 'object' then
+    perform internal.raise_error('invalid_input', 'settings must be a JSON object', '{"field":"settings"}');
+  end if;
+  if p_settings is not null and octet_length(p_settings::text) > 16384 then
+    perform internal.raise_error('payload_too_large', 'settings must be at most 16384 bytes', '{"field":"settings"}');
+  end if;
+end $$;
+
+create or replace function api.create_workspace(p_name text) returns jsonb
+language plpgsql security definer set search_path = '' as $$
+declare
+  v_user uuid := internal.require_user();
+  v_id uuid;
+begin
+  if p_name is null or char_length(btrim(p_name)) not between 1 and 200 then
+    perform internal.raise_error('invalid_input', 'name must be 1 to 200 characters', '{"field":"name"}');
+  end if;
+  insert into app.workspaces (name, created_by) values (btrim(p_name), v_user) returning workspace_id into v_id;
+  insert into app.workspace_members (workspace_id, user_id, role) values (v_id, v_user, 'owner');
+  perform internal.write_audit(internal.request_context(), 'workspace.create', 'success', 'workspace', v_id::text);
+  return jsonb_build_object('workspace_id', v_id);
+end $$;
+
+-- Owners and admins manage members; only an owner may make another owner.
+create or replace function api.set_workspace_member(p_workspace_id uuid, p_user_id uuid, p_role app.member_role)
+returns jsonb language plpgsql security definer set search_path = '' as $$
+declare
+  v_user uuid := internal.require_user();
+  v_role app.member_role := internal.workspace_role(p_workspace_id, v_user);
+begin
+  if v_role is null then
+    perform internal.raise_error('not_found', 'workspace not found, or you are not a member of it', '{"field":"workspace_id"}');
+  end if;
+  if v_role not in ('owner', 'admin') or (p_role = 'owner' and v_role <> 'owner')
+     or (internal.workspace_role(p_workspace_id, p_user_id) = 'owner' and v_role <> 'owner') then
+    perform internal.raise_error('forbidden', format('your role (%s) cannot grant this role', v_role));
+  end if;
+  if p_role is null or not exists (select from auth.users where id = p_user_id) then
+    perform internal.raise_error('invalid_input', 'user_id must be an existing user and role one of owner, admin, editor, viewer',
+                                 '{"field":"user_id"}');
+  end if;
+  insert into app.workspace_members (workspace_id, user_id, role) values (p_workspace_id, p_user_id, p_role)
+  on conflict (workspace_id, user_id) do update set role = excluded.role;
+  perform internal.write_audit(internal.request_context(), 'workspace.member.set', 'success', 'workspace', p_workspace_id::text,
+                               jsonb_build_object('user_id', p_user_id, 'role', p_role), null, null, null, 1);
+  return jsonb_build_object('workspace_id', p_workspace_id, 'user_id', p_user_id, 'role', p_role);
+end $$;
+
+-- A4: the caller's live canvases, newest first.
+create or replace function api.list_my_canvases() returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+declare v_user uuid := internal.require_user();
+begin
+  return coalesce((
+    select jsonb_agg(internal.canvas_json(c) || jsonb_build_object('role', r.role) order by c.updated_at desc, c.canvas_id)
+    from app.canvases c, lateral (select internal.canvas_role(c.canvas_id, v_user) as role) r
+    where c.deleted_at is null and r.role is not null and internal.token_allows(c.canvas_id, false)), '[]');
+end $$;
+
+-- A5: editors and above create canvases in their workspace.
+create or replace function api.create_canvas(p_workspace_id uuid, p_title text default 'Untitled', p_settings jsonb default '{}')
+returns jsonb language plpgsql security definer set search_path = '' as $$
+declare
+  v_user uuid := internal.require_user();
+  v_role app.member_role := internal.workspace_role(p_workspace_id, v_user);
+  v_id uuid;
+begin
+  if v_role is null then
+    perform internal.raise_error('not_found', 'workspace not found, or you are not a member of it', '{"field":"workspace_id"}');
+  end if;
+  if not internal.can_write_role(v_role) then
+    perform internal.raise_error('forbidden', format('your role (%s) cannot create canvases', v_role));
+  end if;
+  perform internal.check_title_settings(coalesce(p_title, 'Untitled'), coalesce(p_settings, '{}'));
+  insert into app.canvases (workspace_id, title, settings, created_by)
+  values (p_workspace_id, btrim(coalesce(p_title, 'Untitled')), coalesce(p_settings, '{}'), v_user)
+  returning canvas_id into v_id;
+  perform internal.write_audit(internal.request_context(), 'canvas.create', 'success', 'canvas', v_id::text, '{}', null, null, null, 1);
+  return jsonb_build_object('canvas_id', v_id);
+end $$;
+
+-- A6: owners and admins change the title and/or settings (null = keep).
+create or replace function api.update_canvas(p_canvas_id uuid, p_title text default null, p_settings jsonb default null)
+returns jsonb language plpgsql security definer set search_path = '' as $$
+declare
+  v_user uuid := internal.require_user();
+  v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
+  v_canvas app.canvases;
+begin
+  if v_role is null then
+    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+  end if;
+  if v_role not in ('owner', 'admin') or not internal.token_allows(p_canvas_id, true) then
+    perform internal.raise_error('forbidden', 'only owners and admins change a canvas''s title and settings');
+  end if;
+  if p_title is null and p_settings is null then
+    perform internal.raise_error('invalid_input', 'give a title or settings to change', '{"field":"title"}');
+  end if;
+  perform internal.check_title_settings(p_title, p_settings);
+  update app.canvases set title = coalesce(btrim(p_title), title), settings = coalesce(p_settings, settings),
+                          version = version + 1, updated_at = now()
+  where canvas_id = p_canvas_id returning * into v_canvas;
+  perform internal.write_audit(internal.request_context(), 'canvas.update', 'success', 'canvas', p_canvas_id::text,
+                               jsonb_build_object('title', p_title is not null, 'settings', p_settings is not null), null, null, null, 1);
+  perform realtime.send(jsonb_build_object('canvas', internal.canvas_json(v_canvas)), 'canvas_updated', 'canvas:' || p_canvas_id, true);
+  return internal.canvas_json(v_canvas);
+end $$;
+
+-- A7: owners soft-delete a canvas (purged later by the cleanup job).
+create or replace function api.delete_canvas(p_canvas_id uuid) returns void
+language plpgsql security definer set search_path = '' as $$
+declare
+  v_user uuid := internal.require_user();
+  v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
+begin
+  if v_role is null then
+    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+  end if;
+  if v_role <> 'owner' or not internal.token_allows(p_canvas_id, true) then
+    perform internal.raise_error('forbidden', 'only an owner deletes a canvas');
+  end if;
+  update app.canvases set deleted_at = now(), updated_at = now() where canvas_id = p_canvas_id;
+  perform internal.write_audit(internal.request_context(), 'canvas.delete', 'success', 'canvas', p_canvas_id::text, '{}', null, null, null, 1);
+  perform realtime.send(jsonb_build_object('canvas_id', p_canvas_id), 'canvas_deleted', 'canvas:' || p_canvas_id, true);
+end $$;
+
+-- A2: blocks in rank order, keyset-paginated: {items, next_cursor}; the cursor is the last
+-- item's y_order (null when there is no more).
+create or replace function api.list_blocks(p_canvas_id uuid, p_cursor text default null, p_limit integer default 100)
+returns jsonb language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_limit integer := least(greatest(coalesce(p_limit, 100), 1), 500);
+  v_items jsonb;
+begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  if p_cursor is not null and p_cursor !~ '^[0-9A-Za-z]{1,10}$' then
+    perform internal.raise_error('invalid_input', 'cursor is not one this endpoint returned', '{"field":"cursor"}');
+  end if;
+  select coalesce(jsonb_agg(internal.block_json(b) order by b.y_order), '[]') into v_items
+  from (select * from app.blocks
+        where canvas_id = p_canvas_id and (p_cursor is null or y_order > p_cursor collate "C")
+        order by y_order limit v_limit + 1) b;
+  return jsonb_build_object(
+    'items', case when jsonb_array_length(v_items) > v_limit then v_items - v_limit else v_items end,
+    'next_cursor', case when jsonb_array_length(v_items) > v_limit then v_items -> (v_limit - 1) ->> 'y_order' end);
+end $$;
+
+-- A3: one block.
+create or replace function api.get_block(p_canvas_id uuid, p_block_id uuid) returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+declare v_block jsonb;
+begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  select internal.block_json(b) into v_block from app.blocks b where b.block_id = p_block_id and b.canvas_id = p_canvas_id;
+  if v_block is null then
+    perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
+  end if;
+  return v_block;
+end $$;
+
+-- A8: {can_write, role, users[]} — who has access to the canvas and with which role.
+create or replace function api.get_canvas_permissions(p_canvas_id uuid) returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+declare v_role app.member_role;
+begin
+  v_role := internal.require_canvas_reader(p_canvas_id);
+  return jsonb_build_object(
+    'can_write', internal.can_write_role(v_role) and internal.token_allows(p_canvas_id, true),
+    'role', v_role,
+    'users', (
+      select coalesce(jsonb_agg(jsonb_build_object('user_id', u.user_id, 'email', au.email, 'role', u.role)
+                                order by u.role, au.email), '[]')
+      from (select m.user_id, internal.canvas_role(p_canvas_id, m.user_id) as role
+            from (select user_id from app.workspace_members wm join app.canvases c using (workspace_id)
+                  where c.canvas_id = p_canvas_id
+                  union select user_id from app.canvas_members where canvas_id = p_canvas_id) m) u
+      join auth.users au on au.id = u.user_id));
+end $$;
+
+grant execute on function api.create_workspace(text), api.set_workspace_member(uuid, uuid, app.member_role),
+  api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),
+  api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
+  api.get_canvas_permissions(uuid) to authenticated, service_role;

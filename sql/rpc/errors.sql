@@ -1,0 +1,50 @@
+-- One error vocabulary for every api function. Each code has its own SQLSTATE (class PX, after
+-- the HTTP status it maps to) and travels as the HINT, so SQL callers, the HTTP layer and the
+-- operation log all see the same stable code. DETAIL carries JSON (e.g. the field at fault).
+--   invalid_input PX400  unauthorized PX401  forbidden PX403  not_found PX404
+--   conflict PX409  payload_too_large PX413  rate_limited PX429  timeout PX504  internal PX500
+
+create or replace function internal.raise_error(p_code text, p_message text, p_detail jsonb default '{}')
+returns void language plpgsql set search_path = '' as $$
+begin
+  raise exception using
+    errcode = case p_code
+      when 'invalid_input' then 'PX400' when 'unauthorized' then 'PX401' when 'forbidden' then 'PX403'
+      when 'not_found' then 'PX404' when 'conflict' then 'PX409' when 'payload_too_large' then 'PX413'
+      when 'rate_limited' then 'PX429' when 'timeout' then 'PX504' else 'PX500' end,
+    message = p_message,
+    detail = coalesce(p_detail, '{}')::text,
+    hint = p_code;
+end $$;
+
+-- The error object for an exception caught in a handler: our own codes pass through; database
+-- errors are mapped to the nearest stable code.
+create or replace function internal.error_object(p_sqlstate text, p_message text, p_detail text, p_hint text)
+returns jsonb language sql immutable set search_path = '' as $$
+  select jsonb_build_object(
+    'code', case
+      when p_sqlstate like 'PX%' then p_hint
+      when p_sqlstate in ('57014', '55P03') then 'timeout'
+      when p_sqlstate like '22%' or p_sqlstate like '23%' then 'invalid_input'
+      else 'internal' end,
+    'message', p_message
+  ) || case when p_sqlstate like 'PX%' then coalesce(internal.try_jsonb(p_detail), '{}') else '{}' end
+$$;
+
+-- Per-user fixed-window rate limit; raises rate_limited with retry_after seconds.
+create or replace function internal.hit_rate_limit(p_user_id uuid, p_bucket text, p_limit integer)
+returns void language plpgsql security definer set search_path = '' as $$
+declare
+  v_window timestamptz := date_trunc('minute', now());
+  v_hits integer;
+begin
+  insert into app.rate_limits as r (user_id, bucket, window_start, hits) values (p_user_id, p_bucket, v_window, 1)
+  on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1
+  returning hits into v_hits;
+  if v_hits > p_limit then
+    perform internal.raise_error('rate_limited',
+      format('rate limit of %s %s per minute reached: retry after the window resets', p_limit, p_bucket),
+      jsonb_build_object('retry_after', ceil(extract(epoch from v_window + interval '1 minute' - now()))::int,
+                         'limit', p_limit));
+  end if;
+end $$;

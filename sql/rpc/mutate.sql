@@ -1,0 +1,398 @@
+-- The mutation RPC: api.upsert_block_atomic and its all-or-nothing batch form.
+--
+-- Per operation, in one transaction:
+--   1. the caller's role, token scope and rate limit (rejections are returned and audited);
+--   2. a known client_op_id returns its original result (exactly-once effect under retries);
+--   3. the canvas row is locked, so writers on one canvas are serialized: server_seq order is
+--      commit order per canvas and replay by since_seq can never skip a late commit; the block
+--      is locked FOR UPDATE and base_version compared;
+--   4. validation (rank, parent in the same canvas, no cycle, content size);
+--   5. server_seq, block, operation row, audit row, realtime.send to `canvas:{id}`.
+-- Any failure rolls back the operation's work (a subtransaction) and leaves a `failed` or
+-- `conflict` operation row and audit row, which commit with the caller's transaction.
+--
+-- Merge rule for a stale base_version (base_version < current version): the operation's fields
+-- are compared with the fields changed by every applied operation on the block since
+-- base_version. Field groups: `content`, `type`, `parent` (parent_id) and `position` (y_order,
+-- after_id). Disjoint → the operation applies on top of the current block; overlapping → a
+-- `conflict` carrying the current block. A stale `delete` always conflicts.
+
+create or replace function internal.block_json(b app.blocks) returns jsonb
+language sql immutable set search_path = '' as $$
+  select case when b.block_id is null then null else jsonb_build_object(
+    'block_id', b.block_id, 'canvas_id', b.canvas_id, 'parent_id', b.parent_id, 'type', b.type,
+    'content', b.content, 'y_order', b.y_order, 'version', b.version,
+    'created_at', b.created_at, 'created_by', b.created_by, 'updated_at', b.updated_at, 'updated_by', b.updated_by)
+  end
+$$;
+
+-- The next server_seq for a canvas whose lock this transaction holds; advances the watermark.
+create or replace function internal.next_seq(p_canvas_id uuid) returns bigint
+language plpgsql security definer set search_path = '' as $$
+declare v_seq bigint := nextval('app.seq_block_events');
+begin
+  update app.canvases set last_seq = v_seq where canvas_id = p_canvas_id;
+  return v_seq;
+end $$;
+
+create or replace function internal.patch_fields(p_patch jsonb) returns text[]
+language sql immutable set search_path = '' as $$
+  select array_remove(array[
+    case when p_patch ? 'content' then 'content' end,
+    case when p_patch ? 'type' then 'type' end,
+    case when p_patch ? 'parent_id' then 'parent' end,
+    case when p_patch ? 'y_order' or p_patch ? 'after_id' then 'position' end], null)
+$$;
+
+-- Operation row + audit row + broadcast for an applied operation.
+create or replace function internal.record_applied_op(
+  p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
+  p_base_version integer, p_new_version integer, p_patch jsonb, p_block jsonb, p_seq bigint,
+  p_started_at timestamptz, p_affected_rows integer, p_result jsonb default null, p_extra jsonb default '{}'
+) returns void language plpgsql security definer set search_path = '' as $$
+begin
+  insert into app.block_operations (server_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
+                                    base_version, new_version, patch, block, result, started_at, duration_ms)
+  values (p_seq, p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, 'success',
+          p_base_version, p_new_version, p_patch, p_block, p_result, p_started_at,
+          extract(epoch from clock_timestamp() - p_started_at) * 1000);
+  perform internal.write_audit(p_ctx, 'block.' || p_action, 'success', 'block', p_block_id::text,
+                               jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq,
+                               p_started_at, p_affected_rows);
+  perform realtime.send(
+    jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'action', p_action, 'block_id', p_block_id,
+                       'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
+                       'actor_id', p_ctx ->> 'user_id') || p_extra,
+    'block_op', 'canvas:' || p_canvas_id, true);
+end $$;
+
+-- Operation row + audit row for an attempt that did not apply (conflict, failed, duplicate).
+create or replace function internal.record_rejected_op(
+  p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
+  p_base_version integer, p_patch jsonb, p_status text, p_result jsonb, p_started_at timestamptz
+) returns void language plpgsql security definer set search_path = '' as $$
+begin
+  -- the log needs an existing canvas and a well-formed op; the audit row records every attempt
+  if p_client_op_id is not null and char_length(p_client_op_id) between 1 and 128
+     and p_action in ('create', 'update', 'move', 'delete')
+     and exists (select from app.canvases where canvas_id = p_canvas_id) then
+    insert into app.block_operations (client_op_id, actor_id, canvas_id, block_id, action, status, base_version,
+                                      patch, block, result, error_code, error_message, started_at, duration_ms)
+    values (p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, p_status, p_base_version,
+            coalesce(p_patch, '{}'), p_result -> 'block', p_result, p_result #>> '{error,code}',
+            p_result #>> '{error,message}', p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
+  end if;
+  perform internal.write_audit(p_ctx, 'block.' || coalesce(left(p_action, 20), 'unknown'), p_status, 'block',
+                               p_block_id::text, jsonb_build_object('canvas_id', p_canvas_id, 'error', p_result -> 'error'),
+                               left(p_client_op_id, 128), null, p_started_at, 0);
+end $$;
+
+-- The result of an already-applied operation of this caller, if any.
+create or replace function internal.prior_result(p_ctx jsonb, p_client_op_id text) returns jsonb
+language sql stable security definer set search_path = '' as $$
+  select result from app.block_operations
+  where actor_id = (p_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success'
+$$;
+
+-- One operation. Raises (internal.raise_error) on anything but success; callers catch.
+create or replace function internal.apply_block_op(
+  p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
+  p_base_version integer, p_patch jsonb, p_started_at timestamptz
+) returns jsonb language plpgsql security definer set search_path = '' as $$
+declare
+  v_user uuid := (p_ctx ->> 'user_id')::uuid;
+  v_role app.member_role;
+  v_old app.blocks;
+  v_new app.blocks;
+  v_patch jsonb := coalesce(p_patch, '{}');
+  v_block_id uuid := p_block_id;
+  v_parent uuid;
+  v_key text;
+  v_seq bigint;
+  v_changed text[];
+  v_deleted uuid[];
+  v_result jsonb;
+  v_bad_key text;
+begin
+  -- 1. who may do this
+  if v_user is null then
+    perform internal.raise_error('unauthorized', 'a signed-in user is required to change blocks');
+  end if;
+  if p_action is null or p_action not in ('create', 'update', 'move', 'delete') then
+    perform internal.raise_error('invalid_input', 'action must be one of create, update, move, delete', '{"field":"action"}');
+  end if;
+  if p_client_op_id is null or char_length(p_client_op_id) not between 1 and 128 then
+    perform internal.raise_error('invalid_input', 'client_op_id must be 1 to 128 characters', '{"field":"client_op_id"}');
+  end if;
+  if p_canvas_id is null then
+    perform internal.raise_error('invalid_input', 'canvas_id is required', '{"field":"canvas_id"}');
+  end if;
+  v_role := internal.canvas_role(p_canvas_id, v_user);
+  if v_role is null then
+    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+  end if;
+  if not internal.can_write_role(v_role) then
+    perform internal.raise_error('forbidden', format('your role on this canvas (%s) cannot change blocks', v_role));
+  end if;
+  if not internal.token_allows(p_canvas_id, true) then
+    perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
+  end if;
+  perform internal.hit_rate_limit(v_user, 'mutations', internal.setting_int('mutations_per_minute'));
+
+  -- 2. shape of the patch
+  if jsonb_typeof(v_patch) <> 'object' then
+    perform internal.raise_error('invalid_input', 'patch must be a JSON object', '{"field":"patch"}');
+  end if;
+  select k into v_bad_key from jsonb_object_keys(v_patch) k
+    where k not in ('content', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
+  if v_bad_key is not null then
+    perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch.' || v_bad_key));
+  end if;
+  if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'type') then
+    perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
+  end if;
+  if v_patch ? 'content' and jsonb_typeof(v_patch -> 'content') <> 'object' then
+    perform internal.raise_error('invalid_input', 'content must be a JSON object', '{"field":"patch.content"}');
+  end if;
+  if octet_length((v_patch -> 'content')::text) > internal.setting_int('max_content_bytes') then
+    perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', internal.setting_int('max_content_bytes')),
+                                 '{"field":"patch.content"}');
+  end if;
+  if v_patch ? 'type' and (jsonb_typeof(v_patch -> 'type') <> 'string' or (v_patch ->> 'type') !~ '^[a-z][a-z0-9_]{0,39}$') then
+    perform internal.raise_error('invalid_input', 'type must match ^[a-z][a-z0-9_]{0,39}$', '{"field":"patch.type"}');
+  end if;
+  if v_patch ? 'y_order' and (jsonb_typeof(v_patch -> 'y_order') <> 'string' or not internal.lexorank_is_valid(v_patch ->> 'y_order')) then
+    perform internal.raise_error('invalid_input', 'y_order must be 1-10 base-62 characters not ending in 0', '{"field":"patch.y_order"}');
+  end if;
+  if v_patch ? 'parent_id' and jsonb_typeof(v_patch -> 'parent_id') <> 'null' then
+    v_parent := internal.try_uuid(v_patch ->> 'parent_id');
+    if v_parent is null or jsonb_typeof(v_patch -> 'parent_id') <> 'string' then
+      perform internal.raise_error('invalid_input', 'parent_id must be a block id or null', '{"field":"patch.parent_id"}');
+    end if;
+  end if;
+
+  -- 3. serialize writers on this canvas, then lock and compare the block
+  perform from app.canvases where canvas_id = p_canvas_id for no key update;
+  if p_action = 'create' then
+    if v_patch ->> 'type' is null then
+      perform internal.raise_error('invalid_input', 'type is required to create a block', '{"field":"patch.type"}');
+    end if;
+    v_block_id := coalesce(v_block_id, gen_random_uuid());
+    if exists (select from app.blocks where block_id = v_block_id) then
+      perform internal.raise_error('invalid_input', 'a block with this block_id already exists', '{"field":"block_id"}');
+    end if;
+  else
+    if v_block_id is null then
+      perform internal.raise_error('invalid_input', 'block_id is required', '{"field":"block_id"}');
+    end if;
+    select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
+    if not found then
+      perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
+    end if;
+    if p_base_version is null then
+      perform internal.raise_error('invalid_input', 'base_version is required', '{"field":"base_version"}');
+    end if;
+    if p_base_version > v_old.version then
+      perform internal.raise_error('invalid_input', format('base_version %s is newer than the block (version %s)', p_base_version, v_old.version),
+                                   '{"field":"base_version"}');
+    end if;
+    if p_action <> 'delete' and internal.patch_fields(v_patch) = '{}' then
+      perform internal.raise_error('invalid_input', 'patch changes nothing', '{"field":"patch"}');
+    end if;
+    if p_base_version < v_old.version then
+      select coalesce(array_agg(distinct f), '{}') into v_changed
+      from app.block_operations o, unnest(internal.patch_fields(o.patch)) f
+      where o.block_id = v_block_id and o.status = 'success' and o.new_version > p_base_version;
+      if p_action = 'delete' or v_changed && internal.patch_fields(v_patch) then
+        perform internal.raise_error('conflict',
+          format('block changed since version %s (now %s): rebase on the current block and retry', p_base_version, v_old.version),
+          jsonb_build_object('block', internal.block_json(v_old), 'version', v_old.version, 'changed', v_changed));
+      end if;
+    end if;
+  end if;
+
+  -- 4. validate the parent: same canvas, and not the block itself or one of its descendants
+  if v_parent is not null then
+    if not exists (select from app.blocks where block_id = v_parent and canvas_id = p_canvas_id) then
+      perform internal.raise_error('invalid_input', 'parent_id must be a block of the same canvas', '{"field":"patch.parent_id"}');
+    end if;
+    if v_parent = v_block_id or exists (
+      with recursive ancestors as (
+        select parent_id from app.blocks where block_id = v_parent
+        union
+        select b.parent_id from app.blocks b join ancestors a on b.block_id = a.parent_id
+      ) select from ancestors where parent_id = v_block_id) then
+      perform internal.raise_error('invalid_input', 'parent_id would make the block its own ancestor', '{"field":"patch.parent_id"}');
+    end if;
+  end if;
+  if p_action = 'create' or v_patch ? 'y_order' or v_patch ? 'after_id' then
+    v_key := internal.place_block(p_canvas_id, v_block_id, v_patch);
+  end if;
+
+  -- 5. write
+  v_seq := internal.next_seq(p_canvas_id);
+  if p_action = 'create' then
+    insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, created_by, updated_by)
+    values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', coalesce(v_patch -> 'content', '{}'), v_key, v_user, v_user)
+    returning * into v_new;
+  elsif p_action = 'delete' then
+    with recursive subtree as (
+      select block_id from app.blocks where block_id = v_block_id
+      union all
+      select b.block_id from app.blocks b join subtree s on b.parent_id = s.block_id
+    ) select array_agg(block_id) into v_deleted from subtree;
+    delete from app.blocks where block_id = v_block_id;
+  else
+    update app.blocks set
+      content = case when v_patch ? 'content' then v_patch -> 'content' else content end,
+      type = coalesce(v_patch ->> 'type', type),
+      parent_id = case when v_patch ? 'parent_id' then v_parent else parent_id end,
+      y_order = coalesce(v_key, y_order),
+      version = version + 1,
+      updated_at = now(),
+      updated_by = v_user
+    where block_id = v_block_id
+    returning * into v_new;
+  end if;
+  -- the deferred UNIQUE (canvas_id, y_order) is checked here, inside the operation, not at commit
+  set constraints app.blocks_canvas_y_order_key immediate;
+  set constraints app.blocks_canvas_y_order_key deferred;
+
+  v_result := jsonb_build_object(
+    'status', 'success', 'server_seq', v_seq, 'client_op_id', p_client_op_id, 'block_id', v_block_id,
+    'version', coalesce(v_new.version, v_old.version + 1), 'block', internal.block_json(v_new));
+  perform internal.record_applied_op(
+    p_ctx, p_canvas_id, v_block_id, p_action, p_client_op_id, v_old.version, coalesce(v_new.version, v_old.version + 1),
+    v_patch || case when v_key is null then '{}' else jsonb_build_object('y_order', v_key) end,
+    internal.block_json(v_new), v_seq, p_started_at, coalesce(array_length(v_deleted, 1), 1), v_result,
+    case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end);
+  return v_result;
+end $$;
+
+-- What a caught exception becomes for the caller: a conflict carries the current block.
+create or replace function internal.rejection_result(p_client_op_id text, p_block_id uuid, p_error jsonb)
+returns jsonb language sql immutable set search_path = '' as $$
+  select case when p_error ->> 'code' = 'conflict' then
+    jsonb_build_object('status', 'conflict', 'server_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
+                       'version', p_error -> 'version', 'block', p_error -> 'block',
+                       'error', p_error - 'block' - 'version')
+  else
+    jsonb_build_object('status', 'failed', 'server_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
+                       'error', p_error)
+  end
+$$;
+
+create or replace function api.upsert_block_atomic(
+  p_canvas_id uuid,
+  p_block_id uuid,
+  p_action text,
+  p_client_op_id text,
+  p_base_version integer default null,
+  p_patch jsonb default '{}'
+) returns jsonb
+language plpgsql security definer set search_path = '' set lock_timeout = '3s'
+as $$
+declare
+  v_ctx jsonb := internal.request_context();
+  v_started timestamptz := clock_timestamp();
+  v_prior jsonb;
+  v_error jsonb;
+  v_result jsonb;
+  v_state text; v_msg text; v_detail text; v_hint text; v_constraint text;
+begin
+  v_prior := internal.prior_result(v_ctx, p_client_op_id);
+  if v_prior is not null then
+    perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version,
+                                        p_patch, 'duplicate', v_prior, v_started);
+    return v_prior;
+  end if;
+  begin
+    return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
+  exception when query_canceled or others then
+    get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
+                            v_hint = pg_exception_hint, v_constraint = constraint_name;
+  end;
+  -- a concurrent retry of the same op committed first: hand back its result
+  if v_state = '23505' and v_constraint = 'block_operations_idempotency_idx' then
+    v_prior := internal.prior_result(v_ctx, p_client_op_id);
+    perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version,
+                                        p_patch, 'duplicate', v_prior, v_started);
+    return v_prior;
+  end if;
+  v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
+  v_result := internal.rejection_result(p_client_op_id, p_block_id, v_error);
+  perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch,
+                                      v_result ->> 'status', v_result, v_started);
+  return v_result;
+end $$;
+
+comment on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jsonb) is
+  'Create, update, move or delete one block atomically; idempotent by client_op_id. Returns {status, server_seq, version, block} or {status: conflict|failed, error}.';
+
+-- All-or-nothing batch on one canvas: p_ops is an array of
+-- {block_id, action, client_op_id, base_version, patch}. Either every op applies (or had
+-- applied before, by client_op_id) or none does and the first failure is reported.
+create or replace function api.upsert_blocks_atomic(p_canvas_id uuid, p_ops jsonb) returns jsonb
+language plpgsql security definer set search_path = '' set lock_timeout = '3s'
+as $$
+declare
+  v_ctx jsonb := internal.request_context();
+  v_started timestamptz := clock_timestamp();
+  v_results jsonb := '[]';
+  v_op jsonb;
+  v_index integer := 0;
+  v_prior jsonb;
+  v_error jsonb;
+  v_result jsonb;
+  v_state text; v_msg text; v_detail text; v_hint text;
+begin
+  if p_ops is null or jsonb_typeof(p_ops) <> 'array' or jsonb_array_length(p_ops) = 0 then
+    v_error := jsonb_build_object('code', 'invalid_input', 'message', 'ops must be a non-empty array', 'field', 'ops');
+  elsif jsonb_array_length(p_ops) > internal.setting_int('max_batch_ops') then
+    v_error := jsonb_build_object('code', 'payload_too_large', 'message',
+                                  format('a batch holds at most %s ops', internal.setting_int('max_batch_ops')), 'field', 'ops');
+  end if;
+  if v_error is not null then
+    perform internal.write_audit(v_ctx, 'block.batch', 'failed', 'canvas', p_canvas_id::text,
+                                 jsonb_build_object('error', v_error), null, null, v_started, 0);
+    return jsonb_build_object('status', 'failed', 'failed_index', null, 'error', v_error);
+  end if;
+  begin
+    for v_op in select value from jsonb_array_elements(p_ops) loop
+      if jsonb_typeof(v_op) <> 'object' then
+        perform internal.raise_error('invalid_input', 'each op must be an object', jsonb_build_object('field', format('ops[%s]', v_index)));
+      end if;
+      v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id');
+      if v_prior is not null then
+        v_results := v_results || jsonb_build_array(v_prior);
+      else
+        v_results := v_results || jsonb_build_array(internal.apply_block_op(
+          v_ctx, p_canvas_id, internal.try_uuid(v_op ->> 'block_id'), v_op ->> 'action', v_op ->> 'client_op_id',
+          (case when jsonb_typeof(v_op -> 'base_version') = 'number' then v_op ->> 'base_version' end)::integer,
+          coalesce(v_op -> 'patch', '{}'), clock_timestamp()));
+      end if;
+      v_index := v_index + 1;
+    end loop;
+    -- the whole batch's ranks must be unique before we report success
+    set constraints app.blocks_canvas_y_order_key immediate;
+    set constraints app.blocks_canvas_y_order_key deferred;
+    return jsonb_build_object('status', 'success', 'results', v_results,
+                              'server_seq', (select max((r ->> 'server_seq')::bigint) from jsonb_array_elements(v_results) r));
+  exception when query_canceled or others then
+    get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
+                            v_hint = pg_exception_hint;
+  end;
+  v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
+  v_op := p_ops -> v_index;
+  v_result := internal.rejection_result(v_op ->> 'client_op_id', internal.try_uuid(v_op ->> 'block_id'), v_error)
+              || jsonb_build_object('failed_index', v_index);
+  perform internal.record_rejected_op(v_ctx, p_canvas_id, internal.try_uuid(v_op ->> 'block_id'), v_op ->> 'action',
+                                      v_op ->> 'client_op_id', null, v_op -> 'patch', v_result ->> 'status', v_result, v_started);
+  return v_result;
+end $$;
+
+comment on function api.upsert_blocks_atomic(uuid, jsonb) is
+  'Apply several block operations on one canvas all-or-nothing. Returns {status, results[], server_seq} or the first failure with failed_index.';
+
+grant execute on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jsonb),
+                          api.upsert_blocks_atomic(uuid, jsonb) to authenticated, service_role;

@@ -1,0 +1,35 @@
+-- Presence: who is on a canvas. Cursor positions travel over realtime only; the durable
+-- `last_active_at` is written at most once per presence_write_interval_seconds per user.
+
+-- H3: broadcast cursor/typing to the canvas; returns {written} (whether the durable row changed).
+create or replace function api.update_presence(p_canvas_id uuid, p_cursor jsonb default null, p_typing boolean default false)
+returns jsonb language plpgsql security definer set search_path = '' as $$
+declare
+  v_user uuid;
+  v_written boolean;
+begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  v_user := auth.uid();
+  if p_cursor is not null and (jsonb_typeof(p_cursor) <> 'object' or octet_length(p_cursor::text) > 1024) then
+    perform internal.raise_error('invalid_input', 'cursor must be a JSON object of at most 1024 bytes', '{"field":"cursor"}');
+  end if;
+  insert into app.presence as p (canvas_id, user_id, typing, last_active_at)
+  values (p_canvas_id, v_user, coalesce(p_typing, false), now())
+  on conflict (canvas_id, user_id) do update set typing = excluded.typing, last_active_at = excluded.last_active_at
+  where p.last_active_at < now() - make_interval(secs => internal.setting_int('presence_write_interval_seconds'));
+  v_written := found;
+  perform realtime.send(jsonb_build_object('user_id', v_user, 'cursor', p_cursor, 'typing', coalesce(p_typing, false)),
+                        'presence', 'canvas:' || p_canvas_id, true);
+  return jsonb_build_object('written', v_written);
+end $$;
+
+-- H6: leave the canvas: presence removed and the departure broadcast.
+create or replace function api.leave_canvas(p_canvas_id uuid) returns void
+language plpgsql security definer set search_path = '' as $$
+declare v_user uuid := internal.require_user();
+begin
+  delete from app.presence where canvas_id = p_canvas_id and user_id = v_user;
+  perform realtime.send(jsonb_build_object('user_id', v_user), 'presence_leave', 'canvas:' || p_canvas_id, true);
+end $$;
+
+grant execute on function api.update_presence(uuid, jsonb, boolean), api.leave_canvas(uuid) to authenticated, service_role;

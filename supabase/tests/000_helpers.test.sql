@@ -1,0 +1,47 @@
+-- Test helpers shared by every pgTAP file (runs first; `supabase test db` runs files in name
+-- order too). They live in schema `tests`, which only test databases have.
+--   tests.create_user(name)            a user in auth.users, email <name>@test.local
+--   tests.user_id(name)                that user's id
+--   tests.authenticate_as(name[, claims])  act as that user, the way PostgREST would
+--   tests.clear_authentication()       back to the test's own role
+begin;
+create extension if not exists pgtap with schema extensions;
+create schema if not exists tests;
+grant usage on schema tests to anon, authenticated, service_role;
+
+create or replace function tests.create_user(p_name text) returns uuid
+language sql security definer set search_path = '' as $$
+  insert into auth.users (email) values (p_name || '@test.local')
+  on conflict (email) do update set email = excluded.email
+  returning id
+$$;
+
+create or replace function tests.user_id(p_name text) returns uuid
+language sql stable security definer set search_path = '' as $$
+  select id from auth.users where email = p_name || '@test.local'
+$$;
+
+create or replace function tests.authenticate_as(p_name text, p_claims jsonb default '{}') returns void
+language plpgsql set search_path = '' as $$
+begin
+  perform set_config('role', 'authenticated', true);
+  perform set_config('request.jwt.claims',
+    (jsonb_build_object('sub', tests.user_id(p_name), 'role', 'authenticated', 'email', p_name || '@test.local') || p_claims)::text, true);
+end $$;
+
+create or replace function tests.clear_authentication() returns void
+language plpgsql set search_path = '' as $$
+begin
+  perform set_config('role', 'postgres', true);
+  perform set_config('request.jwt.claims', '', true);
+end $$;
+
+grant execute on all functions in schema tests to anon, authenticated, service_role;
+commit;
+
+begin;
+set search_path = extensions, public;
+select plan(1);
+select has_function('tests', 'authenticate_as', array['text', 'jsonb'], 'test helpers are installed');
+select * from finish();
+rollback;

@@ -1,0 +1,57 @@
+import { randomUUID } from 'node:crypto';
+import type { Sql } from 'postgres';
+import { withRequest, type RequestContext } from '../../src/db/request.ts';
+
+export type Role = 'owner' | 'admin' | 'editor' | 'viewer';
+
+/** A user in auth.users (tests create their own, with unique emails). */
+export async function createUser(sql: Sql, name = 'user'): Promise<string> {
+  const [row] = await sql`insert into auth.users (email) values (${`${name}-${randomUUID()}@test.local`}) returning id`;
+  return row!.id as string;
+}
+
+export const claimsFor = (userId: string, extra: Record<string, unknown> = {}): RequestContext['claims'] => ({
+  sub: userId, role: 'authenticated', ...extra,
+});
+
+/** Calls one api function as `userId`, PostgREST-style, and returns its jsonb result. */
+export async function callAs<T = any>(sql: Sql, userId: string, fn: string, args: unknown[], extraClaims = {}): Promise<T> {
+  if (!/^[a-z_]+$/.test(fn)) throw new Error(`bad function name ${fn}`);
+  const params = args.map((_, i) => `$${i + 1}`).join(', ');
+  return withRequest(sql, { claims: claimsFor(userId, extraClaims) }, async (tx) => {
+    const [row] = await tx.unsafe(`select api.${fn}(${params}) as result`, args as any[]);
+    return row!.result as T;
+  });
+}
+
+/** A workspace owned by a new user, with one canvas; extra members by role. */
+export async function createCanvas(sql: Sql, members: Role[] = []) {
+  const owner = await createUser(sql, 'owner');
+  const { workspace_id } = await callAs(sql, owner, 'create_workspace', ['Test workspace']);
+  const { canvas_id } = await callAs(sql, owner, 'create_canvas', [workspace_id, 'Test canvas', {}]);
+  const users: Record<string, string> = { owner };
+  for (const role of members) {
+    const id = await createUser(sql, role);
+    await callAs(sql, owner, 'set_workspace_member', [workspace_id, id, role]);
+    users[role] = id;
+  }
+  return { workspaceId: workspace_id as string, canvasId: canvas_id as string, users };
+}
+
+export type MutationResult = {
+  status: 'success' | 'conflict' | 'failed' | 'duplicate';
+  server_seq: number | null;
+  version?: number;
+  block_id?: string;
+  block?: Record<string, any> | null;
+  error?: { code: string; message: string; field?: string };
+};
+
+export function mutate(sql: Sql, userId: string, canvasId: string, op: {
+  blockId?: string | null; action: 'create' | 'update' | 'move' | 'delete'; clientOpId?: string;
+  baseVersion?: number | null; patch?: Record<string, unknown>;
+}): Promise<MutationResult> {
+  return callAs(sql, userId, 'upsert_block_atomic', [
+    canvasId, op.blockId ?? null, op.action, op.clientOpId ?? randomUUID(), op.baseVersion ?? null, op.patch ?? {},
+  ]);
+}

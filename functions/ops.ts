@@ -1,11 +1,18 @@
+import type { Context } from 'hono';
 import { Hono } from 'hono';
-import type { Sql } from 'postgres';
+import type { AppEnv, Deps } from '../src/http/env.ts';
+import { ApiError } from '../src/http/errors.ts';
+import { errorResponse, isInternalCaller } from '../src/http/middleware.ts';
 
 const READY_TIMEOUT_MS = 2000;
 
-/** M1 /health (liveness: the process answers) and M2 /ready (the database answers a query). */
-export function opsRoutes(deps: { sql: Sql }) {
-  const app = new Hono();
+/**
+ * Operations endpoints: M1 /health (the process answers), M2 /ready (the database answers a
+ * query; later the worker heartbeat too), M3 /debug/echo (only when DEBUG_ECHO is on, never in
+ * production, internal callers only) and S1 /metrics (internal callers only).
+ */
+export function opsRoutes(deps: Deps) {
+  const app = new Hono<AppEnv>();
   app.get('/health', (c) => c.json({ status: 'ok' }));
   app.get('/ready', async (c) => {
     let timer: NodeJS.Timeout | undefined;
@@ -21,5 +28,18 @@ export function opsRoutes(deps: { sql: Sql }) {
       clearTimeout(timer);
     }
   });
+  app.post('/debug/echo', async (c) => {
+    if (!deps.config.debugEcho || !isInternalCaller(c, deps)) return notFound(c);
+    let body: unknown;
+    try { body = await c.req.json(); } catch { throw new ApiError('invalid_input', 'body must be JSON', { field: 'body' }); }
+    return c.json({ echo: body, request_id: c.get('requestId') });
+  });
+  app.get('/metrics', async (c) => {
+    if (!isInternalCaller(c, deps)) return notFound(c);
+    return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });
+  });
   return app;
 }
+
+// Internal endpoints are invisible to everyone else.
+const notFound = (c: Context) => errorResponse(c, new ApiError('not_found', 'no such endpoint'));

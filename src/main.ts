@@ -1,12 +1,20 @@
-// Entry point of `npm start` (after scripts/start has run setup and migrations).
+// Entry point of `npm start` (after scripts/start has run setup, migrations and the seed).
 import { loadConfig } from './config.ts';
+import { DEMO, devToken } from './dev.ts';
 import { startServer } from './server.ts';
 
 const config = loadConfig();
 const server = await startServer(config);
+const token = config.env === 'production' ? undefined : await devToken(config, { sub: DEMO.userId, email: DEMO.email });
 console.log(`Potentia is running
-  health   ${server.url}/health
-  ready    ${server.url}/ready
+  health    ${server.url}/health
+  ready     ${server.url}/ready
+  API       ${server.url}/api/v1/canvas   (also /functions/v1/canvas)
+  OpenAPI   ${server.url}/api/v1/openapi.json
+  metrics   ${server.url}/metrics   (loopback or INTERNAL_TOKEN)${token ? `
+Demo canvas ${DEMO.canvasId}; a 24 h token for ${DEMO.email}:
+  export TOKEN=${token}
+  curl -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/canvas/${DEMO.canvasId}` : ''}
 Stop with Ctrl+C (or kill ${process.pid}).`);
 
 let stopping = false;

@@ -1,0 +1,22 @@
+import type { Logger } from 'pino';
+import type { Sql } from 'postgres';
+import type { Claims } from '../auth/jwt.ts';
+import type { Config } from '../config.ts';
+import type { Metrics } from '../metrics.ts';
+
+/** What every handler gets: its dependencies, passed explicitly (no hidden globals). */
+export type Deps = {
+  sql: Sql;
+  config: Config;
+  verify: (token: string) => Promise<Claims>;
+  metrics: Metrics;
+  logger: Logger;
+};
+
+export type AppEnv = {
+  Variables: {
+    requestId: string;
+    claims: Claims;
+    log: Logger;
+  };
+};

@@ -1,0 +1,59 @@
+/**
+ * The one error shape of the HTTP API: `{ "error": { "code", "message", ...details } }`.
+ * Codes are stable; `invalid_input` names the `field`, `conflict` carries the current `block`,
+ * `rate_limited` comes with a Retry-After header.
+ */
+export const ERROR_STATUS = {
+  invalid_input: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  payload_too_large: 413,
+  rate_limited: 429,
+  internal: 500,
+  unavailable: 503,
+  timeout: 504,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class ApiError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+  get status() {
+    return ERROR_STATUS[this.code];
+  }
+  body() {
+    return { error: { code: this.code, message: this.message, ...this.details } };
+  }
+}
+
+const isCode = (c: unknown): c is ErrorCode => typeof c === 'string' && c in ERROR_STATUS;
+
+/** An `{code, message, ...}` object from the database (mutation results, PX errors). */
+export function apiErrorFromObject(error: { code?: unknown; message?: unknown; [k: string]: unknown }): ApiError {
+  const { code, message, ...details } = error;
+  return new ApiError(isCode(code) ? code : 'internal', typeof message === 'string' ? message : 'request failed', details);
+}
+
+/** Maps a postgres.js error: our PX-class errors carry the stable code as HINT and JSON DETAIL. */
+export function apiErrorFromDatabase(err: unknown): ApiError {
+  const e = err as { code?: string; hint?: string; detail?: string; message?: string };
+  if (typeof e?.code === 'string' && e.code.startsWith('PX') && isCode(e.hint)) {
+    let details: Record<string, unknown> = {};
+    try { details = JSON.parse(e.detail ?? '{}'); } catch { /* keep empty */ }
+    return new ApiError(e.hint, e.message ?? e.hint, details);
+  }
+  if (e?.code === '57014' || e?.code === '55P03') return new ApiError('timeout', 'the database did not finish in time: retry shortly');
+  if (e?.code === '22P02' || e?.code?.startsWith('23')) return new ApiError('invalid_input', e.message ?? 'invalid input');
+  if (e?.code === 'ECONNREFUSED' || e?.code === 'CONNECTION_CLOSED' || e?.code === 'CONNECT_TIMEOUT') {
+    return new ApiError('unavailable', 'the database is unavailable: retry shortly');
+  }
+  return new ApiError('internal', 'internal error');
+}

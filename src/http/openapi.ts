@@ -1,0 +1,46 @@
+import { OpenAPIHono, z } from '@hono/zod-openapi';
+import { ApiError } from './errors.ts';
+import { errorResponse } from './middleware.ts';
+import type { AppEnv } from './env.ts';
+
+export { z };
+
+export const ErrorSchema = z.object({
+  error: z.object({
+    code: z.enum(['invalid_input', 'unauthorized', 'forbidden', 'not_found', 'conflict', 'payload_too_large',
+      'rate_limited', 'internal', 'unavailable', 'timeout']),
+    message: z.string(),
+    field: z.string().optional(),
+  }).passthrough(),
+}).openapi('Error');
+
+const errorResponses = Object.fromEntries(
+  [[400, 'invalid input (names the field)'], [401, 'missing or invalid token'], [403, 'not allowed'],
+    [404, 'not found, or not a member'], [409, 'conflict (carries the current block)'], [413, 'payload too large'],
+    [429, 'rate limited (Retry-After)']].map(([status, description]) => [
+    status, { description: String(description), content: { 'application/json': { schema: ErrorSchema } } },
+  ]),
+);
+
+/** A JSON success response plus the shared error responses. */
+export function responses(status: number, description: string, schema: z.ZodTypeAny = z.record(z.string(), z.unknown())) {
+  return {
+    [status]: status === 204 ? { description } : { description, content: { 'application/json': { schema } } },
+    ...errorResponses,
+  };
+}
+
+/** An OpenAPIHono whose validation failures answer invalid_input naming the field. */
+export function createRouter() {
+  return new OpenAPIHono<AppEnv>({
+    defaultHook: (result, c) => {
+      if (!result.success) {
+        const issue = result.error.issues[0];
+        const field = issue?.path.join('.') || 'body';
+        return errorResponse(c, new ApiError('invalid_input', `${field}: ${issue?.message ?? 'invalid'}`, { field }));
+      }
+    },
+  });
+}
+
+export const bearerSecurity = [{ bearerAuth: [] }];

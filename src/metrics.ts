@@ -1,0 +1,32 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Prometheus metrics of one process, in their own registry (no hidden global). */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: 'potentia_http_requests_total', help: 'HTTP requests by route, method and status',
+      labelNames: ['route', 'method', 'status'], registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: 'potentia_http_request_duration_seconds', help: 'HTTP request latency by route, method and status',
+      labelNames: ['route', 'method', 'status'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    rpcDuration: new Histogram({
+      name: 'potentia_rpc_duration_seconds', help: 'database RPC latency by function and outcome',
+      labelNames: ['fn', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: 'potentia_rate_limit_rejections_total', help: 'requests rejected by a rate limit', labelNames: ['endpoint'],
+      registers: [registry],
+    }),
+    poolInUse: new Gauge({ name: 'potentia_db_pool_in_use', help: 'database connections in use by requests', registers: [registry] }),
+    poolMax: new Gauge({ name: 'potentia_db_pool_max', help: 'database pool size', registers: [registry] }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -23,11 +23,9 @@ const errorResponses = Object.fromEntries(
 );
 
 /** A JSON success response plus the shared error responses. */
-export function responses(status: number, description: string, schema: z.ZodTypeAny = z.record(z.string(), z.unknown())) {
-  return {
-    [status]: status === 204 ? { description } : { description, content: { 'application/json': { schema } } },
-    ...errorResponses,
-  };
+export function responses<S extends 200 | 201 | 204>(status: S, description: string, schema: z.ZodTypeAny = z.record(z.string(), z.unknown())) {
+  const success = status === 204 ? { description } : { description, content: { 'application/json': { schema } } };
+  return { ...errorResponses, [status]: success } as { [K in S]: { description: string; content: { 'application/json': { schema: z.ZodTypeAny } } } };
 }
 
 /** An OpenAPIHono whose validation failures answer invalid_input naming the field. */

@@ -1,0 +1,29 @@
+import { Hono } from 'hono';
+import { pino } from 'pino';
+import { createVerifier } from '../auth/jwt.ts';
+import { loadConfig } from '../config.ts';
+import { createDatabase } from '../db/index.ts';
+import { createMetrics } from '../metrics.ts';
+import { FUNCTIONS, withCommonMiddleware } from './app.ts';
+import type { AppEnv, Deps } from './env.ts';
+
+/**
+ * One deployed Supabase edge function: `name`'s routes under base path `/<name>` (what the
+ * platform passes after /functions/v1). The database is SUPABASE_DB_URL through the pooler, so
+ * prepared statements are off; tokens are checked against JWT_SECRET or the project's JWKS.
+ */
+export function createEdgeApp(name: keyof typeof FUNCTIONS, env: Record<string, string | undefined>) {
+  const jwksUrl = env.SUPABASE_JWKS_URL ?? (env.SUPABASE_URL ? `${env.SUPABASE_URL}/auth/v1/.well-known/jwks.json` : undefined);
+  const config = loadConfig({ ...env, NODE_ENV: 'production', DATABASE_URL: env.SUPABASE_DB_URL ?? env.DATABASE_URL, SUPABASE_JWKS_URL: jwksUrl });
+  const database = createDatabase(config.databaseUrl, { max: 3, prepare: false, applicationName: `potentia-edge-${name}` });
+  const deps: Deps = {
+    sql: database.sql,
+    config,
+    verify: createVerifier(config.auth),
+    metrics: createMetrics(),
+    logger: pino({ level: config.logLevel }),
+  };
+  const app = withCommonMiddleware(new Hono<AppEnv>(), deps);
+  app.route(`/${name}`, FUNCTIONS[name](deps));
+  return app;
+}

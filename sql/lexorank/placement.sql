@@ -28,7 +28,8 @@ end $$;
 
 -- Makes room between adjacent keys lo < hi (null = open end), ignoring `p_exclude` (the block
 -- being moved): respaces a window of neighbours, widening it until the keys fit in 10
--- characters, and returns the key of the free slot left between the two sides.
+-- characters (8 when possible, so the next inserts have room), and returns the key of the free
+-- slot left between the two sides.
 create or replace function internal.respace_for_insert(p_canvas_id uuid, p_lo text, p_hi text, p_exclude uuid)
 returns text language plpgsql security definer set search_path = '' as $$
 declare
@@ -69,6 +70,12 @@ begin
       w := w * 4;
       continue;
     end;
+    -- keys that end up past 8 characters would need respacing again within a few inserts:
+    -- widen the window until they are short (the whole canvas always fits)
+    if (select max(length(k)) from unnest(v_keys) k) > 8 and (v_lo_out is not null or v_hi_out is not null) then
+      w := w * 4;
+      continue;
+    end if;
     perform internal.assign_ranks(p_canvas_id, v_before || v_after, v_keys[1:nb] || v_keys[nb + 2:], 'respace');
     return v_keys[nb + 1];
   end loop;

@@ -1,0 +1,89 @@
+-- Ordering: LexoRank keys through the mutation RPC. A valid insert never fails for lack of room,
+-- keys never exceed 10 characters, long keys ask for a rebalance, and a rebalance rewrites a
+-- canvas's keys short and in the same order.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(17);
+
+update app.settings set value = '100000' where key = 'mutations_per_minute';
+select isnt(tests.create_user('orderer'), null, 'a user who orders blocks');
+select tests.authenticate_as('orderer');
+create temp table ids as
+select (api.create_workspace('Ordering') ->> 'workspace_id')::uuid as workspace_id;
+alter table ids add column canvas_id uuid;
+update ids set canvas_id = (api.create_canvas(workspace_id, 'Ordering') ->> 'canvas_id')::uuid;
+
+-- anchor block A, then B after it: every later insert goes right after A (the same spot)
+create temp table anchor as
+select (api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'anchor', null,
+                                '{"type":"text"}') ->> 'block_id')::uuid as block_id;
+select is((api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'tail', null, '{"type":"text"}') ->> 'status'),
+          'success', 'a block appended after the anchor');
+
+create temp table inserted (n int, block_id uuid, status text);
+do $$
+declare r jsonb;
+begin
+  for i in 1 .. 1000 loop
+    r := api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'same-spot-' || i, null,
+                                 jsonb_build_object('type', 'text', 'after_id', (select block_id from anchor)));
+    insert into inserted values (i, (r ->> 'block_id')::uuid, r ->> 'status');
+  end loop;
+end $$;
+
+select is((select count(*) from inserted where status = 'success'), 1000::bigint,
+          '1000 inserts at the same spot all succeed');
+select is((select max(length(y_order)) <= 10 from app.blocks where canvas_id = (select canvas_id from ids)), true,
+          'no key ever exceeds 10 characters');
+select is((select count(*) from app.blocks where canvas_id = (select canvas_id from ids)), 1002::bigint,
+          'every block is there');
+-- "right after the anchor" each time: the newest insert comes first, so rank order is the
+-- anchor, then inserts newest to oldest, then the tail
+select is(
+  (select array_agg(block_id order by y_order) from app.blocks where canvas_id = (select canvas_id from ids)),
+  (select array[(select block_id from anchor)] || array_agg(block_id order by n desc)
+          || array[(select block_id from app.blocks b where b.canvas_id = (select canvas_id from ids)
+                    and b.block_id not in (select block_id from inserted) and b.block_id <> (select block_id from anchor))]
+   from inserted),
+  'rank order is exactly the order of the intents');
+select ok((select count(*) from app.block_operations where canvas_id = (select canvas_id from ids)
+           and client_op_id like 'system:respace:%') > 0,
+          'when no short key fit, the neighbourhood was respaced (logged as system moves)');
+select ok((select bool_and(status = 'success' and server_seq is not null and actor_id is null and action = 'move')
+           from app.block_operations where client_op_id like 'system:respace:%'),
+          'respace moves are applied operations with their own server_seq');
+select tests.clear_authentication();
+select ok((select count(*) from realtime.messages where topic = 'canvas:' || (select canvas_id from ids)
+           and payload ->> 'client_op_id' like 'system:respace:%') > 0,
+          'respace moves are broadcast like any change');
+
+-- keys past 8 characters enqueue exactly one deduplicated rebalance job per canvas
+select is((select count(*) from graphile_worker.jobs where task_identifier = 'rebalance_canvas'
+           and key = 'rebalance_canvas:' || (select canvas_id from ids)), 1::bigint,
+          'one rebalance_canvas job, deduplicated by its per-canvas job key');
+select is((select payload ->> 'canvas_id' from graphile_worker._private_jobs where key = 'rebalance_canvas:' || (select canvas_id from ids)),
+          (select canvas_id::text from ids), 'the job names the canvas');
+select has_trigger('app', 'blocks', 'check_lexorank_length', 'the check_lexorank_length trigger is on app.blocks');
+
+-- the rebalance itself
+create temp table before_rebalance as
+select block_id, version, row_number() over (order by y_order) as pos from app.blocks where canvas_id = (select canvas_id from ids);
+select ok(internal.rebalance_canvas((select canvas_id from ids)) > 0, 'rebalance rewrites keys');
+select is((select max(length(y_order)) from app.blocks where canvas_id = (select canvas_id from ids)), 2,
+          'after rebalancing 1002 blocks every key has 2 characters');
+select is(
+  (select array_agg(block_id order by y_order) from app.blocks where canvas_id = (select canvas_id from ids)),
+  (select array_agg(block_id order by pos) from before_rebalance),
+  'rebalancing preserves the order');
+select ok((select bool_and(b.version > r.version) from app.blocks b join before_rebalance r using (block_id)
+           where b.y_order is distinct from null and b.block_id in
+             (select block_id from app.block_operations where client_op_id like 'system:rebalance:%')),
+          'moved blocks have their version bumped');
+select is((select count(*) from app.block_operations where client_op_id like 'system:rebalance:%'
+           and canvas_id = (select canvas_id from ids)),
+          (select count(*) from app.blocks b join before_rebalance r using (block_id) where b.version > r.version),
+          'each moved block is logged once');
+
+select * from finish();
+rollback;

@@ -81,6 +81,29 @@ begin
   end loop;
 end $$;
 
+-- A key next to `p_key` on one side with nothing beyond it (append after the last block, or
+-- prepend before the first): a step of one at 2-digit precision instead of the midpoint of the
+-- open end, so thousands of appends keep keys at 2-3 characters where bisecting would add a
+-- character every ~6 appends. Null when no such step exists (the caller bisects instead).
+create or replace function internal.lexorank_step(p_key text, p_forward boolean) returns text
+language plpgsql immutable parallel safe set search_path = '' as $$
+declare
+  digits constant text := '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+  padded text := rpad(left(p_key, 2), 2, '0');
+  n integer := (strpos(digits, substr(padded, 1, 1)) - 1) * 62 + strpos(digits, substr(padded, 2, 1)) - 1;
+  k text;
+begin
+  n := n + case when p_forward then 1 else -1 end;
+  if n <= 0 or n >= 62 * 62 then
+    return null;
+  end if;
+  k := rtrim(substr(digits, n / 62 + 1, 1) || substr(digits, n % 62 + 1, 1), '0');
+  if k = '' or (p_forward and k <= p_key collate "C") or (not p_forward and k >= p_key collate "C") then
+    return null;
+  end if;
+  return k;
+end $$;
+
 -- The key for block `p_block_id` given the intent in `p_patch`:
 --   y_order   an explicit key (validated by the caller); if another block holds it (two clients
 --             picked the same key), the block goes right after that holder instead
@@ -118,7 +141,12 @@ begin
     select min(y_order) into v_hi from app.blocks
       where canvas_id = p_canvas_id and block_id <> p_block_id and (v_lo is null or y_order > v_lo collate "C");
   end if;
-  v_key := internal.lexorank_between(v_lo, v_hi);
+  if v_append and v_lo is not null then
+    v_key := internal.lexorank_step(v_lo, true);
+  elsif v_lo is null and v_hi is not null then
+    v_key := internal.lexorank_step(v_hi, false);
+  end if;
+  v_key := coalesce(v_key, internal.lexorank_between(v_lo, v_hi));
   if length(v_key) <= 10 then
     return v_key;
   end if;

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(17);
+select plan(19);
 
 update app.settings set value = '100000' where key = 'mutations_per_minute';
 select isnt(tests.create_user('orderer'), null, 'a user who orders blocks');
@@ -57,6 +57,27 @@ select tests.clear_authentication();
 select ok((select count(*) from realtime.messages where topic = 'canvas:' || (select canvas_id from ids)
            and payload ->> 'client_op_id' like 'system:respace:%') > 0,
           'respace moves are broadcast like any change');
+
+-- appends and prepends step at 2-digit precision instead of bisecting the open end
+select tests.authenticate_as('orderer');
+create temp table ends as
+select (api.create_canvas((select workspace_id from ids), 'Ends') ->> 'canvas_id')::uuid as canvas_id;
+do $$
+begin
+  for i in 1 .. 500 loop
+    perform api.upsert_block_atomic((select canvas_id from ends), null, 'create', 'append-' || i, null, '{"type":"text"}');
+    perform api.upsert_block_atomic((select canvas_id from ends), null, 'create', 'prepend-' || i, null,
+                                    '{"type":"text","after_id":null}');
+  end loop;
+end $$;
+select ok((select max(length(y_order)) <= 2 from app.blocks where canvas_id = (select canvas_id from ends)),
+          '500 appends and 500 prepends keep every key at 2 characters');
+select is((select array_agg(client_op_id order by b.y_order) from app.blocks b
+           join app.block_operations o on o.block_id = b.block_id and o.action = 'create'
+           where b.canvas_id = (select canvas_id from ends)),
+          (select array_agg('prepend-' || i order by i desc) || array_agg('append-' || i order by i) from generate_series(1, 500) i),
+          'appends land last and prepends first, in order');
+select tests.clear_authentication();
 
 -- keys past 8 characters enqueue exactly one deduplicated rebalance job per canvas
 select is((select count(*) from graphile_worker.jobs where task_identifier = 'rebalance_canvas'

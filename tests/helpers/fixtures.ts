@@ -55,3 +55,43 @@ export function mutate(sql: Sql, userId: string, canvasId: string, op: {
     canvasId, op.blockId ?? null, op.action, op.clientOpId ?? randomUUID(), op.baseVersion ?? null, op.patch ?? {},
   ]);
 }
+
+/** Adds a new user to a workspace with `role` (as the workspace owner); returns the user id. */
+export async function addMember(sql: Sql, ownerId: string, workspaceId: string, role: Role, name: string = role): Promise<string> {
+  const id = await createUser(sql, name);
+  await callAs(sql, ownerId, 'set_workspace_member', [workspaceId, id, role]);
+  return id;
+}
+
+/** Another canvas in an existing workspace, created by `userId` (owner/admin/editor). */
+export async function addCanvas(sql: Sql, userId: string, workspaceId: string, title = 'Test canvas'): Promise<string> {
+  const { canvas_id } = await callAs(sql, userId, 'create_canvas', [workspaceId, title, {}]);
+  return canvas_id as string;
+}
+
+/**
+ * How many more connections this server can give us right now, keeping `margin` free for
+ * everyone else (other test files, other engineers' sessions, psql): max_connections minus
+ * superuser_reserved_connections minus the backends already connected minus `margin`.
+ */
+export async function freeConnections(sql: Sql, margin = 10): Promise<number> {
+  const [row] = await sql`
+    select current_setting('max_connections')::int
+         - current_setting('superuser_reserved_connections')::int
+         - (select count(*)::int from pg_stat_activity) as free`;
+  return Math.max(0, (row!.free as number) - margin);
+}
+
+/** A promise gate: `wait()` resolves for everyone once `size` callers are waiting. */
+export function barrier(size: number): { wait(): Promise<void> } {
+  let arrived = 0;
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => { open = resolve; });
+  return {
+    wait() {
+      arrived += 1;
+      if (arrived >= size) open();
+      return opened;
+    },
+  };
+}

@@ -1,0 +1,275 @@
+// npx tsx scripts/bench-mutate.ts [--seconds 10] [--clients 16] [--canvases 50] [--database-url URL]
+//
+// Throughput and latency of api.upsert_block_atomic, called the way the HTTP layer calls it
+// (withRequest: one transaction carrying the caller's claims, as an editor), next to a baseline
+// measured in the same run and called the same way: a bare single-row UPDATE function.
+//
+//   hot canvas    1 canvas; (a) every client edits the SAME block (conflicts: counted apart),
+//                 (b) every client edits its OWN block (no conflicts: measures how the canvas
+//                 lock serializes writers); baseline: 16 clients incrementing 1 row.
+//   50 canvases   client i's n-th mutation goes to canvas (i + n) mod 50, on its own block there;
+//                 baseline: the same round-robin over 50 rows. Also run with all clients as ONE
+//                 editor, which shows what per-user work (the rate-limit row) serializes.
+// Mutations are content updates from the version the client last saw (read back from each
+// result, conflicts included) plus one create (append) in every 10.
+//
+// It uses its own database (default potentia_bench: dropped, created and migrated here), never
+// dev data. mutations_per_minute is raised there so the rate limit does not cut the run short.
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import postgres, { type Sql } from 'postgres';
+import { withRequest } from '../src/db/request.ts';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    clients: { type: 'string', default: '16' },
+    canvases: { type: 'string', default: '50' },
+    'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench' },
+    'warmup-seconds': { type: 'string', default: '1' },
+  },
+});
+const SECONDS = Number(values.seconds);
+const CLIENTS = Number(values.clients);
+const CANVASES = Number(values.canvases);
+const WARMUP = Number(values['warmup-seconds']);
+const url = values['database-url']!;
+if (!(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0)) {
+  console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--clients N] [--canvases N] [--database-url URL]');
+  process.exit(2);
+}
+const dbName = new URL(url).pathname.slice(1);
+if (!/^[a-z_][a-z0-9_]*$/.test(dbName) || !/bench/.test(dbName)) {
+  console.error(`refusing to drop and recreate ${JSON.stringify(dbName)}: the bench database name must contain "bench"`);
+  process.exit(2);
+}
+const root = fileURLToPath(new URL('..', import.meta.url));
+const log = (line: string) => console.log(line);
+
+// ---------------------------------------------------------------------------------- database
+async function freshDatabase() {
+  const adminUrl = new URL(url);
+  adminUrl.pathname = '/postgres';
+  const admin = postgres(adminUrl.toString(), { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
+    await admin.unsafe(`create database "${dbName}"`);
+  } finally {
+    await admin.end();
+  }
+  log(`database ${dbName}: created; migrating`);
+  const r = spawnSync('npx', ['tsx', 'scripts/migrate.ts', '--database-url', url, '--quiet'], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`migrate failed (exit ${r.status})`);
+}
+
+type Result = { status: 'success' | 'conflict' | 'failed' | 'duplicate'; version?: number; block_id?: string; error?: { code: string; message: string } };
+
+const claims = (userId: string) => ({ claims: { sub: userId, role: 'authenticated' } });
+
+async function api<T = any>(sql: Sql, userId: string, call: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
+  return withRequest(sql, claims(userId), call);
+}
+
+function upsert(sql: Sql, userId: string, canvasId: string, blockId: string | null, action: 'create' | 'update',
+  clientOpId: string, baseVersion: number | null, patch: Record<string, unknown>): Promise<Result> {
+  return api(sql, userId, async (tx) => {
+    const [row] = await tx`select api.upsert_block_atomic(${canvasId}::uuid, ${blockId}::uuid, ${action}, ${clientOpId},
+                                                          ${baseVersion}::int, ${tx.json(patch as any)}::jsonb) as r`;
+    return row!.r as Result;
+  });
+}
+
+// ---------------------------------------------------------------------------------- measuring
+type Outcome = 'success' | 'conflict' | 'failed';
+type Row = {
+  label: string; kind: 'rpc' | 'baseline'; group: 'hot' | 'spread'; ops: number; seconds: number;
+  success: number; conflict: number; failed: number; lat: number[]; firstFailure?: string; respaced?: number;
+};
+
+function pct(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** Runs `op(client, n)` in a loop on every client: WARMUP s uncounted, then SECONDS s measured. */
+async function measure(label: string, kind: Row['kind'], group: Row['group'],
+  op: (client: number, n: number) => Promise<{ outcome: Outcome; detail?: string }>): Promise<Row> {
+  const row: Row = { label, kind, group, ops: 0, seconds: SECONDS, success: 0, conflict: 0, failed: 0, lat: [] };
+  const counters = Array.from({ length: CLIENTS }, () => 0);
+  const clock: { phase: 'warmup' | 'measure' | 'stop' } = { phase: WARMUP > 0 ? 'warmup' : 'measure' };
+  const stopped = () => clock.phase === 'stop'; // read after each await (no narrowing across it)
+  let started = performance.now();
+  const loops = counters.map(async (_, client) => {
+    while (!stopped()) {
+      const counting = clock.phase === 'measure';
+      const t0 = performance.now();
+      const { outcome, detail } = await op(client, counters[client]!++);
+      if (!counting || stopped()) continue; // started in warm-up, or ended after the clock stopped
+      row.lat.push(performance.now() - t0);
+      row.ops++;
+      row[outcome]++;
+      if (outcome === 'failed' && !row.firstFailure) row.firstFailure = detail;
+    }
+  });
+  if (WARMUP > 0) {
+    await sleep(WARMUP * 1000);
+    clock.phase = 'measure';
+    started = performance.now();
+  }
+  const progress = setInterval(() => {
+    const t = (performance.now() - started) / 1000;
+    log(`  ${label.padEnd(46)} ${t.toFixed(0).padStart(3)} s  ${String(row.ops).padStart(7)} ops  ${(row.ops / t).toFixed(0).padStart(6)}/s` +
+        (kind === 'rpc' ? `  success ${row.success}  conflict ${row.conflict}  failed ${row.failed}` : ''));
+  }, 1000);
+  await sleep(SECONDS * 1000);
+  clock.phase = 'stop';
+  row.seconds = (performance.now() - started) / 1000;
+  clearInterval(progress);
+  await Promise.all(loops);
+  row.lat.sort((a, b) => a - b);
+  return row;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------- main
+async function main() {
+  const started = Date.now();
+  log(`bench-mutate: ${CLIENTS} clients, ${SECONDS} s per scenario (+${WARMUP} s warm-up), ${CANVASES} canvases in the spread case`);
+  await freshDatabase();
+  const sql = postgres(url, { max: CLIENTS + 2, onnotice: () => {}, connection: { application_name: 'potentia-bench' } });
+  try {
+    const [{ version, max_connections, sync }] = (await sql`
+      select current_setting('server_version') as version, current_setting('max_connections') as max_connections,
+             current_setting('synchronous_commit') as sync`) as unknown as [{ version: string; max_connections: string; sync: string }];
+    log(`PostgreSQL ${version}, max_connections ${max_connections}, synchronous_commit ${sync}; ` +
+        `${availableParallelism()} CPUs here (if the server is local, bench and server share them)`);
+
+    // the baseline: a bare single-row UPDATE, SECURITY DEFINER like the RPC, callable by authenticated
+    await sql.unsafe(`
+      update app.settings set value = '1000000000' where key = 'mutations_per_minute';
+      create schema bench;
+      create table bench.counter (id integer primary key, n bigint not null default 0);
+      insert into bench.counter (id) select generate_series(1, ${CANVASES});
+      create function bench.bare_update(p_id integer) returns void
+        language sql security definer set search_path = '' as $$
+        update bench.counter set n = n + 1 where id = p_id $$;
+      grant usage on schema bench to authenticated;
+      grant execute on function bench.bare_update(integer) to authenticated;`);
+
+    // people and canvases
+    const newUser = async (name: string) =>
+      ((await sql`insert into auth.users (email) values (${`${name}@bench.local`}) returning id`)[0]!.id as string);
+    const owner = await newUser('owner');
+    const { workspace_id: workspaceId } = await api(sql, owner, async (tx) =>
+      (await tx`select api.create_workspace('Bench') as r`)[0]!.r);
+    const editors: string[] = [];
+    for (let i = 0; i < CLIENTS; i++) editors.push(await newUser(`editor${i}`));
+    const sharedEditor = await newUser('shared-editor');
+    for (const id of [...editors, sharedEditor]) {
+      await api(sql, owner, (tx) => tx`select api.set_workspace_member(${workspaceId}::uuid, ${id}::uuid, 'editor')`);
+    }
+    const newCanvas = async (title: string) => (await api(sql, owner, async (tx) =>
+      (await tx`select api.create_canvas(${workspaceId}::uuid, ${title}, '{}'::jsonb) as r`)[0]!.r)).canvas_id as string;
+    const hot = await newCanvas('hot');
+    const spread: string[] = [];
+    for (let c = 0; c < CANVASES; c++) spread.push(await newCanvas(`spread ${c}`));
+
+    // blocks: one shared hot block, one own block per client on the hot canvas and on every spread canvas
+    let opSeq = 0;
+    const opId = (tag: string) => `${tag}-${++opSeq}`;
+    const create = async (userId: string, canvasId: string, text: string) => {
+      const r = await upsert(sql, userId, canvasId, null, 'create', opId('setup'), null, { type: 'text', content: { text } });
+      if (r.status !== 'success') throw new Error(`setup create failed: ${JSON.stringify(r)}`);
+      return { id: r.block_id!, version: r.version! };
+    };
+    const hotShared = await create(editors[0]!, hot, 'shared');
+    const hotOwn = await Promise.all(editors.map((e, i) => create(e, hot, `own ${i}`)));
+    const spreadOwn = await Promise.all(editors.map(async (e, i) => {
+      const mine = [];
+      for (const c of spread) mine.push(await create(e, c, `own ${i}`));
+      return mine;
+    }));
+    log(`setup: 1 hot canvas + ${CANVASES} canvases, ${1 + CLIENTS + CLIENTS * CANVASES} blocks (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+
+    const sharedVersions = Array.from({ length: CLIENTS }, () => hotShared.version); // each client's view of the shared block
+    /** One mutation: every 10th a create (append), else a content update from the known version. */
+    async function mutation(userId: string, canvasId: string, client: number, n: number,
+      block: { version: number; id: string }, versionOf: () => number, setVersion: (v: number) => void) {
+      const r = n % 10 === 9
+        ? await upsert(sql, userId, canvasId, null, 'create', opId(`c${client}`), null, { type: 'text', content: { text: `new ${client}/${n}` } })
+        : await upsert(sql, userId, canvasId, block.id, 'update', opId(`c${client}`), versionOf(), { content: { text: `edit ${client}/${n}` } });
+      if (n % 10 !== 9 && r.version !== undefined && r.version !== null) setVersion(Number(r.version));
+      const outcome: Outcome = r.status === 'success' || r.status === 'duplicate' ? 'success' : r.status === 'conflict' ? 'conflict' : 'failed';
+      return { outcome, detail: r.error ? `${r.error.code}: ${r.error.message}` : undefined };
+    }
+    const bare = async (client: number, id: number) => {
+      await api(sql, editors[client]!, (tx) => tx`select bench.bare_update(${id}::int)`);
+      return { outcome: 'success' as const };
+    };
+    const systemMoves = async () => Number((await sql`select count(*) as n from app.block_operations where actor_id is null`)[0]!.n);
+
+    const rows: Row[] = [];
+    const scenario = async (make: () => Promise<Row>) => {
+      const before = await systemMoves();
+      const row = await make();
+      if (row.kind === 'rpc') row.respaced = (await systemMoves()) - before;
+      rows.push(row);
+    };
+
+    log('\n-- hot canvas');
+    await scenario(() => measure('rpc: hot canvas, one shared block', 'rpc', 'hot', (client, n) =>
+      mutation(editors[client]!, hot, client, n, hotShared, () => sharedVersions[client]!, (v) => { sharedVersions[client] = v; })));
+    await scenario(() => measure('rpc: hot canvas, own block per client', 'rpc', 'hot', (client, n) => {
+      const b = hotOwn[client]!;
+      return mutation(editors[client]!, hot, client, n, b, () => b.version, (v) => { b.version = v; });
+    }));
+    await scenario(() => measure('baseline: bare UPDATE, 1 row', 'baseline', 'hot', (client) => bare(client, 1)));
+
+    log(`\n-- ${CANVASES} canvases, round-robin`);
+    await scenario(() => measure(`rpc: ${CANVASES} canvases, own blocks`, 'rpc', 'spread', (client, n) => {
+      const c = (client + n) % CANVASES;
+      const b = spreadOwn[client]![c]!;
+      return mutation(editors[client]!, spread[c]!, client, n, b, () => b.version, (v) => { b.version = v; });
+    }));
+    await scenario(() => measure(`rpc: ${CANVASES} canvases, all clients one user`, 'rpc', 'spread', (client, n) => {
+      const c = (client + n) % CANVASES;
+      const b = spreadOwn[client]![c]!; // the same blocks as above: only the user differs
+      return mutation(sharedEditor, spread[c]!, client, n, b, () => b.version, (v) => { b.version = v; });
+    }));
+    await scenario(() => measure(`baseline: bare UPDATE, ${CANVASES} rows`, 'baseline', 'spread', (client, n) =>
+      bare(client, ((client + n) % CANVASES) + 1)));
+
+    // ------------------------------------------------------------------------------ report
+    const base = new Map(rows.filter((r) => r.kind === 'baseline').map((r) => [r.group, r.ops / r.seconds]));
+    const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+    const header = ['scenario', 'calls/s', 'applied/s', 'success', 'conflict', 'failed', 'p50 ms', 'p95 ms', 'p99 ms', 'rpc/baseline'];
+    const table = rows.map((r) => {
+      const rate = r.ops / r.seconds;
+      return [r.label, f(rate, 0), r.kind === 'rpc' ? f(r.success / r.seconds, 0) : f(rate, 0),
+        r.kind === 'rpc' ? String(r.success) : '-', r.kind === 'rpc' ? String(r.conflict) : '-', r.kind === 'rpc' ? String(r.failed) : '-',
+        f(pct(r.lat, 50), 2), f(pct(r.lat, 95), 2), f(pct(r.lat, 99), 2),
+        r.kind === 'rpc' ? `${f(rate / base.get(r.group)!, 3)} (applied ${f(r.success / r.seconds / base.get(r.group)!, 3)})` : '1'];
+    });
+    const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
+    const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+    log(`\nresults: ${CLIENTS} clients, ${SECONDS} s each (calls = every RPC answered; applied = status success)`);
+    log(line(header));
+    log(widths.map((w) => '-'.repeat(w)).join('  '));
+    for (const t of table) log(line(t));
+    for (const r of rows) {
+      if (r.firstFailure) log(`  ${r.label}: first failure: ${r.firstFailure}`);
+      if (r.respaced) log(`  ${r.label}: ${r.respaced} system respace moves logged (rank keys ran out of room)`);
+    }
+    log(`\ndone in ${((Date.now() - started) / 1000).toFixed(0)} s; database ${dbName} left in place for inspection`);
+  } finally {
+    await sql.end();
+  }
+}
+
+main().catch((err) => {
+  console.error(`bench-mutate failed: ${(err as Error).stack ?? err}`);
+  process.exitCode = 1;
+});

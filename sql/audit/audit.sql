@@ -45,6 +45,11 @@ begin
                    part, m, (m + interval '1 month')::date);
     created := created + 1;
   end loop;
+  -- partitions do not inherit RLS from the parent: every app table has it enabled
+  for part in select c.relname from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
+              where i.inhparent = 'app.system_audit'::regclass and not c.relrowsecurity loop
+    execute format('alter table app.%I enable row level security', part);
+  end loop;
   return created;
 end $$;
 

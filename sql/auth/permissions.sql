@@ -24,9 +24,12 @@ $$;
 
 -- An optional `scope` claim (space-separated string or array) narrows a token to listed
 -- canvases: `canvas:{id}:write` (implies read), `canvas:{id}:read`, `*` for any canvas id.
--- Without a scope claim the token carries the user's full rights.
+-- Without a scope claim the token carries the user's full rights. p_canvas_id null asks about a
+-- workspace-level write (create a canvas, set a member): only an unscoped or `canvas:*:write` token.
+-- Security definer (like the role lookups) because RLS policies call it as `authenticated`, which
+-- has no USAGE on schema internal; a definer body resolves internal.* as the owner.
 create or replace function internal.token_allows(p_canvas_id uuid, p_write boolean) returns boolean
-language sql stable set search_path = '' as $$
+language sql stable security definer set search_path = '' as $$
   with scope as (
     select internal.request_context() -> 'scope' as s
   ), entries as (
@@ -46,6 +49,6 @@ $$;
 
 -- The canvas id in a realtime topic `canvas:{uuid}`, or null.
 create or replace function internal.topic_canvas_id(p_topic text) returns uuid
-language sql immutable set search_path = '' as $$
+language sql immutable security definer set search_path = '' as $$
   select internal.try_uuid(substring(p_topic from '^canvas:([0-9a-fA-F-]{36})$'))
 $$;

@@ -42,4 +42,7 @@ create policy presence_member_read on app.presence for select to authenticated
 grant execute on function internal.workspace_role(uuid, uuid), internal.canvas_role(uuid, uuid),
   internal.token_allows(uuid, boolean), internal.request_context(), internal.try_uuid(text),
   internal.try_inet(text), internal.try_jsonb(text), internal.topic_canvas_id(text) to authenticated;
-grant usage on schema internal to authenticated;
+-- The policies above call internal functions by reference, which needs EXECUTE but not USAGE.
+-- No USAGE on `internal`: its security-definer helpers (apply_block_op, assign_ranks, write_audit
+-- ...) trust their arguments and keep PUBLIC's EXECUTE, so callers must never reach them by name.
+revoke usage on schema internal from authenticated;

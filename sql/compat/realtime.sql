@@ -55,4 +55,6 @@ exception when others then
 end $$;
 
 grant execute on function realtime.topic() to anon, authenticated, service_role;
-grant execute on function realtime.send(jsonb, text, text, boolean) to authenticated, service_role;
+-- Clients never call send directly (it would bypass the insert policy); database functions do.
+revoke execute on function realtime.send(jsonb, text, text, boolean) from public;
+grant execute on function realtime.send(jsonb, text, text, boolean) to service_role;

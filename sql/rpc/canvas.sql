@@ -60,6 +60,9 @@ begin
      or (internal.workspace_role(p_workspace_id, p_user_id) = 'owner' and v_role <> 'owner') then
     perform internal.raise_error('forbidden', format('your role (%s) cannot grant this role', v_role));
   end if;
+  if not internal.token_allows(null, true) then
+    perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot manage members');
+  end if;
   if p_role is null or not exists (select from auth.users where id = p_user_id) then
     perform internal.raise_error('invalid_input', 'user_id must be an existing user and role one of owner, admin, editor, viewer',
                                  '{"field":"user_id"}');
@@ -95,6 +98,9 @@ begin
   end if;
   if not internal.can_write_role(v_role) then
     perform internal.raise_error('forbidden', format('your role (%s) cannot create canvases', v_role));
+  end if;
+  if not internal.token_allows(null, true) then
+    perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot create one');
   end if;
   perform internal.check_title_settings(coalesce(p_title, 'Untitled'), coalesce(p_settings, '{}'));
   insert into app.canvases (workspace_id, title, settings, created_by)
@@ -202,6 +208,12 @@ begin
       join auth.users au on au.id = u.user_id));
 end $$;
 
+-- PUBLIC gets EXECUTE on new functions: the per-schema default privileges of the foundation
+-- migration cannot take it away (Postgres only adds to the global defaults), so revoke it here.
+revoke execute on function api.create_workspace(text), api.set_workspace_member(uuid, uuid, app.member_role),
+  api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),
+  api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
+  api.get_canvas_permissions(uuid) from public;
 grant execute on function api.create_workspace(text), api.set_workspace_member(uuid, uuid, app.member_role),
   api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),
   api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),

@@ -173,6 +173,12 @@ begin
 
   -- 3. serialize writers on this canvas, then lock and compare the block
   perform from app.canvases where canvas_id = p_canvas_id for no key update;
+  -- a concurrent retry of this op may have committed while we waited for the lock: hand the
+  -- caller its result through the duplicate path instead of applying it a second time
+  if internal.prior_result(p_ctx, p_client_op_id) is not null then
+    raise exception 'client_op_id % was already applied', p_client_op_id
+      using errcode = '23505', constraint = 'block_operations_idempotency_idx';
+  end if;
   if p_action = 'create' then
     if v_patch ->> 'type' is null then
       perform internal.raise_error('invalid_input', 'type is required to create a block', '{"field":"patch.type"}');
@@ -260,7 +266,8 @@ begin
 
   v_result := jsonb_build_object(
     'status', 'success', 'server_seq', v_seq, 'client_op_id', p_client_op_id, 'block_id', v_block_id,
-    'version', coalesce(v_new.version, v_old.version + 1), 'block', internal.block_json(v_new));
+    'version', coalesce(v_new.version, v_old.version + 1), 'block', internal.block_json(v_new))
+    || case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end;
   perform internal.record_applied_op(
     p_ctx, p_canvas_id, v_block_id, p_action, p_client_op_id, v_old.version, coalesce(v_new.version, v_old.version + 1),
     v_patch || case when v_key is null then '{}' else jsonb_build_object('y_order', v_key) end,
@@ -344,7 +351,8 @@ declare
   v_prior jsonb;
   v_error jsonb;
   v_result jsonb;
-  v_state text; v_msg text; v_detail text; v_hint text;
+  v_state text; v_msg text; v_detail text; v_hint text; v_constraint text;
+  v_attempt integer;
 begin
   if p_ops is null or jsonb_typeof(p_ops) <> 'array' or jsonb_array_length(p_ops) = 0 then
     v_error := jsonb_build_object('code', 'invalid_input', 'message', 'ops must be a non-empty array', 'field', 'ops');
@@ -357,35 +365,42 @@ begin
                                  jsonb_build_object('error', v_error), null, null, v_started, 0);
     return jsonb_build_object('status', 'failed', 'failed_index', null, 'error', v_error);
   end if;
-  begin
-    for v_op in select value from jsonb_array_elements(p_ops) loop
-      if jsonb_typeof(v_op) <> 'object' then
-        perform internal.raise_error('invalid_input', 'each op must be an object', jsonb_build_object('field', format('ops[%s]', v_index)));
-      end if;
-      v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id');
-      if v_prior is not null then
-        v_results := v_results || jsonb_build_array(v_prior);
-      else
-        v_results := v_results || jsonb_build_array(internal.apply_block_op(
-          v_ctx, p_canvas_id, internal.try_uuid(v_op ->> 'block_id'), v_op ->> 'action', v_op ->> 'client_op_id',
-          (case when jsonb_typeof(v_op -> 'base_version') = 'number' then v_op ->> 'base_version' end)::integer,
-          coalesce(v_op -> 'patch', '{}'), clock_timestamp()));
-      end if;
-      v_index := v_index + 1;
-    end loop;
-    -- the whole batch's ranks must be unique before we report success
-    set constraints app.blocks_canvas_y_order_key immediate;
-    set constraints app.blocks_canvas_y_order_key deferred;
-    return jsonb_build_object('status', 'success', 'results', v_results,
-                              'server_seq', (select max((r ->> 'server_seq')::bigint) from jsonb_array_elements(v_results) r));
-  exception when query_canceled or others then
-    get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
-                            v_hint = pg_exception_hint;
-  end;
+  -- a second pass only when a concurrent retry of this batch committed first: it is then
+  -- answered from the log, op by op
+  for v_attempt in 1 .. 2 loop
+    v_results := '[]';
+    v_index := 0;
+    begin
+      for v_op in select value from jsonb_array_elements(p_ops) loop
+        if jsonb_typeof(v_op) <> 'object' then
+          perform internal.raise_error('invalid_input', 'each op must be an object', jsonb_build_object('field', format('ops[%s]', v_index)));
+        end if;
+        v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id');
+        if v_prior is not null then
+          v_results := v_results || jsonb_build_array(v_prior);
+        else
+          v_results := v_results || jsonb_build_array(internal.apply_block_op(
+            v_ctx, p_canvas_id, internal.try_uuid(v_op ->> 'block_id'), v_op ->> 'action', v_op ->> 'client_op_id',
+            (case when jsonb_typeof(v_op -> 'base_version') = 'number' then v_op ->> 'base_version' end)::integer,
+            coalesce(v_op -> 'patch', '{}'), clock_timestamp()));
+        end if;
+        v_index := v_index + 1;
+      end loop;
+      -- the whole batch's ranks must be unique before we report success
+      set constraints app.blocks_canvas_y_order_key immediate;
+      set constraints app.blocks_canvas_y_order_key deferred;
+      return jsonb_build_object('status', 'success', 'results', v_results,
+                                'server_seq', (select max((r ->> 'server_seq')::bigint) from jsonb_array_elements(v_results) r));
+    exception when query_canceled or others then
+      get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
+                              v_hint = pg_exception_hint, v_constraint = constraint_name;
+    end;
+    exit when not (v_state = '23505' and v_constraint = 'block_operations_idempotency_idx');
+  end loop;
   v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
   v_op := p_ops -> v_index;
   v_result := internal.rejection_result(v_op ->> 'client_op_id', internal.try_uuid(v_op ->> 'block_id'), v_error)
-              || jsonb_build_object('failed_index', v_index);
+              || jsonb_build_object('failed_index', case when v_index < jsonb_array_length(p_ops) then v_index end);
   perform internal.record_rejected_op(v_ctx, p_canvas_id, internal.try_uuid(v_op ->> 'block_id'), v_op ->> 'action',
                                       v_op ->> 'client_op_id', null, v_op -> 'patch', v_result ->> 'status', v_result, v_started);
   return v_result;
@@ -396,3 +411,6 @@ comment on function api.upsert_blocks_atomic(uuid, jsonb) is
 
 grant execute on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jsonb),
                           api.upsert_blocks_atomic(uuid, jsonb) to authenticated, service_role;
+-- per-schema default privileges cannot take away PUBLIC's EXECUTE: revoke it here (no anon calls)
+revoke execute on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jsonb),
+                           api.upsert_blocks_atomic(uuid, jsonb) from public;

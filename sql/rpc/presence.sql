@@ -23,13 +23,17 @@ begin
   return jsonb_build_object('written', v_written);
 end $$;
 
--- H6: leave the canvas: presence removed and the departure broadcast.
+-- H6: leave the canvas: presence removed and the departure broadcast (members only, so nobody
+-- can broadcast into a canvas they cannot see).
 create or replace function api.leave_canvas(p_canvas_id uuid) returns void
 language plpgsql security definer set search_path = '' as $$
-declare v_user uuid := internal.require_user();
+declare v_user uuid;
 begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  v_user := auth.uid();
   delete from app.presence where canvas_id = p_canvas_id and user_id = v_user;
   perform realtime.send(jsonb_build_object('user_id', v_user), 'presence_leave', 'canvas:' || p_canvas_id, true);
 end $$;
 
+revoke execute on function api.update_presence(uuid, jsonb, boolean), api.leave_canvas(uuid) from public;
 grant execute on function api.update_presence(uuid, jsonb, boolean), api.leave_canvas(uuid) to authenticated, service_role;

@@ -39,12 +39,17 @@ begin
   return jsonb_build_object(
     'changes', case when jsonb_array_length(v_changes) > v_limit then v_changes - v_limit else v_changes end,
     'has_more', jsonb_array_length(v_changes) > v_limit,
-    'watermark', (select last_seq from app.canvases where canvas_id = p_canvas_id));
+    -- everything up to the watermark has been returned: the last change when there is more,
+    -- otherwise the canvas's last committed seq
+    'watermark', case when jsonb_array_length(v_changes) > v_limit then (v_changes -> (v_limit - 1) ->> 'server_seq')::bigint
+                      else (select last_seq from app.canvases where canvas_id = p_canvas_id) end);
 end $$;
 
--- Canvas, all blocks in rank order and the seq watermark they are consistent with (one query,
--- so one snapshot).
-create or replace function api.get_canvas_snapshot(p_canvas_id uuid) returns jsonb
+-- Canvas, all blocks in rank order and the seq watermark they are consistent with; with
+-- p_since_seq also the operations after it (H4: initial load plus replay). The function is
+-- STABLE, so all of it reads one snapshot.
+drop function if exists api.get_canvas_snapshot(uuid);
+create or replace function api.get_canvas_snapshot(p_canvas_id uuid, p_since_seq bigint default null) returns jsonb
 language plpgsql stable security definer set search_path = '' as $$
 declare v_role app.member_role;
 begin
@@ -55,8 +60,11 @@ begin
       'blocks', coalesce((select jsonb_agg(internal.block_json(b) order by b.y_order) from app.blocks b
                           where b.canvas_id = c.canvas_id), '[]'),
       'watermark', c.last_seq)
+      || case when p_since_seq is null then '{}'
+              else jsonb_build_object('since', api.get_canvas_changes(p_canvas_id, p_since_seq, 1000)) end
     from app.canvases c where c.canvas_id = p_canvas_id);
 end $$;
 
-grant execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_snapshot(uuid)
+grant execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_snapshot(uuid, bigint)
   to authenticated, service_role;
+revoke execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_snapshot(uuid, bigint) from public;

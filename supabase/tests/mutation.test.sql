@@ -1,0 +1,298 @@
+-- The mutation RPC: api.upsert_block_atomic and api.upsert_blocks_atomic.
+-- Rules proven here: happy paths with versions; server_seq from seq_block_events; exactly-once
+-- retries keyed by caller + client_op_id; base_version conflicts and the merge rule; validation
+-- that writes nothing but is logged; roles and token scopes; realtime deltas; cascading delete;
+-- all-or-nothing batches.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(75);
+
+-- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
+select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
+create temp table ids (workspace_id uuid, canvas_id uuid, other_canvas_id uuid);
+create temp table r (name text primary key, res jsonb);
+grant all on ids, r to authenticated;
+
+select tests.authenticate_as('mut_owner');
+insert into ids (workspace_id) select (api.create_workspace('Mutations') ->> 'workspace_id')::uuid;
+update ids set canvas_id = (api.create_canvas(workspace_id, 'Main') ->> 'canvas_id')::uuid,
+               other_canvas_id = (api.create_canvas(workspace_id, 'Other') ->> 'canvas_id')::uuid;
+select api.set_workspace_member((select workspace_id from ids), tests.user_id('mut_editor'), 'editor');
+select api.set_workspace_member((select workspace_id from ids), tests.user_id('mut_viewer'), 'viewer');
+
+-- Block ids used below: A (parent), B (child of A), O (on the other canvas)
+create temp table k as select
+  '00000000-0000-4000-8000-00000000000a'::uuid as a,
+  '00000000-0000-4000-8000-00000000000b'::uuid as b,
+  '00000000-0000-4000-8000-00000000000c'::uuid as o;
+grant select on k to authenticated;
+
+-- ---------------------------------------------------------------- create / update / move / delete
+insert into r select 'create_a', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'create', 'op-create-a', null,
+                                                         '{"type":"text","content":{"text":"hello"}}');
+select tests.clear_authentication();
+select is(r.res ->> 'status', 'success', 'create: status success') from r where name = 'create_a';
+select is((r.res ->> 'version')::int, 1, 'create: a new block starts at version 1') from r where name = 'create_a';
+select is((r.res ->> 'server_seq')::bigint, currval('app.seq_block_events'), 'create: server_seq is the value just taken from app.seq_block_events')
+from r where name = 'create_a';
+select is((select last_seq from app.canvases where canvas_id = (select canvas_id from ids)), (select (res ->> 'server_seq')::bigint from r where name = 'create_a'),
+          'create: canvases.last_seq follows the newest server_seq');
+select is((select jsonb_build_object('type', type, 'content', content, 'version', version, 'created_by', created_by)
+           from app.blocks where block_id = (select a from k)),
+          jsonb_build_object('type', 'text', 'content', '{"text":"hello"}'::jsonb, 'version', 1, 'created_by', tests.user_id('mut_owner')),
+          'create: the block row holds type, content, version 1 and its author');
+select is((select r.res -> 'block' from r where name = 'create_a'), internal.block_json(b), 'create: the result carries the block as stored')
+from app.blocks b where b.block_id = (select a from k);
+select is((select status || ':' || server_seq from app.block_operations where client_op_id = 'op-create-a'),
+          'success:' || (select res ->> 'server_seq' from r where name = 'create_a'), 'create: one success operation row with its server_seq');
+
+select tests.authenticate_as('mut_owner');
+insert into r select 'create_b', api.upsert_block_atomic((select canvas_id from ids), (select b from k), 'create', 'op-create-b', null,
+                                                         jsonb_build_object('type', 'text', 'parent_id', (select a from k)));
+insert into r select 'create_o', api.upsert_block_atomic((select other_canvas_id from ids), (select o from k), 'create', 'op-create-o', null,
+                                                         '{"type":"text"}');
+insert into r select 'update_a', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-update-a', 1,
+                                                         '{"content":{"text":"hello, world"}}');
+select tests.clear_authentication();
+select is((select res ->> 'status' from r where name = 'create_b') || '/' || (select parent_id from app.blocks where block_id = (select b from k)),
+          'success/' || (select a from k), 'create: a child block under a parent of the same canvas');
+select is((select res ->> 'status' || ' v' || (res ->> 'version') from r where name = 'update_a'), 'success v2', 'update: version 1 -> 2');
+select is((select content ->> 'text' from app.blocks where block_id = (select a from k)), 'hello, world', 'update: the content is written');
+select cmp_ok((select (res ->> 'server_seq')::bigint from r where name = 'update_a'), '>',
+              (select (res ->> 'server_seq')::bigint from r where name = 'create_b'), 'server_seq increases with every applied operation');
+select is((select res ->> 'server_seq' from r where name = 'update_a'), (select last_seq::text from app.canvases where canvas_id = (select canvas_id from ids)),
+          'canvases.last_seq follows');
+
+select tests.authenticate_as('mut_owner');
+insert into r select 'move_a', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'move', 'op-move-a', 2, '{"y_order":"zz"}');
+select tests.clear_authentication();
+select is((select res ->> 'status' || ' v' || (res ->> 'version') from r where name = 'move_a'), 'success v3', 'move: version 2 -> 3');
+select is((select y_order from app.blocks where block_id = (select a from k)), 'zz', 'move: the rank key is written');
+
+-- every applied operation is published to the canvas topic, once
+select is((select count(*) from realtime.messages where topic = 'canvas:' || (select canvas_id from ids) and event = 'block_op'),
+          (select count(*) from app.block_operations where canvas_id = (select canvas_id from ids) and status = 'success'),
+          'one realtime.messages row (topic canvas:<id>, event block_op) per applied operation');
+select is((select array_agg((payload ->> 'server_seq')::bigint order by (payload ->> 'server_seq')::bigint) from realtime.messages
+           where topic = 'canvas:' || (select canvas_id from ids)),
+          (select array_agg(server_seq order by server_seq) from app.block_operations
+           where canvas_id = (select canvas_id from ids) and status = 'success'),
+          'each delta carries the server_seq of its operation');
+
+-- ---------------------------------------------------------------- exactly once
+-- A retry of an applied client_op_id returns the original result and changes nothing.
+select tests.authenticate_as('mut_owner');
+insert into r select 'retry_update_a', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-update-a', 1,
+                                                               '{"content":{"text":"hello, world"}}');
+select tests.clear_authentication();
+select is((select res from r where name = 'retry_update_a'), (select res from r where name = 'update_a'),
+          'a retried client_op_id returns the identical result');
+select is((select version from app.blocks where block_id = (select a from k)), 3, 'and is not applied again (version unchanged)');
+select is((select array_agg(status order by op_id) from app.block_operations
+           where client_op_id = 'op-update-a' and actor_id = tests.user_id('mut_owner')),
+          array['success', 'duplicate'], 'the log holds one success and one duplicate row for it');
+-- The idempotency key is the caller plus client_op_id: another user's op with that id is new.
+select tests.authenticate_as('mut_editor');
+insert into r select 'editor_same_id', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-update-a', 3,
+                                                               '{"content":{"text":"edited"}}');
+select tests.clear_authentication();
+select is((select res ->> 'status' || ' v' || (res ->> 'version') from r where name = 'editor_same_id'), 'success v4',
+          'the same client_op_id from a different user is a different operation');
+select is((select count(*) from app.block_operations where client_op_id = 'op-update-a' and status = 'success'), 2::bigint,
+          'each user has applied their own op-update-a once');
+
+-- ---------------------------------------------------------------- base_version
+-- Merge rule: a stale base_version is compared by field group — content, type, parent
+-- (parent_id), position (y_order/after_id) — with what every applied op since base_version
+-- changed. Overlap -> conflict carrying the current block; disjoint -> applied on top.
+create temp table before_conflict as select b.*, (select last_seq from app.canvases where canvas_id = b.canvas_id) as last_seq
+from app.blocks b where block_id = (select a from k);
+select tests.authenticate_as('mut_owner');
+insert into r select 'stale_content', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-stale-content', 1,
+                                                              '{"content":{"text":"from v1"}}');
+select tests.clear_authentication();
+select is((select res ->> 'status' from r where name = 'stale_content'), 'conflict',
+          'stale base_version touching a field changed since (content) -> conflict');
+select is((select res -> 'block' from r where name = 'stale_content'), internal.block_json(b),
+          'the conflict carries the current block') from app.blocks b where b.block_id = (select a from k);
+select is((select (res ->> 'version')::int from r where name = 'stale_content'), 4, 'and its current version');
+select is((select res ->> 'server_seq' from r where name = 'stale_content'), null, 'a conflict has no server_seq');
+select is((select b.content || jsonb_build_object('v', b.version) from app.blocks b where block_id = (select a from k)),
+          (select b.content || jsonb_build_object('v', b.version) from before_conflict b), 'a conflict writes nothing to the block');
+select is((select last_seq from app.canvases where canvas_id = (select canvas_id from ids)), (select last_seq from before_conflict),
+          'a conflict takes no server_seq');
+select is((select status from app.block_operations where client_op_id = 'op-stale-content'), 'conflict', 'the conflict is logged');
+
+select tests.authenticate_as('mut_owner');
+insert into r select 'stale_type', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-stale-type', 1,
+                                                           '{"type":"heading"}');
+select tests.clear_authentication();
+select is((select res ->> 'status' || ' v' || (res ->> 'version') from r where name = 'stale_type'), 'success v5',
+          'stale base_version on a disjoint field (type; only content and position changed since) merges');
+select is((select type || '/' || (content ->> 'text') || '/' || y_order from app.blocks where block_id = (select a from k)),
+          'heading/edited/zz', 'the merge keeps the newer content and position');
+select tests.authenticate_as('mut_owner');
+insert into r select 'stale_move', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'move', 'op-stale-move', 2,
+                                                           '{"y_order":"y"}');
+select tests.clear_authentication();
+select is((select res ->> 'status' from r where name = 'stale_move'), 'conflict',
+          'stale base_version touching position (moved at version 3) -> conflict');
+-- make B stale, then delete it from its old version
+select tests.authenticate_as('mut_owner');
+select api.upsert_block_atomic((select canvas_id from ids), (select b from k), 'update', 'op-touch-b', 1, '{"content":{"n":1}}');
+insert into r select 'stale_delete', api.upsert_block_atomic((select canvas_id from ids), (select b from k), 'delete', 'op-stale-delete', 1, '{}');
+select tests.clear_authentication();
+select is((select res ->> 'status' from r where name = 'stale_delete'), 'conflict', 'a stale delete always conflicts');
+select is((select count(*) from app.blocks where block_id = (select b from k)), 1::bigint, 'and the block is still there');
+
+-- ---------------------------------------------------------------- validation
+-- Each invalid request is `failed` with code invalid_input and the field at fault, writes
+-- nothing to blocks, and still leaves a `failed` operation row and an audit row.
+create temp table cases (name text, block_id uuid, action text, base_version int, patch jsonb, field text);
+grant select on cases to authenticated;
+insert into cases values
+  ('y_order with a character outside base-62', (select a from k), 'move', 5, '{"y_order":"ab-c"}', 'patch.y_order'),
+  ('y_order of 11 characters', (select a from k), 'move', 5, '{"y_order":"abcdefghijk"}', 'patch.y_order'),
+  ('y_order ending in 0', (select a from k), 'move', 5, '{"y_order":"a0"}', 'patch.y_order'),
+  ('parent on another canvas', (select b from k), 'move', 2, jsonb_build_object('parent_id', (select o from k)), 'patch.parent_id'),
+  ('parent that is its own child (cycle)', (select a from k), 'move', 5, jsonb_build_object('parent_id', (select b from k)), 'patch.parent_id'),
+  ('unknown patch field', (select a from k), 'update', 5, '{"colour":"red"}', 'patch.colour'),
+  ('create without a type', '00000000-0000-4000-8000-0000000000f1', 'create', null, '{"content":{}}', 'patch.type'),
+  ('content that is not an object', '00000000-0000-4000-8000-0000000000f2', 'create', null, '{"type":"text","content":[1,2]}', 'patch.content');
+create temp table blocks_before as select * from app.blocks where canvas_id = (select canvas_id from ids);
+create temp table audit_before as select count(*) as n from app.system_audit where status = 'failed';
+select tests.authenticate_as('mut_owner');
+insert into r select 'invalid: ' || c.name,
+  api.upsert_block_atomic((select canvas_id from ids), c.block_id, c.action, 'op-invalid-' || c.name, c.base_version, c.patch)
+from cases c;
+select tests.clear_authentication();
+select is(jsonb_build_object('status', r.res ->> 'status', 'code', r.res #>> '{error,code}', 'field', r.res #>> '{error,field}'),
+          jsonb_build_object('status', 'failed', 'code', 'invalid_input', 'field', c.field),
+          format('%s -> failed, invalid_input, field %s', c.name, c.field))
+from cases c join r on r.name = 'invalid: ' || c.name order by c.name;
+select is((select count(*) from (select * from app.blocks where canvas_id = (select canvas_id from ids)
+                                  except select * from blocks_before) d), 0::bigint, 'invalid requests change no block');
+select is((select count(*) from app.blocks where block_id in ('00000000-0000-4000-8000-0000000000f1', '00000000-0000-4000-8000-0000000000f2')),
+          0::bigint, 'invalid creates create nothing');
+select is((select count(*) from app.block_operations where client_op_id like 'op-invalid-%' and status = 'failed' and error_code = 'invalid_input'),
+          (select count(*) from cases), 'each invalid request leaves a failed operation row');
+select is((select count(*) from app.system_audit where status = 'failed') - (select n from audit_before), (select count(*) from cases),
+          'each invalid request leaves an audit row');
+
+-- content size limit from app.settings
+update app.settings set value = '200' where key = 'max_content_bytes';
+select tests.authenticate_as('mut_owner');
+insert into r select 'too_large', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-too-large', 5,
+                                                          jsonb_build_object('content', jsonb_build_object('text', repeat('x', 300))));
+insert into r select 'fits', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-fits', 5,
+                                                     jsonb_build_object('content', jsonb_build_object('text', repeat('x', 100))));
+select tests.clear_authentication();
+update app.settings set value = '65536' where key = 'max_content_bytes';
+select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from r where name = 'too_large'), 'failed payload_too_large',
+          'content over app.settings max_content_bytes -> payload_too_large');
+select is((select res ->> 'status' from r where name = 'fits'), 'success', 'content under the limit is accepted');
+
+-- ---------------------------------------------------------------- who may mutate
+select tests.authenticate_as('mut_viewer');
+insert into r select 'viewer', api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'op-viewer', null, '{"type":"text"}');
+select tests.authenticate_as('mut_stranger');
+insert into r select 'stranger', api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'op-stranger', null, '{"type":"text"}');
+select tests.authenticate_as('mut_editor', jsonb_build_object('scope', format('canvas:%s:write', (select other_canvas_id from ids))));
+insert into r select 'scope_other', api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'op-scope-other', null, '{"type":"text"}');
+select tests.authenticate_as('mut_editor', jsonb_build_object('scope', format('canvas:%s:write', (select canvas_id from ids))));
+insert into r select 'scope_this', api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'op-scope-this', null, '{"type":"text"}');
+select tests.authenticate_as('mut_editor', jsonb_build_object('scope', format('canvas:%s:read', (select canvas_id from ids))));
+insert into r select 'scope_read', api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'op-scope-read', null, '{"type":"text"}');
+select tests.clear_authentication();
+select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from r where name = 'viewer'), 'failed forbidden', 'a viewer -> forbidden');
+select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from r where name = 'stranger'), 'failed not_found',
+          'a non-member -> not_found (the canvas is not revealed)');
+select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from r where name = 'scope_other'), 'failed forbidden',
+          'a token scoped to canvas:<other>:write -> forbidden');
+select is((select res ->> 'status' from r where name = 'scope_this'), 'success', 'a token scoped to canvas:<this>:write passes');
+select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from r where name = 'scope_read'), 'failed forbidden',
+          'a read-only token scope cannot mutate');
+select is((select count(*) from app.blocks where created_by in (tests.user_id('mut_viewer'), tests.user_id('mut_stranger'))), 0::bigint,
+          'rejected callers wrote nothing');
+
+select is((select array_agg(f) from unnest(array['api.upsert_block_atomic(uuid,uuid,text,text,integer,jsonb)', 'api.upsert_blocks_atomic(uuid,jsonb)']) f
+           where has_function_privilege('anon', f, 'execute')), null, 'anon (and PUBLIC) may not even call the mutation RPCs');
+
+-- ---------------------------------------------------------------- cascading delete
+create temp table seq_before_delete as select count(*) as msgs from realtime.messages where topic = 'canvas:' || (select canvas_id from ids);
+select tests.authenticate_as('mut_owner');
+insert into r select 'delete_a', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'delete', 'op-delete-a',
+                                                         (select version from app.blocks where block_id = (select a from k)), '{}');
+select tests.clear_authentication();
+select is((select res ->> 'status' from r where name = 'delete_a'), 'success', 'delete: status success');
+select is((select count(*) from app.blocks where block_id in ((select a from k), (select b from k))), 0::bigint,
+          'deleting a parent removes its children');
+select is((select array(select jsonb_array_elements_text(res -> 'deleted_ids') order by 1)::uuid[] from r where name = 'delete_a'),
+          array[(select a from k), (select b from k)], 'the result reports every deleted id (deleted_ids)');
+select is((select (res ->> 'version')::int from r where name = 'delete_a'), 7, 'a delete reports the version it ended');
+select is((select count(*) from realtime.messages where topic = 'canvas:' || (select canvas_id from ids)) - (select msgs from seq_before_delete),
+          1::bigint, 'a delete is published once');
+select is((select payload -> 'deleted_ids' from realtime.messages where topic = 'canvas:' || (select canvas_id from ids)
+           and payload ->> 'client_op_id' = 'op-delete-a'), (select res -> 'deleted_ids' from r where name = 'delete_a'),
+          'and its delta names the deleted ids');
+select is((select count(*) from app.block_operations where block_id = (select a from k)) > 0, true,
+          'the deleted block keeps its history in the log');
+select tests.authenticate_as('mut_owner');
+insert into r select 'update_deleted', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-update-deleted', 7,
+                                                               '{"content":{}}');
+select tests.clear_authentication();
+select is((select res #>> '{error,code}' from r where name = 'update_deleted'), 'not_found', 'a deleted block is not_found');
+
+-- ---------------------------------------------------------------- batches
+-- All or nothing: a failing third op leaves nothing of ops one and two.
+create temp table batch_before as select (select last_seq from app.canvases where canvas_id = (select canvas_id from ids)) as last_seq,
+  (select count(*) from app.blocks where canvas_id = (select canvas_id from ids)) as blocks;
+select tests.authenticate_as('mut_owner');
+insert into r select 'batch_fail', api.upsert_blocks_atomic((select canvas_id from ids), '[
+  {"action":"create","client_op_id":"batch-1","block_id":"00000000-0000-4000-8000-0000000000e1","patch":{"type":"text"}},
+  {"action":"create","client_op_id":"batch-2","block_id":"00000000-0000-4000-8000-0000000000e2","patch":{"type":"text"}},
+  {"action":"create","client_op_id":"batch-3","block_id":"00000000-0000-4000-8000-0000000000e3","patch":{"type":"text","y_order":"bad!"}}]');
+select tests.clear_authentication();
+select is((select jsonb_build_object('status', res ->> 'status', 'failed_index', res -> 'failed_index', 'field', res #>> '{error,field}')
+           from r where name = 'batch_fail'),
+          '{"status":"failed","failed_index":2,"field":"patch.y_order"}', 'a batch whose third op is invalid fails with failed_index 2');
+select is((select count(*) from app.blocks where canvas_id = (select canvas_id from ids)), (select blocks from batch_before),
+          'nothing from ops 1 and 2 persists');
+select is((select count(*) from app.block_operations where client_op_id in ('batch-1', 'batch-2') and status = 'success'), 0::bigint,
+          'ops 1 and 2 left no applied operation');
+select is((select last_seq from app.canvases where canvas_id = (select canvas_id from ids)), (select last_seq from batch_before),
+          'the failed batch advanced no watermark');
+select is((select count(*) from realtime.messages where payload ->> 'client_op_id' in ('batch-1', 'batch-2')), 0::bigint,
+          'and published nothing');
+select is((select status || ':' || error_code from app.block_operations where client_op_id = 'batch-3'), 'failed:invalid_input',
+          'the failing op is logged as failed');
+
+select tests.authenticate_as('mut_owner');
+insert into r select 'batch_ok', api.upsert_blocks_atomic((select canvas_id from ids), '[
+  {"action":"create","client_op_id":"batch-ok-1","block_id":"00000000-0000-4000-8000-0000000000d1","patch":{"type":"text"}},
+  {"action":"create","client_op_id":"batch-ok-2","block_id":"00000000-0000-4000-8000-0000000000d2","patch":{"type":"text","after_id":"00000000-0000-4000-8000-0000000000d1"}},
+  {"action":"update","client_op_id":"batch-ok-3","block_id":"00000000-0000-4000-8000-0000000000d1","base_version":1,"patch":{"content":{"x":1}}}]');
+insert into r select 'batch_retry', api.upsert_blocks_atomic((select canvas_id from ids), '[
+  {"action":"create","client_op_id":"batch-ok-1","block_id":"00000000-0000-4000-8000-0000000000d1","patch":{"type":"text"}},
+  {"action":"create","client_op_id":"batch-ok-2","block_id":"00000000-0000-4000-8000-0000000000d2","patch":{"type":"text"}},
+  {"action":"update","client_op_id":"batch-ok-3","block_id":"00000000-0000-4000-8000-0000000000d1","base_version":1,"patch":{"content":{"x":1}}}]');
+select tests.clear_authentication();
+select is((select res ->> 'status' from r where name = 'batch_ok'), 'success', 'a valid batch succeeds');
+select is((select array(select x ->> 'client_op_id' from jsonb_array_elements(res -> 'results') with ordinality t(x, n) order by n)
+           from r where name = 'batch_ok'), array['batch-ok-1', 'batch-ok-2', 'batch-ok-3'], 'its results come in op order');
+select ok((select bool_and((x ->> 'server_seq')::bigint > coalesce(lag, 0)) from (
+             select x, lag((x ->> 'server_seq')::bigint) over (order by n) as lag
+             from r, jsonb_array_elements(res -> 'results') with ordinality t(x, n) where name = 'batch_ok') s),
+          'with increasing server_seq');
+select is((select (res ->> 'server_seq')::bigint from r where name = 'batch_ok'),
+          (select last_seq from app.canvases where canvas_id = (select canvas_id from ids)), 'the batch reports its last server_seq');
+select is((select array_agg(b.y_order < c.y_order) from app.blocks b, app.blocks c
+           where b.block_id = '00000000-0000-4000-8000-0000000000d1' and c.block_id = '00000000-0000-4000-8000-0000000000d2'),
+          array[true], 'later ops in a batch see earlier ones (after_id a block created in the same batch)');
+select is((select res -> 'results' from r where name = 'batch_retry'), (select res -> 'results' from r where name = 'batch_ok'),
+          'a retried batch returns the original results');
+select is((select version from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d1'), 2, 'and applies nothing twice');
+
+select * from finish();
+rollback;

@@ -1,0 +1,75 @@
+-- Rate limit: each user may make app.settings 'mutations_per_minute' block mutations per minute
+-- (100 by default). The next one is rejected with rate_limited and retry_after, and audited.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(14);
+
+select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm']) u;
+create temp table ids (workspace_id uuid, canvas_id uuid);
+create temp table attempts (who text, n int, res jsonb);
+grant all on ids, attempts to authenticated;
+select tests.authenticate_as('rl_busy');
+insert into ids (workspace_id) select (api.create_workspace('Rate limits') ->> 'workspace_id')::uuid;
+update ids set canvas_id = (api.create_canvas(workspace_id, 'Busy') ->> 'canvas_id')::uuid;
+select api.set_workspace_member((select workspace_id from ids), tests.user_id('rl_calm'), 'editor');
+select tests.clear_authentication();
+
+select is(internal.setting_int('mutations_per_minute'), 100, 'the default limit is 100 mutations per minute');
+
+-- 100 mutations in one minute pass, the 101st is refused
+select tests.authenticate_as('rl_busy');
+insert into attempts
+select 'busy', i, api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'rl-' || i, null, '{"type":"text"}')
+from generate_series(1, 101) i;
+select tests.clear_authentication();
+select is((select count(*) from attempts where who = 'busy' and n <= 100 and res ->> 'status' = 'success'), 100::bigint,
+          '100 mutations within a minute all succeed');
+select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from attempts where who = 'busy' and n = 101),
+          'failed rate_limited', 'the 101st returns failed / rate_limited');
+select ok((select (res #>> '{error,retry_after}')::int between 1 and 60 from attempts where who = 'busy' and n = 101),
+          'with retry_after: the seconds until the window resets');
+select is((select (res #>> '{error,limit}')::int from attempts where who = 'busy' and n = 101), 100, 'and the limit it hit');
+select is((select count(*) from app.blocks where canvas_id = (select canvas_id from ids)), 100::bigint, 'the refused mutation wrote nothing');
+
+-- rejections are audited and logged
+select is((select status || ' ' || (details #>> '{error,code}') from app.system_audit where client_op_id = 'rl-101'),
+          'failed rate_limited', 'the refusal is audited');
+select is((select user_id from app.system_audit where client_op_id = 'rl-101'), tests.user_id('rl_busy'), 'against the user who was refused');
+select is((select status || ' ' || error_code from app.block_operations where client_op_id = 'rl-101'), 'failed rate_limited',
+          'and logged as a failed operation');
+
+-- the limit is per user
+select tests.authenticate_as('rl_calm');
+insert into attempts select 'calm', 1, api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'calm-1', null, '{"type":"text"}');
+select tests.clear_authentication();
+select is((select res ->> 'status' from attempts where who = 'calm'), 'success', 'another user on the same canvas is not limited');
+
+-- the limit is configuration: raising it lets the busy user go on, up to the new limit
+update app.settings set value = '103' where key = 'mutations_per_minute';
+select tests.authenticate_as('rl_busy');
+insert into attempts
+select 'raised', i, api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'rl-raised-' || i, null, '{"type":"text"}')
+from generate_series(1, 4) i;
+select tests.clear_authentication();
+select is((select array_agg(res ->> 'status' order by n) from attempts where who = 'raised'),
+          array['success', 'success', 'success', 'failed'], 'with mutations_per_minute = 103, three more pass and the next is refused');
+select is((select (res #>> '{error,limit}')::int from attempts where who = 'raised' and n = 4), 103, 'the refusal names the new limit');
+
+-- lowering it takes effect at once
+update app.settings set value = '1' where key = 'mutations_per_minute';
+select tests.authenticate_as('rl_calm');
+insert into attempts select 'lowered', 1, api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'calm-2', null, '{"type":"text"}');
+select tests.clear_authentication();
+select is((select res #>> '{error,code}' from attempts where who = 'lowered'), 'rate_limited',
+          'with mutations_per_minute = 1, a user who already mutated this minute is refused');
+
+-- a retry of an already-applied op is answered from the log, even when limited
+select tests.authenticate_as('rl_calm');
+insert into attempts select 'retry', 1, api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'calm-1', null, '{"type":"text"}');
+select tests.clear_authentication();
+select is((select res from attempts where who = 'retry'), (select res from attempts where who = 'calm'),
+          'a retried client_op_id still gets its original result');
+
+select * from finish();
+rollback;

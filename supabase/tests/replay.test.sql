@@ -1,0 +1,101 @@
+-- Replay and snapshots: api.get_canvas_changes returns the applied operations after a seq, in
+-- seq order, paged with has_more and a watermark that is always a safe place to resume from;
+-- api.get_canvas_snapshot returns the blocks in rank order with the seq they are consistent with.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(21);
+
+select tests.create_user(u) from unnest(array['replay_owner', 'replay_viewer', 'replay_stranger']) u;
+create temp table ids (workspace_id uuid, canvas_id uuid, other_canvas_id uuid);
+create temp table r (name text primary key, res jsonb);
+grant all on ids, r to authenticated;
+select tests.authenticate_as('replay_owner');
+insert into ids (workspace_id) select (api.create_workspace('Replay') ->> 'workspace_id')::uuid;
+update ids set canvas_id = (api.create_canvas(workspace_id, 'Replayed') ->> 'canvas_id')::uuid,
+               other_canvas_id = (api.create_canvas(workspace_id, 'Elsewhere') ->> 'canvas_id')::uuid;
+select api.set_workspace_member((select workspace_id from ids), tests.user_id('replay_viewer'), 'viewer');
+
+-- history: three creates (C placed first by rank), an edit, a conflict, a failure, a delete,
+-- and noise on another canvas
+select api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000a1', 'create', 'rp-a', null, '{"type":"text","y_order":"m"}');
+select api.upsert_block_atomic((select other_canvas_id from ids), null, 'create', 'rp-other', null, '{"type":"text"}');
+select api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000b1', 'create', 'rp-b', null, '{"type":"text","y_order":"t"}');
+select api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000c1', 'create', 'rp-c', null, '{"type":"text","y_order":"c"}');
+select api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000a1', 'update', 'rp-a-2', 1, '{"content":{"v":2}}');
+select api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000a1', 'update', 'rp-a-stale', 1, '{"content":{"v":3}}');
+select api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000a1', 'update', 'rp-a-bad', 2, '{"y_order":"!"}');
+select api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000b1', 'delete', 'rp-b-del', 1, '{}');
+select tests.clear_authentication();
+
+create temp table applied as
+select array_agg(server_seq order by server_seq) as seqs, array_agg(client_op_id order by server_seq) as ops
+from app.block_operations where canvas_id = (select canvas_id from ids) and status = 'success';
+grant select on applied to authenticated;
+select is((select ops from applied), array['rp-a', 'rp-b', 'rp-c', 'rp-a-2', 'rp-b-del'], 'five operations were applied on the canvas');
+
+select tests.authenticate_as('replay_viewer');
+insert into r select 'all', api.get_canvas_changes((select canvas_id from ids), 0, 100);
+insert into r select 'since', api.get_canvas_changes((select canvas_id from ids), (select seqs[2] from applied), 100);
+insert into r select 'page1', api.get_canvas_changes((select canvas_id from ids), 0, 2);
+insert into r select 'page2', api.get_canvas_changes((select canvas_id from ids), (select (res ->> 'watermark')::bigint from r where name = 'page1'), 2);
+insert into r select 'page3', api.get_canvas_changes((select canvas_id from ids), (select (res ->> 'watermark')::bigint from r where name = 'page2'), 2);
+insert into r select 'snapshot', api.get_canvas_snapshot((select canvas_id from ids));
+select tests.clear_authentication();
+
+-- changes
+select is((select array(select (c ->> 'server_seq')::bigint from jsonb_array_elements(res -> 'changes') c) from r where name = 'all'),
+          (select seqs from applied), 'from 0: every applied operation of the canvas, in server_seq order (a viewer may replay)');
+select is((select array(select c ->> 'client_op_id' from jsonb_array_elements(res -> 'changes') c) from r where name = 'all'),
+          (select ops from applied), 'conflicts, failures and other canvases'' operations are not in it');
+select is((select (res -> 'has_more')::boolean from r where name = 'all'), false, 'has_more is false when everything fit');
+select is((select (res ->> 'watermark')::bigint from r where name = 'all'),
+          (select last_seq from app.canvases where canvas_id = (select canvas_id from ids)), 'the watermark is the canvas''s last applied seq');
+select is((select (res ->> 'watermark')::bigint from r where name = 'all'), (select seqs[5] from applied), 'which is the newest change');
+select is((select array(select c ->> 'client_op_id' from jsonb_array_elements(res -> 'changes') c) from r where name = 'since'),
+          array['rp-c', 'rp-a-2', 'rp-b-del'], 'since a seq: only the operations after it');
+select is((select c from r, jsonb_array_elements(res -> 'changes') c where name = 'all' and c ->> 'client_op_id' = 'rp-a-2') - 'created_at',
+          jsonb_build_object('server_seq', (select seqs[4] from applied), 'action', 'update', 'block_id', '00000000-0000-4000-8000-0000000000a1',
+                             'version', 2, 'client_op_id', 'rp-a-2', 'actor_id', tests.user_id('replay_owner'), 'patch', '{"content":{"v":2}}'::jsonb,
+                             'deleted_ids', null,
+                             'block', (select block from app.block_operations where client_op_id = 'rp-a-2')),
+          'a change carries seq, action, block id, version, author, patch and the block after it');
+select is((select c -> 'deleted_ids' from r, jsonb_array_elements(res -> 'changes') c where name = 'all' and c ->> 'client_op_id' = 'rp-b-del'),
+          '["00000000-0000-4000-8000-0000000000b1"]', 'a delete replays with its deleted ids, after the block is gone');
+
+-- paging: limit, has_more, and a watermark that never skips
+select is((select jsonb_array_length(res -> 'changes') || ' ' || (res ->> 'has_more') from r where name = 'page1'), '2 true',
+          'limit 2: two changes and has_more');
+select is((select (res ->> 'watermark')::bigint from r where name = 'page1'), (select seqs[2] from applied),
+          'while there is more, the watermark is the last change returned (resuming from it skips nothing)');
+select is((select array_agg(c ->> 'client_op_id' order by p.name, n) from r p, jsonb_array_elements(p.res -> 'changes') with ordinality t(c, n)
+           where p.name in ('page1', 'page2', 'page3')), (select ops from applied),
+          'following the watermark page by page replays every operation exactly once');
+select is((select (res ->> 'has_more') || ' ' || (res ->> 'watermark') from r where name = 'page3'), 'false ' || (select seqs[5] from applied),
+          'the last page says has_more false at the canvas watermark');
+
+-- snapshot
+select is((select array(select b ->> 'y_order' from jsonb_array_elements(res -> 'blocks') b) from r where name = 'snapshot'),
+          array['c', 'm'], 'the snapshot lists the live blocks in y_order');
+select is((select res -> 'blocks' -> 1 from r where name = 'snapshot'),
+          (select internal.block_json(b) from app.blocks b where block_id = '00000000-0000-4000-8000-0000000000a1'), 'each as stored');
+select is((select (res ->> 'watermark')::bigint from r where name = 'snapshot'), (select seqs[5] from applied),
+          'its watermark is the last applied seq on the canvas');
+select is((select res #>> '{canvas,canvas_id}' || ' ' || (res #>> '{canvas,role}') from r where name = 'snapshot'),
+          (select canvas_id from ids) || ' viewer', 'it carries the canvas and the caller''s role');
+
+-- only members may read
+select tests.authenticate_as('replay_stranger');
+select throws_ok(format('select api.get_canvas_changes(%L, 0, 10)', (select canvas_id from ids)), 'PX404',
+                 'canvas not found, or you are not a member of it', 'a non-member cannot replay changes (PX404)');
+select throws_ok(format('select api.get_canvas_snapshot(%L)', (select canvas_id from ids)), 'PX404',
+                 'canvas not found, or you are not a member of it', 'nor read a snapshot (PX404)');
+select tests.authenticate_as('replay_owner', jsonb_build_object('scope', format('canvas:%s:read', (select other_canvas_id from ids))));
+select throws_ok(format('select api.get_canvas_changes(%L, 0, 10)', (select canvas_id from ids)), 'PX403', null,
+                 'a token scoped to another canvas cannot replay this one (PX403)');
+select tests.clear_authentication();
+select throws_ok(format('select api.get_canvas_changes(%L, 0, 10)', (select canvas_id from ids)), 'PX401', null,
+                 'without a user: PX401');
+
+select * from finish();
+rollback;

@@ -4,4 +4,172 @@
  * Please do not edit it manually.
  */
 
-export interface DB {}
+import type { ColumnType } from "kysely";
+
+export type AppMemberRole = "admin" | "editor" | "owner" | "viewer";
+
+export type Generated<T> = T extends ColumnType<infer S, infer I, infer U>
+  ? ColumnType<S, I | undefined, U>
+  : ColumnType<T, T | undefined, T>;
+
+export type Int8 = ColumnType<string, bigint | number | string, bigint | number | string>;
+
+export type Json = JsonValue;
+
+export type JsonArray = JsonValue[];
+
+export type JsonObject = {
+  [x: string]: JsonValue | undefined;
+};
+
+export type JsonPrimitive = boolean | number | string | null;
+
+export type JsonValue = JsonArray | JsonObject | JsonPrimitive;
+
+export type Numeric = ColumnType<string, number | string, number | string>;
+
+export type Timestamp = ColumnType<Date, Date | string, Date | string>;
+
+export interface AppBlockOperations {
+  action: string;
+  actor_id: string | null;
+  base_version: number | null;
+  block: Json | null;
+  block_id: string | null;
+  canvas_id: string;
+  client_op_id: string;
+  created_at: Generated<Timestamp>;
+  duration_ms: Numeric | null;
+  error_code: string | null;
+  error_message: string | null;
+  new_version: number | null;
+  op_id: Generated<Int8>;
+  patch: Generated<Json>;
+  result: Json | null;
+  server_seq: Int8 | null;
+  started_at: Generated<Timestamp>;
+  status: string;
+}
+
+export interface AppBlocks {
+  block_id: Generated<string>;
+  canvas_id: string;
+  content: Generated<Json>;
+  content_hash: Generated<string | null>;
+  created_at: Generated<Timestamp>;
+  created_by: string | null;
+  embedded_at: Timestamp | null;
+  embedded_hash: string | null;
+  embedding_model: string | null;
+  parent_id: string | null;
+  type: string;
+  updated_at: Generated<Timestamp>;
+  updated_by: string | null;
+  vector: string | null;
+  version: Generated<number>;
+  y_order: string;
+}
+
+export interface AppCanvases {
+  canvas_id: Generated<string>;
+  created_at: Generated<Timestamp>;
+  created_by: string | null;
+  deleted_at: Timestamp | null;
+  last_seq: Generated<Int8>;
+  settings: Generated<Json>;
+  title: Generated<string>;
+  updated_at: Generated<Timestamp>;
+  version: Generated<number>;
+  workspace_id: string;
+}
+
+export interface AppCanvasMembers {
+  canvas_id: string;
+  role: AppMemberRole;
+  user_id: string;
+}
+
+export interface AppEndpointLimits {
+  endpoint: string;
+  max_hits: number;
+  window_seconds: number;
+}
+
+export interface AppPresence {
+  canvas_id: string;
+  last_active_at: Generated<Timestamp>;
+  typing: Generated<boolean>;
+  user_id: string;
+}
+
+export interface AppRateLimits {
+  bucket: string;
+  hits: Generated<number>;
+  user_id: string;
+  window_start: Timestamp;
+}
+
+export interface AppRefreshTokens {
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  family_id: string;
+  parent_hash: string | null;
+  revoked_at: Timestamp | null;
+  token_hash: string;
+  used_at: Timestamp | null;
+  user_id: string;
+}
+
+export interface AppSettings {
+  description: string;
+  key: string;
+  value: Json;
+}
+
+export interface AppSystemAudit {
+  action: string;
+  affected_rows: number | null;
+  audit_id: Generated<Int8>;
+  client_op_id: string | null;
+  created_at: Generated<Timestamp>;
+  details: Generated<Json>;
+  entity_id: string | null;
+  entity_type: string | null;
+  ip: string | null;
+  request_id: string | null;
+  response_time_ms: Numeric | null;
+  server_seq: Int8 | null;
+  session_id: string | null;
+  status: string;
+  user_agent: string | null;
+  user_id: string | null;
+}
+
+export interface AppWorkspaceMembers {
+  created_at: Generated<Timestamp>;
+  role: AppMemberRole;
+  user_id: string;
+  workspace_id: string;
+}
+
+export interface AppWorkspaces {
+  created_at: Generated<Timestamp>;
+  created_by: string | null;
+  name: string;
+  workspace_id: Generated<string>;
+}
+
+export interface DB {
+  "app.block_operations": AppBlockOperations;
+  "app.blocks": AppBlocks;
+  "app.canvas_members": AppCanvasMembers;
+  "app.canvases": AppCanvases;
+  "app.endpoint_limits": AppEndpointLimits;
+  "app.presence": AppPresence;
+  "app.rate_limits": AppRateLimits;
+  "app.refresh_tokens": AppRefreshTokens;
+  "app.settings": AppSettings;
+  "app.system_audit": AppSystemAudit;
+  "app.workspace_members": AppWorkspaceMembers;
+  "app.workspaces": AppWorkspaces;
+}

@@ -8,7 +8,7 @@ const READY_TIMEOUT_MS = 2000;
 
 /**
  * Operations endpoints: M1 /health (the process answers), M2 /ready (the database answers a
- * query; later the worker heartbeat too), M3 /debug/echo (only when DEBUG_ECHO is on, never in
+ * query and, when a worker is expected, some worker heartbeat is fresh), M3 /debug/echo (only when DEBUG_ECHO is on, never in
  * production, internal callers only) and S1 /metrics (internal callers only).
  */
 export function opsRoutes(deps: Deps) {
@@ -21,7 +21,17 @@ export function opsRoutes(deps: Deps) {
         timer = setTimeout(() => reject(new Error(`no answer within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
       });
       await Promise.race([deps.sql`select 1`, timeout]);
-      return c.json({ status: 'ready', checks: { database: 'ok' } });
+      if (!deps.config.worker.expected) return c.json({ status: 'ready', checks: { database: 'ok' } });
+      // a worker is expected (in-process or `npm run worker`): some heartbeat must be fresh
+      const [hb] = await Promise.race([deps.sql`
+        select count(*) filter (where last_seen_at > now() - ${`${deps.config.worker.staleMs} milliseconds`}::interval)::int as live,
+               extract(epoch from now() - max(last_seen_at))::float8 as age
+        from app.worker_heartbeats`, timeout]);
+      if (!hb || hb.live === 0) {
+        const worker = hb?.age == null ? 'no worker heartbeat' : `worker heartbeat stale (${Math.round(hb.age)} s old)`;
+        return c.json({ status: 'unavailable', checks: { database: 'ok', worker } }, 503);
+      }
+      return c.json({ status: 'ready', checks: { database: 'ok', worker: 'ok' } });
     } catch (err) {
       return c.json({ status: 'unavailable', checks: { database: (err as Error).message } }, 503);
     } finally {

@@ -23,6 +23,27 @@ const EnvSchema = z.object({
   DEBUG_ECHO: z.enum(['0', '1', 'true', 'false']).default('0'),
   MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
   TRUST_PROXY: z.enum(['0', '1', 'true', 'false']).default('0'),
+  // background jobs (src/worker): `inprocess` runs the worker inside `npm start`, `external`
+  // expects `npm run worker` processes (and /ready checks their heartbeat), `off` runs none
+  WORKER_MODE: z.enum(['inprocess', 'external', 'off']).default('inprocess'),
+  WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(4),
+  WORKER_POLL_INTERVAL_MS: z.coerce.number().int().min(50).default(2000),
+  WORKER_HEARTBEAT_MS: z.coerce.number().int().min(100).default(5000),
+  WORKER_STALE_MS: z.coerce.number().int().min(500).default(30_000),
+  WORKER_CRONTAB: z.string().default('* * * * * cleanup ?max=1&jobKey=cleanup'),
+  EMBED_DEBOUNCE_MS: z.coerce.number().int().min(0).default(1000),
+  EMBED_MAX_WAIT_MS: z.coerce.number().int().min(0).default(10_000),
+  EMBED_DRAIN_INTERVAL_MS: z.coerce.number().int().min(20).default(500),
+  EMBED_DRAIN_BATCH: z.coerce.number().int().min(1).max(10_000).default(500),
+  EMBEDDING_PROVIDER: z.enum(['local', 'openai']).default('local'),
+  EMBEDDING_MODEL: z.string().min(1).optional(),
+  EMBEDDING_TIMEOUT_MS: z.coerce.number().int().min(100).default(10_000),
+  EMBEDDING_BATCH_SIZE: z.coerce.number().int().min(1).max(2048).default(64),
+  EMBEDDING_BATCH_WINDOW_MS: z.coerce.number().int().min(0).default(10),
+  OPENAI_BASE_URL: z.string().url().default('https://api.openai.com/v1'),
+  OPENAI_API_KEY: z.string().min(1).optional(),
+  EMBEDDING_BREAKER_FAILURES: z.coerce.number().int().min(1).default(5),
+  EMBEDDING_BREAKER_COOLDOWN_MS: z.coerce.number().int().min(100).default(30_000),
 });
 
 export type Config = {
@@ -39,6 +60,36 @@ export type Config = {
   maxBodyBytes: number;
   /** Take the client IP from X-Forwarded-For (only behind a proxy that sets it). */
   trustProxy: boolean;
+  worker: WorkerConfig;
+  embedding: EmbeddingConfig;
+};
+
+export type WorkerConfig = {
+  mode: 'inprocess' | 'external' | 'off';
+  /** /ready checks for a fresh worker heartbeat (external mode, or once a worker runs in-process). */
+  expected: boolean;
+  concurrency: number;
+  pollIntervalMs: number;
+  heartbeatMs: number;
+  /** A heartbeat older than this marks a dead worker: its jobs are unlocked for others. */
+  staleMs: number;
+  /** Graphile Worker crontab ('' for none). */
+  crontab: string;
+  embedDebounceMs: number;
+  embedMaxWaitMs: number;
+  drainIntervalMs: number;
+  drainBatch: number;
+};
+
+export type EmbeddingConfig = {
+  provider: 'local' | 'openai';
+  model: string;
+  dimensions: 1536;
+  timeoutMs: number;
+  batchSize: number;
+  batchWindowMs: number;
+  openai: { baseUrl: string; apiKey?: string };
+  breaker: { failureThreshold: number; cooldownMs: number };
 };
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -50,6 +101,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const e = parsed.data;
   if (e.NODE_ENV === 'production' && !e.JWT_SECRET && !e.SUPABASE_JWKS_URL) {
     throw new Error('JWT_SECRET (or SUPABASE_JWKS_URL) must be set in production: it is your Supabase project JWT secret');
+  }
+  if (e.EMBEDDING_PROVIDER === 'openai' && !e.OPENAI_API_KEY && e.OPENAI_BASE_URL.startsWith('https://api.openai.com')) {
+    throw new Error('EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY (or an OPENAI_BASE_URL of a compatible server)');
   }
   return {
     env: e.NODE_ENV,
@@ -70,6 +124,29 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     debugEcho: (e.DEBUG_ECHO === '1' || e.DEBUG_ECHO === 'true') && e.NODE_ENV !== 'production',
     maxBodyBytes: e.MAX_BODY_BYTES,
     trustProxy: e.TRUST_PROXY === '1' || e.TRUST_PROXY === 'true',
+    worker: {
+      mode: e.WORKER_MODE,
+      expected: e.WORKER_MODE === 'external',
+      concurrency: e.WORKER_CONCURRENCY,
+      pollIntervalMs: e.WORKER_POLL_INTERVAL_MS,
+      heartbeatMs: e.WORKER_HEARTBEAT_MS,
+      staleMs: e.WORKER_STALE_MS,
+      crontab: e.WORKER_CRONTAB,
+      embedDebounceMs: e.EMBED_DEBOUNCE_MS,
+      embedMaxWaitMs: e.EMBED_MAX_WAIT_MS,
+      drainIntervalMs: e.EMBED_DRAIN_INTERVAL_MS,
+      drainBatch: e.EMBED_DRAIN_BATCH,
+    },
+    embedding: {
+      provider: e.EMBEDDING_PROVIDER,
+      model: e.EMBEDDING_MODEL ?? (e.EMBEDDING_PROVIDER === 'openai' ? 'text-embedding-3-small' : 'local-hash-v1'),
+      dimensions: 1536,
+      timeoutMs: e.EMBEDDING_TIMEOUT_MS,
+      batchSize: e.EMBEDDING_BATCH_SIZE,
+      batchWindowMs: e.EMBEDDING_BATCH_WINDOW_MS,
+      openai: { baseUrl: e.OPENAI_BASE_URL.replace(/\/+$/, ''), apiKey: e.OPENAI_API_KEY },
+      breaker: { failureThreshold: e.EMBEDDING_BREAKER_FAILURES, cooldownMs: e.EMBEDDING_BREAKER_COOLDOWN_MS },
+    },
   };
 }
 

@@ -4,14 +4,16 @@ import { DEMO, devToken } from './dev.ts';
 import { startServer } from './server.ts';
 
 const config = loadConfig();
-const server = await startServer(config);
+// the background-job worker runs in this process unless WORKER_MODE is external (`npm run worker`) or off
+const server = await startServer(config, { worker: config.worker.mode === 'inprocess' });
 const token = config.env === 'production' ? undefined : await devToken(config, { sub: DEMO.userId, email: DEMO.email });
 console.log(`Potentia is running
   health    ${server.url}/health
   ready     ${server.url}/ready
   API       ${server.url}/api/v1/canvas   (also /functions/v1/canvas)
   OpenAPI   ${server.url}/api/v1/openapi.json
-  metrics   ${server.url}/metrics   (loopback or INTERNAL_TOKEN)${token ? `
+  metrics   ${server.url}/metrics   (loopback or INTERNAL_TOKEN)
+  worker    ${server.worker ? `in-process (${server.worker.workerId}, provider ${server.worker.provider.model})` : `WORKER_MODE=${config.worker.mode}`}${token ? `
 Demo canvas ${DEMO.canvasId}; a 24 h token for ${DEMO.email}:
   export TOKEN=${token}
   curl -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/canvas/${DEMO.canvasId}` : ''}

@@ -26,6 +26,23 @@ export function createMetrics() {
     }),
     poolInUse: new Gauge({ name: 'potentia_db_pool_in_use', help: 'database connections in use by requests', registers: [registry] }),
     poolMax: new Gauge({ name: 'potentia_db_pool_max', help: 'database pool size', registers: [registry] }),
+    // background jobs (src/worker)
+    jobQueueDepth: new Gauge({
+      name: 'potentia_job_queue_depth', help: 'Graphile Worker jobs by task and state (ready, scheduled, running, failed; outbox = embedding outbox rows)',
+      labelNames: ['task', 'state'], registers: [registry],
+    }),
+    jobs: new Counter({
+      name: 'potentia_jobs_total', help: 'jobs run by this process, by task and outcome (success, error = will retry, failed = out of attempts)',
+      labelNames: ['task', 'outcome'], registers: [registry],
+    }),
+    jobDuration: new Histogram({
+      name: 'potentia_job_duration_seconds', help: 'job run time by task and outcome',
+      labelNames: ['task', 'outcome'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: [registry],
+    }),
+    breakerState: new Gauge({
+      name: 'potentia_circuit_breaker_state', help: 'circuit breaker state (0 closed, 1 half-open, 2 open)',
+      labelNames: ['name'], registers: [registry],
+    }),
   };
 }
 

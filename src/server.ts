@@ -7,14 +7,36 @@ import { createDatabase, type Database } from './db/index.ts';
 import { createApp } from './http/app.ts';
 import type { Deps } from './http/env.ts';
 import { createMetrics } from './metrics.ts';
+import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
+import { createGateway, type Gateway } from './realtime/gateway.ts';
+import type { Limits } from './realtime/hub.ts';
 
 /** The local Potentia process: database pool, metrics and the HTTP server, with an explicit lifecycle. */
-export type Server = { url: string; deps: Deps; database: Database; stop(): Promise<void> };
+export type Server = { url: string; deps: Deps; database: Database; gateway?: Gateway; worker?: WorkerRuntime; stop(): Promise<void> };
 
-export async function startServer(config: Config, opts: { logger?: Logger } = {}): Promise<Server> {
+export type ServerOptions = {
+  logger?: Logger;
+  /** The realtime gateway (/realtime/v1/websocket and H1 /ws/canvas/{id}); on unless false. */
+  realtime?: false | { limits?: Partial<Limits> };
+  /** The background-job worker (src/worker) in this process; off unless true (npm start passes WORKER_MODE=inprocess). */
+  worker?: boolean;
+};
+
+export async function startServer(config: Config, opts: ServerOptions = {}): Promise<Server> {
   const database = createDatabase(config.databaseUrl, { max: config.dbPoolMax, applicationName: 'potentia-server' });
   const metrics = createMetrics();
   metrics.poolMax.set(config.dbPoolMax);
+  let worker: WorkerRuntime | undefined;
+  if (opts.worker) {
+    try {
+      worker = await startWorker({ databaseUrl: config.databaseUrl, worker: config.worker, embedding: config.embedding, metrics,
+                                   logger: opts.logger ?? pino({ level: config.logLevel }) });
+    } catch (err) {
+      await database.close();
+      throw err;
+    }
+    config = { ...config, worker: { ...config.worker, expected: true } }; // /ready checks its heartbeat
+  }
   const deps: Deps = {
     sql: database.sql,
     config,
@@ -27,13 +49,30 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     const s = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(s));
     s.once('error', reject);
   });
+  let gateway: Gateway | undefined;
+  if (opts.realtime !== false) {
+    gateway = createGateway({ databaseUrl: config.databaseUrl, sql: database.sql, auth: config.auth, logger: deps.logger, limits: opts.realtime?.limits });
+    gateway.attach(http as import('node:http').Server);
+    try {
+      await gateway.start();
+    } catch (err) {
+      // no database (or no wal_level=logical) must not keep the HTTP API down: /ready reports it
+      deps.logger.error({ err }, 'realtime gateway did not start');
+      await gateway.stop().catch(() => {});
+      gateway = undefined;
+    }
+  }
   const { port } = http.address() as AddressInfo;
   return {
     url: `http://${config.host}:${port}`,
     deps,
     database,
+    gateway,
+    worker,
     async stop() {
+      await gateway?.stop();
       await new Promise<void>((resolve) => http.close(() => resolve()));
+      await worker?.stop();
       await database.close();
     },
   };

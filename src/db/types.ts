@@ -89,6 +89,13 @@ export interface AppCanvasMembers {
   user_id: string;
 }
 
+export interface AppEmbeddingOutbox {
+  block_id: string;
+  canvas_id: string;
+  first_queued_at: Generated<Timestamp>;
+  queued_at: Generated<Timestamp>;
+}
+
 export interface AppEndpointLimits {
   endpoint: string;
   max_hits: number;
@@ -145,6 +152,15 @@ export interface AppSystemAudit {
   user_id: string | null;
 }
 
+export interface AppWorkerHeartbeats {
+  hostname: string;
+  last_seen_at: Generated<Timestamp>;
+  pid: number;
+  started_at: Generated<Timestamp>;
+  tasks: Generated<string[]>;
+  worker_id: string;
+}
+
 export interface AppWorkspaceMembers {
   created_at: Generated<Timestamp>;
   role: AppMemberRole;
@@ -164,12 +180,14 @@ export interface DB {
   "app.blocks": AppBlocks;
   "app.canvas_members": AppCanvasMembers;
   "app.canvases": AppCanvases;
+  "app.embedding_outbox": AppEmbeddingOutbox;
   "app.endpoint_limits": AppEndpointLimits;
   "app.presence": AppPresence;
   "app.rate_limits": AppRateLimits;
   "app.refresh_tokens": AppRefreshTokens;
   "app.settings": AppSettings;
   "app.system_audit": AppSystemAudit;
+  "app.worker_heartbeats": AppWorkerHeartbeats;
   "app.workspace_members": AppWorkspaceMembers;
   "app.workspaces": AppWorkspaces;
 }

@@ -1,14 +1,16 @@
 import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { authRoutes } from '../../functions/auth.ts';
 import { canvasRoutes } from '../../functions/canvas.ts';
 import { opsRoutes } from '../../functions/ops.ts';
+import { canvasSearchRoutes, searchRoutes } from '../../functions/search.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { errorResponse, limitBody, observe } from './middleware.ts';
 
 /** The edge functions: name → routes. Each is served at /api/v1/<name> and /functions/v1/<name>. */
-export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes } as const;
+export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searchRoutes } as const;
 
 /** Shared wrapping of every app: request id, logs, metrics, body limit, one error shape. */
 export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {
@@ -16,6 +18,7 @@ export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {
   app.use('*', limitBody(deps));
   app.onError((err, c) => {
     if (err instanceof ApiError) return errorResponse(c, err);
+    if (err instanceof HTTPException && err.status < 500) return errorResponse(c, fromHttpException(err));
     c.get('log')?.error({ err }, 'unhandled error');
     return errorResponse(c, new ApiError('internal', 'internal error'));
   });
@@ -23,10 +26,20 @@ export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {
   return app;
 }
 
+/** Hono's own 4xx (malformed JSON, a body that is not JSON) in the one error shape, never a 500. */
+function fromHttpException(err: HTTPException): ApiError {
+  if (err.status === 413) return new ApiError('payload_too_large', err.message || 'request body is too large');
+  if (err.status === 415) return new ApiError('invalid_input', 'the body must be JSON: send Content-Type: application/json', { field: 'content-type' });
+  return new ApiError('invalid_input', err.message || 'invalid request', { field: 'body' });
+}
+
 /** The whole local HTTP surface, runtime-neutral (Node serves it; Deno entry points reuse the parts). */
 export function createApp(deps: Deps) {
   const app = withCommonMiddleware(new OpenAPIHono<AppEnv>(), deps) as OpenAPIHono<AppEnv>;
   app.route('/', opsRoutes(deps));
+  // GET /api/v1/canvas/{id}/search: the search function under the canvas paths (before them, so
+  // the canvas routes' own middleware never sees it)
+  app.route('/api/v1/canvas', canvasSearchRoutes(deps));
   for (const [name, routes] of Object.entries(FUNCTIONS)) {
     const sub = routes(deps);
     app.route(`/api/v1/${name}`, sub);

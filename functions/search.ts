@@ -1,0 +1,74 @@
+import { createRoute } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import type { AppEnv, Deps } from '../src/http/env.ts';
+import { ApiError } from '../src/http/errors.ts';
+import { requireAuth } from '../src/http/middleware.ts';
+import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
+import { callApi } from '../src/http/rpc.ts';
+import { CircuitBreaker, CircuitOpenError } from '../src/worker/breaker.ts';
+import { createProvider, toVectorLiteral, type EmbeddingProvider } from '../src/worker/providers.ts';
+
+/**
+ * Semantic search over a canvas (S2): embeds `q` with the configured provider (behind its own
+ * circuit breaker) and calls api.search_blocks, which checks the caller's access and answers
+ * from the HNSW index. Served at GET /api/v1/canvas/{id}/search?q= locally, and as the `search`
+ * edge function at /functions/v1/search/{id}?q= (also /api/v1/search/{id}).
+ */
+const Params = z.object({ canvas_id: z.string().uuid() });
+const Query = z.object({
+  q: z.string().trim().min(1).max(2000),
+  limit: z.coerce.number().int().min(1).max(50).optional(),
+});
+const SearchResult = z.object({
+  items: z.array(z.record(z.string(), z.unknown())),
+}).passthrough().openapi('SearchResult');
+
+const route = (path: string) => createRoute({
+  method: 'get', path, summary: 'S2: the blocks of a canvas nearest in meaning to q (cosine distance)',
+  security: bearerSecurity, request: { params: Params, query: Query }, responses: responses(200, '{items[], model}', SearchResult),
+});
+
+type Embedder = { provider: EmbeddingProvider; breaker: CircuitBreaker };
+const embedders = new WeakMap<Deps, Embedder>();
+
+function embedderFor(deps: Deps): Embedder {
+  let e = embedders.get(deps);
+  if (!e) {
+    const provider = createProvider(deps.config.embedding);
+    e = { provider, breaker: new CircuitBreaker({ name: `embedding provider ${provider.model}`, ...deps.config.embedding.breaker }) };
+    embedders.set(deps, e);
+  }
+  return e;
+}
+
+async function search(deps: Deps, c: Context<AppEnv>, canvasId: string, q: string, limit: number | undefined) {
+  const { provider, breaker } = embedderFor(deps);
+  let vector: number[];
+  try {
+    [vector] = (await breaker.run(() => provider.embed([q]))) as [number[]];
+  } catch (err) {
+    c.get('log').warn({ err }, 'query embedding failed');
+    throw new ApiError('unavailable', err instanceof CircuitOpenError
+      ? 'semantic search is unavailable: the embedding provider is failing; retry later'
+      : 'semantic search is unavailable: the embedding provider did not answer; retry later');
+  }
+  const result = await callApi<{ items: unknown[] }>(deps, c, 'S2', 'search_blocks', [canvasId, toVectorLiteral(vector), limit ?? 10]);
+  return { ...result, model: provider.model };
+}
+
+function router(deps: Deps, path: string) {
+  const app = createRouter();
+  app.use('*', requireAuth(deps));
+  app.openapi(route(path), async (c) => {
+    const { canvas_id } = c.req.valid('param');
+    const { q, limit } = c.req.valid('query');
+    return c.json(await search(deps, c, canvas_id, q, limit), 200);
+  });
+  return app;
+}
+
+/** The `search` function: GET /{canvas_id}?q= under /api/v1/search and /functions/v1/search. */
+export const searchRoutes = (deps: Deps) => router(deps, '/{canvas_id}');
+
+/** The same search at GET /api/v1/canvas/{canvas_id}/search?q= (mounted beside the canvas routes). */
+export const canvasSearchRoutes = (deps: Deps) => router(deps, '/{canvas_id}/search');

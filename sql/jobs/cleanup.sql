@@ -1,0 +1,79 @@
+-- cleanup: the periodic housekeeping job (Graphile Worker crontab, every minute). One call does
+-- everything and returns what it did, so it is testable and runnable by hand:
+--   select internal.cleanup();
+-- Retention comes from app.settings: presence_expiry_seconds, oplog_retention_days,
+-- audit_retention_days, deleted_canvas_retention_days. Large backlogs are removed in bounded
+-- batches (p_batch rows per table per run): the next run continues.
+
+create or replace function internal.cleanup(p_batch integer default 50000) returns jsonb
+language plpgsql security definer set search_path = '' set lock_timeout = '5s' as $$
+declare
+  v_presence integer;
+  v_partitions integer;
+  v_ops integer;
+  v_audit integer;
+  v_tokens integer;
+  v_canvases integer;
+  v_windows integer;
+  v_result jsonb;
+begin
+  -- 1. stale presence: removed, and subscribers of the canvas told (same event as H6 leave)
+  with expired as (
+    delete from app.presence
+    where last_active_at < now() - make_interval(secs => internal.setting_int('presence_expiry_seconds'))
+    returning canvas_id, user_id
+  ), sent as (
+    select realtime.send(jsonb_build_object('user_id', user_id, 'reason', 'expired'), 'presence_leave',
+                         'canvas:' || canvas_id, true)
+    from expired
+  )
+  select count(*) into v_presence from sent;
+
+  -- 2. audit partitions for this month and the next three
+  v_partitions := internal.create_audit_partitions(3);
+
+  -- 3. operation-log retention
+  delete from app.block_operations where op_id in (
+    select op_id from app.block_operations
+    where created_at < now() - make_interval(days => internal.setting_int('oplog_retention_days'))
+    limit p_batch);
+  get diagnostics v_ops = row_count;
+
+  -- 4. audit retention
+  delete from app.system_audit a using (
+    select audit_id, created_at from app.system_audit
+    where created_at < now() - make_interval(days => internal.setting_int('audit_retention_days'))
+    limit p_batch) old
+  where a.audit_id = old.audit_id and a.created_at = old.created_at;
+  get diagnostics v_audit = row_count;
+
+  -- 5. refresh tokens that can never be used again: expired, or revoked (reuse of a purged
+  --    token is still refused: an unknown token is invalid)
+  delete from app.refresh_tokens where token_hash in (
+    select token_hash from app.refresh_tokens where expires_at <= now() or revoked_at is not null limit p_batch);
+  get diagnostics v_tokens = row_count;
+
+  -- 6. canvases soft-deleted longer than the retention (blocks, log, members, presence cascade)
+  delete from app.canvases where canvas_id in (
+    select canvas_id from app.canvases
+    where deleted_at < now() - make_interval(days => internal.setting_int('deleted_canvas_retention_days'))
+    limit 100);
+  get diagnostics v_canvases = row_count;
+
+  -- 7. rate-limit windows long closed (the longest window is one day)
+  delete from app.rate_limits where window_start < now() - interval '2 days';
+  get diagnostics v_windows = row_count;
+
+  v_result := jsonb_build_object('presence_expired', v_presence, 'audit_partitions_created', v_partitions,
+                                 'operations_deleted', v_ops, 'audit_deleted', v_audit,
+                                 'refresh_tokens_deleted', v_tokens, 'canvases_purged', v_canvases,
+                                 'rate_limit_windows_deleted', v_windows);
+  if v_ops + v_audit + v_tokens + v_canvases + v_partitions > 0 then
+    perform internal.write_audit(jsonb_build_object('role', 'system'), 'system.cleanup', 'success', null, null, v_result,
+                                 null, null, null, v_ops + v_audit + v_tokens + v_canvases);
+  end if;
+  return v_result;
+end $$;
+
+revoke execute on function internal.cleanup(integer) from public;
+grant execute on function internal.cleanup(integer) to service_role;

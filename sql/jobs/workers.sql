@@ -1,0 +1,60 @@
+-- Worker liveness. Each worker pool upserts its heartbeat every few seconds (worker_id is the
+-- Graphile pool id, the value graphile_worker jobs carry in locked_by). A live worker calls
+-- internal.recover_stale_workers: the pools whose heartbeat went stale (a crashed or killed
+-- process) lose their heartbeat row and their job locks, so another worker retries those jobs.
+
+create or replace function internal.worker_heartbeat(p_worker_id text, p_hostname text, p_pid integer, p_tasks text[])
+returns void
+language sql security definer set search_path = '' as $$
+  insert into app.worker_heartbeats (worker_id, hostname, pid, tasks) values (p_worker_id, p_hostname, p_pid, p_tasks)
+  on conflict (worker_id) do update set last_seen_at = now(), hostname = excluded.hostname, pid = excluded.pid,
+                                        tasks = excluded.tasks
+$$;
+
+-- A clean stop: the worker's row goes away (its jobs were released by the graceful shutdown).
+create or replace function internal.worker_stopped(p_worker_id text) returns void
+language sql security definer set search_path = '' as $$
+  delete from app.worker_heartbeats where worker_id = p_worker_id
+$$;
+
+-- Unlocks the jobs (and job queues) of every worker not seen for p_stale; returns their ids.
+-- Safe when several live workers race: the delete decides which of them unlocks.
+create or replace function internal.recover_stale_workers(p_stale interval default '30 seconds') returns text[]
+language plpgsql security definer set search_path = '' as $$
+declare
+  v_ids text[];
+begin
+  with stale as (
+    delete from app.worker_heartbeats where last_seen_at < now() - p_stale returning worker_id
+  )
+  select array_agg(worker_id) into v_ids from stale;
+  if v_ids is null then
+    return '{}';
+  end if;
+  perform graphile_worker.force_unlock_workers(v_ids);
+  perform internal.write_audit(jsonb_build_object('role', 'system'), 'worker.recover', 'success', 'worker',
+                               array_to_string(v_ids, ','), jsonb_build_object('worker_ids', v_ids), null, null, null,
+                               cardinality(v_ids));
+  return v_ids;
+end $$;
+
+-- Queue depth by task (runnable now, scheduled later, locked by a worker, permanently failed),
+-- for the metrics gauge; and the embedding outbox depth.
+create or replace function internal.job_queue_depth() returns table (task text, state text, jobs bigint)
+language sql stable security definer set search_path = '' as $$
+  select t.identifier, s.state, count(*)
+  from graphile_worker._private_jobs j
+  join graphile_worker._private_tasks t on t.id = j.task_id,
+  lateral (select case when j.locked_at is not null then 'running'
+                       when j.attempts >= j.max_attempts then 'failed'
+                       when j.run_at > now() then 'scheduled'
+                       else 'ready' end as state) s
+  group by 1, 2
+  union all
+  select 'embed_block', 'outbox', count(*) from app.embedding_outbox
+$$;
+
+revoke execute on function internal.worker_heartbeat(text, text, integer, text[]), internal.worker_stopped(text),
+  internal.recover_stale_workers(interval), internal.job_queue_depth() from public;
+grant execute on function internal.worker_heartbeat(text, text, integer, text[]), internal.worker_stopped(text),
+  internal.recover_stale_workers(interval), internal.job_queue_depth() to service_role;

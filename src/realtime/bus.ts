@@ -1,0 +1,321 @@
+import postgres, { type Sql } from 'postgres';
+import type { Logger } from 'pino';
+
+/**
+ * The database bus: every row realtime.send wrote to realtime.messages, delivered after commit,
+ * in commit order, to the listeners of its topic.
+ *
+ * Transport: logical decoding (pgoutput, publication `potentia_realtime`, a TEMPORARY slot per
+ * gateway process, through postgres.js `subscribe`). Writers pay nothing extra at commit — unlike
+ * a `pg_notify` per mutation, which serializes every committing transaction on the notify queue
+ * lock (see scripts/bench-realtime.ts and the issue's numbers).
+ *
+ * No gap on reconnect: a temporary slot starts at the WAL position it was created at, so rows
+ * committed while the replication connection was down are not in the stream. When the stream
+ * (re)starts, the bus reads those rows back from realtime.messages itself (rows inserted since the
+ * last known-good watermark minus a margin, for the topics that have listeners), drops the ids it
+ * already delivered, and holds stream rows back until that catch-up has been delivered.
+ */
+export type BusMessage = {
+  id: string;
+  topic: string;
+  event: string;
+  extension: string;
+  private: boolean;
+  payload: unknown;
+  /** JSON text of payload, serialized once for all recipients. */
+  payloadJson: string;
+};
+
+export type BusListener = (message: BusMessage) => void;
+
+export type DatabaseBus = {
+  on(topic: string, listener: BusListener): () => void;
+  /** Starts streaming; resolves at once (the slot may take a while: the table poll covers it). */
+  start(): Promise<void>;
+  /** Resolves once the logical replication stream is up. */
+  ready(): Promise<void>;
+  stop(): Promise<void>;
+  /** Backend pid of the replication connection (tests terminate it). */
+  replicationPid(): number | undefined;
+  stats(): { delivered: number; caughtUp: number; reconnects: number; lost: number };
+};
+
+export type BusOptions = {
+  databaseUrl: string;
+  /** Pool for catch-up queries (the server's). */
+  sql: Sql;
+  logger?: Logger;
+  publication?: string;
+  /** How far behind the watermark the catch-up reads (a writer's inserted_at is its transaction start). */
+  catchUpMarginMs?: number;
+  /** How long delivered ids are remembered for de-duplication. */
+  dedupeWindowMs?: number;
+  /** Health check / outage poll interval. */
+  tickMs?: number;
+};
+
+export function createDatabaseBus(opts: BusOptions): DatabaseBus {
+  const publication = opts.publication ?? 'potentia_realtime';
+  const marginMs = opts.catchUpMarginMs ?? 60_000;
+  const dedupeMs = Math.max(opts.dedupeWindowMs ?? 10 * 60_000, marginMs * 3);
+  const listeners = new Map<string, Set<BusListener>>();
+  const delivered = new Map<string, number>(); // id → time delivered (insertion-ordered)
+  const stats = { delivered: 0, caughtUp: 0, reconnects: 0, lost: 0 };
+
+  let replication: ReturnType<typeof postgres> | null = null;
+  let subscription: { unsubscribe(): void; state: { pid?: number } } | null = null;
+  let watermark: string | null = null; // DB localtimestamp text: everything inserted before (minus margin) was streamed
+  let candidate: { at: string; epoch: number } | null = null;
+  let epoch = 0; // bumps on every (re)start of the stream
+  let catchingUp: Promise<void> | null = null;
+  let held: BusMessage[] = [];
+  let timer: NodeJS.Timeout | null = null;
+  let stopped = false;
+  let subscribedOnce = false;
+  let streamUp = false;
+  let connecting = false;
+  /** The walsender backend of the current stream (postgres.js forgets it when the connection drops). */
+  let streamPid: number | undefined;
+  let lastConnectAt = 0;
+  let markReady!: () => void;
+  const ready = new Promise<void>((r) => { markReady = r; });
+
+  function remember(id: string): boolean {
+    if (delivered.has(id)) return false;
+    const now = Date.now();
+    delivered.set(id, now);
+    // forget ids older than the window (Map keeps insertion order)
+    for (const [old, at] of delivered) {
+      if (now - at <= dedupeMs && delivered.size < 200_000) break;
+      delivered.delete(old);
+    }
+    return true;
+  }
+
+  function dispatch(message: BusMessage): void {
+    if (!remember(message.id)) return;
+    stats.delivered++;
+    const set = listeners.get(message.topic);
+    if (!set) return;
+    for (const listener of set) {
+      try {
+        listener(message);
+      } catch (err) {
+        opts.logger?.error({ err, topic: message.topic }, 'realtime listener failed');
+      }
+    }
+  }
+
+  function fromRow(row: Record<string, any>): BusMessage {
+    const payload = typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload ?? null;
+    return {
+      id: String(row.id),
+      topic: String(row.topic),
+      event: String(row.event ?? ''),
+      extension: String(row.extension ?? 'broadcast'),
+      private: row.private === true || row.private === 't',
+      payload,
+      payloadJson: JSON.stringify(payload),
+    };
+  }
+
+  function onStreamRow(row: Record<string, any> | null): void {
+    if (stopped || !row) return;
+    const message = fromRow(row);
+    if (message.event === 'authorization_probe') return;
+    if (catchingUp) held.push(message);
+    else dispatch(message);
+  }
+
+  async function catchUp(): Promise<void> {
+    const topics = [...listeners.keys()];
+    const since = watermark;
+    const [{ now }] = (await opts.sql`select localtimestamp::text as now`) as unknown as [{ now: string }];
+    if (since && topics.length > 0) {
+      const rows = await opts.sql`
+        select id::text, topic, event, extension, private, payload, inserted_at
+        from realtime.messages
+        where inserted_at >= ${since}::timestamp - make_interval(secs => ${marginMs / 1000})
+          and topic = any(${topics}) and event is distinct from 'authorization_probe'
+        order by inserted_at, id`;
+      const messages = orderCatchUp(rows.map(fromRow));
+      for (const m of messages) {
+        if (delivered.has(m.id)) continue;
+        stats.caughtUp++;
+        dispatch(m);
+      }
+    }
+    watermark = since ?? now;
+  }
+
+  /** Catch-ups run one at a time (stream restart, outage polls). */
+  let chain: Promise<void> = Promise.resolve();
+  const serialCatchUp = () => (chain = chain.then(() => catchUp()));
+
+  /**
+   * A fresh replication client and temporary slot. postgres.js does not reliably re-establish a
+   * dropped replication connection by itself, so the bus replaces the whole client: the old one
+   * is ended (its temporary slot goes with its backend) and its late rows, if any, are ignored.
+   */
+  function connectStream(): void {
+    const old = replication;
+    subscription = null;
+    streamPid = undefined;
+    streamUp = false;
+    connecting = true;
+    old?.end({ timeout: 1 }).catch(() => {});
+    const r = postgres(opts.databaseUrl, {
+      max: 1,
+      onnotice: () => {},
+      publications: publication,
+      connection: { application_name: 'potentia-realtime-bus' },
+    } as any);
+    replication = r;
+    r.subscribe('insert:realtime.messages', (row: Record<string, any> | null) => { if (replication === r) onStreamRow(row); },
+      () => { if (replication === r) onSubscribe(); },
+      (() => { opts.logger?.warn('realtime bus stream error'); }) as any,
+    ).then((sub: any) => {
+      connecting = false;
+      if (replication === r) {
+        subscription = sub;
+        streamPid = sub.state.pid;
+        markReady();
+      }
+    }, (err: unknown) => {
+      connecting = false;
+      if (replication === r) stats.lost++;
+      opts.logger?.error({ err }, 'realtime bus could not start logical replication; polling realtime.messages meanwhile');
+    });
+  }
+
+  function onSubscribe(): void {
+    if (stopped) return;
+    epoch++;
+    candidate = null;
+    streamUp = true;
+    if (subscribedOnce) stats.reconnects++;
+    subscribedOnce = true;
+    const run = (async () => {
+      for (let attempt = 0; !stopped; attempt++) {
+        try {
+          await serialCatchUp();
+          return;
+        } catch (err) {
+          opts.logger?.warn({ err }, 'realtime bus catch-up failed; retrying');
+          await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+        }
+      }
+    })().finally(() => {
+      const pending = held;
+      held = [];
+      catchingUp = null;
+      for (const m of pending) dispatch(m);
+    });
+    catchingUp = run;
+  }
+
+  /**
+   * Every tick: is the replication backend still there? While it is not (start-up, where creating
+   * the slot waits for every transaction running in the cluster, and after a dropped connection
+   * until postgres.js has a new slot), the bus polls the table instead, so delivery only slows
+   * down. While it is, the watermark advances once the stream has stayed up across a whole tick.
+   */
+  async function tick(): Promise<void> {
+    if (stopped || catchingUp) return;
+    try {
+      const pid = streamPid;
+      if (streamUp && pid !== undefined) {
+        const [r] = await opts.sql`select exists (select from pg_stat_replication where pid = ${pid}) as up`;
+        if (!r!.up) {
+          epoch++;
+          stats.lost++;
+          opts.logger?.warn('realtime bus replication connection lost; reconnecting');
+          lastConnectAt = Date.now();
+          connectStream();
+        }
+      } else if (!streamUp && !connecting && Date.now() - lastConnectAt > 1000) {
+        lastConnectAt = Date.now();
+        connectStream();
+      }
+      if (!streamUp) {
+        await serialCatchUp();
+        return;
+      }
+      const [{ now }] = (await opts.sql`select localtimestamp::text as now`) as unknown as [{ now: string }];
+      if (candidate && candidate.epoch === epoch) watermark = candidate.at;
+      candidate = { at: now, epoch };
+    } catch (err) {
+      opts.logger?.debug({ err }, 'realtime bus tick failed');
+    }
+  }
+
+  return {
+    on(topic, listener) {
+      let set = listeners.get(topic);
+      if (!set) listeners.set(topic, (set = new Set()));
+      set.add(listener);
+      return () => {
+        set!.delete(listener);
+        if (set!.size === 0 && listeners.get(topic) === set) listeners.delete(topic);
+      };
+    },
+    async start() {
+      stopped = false;
+      // everything inserted from now on is delivered: by the table poll until the slot exists
+      const [{ now }] = (await opts.sql`select localtimestamp::text as now`) as unknown as [{ now: string }];
+      watermark = now;
+      connectStream();
+      timer = setInterval(() => void tick(), opts.tickMs ?? 500);
+      timer.unref();
+    },
+    ready: () => ready,
+    async stop() {
+      stopped = true;
+      if (timer) clearInterval(timer);
+      subscription?.unsubscribe();
+      await replication?.end({ timeout: 2 }).catch(() => {});
+      replication = null;
+      listeners.clear();
+    },
+    replicationPid() {
+      return streamPid;
+    },
+    stats() {
+      return { ...stats };
+    },
+  };
+}
+
+/**
+ * Rows read back from the table come in insertion-start order; canvas operations carry their
+ * commit order (server_seq, taken under the canvas lock), so within a topic those are put back in
+ * server_seq order in the slots they occupy.
+ */
+function orderCatchUp(messages: BusMessage[]): BusMessage[] {
+  const byTopic = new Map<string, number[]>();
+  messages.forEach((m, i) => {
+    if (seqOf(m) === null) return;
+    const list = byTopic.get(m.topic) ?? [];
+    list.push(i);
+    byTopic.set(m.topic, list);
+  });
+  const out = messages.slice();
+  for (const slots of byTopic.values()) {
+    const sorted = slots.map((i) => messages[i]!).sort((a, b) => Number(seqOf(a)! - seqOf(b)!));
+    slots.forEach((slot, k) => { out[slot] = sorted[k]!; });
+  }
+  return out;
+}
+
+function seqOf(m: BusMessage): bigint | null {
+  const p = m.payload as { server_seq?: unknown } | null;
+  if (p && typeof p === 'object' && (typeof p.server_seq === 'number' || typeof p.server_seq === 'string')) {
+    try {
+      return BigInt(p.server_seq);
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}

@@ -1,0 +1,146 @@
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Sql } from 'postgres';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { AuthConfig } from '../auth/jwt.ts';
+import { createSocketVerifier, mayAccessTopic, TokenError, type SocketClaims } from './authorize.ts';
+import { createDatabaseBus, type DatabaseBus } from './bus.ts';
+import { H1Socket } from './h1-socket.ts';
+import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
+import { PhoenixSocket } from './phoenix-socket.ts';
+import { parseVsn } from './serializer.ts';
+
+/**
+ * The realtime gateway, attached to the HTTP server's `upgrade` event:
+ *  - `/realtime/v1/websocket?apikey=<jwt>&vsn=1.0.0|2.0.0` — Supabase Realtime's protocol for
+ *    @supabase/realtime-js / supabase-js (phoenix-socket.ts);
+ *  - `/ws/canvas/{canvas_id}` — H1, the canvas sync socket (h1-socket.ts, h1-protocol.ts).
+ * Both are fed by one database bus per process (bus.ts).
+ */
+export type GatewayOptions = {
+  databaseUrl: string;
+  sql: Sql;
+  auth: AuthConfig;
+  logger: Logger;
+  limits?: Partial<Limits>;
+};
+
+export type Gateway = {
+  attach(server: HttpServer): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  bus: DatabaseBus;
+};
+
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+export function createGateway(opts: GatewayOptions): Gateway {
+  const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
+  const hub = new Hub(opts.sql, bus, opts.logger, { ...DEFAULT_LIMITS, ...opts.limits });
+  const verify = createSocketVerifier(opts.auth);
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
+  const sockets = new Set<WebSocket>();
+
+  function reject(socket: Duplex, status: number, message: string): void {
+    const body = JSON.stringify({ error: { code: status === 401 ? 'unauthorized' : status === 403 ? 'forbidden' : status === 404 ? 'not_found' : 'bad_request', message } });
+    socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : 'Bad Request'}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  }
+
+  function accept(req: IncomingMessage, socket: Duplex, head: Buffer, then: (ws: WebSocket) => void): void {
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      sockets.add(ws);
+      ws.on('close', () => sockets.delete(ws));
+      then(ws);
+    });
+  }
+
+  async function realtime(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> {
+    const vsn = parseVsn(url.searchParams.get('vsn'));
+    if (!vsn) return reject(socket, 400, 'unsupported vsn: use 1.0.0 or 2.0.0');
+    const token = url.searchParams.get('apikey') ?? header(req, 'apikey') ?? bearer(req);
+    if (!token) return reject(socket, 401, 'apikey is required');
+    let claims: SocketClaims;
+    try {
+      claims = await verify(token);
+    } catch (err) {
+      if (err instanceof TokenError) return reject(socket, 401, err.message);
+      throw err;
+    }
+    accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, claims, token, verify));
+  }
+
+  async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasId: string): Promise<void> {
+    if (!UUID.test(canvasId)) return reject(socket, 400, 'canvas_id must be a uuid');
+    const token = url.searchParams.get('access_token') ?? bearer(req);
+    if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
+    let claims: SocketClaims;
+    try {
+      claims = await verify(token);
+    } catch (err) {
+      if (err instanceof TokenError) return reject(socket, 401, err.message);
+      throw err;
+    }
+    if (!claims.sub || claims.role !== 'authenticated') return reject(socket, 401, 'a signed-in user token is required');
+    if (!(await mayAccessTopic(opts.sql, claims, `canvas:${canvasId}`, 'read'))) {
+      return reject(socket, 404, 'canvas not found, or you are not a member of it');
+    }
+    const since = url.searchParams.get('since_seq');
+    const sinceSeq = since !== null && /^\d+$/.test(since) ? Number(since) : null;
+    accept(req, socket, head, (ws) => new H1Socket(ws, hub, canvasId, claims, hasWriteScope(claims, canvasId), sinceSeq));
+  }
+
+  function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = url.pathname.replace(/\/+$/, '');
+    let handled: Promise<void> | undefined;
+    if (path === '/realtime/v1/websocket') handled = realtime(req, socket, head, url);
+    else {
+      const m = /^\/ws\/canvas\/([^/]+)$/.exec(path);
+      if (m) handled = h1(req, socket, head, url, decodeURIComponent(m[1]!));
+    }
+    if (!handled) return reject(socket, 404, 'no WebSocket endpoint here');
+    socket.on('error', () => {});
+    handled.catch((err) => {
+      opts.logger.error({ err }, 'WebSocket upgrade failed');
+      if (!socket.destroyed) socket.end('HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n');
+    });
+  }
+
+  return {
+    bus,
+    attach(server) {
+      server.on('upgrade', onUpgrade);
+    },
+    start: () => bus.start(),
+    async stop() {
+      for (const ws of sockets) ws.terminate();
+      wss.close();
+      await bus.stop();
+    },
+  };
+}
+
+/**
+ * Write scope of H1: a token without a `scope` claim carries the user's full rights (the canvas
+ * role still decides in the database); a token with one must name canvas:{id}:write or
+ * canvas:*:write.
+ */
+export function hasWriteScope(claims: SocketClaims, canvasId: string): boolean {
+  const scope = claims.scope;
+  if (scope === undefined || scope === null) return true;
+  const entries = Array.isArray(scope) ? scope.map(String) : String(scope).split(/\s+/);
+  return entries.includes(`canvas:${canvasId}:write`) || entries.includes('canvas:*:write');
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function bearer(req: IncomingMessage): string | undefined {
+  const auth = header(req, 'authorization');
+  const m = auth ? /^Bearer\s+(.+)$/i.exec(auth) : null;
+  return m?.[1];
+}

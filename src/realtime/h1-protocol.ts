@@ -1,0 +1,106 @@
+import { z } from 'zod';
+
+/**
+ * H1 — the canvas sync socket, `GET /ws/canvas/{canvas_id}` (WebSocket), protocol version 1.
+ *
+ * Connect with a JWT in the `access_token` query parameter or an `Authorization: Bearer` header.
+ * The token must let the user read the canvas (else the upgrade is refused: 401 no/invalid token,
+ * 403/404 not a member). Writing needs the `canvas:{id}:write` scope: a token whose `scope`
+ * claim lacks it (and lacks `canvas:*:write`) is read-only; a token without any `scope` claim
+ * carries the user's full rights (the user's canvas role still decides in the database).
+ * Optionally `?since_seq=N` resumes immediately (same as sending `resume`).
+ *
+ * Every frame is one JSON text message with a `type`. The server speaks first with `hello`.
+ * Each socket may send at most 10 messages per second; a message over the limit is dropped and
+ * answered with `error` code `rate_limited` (and `client_op_id` when it was a mutate, so the
+ * client can resend it after `retry_after_ms`).
+ *
+ * Ordering guarantee: after `resume`, the socket sends every applied operation with
+ * server_seq > since_seq exactly once, in server_seq order — first those from the operation log
+ * (`replaying: true`), then `resumed`, then live ones — no gap and no duplicate across the seam.
+ */
+export const H1_PROTOCOL_VERSION = 1;
+
+const uuid = z.string().uuid();
+const seq = z.number().int().nonnegative();
+
+// ---------------------------------------------------------------- client → server
+
+/** Apply one block operation (api.upsert_block_atomic). Idempotent by client_op_id. */
+export const MutateMessage = z.object({
+  type: z.literal('mutate'),
+  client_op_id: z.string().min(1).max(128),
+  action: z.enum(['create', 'update', 'move', 'delete']),
+  block_id: uuid.nullish(),
+  base_version: z.number().int().positive().nullish(),
+  patch: z.record(z.string(), z.unknown()).default({}),
+});
+
+/** Start (or restart) the delta stream after `since_seq`; `snapshot: true` first sends the full state. */
+export const ResumeMessage = z.object({
+  type: z.literal('resume'),
+  since_seq: seq.default(0),
+  snapshot: z.boolean().default(false),
+});
+
+/** Cursor / typing, broadcast to the canvas (api.update_presence: durable last_active_at at most every 30 s). */
+export const PresenceMessage = z.object({
+  type: z.literal('presence'),
+  cursor: z.record(z.string(), z.unknown()).nullish(),
+  typing: z.boolean().default(false),
+});
+
+export const PingMessage = z.object({ type: z.literal('ping') });
+
+export const ClientMessage = z.discriminatedUnion('type', [MutateMessage, ResumeMessage, PresenceMessage, PingMessage]);
+export type ClientMessage = z.infer<typeof ClientMessage>;
+export type MutateMessage = z.infer<typeof MutateMessage>;
+
+// ---------------------------------------------------------------- server → client
+
+export type Block = Record<string, unknown> & { block_id: string; version: number };
+
+/** First frame: who you are and whether you may write. */
+export type HelloMessage = { type: 'hello'; v: typeof H1_PROTOCOL_VERSION; canvas_id: string; user_id: string; can_write: boolean };
+
+/** The full state (after `resume` with snapshot): blocks consistent with `watermark`. */
+export type SnapshotMessage = { type: 'snapshot'; canvas: Record<string, unknown>; blocks: Block[]; watermark: number };
+
+/** One applied operation, from the log (`replaying: true`) or live. */
+export type DeltaMessage = {
+  type: 'delta';
+  server_seq: number;
+  action: 'create' | 'update' | 'move' | 'delete';
+  block_id: string;
+  version: number | null;
+  block: Block | null;
+  client_op_id: string | null;
+  actor_id: string | null;
+  deleted_ids: string[] | null;
+  replaying?: boolean;
+};
+
+/** The replay from the log is complete up to `watermark`; live deltas follow. */
+export type ResumedMessage = { type: 'resumed'; watermark: number };
+
+/** A mutation applied (or already applied: `duplicate`). */
+export type AckMessage = { type: 'ack'; client_op_id: string; status: 'success' | 'duplicate'; server_seq: number; version: number | null; block_id: string | null };
+
+/** A stale base_version touching the same fields: nothing changed; `block` is the current block. */
+export type ConflictMessage = { type: 'conflict'; client_op_id: string; block: Block | null; server_seq: number | null };
+
+/** The database refused the mutation (validation, permission, rate limit); nothing changed. */
+export type RejectedMessage = { type: 'rejected'; client_op_id: string; error: { code: string; message: string; field?: string } };
+
+export type PresenceEvent = { type: 'presence'; user_id: string; cursor: unknown; typing: boolean } | { type: 'presence_leave'; user_id: string };
+
+/** A message could not be processed; `client_op_id` when it was a mutate (resend it later). */
+export type ErrorMessage = {
+  type: 'error';
+  code: 'rate_limited' | 'invalid_message' | 'read_only' | 'internal';
+  message: string;
+  retry_after_ms?: number;
+  client_op_id?: string;
+};
+
+export type ServerMessage = HelloMessage | SnapshotMessage | DeltaMessage | ResumedMessage | AckMessage | ConflictMessage | RejectedMessage | PresenceEvent | ErrorMessage | { type: 'pong' };

@@ -1,0 +1,195 @@
+import type { WebSocket } from 'ws';
+import { withRequest } from '../db/request.ts';
+import type { SocketClaims } from './authorize.ts';
+import type { BusMessage } from './bus.ts';
+import { ClientMessage, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
+import type { Hub } from './hub.ts';
+import { RateLimiter } from './rate-limit.ts';
+
+/**
+ * One H1 sync socket on a canvas (protocol in h1-protocol.ts). Live deltas come from the
+ * database bus (the `block_op` messages api.upsert_block_atomic sends to `canvas:{id}`);
+ * `resume` replays api.get_canvas_changes first while live deltas are held back, then releases
+ * the held ones above the replay's last seq: no gap, no duplicate.
+ */
+export class H1Socket {
+  private readonly limiter: RateLimiter;
+  private readonly offDatabase: () => void;
+  /** null until the client resumed; then the highest server_seq sent. */
+  private lastSent: number | null = null;
+  /** Live deltas held while a replay runs. */
+  private held: DeltaMessage[] | null = null;
+  private resumeGeneration = 0;
+  private queue: Promise<void> = Promise.resolve();
+  private lastPresenceWrite = 0;
+  private closed = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly hub: Hub,
+    private readonly canvasId: string,
+    private readonly claims: SocketClaims,
+    private readonly canWrite: boolean,
+    initialSinceSeq: number | null,
+  ) {
+    this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
+    this.offDatabase = hub.subscribe(`canvas:${canvasId}`, { onDatabase: (m) => this.onDatabase(m) });
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return this.send({ type: 'error', code: 'invalid_message', message: 'H1 frames are JSON text' });
+      this.onMessage(String(data));
+    });
+    ws.on('close', () => this.onClose());
+    ws.on('error', () => {});
+    this.send({ type: 'hello', v: H1_PROTOCOL_VERSION, canvas_id: canvasId, user_id: String(claims.sub), can_write: canWrite });
+    if (initialSinceSeq !== null) this.enqueue(() => this.resume(initialSinceSeq, false));
+  }
+
+  private send(message: ServerMessage): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  private enqueue(work: () => Promise<void>): void {
+    this.queue = this.queue.then(work).catch((err) => {
+      this.hub.logger.error({ err }, 'H1 message failed');
+      this.send({ type: 'error', code: 'internal', message: 'internal error' });
+    });
+  }
+
+  private onMessage(text: string): void {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      return this.send({ type: 'error', code: 'invalid_message', message: 'not JSON' });
+    }
+    const wait = this.limiter.take();
+    if (wait > 0) {
+      const opId = (raw as { client_op_id?: unknown })?.client_op_id;
+      return this.send({
+        type: 'error', code: 'rate_limited', retry_after_ms: wait,
+        message: `at most ${this.hub.limits.messagesPerSecond} messages per second per socket; this message was dropped`,
+        ...(typeof opId === 'string' ? { client_op_id: opId } : {}),
+      });
+    }
+    const parsed = ClientMessage.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      return this.send({ type: 'error', code: 'invalid_message', message: `${issue?.path.join('.') || 'message'}: ${issue?.message}` });
+    }
+    const msg = parsed.data;
+    switch (msg.type) {
+      case 'ping':
+        return this.send({ type: 'pong' });
+      case 'mutate':
+        return this.enqueue(() => this.mutate(msg));
+      case 'resume':
+        return this.enqueue(() => this.resume(msg.since_seq, msg.snapshot));
+      case 'presence':
+        return this.enqueue(() => this.presence(msg.cursor ?? null, msg.typing));
+    }
+  }
+
+  private rpc<T>(work: (tx: any) => Promise<T>): Promise<T> {
+    return withRequest(this.hub.sql, { claims: this.claims as any, path: `/ws/canvas/${this.canvasId}` }, work);
+  }
+
+  private async mutate(msg: MutateMessage): Promise<void> {
+    if (!this.canWrite) {
+      return this.send({ type: 'error', code: 'read_only', client_op_id: msg.client_op_id, message: `this token's scope does not include canvas:${this.canvasId}:write` });
+    }
+    const result = await this.rpc(async (tx) => {
+      const [row] = await tx`select api.upsert_block_atomic(${this.canvasId}::uuid, ${msg.block_id ?? null}::uuid, ${msg.action},
+                                ${msg.client_op_id}, ${msg.base_version ?? null}::int, ${msg.patch as any}::jsonb) as r`;
+      return row.r as Record<string, any>;
+    });
+    if (result.status === 'success' || result.status === 'duplicate') {
+      this.send({ type: 'ack', client_op_id: msg.client_op_id, status: result.status, server_seq: Number(result.server_seq), version: result.version ?? null, block_id: result.block_id ?? result.block?.block_id ?? null });
+    } else if (result.status === 'conflict') {
+      this.send({ type: 'conflict', client_op_id: msg.client_op_id, block: result.block ?? null, server_seq: null });
+    } else {
+      this.send({ type: 'rejected', client_op_id: msg.client_op_id, error: result.error ?? { code: 'failed', message: 'mutation failed' } });
+    }
+  }
+
+  private async resume(sinceSeq: number, snapshot: boolean): Promise<void> {
+    const generation = ++this.resumeGeneration;
+    this.held = []; // from now, live deltas wait for the replay
+    this.lastSent = null;
+    let since = sinceSeq;
+    if (snapshot) {
+      const snap = await this.rpc(async (tx) => (await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r`)[0].r);
+      since = Number(snap.watermark ?? 0);
+      this.send({ type: 'snapshot', canvas: snap.canvas, blocks: snap.blocks, watermark: since });
+    }
+    let last = since;
+    for (;;) {
+      const page = await this.rpc(async (tx) => (await tx`select api.get_canvas_changes(${this.canvasId}::uuid, ${last}, 500) as r`)[0].r);
+      if (generation !== this.resumeGeneration) return;
+      for (const c of page.changes as any[]) {
+        const seq = Number(c.server_seq);
+        if (seq <= last) continue;
+        this.send(toDelta(c, true));
+        last = seq;
+      }
+      if (!page.has_more) {
+        last = Math.max(last, Number(page.watermark ?? 0));
+        break;
+      }
+    }
+    const held = (this.held ?? []).sort((a, b) => a.server_seq - b.server_seq);
+    this.held = null;
+    this.lastSent = last;
+    this.send({ type: 'resumed', watermark: last });
+    for (const d of held) this.sendLive(d);
+  }
+
+  private sendLive(d: DeltaMessage): void {
+    if (this.lastSent === null || d.server_seq <= this.lastSent) return;
+    this.lastSent = d.server_seq;
+    this.send(d);
+  }
+
+  private onDatabase(m: BusMessage): void {
+    if (!m.private || m.extension !== 'broadcast') return;
+    const p = m.payload as Record<string, any>;
+    if (m.event === 'block_op') {
+      const d = toDelta(p, false);
+      if (this.held) this.held.push(d);
+      else this.sendLive(d);
+    } else if (m.event === 'presence' && p.user_id !== this.claims.sub) {
+      this.send({ type: 'presence', user_id: String(p.user_id), cursor: p.cursor ?? null, typing: p.typing === true });
+    } else if (m.event === 'presence_leave' && p.user_id !== this.claims.sub) {
+      this.send({ type: 'presence_leave', user_id: String(p.user_id) });
+    }
+  }
+
+  private async presence(cursor: Record<string, unknown> | null, typing: boolean): Promise<void> {
+    // api.update_presence broadcasts through realtime.send; its durable write is throttled in SQL
+    this.lastPresenceWrite = Date.now();
+    await this.rpc((tx) => tx`select api.update_presence(${this.canvasId}::uuid, ${cursor as any}::jsonb, ${typing})`);
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.offDatabase();
+    if (this.lastPresenceWrite > 0) {
+      this.rpc((tx) => tx`select api.leave_canvas(${this.canvasId}::uuid)`).catch(() => {});
+    }
+  }
+}
+
+function toDelta(c: Record<string, any>, replaying: boolean): DeltaMessage {
+  return {
+    type: 'delta',
+    server_seq: Number(c.server_seq),
+    action: c.action,
+    block_id: c.block_id,
+    version: c.version ?? null,
+    block: c.block ?? null,
+    client_op_id: c.client_op_id ?? null,
+    actor_id: c.actor_id ?? null,
+    deleted_ids: c.deleted_ids ?? null,
+    ...(replaying ? { replaying: true } : {}),
+  };
+}

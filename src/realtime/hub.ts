@@ -1,0 +1,82 @@
+import type { Logger } from 'pino';
+import type { Sql } from 'postgres';
+import type { DatabaseBus, BusMessage } from './bus.ts';
+import { PresenceTracker } from './presence.ts';
+
+/**
+ * The gateway's shared state in one process: which local subscribers listen to which sub-topic
+ * (`canvas:<id>`), the database bus feeding them, and the presence tracker. Both socket kinds
+ * (the Phoenix/realtime-js socket and the H1 sync socket) register here.
+ */
+export type Subscriber = {
+  /** Receives messages written to the database (realtime.send) on the sub-topic. */
+  onDatabase(message: BusMessage): void;
+};
+
+export type Limits = {
+  /** Client messages per second per socket (broadcast, presence; H1: every message). */
+  messagesPerSecond: number;
+  /** Largest client broadcast payload (bytes of JSON). */
+  maxPayloadBytes: number;
+  /** Close sockets that sent nothing (not even a heartbeat) for this long. */
+  idleTimeoutMs: number;
+  /** Minimum interval between api.update_presence calls per channel. */
+  presenceWriteIntervalMs: number;
+};
+
+export const DEFAULT_LIMITS: Limits = {
+  messagesPerSecond: 10,
+  maxPayloadBytes: 16 * 1024,
+  idleTimeoutMs: 60_000,
+  presenceWriteIntervalMs: 30_000,
+};
+
+export class Hub {
+  readonly presence = new PresenceTracker();
+  private readonly subscribers = new Map<string, { set: Set<Subscriber>; off: () => void }>();
+  /** Local peers for client broadcasts and presence diffs (not from the database). */
+  private readonly peers = new Map<string, Set<unknown>>();
+
+  constructor(
+    readonly sql: Sql,
+    readonly bus: DatabaseBus,
+    readonly logger: Logger,
+    readonly limits: Limits,
+  ) {}
+
+  subscribe(subTopic: string, subscriber: Subscriber): () => void {
+    let entry = this.subscribers.get(subTopic);
+    if (!entry) {
+      const set = new Set<Subscriber>();
+      const off = this.bus.on(subTopic, (m) => {
+        for (const s of set) s.onDatabase(m);
+      });
+      entry = { set, off };
+      this.subscribers.set(subTopic, entry);
+    }
+    entry.set.add(subscriber);
+    const e = entry;
+    return () => {
+      e.set.delete(subscriber);
+      if (e.set.size === 0 && this.subscribers.get(subTopic) === e) {
+        e.off();
+        this.subscribers.delete(subTopic);
+      }
+    };
+  }
+
+  join<T>(subTopic: string, peer: T): () => void {
+    let set = this.peers.get(subTopic);
+    if (!set) this.peers.set(subTopic, (set = new Set()));
+    set.add(peer);
+    const s = set;
+    return () => {
+      s.delete(peer);
+      if (s.size === 0 && this.peers.get(subTopic) === s) this.peers.delete(subTopic);
+    };
+  }
+
+  peersOf<T>(subTopic: string): Iterable<T> {
+    return (this.peers.get(subTopic) ?? new Set()) as Set<T>;
+  }
+}

@@ -1,0 +1,372 @@
+import { randomUUID } from 'node:crypto';
+import type { WebSocket } from 'ws';
+import { withRequest } from '../db/request.ts';
+import { mayAccessTopic, TokenError, type SocketClaims } from './authorize.ts';
+import type { BusMessage } from './bus.ts';
+import type { Hub } from './hub.ts';
+import type { PresenceDiff } from './presence.ts';
+import { RateLimiter } from './rate-limit.ts';
+import { decodeFrame, encodeBroadcast, encodeFrame, ProtocolError, type Frame, type Vsn } from './serializer.ts';
+
+/**
+ * One realtime-js connection (`/realtime/v1/websocket?apikey=…&vsn=…`): the Phoenix channel
+ * lifecycle — phx_join (config: broadcast self/ack, presence key/enabled, private), phx_reply,
+ * phx_leave, phx_close, phx_error, heartbeat on `phoenix`, access_token refresh, `system`
+ * messages — with database broadcasts, client broadcasts and presence on each channel.
+ */
+type Channel = {
+  topic: string; // realtime:<subTopic>
+  subTopic: string;
+  joinRef: string;
+  private: boolean;
+  self: boolean;
+  ack: boolean;
+  presenceEnabled: boolean;
+  presenceKey: string;
+  claims: SocketClaims;
+  /** Cached RLS decisions for sending, per extension; cleared by a new access_token. */
+  canSend: Map<string, boolean>;
+  offDatabase: () => void;
+  offPeers: () => void;
+  expiry: NodeJS.Timeout | null;
+  lastPresenceWrite: number;
+  tracked: boolean;
+  socket: PhoenixSocket;
+};
+
+export type VerifyToken = (token: string) => Promise<SocketClaims>;
+
+const CANVAS_TOPIC = /^canvas:([0-9a-fA-F-]{36})$/;
+
+export class PhoenixSocket {
+  private readonly channels = new Map<string, Channel>();
+  private readonly limiter: RateLimiter;
+  private lastSeen = Date.now();
+  private readonly idleTimer: NodeJS.Timeout;
+  private closed = false;
+  private lastRateWarning = 0;
+  /** Frames are handled one after another per socket, so replies keep the client's order. */
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly hub: Hub,
+    private readonly vsn: Vsn,
+    private readonly connectClaims: SocketClaims,
+    private readonly connectToken: string,
+    private readonly verify: VerifyToken,
+  ) {
+    this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
+    ws.on('message', (data, isBinary) => {
+      this.lastSeen = Date.now();
+      this.queue = this.queue.then(() => this.onFrame(data as Buffer, isBinary)).catch((err) => {
+        hub.logger.error({ err }, 'realtime frame handling failed');
+      });
+    });
+    ws.on('close', () => void this.onClose());
+    ws.on('error', () => {});
+    this.idleTimer = setInterval(() => {
+      if (Date.now() - this.lastSeen > hub.limits.idleTimeoutMs) ws.terminate();
+    }, Math.min(15_000, hub.limits.idleTimeoutMs));
+    this.idleTimer.unref();
+  }
+
+  private send(frame: Frame): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(encodeFrame(frame, this.vsn));
+  }
+
+  private reply(frame: Frame, status: 'ok' | 'error', response: Record<string, unknown> = {}): void {
+    this.send({ join_ref: frame.join_ref, ref: frame.ref, topic: frame.topic, event: 'phx_reply', payload: { status, response } });
+  }
+
+  private system(channel: Channel, status: 'ok' | 'error', message: string): void {
+    this.send({
+      join_ref: channel.joinRef, ref: null, topic: channel.topic, event: 'system',
+      payload: { extension: 'system', status, message, channel: channel.subTopic },
+    });
+  }
+
+  private async onFrame(data: Buffer, isBinary: boolean): Promise<void> {
+    let frame: Frame;
+    try {
+      frame = decodeFrame(data, isBinary, this.vsn);
+    } catch (err) {
+      if (err instanceof ProtocolError) return; // Phoenix ignores what it cannot decode
+      throw err;
+    }
+    if (frame.topic === 'phoenix') {
+      if (frame.event === 'heartbeat') this.reply(frame, 'ok');
+      return;
+    }
+    if (frame.event === 'phx_join') return this.join(frame);
+    const channel = this.channels.get(frame.topic);
+    if (!channel || (frame.join_ref && frame.join_ref !== channel.joinRef)) {
+      if (frame.event !== 'phx_leave') this.reply(frame, 'error', { reason: 'unmatched topic' });
+      else this.reply(frame, 'ok');
+      return;
+    }
+    try {
+      switch (frame.event) {
+        case 'phx_leave':
+          this.reply(frame, 'ok');
+          await this.close(channel, false);
+          return;
+        case 'access_token':
+          return await this.refreshToken(channel, frame);
+        case 'broadcast':
+          return await this.clientBroadcast(channel, frame);
+        case 'presence':
+          return await this.presence(channel, frame);
+        default:
+          this.reply(frame, 'error', { reason: `unknown event ${frame.event}` });
+      }
+    } catch (err) {
+      this.hub.logger.error({ err, topic: frame.topic, event: frame.event }, 'realtime channel failed');
+      this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_error', payload: {} });
+      await this.close(channel, true);
+    }
+  }
+
+  private async join(frame: Frame): Promise<void> {
+    const fail = (reason: string) => this.reply(frame, 'error', { reason });
+    if (!frame.topic.startsWith('realtime:')) return fail('topics are `realtime:<name>`');
+    const existing = this.channels.get(frame.topic);
+    if (existing) await this.close(existing, true); // a re-join replaces the old join
+    const payload = (frame.payload ?? {}) as { config?: any; access_token?: string };
+    const config = payload.config ?? {};
+    if (Array.isArray(config.postgres_changes) && config.postgres_changes.length > 0) {
+      return fail('postgres_changes is not served by this gateway: use Broadcast from Database (realtime.send)');
+    }
+    const token = typeof payload.access_token === 'string' && payload.access_token ? payload.access_token : this.connectToken;
+    let claims: SocketClaims;
+    try {
+      claims = token === this.connectToken ? this.connectClaims : await this.verify(token);
+      if (typeof claims.exp === 'number' && claims.exp * 1000 <= Date.now()) throw new TokenError('Token has expired', true);
+    } catch (err) {
+      if (err instanceof TokenError) return fail(err.expired ? `InvalidJWTToken: ${err.message}` : `InvalidJWTToken: ${err.message}`);
+      throw err;
+    }
+    const subTopic = frame.topic.slice('realtime:'.length);
+    const isPrivate = config.private === true;
+    if (isPrivate && !(await mayAccessTopic(this.hub.sql, claims, subTopic, 'read'))) {
+      return fail(`Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}`);
+    }
+    if (this.closed) return;
+    const presenceEnabled = config.presence?.enabled === true;
+    const channel: Channel = {
+      topic: frame.topic,
+      subTopic,
+      joinRef: frame.join_ref ?? frame.ref ?? '',
+      private: isPrivate,
+      self: config.broadcast?.self === true,
+      ack: config.broadcast?.ack === true,
+      presenceEnabled,
+      presenceKey: typeof config.presence?.key === 'string' && config.presence.key ? config.presence.key : randomUUID(),
+      claims,
+      canSend: new Map(),
+      offDatabase: () => {},
+      offPeers: () => {},
+      expiry: null,
+      lastPresenceWrite: 0,
+      tracked: false,
+      socket: this,
+    };
+    this.channels.set(frame.topic, channel);
+    channel.offDatabase = this.hub.subscribe(subTopic, { onDatabase: (m) => this.deliverDatabase(channel, m) });
+    channel.offPeers = this.hub.join(subTopic, channel);
+    this.armExpiry(channel);
+    this.reply(frame, 'ok', { postgres_changes: [] });
+    if (presenceEnabled) {
+      this.send({ join_ref: channel.joinRef, ref: null, topic: channel.topic, event: 'presence_state', payload: this.hub.presence.state(subTopic) });
+    }
+  }
+
+  private armExpiry(channel: Channel): void {
+    if (channel.expiry) clearTimeout(channel.expiry);
+    channel.expiry = null;
+    const exp = channel.claims.exp;
+    if (typeof exp !== 'number') return;
+    const ms = exp * 1000 - Date.now();
+    channel.expiry = setTimeout(() => {
+      this.system(channel, 'error', 'Token has expired 0 seconds ago');
+      void this.close(channel, false);
+    }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
+    channel.expiry.unref();
+  }
+
+  private async refreshToken(channel: Channel, frame: Frame): Promise<void> {
+    const token = (frame.payload as { access_token?: unknown })?.access_token;
+    if (typeof token !== 'string' || !token) return;
+    let claims: SocketClaims;
+    try {
+      claims = await this.verify(token);
+    } catch (err) {
+      if (!(err instanceof TokenError)) throw err;
+      this.system(channel, 'error', err.expired ? err.message : `Invalid JWT: ${err.message}`);
+      return this.close(channel, false);
+    }
+    if (channel.private && !(await mayAccessTopic(this.hub.sql, claims, channel.subTopic, 'read'))) {
+      this.system(channel, 'error', `Unauthorized: You do not have permissions to read from this Channel topic: ${channel.subTopic}`);
+      return this.close(channel, false);
+    }
+    channel.claims = claims;
+    channel.canSend.clear();
+    this.armExpiry(channel);
+  }
+
+  private async maySend(channel: Channel, extension: 'broadcast' | 'presence'): Promise<boolean> {
+    if (!channel.private) return true;
+    let ok = channel.canSend.get(extension);
+    if (ok === undefined) {
+      ok = await mayAccessTopic(this.hub.sql, channel.claims, channel.subTopic, 'write', extension);
+      channel.canSend.set(extension, ok);
+    }
+    return ok;
+  }
+
+  /** Rate limit + size limit shared by client broadcasts and presence; false when refused. */
+  private admit(channel: Channel, frame: Frame, payloadSize: number, reply: boolean): boolean {
+    const wait = this.limiter.take();
+    if (wait > 0) {
+      if (reply) this.reply(frame, 'error', { reason: `rate_limited: at most ${this.hub.limits.messagesPerSecond} messages per second; retry in ${wait} ms` });
+      if (Date.now() - this.lastRateWarning > 1000) {
+        this.lastRateWarning = Date.now();
+        this.system(channel, 'error', `Too many messages per second: at most ${this.hub.limits.messagesPerSecond}`);
+      }
+      return false;
+    }
+    if (payloadSize > this.hub.limits.maxPayloadBytes) {
+      if (reply) this.reply(frame, 'error', { reason: `payload_too_large: at most ${this.hub.limits.maxPayloadBytes} bytes` });
+      else this.system(channel, 'error', `Payload too large: at most ${this.hub.limits.maxPayloadBytes} bytes`);
+      return false;
+    }
+    return true;
+  }
+
+  private async clientBroadcast(channel: Channel, frame: Frame): Promise<void> {
+    const p = (frame.payload ?? {}) as { event?: unknown; payload?: unknown };
+    if (typeof p.event !== 'string') {
+      if (channel.ack) this.reply(frame, 'error', { reason: 'broadcast needs an event' });
+      return;
+    }
+    const payloadJson = p.payload instanceof ArrayBuffer ? null : JSON.stringify(p.payload ?? {});
+    if (payloadJson === null) {
+      if (channel.ack) this.reply(frame, 'error', { reason: 'binary broadcast payloads are not supported' });
+      return;
+    }
+    if (!this.admit(channel, frame, Buffer.byteLength(payloadJson), channel.ack)) return;
+    if (!(await this.maySend(channel, 'broadcast'))) {
+      if (channel.ack) this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to write to this Channel topic: ${channel.subTopic}` });
+      return;
+    }
+    const encoded = new Map<Vsn, string | Buffer>();
+    for (const peer of this.hub.peersOf<Channel>(channel.subTopic)) {
+      if (peer.private !== channel.private) continue;
+      if (peer === channel && !channel.self) continue;
+      peer.socket.sendBroadcast(peer, p.event, payloadJson, null, encoded);
+    }
+    if (channel.ack) this.reply(frame, 'ok');
+  }
+
+  /** Sends a broadcast, encoding it once per protocol version for all recipients. */
+  sendBroadcast(channel: Channel, event: string, payloadJson: string, meta: Record<string, unknown> | null, cache: Map<Vsn, string | Buffer>): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    let data = cache.get(this.vsn);
+    if (data === undefined) {
+      data = encodeBroadcast(channel.topic, event, payloadJson, meta, this.vsn);
+      cache.set(this.vsn, data);
+    }
+    this.ws.send(data);
+  }
+
+  private deliverDatabase(channel: Channel, message: BusMessage & { encoded?: Map<Vsn, string | Buffer> }): void {
+    if (message.extension !== 'broadcast' || message.private !== channel.private) return;
+    message.encoded ??= new Map();
+    this.sendBroadcast(channel, message.event, message.payloadJson, { id: message.id }, message.encoded);
+  }
+
+  private async presence(channel: Channel, frame: Frame): Promise<void> {
+    const p = (frame.payload ?? {}) as { event?: unknown; payload?: unknown };
+    if (p.event === 'track') {
+      const meta = p.payload && typeof p.payload === 'object' && !Array.isArray(p.payload) ? (p.payload as Record<string, unknown>) : {};
+      if (!this.admit(channel, frame, Buffer.byteLength(JSON.stringify(meta)), true)) return;
+      if (!(await this.maySend(channel, 'presence'))) {
+        return this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to track presence on this Channel topic: ${channel.subTopic}` });
+      }
+      channel.tracked = true;
+      await this.writePresence(channel, meta); // durable last_active_at first: `ok` means recorded
+      this.broadcastDiff(channel.subTopic, this.hub.presence.track(channel.subTopic, channel, channel.presenceKey, meta));
+      this.reply(frame, 'ok');
+    } else if (p.event === 'untrack') {
+      this.reply(frame, 'ok');
+      await this.untrack(channel);
+    } else {
+      this.reply(frame, 'error', { reason: 'presence events are track and untrack' });
+    }
+  }
+
+  private broadcastDiff(subTopic: string, diff: PresenceDiff | null): void {
+    if (!diff) return;
+    for (const peer of this.hub.peersOf<Channel>(subTopic)) {
+      if (!peer.presenceEnabled) continue;
+      peer.socket.send({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload: diff });
+    }
+  }
+
+  /** Durable last_active_at (throttled): api.update_presence as the channel's user. */
+  private async writePresence(channel: Channel, meta: Record<string, unknown>): Promise<void> {
+    const canvasId = CANVAS_TOPIC.exec(channel.subTopic)?.[1];
+    if (!canvasId || !channel.claims.sub || channel.claims.role !== 'authenticated') return;
+    const now = Date.now();
+    if (now - channel.lastPresenceWrite < this.hub.limits.presenceWriteIntervalMs) return;
+    channel.lastPresenceWrite = now;
+    const cursor = meta.cursor && typeof meta.cursor === 'object' && !Array.isArray(meta.cursor) ? meta.cursor : null;
+    try {
+      await withRequest(this.hub.sql, { claims: channel.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
+        tx`select api.update_presence(${canvasId}::uuid, ${cursor as any}::jsonb, ${meta.typing === true})`);
+    } catch (err) {
+      this.hub.logger.warn({ err }, 'update_presence from realtime failed');
+    }
+  }
+
+  private async untrack(channel: Channel): Promise<void> {
+    if (!channel.tracked) return;
+    channel.tracked = false;
+    this.broadcastDiff(channel.subTopic, this.hub.presence.untrack(channel.subTopic, channel));
+    const canvasId = CANVAS_TOPIC.exec(channel.subTopic)?.[1];
+    const sub = channel.claims.sub;
+    if (!canvasId || !sub || channel.claims.role !== 'authenticated') return;
+    for (const peer of this.hub.peersOf<Channel>(channel.subTopic)) {
+      if (peer !== channel && peer.tracked && peer.claims.sub === sub) return; // still here in another tab
+    }
+    try {
+      await withRequest(this.hub.sql, { claims: channel.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
+        tx`select api.leave_canvas(${canvasId}::uuid)`);
+    } catch (err) {
+      this.hub.logger.debug({ err }, 'leave_canvas from realtime failed');
+    }
+  }
+
+  /** Ends a channel; `silent` skips the phx_close frame (the client already moved on). */
+  private async close(channel: Channel, silent: boolean): Promise<void> {
+    if (this.channels.get(channel.topic) !== channel) return;
+    this.channels.delete(channel.topic);
+    if (channel.expiry) clearTimeout(channel.expiry);
+    channel.offDatabase();
+    channel.offPeers();
+    if (!silent) this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_close', payload: {} });
+    await this.untrack(channel);
+  }
+
+  private async onClose(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.idleTimer);
+    for (const channel of [...this.channels.values()]) await this.close(channel, true);
+  }
+
+  /** Server shutdown. */
+  terminate(): void {
+    this.ws.terminate();
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * Phoenix channel frames as @supabase/realtime-js speaks them.
+ *
+ * - vsn 1.0.0: text frames, JSON objects `{join_ref, ref, topic, event, payload}`.
+ * - vsn 2.0.0: text frames, JSON arrays `[join_ref, ref, topic, event, payload]`, plus binary
+ *   frames for user broadcasts: the client pushes `broadcast` as kind 3 (userBroadcastPush) and
+ *   decodes server broadcasts only as kind 4 (userBroadcast). Layouts (realtime-js
+ *   lib/serializer.ts):
+ *     kind 3: [3, joinRefLen, refLen, topicLen, eventLen, metaLen, encoding, joinRef, ref, topic, event, meta, payload]
+ *     kind 4: [4, topicLen, eventLen, metaLen, encoding, topic, event, meta, payload]
+ *   encoding 0 = raw bytes, 1 = JSON. Lengths are one byte each (≤ 255).
+ */
+export type Vsn = '1.0.0' | '2.0.0';
+
+export type Frame = {
+  join_ref: string | null;
+  ref: string | null;
+  topic: string;
+  event: string;
+  payload: any;
+};
+
+export class ProtocolError extends Error {}
+
+const KIND_USER_BROADCAST_PUSH = 3;
+const KIND_USER_BROADCAST = 4;
+const ENCODING_BINARY = 0;
+const ENCODING_JSON = 1;
+
+export function parseVsn(value: string | null | undefined): Vsn | null {
+  if (value === undefined || value === null || value === '' || value === '1.0.0') return '1.0.0';
+  if (value === '2.0.0') return '2.0.0';
+  return null;
+}
+
+const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+
+/** One incoming frame (text or binary) → a Frame; throws ProtocolError on anything malformed. */
+export function decodeFrame(data: Buffer | string, isBinary: boolean, vsn: Vsn): Frame {
+  if (isBinary) {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    if (vsn !== '2.0.0') throw new ProtocolError('binary frames need vsn 2.0.0');
+    return decodeUserBroadcastPush(buf);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
+  } catch {
+    throw new ProtocolError('frame is not JSON');
+  }
+  if (vsn === '2.0.0') {
+    if (!Array.isArray(parsed) || parsed.length !== 5) throw new ProtocolError('vsn 2.0.0 frames are [join_ref, ref, topic, event, payload]');
+    const [joinRef, ref, topic, event, payload] = parsed;
+    if (typeof topic !== 'string' || typeof event !== 'string') throw new ProtocolError('topic and event must be strings');
+    return { join_ref: str(joinRef), ref: str(ref), topic, event, payload: payload ?? {} };
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ProtocolError('vsn 1.0.0 frames are JSON objects');
+  const o = parsed as Record<string, unknown>;
+  if (typeof o.topic !== 'string' || typeof o.event !== 'string') throw new ProtocolError('topic and event must be strings');
+  return { join_ref: str(o.join_ref), ref: str(o.ref), topic: o.topic, event: o.event, payload: o.payload ?? {} };
+}
+
+function decodeUserBroadcastPush(buf: Buffer): Frame {
+  if (buf.length < 7 || buf[0] !== KIND_USER_BROADCAST_PUSH) throw new ProtocolError(`unsupported binary frame kind ${buf[0]}`);
+  const [joinRefLen, refLen, topicLen, eventLen, metaLen, encoding] = [buf[1]!, buf[2]!, buf[3]!, buf[4]!, buf[5]!, buf[6]!];
+  let offset = 7;
+  const take = (n: number) => {
+    if (offset + n > buf.length) throw new ProtocolError('truncated binary frame');
+    const s = buf.subarray(offset, offset + n).toString('utf8');
+    offset += n;
+    return s;
+  };
+  const joinRef = take(joinRefLen);
+  const ref = take(refLen);
+  const topic = take(topicLen);
+  const event = take(eventLen);
+  const metaText = take(metaLen);
+  const body = buf.subarray(offset);
+  let payload: unknown;
+  if (encoding === ENCODING_JSON) {
+    try {
+      payload = JSON.parse(body.toString('utf8'));
+    } catch {
+      throw new ProtocolError('broadcast payload is not JSON');
+    }
+  } else if (encoding === ENCODING_BINARY) {
+    payload = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
+  } else {
+    throw new ProtocolError(`unknown payload encoding ${encoding}`);
+  }
+  let meta: Record<string, unknown> = {};
+  if (metaText) {
+    try {
+      meta = JSON.parse(metaText);
+    } catch {
+      throw new ProtocolError('broadcast metadata is not JSON');
+    }
+  }
+  return {
+    join_ref: joinRef || null,
+    ref: ref || null,
+    topic,
+    event: 'broadcast',
+    payload: { ...meta, type: 'broadcast', event, payload },
+  };
+}
+
+/** A frame to send: a string (text frame) or a Buffer (binary frame). */
+export function encodeFrame(frame: Frame, vsn: Vsn): string {
+  if (vsn === '2.0.0') return JSON.stringify([frame.join_ref, frame.ref, frame.topic, frame.event, frame.payload]);
+  return JSON.stringify({ join_ref: frame.join_ref, ref: frame.ref, topic: frame.topic, event: frame.event, payload: frame.payload });
+}
+
+/**
+ * A broadcast to deliver: binary kind 4 under vsn 2.0.0 (JSON-encoded payload, optional meta),
+ * the `broadcast` event with `{type, event, payload, meta}` under vsn 1.0.0. The payload part is
+ * pre-serialized once per message by the caller and shared by every recipient.
+ */
+export function encodeBroadcast(topic: string, event: string, payloadJson: string, meta: Record<string, unknown> | null, vsn: Vsn): string | Buffer {
+  if (vsn === '2.0.0') {
+    const topicB = Buffer.from(topic, 'utf8');
+    const eventB = Buffer.from(event, 'utf8');
+    const metaB = Buffer.from(meta ? JSON.stringify(meta) : '', 'utf8');
+    if (topicB.length > 255 || eventB.length > 255 || metaB.length > 255) throw new ProtocolError('topic, event or metadata longer than 255 bytes');
+    const payloadB = Buffer.from(payloadJson, 'utf8');
+    const out = Buffer.allocUnsafe(5 + topicB.length + eventB.length + metaB.length + payloadB.length);
+    out[0] = KIND_USER_BROADCAST;
+    out[1] = topicB.length;
+    out[2] = eventB.length;
+    out[3] = metaB.length;
+    out[4] = ENCODING_JSON;
+    let o = 5;
+    o += topicB.copy(out, o);
+    o += eventB.copy(out, o);
+    o += metaB.copy(out, o);
+    payloadB.copy(out, o);
+    return out;
+  }
+  const metaPart = meta ? `,"meta":${JSON.stringify(meta)}` : '';
+  return `{"join_ref":null,"ref":null,"topic":${JSON.stringify(topic)},"event":"broadcast","payload":{"type":"broadcast","event":${JSON.stringify(event)},"payload":${payloadJson}${metaPart}}}`;
+}

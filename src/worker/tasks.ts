@@ -1,0 +1,68 @@
+import type { JobHelpers, Task } from 'graphile-worker';
+import type { Sql } from 'postgres';
+import type { CircuitBreaker } from './breaker.ts';
+import { blockText, toVectorLiteral, type EmbeddingProvider } from './providers.ts';
+
+/** The jobs Potentia's database enqueues, and their payloads (Graphile Worker's typed task map). */
+declare global {
+  namespace GraphileWorker {
+    interface Tasks {
+      /** Enqueued by draining app.embedding_outbox (job key embed_block:<block_id>). */
+      embed_block: { block_id: string; canvas_id?: string };
+      /** Enqueued by the LexoRank trigger when a key passes 8 characters (job key rebalance_canvas:<id>). */
+      rebalance_canvas: { canvas_id: string };
+      /** Graphile Worker's crontab, every minute. */
+      cleanup: Record<string, unknown>;
+    }
+  }
+}
+
+export type TaskName = keyof GraphileWorker.Tasks;
+
+export type TaskContext = {
+  sql: Sql;
+  provider: EmbeddingProvider;
+  breaker: CircuitBreaker;
+};
+
+/** Embeds through the provider behind the circuit breaker. */
+export const embedTexts = (ctx: Pick<TaskContext, 'provider' | 'breaker'>, texts: string[]) =>
+  ctx.breaker.run(() => ctx.provider.embed(texts));
+
+export type EmbedOutcome = 'embedded' | 'empty' | 'unchanged' | 'missing' | 'stale';
+
+/**
+ * embed_block: reads the block; skips it if it is gone or already embedded at its current
+ * content hash; embeds its text; stores the vector only where the content hash is still the one
+ * embedded (an edit that landed meanwhile has queued its own job: its vector wins).
+ */
+export async function embedBlock(ctx: TaskContext, blockId: string, helpers?: Pick<JobHelpers, 'logger'>): Promise<EmbedOutcome> {
+  const [block] = await ctx.sql`select content, content_hash, embedded_hash from app.blocks where block_id = ${blockId}`;
+  if (!block) return 'missing';
+  if (block.embedded_hash === block.content_hash) return 'unchanged';
+  const text = blockText(block.content);
+  const vector = text ? toVectorLiteral((await embedTexts(ctx, [text]))[0]!) : null;
+  const [row] = await ctx.sql`
+    select internal.store_embedding(${blockId}, ${block.content_hash as string}, ${vector}, ${ctx.provider.model}) as stored`;
+  if (!row!.stored) {
+    helpers?.logger.debug(`block ${blockId} changed while it was embedded; its newer content has its own job`);
+    return 'stale';
+  }
+  return vector ? 'embedded' : 'empty';
+}
+
+export function createTaskList(ctx: TaskContext): { [K in TaskName]: Task<K> } {
+  return {
+    embed_block: async (payload, helpers) => {
+      await embedBlock(ctx, payload.block_id, helpers);
+    },
+    rebalance_canvas: async (payload, helpers) => {
+      const [row] = await ctx.sql`select internal.rebalance_canvas(${payload.canvas_id}) as moved`;
+      helpers.logger.info(`rebalanced canvas ${payload.canvas_id}: ${row!.moved} block(s) moved`);
+    },
+    cleanup: async (_payload, helpers) => {
+      const [row] = await ctx.sql`select internal.cleanup() as result`;
+      helpers.logger.info(`cleanup: ${JSON.stringify(row!.result)}`);
+    },
+  };
+}

@@ -1,0 +1,112 @@
+// Semantic search: api.search_blocks (permission-filtered, nearest by cosine distance through the
+// partial HNSW index) and GET /api/v1/canvas/{id}/search?q= (embeds q with the configured
+// provider, the local one here). EXPLAIN (auto_explain on the real function call) shows the
+// HNSW index on a canvas with enough rows.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import postgres from 'postgres';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import type { Database } from '../../src/db/index.ts';
+import { withRequest } from '../../src/db/request.ts';
+import { devToken } from '../../src/dev.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { localEmbedding, LocalProvider, toVectorLiteral } from '../../src/worker/providers.ts';
+import { embedBlock } from '../../src/worker/tasks.ts';
+import { CircuitBreaker } from '../../src/worker/breaker.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { addMember, callAs, claimsFor, createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
+
+const ROWS = 2000;
+
+describe('semantic search', () => {
+  let db: Database;
+  let server: Server;
+  let canvas: Awaited<ReturnType<typeof createCanvas>>;
+  let viewer: string;
+  const blocks: Record<string, string> = {};
+  const texts = {
+    garden: 'planting tomatoes and basil in the spring garden',
+    rocket: 'rocket engine thrust and orbital launch windows',
+    bread: 'sourdough bread starter with flour and water',
+  };
+
+  beforeAll(async () => {
+    db = testDatabase(3);
+    canvas = await createCanvas(db.sql);
+    viewer = await addMember(db.sql, canvas.users.owner!, canvas.workspaceId, 'viewer');
+    const ctx = { sql: db.sql, provider: new LocalProvider(), breaker: new CircuitBreaker({ name: 't', failureThreshold: 3, cooldownMs: 1000 }) };
+    for (const [name, text] of Object.entries(texts)) {
+      const r = await mutate(db.sql, canvas.users.owner!, canvas.canvasId, { action: 'create', patch: { type: 'text', content: { text } } });
+      blocks[name] = r.block_id!;
+      expect(await embedBlock(ctx, r.block_id!)).toBe('embedded');
+    }
+    // enough embedded rows on the canvas for the planner to prefer the HNSW index
+    await db.sql`
+      insert into app.blocks (canvas_id, type, content, y_order, vector, embedded_hash, embedding_model)
+      select ${canvas.canvasId}, 'text', jsonb_build_object('text', 'filler ' || i), 'b' || lpad(i::text, 5, '0') || 'z',
+             (select array_agg(random() - 0.5)::extensions.vector from generate_series(1, 1536 + i * 0)),
+             md5(jsonb_build_object('text', 'filler ' || i)::text), 'random'
+      from generate_series(1, ${ROWS}) i`;
+    await db.sql`delete from app.embedding_outbox where canvas_id = ${canvas.canvasId}`;
+    await db.sql`analyze app.blocks`;
+    server = await startServer({ ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0 }, { realtime: false });
+  }, 60_000);
+  afterAll(async () => {
+    await server?.stop();
+    await db?.close();
+  });
+
+  const search = (user: string, q: string, limit = 3) =>
+    callAs(db.sql, user, 'search_blocks', [canvas.canvasId, toVectorLiteral(localEmbedding(q)), limit]);
+
+  it('finds the blocks nearest in meaning, for any reader of the canvas', async () => {
+    const r = await search(viewer, 'when to plant basil in my garden');
+    expect(r.items[0].block_id).toBe(blocks.garden);
+    expect(r.items[0].distance).toBeLessThan(r.items[1].distance);
+    expect(r.items).toHaveLength(3);
+    expect((await search(canvas.users.owner!, 'launch of a rocket', 1)).items[0].block_id).toBe(blocks.rocket);
+  });
+
+  it('is permission-filtered: non-members and out-of-scope tokens are refused', async () => {
+    const stranger = await createUser(db.sql, 'stranger');
+    await expect(search(stranger, 'bread')).rejects.toMatchObject({ hint: 'not_found' });
+    await expect(callAs(db.sql, viewer, 'search_blocks', [canvas.canvasId, toVectorLiteral(localEmbedding('bread')), 3],
+      { scope: 'canvas:00000000-0000-0000-0000-000000000000:read' })).rejects.toMatchObject({ hint: 'forbidden' });
+    await expect(callAs(db.sql, viewer, 'search_blocks', [canvas.canvasId, '[1,2,3]', 3])).rejects.toMatchObject({ hint: 'invalid_input' });
+  });
+
+  it('uses blocks_vector_hnsw_idx (EXPLAIN of the real call, through auto_explain)', async () => {
+    const notices: string[] = [];
+    const one = postgres(testDatabaseUrl(), { max: 1, onnotice: (n) => notices.push(String(n.message)) });
+    try {
+      await one`load 'auto_explain'`;
+      await one`set auto_explain.log_min_duration = 0`;
+      await one`set auto_explain.log_nested_statements = on`;
+      await one`set auto_explain.log_level = 'notice'`;
+      await withRequest(one, { claims: claimsFor(viewer) }, (tx) =>
+        tx`select api.search_blocks(${canvas.canvasId}, ${toVectorLiteral(localEmbedding('sourdough'))}, 5) as r`);
+    } finally {
+      await one.end();
+    }
+    const plan = notices.find((n) => /blocks b/.test(n) && /vector/.test(n) && /Limit/.test(n));
+    expect(plan, notices.join('\n---\n')).toBeDefined();
+    expect(plan).toMatch(/Index Scan using blocks_vector_hnsw_idx/);
+    if (process.env.SHOW_PLAN) console.log(plan);
+  });
+
+  it('GET /api/v1/canvas/{id}/search?q= embeds the query and answers the nearest blocks', async () => {
+    const token = await devToken(loadConfig(), { sub: viewer });
+    const res = await fetch(`${server.url}/api/v1/canvas/${canvas.canvasId}/search?q=${encodeURIComponent('flour for bread')}&limit=2`,
+      { headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(200);
+    const body = await res.json() as { items: { block_id: string }[]; model: string };
+    expect(body.items[0]!.block_id).toBe(blocks.bread);
+    expect(body.items).toHaveLength(2);
+    expect(body.model).toBe('local-hash-v1');
+    const alias = await fetch(`${server.url}/functions/v1/search/${canvas.canvasId}?q=rocket`, { headers: { authorization: `Bearer ${token}` } });
+    expect(((await alias.json()) as any).items[0].block_id).toBe(blocks.rocket);
+    const bad = await fetch(`${server.url}/api/v1/canvas/${canvas.canvasId}/search`, { headers: { authorization: `Bearer ${token}` } });
+    expect(bad.status).toBe(400);
+    const anon = await fetch(`${server.url}/api/v1/canvas/${canvas.canvasId}/search?q=x`);
+    expect(anon.status).toBe(401);
+  });
+});

@@ -1,0 +1,127 @@
+// cleanup: internal.cleanup() removes exactly what is expired (stale presence, with a
+// presence_leave broadcast; op log and audit past retention; expired or revoked refresh tokens;
+// canvases soft-deleted past retention) and nothing else; audit partitions are created ahead.
+// The worker runs it from Graphile Worker's crontab.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Database } from '../../src/db/index.ts';
+import { LocalProvider } from '../../src/worker/providers.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { addCanvas, createCanvas, createUser } from '../helpers/fixtures.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startServer } from '../../src/server.ts';
+import { fastWorker, startTestWorker } from './worker-helpers.ts';
+
+describe('cleanup', () => {
+  let db: Database;
+  beforeAll(async () => { db = testDatabase(3); });
+  afterAll(async () => db?.close());
+
+  it('removes exactly what is expired, and nothing else', async () => {
+    const sql = db.sql;
+    const { canvasId, workspaceId, users } = await createCanvas(sql);
+    const owner = users.owner!;
+    const idle = await createUser(sql, 'idle');
+    const active = await createUser(sql, 'active');
+    // presence: one idle past presence_expiry_seconds (120), one just inside it
+    await sql`insert into app.presence (canvas_id, user_id, last_active_at) values
+      (${canvasId}, ${idle}, now() - interval '121 seconds'), (${canvasId}, ${active}, now() - interval '100 seconds')`;
+    // op log: 90 days retention
+    const opOld = `old-${randomUUID()}`, opKept = `kept-${randomUUID()}`;
+    await sql`insert into app.block_operations (client_op_id, canvas_id, action, status, created_at) values
+      (${opOld}, ${canvasId}, 'update', 'failed', now() - interval '91 days'),
+      (${opKept}, ${canvasId}, 'update', 'failed', now() - interval '89 days')`;
+    // audit: 365 days retention
+    const auditOld = randomUUID(), auditKept = randomUUID();
+    await sql`insert into app.system_audit (action, status, entity_id, created_at) values
+      ('test.cleanup', 'success', ${auditOld}, now() - interval '366 days'),
+      ('test.cleanup', 'success', ${auditKept}, now() - interval '364 days')`;
+    // refresh tokens: expired and revoked go; live and merely used (reuse detection) stay
+    const family = randomUUID();
+    const tok = (name: string) => `${name}-${randomUUID()}`;
+    const [expired, revoked, live, used] = [tok('expired'), tok('revoked'), tok('live'), tok('used')];
+    await sql`insert into app.refresh_tokens (token_hash, family_id, user_id, expires_at, revoked_at, used_at) values
+      (${expired}, ${family}, ${owner}, now() - interval '1 second', null, null),
+      (${revoked}, ${family}, ${owner}, now() + interval '1 day', now(), null),
+      (${live}, ${family}, ${owner}, now() + interval '1 day', null, null),
+      (${used}, ${family}, ${owner}, now() + interval '1 day', null, now())`;
+    // canvases: 30 days retention after soft delete
+    const purged = await addCanvas(sql, owner, workspaceId, 'deleted long ago');
+    const recent = await addCanvas(sql, owner, workspaceId, 'deleted recently');
+    await sql`update app.canvases set deleted_at = now() - interval '31 days' where canvas_id = ${purged}`;
+    await sql`update app.canvases set deleted_at = now() - interval '29 days' where canvas_id = ${recent}`;
+    // audit partitions: drop the furthest one ahead (empty), cleanup recreates it
+    const [far] = await sql`select 'system_audit_' || to_char(date_trunc('month', now()) + interval '3 months', 'YYYY_MM') as name`;
+    await sql.unsafe(`drop table if exists app.${far!.name}`);
+
+    const [{ result }] = await sql`select internal.cleanup() as result` as any;
+    expect(result.presence_expired).toBeGreaterThanOrEqual(1);
+    expect(result.operations_deleted).toBeGreaterThanOrEqual(1);
+    expect(result.audit_deleted).toBeGreaterThanOrEqual(1);
+    expect(result.refresh_tokens_deleted).toBeGreaterThanOrEqual(2);
+    expect(result.canvases_purged).toBeGreaterThanOrEqual(1);
+    expect(result.audit_partitions_created).toBe(1);
+
+    const presence = await sql`select user_id from app.presence where canvas_id = ${canvasId}`;
+    expect(presence.map((r) => r.user_id)).toEqual([active]);
+    const [leave] = await sql`select payload from realtime.messages where topic = ${`canvas:${canvasId}`} and event = 'presence_leave'`;
+    expect(leave!.payload).toMatchObject({ user_id: idle, reason: 'expired' });
+    const ops = await sql`select client_op_id from app.block_operations where client_op_id in (${opOld}, ${opKept})`;
+    expect(ops.map((r) => r.client_op_id)).toEqual([opKept]);
+    const audit = await sql`select entity_id from app.system_audit where entity_id in (${auditOld}, ${auditKept})`;
+    expect(audit.map((r) => r.entity_id)).toEqual([auditKept]);
+    const tokens = await sql`select token_hash from app.refresh_tokens where family_id = ${family} order by token_hash`;
+    expect(tokens.map((r) => r.token_hash)).toEqual([live, used].sort());
+    const canvases = await sql`select canvas_id from app.canvases where canvas_id in (${purged}, ${recent}, ${canvasId})`;
+    expect(canvases.map((r) => r.canvas_id).sort()).toEqual([recent, canvasId].sort());
+    const [part] = await sql`select to_regclass(${`app.${far!.name}`}) is not null as exists`;
+    expect(part!.exists).toBe(true);
+
+    // idempotent: nothing left to do
+    const [{ result: again }] = await sql`select internal.cleanup() as result` as any;
+    expect(again).toMatchObject({ presence_expired: 0, operations_deleted: 0, audit_deleted: 0, refresh_tokens_deleted: 0,
+      canvases_purged: 0, audit_partitions_created: 0 });
+  });
+
+  it('runs from the worker (Graphile crontab task `cleanup`)', async () => {
+    const worker = await startTestWorker(new LocalProvider(), { crontab: '* * * * * cleanup ?max=1&jobKey=cleanup' });
+    try {
+      const [known] = await db.sql`select count(*)::int as n from graphile_worker._private_known_crontabs where identifier = 'cleanup'`;
+      expect(known!.n).toBe(1);
+      const done = new Promise<void>((resolve) => worker.events.on('job:success', ({ job }) => {
+        if (job.task_identifier === 'cleanup') resolve();
+      }));
+      await db.sql`select graphile_worker.add_job('cleanup', '{}'::json, job_key => 'cleanup')`;
+      await done;
+      const text = await worker.metrics.registry.metrics();
+      expect(text).toMatch(/potentia_jobs_total\{task="cleanup",outcome="success"\} 1/);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('/ready checks the worker heartbeat when a worker is expected; /metrics shows the queue', async () => {
+    const config = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, worker: fastWorker({ mode: 'inprocess' }) };
+    const withWorker = await startServer(config, { worker: true, realtime: false });
+    try {
+      const ready = await fetch(`${withWorker.url}/ready`);
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toMatchObject({ checks: { database: 'ok', worker: 'ok' } });
+      const metrics = await (await fetch(`${withWorker.url}/metrics`)).text();
+      expect(metrics).toMatch(/potentia_job_queue_depth\{task="embed_block",state="outbox"\} \d+/);
+    } finally {
+      await withWorker.stop(); // graceful: its heartbeat row goes away
+    }
+    // a server that expects an external worker, with none running: 503
+    const expecting = await startServer({ ...config, worker: fastWorker({ mode: 'external', expected: true }) }, { realtime: false });
+    try {
+      const [live] = await db.sql`select count(*)::int as n from app.worker_heartbeats where last_seen_at > now() - interval '2 seconds'`;
+      expect(live!.n).toBe(0);
+      const ready = await fetch(`${expecting.url}/ready`);
+      expect(ready.status).toBe(503);
+      expect(((await ready.json()) as any).checks.worker).toMatch(/heartbeat/);
+    } finally {
+      await expecting.stop();
+    }
+  });
+});

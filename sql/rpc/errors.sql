@@ -31,20 +31,8 @@ returns jsonb language sql immutable set search_path = '' as $$
   ) || case when p_sqlstate like 'PX%' then coalesce(internal.try_jsonb(p_detail), '{}') else '{}' end
 $$;
 
--- Per-user fixed-window rate limit; raises rate_limited with retry_after seconds.
+-- Per-user rate limit per minute (fixed window); raises rate_limited with retry_after seconds.
 create or replace function internal.hit_rate_limit(p_user_id uuid, p_bucket text, p_limit integer)
-returns void language plpgsql security definer set search_path = '' as $$
-declare
-  v_window timestamptz := date_trunc('minute', now());
-  v_hits integer;
-begin
-  insert into app.rate_limits as r (user_id, bucket, window_start, hits) values (p_user_id, p_bucket, v_window, 1)
-  on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1
-  returning hits into v_hits;
-  if v_hits > p_limit then
-    perform internal.raise_error('rate_limited',
-      format('rate limit of %s %s per minute reached: retry after the window resets', p_limit, p_bucket),
-      jsonb_build_object('retry_after', ceil(extract(epoch from v_window + interval '1 minute' - now()))::int,
-                         'limit', p_limit));
-  end if;
-end $$;
+returns void language sql security definer set search_path = '' as $$
+  select internal.hit_window_limit(p_user_id, p_bucket, p_limit, 60)
+$$;

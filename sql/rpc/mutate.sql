@@ -276,6 +276,19 @@ begin
   return v_result;
 end $$;
 
+-- A rejected attempt's own rate-limit hit was rolled back with its work; count it again here so
+-- invalid, forbidden or conflicting attempts are limited like accepted ones.
+create or replace function internal.count_rejected_attempt(p_ctx jsonb, p_error jsonb) returns void
+language plpgsql security definer set search_path = '' as $$
+begin
+  if p_ctx ->> 'user_id' is null or p_error ->> 'code' in ('rate_limited', 'unauthorized') then
+    return;
+  end if;
+  perform internal.hit_window_limit((p_ctx ->> 'user_id')::uuid, 'mutations', internal.setting_int('mutations_per_minute'), 60);
+exception when sqlstate 'PX429' then
+  null;  -- over the limit already: the next attempt is refused
+end $$;
+
 -- What a caught exception becomes for the caller: a conflict carries the current block.
 create or replace function internal.rejection_result(p_client_op_id text, p_block_id uuid, p_error jsonb)
 returns jsonb language sql immutable set search_path = '' as $$
@@ -327,6 +340,7 @@ begin
     return v_prior;
   end if;
   v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
+  perform internal.count_rejected_attempt(v_ctx, v_error);
   v_result := internal.rejection_result(p_client_op_id, p_block_id, v_error);
   perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch,
                                       v_result ->> 'status', v_result, v_started);
@@ -398,6 +412,7 @@ begin
     exit when not (v_state = '23505' and v_constraint = 'block_operations_idempotency_idx');
   end loop;
   v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
+  perform internal.count_rejected_attempt(v_ctx, v_error);
   v_op := p_ops -> v_index;
   v_result := internal.rejection_result(v_op ->> 'client_op_id', internal.try_uuid(v_op ->> 'block_id'), v_error)
               || jsonb_build_object('failed_index', case when v_index < jsonb_array_length(p_ops) then v_index end);

@@ -3,9 +3,9 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(14);
+select plan(15);
 
-select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm']) u;
+select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
 create temp table attempts (who text, n int, res jsonb);
 grant all on ids, attempts to authenticated;
@@ -13,6 +13,7 @@ select tests.authenticate_as('rl_busy');
 insert into ids (workspace_id) select (api.create_workspace('Rate limits') ->> 'workspace_id')::uuid;
 update ids set canvas_id = (api.create_canvas(workspace_id, 'Busy') ->> 'canvas_id')::uuid;
 select api.set_workspace_member((select workspace_id from ids), tests.user_id('rl_calm'), 'editor');
+select api.set_workspace_member((select workspace_id from ids), tests.user_id('rl_bad'), 'editor');
 select tests.clear_authentication();
 
 select is(internal.setting_int('mutations_per_minute'), 100, 'the default limit is 100 mutations per minute');
@@ -70,6 +71,18 @@ insert into attempts select 'retry', 1, api.upsert_block_atomic((select canvas_i
 select tests.clear_authentication();
 select is((select res from attempts where who = 'retry'), (select res from attempts where who = 'calm'),
           'a retried client_op_id still gets its original result');
+
+-- rejected attempts count too: invalid ones cannot be sent without limit
+update app.settings set value = '5' where key = 'mutations_per_minute';
+select tests.authenticate_as('rl_bad');
+insert into attempts
+select 'bad', i, api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'bad-' || i, null, '{"type":"Not A Type"}')
+from generate_series(1, 5) i;
+insert into attempts select 'bad', 6, api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'bad-6', null, '{"type":"text"}');
+select tests.clear_authentication();
+select is((select array_agg(res #>> '{error,code}' order by n) from attempts where who = 'bad'),
+          array['invalid_input', 'invalid_input', 'invalid_input', 'invalid_input', 'invalid_input', 'rate_limited'],
+          'after 5 invalid attempts under a limit of 5, a valid mutation is refused');
 
 select * from finish();
 rollback;

@@ -48,12 +48,14 @@ export function authRoutes(deps: Deps) {
     try {
       result = await withRequest(deps.sql, { claims: { role: 'service_role' }, headers: { 'x-request-id': c.get('requestId') } },
         async (tx) => {
-          // the seed's limit (1 per 30 s) applies per token family, keyed by the presented token
-          const [limit] = await tx`select max_hits, window_seconds from app.endpoint_limits where endpoint = 'H5'`;
-          if (limit) {
-            await tx`select internal.hit_window_limit(md5(${oldHash})::uuid, 'endpoint:H5', ${limit.max_hits}, ${limit.window_seconds})`;
-          }
           const [row] = await tx`select internal.rotate_refresh_token(${oldHash}, ${hashRefreshToken(next)}, ${deps.config.auth.refreshTtl}) as r`;
+          // the seed's limit (app.endpoint_limits 'H5', 1 per 30 s) applies per user, like every endpoint limit, and
+          // only to a rotation that succeeded: a reused token must always reach rotate_refresh_token (which revokes its
+          // family), never a 429 first. A rejection rolls the rotation back: the presented token stays valid for the retry.
+          if (!row!.r.error && row!.r.user_id) {
+            await tx`select set_config('request.jwt.claims', ${JSON.stringify({ role: 'service_role', sub: row!.r.user_id })}, true)`;
+            await tx`select api.hit_endpoint_limit('H5')`;
+          }
           return row!.r;
         });
     } catch (err) {

@@ -2,7 +2,7 @@ import { createRoute } from '@hono/zod-openapi';
 import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
-import { callApi, callApis, mutationOutcome } from '../src/http/rpc.ts';
+import { callApi, mutationOutcome } from '../src/http/rpc.ts';
 
 /**
  * Canvas endpoints (seed H2–H4, H6, A1–A8), mounted at /api/v1/canvas locally and deployed as
@@ -85,11 +85,7 @@ export function canvasRoutes(deps: Deps) {
   app.openapi(routes.snapshot, async (c) => {
     const { canvas_id } = c.req.valid('param');
     const { since_seq } = c.req.valid('query');
-    if (since_seq === undefined) return c.json(await callApi<any>(deps, c, 'H4', 'get_canvas_snapshot', [canvas_id]), 200);
-    // the state, plus the applied operations after since_seq (up to 500; has_more says whether to ask again)
-    const [snapshot, replay] = await callApis(deps, c, 'H4', [
-      ['get_canvas_snapshot', [canvas_id]], ['get_canvas_changes', [canvas_id, since_seq]]]) as [any, any];
-    return c.json({ ...snapshot, since_seq, changes: replay.changes, has_more: replay.has_more }, 200);
+    return c.json(await callApi<any>(deps, c, 'H4', 'get_canvas_snapshot', [canvas_id, since_seq ?? null]), 200);
   });
   app.openapi(routes.leave, async (c) => {
     await callApi(deps, c, 'H6', 'leave_canvas', [c.req.valid('param').canvas_id]);

@@ -51,7 +51,11 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
     return new ApiError(e.hint, e.message ?? e.hint, details);
   }
   if (e?.code === '57014' || e?.code === '55P03') return new ApiError('timeout', 'the database did not finish in time: retry shortly');
-  if (e?.code === '22P02' || e?.code?.startsWith('23')) return new ApiError('invalid_input', e.message ?? 'invalid input');
+  // data exceptions (22: bad text for a type, NUL in text, bad \u escapes in jsonb...), constraint violations
+  // (23) and program limits (54: input too complex) are about the input, as in internal.error_object
+  if (e?.code?.startsWith('22') || e?.code?.startsWith('23') || e?.code?.startsWith('54')) {
+    return new ApiError('invalid_input', e.message ?? 'invalid input');
+  }
   if (e?.code === 'ECONNREFUSED' || e?.code === 'CONNECTION_CLOSED' || e?.code === 'CONNECT_TIMEOUT') {
     return new ApiError('unavailable', 'the database is unavailable: retry shortly');
   }

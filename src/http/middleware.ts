@@ -3,10 +3,13 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
+import type { Claims } from '../auth/jwt.ts';
 import { ApiError } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const USER_ROLES = new Set(['authenticated', 'service_role']);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const tracer = trace.getTracer('potentia-http');
 
 /** Request id (kept from X-Request-Id when well-formed), structured log line, metrics, trace. */
@@ -38,7 +41,12 @@ export function observe(deps: Deps): MiddlewareHandler<AppEnv> {
 export function limitBody(deps: Deps): MiddlewareHandler<AppEnv> {
   return bodyLimit({
     maxSize: deps.config.maxBodyBytes,
-    onError: (c) => errorResponse(c, new ApiError('payload_too_large', `request body is larger than ${deps.config.maxBodyBytes} bytes`)),
+    onError: (c) => {
+      // the rest of the body is never read: the connection cannot carry another request, say so
+      // (without it keep-alive clients reuse the socket the server is closing and fail)
+      c.header('Connection', 'close');
+      return errorResponse(c, new ApiError('payload_too_large', `request body is larger than ${deps.config.maxBodyBytes} bytes`));
+    },
   });
 }
 
@@ -48,11 +56,17 @@ export function requireAuth(deps: Deps): MiddlewareHandler<AppEnv> {
     const header = c.req.header('authorization') ?? '';
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (!match) throw new ApiError('unauthorized', 'missing bearer token: send Authorization: Bearer <access token>');
+    let claims: Claims;
     try {
-      c.set('claims', await deps.verify(match[1]!));
+      claims = await deps.verify(match[1]!);
     } catch (err) {
       throw new ApiError('unauthorized', (err as Error).message);
     }
+    // a validly signed token may still name no user (the anon key), or a role the API never runs as
+    // (PostgREST answers those 401 too): refuse before any database work, not with a 500 from it
+    if (!USER_ROLES.has(claims.role)) throw new ApiError('unauthorized', `a signed-in user's token is required (role ${JSON.stringify(claims.role)} cannot call this endpoint)`);
+    if (!UUID.test(claims.sub)) throw new ApiError('unauthorized', 'token subject (sub) is not a user id');
+    c.set('claims', claims);
     await next();
   };
 }

@@ -9,13 +9,6 @@ import type { AppEnv, Deps } from './env.ts';
  * limits hold across processes. Database errors become ApiErrors with their stable codes.
  */
 export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: string, fn: string, args: unknown[]): Promise<T> {
-  const [result] = await callApis(deps, c, endpoint, [[fn, args]]);
-  return result as T;
-}
-
-/** Like callApi, for an endpoint that reads through several `api` functions: one transaction, one rate-limit hit. */
-export async function callApis(deps: Deps, c: Context<AppEnv>, endpoint: string, calls: [fn: string, args: unknown[]][]): Promise<unknown[]> {
-  const fn = calls.map(([name]) => name).join('+');
   const claims = c.get('claims');
   const started = performance.now();
   let outcome = 'ok';
@@ -32,13 +25,9 @@ export async function callApis(deps: Deps, c: Context<AppEnv>, endpoint: string,
       path: c.req.path,
     }, async (tx) => {
       await tx`select api.hit_endpoint_limit(${endpoint})`;
-      const results: unknown[] = [];
-      for (const [name, args] of calls) {
-        const params = args.map((_, i) => `$${i + 1}`).join(', ');
-        const [row] = await tx.unsafe(`select api.${name}(${params}) as result`, args as never[]);
-        results.push(row?.result);
-      }
-      return results;
+      const params = args.map((_, i) => `$${i + 1}`).join(', ');
+      const [row] = await tx.unsafe(`select api.${fn}(${params}) as result`, args as never[]);
+      return row?.result as T;
     });
   } catch (err) {
     const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);

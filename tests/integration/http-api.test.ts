@@ -1,0 +1,575 @@
+import { createClient, FunctionsHttpError, type SupabaseClient } from '@supabase/supabase-js';
+import { SignJWT } from 'jose';
+import { createHash, randomUUID } from 'node:crypto';
+import WebSocket from 'ws';
+import type { Sql } from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { issueTokenPair } from '../../functions/auth.ts';
+import type { Database } from '../../src/db/index.ts';
+import type { Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
+import { algNoneToken, rawRequest, startTestServer, tokenFor } from '../helpers/http.ts';
+
+// The HTTP API against the running server (in-process, real Postgres): supabase-js
+// `functions.invoke` on /functions/v1/<name>/... and plain fetch on /api/v1/...
+
+const ERROR_CODES = ['invalid_input', 'unauthorized', 'forbidden', 'not_found', 'conflict', 'payload_too_large',
+  'rate_limited', 'internal', 'unavailable', 'timeout'];
+
+let server: Server;
+let echoServer: Server;
+let database: Database;
+let sql: Sql;
+let anonKey: string;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  echoServer = await startTestServer({ debugEcho: true });
+  database = testDatabase();
+  sql = database.sql;
+  // what a Supabase project hands out as its anon key: a signed token with role anon and no user
+  anonKey = await new SignJWT({ role: 'anon', iss: 'supabase-demo' }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setIssuedAt().setExpirationTime('1h').sign(new TextEncoder().encode(server.deps.config.auth.jwtSecret));
+});
+afterAll(async () => {
+  await server?.stop();
+  await echoServer?.stop();
+  await database?.close();
+});
+
+/** A supabase-js client whose requests carry `token` (like a signed-in user's session). */
+function supabaseAs(token?: string): SupabaseClient {
+  return createClient(server.url, anonKey, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    realtime: { transport: WebSocket as never }, // Node 20 has no global WebSocket (no connection is opened here)
+    global: token ? { headers: { Authorization: `Bearer ${token}` } } : {},
+  });
+}
+
+/** functions.invoke, answering {status, body} for successes and errors alike. */
+async function invoke(client: SupabaseClient, path: string, options: { method: 'GET' | 'POST' | 'PATCH' | 'DELETE'; body?: unknown }) {
+  const { data, error, response } = await client.functions.invoke(path, options as never);
+  if (error) {
+    if (!(error instanceof FunctionsHttpError)) throw error;
+    const res = error.context as Response;
+    return { status: res.status, body: await res.json(), headers: res.headers };
+  }
+  return { status: response!.status, body: data, headers: response!.headers };
+}
+
+/** fetch on the server with a bearer token and a JSON body. */
+async function api(path: string, opts: { method?: string; token?: string; body?: unknown; headers?: Record<string, string> } = {}) {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  if (opts.body !== undefined && !headers['content-type']) headers['content-type'] = 'application/json';
+  const res = await fetch(`${server.url}${path}`, {
+    method: opts.method ?? 'GET', headers,
+    body: opts.body === undefined ? undefined : typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body),
+  });
+  const text = await res.text();
+  let body: any = text;
+  try { body = text ? JSON.parse(text) : null; } catch { /* not JSON: keep the text */ }
+  return { status: res.status, body, headers: res.headers };
+}
+
+/** The one error shape: exactly {error: {code, message, ...}} with a stable code. */
+function expectError(res: { status: number; body: any }, status: number, code: string, field?: string) {
+  expect(res.status, JSON.stringify(res.body)).toBe(status);
+  expect(Object.keys(res.body)).toEqual(['error']);
+  expect(ERROR_CODES).toContain(res.body.error.code);
+  expect(res.body.error.code).toBe(code);
+  expect(typeof res.body.error.message).toBe('string');
+  expect(res.body.error.message.length).toBeGreaterThan(0);
+  if (field !== undefined) expect(res.body.error.field).toBe(field);
+}
+
+/** A canvas (owner + optional members) and a token per user. */
+async function setup(roles: ('admin' | 'editor' | 'viewer')[] = []) {
+  const c = await createCanvas(sql, roles);
+  const tokens: Record<string, string> = {};
+  for (const [role, id] of Object.entries(c.users)) tokens[role] = await tokenFor(server, id);
+  return { ...c, tokens };
+}
+
+const createOp = (patch: Record<string, unknown> = {}) =>
+  ({ action: 'create', client_op_id: randomUUID(), patch: { type: 'text', content: { text: 'hello' }, ...patch } });
+
+describe('happy paths', () => {
+  it('H2 creates, updates and deletes a block through supabase-js functions.invoke', async () => {
+    const { canvasId, tokens } = await setup();
+    const sb = supabaseAs(tokens.owner);
+    const created = await invoke(sb, `canvas/${canvasId}/mutate`, { method: 'POST', body: createOp() });
+    expect(created.status).toBe(200);
+    expect(created.body).toMatchObject({ status: 'success', version: 1, block: { type: 'text', content: { text: 'hello' } } });
+    expect(typeof created.body.server_seq).toBe('number');
+    const blockId = created.body.block.block_id as string;
+
+    const updated = await invoke(sb, `canvas/${canvasId}/mutate`, { method: 'POST', body: {
+      action: 'update', block_id: blockId, client_op_id: randomUUID(), base_version: 1, patch: { content: { text: 'world' } } } });
+    expect(updated.status).toBe(200);
+    expect(updated.body).toMatchObject({ status: 'success', version: 2, block: { block_id: blockId, content: { text: 'world' } } });
+    expect(updated.body.server_seq).toBeGreaterThan(created.body.server_seq);
+
+    const deleted = await invoke(sb, `canvas/${canvasId}/mutate`, { method: 'POST', body: {
+      action: 'delete', block_id: blockId, client_op_id: randomUUID(), base_version: 2 } });
+    expect(deleted.status).toBe(200);
+    expect(deleted.body).toMatchObject({ status: 'success' });
+    expect(deleted.body.server_seq).toBeGreaterThan(updated.body.server_seq);
+    const [row] = await sql`select count(*)::int as n from app.blocks where block_id = ${blockId}`;
+    expect(row!.n).toBe(0);
+  });
+
+  it('H2 applies a batch all-or-nothing over /api/v1', async () => {
+    const { canvasId, tokens } = await setup();
+    const res = await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: tokens.owner, body: { ops: [createOp(), createOp()] } });
+    expect(res.status).toBe(200);
+    expect(res.body.status).toBe('success');
+    expect(res.body.results).toHaveLength(2);
+    const [row] = await sql`select count(*)::int as n from app.blocks where canvas_id = ${canvasId}`;
+    expect(row!.n).toBe(2);
+  });
+
+  it('H3 broadcasts presence and H6 removes it', async () => {
+    const { canvasId, tokens, users } = await setup();
+    const presence = await api(`/api/v1/canvas/${canvasId}/presence`, { method: 'POST', token: tokens.owner, body: { cursor: { x: 10, y: 20 }, typing: true } });
+    expect(presence.status).toBe(200);
+    expect(presence.body).toEqual({ written: true });
+    const [before] = await sql`select typing from app.presence where canvas_id = ${canvasId} and user_id = ${users.owner!}`;
+    expect(before?.typing).toBe(true);
+
+    const left = await api(`/api/v1/canvas/${canvasId}/leave`, { method: 'POST', token: tokens.owner });
+    expect(left.status).toBe(200);
+    expect(left.body).toEqual({ left: true });
+    const after = await sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.owner!}`;
+    expect(after).toHaveLength(0);
+  });
+
+  it('H4 returns the full state and the operations after since_seq', async () => {
+    const { canvasId, tokens, users } = await setup();
+    const first = await mutate(sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text' } });
+    const second = await mutate(sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text' } });
+    expect(first.status).toBe('success');
+    expect(second.status).toBe('success');
+    const sb = supabaseAs(tokens.owner);
+    const res = await invoke(sb, `canvas/${canvasId}/snapshot?since_seq=${first.server_seq}`, { method: 'GET' });
+    expect(res.status).toBe(200);
+    expect(res.body.canvas.canvas_id).toBe(canvasId);
+    expect(res.body.blocks.map((b: any) => b.block_id).sort()).toEqual([first.block_id, second.block_id].sort());
+    expect(res.body.watermark).toBe(second.server_seq);
+    // exactly the operations after since_seq
+    expect(res.body.since.changes.map((ch: any) => ch.server_seq)).toEqual([second.server_seq]);
+    expect(res.body.since.changes[0].block_id).toBe(second.block_id);
+  });
+
+  it('A1 loads the canvas and its blocks', async () => {
+    const { canvasId, tokens, users } = await setup();
+    const op = await mutate(sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text', content: { a: 1 } } });
+    const res = await api(`/api/v1/canvas/${canvasId}`, { token: tokens.owner });
+    expect(res.status).toBe(200);
+    expect(res.body.canvas).toMatchObject({ canvas_id: canvasId, title: 'Test canvas', role: 'owner' });
+    expect(res.body.blocks).toEqual([expect.objectContaining({ block_id: op.block_id, content: { a: 1 } })]);
+  });
+
+  it('A2 pages blocks with a keyset cursor and A3 reads one block', async () => {
+    const { canvasId, tokens, users } = await setup();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await mutate(sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text' } })).block_id!);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    for (let page = 0; page < 5; page++) {
+      const res: { status: number; body: any } = await api(`/api/v1/canvas/${canvasId}/blocks?limit=2${cursor ? `&cursor=${cursor}` : ''}`, { token: tokens.owner });
+      expect(res.status).toBe(200);
+      seen.push(...res.body.items.map((b: any) => b.block_id));
+      cursor = res.body.next_cursor;
+      if (!cursor) break;
+    }
+    expect(seen.sort()).toEqual([...ids].sort());
+
+    const one = await api(`/api/v1/canvas/${canvasId}/blocks/${ids[1]}`, { token: tokens.owner });
+    expect(one.status).toBe(200);
+    expect(one.body).toMatchObject({ block_id: ids[1], canvas_id: canvasId, version: 1 });
+    expectError(await api(`/api/v1/canvas/${canvasId}/blocks/${randomUUID()}`, { token: tokens.owner }), 404, 'not_found', 'block_id');
+  });
+
+  it('A4 lists the caller\'s canvases and A5 creates one', async () => {
+    const { canvasId, workspaceId, tokens } = await setup();
+    const sb = supabaseAs(tokens.owner);
+    const created = await invoke(sb, 'canvas', { method: 'POST', body: { workspace_id: workspaceId, title: 'Second' } });
+    expect(created.status).toBe(201);
+    expect(created.body.canvas_id).toMatch(/^[0-9a-f-]{36}$/);
+    const list = await invoke(sb, 'canvas', { method: 'GET' });
+    expect(list.status).toBe(200);
+    expect(list.body.canvases.map((c: any) => c.canvas_id).sort()).toEqual([canvasId, created.body.canvas_id].sort());
+    expect(list.body.canvases.find((c: any) => c.canvas_id === created.body.canvas_id)).toMatchObject({ title: 'Second', role: 'owner' });
+  });
+
+  it('A6 changes the title and settings, A7 soft-deletes (204) and the canvas is gone', async () => {
+    const { canvasId, tokens } = await setup();
+    const patched = await api(`/api/v1/canvas/${canvasId}`, { method: 'PATCH', token: tokens.owner, body: { title: 'Renamed', settings: { grid: true } } });
+    expect(patched.status).toBe(200);
+    expect(patched.body).toMatchObject({ canvas_id: canvasId, title: 'Renamed', settings: { grid: true }, version: 2 });
+
+    const deleted = await api(`/api/v1/canvas/${canvasId}`, { method: 'DELETE', token: tokens.owner });
+    expect(deleted.status).toBe(204);
+    expect(deleted.body).toBeNull();
+    const [row] = await sql`select deleted_at from app.canvases where canvas_id = ${canvasId}`;
+    expect(row!.deleted_at).not.toBeNull();
+    expectError(await api(`/api/v1/canvas/${canvasId}`, { token: tokens.owner }), 404, 'not_found');
+  });
+
+  it('A8 tells who may write', async () => {
+    const { canvasId, tokens, users } = await setup(['viewer']);
+    const owner = await invoke(supabaseAs(tokens.owner), `canvas/${canvasId}/permissions`, { method: 'GET' });
+    expect(owner.status).toBe(200);
+    expect(owner.body).toMatchObject({ can_write: true, role: 'owner' });
+    expect(owner.body.users.map((u: any) => [u.user_id, u.role]).sort()).toEqual([[users.owner, 'owner'], [users.viewer, 'viewer']].sort());
+    const viewer = await api(`/api/v1/canvas/${canvasId}/permissions`, { token: tokens.viewer });
+    expect(viewer.status).toBe(200);
+    expect(viewer.body).toMatchObject({ can_write: false, role: 'viewer' });
+  });
+
+  it('/health and /ready answer', async () => {
+    const health = await api('/health');
+    expect(health.status).toBe(200);
+    expect(health.body).toEqual({ status: 'ok' });
+    const ready = await api('/ready');
+    expect(ready.status).toBe(200);
+    expect(ready.body).toMatchObject({ status: 'ready', checks: { database: 'ok' } });
+  });
+
+  it('/metrics from loopback is Prometheus text with the request counters', async () => {
+    await api('/health');
+    const res = await fetch(`${server.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await res.text();
+    expect(text).toMatch(/^# TYPE potentia_http_requests_total counter$/m);
+    expect(text).toMatch(/^potentia_http_requests_total\{[^}]*route="\/health"[^}]*status="200"[^}]*\} [1-9]/m);
+    expect(text).toContain('potentia_http_request_duration_seconds_bucket');
+  });
+
+  it('/debug/echo is 404 unless the server enables it', async () => {
+    expectError(await api('/debug/echo', { method: 'POST', body: { hello: 'world' } }), 404, 'not_found');
+    const res = await fetch(`${echoServer.url}/debug/echo`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': 'echo-test-1' }, body: JSON.stringify({ hello: 'world' }),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ echo: { hello: 'world' }, request_id: 'echo-test-1' });
+  });
+
+  it('/api/v1/openapi.json is an OpenAPI 3.1 document listing the canvas paths', async () => {
+    const res = await api('/api/v1/openapi.json');
+    expect(res.status).toBe(200);
+    expect(res.body.openapi).toBe('3.1.0');
+    const paths = Object.keys(res.body.paths);
+    for (const path of ['/api/v1/canvas', '/api/v1/canvas/{canvas_id}', '/api/v1/canvas/{canvas_id}/mutate',
+      '/api/v1/canvas/{canvas_id}/presence', '/api/v1/canvas/{canvas_id}/snapshot', '/api/v1/canvas/{canvas_id}/leave',
+      '/api/v1/canvas/{canvas_id}/blocks', '/api/v1/canvas/{canvas_id}/blocks/{block_id}', '/api/v1/canvas/{canvas_id}/permissions',
+      '/api/v1/auth/refresh']) {
+      expect(paths).toContain(path);
+    }
+    const canvas = res.body.paths['/api/v1/canvas/{canvas_id}'];
+    expect(Object.keys(canvas).sort()).toEqual(['delete', 'get', 'patch']);
+    expect(res.body.paths['/api/v1/canvas/{canvas_id}/mutate'].post.requestBody.content['application/json'].schema).toBeDefined();
+    expect(res.body.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });
+  });
+});
+
+describe('auth matrix', () => {
+  it('no token → 401 on every canvas endpoint, through fetch and supabase-js', async () => {
+    const { canvasId } = await setup();
+    const block = randomUUID();
+    for (const [method, path] of [['GET', ''], ['GET', `/${canvasId}`], ['PATCH', `/${canvasId}`], ['DELETE', `/${canvasId}`],
+      ['POST', ''], ['POST', `/${canvasId}/mutate`], ['POST', `/${canvasId}/presence`], ['GET', `/${canvasId}/snapshot`],
+      ['POST', `/${canvasId}/leave`], ['GET', `/${canvasId}/blocks`], ['GET', `/${canvasId}/blocks/${block}`],
+      ['GET', `/${canvasId}/permissions`]] as const) {
+      expectError(await api(`/api/v1/canvas${path}`, { method, body: method === 'GET' || method === 'DELETE' ? undefined : {} }), 401, 'unauthorized');
+    }
+    // supabase-js without a user session sends the anon key: a valid signature, but no user
+    expectError(await invoke(supabaseAs(), `canvas/${canvasId}`, { method: 'GET' }), 401, 'unauthorized');
+  });
+
+  it('expired, badly signed, alg:none, wrong-audience and no-user tokens → 401', async () => {
+    const { canvasId, users } = await setup();
+    const owner = users.owner!;
+    const tokens = {
+      expired: await tokenFor(server, owner, {}, { expiresInSeconds: -120 }),
+      badSignature: await tokenFor(server, owner, {}, { secret: 'another-secret-that-is-at-least-32-characters' }),
+      algNone: algNoneToken(owner, server.deps.config.auth.audience),
+      wrongAudience: await tokenFor(server, owner, {}, { audience: 'someone-else' }),
+      garbage: 'not-a-jwt',
+      // validly signed, but naming no user or a role the API never runs as
+      anonRole: await tokenFor(server, owner, { role: 'anon' }),
+      superuserRole: await tokenFor(server, owner, { role: 'postgres' }),
+      subNotAUser: await tokenFor(server, 'not-a-uuid'),
+    };
+    for (const [kind, token] of Object.entries(tokens)) {
+      const res = await api(`/api/v1/canvas/${canvasId}`, { token });
+      expectError(res, 401, 'unauthorized');
+      expect(res.body.error.message, kind).not.toMatch(/internal/);
+      expectError(await invoke(supabaseAs(token), `canvas/${canvasId}/mutate`, { method: 'POST', body: createOp() }), 401, 'unauthorized');
+    }
+    // the same owner with a good token is let in: the rejections were about the token
+    expect((await api(`/api/v1/canvas/${canvasId}`, { token: await tokenFor(server, owner) })).status).toBe(200);
+    const [row] = await sql`select count(*)::int as n from app.blocks where canvas_id = ${canvasId}`;
+    expect(row!.n).toBe(0);
+  });
+
+  it('a token scoped to another canvas → 403 on mutate; scoped to this one → 200', async () => {
+    const { canvasId, users } = await setup();
+    const other = randomUUID();
+    const scoped = await tokenFor(server, users.owner!, { scope: `canvas:${other}:write` });
+    expectError(await invoke(supabaseAs(scoped), `canvas/${canvasId}/mutate`, { method: 'POST', body: createOp() }), 403, 'forbidden');
+    const readOnly = await tokenFor(server, users.owner!, { scope: `canvas:${canvasId}:read` });
+    expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: readOnly, body: createOp() }), 403, 'forbidden');
+    const right = await tokenFor(server, users.owner!, { scope: `canvas:${canvasId}:write` });
+    expect((await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: right, body: createOp() })).status).toBe(200);
+    const [row] = await sql`select count(*)::int as n from app.blocks where canvas_id = ${canvasId}`;
+    expect(row!.n).toBe(1);
+  });
+
+  it('a viewer writing → 403, and nothing is written', async () => {
+    const { canvasId, workspaceId, tokens } = await setup(['viewer']);
+    expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: tokens.viewer, body: createOp() }), 403, 'forbidden');
+    expectError(await api(`/api/v1/canvas/${canvasId}`, { method: 'PATCH', token: tokens.viewer, body: { title: 'mine' } }), 403, 'forbidden');
+    expectError(await api(`/api/v1/canvas/${canvasId}`, { method: 'DELETE', token: tokens.viewer }), 403, 'forbidden');
+    expectError(await api('/api/v1/canvas', { method: 'POST', token: tokens.viewer, body: { workspace_id: workspaceId } }), 403, 'forbidden');
+    const [row] = await sql`select (select count(*)::int from app.blocks where canvas_id = ${canvasId}) as blocks,
+                                   (select count(*)::int from app.canvases where workspace_id = ${workspaceId}) as canvases,
+                                   (select title from app.canvases where canvas_id = ${canvasId}) as title,
+                                   (select deleted_at from app.canvases where canvas_id = ${canvasId}) as deleted_at`;
+    expect(row).toEqual({ blocks: 0, canvases: 1, title: 'Test canvas', deleted_at: null });
+  });
+
+  it('a non-member reading → 404 (existence is not revealed)', async () => {
+    const { canvasId } = await setup();
+    const stranger = await tokenFor(server, await createUser(sql, 'stranger'));
+    for (const path of ['', '/blocks', '/permissions', '/snapshot']) {
+      expectError(await api(`/api/v1/canvas/${canvasId}${path}`, { token: stranger }), 404, 'not_found');
+    }
+    // exactly as for a canvas that does not exist
+    expectError(await api(`/api/v1/canvas/${randomUUID()}`, { token: stranger }), 404, 'not_found');
+    const list = await api('/api/v1/canvas', { token: stranger });
+    expect(list.status).toBe(200);
+    expect(list.body).toEqual({ canvases: [] });
+  });
+});
+
+describe('contract', () => {
+  it('invalid input is a 400 naming the field', async () => {
+    const { canvasId, workspaceId, tokens } = await setup();
+    const t = tokens.owner;
+    expectError(await api('/api/v1/canvas/not-a-uuid/mutate', { method: 'POST', token: t, body: createOp() }), 400, 'invalid_input', 'canvas_id');
+    expectError(await api('/api/v1/canvas/not-a-uuid', { token: t }), 400, 'invalid_input', 'canvas_id');
+    expectError(await api(`/api/v1/canvas/${canvasId}/blocks/nope`, { token: t }), 400, 'invalid_input', 'block_id');
+    expectError(await api(`/api/v1/canvas/${canvasId}/snapshot?since_seq=-1`, { token: t }), 400, 'invalid_input', 'since_seq');
+    expectError(await api(`/api/v1/canvas/${canvasId}/blocks?limit=0`, { token: t }), 400, 'invalid_input', 'limit');
+    expectError(await api(`/api/v1/canvas/${canvasId}/presence`, { method: 'POST', token: t, body: { typing: 'yes' } }), 400, 'invalid_input', 'typing');
+    expectError(await api('/api/v1/canvas', { method: 'POST', token: t, body: { workspace_id: 'x' } }), 400, 'invalid_input', 'workspace_id');
+    expectError(await api(`/api/v1/canvas/${canvasId}`, { method: 'PATCH', token: t, body: { title: '' } }), 400, 'invalid_input', 'title');
+    // an unknown body field is refused, not ignored
+    const unknown = await api(`/api/v1/canvas/${canvasId}/presence`, { method: 'POST', token: t, body: { typing: true, admin: true } });
+    expectError(unknown, 400, 'invalid_input');
+    expect(unknown.body.error.field).toBeTruthy();
+    expect(unknown.body.error.message).toContain('admin');
+    expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: t, body: { ...createOp(), owner: 'me' } }), 400, 'invalid_input');
+    expectError(await api('/api/v1/canvas', { method: 'POST', token: t, body: { workspace_id: workspaceId, created_by: randomUUID() } }), 400, 'invalid_input');
+    // text Postgres cannot store (NUL) is invalid input, not a 500
+    expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: t, body: '{"action":"create","client_op_id":"\\u0000","patch":{"type":"text"}}' }), 400, 'invalid_input');
+    expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: t, body: { ...createOp(), patch: { type: 'text', content: { t: 'a\u0000b' } } } }), 400, 'invalid_input');
+    expectError(await api(`/api/v1/canvas/${canvasId}`, { method: 'PATCH', token: t, body: { title: 'nul\u0000' } }), 400, 'invalid_input');
+    // the database's own validation, answered the same way
+    const block = (await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: t, body: createOp() })).body.block;
+    expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: t, body: {
+      action: 'update', block_id: block.block_id, client_op_id: randomUUID(), patch: { content: { a: 1 } } } }), 400, 'invalid_input', 'base_version');
+  });
+
+  it('JSON nested too deep is a 400 naming the field, never a 500; ordinary nesting is fine', async () => {
+    const { canvasId, workspaceId, tokens } = await setup();
+    const nest = (depth: number) => '{"a":'.repeat(depth) + '1' + '}'.repeat(depth);
+    const post = (path: string, body: string) => api(path, { method: 'POST', token: tokens.owner, body });
+    expectError(await post(`/api/v1/canvas/${canvasId}/presence`, `{"cursor":${nest(10_000)}}`), 400, 'invalid_input', 'cursor');
+    expectError(await post(`/api/v1/canvas/${canvasId}/mutate`,
+      `{"action":"create","client_op_id":"${randomUUID()}","patch":{"type":"text","content":${nest(5_000)}}}`), 400, 'invalid_input', 'patch.content');
+    expectError(await post('/api/v1/canvas', `{"workspace_id":"${workspaceId}","settings":${nest(20_000)}}`), 400, 'invalid_input', 'settings');
+    const fine = await post(`/api/v1/canvas/${canvasId}/mutate`,
+      `{"action":"create","client_op_id":"${randomUUID()}","patch":{"type":"text","content":${nest(40)}}}`);
+    expect(fine.status).toBe(200);
+    const [row] = await sql`select count(*)::int as n from app.blocks where canvas_id = ${canvasId}`;
+    expect(row!.n).toBe(1);
+  });
+
+  it('a body that is not JSON is a 400, never a 500', async () => {
+    const { canvasId, tokens } = await setup();
+    expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: tokens.owner, body: '{"action": ' }), 400, 'invalid_input', 'body');
+    expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: tokens.owner, body: '[1,2]' }), 400, 'invalid_input');
+    expectError(await api(`/api/v1/canvas/${canvasId}/presence`, {
+      method: 'POST', token: tokens.owner, body: '{"typing":true}', headers: { 'content-type': 'text/plain' } }), 400, 'invalid_input');
+    expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: 'refresh_token=abc' ,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' } }), 400, 'invalid_input');
+  });
+
+  it('unknown routes are 404 in the same shape', async () => {
+    expectError(await api('/api/v1/nothing-here'), 404, 'not_found');
+    expectError(await api('/functions/v1/canvas-nope/x'), 404, 'not_found');
+  });
+
+  it('H2 retried with the same client_op_id returns the same server_seq and the version does not move', async () => {
+    const { canvasId, tokens } = await setup();
+    const sb = supabaseAs(tokens.owner);
+    const created = await invoke(sb, `canvas/${canvasId}/mutate`, { method: 'POST', body: createOp() });
+    const blockId = created.body.block.block_id as string;
+    const op = { action: 'update', block_id: blockId, client_op_id: randomUUID(), base_version: 1, patch: { content: { text: 'once' } } };
+    const first = await invoke(sb, `canvas/${canvasId}/mutate`, { method: 'POST', body: op });
+    const retry = await invoke(sb, `canvas/${canvasId}/mutate`, { method: 'POST', body: op });
+    const viaApi = await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: tokens.owner, body: op });
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ status: 'success', version: 2 });
+    for (const again of [retry, viaApi]) {
+      expect(again.status).toBe(200);
+      expect(again.body.server_seq).toBe(first.body.server_seq);
+      expect(again.body.version).toBe(2);
+    }
+    const block = await api(`/api/v1/canvas/${canvasId}/blocks/${blockId}`, { token: tokens.owner });
+    expect(block.body).toMatchObject({ version: 2, content: { text: 'once' } });
+    const [row] = await sql`select count(*)::int as n from app.block_operations where client_op_id = ${op.client_op_id} and status = 'success'`;
+    expect(row!.n).toBe(1);
+  });
+
+  it('H2 with a stale base_version → 409 carrying the current block', async () => {
+    const { canvasId, tokens } = await setup();
+    const path = `/api/v1/canvas/${canvasId}/mutate`;
+    const created = await api(path, { method: 'POST', token: tokens.owner, body: createOp() });
+    const blockId = created.body.block.block_id as string;
+    const update = (base: number, text: string) =>
+      api(path, { method: 'POST', token: tokens.owner, body: { action: 'update', block_id: blockId, client_op_id: randomUUID(), base_version: base, patch: { content: { text } } } });
+    expect((await update(1, 'first writer')).status).toBe(200);
+    const stale = await update(1, 'second writer');
+    expectError(stale, 409, 'conflict');
+    expect(stale.body.error.block).toMatchObject({ block_id: blockId, version: 2, content: { text: 'first writer' } });
+    const [row] = await sql`select version, content from app.blocks where block_id = ${blockId}`;
+    expect(row).toEqual({ version: 2, content: { text: 'first writer' } });
+  });
+
+  it('a rate limit → 429 with Retry-After (H4: 1 per second)', async () => {
+    const { canvasId, tokens } = await setup();
+    const results: { status: number; body: any; headers: Headers }[] = [];
+    // the window is a fixed second: a handful of back-to-back calls always puts two in one window
+    for (let i = 0; i < 5; i++) results.push(await api(`/api/v1/canvas/${canvasId}/snapshot?since_seq=0`, { token: tokens.owner }));
+    expect(results[0]!.status).toBe(200);
+    const limited = results.find((r) => r.status === 429);
+    expect(limited, JSON.stringify(results.map((r) => r.status))).toBeDefined();
+    expectError(limited!, 429, 'rate_limited');
+    const retryAfter = Number(limited!.headers.get('retry-after'));
+    expect(Number.isInteger(retryAfter)).toBe(true);
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(2);
+    // limits are per user: someone else is not affected
+    const { canvasId: other, tokens: otherTokens } = await setup();
+    expect((await api(`/api/v1/canvas/${other}/snapshot`, { token: otherTokens.owner })).status).toBe(200);
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toMatch(/^potentia_rate_limit_rejections_total\{endpoint="H4"\} [1-9]/m);
+  });
+
+  it('a limit changed in app.endpoint_limits holds (A5 over supabase-js), and is restored', async () => {
+    const { workspaceId, tokens } = await setup();
+    const [saved] = await sql`select max_hits, window_seconds from app.endpoint_limits where endpoint = 'A5'`;
+    try {
+      await sql`update app.endpoint_limits set max_hits = 2, window_seconds = 60 where endpoint = 'A5'`;
+      const sb = supabaseAs(tokens.owner);
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i++) statuses.push((await invoke(sb, 'canvas', { method: 'POST', body: { workspace_id: workspaceId } })).status);
+      expect(statuses).toEqual([201, 201, 429]);
+      const [row] = await sql`select count(*)::int as n from app.canvases where workspace_id = ${workspaceId}`;
+      expect(row!.n).toBe(3); // the fixture's canvas and two more
+    } finally {
+      await sql`update app.endpoint_limits set max_hits = ${saved!.max_hits}, window_seconds = ${saved!.window_seconds} where endpoint = 'A5'`;
+    }
+  });
+
+  it('a body over the size limit → 413, with or without Content-Length', async () => {
+    const { canvasId, tokens } = await setup();
+    const limit = server.deps.config.maxBodyBytes;
+    const big = JSON.stringify({ ...createOp(), patch: { type: 'text', content: { text: 'x'.repeat(limit + 10) } } });
+    const path = `/api/v1/canvas/${canvasId}/mutate`;
+    const headers = { authorization: `Bearer ${tokens.owner}`, 'content-type': 'application/json' };
+    for (const res of [
+      await rawRequest(server.url, { method: 'POST', path, headers, body: big }),
+      await rawRequest(server.url, { method: 'POST', path, headers, body: big, chunked: true }),
+    ]) {
+      expectError({ status: res.status, body: JSON.parse(res.text) }, 413, 'payload_too_large');
+    }
+    // keep-alive clients: the 413 closes the connection (the rest of the body is never read), so the
+    // next request must go out on a fresh one instead of failing on the closing socket
+    for (let i = 0; i < 5; i++) {
+      const res = await api(path, { method: 'POST', token: tokens.owner, body: big });
+      expectError(res, 413, 'payload_too_large');
+      expect(res.headers.get('connection')).toBe('close');
+      expect((await api('/health')).status).toBe(200);
+    }
+    // also over /functions/v1 through supabase-js
+    expectError(await invoke(supabaseAs(tokens.owner), `canvas/${canvasId}/mutate`, { method: 'POST', body: JSON.parse(big) }), 413, 'payload_too_large');
+    const [row] = await sql`select count(*)::int as n from app.blocks where canvas_id = ${canvasId}`;
+    expect(row!.n).toBe(0);
+  });
+});
+
+describe('H5 refresh', () => {
+  it('rotates the refresh token; reuse of a rotated one revokes the whole family', async () => {
+    const userId = await createUser(sql, 'refresher');
+    const [user] = await sql`select email from auth.users where id = ${userId}`;
+    const { canvasId } = await createCanvas(sql);
+    const first = await issueTokenPair(server.deps, { id: userId, email: user!.email });
+    expect(first).toMatchObject({ token_type: 'bearer', expires_in: server.deps.config.auth.accessTtl });
+    // the refresh token is stored hashed only
+    const stored = await sql`select token_hash from app.refresh_tokens where user_id = ${userId}`;
+    expect(stored).toHaveLength(1);
+    expect(stored[0]!.token_hash).not.toBe(first.refresh_token);
+
+    const refreshed = await invoke(supabaseAs(), 'auth/refresh', { method: 'POST', body: { refresh_token: first.refresh_token } });
+    expect(refreshed.status).toBe(200);
+    const second = refreshed.body;
+    expect(second).toMatchObject({ token_type: 'bearer' });
+    expect(second.refresh_token).not.toBe(first.refresh_token);
+    // the new access token works on the API and is this user's
+    const list = await api('/api/v1/canvas', { token: second.access_token });
+    expect(list.status).toBe(200);
+    expect(list.body).toEqual({ canvases: [] });
+    expectError(await api(`/api/v1/canvas/${canvasId}`, { token: second.access_token }), 404, 'not_found');
+
+    // reuse of the rotated token: refused, and the family is revoked
+    expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: first.refresh_token } }), 401, 'unauthorized');
+    // so the newest token of the family no longer works either
+    expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: second.refresh_token } }), 401, 'unauthorized');
+    const rows = await sql`select revoked_at from app.refresh_tokens where user_id = ${userId}`;
+    expect(rows).toHaveLength(2);
+    expect(rows.every((r) => r.revoked_at !== null)).toBe(true);
+  });
+
+  it('another sign-in of the same user is a separate family, untouched by the revocation; the limit is per user', async () => {
+    const userId = await createUser(sql, 'two-devices');
+    const laptop = await issueTokenPair(server.deps, { id: userId });
+    const phone = await issueTokenPair(server.deps, { id: userId });
+    const rotated = await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: laptop.refresh_token } });
+    expect(rotated.status).toBe(200);
+    // reuse is detected even within the rate-limit window
+    expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: laptop.refresh_token } }), 401, 'unauthorized');
+    // H5 allows one rotation per 30 s per user: the phone is told to come back, and its token stays valid
+    const fromPhone = await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: phone.refresh_token } });
+    expectError(fromPhone, 429, 'rate_limited');
+    expect(Number(fromPhone.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    const rows = await sql`select token_hash, used_at, revoked_at from app.refresh_tokens where user_id = ${userId} and parent_hash is null`;
+    expect(rows).toHaveLength(2);
+    const phoneRow = rows.find((r) => r.token_hash === createHash('sha256').update(phone.refresh_token).digest('hex'));
+    expect(phoneRow).toMatchObject({ used_at: null, revoked_at: null });
+    const laptopRow = rows.find((r) => r !== phoneRow);
+    expect(laptopRow!.revoked_at).not.toBeNull();
+  });
+
+  it('an unknown refresh token → 401; a malformed body → 400', async () => {
+    expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: 'x'.repeat(43) } }), 401, 'unauthorized');
+    expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: 'short' } }), 400, 'invalid_input', 'refresh_token');
+    expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: {} }), 400, 'invalid_input', 'refresh_token');
+  });
+});

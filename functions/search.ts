@@ -58,7 +58,8 @@ async function search(deps: Deps, c: Context<AppEnv>, canvasId: string, q: strin
 
 function router(deps: Deps, path: string) {
   const app = createRouter();
-  app.use('*', requireAuth(deps));
+  // only this route: mounted beside the canvas routes, a '*' here would verify their tokens twice
+  app.use(path.replace(/\{(\w+)\}/g, ':$1'), requireAuth(deps));
   app.openapi(route(path), async (c) => {
     const { canvas_id } = c.req.valid('param');
     const { q, limit } = c.req.valid('query');

@@ -25,7 +25,9 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
     sql,
     db,
     async close() {
-      await db.destroy(); // ends the postgres.js pool too
+      // Kysely's driver starts lazily: end the postgres.js pool ourselves (end() is idempotent)
+      await db.destroy();
+      await sql.end({ timeout: 5 });
     },
   };
 }

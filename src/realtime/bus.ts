@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
  * Transport: logical decoding (pgoutput, publication `potentia_realtime`, a TEMPORARY slot per
  * gateway process, through postgres.js `subscribe`). Writers pay nothing extra at commit — unlike
  * a `pg_notify` per mutation, which serializes every committing transaction on the notify queue
- * lock (see scripts/bench-realtime.ts and the issue's numbers).
+ * lock (measured by scripts/bench-bus).
  *
  * No gap on reconnect: a temporary slot starts at the WAL position it was created at, so rows
  * committed while the replication connection was down are not in the stream. When the stream

@@ -1,0 +1,310 @@
+// npx tsx scripts/bench-http.ts [--seconds 10] [--connections 16] [--database-url URL] [--warmup-seconds 1]
+//
+// What the HTTP layer costs on H2 (POST /api/v1/canvas/{id}/mutate): mutations/s and p50/p95/p99
+// latency through HTTP, beside a direct SQL call of the same RPC in the same run, as a ratio.
+//
+//   HTTP    the server in-process (startServer, as `npm start` runs it, realtime off); the load
+//           generator is a hand-written keep-alive loop in a worker thread, so client and server
+//           do not share an event loop. Per request: HTTP parse, JWT verify (jose), zod
+//           validation, one transaction (claims set, api.hit_endpoint_limit('H2'),
+//           api.upsert_block_atomic), JSON response.
+//   direct  the same RPC the way the handler calls it (src/db/request.ts withRequest + the same
+//           parameterised `select api.upsert_block_atomic($1..$6)`), no HTTP, no endpoint limit.
+// Both: C connections, each updating its OWN block on its OWN canvas as its own user, always from
+// the current version (read back from each result), with a pool of C database connections.
+//
+// It uses its own database (default potentia_bench_http: dropped, created and migrated here) and
+// raises, in that database only, the H2 endpoint limit and mutations_per_minute, so the rate
+// limits do not cut the run short.
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
+import postgres, { type Sql } from 'postgres';
+import { signAccessToken } from '../src/auth/jwt.ts';
+import { loadConfig } from '../src/config.ts';
+import { createDatabase } from '../src/db/index.ts';
+import { withRequest } from '../src/db/request.ts';
+import { startServer } from '../src/server.ts';
+
+const defaultUrl = (() => {
+  const url = new URL(loadConfig({ ...process.env, LOG_LEVEL: 'silent' }).databaseUrl);
+  url.pathname = '/potentia_bench_http';
+  return url.toString();
+})();
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '16' },
+    'database-url': { type: 'string', default: defaultUrl },
+    'warmup-seconds': { type: 'string', default: '1' },
+  },
+});
+const SECONDS = Number(values.seconds);
+const CONNECTIONS = Number(values.connections);
+const WARMUP = Number(values['warmup-seconds']);
+const url = values['database-url']!;
+if (!(SECONDS > 0) || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1 || !(WARMUP >= 0)) {
+  console.error('usage: npx tsx scripts/bench-http.ts [--seconds N>0] [--connections N>=1] [--database-url URL] [--warmup-seconds N]');
+  process.exit(2);
+}
+const dbName = new URL(url).pathname.slice(1);
+if (!/^[a-z_][a-z0-9_]*$/.test(dbName) || !/bench/.test(dbName)) {
+  console.error(`refusing to drop and recreate ${JSON.stringify(dbName)}: the bench database name must contain "bench"`);
+  process.exit(2);
+}
+const root = fileURLToPath(new URL('..', import.meta.url));
+const started = Date.now();
+const log = (step: string, line: string) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${step.padEnd(6)} ${line}`);
+
+// ---------------------------------------------------------------------------------- setup
+async function freshDatabase() {
+  const adminUrl = new URL(url);
+  adminUrl.pathname = '/postgres';
+  const admin = postgres(adminUrl.toString(), { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
+    await admin.unsafe(`create database "${dbName}"`);
+  } finally {
+    await admin.end();
+  }
+  log('setup', `database ${dbName} dropped and created; migrating (npx tsx scripts/migrate.ts)`);
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('npx', ['tsx', 'scripts/migrate.ts', '--database-url', url], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const relay = (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n')) if (line.trim() && !/npm warn/i.test(line)) log('setup', `  ${line.trim()}`);
+    };
+    child.stdout.on('data', relay);
+    child.stderr.on('data', relay);
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`migrate failed (exit ${code})`))));
+  });
+}
+
+/** Only in the bench database: limits high enough that they never reject during the run. */
+async function raiseLimits(sql: Sql) {
+  const [h2] = await sql`select max_hits, window_seconds from app.endpoint_limits where endpoint = 'H2'`;
+  const [mpm] = await sql`select value from app.settings where key = 'mutations_per_minute'`;
+  await sql`update app.endpoint_limits set max_hits = 100000000, window_seconds = 1 where endpoint = 'H2'`;
+  await sql`update app.settings set value = '100000000'::jsonb where key = 'mutations_per_minute'`;
+  log('setup', `raised in ${dbName} ONLY (never in dev or test data): app.endpoint_limits H2 ${h2?.max_hits} per ${h2?.window_seconds} s → 100000000 per 1 s;`);
+  log('setup', `  app.settings mutations_per_minute ${JSON.stringify(mpm?.value)} → 100000000`);
+}
+
+type Conn = { userId: string; canvasId: string; blockId: string; token?: string };
+
+const asUser = (sql: Sql, userId: string, fn: string, args: unknown[]) =>
+  withRequest(sql, { claims: { sub: userId, role: 'authenticated' } }, async (tx) => {
+    const [row] = await tx.unsafe(`select api.${fn}(${args.map((_, i) => `$${i + 1}`).join(', ')}) as r`, args as never[]);
+    return row!.r as any;
+  });
+
+/** n users, each owning a workspace with one canvas holding one block (version 1). */
+async function makeConnections(sql: Sql, n: number): Promise<Conn[]> {
+  return Promise.all(Array.from({ length: n }, async () => {
+    const [user] = await sql`insert into auth.users (email) values (${`bench-${randomUUID()}@bench.local`}) returning id`;
+    const userId = user!.id as string;
+    const { workspace_id } = await asUser(sql, userId, 'create_workspace', ['bench']);
+    const { canvas_id } = await asUser(sql, userId, 'create_canvas', [workspace_id, 'bench', {}]);
+    const created = await asUser(sql, userId, 'upsert_block_atomic', [canvas_id, null, 'create', randomUUID(), null, { type: 'text', content: { n: 0 } }]);
+    if (created.status !== 'success') throw new Error(`setup: block create ${JSON.stringify(created)}`);
+    return { userId, canvasId: canvas_id, blockId: created.block_id };
+  }));
+}
+
+// ---------------------------------------------------------------------------------- measuring
+type Stats = { ok: number; errors: number; errorKinds: Record<string, number>; seconds: number; latencies: Float64Array };
+
+function summarize(s: Stats) {
+  const sorted = Float64Array.from(s.latencies).sort();
+  const q = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : NaN);
+  return { rate: s.ok / s.seconds, p50: q(0.5), p95: q(0.95), p99: q(0.99), errors: s.errors, errorKinds: s.errorKinds, n: s.ok };
+}
+
+/** The HTTP load generator: plain JS in a worker thread (its own event loop), keep-alive sockets. */
+const LOAD_GENERATOR = `
+const { parentPort, workerData } = require('node:worker_threads');
+const http = require('node:http');
+const { randomUUID } = require('node:crypto');
+const { base, conns, warmupMs, durationMs } = workerData;
+const target = new URL(base);
+const agent = new http.Agent({ keepAlive: true, maxSockets: conns.length, maxFreeSockets: conns.length });
+function post(path, token, body) {
+  return new Promise((resolve, reject) => {
+    const payload = Buffer.from(JSON.stringify(body));
+    const req = http.request({ host: target.hostname, port: target.port, path, method: 'POST', agent,
+      headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json', 'content-length': payload.length } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+const versions = new Map(conns.map((c) => [c.blockId, 1])); // the version each connection last saw, across phases
+async function run(conn, until, record) {
+  let version = versions.get(conn.blockId), n = 0;
+  while (performance.now() < until) {
+    const t0 = performance.now();
+    let res;
+    try {
+      res = await post('/api/v1/canvas/' + conn.canvasId + '/mutate', conn.token, {
+        action: 'update', block_id: conn.blockId, client_op_id: randomUUID(), base_version: version, patch: { content: { n: ++n } } });
+    } catch (err) { record(null, 'socket: ' + err.message); continue; }
+    const ms = performance.now() - t0;
+    let body; try { body = JSON.parse(res.text); } catch { body = {}; }
+    if (res.status === 200) { version = body.version; record(ms); }
+    else {
+      if (body.error && body.error.block) version = body.error.block.version;
+      record(null, res.status + ' ' + (body.error ? body.error.code : res.text.slice(0, 60)));
+    }
+    versions.set(conn.blockId, version);
+  }
+}
+(async () => {
+  const t = performance.now();
+  await Promise.all(conns.map((c) => run(c, t + warmupMs, () => {})));
+  const lat = []; let errors = 0; const errorKinds = {};
+  const t1 = performance.now();
+  await Promise.all(conns.map((c) => run(c, t1 + durationMs, (ms, kind) => {
+    if (ms === null) { errors++; errorKinds[kind] = (errorKinds[kind] || 0) + 1; } else lat.push(ms);
+  })));
+  const seconds = (performance.now() - t1) / 1000;
+  agent.destroy();
+  const latencies = Float64Array.from(lat);
+  parentPort.postMessage({ ok: lat.length, errors, errorKinds, seconds, latencies }, [latencies.buffer]);
+})().catch((err) => { throw err; });
+`;
+
+function benchHttp(base: string, conns: Conn[]): Promise<Stats> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(LOAD_GENERATOR, {
+      eval: true, workerData: { base, conns, warmupMs: WARMUP * 1000, durationMs: SECONDS * 1000 },
+    });
+    worker.once('message', (m: Stats) => resolve(m));
+    worker.once('error', reject);
+    worker.once('exit', (code) => { if (code !== 0) reject(new Error(`load generator exited with ${code}`)); });
+  });
+}
+
+/** The same RPC, called as callApi calls it, minus HTTP: one withRequest transaction per mutation. */
+async function benchDirect(sql: Sql, conns: Conn[], withEndpointLimit = false): Promise<Stats> {
+  const lat: number[] = [];
+  let errors = 0;
+  const errorKinds: Record<string, number> = {};
+  const version = new Map(conns.map((c) => [c.blockId, 1]));
+  const run = async (c: Conn, until: number, record: boolean) => {
+    let n = 0;
+    while (performance.now() < until) {
+      const t0 = performance.now();
+      let result: any;
+      try {
+        result = await withRequest(sql, { claims: { sub: c.userId, role: 'authenticated' }, method: 'POST',
+          path: `/api/v1/canvas/${c.canvasId}/mutate` }, async (tx) => {
+          if (withEndpointLimit) await tx`select api.hit_endpoint_limit('H2')`;
+          const [row] = await tx.unsafe('select api.upsert_block_atomic($1, $2, $3, $4, $5, $6) as result',
+            [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }] as never[]);
+          return row!.result;
+        });
+      } catch (err) {
+        if (record) { errors++; errorKinds[(err as Error).message] = (errorKinds[(err as Error).message] ?? 0) + 1; }
+        continue;
+      }
+      const ms = performance.now() - t0;
+      if (result.status === 'success') {
+        version.set(c.blockId, result.version);
+        if (record) lat.push(ms);
+      } else {
+        if (result.block?.version) version.set(c.blockId, result.block.version);
+        if (record) { errors++; errorKinds[result.status] = (errorKinds[result.status] ?? 0) + 1; }
+      }
+    }
+  };
+  const t = performance.now();
+  await Promise.all(conns.map((c) => run(c, t + WARMUP * 1000, false)));
+  const t1 = performance.now();
+  await Promise.all(conns.map((c) => run(c, t1 + SECONDS * 1000, true)));
+  return { ok: lat.length, errors, errorKinds, seconds: (performance.now() - t1) / 1000, latencies: Float64Array.from(lat) };
+}
+
+/** Every success moved its block's version by exactly one, and nothing else did. */
+async function checkVersions(sql: Sql, conns: Conn[], label: string) {
+  const ids = conns.map((c) => c.blockId);
+  const [row] = await sql`
+    select sum(b.version - 1)::int as moved,
+           (select count(*)::int from app.block_operations o where o.block_id = any(${ids}::uuid[]) and o.status = 'success' and o.action = 'update') as applied
+    from app.blocks b where b.block_id = any(${ids}::uuid[])`;
+  const ok = row!.moved === row!.applied;
+  log('check', `${label}: ${row!.applied} updates applied, versions moved ${row!.moved} ${ok ? '(consistent)' : '(MISMATCH)'}`);
+  if (!ok) process.exitCode = 1;
+}
+
+// ---------------------------------------------------------------------------------- main
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
+const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+
+log('bench', `H2 through HTTP vs the same RPC over SQL: ${CONNECTIONS} connections, ${SECONDS} s each (+${WARMUP} s warm-up), ` +
+  `${availableParallelism()} CPUs, Node ${process.version}`);
+await freshDatabase();
+const config = { ...loadConfig({ ...process.env, LOG_LEVEL: 'silent' }), databaseUrl: url, port: 0, dbPoolMax: CONNECTIONS, debugEcho: false };
+const direct = createDatabase(url, { max: CONNECTIONS, applicationName: 'potentia-bench-direct' });
+let server: Awaited<ReturnType<typeof startServer>> | undefined;
+try {
+  await raiseLimits(direct.sql);
+  const httpConns = await makeConnections(direct.sql, CONNECTIONS);
+  const directConns = await makeConnections(direct.sql, CONNECTIONS);
+  const limitConns = await makeConnections(direct.sql, CONNECTIONS);
+  for (const c of httpConns) {
+    c.token = await signAccessToken(config.auth.jwtSecret, { sub: c.userId }, { audience: config.auth.audience, expiresInSeconds: 3600 });
+  }
+  log('setup', `${CONNECTIONS * 3} users, each with its own workspace, canvas and block (a third per phase)`);
+  server = await startServer(config, { realtime: false });
+  log('setup', `server listening at ${server.url} (in-process, realtime off, worker off, pool ${CONNECTIONS})`);
+
+  log('run', `HTTP: POST /api/v1/canvas/{id}/mutate, keep-alive, load generator in a worker thread ...`);
+  let cpu = process.cpuUsage();
+  const httpStats = summarize(await benchHttp(server.url, httpConns));
+  const httpCpu = cpuMs(process.cpuUsage(cpu)) / (httpStats.n + httpStats.errors);
+  log('run', `HTTP: ${httpStats.n} mutations, ${httpStats.errors} errors`);
+  await checkVersions(direct.sql, httpConns, 'HTTP');
+
+  log('run', `direct: withRequest + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS} ...`);
+  cpu = process.cpuUsage();
+  const directStats = summarize(await benchDirect(direct.sql, directConns));
+  const directCpu = cpuMs(process.cpuUsage(cpu)) / (directStats.n + directStats.errors);
+  log('run', `direct: ${directStats.n} mutations, ${directStats.errors} errors`);
+  await checkVersions(direct.sql, directConns, 'direct');
+
+  log('run', `direct + limit: the same, after select api.hit_endpoint_limit('H2') in the transaction (all the SQL the handler runs) ...`);
+  const limitStats = summarize(await benchDirect(direct.sql, limitConns, true));
+  log('run', `direct + limit: ${limitStats.n} mutations, ${limitStats.errors} errors`);
+  await checkVersions(direct.sql, limitConns, 'direct + limit');
+
+  const rows: [string, ReturnType<typeof summarize>][] = [['HTTP (H2)', httpStats], ['direct SQL', directStats], ['direct SQL + H2 limit', limitStats]];
+  console.log('');
+  console.log(`${'H2 update, own block'.padEnd(26)}${'mut/s'.padStart(10)}${'p50 ms'.padStart(10)}${'p95 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}`);
+  for (const [name, s] of rows) {
+    console.log(`${name.padEnd(26)}${fmt(s.rate, 0).padStart(10)}${fmt(s.p50).padStart(10)}${fmt(s.p95).padStart(10)}${fmt(s.p99).padStart(10)}${String(s.errors).padStart(8)}`);
+  }
+  console.log(`${'ratio HTTP/direct'.padEnd(26)}${(fmt(httpStats.rate / directStats.rate) + 'x').padStart(10)}${(fmt(httpStats.p50 / directStats.p50) + 'x').padStart(10)}` +
+    `${(fmt(httpStats.p95 / directStats.p95) + 'x').padStart(10)}${(fmt(httpStats.p99 / directStats.p99) + 'x').padStart(10)}`);
+  console.log(`${'ratio HTTP/(direct+limit)'.padEnd(26)}${(fmt(httpStats.rate / limitStats.rate) + 'x').padStart(10)}${(fmt(httpStats.p50 / limitStats.p50) + 'x').padStart(10)}` +
+    `${(fmt(httpStats.p95 / limitStats.p95) + 'x').padStart(10)}${(fmt(httpStats.p99 / limitStats.p99) + 'x').padStart(10)}`);
+  console.log('');
+  console.log(`HTTP/direct: the HTTP layer keeps ${fmt(httpStats.rate / directStats.rate * 100, 0)}% of the direct throughput and adds ` +
+    `${fmt(httpStats.p50 - directStats.p50)} ms at p50 (${fmt(httpStats.p99 - directStats.p99)} ms at p99). Of that, the endpoint ` +
+    `rate-limit statement alone accounts for ${fmt(limitStats.p50 - directStats.p50)} ms at p50; HTTP, JWT, validation and JSON for the rest.`);
+  console.log(`Node CPU per mutation (all threads of this process, incl. warm-up): HTTP ${fmt(httpCpu)} ms (server + load generator), ` +
+    `direct ${fmt(directCpu)} ms; with ${availableParallelism()} CPUs shared with Postgres, that CPU is what the HTTP run loses.`);
+  for (const [name, s] of rows) {
+    if (s.errors) console.log(`${name} errors: ${JSON.stringify(s.errorKinds)}`);
+  }
+  if (httpStats.errors || directStats.errors) process.exitCode = 1;
+} finally {
+  await server?.stop();
+  await direct.close();
+}

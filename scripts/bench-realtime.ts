@@ -1,0 +1,704 @@
+// npx tsx scripts/bench-realtime.ts [--seconds 10] [--rate 20] [--subscribers 100,1000] [--warmup-seconds 1]
+//                                  [--connect-concurrency 50] [--vsn 2.0.0] [--database-url URL]
+//
+// End-to-end latency of a live canvas: a mutation committed through api.upsert_block_atomic →
+// its `block_op` delta received by every subscriber of the canvas, next to a bare `ws` broadcast
+// of the same payloads measured in the same run (the ratio shows what our path costs).
+//
+//   ours   The server in-process (startServer: HTTP + realtime gateway on one port, port 0,
+//          LOG_LEVEL silent). N subscribers, each a real @supabase/realtime-js RealtimeClient with
+//          its own WebSocket, its own JWT (one viewer user per subscriber) and a private
+//          `canvas:<id>` channel, authorized by RLS like any client. One editor drives mutations
+//          at a fixed rate (open loop: mutation i is started at t0 + i/rate whatever the previous
+//          ones are doing) through src/db/request.ts withRequest, the way the HTTP layer calls
+//          the RPC; t_commit is taken when the RPC's transaction has returned (COMMIT done).
+//          Path: commit → WAL → logical decoding (walsender, pgoutput) → the gateway's bus →
+//          Phoenix frame (binary kind 4 under vsn 2.0.0) → N WebSocket sends → realtime-js decode
+//          → the channel's `broadcast` callback, where t_receive is taken.
+//   bare   A plain `ws` WebSocketServer in the server's process, N plain `ws` clients. The very
+//          payloads the subscribers received in `ours` (read back from realtime.messages), sent
+//          at the same rate: t_send, JSON.stringify once, ws.send to all N; each client
+//          JSON.parses the text frame, where t_receive is taken.
+//
+// Three processes (this file forked twice, BENCH_RT_CHILD=subscribers|driver), as in real life:
+//   - the server (the gateway; in `bare`, the plain ws server);
+//   - the subscribers, both kinds: every WebSocket is real (no connection sharing), and their
+//     decoding does not run on the server's event loop;
+//   - the mutation driver: it must not share an event loop with the gateway, or a 1000-socket
+//     fan-out that starts before the COMMIT reply is read would delay t_commit and make
+//     latencies look shorter (even negative) than they are.
+// Timestamps everywhere come from process.hrtime (CLOCK_MONOTONIC: one clock for all three).
+// On a 2-core box Postgres, the server, the driver and the subscribers share those 2 cores.
+// Even so, a few deliveries arrive before t_commit (reported, and kept as negative latencies):
+// the walsender may stream a commit as soon as its WAL is flushed, while the COMMIT reply is still
+// on its way to the driver, and on saturated cores the driver may wait to run; t_commit as the
+// writer sees it is a little late by nature.
+//
+// Each scenario: connect (progress lines), warm-up (--warmup-seconds at the same rate, drained and
+// not counted), then --seconds of measured traffic, then up to 10 s to drain. Reported per
+// scenario: deliveries, delivered msgs/s (deliveries / first commit-or-send → last receive),
+// p50/p95/p99/max latency, missing and duplicated deliveries (must be 0 and 0), out-of-order
+// deliveries, CPU of the server process (the gateway, or the bare ws server) and of the
+// subscriber process, as % of one core (Postgres and the driver not included).
+//
+// It uses its own database (default potentia_bench_rt: dropped, created and migrated here), never
+// dev data; mutations_per_minute is raised in that database only. Nothing else is dropped; the
+// database is left in place for inspection.
+import { fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { availableParallelism, loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { AddressInfo } from 'node:net';
+import postgres, { type Sql } from 'postgres';
+import WebSocket, { WebSocketServer } from 'ws';
+import { RealtimeClient } from '@supabase/realtime-js';
+import { signAccessToken } from '../src/auth/jwt.ts';
+import { loadConfig } from '../src/config.ts';
+import { withRequest } from '../src/db/request.ts';
+import { startServer, type Server } from '../src/server.ts';
+
+type Role = 'subscribers' | 'driver';
+const ROLE = process.env.BENCH_RT_CHILD as Role | undefined;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** `p`, or `fallback` after `ms` (the timer is cleared either way: nothing left to keep the process up). */
+function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<F>((resolve) => { timer = setTimeout(() => resolve(fallback), ms); })]).finally(() => clearTimeout(timer));
+}
+
+/** Milliseconds on the monotonic clock since BASE (shared by parent and children through the env). */
+const BASE = ROLE ? BigInt(process.env.BENCH_RT_BASE!) : process.hrtime.bigint();
+const now = () => Number(process.hrtime.bigint() - BASE) / 1e6;
+
+type Cpu = { user: number; system: number; at: number };
+const cpuNow = (): Cpu => ({ ...process.cpuUsage(), at: now() });
+const cpuPercent = (a: Cpu, b: Cpu) => ((b.user - a.user + b.system - a.system) / 1000 / (b.at - a.at)) * 100;
+
+/** Fires `fire(i)` at start + i/rate for i < count (open loop) and waits for all of them. */
+async function fixedRate(rate: number, count: number, fire: (i: number) => Promise<void>, onSecond?: (s: number) => void): Promise<void> {
+  const interval = 1000 / rate;
+  const start = performance.now();
+  const inflight: Promise<void>[] = [];
+  let second = 0;
+  for (let i = 0; i < count; i++) {
+    const wait = start + i * interval - performance.now();
+    if (wait > 0) await sleep(wait);
+    const s = Math.floor((performance.now() - start) / 1000);
+    if (s > second) onSecond?.((second = s));
+    inflight.push(fire(i));
+  }
+  await Promise.all(inflight);
+}
+
+/** A child's command loop: `{id, cmd, ...}` in, `{type: 'reply', id, ok, result | error}` out. */
+function serveCommands(handlers: Record<string, (c: any) => Promise<unknown>>): void {
+  process.on('message', async (raw) => {
+    const m = raw as { id: number; cmd: string };
+    try {
+      const handler = handlers[m.cmd];
+      if (!handler) throw new Error(`unknown command ${m.cmd}`);
+      process.send?.({ type: 'reply', id: m.id, ok: true, result: await handler(m) });
+    } catch (err) {
+      process.send?.({ type: 'reply', id: m.id, ok: false, error: (err as Error).stack ?? String(err) });
+    }
+  });
+  process.on('disconnect', () => process.exit(0)); // the parent went away: so do we
+}
+
+// =============================================================================== subscriber process
+// Holds N subscribers (realtime-js clients or plain ws clients), records
+// (server_seq, t_receive) per subscriber, answers the parent's commands over IPC.
+
+type Received = { seqs: number[]; times: number[]; live: boolean };
+type Collected = { seqs: Float64Array; times: Float64Array; offsets: Int32Array; live: boolean[] };
+type ConnectRealtime = { cmd: 'connect-realtime'; url: string; tokens: string[]; topic: string; vsn: string; count: number; concurrency: number; joinTimeoutMs: number };
+type ConnectWs = { cmd: 'connect-ws'; url: string; count: number; concurrency: number; joinTimeoutMs: number };
+type Command = ConnectRealtime | ConnectWs | { cmd: 'reset' | 'counts' | 'collect' | 'disconnect' | 'close' }
+  | DriverInit | { cmd: 'drive'; rate: number; count: number };
+type ConnectResult = { joined: number; failed: number; firstError?: string; seconds: number };
+type CountsResult = { deliveries: number; cpu: Cpu };
+
+function subscribersMain(): void {
+  let realtime: RealtimeClient[] = [];
+  let sockets: WebSocket[] = [];
+  let subs: Received[] = [];
+  const post = (m: unknown) => process.send?.(m);
+
+  /** Runs `one(i)` for i < count, `concurrency` at a time, with a progress event every second. */
+  async function connectAll(count: number, concurrency: number, one: (i: number) => Promise<void>): Promise<ConnectResult> {
+    const started = now();
+    let next = 0;
+    let joined = 0;
+    let failed = 0;
+    let firstError: string | undefined;
+    const progress = setInterval(() => post({ type: 'progress', joined, failed, count, seconds: (now() - started) / 1000 }), 1000);
+    try {
+      await Promise.all(Array.from({ length: Math.min(concurrency, count) }, async () => {
+        while (next < count) {
+          const i = next++;
+          try {
+            await one(i);
+            joined++;
+          } catch (err) {
+            failed++;
+            subs[i]!.live = false;
+            firstError ??= (err as Error).message;
+          }
+        }
+      }));
+    } finally {
+      clearInterval(progress);
+    }
+    return { joined, failed, firstError, seconds: (now() - started) / 1000 };
+  }
+
+  const handlers = {
+    async 'connect-realtime'(c: ConnectRealtime): Promise<ConnectResult> {
+      subs = Array.from({ length: c.count }, () => ({ seqs: [], times: [], live: true }));
+      return connectAll(c.count, c.concurrency, async (i) => {
+        const sub = subs[i]!;
+        const client = new RealtimeClient(c.url, {
+          params: { apikey: c.tokens[i % c.tokens.length]! }, transport: WebSocket as any, vsn: c.vsn, timeout: c.joinTimeoutMs,
+        });
+        realtime.push(client);
+        const channel = client.channel(c.topic, { config: { private: true } })
+          .on('broadcast', { event: 'block_op' }, (msg) => {
+            const t = now();
+            sub.seqs.push(Number((msg.payload as { server_seq: unknown }).server_seq));
+            sub.times.push(t);
+          });
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('join timed out')), c.joinTimeoutMs + 1000);
+          channel.subscribe((status, err) => {
+            if (status === 'SUBSCRIBED') {
+              clearTimeout(timer);
+              resolve();
+            } else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') {
+              clearTimeout(timer);
+              reject(err ?? new Error(status));
+            }
+          });
+        }).catch(async (err) => {
+          await client.disconnect().catch(() => {});
+          throw err;
+        });
+      });
+    },
+    async 'connect-ws'(c: ConnectWs): Promise<ConnectResult> {
+      subs = Array.from({ length: c.count }, () => ({ seqs: [], times: [], live: true }));
+      return connectAll(c.count, c.concurrency, async (i) => {
+        const sub = subs[i]!;
+        const ws = new WebSocket(c.url);
+        sockets.push(ws);
+        ws.on('message', (data: Buffer) => {
+          const t = now();
+          sub.seqs.push(Number((JSON.parse(data.toString('utf8')) as { server_seq: unknown }).server_seq));
+          sub.times.push(t);
+        });
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('connect timed out')), c.joinTimeoutMs);
+          ws.once('open', () => { clearTimeout(timer); resolve(); });
+          ws.once('error', (err) => { clearTimeout(timer); reject(err); });
+        });
+        ws.on('error', () => {});
+      });
+    },
+    async reset(): Promise<Cpu> {
+      for (const s of subs) {
+        s.seqs = [];
+        s.times = [];
+      }
+      return cpuNow();
+    },
+    async counts(): Promise<CountsResult> {
+      let deliveries = 0;
+      for (const s of subs) deliveries += s.seqs.length;
+      return { deliveries, cpu: cpuNow() };
+    },
+    async collect(): Promise<Collected> {
+      const total = subs.reduce((n, s) => n + s.seqs.length, 0);
+      const seqs = new Float64Array(total);
+      const times = new Float64Array(total);
+      const offsets = new Int32Array(subs.length + 1);
+      let o = 0;
+      subs.forEach((s, i) => {
+        offsets[i] = o;
+        seqs.set(s.seqs, o);
+        times.set(s.times, o);
+        o += s.seqs.length;
+      });
+      offsets[subs.length] = o;
+      return { seqs, times, offsets, live: subs.map((s) => s.live) };
+    },
+    async disconnect(): Promise<void> {
+      const rt = realtime;
+      const ws = sockets;
+      realtime = [];
+      sockets = [];
+      for (const s of ws) s.terminate();
+      await within(Promise.all(rt.map((c) => c.disconnect().catch(() => {}))), 5000, null);
+      subs = [];
+    },
+  };
+  serveCommands(handlers);
+}
+
+// =============================================================================== driver process
+// Drives mutations through api.upsert_block_atomic as the editor, at a fixed rate, and records
+// t_commit per server_seq the moment withRequest's transaction has returned.
+
+type DriverInit = { cmd: 'init'; url: string; canvasId: string; editor: string; blocks: { id: string; version: number }[] };
+type DriveResult = { seqs: Float64Array; commits: Float64Array; success: number; conflict: number; failed: number; firstFailure?: string };
+type Upsert = { status: string; server_seq: number | null; version?: number; block_id?: string; error?: { code: string; message: string } };
+
+function upsertAs(sql: Sql, userId: string, canvasId: string, blockId: string | null, action: 'create' | 'update', opId: string,
+  base: number | null, patch: Record<string, unknown>): Promise<Upsert> {
+  return withRequest(sql, { claims: { sub: userId, role: 'authenticated' } }, async (tx) =>
+    (await tx`select api.upsert_block_atomic(${canvasId}::uuid, ${blockId}::uuid, ${action}, ${opId},
+                                             ${base}::int, ${tx.json(patch as any)}::jsonb) as r`)[0]!.r as Upsert);
+}
+
+function driverMain(): void {
+  let sql: Sql | undefined;
+  let init: DriverInit | undefined;
+  let opSeq = 0;
+  let mutationNo = 0;
+  serveCommands({
+    async init(c: DriverInit) {
+      init = c;
+      sql = postgres(c.url, { max: 4, onnotice: () => {}, connection: { application_name: 'potentia-bench-rt-driver' } });
+      await sql`select 1`;
+    },
+    async drive(c: { rate: number; count: number }): Promise<DriveResult> {
+      const { canvasId, editor, blocks } = init!;
+      const db = sql!;
+      const seqs: number[] = [];
+      const commits: number[] = [];
+      const out = { success: 0, conflict: 0, failed: 0, firstFailure: undefined as string | undefined };
+      const filler = 'lorem ipsum dolor sit amet '.repeat(4);
+      /** Every 10th a create (append), else a content update of one of the blocks from its known version. */
+      const mutateOnce = async () => {
+        const n = mutationNo++;
+        const b = blocks[n % blocks.length]!;
+        const r = n % 10 === 9
+          ? await upsertAs(db, editor, canvasId, null, 'create', `rt-${++opSeq}`, null, { type: 'text', content: { text: `new ${n} ${filler}` } })
+          : await upsertAs(db, editor, canvasId, b.id, 'update', `rt-${++opSeq}`, b.version, { content: { text: `edit ${n} ${filler}` } });
+        const committed = now(); // the RPC's transaction has returned: committed
+        if (r.status === 'success' && r.server_seq !== null) {
+          seqs.push(Number(r.server_seq));
+          commits.push(committed);
+          if (n % 10 !== 9) b.version = Math.max(b.version, Number(r.version));
+          out.success++;
+        } else if (r.status === 'conflict') out.conflict++;
+        else {
+          out.failed++;
+          out.firstFailure ??= JSON.stringify(r.error ?? r);
+        }
+      };
+      await fixedRate(c.rate, c.count, mutateOnce, (second) => process.send?.({ type: 'tick', second, committed: seqs.length }));
+      return { seqs: Float64Array.from(seqs), commits: Float64Array.from(commits), ...out };
+    },
+    async close() {
+      await sql?.end({ timeout: 2 });
+      sql = undefined;
+    },
+  });
+}
+
+// =============================================================================== parent's handle on a child
+class ChildHost {
+  readonly child: ChildProcess;
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  onEvent: (e: any) => void = () => {};
+  private exited = false;
+
+  constructor(private readonly role: Role) {
+    this.child = fork(fileURLToPath(import.meta.url), [], {
+      env: { ...process.env, BENCH_RT_CHILD: role, BENCH_RT_BASE: BASE.toString() },
+      serialization: 'advanced', // typed arrays over IPC
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child.on('message', (m: any) => {
+      if (m.type !== 'reply') return this.onEvent(m);
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (m.ok) p?.resolve(m.result);
+      else p?.reject(new Error(`${this.role} process: ${m.error}`));
+    });
+    this.child.on('exit', (code, signal) => {
+      this.exited = true;
+      for (const p of this.pending.values()) p.reject(new Error(`${this.role} process exited (${signal ?? code})`));
+      this.pending.clear();
+    });
+  }
+
+  call<T>(command: Command, timeoutMs: number): Promise<T> {
+    if (this.exited) return Promise.reject(new Error(`${this.role} process is gone`));
+    const id = ++this.nextId;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${this.role} process: ${command.cmd} timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, {
+        resolve: (v) => { clearTimeout(timer); resolve(v as T); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.child.send({ id, ...command });
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    await this.call({ cmd: this.role === 'subscribers' ? 'disconnect' : 'close' }, 8000).catch(() => {});
+    const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGTERM');
+    await within(gone, 3000, null);
+    if (!this.exited) this.child.kill('SIGKILL');
+  }
+}
+
+// =============================================================================== parent
+async function parentMain(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '10' },
+      rate: { type: 'string', default: '20' },
+      subscribers: { type: 'string', default: '100,1000' },
+      'warmup-seconds': { type: 'string', default: '1' },
+      'connect-concurrency': { type: 'string', default: '50' },
+      vsn: { type: 'string', default: '2.0.0' },
+      'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench_rt' },
+    },
+  });
+  const SECONDS = Number(values.seconds);
+  const RATE = Number(values.rate);
+  const WARMUP = Number(values['warmup-seconds']);
+  const CONCURRENCY = Number(values['connect-concurrency']);
+  const COUNTS = values.subscribers!.split(',').map((s) => Number(s.trim()));
+  const VSN = values.vsn!;
+  const url = values['database-url']!;
+  if (!(SECONDS > 0) || !(RATE > 0) || !(WARMUP >= 0) || !(CONCURRENCY >= 1) || COUNTS.length === 0 ||
+      COUNTS.some((n) => !Number.isInteger(n) || n < 1) || !['1.0.0', '2.0.0'].includes(VSN)) {
+    console.error('usage: npx tsx scripts/bench-realtime.ts [--seconds N>0] [--rate R>0] [--subscribers 100,1000] ' +
+      '[--warmup-seconds N] [--connect-concurrency N] [--vsn 1.0.0|2.0.0] [--database-url URL]');
+    process.exit(2);
+  }
+  const dbName = new URL(url).pathname.slice(1);
+  if (!/^[a-z_][a-z0-9_]*$/.test(dbName) || !/bench/.test(dbName)) {
+    console.error(`refusing to drop and recreate ${JSON.stringify(dbName)}: the bench database name must contain "bench"`);
+    process.exit(2);
+  }
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const log = (line: string) => console.log(line);
+  const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+  const MAX_SUBS = Math.max(...COUNTS);
+  const DRAIN_MS = 10_000;
+  const JOIN_TIMEOUT_MS = 30_000;
+  const connectBudgetMs = (n: number) => 60_000 + n * 200;
+
+  // everything is bounded: a hard deadline on the whole run, on top of each step's own timeout
+  const budgetMs = 180_000 + COUNTS.reduce((ms, n) => ms + 2 * (connectBudgetMs(n) + (WARMUP + SECONDS) * 1000 + 2 * DRAIN_MS + 15_000), 0);
+
+  let sql: Sql | undefined;
+  let server: Server | undefined;
+  let bare: WebSocketServer | undefined;
+  let host: ChildHost | undefined;
+  let driverHost: ChildHost | undefined;
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () => (cleaning ??= (async () => {
+    await Promise.all([host?.stop().catch(() => {}), driverHost?.stop().catch(() => {})]);
+    if (bare) {
+      for (const c of bare.clients) c.terminate();
+      await new Promise<void>((resolve) => bare!.close(() => resolve()));
+    }
+    await within(server?.stop().catch(() => {}) ?? Promise.resolve(), 10_000, null);
+    // Database.close() is Kysely's destroy(), which leaves the postgres.js pool open when nothing
+    // went through Kysely (its driver is initialized lazily): end the pool itself, or we never exit
+    await server?.database.sql.end({ timeout: 2 }).catch(() => {});
+    await sql?.end({ timeout: 2 }).catch(() => {});
+  })());
+  const abort = (why: string) => {
+    console.error(`bench-realtime: ${why}; cleaning up`);
+    process.exitCode = 1;
+    void cleanup().finally(() => process.exit(1));
+  };
+  const deadline = setTimeout(() => abort(`over the time budget (${Math.round(budgetMs / 1000)} s)`), budgetMs);
+  deadline.unref();
+  process.once('SIGINT', () => abort('interrupted'));
+  process.once('SIGTERM', () => abort('terminated'));
+
+  const started = Date.now();
+  log(`bench-realtime: ${COUNTS.join(' and ')} subscribers on one canvas, ${RATE} mutations/s, ${SECONDS} s measured ` +
+      `(+${WARMUP} s warm-up) per scenario; realtime-js vsn ${VSN}`);
+  try {
+    // ------------------------------------------------------------------------------ database
+    const adminUrl = new URL(url);
+    adminUrl.pathname = '/postgres';
+    const admin = postgres(adminUrl.toString(), { max: 1, onnotice: () => {} });
+    try {
+      await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
+      await admin.unsafe(`create database "${dbName}"`);
+    } finally {
+      await admin.end();
+    }
+    log(`database ${dbName}: created; migrating`);
+    const migrated = spawnSync('npx', ['tsx', 'scripts/migrate.ts', '--database-url', url, '--quiet'], { cwd: root, stdio: 'inherit', timeout: 180_000 });
+    if (migrated.status !== 0) throw new Error(`migrate failed (exit ${migrated.status ?? migrated.signal})`);
+
+    sql = postgres(url, { max: 4, onnotice: () => {}, connection: { application_name: 'potentia-bench-rt' } });
+    const db = sql;
+    const [info] = await db`select current_setting('server_version') as version, current_setting('wal_level') as wal_level,
+                                   current_setting('synchronous_commit') as sync`;
+    log(`PostgreSQL ${info!.version}, wal_level ${info!.wal_level}, synchronous_commit ${info!.sync}; ` +
+        `${availableParallelism()} CPUs here (Postgres, the server, the driver and the subscribers share them), load average ${load()}`);
+    await db`update app.settings set value = '1000000000' where key = 'mutations_per_minute'`;
+    log(`mutations_per_minute raised to 1000000000 in ${dbName} only (so the per-user rate limit does not cut the run short)`);
+
+    // people, canvas, blocks
+    const as = <T>(userId: string, work: (tx: postgres.TransactionSql) => Promise<T>) =>
+      withRequest(db, { claims: { sub: userId, role: 'authenticated' } }, work);
+    const newUser = async (name: string) => (await db`insert into auth.users (email) values (${`${name}@bench.local`}) returning id`)[0]!.id as string;
+    const owner = await newUser('owner');
+    const editor = await newUser('editor');
+    const workspaceId = (await as(owner, async (tx) => (await tx`select api.create_workspace('Bench realtime') as r`)[0]!.r)).workspace_id as string;
+    const canvasId = (await as(owner, async (tx) =>
+      (await tx`select api.create_canvas(${workspaceId}::uuid, 'live', '{}'::jsonb) as r`)[0]!.r)).canvas_id as string;
+    await as(owner, (tx) => tx`select api.set_workspace_member(${workspaceId}::uuid, ${editor}::uuid, 'editor')`);
+    const viewers = (await db`insert into auth.users (email)
+                              select 'viewer' || g || '@bench.local' from generate_series(1, ${MAX_SUBS}::int) g returning id`).map((r) => r.id as string);
+    await as(owner, (tx) => tx`select api.set_workspace_member(${workspaceId}::uuid, v, 'viewer') from unnest(${viewers}::uuid[]) v`);
+    const config = { ...loadConfig(), databaseUrl: url, port: 0, logLevel: 'silent' as const };
+    const tokens = await Promise.all(viewers.map((sub) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3 * 3600 })));
+
+    const BLOCKS = 20;
+    const blocks: { id: string; version: number }[] = [];
+    for (let i = 0; i < BLOCKS; i++) {
+      const r = await upsertAs(db, editor, canvasId, null, 'create', `setup-${i}`, null, { type: 'text', content: { text: `block ${i}` } });
+      if (r.status !== 'success') throw new Error(`setup create failed: ${JSON.stringify(r)}`);
+      blocks.push({ id: r.block_id!, version: r.version! });
+    }
+    log(`setup: 1 canvas, ${BLOCKS} blocks, 1 editor driving mutations, ${MAX_SUBS} viewer users (one per subscriber) ` +
+        `(${((Date.now() - started) / 1000).toFixed(1)} s)`);
+
+    // ------------------------------------------------------------------------------ servers
+    server = await startServer(config, { realtime: {} });
+    if (!server.gateway) throw new Error('the realtime gateway did not start (is wal_level logical?)');
+    const streamUp = await within(server.gateway.bus.ready().then(() => true), 60_000, false);
+    log(`server ${server.url}: realtime gateway up; ${streamUp ? 'logical replication stream up'
+      : 'logical replication stream NOT up after 60 s (the bus polls realtime.messages meanwhile: latency will show it)'}`);
+    bare = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise<void>((resolve, reject) => { bare!.once('listening', () => resolve()); bare!.once('error', reject); });
+    const bareUrl = `ws://127.0.0.1:${(bare.address() as AddressInfo).port}`;
+    bare.on('connection', (ws) => ws.on('error', () => {}));
+    host = new ChildHost('subscribers');
+    const subscribers = host;
+    driverHost = new ChildHost('driver');
+    const driver = driverHost;
+    await driver.call({ cmd: 'init', url, canvasId, editor, blocks }, 30_000);
+    log(`processes: server ${process.pid}, subscribers ${subscribers.child.pid}, driver ${driver.child.pid}`);
+    const realtimeUrl = `${server.url.replace(/^http/, 'ws')}/realtime/v1`;
+
+    // ------------------------------------------------------------------------------ driving
+    /** The driver's run of `count` mutations at RATE: t_commit per server_seq. */
+    async function drive(count: number, onSecond?: (second: number, committed: number) => void): Promise<Map<number, number>> {
+      driver.onEvent = (e) => { if (e.type === 'tick') onSecond?.(e.second, e.committed); };
+      const r = await driver.call<DriveResult>({ cmd: 'drive', rate: RATE, count }, count / RATE * 1000 + 30_000);
+      driver.onEvent = () => {};
+      if (r.conflict || r.failed) log(`  ${r.conflict} conflicts, ${r.failed} failed mutations (not broadcast)` + (r.firstFailure ? `; first failure ${r.firstFailure}` : ''));
+      return new Map(Array.from(r.seqs, (seq, i) => [seq, r.commits[i]!]));
+    }
+    /** Waits until the subscribers hold `expected` deliveries (or DRAIN_MS passed). */
+    async function drain(expected: number): Promise<CountsResult> {
+      const until = Date.now() + DRAIN_MS;
+      for (;;) {
+        const c = await subscribers.call<CountsResult>({ cmd: 'counts' }, 5000).catch((err: Error) => {
+          if (Date.now() > until) throw err;
+          return null; // a busy subscriber process: ask again
+        });
+        if (c && (c.deliveries >= expected || Date.now() > until)) return c;
+        await sleep(50);
+      }
+    }
+    function progressPrinter(label: string) {
+      let last = 0;
+      subscribers.onEvent = (p) => {
+        if (p.type !== 'progress') return;
+        if (p.seconds - last < 0.9) return;
+        last = p.seconds;
+        log(`  ${label}: connecting ${p.count}: ${p.joined} joined, ${p.failed} failed (${p.seconds.toFixed(0)} s)`);
+      };
+    }
+
+    type Stats = {
+      label: string; subscribers: number; live: number; deltas: number; deliveries: number; msgsPerSecond: number;
+      min: number; p50: number; p95: number; p99: number; max: number; missing: number; duplicated: number; stray: number; outOfOrder: number;
+      serverCpu: number; clientCpu: number; negative: number;
+    };
+    function analyze(label: string, subscriberCount: number, data: Collected, t0: Map<number, number>, serverCpu: number, clientCpu: number): Stats {
+      const lat = new Float64Array(data.seqs.length);
+      let n = 0;
+      let missing = 0;
+      let duplicated = 0;
+      let stray = 0;
+      let outOfOrder = 0;
+      let negative = 0;
+      let lastReceive = -Infinity;
+      let live = 0;
+      for (let s = 0; s < data.live.length; s++) {
+        if (!data.live[s]) continue;
+        live++;
+        const seen = new Set<number>();
+        let prev = -Infinity;
+        for (let j = data.offsets[s]!; j < data.offsets[s + 1]!; j++) {
+          const seq = data.seqs[j]!;
+          const sent = t0.get(seq);
+          if (sent === undefined) { stray++; continue; }
+          if (seen.has(seq)) { duplicated++; continue; }
+          seen.add(seq);
+          if (seq < prev) outOfOrder++;
+          prev = Math.max(prev, seq);
+          const t = data.times[j]!;
+          if (t < sent) negative++;
+          lat[n++] = t - sent;
+          lastReceive = Math.max(lastReceive, t);
+        }
+        missing += t0.size - seen.size;
+      }
+      const sorted = lat.subarray(0, n).sort();
+      const pct = (p: number) => (n === 0 ? NaN : sorted[Math.min(n - 1, Math.ceil((p / 100) * n) - 1)]!);
+      const first = Math.min(...t0.values());
+      return {
+        label, subscribers: subscriberCount, live, deltas: t0.size, deliveries: n, msgsPerSecond: n / ((lastReceive - first) / 1000),
+        min: n ? sorted[0]! : NaN, p50: pct(50), p95: pct(95), p99: pct(99), max: n ? sorted[n - 1]! : NaN, missing, duplicated, stray, outOfOrder,
+        serverCpu, clientCpu, negative,
+      };
+    }
+
+    /** ours: N realtime-js subscribers, mutations through the RPC. Returns the stats and the phases' payload seqs. */
+    async function runOurs(count: number): Promise<{ stats: Stats; warm: number[]; measured: number[] }> {
+      const label = `ours ${count}`;
+      log(`\n-- ${count} subscribers: ours (gateway, realtime-js vsn ${VSN}, private channel canvas:<id>)`);
+      progressPrinter(label);
+      const c = await subscribers.call<ConnectResult>({ cmd: 'connect-realtime', url: realtimeUrl, tokens, topic: `canvas:${canvasId}`, vsn: VSN,
+        count, concurrency: CONCURRENCY, joinTimeoutMs: JOIN_TIMEOUT_MS }, connectBudgetMs(count));
+      log(`  ${label}: connected ${c.joined}/${count} subscribers in ${c.seconds.toFixed(1)} s` + (c.failed ? `; ${c.failed} failed: ${c.firstError}` : ''));
+      if (c.joined === 0) throw new Error(`no subscriber could join: ${c.firstError}`);
+      const warm = await drive(Math.round(WARMUP * RATE));
+      await drain(warm.size * c.joined);
+      const clientCpu0 = await subscribers.call<Cpu>({ cmd: 'reset' }, 5000);
+      const serverCpu0 = cpuNow();
+      const measured = await drive(Math.round(SECONDS * RATE), (s, committed) => {
+        void subscribers.call<CountsResult>({ cmd: 'counts' }, 5000).then((k) =>
+          log(`  ${label}: ${String(s).padStart(3)} s  ${String(committed).padStart(5)} committed  ${String(k.deliveries).padStart(8)} delivered`), () => {});
+      });
+      const end = await drain(measured.size * c.joined);
+      const serverCpu1 = cpuNow();
+      const data = await subscribers.call<Collected>({ cmd: 'collect' }, 30_000);
+      await subscribers.call({ cmd: 'disconnect' }, 15_000);
+      return {
+        stats: analyze(label, count, data, measured, cpuPercent(serverCpu0, serverCpu1), cpuPercent(clientCpu0, end.cpu)),
+        warm: [...warm.keys()], measured: [...measured.keys()],
+      };
+    }
+
+    /** The delta payloads as the subscribers got them (what realtime.send wrote), in server_seq order. */
+    async function payloadsOf(seqs: number[]): Promise<{ seq: number; payload: unknown }[]> {
+      const rows = await db`select (payload ->> 'server_seq')::bigint as seq, payload from realtime.messages
+                            where topic = ${`canvas:${canvasId}`} and event = 'block_op'
+                              and (payload ->> 'server_seq')::bigint = any(${seqs}::bigint[])
+                            order by 1`;
+      if (rows.length !== seqs.length) throw new Error(`read back ${rows.length} payloads of ${seqs.length} deltas from realtime.messages`);
+      return rows.map((r) => ({ seq: Number(r.seq), payload: r.payload as unknown }));
+    }
+
+    /** bare: N plain ws clients, the same payloads sent at the same rate by a plain ws server. */
+    async function runBare(count: number, warmSeqs: number[], measuredSeqs: number[]): Promise<Stats> {
+      const label = `bare ${count}`;
+      log(`\n-- ${count} subscribers: bare ws broadcast of the same payloads`);
+      const warmPayloads = await payloadsOf(warmSeqs);
+      const payloads = await payloadsOf(measuredSeqs);
+      progressPrinter(label);
+      const c = await subscribers.call<ConnectResult>({ cmd: 'connect-ws', url: bareUrl, count, concurrency: CONCURRENCY, joinTimeoutMs: JOIN_TIMEOUT_MS },
+        connectBudgetMs(count));
+      log(`  ${label}: connected ${c.joined}/${count} clients in ${c.seconds.toFixed(1)} s` + (c.failed ? `; ${c.failed} failed: ${c.firstError}` : ''));
+      for (const until = Date.now() + 10_000; bare!.clients.size < c.joined && Date.now() < until;) await sleep(20);
+      const broadcast = (t0: Map<number, number>, p: { seq: number; payload: unknown }) => {
+        t0.set(p.seq, now());
+        const data = JSON.stringify(p.payload);
+        for (const ws of bare!.clients) if (ws.readyState === WebSocket.OPEN) ws.send(data);
+      };
+      const warm = new Map<number, number>();
+      await fixedRate(RATE, warmPayloads.length, async (i) => broadcast(warm, warmPayloads[i]!));
+      await drain(warm.size * c.joined);
+      const clientCpu0 = await subscribers.call<Cpu>({ cmd: 'reset' }, 5000);
+      const serverCpu0 = cpuNow();
+      const t0 = new Map<number, number>();
+      // spread like the measured mutations: the same count over the same time at the same rate
+      await fixedRate(RATE, payloads.length, async (i) => broadcast(t0, payloads[i]!), (s) => {
+        void subscribers.call<CountsResult>({ cmd: 'counts' }, 5000).then((k) =>
+          log(`  ${label}: ${String(s).padStart(3)} s  ${String(t0.size).padStart(5)} sent       ${String(k.deliveries).padStart(8)} delivered`), () => {});
+      });
+      const end = await drain(t0.size * c.joined);
+      const serverCpu1 = cpuNow();
+      const data = await subscribers.call<Collected>({ cmd: 'collect' }, 30_000);
+      await subscribers.call({ cmd: 'disconnect' }, 15_000);
+      return analyze(label, count, data, t0, cpuPercent(serverCpu0, serverCpu1), cpuPercent(clientCpu0, end.cpu));
+    }
+
+    const results: { ours: Stats; bare: Stats }[] = [];
+    for (const count of COUNTS) {
+      const { stats: ours, warm, measured } = await runOurs(count);
+      const bareStats = await runBare(count, warm, measured);
+      results.push({ ours, bare: bareStats });
+    }
+
+    // ------------------------------------------------------------------------------ report
+    const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+    const header = ['scenario', 'subs', 'deltas', 'deliveries', 'msgs/s', 'min ms', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms',
+      'missing', 'dup', 'out-of-order', 'server CPU', 'subs CPU'];
+    const rows = results.flatMap(({ ours, bare: b }) => [ours, b]).map((s) => [
+      s.label.startsWith('ours') ? 'ours: RPC → WAL → gateway → realtime-js' : 'bare: ws.send → ws client',
+      s.live === s.subscribers ? String(s.subscribers) : `${s.live}/${s.subscribers}`, String(s.deltas), String(s.deliveries),
+      f(s.msgsPerSecond, 0), f(s.min, 2), f(s.p50, 2), f(s.p95, 2), f(s.p99, 2), f(s.max, 2),
+      String(s.missing), String(s.duplicated), String(s.outOfOrder), `${f(s.serverCpu, 0)}%`, `${f(s.clientCpu, 0)}%`]);
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+    log(`\nresults: ${RATE} deltas/s for ${SECONDS} s per scenario; latency = commit (RPC returned) → delta received ` +
+        `(bare: send → received); msgs/s = deliveries / (first commit → last receive); CPU = % of one core`);
+    log(line(header));
+    log(widths.map((w) => '-'.repeat(w)).join('  '));
+    for (const r of rows) log(line(r));
+    log('');
+    for (const { ours, bare: b } of results) {
+      log(`ratio ours/bare, ${String(ours.subscribers).padStart(5)} subscribers:  p50 ${f(ours.p50 / b.p50, 2)}x   p99 ${f(ours.p99 / b.p99, 2)}x   ` +
+          `msgs/s ${f(ours.msgsPerSecond / b.msgsPerSecond, 3)}x`);
+    }
+    const missing = results.reduce((n, r) => n + r.ours.missing + r.bare.missing, 0);
+    const duplicated = results.reduce((n, r) => n + r.ours.duplicated + r.bare.duplicated, 0);
+    const stray = results.reduce((n, r) => n + r.ours.stray + r.bare.stray, 0);
+    log(`\ndeliveries missing: ${missing}, duplicated: ${duplicated} (must be 0 and 0)` +
+        (stray ? `; ${stray} deliveries of deltas outside the measured window` : ''));
+    for (const s of results.flatMap((r) => [r.ours, r.bare]).filter((x) => x.negative > 0)) {
+      log(`  ${s.label}: ${s.negative} of ${s.deliveries} deliveries (${f((100 * s.negative) / s.deliveries, 1)}%) arrived before ` +
+          `t_commit was taken (t_commit is when the driver sees the RPC return: the walsender may stream the commit sooner, and ` +
+          `the driver may wait for a core): kept in the figures as negative latencies (see min ms)`);
+    }
+    if (missing || duplicated) process.exitCode = 1;
+    log(`load average now ${load()} on ${availableParallelism()} CPUs (anything else running here shows up in the tails)`);
+    log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s; database ${dbName} left in place for inspection`);
+  } finally {
+    clearTimeout(deadline);
+    await cleanup();
+  }
+}
+
+if (ROLE === 'subscribers') subscribersMain();
+else if (ROLE === 'driver') driverMain();
+else {
+  parentMain().catch((err) => {
+    console.error(`bench-realtime failed: ${(err as Error).stack ?? err}`);
+    process.exitCode = 1;
+  });
+}

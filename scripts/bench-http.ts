@@ -16,12 +16,12 @@
 // It uses its own database (default potentia_bench_http: dropped, created and migrated here) and
 // raises, in that database only, the H2 endpoint limit and mutations_per_minute, so the rate
 // limits do not cut the run short.
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
+import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import postgres, { type Sql } from 'postgres';
 import { signAccessToken } from '../src/auth/jwt.ts';
 import { loadConfig } from '../src/config.ts';
@@ -50,38 +50,13 @@ if (!(SECONDS > 0) || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1 || !(WAR
   console.error('usage: npx tsx scripts/bench-http.ts [--seconds N>0] [--connections N>=1] [--database-url URL] [--warmup-seconds N]');
   process.exit(2);
 }
-const dbName = new URL(url).pathname.slice(1);
-if (!/^[a-z_][a-z0-9_]*$/.test(dbName) || !/bench/.test(dbName)) {
-  console.error(`refusing to drop and recreate ${JSON.stringify(dbName)}: the bench database name must contain "bench"`);
-  process.exit(2);
-}
+const dbName = benchDatabaseName(url);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const started = Date.now();
 const log = (step: string, line: string) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${step.padEnd(6)} ${line}`);
 
 // ---------------------------------------------------------------------------------- setup
-async function freshDatabase() {
-  const adminUrl = new URL(url);
-  adminUrl.pathname = '/postgres';
-  const admin = postgres(adminUrl.toString(), { max: 1, onnotice: () => {} });
-  try {
-    await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
-    await admin.unsafe(`create database "${dbName}"`);
-  } finally {
-    await admin.end();
-  }
-  log('setup', `database ${dbName} dropped and created; migrating (npx tsx scripts/migrate.ts)`);
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn('npx', ['tsx', 'scripts/migrate.ts', '--database-url', url], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    const relay = (chunk: Buffer) => {
-      for (const line of chunk.toString().split('\n')) if (line.trim() && !/npm warn/i.test(line)) log('setup', `  ${line.trim()}`);
-    };
-    child.stdout.on('data', relay);
-    child.stderr.on('data', relay);
-    child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`migrate failed (exit ${code})`))));
-  });
-}
+const freshDatabase = () => recreateBenchDatabase(url, (line) => log('setup', line));
 
 /** Only in the bench database: limits high enough that they never reject during the run. */
 async function raiseLimits(sql: Sql) {
@@ -119,7 +94,7 @@ type Stats = { ok: number; errors: number; errorKinds: Record<string, number>; s
 
 function summarize(s: Stats) {
   const sorted = Float64Array.from(s.latencies).sort();
-  const q = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : NaN);
+  const q = (p: number) => percentile(sorted, p * 100);
   return { rate: s.ok / s.seconds, p50: q(0.5), p95: q(0.95), p99: q(0.99), errors: s.errors, errorKinds: s.errorKinds, n: s.ok };
 }
 

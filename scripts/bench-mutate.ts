@@ -15,10 +15,10 @@
 //
 // It uses its own database (default potentia_bench: dropped, created and migrated here), never
 // dev data. mutations_per_minute is raised there so the rate limit does not cut the run short.
-import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 
@@ -40,29 +40,12 @@ if (!(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0)) {
   console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--clients N] [--canvases N] [--database-url URL]');
   process.exit(2);
 }
-const dbName = new URL(url).pathname.slice(1);
-if (!/^[a-z_][a-z0-9_]*$/.test(dbName) || !/bench/.test(dbName)) {
-  console.error(`refusing to drop and recreate ${JSON.stringify(dbName)}: the bench database name must contain "bench"`);
-  process.exit(2);
-}
+const dbName = benchDatabaseName(url);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const log = (line: string) => console.log(line);
 
 // ---------------------------------------------------------------------------------- database
-async function freshDatabase() {
-  const adminUrl = new URL(url);
-  adminUrl.pathname = '/postgres';
-  const admin = postgres(adminUrl.toString(), { max: 1, onnotice: () => {} });
-  try {
-    await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
-    await admin.unsafe(`create database "${dbName}"`);
-  } finally {
-    await admin.end();
-  }
-  log(`database ${dbName}: created; migrating`);
-  const r = spawnSync('npx', ['tsx', 'scripts/migrate.ts', '--database-url', url, '--quiet'], { cwd: root, stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`migrate failed (exit ${r.status})`);
-}
+const freshDatabase = () => recreateBenchDatabase(url, log);
 
 type Result = { status: 'success' | 'conflict' | 'failed' | 'duplicate'; version?: number; block_id?: string; error?: { code: string; message: string } };
 
@@ -88,10 +71,7 @@ type Row = {
   success: number; conflict: number; failed: number; lat: number[]; firstFailure?: string; respaced?: number;
 };
 
-function pct(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
+const pct = percentile;
 
 /** Runs `op(client, n)` in a loop on every client: WARMUP s uncounted, then SECONDS s measured. */
 async function measure(label: string, kind: Row['kind'], group: Row['group'],

@@ -44,11 +44,12 @@
 // It uses its own database (default potentia_bench_rt: dropped, created and migrated here), never
 // dev data; mutations_per_minute is raised in that database only. Nothing else is dropped; the
 // database is left in place for inspection.
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
+import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import postgres, { type Sql } from 'postgres';
 import WebSocket, { WebSocketServer } from 'ws';
 import { RealtimeClient } from '@supabase/realtime-js';
@@ -385,11 +386,7 @@ async function parentMain(): Promise<void> {
       '[--warmup-seconds N] [--connect-concurrency N] [--vsn 1.0.0|2.0.0] [--database-url URL]');
     process.exit(2);
   }
-  const dbName = new URL(url).pathname.slice(1);
-  if (!/^[a-z_][a-z0-9_]*$/.test(dbName) || !/bench/.test(dbName)) {
-    console.error(`refusing to drop and recreate ${JSON.stringify(dbName)}: the bench database name must contain "bench"`);
-    process.exit(2);
-  }
+  const dbName = benchDatabaseName(url);
   const root = fileURLToPath(new URL('..', import.meta.url));
   const log = (line: string) => console.log(line);
   const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -434,18 +431,7 @@ async function parentMain(): Promise<void> {
       `(+${WARMUP} s warm-up) per scenario; realtime-js vsn ${VSN}`);
   try {
     // ------------------------------------------------------------------------------ database
-    const adminUrl = new URL(url);
-    adminUrl.pathname = '/postgres';
-    const admin = postgres(adminUrl.toString(), { max: 1, onnotice: () => {} });
-    try {
-      await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
-      await admin.unsafe(`create database "${dbName}"`);
-    } finally {
-      await admin.end();
-    }
-    log(`database ${dbName}: created; migrating`);
-    const migrated = spawnSync('npx', ['tsx', 'scripts/migrate.ts', '--database-url', url, '--quiet'], { cwd: root, stdio: 'inherit', timeout: 180_000 });
-    if (migrated.status !== 0) throw new Error(`migrate failed (exit ${migrated.status ?? migrated.signal})`);
+    await recreateBenchDatabase(url, log);
 
     sql = postgres(url, { max: 4, onnotice: () => {}, connection: { application_name: 'potentia-bench-rt' } });
     const db = sql;
@@ -567,7 +553,7 @@ async function parentMain(): Promise<void> {
         missing += t0.size - seen.size;
       }
       const sorted = lat.subarray(0, n).sort();
-      const pct = (p: number) => (n === 0 ? NaN : sorted[Math.min(n - 1, Math.ceil((p / 100) * n) - 1)]!);
+      const pct = (p: number) => percentile(sorted, p);
       const first = Math.min(...t0.values());
       return {
         label, subscribers: subscriberCount, live, deltas: t0.size, deliveries: n, msgsPerSecond: n / ((lastReceive - first) / 1000),

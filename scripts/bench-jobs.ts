@@ -6,7 +6,7 @@
 // 2. Jobs: a real Graphile Worker (src/worker runtime, local provider) runs a burst of embed_block
 //    jobs and, in the same run, a burst of no-op jobs: jobs/s and enqueue→done latency, and the
 //    ratio embed/no-op.
-// Uses its own users/workspace (removed at the end); restores settings and triggers.
+// Runs in its own scratch database (potentia_bench_jobs, made fresh), never in dev or test data.
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -14,6 +14,7 @@ import postgres from 'postgres';
 import { loadConfig } from '../src/config.ts';
 import { withRequest } from '../src/db/request.ts';
 import { LocalProvider } from '../src/worker/providers.ts';
+import { percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { startWorker } from '../src/worker/runtime.ts';
 
 const { values } = parseArgs({ options: {
@@ -21,7 +22,8 @@ const { values } = parseArgs({ options: {
   rounds: { type: 'string', default: '4' }, jobs: { type: 'string', default: '2000' }, concurrency: { type: 'string', default: '8' },
 } });
 const config = loadConfig();
-const url = values['database-url'] ?? config.databaseUrl;
+const url = values['database-url'] ?? 'postgres://postgres:postgres@127.0.0.1:5432/potentia_bench_jobs';
+await recreateBenchDatabase(url, console.log);
 const SECONDS = Number(values.seconds), WRITERS = Number(values.writers), ROUNDS = Number(values.rounds);
 const JOBS = Number(values.jobs), CONCURRENCY = Number(values.concurrency);
 const sql = postgres(url, { max: WRITERS + 4, onnotice: () => {} });
@@ -30,7 +32,7 @@ const as = <T>(user: string, fn: string, args: unknown[]) => withRequest(sql, { 
   const [row] = await tx.unsafe(`select api.${fn}(${args.map((_, i) => `$${i + 1}`).join(', ')}) as r`, args as never[]);
   return row!.r as T;
 });
-const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? NaN; };
+const pct = (xs: number[], p: number) => percentile([...xs].sort((a, b) => a - b), p * 100);
 const median = (xs: number[]) => pct(xs, 0.5);
 
 const [limit] = await sql`select value from app.settings where key = 'mutations_per_minute'`;

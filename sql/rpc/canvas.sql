@@ -67,6 +67,13 @@ begin
     perform internal.raise_error('invalid_input', 'user_id must be an existing user and role one of owner, admin, editor, viewer',
                                  '{"field":"user_id"}');
   end if;
+  -- a workspace always keeps an owner: the last one cannot step down (lock the owners first)
+  perform from app.workspace_members where workspace_id = p_workspace_id and role = 'owner' for update;
+  if p_role <> 'owner' and internal.workspace_role(p_workspace_id, p_user_id) = 'owner'
+     and (select count(*) from app.workspace_members where workspace_id = p_workspace_id and role = 'owner') = 1 then
+    perform internal.raise_error('invalid_input', 'this is the workspace''s last owner: make another member owner first',
+                                 '{"field":"role"}');
+  end if;
   insert into app.workspace_members (workspace_id, user_id, role) values (p_workspace_id, p_user_id, p_role)
   on conflict (workspace_id, user_id) do update set role = excluded.role;
   perform internal.write_audit(internal.request_context(), 'workspace.member.set', 'success', 'workspace', p_workspace_id::text,

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(64);
+select plan(67);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -187,6 +187,16 @@ select throws_ok(format('select api.delete_canvas(%L)', pg_temp.id('untitled')),
 select tests.clear_authentication();
 select ok((select deleted_at is not null from app.canvases where canvas_id = pg_temp.id('untitled')),
           'the row stays, with deleted_at set (soft delete)');
+
+-- a workspace always keeps an owner
+select tests.authenticate_as('owner');
+select throws_ok(format($$select api.set_workspace_member(%L, %L, 'admin')$$, pg_temp.id('ws'), tests.user_id('owner')), 'PX400', null,
+                 'the last owner cannot step down');
+select lives_ok(format($$select api.set_workspace_member(%L, %L, 'owner')$$, pg_temp.id('ws'), tests.user_id('admin')),
+                'the owner makes the admin a second owner');
+select lives_ok(format($$select api.set_workspace_member(%L, %L, 'admin')$$, pg_temp.id('ws'), tests.user_id('owner')),
+                'with another owner, the first may step down');
+select tests.clear_authentication();
 
 select * from finish();
 rollback;

@@ -62,6 +62,18 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
       gateway = undefined;
     }
   }
+  // requests Node's parser refuses before the app (bad request line, oversized headers) still
+  // get the one JSON error shape instead of Node's empty 400
+  http.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy();
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+    const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    const body = JSON.stringify({ error: tooLarge
+      ? { code: 'payload_too_large', message: 'request headers are too large' }
+      : { code: 'invalid_input', message: 'malformed HTTP request', field: 'request' } });
+    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `Connection: close\r\n\r\n${body}`);
+  });
   const { port } = http.address() as AddressInfo;
   return {
     url: `http://${config.host}:${port}`,

@@ -42,6 +42,8 @@ function embedderFor(deps: Deps): Embedder {
 }
 
 async function search(deps: Deps, c: Context<AppEnv>, canvasId: string, q: string, limit: number | undefined) {
+  // the rate limit before the embedding, which may cost a provider call
+  await callApi(deps, c, null, 'hit_endpoint_limit', ['S2']);
   const { provider, breaker } = embedderFor(deps);
   let vector: number[];
   try {
@@ -52,7 +54,7 @@ async function search(deps: Deps, c: Context<AppEnv>, canvasId: string, q: strin
       ? 'semantic search is unavailable: the embedding provider is failing; retry later'
       : 'semantic search is unavailable: the embedding provider did not answer; retry later');
   }
-  const result = await callApi<{ items: unknown[] }>(deps, c, 'S2', 'search_blocks', [canvasId, toVectorLiteral(vector), limit ?? 10]);
+  const result = await callApi<{ items: unknown[] }>(deps, c, null, 'search_blocks', [canvasId, toVectorLiteral(vector), limit ?? 10]);
   return { ...result, model: provider.model };
 }
 

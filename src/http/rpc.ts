@@ -7,8 +7,9 @@ import type { AppEnv, Deps } from './env.ts';
  * Calls one `api` function for the authenticated caller, PostgREST-style (one transaction with
  * role, claims and headers set locally), after the endpoint's rate limit — both in Postgres, so
  * limits hold across processes. Database errors become ApiErrors with their stable codes.
+ * `endpoint` null: no limit here (the handler took it itself, before costlier work).
  */
-export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: string, fn: string, args: unknown[]): Promise<T> {
+export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<T> {
   const claims = c.get('claims');
   const started = performance.now();
   let outcome = 'ok';
@@ -24,7 +25,7 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
       method: c.req.method,
       path: c.req.path,
     }, async (tx) => {
-      await tx`select api.hit_endpoint_limit(${endpoint})`;
+      if (endpoint !== null) await tx`select api.hit_endpoint_limit(${endpoint})`;
       const params = args.map((_, i) => `$${i + 1}`).join(', ');
       const [row] = await tx.unsafe(`select api.${fn}(${params}) as result`, args as never[]);
       return row?.result as T;
@@ -32,7 +33,7 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
   } catch (err) {
     const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
     outcome = apiError.code;
-    if (apiError.code === 'rate_limited') deps.metrics.rateLimited.inc({ endpoint });
+    if (apiError.code === 'rate_limited') deps.metrics.rateLimited.inc({ endpoint: endpoint ?? String(args[0]) });
     if (apiError.code === 'internal') c.get('log').error({ err }, 'rpc failed');
     throw apiError;
   } finally {

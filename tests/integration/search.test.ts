@@ -109,4 +109,21 @@ describe('semantic search', () => {
     const anon = await fetch(`${server.url}/api/v1/canvas/${canvas.canvasId}/search?q=x`);
     expect(anon.status).toBe(401);
   });
+
+  it('takes its rate limit before embedding the query: 429 with Retry-After', async () => {
+    const reader = await addMember(db.sql, canvas.users.owner!, canvas.workspaceId, 'viewer');
+    const token = await devToken(loadConfig(), { sub: reader });
+    const [saved] = await db.sql`select max_hits, window_seconds from app.endpoint_limits where endpoint = 'S2'`;
+    await db.sql`update app.endpoint_limits set max_hits = 1, window_seconds = 60 where endpoint = 'S2'`;
+    try {
+      const ask = () => fetch(`${server.url}/api/v1/canvas/${canvas.canvasId}/search?q=bread`, { headers: { authorization: `Bearer ${token}` } });
+      expect((await ask()).status).toBe(200);
+      const limited = await ask();
+      expect(limited.status).toBe(429);
+      expect(Number(limited.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(((await limited.json()) as any).error.code).toBe('rate_limited');
+    } finally {
+      await db.sql`update app.endpoint_limits set max_hits = ${saved!.max_hits}, window_seconds = ${saved!.window_seconds} where endpoint = 'S2'`;
+    }
+  });
 });

@@ -1,6 +1,7 @@
 // npm run worker: a headless worker process (scale out by running more). It runs the jobs the
 // database enqueues (embed_block, rebalance_canvas, the cleanup crontab) until SIGINT/SIGTERM,
 // then shuts down gracefully (running jobs finish or are released for another worker).
+import { createServer } from 'node:http';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config.ts';
 import { startWorker } from '../src/worker/runtime.ts';
@@ -10,12 +11,25 @@ const logger = pino({ level: config.logLevel });
 const worker = await startWorker({ databaseUrl: config.databaseUrl, worker: config.worker, embedding: config.embedding, logger });
 console.log(`potentia worker ${worker.workerId} running (pid ${process.pid}, concurrency ${config.worker.concurrency}, provider ${worker.provider.model})`);
 
+// queue depth, job outcomes and the breaker state for Prometheus, only when a port is configured
+const metricsServer = config.worker.metricsPort === undefined ? undefined : createServer(async (req, res) => {
+  const authorized = !config.internalToken || req.headers.authorization === `Bearer ${config.internalToken}`;
+  if (req.method !== 'GET' || req.url !== '/metrics' || !authorized) {
+    res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":{"code":"not_found","message":"no such endpoint"}}');
+    return;
+  }
+  res.writeHead(200, { 'Content-Type': worker.metrics.registry.contentType }).end(await worker.metrics.registry.metrics());
+}).listen(config.worker.metricsPort, config.host, () => {
+  console.log(`  metrics  http://${config.host}:${config.worker.metricsPort}/metrics`);
+});
+
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, async () => {
     if (stopping) return;
     stopping = true;
     console.log(`${signal}: stopping worker…`);
+    metricsServer?.close();
     await worker.stop();
     process.exit(0);
   });

@@ -31,6 +31,8 @@ const EnvSchema = z.object({
   WORKER_HEARTBEAT_MS: z.coerce.number().int().min(100).default(5000),
   WORKER_STALE_MS: z.coerce.number().int().min(500).default(30_000),
   WORKER_CRONTAB: z.string().default('* * * * * cleanup ?max=1&jobKey=cleanup'),
+  // `npm run worker` serves GET /metrics on HOST:WORKER_METRICS_PORT only when this is set
+  WORKER_METRICS_PORT: z.coerce.number().int().min(1).max(65535).optional(),
   EMBED_DEBOUNCE_MS: z.coerce.number().int().min(0).default(1000),
   EMBED_MAX_WAIT_MS: z.coerce.number().int().min(0).default(10_000),
   EMBED_DRAIN_INTERVAL_MS: z.coerce.number().int().min(20).default(500),
@@ -79,6 +81,8 @@ export type WorkerConfig = {
   embedMaxWaitMs: number;
   drainIntervalMs: number;
   drainBatch: number;
+  /** Port of a standalone worker's /metrics (on HOST; INTERNAL_TOKEN required when set); unset = none. */
+  metricsPort?: number;
 };
 
 export type EmbeddingConfig = {
@@ -136,6 +140,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       embedMaxWaitMs: e.EMBED_MAX_WAIT_MS,
       drainIntervalMs: e.EMBED_DRAIN_INTERVAL_MS,
       drainBatch: e.EMBED_DRAIN_BATCH,
+      metricsPort: e.WORKER_METRICS_PORT,
     },
     embedding: {
       provider: e.EMBEDDING_PROVIDER,

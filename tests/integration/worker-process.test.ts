@@ -1,0 +1,37 @@
+// `npm run worker` as its own process: it announces itself, serves /metrics only on the
+// configured port (and nothing else there), and stops gracefully on SIGTERM.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { waitFor } from './worker-helpers.ts';
+
+const root = new URL('../..', import.meta.url).pathname;
+const freePort = () => new Promise<number>((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address() as { port: number }; s.close(() => resolve(port)); });
+});
+
+describe('a standalone worker process', () => {
+  let child: ChildProcess | undefined;
+  afterAll(() => { child?.kill('SIGKILL'); });
+
+  it('serves its metrics on WORKER_METRICS_PORT and stops on SIGTERM', async () => {
+    const port = await freePort();
+    let out = '';
+    child = spawn(`${root}node_modules/.bin/tsx`, ['scripts/worker.ts'], {
+      cwd: root,
+      env: { ...process.env, DATABASE_URL: testDatabaseUrl(), WORKER_METRICS_PORT: String(port), LOG_LEVEL: 'silent', WORKER_CRONTAB: '' },
+    });
+    child.stdout!.on('data', (b) => { out += b; });
+    await waitFor('the worker to listen', async () => out.includes(`:${port}/metrics`), 30_000);
+    const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toMatch(/potentia_job_queue_depth/);
+    const other = await fetch(`http://127.0.0.1:${port}/health`);
+    expect(other.status).toBe(404);
+    const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(out).toMatch(/SIGTERM: stopping worker/);
+  }, 60_000);
+});

@@ -12,6 +12,8 @@ declare
   v_partitions integer;
   v_ops integer;
   v_audit integer;
+  v_part text;
+  v_parts_dropped integer := 0;
   v_tokens integer;
   v_canvases integer;
   v_windows integer;
@@ -39,7 +41,17 @@ begin
     limit p_batch);
   get diagnostics v_ops = row_count;
 
-  -- 4. audit retention
+  -- 4. audit retention: monthly partitions wholly past the cutoff are dropped (cheap, no bloat);
+  --    what remains (the default partition, the cutoff's month) is deleted row by row
+  for v_part in
+    select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid
+    where i.inhparent = 'app.system_audit'::regclass and c.relname ~ '^system_audit_[0-9]{4}_[0-9]{2}$'
+      and to_date(substr(c.relname, 14), 'YYYY_MM') + interval '1 month'
+          <= now() - make_interval(days => internal.setting_int('audit_retention_days'))
+  loop
+    execute format('drop table app.%I', v_part);
+    v_parts_dropped := v_parts_dropped + 1;
+  end loop;
   delete from app.system_audit a using (
     select audit_id, created_at from app.system_audit
     where created_at < now() - make_interval(days => internal.setting_int('audit_retention_days'))
@@ -65,10 +77,11 @@ begin
   get diagnostics v_windows = row_count;
 
   v_result := jsonb_build_object('presence_expired', v_presence, 'audit_partitions_created', v_partitions,
+                                 'audit_partitions_dropped', v_parts_dropped,
                                  'operations_deleted', v_ops, 'audit_deleted', v_audit,
                                  'refresh_tokens_deleted', v_tokens, 'canvases_purged', v_canvases,
                                  'rate_limit_windows_deleted', v_windows);
-  if v_ops + v_audit + v_tokens + v_canvases + v_partitions > 0 then
+  if v_ops + v_audit + v_tokens + v_canvases + v_partitions + v_parts_dropped > 0 then
     perform internal.write_audit(jsonb_build_object('role', 'system'), 'system.cleanup', 'success', null, null, v_result,
                                  null, null, null, v_ops + v_audit + v_tokens + v_canvases);
   end if;

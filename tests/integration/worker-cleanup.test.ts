@@ -53,6 +53,10 @@ describe('cleanup', () => {
     // audit partitions: drop the furthest one ahead (empty), cleanup recreates it
     const [far] = await sql`select 'system_audit_' || to_char(date_trunc('month', now()) + interval '3 months', 'YYYY_MM') as name`;
     await sql.unsafe(`drop table if exists app.${far!.name}`);
+    // a monthly audit partition wholly past the retention is dropped as a whole
+    await sql.unsafe(`create table if not exists app.system_audit_2001_01 partition of app.system_audit
+                      for values from ('2001-01-01') to ('2001-02-01')`);
+    await sql`insert into app.system_audit (action, status, created_at) values ('test.cleanup', 'success', '2001-01-15')`;
 
     const [{ result }] = await sql`select internal.cleanup() as result` as any;
     expect(result.presence_expired).toBeGreaterThanOrEqual(1);
@@ -61,6 +65,9 @@ describe('cleanup', () => {
     expect(result.refresh_tokens_deleted).toBeGreaterThanOrEqual(2);
     expect(result.canvases_purged).toBeGreaterThanOrEqual(1);
     expect(result.audit_partitions_created).toBe(1);
+    expect(result.audit_partitions_dropped).toBe(1);
+    const [gone] = await sql`select to_regclass('app.system_audit_2001_01') is null as dropped`;
+    expect(gone!.dropped).toBe(true);
 
     const presence = await sql`select user_id from app.presence where canvas_id = ${canvasId}`;
     expect(presence.map((r) => r.user_id)).toEqual([active]);
@@ -80,7 +87,7 @@ describe('cleanup', () => {
     // idempotent: nothing left to do
     const [{ result: again }] = await sql`select internal.cleanup() as result` as any;
     expect(again).toMatchObject({ presence_expired: 0, operations_deleted: 0, audit_deleted: 0, refresh_tokens_deleted: 0,
-      canvases_purged: 0, audit_partitions_created: 0 });
+      canvases_purged: 0, audit_partitions_created: 0, audit_partitions_dropped: 0 });
   });
 
   it('runs from the worker (Graphile crontab task `cleanup`)', async () => {

@@ -5,6 +5,7 @@ import { createVerifier } from './auth/jwt.ts';
 import type { Config } from './config.ts';
 import { createDatabase, type Database } from './db/index.ts';
 import { createApp } from './http/app.ts';
+import { ApiError, rawErrorResponse } from './http/errors.ts';
 import type { Deps } from './http/env.ts';
 import { createMetrics } from './metrics.ts';
 import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
@@ -66,13 +67,9 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   // get the one JSON error shape instead of Node's empty 400
   http.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy();
-    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-    const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
-    const body = JSON.stringify({ error: tooLarge
-      ? { code: 'payload_too_large', message: 'request headers are too large' }
-      : { code: 'invalid_input', message: 'malformed HTTP request', field: 'request' } });
-    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-      `Connection: close\r\n\r\n${body}`);
+    socket.end(err.code === 'HPE_HEADER_OVERFLOW'
+      ? rawErrorResponse(new ApiError('payload_too_large', 'request headers are too large'), 431)
+      : rawErrorResponse(new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' })));
   });
   const { port } = http.address() as AddressInfo;
   return {

@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 /**
  * The one error shape of the HTTP API: `{ "error": { "code", "message", ...details } }`.
  * Codes are stable; `invalid_input` names the `field`, `conflict` carries the current `block`,
@@ -60,4 +61,12 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
     return new ApiError('unavailable', 'the database is unavailable: retry shortly');
   }
   return new ApiError('internal', 'internal error');
+}
+
+/** The same error as a raw HTTP/1.1 response, for sockets answered before (or instead of) Hono:
+ *  WebSocket upgrade refusals and requests Node's parser rejects. */
+export function rawErrorResponse(err: ApiError, status: number = err.status): string {
+  const body = JSON.stringify(err.body());
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }

@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { ApiError, rawErrorResponse } from '../http/errors.ts';
 import type { AuthConfig } from '../auth/jwt.ts';
 import { createSocketVerifier, mayAccessTopic, TokenError, type SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
@@ -42,10 +43,9 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
   const sockets = new Set<WebSocket>();
 
-  function reject(socket: Duplex, status: number, message: string): void {
-    const body = JSON.stringify({ error: { code: status === 401 ? 'unauthorized' : status === 403 ? 'forbidden' : status === 404 ? 'not_found' : 'bad_request', message } });
-    socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : 'Bad Request'}\r\n` +
-      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  function reject(socket: Duplex, status: 400 | 401 | 403 | 404, message: string): void {
+    const code = ({ 400: 'invalid_input', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found' } as const)[status];
+    socket.end(rawErrorResponse(new ApiError(code, message)));
   }
 
   function accept(req: IncomingMessage, socket: Duplex, head: Buffer, then: (ws: WebSocket) => void): void {

@@ -12,6 +12,7 @@ console.log(`Potentia is running
   ready     ${server.url}/ready
   API       ${server.url}/api/v1/canvas   (also /functions/v1/canvas)
   OpenAPI   ${server.url}/api/v1/openapi.json
+  realtime  ${server.gateway ? `${server.url.replace(/^http/, 'ws')}/realtime/v1/websocket (realtime-js), ${server.url.replace(/^http/, 'ws')}/ws/canvas/{id} (H1)` : 'not started (see the log)'}
   metrics   ${server.url}/metrics   (loopback or INTERNAL_TOKEN)
   worker    ${server.worker ? `in-process (${server.worker.workerId}, provider ${server.worker.provider.model})` : `WORKER_MODE=${config.worker.mode}`}${token ? `
 Demo canvas ${DEMO.canvasId}; a 24 h token for ${DEMO.email}:

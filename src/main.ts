@@ -5,7 +5,12 @@ import { startServer } from './server.ts';
 
 const config = loadConfig();
 // the background-job worker runs in this process unless WORKER_MODE is external (`npm run worker`) or off
-const server = await startServer(config, { worker: config.worker.mode === 'inprocess' });
+const server = await startServer(config, { worker: config.worker.mode === 'inprocess' }).catch((err: NodeJS.ErrnoException) => {
+  console.error(err.code === 'EADDRINUSE'
+    ? `port ${config.port} on ${config.host} is in use (another npm start?): stop that process or set PORT to a free port`
+    : `could not start: ${err.message}`);
+  process.exit(1);
+});
 const token = config.env === 'production' ? undefined : await devToken(config, { sub: DEMO.userId, email: DEMO.email });
 console.log(`Potentia is running
   health    ${server.url}/health

@@ -56,18 +56,26 @@ export function createGateway(opts: GatewayOptions): Gateway {
     });
   }
 
+  /** The token's claims, or null after answering 401 (any other failure propagates). */
+  async function verifyOrReject(socket: Duplex, token: string): Promise<SocketClaims | null> {
+    try {
+      return await verify(token);
+    } catch (err) {
+      if (err instanceof TokenError) {
+        reject(socket, 401, err.message);
+        return null;
+      }
+      throw err;
+    }
+  }
+
   async function realtime(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> {
     const vsn = parseVsn(url.searchParams.get('vsn'));
     if (!vsn) return reject(socket, 400, 'unsupported vsn: use 1.0.0 or 2.0.0');
     const token = url.searchParams.get('apikey') ?? header(req, 'apikey') ?? bearer(req);
     if (!token) return reject(socket, 401, 'apikey is required');
-    let claims: SocketClaims;
-    try {
-      claims = await verify(token);
-    } catch (err) {
-      if (err instanceof TokenError) return reject(socket, 401, err.message);
-      throw err;
-    }
+    const claims = await verifyOrReject(socket, token);
+    if (!claims) return;
     accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, claims, token, verify));
   }
 
@@ -75,13 +83,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
     if (!UUID.test(canvasId)) return reject(socket, 400, 'canvas_id must be a uuid');
     const token = url.searchParams.get('access_token') ?? bearer(req);
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
-    let claims: SocketClaims;
-    try {
-      claims = await verify(token);
-    } catch (err) {
-      if (err instanceof TokenError) return reject(socket, 401, err.message);
-      throw err;
-    }
+    const claims = await verifyOrReject(socket, token);
+    if (!claims) return;
     if (!claims.sub || claims.role !== 'authenticated') return reject(socket, 401, 'a signed-in user token is required');
     if (!(await mayAccessTopic(opts.sql, claims, `canvas:${canvasId}`, 'read'))) {
       return reject(socket, 404, 'canvas not found, or you are not a member of it');

@@ -24,6 +24,33 @@ $$;
 comment on function internal.lexorank_is_valid(text) is
   'True iff key is a storable LexoRank key: 1..10 base-62 characters, not ending in ''0''; false for NULL.';
 
+-- Bounds given to between/spread: each a key of any length (or NULL = open end), lo < hi.
+-- Raises 22023 naming the calling function.
+create or replace function internal.lexorank_check_bounds(caller text, lo text, hi text)
+returns void
+language plpgsql immutable parallel safe
+as $$
+declare
+  digits constant text := '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+  bound text;
+  side text;
+begin
+  foreach side in array array['lo', 'hi'] loop
+    bound := case side when 'lo' then lo else hi end;
+    if bound is not null and (bound = '' or translate(bound, digits, '') <> '' or right(bound, 1) = '0') then
+      raise exception using errcode = '22023',
+        message = format('%s: %s %L is not a LexoRank key', caller, side, bound),
+        hint = 'Keys use the characters 0-9A-Za-z and never end in ''0''.';
+    end if;
+  end loop;
+  if (lo collate "C") >= (hi collate "C") then
+    raise exception using errcode = '22023',
+      message = format('%s: lo %L must sort before hi %L', caller, lo, hi);
+  end if;
+end $$;
+comment on function internal.lexorank_check_bounds(text, text, text) is
+  'Raises 22023 unless lo and hi are keys (any length) or NULL and lo sorts before hi.';
+
 -- The shortest key strictly between lo and hi (NULL lo = before everything, NULL hi = after
 -- everything). Works digit by digit after the common prefix of lo (read with trailing '0's)
 -- and hi; at the first position where a key can end, it takes the middle digit of the free
@@ -59,20 +86,7 @@ declare
   up integer;            -- 1 = round the middle up (toward hi), 0 = down
   prefix text := '';
 begin
-  if lo is not null and (lo = '' or translate(lo, digits, '') <> '' or right(lo, 1) = '0') then
-    raise exception using errcode = '22023',
-      message = format('lexorank_between: lo %L is not a LexoRank key', lo),
-      hint = 'Keys use the characters 0-9A-Za-z and never end in ''0''.';
-  end if;
-  if hi is not null and (hi = '' or translate(hi, digits, '') <> '' or right(hi, 1) = '0') then
-    raise exception using errcode = '22023',
-      message = format('lexorank_between: hi %L is not a LexoRank key', hi),
-      hint = 'Keys use the characters 0-9A-Za-z and never end in ''0''.';
-  end if;
-  if (lo collate "C") >= (hi collate "C") then
-    raise exception using errcode = '22023',
-      message = format('lexorank_between: lo %L must sort before hi %L', lo, hi);
-  end if;
+  perform internal.lexorank_check_bounds('lexorank_between', lo, hi);
 
   up := case when coalesce(length(hi), 0) > coalesce(length(lo), 0) then 1 else 0 end;
   lo := coalesce(lo, '');
@@ -166,20 +180,7 @@ begin
     raise exception using errcode = '22023',
       message = format('lexorank_spread: n must be a non-negative integer, got %s', coalesce(n::text, 'NULL'));
   end if;
-  if lo is not null and (lo = '' or translate(lo, digits, '') <> '' or right(lo, 1) = '0') then
-    raise exception using errcode = '22023',
-      message = format('lexorank_spread: lo %L is not a LexoRank key', lo),
-      hint = 'Keys use the characters 0-9A-Za-z and never end in ''0''.';
-  end if;
-  if hi is not null and (hi = '' or translate(hi, digits, '') <> '' or right(hi, 1) = '0') then
-    raise exception using errcode = '22023',
-      message = format('lexorank_spread: hi %L is not a LexoRank key', hi),
-      hint = 'Keys use the characters 0-9A-Za-z and never end in ''0''.';
-  end if;
-  if (lo collate "C") >= (hi collate "C") then
-    raise exception using errcode = '22023',
-      message = format('lexorank_spread: lo %L must sort before hi %L', lo, hi);
-  end if;
+  perform internal.lexorank_check_bounds('lexorank_spread', lo, hi);
   if n = 0 then
     return keys;
   end if;

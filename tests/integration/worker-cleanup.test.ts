@@ -10,7 +10,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { addCanvas, createCanvas, createUser } from '../helpers/fixtures.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer } from '../../src/server.ts';
-import { fastWorker, startTestWorker } from './worker-helpers.ts';
+import { fastWorker, startTestWorker } from '../helpers/worker.ts';
 
 describe('cleanup', () => {
   let db: Database;

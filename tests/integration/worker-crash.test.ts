@@ -12,7 +12,7 @@ import { localEmbedding, LocalProvider } from '../../src/worker/providers.ts';
 import type { WorkerRuntime } from '../../src/worker/runtime.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { startTestWorker, waitFor, waitQueueIdle } from './worker-helpers.ts';
+import { startTestWorker, waitFor, waitQueueIdle } from '../helpers/worker.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
-import { waitFor } from './worker-helpers.ts';
+import { waitFor } from '../helpers/worker.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 const freePort = () => new Promise<number>((resolve) => {

@@ -8,7 +8,7 @@ import { LocalProvider } from '../../src/worker/providers.ts';
 import type { WorkerRuntime } from '../../src/worker/runtime.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { raiseMutationLimit, startTestWorker, waitFor } from './worker-helpers.ts';
+import { raiseMutationLimit, startTestWorker, waitFor } from '../helpers/worker.ts';
 
 const INSERTS = 1000;
 

@@ -8,7 +8,7 @@ import { localEmbedding } from '../../src/worker/providers.ts';
 import type { WorkerRuntime } from '../../src/worker/runtime.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { cosine, parseVector, raiseMutationLimit, startTestWorker, TestProvider, waitFor } from './worker-helpers.ts';
+import { cosine, parseVector, raiseMutationLimit, startTestWorker, TestProvider, waitFor } from '../helpers/worker.ts';
 
 describe('embed_block on a real worker', () => {
   let db: Database;

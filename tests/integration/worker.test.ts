@@ -118,8 +118,10 @@ describe('embed_block on a real worker', () => {
     // at most the threshold plus the calls already in flight when it tripped (concurrency 4)
     expect(failedCalls).toBeGreaterThanOrEqual(3);
     expect(failedCalls).toBeLessThanOrEqual(3 + 3);
-    // the jobs that came after fail fast without calling the provider and wait for a retry
+    // the jobs that came after fail fast without calling the provider and wait for a retry; one
+    // more edit now (its job runs ~0.4 s later, well inside the 1.5 s cooldown) makes sure one does
     const callsWhenOpen = provider.calls.length;
+    ids.push((await createBlock(`${tag} note after opening`)).id);
     const failedJobs = await waitFor('jobs refused by the open breaker', async () => {
       const rows = await db.sql`select last_error from graphile_worker.jobs
                                 where key = any(${ids.map((id) => `embed_block:${id}`)}) and attempts >= 1`;

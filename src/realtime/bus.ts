@@ -1,5 +1,6 @@
-import postgres, { type Sql } from 'postgres';
+import type { Sql } from 'postgres';
 import type { Logger } from 'pino';
+import { createReplicationStream, type ReplicationStream } from './replication.ts';
 
 /**
  * The database bus: every row realtime.send wrote to realtime.messages, delivered after commit,
@@ -63,8 +64,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   const delivered = new Map<string, number>(); // id → time delivered (insertion-ordered)
   const stats = { delivered: 0, caughtUp: 0, reconnects: 0, lost: 0 };
 
-  let replication: ReturnType<typeof postgres> | null = null;
-  let subscription: { unsubscribe(): void; state: { pid?: number } } | null = null;
+  let stream: ReplicationStream | null = null;
   let watermark: string | null = null; // DB localtimestamp text: everything inserted before (minus margin) was streamed
   let candidate: { at: string; epoch: number } | null = null;
   let epoch = 0; // bumps on every (re)start of the stream
@@ -74,10 +74,6 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   let stopped = false;
   let subscribedOnce = false;
   let streamUp = false;
-  let connecting = false;
-  /** The walsender backend of the current stream (postgres.js forgets it when the connection drops). */
-  let streamPid: number | undefined;
-  let lastConnectAt = 0;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => { markReady = r; });
 
@@ -120,8 +116,8 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     };
   }
 
-  function onStreamRow(row: Record<string, any> | null): void {
-    if (stopped || !row) return;
+  function onStreamRow(row: Record<string, unknown>): void {
+    if (stopped) return;
     const message = fromRow(row);
     if (message.event === 'authorization_probe') return;
     if (catchingUp) held.push(message);
@@ -153,44 +149,9 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   let chain: Promise<void> = Promise.resolve();
   const serialCatchUp = () => (chain = chain.then(() => catchUp()));
 
-  /**
-   * A fresh replication client and temporary slot. postgres.js does not reliably re-establish a
-   * dropped replication connection by itself, so the bus replaces the whole client: the old one
-   * is ended (its temporary slot goes with its backend) and its late rows, if any, are ignored.
-   */
-  function connectStream(): void {
-    const old = replication;
-    subscription = null;
-    streamPid = undefined;
-    streamUp = false;
-    connecting = true;
-    old?.end({ timeout: 1 }).catch(() => {});
-    const r = postgres(opts.databaseUrl, {
-      max: 1,
-      onnotice: () => {},
-      publications: publication,
-      connection: { application_name: 'potentia-realtime-bus' },
-    } as any);
-    replication = r;
-    r.subscribe('insert:realtime.messages', (row: Record<string, any> | null) => { if (replication === r) onStreamRow(row); },
-      () => { if (replication === r) onSubscribe(); },
-      (() => { opts.logger?.warn('realtime bus stream error'); }) as any,
-    ).then((sub: any) => {
-      connecting = false;
-      if (replication === r) {
-        subscription = sub;
-        streamPid = sub.state.pid;
-        markReady();
-      }
-    }, (err: unknown) => {
-      connecting = false;
-      if (replication === r) stats.lost++;
-      opts.logger?.error({ err }, 'realtime bus could not start logical replication; polling realtime.messages meanwhile');
-    });
-  }
-
-  function onSubscribe(): void {
+  function onUp(): void {
     if (stopped) return;
+    markReady();
     epoch++;
     candidate = null;
     streamUp = true;
@@ -215,36 +176,36 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     catchingUp = run;
   }
 
+  function onDown(): void {
+    if (!streamUp) return;
+    streamUp = false;
+    epoch++;
+    stats.lost++;
+  }
+
   /**
-   * Every tick: is the replication backend still there? While it is not (start-up, where creating
-   * the slot waits for every transaction running in the cluster, and after a dropped connection
-   * until postgres.js has a new slot), the bus polls the table instead, so delivery only slows
-   * down. While it is, the watermark advances once the stream has stayed up across a whole tick.
+   * Every tick: while the stream is down (start-up, where creating the slot waits for every
+   * transaction running in the cluster, and after a dropped connection until the new slot exists)
+   * the bus polls the table instead, so delivery only slows down. While it is up, the walsender
+   * must still be listed (a half-open TCP connection is noticed here, not after the keepalive
+   * timeout), and the watermark advances once the stream has stayed up across a whole tick.
    */
   async function tick(): Promise<void> {
     if (stopped || catchingUp) return;
     try {
-      const pid = streamPid;
-      if (streamUp && pid !== undefined) {
-        const [r] = await opts.sql`select exists (select from pg_stat_replication where pid = ${pid}) as up`;
-        if (!r!.up) {
-          epoch++;
-          stats.lost++;
-          opts.logger?.warn('realtime bus replication connection lost; reconnecting');
-          lastConnectAt = Date.now();
-          connectStream();
-        }
-      } else if (!streamUp && !connecting && Date.now() - lastConnectAt > 1000) {
-        lastConnectAt = Date.now();
-        connectStream();
-      }
       if (!streamUp) {
         await serialCatchUp();
         return;
       }
-      const [{ now }] = (await opts.sql`select localtimestamp::text as now`) as unknown as [{ now: string }];
+      const pid = stream?.pid();
+      const [r] = (await opts.sql`select localtimestamp::text as now,
+                                         ${pid ?? null}::int is null or exists (select from pg_stat_replication where pid = ${pid ?? null}::int) as up`) as unknown as [{ now: string; up: boolean }];
+      if (!r.up) {
+        stream?.restart('walsender backend is gone');
+        return;
+      }
       if (candidate && candidate.epoch === epoch) watermark = candidate.at;
-      candidate = { at: now, epoch };
+      candidate = { at: r.now, epoch };
     } catch (err) {
       opts.logger?.debug({ err }, 'realtime bus tick failed');
     }
@@ -265,7 +226,15 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       // everything inserted from now on is delivered: by the table poll until the slot exists
       const [{ now }] = (await opts.sql`select localtimestamp::text as now`) as unknown as [{ now: string }];
       watermark = now;
-      connectStream();
+      stream = createReplicationStream({
+        databaseUrl: opts.databaseUrl,
+        publication,
+        logger: opts.logger,
+        onInsert: (table, row) => { if (table === 'realtime.messages') onStreamRow(row); },
+        onUp,
+        onDown,
+      });
+      stream.start();
       timer = setInterval(() => void tick(), opts.tickMs ?? 500);
       timer.unref();
     },
@@ -273,13 +242,12 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     async stop() {
       stopped = true;
       if (timer) clearInterval(timer);
-      subscription?.unsubscribe();
-      await replication?.end({ timeout: 2 }).catch(() => {});
-      replication = null;
+      await stream?.stop();
+      stream = null;
       listeners.clear();
     },
     replicationPid() {
-      return streamPid;
+      return stream?.pid();
     },
     stats() {
       return { ...stats };

@@ -1,0 +1,151 @@
+import { randomBytes } from 'node:crypto';
+import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import type { Logger } from 'pino';
+
+/**
+ * One logical replication stream (pgoutput) of a publication, kept up for as long as it runs:
+ * a `pg` replication connection with its own TEMPORARY slot (dropped by Postgres with the
+ * connection, so a dead gateway never pins WAL), parsed by pg-logical-replication.
+ *
+ * Every way the connection can end — terminated backend (57P01), server restart, network loss,
+ * a slot that cannot be created — ends in `onDown` and a reconnect with exponential backoff and
+ * jitter; nothing is thrown to the caller and no promise is left unhandled. A temporary slot
+ * starts at the WAL position where it was created, so rows committed while the stream was down
+ * are not in the next stream: `onUp` is the caller's cue to read them back (bus.ts does).
+ */
+export type ReplicationEvents = {
+  /** A row inserted into a published table, in commit order; values parsed by pg's type parsers. */
+  onInsert(table: string, row: Record<string, unknown>): void;
+  /** A `pg_logical_emit_message` whose prefix is in `messagePrefixes`. */
+  onMessage?(prefix: string, content: Buffer, transactional: boolean): void;
+  /** The stream is live (START_REPLICATION answered); called again after every reconnect. */
+  onUp(): void;
+  /** The stream ended; a reconnect is scheduled. */
+  onDown(err: unknown): void;
+};
+
+export type ReplicationOptions = ReplicationEvents & {
+  databaseUrl: string;
+  publication: string;
+  applicationName?: string;
+  /** Prefixes of logical messages to deliver (pgoutput `messages 'true'`); none: messages off. */
+  messagePrefixes?: string[];
+  logger?: Logger;
+  /** Reconnect delay after the n-th consecutive failure (ms). */
+  backoffMs?: (attempt: number) => number;
+};
+
+export type ReplicationStream = {
+  start(): void;
+  stop(): Promise<void>;
+  /** Backend pid of the live walsender, undefined while down. */
+  pid(): number | undefined;
+  /** Ends the current connection and reconnects (the caller found it dead by other means). */
+  restart(reason: string): void;
+};
+
+const defaultBackoff = (n: number) => Math.min(5000, 100 * 2 ** n) * (0.5 + Math.random() / 2);
+
+/**
+ * pg-logical-replication opens a fresh `pg` replication connection in its (private) `client()`
+ * for every subscribe; a temporary slot must be created on that same connection, before
+ * START_REPLICATION, so this subclass adds exactly that step.
+ */
+// @ts-expect-error `client` is private in the typings; the library calls this.client() on subscribe
+class TemporarySlotService extends LogicalReplicationService {
+  slotName = '';
+  backendPid: number | undefined;
+  override async client(): Promise<[import('pg').Client, unknown]> {
+    // @ts-expect-error see above
+    const pair = (await super.client()) as [import('pg').Client, unknown];
+    this.backendPid = (pair[0] as unknown as { processID?: number }).processID;
+    await pair[0].query(`CREATE_REPLICATION_SLOT ${this.slotName} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+    return pair;
+  }
+}
+
+export function createReplicationStream(opts: ReplicationOptions): ReplicationStream {
+  const backoff = opts.backoffMs ?? defaultBackoff;
+  const prefixes = new Set(opts.messagePrefixes ?? []);
+  let service: TemporarySlotService | null = null;
+  let live = false;
+  let stopped = true;
+  let failures = 0;
+  let retry: NodeJS.Timeout | null = null;
+
+  function connect(): void {
+    retry = null;
+    if (stopped) return;
+    const s = new TemporarySlotService(
+      { connectionString: opts.databaseUrl, application_name: opts.applicationName ?? 'potentia-realtime-bus' },
+      { acknowledge: { auto: true, timeoutSeconds: 10 } },
+    );
+    s.slotName = `potentia_bus_${randomBytes(6).toString('hex')}`;
+    service = s;
+    let ended = false;
+    const end = (err: unknown) => {
+      if (ended) return;
+      ended = true;
+      const wasLive = live && service === s;
+      if (service === s) {
+        service = null;
+        live = false;
+      }
+      s.removeAllListeners('data');
+      s.destroy().catch(() => {});
+      if (stopped) return;
+      failures++;
+      if (wasLive || failures === 1) opts.logger?.warn({ err: errText(err) }, 'realtime replication stream ended; reconnecting');
+      opts.onDown(err);
+      retry = setTimeout(connect, backoff(failures - 1));
+      retry.unref();
+    };
+    s.on('error', end);
+    s.on('start', () => {
+      if (service !== s || stopped) return;
+      live = true;
+      failures = 0;
+      opts.onUp();
+    });
+    s.on('data', (_lsn: string, msg: Pgoutput.Message) => {
+      if (service !== s) return;
+      try {
+        if (msg.tag === 'insert') opts.onInsert(`${msg.relation.schema}.${msg.relation.name}`, msg.new);
+        else if (msg.tag === 'message' && prefixes.has(msg.prefix)) opts.onMessage?.(msg.prefix, Buffer.from(msg.content), msg.transactional);
+      } catch (err) {
+        opts.logger?.error({ err }, 'realtime replication handler failed');
+      }
+    });
+    const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [opts.publication], messages: prefixes.size > 0 });
+    // resolves when the copy stream ends, rejects when the connection fails: either way, down
+    s.subscribe(plugin, s.slotName).then(() => end(new Error('replication stream closed')), end);
+  }
+
+  return {
+    start() {
+      if (!stopped) return;
+      stopped = false;
+      failures = 0;
+      connect();
+    },
+    async stop() {
+      stopped = true;
+      if (retry) clearTimeout(retry);
+      retry = null;
+      const s = service;
+      service = null;
+      live = false;
+      await s?.destroy().catch(() => {});
+    },
+    pid: () => (live ? service?.backendPid : undefined),
+    restart(reason) {
+      const s = service;
+      if (!s || stopped) return;
+      s.emit('error', new Error(reason));
+    },
+  };
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,7 +1,7 @@
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
-import { createVerifier } from './auth/jwt.ts';
+import { createTokenVerifier } from './auth/jwt.ts';
 import type { Config } from './config.ts';
 import { createDatabase, type Database } from './db/index.ts';
 import { createApp } from './http/app.ts';
@@ -41,7 +41,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   const deps: Deps = {
     sql: database.sql,
     config,
-    verify: createVerifier(config.auth),
+    verify: createTokenVerifier(config.auth),
     metrics,
     logger: opts.logger ?? pino({ level: config.logLevel }),
   };

@@ -1,40 +1,151 @@
 import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
 
 /**
- * Supabase-style access tokens: HS256 signed with the project's JWT secret, or asymmetric keys
- * published as a JWKS (Supabase's signing keys) when a JWKS URL is configured. `alg: none`,
- * unknown algorithms, bad signatures, expired or not-yet-valid tokens and a wrong audience are
- * all rejected by jose before any claim is read.
+ * Access tokens: the one check for every surface that takes a token — the HTTP API (and its edge
+ * functions), the H1 canvas socket (`/ws/canvas/{id}`), and realtime-js (connect `apikey`,
+ * `phx_join` `access_token`, the `access_token` refresh event). Each surface states which tokens
+ * it admits with a TokenPolicy; every other rule is the same everywhere.
+ *
+ * Claims follow Supabase Auth (GoTrue): a user's access token carries `sub` (the auth.users id, a
+ * UUID), `role: 'authenticated'`, `aud: 'authenticated'`, `iss` (`https://<ref>.supabase.co/auth/v1`),
+ * `iat`, `exp`, `session_id`, `email`. A project's legacy API keys (the anon and service_role keys)
+ * are HS256 JWTs signed with the same secret carrying `role`, `iss: 'supabase'`, `iat` and `exp`,
+ * but no `sub` and no `aud`.
+ *
+ * The rules:
+ *  - signature: HS256 with the project's JWT secret, or RS256/ES256/EdDSA with a key of the JWKS
+ *    when one is configured (Supabase's asymmetric signing keys); `alg: none` and any other
+ *    algorithm are refused;
+ *  - `exp` is required (a token that never expires is refused); `exp` and `nbf` are checked with
+ *    CLOCK_LEEWAY_SECONDS of tolerance, on every surface alike;
+ *  - `role` is one of anon, authenticated, service_role, and one the surface's policy admits;
+ *  - a token with `sub` (a user's token): `sub` is a UUID, `aud` includes the configured audience,
+ *    and `iss` equals JWT_ISSUER when that is configured;
+ *  - `role: 'authenticated'` needs a `sub`;
+ *  - a token without `sub` is an API key: HS256 only, role anon or service_role, admitted only
+ *    where the policy says `apiKeys: true` (realtime); an `aud`, if it carries one, must match too.
+ *    JWT_ISSUER is not applied to it: the platform, not Auth, issues API keys.
  */
 export type AuthConfig = { jwtSecret: string; jwksUrl?: string; audience: string; issuer?: string };
 
-export type Claims = JWTPayload & { sub: string; role: string; email?: string; scope?: string | string[]; session_id?: string };
+/** Seconds of clock skew tolerated on `exp` and `nbf` (jose's clockTolerance), the same on every surface. */
+export const CLOCK_LEEWAY_SECONDS = 5;
 
-export class AuthError extends Error {
-  constructor(message: string) {
+export type Role = 'anon' | 'authenticated' | 'service_role';
+const ROLES: readonly Role[] = ['anon', 'authenticated', 'service_role'];
+
+/** What a verified token says: a user's token or an API key (no `sub`). */
+export type TokenClaims = JWTPayload & {
+  sub?: string; role: Role; exp: number; email?: string; scope?: string | string[]; session_id?: string;
+};
+/** A verified user's token: `sub` is the user's id. */
+export type Claims = TokenClaims & { sub: string };
+
+/** Which tokens a surface admits. */
+export type TokenPolicy = { roles: readonly Role[]; apiKeys: boolean };
+
+/** HTTP API endpoints: a signed-in user (or a service_role token acting as a given user id). */
+export const HTTP_USER_POLICY = { roles: ['authenticated', 'service_role'], apiKeys: false } as const satisfies TokenPolicy;
+/** H1 canvas socket: a signed-in user. */
+export const H1_POLICY = { roles: ['authenticated'], apiKeys: false } as const satisfies TokenPolicy;
+/** realtime-js connect, phx_join and access_token: users and API keys; RLS then decides private channels. */
+export const REALTIME_POLICY = { roles: ROLES, apiKeys: true } as const satisfies TokenPolicy;
+
+export type TokenErrorCode =
+  | 'invalid_token' // not a JWT, bad signature, or an algorithm that is not accepted
+  | 'expired'
+  | 'not_yet_valid'
+  | 'missing_exp'
+  | 'wrong_audience'
+  | 'wrong_issuer'
+  | 'invalid_subject'
+  | 'invalid_role'
+  | 'user_required'; // valid, but this surface needs a signed-in user (API key, or a role it does not admit)
+
+/** A refused token: `code` is stable, `message` says what to do. */
+export class TokenError extends Error {
+  override readonly name = 'TokenError';
+  constructor(readonly code: TokenErrorCode, message: string) {
     super(message);
+  }
+
+  get expired(): boolean {
+    return this.code === 'expired';
   }
 }
 
-export function createVerifier(config: AuthConfig) {
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const INVALID = 'token is not a valid signed JWT (HS256 with the project JWT secret, or a key of the project JWKS)';
+
+export interface VerifyToken {
+  (token: string, policy: TokenPolicy & { apiKeys: true }): Promise<TokenClaims>;
+  (token: string, policy: TokenPolicy & { apiKeys: false }): Promise<Claims>;
+  (token: string, policy: TokenPolicy): Promise<TokenClaims>;
+}
+
+/** The token check of this module's docstring, for one project's auth settings; throws TokenError. */
+export function createTokenVerifier(config: AuthConfig): VerifyToken {
   const secret = new TextEncoder().encode(config.jwtSecret);
   const jwks = config.jwksUrl ? createRemoteJWKSet(new URL(config.jwksUrl)) : undefined;
-  return async function verify(token: string): Promise<Claims> {
+
+  async function verify(token: string, policy: TokenPolicy): Promise<TokenClaims> {
+    let alg: string | undefined;
+    let payload: JWTPayload;
     try {
-      const header = decodeProtectedHeader(token);
-      const options = { audience: config.audience, issuer: config.issuer, clockTolerance: 5 };
-      const { payload } = header.alg === 'HS256' || !jwks
+      alg = decodeProtectedHeader(token).alg;
+      const options = { clockTolerance: CLOCK_LEEWAY_SECONDS, requiredClaims: ['exp'] };
+      ({ payload } = alg === 'HS256' || !jwks
         ? await jwtVerify(token, secret, { ...options, algorithms: ['HS256'] })
-        : await jwtVerify(token, jwks, { ...options, algorithms: ['RS256', 'ES256', 'EdDSA'] });
-      if (typeof payload.sub !== 'string' || typeof payload.role !== 'string') throw new AuthError('token lacks sub or role');
-      return payload as Claims;
+        : await jwtVerify(token, jwks, { ...options, algorithms: ['RS256', 'ES256', 'EdDSA'] }));
     } catch (err) {
-      if (err instanceof AuthError) throw err;
-      if (err instanceof errors.JWTExpired) throw new AuthError('token expired: refresh it (POST /api/v1/auth/refresh)');
-      if (err instanceof errors.JWTClaimValidationFailed) throw new AuthError(`token rejected: ${err.message}`);
-      throw new AuthError('token is not a valid signed JWT');
+      throw fromJose(err);
     }
-  };
+    const role = payload.role;
+    if (typeof role !== 'string' || !(ROLES as readonly string[]).includes(role)) {
+      throw new TokenError('invalid_role', `token role must be one of ${ROLES.join(', ')}`);
+    }
+    const sub = payload.sub;
+    if (sub === undefined || sub === '') {
+      if (role === 'authenticated') throw new TokenError('invalid_subject', 'an authenticated token needs a sub (the user id)');
+      if (!policy.apiKeys) throw new TokenError('user_required', "a signed-in user's token is required here: an API key (anon, service_role) names no user");
+      if (alg !== 'HS256') throw new TokenError('invalid_token', INVALID);
+      if (payload.aud !== undefined && !hasAudience(payload.aud, config.audience)) throw wrongAudience(config.audience);
+    } else {
+      if (typeof sub !== 'string' || !UUID.test(sub)) throw new TokenError('invalid_subject', 'token subject (sub) is not a user id (a UUID)');
+      if (!hasAudience(payload.aud, config.audience)) throw wrongAudience(config.audience);
+      if (config.issuer !== undefined && payload.iss !== config.issuer) {
+        throw new TokenError('wrong_issuer', `token issuer (iss) must be ${JSON.stringify(config.issuer)}`);
+      }
+    }
+    if (!policy.roles.includes(role as Role)) {
+      throw new TokenError('user_required', `a signed-in user's token is required here (role ${JSON.stringify(role)} is not accepted)`);
+    }
+    return payload as TokenClaims;
+  }
+  return verify as VerifyToken;
+}
+
+function hasAudience(aud: unknown, audience: string): boolean {
+  return aud === audience || (Array.isArray(aud) && aud.includes(audience));
+}
+
+function wrongAudience(audience: string): TokenError {
+  return new TokenError('wrong_audience', `token audience (aud) must include ${JSON.stringify(audience)}`);
+}
+
+/** jose's failure as a TokenError: expiry and time claims by name, anything else is an invalid token. */
+function fromJose(err: unknown): TokenError {
+  if (err instanceof errors.JWTExpired) {
+    const exp = (err.payload as { exp?: unknown }).exp;
+    const ago = typeof exp === 'number' ? Math.max(0, Math.floor(Date.now() / 1000) - exp) : 0;
+    // Supabase Realtime's wording (realtime-js surfaces it as is), plus what to do about it
+    return new TokenError('expired', `Token has expired ${ago} seconds ago: refresh it (POST /api/v1/auth/refresh)`);
+  }
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    if (err.claim === 'exp' && err.reason === 'missing') return new TokenError('missing_exp', 'token has no exp claim: tokens must expire');
+    if (err.claim === 'nbf' && err.reason === 'check_failed') return new TokenError('not_yet_valid', 'token is not valid yet (nbf is in the future)');
+  }
+  return new TokenError('invalid_token', INVALID);
 }
 
 /** Mints an HS256 access token (local development, tests, and H5 refresh). */

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { pino } from 'pino';
-import { createVerifier } from '../auth/jwt.ts';
+import { createTokenVerifier } from '../auth/jwt.ts';
 import { loadConfig } from '../config.ts';
 import { createDatabase } from '../db/index.ts';
 import { createMetrics } from '../metrics.ts';
@@ -19,7 +19,7 @@ export function createEdgeApp(name: keyof typeof FUNCTIONS, env: Record<string, 
   const deps: Deps = {
     sql: database.sql,
     config,
-    verify: createVerifier(config.auth),
+    verify: createTokenVerifier(config.auth),
     metrics: createMetrics(),
     logger: pino({ level: config.logLevel }),
   };

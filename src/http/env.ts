@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
-import type { Claims } from '../auth/jwt.ts';
+import type { Claims, VerifyToken } from '../auth/jwt.ts';
 import type { Config } from '../config.ts';
 import type { Metrics } from '../metrics.ts';
 
@@ -8,7 +8,7 @@ import type { Metrics } from '../metrics.ts';
 export type Deps = {
   sql: Sql;
   config: Config;
-  verify: (token: string) => Promise<Claims>;
+  verify: VerifyToken;
   metrics: Metrics;
   logger: Logger;
 };

@@ -3,13 +3,11 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
-import type { Claims } from '../auth/jwt.ts';
+import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
 import { ApiError } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-const USER_ROLES = new Set(['authenticated', 'service_role']);
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const tracer = trace.getTracer('potentia-http');
 
 /** Request id (kept from X-Request-Id when well-formed), structured log line, metrics, trace. */
@@ -50,7 +48,11 @@ export function limitBody(deps: Deps): MiddlewareHandler<AppEnv> {
   });
 }
 
-/** Requires a valid access token (Authorization: Bearer …); sets `claims`. */
+/**
+ * Requires a signed-in user's access token (Authorization: Bearer …, HTTP_USER_POLICY of
+ * src/auth/jwt.ts); sets `claims`. API keys and tokens naming no user are refused 401 here, before
+ * any database work.
+ */
 export function requireAuth(deps: Deps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const header = c.req.header('authorization') ?? '';
@@ -58,14 +60,11 @@ export function requireAuth(deps: Deps): MiddlewareHandler<AppEnv> {
     if (!match) throw new ApiError('unauthorized', 'missing bearer token: send Authorization: Bearer <access token>');
     let claims: Claims;
     try {
-      claims = await deps.verify(match[1]!);
+      claims = await deps.verify(match[1]!, HTTP_USER_POLICY);
     } catch (err) {
-      throw new ApiError('unauthorized', (err as Error).message);
+      if (err instanceof TokenError) throw new ApiError('unauthorized', err.message);
+      throw err;
     }
-    // a validly signed token may still name no user (the anon key), or a role the API never runs as
-    // (PostgREST answers those 401 too): refuse before any database work, not with a 500 from it
-    if (!USER_ROLES.has(claims.role)) throw new ApiError('unauthorized', `a signed-in user's token is required (role ${JSON.stringify(claims.role)} cannot call this endpoint)`);
-    if (!UUID.test(claims.sub)) throw new ApiError('unauthorized', 'token subject (sub) is not a user id');
     c.set('claims', claims);
     await next();
   };

@@ -4,8 +4,8 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ApiError, rawErrorResponse } from '../http/errors.ts';
-import type { AuthConfig } from '../auth/jwt.ts';
-import { createSocketVerifier, mayAccessTopic, TokenError, type SocketClaims } from './authorize.ts';
+import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
+import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
@@ -39,7 +39,8 @@ const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 export function createGateway(opts: GatewayOptions): Gateway {
   const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
   const hub = new Hub(opts.sql, bus, opts.logger, { ...DEFAULT_LIMITS, ...opts.limits });
-  const verify = createSocketVerifier(opts.auth);
+  const verifyToken = createTokenVerifier(opts.auth);
+  const verifyRealtime = (token: string) => verifyToken(token, REALTIME_POLICY);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
   const sockets = new Set<WebSocket>();
 
@@ -56,10 +57,10 @@ export function createGateway(opts: GatewayOptions): Gateway {
     });
   }
 
-  /** The token's claims, or null after answering 401 (any other failure propagates). */
-  async function verifyOrReject(socket: Duplex, token: string): Promise<SocketClaims | null> {
+  /** The token's claims under `policy`, or null after answering 401 (any other failure propagates). */
+  async function verifyOrReject(socket: Duplex, token: string, policy: TokenPolicy): Promise<SocketClaims | null> {
     try {
-      return await verify(token);
+      return await verifyToken(token, policy);
     } catch (err) {
       if (err instanceof TokenError) {
         reject(socket, 401, err.message);
@@ -74,18 +75,17 @@ export function createGateway(opts: GatewayOptions): Gateway {
     if (!vsn) return reject(socket, 400, 'unsupported vsn: use 1.0.0 or 2.0.0');
     const token = url.searchParams.get('apikey') ?? header(req, 'apikey') ?? bearer(req);
     if (!token) return reject(socket, 401, 'apikey is required');
-    const claims = await verifyOrReject(socket, token);
+    const claims = await verifyOrReject(socket, token, REALTIME_POLICY);
     if (!claims) return;
-    accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, claims, token, verify));
+    accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, claims, token, verifyRealtime));
   }
 
   async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasId: string): Promise<void> {
     if (!UUID.test(canvasId)) return reject(socket, 400, 'canvas_id must be a uuid');
     const token = url.searchParams.get('access_token') ?? bearer(req);
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
-    const claims = await verifyOrReject(socket, token);
+    const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID
     if (!claims) return;
-    if (!claims.sub || claims.role !== 'authenticated') return reject(socket, 401, 'a signed-in user token is required');
     if (!(await mayAccessTopic(opts.sql, claims, `canvas:${canvasId}`, 'read'))) {
       return reject(socket, 404, 'canvas not found, or you are not a member of it');
     }
@@ -107,7 +107,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     socket.on('error', () => {});
     handled.catch((err) => {
       opts.logger.error({ err }, 'WebSocket upgrade failed');
-      if (!socket.destroyed) socket.end('HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n');
+      if (!socket.destroyed) socket.end(rawErrorResponse(new ApiError('internal', 'internal error: the WebSocket upgrade failed')));
     });
   }
 

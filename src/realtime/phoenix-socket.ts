@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import { withRequest } from '../db/request.ts';
-import { mayAccessTopic, TokenError, type SocketClaims } from './authorize.ts';
+import { CLOCK_LEEWAY_SECONDS, TokenError } from '../auth/jwt.ts';
+import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
 import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
@@ -98,7 +99,15 @@ export class PhoenixSocket {
       if (frame.event === 'heartbeat') this.reply(frame, 'ok');
       return;
     }
-    if (frame.event === 'phx_join') return this.join(frame);
+    if (frame.event === 'phx_join') {
+      try {
+        return await this.join(frame);
+      } catch (err) {
+        // a join always gets its phx_reply: without one realtime-js waits for its timeout
+        this.hub.logger.error({ err, topic: frame.topic }, 'realtime join failed');
+        return this.reply(frame, 'error', { reason: 'internal error: the join failed, retry shortly' });
+      }
+    }
     const channel = this.channels.get(frame.topic);
     if (!channel || (frame.join_ref && frame.join_ref !== channel.joinRef)) {
       if (frame.event !== 'phx_leave') this.reply(frame, 'error', { reason: 'unmatched topic' });
@@ -140,10 +149,10 @@ export class PhoenixSocket {
     const token = typeof payload.access_token === 'string' && payload.access_token ? payload.access_token : this.connectToken;
     let claims: SocketClaims;
     try {
-      claims = token === this.connectToken ? this.connectClaims : await this.verify(token);
-      if (typeof claims.exp === 'number' && claims.exp * 1000 <= Date.now()) throw new TokenError('Token has expired', true);
+      // verified again even when it is the connect token: it may have expired since (same leeway as HTTP)
+      claims = await this.verify(token);
     } catch (err) {
-      if (err instanceof TokenError) return fail(err.expired ? `InvalidJWTToken: ${err.message}` : `InvalidJWTToken: ${err.message}`);
+      if (err instanceof TokenError) return fail(`InvalidJWTToken: ${err.message}`);
       throw err;
     }
     const subTopic = frame.topic.slice('realtime:'.length);
@@ -186,9 +195,10 @@ export class PhoenixSocket {
     channel.expiry = null;
     const exp = channel.claims.exp;
     if (typeof exp !== 'number') return;
-    const ms = exp * 1000 - Date.now();
+    // closes when the token would no longer verify: exp plus the leeway every surface allows
+    const ms = (exp + CLOCK_LEEWAY_SECONDS) * 1000 - Date.now();
     channel.expiry = setTimeout(() => {
-      this.system(channel, 'error', 'Token has expired 0 seconds ago');
+      this.system(channel, 'error', `Token has expired ${Math.max(0, Math.floor(Date.now() / 1000) - exp)} seconds ago`);
       void this.close(channel, false);
     }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
     channel.expiry.unref();

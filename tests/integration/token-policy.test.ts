@@ -1,0 +1,223 @@
+import { randomUUID } from 'node:crypto';
+import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLOCK_LEEWAY_SECONDS } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas } from '../helpers/fixtures.ts';
+import { apiKey, now, signClaims, unsignedToken, userClaims } from '../helpers/tokens.ts';
+
+// One token policy on every surface that takes a token: the HTTP API, the H1 upgrade
+// (/ws/canvas/{id}), the realtime connect upgrade (apikey), phx_join (access_token, through the
+// real @supabase/realtime-js) and the access_token refresh of a joined channel. Each token gets the
+// same decision, for the same reason, everywhere — except the project's API keys, which realtime
+// admits and the user-only surfaces (HTTP, H1) refuse.
+
+const ISSUER = 'http://127.0.0.1:54321/auth/v1';
+const base = loadConfig();
+const config = {
+  ...base, databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' as const,
+  auth: { ...base.auth, issuer: ISSUER },
+};
+const secret = config.auth.jwtSecret;
+const db = testDatabase(3);
+
+let server: Server;
+let canvasId: string;
+let owner: string;
+let anonKey: string; // what supabase-js sends as apikey
+
+beforeAll(async () => {
+  server = await startServer(config);
+  const canvas = await createCanvas(db.sql);
+  canvasId = canvas.canvasId;
+  owner = canvas.users.owner!;
+  anonKey = await apiKey(secret, 'anon');
+}, 90_000);
+afterAll(async () => {
+  await server?.stop();
+  await db.close();
+});
+
+type Surface = 'http' | 'h1' | 'connect' | 'join' | 'refresh';
+const SURFACES: Surface[] = ['http', 'h1', 'connect', 'join', 'refresh'];
+type Outcome = { accepted: boolean; message: string };
+
+const user = (patch: Record<string, unknown> = {}, drop: string[] = []) => {
+  const claims: Record<string, unknown> = { ...userClaims(owner, { issuer: ISSUER }), ...patch };
+  for (const key of drop) delete claims[key];
+  return claims;
+};
+
+type Row = {
+  name: string;
+  mint: () => Promise<string>;
+  /** surfaces that accept it; the others refuse it with `reason` */
+  accepts: Surface[];
+  reason?: RegExp;
+  /** the realtime channel used for join/refresh: a member's private canvas channel, or a public one */
+  channel: 'private' | 'public';
+};
+
+const INVALID = /not a valid signed JWT/;
+const ROWS: Row[] = [
+  { name: 'a valid user token', mint: () => signClaims(secret, user()), accepts: SURFACES, channel: 'private' },
+  { name: `3 s past exp (within the ${CLOCK_LEEWAY_SECONDS} s leeway)`, mint: () => signClaims(secret, user({ exp: now() - 3 })), accepts: SURFACES, channel: 'private' },
+  { name: '10 s past exp', mint: () => signClaims(secret, user({ exp: now() - 10 })), accepts: [], reason: /Token has expired/, channel: 'private' },
+  { name: 'no exp', mint: () => signClaims(secret, user({}, ['exp'])), accepts: [], reason: /no exp claim/, channel: 'private' },
+  { name: 'nbf a minute ahead', mint: () => signClaims(secret, user({ nbf: now() + 60 })), accepts: [], reason: /not valid yet/, channel: 'private' },
+  { name: 'sub not a UUID', mint: () => signClaims(secret, user({ sub: 'not-a-uuid' })), accepts: [], reason: /sub.*not a user id/, channel: 'private' },
+  { name: 'authenticated without sub', mint: () => signClaims(secret, user({}, ['sub'])), accepts: [], reason: /needs a sub/, channel: 'private' },
+  { name: 'wrong aud', mint: () => signClaims(secret, user({ aud: 'someone-else' })), accepts: [], reason: /audience/, channel: 'private' },
+  { name: 'wrong iss', mint: () => signClaims(secret, user({ iss: 'https://elsewhere.example/auth/v1' })), accepts: [], reason: /issuer/, channel: 'private' },
+  { name: 'no iss (one is configured)', mint: () => signClaims(secret, user({}, ['iss'])), accepts: [], reason: /issuer/, channel: 'private' },
+  { name: 'a role the API never runs as', mint: () => signClaims(secret, user({ role: 'postgres' })), accepts: [], reason: /role must be one of/, channel: 'private' },
+  { name: 'wrong signature', mint: () => signClaims('another-secret-that-is-at-least-32-characters', user()), accepts: [], reason: INVALID, channel: 'private' },
+  { name: 'alg none', mint: async () => unsignedToken(user()), accepts: [], reason: INVALID, channel: 'private' },
+  { name: 'not a JWT', mint: async () => 'not-a-jwt', accepts: [], reason: INVALID, channel: 'private' },
+  { name: 'the anon key (no sub)', mint: () => apiKey(secret, 'anon'), accepts: ['connect', 'join', 'refresh'], reason: /signed-in user/, channel: 'public' },
+  { name: 'the service_role key (no sub)', mint: () => apiKey(secret, 'service_role'), accepts: ['connect', 'join', 'refresh'], reason: /signed-in user/, channel: 'public' },
+  { name: 'an expired anon key', mint: () => apiKey(secret, 'anon', -10), accepts: [], reason: /Token has expired/, channel: 'public' },
+];
+
+const wsBase = () => server.url.replace(/^http/, 'ws');
+
+async function viaHttp(token: string): Promise<Outcome> {
+  const res = await fetch(`${server.url}/api/v1/canvas/${canvasId}`, { headers: { authorization: `Bearer ${token}` } });
+  const body = await res.json() as any;
+  if (res.status === 200) return { accepted: true, message: '' };
+  expect(res.status, JSON.stringify(body)).toBe(401);
+  expect(body.error.code).toBe('unauthorized');
+  return { accepted: false, message: body.error.message };
+}
+
+/** A WebSocket upgrade: open (then closed again), or the refusal's status and JSON error. */
+function upgrade(url: string): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.once('open', () => {
+      ws.close();
+      resolve({ accepted: true, message: '' });
+    });
+    ws.once('unexpected-response', (_req, res) => {
+      let text = '';
+      res.on('data', (chunk: Buffer) => { text += chunk.toString('utf8'); });
+      res.on('end', () => {
+        try {
+          expect(res.statusCode, text).toBe(401);
+          const body = JSON.parse(text);
+          expect(body.error.code).toBe('unauthorized');
+          resolve({ accepted: false, message: body.error.message });
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    ws.once('error', (err) => reject(err));
+  });
+}
+
+const clients: RealtimeClient[] = [];
+function realtimeClient(): RealtimeClient {
+  // what supabase-js does: the anon key as apikey, the user's token per channel (setAuth);
+  // the join timeout is long so that a missing phx_reply shows as TIMED_OUT, never as an error
+  const client = new RealtimeClient(`${wsBase()}/realtime/v1`, {
+    params: { apikey: anonKey }, transport: WebSocket as any, heartbeatIntervalMs: 5000, timeout: 10_000,
+  });
+  clients.push(client);
+  return client;
+}
+
+const topicFor = (kind: Row['channel']) => (kind === 'private' ? `canvas:${canvasId}` : `room:${randomUUID()}`);
+
+function subscribe(channel: RealtimeChannel): Promise<{ status: string; err?: Error }> {
+  return new Promise((resolve) => {
+    channel.subscribe((status, err) => {
+      if (status !== 'CLOSED') resolve({ status, err });
+    });
+  });
+}
+
+async function viaJoin(token: string, kind: Row['channel']): Promise<Outcome> {
+  const client = realtimeClient();
+  try {
+    await client.setAuth(token);
+    const { status, err } = await subscribe(client.channel(topicFor(kind), { config: { private: kind === 'private' } }));
+    if (status === 'SUBSCRIBED') return { accepted: true, message: '' };
+    expect(status, 'a refused join gets its phx_reply (CHANNEL_ERROR), not silence (TIMED_OUT)').toBe('CHANNEL_ERROR');
+    expect(err?.message).toMatch(/^InvalidJWTToken: /);
+    return { accepted: false, message: err!.message };
+  } finally {
+    await client.disconnect();
+  }
+}
+
+/** Joins with a good token, then refreshes it to `token` (realtime-js setAuth pushes access_token). */
+async function viaRefresh(token: string, kind: Row['channel']): Promise<Outcome> {
+  const client = realtimeClient();
+  try {
+    await client.setAuth(kind === 'private' ? await signClaims(secret, user()) : anonKey);
+    let onRefusal!: (message: string) => void;
+    const refusal = new Promise<string>((resolve) => { onRefusal = resolve; });
+    const channel = client.channel(topicFor(kind), { config: { private: kind === 'private', broadcast: { ack: true } } })
+      .on('system', {}, (p: { status: string; message: string }) => { if (p.status === 'error') onRefusal(p.message); });
+    expect((await subscribe(channel)).status).toBe('SUBSCRIBED');
+    await client.setAuth(token);
+    // frames are handled in order: a refusal (system error) arrives before the acked broadcast's
+    // reply, so the first of the two to arrive is the decision
+    const first = await Promise.race([
+      channel.send({ type: 'broadcast', event: 'ping', payload: {} }).then((sent) => ({ sent })),
+      refusal.then((message) => ({ message })),
+    ]);
+    if ('message' in first) return { accepted: false, message: first.message };
+    expect(first.sent).toBe('ok');
+    return { accepted: true, message: '' };
+  } finally {
+    await client.disconnect();
+  }
+}
+
+async function outcome(surface: Surface, row: Row): Promise<Outcome> {
+  const token = await row.mint(); // minted per surface: `exp - 3 s` stays 3 s
+  switch (surface) {
+    case 'http': return viaHttp(token);
+    case 'h1': return upgrade(`${wsBase()}/ws/canvas/${canvasId}?access_token=${encodeURIComponent(token)}`);
+    case 'connect': return upgrade(`${wsBase()}/realtime/v1/websocket?apikey=${encodeURIComponent(token)}&vsn=1.0.0`);
+    case 'join': return viaJoin(token, row.channel);
+    case 'refresh': return viaRefresh(token, row.channel);
+  }
+}
+
+describe('one token policy on HTTP, H1, realtime connect, phx_join and access_token refresh', () => {
+  for (const row of ROWS) {
+    it(row.name, async () => {
+      const decided: Record<string, boolean> = {};
+      const expected: Record<string, boolean> = {};
+      for (const surface of SURFACES) {
+        const result = await outcome(surface, row);
+        decided[surface] = result.accepted;
+        expected[surface] = row.accepts.includes(surface);
+        if (!result.accepted) expect(result.message, `${surface} refusal`).toMatch(row.reason!);
+      }
+      expect(decided).toEqual(expected);
+    }, 60_000);
+  }
+});
+
+describe('API keys on realtime', () => {
+  it('the anon key joins a public channel but not a member-only canvas channel (RLS decides)', async () => {
+    const client = realtimeClient();
+    const pub = await subscribe(client.channel(`room:${randomUUID()}`));
+    expect(pub.status).toBe('SUBSCRIBED');
+    const priv = await subscribe(client.channel(`canvas:${canvasId}`, { config: { private: true } }));
+    expect(priv.status).toBe('CHANNEL_ERROR');
+    expect(priv.err?.message).toMatch(/^Unauthorized: /);
+    await client.disconnect();
+  });
+});
+
+afterAll(async () => {
+  await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
+});

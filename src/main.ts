@@ -4,6 +4,11 @@ import { DEMO, devToken } from './dev.ts';
 import { startServer } from './server.ts';
 
 const config = loadConfig();
+// Last resort only: every known fault is handled where it happens. A rejection nobody handled is
+// a bug to report, not a reason to drop every socket this process serves.
+process.on('unhandledRejection', (err) => {
+  console.error('BUG: unhandled rejection (the process keeps serving; please report this):', err);
+});
 // the background-job worker runs in this process unless WORKER_MODE is external (`npm run worker`) or off
 const server = await startServer(config, { worker: config.worker.mode === 'inprocess' }).catch((err: NodeJS.ErrnoException) => {
   console.error(err.code === 'EADDRINUSE'

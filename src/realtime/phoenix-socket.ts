@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import { withRequest } from '../db/request.ts';
 import { CLOCK_LEEWAY_SECONDS, TokenError } from '../auth/jwt.ts';
+import { AccessGate, accessChange, concerns } from './access.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
+import { channelKey, type ChannelKey } from './channel-key.ts';
 import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
@@ -18,6 +20,8 @@ import { decodeFrame, encodeBroadcast, encodeFrame, ProtocolError, type Frame, t
 type Channel = {
   topic: string; // realtime:<subTopic>
   subTopic: string;
+  /** Partition of presence and client broadcasts: the private and public rooms of a topic never mix. */
+  key: ChannelKey;
   joinRef: string;
   private: boolean;
   self: boolean;
@@ -32,6 +36,8 @@ type Channel = {
   expiry: NodeJS.Timeout | null;
   lastPresenceWrite: number;
   tracked: boolean;
+  /** Holds database messages while the channel's access is re-checked (access.ts). */
+  gate: AccessGate;
   socket: PhoenixSocket;
 };
 
@@ -165,6 +171,7 @@ export class PhoenixSocket {
     const channel: Channel = {
       topic: frame.topic,
       subTopic,
+      key: channelKey(subTopic, isPrivate),
       joinRef: frame.join_ref ?? frame.ref ?? '',
       private: isPrivate,
       self: config.broadcast?.self === true,
@@ -178,15 +185,16 @@ export class PhoenixSocket {
       expiry: null,
       lastPresenceWrite: 0,
       tracked: false,
+      gate: new AccessGate(() => this.reauthorize(channel), (err) => void this.accessCheckFailed(channel, err)),
       socket: this,
     };
     this.channels.set(frame.topic, channel);
     channel.offDatabase = this.hub.subscribe(subTopic, { onDatabase: (m) => this.deliverDatabase(channel, m) });
-    channel.offPeers = this.hub.join(subTopic, channel);
+    channel.offPeers = this.hub.join(channel.key, channel);
     this.armExpiry(channel);
     this.reply(frame, 'ok', { postgres_changes: [] });
     if (presenceEnabled) {
-      this.send({ join_ref: channel.joinRef, ref: null, topic: channel.topic, event: 'presence_state', payload: this.hub.presence.state(subTopic) });
+      this.send({ join_ref: channel.joinRef, ref: null, topic: channel.topic, event: 'presence_state', payload: this.hub.presence.state(channel.key) });
     }
   }
 
@@ -270,8 +278,7 @@ export class PhoenixSocket {
       return;
     }
     const encoded = new Map<Vsn, string | Buffer>();
-    for (const peer of this.hub.peersOf<Channel>(channel.subTopic)) {
-      if (peer.private !== channel.private) continue;
+    for (const peer of this.hub.peersOf<Channel>(channel.key)) {
       if (peer === channel && !channel.self) continue;
       peer.socket.sendBroadcast(peer, p.event, payloadJson, null, encoded);
     }
@@ -291,8 +298,38 @@ export class PhoenixSocket {
 
   private deliverDatabase(channel: Channel, message: BusMessage & { encoded?: Map<Vsn, string | Buffer> }): void {
     if (message.extension !== 'broadcast' || message.private !== channel.private) return;
-    message.encoded ??= new Map();
-    this.sendBroadcast(channel, message.event, message.payloadJson, { id: message.id }, message.encoded);
+    const change = accessChange(message);
+    if (change) {
+      // for the gateway only: never forwarded; the channel re-runs its join authorization
+      if (concerns(change, channel.claims)) channel.gate.recheck();
+      return;
+    }
+    channel.gate.deliver(() => {
+      message.encoded ??= new Map();
+      this.sendBroadcast(channel, message.event, message.payloadJson, { id: message.id }, message.encoded);
+    });
+  }
+
+  /** After an access change: the join authorization again; refused → `system` error and phx_close. */
+  private async reauthorize(channel: Channel): Promise<boolean> {
+    if (this.channels.get(channel.topic) !== channel) return false;
+    const allowed = await mayAccessTopic(this.hub.sql, channel.claims, channel.subTopic, 'read');
+    if (this.channels.get(channel.topic) !== channel) return false;
+    if (allowed) {
+      channel.canSend.clear(); // send rights are re-asked on the next broadcast / track
+      return true;
+    }
+    this.system(channel, 'error', `Unauthorized: You do not have permissions to read from this Channel topic: ${channel.subTopic}`);
+    await this.close(channel, false);
+    return false;
+  }
+
+  /** The re-check itself failed (database unreachable): the channel errors; realtime-js rejoins, which authorizes. */
+  private async accessCheckFailed(channel: Channel, err: unknown): Promise<void> {
+    this.hub.logger.error({ err, topic: channel.topic }, 'realtime re-authorization failed');
+    if (this.channels.get(channel.topic) !== channel) return;
+    this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_error', payload: {} });
+    await this.close(channel, true);
   }
 
   private async presence(channel: Channel, frame: Frame): Promise<void> {
@@ -305,7 +342,7 @@ export class PhoenixSocket {
       }
       channel.tracked = true;
       await this.writePresence(channel, meta); // durable last_active_at first: `ok` means recorded
-      this.broadcastDiff(channel.subTopic, this.hub.presence.track(channel.subTopic, channel, channel.presenceKey, meta));
+      this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta));
       this.reply(frame, 'ok');
     } else if (p.event === 'untrack') {
       this.reply(frame, 'ok');
@@ -315,18 +352,18 @@ export class PhoenixSocket {
     }
   }
 
-  private broadcastDiff(subTopic: string, diff: PresenceDiff | null): void {
+  private broadcastDiff(key: ChannelKey, diff: PresenceDiff | null): void {
     if (!diff) return;
-    for (const peer of this.hub.peersOf<Channel>(subTopic)) {
+    for (const peer of this.hub.peersOf<Channel>(key)) {
       if (!peer.presenceEnabled) continue;
       peer.socket.send({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload: diff });
     }
   }
 
-  /** Durable last_active_at (throttled): api.update_presence as the channel's user. */
+  /** Durable last_active_at (throttled): api.update_presence as the channel's user; the canvas is the private channel. */
   private async writePresence(channel: Channel, meta: Record<string, unknown>): Promise<void> {
     const canvasId = CANVAS_TOPIC.exec(channel.subTopic)?.[1];
-    if (!canvasId || !channel.claims.sub || channel.claims.role !== 'authenticated') return;
+    if (!canvasId || !channel.private || !channel.claims.sub || channel.claims.role !== 'authenticated') return;
     const now = Date.now();
     if (now - channel.lastPresenceWrite < this.hub.limits.presenceWriteIntervalMs) return;
     channel.lastPresenceWrite = now;
@@ -342,11 +379,11 @@ export class PhoenixSocket {
   private async untrack(channel: Channel): Promise<void> {
     if (!channel.tracked) return;
     channel.tracked = false;
-    this.broadcastDiff(channel.subTopic, this.hub.presence.untrack(channel.subTopic, channel));
+    this.broadcastDiff(channel.key, this.hub.presence.untrack(channel.key, channel));
     const canvasId = CANVAS_TOPIC.exec(channel.subTopic)?.[1];
     const sub = channel.claims.sub;
-    if (!canvasId || !sub || channel.claims.role !== 'authenticated') return;
-    for (const peer of this.hub.peersOf<Channel>(channel.subTopic)) {
+    if (!canvasId || !channel.private || !sub || channel.claims.role !== 'authenticated') return;
+    for (const peer of this.hub.peersOf<Channel>(channel.key)) {
       if (peer !== channel && peer.tracked && peer.claims.sub === sub) return; // still here in another tab
     }
     try {

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { Logger as GraphileLogger, run, type Runner, type TaskList, type WorkerEvents, type WorkerPool } from 'graphile-worker';
 import { pino, type Logger } from 'pino';
+import pg from 'pg';
 import postgres, { type Sql } from 'postgres';
 import type { EmbeddingConfig, WorkerConfig } from '../config.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
@@ -81,12 +82,15 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
     log.warn({ task: job.task_identifier, job_id: job.id, attempt: job.attempts, err: String((error as Error)?.message ?? error) }, 'job failed');
   });
 
+  // Graphile Worker's own pool, named so operators (and the fault tests) can tell its connections
+  // apart; a connection the server terminates while idle is an 'error' event to log, not a crash
+  const queuePool = new pg.Pool({ connectionString: opts.databaseUrl, max: cfg.concurrency + 2, application_name: 'potentia-worker-queue' });
+  queuePool.on('error', (err) => log.warn({ err: err.message }, 'worker queue connection lost; the pool reconnects'));
   let runner: Runner;
   try {
     runner = await run({
-      connectionString: opts.databaseUrl,
+      pgPool: queuePool,
       concurrency: cfg.concurrency,
-      maxPoolSize: cfg.concurrency + 2,
       pollInterval: cfg.pollIntervalMs,
       taskList,
       crontab: cfg.crontab,
@@ -96,6 +100,7 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
     });
   } catch (err) {
     await sql.end();
+    await queuePool.end();
     throw err;
   }
   const workerId = pool?.id;
@@ -160,6 +165,7 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
       await runner.stop();
       await sql`select internal.worker_stopped(${workerId})`.catch(() => {});
       await sql.end();
+      await queuePool.end();
       log.info({ worker_id: workerId }, 'worker stopped');
     },
   };

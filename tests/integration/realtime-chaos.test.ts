@@ -1,0 +1,216 @@
+import { randomUUID } from 'node:crypto';
+import { RealtimeClient } from '@supabase/realtime-js';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess, terminateBackends, type PotentiaProcess } from '../helpers/chaos.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas } from '../helpers/fixtures.ts';
+
+// Issue 10's fault test: two `npm start` processes on one database, a writer above 30 mutations/s
+// and realtime-js and H1 subscribers on both, while the replication, pool and worker connections
+// of both processes are terminated again and again. Nothing may end a process, nothing
+// acknowledged may be lost or duplicated, and /ready must recover by itself.
+
+const config = loadConfig();
+const db = testDatabase(4);
+const WRITERS = 5; // H2 allows 10 requests/s per user: five editors write up to 8/s each
+const WRITE_INTERVAL_MS = 125;
+const WRITE_MS = 14_000;
+const KILL_EVERY_MS = 450;
+
+type Sub = { name: string; seqs: number[] };
+const processes: PotentiaProcess[] = [];
+const clients: RealtimeClient[] = [];
+const sockets: WebSocket[] = [];
+let savedRate: string | undefined;
+
+beforeAll(async () => {
+  const [row] = await db.sql`select value from app.settings where key = 'mutations_per_minute'`;
+  savedRate = row?.value as string | undefined;
+  await db.sql`update app.settings set value = '100000' where key = 'mutations_per_minute'`;
+  const env = { DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'inprocess', NODE_ENV: 'development' };
+  processes.push(...(await Promise.all([startPotentiaProcess(env), startPotentiaProcess(env)])));
+}, 120_000);
+
+afterAll(async () => {
+  for (const ws of sockets) ws.terminate();
+  await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
+  await Promise.all(processes.map((p) => p.stop()));
+  if (savedRate !== undefined) await db.sql`update app.settings set value = ${savedRate} where key = 'mutations_per_minute'`;
+  await db.close();
+}, 60_000);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function status(url: string, path: string): Promise<number> {
+  try {
+    const res = await fetch(url + path, { signal: AbortSignal.timeout(2500) });
+    await res.arrayBuffer();
+    return res.status;
+  } catch {
+    return 0;
+  }
+}
+
+function realtimeSubscriber(p: PotentiaProcess, token: string, canvasId: string, name: string): Promise<Sub> {
+  const sub: Sub = { name, seqs: [] };
+  const client = new RealtimeClient(`${p.url.replace(/^http/, 'ws')}/realtime/v1`, {
+    params: { apikey: token }, transport: WebSocket as any, heartbeatIntervalMs: 5000, timeout: 10_000,
+  });
+  clients.push(client);
+  const channel = client.channel(`canvas:${canvasId}`, { config: { private: true } })
+    .on('broadcast', { event: 'block_op' }, (m) => sub.seqs.push(Number(m.payload.server_seq)));
+  return new Promise((resolve, reject) => channel.subscribe((s, err) => {
+    if (s === 'SUBSCRIBED') resolve(sub);
+    else if (s !== 'CLOSED') reject(err ?? new Error(s));
+  }));
+}
+
+function h1Subscriber(p: PotentiaProcess, token: string, canvasId: string, name: string): Promise<Sub> {
+  const sub: Sub = { name, seqs: [] };
+  const ws = new WebSocket(`${p.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}&since_seq=0`);
+  sockets.push(ws);
+  return new Promise((resolve, reject) => {
+    ws.on('message', (data) => {
+      const m = JSON.parse(String(data));
+      if (m.type === 'delta') sub.seqs.push(m.server_seq);
+      if (m.type === 'resumed') resolve(sub);
+    });
+    ws.on('error', reject);
+    ws.on('close', () => reject(new Error(`${name} closed before resuming`)));
+  });
+}
+
+describe('two npm start processes while Postgres kills their connections', () => {
+  it('stay up, deliver every acknowledged mutation once and in order, and become ready again', async () => {
+    const [a, b] = processes as [PotentiaProcess, PotentiaProcess];
+    const { canvasId, users } = await createCanvas(db.sql, ['editor', 'viewer']);
+    const writers = [users.owner!, users.editor!];
+    while (writers.length < WRITERS) {
+      const id = randomUUID();
+      await db.sql`insert into auth.users (id, email) values (${id}, ${`w-${id}@test.local`})`;
+      await db.sql`insert into app.workspace_members (workspace_id, user_id, role)
+                   select workspace_id, ${id}, 'editor' from app.canvases where id = ${canvasId}`;
+      writers.push(id);
+    }
+    const tokenOf = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 600 });
+    const viewerToken = await tokenOf(users.viewer!);
+    const subs = await Promise.all([
+      realtimeSubscriber(a, viewerToken, canvasId, 'realtime-js@1'), realtimeSubscriber(b, viewerToken, canvasId, 'realtime-js@2'),
+      h1Subscriber(a, viewerToken, canvasId, 'h1@1'), h1Subscriber(b, viewerToken, canvasId, 'h1@2'),
+    ]);
+    // the replication streams must be up before the first kill, or there is nothing to kill
+    await until(async () => {
+      const [r] = await db.sql`select count(*)::int as n from pg_stat_replication where application_name = 'potentia-realtime-bus'`;
+      return r!.n >= 2;
+    }, 30_000, 'both replication streams');
+
+    let running = true;
+    const health = { checks: 0, failures: [] as string[] };
+    const healthLoop = (async () => {
+      while (running) {
+        for (const p of processes) {
+          health.checks++;
+          const s = await status(p.url, '/health');
+          if (s !== 200) health.failures.push(`${p.url} /health → ${s}`);
+        }
+        await sleep(200);
+      }
+    })();
+
+    // writers: creates through HTTP, alternating processes; retried with the same client_op_id
+    // until acknowledged (503 or a dropped request is what a fault may cost, never a loss)
+    const acked = new Map<string, number>();
+    const answers: Record<string, number> = {};
+    const writerLoop = async (userId: string, w: number) => {
+      const token = await tokenOf(userId);
+      let i = 0;
+      const end = Date.now() + WRITE_MS;
+      while (Date.now() < end) {
+        const opStarted = Date.now();
+        const opId = `chaos-${w}-${i}`;
+        const target = processes[(w + i) % 2]!;
+        i++;
+        for (let attempt = 0; ; attempt++) {
+          const started = Date.now();
+          let code = 0;
+          try {
+            const res = await fetch(`${target.url}/api/v1/canvas/${canvasId}/mutate`, {
+              method: 'POST', signal: AbortSignal.timeout(8000),
+              headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+              body: JSON.stringify({ action: 'create', client_op_id: opId, patch: { type: 'text', content: { text: opId } } }),
+            });
+            code = res.status;
+            const body = await res.json() as { server_seq?: number };
+            if (res.ok) { acked.set(opId, Number(body.server_seq)); }
+          } catch { /* network error: retry */ }
+          answers[code] = (answers[code] ?? 0) + 1;
+          if (code === 200) break;
+          expect([0, 429, 503, 504], `mutation ${opId} answered ${code}`).toContain(code);
+          if (attempt > 50) throw new Error(`mutation ${opId} never acknowledged`);
+          await sleep(Math.max(0, 100 - (Date.now() - started)));
+        }
+        await sleep(Math.max(0, WRITE_INTERVAL_MS - (Date.now() - opStarted)));
+      }
+    };
+    const writing = Promise.all(writers.map((u, w) => writerLoop(u, w)));
+
+    // the killer: rotate over every kind of connection of both processes
+    const kinds = [
+      { name: 'replication', apps: ['potentia-realtime-bus'] },
+      { name: 'pool', apps: ['potentia-server'] },
+      { name: 'worker', apps: ['potentia-worker', 'potentia-worker-queue'] },
+    ];
+    const kills: Record<string, number> = {};
+    const killEnd = Date.now() + WRITE_MS - 2000;
+    await sleep(500);
+    for (let k = 0; Date.now() < killEnd; k++) {
+      const kind = kinds[Math.floor(k / 2) % kinds.length]!;
+      const p = processes[k % 2]!;
+      const n = await terminateBackends(db.sql, p.pid, kind.apps);
+      if (n > 0) kills[`${kind.name}@${k % 2 + 1}`] = (kills[`${kind.name}@${k % 2 + 1}`] ?? 0) + 1;
+      await sleep(KILL_EVERY_MS);
+    }
+    await writing;
+    const writeSeconds = WRITE_MS / 1000;
+
+    // every acknowledged mutation reaches every subscriber: once, in order
+    const expected = [...acked.values()].sort((x, y) => x - y);
+    await until(() => subs.every((s) => s.seqs.length >= expected.length), 20_000, 'every delta at every subscriber')
+      .catch(() => { /* the assertions below say which */ });
+    for (const s of subs) {
+      const missing = expected.filter((seq) => !s.seqs.includes(seq));
+      const duplicated = s.seqs.length - new Set(s.seqs).size;
+      const outOfOrder = s.seqs.filter((seq, i) => i > 0 && seq <= s.seqs[i - 1]!).length;
+      expect({ subscriber: s.name, missing: missing.length, duplicated, outOfOrder })
+        .toEqual({ subscriber: s.name, missing: 0, duplicated: 0, outOfOrder: 0 });
+    }
+
+    // /ready recovers without a restart
+    for (const p of processes) await until(async () => (await status(p.url, '/ready')) === 200, 20_000, `${p.url}/ready`);
+    running = false;
+    await healthLoop;
+
+    const report = { acked: acked.size, perSecond: Math.round(acked.size / writeSeconds), answers, kills, health };
+    console.log('chaos:', JSON.stringify(report));
+    expect(acked.size / writeSeconds).toBeGreaterThanOrEqual(30);
+    for (const key of ['replication@1', 'replication@2', 'pool@1', 'pool@2']) {
+      expect(kills[key] ?? 0, `${key} terminations`).toBeGreaterThanOrEqual(5);
+    }
+    expect(health.failures).toEqual([]);
+    for (const p of processes) {
+      expect(p.exited(), p.output()).toBeNull();
+      expect(p.output()).not.toMatch(/unhandled|uncaught/i);
+    }
+  }, 150_000);
+});

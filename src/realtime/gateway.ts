@@ -5,7 +5,8 @@ import type { Sql } from 'postgres';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ApiError, rawErrorResponse } from '../http/errors.ts';
 import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
-import { mayAccessTopic, type SocketClaims } from './authorize.ts';
+import { canvasAccess } from './access.ts';
+import type { SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
@@ -86,12 +87,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
     const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID
     if (!claims) return;
-    if (!(await mayAccessTopic(opts.sql, claims, `canvas:${canvasId}`, 'read'))) {
-      return reject(socket, 404, 'canvas not found, or you are not a member of it');
-    }
+    const access = await canvasAccess(opts.sql, claims, canvasId); // re-run on every access change (access.ts)
+    if (!access.read) return reject(socket, 404, 'canvas not found, or you are not a member of it');
     const since = url.searchParams.get('since_seq');
     const sinceSeq = since !== null && /^\d+$/.test(since) ? Number(since) : null;
-    accept(req, socket, head, (ws) => new H1Socket(ws, hub, canvasId, claims, hasWriteScope(claims, canvasId), sinceSeq));
+    accept(req, socket, head, (ws) => new H1Socket(ws, hub, canvasId, claims, access, sinceSeq));
   }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -123,18 +123,6 @@ export function createGateway(opts: GatewayOptions): Gateway {
       await bus.stop();
     },
   };
-}
-
-/**
- * Write scope of H1: a token without a `scope` claim carries the user's full rights (the canvas
- * role still decides in the database); a token with one must name canvas:{id}:write or
- * canvas:*:write.
- */
-export function hasWriteScope(claims: SocketClaims, canvasId: string): boolean {
-  const scope = claims.scope;
-  if (scope === undefined || scope === null) return true;
-  const entries = Array.isArray(scope) ? scope.map(String) : String(scope).split(/\s+/);
-  return entries.includes(`canvas:${canvasId}:write`) || entries.includes('canvas:*:write');
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

@@ -5,9 +5,10 @@ import { z } from 'zod';
  *
  * Connect with a JWT in the `access_token` query parameter or an `Authorization: Bearer` header.
  * The token must let the user read the canvas (else the upgrade is refused: 401 no/invalid token,
- * 403/404 not a member). Writing needs the `canvas:{id}:write` scope: a token whose `scope`
- * claim lacks it (and lacks `canvas:*:write`) is read-only; a token without any `scope` claim
- * carries the user's full rights (the user's canvas role still decides in the database).
+ * 403/404 not a member). Writing needs a writing role on the canvas (owner, admin, editor; a
+ * viewer is read-only) and the `canvas:{id}:write` scope: a token whose `scope` claim lacks it
+ * (and lacks `canvas:*:write`) is read-only; a token without any `scope` claim carries the
+ * user's full rights. `hello.can_write` says which; the database checks again on every mutate.
  * Optionally `?since_seq=N` resumes immediately (same as sending `resume`).
  *
  * Every frame is one JSON text message with a `type`. The server speaks first with `hello`.
@@ -18,8 +19,20 @@ import { z } from 'zod';
  * Ordering guarantee: after `resume`, the socket sends every applied operation with
  * server_seq > since_seq exactly once, in server_seq order — first those from the operation log
  * (`replaying: true`), then `resumed`, then live ones — no gap and no duplicate across the seam.
+ *
+ * Access is re-checked while the socket is open (src/realtime/access.ts): when the user's
+ * workspace or canvas membership is removed or changed, or the canvas is deleted — by any means,
+ * on any server — the socket is re-authorized within a second. Lost access: an `error` frame with
+ * code `forbidden` (close code 4403) or `not_found` (the canvas is gone, close code 4404), then the
+ * close; nothing committed after the change is sent first. A changed write right: an `access`
+ * frame with the new `can_write` (a viewer's `mutate` is answered `read_only`); deltas continue.
+ * Do not reconnect after 4403/4404 with the same token and user: the upgrade is refused.
  */
 export const H1_PROTOCOL_VERSION = 1;
+
+/** WebSocket close codes the server uses after re-authorization refused an open socket. */
+export const H1_CLOSE_FORBIDDEN = 4403;
+export const H1_CLOSE_NOT_FOUND = 4404;
 
 const uuid = z.string().uuid();
 const seq = z.number().int().nonnegative();
@@ -60,8 +73,14 @@ export type MutateMessage = z.infer<typeof MutateMessage>;
 
 export type Block = Record<string, unknown> & { block_id: string; version: number };
 
-/** First frame: who you are and whether you may write. */
+/** First frame: who you are and whether you may write (your canvas role and your token's scope allow it). */
 export type HelloMessage = { type: 'hello'; v: typeof H1_PROTOCOL_VERSION; canvas_id: string; user_id: string; can_write: boolean };
+
+/**
+ * Your write right changed while connected (role changed on the canvas or its workspace):
+ * `can_write` as in `hello`; `role` is your role now; `message` says why you may not write.
+ */
+export type AccessMessage = { type: 'access'; can_write: boolean; role: string | null; message: string | null };
 
 /** The full state (after `resume` with snapshot): blocks consistent with `watermark`. */
 export type SnapshotMessage = { type: 'snapshot'; canvas: Record<string, unknown>; blocks: Block[]; watermark: number };
@@ -94,13 +113,16 @@ export type RejectedMessage = { type: 'rejected'; client_op_id: string; error: {
 
 export type PresenceEvent = { type: 'presence'; user_id: string; cursor: unknown; typing: boolean } | { type: 'presence_leave'; user_id: string };
 
-/** A message could not be processed; `client_op_id` when it was a mutate (resend it later). */
+/**
+ * A message could not be processed; `client_op_id` when it was a mutate (resend it later).
+ * `forbidden` / `not_found`: access to the canvas was lost (the socket closes next, 4403 / 4404).
+ */
 export type ErrorMessage = {
   type: 'error';
-  code: 'rate_limited' | 'invalid_message' | 'read_only' | 'internal';
+  code: 'rate_limited' | 'invalid_message' | 'read_only' | 'internal' | 'forbidden' | 'not_found';
   message: string;
   retry_after_ms?: number;
   client_op_id?: string;
 };
 
-export type ServerMessage = HelloMessage | SnapshotMessage | DeltaMessage | ResumedMessage | AckMessage | ConflictMessage | RejectedMessage | PresenceEvent | ErrorMessage | { type: 'pong' };
+export type ServerMessage = HelloMessage | AccessMessage | SnapshotMessage | DeltaMessage | ResumedMessage | AckMessage | ConflictMessage | RejectedMessage | PresenceEvent | ErrorMessage | { type: 'pong' };

@@ -1,8 +1,9 @@
 import type { WebSocket } from 'ws';
 import { withRequest } from '../db/request.ts';
+import { AccessGate, accessChange, canvasAccess, concerns, type CanvasAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
-import { ClientMessage, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
+import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_NOT_FOUND, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
 import type { Hub } from './hub.ts';
 import { RateLimiter } from './rate-limit.ts';
 
@@ -10,11 +11,14 @@ import { RateLimiter } from './rate-limit.ts';
  * One H1 sync socket on a canvas (protocol in h1-protocol.ts). Live deltas come from the
  * database bus (the `block_op` messages api.upsert_block_atomic sends to `canvas:{id}`);
  * `resume` replays api.get_canvas_changes first while live deltas are held back, then releases
- * the held ones above the replay's last seq: no gap, no duplicate.
+ * the held ones above the replay's last seq: no gap, no duplicate. Access is re-checked on every
+ * `access_changed` concerning the user (access.ts).
  */
 export class H1Socket {
   private readonly limiter: RateLimiter;
   private readonly offDatabase: () => void;
+  /** Holds database messages while access is re-checked. */
+  private readonly gate: AccessGate;
   /** null until the client resumed; then the highest server_seq sent. */
   private lastSent: number | null = null;
   /** Live deltas held while a replay runs. */
@@ -29,10 +33,15 @@ export class H1Socket {
     private readonly hub: Hub,
     private readonly canvasId: string,
     private readonly claims: SocketClaims,
-    private readonly canWrite: boolean,
+    private access: CanvasAccess,
     initialSinceSeq: number | null,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
+    this.gate = new AccessGate(() => this.reauthorize(), (err) => {
+      hub.logger.error({ err }, 'H1 re-authorization failed');
+      this.send({ type: 'error', code: 'internal', message: 'could not re-check your access; reconnect' });
+      ws.close(1011, 'access re-check failed');
+    });
     this.offDatabase = hub.subscribe(`canvas:${canvasId}`, { onDatabase: (m) => this.onDatabase(m) });
     ws.on('message', (data, isBinary) => {
       if (isBinary) return this.send({ type: 'error', code: 'invalid_message', message: 'H1 frames are JSON text' });
@@ -40,7 +49,7 @@ export class H1Socket {
     });
     ws.on('close', () => this.onClose());
     ws.on('error', () => {});
-    this.send({ type: 'hello', v: H1_PROTOCOL_VERSION, canvas_id: canvasId, user_id: String(claims.sub), can_write: canWrite });
+    this.send({ type: 'hello', v: H1_PROTOCOL_VERSION, canvas_id: canvasId, user_id: String(claims.sub), can_write: access.write });
     if (initialSinceSeq !== null) this.enqueue(() => this.resume(initialSinceSeq, false));
   }
 
@@ -94,8 +103,8 @@ export class H1Socket {
   }
 
   private async mutate(msg: MutateMessage): Promise<void> {
-    if (!this.canWrite) {
-      return this.send({ type: 'error', code: 'read_only', client_op_id: msg.client_op_id, message: `this token's scope does not include canvas:${this.canvasId}:write` });
+    if (!this.access.write) {
+      return this.send({ type: 'error', code: 'read_only', client_op_id: msg.client_op_id, message: this.access.readOnlyReason ?? 'read only' });
     }
     const result = await this.rpc(async (tx) => {
       const [row] = await tx`select api.upsert_block_atomic(${this.canvasId}::uuid, ${msg.block_id ?? null}::uuid, ${msg.action},
@@ -151,6 +160,32 @@ export class H1Socket {
 
   private onDatabase(m: BusMessage): void {
     if (!m.private || m.extension !== 'broadcast') return;
+    const change = accessChange(m);
+    if (change) {
+      if (concerns(change, this.claims)) this.gate.recheck();
+      return;
+    }
+    this.gate.deliver(() => this.deliver(m));
+  }
+
+  /** Re-authorizes after an access change: closes on lost access, announces a changed write right. */
+  private async reauthorize(): Promise<boolean> {
+    if (this.closed) return false;
+    const access = await canvasAccess(this.hub.sql, this.claims, this.canvasId);
+    if (!access.read) {
+      this.send(access.gone
+        ? { type: 'error', code: 'not_found', message: 'this canvas was deleted' }
+        : { type: 'error', code: 'forbidden', message: 'you no longer have access to this canvas' });
+      this.ws.close(access.gone ? H1_CLOSE_NOT_FOUND : H1_CLOSE_FORBIDDEN, access.gone ? 'not_found' : 'forbidden');
+      return false;
+    }
+    const changed = access.write !== this.access.write;
+    this.access = access;
+    if (changed) this.send({ type: 'access', can_write: access.write, role: access.role, message: access.readOnlyReason });
+    return true;
+  }
+
+  private deliver(m: BusMessage): void {
     const p = m.payload as Record<string, any>;
     if (m.event === 'block_op') {
       const d = toDelta(p, false);

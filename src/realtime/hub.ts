@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { DatabaseBus, BusMessage } from './bus.ts';
+import type { ChannelKey } from './channel-key.ts';
 import { PresenceTracker } from './presence.ts';
 
 /**
@@ -34,8 +35,11 @@ export const DEFAULT_LIMITS: Limits = {
 export class Hub {
   readonly presence = new PresenceTracker();
   private readonly subscribers = new Map<string, { set: Set<Subscriber>; off: () => void }>();
-  /** Local peers for client broadcasts and presence diffs (not from the database). */
-  private readonly peers = new Map<string, Set<unknown>>();
+  /**
+   * Local peers for client broadcasts and presence diffs (not from the database), per ChannelKey:
+   * the private and the public channel of one topic name are separate rooms.
+   */
+  private readonly peers = new Map<ChannelKey, Set<unknown>>();
 
   constructor(
     readonly sql: Sql,
@@ -44,6 +48,7 @@ export class Hub {
     readonly limits: Limits,
   ) {}
 
+  /** Listens to database messages of `subTopic` (both private and public rows; the subscriber filters). */
   subscribe(subTopic: string, subscriber: Subscriber): () => void {
     let entry = this.subscribers.get(subTopic);
     if (!entry) {
@@ -65,18 +70,20 @@ export class Hub {
     };
   }
 
-  join<T>(subTopic: string, peer: T): () => void {
-    let set = this.peers.get(subTopic);
-    if (!set) this.peers.set(subTopic, (set = new Set()));
+  /** Adds `peer` to channel `key`'s room; returns the leave function. */
+  join<T>(key: ChannelKey, peer: T): () => void {
+    let set = this.peers.get(key);
+    if (!set) this.peers.set(key, (set = new Set()));
     set.add(peer);
     const s = set;
     return () => {
       s.delete(peer);
-      if (s.size === 0 && this.peers.get(subTopic) === s) this.peers.delete(subTopic);
+      if (s.size === 0 && this.peers.get(key) === s) this.peers.delete(key);
     };
   }
 
-  peersOf<T>(subTopic: string): Iterable<T> {
-    return (this.peers.get(subTopic) ?? new Set()) as Set<T>;
+  /** The local peers of channel `key` (never those of the same topic with the other privacy). */
+  peersOf<T>(key: ChannelKey): Iterable<T> {
+    return (this.peers.get(key) ?? new Set()) as Set<T>;
   }
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { ChannelKey } from './channel-key.ts';
 
 /**
  * Presence as Phoenix.Presence exposes it to realtime-js: per topic, a map key → {metas: [...]},
@@ -7,6 +8,8 @@ import { randomUUID } from 'node:crypto';
  *
  * State lives in this gateway process (one tracker per process): presence is ephemeral, the
  * durable part (app.presence.last_active_at) is written through api.update_presence by the socket.
+ * State is keyed by ChannelKey (channel-key.ts): the private and the public channel of one topic
+ * name never share presence.
  */
 export type Meta = Record<string, unknown> & { phx_ref: string; phx_ref_prev?: string };
 export type PresenceState = Record<string, { metas: Meta[] }>;
@@ -15,10 +18,11 @@ export type PresenceDiff = { joins: PresenceState; leaves: PresenceState };
 type Entry = { key: string; meta: Meta };
 
 export class PresenceTracker {
-  /** topic → owner (one channel join) → entry */
-  private readonly topics = new Map<string, Map<object, Entry>>();
+  /** channel → owner (one channel join) → entry */
+  private readonly topics = new Map<ChannelKey, Map<object, Entry>>();
 
-  state(topic: string): PresenceState {
+  /** The whole presence map of one channel (what `presence_state` carries). */
+  state(topic: ChannelKey): PresenceState {
     const out: PresenceState = {};
     for (const { key, meta } of this.topics.get(topic)?.values() ?? []) {
       (out[key] ??= { metas: [] }).metas.push(meta);
@@ -27,7 +31,7 @@ export class PresenceTracker {
   }
 
   /** Tracks (or re-tracks) `owner`'s presence under `key`; returns the diff to broadcast. */
-  track(topic: string, owner: object, key: string, payload: Record<string, unknown>): PresenceDiff {
+  track(topic: ChannelKey, owner: object, key: string, payload: Record<string, unknown>): PresenceDiff {
     let entries = this.topics.get(topic);
     if (!entries) this.topics.set(topic, (entries = new Map()));
     const previous = entries.get(owner);
@@ -43,7 +47,7 @@ export class PresenceTracker {
   }
 
   /** Removes `owner`'s presence; returns the diff, or null when it had none. */
-  untrack(topic: string, owner: object): PresenceDiff | null {
+  untrack(topic: ChannelKey, owner: object): PresenceDiff | null {
     const entries = this.topics.get(topic);
     const previous = entries?.get(owner);
     if (!entries || !previous) return null;
@@ -53,7 +57,7 @@ export class PresenceTracker {
   }
 
   /** Whether any other owner on `topic` is present under `key` (another tab of the same user). */
-  keyPresent(topic: string, key: string): boolean {
+  keyPresent(topic: ChannelKey, key: string): boolean {
     for (const e of this.topics.get(topic)?.values() ?? []) if (e.key === key) return true;
     return false;
   }

@@ -1,0 +1,162 @@
+import type { Sql } from 'postgres';
+import { mayAccessTopic, type SocketClaims } from './authorize.ts';
+import type { BusMessage } from './bus.ts';
+
+/**
+ * Live re-authorization of open sockets.
+ *
+ * Authorization is decided when a socket joins; access can be taken away while it stays open. The
+ * database announces every change that may do so (sql/realtime/access.sql): a private
+ * `access_changed` message `{canvas_id, user_id, reason}` on `canvas:{id}`, written in the same
+ * transaction as the membership / canvas change, so every gateway process receives it through its
+ * bus after commit, in commit order with the canvas's other messages, however the change was made.
+ *
+ * A socket concerned by the change (its user, or everyone when user_id is null) runs its join
+ * authorization again. Meanwhile its database messages wait in an AccessGate: a message committed
+ * after the change is delivered only if access survived, so nothing written after a revocation
+ * reaches the revoked socket. `access_changed` itself is never forwarded to clients.
+ */
+export const ACCESS_CHANGED = 'access_changed';
+
+export type AccessChange = {
+  canvasId: string;
+  /** The user whose access may have changed; null = everyone on the canvas. */
+  userId: string | null;
+  /** workspace_member | canvas_member | canvas_deleted | canvas_moved */
+  reason: string;
+};
+
+/** The access change a database message announces, or null when it announces none. */
+export function accessChange(message: BusMessage): AccessChange | null {
+  if (message.event !== ACCESS_CHANGED || !message.private || message.extension !== 'broadcast') return null;
+  const p = (message.payload ?? {}) as { canvas_id?: unknown; user_id?: unknown; reason?: unknown };
+  return {
+    canvasId: typeof p.canvas_id === 'string' ? p.canvas_id : message.topic.replace(/^canvas:/, ''),
+    userId: typeof p.user_id === 'string' ? p.user_id : null,
+    reason: typeof p.reason === 'string' ? p.reason : 'unknown',
+  };
+}
+
+/** Whether a socket holding `claims` must re-check its access after `change`. */
+export function concerns(change: AccessChange, claims: SocketClaims): boolean {
+  return change.userId === null || change.userId === claims.sub;
+}
+
+/**
+ * Write scope of H1: a token without a `scope` claim carries the user's full rights (the canvas
+ * role still decides); a token with one must name canvas:{id}:write or canvas:*:write — the rule
+ * of internal.token_allows.
+ */
+export function hasWriteScope(claims: SocketClaims, canvasId: string): boolean {
+  const scope = claims.scope;
+  if (scope === undefined || scope === null) return true;
+  const entries = Array.isArray(scope) ? scope.map(String) : String(scope).split(/\s+/);
+  return entries.includes(`canvas:${canvasId}:write`) || entries.includes('canvas:*:write');
+}
+
+/** What an H1 socket's token may do on its canvas right now. */
+export type CanvasAccess = {
+  /** May join (read): the RLS join probe of `canvas:{id}` admits the token. */
+  read: boolean;
+  /** May mutate: read, a writing role (owner/admin/editor) and a write scope. */
+  write: boolean;
+  /** The user's effective role on the canvas (null without access). */
+  role: string | null;
+  /** Why it may not write (the `read_only` message), when it may not. */
+  readOnlyReason: string | null;
+  /** No access because the canvas no longer exists (deleted, purged) rather than for lack of a role. */
+  gone: boolean;
+};
+
+/**
+ * H1's authorization, at the upgrade and on every access change: the same RLS probe as a private
+ * realtime channel for reading, plus the canvas role (internal.canvas_role / can_write_role, the
+ * rules api.upsert_block_atomic applies) and the token's scope for writing.
+ */
+export async function canvasAccess(sql: Sql, claims: SocketClaims, canvasId: string): Promise<CanvasAccess> {
+  const read = await mayAccessTopic(sql, claims, `canvas:${canvasId}`, 'read');
+  const sub = typeof claims.sub === 'string' && /^[0-9a-fA-F-]{36}$/.test(claims.sub) ? claims.sub : null;
+  const [row] = await sql<{ live: boolean; role: string | null; writer: boolean }[]>`
+    select c.deleted_at is null as live, r.role::text as role, internal.can_write_role(r.role) as writer
+    from app.canvases c, lateral (select internal.canvas_role(c.canvas_id, ${sub}::uuid) as role) r
+    where c.canvas_id = ${canvasId}::uuid`;
+  const gone = !row || !row.live;
+  if (!read || !row) return { read: false, write: false, role: null, readOnlyReason: 'no access to this canvas', gone };
+  const scoped = hasWriteScope(claims, canvasId);
+  const readOnlyReason = !row.writer
+    ? `your role on this canvas (${row.role ?? 'none'}) cannot edit it`
+    : !scoped ? `this token's scope does not include canvas:${canvasId}:write` : null;
+  return { read: true, write: readOnlyReason === null, role: row.role, readOnlyReason, gone: false };
+}
+
+/**
+ * Holds a socket's (or channel's) database messages while its access is re-checked.
+ *
+ * `check` re-authorizes and acts on a refusal itself (closes the socket / channel); it resolves
+ * true when access survived. Re-checks never overlap: a change arriving during one runs another
+ * after it. Held messages are delivered, in order, after the last re-check passed, or dropped for
+ * good when one failed. A check that throws (database unreachable) is retried once; if it throws
+ * again, `onFailure` closes the socket (the client's reconnect re-authorizes at the door).
+ */
+export class AccessGate {
+  private held: Array<() => void> | null = null;
+  private running = false;
+  private again = false;
+  private denied = false;
+
+  constructor(
+    private readonly check: () => Promise<boolean>,
+    private readonly onFailure: (err: unknown) => void,
+    private readonly retryDelayMs = 250,
+  ) {}
+
+  /** Delivers now, or after the running re-check if access survives it. */
+  deliver(send: () => void): void {
+    if (this.denied) return;
+    if (this.held) this.held.push(send);
+    else send();
+  }
+
+  /** Starts a re-check (or queues one after the running one); deliveries wait until it is done. */
+  recheck(): void {
+    if (this.denied) return;
+    this.held ??= [];
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    void this.run();
+  }
+
+  private async run(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        if (!(await this.attempt())) {
+          this.denied = true;
+          this.held = null;
+          return;
+        }
+      } while (this.again);
+      const held = this.held ?? [];
+      this.held = null;
+      for (const send of held) send();
+    } catch (err) {
+      this.denied = true;
+      this.held = null;
+      this.onFailure(err);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async attempt(): Promise<boolean> {
+    try {
+      return await this.check();
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, this.retryDelayMs));
+      return await this.check();
+    }
+  }
+}

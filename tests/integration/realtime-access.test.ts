@@ -1,0 +1,328 @@
+import { randomUUID } from 'node:crypto';
+import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
+import { SignJWT } from 'jose';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { callAs, createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
+
+// Authorization on the live path: a public join of `canvas:{id}` is a different room from the
+// private channel (presence and client broadcasts never cross), and a membership or canvas change
+// made by plain SQL re-authorizes the open H1 and realtime-js sockets of the affected users on
+// every gateway process.
+
+const config = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' as const };
+const db = testDatabase(5);
+const token = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub });
+/** The project's anon key: role anon, no sub (as Supabase issues it). */
+const anonKey = () => {
+  const iat = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: 'supabase', ref: 'potentia-test', role: 'anon', iat, exp: iat + 3600 })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .sign(new TextEncoder().encode(config.auth.jwtSecret));
+};
+const wsUrl = (server: Server) => server.url.replace(/^http/, 'ws');
+
+const clients: RealtimeClient[] = [];
+const sockets: WebSocket[] = [];
+function connect(server: Server, apikey: string, vsn: string): RealtimeClient {
+  const client = new RealtimeClient(`${wsUrl(server)}/realtime/v1`, {
+    params: { apikey }, transport: WebSocket as any, vsn, heartbeatIntervalMs: 5000, timeout: 5000,
+  });
+  clients.push(client);
+  return client;
+}
+
+/** Subscribes; resolves with the first status; records when (and if) the channel closes later. */
+function subscribe(channel: RealtimeChannel): Promise<{ status: string; err?: Error; closedAt: () => number | null }> {
+  let closedAt: number | null = null;
+  return new Promise((resolve) => {
+    channel.subscribe((status, err) => {
+      if (status === 'CLOSED') closedAt ??= performance.now();
+      else resolve({ status, err, closedAt: () => closedAt });
+    });
+  });
+}
+
+async function until(check: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+type H1 = {
+  ws: WebSocket;
+  inbox: ServerMessage[];
+  closed: Promise<{ code: number; at: number }>;
+  next(pred: (m: ServerMessage) => boolean, ms?: number): Promise<ServerMessage>;
+  send(m: object): void;
+};
+
+/** An H1 socket on `canvasId` as `userId`, resumed (live) before it is returned. */
+async function openH1(server: Server, canvasId: string, userId: string): Promise<H1> {
+  const ws = new WebSocket(`${wsUrl(server)}/ws/canvas/${canvasId}?access_token=${await token(userId)}&since_seq=0`);
+  sockets.push(ws);
+  const inbox: ServerMessage[] = [];
+  ws.on('message', (d) => inbox.push(JSON.parse(String(d))));
+  const closed = new Promise<{ code: number; at: number }>((resolve) => ws.on('close', (code) => resolve({ code, at: performance.now() })));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+    ws.once('error', reject);
+  });
+  let cursor = 0;
+  const conn: H1 = {
+    ws, inbox, closed,
+    send: (m) => ws.send(JSON.stringify(m)),
+    async next(pred, ms = 5000) {
+      const end = Date.now() + ms;
+      for (;;) {
+        while (cursor < inbox.length) {
+          const m = inbox[cursor++]!;
+          if (pred(m)) return m;
+        }
+        if (Date.now() > end) throw new Error(`no matching message; got ${JSON.stringify(inbox.slice(-5))}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+  };
+  await conn.next((m) => m.type === 'resumed');
+  return conn;
+}
+
+const is = (type: ServerMessage['type'], extra: (m: any) => boolean = () => true) => (m: ServerMessage) => m.type === type && extra(m);
+const createBlock = (userId: string, canvasId: string, text: string) =>
+  mutate(db.sql, userId, canvasId, { action: 'create', patch: { type: 'text', content: { text } } });
+
+let server: Server;
+let second: Server;
+beforeAll(async () => {
+  server = await startServer(config);
+  second = await startServer(config); // a second gateway process on the same database
+  await Promise.all([server.gateway!.bus.ready(), second.gateway!.bus.ready()]);
+}, 120_000);
+afterAll(async () => {
+  await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
+  for (const ws of sockets) ws.terminate();
+  await server?.stop();
+  await second?.stop();
+  await db.close();
+});
+
+describe.each(['1.0.0', '2.0.0'])('a public join of canvas:{id} (vsn %s)', (vsn) => {
+  it('sees no presence or broadcast of the private channel, and cannot inject into it', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const stranger = await createUser(db.sql, 'stranger');
+    await callAs(db.sql, stranger, 'create_workspace', ['Elsewhere']); // a user of another workspace
+    const topic = `canvas:${canvasId}`;
+
+    // the private room: the owner tracks presence; the editor is the control observer
+    const owner = connect(server, await token(users.owner!), vsn).channel(topic, { config: { private: true, presence: { key: 'owner' } } });
+    const ownerJoins: string[] = [];
+    owner.on('presence', { event: 'join' }, (p) => ownerJoins.push(p.key));
+    const ownerBroadcasts: any[] = [];
+    owner.on('broadcast', { event: 'cursor' }, (m) => ownerBroadcasts.push(m.payload));
+    expect((await subscribe(owner)).status).toBe('SUBSCRIBED');
+    expect(await owner.track({ name: 'owner' })).toBe('ok');
+
+    // the spies: the anon key, and a signed-in user of another workspace; config.private false
+    const spies = [
+      { name: 'anon', channel: connect(server, await anonKey(), vsn).channel(topic, { config: { presence: { key: 'spy-anon' }, broadcast: { self: false } } }) },
+      { name: 'stranger', channel: connect(server, await token(stranger), vsn).channel(topic, { config: { presence: { key: 'spy-stranger' } } }) },
+    ];
+    const seen: Record<string, { joins: string[]; broadcasts: any[] }> = {};
+    for (const spy of spies) {
+      const s: { joins: string[]; broadcasts: any[] } = { joins: [], broadcasts: [] };
+      seen[spy.name] = s;
+      spy.channel.on('presence', { event: 'join' }, (p) => s.joins.push(p.key));
+      spy.channel.on('broadcast', { event: 'cursor' }, (m) => s.broadcasts.push(m.payload));
+      expect((await subscribe(spy.channel)).status).toBe('SUBSCRIBED'); // a public channel may have any name
+      expect(Object.keys(spy.channel.presenceState())).toEqual([]); // presence_state of the public room: empty
+    }
+    // the spies track and broadcast on the public room
+    for (const spy of spies) {
+      expect(await spy.channel.track({ name: spy.name })).toBe('ok');
+      expect(await spy.channel.send({ type: 'broadcast', event: 'cursor', payload: { from: spy.name } })).toBe('ok');
+    }
+    // the public room works: each spy sees the other's presence and broadcast (so absence below means something)
+    await until(() => seen.anon!.joins.includes('spy-stranger') && seen.stranger!.joins.includes('spy-anon'), 5000, 'public presence');
+    await until(() => seen.anon!.broadcasts.length === 1 && seen.stranger!.broadcasts.length === 1, 5000, 'public broadcasts');
+
+    // the private room goes on: the owner re-tracks and broadcasts; an editor joins and tracks
+    expect(await owner.track({ name: 'owner', cursor: { x: 1 } })).toBe('ok');
+    expect(await owner.send({ type: 'broadcast', event: 'cursor', payload: { from: 'owner' } })).toBe('ok');
+    const editor = connect(server, await token(users.editor!), vsn).channel(topic, { config: { private: true, presence: { key: 'editor' } } });
+    editor.on('presence', { event: 'sync' }, () => {});
+    expect((await subscribe(editor)).status).toBe('SUBSCRIBED');
+    expect(Object.keys(editor.presenceState())).toEqual(['owner']); // the private room's state: the owner only
+    expect(await editor.track({ name: 'editor' })).toBe('ok');
+    await until(() => ownerJoins.includes('editor'), 5000, 'the editor in the private room');
+    expect(await editor.send({ type: 'broadcast', event: 'cursor', payload: { from: 'editor' } })).toBe('ok');
+    await until(() => ownerBroadcasts.length === 1, 5000, 'a private broadcast');
+    // both spies' sockets got the public messages sent before; a leak would have arrived by now
+    // (a spy's own follow-up round trip orders after everything the server sent it before)
+    for (const spy of spies) expect(await spy.channel.send({ type: 'broadcast', event: 'cursor', payload: { from: `${spy.name}-2` } })).toBe('ok');
+    await until(() => seen.anon!.broadcasts.length === 2 && seen.stranger!.broadcasts.length === 2, 5000, 'second public broadcasts');
+
+    for (const spy of spies) {
+      expect(Object.keys(spy.channel.presenceState()).sort()).toEqual(['spy-anon', 'spy-stranger']);
+      expect(seen[spy.name]!.joins).not.toContain('owner');
+      expect(seen[spy.name]!.joins).not.toContain('editor');
+      expect(seen[spy.name]!.broadcasts.map((b) => b.from).sort()).toEqual(spy.name === 'anon' ? ['stranger', 'stranger-2'] : ['anon', 'anon-2']);
+    }
+    expect(Object.keys(owner.presenceState()).sort()).toEqual(['editor', 'owner']);
+    expect(ownerJoins).not.toContain('spy-anon');
+    expect(ownerJoins).not.toContain('spy-stranger');
+    expect(ownerBroadcasts).toEqual([{ from: 'editor' }]);
+  });
+});
+
+it('raw Phoenix vsn 1.0.0: an anon public phx_join gets an empty presence_state and no diff of the private room', async () => {
+  const { canvasId, users } = await createCanvas(db.sql);
+  const topic = `realtime:canvas:${canvasId}`;
+  const owner = connect(server, await token(users.owner!), '1.0.0').channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: 'owner' } } });
+  expect((await subscribe(owner)).status).toBe('SUBSCRIBED');
+  expect(await owner.track({ name: 'owner' })).toBe('ok');
+
+  const ws = new WebSocket(`${wsUrl(server)}/realtime/v1/websocket?apikey=${await anonKey()}&vsn=1.0.0`);
+  sockets.push(ws);
+  const frames: any[] = [];
+  ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  ws.send(JSON.stringify({ topic, event: 'phx_join', ref: '1', join_ref: '1',
+    payload: { config: { broadcast: { self: false, ack: false }, presence: { key: 'spy', enabled: true }, postgres_changes: [], private: false } } }));
+  await until(() => frames.some((f) => f.event === 'presence_state'), 5000, 'presence_state');
+  expect(frames.find((f) => f.event === 'phx_reply')?.payload).toMatchObject({ status: 'ok' });
+  expect(frames.find((f) => f.event === 'presence_state')?.payload).toEqual({});
+
+  expect(await owner.track({ name: 'owner', typing: true })).toBe('ok'); // a diff in the private room
+  ws.send(JSON.stringify({ topic: 'phoenix', event: 'heartbeat', ref: '2', join_ref: null, payload: {} }));
+  await until(() => frames.some((f) => f.topic === 'phoenix' && f.ref === '2'), 5000, 'heartbeat reply');
+  expect(frames.filter((f) => f.event === 'presence_diff')).toEqual([]);
+});
+
+describe('re-authorization of open sockets', () => {
+  it('closes a removed member\'s H1 and realtime-js sockets on both gateway processes within 1 s of a plain-SQL delete', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const topic = `canvas:${canvasId}`;
+    const h1 = await openH1(server, canvasId, users.editor!);
+    const h1Other = await openH1(second, canvasId, users.editor!);
+    const ownerH1 = await openH1(second, canvasId, users.owner!);
+    const channels: Array<{ vsn: string; system: any[]; ops: any[]; closedAt: () => number | null }> = [];
+    for (const [srv, vsn] of [[server, '1.0.0'], [second, '2.0.0']] as const) {
+      const system: any[] = [];
+      const ops: any[] = [];
+      const channel = connect(srv, await token(users.editor!), vsn).channel(topic, { config: { private: true } })
+        .on('system', {}, (p) => system.push(p))
+        .on('broadcast', { event: 'block_op' }, (m) => ops.push(m.payload));
+      const sub = await subscribe(channel);
+      expect(sub.status).toBe('SUBSCRIBED');
+      channels.push({ vsn, system, ops, closedAt: sub.closedAt });
+    }
+    // live before the change: every socket gets a delta
+    const before = await createBlock(users.owner!, canvasId, 'before');
+    await until(() => channels.every((c) => c.ops.length === 1), 5000, 'the first delta on realtime-js');
+    for (const c of [h1, h1Other]) await c.next(is('delta', (m) => m.server_seq === before.server_seq));
+
+    const t0 = performance.now();
+    await db.sql`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
+    const after = await createBlock(users.owner!, canvasId, 'after the removal'); // committed after the removal
+
+    for (const c of [h1, h1Other]) {
+      const { code, at } = await c.closed;
+      expect(code).toBe(4403);
+      expect(at - t0).toBeLessThan(1000);
+      expect(c.inbox.at(-1)).toMatchObject({ type: 'error', code: 'forbidden', message: 'you no longer have access to this canvas' });
+      expect(c.inbox.filter((m) => m.type === 'delta').map((m: any) => m.server_seq)).toEqual([before.server_seq]); // nothing after the removal
+    }
+    for (const c of channels) {
+      await until(() => c.closedAt() !== null, 2000, `realtime-js ${c.vsn} channel close`);
+      expect(c.closedAt()! - t0).toBeLessThan(1000);
+      expect(c.system).toEqual([{ extension: 'system', status: 'error', channel: topic,
+        message: `Unauthorized: You do not have permissions to read from this Channel topic: ${topic}` }]);
+      expect(c.ops.map((o) => o.server_seq)).toEqual([before.server_seq]);
+    }
+    // the owner is untouched and gets the delta the removed member did not
+    expect(await ownerH1.next(is('delta', (m) => m.server_seq === after.server_seq))).toMatchObject({ block: { content: { text: 'after the removal' } } });
+    expect(ownerH1.ws.readyState).toBe(WebSocket.OPEN);
+    // and the door is shut too
+    await expect(openH1(server, canvasId, users.editor!)).rejects.toThrow(/404/);
+    ownerH1.ws.close();
+  });
+
+  it('closes every socket on a canvas deleted by plain SQL within 1 s (H1: not_found, 4404)', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['viewer']);
+    const topic = `canvas:${canvasId}`;
+    const owner = await openH1(server, canvasId, users.owner!);
+    const viewer = await openH1(second, canvasId, users.viewer!);
+    const system: any[] = [];
+    const channel = connect(server, await token(users.viewer!), '2.0.0').channel(topic, { config: { private: true } }).on('system', {}, (p) => system.push(p));
+    const sub = await subscribe(channel);
+    expect(sub.status).toBe('SUBSCRIBED');
+
+    const t0 = performance.now();
+    await db.sql`update app.canvases set deleted_at = now() where canvas_id = ${canvasId}`;
+    for (const c of [owner, viewer]) {
+      const { code, at } = await c.closed;
+      expect(code).toBe(4404);
+      expect(at - t0).toBeLessThan(1000);
+      expect(c.inbox.at(-1)).toMatchObject({ type: 'error', code: 'not_found', message: 'this canvas was deleted' });
+    }
+    await until(() => sub.closedAt() !== null, 2000, 'realtime-js channel close');
+    expect(sub.closedAt()! - t0).toBeLessThan(1000);
+    expect(system).toMatchObject([{ status: 'error', message: expect.stringMatching(/^Unauthorized/) }]);
+  });
+
+  it('makes a member downgraded to viewer by plain SQL read-only within 1 s, still receiving deltas', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const h1 = await openH1(server, canvasId, users.editor!);
+    expect(h1.inbox[0]).toMatchObject({ type: 'hello', can_write: true });
+    const ops: number[] = [];
+    const channel = connect(second, await token(users.editor!), '1.0.0').channel(`canvas:${canvasId}`, { config: { private: true } })
+      .on('broadcast', { event: 'block_op' }, (m) => ops.push(m.payload.server_seq));
+    const sub = await subscribe(channel);
+    expect(sub.status).toBe('SUBSCRIBED');
+
+    const t0 = performance.now();
+    await db.sql`update app.workspace_members set role = 'viewer' where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
+    const access = await h1.next(is('access'), 2000);
+    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(access).toEqual({ type: 'access', can_write: false, role: 'viewer', message: 'your role on this canvas (viewer) cannot edit it' });
+    const opId = randomUUID();
+    h1.send({ type: 'mutate', client_op_id: opId, action: 'create', patch: { type: 'text' } });
+    expect(await h1.next(is('error'))).toMatchObject({ code: 'read_only', client_op_id: opId, message: 'your role on this canvas (viewer) cannot edit it' });
+    // still a reader on both socket kinds
+    const theirs = await createBlock(users.owner!, canvasId, 'still visible');
+    expect(await h1.next(is('delta', (m) => m.server_seq === theirs.server_seq))).toMatchObject({ block: { content: { text: 'still visible' } } });
+    await until(() => ops.includes(theirs.server_seq!), 5000, 'the delta on realtime-js');
+    expect(sub.closedAt()).toBeNull();
+    expect(h1.ws.readyState).toBe(WebSocket.OPEN);
+
+    // promoted back: writable again, told so
+    await db.sql`update app.workspace_members set role = 'editor' where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
+    expect(await h1.next(is('access'), 2000)).toEqual({ type: 'access', can_write: true, role: 'editor', message: null });
+    const again = randomUUID();
+    h1.send({ type: 'mutate', client_op_id: again, action: 'create', patch: { type: 'text' } });
+    expect(await h1.next(is('ack'))).toMatchObject({ client_op_id: again, status: 'success' });
+    h1.ws.close();
+  });
+
+  it('says hello can_write false to a viewer, and re-checks a canvas role change too', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['viewer', 'editor']);
+    const viewer = await openH1(server, canvasId, users.viewer!);
+    expect(viewer.inbox[0]).toMatchObject({ type: 'hello', can_write: false });
+    const editor = await openH1(server, canvasId, users.editor!);
+    await db.sql`insert into app.canvas_members (canvas_id, user_id, role) values (${canvasId}, ${users.editor!}, 'viewer')`;
+    expect(await editor.next(is('access'), 2000)).toMatchObject({ can_write: false, role: 'viewer' });
+    await db.sql`insert into app.canvas_members (canvas_id, user_id, role) values (${canvasId}, ${users.viewer!}, 'editor')`;
+    expect(await viewer.next(is('access'), 2000)).toMatchObject({ can_write: true, role: 'editor' });
+    viewer.ws.close();
+    editor.ws.close();
+  });
+});

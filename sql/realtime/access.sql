@@ -70,7 +70,9 @@ end $$;
 
 -- A canvas that is soft-deleted, purged while live, or moved to another workspace: everyone on
 -- it re-checks (user_id null). Row triggers with a WHEN clause, because app.canvases is updated by
--- every block mutation (last_seq): the clause keeps that path free of any trigger call.
+-- every block mutation (last_seq): the clause keeps that path free of any trigger call. Deferred
+-- to commit, so the message comes after whatever else the transaction sends to the canvas (the
+-- `canvas_deleted` broadcast of api.delete_canvas reaches clients before their channels close).
 create or replace function internal.canvases_access_changed() returns trigger
 language plpgsql security definer set search_path = '' as $$
 begin
@@ -100,9 +102,11 @@ create trigger access_changed_delete after delete on app.canvas_members
   referencing old table as old_rows for each statement execute function internal.canvas_members_access_changed();
 
 drop trigger if exists access_changed_update on app.canvases;
-create trigger access_changed_update after update of deleted_at, workspace_id on app.canvases
+create constraint trigger access_changed_update after update of deleted_at, workspace_id on app.canvases
+  deferrable initially deferred
   for each row when (old.deleted_at is null and (new.deleted_at is not null or new.workspace_id <> old.workspace_id))
   execute function internal.canvases_access_changed();
 drop trigger if exists access_changed_delete on app.canvases;
-create trigger access_changed_delete after delete on app.canvases
+create constraint trigger access_changed_delete after delete on app.canvases
+  deferrable initially deferred
   for each row when (old.deleted_at is null) execute function internal.canvases_access_changed();

@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(33);
+select plan(35);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -41,6 +41,7 @@ begin
   perform tests.clear_authentication();
   insert into ids select n, tests.user_id(n) from unnest(array['owner', 'editor', 'viewer', 'guest', 'outsider']) n;
 end $$;
+set constraints all immediate; set constraints all deferred; -- the fixture's pending messages, as at commit
 select pg_temp.reset();
 
 -- ---------------------------------------------------------------------------------------------
@@ -142,7 +143,9 @@ select pg_temp.reset();
 select tests.authenticate_as('owner');
 select lives_ok(format('select api.delete_canvas(%L)', pg_temp.id('c2')), 'the owner deletes c2 through the api');
 select tests.clear_authentication();
-select is(pg_temp.changes(), 'c2/*/canvas_deleted', 'deleting a canvas re-checks everyone on it (user_id null)');
+select is(pg_temp.changes(), '', 'the canvas triggers are deferred: nothing yet before commit ...');
+set constraints all immediate; -- what commit does (and from here on, at the end of each statement)
+select is(pg_temp.changes(), 'c2/*/canvas_deleted', '... then deleting a canvas re-checks everyone on it (user_id null)');
 select is((select count(*) from realtime.messages where topic = 'canvas:' || pg_temp.id('c2') and event = 'canvas_deleted'), 1::bigint,
           '... beside the canvas_deleted broadcast the api sends');
 
@@ -172,6 +175,8 @@ select is(pg_temp.changes(), 'c1/*/canvas_deleted', 'deleting a workspace re-che
 select tests.clear_authentication();
 select is((select count(*) from pg_trigger where tgname like 'access_changed_%' and not tgisinternal), 8::bigint,
           'eight triggers: insert/update/delete on each membership table, update/delete on canvases');
+select is((select count(*) from pg_trigger where tgname like 'access_changed_%' and tgdeferrable and tginitdeferred), 2::bigint,
+          'the two on canvases run at commit, after the transaction''s own messages');
 
 select * from finish();
 rollback;

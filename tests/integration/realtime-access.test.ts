@@ -279,6 +279,20 @@ describe('re-authorization of open sockets', () => {
     expect(system).toMatchObject([{ status: 'error', message: expect.stringMatching(/^Unauthorized/) }]);
   });
 
+  it('api.delete_canvas: realtime-js gets the canvas_deleted broadcast, then the channel closes', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const events: string[] = [];
+    const channel = connect(second, await token(users.editor!), '2.0.0').channel(`canvas:${canvasId}`, { config: { private: true } })
+      .on('broadcast', { event: 'canvas_deleted' }, (m) => events.push(`broadcast ${m.payload.canvas_id}`))
+      .on('broadcast', { event: 'access_changed' }, () => events.push('access_changed leaked'))
+      .on('system', {}, (p) => events.push(`system ${p.status}`));
+    const sub = await subscribe(channel);
+    expect(sub.status).toBe('SUBSCRIBED');
+    await callAs(db.sql, users.owner!, 'delete_canvas', [canvasId]);
+    await until(() => sub.closedAt() !== null, 2000, 'channel close');
+    expect(events).toEqual([`broadcast ${canvasId}`, 'system error']);
+  });
+
   it('makes a member downgraded to viewer by plain SQL read-only within 1 s, still receiving deltas', async () => {
     const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
     const h1 = await openH1(server, canvasId, users.editor!);

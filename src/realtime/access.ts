@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
+import type { Hub } from './hub.ts';
 
 /**
  * Live re-authorization of open sockets.
@@ -40,6 +41,32 @@ export function accessChange(message: BusMessage): AccessChange | null {
 /** Whether a socket holding `claims` must re-check its access after `change`. */
 export function concerns(change: AccessChange, claims: SocketClaims): boolean {
   return change.userId === null || change.userId === claims.sub;
+}
+
+export type AccessWatch = { readonly changed: boolean; stop(): void };
+
+/**
+ * Notes access changes concerning `claims` on `subTopic` from now until stop(). Started before a
+ * join's authorization check and stopped once the socket listens itself: a change committed
+ * while the check ran (which may have read the state before it) is then re-checked, not missed.
+ */
+export function watchAccess(hub: Pick<Hub, 'subscribe'>, subTopic: string, claims: SocketClaims): AccessWatch {
+  let changed = false;
+  let off: (() => void) | null = hub.subscribe(subTopic, {
+    onDatabase(m) {
+      const change = accessChange(m);
+      if (change && concerns(change, claims)) changed = true;
+    },
+  });
+  return {
+    get changed() {
+      return changed;
+    },
+    stop() {
+      off?.();
+      off = null;
+    },
+  };
 }
 
 /**

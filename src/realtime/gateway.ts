@@ -5,7 +5,7 @@ import type { Sql } from 'postgres';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ApiError, rawErrorResponse } from '../http/errors.ts';
 import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
-import { canvasAccess } from './access.ts';
+import { canvasAccess, watchAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
 import { H1Socket } from './h1-socket.ts';
@@ -87,11 +87,22 @@ export function createGateway(opts: GatewayOptions): Gateway {
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
     const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID
     if (!claims) return;
-    const access = await canvasAccess(opts.sql, claims, canvasId); // re-run on every access change (access.ts)
-    if (!access.read) return reject(socket, 404, 'canvas not found, or you are not a member of it');
+    // re-run on every access change (access.ts); watched from before the check, so one committed
+    // while it runs is re-checked once the socket listens
+    const watch = watchAccess(hub, `canvas:${canvasId}`, claims);
+    socket.once('close', () => watch.stop());
+    const access = await canvasAccess(opts.sql, claims, canvasId).catch((err) => { watch.stop(); throw err; });
+    if (!access.read) {
+      watch.stop();
+      return reject(socket, 404, 'canvas not found, or you are not a member of it');
+    }
     const since = url.searchParams.get('since_seq');
     const sinceSeq = since !== null && /^\d+$/.test(since) ? Number(since) : null;
-    accept(req, socket, head, (ws) => new H1Socket(ws, hub, canvasId, claims, access, sinceSeq));
+    accept(req, socket, head, (ws) => {
+      const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq);
+      if (watch.changed) h1Socket.recheckAccess();
+      watch.stop();
+    });
   }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

@@ -59,6 +59,12 @@ export class H1Socket {
 
   private enqueue(work: () => Promise<void>): void {
     this.queue = this.queue.then(work).catch((err) => {
+      const sqlState = (err as { code?: unknown })?.code;
+      if (sqlState === 'PX403' || sqlState === 'PX404') {
+        // the database refused the canvas to this user: access changed under the socket
+        this.send({ type: 'error', code: sqlState === 'PX403' ? 'forbidden' : 'not_found', message: String((err as Error).message) });
+        return this.gate.recheck();
+      }
       this.hub.logger.error({ err }, 'H1 message failed');
       this.send({ type: 'error', code: 'internal', message: 'internal error' });
     });
@@ -166,6 +172,11 @@ export class H1Socket {
       return;
     }
     this.gate.deliver(() => this.deliver(m));
+  }
+
+  /** Re-checks access now (an access change was committed while the upgrade was being authorized). */
+  recheckAccess(): void {
+    this.gate.recheck();
   }
 
   /** Re-authorizes after an access change: closes on lost access, announces a changed write right. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import { withRequest } from '../db/request.ts';
 import { CLOCK_LEEWAY_SECONDS, TokenError } from '../auth/jwt.ts';
-import { AccessGate, accessChange, concerns } from './access.ts';
+import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
 import { channelKey, type ChannelKey } from './channel-key.ts';
@@ -163,9 +163,11 @@ export class PhoenixSocket {
     }
     const subTopic = frame.topic.slice('realtime:'.length);
     const isPrivate = config.private === true;
-    if (isPrivate && !(await mayAccessTopic(this.hub.sql, claims, subTopic, 'read'))) {
-      return fail(`Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}`);
-    }
+    // watched from before the check: an access change committed while it runs is re-checked
+    const watch = isPrivate ? watchAccess(this.hub, subTopic, claims) : null;
+    const allowed = !isPrivate || (await mayAccessTopic(this.hub.sql, claims, subTopic, 'read').catch((err) => { watch?.stop(); throw err; }));
+    if (!allowed || this.closed) watch?.stop();
+    if (!allowed) return fail(`Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}`);
     if (this.closed) return;
     const presenceEnabled = config.presence?.enabled === true;
     const channel: Channel = {
@@ -190,6 +192,8 @@ export class PhoenixSocket {
     };
     this.channels.set(frame.topic, channel);
     channel.offDatabase = this.hub.subscribe(subTopic, { onDatabase: (m) => this.deliverDatabase(channel, m) });
+    if (watch?.changed) channel.gate.recheck();
+    watch?.stop();
     channel.offPeers = this.hub.join(channel.key, channel);
     this.armExpiry(channel);
     this.reply(frame, 'ok', { postgres_changes: [] });

@@ -64,8 +64,8 @@ type H1 = {
   send(m: object): void;
 };
 
-/** An H1 socket on `canvasId` as `userId`, resumed (live) before it is returned. */
-async function openH1(server: Server, canvasId: string, userId: string): Promise<H1> {
+/** An H1 socket on `canvasId` as `userId`, resumed (live) before it is returned unless `live` is false. */
+async function openH1(server: Server, canvasId: string, userId: string, live = true): Promise<H1> {
   const ws = new WebSocket(`${wsUrl(server)}/ws/canvas/${canvasId}?access_token=${await token(userId)}&since_seq=0`);
   sockets.push(ws);
   const inbox: ServerMessage[] = [];
@@ -92,8 +92,18 @@ async function openH1(server: Server, canvasId: string, userId: string): Promise
       }
     },
   };
-  await conn.next((m) => m.type === 'resumed');
+  if (live) await conn.next((m) => m.type === 'resumed');
+  else await conn.next((m) => m.type === 'hello');
   return conn;
+}
+
+/** The socket's close, or a failure naming what it received meanwhile. */
+function closedWithin(c: H1, ms = 5000): Promise<{ code: number; at: number }> {
+  let timer!: NodeJS.Timeout;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`socket not closed after ${ms} ms; got ${JSON.stringify(c.inbox.slice(-5))}`)), ms);
+  });
+  return Promise.race([c.closed, late]).finally(() => clearTimeout(timer));
 }
 
 const is = (type: ServerMessage['type'], extra: (m: any) => boolean = () => true) => (m: ServerMessage) => m.type === type && extra(m);
@@ -235,7 +245,7 @@ describe('re-authorization of open sockets', () => {
     const after = await createBlock(users.owner!, canvasId, 'after the removal'); // committed after the removal
 
     for (const c of [h1, h1Other]) {
-      const { code, at } = await c.closed;
+      const { code, at } = await closedWithin(c);
       expect(code).toBe(4403);
       expect(at - t0).toBeLessThan(1000);
       expect(c.inbox.at(-1)).toMatchObject({ type: 'error', code: 'forbidden', message: 'you no longer have access to this canvas' });
@@ -269,7 +279,7 @@ describe('re-authorization of open sockets', () => {
     const t0 = performance.now();
     await db.sql`update app.canvases set deleted_at = now() where canvas_id = ${canvasId}`;
     for (const c of [owner, viewer]) {
-      const { code, at } = await c.closed;
+      const { code, at } = await closedWithin(c);
       expect(code).toBe(4404);
       expect(at - t0).toBeLessThan(1000);
       expect(c.inbox.at(-1)).toMatchObject({ type: 'error', code: 'not_found', message: 'this canvas was deleted' });
@@ -325,6 +335,46 @@ describe('re-authorization of open sockets', () => {
     h1.send({ type: 'mutate', client_op_id: again, action: 'create', patch: { type: 'text' } });
     expect(await h1.next(is('ack'))).toMatchObject({ client_op_id: again, status: 'success' });
     h1.ws.close();
+  });
+
+  /** Runs `join` while the removal of `users.editor` commits behind the join's own authorization check. */
+  async function removeDuringCheck<T>(workspaceId: string, editor: string, join: () => Promise<T>): Promise<T> {
+    let joined!: Promise<T>;
+    // hold a table the RLS probe reads (through internal.canvas_role): the probe's statement has
+    // taken its snapshot and waits; the removal commits, releasing the lock; the probe answers
+    // from its snapshot — still a member — so the socket is admitted on the old state
+    await db.sql.begin(async (tx) => {
+      await tx`lock table app.canvas_members in access exclusive mode`;
+      joined = join();
+      for (let i = 0; i < 200; i++) {
+        const [row] = await db.sql`select count(*)::int as n from pg_locks l join pg_class c on c.oid = l.relation
+                                    where c.relname = 'canvas_members' and not l.granted`;
+        if (row!.n > 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await tx`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${editor}`;
+    });
+    return joined;
+  }
+
+  it('re-checks a realtime-js join admitted on the state from before a removal committed during its check', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const system: any[] = [];
+    const channel = connect(server, await token(users.editor!), '2.0.0').channel(`canvas:${canvasId}`, { config: { private: true } })
+      .on('system', {}, (p) => system.push(p));
+    const sub = await removeDuringCheck(workspaceId, users.editor!, () => subscribe(channel));
+    expect(sub.status).toBe('SUBSCRIBED'); // admitted on the old state ...
+    await until(() => sub.closedAt() !== null, 2000, 'the late re-check closing the channel'); // ... then re-checked
+    expect(system).toMatchObject([{ status: 'error', message: expect.stringMatching(/^Unauthorized/) }]);
+  });
+
+  it('re-checks an H1 upgrade admitted on the state from before a removal committed during its check', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const h1 = await removeDuringCheck(workspaceId, users.editor!, () => openH1(server, canvasId, users.editor!, false));
+    expect(h1.inbox[0]).toMatchObject({ type: 'hello' }); // admitted ...
+    expect((await closedWithin(h1)).code).toBe(4403); // ... then re-checked
+    expect(h1.inbox.at(-1)).toMatchObject({ type: 'error', code: 'forbidden', message: 'you no longer have access to this canvas' });
+    expect(h1.inbox.filter((m) => m.type === 'error' && m.code === 'internal')).toEqual([]);
   });
 
   it('says hello can_write false to a viewer, and re-checks a canvas role change too', async () => {

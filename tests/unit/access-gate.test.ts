@@ -1,0 +1,118 @@
+import { describe, expect, it } from 'vitest';
+import { AccessGate, accessChange, concerns, hasWriteScope } from '../../src/realtime/access.ts';
+import type { BusMessage } from '../../src/realtime/bus.ts';
+
+// The re-authorization gate of src/realtime/access.ts: database messages wait while a socket's
+// access is re-checked and are delivered in order only if access survived.
+
+/** A check the test answers by hand: each call waits for `answer`. */
+function manualCheck() {
+  const pending: Array<{ resolve: (ok: boolean) => void; reject: (err: Error) => void }> = [];
+  return {
+    calls: () => pending.length,
+    check: () => new Promise<boolean>((resolve, reject) => pending.push({ resolve, reject })),
+    answer: (i: number, ok: boolean | Error) => (ok instanceof Error ? pending[i]!.reject(ok) : pending[i]!.resolve(ok)),
+  };
+}
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+describe('AccessGate', () => {
+  it('delivers at once when no re-check runs', () => {
+    const got: number[] = [];
+    const gate = new AccessGate(async () => true, () => {});
+    gate.deliver(() => got.push(1));
+    expect(got).toEqual([1]);
+  });
+
+  it('holds messages during a re-check and delivers them in order when access survives', async () => {
+    const m = manualCheck();
+    const got: number[] = [];
+    const gate = new AccessGate(m.check, () => {});
+    gate.recheck();
+    gate.deliver(() => got.push(1));
+    gate.deliver(() => got.push(2));
+    expect(got).toEqual([]);
+    m.answer(0, true);
+    await tick();
+    expect(got).toEqual([1, 2]);
+    gate.deliver(() => got.push(3));
+    expect(got).toEqual([1, 2, 3]);
+  });
+
+  it('drops held and later messages for good when access is lost', async () => {
+    const m = manualCheck();
+    const got: number[] = [];
+    const gate = new AccessGate(m.check, () => {});
+    gate.recheck();
+    gate.deliver(() => got.push(1));
+    m.answer(0, false);
+    await tick();
+    gate.deliver(() => got.push(2));
+    gate.recheck();
+    expect(got).toEqual([]);
+    expect(m.calls()).toBe(1);
+  });
+
+  it('runs one more check after a change that arrived during a check, and never two at once', async () => {
+    const m = manualCheck();
+    const got: number[] = [];
+    const gate = new AccessGate(m.check, () => {});
+    gate.recheck();
+    gate.recheck();
+    gate.recheck();
+    gate.deliver(() => got.push(1));
+    expect(m.calls()).toBe(1);
+    m.answer(0, true);
+    await tick();
+    expect(m.calls()).toBe(2); // the changes that came meanwhile get their own check
+    expect(got).toEqual([]); // still held: the second check has not answered
+    m.answer(1, true);
+    await tick();
+    expect(got).toEqual([1]);
+  });
+
+  it('retries a check that throws once, then gives up through onFailure', async () => {
+    const m = manualCheck();
+    const failures: unknown[] = [];
+    const got: number[] = [];
+    const gate = new AccessGate(m.check, (err) => failures.push(err), 1);
+    gate.recheck();
+    gate.deliver(() => got.push(1));
+    m.answer(0, new Error('database down'));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(m.calls()).toBe(2);
+    m.answer(1, new Error('still down'));
+    await tick();
+    expect(failures.map((e) => (e as Error).message)).toEqual(['still down']);
+    gate.deliver(() => got.push(2));
+    expect(got).toEqual([]);
+  });
+});
+
+describe('access_changed messages', () => {
+  const message = (over: Partial<BusMessage>): BusMessage => ({
+    id: '1', topic: 'canvas:c', event: 'access_changed', extension: 'broadcast', private: true,
+    payload: { canvas_id: 'c', user_id: 'u', reason: 'workspace_member' }, payloadJson: '{}', ...over,
+  });
+
+  it('are recognised only as private broadcasts with event access_changed', () => {
+    expect(accessChange(message({}))).toEqual({ canvasId: 'c', userId: 'u', reason: 'workspace_member' });
+    expect(accessChange(message({ private: false }))).toBeNull(); // a public broadcast anyone could send
+    expect(accessChange(message({ event: 'block_op' }))).toBeNull();
+  });
+
+  it('concern the named user, or everyone when user_id is null', () => {
+    const change = accessChange(message({}))!;
+    expect(concerns(change, { sub: 'u', role: 'authenticated' })).toBe(true);
+    expect(concerns(change, { sub: 'v', role: 'authenticated' })).toBe(false);
+    const everyone = accessChange(message({ payload: { canvas_id: 'c', user_id: null, reason: 'canvas_deleted' } }))!;
+    expect(concerns(everyone, { sub: 'v', role: 'authenticated' })).toBe(true);
+  });
+
+  it('H1 write scope: none = full rights; otherwise canvas:{id}:write or canvas:*:write', () => {
+    expect(hasWriteScope({ sub: 'u', role: 'authenticated' }, 'c')).toBe(true);
+    expect(hasWriteScope({ sub: 'u', role: 'authenticated', scope: 'canvas:c:read' }, 'c')).toBe(false);
+    expect(hasWriteScope({ sub: 'u', role: 'authenticated', scope: 'canvas:d:write canvas:c:write' }, 'c')).toBe(true);
+    expect(hasWriteScope({ sub: 'u', role: 'authenticated', scope: ['canvas:*:write'] }, 'c')).toBe(true);
+  });
+});

@@ -4,7 +4,14 @@ import type { AckMessage, Block, ConflictMessage, DeltaMessage, RejectedMessage,
  * A typed client for H1 (`/ws/canvas/{id}`): joins a canvas (snapshot, then resume, then live),
  * applies deltas in server_seq order (each exactly once), and after a reconnect resumes from the
  * last applied seq and resends every unacknowledged mutation with the same client_op_id (the
- * server applies an op at most once per client_op_id).
+ * server applies an op at most once per client_op_id, and answers a repeat with its original
+ * result as a `duplicate` ack).
+ *
+ * Network loss is routine, never an error: the client holds at most one socket at a time (a
+ * replaced socket is torn down and its late events are ignored), schedules exactly one reconnect
+ * per loss, with exponential backoff, jitter and a cap, drops a socket that is not live within
+ * `resumeTimeoutMs` or that goes silent (heartbeat), and sends only on an OPEN socket. Nothing it
+ * does on network loss throws or leaves a rejected promise behind.
  *
  * Runtime-neutral: pass any WHATWG-style WebSocket constructor (browser, Deno, Node 22, or `ws`).
  */
@@ -12,6 +19,11 @@ export type WebSocketLike = {
   readyState: number;
   send(data: string): void;
   close(): void;
+  /**
+   * Optional immediate teardown without a closing handshake (the `ws` package has it). Used,
+   * when present, to drop a socket whose path may be dead, where close() could wait a long time.
+   */
+  terminate?(): void;
   onopen: ((ev: any) => void) | null;
   onclose: ((ev: any) => void) | null;
   onmessage: ((ev: { data: any }) => void) | null;
@@ -35,142 +47,477 @@ export type CanvasSyncOptions = {
   /** Current access token (called on every (re)connect). */
   token: () => string | Promise<string>;
   WebSocket: WebSocketConstructor;
+  /**
+   * Delay before reconnect attempt `attempt` (0 for the first after a loss; the count restarts
+   * once the client is live again). Default: `defaultReconnectDelayMs`.
+   */
   reconnectDelayMs?: (attempt: number) => number;
+  /**
+   * A connection attempt not live (`resumed` received) this long after it began (token(),
+   * connect, replay) is given up and retried: a socket that opens but stalls is dropped. Default 10 000.
+   */
+  resumeTimeoutMs?: number;
+  /**
+   * Liveness of a live socket: after this long without any frame from the server (or without
+   * sending any itself) the client sends a `ping`; after twice this long without a frame from the
+   * server it drops the socket as dead and reconnects. 0 turns the heartbeat off. Default 15 000.
+   */
+  heartbeatMs?: number;
+  /**
+   * Mutations sent per second and socket at most (bursts up to the same number): the server's
+   * per-socket limit (10 by default), so that a backlog resent after a reconnect is paced rather
+   * than answered with `rate_limited` frames (which are still handled: the op is resent later).
+   */
+  messagesPerSecond?: number;
   onChange?: (blocks: ReadonlyMap<string, Block>, delta: DeltaMessage | null) => void;
+  /** Errors the client cannot act on: a throwing `onChange` or `token()`, a CanvasAccessLostError. Default: console.error. */
+  onError?: (err: unknown) => void;
 };
 
-type Pending = { id: string; op: Mutation; resolve: (o: MutationOutcome) => void; sent: boolean };
+const OPEN = 1;
+const CLOSED = 3;
+/** Close codes of a socket whose user lost access (h1-protocol.ts): reconnecting would be refused. */
+const CLOSE_FORBIDDEN = 4403;
+const CLOSE_NOT_FOUND = 4404;
+const RECONNECT_BASE_MS = 250;
+const RECONNECT_CAP_MS = 5000;
+/** How long a replaced socket may take to report `close` before the next one is made anyway. */
+const RETIRE_WAIT_MS = 5000;
+/** Resend delay after an `internal`/`unavailable` error that carries no `retry_after_ms`. */
+const RESEND_DEFAULT_MS = 500;
+const noop = () => {};
+
+/**
+ * The default backoff: exponential from 250 ms, capped at 5 s, with "equal jitter" (a random
+ * point in the upper half of the step) so that clients cut off together do not come back together.
+ */
+export function defaultReconnectDelayMs(attempt: number): number {
+  const step = Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** Math.min(Math.max(attempt, 0), 16));
+  return step / 2 + Math.random() * (step / 2);
+}
+
+/**
+ * The server ended the socket because the user lost access to the canvas (`forbidden`: removed
+ * from it; `not_found`: the canvas was deleted). The client stops as after close(); it is passed
+ * to `onError` and rejects waiting join()/ready() calls.
+ */
+export class CanvasAccessLostError extends Error {
+  constructor(readonly code: 'forbidden' | 'not_found', message: string) {
+    super(message);
+    this.name = 'CanvasAccessLostError';
+  }
+}
+
+type Pending = { id: string; frame: string; resolvers: Array<(o: MutationOutcome) => void>; sent: boolean };
+type Timer = ReturnType<typeof setTimeout>;
+type TimerName = 'reconnectTimer' | 'resumeTimer' | 'heartbeatTimer' | 'resendTimer' | 'retireTimer';
 
 export class CanvasSync {
   readonly blocks = new Map<string, Block>();
   /** Highest server_seq applied. */
   seq = 0;
   private hasSnapshot = false;
+  /** The one socket whose events count; every other socket's events are ignored. */
   private ws: WebSocketLike | null = null;
+  /** A replaced socket not yet closed: no new socket is made until it is (or RETIRE_WAIT_MS passed). */
+  private retiring: WebSocketLike | null = null;
   private live = false;
+  private started = false;
   private closed = false;
+  /** Waiting for token() before making a socket. */
+  private connecting = false;
+  /** Reconnect attempts since the client was last live (the backoff step). */
   private attempt = 0;
+  /** Identifies the current connection attempt, so that a late answer of an abandoned one is ignored. */
+  private attemptId = 0;
+  private lastFrameAt = 0;
+  private lastSentAt = 0;
+  private pingSentAt = 0;
+  /** Client-side token bucket mirroring the server's per-socket one (fresh for each socket). */
+  private tokens = 0;
+  private tokensAt = 0;
+  private reconnectTimer: Timer | null = null;
+  private resumeTimer: Timer | null = null;
+  private heartbeatTimer: Timer | null = null;
+  private resendTimer: Timer | null = null;
+  private retireTimer: Timer | null = null;
   private readonly pending = new Map<string, Pending>();
-  private readonly readyWaiters: Array<() => void> = [];
+  private readonly readyWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
 
   constructor(private readonly opts: CanvasSyncOptions) {}
 
-  /** Connects and resolves once the state is caught up (snapshot + replay) and live. */
-  async join(): Promise<void> {
-    await this.connect();
-    await this.ready();
+  /**
+   * Connects and resolves once the state is caught up (snapshot + replay) and live. Connection
+   * failures, refused upgrades included, are retried (backoff; token() is asked again each time)
+   * rather than reported: join() waits until the client is live, and rejects only if the client
+   * ends before that (close(), or a CanvasAccessLostError).
+   */
+  join(): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('CanvasSync is closed'));
+    this.started = true;
+    this.connect();
+    return this.ready();
   }
 
+  /** Resolves once the client is live (at once if it is); rejects only if the client ends first. */
   ready(): Promise<void> {
-    return this.live ? Promise.resolve() : new Promise((r) => this.readyWaiters.push(r));
+    if (this.closed) return Promise.reject(new Error('CanvasSync is closed'));
+    if (this.live) return Promise.resolve();
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
   }
 
-  /** Sends a mutation; resolves with its ack, conflict or rejection (resent after reconnects). */
+  /**
+   * Sends a mutation; resolves with its ack, conflict or rejection, exactly once, however many
+   * reconnects it takes (unacknowledged mutations are resent with the same client_op_id). A
+   * mutation made while offline is sent once live. It never rejects for network reasons (only
+   * if the client has ended, or `op` cannot be serialized as JSON); one still pending when the
+   * client ends never settles (its outcome is unknown: a later client may resend the same
+   * client_op_id to learn it).
+   */
   mutate(op: Mutation, clientOpId: string = globalThis.crypto.randomUUID()): Promise<MutationOutcome> {
+    if (this.closed) return Promise.reject(new Error('CanvasSync is closed'));
     return new Promise((resolve) => {
-      const p: Pending = { id: clientOpId, op, resolve, sent: false };
-      this.pending.set(clientOpId, p);
+      const known = this.pending.get(clientOpId);
+      if (known) {
+        known.resolvers.push(resolve); // the same op twice: one send, both callers get its outcome
+        return;
+      }
+      const frame = JSON.stringify({ type: 'mutate', client_op_id: clientOpId, ...op, patch: op.patch ?? {} });
+      this.pending.set(clientOpId, { id: clientOpId, frame, resolvers: [resolve], sent: false });
       this.flush();
     });
   }
 
+  /** Closes for good: cancels every timer, closes the socket, rejects waiting join()/ready() calls. */
   close(): void {
+    this.end(new Error('CanvasSync closed before it was live'));
+  }
+
+  private end(reason: Error): void {
+    if (this.closed) return;
     this.closed = true;
-    this.ws?.close();
+    this.live = false;
+    for (const t of ['reconnectTimer', 'resumeTimer', 'heartbeatTimer', 'resendTimer', 'retireTimer'] as const) this.clearTimer(t);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) this.retire(ws, ws.readyState === OPEN ? 'graceful' : 'now');
+    for (const w of this.readyWaiters.splice(0)) w.reject(reason);
   }
 
-  /** Drops the connection as a network failure would (tests, or a suspected dead socket). */
+  /** The server closed the socket for lost access: reconnecting would be refused, so the client ends. */
+  private accessLost(ws: WebSocketLike, code: 'forbidden' | 'not_found', message: string): void {
+    if (this.ws !== ws) return;
+    const err = new CanvasAccessLostError(code, message);
+    this.end(err);
+    this.report(err);
+  }
+
+  /** Drops the connection as a network failure would (tests, or a suspected dead socket); reconnects. */
   drop(): void {
-    this.ws?.close();
+    if (this.ws) this.lost(this.ws);
   }
 
-  private async connect(): Promise<void> {
+  /** Starts one connection attempt, unless one is under way, due, or waiting for an old socket to close. */
+  private connect(): void {
+    if (this.closed || !this.started || this.ws || this.connecting || this.reconnectTimer || this.retiring) return;
+    this.connecting = true;
+    const attempt = ++this.attemptId;
+    // the whole attempt (token, connect, replay) must end live in time, or it is given up
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = null;
+      if (attempt !== this.attemptId) return;
+      if (this.connecting) {
+        this.attemptId++; // a late token() answer is ignored
+        this.connecting = false;
+        this.report(new Error('token() did not answer within resumeTimeoutMs'));
+        this.scheduleReconnect();
+      } else if (this.ws && !this.live) {
+        this.lost(this.ws);
+      }
+    }, this.opts.resumeTimeoutMs ?? 10_000);
+    let token: Promise<string>;
+    try {
+      token = Promise.resolve(this.opts.token());
+    } catch (err) {
+      token = Promise.reject(err);
+    }
+    token.then(
+      (t) => {
+        if (attempt !== this.attemptId || this.closed) return;
+        this.connecting = false;
+        this.open(t);
+      },
+      (err) => {
+        if (attempt !== this.attemptId || this.closed) return;
+        this.connecting = false;
+        this.clearTimer('resumeTimer');
+        this.report(err);
+        this.scheduleReconnect();
+      },
+    );
+  }
+
+  private open(token: string): void {
+    if (this.closed) return;
     const base = this.opts.url.replace(/^http/, 'ws').replace(/\/+$/, '');
-    const token = await this.opts.token();
     const query = this.hasSnapshot ? `&since_seq=${this.seq}` : '';
-    const ws = new this.opts.WebSocket(`${base}/ws/canvas/${this.opts.canvasId}?access_token=${encodeURIComponent(token)}${query}`);
+    let ws: WebSocketLike;
+    try {
+      ws = new this.opts.WebSocket(`${base}/ws/canvas/${encodeURIComponent(this.opts.canvasId)}?access_token=${encodeURIComponent(String(token))}${query}`);
+    } catch (err) {
+      this.clearTimer('resumeTimer');
+      this.report(err);
+      this.scheduleReconnect();
+      return;
+    }
     this.ws = ws;
     this.live = false;
-    await new Promise<void>((resolve, reject) => {
-      ws.onopen = () => {
-        this.attempt = 0;
-        if (!this.hasSnapshot) ws.send(JSON.stringify({ type: 'resume', since_seq: 0, snapshot: true }));
-        resolve();
-      };
-      ws.onerror = (e) => reject(e instanceof Error ? e : new Error('WebSocket error'));
-      ws.onmessage = (ev) => this.onMessage(JSON.parse(String(ev.data)) as ServerMessage);
-      ws.onclose = () => {
-        if (this.ws !== ws) return;
-        this.live = false;
-        for (const p of this.pending.values()) p.sent = false; // resend after reconnect
-        if (!this.closed) this.scheduleReconnect();
-      };
-    });
+    this.lastFrameAt = Date.now();
+    this.tokens = this.rate();
+    this.tokensAt = Date.now();
+    ws.onopen = () => {
+      // with since_seq in the URL the server resumes by itself; the first join asks for the snapshot
+      if (this.ws !== ws || this.hasSnapshot) return;
+      this.takeToken();
+      this.sendOn(ws, JSON.stringify({ type: 'resume', since_seq: 0, snapshot: true }));
+    };
+    ws.onmessage = (ev) => {
+      if (this.ws === ws) this.onFrame(ws, ev?.data);
+    };
+    ws.onerror = () => this.lost(ws);
+    ws.onclose = (ev) => {
+      const code = ev?.code;
+      if (code === CLOSE_FORBIDDEN) this.accessLost(ws, 'forbidden', 'you no longer have access to this canvas');
+      else if (code === CLOSE_NOT_FOUND) this.accessLost(ws, 'not_found', 'this canvas was deleted');
+      else this.lost(ws);
+    };
   }
 
-  private scheduleReconnect(): void {
-    const delay = (this.opts.reconnectDelayMs ?? ((n) => Math.min(5000, 100 * 2 ** n)))(this.attempt++);
-    setTimeout(() => {
-      if (!this.closed) this.connect().catch(() => this.scheduleReconnect());
-    }, delay);
+  /** The one place a socket is given up: only the current socket counts, so this runs once per loss. */
+  private lost(ws: WebSocketLike): void {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    this.live = false;
+    for (const t of ['resumeTimer', 'heartbeatTimer', 'resendTimer'] as const) this.clearTimer(t);
+    for (const p of this.pending.values()) p.sent = false; // resent once live again
+    this.retire(ws, 'now');
+    this.scheduleReconnect();
   }
 
-  private flush(): void {
-    if (!this.live || !this.ws) return;
-    for (const p of this.pending.values()) {
-      if (p.sent) continue;
-      p.sent = true;
-      this.ws.send(JSON.stringify({ type: 'mutate', client_op_id: p.id, ...p.op, patch: p.op.patch ?? {} }));
+  /**
+   * Detaches a socket (its late events do nothing; its `error` stays handled, as `ws` throws an
+   * unhandled one) and closes it; the next socket waits for its `close`, so two never overlap.
+   */
+  private retire(ws: WebSocketLike, how: 'now' | 'graceful'): void {
+    ws.onopen = noop;
+    ws.onmessage = noop;
+    ws.onerror = noop;
+    if (ws.readyState === CLOSED) {
+      ws.onclose = noop;
+      return;
+    }
+    this.retiring = ws;
+    const done = () => {
+      if (this.retiring !== ws) return;
+      this.retiring = null;
+      this.clearTimer('retireTimer');
+      this.connect();
+    };
+    ws.onclose = done;
+    if (!this.closed) this.retireTimer = setTimeout(done, RETIRE_WAIT_MS);
+    try {
+      if (how === 'now' && typeof ws.terminate === 'function') ws.terminate();
+      else ws.close();
+    } catch {
+      // a runtime that throws on close of a half-made socket: it is unusable either way
     }
   }
 
-  private onMessage(m: ServerMessage): void {
+  /** At most one reconnect is ever due. */
+  private scheduleReconnect(): void {
+    if (this.closed || this.reconnectTimer) return;
+    const attempt = this.attempt++;
+    let delay = (this.opts.reconnectDelayMs ?? defaultReconnectDelayMs)(attempt);
+    if (!Number.isFinite(delay) || delay < 0) delay = 0;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private clearTimer(name: TimerName): void {
+    const t = this[name];
+    if (t !== null) clearTimeout(t);
+    this[name] = null;
+  }
+
+  /** Sends on `ws` only if it is the current socket and OPEN; never throws. */
+  private sendOn(ws: WebSocketLike, frame: string): boolean {
+    if (this.ws !== ws || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(frame);
+      this.lastSentAt = Date.now();
+      return true;
+    } catch {
+      this.lost(ws); // a socket that cannot send is of no use; reconnect
+      return false;
+    }
+  }
+
+  private rate(): number {
+    const r = this.opts.messagesPerSecond ?? 10;
+    return Number.isFinite(r) && r > 0 ? r : 10;
+  }
+
+  /** Takes a send token: 0 when allowed, else the milliseconds until one is available. */
+  private takeToken(): number {
+    const now = Date.now();
+    const rate = this.rate();
+    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) / 1000) * rate);
+    this.tokensAt = now;
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return 0;
+    }
+    return Math.ceil(((1 - this.tokens) / rate) * 1000);
+  }
+
+  /** Sends unsent pending mutations, paced by the token bucket, if live and not backing off after a rate limit. */
+  private flush(): void {
+    const ws = this.ws;
+    if (!this.live || !ws || this.resendTimer) return;
+    for (const p of this.pending.values()) {
+      if (p.sent) continue;
+      const wait = this.takeToken();
+      if (wait > 0) return this.scheduleResend(wait);
+      if (!this.sendOn(ws, p.frame)) return;
+      p.sent = true;
+    }
+  }
+
+  /** One resend pass after `ms` (pacing, or the server's retry_after_ms); one timer at most. */
+  private scheduleResend(ms: number | undefined): void {
+    if (this.resendTimer) return;
+    const delay = typeof ms === 'number' && Number.isFinite(ms) && ms > 0 ? Math.min(ms, 60_000) : RESEND_DEFAULT_MS;
+    this.resendTimer = setTimeout(() => {
+      this.resendTimer = null;
+      this.flush();
+    }, delay);
+  }
+
+  private startHeartbeat(ws: WebSocketLike): void {
+    const every = this.opts.heartbeatMs ?? 15_000;
+    if (!(every > 0)) return;
+    this.clearTimer('heartbeatTimer');
+    const tick = () => {
+      this.heartbeatTimer = null;
+      if (this.ws !== ws) return;
+      const now = Date.now();
+      if (now - this.lastFrameAt >= 2 * every) return this.lost(ws);
+      // one ping per silence (either side: a server may close a socket that sends nothing)
+      const quiet = now - this.lastFrameAt >= every || now - this.lastSentAt >= every;
+      if (quiet && this.pingSentAt <= this.lastFrameAt && this.takeToken() === 0) {
+        this.pingSentAt = now;
+        this.sendOn(ws, '{"type":"ping"}');
+      }
+      this.heartbeatTimer = setTimeout(tick, every / 4);
+    };
+    this.heartbeatTimer = setTimeout(tick, every / 4);
+  }
+
+  private settle(clientOpId: string, outcome: MutationOutcome): void {
+    const p = this.pending.get(clientOpId);
+    if (!p) return; // a late answer to a resend: already settled
+    this.pending.delete(clientOpId);
+    for (const resolve of p.resolvers) resolve(outcome);
+  }
+
+  private emitChange(delta: DeltaMessage | null): void {
+    try {
+      this.opts.onChange?.(this.blocks, delta);
+    } catch (err) {
+      this.report(err);
+    }
+  }
+
+  private report(err: unknown): void {
+    try {
+      if (this.opts.onError) this.opts.onError(err);
+      else console.error('CanvasSync:', err);
+    } catch {
+      // an error reporter that throws must not break the socket handling
+    }
+  }
+
+  private onFrame(ws: WebSocketLike, data: unknown): void {
+    this.lastFrameAt = Date.now();
+    let m: ServerMessage;
+    try {
+      m = JSON.parse(String(data)) as ServerMessage;
+    } catch {
+      return; // not ours to fix; the server only sends JSON
+    }
+    if (m && typeof m === 'object') this.onMessage(ws, m);
+  }
+
+  private onMessage(ws: WebSocketLike, m: ServerMessage): void {
     switch (m.type) {
       case 'snapshot':
         this.blocks.clear();
         for (const b of m.blocks) this.blocks.set(b.block_id, b);
         this.seq = m.watermark;
         this.hasSnapshot = true;
-        this.opts.onChange?.(this.blocks, null);
+        this.emitChange(null);
         return;
       case 'delta':
-        if (m.server_seq <= this.seq) return; // already applied
+        if (!(m.server_seq > this.seq)) return; // already applied
         this.seq = m.server_seq;
         if (m.action === 'delete') for (const id of [m.block_id, ...(m.deleted_ids ?? [])]) this.blocks.delete(id);
         else if (m.block) this.blocks.set(m.block_id, m.block);
-        this.opts.onChange?.(this.blocks, m);
+        this.emitChange(m);
         return;
       case 'resumed':
+        if (this.live) return;
         this.live = true;
-        this.readyWaiters.splice(0).forEach((r) => r());
+        this.attempt = 0;
+        this.clearTimer('resumeTimer');
+        this.startHeartbeat(ws);
+        for (const w of this.readyWaiters.splice(0)) w.resolve();
         this.flush();
         return;
       case 'ack':
       case 'conflict':
-      case 'rejected': {
-        const p = this.pending.get(m.client_op_id);
-        if (!p) return;
-        this.pending.delete(m.client_op_id);
-        p.resolve(m);
+      case 'rejected':
+        this.settle(m.client_op_id, m);
         return;
-      }
       case 'error':
-        if (m.client_op_id && (m.code === 'rate_limited' || m.code === 'internal')) {
-          const p = this.pending.get(m.client_op_id);
-          if (p) {
-            p.sent = false;
-            setTimeout(() => this.flush(), m.retry_after_ms ?? 200);
-          }
-        } else if (m.client_op_id && m.code === 'read_only') {
-          const p = this.pending.get(m.client_op_id);
-          if (p) {
-            this.pending.delete(m.client_op_id);
-            p.resolve({ type: 'rejected', client_op_id: m.client_op_id, error: { code: 'forbidden', message: m.message } });
-          }
-        }
-        return;
+        return this.onErrorFrame(ws, m);
       default:
         return;
+    }
+  }
+
+  private onErrorFrame(ws: WebSocketLike, m: Extract<ServerMessage, { type: 'error' }>): void {
+    const code: string = m.code;
+    const retryLater = code === 'rate_limited' || code === 'internal' || code === 'unavailable';
+    if (m.client_op_id) {
+      const p = this.pending.get(m.client_op_id);
+      if (!p) return;
+      if (retryLater) {
+        p.sent = false;
+        this.scheduleResend(m.retry_after_ms);
+      } else {
+        // refused for good (read-only token or role, a malformed op, or a code this client does not know)
+        const error = code === 'read_only' ? 'forbidden' : code === 'invalid_message' ? 'invalid_input' : code;
+        this.settle(p.id, { type: 'rejected', client_op_id: p.id, error: { code: error, message: m.message } });
+      }
+    } else if (code === 'forbidden' || code === 'not_found') {
+      this.accessLost(ws, code, m.message); // the close (4403/4404) follows
+    } else if (code === 'internal' || code === 'unavailable') {
+      // the server could not process some message and did not say which: resend whatever is in
+      // flight (safe: a repeated client_op_id is answered with its original result)
+      for (const p of this.pending.values()) p.sent = false;
+      this.scheduleResend(m.retry_after_ms);
     }
   }
 }

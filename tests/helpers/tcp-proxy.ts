@@ -1,0 +1,174 @@
+import net from 'node:net';
+
+/**
+ * A loopback TCP proxy in front of one port, for network-fault tests: `cut()` simulates a
+ * network loss between the clients and the upstream server, `restore()` heals it.
+ *
+ * A cut treats connections in one of two ways each:
+ *  - existing ones: `destroy` (default: both ends see a reset, as when a NAT or a Wi-Fi hop
+ *    drops them) or `stall` (bytes stop flowing both ways, nothing is lost: after `restore()`
+ *    what was sent meanwhile arrives, as after a partition that heals before TCP gives up);
+ *  - new ones: `refuse` (default: accepted and reset at once, the client sees a failed connect)
+ *    or `blackhole` (accepted and held silent; after `restore()` those still open are connected
+ *    upstream and go on normally, as a SYN retransmitted after the partition would).
+ * A side that closes during a stall is seen closed by the other side only at `restore()` (bytes
+ * it sent just before are then dropped). Otherwise the proxy never changes or drops bytes.
+ */
+export type CutOptions = { existing?: 'destroy' | 'stall'; incoming?: 'refuse' | 'blackhole' };
+
+export type ProxyCounters = {
+  /** Connections accepted from clients (including refused and blackholed ones). */
+  accepted: number;
+  /** Connections forwarded to the upstream port. */
+  forwarded: number;
+  /** Connections refused (reset on accept) during a cut. */
+  refused: number;
+  /** Connections accepted and held during a `blackhole` cut. */
+  blackholed: number;
+  /** Open connections destroyed by `cut()`. */
+  destroyed: number;
+  /** Open connections stalled by `cut()`. */
+  stalled: number;
+  /** Number of `cut()` calls. */
+  cuts: number;
+};
+
+export type TcpProxy = {
+  /** The proxy's port on 127.0.0.1. */
+  readonly port: number;
+  /** `http://127.0.0.1:{port}`, handy for HTTP and WebSocket clients. */
+  readonly url: string;
+  readonly counters: Readonly<ProxyCounters>;
+  /** Whether a cut is in force. */
+  readonly isCut: boolean;
+  /** Client connections currently open through the proxy (forwarded or stalled). */
+  openConnections(): number;
+  cut(opts?: CutOptions): void;
+  restore(): void;
+  /** Closes the listener and every connection. */
+  close(): Promise<void>;
+};
+
+type Pair = { client: net.Socket; upstream: net.Socket; stalled: boolean; endedWhileStalled: boolean };
+
+/** Starts a proxy on 127.0.0.1 (an ephemeral port unless `listenPort`) forwarding to `127.0.0.1:upstreamPort`. */
+export async function startTcpProxy(upstreamPort: number, opts: { listenPort?: number; upstreamHost?: string } = {}): Promise<TcpProxy> {
+  const upstreamHost = opts.upstreamHost ?? '127.0.0.1';
+  const counters: ProxyCounters = { accepted: 0, forwarded: 0, refused: 0, blackholed: 0, destroyed: 0, stalled: 0, cuts: 0 };
+  const pairs = new Set<Pair>();
+  const held = new Set<net.Socket>();
+  let cut: Required<CutOptions> | null = null;
+  let closing = false;
+
+  const forward = (client: net.Socket): void => {
+    counters.forwarded++;
+    const upstream = net.connect({ host: upstreamHost, port: upstreamPort });
+    const pair: Pair = { client, upstream, stalled: false, endedWhileStalled: false };
+    pairs.add(pair);
+    // either side closing ends both, as TCP would; errors are expected here, not faults. During a
+    // stall the other side learns of it only at restore(), as behind a real partition.
+    const end = () => {
+      if (pair.stalled) {
+        pair.endedWhileStalled = true;
+        return;
+      }
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+
+  const stall = (pair: Pair): void => {
+    pair.stalled = true;
+    pair.client.unpipe(pair.upstream);
+    pair.upstream.unpipe(pair.client);
+    pair.client.pause();
+    pair.upstream.pause();
+  };
+
+  const resume = (pair: Pair): void => {
+    pair.stalled = false;
+    if (pair.endedWhileStalled) {
+      pairs.delete(pair);
+      pair.client.destroy();
+      pair.upstream.destroy();
+      return;
+    }
+    pair.client.pipe(pair.upstream);
+    pair.upstream.pipe(pair.client);
+  };
+
+  const server = net.createServer((client) => {
+    counters.accepted++;
+    client.setNoDelay(true);
+    if (closing) return void client.destroy();
+    if (!cut) return forward(client);
+    if (cut.incoming === 'refuse') {
+      counters.refused++;
+      client.on('error', () => {});
+      client.resetAndDestroy();
+      return;
+    }
+    counters.blackholed++;
+    client.pause();
+    held.add(client);
+    client.on('error', () => client.destroy());
+    client.on('close', () => held.delete(client));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.listenPort ?? 0, '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as net.AddressInfo).port;
+
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    counters,
+    get isCut() {
+      return cut !== null;
+    },
+    openConnections: () => pairs.size + held.size,
+    cut(o: CutOptions = {}) {
+      counters.cuts++;
+      cut = { existing: o.existing ?? 'destroy', incoming: o.incoming ?? 'refuse' };
+      for (const pair of [...pairs]) {
+        if (cut.existing === 'destroy') {
+          counters.destroyed++;
+          pairs.delete(pair);
+          pair.client.resetAndDestroy();
+          pair.upstream.resetAndDestroy();
+        } else if (!pair.stalled) {
+          counters.stalled++;
+          stall(pair);
+        }
+      }
+    },
+    restore() {
+      cut = null;
+      for (const pair of [...pairs]) if (pair.stalled) resume(pair);
+      for (const client of [...held]) {
+        held.delete(client);
+        if (client.destroyed) continue;
+        client.removeAllListeners('error').removeAllListeners('close');
+        forward(client);
+        client.resume();
+      }
+    },
+    async close() {
+      closing = true;
+      for (const pair of pairs) {
+        pair.client.destroy();
+        pair.upstream.destroy();
+      }
+      pairs.clear();
+      for (const client of held) client.destroy();
+      held.clear();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

@@ -1,4 +1,5 @@
 import type { Sql, TransactionSql } from 'postgres';
+import { isConnectionFailure } from './faults.ts';
 
 /**
  * Runs database work the way PostgREST runs an RPC: in one transaction whose transaction-local
@@ -20,6 +21,27 @@ export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: T
   const role = ctx.claims.role ?? 'anon';
   if (!API_ROLES.has(role)) throw new Error(`refusing to run as role ${JSON.stringify(role)}: not an API role`);
   const headers = Object.fromEntries(Object.entries(ctx.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  // A connection lost before COMMIT was sent rolled everything back: run the request again on
+  // another connection (the pool replaces the dead one). A loss during COMMIT is ambiguous and is
+  // left to the caller (mutations are idempotent by client_op_id; HTTP answers 503).
+  for (let attempt = 0; ; attempt++) {
+    let committing = false;
+    try {
+      return await once(sql, ctx, role, headers, async (tx) => {
+        const result = await work(tx);
+        committing = true;
+        return result;
+      });
+    } catch (err) {
+      if (committing || attempt >= CONNECTION_RETRIES || !isConnectionFailure(err)) throw err;
+    }
+  }
+}
+
+/** How often a request is run again after its connection was lost before COMMIT. */
+const CONNECTION_RETRIES = 2;
+
+function once<T>(sql: Sql, ctx: RequestContext, role: string, headers: Record<string, string>, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
   return sql.begin(async (tx) => {
     await tx`select set_config('role', ${role}, true),
                     set_config('request.jwt.claims', ${JSON.stringify(ctx.claims)}, true),

@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http';
+import { isConnectionFailure } from '../db/faults.ts';
 /**
  * The one error shape of the HTTP API: `{ "error": { "code", "message", ...details } }`.
  * Codes are stable; `invalid_input` names the `field`, `conflict` carries the current `block`,
@@ -57,8 +58,8 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
   if (e?.code?.startsWith('22') || e?.code?.startsWith('23') || e?.code?.startsWith('54')) {
     return new ApiError('invalid_input', e.message ?? 'invalid input');
   }
-  if (e?.code === 'ECONNREFUSED' || e?.code === 'CONNECTION_CLOSED' || e?.code === 'CONNECT_TIMEOUT') {
-    return new ApiError('unavailable', 'the database is unavailable: retry shortly');
+  if (isConnectionFailure(err)) {
+    return new ApiError('unavailable', 'the database connection was lost: retry the request (a mutation retried with the same client_op_id is applied at most once)', { retry_after: 1 });
   }
   return new ApiError('internal', 'internal error');
 }

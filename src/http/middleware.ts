@@ -83,7 +83,7 @@ export function isInternalCaller(c: Context, deps: Deps): boolean {
 }
 
 export function errorResponse(c: Context, err: ApiError) {
-  if (err.code === 'rate_limited' && typeof err.details.retry_after === 'number') {
+  if ((err.code === 'rate_limited' || err.code === 'unavailable') && typeof err.details.retry_after === 'number') {
     c.header('Retry-After', String(err.details.retry_after));
   }
   return c.json(err.body(), err.status);

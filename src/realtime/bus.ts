@@ -147,7 +147,11 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
 
   /** Catch-ups run one at a time (stream restart, outage polls). */
   let chain: Promise<void> = Promise.resolve();
-  const serialCatchUp = () => (chain = chain.then(() => catchUp()));
+  const serialCatchUp = () => {
+    const next = chain.then(() => catchUp());
+    chain = next.catch(() => {}); // a failed catch-up must not fail every later one
+    return next;
+  };
 
   function onUp(): void {
     if (stopped) return;

@@ -85,7 +85,9 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   // Graphile Worker's own pool, named so operators (and the fault tests) can tell its connections
   // apart; a connection the server terminates while idle is an 'error' event to log, not a crash
   const queuePool = new pg.Pool({ connectionString: opts.databaseUrl, max: cfg.concurrency + 2, application_name: 'potentia-worker-queue' });
-  queuePool.on('error', (err) => log.warn({ err: err.message }, 'worker queue connection lost; the pool reconnects'));
+  const lost = (err: Error) => log.warn({ err: err.message }, 'worker queue connection lost; the pool reconnects');
+  queuePool.on('error', lost);
+  queuePool.on('connect', (client) => client.on('error', lost));
   let runner: Runner;
   try {
     runner = await run({

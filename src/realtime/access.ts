@@ -16,6 +16,10 @@ import type { Hub } from './hub.ts';
  * authorization again. Meanwhile its database messages wait in an AccessGate: a message committed
  * after the change is delivered only if access survived, so nothing written after a revocation
  * reaches the revoked socket. `access_changed` itself is never forwarded to clients.
+ *
+ * Logical decoding can hand over a commit a moment before the transaction is visible to new
+ * snapshots, so a re-check first waits until the announcing message row is visible: it then
+ * reads the state the message announced, never the one before.
  */
 export const ACCESS_CHANGED = 'access_changed';
 
@@ -43,7 +47,11 @@ export function concerns(change: AccessChange, claims: SocketClaims): boolean {
   return change.userId === null || change.userId === claims.sub;
 }
 
-export type AccessWatch = { readonly changed: boolean; stop(): void };
+export type AccessWatch = {
+  /** Ids of the access_changed messages concerning the caller received so far (re-check after them). */
+  readonly messageIds: readonly string[];
+  stop(): void;
+};
 
 /**
  * Notes access changes concerning `claims` on `subTopic` from now until stop(). Started before a
@@ -51,17 +59,15 @@ export type AccessWatch = { readonly changed: boolean; stop(): void };
  * while the check ran (which may have read the state before it) is then re-checked, not missed.
  */
 export function watchAccess(hub: Pick<Hub, 'subscribe'>, subTopic: string, claims: SocketClaims): AccessWatch {
-  let changed = false;
+  const messageIds: string[] = [];
   let off: (() => void) | null = hub.subscribe(subTopic, {
     onDatabase(m) {
       const change = accessChange(m);
-      if (change && concerns(change, claims)) changed = true;
+      if (change && concerns(change, claims)) messageIds.push(m.id);
     },
   });
   return {
-    get changed() {
-      return changed;
-    },
+    messageIds,
     stop() {
       off?.();
       off = null;
@@ -117,24 +123,48 @@ export async function canvasAccess(sql: Sql, claims: SocketClaims, canvasId: str
 }
 
 /**
+ * Waits (briefly: at most `timeoutMs`) until the realtime.messages rows `ids` are visible to a
+ * new snapshot, so that what is read next includes the change they announced.
+ */
+export async function untilVisible(sql: Sql, ids: readonly string[], timeoutMs = 2000): Promise<void> {
+  if (ids.length === 0) return;
+  const end = Date.now() + timeoutMs;
+  for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
+    const [row] = await sql<{ n: number }[]>`select count(*)::int as n from realtime.messages where id = any(${ids as string[]}::uuid[])`;
+    // past the deadline (a row already removed by retention, say), decide on what is visible
+    if ((row?.n ?? 0) >= ids.length || Date.now() > end) return;
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
+export type AccessGateOptions = {
+  /** Pool to wait for the visibility of announcing messages (untilVisible); without it, no wait. */
+  sql?: Sql;
+  /** Delay before the one retry of a check that threw. */
+  retryDelayMs?: number;
+};
+
+/**
  * Holds a socket's (or channel's) database messages while its access is re-checked.
  *
  * `check` re-authorizes and acts on a refusal itself (closes the socket / channel); it resolves
- * true when access survived. Re-checks never overlap: a change arriving during one runs another
- * after it. Held messages are delivered, in order, after the last re-check passed, or dropped for
- * good when one failed. A check that throws (database unreachable) is retried once; if it throws
- * again, `onFailure` closes the socket (the client's reconnect re-authorizes at the door).
+ * true when access survived. It runs once the announcing messages are visible (untilVisible).
+ * Re-checks never overlap: a change arriving during one runs another after it. Held messages are
+ * delivered, in order, after the last re-check passed, or dropped for good when one failed. A
+ * check that throws (database unreachable) is retried once; if it throws again, `onFailure`
+ * closes the socket (the client's reconnect re-authorizes at the door).
  */
 export class AccessGate {
   private held: Array<() => void> | null = null;
   private running = false;
   private again = false;
   private denied = false;
+  private pendingIds: string[] = [];
 
   constructor(
     private readonly check: () => Promise<boolean>,
     private readonly onFailure: (err: unknown) => void,
-    private readonly retryDelayMs = 250,
+    private readonly options: AccessGateOptions = {},
   ) {}
 
   /** Delivers now, or after the running re-check if access survives it. */
@@ -144,9 +174,13 @@ export class AccessGate {
     else send();
   }
 
-  /** Starts a re-check (or queues one after the running one); deliveries wait until it is done. */
-  recheck(): void {
+  /**
+   * Starts a re-check (or queues one after the running one); deliveries wait until it is done.
+   * `messageIds`: the access_changed messages that asked for it (the check reads after them).
+   */
+  recheck(...messageIds: string[]): void {
     if (this.denied) return;
+    this.pendingIds.push(...messageIds);
     this.held ??= [];
     if (this.running) {
       this.again = true;
@@ -179,11 +213,17 @@ export class AccessGate {
   }
 
   private async attempt(): Promise<boolean> {
+    const ids = this.pendingIds;
+    this.pendingIds = [];
+    const once = async () => {
+      if (this.options.sql) await untilVisible(this.options.sql, ids);
+      return this.check();
+    };
     try {
-      return await this.check();
+      return await once();
     } catch {
-      await new Promise((resolve) => setTimeout(resolve, this.retryDelayMs));
-      return await this.check();
+      await new Promise((resolve) => setTimeout(resolve, this.options.retryDelayMs ?? 250));
+      return await once();
     }
   }
 }

@@ -100,7 +100,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     const sinceSeq = since !== null && /^\d+$/.test(since) ? Number(since) : null;
     accept(req, socket, head, (ws) => {
       const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq);
-      if (watch.changed) h1Socket.recheckAccess();
+      if (watch.messageIds.length > 0) h1Socket.recheckAccess(watch.messageIds);
       watch.stop();
     });
   }

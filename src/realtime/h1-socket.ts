@@ -41,7 +41,7 @@ export class H1Socket {
       hub.logger.error({ err }, 'H1 re-authorization failed');
       this.send({ type: 'error', code: 'internal', message: 'could not re-check your access; reconnect' });
       ws.close(1011, 'access re-check failed');
-    });
+    }, { sql: hub.sql });
     this.offDatabase = hub.subscribe(`canvas:${canvasId}`, { onDatabase: (m) => this.onDatabase(m) });
     ws.on('message', (data, isBinary) => {
       if (isBinary) return this.send({ type: 'error', code: 'invalid_message', message: 'H1 frames are JSON text' });
@@ -168,15 +168,15 @@ export class H1Socket {
     if (!m.private || m.extension !== 'broadcast') return;
     const change = accessChange(m);
     if (change) {
-      if (concerns(change, this.claims)) this.gate.recheck();
+      if (concerns(change, this.claims)) this.gate.recheck(m.id);
       return;
     }
     this.gate.deliver(() => this.deliver(m));
   }
 
-  /** Re-checks access now (an access change was committed while the upgrade was being authorized). */
-  recheckAccess(): void {
-    this.gate.recheck();
+  /** Re-checks access after these access_changed messages (committed while the upgrade was being authorized). */
+  recheckAccess(messageIds: readonly string[]): void {
+    this.gate.recheck(...messageIds);
   }
 
   /** Re-authorizes after an access change: closes on lost access, announces a changed write right. */

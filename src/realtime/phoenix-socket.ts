@@ -187,12 +187,12 @@ export class PhoenixSocket {
       expiry: null,
       lastPresenceWrite: 0,
       tracked: false,
-      gate: new AccessGate(() => this.reauthorize(channel), (err) => void this.accessCheckFailed(channel, err)),
+      gate: new AccessGate(() => this.reauthorize(channel), (err) => void this.accessCheckFailed(channel, err), { sql: this.hub.sql }),
       socket: this,
     };
     this.channels.set(frame.topic, channel);
     channel.offDatabase = this.hub.subscribe(subTopic, { onDatabase: (m) => this.deliverDatabase(channel, m) });
-    if (watch?.changed) channel.gate.recheck();
+    if (watch?.messageIds.length) channel.gate.recheck(...watch.messageIds);
     watch?.stop();
     channel.offPeers = this.hub.join(channel.key, channel);
     this.armExpiry(channel);
@@ -305,7 +305,7 @@ export class PhoenixSocket {
     const change = accessChange(message);
     if (change) {
       // for the gateway only: never forwarded; the channel re-runs its join authorization
-      if (concerns(change, channel.claims)) channel.gate.recheck();
+      if (concerns(change, channel.claims)) channel.gate.recheck(message.id);
       return;
     }
     channel.gate.deliver(() => {

@@ -5,6 +5,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { untilVisible } from '../../src/realtime/access.ts';
 import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -375,6 +376,22 @@ describe('re-authorization of open sockets', () => {
     expect((await closedWithin(h1)).code).toBe(4403); // ... then re-checked
     expect(h1.inbox.at(-1)).toMatchObject({ type: 'error', code: 'forbidden', message: 'you no longer have access to this canvas' });
     expect(h1.inbox.filter((m) => m.type === 'error' && m.code === 'internal')).toEqual([]);
+  });
+
+  it('untilVisible: a re-check waits until the announcing message is visible (logical decoding may be ahead of it)', async () => {
+    const id = randomUUID();
+    let visibleAt = 0;
+    let committedAt = 0;
+    await db.sql.begin(async (tx) => {
+      await tx`insert into realtime.messages (id, topic, extension, event, payload, private)
+               values (${id}, 'canvas:untilvisible', 'broadcast', 'access_changed', '{}', true)`;
+      void untilVisible(db.sql, [id]).then(() => { visibleAt = performance.now(); });
+      await new Promise((r) => setTimeout(r, 150));
+      expect(visibleAt).toBe(0); // not committed yet: still waiting
+      committedAt = performance.now();
+    });
+    await until(() => visibleAt > 0, 2000, 'untilVisible to return');
+    expect(visibleAt).toBeGreaterThanOrEqual(committedAt);
   });
 
   it('says hello can_write false to a viewer, and re-checks a canvas role change too', async () => {

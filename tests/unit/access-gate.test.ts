@@ -15,6 +15,8 @@ function manualCheck() {
   };
 }
 const tick = () => new Promise((r) => setTimeout(r, 0));
+const claims = (sub: string, scope?: string | string[]) =>
+  ({ sub, role: 'authenticated' as const, exp: Math.floor(Date.now() / 1000) + 60, ...(scope !== undefined ? { scope } : {}) });
 
 describe('AccessGate', () => {
   it('delivers at once when no re-check runs', () => {
@@ -75,7 +77,7 @@ describe('AccessGate', () => {
     const m = manualCheck();
     const failures: unknown[] = [];
     const got: number[] = [];
-    const gate = new AccessGate(m.check, (err) => failures.push(err), 1);
+    const gate = new AccessGate(m.check, (err) => failures.push(err), { retryDelayMs: 1 });
     gate.recheck();
     gate.deliver(() => got.push(1));
     m.answer(0, new Error('database down'));
@@ -103,16 +105,16 @@ describe('access_changed messages', () => {
 
   it('concern the named user, or everyone when user_id is null', () => {
     const change = accessChange(message({}))!;
-    expect(concerns(change, { sub: 'u', role: 'authenticated' })).toBe(true);
-    expect(concerns(change, { sub: 'v', role: 'authenticated' })).toBe(false);
+    expect(concerns(change, claims('u'))).toBe(true);
+    expect(concerns(change, claims('v'))).toBe(false);
     const everyone = accessChange(message({ payload: { canvas_id: 'c', user_id: null, reason: 'canvas_deleted' } }))!;
-    expect(concerns(everyone, { sub: 'v', role: 'authenticated' })).toBe(true);
+    expect(concerns(everyone, claims('v'))).toBe(true);
   });
 
   it('H1 write scope: none = full rights; otherwise canvas:{id}:write or canvas:*:write', () => {
-    expect(hasWriteScope({ sub: 'u', role: 'authenticated' }, 'c')).toBe(true);
-    expect(hasWriteScope({ sub: 'u', role: 'authenticated', scope: 'canvas:c:read' }, 'c')).toBe(false);
-    expect(hasWriteScope({ sub: 'u', role: 'authenticated', scope: 'canvas:d:write canvas:c:write' }, 'c')).toBe(true);
-    expect(hasWriteScope({ sub: 'u', role: 'authenticated', scope: ['canvas:*:write'] }, 'c')).toBe(true);
+    expect(hasWriteScope(claims('u'), 'c')).toBe(true);
+    expect(hasWriteScope(claims('u', 'canvas:c:read'), 'c')).toBe(false);
+    expect(hasWriteScope(claims('u', 'canvas:d:write canvas:c:write'), 'c')).toBe(true);
+    expect(hasWriteScope(claims('u', ['canvas:*:write']), 'c')).toBe(true);
   });
 });

@@ -19,6 +19,7 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
     prepare: opts.prepare ?? true,
     onnotice: () => {},
     connection: { application_name: opts.applicationName ?? 'potentia' },
+    backoff: reconnectBackoffSeconds,
   });
   const db = new Kysely<DB>({ dialect: new PostgresJSDialect({ postgres: sql }) });
   return {
@@ -31,3 +32,11 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
     },
   };
 }
+
+/**
+ * Delay (seconds) before a pooled connection that was closed reconnects. postgres.js's default
+ * grows with a retry count shared by the whole pool (3^n / 100 s, up to 20 s), so one failover
+ * that drops all N connections at once stalls the pool for seconds to come. A connection only
+ * reconnects when a query waits for it, so a short jittered delay does not hammer a down server.
+ */
+export const reconnectBackoffSeconds = () => 0.1 + Math.random() * 0.2;

@@ -5,6 +5,7 @@ import { pino, type Logger } from 'pino';
 import pg from 'pg';
 import postgres, { type Sql } from 'postgres';
 import type { EmbeddingConfig, WorkerConfig } from '../config.ts';
+import { reconnectBackoffSeconds } from '../db/index.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
 import { CircuitBreaker, type BreakerState } from './breaker.ts';
 import { createProvider, type EmbeddingProvider } from './providers.ts';
@@ -50,7 +51,7 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   const log = opts.logger ?? pino({ level: 'info' });
   const metrics = opts.metrics ?? createMetrics();
   const sql: Sql = postgres(opts.databaseUrl, {
-    max: cfg.concurrency + 2, onnotice: () => {}, connection: { application_name: 'potentia-worker' },
+    max: cfg.concurrency + 2, onnotice: () => {}, connection: { application_name: 'potentia-worker' }, backoff: reconnectBackoffSeconds,
   });
   const provider = opts.provider ?? createProvider(opts.embedding);
   const breaker = new CircuitBreaker({

@@ -116,10 +116,12 @@ export type PresenceEvent = { type: 'presence'; user_id: string; cursor: unknown
 /**
  * A message could not be processed; `client_op_id` when it was a mutate (resend it later).
  * `forbidden` / `not_found`: access to the canvas was lost (the socket closes next, 4403 / 4404).
+ * `unavailable`: the database connection was lost while handling it; resend after
+ * `retry_after_ms` (a mutate with the same client_op_id is applied at most once).
  */
 export type ErrorMessage = {
   type: 'error';
-  code: 'rate_limited' | 'invalid_message' | 'read_only' | 'internal' | 'forbidden' | 'not_found';
+  code: 'rate_limited' | 'invalid_message' | 'read_only' | 'internal' | 'unavailable' | 'forbidden' | 'not_found';
   message: string;
   retry_after_ms?: number;
   client_op_id?: string;

@@ -1,4 +1,5 @@
 import type { WebSocket } from 'ws';
+import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
 import { AccessGate, accessChange, canvasAccess, concerns, type CanvasAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
@@ -57,8 +58,14 @@ export class H1Socket {
     if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(message));
   }
 
-  private enqueue(work: () => Promise<void>): void {
+  /** Runs `work` after the socket's earlier messages; `opId` names the mutate it serves, if any. */
+  private enqueue(work: () => Promise<void>, opId?: string): void {
+    const op = opId === undefined ? {} : { client_op_id: opId };
     this.queue = this.queue.then(work).catch((err) => {
+      if (isConnectionFailure(err)) {
+        return this.send({ type: 'error', code: 'unavailable', retry_after_ms: 1000, ...op,
+          message: 'the database connection was lost: resend this message shortly' });
+      }
       const sqlState = (err as { code?: unknown })?.code;
       if (sqlState === 'PX403' || sqlState === 'PX404') {
         // the database refused the canvas to this user: access changed under the socket
@@ -66,7 +73,7 @@ export class H1Socket {
         return this.gate.recheck();
       }
       this.hub.logger.error({ err }, 'H1 message failed');
-      this.send({ type: 'error', code: 'internal', message: 'internal error' });
+      this.send({ type: 'error', code: 'internal', message: 'internal error', ...op });
     });
   }
 
@@ -96,7 +103,7 @@ export class H1Socket {
       case 'ping':
         return this.send({ type: 'pong' });
       case 'mutate':
-        return this.enqueue(() => this.mutate(msg));
+        return this.enqueue(() => this.mutate(msg), msg.client_op_id);
       case 'resume':
         return this.enqueue(() => this.resume(msg.since_seq, msg.snapshot));
       case 'presence':

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
+import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
 import { CLOCK_LEEWAY_SECONDS, TokenError } from '../auth/jwt.ts';
 import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
@@ -42,6 +43,9 @@ type Channel = {
 };
 
 export type VerifyToken = (token: string) => Promise<SocketClaims>;
+
+/** Reply and system message when the database connection was lost while handling a frame. */
+const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortly';
 
 const CANVAS_TOPIC = /^canvas:([0-9a-fA-F-]{36})$/;
 
@@ -110,6 +114,7 @@ export class PhoenixSocket {
         return await this.join(frame);
       } catch (err) {
         // a join always gets its phx_reply: without one realtime-js waits for its timeout
+        if (isConnectionFailure(err)) return this.reply(frame, 'error', { reason: UNAVAILABLE });
         this.hub.logger.error({ err, topic: frame.topic }, 'realtime join failed');
         return this.reply(frame, 'error', { reason: 'internal error: the join failed, retry shortly' });
       }
@@ -136,6 +141,11 @@ export class PhoenixSocket {
           this.reply(frame, 'error', { reason: `unknown event ${frame.event}` });
       }
     } catch (err) {
+      if (isConnectionFailure(err)) {
+        // the database hiccuped, the channel is fine: say so, keep it joined
+        if (frame.ref) this.reply(frame, 'error', { reason: UNAVAILABLE });
+        return this.system(channel, 'error', UNAVAILABLE);
+      }
       this.hub.logger.error({ err, topic: frame.topic, event: frame.event }, 'realtime channel failed');
       this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_error', payload: {} });
       await this.close(channel, true);

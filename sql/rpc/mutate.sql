@@ -7,7 +7,13 @@
 --      commit order per canvas and replay by since_seq can never skip a late commit; the block
 --      is locked FOR UPDATE and base_version compared;
 --   4. validation (rank, parent in the same canvas, no cycle, content size);
---   5. server_seq, block, operation row, audit row, realtime.send to `canvas:{id}`.
+--   5. server_seq, block, operation row with its canvas_seq, audit row, realtime.send to
+--      `canvas:{id}`.
+-- Two numbers per applied operation, both taken under the canvas lock: server_seq (one global
+-- sequence: order across canvases, gaps per canvas) and canvas_seq (the canvas's counter
+-- canvases.last_canvas_seq + 1: per canvas 1, 2, 3, … with no gap, in commit order). Rejected
+-- attempts take neither; a rolled-back operation gives its canvas_seq back with the rest of its
+-- work, so a client that sees canvas_seq N after M knows it missed something unless N = M + 1.
 -- Any failure rolls back the operation's work (a subtransaction) and leaves a `failed` or
 -- `conflict` operation row and audit row, which commit with the caller's transaction.
 --
@@ -26,14 +32,13 @@ language sql immutable set search_path = '' as $$
   end
 $$;
 
--- The next server_seq for a canvas whose lock this transaction holds; advances the watermark.
+-- The next server_seq for a canvas whose lock this transaction holds. The canvas's watermarks
+-- (last_seq, last_canvas_seq) advance when the operation is recorded (internal.record_applied_op),
+-- in one update of the canvas row.
 create or replace function internal.next_seq(p_canvas_id uuid) returns bigint
-language plpgsql security definer set search_path = '' as $$
-declare v_seq bigint := nextval('app.seq_block_events');
-begin
-  update app.canvases set last_seq = v_seq where canvas_id = p_canvas_id;
-  return v_seq;
-end $$;
+language sql volatile security definer set search_path = '' as $$
+  select nextval('app.seq_block_events')
+$$;
 
 create or replace function internal.patch_fields(p_patch jsonb) returns text[]
 language sql immutable set search_path = '' as $$
@@ -44,26 +49,34 @@ language sql immutable set search_path = '' as $$
     case when p_patch ? 'y_order' or p_patch ? 'after_id' then 'position' end], null)
 $$;
 
--- Operation row + audit row + broadcast for an applied operation.
+-- Operation row + audit row + broadcast for an applied operation; numbers it on its canvas and
+-- returns that canvas_seq. The canvas row update waits for (or already holds) the canvas lock
+-- until commit, so canvas_seq order is commit order and a rollback returns the number.
+drop function if exists internal.record_applied_op(jsonb, uuid, uuid, text, text, integer, integer, jsonb, jsonb, bigint,
+                                                   timestamptz, integer, jsonb, jsonb);
 create or replace function internal.record_applied_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
   p_base_version integer, p_new_version integer, p_patch jsonb, p_block jsonb, p_seq bigint,
   p_started_at timestamptz, p_affected_rows integer, p_result jsonb default null, p_extra jsonb default '{}'
-) returns void language plpgsql security definer set search_path = '' as $$
+) returns bigint language plpgsql security definer set search_path = '' as $$
+declare v_canvas_seq bigint;
 begin
-  insert into app.block_operations (server_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
+  update app.canvases set last_seq = p_seq, last_canvas_seq = last_canvas_seq + 1
+  where canvas_id = p_canvas_id returning last_canvas_seq into v_canvas_seq;
+  insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
                                     base_version, new_version, patch, block, result, started_at, duration_ms)
-  values (p_seq, p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, 'success',
-          p_base_version, p_new_version, p_patch, p_block, p_result, p_started_at,
+  values (p_seq, v_canvas_seq, p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, 'success',
+          p_base_version, p_new_version, p_patch, p_block, p_result || jsonb_build_object('canvas_seq', v_canvas_seq), p_started_at,
           extract(epoch from clock_timestamp() - p_started_at) * 1000);
   perform internal.write_audit(p_ctx, 'block.' || p_action, 'success', 'block', p_block_id::text,
                                jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq,
                                p_started_at, p_affected_rows);
   perform realtime.send(
-    jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'action', p_action, 'block_id', p_block_id,
+    jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'action', p_action, 'block_id', p_block_id,
                        'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
                        'actor_id', p_ctx ->> 'user_id') || p_extra,
     'block_op', 'canvas:' || p_canvas_id, true);
+  return v_canvas_seq;
 end $$;
 
 -- Operation row + audit row for an attempt that did not apply (conflict, failed, duplicate).
@@ -87,10 +100,11 @@ begin
                                left(p_client_op_id, 128), null, p_started_at, 0);
 end $$;
 
--- The result of an already-applied operation of this caller, if any.
+-- The result of an already-applied operation of this caller, if any (with its canvas_seq, also
+-- for one applied before canvas_seq existed and numbered by the migration).
 create or replace function internal.prior_result(p_ctx jsonb, p_client_op_id text) returns jsonb
 language sql stable security definer set search_path = '' as $$
-  select result from app.block_operations
+  select result || jsonb_build_object('canvas_seq', canvas_seq) from app.block_operations
   where actor_id = (p_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success'
 $$;
 
@@ -109,6 +123,7 @@ declare
   v_parent uuid;
   v_key text;
   v_seq bigint;
+  v_canvas_seq bigint;
   v_changed text[];
   v_deleted uuid[];
   v_result jsonb;
@@ -265,15 +280,15 @@ begin
   set constraints app.blocks_canvas_y_order_key deferred;
 
   v_result := jsonb_build_object(
-    'status', 'success', 'server_seq', v_seq, 'client_op_id', p_client_op_id, 'block_id', v_block_id,
+    'status', 'success', 'server_seq', v_seq, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', v_block_id,
     'version', coalesce(v_new.version, v_old.version + 1), 'block', internal.block_json(v_new))
     || case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end;
-  perform internal.record_applied_op(
+  v_canvas_seq := internal.record_applied_op(
     p_ctx, p_canvas_id, v_block_id, p_action, p_client_op_id, v_old.version, coalesce(v_new.version, v_old.version + 1),
     v_patch || case when v_key is null then '{}' else jsonb_build_object('y_order', v_key) end,
     internal.block_json(v_new), v_seq, p_started_at, coalesce(array_length(v_deleted, 1), 1), v_result,
     case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end);
-  return v_result;
+  return v_result || jsonb_build_object('canvas_seq', v_canvas_seq);
 end $$;
 
 -- A rejected attempt's own rate-limit hit was rolled back with its work; count it again here so
@@ -293,11 +308,11 @@ end $$;
 create or replace function internal.rejection_result(p_client_op_id text, p_block_id uuid, p_error jsonb)
 returns jsonb language sql immutable set search_path = '' as $$
   select case when p_error ->> 'code' = 'conflict' then
-    jsonb_build_object('status', 'conflict', 'server_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
+    jsonb_build_object('status', 'conflict', 'server_seq', null, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
                        'version', p_error -> 'version', 'block', p_error -> 'block',
                        'error', p_error - 'block' - 'version')
   else
-    jsonb_build_object('status', 'failed', 'server_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
+    jsonb_build_object('status', 'failed', 'server_seq', null, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
                        'error', p_error)
   end
 $$;
@@ -348,7 +363,10 @@ begin
 end $$;
 
 comment on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jsonb) is
-  'Create, update, move or delete one block atomically; idempotent by client_op_id. Returns {status, server_seq, version, block} or {status: conflict|failed, error}.';
+  'Create, update, move or delete one block atomically; idempotent by client_op_id. Returns {status, server_seq, canvas_seq, version, block} or {status: conflict|failed, error}. '
+  'server_seq orders operations across all canvases (with gaps per canvas); canvas_seq numbers the applied operations of this canvas 1, 2, 3, … '
+  'with no gap, in commit order (both taken under the canvas lock; conflicts, failures and rolled-back attempts take no number), so a client '
+  'that applied canvas_seq N knows the next one is N + 1. A retried client_op_id returns the original numbers.';
 
 -- All-or-nothing batch on one canvas: p_ops is an array of
 -- {block_id, action, client_op_id, base_version, patch}. Either every op applies (or had
@@ -404,7 +422,8 @@ begin
       set constraints app.blocks_canvas_y_order_key immediate;
       set constraints app.blocks_canvas_y_order_key deferred;
       return jsonb_build_object('status', 'success', 'results', v_results,
-                                'server_seq', (select max((r ->> 'server_seq')::bigint) from jsonb_array_elements(v_results) r));
+                                'server_seq', (select max((r ->> 'server_seq')::bigint) from jsonb_array_elements(v_results) r),
+                                'canvas_seq', (select max((r ->> 'canvas_seq')::bigint) from jsonb_array_elements(v_results) r));
     exception when query_canceled or others then
       get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
                               v_hint = pg_exception_hint, v_constraint = constraint_name;
@@ -422,7 +441,9 @@ begin
 end $$;
 
 comment on function api.upsert_blocks_atomic(uuid, jsonb) is
-  'Apply several block operations on one canvas all-or-nothing. Returns {status, results[], server_seq} or the first failure with failed_index.';
+  'Apply several block operations on one canvas all-or-nothing. Returns {status, results[], server_seq, canvas_seq} or the first failure with failed_index. '
+  'The ops this batch applies take consecutive canvas_seqs in array order (results[i].canvas_seq; an op applied earlier keeps its original number; '
+  'the top-level canvas_seq is the highest); a failed batch takes none.';
 
 grant execute on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jsonb),
                           api.upsert_blocks_atomic(uuid, jsonb) to authenticated, service_role;

@@ -2,6 +2,9 @@
 -- server_seq under it, so on one canvas seq order is commit order: once a reader sees seq N, no
 -- operation with a lower seq can still commit. Reading `server_seq > since_seq` therefore never
 -- skips an operation, and canvases.last_seq is a watermark consistent with the blocks.
+-- The same holds for canvas_seq (per canvas 1, 2, 3, … without gaps, see sql/rpc/mutate.sql):
+-- canvases.last_canvas_seq is the canvas_seq watermark (`canvas_watermark`), and a reader that
+-- resumes after canvas_seq N gets N + 1, N + 2, … or learns that it needs a snapshot.
 
 create or replace function internal.require_canvas_reader(p_canvas_id uuid) returns app.member_role
 language plpgsql stable security definer set search_path = '' as $$
@@ -20,32 +23,96 @@ begin
   return v_role;
 end $$;
 
--- Applied operations after since_seq, in seq order: {changes[], watermark, has_more}.
-create or replace function api.get_canvas_changes(p_canvas_id uuid, p_since_seq bigint default 0, p_limit integer default 500)
+-- One applied operation as replay returns it.
+create or replace function internal.change_json(o app.block_operations) returns jsonb
+language sql immutable set search_path = '' as $$
+  select jsonb_build_object(
+    'server_seq', o.server_seq, 'canvas_seq', o.canvas_seq, 'action', o.action, 'block_id', o.block_id,
+    'version', o.new_version, 'block', o.block, 'client_op_id', o.client_op_id, 'actor_id', o.actor_id,
+    'patch', o.patch, 'deleted_ids', o.result -> 'deleted_ids', 'created_at', o.created_at)
+$$;
+
+-- Applied operations of a canvas in commit order, after server_seq p_since_seq or, when
+-- p_since_canvas_seq is given, after that canvas_seq: {changes[], has_more, watermark,
+-- canvas_watermark} (+ snapshot_required by canvas_seq). The caller checked read access.
+create or replace function internal.canvas_changes(p_canvas_id uuid, p_since_seq bigint, p_since_canvas_seq bigint, p_limit integer)
 returns jsonb language plpgsql stable security definer set search_path = '' as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 500), 1), 1000);
+  v_canvas app.canvases;
   v_changes jsonb;
+  v_more boolean;
+  v_last jsonb;
+  v_snapshot_required boolean := false;
 begin
-  perform internal.require_canvas_reader(p_canvas_id);
-  select coalesce(jsonb_agg(jsonb_build_object(
-           'server_seq', o.server_seq, 'action', o.action, 'block_id', o.block_id, 'version', o.new_version,
-           'block', o.block, 'client_op_id', o.client_op_id, 'actor_id', o.actor_id, 'patch', o.patch,
-           'deleted_ids', o.result -> 'deleted_ids', 'created_at', o.created_at) order by o.server_seq), '[]')
-    into v_changes
-  from (select * from app.block_operations
-        where canvas_id = p_canvas_id and server_seq > coalesce(p_since_seq, 0)
-        order by server_seq limit v_limit + 1) o;
+  select * into v_canvas from app.canvases where canvas_id = p_canvas_id;
+  if p_since_canvas_seq is null then
+    select coalesce(jsonb_agg(internal.change_json(o) order by o.server_seq), '[]') into v_changes
+    from (select * from app.block_operations
+          where canvas_id = p_canvas_id and server_seq > coalesce(p_since_seq, 0)
+          order by server_seq limit v_limit + 1) o;
+  else
+    select coalesce(jsonb_agg(internal.change_json(o) order by o.canvas_seq), '[]') into v_changes
+    from (select * from app.block_operations
+          where canvas_id = p_canvas_id and canvas_seq > p_since_canvas_seq
+          order by canvas_seq limit v_limit + 1) o;
+    -- the log cannot continue from there: the reader is ahead of the canvas, or retention
+    -- (sql/jobs/cleanup.sql) removed the operations right after it
+    v_snapshot_required := p_since_canvas_seq > v_canvas.last_canvas_seq
+      or (p_since_canvas_seq < v_canvas.last_canvas_seq
+          and coalesce((v_changes -> 0 ->> 'canvas_seq')::bigint, -1) <> p_since_canvas_seq + 1);
+    if v_snapshot_required then
+      v_changes := '[]';
+    end if;
+  end if;
+  v_more := jsonb_array_length(v_changes) > v_limit;
+  if v_more then
+    v_changes := v_changes - v_limit;
+    v_last := v_changes -> (v_limit - 1);
+  end if;
   return jsonb_build_object(
-    'changes', case when jsonb_array_length(v_changes) > v_limit then v_changes - v_limit else v_changes end,
-    'has_more', jsonb_array_length(v_changes) > v_limit,
-    -- everything up to the watermark has been returned: the last change when there is more,
-    -- otherwise the canvas's last committed seq
-    'watermark', case when jsonb_array_length(v_changes) > v_limit then (v_changes -> (v_limit - 1) ->> 'server_seq')::bigint
-                      else (select last_seq from app.canvases where canvas_id = p_canvas_id) end);
+    'changes', v_changes,
+    'has_more', v_more,
+    -- everything up to the watermarks has been returned: the last change when there is more,
+    -- otherwise the canvas's last committed seq and canvas_seq
+    'watermark', case when v_more then (v_last ->> 'server_seq')::bigint else v_canvas.last_seq end,
+    'canvas_watermark', case when v_more then (v_last ->> 'canvas_seq')::bigint else v_canvas.last_canvas_seq end)
+    || case when p_since_canvas_seq is null then '{}' else jsonb_build_object('snapshot_required', v_snapshot_required) end;
 end $$;
 
--- Canvas, all blocks in rank order and the seq watermark they are consistent with; with
+-- Applied operations after since_seq, in seq order: {changes[], has_more, watermark, canvas_watermark}.
+create or replace function api.get_canvas_changes(p_canvas_id uuid, p_since_seq bigint default 0, p_limit integer default 500)
+returns jsonb language plpgsql stable security definer set search_path = '' as $$
+begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  return internal.canvas_changes(p_canvas_id, coalesce(p_since_seq, 0), null, p_limit);
+end $$;
+
+comment on function api.get_canvas_changes(uuid, bigint, integer) is
+  'Applied operations of a canvas with server_seq > since_seq, in commit order, at most limit (1..1000): {changes[], has_more, watermark, '
+  'canvas_watermark}. Each change carries server_seq and canvas_seq. Resume from watermark (server_seq) or, preferably, use '
+  'api.get_canvas_changes_since with canvas_watermark.';
+
+-- Applied operations after since_canvas_seq, in canvas_seq order (the preferred way to resume).
+create or replace function api.get_canvas_changes_since(p_canvas_id uuid, p_since_canvas_seq bigint default 0, p_limit integer default 500)
+returns jsonb language plpgsql stable security definer set search_path = '' as $$
+begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  if p_since_canvas_seq is null or p_since_canvas_seq < 0 then
+    perform internal.raise_error('invalid_input', 'since_canvas_seq must be a number >= 0', '{"field":"since_canvas_seq"}');
+  end if;
+  return internal.canvas_changes(p_canvas_id, null, p_since_canvas_seq, p_limit);
+end $$;
+
+comment on function api.get_canvas_changes_since(uuid, bigint, integer) is
+  'Applied operations of a canvas with canvas_seq > since_canvas_seq: since_canvas_seq + 1, + 2, … without gaps, in commit order, at most '
+  'limit (1..1000): {changes[], has_more, watermark, canvas_watermark, snapshot_required}. canvas_seq numbers a canvas''s applied operations '
+  '1, 2, 3, … (assigned under the canvas lock; rejected attempts take none), so the next page starts at canvas_watermark. snapshot_required: '
+  'the log cannot continue from since_canvas_seq (it is ahead of the canvas, or retention removed the operations after it): load '
+  'api.get_canvas_snapshot instead (changes is then empty).';
+
+-- Canvas, all blocks in rank order and the watermarks they are consistent with (server_seq
+-- `watermark`, canvas_seq `canvas_watermark`); with
 -- p_since_seq also the operations after it (H4: initial load plus replay). The function is
 -- STABLE, so all of it reads one snapshot.
 drop function if exists api.get_canvas_snapshot(uuid);
@@ -59,12 +126,20 @@ begin
       'canvas', internal.canvas_json(c) || jsonb_build_object('role', v_role),
       'blocks', coalesce((select jsonb_agg(internal.block_json(b) order by b.y_order) from app.blocks b
                           where b.canvas_id = c.canvas_id), '[]'),
-      'watermark', c.last_seq)
+      'watermark', c.last_seq,
+      'canvas_watermark', c.last_canvas_seq)
       || case when p_since_seq is null then '{}'
               else jsonb_build_object('since', api.get_canvas_changes(p_canvas_id, p_since_seq, 1000)) end
     from app.canvases c where c.canvas_id = p_canvas_id);
 end $$;
 
-grant execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_snapshot(uuid, bigint)
+comment on function api.get_canvas_snapshot(uuid, bigint) is
+  'Canvas, blocks in rank order, and the watermarks they are consistent with: watermark (server_seq) and canvas_watermark (canvas_seq: the '
+  'blocks are the result of the canvas''s operations 1 .. canvas_watermark; resume with api.get_canvas_changes_since from it). With since_seq '
+  'also the operations after it.';
+
+grant execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_changes_since(uuid, bigint, integer),
+                          api.get_canvas_snapshot(uuid, bigint)
   to authenticated, service_role;
-revoke execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_snapshot(uuid, bigint) from public;
+revoke execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_changes_since(uuid, bigint, integer),
+                           api.get_canvas_snapshot(uuid, bigint) from public;

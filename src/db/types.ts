@@ -37,6 +37,10 @@ export interface AppBlockOperations {
   block: Json | null;
   block_id: string | null;
   canvas_id: string;
+  /**
+   * Per-canvas number of an applied operation: 1, 2, 3, … without gaps, in commit order.
+   */
+  canvas_seq: Int8 | null;
   client_op_id: string;
   created_at: Generated<Timestamp>;
   duration_ms: Numeric | null;
@@ -75,6 +79,10 @@ export interface AppCanvases {
   created_at: Generated<Timestamp>;
   created_by: string | null;
   deleted_at: Timestamp | null;
+  /**
+   * Highest canvas_seq applied on this canvas; written under the canvas lock with last_seq.
+   */
+  last_canvas_seq: Generated<Int8>;
   last_seq: Generated<Int8>;
   settings: Generated<Json>;
   title: Generated<string>;

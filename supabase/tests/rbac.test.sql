@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(180);
+select plan(187);
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixture: workspace A (owner, admin, editor, viewer) with canvases A1 (one block, presence),
@@ -138,6 +138,8 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
   ('api.leave_canvas(uuid)', $$api.leave_canvas({a1})$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
   ('api.get_canvas_changes(uuid,bigint,integer)', $$api.get_canvas_changes({a1}, 0, 100)$$,
+     'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
+  ('api.get_canvas_changes_since(uuid,bigint,integer)', $$api.get_canvas_changes_since({a1}, 0, 100)$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
   ('api.get_canvas_snapshot(uuid,bigint)', $$api.get_canvas_snapshot({a1})$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),

@@ -55,11 +55,11 @@ select is((select (res ->> 'watermark')::bigint from r where name = 'all'), (sel
 select is((select array(select c ->> 'client_op_id' from jsonb_array_elements(res -> 'changes') c) from r where name = 'since'),
           array['rp-c', 'rp-a-2', 'rp-b-del'], 'since a seq: only the operations after it');
 select is((select c from r, jsonb_array_elements(res -> 'changes') c where name = 'all' and c ->> 'client_op_id' = 'rp-a-2') - 'created_at',
-          jsonb_build_object('server_seq', (select seqs[4] from applied), 'action', 'update', 'block_id', '00000000-0000-4000-8000-0000000000a1',
+          jsonb_build_object('server_seq', (select seqs[4] from applied), 'canvas_seq', 4, 'action', 'update', 'block_id', '00000000-0000-4000-8000-0000000000a1',
                              'version', 2, 'client_op_id', 'rp-a-2', 'actor_id', tests.user_id('replay_owner'), 'patch', '{"content":{"v":2}}'::jsonb,
                              'deleted_ids', null,
                              'block', (select block from app.block_operations where client_op_id = 'rp-a-2')),
-          'a change carries seq, action, block id, version, author, patch and the block after it');
+          'a change carries seq, canvas_seq, action, block id, version, author, patch and the block after it');
 select is((select c -> 'deleted_ids' from r, jsonb_array_elements(res -> 'changes') c where name = 'all' and c ->> 'client_op_id' = 'rp-b-del'),
           '["00000000-0000-4000-8000-0000000000b1"]', 'a delete replays with its deleted ids, after the block is gone');
 

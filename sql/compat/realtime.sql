@@ -21,6 +21,11 @@ create table if not exists realtime.messages (
 -- Rows outside every daily partition land here instead of failing the writer's transaction.
 create table if not exists realtime.messages_default partition of realtime.messages default;
 
+-- Supabase Realtime's replay index (migration CreateMessagesReplayIndex): broadcast replay at join
+-- reads a topic's newest private broadcasts since a time (src/realtime/replay.ts).
+create index if not exists messages_inserted_at_topic_index on realtime.messages (inserted_at desc, topic)
+  where extension = 'broadcast' and private is true;
+
 alter table realtime.messages enable row level security;
 grant select, insert on realtime.messages to authenticated;
 grant all on realtime.messages to service_role;

@@ -16,6 +16,10 @@ import { createReplicationStream, type ReplicationStream } from './replication.t
  * (re)starts, the bus reads those rows back from realtime.messages itself (rows inserted since the
  * last known-good watermark minus a margin, for the topics that have listeners), drops the ids it
  * already delivered, and holds stream rows back until that catch-up has been delivered.
+ *
+ * The same stream carries the realtime cluster's logical messages (prefix CLUSTER_MESSAGE_PREFIX,
+ * cluster.ts) to `onClusterMessage` listeners as soon as they are decoded; they have no catch-up
+ * (they are in no table): `onStreamState(true)` after a reconnect is the cluster's cue to resync.
  */
 export type BusMessage = {
   id: string;
@@ -30,6 +34,9 @@ export type BusMessage = {
 
 export type BusListener = (message: BusMessage) => void;
 
+/** Prefix of the realtime cluster's logical messages (cluster.ts), carried by the same stream. */
+export const CLUSTER_MESSAGE_PREFIX = 'potentia.realtime';
+
 export type DatabaseBus = {
   on(topic: string, listener: BusListener): () => void;
   /** Starts streaming; resolves at once (the slot may take a while: the table poll covers it). */
@@ -40,6 +47,12 @@ export type DatabaseBus = {
   /** Backend pid of the replication connection (tests terminate it). */
   replicationPid(): number | undefined;
   stats(): { delivered: number; caughtUp: number; reconnects: number; lost: number };
+  /** Logical messages with prefix CLUSTER_MESSAGE_PREFIX, as the stream decodes them (not held by catch-up). */
+  onClusterMessage(listener: (content: Buffer) => void): () => void;
+  /** The replication stream went up (true: rows and cluster messages flow) or down. */
+  onStreamState(listener: (up: boolean) => void): () => void;
+  /** Whether the replication stream is up now. */
+  streaming(): boolean;
 };
 
 export type BusOptions = {
@@ -76,6 +89,17 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   let streamUp = false;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => { markReady = r; });
+  const clusterListeners = new Set<(content: Buffer) => void>();
+  const streamListeners = new Set<(up: boolean) => void>();
+  const notifyStream = (up: boolean) => {
+    for (const l of streamListeners) {
+      try {
+        l(up);
+      } catch (err) {
+        opts.logger?.error({ err }, 'realtime stream state listener failed');
+      }
+    }
+  };
 
   function remember(id: string): boolean {
     if (delivered.has(id)) return false;
@@ -161,6 +185,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     streamUp = true;
     if (subscribedOnce) stats.reconnects++;
     subscribedOnce = true;
+    notifyStream(true);
     const run = (async () => {
       for (let attempt = 0; !stopped; attempt++) {
         try {
@@ -185,6 +210,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     streamUp = false;
     epoch++;
     stats.lost++;
+    notifyStream(false);
   }
 
   /**
@@ -235,6 +261,11 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         publication,
         logger: opts.logger,
         onInsert: (table, row) => { if (table === 'realtime.messages') onStreamRow(row); },
+        messagePrefixes: [CLUSTER_MESSAGE_PREFIX],
+        onMessage: (_prefix, content) => {
+          if (stopped) return;
+          for (const l of clusterListeners) l(content);
+        },
         onUp,
         onDown,
       });
@@ -248,6 +279,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       if (timer) clearInterval(timer);
       await stream?.stop();
       stream = null;
+      streamUp = false;
       listeners.clear();
     },
     replicationPid() {
@@ -256,6 +288,15 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     stats() {
       return { ...stats };
     },
+    onClusterMessage(listener) {
+      clusterListeners.add(listener);
+      return () => { clusterListeners.delete(listener); };
+    },
+    onStreamState(listener) {
+      streamListeners.add(listener);
+      return () => { streamListeners.delete(listener); };
+    },
+    streaming: () => streamUp,
   };
 }
 
@@ -264,7 +305,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
  * commit order (server_seq, taken under the canvas lock), so within a topic those are put back in
  * server_seq order in the slots they occupy.
  */
-function orderCatchUp(messages: BusMessage[]): BusMessage[] {
+export function orderCatchUp(messages: BusMessage[]): BusMessage[] {
   const byTopic = new Map<string, number[]>();
   messages.forEach((m, i) => {
     if (seqOf(m) === null) return;

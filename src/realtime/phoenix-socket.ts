@@ -7,10 +7,12 @@ import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
 import { channelKey, type ChannelKey } from './channel-key.ts';
+import type { ClusterPayload } from './cluster.ts';
 import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
-import { decodeFrame, encodeBroadcast, encodeFrame, ProtocolError, type Frame, type Vsn } from './serializer.ts';
+import { parseReplay, readReplay, REPLAY_FAILED, ReplaySeam } from './replay.ts';
+import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Frame, type Vsn } from './serializer.ts';
 
 /**
  * One realtime-js connection (`/realtime/v1/websocket?apikey=…&vsn=…`): the Phoenix channel
@@ -39,6 +41,8 @@ type Channel = {
   tracked: boolean;
   /** Holds database messages while the channel's access is re-checked (access.ts). */
   gate: AccessGate;
+  /** Set when the join asked for a broadcast replay (replay.ts): holds live messages until it is sent. */
+  replay: ReplaySeam | null;
   socket: PhoenixSocket;
 };
 
@@ -48,6 +52,16 @@ export type VerifyToken = (token: string) => Promise<SocketClaims>;
 const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortly';
 
 const CANVAS_TOPIC = /^canvas:([0-9a-fA-F-]{36})$/;
+
+/**
+ * Join refusal for postgres_changes bindings. Serving them means filtering every WAL row through
+ * each subscriber's RLS (Supabase's walrus); the canvas's changes are already broadcast from the
+ * database on its private topic (docs/realtime.md).
+ */
+const POSTGRES_CHANGES_REFUSED =
+  'PostgresChangesNotServed: postgres_changes is not served by this gateway (it would have to check RLS per subscriber for every changed row); ' +
+  "subscribe to Broadcast from Database instead: channel `canvas:{id}` with config { private: true }, on('broadcast') events " +
+  'block_op, presence, presence_leave, canvas_updated, canvas_deleted (see docs/realtime.md)';
 
 export class PhoenixSocket {
   private readonly channels = new Map<string, Channel>();
@@ -82,7 +96,8 @@ export class PhoenixSocket {
     this.idleTimer.unref();
   }
 
-  private send(frame: Frame): void {
+  /** One text frame (module-internal: deliverPresenceDiff sends through it). */
+  send(frame: Frame): void {
     if (this.ws.readyState === this.ws.OPEN) this.ws.send(encodeFrame(frame, this.vsn));
   }
 
@@ -160,7 +175,7 @@ export class PhoenixSocket {
     const payload = (frame.payload ?? {}) as { config?: any; access_token?: string };
     const config = payload.config ?? {};
     if (Array.isArray(config.postgres_changes) && config.postgres_changes.length > 0) {
-      return fail('postgres_changes is not served by this gateway: use Broadcast from Database (realtime.send)');
+      return fail(POSTGRES_CHANGES_REFUSED);
     }
     const token = typeof payload.access_token === 'string' && payload.access_token ? payload.access_token : this.connectToken;
     let claims: SocketClaims;
@@ -179,6 +194,11 @@ export class PhoenixSocket {
     if (!allowed || this.closed) watch?.stop();
     if (!allowed) return fail(`Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}`);
     if (this.closed) return;
+    const replay = parseReplay(config, isPrivate);
+    if (typeof replay === 'string') {
+      watch?.stop();
+      return fail(replay);
+    }
     const presenceEnabled = config.presence?.enabled === true;
     const channel: Channel = {
       topic: frame.topic,
@@ -198,6 +218,7 @@ export class PhoenixSocket {
       lastPresenceWrite: 0,
       tracked: false,
       gate: new AccessGate(() => this.reauthorize(channel), (err) => void this.accessCheckFailed(channel, err), { sql: this.hub.sql }),
+      replay: replay ? new ReplaySeam() : null,
       socket: this,
     };
     this.channels.set(frame.topic, channel);
@@ -206,7 +227,19 @@ export class PhoenixSocket {
     watch?.stop();
     channel.offPeers = this.hub.join(channel.key, channel);
     this.armExpiry(channel);
+    // read after the channel listens: a message committed meanwhile is held by the seam, not lost
+    const replayed = replay ? await readReplay(this.hub.sql, claims, subTopic, replay).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))) : [];
+    if (this.channels.get(frame.topic) !== channel) return; // closed meanwhile (socket gone, access lost)
+    if (replayed instanceof Error) {
+      await this.close(channel, true);
+      if (isConnectionFailure(replayed)) throw replayed;
+      this.hub.logger.error({ err: replayed, topic: frame.topic }, 'realtime replay failed');
+      return fail(REPLAY_FAILED);
+    }
     this.reply(frame, 'ok', { postgres_changes: [] });
+    channel.replay?.release(replayed, (m) => channel.gate.deliver(() => {
+      this.sendBroadcast(channel, m.event, m.payloadJson, { replayed: true, id: m.id }, new Map());
+    }), (m) => this.deliverDatabase(channel, m));
     if (presenceEnabled) {
       this.send({ join_ref: channel.joinRef, ref: null, topic: channel.topic, event: 'presence_state', payload: this.hub.presence.state(channel.key) });
     }
@@ -281,22 +314,43 @@ export class PhoenixSocket {
       if (channel.ack) this.reply(frame, 'error', { reason: 'broadcast needs an event' });
       return;
     }
-    const payloadJson = p.payload instanceof ArrayBuffer ? null : JSON.stringify(p.payload ?? {});
-    if (payloadJson === null) {
-      if (channel.ack) this.reply(frame, 'error', { reason: 'binary broadcast payloads are not supported' });
-      return;
-    }
-    if (!this.admit(channel, frame, Buffer.byteLength(payloadJson), channel.ack)) return;
+    // vsn 2.0.0 binary (kind 3, raw encoding): relayed byte for byte
+    const payload: ClusterPayload = p.payload instanceof ArrayBuffer ? { binary: Buffer.from(p.payload) } : { json: JSON.stringify(p.payload ?? {}) };
+    const size = 'binary' in payload ? payload.binary.length : Buffer.byteLength(payload.json);
+    if (!this.admit(channel, frame, size, channel.ack)) return;
     if (!(await this.maySend(channel, 'broadcast'))) {
       if (channel.ack) this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to write to this Channel topic: ${channel.subTopic}` });
       return;
     }
-    const encoded = new Map<Vsn, string | Buffer>();
-    for (const peer of this.hub.peersOf<Channel>(channel.key)) {
-      if (peer === channel && !channel.self) continue;
-      peer.socket.sendBroadcast(peer, p.event, payloadJson, null, encoded);
+    // this gateway's subscribers at once; the other gateways' through the cluster (cluster.ts)
+    deliverClientBroadcast(this.hub, channel.key, p.event, payload, channel.self ? null : channel);
+    const published = this.hub.cluster?.publishBroadcast(channel.key, p.event, payload);
+    if (!channel.ack) {
+      published?.catch((err) => this.hub.logger.debug({ err }, 'client broadcast not published to the cluster'));
+      return;
     }
-    if (channel.ack) this.reply(frame, 'ok');
+    if (!published) return this.reply(frame, 'ok');
+    // ack = the cluster accepted it for fan-out (pg_logical_emit_message returned). Not awaited
+    // here: the socket's next frames need not wait for it, and acks still resolve in send order.
+    published.then(
+      () => this.reply(frame, 'ok'),
+      (err) => {
+        this.hub.logger.warn({ err }, 'client broadcast not published to the cluster');
+        this.reply(frame, 'error', { reason: 'unavailable: the broadcast did not reach the other gateways; retry shortly' });
+      },
+    );
+  }
+
+  /** Sends a client broadcast (JSON, or binary: vsn 2.0.0 sockets only, vsn 1.0.0 has no binary frames). */
+  sendClientBroadcast(channel: Channel, event: string, payload: ClusterPayload, cache: Map<Vsn, string | Buffer>): void {
+    if ('json' in payload) return this.sendBroadcast(channel, event, payload.json, null, cache);
+    if (this.vsn !== '2.0.0' || this.ws.readyState !== this.ws.OPEN) return;
+    let data = cache.get(this.vsn);
+    if (data === undefined) {
+      data = encodeBinaryBroadcast(channel.topic, event, payload.binary);
+      cache.set(this.vsn, data);
+    }
+    this.ws.send(data);
   }
 
   /** Sends a broadcast, encoding it once per protocol version for all recipients. */
@@ -318,6 +372,7 @@ export class PhoenixSocket {
       if (concerns(change, channel.claims)) channel.gate.recheck(message.id);
       return;
     }
+    if (channel.replay?.intercept(message)) return; // held until the replay is out, or already replayed
     channel.gate.deliver(() => {
       message.encoded ??= new Map();
       this.sendBroadcast(channel, message.event, message.payloadJson, { id: message.id }, message.encoded);
@@ -366,12 +421,11 @@ export class PhoenixSocket {
     }
   }
 
+  /** A local presence change: to this gateway's presence channels of `key`, and to the cluster. */
   private broadcastDiff(key: ChannelKey, diff: PresenceDiff | null): void {
     if (!diff) return;
-    for (const peer of this.hub.peersOf<Channel>(key)) {
-      if (!peer.presenceEnabled) continue;
-      peer.socket.send({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload: diff });
-    }
+    deliverPresenceDiff(this.hub, key, diff);
+    this.hub.cluster?.publishPresenceDiff(key, diff);
   }
 
   /** Durable last_active_at (throttled): api.update_presence as the channel's user; the canvas is the private channel. */
@@ -429,5 +483,25 @@ export class PhoenixSocket {
   /** Server shutdown. */
   terminate(): void {
     this.ws.terminate();
+  }
+}
+
+/**
+ * Delivers a client broadcast to this process's subscribers of channel `key` (realtime-js
+ * sockets), except `skip` (the sender, unless it asked for `self`); encoded once per vsn.
+ */
+export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string, payload: ClusterPayload, skip: unknown = null): void {
+  const encoded = new Map<Vsn, string | Buffer>();
+  for (const peer of hub.peersOf<Channel>(key)) {
+    if (peer === skip) continue;
+    peer.socket.sendClientBroadcast(peer, event, payload, encoded);
+  }
+}
+
+/** Sends a `presence_diff` to this process's presence-enabled channels of `key`. */
+export function deliverPresenceDiff(hub: Hub, key: ChannelKey, diff: PresenceDiff): void {
+  for (const peer of hub.peersOf<Channel>(key)) {
+    if (!peer.presenceEnabled) continue;
+    peer.socket.send({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload: diff });
   }
 }

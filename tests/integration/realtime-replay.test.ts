@@ -46,14 +46,14 @@ async function until(check: () => boolean, ms = 10_000, what = 'condition'): Pro
   }
 }
 
-type Received = { seq: number; id: string; meta: Record<string, unknown> | undefined; at: number };
+type Received = { seq: number; canvasSeq: number; id: string; meta: Record<string, unknown> | undefined; at: number };
 
 /** A private canvas channel collecting block_op broadcasts (with the client's receive time). */
 function listen(client: RealtimeClient, canvasId: string, replay?: { since: number; limit?: number }) {
   const got: Received[] = [];
   const channel = client
     .channel(`canvas:${canvasId}`, { config: { private: true, ...(replay ? { broadcast: { replay } } : {}) } })
-    .on('broadcast', { event: 'block_op' }, (m) => got.push({ seq: Number(m.payload.server_seq), id: m.meta?.id as string, meta: m.meta, at: Date.now() }));
+    .on('broadcast', { event: 'block_op' }, (m) => got.push({ seq: Number(m.payload.server_seq), canvasSeq: Number(m.payload.canvas_seq), id: m.meta?.id as string, meta: m.meta, at: Date.now() }));
   return { channel, got };
 }
 
@@ -158,9 +158,12 @@ describe('broadcast replay (realtime-js config.broadcast.replay)', () => {
     const replayed = after.got.filter((m) => m.meta?.replayed === true);
     expect(replayed.map((m) => m.seq)).toEqual(written.slice(-25)); // Supabase: the newest 25, oldest first
     expect(after.got.map((m) => m.seq)).toEqual([...written.slice(-25), last]);
-    // detection: as many replayed as the limit means the replay may be truncated; the client then
-    // asks the operation log for what lies between its last delta and the first replayed one
+    // detection: canvas_seq numbers a canvas's operations 1, 2, 3…, so the first replayed one
+    // shows exactly how many are missing; the operation log then has them (H1 resumes with no cap)
     expect(replayed.length).toBe(REPLAY_LIMIT_CAP);
+    expect(before.got.map((m) => m.canvasSeq)).toEqual([1, 2, 3]);
+    expect(replayed[0]!.canvasSeq - before.got.at(-1)!.canvasSeq - 1).toBe(5);
+    expect(after.got.map((m) => m.canvasSeq)).toEqual(Array.from({ length: 26 }, (_, i) => 9 + i));
     const lastSeen = before.got.at(-1)!.seq;
     const log = await callAs(db.sql, users.editor!, 'get_canvas_changes', [canvasId, lastSeen, 1000]);
     const gap = (log.changes as { server_seq: number }[]).map((c) => Number(c.server_seq)).filter((s) => s < replayed[0]!.seq);

@@ -66,8 +66,8 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
 
 /** The same error as a raw HTTP/1.1 response, for sockets answered before (or instead of) Hono:
  *  WebSocket upgrade refusals and requests Node's parser rejects. */
-export function rawErrorResponse(err: ApiError, status: number = err.status): string {
+export function rawErrorResponse(err: ApiError, status: number = err.status, headOnly = false): string {
   const body = JSON.stringify(err.body());
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\n` +
-    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${headOnly ? '' : body}`;
 }

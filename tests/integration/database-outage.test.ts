@@ -77,7 +77,7 @@ describe('the database goes away and comes back', () => {
     expect(res.headers.get('retry-after')).toBe('1');
     expect((await res.json() as { error: { code: string } }).error.code).toBe('unavailable');
     // meanwhile other writers (another server, plain SQL) commit: nothing of it may be lost
-    const committed = [];
+    const committed: number[] = [];
     for (let i = 0; i < 5; i++) committed.push((await mutate(db.sql, users.editor!, canvasId, { action: 'create', patch: { type: 'text', content: { text: `o${i}` } } })).server_seq!);
     for (let i = 0; i < 5; i++) expect(await get('/health')).toBe(200);
     expect(ws.readyState).toBe(WebSocket.OPEN);

@@ -285,7 +285,11 @@ describe('hostile HTTP input', () => {
     await fc.assert(fc.asyncProperty(method, path, fc.option(fc.oneof(fc.json({ maxDepth: 2 }), wrongTyped), { nil: undefined }), authorization,
       async (m, p, b, auth) => {
         await check({ method: m, path: p, headers: buildHeaders(auth, b === undefined ? undefined : 'application/json', {}), body: m === 'GET' || m === 'HEAD' ? undefined : b });
-      }), { numRuns: 80 });
+      }), {
+      numRuns: 80,
+      // found by this property once: Node's parser refuses the NBSP, and a HEAD answer must carry no body
+      examples: [['HEAD', '/api/v1/canvas/\u00a0/blocks/00000000-0000-1000-8000-000000000000', undefined, undefined]],
+    });
   }, 60_000);
 
   it('methods and headers: never a 5xx, never a write', async () => {

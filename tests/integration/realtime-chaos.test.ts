@@ -14,7 +14,7 @@ import { addMember, createCanvas } from '../helpers/fixtures.ts';
 
 const config = loadConfig();
 const db = testDatabase(4);
-const RATE = 36; // mutations offered per second
+const RATE = Number(process.env.CHAOS_RATE ?? 36); // mutations offered per second
 const WRITERS = 12; // H2 allows 10 requests/s per user: twelve editors share the rate, retries included
 const WRITE_MS = 14_000;
 const KILL_EVERY_MS = 500;

@@ -23,7 +23,7 @@ export type PotentiaProcess = {
 
 /** Starts `src/main.ts` (what `npm start` runs after setup) on a free port; resolves once it serves. */
 export async function startPotentiaProcess(env: Record<string, string>, timeoutMs = 60_000): Promise<PotentiaProcess> {
-  const child = spawn(process.execPath, [...(process.env.CHAOS_PRELOAD ? ['--require', process.env.CHAOS_PRELOAD] : []), '--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: root,
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -8,9 +8,10 @@ import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthC
 import { canvasAccess, watchAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
+import { createClusterNode, type ClusterNode } from './cluster.ts';
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
-import { PhoenixSocket } from './phoenix-socket.ts';
+import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
 import { parseVsn } from './serializer.ts';
 
 /**
@@ -18,7 +19,9 @@ import { parseVsn } from './serializer.ts';
  *  - `/realtime/v1/websocket?apikey=<jwt>&vsn=1.0.0|2.0.0` — Supabase Realtime's protocol for
  *    @supabase/realtime-js / supabase-js (phoenix-socket.ts);
  *  - `/ws/canvas/{canvas_id}` — H1, the canvas sync socket (h1-socket.ts, h1-protocol.ts).
- * Both are fed by one database bus per process (bus.ts).
+ * Both are fed by one database bus per process (bus.ts). Every gateway process is a node of the
+ * realtime cluster (cluster.ts): client broadcasts and presence reach the subscribers on every
+ * gateway process of the same database.
  */
 export type GatewayOptions = {
   databaseUrl: string;
@@ -33,6 +36,7 @@ export type Gateway = {
   start(): Promise<void>;
   stop(): Promise<void>;
   bus: DatabaseBus;
+  cluster: ClusterNode;
 };
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
@@ -40,6 +44,15 @@ const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 export function createGateway(opts: GatewayOptions): Gateway {
   const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
   const hub = new Hub(opts.sql, bus, opts.logger, { ...DEFAULT_LIMITS, ...opts.limits });
+  const cluster = createClusterNode({
+    sql: opts.sql,
+    bus,
+    presence: hub.presence,
+    logger: opts.logger,
+    onBroadcast: (key, event, payload) => deliverClientBroadcast(hub, key, event, payload),
+    onPresenceDiff: (key, diff) => deliverPresenceDiff(hub, key, diff),
+  });
+  hub.cluster = cluster;
   const verifyToken = createTokenVerifier(opts.auth);
   const verifyRealtime = (token: string) => verifyToken(token, REALTIME_POLICY);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
@@ -83,6 +96,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
 
   async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasId: string): Promise<void> {
     if (!UUID.test(canvasId)) return reject(socket, 400, 'canvas_id must be a uuid');
+    const sinceCanvas = url.searchParams.get('since_canvas_seq');
+    if (sinceCanvas !== null && !(/^\d{1,15}$/.test(sinceCanvas))) return reject(socket, 400, 'since_canvas_seq must be a number >= 0');
     const token = url.searchParams.get('access_token') ?? bearer(req);
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
     const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID
@@ -99,7 +114,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     const since = url.searchParams.get('since_seq');
     const sinceSeq = since !== null && /^\d+$/.test(since) ? Number(since) : null;
     accept(req, socket, head, (ws) => {
-      const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq);
+      const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq, sinceCanvas === null ? null : Number(sinceCanvas));
       if (watch.messageIds.length > 0) h1Socket.recheckAccess(watch.messageIds);
       watch.stop();
     });
@@ -124,13 +139,18 @@ export function createGateway(opts: GatewayOptions): Gateway {
 
   return {
     bus,
+    cluster,
     attach(server) {
       server.on('upgrade', onUpgrade);
     },
-    start: () => bus.start(),
+    async start() {
+      await bus.start();
+      await cluster.start();
+    },
     async stop() {
       for (const ws of sockets) ws.terminate();
       wss.close();
+      await cluster.stop(); // `leave`: the other gateways drop this one's presences at once
       await bus.stop();
     },
   };

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { DatabaseBus, BusMessage } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
+import type { ClusterNode } from './cluster.ts';
 import { PresenceTracker } from './presence.ts';
 
 /**
@@ -33,7 +34,10 @@ export const DEFAULT_LIMITS: Limits = {
 };
 
 export class Hub {
+  /** The cluster's presence view: this process's presences and the other gateway processes'. */
   readonly presence = new PresenceTracker();
+  /** This process's node in the realtime cluster (cluster.ts); set by the gateway, null without one. */
+  cluster: ClusterNode | null = null;
   private readonly subscribers = new Map<string, { set: Set<Subscriber>; off: () => void }>();
   /**
    * Local peers for client broadcasts and presence diffs (not from the database), per ChannelKey:

@@ -498,10 +498,17 @@ export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string,
   }
 }
 
-/** Sends a `presence_diff` to this process's presence-enabled channels of `key`. */
+/**
+ * Sends a `presence_diff` to this process's presence-enabled channels of `key`. A diff where a
+ * presence key both leaves and joins (a re-track replacing its meta) goes out as two frames,
+ * leaves first: realtime-js applies joins before leaves and, while doing so, strips `phx_ref` from
+ * the metas it keeps, so in one frame the replaced meta would never leave its state.
+ */
 export function deliverPresenceDiff(hub: Hub, key: ChannelKey, diff: PresenceDiff): void {
+  const replaced = Object.keys(diff.joins).some((k) => k in diff.leaves);
+  const payloads = replaced ? [{ joins: {}, leaves: diff.leaves }, { joins: diff.joins, leaves: {} }] : [diff];
   for (const peer of hub.peersOf<Channel>(key)) {
     if (!peer.presenceEnabled) continue;
-    peer.socket.send({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload: diff });
+    for (const payload of payloads) peer.socket.send({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload });
   }
 }

@@ -6,10 +6,12 @@ import type { ChannelKey } from './channel-key.ts';
  * each meta carrying its `phx_ref`. `presence_state` is the whole map (sent on join),
  * `presence_diff` is `{joins, leaves}` (sent on every track/untrack/disconnect).
  *
- * State lives in this gateway process (one tracker per process): presence is ephemeral, the
- * durable part (app.presence.last_active_at) is written through api.update_presence by the socket.
- * State is keyed by ChannelKey (channel-key.ts): the private and the public channel of one topic
- * name never share presence.
+ * The view of a channel is the cluster's: the presences tracked by this gateway process (local,
+ * one entry per channel join) plus those of every other gateway process (remote, per node id, as
+ * cluster.ts receives them: diffs, full syncs, and a whole node dropped when it leaves or dies).
+ * Presence is ephemeral; the durable part (app.presence.last_active_at) is written through
+ * api.update_presence by the socket. State is keyed by ChannelKey (channel-key.ts): the private and
+ * the public channel of one topic name never share presence.
  */
 export type Meta = Record<string, unknown> & { phx_ref: string; phx_ref_prev?: string };
 export type PresenceState = Record<string, { metas: Meta[] }>;
@@ -17,17 +19,121 @@ export type PresenceDiff = { joins: PresenceState; leaves: PresenceState };
 
 type Entry = { key: string; meta: Meta };
 
+/** One node's presences: channel → presence key → metas. */
+export type NodePresence = Record<ChannelKey, PresenceState>;
+
 export class PresenceTracker {
   /** channel → owner (one channel join) → entry */
   private readonly topics = new Map<ChannelKey, Map<object, Entry>>();
+  /** node id → channel → presence key → phx_ref → meta (other gateway processes) */
+  private readonly remote = new Map<string, Map<ChannelKey, Map<string, Map<string, Meta>>>>();
 
-  /** The whole presence map of one channel (what `presence_state` carries). */
+  /** The whole presence map of one channel, local and remote (what `presence_state` carries). */
   state(topic: ChannelKey): PresenceState {
+    const out = this.localState(topic);
+    for (const channels of this.remote.values()) {
+      for (const [key, metas] of channels.get(topic) ?? []) (out[key] ??= { metas: [] }).metas.push(...metas.values());
+    }
+    return out;
+  }
+
+  /** This process's presences of one channel only. */
+  localState(topic: ChannelKey): PresenceState {
     const out: PresenceState = {};
     for (const { key, meta } of this.topics.get(topic)?.values() ?? []) {
       (out[key] ??= { metas: [] }).metas.push(meta);
     }
     return out;
+  }
+
+  /** This process's presences of every channel (what a `presence_sync` carries). */
+  localSnapshot(): NodePresence {
+    const out: NodePresence = {};
+    for (const topic of this.topics.keys()) out[topic] = this.localState(topic);
+    return out;
+  }
+
+  /**
+   * Applies a diff another node sent for `topic`; returns the diff as it changed this view
+   * (leaves of metas never seen dropped), or null when nothing changed.
+   */
+  applyRemoteDiff(node: string, topic: ChannelKey, diff: PresenceDiff): PresenceDiff | null {
+    let channels = this.remote.get(node);
+    if (!channels) this.remote.set(node, (channels = new Map()));
+    let keys = channels.get(topic);
+    if (!keys) channels.set(topic, (keys = new Map()));
+    const out: PresenceDiff = { joins: {}, leaves: {} };
+    for (const [key, { metas }] of Object.entries(diff.leaves)) {
+      const refs = keys.get(key);
+      for (const meta of metas) {
+        const had = refs?.get(meta.phx_ref);
+        if (!had) continue;
+        refs!.delete(meta.phx_ref);
+        (out.leaves[key] ??= { metas: [] }).metas.push(had);
+      }
+      if (refs && refs.size === 0) keys.delete(key);
+    }
+    for (const [key, { metas }] of Object.entries(diff.joins)) {
+      let refs = keys.get(key);
+      if (!refs) keys.set(key, (refs = new Map()));
+      for (const meta of metas) {
+        refs.set(meta.phx_ref, meta);
+        (out.joins[key] ??= { metas: [] }).metas.push(meta);
+      }
+    }
+    if (keys.size === 0) channels.delete(topic);
+    if (channels.size === 0) this.remote.delete(node);
+    return isEmpty(out) ? null : out;
+  }
+
+  /**
+   * Replaces everything known of `node` with its full state (a `presence_sync`); returns the
+   * diffs per channel that take this view there.
+   */
+  replaceRemote(node: string, state: NodePresence): Map<ChannelKey, PresenceDiff> {
+    const diffs = this.dropRemote(node, state);
+    for (const [topic, presences] of Object.entries(state) as [ChannelKey, PresenceState][]) {
+      // what the old view already held was kept by dropRemote: only the new metas join
+      const joined = this.applyRemoteDiff(node, topic, { joins: presences, leaves: {} });
+      if (!joined) continue;
+      const d = diffs.get(topic) ?? { joins: {}, leaves: {} };
+      d.joins = joined.joins;
+      diffs.set(topic, d);
+    }
+    for (const [topic, d] of diffs) if (isEmpty(d)) diffs.delete(topic);
+    return diffs;
+  }
+
+  /**
+   * Removes `node`'s presences (it left or is dead), except metas also in `keep`; returns the
+   * leave diffs per channel.
+   */
+  dropRemote(node: string, keep: NodePresence = {}): Map<ChannelKey, PresenceDiff> {
+    const diffs = new Map<ChannelKey, PresenceDiff>();
+    const channels = this.remote.get(node);
+    if (!channels) return diffs;
+    for (const [topic, keys] of channels) {
+      const kept = keep[topic] ?? {};
+      for (const [key, refs] of keys) {
+        const keepRefs = new Set((kept[key]?.metas ?? []).map((m) => m.phx_ref));
+        for (const [ref, meta] of refs) {
+          if (keepRefs.has(ref)) continue;
+          refs.delete(ref);
+          const d = diffs.get(topic) ?? { joins: {}, leaves: {} };
+          (d.leaves[key] ??= { metas: [] }).metas.push(meta);
+          diffs.set(topic, d);
+        }
+        if (refs.size === 0) keys.delete(key);
+      }
+      if (keys.size === 0) channels.delete(topic);
+    }
+    if (channels.size === 0) this.remote.delete(node);
+    return diffs;
+  }
+
+  /** Node ids this view holds presences of. */
+  remoteNodes(): string[] {
+    return [...this.remote.keys()];
   }
 
   /** Tracks (or re-tracks) `owner`'s presence under `key`; returns the diff to broadcast. */
@@ -39,7 +145,8 @@ export class PresenceTracker {
     const diff: PresenceDiff = { joins: {}, leaves: {} };
     if (previous) {
       meta.phx_ref_prev = previous.meta.phx_ref;
-      if (previous.key !== key) diff.leaves[previous.key] = { metas: [previous.meta] };
+      // as Phoenix.Presence on update: the previous meta leaves (realtime-js keeps metas a join does not replace)
+      diff.leaves[previous.key] = { metas: [previous.meta] };
     }
     entries.set(owner, { key, meta });
     diff.joins[key] = { metas: [meta] };
@@ -61,6 +168,10 @@ export class PresenceTracker {
     for (const e of this.topics.get(topic)?.values() ?? []) if (e.key === key) return true;
     return false;
   }
+}
+
+function isEmpty(diff: PresenceDiff): boolean {
+  return Object.keys(diff.joins).length === 0 && Object.keys(diff.leaves).length === 0;
 }
 
 const randomRef = () => randomUUID().replace(/-/g, '').slice(0, 20);

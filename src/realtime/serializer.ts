@@ -117,25 +117,34 @@ export function encodeFrame(frame: Frame, vsn: Vsn): string {
  * pre-serialized once per message by the caller and shared by every recipient.
  */
 export function encodeBroadcast(topic: string, event: string, payloadJson: string, meta: Record<string, unknown> | null, vsn: Vsn): string | Buffer {
-  if (vsn === '2.0.0') {
-    const topicB = Buffer.from(topic, 'utf8');
-    const eventB = Buffer.from(event, 'utf8');
-    const metaB = Buffer.from(meta ? JSON.stringify(meta) : '', 'utf8');
-    if (topicB.length > 255 || eventB.length > 255 || metaB.length > 255) throw new ProtocolError('topic, event or metadata longer than 255 bytes');
-    const payloadB = Buffer.from(payloadJson, 'utf8');
-    const out = Buffer.allocUnsafe(5 + topicB.length + eventB.length + metaB.length + payloadB.length);
-    out[0] = KIND_USER_BROADCAST;
-    out[1] = topicB.length;
-    out[2] = eventB.length;
-    out[3] = metaB.length;
-    out[4] = ENCODING_JSON;
-    let o = 5;
-    o += topicB.copy(out, o);
-    o += eventB.copy(out, o);
-    o += metaB.copy(out, o);
-    payloadB.copy(out, o);
-    return out;
-  }
+  if (vsn === '2.0.0') return userBroadcast(topic, event, meta, ENCODING_JSON, Buffer.from(payloadJson, 'utf8'));
   const metaPart = meta ? `,"meta":${JSON.stringify(meta)}` : '';
   return `{"join_ref":null,"ref":null,"topic":${JSON.stringify(topic)},"event":"broadcast","payload":{"type":"broadcast","event":${JSON.stringify(event)},"payload":${payloadJson}${metaPart}}}`;
+}
+
+/**
+ * A binary client broadcast (vsn 2.0.0 only: vsn 1.0.0 has no binary frames): kind 4 with raw
+ * encoding, the payload bytes exactly as the sender pushed them.
+ */
+export function encodeBinaryBroadcast(topic: string, event: string, payload: Uint8Array): Buffer {
+  return userBroadcast(topic, event, null, ENCODING_BINARY, payload);
+}
+
+function userBroadcast(topic: string, event: string, meta: Record<string, unknown> | null, encoding: number, payloadB: Uint8Array): Buffer {
+  const topicB = Buffer.from(topic, 'utf8');
+  const eventB = Buffer.from(event, 'utf8');
+  const metaB = Buffer.from(meta ? JSON.stringify(meta) : '', 'utf8');
+  if (topicB.length > 255 || eventB.length > 255 || metaB.length > 255) throw new ProtocolError('topic, event or metadata longer than 255 bytes');
+  const out = Buffer.allocUnsafe(5 + topicB.length + eventB.length + metaB.length + payloadB.length);
+  out[0] = KIND_USER_BROADCAST;
+  out[1] = topicB.length;
+  out[2] = eventB.length;
+  out[3] = metaB.length;
+  out[4] = encoding;
+  let o = 5;
+  o += topicB.copy(out, o);
+  o += eventB.copy(out, o);
+  o += metaB.copy(out, o);
+  out.set(payloadB, o);
+  return out;
 }

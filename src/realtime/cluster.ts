@@ -1,0 +1,330 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Sql } from 'postgres';
+import { CLUSTER_MESSAGE_PREFIX, type DatabaseBus } from './bus.ts';
+import type { ChannelKey } from './channel-key.ts';
+import type { NodePresence, PresenceDiff, PresenceState, PresenceTracker } from './presence.ts';
+
+/**
+ * The realtime cluster: every gateway process is a node (random id per process start), and the
+ * nodes exchange client broadcasts and presence through Postgres alone — no broker.
+ *
+ * Send: `pg_logical_emit_message(false, 'potentia.realtime', <bytes>)` through the server pool.
+ * Non-transactional, so it writes no table row and is decoded as soon as its WAL is flushed. On
+ * Postgres < 17 nothing flushes it (its `flush` argument is new in 17), so the same statement
+ * takes a transaction id (`pg_current_xact_id()`): the commit then flushes the WAL, message
+ * included. A node's messages go out one statement at a time (those queued meanwhile are batched
+ * into the next), so every node sees them in the order they were sent.
+ *
+ * Receive: the bus's logical replication stream (pgoutput `messages 'true'`, bus.ts) carries every
+ * node's messages to every node; a node ignores its own.
+ *
+ * Privileges: sending needs EXECUTE on pg_logical_emit_message (granted to PUBLIC by default);
+ * receiving needs nothing beyond what the bus already needs (REPLICATION on DATABASE_URL's role).
+ *
+ * Message kinds: `broadcast` (a client broadcast: channel key, event, payload as JSON text or raw
+ * bytes), `presence_diff` (joins/leaves of a node's local presences on one channel),
+ * `presence_sync` (a node's full local presence; on request and every `syncIntervalMs`),
+ * `sync_request` (after this node's stream (re)connects — it may have missed messages — and when
+ * it hears a node it does not know), `heartbeat` (every `heartbeatMs`), `leave` (graceful stop).
+ *
+ * Liveness: a node not heard from (any message counts) for more than `deadAfterMs` is dead: its
+ * presences leave this node's view (presence_diff leaves to local channels). Checked every
+ * `heartbeatMs / 4`, so a killed node's presences leave between `deadAfterMs - heartbeatMs` and
+ * `deadAfterMs + heartbeatMs / 4` after it died (defaults 2 s / 7 s: 5 to 7.5 s). While this node's
+ * own stream is down nobody can be heard, so nobody is declared dead; when it is back, every known
+ * node gets a fresh `deadAfterMs`.
+ *
+ * Encoding: one logical message = version byte 1, then frames of
+ * [u32 header length][u32 body length][header JSON][body]; the body is a broadcast's payload
+ * (JSON text or the raw bytes of a binary broadcast), empty otherwise.
+ */
+export type ClusterPayload = { json: string } | { binary: Buffer };
+
+export type ClusterOptions = {
+  sql: Sql;
+  bus: DatabaseBus;
+  presence: PresenceTracker;
+  logger?: Logger;
+  /** A client broadcast another node accepted, for this node's subscribers of `key`. */
+  onBroadcast(key: ChannelKey, event: string, payload: ClusterPayload): void;
+  /** How another node's presence changed this node's view of `key`. */
+  onPresenceDiff(key: ChannelKey, diff: PresenceDiff): void;
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+  syncIntervalMs?: number;
+};
+
+export type ClusterNode = {
+  readonly id: string;
+  /** Dead-node bound in ms (see above): a node silent for longer is dropped. */
+  readonly deadAfterMs: number;
+  start(): Promise<void>;
+  /** Sends `leave` (waits for it, at most 2 s) and stops. */
+  stop(): Promise<void>;
+  /** Resolves once the message was emitted (the cluster accepted it for fan-out); rejects if not. */
+  publishBroadcast(key: ChannelKey, event: string, payload: ClusterPayload): Promise<void>;
+  /** Publishes a local presence change (best effort: the periodic sync repairs a lost one). */
+  publishPresenceDiff(key: ChannelKey, diff: PresenceDiff): void;
+  /** Ids of the other nodes currently alive. */
+  nodes(): string[];
+  stats(): { sent: number; received: number; sendFailures: number; dead: number };
+};
+
+type Header =
+  | { type: 'broadcast'; node: string; key: ChannelKey; event: string; encoding: 'json' | 'binary' }
+  | { type: 'presence_diff'; node: string; key: ChannelKey; joins: PresenceState; leaves: PresenceState }
+  | { type: 'presence_sync'; node: string; state: NodePresence }
+  | { type: 'sync_request'; node: string; to: string | null }
+  | { type: 'heartbeat'; node: string }
+  | { type: 'leave'; node: string };
+
+const VERSION = 1;
+/** Frames per statement at most; the rest go in the next one. */
+const MAX_BATCH_FRAMES = 256;
+const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+
+type Pending = { frame: Buffer; resolve(): void; reject(err: unknown): void };
+
+export function createClusterNode(opts: ClusterOptions): ClusterNode {
+  const id = randomUUID();
+  const heartbeatMs = opts.heartbeatMs ?? 2000;
+  const deadAfterMs = opts.deadAfterMs ?? 3 * heartbeatMs + 1000;
+  const syncIntervalMs = opts.syncIntervalMs ?? 30_000;
+  const stats = { sent: 0, received: 0, sendFailures: 0, dead: 0 };
+  /** node id → when last heard (this node's clock) */
+  const peers = new Map<string, number>();
+  /** nodes that said `leave`: anything later from them is ignored */
+  const left = new Set<string>();
+  let pending: Pending[] = [];
+  let flushing: Promise<void> | null = null;
+  let flushWithXid = true;
+  let stopped = true;
+  let streamUp = false;
+  let syncTimer: NodeJS.Timeout | null = null;
+  const timers: NodeJS.Timeout[] = [];
+  const offs: (() => void)[] = [];
+
+  function enqueue(header: Header, body?: Uint8Array): Promise<void> {
+    if (stopped && header.type !== 'leave') return Promise.reject(new Error('the realtime cluster node is stopped'));
+    return new Promise<void>((resolve, reject) => {
+      pending.push({ frame: encodeFrame(header, body), resolve, reject });
+      flushing ??= flush().finally(() => { flushing = null; });
+    });
+  }
+
+  /** One statement at a time, so this node's messages reach every node in the order they were queued. */
+  async function flush(): Promise<void> {
+    while (pending.length > 0) {
+      let bytes = 1;
+      let n = 0;
+      while (n < pending.length && n < MAX_BATCH_FRAMES && (n === 0 || bytes + pending[n]!.frame.length <= MAX_BATCH_BYTES)) bytes += pending[n++]!.frame.length;
+      const batch = pending.slice(0, n);
+      pending = pending.slice(n);
+      const content = Buffer.concat([Buffer.from([VERSION]), ...batch.map((p) => p.frame)], bytes);
+      try {
+        if (flushWithXid) await opts.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${content}::bytea), pg_current_xact_id()`;
+        else await opts.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${content}::bytea, true)`;
+        stats.sent += batch.length;
+        for (const p of batch) p.resolve();
+      } catch (err) {
+        stats.sendFailures++;
+        for (const p of batch) p.reject(err);
+        // what the others missed of our presence comes back with the next sync
+        if (!stopped) syncSoon(heartbeatMs);
+      }
+    }
+  }
+
+  const quiet = (p: Promise<void>) => p.catch((err) => opts.logger?.debug({ err }, 'realtime cluster message not sent'));
+
+  function sendSync(): void {
+    if (stopped) return;
+    void quiet(enqueue({ type: 'presence_sync', node: id, state: opts.presence.localSnapshot() }));
+  }
+
+  /** Coalesces sync requests arriving together (every node asks at once after a restart). */
+  function syncSoon(delayMs = 50): void {
+    if (syncTimer || stopped) return;
+    syncTimer = setTimeout(() => {
+      syncTimer = null;
+      sendSync();
+    }, delayMs);
+    syncTimer.unref();
+  }
+
+  function forward(diffs: Map<ChannelKey, PresenceDiff>): void {
+    for (const [key, diff] of diffs) opts.onPresenceDiff(key, diff);
+  }
+
+  function drop(node: string): void {
+    peers.delete(node);
+    forward(opts.presence.dropRemote(node));
+  }
+
+  function onMessage(content: Buffer): void {
+    if (stopped) return;
+    let frames: { header: Header; body: Buffer }[];
+    try {
+      frames = decodeMessage(content);
+    } catch (err) {
+      opts.logger?.warn({ err }, 'realtime cluster message malformed; ignored');
+      return;
+    }
+    for (const { header, body } of frames) {
+      if (header.node === id || left.has(header.node)) continue;
+      stats.received++;
+      try {
+        handle(header, body);
+      } catch (err) {
+        opts.logger?.error({ err, type: header.type }, 'realtime cluster message handling failed');
+      }
+    }
+  }
+
+  function handle(h: Header, body: Buffer): void {
+    if (h.type === 'leave') {
+      left.add(h.node);
+      if (left.size > 10_000) left.delete(left.values().next().value!);
+      return drop(h.node);
+    }
+    const known = peers.has(h.node);
+    peers.set(h.node, Date.now());
+    // a node we did not know (new, or dropped while it was silent): ask for its presence
+    if (!known && h.type !== 'presence_sync') void quiet(enqueue({ type: 'sync_request', node: id, to: h.node }));
+    switch (h.type) {
+      case 'broadcast':
+        return opts.onBroadcast(h.key, h.event, h.encoding === 'binary' ? { binary: body } : { json: body.toString('utf8') });
+      case 'presence_diff': {
+        const diff = opts.presence.applyRemoteDiff(h.node, h.key, { joins: h.joins, leaves: h.leaves });
+        if (diff) opts.onPresenceDiff(h.key, diff);
+        return;
+      }
+      case 'presence_sync':
+        return forward(opts.presence.replaceRemote(h.node, h.state));
+      case 'sync_request':
+        if (h.to === null || h.to === id) syncSoon();
+        return;
+      case 'heartbeat':
+        return;
+    }
+  }
+
+  function onStream(up: boolean): void {
+    streamUp = up;
+    if (!up || stopped) return;
+    // silence while we could not listen proves nothing; and we may have missed messages
+    const now = Date.now();
+    for (const node of peers.keys()) peers.set(node, now);
+    void quiet(enqueue({ type: 'sync_request', node: id, to: null }));
+  }
+
+  function sweep(): void {
+    if (stopped || !streamUp) return;
+    const now = Date.now();
+    for (const [node, at] of peers) {
+      if (now - at <= deadAfterMs) continue;
+      stats.dead++;
+      opts.logger?.warn({ node, silentMs: now - at }, 'realtime cluster node silent; dropping its presences');
+      drop(node);
+    }
+  }
+
+  return {
+    id,
+    deadAfterMs,
+    async start() {
+      if (!stopped) return;
+      const [{ v }] = (await opts.sql`select current_setting('server_version_num')::int as v`) as unknown as [{ v: number }];
+      flushWithXid = v < 170000;
+      stopped = false;
+      offs.push(opts.bus.onClusterMessage(onMessage), opts.bus.onStreamState(onStream));
+      timers.push(setInterval(() => void quiet(enqueue({ type: 'heartbeat', node: id })), heartbeatMs));
+      timers.push(setInterval(sweep, Math.max(50, Math.floor(heartbeatMs / 4))));
+      timers.push(setInterval(sendSync, syncIntervalMs));
+      for (const t of timers) t.unref();
+      void quiet(enqueue({ type: 'heartbeat', node: id }));
+      if (opts.bus.streaming()) onStream(true);
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      for (const t of timers.splice(0)) clearInterval(t);
+      if (syncTimer) clearTimeout(syncTimer);
+      syncTimer = null;
+      for (const off of offs.splice(0)) off();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        quiet(enqueue({ type: 'leave', node: id })),
+        new Promise<void>((r) => { timer = setTimeout(r, 2000); }),
+      ]).finally(() => clearTimeout(timer));
+    },
+    publishBroadcast(key, event, payload) {
+      if ('binary' in payload) return enqueue({ type: 'broadcast', node: id, key, event, encoding: 'binary' }, payload.binary);
+      return enqueue({ type: 'broadcast', node: id, key, event, encoding: 'json' }, Buffer.from(payload.json, 'utf8'));
+    },
+    publishPresenceDiff(key, diff) {
+      if (stopped) return;
+      void quiet(enqueue({ type: 'presence_diff', node: id, key, joins: diff.joins, leaves: diff.leaves }));
+    },
+    nodes: () => [...peers.keys()],
+    stats: () => ({ ...stats }),
+  };
+}
+
+function encodeFrame(header: Header, body?: Uint8Array): Buffer {
+  const h = Buffer.from(JSON.stringify(header), 'utf8');
+  const b = body ?? Buffer.alloc(0);
+  const out = Buffer.allocUnsafe(8 + h.length + b.length);
+  out.writeUInt32BE(h.length, 0);
+  out.writeUInt32BE(b.length, 4);
+  h.copy(out, 8);
+  out.set(b, 8 + h.length);
+  return out;
+}
+
+const KEY = /^(private|public):/;
+const isObject = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Every frame of one logical message; throws on anything malformed (another writer of the prefix). */
+export function decodeMessage(content: Buffer): { header: Header; body: Buffer }[] {
+  if (content.length < 1 || content[0] !== VERSION) throw new Error(`unknown cluster message version ${content[0]}`);
+  const out: { header: Header; body: Buffer }[] = [];
+  let o = 1;
+  while (o < content.length) {
+    if (o + 8 > content.length) throw new Error('truncated cluster frame');
+    const hl = content.readUInt32BE(o);
+    const bl = content.readUInt32BE(o + 4);
+    if (o + 8 + hl + bl > content.length) throw new Error('truncated cluster frame');
+    const header = JSON.parse(content.subarray(o + 8, o + 8 + hl).toString('utf8')) as Header;
+    const body = content.subarray(o + 8 + hl, o + 8 + hl + bl);
+    o += 8 + hl + bl;
+    if (!valid(header)) throw new Error('invalid cluster frame header');
+    out.push({ header, body });
+  }
+  return out;
+}
+
+function valid(h: unknown): h is Header {
+  if (!isObject(h) || typeof h.node !== 'string' || !h.node) return false;
+  const keyOk = typeof h.key === 'string' && KEY.test(h.key);
+  switch (h.type) {
+    case 'broadcast':
+      return keyOk && typeof h.event === 'string' && (h.encoding === 'json' || h.encoding === 'binary');
+    case 'presence_diff':
+      return keyOk && validState(h.joins) && validState(h.leaves);
+    case 'presence_sync':
+      return isObject(h.state) && Object.entries(h.state).every(([k, s]) => KEY.test(k) && validState(s));
+    case 'sync_request':
+      return h.to === null || typeof h.to === 'string';
+    case 'heartbeat':
+    case 'leave':
+      return true;
+    default:
+      return false;
+  }
+}
+
+function validState(s: unknown): s is PresenceState {
+  return isObject(s) && Object.values(s).every((p) => isObject(p) && Array.isArray(p.metas) && p.metas.every((m: unknown) => isObject(m) && typeof m.phx_ref === 'string'));
+}

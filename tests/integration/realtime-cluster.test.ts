@@ -1,0 +1,239 @@
+import { randomBytes } from 'node:crypto';
+import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas } from '../helpers/fixtures.ts';
+
+// The realtime cluster (src/realtime/cluster.ts): three gateway processes (`npm start`'s entry
+// point, separate Node processes) on one database, real @supabase/realtime-js clients on each.
+// Presence and client broadcasts reach every subscriber of a topic on every gateway; a gateway
+// killed with SIGKILL has its presences removed from the others within the documented bound.
+
+const config = loadConfig();
+const db = testDatabase(3);
+const token = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3600 });
+/** cluster.ts defaults: heartbeat every 2 s, dead after 7 s of silence, swept every 0.5 s. */
+const HEARTBEAT_MS = 2000;
+const DEAD_AFTER_MS = 7000;
+const DEAD_BOUND_MS = DEAD_AFTER_MS + HEARTBEAT_MS / 4;
+
+let gateways: PotentiaProcess[] = [];
+const clients: RealtimeClient[] = [];
+
+function connect(gateway: PotentiaProcess, apikey: string, vsn: '1.0.0' | '2.0.0'): RealtimeClient {
+  const client = new RealtimeClient(`${gateway.url.replace(/^http/, 'ws')}/realtime/v1`, {
+    params: { apikey }, transport: WebSocket as any, vsn, heartbeatIntervalMs: 5000, timeout: 10_000,
+  });
+  clients.push(client);
+  return client;
+}
+
+function subscribed(channel: RealtimeChannel): Promise<string> {
+  return new Promise((resolve) => {
+    channel.subscribe((status) => {
+      if (status !== 'CLOSED') resolve(status);
+    });
+  });
+}
+
+async function until(check: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const keys = (ch: RealtimeChannel) => Object.keys(ch.presenceState()).sort();
+
+beforeAll(async () => {
+  const env = { DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', NODE_ENV: 'development' };
+  gateways = await Promise.all([startPotentiaProcess(env), startPotentiaProcess(env), startPotentiaProcess(env)]);
+  // each gateway's replication stream (a temporary slot per process) must be streaming: before
+  // that a gateway hears nothing of the cluster
+  const end = Date.now() + 60_000;
+  for (;;) {
+    const [r] = await db.sql`select count(*)::int as n from pg_replication_slots
+                             where database = current_database() and temporary and active and slot_name like 'potentia_bus_%'`;
+    if (r!.n >= 3) break;
+    if (Date.now() > end) throw new Error(`only ${r!.n} of 3 gateway streams are up`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
+  await Promise.all(gateways.map((g) => g.stop()));
+  await db.close();
+});
+
+describe('realtime cluster of three gateway processes', () => {
+  it('shares presence: joins, leaves and the state of a late joiner span the gateways', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor', 'viewer']);
+    const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const channel = (c: RealtimeClient, key: string) => c.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key } } });
+    const a = channel(connect(g1, await token(users.owner!), '2.0.0'), users.owner!);
+    const b = channel(connect(g2, await token(users.editor!), '1.0.0'), users.editor!);
+    const leavesSeenByA: string[] = [];
+    a.on('presence', { event: 'leave' }, (p) => leavesSeenByA.push(p.key));
+    a.on('presence', { event: 'sync' }, () => {});
+    b.on('presence', { event: 'sync' }, () => {});
+    expect(await subscribed(a)).toBe('SUBSCRIBED');
+    expect(await subscribed(b)).toBe('SUBSCRIBED');
+    expect(await a.track({ name: 'owner' })).toBe('ok');
+    expect(await b.track({ name: 'editor' })).toBe('ok');
+    // each sees itself and the user on the other gateway
+    await until(() => keys(a).length === 2 && keys(b).length === 2, 10_000, 'presence on both gateways');
+    expect(keys(a)).toEqual([users.owner, users.editor].sort());
+    expect(a.presenceState()[users.editor!]).toEqual([expect.objectContaining({ name: 'editor' })]);
+    expect(b.presenceState()[users.owner!]).toEqual([expect.objectContaining({ name: 'owner' })]);
+
+    // a re-track replaces the meta everywhere (no stale meta left on the other gateway)
+    expect(await a.track({ name: 'owner', cursor: { x: 5 } })).toBe('ok');
+    await until(() => (b.presenceState()[users.owner!] as any)?.[0]?.cursor?.x === 5, 10_000, 're-track on gateway 2');
+    expect(b.presenceState()[users.owner!]).toHaveLength(1);
+    expect(a.presenceState()[users.owner!]).toEqual([expect.objectContaining({ cursor: { x: 5 } })]);
+
+    // late joiner on gateway 3: its presence_state already holds the users on gateways 1 and 2
+    const c = channel(connect(g3, await token(users.viewer!), '2.0.0'), users.viewer!);
+    let firstSync: string[] | null = null;
+    c.on('presence', { event: 'sync' }, () => { firstSync ??= keys(c); });
+    expect(await subscribed(c)).toBe('SUBSCRIBED');
+    await until(() => firstSync !== null, 10_000, 'presence_state on gateway 3');
+    expect(firstSync).toEqual([users.owner, users.editor].sort());
+    expect(c.presenceState()[users.owner!]).toEqual([expect.objectContaining({ name: 'owner', cursor: { x: 5 } })]);
+
+    // untrack on gateway 2 leaves gateways 1 and 3
+    expect(await b.untrack()).toBe('ok');
+    await until(() => !keys(a).includes(users.editor!) && !keys(c).includes(users.editor!), 10_000, 'leave across gateways');
+    expect(leavesSeenByA).toContain(users.editor);
+    expect(keys(c)).toEqual([users.owner]);
+  });
+
+  it('relays JSON client broadcasts across gateways (self, ack)', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor', 'viewer']);
+    const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const got = { a: [] as any[], b: [] as any[], c: [] as any[] };
+    const a = connect(g1, await token(users.owner!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, broadcast: { self: true, ack: true } } })
+      .on('broadcast', { event: 'cursor' }, (m) => got.a.push(m.payload));
+    const b = connect(g2, await token(users.editor!), '1.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, broadcast: { ack: true } } })
+      .on('broadcast', { event: 'cursor' }, (m) => got.b.push(m.payload));
+    const c = connect(g3, await token(users.owner!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true } })
+      .on('broadcast', { event: 'cursor' }, (m) => got.c.push(m.payload));
+    for (const ch of [a, b, c]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+
+    expect(await a.send({ type: 'broadcast', event: 'cursor', payload: { from: 'a', x: 1 } })).toBe('ok');
+    expect(await b.send({ type: 'broadcast', event: 'cursor', payload: { from: 'b', x: 2 } })).toBe('ok');
+    expect(await a.send({ type: 'broadcast', event: 'cursor', payload: { from: 'a', x: 3 } })).toBe('ok');
+    await until(() => got.a.length >= 3 && got.b.length >= 2 && got.c.length >= 3, 10_000, 'broadcasts on every gateway');
+    await new Promise((r) => setTimeout(r, 300)); // anything extra (a self echo) would arrive by now
+    expect(got.a).toEqual([{ from: 'a', x: 1 }, { from: 'b', x: 2 }, { from: 'a', x: 3 }]); // self: true
+    expect(got.b).toEqual([{ from: 'a', x: 1 }, { from: 'a', x: 3 }]); // self off: not its own
+    expect(got.c).toEqual([{ from: 'a', x: 1 }, { from: 'b', x: 2 }, { from: 'a', x: 3 }]);
+  });
+
+  it('relays vsn 2.0.0 binary broadcasts byte for byte across gateways; vsn 1.0.0 gets none', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const sub = (g: PotentiaProcess, user: string, vsn: '1.0.0' | '2.0.0', into: any[], opts: Record<string, unknown> = {}) =>
+      connect(g, user, vsn).channel(`canvas:${canvasId}`, { config: { private: true, broadcast: opts } })
+        .on('broadcast', { event: '*' }, (m) => into.push(m));
+    const sameGw: any[] = [];
+    const remote2: any[] = [];
+    const remote3: any[] = [];
+    const v1: any[] = [];
+    const owner = await token(users.owner!);
+    const sender = sub(g1, owner, '2.0.0', [], { ack: true });
+    const channels = [sender, sub(g1, owner, '2.0.0', sameGw), sub(g2, await token(users.editor!), '2.0.0', remote2), sub(g3, owner, '2.0.0', remote3), sub(g3, owner, '1.0.0', v1)];
+    for (const ch of channels) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+
+    const bytes = randomBytes(3000);
+    bytes[0] = 0; bytes[1] = 255; bytes[2] = 0x7b; // starts like nothing JSON would
+    const payload = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+    expect(await sender.send({ type: 'broadcast', event: 'blob', payload })).toBe('ok');
+    // a JSON marker after it: the vsn 1.0.0 subscriber getting the marker but no blob proves it was skipped
+    expect(await sender.send({ type: 'broadcast', event: 'marker', payload: { after: 'blob' } })).toBe('ok');
+    await until(() => [sameGw, remote2, remote3, v1].every((l) => l.some((m) => m.event === 'marker')), 10_000, 'marker everywhere');
+    for (const list of [sameGw, remote2, remote3]) {
+      expect(list.map((m) => m.event)).toEqual(['blob', 'marker']);
+      expect(list[0].payload).toBeInstanceOf(ArrayBuffer);
+      expect(Buffer.from(list[0].payload as ArrayBuffer).equals(bytes)).toBe(true);
+    }
+    expect(v1.map((m) => m.event)).toEqual(['marker']);
+  });
+
+  it('keeps the private and the public room of a topic apart across gateways', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const topic = `canvas:${canvasId}`;
+    const got = { priv1: [] as any[], pub2: [] as any[], priv3: [] as any[], pub3: [] as any[] };
+    const open = (g: PotentiaProcess, user: string, isPrivate: boolean, key: string, into: any[]) => {
+      const ch = connect(g, user, '2.0.0').channel(topic, { config: { private: isPrivate, broadcast: { ack: true }, presence: { key } } })
+        .on('broadcast', { event: 'note' }, (m) => into.push(m.payload));
+      ch.on('presence', { event: 'sync' }, () => {});
+      return ch;
+    };
+    const owner = await token(users.owner!);
+    const editor = await token(users.editor!);
+    const priv1 = open(g1, owner, true, 'private-owner', got.priv1);
+    const pub2 = open(g2, editor, false, 'public-editor', got.pub2);
+    const priv3 = open(g3, editor, true, 'private-editor', got.priv3);
+    const pub3 = open(g3, owner, false, 'public-owner', got.pub3);
+    for (const ch of [priv1, pub2, priv3, pub3]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+    expect(await priv1.track({ room: 'private' })).toBe('ok');
+    expect(await pub2.track({ room: 'public' })).toBe('ok');
+    expect(await priv1.send({ type: 'broadcast', event: 'note', payload: { room: 'private' } })).toBe('ok');
+    expect(await pub2.send({ type: 'broadcast', event: 'note', payload: { room: 'public' } })).toBe('ok');
+    await until(() => got.priv3.length >= 1 && got.pub3.length >= 1, 10_000, 'each room delivered on gateway 3');
+    await until(() => keys(priv3).includes('private-owner') && keys(pub3).includes('public-editor'), 10_000, 'each room presence on gateway 3');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(got.priv3).toEqual([{ room: 'private' }]);
+    expect(got.pub3).toEqual([{ room: 'public' }]);
+    expect(got.priv1).toEqual([]);
+    expect(got.pub2).toEqual([]);
+    expect(keys(priv1)).toEqual(['private-owner']);
+    expect(keys(priv3)).toEqual(['private-owner']);
+    expect(keys(pub2)).toEqual(['public-editor']);
+    expect(keys(pub3)).toEqual(['public-editor']);
+  });
+
+  // last: it kills gateway 2
+  it(`drops the presences of a gateway killed with SIGKILL within ${DEAD_BOUND_MS} ms`, { timeout: 60_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor', 'viewer']);
+    const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const channel = (c: RealtimeClient, key: string) => {
+      const ch = c.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key } } });
+      ch.on('presence', { event: 'sync' }, () => {});
+      return ch;
+    };
+    const a = channel(connect(g1, await token(users.owner!), '2.0.0'), users.owner!);
+    const b = channel(connect(g2, await token(users.editor!), '2.0.0'), users.editor!);
+    const c = channel(connect(g3, await token(users.viewer!), '1.0.0'), users.viewer!);
+    const leftAt: Record<string, number> = {};
+    a.on('presence', { event: 'leave' }, (p) => { if (p.key === users.editor) leftAt.a ??= Date.now(); });
+    c.on('presence', { event: 'leave' }, (p) => { if (p.key === users.editor) leftAt.c ??= Date.now(); });
+    for (const ch of [a, b, c]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+    expect(await b.track({ name: 'editor' })).toBe('ok');
+    await until(() => keys(a).includes(users.editor!) && keys(c).includes(users.editor!), 10_000, 'gateway 2 presence seen');
+
+    const killedAt = Date.now();
+    g2.child.kill('SIGKILL');
+    await until(() => leftAt.a !== undefined && leftAt.c !== undefined, DEAD_BOUND_MS + 5000, 'leave of the killed gateway');
+    for (const at of [leftAt.a!, leftAt.c!]) {
+      // not before the liveness bound could apply (so it is the heartbeat timeout, not luck)...
+      expect(at - killedAt).toBeGreaterThanOrEqual(DEAD_AFTER_MS - HEARTBEAT_MS - 1000);
+      // ...and within it (+1 s for the frame's trip to the client on a loaded machine)
+      expect(at - killedAt).toBeLessThanOrEqual(DEAD_BOUND_MS + 1000);
+    }
+    expect(keys(a)).toEqual([]);
+    expect(keys(c)).toEqual([]);
+    expect(g2.exited()?.signal ?? (await new Promise((r) => g2.child.once('exit', (_c, s) => r(s))))).toBe('SIGKILL');
+  });
+});

@@ -27,7 +27,9 @@ const MutationOp = z.object({
 }).strict().openapi('MutationOp');
 const MutateBody = z.union([MutationOp, z.object({ ops: z.array(MutationOp).min(1).max(100) }).strict()]);
 const MutationResult = z.object({
-  status: z.enum(['success']), server_seq: z.number(), version: z.number(), block: Json.nullable(),
+  status: z.enum(['success']), server_seq: z.number(),
+  // per canvas 1, 2, 3, … without gaps, in commit order (server_seq is global, with gaps per canvas)
+  canvas_seq: z.number(), version: z.number(), block: Json.nullable(),
 }).passthrough().openapi('MutationResult');
 
 const json = <T extends z.ZodTypeAny>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });

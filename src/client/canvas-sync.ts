@@ -2,10 +2,13 @@ import type { AckMessage, Block, ConflictMessage, DeltaMessage, RejectedMessage,
 
 /**
  * A typed client for H1 (`/ws/canvas/{id}`): joins a canvas (snapshot, then resume, then live),
- * applies deltas in server_seq order (each exactly once), and after a reconnect resumes from the
- * last applied seq and resends every unacknowledged mutation with the same client_op_id (the
+ * applies deltas in canvas_seq order (each exactly once), and after a reconnect resumes from the
+ * last applied canvas_seq and resends every unacknowledged mutation with the same client_op_id (the
  * server applies an op at most once per client_op_id, and answers a repeat with its original
- * result as a `duplicate` ack).
+ * result as a `duplicate` ack). canvas_seq numbers the canvas's operations 1, 2, 3, … without
+ * gaps, so a delta that is not the last applied + 1 shows that something was missed: it is not
+ * applied; the client asks for everything after its last one (`resume` with since_canvas_seq) on
+ * the same socket, and drops the socket if that replay does not arrive within `resumeTimeoutMs`.
  *
  * Network loss is routine, never an error: the client holds at most one socket at a time (a
  * replaced socket is torn down and its late events are ignored), schedules exactly one reconnect
@@ -116,6 +119,10 @@ export class CanvasSync {
   readonly blocks = new Map<string, Block>();
   /** Highest server_seq applied. */
   seq = 0;
+  /** Highest canvas_seq applied: the next delta must carry canvasSeq + 1. */
+  canvasSeq = 0;
+  /** A gap was seen and a resume sent on the current socket; deltas wait for its replay. */
+  private resyncing = false;
   private hasSnapshot = false;
   /** The one socket whose events count; every other socket's events are ignored. */
   private ws: WebSocketLike | null = null;
@@ -260,7 +267,7 @@ export class CanvasSync {
   private open(token: string): void {
     if (this.closed) return;
     const base = this.opts.url.replace(/^http/, 'ws').replace(/\/+$/, '');
-    const query = this.hasSnapshot ? `&since_seq=${this.seq}` : '';
+    const query = this.hasSnapshot ? `&since_canvas_seq=${this.canvasSeq}` : '';
     let ws: WebSocketLike;
     try {
       ws = new this.opts.WebSocket(`${base}/ws/canvas/${encodeURIComponent(this.opts.canvasId)}?access_token=${encodeURIComponent(String(token))}${query}`);
@@ -298,6 +305,7 @@ export class CanvasSync {
     if (this.ws !== ws) return;
     this.ws = null;
     this.live = false;
+    this.resyncing = false; // the next socket resumes from canvasSeq anyway
     for (const t of ['resumeTimer', 'heartbeatTimer', 'resendTimer'] as const) this.clearTimer(t);
     for (const p of this.pending.values()) p.sent = false; // resent once live again
     this.retire(ws, 'now');
@@ -466,17 +474,24 @@ export class CanvasSync {
         this.blocks.clear();
         for (const b of m.blocks) this.blocks.set(b.block_id, b);
         this.seq = m.watermark;
+        this.canvasSeq = m.canvas_watermark;
         this.hasSnapshot = true;
         this.emitChange(null);
         return;
       case 'delta':
-        if (!(m.server_seq > this.seq)) return; // already applied
+        if (!(m.canvas_seq > this.canvasSeq)) return; // already applied
+        if (m.canvas_seq !== this.canvasSeq + 1) return this.resync(ws); // missed one: never apply out of order
+        this.canvasSeq = m.canvas_seq;
         this.seq = m.server_seq;
         if (m.action === 'delete') for (const id of [m.block_id, ...(m.deleted_ids ?? [])]) this.blocks.delete(id);
         else if (m.block) this.blocks.set(m.block_id, m.block);
         this.emitChange(m);
         return;
       case 'resumed':
+        if (this.resyncing) {
+          this.resyncing = false;
+          if (this.live) return this.clearTimer('resumeTimer');
+        }
         if (this.live) return;
         this.live = true;
         this.attempt = 0;
@@ -494,6 +509,20 @@ export class CanvasSync {
         return this.onErrorFrame(ws, m);
       default:
         return;
+    }
+  }
+
+  /** A delta skipped a number: asks for everything after the last applied one, once per gap. */
+  private resync(ws: WebSocketLike): void {
+    if (this.resyncing) return; // later deltas past the gap wait for the same replay
+    this.resyncing = true;
+    this.takeToken();
+    this.sendOn(ws, JSON.stringify({ type: 'resume', since_canvas_seq: this.canvasSeq }));
+    if (this.live && !this.resumeTimer) {
+      this.resumeTimer = setTimeout(() => {
+        this.resumeTimer = null;
+        if (this.ws === ws && this.resyncing) this.lost(ws);
+      }, this.opts.resumeTimeoutMs ?? 10_000);
     }
   }
 

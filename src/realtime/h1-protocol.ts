@@ -9,16 +9,27 @@ import { z } from 'zod';
  * viewer is read-only) and the `canvas:{id}:write` scope: a token whose `scope` claim lacks it
  * (and lacks `canvas:*:write`) is read-only; a token without any `scope` claim carries the
  * user's full rights. `hello.can_write` says which; the database checks again on every mutate.
- * Optionally `?since_seq=N` resumes immediately (same as sending `resume`).
+ * Optionally `?since_canvas_seq=N` (preferred) or `?since_seq=N` resumes immediately (same as
+ * sending `resume`).
  *
  * Every frame is one JSON text message with a `type`. The server speaks first with `hello`.
  * Each socket may send at most 10 messages per second; a message over the limit is dropped and
  * answered with `error` code `rate_limited` (and `client_op_id` when it was a mutate, so the
  * client can resend it after `retry_after_ms`).
  *
+ * Two numbers per applied operation (sql/rpc/mutate.sql): `server_seq`, one order across all
+ * canvases (with gaps on any one canvas), and `canvas_seq`, which numbers this canvas's applied
+ * operations 1, 2, 3, … with no gap, in commit order (rejected attempts take no number). So a
+ * client that applied canvas_seq N knows the next delta must carry N + 1: anything else means it
+ * missed something, and it resumes with `since_canvas_seq: N` instead of applying out of order.
+ *
  * Ordering guarantee: after `resume`, the socket sends every applied operation with
- * server_seq > since_seq exactly once, in server_seq order — first those from the operation log
- * (`replaying: true`), then `resumed`, then live ones — no gap and no duplicate across the seam.
+ * canvas_seq > since_canvas_seq (or server_seq > since_seq) exactly once, in canvas_seq order —
+ * first those from the operation log (`replaying: true`, paged, however many there are), then
+ * `resumed`, then live ones — no gap and no duplicate across the seam: consecutive deltas carry
+ * consecutive canvas_seqs. If the log no longer reaches back to since_canvas_seq (retention), or
+ * since_canvas_seq is ahead of the canvas, the replay starts with a `snapshot` instead. The server
+ * checks the numbers of the live deltas too, and fills a gap from the log itself.
  *
  * Access is re-checked while the socket is open (src/realtime/access.ts): when the user's
  * workspace or canvas membership is removed or changed, or the canvas is deleted — by any means,
@@ -49,10 +60,15 @@ export const MutateMessage = z.object({
   patch: z.record(z.string(), z.unknown()).default({}),
 });
 
-/** Start (or restart) the delta stream after `since_seq`; `snapshot: true` first sends the full state. */
+/**
+ * Start (or restart) the delta stream after `since_canvas_seq` (preferred: the last canvas_seq
+ * applied) or, without it, after `since_seq` (a server_seq); `snapshot: true` first sends the full
+ * state and continues from it. When both are given, since_canvas_seq is used.
+ */
 export const ResumeMessage = z.object({
   type: z.literal('resume'),
   since_seq: seq.default(0),
+  since_canvas_seq: seq.optional(),
   snapshot: z.boolean().default(false),
 });
 
@@ -82,13 +98,18 @@ export type HelloMessage = { type: 'hello'; v: typeof H1_PROTOCOL_VERSION; canva
  */
 export type AccessMessage = { type: 'access'; can_write: boolean; role: string | null; message: string | null };
 
-/** The full state (after `resume` with snapshot): blocks consistent with `watermark`. */
-export type SnapshotMessage = { type: 'snapshot'; canvas: Record<string, unknown>; blocks: Block[]; watermark: number };
+/**
+ * The full state (after `resume` with snapshot, or when the log cannot serve the resume): blocks
+ * consistent with `watermark` (server_seq) and `canvas_watermark` (the canvas_seq of the last
+ * operation they include; the next delta is canvas_watermark + 1).
+ */
+export type SnapshotMessage = { type: 'snapshot'; canvas: Record<string, unknown>; blocks: Block[]; watermark: number; canvas_watermark: number };
 
-/** One applied operation, from the log (`replaying: true`) or live. */
+/** One applied operation, from the log (`replaying: true`) or live; canvas_seq is the previous delta's + 1. */
 export type DeltaMessage = {
   type: 'delta';
   server_seq: number;
+  canvas_seq: number;
   action: 'create' | 'update' | 'move' | 'delete';
   block_id: string;
   version: number | null;
@@ -99,11 +120,11 @@ export type DeltaMessage = {
   replaying?: boolean;
 };
 
-/** The replay from the log is complete up to `watermark`; live deltas follow. */
-export type ResumedMessage = { type: 'resumed'; watermark: number };
+/** The replay from the log is complete up to `watermark` (server_seq) and `canvas_watermark` (canvas_seq); live deltas follow. */
+export type ResumedMessage = { type: 'resumed'; watermark: number; canvas_watermark: number };
 
-/** A mutation applied (or already applied: `duplicate`). */
-export type AckMessage = { type: 'ack'; client_op_id: string; status: 'success' | 'duplicate'; server_seq: number; version: number | null; block_id: string | null };
+/** A mutation applied (or already applied: `duplicate`), with the numbers its delta carries. */
+export type AckMessage = { type: 'ack'; client_op_id: string; status: 'success' | 'duplicate'; server_seq: number; canvas_seq: number; version: number | null; block_id: string | null };
 
 /** A stale base_version touching the same fields: nothing changed; `block` is the current block. */
 export type ConflictMessage = { type: 'conflict'; client_op_id: string; block: Block | null; server_seq: number | null };

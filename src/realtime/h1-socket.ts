@@ -11,16 +11,18 @@ import { RateLimiter } from './rate-limit.ts';
 /**
  * One H1 sync socket on a canvas (protocol in h1-protocol.ts). Live deltas come from the
  * database bus (the `block_op` messages api.upsert_block_atomic sends to `canvas:{id}`);
- * `resume` replays api.get_canvas_changes first while live deltas are held back, then releases
- * the held ones above the replay's last seq: no gap, no duplicate. Access is re-checked on every
- * `access_changed` concerning the user (access.ts).
+ * `resume` replays the operation log (api.get_canvas_changes_since, page after page) while live
+ * deltas are held back, then releases the held ones above the replay's last canvas_seq: no gap, no
+ * duplicate. A live delta whose canvas_seq is not the last sent + 1 (the bus skipped one) makes the
+ * socket fill the gap from the log the same way. Access is re-checked on every `access_changed`
+ * concerning the user (access.ts).
  */
 export class H1Socket {
   private readonly limiter: RateLimiter;
   private readonly offDatabase: () => void;
   /** Holds database messages while access is re-checked. */
   private readonly gate: AccessGate;
-  /** null until the client resumed; then the highest server_seq sent. */
+  /** null until the client resumed; then the highest canvas_seq sent. */
   private lastSent: number | null = null;
   /** Live deltas held while a replay runs. */
   private held: DeltaMessage[] | null = null;
@@ -28,6 +30,8 @@ export class H1Socket {
   private queue: Promise<void> = Promise.resolve();
   private lastPresenceWrite = 0;
   private closed = false;
+  /** Gap fills from the same canvas_seq in a row (a fill that moved nothing on repeats it). */
+  private gapFill = { from: -1, tries: 0 };
 
   constructor(
     private readonly ws: WebSocket,
@@ -36,6 +40,7 @@ export class H1Socket {
     private readonly claims: SocketClaims,
     private access: CanvasAccess,
     initialSinceSeq: number | null,
+    initialSinceCanvasSeq: number | null = null,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
     this.gate = new AccessGate(() => this.reauthorize(), (err) => {
@@ -51,7 +56,8 @@ export class H1Socket {
     ws.on('close', () => this.onClose());
     ws.on('error', () => {});
     this.send({ type: 'hello', v: H1_PROTOCOL_VERSION, canvas_id: canvasId, user_id: String(claims.sub), can_write: access.write });
-    if (initialSinceSeq !== null) this.enqueue(() => this.resume(initialSinceSeq, false));
+    if (initialSinceCanvasSeq !== null) this.enqueue(() => this.resume({ since_canvas_seq: initialSinceCanvasSeq }, false));
+    else if (initialSinceSeq !== null) this.enqueue(() => this.resume({ since_seq: initialSinceSeq }, false));
   }
 
   private send(message: ServerMessage): void {
@@ -105,7 +111,7 @@ export class H1Socket {
       case 'mutate':
         return this.enqueue(() => this.mutate(msg), msg.client_op_id);
       case 'resume':
-        return this.enqueue(() => this.resume(msg.since_seq, msg.snapshot));
+        return this.enqueue(() => this.resume(msg.since_canvas_seq !== undefined ? { since_canvas_seq: msg.since_canvas_seq } : { since_seq: msg.since_seq }, msg.snapshot));
       case 'presence':
         return this.enqueue(() => this.presence(msg.cursor ?? null, msg.typing));
     }
@@ -125,7 +131,7 @@ export class H1Socket {
       return row.r as Record<string, any>;
     });
     if (result.status === 'success' || result.status === 'duplicate') {
-      this.send({ type: 'ack', client_op_id: msg.client_op_id, status: result.status, server_seq: Number(result.server_seq), version: result.version ?? null, block_id: result.block_id ?? result.block?.block_id ?? null });
+      this.send({ type: 'ack', client_op_id: msg.client_op_id, status: result.status, server_seq: Number(result.server_seq), canvas_seq: Number(result.canvas_seq), version: result.version ?? null, block_id: result.block_id ?? result.block?.block_id ?? null });
     } else if (result.status === 'conflict') {
       this.send({ type: 'conflict', client_op_id: msg.client_op_id, block: result.block ?? null, server_seq: null });
     } else {
@@ -133,41 +139,89 @@ export class H1Socket {
     }
   }
 
-  private async resume(sinceSeq: number, snapshot: boolean): Promise<void> {
+  /**
+   * Replays the log after `from` (by canvas_seq, or by server_seq for the first page), paging
+   * until it is exhausted, while live deltas are held; then `resumed` (unless `announce` is false:
+   * a gap fill the client did not ask for) and the held deltas above the replay.
+   */
+  private async resume(from: { since_seq: number } | { since_canvas_seq: number }, snapshot: boolean, announce = true): Promise<void> {
     const generation = ++this.resumeGeneration;
-    this.held = []; // from now, live deltas wait for the replay
+    this.held ??= []; // from now, live deltas wait for the replay (a gap fill keeps the one that showed the gap)
     this.lastSent = null;
-    let since = sinceSeq;
-    if (snapshot) {
+    let last = 0; // canvas_seq of the last delta sent
+    let lastSeq = 0; // and its server_seq
+    let snapshots = 0;
+    const sendSnapshot = async () => {
+      // a stale log can need one; a second in one resume means something is wrong: fail the resume
+      if (++snapshots > 2) throw new Error('H1 resume: the operation log could not continue from a fresh snapshot');
       const snap = await this.rpc(async (tx) => (await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r`)[0].r);
-      since = Number(snap.watermark ?? 0);
-      this.send({ type: 'snapshot', canvas: snap.canvas, blocks: snap.blocks, watermark: since });
+      last = Number(snap.canvas_watermark ?? 0);
+      lastSeq = Number(snap.watermark ?? 0);
+      this.send({ type: 'snapshot', canvas: snap.canvas, blocks: snap.blocks, watermark: lastSeq, canvas_watermark: last });
+    };
+    const changesSince = (canvasSeq: number) =>
+      this.rpc(async (tx) => (await tx`select api.get_canvas_changes_since(${this.canvasId}::uuid, ${canvasSeq}, 500) as r`)[0].r);
+    let page: any;
+    if (snapshot) {
+      await sendSnapshot();
+      page = await changesSince(last);
+    } else if ('since_canvas_seq' in from) {
+      last = from.since_canvas_seq;
+      page = await changesSince(last);
+    } else {
+      lastSeq = from.since_seq;
+      page = await this.rpc(async (tx) => (await tx`select api.get_canvas_changes(${this.canvasId}::uuid, ${lastSeq}, 500) as r`)[0].r);
     }
-    let last = since;
     for (;;) {
-      const page = await this.rpc(async (tx) => (await tx`select api.get_canvas_changes(${this.canvasId}::uuid, ${last}, 500) as r`)[0].r);
       if (generation !== this.resumeGeneration) return;
-      for (const c of page.changes as any[]) {
-        const seq = Number(c.server_seq);
-        if (seq <= last) continue;
-        this.send(toDelta(c, true));
-        last = seq;
+      if (page.snapshot_required) {
+        await sendSnapshot(); // retention removed what follows since_canvas_seq, or it is ahead of the canvas
+      } else {
+        for (const c of page.changes as any[]) {
+          const canvasSeq = Number(c.canvas_seq);
+          if (canvasSeq <= last) continue;
+          this.send(toDelta(c, true));
+          last = canvasSeq;
+          lastSeq = Number(c.server_seq);
+        }
+        if (!page.has_more) {
+          last = Math.max(last, Number(page.canvas_watermark ?? 0));
+          lastSeq = Math.max(lastSeq, Number(page.watermark ?? 0));
+          break;
+        }
       }
-      if (!page.has_more) {
-        last = Math.max(last, Number(page.watermark ?? 0));
-        break;
-      }
+      page = await changesSince(last);
     }
-    const held = (this.held ?? []).sort((a, b) => a.server_seq - b.server_seq);
+    const held = (this.held ?? []).sort((a, b) => a.canvas_seq - b.canvas_seq);
     this.held = null;
     this.lastSent = last;
-    this.send({ type: 'resumed', watermark: last });
+    if (announce) this.send({ type: 'resumed', watermark: lastSeq, canvas_watermark: last });
     for (const d of held) this.sendLive(d);
   }
 
   private sendLive(d: DeltaMessage): void {
-    if (this.lastSent === null || d.server_seq <= this.lastSent) return;
-    this.lastSent = d.server_seq;
+    if (this.lastSent === null || d.canvas_seq <= this.lastSent) return;
+    if (d.canvas_seq !== this.lastSent + 1) {
+      // the bus skipped (or has not yet delivered) one: hold this and later deltas, and send the
+      // missing ones from the log first; a client resume queued before the fill covers it already
+      if (this.held) return void this.held.push(d);
+      // a commit can reach the bus an instant before a new snapshot sees it: retry a fill that
+      // found nothing, a few times with a pause; a delta the log still lacks then is no operation
+      // of this canvas (nothing but the mutation RPC may send block_op) and is dropped
+      const tries = this.gapFill.from === this.lastSent ? this.gapFill.tries + 1 : 1;
+      this.gapFill = { from: this.lastSent, tries };
+      if (tries > 3) {
+        this.hub.logger.warn({ canvasId: this.canvasId, canvas_seq: d.canvas_seq, last: this.lastSent }, 'H1: block_op not in the operation log; dropped');
+        return;
+      }
+      this.held = [d];
+      this.enqueue(async () => {
+        if (tries > 1) await new Promise((r) => setTimeout(r, 50 * tries));
+        if (this.held !== null && this.lastSent !== null) await this.resume({ since_canvas_seq: this.lastSent }, false, false);
+      });
+      return;
+    }
+    this.lastSent = d.canvas_seq;
     this.send(d);
   }
 
@@ -236,6 +290,7 @@ function toDelta(c: Record<string, any>, replaying: boolean): DeltaMessage {
   return {
     type: 'delta',
     server_seq: Number(c.server_seq),
+    canvas_seq: Number(c.canvas_seq),
     action: c.action,
     block_id: c.block_id,
     version: c.version ?? null,

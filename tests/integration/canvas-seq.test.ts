@@ -1,0 +1,312 @@
+import { randomUUID } from 'node:crypto';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { CanvasSync } from '../../src/client/canvas-sync.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { createDatabase, type Database } from '../../src/db/index.ts';
+import type { DeltaMessage, ServerMessage } from '../../src/realtime/h1-protocol.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { addMember, barrier, callAs, createCanvas, mutate } from '../helpers/fixtures.ts';
+
+// canvas_seq: per canvas, applied operations are numbered 1, 2, 3, … with no gap, in commit
+// order. Proven with concurrent writers through the real RPC (and a reader racing them that must
+// never see a number before the ones below it), with H1 subscribers that miss deltas (a dropped
+// socket; frames lost on a live socket) and resume by canvas_seq with nothing missing or
+// duplicated, and with a resume longer than one page of the log.
+
+const config = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' as const };
+const WRITERS = 6;
+const ROUNDS = 8;
+const db = testDatabase(4);
+let wide: Database; // one connection per concurrent writer, plus the racing reader
+let server: Server;
+
+beforeAll(async () => {
+  wide = createDatabase(testDatabaseUrl(), { max: WRITERS + 2, applicationName: 'potentia-test-canvas-seq' });
+  server = await startServer(config);
+});
+afterAll(async () => {
+  await server?.stop();
+  await wide?.close();
+  await db.close();
+});
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const oneTo = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+/** Polls `check` every 20 ms for at most `ms`; returns its last answer (a bounded wait, not a speed claim). */
+async function until(check: () => boolean | Promise<boolean>, ms = 10_000): Promise<boolean> {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > end) return false;
+    await sleep(20);
+  }
+}
+
+/** A canvas with `n` editors besides its owner (writers get their own users: the limit is 100 mutations a minute each). */
+async function canvasWithEditors(n: number) {
+  const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+  const editors: string[] = [];
+  for (let i = 0; i < n; i++) editors.push(await addMember(db.sql, users.owner!, workspaceId, 'editor', `seq-editor-${i}`));
+  return { canvasId, owner: users.owner!, editors };
+}
+
+async function opRows(canvasId: string) {
+  return db.sql<{ server_seq: string; canvas_seq: string; client_op_id: string }[]>`
+    select server_seq, canvas_seq, client_op_id from app.block_operations
+    where canvas_id = ${canvasId} and status = 'success' order by server_seq`;
+}
+
+type Conn = { ws: WebSocket; inbox: ServerMessage[]; next(pred: (m: ServerMessage) => boolean, ms?: number): Promise<ServerMessage>; send(m: object): void };
+
+async function open(canvasId: string, userId: string, query = ''): Promise<Conn> {
+  const token = await signAccessToken(config.auth.jwtSecret, { sub: userId });
+  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}${query}`);
+  const inbox: ServerMessage[] = [];
+  ws.on('message', (d) => void inbox.push(JSON.parse(String(d))));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+    ws.once('error', reject);
+  });
+  let cursor = 0;
+  return {
+    ws,
+    inbox,
+    send: (m) => ws.send(JSON.stringify(m)),
+    async next(pred, ms = 10_000) {
+      const end = Date.now() + ms;
+      for (;;) {
+        while (cursor < inbox.length) {
+          const m = inbox[cursor++]!;
+          if (pred(m)) return m;
+        }
+        if (Date.now() > end) throw new Error(`no matching message; got ${JSON.stringify(inbox.slice(-3))}`);
+        await sleep(20);
+      }
+    },
+  };
+}
+
+const is = <T extends ServerMessage['type']>(type: T, extra: (m: any) => boolean = () => true) => (m: ServerMessage) => m.type === type && extra(m);
+const deltaSeqs = (inbox: ServerMessage[]) => inbox.filter((m): m is DeltaMessage => m.type === 'delta').map((d) => d.canvas_seq);
+
+describe('canvas_seq', () => {
+  it('numbers concurrent writers 1..N in commit order: a racing reader never sees a number before the ones below it', async () => {
+    const { canvasId, editors } = await canvasWithEditors(WRITERS);
+    // the reader follows api.get_canvas_changes_since from its last number while the writers run;
+    // a number committed before a lower one would show up as a jump (snapshot_required, or a
+    // first change that is not last + 1)
+    let readerLast = 0;
+    const jumps: string[] = [];
+    let progressedPolls = 0;
+    let writing = true;
+    const reader = (async () => {
+      while (writing || readerLast < (await opRows(canvasId)).length) {
+        const page = await callAs(wide.sql, editors[0]!, 'get_canvas_changes_since', [canvasId, readerLast, 1000]);
+        if (page.snapshot_required) jumps.push(`snapshot_required after ${readerLast}`);
+        if (page.changes.length > 0) progressedPolls++;
+        for (const c of page.changes) {
+          if (Number(c.canvas_seq) !== readerLast + 1) jumps.push(`${readerLast} -> ${c.canvas_seq}`);
+          readerLast = Number(c.canvas_seq);
+        }
+      }
+    })();
+
+    // each round, every writer calls the RPC at the same moment (a barrier), on its own connection;
+    // one in three also sends a rejected attempt (invalid type) that must take no number
+    const results: any[] = [];
+    const rejected: any[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const gate = barrier(WRITERS);
+      await Promise.all(editors.map(async (editor, w) => {
+        await gate.wait();
+        results.push(await mutate(wide.sql, editor, canvasId, { action: 'create', patch: { type: 'text', content: { w, round } } }));
+        if ((round + w) % 3 === 0) {
+          rejected.push(await mutate(wide.sql, editor, canvasId, { action: 'create', patch: { type: 'Not A Type' } }));
+        }
+      }));
+    }
+    // and a batch, numbered op by op
+    const batch = await callAs(wide.sql, editors[1]!, 'upsert_blocks_atomic', [canvasId,
+      [1, 2, 3].map((i) => ({ action: 'create', client_op_id: randomUUID(), patch: { type: 'text', content: { batch: i } } }))]);
+    writing = false;
+    await reader;
+
+    const n = WRITERS * ROUNDS + 3;
+    expect(results.every((r) => r.status === 'success')).toBe(true);
+    expect(rejected.length).toBeGreaterThan(0);
+    expect(rejected.map((r) => `${r.status}:${r.canvas_seq}`)).toEqual(rejected.map(() => 'failed:null'));
+    expect(batch.results.map((r: any) => r.canvas_seq)).toEqual([n - 2, n - 1, n]);
+    expect(batch.canvas_seq).toBe(n);
+    const numbers = [...results.map((r) => Number(r.canvas_seq)), ...batch.results.map((r: any) => Number(r.canvas_seq))];
+    expect(numbers.sort((a, b) => a - b)).toEqual(oneTo(n)); // every applied op got one number, none twice, none skipped
+
+    // in the log, canvas_seq order is server_seq order (both taken under the canvas lock) ...
+    const rows = await opRows(canvasId);
+    expect(rows.map((r) => Number(r.canvas_seq))).toEqual(oneTo(n));
+    const [canvas] = await db.sql<{ last_canvas_seq: number }[]>`select last_canvas_seq::int from app.canvases where canvas_id = ${canvasId}`;
+    expect(canvas!.last_canvas_seq).toBe(n);
+    // ... and commit order: the reader saw the numbers grow while the writers ran, never with a jump
+    expect(jumps).toEqual([]);
+    expect(readerLast).toBe(n);
+    expect(progressedPolls).toBeGreaterThan(1);
+  });
+
+  it('H1: a subscriber whose socket was dropped resumes by since_canvas_seq with nothing missing or duplicated', async () => {
+    const { canvasId, owner, editors } = await canvasWithEditors(1);
+    const writer = editors[0]!;
+    const write = (i: number) => mutate(db.sql, writer, canvasId, { action: 'create', patch: { type: 'text', content: { i } } });
+
+    const first = await open(canvasId, owner, '&since_canvas_seq=0');
+    expect(await first.next(is('resumed'))).toMatchObject({ canvas_watermark: 0 });
+    for (let i = 1; i <= 5; i++) await write(i);
+    await first.next(is('delta', (d) => d.canvas_seq === 5));
+    first.ws.terminate(); // the subscriber is gone while the writer goes on
+    for (let i = 6; i <= 12; i++) await write(i);
+
+    const seen = deltaSeqs(first.inbox);
+    const last = seen[seen.length - 1]!;
+    const second = await open(canvasId, owner, `&since_canvas_seq=${last}`);
+    const resumed: any = await second.next(is('resumed'));
+    expect(resumed.canvas_watermark).toBe(12);
+    for (let i = 13; i <= 15; i++) await write(i);
+    await second.next(is('delta', (d) => d.canvas_seq === 15));
+
+    // replayed 6..12 from the log, then live 13..15; with the first socket's 1..5: exactly 1..15
+    expect(second.inbox.filter((m) => m.type === 'delta' && m.replaying).map((d: any) => d.canvas_seq)).toEqual(oneTo(12).slice(5));
+    expect([...seen, ...deltaSeqs(second.inbox)]).toEqual(oneTo(15));
+    const serverSeqs = [...first.inbox, ...second.inbox].filter((m): m is DeltaMessage => m.type === 'delta').map((d) => String(d.server_seq));
+    expect(serverSeqs).toEqual((await opRows(canvasId)).map((r) => r.server_seq));
+
+    // the same through the `resume` frame, and an ack carries the op's canvas_seq
+    second.send({ type: 'resume', since_canvas_seq: 13 });
+    await second.next(is('resumed', (m) => m.canvas_watermark === 15));
+    const op = randomUUID();
+    second.send({ type: 'mutate', client_op_id: op, action: 'create', patch: { type: 'text' } });
+    expect(await second.next(is('ack'))).toMatchObject({ client_op_id: op, status: 'success', canvas_seq: 16 });
+    const afterResume = second.inbox.slice(second.inbox.findIndex((m) => m.type === 'resumed' && m.canvas_watermark === 15) - 2);
+    expect(deltaSeqs(afterResume)).toEqual([14, 15, 16]);
+    first.ws.close();
+    second.ws.close();
+  });
+
+  it('H1: a resume pages through the whole log (more than one page), and one from beyond the canvas starts with a snapshot', async () => {
+    const { canvasId, owner, editors } = await canvasWithEditors(6);
+    // 540 operations: 6 writers x 90 (batches of 90; the limit is 100 a minute per user)
+    for (const editor of editors) {
+      const r = await callAs(db.sql, editor, 'upsert_blocks_atomic', [canvasId,
+        Array.from({ length: 90 }, () => ({ action: 'create', client_op_id: randomUUID(), patch: { type: 'text' } }))]);
+      expect(r.status).toBe('success');
+    }
+    const c = await open(canvasId, owner, '&since_canvas_seq=0');
+    expect(await c.next(is('resumed'))).toMatchObject({ canvas_watermark: 540 });
+    expect(deltaSeqs(c.inbox)).toEqual(oneTo(540));
+
+    c.send({ type: 'resume', since_canvas_seq: 9999 }); // a number this canvas has not reached
+    const snapshot: any = await c.next(is('snapshot'));
+    expect(snapshot.canvas_watermark).toBe(540);
+    expect(snapshot.blocks).toHaveLength(540);
+    expect(await c.next(is('resumed'))).toMatchObject({ canvas_watermark: 540 });
+    c.ws.close();
+
+    await expect(open(canvasId, owner, '&since_canvas_seq=abc')).rejects.toThrow('upgrade refused: 400');
+  });
+
+  it('H1: a live delta that skips a number is not sent; the server fills the gap from the log, and drops what the log never had', async () => {
+    const { canvasId, owner, editors } = await canvasWithEditors(1);
+    const write = (i: number) => mutate(db.sql, editors[0]!, canvasId, { action: 'create', patch: { type: 'text', content: { i } } });
+    const forge = (canvasSeq: number) => db.sql`select realtime.send(${db.sql.json({
+      canvas_id: canvasId, server_seq: 1e12 + canvasSeq, canvas_seq: canvasSeq, action: 'create', block_id: randomUUID(), version: 1,
+      block: { forged: true }, client_op_id: 'forged', actor_id: null })}::jsonb, 'block_op', ${`canvas:${canvasId}`}, true)`;
+    const c = await open(canvasId, owner, '&since_canvas_seq=0');
+    await c.next(is('resumed'));
+    await write(1);
+    await c.next(is('delta', (d) => d.canvas_seq === 1));
+    // a block_op numbered 3 reaches the socket before 2 exists (as if the bus had skipped 2) ...
+    await forge(3);
+    await write(2);
+    await write(3);
+    await c.next(is('delta', (d) => d.canvas_seq === 3));
+    // ... and one the log will never have: dropped after a few fills; the stream goes on at 4
+    await forge(10);
+    await write(4);
+    await c.next(is('delta', (d) => d.canvas_seq === 4));
+    const deltas = c.inbox.filter((m): m is DeltaMessage => m.type === 'delta');
+    expect(deltas.map((d) => d.canvas_seq)).toEqual([1, 2, 3, 4]);
+    expect(deltas.filter((d) => d.client_op_id === 'forged')).toEqual([]);
+    expect(deltas.map((d) => String(d.server_seq))).toEqual((await opRows(canvasId)).map((r) => r.server_seq));
+    expect(c.inbox.filter((m) => m.type === 'resumed')).toHaveLength(1); // a fill is not announced
+    c.ws.close();
+  });
+
+  it('CanvasSync: detects a gap in live deltas from the numbers, resumes from its last canvas_seq, and after a dropped socket too; ends equal to the server', async () => {
+    const { canvasId, editors } = await canvasWithEditors(2);
+    const [reader, writer] = [editors[0]!, editors[1]!];
+    const token = await signAccessToken(config.auth.jwtSecret, { sub: reader });
+    // the transport loses live delta frames 3 and 7 (as a broken path might); replays get through
+    const lost = new Set([3, 7]);
+    const sent: string[] = [];
+    const urls: string[] = [];
+    const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage')!;
+    class LossyWebSocket extends WebSocket {
+      constructor(url: string) {
+        super(url);
+        urls.push(url);
+        // the client's onmessage handler sees every frame but the lost ones
+        Object.defineProperty(this, 'onmessage', {
+          configurable: true,
+          get: () => onmessage.get!.call(this),
+          set: (fn: ((ev: WebSocket.MessageEvent) => void) | null) => onmessage.set!.call(this, fn && ((ev: WebSocket.MessageEvent) => {
+            const m = JSON.parse(String(ev.data));
+            if (m.type === 'delta' && !m.replaying && lost.delete(m.canvas_seq)) return;
+            fn(ev);
+          })),
+        });
+      }
+      override send(data: any, ...rest: any[]): void {
+        sent.push(String(data));
+        (super.send as any)(data, ...rest);
+      }
+    }
+    const applied: number[] = [];
+    const sync = new CanvasSync({
+      url: server.url, canvasId, token: () => token, WebSocket: LossyWebSocket as any,
+      onChange: (_blocks, delta) => void (delta && applied.push(delta.canvas_seq)),
+    });
+    try {
+      await sync.join();
+      for (let i = 1; i <= 10; i++) {
+        await mutate(db.sql, writer, canvasId, { action: 'create', patch: { type: 'text', content: { i } } });
+      }
+      expect(await until(() => sync.canvasSeq === 10)).toBe(true);
+      expect(lost.size).toBe(0); // both frames were really lost
+      // it asked for what followed its last applied number, each time, on the same socket
+      expect(sent.filter((f) => JSON.parse(f).type === 'resume').map((f) => JSON.parse(f).since_canvas_seq)).toEqual([undefined, 2, 6]);
+      expect(urls).toHaveLength(1);
+
+      // now the socket drops while the writer goes on: the reconnect resumes by canvas_seq
+      sync.drop();
+      for (let i = 11; i <= 16; i++) {
+        await mutate(db.sql, writer, canvasId, { action: 'create', patch: { type: 'text', content: { i } } });
+      }
+      expect(await until(() => sync.canvasSeq === 16)).toBe(true);
+      expect(urls).toHaveLength(2);
+      expect(new URL(urls[1]!).searchParams.get('since_canvas_seq')).toBe('10');
+
+      // every operation applied exactly once, in order, and the state is the server's
+      expect(applied).toEqual(oneTo(16));
+      const snap = await callAs(db.sql, reader, 'get_canvas_snapshot', [canvasId, null]);
+      expect(snap.canvas_watermark).toBe(16);
+      expect(sync.seq).toBe(Number(snap.watermark));
+      const mine = [...sync.blocks.values()].map((b) => `${b.block_id}@${b.version}`).sort();
+      expect(mine).toEqual(snap.blocks.map((b: any) => `${b.block_id}@${b.version}`).sort());
+      expect(mine).toHaveLength(16);
+    } finally {
+      sync.close();
+    }
+  });
+});

@@ -41,6 +41,16 @@
 // deliveries, CPU of the server process (the gateway, or the bare ws server) and of the
 // subscriber process, as % of one core (Postgres and the driver not included).
 //
+// Cluster scenario (after the others; --cluster-only runs it alone): a second gateway process
+// (`node --import tsx src/main.ts`, PORT=0, WORKER_MODE=off) on the same database. In the
+// subscriber process, --cluster-senders realtime-js clients on the in-process gateway each send
+// client broadcasts, and as many others each re-track their presence, at --cluster-rate per
+// socket (under the 10 msgs/s per-socket limit); one receiver on the same gateway and one on the
+// second gateway time every broadcast and every presence join (payload/meta carry t_send; one
+// clock, the subscriber process's). Public topic `cluster-bench:<canvas>` (no RLS in the path).
+// Reported: p50/p99 of broadcasts and presence diffs, same-gateway vs cross-gateway (cluster.ts:
+// pg_logical_emit_message → WAL → the other gateway's replication stream), and their ratio.
+//
 // It uses its own database (default potentia_bench_rt: dropped, created and migrated here), never
 // dev data; mutations_per_minute is raised in that database only. Nothing else is dropped; the
 // database is left in place for inspection.
@@ -57,6 +67,7 @@ import { signAccessToken } from '../src/auth/jwt.ts';
 import { loadConfig } from '../src/config.ts';
 import { withRequest } from '../src/db/request.ts';
 import { startServer, type Server } from '../src/server.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../tests/helpers/chaos.ts';
 
 type Role = 'subscribers' | 'driver';
 const ROLE = process.env.BENCH_RT_CHILD as Role | undefined;
@@ -114,7 +125,11 @@ type Received = { seqs: number[]; times: number[]; live: boolean };
 type Collected = { seqs: Float64Array; times: Float64Array; offsets: Int32Array; live: boolean[] };
 type ConnectRealtime = { cmd: 'connect-realtime'; url: string; tokens: string[]; topic: string; vsn: string; count: number; concurrency: number; joinTimeoutMs: number };
 type ConnectWs = { cmd: 'connect-ws'; url: string; count: number; concurrency: number; joinTimeoutMs: number };
-type Command = ConnectRealtime | ConnectWs | { cmd: 'reset' | 'counts' | 'collect' | 'disconnect' | 'close' }
+type ClusterProbe = { cmd: 'cluster-probe'; sameUrl: string; crossUrl: string; tokens: string[]; topic: string; vsn: string;
+  senders: number; rate: number; seconds: number; warmupSeconds: number; joinTimeoutMs: number };
+type ProbeLatencies = { sent: number; same: number[]; cross: number[] };
+type ClusterProbeResult = { broadcast: ProbeLatencies; presence: ProbeLatencies };
+type Command = ConnectRealtime | ConnectWs | ClusterProbe | { cmd: 'reset' | 'counts' | 'collect' | 'disconnect' | 'close' }
   | DriverInit | { cmd: 'drive'; rate: number; count: number };
 type ConnectResult = { joined: number; failed: number; firstError?: string; seconds: number };
 type CountsResult = { deliveries: number; cpu: Cpu };
@@ -230,6 +245,65 @@ function subscribersMain(): void {
       });
       offsets[subs.length] = o;
       return { seqs, times, offsets, live: subs.map((s) => s.live) };
+    },
+    /** The cluster scenario (see the header): returns the latencies of the measured phase. */
+    async 'cluster-probe'(c: ClusterProbe): Promise<ClusterProbeResult> {
+      const out: ClusterProbeResult = { broadcast: { sent: 0, same: [], cross: [] }, presence: { sent: 0, same: [], cross: [] } };
+      const clientsHere: RealtimeClient[] = [];
+      /** A client on `url`; a receiver ('same'/'cross') records the latency of every measured broadcast and presence join. */
+      const join = async (url: string, i: number, presenceKey: string, receiver: 'same' | 'cross' | null = null) => {
+        const client = new RealtimeClient(url, { params: { apikey: c.tokens[i % c.tokens.length]! }, transport: WebSocket as any, vsn: c.vsn, timeout: c.joinTimeoutMs });
+        clientsHere.push(client);
+        const channel = client.channel(c.topic, { config: { presence: { key: presenceKey } } });
+        if (receiver) {
+          channel.on('broadcast', { event: 'probe' }, (m: { payload?: { t?: number; measured?: boolean } }) => {
+            const t = now();
+            if (m.payload?.measured && typeof m.payload.t === 'number') out.broadcast[receiver].push(t - m.payload.t);
+          });
+          channel.on('presence', { event: 'join' }, (p: any) => {
+            const t = now();
+            for (const meta of p.newPresences ?? []) if (meta.measured && typeof meta.t === 'number') out.presence[receiver].push(t - meta.t);
+          });
+        }
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('cluster probe join timed out')), c.joinTimeoutMs);
+          channel.subscribe((status, err) => {
+            if (status === 'SUBSCRIBED') { clearTimeout(timer); resolve(); }
+            else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') { clearTimeout(timer); reject(err ?? new Error(status)); }
+          });
+        });
+        return channel;
+      };
+      try {
+        await join(c.sameUrl, 0, 'rx-same', 'same');
+        await join(c.crossUrl, 1, 'rx-cross', 'cross');
+        const senders = await Promise.all(Array.from({ length: c.senders }, (_, k) => join(c.sameUrl, 2 + k, `tx-${k}`)));
+        const trackers = await Promise.all(Array.from({ length: c.senders }, (_, k) => join(c.sameUrl, 2 + c.senders + k, `tracker-${k}`)));
+        const phase = async (seconds: number, measured: boolean) => {
+          const count = Math.round(seconds * c.rate);
+          await Promise.all([...senders, ...trackers].map(async (ch, k) => {
+            await sleep((k * 1000) / c.rate / (2 * c.senders)); // spread the sockets over the interval
+            await fixedRate(c.rate, count, async (n) => {
+              const payload = { t: now(), measured, n };
+              if (k < senders.length) {
+                await ch.send({ type: 'broadcast', event: 'probe', payload });
+                if (measured) out.broadcast.sent++;
+              } else {
+                await ch.track(payload);
+                if (measured) out.presence.sent++;
+              }
+            });
+          }));
+        };
+        await phase(c.warmupSeconds, false);
+        await phase(c.seconds, true);
+        const expected = () => out.broadcast.same.length >= out.broadcast.sent && out.broadcast.cross.length >= out.broadcast.sent &&
+          out.presence.same.length >= out.presence.sent && out.presence.cross.length >= out.presence.sent;
+        for (const until = Date.now() + 5000; !expected() && Date.now() < until;) await sleep(20);
+        return out;
+      } finally {
+        await within(Promise.all(clientsHere.map((cl) => cl.disconnect().catch(() => {}))), 5000, null);
+      }
     },
     async disconnect(): Promise<void> {
       const rt = realtime;
@@ -370,6 +444,10 @@ async function parentMain(): Promise<void> {
       'warmup-seconds': { type: 'string', default: '1' },
       'connect-concurrency': { type: 'string', default: '50' },
       vsn: { type: 'string', default: '2.0.0' },
+      'cluster-seconds': { type: 'string', default: '10' },
+      'cluster-senders': { type: 'string', default: '4' },
+      'cluster-rate': { type: 'string', default: '8' },
+      'cluster-only': { type: 'boolean', default: false },
       'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench_rt' },
     },
   });
@@ -380,6 +458,14 @@ async function parentMain(): Promise<void> {
   const COUNTS = values.subscribers!.split(',').map((s) => Number(s.trim()));
   const VSN = values.vsn!;
   const url = values['database-url']!;
+  const CLUSTER_SECONDS = Number(values['cluster-seconds']);
+  const CLUSTER_SENDERS = Number(values['cluster-senders']);
+  const CLUSTER_RATE = Number(values['cluster-rate']);
+  const CLUSTER_ONLY = values['cluster-only'] === true;
+  if (!(CLUSTER_SECONDS > 0) || !Number.isInteger(CLUSTER_SENDERS) || CLUSTER_SENDERS < 1 || !(CLUSTER_RATE > 0 && CLUSTER_RATE <= 10)) {
+    console.error('usage: --cluster-seconds N>0 --cluster-senders N>=1 --cluster-rate 0<R<=10 (per socket: the gateway allows 10 msgs/s) [--cluster-only]');
+    process.exit(2);
+  }
   if (!(SECONDS > 0) || !(RATE > 0) || !(WARMUP >= 0) || !(CONCURRENCY >= 1) || COUNTS.length === 0 ||
       COUNTS.some((n) => !Number.isInteger(n) || n < 1) || !['1.0.0', '2.0.0'].includes(VSN)) {
     console.error('usage: npx tsx scripts/bench-realtime.ts [--seconds N>0] [--rate R>0] [--subscribers 100,1000] ' +
@@ -396,16 +482,17 @@ async function parentMain(): Promise<void> {
   const connectBudgetMs = (n: number) => 60_000 + n * 200;
 
   // everything is bounded: a hard deadline on the whole run, on top of each step's own timeout
-  const budgetMs = 180_000 + COUNTS.reduce((ms, n) => ms + 2 * (connectBudgetMs(n) + (WARMUP + SECONDS) * 1000 + 2 * DRAIN_MS + 15_000), 0);
+  const budgetMs = 180_000 + 60_000 + (CLUSTER_SECONDS + WARMUP) * 1000 + (CLUSTER_ONLY ? 0 : 1) * COUNTS.reduce((ms, n) => ms + 2 * (connectBudgetMs(n) + (WARMUP + SECONDS) * 1000 + 2 * DRAIN_MS + 15_000), 0);
 
   let sql: Sql | undefined;
   let server: Server | undefined;
   let bare: WebSocketServer | undefined;
   let host: ChildHost | undefined;
   let driverHost: ChildHost | undefined;
+  let second: PotentiaProcess | undefined;
   let cleaning: Promise<void> | undefined;
   const cleanup = () => (cleaning ??= (async () => {
-    await Promise.all([host?.stop().catch(() => {}), driverHost?.stop().catch(() => {})]);
+    await Promise.all([host?.stop().catch(() => {}), driverHost?.stop().catch(() => {}), second?.stop().catch(() => {})]);
     if (bare) {
       for (const c of bare.clients) c.terminate();
       await new Promise<void>((resolve) => bare!.close(() => resolve()));
@@ -634,7 +721,7 @@ async function parentMain(): Promise<void> {
     }
 
     const results: { ours: Stats; bare: Stats }[] = [];
-    for (const count of COUNTS) {
+    for (const count of CLUSTER_ONLY ? [] : COUNTS) {
       const { stats: ours, warm, measured } = await runOurs(count);
       const bareStats = await runBare(count, warm, measured);
       results.push({ ours, bare: bareStats });
@@ -672,6 +759,49 @@ async function parentMain(): Promise<void> {
           `the driver may wait for a core): kept in the figures as negative latencies (see min ms)`);
     }
     if (missing || duplicated) process.exitCode = 1;
+
+    // ------------------------------------------------------------------------------ cluster
+    log(`\n-- cluster: a second gateway process on ${dbName}; ${CLUSTER_SENDERS} broadcast senders + ${CLUSTER_SENDERS} presence trackers ` +
+        `at ${CLUSTER_RATE}/s each on gateway 1, receivers on gateway 1 (same) and gateway 2 (cross), ${CLUSTER_SECONDS} s measured (+${WARMUP} s warm-up)`);
+    second = await startPotentiaProcess({ DATABASE_URL: url, WORKER_MODE: 'off', LOG_LEVEL: 'warn' });
+    for (const until = Date.now() + 60_000; ;) {
+      const [r] = await db`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
+                           where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`;
+      if (r!.n >= 2) break;
+      if (Date.now() > until) throw new Error(`gateway 2's replication stream is not up after 60 s (${r!.n} streaming)`);
+      await sleep(100);
+    }
+    log(`  gateway 2: ${second.url} (pid ${second.pid}); both replication streams up`);
+    const probe = await subscribers.call<ClusterProbeResult>({
+      cmd: 'cluster-probe', sameUrl: realtimeUrl, crossUrl: `${second.url.replace(/^http/, 'ws')}/realtime/v1`, tokens, topic: `cluster-bench:${canvasId}`,
+      vsn: VSN, senders: CLUSTER_SENDERS, rate: CLUSTER_RATE, seconds: CLUSTER_SECONDS, warmupSeconds: WARMUP, joinTimeoutMs: JOIN_TIMEOUT_MS,
+    }, (CLUSTER_SECONDS + WARMUP) * 1000 + 60_000);
+    const pcts = (xs: number[]) => {
+      const sorted = Float64Array.from(xs).sort();
+      return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), n: xs.length };
+    };
+    const cl = [['client broadcast', probe.broadcast], ['presence diff (re-track)', probe.presence]] as const;
+    const cHeader = ['cluster: sent → received', 'sent', 'same n', 'same p50', 'same p99', 'cross n', 'cross p50', 'cross p99', 'p50 ratio', 'p99 ratio'];
+    const cRows = cl.map(([label, l]) => {
+      const same = pcts(l.same);
+      const cross = pcts(l.cross);
+      return [label, String(l.sent), String(same.n), f(same.p50, 2), f(same.p99, 2), String(cross.n), f(cross.p50, 2), f(cross.p99, 2),
+        `${f(cross.p50 / same.p50, 2)}x`, `${f(cross.p99 / same.p99, 2)}x`];
+    });
+    const cw = cHeader.map((h, i) => Math.max(h.length, ...cRows.map((r) => r[i]!.length)));
+    const cLine = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(cw[i]!) : c.padStart(cw[i]!))).join('  ');
+    log('');
+    log(cLine(cHeader));
+    log(cw.map((w) => '-'.repeat(w)).join('  '));
+    for (const r of cRows) log(cLine(r));
+    log(`(ms; same = receiver on the sender's gateway, delivered in-process; cross = through pg_logical_emit_message and gateway 2's ` +
+        `replication stream; ratio = cross / same)`);
+    const clusterMissing = cl.reduce((n, [, l]) => n + Math.max(0, l.sent - l.same.length) + Math.max(0, l.sent - l.cross.length), 0);
+    log(`cluster deliveries missing: ${clusterMissing} (must be 0)`);
+    if (clusterMissing) process.exitCode = 1;
+    await second.stop();
+    second = undefined;
+
     log(`load average now ${load()} on ${availableParallelism()} CPUs (anything else running here shows up in the tails)`);
     log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s; database ${dbName} left in place for inspection`);
   } finally {

@@ -4,7 +4,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startPotentiaProcess, terminateBackends, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 
@@ -49,20 +49,25 @@ async function until(check: () => boolean, ms = 10_000, what = 'condition'): Pro
 }
 
 const keys = (ch: RealtimeChannel) => Object.keys(ch.presenceState()).sort();
+const env = { DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', NODE_ENV: 'development' };
+
+/** Waits until `n` gateway replication streams are streaming (a slot being created, which waits for every transaction running in the cluster, is not). */
+async function streaming(n: number): Promise<void> {
+  const end = Date.now() + 60_000;
+  for (;;) {
+    const [r] = await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
+                             where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`;
+    if (r!.n >= n) return;
+    if (Date.now() > end) throw new Error(`only ${r!.n} of ${n} gateway streams are up`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 beforeAll(async () => {
-  const env = { DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', NODE_ENV: 'development' };
   gateways = await Promise.all([startPotentiaProcess(env), startPotentiaProcess(env), startPotentiaProcess(env)]);
   // each gateway's replication stream (a temporary slot per process) must be streaming: before
   // that a gateway hears nothing of the cluster
-  const end = Date.now() + 60_000;
-  for (;;) {
-    const [r] = await db.sql`select count(*)::int as n from pg_replication_slots
-                             where database = current_database() and temporary and active and slot_name like 'potentia_bus_%'`;
-    if (r!.n >= 3) break;
-    if (Date.now() > end) throw new Error(`only ${r!.n} of 3 gateway streams are up`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await streaming(3);
 }, 120_000);
 
 afterAll(async () => {
@@ -202,6 +207,51 @@ describe('realtime cluster of three gateway processes', () => {
     expect(keys(priv3)).toEqual(['private-owner']);
     expect(keys(pub2)).toEqual(['public-editor']);
     expect(keys(pub3)).toEqual(['public-editor']);
+  });
+
+  it('resyncs presence after a gateway\'s replication stream was cut (what it missed meanwhile)', { timeout: 60_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const [g1, , g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const channel = (c: RealtimeClient, key: string) => {
+      const ch = c.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key } } });
+      ch.on('presence', { event: 'sync' }, () => {});
+      return ch;
+    };
+    const a = channel(connect(g1, await token(users.owner!), '2.0.0'), users.owner!);
+    const c = channel(connect(g3, await token(users.editor!), '2.0.0'), users.editor!);
+    for (const ch of [a, c]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+    // gateway 3's walsender is cut; the track on gateway 1 right after lands while gateway 3 has
+    // no slot (a new temporary slot starts after it), so only the resync can bring it
+    expect(await terminateBackends(db.sql, g3.pid, ['potentia-realtime-bus'])).toBe(1);
+    expect(await a.track({ name: 'owner' })).toBe('ok');
+    await until(() => keys(c).includes(users.owner!), 15_000, 'presence on gateway 3 after its stream came back');
+    expect(c.presenceState()[users.owner!]).toEqual([expect.objectContaining({ name: 'owner' })]);
+    await streaming(3);
+  });
+
+  it('drops the presences of a gateway stopped normally at once (leave)', { timeout: 90_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const g4 = await startPotentiaProcess(env);
+    try {
+      await streaming(4);
+      const channel = (c: RealtimeClient, key: string) => {
+        const ch = c.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key } } });
+        ch.on('presence', { event: 'sync' }, () => {});
+        return ch;
+      };
+      const a = channel(connect(gateways[0]!, await token(users.owner!), '2.0.0'), users.owner!);
+      const d = channel(connect(g4, await token(users.editor!), '2.0.0'), users.editor!);
+      for (const ch of [a, d]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+      expect(await d.track({ name: 'editor' })).toBe('ok');
+      await until(() => keys(a).includes(users.editor!), 10_000, 'gateway 4 presence seen');
+      const stoppedAt = Date.now();
+      await g4.stop(); // SIGTERM: the gateway says `leave` before it exits
+      await until(() => !keys(a).includes(users.editor!), 10_000, 'leave of the stopped gateway');
+      // well before the 5 s a silent node needs at the least to be declared dead
+      expect(Date.now() - stoppedAt).toBeLessThan(DEAD_AFTER_MS - HEARTBEAT_MS);
+    } finally {
+      await g4.stop();
+    }
   });
 
   // last: it kills gateway 2

@@ -6,6 +6,7 @@ import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts'
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { sleep, until } from '../helpers/wait.ts';
 
 // Postgres unreachable for a while (a restart, a failover, a network partition), seen by one
 // `npm start` process whose every database connection goes through a proxy the test cuts:
@@ -32,7 +33,6 @@ afterAll(async () => {
   await db.close();
 }, 30_000);
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function get(path: string): Promise<number> {
   try {
     const res = await fetch(server.url + path, { signal: AbortSignal.timeout(4000) });
@@ -42,14 +42,6 @@ async function get(path: string): Promise<number> {
     return 0;
   }
 }
-async function until(check: () => Promise<boolean> | boolean, ms: number, what: string) {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 describe('the database goes away and comes back', () => {
   it('keeps the process serving, says 503, and recovers by itself', async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);

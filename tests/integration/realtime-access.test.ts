@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
+import { type RealtimeChannel } from '@supabase/realtime-js';
 import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +10,8 @@ import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { callAs, createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
+import { realtimeClients } from '../helpers/realtime.ts';
+import { until } from '../helpers/wait.ts';
 
 // Authorization on the live path: a public join of `canvas:{id}` is a different room from the
 // private channel (presence and client broadcasts never cross), and a membership or canvas change
@@ -28,16 +30,9 @@ const anonKey = () => {
 };
 const wsUrl = (server: Server) => server.url.replace(/^http/, 'ws');
 
-const clients: RealtimeClient[] = [];
+const realtime = realtimeClients();
+const connect = (server: { url: string }, apikey: string, vsn: string) => realtime.connect(server.url, apikey, vsn);
 const sockets: WebSocket[] = [];
-function connect(server: Server, apikey: string, vsn: string): RealtimeClient {
-  const client = new RealtimeClient(`${wsUrl(server)}/realtime/v1`, {
-    params: { apikey }, transport: WebSocket as any, vsn, heartbeatIntervalMs: 5000, timeout: 5000,
-  });
-  clients.push(client);
-  return client;
-}
-
 /** Subscribes; resolves with the first status; records when (and if) the channel closes later. */
 function subscribe(channel: RealtimeChannel): Promise<{ status: string; err?: Error; closedAt: () => number | null }> {
   let closedAt: number | null = null;
@@ -47,14 +42,6 @@ function subscribe(channel: RealtimeChannel): Promise<{ status: string; err?: Er
       else resolve({ status, err, closedAt: () => closedAt });
     });
   });
-}
-
-async function until(check: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 type H1 = {
@@ -119,7 +106,7 @@ beforeAll(async () => {
   await Promise.all([server.gateway!.bus.ready(), second.gateway!.bus.ready()]);
 }, 120_000);
 afterAll(async () => {
-  await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
+  await realtime.disconnectAll();
   for (const ws of sockets) ws.terminate();
   await server?.stop();
   await second?.stop();

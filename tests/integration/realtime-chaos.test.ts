@@ -6,6 +6,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, terminateBackends, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { addMember, createCanvas } from '../helpers/fixtures.ts';
+import { sleep, until } from '../helpers/wait.ts';
 
 // Issue 10's fault test: two `npm start` processes on one database, a writer above 30 mutations/s
 // and realtime-js and H1 subscribers on both, while the replication, pool and worker connections
@@ -41,16 +42,6 @@ afterAll(async () => {
   if (savedRate !== undefined) await db.sql`update app.settings set value = ${savedRate} where key = 'mutations_per_minute'`;
   await db.close();
 }, 60_000);
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 async function status(url: string, path: string): Promise<number> {
   try {

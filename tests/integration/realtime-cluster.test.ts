@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
-import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, terminateBackends, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
+import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { until } from '../helpers/wait.ts';
 
 // The realtime cluster (src/realtime/cluster.ts): three gateway processes (`npm start`'s entry
 // point, separate Node processes) on one database, real @supabase/realtime-js clients on each.
@@ -22,31 +23,8 @@ const DEAD_AFTER_MS = 7000;
 const DEAD_BOUND_MS = DEAD_AFTER_MS + HEARTBEAT_MS / 4;
 
 let gateways: PotentiaProcess[] = [];
-const clients: RealtimeClient[] = [];
-
-function connect(gateway: PotentiaProcess, apikey: string, vsn: '1.0.0' | '2.0.0'): RealtimeClient {
-  const client = new RealtimeClient(`${gateway.url.replace(/^http/, 'ws')}/realtime/v1`, {
-    params: { apikey }, transport: WebSocket as any, vsn, heartbeatIntervalMs: 5000, timeout: 10_000,
-  });
-  clients.push(client);
-  return client;
-}
-
-function subscribed(channel: RealtimeChannel): Promise<string> {
-  return new Promise((resolve) => {
-    channel.subscribe((status) => {
-      if (status !== 'CLOSED') resolve(status);
-    });
-  });
-}
-
-async function until(check: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const realtime = realtimeClients({ timeoutMs: 10_000 });
+const connect = (server: { url: string }, apikey: string, vsn: string) => realtime.connect(server.url, apikey, vsn);
 
 const keys = (ch: RealtimeChannel) => Object.keys(ch.presenceState()).sort();
 const env = { DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', NODE_ENV: 'development' };
@@ -77,7 +55,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
+  await realtime.disconnectAll();
   await Promise.all(gateways.map((g) => g.stop()));
   await db.close();
 });
@@ -93,8 +71,8 @@ describe('realtime cluster of three gateway processes', () => {
     a.on('presence', { event: 'leave' }, (p) => leavesSeenByA.push(p.key));
     a.on('presence', { event: 'sync' }, () => {});
     b.on('presence', { event: 'sync' }, () => {});
-    expect(await subscribed(a)).toBe('SUBSCRIBED');
-    expect(await subscribed(b)).toBe('SUBSCRIBED');
+    expect((await subscribed(a)).status).toBe('SUBSCRIBED');
+    expect((await subscribed(b)).status).toBe('SUBSCRIBED');
     expect(await a.track({ name: 'owner' })).toBe('ok');
     expect(await b.track({ name: 'editor' })).toBe('ok');
     // each sees itself and the user on the other gateway
@@ -113,7 +91,7 @@ describe('realtime cluster of three gateway processes', () => {
     const c = channel(connect(g3, await token(users.viewer!), '2.0.0'), users.viewer!);
     let firstSync: string[] | null = null;
     c.on('presence', { event: 'sync' }, () => { firstSync ??= keys(c); });
-    expect(await subscribed(c)).toBe('SUBSCRIBED');
+    expect((await subscribed(c)).status).toBe('SUBSCRIBED');
     await until(() => firstSync !== null, 10_000, 'presence_state on gateway 3');
     expect(firstSync).toEqual([users.owner, users.editor].sort());
     expect(c.presenceState()[users.owner!]).toEqual([expect.objectContaining({ name: 'owner', cursor: { x: 5 } })]);
@@ -138,7 +116,7 @@ describe('realtime cluster of three gateway processes', () => {
     const c = connect(g3, await token(users.owner!), '2.0.0')
       .channel(`canvas:${canvasId}`, { config: { private: true } })
       .on('broadcast', { event: 'cursor' }, (m) => got.c.push(m.payload));
-    for (const ch of [a, b, c]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+    for (const ch of [a, b, c]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
 
     expect(await a.send({ type: 'broadcast', event: 'cursor', payload: { from: 'a', x: 1 } })).toBe('ok');
     expect(await b.send({ type: 'broadcast', event: 'cursor', payload: { from: 'b', x: 2 } })).toBe('ok');
@@ -163,7 +141,7 @@ describe('realtime cluster of three gateway processes', () => {
     const owner = await token(users.owner!);
     const sender = sub(g1, owner, '2.0.0', [], { ack: true });
     const channels = [sender, sub(g1, owner, '2.0.0', sameGw), sub(g2, await token(users.editor!), '2.0.0', remote2), sub(g3, owner, '2.0.0', remote3), sub(g3, owner, '1.0.0', v1)];
-    for (const ch of channels) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+    for (const ch of channels) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
 
     const bytes = randomBytes(3000);
     bytes[0] = 0; bytes[1] = 255; bytes[2] = 0x7b; // starts like nothing JSON would
@@ -197,7 +175,7 @@ describe('realtime cluster of three gateway processes', () => {
     const pub2 = open(g2, editor, false, 'public-editor', got.pub2);
     const priv3 = open(g3, editor, true, 'private-editor', got.priv3);
     const pub3 = open(g3, owner, false, 'public-owner', got.pub3);
-    for (const ch of [priv1, pub2, priv3, pub3]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+    for (const ch of [priv1, pub2, priv3, pub3]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
     expect(await priv1.track({ room: 'private' })).toBe('ok');
     expect(await pub2.track({ room: 'public' })).toBe('ok');
     expect(await priv1.send({ type: 'broadcast', event: 'note', payload: { room: 'private' } })).toBe('ok');
@@ -225,7 +203,7 @@ describe('realtime cluster of three gateway processes', () => {
     };
     const a = channel(connect(g1, await token(users.owner!), '2.0.0'), users.owner!);
     const c = channel(connect(g3, await token(users.editor!), '2.0.0'), users.editor!);
-    for (const ch of [a, c]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+    for (const ch of [a, c]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
     // gateway 3's walsender is cut; the track on gateway 1 right after lands while gateway 3 has
     // no slot (a new temporary slot starts after it), so only a resync can bring it
     const before = await streamingPids();
@@ -250,7 +228,7 @@ describe('realtime cluster of three gateway processes', () => {
       };
       const a = channel(connect(gateways[0]!, await token(users.owner!), '2.0.0'), users.owner!);
       const d = channel(connect(g4, await token(users.editor!), '2.0.0'), users.editor!);
-      for (const ch of [a, d]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+      for (const ch of [a, d]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
       expect(await d.track({ name: 'editor' })).toBe('ok');
       await until(() => keys(a).includes(users.editor!), 10_000, 'gateway 4 presence seen');
       const stoppedAt = Date.now();
@@ -278,7 +256,7 @@ describe('realtime cluster of three gateway processes', () => {
     const leftAt: Record<string, number> = {};
     a.on('presence', { event: 'leave' }, (p) => { if (p.key === users.editor) leftAt.a ??= Date.now(); });
     c.on('presence', { event: 'leave' }, (p) => { if (p.key === users.editor) leftAt.c ??= Date.now(); });
-    for (const ch of [a, b, c]) expect(await subscribed(ch)).toBe('SUBSCRIBED');
+    for (const ch of [a, b, c]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
     expect(await b.track({ name: 'editor' })).toBe('ok');
     await until(() => keys(a).includes(users.editor!) && keys(c).includes(users.editor!), 10_000, 'gateway 2 presence seen');
 

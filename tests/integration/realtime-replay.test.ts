@@ -1,4 +1,4 @@
-import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
+import { RealtimeClient } from '@supabase/realtime-js';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
@@ -7,6 +7,8 @@ import { REPLAY_INVALID, REPLAY_LIMIT_CAP, REPLAY_PUBLIC } from '../../src/realt
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { callAs, createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
+import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { until } from '../helpers/wait.ts';
 
 // Broadcast replay (realtime-js `config.broadcast.replay: { since, limit }`) through the real
 // @supabase/realtime-js client against an in-process gateway: a subscriber cut off while a writer
@@ -20,32 +22,9 @@ const db = testDatabase(5);
 const token = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3600 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const clients: RealtimeClient[] = [];
+const realtime = realtimeClients();
+const connect = (server: { url: string }, apikey: string, vsn: string) => realtime.connect(server.url, apikey, vsn);
 const sockets: WebSocket[] = [];
-function connect(server: Server, apikey: string, vsn: string): RealtimeClient {
-  const client = new RealtimeClient(`${server.url.replace(/^http/, 'ws')}/realtime/v1`, {
-    params: { apikey }, transport: WebSocket as any, vsn, heartbeatIntervalMs: 5000, timeout: 5000,
-  });
-  clients.push(client);
-  return client;
-}
-
-function subscribed(channel: RealtimeChannel): Promise<{ status: string; err?: Error }> {
-  return new Promise((resolve) => {
-    channel.subscribe((status, err) => {
-      if (status !== 'CLOSED') resolve({ status, err });
-    });
-  });
-}
-
-async function until(check: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
 type Received = { seq: number; canvasSeq: number; id: string; meta: Record<string, unknown> | undefined; at: number };
 
 /** A private canvas channel collecting block_op broadcasts (with the client's receive time). */
@@ -82,7 +61,7 @@ beforeAll(async () => {
   await server.gateway!.bus.ready();
 }, 90_000);
 afterAll(async () => {
-  await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
+  await realtime.disconnectAll();
   for (const ws of sockets) ws.terminate();
   await server?.stop();
   await db.close();

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
-import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
+import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { until } from '../helpers/wait.ts';
 
 // Broadcast from Database, private-channel authorization, presence and client broadcasts through
 // the real @supabase/realtime-js client, under both serializer versions.
@@ -15,31 +15,8 @@ const config = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, logLe
 const db = testDatabase(5);
 const token = (sub: string, expiresInSeconds = 3600) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds });
 
-const clients: RealtimeClient[] = [];
-function connect(server: Server, apikey: string, vsn: string): RealtimeClient {
-  const client = new RealtimeClient(`${server.url.replace(/^http/, 'ws')}/realtime/v1`, {
-    params: { apikey }, transport: WebSocket as any, vsn, heartbeatIntervalMs: 5000, timeout: 5000,
-  });
-  clients.push(client);
-  return client;
-}
-
-function subscribed(channel: RealtimeChannel): Promise<{ status: string; err?: Error }> {
-  return new Promise((resolve) => {
-    channel.subscribe((status, err) => {
-      if (status !== 'CLOSED') resolve({ status, err });
-    });
-  });
-}
-
-async function until(check: () => boolean, ms = 8000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
+const realtime = realtimeClients();
+const connect = (server: { url: string }, apikey: string, vsn: string) => realtime.connect(server.url, apikey, vsn);
 const createBlock = (userId: string, canvasId: string, i: number) =>
   mutate(db.sql, userId, canvasId, { action: 'create', patch: { type: 'text', content: { text: `b${i}` } } });
 
@@ -51,7 +28,7 @@ beforeAll(async () => {
   await server.gateway!.bus.ready();
 }, 90_000);
 afterAll(async () => {
-  await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
+  await realtime.disconnectAll();
   await server?.stop();
   await db.close();
 });

@@ -1,5 +1,5 @@
 import { createRoute } from '@hono/zod-openapi';
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import { signAccessToken } from '../src/auth/jwt.ts';
 import { withRequest } from '../src/db/request.ts';
 import { ApiError, apiErrorFromDatabase } from '../src/http/errors.ts';
@@ -9,10 +9,38 @@ import { createRouter, responses, z } from '../src/http/openapi.ts';
 /**
  * H5 refresh-token rotation, mounted at /api/v1/auth (the `auth` edge function). Rotation and
  * reuse detection happen in SQL (internal.rotate_refresh_token): each use yields a new refresh
- * token; presenting a rotated one revokes its whole family.
+ * token. A rotated token presented again within REFRESH_TOKEN_REUSE_INTERVAL_SECONDS (two tabs
+ * refreshing at once, a retry after a lost response) gets the same new refresh token its first
+ * use got, so one sign-in keeps exactly one live refresh token; presented again later, it revokes
+ * its whole family. Only hashes are stored, so each new token is also stored sealed under a key
+ * derived from the token it replaces: only that token's holder can open it.
  */
 export const hashRefreshToken = (token: string) => createHash('sha256').update(token).digest('hex');
 export const newRefreshToken = () => randomBytes(32).toString('base64url');
+
+const SEAL_LABEL = 'potentia refresh-token seal v1';
+const sealKey = (parentToken: string) => createHmac('sha256', parentToken).update(SEAL_LABEL).digest();
+
+/** `token` sealed (AES-256-GCM) under a key derived from `parentToken`: base64url of iv, tag, ciphertext. */
+export function sealRefreshToken(token: string, parentToken: string): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', sealKey(parentToken), iv);
+  const body = Buffer.concat([cipher.update(token, 'utf8'), cipher.final()]);
+  return Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url');
+}
+
+/** Opens a sealRefreshToken value with the parent token; null when it does not open (wrong token, damaged). */
+export function openRefreshToken(sealed: string, parentToken: string): string | null {
+  const raw = Buffer.from(sealed, 'base64url');
+  if (raw.length <= 28) return null;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', sealKey(parentToken), raw.subarray(0, 12));
+    decipher.setAuthTag(raw.subarray(12, 28));
+    return Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]).toString('utf8');
+  } catch {
+    return null;
+  }
+}
 
 const TokenPair = z.object({
   access_token: z.string(), refresh_token: z.string(), token_type: z.literal('bearer'), expires_in: z.number(),
@@ -44,15 +72,19 @@ export function authRoutes(deps: Deps) {
     const { refresh_token } = c.req.valid('json');
     const next = newRefreshToken();
     const oldHash = hashRefreshToken(refresh_token);
-    let result: { user_id?: string; email?: string; error?: string };
+    let result: { user_id?: string; email?: string; sealed_token?: string | null; error?: string };
     try {
       result = await withRequest(deps.sql, { claims: { role: 'service_role' }, headers: { 'x-request-id': c.get('requestId') } },
         async (tx) => {
-          const [row] = await tx`select internal.rotate_refresh_token(${oldHash}, ${hashRefreshToken(next)}, ${deps.config.auth.refreshTtl}) as r`;
+          const { refreshTtl, refreshReuseInterval } = deps.config.auth;
+          const [row] = await tx`select internal.rotate_refresh_token(${oldHash}, ${hashRefreshToken(next)},
+            ${sealRefreshToken(next, refresh_token)}, ${refreshTtl}, ${refreshReuseInterval}) as r`;
           // the seed's limit (app.endpoint_limits 'H5', 1 per 30 s) applies per user, like every endpoint limit, and
           // only to a rotation that succeeded: a reused token must always reach rotate_refresh_token (which revokes its
           // family), never a 429 first. A rejection rolls the rotation back: the presented token stays valid for the retry.
-          if (!row!.r.error && row!.r.user_id) {
+          // A retry within the reuse interval rotates nothing (it gets the existing successor): no limit either, or
+          // the second of two concurrent refreshes would be told 429.
+          if (!row!.r.error && row!.r.user_id && row!.r.sealed_token === undefined) {
             await tx`select set_config('request.jwt.claims', ${JSON.stringify({ role: 'service_role', sub: row!.r.user_id })}, true)`;
             await tx`select api.hit_endpoint_limit('H5')`;
           }
@@ -66,8 +98,15 @@ export function authRoutes(deps: Deps) {
     if (result.error === 'reused') {
       throw new ApiError('unauthorized', 'refresh token was already used: every session of this sign-in is revoked, sign in again');
     }
+    if (result.error === 'superseded') {
+      throw new ApiError('unauthorized', 'refresh token was already used and its successor was refreshed too: use the newest refresh token');
+    }
     if (result.error || !result.user_id) throw new ApiError('unauthorized', 'refresh token is invalid or expired: sign in again');
-    return c.json(await tokenPair(deps, { id: result.user_id, email: result.email }, next), 200);
+    // a retry within the reuse interval: the successor its first use got, opened with the presented token
+    const refreshToken = result.sealed_token === undefined ? next
+      : result.sealed_token === null ? null : openRefreshToken(result.sealed_token, refresh_token);
+    if (refreshToken === null) throw new ApiError('unauthorized', 'refresh token was already used: use the newest refresh token, or sign in again');
+    return c.json(await tokenPair(deps, { id: result.user_id, email: result.email }, refreshToken), 200);
   });
   return app;
 }

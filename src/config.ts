@@ -19,6 +19,9 @@ const EnvSchema = z.object({
   SUPABASE_JWKS_URL: z.string().url().optional(),
   ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(3600),
   REFRESH_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(30 * 24 * 3600),
+  // GoTrue's GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL: a used refresh token sent again within it
+  // gets the token it was rotated to (a double submit, a retry); later, its family is revoked
+  REFRESH_TOKEN_REUSE_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(3600).default(10),
   INTERNAL_TOKEN: z.string().min(16).optional(),
   DEBUG_ECHO: z.enum(['0', '1', 'true', 'false']).default('0'),
   MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
@@ -55,7 +58,9 @@ export type Config = {
   port: number;
   dbPoolMax: number;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
-  auth: { jwtSecret: string; audience: string; issuer?: string; jwksUrl?: string; accessTtl: number; refreshTtl: number };
+  auth: { jwtSecret: string; audience: string; issuer?: string; jwksUrl?: string; accessTtl: number; refreshTtl: number;
+    /** Seconds a rotated refresh token may be sent again and get its successor back (0: never). */
+    refreshReuseInterval: number };
   /** Bearer token that opens /metrics (and /debug/echo) to non-loopback callers; unset = loopback only. */
   internalToken?: string;
   debugEcho: boolean;
@@ -123,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       jwksUrl: e.SUPABASE_JWKS_URL,
       accessTtl: e.ACCESS_TOKEN_TTL_SECONDS,
       refreshTtl: e.REFRESH_TOKEN_TTL_SECONDS,
+      refreshReuseInterval: e.REFRESH_TOKEN_REUSE_INTERVAL_SECONDS,
     },
     internalToken: e.INTERNAL_TOKEN,
     debugEcho: (e.DEBUG_ECHO === '1' || e.DEBUG_ECHO === 'true') && e.NODE_ENV !== 'production',

@@ -1,7 +1,12 @@
 -- Refresh-token rotation (H5). Tokens are random strings minted by the caller; only their
 -- sha256 is stored. Each use rotates: the presented token is marked used and a new one of the
--- same family is stored. Presenting a used token again is reuse: the whole family is revoked.
+-- same family is stored. Presenting a used token again within the reuse interval (a double
+-- submit, a retry after a lost response) hands back the child it was rotated to, and nothing is
+-- revoked; presenting it again later is reuse: the whole family is revoked.
 -- Only service_role (the HTTP layer) may call these.
+
+-- the signature before the reuse interval (dropped so that exactly one rotate function exists)
+drop function if exists internal.rotate_refresh_token(text, text, integer);
 
 create or replace function internal.issue_refresh_token(p_user_id uuid, p_token_hash text, p_ttl_seconds integer default 2592000)
 returns void language sql security definer set search_path = '' as $$
@@ -9,29 +14,51 @@ returns void language sql security definer set search_path = '' as $$
   values (p_token_hash, gen_random_uuid(), p_user_id, now() + make_interval(secs => p_ttl_seconds))
 $$;
 
--- Returns {user_id} when p_old_hash was live (and stores p_new_hash in its family); raises
--- unauthorized otherwise. Reuse of a rotated token revokes the family and commits that
--- revocation even though the caller gets an error.
-create or replace function internal.rotate_refresh_token(p_old_hash text, p_new_hash text, p_ttl_seconds integer default 2592000)
+-- Returns {user_id, email} when p_old_hash was live, after storing p_new_hash (with p_new_sealed,
+-- the new token sealed under a key derived from the presented one) as its child in its family.
+-- When p_old_hash was already rotated at most p_reuse_interval_seconds ago and its child is still
+-- the family's live token, returns {user_id, email, sealed_token} of that child instead: the
+-- caller opens it with the presented token and hands back the same refresh token, so a double
+-- submit or a retry ends with one live token, and p_new_hash is not stored. A used token whose
+-- child was already rotated too is {error: 'superseded'} within the interval (a stale retry:
+-- nothing is revoked). Any other presentation of a used token is reuse: the family is revoked,
+-- and that revocation commits although the caller gets {error: 'reused'}. The presented row is
+-- locked (FOR UPDATE) first, so concurrent presentations of one token are decided one after the
+-- other: the first rotates, the next ones see its child.
+create or replace function internal.rotate_refresh_token(p_old_hash text, p_new_hash text, p_new_sealed text,
+                                                         p_ttl_seconds integer default 2592000,
+                                                         p_reuse_interval_seconds integer default 10)
 returns jsonb language plpgsql security definer set search_path = '' as $$
 declare
   v_token app.refresh_tokens;
+  v_child app.refresh_tokens;
 begin
   select * into v_token from app.refresh_tokens where token_hash = p_old_hash for update;
   if not found or v_token.revoked_at is not null or v_token.expires_at <= now() then
     return jsonb_build_object('error', 'invalid');
   end if;
   if v_token.used_at is not null then
-    update app.refresh_tokens set revoked_at = now() where family_id = v_token.family_id and revoked_at is null;
+    if p_reuse_interval_seconds > 0 and now() <= v_token.used_at + make_interval(secs => p_reuse_interval_seconds) then
+      select * into v_child from app.refresh_tokens
+      where parent_hash = p_old_hash and used_at is null and revoked_at is null and expires_at > now();
+      if found then
+        return jsonb_build_object('user_id', v_token.user_id, 'email', (select email from auth.users where id = v_token.user_id),
+                                  'sealed_token', v_child.sealed_token);
+      end if;
+      return jsonb_build_object('error', 'superseded');
+    end if;
+    update app.refresh_tokens set revoked_at = now(), sealed_token = null
+    where family_id = v_token.family_id and revoked_at is null;
     perform internal.write_audit(jsonb_build_object('user_id', v_token.user_id), 'auth.refresh_reuse', 'failed',
                                  'refresh_family', v_token.family_id::text);
     return jsonb_build_object('error', 'reused');
   end if;
-  update app.refresh_tokens set used_at = now() where token_hash = p_old_hash;
-  insert into app.refresh_tokens (token_hash, family_id, user_id, parent_hash, expires_at)
-  values (p_new_hash, v_token.family_id, v_token.user_id, p_old_hash, now() + make_interval(secs => p_ttl_seconds));
+  -- the presented token's own seal is no longer needed once it has a successor
+  update app.refresh_tokens set used_at = now(), sealed_token = null where token_hash = p_old_hash;
+  insert into app.refresh_tokens (token_hash, family_id, user_id, parent_hash, sealed_token, expires_at)
+  values (p_new_hash, v_token.family_id, v_token.user_id, p_old_hash, p_new_sealed, now() + make_interval(secs => p_ttl_seconds));
   return jsonb_build_object('user_id', v_token.user_id, 'email', (select email from auth.users where id = v_token.user_id));
 end $$;
 
-revoke execute on function internal.issue_refresh_token(uuid, text, integer), internal.rotate_refresh_token(text, text, integer) from public;
-grant execute on function internal.issue_refresh_token(uuid, text, integer), internal.rotate_refresh_token(text, text, integer) to service_role;
+revoke execute on function internal.issue_refresh_token(uuid, text, integer), internal.rotate_refresh_token(text, text, text, integer, integer) from public;
+grant execute on function internal.issue_refresh_token(uuid, text, integer), internal.rotate_refresh_token(text, text, text, integer, integer) to service_role;

@@ -130,6 +130,10 @@ export interface AppRefreshTokens {
   family_id: string;
   parent_hash: string | null;
   revoked_at: Timestamp | null;
+  /**
+   * this token, sealed with a key derived from its parent's raw token: handed back to a retry of the parent within the reuse interval; null once rotated
+   */
+  sealed_token: string | null;
   token_hash: string;
   used_at: Timestamp | null;
   user_id: string;

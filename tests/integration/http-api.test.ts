@@ -516,6 +516,11 @@ describe('contract', () => {
 });
 
 describe('H5 refresh', () => {
+  /** As if REFRESH_TOKEN_REUSE_INTERVAL_SECONDS had passed since `token` was rotated. */
+  const pastReuseInterval = (token: string) => sql`update app.refresh_tokens
+    set used_at = used_at - make_interval(secs => ${server.deps.config.auth.refreshReuseInterval + 1})
+    where token_hash = ${createHash('sha256').update(token).digest('hex')}`;
+
   it('rotates the refresh token; reuse of a rotated one revokes the whole family', async () => {
     const userId = await createUser(sql, 'refresher');
     const [user] = await sql`select email from auth.users where id = ${userId}`;
@@ -538,7 +543,9 @@ describe('H5 refresh', () => {
     expect(list.body).toEqual({ canvases: [] });
     expectError(await api(`/api/v1/canvas/${canvasId}`, { token: second.access_token }), 404, 'not_found');
 
-    // reuse of the rotated token: refused, and the family is revoked
+    // reuse of the rotated token after the reuse interval (its rotation set back past it; a resend within it is a
+    // retry that gets `second` again: tests/integration/refresh-reuse.test.ts): refused, and the family is revoked
+    await pastReuseInterval(first.refresh_token);
     expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: first.refresh_token } }), 401, 'unauthorized');
     // so the newest token of the family no longer works either
     expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: second.refresh_token } }), 401, 'unauthorized');
@@ -553,7 +560,8 @@ describe('H5 refresh', () => {
     const phone = await issueTokenPair(server.deps, { id: userId });
     const rotated = await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: laptop.refresh_token } });
     expect(rotated.status).toBe(200);
-    // reuse is detected even within the rate-limit window
+    // reuse (past the 10 s reuse interval) is detected even within the 30 s rate-limit window
+    await pastReuseInterval(laptop.refresh_token);
     expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: laptop.refresh_token } }), 401, 'unauthorized');
     // H5 allows one rotation per 30 s per user: the phone is told to come back, and its token stays valid
     const fromPhone = await api('/api/v1/auth/refresh', { method: 'POST', body: { refresh_token: phone.refresh_token } });

@@ -1,0 +1,106 @@
+-- H5 refresh-token rotation and its reuse interval (internal.rotate_refresh_token). A used token
+-- presented again within the interval gets its live child back (the sealed value) and nothing is
+-- stored or revoked; a stale retry whose child was rotated too is 'superseded' (nothing revoked);
+-- presented after the interval it is reuse and revokes the family. Hashes here are plain labels:
+-- the function stores whatever hash the HTTP layer computed. Time passing is a used_at set back.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(24);
+
+select tests.create_user('rt_user');
+select tests.create_user('rt_other');
+create temp table results (step text primary key, res jsonb);
+grant all on results to service_role;
+
+-- a sign-in: a family of one token, and an unrelated family of the same user
+select internal.issue_refresh_token(tests.user_id('rt_user'), 'a0', 3600);
+select internal.issue_refresh_token(tests.user_id('rt_user'), 'b0', 3600);
+select internal.issue_refresh_token(tests.user_id('rt_other'), 'c0', 3600);
+
+set local role service_role;
+insert into results values ('rotate a0', internal.rotate_refresh_token('a0', 'a1', 'seal-a1', 3600, 10));
+reset role;
+
+select is((select res - 'email' from results where step = 'rotate a0'), jsonb_build_object('user_id', tests.user_id('rt_user')),
+          'a live token rotates: the user, no error, no sealed token');
+select ok((select used_at is not null and sealed_token is null from app.refresh_tokens where token_hash = 'a0'), 'a0 is used');
+select is((select parent_hash || ' ' || sealed_token from app.refresh_tokens where token_hash = 'a1'), 'a0 seal-a1',
+          'a1 is stored as its child, with its seal');
+
+-- the same token again at once (a double submit, a retry): the same child, nothing new, nothing revoked
+set local role service_role;
+insert into results values ('retry a0', internal.rotate_refresh_token('a0', 'a2', 'seal-a2', 3600, 10));
+reset role;
+select is((select res ->> 'sealed_token' from results where step = 'retry a0'), 'seal-a1',
+          'a retry within the interval gets the live child''s seal');
+select is((select (res ->> 'user_id')::uuid from results where step = 'retry a0'), tests.user_id('rt_user'), 'for the same user');
+select ok((select not (res ? 'error') from results where step = 'retry a0'), 'with no error');
+select is((select count(*) from app.refresh_tokens where token_hash = 'a2'), 0::bigint, 'the retry stores no new token');
+select is((select count(*) from app.refresh_tokens where revoked_at is not null), 0::bigint, 'and revokes nothing');
+
+-- 9 s later (interval 10 s): still a retry
+update app.refresh_tokens set used_at = now() - interval '9 seconds' where token_hash = 'a0';
+set local role service_role;
+insert into results values ('retry a0 at 9 s', internal.rotate_refresh_token('a0', 'a3', 'seal-a3', 3600, 10));
+reset role;
+select is((select res ->> 'sealed_token' from results where step = 'retry a0 at 9 s'), 'seal-a1', 'at 9 s of 10 it is still a retry');
+
+-- 11 s later: reuse, the whole family is revoked; the other family and the other user are untouched
+update app.refresh_tokens set used_at = now() - interval '11 seconds' where token_hash = 'a0';
+set local role service_role;
+insert into results values ('reuse a0', internal.rotate_refresh_token('a0', 'a4', 'seal-a4', 3600, 10));
+reset role;
+select is((select res from results where step = 'reuse a0'), '{"error": "reused"}'::jsonb, 'at 11 s of 10 it is reuse');
+select is((select array_agg(token_hash order by token_hash) from app.refresh_tokens where revoked_at is not null),
+          array['a0', 'a1'], 'the family (a0 and its live child a1) is revoked, nothing else');
+select is((select count(*) from app.refresh_tokens where sealed_token is not null and token_hash in ('a0', 'a1')), 0::bigint,
+          'seals of the revoked family are cleared');
+select is((select count(*) from app.system_audit where action = 'auth.refresh_reuse' and user_id = tests.user_id('rt_user')), 1::bigint,
+          'the reuse is audited');
+set local role service_role;
+insert into results values ('a1 after revocation', internal.rotate_refresh_token('a1', 'a5', 'seal-a5', 3600, 10));
+reset role;
+select is((select res from results where step = 'a1 after revocation'), '{"error": "invalid"}'::jsonb,
+          'the revoked child no longer rotates');
+
+-- a stale retry: b0 -> b1 -> b2 within the interval, then b0 again: superseded, nothing revoked
+set local role service_role;
+insert into results values ('rotate b0', internal.rotate_refresh_token('b0', 'b1', 'seal-b1', 3600, 10));
+insert into results values ('rotate b1', internal.rotate_refresh_token('b1', 'b2', 'seal-b2', 3600, 10));
+insert into results values ('stale b0', internal.rotate_refresh_token('b0', 'b3', 'seal-b3', 3600, 10));
+reset role;
+select is((select res from results where step = 'stale b0'), '{"error": "superseded"}'::jsonb,
+          'a retry whose child was rotated too is superseded');
+select is((select count(*) from app.refresh_tokens where token_hash like 'b%' and revoked_at is not null), 0::bigint,
+          'nothing of that family is revoked');
+select ok((select used_at is null and revoked_at is null from app.refresh_tokens where token_hash = 'b2'), 'its newest token b2 stays live');
+select is((select sealed_token from app.refresh_tokens where token_hash = 'b1'), null, 'a rotated token''s own seal is cleared');
+select is((select count(*) from app.refresh_tokens where token_hash = 'b3'), 0::bigint, 'the superseded retry stores nothing');
+
+-- interval 0: any second presentation is reuse (rotation without a reuse window)
+set local role service_role;
+insert into results values ('rotate c0', internal.rotate_refresh_token('c0', 'c1', 'seal-c1', 3600, 0));
+insert into results values ('reuse c0', internal.rotate_refresh_token('c0', 'c2', 'seal-c2', 3600, 0));
+reset role;
+select is((select res from results where step = 'reuse c0'), '{"error": "reused"}'::jsonb, 'with interval 0 an immediate resend is reuse');
+select is((select count(*) from app.refresh_tokens where token_hash like 'c%' and revoked_at is null), 0::bigint,
+          'and revokes that family');
+
+-- one child per token, enforced by the schema
+select throws_ok($$ insert into app.refresh_tokens (token_hash, family_id, user_id, parent_hash, expires_at)
+                    select 'b1-twin', family_id, user_id, 'b1', now() + interval '1 hour' from app.refresh_tokens where token_hash = 'b1' $$,
+                 '23505', null, 'a token has at most one child');
+
+-- only the HTTP layer (service_role) may rotate
+select tests.authenticate_as('rt_user');
+select throws_ok($$ select internal.rotate_refresh_token('b2', 'x', 'y', 3600, 10) $$, '42501', null,
+                 'authenticated may not call rotate_refresh_token');
+select tests.clear_authentication();
+set local role anon;
+select throws_ok($$ select internal.rotate_refresh_token('b2', 'x', 'y', 3600, 10) $$, '42501', null,
+                 'anon may not call rotate_refresh_token');
+reset role;
+
+select * from finish();
+rollback;

@@ -1,0 +1,178 @@
+import { createHash } from 'node:crypto';
+import type { Sql } from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { issueTokenPair } from '../../functions/auth.ts';
+import type { Database } from '../../src/db/index.ts';
+import { loadConfig } from '../../src/config.ts';
+import type { Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas } from '../helpers/fixtures.ts';
+import { startTestServer } from '../helpers/http.ts';
+import { sleep, until } from '../helpers/wait.ts';
+
+// H5's refresh-token reuse interval through HTTP (in-process server, real Postgres): a refresh
+// token sent twice at once, or again shortly after a response that got lost, leaves the sign-in
+// with exactly one live refresh token — the one the first request was given — and revokes
+// nothing; sent again after REFRESH_TOKEN_REUSE_INTERVAL_SECONDS it is reuse and revokes the family.
+
+const base = loadConfig({ ...process.env, LOG_LEVEL: 'silent' });
+let server: Server; // the default interval, 10 s
+let strict: Server; // an interval of 1 s
+let database: Database;
+let sql: Sql;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  strict = await startTestServer({ auth: { ...base.auth, refreshReuseInterval: 1 } });
+  database = testDatabase(3);
+  sql = database.sql;
+});
+afterAll(async () => {
+  await server?.stop();
+  await strict?.stop();
+  await database?.close();
+});
+
+type TokenPair = { access_token: string; refresh_token: string; token_type: string; expires_in: number };
+const hash = (token: string) => createHash('sha256').update(token).digest('hex');
+
+async function refresh(on: Server, refreshToken: string): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${on.url}/api/v1/auth/refresh`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refresh_token: refreshToken }),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+/** A canvas owner signed in once: their first token pair. */
+async function signedIn(on: Server) {
+  const { canvasId, users } = await createCanvas(sql);
+  const pair = await issueTokenPair(on.deps, { id: users.owner! });
+  return { canvasId, userId: users.owner!, pair };
+}
+
+/** Every refresh token of the user's sign-in: which are live, used, revoked. */
+async function family(userId: string) {
+  const rows = await sql`select token_hash, parent_hash, used_at, revoked_at, sealed_token from app.refresh_tokens
+                         where user_id = ${userId} order by created_at, parent_hash nulls first`;
+  return {
+    rows,
+    live: rows.filter((r) => r.used_at === null && r.revoked_at === null).map((r) => r.token_hash as string),
+    revoked: rows.filter((r) => r.revoked_at !== null).length,
+  };
+}
+
+/** The access token opens the user's canvas. */
+async function canvasStatus(on: Server, accessToken: string, canvasId: string): Promise<number> {
+  const res = await fetch(`${on.url}/api/v1/canvas/${canvasId}`, { headers: { authorization: `Bearer ${accessToken}` } });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/** H5 allows one rotation per 30 s per user: clear this user's window, as if the 30 s had passed. */
+const afterRateWindow = (userId: string) => sql`delete from app.rate_limits where user_id = ${userId} and bucket = 'endpoint:H5'`;
+
+describe('H5 refresh reuse interval', () => {
+  it('two concurrent refreshes of one token: both 200 with the same new refresh token, nothing revoked, the session lives on', async () => {
+    const { canvasId, userId, pair } = await signedIn(server);
+    // Hold the presented token's row so that both requests queue on it (SELECT … FOR UPDATE in
+    // rotate_refresh_token), then let them go: they are decided one after the other, whatever order.
+    const waiting = () => sql`select count(*)::int as n from pg_stat_activity
+                              where datname = current_database() and wait_event_type = 'Lock' and query like '%rotate_refresh_token%'`;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    let locked!: () => void;
+    const lockTaken = new Promise<void>((resolve) => { locked = resolve; });
+    const holder = sql.begin(async (tx) => {
+      await tx`select 1 from app.refresh_tokens where token_hash = ${hash(pair.refresh_token)} for update`;
+      locked();
+      await held;
+    });
+    await lockTaken;
+    const both = Promise.all([refresh(server, pair.refresh_token), refresh(server, pair.refresh_token)]);
+    await until(async () => (await waiting())[0]!.n === 2, 10_000, 'both refreshes waiting on the token row');
+    release();
+    await holder;
+    const [a, b] = await both;
+
+    expect(a.status, JSON.stringify(a.body)).toBe(200);
+    expect(b.status, JSON.stringify(b.body)).toBe(200);
+    expect(a.body.refresh_token).not.toBe(pair.refresh_token);
+    expect(b.body.refresh_token).toBe(a.body.refresh_token);
+    const after = await family(userId);
+    expect(after.rows).toHaveLength(2);
+    expect(after.revoked).toBe(0);
+    expect(after.live).toEqual([hash(a.body.refresh_token)]);
+    // the live token is kept sealed, never in the clear
+    const sealed = after.rows.find((r) => r.token_hash === hash(a.body.refresh_token))!.sealed_token as string;
+    expect(sealed).toEqual(expect.any(String));
+    expect(sealed).not.toContain(a.body.refresh_token);
+
+    // both access tokens work, and the shared refresh token goes on rotating
+    expect(await canvasStatus(server, a.body.access_token, canvasId)).toBe(200);
+    expect(await canvasStatus(server, b.body.access_token, canvasId)).toBe(200);
+    await afterRateWindow(userId);
+    const next = await refresh(server, a.body.refresh_token);
+    expect(next.status, JSON.stringify(next.body)).toBe(200);
+    expect(next.body.refresh_token).not.toBe(a.body.refresh_token);
+    const later = await family(userId);
+    expect(later.revoked).toBe(0);
+    expect(later.live).toEqual([hash(next.body.refresh_token)]);
+  });
+
+  it('concurrent refreshes without a held lock end the same way', async () => {
+    const { canvasId, userId, pair } = await signedIn(server);
+    const results = await Promise.all([1, 2, 3].map(() => refresh(server, pair.refresh_token)));
+    for (const r of results) expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(new Set(results.map((r) => r.body.refresh_token)).size).toBe(1);
+    const after = await family(userId);
+    expect(after.revoked).toBe(0);
+    expect(after.live).toEqual([hash(results[0]!.body.refresh_token)]);
+    expect(await canvasStatus(server, results[2]!.body.access_token, canvasId)).toBe(200);
+  });
+
+  it('a retry 1 s after a successful refresh (its response lost): 200 with the same refresh token, one live session', async () => {
+    const { canvasId, userId, pair } = await signedIn(server);
+    const first = await refresh(server, pair.refresh_token);
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    await sleep(1000);
+    const retry = await refresh(server, pair.refresh_token);
+    expect(retry.status, JSON.stringify(retry.body)).toBe(200);
+    expect(retry.body).toMatchObject({ token_type: 'bearer', refresh_token: first.body.refresh_token });
+    expect(await canvasStatus(server, retry.body.access_token, canvasId)).toBe(200);
+    const after = await family(userId);
+    expect(after.rows).toHaveLength(2);
+    expect(after.revoked).toBe(0);
+    expect(after.live).toEqual([hash(first.body.refresh_token)]);
+  });
+
+  it('reuse after the interval (1 s, resent after 2 s): 401 and the whole family is revoked', async () => {
+    const { userId, pair } = await signedIn(strict);
+    const first = await refresh(strict, pair.refresh_token);
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    await sleep(2000);
+    const reuse = await refresh(strict, pair.refresh_token);
+    expect(reuse.status).toBe(401);
+    expect(reuse.body.error.code).toBe('unauthorized');
+    expect(reuse.body.error.message).toMatch(/already used: every session of this sign-in is revoked/);
+    const after = await family(userId);
+    expect(after.rows).toHaveLength(2);
+    expect(after.revoked).toBe(2);
+    expect(after.live).toEqual([]);
+    // the token the first refresh handed out is revoked with it
+    await afterRateWindow(userId);
+    const successor = await refresh(strict, first.body.refresh_token);
+    expect(successor.status).toBe(401);
+    expect(successor.body.error.message).toMatch(/invalid or expired/);
+  });
+
+  it('another sign-in of the same user is untouched by a retry or a revocation', async () => {
+    const { userId, pair } = await signedIn(strict);
+    const phone = await issueTokenPair(strict.deps, { id: userId });
+    expect((await refresh(strict, pair.refresh_token)).status).toBe(200);
+    expect((await refresh(strict, pair.refresh_token)).status).toBe(200); // a retry within the interval
+    await sleep(2000);
+    expect((await refresh(strict, pair.refresh_token)).status).toBe(401); // reuse
+    const [row] = await sql`select used_at, revoked_at from app.refresh_tokens where token_hash = ${hash(phone.refresh_token)}`;
+    expect(row).toMatchObject({ used_at: null, revoked_at: null });
+  });
+});

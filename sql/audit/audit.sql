@@ -1,4 +1,5 @@
 -- System audit: one row per decision (accepted or rejected), with who, what, when and from where.
+-- Read by no API role (see sql/auth/policies.sql): only service_role and database admins.
 
 create or replace function internal.write_audit(
   p_ctx jsonb,
@@ -16,10 +17,30 @@ language sql security definer set search_path = '' as $$
   insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
                                 status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)
   values ((p_ctx ->> 'user_id')::uuid, p_action, p_entity_type, p_entity_id, coalesce(p_details, '{}'),
-          p_client_op_id, p_server_seq, p_status, (p_ctx ->> 'ip')::inet, p_ctx ->> 'user_agent',
-          p_ctx ->> 'session_id', p_ctx ->> 'request_id',
+          p_client_op_id, p_server_seq, p_status, (p_ctx ->> 'ip')::inet, left(p_ctx ->> 'user_agent', 200),
+          left(p_ctx ->> 'session_id', 200), left(p_ctx ->> 'request_id', 200),
           extract(epoch from clock_timestamp() - coalesce(p_started_at, statement_timestamp())) * 1000,
           p_affected_rows)
+$$;
+
+-- The audit row of an attempt by a caller with no role on the canvas it aimed at (not a member,
+-- no user, a missing or deleted canvas). It never reaches that canvas's operation log, which its
+-- members read; here it records who (user, ip, user agent, session, request), what (action,
+-- canvas, block, client_op_id) and when, with the error's code, message and field, each caller-
+-- supplied text cut to 200 characters (client_op_id to 128) and never the payload: what an
+-- outsider sends cannot grow anyone's storage beyond this bound.
+create or replace function internal.audit_outside_attempt(
+  p_ctx jsonb, p_action text, p_status text, p_canvas_id uuid, p_block_id uuid, p_client_op_id text,
+  p_error jsonb, p_started_at timestamptz
+) returns void
+language sql security definer set search_path = '' as $$
+  select internal.write_audit(
+    p_ctx, left(p_action, 200), left(p_status, 40), 'block', p_block_id::text,
+    jsonb_build_object('canvas_id', p_canvas_id, 'caller_role', 'none',
+                       'error', jsonb_strip_nulls(jsonb_build_object('code', left(p_error ->> 'code', 200),
+                                                                     'message', left(p_error ->> 'message', 200),
+                                                                     'field', left(p_error ->> 'field', 200)))),
+    left(p_client_op_id, 128), null, p_started_at, 0)
 $$;
 
 -- Monthly partitions from this month for `months_ahead` more months. Rows that already landed

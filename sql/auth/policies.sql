@@ -2,7 +2,7 @@
 -- Re-runnable: each policy is dropped and created again.
 grant usage on schema app to authenticated;
 grant select on app.workspaces, app.workspace_members, app.canvases, app.canvas_members, app.blocks,
-  app.block_operations, app.system_audit, app.presence to authenticated;
+  app.block_operations, app.presence to authenticated;
 grant all on all tables in schema app to service_role;
 grant usage, select on sequence app.seq_block_events to service_role;
 
@@ -26,13 +26,17 @@ drop policy if exists blocks_member_read on app.blocks;
 create policy blocks_member_read on app.blocks for select to authenticated
   using (internal.canvas_role(canvas_id, auth.uid()) is not null and internal.token_allows(canvas_id, false));
 
+-- A canvas's operation log holds only its members' attempts (api.upsert_block_atomic sends
+-- everyone else's to the system audit), so its members read their own tenant's rows only.
 drop policy if exists block_operations_member_read on app.block_operations;
 create policy block_operations_member_read on app.block_operations for select to authenticated
   using (internal.canvas_role(canvas_id, auth.uid()) is not null and internal.token_allows(canvas_id, false));
 
+-- The system audit spans every tenant and holds outsiders' attempts against canvases: no API role
+-- reads it, not even a row about itself or a workspace owner the attempts against their canvas
+-- (service_role and database admins do; an owner-facing view would be a separate, filtered API).
 drop policy if exists system_audit_own_read on app.system_audit;
-create policy system_audit_own_read on app.system_audit for select to authenticated
-  using (user_id = auth.uid());
+revoke all on app.system_audit from authenticated, anon;
 
 drop policy if exists presence_member_read on app.presence;
 create policy presence_member_read on app.presence for select to authenticated

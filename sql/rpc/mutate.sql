@@ -15,7 +15,9 @@
 -- attempts take neither; a rolled-back operation gives its canvas_seq back with the rest of its
 -- work, so a client that sees canvas_seq N after M knows it missed something unless N = M + 1.
 -- Any failure rolls back the operation's work (a subtransaction) and leaves a `failed` or
--- `conflict` operation row and audit row, which commit with the caller's transaction.
+-- `conflict` operation row and audit row, which commit with the caller's transaction — the
+-- operation row only for a caller with a role on the canvas: anyone else's attempt is audited
+-- only, bounded and without its payload (internal.record_rejected_op).
 --
 -- Merge rule for a stale base_version (base_version < current version): the operation's fields
 -- are compared with the fields changed by every applied operation on the block since
@@ -80,12 +82,22 @@ begin
 end $$;
 
 -- Operation row + audit row for an attempt that did not apply (conflict, failed, duplicate).
+-- Tenant rule: a canvas's operation log (readable by its members) holds only attempts by callers
+-- with a role on that live canvas. An attempt by anyone else (not a member, no user, a missing or
+-- deleted canvas) is the system's business, not the tenant's: it goes to the system audit only,
+-- bounded and without its payload (internal.audit_outside_attempt), so an outsider can neither
+-- write into nor grow another tenant's log.
 create or replace function internal.record_rejected_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
   p_base_version integer, p_patch jsonb, p_status text, p_result jsonb, p_started_at timestamptz
 ) returns void language plpgsql security definer set search_path = '' as $$
 begin
-  -- the log needs an existing canvas and a well-formed op; the audit row records every attempt
+  if internal.canvas_role(p_canvas_id, (p_ctx ->> 'user_id')::uuid) is null then
+    perform internal.audit_outside_attempt(p_ctx, 'block.' || coalesce(p_action, 'unknown'), p_status, p_canvas_id,
+                                           p_block_id, p_client_op_id, p_result -> 'error', p_started_at);
+    return;
+  end if;
+  -- the log needs a well-formed op; the audit row records every attempt
   if p_client_op_id is not null and char_length(p_client_op_id) between 1 and 128
      and p_action in ('create', 'update', 'move', 'delete')
      and exists (select from app.canvases where canvas_id = p_canvas_id) then
@@ -366,7 +378,12 @@ comment on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jso
   'Create, update, move or delete one block atomically; idempotent by client_op_id. Returns {status, server_seq, canvas_seq, version, block} or {status: conflict|failed, error}. '
   'server_seq orders operations across all canvases (with gaps per canvas); canvas_seq numbers the applied operations of this canvas 1, 2, 3, … '
   'with no gap, in commit order (both taken under the canvas lock; conflicts, failures and rolled-back attempts take no number), so a client '
-  'that applied canvas_seq N knows the next one is N + 1. A retried client_op_id returns the original numbers.';
+  'that applied canvas_seq N knows the next one is N + 1. A retried client_op_id returns the original numbers. '
+  'Logging rule: a rejected attempt (failed, conflict, duplicate) by a caller with a role on the canvas is logged in that canvas''s '
+  'app.block_operations with its patch, as the tenant''s own; one by a caller with no role on it (not a member, no user, a missing or '
+  'deleted canvas) is recorded only in app.system_audit (who, action, canvas, block, client_op_id, error code, ip, user agent; '
+  'texts cut to 200 characters, never the payload) and never in the canvas''s log. Either way it counts toward the caller''s rate limit. '
+  'base_version is an int4: a larger value is refused with invalid_input (SQLSTATE 22003 when cast at the call).';
 
 -- All-or-nothing batch on one canvas: p_ops is an array of
 -- {block_id, action, client_op_id, base_version, patch}. Either every op applies (or had
@@ -407,6 +424,13 @@ begin
         if jsonb_typeof(v_op) <> 'object' then
           perform internal.raise_error('invalid_input', 'each op must be an object', jsonb_build_object('field', format('ops[%s]', v_index)));
         end if;
+        -- a JSON number base_version must be an int4: say so by field rather than by a cast error
+        if jsonb_typeof(v_op -> 'base_version') = 'number'
+           and ((v_op ->> 'base_version')::numeric not between -2147483648 and 2147483647
+                or (v_op ->> 'base_version')::numeric % 1 <> 0) then
+          perform internal.raise_error('invalid_input', 'base_version must be a whole number within the 32-bit integer range',
+                                       '{"field":"base_version"}');
+        end if;
         v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id');
         if v_prior is not null then
           v_results := v_results || jsonb_build_array(v_prior);
@@ -443,7 +467,10 @@ end $$;
 comment on function api.upsert_blocks_atomic(uuid, jsonb) is
   'Apply several block operations on one canvas all-or-nothing. Returns {status, results[], server_seq, canvas_seq} or the first failure with failed_index. '
   'The ops this batch applies take consecutive canvas_seqs in array order (results[i].canvas_seq; an op applied earlier keeps its original number; '
-  'the top-level canvas_seq is the highest); a failed batch takes none.';
+  'the top-level canvas_seq is the highest); a failed batch takes none. '
+  'Logging rule as for upsert_block_atomic: the failing op of a batch by a caller with a role on the canvas is logged in its '
+  'app.block_operations; by anyone else only in app.system_audit, bounded and without the payload. A base_version outside int4 '
+  'fails the batch with invalid_input on field base_version.';
 
 grant execute on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jsonb),
                           api.upsert_blocks_atomic(uuid, jsonb) to authenticated, service_role;

@@ -50,8 +50,8 @@ export function limitBody(deps: Deps): MiddlewareHandler<AppEnv> {
 
 /**
  * Requires a signed-in user's access token (Authorization: Bearer …, HTTP_USER_POLICY of
- * src/auth/jwt.ts); sets `claims`. API keys and tokens naming no user are refused 401 here, before
- * any database work.
+ * src/auth/jwt.ts: role `authenticated` only); sets `claims`. API keys, tokens naming no user and
+ * anon or service_role tokens (even with a `sub`) are refused 401 here, before any database work.
  */
 export function requireAuth(deps: Deps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(187);
+select plan(233);
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixture: workspace A (owner, admin, editor, viewer) with canvases A1 (one block, presence),
@@ -281,6 +281,111 @@ select is((select count(*) from app.canvases where canvas_id = pg_temp.id('a3'))
 select is((select count(*) from app.blocks where canvas_id = pg_temp.id('a3')), 0::bigint, 'RLS hides its blocks');
 select is(pg_temp.outcome('owner', $$api.upsert_block_atomic({a3}, null, 'create', 'late', null, '{"type":"text"}')$$), 'not_found',
           'no block may be written to it');
+select tests.clear_authentication();
+
+-- ---------------------------------------------------------------------------------------------
+-- A tenant's log holds only its own members' attempts. Whatever api function someone without a
+-- role on a canvas calls, and with whatever payload, nothing of it lands in that canvas's
+-- app.block_operations or anywhere its members can read; a rejected write is audited in
+-- app.system_audit only, bounded (no payload). Members' own rejected attempts stay in the log.
+-- ---------------------------------------------------------------------------------------------
+-- What a call left behind: rows in the log of canvas {p_canvas} (counted as postgres), rows of it
+-- that p_reader reads under RLS, and the new system_audit rows (how many; all under 2 KB).
+create function pg_temp.footprint(p_canvas text, p_reader text) returns jsonb language plpgsql as $$
+declare v_ops bigint; v_visible bigint; v_audit bigint;
+begin
+  perform tests.clear_authentication();
+  select count(*) into v_ops from app.block_operations where canvas_id = pg_temp.id(p_canvas);
+  select coalesce(max(audit_id), 0) into v_audit from app.system_audit;
+  perform tests.authenticate_as(p_reader);
+  select count(*) into v_visible from app.block_operations where canvas_id = pg_temp.id(p_canvas);
+  perform tests.clear_authentication();
+  return jsonb_build_object('ops', v_ops, 'visible', v_visible, 'audit_id', v_audit);
+end $$;
+
+-- Runs one call as p_who (its own result does not matter here), rolls it back like outcome(), and
+-- returns the difference it made: {ops, visible, audit, audit_bounded}.
+create function pg_temp.trace(p_who text, p_sql text, p_canvas text, p_reader text) returns jsonb language plpgsql as $$
+declare v_before jsonb := pg_temp.footprint(p_canvas, p_reader); v_after jsonb; v_state text; v_msg text;
+begin
+  begin
+    if p_who = 'nobody' then
+      perform set_config('role', 'authenticated', true);
+      perform set_config('request.jwt.claims', '', true);
+    else
+      perform tests.authenticate_as(p_who);
+    end if;
+    begin
+      execute 'select ' || pg_temp.fill(p_sql);
+    exception when others then null;  -- a raised error rolls back its own writes: nothing to see
+    end;
+    v_after := pg_temp.footprint(p_canvas, p_reader);
+    v_after := v_after || (select jsonb_build_object('audit', count(*), 'audit_bounded',
+                                                     coalesce(bool_and(octet_length(a::text) < 2048), true))
+                           from app.system_audit a where a.audit_id > (v_before ->> 'audit_id')::bigint);
+    raise exception using errcode = 'PXOK0', message = v_after::text;
+  exception when others then
+    get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text;
+  end;
+  if v_state <> 'PXOK0' then
+    return jsonb_build_object('error', v_state || ': ' || v_msg);
+  end if;
+  v_after := v_msg::jsonb;
+  return jsonb_build_object('ops', (v_after ->> 'ops')::bigint - (v_before ->> 'ops')::bigint,
+                            'visible', (v_after ->> 'visible')::bigint - (v_before ->> 'visible')::bigint,
+                            'audit', (v_after ->> 'audit')::bigint, 'audit_bounded', (v_after ->> 'audit_bounded')::boolean);
+end $$;
+
+-- every api function, called by an outsider or without claims against A1 / workspace A
+select is(pg_temp.trace(r.who, m.call, 'a1', 'viewer') - 'audit', '{"ops": 0, "visible": 0, "audit_bounded": true}'::jsonb,
+          format('%s as %s: no row in the log of A1, none visible to its viewer', m.fn, r.who))
+from matrix m cross join (values (1, 'outsider'), (2, 'nobody')) r(ord, who)
+order by m.ord, r.ord;
+
+-- the writing functions with a 200 KB payload: audited once, bounded, never logged in the canvas
+create temp table injections (ord serial, who text, canvas text, call text, label text);
+insert into injections (who, canvas, call, label) values
+  ('outsider', 'a1', $$api.upsert_block_atomic({a1}, null, 'create', 'inject-1', null,
+                        jsonb_build_object('type', 'text', 'content', jsonb_build_object('t', repeat('x', 204800))))$$,
+   'an outsider''s 200 KB create on A1'),
+  ('outsider', 'a1', $$api.upsert_block_atomic({a1}, {block_a}, 'update', 'inject-2', 1,
+                        jsonb_build_object('content', jsonb_build_object('t', repeat('x', 204800))))$$,
+   'an outsider''s 200 KB update of a block of A1'),
+  ('outsider', 'a1', $$api.upsert_blocks_atomic({a1}, jsonb_build_array(jsonb_build_object('action', 'create',
+                        'client_op_id', 'inject-3', 'patch', jsonb_build_object('type', 'text', 'content', jsonb_build_object('t', repeat('x', 204800))))))$$,
+   'an outsider''s 200 KB batch on A1'),
+  ('outsider', 'a1', $$api.upsert_block_atomic({a1}, null, 'create', 'setup-b', null,
+                        jsonb_build_object('type', 'text', 'content', jsonb_build_object('t', repeat('x', 204800))))$$,
+   'an outsider''s retry of their own applied client_op_id aimed at A1 (the duplicate path)'),
+  ('nobody', 'a1', $$api.upsert_block_atomic({a1}, null, 'create', 'inject-4', null,
+                      jsonb_build_object('type', 'text', 'content', jsonb_build_object('t', repeat('x', 204800))))$$,
+   'a 200 KB create on A1 without claims'),
+  ('owner', 'a3', $$api.upsert_block_atomic({a3}, null, 'create', 'inject-5', null,
+                     jsonb_build_object('type', 'text', 'content', jsonb_build_object('t', repeat('x', 204800))))$$,
+   'its former owner''s 200 KB create on the soft-deleted A3');
+select is(pg_temp.trace(i.who, i.call, i.canvas, 'viewer'), '{"ops": 0, "visible": 0, "audit": 1, "audit_bounded": true}'::jsonb,
+          i.label || ': one bounded audit row, no row in the canvas''s log')
+from injections i order by i.ord;
+
+-- members' rejected attempts are the tenant's own: logged, and readable by its members
+select is(pg_temp.trace('viewer', $$api.upsert_block_atomic({a1}, null, 'create', 'viewer-try', null, '{"type":"text"}')$$, 'a1', 'viewer'),
+          '{"ops": 1, "visible": 1, "audit": 1, "audit_bounded": true}'::jsonb,
+          'a viewer''s forbidden create on A1 is logged in A1 and visible to its viewer');
+select is(pg_temp.trace('editor', $$api.upsert_blocks_atomic({a1}, '[{"action":"create","client_op_id":"editor-bad","patch":{"type":"Bad"}}]')$$,
+                        'a1', 'viewer'),
+          '{"ops": 1, "visible": 1, "audit": 1, "audit_bounded": true}'::jsonb,
+          'an editor''s failed batch on A1 is logged in A1 and visible to its viewer');
+
+-- the system audit spans all tenants: no API role reads it, directly or through a partition
+select is_empty(
+  $$select c.oid::regclass::text from pg_class c
+    where c.relnamespace = 'app'::regnamespace and c.relkind in ('r', 'p')
+      and (c.relname = 'system_audit' or c.oid in (select inhrelid from pg_inherits where inhparent = 'app.system_audit'::regclass))
+      and (has_table_privilege('authenticated', c.oid, 'SELECT') or has_table_privilege('anon', c.oid, 'SELECT'))$$,
+  'no API role may SELECT app.system_audit or any of its partitions');
+select tests.authenticate_as('owner');
+select throws_ok('select count(*) from app.system_audit', '42501', null,
+                 'a workspace owner cannot read the system audit (not even the attempts against their canvas)');
 select tests.clear_authentication();
 
 -- ---------------------------------------------------------------------------------------------

@@ -25,6 +25,18 @@ import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT, 
  *  - a token without `sub` is an API key: HS256 only, role anon or service_role, admitted only
  *    where the policy says `apiKeys: true` (realtime); an `aud`, if it carries one, must match too.
  *    JWT_ISSUER is not applied to it: the platform, not Auth, issues API keys.
+ *
+ * Which roles each surface admits (the policies below), and why service_role is not a user:
+ *  - the HTTP API (H2–H6, A1–A8, search) and the H1 socket act for a signed-in user: `role:
+ *    'authenticated'` only. A `service_role` token is refused there (401 `unauthorized`) with or
+ *    without a `sub`: it is meant for trusted servers, and on Supabase it bypasses RLS. Running
+ *    it as the user its `sub` names would let whoever holds the service key act as any user on
+ *    endpoints whose `api` functions act for auth.uid(), and with RLS bypassed underneath. A
+ *    trusted server calls Postgres (or PostgREST) itself with the service key instead; an HTTP
+ *    endpoint made for servers would declare its own policy admitting service_role.
+ *  - `anon` tokens are refused there too: these surfaces need a user.
+ *  - realtime admits all three roles, as Supabase Realtime does: anon and authenticated are then
+ *    decided by RLS on realtime.messages, service_role may join and send on any channel.
  */
 export type AuthConfig = { jwtSecret: string; jwksUrl?: string; audience: string; issuer?: string };
 
@@ -44,8 +56,8 @@ export type Claims = TokenClaims & { sub: string };
 /** Which tokens a surface admits. */
 export type TokenPolicy = { roles: readonly Role[]; apiKeys: boolean };
 
-/** HTTP API endpoints: a signed-in user (or a service_role token acting as a given user id). */
-export const HTTP_USER_POLICY = { roles: ['authenticated', 'service_role'], apiKeys: false } as const satisfies TokenPolicy;
+/** HTTP API endpoints: a signed-in user only (service_role acts for no user here: see the module docstring). */
+export const HTTP_USER_POLICY = { roles: ['authenticated'], apiKeys: false } as const satisfies TokenPolicy;
 /** H1 canvas socket: a signed-in user. */
 export const H1_POLICY = { roles: ['authenticated'], apiKeys: false } as const satisfies TokenPolicy;
 /** realtime-js connect, phx_join and access_token: users and API keys; RLS then decides private channels. */
@@ -118,7 +130,9 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
       }
     }
     if (!policy.roles.includes(role as Role)) {
-      throw new TokenError('user_required', `a signed-in user's token is required here (role ${JSON.stringify(role)} is not accepted)`);
+      throw new TokenError('user_required', role === 'service_role'
+        ? "a signed-in user's token is required here: a service_role token acts for no user (trusted servers call the database with it directly)"
+        : `a signed-in user's token is required here (role ${JSON.stringify(role)} is not accepted)`);
     }
     return payload as TokenClaims;
   }

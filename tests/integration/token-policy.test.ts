@@ -79,6 +79,12 @@ const ROWS: Row[] = [
   { name: 'not a JWT', mint: async () => 'not-a-jwt', accepts: [], reason: INVALID, channel: 'private' },
   { name: 'the anon key (no sub)', mint: () => apiKey(secret, 'anon'), accepts: ['connect', 'join', 'refresh'], reason: /signed-in user/, channel: 'public' },
   { name: 'the service_role key (no sub)', mint: () => apiKey(secret, 'service_role'), accepts: ['connect', 'join', 'refresh'], reason: /signed-in user/, channel: 'public' },
+  // service_role acts for no user on HTTP and H1, even naming one (the owner) with a valid aud and iss;
+  // realtime admits it on any channel, a member-only one included (Supabase: service_role bypasses RLS)
+  { name: 'a service_role token naming a user (sub)', mint: () => signClaims(secret, user({ role: 'service_role' })),
+    accepts: ['connect', 'join', 'refresh'], reason: /service_role token acts for no user/, channel: 'private' },
+  { name: 'an anon token naming a user (sub)', mint: () => signClaims(secret, user({ role: 'anon' })),
+    accepts: ['connect', 'join', 'refresh'], reason: /role "anon" is not accepted/, channel: 'public' },
   { name: 'an expired anon key', mint: () => apiKey(secret, 'anon', -10), accepts: [], reason: /Token has expired/, channel: 'public' },
 ];
 
@@ -204,6 +210,29 @@ describe('one token policy on HTTP, H1, realtime connect, phx_join and access_to
       expect(decided).toEqual(expected);
     }, 60_000);
   }
+});
+
+describe('service_role on HTTP', () => {
+  it("a service_role token naming the owner cannot write as the owner; the owner's own token can", async () => {
+    const op = { action: 'create', client_op_id: `svc-${randomUUID()}`, patch: { type: 'text', content: { text: 'x' } } };
+    const post = async (token: string) => {
+      const res = await fetch(`${server.url}/api/v1/canvas/${canvasId}/mutate`, {
+        method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(op),
+      });
+      return { status: res.status, body: await res.json() as any };
+    };
+    const count = async () => (await db.sql`select count(*)::int as n from app.block_operations where client_op_id = ${op.client_op_id}`)[0]!.n;
+
+    const refused = await post(await signClaims(secret, user({ role: 'service_role' })));
+    expect(refused.status, JSON.stringify(refused.body)).toBe(401);
+    expect(refused.body.error).toMatchObject({ code: 'unauthorized', message: expect.stringMatching(/service_role token acts for no user/) });
+    expect(await count()).toBe(0);
+
+    const applied = await post(await signClaims(secret, user()));
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+    expect(applied.body.status).toBe('success');
+    expect(await count()).toBe(1);
+  });
 });
 
 describe('API keys on realtime', () => {

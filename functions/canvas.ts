@@ -3,6 +3,7 @@ import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
 import { callApi, mutationOutcome } from '../src/http/rpc.ts';
+import { INT4_MAX, SEQ_MAX } from '../src/input-policy.ts';
 
 /**
  * Canvas endpoints (seed H2–H4, H6, A1–A8), mounted at /api/v1/canvas locally and deployed as
@@ -16,7 +17,7 @@ const MutationOp = z.object({
   block_id: z.string().uuid().nullable().optional(),
   action: z.enum(['create', 'update', 'move', 'delete']),
   client_op_id: z.string().min(1).max(128),
-  base_version: z.number().int().min(1).nullable().optional(),
+  base_version: z.number().int().min(1).max(INT4_MAX).nullable().optional(), // an integer parameter in SQL
   patch: z.object({
     content: Json.optional(),
     type: z.string().regex(/^[a-z][a-z0-9_]{0,39}$/).optional(),
@@ -41,7 +42,7 @@ const routes = {
     security: bearerSecurity, request: { params: CanvasParams, body: json(z.object({ cursor: Json.nullable().optional(), typing: z.boolean().optional() }).strict()) },
     responses: responses(200, 'broadcast') }),
   snapshot: createRoute({ method: 'get', path: '/{canvas_id}/snapshot', summary: 'H4: full state, plus the operations after since_seq',
-    security: bearerSecurity, request: { params: CanvasParams, query: z.object({ since_seq: z.coerce.number().int().min(0).optional() }) },
+    security: bearerSecurity, request: { params: CanvasParams, query: z.object({ since_seq: z.coerce.number().int().min(0).max(SEQ_MAX).optional() }) },
     responses: responses(200, 'canvas, blocks, watermark and changes') }),
   leave: createRoute({ method: 'post', path: '/{canvas_id}/leave', summary: 'H6: leave the canvas',
     security: bearerSecurity, request: { params: CanvasParams }, responses: responses(200, 'left') }),

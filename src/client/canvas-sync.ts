@@ -528,7 +528,7 @@ export class CanvasSync {
 
   private onErrorFrame(ws: WebSocketLike, m: Extract<ServerMessage, { type: 'error' }>): void {
     const code: string = m.code;
-    const retryLater = code === 'rate_limited' || code === 'internal' || code === 'unavailable';
+    const retryLater = code === 'rate_limited' || code === 'internal' || code === 'unavailable' || code === 'timeout';
     if (m.client_op_id) {
       const p = this.pending.get(m.client_op_id);
       if (!p) return;
@@ -542,7 +542,7 @@ export class CanvasSync {
       }
     } else if (code === 'forbidden' || code === 'not_found') {
       this.accessLost(ws, code, m.message); // the close (4403/4404) follows
-    } else if (code === 'internal' || code === 'unavailable') {
+    } else if (code === 'internal' || code === 'unavailable' || code === 'timeout') {
       // the server could not process some message and did not say which: resend whatever is in
       // flight (safe: a repeated client_op_id is answered with its original result)
       for (const p of this.pending.values()) p.sent = false;

@@ -7,7 +7,7 @@ import { opsRoutes } from '../../functions/ops.ts';
 import { canvasSearchRoutes, searchRoutes } from '../../functions/search.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
-import { errorResponse, limitBody, observe } from './middleware.ts';
+import { bodyInputError, errorResponse, inputPolicy, limitBody, observe } from './middleware.ts';
 
 /** The edge functions: name → routes. Each is served at /api/v1/<name> and /functions/v1/<name>. */
 export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searchRoutes } as const;
@@ -16,9 +16,10 @@ export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searc
 export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {
   app.use('*', observe(deps));
   app.use('*', limitBody(deps));
+  app.use('*', inputPolicy());
   app.onError((err, c) => {
     if (err instanceof ApiError) return errorResponse(c, err);
-    if (err instanceof HTTPException && err.status < 500) return errorResponse(c, fromHttpException(err));
+    if (err instanceof HTTPException && err.status < 500) return errorResponse(c, bodyInputError(c) ?? fromHttpException(err));
     c.get('log')?.error({ err }, 'unhandled error');
     return errorResponse(c, new ApiError('internal', 'internal error'));
   });

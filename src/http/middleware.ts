@@ -4,6 +4,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
 import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
+import { checkUrl, readJson } from '../input-policy.ts';
 import { ApiError } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
@@ -46,6 +47,37 @@ export function limitBody(deps: Deps): MiddlewareHandler<AppEnv> {
       return errorResponse(c, new ApiError('payload_too_large', `request body is larger than ${deps.config.maxBodyBytes} bytes`));
     },
   });
+}
+
+/**
+ * The input policy (src/input-policy.ts) on HTTP. The URL first: every path segment and query
+ * parameter must percent-decode to valid UTF-8 without NUL (400 invalid_input, field `path` or
+ * `query.<name>`; Hono would keep an undecodable one as its raw text). The JSON body when a
+ * validator reads it (after authentication and the path's own checks): decoded with a fatal UTF-8
+ * decoder (field `body`), parsed, then walked once for unpaired surrogates, NUL and nesting
+ * deeper than MAX_JSON_DEPTH (the field by its path, e.g. `patch.content.t`). Never rewritten.
+ */
+export function inputPolicy(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const bad = checkUrl(c.req.url);
+    if (bad) throw new ApiError('invalid_input', bad.message, { field: bad.field });
+    c.req.json = async () => {
+      const read = readJson(new Uint8Array(await c.req.arrayBuffer()));
+      if ('value' in read) return read.value as never;
+      const err = new ApiError('invalid_input', read.message, { field: read.field });
+      // Hono's validator turns any failure of json() into its own "Malformed JSON" 400: keep ours
+      bodyErrors.set(c, err);
+      throw err;
+    };
+    await next();
+  };
+}
+
+const bodyErrors = new WeakMap<Context, ApiError>();
+
+/** The input-policy error of this request's JSON body, if reading it failed. */
+export function bodyInputError(c: Context): ApiError | undefined {
+  return bodyErrors.get(c);
 }
 
 /**

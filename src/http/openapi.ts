@@ -28,21 +28,6 @@ export function responses<S extends 200 | 201 | 204>(status: S, description: str
   return { ...errorResponses, [status]: success } as { [K in S]: { description: string; content: { 'application/json': { schema: z.ZodTypeAny } } } };
 }
 
-/** JSON bodies nest at most this deep: deeper input is refused before it reaches the database driver. */
-export const MAX_JSON_DEPTH = 64;
-
-/** The path of the first value nested deeper than `max` (iteratively: no recursion on hostile input), or null. */
-function tooDeep(value: unknown, max: number): string | null {
-  const stack: [unknown, number, string][] = [[value, 0, '']];
-  while (stack.length > 0) {
-    const [v, depth, path] = stack.pop()!;
-    if (v === null || typeof v !== 'object') continue;
-    if (depth >= max) return path || 'body';
-    for (const [k, child] of Object.entries(v)) stack.push([child, depth + 1, path ? `${path}.${k}` : k]);
-  }
-  return null;
-}
-
 /** An OpenAPIHono whose validation failures answer invalid_input naming the field. */
 export function createRouter() {
   return new OpenAPIHono<AppEnv>({
@@ -52,16 +37,7 @@ export function createRouter() {
         const field = issue?.path.join('.') || 'body';
         return errorResponse(c, new ApiError('invalid_input', `${field}: ${issue?.message ?? 'invalid'}`, { field }));
       }
-      // valid by the schema, but free-form JSON (content, settings, cursor) could nest deep enough to
-      // overflow the stack of the JSON serializer on its way to Postgres: a 400, not a 500
-      if (result.target === 'json') {
-        const path = tooDeep(result.data, MAX_JSON_DEPTH);
-        if (path) {
-          const [top, next] = path.split('.');
-          const field = top === 'patch' && next ? `patch.${next}` : top!; // the field at fault, as zod names them
-          return errorResponse(c, new ApiError('invalid_input', `${field}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`, { field }));
-        }
-      }
+      // the body itself passed the input policy when it was read (inputPolicy in middleware.ts)
     },
   });
 }

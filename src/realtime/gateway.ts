@@ -98,6 +98,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
     if (!UUID.test(canvasId)) return reject(socket, 400, 'canvas_id must be a uuid');
     const sinceCanvas = url.searchParams.get('since_canvas_seq');
     if (sinceCanvas !== null && !(/^\d{1,15}$/.test(sinceCanvas))) return reject(socket, 400, 'since_canvas_seq must be a number >= 0');
+    const since = url.searchParams.get('since_seq');
+    if (since !== null && !(/^\d{1,15}$/.test(since))) return reject(socket, 400, 'since_seq must be a number >= 0');
     const token = url.searchParams.get('access_token') ?? bearer(req);
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
     const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID
@@ -111,8 +113,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
       watch.stop();
       return reject(socket, 404, 'canvas not found, or you are not a member of it');
     }
-    const since = url.searchParams.get('since_seq');
-    const sinceSeq = since !== null && /^\d+$/.test(since) ? Number(since) : null;
+    const sinceSeq = since === null ? null : Number(since);
     accept(req, socket, head, (ws) => {
       const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq, sinceCanvas === null ? null : Number(sinceCanvas));
       if (watch.messageIds.length > 0) h1Socket.recheckAccess(watch.messageIds);

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { INT4_MAX, SEQ_MAX } from '../input-policy.ts';
+import type { ErrorCode } from '../http/errors.ts';
 
 /**
  * H1 — the canvas sync socket, `GET /ws/canvas/{canvas_id}` (WebSocket), protocol version 1.
@@ -46,7 +48,7 @@ export const H1_CLOSE_FORBIDDEN = 4403;
 export const H1_CLOSE_NOT_FOUND = 4404;
 
 const uuid = z.string().uuid();
-const seq = z.number().int().nonnegative();
+const seq = z.number().int().nonnegative().max(SEQ_MAX); // bigint parameters in SQL
 
 // ---------------------------------------------------------------- client → server
 
@@ -56,7 +58,7 @@ export const MutateMessage = z.object({
   client_op_id: z.string().min(1).max(128),
   action: z.enum(['create', 'update', 'move', 'delete']),
   block_id: uuid.nullish(),
-  base_version: z.number().int().positive().nullish(),
+  base_version: z.number().int().positive().max(INT4_MAX).nullish(), // an integer parameter in SQL
   patch: z.record(z.string(), z.unknown()).default({}),
 });
 
@@ -135,15 +137,24 @@ export type RejectedMessage = { type: 'rejected'; client_op_id: string; error: {
 export type PresenceEvent = { type: 'presence'; user_id: string; cursor: unknown; typing: boolean } | { type: 'presence_leave'; user_id: string };
 
 /**
- * A message could not be processed; `client_op_id` when it was a mutate (resend it later).
+ * A message could not be processed; `client_op_id` when it was a mutate. The codes are those of
+ * the HTTP API (src/http/errors.ts), plus two of the socket's own:
+ * `invalid_message`: not an H1 message (not JSON, binary, or not of the shape above; `field` names
+ * what is wrong). `invalid_input`: refused by the input policy (src/input-policy.ts: an unpaired
+ * surrogate or NUL in any string or key, nesting deeper than 64) or by the database (e.g. a cursor
+ * over 1 KB); `field` names it when known; resending the same message fails the same way.
+ * `read_only`: this socket may not write. `rate_limited`: dropped, resend after `retry_after_ms`.
  * `forbidden` / `not_found`: access to the canvas was lost (the socket closes next, 4403 / 4404).
- * `unavailable`: the database connection was lost while handling it; resend after
- * `retry_after_ms` (a mutate with the same client_op_id is applied at most once).
+ * `unavailable` / `timeout`: the database connection was lost or the statement ran out of time
+ * while handling it; resend after `retry_after_ms` (a mutate with the same client_op_id is applied
+ * at most once). `internal` is a server fault, never the client's input.
+ * Text frames that are not valid UTF-8 never get here: the WebSocket layer closes with 1007.
  */
 export type ErrorMessage = {
   type: 'error';
-  code: 'rate_limited' | 'invalid_message' | 'read_only' | 'internal' | 'unavailable' | 'forbidden' | 'not_found';
+  code: ErrorCode | 'invalid_message' | 'read_only';
   message: string;
+  field?: string;
   retry_after_ms?: number;
   client_op_id?: string;
 };

@@ -1,6 +1,7 @@
 import type { WebSocket } from 'ws';
-import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
+import { apiErrorFromDatabase } from '../http/errors.ts';
+import { checkJson } from '../input-policy.ts';
 import { AccessGate, accessChange, canvasAccess, concerns, type CanvasAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
@@ -68,18 +69,21 @@ export class H1Socket {
   private enqueue(work: () => Promise<void>, opId?: string): void {
     const op = opId === undefined ? {} : { client_op_id: opId };
     this.queue = this.queue.then(work).catch((err) => {
-      if (isConnectionFailure(err)) {
-        return this.send({ type: 'error', code: 'unavailable', retry_after_ms: 1000, ...op,
-          message: 'the database connection was lost: resend this message shortly' });
-      }
-      const sqlState = (err as { code?: unknown })?.code;
-      if (sqlState === 'PX403' || sqlState === 'PX404') {
-        // the database refused the canvas to this user: access changed under the socket
-        this.send({ type: 'error', code: sqlState === 'PX403' ? 'forbidden' : 'not_found', message: String((err as Error).message) });
+      // the one mapping of database errors to stable codes, as on HTTP: nothing the client
+      // caused (bad values, limits, lost access) is `internal`
+      const error = apiErrorFromDatabase(err);
+      if (error.code === 'forbidden' || error.code === 'not_found') {
+        // the database refused the canvas to this user (PX403 / PX404): access changed under the socket
+        this.send({ type: 'error', code: error.code, message: error.message });
         return this.gate.recheck();
       }
-      this.hub.logger.error({ err }, 'H1 message failed');
-      this.send({ type: 'error', code: 'internal', message: 'internal error', ...op });
+      if (error.code === 'internal') this.hub.logger.error({ err }, 'H1 message failed');
+      const { field, retry_after } = error.details;
+      this.send({
+        type: 'error', code: error.code, message: error.message, ...op,
+        ...(typeof field === 'string' ? { field } : {}),
+        ...(typeof retry_after === 'number' ? { retry_after_ms: retry_after * 1000 } : {}),
+      });
     });
   }
 
@@ -99,10 +103,20 @@ export class H1Socket {
         ...(typeof opId === 'string' ? { client_op_id: opId } : {}),
       });
     }
+    // the input policy before the schema: the same refusals as HTTP, naming the field
+    const bad = checkJson(raw, { root: 'message' });
+    if (bad) {
+      const opId = (raw as { client_op_id?: unknown })?.client_op_id;
+      return this.send({ type: 'error', code: 'invalid_input', message: bad.message, field: bad.field,
+        ...(typeof opId === 'string' ? { client_op_id: opId } : {}) });
+    }
     const parsed = ClientMessage.safeParse(raw);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
-      return this.send({ type: 'error', code: 'invalid_message', message: `${issue?.path.join('.') || 'message'}: ${issue?.message}` });
+      const field = issue?.path.join('.') || 'message';
+      const opId = (raw as { client_op_id?: unknown })?.client_op_id;
+      return this.send({ type: 'error', code: 'invalid_message', message: `${field}: ${issue?.message}`, field,
+        ...(typeof opId === 'string' ? { client_op_id: opId } : {}) });
     }
     const msg = parsed.data;
     switch (msg.type) {

@@ -3,6 +3,8 @@ import type { WebSocket } from 'ws';
 import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
 import { CLOCK_LEEWAY_SECONDS, TokenError } from '../auth/jwt.ts';
+import { apiErrorFromDatabase, type ApiError } from '../http/errors.ts';
+import { checkJson } from '../input-policy.ts';
 import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
@@ -52,6 +54,16 @@ export type VerifyToken = (token: string) => Promise<SocketClaims>;
 const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortly';
 
 const CANVAS_TOPIC = /^canvas:([0-9a-fA-F-]{36})$/;
+
+/** Database refusals caused by the client's frame or rights (as opposed to a fault of the database). */
+const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'unauthorized']);
+
+/** A phx_reply / system reason from a mapped error: `<code>: <field>: <message>` (the field when known). */
+function reasonOf(error: ApiError): string {
+  const field = error.details.field;
+  return typeof field === 'string' && !error.message.startsWith(`${field}:`)
+    ? `${error.code}: ${field}: ${error.message}` : `${error.code}: ${error.message}`;
+}
 
 /**
  * Join refusal for postgres_changes bindings. Serving them means filtering every WAL row through
@@ -120,6 +132,18 @@ export class PhoenixSocket {
       if (err instanceof ProtocolError) return; // Phoenix ignores what it cannot decode
       throw err;
     }
+    // the input policy (src/input-policy.ts) on the whole frame, before anything reads it: topic,
+    // event and payload (config, broadcast payloads, presence metas) never hold an unpaired
+    // surrogate or NUL, nor nest deeper than 64; the field is named from the frame (payload.payload.x)
+    const bad = checkJson({ topic: frame.topic, event: frame.event, payload: frame.payload },
+      { root: 'frame', depthField: (parts) => parts.slice(0, 3).join('.') });
+    if (bad) {
+      const channel = this.channels.get(frame.topic);
+      // a broadcast without ack has no reply waiting (realtime-js resolved it on send): say it on the channel
+      if (frame.event === 'broadcast' && channel && !channel.ack) this.system(channel, 'error', `invalid_input: ${bad.message}`);
+      else this.reply(frame, 'error', { reason: `invalid_input: ${bad.message}` });
+      return;
+    }
     if (frame.topic === 'phoenix') {
       if (frame.event === 'heartbeat') this.reply(frame, 'ok');
       return;
@@ -130,6 +154,8 @@ export class PhoenixSocket {
       } catch (err) {
         // a join always gets its phx_reply: without one realtime-js waits for its timeout
         if (isConnectionFailure(err)) return this.reply(frame, 'error', { reason: UNAVAILABLE });
+        const error = apiErrorFromDatabase(err);
+        if (error.code !== 'internal') return this.reply(frame, 'error', { reason: reasonOf(error) });
         this.hub.logger.error({ err, topic: frame.topic }, 'realtime join failed');
         return this.reply(frame, 'error', { reason: 'internal error: the join failed, retry shortly' });
       }
@@ -160,6 +186,14 @@ export class PhoenixSocket {
         // the database hiccuped, the channel is fine: say so, keep it joined
         if (frame.ref) this.reply(frame, 'error', { reason: UNAVAILABLE });
         return this.system(channel, 'error', UNAVAILABLE);
+      }
+      const error = apiErrorFromDatabase(err);
+      if (error.code !== 'internal') {
+        // refused for a reason the client can act on (its input, a limit, lost access): the channel stays
+        if (frame.ref) this.reply(frame, 'error', { reason: reasonOf(error) });
+        else this.system(channel, 'error', reasonOf(error));
+        if (error.code === 'forbidden' || error.code === 'not_found') channel.gate.recheck();
+        return;
       }
       this.hub.logger.error({ err, topic: frame.topic, event: frame.event }, 'realtime channel failed');
       this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_error', payload: {} });
@@ -409,8 +443,14 @@ export class PhoenixSocket {
       if (!(await this.maySend(channel, 'presence'))) {
         return this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to track presence on this Channel topic: ${channel.subTopic}` });
       }
+      // durable last_active_at first: `ok` means recorded; a cursor the database refuses is not tracked
+      const refused = await this.writePresence(channel, meta);
+      if (refused) {
+        this.reply(frame, 'error', { reason: reasonOf(refused) });
+        if (refused.code === 'forbidden' || refused.code === 'not_found') channel.gate.recheck();
+        return;
+      }
       channel.tracked = true;
-      await this.writePresence(channel, meta); // durable last_active_at first: `ok` means recorded
       this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta));
       this.reply(frame, 'ok');
     } else if (p.event === 'untrack') {
@@ -428,19 +468,30 @@ export class PhoenixSocket {
     this.hub.cluster?.publishPresenceDiff(key, diff);
   }
 
-  /** Durable last_active_at (throttled): api.update_presence as the channel's user; the canvas is the private channel. */
-  private async writePresence(channel: Channel, meta: Record<string, unknown>): Promise<void> {
+  /**
+   * Durable last_active_at (throttled): api.update_presence as the channel's user; the canvas is
+   * the private channel. Answers the error when the database refused the presence for the
+   * client's sake (invalid cursor, lost access); a database fault only logs: presence is in memory.
+   */
+  private async writePresence(channel: Channel, meta: Record<string, unknown>): Promise<ApiError | null> {
     const canvasId = CANVAS_TOPIC.exec(channel.subTopic)?.[1];
-    if (!canvasId || !channel.private || !channel.claims.sub || channel.claims.role !== 'authenticated') return;
+    if (!canvasId || !channel.private || !channel.claims.sub || channel.claims.role !== 'authenticated') return null;
     const now = Date.now();
-    if (now - channel.lastPresenceWrite < this.hub.limits.presenceWriteIntervalMs) return;
+    if (now - channel.lastPresenceWrite < this.hub.limits.presenceWriteIntervalMs) return null;
     channel.lastPresenceWrite = now;
     const cursor = meta.cursor && typeof meta.cursor === 'object' && !Array.isArray(meta.cursor) ? meta.cursor : null;
     try {
       await withRequest(this.hub.sql, { claims: channel.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
         tx`select api.update_presence(${canvasId}::uuid, ${cursor as any}::jsonb, ${meta.typing === true})`);
+      return null;
     } catch (err) {
+      const error = apiErrorFromDatabase(err);
+      if (CLIENT_CAUSED.has(error.code)) {
+        channel.lastPresenceWrite = 0; // nothing was recorded: the next track writes again
+        return error;
+      }
       this.hub.logger.warn({ err }, 'update_presence from realtime failed');
+      return null;
     }
   }
 

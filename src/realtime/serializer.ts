@@ -10,6 +10,8 @@
  *     kind 4: [4, topicLen, eventLen, metaLen, encoding, topic, event, meta, payload]
  *   encoding 0 = raw bytes, 1 = JSON. Lengths are one byte each (≤ 255).
  */
+import { decodeUtf8 } from '../input-policy.ts';
+
 export type Vsn = '1.0.0' | '2.0.0';
 
 export type Frame = {
@@ -66,7 +68,8 @@ function decodeUserBroadcastPush(buf: Buffer): Frame {
   let offset = 7;
   const take = (n: number) => {
     if (offset + n > buf.length) throw new ProtocolError('truncated binary frame');
-    const s = buf.subarray(offset, offset + n).toString('utf8');
+    const s = decodeUtf8(buf.subarray(offset, offset + n)); // fatal: never U+FFFD in place of what was sent
+    if (typeof s !== 'string') throw new ProtocolError('binary frame field is not valid UTF-8');
     offset += n;
     return s;
   };
@@ -78,8 +81,10 @@ function decodeUserBroadcastPush(buf: Buffer): Frame {
   const body = buf.subarray(offset);
   let payload: unknown;
   if (encoding === ENCODING_JSON) {
+    const text = decodeUtf8(body);
+    if (typeof text !== 'string') throw new ProtocolError('broadcast payload is not valid UTF-8');
     try {
-      payload = JSON.parse(body.toString('utf8'));
+      payload = JSON.parse(text);
     } catch {
       throw new ProtocolError('broadcast payload is not JSON');
     }

@@ -288,7 +288,7 @@ describe('CanvasSync under network loss (through a TCP proxy)', () => {
     }
   });
 
-  it('resends in-flight mutations after the server answers a failed one with an internal/unavailable error', async () => {
+  it('resends in-flight mutations after the server answers a failed one with an internal/unavailable/timeout error', async () => {
     const faults = processFaults();
     const { canvasId, sync, stats } = await editorClient();
     try {
@@ -299,9 +299,10 @@ describe('CanvasSync under network loss (through a TCP proxy)', () => {
       let pids: number[] = [];
       expect(await until(async () => (pids = await blockedMutations()).length === 1)).toBe(true);
       // cancelled, the op fails, and recording that failure then waits on the same lock until
-      // lock_timeout: the statement errors and the server answers `internal` (no client_op_id)
+      // lock_timeout: the statement errors and the server answers `timeout` (55P03, with the
+      // client_op_id), which the client resends like `internal` / `unavailable`
       await db.sql`select pg_cancel_backend(${pids[0]!})`;
-      expect(await until(async () => (stats.received['error:internal'] ?? 0) + (stats.received['error:unavailable'] ?? 0) > 0, 10_000)).toBe(true);
+      expect(await until(async () => ['internal', 'unavailable', 'timeout'].some((code) => (stats.received[`error:${code}`] ?? 0) > 0), 10_000)).toBe(true);
       expect(await successRows(opId)).toBe(0);
       await lock.release();
       const o = await within(outcome, 5000, 'hung');

@@ -1,0 +1,167 @@
+/**
+ * The one input policy of every surface (HTTP bodies and URLs, H1 frames, realtime-js client
+ * broadcasts and presence): input is taken exactly as sent or refused, never rewritten.
+ *
+ * - Text is UTF-8, decoded fatally: invalid bytes (`FF`, overlong `C0 80`, surrogate code points
+ *   `ED A0 80`, truncated sequences) are refused, never replaced by U+FFFD.
+ * - Every string and object key of a JSON value is well-formed UTF-16 (no unpaired surrogate,
+ *   which `"\ud800"` escapes produce and which would reach Postgres as U+FFFD, so two different
+ *   strings could become one) and holds no NUL (Postgres text cannot store it).
+ * - JSON nests at most MAX_JSON_DEPTH levels (deeper values would overflow recursive serializers
+ *   on their way to the database). Sizes are bounded before parsing by each surface (HTTP body
+ *   limit, WebSocket maxPayload); JSON.parse itself is not recursive in V8.
+ * - Integers passed to SQL fit the parameter's type (INT4_MAX, SEQ_MAX), checked by the schemas.
+ *
+ * A violation names the field by its path (`patch.content.t`, `ops.0.client_op_id`), so each
+ * surface can answer `invalid_input` with that field.
+ */
+
+/** JSON values nest at most this deep. */
+export const MAX_JSON_DEPTH = 64;
+
+/** Largest value of a Postgres `integer` parameter (base_version, limits). */
+export const INT4_MAX = 2_147_483_647;
+
+/** Largest sequence number accepted (a Postgres `bigint`, bounded to what a JS number holds exactly). */
+export const SEQ_MAX = Number.MAX_SAFE_INTEGER;
+
+/** Why input was refused: the field at fault and a message that starts with it. */
+export type InputViolation = { field: string; message: string };
+
+const violation = (field: string, problem: string): InputViolation => ({ field, message: `${field}: ${problem}` });
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Bytes as UTF-8 text, or a violation of `field` when they are not valid UTF-8. */
+export function decodeUtf8(bytes: Uint8Array, field = 'body'): string | InputViolation {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return violation(field, 'not valid UTF-8');
+  }
+}
+
+/** An unpaired surrogate: a high one not followed by a low one, or a low one not preceded by a high one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** What is wrong with one string (an unpaired surrogate, a NUL), or null. */
+function textProblem(s: string): string | null {
+  if (LONE_SURROGATE.test(s)) return 'contains an unpaired UTF-16 surrogate (not a Unicode character)';
+  if (s.includes('\u0000')) return 'contains a NUL character';
+  return null;
+}
+
+/** A violation of `field` when `s` is not acceptable text, else null. */
+export function checkText(s: string, field: string): InputViolation | null {
+  const problem = textProblem(s);
+  return problem ? violation(field, problem) : null;
+}
+
+const join = (path: string, key: string) => (path ? `${path}.${key}` : key);
+
+/**
+ * How a depth violation names its field by default: the field of the HTTP and H1 schemas (a
+ * top-level field, `patch.x`, `ops.N.patch.x`), not the whole chain of 64 keys.
+ */
+export function schemaField(parts: string[]): string {
+  const out: string[] = [];
+  let i = 0;
+  if (parts[0] === 'ops' && parts.length > 1) out.push(parts[i++]!, parts[i++]!);
+  if (i < parts.length) out.push(parts[i++]!);
+  if (out[out.length - 1] === 'patch' && i < parts.length) out.push(parts[i++]!);
+  return out.join('.');
+}
+
+/**
+ * Walks a parsed JSON value once (iteratively: hostile nesting cannot overflow the stack) and
+ * returns the first violation: a string or key that is not acceptable text, or nesting deeper
+ * than `maxDepth`. `root` names the value itself (its fields are named from the top, `a.b.0`);
+ * `depthField` shortens the path of a depth violation to the field a client would recognise.
+ */
+export function checkJson(value: unknown, opts: { root?: string; maxDepth?: number; depthField?: (parts: string[]) => string } = {}): InputViolation | null {
+  const root = opts.root ?? 'body';
+  const maxDepth = opts.maxDepth ?? MAX_JSON_DEPTH;
+  const depthField = opts.depthField ?? schemaField;
+  const stack: [unknown, number, string][] = [[value, 0, '']];
+  while (stack.length > 0) {
+    const [v, depth, path] = stack.pop()!;
+    if (typeof v === 'string') {
+      const problem = textProblem(v);
+      if (problem) return violation(path || root, problem);
+      continue;
+    }
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= maxDepth) return violation(depthField(path ? path.split('.') : []) || root, `JSON nested deeper than ${maxDepth} levels`);
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], depth + 1, join(path, String(i))]);
+      continue;
+    }
+    const entries = Object.entries(v as Record<string, unknown>);
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const [key, child] = entries[i]!;
+      // the key itself is not echoed: it is the hostile part; the object holding it is named
+      const problem = textProblem(key);
+      if (problem) return violation(path || root, `an object key ${problem}`);
+      stack.push([child, depth + 1, join(path, key)]);
+    }
+  }
+  return null;
+}
+
+/** JSON text → value, or a violation of `field` (malformed JSON). */
+export function parseJson(text: string, field = 'body'): { value: unknown } | InputViolation {
+  try {
+    return { value: JSON.parse(text) };
+  } catch (err) {
+    // SyntaxError for malformed text; RangeError should the engine ever refuse the nesting
+    return violation(field, err instanceof RangeError ? 'JSON too large or too deeply nested' : 'malformed JSON');
+  }
+}
+
+/** UTF-8 JSON bytes → a value that passed checkJson, or the first violation (decoding, syntax, policy). */
+export function readJson(bytes: Uint8Array, field = 'body'): { value: unknown } | InputViolation {
+  const text = decodeUtf8(bytes, field);
+  if (typeof text !== 'string') return text;
+  const parsed = parseJson(text, field);
+  if (!('value' in parsed)) return parsed;
+  const bad = checkJson(parsed.value, { root: field });
+  return bad ?? parsed;
+}
+
+/** Percent-decodes one URL component fatally (invalid UTF-8 throws in decodeURIComponent); null when it is not valid. */
+function decodeComponent(s: string): string | null {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Checks a request URL's path segments and query parameters: each must percent-decode to valid
+ * UTF-8 without NUL (a lone surrogate cannot be spelled in a URL; `%ED%A0%80` is invalid UTF-8).
+ * Names the field `path` or `query.<name>`.
+ */
+export function checkUrl(url: string): InputViolation | null {
+  const u = new URL(url);
+  for (const segment of u.pathname.split('/')) {
+    const decoded = decodeComponent(segment);
+    if (decoded === null) return violation('path', 'percent-encoding is not valid UTF-8');
+    if (decoded.includes('\u0000')) return violation('path', 'contains a NUL character');
+  }
+  const search = u.search.slice(1);
+  if (!search) return null;
+  for (const pair of search.split('&')) {
+    const eq = pair.indexOf('=');
+    const rawName = (eq < 0 ? pair : pair.slice(0, eq)).replace(/\+/g, ' ');
+    const name = decodeComponent(rawName);
+    if (name === null) return violation('query', 'a parameter name is not valid UTF-8');
+    if (name.includes('\u0000')) return violation('query', 'a parameter name contains a NUL character');
+    const field = `query.${name}`;
+    if (eq < 0) continue;
+    const value = decodeComponent(pair.slice(eq + 1).replace(/\+/g, ' '));
+    if (value === null) return violation(field, 'percent-encoding is not valid UTF-8');
+    if (value.includes('\u0000')) return violation(field, 'contains a NUL character');
+  }
+  return null;
+}

@@ -1,0 +1,348 @@
+import { RealtimeClient } from '@supabase/realtime-js';
+import { randomUUID } from 'node:crypto';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas } from '../helpers/fixtures.ts';
+import { rawRequest } from '../helpers/http.ts';
+import { subscribed } from '../helpers/realtime.ts';
+import { until } from '../helpers/wait.ts';
+
+// The one input policy (src/input-policy.ts) and the one database error mapping on every
+// surface: HTTP (raw bytes and JSON escapes), H1 frames and realtime-js broadcast / presence.
+// Each refusal has a stable code other than `internal`, names the field, and writes nothing.
+
+const config = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' as const };
+const db = testDatabase(5);
+const token = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub });
+let server: Server;
+
+beforeAll(async () => {
+  server = await startServer(config);
+}, 90_000);
+afterAll(async () => {
+  for (const c of realtimeClients) await c.disconnect().catch(() => {});
+  await server?.stop();
+  await db.close();
+});
+
+/** Rows a refused request must not have written: the canvas's blocks, its operation log, its presence, the workspace's canvases and titles. */
+async function written(canvasId: string, workspaceId: string) {
+  const [row] = await db.sql`
+    select (select count(*) from app.blocks where canvas_id = ${canvasId})::int as blocks,
+           (select count(*) from app.block_operations where canvas_id = ${canvasId})::int as operations,
+           (select count(*) from app.presence where canvas_id = ${canvasId})::int as presence,
+           (select count(*) from app.canvases where workspace_id = ${workspaceId})::int as canvases,
+           (select string_agg(title, ',' order by title) from app.canvases where workspace_id = ${workspaceId}) as titles`;
+  return row!;
+}
+
+const nest = (depth: number) => '{"a":'.repeat(depth) + '1' + '}'.repeat(depth);
+const mutation = (opId: string, content: string) =>
+  `{"action":"create","client_op_id":${opId},"patch":{"type":"text","content":${content}}}`;
+
+// ---------------------------------------------------------------- HTTP
+
+describe('HTTP', () => {
+  async function send(method: string, path: string, body: string | Buffer | undefined, bearer?: string) {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (bearer) headers.authorization = `Bearer ${bearer}`;
+    const res = await rawRequest(server.url, { method, path, headers, body });
+    return { status: res.status, body: JSON.parse(res.text) };
+  }
+  const expectRefused = (res: { status: number; body: any }, field: string) => {
+    expect(res.status, JSON.stringify(res.body)).toBe(400);
+    expect(res.body.error).toMatchObject({ code: 'invalid_input', field });
+    expect(res.body.error.message).toMatch(new RegExp(`^${field.replace(/\./g, '\\.')}: `));
+  };
+
+  const INVALID_UTF8: Record<string, number[]> = {
+    'FF': [0xff], 'overlong C0 80': [0xc0, 0x80], 'overlong E0 80 AF': [0xe0, 0x80, 0xaf],
+    'surrogate ED A0 80': [0xed, 0xa0, 0x80], 'truncated E2 82': [0xe2, 0x82],
+  };
+  const bytes = (before: string, bad: number[], after: string) => Buffer.concat([Buffer.from(before), Buffer.from(bad), Buffer.from(after)]);
+
+  it.each(Object.entries(INVALID_UTF8))('raw invalid UTF-8 (%s) in content, client_op_id or a title is a 400 on field body, nothing written', async (_name, bad) => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const before = await written(canvasId, workspaceId);
+    const mutate = `/api/v1/canvas/${canvasId}/mutate`;
+    expectRefused(await send('POST', mutate, bytes(`{"action":"create","client_op_id":"${randomUUID()}","patch":{"type":"text","content":{"t":"a`, bad, 'b"}}}'), t), 'body');
+    expectRefused(await send('POST', mutate, bytes('{"action":"create","client_op_id":"op-', bad, '","patch":{"type":"text"}}'), t), 'body');
+    expectRefused(await send('POST', '/api/v1/canvas', bytes(`{"workspace_id":"${workspaceId}","title":"T`, bad, '"}'), t), 'body');
+    expectRefused(await send('PATCH', `/api/v1/canvas/${canvasId}`, bytes('{"title":"T', bad, '"}'), t), 'body');
+    expectRefused(await send('POST', `/functions/v1/canvas/${canvasId}/mutate`, bytes(`{"ops":[{"action":"create","client_op_id":"x`, bad, '"}]}'), t), 'body');
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+  });
+
+  it('a lone surrogate or NUL in any string or key is a 400 naming the field path, nothing written', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const before = await written(canvasId, workspaceId);
+    const mutate = `/api/v1/canvas/${canvasId}/mutate`;
+    const op = `"${randomUUID()}"`;
+    expectRefused(await send('POST', mutate, mutation(op, '{"t":"\\ud800x"}'), t), 'patch.content.t');
+    expectRefused(await send('POST', mutate, mutation(op, '{"t":"x\\udfff"}'), t), 'patch.content.t');
+    expectRefused(await send('POST', mutate, mutation(op, '{"t":["ok","\\ud83d"]}'), t), 'patch.content.t.1');
+    expectRefused(await send('POST', mutate, mutation(op, '{"t":"a\\u0000b"}'), t), 'patch.content.t');
+    expectRefused(await send('POST', mutate, mutation(op, '{"k\\u0000":1}'), t), 'patch.content');
+    expectRefused(await send('POST', mutate, mutation(op, '{"\\udc00":1}'), t), 'patch.content');
+    expectRefused(await send('POST', mutate, mutation('"a\\u0000"', '{}'), t), 'client_op_id');
+    expectRefused(await send('POST', mutate, `{"ops":[{"action":"create","client_op_id":"\\ud800","patch":{"type":"text"}}]}`, t), 'ops.0.client_op_id');
+    expectRefused(await send('POST', '/api/v1/canvas', `{"workspace_id":"${workspaceId}","title":"T\\ud800"}`, t), 'title');
+    expectRefused(await send('PATCH', `/api/v1/canvas/${canvasId}`, '{"title":"T\\u0000"}', t), 'title');
+    expectRefused(await send('PATCH', `/api/v1/canvas/${canvasId}`, '{"settings":{"\\u0000":1}}', t), 'settings');
+    expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/presence`, '{"cursor":{"x":"\\udbff"}}', t), 'cursor.x');
+    // a well-formed pair is a character like any other: accepted and stored as sent
+    const ok = await send('POST', mutate, mutation(op, '{"t":"\\ud83d\\ude00\\u00e9"}'), t);
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    expect(ok.body.block.content).toEqual({ t: '\u{1F600}é' });
+    const after = await written(canvasId, workspaceId);
+    expect({ ...after, blocks: after.blocks - 1, operations: after.operations - 1 }).toEqual(before);
+  });
+
+  it('client_op_id "\\ud800x" then "\\udfffx": both refused, never merged into one operation', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const before = await written(canvasId, workspaceId);
+    for (const opId of ['"\\ud800x"', '"\\udfffx"']) {
+      expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/mutate`, mutation(opId, '{"t":"x"}'), t), 'client_op_id');
+    }
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+    expect((await db.sql`select count(*)::int as n from app.block_operations where client_op_id like '%x' and canvas_id = ${canvasId}`)[0]!.n).toBe(0);
+  });
+
+  it('nesting of 5,000 and 20,000 levels is a 400 naming the field, and the server keeps serving', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const before = await written(canvasId, workspaceId);
+    for (const depth of [65, 5_000, 20_000]) {
+      expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/mutate`, mutation(`"${randomUUID()}"`, nest(depth)), t), 'patch.content');
+      expectRefused(await send('PATCH', `/api/v1/canvas/${canvasId}`, `{"settings":${nest(depth)}}`, t), 'settings');
+    }
+    expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/mutate`, `{"ops":${'['.repeat(20_000)}${']'.repeat(20_000)}}`, t), 'ops.0.0');
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+    expect((await send('GET', `/api/v1/canvas/${canvasId}`, undefined, t)).status).toBe(200);
+  });
+
+  it('integers are range-checked before SQL: base_version over int4, since_seq over 2^53', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const before = await written(canvasId, workspaceId);
+    expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/mutate`,
+      `{"action":"update","block_id":"${randomUUID()}","client_op_id":"${randomUUID()}","base_version":99999999999,"patch":{"content":{}}}`, t), 'base_version');
+    expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/mutate`,
+      `{"ops":[{"action":"update","block_id":"${randomUUID()}","client_op_id":"${randomUUID()}","base_version":2147483648}]}`, t), 'ops.0.base_version');
+    expectRefused(await send('GET', `/api/v1/canvas/${canvasId}/snapshot?since_seq=1e30`, undefined, t), 'since_seq');
+    expectRefused(await send('GET', `/api/v1/canvas/${canvasId}/blocks?limit=99999999999`, undefined, t), 'limit');
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+  });
+
+  it('percent-encoded invalid UTF-8 or NUL in the path or a query parameter is a 400, not a 404', async () => {
+    const { canvasId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    expectRefused(await send('GET', '/api/v1/canvas/%FF', undefined, t), 'path');
+    expectRefused(await send('GET', '/api/v1/canvas/%FF', undefined), 'path');
+    expectRefused(await send('GET', `/functions/v1/canvas/${canvasId}/blocks/%ED%A0%80`, undefined, t), 'path');
+    expectRefused(await send('GET', `/api/v1/canvas/${canvasId}%00`, undefined, t), 'path');
+    expectRefused(await send('GET', `/api/v1/canvas/${canvasId}/search?q=%C0%80`, undefined, t), 'query.q');
+    expectRefused(await send('GET', `/api/v1/canvas/${canvasId}/search?q=a%00b`, undefined, t), 'query.q');
+    expectRefused(await send('GET', `/api/v1/canvas/${canvasId}/blocks?cursor=%E2%82`, undefined, t), 'query.cursor');
+    // well-formed percent-encoding is decoded as usual
+    expect((await send('GET', `/api/v1/canvas/${canvasId}/search?q=caf%C3%A9`, undefined, t)).status).toBe(200);
+  });
+});
+
+// ---------------------------------------------------------------- H1
+
+type Conn = { ws: WebSocket; inbox: ServerMessage[]; closed: Promise<number>; next(pred: (m: any) => boolean, ms?: number): Promise<any>; sendText(text: string): void };
+
+async function openH1(canvasId: string, userId: string): Promise<Conn> {
+  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${await token(userId)}`);
+  const inbox: ServerMessage[] = [];
+  ws.on('message', (d) => inbox.push(JSON.parse(String(d))));
+  const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  let cursor = 0;
+  return {
+    ws, inbox, closed,
+    sendText: (text) => ws.send(text),
+    async next(pred, ms = 5000) {
+      let found: any;
+      await until(() => {
+        while (cursor < inbox.length) {
+          const m = inbox[cursor++];
+          if (pred(m)) { found = m; return true; }
+        }
+        return false;
+      }, ms, `an H1 frame; got ${JSON.stringify(inbox.slice(-3)).slice(0, 500)}`);
+      return found;
+    },
+  };
+}
+
+const isError = (m: any) => m.type === 'error';
+
+describe('H1 frames', () => {
+  let canvasId: string, workspaceId: string, users: Record<string, string>, c: Conn;
+  beforeAll(async () => {
+    ({ canvasId, workspaceId, users } = await createCanvas(db.sql, ['editor']));
+    c = await openH1(canvasId, users.editor!);
+    await c.next((m) => m.type === 'hello');
+  });
+  afterAll(() => c?.ws.close());
+
+  const op = () => `"${randomUUID()}"`;
+  const mutate = (opId: string, content: string, extra = '') =>
+    `{"type":"mutate","client_op_id":${opId},"action":"create"${extra},"patch":{"type":"text","content":${content}}}`;
+  // one frame per message under the socket's rate limit (10/s): a pause between them
+  const frames: [string, string, string, string][] = [
+    ['NUL in content', mutate(op(), '{"t":"a\\u0000"}'), 'invalid_input', 'patch.content.t'],
+    ['NUL in a key', mutate(op(), '{"a\\u0000b":1}'), 'invalid_input', 'patch.content'],
+    ['NUL in client_op_id', mutate('"op\\u0000"', '{}'), 'invalid_input', 'client_op_id'],
+    ['a lone surrogate in content', mutate(op(), '{"t":"\\ud800x"}'), 'invalid_input', 'patch.content.t'],
+    ['a lone surrogate in a key', mutate(op(), '{"\\udfff":1}'), 'invalid_input', 'patch.content'],
+    ['nesting of 5,000 levels', mutate(op(), nest(5_000)), 'invalid_input', 'patch.content'],
+    ['nesting of 20,000 levels', mutate(op(), nest(20_000)), 'invalid_input', 'patch.content'],
+    ['base_version 99999999999', `{"type":"mutate","client_op_id":${op()},"action":"update","block_id":"${randomUUID()}","base_version":99999999999,"patch":{"content":{}}}`, 'invalid_message', 'base_version'],
+    ['since_canvas_seq over 2^53', '{"type":"resume","since_canvas_seq":1e20}', 'invalid_message', 'since_canvas_seq'],
+    ['a cursor over 1 KB', `{"type":"presence","cursor":{"x":"${'a'.repeat(1100)}"}}`, 'invalid_input', 'cursor'],
+  ];
+
+  it.each(frames)('%s: an error frame with a stable code naming the field, nothing written', async (_name, text, code, field) => {
+    const before = await written(canvasId, workspaceId);
+    await new Promise((r) => setTimeout(r, 120));
+    c.sendText(text);
+    const error = await c.next(isError);
+    expect(error).toMatchObject({ code, field });
+    expect(error.message).toMatch(new RegExp(`^${field.replace(/\./g, '\\.')}:? `));
+    const opId = (JSON.parse(text) as { client_op_id?: string }).client_op_id;
+    if (opId !== undefined) expect(error.client_op_id).toBe(opId); // the client can settle that operation
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+    // the socket is fine: the next message is served
+    c.sendText('{"type":"ping"}');
+    await c.next((m) => m.type === 'pong');
+  });
+
+  it('client_op_id "\\ud800x" then "\\udfffx": both refused, each naming its own operation', async () => {
+    const before = await written(canvasId, workspaceId);
+    for (const opId of ['\ud800x', '\udfffx']) {
+      await new Promise((r) => setTimeout(r, 120));
+      c.sendText(mutate(JSON.stringify(opId), '{"t":"x"}'));
+      expect(await c.next(isError)).toMatchObject({ code: 'invalid_input', field: 'client_op_id', client_op_id: opId });
+    }
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+    expect(c.inbox.filter((m) => m.type === 'ack')).toEqual([]);
+  });
+
+  it.each(['resume', 'presence'])('%s after the member was removed: forbidden and the 4403 close, never internal', async (type) => {
+    const room = await createCanvas(db.sql, ['editor']);
+    const s = await openH1(room.canvasId, room.users.editor!);
+    await s.next((m) => m.type === 'hello');
+    await db.sql`delete from app.workspace_members where workspace_id = ${room.workspaceId} and user_id = ${room.users.editor!}`;
+    s.sendText(type === 'resume' ? '{"type":"resume","since_canvas_seq":0}' : '{"type":"presence","cursor":{"x":1},"typing":true}');
+    // the database refuses the frame (not_found: it does not tell a non-member the canvas exists)
+    // or the access re-check got there first (forbidden); either way the 4403 close follows
+    expect(['forbidden', 'not_found']).toContain((await s.next(isError)).code);
+    expect(await s.closed).toBe(4403);
+    expect(s.inbox.filter((m: any) => m.type === 'error').map((m: any) => m.code).every((code) => code === 'forbidden' || code === 'not_found')).toBe(true);
+    expect(s.inbox.filter((m: any) => m.type === 'error' && m.code === 'forbidden')).toHaveLength(1);
+    expect((await db.sql`select count(*)::int as n from app.presence where canvas_id = ${room.canvasId}`)[0]!.n).toBe(0);
+  });
+});
+
+// ---------------------------------------------------------------- realtime-js
+
+const realtimeClients: RealtimeClient[] = [];
+
+/** A real realtime-js client whose transport also records the server's text frames (to read phx_reply reasons). */
+function recordingClient(apikey: string, vsn: string) {
+  const frames: { ref: string | null; topic: string; event: string; payload: any }[] = [];
+  class RecordingSocket extends WebSocket {
+    constructor(address: string, protocols?: string | string[]) {
+      super(address, protocols);
+      this.on('message', (data, isBinary) => {
+        if (isBinary) return;
+        const f = JSON.parse(String(data));
+        frames.push(Array.isArray(f) ? { ref: f[1], topic: f[2], event: f[3], payload: f[4] } : f);
+      });
+    }
+  }
+  const client = new RealtimeClient(`${server.url.replace(/^http/, 'ws')}/realtime/v1`, {
+    params: { apikey }, transport: RecordingSocket as any, vsn, heartbeatIntervalMs: 5000, timeout: 5000,
+  });
+  realtimeClients.push(client);
+  const reasons = () => frames.filter((f) => f.event === 'phx_reply' && f.payload?.status === 'error').map((f) => String(f.payload.response?.reason));
+  const systemErrors = () => frames.filter((f) => f.event === 'system' && f.payload?.status === 'error').map((f) => String(f.payload.message));
+  return { client, reasons, systemErrors, frames };
+}
+
+describe.each(['1.0.0', '2.0.0'])('realtime-js vsn %s', (vsn) => {
+  it('a broadcast payload with NUL, a lone surrogate or deep nesting is refused naming the field, and never relayed', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql, ['editor']);
+    const sender = recordingClient(await token(users.editor!), vsn);
+    const channel = sender.client.channel(`canvas:${canvasId}`, { config: { private: true, broadcast: { ack: true } } });
+    expect((await subscribed(channel)).status).toBe('SUBSCRIBED');
+    const receiver = recordingClient(await token(users.owner!), vsn);
+    const got: any[] = [];
+    const listening = receiver.client.channel(`canvas:${canvasId}`, { config: { private: true } }).on('broadcast', { event: 'note' }, (m) => got.push(m.payload));
+    expect((await subscribed(listening)).status).toBe('SUBSCRIBED');
+    const before = await written(canvasId, workspaceId);
+
+    const deep = JSON.parse('['.repeat(100) + ']'.repeat(100));
+    const cases: [unknown, string][] = [
+      [{ t: 'a\u0000b' }, 'payload.payload.t'],
+      [{ t: '\ud800x' }, 'payload.payload.t'],
+      [{ ['\udfff']: 1 }, 'payload.payload'],
+      [{ d: deep }, 'payload.payload.d'],
+    ];
+    for (const [payload, field] of cases) {
+      expect(await channel.send({ type: 'broadcast', event: 'note', payload })).toBe('error');
+      await until(() => sender.reasons().some((r) => r.startsWith(`invalid_input: ${field}: `)), 5000, `the refusal naming ${field}`);
+    }
+    expect(await channel.send({ type: 'broadcast', event: 'note', payload: { t: 'fine' } })).toBe('ok');
+    await until(() => got.length > 0, 5000, 'the valid broadcast');
+    expect(got).toEqual([{ t: 'fine' }]);
+    expect(sender.reasons().filter((r) => /internal/.test(r))).toEqual([]);
+
+    // without ack nothing waits for a reply: the refusal comes as a system message on the channel
+    const noAck = recordingClient(await token(users.editor!), vsn);
+    const plain = noAck.client.channel(`canvas:${canvasId}`, { config: { private: true } });
+    expect((await subscribed(plain)).status).toBe('SUBSCRIBED');
+    await plain.send({ type: 'broadcast', event: 'note', payload: { t: 'x\u0000' } });
+    await until(() => noAck.systemErrors().some((m) => m.startsWith('invalid_input: payload.payload.t: ')), 5000, 'the system message');
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+  });
+
+  it('a presence meta with NUL or a cursor over 1 KB is refused naming the field, not tracked, nothing written', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql, ['editor']);
+    const tracker = recordingClient(await token(users.editor!), vsn);
+    const channel = tracker.client.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: 'me' } } });
+    expect((await subscribed(channel)).status).toBe('SUBSCRIBED');
+    const watcher = recordingClient(await token(users.owner!), vsn).client.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: 'watcher' } } });
+    const joins: any[] = [];
+    watcher.on('presence', { event: 'join' }, ({ key, newPresences }) => joins.push({ key, metas: newPresences }));
+    expect((await subscribed(watcher)).status).toBe('SUBSCRIBED');
+    const before = await written(canvasId, workspaceId);
+
+    expect(await channel.track({ cursor: { x: 'a\u0000' } })).toBe('error');
+    await until(() => tracker.reasons().some((r) => r.startsWith('invalid_input: payload.payload.cursor.x: ')), 5000, 'the NUL refusal');
+    expect(await channel.track({ name: '\udbff' })).toBe('error');
+    await until(() => tracker.reasons().some((r) => r.startsWith('invalid_input: payload.payload.name: ')), 5000, 'the surrogate refusal');
+    expect(await channel.track({ cursor: { x: 'a'.repeat(1100) } })).toBe('error');
+    await until(() => tracker.reasons().some((r) => r.startsWith('invalid_input: cursor: ')), 5000, 'the database refusal of the cursor');
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+
+    expect(await channel.track({ cursor: { x: 1 } })).toBe('ok');
+    await until(() => joins.some((j) => j.key === 'me'), 5000, 'the valid track');
+    expect(joins.filter((j) => j.key === 'me').flatMap((j) => j.metas.map((m: any) => m.cursor))).toEqual([{ x: 1 }]);
+    expect(tracker.reasons().filter((r) => /internal/.test(r))).toEqual([]);
+  });
+});

@@ -10,7 +10,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(37);
+select plan(39);
 
 -- Tenant A: owner, editor and viewer of canvas A (and canvas A_gone, soft-deleted below).
 -- The intruder owns workspace B with canvas B.
@@ -198,6 +198,24 @@ select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') || ' ' || 
           'failed invalid_input base_version', 'a batch op with base_version 3000000000: invalid_input naming base_version');
 select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') || ' ' || (res #>> '{error,field}') from r where name = 'frac_batch'),
           'failed invalid_input base_version', 'a batch op with base_version 1.5: invalid_input naming base_version');
+
+-- ---------------------------------------------------------------------------------------------
+-- Rows leaked before this rule are removed by migration 20261121000610: outsiders' (not_found on
+-- canvas_id) and userless attempts go; members' rejected attempts and applied operations stay
+-- ---------------------------------------------------------------------------------------------
+insert into app.block_operations (client_op_id, actor_id, canvas_id, action, status, patch, result, error_code)
+values ('legacy-outsider', tests.user_id('ti_intruder'), pg_temp.id('a'), 'create', 'failed', jsonb_build_object('t', repeat('x', 1000)),
+        '{"status":"failed","error":{"code":"not_found","field":"canvas_id"}}', 'not_found'),
+       ('legacy-anon', null, pg_temp.id('a'), 'create', 'failed', '{}', '{"status":"failed","error":{"code":"unauthorized"}}', 'unauthorized'),
+       ('legacy-member', tests.user_id('ti_editor'), pg_temp.id('a'), 'update', 'failed', '{}',
+        '{"status":"failed","error":{"code":"not_found","field":"block_id"}}', 'not_found');
+create temp table log_kept as select op_id from app.block_operations
+  where canvas_id = pg_temp.id('a') and client_op_id not in ('legacy-outsider', 'legacy-anon');
+\ir ../migrations/20261121000610_outsider_oplog_rows.sql
+select is((select count(*) from app.block_operations where client_op_id in ('legacy-outsider', 'legacy-anon')), 0::bigint,
+          'the migration removes the logged attempts of an outsider and of a caller without a user');
+select set_eq($$select op_id from app.block_operations where canvas_id = pg_temp.id('a')$$, $$select op_id from log_kept$$,
+              '... and keeps every other row of the log (members'' failures, applied operations)');
 
 select * from finish();
 rollback;

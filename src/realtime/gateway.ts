@@ -122,16 +122,21 @@ export function createGateway(opts: GatewayOptions): Gateway {
   }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname.replace(/\/+$/, '');
+    socket.on('error', () => {});
     let handled: Promise<void> | undefined;
-    if (path === '/realtime/v1/websocket') handled = realtime(req, socket, head, url);
-    else {
-      const m = /^\/ws\/canvas\/([^/]+)$/.exec(path);
-      if (m) handled = h1(req, socket, head, url, decodeURIComponent(m[1]!));
+    try {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const path = url.pathname.replace(/\/+$/, '');
+      if (path === '/realtime/v1/websocket') handled = realtime(req, socket, head, url);
+      else {
+        // the id is matched as sent: a canvas id is a UUID, which needs no percent-decoding
+        const m = /^\/ws\/canvas\/([^/]+)$/.exec(path);
+        if (m) handled = h1(req, socket, head, url, m[1]!);
+      }
+    } catch (err) {
+      handled = Promise.reject(err); // answered below: an upgrade event must never throw
     }
     if (!handled) return reject(socket, 404, 'no WebSocket endpoint here');
-    socket.on('error', () => {});
     handled.catch((err) => {
       opts.logger.error({ err }, 'WebSocket upgrade failed');
       if (!socket.destroyed) socket.end(rawErrorResponse(new ApiError('internal', 'internal error: the WebSocket upgrade failed')));

@@ -11,10 +11,14 @@ language sql security definer set search_path = '' as $$
                                         tasks = excluded.tasks
 $$;
 
--- A clean stop: the worker's row goes away (its jobs were released by the graceful shutdown).
+-- A clean stop: the worker's row goes away, and so does any lock it still holds. Graceful
+-- shutdown releases the jobs it was running, but a job whose completion could not be recorded
+-- (its connection was terminated) stays locked, and with no heartbeat row left nothing else
+-- would ever unlock it.
 create or replace function internal.worker_stopped(p_worker_id text) returns void
 language sql security definer set search_path = '' as $$
-  delete from app.worker_heartbeats where worker_id = p_worker_id
+  delete from app.worker_heartbeats where worker_id = p_worker_id;
+  select graphile_worker.force_unlock_workers(array[p_worker_id]);
 $$;
 
 -- Unlocks the jobs (and job queues) of every worker not seen for p_stale; returns their ids.

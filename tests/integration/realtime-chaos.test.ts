@@ -18,7 +18,7 @@ const db = testDatabase(4);
 const RATE = Number(process.env.CHAOS_RATE ?? 36); // mutations offered per second
 const WRITERS = 12; // H2 allows 10 requests/s per user: twelve editors share the rate, retries included
 const WRITE_MS = 14_000;
-const KILL_EVERY_MS = 500;
+const KILL_EVERY_MS = 1000;
 const KILLS_EACH = Number(process.env.CHAOS_KILLS_EACH ?? 5);
 
 type Sub = { name: string; seqs: number[] };

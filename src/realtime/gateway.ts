@@ -60,6 +60,9 @@ export function createGateway(opts: GatewayOptions): Gateway {
 
   function reject(socket: Duplex, status: 400 | 401 | 403 | 404, message: string): void {
     const code = ({ 400: 'invalid_input', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found' } as const)[status];
+    // a WebSocket client cannot read this answer (realtime-js says only "transport failure"): the
+    // server's log is where the reason can be found
+    opts.logger.info({ status, reason: message }, 'WebSocket upgrade refused');
     socket.end(rawErrorResponse(new ApiError(code, message)));
   }
 
@@ -154,6 +157,12 @@ export function createGateway(opts: GatewayOptions): Gateway {
       await cluster.start();
     },
     async stop() {
+      // 1001 "going away": clients reconnect (to another gateway) instead of seeing an abnormal 1006
+      const closing = [...sockets].map((ws) => new Promise<void>((resolve) => {
+        ws.once('close', () => resolve());
+        ws.close(1001, 'server shutting down');
+      }));
+      await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 1000))]);
       for (const ws of sockets) ws.terminate();
       wss.close();
       await cluster.stop(); // `leave`: the other gateways drop this one's presences at once

@@ -15,6 +15,7 @@ import type { ErrorCode } from '../http/errors.ts';
  * sending `resume`).
  *
  * Every frame is one JSON text message with a `type`. The server speaks first with `hello`.
+ * No `delta` is sent before the first `resume` (or `?since_canvas_seq=` / `?since_seq=` on the URL).
  * Each socket may send at most 10 messages per second; a message over the limit is dropped and
  * answered with `error` code `rate_limited` (and `client_op_id` when it was a mutate, so the
  * client can resend it after `retry_after_ms`).

@@ -129,7 +129,7 @@ describe('two npm start processes while Postgres kills their connections', () =>
         let code = 0;
         try {
           const res = await fetch(`${target.url}/api/v1/canvas/${canvasId}/mutate`, {
-            method: 'POST', signal: AbortSignal.timeout(10_000),
+            method: 'POST', signal: AbortSignal.timeout(30_000), // a queued request is not retried: that would double the load
             headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
             body: JSON.stringify({ action: 'create', client_op_id: opId, patch: { type: 'text', content: { text: opId } } }),
           });

@@ -9,6 +9,7 @@ import type { DeltaMessage, ServerMessage } from '../../src/realtime/h1-protocol
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { addMember, barrier, callAs, createCanvas, mutate } from '../helpers/fixtures.ts';
+import { openH1, type H1Conn } from '../helpers/h1.ts';
 
 // canvas_seq: per canvas, applied operations are numbered 1, 2, 3, … with no gap, in commit
 // order. Proven with concurrent writers through the real RPC (and a reader racing them that must
@@ -60,35 +61,10 @@ async function opRows(canvasId: string) {
     where canvas_id = ${canvasId} and status = 'success' order by server_seq`;
 }
 
-type Conn = { ws: WebSocket; inbox: ServerMessage[]; next(pred: (m: ServerMessage) => boolean, ms?: number): Promise<ServerMessage>; send(m: object): void };
+type Conn = H1Conn;
 
 async function open(canvasId: string, userId: string, query = ''): Promise<Conn> {
-  const token = await signAccessToken(config.auth.jwtSecret, { sub: userId });
-  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}${query}`);
-  const inbox: ServerMessage[] = [];
-  ws.on('message', (d) => void inbox.push(JSON.parse(String(d))));
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
-    ws.once('error', reject);
-  });
-  let cursor = 0;
-  return {
-    ws,
-    inbox,
-    send: (m) => ws.send(JSON.stringify(m)),
-    async next(pred, ms = 10_000) {
-      const end = Date.now() + ms;
-      for (;;) {
-        while (cursor < inbox.length) {
-          const m = inbox[cursor++]!;
-          if (pred(m)) return m;
-        }
-        if (Date.now() > end) throw new Error(`no matching message; got ${JSON.stringify(inbox.slice(-3))}`);
-        await sleep(20);
-      }
-    },
-  };
+  return openH1(server.url, canvasId, await signAccessToken(config.auth.jwtSecret, { sub: userId }), query);
 }
 
 const is = <T extends ServerMessage['type']>(type: T, extra: (m: any) => boolean = () => true) => (m: ServerMessage) => m.type === type && extra(m);

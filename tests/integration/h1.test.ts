@@ -7,6 +7,7 @@ import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { callAs, createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
+import { openH1, type H1Conn } from '../helpers/h1.ts';
 
 // H1 /ws/canvas/{id}: mutate → ack / conflict, scope, rate limit, resume with no gap or duplicate.
 
@@ -22,39 +23,11 @@ afterAll(async () => {
   await db.close();
 });
 
-type Conn = { ws: WebSocket; inbox: ServerMessage[]; next(pred: (m: ServerMessage) => boolean, ms?: number): Promise<ServerMessage>; send(m: object): void };
+type Conn = H1Conn;
 
 async function open(canvasId: string, userId: string, opts: { scope?: string; query?: string } = {}): Promise<Conn> {
   const token = await signAccessToken(config.auth.jwtSecret, { sub: userId, ...(opts.scope !== undefined ? { scope: opts.scope } : {}) });
-  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}${opts.query ?? ''}`);
-  const inbox: ServerMessage[] = [];
-  const waiters: Array<() => void> = [];
-  ws.on('message', (d) => {
-    inbox.push(JSON.parse(String(d)));
-    waiters.splice(0).forEach((w) => w());
-  });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
-    ws.once('error', reject);
-  });
-  let cursor = 0;
-  return {
-    ws,
-    inbox,
-    send: (m) => ws.send(JSON.stringify(m)),
-    async next(pred, ms = 5000) {
-      const end = Date.now() + ms;
-      for (;;) {
-        while (cursor < inbox.length) {
-          const m = inbox[cursor++]!;
-          if (pred(m)) return m;
-        }
-        if (Date.now() > end) throw new Error(`no matching message; got ${JSON.stringify(inbox.slice(-5))}`);
-        await new Promise<void>((r) => { waiters.push(r); setTimeout(r, 50); });
-      }
-    },
-  };
+  return openH1(server.url, canvasId, token, opts.query ?? '');
 }
 
 const is = <T extends ServerMessage['type']>(type: T, extra: (m: any) => boolean = () => true) => (m: ServerMessage) => m.type === type && extra(m);

@@ -12,6 +12,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { callAs, createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
 import { realtimeClients } from '../helpers/realtime.ts';
 import { until } from '../helpers/wait.ts';
+import { openH1 as connectH1, type H1Conn } from '../helpers/h1.ts';
 
 // Authorization on the live path: a public join of `canvas:{id}` is a different room from the
 // private channel (presence and client broadcasts never cross), and a membership or canvas change
@@ -44,42 +45,12 @@ function subscribe(channel: RealtimeChannel): Promise<{ status: string; err?: Er
   });
 }
 
-type H1 = {
-  ws: WebSocket;
-  inbox: ServerMessage[];
-  closed: Promise<{ code: number; at: number }>;
-  next(pred: (m: ServerMessage) => boolean, ms?: number): Promise<ServerMessage>;
-  send(m: object): void;
-};
+type H1 = H1Conn;
 
 /** An H1 socket on `canvasId` as `userId`, resumed (live) before it is returned unless `live` is false. */
 async function openH1(server: Server, canvasId: string, userId: string, live = true): Promise<H1> {
-  const ws = new WebSocket(`${wsUrl(server)}/ws/canvas/${canvasId}?access_token=${await token(userId)}&since_seq=0`);
-  sockets.push(ws);
-  const inbox: ServerMessage[] = [];
-  ws.on('message', (d) => inbox.push(JSON.parse(String(d))));
-  const closed = new Promise<{ code: number; at: number }>((resolve) => ws.on('close', (code) => resolve({ code, at: performance.now() })));
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
-    ws.once('error', reject);
-  });
-  let cursor = 0;
-  const conn: H1 = {
-    ws, inbox, closed,
-    send: (m) => ws.send(JSON.stringify(m)),
-    async next(pred, ms = 5000) {
-      const end = Date.now() + ms;
-      for (;;) {
-        while (cursor < inbox.length) {
-          const m = inbox[cursor++]!;
-          if (pred(m)) return m;
-        }
-        if (Date.now() > end) throw new Error(`no matching message; got ${JSON.stringify(inbox.slice(-5))}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    },
-  };
+  const conn = await connectH1(server.url, canvasId, await token(userId), '&since_seq=0');
+  sockets.push(conn.ws);
   if (live) await conn.next((m) => m.type === 'resumed');
   else await conn.next((m) => m.type === 'hello');
   return conn;

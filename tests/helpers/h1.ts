@@ -1,0 +1,48 @@
+import WebSocket from 'ws';
+import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
+
+/** A raw H1 socket for tests: every frame received, in order, and a cursor to wait on them. */
+export type H1Conn = {
+  ws: WebSocket;
+  inbox: ServerMessage[];
+  /** Resolves when the socket closes, with its close code and the time (performance.now()). */
+  closed: Promise<{ code: number; at: number }>;
+  /** The next frame (after the last one returned) matching `pred`; throws after `ms`. */
+  next(pred: (m: ServerMessage) => boolean, ms?: number): Promise<ServerMessage>;
+  send(m: object): void;
+};
+
+/** Opens `/ws/canvas/{canvasId}` on `baseUrl` (http://…) with `token`; `query` is appended as is. */
+export async function openH1(baseUrl: string, canvasId: string, token: string, query = ''): Promise<H1Conn> {
+  const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}${query}`);
+  const inbox: ServerMessage[] = [];
+  const waiters: Array<() => void> = [];
+  ws.on('message', (d) => {
+    inbox.push(JSON.parse(String(d)));
+    waiters.splice(0).forEach((w) => w());
+  });
+  const closed = new Promise<{ code: number; at: number }>((resolve) => ws.on('close', (code) => resolve({ code, at: performance.now() })));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+    ws.once('error', reject);
+  });
+  let cursor = 0;
+  return {
+    ws,
+    inbox,
+    closed,
+    send: (m) => ws.send(JSON.stringify(m)),
+    async next(pred, ms = 10_000) {
+      const end = Date.now() + ms;
+      for (;;) {
+        while (cursor < inbox.length) {
+          const m = inbox[cursor++]!;
+          if (pred(m)) return m;
+        }
+        if (Date.now() > end) throw new Error(`no matching message; got ${JSON.stringify(inbox.slice(-5))}`);
+        await new Promise<void>((r) => { waiters.push(r); setTimeout(r, 50); });
+      }
+    },
+  };
+}

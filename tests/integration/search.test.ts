@@ -39,11 +39,14 @@ describe('semantic search', () => {
       blocks[name] = r.block_id!;
       expect(await embedBlock(ctx, r.block_id!)).toBe('embedded');
     }
-    // enough embedded rows on the canvas for the planner to prefer the HNSW index
+    // enough embedded rows on the canvas for the planner to prefer the HNSW index; clustered like
+    // real embeddings (around one direction, with noise): uniformly random 1536-d vectors are
+    // HNSW's worst case, where even the obvious nearest neighbour can be missed
     await db.sql`
       insert into app.blocks (canvas_id, type, content, y_order, vector, embedded_hash, embedding_model)
       select ${canvas.canvasId}, 'text', jsonb_build_object('text', 'filler ' || i), 'b' || lpad(i::text, 5, '0') || 'z',
-             (select array_agg(random() - 0.5)::extensions.vector from generate_series(1, 1536 + i * 0)),
+             (select array_agg(case when d % 97 = 0 then 1 else 0 end + (random() - 0.5) * 0.05)::extensions.vector
+              from generate_series(1, 1536 + i * 0) d),
              md5(jsonb_build_object('text', 'filler ' || i)::text), 'random'
       from generate_series(1, ${ROWS}) i`;
     await db.sql`delete from app.embedding_outbox where canvas_id = ${canvas.canvasId}`;

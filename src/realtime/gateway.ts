@@ -94,7 +94,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     if (!token) return reject(socket, 401, 'apikey is required');
     const claims = await verifyOrReject(socket, token, REALTIME_POLICY);
     if (!claims) return;
-    accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, claims, token, verifyRealtime));
+    accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, token, verifyRealtime));
   }
 
   async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasId: string): Promise<void> {

@@ -89,7 +89,6 @@ export class PhoenixSocket {
     private readonly ws: WebSocket,
     private readonly hub: Hub,
     private readonly vsn: Vsn,
-    private readonly connectClaims: SocketClaims,
     private readonly connectToken: string,
     private readonly verify: VerifyToken,
   ) {

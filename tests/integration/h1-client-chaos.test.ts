@@ -8,6 +8,7 @@ import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { callAs, createCanvas } from '../helpers/fixtures.ts';
 import { startTcpProxy, type CutOptions, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { prng } from '../helpers/prng.ts';
 
 // The H1 client (src/client/canvas-sync.ts) under network loss: a TCP proxy between the client
 // and an in-process server cuts the path while mutations are pending. Every mutation must be
@@ -33,18 +34,6 @@ afterEach(() => {
 });
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Seeded PRNG (mulberry32), so a failing run can be replayed with CHAOS_SEED. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * A `ws` WebSocket subclass, passed to CanvasSync as its constructor, that records every socket

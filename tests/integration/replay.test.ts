@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { addCanvas, addMember, callAs, createCanvas, mutate, type MutationResult } from '../helpers/fixtures.ts';
+import { prng } from '../helpers/prng.ts';
 
 const WRITERS = 8;
 const CANVASES = 3;
@@ -28,18 +29,6 @@ type Change = {
   block: Block | null; client_op_id: string; deleted_ids: string[] | null;
 };
 type ChangesPage = { changes: Change[]; has_more: boolean; watermark: number };
-
-/** Small deterministic PRNG (mulberry32), so a failing op mix can be reproduced from its seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('replay by since_seq under concurrent writers', () => {
   let db: Database;

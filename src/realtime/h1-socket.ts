@@ -31,8 +31,6 @@ export class H1Socket {
   private queue: Promise<void> = Promise.resolve();
   private lastPresenceWrite = 0;
   private closed = false;
-  /** Gap fills from the same canvas_seq in a row (a fill that moved nothing on repeats it). */
-  private gapFill = { from: -1, tries: 0 };
 
   constructor(
     private readonly ws: WebSocket,
@@ -66,9 +64,9 @@ export class H1Socket {
   }
 
   /** Runs `work` after the socket's earlier messages; `opId` names the mutate it serves, if any. */
-  private enqueue(work: () => Promise<void>, opId?: string): void {
+  private enqueue(work: () => Promise<unknown>, opId?: string): void {
     const op = opId === undefined ? {} : { client_op_id: opId };
-    this.queue = this.queue.then(work).catch((err) => {
+    this.queue = this.queue.then(async () => { await work(); }).catch((err) => {
       // the one mapping of database errors to stable codes, as on HTTP: nothing the client
       // caused (bad values, limits, lost access) is `internal`
       const error = apiErrorFromDatabase(err);
@@ -145,9 +143,12 @@ export class H1Socket {
       return row.r as Record<string, any>;
     });
     if (result.status === 'success' || result.status === 'duplicate') {
-      this.send({ type: 'ack', client_op_id: msg.client_op_id, status: result.status, server_seq: Number(result.server_seq), canvas_seq: Number(result.canvas_seq), version: result.version ?? null, block_id: result.block_id ?? result.block?.block_id ?? null });
+      this.send({ type: 'ack', client_op_id: msg.client_op_id, status: result.status, server_seq: Number(result.server_seq), canvas_seq: Number(result.canvas_seq), version: result.version ?? null, block_id: result.block_id ?? result.block?.block_id ?? null, ...(result.text ? { text: result.text } : {}) });
     } else if (result.status === 'conflict') {
-      this.send({ type: 'conflict', client_op_id: msg.client_op_id, block: result.block ?? null, server_seq: null });
+      const { code, message, changed, fields } = result.error ?? {};
+      this.send({ type: 'conflict', client_op_id: msg.client_op_id, block: result.block ?? null, server_seq: null,
+        code: code === 'rebase_required' ? 'rebase_required' : 'conflict', message: String(message ?? 'conflict'), version: result.version ?? null,
+        ...(changed ? { changed } : {}), ...(fields ? { fields } : {}) });
     } else {
       this.send({ type: 'rejected', client_op_id: msg.client_op_id, error: result.error ?? { code: 'failed', message: 'mutation failed' } });
     }
@@ -155,10 +156,12 @@ export class H1Socket {
 
   /**
    * Replays the log after `from` (by canvas_seq, or by server_seq for the first page), paging
-   * until it is exhausted, while live deltas are held; then `resumed` (unless `announce` is false:
-   * a gap fill the client did not ask for) and the held deltas above the replay.
+   * until it is exhausted, while live deltas are held; then `resumed` and the held deltas above
+   * the replay. With `gap` (the live delta that showed a gap: a fill the client did not ask for)
+   * nothing is announced, and if the log has not reached `gap` the held deltas stay held and the
+   * answer is false: the caller retries or drops `gap`.
    */
-  private async resume(from: { since_seq: number } | { since_canvas_seq: number }, snapshot: boolean, announce = true): Promise<void> {
+  private async resume(from: { since_seq: number } | { since_canvas_seq: number }, snapshot: boolean, gap?: DeltaMessage): Promise<boolean> {
     const generation = ++this.resumeGeneration;
     this.held ??= []; // from now, live deltas wait for the replay (a gap fill keeps the one that showed the gap)
     this.lastSent = null;
@@ -187,7 +190,7 @@ export class H1Socket {
       page = await this.rpc(async (tx) => (await tx`select api.get_canvas_changes(${this.canvasId}::uuid, ${lastSeq}, 500) as r`)[0].r);
     }
     for (;;) {
-      if (generation !== this.resumeGeneration) return;
+      if (generation !== this.resumeGeneration) return true;
       if (page.snapshot_required) {
         await sendSnapshot(); // retention removed what follows since_canvas_seq, or it is ahead of the canvas
       } else {
@@ -206,11 +209,36 @@ export class H1Socket {
       }
       page = await changesSince(last);
     }
-    const held = (this.held ?? []).sort((a, b) => a.canvas_seq - b.canvas_seq);
-    this.held = null;
     this.lastSent = last;
-    if (announce) this.send({ type: 'resumed', watermark: lastSeq, canvas_watermark: last });
+    if (gap && gap.canvas_seq > last) return false; // held stays held (deliver() keeps adding to it)
+    if (!gap) this.send({ type: 'resumed', watermark: lastSeq, canvas_watermark: last });
+    this.releaseHeld();
+    return true;
+  }
+
+  /** Sends the held deltas above what was sent, in canvas_seq order, and stops holding. */
+  private releaseHeld(drop?: DeltaMessage): void {
+    const held = (this.held ?? []).filter((d) => d !== drop).sort((a, b) => a.canvas_seq - b.canvas_seq);
+    this.held = null;
     for (const d of held) this.sendLive(d);
+  }
+
+  /**
+   * Fills a gap in the live stream from the log, up to the delta that showed it. A live delta is
+   * sent only once the log confirms it: a commit can reach the bus an instant before a new
+   * snapshot sees it, so an unconfirmed one is retried a few times with a pause; one the log still
+   * lacks then is no operation of this canvas (nothing but the mutation RPC may send block_op) and
+   * is dropped, never sent on the strength of its number alone.
+   */
+  private async fillGap(gap: DeltaMessage): Promise<void> {
+    for (let tries = 1; tries <= 3; tries++) {
+      if (tries > 1) await new Promise((r) => setTimeout(r, 50 * tries));
+      // a client resume queued before this fill has covered it (and released what was held)
+      if (this.held === null || this.lastSent === null || !this.held.includes(gap)) return;
+      if (await this.resume({ since_canvas_seq: this.lastSent }, false, gap)) return;
+    }
+    this.hub.logger.warn({ canvasId: this.canvasId, canvas_seq: gap.canvas_seq, last: this.lastSent }, 'H1: block_op not in the operation log; dropped');
+    this.releaseHeld(gap);
   }
 
   private sendLive(d: DeltaMessage): void {
@@ -219,20 +247,8 @@ export class H1Socket {
       // the bus skipped (or has not yet delivered) one: hold this and later deltas, and send the
       // missing ones from the log first; a client resume queued before the fill covers it already
       if (this.held) return void this.held.push(d);
-      // a commit can reach the bus an instant before a new snapshot sees it: retry a fill that
-      // found nothing, a few times with a pause; a delta the log still lacks then is no operation
-      // of this canvas (nothing but the mutation RPC may send block_op) and is dropped
-      const tries = this.gapFill.from === this.lastSent ? this.gapFill.tries + 1 : 1;
-      this.gapFill = { from: this.lastSent, tries };
-      if (tries > 3) {
-        this.hub.logger.warn({ canvasId: this.canvasId, canvas_seq: d.canvas_seq, last: this.lastSent }, 'H1: block_op not in the operation log; dropped');
-        return;
-      }
       this.held = [d];
-      this.enqueue(async () => {
-        if (tries > 1) await new Promise((r) => setTimeout(r, 50 * tries));
-        if (this.held !== null && this.lastSent !== null) await this.resume({ since_canvas_seq: this.lastSent }, false, false);
-      });
+      this.enqueue(() => this.fillGap(d));
       return;
     }
     this.lastSent = d.canvas_seq;
@@ -312,6 +328,8 @@ function toDelta(c: Record<string, any>, replaying: boolean): DeltaMessage {
     client_op_id: c.client_op_id ?? null,
     actor_id: c.actor_id ?? null,
     deleted_ids: c.deleted_ids ?? null,
+    // live: the broadcast's `text`; from the log: the logged patch's (both as applied)
+    ...((c.text ?? c.patch?.text) ? { text: c.text ?? c.patch.text } : {}),
     ...(replaying ? { replaying: true } : {}),
   };
 }

@@ -164,6 +164,8 @@ describe('canvas_seq', () => {
     const op = randomUUID();
     second.send({ type: 'mutate', client_op_id: op, action: 'create', patch: { type: 'text' } });
     expect(await second.next(is('ack'))).toMatchObject({ client_op_id: op, status: 'success', canvas_seq: 16 });
+    // the ack comes from the RPC, the delta through the bus: either may come first
+    expect(await until(() => second.inbox.some((m) => m.type === 'delta' && m.canvas_seq === 16))).toBe(true);
     const afterResume = second.inbox.slice(second.inbox.findIndex((m) => m.type === 'resumed' && m.canvas_watermark === 15) - 2);
     expect(deltaSeqs(afterResume)).toEqual([14, 15, 16]);
     first.ws.close();

@@ -13,13 +13,21 @@ const CanvasParams = z.object({ canvas_id: z.string().uuid() });
 const BlockParams = CanvasParams.extend({ block_id: z.string().uuid() });
 const Json = z.record(z.string(), z.unknown());
 
+// A text-unicode operation (ShareDB): skip n / insert "str" / delete {d: n}, counted in code points.
+const TextOp = z.array(z.union([
+  z.number().int().min(1).max(INT4_MAX),
+  z.string().min(1),
+  z.object({ d: z.union([z.number().int().min(1).max(INT4_MAX), z.string().min(1)]) }).strict(),
+])).openapi('TextOp', { description: 'text-unicode operation: n skips n code points, "str" inserts, {d: n} deletes n code points' });
+
 const MutationOp = z.object({
   block_id: z.string().uuid().nullable().optional(),
   action: z.enum(['create', 'update', 'move', 'delete']),
   client_op_id: z.string().min(1).max(128),
   base_version: z.number().int().min(1).max(INT4_MAX).nullable().optional(), // an integer parameter in SQL
   patch: z.object({
-    content: Json.optional(),
+    content: Json.optional().openapi({ description: 'JSON Merge Patch (RFC 7396) on the block content: null removes a key' }),
+    text: z.record(z.string(), TextOp).optional().openapi({ description: 'text operations by content key (update only), transformed against concurrent ones' }),
     type: z.string().regex(/^[a-z][a-z0-9_]{0,39}$/).optional(),
     parent_id: z.string().uuid().nullable().optional(),
     y_order: z.string().regex(/^[0-9A-Za-z]{0,9}[1-9A-Za-z]$/).optional(),
@@ -31,6 +39,8 @@ const MutationResult = z.object({
   status: z.enum(['success']), server_seq: z.number(),
   // per canvas 1, 2, 3, … without gaps, in commit order (server_seq is global, with gaps per canvas)
   canvas_seq: z.number(), version: z.number(), block: Json.nullable(),
+  // the text operations as applied (transformed against those committed since base_version)
+  text: z.record(z.string(), TextOp).optional(),
 }).passthrough().openapi('MutationResult');
 
 const json = <T extends z.ZodTypeAny>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });

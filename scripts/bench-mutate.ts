@@ -10,6 +10,10 @@
 //   50 canvases   client i's n-th mutation goes to canvas (i + n) mod 50, on its own block there;
 //                 baseline: the same round-robin over 50 rows. Also run with all clients as ONE
 //                 editor, which shows what per-user work (the rate-limit row) serializes.
+//   text ops      1 canvas; (a) every client types one character at a random position into the
+//                 SAME text (from the version it last saw: transformed against what others
+//                 committed since), (b) into its OWN text; baseline: a plain content update of
+//                 its own block, measured in the same run (ratio = the cost of text OT).
 // Mutations are content updates from the version the client last saw (read back from each
 // result, conflicts included) plus one create (append) in every 10.
 //
@@ -47,7 +51,10 @@ const log = (line: string) => console.log(line);
 // ---------------------------------------------------------------------------------- database
 const freshDatabase = () => recreateBenchDatabase(url, log);
 
-type Result = { status: 'success' | 'conflict' | 'failed' | 'duplicate'; version?: number; block_id?: string; error?: { code: string; message: string } };
+type Result = {
+  status: 'success' | 'conflict' | 'failed' | 'duplicate'; version?: number; block_id?: string;
+  block?: { content?: { text?: string } }; error?: { code: string; message: string };
+};
 
 const claims = (userId: string) => ({ claims: { sub: userId, role: 'authenticated' } });
 
@@ -67,7 +74,7 @@ function upsert(sql: Sql, userId: string, canvasId: string, blockId: string | nu
 // ---------------------------------------------------------------------------------- measuring
 type Outcome = 'success' | 'conflict' | 'failed';
 type Row = {
-  label: string; kind: 'rpc' | 'baseline'; group: 'hot' | 'spread'; ops: number; seconds: number;
+  label: string; kind: 'rpc' | 'baseline'; group: 'hot' | 'spread' | 'text'; ops: number; seconds: number;
   success: number; conflict: number; failed: number; lat: number[]; firstFailure?: string; respaced?: number;
 };
 
@@ -172,6 +179,9 @@ async function main() {
       for (const c of spread) mine.push(await create(e, c, `own ${i}`));
       return mine;
     }));
+    const textShared = await create(editors[0]!, hot, 'shared text');
+    const textOwn = await Promise.all(editors.map((e, i) => create(e, hot, `own text ${i}`)));
+    const plainOwn = await Promise.all(editors.map((e, i) => create(e, hot, `own plain ${i}`)));
     log(`setup: 1 hot canvas + ${CANVASES} canvases, ${1 + CLIENTS + CLIENTS * CANVASES} blocks (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
     const sharedVersions = Array.from({ length: CLIENTS }, () => hotShared.version); // each client's view of the shared block
@@ -183,6 +193,18 @@ async function main() {
         : await upsert(sql, userId, canvasId, block.id, 'update', opId(`c${client}`), versionOf(), { content: { text: `edit ${client}/${n}` } });
       if (n % 10 !== 9 && r.version !== undefined && r.version !== null) setVersion(Number(r.version));
       const outcome: Outcome = r.status === 'success' || r.status === 'duplicate' ? 'success' : r.status === 'conflict' ? 'conflict' : 'failed';
+      return { outcome, detail: r.error ? `${r.error.code}: ${r.error.message}` : undefined };
+    }
+    /** One character typed at a random position of `text`, from the version this client last saw. */
+    type TextView = { version: number; length: number };
+    async function typeChar(userId: string, client: number, block: { id: string }, view: TextView) {
+      const pos = Math.floor(Math.random() * (view.length + 1));
+      const r = await upsert(sql, userId, hot, block.id, 'update', opId(`t${client}`), view.version, { text: { text: pos > 0 ? [pos, 'x'] : ['x'] } });
+      if (r.status === 'success') {
+        view.version = Number(r.version);
+        view.length = [...(r.block?.content?.text ?? '')].length; // code points, as the op counts
+      }
+      const outcome: Outcome = r.status === 'success' ? 'success' : r.status === 'conflict' ? 'conflict' : 'failed';
       return { outcome, detail: r.error ? `${r.error.code}: ${r.error.message}` : undefined };
     }
     const bare = async (client: number, id: number) => {
@@ -221,6 +243,18 @@ async function main() {
     }));
     await scenario(() => measure(`baseline: bare UPDATE, ${CANVASES} rows`, 'baseline', 'spread', (client, n) =>
       bare(client, ((client + n) % CANVASES) + 1)));
+
+    log('\n-- text operations, hot canvas');
+    const sharedTextViews = editors.map(() => ({ version: textShared.version, length: 'shared text'.length }));
+    await scenario(() => measure('rpc: text op, one shared text (transformed)', 'rpc', 'text', (client) =>
+      typeChar(editors[client]!, client, textShared, sharedTextViews[client]!)));
+    const ownTextViews = textOwn.map((b, i) => ({ version: b.version, length: `own text ${i}`.length }));
+    await scenario(() => measure('rpc: text op, own text per client', 'rpc', 'text', (client) =>
+      typeChar(editors[client]!, client, textOwn[client]!, ownTextViews[client]!)));
+    await scenario(() => measure('baseline: plain content update, own block', 'baseline', 'text', (client) => {
+      const b = plainOwn[client]!; // n = 0: always an update, never the every-10th create
+      return mutation(editors[client]!, hot, client, 0, b, () => b.version, (v) => { b.version = v; });
+    }));
 
     // ------------------------------------------------------------------------------ report
     const base = new Map(rows.filter((r) => r.kind === 'baseline').map((r) => [r.group, r.ops / r.seconds]));

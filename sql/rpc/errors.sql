@@ -2,7 +2,7 @@
 -- the HTTP status it maps to) and travels as the HINT, so SQL callers, the HTTP layer and the
 -- operation log all see the same stable code. DETAIL carries JSON (e.g. the field at fault).
 --   invalid_input PX400  unauthorized PX401  forbidden PX403  not_found PX404
---   conflict PX409  payload_too_large PX413  rate_limited PX429  timeout PX504  internal PX500
+--   conflict PX409 (and rebase_required)  payload_too_large PX413  rate_limited PX429  timeout PX504  internal PX500
 
 create or replace function internal.raise_error(p_code text, p_message text, p_detail jsonb default '{}')
 returns void language plpgsql set search_path = '' as $$
@@ -10,7 +10,7 @@ begin
   raise exception using
     errcode = case p_code
       when 'invalid_input' then 'PX400' when 'unauthorized' then 'PX401' when 'forbidden' then 'PX403'
-      when 'not_found' then 'PX404' when 'conflict' then 'PX409' when 'payload_too_large' then 'PX413'
+      when 'not_found' then 'PX404' when 'conflict' then 'PX409' when 'rebase_required' then 'PX409' when 'payload_too_large' then 'PX413'
       when 'rate_limited' then 'PX429' when 'timeout' then 'PX504' else 'PX500' end,
     message = p_message,
     detail = coalesce(p_detail, '{}')::text,

@@ -19,11 +19,24 @@
 -- operation row only for a caller with a role on the canvas: anyone else's attempt is audited
 -- only, bounded and without its payload (internal.record_rejected_op).
 --
--- Merge rule for a stale base_version (base_version < current version): the operation's fields
--- are compared with the fields changed by every applied operation on the block since
--- base_version. Field groups: `content`, `type`, `parent` (parent_id) and `position` (y_order,
--- after_id). Disjoint → the operation applies on top of the current block; overlapping → a
--- `conflict` carrying the current block. A stale `delete` always conflicts.
+-- Patch shape: `content` is a JSON Merge Patch (RFC 7396) on the block's content (a key set to
+-- null is removed, an object merges into an object, anything else replaces the key's value);
+-- `text` maps content keys holding text to text operations (ShareDB's text-unicode type, see
+-- sql/rpc/text_ot.sql); `type`, `parent_id`, `y_order` / `after_id` set those fields.
+--
+-- Merge rule for a stale base_version (base_version < current version), from the operation log
+-- (every applied operation on the block since base_version, in commit order):
+--   * fields are `content.<key>` (per top-level content key), `type`, `parent` (parent_id) and
+--     `position` (y_order, after_id); a text operation on a key changes field `content.<key>` too;
+--   * disjoint from what changed since → the operation applies on top of the current block;
+--   * a text operation on a key that only text operations changed since → transformed against
+--     each of them in commit order (text_op_transform with side 'left': at one position the later
+--     committed insert goes first, ShareDB's server rule), applied, and logged/broadcast transformed;
+--   * otherwise (the same field set on both sides, or a text operation on a key that was set as
+--     a whole) → `conflict`, carrying per field the value at base_version (`base`, from the log),
+--     the current one (`theirs`) and the operation's (`mine`); a stale `delete` always conflicts;
+--   * the log no longer holds every operation since base_version (retention) → `rebase_required`
+--     with the current block: nothing can be merged safely.
 
 create or replace function internal.block_json(b app.blocks) returns jsonb
 language sql immutable set search_path = '' as $$
@@ -42,13 +55,51 @@ language sql volatile security definer set search_path = '' as $$
   select nextval('app.seq_block_events')
 $$;
 
+-- The fields an operation's patch changes (see the merge rule above): `content.<key>` per
+-- top-level key of `content` and of `text`, then `type`, `parent`, `position`.
 create or replace function internal.patch_fields(p_patch jsonb) returns text[]
 language sql immutable set search_path = '' as $$
-  select array_remove(array[
-    case when p_patch ? 'content' then 'content' end,
+  select coalesce((select array_agg(distinct 'content.' || k order by 'content.' || k) from (
+           select jsonb_object_keys(case when jsonb_typeof(p_patch -> 'content') = 'object' then p_patch -> 'content' else '{}' end)
+           union all
+           select jsonb_object_keys(case when jsonb_typeof(p_patch -> 'text') = 'object' then p_patch -> 'text' else '{}' end)) ks(k)), '{}')
+    || array_remove(array[
     case when p_patch ? 'type' then 'type' end,
     case when p_patch ? 'parent_id' then 'parent' end,
     case when p_patch ? 'y_order' or p_patch ? 'after_id' then 'position' end], null)
+$$;
+
+-- RFC 7396 JSON Merge Patch: p_patch applied to p_target (null removes a key, objects merge
+-- recursively, anything else replaces).
+create or replace function internal.json_merge_patch(p_target jsonb, p_patch jsonb) returns jsonb
+language plpgsql immutable set search_path = '' as $$
+declare
+  v_result jsonb;
+  v_key text;
+  v_value jsonb;
+begin
+  if jsonb_typeof(p_patch) is distinct from 'object' then
+    return p_patch;
+  end if;
+  v_result := case when jsonb_typeof(p_target) = 'object' then p_target else '{}' end;
+  for v_key, v_value in select key, value from jsonb_each(p_patch) loop
+    if jsonb_typeof(v_value) = 'null' then
+      v_result := v_result - v_key;
+    else
+      v_result := jsonb_set(v_result, array[v_key], internal.json_merge_patch(v_result -> v_key, v_value));
+    end if;
+  end loop;
+  return v_result;
+end $$;
+
+-- The value of one field (see patch_fields) in a block's JSON, for a conflict's base/theirs/mine.
+create or replace function internal.field_value(p_block jsonb, p_field text) returns jsonb
+language sql immutable set search_path = '' as $$
+  select case
+    when p_field like 'content.%' then p_block -> 'content' -> substr(p_field, 9)
+    when p_field = 'type' then p_block -> 'type'
+    when p_field = 'parent' then p_block -> 'parent_id'
+    when p_field = 'position' then p_block -> 'y_order' end
 $$;
 
 -- Operation row + audit row + broadcast for an applied operation; numbers it on its canvas and
@@ -76,7 +127,8 @@ begin
   perform realtime.send(
     jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'action', p_action, 'block_id', p_block_id,
                        'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
-                       'actor_id', p_ctx ->> 'user_id') || p_extra,
+                       'actor_id', p_ctx ->> 'user_id') || p_extra
+      || case when p_result ? 'text' then jsonb_build_object('text', p_result -> 'text') else '{}' end,
     'block_op', 'canvas:' || p_canvas_id, true);
   return v_canvas_seq;
 end $$;
@@ -140,6 +192,14 @@ declare
   v_deleted uuid[];
   v_result jsonb;
   v_bad_key text;
+  v_text jsonb;          -- text operations by content key: normalized, then transformed as applied
+  v_op jsonb;
+  v_content jsonb;
+  v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
+  v_since_patch jsonb;
+  v_clash text[];
+  v_base_block jsonb;
+  v_keys jsonb;
 begin
   -- 1. who may do this
   if v_user is null then
@@ -171,15 +231,31 @@ begin
     perform internal.raise_error('invalid_input', 'patch must be a JSON object', '{"field":"patch"}');
   end if;
   select k into v_bad_key from jsonb_object_keys(v_patch) k
-    where k not in ('content', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
+    where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
   if v_bad_key is not null then
     perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch.' || v_bad_key));
   end if;
-  if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'type') then
+  if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type') then
     perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
   end if;
   if v_patch ? 'content' and jsonb_typeof(v_patch -> 'content') <> 'object' then
-    perform internal.raise_error('invalid_input', 'content must be a JSON object', '{"field":"patch.content"}');
+    perform internal.raise_error('invalid_input', 'content must be a JSON object (a JSON Merge Patch: null removes a key)', '{"field":"patch.content"}');
+  end if;
+  if v_patch ? 'text' then
+    if jsonb_typeof(v_patch -> 'text') <> 'object' then
+      perform internal.raise_error('invalid_input', 'text must be an object of content key → text operation', '{"field":"patch.text"}');
+    end if;
+    if p_action = 'create' then
+      perform internal.raise_error('invalid_input', 'text operations edit an existing block: give a new block its text in content',
+                                   '{"field":"patch.text"}');
+    end if;
+    select k into v_bad_key from jsonb_object_keys(v_patch -> 'text') k where v_patch -> 'content' ? k limit 1;
+    if v_bad_key is not null then
+      perform internal.raise_error('invalid_input', format('content key %s is both set (content) and edited (text) in one operation: send one of them', v_bad_key),
+                                   jsonb_build_object('field', 'patch.text.' || v_bad_key));
+    end if;
+    select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
+      into v_text from jsonb_each(v_patch -> 'text');
   end if;
   if octet_length((v_patch -> 'content')::text) > internal.setting_int('max_content_bytes') then
     perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', internal.setting_int('max_content_bytes')),
@@ -233,13 +309,54 @@ begin
       perform internal.raise_error('invalid_input', 'patch changes nothing', '{"field":"patch"}');
     end if;
     if p_base_version < v_old.version then
-      select coalesce(array_agg(distinct f), '{}') into v_changed
-      from app.block_operations o, unnest(internal.patch_fields(o.patch)) f
+      select coalesce(array_agg(o.patch order by o.new_version), '{}') into v_since
+      from app.block_operations o
       where o.block_id = v_block_id and o.status = 'success' and o.new_version > p_base_version;
-      if p_action = 'delete' or v_changed && internal.patch_fields(v_patch) then
+      if cardinality(v_since) <> v_old.version - p_base_version then
+        -- retention removed some of them: what changed since base_version is unknown
+        perform internal.raise_error('rebase_required',
+          format('the operation log no longer holds every change since version %s (now %s): rebase on the current block and retry', p_base_version, v_old.version),
+          jsonb_build_object('block', internal.block_json(v_old), 'version', v_old.version));
+      end if;
+      select coalesce(array_agg(distinct f order by f), '{}') into v_changed
+      from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
+      -- a field changed on both sides clashes, except a text operation on a key that only text
+      -- operations changed since (it is transformed below)
+      select coalesce(array_agg(f order by f), '{}') into v_clash
+      from unnest(internal.patch_fields(v_patch)) f
+      where f = any(v_changed)
+        and not (f like 'content.%' and coalesce(v_text ? substr(f, 9), false)
+                 and not exists (select from unnest(v_since) p where p -> 'content' ? substr(f, 9)));
+      if p_action = 'delete' or v_clash <> '{}' then
+        select o.block into v_base_block from app.block_operations o
+        where o.block_id = v_block_id and o.status = 'success' and o.new_version = p_base_version;
+        select coalesce(jsonb_object_agg(f, jsonb_build_object(
+                 'base', internal.field_value(v_base_block, f),
+                 'theirs', internal.field_value(internal.block_json(v_old), f),
+                 'mine', case
+                   when f like 'content.%' and v_patch -> 'content' ? substr(f, 9) then v_patch -> 'content' -> substr(f, 9)
+                   when f like 'content.%' then jsonb_build_object('text', v_text -> substr(f, 9))
+                   when f = 'type' then v_patch -> 'type'
+                   when f = 'parent' then v_patch -> 'parent_id'
+                   else jsonb_strip_nulls(jsonb_build_object('y_order', v_patch -> 'y_order', 'after_id', v_patch -> 'after_id')) end)), '{}')
+          into v_keys from unnest(v_clash) f;
         perform internal.raise_error('conflict',
-          format('block changed since version %s (now %s): rebase on the current block and retry', p_base_version, v_old.version),
-          jsonb_build_object('block', internal.block_json(v_old), 'version', v_old.version, 'changed', v_changed));
+          format('block changed since version %s (now %s): %s', p_base_version, v_old.version,
+                 case when p_action = 'delete' then 'rebase on the current block and retry'
+                      else 'both sides changed ' || array_to_string(v_clash, ', ') || '; choose a value and retry from the current version' end),
+          jsonb_build_object('block', internal.block_json(v_old), 'version', v_old.version, 'changed', v_changed, 'fields', v_keys));
+      end if;
+      -- text operations: transformed against each text operation on the same key since
+      -- base_version, in commit order, ours on the 'left' (ShareDB's server rule): at one
+      -- position our insert goes before the one committed earlier
+      if v_text is not null then
+        foreach v_since_patch in array v_since loop
+          if jsonb_typeof(v_since_patch -> 'text') = 'object' then
+            select jsonb_object_agg(t.key, case when v_since_patch -> 'text' ? t.key
+                     then internal.text_op_transform(t.value, v_since_patch -> 'text' -> t.key, 'left') else t.value end)
+              into v_text from jsonb_each(v_text) t;
+          end if;
+        end loop;
       end if;
     end if;
   end if;
@@ -262,11 +379,30 @@ begin
     v_key := internal.place_block(p_canvas_id, v_block_id, v_patch);
   end if;
 
-  -- 5. write
+  -- 5. write: content is merged (RFC 7396), then text operations apply to their keys
+  v_content := case when p_action = 'create' then '{}'::jsonb else v_old.content end;
+  if v_patch ? 'content' then
+    v_content := internal.json_merge_patch(v_content, v_patch -> 'content');
+  end if;
+  for v_bad_key, v_op in select key, value from jsonb_each(coalesce(v_text, '{}')) loop
+    if v_content ? v_bad_key and jsonb_typeof(v_content -> v_bad_key) <> 'string' then
+      perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_bad_key, jsonb_typeof(v_content -> v_bad_key)),
+                                   jsonb_build_object('field', 'patch.text.' || v_bad_key));
+    end if;
+    v_content := jsonb_set(v_content, array[v_bad_key],
+                           to_jsonb(internal.text_op_apply(coalesce(v_content ->> v_bad_key, ''), v_op, 'patch.text.' || v_bad_key)));
+  end loop;
+  if v_text is not null then
+    v_patch := v_patch || jsonb_build_object('text', v_text); -- logged and broadcast as applied
+    if octet_length(v_content::text) > internal.setting_int('max_content_bytes') then
+      perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', internal.setting_int('max_content_bytes')),
+                                   '{"field":"patch.text"}');
+    end if;
+  end if;
   v_seq := internal.next_seq(p_canvas_id);
   if p_action = 'create' then
     insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, created_by, updated_by)
-    values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', coalesce(v_patch -> 'content', '{}'), v_key, v_user, v_user)
+    values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', v_content, v_key, v_user, v_user)
     returning * into v_new;
   elsif p_action = 'delete' then
     with recursive subtree as (
@@ -277,7 +413,7 @@ begin
     delete from app.blocks where block_id = v_block_id;
   else
     update app.blocks set
-      content = case when v_patch ? 'content' then v_patch -> 'content' else content end,
+      content = v_content,
       type = coalesce(v_patch ->> 'type', type),
       parent_id = case when v_patch ? 'parent_id' then v_parent else parent_id end,
       y_order = coalesce(v_key, y_order),
@@ -294,7 +430,8 @@ begin
   v_result := jsonb_build_object(
     'status', 'success', 'server_seq', v_seq, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', v_block_id,
     'version', coalesce(v_new.version, v_old.version + 1), 'block', internal.block_json(v_new))
-    || case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end;
+    || case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end
+    || case when v_text is null then '{}' else jsonb_build_object('text', v_text) end;
   v_canvas_seq := internal.record_applied_op(
     p_ctx, p_canvas_id, v_block_id, p_action, p_client_op_id, v_old.version, coalesce(v_new.version, v_old.version + 1),
     v_patch || case when v_key is null then '{}' else jsonb_build_object('y_order', v_key) end,
@@ -319,7 +456,7 @@ end $$;
 -- What a caught exception becomes for the caller: a conflict carries the current block.
 create or replace function internal.rejection_result(p_client_op_id text, p_block_id uuid, p_error jsonb)
 returns jsonb language sql immutable set search_path = '' as $$
-  select case when p_error ->> 'code' = 'conflict' then
+  select case when p_error ->> 'code' in ('conflict', 'rebase_required') then
     jsonb_build_object('status', 'conflict', 'server_seq', null, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
                        'version', p_error -> 'version', 'block', p_error -> 'block',
                        'error', p_error - 'block' - 'version')
@@ -375,7 +512,15 @@ begin
 end $$;
 
 comment on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jsonb) is
-  'Create, update, move or delete one block atomically; idempotent by client_op_id. Returns {status, server_seq, canvas_seq, version, block} or {status: conflict|failed, error}. '
+  'Create, update, move or delete one block atomically; idempotent by client_op_id. Returns {status, server_seq, canvas_seq, version, block[, text]} or {status: conflict|failed, error}. '
+  'p_patch: {content?: JSON Merge Patch (RFC 7396) on the block content, text?: {<content key>: text-unicode op} (update only; components n = skip n '
+  'code points, "str" = insert, {d: n} = delete n; at most max_text_op_components), type?, parent_id?, y_order? | after_id?}. '
+  'Merge rule for a stale base_version (docs/merge.md): fields are content.<key>, type, parent and position; fields changed only on one side merge; '
+  'a text op is transformed against every text op applied to its key since base_version in commit order (ShareDB text-unicode transform, the '
+  'incoming op on the left: at one position the later committed insert goes first) and returned, logged and broadcast as applied (`text`); '
+  'a field changed on both sides (or a text op on a key set as a whole since) is a conflict whose error carries changed[] and '
+  'fields.<field>.{base, theirs, mine}; a stale delete always conflicts; when retention removed part of the log since base_version the answer '
+  'is a conflict with error code rebase_required and the current block. '
   'server_seq orders operations across all canvases (with gaps per canvas); canvas_seq numbers the applied operations of this canvas 1, 2, 3, … '
   'with no gap, in commit order (both taken under the canvas lock; conflicts, failures and rolled-back attempts take no number), so a client '
   'that applied canvas_seq N knows the next one is N + 1. A retried client_op_id returns the original numbers. '

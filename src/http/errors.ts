@@ -2,7 +2,9 @@ import { STATUS_CODES } from 'node:http';
 import { isConnectionFailure } from '../db/faults.ts';
 /**
  * The one error shape of the HTTP API: `{ "error": { "code", "message", ...details } }`.
- * Codes are stable; `invalid_input` names the `field`, `conflict` carries the current `block`,
+ * Codes are stable; `invalid_input` names the `field`, `conflict` carries the current `block` and,
+ * per clashing field, `fields.<field>.{base, theirs, mine}`; `rebase_required` (the log no longer
+ * holds what changed since base_version) carries the current `block`;
  * `rate_limited` comes with a Retry-After header.
  */
 export const ERROR_STATUS = {
@@ -11,6 +13,7 @@ export const ERROR_STATUS = {
   forbidden: 403,
   not_found: 404,
   conflict: 409,
+  rebase_required: 409,
   payload_too_large: 413,
   rate_limited: 429,
   internal: 500,

@@ -7,7 +7,7 @@ export { z };
 
 export const ErrorSchema = z.object({
   error: z.object({
-    code: z.enum(['invalid_input', 'unauthorized', 'forbidden', 'not_found', 'conflict', 'payload_too_large',
+    code: z.enum(['invalid_input', 'unauthorized', 'forbidden', 'not_found', 'conflict', 'rebase_required', 'payload_too_large',
       'rate_limited', 'internal', 'unavailable', 'timeout']),
     message: z.string(),
     field: z.string().optional(),
@@ -16,7 +16,7 @@ export const ErrorSchema = z.object({
 
 const errorResponses = Object.fromEntries(
   [[400, 'invalid input (names the field)'], [401, 'missing or invalid token'], [403, 'not allowed'],
-    [404, 'not found, or not a member'], [409, 'conflict (carries the current block)'], [413, 'payload too large'],
+    [404, 'not found, or not a member'], [409, 'conflict or rebase_required (carries the current block; a conflict also base/theirs/mine per field)'], [413, 'payload too large'],
     [429, 'rate limited (Retry-After)']].map(([status, description]) => [
     status, { description: String(description), content: { 'application/json': { schema: ErrorSchema } } },
   ]),

@@ -45,7 +45,9 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
 /** Mutation results report failures as data ({status, error}); answer them as HTTP errors. */
 export function mutationOutcome<T extends { status?: string; error?: Record<string, unknown>; block?: unknown; version?: unknown }>(result: T): T {
   if (result.status === 'conflict') {
-    throw new ApiError('conflict', String(result.error?.message ?? 'conflict'), { block: result.block, version: result.version });
+    const { code, message, ...details } = result.error ?? {};
+    throw new ApiError(code === 'rebase_required' ? 'rebase_required' : 'conflict', String(message ?? 'conflict'),
+      { ...details, block: result.block, version: result.version });
   }
   if (result.status === 'failed') throw apiErrorFromObject(result.error ?? {});
   return result;

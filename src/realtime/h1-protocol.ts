@@ -120,6 +120,8 @@ export type DeltaMessage = {
   client_op_id: string | null;
   actor_id: string | null;
   deleted_ids: string[] | null;
+  /** Text operations by content key, as applied (apply them to the previous text to get `block.content`). */
+  text?: Record<string, TextOp>;
   replaying?: boolean;
 };
 
@@ -127,10 +129,21 @@ export type DeltaMessage = {
 export type ResumedMessage = { type: 'resumed'; watermark: number; canvas_watermark: number };
 
 /** A mutation applied (or already applied: `duplicate`), with the numbers its delta carries. */
-export type AckMessage = { type: 'ack'; client_op_id: string; status: 'success' | 'duplicate'; server_seq: number; canvas_seq: number; version: number | null; block_id: string | null };
+export type AckMessage = { type: 'ack'; client_op_id: string; status: 'success' | 'duplicate'; server_seq: number; canvas_seq: number; version: number | null; block_id: string | null; text?: Record<string, TextOp> };
 
-/** A stale base_version touching the same fields: nothing changed; `block` is the current block. */
-export type ConflictMessage = { type: 'conflict'; client_op_id: string; block: Block | null; server_seq: number | null };
+/** A text-unicode operation (ShareDB): n skips n code points, "str" inserts it, {d: n} deletes n code points. */
+export type TextOp = Array<number | string | { d: number | string }>;
+
+/**
+ * A stale base_version touching the same fields (`code: 'conflict'`, with `fields.<field>.{base,
+ * theirs, mine}`), or one the log can no longer merge (`code: 'rebase_required'`): nothing
+ * changed; `block` is the current block.
+ */
+export type ConflictMessage = {
+  type: 'conflict'; client_op_id: string; block: Block | null; server_seq: number | null;
+  code: 'conflict' | 'rebase_required'; message: string; version: number | null;
+  changed?: string[]; fields?: Record<string, { base: unknown; theirs: unknown; mine: unknown }>;
+};
 
 /** The database refused the mutation (validation, permission, rate limit); nothing changed. */
 export type RejectedMessage = { type: 'rejected'; client_op_id: string; error: { code: string; message: string; field?: string } };

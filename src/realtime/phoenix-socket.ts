@@ -56,7 +56,7 @@ const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortl
 const CANVAS_TOPIC = /^canvas:([0-9a-fA-F-]{36})$/;
 
 /** Database refusals caused by the client's frame or rights (as opposed to a fault of the database). */
-const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'unauthorized']);
+const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'rebase_required', 'unauthorized']);
 
 /** A phx_reply / system reason from a mapped error: `<code>: <field>: <message>` (the field when known). */
 function reasonOf(error: ApiError): string {

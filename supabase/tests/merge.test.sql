@@ -1,0 +1,136 @@
+-- Concurrent edits of one block merge instead of conflicting (sql/rpc/mutate.sql, merge rule):
+-- `content` is a JSON Merge Patch (RFC 7396); from a stale base_version, keys changed on one side
+-- only merge; the same key set on both sides is a conflict carrying base, theirs and mine; text
+-- operations on one key are transformed against those committed since base_version (ShareDB's
+-- text-unicode rules, sql/rpc/text_ot.sql); a log that lost the changes since base_version asks
+-- for a rebase.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(33);
+
+select tests.create_user(u) from unnest(array['merge_ann', 'merge_bob']) u;
+create temp table ids (workspace_id uuid, canvas_id uuid);
+create temp table r (name text primary key, res jsonb);
+grant all on ids, r to authenticated;
+create temp table k as select
+  '00000000-0000-4000-8000-0000000000e1'::uuid as doc,   -- per-key merge
+  '00000000-0000-4000-8000-0000000000e2'::uuid as txt,   -- text operations
+  '00000000-0000-4000-8000-0000000000e3'::uuid as old;   -- a log that lost its history
+grant select on k to authenticated;
+
+-- a helper for the calls below: one operation as the current user, its result kept under `name`
+create function pg_temp.op(p_name text, p_block uuid, p_action text, p_base integer, p_patch jsonb) returns void
+language sql as $$
+  insert into r select p_name, api.upsert_block_atomic((select canvas_id from ids), p_block, p_action, 'merge-' || p_name, p_base, p_patch)
+$$;
+create function pg_temp.content(p_block uuid) returns jsonb language sql as $$ select content from app.blocks where block_id = p_block $$;
+
+select tests.authenticate_as('merge_ann');
+insert into ids (workspace_id) select (api.create_workspace('Merge') ->> 'workspace_id')::uuid;
+update ids set canvas_id = (api.create_canvas(workspace_id, 'Merge') ->> 'canvas_id')::uuid;
+select api.set_workspace_member((select workspace_id from ids), tests.user_id('merge_bob'), 'editor');
+
+-- ---------------------------------------------------------------- content: JSON Merge Patch
+select pg_temp.op('create_doc', (select doc from k), 'create', null, '{"type":"text","content":{"t":"x","n":1,"gone":null}}');
+select is(pg_temp.content((select doc from k)), '{"t":"x","n":1}', 'create: content is the merge patch applied to {} (nulls dropped)');
+
+select pg_temp.op('ann_a', (select doc from k), 'update', 1, '{"content":{"a":"from a"}}');
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('bob_b', (select doc from k), 'update', 1, '{"content":{"b":"from b"}}');
+select is((select res ->> 'status' from r where name = 'ann_a') || '/' || (select res ->> 'status' from r where name = 'bob_b'), 'success/success',
+          'two clients setting different content keys from the same base both succeed');
+select is(pg_temp.content((select doc from k)), '{"t":"x","n":1,"a":"from a","b":"from b"}',
+          'and neither loses the other''s key nor the keys nobody named');
+select is((select (res ->> 'version')::int from r where name = 'bob_b'), 3, 'the merged operation takes the next version');
+
+select pg_temp.op('bob_a', (select doc from k), 'update', 1, '{"content":{"a":"from bob"}}');
+select is((select res ->> 'status' from r where name = 'bob_a'), 'conflict', 'the same non-text key set on both sides from one base: conflict');
+select is((select res -> 'error' -> 'fields' -> 'content.a' from r where name = 'bob_a'),
+          '{"base": null, "theirs": "from a", "mine": "from bob"}',
+          'the conflict carries base (at base_version, from the log), theirs (current) and mine for the key');
+select is((select res -> 'error' -> 'changed' from r where name = 'bob_a'), '["content.a", "content.b"]',
+          'and names every field changed since base_version');
+select is((select res -> 'block' -> 'content' from r where name = 'bob_a'), pg_temp.content((select doc from k)),
+          'and the current block');
+select is((select version from app.blocks where block_id = (select doc from k)), 3, 'a conflict writes nothing');
+
+select pg_temp.op('remove_n', (select doc from k), 'update', 3, '{"content":{"n":null,"meta":{"x":1,"y":{"z":1}}}}');
+select pg_temp.op('nested', (select doc from k), 'update', 4, '{"content":{"meta":{"y":{"z":null,"w":2},"q":[1,null]}}}');
+select is(pg_temp.content((select doc from k)) - 't' - 'a' - 'b', '{"meta":{"x":1,"y":{"w":2},"q":[1,null]}}',
+          'null removes a key; objects merge recursively; arrays replace as a whole (RFC 7396)');
+
+-- other fields keep their groups: type from two sides conflicts with base/theirs/mine
+select pg_temp.op('type_1', (select doc from k), 'update', 5, '{"type":"heading"}');
+select pg_temp.op('type_2', (select doc from k), 'update', 5, '{"type":"quote"}');
+select is((select res -> 'error' -> 'fields' -> 'type' from r where name = 'type_2'), '{"base": "text", "theirs": "heading", "mine": "quote"}',
+          'type set on both sides: conflict with base/theirs/mine');
+select pg_temp.op('content_vs_type', (select doc from k), 'update', 5, '{"content":{"c":3}}');
+select is((select res ->> 'status' from r where name = 'content_vs_type'), 'success', 'a content key merges with a concurrent type change');
+select pg_temp.op('stale_delete', (select doc from k), 'delete', 5, '{}');
+select is((select res ->> 'status' from r where name = 'stale_delete'), 'conflict', 'a stale delete still always conflicts');
+
+-- ---------------------------------------------------------------- text operations
+select tests.authenticate_as('merge_ann');
+select pg_temp.op('create_txt', (select txt from k), 'create', null, '{"type":"text","content":{"t":"hello","n":5}}');
+select pg_temp.op('t_world', (select txt from k), 'update', 1, '{"text":{"t":[5," world"]}}');
+select is(pg_temp.content((select txt from k)) ->> 't', 'hello world', 'a text operation from the current version applies as is');
+select is((select res -> 'text' from r where name = 't_world'), '{"t":[5," world"]}', 'the result carries the operation as applied');
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('t_say', (select txt from k), 'update', 1, '{"text":{"t":["Say: "]}}');
+select is(pg_temp.content((select txt from k)) ->> 't', 'Say: hello world', 'a stale insert before the other edit keeps its place');
+select pg_temp.op('t_bang', (select txt from k), 'update', 1, '{"text":{"t":[5,"!"]}}');
+select is(pg_temp.content((select txt from k)) ->> 't', 'Say: hello! world',
+          'inserts at one position: the later committed goes first (left), shifted by the earlier inserts before it');
+select is((select res -> 'text' from r where name = 't_bang'), '{"t":[10,"!"]}', 'the result carries the transformed operation');
+select is((select patch -> 'text' from app.block_operations where client_op_id = 'merge-t_bang' and status = 'success'), '{"t":[10,"!"]}',
+          'the log holds the transformed operation (what later operations are transformed against)');
+select tests.clear_authentication();
+select is((select payload -> 'text' from realtime.messages where event = 'block_op' and payload ->> 'client_op_id' = 'merge-t_bang'), '{"t":[10,"!"]}',
+          'the broadcast carries it too, so a replica applies it to the text it has');
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('t_del', (select txt from k), 'update', 1, '{"text":{"t":[1,{"d":3}]}}');
+select is(pg_temp.content((select txt from k)) ->> 't', 'Say: ho! world', 'a stale delete removes only the characters it meant (hello → ho)');
+select pg_temp.op('t_emoji', (select txt from k), 'update', 5, '{"text":{"t":["😀👍🏽"]}}');
+select pg_temp.op('t_after_emoji', (select txt from k), 'update', 5, '{"text":{"t":[{"d":3},"Tell"]}}');
+select is(pg_temp.content((select txt from k)) ->> 't', '😀👍🏽Tell: ho! world',
+          'a stale delete + insert after a concurrent insert at the start: "Say" becomes "Tell", after the emoji');
+select is((select res -> 'text' from r where name = 't_after_emoji'), '{"t":[3,{"d":3},"Tell"]}',
+          'positions count code points: the inserted 😀👍🏽 (an emoji, then one with a skin-tone modifier) shift by 3');
+-- a text operation and a non-text value on one key
+select pg_temp.op('t_set', (select txt from k), 'update', 7, '{"content":{"t":"replaced"}}');
+select pg_temp.op('t_after_set', (select txt from k), 'update', 7, '{"text":{"t":["x"]}}');
+select is((select res -> 'error' -> 'fields' -> 'content.t' ->> 'theirs' from r where name = 't_after_set'), 'replaced',
+          'a text operation on a key set as a whole since base_version: conflict, theirs is the current text');
+select is((select res -> 'error' -> 'fields' -> 'content.t' -> 'mine' from r where name = 't_after_set'), '{"text":["x"]}',
+          'mine is the operation');
+
+-- ---------------------------------------------------------------- refused text operations
+select pg_temp.op('t_on_number', (select txt from k), 'update', 8, '{"text":{"n":["x"]}}');
+select is((select res -> 'error' ->> 'code') || ' ' || (res -> 'error' ->> 'field'), 'invalid_input patch.text.n', 'a text operation on a non-text key: invalid_input')
+from r where name = 't_on_number';
+select pg_temp.op('t_on_create', gen_random_uuid(), 'create', null, '{"type":"text","text":{"t":["x"]}}');
+select is((select res -> 'error' ->> 'field' from r where name = 't_on_create'), 'patch.text', 'no text operations on create (the text goes in content)');
+select pg_temp.op('t_and_content', (select txt from k), 'update', 8, '{"content":{"t":"a"},"text":{"t":["x"]}}');
+select is((select res -> 'error' ->> 'field' from r where name = 't_and_content'), 'patch.text.t', 'one key is either set or edited in one operation');
+select pg_temp.op('t_past_end', (select txt from k), 'update', 8, '{"text":{"t":[100,"x"]}}');
+select is((select res -> 'error' ->> 'code') || ' ' || (res -> 'error' ->> 'field'), 'invalid_input patch.text.t', 'an operation past the end of the text: invalid_input')
+from r where name = 't_past_end';
+select is((select version from app.blocks where block_id = (select txt from k)), 8, 'refused operations write nothing');
+select pg_temp.op('t_new_key', (select txt from k), 'update', 8, '{"text":{"fresh":["new"]}}');
+select is(pg_temp.content((select txt from k)) ->> 'fresh', 'new', 'a text operation on an absent key edits the empty text');
+
+-- ---------------------------------------------------------------- a log that lost its history
+select pg_temp.op('create_old', (select old from k), 'create', null, '{"type":"text","content":{"t":"old"}}');
+select pg_temp.op('old_2', (select old from k), 'update', 1, '{"content":{"a":1}}');
+select pg_temp.op('old_3', (select old from k), 'update', 2, '{"content":{"b":1}}');
+select tests.clear_authentication();
+delete from app.block_operations where client_op_id = 'merge-old_2';  -- as retention would
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('old_stale', (select old from k), 'update', 1, '{"text":{"t":[3,"!"]}}');
+select is((select res ->> 'status' || ' ' || (res -> 'error' ->> 'code') from r where name = 'old_stale'), 'conflict rebase_required',
+          'an operation older than the log''s retention: rebase_required');
+select is((select res -> 'block' -> 'content' from r where name = 'old_stale'), '{"t":"old","a":1,"b":1}', 'with the current block (and text)');
+
+select * from finish();
+rollback;

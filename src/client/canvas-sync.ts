@@ -1,4 +1,5 @@
 import type { AckMessage, Block, ConflictMessage, DeltaMessage, RejectedMessage, ServerMessage } from '../realtime/h1-protocol.ts';
+import { textIn, TextOtClient, type TextLoss, type TextOp, type TextReceipt, type TextSend } from './text-ot.ts';
 
 /**
  * A typed client for H1 (`/ws/canvas/{id}`): joins a canvas (snapshot, then resume, then live),
@@ -15,6 +16,10 @@ import type { AckMessage, Block, ConflictMessage, DeltaMessage, RejectedMessage,
  * per loss, with exponential backoff, jitter and a cap, drops a socket that is not live within
  * `resumeTimeoutMs` or that goes silent (heartbeat), and sends only on an OPEN socket. Nothing it
  * does on network loss throws or leaves a rejected promise behind.
+ *
+ * Collaborative text: editText / textOf / onText keep a content key's text with operational
+ * transformation (text-ot.ts: local edits show at once, one op in flight per text, remote edits
+ * transformed past the pending ones; the server's text wins).
  *
  * Runtime-neutral: pass any WHATWG-style WebSocket constructor (browser, Deno, Node 22, or `ws`).
  */
@@ -42,6 +47,24 @@ export type Mutation = {
 };
 
 export type MutationOutcome = AckMessage | ConflictMessage | RejectedMessage;
+
+/**
+ * A change of one text (block `blockId`, content key `key`, see CanvasSync.editText): `text` is
+ * the local text now. `source`: `local` (editText; `op` is the edit), `remote` (someone's edit,
+ * `op` transformed past this client's pending edits: apply it to the previous local text, and
+ * move cursors with transformPosition/transformSelection from text-ot.ts), `reset` (the text was
+ * replaced by the server's, `op` null: cursors cannot follow; `lost` holds the pending local
+ * edits that were dropped, if any — a conflict, a wholesale set of the key, a rejection, the
+ * block's deletion, or a snapshot resync).
+ */
+export type TextChange = {
+  blockId: string;
+  key: string;
+  text: string;
+  op: TextOp | null;
+  source: 'local' | 'remote' | 'reset';
+  lost?: TextLoss;
+};
 
 export type CanvasSyncOptions = {
   /** http(s):// or ws(s):// base of the Potentia server. */
@@ -73,6 +96,8 @@ export type CanvasSyncOptions = {
    */
   messagesPerSecond?: number;
   onChange?: (blocks: ReadonlyMap<string, Block>, delta: DeltaMessage | null) => void;
+  /** Every change of a text edited through editText (before onChange of the same delta). See TextChange. */
+  onText?: (change: TextChange) => void;
   /** Errors the client cannot act on: a throwing `onChange` or `token()`, a CanvasAccessLostError. Default: console.error. */
   onError?: (err: unknown) => void;
 };
@@ -88,6 +113,8 @@ const RECONNECT_CAP_MS = 5000;
 const RETIRE_WAIT_MS = 5000;
 /** Resend delay after an `internal`/`unavailable` error that carries no `retry_after_ms`. */
 const RESEND_DEFAULT_MS = 500;
+/** Refusals of a text op that say "not now" rather than "never": the op is sent again (same client_op_id). */
+const TEXT_RETRY_CODES = new Set(['rate_limited', 'timeout', 'unavailable']);
 const noop = () => {};
 
 /**
@@ -149,6 +176,10 @@ export class CanvasSync {
   private resendTimer: Timer | null = null;
   private retireTimer: Timer | null = null;
   private readonly pending = new Map<string, Pending>();
+  /** Text OT state per block and content key (made by the first editText of that text). */
+  private readonly texts = new Map<string, Map<string, TextOtClient>>();
+  /** Text ops waiting to be sent again after a "not now" rejection. */
+  private readonly textRetries = new Set<Timer>();
   private readonly readyWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
 
   constructor(private readonly opts: CanvasSyncOptions) {}
@@ -195,6 +226,128 @@ export class CanvasSync {
     });
   }
 
+  /**
+   * Edits the text under content key `key` of block `blockId` with a text-unicode op (npm
+   * ot-text-unicode: n skips n code points, "str" inserts, {d: n} deletes n code points) on its
+   * local text (textOf). Returns the new local text. Throws, changing nothing, if the block is not
+   * known (no snapshot yet, or deleted), the client has ended, or the op does not fit the text.
+   *
+   * The edit shows at once locally; it is sent as `{action: 'update', base_version, patch:
+   * {text: {[key]: op}}}` through mutate() (queued while offline, resent with the same
+   * client_op_id after a reconnect), at most one op in flight per text: edits made meanwhile
+   * are composed and sent when the in-flight op's delta comes back. Remote edits are transformed
+   * past the pending ones (text-ot.ts); the server's text wins in the end. Pending edits are
+   * dropped, reported through onText with `source: 'reset'` and `lost`, when the server cannot
+   * merge them: the key was set as a whole (`content`) since they were made (the delta or a
+   * `conflict` answer shows it), the log lost their base (`rebase_required`), the op was
+   * rejected, the block was deleted, or a snapshot replaced the state. A rate limit or database
+   * timeout is not a loss: the op is sent again after the delay the server names.
+   */
+  editText(blockId: string, key: string, op: TextOp): string {
+    if (this.closed) throw new Error('CanvasSync is closed');
+    const client = this.textFor(blockId, key);
+    if (!client) throw new Error(`block ${blockId} is not known`);
+    const send = client.applyLocal(op);
+    this.emitText({ blockId, key, text: client.text, op, source: 'local' });
+    if (send) this.sendText(blockId, key, send);
+    return client.text;
+  }
+
+  /** The local text under content key `key` (the server's with this client's pending edits); undefined for an unknown block. */
+  textOf(blockId: string, key: string): string | undefined {
+    const client = this.texts.get(blockId)?.get(key);
+    if (client) return client.text;
+    const block = this.blocks.get(blockId);
+    return block ? textIn(block, key) : undefined;
+  }
+
+  /**
+   * The OT state of a text edited through editText (state, version, serverText, inflight,
+   * pending), for inspection: edit through editText only. Undefined before the first edit.
+   */
+  textClient(blockId: string, key: string): Readonly<TextOtClient> | undefined {
+    return this.texts.get(blockId)?.get(key);
+  }
+
+  /** The OT state of a text, made from the block as last seen if there is none yet. */
+  private textFor(blockId: string, key: string): TextOtClient | undefined {
+    const existing = this.texts.get(blockId)?.get(key);
+    if (existing) return existing;
+    const block = this.blocks.get(blockId);
+    if (!block) return undefined;
+    const client = new TextOtClient(textIn(block, key), block.version);
+    let keys = this.texts.get(blockId);
+    if (!keys) this.texts.set(blockId, (keys = new Map()));
+    keys.set(key, client);
+    return client;
+  }
+
+  /** Sends a text op; its answer matters only if it is a refusal (the delta acknowledges it). */
+  private sendText(blockId: string, key: string, send: TextSend): void {
+    const op: Mutation = { action: 'update', block_id: blockId, base_version: send.baseVersion, patch: { text: { [key]: send.op } } };
+    this.mutate(op, send.clientOpId).then((outcome) => {
+      try {
+        this.onTextOutcome(blockId, key, send, outcome);
+      } catch (err) {
+        this.report(err);
+      }
+    }, noop); // rejects only once the client has ended: nothing left to do
+  }
+
+  private onTextOutcome(blockId: string, key: string, send: TextSend, outcome: MutationOutcome): void {
+    const client = this.texts.get(blockId)?.get(key);
+    if (!client || client.inflight?.clientOpId !== send.clientOpId || outcome.type === 'ack') return;
+    if (outcome.type === 'rejected' && TEXT_RETRY_CODES.has(outcome.error.code)) {
+      const after = (outcome.error as { retry_after?: unknown }).retry_after;
+      const timer = setTimeout(() => {
+        this.textRetries.delete(timer);
+        if (!this.closed && client.inflight?.clientOpId === send.clientOpId) this.sendText(blockId, key, send);
+      }, typeof after === 'number' && after > 0 ? Math.min(after * 1000, 60_000) : RESEND_DEFAULT_MS);
+      this.textRetries.add(timer);
+      return;
+    }
+    const receipt = outcome.type === 'conflict'
+      ? client.fail(send.clientOpId, { reason: outcome.code === 'rebase_required' ? 'rebase_required' : 'conflict', block: outcome.block, version: outcome.version, message: outcome.message }, key)
+      : client.fail(send.clientOpId, { reason: 'rejected', message: `${outcome.error.code}: ${outcome.error.message}` }, key);
+    if (receipt) this.afterText(blockId, key, client, receipt);
+  }
+
+  /** Notifies a text change and sends what the OT state says to send. */
+  private afterText(blockId: string, key: string, client: TextOtClient, receipt: TextReceipt): void {
+    if (client.deleted) this.texts.get(blockId)?.delete(key);
+    if (this.texts.get(blockId)?.size === 0) this.texts.delete(blockId);
+    if (receipt.op) this.emitText({ blockId, key, text: client.text, op: receipt.op, source: 'remote' });
+    else if (receipt.reset) this.emitText({ blockId, key, text: client.text, op: null, source: 'reset', ...(receipt.lost ? { lost: receipt.lost } : {}) });
+    if (receipt.send) this.sendText(blockId, key, receipt.send);
+  }
+
+  /** Hands a delta to the OT state of the texts it concerns; null: a snapshot just replaced every block. */
+  private textsSee(delta: DeltaMessage | null): void {
+    if (this.texts.size === 0) return;
+    const ids = !delta ? [...this.texts.keys()] : delta.action === 'delete' ? [delta.block_id, ...(delta.deleted_ids ?? [])] : [delta.block_id];
+    for (const id of ids) {
+      const keys = this.texts.get(id);
+      if (!keys) continue;
+      for (const [key, client] of [...keys]) {
+        try {
+          const block = this.blocks.get(id) ?? null;
+          const receipt = delta ? client.receive(delta, key) : client.resync(block, key);
+          this.afterText(id, key, client, receipt);
+        } catch (err) {
+          this.report(err);
+        }
+      }
+    }
+  }
+
+  private emitText(change: TextChange): void {
+    try {
+      this.opts.onText?.(change);
+    } catch (err) {
+      this.report(err);
+    }
+  }
+
   /** Closes for good: cancels every timer, closes the socket, rejects waiting join()/ready() calls. */
   close(): void {
     this.end(new Error('CanvasSync closed before it was live'));
@@ -205,6 +358,8 @@ export class CanvasSync {
     this.closed = true;
     this.live = false;
     for (const t of ['reconnectTimer', 'resumeTimer', 'heartbeatTimer', 'resendTimer', 'retireTimer'] as const) this.clearTimer(t);
+    for (const t of this.textRetries) clearTimeout(t);
+    this.textRetries.clear();
     const ws = this.ws;
     this.ws = null;
     if (ws) this.retire(ws, ws.readyState === OPEN ? 'graceful' : 'now');
@@ -476,6 +631,7 @@ export class CanvasSync {
         this.seq = m.watermark;
         this.canvasSeq = m.canvas_watermark;
         this.hasSnapshot = true;
+        this.textsSee(null);
         this.emitChange(null);
         return;
       case 'delta':
@@ -485,6 +641,7 @@ export class CanvasSync {
         this.seq = m.server_seq;
         if (m.action === 'delete') for (const id of [m.block_id, ...(m.deleted_ids ?? [])]) this.blocks.delete(id);
         else if (m.block) this.blocks.set(m.block_id, m.block);
+        this.textsSee(m);
         this.emitChange(m);
         return;
       case 'resumed':

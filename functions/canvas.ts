@@ -41,6 +41,8 @@ const MutationResult = z.object({
   canvas_seq: z.number(), version: z.number(), block: Json.nullable(),
   // the text operations as applied (transformed against those committed since base_version)
   text: z.record(z.string(), TextOp).optional(),
+  // true when this client_op_id had been applied before: the original result, nothing applied again
+  duplicate: z.boolean().optional(),
 }).passthrough().openapi('MutationResult');
 
 const json = <T extends z.ZodTypeAny>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });

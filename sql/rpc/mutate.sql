@@ -165,10 +165,11 @@ begin
 end $$;
 
 -- The result of an already-applied operation of this caller, if any (with its canvas_seq, also
--- for one applied before canvas_seq existed and numbered by the migration).
+-- for one applied before canvas_seq existed and numbered by the migration), marked
+-- `duplicate: true`: the original result, answered again, nothing applied a second time.
 create or replace function internal.prior_result(p_ctx jsonb, p_client_op_id text) returns jsonb
 language sql stable security definer set search_path = '' as $$
-  select result || jsonb_build_object('canvas_seq', canvas_seq) from app.block_operations
+  select result || jsonb_build_object('canvas_seq', canvas_seq, 'duplicate', true) from app.block_operations
   where actor_id = (p_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success'
 $$;
 
@@ -318,16 +319,20 @@ begin
           format('the operation log no longer holds every change since version %s (now %s): rebase on the current block and retry', p_base_version, v_old.version),
           jsonb_build_object('block', internal.block_json(v_old), 'version', v_old.version));
       end if;
-      select coalesce(array_agg(distinct f order by f), '{}') into v_changed
-      from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
       -- a field changed on both sides clashes, except a text operation on a key that only text
-      -- operations changed since (it is transformed below)
+      -- operations changed since (it is transformed below); plain jsonb tests per logged patch,
+      -- as this runs under the canvas lock for every operation behind the current version
       select coalesce(array_agg(f order by f), '{}') into v_clash
       from unnest(internal.patch_fields(v_patch)) f
-      where f = any(v_changed)
-        and not (f like 'content.%' and coalesce(v_text ? substr(f, 9), false)
-                 and not exists (select from unnest(v_since) p where p -> 'content' ? substr(f, 9)));
+      where exists (select from unnest(v_since) p where case
+              when f like 'content.%' then p -> 'content' ? substr(f, 9)
+                                           or (p -> 'text' ? substr(f, 9) and not coalesce(v_text ? substr(f, 9), false))
+              when f = 'type' then p ? 'type'
+              when f = 'parent' then p ? 'parent_id'
+              else p ? 'y_order' or p ? 'after_id' end);
       if p_action = 'delete' or v_clash <> '{}' then
+        select coalesce(array_agg(distinct f order by f), '{}') into v_changed
+        from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
         select o.block into v_base_block from app.block_operations o
         where o.block_id = v_block_id and o.status = 'success' and o.new_version = p_base_version;
         select coalesce(jsonb_object_agg(f, jsonb_build_object(
@@ -350,12 +355,14 @@ begin
       -- base_version, in commit order, ours on the 'left' (ShareDB's server rule): at one
       -- position our insert goes before the one committed earlier
       if v_text is not null then
-        foreach v_since_patch in array v_since loop
-          if jsonb_typeof(v_since_patch -> 'text') = 'object' then
-            select jsonb_object_agg(t.key, case when v_since_patch -> 'text' ? t.key
-                     then internal.text_op_transform(t.value, v_since_patch -> 'text' -> t.key, 'left') else t.value end)
-              into v_text from jsonb_each(v_text) t;
-          end if;
+        for v_bad_key in select jsonb_object_keys(v_text) loop
+          v_op := v_text -> v_bad_key;
+          foreach v_since_patch in array v_since loop
+            if v_since_patch -> 'text' ? v_bad_key then
+              v_op := internal.text_op_transform(v_op, v_since_patch -> 'text' -> v_bad_key, 'left');
+            end if;
+          end loop;
+          v_text := jsonb_set(v_text, array[v_bad_key], v_op);
         end loop;
       end if;
     end if;

@@ -18,5 +18,7 @@ export type AppEnv = {
     requestId: string;
     claims: Claims;
     log: Logger;
+    /** The error code answered, when the answer is an error (for the request log line). */
+    errorCode: string;
   };
 };

@@ -9,6 +9,7 @@ import { ApiError } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const CANVAS_IN_PATH = /\/canvas\/([0-9a-fA-F-]{36})(?:\/|$)/;
 const tracer = trace.getTracer('potentia-http');
 
 /** Request id (kept from X-Request-Id when well-formed), structured log line, metrics, trace. */
@@ -33,7 +34,14 @@ export function observe(deps: Deps): MiddlewareHandler<AppEnv> {
     const labels = { route, method: c.req.method, status: String(c.res.status) };
     deps.metrics.httpRequests.inc(labels);
     deps.metrics.httpDuration.observe(labels, (performance.now() - started) / 1000);
-    log.info({ method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) }, 'request');
+    // one line per request that explains itself: who, which canvas, which error code, how long
+    const userId = c.get('claims')?.sub;
+    const canvasId = CANVAS_IN_PATH.exec(c.req.path)?.[1];
+    const errorCode = c.get('errorCode');
+    log.info({
+      method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started),
+      ...(userId ? { user_id: userId } : {}), ...(canvasId ? { canvas_id: canvasId } : {}), ...(errorCode ? { error_code: errorCode } : {}),
+    }, 'request');
   };
 }
 
@@ -115,6 +123,7 @@ export function isInternalCaller(c: Context, deps: Deps): boolean {
 }
 
 export function errorResponse(c: Context, err: ApiError) {
+  c.set('errorCode', err.code);
   if ((err.code === 'rate_limited' || err.code === 'unavailable') && typeof err.details.retry_after === 'number') {
     c.header('Retry-After', String(err.details.retry_after));
   }

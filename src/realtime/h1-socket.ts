@@ -55,6 +55,7 @@ export class H1Socket {
     ws.on('close', () => this.onClose());
     ws.on('error', () => {});
     this.send({ type: 'hello', v: H1_PROTOCOL_VERSION, canvas_id: canvasId, user_id: String(claims.sub), can_write: access.write });
+    hub.logger.info({ canvas_id: canvasId, user_id: claims.sub, can_write: access.write }, 'H1 socket open');
     if (initialSinceCanvasSeq !== null) this.enqueue(() => this.resume({ since_canvas_seq: initialSinceCanvasSeq }, false));
     else if (initialSinceSeq !== null) this.enqueue(() => this.resume({ since_seq: initialSinceSeq }, false));
   }
@@ -143,7 +144,7 @@ export class H1Socket {
       return row.r as Record<string, any>;
     });
     if (result.status === 'success' || result.status === 'duplicate') {
-      this.send({ type: 'ack', client_op_id: msg.client_op_id, status: result.status, server_seq: Number(result.server_seq), canvas_seq: Number(result.canvas_seq), version: result.version ?? null, block_id: result.block_id ?? result.block?.block_id ?? null, ...(result.text ? { text: result.text } : {}) });
+      this.send({ type: 'ack', client_op_id: msg.client_op_id, status: result.duplicate === true ? 'duplicate' : 'success', server_seq: Number(result.server_seq), canvas_seq: Number(result.canvas_seq), version: result.version ?? null, block_id: result.block_id ?? result.block?.block_id ?? null, ...(result.text ? { text: result.text } : {}) });
     } else if (result.status === 'conflict') {
       const { code, message, changed, fields } = result.error ?? {};
       this.send({ type: 'conflict', client_op_id: msg.client_op_id, block: result.block ?? null, server_seq: null,
@@ -309,6 +310,7 @@ export class H1Socket {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
+    this.hub.logger.info({ canvas_id: this.canvasId, user_id: this.claims.sub, last_canvas_seq: this.lastSent }, 'H1 socket closed');
     this.offDatabase();
     if (this.lastPresenceWrite > 0) {
       this.rpc((tx) => tx`select api.leave_canvas(${this.canvasId}::uuid)`).catch(() => {});

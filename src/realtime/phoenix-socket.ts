@@ -270,6 +270,7 @@ export class PhoenixSocket {
       return fail(REPLAY_FAILED);
     }
     this.reply(frame, 'ok', { postgres_changes: [] });
+    this.hub.logger.info({ topic: frame.topic, user_id: claims.sub ?? null, role: claims.role, private: channel.private }, 'realtime channel joined');
     channel.replay?.release(replayed, (m) => channel.gate.deliver(() => {
       this.sendBroadcast(channel, m.event, m.payloadJson, { replayed: true, id: m.id }, new Map());
     }), (m) => this.deliverDatabase(channel, m));

@@ -86,8 +86,8 @@ select tests.authenticate_as('mut_owner');
 insert into r select 'retry_update_a', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-update-a', 1,
                                                                '{"content":{"text":"hello, world"}}');
 select tests.clear_authentication();
-select is((select res from r where name = 'retry_update_a'), (select res from r where name = 'update_a'),
-          'a retried client_op_id returns the identical result');
+select is((select res from r where name = 'retry_update_a'), (select res from r where name = 'update_a') || '{"duplicate": true}',
+          'a retried client_op_id returns the identical result, marked duplicate: true');
 select is((select version from app.blocks where block_id = (select a from k)), 3, 'and is not applied again (version unchanged)');
 select is((select array_agg(status order by op_id) from app.block_operations
            where client_op_id = 'op-update-a' and actor_id = tests.user_id('mut_owner')),
@@ -290,8 +290,9 @@ select is((select (res ->> 'server_seq')::bigint from r where name = 'batch_ok')
 select is((select array_agg(b.y_order < c.y_order) from app.blocks b, app.blocks c
            where b.block_id = '00000000-0000-4000-8000-0000000000d1' and c.block_id = '00000000-0000-4000-8000-0000000000d2'),
           array[true], 'later ops in a batch see earlier ones (after_id a block created in the same batch)');
-select is((select res -> 'results' from r where name = 'batch_retry'), (select res -> 'results' from r where name = 'batch_ok'),
-          'a retried batch returns the original results');
+select is((select res -> 'results' from r where name = 'batch_retry'),
+          (select jsonb_agg(x || '{"duplicate": true}' order by o) from r, jsonb_array_elements(res -> 'results') with ordinality e(x, o) where name = 'batch_ok'),
+          'a retried batch returns the original results, each marked duplicate: true');
 select is((select version from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d1'), 2, 'and applies nothing twice');
 
 select * from finish();

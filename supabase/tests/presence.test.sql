@@ -34,8 +34,8 @@ select is((select (value #>> '{}')::int from app.settings where key = 'presence_
 -- The first update writes the durable row and broadcasts
 -- ---------------------------------------------------------------------------------------------
 select tests.authenticate_as('viewer');
-select is(api.update_presence(pg_temp.id('c'), '{"x":10,"y":20}', true), '{"written":true}'::jsonb,
-          'a first update_presence writes the durable row (written = true)');
+select is(api.update_presence(pg_temp.id('c'), '{"x":10,"y":20}', true) -> 'last_active_at_updated', 'true'::jsonb,
+          'a first update_presence writes the durable row (last_active_at_updated = true)');
 select tests.clear_authentication();
 select is((select count(*) from app.presence where canvas_id = pg_temp.id('c') and user_id = tests.user_id('viewer')), 1::bigint,
           'one app.presence row for the viewer on C');
@@ -54,8 +54,8 @@ select ok((select bool_and(private) from realtime.messages where topic = 'canvas
 update app.presence set last_active_at = now() - interval '29 seconds'
 where canvas_id = pg_temp.id('c') and user_id = tests.user_id('viewer');
 select tests.authenticate_as('viewer');
-select is(api.update_presence(pg_temp.id('c'), '{"x":11,"y":21}', false), '{"written":false}'::jsonb,
-          '29 s after the last write, update_presence does not write (written = false)');
+select is(api.update_presence(pg_temp.id('c'), '{"x":11,"y":21}', false) -> 'last_active_at_updated', 'false'::jsonb,
+          '29 s after the last write, update_presence does not write (last_active_at_updated = false)');
 select tests.clear_authentication();
 select is((select last_active_at from app.presence where canvas_id = pg_temp.id('c') and user_id = tests.user_id('viewer')),
           now() - interval '29 seconds', '... last_active_at is unchanged');
@@ -67,10 +67,10 @@ select ok(exists (select from pg_temp.broadcasts('presence', 'viewer') p
           '... with the new cursor and typing');
 
 select tests.authenticate_as('viewer');
-select is(api.update_presence(pg_temp.id('c'), '{"x":12}'), '{"written":false}'::jsonb,
+select is(api.update_presence(pg_temp.id('c'), '{"x":12}') -> 'last_active_at_updated', 'false'::jsonb,
           'an immediate repeat does not write either');
 select tests.authenticate_as('owner');
-select is(api.update_presence(pg_temp.id('c'), '{"x":1}'), '{"written":true}'::jsonb,
+select is(api.update_presence(pg_temp.id('c'), '{"x":1}') -> 'last_active_at_updated', 'true'::jsonb,
           'the interval is per user: another member''s first update writes');
 
 -- ---------------------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ select tests.clear_authentication();
 update app.presence set last_active_at = now() - interval '31 seconds'
 where canvas_id = pg_temp.id('c') and user_id = tests.user_id('viewer');
 select tests.authenticate_as('viewer');
-select is(api.update_presence(pg_temp.id('c'), '{"x":13}', false), '{"written":true}'::jsonb,
+select is(api.update_presence(pg_temp.id('c'), '{"x":13}', false) -> 'last_active_at_updated', 'true'::jsonb,
           '31 s after the last write, update_presence writes again');
 select tests.clear_authentication();
 select is((select last_active_at from app.presence where canvas_id = pg_temp.id('c') and user_id = tests.user_id('viewer')),
@@ -92,7 +92,7 @@ update app.settings set value = '10' where key = 'presence_write_interval_second
 update app.presence set last_active_at = now() - interval '15 seconds'
 where canvas_id = pg_temp.id('c') and user_id = tests.user_id('viewer');
 select tests.authenticate_as('viewer');
-select is(api.update_presence(pg_temp.id('c'), null, true), '{"written":true}'::jsonb,
+select is(api.update_presence(pg_temp.id('c'), null, true) -> 'last_active_at_updated', 'true'::jsonb,
           'the interval comes from app.settings: at 10 s, 15 s later writes');
 select tests.clear_authentication();
 update app.settings set value = '30' where key = 'presence_write_interval_seconds';
@@ -142,7 +142,7 @@ select is((select count(*) from pg_temp.broadcasts('presence_leave', 'viewer')),
 select is((select p from pg_temp.broadcasts('presence_leave', 'viewer') p), jsonb_build_object('user_id', tests.user_id('viewer')),
           '... naming who left');
 select tests.authenticate_as('viewer');
-select is(api.update_presence(pg_temp.id('c'), '{"x":1}'), '{"written":true}'::jsonb,
+select is(api.update_presence(pg_temp.id('c'), '{"x":1}') -> 'last_active_at_updated', 'true'::jsonb,
           'coming back after leaving writes a fresh row');
 
 select * from finish();

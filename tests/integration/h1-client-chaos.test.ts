@@ -264,10 +264,7 @@ describe('CanvasSync under network loss (through a TCP proxy)', () => {
       const rows = await opRows(opId);
       // applied once, then the resend was answered from the operation log
       expect(rows.map((r) => r.status).sort()).toEqual(['duplicate', 'success']);
-      expect(o).toMatchObject({ type: 'ack', client_op_id: opId, server_seq: rows.find((r) => r.status === 'success')!.server_seq });
-      // h1-protocol.ts documents status `duplicate` for an already-applied op, but
-      // api.upsert_block_atomic hands back the stored original result, `success` (reported)
-      expect(['success', 'duplicate']).toContain((o as any).status);
+      expect(o).toMatchObject({ type: 'ack', client_op_id: opId, status: 'duplicate', server_seq: rows.find((r) => r.status === 'success')!.server_seq });
       expect(await until(async () => sync.blocks.has((o as any).block_id))).toBe(true);
       expect(stats.maxAlive).toBe(1);
       expect(faults.seen).toEqual([]);

@@ -134,7 +134,7 @@ describe('happy paths', () => {
     const { canvasId, tokens, users } = await setup();
     const presence = await api(`/api/v1/canvas/${canvasId}/presence`, { method: 'POST', token: tokens.owner, body: { cursor: { x: 10, y: 20 }, typing: true } });
     expect(presence.status).toBe(200);
-    expect(presence.body).toEqual({ written: true });
+    expect(presence.body).toMatchObject({ broadcast: true, last_active_at_updated: true });
     const [before] = await sql`select typing from app.presence where canvas_id = ${canvasId} and user_id = ${users.owner!}`;
     expect(before?.typing).toBe(true);
 

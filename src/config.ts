@@ -7,6 +7,10 @@ export const DEV_JWT_SECRET = 'super-secret-jwt-token-with-at-least-32-character
 /** Everything Potentia reads from the environment, validated once at start-up. */
 const EnvSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  // `development` relaxes the per-endpoint rate limits (app.endpoint_limits: 100x the hits, windows
+  // of at most 60 s) for this process's requests; refused with NODE_ENV=production. `npm start`
+  // defaults to it; tests and production use `standard`, the seed's limits.
+  POTENTIA_PROFILE: z.enum(['standard', 'development']).default('standard'),
   DATABASE_URL: z.string().url().default('postgres://postgres:postgres@127.0.0.1:5432/potentia'),
   TEST_DATABASE_URL: z.string().url().optional(),
   HOST: z.string().default('127.0.0.1'),
@@ -53,6 +57,8 @@ const EnvSchema = z.object({
 
 export type Config = {
   env: 'development' | 'test' | 'production';
+  /** `development`: relaxed endpoint rate limits (see POTENTIA_PROFILE above). */
+  profile: 'standard' | 'development';
   databaseUrl: string;
   host: string;
   port: number;
@@ -108,6 +114,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new Error(`invalid environment: ${problems}`);
   }
   const e = parsed.data;
+  if (e.NODE_ENV === 'production' && e.POTENTIA_PROFILE === 'development') {
+    throw new Error('POTENTIA_PROFILE=development relaxes rate limits and is refused with NODE_ENV=production: unset POTENTIA_PROFILE');
+  }
   if (e.NODE_ENV === 'production' && !e.JWT_SECRET && !e.SUPABASE_JWKS_URL) {
     throw new Error('JWT_SECRET (or SUPABASE_JWKS_URL) must be set in production: it is your Supabase project JWT secret');
   }
@@ -116,6 +125,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   return {
     env: e.NODE_ENV,
+    profile: e.POTENTIA_PROFILE,
     databaseUrl: e.DATABASE_URL,
     host: e.HOST,
     port: e.PORT,

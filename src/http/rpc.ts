@@ -25,7 +25,7 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
       method: c.req.method,
       path: c.req.path,
     }, async (tx) => {
-      if (endpoint !== null) await tx`select api.hit_endpoint_limit(${endpoint})`;
+      if (endpoint !== null) await tx`select api.hit_endpoint_limit(${endpoint}, ${deps.config.profile === 'development'})`;
       const params = args.map((_, i) => `$${i + 1}`).join(', ');
       const [row] = await tx.unsafe(`select api.${fn}(${params}) as result`, args as never[]);
       return row?.result as T;

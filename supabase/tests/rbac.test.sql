@@ -125,7 +125,7 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
   ('api.get_canvas_permissions(uuid)', $$api.get_canvas_permissions({a1})$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
   -- a per-user counter: a no-op without a user (the HTTP layer keys anonymous endpoints itself)
-  ('api.hit_endpoint_limit(text)', $$api.hit_endpoint_limit('A1')$$,
+  ('api.hit_endpoint_limit(text,boolean)', $$api.hit_endpoint_limit('A1')$$,
      'ok', 'ok', 'ok', 'ok', 'ok', 'ok'),
   ('api.upsert_block_atomic(uuid,uuid,text,text,integer,jsonb)',
      $$api.upsert_block_atomic({a1}, null, 'create', 'rbac-op', null, '{"type":"text"}')$$,

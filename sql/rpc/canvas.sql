@@ -1,5 +1,5 @@
--- Workspaces, canvases and reads behind the A-endpoints. Errors are raised with the stable codes
--- of internal.raise_error; every change is audited.
+-- Canvases and reads behind the A-endpoints (workspaces: sql/rpc/workspaces.sql). Errors are
+-- raised with the stable codes of internal.raise_error; every change is audited.
 
 create or replace function internal.require_user() returns uuid
 language plpgsql stable set search_path = '' as $$
@@ -31,55 +31,7 @@ begin
   end if;
 end $$;
 
-create or replace function api.create_workspace(p_name text) returns jsonb
-language plpgsql security definer set search_path = '' as $$
-declare
-  v_user uuid := internal.require_user();
-  v_id uuid;
-begin
-  if p_name is null or char_length(btrim(p_name)) not between 1 and 200 then
-    perform internal.raise_error('invalid_input', 'name must be 1 to 200 characters', '{"field":"name"}');
-  end if;
-  insert into app.workspaces (name, created_by) values (btrim(p_name), v_user) returning workspace_id into v_id;
-  insert into app.workspace_members (workspace_id, user_id, role) values (v_id, v_user, 'owner');
-  perform internal.write_audit(internal.request_context(), 'workspace.create', 'success', 'workspace', v_id::text);
-  return jsonb_build_object('workspace_id', v_id);
-end $$;
-
--- Owners and admins manage members; only an owner may make another owner.
-create or replace function api.set_workspace_member(p_workspace_id uuid, p_user_id uuid, p_role app.member_role)
-returns jsonb language plpgsql security definer set search_path = '' as $$
-declare
-  v_user uuid := internal.require_user();
-  v_role app.member_role := internal.workspace_role(p_workspace_id, v_user);
-begin
-  if v_role is null then
-    perform internal.raise_error('not_found', 'workspace not found, or you are not a member of it', '{"field":"workspace_id"}');
-  end if;
-  if v_role not in ('owner', 'admin') or (p_role = 'owner' and v_role <> 'owner')
-     or (internal.workspace_role(p_workspace_id, p_user_id) = 'owner' and v_role <> 'owner') then
-    perform internal.raise_error('forbidden', format('your role (%s) cannot grant this role', v_role));
-  end if;
-  if not internal.token_allows(null, true) then
-    perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot manage members');
-  end if;
-  if p_role is null or not exists (select from auth.users where id = p_user_id) then
-    perform internal.raise_error('invalid_input', 'user_id must be an existing user and role one of owner, admin, editor, viewer',
-                                 '{"field":"user_id"}');
-  end if;
-  -- a workspace always keeps an owner: the last one cannot step down (lock the owners first)
-  perform from app.workspace_members where workspace_id = p_workspace_id and role = 'owner' for update;
-  if p_role <> 'owner' and internal.workspace_role(p_workspace_id, p_user_id) = 'owner'
-     and (select count(*) from app.workspace_members where workspace_id = p_workspace_id and role = 'owner') = 1 then
-    perform internal.raise_error('invalid_input', 'this is the workspace''s last owner: make another member owner first',
-                                 '{"field":"role"}');
-  end if;
-  insert into app.workspace_members (workspace_id, user_id, role) values (p_workspace_id, p_user_id, p_role)
-  on conflict (workspace_id, user_id) do update set role = excluded.role;
-  perform internal.write_audit(internal.request_context(), 'workspace.member.set', 'success', 'workspace', p_workspace_id::text,
-                               jsonb_build_object('user_id', p_user_id, 'role', p_role), null, null, null, 1);
-  return jsonb_build_object('workspace_id', p_workspace_id, 'user_id', p_user_id, 'role', p_role);
-end $$;
+-- Workspaces and their members (api.create_workspace, api.set_workspace_member, ...): sql/rpc/workspaces.sql.
 
 -- A4: the caller's live canvases, newest first.
 create or replace function api.list_my_canvases() returns jsonb
@@ -217,11 +169,9 @@ end $$;
 
 -- PUBLIC gets EXECUTE on new functions: the per-schema default privileges of the foundation
 -- migration cannot take it away (Postgres only adds to the global defaults), so revoke it here.
-revoke execute on function api.create_workspace(text), api.set_workspace_member(uuid, uuid, app.member_role),
-  api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),
+revoke execute on function api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),
   api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
   api.get_canvas_permissions(uuid) from public;
-grant execute on function api.create_workspace(text), api.set_workspace_member(uuid, uuid, app.member_role),
-  api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),
+grant execute on function api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),
   api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
   api.get_canvas_permissions(uuid) to authenticated, service_role;

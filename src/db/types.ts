@@ -173,6 +173,15 @@ export interface AppWorkerHeartbeats {
   worker_id: string;
 }
 
+export interface AppWorkspaceInvites {
+  created_at: Generated<Timestamp>;
+  email: string;
+  invite_id: Generated<string>;
+  invited_by: string | null;
+  role: AppMemberRole;
+  workspace_id: string;
+}
+
 export interface AppWorkspaceMembers {
   created_at: Generated<Timestamp>;
   role: AppMemberRole;
@@ -200,6 +209,7 @@ export interface DB {
   "app.settings": AppSettings;
   "app.system_audit": AppSystemAudit;
   "app.worker_heartbeats": AppWorkerHeartbeats;
+  "app.workspace_invites": AppWorkspaceInvites;
   "app.workspace_members": AppWorkspaceMembers;
   "app.workspaces": AppWorkspaces;
 }

@@ -5,12 +5,13 @@ import { authRoutes } from '../../functions/auth.ts';
 import { canvasRoutes } from '../../functions/canvas.ts';
 import { opsRoutes } from '../../functions/ops.ts';
 import { canvasSearchRoutes, searchRoutes } from '../../functions/search.ts';
+import { workspaceRoutes } from '../../functions/workspaces.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { bodyInputError, errorResponse, inputPolicy, limitBody, observe } from './middleware.ts';
 
 /** The edge functions: name → routes. Each is served at /api/v1/<name> and /functions/v1/<name>. */
-export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searchRoutes } as const;
+export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searchRoutes, workspaces: workspaceRoutes } as const;
 
 /** Shared wrapping of every app: request id, logs, metrics, body limit, one error shape. */
 export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {

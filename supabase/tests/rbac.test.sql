@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(233);
+select plan(314);
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixture: workspace A (owner, admin, editor, viewer) with canvases A1 (one block, presence),
@@ -109,6 +109,26 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
   ('api.create_workspace(text)', $$api.create_workspace('Another workspace')$$,
      'ok', 'ok', 'ok', 'ok', 'ok', 'unauthorized'),
   ('api.set_workspace_member(uuid,uuid,app.member_role)', $$api.set_workspace_member({ws_a}, {newbie}, 'editor')$$,
+     'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
+  -- workspaces and members (the full rules: supabase/tests/workspaces.test.sql); a member may remove themselves
+  ('api.list_my_workspaces()', $$api.list_my_workspaces()$$,
+     'ok', 'ok', 'ok', 'ok', 'ok', 'unauthorized'),
+  ('api.rename_workspace(uuid,text)', $$api.rename_workspace({ws_a}, 'Renamed A')$$,
+     'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
+  ('api.list_workspace_canvases(uuid)', $$api.list_workspace_canvases({ws_a})$$,
+     'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
+  ('api.list_workspace_members(uuid)', $$api.list_workspace_members({ws_a})$$,
+     'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
+  ('api.add_workspace_member(uuid,text,text)', $$api.add_workspace_member({ws_a}, 'rbac-invitee@test.local', 'editor')$$,
+     'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
+  ('api.update_workspace_member(uuid,uuid,text)', $$api.update_workspace_member({ws_a}, tests.user_id('viewer'), 'editor')$$,
+     'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
+  ('api.remove_workspace_member(uuid,uuid)', $$api.remove_workspace_member({ws_a}, tests.user_id('editor'))$$,
+     'ok', 'ok', 'ok', 'forbidden', 'not_found', 'unauthorized'),
+  ('api.list_workspace_invites(uuid)', $$api.list_workspace_invites({ws_a})$$,
+     'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
+  ('api.revoke_workspace_invite(uuid,uuid)', $$api.revoke_workspace_invite({ws_a},
+     (api.add_workspace_member({ws_a}, 'rbac-revoked@test.local', 'viewer') #>> '{invite,invite_id}')::uuid)$$,
      'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
   ('api.list_my_canvases()', $$api.list_my_canvases()$$,
      'ok', 'ok', 'ok', 'ok', 'ok', 'unauthorized'),

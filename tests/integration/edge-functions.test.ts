@@ -11,7 +11,7 @@ const names = readdirSync(`${root}supabase/functions`, { withFileTypes: true }).
 
 describe('supabase/functions entry points', () => {
   it('exist for every HTTP function group', () => {
-    expect(names.sort()).toEqual(['auth', 'canvas', 'search']);
+    expect(names.sort()).toEqual(['auth', 'canvas', 'search', 'workspaces']);
   });
   it.each(names)('%s passes deno check', async (name) => {
     const cwd = `${root}supabase/functions/${name}`;

@@ -1,0 +1,116 @@
+import { createRoute } from '@hono/zod-openapi';
+import type { Deps } from '../src/http/env.ts';
+import { requireAuth } from '../src/http/middleware.ts';
+import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
+import { callApi } from '../src/http/rpc.ts';
+
+/**
+ * Workspace endpoints (W1–W10), mounted at /api/v1/workspaces locally and deployed as the
+ * `workspaces` edge function. Each handler validates, then calls exactly one `api` function of
+ * sql/rpc/workspaces.sql, which holds the rules (who may do what, the last owner, invites, audit)
+ * and documents them. W-numbers are the keys of app.endpoint_limits.
+ */
+const Role = z.enum(['owner', 'admin', 'editor', 'viewer']);
+const WorkspaceParams = z.object({ workspace_id: z.string().uuid() });
+const MemberParams = WorkspaceParams.extend({ user_id: z.string().uuid() });
+const InviteParams = WorkspaceParams.extend({ invite_id: z.string().uuid() });
+const Name = z.string().min(1).max(200).openapi({ description: '1 to 200 characters, trimmed' });
+
+const Workspace = z.object({
+  workspace_id: z.string().uuid(),
+  name: z.string(),
+  role: Role.openapi({ description: "the caller's role in the workspace" }),
+  created_by: z.string().uuid().nullable(),
+  created_at: z.string(),
+}).openapi('Workspace');
+const Member = z.object({
+  user_id: z.string().uuid(),
+  email: z.string().nullable(),
+  role: Role,
+  joined_at: z.string(),
+}).openapi('Member');
+const Invite = z.object({
+  invite_id: z.string().uuid(),
+  workspace_id: z.string().uuid(),
+  email: z.string().openapi({ description: 'lower-cased; becomes a member with this role when the email signs up' }),
+  role: Role,
+  invited_by: z.string().uuid().nullable(),
+  created_at: z.string(),
+}).openapi('Invite');
+const AddResult = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('member'), member: Member }),
+  z.object({ kind: z.literal('invite'), invite: Invite }),
+]).openapi('AddMemberResult', { description: 'member: the email was a user, now a member; invite: a pending invite' });
+const Canvas = z.object({
+  canvas_id: z.string().uuid(), workspace_id: z.string().uuid(), title: z.string(), settings: z.record(z.string(), z.unknown()),
+  version: z.number(), created_by: z.string().uuid().nullable(), created_at: z.string(), updated_at: z.string(), role: Role,
+}).openapi('WorkspaceCanvas');
+
+const json = <T extends z.ZodTypeAny>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });
+const route = <T extends Parameters<typeof createRoute>[0]>(r: T) => createRoute({ security: bearerSecurity, ...r });
+
+const routes = {
+  list: route({ method: 'get', path: '/', operationId: 'listWorkspaces', summary: "W1: the caller's workspaces, with their role",
+    responses: responses(200, '{workspaces}', z.object({ workspaces: z.array(Workspace) })) }),
+  create: route({ method: 'post', path: '/', operationId: 'createWorkspace', summary: 'W2: create a workspace (the caller becomes its owner)',
+    request: { body: json(z.object({ name: Name }).strict()) }, responses: responses(201, 'the workspace', Workspace) }),
+  rename: route({ method: 'patch', path: '/{workspace_id}', operationId: 'renameWorkspace', summary: 'W3: rename (owner/admin)',
+    request: { params: WorkspaceParams, body: json(z.object({ name: Name }).strict()) }, responses: responses(200, 'the workspace', Workspace) }),
+  members: route({ method: 'get', path: '/{workspace_id}/members', operationId: 'listWorkspaceMembers', summary: 'W4: the members (any member)',
+    request: { params: WorkspaceParams }, responses: responses(200, '{members}', z.object({ members: z.array(Member) })) }),
+  addMember: route({ method: 'post', path: '/{workspace_id}/members', operationId: 'addWorkspaceMember',
+    summary: 'W5: add a member by email, or invite an email without a user (owner/admin; only an owner adds an owner)',
+    request: { params: WorkspaceParams, body: json(z.object({ email: z.string().email().max(320), role: Role }).strict()) },
+    responses: responses(201, 'a member added, or an invite; 409 conflict (reason already_member) when already a member', AddResult) }),
+  updateMember: route({ method: 'patch', path: '/{workspace_id}/members/{user_id}', operationId: 'updateWorkspaceMember',
+    summary: "W6: change a member's role (owner/admin; only an owner makes or unmakes an owner; the last owner stays)",
+    request: { params: MemberParams, body: json(z.object({ role: Role }).strict()) },
+    responses: responses(200, 'the member; 400 invalid_input with reason last_owner for the last owner', Member) }),
+  removeMember: route({ method: 'delete', path: '/{workspace_id}/members/{user_id}', operationId: 'removeWorkspaceMember',
+    summary: "W7: remove a member (owner/admin; only an owner removes an owner), or leave (one's own user_id); the last owner stays",
+    request: { params: MemberParams }, responses: responses(204, 'removed; their open sockets on its canvases are closed') }),
+  canvases: route({ method: 'get', path: '/{workspace_id}/canvases', operationId: 'listWorkspaceCanvases',
+    summary: "W8: the workspace's canvases, with the caller's role on each (any member)",
+    request: { params: WorkspaceParams }, responses: responses(200, '{canvases}', z.object({ canvases: z.array(Canvas) })) }),
+  invites: route({ method: 'get', path: '/{workspace_id}/invites', operationId: 'listWorkspaceInvites', summary: 'W9: pending invites (owner/admin)',
+    request: { params: WorkspaceParams }, responses: responses(200, '{invites}', z.object({ invites: z.array(Invite) })) }),
+  revokeInvite: route({ method: 'delete', path: '/{workspace_id}/invites/{invite_id}', operationId: 'revokeWorkspaceInvite',
+    summary: "W10: revoke a pending invite (owner/admin; only an owner revokes an owner's invite)",
+    request: { params: InviteParams }, responses: responses(204, 'revoked') }),
+};
+
+export function workspaceRoutes(deps: Deps) {
+  const app = createRouter();
+  app.use('*', requireAuth(deps));
+
+  app.openapi(routes.list, async (c) => c.json({ workspaces: await callApi<any>(deps, c, 'W1', 'list_my_workspaces', []) }, 200));
+  app.openapi(routes.create, async (c) =>
+    c.json(await callApi<any>(deps, c, 'W2', 'create_workspace', [c.req.valid('json').name]), 201));
+  app.openapi(routes.rename, async (c) =>
+    c.json(await callApi<any>(deps, c, 'W3', 'rename_workspace', [c.req.valid('param').workspace_id, c.req.valid('json').name]), 200));
+  app.openapi(routes.members, async (c) =>
+    c.json({ members: await callApi<any>(deps, c, 'W4', 'list_workspace_members', [c.req.valid('param').workspace_id]) }, 200));
+  app.openapi(routes.addMember, async (c) => {
+    const { email, role } = c.req.valid('json');
+    return c.json(await callApi<any>(deps, c, 'W5', 'add_workspace_member', [c.req.valid('param').workspace_id, email, role]), 201);
+  });
+  app.openapi(routes.updateMember, async (c) => {
+    const { workspace_id, user_id } = c.req.valid('param');
+    return c.json(await callApi<any>(deps, c, 'W6', 'update_workspace_member', [workspace_id, user_id, c.req.valid('json').role]), 200);
+  });
+  app.openapi(routes.removeMember, async (c) => {
+    const { workspace_id, user_id } = c.req.valid('param');
+    await callApi(deps, c, 'W7', 'remove_workspace_member', [workspace_id, user_id]);
+    return c.body(null, 204) as never;
+  });
+  app.openapi(routes.canvases, async (c) =>
+    c.json({ canvases: await callApi<any>(deps, c, 'W8', 'list_workspace_canvases', [c.req.valid('param').workspace_id]) }, 200));
+  app.openapi(routes.invites, async (c) =>
+    c.json({ invites: await callApi<any>(deps, c, 'W9', 'list_workspace_invites', [c.req.valid('param').workspace_id]) }, 200));
+  app.openapi(routes.revokeInvite, async (c) => {
+    const { workspace_id, invite_id } = c.req.valid('param');
+    await callApi(deps, c, 'W10', 'revoke_workspace_invite', [workspace_id, invite_id]);
+    return c.body(null, 204) as never;
+  });
+  return app;
+}

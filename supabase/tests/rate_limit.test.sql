@@ -69,8 +69,8 @@ select is((select res #>> '{error,code}' from attempts where who = 'lowered'), '
 select tests.authenticate_as('rl_calm');
 insert into attempts select 'retry', 1, api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'calm-1', null, '{"type":"text"}');
 select tests.clear_authentication();
-select is((select res from attempts where who = 'retry'), (select res from attempts where who = 'calm'),
-          'a retried client_op_id still gets its original result');
+select is((select res from attempts where who = 'retry'), (select res from attempts where who = 'calm') || '{"duplicate": true}',
+          'a retried client_op_id still gets its original result (marked duplicate)');
 
 -- rejected attempts count too: invalid ones cannot be sent without limit
 update app.settings set value = '5' where key = 'mutations_per_minute';

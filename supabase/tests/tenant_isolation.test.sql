@@ -124,8 +124,8 @@ select is(pg_temp.log_rows('a', 'inject-batch'), 0::bigint, '... not logged in A
 select is((select status || ' ' || (details #>> '{error,code}') || ' ' || strpos(a::text, 'xxxxxxxxxx')
            from app.system_audit a where client_op_id = 'inject-batch'),
           'failed not_found 0', '... audited once, without the payload');
-select is((select res from r where name = 'dup'), (select res from r where name = 'own'),
-          'an outsider''s retry of their own applied op aimed at A returns its original result');
+select is((select res from r where name = 'dup'), (select res from r where name = 'own') || '{"duplicate": true}',
+          'an outsider''s retry of their own applied op aimed at A returns its original result (marked duplicate)');
 select is(pg_temp.log_rows('a', 'ti-own'), 0::bigint, '... and leaves no duplicate row in A''s log');
 
 set local role authenticated;

@@ -1,6 +1,6 @@
 // Entry point of `npm start` (after scripts/start has run setup, migrations and the seed).
 import { loadConfig } from './config.ts';
-import { DEMO, devToken } from './dev.ts';
+import { apiKeys, DEMO, devToken } from './dev.ts';
 import { startServer } from './server.ts';
 
 const config = loadConfig();
@@ -17,14 +17,20 @@ const server = await startServer(config, { worker: config.worker.mode === 'inpro
   process.exit(1);
 });
 const token = config.env === 'production' ? undefined : await devToken(config, { sub: DEMO.userId, email: DEMO.email });
+// the local API keys, as `supabase start` prints them (createClient(url, anonKey) signs in through /auth/v1)
+const keys = config.env === 'production' ? undefined : await apiKeys(config);
 console.log(`Potentia is running
   health    ${server.url}/health
   ready     ${server.url}/ready
   API       ${server.url}/api/v1/canvas   (also /functions/v1/canvas)
+  auth      ${server.url}/auth/v1   (email + password: signup, token, logout, user)
   OpenAPI   ${server.url}/api/v1/openapi.json
   realtime  ${server.gateway ? `${server.url.replace(/^http/, 'ws')}/realtime/v1/websocket (realtime-js), ${server.url.replace(/^http/, 'ws')}/ws/canvas/{id} (H1)` : 'not started (see the log)'}
   metrics   ${server.url}/metrics   (loopback or INTERNAL_TOKEN)
-  worker    ${server.worker ? `in-process (${server.worker.workerId}, provider ${server.worker.provider.model})` : `WORKER_MODE=${config.worker.mode}`}${token ? `
+  worker    ${server.worker ? `in-process (${server.worker.workerId}, provider ${server.worker.provider.model})` : `WORKER_MODE=${config.worker.mode}`}${keys ? `
+API keys (createClient('${server.url}', anon key)):
+  anon key          ${keys.anon}
+  service_role key  ${keys.service_role}` : ''}${token ? `
 Demo canvas ${DEMO.canvasId}; a 24 h token for ${DEMO.email}:
   export TOKEN=${token}
   curl -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/canvas/${DEMO.canvasId}` : ''}

@@ -20,6 +20,19 @@ create table if not exists auth.users (
   raw_user_meta_data jsonb not null default '{}',
   created_at timestamptz not null default now()
 );
+-- GoTrue's columns that local email + password sign-in uses (sql/auth/password.sql), with GoTrue's
+-- names and types. `add column if not exists`: dev databases made before them get them when this
+-- file, changed, is re-run by the migrator.
+alter table auth.users
+  add column if not exists aud varchar(255) default 'authenticated',
+  add column if not exists role varchar(255) default 'authenticated',
+  add column if not exists encrypted_password varchar(255),
+  add column if not exists email_confirmed_at timestamptz,
+  add column if not exists last_sign_in_at timestamptz,
+  add column if not exists raw_app_meta_data jsonb default '{}',
+  add column if not exists updated_at timestamptz default now();
+-- sign-in looks emails up case-insensitively, as GoTrue does
+create index if not exists users_email_lower_idx on auth.users (lower(email));
 grant select on auth.users to service_role;
 
 -- The JWT claims of the current request, as PostgREST sets them.

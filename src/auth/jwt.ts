@@ -37,6 +37,9 @@ import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT, 
  *  - `anon` tokens are refused there too: these surfaces need a user.
  *  - realtime admits all three roles, as Supabase Realtime does: anon and authenticated are then
  *    decided by RLS on realtime.messages, service_role may join and send on any channel.
+ *  - the local /auth/v1 (src/http/gotrue.ts) takes an API key as `apikey`, and a user's token
+ *    (HTTP_USER_POLICY) as the bearer of /user and /logout; the access tokens it issues carry
+ *    GoTrue's claims (session_id = the refresh-token family).
  */
 export type AuthConfig = { jwtSecret: string; jwksUrl?: string; audience: string; issuer?: string };
 
@@ -62,6 +65,9 @@ export const HTTP_USER_POLICY = { roles: ['authenticated'], apiKeys: false } as 
 export const H1_POLICY = { roles: ['authenticated'], apiKeys: false } as const satisfies TokenPolicy;
 /** realtime-js connect, phx_join and access_token: users and API keys; RLS then decides private channels. */
 export const REALTIME_POLICY = { roles: ROLES, apiKeys: true } as const satisfies TokenPolicy;
+/** The `apikey` of the local /auth/v1 (src/http/gotrue.ts; Supabase's gateway checks it there): an
+ *  API key, anon or service_role. The caller also requires that it names no user (no `sub`). */
+export const API_KEY_POLICY = { roles: ['anon', 'service_role'], apiKeys: true } as const satisfies TokenPolicy;
 
 export type TokenErrorCode =
   | 'invalid_token' // not a JWT, bad signature, or an algorithm that is not accepted
@@ -119,7 +125,10 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
     const sub = payload.sub;
     if (sub === undefined || sub === '') {
       if (role === 'authenticated') throw new TokenError('invalid_subject', 'an authenticated token needs a sub (the user id)');
-      if (!policy.apiKeys) throw new TokenError('user_required', "a signed-in user's token is required here: an API key (anon, service_role) names no user");
+      if (!policy.apiKeys) {
+        throw new TokenError('user_required', "a signed-in user's token is required here: an API key (anon, service_role) names no user. " +
+          'Sign in first (supabase.auth.signInWithPassword, i.e. POST /auth/v1/token?grant_type=password) and send its access_token');
+      }
       if (alg !== 'HS256') throw new TokenError('invalid_token', INVALID);
       if (payload.aud !== undefined && !hasAudience(payload.aud, config.audience)) throw wrongAudience(config.audience);
     } else {
@@ -153,7 +162,7 @@ function fromJose(err: unknown): TokenError {
     const exp = (err.payload as { exp?: unknown }).exp;
     const ago = typeof exp === 'number' ? Math.max(0, Math.floor(Date.now() / 1000) - exp) : 0;
     // Supabase Realtime's wording (realtime-js surfaces it as is), plus what to do about it
-    return new TokenError('expired', `Token has expired ${ago} seconds ago: refresh it (POST /api/v1/auth/refresh)`);
+    return new TokenError('expired', `Token has expired ${ago} seconds ago: refresh it (POST /auth/v1/token?grant_type=refresh_token, or H5 POST /api/v1/auth/refresh)`);
   }
   if (err instanceof errors.JWTClaimValidationFailed) {
     if (err.claim === 'exp' && err.reason === 'missing') return new TokenError('missing_exp', 'token has no exp claim: tokens must expire');
@@ -162,16 +171,17 @@ function fromJose(err: unknown): TokenError {
   return new TokenError('invalid_token', INVALID);
 }
 
-/** Mints an HS256 access token (local development, tests, and H5 refresh). */
+/** Mints an HS256 access token (local development, tests, H5 refresh and the local /auth/v1, which adds GoTrue's other claims). */
 export async function signAccessToken(
   secret: string,
-  claims: { sub: string; role?: string; email?: string; scope?: string | string[]; session_id?: string },
-  opts: { expiresInSeconds?: number; audience?: string } = {},
+  claims: { sub: string; role?: string; email?: string; scope?: string | string[]; session_id?: string; [claim: string]: unknown },
+  opts: { expiresInSeconds?: number; audience?: string; issuer?: string } = {},
 ): Promise<string> {
-  return new SignJWT({ role: 'authenticated', ...claims })
+  const jwt = new SignJWT({ role: 'authenticated', ...claims })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setIssuedAt()
     .setExpirationTime(Math.floor(Date.now() / 1000) + (opts.expiresInSeconds ?? 3600))
-    .setAudience(opts.audience ?? 'authenticated')
-    .sign(new TextEncoder().encode(secret));
+    .setAudience(opts.audience ?? 'authenticated');
+  if (opts.issuer !== undefined) jwt.setIssuer(opts.issuer);
+  return jwt.sign(new TextEncoder().encode(secret));
 }

@@ -1,0 +1,332 @@
+-- Local email + password accounts: what GoTrue (Supabase Auth) does for /auth/v1/signup,
+-- /auth/v1/token?grant_type=password|refresh_token, /auth/v1/logout and /auth/v1/user, as SQL
+-- the local server (src/http/gotrue.ts) calls as service_role. On Supabase, GoTrue itself serves
+-- those routes and none of this runs.
+--
+-- Passwords: bcrypt through pgcrypto, crypt(password, gen_salt('bf', 10)) ($2a$, cost 10 as
+-- GoTrue's bcrypt.DefaultCost), in auth.users.encrypted_password like GoTrue; never returned.
+-- Sessions: a session is a refresh-token family of app.refresh_tokens (sql/auth/refresh_tokens.sql:
+-- internal.issue_refresh_token starts one, internal.rotate_refresh_token rotates it); its id, the
+-- family_id, is the access token's session_id. It is live while some token of the family is
+-- neither revoked nor expired; signing out revokes the family.
+-- Results are jsonb. A refusal is {error: <GoTrue error code>, message} and is not raised, so what
+-- the call recorded (the attempt counted against the limits) commits; only the limits raise
+-- (rate_limited, PX429, with retry_after), which rolls back the refused attempt itself.
+-- Limits (app.settings, fixed 5-minute windows of internal.hit_window_limit): per client IP for
+-- sign-ups and sign-ins (auth_attempts_per_ip), per email address for sign-ins
+-- (auth_sign_in_attempts_per_email), counted before the password is looked at, so a locked-out
+-- address answers 429 whatever the password.
+
+-- GoTrue's timestamp format (UTC, microseconds, Z).
+create or replace function internal.gotrue_time(p_at timestamptz) returns text
+language sql immutable set search_path = '' as $$
+  select to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+-- The user object GoTrue returns (models.User), without its secrets: id, aud, role, email,
+-- email_confirmed_at, phone, confirmed_at, last_sign_in_at, app_metadata, user_metadata,
+-- identities, created_at, updated_at, is_anonymous; timestamps that are null are left out, as
+-- GoTrue's omitempty does. A user with a password has one `email` identity (GoTrue keeps it in
+-- auth.identities; here it is derived, identity_id = the user id). null when there is no such user.
+create or replace function internal.auth_user_json(p_user_id uuid) returns jsonb
+language sql stable security definer set search_path = '' as $$
+  select (select jsonb_object_agg(key, value) from jsonb_each(o) where value <> 'null'::jsonb)
+  from (
+    select jsonb_build_object(
+      'id', u.id,
+      'aud', coalesce(u.aud, 'authenticated'),
+      'role', coalesce(u.role, 'authenticated'),
+      'email', coalesce(u.email, ''),
+      'email_confirmed_at', internal.gotrue_time(u.email_confirmed_at),
+      'phone', '',
+      'confirmed_at', internal.gotrue_time(u.email_confirmed_at),
+      'last_sign_in_at', internal.gotrue_time(u.last_sign_in_at),
+      'app_metadata', coalesce(u.raw_app_meta_data, '{}'),
+      'user_metadata', coalesce(u.raw_user_meta_data, '{}'),
+      'identities', case when u.encrypted_password is null or u.email is null then '[]'::jsonb else jsonb_build_array(
+        jsonb_build_object(
+          'identity_id', u.id, 'id', u.id, 'user_id', u.id, 'provider', 'email', 'email', u.email,
+          'identity_data', jsonb_build_object('sub', u.id, 'email', u.email,
+                                              'email_verified', u.email_confirmed_at is not null, 'phone_verified', false),
+          'created_at', internal.gotrue_time(u.created_at),
+          'updated_at', internal.gotrue_time(coalesce(u.updated_at, u.created_at))) ||
+        case when u.last_sign_in_at is null then '{}'::jsonb
+             else jsonb_build_object('last_sign_in_at', internal.gotrue_time(u.last_sign_in_at)) end) end,
+      'created_at', internal.gotrue_time(u.created_at),
+      'updated_at', internal.gotrue_time(coalesce(u.updated_at, u.created_at)),
+      'is_anonymous', false) as o
+    from auth.users u where u.id = p_user_id
+  ) x
+$$;
+
+-- null, or the refusal of a new password GoTrue would refuse: null (validation_failed), longer
+-- than bcrypt's 72 bytes (validation_failed), shorter than auth_password_min_length characters
+-- (weak_password, reasons ['length']; GoTrue counts bytes, characters are what a user counts).
+-- Messages are GoTrue's.
+create or replace function internal.password_problem(p_password text) returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_min integer := coalesce(internal.setting_int('auth_password_min_length'), 6);
+begin
+  if p_password is null then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'Signup requires a valid password');
+  end if;
+  if octet_length(p_password) > 72 then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'Password cannot be longer than 72 characters');
+  end if;
+  if char_length(p_password) < v_min then
+    return jsonb_build_object('error', 'weak_password', 'message', format('Password should be at least %s characters.', v_min),
+                              'reasons', jsonb_build_array('length'));
+  end if;
+  return null;
+end $$;
+
+-- Counts one attempt from p_client_ip (and, for sign-ins, for p_email) against the limits of the
+-- header; raises rate_limited past either. An empty or unparsable IP is not limited by IP.
+create or replace function internal.hit_auth_limits(p_client_ip text, p_email text) returns void
+language plpgsql security definer set search_path = '' as $$
+declare
+  v_ip inet;
+begin
+  begin
+    v_ip := nullif(btrim(p_client_ip), '')::inet;
+  exception when others then
+    v_ip := null;
+  end;
+  -- app.rate_limits is keyed by a uuid subject: the IP and the address are hashed into one
+  if v_ip is not null then
+    perform internal.hit_window_limit(md5('auth-ip:' || host(v_ip))::uuid, 'auth:ip',
+                                      coalesce(internal.setting_int('auth_attempts_per_ip'), 30), 300);
+  end if;
+  if p_email is not null then
+    perform internal.hit_window_limit(md5('auth-email:' || lower(p_email))::uuid, 'auth:sign_in:email',
+                                      coalesce(internal.setting_int('auth_sign_in_attempts_per_email'), 10), 300);
+  end if;
+end $$;
+
+-- Starts a session for p_user_id: a new refresh-token family holding p_refresh_hash; returns its id.
+create or replace function internal.start_auth_session(p_user_id uuid, p_refresh_hash text, p_refresh_ttl_seconds integer)
+returns uuid language plpgsql security definer set search_path = '' as $$
+begin
+  perform internal.issue_refresh_token(p_user_id, p_refresh_hash, p_refresh_ttl_seconds);
+  update auth.users set last_sign_in_at = now() where id = p_user_id;
+  return (select family_id from app.refresh_tokens where token_hash = p_refresh_hash);
+end $$;
+
+create or replace function internal.password_sign_up(p_email text, p_password text, p_data jsonb, p_autoconfirm boolean,
+                                                     p_client_ip text, p_refresh_hash text, p_refresh_ttl_seconds integer)
+returns jsonb language plpgsql security definer set search_path = '' as $$
+declare
+  v_email text := lower(btrim(p_email));
+  v_problem jsonb;
+  v_user_id uuid;
+  v_session_id uuid;
+begin
+  perform internal.hit_auth_limits(p_client_ip, null);
+  if v_email is null or v_email = '' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'An email address is required');
+  end if;
+  if length(v_email) > 255 then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'An email address is too long');
+  end if;
+  -- checkmail's format (what GoTrue validates with)
+  if v_email !~ '^[a-z0-9.!#$%&''*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'Unable to validate email address: invalid format');
+  end if;
+  if p_password is null or p_password = '' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'Signup requires a valid password');
+  end if;
+  v_problem := internal.password_problem(p_password);
+  if v_problem is not null then return v_problem; end if;
+  if p_data is not null and jsonb_typeof(p_data) <> 'object' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'data must be a JSON object');
+  end if;
+  if exists (select from auth.users where lower(email) = v_email) then
+    return jsonb_build_object('error', 'user_already_exists', 'message', 'User already registered');
+  end if;
+  begin
+    insert into auth.users (email, encrypted_password, raw_user_meta_data, raw_app_meta_data, email_confirmed_at,
+                            aud, role, created_at, updated_at)
+    values (v_email, extensions.crypt(p_password, extensions.gen_salt('bf', 10)), coalesce(p_data, '{}'),
+            '{"provider": "email", "providers": ["email"]}', case when p_autoconfirm then now() end,
+            'authenticated', 'authenticated', now(), now())
+    returning id into v_user_id;
+  exception when unique_violation then -- a concurrent sign-up of the same address
+    return jsonb_build_object('error', 'user_already_exists', 'message', 'User already registered');
+  end;
+  if not p_autoconfirm or p_refresh_hash is null then
+    return jsonb_build_object('user', internal.auth_user_json(v_user_id));
+  end if;
+  -- the session first, in its own statement: the user object then shows its last_sign_in_at
+  v_session_id := internal.start_auth_session(v_user_id, p_refresh_hash, p_refresh_ttl_seconds);
+  return jsonb_build_object('session_id', v_session_id, 'user', internal.auth_user_json(v_user_id));
+end $$;
+
+comment on function internal.password_sign_up(text, text, jsonb, boolean, text, text, integer) is
+$$GoTrue's POST /signup for an email address: creates the user with the bcrypt hash of p_password
+and p_data (an object, null = {}) as user_metadata, app_metadata {provider: email, providers:
+[email]}. p_autoconfirm (AUTH_EMAIL_CONFIRM off, the local default): the address counts as
+confirmed and, given p_refresh_hash (sha256 of a new refresh token), a session starts:
+{session_id, user}. Otherwise {user} (no session; no email is sent: confirm with
+`update auth.users set email_confirmed_at = now()`). Refusals {error, message}:
+validation_failed (no, too long (255) or malformed address; no password or over 72 bytes; data
+not an object), weak_password (+ reasons, under auth_password_min_length), user_already_exists
+(any existing user with that address, case-insensitively: GoTrue with autoconfirm). Raises
+rate_limited past auth_attempts_per_ip from p_client_ip. service_role only.$$;
+
+create or replace function internal.password_sign_in(p_email text, p_password text, p_client_ip text,
+                                                     p_refresh_hash text, p_refresh_ttl_seconds integer)
+returns jsonb language plpgsql security definer set search_path = '' as $$
+declare
+  v_email text := lower(btrim(p_email));
+  v_user auth.users;
+  v_valid boolean;
+  v_session_id uuid;
+begin
+  if v_email is null or v_email = '' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'missing email or phone');
+  end if;
+  perform internal.hit_auth_limits(p_client_ip, v_email);
+  select * into v_user from auth.users where lower(email) = v_email;
+  if v_user.encrypted_password is null or v_user.encrypted_password = '' or coalesce(p_password, '') = '' then
+    -- hash anyway, so that an unknown address takes as long as a wrong password
+    perform extensions.crypt(coalesce(p_password, ''), '$2a$10$lPsQvPtaaN8.uAgEFyVObeRy.reeXcFC79ssxgpMma6VWLnm8C6wS');
+    v_valid := false;
+  else
+    v_valid := extensions.crypt(p_password, v_user.encrypted_password) = v_user.encrypted_password;
+  end if;
+  if not v_valid then
+    return jsonb_build_object('error', 'invalid_credentials', 'message', 'Invalid login credentials');
+  end if;
+  if v_user.email_confirmed_at is null then
+    return jsonb_build_object('error', 'email_not_confirmed', 'message', 'Email not confirmed');
+  end if;
+  if p_refresh_hash is null then
+    return jsonb_build_object('user', internal.auth_user_json(v_user.id));
+  end if;
+  v_session_id := internal.start_auth_session(v_user.id, p_refresh_hash, p_refresh_ttl_seconds);
+  return jsonb_build_object('session_id', v_session_id, 'user', internal.auth_user_json(v_user.id));
+end $$;
+
+comment on function internal.password_sign_in(text, text, text, text, integer) is
+$$GoTrue's POST /token?grant_type=password: counts the attempt (auth_attempts_per_ip for
+p_client_ip, auth_sign_in_attempts_per_email for the address; rate_limited is raised past
+either, before the password is checked), then compares p_password with the user's bcrypt hash.
+Success: {session_id, user}, a new session holding p_refresh_hash (sha256 of a new refresh token,
+valid p_refresh_ttl_seconds) and last_sign_in_at set; with p_refresh_hash null, {user} only (a
+password check, no session: scripts/token.ts). Refusals {error, message}: validation_failed (no
+address), invalid_credentials "Invalid login credentials" (unknown address, no password set, wrong
+password: one answer for all three, in about the same time), email_not_confirmed. service_role only.$$;
+
+create or replace function internal.auth_session_user(p_user_id uuid, p_session_id uuid) returns jsonb
+language sql stable security definer set search_path = '' as $$
+  select case
+    when u is null then jsonb_build_object('error', 'user_not_found', 'message', 'User from sub claim in JWT does not exist')
+    when p_session_id is not null and not exists (
+      select from app.refresh_tokens t where t.family_id = p_session_id and t.user_id = p_user_id
+                                         and t.revoked_at is null and t.expires_at > now())
+      then jsonb_build_object('error', 'session_not_found', 'message', 'Session from session_id claim in JWT does not exist')
+    else jsonb_build_object('user', u)
+  end
+  from (select internal.auth_user_json(p_user_id) as u) x
+$$;
+
+comment on function internal.auth_session_user(uuid, uuid) is
+$$What GoTrue checks of every access token it is handed (GET/PUT /user, /logout): {user} when the
+user p_user_id (the token's sub) exists and, when the token names a session (p_session_id, its
+session_id claim), that session is live: a token of that refresh-token family, of that user, not
+revoked nor expired. Otherwise {error: user_not_found | session_not_found, message} (GoTrue's 403s;
+supabase-js treats session_not_found as signed out). A token without session_id (minted by
+scripts/token.ts) is checked for its user only. service_role only.$$;
+
+create or replace function internal.auth_refresh_session(p_token_hash text) returns jsonb
+language sql stable security definer set search_path = '' as $$
+  select jsonb_build_object('session_id', t.family_id, 'user', internal.auth_user_json(t.user_id),
+                            'signed_in_at', (select extract(epoch from min(f.created_at))::bigint
+                                             from app.refresh_tokens f where f.family_id = t.family_id))
+  from app.refresh_tokens t where t.token_hash = p_token_hash
+$$;
+
+comment on function internal.auth_refresh_session(text) is
+$$The session a refresh token belongs to, for the access token minted after
+internal.rotate_refresh_token accepted it: {session_id (its family), user, signed_in_at (epoch
+seconds of the family's first token: the sign-in, for the amr claim)}; null for an unknown hash.
+service_role only.$$;
+
+create or replace function internal.auth_sign_out(p_user_id uuid, p_session_id uuid, p_scope text) returns integer
+language sql security definer set search_path = '' as $$
+  with revoked as (
+    update app.refresh_tokens set revoked_at = now(), sealed_token = null
+    where user_id = p_user_id and revoked_at is null
+      and case when p_session_id is null or p_scope = 'global' then true
+               when p_scope = 'local' then family_id = p_session_id
+               when p_scope = 'others' then family_id <> p_session_id
+               else false end
+    returning 1)
+  select count(*)::integer from revoked
+$$;
+
+comment on function internal.auth_sign_out(uuid, uuid, text) is
+$$GoTrue's POST /logout?scope=: revokes the refresh tokens (and clears their seals) of the user's
+session p_session_id ('local'), of every other session of the user ('others'), or of all of them
+('global', and any scope when the token names no session, as GoTrue does). Returns how many tokens
+it revoked. Access tokens already issued stay valid until they expire, but GoTrue's session check
+(internal.auth_session_user) refuses them from then on. Any other scope revokes nothing.
+service_role only.$$;
+
+create or replace function internal.auth_update_user(p_user_id uuid, p_session_id uuid, p_data jsonb, p_password text)
+returns jsonb language plpgsql security definer set search_path = '' as $$
+declare
+  v_checked jsonb := internal.auth_session_user(p_user_id, p_session_id);
+  v_problem jsonb;
+  v_hash text;
+begin
+  if v_checked ? 'error' then return v_checked; end if;
+  if p_data is not null and jsonb_typeof(p_data) <> 'object' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'data must be a JSON object');
+  end if;
+  if p_password is not null then
+    v_problem := internal.password_problem(p_password);
+    if v_problem is not null then return v_problem; end if;
+    select encrypted_password into v_hash from auth.users where id = p_user_id for update;
+    if v_hash is not null and v_hash <> '' and extensions.crypt(p_password, v_hash) = v_hash then
+      return jsonb_build_object('error', 'same_password', 'message', 'New password should be different from the old password.');
+    end if;
+    update auth.users set encrypted_password = extensions.crypt(p_password, extensions.gen_salt('bf', 10)), updated_at = now()
+    where id = p_user_id;
+    -- a new password ends every other session (GoTrue's UpdatePassword)
+    perform internal.auth_sign_out(p_user_id, p_session_id, 'others');
+  end if;
+  if p_data is not null then
+    -- GoTrue's UpdateUserMetaData: each key replaces its value; a null value removes the key
+    update auth.users set
+      raw_user_meta_data = (coalesce(raw_user_meta_data, '{}')
+                            - coalesce((select array_agg(key) from jsonb_each(p_data) where value = 'null'::jsonb), '{}'::text[]))
+                           || coalesce((select jsonb_object_agg(key, value) from jsonb_each(p_data) where value <> 'null'::jsonb), '{}'),
+      updated_at = now()
+    where id = p_user_id;
+  end if;
+  return jsonb_build_object('user', internal.auth_user_json(p_user_id));
+end $$;
+
+comment on function internal.auth_update_user(uuid, uuid, jsonb, text) is
+$$GoTrue's PUT /user for the signed-in user: p_data (an object) is merged into user_metadata key by
+key, a null value removing its key; p_password (null: unchanged) replaces the password and revokes
+the user's other sessions (not p_session_id). First the token is checked like
+internal.auth_session_user. Returns {user}, or {error, message}: user_not_found,
+session_not_found, validation_failed, weak_password (+ reasons), same_password. service_role only.$$;
+
+revoke execute on function
+  internal.gotrue_time(timestamptz), internal.auth_user_json(uuid), internal.password_problem(text),
+  internal.hit_auth_limits(text, text), internal.start_auth_session(uuid, text, integer),
+  internal.password_sign_up(text, text, jsonb, boolean, text, text, integer),
+  internal.password_sign_in(text, text, text, text, integer), internal.auth_session_user(uuid, uuid),
+  internal.auth_refresh_session(text), internal.auth_sign_out(uuid, uuid, text),
+  internal.auth_update_user(uuid, uuid, jsonb, text)
+from public, anon, authenticated;
+grant execute on function
+  internal.password_sign_up(text, text, jsonb, boolean, text, text, integer),
+  internal.password_sign_in(text, text, text, text, integer), internal.auth_session_user(uuid, uuid),
+  internal.auth_refresh_session(text), internal.auth_sign_out(uuid, uuid, text),
+  internal.auth_update_user(uuid, uuid, jsonb, text)
+to service_role;

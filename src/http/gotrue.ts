@@ -1,0 +1,361 @@
+import type { Context, MiddlewareHandler } from 'hono';
+import { Hono } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { decodeJwt } from 'jose';
+import type { TransactionSql } from 'postgres';
+import { hashRefreshToken, newRefreshToken, openRefreshToken, sealRefreshToken } from '../../functions/auth.ts';
+import { API_KEY_POLICY, HTTP_USER_POLICY, signAccessToken, TokenError, type Claims } from '../auth/jwt.ts';
+import { DEV_JWT_SECRET } from '../config.ts';
+import { withRequest } from '../db/request.ts';
+import { ApiError, apiErrorFromDatabase } from './errors.ts';
+import type { AppEnv, Deps } from './env.ts';
+
+/**
+ * Local Supabase Auth: the GoTrue endpoints supabase-js's `auth` uses for email + password, served
+ * by `npm start` at /auth/v1, so `createClient(url, anonKey)` code runs unchanged against Supabase
+ * and against the local server. ON SUPABASE, GoTrue ITSELF SERVES /auth/v1: this router is never
+ * deployed there (it is not an edge function).
+ *
+ *   POST /signup                           {email, password, data?} → a session (or, with
+ *                                          AUTH_EMAIL_CONFIRM=true, the unconfirmed user: no email is sent)
+ *   POST /token?grant_type=password        {email, password} → a session
+ *   POST /token?grant_type=refresh_token   {refresh_token} → a session (H5 rotation: the same
+ *                                          family, reuse interval and reuse revocation)
+ *   POST /logout?scope=global|local|others (Bearer access token) → 204, revokes refresh tokens
+ *   GET  /user, PUT /user {data?, password?} (Bearer access token) → the user
+ *   GET  /settings                         what this server supports
+ *
+ * A session is GoTrue's AccessTokenResponse: {access_token, token_type: 'bearer', expires_in,
+ * expires_at, refresh_token, user}; the access token carries GoTrue's claims (sub, aud, role
+ * authenticated, email, phone, app_metadata, user_metadata, aal, amr, session_id, is_anonymous,
+ * iss = JWT_ISSUER or <origin>/auth/v1) and is signed by src/auth/jwt.ts with the project's JWT
+ * secret. Every rule lives in SQL (sql/auth/password.sql, sql/auth/refresh_tokens.sql); this file
+ * reads requests and shapes answers.
+ *
+ * As on Supabase, every request needs an API key (`apikey` header or query parameter: the anon or
+ * service_role key `npm start` prints); without one the answer is the gateway's 401 `{message, hint}`.
+ * Errors have GoTrue's shapes, which auth-js turns into AuthApiError (status, code): with
+ * `X-Supabase-Api-Version: 2024-01-01` (what supabase-js sends) `{code, message}` and the version
+ * echoed, otherwise `{code: <status>, error_code, msg}`; weak passwords add `weak_password.reasons`.
+ */
+
+/** What the environment says about local auth. AUTH_EMAIL_CONFIRM (default false): sign-ups must be confirmed before signing in. */
+export type GotrueSettings = { autoconfirm: boolean };
+
+export function gotrueSettings(env: NodeJS.ProcessEnv = process.env): GotrueSettings {
+  const confirm = (env.AUTH_EMAIL_CONFIRM ?? 'false').toLowerCase();
+  if (!['0', '1', 'true', 'false'].includes(confirm)) {
+    throw new Error(`invalid environment: AUTH_EMAIL_CONFIRM must be true or false (got ${JSON.stringify(env.AUTH_EMAIL_CONFIRM)})`);
+  }
+  return { autoconfirm: confirm === '0' || confirm === 'false' };
+}
+
+/** A refusal in GoTrue's terms: HTTP status, GoTrue error code, GoTrue's message. */
+export class GotrueError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string,
+              readonly extra: Record<string, unknown> = {}, readonly retryAfter?: number) {
+    super(message);
+  }
+}
+
+/** The HTTP status of each error code the SQL answers with (GoTrue's). */
+const SQL_ERROR_STATUS: Record<string, number> = {
+  validation_failed: 400, invalid_credentials: 400, email_not_confirmed: 400,
+  weak_password: 422, user_already_exists: 422, same_password: 422,
+  user_not_found: 403, session_not_found: 403,
+};
+
+const API_VERSION = '2024-01-01';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const NIL_UUID = '00000000-0000-0000-0000-000000000000';
+
+type User = { id: string; email?: string; app_metadata?: unknown; user_metadata?: unknown; [k: string]: unknown };
+type SqlResult = { error?: string; message?: string; reasons?: string[]; user?: User; session_id?: string };
+
+export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettings()) {
+  const app = new Hono<AppEnv>();
+  const { auth } = deps.config;
+
+  app.onError((err, c) => errorResponse(c, toGotrueError(err, c, deps)));
+
+  // Tokens signed with Supabase's published dev secret prove nothing: no sign-in in production without a real one.
+  if (deps.config.env === 'production' && auth.jwtSecret === DEV_JWT_SECRET) {
+    app.all('*', () => {
+      throw new GotrueError(404, 'not_found', 'local auth is off: set JWT_SECRET (it signs the access tokens), or use Supabase Auth');
+    });
+    return app;
+  }
+
+  app.use('*', requireApiKey(deps));
+
+  /** One transaction as service_role (the only role the SQL functions admit), with the caller's IP and user agent. */
+  const db = <T>(c: Context<AppEnv>, work: (tx: TransactionSql) => Promise<T>) => withRequest(deps.sql, {
+    claims: { role: 'service_role' },
+    headers: { 'x-forwarded-for': clientIp(c, deps), 'user-agent': c.req.header('user-agent') ?? '', 'x-request-id': c.get('requestId') },
+    method: c.req.method, path: c.req.path,
+  }, work);
+
+  /** GoTrue's AccessTokenResponse for `user` in session `sessionId`. */
+  async function session(c: Context<AppEnv>, user: User, sessionId: string, refreshToken: string, signedInAt: number) {
+    const accessToken = await signAccessToken(auth.jwtSecret, {
+      sub: user.id, role: 'authenticated', email: user.email ?? '', phone: '',
+      app_metadata: user.app_metadata ?? {}, user_metadata: user.user_metadata ?? {},
+      aal: 'aal1', amr: [{ method: 'password', timestamp: signedInAt }], session_id: sessionId, is_anonymous: false,
+    }, { expiresInSeconds: auth.accessTtl, audience: auth.audience, issuer: auth.issuer ?? `${new URL(c.req.url).origin}/auth/v1` });
+    const exp = decodeJwt(accessToken).exp!;
+    return {
+      access_token: accessToken, token_type: 'bearer' as const, expires_in: exp - Math.floor(Date.now() / 1000), expires_at: exp,
+      refresh_token: refreshToken, user,
+    };
+  }
+
+  app.get('/settings', (c) => c.json({
+    external: { email: true, phone: false, anonymous_users: false },
+    disable_signup: false, mailer_autoconfirm: settings.autoconfirm, phone_autoconfirm: false, sms_provider: '', saml_enabled: false,
+  }));
+
+  app.post('/signup', async (c) => {
+    const body = await readBody(c);
+    const email = optionalString(body, 'email');
+    const password = optionalString(body, 'password');
+    if (email && body.phone) throw validation('Only an email address or phone number should be provided on signup.');
+    if (!email && body.phone) throw new GotrueError(400, 'phone_provider_disabled', 'Phone signups are disabled');
+    if (!password) throw validation('Signup requires a valid password');
+    const data = body.data ?? null;
+    const refreshToken = newRefreshToken();
+    const result = await db(c, async (tx) => {
+      const [row] = await tx`select internal.password_sign_up(${email ?? ''}, ${password}, ${data === null ? null : tx.json(data as never)}, ${settings.autoconfirm},
+        ${clientIp(c, deps)}, ${hashRefreshToken(refreshToken)}, ${auth.refreshTtl}) as r`;
+      return row!.r as SqlResult;
+    });
+    const user = succeeded(result);
+    // not confirmed yet: GoTrue answers the user alone (supabase-js: data.session null)
+    if (!result.session_id) return c.json(user);
+    return c.json(await session(c, user, result.session_id, refreshToken, nowSeconds()));
+  });
+
+  app.post('/token', async (c) => {
+    const grant = c.req.query('grant_type');
+    if (grant === 'password') return passwordGrant(c);
+    if (grant === 'refresh_token') return refreshGrant(c);
+    throw new GotrueError(400, 'invalid_credentials',
+      `unsupported_grant_type: the local auth server supports grant_type=password and grant_type=refresh_token (got ${JSON.stringify(grant ?? '')})`);
+  });
+
+  async function passwordGrant(c: Context<AppEnv>) {
+    const body = await readBody(c);
+    const email = optionalString(body, 'email');
+    const password = optionalString(body, 'password');
+    if (email && body.phone) throw validation('Only an email address or phone number should be provided on login.');
+    if (!email && body.phone) throw new GotrueError(422, 'phone_provider_disabled', 'Phone logins are disabled');
+    if (!email) throw validation('missing email or phone');
+    const refreshToken = newRefreshToken();
+    const result = await db(c, async (tx) => {
+      const [row] = await tx`select internal.password_sign_in(${email}, ${password ?? ''}, ${clientIp(c, deps)},
+        ${hashRefreshToken(refreshToken)}, ${auth.refreshTtl}) as r`;
+      return row!.r as SqlResult;
+    });
+    const user = succeeded(result);
+    return c.json(await session(c, user, result.session_id!, refreshToken, nowSeconds()));
+  }
+
+  // H5's rotation (internal.rotate_refresh_token, the seal of functions/auth.ts), answered in GoTrue's words
+  async function refreshGrant(c: Context<AppEnv>) {
+    const body = await readBody(c);
+    const presented = optionalString(body, 'refresh_token');
+    if (!presented) return c.json({ error: 'invalid_request', error_description: 'refresh_token required' }, 400);
+    const next = newRefreshToken();
+    const oldHash = hashRefreshToken(presented);
+    const { rotated, current } = await db(c, async (tx) => {
+      const [row] = await tx`select internal.rotate_refresh_token(${oldHash}, ${hashRefreshToken(next)},
+        ${sealRefreshToken(next, presented)}, ${auth.refreshTtl}, ${auth.refreshReuseInterval}) as r`;
+      const rotated = row!.r as { user_id?: string; sealed_token?: string | null; error?: string };
+      if (rotated.error || !rotated.user_id) return { rotated, current: undefined };
+      const [s] = await tx`select internal.auth_refresh_session(${oldHash}) as s`;
+      return { rotated, current: s!.s as { session_id: string; user: User | null; signed_in_at: number } };
+    });
+    if (rotated.error === 'reused' || rotated.error === 'superseded') throw alreadyUsed();
+    if (rotated.error || !current?.user) {
+      throw new GotrueError(400, 'refresh_token_not_found', 'Invalid Refresh Token: Refresh Token Not Found');
+    }
+    // a resend within the reuse interval: the successor its first use got, opened with the presented token
+    const refreshToken = rotated.sealed_token === undefined ? next
+      : rotated.sealed_token === null ? null : openRefreshToken(rotated.sealed_token, presented);
+    if (refreshToken === null) throw alreadyUsed();
+    return c.json(await session(c, current.user, current.session_id, refreshToken, Number(current.signed_in_at)));
+  }
+
+  app.get('/user', async (c) => {
+    const claims = await bearer(c, deps);
+    const result = await db(c, async (tx) => {
+      const [row] = await tx`select internal.auth_session_user(${claims.sub}, ${sessionOf(claims)}) as r`;
+      return row!.r as SqlResult;
+    });
+    return c.json(succeeded(result));
+  });
+
+  app.put('/user', async (c) => {
+    const claims = await bearer(c, deps);
+    const body = await readBody(c);
+    const password = optionalString(body, 'password');
+    const email = optionalString(body, 'email');
+    if (body.app_metadata !== undefined && body.app_metadata !== null) {
+      throw new GotrueError(403, 'not_admin', 'Updating app_metadata requires admin privileges');
+    }
+    if (email && email.toLowerCase() !== (claims.email ?? '').toLowerCase()) {
+      throw validation('changing the email address is not supported by the local auth server (it sends no email); on Supabase, GoTrue does it');
+    }
+    if (optionalString(body, 'phone')) throw new GotrueError(422, 'phone_provider_disabled', 'Phone logins are disabled');
+    const result = await db(c, async (tx) => {
+      const [row] = await tx`select internal.auth_update_user(${claims.sub}, ${sessionOf(claims)},
+        ${body.data == null ? null : tx.json(body.data as never)}, ${password ?? null}) as r`;
+      return row!.r as SqlResult;
+    });
+    return c.json(succeeded(result));
+  });
+
+  app.post('/logout', async (c) => {
+    const claims = await bearer(c, deps);
+    const scope = c.req.query('scope') || 'global';
+    if (!['global', 'local', 'others'].includes(scope)) throw validation(`Unsupported logout scope ${JSON.stringify(scope)}`);
+    await db(c, async (tx) => {
+      const [row] = await tx`select internal.auth_session_user(${claims.sub}, ${sessionOf(claims)}) as r`;
+      succeeded(row!.r as SqlResult);
+      await tx`select internal.auth_sign_out(${claims.sub}, ${sessionOf(claims)}, ${scope})`;
+    });
+    return c.body(null, 204);
+  });
+
+  app.all('*', (c) => {
+    throw new GotrueError(404, 'not_found', `${c.req.method} ${c.req.path} is not served by the local auth server (email + password only: ` +
+      'signup, token?grant_type=password|refresh_token, logout, user, settings); on Supabase, GoTrue serves it');
+  });
+  return app;
+}
+
+/** Supabase's gateway in front of GoTrue: an API key (anon or service_role) in `apikey`, header or query. */
+function requireApiKey(deps: Deps): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const key = c.req.header('apikey') ?? c.req.query('apikey');
+    if (!key) {
+      return c.json({ message: 'No API key found in request',
+        hint: 'No `apikey` request header or url param was found: send the anon key `npm start` prints (createClient(url, anonKey) does)' }, 401);
+    }
+    let ok = false;
+    try {
+      ok = (await deps.verify(key, API_KEY_POLICY)).sub === undefined;
+    } catch (err) {
+      if (!(err instanceof TokenError)) throw err;
+    }
+    if (!ok) return c.json({ message: 'Invalid API key', hint: 'Double check your anon or service_role API key (npm start prints them).' }, 401);
+    await next();
+  };
+}
+
+/** The signed-in user's access token (Authorization: Bearer), as GoTrue's requireAuthentication refuses others. */
+async function bearer(c: Context<AppEnv>, deps: Deps): Promise<Claims> {
+  const match = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
+  if (!match) throw new GotrueError(401, 'no_authorization', 'This endpoint requires a valid Bearer token');
+  let claims: Claims;
+  try {
+    claims = await deps.verify(match[1]!, HTTP_USER_POLICY);
+  } catch (err) {
+    if (!(err instanceof TokenError)) throw err;
+    if (err.code === 'user_required' && unverifiedSub(match[1]!) === undefined) {
+      throw new GotrueError(403, 'bad_jwt', `invalid claim: missing sub claim (${err.message})`);
+    }
+    if (err.code === 'user_required' || err.code === 'invalid_subject') throw new GotrueError(403, 'bad_jwt', err.message);
+    throw new GotrueError(403, 'bad_jwt', `invalid JWT: unable to parse or verify signature, ${err.message}`);
+  }
+  if (claims.session_id !== undefined && !(typeof claims.session_id === 'string' && UUID.test(claims.session_id))) {
+    throw new GotrueError(403, 'bad_jwt', 'invalid claim: session_id claim must be a UUID');
+  }
+  return claims;
+}
+
+/** The `sub` of a token already verified, to word a refusal only. */
+function unverifiedSub(token: string): unknown {
+  try {
+    return decodeJwt(token).sub;
+  } catch {
+    return undefined;
+  }
+}
+
+const sessionOf = (claims: Claims) => (claims.session_id && claims.session_id !== NIL_UUID ? claims.session_id : null);
+
+/** The JSON object body (auth-js always sends one); read through the input policy (src/input-policy.ts). */
+async function readBody(c: Context<AppEnv>): Promise<Record<string, unknown>> {
+  let value: unknown;
+  try {
+    value = await c.req.json();
+  } catch (err) {
+    if (err instanceof ApiError && err.details.field && err.details.field !== 'body') throw validation(err.message);
+    throw new GotrueError(400, 'bad_json', `Could not parse request body as JSON: ${(err as Error).message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new GotrueError(400, 'bad_json', 'Could not parse request body as JSON: expected an object');
+  }
+  return value as Record<string, unknown>;
+}
+
+function optionalString(body: Record<string, unknown>, key: string): string | undefined {
+  const value = body[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw validation(`${key} must be a string`);
+  return value;
+}
+
+const validation = (message: string) => new GotrueError(400, 'validation_failed', message);
+const alreadyUsed = () => new GotrueError(400, 'refresh_token_already_used', 'Invalid Refresh Token: Already Used');
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+/** The user of a successful SQL result; a refusal becomes its GoTrueError. */
+function succeeded(result: SqlResult): User {
+  if (result.error) {
+    throw new GotrueError(SQL_ERROR_STATUS[result.error] ?? 400, result.error, result.message ?? result.error,
+      result.reasons ? { weak_password: { reasons: result.reasons } } : {});
+  }
+  return result.user!;
+}
+
+function clientIp(c: Context, deps: Deps): string {
+  if (deps.config.trustProxy) {
+    const forwarded = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
+    if (forwarded) return forwarded;
+  }
+  return (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? '';
+}
+
+/** Any failure as a GoTrueError: database limits are 429 over_request_rate_limit, lost connections 503 (auth-js retries those). */
+function toGotrueError(err: unknown, c: Context<AppEnv>, deps: Deps): GotrueError {
+  if (err instanceof GotrueError) return err;
+  const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
+  switch (apiError.code) {
+    case 'rate_limited': {
+      deps.metrics.rateLimited.inc({ endpoint: 'auth' });
+      const retryAfter = typeof apiError.details.retry_after === 'number' ? apiError.details.retry_after : undefined;
+      return new GotrueError(429, 'over_request_rate_limit', `Request rate limit reached: ${apiError.message}`, {}, retryAfter);
+    }
+    case 'invalid_input': return validation(apiError.message);
+    case 'payload_too_large': return new GotrueError(413, 'request_too_large', apiError.message);
+    case 'unavailable': return new GotrueError(503, 'unexpected_failure', apiError.message, {}, 1);
+    case 'timeout': return new GotrueError(504, 'request_timeout', apiError.message);
+    default:
+      c.get('log')?.error({ err }, 'auth request failed');
+      return new GotrueError(500, 'unexpected_failure', 'Unexpected failure, please check server logs for more information');
+  }
+}
+
+function errorResponse(c: Context, err: GotrueError) {
+  c.header('x-sb-error-code', err.code);
+  if (err.retryAfter !== undefined) c.header('Retry-After', String(err.retryAfter));
+  const status = err.status as ContentfulStatusCode;
+  // GoTrue's DetermineClosestAPIVersion: a dated version from 2024-01-01 on gets the newer shape
+  const asked = c.req.header('x-supabase-api-version');
+  if (asked && /^\d{4}-\d{2}-\d{2}$/.test(asked) && asked >= API_VERSION) {
+    c.header('X-Supabase-Api-Version', API_VERSION);
+    return c.json({ code: err.code, message: err.message, ...err.extra }, status);
+  }
+  return c.json({ code: err.status, error_code: err.code, msg: err.message, ...err.extra }, status);
+}

@@ -1,0 +1,397 @@
+import { AuthApiError, createClient, FunctionsHttpError, isAuthApiError, type SupabaseClient } from '@supabase/supabase-js';
+import { decodeJwt } from 'jose';
+import { randomInt, randomUUID } from 'node:crypto';
+import type { Sql } from 'postgres';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import type { Database } from '../../src/db/index.ts';
+import { apiKeys } from '../../src/dev.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { callAs } from '../helpers/fixtures.ts';
+import { startTestServer } from '../helpers/http.ts';
+import { subscribed } from '../helpers/realtime.ts';
+import { sleep } from '../helpers/wait.ts';
+
+// The local /auth/v1 (src/http/gotrue.ts, sql/auth/password.sql) driven only by supabase-js, as an
+// app would: createClient(server.url, anonKey) with the anon key `npm start` prints. The server
+// trusts X-Forwarded-For so that each test signs in from its own client IP (the per-IP limit is
+// then the test's own), and its refresh-token reuse interval is 1 s (a reuse test waits it out).
+
+const base = loadConfig({ ...process.env, LOG_LEVEL: 'silent' });
+const REUSE_INTERVAL_S = 1;
+let server: Server;
+let database: Database;
+let sql: Sql;
+let anonKey: string;
+const clients: SupabaseClient[] = [];
+
+beforeAll(async () => {
+  server = await startServer({
+    ...base, databaseUrl: testDatabaseUrl(), port: 0, trustProxy: true,
+    auth: { ...base.auth, refreshReuseInterval: REUSE_INTERVAL_S },
+  }); // realtime on: a signed-in client joins a private channel below
+  database = testDatabase(3);
+  sql = database.sql;
+  anonKey = (await apiKeys(server.deps.config)).anon;
+}, 90_000);
+afterAll(async () => {
+  await Promise.all(clients.map((c) => c.removeAllChannels().catch(() => {})));
+  await server?.stop();
+  await database?.close();
+});
+
+const randomIp = () => `10.${randomInt(256)}.${randomInt(256)}.${randomInt(1, 255)}`;
+const newEmail = () => `gotrue-${randomUUID()}@example.com`;
+const PASSWORD = 'correct horse battery';
+
+/** A supabase-js client as an app creates it, signing in from its own client IP. */
+function supabase(on: { url: string } = server, ip = randomIp()): SupabaseClient {
+  const client = createClient(on.url, anonKey, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    realtime: { transport: WebSocket as never },
+    global: { headers: { 'x-forwarded-for': ip } },
+  });
+  clients.push(client);
+  return client;
+}
+
+/** A new user signed up (and so signed in) through supabase-js. */
+async function signedUp(data: Record<string, unknown> = {}) {
+  const client = supabase();
+  const email = newEmail();
+  const { data: res, error } = await client.auth.signUp({ email, password: PASSWORD, options: { data } });
+  expect(error).toBeNull();
+  return { client, email, session: res.session!, user: res.user! };
+}
+
+/** Limits count in fixed 5-minute windows: start a counting test only when it can finish inside one. */
+async function inOneLimitWindow(needSeconds: number) {
+  const intoWindow = (Date.now() / 1000) % 300;
+  if (intoWindow > 300 - needSeconds) await sleep((300 - intoWindow) * 1000 + 100);
+}
+
+function expectAuthApiError(error: unknown, status: number, code: string) {
+  expect(isAuthApiError(error), String(error)).toBe(true);
+  expect((error as AuthApiError).status).toBe(status);
+  expect((error as AuthApiError).code).toBe(code);
+}
+
+describe('sign-up', () => {
+  it('creates a confirmed user and answers a GoTrue session; the password is stored as a bcrypt hash only', async () => {
+    const client = supabase();
+    const email = newEmail().replace('gotrue', 'GoTrue');
+    const { data, error } = await client.auth.signUp({ email, password: PASSWORD, options: { data: { name: 'Ada' } } });
+    expect(error).toBeNull();
+    const { session, user } = data;
+    expect(user).toMatchObject({
+      aud: 'authenticated', role: 'authenticated', email: email.toLowerCase(), phone: '',
+      app_metadata: { provider: 'email', providers: ['email'] }, user_metadata: { name: 'Ada' }, is_anonymous: false,
+    });
+    expect(user!.id).toMatch(/^[0-9a-f-]{36}$/);
+    for (const at of [user!.email_confirmed_at, user!.created_at, user!.updated_at, user!.last_sign_in_at]) {
+      expect(Date.parse(at!)).toBeGreaterThan(Date.now() - 60_000);
+    }
+    expect(user!.identities).toHaveLength(1);
+    expect(user!.identities![0]).toMatchObject({ provider: 'email', user_id: user!.id, identity_data: { email: email.toLowerCase(), email_verified: true } });
+
+    expect(session).toMatchObject({ token_type: 'bearer', user: { id: user!.id } });
+    const ttl = server.deps.config.auth.accessTtl; // ACCESS_TOKEN_TTL_SECONDS, 3600 by default
+    expect(session!.expires_in).toBeGreaterThan(ttl - 10);
+    expect(session!.expires_in).toBeLessThanOrEqual(ttl);
+    expect(session!.expires_at! - Math.floor(Date.now() / 1000)).toBeCloseTo(session!.expires_in, -1);
+    expect(session!.refresh_token.length).toBeGreaterThanOrEqual(40);
+
+    // the access token: GoTrue's claims, session_id = the refresh-token family the sign-up started
+    const claims = decodeJwt(session!.access_token);
+    const [family] = await sql`select family_id from app.refresh_tokens where user_id = ${user!.id}`;
+    expect(claims).toMatchObject({
+      sub: user!.id, aud: 'authenticated', role: 'authenticated', email: email.toLowerCase(), aal: 'aal1',
+      session_id: family!.family_id, user_metadata: { name: 'Ada' }, is_anonymous: false, iss: `${server.url}/auth/v1`,
+    });
+    expect(claims.exp).toBe(session!.expires_at);
+
+    const [row] = await sql`select encrypted_password, email_confirmed_at from auth.users where id = ${user!.id}`;
+    expect(row!.encrypted_password).toMatch(/^\$2[ab]\$10\$.{53}$/);
+    expect(row!.email_confirmed_at).not.toBeNull();
+    // secrets never travel: neither the hash nor the password is in the answer
+    const raw = JSON.stringify(data);
+    expect(raw).not.toContain(row!.encrypted_password);
+    expect(raw).not.toContain(PASSWORD);
+    expect(raw).not.toContain('encrypted_password');
+  });
+
+  it('refuses a second sign-up of the same address (any case): 422 user_already_exists', async () => {
+    const { email } = await signedUp();
+    const { data, error } = await supabase().auth.signUp({ email: email.toUpperCase(), password: 'another password' });
+    expectAuthApiError(error, 422, 'user_already_exists');
+    expect(error!.message).toBe('User already registered');
+    expect(data.session).toBeNull();
+  });
+
+  it('refuses a weak password: 422 weak_password with reasons, and an unusable address: 400 validation_failed', async () => {
+    const weak = await supabase().auth.signUp({ email: newEmail(), password: '12345' });
+    expect(weak.error?.name).toBe('AuthWeakPasswordError');
+    expect(weak.error).toMatchObject({ status: 422, code: 'weak_password', reasons: ['length'], message: 'Password should be at least 6 characters.' });
+
+    const tooLong = await supabase().auth.signUp({ email: newEmail(), password: 'x'.repeat(73) });
+    expectAuthApiError(tooLong.error, 400, 'validation_failed');
+
+    const badEmail = await supabase().auth.signUp({ email: 'not an address', password: PASSWORD });
+    expectAuthApiError(badEmail.error, 400, 'validation_failed');
+    expect(badEmail.error!.message).toMatch(/Unable to validate email address/);
+    const [n] = await sql`select count(*)::int as n from auth.users where email = 'not an address'`;
+    expect(n!.n).toBe(0);
+  });
+});
+
+describe('sign-in', () => {
+  it('signs in with the right password; a wrong password or an unknown address is 400 invalid_credentials', async () => {
+    const { email, user } = await signedUp();
+    const client = supabase();
+    const ok = await client.auth.signInWithPassword({ email, password: PASSWORD });
+    expect(ok.error).toBeNull();
+    expect(ok.data.user!.id).toBe(user.id);
+    expect(decodeJwt(ok.data.session!.access_token).sub).toBe(user.id);
+    // a second sign-in is a second session (family)
+    const [families] = await sql`select count(distinct family_id)::int as n from app.refresh_tokens where user_id = ${user.id}`;
+    expect(families!.n).toBe(2);
+
+    for (const attempt of [{ email, password: 'wrong password' }, { email: newEmail(), password: PASSWORD }]) {
+      const { data, error } = await supabase().auth.signInWithPassword(attempt);
+      expectAuthApiError(error, 400, 'invalid_credentials');
+      expect(error!.message).toBe('Invalid login credentials');
+      expect(data.session).toBeNull();
+    }
+  });
+
+  it('locks an address out after 10 attempts in 5 minutes: 429 over_request_rate_limit, even with the right password', async () => {
+    const { email } = await signedUp();
+    await inOneLimitWindow(15);
+    for (let i = 0; i < 10; i++) {
+      // each attempt from another IP: the per-address limit is what is tested
+      const { error } = await supabase().auth.signInWithPassword({ email, password: `wrong ${i}` });
+      expectAuthApiError(error, 400, 'invalid_credentials');
+    }
+    const locked = await supabase().auth.signInWithPassword({ email, password: PASSWORD });
+    expectAuthApiError(locked.error, 429, 'over_request_rate_limit');
+    expect(locked.error!.message).toMatch(/^Request rate limit reached/);
+    expect(locked.data.session).toBeNull();
+  });
+
+  it('limits one client IP to 30 sign-ins and sign-ups per 5 minutes', async () => {
+    const ip = randomIp();
+    const sameIp = supabase(server, ip);
+    await inOneLimitWindow(20);
+    for (let i = 0; i < 30; i++) {
+      const { error } = await sameIp.auth.signInWithPassword({ email: newEmail(), password: PASSWORD });
+      expect(error?.status).toBe(400);
+    }
+    const { error } = await sameIp.auth.signUp({ email: newEmail(), password: PASSWORD });
+    expectAuthApiError(error, 429, 'over_request_rate_limit');
+    // other addresses sign in fine from elsewhere
+    const { email } = await signedUp();
+    expect((await supabase().auth.signInWithPassword({ email, password: PASSWORD })).error).toBeNull();
+  });
+});
+
+describe('the signed-in user', () => {
+  it('getUser and updateUser({data}) read and merge user_metadata (null removes a key)', async () => {
+    const { client, user } = await signedUp({ name: 'Ada', plan: 'free' });
+    const got = await client.auth.getUser();
+    expect(got.error).toBeNull();
+    expect(got.data.user).toMatchObject({ id: user.id, user_metadata: { name: 'Ada', plan: 'free' } });
+
+    const updated = await client.auth.updateUser({ data: { theme: 'dark', plan: null } });
+    expect(updated.error).toBeNull();
+    expect(updated.data.user!.user_metadata).toEqual({ name: 'Ada', theme: 'dark' });
+    expect((await client.auth.getUser()).data.user!.user_metadata).toEqual({ name: 'Ada', theme: 'dark' });
+    const [row] = await sql`select raw_user_meta_data from auth.users where id = ${user.id}`;
+    expect(row!.raw_user_meta_data).toEqual({ name: 'Ada', theme: 'dark' });
+  });
+
+  it('updateUser({password}) changes the password and ends the other sessions, not this one', async () => {
+    const { client, email } = await signedUp();
+    const other = supabase();
+    await other.auth.signInWithPassword({ email, password: PASSWORD });
+
+    const same = await client.auth.updateUser({ password: PASSWORD });
+    expectAuthApiError(same.error, 422, 'same_password');
+    expect((await client.auth.updateUser({ password: 'new secret password' })).error).toBeNull();
+
+    expectAuthApiError((await supabase().auth.signInWithPassword({ email, password: PASSWORD })).error, 400, 'invalid_credentials');
+    expect((await supabase().auth.signInWithPassword({ email, password: 'new secret password' })).error).toBeNull();
+    expect((await client.auth.refreshSession()).error).toBeNull();
+    expectAuthApiError((await other.auth.refreshSession()).error, 400, 'refresh_token_not_found');
+  });
+
+  it("the session's access token opens the HTTP API; the anon key alone is 401 with a clear message", async () => {
+    const { client, user } = await signedUp();
+    const { workspace_id } = await callAs(sql, user.id, 'create_workspace', ['GoTrue workspace']);
+    const { canvas_id } = await callAs(sql, user.id, 'create_canvas', [workspace_id, 'GoTrue canvas', {}]);
+
+    const listed = await client.functions.invoke('canvas', { method: 'GET' });
+    expect(listed.error).toBeNull();
+    expect(listed.data.canvases.map((c: { canvas_id: string }) => c.canvas_id)).toContain(canvas_id);
+
+    const anonymous = await supabase().functions.invoke('canvas', { method: 'GET' });
+    expect(anonymous.error).toBeInstanceOf(FunctionsHttpError);
+    const res = anonymous.error.context as Response;
+    expect(res.status).toBe(401);
+    const body = await res.json();
+    expect(body.error.code).toBe('unauthorized');
+    expect(body.error.message).toMatch(/signed-in user's token is required.*Sign in first/);
+  });
+
+  it('a signed-in client joins its private canvas channel over realtime (apikey = anon key, join with the access token)', async () => {
+    const { client, user } = await signedUp();
+    const { workspace_id } = await callAs(sql, user.id, 'create_workspace', ['Realtime workspace']);
+    const { canvas_id } = await callAs(sql, user.id, 'create_canvas', [workspace_id, 'Realtime canvas', {}]);
+    const joined = await subscribed(client.channel(`canvas:${canvas_id}`, { config: { private: true } }));
+    expect(joined.status).toBe('SUBSCRIBED');
+    // and a client that has not signed in (anon key only) is refused the same channel
+    const refused = await subscribed(supabase().channel(`canvas:${canvas_id}`, { config: { private: true } }));
+    expect(refused.status).toBe('CHANNEL_ERROR');
+  });
+});
+
+describe('refresh and sign-out', () => {
+  it('refreshSession rotates the refresh token within the same session; the old refresh token, resent after the reuse interval, revokes the session', async () => {
+    const { client, session: first, user } = await signedUp();
+    const refreshed = await client.auth.refreshSession();
+    expect(refreshed.error).toBeNull();
+    const second = refreshed.data.session!;
+    expect(second.refresh_token).not.toBe(first.refresh_token);
+    // a new access token (identical to the old one when minted within the same second, as GoTrue's would be)
+    expect(decodeJwt(second.access_token).exp).toBeGreaterThanOrEqual(decodeJwt(first.access_token).exp!);
+    expect(second.user.id).toBe(user.id);
+    expect(decodeJwt(second.access_token).session_id).toBe(decodeJwt(first.access_token).session_id);
+
+    // within the interval a resend of the old token is a retry: the same new refresh token
+    const retry = await supabase().auth.refreshSession({ refresh_token: first.refresh_token });
+    expect(retry.error).toBeNull();
+    expect(retry.data.session!.refresh_token).toBe(second.refresh_token);
+
+    await sleep(REUSE_INTERVAL_S * 1000 + 200);
+    const reuse = await supabase().auth.refreshSession({ refresh_token: first.refresh_token });
+    expectAuthApiError(reuse.error, 400, 'refresh_token_already_used');
+    // the whole session is revoked: its newest refresh token, and its access token at GoTrue's session check
+    expectAuthApiError((await client.auth.refreshSession()).error, 400, 'refresh_token_not_found');
+    const res = await fetch(`${server.url}/auth/v1/user`, { headers: { apikey: anonKey, authorization: `Bearer ${second.access_token}` } });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toMatchObject({ code: 403, error_code: 'session_not_found' });
+  });
+
+  it('signOut revokes the session: refresh then fails, getUser reports the session missing', async () => {
+    const { client, session } = await signedUp();
+    const other = supabase();
+    const signedInAgain = await other.auth.signInWithPassword({ email: session.user.email!, password: PASSWORD });
+    expect(signedInAgain.error).toBeNull();
+
+    expect((await client.auth.signOut({ scope: 'local' })).error).toBeNull();
+    expect((await client.auth.getSession()).data.session).toBeNull();
+    const again = await supabase().auth.refreshSession({ refresh_token: session.refresh_token });
+    expectAuthApiError(again.error, 400, 'refresh_token_not_found');
+    const stale = await supabase().auth.getUser(session.access_token);
+    expect(stale.error?.name).toBe('AuthSessionMissingError');
+    // scope local left the other session alive; the default (global) ends it too
+    expect((await other.auth.refreshSession()).error).toBeNull();
+    expect((await other.auth.signOut()).error).toBeNull();
+    const [live] = await sql`select count(*)::int as n from app.refresh_tokens where user_id = ${session.user.id} and revoked_at is null`;
+    expect(live!.n).toBe(0);
+  });
+
+  it("signOut({scope: 'others'}) keeps this session and ends the others", async () => {
+    const { client, email } = await signedUp();
+    const other = supabase();
+    await other.auth.signInWithPassword({ email, password: PASSWORD });
+    expect((await client.auth.signOut({ scope: 'others' })).error).toBeNull();
+    expect((await client.auth.refreshSession()).error).toBeNull();
+    expectAuthApiError((await other.auth.refreshSession()).error, 400, 'refresh_token_not_found');
+  });
+});
+
+describe('GoTrue wire details', () => {
+  const post = (path: string, body: unknown, headers: Record<string, string> = { apikey: anonKey }) =>
+    fetch(`${server.url}/auth/v1${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+
+  it('needs an API key, as Supabase does: none or a user token is 401 with the gateway message', async () => {
+    const none = await post('/token?grant_type=password', { email: newEmail(), password: PASSWORD }, {});
+    expect(none.status).toBe(401);
+    expect(await none.json()).toMatchObject({ message: 'No API key found in request' });
+    const { session } = await signedUp();
+    const userToken = await post('/token?grant_type=password', { email: newEmail(), password: PASSWORD }, { apikey: session.access_token });
+    expect(userToken.status).toBe(401);
+    expect(await userToken.json()).toMatchObject({ message: 'Invalid API key' });
+  });
+
+  it('errors: {code, message} with X-Supabase-Api-Version 2024-01-01, GoTrue\'s legacy {code, error_code, msg} without', async () => {
+    const body = { email: newEmail(), password: PASSWORD };
+    const headers = { apikey: anonKey, 'x-forwarded-for': randomIp() };
+    const legacy = await post('/token?grant_type=password', body, headers);
+    expect(legacy.status).toBe(400);
+    expect(await legacy.json()).toEqual({ code: 400, error_code: 'invalid_credentials', msg: 'Invalid login credentials' });
+    const dated = await post('/token?grant_type=password', body, { ...headers, 'x-supabase-api-version': '2024-01-01' });
+    expect(dated.headers.get('x-supabase-api-version')).toBe('2024-01-01');
+    expect(await dated.json()).toEqual({ code: 'invalid_credentials', message: 'Invalid login credentials' });
+
+    const grant = await post('/token?grant_type=magic', body, headers);
+    expect(grant.status).toBe(400);
+    expect((await grant.json()).msg).toMatch(/unsupported_grant_type/);
+    const otp = await post('/otp', { email: newEmail() }, headers);
+    expect(otp.status).toBe(404);
+    expect((await otp.json()).msg).toMatch(/not served by the local auth server/);
+  });
+
+  it('GET /settings says what this server supports', async () => {
+    const res = await fetch(`${server.url}/auth/v1/settings`, { headers: { apikey: anonKey } });
+    expect(await res.json()).toMatchObject({ external: { email: true, phone: false }, disable_signup: false, mailer_autoconfirm: true });
+  });
+
+  it('logout: an unknown scope is 400 validation_failed; no bearer is 401 no_authorization', async () => {
+    const { session } = await signedUp();
+    const bad = await post('/logout?scope=everywhere', {}, { apikey: anonKey, authorization: `Bearer ${session.access_token}` });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ error_code: 'validation_failed', msg: 'Unsupported logout scope "everywhere"' });
+    const none = await post('/logout', {});
+    expect(none.status).toBe(401);
+    expect(await none.json()).toMatchObject({ error_code: 'no_authorization' });
+  });
+
+  it('a bearer that names no user (the anon key) is refused by /user: 403 bad_jwt', async () => {
+    const res = await fetch(`${server.url}/auth/v1/user`, { headers: { apikey: anonKey, authorization: `Bearer ${anonKey}` } });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toMatchObject({ error_code: 'bad_jwt', msg: expect.stringMatching(/missing sub claim/) });
+  });
+});
+
+describe('AUTH_EMAIL_CONFIRM=true', () => {
+  let confirming: Server;
+  beforeAll(async () => {
+    process.env.AUTH_EMAIL_CONFIRM = 'true'; // read when the routes are built
+    try {
+      confirming = await startTestServer({ trustProxy: true });
+    } finally {
+      delete process.env.AUTH_EMAIL_CONFIRM;
+    }
+  });
+  afterAll(async () => {
+    await confirming?.stop();
+  });
+
+  it('sign-up answers the unconfirmed user without a session; sign-in is email_not_confirmed until the address is confirmed', async () => {
+    const client = supabase(confirming);
+    const email = newEmail();
+    const { data, error } = await client.auth.signUp({ email, password: PASSWORD });
+    expect(error).toBeNull();
+    expect(data.session).toBeNull();
+    expect(data.user).toMatchObject({ email, aud: 'authenticated' });
+    expect(data.user!.email_confirmed_at).toBeUndefined();
+
+    expectAuthApiError((await client.auth.signInWithPassword({ email, password: PASSWORD })).error, 400, 'email_not_confirmed');
+    expectAuthApiError((await client.auth.signInWithPassword({ email, password: 'wrong password' })).error, 400, 'invalid_credentials');
+    await sql`update auth.users set email_confirmed_at = now() where email = ${email}`;
+    expect((await client.auth.signInWithPassword({ email, password: PASSWORD })).error).toBeNull();
+  });
+});

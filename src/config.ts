@@ -117,6 +117,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.NODE_ENV === 'production' && e.POTENTIA_PROFILE === 'development') {
     throw new Error('POTENTIA_PROFILE=development relaxes rate limits and is refused with NODE_ENV=production: unset POTENTIA_PROFILE');
   }
+  if (e.NODE_ENV === 'production' && e.JWT_SECRET === DEV_JWT_SECRET) {
+    throw new Error('JWT_SECRET is Supabase\'s published development secret: anyone can sign tokens with it; set your project\'s JWT secret');
+  }
   if (e.NODE_ENV === 'production' && !e.JWT_SECRET && !e.SUPABASE_JWKS_URL) {
     throw new Error('JWT_SECRET (or SUPABASE_JWKS_URL) must be set in production: it is your Supabase project JWT secret');
   }
@@ -132,7 +135,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dbPoolMax: e.DB_POOL_MAX,
     logLevel: e.LOG_LEVEL,
     auth: {
-      jwtSecret: e.JWT_SECRET ?? DEV_JWT_SECRET,
+      // production without JWT_SECRET (JWKS only): no secret at all, so no HS256 token is accepted —
+      // never the published development secret, with which anyone could mint one
+      jwtSecret: e.JWT_SECRET ?? (e.NODE_ENV === 'production' ? '' : DEV_JWT_SECRET),
       audience: e.JWT_AUDIENCE,
       issuer: e.JWT_ISSUER,
       jwksUrl: e.SUPABASE_JWKS_URL,

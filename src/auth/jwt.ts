@@ -111,6 +111,9 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
     let payload: JWTPayload;
     try {
       alg = decodeProtectedHeader(token).alg;
+      if ((alg === 'HS256' || !jwks) && config.jwtSecret === '') {
+        throw new TokenError('invalid_token', 'HS256 tokens are not accepted here: no JWT_SECRET is configured (only keys of SUPABASE_JWKS_URL)');
+      }
       const options = { clockTolerance: CLOCK_LEEWAY_SECONDS, requiredClaims: ['exp'] };
       ({ payload } = alg === 'HS256' || !jwks
         ? await jwtVerify(token, secret, { ...options, algorithms: ['HS256'] })
@@ -158,6 +161,7 @@ function wrongAudience(audience: string): TokenError {
 
 /** jose's failure as a TokenError: expiry and time claims by name, anything else is an invalid token. */
 function fromJose(err: unknown): TokenError {
+  if (err instanceof TokenError) return err;
   if (err instanceof errors.JWTExpired) {
     const exp = (err.payload as { exp?: unknown }).exp;
     const ago = typeof exp === 'number' ? Math.max(0, Math.floor(Date.now() / 1000) - exp) : 0;

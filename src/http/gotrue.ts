@@ -79,7 +79,7 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
   app.onError((err, c) => errorResponse(c, toGotrueError(err, c, deps)));
 
   // Tokens signed with Supabase's published dev secret prove nothing: no sign-in in production without a real one.
-  if (deps.config.env === 'production' && auth.jwtSecret === DEV_JWT_SECRET) {
+  if (deps.config.env === 'production' && (auth.jwtSecret === '' || auth.jwtSecret === DEV_JWT_SECRET)) {
     app.all('*', () => {
       throw new GotrueError(404, 'not_found', 'local auth is off: set JWT_SECRET (it signs the access tokens), or use Supabase Auth');
     });

@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { createTokenVerifier, HTTP_USER_POLICY, signAccessToken } from '../../src/auth/jwt.ts';
+import { DEV_JWT_SECRET, loadConfig } from '../../src/config.ts';
+
+// Supabase's development JWT secret is public: a production server must never accept a token
+// signed with it, whether JWT_SECRET is unset (JWKS only) or set to it by mistake.
+
+const JWKS = 'https://example.supabase.co/auth/v1/.well-known/jwks.json';
+const USER = '5b0e5cb6-5f0c-4d55-9ac1-b2a6d4b8d7a1';
+
+describe('production JWT secret', () => {
+  it('with JWKS only, no secret is configured and an HS256 token signed with the dev secret is refused', async () => {
+    const config = loadConfig({ NODE_ENV: 'production', SUPABASE_JWKS_URL: JWKS });
+    expect(config.auth.jwtSecret).toBe('');
+    const verify = createTokenVerifier(config.auth);
+    const forged = await signAccessToken(DEV_JWT_SECRET, { sub: USER });
+    await expect(verify(forged, HTTP_USER_POLICY)).rejects.toMatchObject({ code: 'invalid_token', message: expect.stringContaining('no JWT_SECRET') });
+  });
+
+  it('refuses to start with the published development secret', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: DEV_JWT_SECRET }))
+      .toThrow(/published development secret/);
+  });
+
+  it('outside production the development secret is the default (npm start works out of the box)', async () => {
+    const config = loadConfig({});
+    expect(config.auth.jwtSecret).toBe(DEV_JWT_SECRET);
+    const claims = await createTokenVerifier(config.auth)(await signAccessToken(DEV_JWT_SECRET, { sub: USER }), HTTP_USER_POLICY);
+    expect(claims.sub).toBe(USER);
+  });
+});

@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { cors } from 'hono/cors';
 import { HTTPException } from 'hono/http-exception';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { authRoutes } from '../../functions/auth.ts';
@@ -16,6 +17,10 @@ export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searc
 
 /** Shared wrapping of every app: request id, logs, metrics, body limit, one error shape. */
 export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {
+  // browsers call from any origin, as they do Supabase: credentials travel as bearer tokens and
+  // apikey headers, never cookies; a preflight reflects the headers asked for (apikey,
+  // x-client-info, x-supabase-api-version, …) and is answered before auth
+  app.use('*', cors({ origin: '*', exposeHeaders: ['X-Request-Id', 'Retry-After'], maxAge: 600 }));
   app.use('*', observe(deps));
   app.use('*', limitBody(deps));
   app.use('*', inputPolicy());

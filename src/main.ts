@@ -27,6 +27,7 @@ console.log(`Potentia is running
   OpenAPI   ${server.url}/api/v1/openapi.json
   realtime  ${server.gateway ? `${server.url.replace(/^http/, 'ws')}/realtime/v1/websocket (realtime-js), ${server.url.replace(/^http/, 'ws')}/ws/canvas/{id} (H1)` : 'not started (see the log)'}
   metrics   ${server.url}/metrics   (loopback or INTERNAL_TOKEN)
+  profile   ${config.profile}${config.profile === 'development' ? ' (endpoint rate limits relaxed: docs/limits.md; POTENTIA_PROFILE=standard for the real ones)' : ''}
   worker    ${server.worker ? `in-process (${server.worker.workerId}, provider ${server.worker.provider.model})` : `WORKER_MODE=${config.worker.mode}`}${keys ? `
 API keys (createClient('${server.url}', anon key)):
   anon key          ${keys.anon}

@@ -16,3 +16,11 @@ insert into app.canvases (canvas_id, workspace_id, title, created_by)
 values ('00000000-0000-4000-8000-00000000d003', '00000000-0000-4000-8000-00000000d002', 'Demo canvas',
         '00000000-0000-4000-8000-00000000d001')
 on conflict (canvas_id) do nothing;
+
+-- The demo app's "Continue as demo user" signs in as demo@potentia.local with password
+-- demo-password: the same bcrypt (pgcrypto, cost 10) as sql/auth/password.sql, set only while the
+-- user has no password, so a password changed since is kept.
+update auth.users
+set encrypted_password = extensions.crypt('demo-password', extensions.gen_salt('bf', 10)),
+    email_confirmed_at = coalesce(email_confirmed_at, now())
+where id = '00000000-0000-4000-8000-00000000d001' and coalesce(encrypted_password, '') = '';

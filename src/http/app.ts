@@ -10,6 +10,7 @@ import { workspaceRoutes } from '../../functions/workspaces.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { gotrueRoutes } from './gotrue.ts';
+import { staticRoutes } from './static.ts';
 import { bodyInputError, errorResponse, inputPolicy, limitBody, observe } from './middleware.ts';
 
 /** The edge functions: name → routes. Each is served at /api/v1/<name> and /functions/v1/<name>. */
@@ -45,6 +46,8 @@ function fromHttpException(err: HTTPException): ApiError {
 export function createApp(deps: Deps) {
   const app = withCommonMiddleware(new OpenAPIHono<AppEnv>(), deps) as OpenAPIHono<AppEnv>;
   app.route('/', opsRoutes(deps));
+  // the demo app at / and the API reference at /docs/api (src/http/static.ts): fixed paths, none under the API's
+  app.route('/', staticRoutes(deps));
   // GoTrue's email + password endpoints for supabase-js `auth` (local only: on Supabase, GoTrue serves /auth/v1)
   app.route('/auth/v1', gotrueRoutes(deps));
   // GET /api/v1/canvas/{id}/search: the search function under the canvas paths (before them, so

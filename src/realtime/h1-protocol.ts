@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { INT4_MAX, SEQ_MAX } from '../input-policy.ts';
 import type { ErrorCode } from '../http/errors.ts';
+import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/protocol.ts';
 
 /**
  * H1 — the canvas sync socket, `GET /ws/canvas/{canvas_id}` (WebSocket), protocol version 1.
@@ -90,87 +91,17 @@ export type MutateMessage = z.infer<typeof MutateMessage>;
 
 // ---------------------------------------------------------------- server → client
 
-export type Block = Record<string, unknown> & { block_id: string; version: number };
+// The frames the server sends are typed once, in the client package (types only, erased at
+// build): the client and the server cannot disagree on them. Their documentation is there.
+export type {
+  AccessMessage, AckMessage, ConflictMessage, DeltaMessage, ErrorMessage, HelloMessage, PongMessage, PresenceEvent,
+  RejectedMessage, ResumedMessage, ServerMessage, SnapshotMessage, TextOp, WireBlock as Block,
+} from '../../packages/client/src/protocol.ts';
 
-/** First frame: who you are and whether you may write (your canvas role and your token's scope allow it). */
-export type HelloMessage = { type: 'hello'; v: typeof H1_PROTOCOL_VERSION; canvas_id: string; user_id: string; can_write: boolean };
-
-/**
- * Your write right changed while connected (role changed on the canvas or its workspace):
- * `can_write` as in `hello`; `role` is your role now; `message` says why you may not write.
- */
-export type AccessMessage = { type: 'access'; can_write: boolean; role: string | null; message: string | null };
-
-/**
- * The full state (after `resume` with snapshot, or when the log cannot serve the resume): blocks
- * consistent with `watermark` (server_seq) and `canvas_watermark` (the canvas_seq of the last
- * operation they include; the next delta is canvas_watermark + 1).
- */
-export type SnapshotMessage = { type: 'snapshot'; canvas: Record<string, unknown>; blocks: Block[]; watermark: number; canvas_watermark: number };
-
-/** One applied operation, from the log (`replaying: true`) or live; canvas_seq is the previous delta's + 1. */
-export type DeltaMessage = {
-  type: 'delta';
-  server_seq: number;
-  canvas_seq: number;
-  action: 'create' | 'update' | 'move' | 'delete';
-  block_id: string;
-  version: number | null;
-  block: Block | null;
-  client_op_id: string | null;
-  actor_id: string | null;
-  deleted_ids: string[] | null;
-  /** Text operations by content key, as applied (apply them to the previous text to get `block.content`). */
-  text?: Record<string, TextOp>;
-  replaying?: boolean;
-};
-
-/** The replay from the log is complete up to `watermark` (server_seq) and `canvas_watermark` (canvas_seq); live deltas follow. */
-export type ResumedMessage = { type: 'resumed'; watermark: number; canvas_watermark: number };
-
-/** A mutation applied (or already applied: `duplicate`), with the numbers its delta carries. */
-export type AckMessage = { type: 'ack'; client_op_id: string; status: 'success' | 'duplicate'; server_seq: number; canvas_seq: number; version: number | null; block_id: string | null; text?: Record<string, TextOp> };
-
-/** A text-unicode operation (ShareDB): n skips n code points, "str" inserts it, {d: n} deletes n code points. */
-export type TextOp = Array<number | string | { d: number | string }>;
-
-/**
- * A stale base_version touching the same fields (`code: 'conflict'`, with `fields.<field>.{base,
- * theirs, mine}`), or one the log can no longer merge (`code: 'rebase_required'`): nothing
- * changed; `block` is the current block.
- */
-export type ConflictMessage = {
-  type: 'conflict'; client_op_id: string; block: Block | null; server_seq: number | null;
-  code: 'conflict' | 'rebase_required'; message: string; version: number | null;
-  changed?: string[]; fields?: Record<string, { base: unknown; theirs: unknown; mine: unknown }>;
-};
-
-/** The database refused the mutation (validation, permission, rate limit); nothing changed. */
-export type RejectedMessage = { type: 'rejected'; client_op_id: string; error: { code: string; message: string; field?: string } };
-
-export type PresenceEvent = { type: 'presence'; user_id: string; cursor: unknown; typing: boolean } | { type: 'presence_leave'; user_id: string };
-
-/**
- * A message could not be processed; `client_op_id` when it was a mutate. The codes are those of
- * the HTTP API (src/http/errors.ts), plus two of the socket's own:
- * `invalid_message`: not an H1 message (not JSON, binary, or not of the shape above; `field` names
- * what is wrong). `invalid_input`: refused by the input policy (src/input-policy.ts: an unpaired
- * surrogate or NUL in any string or key, nesting deeper than 64) or by the database (e.g. a cursor
- * over 1 KB); `field` names it when known; resending the same message fails the same way.
- * `read_only`: this socket may not write. `rate_limited`: dropped, resend after `retry_after_ms`.
- * `forbidden` / `not_found`: access to the canvas was lost (the socket closes next, 4403 / 4404).
- * `unavailable` / `timeout`: the database connection was lost or the statement ran out of time
- * while handling it; resend after `retry_after_ms` (a mutate with the same client_op_id is applied
- * at most once). `internal` is a server fault, never the client's input.
- * Text frames that are not valid UTF-8 never get here: the WebSocket layer closes with 1007.
- */
-export type ErrorMessage = {
-  type: 'error';
-  code: ErrorCode | 'invalid_message' | 'read_only';
-  message: string;
-  field?: string;
-  retry_after_ms?: number;
-  client_op_id?: string;
-};
-
-export type ServerMessage = HelloMessage | AccessMessage | SnapshotMessage | DeltaMessage | ResumedMessage | AckMessage | ConflictMessage | RejectedMessage | PresenceEvent | ErrorMessage | { type: 'pong' };
+// Compile-time checks that the client's copies of two server facts are still true.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Holds<T extends true> = T;
+export type ProtocolAgrees = [
+  Holds<Same<ErrorCode, ApiErrorCode>>,
+  Holds<Same<typeof H1_PROTOCOL_VERSION, HelloMessage['v']>>,
+];

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
-import { CanvasSync } from '../../src/client/canvas-sync.ts';
+import { CanvasSync } from '../../packages/client/src/canvas-sync.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { createDatabase, type Database } from '../../src/db/index.ts';
 import type { DeltaMessage, ServerMessage } from '../../src/realtime/h1-protocol.ts';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
-import { CanvasAccessLostError, CanvasSync, type CanvasSyncOptions, type MutationOutcome } from '../../src/client/canvas-sync.ts';
+import { CanvasAccessLostError, CanvasSync, type CanvasSyncOptions, type MutationOutcome } from '../../packages/client/src/canvas-sync.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -10,7 +10,7 @@ import { callAs, createCanvas } from '../helpers/fixtures.ts';
 import { startTcpProxy, type CutOptions, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { prng } from '../helpers/prng.ts';
 
-// The H1 client (src/client/canvas-sync.ts) under network loss: a TCP proxy between the client
+// The H1 client (packages/client/src/canvas-sync.ts) under network loss: a TCP proxy between the client
 // and an in-process server cuts the path while mutations are pending. Every mutation must be
 // acked exactly once and applied once, the client must end with the server's state, never hold
 // two sockets, and never throw or reject into the process.

@@ -137,7 +137,7 @@ describe('H1 /ws/canvas/{id}', () => {
 
 describe('CanvasSync client helper', () => {
   it('joins, applies deltas, and resends unacked mutations with the same client_op_id after a reconnect', async () => {
-    const { CanvasSync } = await import('../../src/client/canvas-sync.ts');
+    const { CanvasSync } = await import('../../packages/client/src/canvas-sync.ts');
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const token = await signAccessToken(config.auth.jwtSecret, { sub: users.editor! });
     const sync = new CanvasSync({ url: server.url, canvasId, token: () => token, WebSocket: WebSocket as any, reconnectDelayMs: () => 50 });

@@ -2,7 +2,7 @@ import WebSocket from 'ws';
 import type { TextOp } from 'ot-text-unicode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
-import { CanvasSync, type TextChange } from '../../src/client/canvas-sync.ts';
+import { CanvasSync, type TextChange } from '../../packages/client/src/canvas-sync.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -10,7 +10,7 @@ import { addMember, createCanvas, mutate } from '../helpers/fixtures.ts';
 import { prng } from '../helpers/prng.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
-// CanvasSync's collaborative text (editText / textOf, src/client/text-ot.ts) against the real
+// CanvasSync's collaborative text (editText / textOf, packages/client/src/text-ot.ts) against the real
 // server's text OT (api.upsert_block_atomic): concurrent typists converge on the server's text
 // with every typed character in it (a dropped socket included), and a key set as a whole under
 // an op in flight is reported as a loss, after which the client holds the server's text again.

@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { type, type TextOp } from 'ot-text-unicode';
 import { describe, expect, it } from 'vitest';
-import { TextOtClient, transformPosition, type TextDelta, type TextLoss, type TextSend } from '../../src/client/text-ot.ts';
+import { TextOtClient, transformPosition, type TextDelta, type TextLoss, type TextSend } from '../../packages/client/src/text-ot.ts';
 
-// The client OT states (src/client/text-ot.ts) against a simulated server with the SQL server's
+// The client OT states (packages/client/src/text-ot.ts) against a simulated server with the SQL server's
 // rules (sql/rpc/mutate.sql, "Merge rule"): an op is transformed against every text op applied
 // since its base version, in commit order, with the incoming op on the 'left'; a client_op_id is
 // applied at most once (a repeat gets its original answer); a text op on a key set as a whole

@@ -40,6 +40,7 @@ export type { TextOp };
 /** A block as H1 sends it: the text is `content[key]`. */
 export type BlockLike = Readonly<Record<string, unknown>>;
 
+/** Where a TextOtClient stands (see the top of this file). */
 export type TextOtState = 'synchronized' | 'awaiting_confirm' | 'awaiting_with_buffer';
 
 /**
@@ -69,6 +70,7 @@ export type TextDelta = {
  */
 export type TextLossReason = 'conflict' | 'rebase_required' | 'rejected' | 'overwritten' | 'deleted' | 'resync' | 'diverged';
 
+/** Local edits dropped because the server could not merge them (see TextLossReason). */
 export type TextLoss = {
   reason: TextLossReason;
   /** The dropped edits as one op on the server text as it was before the reset (`localText` = that text + op). */
@@ -120,6 +122,7 @@ export function transformSelection<S extends number | [number, number]>(selectio
   return type.transformSelection(selection, op) as S;
 }
 
+/** Options of a TextOtClient. */
 export type TextOtClientOptions = {
   /** client_op_id for a new in-flight op (default crypto.randomUUID()). */
   newId?: () => string;
@@ -129,6 +132,11 @@ export type TextOtClientOptions = {
 
 const isNoop = (op: TextOp | null): boolean => !op || type.normalize(op).length === 0;
 
+/**
+ * The OT client state of one text (one content key of one block): applyLocal() for local edits,
+ * receive() for the block's deltas in canvas_seq order, fail() for a refusal of the in-flight op,
+ * resync() after a snapshot. Pure: the host sends what it is told to (see the top of this file).
+ */
 export class TextOtClient {
   private _serverText: string;
   private _text: string;

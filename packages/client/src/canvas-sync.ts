@@ -1,4 +1,5 @@
-import type { AckMessage, Block, ConflictMessage, DeltaMessage, RejectedMessage, ServerMessage } from '../realtime/h1-protocol.ts';
+import type { AccessMessage, AckMessage, ConflictMessage, DeltaMessage, HelloMessage, PresenceEvent, RejectedMessage, ServerMessage, WireBlock as Block } from './protocol.ts';
+import { AccessLostError } from './errors.ts';
 import { textIn, TextOtClient, type TextLoss, type TextOp, type TextReceipt, type TextSend } from './text-ot.ts';
 
 /**
@@ -21,6 +22,10 @@ import { textIn, TextOtClient, type TextLoss, type TextOp, type TextReceipt, typ
  * transformation (text-ot.ts: local edits show at once, one op in flight per text, remote edits
  * transformed past the pending ones; the server's text wins).
  *
+ * Presence: setPresence() keeps the latest H1 `presence` frame and sends it when live, paced with
+ * the mutations, and again after every reconnect (the server announced this user's leave when the
+ * old socket closed); others' `presence` / `presence_leave` frames go to `onPresence`.
+ *
  * Runtime-neutral: pass any WHATWG-style WebSocket constructor (browser, Deno, Node 22, or `ws`).
  */
 export type WebSocketLike = {
@@ -32,13 +37,24 @@ export type WebSocketLike = {
    * when present, to drop a socket whose path may be dead, where close() could wait a long time.
    */
   terminate?(): void;
-  onopen: ((ev: any) => void) | null;
-  onclose: ((ev: any) => void) | null;
-  onmessage: ((ev: { data: any }) => void) | null;
-  onerror: ((ev: any) => void) | null;
+  onopen: SocketHandler<unknown> | null;
+  /** `code` is the WebSocket close code (4403 / 4404: access lost, see protocol.ts). */
+  onclose: SocketHandler<{ code?: number }> | null;
+  /** `data` is one frame's text. */
+  onmessage: SocketHandler<{ data: unknown }> | null;
+  onerror: SocketHandler<unknown> | null;
 };
+
+/**
+ * An event handler slot of a WebSocket. Checked bivariantly (method syntax), so that the handler
+ * types of the browser's WebSocket and of `ws` (which take their own event classes) fit.
+ */
+export type SocketHandler<E> = { bivarianceHack(ev: E): void }['bivarianceHack'];
+
+/** A WebSocket class: `new WebSocket(url)` (globalThis.WebSocket in browsers, Deno and Node 22+; the `ws` package in Node 20). */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
+/** One block operation as H1 `mutate` carries it (docs/mutations.md), without its client_op_id. */
 export type Mutation = {
   action: 'create' | 'update' | 'move' | 'delete';
   block_id?: string | null;
@@ -46,6 +62,7 @@ export type Mutation = {
   patch?: Record<string, unknown>;
 };
 
+/** How the server answered a mutation: applied (`ack`), stale and clashing (`conflict`) or refused (`rejected`). */
 export type MutationOutcome = AckMessage | ConflictMessage | RejectedMessage;
 
 /**
@@ -66,6 +83,7 @@ export type TextChange = {
   lost?: TextLoss;
 };
 
+/** How to reach the canvas, and the callbacks of a CanvasSync. */
 export type CanvasSyncOptions = {
   /** http(s):// or ws(s):// base of the Potentia server. */
   url: string;
@@ -100,6 +118,14 @@ export type CanvasSyncOptions = {
   onText?: (change: TextChange) => void;
   /** Errors the client cannot act on: a throwing `onChange` or `token()`, a CanvasAccessLostError. Default: console.error. */
   onError?: (err: unknown) => void;
+  /** The server's `hello` on each socket: the user and whether it may write. */
+  onHello?: (hello: HelloMessage) => void;
+  /** The write right changed while connected (`access`). */
+  onAccess?: (access: AccessMessage) => void;
+  /** Someone else's presence (`presence`), or their leaving (`presence_leave`). */
+  onPresence?: (event: PresenceEvent) => void;
+  /** The client became live (caught up, deltas flowing: true) or lost its socket (false). */
+  onLive?: (live: boolean) => void;
 };
 
 const OPEN = 1;
@@ -129,19 +155,21 @@ export function defaultReconnectDelayMs(attempt: number): number {
 /**
  * The server ended the socket because the user lost access to the canvas (`forbidden`: removed
  * from it; `not_found`: the canvas was deleted). The client stops as after close(); it is passed
- * to `onError` and rejects waiting join()/ready() calls.
+ * to `onError` and rejects waiting join()/ready() calls. The same class as AccessLostError.
  */
-export class CanvasAccessLostError extends Error {
-  constructor(readonly code: 'forbidden' | 'not_found', message: string) {
-    super(message);
-    this.name = 'CanvasAccessLostError';
-  }
-}
+export const CanvasAccessLostError = AccessLostError;
+/** See the constant of the same name. */
+export type CanvasAccessLostError = AccessLostError;
 
 type Pending = { id: string; frame: string; resolvers: Array<(o: MutationOutcome) => void>; sent: boolean };
 type Timer = ReturnType<typeof setTimeout>;
 type TimerName = 'reconnectTimer' | 'resumeTimer' | 'heartbeatTimer' | 'resendTimer' | 'retireTimer';
 
+/**
+ * The H1 sync engine of one canvas (see the top of this file). `blocks` is the server's state as of
+ * `canvasSeq`; mutate() sends with exactly-once resends; editText() does text OT. Low-level:
+ * applications use Canvas (canvas.ts), which adds optimistic state, a block tree and presence.
+ */
 export class CanvasSync {
   readonly blocks = new Map<string, Block>();
   /** Highest server_seq applied. */
@@ -181,6 +209,11 @@ export class CanvasSync {
   /** Text ops waiting to be sent again after a "not now" rejection. */
   private readonly textRetries = new Set<Timer>();
   private readonly readyWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  /** client_op_ids this client sent whose delta has not been seen yet (isOwn). */
+  private readonly issued = new Set<string>();
+  /** The latest presence frame (sent again after every reconnect) and whether it still has to go out. */
+  private presenceFrame: string | null = null;
+  private presenceDue = false;
 
   constructor(private readonly opts: CanvasSyncOptions) {}
 
@@ -222,8 +255,30 @@ export class CanvasSync {
       }
       const frame = JSON.stringify({ type: 'mutate', client_op_id: clientOpId, ...op, patch: op.patch ?? {} });
       this.pending.set(clientOpId, { id: clientOpId, frame, resolvers: [resolve], sent: false });
+      this.issued.add(clientOpId);
       this.flush();
     });
+  }
+
+  /**
+   * Whether `clientOpId` was sent by this client (mutate, editText) and its delta is the one being
+   * applied or still to come: true inside onChange for the delta of one's own operation.
+   */
+  isOwn(clientOpId: string | null | undefined): boolean {
+    return typeof clientOpId === 'string' && this.issued.has(clientOpId);
+  }
+
+  /**
+   * Sets this user's presence: `cursor` (a JSON object of at most 1 KB, or null) and `typing`,
+   * sent as an H1 `presence` frame once live (only the latest is kept while offline or paced) and
+   * again after each reconnect; null stops resending it. Throws if `cursor` cannot be serialized.
+   * Pace calls yourself (a few per second): each one is a message of the socket's 10 per second.
+   */
+  setPresence(presence: { cursor: Record<string, unknown> | null; typing: boolean } | null): void {
+    if (this.closed) return;
+    this.presenceFrame = presence ? JSON.stringify({ type: 'presence', cursor: presence.cursor, typing: presence.typing }) : null;
+    this.presenceDue = this.presenceFrame !== null;
+    this.flush();
   }
 
   /**
@@ -369,7 +424,7 @@ export class CanvasSync {
   /** The server closed the socket for lost access: reconnecting would be refused, so the client ends. */
   private accessLost(ws: WebSocketLike, code: 'forbidden' | 'not_found', message: string): void {
     if (this.ws !== ws) return;
-    const err = new CanvasAccessLostError(code, message);
+    const err = new AccessLostError(code, message);
     this.end(err);
     this.report(err);
   }
@@ -463,8 +518,18 @@ export class CanvasSync {
     this.resyncing = false; // the next socket resumes from canvasSeq anyway
     for (const t of ['resumeTimer', 'heartbeatTimer', 'resendTimer'] as const) this.clearTimer(t);
     for (const p of this.pending.values()) p.sent = false; // resent once live again
+    this.presenceDue = this.presenceFrame !== null; // the server announced our leave: say it again
     this.retire(ws, 'now');
     this.scheduleReconnect();
+    this.emitLive(false);
+  }
+
+  private emitLive(live: boolean): void {
+    try {
+      this.opts.onLive?.(live);
+    } catch (err) {
+      this.report(err);
+    }
   }
 
   /**
@@ -545,7 +610,7 @@ export class CanvasSync {
     return Math.ceil(((1 - this.tokens) / rate) * 1000);
   }
 
-  /** Sends unsent pending mutations, paced by the token bucket, if live and not backing off after a rate limit. */
+  /** Sends unsent pending mutations, then a due presence, paced by the token bucket, if live and not backing off after a rate limit. */
   private flush(): void {
     const ws = this.ws;
     if (!this.live || !ws || this.resendTimer) return;
@@ -555,6 +620,11 @@ export class CanvasSync {
       if (wait > 0) return this.scheduleResend(wait);
       if (!this.sendOn(ws, p.frame)) return;
       p.sent = true;
+    }
+    if (this.presenceDue && this.presenceFrame) {
+      const wait = this.takeToken();
+      if (wait > 0) return this.scheduleResend(wait);
+      if (this.sendOn(ws, this.presenceFrame)) this.presenceDue = false;
     }
   }
 
@@ -592,12 +662,22 @@ export class CanvasSync {
     const p = this.pending.get(clientOpId);
     if (!p) return; // a late answer to a resend: already settled
     this.pending.delete(clientOpId);
+    if (outcome.type !== 'ack') this.issued.delete(clientOpId); // no delta will come
     for (const resolve of p.resolvers) resolve(outcome);
   }
 
   private emitChange(delta: DeltaMessage | null): void {
     try {
       this.opts.onChange?.(this.blocks, delta);
+    } catch (err) {
+      this.report(err);
+    }
+  }
+
+  /** Runs a host callback; what it throws is reported, never let into the socket handling. */
+  private callback(fn: () => void): void {
+    try {
+      fn();
     } catch (err) {
       this.report(err);
     }
@@ -631,6 +711,8 @@ export class CanvasSync {
         this.seq = m.watermark;
         this.canvasSeq = m.canvas_watermark;
         this.hasSnapshot = true;
+        // deltas up to the watermark will not come: only ops still unanswered may have one ahead
+        for (const id of [...this.issued]) if (!this.pending.has(id)) this.issued.delete(id);
         this.textsSee(null);
         this.emitChange(null);
         return;
@@ -643,6 +725,7 @@ export class CanvasSync {
         else if (m.block) this.blocks.set(m.block_id, m.block);
         this.textsSee(m);
         this.emitChange(m);
+        if (m.client_op_id) this.issued.delete(m.client_op_id);
         return;
       case 'resumed':
         if (this.resyncing) {
@@ -656,6 +739,7 @@ export class CanvasSync {
         this.startHeartbeat(ws);
         for (const w of this.readyWaiters.splice(0)) w.resolve();
         this.flush();
+        this.emitLive(true);
         return;
       case 'ack':
       case 'conflict':
@@ -664,6 +748,13 @@ export class CanvasSync {
         return;
       case 'error':
         return this.onErrorFrame(ws, m);
+      case 'hello':
+        return this.callback(() => this.opts.onHello?.(m));
+      case 'access':
+        return this.callback(() => this.opts.onAccess?.(m));
+      case 'presence':
+      case 'presence_leave':
+        return this.callback(() => this.opts.onPresence?.(m));
       default:
         return;
     }
@@ -703,6 +794,11 @@ export class CanvasSync {
       // the server could not process some message and did not say which: resend whatever is in
       // flight (safe: a repeated client_op_id is answered with its original result)
       for (const p of this.pending.values()) p.sent = false;
+      this.presenceDue = this.presenceFrame !== null;
+      this.scheduleResend(m.retry_after_ms);
+    } else if (code === 'rate_limited') {
+      // a message without client_op_id was dropped (a presence, a ping or a resume): the presence may have been it
+      this.presenceDue = this.presenceFrame !== null;
       this.scheduleResend(m.retry_after_ms);
     }
   }

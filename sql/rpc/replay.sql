@@ -127,7 +127,8 @@ begin
       'blocks', coalesce((select jsonb_agg(internal.block_json(b) order by b.y_order) from app.blocks b
                           where b.canvas_id = c.canvas_id), '[]'),
       'watermark', c.last_seq,
-      'canvas_watermark', c.last_canvas_seq)
+      'canvas_watermark', c.last_canvas_seq,
+      'flags', api.get_canvas_flags(p_canvas_id))
       || case when p_since_seq is null then '{}'
               else jsonb_build_object('since', api.get_canvas_changes(p_canvas_id, p_since_seq, 1000)) end
     from app.canvases c where c.canvas_id = p_canvas_id);
@@ -135,8 +136,8 @@ end $$;
 
 comment on function api.get_canvas_snapshot(uuid, bigint) is
   'Canvas, blocks in rank order, and the watermarks they are consistent with: watermark (server_seq) and canvas_watermark (canvas_seq: the '
-  'blocks are the result of the canvas''s operations 1 .. canvas_watermark; resume with api.get_canvas_changes_since from it). With since_seq '
-  'also the operations after it.';
+  'blocks are the result of the canvas''s operations 1 .. canvas_watermark; resume with api.get_canvas_changes_since from it), and the '
+  'canvas''s feature flags ({name: boolean}, api.get_canvas_flags). With since_seq also the operations after it.';
 
 grant execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_changes_since(uuid, bigint, integer),
                           api.get_canvas_snapshot(uuid, bigint)

@@ -110,6 +110,18 @@ export interface AppEndpointLimits {
   window_seconds: number;
 }
 
+export interface AppFeatureFlags {
+  allow_canvases: Generated<string[]>;
+  allow_workspaces: Generated<string[]>;
+  deny_canvases: Generated<string[]>;
+  deny_workspaces: Generated<string[]>;
+  description: Generated<string>;
+  name: string;
+  rollout_percent: Generated<Numeric>;
+  updated_at: Generated<Timestamp>;
+  updated_by: string | null;
+}
+
 export interface AppPresence {
   canvas_id: string;
   last_active_at: Generated<Timestamp>;
@@ -203,6 +215,7 @@ export interface DB {
   "app.canvases": AppCanvases;
   "app.embedding_outbox": AppEmbeddingOutbox;
   "app.endpoint_limits": AppEndpointLimits;
+  "app.feature_flags": AppFeatureFlags;
   "app.presence": AppPresence;
   "app.rate_limits": AppRateLimits;
   "app.refresh_tokens": AppRefreshTokens;

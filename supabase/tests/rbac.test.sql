@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(314);
+select plan(332);
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixture: workspace A (owner, admin, editor, viewer) with canvases A1 (one block, presence),
@@ -147,6 +147,11 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
   -- a per-user counter: a no-op without a user (the HTTP layer keys anonymous endpoints itself)
   ('api.hit_endpoint_limit(text,boolean)', $$api.hit_endpoint_limit('A1')$$,
      'ok', 'ok', 'ok', 'ok', 'ok', 'ok'),
+  -- canary flags: members read their canvas's flags; only service_role changes flags
+  ('api.get_canvas_flags(uuid)', $$api.get_canvas_flags({a1})$$,
+     'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
+  ('api.set_feature_flag(text,numeric,text,uuid[],uuid[],uuid[],uuid[])', $$api.set_feature_flag('rbac-flag', 1)$$,
+     'forbidden', 'forbidden', 'forbidden', 'forbidden', 'forbidden', 'unauthorized'),
   ('api.upsert_block_atomic(uuid,uuid,text,text,integer,jsonb)',
      $$api.upsert_block_atomic({a1}, null, 'create', 'rbac-op', null, '{"type":"text"}')$$,
      'ok', 'ok', 'ok', 'forbidden', 'not_found', 'unauthorized'),

@@ -34,7 +34,7 @@ describe('the API reference page', () => {
     const outside: string[] = [];
     page.on('request', (req) => { if (!req.url().startsWith(server.url)) outside.push(req.url()); });
     await page.goto(`${server.url}/docs/api`);
-    await page.locator('.opblock').first().waitFor({ timeout: 20_000 });
+    await page.locator('.opblock').first().waitFor({ timeout: 45_000 });
 
     const rendered = await page.$$eval('.opblock', (blocks) => blocks.map((b) => {
       const method = b.querySelector('.opblock-summary-method')?.textContent?.trim() ?? '';

@@ -1,27 +1,35 @@
-// npm run db:migrate [-- --database-url URL]
-// Applies compat schemas, supabase/migrations and sql/ sources, then Graphile Worker's schema.
+// npm run db:migrate [-- --database-url URL] [--strict]
+// Applies compat schemas and supabase/migrations (which hold every function, policy and grant),
+// then Graphile Worker's own installer (a no-op when the migrations installed its current schema).
+// When sql/ has changes no migration holds, it applies sql/ on top and says to run
+// `npm run db:migration -- <name>`; --strict (deploys, CI) refuses instead (src/db/migrate.ts).
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
 import { loadConfig } from '../src/config.ts';
-import { migrate, MigrationChangedError } from '../src/db/migrate.ts';
+import { migrate, MigrationChangedError, SourcesDriftError } from '../src/db/migrate.ts';
 
-const { values } = parseArgs({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' } } });
 const url = values['database-url'] ?? loadConfig().databaseUrl;
 const root = fileURLToPath(new URL('..', import.meta.url));
 const sql = postgres(url, { max: 1, onnotice: () => {} });
 const log = (line: string) => console.log(`  applied  ${line}`);
 try {
   const started = Date.now();
-  const result = await migrate(sql, { root, log });
+  const result = await migrate(sql, { root, log, strict: values.strict });
+  if (result.drift.length > 0) {
+    console.warn(`warning: sql/ has changes no migration holds:\n${result.drift.map((l) => `  ${l}\n`).join('')}` +
+      (result.sources ? '  sql/ was applied on top of the migrations for development.\n' : '') +
+      '  Run `npm run db:migration -- <name>` and commit the migration with sql/ (npm test fails until then).');
+  }
   await runMigrations({ connectionString: url, logger: undefined });
   const changed = result.compat.length + result.migrations.length + (result.sources ? 1 : 0);
   if (!values.quiet || changed > 0) {
     console.log(`migrate ${new URL(url).pathname.slice(1)}: ${changed === 0 ? 'up to date' : `${changed} step(s) applied`} (${Date.now() - started} ms)`);
   }
 } catch (err) {
-  if (err instanceof MigrationChangedError) console.error(`migrate refused: ${err.message}`);
+  if (err instanceof MigrationChangedError || err instanceof SourcesDriftError) console.error(`migrate refused: ${err.message}`);
   else console.error(`migrate failed: ${(err as Error).message}`);
   process.exitCode = 1;
 } finally {

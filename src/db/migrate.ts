@@ -1,24 +1,30 @@
-import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Sql, TransactionSql } from 'postgres';
+import { graphileWorkerRevision } from './graphile-schema.ts';
+import { describeDrift, hasDrift, listSql, sha256, sourceFiles, sourcesDrift } from './sources.ts';
 
 /**
- * Applies Potentia's database objects in three layers:
+ * Applies Potentia's database objects:
  *  1. compatibility schemas (`sql/compat/<schema>.sql`) for `auth` and `realtime`, only where the
  *     schema is absent or was created by us — on Supabase the real ones are left alone;
  *  2. `supabase/migrations/*.sql` in order, one transaction each, recorded in
  *     `supabase_migrations.schema_migrations` (the Supabase CLI's table); an applied migration
- *     whose content changed is refused;
- *  3. the re-runnable sources in `sql/` (functions, triggers, policies, grants), re-applied only
- *     when their content changed.
+ *     whose content changed is refused. The migrations hold everything, functions and policies
+ *     included: `npm run db:migration` copies what changed in `sql/` into a new one.
+ *  3. only when `sql/` has changes no migration holds yet (the development loop): all of `sql/` is
+ *     applied on top, and `drift` says which files, so the caller can tell the developer to run
+ *     `npm run db:migration`. With `strict` it refuses instead, before applying anything (deploys).
+ *     A database that got `sql/` this way gets it again once the files differ from what it got,
+ *     so reverting an experiment reverts the database too.
  */
 export type MigrateOptions = {
   root: string;
   log?: (line: string) => void;
+  strict?: boolean;
 };
 
-export type MigrateResult = { compat: string[]; migrations: string[]; sources: boolean };
+export type MigrateResult = { compat: string[]; migrations: string[]; sources: boolean; drift: string[] };
 
 const COMPAT_MARK = 'potentia compatibility schema';
 const MIGRATE_LOCK = 7_303_030_001; // advisory lock key: one migrator at a time per database
@@ -32,18 +38,20 @@ export class MigrationChangedError extends Error {
   }
 }
 
-const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
-
-async function listSql(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { withFileTypes: true, recursive: true });
-  return entries
-    .filter((e) => e.isFile() && e.name.endsWith('.sql'))
-    .map((e) => join(e.parentPath ?? (e as unknown as { path: string }).path, e.name))
-    .sort();
+export class SourcesDriftError extends Error {
+  constructor(readonly drift: string[]) {
+    super(
+      `sql/ has changes no migration holds (${drift.join('; ')}). ` +
+        'Run `npm run db:migration -- <name>`, commit the new migration, then migrate.',
+    );
+  }
 }
 
-export async function migrate(sql: Sql, { root, log = () => {} }: MigrateOptions): Promise<MigrateResult> {
-  const result: MigrateResult = { compat: [], migrations: [], sources: false };
+export async function migrate(sql: Sql, { root, log = () => {}, strict = false }: MigrateOptions): Promise<MigrateResult> {
+  const result: MigrateResult = { compat: [], migrations: [], sources: false, drift: [] };
+  const drift = await sourcesDrift(root, graphileWorkerRevision);
+  result.drift = describeDrift(drift);
+  if (strict && hasDrift(drift)) throw new SourcesDriftError(result.drift);
   await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
     await tx.unsafe(`
@@ -97,17 +105,20 @@ export async function migrate(sql: Sql, { root, log = () => {} }: MigrateOptions
     }
   }
 
-  // 3. re-runnable sources, all together so their order inside sql/ only matters for triggers
-  const sources = (await listSql(join(root, 'sql'))).filter((f) => !f.includes('/sql/compat/'));
-  const texts = await Promise.all(sources.map(async (f) => [relative(root, f), await readFile(f, 'utf8')] as const));
-  const known = new Map(
-    (await sql`select path, checksum from supabase_migrations.potentia_sources`).map((r) => [r.path as string, r.checksum as string]),
+  // 3. sql/ on top, only while it has changes no migration holds (or the database got an earlier
+  //    state of sql/ that way): all files, in the order the generated migrations use
+  const sources = await sourceFiles(root);
+  const recorded = new Map(
+    (await sql`select path, checksum from supabase_migrations.potentia_sources where path not like 'sql/compat/%'`)
+      .map((r) => [r.path as string, r.checksum as string]),
   );
-  if (texts.some(([path, text]) => known.get(path) !== sha256(text))) {
+  const sourcesDrifted = drift.changed.length + drift.added.length + drift.removed.length > 0;
+  const sameAsRecorded = recorded.size === sources.length && sources.every((f) => recorded.get(f.path) === f.sha256);
+  if (!strict && (sourcesDrifted || recorded.size > 0) && !sameAsRecorded) {
     await sql.begin(async (tx) => {
       await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
       await tx`set local check_function_bodies = off`;
-      for (const [path, text] of texts) {
+      for (const { path, text } of sources) {
         try {
           await tx.unsafe(text);
         } catch (err) {
@@ -115,9 +126,11 @@ export async function migrate(sql: Sql, { root, log = () => {} }: MigrateOptions
         }
         await recordSource(tx, path, text);
       }
+      await tx`delete from supabase_migrations.potentia_sources
+               where path not like 'sql/compat/%' and path <> all(${sources.map((f) => f.path)})`;
     });
     result.sources = true;
-    log(`sql sources (${texts.length} files)`);
+    log(`sql sources (${sources.length} files)`);
   }
   return result;
 }

@@ -1,10 +1,11 @@
-import { mkdtempSync, cpSync, writeFileSync, appendFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, cpSync, writeFileSync, appendFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
-import { migrate, MigrationChangedError } from '../../src/db/migrate.ts';
+import { generateMigration } from '../../src/db/generate-migration.ts';
+import { migrate, MigrationChangedError, SourcesDriftError } from '../../src/db/migrate.ts';
 
 // Each test migrates its own scratch database from a copy of the repository's SQL.
 const repoRoot = new URL('../..', import.meta.url).pathname;
@@ -22,6 +23,9 @@ describe('npm run db:migrate', () => {
     await admin.unsafe(`create database ${scratchName}`);
     root = mkdtempSync(join(tmpdir(), 'potentia-migrate-'));
     for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(root, dir), { recursive: true });
+    // the copy starts with sql/ and the migrations in agreement, whatever the checkout's state
+    // (tests/integration/migrations.test.ts is the one that fails on disagreement)
+    await generateMigration(root, 'sync');
     sql = postgres(scratchUrl, { max: 1, onnotice: () => {} });
   });
   afterAll(async () => {
@@ -31,17 +35,72 @@ describe('npm run db:migrate', () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  it('applies compat schemas, every migration and the sql/ sources on a fresh database', async () => {
+  it('applies compat schemas and every migration on a fresh database; the migrations hold the functions', async () => {
     const result = await migrate(sql, { root });
     expect(result.compat).toEqual(['auth', 'realtime']);
     expect(result.migrations.length).toBeGreaterThan(0);
-    expect(result.sources).toBe(true);
+    expect(result).toMatchObject({ sources: false, drift: [] }); // nothing from sql/ beside the migrations
     const rows = await sql`select version, name from supabase_migrations.schema_migrations order by version`;
     expect(rows.map((r) => r.name)).toContain('foundation');
+    const [fn] = await sql`select to_regprocedure('api.upsert_block_atomic(uuid,uuid,text,text,integer,jsonb)')::text as f`;
+    expect(fn?.f).toBe('api.upsert_block_atomic(uuid,uuid,text,text,integer,jsonb)');
   });
 
   it('is a no-op the second time', async () => {
-    expect(await migrate(sql, { root })).toEqual({ compat: [], migrations: [], sources: false });
+    expect(await migrate(sql, { root })).toEqual({ compat: [], migrations: [], sources: false, drift: [] });
+  });
+
+  describe('sql/ changed without a new migration', () => {
+    const file = () => join(root, 'sql/rpc/errors.sql');
+    let original: string;
+    const probe = async () => (await sql`select obj_description('internal.migrate_probe()'::regprocedure) as d`)[0]?.d;
+    beforeAll(() => { original = readFileSync(file(), 'utf8'); });
+
+    it('--strict refuses before applying anything, naming the file', async () => {
+      writeFileSync(file(), `${original}
+create or replace function internal.migrate_probe() returns int language sql as $$ select 1 $$;
+` +
+        `comment on function internal.migrate_probe() is 'first';
+`);
+      const attempt = migrate(sql, { root, strict: true });
+      await expect(attempt).rejects.toBeInstanceOf(SourcesDriftError);
+      await expect(attempt).rejects.toThrow(/sql\/rpc\/errors\.sql changed since supabase\/migrations\/\d+_\w+\.sql.*npm run db:migration -- <name>/);
+      const [row] = await sql`select to_regprocedure('internal.migrate_probe()') as f`;
+      expect(row?.f).toBeNull();
+    });
+
+    it('applies sql/ on top for development and names the drift; once only', async () => {
+      const result = await migrate(sql, { root });
+      expect(result).toMatchObject({ sources: true, migrations: [] });
+      expect(result.drift).toEqual([expect.stringMatching(/^sql\/rpc\/errors\.sql changed since supabase\/migrations\/\d+_\w+\.sql$/)]);
+      expect(await probe()).toBe('first');
+      expect(await migrate(sql, { root })).toMatchObject({ sources: false, drift: result.drift });
+    });
+
+    it('applies sql/ again when it changes again, and when the change is reverted', async () => {
+      writeFileSync(file(), readFileSync(file(), 'utf8').replace("is 'first'", "is 'second'"));
+      expect((await migrate(sql, { root })).sources).toBe(true);
+      expect(await probe()).toBe('second');
+      writeFileSync(file(), original);
+      expect(await migrate(sql, { root })).toMatchObject({ sources: true, drift: [] });
+      // reverting the file does not drop what it created (a source must drop what it no longer makes)…
+      expect(await probe()).toBe('second');
+      // …but everything the sources define is back to the migrations' version, and stays put
+      expect(await migrate(sql, { root })).toMatchObject({ sources: false, drift: [] });
+      await sql`drop function internal.migrate_probe()`;
+    });
+
+    it('a generated migration carries the change; the database then needs nothing from sql/', async () => {
+      writeFileSync(file(), `${original}
+comment on function internal.lexorank_between(text, text) is 'generated';
+`);
+      const generated = await generateMigration(root, 'errors_comment');
+      expect(generated?.included).toEqual(['sql/rpc/errors.sql', 'sql/security/public_execute.sql']);
+      const result = await migrate(sql, { root, strict: true });
+      expect(result).toMatchObject({ migrations: [generated!.file], sources: false, drift: [] });
+      const [row] = await sql`select obj_description('internal.lexorank_between(text,text)'::regprocedure) as d`;
+      expect(row?.d).toBe('generated');
+    });
   });
 
   it('applies a new migration once, in its own transaction', async () => {

@@ -8,10 +8,12 @@ import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
 import { loadConfig } from '../src/config.ts';
+import { connectionUrls } from '../src/db/pooling.ts';
 import { migrate, MigrationChangedError, SourcesDriftError } from '../src/db/migrate.ts';
 
 const { values } = parseArgs({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' } } });
-const url = values['database-url'] ?? loadConfig().databaseUrl;
+// migrations take a direct connection (DIRECT_DATABASE_URL when DATABASE_URL is a pooler), as on Supabase
+const url = values['database-url'] ?? connectionUrls(loadConfig()).direct;
 const root = fileURLToPath(new URL('..', import.meta.url));
 const sql = postgres(url, { max: 1, onnotice: () => {} });
 const log = (line: string) => console.log(`  applied  ${line}`);

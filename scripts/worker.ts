@@ -8,7 +8,7 @@ import { startWorker } from '../src/worker/runtime.ts';
 
 const config = loadConfig();
 const logger = pino({ level: config.logLevel });
-const worker = await startWorker({ databaseUrl: config.databaseUrl, worker: config.worker, embedding: config.embedding, logger });
+const worker = await startWorker({ databaseUrl: config.databaseUrl, directDatabaseUrl: config.directDatabaseUrl, worker: config.worker, embedding: config.embedding, logger });
 console.log(`potentia worker ${worker.workerId} running (pid ${process.pid}, concurrency ${config.worker.concurrency}, provider ${worker.provider.model})`);
 
 // queue depth, job outcomes and the breaker state for Prometheus, only when a port is configured

@@ -13,6 +13,9 @@ const EnvSchema = z.object({
   POTENTIA_PROFILE: z.enum(['standard', 'development']).default('standard'),
   DATABASE_URL: z.string().url().default('postgres://postgres:postgres@127.0.0.1:5432/potentia'),
   TEST_DATABASE_URL: z.string().url().optional(),
+  // Supabase's split: DATABASE_URL may be a transaction pooler (PgBouncer, Supavisor :6543);
+  // what needs a session of its own (logical replication, LISTEN, migrations) uses this one
+  DIRECT_DATABASE_URL: z.string().url().optional(),
   HOST: z.string().default('127.0.0.1'),
   PORT: z.coerce.number().int().min(0).max(65535).default(54321),
   DB_POOL_MAX: z.coerce.number().int().min(1).default(10),
@@ -60,6 +63,11 @@ export type Config = {
   /** `development`: relaxed endpoint rate limits (see POTENTIA_PROFILE above). */
   profile: 'standard' | 'development';
   databaseUrl: string;
+  /**
+   * A direct connection to the same database (DIRECT_DATABASE_URL) when `databaseUrl` is a
+   * transaction pooler; unset = `databaseUrl` is direct. See src/db/pooling.ts.
+   */
+  directDatabaseUrl?: string;
   host: string;
   port: number;
   dbPoolMax: number;
@@ -130,6 +138,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     env: e.NODE_ENV,
     profile: e.POTENTIA_PROFILE,
     databaseUrl: e.DATABASE_URL,
+    directDatabaseUrl: e.DIRECT_DATABASE_URL,
     host: e.HOST,
     port: e.PORT,
     dbPoolMax: e.DB_POOL_MAX,

@@ -4,6 +4,7 @@ import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from './auth/jwt.ts';
 import type { Config } from './config.ts';
 import { createDatabase, type Database } from './db/index.ts';
+import { connectionUrls } from './db/pooling.ts';
 import { createApp } from './http/app.ts';
 import { ApiError, rawErrorResponse } from './http/errors.ts';
 import type { Deps } from './http/env.ts';
@@ -24,13 +25,15 @@ export type ServerOptions = {
 };
 
 export async function startServer(config: Config, opts: ServerOptions = {}): Promise<Server> {
-  const database = createDatabase(config.databaseUrl, { max: config.dbPoolMax, applicationName: 'potentia-server' });
+  // DATABASE_URL may be a transaction pooler; what needs a session uses the direct URL (db/pooling.ts)
+  const urls = connectionUrls(config);
+  const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-server', prepare: !urls.transactionPooler });
   const metrics = createMetrics();
   metrics.poolMax.set(config.dbPoolMax);
   let worker: WorkerRuntime | undefined;
   if (opts.worker) {
     try {
-      worker = await startWorker({ databaseUrl: config.databaseUrl, worker: config.worker, embedding: config.embedding, metrics,
+      worker = await startWorker({ databaseUrl: urls.pooled, directDatabaseUrl: urls.direct, worker: config.worker, embedding: config.embedding, metrics,
                                    logger: opts.logger ?? pino({ level: config.logLevel }) });
     } catch (err) {
       await database.close();
@@ -52,7 +55,8 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   });
   let gateway: Gateway | undefined;
   if (opts.realtime !== false) {
-    gateway = createGateway({ databaseUrl: config.databaseUrl, sql: database.sql, auth: config.auth, logger: deps.logger, limits: opts.realtime?.limits });
+    // the bus's logical replication stream needs a walsender session of its own: direct
+    gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, auth: config.auth, logger: deps.logger, limits: opts.realtime?.limits });
     gateway.attach(http as import('node:http').Server);
     try {
       await gateway.start();

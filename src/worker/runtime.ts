@@ -2,17 +2,20 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { Logger as GraphileLogger, run, type Runner, type TaskList, type WorkerEvents, type WorkerPool } from 'graphile-worker';
 import { pino, type Logger } from 'pino';
-import pg from 'pg';
 import postgres, { type Sql } from 'postgres';
 import type { EmbeddingConfig, WorkerConfig } from '../config.ts';
 import { reconnectBackoffSeconds } from '../db/index.ts';
+import { connectionUrls } from '../db/pooling.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
 import { CircuitBreaker, type BreakerState } from './breaker.ts';
 import { createProvider, type EmbeddingProvider } from './providers.ts';
+import { QueuePool } from './queue-pool.ts';
 import { createTaskList, type TaskContext } from './tasks.ts';
 
 export type WorkerRuntimeOptions = {
   databaseUrl: string;
+  /** DIRECT_DATABASE_URL when databaseUrl is a transaction pooler (src/db/pooling.ts). */
+  directDatabaseUrl?: string;
   worker: WorkerConfig;
   embedding: EmbeddingConfig;
   /** Overrides the provider the embedding config selects. */
@@ -50,8 +53,10 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   const { worker: cfg } = opts;
   const log = opts.logger ?? pino({ level: 'info' });
   const metrics = opts.metrics ?? createMetrics();
-  const sql: Sql = postgres(opts.databaseUrl, {
+  const urls = connectionUrls(opts);
+  const sql: Sql = postgres(urls.pooled, {
     max: cfg.concurrency + 2, onnotice: () => {}, connection: { application_name: 'potentia-worker' }, backoff: reconnectBackoffSeconds,
+    prepare: !urls.transactionPooler,
   });
   const provider = opts.provider ?? createProvider(opts.embedding);
   const breaker = new CircuitBreaker({
@@ -84,8 +89,12 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   });
 
   // Graphile Worker's own pool, named so operators (and the fault tests) can tell its connections
-  // apart; a connection the server terminates while idle is an 'error' event to log, not a crash
-  const queuePool = new pg.Pool({ connectionString: opts.databaseUrl, max: cfg.concurrency + 2, application_name: 'potentia-worker-queue' });
+  // apart; a connection the server terminates while idle is an 'error' event to log, not a crash.
+  // Behind a transaction pooler its LISTEN client is a direct connection (queue-pool.ts).
+  const queuePool = new QueuePool(urls, { max: cfg.concurrency + 2, applicationName: 'potentia-worker-queue' });
+  events.on('pool:listen:success', ({ client }) => {
+    if (!queuePool.isDirect(client)) log.error('Graphile Worker LISTENs through the transaction pooler: new jobs wait for the next poll');
+  });
   const lost = (err: Error) => log.warn({ err: err.message }, 'worker queue connection lost; the pool reconnects');
   queuePool.on('error', lost);
   queuePool.on('connect', (client) => client.on('error', lost));
@@ -93,6 +102,8 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   try {
     runner = await run({
       pgPool: queuePool,
+      // named statements do not survive a transaction pooler (src/db/pooling.ts)
+      noPreparedStatements: urls.transactionPooler,
       concurrency: cfg.concurrency,
       pollInterval: cfg.pollIntervalMs,
       taskList,

@@ -1,0 +1,198 @@
+// Potentia through PgBouncer in transaction pool mode, split as on Supabase (src/db/pooling.ts):
+// a pooler started for this file by scripts/pgbouncer (deploy/pgbouncer/pgbouncer.ini, which
+// resets every server connection after each transaction, so reliance on session state breaks
+// at once), a server with its realtime gateway and an in-process worker whose DATABASE_URL is
+// the pooler and whose DIRECT_DATABASE_URL is Postgres. Concurrent HTTP mutations, their H1
+// deltas and the embedding jobs they cause all work, and the pooler's admin console (SHOW POOLS,
+// SHOW CLIENTS, SHOW STATS) shows that the traffic went through it, on fewer server connections
+// than clients. Two probes show what breaks without the changes: named prepared statements and
+// session settings.
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import type { Database } from '../../src/db/index.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas } from '../helpers/fixtures.ts';
+import { openH1, type H1Conn } from '../helpers/h1.ts';
+import { tokenFor } from '../helpers/http.ts';
+import { fastWorker, waitFor } from '../helpers/worker.ts';
+
+const run = promisify(execFile);
+/** Server connections per database and user: fewer than the clients below, so they share them. */
+const POOL_SIZE = 5;
+const direct = testDatabaseUrl();
+const dbName = decodeURIComponent(new URL(direct).pathname.slice(1));
+
+let port = 0;
+let runDir = '';
+let pooled = '';
+let pgbouncerEnv: NodeJS.ProcessEnv = {};
+let admin: pg.Client;
+let db: Database;
+let server: Server | undefined;
+let started = false;
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const p = (s.address() as { port: number }).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return p;
+}
+
+/** One admin console command (simple query protocol, the only one the console speaks). */
+async function show(what: 'pools' | 'clients' | 'stats'): Promise<Record<string, string>[]> {
+  const res = await admin.query(`show ${what}`);
+  return res.rows.filter((r: Record<string, string>) => r.database === dbName);
+}
+
+beforeAll(async () => {
+  port = await freePort();
+  runDir = mkdtempSync(join(tmpdir(), 'potentia-pgbouncer-test-'));
+  pgbouncerEnv = { ...process.env, DIRECT_DATABASE_URL: direct, PGBOUNCER_PORT: String(port), PGBOUNCER_RUN_DIR: runDir,
+                   PGBOUNCER_POOL_SIZE: String(POOL_SIZE) };
+  try {
+    await run('bash', ['scripts/pgbouncer', 'start'], { env: pgbouncerEnv });
+  } catch (err) {
+    // no pgbouncer is a failure, never a skip: scripts/setup installs it
+    throw new Error(`scripts/pgbouncer start failed: ${(err as { stderr?: string }).stderr || (err as Error).message}`);
+  }
+  started = true;
+  const url = new URL(direct);
+  url.hostname = '127.0.0.1';
+  url.port = String(port);
+  pooled = url.toString();
+  url.pathname = '/pgbouncer';
+  admin = new pg.Client({ connectionString: url.toString(), application_name: 'potentia-test-admin' });
+  await admin.connect();
+  db = testDatabase(3);
+});
+
+afterAll(async () => {
+  await server?.stop();
+  await admin?.end().catch(() => {});
+  await db?.close();
+  if (started) await run('bash', ['scripts/pgbouncer', 'stop'], { env: pgbouncerEnv });
+  if (runDir) rmSync(runDir, { recursive: true, force: true });
+});
+
+describe('what transaction pooling breaks (and why Potentia avoids it)', () => {
+  it('a named prepared statement is gone in the next transaction: postgres.js prepare:true fails (26000), prepare:false works', async () => {
+    const named = postgres(pooled, { max: 1, prepare: true, onnotice: () => {} });
+    const unnamed = postgres(pooled, { max: 1, prepare: false, onnotice: () => {} });
+    try {
+      const once = (sql: postgres.Sql) => sql.begin((tx) => tx`select ${7}::int as n`);
+      expect((await once(named))[0]!.n).toBe(7); // prepared on the server connection of this transaction
+      await expect(once(named)).rejects.toMatchObject({ code: '26000' }); // … which the next one lacks (reset here; a busy pooler hands it another connection)
+      for (let i = 0; i < 3; i++) expect((await once(unnamed))[0]!.n).toBe(7);
+    } finally {
+      await named.end();
+      await unnamed.end();
+    }
+  });
+
+  it('a session setting is lost after its transaction; a transaction-local one holds within it (src/db/request.ts)', async () => {
+    const sql = postgres(pooled, { max: 1, prepare: false, onnotice: () => {} });
+    try {
+      await sql`select set_config('statement_timeout', '1234', false)`;
+      expect((await sql`show statement_timeout`)[0]!.statement_timeout).not.toBe('1234ms');
+      const inside = await sql.begin(async (tx) => {
+        await tx`select set_config('statement_timeout', '1234', true)`;
+        return (await tx`show statement_timeout`)[0]!.statement_timeout;
+      });
+      expect(inside).toBe('1234ms');
+    } finally {
+      await sql.end();
+    }
+  });
+});
+
+describe('a server, its realtime gateway and a worker through the pooler', () => {
+  it('serves concurrent HTTP mutations, streams their H1 deltas and runs their jobs; the admin console shows the pooling', async () => {
+    const config = loadConfig({ ...process.env, LOG_LEVEL: 'silent' });
+    server = await startServer({
+      ...config, databaseUrl: pooled, directDatabaseUrl: direct, port: 0,
+      // a job must start because Graphile Worker's LISTEN (a direct connection) hears it is
+      // added: the poll alone would take a minute
+      worker: fastWorker({ pollIntervalMs: 60_000 }),
+    }, { worker: true });
+    expect(server.gateway, 'the realtime gateway started').toBeDefined();
+    // the bus's logical replication stream is up (through the pooler it never would be: the bus
+    // would fall back to reading the table)
+    await Promise.race([server.gateway!.bus.ready(), new Promise((_, reject) =>
+      setTimeout(() => reject(new Error('the realtime replication stream did not start within 10 s')), 10_000).unref())]);
+
+    const { canvasId, users } = await createCanvas(db.sql, ['admin', 'editor', 'viewer']);
+    const writers = [users.owner!, users.admin!, users.editor!];
+    const tokens = await Promise.all(writers.map((u) => tokenFor(server!, u)));
+    const reader: H1Conn = await openH1(server.url, canvasId, await tokenFor(server, users.viewer!));
+    await reader.next((m) => m.type === 'hello');
+    reader.send({ type: 'resume', since_canvas_seq: 0 });
+    await reader.next((m) => m.type === 'resumed');
+    const [before] = await show('stats');
+
+    // 12 mutations at once from 3 users (the endpoint allows 10/s each) over 5 server connections
+    const tag = `pooled${randomUUID().slice(0, 8)}`;
+    const results = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
+      const res = await fetch(`${server!.url}/api/v1/canvas/${canvasId}/mutate`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tokens[i % 3]}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ action: 'create', client_op_id: randomUUID(), patch: { type: 'text', content: { text: `${tag} block ${i}` } } }),
+      });
+      return { status: res.status, body: await res.json() as { status: string; canvas_seq: number; block: { block_id: string } } };
+    }));
+    for (const r of results) expect(r, JSON.stringify(r.body)).toMatchObject({ status: 200, body: { status: 'success' } });
+    const ids = results.map((r) => r.body.block.block_id);
+
+    // H1: one delta per mutation, canvas_seq 1..12 without a gap (the bus streams from the direct URL)
+    const seqs: number[] = [];
+    for (let i = 0; i < 12; i++) seqs.push(((await reader.next((m) => m.type === 'delta')) as { canvas_seq: number }).canvas_seq);
+    expect(seqs).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expect(server.gateway!.bus.streaming()).toBe(true);
+    reader.ws.close();
+
+    // jobs: every block gets its embedding, well before the 60 s poll
+    await waitFor('every block embedded', async () => {
+      const [r] = await db.sql`select count(*)::int as n from app.blocks
+                               where block_id = any(${ids}::uuid[]) and embedded_hash = content_hash`;
+      return r!.n === ids.length;
+    }, 15_000, 200);
+
+    // SHOW POOLS: one transaction-mode pool for the test database; its clients outnumber its
+    // server connections, which never exceed the pool size
+    const [pool] = await show('pools');
+    if (process.env.SHOW_POOLS) console.log(pool, (await show('clients')).map((c) => `${c.application_name} ${c.state}`));
+    expect(pool, 'a pool for the test database').toBeDefined();
+    expect(pool!.pool_mode).toBe('transaction');
+    const servers = ['sv_active', 'sv_idle', 'sv_used', 'sv_tested', 'sv_login'].reduce((n, k) => n + Number(pool![k]), 0);
+    const clients = Number(pool!.cl_active) + Number(pool!.cl_waiting);
+    expect(servers).toBeGreaterThan(0);
+    expect(servers).toBeLessThanOrEqual(POOL_SIZE);
+    expect(clients).toBeGreaterThan(POOL_SIZE);
+
+    // SHOW CLIENTS: the server's pool, the worker's and Graphile Worker's job queries came through
+    // the pooler; the replication stream and Graphile Worker's LISTEN client did not
+    const names = new Set((await show('clients')).map((c) => c.application_name));
+    for (const name of ['potentia-server', 'potentia-worker', 'potentia-worker-queue']) expect(names).toContain(name);
+    expect(names).not.toContain('potentia-realtime-bus');
+    expect(names).not.toContain('potentia-worker-queue-listen');
+    const unpooled = await db.sql<{ application_name: string; backend_type: string }[]>`
+      select application_name, backend_type from pg_stat_activity
+      where datname = ${dbName} and application_name in ('potentia-realtime-bus', 'potentia-worker-queue-listen')`;
+    expect(unpooled.map((r) => `${r.application_name} ${r.backend_type}`).sort())
+      .toEqual(['potentia-realtime-bus walsender', 'potentia-worker-queue-listen client backend']);
+
+    // SHOW STATS: the mutations' transactions (and the jobs') were counted by the pooler
+    const [after] = await show('stats');
+    expect(Number(after!.total_xact_count) - Number(before!.total_xact_count)).toBeGreaterThanOrEqual(12 + ids.length);
+  }, 60_000);
+});

@@ -5,6 +5,7 @@ import { withRequest } from '../src/db/request.ts';
 import { ApiError, apiErrorFromDatabase } from '../src/http/errors.ts';
 import type { Deps } from '../src/http/env.ts';
 import { createRouter, responses, z } from '../src/http/openapi.ts';
+import { TokenPair } from '../src/http/schemas.ts';
 
 /**
  * H5 refresh-token rotation, mounted at /api/v1/auth (the `auth` edge function). Rotation and
@@ -42,12 +43,9 @@ export function openRefreshToken(sealed: string, parentToken: string): string | 
   }
 }
 
-const TokenPair = z.object({
-  access_token: z.string(), refresh_token: z.string(), token_type: z.literal('bearer'), expires_in: z.number(),
-}).openapi('TokenPair');
-
 const refresh = createRoute({
-  method: 'post', path: '/refresh', summary: 'H5: exchange a refresh token for a new access token and refresh token',
+  method: 'post', path: '/refresh', operationId: 'refreshToken', tags: ['auth'],
+  summary: 'H5: exchange a refresh token for a new access token and refresh token',
   request: { body: { content: { 'application/json': { schema: z.object({ refresh_token: z.string().min(20).max(200) }).strict() } }, required: true } },
   responses: responses(200, 'a new token pair', TokenPair),
 });

@@ -3,6 +3,8 @@ import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
 import { callApi, mutationOutcome } from '../src/http/rpc.ts';
+import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, LeaveResult, MutationConflict, MutationResult, Permissions,
+  PresenceResult, Snapshot, TextOp } from '../src/http/schemas.ts';
 import { INT4_MAX, SEQ_MAX } from '../src/input-policy.ts';
 
 /**
@@ -13,71 +15,86 @@ const CanvasParams = z.object({ canvas_id: z.string().uuid() });
 const BlockParams = CanvasParams.extend({ block_id: z.string().uuid() });
 const Json = z.record(z.string(), z.unknown());
 
-// A text-unicode operation (ShareDB): skip n / insert "str" / delete {d: n}, counted in code points.
-const TextOp = z.array(z.union([
-  z.number().int().min(1).max(INT4_MAX),
-  z.string().min(1),
-  z.object({ d: z.union([z.number().int().min(1).max(INT4_MAX), z.string().min(1)]) }).strict(),
-])).openapi('TextOp', { description: 'text-unicode operation: n skips n code points, "str" inserts, {d: n} deletes n code points' });
-
-const MutationOp = z.object({
-  block_id: z.string().uuid().nullable().optional(),
-  action: z.enum(['create', 'update', 'move', 'delete']),
-  client_op_id: z.string().min(1).max(128),
-  base_version: z.number().int().min(1).max(INT4_MAX).nullable().optional(), // an integer parameter in SQL
+// The operation, one schema per action, with what the database requires of each
+// (api.upsert_block_atomic; docs/mutations.md "An operation").
+const clientOpId = z.string().min(1).max(128).openapi({ description: 'idempotency key: resending it never applies the operation twice' });
+const blockId = z.string().uuid();
+const baseVersion = z.number().int().min(1).max(INT4_MAX).openapi({ description: 'the block version this edit was made on' }); // int4 in SQL
+const content = Json.openapi({ description: 'JSON Merge Patch (RFC 7396) on the block content: null removes a key' });
+const type = z.string().regex(/^[a-z][a-z0-9_]{0,39}$/);
+const placement = {
+  parent_id: z.string().uuid().nullable().optional().openapi({ description: 'a block of the same canvas, or null (top level)' }),
+  y_order: z.string().regex(/^[0-9A-Za-z]{0,9}[1-9A-Za-z]$/).optional().openapi({ description: 'the LexoRank key itself' }),
+  after_id: z.string().uuid().nullable().optional().openapi({ description: 'right after this block (null: first); with neither, appended' }),
+};
+const CreateOp = z.object({
+  action: z.literal('create'),
+  block_id: blockId.optional().openapi({ description: 'generated when absent' }),
+  client_op_id: clientOpId,
+  patch: z.object({ type, content: content.optional().openapi({ description: 'the initial content (applied to {})' }), ...placement }).strict(),
+}).strict().openapi('CreateOp');
+const UpdateOp = z.object({
+  action: z.literal('update'), block_id: blockId, client_op_id: clientOpId, base_version: baseVersion,
   patch: z.object({
-    content: Json.optional().openapi({ description: 'JSON Merge Patch (RFC 7396) on the block content: null removes a key' }),
-    text: z.record(z.string(), TextOp).optional().openapi({ description: 'text operations by content key (update only), transformed against concurrent ones' }),
-    type: z.string().regex(/^[a-z][a-z0-9_]{0,39}$/).optional(),
-    parent_id: z.string().uuid().nullable().optional(),
-    y_order: z.string().regex(/^[0-9A-Za-z]{0,9}[1-9A-Za-z]$/).optional(),
-    after_id: z.string().uuid().nullable().optional(),
-  }).strict().default({}),
-}).strict().openapi('MutationOp');
-const MutateBody = z.union([MutationOp, z.object({ ops: z.array(MutationOp).min(1).max(100) }).strict()]);
-const MutationResult = z.object({
-  status: z.enum(['success']), server_seq: z.number(),
-  // per canvas 1, 2, 3, … without gaps, in commit order (server_seq is global, with gaps per canvas)
-  canvas_seq: z.number(), version: z.number(), block: Json.nullable(),
-  // the text operations as applied (transformed against those committed since base_version)
-  text: z.record(z.string(), TextOp).optional(),
-  // true when this client_op_id had been applied before: the original result, nothing applied again
-  duplicate: z.boolean().optional(),
-}).passthrough().openapi('MutationResult');
+    content: content.optional(),
+    text: z.record(z.string(), TextOp).optional().openapi({ description: 'text operations by content key, transformed against concurrent ones' }),
+    type: type.optional(),
+    ...placement,
+  }).strict().openapi({ description: 'must change something; one key is either set (content) or edited (text)' }),
+}).strict().openapi('UpdateOp');
+const MoveOp = z.object({
+  action: z.literal('move'), block_id: blockId, client_op_id: clientOpId, base_version: baseVersion,
+  patch: z.object(placement).strict().openapi({ description: 'a move changes only parent_id, y_order or after_id' }),
+}).strict().openapi('MoveOp');
+const DeleteOp = z.object({
+  action: z.literal('delete'), block_id: blockId, client_op_id: clientOpId, base_version: baseVersion,
+  patch: z.object({}).strict().optional(),
+}).strict().openapi('DeleteOp', { description: 'removes the block and its whole subtree' });
+const MutationOp = z.discriminatedUnion('action', [CreateOp, UpdateOp, MoveOp, DeleteOp]).openapi('MutationOp');
+const MutationBatch = z.object({ ops: z.array(MutationOp).min(1).max(100) }).strict()
+  .openapi('MutationBatch', { description: 'all or nothing, in order; later ops see earlier ones' });
+const MutateBody = z.union([MutationOp, MutationBatch]);
 
 const json = <T extends z.ZodTypeAny>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });
+const route = <T extends Parameters<typeof createRoute>[0]>(r: T) => createRoute({ security: bearerSecurity, tags: ['canvas'], ...r });
 
 const routes = {
-  mutate: createRoute({ method: 'post', path: '/{canvas_id}/mutate', summary: 'H2: apply a block mutation (idempotent by client_op_id)',
-    security: bearerSecurity, request: { params: CanvasParams, body: json(MutateBody) }, responses: responses(200, 'applied', MutationResult) }),
-  presence: createRoute({ method: 'post', path: '/{canvas_id}/presence', summary: 'H3: cursor and typing',
-    security: bearerSecurity, request: { params: CanvasParams, body: json(z.object({ cursor: Json.nullable().optional(), typing: z.boolean().optional() }).strict()) },
-    responses: responses(200, 'broadcast') }),
-  snapshot: createRoute({ method: 'get', path: '/{canvas_id}/snapshot', summary: 'H4: full state, plus the operations after since_seq',
-    security: bearerSecurity, request: { params: CanvasParams, query: z.object({ since_seq: z.coerce.number().int().min(0).max(SEQ_MAX).optional() }) },
-    responses: responses(200, 'canvas, blocks, watermark and changes') }),
-  leave: createRoute({ method: 'post', path: '/{canvas_id}/leave', summary: 'H6: leave the canvas',
-    security: bearerSecurity, request: { params: CanvasParams }, responses: responses(200, 'left') }),
-  get: createRoute({ method: 'get', path: '/{canvas_id}', summary: 'A1: canvas and its blocks',
-    security: bearerSecurity, request: { params: CanvasParams }, responses: responses(200, 'canvas, blocks and watermark') }),
-  blocks: createRoute({ method: 'get', path: '/{canvas_id}/blocks', summary: 'A2: blocks in rank order, keyset-paginated',
-    security: bearerSecurity, request: { params: CanvasParams, query: z.object({
+  mutate: route({ method: 'post', path: '/{canvas_id}/mutate', operationId: 'mutateBlocks',
+    summary: 'H2: apply a block mutation, or a batch of them (idempotent by client_op_id)',
+    request: { params: CanvasParams, body: json(MutateBody) },
+    responses: responses(200, 'applied: a MutationResult for one op, a BatchResult for {ops}', z.union([MutationResult, BatchResult]), {
+      conflict: { description: 'conflict (changed, fields.<field>.{base, theirs, mine}) or rebase_required, with the current block', schema: MutationConflict },
+    }) }),
+  presence: route({ method: 'post', path: '/{canvas_id}/presence', operationId: 'updatePresence', summary: 'H3: cursor and typing',
+    request: { params: CanvasParams, body: json(z.object({ cursor: Json.nullable().optional(), typing: z.boolean().optional() }).strict()) },
+    responses: responses(200, 'broadcast', PresenceResult) }),
+  snapshot: route({ method: 'get', path: '/{canvas_id}/snapshot', operationId: 'getCanvasSnapshot',
+    summary: 'H4: full state, plus the operations after since_seq',
+    request: { params: CanvasParams, query: z.object({ since_seq: z.coerce.number().int().min(0).max(SEQ_MAX).optional() }) },
+    responses: responses(200, 'canvas, blocks and watermarks; `since` with since_seq', Snapshot) }),
+  leave: route({ method: 'post', path: '/{canvas_id}/leave', operationId: 'leaveCanvas', summary: 'H6: leave the canvas',
+    request: { params: CanvasParams }, responses: responses(200, 'left', LeaveResult) }),
+  get: route({ method: 'get', path: '/{canvas_id}', operationId: 'getCanvas', summary: 'A1: canvas and its blocks',
+    request: { params: CanvasParams }, responses: responses(200, 'canvas, blocks and watermarks (no `since`)', Snapshot) }),
+  blocks: route({ method: 'get', path: '/{canvas_id}/blocks', operationId: 'listBlocks', summary: 'A2: blocks in rank order, keyset-paginated',
+    request: { params: CanvasParams, query: z.object({
       cursor: z.string().regex(/^[0-9A-Za-z]{1,10}$/).optional(), limit: z.coerce.number().int().min(1).max(500).optional() }) },
-    responses: responses(200, '{items, next_cursor}') }),
-  block: createRoute({ method: 'get', path: '/{canvas_id}/blocks/{block_id}', summary: 'A3: one block',
-    security: bearerSecurity, request: { params: BlockParams }, responses: responses(200, 'the block') }),
-  list: createRoute({ method: 'get', path: '/', summary: "A4: the caller's canvases",
-    security: bearerSecurity, responses: responses(200, '{canvases}') }),
-  create: createRoute({ method: 'post', path: '/', summary: 'A5: create a canvas',
-    security: bearerSecurity, request: { body: json(z.object({ workspace_id: z.string().uuid(), title: z.string().min(1).max(500).optional(),
-      settings: Json.optional() }).strict()) }, responses: responses(201, '{canvas_id}') }),
-  update: createRoute({ method: 'patch', path: '/{canvas_id}', summary: 'A6: title and settings (owner/admin)',
-    security: bearerSecurity, request: { params: CanvasParams, body: json(z.object({ title: z.string().min(1).max(500).optional(),
-      settings: Json.optional() }).strict()) }, responses: responses(200, 'the updated canvas') }),
-  remove: createRoute({ method: 'delete', path: '/{canvas_id}', summary: 'A7: soft delete (owner)',
-    security: bearerSecurity, request: { params: CanvasParams }, responses: responses(204, 'deleted') }),
-  permissions: createRoute({ method: 'get', path: '/{canvas_id}/permissions', summary: 'A8: {can_write, users[]}',
-    security: bearerSecurity, request: { params: CanvasParams }, responses: responses(200, '{can_write, role, users}') }),
+    responses: responses(200, '{items, next_cursor}', BlockPage) }),
+  block: route({ method: 'get', path: '/{canvas_id}/blocks/{block_id}', operationId: 'getBlock', summary: 'A3: one block',
+    request: { params: BlockParams }, responses: responses(200, 'the block', Block) }),
+  list: route({ method: 'get', path: '/', operationId: 'listCanvases', summary: "A4: the caller's canvases",
+    responses: responses(200, '{canvases}, newest change first', CanvasList) }),
+  create: route({ method: 'post', path: '/', operationId: 'createCanvas', summary: 'A5: create a canvas',
+    request: { body: json(z.object({ workspace_id: z.string().uuid(), title: z.string().min(1).max(500).optional(),
+      settings: Json.optional() }).strict()) }, responses: responses(201, '{canvas_id}', CanvasCreated) }),
+  update: route({ method: 'patch', path: '/{canvas_id}', operationId: 'updateCanvas', summary: 'A6: title and settings (owner/admin)',
+    request: { params: CanvasParams, body: json(z.object({ title: z.string().min(1).max(500).optional(),
+      settings: Json.optional() }).strict()) }, responses: responses(200, 'the updated canvas', Canvas) }),
+  remove: route({ method: 'delete', path: '/{canvas_id}', operationId: 'deleteCanvas', summary: 'A7: soft delete (owner)',
+    request: { params: CanvasParams }, responses: responses(204, 'deleted', null) }),
+  permissions: route({ method: 'get', path: '/{canvas_id}/permissions', operationId: 'getCanvasPermissions',
+    summary: 'A8: who has access, with which role; whether the caller may write',
+    request: { params: CanvasParams }, responses: responses(200, '{can_write, role, users}', Permissions) }),
 };
 
 export function canvasRoutes(deps: Deps) {
@@ -90,7 +107,7 @@ export function canvasRoutes(deps: Deps) {
     const result = 'ops' in body
       ? await callApi<any>(deps, c, 'H2', 'upsert_blocks_atomic', [canvas_id, body.ops])
       : await callApi<any>(deps, c, 'H2', 'upsert_block_atomic', [
-        canvas_id, body.block_id ?? null, body.action, body.client_op_id, body.base_version ?? null, body.patch]);
+        canvas_id, body.block_id ?? null, body.action, body.client_op_id, 'base_version' in body ? body.base_version : null, body.patch ?? {}]);
     return c.json(mutationOutcome(result), 200);
   });
   app.openapi(routes.presence, async (c) => {

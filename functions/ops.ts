@@ -1,27 +1,44 @@
+import { createRoute } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { Hono } from 'hono';
-import type { AppEnv, Deps } from '../src/http/env.ts';
+import type { Deps } from '../src/http/env.ts';
 import { ApiError } from '../src/http/errors.ts';
 import { errorResponse, isInternalCaller } from '../src/http/middleware.ts';
+import { createRouter, ErrorSchema, z } from '../src/http/openapi.ts';
+import { Health, NotReady, Ready } from '../src/http/schemas.ts';
 
 const READY_TIMEOUT_MS = 2000;
 
 /**
  * Operations endpoints: M1 /health (the process answers), M2 /ready (the database answers a
  * query and, when a worker is expected, some worker heartbeat is fresh), M3 /debug/echo (only when DEBUG_ECHO is on, never in
- * production, internal callers only) and S1 /metrics (internal callers only).
+ * production, internal callers only) and S1 /metrics (internal callers only). All but /debug/echo (a test aid, off by
+ * default) are in the OpenAPI document.
  */
+const body = <T extends z.ZodTypeAny>(description: string, schema: T) => ({ description, content: { 'application/json': { schema } } });
+const local = 'Served by the local server (npm start), not by the Supabase edge functions.';
+const routes = {
+  health: createRoute({ method: 'get', path: '/health', operationId: 'getHealth', tags: ['ops'], summary: 'M1: the process answers',
+    description: local, responses: { 200: body('alive', Health) } }),
+  ready: createRoute({ method: 'get', path: '/ready', operationId: 'getReady', tags: ['ops'],
+    summary: 'M2: the database answers (within 2 s) and, when a worker is expected, a worker heartbeat is fresh', description: local,
+    responses: { 200: body('ready', Ready), 503: body('not ready: what failed', NotReady) } }),
+  metrics: createRoute({ method: 'get', path: '/metrics', operationId: 'getMetrics', tags: ['ops'],
+    summary: 'S1: Prometheus metrics (loopback callers, or Authorization: Bearer INTERNAL_TOKEN)', description: local,
+    responses: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: z.string() } } },
+      404: body('not_found: not an internal caller (the endpoint stays invisible)', ErrorSchema) } }),
+};
+
 export function opsRoutes(deps: Deps) {
-  const app = new Hono<AppEnv>();
-  app.get('/health', (c) => c.json({ status: 'ok' }));
-  app.get('/ready', async (c) => {
+  const app = createRouter();
+  app.openapi(routes.health, (c) => c.json({ status: 'ok' as const }, 200));
+  app.openapi(routes.ready, async (c) => {
     let timer: NodeJS.Timeout | undefined;
     try {
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
       });
       await Promise.race([deps.sql`select 1`, timeout]);
-      if (!deps.config.worker.expected) return c.json({ status: 'ready', checks: { database: 'ok' } });
+      if (!deps.config.worker.expected) return c.json({ status: 'ready' as const, checks: { database: 'ok' as const } }, 200);
       // a worker is expected (in-process or `npm run worker`): some heartbeat must be fresh
       const [hb] = await Promise.race([deps.sql`
         select count(*) filter (where last_seen_at > now() - ${`${deps.config.worker.staleMs} milliseconds`}::interval)::int as live,
@@ -29,11 +46,11 @@ export function opsRoutes(deps: Deps) {
         from app.worker_heartbeats`, timeout]);
       if (!hb || hb.live === 0) {
         const worker = hb?.age == null ? 'no worker heartbeat' : `worker heartbeat stale (${Math.round(hb.age)} s old)`;
-        return c.json({ status: 'unavailable', checks: { database: 'ok', worker } }, 503);
+        return c.json({ status: 'unavailable' as const, checks: { database: 'ok', worker } }, 503);
       }
-      return c.json({ status: 'ready', checks: { database: 'ok', worker: 'ok' } });
+      return c.json({ status: 'ready' as const, checks: { database: 'ok' as const, worker: 'ok' as const } }, 200);
     } catch (err) {
-      return c.json({ status: 'unavailable', checks: { database: (err as Error).message } }, 503);
+      return c.json({ status: 'unavailable' as const, checks: { database: (err as Error).message } }, 503);
     } finally {
       clearTimeout(timer);
     }
@@ -44,9 +61,9 @@ export function opsRoutes(deps: Deps) {
     try { body = await c.req.json(); } catch { throw new ApiError('invalid_input', 'body must be JSON', { field: 'body' }); }
     return c.json({ echo: body, request_id: c.get('requestId') });
   });
-  app.get('/metrics', async (c) => {
-    if (!isInternalCaller(c, deps)) return notFound(c);
-    return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });
+  app.openapi(routes.metrics, async (c) => {
+    if (!isInternalCaller(c, deps)) return notFound(c) as never;
+    return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType }) as never;
   });
   return app;
 }

@@ -5,6 +5,7 @@ import { ApiError } from '../src/http/errors.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
 import { callApi } from '../src/http/rpc.ts';
+import { SearchResult } from '../src/http/schemas.ts';
 import { CircuitBreaker, CircuitOpenError } from '../src/worker/breaker.ts';
 import { createProvider, toVectorLiteral, type EmbeddingProvider } from '../src/worker/providers.ts';
 
@@ -19,13 +20,10 @@ const Query = z.object({
   q: z.string().trim().min(1).max(2000),
   limit: z.coerce.number().int().min(1).max(50).optional(),
 });
-const SearchResult = z.object({
-  items: z.array(z.record(z.string(), z.unknown())),
-}).passthrough().openapi('SearchResult');
-
-const route = (path: string) => createRoute({
-  method: 'get', path, summary: 'S2: the blocks of a canvas nearest in meaning to q (cosine distance)',
-  security: bearerSecurity, request: { params: Params, query: Query }, responses: responses(200, '{items[], model}', SearchResult),
+const route = (path: string, operationId: string, description: string) => createRoute({
+  method: 'get', path, operationId, description, tags: ['search'], summary: 'S2: the blocks of a canvas nearest in meaning to q (cosine distance)',
+  security: bearerSecurity, request: { params: Params, query: Query },
+  responses: responses(200, '{items[], model}; 503 unavailable when the embedding provider fails', SearchResult),
 });
 
 type Embedder = { provider: EmbeddingProvider; breaker: CircuitBreaker };
@@ -58,11 +56,11 @@ async function search(deps: Deps, c: Context<AppEnv>, canvasId: string, q: strin
   return { ...result, model: provider.model };
 }
 
-function router(deps: Deps, path: string) {
+function router(deps: Deps, path: string, operationId: string, description: string) {
   const app = createRouter();
   // only this route: mounted beside the canvas routes, a '*' here would verify their tokens twice
   app.use(path.replace(/\{(\w+)\}/g, ':$1'), requireAuth(deps));
-  app.openapi(route(path), async (c) => {
+  app.openapi(route(path, operationId, description), async (c) => {
     const { canvas_id } = c.req.valid('param');
     const { q, limit } = c.req.valid('query');
     return c.json(await search(deps, c, canvas_id, q, limit), 200);
@@ -71,7 +69,9 @@ function router(deps: Deps, path: string) {
 }
 
 /** The `search` function: GET /{canvas_id}?q= under /api/v1/search and /functions/v1/search. */
-export const searchRoutes = (deps: Deps) => router(deps, '/{canvas_id}');
+export const searchRoutes = (deps: Deps) => router(deps, '/{canvas_id}', 'searchFunction',
+  'The `search` edge function (on Supabase: /functions/v1/search/{canvas_id}).');
 
 /** The same search at GET /api/v1/canvas/{canvas_id}/search?q= (mounted beside the canvas routes). */
-export const canvasSearchRoutes = (deps: Deps) => router(deps, '/{canvas_id}/search');
+export const canvasSearchRoutes = (deps: Deps) => router(deps, '/{canvas_id}/search', 'searchCanvas',
+  'The same search under the canvas paths, served by the local server only (the `canvas` edge function has no search).');

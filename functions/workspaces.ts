@@ -3,6 +3,7 @@ import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
 import { callApi } from '../src/http/rpc.ts';
+import { AddMemberResult, CanvasList, InviteList, Member, MemberList, Role, Workspace, WorkspaceList } from '../src/http/schemas.ts';
 
 /**
  * Workspace endpoints (W1–W10), mounted at /api/v1/workspaces locally and deployed as the
@@ -10,73 +11,43 @@ import { callApi } from '../src/http/rpc.ts';
  * sql/rpc/workspaces.sql, which holds the rules (who may do what, the last owner, invites, audit)
  * and documents them. W-numbers are the keys of app.endpoint_limits.
  */
-const Role = z.enum(['owner', 'admin', 'editor', 'viewer']);
 const WorkspaceParams = z.object({ workspace_id: z.string().uuid() });
 const MemberParams = WorkspaceParams.extend({ user_id: z.string().uuid() });
 const InviteParams = WorkspaceParams.extend({ invite_id: z.string().uuid() });
 const Name = z.string().min(1).max(200).openapi({ description: '1 to 200 characters, trimmed' });
 
-const Workspace = z.object({
-  workspace_id: z.string().uuid(),
-  name: z.string(),
-  role: Role.openapi({ description: "the caller's role in the workspace" }),
-  created_by: z.string().uuid().nullable(),
-  created_at: z.string(),
-}).openapi('Workspace');
-const Member = z.object({
-  user_id: z.string().uuid(),
-  email: z.string().nullable(),
-  role: Role,
-  joined_at: z.string(),
-}).openapi('Member');
-const Invite = z.object({
-  invite_id: z.string().uuid(),
-  workspace_id: z.string().uuid(),
-  email: z.string().openapi({ description: 'lower-cased; becomes a member with this role when the email signs up' }),
-  role: Role,
-  invited_by: z.string().uuid().nullable(),
-  created_at: z.string(),
-}).openapi('Invite');
-const AddResult = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('member'), member: Member }),
-  z.object({ kind: z.literal('invite'), invite: Invite }),
-]).openapi('AddMemberResult', { description: 'member: the email was a user, now a member; invite: a pending invite' });
-const Canvas = z.object({
-  canvas_id: z.string().uuid(), workspace_id: z.string().uuid(), title: z.string(), settings: z.record(z.string(), z.unknown()),
-  version: z.number(), created_by: z.string().uuid().nullable(), created_at: z.string(), updated_at: z.string(), role: Role,
-}).openapi('WorkspaceCanvas');
-
 const json = <T extends z.ZodTypeAny>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });
-const route = <T extends Parameters<typeof createRoute>[0]>(r: T) => createRoute({ security: bearerSecurity, ...r });
+const route = <T extends Parameters<typeof createRoute>[0]>(r: T) => createRoute({ security: bearerSecurity, tags: ['workspaces'], ...r });
 
 const routes = {
   list: route({ method: 'get', path: '/', operationId: 'listWorkspaces', summary: "W1: the caller's workspaces, with their role",
-    responses: responses(200, '{workspaces}', z.object({ workspaces: z.array(Workspace) })) }),
+    responses: responses(200, '{workspaces}', WorkspaceList) }),
   create: route({ method: 'post', path: '/', operationId: 'createWorkspace', summary: 'W2: create a workspace (the caller becomes its owner)',
     request: { body: json(z.object({ name: Name }).strict()) }, responses: responses(201, 'the workspace', Workspace) }),
   rename: route({ method: 'patch', path: '/{workspace_id}', operationId: 'renameWorkspace', summary: 'W3: rename (owner/admin)',
     request: { params: WorkspaceParams, body: json(z.object({ name: Name }).strict()) }, responses: responses(200, 'the workspace', Workspace) }),
   members: route({ method: 'get', path: '/{workspace_id}/members', operationId: 'listWorkspaceMembers', summary: 'W4: the members (any member)',
-    request: { params: WorkspaceParams }, responses: responses(200, '{members}', z.object({ members: z.array(Member) })) }),
+    request: { params: WorkspaceParams }, responses: responses(200, '{members}', MemberList) }),
   addMember: route({ method: 'post', path: '/{workspace_id}/members', operationId: 'addWorkspaceMember',
     summary: 'W5: add a member by email, or invite an email without a user (owner/admin; only an owner adds an owner)',
     request: { params: WorkspaceParams, body: json(z.object({ email: z.string().email().max(320), role: Role }).strict()) },
-    responses: responses(201, 'a member added, or an invite; 409 conflict (reason already_member) when already a member', AddResult) }),
+    responses: responses(201, 'a member added, or an invite', AddMemberResult,
+      { conflict: { description: 'conflict: already a member (field email, reason already_member, user_id)' } }) }),
   updateMember: route({ method: 'patch', path: '/{workspace_id}/members/{user_id}', operationId: 'updateWorkspaceMember',
     summary: "W6: change a member's role (owner/admin; only an owner makes or unmakes an owner; the last owner stays)",
     request: { params: MemberParams, body: json(z.object({ role: Role }).strict()) },
     responses: responses(200, 'the member; 400 invalid_input with reason last_owner for the last owner', Member) }),
   removeMember: route({ method: 'delete', path: '/{workspace_id}/members/{user_id}', operationId: 'removeWorkspaceMember',
     summary: "W7: remove a member (owner/admin; only an owner removes an owner), or leave (one's own user_id); the last owner stays",
-    request: { params: MemberParams }, responses: responses(204, 'removed; their open sockets on its canvases are closed') }),
+    request: { params: MemberParams }, responses: responses(204, 'removed; their open sockets on its canvases are closed', null) }),
   canvases: route({ method: 'get', path: '/{workspace_id}/canvases', operationId: 'listWorkspaceCanvases',
     summary: "W8: the workspace's canvases, with the caller's role on each (any member)",
-    request: { params: WorkspaceParams }, responses: responses(200, '{canvases}', z.object({ canvases: z.array(Canvas) })) }),
+    request: { params: WorkspaceParams }, responses: responses(200, '{canvases}', CanvasList) }),
   invites: route({ method: 'get', path: '/{workspace_id}/invites', operationId: 'listWorkspaceInvites', summary: 'W9: pending invites (owner/admin)',
-    request: { params: WorkspaceParams }, responses: responses(200, '{invites}', z.object({ invites: z.array(Invite) })) }),
+    request: { params: WorkspaceParams }, responses: responses(200, '{invites}', InviteList) }),
   revokeInvite: route({ method: 'delete', path: '/{workspace_id}/invites/{invite_id}', operationId: 'revokeWorkspaceInvite',
     summary: "W10: revoke a pending invite (owner/admin; only an owner revokes an owner's invite)",
-    request: { params: InviteParams }, responses: responses(204, 'revoked') }),
+    request: { params: InviteParams }, responses: responses(204, 'revoked', null) }),
 };
 
 export function workspaceRoutes(deps: Deps) {

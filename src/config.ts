@@ -31,6 +31,8 @@ const EnvSchema = z.object({
   REFRESH_TOKEN_REUSE_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(3600).default(10),
   INTERNAL_TOKEN: z.string().min(16).optional(),
   DEBUG_ECHO: z.enum(['0', '1', 'true', 'false']).default('0'),
+  // test runs: every HTTP response is checked against the OpenAPI document (src/http/response-contract.ts)
+  VALIDATE_RESPONSES: z.enum(['0', '1', 'true', 'false']).default('0'),
   MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
   TRUST_PROXY: z.enum(['0', '1', 'true', 'false']).default('0'),
   // background jobs (src/worker): `inprocess` runs the worker inside `npm start`, `external`
@@ -78,6 +80,8 @@ export type Config = {
   /** Bearer token that opens /metrics (and /debug/echo) to non-loopback callers; unset = loopback only. */
   internalToken?: string;
   debugEcho: boolean;
+  /** Check each HTTP response against the OpenAPI document, answering 500 contract_violation on a mismatch (never in production). */
+  validateResponses?: boolean;
   maxBodyBytes: number;
   /** Take the client IP from X-Forwarded-For (only behind a proxy that sets it). */
   trustProxy: boolean;
@@ -156,6 +160,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     internalToken: e.INTERNAL_TOKEN,
     debugEcho: (e.DEBUG_ECHO === '1' || e.DEBUG_ECHO === 'true') && e.NODE_ENV !== 'production',
+    validateResponses: (e.VALIDATE_RESPONSES === '1' || e.VALIDATE_RESPONSES === 'true') && e.NODE_ENV !== 'production',
     maxBodyBytes: e.MAX_BODY_BYTES,
     trustProxy: e.TRUST_PROXY === '1' || e.TRUST_PROXY === 'true',
     worker: {

@@ -49,8 +49,11 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     logger: opts.logger ?? pino({ level: config.logLevel }),
   };
   const app = createApp(deps);
+  // test runs (VALIDATE_RESPONSES): every response checked against the OpenAPI document; ajv is a devDependency, loaded only then
+  const fetch = config.validateResponses
+    ? (await import('./http/response-contract.ts')).contractCheckedFetch(app, deps.logger) : app.fetch;
   const http: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(s));
+    const s = serve({ fetch, hostname: config.host, port: config.port }, () => resolve(s));
     s.once('error', reject);
   });
   let gateway: Gateway | undefined;

@@ -7,6 +7,7 @@ import { canvasRoutes } from '../../functions/canvas.ts';
 import { opsRoutes } from '../../functions/ops.ts';
 import { canvasSearchRoutes, searchRoutes } from '../../functions/search.ts';
 import { workspaceRoutes } from '../../functions/workspaces.ts';
+import { serveApiDocument } from './api-document.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { gotrueRoutes } from './gotrue.ts';
@@ -58,10 +59,6 @@ export function createApp(deps: Deps) {
     app.route(`/api/v1/${name}`, sub);
     app.route(`/functions/v1/${name}`, sub);
   }
-  app.doc31('/api/v1/openapi.json', {
-    openapi: '3.1.0',
-    info: { title: 'Potentia API', version: '1.0.0', description: 'Real-time collaborative block canvas, Postgres-first.' },
-  });
-  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
+  serveApiDocument(app); // /api/v1/openapi.json
   return app;
 }

@@ -2,30 +2,57 @@ import { OpenAPIHono, z } from '@hono/zod-openapi';
 import { ApiError } from './errors.ts';
 import { errorResponse } from './middleware.ts';
 import type { AppEnv } from './env.ts';
+import { ErrorSchema } from './schemas.ts';
 
-export { z };
+export { z, ErrorSchema };
 
-export const ErrorSchema = z.object({
-  error: z.object({
-    code: z.enum(['invalid_input', 'unauthorized', 'forbidden', 'not_found', 'conflict', 'rebase_required', 'payload_too_large',
-      'rate_limited', 'internal', 'unavailable', 'timeout']),
-    message: z.string(),
-    field: z.string().optional(),
-  }).passthrough(),
-}).openapi('Error');
+const error = (description: string, schema: z.ZodTypeAny = ErrorSchema) => ({ description, content: { 'application/json': { schema } } });
 
-const errorResponses = Object.fromEntries(
-  [[400, 'invalid input (names the field)'], [401, 'missing or invalid token'], [403, 'not allowed'],
-    [404, 'not found, or not a member'], [409, 'conflict or rebase_required (carries the current block; a conflict also base/theirs/mine per field)'], [413, 'payload too large'],
-    [429, 'rate limited (Retry-After)']].map(([status, description]) => [
-    status, { description: String(description), content: { 'application/json': { schema: ErrorSchema } } },
-  ]),
-);
+/** What any endpoint may answer besides its success (409 only where a route says so). */
+const errorResponses = {
+  400: error('invalid_input: names the `field`'),
+  401: error('unauthorized: missing or invalid token'),
+  403: error('forbidden: not allowed (role, token scope)'),
+  404: error('not_found: no such resource, or not a member'),
+  413: error('payload_too_large'),
+  429: error('rate_limited: retry_after seconds (also the Retry-After header)'),
+  500: error('internal'),
+  503: error('unavailable: the database connection was lost (retry_after), or a dependency is failing'),
+  504: error('timeout: the database did not finish in time'),
+};
 
-/** A JSON success response plus the shared error responses. */
-export function responses<S extends 200 | 201 | 204>(status: S, description: string, schema: z.ZodTypeAny = z.record(z.string(), z.unknown())) {
-  const success = status === 204 ? { description } : { description, content: { 'application/json': { schema } } };
-  return { ...errorResponses, [status]: success } as { [K in S]: { description: string; content: { 'application/json': { schema: z.ZodTypeAny } } } };
+type Json = { description: string; content: { 'application/json': { schema: z.ZodTypeAny } } };
+
+/**
+ * A success response plus the shared error responses. `conflict`: the route's 409 (the generic
+ * Error, or a schema of its own such as the mutation's conflict details).
+ */
+export function responses<S extends 200 | 201 | 204>(status: S, description: string, schema: S extends 204 ? null : z.ZodTypeAny,
+  opts: { conflict?: { description: string; schema?: z.ZodTypeAny } } = {}) {
+  const success = schema === null ? { description } : { description, content: { 'application/json': { schema } } };
+  const conflict = opts.conflict ? { 409: error(opts.conflict.description, opts.conflict.schema) } : {};
+  // typed by the success status only: handlers answer errors by throwing ApiError
+  return { ...errorResponses, ...conflict, [status]: success } as unknown as { [K in S]: Json };
+}
+
+type Issue = { code?: string; path: PropertyKey[]; message: string; keys?: string[]; errors?: Issue[][] };
+
+/**
+ * The field and message of the first validation issue. A union (a single op or {ops}) that no
+ * branch accepts reports the branch that got furthest: the one whose shallowest issue lies
+ * deepest (`{action: 'update'}` without base_version is about `base_version`, not `ops`). An
+ * unknown key names itself (`patch.text` on a create).
+ */
+export function issueField(issue: Issue | undefined, prefix: PropertyKey[] = []): { field: string; message: string } {
+  if (!issue) return { field: prefix.join('.') || 'body', message: 'invalid' };
+  const path = [...prefix, ...issue.path];
+  if (issue.code === 'invalid_union' && issue.errors?.length) {
+    const depth = (branch: Issue[]) => Math.min(...branch.map((i) => i.path.length + (i.code === 'unrecognized_keys' ? 0 : 1)));
+    const best = issue.errors.filter((b) => b.length > 0).reduce<Issue[] | undefined>((a, b) => (!a || depth(b) > depth(a) ? b : a), undefined);
+    if (best) return issueField(best[0], path);
+  }
+  if (issue.code === 'unrecognized_keys' && issue.keys?.length) path.push(issue.keys[0]!);
+  return { field: path.map(String).join('.') || 'body', message: issue.message };
 }
 
 /** An OpenAPIHono whose validation failures answer invalid_input naming the field. */
@@ -33,9 +60,8 @@ export function createRouter() {
   return new OpenAPIHono<AppEnv>({
     defaultHook: (result, c) => {
       if (!result.success) {
-        const issue = result.error.issues[0];
-        const field = issue?.path.join('.') || 'body';
-        return errorResponse(c, new ApiError('invalid_input', `${field}: ${issue?.message ?? 'invalid'}`, { field }));
+        const { field, message } = issueField(result.error.issues[0] as Issue | undefined);
+        return errorResponse(c, new ApiError('invalid_input', `${field}: ${message}`, { field }));
       }
       // the body itself passed the input policy when it was read (inputPolicy in middleware.ts)
     },

@@ -6,7 +6,7 @@ import type { AppEnv } from './env.ts';
  * src/http/schemas.ts) and served at API_DOCUMENT_PATH. Every operation has an operationId. The
  * edge functions' paths (/functions/v1/<name>/…, the same routes mounted twice by createApp) are
  * listed once, under /api/v1/<name>/…, so each operationId is unique; `servers` says how they map.
- * src/client/api-types.ts is generated from it (npm run api:types), and the test runs check every
+ * packages/client/src/api-types.ts is generated from it (npm run api:types), and the test runs check every
  * response against it (src/http/response-contract.ts).
  */
 export const API_DOCUMENT_PATH = '/api/v1/openapi.json';

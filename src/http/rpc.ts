@@ -43,13 +43,15 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
 }
 
 /** Mutation results report failures as data ({status, error}); answer them as HTTP errors. */
-export function mutationOutcome<T extends { status?: string; error?: Record<string, unknown>; block?: unknown; version?: unknown }>(result: T): T {
+export function mutationOutcome<T extends { status?: string; error?: Record<string, unknown>; block?: unknown; version?: unknown; failed_index?: unknown }>(result: T): T {
+  // a failed batch names the op at fault (docs/mutations.md)
+  const at = typeof result.failed_index === 'number' ? { failed_index: result.failed_index } : {};
   if (result.status === 'conflict') {
     const { code, message, ...details } = result.error ?? {};
     throw new ApiError(code === 'rebase_required' ? 'rebase_required' : 'conflict', String(message ?? 'conflict'),
-      { ...details, block: result.block, version: result.version });
+      { ...details, block: result.block, version: result.version, ...at });
   }
-  if (result.status === 'failed') throw apiErrorFromObject(result.error ?? {});
+  if (result.status === 'failed') throw apiErrorFromObject({ ...(result.error ?? {}), ...at });
   return result;
 }
 

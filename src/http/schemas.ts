@@ -8,7 +8,7 @@ import { INT4_MAX } from '../input-policy.ts';
  * database starts returning without being documented here fails the response check of the test
  * runs (VALIDATE_RESPONSES, src/http/response-contract.ts), so the document cannot drift.
  * Registered by name: they are `components.schemas` of /api/v1/openapi.json and the types of
- * src/client/api-types.ts.
+ * packages/client/src/api-types.ts.
  */
 
 export const Uuid = z.string().uuid();
@@ -161,6 +161,7 @@ export const ErrorSchema = z.object({
     user_id: Uuid.optional().openapi({ description: 'conflict already_member: the member' }),
     retry_after: Int.optional().openapi({ description: 'rate_limited, unavailable: seconds (also the Retry-After header)' }),
     limit: Int.optional().openapi({ description: 'rate_limited: the limit of the window' }),
+    failed_index: Int.optional().openapi({ description: 'a failed batch (ops[]): the index of the op at fault; nothing of the batch was applied' }),
     ...Object.fromEntries(Object.entries(conflictDetails).map(([k, v]) => [k, v.optional()])) as {
       [K in keyof typeof conflictDetails]: z.ZodOptional<(typeof conflictDetails)[K]> },
   }).strict(),
@@ -169,8 +170,8 @@ export const ErrorSchema = z.object({
 /** The 409 of a mutation: a clash (conflict) or an operation older than the log (rebase_required). */
 export const MutationConflict = z.object({
   error: z.discriminatedUnion('code', [
-    z.object({ code: z.literal('conflict'), message: z.string(), ...conflictDetails }).strict().openapi('Conflict'),
-    z.object({ code: z.literal('rebase_required'), message: z.string(), block: conflictDetails.block, version: conflictDetails.version })
-      .strict().openapi('RebaseRequired'),
+    z.object({ code: z.literal('conflict'), message: z.string(), ...conflictDetails, failed_index: Int.optional() }).strict().openapi('Conflict'),
+    z.object({ code: z.literal('rebase_required'), message: z.string(), block: conflictDetails.block, version: conflictDetails.version,
+      failed_index: Int.optional() }).strict().openapi('RebaseRequired'),
   ]),
 }).strict().openapi('MutationConflict');

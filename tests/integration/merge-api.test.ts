@@ -86,6 +86,18 @@ describe('merge over HTTP', () => {
     expect(row).toEqual({ version: 1, content: { t: 'abc', n: 1 } });
   });
 
+  it('a failed batch names the op at fault (failed_index) and applies none of it', async () => {
+    const b = await newBlock({ t: 'batch' });
+    const r = await post(owner, { ops: [
+      { action: 'update', block_id: b.id, client_op_id: randomUUID(), base_version: 1, patch: { content: { a: 1 } } },
+      { action: 'update', block_id: b.id, client_op_id: randomUUID(), base_version: 2, patch: { text: { t: [99, 'x'] } } },
+    ] });
+    expect(r.status).toBe(400);
+    expect(r.body.error).toMatchObject({ code: 'invalid_input', field: 'patch.text.t', failed_index: 1 });
+    const [row] = await db.sql`select version, content from app.blocks where block_id = ${b.id}`;
+    expect(row).toEqual({ version: 1, content: { t: 'batch' } });
+  });
+
   it('an operation older than the log holds is 409 rebase_required with the current block', async () => {
     const b = await newBlock({ t: 'old' });
     const v2 = await post(owner, { action: 'update', block_id: b.id, client_op_id: randomUUID(), base_version: 1, patch: { content: { a: 1 } } });

@@ -44,6 +44,7 @@ describe('@potentia/client, the package', () => {
       lines.forEach((line, i) => {
         if (!/^export (declare )?(async )?(function|class|type|const|interface|enum) /.test(line)) return;
         if (/^export type \{/.test(line)) return; // a re-export: documented where declared
+        if (f === 'api-types.ts') return; // generated from the OpenAPI document: documented at its zod schemas
         if (!/\*\/\s*$/.test(lines[i - 1] ?? '')) undocumented.push(`${f}:${i + 1}: ${line.slice(0, 80)}`);
       });
       expect(code(lines.join('\n'))).not.toMatch(/:\s*any\b|<any>|as any\b/); // nor inside, in the sources

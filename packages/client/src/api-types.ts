@@ -12,7 +12,7 @@
 /** OneOf type helpers */
 type Without<T, U> = { [P in Exclude<keyof T, keyof U>]?: never };
 type XOR<T, U> = (T | U) extends object ? (Without<T, U> & U) | (Without<U, T> & T) : T | U;
-type OneOf<T extends any[]> = T extends [infer Only] ? Only : T extends [infer A, infer B, ...infer Rest] ? OneOf<[XOR<A, B>, ...Rest]> : never;
+type OneOf<T extends unknown[]> = T extends [infer Only] ? Only : T extends [infer A, infer B, ...infer Rest] ? OneOf<[XOR<A, B>, ...Rest]> : never;
 
 export interface paths {
   "/health": {
@@ -181,6 +181,8 @@ export interface components {
         retry_after?: number;
         /** @description rate_limited: the limit of the window */
         limit?: number;
+        /** @description a failed batch (ops[]): the index of the op at fault; nothing of the batch was applied */
+        failed_index?: number;
         block?: components["schemas"]["Block"];
         /** @description conflict, rebase_required: its current version (resend with base_version = version) */
         version?: number;
@@ -322,6 +324,7 @@ export interface components {
       fields: {
         [key: string]: components["schemas"]["ConflictField"];
       };
+      failed_index?: number;
     };
     RebaseRequired: {
       /** @enum {string} */
@@ -330,6 +333,7 @@ export interface components {
       block: components["schemas"]["Block"];
       /** @description conflict, rebase_required: its current version (resend with base_version = version) */
       version: number;
+      failed_index?: number;
     };
     CreateOp: {
       /** @enum {string} */

@@ -21,5 +21,7 @@ export { CanvasSync, defaultReconnectDelayMs } from './canvas-sync.ts';
 export type { CanvasSyncOptions, Mutation, MutationOutcome, SocketHandler, TextChange, WebSocketConstructor, WebSocketLike } from './canvas-sync.ts';
 export { TextOtClient, transformPosition, transformSelection } from './text-ot.ts';
 export type { TextLoss, TextLossReason, TextOp, TextOtState } from './text-ot.ts';
+/** The HTTP API's types, generated from the OpenAPI document: `components['schemas']['Block']`, `paths`, `operations`. */
+export type { components as ApiSchemas, operations as ApiOperations, paths as ApiPaths } from './api-types.ts';
 /** The H1 wire types (server → client frames), for those who use CanvasSync directly. */
 export type * as H1 from './protocol.ts';

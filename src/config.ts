@@ -4,13 +4,16 @@ import { z } from 'zod';
 // production, so `npm start` works out of the box; production refuses to start without one.
 export const DEV_JWT_SECRET = 'super-secret-jwt-token-with-at-least-32-characters-long';
 
-/** Everything Potentia reads from the environment, validated once at start-up. */
-const EnvSchema = z.object({
+/** Everything Potentia reads from the environment, validated once at start-up (docs/self-hosting.md lists each). */
+export const EnvSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
   // `development` relaxes the per-endpoint rate limits (app.endpoint_limits: 100x the hits, windows
   // of at most 60 s) for this process's requests; refused with NODE_ENV=production. `npm start`
   // defaults to it; tests and production use `standard`, the seed's limits.
   POTENTIA_PROFILE: z.enum(['standard', 'development']).default('standard'),
+  // what this process runs (src/roles.ts; `--role` on the command line wins): `all` = HTTP API +
+  // realtime gateway (+ the worker per WORKER_MODE), `api`, `gateway` or `worker` alone
+  POTENTIA_ROLE: z.enum(['all', 'api', 'gateway', 'worker']).default('all'),
   DATABASE_URL: z.string().url().default('postgres://postgres:postgres@127.0.0.1:5432/potentia'),
   TEST_DATABASE_URL: z.string().url().optional(),
   // Supabase's split: DATABASE_URL may be a transaction pooler (PgBouncer, Supavisor :6543);

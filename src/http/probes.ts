@@ -1,0 +1,62 @@
+import { Hono } from 'hono';
+import type { Sql } from 'postgres';
+import { withCommonMiddleware } from './app.ts';
+import type { AppEnv, Deps } from './env.ts';
+import { ApiError } from './errors.ts';
+import { errorResponse, isInternalCaller } from './middleware.ts';
+
+/** What /ready waits for the database (the API's /ready, functions/ops.ts, waits as long). */
+export const READY_TIMEOUT_MS = 2000;
+
+/** One readiness check of a role: 'ok', or why not (shown in /ready's 503 body). */
+export type ReadinessCheck = () => Promise<string> | string;
+
+/**
+ * The HTTP surface of a process that serves no API — `--role gateway` and `--role worker`
+ * (src/roles.ts) — for orchestrators and load balancers:
+ *  - GET /health: liveness, `{"status":"ok"}` while the event loop answers. No database query:
+ *    a database outage must take processes out of rotation (/ready), not get them all restarted.
+ *  - GET /ready: readiness, 200 `{"status":"ready","checks":{"database":"ok",…}}` when the
+ *    database answers `select 1` within 2 s and every check of the role says ok; otherwise 503
+ *    `{"status":"unavailable","checks":{…}}` with the reason in place of each failed `ok`.
+ *    The checks object has the same keys as the API's /ready (functions/ops.ts) plus the role's own.
+ *  - GET /metrics: Prometheus text, internal callers only (loopback, or Authorization: Bearer
+ *    INTERNAL_TOKEN), 404 to anyone else, as on the API.
+ * Anything else is 404 in the one error shape. A gateway's WebSocket paths are upgrades: they are
+ * answered by the gateway before this app (src/realtime/gateway.ts).
+ */
+export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck>) {
+  const app = withCommonMiddleware(new Hono<AppEnv>(), deps);
+  app.get('/health', (c) => c.json({ status: 'ok' }));
+  app.get('/ready', async (c) => {
+    const results: Record<string, string> = { database: await databaseCheck(deps.sql) };
+    for (const [name, check] of Object.entries(checks)) {
+      results[name] = await Promise.resolve().then(check).catch((err: Error) => err.message);
+    }
+    const ready = Object.values(results).every((r) => r === 'ok');
+    return c.json({ status: ready ? 'ready' : 'unavailable', checks: results }, ready ? 200 : 503);
+  });
+  app.get('/metrics', async (c) => {
+    if (!isInternalCaller(c, deps)) return errorResponse(c, new ApiError('not_found', 'no such endpoint'));
+    return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });
+  });
+  return app;
+}
+
+/** 'ok' when `select 1` returns within READY_TIMEOUT_MS, else why not. */
+export async function databaseCheck(sql: Sql): Promise<string> {
+  return withTimeout(sql`select 1`.then(() => 'ok'));
+}
+
+/** `work`, or a rejection naming the timeout once READY_TIMEOUT_MS passed. */
+export async function withTimeout<T>(work: Promise<T>): Promise<T | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`no answer within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([work.catch((err: Error) => err.message), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,176 @@
+import { serve, type ServerType } from '@hono/node-server';
+import type { Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { createTokenVerifier } from './auth/jwt.ts';
+import { EnvSchema, type Config } from './config.ts';
+import { createDatabase } from './db/index.ts';
+import { connectionUrls } from './db/pooling.ts';
+import type { Deps } from './http/env.ts';
+import { ApiError, rawErrorResponse } from './http/errors.ts';
+import { createProbeApp, withTimeout } from './http/probes.ts';
+import { createMetrics } from './metrics.ts';
+import { createGateway, type Gateway } from './realtime/gateway.ts';
+import { startServer } from './server.ts';
+import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
+
+/**
+ * Process roles: one entry point (src/main.ts, `npm run serve -- --role R` or POTENTIA_ROLE=R),
+ * four ways to run it against one database. Every role listens on HOST:PORT and answers /health
+ * and /ready there; run any number of each behind any load balancer (no sticky sessions: the
+ * realtime cluster meets in Postgres, src/realtime/cluster.ts). docs/self-hosting.md.
+ *
+ *   all      HTTP API + realtime gateway on one port, the worker too when WORKER_MODE=inprocess
+ *            (what `npm start` runs)
+ *   api      the HTTP API only (/api/v1, /functions/v1, /auth/v1, the demo, /docs/api): no
+ *            gateway (a WebSocket upgrade is answered 404 like any unknown path), no worker
+ *   gateway  the realtime gateway only (/realtime/v1/websocket, H1 /ws/canvas/{id}) with
+ *            /health, /ready, /metrics (src/http/probes.ts); /ready also needs its replication
+ *            stream up
+ *   worker   Graphile Worker (src/worker, what `npm run worker` runs) with /health, /ready,
+ *            /metrics; /ready also needs this worker's own heartbeat to be fresh
+ */
+export const ROLES = EnvSchema.shape.POTENTIA_ROLE.unwrap().options;
+export type Role = (typeof ROLES)[number];
+
+export const ROLE_USAGE = `usage: npm run serve -- [--role ${ROLES.join('|')}]   (or POTENTIA_ROLE; default all)`;
+
+/** `--role R` or `--role=R` on the command line, else POTENTIA_ROLE, else `all`; throws on anything else. */
+export function resolveRole(argv: string[], env: NodeJS.ProcessEnv = process.env): Role {
+  let flag: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--role') {
+      flag = argv[++i];
+      if (flag === undefined) throw new Error(`--role needs a value\n${ROLE_USAGE}`);
+    } else if (arg.startsWith('--role=')) flag = arg.slice('--role='.length);
+    else throw new Error(`unknown argument ${arg}\n${ROLE_USAGE}`);
+  }
+  const value = flag ?? env.POTENTIA_ROLE ?? 'all';
+  if (!(ROLES as readonly string[]).includes(value)) throw new Error(`unknown role ${value}\n${ROLE_USAGE}`);
+  return value as Role;
+}
+
+/** A started role: where it listens, what it runs, and a graceful stop. */
+export type RoleProcess = {
+  role: Role;
+  url: string;
+  gateway?: Gateway;
+  worker?: WorkerRuntime;
+  stop(): Promise<void>;
+};
+
+export async function startRole(config: Config, role: Role, logger: Logger = pino({ level: config.logLevel })): Promise<RoleProcess> {
+  switch (role) {
+    case 'all': {
+      const server = await startServer(config, { worker: config.worker.mode === 'inprocess', logger });
+      return { role, url: server.url, gateway: server.gateway, worker: server.worker, stop: () => server.stop() };
+    }
+    case 'api': {
+      // WORKER_MODE=external still makes /ready check that some worker's heartbeat is fresh
+      const server = await startServer(config, { realtime: false, worker: false, logger });
+      return { role, url: server.url, stop: () => server.stop() };
+    }
+    case 'gateway':
+      return startGatewayRole(config, logger);
+    case 'worker':
+      return startWorkerRole(config, logger);
+  }
+}
+
+/** The realtime gateway alone: its own pool, the bus on the direct URL, probes on the same port. */
+async function startGatewayRole(config: Config, logger: Logger): Promise<RoleProcess> {
+  const urls = connectionUrls(config);
+  const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-gateway', prepare: !urls.transactionPooler });
+  const metrics = createMetrics();
+  metrics.poolMax.set(config.dbPoolMax);
+  const deps: Deps = { sql: database.sql, config, verify: createTokenVerifier(config.auth), metrics, logger };
+  const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, auth: config.auth, logger });
+  const app = createProbeApp(deps, {
+    // while the stream is down the bus polls realtime.messages (deltas still arrive, later), but
+    // cluster presence and client broadcasts from other gateways do not: out of rotation until it is back
+    realtime: () => (gateway.bus.streaming() ? 'ok' : 'replication stream down (reconnecting; deltas are polled meanwhile)'),
+  });
+  let http: ServerType | undefined;
+  try {
+    http = await listen(config, app.fetch);
+    gateway.attach(http as HttpServer);
+    // unlike `all`, a gateway that cannot start has nothing else to serve: fail, the supervisor restarts it
+    await gateway.start();
+  } catch (err) {
+    await gateway.stop().catch(() => {});
+    if (http) await close(http);
+    await database.close();
+    throw err;
+  }
+  const server = http;
+  return {
+    role: 'gateway',
+    url: urlOf(config, server),
+    gateway,
+    async stop() {
+      await gateway.stop();
+      await close(server);
+      await database.close();
+    },
+  };
+}
+
+/** A worker with its probes: what `npm run worker` runs, plus /health and /ready on HOST:PORT. */
+async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProcess> {
+  const metrics = createMetrics();
+  const worker = await startWorker({ databaseUrl: config.databaseUrl, directDatabaseUrl: config.directDatabaseUrl, worker: config.worker,
+                                     embedding: config.embedding, metrics, logger });
+  const urls = connectionUrls(config);
+  // two connections of its own: a busy job pool must not make the probe look like a dead worker
+  const database = createDatabase(urls.pooled, { max: 2, applicationName: 'potentia-worker-probe', prepare: !urls.transactionPooler });
+  const deps: Deps = { sql: database.sql, config, verify: createTokenVerifier(config.auth), metrics, logger };
+  const app = createProbeApp(deps, {
+    // this worker's own heartbeat row (written every WORKER_HEARTBEAT_MS): older than WORKER_STALE_MS,
+    // the other workers take its jobs back, so it must not count as serving
+    worker: async () => withTimeout((async () => {
+      const [row] = await database.sql`select extract(epoch from now() - last_seen_at)::float8 as age
+                                       from app.worker_heartbeats where worker_id = ${worker.workerId}`;
+      if (!row) return `no heartbeat row for worker ${worker.workerId}`;
+      const age = row.age as number;
+      return age * 1000 <= config.worker.staleMs ? 'ok' : `heartbeat stale (${Math.round(age)} s old)`;
+    })()),
+  });
+  let http: ServerType;
+  try {
+    http = await listen(config, app.fetch);
+  } catch (err) {
+    await worker.stop();
+    await database.close();
+    throw err;
+  }
+  return {
+    role: 'worker',
+    url: urlOf(config, http),
+    worker,
+    async stop() {
+      await close(http);
+      await worker.stop();
+      await database.close();
+    },
+  };
+}
+
+/** Serves `fetch` on HOST:PORT; malformed requests get the one JSON error shape, as on the API (src/server.ts). */
+async function listen(config: Config, fetch: (req: Request) => Response | Promise<Response>): Promise<ServerType> {
+  const http: ServerType = await new Promise((resolve, reject) => {
+    const s = serve({ fetch, hostname: config.host, port: config.port }, () => resolve(s));
+    s.once('error', reject);
+  });
+  http.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket) => {
+    if (!socket.writable) return socket.destroy();
+    const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    socket.end(err.code === 'HPE_HEADER_OVERFLOW'
+      ? rawErrorResponse(new ApiError('payload_too_large', 'request headers are too large'), 431, head)
+      : rawErrorResponse(new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' }), undefined, head));
+  });
+  return http;
+}
+
+const urlOf = (config: Config, http: ServerType) => `http://${config.host}:${(http.address() as AddressInfo).port}`;
+const close = (http: ServerType) => new Promise<void>((resolve) => http.close(() => resolve()));

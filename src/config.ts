@@ -45,7 +45,8 @@ export const EnvSchema = z.object({
   WORKER_POLL_INTERVAL_MS: z.coerce.number().int().min(50).default(2000),
   WORKER_HEARTBEAT_MS: z.coerce.number().int().min(100).default(5000),
   WORKER_STALE_MS: z.coerce.number().int().min(500).default(30_000),
-  WORKER_CRONTAB: z.string().default('* * * * * cleanup ?max=1&jobKey=cleanup'),
+  // cleanup: every minute (sql/jobs/cleanup.sql); cleanup_files: every 5 minutes, the objects of files no longer wanted (src/storage/cleanup.ts)
+  WORKER_CRONTAB: z.string().default('* * * * * cleanup ?max=1&jobKey=cleanup\n*/5 * * * * cleanup_files ?max=1&jobKey=cleanup_files'),
   // `npm run worker` serves GET /metrics on HOST:WORKER_METRICS_PORT only when this is set
   WORKER_METRICS_PORT: z.coerce.number().int().min(1).max(65535).optional(),
   EMBED_DEBOUNCE_MS: z.coerce.number().int().min(0).default(1000),

@@ -122,6 +122,22 @@ export interface AppFeatureFlags {
   updated_by: string | null;
 }
 
+export interface AppFiles {
+  canvas_id: string | null;
+  checksum: string | null;
+  completed_at: Timestamp | null;
+  content_type: string;
+  created_at: Generated<Timestamp>;
+  deleted_at: Timestamp | null;
+  file_id: Generated<string>;
+  filename: string;
+  object_key: string;
+  purged_at: Timestamp | null;
+  size_bytes: Int8;
+  status: Generated<string>;
+  uploaded_by: string | null;
+}
+
 export interface AppPresence {
   canvas_id: string;
   last_active_at: Generated<Timestamp>;
@@ -216,6 +232,7 @@ export interface DB {
   "app.embedding_outbox": AppEmbeddingOutbox;
   "app.endpoint_limits": AppEndpointLimits;
   "app.feature_flags": AppFeatureFlags;
+  "app.files": AppFiles;
   "app.presence": AppPresence;
   "app.rate_limits": AppRateLimits;
   "app.refresh_tokens": AppRefreshTokens;

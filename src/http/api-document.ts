@@ -16,7 +16,7 @@ export type ApiDocument = ReturnType<OpenAPIHono<AppEnv>['getOpenAPI31Document']
 const SERVER_NOTE = 'Local server (npm start; HOST and PORT). It also answers every /api/v1/<function>/… operation at ' +
   '/functions/v1/<function>/…, the path of Supabase edge functions: deployed to Supabase, the functions canvas, auth, search and ' +
   'workspaces serve these operations at https://<project-ref>.supabase.co/functions/v1/<function>/… (replace /api/v1 with ' +
-  '/functions/v1). The operations tagged ops, and searchCanvas, are local only.';
+  '/functions/v1). The operations tagged ops and files, and searchCanvas, are local only (the Node server).';
 
 /** The document of `app`: its registered routes, without the /functions/v1 duplicates. */
 export function apiDocument(app: OpenAPIHono<AppEnv>): ApiDocument {

@@ -4,6 +4,7 @@ import { HTTPException } from 'hono/http-exception';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { authRoutes } from '../../functions/auth.ts';
 import { canvasRoutes } from '../../functions/canvas.ts';
+import { fileRoutes } from '../../functions/files.ts';
 import { opsRoutes } from '../../functions/ops.ts';
 import { canvasSearchRoutes, searchRoutes } from '../../functions/search.ts';
 import { workspaceRoutes } from '../../functions/workspaces.ts';
@@ -54,6 +55,8 @@ export function createApp(deps: Deps) {
   // GET /api/v1/canvas/{id}/search: the search function under the canvas paths (before them, so
   // the canvas routes' own middleware never sees it)
   app.route('/api/v1/canvas', canvasSearchRoutes(deps));
+  // files (F1-F3, docs/files.md): /api/v1/canvas/{id}/files…, the local server only (presigning needs the AWS SDK)
+  app.route('/api/v1/canvas', fileRoutes(deps));
   for (const [name, routes] of Object.entries(FUNCTIONS)) {
     const sub = routes(deps);
     app.route(`/api/v1/${name}`, sub);

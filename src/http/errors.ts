@@ -18,6 +18,8 @@ export const ERROR_STATUS = {
   rate_limited: 429,
   internal: 500,
   unavailable: 503,
+  // files (functions/files.ts): no bucket is configured (S3_BUCKET; docs/files.md)
+  storage_not_configured: 503,
   timeout: 504,
 } as const;
 

@@ -1,5 +1,7 @@
 import type { JobHelpers, Task } from 'graphile-worker';
 import type { Sql } from 'postgres';
+import { cleanupFiles } from '../storage/cleanup.ts';
+import { fileStorage } from '../storage/index.ts';
 import type { CircuitBreaker } from './breaker.ts';
 import { blockText, toVectorLiteral, type EmbeddingProvider } from './providers.ts';
 
@@ -13,6 +15,8 @@ declare global {
       rebalance_canvas: { canvas_id: string };
       /** Graphile Worker's crontab, every minute. */
       cleanup: Record<string, unknown>;
+      /** Graphile Worker's crontab: removes the objects of files no longer wanted (src/storage/cleanup.ts). */
+      cleanup_files: Record<string, unknown>;
     }
   }
 }
@@ -63,6 +67,11 @@ export function createTaskList(ctx: TaskContext): { [K in TaskName]: Task<K> } {
     cleanup: async (_payload, helpers) => {
       const [row] = await ctx.sql`select internal.cleanup() as result`;
       helpers.logger.info(`cleanup: ${JSON.stringify(row!.result)}`);
+    },
+    cleanup_files: async (_payload, helpers) => {
+      // the bucket of this process's environment (with npm start's local server: the one the routes use)
+      const result = await cleanupFiles(ctx.sql, await fileStorage().get((m) => helpers.logger.info(m)), { logger: helpers.logger });
+      helpers.logger.info(`cleanup_files: ${JSON.stringify(result)}`);
     },
   };
 }

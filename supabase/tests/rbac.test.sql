@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(332);
+select plan(350);
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixture: workspace A (owner, admin, editor, viewer) with canvases A1 (one block, presence),
@@ -17,7 +17,7 @@ create function pg_temp.id(p_name text) returns uuid language sql stable as $$ s
 
 do $$
 declare
-  v_ws_a uuid; v_ws_b uuid; v_a1 uuid; v_a2 uuid; v_a3 uuid; v_b1 uuid; v_block_a uuid; v_block_b uuid;
+  v_ws_a uuid; v_ws_b uuid; v_a1 uuid; v_a2 uuid; v_a3 uuid; v_b1 uuid; v_block_a uuid; v_block_b uuid; v_file_a uuid;
 begin
   perform tests.create_user(n) from unnest(array['owner', 'admin', 'editor', 'viewer', 'outsider', 'newbie']) n;
   perform tests.authenticate_as('owner');
@@ -31,6 +31,7 @@ begin
   v_block_a := api.upsert_block_atomic(v_a1, null, 'create', 'setup-a', null, '{"type":"text","content":{"text":"a"}}') ->> 'block_id';
   perform api.upsert_block_atomic(v_a3, null, 'create', 'setup-a3', null, '{"type":"text"}');
   perform api.update_presence(v_a1, '{"x":1}');
+  v_file_a := api.create_file(v_a1, 'rbac.png', 'image/png', 10) #>> '{file,file_id}';
   perform tests.authenticate_as('outsider');
   v_ws_b := api.create_workspace('Workspace B') ->> 'workspace_id';
   v_b1 := api.create_canvas(v_ws_b, 'Canvas B1') ->> 'canvas_id';
@@ -38,7 +39,7 @@ begin
   perform api.update_presence(v_b1, '{"x":2}');
   perform tests.clear_authentication();
   insert into ids values ('ws_a', v_ws_a), ('ws_b', v_ws_b), ('a1', v_a1), ('a2', v_a2), ('a3', v_a3), ('b1', v_b1),
-    ('block_a', v_block_a), ('block_b', v_block_b), ('newbie', tests.user_id('newbie')), ('owner', tests.user_id('owner'));
+    ('block_a', v_block_a), ('block_b', v_block_b), ('file_a', v_file_a), ('newbie', tests.user_id('newbie')), ('owner', tests.user_id('owner'));
 end $$;
 
 -- {name} in a call becomes that fixture id
@@ -169,6 +170,12 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
   ('api.get_canvas_snapshot(uuid,bigint)', $$api.get_canvas_snapshot({a1})$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
   ('api.search_blocks(uuid,vector,integer)', $$api.search_blocks({a1}, array_fill(0.1::real, array[1536])::extensions.vector, 5)$$,
+     'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
+  -- files (the full rules: supabase/tests/files.test.sql): editors upload, members read (completing
+  -- an upload is internal.complete_file, the server's after its HEAD of the object)
+  ('api.create_file(uuid,text,text,bigint,text)', $$api.create_file({a1}, 'rbac-upload.png', 'image/png', 10)$$,
+     'ok', 'ok', 'ok', 'forbidden', 'not_found', 'unauthorized'),
+  ('api.get_file(uuid,uuid)', $$api.get_file({a1}, {file_a})$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized');
 
 select set_eq(

@@ -43,6 +43,18 @@ export interface paths {
      */
     get: operations["searchCanvas"];
   };
+  "/api/v1/canvas/{canvas_id}/files": {
+    /** F1: start an upload: a pending file and a presigned PUT URL (editors and above) */
+    post: operations["createFileUpload"];
+  };
+  "/api/v1/canvas/{canvas_id}/files/{file_id}/complete": {
+    /** F2: finish an upload: the object is checked (HEAD: size, MD5 ETag) and the file becomes ready (editors and above) */
+    post: operations["completeFileUpload"];
+  };
+  "/api/v1/canvas/{canvas_id}/files/{file_id}": {
+    /** F3: a presigned GET URL of a ready file (any member; others get 404 and no URL) */
+    get: operations["getFileDownload"];
+  };
   "/api/v1/canvas/{canvas_id}/mutate": {
     /** H2: apply a block mutation, or a batch of them (idempotent by client_op_id) */
     post: operations["mutateBlocks"];
@@ -163,7 +175,7 @@ export interface components {
     Error: {
       error: {
         /** @enum {string} */
-        code: "invalid_input" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "rebase_required" | "payload_too_large" | "rate_limited" | "internal" | "unavailable" | "timeout";
+        code: "invalid_input" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "rebase_required" | "payload_too_large" | "rate_limited" | "internal" | "unavailable" | "storage_not_configured" | "timeout";
         message: string;
         /** @description the input at fault: a body path (patch.text.body, ops.0.base_version), a path or query parameter */
         field?: string;
@@ -269,6 +281,89 @@ export interface components {
       updated_by: string | null;
       /** @description cosine distance to the query (0 = same direction) */
       distance: number;
+    };
+    FileUpload: {
+      /** Format: uuid */
+      file_id: string;
+      /**
+       * Format: uri
+       * @description presigned: PUT the bytes here, with `headers`, before expires_at
+       */
+      upload_url: string;
+      /** @enum {string} */
+      method: "PUT";
+      /** @description send these with the PUT (content-type; content-md5 when a checksum was given): they are signed into the URL, as is the length, so other bytes, another type or length are refused by the storage */
+      headers: {
+        [key: string]: string;
+      };
+      /**
+       * Format: date-time
+       * @example 2026-01-31T12:00:00.123456+00:00
+       */
+      expires_at: string;
+      file: components["schemas"]["File"];
+    };
+    File: {
+      /** Format: uuid */
+      file_id: string;
+      /** Format: uuid */
+      canvas_id: string;
+      /** @description as uploaded: the download is an attachment of this name */
+      filename: string;
+      /** @description type/subtype, lower case (app.settings allowed_file_types) */
+      content_type: string;
+      size_bytes: number;
+      /** @description base64 MD5 of the bytes (as Content-MD5): declared, or from the ETag at completion */
+      checksum: string | null;
+      /**
+       * @description pending until completed; only a ready file is downloadable
+       * @enum {string}
+       */
+      status: "pending" | "ready";
+      /** Format: uuid */
+      uploaded_by: string | null;
+      /**
+       * Format: date-time
+       * @example 2026-01-31T12:00:00.123456+00:00
+       */
+      created_at: string;
+      /**
+       * Format: date-time
+       * @example 2026-01-31T12:00:00.123456+00:00
+       */
+      completed_at: string | null;
+    };
+    FileCompleted: {
+      file: components["schemas"]["File"];
+    };
+    FileConflict: {
+      error: {
+        /** @enum {string} */
+        code: "conflict";
+        message: string;
+        /**
+         * @description not_uploaded: no object at the upload URL yet; size_mismatch / checksum_mismatch: the object is not what was declared (PUT again, then complete); not_ready: the upload is not completed
+         * @enum {string}
+         */
+        reason: "not_uploaded" | "size_mismatch" | "checksum_mismatch" | "not_ready";
+        /** @description size_mismatch: bytes declared; checksum_mismatch: MD5 declared */
+        expected?: number | string;
+        /** @description what the HEAD of the object found */
+        actual?: number | string;
+      };
+    };
+    FileDownload: {
+      file: components["schemas"]["File"];
+      /**
+       * Format: uri
+       * @description presigned GET of the bytes (Content-Disposition: attachment; filename), until expires_at
+       */
+      download_url: string;
+      /**
+       * Format: date-time
+       * @example 2026-01-31T12:00:00.123456+00:00
+       */
+      expires_at: string;
     };
     MutationResult: {
       /** @enum {string} */
@@ -778,6 +873,247 @@ export interface operations {
         };
       };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description timeout: the database did not finish in time */
+      504: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+    };
+  };
+  /** F1: start an upload: a pending file and a presigned PUT URL (editors and above) */
+  createFileUpload: {
+    parameters: {
+      path: {
+        canvas_id: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": {
+          /** @description shown as the download's name; no / \ or control characters */
+          filename: string;
+          /**
+           * @description type/subtype without parameters, allowed by app.settings allowed_file_types
+           * @example image/png
+           */
+          content_type: string;
+          /** @description exactly the bytes you will PUT (at most max_file_bytes) */
+          size_bytes: number;
+          /** @description base64 MD5 of the bytes (the Content-MD5 value): signed into the PUT, and compared with the object's ETag at completion */
+          checksum?: string;
+        };
+      };
+    };
+    responses: {
+      /** @description the pending file, and where and how to PUT its bytes */
+      201: {
+        content: {
+          "application/json": components["schemas"]["FileUpload"];
+        };
+      };
+      /** @description invalid_input: names the `field` */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unauthorized: missing or invalid token */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description forbidden: not allowed (role, token scope) */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_found: no such resource, or not a member */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description payload_too_large */
+      413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description rate_limited: retry_after seconds (also the Retry-After header) */
+      429: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description internal */
+      500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description storage_not_configured: this server has no bucket (S3_BUCKET); unavailable: the database or the storage did not answer (retry_after) */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description timeout: the database did not finish in time */
+      504: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+    };
+  };
+  /** F2: finish an upload: the object is checked (HEAD: size, MD5 ETag) and the file becomes ready (editors and above) */
+  completeFileUpload: {
+    parameters: {
+      path: {
+        canvas_id: string;
+        file_id: string;
+      };
+    };
+    responses: {
+      /** @description the ready file (completing a ready file again answers it) */
+      200: {
+        content: {
+          "application/json": components["schemas"]["FileCompleted"];
+        };
+      };
+      /** @description invalid_input: names the `field` */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unauthorized: missing or invalid token */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description forbidden: not allowed (role, token scope) */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_found: no such resource, or not a member */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_uploaded, size_mismatch or checksum_mismatch: the file stays pending; PUT again (while the URL lasts), then complete */
+      409: {
+        content: {
+          "application/json": components["schemas"]["FileConflict"];
+        };
+      };
+      /** @description payload_too_large */
+      413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description rate_limited: retry_after seconds (also the Retry-After header) */
+      429: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description internal */
+      500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description storage_not_configured: this server has no bucket (S3_BUCKET); unavailable: the database or the storage did not answer (retry_after) */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description timeout: the database did not finish in time */
+      504: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+    };
+  };
+  /** F3: a presigned GET URL of a ready file (any member; others get 404 and no URL) */
+  getFileDownload: {
+    parameters: {
+      path: {
+        canvas_id: string;
+        file_id: string;
+      };
+    };
+    responses: {
+      /** @description the file and a short-lived download URL */
+      200: {
+        content: {
+          "application/json": components["schemas"]["FileDownload"];
+        };
+      };
+      /** @description invalid_input: names the `field` */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unauthorized: missing or invalid token */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description forbidden: not allowed (role, token scope) */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_found: no such resource, or not a member */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_ready: the upload is not completed */
+      409: {
+        content: {
+          "application/json": components["schemas"]["FileConflict"];
+        };
+      };
+      /** @description payload_too_large */
+      413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description rate_limited: retry_after seconds (also the Retry-After header) */
+      429: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description internal */
+      500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description storage_not_configured: this server has no bucket (S3_BUCKET); unavailable: the database or the storage did not answer (retry_after) */
       503: {
         content: {
           "application/json": components["schemas"]["Error"];

@@ -1,0 +1,77 @@
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { S3Config } from './config.ts';
+
+// The SDK warns once per process that its releases after January 2027 need Node 22; this
+// repository runs Node 20 with the SDK its lockfile pins, so the notice is for whoever upgrades
+// (README, docs/files.md), not for every server log.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+/** What a HEAD of an object says: its size and ETag (the hex MD5 of a single-part upload, quoted). */
+export type ObjectHead = { size: number; etag: string | null; contentType: string | null };
+
+/** The four object operations files need, on one bucket of any S3-compatible endpoint. */
+export type ObjectStorage = {
+  readonly bucket: string;
+  /** A URL to PUT exactly these bytes: content-type, content-length and (when given) content-md5 are signed into it. */
+  presignPut(key: string, opts: { contentType: string; size: number; contentMd5?: string | null; expiresIn: number }):
+    Promise<{ url: string; headers: Record<string, string> }>;
+  /** A URL to GET the object, answered with this type and as an attachment named `filename`. */
+  presignGet(key: string, opts: { filename: string; contentType: string; expiresIn: number }): Promise<string>;
+  /** null when there is no such object. */
+  head(key: string): Promise<ObjectHead | null>;
+  /** Removes the object; removing a missing object succeeds (S3's DeleteObject semantics). */
+  remove(key: string): Promise<void>;
+};
+
+export function s3Storage(cfg: S3Config): ObjectStorage {
+  const client = new S3Client({
+    region: cfg.region,
+    endpoint: cfg.endpoint,
+    forcePathStyle: cfg.forcePathStyle,
+    credentials: cfg.credentials,
+    // The SDK's default adds a CRC32 of the (empty) request body to presigned PUT URLs, which S3
+    // then checks against the real body and refuses (aws-sdk-js-v3 #6810); checksums only where an
+    // operation requires them. Our integrity check is the signed Content-MD5 and the HEAD's ETag.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    maxAttempts: 2,
+  });
+  const Bucket = cfg.bucket;
+  return {
+    bucket: Bucket,
+    async presignPut(key, { contentType, size, contentMd5, expiresIn }) {
+      const command = new PutObjectCommand({ Bucket, Key: key, ContentType: contentType, ContentLength: size, ContentMD5: contentMd5 ?? undefined });
+      const url = await getSignedUrl(client, command, {
+        expiresIn,
+        // signed, so the PUT must carry exactly these: the declared type, length and MD5
+        signableHeaders: new Set(['content-type', 'content-length', ...(contentMd5 ? ['content-md5'] : [])]),
+      });
+      // content-length is set by every HTTP client from the body itself (browsers forbid setting it)
+      return { url, headers: { 'content-type': contentType, ...(contentMd5 ? { 'content-md5': contentMd5 } : {}) } };
+    },
+    async presignGet(key, { filename, contentType, expiresIn }) {
+      return getSignedUrl(client, new GetObjectCommand({
+        Bucket, Key: key, ResponseContentType: contentType, ResponseContentDisposition: contentDisposition(filename),
+      }), { expiresIn });
+    },
+    async head(key) {
+      try {
+        const res = await client.send(new HeadObjectCommand({ Bucket, Key: key }));
+        return { size: res.ContentLength ?? 0, etag: res.ETag ?? null, contentType: res.ContentType ?? null };
+      } catch (err) {
+        if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 404) return null;
+        throw err;
+      }
+    },
+    async remove(key) {
+      await client.send(new DeleteObjectCommand({ Bucket, Key: key }));
+    },
+  };
+}
+
+/** `attachment` with the name in ASCII (quotes and backslashes dropped) and in full as RFC 5987 filename*. */
+export function contentDisposition(filename: string): string {
+  const ascii = filename.replace(/[^\x20-\x7e]/g, '_').replace(/["\\]/g, '_');
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(filename).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)}`;
+}

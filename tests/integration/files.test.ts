@@ -1,0 +1,269 @@
+// Files through HTTP with the local S3-compatible server (the one npm start runs: the server here
+// starts it in-process from POTENTIA_LOCAL_S3_DIR, as scripts/start sets it): an editor uploads
+// with a presigned PUT (a real PUT with fetch), completes, a file block refers to the file, a
+// viewer downloads the same bytes with a presigned GET, an outsider gets 404 and no URL; wrong
+// bytes are refused at completion; the cleanup_files worker task removes the object of a deleted
+// block's file and of an upload never completed; without a bucket the endpoints answer 503.
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { OpenAPIHono } from '@hono/zod-openapi';
+import type { JobHelpers } from 'graphile-worker';
+import type { Sql } from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fileRoutes } from '../../functions/files.ts';
+import type { Database } from '../../src/db/index.ts';
+import { withCommonMiddleware } from '../../src/http/app.ts';
+import type { AppEnv } from '../../src/http/env.ts';
+import type { Server } from '../../src/server.ts';
+import { storageConfig } from '../../src/storage/config.ts';
+import { createFileStorage, fileStorage, type ObjectStorage } from '../../src/storage/index.ts';
+import { CircuitBreaker } from '../../src/worker/breaker.ts';
+import { LocalProvider } from '../../src/worker/providers.ts';
+import { createTaskList } from '../../src/worker/tasks.ts';
+import { checkedFetch, expectContract } from '../helpers/contract.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas, createUser } from '../helpers/fixtures.ts';
+import { startTestServer, tokenFor } from '../helpers/http.ts';
+
+const dataDir = mkdtempSync(join(tmpdir(), 'potentia-files-'));
+const savedEnv = process.env.POTENTIA_LOCAL_S3_DIR;
+let server: Server;
+let database: Database;
+let sql: Sql;
+let storage: ObjectStorage;
+let canvasId: string;
+const tokens: Record<'editor' | 'viewer' | 'outsider', string> = { editor: '', viewer: '', outsider: '' };
+
+beforeAll(async () => {
+  process.env.POTENTIA_LOCAL_S3_DIR = dataDir; // what scripts/start exports when S3_BUCKET is unset
+  server = await startTestServer({ validateResponses: true });
+  database = testDatabase(3);
+  sql = database.sql;
+  storage = (await fileStorage().get())!;
+  const fixture = await createCanvas(sql, ['editor', 'viewer']);
+  canvasId = fixture.canvasId;
+  tokens.editor = await tokenFor(server, fixture.users.editor!);
+  tokens.viewer = await tokenFor(server, fixture.users.viewer!);
+  tokens.outsider = await tokenFor(server, await createUser(sql, 'outsider'));
+});
+afterAll(async () => {
+  await server?.stop();
+  await fileStorage().close();
+  await database?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+  if (savedEnv === undefined) delete process.env.POTENTIA_LOCAL_S3_DIR; else process.env.POTENTIA_LOCAL_S3_DIR = savedEnv;
+});
+
+type Who = keyof typeof tokens;
+const api = (who: Who, method: string, path: string, body?: unknown) =>
+  checkedFetch(server.url, method, `/api/v1/canvas/${canvasId}${path}`, { token: tokens[who], body });
+const md5 = (bytes: Buffer) => createHash('md5').update(bytes).digest('base64');
+const put = (upload: { upload_url: string; headers: Record<string, string> }, bytes: Buffer, headers: Record<string, string> = {}) =>
+  fetch(upload.upload_url, { method: 'PUT', body: new Uint8Array(bytes), headers: { ...upload.headers, ...headers } });
+const objectKey = async (fileId: string) => (await sql`select object_key from app.files where file_id = ${fileId}`)[0]!.object_key as string;
+const fileRow = async (fileId: string) => (await sql`select status, purged_at from app.files where file_id = ${fileId}`)[0]!;
+
+/** The cleanup_files task, as Graphile Worker runs it from the crontab. */
+async function runCleanupTask() {
+  const tasks = createTaskList({ sql, provider: new LocalProvider(), breaker: new CircuitBreaker({ name: 'test', failureThreshold: 3, cooldownMs: 1000 }) });
+  const messages: string[] = [];
+  const logger = { info: (m: string) => messages.push(m), warn: (m: string) => messages.push(m), debug: () => {}, error: (m: string) => messages.push(m) };
+  await tasks.cleanup_files({}, { logger } as unknown as JobHelpers);
+  return messages;
+}
+
+describe('files: upload, complete, refer, download', () => {
+  let fileId: string;
+  let blockId: string;
+  const bytes = randomBytes(3000);
+
+  it('an editor uploads the bytes to a presigned PUT URL and completes the upload', async () => {
+    const started = Date.now();
+    const created = await api('editor', 'POST', '/files', { filename: 'Quarterly report é.pdf', content_type: 'application/pdf',
+      size_bytes: bytes.length, checksum: md5(bytes) });
+    expect(created.status, created.text).toBe(201);
+    fileId = created.body.file_id;
+    expect(created.body.file).toMatchObject({ file_id: fileId, canvas_id: canvasId, status: 'pending', size_bytes: 3000, checksum: md5(bytes),
+      content_type: 'application/pdf', filename: 'Quarterly report é.pdf', completed_at: null });
+    expect(created.body.method).toBe('PUT');
+    expect(created.body.headers).toEqual({ 'content-type': 'application/pdf', 'content-md5': md5(bytes) });
+    // short-lived: file_upload_url_seconds (900) from now, and signed so (X-Amz-Expires)
+    expect(Date.parse(created.body.expires_at) - started).toBeGreaterThan(899_000);
+    expect(Date.parse(created.body.expires_at) - Date.now()).toBeLessThanOrEqual(900_000);
+    const url = new URL(created.body.upload_url);
+    expect(url.searchParams.get('X-Amz-Expires')).toBe('900');
+    expect(url.searchParams.get('X-Amz-SignedHeaders')).toBe('content-length;content-md5;content-type;host');
+    expect(created.headers.get('cache-control')).toBe('private, no-store');
+
+    // the signature holds the type and the length: anything else is refused by the storage itself
+    expect((await put(created.body, bytes, { 'content-type': 'text/html' })).status).toBe(403);
+    expect((await put(created.body, Buffer.concat([bytes, Buffer.from('!')]))).status).toBe(403);
+    // not uploaded yet: completion says so, and the file stays pending
+    const early = await api('editor', 'POST', `/files/${fileId}/complete`);
+    expect(early.status).toBe(409);
+    expect(early.body.error).toMatchObject({ code: 'conflict', reason: 'not_uploaded' });
+
+    const uploaded = await put(created.body, bytes);
+    expect(uploaded.status).toBe(200);
+    const viewerTry = await api('viewer', 'POST', `/files/${fileId}/complete`);
+    expect(viewerTry.status).toBe(403);
+    const done = await api('editor', 'POST', `/files/${fileId}/complete`);
+    expect(done.status, done.text).toBe(200);
+    expect(done.body.file).toMatchObject({ file_id: fileId, status: 'ready', checksum: md5(bytes) });
+    expect(done.body.file.completed_at).not.toBeNull();
+    const again = await api('editor', 'POST', `/files/${fileId}/complete`);
+    expect(again.body.file.completed_at).toBe(done.body.file.completed_at);
+  });
+
+  it('a file block refers to the file by content.file_id (a pending file is refused)', async () => {
+    const created = await api('editor', 'POST', '/mutate', { action: 'create', client_op_id: randomUUID(),
+      patch: { type: 'file', content: { file_id: fileId, caption: 'Q3' } } });
+    expect(created.status, created.text).toBe(200);
+    blockId = created.body.block_id;
+    expect(created.body.block.content).toEqual({ file_id: fileId, caption: 'Q3' });
+
+    const pending = await api('editor', 'POST', '/files', { filename: 'later.png', content_type: 'image/png', size_bytes: 10 });
+    const refused = await api('editor', 'POST', '/mutate', { action: 'create', client_op_id: randomUUID(),
+      patch: { type: 'file', content: { file_id: pending.body.file_id } } });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatchObject({ code: 'invalid_input', field: 'patch.content.file_id' });
+  });
+
+  it('a viewer downloads the same bytes through a presigned GET URL', async () => {
+    const res = await api('viewer', 'GET', `/files/${fileId}`);
+    expect(res.status, res.text).toBe(200);
+    expect(res.body.file).toMatchObject({ file_id: fileId, status: 'ready', size_bytes: 3000 });
+    expect(res.headers.get('cache-control')).toBe('private, no-store');
+    expect(new URL(res.body.download_url).searchParams.get('X-Amz-Expires')).toBe('300');
+    const download = await fetch(res.body.download_url);
+    expect(download.status).toBe(200);
+    expect(Buffer.from(await download.arrayBuffer()).equals(bytes)).toBe(true);
+    expect(download.headers.get('content-type')).toBe('application/pdf');
+    expect(download.headers.get('content-disposition')).toBe(
+      'attachment; filename="Quarterly report _.pdf"; filename*=UTF-8\'\'Quarterly%20report%20%C3%A9.pdf');
+    // the URL is the credential: without its signature the storage refuses
+    const unsigned = new URL(res.body.download_url);
+    unsigned.search = '';
+    expect((await fetch(unsigned)).status).toBe(403);
+  });
+
+  it('an outsider gets 404 and no URL, for the download and every other file endpoint', async () => {
+    for (const [method, path] of [['GET', `/files/${fileId}`], ['POST', `/files/${fileId}/complete`]] as const) {
+      const res = await api('outsider', method, path);
+      expect(res.status, `${method} ${path}`).toBe(404);
+      expect(res.body.error.code).toBe('not_found');
+      expect(res.text).not.toMatch(/https?:\/\/|X-Amz|canvas\//);
+    }
+    const upload = await api('outsider', 'POST', '/files', { filename: 'x.png', content_type: 'image/png', size_bytes: 1 });
+    expect(upload.status).toBe(404);
+    expect(upload.text).not.toContain('upload_url');
+    const anonymous = await checkedFetch(server.url, 'GET', `/api/v1/canvas/${canvasId}/files/${fileId}`);
+    expect(anonymous.status).toBe(401);
+  });
+
+  it('limits: size (max_file_bytes), type (allowed_file_types), a viewer may not upload', async () => {
+    const big = await api('editor', 'POST', '/files', { filename: 'big.png', content_type: 'image/png', size_bytes: 52428801 });
+    expect(big.status).toBe(413);
+    expect(big.body.error).toMatchObject({ code: 'payload_too_large', field: 'size_bytes', limit: 52428800 });
+    const html = await api('editor', 'POST', '/files', { filename: 'page.html', content_type: 'text/html', size_bytes: 10 });
+    expect(html.status).toBe(400);
+    expect(html.body.error).toMatchObject({ code: 'invalid_input', field: 'content_type' });
+    const badChecksum = await api('editor', 'POST', '/files', { filename: 'a.png', content_type: 'image/png', size_bytes: 1, checksum: 'abc' });
+    expect(badChecksum.body.error).toMatchObject({ code: 'invalid_input', field: 'checksum' });
+    const viewer = await api('viewer', 'POST', '/files', { filename: 'v.png', content_type: 'image/png', size_bytes: 1 });
+    expect(viewer.status).toBe(403);
+  });
+
+  it('deleting the block deletes the file at once, and the cleanup_files task removes its object', async () => {
+    const key = await objectKey(fileId);
+    const deleted = await api('editor', 'POST', '/mutate', { action: 'delete', block_id: blockId, client_op_id: randomUUID(), base_version: 1 });
+    expect(deleted.status, deleted.text).toBe(200);
+    expect((await api('viewer', 'GET', `/files/${fileId}`)).status).toBe(404);
+    expect(await storage.head(key)).toMatchObject({ size: 3000 }); // the object waits for the job
+    await runCleanupTask();
+    expect(await storage.head(key)).toBeNull();
+    expect(await fileRow(fileId)).toMatchObject({ status: 'deleted', purged_at: expect.any(Date) });
+  });
+});
+
+describe('files: completion checks what was uploaded', () => {
+  it('a wrong checksum is refused (the local server does not verify Content-MD5 itself; the ETag tells)', async () => {
+    const declared = Buffer.from('the bytes I meant');
+    const other = Buffer.from('other bytes, same size');
+    const created = await api('editor', 'POST', '/files', { filename: 'notes.txt', content_type: 'text/plain',
+      size_bytes: other.length, checksum: md5(declared) });
+    expect((await put(created.body, other)).status).toBe(200);
+    const refused = await api('editor', 'POST', `/files/${created.body.file_id}/complete`);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toMatchObject({ code: 'conflict', reason: 'checksum_mismatch', expected: md5(declared), actual: md5(other) });
+    expect((await fileRow(created.body.file_id)).status).toBe('pending');
+    expect((await api('viewer', 'GET', `/files/${created.body.file_id}`)).body.error).toMatchObject({ code: 'conflict', reason: 'not_ready' });
+  });
+
+  it('a wrong size is refused, and the upload may be PUT again and completed', async () => {
+    const bytes = Buffer.from('exactly these twenty-nine b.');
+    const created = await api('editor', 'POST', '/files', { filename: 'size.txt', content_type: 'text/plain', size_bytes: bytes.length });
+    // a storage that ignored the signed length would keep other bytes at the key: sign such a PUT ourselves
+    const longer = Buffer.concat([bytes, Buffer.from('++')]);
+    const rogue = await storage.presignPut(await objectKey(created.body.file_id), { contentType: 'text/plain', size: longer.length, expiresIn: 60 });
+    expect((await put({ upload_url: rogue.url, headers: rogue.headers }, longer)).status).toBe(200);
+    const refused = await api('editor', 'POST', `/files/${created.body.file_id}/complete`);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toMatchObject({ code: 'conflict', reason: 'size_mismatch', expected: bytes.length, actual: longer.length });
+    expect((await put(created.body, bytes)).status).toBe(200);
+    const done = await api('editor', 'POST', `/files/${created.body.file_id}/complete`);
+    expect(done.status).toBe(200);
+    expect(done.body.file).toMatchObject({ status: 'ready', checksum: md5(bytes) }); // none declared: the ETag's
+  });
+});
+
+describe('files: cleanup of uploads never completed', () => {
+  it('a pending upload older than file_pending_expiry_minutes loses its object and is marked deleted', async () => {
+    const bytes = randomBytes(64);
+    const created = await api('editor', 'POST', '/files', { filename: 'abandoned.png', content_type: 'image/png', size_bytes: bytes.length });
+    expect((await put(created.body, bytes)).status).toBe(200);
+    const fresh = await api('editor', 'POST', '/files', { filename: 'in-progress.png', content_type: 'image/png', size_bytes: bytes.length });
+    expect((await put(fresh.body, bytes)).status).toBe(200);
+    const key = await objectKey(created.body.file_id);
+    await sql`update app.files set created_at = now() - interval '61 minutes' where file_id = ${created.body.file_id}`;
+    await runCleanupTask();
+    expect(await storage.head(key)).toBeNull();
+    expect(await fileRow(created.body.file_id)).toMatchObject({ status: 'deleted', purged_at: expect.any(Date) });
+    // an upload still within its time is left alone
+    expect(await storage.head(await objectKey(fresh.body.file_id))).toMatchObject({ size: 64 });
+    expect((await fileRow(fresh.body.file_id)).status).toBe('pending');
+    const late = await api('editor', 'POST', `/files/${created.body.file_id}/complete`);
+    expect(late.status).toBe(404);
+  });
+});
+
+describe('files: without a bucket', () => {
+  it('answers 503 storage_not_configured (production without S3_BUCKET, or any server without one)', async () => {
+    const app = withCommonMiddleware(new OpenAPIHono<AppEnv>(), server.deps) as OpenAPIHono<AppEnv>;
+    app.route('/api/v1/canvas', fileRoutes(server.deps, createFileStorage(storageConfig({ NODE_ENV: 'production', POTENTIA_LOCAL_S3_DIR: dataDir }))));
+    for (const [method, path, body] of [['POST', `/api/v1/canvas/${canvasId}/files`, { filename: 'a.png', content_type: 'image/png', size_bytes: 1 }],
+      ['POST', `/api/v1/canvas/${canvasId}/files/${randomUUID()}/complete`, undefined],
+      ['GET', `/api/v1/canvas/${canvasId}/files/${randomUUID()}`, undefined]] as const) {
+      const res = await app.request(path, { method, headers: { authorization: `Bearer ${tokens.editor}`, 'content-type': 'application/json' },
+        body: body && JSON.stringify(body) });
+      const text = await res.text();
+      expectContract(method, path, { status: res.status, headers: res.headers, text });
+      expect(res.status).toBe(503);
+      expect(JSON.parse(text).error.code).toBe('storage_not_configured');
+    }
+  });
+
+  it('reads its configuration from S3_* and refuses a half-made one, naming what is missing', () => {
+    expect(storageConfig({ S3_BUCKET: 'files', S3_REGION: 'eu-central-1', S3_ENDPOINT: 'https://ref.storage.supabase.co/storage/v1/s3',
+      S3_FORCE_PATH_STYLE: 'true', S3_ACCESS_KEY_ID: 'id', S3_SECRET_ACCESS_KEY: 'secret' })).toEqual({ kind: 's3', s3: {
+      bucket: 'files', region: 'eu-central-1', endpoint: 'https://ref.storage.supabase.co/storage/v1/s3', forcePathStyle: true,
+      credentials: { accessKeyId: 'id', secretAccessKey: 'secret' } } });
+    expect(() => storageConfig({ S3_ENDPOINT: 'http://127.0.0.1:9000' })).toThrow(/S3_ENDPOINT set without S3_BUCKET/);
+    expect(() => storageConfig({ S3_BUCKET: 'files', S3_ACCESS_KEY_ID: 'id' })).toThrow(/S3_SECRET_ACCESS_KEY/);
+    expect(storageConfig({ POTENTIA_LOCAL_S3_DIR: '/tmp/x' })).toMatchObject({ kind: 'local', directory: '/tmp/x' });
+    expect(storageConfig({ NODE_ENV: 'production', POTENTIA_LOCAL_S3_DIR: '/tmp/x' }).kind).toBe('none');
+    expect(storageConfig({}).kind).toBe('none');
+  });
+});

@@ -192,6 +192,21 @@ export interface AppSystemAudit {
   user_id: string | null;
 }
 
+export interface AppUpgradeV1Progress {
+  blocks: number;
+  canvas_id: string;
+  checksum: string;
+  duration_ms: Numeric | null;
+  embedded: number;
+  first_server_seq: Int8 | null;
+  last_server_seq: Int8 | null;
+  queued: number;
+  upgraded_at: Generated<Timestamp>;
+  v1_canvas_id: string;
+  workspace_id: string;
+  workspace_per: string;
+}
+
 export interface AppWorkerHeartbeats {
   hostname: string;
   last_seen_at: Generated<Timestamp>;
@@ -238,6 +253,7 @@ export interface DB {
   "app.refresh_tokens": AppRefreshTokens;
   "app.settings": AppSettings;
   "app.system_audit": AppSystemAudit;
+  "app.upgrade_v1_progress": AppUpgradeV1Progress;
   "app.worker_heartbeats": AppWorkerHeartbeats;
   "app.workspace_invites": AppWorkspaceInvites;
   "app.workspace_members": AppWorkspaceMembers;

@@ -1,0 +1,166 @@
+// The v1 → v2 upgrade (npm run upgrade:v1; docs/upgrade-v1.md): reads a v1 database, plans it
+// (v1-plan.ts), then either reports what would move (dry run) or writes it canvas by canvas
+// (v1-write.ts) and verifies the result against v1 (v1-verify.ts).
+import postgres, { type Sql } from 'postgres';
+import { Counts, planCanvasBlocks, planUsers, planWorkspaces, type PlannedCanvas, type WorkspacePer } from './v1-plan.ts';
+import { formatReport } from './v1-report.ts';
+import { openPostgresSource } from './v1-source-postgres.ts';
+import { openSqliteSource } from './v1-source-sqlite.ts';
+import type { V1Block, V1Source } from './v1-shape.ts';
+import { verifyUpgrade, type VerifyResult } from './v1-verify.ts';
+import {
+  canvasCollision, emailsTakenInTarget, UPGRADE_LOCK_KEY, writeCanvas, writeUsers, writeWorkspaces, type CanvasWriteResult,
+} from './v1-write.ts';
+
+export type UpgradeOptions = {
+  /** a postgres:// URL, or the path of a SQLite file */
+  from: string;
+  /** the v2 database (direct connection, not a transaction pooler: the run holds a session advisory lock) */
+  to: string;
+  dryRun?: boolean;
+  verifyOnly?: boolean;
+  /** verify after writing (default true) */
+  verify?: boolean;
+  /** rows per insert statement, and blocks between progress lines (default 1000) */
+  batch?: number;
+  workspacePer?: WorkspacePer;
+  workspaceName?: string;
+  /** schema of the v1 tables in a Postgres source (default public) */
+  schema?: string;
+  log?: (line: string) => void;
+};
+
+export type UpgradeResult = { counts: Counts; verification: VerifyResult | null; ok: boolean };
+
+export const isPostgresUrl = (s: string) => /^postgres(ql)?:\/\//i.test(s);
+
+export function openSource(from: string, schema?: string): Promise<V1Source> {
+  return isPostgresUrl(from) ? openPostgresSource(from, schema) : openSqliteSource(from);
+}
+
+const fmt = (n: number) => n.toLocaleString('en-US');
+const label = (url: string) => { const u = new URL(url); u.password = ''; return `postgres ${u.host}${u.pathname}`; };
+
+async function checkTarget(sql: Sql): Promise<void> {
+  const [row] = await sql`select to_regclass('app.blocks') is not null as blocks, to_regclass('app.upgrade_v1_progress') is not null as progress`;
+  if (!row?.blocks || !row.progress) {
+    throw new Error('the target is not a migrated v2 database (app.upgrade_v1_progress is missing): run npm run db:migrate on it first');
+  }
+}
+
+export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const batch = Math.max(1, opts.batch ?? 1000);
+  const per = opts.workspacePer ?? 'owner';
+  const source = await openSource(opts.from, opts.schema);
+  const target = postgres(opts.to, { max: 3, onnotice: () => {}, connection: { application_name: 'potentia-upgrade-v1' } });
+  let lock: Awaited<ReturnType<Sql['reserve']>> | null = null;
+  try {
+    await checkTarget(target);
+    const counts = new Counts();
+    const users = planUsers(await source.users(), counts);
+    const { workspaces, canvases } = planWorkspaces(users, await source.canvases(), per, counts, opts.workspaceName);
+    const plan = { users, workspaces, canvases };
+    const mode = opts.verifyOnly ? 'verify' : opts.dryRun ? 'dry run' : 'upgrade';
+    log(`upgrade:v1 ${mode}: ${source.label} → ${label(opts.to)} (workspace per ${per}, batch ${batch})`);
+
+    const done = await target<{ workspace_per: string; n: number }[]>`
+      select workspace_per, count(*)::int as n from app.upgrade_v1_progress group by 1`;
+    const other = done.find((d) => d.workspace_per !== per);
+    if (other) {
+      throw new Error(`this database was upgraded with --workspace-per ${other.workspace_per} (${other.n} canvases): run again with the same`);
+    }
+    const taken = await emailsTakenInTarget(target, users);
+    for (const u of users) if (u.email !== null && taken.has(u.email)) { counts.add('users.email_taken'); u.email = null; }
+
+    if (opts.verifyOnly) {
+      const verification = await verifyUpgrade(target, source, plan, log);
+      verification.lines.forEach((l) => log(l));
+      return { counts, verification, ok: verification.differences === 0 };
+    }
+
+    if (opts.dryRun) {
+      const [u] = await target<{ n: number }[]>`select count(*)::int as n from auth.users where id = any(${users.map((x) => x.id)}::uuid[])`;
+      counts.add('users', users.length - u!.n);
+      counts.add('users.already_present', u!.n);
+      const [w] = await target<{ n: number }[]>`select count(*)::int as n from app.workspaces where workspace_id = any(${workspaces.map((x) => x.id)}::uuid[])`;
+      counts.add('workspaces', workspaces.length - w!.n);
+    } else {
+      lock = await target.reserve();
+      const [got] = await lock`select pg_try_advisory_lock(hashtext(${UPGRADE_LOCK_KEY})) as ok`;
+      if (!got?.ok) throw new Error('another npm run upgrade:v1 is writing to this database (advisory lock held)');
+      const inserted = await writeUsers(target, users, batch);
+      counts.add('users', inserted);
+      counts.add('users.already_present', users.length - inserted);
+      counts.add('workspaces', await writeWorkspaces(target, workspaces, batch));
+      log(`upgrade: users ${fmt(inserted)} inserted (${fmt(users.length - inserted)} already there), workspaces ready`);
+    }
+
+    const userIds = new Map(users.map((u) => [u.v1Id, u.id]));
+    const byV1 = new Map(canvases.map((c) => [c.v1Id, c]));
+    const totalBlocks = await source.blockCount();
+    const started = Date.now();
+    let processed = 0;
+    let canvasesSeen = 0;
+    let nextLine = batch;
+    let lastLine = '';
+    const progress = (force = false) => {
+      if (!force && processed < nextLine) return;
+      while (nextLine <= processed) nextLine += batch;
+      const secs = (Date.now() - started) / 1000;
+      const line = `upgrade: ${fmt(processed)} of ${fmt(totalBlocks)} v1 blocks (${totalBlocks === 0 ? 100 : Math.floor((processed * 100) / totalBlocks)}%), ` +
+        `${fmt(canvasesSeen)} of ${fmt(canvases.length)} canvases`;
+      if (line !== lastLine) log(`${line}, ${fmt(Math.round(processed / Math.max(secs, 0.001)))} blocks/s`);
+      lastLine = line;
+    };
+    const handle = async (canvas: PlannedCanvas, blocks: V1Block[]) => {
+      const p = planCanvasBlocks(blocks, userIds);
+      const result: CanvasWriteResult | null = opts.dryRun
+        ? await canvasCollision(target, canvas, p)
+        : await writeCanvas(target, canvas, p, { batch, workspacePer: per });
+      if (result === null || result.status === 'written') {
+        counts.merge(p.counts);
+        counts.add('canvases');
+        counts.add('operations', p.blocks.length);
+        if (p.blocks.length === 0) counts.add('canvases.empty');
+      } else {
+        counts.add(`canvases.${result.status}`);
+      }
+      canvasesSeen++;
+      processed += blocks.length;
+      progress();
+    };
+    const seen = new Set<string>();
+    for await (const group of source.blocksByCanvas()) {
+      const canvas = byV1.get(group.canvasId);
+      if (!canvas) {
+        counts.add('blocks.canvas_missing', group.blocks.length);
+        processed += group.blocks.length;
+        progress();
+        continue;
+      }
+      seen.add(canvas.v1Id);
+      await handle(canvas, group.blocks);
+    }
+    for (const canvas of canvases) if (!seen.has(canvas.v1Id)) await handle(canvas, []);
+    progress(true);
+    counts.add('embeddings.missing_block', await source.embeddingsOfMissingBlocks());
+
+    formatReport(counts, opts.dryRun ? `dry run: nothing was written (${((Date.now() - started) / 1000).toFixed(1)} s)`
+      : `upgrade done in ${((Date.now() - started) / 1000).toFixed(1)} s`, opts.dryRun ? 'would move' : 'moved').forEach((l) => log(l));
+    if (opts.dryRun || opts.verify === false) return { counts, verification: null, ok: true };
+
+    const verifyStarted = Date.now();
+    const verification = await verifyUpgrade(target, source, plan, log);
+    verification.lines.forEach((l) => log(l));
+    log(`verify: took ${((Date.now() - verifyStarted) / 1000).toFixed(1)} s`);
+    return { counts, verification, ok: verification.differences === 0 };
+  } finally {
+    if (lock) {
+      await lock`select pg_advisory_unlock(hashtext(${UPGRADE_LOCK_KEY}))`.catch(() => {});
+      lock.release();
+    }
+    await source.close();
+    await target.end({ timeout: 5 });
+  }
+}

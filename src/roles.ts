@@ -109,8 +109,11 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
     url: urlOf(config, server),
     gateway,
     async stop() {
+      // stop accepting first: clients reconnecting after the 1001 close below must reach another
+      // gateway (the balancer sees a refused connection and moves on), not this one on its way out
+      const closed = close(server);
       await gateway.stop();
-      await close(server);
+      await closed;
       await database.close();
     },
   };
@@ -118,39 +121,51 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
 
 /** A worker with its probes: what `npm run worker` runs, plus /health and /ready on HOST:PORT. */
 async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProcess> {
-  const metrics = createMetrics();
-  const worker = await startWorker({ databaseUrl: config.databaseUrl, directDatabaseUrl: config.directDatabaseUrl, worker: config.worker,
-                                     embedding: config.embedding, metrics, logger });
   const urls = connectionUrls(config);
+  const metrics = createMetrics();
   // two connections of its own: a busy job pool must not make the probe look like a dead worker
   const database = createDatabase(urls.pooled, { max: 2, applicationName: 'potentia-worker-probe', prepare: !urls.transactionPooler });
   const deps: Deps = { sql: database.sql, config, verify: createTokenVerifier(config.auth), metrics, logger };
+  let worker: WorkerRuntime | undefined;
   const app = createProbeApp(deps, {
     // this worker's own heartbeat row (written every WORKER_HEARTBEAT_MS): older than WORKER_STALE_MS,
     // the other workers take its jobs back, so it must not count as serving
-    worker: async () => withTimeout((async () => {
-      const [row] = await database.sql`select extract(epoch from now() - last_seen_at)::float8 as age
-                                       from app.worker_heartbeats where worker_id = ${worker.workerId}`;
-      if (!row) return `no heartbeat row for worker ${worker.workerId}`;
-      const age = row.age as number;
-      return age * 1000 <= config.worker.staleMs ? 'ok' : `heartbeat stale (${Math.round(age)} s old)`;
-    })()),
+    worker: async () => {
+      if (!worker) return 'starting';
+      const id = worker.workerId;
+      return withTimeout((async () => {
+        const [row] = await database.sql`select extract(epoch from now() - last_seen_at)::float8 as age
+                                         from app.worker_heartbeats where worker_id = ${id}`;
+        if (!row) return `no heartbeat row for worker ${id}`;
+        const age = row.age as number;
+        return age * 1000 <= config.worker.staleMs ? 'ok' : `heartbeat stale (${Math.round(age)} s old)`;
+      })());
+    },
   });
+  // the port first: a second copy on a taken port fails before it takes any job
   let http: ServerType;
   try {
     http = await listen(config, app.fetch);
   } catch (err) {
-    await worker.stop();
     await database.close();
     throw err;
   }
+  try {
+    worker = await startWorker({ databaseUrl: config.databaseUrl, directDatabaseUrl: config.directDatabaseUrl, worker: config.worker,
+                                 embedding: config.embedding, metrics, logger });
+  } catch (err) {
+    await close(http);
+    await database.close();
+    throw err;
+  }
+  const running = worker;
   return {
     role: 'worker',
     url: urlOf(config, http),
-    worker,
+    worker: running,
     async stop() {
       await close(http);
-      await worker.stop();
+      await running.stop();
       await database.close();
     },
   };

@@ -88,8 +88,11 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     gateway,
     worker,
     async stop() {
+      // stop accepting first: clients reconnecting after the gateway's 1001 close must reach
+      // another process (a balancer sees a refused connection and moves on), not this one
+      const closed = new Promise<void>((resolve) => http.close(() => resolve()));
       await gateway?.stop();
-      await new Promise<void>((resolve) => http.close(() => resolve()));
+      await closed;
       await worker?.stop();
       await database.close();
     },

@@ -1,0 +1,29 @@
+// npx tsx scripts/api-keys.ts [--years 10]
+// Mints the project's API keys for a self-hosted deployment: the `anon` and `service_role` JWTs
+// (HS256, signed with JWT_SECRET from the environment, no `sub`), what Supabase shows under
+// Project Settings → API. Clients send the anon key (createClient(url, anonKey): /auth/v1 and
+// realtime need one); the service_role key is for trusted servers only. On Supabase, use the
+// project's own keys instead. docs/self-hosting.md, "Installing on a host".
+import { parseArgs } from 'node:util';
+import { SignJWT } from 'jose';
+import { DEV_JWT_SECRET } from '../src/config.ts';
+
+const { values } = parseArgs({ options: { years: { type: 'string', default: '10' }, help: { type: 'boolean', default: false } } });
+const years = Number(values.years);
+if (values.help || !(years > 0)) {
+  console.log('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]   prints anon=<jwt> and service_role=<jwt>');
+  process.exit(values.help ? 0 : 2);
+}
+const secret = process.env.JWT_SECRET;
+if (!secret || secret.length < 32) {
+  console.error('JWT_SECRET must be set (32 characters at least): the secret your Potentia processes verify tokens with');
+  process.exit(2);
+}
+if (secret === DEV_JWT_SECRET) console.error('warning: JWT_SECRET is the published development secret: anyone can mint these keys');
+const key = new TextEncoder().encode(secret);
+const now = Math.floor(Date.now() / 1000);
+for (const role of ['anon', 'service_role'] as const) {
+  const jwt = await new SignJWT({ role, iss: 'potentia' }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setIssuedAt(now).setExpirationTime(now + Math.round(years * 365.25 * 86400)).sign(key);
+  console.log(`${role}=${jwt}`);
+}

@@ -145,6 +145,9 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     for (const canvas of canvases) if (!seen.has(canvas.v1Id)) await handle(canvas, []);
     progress(true);
     counts.add('embeddings.missing_block', await source.embeddingsOfMissingBlocks());
+    // fresh statistics after a bulk load: without them the planner keeps the plans of empty
+    // tables until autovacuum comes by (the verification's per-canvas reads among them)
+    if (!opts.dryRun) await target`analyze auth.users, app.canvases, app.blocks, app.block_operations, app.embedding_outbox`;
 
     formatReport(counts, opts.dryRun ? `dry run: nothing was written (${((Date.now() - started) / 1000).toFixed(1)} s)`
       : `upgrade done in ${((Date.now() - started) / 1000).toFixed(1)} s`, opts.dryRun ? 'would move' : 'moved').forEach((l) => log(l));

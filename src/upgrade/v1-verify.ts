@@ -141,7 +141,7 @@ export async function verifyUpgrade(target: Sql, source: V1Source, plan: {
       select o.block_id::text, o.canvas_seq::text, o.server_seq::text, o.action, o.new_version,
              coalesce(o.block = internal.block_json(b), false) as same
       from app.block_operations o left join app.blocks b on b.block_id = o.block_id
-      where o.canvas_id = ${canvas.id} and o.status = 'success' order by o.canvas_seq`;
+      where o.canvas_id = ${canvas.id} and o.status = 'success' and o.canvas_seq is not null order by o.canvas_seq`;
     const seqOf = new Map<string, number>();
     let lastServer = 0n;
     let opsOk = ops.length === expected.blocks.length;

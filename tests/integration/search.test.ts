@@ -77,7 +77,10 @@ describe('semantic search', () => {
     await expect(callAs(db.sql, viewer, 'search_blocks', [canvas.canvasId, '[1,2,3]', 3])).rejects.toMatchObject({ hint: 'invalid_input' });
   });
 
-  it('uses blocks_vector_hnsw_idx (EXPLAIN of the real call, through auto_explain)', async () => {
+  it('uses blocks_vector_hnsw_idx above search_exact_max_blocks (EXPLAIN of the real call, through auto_explain)', async () => {
+    // this canvas has 2,003 embedded blocks: searched exactly under the default (5,000); with a
+    // lower threshold it is a large canvas and goes through the index
+    await db.sql`update app.settings set value = '1000' where key = 'search_exact_max_blocks'`;
     const notices: string[] = [];
     const one = postgres(testDatabaseUrl(), { max: 1, onnotice: (n) => notices.push(String(n.message)) });
     try {
@@ -89,6 +92,7 @@ describe('semantic search', () => {
         tx`select api.search_blocks(${canvas.canvasId}, ${toVectorLiteral(localEmbedding('sourdough'))}, 5) as r`);
     } finally {
       await one.end();
+      await db.sql`update app.settings set value = '5000' where key = 'search_exact_max_blocks'`;
     }
     const plan = notices.find((n) => /blocks b/.test(n) && /vector/.test(n) && /Limit/.test(n));
     expect(plan, notices.join('\n---\n')).toBeDefined();

@@ -7,11 +7,10 @@ import { EnvSchema, type Config } from './config.ts';
 import { createDatabase } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import type { Deps } from './http/env.ts';
-import { ApiError, rawErrorResponse } from './http/errors.ts';
 import { createProbeApp, withTimeout } from './http/probes.ts';
 import { createMetrics } from './metrics.ts';
 import { createGateway, type Gateway } from './realtime/gateway.ts';
-import { startServer } from './server.ts';
+import { answerMalformedRequests, startServer } from './server.ts';
 import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
 
 /**
@@ -177,13 +176,7 @@ async function listen(config: Config, fetch: (req: Request) => Response | Promis
     const s = serve({ fetch, hostname: config.host, port: config.port }, () => resolve(s));
     s.once('error', reject);
   });
-  http.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket) => {
-    if (!socket.writable) return socket.destroy();
-    const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
-    socket.end(err.code === 'HPE_HEADER_OVERFLOW'
-      ? rawErrorResponse(new ApiError('payload_too_large', 'request headers are too large'), 431, head)
-      : rawErrorResponse(new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' }), undefined, head));
-  });
+  answerMalformedRequests(http);
   return http;
 }
 

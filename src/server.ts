@@ -70,16 +70,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
       gateway = undefined;
     }
   }
-  // requests Node's parser refuses before the app (bad request line, oversized headers) still
-  // get the one JSON error shape instead of Node's empty 400
-  http.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket) => {
-    if (!socket.writable) return socket.destroy();
-    // a HEAD request gets the headers only: a body would be read as the start of a next response
-    const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
-    socket.end(err.code === 'HPE_HEADER_OVERFLOW'
-      ? rawErrorResponse(new ApiError('payload_too_large', 'request headers are too large'), 431, head)
-      : rawErrorResponse(new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' }), undefined, head));
-  });
+  answerMalformedRequests(http);
   const { port } = http.address() as AddressInfo;
   return {
     url: `http://${config.host}:${port}`,
@@ -97,4 +88,19 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
       await database.close();
     },
   };
+}
+
+/**
+ * Requests Node's parser refuses before any app sees them (a bad request line, oversized headers)
+ * still get the one JSON error shape instead of Node's empty 400 (431 for the headers).
+ */
+export function answerMalformedRequests(http: ServerType): void {
+  http.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket) => {
+    if (!socket.writable) return socket.destroy();
+    // a HEAD request gets the headers only: a body would be read as the start of a next response
+    const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    socket.end(err.code === 'HPE_HEADER_OVERFLOW'
+      ? rawErrorResponse(new ApiError('payload_too_large', 'request headers are too large'), 431, head)
+      : rawErrorResponse(new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' }), undefined, head));
+  });
 }

@@ -194,6 +194,7 @@ declare
   v_result jsonb;
   v_bad_key text;
   v_text jsonb;          -- text operations by content key: normalized, then transformed as applied
+  v_text_key text;
   v_op jsonb;
   v_content jsonb;
   v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
@@ -355,14 +356,14 @@ begin
       -- base_version, in commit order, ours on the 'left' (ShareDB's server rule): at one
       -- position our insert goes before the one committed earlier
       if v_text is not null then
-        for v_bad_key in select jsonb_object_keys(v_text) loop
-          v_op := v_text -> v_bad_key;
+        for v_text_key in select jsonb_object_keys(v_text) loop
+          v_op := v_text -> v_text_key;
           foreach v_since_patch in array v_since loop
-            if v_since_patch -> 'text' ? v_bad_key then
-              v_op := internal.text_op_transform(v_op, v_since_patch -> 'text' -> v_bad_key, 'left');
+            if v_since_patch -> 'text' ? v_text_key then
+              v_op := internal.text_op_transform(v_op, v_since_patch -> 'text' -> v_text_key, 'left');
             end if;
           end loop;
-          v_text := jsonb_set(v_text, array[v_bad_key], v_op);
+          v_text := jsonb_set(v_text, array[v_text_key], v_op);
         end loop;
       end if;
     end if;
@@ -391,13 +392,13 @@ begin
   if v_patch ? 'content' then
     v_content := internal.json_merge_patch(v_content, v_patch -> 'content');
   end if;
-  for v_bad_key, v_op in select key, value from jsonb_each(coalesce(v_text, '{}')) loop
-    if v_content ? v_bad_key and jsonb_typeof(v_content -> v_bad_key) <> 'string' then
-      perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_bad_key, jsonb_typeof(v_content -> v_bad_key)),
-                                   jsonb_build_object('field', 'patch.text.' || v_bad_key));
+  for v_text_key, v_op in select key, value from jsonb_each(coalesce(v_text, '{}')) loop
+    if v_content ? v_text_key and jsonb_typeof(v_content -> v_text_key) <> 'string' then
+      perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(v_content -> v_text_key)),
+                                   jsonb_build_object('field', 'patch.text.' || v_text_key));
     end if;
-    v_content := jsonb_set(v_content, array[v_bad_key],
-                           to_jsonb(internal.text_op_apply(coalesce(v_content ->> v_bad_key, ''), v_op, 'patch.text.' || v_bad_key)));
+    v_content := jsonb_set(v_content, array[v_text_key],
+                           to_jsonb(internal.text_op_apply(coalesce(v_content ->> v_text_key, ''), v_op, 'patch.text.' || v_text_key)));
   end loop;
   if v_text is not null then
     v_patch := v_patch || jsonb_build_object('text', v_text); -- logged and broadcast as applied

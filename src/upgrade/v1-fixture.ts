@@ -8,6 +8,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import postgres from 'postgres';
 import { EMBEDDING_DIMENSIONS } from './v1-normalize.ts';
+import { prng } from '../prng.ts';
 
 /** bcrypt of 'v1-password' (cost 4: quick to check), the password of every fixture user with a hash. */
 export const FIXTURE_PASSWORD = 'v1-password';
@@ -31,17 +32,6 @@ export type FxBlock = {
 export type FxEmbedding = { blockId: string; seed: number; dims: number; nonFinite?: boolean; garbage?: boolean; model: string; createdAt: Date };
 export type Fixture = { users: FxUser[]; canvases: FxCanvas[]; blocks: FxBlock[]; embeddings: FxEmbedding[]; sqliteOnly: boolean };
 
-/** mulberry32: small, fast, deterministic. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = ['canvas', 'block', 'idea', 'plan', 'ship', 'draft', 'review', 'note', 'todo', 'roadmap', 'héllo', 'wörld', '日本語',
   'emoji 🎨', 'quote "this"', 'back\\slash', 'tab\there', 'line\nbreak', 'alpha', 'beta', 'gamma'];

@@ -8,7 +8,7 @@ import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { callAs, createCanvas } from '../helpers/fixtures.ts';
 import { startTcpProxy, type CutOptions, type TcpProxy } from '../helpers/tcp-proxy.ts';
-import { prng } from '../helpers/prng.ts';
+import { prng } from '../../src/prng.ts';
 
 // The H1 client (packages/client/src/canvas-sync.ts) under network loss: a TCP proxy between the client
 // and an in-process server cuts the path while mutations are pending. Every mutation must be

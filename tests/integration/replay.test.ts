@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { addCanvas, addMember, callAs, createCanvas, mutate, type MutationResult } from '../helpers/fixtures.ts';
-import { prng } from '../helpers/prng.ts';
+import { prng } from '../../src/prng.ts';
 
 const WRITERS = 8;
 const CANVASES = 3;

@@ -7,7 +7,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { addMember, createCanvas, mutate } from '../helpers/fixtures.ts';
-import { prng } from '../helpers/prng.ts';
+import { prng } from '../../src/prng.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 // CanvasSync's collaborative text (editText / textOf, packages/client/src/text-ot.ts) against the real

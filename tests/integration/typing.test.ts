@@ -8,7 +8,7 @@ import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { addMember, createCanvas, mutate } from '../helpers/fixtures.ts';
 import { openH1, type H1Conn } from '../helpers/h1.ts';
-import { prng } from '../helpers/prng.ts';
+import { prng } from '../../src/prng.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { sleep, until } from '../helpers/wait.ts';
 

@@ -55,11 +55,13 @@
 // dev data; mutations_per_minute is raised in that database only. Nothing else is dropped; the
 // database is left in place for inspection.
 import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
 import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
+import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import WebSocket, { WebSocketServer } from 'ws';
 import { RealtimeClient } from '@supabase/realtime-js';
@@ -123,7 +125,8 @@ function serveCommands(handlers: Record<string, (c: any) => Promise<unknown>>): 
 
 type Received = { seqs: number[]; times: number[]; live: boolean };
 type Collected = { seqs: Float64Array; times: Float64Array; offsets: Int32Array; live: boolean[] };
-type ConnectRealtime = { cmd: 'connect-realtime'; url: string; tokens: string[]; topic: string; vsn: string; count: number; concurrency: number; joinTimeoutMs: number };
+/** Subscriber i of this process connects to urls[i] (its gateway) with tokens[i]. */
+type ConnectRealtime = { cmd: 'connect-realtime'; urls: string[]; tokens: string[]; topic: string; vsn: string; count: number; concurrency: number; joinTimeoutMs: number };
 type ConnectWs = { cmd: 'connect-ws'; url: string; count: number; concurrency: number; joinTimeoutMs: number };
 type ClusterProbe = { cmd: 'cluster-probe'; sameUrl: string; crossUrl: string; tokens: string[]; topic: string; vsn: string;
   senders: number; rate: number; seconds: number; warmupSeconds: number; joinTimeoutMs: number };
@@ -173,8 +176,8 @@ function subscribersMain(): void {
       subs = Array.from({ length: c.count }, () => ({ seqs: [], times: [], live: true }));
       return connectAll(c.count, c.concurrency, async (i) => {
         const sub = subs[i]!;
-        const client = new RealtimeClient(c.url, {
-          params: { apikey: c.tokens[i % c.tokens.length]! }, transport: WebSocket as any, vsn: c.vsn, timeout: c.joinTimeoutMs,
+        const client = new RealtimeClient(c.urls[i]!, {
+          params: { apikey: c.tokens[i]! }, transport: WebSocket as any, vsn: c.vsn, timeout: c.joinTimeoutMs,
         });
         realtime.push(client);
         const channel = client.channel(c.topic, { config: { private: true } })
@@ -434,6 +437,101 @@ class ChildHost {
   }
 }
 
+/**
+ * The subscriber processes (--subscriber-processes K): subscriber g lives in process g % K. On 2
+ * cores, one process decoding a whole fan-out burst is the load generator's limit long before the
+ * gateway's; K processes share that work the way K client machines would.
+ */
+class SubscriberPool {
+  readonly hosts: ChildHost[];
+  constructor(k: number) {
+    this.hosts = Array.from({ length: k }, () => new ChildHost('subscribers'));
+  }
+  /** Per-process share of `count` subscribers: process p gets g = p, p + K, p + 2K, … */
+  private share<T>(items: T[], p: number): T[] {
+    return items.filter((_, g) => g % this.hosts.length === p);
+  }
+  /** Progress events summed over the processes. */
+  set onEvent(f: (e: any) => void) {
+    const last = new Map<number, { joined: number; failed: number; count: number; seconds: number }>();
+    this.hosts.forEach((h, p) => {
+      h.onEvent = (e) => {
+        if (e.type !== 'progress') return f(e);
+        last.set(p, e);
+        let joined = 0, failed = 0, count = 0, seconds = 0;
+        for (const x of last.values()) { joined += x.joined; failed += x.failed; count += x.count; seconds = Math.max(seconds, x.seconds); }
+        f({ type: 'progress', joined, failed, count, seconds });
+      };
+    });
+  }
+  async connectRealtime(c: Omit<ConnectRealtime, 'cmd' | 'urls' | 'tokens' | 'count'>, urls: string[], tokens: string[], count: number, budgetMs: number): Promise<ConnectResult> {
+    const all = Array.from({ length: count }, (_, g) => g);
+    return merge(await Promise.all(this.hosts.map((h, p) => {
+      const mine = this.share(all, p);
+      return h.call<ConnectResult>({ cmd: 'connect-realtime', ...c, count: mine.length, urls: mine.map((g) => urls[g % urls.length]!),
+        tokens: mine.map((g) => tokens[g]!), concurrency: Math.max(1, Math.ceil(c.concurrency / this.hosts.length)) }, budgetMs);
+    })));
+  }
+  async connectWs(c: Omit<ConnectWs, 'cmd' | 'count'>, count: number, budgetMs: number): Promise<ConnectResult> {
+    const all = Array.from({ length: count }, (_, g) => g);
+    return merge(await Promise.all(this.hosts.map((h, p) => h.call<ConnectResult>({ cmd: 'connect-ws', ...c, count: this.share(all, p).length,
+      concurrency: Math.max(1, Math.ceil(c.concurrency / this.hosts.length)) }, budgetMs))));
+  }
+  async reset(): Promise<Cpu[]> {
+    return Promise.all(this.hosts.map((h) => h.call<Cpu>({ cmd: 'reset' }, 5000)));
+  }
+  async counts(): Promise<{ deliveries: number; cpu: Cpu[] }> {
+    const all = await Promise.all(this.hosts.map((h) => h.call<CountsResult>({ cmd: 'counts' }, 5000)));
+    return { deliveries: all.reduce((n, x) => n + x.deliveries, 0), cpu: all.map((x) => x.cpu) };
+  }
+  /** Every process's deliveries as one Collected (subscribers are judged one by one: their order does not matter). */
+  async collect(): Promise<Collected> {
+    const parts = await Promise.all(this.hosts.map((h) => h.call<Collected>({ cmd: 'collect' }, 30_000)));
+    const total = parts.reduce((n, x) => n + x.seqs.length, 0);
+    const subs = parts.reduce((n, x) => n + x.live.length, 0);
+    const out: Collected = { seqs: new Float64Array(total), times: new Float64Array(total), offsets: new Int32Array(subs + 1), live: [] };
+    let o = 0;
+    let k = 0;
+    for (const x of parts) {
+      out.seqs.set(x.seqs, o);
+      out.times.set(x.times, o);
+      for (let i = 0; i < x.live.length; i++) out.offsets[k++] = o + x.offsets[i]!;
+      out.live.push(...x.live);
+      o += x.seqs.length;
+    }
+    out.offsets[subs] = o;
+    return out;
+  }
+  async disconnect(): Promise<void> {
+    await Promise.all(this.hosts.map((h) => h.call({ cmd: 'disconnect' }, 15_000)));
+  }
+  async stop(): Promise<void> {
+    await Promise.all(this.hosts.map((h) => h.stop().catch(() => {})));
+  }
+}
+
+function merge(results: ConnectResult[]): ConnectResult {
+  return {
+    joined: results.reduce((n, r) => n + r.joined, 0),
+    failed: results.reduce((n, r) => n + r.failed, 0),
+    firstError: results.find((r) => r.firstError)?.firstError,
+    seconds: Math.max(...results.map((r) => r.seconds)),
+  };
+}
+
+/** % of one core used between two samples, summed over processes (sample arrays in the same order). */
+const cpuPercentAll = (a: Cpu[], b: Cpu[]) => a.reduce((sum, x, i) => sum + cpuPercent(x, b[i]!), 0);
+
+/** CPU time (user + system, ms) of another process, from /proc (Linux); NaN elsewhere. */
+function procCpuMs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return NaN;
+  }
+}
+
 // =============================================================================== parent
 async function parentMain(): Promise<void> {
   const { values } = parseArgs({
@@ -448,6 +546,13 @@ async function parentMain(): Promise<void> {
       'cluster-senders': { type: 'string', default: '4' },
       'cluster-rate': { type: 'string', default: '8' },
       'cluster-only': { type: 'boolean', default: false },
+      'skip-cluster': { type: 'boolean', default: false },
+      gateways: { type: 'string', default: '1,2' },
+      'subscriber-processes': { type: 'string', default: '2' },
+      scale: { type: 'string', default: '' },
+      'scale-rate': { type: 'string', default: '5' },
+      'scale-gateways': { type: 'string', default: '3' },
+      'scale-only': { type: 'boolean', default: false },
       'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench_rt' },
     },
   });
@@ -462,13 +567,26 @@ async function parentMain(): Promise<void> {
   const CLUSTER_SENDERS = Number(values['cluster-senders']);
   const CLUSTER_RATE = Number(values['cluster-rate']);
   const CLUSTER_ONLY = values['cluster-only'] === true;
+  const SCALE_ONLY = values['scale-only'] === true;
+  const SKIP_CLUSTER = values['skip-cluster'] === true || SCALE_ONLY;
+  const GATEWAYS = values.gateways!.split(',').map((s) => Number(s.trim()));
+  const SUB_PROCS = Number(values['subscriber-processes']);
+  const SCALE = values.scale ? values.scale.split(',').map((s) => Number(s.trim())) : [];
+  const SCALE_RATE = Number(values['scale-rate']);
+  const SCALE_GATEWAYS = Number(values['scale-gateways']);
+  const FANOUT = CLUSTER_ONLY || SCALE_ONLY ? [] : COUNTS;
+  /** Each row's reproduce command: this very invocation. */
+  const COMMAND = ['npx tsx scripts/bench-realtime.ts', ...process.argv.slice(2)].join(' ');
   if (!(CLUSTER_SECONDS > 0) || !Number.isInteger(CLUSTER_SENDERS) || CLUSTER_SENDERS < 1 || !(CLUSTER_RATE > 0 && CLUSTER_RATE <= 10)) {
     console.error('usage: --cluster-seconds N>0 --cluster-senders N>=1 --cluster-rate 0<R<=10 (per socket: the gateway allows 10 msgs/s) [--cluster-only]');
     process.exit(2);
   }
+  const positiveInts = (xs: number[]) => xs.every((n) => Number.isInteger(n) && n >= 1);
   if (!(SECONDS > 0) || !(RATE > 0) || !(WARMUP >= 0) || !(CONCURRENCY >= 1) || COUNTS.length === 0 ||
-      COUNTS.some((n) => !Number.isInteger(n) || n < 1) || !['1.0.0', '2.0.0'].includes(VSN)) {
-    console.error('usage: npx tsx scripts/bench-realtime.ts [--seconds N>0] [--rate R>0] [--subscribers 100,1000] ' +
+      !positiveInts(COUNTS) || !['1.0.0', '2.0.0'].includes(VSN) || GATEWAYS.length === 0 || !positiveInts(GATEWAYS) ||
+      !positiveInts([SUB_PROCS, SCALE_GATEWAYS]) || !positiveInts(SCALE) || !(SCALE_RATE > 0) || (SCALE_ONLY && SCALE.length === 0)) {
+    console.error('usage: npx tsx scripts/bench-realtime.ts [--seconds N>0] [--rate R>0] [--subscribers 100,1000] [--gateways 1,2] ' +
+      '[--subscriber-processes K] [--scale 1000,2000,3000,5000 [--scale-rate 5] [--scale-gateways 3] [--scale-only]] [--skip-cluster] ' +
       '[--warmup-seconds N] [--connect-concurrency N] [--vsn 1.0.0|2.0.0] [--database-url URL]');
     process.exit(2);
   }
@@ -476,23 +594,26 @@ async function parentMain(): Promise<void> {
   const root = fileURLToPath(new URL('..', import.meta.url));
   const log = (line: string) => console.log(line);
   const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
-  const MAX_SUBS = Math.max(...COUNTS);
+  const MAX_SUBS = Math.max(...FANOUT, ...SCALE, 1);
   const DRAIN_MS = 10_000;
   const JOIN_TIMEOUT_MS = 30_000;
   const connectBudgetMs = (n: number) => 60_000 + n * 200;
 
   // everything is bounded: a hard deadline on the whole run, on top of each step's own timeout
-  const budgetMs = 180_000 + 60_000 + (CLUSTER_SECONDS + WARMUP) * 1000 + (CLUSTER_ONLY ? 0 : 1) * COUNTS.reduce((ms, n) => ms + 2 * (connectBudgetMs(n) + (WARMUP + SECONDS) * 1000 + 2 * DRAIN_MS + 15_000), 0);
+  const scenarioMs = (n: number) => connectBudgetMs(n) + (WARMUP + SECONDS) * 1000 + 2 * DRAIN_MS + 15_000;
+  const budgetMs = 180_000 + 60_000 * Math.max(...GATEWAYS, SCALE.length ? SCALE_GATEWAYS : 1) + (SKIP_CLUSTER ? 0 : (CLUSTER_SECONDS + WARMUP) * 1000) +
+    FANOUT.reduce((ms, n) => ms + 2 * GATEWAYS.length * scenarioMs(n), 0) + SCALE.reduce((ms, n) => ms + scenarioMs(n), 0);
 
   let sql: Sql | undefined;
   let server: Server | undefined;
   let bare: WebSocketServer | undefined;
-  let host: ChildHost | undefined;
+  let host: SubscriberPool | undefined;
   let driverHost: ChildHost | undefined;
-  let second: PotentiaProcess | undefined;
+  /** Gateway processes besides the in-process one (src/main.ts, WORKER_MODE=off), started as scenarios need them. */
+  const extraGateways: PotentiaProcess[] = [];
   let cleaning: Promise<void> | undefined;
   const cleanup = () => (cleaning ??= (async () => {
-    await Promise.all([host?.stop().catch(() => {}), driverHost?.stop().catch(() => {}), second?.stop().catch(() => {})]);
+    await Promise.all([host?.stop().catch(() => {}), driverHost?.stop().catch(() => {}), ...extraGateways.map((g) => g.stop().catch(() => {}))]);
     if (bare) {
       for (const c of bare.clients) c.terminate();
       await new Promise<void>((resolve) => bare!.close(() => resolve()));
@@ -514,8 +635,9 @@ async function parentMain(): Promise<void> {
   process.once('SIGTERM', () => abort('terminated'));
 
   const started = Date.now();
-  log(`bench-realtime: ${COUNTS.join(' and ')} subscribers on one canvas, ${RATE} mutations/s, ${SECONDS} s measured ` +
-      `(+${WARMUP} s warm-up) per scenario; realtime-js vsn ${VSN}`);
+  log(`bench-realtime: ${FANOUT.join(' and ') || 'no'} subscribers on one canvas over ${GATEWAYS.join(' and ')} gateway process(es), ${RATE} mutations/s, ` +
+      `${SECONDS} s measured (+${WARMUP} s warm-up) per scenario; realtime-js vsn ${VSN}; subscribers in ${SUB_PROCS} process(es)` +
+      (SCALE.length ? `; scale steps ${SCALE.join(', ')} at ${SCALE_RATE}/s over ${SCALE_GATEWAYS} gateways` : ''));
   try {
     // ------------------------------------------------------------------------------ database
     await recreateBenchDatabase(url, log);
@@ -541,7 +663,10 @@ async function parentMain(): Promise<void> {
     await as(owner, (tx) => tx`select api.set_workspace_member(${workspaceId}::uuid, ${editor}::uuid, 'editor')`);
     const viewers = (await db`insert into auth.users (email)
                               select 'viewer' || g || '@bench.local' from generate_series(1, ${MAX_SUBS}::int) g returning id`).map((r) => r.id as string);
-    await as(owner, (tx) => tx`select api.set_workspace_member(${workspaceId}::uuid, v, 'viewer') from unnest(${viewers}::uuid[]) v`);
+    // in batches: one statement for thousands of members would outlast the request's statement timeout on a busy box
+    for (let i = 0; i < viewers.length; i += 250) {
+      await as(owner, (tx) => tx`select api.set_workspace_member(${workspaceId}::uuid, v, 'viewer') from unnest(${viewers.slice(i, i + 250)}::uuid[]) v`);
+    }
     const config = { ...loadConfig(), databaseUrl: url, port: 0, logLevel: 'silent' as const };
     const tokens = await Promise.all(viewers.map((sub) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3 * 3600 })));
 
@@ -565,28 +690,46 @@ async function parentMain(): Promise<void> {
     await new Promise<void>((resolve, reject) => { bare!.once('listening', () => resolve()); bare!.once('error', reject); });
     const bareUrl = `ws://127.0.0.1:${(bare.address() as AddressInfo).port}`;
     bare.on('connection', (ws) => ws.on('error', () => {}));
-    host = new ChildHost('subscribers');
+    host = new SubscriberPool(SUB_PROCS);
     const subscribers = host;
     driverHost = new ChildHost('driver');
     const driver = driverHost;
     await driver.call({ cmd: 'init', url, canvasId, editor, blocks }, 30_000);
-    log(`processes: server ${process.pid}, subscribers ${subscribers.child.pid}, driver ${driver.child.pid}`);
+    log(`processes: server ${process.pid}, subscribers ${subscribers.hosts.map((h) => h.child.pid).join(' ')}, driver ${driver.child.pid}`);
     const realtimeUrl = `${server.url.replace(/^http/, 'ws')}/realtime/v1`;
+    /** The realtime URLs of `n` gateway processes (the in-process one first), starting the missing ones; all streams up. */
+    async function gatewayUrls(n: number): Promise<string[]> {
+      while (extraGateways.length < n - 1) {
+        const g = await startPotentiaProcess({ DATABASE_URL: url, WORKER_MODE: 'off', LOG_LEVEL: 'warn' });
+        extraGateways.push(g);
+        log(`  gateway ${extraGateways.length + 1}: ${g.url} (pid ${g.pid})`);
+      }
+      for (const until = Date.now() + 60_000; ;) {
+        const [r] = await db`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
+                             where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`;
+        if (r!.n >= extraGateways.length + 1) break;
+        if (Date.now() > until) throw new Error(`not every gateway's replication stream is up after 60 s (${r!.n} streaming)`);
+        await sleep(100);
+      }
+      return [realtimeUrl, ...extraGateways.slice(0, n - 1).map((g) => `${g.url.replace(/^http/, 'ws')}/realtime/v1`)];
+    }
+    /** CPU of the first `n` gateway processes: this one's, then the others' from /proc. */
+    const gatewaysCpu = (n: number): Cpu[] => [cpuNow(), ...extraGateways.slice(0, n - 1).map((g) => ({ user: procCpuMs(g.pid) * 1000, system: 0, at: now() }))];
 
     // ------------------------------------------------------------------------------ driving
     /** The driver's run of `count` mutations at RATE: t_commit per server_seq. */
-    async function drive(count: number, onSecond?: (second: number, committed: number) => void): Promise<Map<number, number>> {
+    async function drive(rate: number, count: number, onSecond?: (second: number, committed: number) => void): Promise<Map<number, number>> {
       driver.onEvent = (e) => { if (e.type === 'tick') onSecond?.(e.second, e.committed); };
-      const r = await driver.call<DriveResult>({ cmd: 'drive', rate: RATE, count }, count / RATE * 1000 + 30_000);
+      const r = await driver.call<DriveResult>({ cmd: 'drive', rate, count }, count / rate * 1000 + 30_000);
       driver.onEvent = () => {};
       if (r.conflict || r.failed) log(`  ${r.conflict} conflicts, ${r.failed} failed mutations (not broadcast)` + (r.firstFailure ? `; first failure ${r.firstFailure}` : ''));
       return new Map(Array.from(r.seqs, (seq, i) => [seq, r.commits[i]!]));
     }
     /** Waits until the subscribers hold `expected` deliveries (or DRAIN_MS passed). */
-    async function drain(expected: number): Promise<CountsResult> {
+    async function drain(expected: number): Promise<{ deliveries: number; cpu: Cpu[] }> {
       const until = Date.now() + DRAIN_MS;
       for (;;) {
-        const c = await subscribers.call<CountsResult>({ cmd: 'counts' }, 5000).catch((err: Error) => {
+        const c = await subscribers.counts().catch((err: Error) => {
           if (Date.now() > until) throw err;
           return null; // a busy subscriber process: ask again
         });
@@ -650,28 +793,33 @@ async function parentMain(): Promise<void> {
     }
 
     /** ours: N realtime-js subscribers, mutations through the RPC. Returns the stats and the phases' payload seqs. */
-    async function runOurs(count: number): Promise<{ stats: Stats; warm: number[]; measured: number[] }> {
-      const label = `ours ${count}`;
-      log(`\n-- ${count} subscribers: ours (gateway, realtime-js vsn ${VSN}, private channel canvas:<id>)`);
+    /**
+     * ours: N realtime-js subscribers spread over `gateways` gateway processes (subscriber g on
+     * gateway g % gateways), mutations through the RPC at `rate`. Server CPU sums the gateways.
+     */
+    async function runOurs(count: number, gateways: number, rate: number): Promise<{ stats: Stats; warm: number[]; measured: number[] }> {
+      const label = `ours ${count}` + (gateways > 1 ? ` on ${gateways} gateways` : '');
+      log(`\n-- ${count} subscribers: ours (${gateways} gateway process(es), realtime-js vsn ${VSN}, private channel canvas:<id>, ${rate} deltas/s)`);
+      const urls = await gatewayUrls(gateways);
       progressPrinter(label);
-      const c = await subscribers.call<ConnectResult>({ cmd: 'connect-realtime', url: realtimeUrl, tokens, topic: `canvas:${canvasId}`, vsn: VSN,
-        count, concurrency: CONCURRENCY, joinTimeoutMs: JOIN_TIMEOUT_MS }, connectBudgetMs(count));
+      const c = await subscribers.connectRealtime({ topic: `canvas:${canvasId}`, vsn: VSN, concurrency: CONCURRENCY, joinTimeoutMs: JOIN_TIMEOUT_MS },
+        urls, tokens, count, connectBudgetMs(count));
       log(`  ${label}: connected ${c.joined}/${count} subscribers in ${c.seconds.toFixed(1)} s` + (c.failed ? `; ${c.failed} failed: ${c.firstError}` : ''));
       if (c.joined === 0) throw new Error(`no subscriber could join: ${c.firstError}`);
-      const warm = await drive(Math.round(WARMUP * RATE));
+      const warm = await drive(rate, Math.round(WARMUP * rate));
       await drain(warm.size * c.joined);
-      const clientCpu0 = await subscribers.call<Cpu>({ cmd: 'reset' }, 5000);
-      const serverCpu0 = cpuNow();
-      const measured = await drive(Math.round(SECONDS * RATE), (s, committed) => {
-        void subscribers.call<CountsResult>({ cmd: 'counts' }, 5000).then((k) =>
+      const clientCpu0 = await subscribers.reset();
+      const serverCpu0 = gatewaysCpu(gateways);
+      const measured = await drive(rate, Math.round(SECONDS * rate), (s, committed) => {
+        void subscribers.counts().then((k) =>
           log(`  ${label}: ${String(s).padStart(3)} s  ${String(committed).padStart(5)} committed  ${String(k.deliveries).padStart(8)} delivered`), () => {});
       });
       const end = await drain(measured.size * c.joined);
-      const serverCpu1 = cpuNow();
-      const data = await subscribers.call<Collected>({ cmd: 'collect' }, 30_000);
-      await subscribers.call({ cmd: 'disconnect' }, 15_000);
+      const serverCpu1 = gatewaysCpu(gateways);
+      const data = await subscribers.collect();
+      await subscribers.disconnect();
       return {
-        stats: analyze(label, count, data, measured, cpuPercent(serverCpu0, serverCpu1), cpuPercent(clientCpu0, end.cpu)),
+        stats: analyze(label, count, data, measured, cpuPercentAll(serverCpu0, serverCpu1), cpuPercentAll(clientCpu0, end.cpu)),
         warm: [...warm.keys()], measured: [...measured.keys()],
       };
     }
@@ -693,8 +841,7 @@ async function parentMain(): Promise<void> {
       const warmPayloads = await payloadsOf(warmSeqs);
       const payloads = await payloadsOf(measuredSeqs);
       progressPrinter(label);
-      const c = await subscribers.call<ConnectResult>({ cmd: 'connect-ws', url: bareUrl, count, concurrency: CONCURRENCY, joinTimeoutMs: JOIN_TIMEOUT_MS },
-        connectBudgetMs(count));
+      const c = await subscribers.connectWs({ url: bareUrl, concurrency: CONCURRENCY, joinTimeoutMs: JOIN_TIMEOUT_MS }, count, connectBudgetMs(count));
       log(`  ${label}: connected ${c.joined}/${count} clients in ${c.seconds.toFixed(1)} s` + (c.failed ? `; ${c.failed} failed: ${c.firstError}` : ''));
       for (const until = Date.now() + 10_000; bare!.clients.size < c.joined && Date.now() < until;) await sleep(20);
       const broadcast = (t0: Map<number, number>, p: { seq: number; payload: unknown }) => {
@@ -705,26 +852,29 @@ async function parentMain(): Promise<void> {
       const warm = new Map<number, number>();
       await fixedRate(RATE, warmPayloads.length, async (i) => broadcast(warm, warmPayloads[i]!));
       await drain(warm.size * c.joined);
-      const clientCpu0 = await subscribers.call<Cpu>({ cmd: 'reset' }, 5000);
+      const clientCpu0 = await subscribers.reset();
       const serverCpu0 = cpuNow();
       const t0 = new Map<number, number>();
       // spread like the measured mutations: the same count over the same time at the same rate
       await fixedRate(RATE, payloads.length, async (i) => broadcast(t0, payloads[i]!), (s) => {
-        void subscribers.call<CountsResult>({ cmd: 'counts' }, 5000).then((k) =>
+        void subscribers.counts().then((k) =>
           log(`  ${label}: ${String(s).padStart(3)} s  ${String(t0.size).padStart(5)} sent       ${String(k.deliveries).padStart(8)} delivered`), () => {});
       });
       const end = await drain(t0.size * c.joined);
       const serverCpu1 = cpuNow();
-      const data = await subscribers.call<Collected>({ cmd: 'collect' }, 30_000);
-      await subscribers.call({ cmd: 'disconnect' }, 15_000);
-      return analyze(label, count, data, t0, cpuPercent(serverCpu0, serverCpu1), cpuPercent(clientCpu0, end.cpu));
+      const data = await subscribers.collect();
+      await subscribers.disconnect();
+      return analyze(label, count, data, t0, cpuPercent(serverCpu0, serverCpu1), cpuPercentAll(clientCpu0, end.cpu));
     }
 
-    const results: { ours: Stats; bare: Stats }[] = [];
-    for (const count of CLUSTER_ONLY ? [] : COUNTS) {
-      const { stats: ours, warm, measured } = await runOurs(count);
-      const bareStats = await runBare(count, warm, measured);
-      results.push({ ours, bare: bareStats });
+    // bare is always one ws server process (this one): the baseline a single broadcaster sets
+    const results: { ours: Stats; bare: Stats; gateways: number }[] = [];
+    for (const count of FANOUT) {
+      for (const gateways of GATEWAYS) {
+        const { stats: ours, warm, measured } = await runOurs(count, gateways, RATE);
+        const bareStats = await runBare(count, warm, measured);
+        results.push({ ours, bare: bareStats, gateways });
+      }
     }
 
     // ------------------------------------------------------------------------------ report
@@ -732,7 +882,7 @@ async function parentMain(): Promise<void> {
     const header = ['scenario', 'subs', 'deltas', 'deliveries', 'msgs/s', 'min ms', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms',
       'missing', 'dup', 'out-of-order', 'server CPU', 'subs CPU'];
     const rows = results.flatMap(({ ours, bare: b }) => [ours, b]).map((s) => [
-      s.label.startsWith('ours') ? 'ours: RPC → WAL → gateway → realtime-js' : 'bare: ws.send → ws client',
+      s.label.startsWith('ours') ? `ours: RPC → WAL → ${s.label.includes('gateways') ? s.label.replace(/^.* on /, '') : 'gateway'} → realtime-js` : 'bare: ws.send → ws client',
       s.live === s.subscribers ? String(s.subscribers) : `${s.live}/${s.subscribers}`, String(s.deltas), String(s.deliveries),
       f(s.msgsPerSecond, 0), f(s.min, 2), f(s.p50, 2), f(s.p95, 2), f(s.p99, 2), f(s.max, 2),
       String(s.missing), String(s.duplicated), String(s.outOfOrder), `${f(s.serverCpu, 0)}%`, `${f(s.clientCpu, 0)}%`]);
@@ -744,8 +894,8 @@ async function parentMain(): Promise<void> {
     log(widths.map((w) => '-'.repeat(w)).join('  '));
     for (const r of rows) log(line(r));
     log('');
-    for (const { ours, bare: b } of results) {
-      log(`ratio ours/bare, ${String(ours.subscribers).padStart(5)} subscribers:  p50 ${f(ours.p50 / b.p50, 2)}x   p99 ${f(ours.p99 / b.p99, 2)}x   ` +
+    for (const { ours, bare: b, gateways } of results) {
+      log(`ratio ours/bare, ${String(ours.subscribers).padStart(5)} subscribers, ${gateways} gateway(s):  p50 ${f(ours.p50 / b.p50, 2)}x   p99 ${f(ours.p99 / b.p99, 2)}x   ` +
           `msgs/s ${f(ours.msgsPerSecond / b.msgsPerSecond, 3)}x`);
     }
     const missing = results.reduce((n, r) => n + r.ours.missing + r.bare.missing, 0);
@@ -759,21 +909,61 @@ async function parentMain(): Promise<void> {
           `the driver may wait for a core): kept in the figures as negative latencies (see min ms)`);
     }
     if (missing || duplicated) process.exitCode = 1;
+    const benchRows: BenchRow[] = results.map(({ ours, bare: b, gateways }) => ({
+      bench: 'bench:realtime',
+      workload: `delta fan-out p99, ${ours.subscribers} realtime-js subscribers on ${gateways} gateway process(es) vs bare ws (one process), ${RATE} deltas/s`,
+      measured: ours.p99,
+      baseline: b.p99,
+      unit: 'ms p99',
+      // a run that lost or repeated a delivery meets no target, whatever its latency
+      ratio: ours.missing || ours.duplicated || ours.live < ours.subscribers ? NaN : ours.p99 / b.p99,
+      target: ours.subscribers === 1000 ? { op: '<=', value: 1.3 } : null,
+      command: COMMAND,
+      note: `p50 ${f(ours.p50, 2)} vs ${f(b.p50, 2)} ms (${f(ours.p50 / b.p50, 2)}x); ours missing ${ours.missing}, duplicated ${ours.duplicated}, ` +
+        `joined ${ours.live}/${ours.subscribers}; subscribers in ${SUB_PROCS} process(es); gateway CPU ${f(ours.serverCpu, 0)}%, bare server CPU ${f(b.serverCpu, 0)}%`,
+    }));
+
+    // ------------------------------------------------------------------------------ scale
+    // The largest count of subscribers on one canvas, over SCALE_GATEWAYS gateway processes, whose
+    // delta p99 stays under 100 ms with nothing missing at SCALE_RATE deltas/s: step up until a
+    // step fails (or the steps run out).
+    if (SCALE.length > 0) {
+      const steps: Stats[] = [];
+      let largest = 0;
+      for (const count of SCALE) {
+        const { stats } = await runOurs(count, SCALE_GATEWAYS, SCALE_RATE);
+        steps.push(stats);
+        const pass = stats.p99 < 100 && stats.missing === 0 && stats.duplicated === 0 && stats.live === count;
+        log(`  scale step ${count}: p99 ${f(stats.p99, 2)} ms, p50 ${f(stats.p50, 2)} ms, missing ${stats.missing}, duplicated ${stats.duplicated}, ` +
+            `joined ${stats.live}/${count}, gateways CPU ${f(stats.serverCpu, 0)}%, subscribers CPU ${f(stats.clientCpu, 0)}% → ${pass ? 'pass' : 'FAIL'}`);
+        if (!pass) break;
+        largest = count;
+      }
+      benchRows.push({
+        bench: 'bench:realtime',
+        workload: `largest realtime-js subscriber count on one canvas over ${SCALE_GATEWAYS} gateway processes with delta p99 < 100 ms and 0 missing at ${SCALE_RATE} deltas/s`,
+        measured: largest,
+        baseline: 5000,
+        unit: 'subscribers',
+        ratio: largest / 5000,
+        target: { op: '>=', value: 1 },
+        command: COMMAND,
+        note: `baseline = the 5,000 goal (the seed asks 1,000); steps: ${steps.map((x) => `${x.subscribers}: p99 ${f(x.p99, 1)} ms, missing ${x.missing}`).join('; ')}; ` +
+          `subscribers in ${SUB_PROCS} process(es)`,
+      });
+    }
 
     // ------------------------------------------------------------------------------ cluster
+    if (SKIP_CLUSTER) {
+      log(`\nload average now ${load()} on ${availableParallelism()} CPUs; done in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+      reportRows(benchRows);
+      return;
+    }
     log(`\n-- cluster: a second gateway process on ${dbName}; ${CLUSTER_SENDERS} broadcast senders + ${CLUSTER_SENDERS} presence trackers ` +
         `at ${CLUSTER_RATE}/s each on gateway 1, receivers on gateway 1 (same) and gateway 2 (cross), ${CLUSTER_SECONDS} s measured (+${WARMUP} s warm-up)`);
-    second = await startPotentiaProcess({ DATABASE_URL: url, WORKER_MODE: 'off', LOG_LEVEL: 'warn' });
-    for (const until = Date.now() + 60_000; ;) {
-      const [r] = await db`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
-                           where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`;
-      if (r!.n >= 2) break;
-      if (Date.now() > until) throw new Error(`gateway 2's replication stream is not up after 60 s (${r!.n} streaming)`);
-      await sleep(100);
-    }
-    log(`  gateway 2: ${second.url} (pid ${second.pid}); both replication streams up`);
-    const probe = await subscribers.call<ClusterProbeResult>({
-      cmd: 'cluster-probe', sameUrl: realtimeUrl, crossUrl: `${second.url.replace(/^http/, 'ws')}/realtime/v1`, tokens, topic: `cluster-bench:${canvasId}`,
+    const [, crossUrl] = await gatewayUrls(2);
+    const probe = await subscribers.hosts[0]!.call<ClusterProbeResult>({
+      cmd: 'cluster-probe', sameUrl: realtimeUrl, crossUrl: crossUrl!, tokens, topic: `cluster-bench:${canvasId}`,
       vsn: VSN, senders: CLUSTER_SENDERS, rate: CLUSTER_RATE, seconds: CLUSTER_SECONDS, warmupSeconds: WARMUP, joinTimeoutMs: JOIN_TIMEOUT_MS,
     }, (CLUSTER_SECONDS + WARMUP) * 1000 + 60_000);
     const pcts = (xs: number[]) => {
@@ -799,8 +989,8 @@ async function parentMain(): Promise<void> {
     const clusterMissing = cl.reduce((n, [, l]) => n + Math.max(0, l.sent - l.same.length) + Math.max(0, l.sent - l.cross.length), 0);
     log(`cluster deliveries missing: ${clusterMissing} (must be 0)`);
     if (clusterMissing) process.exitCode = 1;
-    await second.stop();
-    second = undefined;
+    log('');
+    reportRows(benchRows);
 
     log(`load average now ${load()} on ${availableParallelism()} CPUs (anything else running here shows up in the tails)`);
     log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s; database ${dbName} left in place for inspection`);

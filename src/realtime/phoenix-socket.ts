@@ -14,7 +14,7 @@ import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { parseReplay, readReplay, REPLAY_FAILED, ReplaySeam } from './replay.ts';
-import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Frame, type Vsn } from './serializer.ts';
+import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
 
 /**
  * One realtime-js connection (`/realtime/v1/websocket?apikey=…&vsn=…`): the Phoenix channel
@@ -54,6 +54,10 @@ export type VerifyToken = (token: string) => Promise<SocketClaims>;
 const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortly';
 
 const CANVAS_TOPIC = /^canvas:([0-9a-fA-F-]{36})$/;
+
+/** ws.send options for pre-encoded frames (one shared object each: nothing allocated per socket). */
+const AS_TEXT = { binary: false } as const;
+const AS_BINARY = { binary: true } as const;
 
 /** Database refusals caused by the client's frame or rights (as opposed to a fault of the database). */
 const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'rebase_required', 'unauthorized']);
@@ -376,29 +380,29 @@ export class PhoenixSocket {
   }
 
   /** Sends a client broadcast (JSON, or binary: vsn 2.0.0 sockets only, vsn 1.0.0 has no binary frames). */
-  sendClientBroadcast(channel: Channel, event: string, payload: ClusterPayload, cache: Map<Vsn, string | Buffer>): void {
+  sendClientBroadcast(channel: Channel, event: string, payload: ClusterPayload, cache: Map<Vsn, Encoded>): void {
     if ('json' in payload) return this.sendBroadcast(channel, event, payload.json, null, cache);
     if (this.vsn !== '2.0.0' || this.ws.readyState !== this.ws.OPEN) return;
-    let data = cache.get(this.vsn);
-    if (data === undefined) {
-      data = encodeBinaryBroadcast(channel.topic, event, payload.binary);
-      cache.set(this.vsn, data);
+    let encoded = cache.get(this.vsn);
+    if (encoded === undefined) {
+      encoded = encodeBinaryBroadcast(channel.topic, event, payload.binary);
+      cache.set(this.vsn, encoded);
     }
-    this.ws.send(data);
+    this.ws.send(encoded.data, encoded.binary ? AS_BINARY : AS_TEXT);
   }
 
   /** Sends a broadcast, encoding it once per protocol version for all recipients. */
-  sendBroadcast(channel: Channel, event: string, payloadJson: string, meta: Record<string, unknown> | null, cache: Map<Vsn, string | Buffer>): void {
+  sendBroadcast(channel: Channel, event: string, payloadJson: string, meta: Record<string, unknown> | null, cache: Map<Vsn, Encoded>): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    let data = cache.get(this.vsn);
-    if (data === undefined) {
-      data = encodeBroadcast(channel.topic, event, payloadJson, meta, this.vsn);
-      cache.set(this.vsn, data);
+    let encoded = cache.get(this.vsn);
+    if (encoded === undefined) {
+      encoded = encodeBroadcast(channel.topic, event, payloadJson, meta, this.vsn);
+      cache.set(this.vsn, encoded);
     }
-    this.ws.send(data);
+    this.ws.send(encoded.data, encoded.binary ? AS_BINARY : AS_TEXT);
   }
 
-  private deliverDatabase(channel: Channel, message: BusMessage & { encoded?: Map<Vsn, string | Buffer> }): void {
+  private deliverDatabase(channel: Channel, message: BusMessage & { encoded?: Map<Vsn, Encoded> }): void {
     if (message.extension !== 'broadcast' || message.private !== channel.private) return;
     const change = accessChange(message);
     if (change) {
@@ -542,7 +546,7 @@ export class PhoenixSocket {
  * sockets), except `skip` (the sender, unless it asked for `self`); encoded once per vsn.
  */
 export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string, payload: ClusterPayload, skip: unknown = null): void {
-  const encoded = new Map<Vsn, string | Buffer>();
+  const encoded = new Map<Vsn, Encoded>();
   for (const peer of hub.peersOf<Channel>(key)) {
     if (peer === skip) continue;
     peer.socket.sendClientBroadcast(peer, event, payload, encoded);

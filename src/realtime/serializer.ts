@@ -9,6 +9,8 @@
  *     kind 3: [3, joinRefLen, refLen, topicLen, eventLen, metaLen, encoding, joinRef, ref, topic, event, meta, payload]
  *     kind 4: [4, topicLen, eventLen, metaLen, encoding, topic, event, meta, payload]
  *   encoding 0 = raw bytes, 1 = JSON. Lengths are one byte each (≤ 255).
+ *   This server sends kind 4 only for binary (raw) broadcasts; JSON broadcasts go as text frames
+ *   (encodeBroadcast says why), which realtime-js decodes into the same message.
  */
 import { decodeUtf8 } from '../input-policy.ts';
 
@@ -27,7 +29,7 @@ export class ProtocolError extends Error {}
 const KIND_USER_BROADCAST_PUSH = 3;
 const KIND_USER_BROADCAST = 4;
 const ENCODING_BINARY = 0;
-const ENCODING_JSON = 1;
+const ENCODING_JSON = 1; // the kind 3 frames clients push; the server sends JSON as text frames
 
 export function parseVsn(value: string | null | undefined): Vsn | null {
   if (value === undefined || value === null || value === '' || value === '1.0.0') return '1.0.0';
@@ -116,40 +118,48 @@ export function encodeFrame(frame: Frame, vsn: Vsn): string {
   return JSON.stringify({ join_ref: frame.join_ref, ref: frame.ref, topic: frame.topic, event: frame.event, payload: frame.payload });
 }
 
+/** A frame encoded once for every recipient: the bytes, and whether they go as a binary frame (else text). */
+export type Encoded = { data: Buffer; binary: boolean };
+
 /**
- * A broadcast to deliver: binary kind 4 under vsn 2.0.0 (JSON-encoded payload, optional meta),
- * the `broadcast` event with `{type, event, payload, meta}` under vsn 1.0.0. The payload part is
- * pre-serialized once per message by the caller and shared by every recipient.
+ * A JSON broadcast to deliver, as the text frame of the socket's vsn: `[null, null, topic,
+ * "broadcast", {type, event, payload, meta}]` (2.0.0) or the same as an object (1.0.0). The
+ * payload part is pre-serialized once per message by the caller and the frame is encoded once
+ * per vsn for all recipients, already as bytes (ws would otherwise encode a string per socket).
+ * Text rather than binary kind 4 under 2.0.0: realtime-js decodes a text frame with one
+ * JSON.parse, a kind 4 frame with a TextDecoder, four copies and two JSON.parse — about 4× its
+ * CPU per message (measured), which is what caps the subscribers a client process can follow.
  */
-export function encodeBroadcast(topic: string, event: string, payloadJson: string, meta: Record<string, unknown> | null, vsn: Vsn): string | Buffer {
-  if (vsn === '2.0.0') return userBroadcast(topic, event, meta, ENCODING_JSON, Buffer.from(payloadJson, 'utf8'));
+export function encodeBroadcast(topic: string, event: string, payloadJson: string, meta: Record<string, unknown> | null, vsn: Vsn): Encoded {
   const metaPart = meta ? `,"meta":${JSON.stringify(meta)}` : '';
-  return `{"join_ref":null,"ref":null,"topic":${JSON.stringify(topic)},"event":"broadcast","payload":{"type":"broadcast","event":${JSON.stringify(event)},"payload":${payloadJson}${metaPart}}}`;
+  const inner = `{"type":"broadcast","event":${JSON.stringify(event)},"payload":${payloadJson}${metaPart}}`;
+  const text = vsn === '2.0.0'
+    ? `[null,null,${JSON.stringify(topic)},"broadcast",${inner}]`
+    : `{"join_ref":null,"ref":null,"topic":${JSON.stringify(topic)},"event":"broadcast","payload":${inner}}`;
+  return { data: Buffer.from(text, 'utf8'), binary: false };
 }
 
 /**
  * A binary client broadcast (vsn 2.0.0 only: vsn 1.0.0 has no binary frames): kind 4 with raw
  * encoding, the payload bytes exactly as the sender pushed them.
  */
-export function encodeBinaryBroadcast(topic: string, event: string, payload: Uint8Array): Buffer {
-  return userBroadcast(topic, event, null, ENCODING_BINARY, payload);
+export function encodeBinaryBroadcast(topic: string, event: string, payload: Uint8Array): Encoded {
+  return { data: userBroadcast(topic, event, payload), binary: true };
 }
 
-function userBroadcast(topic: string, event: string, meta: Record<string, unknown> | null, encoding: number, payloadB: Uint8Array): Buffer {
+function userBroadcast(topic: string, event: string, payloadB: Uint8Array): Buffer {
   const topicB = Buffer.from(topic, 'utf8');
   const eventB = Buffer.from(event, 'utf8');
-  const metaB = Buffer.from(meta ? JSON.stringify(meta) : '', 'utf8');
-  if (topicB.length > 255 || eventB.length > 255 || metaB.length > 255) throw new ProtocolError('topic, event or metadata longer than 255 bytes');
-  const out = Buffer.allocUnsafe(5 + topicB.length + eventB.length + metaB.length + payloadB.length);
+  if (topicB.length > 255 || eventB.length > 255) throw new ProtocolError('topic or event longer than 255 bytes');
+  const out = Buffer.allocUnsafe(5 + topicB.length + eventB.length + payloadB.length);
   out[0] = KIND_USER_BROADCAST;
   out[1] = topicB.length;
   out[2] = eventB.length;
-  out[3] = metaB.length;
-  out[4] = encoding;
+  out[3] = 0; // no metadata
+  out[4] = ENCODING_BINARY;
   let o = 5;
   o += topicB.copy(out, o);
   o += eventB.copy(out, o);
-  o += metaB.copy(out, o);
   out.set(payloadB, o);
   return out;
 }

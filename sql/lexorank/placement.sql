@@ -1,6 +1,8 @@
 -- Where a block goes: a rank key for an insert or move, made from the caller's intent
--- (`y_order`, `after_id`, or nothing = append). A valid placement never fails for lack of room:
--- when no key of <= 10 characters fits, the neighbourhood is respaced in the same transaction.
+-- (`y_order`, `after_id`, or nothing = append). Inserts at one spot step one unit away from the
+-- previous insert there (lexorank_near), so 1000 of them in a row keep keys at 4-5 characters
+-- with no respacing. A valid placement never fails for lack of room: when no key of <= 10
+-- characters fits, a small window of neighbours is respaced in the same transaction.
 -- All of this runs under the canvas lock taken by the mutation, so keys cannot race.
 
 -- Rewrites blocks' keys (version + 1, one logged `move` per block, broadcast like any change).
@@ -27,9 +29,12 @@ begin
 end $$;
 
 -- Makes room between adjacent keys lo < hi (null = open end), ignoring `p_exclude` (the block
--- being moved): respaces a window of neighbours, widening it until the keys fit in 10
--- characters (8 when possible, so the next inserts have room), and returns the key of the free
--- slot left between the two sides.
+-- being moved): respaces a window of neighbours (4 on each side, then 4 times as many each
+-- round), widening it until the keys fit in 10 characters and in 8 when possible, so the next
+-- inserts have room (one free unit at 8 characters holds ~3800 more inserts at that spot), and
+-- returns the key of the free slot left between the two sides. Only reached when no key of
+-- <= 10 characters fits, i.e. after thousands of inserts at one spot or next to a client's
+-- 10-character y_order.
 create or replace function internal.respace_for_insert(p_canvas_id uuid, p_lo text, p_hi text, p_exclude uuid)
 returns text language plpgsql security definer set search_path = '' as $$
 declare
@@ -80,35 +85,33 @@ begin
     return v_keys[nb + 1];
   end loop;
 end $$;
+comment on function internal.respace_for_insert(uuid, text, text, uuid) is
+  'Respaces a window of neighbours around the gap lo < hi (4 per side, x4 per round until keys fit in 8 chars, else 10), logging each moved block as a system move; returns the free key left between. Raises 22023 only if the whole canvas cannot fit.';
 
 -- A key next to `p_key` on one side with nothing beyond it (append after the last block, or
--- prepend before the first): a step of one at 2-digit precision instead of the midpoint of the
--- open end, so thousands of appends keep keys at 2-3 characters where bisecting would add a
--- character every ~6 appends. Null when no such step exists (the caller bisects instead).
+-- prepend before the first): the next 2-character key, instead of the midpoint of the open end,
+-- so thousands of appends keep keys at 2-3 characters where bisecting would add a character
+-- every ~6 appends. Null when no such step exists (the caller bisects instead).
 create or replace function internal.lexorank_step(p_key text, p_forward boolean) returns text
 language plpgsql immutable parallel safe set search_path = '' as $$
 declare
-  digits constant text := '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
-  padded text := rpad(left(p_key, 2), 2, '0');
-  n integer := (strpos(digits, substr(padded, 1, 1)) - 1) * 62 + strpos(digits, substr(padded, 2, 1)) - 1;
-  k text;
+  k text := internal.lexorank_next(left(p_key, 2), 2, p_forward);
 begin
-  n := n + case when p_forward then 1 else -1 end;
-  if n <= 0 or n >= 62 * 62 then
-    return null;
-  end if;
-  k := rtrim(substr(digits, n / 62 + 1, 1) || substr(digits, n % 62 + 1, 1), '0');
-  if k = '' or (p_forward and k <= p_key collate "C") or (not p_forward and k >= p_key collate "C") then
+  if k is null or (p_forward and k <= p_key collate "C") or (not p_forward and k >= p_key collate "C") then
     return null;
   end if;
   return k;
 end $$;
+comment on function internal.lexorank_step(text, boolean) is
+  'The next 2-character key after (p_forward) or before p_key, for appends and prepends; NULL when there is none beyond p_key.';
 
 -- The key for block `p_block_id` given the intent in `p_patch`:
 --   y_order   an explicit key (validated by the caller); if another block holds it (two clients
 --             picked the same key), the block goes right after that holder instead
 --   after_id  right after that block of the canvas; JSON null = first
 --   neither   last
+-- With nothing on one side the key steps at 2 characters (lexorank_step); between two blocks it
+-- goes one unit from the longer (fresher) neighbour (lexorank_near); past 10 characters, respace.
 create or replace function internal.place_block(p_canvas_id uuid, p_block_id uuid, p_patch jsonb)
 returns text language plpgsql security definer set search_path = '' as $$
 declare
@@ -141,14 +144,16 @@ begin
     select min(y_order) into v_hi from app.blocks
       where canvas_id = p_canvas_id and block_id <> p_block_id and (v_lo is null or y_order > v_lo collate "C");
   end if;
-  if v_append and v_lo is not null then
+  if v_hi is null and v_lo is not null then
     v_key := internal.lexorank_step(v_lo, true);
   elsif v_lo is null and v_hi is not null then
     v_key := internal.lexorank_step(v_hi, false);
   end if;
-  v_key := coalesce(v_key, internal.lexorank_between(v_lo, v_hi));
+  v_key := coalesce(v_key, internal.lexorank_near(v_lo, v_hi));
   if length(v_key) <= 10 then
     return v_key;
   end if;
   return internal.respace_for_insert(p_canvas_id, v_lo, v_hi, p_block_id);
 end $$;
+comment on function internal.place_block(uuid, uuid, jsonb) is
+  'Rank key for a create or move from patch.y_order / patch.after_id / neither (append): lexorank_step at an open end, lexorank_near between two blocks, respace_for_insert when no key of <= 10 chars fits. Raises invalid_input for a bad after_id.';

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(94);
+select plan(114);
 
 -- ---------------------------------------------------------------------------------------------
 -- The functions
@@ -15,21 +15,24 @@ select has_function('internal', 'lexorank_spread', array['integer', 'text', 'tex
 select has_function('internal', 'lexorank_first', array[]::text[], 'internal.lexorank_first() exists');
 select has_function('internal', 'lexorank_after', array['text'], 'internal.lexorank_after(key) exists');
 select has_function('internal', 'lexorank_before', array['text'], 'internal.lexorank_before(key) exists');
+select has_function('internal', 'lexorank_next', array['text', 'integer', 'boolean'], 'internal.lexorank_next(key, len, up) exists');
+select has_function('internal', 'lexorank_near', array['text', 'text'], 'internal.lexorank_near(lo, hi) exists');
 select is(
   (select array_agg(p.oid::regprocedure::text order by p.oid::regprocedure::text) from pg_proc p
    where p.pronamespace = 'internal'::regnamespace
      and p.proname in ('lexorank_is_valid', 'lexorank_between', 'lexorank_spread', 'lexorank_first',
-                       'lexorank_after', 'lexorank_before')
+                       'lexorank_after', 'lexorank_before', 'lexorank_next', 'lexorank_near')
      and (p.provolatile <> 'i' or p.proparallel <> 's')),
   null, 'every lexorank function is IMMUTABLE and PARALLEL SAFE');
 select is(
   (select array_agg(p.oid::regprocedure::text) from pg_proc p
    where p.pronamespace = 'internal'::regnamespace
      and p.proname in ('lexorank_is_valid', 'lexorank_between', 'lexorank_spread', 'lexorank_first',
-                       'lexorank_after', 'lexorank_before')
+                       'lexorank_after', 'lexorank_before', 'lexorank_next', 'lexorank_near')
      and coalesce(obj_description(p.oid, 'pg_proc'), '') = ''),
   null, 'every lexorank function has a comment');
 select isnt_strict('internal', 'lexorank_between', array['text', 'text'], 'lexorank_between is not STRICT: NULL means an open end');
+select isnt_strict('internal', 'lexorank_near', array['text', 'text'], 'lexorank_near is not STRICT: NULL means an open end');
 select isnt_strict('internal', 'lexorank_is_valid', array['text'], 'lexorank_is_valid is not STRICT: NULL is simply not a key');
 
 -- ---------------------------------------------------------------------------------------------
@@ -194,6 +197,56 @@ select cmp_ok((select inserts_within_10 from fit where mode = 'moving'), '>=', 5
               'at least 50 inserts between two moving neighbours fit in 10 characters');
 select cmp_ok((select max(longest_after_1000) from fit), '<=', 182,
               'keys grow by at most one character per 5.5 same-spot inserts, in every direction');
+
+-- ---------------------------------------------------------------------------------------------
+-- lexorank_next: the next key of a given length; lexorank_near: one unit from the fresh neighbour
+-- ---------------------------------------------------------------------------------------------
+select is(internal.lexorank_next('V', 2, true), 'V1', 'next(V, 2, up) = V1: V reads as V0');
+select is(internal.lexorank_next('Vz', 2, true), 'W1', 'next(Vz, 2, up) = W1: W0 (the shorter key W) is skipped');
+select is(internal.lexorank_next('W1', 2, false), 'Vz', 'next(W1, 2, down) = Vz');
+select is(internal.lexorank_next('V', 4, false), 'Uzzz', 'next(V, 4, down) = Uzzz');
+select is(internal.lexorank_next('a', 3, true), 'a01', 'next(a, 3, up) = a01');
+select ok(internal.lexorank_next('zz', 2, true) is null and internal.lexorank_next('01', 2, false) is null,
+          'next is NULL past the largest (zz) or below the smallest (01) key of that length');
+
+select is(internal.lexorank_near('a', 'c'), 'b', 'near with neighbours of equal length is the midpoint: near(a, c) = b');
+select ok(internal.lexorank_near(null, 'V') = internal.lexorank_between(null, 'V')
+          and internal.lexorank_near('V', null) = internal.lexorank_between('V', null),
+          'near with an open end is lexorank_between');
+select is(internal.lexorank_near('V', 'V0zz'), 'V0zy', 'near(V, V0zz) = V0zy: one unit below the longer neighbour, at its length');
+select is(internal.lexorank_near('Vz1', 'W'), 'Vz2', 'near(Vz1, W) = Vz2: one unit above the longer neighbour, at its length');
+select is(internal.lexorank_near('V', 'V1'), 'V0zz',
+          'near(V, V1) = V0zz: no 2-character key fits, the shortest is 3, so one unit below V1 at 4 characters');
+select is(internal.lexorank_near('V', 'V000000001'), 'V000000000V',
+          'near returns the 11-character key when no 10-character key fits (the caller respaces)');
+select throws_ok($$select internal.lexorank_near('b', 'a')$$, '22023', null, 'near raises 22023 when lo > hi');
+
+-- 1000 inserts right after V (each below the previous one) and right before W (each above it)
+create function pg_temp.near_run(mode text, steps integer)
+returns table (step integer, lo text, hi text, key text)
+language plpgsql as $$
+declare
+  v_lo text := 'V';
+  v_hi text := 'W';
+begin
+  for i in 1 .. steps loop
+    step := i; lo := v_lo; hi := v_hi;
+    key := internal.lexorank_near(v_lo, v_hi);
+    return next;
+    if mode = 'after' then v_hi := key; else v_lo := key; end if;
+  end loop;
+end $$;
+create temp table near_runs on commit drop as
+select m.mode, r.* from unnest(array['after', 'before']) m(mode) cross join lateral pg_temp.near_run(m.mode, 1000) r;
+select is((select count(*) from near_runs where not (lo < key collate "C" and key < hi collate "C")), 0::bigint,
+          'near: every one of 2 x 1000 same-spot inserts lands strictly between its neighbours');
+select is(
+  (select count(*) from (select mode, key, lag(key) over (partition by mode order by step) prev from near_runs) r
+   where prev is not null and not (case mode when 'after' then key < prev collate "C" else key > prev collate "C" end)),
+  0::bigint, 'near: inserts after V give decreasing keys, inserts before W increasing ones');
+select is((select count(*) from near_runs where not internal.lexorank_is_valid(key)), 0::bigint, 'near: every key is valid');
+select is((select max(length(key)) from near_runs), 4,
+          'near: after 1000 inserts at one spot, in either direction, keys have at most 4 characters');
 
 -- ---------------------------------------------------------------------------------------------
 -- lexorank_spread: n evenly spaced keys of the shortest length that fits

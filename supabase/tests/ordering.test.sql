@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(19);
+select plan(26);
 
 update app.settings set value = '100000' where key = 'mutations_per_minute';
 select isnt(tests.create_user('orderer'), null, 'a user who orders blocks');
@@ -47,14 +47,52 @@ select is(
                     and b.block_id not in (select block_id from inserted) and b.block_id <> (select block_id from anchor))]
    from inserted),
   'rank order is exactly the order of the intents');
-select ok((select count(*) from app.block_operations where canvas_id = (select canvas_id from ids)
-           and client_op_id like 'system:respace:%') > 0,
-          'when no short key fit, the neighbourhood was respaced (logged as system moves)');
+select is((select count(*) from app.block_operations where canvas_id = (select canvas_id from ids)
+           and client_op_id like 'system:%'), 0::bigint,
+          'no insert needed room made: each key went one unit below the previous one, no block was respaced');
+select is((select max(length(y_order)) from app.blocks where canvas_id = (select canvas_id from ids)), 4,
+          'after 1000 inserts at one spot every key has at most 4 characters');
+
+-- no key of <= 10 characters between two neighbours (a client set one 10-character key): a
+-- small window of neighbours is respaced, and the inserts that follow at that spot have room
+create temp table tight as
+select (api.create_canvas((select workspace_id from ids), 'Tight') ->> 'canvas_id')::uuid as canvas_id;
+-- pos: the expected place in rank order
+create temp table tight_blocks (pos numeric, block_id uuid);
+do $$
+begin
+  for i in 1 .. 20 loop
+    insert into tight_blocks values (case when i = 1 then 1 else i + 1 end,
+      (api.upsert_block_atomic((select canvas_id from tight), null, 'create', 'tight-' || i, null, '{"type":"text"}') ->> 'block_id')::uuid);
+  end loop;
+  -- a key just above the first block's 'V': no key of 10 characters fits between the two
+  insert into tight_blocks values (2, (api.upsert_block_atomic((select canvas_id from tight), null, 'create', 'tight-long', null,
+                                                              '{"type":"text","y_order":"V000000001"}') ->> 'block_id')::uuid);
+  for i in 1 .. 100 loop
+    insert into tight_blocks values (2 - i / 1000.0, (api.upsert_block_atomic((select canvas_id from tight), null, 'create', 'tight-after-' || i, null,
+        jsonb_build_object('type', 'text', 'after_id', (select block_id from tight_blocks where pos = 1))) ->> 'block_id')::uuid);
+  end loop;
+end $$;
+select is((select count(*) from app.blocks where canvas_id = (select canvas_id from tight)), 121::bigint, 'every insert at the full spot succeeded');
+select ok((select count(*) from app.block_operations where canvas_id = (select canvas_id from tight)
+           and client_op_id like 'system:respace:%') between 1 and 8,
+          'a small window of neighbours was respaced (logged as system moves), and the 100 inserts after it needed no more');
 select ok((select bool_and(status = 'success' and server_seq is not null and actor_id is null and action = 'move')
            from app.block_operations where client_op_id like 'system:respace:%'),
           'respace moves are applied operations with their own server_seq');
+select is(
+  (select array_agg(canvas_seq order by canvas_seq) from app.block_operations where canvas_id = (select canvas_id from tight)),
+  (select array_agg(i::bigint order by i) from generate_series(1, (select count(*) from app.block_operations
+                                                                    where canvas_id = (select canvas_id from tight))::int) i),
+  'canvas_seq counts the respace moves too: 1..n with no gap');
+select is((select max(length(y_order)) <= 10 from app.blocks where canvas_id = (select canvas_id from tight)), true,
+          'no key exceeds 10 characters at the full spot');
+select is(
+  (select array_agg(block_id order by y_order) from app.blocks where canvas_id = (select canvas_id from tight)),
+  (select array_agg(block_id order by pos) from tight_blocks),
+  'order at the full spot: the first block, the inserts newest first, the 10-character key, the rest');
 select tests.clear_authentication();
-select ok((select count(*) from realtime.messages where topic = 'canvas:' || (select canvas_id from ids)
+select ok((select count(*) from realtime.messages where topic = 'canvas:' || (select canvas_id from tight)
            and payload ->> 'client_op_id' like 'system:respace:%') > 0,
           'respace moves are broadcast like any change');
 
@@ -81,10 +119,12 @@ select tests.clear_authentication();
 
 -- keys past 8 characters enqueue exactly one deduplicated rebalance job per canvas
 select is((select count(*) from graphile_worker.jobs where task_identifier = 'rebalance_canvas'
-           and key = 'rebalance_canvas:' || (select canvas_id from ids)), 1::bigint,
+           and key = 'rebalance_canvas:' || (select canvas_id from tight)), 1::bigint,
           'one rebalance_canvas job, deduplicated by its per-canvas job key');
-select is((select payload ->> 'canvas_id' from graphile_worker._private_jobs where key = 'rebalance_canvas:' || (select canvas_id from ids)),
-          (select canvas_id::text from ids), 'the job names the canvas');
+select is((select payload ->> 'canvas_id' from graphile_worker._private_jobs where key = 'rebalance_canvas:' || (select canvas_id from tight)),
+          (select canvas_id::text from tight), 'the job names the canvas');
+select is((select count(*) from graphile_worker.jobs where key = 'rebalance_canvas:' || (select canvas_id from ids)), 0::bigint,
+          'no job for the canvas of 1000 inserts at one spot: its keys never passed 8 characters');
 select has_trigger('app', 'blocks', 'check_lexorank_length', 'the check_lexorank_length trigger is on app.blocks');
 
 -- the rebalance itself

@@ -1,7 +1,8 @@
-// rebalance_canvas on a real worker: 1000 inserts at one spot push keys past 8 characters; the
-// LexoRank trigger enqueues a deduplicated job and the worker rewrites the canvas's keys evenly:
-// every key ends at most 8 characters long, in the order the inserts made. Two workers share
-// the queue (the job key dedupes, the SQL takes the canvas lock).
+// rebalance_canvas on a real worker: a client's 9-character y_order right after the anchor, then
+// 1000 inserts between the two, push keys past 8 characters (inserts at one spot alone step and
+// stay short); the LexoRank trigger enqueues a deduplicated job and the worker rewrites the
+// canvas's keys evenly: every key ends at most 8 characters long, in the order the inserts made.
+// Two workers share the queue (the job key dedupes, the SQL takes the canvas lock).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.ts';
 import { LocalProvider } from '../../src/worker/providers.ts';
@@ -33,7 +34,7 @@ describe('rebalance_canvas on real workers', () => {
     const { canvasId, users } = await createCanvas(db.sql);
     const owner = users.owner!;
     const anchor = await mutate(db.sql, owner, canvasId, { action: 'create', patch: { type: 'text' } });
-    const tail = await mutate(db.sql, owner, canvasId, { action: 'create', patch: { type: 'text', after_id: anchor.block_id } });
+    const tail = await mutate(db.sql, owner, canvasId, { action: 'create', patch: { type: 'text', y_order: 'V00000001' } });
     expect(anchor.status).toBe('success');
     expect(tail.status).toBe('success');
     const inserted: string[] = [];

@@ -106,21 +106,27 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
   const secret = new TextEncoder().encode(config.jwtSecret);
   const jwks = config.jwksUrl ? createRemoteJWKSet(new URL(config.jwksUrl)) : undefined;
 
-  async function verify(token: string, policy: TokenPolicy): Promise<TokenClaims> {
-    let alg: string | undefined;
-    let payload: JWTPayload;
+  const verified = new VerifiedTokens();
+
+  /** Signature, algorithm and time claims (jose), remembered for the next use of the same token. */
+  async function signed(token: string): Promise<{ alg: string | undefined; payload: JWTPayload }> {
     try {
-      alg = decodeProtectedHeader(token).alg;
+      const alg = decodeProtectedHeader(token).alg;
       if ((alg === 'HS256' || !jwks) && config.jwtSecret === '') {
         throw new TokenError('invalid_token', 'HS256 tokens are not accepted here: no JWT_SECRET is configured (only keys of SUPABASE_JWKS_URL)');
       }
       const options = { clockTolerance: CLOCK_LEEWAY_SECONDS, requiredClaims: ['exp'] };
-      ({ payload } = alg === 'HS256' || !jwks
+      const { payload } = alg === 'HS256' || !jwks
         ? await jwtVerify(token, secret, { ...options, algorithms: ['HS256'] })
-        : await jwtVerify(token, jwks, { ...options, algorithms: ['RS256', 'ES256', 'EdDSA'] }));
+        : await jwtVerify(token, jwks, { ...options, algorithms: ['RS256', 'ES256', 'EdDSA'] });
+      return verified.add(token, alg, payload);
     } catch (err) {
       throw fromJose(err);
     }
+  }
+
+  async function verify(token: string, policy: TokenPolicy): Promise<TokenClaims> {
+    const { alg, payload } = verified.get(token) ?? await signed(token);
     const role = payload.role;
     if (typeof role !== 'string' || !(ROLES as readonly string[]).includes(role)) {
       throw new TokenError('invalid_role', `token role must be one of ${ROLES.join(', ')}`);
@@ -149,6 +155,41 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
     return payload as TokenClaims;
   }
   return verify as VerifyToken;
+}
+
+/**
+ * Tokens whose signature and claims jose accepted, by their exact text (signature included, so
+ * no other text can hit an entry): a client sends the same access token with every request, and
+ * checking an HS256 signature again costs more than the rest of a small request's
+ * authentication. The time claims are checked again on each use, as jose checks them (`exp`,
+ * `nbf`, CLOCK_LEEWAY_SECONDS): a token outside its validity is dropped here and verified afresh,
+ * which throws jose's error. An entry lives at most MAX_AGE_SECONDS, as long as jose keeps a
+ * JWKS's keys, so a key removed from the JWKS stops admitting its tokens no later than before.
+ */
+class VerifiedTokens {
+  static readonly MAX_ENTRIES = 10_000;
+  static readonly MAX_AGE_SECONDS = 600;
+  private readonly entries = new Map<string, { alg: string | undefined; payload: JWTPayload; until: number }>();
+
+  get(token: string): { alg: string | undefined; payload: JWTPayload } | undefined {
+    const entry = this.entries.get(token);
+    if (!entry) return undefined;
+    const now = Math.floor(Date.now() / 1000); // jose's clock: whole seconds
+    const { exp, nbf } = entry.payload;
+    if (now < entry.until && typeof exp === 'number' && exp > now - CLOCK_LEEWAY_SECONDS
+      && (typeof nbf !== 'number' || nbf <= now + CLOCK_LEEWAY_SECONDS)) return entry;
+    this.entries.delete(token);
+    return undefined;
+  }
+
+  add(token: string, alg: string | undefined, payload: JWTPayload): { alg: string | undefined; payload: JWTPayload } {
+    // oldest first out: Map keeps insertion order
+    if (this.entries.size >= VerifiedTokens.MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
+    // shared by every request that sends this token: nobody may change it
+    const entry = { alg, payload: Object.freeze(payload), until: Math.floor(Date.now() / 1000) + VerifiedTokens.MAX_AGE_SECONDS };
+    this.entries.set(token, entry);
+    return entry;
+  }
 }
 
 function hasAudience(aud: unknown, audience: string): boolean {

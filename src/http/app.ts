@@ -1,5 +1,4 @@
 import { Hono } from 'hono';
-import { cors } from 'hono/cors';
 import { HTTPException } from 'hono/http-exception';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { authRoutes } from '../../functions/auth.ts';
@@ -13,17 +12,15 @@ import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { gotrueRoutes } from './gotrue.ts';
 import { staticRoutes } from './static.ts';
-import { bodyInputError, errorResponse, inputPolicy, limitBody, observe } from './middleware.ts';
+import { bodyInputError, crossOrigin, errorResponse, inputPolicy, limitBody, observe } from './middleware.ts';
 
 /** The edge functions: name → routes. Each is served at /api/v1/<name> and /functions/v1/<name>. */
 export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searchRoutes, workspaces: workspaceRoutes } as const;
 
 /** Shared wrapping of every app: request id, logs, metrics, body limit, one error shape. */
 export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {
-  // browsers call from any origin, as they do Supabase: credentials travel as bearer tokens and
-  // apikey headers, never cookies; a preflight reflects the headers asked for (apikey,
-  // x-client-info, x-supabase-api-version, …) and is answered before auth
-  app.use('*', cors({ origin: '*', exposeHeaders: ['X-Request-Id', 'Retry-After'], maxAge: 600 }));
+  // browsers call from any origin, as they do Supabase (crossOrigin in middleware.ts)
+  app.use('*', crossOrigin());
   app.use('*', observe(deps));
   app.use('*', limitBody(deps));
   app.use('*', inputPolicy());

@@ -1,6 +1,7 @@
-import { context as otelContext, propagation, trace } from '@opentelemetry/api';
+import { context as otelContext, propagation, trace, type TextMapGetter } from '@opentelemetry/api';
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
 import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
@@ -11,6 +12,8 @@ import type { AppEnv, Deps } from './env.ts';
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const CANVAS_IN_PATH = /\/canvas\/([0-9a-fA-F-]{36})(?:\/|$)/;
 const tracer = trace.getTracer('potentia-http');
+/** Trace context read from the request's headers in place (no copy of them per request). */
+const HEADERS_GETTER: TextMapGetter<Headers> = { get: (headers, key) => headers.get(key) ?? undefined, keys: (headers) => [...headers.keys()] };
 
 /** Request id (kept from X-Request-Id when well-formed), structured log line, metrics, trace. */
 export function observe(deps: Deps): MiddlewareHandler<AppEnv> {
@@ -20,7 +23,7 @@ export function observe(deps: Deps): MiddlewareHandler<AppEnv> {
     c.set('requestId', requestId);
     const log = deps.logger.child({ request_id: requestId });
     c.set('log', log);
-    const parent = propagation.extract(otelContext.active(), Object.fromEntries(c.req.raw.headers));
+    const parent = propagation.extract(otelContext.active(), c.req.raw.headers, HEADERS_GETTER);
     const started = performance.now();
     await tracer.startActiveSpan(`${c.req.method} ${c.req.path}`, {}, parent, async (span) => {
       try {
@@ -29,7 +32,7 @@ export function observe(deps: Deps): MiddlewareHandler<AppEnv> {
         span.end();
       }
     });
-    c.header('X-Request-Id', requestId);
+    c.res.headers.set('X-Request-Id', requestId); // not c.header(): once answered, each call copies the response
     const route = c.req.routePath || 'unmatched';
     const labels = { route, method: c.req.method, status: String(c.res.status) };
     deps.metrics.httpRequests.inc(labels);
@@ -45,16 +48,49 @@ export function observe(deps: Deps): MiddlewareHandler<AppEnv> {
   };
 }
 
+/**
+ * Bodies up to config.maxBodyBytes. A body announced by Content-Length is judged by it, as Hono's
+ * bodyLimit does, but without touching `c.req.raw.body` (on Node that turns the request into a
+ * web-stream Request, a large part of a small request's cost); a chunked body is counted by
+ * Hono's bodyLimit as it is read.
+ */
 export function limitBody(deps: Deps): MiddlewareHandler<AppEnv> {
-  return bodyLimit({
-    maxSize: deps.config.maxBodyBytes,
-    onError: (c) => {
-      // the rest of the body is never read: the connection cannot carry another request, say so
-      // (without it keep-alive clients reuse the socket the server is closing and fail)
-      c.header('Connection', 'close');
-      return errorResponse(c, new ApiError('payload_too_large', `request body is larger than ${deps.config.maxBodyBytes} bytes`));
-    },
-  });
+  const maxSize = deps.config.maxBodyBytes;
+  const tooLarge = (c: Context) => {
+    // the rest of the body is never read: the connection cannot carry another request, say so
+    // (without it keep-alive clients reuse the socket the server is closing and fail)
+    c.header('Connection', 'close');
+    return errorResponse(c, new ApiError('payload_too_large', `request body is larger than ${maxSize} bytes`));
+  };
+  const counted = bodyLimit({ maxSize, onError: tooLarge });
+  return async (c, next) => {
+    if (c.req.method === 'GET' || c.req.method === 'HEAD') return next(); // no body (Hono's bodyLimit: raw.body is null)
+    const length = c.req.header('content-length');
+    if (length !== undefined && c.req.header('transfer-encoding') === undefined) return parseInt(length, 10) > maxSize ? tooLarge(c) : next();
+    return counted(c, next);
+  };
+}
+
+const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After'];
+
+/**
+ * CORS for any origin, as Supabase answers browsers: credentials travel as bearer tokens and
+ * apikey headers, never cookies. A preflight is Hono's cors (it reflects the headers asked for:
+ * apikey, x-client-info, x-supabase-api-version, …) and is answered before auth. Every other
+ * answer, errors included, gets its headers once it exists: Hono's cors sets them on a
+ * placeholder response before the handler runs, which makes Hono copy every answer into a new
+ * Response (on Node, a large part of a small request's cost).
+ */
+export function crossOrigin(): MiddlewareHandler<AppEnv> {
+  const preflight = cors({ origin: '*', exposeHeaders: EXPOSED_HEADERS, maxAge: 600 });
+  const exposed = EXPOSED_HEADERS.join(',');
+  return async (c, next) => {
+    if (c.req.method === 'OPTIONS') return preflight(c, next);
+    await next();
+    const headers = c.res.headers; // not c.header(): once answered, each call copies the response
+    headers.set('Access-Control-Allow-Origin', '*');
+    headers.set('Access-Control-Expose-Headers', exposed);
+  };
 }
 
 /**

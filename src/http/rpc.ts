@@ -25,9 +25,12 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
       method: c.req.method,
       path: c.req.path,
     }, async (tx) => {
-      if (endpoint !== null) await tx`select api.hit_endpoint_limit(${endpoint}, ${deps.config.profile === 'development'})`;
+      // both statements in one round trip: they run in order, and a refused limit aborts the
+      // transaction, so the RPC never runs after it (Promise.all rejects with the limit's error,
+      // the first to arrive)
+      const limit = endpoint === null ? null : tx`select api.hit_endpoint_limit(${endpoint}, ${deps.config.profile === 'development'})`;
       const params = args.map((_, i) => `$${i + 1}`).join(', ');
-      const [row] = await tx.unsafe(`select api.${fn}(${params}) as result`, args as never[]);
+      const [, [row]] = await Promise.all([limit, tx.unsafe(`select api.${fn}(${params}) as result`, args as never[])]);
       return row?.result as T;
     });
   } catch (err) {

@@ -53,7 +53,7 @@ const rows: BenchRow[] = existsSync(reportFile)
 rmSync(dir, { recursive: true, force: true });
 
 const pg = postgres(values['database-url']!, { max: 1, onnotice: () => {} });
-const [{ version }] = await pg<{ version: string }[]>`select version()`;
+const version = (await pg<{ version: string }[]>`select version()`)[0]?.version ?? 'PostgreSQL (version unknown)';
 await pg.end();
 const cpu = cpus();
 const machine = `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ` +

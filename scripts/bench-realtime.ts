@@ -1,4 +1,6 @@
-// npx tsx scripts/bench-realtime.ts [--seconds 10] [--rate 20] [--subscribers 100,1000] [--warmup-seconds 1]
+// npx tsx scripts/bench-realtime.ts [--seconds 10] [--rate 20] [--subscribers 100,1000] [--gateways 1,2] [--warmup-seconds 1]
+//                                  [--subscriber-processes 2] [--scale 1000,2000,3000,5000 [--scale-rate 5]
+//                                  [--scale-gateways 3] [--scale-only]] [--skip-cluster] [--cluster-only]
 //                                  [--connect-concurrency 50] [--vsn 2.0.0] [--database-url URL]
 //
 // End-to-end latency of a live canvas: a mutation committed through api.upsert_block_atomic →
@@ -13,17 +15,23 @@
 //          ones are doing) through src/db/request.ts withRequest, the way the HTTP layer calls
 //          the RPC; t_commit is taken when the RPC's transaction has returned (COMMIT done).
 //          Path: commit → WAL → logical decoding (walsender, pgoutput) → the gateway's bus →
-//          Phoenix frame (binary kind 4 under vsn 2.0.0) → N WebSocket sends → realtime-js decode
+//          Phoenix frame (a text frame, encoded once) → N WebSocket sends → realtime-js decode
 //          → the channel's `broadcast` callback, where t_receive is taken.
+//          --gateways 1,2 runs each subscriber count once per value: with G > 1, subscriber g
+//          joins gateway process g % G (the in-process one, then `node --import tsx src/main.ts`
+//          processes, WORKER_MODE=off, on the same database), so each mutation's delta reaches
+//          every gateway through its own replication stream. Server CPU then sums the gateways.
 //   bare   A plain `ws` WebSocketServer in the server's process, N plain `ws` clients. The very
 //          payloads the subscribers received in `ours` (read back from realtime.messages), sent
 //          at the same rate: t_send, JSON.stringify once, ws.send to all N; each client
 //          JSON.parses the text frame, where t_receive is taken.
 //
-// Three processes (this file forked twice, BENCH_RT_CHILD=subscribers|driver), as in real life:
-//   - the server (the gateway; in `bare`, the plain ws server);
+// Three kinds of processes (this file forked, BENCH_RT_CHILD=subscribers|driver), as in real life:
+//   - the server (the gateway; in `bare`, the plain ws server — always one process);
 //   - the subscribers, both kinds: every WebSocket is real (no connection sharing), and their
-//     decoding does not run on the server's event loop;
+//     decoding does not run on the server's event loop; --subscriber-processes K spreads them
+//     over K processes (subscriber g in process g % K): one process decoding a whole 1,000- or
+//     5,000-socket burst alone is the load generator's limit, not the gateway's;
 //   - the mutation driver: it must not share an event loop with the gateway, or a 1000-socket
 //     fan-out that starts before the COMMIT reply is read would delay t_commit and make
 //     latencies look shorter (even negative) than they are.
@@ -50,6 +58,16 @@
 // clock, the subscriber process's). Public topic `cluster-bench:<canvas>` (no RLS in the path).
 // Reported: p50/p99 of broadcasts and presence diffs, same-gateway vs cross-gateway (cluster.ts:
 // pg_logical_emit_message → WAL → the other gateway's replication stream), and their ratio.
+//
+// Scale scenario (--scale STEPS, after the fan-out ones; --scale-only runs it alone): ours only,
+// subscribers over --scale-gateways gateway processes at --scale-rate deltas/s, one step per
+// count; it stops at the first step whose p99 reaches 100 ms or that misses, repeats or fails to
+// join anything. Reported: the p99 of each step and the largest passing count against the 5,000
+// goal.
+//
+// RATIO rows (scripts/lib/bench-report.ts): per fan-out scenario ours p99 / bare p99 (target
+// <= 1.3 at 1,000 subscribers; NaN when anything was missing or duplicated); for --scale, the
+// largest passing count / 5,000 (target >= 1). Each row's command is this invocation.
 //
 // It uses its own database (default potentia_bench_rt: dropped, created and migrated here), never
 // dev data; mutations_per_minute is raised in that database only. Nothing else is dropped; the
@@ -601,7 +619,7 @@ async function parentMain(): Promise<void> {
 
   // everything is bounded: a hard deadline on the whole run, on top of each step's own timeout
   const scenarioMs = (n: number) => connectBudgetMs(n) + (WARMUP + SECONDS) * 1000 + 2 * DRAIN_MS + 15_000;
-  const budgetMs = 180_000 + 60_000 * Math.max(...GATEWAYS, SCALE.length ? SCALE_GATEWAYS : 1) + (SKIP_CLUSTER ? 0 : (CLUSTER_SECONDS + WARMUP) * 1000) +
+  const budgetMs = 180_000 + 180_000 * Math.max(...GATEWAYS, SCALE.length ? SCALE_GATEWAYS : 1) + (SKIP_CLUSTER ? 0 : (CLUSTER_SECONDS + WARMUP) * 1000) +
     FANOUT.reduce((ms, n) => ms + 2 * GATEWAYS.length * scenarioMs(n), 0) + SCALE.reduce((ms, n) => ms + scenarioMs(n), 0);
 
   let sql: Sql | undefined;
@@ -704,11 +722,12 @@ async function parentMain(): Promise<void> {
         extraGateways.push(g);
         log(`  gateway ${extraGateways.length + 1}: ${g.url} (pid ${g.pid})`);
       }
-      for (const until = Date.now() + 60_000; ;) {
+      // creating a slot waits for every transaction running in the cluster (anyone's): allow minutes
+      for (const until = Date.now() + 180_000; ;) {
         const [r] = await db`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
                              where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`;
         if (r!.n >= extraGateways.length + 1) break;
-        if (Date.now() > until) throw new Error(`not every gateway's replication stream is up after 60 s (${r!.n} streaming)`);
+        if (Date.now() > until) throw new Error(`not every gateway's replication stream is up after 180 s (${r!.n} streaming)`);
         await sleep(100);
       }
       return [realtimeUrl, ...extraGateways.slice(0, n - 1).map((g) => `${g.url.replace(/^http/, 'ws')}/realtime/v1`)];

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { withRequest } from '../db/request.ts';
 import { apiErrorFromDatabase } from '../http/errors.ts';
@@ -8,6 +9,13 @@ import type { BusMessage } from './bus.ts';
 import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_NOT_FOUND, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
 import type { Hub } from './hub.ts';
 import { RateLimiter } from './rate-limit.ts';
+import { batchWrites } from './write-batch.ts';
+
+/** A bus message's live delta, made once for every socket of the canvas (it is never modified). */
+const liveDeltas = new WeakMap<BusMessage, DeltaMessage>();
+/** A live delta's frame, serialized once for every socket that sends it. */
+const encodedDeltas = new WeakMap<DeltaMessage, Buffer>();
+const AS_TEXT = { binary: false } as const;
 
 /**
  * One H1 sync socket on a canvas (protocol in h1-protocol.ts). Live deltas come from the
@@ -34,6 +42,8 @@ export class H1Socket {
 
   constructor(
     private readonly ws: WebSocket,
+    /** The connection under `ws` (live deltas batch their writes on it: write-batch.ts). */
+    private readonly raw: Duplex,
     private readonly hub: Hub,
     private readonly canvasId: string,
     private readonly claims: SocketClaims,
@@ -253,7 +263,11 @@ export class H1Socket {
       return;
     }
     this.lastSent = d.canvas_seq;
-    this.send(d);
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    let data = encodedDeltas.get(d);
+    if (data === undefined) encodedDeltas.set(d, (data = Buffer.from(JSON.stringify(d), 'utf8')));
+    batchWrites(this.raw);
+    this.ws.send(data, AS_TEXT);
   }
 
   private onDatabase(m: BusMessage): void {
@@ -291,7 +305,8 @@ export class H1Socket {
   private deliver(m: BusMessage): void {
     const p = m.payload as Record<string, any>;
     if (m.event === 'block_op') {
-      const d = toDelta(p, false);
+      let d = liveDeltas.get(m);
+      if (d === undefined) liveDeltas.set(m, (d = toDelta(p, false)));
       if (this.held) this.held.push(d);
       else this.sendLive(d);
     } else if (m.event === 'presence' && p.user_id !== this.claims.sub) {

@@ -16,13 +16,27 @@
 //                 its own block, measured in the same run (ratio = the cost of text OT).
 // Mutations are content updates from the version the client last saw (read back from each
 // result, conflicts included) plus one create (append) in every 10.
+//   own writes    pgbench (the same driver for both sides, -M prepared, 16 clients, 50 canvases):
+//                 scripts/pgbench/mutation-writes.sql, the writes of one applied content update as
+//                 plain SQL in one transaction (canvas row lock, block UPDATE with its outbox
+//                 trigger, canvas last_seq, operation row, audit row, realtime.messages row), vs
+//                 scripts/pgbench/mutation-rpc.sql, set role/claims + api.upsert_block_atomic doing
+//                 that same update; alternated, twice each. pgbench: $PGBENCH, else the server's
+//                 major version's /usr/lib/postgresql/<major>/bin/pgbench, else pg_config --bindir,
+//                 else PATH.
+// The RATIO lines (scripts/lib/bench-report.ts) give the issue's targets: RPC vs its own writes,
+// one user vs 16 users, hot canvas vs 50 canvases, text op vs plain content update. The hot
+// canvas holds its canvas row lock through each commit (canvas_seq in commit order), so its
+// ceiling is the bare UPDATE of 1 row vs 50 rows measured in the same run (see its note).
 //
 // It uses its own database (default potentia_bench: dropped, created and migrated here), never
 // dev data. mutations_per_minute is raised there so the rate limit does not cut the run short.
+import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
+import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 
@@ -47,6 +61,36 @@ if (!(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0)) {
 const dbName = benchDatabaseName(url);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const log = (line: string) => console.log(line);
+const command = `npx tsx scripts/bench-mutate.ts ${process.argv.slice(2).join(' ')}`.trim();
+const run = promisify(execFile);
+
+// ---------------------------------------------------------------------------------- pgbench
+/** The first pgbench that answers --version: $PGBENCH, the server's major version's, pg_config's, PATH's. */
+async function findPgbench(serverMajor: string): Promise<string> {
+  const candidates = [process.env.PGBENCH, `/usr/lib/postgresql/${serverMajor}/bin/pgbench`];
+  try {
+    candidates.push(`${(await run('pg_config', ['--bindir'])).stdout.trim()}/pgbench`);
+  } catch { /* no pg_config */ }
+  candidates.push('pgbench');
+  for (const c of candidates) {
+    if (!c) continue;
+    try {
+      await run(c, ['--version']);
+      return c;
+    } catch { /* next */ }
+  }
+  throw new Error(`pgbench not found (tried ${candidates.filter(Boolean).join(', ')}): set PGBENCH`);
+}
+
+/** Transactions per second of one pgbench script (scripts/pgbench/<name>.sql) over `seconds`. */
+async function pgbench(bin: string, name: string, seconds: number): Promise<{ tps: number; failed: number }> {
+  const { stdout } = await run(bin, ['-n', '-M', 'prepared', '-c', String(CLIENTS), '-j', String(Math.min(CLIENTS, availableParallelism())),
+    '-T', String(seconds), '-D', `canvases=${CANVASES}`, '-f', `${root}scripts/pgbench/${name}.sql`, url], { maxBuffer: 16 << 20 });
+  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1]);
+  const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
+  if (!Number.isFinite(tps)) throw new Error(`pgbench ${name}: no tps in its output:\n${stdout}`);
+  return { tps, failed };
+}
 
 // ---------------------------------------------------------------------------------- database
 const freshDatabase = () => recreateBenchDatabase(url, log);
@@ -128,9 +172,11 @@ async function main() {
   await freshDatabase();
   const sql = postgres(url, { max: CLIENTS + 2, onnotice: () => {}, connection: { application_name: 'potentia-bench' } });
   try {
-    const [{ version, max_connections, sync }] = (await sql`
+    const [{ version, max_connections, sync, major }] = (await sql`
       select current_setting('server_version') as version, current_setting('max_connections') as max_connections,
-             current_setting('synchronous_commit') as sync`) as unknown as [{ version: string; max_connections: string; sync: string }];
+             current_setting('synchronous_commit') as sync, (current_setting('server_version_num')::int / 10000)::text as major`) as unknown as
+      [{ version: string; max_connections: string; sync: string; major: string }];
+    const pgbenchBin = await findPgbench(major);
     log(`PostgreSQL ${version}, max_connections ${max_connections}, synchronous_commit ${sync}; ` +
         `${availableParallelism()} CPUs here (if the server is local, bench and server share them)`);
 
@@ -182,6 +228,11 @@ async function main() {
     const textShared = await create(editors[0]!, hot, 'shared text');
     const textOwn = await Promise.all(editors.map((e, i) => create(e, hot, `own text ${i}`)));
     const plainOwn = await Promise.all(editors.map((e, i) => create(e, hot, `own plain ${i}`)));
+    // pgbench's targets: client c's own block on spread canvas i is row k = c * CANVASES + i
+    const targets = spreadOwn.flatMap((mine, c) => mine.map((b, i) => ({
+      k: c * CANVASES + i, user_id: editors[c]!, canvas_id: spread[i]!, block_id: b.id })));
+    await sql`create table bench.pgbench_targets (k integer primary key, user_id uuid not null, canvas_id uuid not null, block_id uuid not null)`;
+    await sql`insert into bench.pgbench_targets ${sql(targets)}`;
     log(`setup: 1 hot canvas + ${CANVASES} canvases, ${1 + CLIENTS + CLIENTS * CANVASES} blocks (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
     const sharedVersions = Array.from({ length: CLIENTS }, () => hotShared.version); // each client's view of the shared block
@@ -256,6 +307,24 @@ async function main() {
       return mutation(editors[client]!, hot, client, 0, b, () => b.version, (v) => { b.version = v; });
     }));
 
+    // runs last: it edits the spread blocks behind the node clients' known versions
+    log(`\n-- own writes (pgbench ${pgbenchBin}, ${CLIENTS} clients, ${CANVASES} canvases, ${SECONDS} s each, alternated twice)`);
+    const pg = { writes: 0, rpc: 0, failed: 0 };
+    if (WARMUP > 0) {
+      await pgbench(pgbenchBin, 'mutation-writes', WARMUP);
+      await pgbench(pgbenchBin, 'mutation-rpc', WARMUP);
+    }
+    for (let round = 0; round < 2; round++) {
+      for (const side of ['writes', 'rpc'] as const) {
+        const r = await pgbench(pgbenchBin, `mutation-${side}`, SECONDS);
+        log(`  pgbench mutation-${side}.sql: ${r.tps.toFixed(0)} tps${r.failed ? `, ${r.failed} failed` : ''}`);
+        pg[side] += r.tps / 2;
+        pg.failed += r.failed;
+      }
+    }
+    const [{ refused }] = (await sql`select count(*)::int as refused from app.block_operations
+      where client_op_id like 'pgbench-%' and status <> 'success'`) as unknown as [{ refused: number }];
+
     // ------------------------------------------------------------------------------ report
     const base = new Map(rows.filter((r) => r.kind === 'baseline').map((r) => [r.group, r.ops / r.seconds]));
     const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
@@ -277,6 +346,35 @@ async function main() {
       if (r.firstFailure) log(`  ${r.label}: first failure: ${r.firstFailure}`);
       if (r.respaced) log(`  ${r.label}: ${r.respaced} system respace moves logged (rank keys ran out of room)`);
     }
+    const rate = (label: string) => {
+      const r = rows.find((x) => x.label === label)!;
+      return r.success / r.seconds;
+    };
+    const hotOwnRate = rate('rpc: hot canvas, own block per client');
+    const spreadRate = rate(`rpc: ${CANVASES} canvases, own blocks`);
+    const oneUserRate = rate(`rpc: ${CANVASES} canvases, all clients one user`);
+    const plainRate = rate('baseline: plain content update, own block');
+    const bareHot = rate('baseline: bare UPDATE, 1 row');
+    const bareSpread = rate(`baseline: bare UPDATE, ${CANVASES} rows`);
+    const row = (workload: string, measured: number, baseline: number, target: number, note: string): BenchRow => ({
+      bench: 'bench:mutate', workload, measured, baseline, unit: 'mut/s', ratio: measured / baseline, target: { op: '>=', value: target }, command, note });
+    log('');
+    reportRows([
+      row(`api.upsert_block_atomic vs its own writes as plain SQL (pgbench -M prepared, ${CLIENTS} clients, ${CANVASES} canvases)`,
+        pg.rpc, pg.writes, 0.7,
+        `scripts/pgbench/mutation-rpc.sql vs mutation-writes.sql, alternated, mean of 2 runs each; ` +
+        `${refused} RPC calls not applied, ${pg.failed} pgbench failures`),
+      row(`one user x ${CLIENTS} clients vs ${CLIENTS} users (${CANVASES} canvases, applied/s)`, oneUserRate, spreadRate, 0.9,
+        'the per-user mutation limit counts in sharded rows taken last in the transaction (docs/limits.md)'),
+      row(`hot canvas, disjoint blocks vs ${CANVASES} canvases (applied/s)`, hotOwnRate, spreadRate, 0.9,
+        `ceiling: a row locked through each commit (the canvas row: canvas_seq in commit order) -- bare UPDATE of 1 row vs ` +
+        `${CANVASES} rows in this run = ${(bareHot / bareSpread).toFixed(2)}x (${bareHot.toFixed(0)} vs ${bareSpread.toFixed(0)}/s)`),
+      row('text op, own text vs plain content update (hot canvas, applied/s)', rate('rpc: text op, own text per client'), plainRate, 0.7,
+        'one character typed per op; both on the hot canvas'),
+      row('text op, one shared text (transformed) vs plain content update (hot canvas, applied/s)',
+        rate('rpc: text op, one shared text (transformed)'), plainRate, 0.7,
+        'each op transformed against what others committed since the version its client last saw'),
+    ]);
     log(`\ndone in ${((Date.now() - started) / 1000).toFixed(0)} s; database ${dbName} left in place for inspection`);
   } finally {
     await sql.end();

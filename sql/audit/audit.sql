@@ -1,5 +1,7 @@
 -- System audit: one row per decision (accepted or rejected), with who, what, when and from where.
 -- Read by no API role (see sql/auth/policies.sql): only service_role and database admins.
+-- write_audit is PL/pgSQL so its insert's plan is cached per session: every mutation calls it (a
+-- SQL function called from PL/pgSQL is planned again at each call).
 
 create or replace function internal.write_audit(
   p_ctx jsonb,
@@ -13,15 +15,16 @@ create or replace function internal.write_audit(
   p_started_at timestamptz default null,
   p_affected_rows integer default null
 ) returns void
-language sql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = '' as $$
+begin
   insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
                                 status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)
   values ((p_ctx ->> 'user_id')::uuid, p_action, p_entity_type, p_entity_id, coalesce(p_details, '{}'),
           p_client_op_id, p_server_seq, p_status, (p_ctx ->> 'ip')::inet, left(p_ctx ->> 'user_agent', 200),
           left(p_ctx ->> 'session_id', 200), left(p_ctx ->> 'request_id', 200),
           extract(epoch from clock_timestamp() - coalesce(p_started_at, statement_timestamp())) * 1000,
-          p_affected_rows)
-$$;
+          p_affected_rows);
+end $$;
 
 -- The audit row of an attempt by a caller with no role on the canvas it aimed at (not a member,
 -- no user, a missing or deleted canvas). It never reaches that canvas's operation log, which its

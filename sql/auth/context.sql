@@ -1,53 +1,75 @@
 -- Who is calling, read from the settings PostgREST (and Potentia's HTTP layer) set per request:
 -- `request.jwt.claims` and `request.headers` (JSON, lower-cased header names).
 
+-- The try_* casts run on every request (claims, headers): the common inputs (null, a canonical
+-- uuid, a JSON object) return before the exception block, which costs a subtransaction per entry.
 create or replace function internal.try_uuid(p text) returns uuid
 language plpgsql immutable parallel safe set search_path = '' as $$
 begin
-  return p::uuid;
-exception when invalid_text_representation then
-  return null;
+  if p is null then
+    return null;
+  elsif p ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' then
+    return p::uuid;
+  end if;
+  begin
+    return p::uuid;
+  exception when invalid_text_representation then
+    return null;
+  end;
 end $$;
 
 create or replace function internal.try_inet(p text) returns inet
 language plpgsql immutable parallel safe set search_path = '' as $$
 begin
-  return trim(p)::inet;
-exception when invalid_text_representation then
-  return null;
+  if p is null then
+    return null;
+  end if;
+  begin
+    return trim(p)::inet;
+  exception when invalid_text_representation then
+    return null;
+  end;
 end $$;
 
 create or replace function internal.try_jsonb(p text) returns jsonb
 language plpgsql immutable parallel safe set search_path = '' as $$
 begin
-  return nullif(p, '')::jsonb;
-exception when invalid_text_representation then
-  return null;
+  if p is null or p = '' then
+    return null;
+  end if;
+  begin
+    return p::jsonb;
+  exception when invalid_text_representation then
+    return null;
+  end;
 end $$;
 
 -- The request context as one jsonb: user_id, ip, user_agent, session_id, request_id, scope.
+-- PL/pgSQL rather than SQL: each setting is parsed once, and the plan is cached per session (a
+-- SQL function called from PL/pgSQL is planned again at every call). The mutation RPC computes
+-- it once per call and passes it down.
 create or replace function internal.request_context() returns jsonb
-language sql stable set search_path = '' as $$
-  with s as (
-    select coalesce(internal.try_jsonb(current_setting('request.jwt.claims', true)), '{}') as claims,
-           coalesce(internal.try_jsonb(current_setting('request.headers', true)), '{}') as headers
-  )
-  select jsonb_build_object(
-    'user_id', internal.try_uuid(claims ->> 'sub'),
-    'role', coalesce(claims ->> 'role', current_user),
-    'ip', coalesce(internal.try_inet(split_part(headers ->> 'x-forwarded-for', ',', 1)),
-                   internal.try_inet(headers ->> 'x-real-ip'),
+language plpgsql stable set search_path = '' as $$
+declare
+  v_claims jsonb := coalesce(internal.try_jsonb(current_setting('request.jwt.claims', true)), '{}');
+  v_headers jsonb := coalesce(internal.try_jsonb(current_setting('request.headers', true)), '{}');
+begin
+  return jsonb_build_object(
+    'user_id', internal.try_uuid(v_claims ->> 'sub'),
+    'role', coalesce(v_claims ->> 'role', current_user),
+    'ip', coalesce(internal.try_inet(split_part(v_headers ->> 'x-forwarded-for', ',', 1)),
+                   internal.try_inet(v_headers ->> 'x-real-ip'),
                    inet_client_addr()),
-    'user_agent', left(headers ->> 'user-agent', 512),
-    'session_id', coalesce(claims ->> 'session_id', headers ->> 'x-session-id'),
-    'request_id', left(headers ->> 'x-request-id', 128),
-    'scope', claims -> 'scope'
-  )
-  from s
-$$;
+    'user_agent', left(v_headers ->> 'user-agent', 512),
+    'session_id', coalesce(v_claims ->> 'session_id', v_headers ->> 'x-session-id'),
+    'request_id', left(v_headers ->> 'x-request-id', 128),
+    'scope', v_claims -> 'scope'
+  );
+end $$;
 
 -- Typed settings from app.settings.
 create or replace function internal.setting_int(p_key text) returns integer
-language sql stable security definer set search_path = '' as $$
-  select (value #>> '{}')::integer from app.settings where key = p_key
-$$;
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  return (select (value #>> '{}')::integer from app.settings where key = p_key);
+end $$;

@@ -8,44 +8,56 @@ language sql stable security definer set search_path = '' as $$
 $$;
 
 -- The caller's effective role on a live (not soft-deleted) canvas, or null for no access.
+-- PL/pgSQL (here and below) so the plan is cached per session: RLS policies and every mutation
+-- call these, and a SQL function is planned again at each call from PL/pgSQL.
 create or replace function internal.canvas_role(p_canvas_id uuid, p_user_id uuid) returns app.member_role
-language sql stable security definer set search_path = '' as $$
-  select case when wm.role = 'owner' then wm.role else coalesce(cm.role, wm.role) end
-  from app.canvases c
-  left join app.workspace_members wm on wm.workspace_id = c.workspace_id and wm.user_id = p_user_id
-  left join app.canvas_members cm on cm.canvas_id = c.canvas_id and cm.user_id = p_user_id
-  where c.canvas_id = p_canvas_id and c.deleted_at is null and (wm.role is not null or cm.role is not null)
-$$;
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  return (
+    select case when wm.role = 'owner' then wm.role else coalesce(cm.role, wm.role) end
+    from app.canvases c
+    left join app.workspace_members wm on wm.workspace_id = c.workspace_id and wm.user_id = p_user_id
+    left join app.canvas_members cm on cm.canvas_id = c.canvas_id and cm.user_id = p_user_id
+    where c.canvas_id = p_canvas_id and c.deleted_at is null and (wm.role is not null or cm.role is not null));
+end $$;
 
 create or replace function internal.can_write_role(p_role app.member_role) returns boolean
-language sql immutable set search_path = '' as $$
-  select coalesce(p_role in ('owner', 'admin', 'editor'), false)
-$$;
+language plpgsql immutable set search_path = '' as $$
+begin
+  return coalesce(p_role in ('owner', 'admin', 'editor'), false);
+end $$;
 
 -- An optional `scope` claim (space-separated string or array) narrows a token to listed
 -- canvases: `canvas:{id}:write` (implies read), `canvas:{id}:read`, `*` for any canvas id.
 -- Without a scope claim the token carries the user's full rights. p_canvas_id null asks about a
 -- workspace-level write (create a canvas, set a member): only an unscoped or `canvas:*:write` token.
+-- scope_allows decides for a given scope claim (the mutation RPC passes its request context's);
+-- token_allows reads the claim of the current request.
+create or replace function internal.scope_allows(p_scope jsonb, p_canvas_id uuid, p_write boolean) returns boolean
+language plpgsql immutable set search_path = '' as $$
+declare
+  v_entries text[];
+begin
+  if p_scope is null or jsonb_typeof(p_scope) = 'null' then
+    return true;
+  elsif jsonb_typeof(p_scope) = 'array' then
+    v_entries := array(select jsonb_array_elements_text(p_scope));
+  elsif jsonb_typeof(p_scope) = 'string' then
+    v_entries := regexp_split_to_array(p_scope #>> '{}', '\s+');
+  else
+    return false;
+  end if;
+  return v_entries && array[format('canvas:%s:write', p_canvas_id), 'canvas:*:write']
+      or (not p_write and v_entries && array[format('canvas:%s:read', p_canvas_id), 'canvas:*:read']);
+end $$;
+
 -- Security definer (like the role lookups) because RLS policies call it as `authenticated`, which
 -- has no USAGE on schema internal; a definer body resolves internal.* as the owner.
 create or replace function internal.token_allows(p_canvas_id uuid, p_write boolean) returns boolean
-language sql stable security definer set search_path = '' as $$
-  with scope as (
-    select internal.request_context() -> 'scope' as s
-  ), entries as (
-    select e from scope, lateral (
-      select jsonb_array_elements_text(s) as e where jsonb_typeof(s) = 'array'
-      union all
-      select regexp_split_to_table(s #>> '{}', '\s+') where jsonb_typeof(s) = 'string'
-    ) x
-  )
-  select (select s is null or jsonb_typeof(s) = 'null' from scope)
-      or exists (
-        select from entries
-        where e in (format('canvas:%s:write', p_canvas_id), 'canvas:*:write')
-           or (not p_write and e in (format('canvas:%s:read', p_canvas_id), 'canvas:*:read'))
-      )
-$$;
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  return internal.scope_allows(internal.try_jsonb(current_setting('request.jwt.claims', true)) -> 'scope', p_canvas_id, p_write);
+end $$;
 
 -- The canvas id in a realtime topic `canvas:{uuid}`, or null.
 create or replace function internal.topic_canvas_id(p_topic text) returns uuid

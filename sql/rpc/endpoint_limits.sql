@@ -1,6 +1,20 @@
 -- Per-endpoint rate limits (the seed's table, in app.endpoint_limits). The HTTP layer calls
 -- api.hit_endpoint_limit first in each request's transaction; a rejection raises rate_limited
 -- (PX429) with retry_after, which the HTTP layer answers with 429 and Retry-After.
+--
+-- Every limit counts hits in app.rate_limits rows (subject, bucket, fixed window of
+-- p_window_seconds). hit_window_limit counts in one row, which the counting transaction holds
+-- until it commits: exact, but a subject's concurrent transactions queue on it.
+
+-- The rate_limited error for a window that is full.
+create or replace function internal.raise_rate_limited(p_limit integer, p_window_seconds integer, p_window timestamptz)
+returns void language plpgsql set search_path = '' as $$
+begin
+  perform internal.raise_error('rate_limited',
+    format('rate limit reached (%s per %s s): retry after %s', p_limit, p_window_seconds, p_window + make_interval(secs => p_window_seconds)),
+    jsonb_build_object('retry_after', greatest(1, ceil(extract(epoch from p_window + make_interval(secs => p_window_seconds) - now())))::int,
+                       'limit', p_limit));
+end $$;
 
 create or replace function internal.hit_window_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns void language plpgsql security definer set search_path = '' as $$
@@ -12,10 +26,95 @@ begin
   on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1
   returning hits into v_hits;
   if v_hits > p_limit then
-    perform internal.raise_error('rate_limited',
-      format('rate limit reached (%s per %s s): retry after %s', p_limit, p_window_seconds, v_window + make_interval(secs => p_window_seconds)),
-      jsonb_build_object('retry_after', greatest(1, ceil(extract(epoch from v_window + make_interval(secs => p_window_seconds) - now())))::int,
-                         'limit', p_limit));
+    perform internal.raise_rate_limited(p_limit, p_window_seconds, v_window);
+  end if;
+end $$;
+
+-- Sharded counting, for the per-user mutation limit (sql/rpc/mutate.sql), whose hit is taken at
+-- the end of the mutation, just before commit. A bucket has 4 shard rows: `bucket` itself, then
+-- `bucket#1` .. `bucket#3`. A hit goes to the first shard no concurrent transaction holds (FOR
+-- UPDATE SKIP LOCKED; when all 4 are held, it waits for one), then the bucket's total is the sum
+-- of the shards: its own shard's new count plus the committed counts of the others.
+--   Rule: a hit is refused when that total exceeds the limit. While a subject's hits do not
+--   overlap they all land in `bucket` and the count is exact; k hits in flight at once cannot see
+--   each other's uncommitted counts, so at most min(k, 4) - 1 = 3 hits beyond the limit can commit
+--   in one window. In exchange, up to 4 of a subject's transactions commit at once instead of
+--   queueing on one row held through each commit (docs/limits.md).
+create or replace function internal.window_limit_shards(p_bucket text) returns text[]
+language plpgsql immutable set search_path = '' as $$
+begin
+  return array[p_bucket, p_bucket || '#1', p_bucket || '#2', p_bucket || '#3'];
+end $$;
+
+-- The subject's hits in the current window, all shards: committed counts, and this transaction's
+-- own. A plain read, waiting for no one; one full-key lookup per shard, in one statement (a
+-- filter on the bucket column would scan every bucket and window of the subject).
+create or replace function internal.window_limit_hits(p_subject uuid, p_bucket text, p_window_seconds integer)
+returns bigint language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_window timestamptz := to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
+begin
+  return coalesce((select hits from app.rate_limits where user_id = p_subject and bucket = p_bucket and window_start = v_window), 0)
+       + coalesce((select hits from app.rate_limits where user_id = p_subject and bucket = p_bucket || '#1' and window_start = v_window), 0)
+       + coalesce((select hits from app.rate_limits where user_id = p_subject and bucket = p_bucket || '#2' and window_start = v_window), 0)
+       + coalesce((select hits from app.rate_limits where user_id = p_subject and bucket = p_bucket || '#3' and window_start = v_window), 0);
+end $$;
+
+-- Refuses (rate_limited) a subject whose window is already full, without counting or locking:
+-- the early check before a mutation does its work.
+create or replace function internal.check_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
+returns void language plpgsql stable security definer set search_path = '' as $$
+begin
+  if internal.window_limit_hits(p_subject, p_bucket, p_window_seconds) >= p_limit then
+    perform internal.raise_rate_limited(p_limit, p_window_seconds,
+                                        to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds));
+  end if;
+end $$;
+
+-- Counts one hit (see the rule above); raises rate_limited when the total exceeds p_limit. In the
+-- common case one statement: lock the first shard if free, count, and add the other shards.
+create or replace function internal.hit_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
+returns void language plpgsql security definer set search_path = '' as $$
+declare
+  v_window timestamptz := to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
+  v_shards text[] := internal.window_limit_shards(p_bucket);
+  v_shard text;
+  v_total bigint;
+begin
+  foreach v_shard in array v_shards loop
+    update app.rate_limits r set hits = r.hits + 1
+    from (select from app.rate_limits where user_id = p_subject and bucket = v_shard and window_start = v_window
+          for update skip locked) free
+    where r.user_id = p_subject and r.bucket = v_shard and r.window_start = v_window
+    returning r.hits   -- plus the other shards' committed counts, one full-key lookup each
+      + coalesce((select o.hits from app.rate_limits o where o.user_id = p_subject and o.bucket = v_shards[1]
+                                                         and o.window_start = v_window and o.bucket <> v_shard), 0)
+      + coalesce((select o.hits from app.rate_limits o where o.user_id = p_subject and o.bucket = v_shards[2]
+                                                         and o.window_start = v_window and o.bucket <> v_shard), 0)
+      + coalesce((select o.hits from app.rate_limits o where o.user_id = p_subject and o.bucket = v_shards[3]
+                                                         and o.window_start = v_window and o.bucket <> v_shard), 0)
+      + coalesce((select o.hits from app.rate_limits o where o.user_id = p_subject and o.bucket = v_shards[4]
+                                                         and o.window_start = v_window and o.bucket <> v_shard), 0)
+    into v_total;
+    exit when found;
+    -- not there yet (create it), or held by a concurrent transaction (try the next shard)
+    if not exists (select from app.rate_limits where user_id = p_subject and bucket = v_shard and window_start = v_window) then
+      insert into app.rate_limits as r (user_id, bucket, window_start, hits) values (p_subject, v_shard, v_window, 1)
+      on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1;
+      exit;
+    end if;
+    v_shard := null;
+  end loop;
+  if v_shard is null then
+    -- every shard is held: queue on one of them
+    update app.rate_limits set hits = hits + 1
+    where user_id = p_subject and bucket = v_shards[1 + pg_backend_pid() % cardinality(v_shards)] and window_start = v_window;
+  end if;
+  if v_total is null then
+    v_total := internal.window_limit_hits(p_subject, p_bucket, p_window_seconds);
+  end if;
+  if v_total > p_limit then
+    perform internal.raise_rate_limited(p_limit, p_window_seconds, v_window);
   end if;
 end $$;
 

@@ -1,14 +1,23 @@
 -- The mutation RPC: api.upsert_block_atomic and its all-or-nothing batch form.
 --
 -- Per operation, in one transaction:
---   1. the caller's role, token scope and rate limit (rejections are returned and audited);
+--   1. the caller's role, token scope (from the request context, computed once per call) and an
+--      early rate-limit check that counts nothing (rejections are returned and audited);
 --   2. a known client_op_id returns its original result (exactly-once effect under retries);
---   3. the canvas row is locked, so writers on one canvas are serialized: server_seq order is
+--   3. before any lock, the change is computed from the block as it stands (base_version
+--      compared, merge, text operations transformed and applied, content size): the part of the
+--      work that does not need the canvas order overlaps with other writers on the canvas;
+--   4. the canvas row is locked, so writers on one canvas are serialized: server_seq order is
 --      commit order per canvas and replay by since_seq can never skip a late commit; the block
---      is locked FOR UPDATE and base_version compared;
---   4. validation (rank, parent in the same canvas, no cycle, content size);
+--      is locked FOR UPDATE (an update needing no other block is written on condition that the
+--      block is still the version step 3 read): if it changed since step 3, the change is
+--      computed again here; then what needs the canvas's current blocks (parent in the same
+--      canvas, no cycle, rank);
 --   5. server_seq, block, operation row with its canvas_seq, audit row, realtime.send to
---      `canvas:{id}`.
+--      `canvas:{id}`, and last the caller's rate-limit hit (internal.hit_sharded_limit), so the
+--      counter row it updates is held only until the commit.
+-- The helpers called on every operation are PL/pgSQL, not SQL: PL/pgSQL caches its plans per
+-- session, while a SQL function called from PL/pgSQL is planned again at each call.
 -- Two numbers per applied operation, both taken under the canvas lock: server_seq (one global
 -- sequence: order across canvases, gaps per canvas) and canvas_seq (the canvas's counter
 -- canvases.last_canvas_seq + 1: per canvas 1, 2, 3, … with no gap, in commit order). Rejected
@@ -39,35 +48,38 @@
 --     with the current block: nothing can be merged safely.
 
 create or replace function internal.block_json(b app.blocks) returns jsonb
-language sql immutable set search_path = '' as $$
-  select case when b.block_id is null then null else jsonb_build_object(
+language plpgsql immutable set search_path = '' as $$
+begin
+  return case when b.block_id is null then null else jsonb_build_object(
     'block_id', b.block_id, 'canvas_id', b.canvas_id, 'parent_id', b.parent_id, 'type', b.type,
     'content', b.content, 'y_order', b.y_order, 'version', b.version,
     'created_at', b.created_at, 'created_by', b.created_by, 'updated_at', b.updated_at, 'updated_by', b.updated_by)
-  end
-$$;
+  end;
+end $$;
 
 -- The next server_seq for a canvas whose lock this transaction holds. The canvas's watermarks
 -- (last_seq, last_canvas_seq) advance when the operation is recorded (internal.record_applied_op),
 -- in one update of the canvas row.
 create or replace function internal.next_seq(p_canvas_id uuid) returns bigint
-language sql volatile security definer set search_path = '' as $$
-  select nextval('app.seq_block_events')
-$$;
+language plpgsql volatile security definer set search_path = '' as $$
+begin
+  return nextval('app.seq_block_events');
+end $$;
 
 -- The fields an operation's patch changes (see the merge rule above): `content.<key>` per
 -- top-level key of `content` and of `text`, then `type`, `parent`, `position`.
 create or replace function internal.patch_fields(p_patch jsonb) returns text[]
-language sql immutable set search_path = '' as $$
-  select coalesce((select array_agg(distinct 'content.' || k order by 'content.' || k) from (
+language plpgsql immutable set search_path = '' as $$
+begin
+  return coalesce((select array_agg(distinct 'content.' || k order by 'content.' || k) from (
            select jsonb_object_keys(case when jsonb_typeof(p_patch -> 'content') = 'object' then p_patch -> 'content' else '{}' end)
            union all
            select jsonb_object_keys(case when jsonb_typeof(p_patch -> 'text') = 'object' then p_patch -> 'text' else '{}' end)) ks(k)), '{}')
     || array_remove(array[
     case when p_patch ? 'type' then 'type' end,
     case when p_patch ? 'parent_id' then 'parent' end,
-    case when p_patch ? 'y_order' or p_patch ? 'after_id' then 'position' end], null)
-$$;
+    case when p_patch ? 'y_order' or p_patch ? 'after_id' then 'position' end], null);
+end $$;
 
 -- RFC 7396 JSON Merge Patch: p_patch applied to p_target (null removes a key, objects merge
 -- recursively, anything else replaces).
@@ -82,6 +94,10 @@ begin
     return p_patch;
   end if;
   v_result := case when jsonb_typeof(p_target) = 'object' then p_target else '{}' end;
+  -- no null and no object among the values (the usual edit): every key is simply replaced
+  if not jsonb_path_exists(p_patch, '$.* ? (@.type() == "object" || @ == null)') then
+    return v_result || p_patch;
+  end if;
   for v_key, v_value in select key, value from jsonb_each(p_patch) loop
     if jsonb_typeof(v_value) = 'null' then
       v_result := v_result - v_key;
@@ -168,10 +184,132 @@ end $$;
 -- for one applied before canvas_seq existed and numbered by the migration), marked
 -- `duplicate: true`: the original result, answered again, nothing applied a second time.
 create or replace function internal.prior_result(p_ctx jsonb, p_client_op_id text) returns jsonb
-language sql stable security definer set search_path = '' as $$
-  select result || jsonb_build_object('canvas_seq', canvas_seq, 'duplicate', true) from app.block_operations
-  where actor_id = (p_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success'
-$$;
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  return (select result || jsonb_build_object('canvas_seq', canvas_seq, 'duplicate', true) from app.block_operations
+          where actor_id = (p_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success');
+end $$;
+
+-- What an update, move or delete does to block p_old, decided from the block and the operation
+-- log alone (base_version checks, the merge rule above, text operations transformed and applied,
+-- the content size), without writing or locking: returns the patch as applied (text operations
+-- transformed), the text operations as applied and the new content (null for a delete), or
+-- raises. apply_block_op runs it before the canvas lock on the block as read then, and again
+-- under the lock only if the block changed in between.
+create or replace function internal.prepare_block_change(
+  p_old app.blocks, p_action text, p_base_version integer, p_patch jsonb, p_text jsonb,
+  out o_patch jsonb, out o_text jsonb, out o_content jsonb
+) language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_fields text[];
+  v_changed text[];
+  v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
+  v_since_patch jsonb;
+  v_clash text[];
+  v_base_block jsonb;
+  v_keys jsonb;
+  v_text_key text;
+  v_op jsonb;
+begin
+  o_patch := p_patch;
+  o_text := p_text;      -- text operations by content key: normalized, then transformed as applied
+  if p_base_version is null then
+    perform internal.raise_error('invalid_input', 'base_version is required', '{"field":"base_version"}');
+  end if;
+  if p_base_version > p_old.version then
+    perform internal.raise_error('invalid_input', format('base_version %s is newer than the block (version %s)', p_base_version, p_old.version),
+                                 '{"field":"base_version"}');
+  end if;
+  -- patch_fields(p_patch) = '{}', without building the list (content and text are objects here)
+  if p_action <> 'delete' and not p_patch ?| array['type', 'parent_id', 'y_order', 'after_id']
+     and coalesce(p_patch -> 'content', '{}') = '{}' and coalesce(p_patch -> 'text', '{}') = '{}' then
+    perform internal.raise_error('invalid_input', 'patch changes nothing', '{"field":"patch"}');
+  end if;
+  if p_base_version < p_old.version then
+    v_fields := internal.patch_fields(p_patch);
+    -- up to p_old's version: p_old may have been read before this statement's snapshot
+    select coalesce(array_agg(o.patch order by o.new_version), '{}') into v_since
+    from app.block_operations o
+    where o.block_id = p_old.block_id and o.status = 'success' and o.new_version > p_base_version
+      and o.new_version <= p_old.version;
+    if cardinality(v_since) <> p_old.version - p_base_version then
+      -- retention removed some of them: what changed since base_version is unknown
+      perform internal.raise_error('rebase_required',
+        format('the operation log no longer holds every change since version %s (now %s): rebase on the current block and retry', p_base_version, p_old.version),
+        jsonb_build_object('block', internal.block_json(p_old), 'version', p_old.version));
+    end if;
+    -- a field changed on both sides clashes, except a text operation on a key that only text
+    -- operations changed since (it is transformed below); plain jsonb tests per logged patch,
+    -- as this runs for every operation behind the current version
+    select coalesce(array_agg(f order by f), '{}') into v_clash
+    from unnest(v_fields) f
+    where exists (select from unnest(v_since) p where case
+            when f like 'content.%' then p -> 'content' ? substr(f, 9)
+                                         or (p -> 'text' ? substr(f, 9) and not coalesce(p_text ? substr(f, 9), false))
+            when f = 'type' then p ? 'type'
+            when f = 'parent' then p ? 'parent_id'
+            else p ? 'y_order' or p ? 'after_id' end);
+    if p_action = 'delete' or v_clash <> '{}' then
+      select coalesce(array_agg(distinct f order by f), '{}') into v_changed
+      from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
+      select o.block into v_base_block from app.block_operations o
+      where o.block_id = p_old.block_id and o.status = 'success' and o.new_version = p_base_version;
+      select coalesce(jsonb_object_agg(f, jsonb_build_object(
+               'base', internal.field_value(v_base_block, f),
+               'theirs', internal.field_value(internal.block_json(p_old), f),
+               'mine', case
+                 when f like 'content.%' and p_patch -> 'content' ? substr(f, 9) then p_patch -> 'content' -> substr(f, 9)
+                 when f like 'content.%' then jsonb_build_object('text', p_text -> substr(f, 9))
+                 when f = 'type' then p_patch -> 'type'
+                 when f = 'parent' then p_patch -> 'parent_id'
+                 else jsonb_strip_nulls(jsonb_build_object('y_order', p_patch -> 'y_order', 'after_id', p_patch -> 'after_id')) end)), '{}')
+        into v_keys from unnest(v_clash) f;
+      perform internal.raise_error('conflict',
+        format('block changed since version %s (now %s): %s', p_base_version, p_old.version,
+               case when p_action = 'delete' then 'rebase on the current block and retry'
+                    else 'both sides changed ' || array_to_string(v_clash, ', ') || '; choose a value and retry from the current version' end),
+        jsonb_build_object('block', internal.block_json(p_old), 'version', p_old.version, 'changed', v_changed, 'fields', v_keys));
+    end if;
+    -- text operations: transformed against each text operation on the same key since
+    -- base_version, in commit order, ours on the 'left' (ShareDB's server rule): at one
+    -- position our insert goes before the one committed earlier
+    if o_text is not null then
+      for v_text_key in select jsonb_object_keys(o_text) loop
+        v_op := o_text -> v_text_key;
+        foreach v_since_patch in array v_since loop
+          if v_since_patch -> 'text' ? v_text_key then
+            v_op := internal.text_op_transform(v_op, v_since_patch -> 'text' -> v_text_key, 'left');
+          end if;
+        end loop;
+        o_text := jsonb_set(o_text, array[v_text_key], v_op);
+      end loop;
+    end if;
+  end if;
+  if p_action = 'delete' then
+    return;
+  end if;
+
+  -- content is merged (RFC 7396), then text operations apply to their keys
+  o_content := p_old.content;
+  if p_patch ? 'content' then
+    o_content := internal.json_merge_patch(o_content, p_patch -> 'content');
+  end if;
+  for v_text_key, v_op in select key, value from jsonb_each(coalesce(o_text, '{}')) loop
+    if o_content ? v_text_key and jsonb_typeof(o_content -> v_text_key) <> 'string' then
+      perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(o_content -> v_text_key)),
+                                   jsonb_build_object('field', 'patch.text.' || v_text_key));
+    end if;
+    o_content := jsonb_set(o_content, array[v_text_key],
+                           to_jsonb(internal.text_op_apply(coalesce(o_content ->> v_text_key, ''), v_op, 'patch.text.' || v_text_key)));
+  end loop;
+  if o_text is not null then
+    o_patch := p_patch || jsonb_build_object('text', o_text); -- logged and broadcast as applied
+    if octet_length(o_content::text) > internal.setting_int('max_content_bytes') then
+      perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', internal.setting_int('max_content_bytes')),
+                                   '{"field":"patch.text"}');
+    end if;
+  end if;
+end $$;
 
 -- One operation. Raises (internal.raise_error) on anything but success; callers catch.
 create or replace function internal.apply_block_op(
@@ -180,28 +318,27 @@ create or replace function internal.apply_block_op(
 ) returns jsonb language plpgsql security definer set search_path = '' as $$
 declare
   v_user uuid := (p_ctx ->> 'user_id')::uuid;
+  v_limit integer := internal.setting_int('mutations_per_minute');
   v_role app.member_role;
-  v_old app.blocks;
+  v_seen app.blocks;     -- the block as read before the canvas lock
+  v_old app.blocks;      -- the block under the lock
   v_new app.blocks;
   v_patch jsonb := coalesce(p_patch, '{}');
+  v_text jsonb;          -- the text operations, normalized
+  v_applied jsonb;       -- the patch as applied (text operations transformed)
+  v_applied_text jsonb;  -- the text operations as applied
+  v_content jsonb;
+  v_prepared boolean := false;
+  v_direct boolean := false;  -- an update written straight from step 3 if the block is still that version
   v_block_id uuid := p_block_id;
   v_parent uuid;
   v_key text;
   v_seq bigint;
   v_canvas_seq bigint;
-  v_changed text[];
   v_deleted uuid[];
+  v_block jsonb;
   v_result jsonb;
   v_bad_key text;
-  v_text jsonb;          -- text operations by content key: normalized, then transformed as applied
-  v_text_key text;
-  v_op jsonb;
-  v_content jsonb;
-  v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
-  v_since_patch jsonb;
-  v_clash text[];
-  v_base_block jsonb;
-  v_keys jsonb;
 begin
   -- 1. who may do this
   if v_user is null then
@@ -223,18 +360,19 @@ begin
   if not internal.can_write_role(v_role) then
     perform internal.raise_error('forbidden', format('your role on this canvas (%s) cannot change blocks', v_role));
   end if;
-  if not internal.token_allows(p_canvas_id, true) then
+  if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
     perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
   end if;
-  perform internal.hit_rate_limit(v_user, 'mutations', internal.setting_int('mutations_per_minute'));
+  -- refuse a full window before doing any work; the hit itself is counted in step 5
+  perform internal.check_sharded_limit(v_user, 'mutations', v_limit, 60);
 
   -- 2. shape of the patch
   if jsonb_typeof(v_patch) <> 'object' then
     perform internal.raise_error('invalid_input', 'patch must be a JSON object', '{"field":"patch"}');
   end if;
-  select k into v_bad_key from jsonb_object_keys(v_patch) k
-    where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
-  if v_bad_key is not null then
+  if v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
+    select k into v_bad_key from jsonb_object_keys(v_patch) k
+      where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
     perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch.' || v_bad_key));
   end if;
   if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type') then
@@ -259,7 +397,7 @@ begin
     select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
       into v_text from jsonb_each(v_patch -> 'text');
   end if;
-  if octet_length((v_patch -> 'content')::text) > internal.setting_int('max_content_bytes') then
+  if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > internal.setting_int('max_content_bytes') then
     perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', internal.setting_int('max_content_bytes')),
                                  '{"field":"patch.content"}');
   end if;
@@ -276,7 +414,23 @@ begin
     end if;
   end if;
 
-  -- 3. serialize writers on this canvas, then lock and compare the block
+  -- 3. the change, computed before the canvas lock from the block as it stands, and kept under
+  -- the lock if the block is unchanged by then. A refusal here is final: the block only moves
+  -- on (versions grow, the log since base_version only gets longer), and a refusal writes
+  -- nothing, so it is the answer at the moment of this read.
+  if p_action = 'create' then
+    v_applied := v_patch;
+    v_content := case when v_patch ? 'content' then internal.json_merge_patch('{}', v_patch -> 'content') else '{}' end;
+  elsif p_action in ('update', 'move') and v_block_id is not null then
+    select * into v_seen from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id;
+    if found then
+      select o_patch, o_text, o_content into v_applied, v_applied_text, v_content
+      from internal.prepare_block_change(v_seen, p_action, p_base_version, v_patch, v_text);
+      v_prepared := true;
+    end if;
+  end if;
+
+  -- 4. serialize writers on this canvas (held to commit), then lock and compare the block
   perform from app.canvases where canvas_id = p_canvas_id for no key update;
   -- a concurrent retry of this op may have committed while we waited for the lock: hand the
   -- caller its result through the duplicate path instead of applying it a second time
@@ -296,80 +450,23 @@ begin
     if v_block_id is null then
       perform internal.raise_error('invalid_input', 'block_id is required', '{"field":"block_id"}');
     end if;
-    select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
-    if not found then
-      perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
-    end if;
-    if p_base_version is null then
-      perform internal.raise_error('invalid_input', 'base_version is required', '{"field":"base_version"}');
-    end if;
-    if p_base_version > v_old.version then
-      perform internal.raise_error('invalid_input', format('base_version %s is newer than the block (version %s)', p_base_version, v_old.version),
-                                   '{"field":"base_version"}');
-    end if;
-    if p_action <> 'delete' and internal.patch_fields(v_patch) = '{}' then
-      perform internal.raise_error('invalid_input', 'patch changes nothing', '{"field":"patch"}');
-    end if;
-    if p_base_version < v_old.version then
-      select coalesce(array_agg(o.patch order by o.new_version), '{}') into v_since
-      from app.block_operations o
-      where o.block_id = v_block_id and o.status = 'success' and o.new_version > p_base_version;
-      if cardinality(v_since) <> v_old.version - p_base_version then
-        -- retention removed some of them: what changed since base_version is unknown
-        perform internal.raise_error('rebase_required',
-          format('the operation log no longer holds every change since version %s (now %s): rebase on the current block and retry', p_base_version, v_old.version),
-          jsonb_build_object('block', internal.block_json(v_old), 'version', v_old.version));
+    -- an update that needs no other block (no parent to check, no rank to place) is written in
+    -- step 5 on condition that the block is still the version step 3 read, which locks it too
+    v_direct := p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id');
+    if not v_direct then
+      select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
+      if not found then
+        perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
       end if;
-      -- a field changed on both sides clashes, except a text operation on a key that only text
-      -- operations changed since (it is transformed below); plain jsonb tests per logged patch,
-      -- as this runs under the canvas lock for every operation behind the current version
-      select coalesce(array_agg(f order by f), '{}') into v_clash
-      from unnest(internal.patch_fields(v_patch)) f
-      where exists (select from unnest(v_since) p where case
-              when f like 'content.%' then p -> 'content' ? substr(f, 9)
-                                           or (p -> 'text' ? substr(f, 9) and not coalesce(v_text ? substr(f, 9), false))
-              when f = 'type' then p ? 'type'
-              when f = 'parent' then p ? 'parent_id'
-              else p ? 'y_order' or p ? 'after_id' end);
-      if p_action = 'delete' or v_clash <> '{}' then
-        select coalesce(array_agg(distinct f order by f), '{}') into v_changed
-        from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
-        select o.block into v_base_block from app.block_operations o
-        where o.block_id = v_block_id and o.status = 'success' and o.new_version = p_base_version;
-        select coalesce(jsonb_object_agg(f, jsonb_build_object(
-                 'base', internal.field_value(v_base_block, f),
-                 'theirs', internal.field_value(internal.block_json(v_old), f),
-                 'mine', case
-                   when f like 'content.%' and v_patch -> 'content' ? substr(f, 9) then v_patch -> 'content' -> substr(f, 9)
-                   when f like 'content.%' then jsonb_build_object('text', v_text -> substr(f, 9))
-                   when f = 'type' then v_patch -> 'type'
-                   when f = 'parent' then v_patch -> 'parent_id'
-                   else jsonb_strip_nulls(jsonb_build_object('y_order', v_patch -> 'y_order', 'after_id', v_patch -> 'after_id')) end)), '{}')
-          into v_keys from unnest(v_clash) f;
-        perform internal.raise_error('conflict',
-          format('block changed since version %s (now %s): %s', p_base_version, v_old.version,
-                 case when p_action = 'delete' then 'rebase on the current block and retry'
-                      else 'both sides changed ' || array_to_string(v_clash, ', ') || '; choose a value and retry from the current version' end),
-          jsonb_build_object('block', internal.block_json(v_old), 'version', v_old.version, 'changed', v_changed, 'fields', v_keys));
-      end if;
-      -- text operations: transformed against each text operation on the same key since
-      -- base_version, in commit order, ours on the 'left' (ShareDB's server rule): at one
-      -- position our insert goes before the one committed earlier
-      if v_text is not null then
-        for v_text_key in select jsonb_object_keys(v_text) loop
-          v_op := v_text -> v_text_key;
-          foreach v_since_patch in array v_since loop
-            if v_since_patch -> 'text' ? v_text_key then
-              v_op := internal.text_op_transform(v_op, v_since_patch -> 'text' -> v_text_key, 'left');
-            end if;
-          end loop;
-          v_text := jsonb_set(v_text, array[v_text_key], v_op);
-        end loop;
+      -- every write of a block raises its version; created_at tells a recreated block apart
+      if not v_prepared or v_seen.version <> v_old.version or v_seen.created_at <> v_old.created_at then
+        select o_patch, o_text, o_content into v_applied, v_applied_text, v_content
+        from internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
       end if;
     end if;
   end if;
 
-  -- 4. validate the parent: same canvas, and not the block itself or one of its descendants
+  -- validate the parent: same canvas, and not the block itself or one of its descendants
   if v_parent is not null then
     if not exists (select from app.blocks where block_id = v_parent and canvas_id = p_canvas_id) then
       perform internal.raise_error('invalid_input', 'parent_id must be a block of the same canvas', '{"field":"patch.parent_id"}');
@@ -387,26 +484,7 @@ begin
     v_key := internal.place_block(p_canvas_id, v_block_id, v_patch);
   end if;
 
-  -- 5. write: content is merged (RFC 7396), then text operations apply to their keys
-  v_content := case when p_action = 'create' then '{}'::jsonb else v_old.content end;
-  if v_patch ? 'content' then
-    v_content := internal.json_merge_patch(v_content, v_patch -> 'content');
-  end if;
-  for v_text_key, v_op in select key, value from jsonb_each(coalesce(v_text, '{}')) loop
-    if v_content ? v_text_key and jsonb_typeof(v_content -> v_text_key) <> 'string' then
-      perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(v_content -> v_text_key)),
-                                   jsonb_build_object('field', 'patch.text.' || v_text_key));
-    end if;
-    v_content := jsonb_set(v_content, array[v_text_key],
-                           to_jsonb(internal.text_op_apply(coalesce(v_content ->> v_text_key, ''), v_op, 'patch.text.' || v_text_key)));
-  end loop;
-  if v_text is not null then
-    v_patch := v_patch || jsonb_build_object('text', v_text); -- logged and broadcast as applied
-    if octet_length(v_content::text) > internal.setting_int('max_content_bytes') then
-      perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', internal.setting_int('max_content_bytes')),
-                                   '{"field":"patch.text"}');
-    end if;
-  end if;
+  -- 5. write
   v_seq := internal.next_seq(p_canvas_id);
   if p_action = 'create' then
     insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, created_by, updated_by)
@@ -420,43 +498,76 @@ begin
     ) select array_agg(block_id) into v_deleted from subtree;
     delete from app.blocks where block_id = v_block_id;
   else
-    update app.blocks set
-      content = v_content,
-      type = coalesce(v_patch ->> 'type', type),
-      parent_id = case when v_patch ? 'parent_id' then v_parent else parent_id end,
-      y_order = coalesce(v_key, y_order),
-      version = version + 1,
-      updated_at = now(),
-      updated_by = v_user
-    where block_id = v_block_id
-    returning * into v_new;
+    if v_direct then
+      update app.blocks set
+        content = v_content,
+        type = coalesce(v_patch ->> 'type', type),
+        parent_id = case when v_patch ? 'parent_id' then v_parent else parent_id end,
+        version = version + 1,
+        updated_at = now(),
+        updated_by = v_user
+      where block_id = v_block_id and canvas_id = p_canvas_id and version = v_seen.version and created_at = v_seen.created_at
+      returning * into v_new;
+      if found then
+        v_old := v_seen;
+      else
+        -- changed (or gone) since step 3: lock it, compute the change again, write it below
+        v_direct := false;
+        select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
+        if not found then
+          perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
+        end if;
+        select o_patch, o_text, o_content into v_applied, v_applied_text, v_content
+        from internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
+      end if;
+    end if;
+    if not v_direct then
+      update app.blocks set
+        content = v_content,
+        type = coalesce(v_patch ->> 'type', type),
+        parent_id = case when v_patch ? 'parent_id' then v_parent else parent_id end,
+        y_order = coalesce(v_key, y_order),
+        version = version + 1,
+        updated_at = now(),
+        updated_by = v_user
+      where block_id = v_block_id
+      returning * into v_new;
+    end if;
   end if;
-  -- the deferred UNIQUE (canvas_id, y_order) is checked here, inside the operation, not at commit
-  set constraints app.blocks_canvas_y_order_key immediate;
-  set constraints app.blocks_canvas_y_order_key deferred;
+  -- the deferred UNIQUE (canvas_id, y_order) is checked here, inside the operation, not at
+  -- commit, when this operation placed the block (a write that keeps its key cannot clash)
+  if v_key is not null then
+    set constraints app.blocks_canvas_y_order_key immediate;
+    set constraints app.blocks_canvas_y_order_key deferred;
+  end if;
 
+  v_block := internal.block_json(v_new);
   v_result := jsonb_build_object(
     'status', 'success', 'server_seq', v_seq, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', v_block_id,
-    'version', coalesce(v_new.version, v_old.version + 1), 'block', internal.block_json(v_new))
+    'version', coalesce(v_new.version, v_old.version + 1), 'block', v_block)
     || case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end
-    || case when v_text is null then '{}' else jsonb_build_object('text', v_text) end;
+    || case when v_applied_text is null then '{}' else jsonb_build_object('text', v_applied_text) end;
   v_canvas_seq := internal.record_applied_op(
     p_ctx, p_canvas_id, v_block_id, p_action, p_client_op_id, v_old.version, coalesce(v_new.version, v_old.version + 1),
-    v_patch || case when v_key is null then '{}' else jsonb_build_object('y_order', v_key) end,
-    internal.block_json(v_new), v_seq, p_started_at, coalesce(array_length(v_deleted, 1), 1), v_result,
+    coalesce(v_applied, v_patch) || case when v_key is null then '{}' else jsonb_build_object('y_order', v_key) end,
+    v_block, v_seq, p_started_at, coalesce(array_length(v_deleted, 1), 1), v_result,
     case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end);
+  -- last, so the rate-limit row it updates is held only until the commit
+  perform internal.hit_sharded_limit(v_user, 'mutations', v_limit, 60);
   return v_result || jsonb_build_object('canvas_seq', v_canvas_seq);
 end $$;
 
--- A rejected attempt's own rate-limit hit was rolled back with its work; count it again here so
--- invalid, forbidden or conflicting attempts are limited like accepted ones.
+-- A rejected attempt took no rate-limit hit (the hit is the last step of an applied operation, and
+-- anything before it rolled back with its work); count it here so invalid, forbidden or
+-- conflicting attempts are limited like accepted ones. An attempt refused as rate_limited is not
+-- counted (the window is full already), nor one without a user.
 create or replace function internal.count_rejected_attempt(p_ctx jsonb, p_error jsonb) returns void
 language plpgsql security definer set search_path = '' as $$
 begin
   if p_ctx ->> 'user_id' is null or p_error ->> 'code' in ('rate_limited', 'unauthorized') then
     return;
   end if;
-  perform internal.hit_window_limit((p_ctx ->> 'user_id')::uuid, 'mutations', internal.setting_int('mutations_per_minute'), 60);
+  perform internal.hit_sharded_limit((p_ctx ->> 'user_id')::uuid, 'mutations', internal.setting_int('mutations_per_minute'), 60);
 exception when sqlstate 'PX429' then
   null;  -- over the limit already: the next attempt is refused
 end $$;

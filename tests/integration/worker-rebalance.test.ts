@@ -1,5 +1,5 @@
 // rebalance_canvas on a real worker: a client's 9-character y_order right after the anchor, then
-// 1000 inserts between the two, push keys past 8 characters (inserts at one spot alone step and
+// 300 inserts between the two, push keys past 8 characters (inserts at one spot alone step and
 // stay short); the LexoRank trigger enqueues a deduplicated job and the worker rewrites the
 // canvas's keys evenly: every key ends at most 8 characters long, in the order the inserts made.
 // Two workers share the queue (the job key dedupes, the SQL takes the canvas lock).
@@ -11,7 +11,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { raiseMutationLimit, startTestWorker, waitFor } from '../helpers/worker.ts';
 
-const INSERTS = 1000;
+const INSERTS = 300;
 
 describe('rebalance_canvas on real workers', () => {
   let db: Database;

@@ -430,14 +430,11 @@ begin
     end if;
   end if;
 
-  -- 4. serialize writers on this canvas (held to commit), then lock and compare the block
+  -- 4. serialize writers on this canvas (held to commit), then lock and compare the block.
+  -- A concurrent retry of this op that committed since the caller looked (upsert_block_atomic)
+  -- makes this attempt fail (its block changed, or the operation row's unique idempotency index
+  -- refuses a second success); the caller then answers from the log (duplicate).
   perform from app.canvases where canvas_id = p_canvas_id for no key update;
-  -- a concurrent retry of this op may have committed while we waited for the lock: hand the
-  -- caller its result through the duplicate path instead of applying it a second time
-  if internal.prior_result(p_ctx, p_client_op_id) is not null then
-    raise exception 'client_op_id % was already applied', p_client_op_id
-      using errcode = '23505', constraint = 'block_operations_idempotency_idx';
-  end if;
   if p_action = 'create' then
     if v_patch ->> 'type' is null then
       perform internal.raise_error('invalid_input', 'type is required to create a block', '{"field":"patch.type"}');
@@ -601,7 +598,7 @@ declare
   v_prior jsonb;
   v_error jsonb;
   v_result jsonb;
-  v_state text; v_msg text; v_detail text; v_hint text; v_constraint text;
+  v_state text; v_msg text; v_detail text; v_hint text;
 begin
   v_prior := internal.prior_result(v_ctx, p_client_op_id);
   if v_prior is not null then
@@ -613,11 +610,12 @@ begin
     return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
   exception when query_canceled or others then
     get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
-                            v_hint = pg_exception_hint, v_constraint = constraint_name;
+                            v_hint = pg_exception_hint;
   end;
-  -- a concurrent retry of the same op committed first: hand back its result
-  if v_state = '23505' and v_constraint = 'block_operations_idempotency_idx' then
-    v_prior := internal.prior_result(v_ctx, p_client_op_id);
+  -- a concurrent retry of the same op committed first (whatever this attempt then ran into: the
+  -- idempotency index, a changed block, a conflict): hand back its result
+  v_prior := internal.prior_result(v_ctx, p_client_op_id);
+  if v_prior is not null then
     perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version,
                                         p_patch, 'duplicate', v_prior, v_started);
     return v_prior;
@@ -716,7 +714,8 @@ begin
       get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
                               v_hint = pg_exception_hint, v_constraint = constraint_name;
     end;
-    exit when not (v_state = '23505' and v_constraint = 'block_operations_idempotency_idx');
+    exit when not ((v_state = '23505' and v_constraint = 'block_operations_idempotency_idx')
+                   or internal.prior_result(v_ctx, p_ops -> v_index ->> 'client_op_id') is not null);
   end loop;
   v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
   perform internal.count_rejected_attempt(v_ctx, v_error);

@@ -31,33 +31,33 @@ begin
 end $$;
 
 -- Sharded counting, for the per-user mutation limit (sql/rpc/mutate.sql), whose hit is taken at
--- the end of the mutation, just before commit. A bucket has 4 shard rows: `bucket` itself, then
--- `bucket#1` .. `bucket#3`. A hit goes to the first shard no concurrent transaction holds (FOR
--- UPDATE SKIP LOCKED; when all 4 are held, it waits for one), then the bucket's total is the sum
+-- the end of the mutation, just before commit. A bucket has 8 shard rows: `bucket` itself, then
+-- `bucket#1` .. `bucket#7`. A hit goes to the first shard no concurrent transaction holds (FOR
+-- UPDATE SKIP LOCKED; when all 8 are held, it waits for one), then the bucket's total is the sum
 -- of the shards: its own shard's new count plus the committed counts of the others.
 --   Rule: a hit is refused when that total exceeds the limit. While a subject's hits do not
 --   overlap they all land in `bucket` and the count is exact; k hits in flight at once cannot see
---   each other's uncommitted counts, so at most min(k, 4) - 1 = 3 hits beyond the limit can commit
---   in one window. In exchange, up to 4 of a subject's transactions commit at once instead of
+--   each other's uncommitted counts, so at most min(k, 8) - 1 = 7 hits beyond the limit can commit
+--   in one window. In exchange, up to 8 of a subject's transactions commit at once instead of
 --   queueing on one row held through each commit (docs/limits.md).
 create or replace function internal.window_limit_shards(p_bucket text) returns text[]
 language plpgsql immutable set search_path = '' as $$
 begin
-  return array[p_bucket, p_bucket || '#1', p_bucket || '#2', p_bucket || '#3'];
+  return array[p_bucket, p_bucket || '#1', p_bucket || '#2', p_bucket || '#3',
+               p_bucket || '#4', p_bucket || '#5', p_bucket || '#6', p_bucket || '#7'];
 end $$;
 
 -- The subject's hits in the current window, all shards: committed counts, and this transaction's
--- own. A plain read, waiting for no one; one full-key lookup per shard, in one statement (a
--- filter on the bucket column would scan every bucket and window of the subject).
+-- own. A plain read, waiting for no one: one full-key lookup per shard (the LIMIT keeps each a
+-- lookup; a filter on the bucket column would scan every bucket and window of the subject).
 create or replace function internal.window_limit_hits(p_subject uuid, p_bucket text, p_window_seconds integer)
 returns bigint language plpgsql stable security definer set search_path = '' as $$
 declare
   v_window timestamptz := to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
 begin
-  return coalesce((select hits from app.rate_limits where user_id = p_subject and bucket = p_bucket and window_start = v_window), 0)
-       + coalesce((select hits from app.rate_limits where user_id = p_subject and bucket = p_bucket || '#1' and window_start = v_window), 0)
-       + coalesce((select hits from app.rate_limits where user_id = p_subject and bucket = p_bucket || '#2' and window_start = v_window), 0)
-       + coalesce((select hits from app.rate_limits where user_id = p_subject and bucket = p_bucket || '#3' and window_start = v_window), 0);
+  return (select coalesce(sum(r.hits), 0) from unnest(internal.window_limit_shards(p_bucket)) s(bucket)
+          cross join lateral (select hits from app.rate_limits
+                              where user_id = p_subject and bucket = s.bucket and window_start = v_window limit 1) r);
 end $$;
 
 -- Refuses (rate_limited) a subject whose window is already full, without counting or locking:
@@ -78,23 +78,22 @@ returns void language plpgsql security definer set search_path = '' as $$
 declare
   v_window timestamptz := to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
   v_shards text[] := internal.window_limit_shards(p_bucket);
+  v_order text[];
   v_shard text;
   v_total bigint;
 begin
-  foreach v_shard in array v_shards loop
+  -- `bucket` first (all of a subject's hits when they do not overlap), then the others from a
+  -- place that differs per session, so concurrent hits do not all try the same held shards
+  v_order := v_shards[1:1] || v_shards[2 + pg_backend_pid() % 7:] || v_shards[2:1 + pg_backend_pid() % 7];
+  foreach v_shard in array v_order loop
     update app.rate_limits r set hits = r.hits + 1
     from (select from app.rate_limits where user_id = p_subject and bucket = v_shard and window_start = v_window
           for update skip locked) free
     where r.user_id = p_subject and r.bucket = v_shard and r.window_start = v_window
-    returning r.hits   -- plus the other shards' committed counts, one full-key lookup each
-      + coalesce((select o.hits from app.rate_limits o where o.user_id = p_subject and o.bucket = v_shards[1]
-                                                         and o.window_start = v_window and o.bucket <> v_shard), 0)
-      + coalesce((select o.hits from app.rate_limits o where o.user_id = p_subject and o.bucket = v_shards[2]
-                                                         and o.window_start = v_window and o.bucket <> v_shard), 0)
-      + coalesce((select o.hits from app.rate_limits o where o.user_id = p_subject and o.bucket = v_shards[3]
-                                                         and o.window_start = v_window and o.bucket <> v_shard), 0)
-      + coalesce((select o.hits from app.rate_limits o where o.user_id = p_subject and o.bucket = v_shards[4]
-                                                         and o.window_start = v_window and o.bucket <> v_shard), 0)
+    returning r.hits + (   -- plus the other shards' committed counts
+      select coalesce(sum(o.hits), 0) from unnest(v_shards) x(bucket)
+      cross join lateral (select hits from app.rate_limits
+                          where user_id = p_subject and bucket = x.bucket and window_start = v_window and x.bucket <> v_shard limit 1) o)
     into v_total;
     exit when found;
     -- not there yet (create it), or held by a concurrent transaction (try the next shard)

@@ -63,6 +63,11 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
   if (e?.code?.startsWith('22') || e?.code?.startsWith('23') || e?.code?.startsWith('54')) {
     return new ApiError('invalid_input', e.message ?? 'invalid input');
   }
+  // insufficient resources (53300 too many connections, 53200 out of memory, 53100 disk full):
+  // the server's state, not the request, and it passes; nothing was done
+  if (e?.code?.startsWith('53')) {
+    return new ApiError('unavailable', 'the database is out of connections or resources right now: retry shortly', { retry_after: 1 });
+  }
   if (isConnectionFailure(err)) {
     return new ApiError('unavailable', 'the database connection was lost: retry the request (a mutation retried with the same client_op_id is applied at most once)', { retry_after: 1 });
   }

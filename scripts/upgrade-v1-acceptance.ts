@@ -1,5 +1,5 @@
 // npm run upgrade:v1:acceptance [-- --blocks 100000 --canvases 1000 --embedded 0.1 --source postgres|sqlite --keep
-//                                   --pgtap-exclude rbac.test.sql,…]
+//                                   --pgtap-exclude a.test.sql,…]
 // The upgrade at size, never part of npm test: a generated v1 database (100,000 blocks over 1,000
 // canvases by default) is upgraded into a database built as `supabase db push` + seed builds one
 // (src/db/push.ts), with the dry-run report, the progress lines and the verification; then the
@@ -24,8 +24,7 @@ const { values } = parseArgs({
     blocks: { type: 'string', default: '100000' }, canvases: { type: 'string', default: '1000' },
     embedded: { type: 'string', default: '0.1' }, source: { type: 'string', default: 'postgres' }, keep: { type: 'boolean' },
     batch: { type: 'string', default: '5000' },
-    // rbac.test.sql counts the whole operation log under RLS for every call it traces: at 100,000
-    // operations that file alone runs for hours (docs/upgrade-v1.md)
+    // pgTAP files to leave out (e.g. all of them, to time the upgrade alone)
     'pgtap-exclude': { type: 'string', default: '' },
   },
 });

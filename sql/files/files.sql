@@ -165,3 +165,9 @@ comment on function internal.complete_file(uuid, uuid, bigint, text) is
 revoke execute on function internal.file_json(app.files), internal.file_type_allowed(text) from public;
 grant execute on function api.create_file(uuid, text, text, bigint, text), api.get_file(uuid, uuid) to authenticated, service_role;
 grant execute on function internal.complete_file(uuid, uuid, bigint, text) to service_role;
+
+-- The canvas's rules (as app.blocks, sql/auth/policies.sql): its members read its live files, with
+-- a token that may read the canvas; the set of readable canvases is computed once per query.
+drop policy if exists files_member_read on app.files;
+create policy files_member_read on app.files for select to authenticated
+  using (status <> 'deleted' and canvas_id in (select internal.readable_canvas_ids(true)));

@@ -31,8 +31,5 @@ returns jsonb language sql immutable set search_path = '' as $$
   ) || case when p_sqlstate like 'PX%' then coalesce(internal.try_jsonb(p_detail), '{}') else '{}' end
 $$;
 
--- Per-user rate limit per minute (fixed window); raises rate_limited with retry_after seconds.
-create or replace function internal.hit_rate_limit(p_user_id uuid, p_bucket text, p_limit integer)
-returns void language sql security definer set search_path = '' as $$
-  select internal.hit_window_limit(p_user_id, p_bucket, p_limit, 60)
-$$;
+-- The per-minute mutation limit is counted in sharded rows now (sql/rpc/endpoint_limits.sql).
+drop function if exists internal.hit_rate_limit(uuid, text, integer);

@@ -94,7 +94,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     if (!token) return reject(socket, 401, 'apikey is required');
     const claims = await verifyOrReject(socket, token, REALTIME_POLICY);
     if (!claims) return;
-    accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, token, verifyRealtime, socket));
+    accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, token, verifyRealtime));
   }
 
   async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasId: string): Promise<void> {
@@ -118,7 +118,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     }
     const sinceSeq = since === null ? null : Number(since);
     accept(req, socket, head, (ws) => {
-      const h1Socket = new H1Socket(ws, socket, hub, canvasId, claims, access, sinceSeq, sinceCanvas === null ? null : Number(sinceCanvas));
+      const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq, sinceCanvas === null ? null : Number(sinceCanvas));
       if (watch.messageIds.length > 0) h1Socket.recheckAccess(watch.messageIds);
       watch.stop();
     });

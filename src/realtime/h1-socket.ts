@@ -1,4 +1,3 @@
-import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { withRequest } from '../db/request.ts';
 import { apiErrorFromDatabase } from '../http/errors.ts';
@@ -9,7 +8,6 @@ import type { BusMessage } from './bus.ts';
 import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_NOT_FOUND, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
 import type { Hub } from './hub.ts';
 import { RateLimiter } from './rate-limit.ts';
-import { batchWrites } from './write-batch.ts';
 
 /** A bus message's live delta, made once for every socket of the canvas (it is never modified). */
 const liveDeltas = new WeakMap<BusMessage, DeltaMessage>();
@@ -42,8 +40,6 @@ export class H1Socket {
 
   constructor(
     private readonly ws: WebSocket,
-    /** The connection under `ws` (live deltas batch their writes on it: write-batch.ts). */
-    private readonly raw: Duplex,
     private readonly hub: Hub,
     private readonly canvasId: string,
     private readonly claims: SocketClaims,
@@ -266,7 +262,6 @@ export class H1Socket {
     if (this.ws.readyState !== this.ws.OPEN) return;
     let data = encodedDeltas.get(d);
     if (data === undefined) encodedDeltas.set(d, (data = Buffer.from(JSON.stringify(d), 'utf8')));
-    batchWrites(this.raw);
     this.ws.send(data, AS_TEXT);
   }
 

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
@@ -14,7 +13,6 @@ import type { ClusterPayload } from './cluster.ts';
 import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
-import { batchWrites } from './write-batch.ts';
 import { parseReplay, readReplay, REPLAY_FAILED, ReplaySeam } from './replay.ts';
 import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
 
@@ -97,8 +95,6 @@ export class PhoenixSocket {
     private readonly vsn: Vsn,
     private readonly connectToken: string,
     private readonly verify: VerifyToken,
-    /** The connection under `ws` (fan-outs batch their writes on it: write-batch.ts). */
-    private readonly raw: Duplex,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
     ws.on('message', (data, isBinary) => {
@@ -392,7 +388,6 @@ export class PhoenixSocket {
       encoded = encodeBinaryBroadcast(channel.topic, event, payload.binary);
       cache.set(this.vsn, encoded);
     }
-    batchWrites(this.raw);
     this.ws.send(encoded.data, encoded.binary ? AS_BINARY : AS_TEXT);
   }
 
@@ -404,7 +399,6 @@ export class PhoenixSocket {
       encoded = encodeBroadcast(channel.topic, event, payloadJson, meta, this.vsn);
       cache.set(this.vsn, encoded);
     }
-    batchWrites(this.raw);
     this.ws.send(encoded.data, encoded.binary ? AS_BINARY : AS_TEXT);
   }
 

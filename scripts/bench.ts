@@ -19,7 +19,8 @@ const STEPS: { name: string; script: string; args: string[] }[] = [
   { name: 'mutate', script: 'bench:mutate', args: ['--seconds', '5'] },
   { name: 'http', script: 'bench:http', args: ['--seconds', '5'] },
   { name: 'rank', script: 'bench:rank', args: [] },
-  { name: 'realtime', script: 'bench:realtime', args: [] },
+  { name: 'realtime', script: 'bench:realtime',
+    args: ['--seconds', '5', '--subscribers', '1000', '--gateways', '1,2', '--skip-cluster', '--scale', '1000,2000,3000,4000,5000'] },
 ];
 
 const { values } = parseArgs({

@@ -68,7 +68,7 @@ const lines = [
   '',
   `Machine: ${machine}. Every ratio compares two measurements taken in the same run on this machine, so`,
   'they carry over to other machines better than the absolute numbers; on 2 cores the load generators',
-  'share the CPU with Postgres and the server, and runs vary by about ±10 %.',
+  'share the CPU with Postgres and the server, so rerun a row before reading much into a small difference.',
   '',
   '| benchmark | workload | measured | baseline | unit | ratio | target | met | reproduce |',
   '|---|---|---:|---:|---|---:|---|---|---|',

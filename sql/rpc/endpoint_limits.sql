@@ -6,6 +6,14 @@
 -- p_window_seconds). hit_window_limit counts in one row, which the counting transaction holds
 -- until it commits: exact, but a subject's concurrent transactions queue on it.
 
+-- The start of the fixed window of p_window_seconds that now() falls in (windows start at
+-- multiples of p_window_seconds since the epoch).
+create or replace function internal.rate_window_start(p_window_seconds integer) returns timestamptz
+language plpgsql stable set search_path = '' as $$
+begin
+  return to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
+end $$;
+
 -- The rate_limited error for a window that is full.
 create or replace function internal.raise_rate_limited(p_limit integer, p_window_seconds integer, p_window timestamptz)
 returns void language plpgsql set search_path = '' as $$
@@ -19,7 +27,7 @@ end $$;
 create or replace function internal.hit_window_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns void language plpgsql security definer set search_path = '' as $$
 declare
-  v_window timestamptz := to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
+  v_window timestamptz := internal.rate_window_start(p_window_seconds);
   v_hits integer;
 begin
   insert into app.rate_limits as r (user_id, bucket, window_start, hits) values (p_subject, p_bucket, v_window, 1)
@@ -53,7 +61,7 @@ end $$;
 create or replace function internal.window_limit_hits(p_subject uuid, p_bucket text, p_window_seconds integer)
 returns bigint language plpgsql stable security definer set search_path = '' as $$
 declare
-  v_window timestamptz := to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
+  v_window timestamptz := internal.rate_window_start(p_window_seconds);
 begin
   return (select coalesce(sum(r.hits), 0) from unnest(internal.window_limit_shards(p_bucket)) s(bucket)
           cross join lateral (select hits from app.rate_limits
@@ -67,7 +75,7 @@ returns void language plpgsql stable security definer set search_path = '' as $$
 begin
   if internal.window_limit_hits(p_subject, p_bucket, p_window_seconds) >= p_limit then
     perform internal.raise_rate_limited(p_limit, p_window_seconds,
-                                        to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds));
+                                        internal.rate_window_start(p_window_seconds));
   end if;
 end $$;
 
@@ -76,7 +84,7 @@ end $$;
 create or replace function internal.hit_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns void language plpgsql security definer set search_path = '' as $$
 declare
-  v_window timestamptz := to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
+  v_window timestamptz := internal.rate_window_start(p_window_seconds);
   v_shards text[] := internal.window_limit_shards(p_bucket);
   v_order text[];
   v_shard text;

@@ -43,17 +43,17 @@ const CONNECTION_RETRIES = 2;
 
 function once<T>(sql: Sql, ctx: RequestContext, role: string, headers: Record<string, string>, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
   return sql.begin(async (tx) => {
-    // Not awaited: the work's first statements are pipelined behind it (one round trip less).
-    // Statements on a transaction run in order, so the work still runs as the caller; if this one
-    // fails, the work's statements fail as "transaction aborted" and begin() rethrows this error.
+    // Not awaited alone: the work's first statements are pipelined behind it (one round trip
+    // less). Statements on a transaction run in order, so the work still runs as the caller; if
+    // this one fails, the work's statements fail as "transaction aborted" and Promise.all rejects
+    // with this error, the first to arrive (and either rejection is handled, whichever comes first).
     const context = tx`select set_config('role', ${role}, true),
                     set_config('request.jwt.claims', ${JSON.stringify(ctx.claims)}, true),
                     set_config('request.headers', ${JSON.stringify(headers)}, true),
                     set_config('request.method', ${ctx.method ?? 'POST'}, true),
                     set_config('request.path', ${ctx.path ?? ''}, true),
                     set_config('statement_timeout', ${String(ctx.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS)}, true)`.execute();
-    const result = await work(tx);
-    await context;
+    const [, result] = await Promise.all([context, work(tx)]);
     return result;
   }) as Promise<T>;
 }

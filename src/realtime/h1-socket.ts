@@ -8,12 +8,12 @@ import type { BusMessage } from './bus.ts';
 import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_NOT_FOUND, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
 import type { Hub } from './hub.ts';
 import { RateLimiter } from './rate-limit.ts';
+import { AS_TEXT } from './serializer.ts';
 
 /** A bus message's live delta, made once for every socket of the canvas (it is never modified). */
 const liveDeltas = new WeakMap<BusMessage, DeltaMessage>();
 /** A live delta's frame, serialized once for every socket that sends it. */
 const encodedDeltas = new WeakMap<DeltaMessage, Buffer>();
-const AS_TEXT = { binary: false } as const;
 
 /**
  * One H1 sync socket on a canvas (protocol in h1-protocol.ts). Live deltas come from the

@@ -14,7 +14,7 @@ import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { parseReplay, readReplay, REPLAY_FAILED, ReplaySeam } from './replay.ts';
-import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
+import { AS_BINARY, AS_TEXT, decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
 
 /**
  * One realtime-js connection (`/realtime/v1/websocket?apikey=…&vsn=…`): the Phoenix channel
@@ -54,10 +54,6 @@ export type VerifyToken = (token: string) => Promise<SocketClaims>;
 const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortly';
 
 const CANVAS_TOPIC = /^canvas:([0-9a-fA-F-]{36})$/;
-
-/** ws.send options for pre-encoded frames (one shared object each: nothing allocated per socket). */
-const AS_TEXT = { binary: false } as const;
-const AS_BINARY = { binary: true } as const;
 
 /** Database refusals caused by the client's frame or rights (as opposed to a fault of the database). */
 const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'rebase_required', 'unauthorized']);

@@ -121,6 +121,10 @@ export function encodeFrame(frame: Frame, vsn: Vsn): string {
 /** A frame encoded once for every recipient: the bytes, and whether they go as a binary frame (else text). */
 export type Encoded = { data: Buffer; binary: boolean };
 
+/** ws.send options for pre-encoded frames: one shared object each, nothing allocated per socket. */
+export const AS_TEXT = { binary: false } as const;
+export const AS_BINARY = { binary: true } as const;
+
 /**
  * A JSON broadcast to deliver, as the text frame of the socket's vsn: `[null, null, topic,
  * "broadcast", {type, event, payload, meta}]` (2.0.0) or the same as an object (1.0.0). The

@@ -18,7 +18,10 @@
 // limits do not cut the run short.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { availableParallelism } from 'node:os';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
@@ -41,6 +44,8 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     'database-url': { type: 'string', default: defaultUrl },
     'warmup-seconds': { type: 'string', default: '1' },
+    // a V8 CPU profile of this process per phase (http.cpuprofile, direct.cpuprofile) into this directory
+    'cpu-prof': { type: 'string' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -196,7 +201,7 @@ function benchHttp(base: string, conns: Conn[]): Promise<Stats & { cpuMs: number
 }
 
 /** The same RPC, called as callApi calls it, minus HTTP: one withRequest transaction per mutation. */
-async function benchDirect(sql: Sql, conns: Conn[], withEndpointLimit = false): Promise<Stats> {
+async function benchDirect(sql: Sql, conns: Conn[], withEndpointLimit = false, prepared = false): Promise<Stats> {
   const lat: number[] = [];
   let errors = 0;
   const errorKinds: Record<string, number> = {};
@@ -211,7 +216,7 @@ async function benchDirect(sql: Sql, conns: Conn[], withEndpointLimit = false): 
           path: `/api/v1/canvas/${c.canvasId}/mutate` }, async (tx) => {
           if (withEndpointLimit) await tx`select api.hit_endpoint_limit('H2')`;
           const [row] = await tx.unsafe('select api.upsert_block_atomic($1, $2, $3, $4, $5, $6) as result',
-            [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }] as never[]);
+            [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }] as never[], { prepare: prepared });
           return row!.result;
         });
       } catch (err) {
@@ -236,7 +241,7 @@ async function benchDirect(sql: Sql, conns: Conn[], withEndpointLimit = false): 
 }
 
 /** Every success moved its block's version by exactly one, and nothing else did. */
-async function checkVersions(sql: Sql, conns: Conn[], label: string) {
+async function checkVersions(sql: Sql, conns: Conn[], label: string): Promise<number> {
   const ids = conns.map((c) => c.blockId);
   const [row] = await sql`
     select sum(b.version - 1)::int as moved,
@@ -245,10 +250,65 @@ async function checkVersions(sql: Sql, conns: Conn[], label: string) {
   const ok = row!.moved === row!.applied;
   log('check', `${label}: ${row!.applied} updates applied, versions moved ${row!.moved} ${ok ? '(consistent)' : '(MISMATCH)'}`);
   if (!ok) process.exitCode = 1;
+  return row!.applied as number;
+}
+
+// ---------------------------------------------------------------------------------- CPU accounts
+/**
+ * What one phase cost, besides its mutations: this process's user and system CPU, its GC pauses,
+ * the CPU of the Postgres backends serving its pool (/proc/<pid>/stat, where Postgres runs on
+ * this machine), and with --cpu-prof a V8 profile of this process.
+ */
+type Cost = { userMs: number; systemMs: number; gcs: number; gcMs: number; pgMs: number | null };
+const CLOCK_TICK_MS = 10; // USER_HZ = 100 on Linux
+async function backendPids(sql: Sql, applicationName: string): Promise<number[]> {
+  const rows = await sql`select pid from pg_stat_activity where datname = ${dbName} and application_name = ${applicationName}`;
+  return rows.map((r) => r.pid as number);
+}
+function procCpuMs(pids: number[]): number | null {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd on
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime
+    } catch { return null; } // not this machine's Postgres
+  }
+  return ticks * CLOCK_TICK_MS;
+}
+async function account<T>(label: string, sql: Sql, applicationName: string, fn: () => Promise<T>): Promise<{ result: T; cost: Cost }> {
+  let gcs = 0, gcMs = 0;
+  const gc = new PerformanceObserver((list) => { for (const e of list.getEntries()) { gcs++; gcMs += e.duration; } });
+  gc.observe({ entryTypes: ['gc'] });
+  let session: Session | undefined;
+  if (values['cpu-prof']) {
+    session = new Session();
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: 100 });
+    await session.post('Profiler.start');
+  }
+  // the pool's connections exist once the warm-up has opened them: read the pids now and after
+  const pidsBefore = await backendPids(sql, applicationName);
+  const pgBefore = procCpuMs(pidsBefore);
+  const cpu = process.cpuUsage();
+  const result = await fn();
+  const used = process.cpuUsage(cpu);
+  const pids = await backendPids(sql, applicationName);
+  const samePids = pids.length === pidsBefore.length && pids.every((p) => pidsBefore.includes(p));
+  const pgAfter = procCpuMs(pids);
+  gc.disconnect();
+  if (session) {
+    const { profile } = await session.post('Profiler.stop');
+    mkdirSync(values['cpu-prof']!, { recursive: true });
+    writeFileSync(`${values['cpu-prof']}/${label}.cpuprofile`, JSON.stringify(profile));
+    session.disconnect();
+  }
+  return { result, cost: { userMs: used.user / 1000, systemMs: used.system / 1000, gcs, gcMs,
+    pgMs: pgBefore !== null && pgAfter !== null && samePids ? pgAfter - pgBefore : null } };
 }
 
 // ---------------------------------------------------------------------------------- main
-const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 
 log('bench', `H2 through HTTP vs the same RPC over SQL: ${CONNECTIONS} connections, ${SECONDS} s each (+${WARMUP} s warm-up), ` +
@@ -262,35 +322,50 @@ try {
   const httpConns = await makeConnections(direct.sql, CONNECTIONS);
   const directConns = await makeConnections(direct.sql, CONNECTIONS);
   const limitConns = await makeConnections(direct.sql, CONNECTIONS);
+  const preparedConns = await makeConnections(direct.sql, CONNECTIONS);
   for (const c of httpConns) {
     c.token = await signAccessToken(config.auth.jwtSecret, { sub: c.userId }, { audience: config.auth.audience, expiresInSeconds: 3600 });
   }
-  log('setup', `${CONNECTIONS * 3} users, each with its own workspace, canvas and block (a third per phase)`);
+  log('setup', `${CONNECTIONS * 4} users, each with its own workspace, canvas and block (a quarter per phase)`);
   server = await startServer(config, { realtime: false });
   log('setup', `server listening at ${server.url} (in-process, realtime off, worker off, pool ${CONNECTIONS})`);
 
+  // every pooled connection open before a phase, so its backends' CPU is read from start to end
+  const openPool = (sql: Sql) => Promise.all(Array.from({ length: CONNECTIONS }, () => sql`select pg_sleep(0.01)`));
+  await openPool(server.database.sql);
+  await openPool(direct.sql);
+
   log('run', `HTTP: POST /api/v1/canvas/{id}/mutate, keep-alive, load generator in a child process ...`);
-  let cpu = process.cpuUsage();
-  const httpRun = await benchHttp(server.url, httpConns);
+  const { result: httpRun, cost: httpCost } = await account('http', direct.sql, 'potentia-server', () => benchHttp(server!.url, httpConns));
   const httpStats = summarize(httpRun);
-  const httpCpu = cpuMs(process.cpuUsage(cpu)) / (httpStats.n + httpStats.errors);
   const clientCpu = httpRun.cpuMs / (httpStats.n + httpStats.errors);
   log('run', `HTTP: ${httpStats.n} mutations, ${httpStats.errors} errors`);
-  await checkVersions(direct.sql, httpConns, 'HTTP');
+  const httpApplied = await checkVersions(direct.sql, httpConns, 'HTTP');
 
   log('run', `direct: withRequest + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS} ...`);
-  cpu = process.cpuUsage();
-  const directStats = summarize(await benchDirect(direct.sql, directConns));
-  const directCpu = cpuMs(process.cpuUsage(cpu)) / (directStats.n + directStats.errors);
+  const { result: directRun, cost: directCost } = await account('direct', direct.sql, 'potentia-bench-direct', () => benchDirect(direct.sql, directConns));
+  const directStats = summarize(directRun);
   log('run', `direct: ${directStats.n} mutations, ${directStats.errors} errors`);
-  await checkVersions(direct.sql, directConns, 'direct');
+  const directApplied = await checkVersions(direct.sql, directConns, 'direct');
 
   log('run', `direct + limit: the same, after select api.hit_endpoint_limit('H2') in the transaction (all the SQL the handler runs) ...`);
-  const limitStats = summarize(await benchDirect(direct.sql, limitConns, true));
+  const { result: limitRun, cost: limitCost } = await account('direct-limit', direct.sql, 'potentia-bench-direct', () => benchDirect(direct.sql, limitConns, true));
+  const limitStats = summarize(limitRun);
   log('run', `direct + limit: ${limitStats.n} mutations, ${limitStats.errors} errors`);
-  await checkVersions(direct.sql, limitConns, 'direct + limit');
+  const limitApplied = await checkVersions(direct.sql, limitConns, 'direct + limit');
 
-  const rows: [string, ReturnType<typeof summarize>][] = [['HTTP (H2)', httpStats], ['direct SQL', directStats], ['direct SQL + H2 limit', limitStats]];
+  // not the baseline (that stays the call above, unchanged): the RPC as a named prepared statement,
+  // as the handler sends it since callApi prepares its statement (src/http/rpc.ts)
+  log('run', `direct, prepared: the same as direct, the RPC's statement prepared once per connection ...`);
+  const { result: preparedRun, cost: preparedCost } = await account('direct-prepared', direct.sql, 'potentia-bench-direct', () => benchDirect(direct.sql, preparedConns, false, true));
+  const preparedStats = summarize(preparedRun);
+  log('run', `direct, prepared: ${preparedStats.n} mutations, ${preparedStats.errors} errors`);
+  const preparedApplied = await checkVersions(direct.sql, preparedConns, 'direct, prepared');
+  // CPU per mutation: a phase's CPU (warm-up included) over the mutations it applied (warm-up included)
+  const httpCpu = (httpCost.userMs + httpCost.systemMs) / httpApplied;
+  const directCpu = (directCost.userMs + directCost.systemMs) / directApplied;
+
+  const rows: [string, ReturnType<typeof summarize>][] = [['HTTP (H2)', httpStats], ['direct SQL', directStats], ['direct SQL + H2 limit', limitStats], ['direct SQL, prepared', preparedStats]];
   console.log('');
   console.log(`${'H2 update, own block'.padEnd(26)}${'mut/s'.padStart(10)}${'p50 ms'.padStart(10)}${'p95 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}`);
   for (const [name, s] of rows) {
@@ -300,6 +375,8 @@ try {
     `${(fmt(httpStats.p95 / directStats.p95) + 'x').padStart(10)}${(fmt(httpStats.p99 / directStats.p99) + 'x').padStart(10)}`);
   console.log(`${'ratio HTTP/(direct+limit)'.padEnd(26)}${(fmt(httpStats.rate / limitStats.rate) + 'x').padStart(10)}${(fmt(httpStats.p50 / limitStats.p50) + 'x').padStart(10)}` +
     `${(fmt(httpStats.p95 / limitStats.p95) + 'x').padStart(10)}${(fmt(httpStats.p99 / limitStats.p99) + 'x').padStart(10)}`);
+  console.log(`${'ratio HTTP/(direct,prep.)'.padEnd(26)}${(fmt(httpStats.rate / preparedStats.rate) + 'x').padStart(10)}${(fmt(httpStats.p50 / preparedStats.p50) + 'x').padStart(10)}` +
+    `${(fmt(httpStats.p95 / preparedStats.p95) + 'x').padStart(10)}${(fmt(httpStats.p99 / preparedStats.p99) + 'x').padStart(10)}`);
   console.log('');
   console.log(`HTTP/direct: the HTTP layer keeps ${fmt(httpStats.rate / directStats.rate * 100, 0)}% of the direct throughput and adds ` +
     `${fmt(httpStats.p50 - directStats.p50)} ms at p50 (${fmt(httpStats.p99 - directStats.p99)} ms at p99). Of that, the endpoint ` +
@@ -307,6 +384,16 @@ try {
   console.log(`Node CPU per mutation (this process, incl. warm-up): HTTP server ${fmt(httpCpu)} ms, direct ${fmt(directCpu)} ms; ` +
     `the HTTP load generator (its own process) ${fmt(clientCpu)} ms more. With ${availableParallelism()} CPUs shared with Postgres, ` +
     `that CPU is what the HTTP run loses.`);
+  const costs: [string, Cost, number][] = [['HTTP server', httpCost, httpApplied], ['direct', directCost, directApplied], ['direct + limit', limitCost, limitApplied], ['direct, prepared', preparedCost, preparedApplied]];
+  console.log(`${'CPU ms per mutation'.padEnd(26)}${'node usr'.padStart(10)}${'node sys'.padStart(10)}${'GCs'.padStart(8)}${'GC ms'.padStart(8)}${'postgres'.padStart(10)}${'total'.padStart(10)}`);
+  for (const [name, c, n] of costs) {
+    const node = (c.userMs + c.systemMs) / n;
+    const pg = c.pgMs === null ? NaN : c.pgMs / n;
+    console.log(`${name.padEnd(26)}${fmt(c.userMs / n, 3).padStart(10)}${fmt(c.systemMs / n, 3).padStart(10)}${fmt(c.gcs / n, 3).padStart(8)}` +
+      `${fmt(c.gcMs / n, 3).padStart(8)}${fmt(pg, 3).padStart(10)}${fmt(node + pg + (name === 'HTTP server' ? clientCpu : 0), 3).padStart(10)}`);
+  }
+  console.log(`(per mutation applied, warm-up included; GCs = collections per mutation; postgres = the pool's backends; ` +
+    `HTTP total includes the load generator's ${fmt(clientCpu, 3)} ms)`);
   for (const [name, s] of rows) {
     if (s.errors) console.log(`${name} errors: ${JSON.stringify(s.errorKinds)}`);
   }

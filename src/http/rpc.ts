@@ -25,12 +25,8 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
       method: c.req.method,
       path: c.req.path,
     }, async (tx) => {
-      // both statements in one round trip: they run in order, and a refused limit aborts the
-      // transaction, so the RPC never runs after it (Promise.all rejects with the limit's error,
-      // the first to arrive)
-      const limit = endpoint === null ? null : tx`select api.hit_endpoint_limit(${endpoint}, ${deps.config.profile === 'development'})`;
-      const params = args.map((_, i) => `$${i + 1}`).join(', ');
-      const [, [row]] = await Promise.all([limit, tx.unsafe(`select api.${fn}(${params}) as result`, args as never[])]);
+      const [row] = await tx.unsafe(rpcStatement(fn, args.length, endpoint !== null),
+        (endpoint === null ? args : [...args, endpoint, deps.config.profile === 'development']) as never[], { prepare: true });
       return row?.result as T;
     });
   } catch (err) {
@@ -43,6 +39,29 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
     deps.metrics.poolInUse.dec();
     deps.metrics.rpcDuration.observe({ fn, outcome }, (performance.now() - started) / 1000);
   }
+}
+
+/**
+ * The one statement of a call: the endpoint's limit (when it has one) as the statement's FROM, so
+ * it is counted before the RPC runs (a function scan yields its row before the select list is
+ * evaluated), and a refused limit raises before the RPC starts. Named and prepared once per
+ * connection (`prepare: true`; postgres.js's `unsafe` does not prepare by default, which cost a
+ * Parse + Describe round trip before every call), unless the pool runs without prepared
+ * statements (a transaction pooler: src/db/pooling.ts). One text per function and arity, so the
+ * per-connection statement cache stays small.
+ */
+const statements = new Map<string, string>();
+function rpcStatement(fn: string, arity: number, limited: boolean): string {
+  const key = `${fn}/${arity}/${limited}`;
+  let text = statements.get(key);
+  if (text === undefined) {
+    const params = Array.from({ length: arity }, (_, i) => `$${i + 1}`).join(', ');
+    text = limited
+      ? `select api.${fn}(${params}) as result from api.hit_endpoint_limit($${arity + 1}, $${arity + 2})`
+      : `select api.${fn}(${params}) as result`;
+    statements.set(key, text);
+  }
+  return text;
 }
 
 /** Mutation results report failures as data ({status, error}); answer them as HTTP errors. */

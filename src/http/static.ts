@@ -127,9 +127,12 @@ export function staticRoutes(deps: Deps) {
   });
 
   app.get('/docs/api', (c) => c.body(API_PAGE, 200, { 'Content-Type': TYPES['.html']!, 'Cache-Control': NO_CACHE }));
-  app.get('/docs/api/init.js', (c) => c.body(API_INIT, 200, { 'Content-Type': TYPES['.js']!, 'Cache-Control': NO_CACHE }));
+  // init.js within /docs/api/:file, not a route of its own: a fixed path beside a parameter at the
+  // same place makes Hono's RegExpRouter refuse the app's routes, and every request would be
+  // matched by the slower TrieRouter
   app.get('/docs/api/:file', async (c) => {
     const file = c.req.param('file');
+    if (file === 'init.js') return c.body(API_INIT, 200, { 'Content-Type': TYPES['.js']!, 'Cache-Control': NO_CACHE });
     const res = SWAGGER_FILES.has(file) ? await sendFile(c, join(SWAGGER_DIR, file), ONE_DAY) : undefined;
     return res ?? c.notFound();
   });

@@ -13,6 +13,15 @@
 // Both: C connections, each updating its OWN block on its OWN canvas as its own user, always from
 // the current version (read back from each result), with a pool of C database connections.
 //
+// Besides the rates, each phase's CPU per mutation: this process's user and system time, GC, and the
+// CPU of the Postgres backends serving its pool (read from /proc when Postgres runs here), over the
+// measured window only: from the end of the warm-up (no request in flight) to the end. A phase's
+// warm-up is where V8 compiles its hot code, on threads whose CPU is this process's; counted, it
+// charged the HTTP phase, which runs first, for compiling the postgres.js code the direct phases
+// then use hot. `--cpu-prof DIR` writes a V8 profile of the same window per phase. The row
+// "direct SQL, prepared" is informational (not the baseline): the RPC as a named prepared statement,
+// as callApi sends it (src/http/rpc.ts), while the baseline keeps postgres.js's unsafe() default.
+//
 // It uses its own database (default potentia_bench_http: dropped, created and migrated here) and
 // raises, in that database only, the H2 endpoint limit and mutations_per_minute, so the rate
 // limits do not cut the run short.
@@ -177,6 +186,8 @@ process.once('message', ({ base, conns, warmupMs, durationMs }) => {
   (async () => {
     const t = performance.now();
     await Promise.all(conns.map((c) => run(c, t + warmupMs, () => {})));
+    // nothing in flight: the server starts its CPU account, then the measured window begins
+    await new Promise((resolve) => { process.once('message', resolve); process.send({ measuring: true }); });
     const lat = []; let errors = 0; const errorKinds = {};
     const cpu = process.cpuUsage();
     const t1 = performance.now();
@@ -190,18 +201,23 @@ process.once('message', ({ base, conns, warmupMs, durationMs }) => {
 });
 `;
 
-function benchHttp(base: string, conns: Conn[]): Promise<Stats & { cpuMs: number }> {
+function benchHttp(base: string, conns: Conn[], mark: () => void): Promise<Stats & { cpuMs: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['-e', LOAD_GENERATOR], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     child.send({ base, conns, warmupMs: WARMUP * 1000, durationMs: SECONDS * 1000 });
-    child.once('message', (m: Omit<Stats, 'latencies'> & { latencies: number[]; cpuMs: number }) => resolve({ ...m, latencies: Float64Array.from(m.latencies) }));
+    child.on('message', (m: (Omit<Stats, 'latencies'> & { latencies: number[]; cpuMs: number }) | { measuring: true }) => {
+      if ('measuring' in m) {
+        mark();
+        child.send({ go: true });
+      } else resolve({ ...m, latencies: Float64Array.from(m.latencies) });
+    });
     child.once('error', reject);
     child.once('exit', (code) => { if (code !== 0) reject(new Error(`load generator exited with ${code}`)); });
   });
 }
 
 /** The same RPC, called as callApi calls it, minus HTTP: one withRequest transaction per mutation. */
-async function benchDirect(sql: Sql, conns: Conn[], withEndpointLimit = false, prepared = false): Promise<Stats> {
+async function benchDirect(sql: Sql, conns: Conn[], mark: () => void, withEndpointLimit = false, prepared = false): Promise<Stats> {
   const lat: number[] = [];
   let errors = 0;
   const errorKinds: Record<string, number> = {};
@@ -235,6 +251,7 @@ async function benchDirect(sql: Sql, conns: Conn[], withEndpointLimit = false, p
   };
   const t = performance.now();
   await Promise.all(conns.map((c) => run(c, t + WARMUP * 1000, false)));
+  mark();
   const t1 = performance.now();
   await Promise.all(conns.map((c) => run(c, t1 + SECONDS * 1000, true)));
   return { ok: lat.length, errors, errorKinds, seconds: (performance.now() - t1) / 1000, latencies: Float64Array.from(lat) };
@@ -276,7 +293,15 @@ function procCpuMs(pids: number[]): number | null {
   }
   return ticks * CLOCK_TICK_MS;
 }
-async function account<T>(label: string, sql: Sql, applicationName: string, fn: () => Promise<T>): Promise<{ result: T; cost: Cost }> {
+/**
+ * Runs a phase, accounting from the moment it calls mark() (the end of its warm-up: V8 compiles
+ * the hot code during the warm-up, on threads whose CPU is this process's, and the HTTP phase,
+ * which comes first, would otherwise pay for compiling postgres.js for the direct phases too) to
+ * its end. The profile (--cpu-prof) covers the same window.
+ */
+async function account<T>(label: string, sql: Sql, applicationName: string, fn: (mark: () => void) => Promise<T>): Promise<{ result: T; cost: Cost }> {
+  // every pooled connection is open (openPool below): their backends serve the whole phase
+  const pidsBefore = await backendPids(sql, applicationName);
   let gcs = 0, gcMs = 0;
   const gc = new PerformanceObserver((list) => { for (const e of list.getEntries()) { gcs++; gcMs += e.duration; } });
   gc.observe({ entryTypes: ['gc'] });
@@ -286,24 +311,33 @@ async function account<T>(label: string, sql: Sql, applicationName: string, fn: 
     session.connect();
     await session.post('Profiler.enable');
     await session.post('Profiler.setSamplingInterval', { interval: 100 });
-    await session.post('Profiler.start');
   }
-  // the pool's connections exist once the warm-up has opened them: read the pids now and after
-  const pidsBefore = await backendPids(sql, applicationName);
-  const pgBefore = procCpuMs(pidsBefore);
-  const cpu = process.cpuUsage();
-  const result = await fn();
+  let marked = false;
+  let cpu = process.cpuUsage();
+  let pgBefore = procCpuMs(pidsBefore);
+  const mark = () => {
+    marked = true;
+    cpu = process.cpuUsage();
+    pgBefore = procCpuMs(pidsBefore);
+    gcs = 0;
+    gcMs = 0;
+    void session?.post('Profiler.start');
+  };
+  const result = await fn(mark);
   const used = process.cpuUsage(cpu);
+  const pgAfter = procCpuMs(pidsBefore);
   const pids = await backendPids(sql, applicationName);
   const samePids = pids.length === pidsBefore.length && pids.every((p) => pidsBefore.includes(p));
-  const pgAfter = procCpuMs(pids);
   gc.disconnect();
   if (session) {
-    const { profile } = await session.post('Profiler.stop');
-    mkdirSync(values['cpu-prof']!, { recursive: true });
-    writeFileSync(`${values['cpu-prof']}/${label}.cpuprofile`, JSON.stringify(profile));
+    if (marked) {
+      const { profile } = await session.post('Profiler.stop');
+      mkdirSync(values['cpu-prof']!, { recursive: true });
+      writeFileSync(`${values['cpu-prof']}/${label}.cpuprofile`, JSON.stringify(profile));
+    }
     session.disconnect();
   }
+  if (!marked) throw new Error(`${label}: the phase never marked the end of its warm-up`);
   return { result, cost: { userMs: used.user / 1000, systemMs: used.system / 1000, gcs, gcMs,
     pgMs: pgBefore !== null && pgAfter !== null && samePids ? pgAfter - pgBefore : null } };
 }
@@ -336,34 +370,35 @@ try {
   await openPool(direct.sql);
 
   log('run', `HTTP: POST /api/v1/canvas/{id}/mutate, keep-alive, load generator in a child process ...`);
-  const { result: httpRun, cost: httpCost } = await account('http', direct.sql, 'potentia-server', () => benchHttp(server!.url, httpConns));
+  const { result: httpRun, cost: httpCost } = await account('http', direct.sql, 'potentia-server', (mark) => benchHttp(server!.url, httpConns, mark));
   const httpStats = summarize(httpRun);
   const clientCpu = httpRun.cpuMs / (httpStats.n + httpStats.errors);
   log('run', `HTTP: ${httpStats.n} mutations, ${httpStats.errors} errors`);
-  const httpApplied = await checkVersions(direct.sql, httpConns, 'HTTP');
+  await checkVersions(direct.sql, httpConns, 'HTTP');
 
   log('run', `direct: withRequest + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS} ...`);
-  const { result: directRun, cost: directCost } = await account('direct', direct.sql, 'potentia-bench-direct', () => benchDirect(direct.sql, directConns));
+  const { result: directRun, cost: directCost } = await account('direct', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct.sql, directConns, mark));
   const directStats = summarize(directRun);
   log('run', `direct: ${directStats.n} mutations, ${directStats.errors} errors`);
-  const directApplied = await checkVersions(direct.sql, directConns, 'direct');
+  await checkVersions(direct.sql, directConns, 'direct');
 
   log('run', `direct + limit: the same, after select api.hit_endpoint_limit('H2') in the transaction (all the SQL the handler runs) ...`);
-  const { result: limitRun, cost: limitCost } = await account('direct-limit', direct.sql, 'potentia-bench-direct', () => benchDirect(direct.sql, limitConns, true));
+  const { result: limitRun, cost: limitCost } = await account('direct-limit', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct.sql, limitConns, mark, true));
   const limitStats = summarize(limitRun);
   log('run', `direct + limit: ${limitStats.n} mutations, ${limitStats.errors} errors`);
-  const limitApplied = await checkVersions(direct.sql, limitConns, 'direct + limit');
+  await checkVersions(direct.sql, limitConns, 'direct + limit');
 
   // not the baseline (that stays the call above, unchanged): the RPC as a named prepared statement,
   // as the handler sends it since callApi prepares its statement (src/http/rpc.ts)
   log('run', `direct, prepared: the same as direct, the RPC's statement prepared once per connection ...`);
-  const { result: preparedRun, cost: preparedCost } = await account('direct-prepared', direct.sql, 'potentia-bench-direct', () => benchDirect(direct.sql, preparedConns, false, true));
+  const { result: preparedRun, cost: preparedCost } = await account('direct-prepared', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct.sql, preparedConns, mark, false, true));
   const preparedStats = summarize(preparedRun);
   log('run', `direct, prepared: ${preparedStats.n} mutations, ${preparedStats.errors} errors`);
-  const preparedApplied = await checkVersions(direct.sql, preparedConns, 'direct, prepared');
-  // CPU per mutation: a phase's CPU (warm-up included) over the mutations it applied (warm-up included)
-  const httpCpu = (httpCost.userMs + httpCost.systemMs) / httpApplied;
-  const directCpu = (directCost.userMs + directCost.systemMs) / directApplied;
+  await checkVersions(direct.sql, preparedConns, 'direct, prepared');
+  // CPU per mutation: the measured window's CPU (after the warm-up) over the mutations it made
+  const attempts = (st: ReturnType<typeof summarize>) => st.n + st.errors;
+  const httpCpu = (httpCost.userMs + httpCost.systemMs) / attempts(httpStats);
+  const directCpu = (directCost.userMs + directCost.systemMs) / attempts(directStats);
 
   const rows: [string, ReturnType<typeof summarize>][] = [['HTTP (H2)', httpStats], ['direct SQL', directStats], ['direct SQL + H2 limit', limitStats], ['direct SQL, prepared', preparedStats]];
   console.log('');
@@ -381,10 +416,11 @@ try {
   console.log(`HTTP/direct: the HTTP layer keeps ${fmt(httpStats.rate / directStats.rate * 100, 0)}% of the direct throughput and adds ` +
     `${fmt(httpStats.p50 - directStats.p50)} ms at p50 (${fmt(httpStats.p99 - directStats.p99)} ms at p99). Of that, the endpoint ` +
     `rate-limit statement alone accounts for ${fmt(limitStats.p50 - directStats.p50)} ms at p50; HTTP, JWT, validation and JSON for the rest.`);
-  console.log(`Node CPU per mutation (this process, incl. warm-up): HTTP server ${fmt(httpCpu)} ms, direct ${fmt(directCpu)} ms; ` +
+  console.log(`Node CPU per mutation (this process, after the warm-up): HTTP server ${fmt(httpCpu)} ms, direct ${fmt(directCpu)} ms; ` +
     `the HTTP load generator (its own process) ${fmt(clientCpu)} ms more. With ${availableParallelism()} CPUs shared with Postgres, ` +
     `that CPU is what the HTTP run loses.`);
-  const costs: [string, Cost, number][] = [['HTTP server', httpCost, httpApplied], ['direct', directCost, directApplied], ['direct + limit', limitCost, limitApplied], ['direct, prepared', preparedCost, preparedApplied]];
+  const costs: [string, Cost, number][] = [['HTTP server', httpCost, attempts(httpStats)], ['direct', directCost, attempts(directStats)],
+    ['direct + limit', limitCost, attempts(limitStats)], ['direct, prepared', preparedCost, attempts(preparedStats)]];
   console.log(`${'CPU ms per mutation'.padEnd(26)}${'node usr'.padStart(10)}${'node sys'.padStart(10)}${'GCs'.padStart(8)}${'GC ms'.padStart(8)}${'postgres'.padStart(10)}${'total'.padStart(10)}`);
   for (const [name, c, n] of costs) {
     const node = (c.userMs + c.systemMs) / n;
@@ -392,7 +428,7 @@ try {
     console.log(`${name.padEnd(26)}${fmt(c.userMs / n, 3).padStart(10)}${fmt(c.systemMs / n, 3).padStart(10)}${fmt(c.gcs / n, 3).padStart(8)}` +
       `${fmt(c.gcMs / n, 3).padStart(8)}${fmt(pg, 3).padStart(10)}${fmt(node + pg + (name === 'HTTP server' ? clientCpu : 0), 3).padStart(10)}`);
   }
-  console.log(`(per mutation applied, warm-up included; GCs = collections per mutation; postgres = the pool's backends; ` +
+  console.log(`(per mutation of the measured window, after the warm-up; GCs = collections per mutation; postgres = the pool's backends; ` +
     `HTTP total includes the load generator's ${fmt(clientCpu, 3)} ms)`);
   for (const [name, s] of rows) {
     if (s.errors) console.log(`${name} errors: ${JSON.stringify(s.errorKinds)}`);

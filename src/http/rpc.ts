@@ -9,7 +9,20 @@ import type { AppEnv, Deps } from './env.ts';
  * limits hold across processes. Database errors become ApiErrors with their stable codes.
  * `endpoint` null: no limit here (the handler took it itself, before costlier work).
  */
-export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<T> {
+export function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<T> {
+  return call(deps, c, endpoint, fn, args, false).then((row) => row?.result as T);
+}
+
+/**
+ * callApi for a function returning a jsonb object, answered as is: its JSON text as Postgres
+ * wrote it (no JSON.parse of the whole object into JS and JSON.stringify back), and its top-level
+ * `status`, which is all the caller looks at before answering it.
+ */
+export function callApiText(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<{ status: string | null; json: string }> {
+  return call(deps, c, endpoint, fn, args, true).then((row) => ({ status: row?.status ?? null, json: row?.result ?? 'null' }));
+}
+
+async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[], asText: boolean): Promise<Record<string, any> | undefined> {
   const claims = c.get('claims');
   const started = performance.now();
   let outcome = 'ok';
@@ -25,9 +38,9 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
       method: c.req.method,
       path: c.req.path,
     }, async (tx) => {
-      const [row] = await tx.unsafe(rpcStatement(fn, args.length, endpoint !== null),
+      const [row] = await tx.unsafe(rpcStatement(fn, args.length, endpoint !== null, asText),
         (endpoint === null ? args : [...args, endpoint, deps.config.profile === 'development']) as never[], { prepare: true });
-      return row?.result as T;
+      return row;
     });
   } catch (err) {
     const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
@@ -51,14 +64,17 @@ export async function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpo
  * per-connection statement cache stays small.
  */
 const statements = new Map<string, string>();
-function rpcStatement(fn: string, arity: number, limited: boolean): string {
-  const key = `${fn}/${arity}/${limited}`;
+function rpcStatement(fn: string, arity: number, limited: boolean, asText: boolean): string {
+  const key = `${fn}/${arity}/${limited}/${asText}`;
   let text = statements.get(key);
   if (text === undefined) {
     const params = Array.from({ length: arity }, (_, i) => `$${i + 1}`).join(', ');
-    text = limited
-      ? `select api.${fn}(${params}) as result from api.hit_endpoint_limit($${arity + 1}, $${arity + 2})`
-      : `select api.${fn}(${params}) as result`;
+    const limit = limited ? ` from api.hit_endpoint_limit($${arity + 1}, $${arity + 2})` : '';
+    // as text: the call in a subquery evaluated once (OFFSET 0 keeps it from being pulled up,
+    // which could copy the call into both columns), then its status and text
+    text = asText
+      ? `select r->>'status' as status, r::text as result from (select api.${fn}(${params}) as r${limit} offset 0) x`
+      : `select api.${fn}(${params}) as result${limit}`;
     statements.set(key, text);
   }
   return text;

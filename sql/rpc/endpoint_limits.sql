@@ -8,8 +8,10 @@
 
 -- The start of the fixed window of p_window_seconds that now() falls in (windows start at
 -- multiples of p_window_seconds since the epoch).
+-- No SET clause (each call of a function with one builds a GUC nest level): not SECURITY
+-- DEFINER, and it names nothing outside pg_catalog.
 create or replace function internal.rate_window_start(p_window_seconds integer) returns timestamptz
-language plpgsql stable set search_path = '' as $$
+language plpgsql stable as $$
 begin
   return to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
 end $$;
@@ -49,7 +51,7 @@ end $$;
 --   in one window. In exchange, up to 8 of a subject's transactions commit at once instead of
 --   queueing on one row held through each commit (docs/limits.md).
 create or replace function internal.window_limit_shards(p_bucket text) returns text[]
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable as $$
 begin
   return array[p_bucket, p_bucket || '#1', p_bucket || '#2', p_bucket || '#3',
                p_bucket || '#4', p_bucket || '#5', p_bucket || '#6', p_bucket || '#7'];
@@ -58,12 +60,17 @@ end $$;
 -- The subject's hits in the current window, all shards: committed counts, and this transaction's
 -- own. A plain read, waiting for no one: one full-key lookup per shard (the LIMIT keeps each a
 -- lookup; a filter on the bucket column would scan every bucket and window of the subject).
+-- The shards are a VALUES list (the names of window_limit_shards), not unnest() of that array:
+-- the planner counts 8 rows in it either way, so PL/pgSQL keeps one generic plan, where
+-- unnest(<a parameter>) costs more than its folded custom plan and was planned again at each call.
 create or replace function internal.window_limit_hits(p_subject uuid, p_bucket text, p_window_seconds integer)
 returns bigint language plpgsql stable security definer set search_path = '' as $$
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
 begin
-  return (select coalesce(sum(r.hits), 0) from unnest(internal.window_limit_shards(p_bucket)) s(bucket)
+  return (select coalesce(sum(r.hits), 0)
+          from (values (p_bucket), (p_bucket || '#1'), (p_bucket || '#2'), (p_bucket || '#3'),
+                       (p_bucket || '#4'), (p_bucket || '#5'), (p_bucket || '#6'), (p_bucket || '#7')) s(bucket)
           cross join lateral (select hits from app.rate_limits
                               where user_id = p_subject and bucket = s.bucket and window_start = v_window limit 1) r);
 end $$;

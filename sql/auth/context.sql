@@ -48,8 +48,10 @@ end $$;
 -- PL/pgSQL rather than SQL: each setting is parsed once, and the plan is cached per session (a
 -- SQL function called from PL/pgSQL is planned again at every call). The mutation RPC computes
 -- it once per call and passes it down.
+-- No SET clause: not SECURITY DEFINER, and it names only schema-qualified objects (a SET clause
+-- costs a GUC nest level at each call).
 create or replace function internal.request_context() returns jsonb
-language plpgsql stable set search_path = '' as $$
+language plpgsql stable as $$
 declare
   v_claims jsonb := coalesce(internal.try_jsonb(current_setting('request.jwt.claims', true)), '{}');
   v_headers jsonb := coalesce(internal.try_jsonb(current_setting('request.headers', true)), '{}');

@@ -47,8 +47,10 @@
 --   * the log no longer holds every operation since base_version (retention) → `rebase_required`
 --     with the current block: nothing can be merged safely.
 
+-- Helpers below without a SET clause are not SECURITY DEFINER and name only schema-qualified
+-- objects: a SET clause costs a GUC nest level at each call, and these run on every mutation.
 create or replace function internal.block_json(b app.blocks) returns jsonb
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable as $$
 begin
   return case when b.block_id is null then null else jsonb_build_object(
     'block_id', b.block_id, 'canvas_id', b.canvas_id, 'parent_id', b.parent_id, 'type', b.type,
@@ -84,7 +86,7 @@ end $$;
 -- RFC 7396 JSON Merge Patch: p_patch applied to p_target (null removes a key, objects merge
 -- recursively, anything else replaces).
 create or replace function internal.json_merge_patch(p_target jsonb, p_patch jsonb) returns jsonb
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable as $$
 declare
   v_result jsonb;
   v_key text;
@@ -335,7 +337,7 @@ create or replace function internal.apply_block_op(
 ) returns jsonb language plpgsql security definer set search_path = '' as $$
 declare
   v_user uuid := (p_ctx ->> 'user_id')::uuid;
-  v_limit integer := internal.setting_int('mutations_per_minute');
+  v_limit integer := (select (value #>> '{}')::integer from app.settings where key = 'mutations_per_minute');
   v_role app.member_role;
   v_seen app.blocks;     -- the block as read before the canvas lock
   v_old app.blocks;      -- the block under the lock
@@ -370,18 +372,27 @@ begin
   if p_canvas_id is null then
     perform internal.raise_error('invalid_input', 'canvas_id is required', '{"field":"canvas_id"}');
   end if;
-  v_role := internal.canvas_role(p_canvas_id, v_user);
+  -- internal.canvas_role, internal.can_write_role, internal.scope_allows and
+  -- internal.check_sharded_limit, inlined: this runs on every mutation, and each call of a
+  -- function with a SET clause costs more than its body here
+  v_role := (select case when wm.role = 'owner' then wm.role else coalesce(cm.role, wm.role) end
+             from app.canvases c
+             left join app.workspace_members wm on wm.workspace_id = c.workspace_id and wm.user_id = v_user
+             left join app.canvas_members cm on cm.canvas_id = c.canvas_id and cm.user_id = v_user
+             where c.canvas_id = p_canvas_id and c.deleted_at is null and (wm.role is not null or cm.role is not null));
   if v_role is null then
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
-  if not internal.can_write_role(v_role) then
+  if v_role not in ('owner', 'admin', 'editor') then
     perform internal.raise_error('forbidden', format('your role on this canvas (%s) cannot change blocks', v_role));
   end if;
-  if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
+  if p_ctx ->> 'scope' is not null and not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
     perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
   end if;
   -- refuse a full window before doing any work; the hit itself is counted in step 5
-  perform internal.check_sharded_limit(v_user, 'mutations', v_limit, 60);
+  if internal.window_limit_hits(v_user, 'mutations', 60) >= v_limit then
+    perform internal.raise_rate_limited(v_limit, 60, internal.rate_window_start(60));
+  end if;
 
   -- 2. shape of the patch
   if jsonb_typeof(v_patch) <> 'object' then
@@ -499,7 +510,7 @@ begin
   end if;
 
   -- 5. write
-  v_seq := internal.next_seq(p_canvas_id);
+  v_seq := nextval('app.seq_block_events');  -- internal.next_seq, inlined
   if p_action = 'create' then
     insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, created_by, updated_by)
     values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', v_content, v_key, v_user, v_user)
@@ -617,7 +628,9 @@ declare
   v_result jsonb;
   v_state text; v_msg text; v_detail text; v_hint text;
 begin
-  v_prior := internal.prior_result(v_ctx, p_client_op_id);
+  -- internal.prior_result, inlined on the path every call takes
+  v_prior := (select result || jsonb_build_object('canvas_seq', canvas_seq, 'duplicate', true) from app.block_operations
+              where actor_id = (v_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success');
   if v_prior is not null then
     perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version,
                                         p_patch, 'duplicate', v_prior, v_started);

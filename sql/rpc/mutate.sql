@@ -214,11 +214,13 @@ end $$;
 -- the content size), without writing or locking: returns the patch as applied (text operations
 -- transformed), the text operations as applied and the new content (null for a delete), or
 -- raises. apply_block_op runs it before the canvas lock on the block as read then, and again
--- under the lock only if the block changed in between.
+-- under the lock only if the block changed in between. Not SECURITY DEFINER and no SET clause:
+-- only apply_block_op (SECURITY DEFINER, empty search_path) calls it, on every update, so it runs
+-- as that owner with that search_path; it names only schema-qualified objects.
 create or replace function internal.prepare_block_change(
   p_old app.blocks, p_action text, p_base_version integer, p_patch jsonb, p_text jsonb,
   out o_patch jsonb, out o_text jsonb, out o_content jsonb
-) language plpgsql stable security definer set search_path = '' as $$
+) language plpgsql stable as $$
 declare
   v_fields text[];
   v_changed text[];
@@ -347,6 +349,7 @@ declare
   v_applied jsonb;       -- the patch as applied (text operations transformed)
   v_applied_text jsonb;  -- the text operations as applied
   v_content jsonb;
+  v_change record;       -- internal.prepare_block_change's answer
   v_prepared boolean := false;
   v_direct boolean := false;  -- an update written straight from step 3 if the block is still that version
   v_block_id uuid := p_block_id;
@@ -452,8 +455,10 @@ begin
   elsif p_action in ('update', 'move') and v_block_id is not null then
     select * into v_seen from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id;
     if found then
-      select o_patch, o_text, o_content into v_applied, v_applied_text, v_content
-      from internal.prepare_block_change(v_seen, p_action, p_base_version, v_patch, v_text);
+      -- an assignment (a simple expression), not SELECT … FROM the function (a query with a
+      -- function scan that materializes its row)
+      v_change := internal.prepare_block_change(v_seen, p_action, p_base_version, v_patch, v_text);
+      v_applied := v_change.o_patch; v_applied_text := v_change.o_text; v_content := v_change.o_content;
       v_prepared := true;
     end if;
   end if;

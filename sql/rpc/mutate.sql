@@ -217,8 +217,15 @@ end $$;
 -- under the lock only if the block changed in between. Not SECURITY DEFINER and no SET clause:
 -- only apply_block_op (SECURITY DEFINER, empty search_path) calls it, on every update, so it runs
 -- as that owner with that search_path; it names only schema-qualified objects.
+-- p_recheck: the patch and text operations are this same operation as already prepared against
+-- an earlier version p_base_version of the block (text operations transformed up to it): only
+-- the operations committed since are merged and transformed (a transform chain is a fold, so this
+-- is the same result as starting over from the client's base_version). Where the answer would
+-- be a refusal it returns o_patch null instead: the caller then prepares from the client's
+-- base_version, for the refusal exactly as it reads from there.
+drop function if exists internal.prepare_block_change(app.blocks, text, integer, jsonb, jsonb);
 create or replace function internal.prepare_block_change(
-  p_old app.blocks, p_action text, p_base_version integer, p_patch jsonb, p_text jsonb,
+  p_old app.blocks, p_action text, p_base_version integer, p_patch jsonb, p_text jsonb, p_recheck boolean default false,
   out o_patch jsonb, out o_text jsonb, out o_content jsonb
 ) language plpgsql stable as $$
 declare
@@ -254,6 +261,10 @@ begin
     where o.block_id = p_old.block_id and o.status = 'success' and o.new_version > p_base_version
       and o.new_version <= p_old.version;
     if cardinality(v_since) <> p_old.version - p_base_version then
+      if p_recheck then
+        o_patch := null;
+        return;
+      end if;
       -- retention removed some of them: what changed since base_version is unknown
       perform internal.raise_error('rebase_required',
         format('the operation log no longer holds every change since version %s (now %s): rebase on the current block and retry', p_base_version, p_old.version),
@@ -271,6 +282,10 @@ begin
             when f = 'parent' then p ? 'parent_id'
             else p ? 'y_order' or p ? 'after_id' end);
     if p_action = 'delete' or v_clash <> '{}' then
+      if p_recheck then
+        o_patch := null;
+        return;
+      end if;
       select coalesce(array_agg(distinct f order by f), '{}') into v_changed
       from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
       select o.block into v_base_block from app.block_operations o
@@ -350,6 +365,7 @@ declare
   v_applied_text jsonb;  -- the text operations as applied
   v_content jsonb;
   v_change record;       -- internal.prepare_block_change's answer
+  v_redo boolean;
   v_prepared boolean := false;
   v_direct boolean := false;  -- an update written straight from step 3 if the block is still that version
   v_block_id uuid := p_block_id;
@@ -547,8 +563,18 @@ begin
         if not found then
           perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
         end if;
-        select o_patch, o_text, o_content into v_applied, v_applied_text, v_content
-        from internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
+        -- text operations under contention (a shared text): the canvas lock serializes this, so
+        -- carry on from what step 3 prepared (transform only against the operations committed
+        -- since v_seen) rather than transforming again from base_version
+        v_redo := true;
+        if v_applied_text is not null and v_seen.created_at = v_old.created_at and v_seen.version < v_old.version then
+          v_change := internal.prepare_block_change(v_old, p_action, v_seen.version, v_applied, v_applied_text, true);
+          v_redo := v_change.o_patch is null;
+        end if;
+        if v_redo then
+          v_change := internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
+        end if;
+        v_applied := v_change.o_patch; v_applied_text := v_change.o_text; v_content := v_change.o_content;
       end if;
     end if;
     if not v_direct then

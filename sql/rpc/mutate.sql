@@ -354,7 +354,8 @@ create or replace function internal.apply_block_op(
 ) returns jsonb language plpgsql security definer set search_path = '' as $$
 declare
   v_user uuid := (p_ctx ->> 'user_id')::uuid;
-  v_limit integer := (select (value #>> '{}')::integer from app.settings where key = 'mutations_per_minute');
+  v_limit integer;
+  v_max_content integer;
   v_role app.member_role;
   v_seen app.blocks;     -- the block as read before the canvas lock
   v_old app.blocks;      -- the block under the lock
@@ -378,6 +379,11 @@ declare
   v_result jsonb;
   v_bad_key text;
 begin
+  -- the two settings every mutation reads, in one query (internal.setting_int, inlined)
+  select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'),
+         max((value #>> '{}')::integer) filter (where key = 'max_content_bytes')
+    into v_limit, v_max_content
+  from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
   -- 1. who may do this
   if v_user is null then
     perform internal.raise_error('unauthorized', 'a signed-in user is required to change blocks');
@@ -444,8 +450,8 @@ begin
     select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
       into v_text from jsonb_each(v_patch -> 'text');
   end if;
-  if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > internal.setting_int('max_content_bytes') then
-    perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', internal.setting_int('max_content_bytes')),
+  if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
+    perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
                                  '{"field":"patch.content"}');
   end if;
   if v_patch ? 'type' and (jsonb_typeof(v_patch -> 'type') <> 'string' or (v_patch ->> 'type') !~ '^[a-z][a-z0-9_]{0,39}$') then

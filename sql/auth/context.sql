@@ -3,8 +3,10 @@
 
 -- The try_* casts run on every request (claims, headers): the common inputs (null, a canonical
 -- uuid, a JSON object) return before the exception block, which costs a subtransaction per entry.
+-- No SET clause on them (each call of a function with one builds a GUC nest level): they are not
+-- SECURITY DEFINER and name nothing outside pg_catalog.
 create or replace function internal.try_uuid(p text) returns uuid
-language plpgsql immutable parallel safe set search_path = '' as $$
+language plpgsql immutable parallel safe as $$
 begin
   if p is null then
     return null;
@@ -19,7 +21,7 @@ begin
 end $$;
 
 create or replace function internal.try_inet(p text) returns inet
-language plpgsql immutable parallel safe set search_path = '' as $$
+language plpgsql immutable parallel safe as $$
 begin
   if p is null then
     return null;
@@ -32,7 +34,7 @@ begin
 end $$;
 
 create or replace function internal.try_jsonb(p text) returns jsonb
-language plpgsql immutable parallel safe set search_path = '' as $$
+language plpgsql immutable parallel safe as $$
 begin
   if p is null or p = '' then
     return null;
@@ -48,8 +50,10 @@ end $$;
 -- PL/pgSQL rather than SQL: each setting is parsed once, and the plan is cached per session (a
 -- SQL function called from PL/pgSQL is planned again at every call). The mutation RPC computes
 -- it once per call and passes it down.
+-- No SET clause: not SECURITY DEFINER, and it names only schema-qualified objects (a SET clause
+-- costs a GUC nest level at each call).
 create or replace function internal.request_context() returns jsonb
-language plpgsql stable set search_path = '' as $$
+language plpgsql stable as $$
 declare
   v_claims jsonb := coalesce(internal.try_jsonb(current_setting('request.jwt.claims', true)), '{}');
   v_headers jsonb := coalesce(internal.try_jsonb(current_setting('request.headers', true)), '{}');

@@ -8,8 +8,10 @@
 
 -- The start of the fixed window of p_window_seconds that now() falls in (windows start at
 -- multiples of p_window_seconds since the epoch).
+-- No SET clause (each call of a function with one builds a GUC nest level): not SECURITY
+-- DEFINER, and it names nothing outside pg_catalog.
 create or replace function internal.rate_window_start(p_window_seconds integer) returns timestamptz
-language plpgsql stable set search_path = '' as $$
+language plpgsql stable as $$
 begin
   return to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
 end $$;
@@ -49,7 +51,7 @@ end $$;
 --   in one window. In exchange, up to 8 of a subject's transactions commit at once instead of
 --   queueing on one row held through each commit (docs/limits.md).
 create or replace function internal.window_limit_shards(p_bucket text) returns text[]
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable as $$
 begin
   return array[p_bucket, p_bucket || '#1', p_bucket || '#2', p_bucket || '#3',
                p_bucket || '#4', p_bucket || '#5', p_bucket || '#6', p_bucket || '#7'];
@@ -58,12 +60,17 @@ end $$;
 -- The subject's hits in the current window, all shards: committed counts, and this transaction's
 -- own. A plain read, waiting for no one: one full-key lookup per shard (the LIMIT keeps each a
 -- lookup; a filter on the bucket column would scan every bucket and window of the subject).
+-- The shards are a VALUES list (the names of window_limit_shards), not unnest() of that array:
+-- the planner counts 8 rows in it either way, so PL/pgSQL keeps one generic plan, where
+-- unnest(<a parameter>) costs more than its folded custom plan and was planned again at each call.
 create or replace function internal.window_limit_hits(p_subject uuid, p_bucket text, p_window_seconds integer)
 returns bigint language plpgsql stable security definer set search_path = '' as $$
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
 begin
-  return (select coalesce(sum(r.hits), 0) from unnest(internal.window_limit_shards(p_bucket)) s(bucket)
+  return (select coalesce(sum(r.hits), 0)
+          from (values (p_bucket), (p_bucket || '#1'), (p_bucket || '#2'), (p_bucket || '#3'),
+                       (p_bucket || '#4'), (p_bucket || '#5'), (p_bucket || '#6'), (p_bucket || '#7')) s(bucket)
           cross join lateral (select hits from app.rate_limits
                               where user_id = p_subject and bucket = s.bucket and window_start = v_window limit 1) r);
 end $$;
@@ -80,7 +87,9 @@ begin
 end $$;
 
 -- Counts one hit (see the rule above); raises rate_limited when the total exceeds p_limit. In the
--- common case one statement: lock the first shard if free, count, and add the other shards.
+-- common case one statement: lock the first free shard row in this session's order, count, and
+-- add the other shards' committed counts. Under contention it is still that one statement (the
+-- shard rows held by concurrent transactions are skipped in it, not tried one statement each).
 create or replace function internal.hit_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns void language plpgsql security definer set search_path = '' as $$
 declare
@@ -93,31 +102,33 @@ begin
   -- `bucket` first (all of a subject's hits when they do not overlap), then the others from a
   -- place that differs per session, so concurrent hits do not all try the same held shards
   v_order := v_shards[1:1] || v_shards[2 + pg_backend_pid() % 7:] || v_shards[2:1 + pg_backend_pid() % 7];
-  foreach v_shard in array v_order loop
-    update app.rate_limits r set hits = r.hits + 1
-    from (select from app.rate_limits where user_id = p_subject and bucket = v_shard and window_start = v_window
-          for update skip locked) free
-    where r.user_id = p_subject and r.bucket = v_shard and r.window_start = v_window
-    returning r.hits + (   -- plus the other shards' committed counts
-      select coalesce(sum(o.hits), 0) from unnest(v_shards) x(bucket)
-      cross join lateral (select hits from app.rate_limits
-                          where user_id = p_subject and bucket = x.bucket and window_start = v_window and x.bucket <> v_shard limit 1) o)
-    into v_total;
-    exit when found;
-    -- not there yet (create it), or held by a concurrent transaction (try the next shard)
-    if not exists (select from app.rate_limits where user_id = p_subject and bucket = v_shard and window_start = v_window) then
+  with free as (
+    select bucket from app.rate_limits
+    where user_id = p_subject and bucket = any(v_order) and window_start = v_window
+    order by array_position(v_order, bucket)
+    limit 1 for update skip locked
+  ), hit as (
+    update app.rate_limits r set hits = r.hits + 1 from free
+    where r.user_id = p_subject and r.bucket = free.bucket and r.window_start = v_window
+    returning r.bucket, r.hits
+  )
+  select hit.bucket, hit.hits + (   -- plus the other shards' committed counts
+           select coalesce(sum(o.hits), 0) from app.rate_limits o
+           where o.user_id = p_subject and o.bucket = any(v_shards) and o.window_start = v_window and o.bucket <> hit.bucket)
+  into v_shard, v_total from hit;
+  if v_shard is null then
+    -- no shard row is free: create the first one (in this session's order) that does not exist
+    -- yet, or, when all 8 exist and are held, queue on one of them
+    select u.s into v_shard from unnest(v_order) with ordinality u(s, i)
+    where not exists (select from app.rate_limits where user_id = p_subject and bucket = u.s and window_start = v_window)
+    order by u.i limit 1;
+    if v_shard is not null then
       insert into app.rate_limits as r (user_id, bucket, window_start, hits) values (p_subject, v_shard, v_window, 1)
       on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1;
-      exit;
+    else
+      update app.rate_limits set hits = hits + 1
+      where user_id = p_subject and bucket = v_shards[1 + pg_backend_pid() % cardinality(v_shards)] and window_start = v_window;
     end if;
-    v_shard := null;
-  end loop;
-  if v_shard is null then
-    -- every shard is held: queue on one of them
-    update app.rate_limits set hits = hits + 1
-    where user_id = p_subject and bucket = v_shards[1 + pg_backend_pid() % cardinality(v_shards)] and window_start = v_window;
-  end if;
-  if v_total is null then
     v_total := internal.window_limit_hits(p_subject, p_bucket, p_window_seconds);
   end if;
   if v_total > p_limit then

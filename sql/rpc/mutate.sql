@@ -47,8 +47,10 @@
 --   * the log no longer holds every operation since base_version (retention) → `rebase_required`
 --     with the current block: nothing can be merged safely.
 
+-- Helpers below without a SET clause are not SECURITY DEFINER and name only schema-qualified
+-- objects: a SET clause costs a GUC nest level at each call, and these run on every mutation.
 create or replace function internal.block_json(b app.blocks) returns jsonb
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable as $$
 begin
   return case when b.block_id is null then null else jsonb_build_object(
     'block_id', b.block_id, 'canvas_id', b.canvas_id, 'parent_id', b.parent_id, 'type', b.type,
@@ -84,7 +86,7 @@ end $$;
 -- RFC 7396 JSON Merge Patch: p_patch applied to p_target (null removes a key, objects merge
 -- recursively, anything else replaces).
 create or replace function internal.json_merge_patch(p_target jsonb, p_patch jsonb) returns jsonb
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable as $$
 declare
   v_result jsonb;
   v_key text;
@@ -121,6 +123,11 @@ $$;
 -- Operation row + audit row + broadcast for an applied operation; numbers it on its canvas and
 -- returns that canvas_seq. The canvas row update waits for (or already holds) the canvas lock
 -- until commit, so canvas_seq order is commit order and a rollback returns the number.
+-- One statement (data-modifying CTEs, one executor start instead of four): the canvas row's
+-- watermarks, the operation row, the audit row (the row internal.write_audit writes) and the
+-- broadcast row (the row realtime.send inserts, inserted here without realtime.send's exception
+-- block, whose subtransaction took a second sub-XID per mutation: the broadcast commits or rolls
+-- back with the operation it announces).
 drop function if exists internal.record_applied_op(jsonb, uuid, uuid, text, text, integer, integer, jsonb, jsonb, bigint,
                                                    timestamptz, integer, jsonb, jsonb);
 create or replace function internal.record_applied_op(
@@ -130,22 +137,34 @@ create or replace function internal.record_applied_op(
 ) returns bigint language plpgsql security definer set search_path = '' as $$
 declare v_canvas_seq bigint;
 begin
-  update app.canvases set last_seq = p_seq, last_canvas_seq = last_canvas_seq + 1
-  where canvas_id = p_canvas_id returning last_canvas_seq into v_canvas_seq;
-  insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
-                                    base_version, new_version, patch, block, result, started_at, duration_ms)
-  values (p_seq, v_canvas_seq, p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, 'success',
-          p_base_version, p_new_version, p_patch, p_block, p_result || jsonb_build_object('canvas_seq', v_canvas_seq), p_started_at,
-          extract(epoch from clock_timestamp() - p_started_at) * 1000);
-  perform internal.write_audit(p_ctx, 'block.' || p_action, 'success', 'block', p_block_id::text,
-                               jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq,
-                               p_started_at, p_affected_rows);
-  perform realtime.send(
-    jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'action', p_action, 'block_id', p_block_id,
-                       'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
-                       'actor_id', p_ctx ->> 'user_id') || p_extra
-      || case when p_result ? 'text' then jsonb_build_object('text', p_result -> 'text') else '{}' end,
-    'block_op', 'canvas:' || p_canvas_id, true);
+  with c as (
+    update app.canvases set last_seq = p_seq, last_canvas_seq = last_canvas_seq + 1
+    where canvas_id = p_canvas_id returning last_canvas_seq
+  ), o as (
+    insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
+                                      base_version, new_version, patch, block, result, started_at, duration_ms)
+    select p_seq, c.last_canvas_seq, p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, 'success',
+           p_base_version, p_new_version, p_patch, p_block, p_result || jsonb_build_object('canvas_seq', c.last_canvas_seq),
+           p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000
+    from c
+  ), a as (
+    insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
+                                  status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)
+    values ((p_ctx ->> 'user_id')::uuid, 'block.' || p_action, 'block', p_block_id::text,
+            jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq, 'success',
+            (p_ctx ->> 'ip')::inet, left(p_ctx ->> 'user_agent', 200), left(p_ctx ->> 'session_id', 200),
+            left(p_ctx ->> 'request_id', 200),
+            extract(epoch from clock_timestamp() - coalesce(p_started_at, statement_timestamp())) * 1000, p_affected_rows)
+  ), m as (
+    insert into realtime.messages (payload, event, topic, private, extension)
+    select jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', c.last_canvas_seq, 'action', p_action,
+                              'block_id', p_block_id, 'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
+                              'actor_id', p_ctx ->> 'user_id') || p_extra
+             || case when p_result ? 'text' then jsonb_build_object('text', p_result -> 'text') else '{}' end,
+           'block_op', 'canvas:' || p_canvas_id, true, 'broadcast'
+    from c
+  )
+  select c.last_canvas_seq into v_canvas_seq from c;
   return v_canvas_seq;
 end $$;
 
@@ -195,11 +214,20 @@ end $$;
 -- the content size), without writing or locking: returns the patch as applied (text operations
 -- transformed), the text operations as applied and the new content (null for a delete), or
 -- raises. apply_block_op runs it before the canvas lock on the block as read then, and again
--- under the lock only if the block changed in between.
+-- under the lock only if the block changed in between. Not SECURITY DEFINER and no SET clause:
+-- only apply_block_op (SECURITY DEFINER, empty search_path) calls it, on every update, so it runs
+-- as that owner with that search_path; it names only schema-qualified objects.
+-- p_recheck: the patch and text operations are this same operation as already prepared against
+-- an earlier version p_base_version of the block (text operations transformed up to it): only
+-- the operations committed since are merged and transformed (a transform chain is a fold, so this
+-- is the same result as starting over from the client's base_version). Where the answer would
+-- be a refusal it returns o_patch null instead: the caller then prepares from the client's
+-- base_version, for the refusal exactly as it reads from there.
+drop function if exists internal.prepare_block_change(app.blocks, text, integer, jsonb, jsonb);
 create or replace function internal.prepare_block_change(
-  p_old app.blocks, p_action text, p_base_version integer, p_patch jsonb, p_text jsonb,
+  p_old app.blocks, p_action text, p_base_version integer, p_patch jsonb, p_text jsonb, p_recheck boolean default false,
   out o_patch jsonb, out o_text jsonb, out o_content jsonb
-) language plpgsql stable security definer set search_path = '' as $$
+) language plpgsql stable as $$
 declare
   v_fields text[];
   v_changed text[];
@@ -233,6 +261,10 @@ begin
     where o.block_id = p_old.block_id and o.status = 'success' and o.new_version > p_base_version
       and o.new_version <= p_old.version;
     if cardinality(v_since) <> p_old.version - p_base_version then
+      if p_recheck then
+        o_patch := null;
+        return;
+      end if;
       -- retention removed some of them: what changed since base_version is unknown
       perform internal.raise_error('rebase_required',
         format('the operation log no longer holds every change since version %s (now %s): rebase on the current block and retry', p_base_version, p_old.version),
@@ -250,6 +282,10 @@ begin
             when f = 'parent' then p ? 'parent_id'
             else p ? 'y_order' or p ? 'after_id' end);
     if p_action = 'delete' or v_clash <> '{}' then
+      if p_recheck then
+        o_patch := null;
+        return;
+      end if;
       select coalesce(array_agg(distinct f order by f), '{}') into v_changed
       from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
       select o.block into v_base_block from app.block_operations o
@@ -318,7 +354,8 @@ create or replace function internal.apply_block_op(
 ) returns jsonb language plpgsql security definer set search_path = '' as $$
 declare
   v_user uuid := (p_ctx ->> 'user_id')::uuid;
-  v_limit integer := internal.setting_int('mutations_per_minute');
+  v_limit integer;
+  v_max_content integer;
   v_role app.member_role;
   v_seen app.blocks;     -- the block as read before the canvas lock
   v_old app.blocks;      -- the block under the lock
@@ -328,6 +365,8 @@ declare
   v_applied jsonb;       -- the patch as applied (text operations transformed)
   v_applied_text jsonb;  -- the text operations as applied
   v_content jsonb;
+  v_change record;       -- internal.prepare_block_change's answer
+  v_redo boolean;
   v_prepared boolean := false;
   v_direct boolean := false;  -- an update written straight from step 3 if the block is still that version
   v_block_id uuid := p_block_id;
@@ -340,6 +379,11 @@ declare
   v_result jsonb;
   v_bad_key text;
 begin
+  -- the two settings every mutation reads, in one query (internal.setting_int, inlined)
+  select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'),
+         max((value #>> '{}')::integer) filter (where key = 'max_content_bytes')
+    into v_limit, v_max_content
+  from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
   -- 1. who may do this
   if v_user is null then
     perform internal.raise_error('unauthorized', 'a signed-in user is required to change blocks');
@@ -353,18 +397,27 @@ begin
   if p_canvas_id is null then
     perform internal.raise_error('invalid_input', 'canvas_id is required', '{"field":"canvas_id"}');
   end if;
-  v_role := internal.canvas_role(p_canvas_id, v_user);
+  -- internal.canvas_role, internal.can_write_role, internal.scope_allows and
+  -- internal.check_sharded_limit, inlined: this runs on every mutation, and each call of a
+  -- function with a SET clause costs more than its body here
+  v_role := (select case when wm.role = 'owner' then wm.role else coalesce(cm.role, wm.role) end
+             from app.canvases c
+             left join app.workspace_members wm on wm.workspace_id = c.workspace_id and wm.user_id = v_user
+             left join app.canvas_members cm on cm.canvas_id = c.canvas_id and cm.user_id = v_user
+             where c.canvas_id = p_canvas_id and c.deleted_at is null and (wm.role is not null or cm.role is not null));
   if v_role is null then
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
-  if not internal.can_write_role(v_role) then
+  if v_role not in ('owner', 'admin', 'editor') then
     perform internal.raise_error('forbidden', format('your role on this canvas (%s) cannot change blocks', v_role));
   end if;
-  if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
+  if p_ctx ->> 'scope' is not null and not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
     perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
   end if;
   -- refuse a full window before doing any work; the hit itself is counted in step 5
-  perform internal.check_sharded_limit(v_user, 'mutations', v_limit, 60);
+  if internal.window_limit_hits(v_user, 'mutations', 60) >= v_limit then
+    perform internal.raise_rate_limited(v_limit, 60, internal.rate_window_start(60));
+  end if;
 
   -- 2. shape of the patch
   if jsonb_typeof(v_patch) <> 'object' then
@@ -397,8 +450,8 @@ begin
     select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
       into v_text from jsonb_each(v_patch -> 'text');
   end if;
-  if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > internal.setting_int('max_content_bytes') then
-    perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', internal.setting_int('max_content_bytes')),
+  if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
+    perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
                                  '{"field":"patch.content"}');
   end if;
   if v_patch ? 'type' and (jsonb_typeof(v_patch -> 'type') <> 'string' or (v_patch ->> 'type') !~ '^[a-z][a-z0-9_]{0,39}$') then
@@ -424,8 +477,10 @@ begin
   elsif p_action in ('update', 'move') and v_block_id is not null then
     select * into v_seen from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id;
     if found then
-      select o_patch, o_text, o_content into v_applied, v_applied_text, v_content
-      from internal.prepare_block_change(v_seen, p_action, p_base_version, v_patch, v_text);
+      -- an assignment (a simple expression), not SELECT … FROM the function (a query with a
+      -- function scan that materializes its row)
+      v_change := internal.prepare_block_change(v_seen, p_action, p_base_version, v_patch, v_text);
+      v_applied := v_change.o_patch; v_applied_text := v_change.o_text; v_content := v_change.o_content;
       v_prepared := true;
     end if;
   end if;
@@ -482,7 +537,7 @@ begin
   end if;
 
   -- 5. write
-  v_seq := internal.next_seq(p_canvas_id);
+  v_seq := nextval('app.seq_block_events');  -- internal.next_seq, inlined
   if p_action = 'create' then
     insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, created_by, updated_by)
     values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', v_content, v_key, v_user, v_user)
@@ -514,8 +569,18 @@ begin
         if not found then
           perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
         end if;
-        select o_patch, o_text, o_content into v_applied, v_applied_text, v_content
-        from internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
+        -- text operations under contention (a shared text): the canvas lock serializes this, so
+        -- carry on from what step 3 prepared (transform only against the operations committed
+        -- since v_seen) rather than transforming again from base_version
+        v_redo := true;
+        if v_applied_text is not null and v_seen.created_at = v_old.created_at and v_seen.version < v_old.version then
+          v_change := internal.prepare_block_change(v_old, p_action, v_seen.version, v_applied, v_applied_text, true);
+          v_redo := v_change.o_patch is null;
+        end if;
+        if v_redo then
+          v_change := internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
+        end if;
+        v_applied := v_change.o_patch; v_applied_text := v_change.o_text; v_content := v_change.o_content;
       end if;
     end if;
     if not v_direct then
@@ -600,7 +665,9 @@ declare
   v_result jsonb;
   v_state text; v_msg text; v_detail text; v_hint text;
 begin
-  v_prior := internal.prior_result(v_ctx, p_client_op_id);
+  -- internal.prior_result, inlined on the path every call takes
+  v_prior := (select result || jsonb_build_object('canvas_seq', canvas_seq, 'duplicate', true) from app.block_operations
+              where actor_id = (v_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success');
   if v_prior is not null then
     perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version,
                                         p_patch, 'duplicate', v_prior, v_started);

@@ -191,10 +191,36 @@ declare
   v_len bigint;
   v_part bigint;
   ok "char"[] := '{}'; "on" bigint[] := '{}'; ot text[] := '{}'; m integer := 0;   -- output, unmerged
+  v_ins jsonb;           -- the fast path: op's one insert, other's one component, their positions
+  v_at bigint;
+  v_oc jsonb;
+  v_oat bigint;
 begin
   if p_side is null or p_side not in ('left', 'right') then
     perform internal.raise_error('invalid_input', format('side must be ''left'' or ''right'', not %s', coalesce(p_side, 'missing')),
                                  '{"field": "side"}');
+  end if;
+  -- Concurrent typing, without the walk below: op inserts at v_at (op = [n, "str"] or ["str"])
+  -- and other inserts or deletes at v_oat (other = [m, c] or [c]). What the walk gives then: an
+  -- insert before op's position (or at it, op on the right) moves op by its length; a delete
+  -- before op's position moves op back by what it removed there (to its start when it spans op's
+  -- position); anything at or after op's position leaves op as it is.
+  v_ins := case when na = 1 then p_op -> 0 when na = 2 and jsonb_typeof(p_op -> 0) = 'number' then p_op -> 1 end;
+  if jsonb_typeof(v_ins) = 'string' then
+    v_oc := case jsonb_array_length(p_other) when 1 then p_other -> 0
+                 when 2 then case when jsonb_typeof(p_other -> 0) = 'number' then p_other -> 1 end end;
+    if jsonb_typeof(v_oc) in ('string', 'object') then
+      v_at := case when na = 2 then (p_op -> 0)::bigint else 0 end;
+      v_oat := case when jsonb_array_length(p_other) = 2 then (p_other -> 0)::bigint else 0 end;
+      if jsonb_typeof(v_oc) = 'string' then
+        if v_oat < v_at or (v_oat = v_at and p_side = 'right') then
+          v_at := v_at + length(v_oc #>> '{}');
+        end if;
+      elsif v_at > v_oat then
+        v_at := greatest(v_oat, v_at - (v_oc -> 'd')::bigint);
+      end if;
+      return case when v_at > 0 then jsonb_build_array(v_at, v_ins) else jsonb_build_array(v_ins) end;
+    end if;
   end if;
   for j in 1 .. na loop
     c := p_op -> (j - 1);

@@ -27,9 +27,9 @@
 // measured window only: from the end of the warm-up (no request in flight) to the end. A phase's
 // warm-up is where V8 compiles its hot code, on threads whose CPU is this process's; counted, it
 // charged the HTTP phase, which runs first, for compiling the postgres.js code the direct phases
-// then use hot. `--cpu-prof DIR` writes a V8 profile of the same window per phase. The row
-// "direct SQL, prepared" is informational (not the baseline): the RPC as a named prepared statement,
-// as callApi sends it (src/http/rpc.ts), while the baseline keeps postgres.js's unsafe() default.
+// then use hot. `--cpu-prof DIR` writes a V8 profile of the same window per phase. The phase
+// "direct SQL, prepared" sends the RPC as a named prepared statement, as callApi does (src/http/rpc.ts);
+// the target row's baseline is the faster of it and "direct SQL" (postgres.js's unsafe() default).
 //
 // It uses its own database (default potentia_bench_http: dropped, created and migrated here) and
 // raises, in that database only, the H2 endpoint limit and mutations_per_minute, so the rate
@@ -463,9 +463,12 @@ try {
     (values['database-url'] === defaultUrl ? '' : ` --database-url ${url}`);
   const note = `${CONNECTIONS} connections, each updating its own block; HTTP: the production configuration (no response validation), ` +
     `Node CPU/mutation server ${fmt(httpCpu)} ms + load generator ${fmt(clientCpu)} ms vs direct ${fmt(directCpu)} ms`;
+  // the target's baseline is the faster direct call, unprepared or prepared: HTTP sends the RPC prepared, and a
+  // baseline handicapped by a Parse per call would flatter it
+  const bestDirect = Math.max(directStats.rate, preparedStats.rate);
   reportRows([
-    { bench: 'bench:http', workload: 'H2 mutate over HTTP vs the same RPC direct (withRequest, no endpoint limit)', measured: httpStats.rate,
-      baseline: directStats.rate, unit: 'mut/s', ratio: httpStats.rate / directStats.rate, target: { op: '>=', value: 0.8 }, command, note },
+    { bench: 'bench:http', workload: 'H2 mutate over HTTP vs the same RPC direct (withRequest, no endpoint limit; the faster of unprepared and prepared)',
+      measured: httpStats.rate, baseline: bestDirect, unit: 'mut/s', ratio: httpStats.rate / bestDirect, target: { op: '>=', value: 0.8 }, command, note },
     { bench: 'bench:http', workload: 'H2 mutate over HTTP vs the same RPC direct after the H2 endpoint limit (all the SQL the handler runs)',
       measured: httpStats.rate, baseline: limitStats.rate, unit: 'mut/s', ratio: httpStats.rate / limitStats.rate, target: null, command, note },
   ]);

@@ -74,7 +74,7 @@
 // database is left in place for inspection.
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism, loadavg, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
@@ -106,18 +106,23 @@ type Cpu = { user: number; system: number; at: number };
 const cpuNow = (): Cpu => ({ ...process.cpuUsage(), at: now() });
 const cpuPercent = (a: Cpu, b: Cpu) => ((b.user - a.user + b.system - a.system) / 1000 / (b.at - a.at)) * 100;
 
-/** Fires `fire(i)` at start + i/rate for i < count (open loop) and waits for all of them. */
-async function fixedRate(rate: number, count: number, fire: (i: number) => Promise<void>, onSecond?: (s: number) => void): Promise<void> {
+/**
+ * Fires `fire(i, intended)` at intended = start + i/rate (ms on the `now()` clock) for i < count
+ * (open loop) and waits for all of them. A timer may run late (the event loop was busy, or the
+ * process waited for a core): `intended` is when the operation was due, `now()` in `fire` when it ran.
+ */
+async function fixedRate(rate: number, count: number, fire: (i: number, intended: number) => Promise<void>, onSecond?: (s: number) => void): Promise<void> {
   const interval = 1000 / rate;
-  const start = performance.now();
+  const start = now();
   const inflight: Promise<void>[] = [];
   let second = 0;
   for (let i = 0; i < count; i++) {
-    const wait = start + i * interval - performance.now();
+    const intended = start + i * interval;
+    const wait = intended - now();
     if (wait > 0) await sleep(wait);
-    const s = Math.floor((performance.now() - start) / 1000);
+    const s = Math.floor((now() - start) / 1000);
     if (s > second) onSecond?.((second = s));
-    inflight.push(fire(i));
+    inflight.push(fire(i, intended));
   }
   await Promise.all(inflight);
 }
@@ -344,7 +349,9 @@ function subscribersMain(): void {
 // t_commit per server_seq the moment withRequest's transaction has returned.
 
 type DriverInit = { cmd: 'init'; url: string; canvasId: string; editor: string; blocks: { id: string; version: number }[] };
-type DriveResult = { seqs: Float64Array; commits: Float64Array; success: number; conflict: number; failed: number; firstFailure?: string };
+type DriveResult = { seqs: Float64Array; commits: Float64Array; success: number; conflict: number; failed: number; firstFailure?: string;
+  /** How late each mutation started after its intended time (ms): the driver's own timer lateness. */
+  late: Float64Array };
 type Upsert = { status: string; server_seq: number | null; version?: number; block_id?: string; error?: { code: string; message: string } };
 
 function upsertAs(sql: Sql, userId: string, canvasId: string, blockId: string | null, action: 'create' | 'update', opId: string,
@@ -373,7 +380,9 @@ function driverMain(): void {
       const out = { success: 0, conflict: 0, failed: 0, firstFailure: undefined as string | undefined };
       const filler = 'lorem ipsum dolor sit amet '.repeat(4);
       /** Every 10th a create (append), else a content update of one of the blocks from its known version. */
-      const mutateOnce = async () => {
+      const late: number[] = [];
+      const mutateOnce = async (_i: number, intended: number) => {
+        late.push(now() - intended);
         const n = mutationNo++;
         const b = blocks[n % blocks.length]!;
         const r = n % 10 === 9
@@ -392,7 +401,7 @@ function driverMain(): void {
         }
       };
       await fixedRate(c.rate, c.count, mutateOnce, (second) => process.send?.({ type: 'tick', second, committed: seqs.length }));
-      return { seqs: Float64Array.from(seqs), commits: Float64Array.from(commits), ...out };
+      return { seqs: Float64Array.from(seqs), commits: Float64Array.from(commits), late: Float64Array.from(late).sort(), ...out };
     },
     async close() {
       await sql?.end({ timeout: 2 });
@@ -409,12 +418,13 @@ class ChildHost {
   onEvent: (e: any) => void = () => {};
   private exited = false;
 
-  constructor(private readonly role: Role) {
+  constructor(private readonly role: Role, nice = 0) {
     this.child = fork(fileURLToPath(import.meta.url), [], {
       env: { ...process.env, BENCH_RT_CHILD: role, BENCH_RT_BASE: BASE.toString() },
       serialization: 'advanced', // typed arrays over IPC
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
+    if (nice !== 0 && this.child.pid !== undefined) setPriority(this.child.pid, nice);
     this.child.on('message', (m: any) => {
       if (m.type !== 'reply') return this.onEvent(m);
       const p = this.pending.get(m.id);
@@ -462,8 +472,8 @@ class ChildHost {
  */
 class SubscriberPool {
   readonly hosts: ChildHost[];
-  constructor(k: number) {
-    this.hosts = Array.from({ length: k }, () => new ChildHost('subscribers'));
+  constructor(k: number, nice = 0) {
+    this.hosts = Array.from({ length: k }, () => new ChildHost('subscribers', nice));
   }
   /** Per-process share of `count` subscribers: process p gets g = p, p + K, p + 2K, … */
   private share<T>(items: T[], p: number): T[] {
@@ -571,6 +581,7 @@ async function parentMain(): Promise<void> {
       'scale-rate': { type: 'string', default: '5' },
       'scale-gateways': { type: 'string', default: '3' },
       'scale-only': { type: 'boolean', default: false },
+      'subscriber-nice': { type: 'string', default: '0' },
       'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench_rt' },
     },
   });
@@ -592,6 +603,7 @@ async function parentMain(): Promise<void> {
   const SCALE = values.scale ? values.scale.split(',').map((s) => Number(s.trim())) : [];
   const SCALE_RATE = Number(values['scale-rate']);
   const SCALE_GATEWAYS = Number(values['scale-gateways']);
+  const SUB_NICE = Number(values['subscriber-nice']);
   const FANOUT = CLUSTER_ONLY || SCALE_ONLY ? [] : COUNTS;
   /** Each row's reproduce command: this very invocation. */
   const COMMAND = ['npx tsx scripts/bench-realtime.ts', ...process.argv.slice(2)].join(' ');
@@ -708,7 +720,7 @@ async function parentMain(): Promise<void> {
     await new Promise<void>((resolve, reject) => { bare!.once('listening', () => resolve()); bare!.once('error', reject); });
     const bareUrl = `ws://127.0.0.1:${(bare.address() as AddressInfo).port}`;
     bare.on('connection', (ws) => ws.on('error', () => {}));
-    host = new SubscriberPool(SUB_PROCS);
+    host = new SubscriberPool(SUB_PROCS, SUB_NICE);
     const subscribers = host;
     driverHost = new ChildHost('driver');
     const driver = driverHost;
@@ -736,11 +748,14 @@ async function parentMain(): Promise<void> {
     const gatewaysCpu = (n: number): Cpu[] => [cpuNow(), ...extraGateways.slice(0, n - 1).map((g) => ({ user: procCpuMs(g.pid) * 1000, system: 0, at: now() }))];
 
     // ------------------------------------------------------------------------------ driving
+    /** The last drive's timer lateness (ms, ascending): how late the driver started its mutations. */
+    let driverLate: Float64Array = new Float64Array();
     /** The driver's run of `count` mutations at RATE: t_commit per server_seq. */
     async function drive(rate: number, count: number, onSecond?: (second: number, committed: number) => void): Promise<Map<number, number>> {
       driver.onEvent = (e) => { if (e.type === 'tick') onSecond?.(e.second, e.committed); };
       const r = await driver.call<DriveResult>({ cmd: 'drive', rate, count }, count / rate * 1000 + 30_000);
       driver.onEvent = () => {};
+      driverLate = r.late;
       if (r.conflict || r.failed) log(`  ${r.conflict} conflicts, ${r.failed} failed mutations (not broadcast)` + (r.firstFailure ? `; first failure ${r.firstFailure}` : ''));
       return new Map(Array.from(r.seqs, (seq, i) => [seq, r.commits[i]!]));
     }
@@ -770,10 +785,19 @@ async function parentMain(): Promise<void> {
       label: string; subscribers: number; live: number; deltas: number; deliveries: number; msgsPerSecond: number;
       min: number; p50: number; p95: number; p99: number; max: number; missing: number; duplicated: number; stray: number; outOfOrder: number;
       serverCpu: number; clientCpu: number; negative: number;
+      /** CPU time (user + system) per delivery, µs: of the server process(es) (gateways; bare: the ws server) and of the subscriber processes. */
+      serverUsPerDelivery: number; clientUsPerDelivery: number;
+      /** How late the sending timer ran after the intended send time, p50/p99/max ms (bare: the ws server's; ours: the driver's). */
+      lateP50: number; lateP99: number; lateMax: number;
       /** ours: commit → the in-process gateway's bus (the database's share of the latency), p50 and p99 ms. */
       busP50?: number; busP99?: number;
+      /** bare: p50/p99 measured from when the send timer ran (not from the intended time: the coordinated-omission figure). */
+      p50Actual?: number; p99Actual?: number;
     };
-    function analyze(label: string, subscriberCount: number, data: Collected, t0: Map<number, number>, serverCpu: number, clientCpu: number): Stats {
+    /** CPU ms (user + system) between two samples, summed over processes. */
+    const cpuMsAll = (a: Cpu[], b: Cpu[]) => a.reduce((sum, x, i) => sum + (b[i]!.user - x.user + b[i]!.system - x.system) / 1000, 0);
+    function analyze(label: string, subscriberCount: number, data: Collected, t0: Map<number, number>, server: [Cpu[], Cpu[]], client: [Cpu[], Cpu[]],
+      late: Float64Array): Stats {
       const lat = new Float64Array(data.seqs.length);
       let n = 0;
       let missing = 0;
@@ -809,7 +833,9 @@ async function parentMain(): Promise<void> {
       return {
         label, subscribers: subscriberCount, live, deltas: t0.size, deliveries: n, msgsPerSecond: n / ((lastReceive - first) / 1000),
         min: n ? sorted[0]! : NaN, p50: pct(50), p95: pct(95), p99: pct(99), max: n ? sorted[n - 1]! : NaN, missing, duplicated, stray, outOfOrder,
-        serverCpu, clientCpu, negative,
+        serverCpu: cpuPercentAll(...server), clientCpu: cpuPercentAll(...client), negative,
+        serverUsPerDelivery: (cpuMsAll(...server) * 1000) / n, clientUsPerDelivery: (cpuMsAll(...client) * 1000) / n,
+        lateP50: percentile(late, 50), lateP99: percentile(late, 99), lateMax: late.length ? late[late.length - 1]! : NaN,
       };
     }
 
@@ -846,7 +872,8 @@ async function parentMain(): Promise<void> {
       offBus();
       const toBus = Float64Array.from([...measured].filter(([seq]) => atBus.has(seq)).map(([seq, t]) => atBus.get(seq)! - t)).sort();
       log(`  ${label}: commit → in-process gateway's bus: p50 ${percentile(toBus, 50).toFixed(2)} ms, p99 ${percentile(toBus, 99).toFixed(2)} ms ` +
-          `(${toBus.length} deltas; the rest of the latency is the fan-out and realtime-js); load average ${load()}`);
+          `(${toBus.length} deltas; the rest of the latency is the fan-out and realtime-js); the driver's timer ran late by p99 ` +
+          `${percentile(driverLate, 99).toFixed(2)} ms; load average ${load()}`);
       const serverCpu1 = gatewaysCpu(gateways);
       const data = await subscribers.collect();
       await subscribers.disconnect();
@@ -855,7 +882,7 @@ async function parentMain(): Promise<void> {
       log(`  ${label}: in-process bus: ${bus.delivered} delivered, ${bus.caughtUp} by table catch-up, ${bus.reconnects} stream reconnects, ` +
           `${bus.lost} stream losses; streaming now: ${server!.gateway!.bus.streaming()}`);
       return {
-        stats: { ...analyze(label, count, data, measured, cpuPercentAll(serverCpu0, serverCpu1), cpuPercentAll(clientCpu0, end.cpu)),
+        stats: { ...analyze(label, count, data, measured, [serverCpu0, serverCpu1], [clientCpu0, end.cpu], driverLate),
           busP50: percentile(toBus, 50), busP99: percentile(toBus, 99) },
         warm: [...warm.keys()], measured: [...measured.keys()],
       };
@@ -881,19 +908,30 @@ async function parentMain(): Promise<void> {
       const c = await subscribers.connectWs({ url: bareUrl, concurrency: CONCURRENCY, joinTimeoutMs: JOIN_TIMEOUT_MS }, count, connectBudgetMs(count));
       log(`  ${label}: connected ${c.joined}/${count} clients in ${c.seconds.toFixed(1)} s` + (c.failed ? `; ${c.failed} failed: ${c.firstError}` : ''));
       for (const until = Date.now() + 10_000; bare!.clients.size < c.joined && Date.now() < until;) await sleep(20);
-      const broadcast = (t0: Map<number, number>, p: { seq: number; payload: unknown }) => {
-        t0.set(p.seq, now());
+      // t_send is the intended send time (start + i/rate), not when the timer ran: this sender is
+      // a timer on the server's own event loop, so a message due while the loop is still fanning
+      // out the previous one waits, and that wait would go uncounted (coordinated omission) —
+      // whereas ours counts it (t_commit is taken in the driver, not on the gateway's loop). The
+      // timer's lateness and the latency measured from the late send are reported next to it.
+      const actual = new Map<number, number>();
+      const late: number[] = [];
+      const broadcast = (t0: Map<number, number>, p: { seq: number; payload: unknown }, intended: number) => {
+        const t = now();
+        t0.set(p.seq, intended);
+        actual.set(p.seq, t);
+        late.push(t - intended);
         const data = JSON.stringify(p.payload);
         for (const ws of bare!.clients) if (ws.readyState === WebSocket.OPEN) ws.send(data);
       };
       const warm = new Map<number, number>();
-      await fixedRate(RATE, warmPayloads.length, async (i) => broadcast(warm, warmPayloads[i]!));
+      await fixedRate(RATE, warmPayloads.length, async (i, intended) => broadcast(warm, warmPayloads[i]!, intended));
       await drain(warm.size * c.joined);
       const clientCpu0 = await subscribers.reset();
       const serverCpu0 = cpuNow();
       const t0 = new Map<number, number>();
+      late.length = 0;
       // spread like the measured mutations: the same count over the same time at the same rate
-      await fixedRate(RATE, payloads.length, async (i) => broadcast(t0, payloads[i]!), (s) => {
+      await fixedRate(RATE, payloads.length, async (i, intended) => broadcast(t0, payloads[i]!, intended), (s) => {
         void subscribers.counts().then((k) =>
           log(`  ${label}: ${String(s).padStart(3)} s  ${String(t0.size).padStart(5)} sent       ${String(k.deliveries).padStart(8)} delivered`), () => {});
       });
@@ -901,7 +939,14 @@ async function parentMain(): Promise<void> {
       const serverCpu1 = cpuNow();
       const data = await subscribers.collect();
       await subscribers.disconnect();
-      return analyze(label, count, data, t0, cpuPercent(serverCpu0, serverCpu1), cpuPercentAll(clientCpu0, end.cpu));
+      const lateSorted = Float64Array.from(late).sort();
+      const stats = analyze(label, count, data, t0, [[serverCpu0], [serverCpu1]], [clientCpu0, end.cpu], lateSorted);
+      const fromActual = analyze(label, count, data, new Map([...t0.keys()].map((seq) => [seq, actual.get(seq)!])), [[serverCpu0], [serverCpu1]],
+        [clientCpu0, end.cpu], lateSorted);
+      log(`  ${label}: the send timer ran late by p50 ${percentile(lateSorted, 50).toFixed(2)} ms, p99 ${percentile(lateSorted, 99).toFixed(2)} ms, ` +
+          `max ${lateSorted[lateSorted.length - 1]?.toFixed(2)} ms; measured from when it ran (the old, coordinated-omission way) ` +
+          `p50 ${fromActual.p50.toFixed(2)} ms, p99 ${fromActual.p99.toFixed(2)} ms; from the intended send time (reported) p50 ${stats.p50.toFixed(2)} ms, p99 ${stats.p99.toFixed(2)} ms`);
+      return { ...stats, p99Actual: fromActual.p99, p50Actual: fromActual.p50 };
     }
 
     // bare is always one ws server process (this one): the baseline a single broadcaster sets
@@ -917,16 +962,19 @@ async function parentMain(): Promise<void> {
     // ------------------------------------------------------------------------------ report
     const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
     const header = ['scenario', 'subs', 'deltas', 'deliveries', 'msgs/s', 'min ms', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms',
-      'missing', 'dup', 'out-of-order', 'server CPU', 'subs CPU'];
+      'missing', 'dup', 'out-of-order', 'server CPU', 'subs CPU', 'server µs/dlv', 'subs µs/dlv', 'late p99'];
     const rows = results.flatMap(({ ours, bare: b }) => [ours, b]).map((s) => [
       s.label.startsWith('ours') ? `ours: RPC → WAL → ${s.label.includes('gateways') ? s.label.replace(/^.* on /, '') : 'gateway'} → realtime-js` : 'bare: ws.send → ws client',
       s.live === s.subscribers ? String(s.subscribers) : `${s.live}/${s.subscribers}`, String(s.deltas), String(s.deliveries),
       f(s.msgsPerSecond, 0), f(s.min, 2), f(s.p50, 2), f(s.p95, 2), f(s.p99, 2), f(s.max, 2),
-      String(s.missing), String(s.duplicated), String(s.outOfOrder), `${f(s.serverCpu, 0)}%`, `${f(s.clientCpu, 0)}%`]);
+      String(s.missing), String(s.duplicated), String(s.outOfOrder), `${f(s.serverCpu, 0)}%`, `${f(s.clientCpu, 0)}%`,
+      f(s.serverUsPerDelivery, 1), f(s.clientUsPerDelivery, 1), f(s.lateP99, 2)]);
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
     log(`\nresults: ${RATE} deltas/s for ${SECONDS} s per scenario; latency = commit (RPC returned) → delta received ` +
-        `(bare: send → received); msgs/s = deliveries / (first commit → last receive); CPU = % of one core`);
+        `(bare: intended send time → received); msgs/s = deliveries / (first commit → last receive); CPU = % of one core; ` +
+        `µs/dlv = CPU time per delivery of the server process(es) and of the subscriber processes; late p99 = how late the sending ` +
+        `timer ran (bare: the ws server's, on its own event loop; ours: the driver's)`);
     log(line(header));
     log(widths.map((w) => '-'.repeat(w)).join('  '));
     for (const r of rows) log(line(r));
@@ -958,7 +1006,10 @@ async function parentMain(): Promise<void> {
       command: COMMAND,
       note: `p50 ${f(ours.p50, 2)} vs ${f(b.p50, 2)} ms (${f(ours.p50 / b.p50, 2)}x); ours missing ${ours.missing}, duplicated ${ours.duplicated}, ` +
         `joined ${ours.live}/${ours.subscribers}; commit → gateway bus p50/p99 ${f(ours.busP50 ?? NaN, 1)}/${f(ours.busP99 ?? NaN, 1)} ms (the database's share); ` +
-        `subscribers in ${SUB_PROCS} process(es); gateway CPU ${f(ours.serverCpu, 0)}%, bare server CPU ${f(b.serverCpu, 0)}%`,
+        `subscribers in ${SUB_PROCS} process(es)${SUB_NICE ? ` at nice ${SUB_NICE}` : ''}; gateway CPU ${f(ours.serverCpu, 0)}%, bare server CPU ${f(b.serverCpu, 0)}%; ` +
+        `CPU per delivery: gateway ${f(ours.serverUsPerDelivery, 1)} µs vs bare server ${f(b.serverUsPerDelivery, 1)} µs, realtime-js ${f(ours.clientUsPerDelivery, 1)} µs ` +
+        `vs ws client ${f(b.clientUsPerDelivery, 1)} µs; bare measured from its intended send time (its timer ran late by p99 ${f(b.lateP99, 1)} ms; ` +
+        `from the late send instead: p99 ${f(b.p99Actual ?? NaN, 1)} ms)`,
     }));
 
     // ------------------------------------------------------------------------------ scale
@@ -973,10 +1024,33 @@ async function parentMain(): Promise<void> {
         steps.push(stats);
         const pass = stats.p99 < 100 && stats.missing === 0 && stats.duplicated === 0 && stats.live === count;
         log(`  scale step ${count}: p99 ${f(stats.p99, 2)} ms, p50 ${f(stats.p50, 2)} ms, missing ${stats.missing}, duplicated ${stats.duplicated}, ` +
-            `joined ${stats.live}/${count}, gateways CPU ${f(stats.serverCpu, 0)}%, subscribers CPU ${f(stats.clientCpu, 0)}% → ${pass ? 'pass' : 'FAIL'}`);
+            `joined ${stats.live}/${count}, gateways CPU ${f(stats.serverCpu, 0)}%, subscribers CPU ${f(stats.clientCpu, 0)}%, ` +
+            `CPU per delivery gateways ${f(stats.serverUsPerDelivery, 1)} µs + realtime-js ${f(stats.clientUsPerDelivery, 1)} µs → ${pass ? 'pass' : 'FAIL'}`);
         if (!pass) break;
         largest = count;
       }
+      // A lower bound from the measured costs: for one delta to reach its 99th-percentile subscriber,
+      // 0.99·N subscribers must each have decoded it (realtime-js CPU per delivery) and the gateways
+      // must each have written it (gateway CPU per delivery), and all of that shares this machine's
+      // cores with nothing else counted (Postgres, the driver, the previous delta's work: all left
+      // out, so the true p99 can only be later). Least p99(N) = 0.99·N·(c_sub + c_gw)/cores; and
+      // the cores must keep up at all: rate·N·(c_sub + c_gw) < cores. The costs are the cheapest
+      // any step measured (the most favourable bound).
+      const cores = availableParallelism();
+      const measuredSteps = steps.filter((x) => x.deliveries > 0 && Number.isFinite(x.clientUsPerDelivery + x.serverUsPerDelivery));
+      const cSub = Math.min(...measuredSteps.map((x) => x.clientUsPerDelivery));
+      const cGw = Math.min(...measuredSteps.map((x) => x.serverUsPerDelivery));
+      const perDeliveryMs = (cSub + cGw) / 1000;
+      const leastP99 = (n: number) => (0.99 * n * perDeliveryMs) / cores;
+      const byLatency = Math.floor((100 * cores) / (0.99 * perDeliveryMs));
+      const byThroughput = Math.floor((1000 * cores) / (SCALE_RATE * perDeliveryMs));
+      const boundN = Math.min(byLatency, byThroughput);
+      const boundText = `lower bound from the measured CPU per delivery (realtime-js ${f(cSub, 1)} µs in the subscriber processes + gateway ` +
+        `${f(cGw, 1)} µs, the cheapest of the steps) on ${cores} cores shared by all of them: least possible p99(N) = 0.99·N·${f(cSub + cGw, 1)} µs / ${cores} ` +
+        `= ${[1000, 2000, 3000, 5000].map((n) => `${f(leastP99(n), 0)} ms at ${n}`).join(', ')}; under 100 ms only for N ≤ ${byLatency} ` +
+        `(and the cores keep up at ${SCALE_RATE}/s only for N ≤ ${byThroughput}): at most ${boundN} on this machine, ` +
+        `${f(boundN / 5000, 2)}× the 5,000 goal (Postgres, the driver and queueing not even counted)`;
+      log(`\nscale: largest passing count ${largest}; ${boundText}`);
       benchRows.push({
         bench: 'bench:realtime',
         workload: `largest realtime-js subscriber count on one canvas over ${SCALE_GATEWAYS} gateway processes with delta p99 < 100 ms and 0 missing at ${SCALE_RATE} deltas/s`,
@@ -987,8 +1061,8 @@ async function parentMain(): Promise<void> {
         target: { op: '>=', value: 1 },
         command: COMMAND,
         note: `baseline = the 5,000 goal (the seed asks 1,000); steps: ${steps.map((x) => `${x.subscribers}: p99 ${f(x.p99, 1)} ms ` +
-          `(commit → bus p99 ${f(x.busP99 ?? NaN, 1)} ms), missing ${x.missing}`).join('; ')}; ` +
-          `subscribers in ${SUB_PROCS} process(es)`,
+          `(commit → bus p99 ${f(x.busP99 ?? NaN, 1)} ms), missing ${x.missing}, CPU per delivery realtime-js ${f(x.clientUsPerDelivery, 1)} µs + gateways ` +
+          `${f(x.serverUsPerDelivery, 1)} µs`).join('; ')}; subscribers in ${SUB_PROCS} process(es)${SUB_NICE ? ` at nice ${SUB_NICE}` : ''}; ${boundText}`,
       });
     }
 

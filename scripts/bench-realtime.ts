@@ -23,8 +23,15 @@
 //          every gateway through its own replication stream. Server CPU then sums the gateways.
 //   bare   A plain `ws` WebSocketServer in the server's process, N plain `ws` clients. The very
 //          payloads the subscribers received in `ours` (read back from realtime.messages), sent
-//          at the same rate: t_send, JSON.stringify once, ws.send to all N; each client
-//          JSON.parses the text frame, where t_receive is taken.
+//          at the same rate: JSON.stringify once, ws.send to all N; each client JSON.parses the
+//          text frame, where t_receive is taken. t_send is the message's INTENDED send time,
+//          start + i/rate (or the send itself when the timer fired a little early): bare's sender
+//          is a timer on the server's own event loop, so a message due while the loop is still
+//          fanning out the previous one waits for it, and measuring from when the timer actually
+//          ran would leave that wait out (coordinated omission) — while ours counts it, since its
+//          t_commit is taken in the driver process, independent of the gateway's loop. Measuring
+//          an open-loop generator from the intended time is the standard correction; each run
+//          prints how late bare's timer ran and the p50/p99 the old way, next to the reported ones.
 //
 // Three kinds of processes (this file forked, BENCH_RT_CHILD=subscribers|driver), as in real life:
 //   - the server (the gateway; in `bare`, the plain ws server — always one process);
@@ -35,6 +42,9 @@
 //   - the mutation driver: it must not share an event loop with the gateway, or a 1000-socket
 //     fan-out that starts before the COMMIT reply is read would delay t_commit and make
 //     latencies look shorter (even negative) than they are.
+// "commit → in-process gateway's bus" is timed by a bus listener registered before any subscriber
+// joins, so it runs first: the database's share (commit → WAL → walsender → decoded in the
+// gateway), without the gateway's fan-out of that delta.
 // Timestamps everywhere come from process.hrtime (CLOCK_MONOTONIC: one clock for all three).
 // On a 2-core box Postgres, the server, the driver and the subscribers share those 2 cores.
 // Even so, a few deliveries arrive before t_commit (reported, and kept as negative latencies):
@@ -63,7 +73,23 @@
 // subscribers over --scale-gateways gateway processes at --scale-rate deltas/s, one step per
 // count; it stops at the first step whose p99 reaches 100 ms or that misses, repeats or fails to
 // join anything. Reported: the p99 of each step and the largest passing count against the 5,000
-// goal.
+// goal. From the same steps, the CPU time per delivery of the subscriber processes (realtime-js,
+// process.cpuUsage / deliveries) and of the gateways (/proc, per delivery) gives a lower bound
+// this machine cannot beat whatever the code: for a delta to reach its 99th-percentile
+// subscriber, 0.99·N decodes and 0.99·N socket writes must have run on the same `cores`, so
+// p99(N) ≥ 0.99·N·(c_sub + c_gw)/cores (Postgres, the driver, the previous delta's work and any
+// queueing left out, and the cheapest costs of any step used: it can only be later). The largest
+// N for which that bound is under 100 ms is printed and goes into the scale row's note.
+//
+// --subscriber-nice N runs the subscriber processes (both kinds alike) at nice N (os.setPriority):
+// a stand-in for subscribers on other machines, whose decoding would never compete with the
+// server side for a core. It helps or hurts both sides alike (the server side of ours is the
+// gateways, Postgres and the driver; of bare, the ws server); default 0 (see docs/realtime.md for
+// what it changed when measured).
+//
+// CPU per delivery (µs/dlv columns): user + system CPU of the server process(es) and of the
+// subscriber processes over the measured phase, divided by the deliveries — the noise-resistant
+// figure on a shared box, where latencies move with anything else running.
 //
 // RATIO rows (scripts/lib/bench-report.ts): per fan-out scenario ours p99 / bare p99 (target
 // <= 1.3 at 1,000 subscribers; NaN when anything was missing or duplicated); for --scale, the
@@ -848,22 +874,28 @@ async function parentMain(): Promise<void> {
       const label = `ours ${count}` + (gateways > 1 ? ` on ${gateways} gateways` : '');
       log(`\n-- ${count} subscribers: ours (${gateways} gateway process(es), realtime-js vsn ${VSN}, private channel canvas:<id>, ${rate} deltas/s)`);
       const urls = await gatewayUrls(gateways);
-      progressPrinter(label);
-      const c = await subscribers.connectRealtime({ topic: `canvas:${canvasId}`, vsn: VSN, concurrency: CONCURRENCY, joinTimeoutMs: JOIN_TIMEOUT_MS },
-        urls, tokens, count, connectBudgetMs(count));
-      log(`  ${label}: connected ${c.joined}/${count} subscribers in ${c.seconds.toFixed(1)} s` + (c.failed ? `; ${c.failed} failed: ${c.firstError}` : ''));
-      if (c.joined === 0) throw new Error(`no subscriber could join: ${c.firstError}`);
-      const warm = await drive(rate, Math.round(WARMUP * rate));
-      await drain(warm.size * c.joined);
-      const clientCpu0 = await subscribers.reset();
-      const serverCpu0 = gatewaysCpu(gateways);
       // when each delta reached the in-process gateway's bus: splits the latency into the database's
-      // share (commit → WAL → walsender → decoded) and the fan-out's (→ sockets → realtime-js)
+      // share (commit → WAL → walsender → decoded) and the fan-out's (→ sockets → realtime-js).
+      // Listening before any subscriber joins puts this listener first on the topic: registered
+      // after the joins, it ran after the gateway's own listener had written to every socket, and
+      // the figure held the whole in-process fan-out of the delta.
       const atBus = new Map<number, number>();
       const offBus = server!.gateway!.bus.on(`canvas:${canvasId}`, (m) => {
         const seq = Number((m.payload as { server_seq?: unknown } | null)?.server_seq);
         if (m.event === 'block_op' && !atBus.has(seq)) atBus.set(seq, now());
       });
+      progressPrinter(label);
+      const c = await subscribers.connectRealtime({ topic: `canvas:${canvasId}`, vsn: VSN, concurrency: CONCURRENCY, joinTimeoutMs: JOIN_TIMEOUT_MS },
+        urls, tokens, count, connectBudgetMs(count));
+      log(`  ${label}: connected ${c.joined}/${count} subscribers in ${c.seconds.toFixed(1)} s` + (c.failed ? `; ${c.failed} failed: ${c.firstError}` : ''));
+      if (c.joined === 0) {
+        offBus();
+        throw new Error(`no subscriber could join: ${c.firstError}`);
+      }
+      const warm = await drive(rate, Math.round(WARMUP * rate));
+      await drain(warm.size * c.joined);
+      const clientCpu0 = await subscribers.reset();
+      const serverCpu0 = gatewaysCpu(gateways);
       const measured = await drive(rate, Math.round(SECONDS * rate), (s, committed) => {
         void subscribers.counts().then((k) =>
           log(`  ${label}: ${String(s).padStart(3)} s  ${String(committed).padStart(5)} committed  ${String(k.deliveries).padStart(8)} delivered`), () => {});

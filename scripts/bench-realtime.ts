@@ -892,6 +892,13 @@ async function parentMain(): Promise<void> {
         offBus();
         throw new Error(`no subscriber could join: ${c.firstError}`);
       }
+      // registered after the joins, so after the gateway's listener: when the in-process gateway
+      // had written the delta to each of its sockets (the fan-out's own time, bus → last write)
+      const fannedOut = new Map<number, number>();
+      const offFannedOut = server!.gateway!.bus.on(`canvas:${canvasId}`, (m) => {
+        const seq = Number((m.payload as { server_seq?: unknown } | null)?.server_seq);
+        if (m.event === 'block_op' && !fannedOut.has(seq)) fannedOut.set(seq, now());
+      });
       const warm = await drive(rate, Math.round(WARMUP * rate));
       await drain(warm.size * c.joined);
       const clientCpu0 = await subscribers.reset();
@@ -902,7 +909,12 @@ async function parentMain(): Promise<void> {
       });
       const end = await drain(measured.size * c.joined);
       offBus();
+      offFannedOut();
       const toBus = Float64Array.from([...measured].filter(([seq]) => atBus.has(seq)).map(([seq, t]) => atBus.get(seq)! - t)).sort();
+      const fanout = Float64Array.from([...measured.keys()].filter((seq) => atBus.has(seq) && fannedOut.has(seq))
+        .map((seq) => fannedOut.get(seq)! - atBus.get(seq)!)).sort();
+      log(`  ${label}: in-process gateway's fan-out (bus → written to its ${Math.ceil(c.joined / gateways)} sockets): ` +
+          `p50 ${percentile(fanout, 50).toFixed(2)} ms, p99 ${percentile(fanout, 99).toFixed(2)} ms`);
       log(`  ${label}: commit → in-process gateway's bus: p50 ${percentile(toBus, 50).toFixed(2)} ms, p99 ${percentile(toBus, 99).toFixed(2)} ms ` +
           `(${toBus.length} deltas; the rest of the latency is the fan-out and realtime-js); the driver's timer ran late by p99 ` +
           `${percentile(driverLate, 99).toFixed(2)} ms; load average ${load()}`);

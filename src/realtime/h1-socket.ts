@@ -8,12 +8,13 @@ import type { BusMessage } from './bus.ts';
 import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_NOT_FOUND, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
 import type { Hub } from './hub.ts';
 import { RateLimiter } from './rate-limit.ts';
-import { AS_TEXT } from './serializer.ts';
+import type { Encoded } from './serializer.ts';
+import { writeShared } from './socket-write.ts';
 
 /** A bus message's live delta, made once for every socket of the canvas (it is never modified). */
 const liveDeltas = new WeakMap<BusMessage, DeltaMessage>();
 /** A live delta's frame, serialized once for every socket that sends it. */
-const encodedDeltas = new WeakMap<DeltaMessage, Buffer>();
+const encodedDeltas = new WeakMap<DeltaMessage, Encoded>();
 
 /**
  * One H1 sync socket on a canvas (protocol in h1-protocol.ts). Live deltas come from the
@@ -260,9 +261,9 @@ export class H1Socket {
     }
     this.lastSent = d.canvas_seq;
     if (this.ws.readyState !== this.ws.OPEN) return;
-    let data = encodedDeltas.get(d);
-    if (data === undefined) encodedDeltas.set(d, (data = Buffer.from(JSON.stringify(d), 'utf8')));
-    this.ws.send(data, AS_TEXT);
+    let encoded = encodedDeltas.get(d);
+    if (encoded === undefined) encodedDeltas.set(d, (encoded = { data: Buffer.from(JSON.stringify(d), 'utf8'), binary: false }));
+    writeShared(this.ws, encoded, this.hub.limits.maxBufferedBytes); // one frame for every socket; a slow consumer is dropped
   }
 
   private onDatabase(m: BusMessage): void {

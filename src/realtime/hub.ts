@@ -4,6 +4,7 @@ import type { DatabaseBus, BusMessage } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import type { ClusterNode } from './cluster.ts';
 import { PresenceTracker } from './presence.ts';
+import { DEFAULT_MAX_BUFFERED_BYTES } from './socket-write.ts';
 
 /**
  * The gateway's shared state in one process: which local subscribers listen to which sub-topic
@@ -24,6 +25,8 @@ export type Limits = {
   idleTimeoutMs: number;
   /** Minimum interval between api.update_presence calls per channel. */
   presenceWriteIntervalMs: number;
+  /** Unsent bytes a socket may hold before it is dropped as a slow consumer (socket-write.ts). */
+  maxBufferedBytes: number;
 };
 
 export const DEFAULT_LIMITS: Limits = {
@@ -31,6 +34,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxPayloadBytes: 16 * 1024,
   idleTimeoutMs: 60_000,
   presenceWriteIntervalMs: 30_000,
+  maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES,
 };
 
 export class Hub {

@@ -13,8 +13,9 @@ import type { ClusterPayload } from './cluster.ts';
 import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
+import { writeShared } from './socket-write.ts';
 import { parseReplay, readReplay, REPLAY_FAILED, ReplaySeam } from './replay.ts';
-import { AS_BINARY, AS_TEXT, decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
+import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
 
 /**
  * One realtime-js connection (`/realtime/v1/websocket?apikey=…&vsn=…`): the Phoenix channel
@@ -384,7 +385,7 @@ export class PhoenixSocket {
       encoded = encodeBinaryBroadcast(channel.topic, event, payload.binary);
       cache.set(this.vsn, encoded);
     }
-    this.ws.send(encoded.data, encoded.binary ? AS_BINARY : AS_TEXT);
+    writeShared(this.ws, encoded, this.hub.limits.maxBufferedBytes);
   }
 
   /** Sends a broadcast, encoding it once per protocol version for all recipients. */
@@ -395,7 +396,8 @@ export class PhoenixSocket {
       encoded = encodeBroadcast(channel.topic, event, payloadJson, meta, this.vsn);
       cache.set(this.vsn, encoded);
     }
-    this.ws.send(encoded.data, encoded.binary ? AS_BINARY : AS_TEXT);
+    // the frame built once for every recipient, one write per socket; a slow consumer is dropped
+    writeShared(this.ws, encoded, this.hub.limits.maxBufferedBytes);
   }
 
   private deliverDatabase(channel: Channel, message: BusMessage & { encoded?: Map<Vsn, Encoded> }): void {

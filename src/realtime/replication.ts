@@ -78,7 +78,12 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
     if (stopped) return;
     const s = new TemporarySlotService(
       { connectionString: opts.databaseUrl, application_name: opts.applicationName ?? 'potentia-realtime-bus' },
-      { acknowledge: { auto: true, timeoutSeconds: 10 } },
+      // Acknowledged once a second (the library's timer, from the last LSN seen), not after every
+      // message: auto mode sends a standby status update per Begin, Insert and Commit — three or
+      // more writes per delta in each gateway, each one parsed by its walsender. The slot is
+      // temporary and never resumed from (bus.ts catches up from the table), so the position only
+      // has to advance often enough that the slot does not pin WAL.
+      { acknowledge: { auto: false, timeoutSeconds: 1 } },
     );
     s.slotName = `potentia_bus_${randomBytes(6).toString('hex')}`;
     service = s;
@@ -101,6 +106,10 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
       retry.unref();
     };
     s.on('error', end);
+    // a keepalive asking for a reply (wal_sender_timeout would end the stream without one)
+    s.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
+      if (shouldRespond && service === s) s.acknowledge(lsn).catch(() => {});
+    });
     s.on('start', () => {
       if (service !== s || stopped) return;
       live = true;

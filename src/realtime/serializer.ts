@@ -119,7 +119,12 @@ export function encodeFrame(frame: Frame, vsn: Vsn): string {
 }
 
 /** A frame encoded once for every recipient: the bytes, and whether they go as a binary frame (else text). */
-export type Encoded = { data: Buffer; binary: boolean };
+export type Encoded = {
+  data: Buffer;
+  binary: boolean;
+  /** The whole WebSocket frame (header + data), built once by socket-write.ts wireFrame on first send. */
+  frame?: Buffer;
+};
 
 /** ws.send options for pre-encoded frames: one shared object each, nothing allocated per socket. */
 export const AS_TEXT = { binary: false } as const;

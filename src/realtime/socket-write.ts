@@ -1,0 +1,81 @@
+import type { Socket } from 'node:net';
+import type { WebSocket } from 'ws';
+import { AS_BINARY, AS_TEXT, type Encoded } from './serializer.ts';
+
+/**
+ * Fan-out writes: one message to many sockets, the WebSocket frame built once.
+ *
+ * `ws.send` frames the payload for every socket it is called on (a fresh header buffer, then
+ * cork + two writes + uncork: a writev of header and payload). A server frame is never masked,
+ * so the bytes on the wire are the same for every recipient: wireFrame builds header + payload
+ * once per message, and writeShared writes that one buffer straight to each socket's net.Socket
+ * (one write call, one syscall, nothing allocated per socket).
+ *
+ * Order: ws writes a frame synchronously whenever its sender holds nothing back (no
+ * permessage-deflate negotiated — this server never offers it — and nothing queued), so a raw
+ * write lands in the same byte stream, in call order, between its replies and other frames. When
+ * ws does hold frames back (any extension negotiated, a queue), we go through ws.send instead.
+ *
+ * Backpressure: a socket that does not read (a stalled or too slow client) would keep every
+ * message in its write buffer, memory growing without bound. Before each fan-out write, a socket
+ * holding more than `maxBufferedBytes` unsent is terminated instead (realtime-js reconnects and
+ * rejoins; H1 resumes from its watermark): memory per socket stays bounded.
+ */
+
+/** Default bound on a socket's unsent bytes before it is dropped as a slow consumer. */
+export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
+/** The complete unmasked WebSocket frame (FIN set) of `e`, built once and kept on it. */
+export function wireFrame(e: Encoded): Buffer {
+  if (e.frame) return e.frame;
+  const len = e.data.length;
+  const headerLen = len < 126 ? 2 : len < 65536 ? 4 : 10;
+  const out = Buffer.allocUnsafe(headerLen + len);
+  out[0] = 0x80 | (e.binary ? 0x02 : 0x01); // FIN + opcode
+  if (len < 126) out[1] = len;
+  else if (len < 65536) {
+    out[1] = 126;
+    out.writeUInt16BE(len, 2);
+  } else {
+    out[1] = 127;
+    out.writeUInt32BE(Math.floor(len / 2 ** 32), 2);
+    out.writeUInt32BE(len >>> 0, 6);
+  }
+  e.data.copy(out, headerLen);
+  e.frame = out;
+  return out;
+}
+
+type WsInternals = {
+  _socket?: Socket | null;
+  _sender?: { _state?: number; _queue?: unknown[] } | null;
+  _extensions?: Record<string, unknown>;
+};
+
+/** Whether ws would write a frame right now, synchronously, with nothing of its own before it. */
+function rawWritable(ws: WebSocket): Socket | null {
+  const w = ws as unknown as WsInternals;
+  const socket = w._socket;
+  const sender = w._sender;
+  if (!socket || !sender || socket.destroyed || !socket.writable) return null;
+  if (sender._state !== 0 || (sender._queue && sender._queue.length > 0)) return null;
+  for (const _ in w._extensions) return null; // an extension (permessage-deflate) frames differently
+  return socket;
+}
+
+/**
+ * Sends `e` (encoded once for all recipients) on `ws`: its pre-built frame in one write when ws
+ * holds nothing back, else through ws.send. Returns false (and terminates the socket) when it
+ * already holds more than `maxBufferedBytes` unsent: a slow consumer.
+ */
+export function writeShared(ws: WebSocket, e: Encoded, maxBufferedBytes = DEFAULT_MAX_BUFFERED_BYTES): boolean {
+  if (ws.readyState !== ws.OPEN) return false;
+  if (ws.bufferedAmount > maxBufferedBytes) {
+    ws.terminate();
+    return false;
+  }
+  const socket = rawWritable(ws);
+  if (socket) socket.write(wireFrame(e));
+  else ws.send(e.data, e.binary ? AS_BINARY : AS_TEXT);
+  return true;
+}

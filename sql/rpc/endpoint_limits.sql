@@ -137,37 +137,35 @@ begin
 end $$;
 
 drop function if exists api.hit_endpoint_limit(text);
--- One statement: the limit row (unknown endpoint: no row, no count), the caller (no user: no
--- count) and the hit in the caller's row of the current window; then the rate_limited error when
--- the window is over. Counted inline rather than through internal.hit_window_limit (the same
--- insert … on conflict): that call, a SECURITY DEFINER function with a SET clause, built one more
--- GUC nest level per request, and auth.uid() and internal.rate_window_start were calls of their own.
+-- The limit row (unknown endpoint: no count), the caller (no user: no count), then the hit in the
+-- caller's row of the current window (insert … on conflict … returning hits) and the rate_limited
+-- error when the window is over. Counted inline rather than through internal.hit_window_limit
+-- (the same insert): that call, SECURITY DEFINER with a SET clause, built one more GUC nest level
+-- per request, and auth.uid() and internal.rate_window_start were calls of their own (about 52 µs
+-- a call then, 44 µs now, commit included). Two plain statements: one statement with writable CTEs
+-- measured 47 µs.
 create or replace function api.hit_endpoint_limit(p_endpoint text, p_relaxed boolean default false) returns void
 language plpgsql security definer set search_path = '' as $$
 declare
-  v_hits integer;
   v_max integer;
   v_seconds integer;
+  v_uid uuid;
   v_window timestamptz;
+  v_hits integer;
 begin
-  with l as (
-    -- the development profile: 100x the hits in a window of at most 60 s (own bucket, so a
-    -- relaxed process never spends a standard one's budget)
-    select case when p_relaxed then e.max_hits * 100 else e.max_hits end as max_hits,
-           case when p_relaxed then least(e.window_seconds, 60) else e.window_seconds end as seconds
-    from app.endpoint_limits e where e.endpoint = p_endpoint
-  ), w as (
-    select l.max_hits, l.seconds, auth.uid() as uid,
-           to_timestamp(floor(extract(epoch from now()) / l.seconds) * l.seconds) as window_start
-    from l
-  ), hit as (
-    insert into app.rate_limits as r (user_id, bucket, window_start, hits)
-    select w.uid, case when p_relaxed then 'endpoint-dev:' else 'endpoint:' end || p_endpoint, w.window_start, 1
-    from w where w.uid is not null
-    on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1
-    returning r.hits
-  )
-  select hit.hits, w.max_hits, w.seconds, w.window_start into v_hits, v_max, v_seconds, v_window from hit, w;
+  -- the development profile (p_relaxed): 100x the hits in a window of at most 60 s, in a bucket of
+  -- its own, so a relaxed process never spends a standard one's budget
+  select case when p_relaxed then e.max_hits * 100 else e.max_hits end,
+         case when p_relaxed then least(e.window_seconds, 60) else e.window_seconds end
+    into v_max, v_seconds from app.endpoint_limits e where e.endpoint = p_endpoint;
+  if not found then return; end if;
+  v_uid := auth.uid();
+  if v_uid is null then return; end if;
+  v_window := to_timestamp(floor(extract(epoch from now()) / v_seconds) * v_seconds);
+  insert into app.rate_limits as r (user_id, bucket, window_start, hits)
+  values (v_uid, case when p_relaxed then 'endpoint-dev:' else 'endpoint:' end || p_endpoint, v_window, 1)
+  on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1
+  returning r.hits into v_hits;
   if v_hits > v_max then
     perform internal.raise_rate_limited(v_max, v_seconds, v_window);
   end if;

@@ -161,7 +161,7 @@ begin
   if not found then return; end if;
   v_uid := auth.uid();
   if v_uid is null then return; end if;
-  v_window := to_timestamp(floor(extract(epoch from now()) / v_seconds) * v_seconds);
+  v_window := internal.rate_window_start(v_seconds);
   insert into app.rate_limits as r (user_id, bucket, window_start, hits)
   values (v_uid, case when p_relaxed then 'endpoint-dev:' else 'endpoint:' end || p_endpoint, v_window, 1)
   on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1

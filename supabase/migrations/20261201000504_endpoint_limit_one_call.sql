@@ -23,7 +23,7 @@
 -- potentia:source sql/realtime/policies.sql fc6ed513dc54526511dbaf3c1c8d6ef503178df2f911a1ac5f3c8234bd39bd53 unchanged
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/rpc/canvas.sql 6f64ac7192e9684f45cbf6cd254779d42f9e3b8cd12fb75f00ec783d304c9065 unchanged
--- potentia:source sql/rpc/endpoint_limits.sql 28029c680215bd180780afce1eb9ba652e012c0f5343ff793927506ee29a76d8 included
+-- potentia:source sql/rpc/endpoint_limits.sql c650c1cf95f70af897855f6012cd9052416e5d177614eee8cb47cbafae5b936b included
 -- potentia:source sql/rpc/errors.sql 515e1bf557814ebc509561decd15e11fc27f25293d651b9244ae195da210bce5 unchanged
 -- potentia:source sql/rpc/mutate.sql e0d53ead20085ca4bbb659615ef71a4ea8765ec5e46f5282ee2b72267523013f unchanged
 -- potentia:source sql/rpc/presence.sql 81f32b8f50634397eff891be57c49253fbed147051f25f8b42ff2b7d565c6da7 unchanged
@@ -199,7 +199,7 @@ begin
   if not found then return; end if;
   v_uid := auth.uid();
   if v_uid is null then return; end if;
-  v_window := to_timestamp(floor(extract(epoch from now()) / v_seconds) * v_seconds);
+  v_window := internal.rate_window_start(v_seconds);
   insert into app.rate_limits as r (user_id, bucket, window_start, hits)
   values (v_uid, case when p_relaxed then 'endpoint-dev:' else 'endpoint:' end || p_endpoint, v_window, 1)
   on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1

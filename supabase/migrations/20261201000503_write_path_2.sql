@@ -23,9 +23,9 @@
 -- potentia:source sql/realtime/policies.sql fc6ed513dc54526511dbaf3c1c8d6ef503178df2f911a1ac5f3c8234bd39bd53 unchanged
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/rpc/canvas.sql 6f64ac7192e9684f45cbf6cd254779d42f9e3b8cd12fb75f00ec783d304c9065 unchanged
--- potentia:source sql/rpc/endpoint_limits.sql 663933fe1af061f640ba9770127972338bb04f679b71ae20ab78da5a8db44910 included
+-- potentia:source sql/rpc/endpoint_limits.sql 63cf6b1207adcb14bd72684ac5fd845f6bd815cac96b0196432675f48f3c2e8b included
 -- potentia:source sql/rpc/errors.sql 515e1bf557814ebc509561decd15e11fc27f25293d651b9244ae195da210bce5 unchanged
--- potentia:source sql/rpc/mutate.sql e0d53ead20085ca4bbb659615ef71a4ea8765ec5e46f5282ee2b72267523013f included
+-- potentia:source sql/rpc/mutate.sql 894fe4d8de85ccd117d19a7be3ab60977ca109d8a031d84d41c3011962385394 included
 -- potentia:source sql/rpc/presence.sql 81f32b8f50634397eff891be57c49253fbed147051f25f8b42ff2b7d565c6da7 unchanged
 -- potentia:source sql/rpc/replay.sql 67e8c1781a886d0d247215af773dc03bf9b654d554fa7d49a35861edd94f606e unchanged
 -- potentia:source sql/rpc/text_ot.sql fd20ab5dd57a26d4517e415ee2bc9aab1e2f90d796a06860258acae0c86a2b08 included
@@ -257,20 +257,24 @@ begin
 end $$;
 
 drop function if exists api.hit_endpoint_limit(text);
+-- The limit row (unknown endpoint: no count), the caller (no user: no count; auth.uid() read
+-- once), then the hit through internal.hit_window_limit.
 create or replace function api.hit_endpoint_limit(p_endpoint text, p_relaxed boolean default false) returns void
 language plpgsql security definer set search_path = '' as $$
 declare
   v_limit app.endpoint_limits;
+  v_uid uuid;
 begin
   select * into v_limit from app.endpoint_limits where endpoint = p_endpoint;
-  if found and auth.uid() is not null then
-    if p_relaxed then
-      -- the development profile: 100x the hits in a window of at most 60 s (own bucket, so a
-      -- relaxed process never spends a standard one's budget)
-      perform internal.hit_window_limit(auth.uid(), 'endpoint-dev:' || p_endpoint, v_limit.max_hits * 100, least(v_limit.window_seconds, 60));
-    else
-      perform internal.hit_window_limit(auth.uid(), 'endpoint:' || p_endpoint, v_limit.max_hits, v_limit.window_seconds);
-    end if;
+  if not found then return; end if;
+  v_uid := auth.uid();
+  if v_uid is null then return; end if;
+  if p_relaxed then
+    -- the development profile: 100x the hits in a window of at most 60 s (own bucket, so a
+    -- relaxed process never spends a standard one's budget)
+    perform internal.hit_window_limit(v_uid, 'endpoint-dev:' || p_endpoint, v_limit.max_hits * 100, least(v_limit.window_seconds, 60));
+  else
+    perform internal.hit_window_limit(v_uid, 'endpoint:' || p_endpoint, v_limit.max_hits, v_limit.window_seconds);
   end if;
 end $$;
 comment on function api.hit_endpoint_limit(text, boolean) is
@@ -407,11 +411,10 @@ $$;
 -- Operation row + audit row + broadcast for an applied operation; numbers it on its canvas and
 -- returns that canvas_seq. The canvas row update waits for (or already holds) the canvas lock
 -- until commit, so canvas_seq order is commit order and a rollback returns the number.
--- One statement (data-modifying CTEs, one executor start instead of four): the canvas row's
--- watermarks, the operation row, the audit row (the row internal.write_audit writes) and the
--- broadcast row (the row realtime.send inserts, inserted here without realtime.send's exception
--- block, whose subtransaction took a second sub-XID per mutation: the broadcast commits or rolls
--- back with the operation it announces).
+-- The canvas row's watermarks, the operation row and the broadcast row in one statement
+-- (data-modifying CTEs); the broadcast row is the row realtime.send inserts, inserted here without
+-- realtime.send's exception block, whose subtransaction took a second sub-XID per mutation: the
+-- broadcast commits or rolls back with the operation it announces. Then the audit row.
 drop function if exists internal.record_applied_op(jsonb, uuid, uuid, text, text, integer, integer, jsonb, jsonb, bigint,
                                                    timestamptz, integer, jsonb, jsonb);
 create or replace function internal.record_applied_op(
@@ -431,14 +434,6 @@ begin
            p_base_version, p_new_version, p_patch, p_block, p_result || jsonb_build_object('canvas_seq', c.last_canvas_seq),
            p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000
     from c
-  ), a as (
-    insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
-                                  status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)
-    values ((p_ctx ->> 'user_id')::uuid, 'block.' || p_action, 'block', p_block_id::text,
-            jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq, 'success',
-            (p_ctx ->> 'ip')::inet, left(p_ctx ->> 'user_agent', 200), left(p_ctx ->> 'session_id', 200),
-            left(p_ctx ->> 'request_id', 200),
-            extract(epoch from clock_timestamp() - coalesce(p_started_at, statement_timestamp())) * 1000, p_affected_rows)
   ), m as (
     insert into realtime.messages (payload, event, topic, private, extension)
     select jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', c.last_canvas_seq, 'action', p_action,
@@ -449,6 +444,9 @@ begin
     from c
   )
   select c.last_canvas_seq into v_canvas_seq from c;
+  perform internal.write_audit(p_ctx, 'block.' || p_action, 'success', 'block', p_block_id::text,
+                               jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq,
+                               p_started_at, p_affected_rows);
   return v_canvas_seq;
 end $$;
 
@@ -638,7 +636,7 @@ create or replace function internal.apply_block_op(
 ) returns jsonb language plpgsql security definer set search_path = '' as $$
 declare
   v_user uuid := (p_ctx ->> 'user_id')::uuid;
-  v_limit integer;
+  v_limit integer := internal.setting_int('mutations_per_minute');
   v_max_content integer;
   v_role app.member_role;
   v_seen app.blocks;     -- the block as read before the canvas lock
@@ -663,11 +661,6 @@ declare
   v_result jsonb;
   v_bad_key text;
 begin
-  -- the two settings every mutation reads, in one query (internal.setting_int, inlined)
-  select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'),
-         max((value #>> '{}')::integer) filter (where key = 'max_content_bytes')
-    into v_limit, v_max_content
-  from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
   -- 1. who may do this
   if v_user is null then
     perform internal.raise_error('unauthorized', 'a signed-in user is required to change blocks');
@@ -681,27 +674,18 @@ begin
   if p_canvas_id is null then
     perform internal.raise_error('invalid_input', 'canvas_id is required', '{"field":"canvas_id"}');
   end if;
-  -- internal.canvas_role, internal.can_write_role, internal.scope_allows and
-  -- internal.check_sharded_limit, inlined: this runs on every mutation, and each call of a
-  -- function with a SET clause costs more than its body here
-  v_role := (select case when wm.role = 'owner' then wm.role else coalesce(cm.role, wm.role) end
-             from app.canvases c
-             left join app.workspace_members wm on wm.workspace_id = c.workspace_id and wm.user_id = v_user
-             left join app.canvas_members cm on cm.canvas_id = c.canvas_id and cm.user_id = v_user
-             where c.canvas_id = p_canvas_id and c.deleted_at is null and (wm.role is not null or cm.role is not null));
+  v_role := internal.canvas_role(p_canvas_id, v_user);
   if v_role is null then
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
-  if v_role not in ('owner', 'admin', 'editor') then
+  if not internal.can_write_role(v_role) then
     perform internal.raise_error('forbidden', format('your role on this canvas (%s) cannot change blocks', v_role));
   end if;
-  if p_ctx ->> 'scope' is not null and not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
+  if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
     perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
   end if;
   -- refuse a full window before doing any work; the hit itself is counted in step 5
-  if internal.window_limit_hits(v_user, 'mutations', 60) >= v_limit then
-    perform internal.raise_rate_limited(v_limit, 60, internal.rate_window_start(60));
-  end if;
+  perform internal.check_sharded_limit(v_user, 'mutations', v_limit, 60);
 
   -- 2. shape of the patch
   if jsonb_typeof(v_patch) <> 'object' then
@@ -734,6 +718,7 @@ begin
     select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
       into v_text from jsonb_each(v_patch -> 'text');
   end if;
+  v_max_content := case when v_patch ? 'content' then internal.setting_int('max_content_bytes') end;
   if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
     perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
                                  '{"field":"patch.content"}');
@@ -821,7 +806,7 @@ begin
   end if;
 
   -- 5. write
-  v_seq := nextval('app.seq_block_events');  -- internal.next_seq, inlined
+  v_seq := internal.next_seq(p_canvas_id);
   if p_action = 'create' then
     insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, created_by, updated_by)
     values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', v_content, v_key, v_user, v_user)
@@ -949,9 +934,7 @@ declare
   v_result jsonb;
   v_state text; v_msg text; v_detail text; v_hint text;
 begin
-  -- internal.prior_result, inlined on the path every call takes
-  v_prior := (select result || jsonb_build_object('canvas_seq', canvas_seq, 'duplicate', true) from app.block_operations
-              where actor_id = (v_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success');
+  v_prior := internal.prior_result(v_ctx, p_client_op_id);
   if v_prior is not null then
     perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version,
                                         p_patch, 'duplicate', v_prior, v_started);

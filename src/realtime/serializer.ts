@@ -126,10 +126,6 @@ export type Encoded = {
   frame?: Buffer;
 };
 
-/** ws.send options for pre-encoded frames: one shared object each, nothing allocated per socket. */
-export const AS_TEXT = { binary: false } as const;
-export const AS_BINARY = { binary: true } as const;
-
 /**
  * A JSON broadcast to deliver, as the text frame of the socket's vsn: `[null, null, topic,
  * "broadcast", {type, event, payload, meta}]` (2.0.0) or the same as an object (1.0.0). The

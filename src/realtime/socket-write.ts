@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
-import { AS_BINARY, AS_TEXT, type Encoded } from './serializer.ts';
+import type { Encoded } from './serializer.ts';
 
 /**
  * Fan-out writes: one message to many sockets, the WebSocket frame built once.
@@ -21,6 +21,10 @@ import { AS_BINARY, AS_TEXT, type Encoded } from './serializer.ts';
  * holding more than `maxBufferedBytes` unsent is terminated instead (realtime-js reconnects and
  * rejoins; H1 resumes from its watermark): memory per socket stays bounded.
  */
+
+/** ws.send options for the fallback path: one shared object each, nothing allocated per socket. */
+const AS_TEXT = { binary: false } as const;
+const AS_BINARY = { binary: true } as const;
 
 /** Default bound on a socket's unsent bytes before it is dropped as a slow consumer. */
 export const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;

@@ -1,4 +1,4 @@
-// npx tsx scripts/bench-mutate.ts [--seconds 10] [--clients 16] [--canvases 50] [--database-url URL]
+// npx tsx scripts/bench-mutate.ts [--seconds 10] [--rounds 1] [--functions] [--clients 16] [--canvases 50] [--database-url URL]
 //
 // Throughput and latency of api.upsert_block_atomic, called the way the HTTP layer calls it
 // (withRequest: one transaction carrying the caller's claims, as an editor), next to a baseline
@@ -29,6 +29,17 @@
 // canvas holds its canvas row lock through each commit (canvas_seq in commit order), so its
 // ceiling is the bare UPDATE of 1 row vs 50 rows measured in the same run (see its note).
 //
+// --rounds N runs every scenario above N times, interleaved (round 1 runs each once, then round
+// 2, …), and pgbench alternates max(2, N) times per side: a ratio is then taken over N interleaved
+// runs of each side, so a drift of the machine (this VM's speed moves by 10-20 % within minutes)
+// falls on both sides alike, and each RATIO note lists the ratio of each round: the spread that
+// one run alone would show.
+//
+// --functions: one more pgbench run of mutation-rpc.sql, ONE client (so a function's time is its
+// CPU, not a wait for a core), with track_functions = all, then where an RPC call's time goes, per
+// SQL function (pg_stat_user_functions: calls and self time per RPC call; the timing itself adds
+// a little to each call): what the RPC does beyond its own writes.
+//
 // It uses its own database (default potentia_bench: dropped, created and migrated here), never
 // dev data. mutations_per_minute is raised there so the rate limit does not cut the run short.
 import { execFile } from 'node:child_process';
@@ -43,6 +54,8 @@ import { withRequest } from '../src/db/request.ts';
 const { values } = parseArgs({
   options: {
     seconds: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '1' },
+    functions: { type: 'boolean', default: false },
     clients: { type: 'string', default: '16' },
     canvases: { type: 'string', default: '50' },
     'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench' },
@@ -50,12 +63,13 @@ const { values } = parseArgs({
   },
 });
 const SECONDS = Number(values.seconds);
+const ROUNDS = Number(values.rounds);
 const CLIENTS = Number(values.clients);
 const CANVASES = Number(values.canvases);
 const WARMUP = Number(values['warmup-seconds']);
 const url = values['database-url']!;
-if (!(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0)) {
-  console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--clients N] [--canvases N] [--database-url URL]');
+if (!(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) {
+  console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--rounds N>=1] [--clients N] [--canvases N] [--database-url URL]');
   process.exit(2);
 }
 const dbName = benchDatabaseName(url);
@@ -83,8 +97,8 @@ async function findPgbench(serverMajor: string): Promise<string> {
 }
 
 /** Transactions per second of one pgbench script (scripts/pgbench/<name>.sql) over `seconds`. */
-async function pgbench(bin: string, name: string, seconds: number): Promise<{ tps: number; failed: number }> {
-  const { stdout } = await run(bin, ['-n', '-M', 'prepared', '-c', String(CLIENTS), '-j', String(Math.min(CLIENTS, availableParallelism())),
+async function pgbench(bin: string, name: string, seconds: number, clients = CLIENTS): Promise<{ tps: number; failed: number }> {
+  const { stdout } = await run(bin, ['-n', '-M', 'prepared', '-c', String(clients), '-j', String(Math.min(clients, availableParallelism())),
     '-T', String(seconds), '-D', `canvases=${CANVASES}`, '-f', `${root}scripts/pgbench/${name}.sql`, url], { maxBuffer: 16 << 20 });
   const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1]);
   const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
@@ -120,6 +134,7 @@ type Outcome = 'success' | 'conflict' | 'failed';
 type Row = {
   label: string; kind: 'rpc' | 'baseline'; group: 'hot' | 'spread' | 'text'; ops: number; seconds: number;
   success: number; conflict: number; failed: number; lat: number[]; firstFailure?: string; respaced?: number;
+  rounds: { success: number; seconds: number }[];  // applied and seconds of each round (--rounds)
 };
 
 const pct = percentile;
@@ -127,7 +142,7 @@ const pct = percentile;
 /** Runs `op(client, n)` in a loop on every client: WARMUP s uncounted, then SECONDS s measured. */
 async function measure(label: string, kind: Row['kind'], group: Row['group'],
   op: (client: number, n: number) => Promise<{ outcome: Outcome; detail?: string }>): Promise<Row> {
-  const row: Row = { label, kind, group, ops: 0, seconds: SECONDS, success: 0, conflict: 0, failed: 0, lat: [] };
+  const row: Row = { label, kind, group, ops: 0, seconds: SECONDS, success: 0, conflict: 0, failed: 0, lat: [], rounds: [] };
   const counters = Array.from({ length: CLIENTS }, () => 0);
   const clock: { phase: 'warmup' | 'measure' | 'stop' } = { phase: WARMUP > 0 ? 'warmup' : 'measure' };
   const stopped = () => clock.phase === 'stop'; // read after each await (no narrowing across it)
@@ -159,11 +174,40 @@ async function measure(label: string, kind: Row['kind'], group: Row['group'],
   row.seconds = (performance.now() - started) / 1000;
   clearInterval(progress);
   await Promise.all(loops);
-  row.lat.sort((a, b) => a - b);
+  row.rounds.push({ success: row.success, seconds: row.seconds });
   return row;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Where an RPC call's time goes: mutation-rpc.sql under pgbench with track_functions = all (set on
+ * the bench database, so pgbench's new sessions take it), then pg_stat_user_functions per RPC
+ * call. Prints the table; returns the largest self times for the RATIO row's note.
+ */
+async function functionBreakdown(sql: Sql, pgbenchBin: string): Promise<string> {
+  log(`\n-- where an RPC call's time goes (pgbench mutation-rpc.sql, 1 client, ${SECONDS} s, track_functions = all)`);
+  await sql.unsafe(`alter database "${dbName}" set track_functions = 'all'`);
+  try {
+    await sql`select pg_stat_reset()`;
+    await pgbench(pgbenchBin, 'mutation-rpc', SECONDS, 1);
+  } finally {
+    await sql.unsafe(`alter database "${dbName}" reset track_functions`);
+  }
+  await sleep(1500); // pgbench's sessions report their counters as they end
+  const fns = (await sql`select schemaname || '.' || funcname as fn, calls::float8 as calls, self_time::float8 as self, total_time::float8 as total
+    from pg_stat_user_functions where calls > 0 order by self_time desc`) as unknown as { fn: string; calls: number; self: number; total: number }[];
+  const rpc = fns.find((f) => f.fn === 'api.upsert_block_atomic');
+  if (!rpc) return '';
+  const perCall = (ms: number) => (ms * 1000) / rpc.calls; // µs per RPC call
+  log(`  ${rpc.calls} calls, ${perCall(rpc.total).toFixed(0)} µs per call inside the RPC (the rest of a transaction: claims, BEGIN/COMMIT, protocol)`);
+  log(`  ${'function'.padEnd(34)} ${'calls/RPC'.padStart(9)} ${'self µs/RPC'.padStart(11)} ${'total µs/call'.padStart(13)}`);
+  for (const f of fns.slice(0, 16)) {
+    log(`  ${f.fn.padEnd(34)} ${(f.calls / rpc.calls).toFixed(1).padStart(9)} ${perCall(f.self).toFixed(1).padStart(11)} ${((f.total * 1000) / f.calls).toFixed(1).padStart(13)}`);
+  }
+  return `; one client: inside the RPC ${perCall(rpc.total).toFixed(0)} µs per call, largest self times (µs per call): ` +
+    fns.slice(0, 6).map((f) => `${f.fn.replace(/^internal\./, '')} ${perCall(f.self).toFixed(0)}`).join(', ');
+}
 
 // ---------------------------------------------------------------------------------- main
 async function main() {
@@ -264,66 +308,90 @@ async function main() {
     };
     const systemMoves = async () => Number((await sql`select count(*) as n from app.block_operations where actor_id is null`)[0]!.n);
 
+    // one row per scenario; a later round adds its counts to the row of its first
     const rows: Row[] = [];
     const scenario = async (make: () => Promise<Row>) => {
       const before = await systemMoves();
       const row = await make();
       if (row.kind === 'rpc') row.respaced = (await systemMoves()) - before;
-      rows.push(row);
+      const first = rows.find((r) => r.label === row.label);
+      if (!first) {
+        rows.push(row);
+        return;
+      }
+      first.ops += row.ops; first.seconds += row.seconds; first.success += row.success; first.conflict += row.conflict;
+      first.failed += row.failed; first.lat.push(...row.lat); first.rounds.push(...row.rounds);
+      first.firstFailure ??= row.firstFailure;
+      if (row.respaced !== undefined) first.respaced = (first.respaced ?? 0) + row.respaced;
+    };
+    const rounds = async (group: () => Promise<void>) => {
+      for (let round = 0; round < ROUNDS; round++) {
+        if (ROUNDS > 1) log(`  round ${round + 1} of ${ROUNDS}`);
+        await group();
+      }
     };
 
-    log('\n-- hot canvas');
-    await scenario(() => measure('rpc: hot canvas, one shared block', 'rpc', 'hot', (client, n) =>
-      mutation(editors[client]!, hot, client, n, hotShared, () => sharedVersions[client]!, (v) => { sharedVersions[client] = v; })));
-    await scenario(() => measure('rpc: hot canvas, own block per client', 'rpc', 'hot', (client, n) => {
-      const b = hotOwn[client]!;
-      return mutation(editors[client]!, hot, client, n, b, () => b.version, (v) => { b.version = v; });
-    }));
-    await scenario(() => measure('baseline: bare UPDATE, 1 row', 'baseline', 'hot', (client) => bare(client, 1)));
-
-    log(`\n-- ${CANVASES} canvases, round-robin`);
-    await scenario(() => measure(`rpc: ${CANVASES} canvases, own blocks`, 'rpc', 'spread', (client, n) => {
-      const c = (client + n) % CANVASES;
-      const b = spreadOwn[client]![c]!;
-      return mutation(editors[client]!, spread[c]!, client, n, b, () => b.version, (v) => { b.version = v; });
-    }));
-    await scenario(() => measure(`rpc: ${CANVASES} canvases, all clients one user`, 'rpc', 'spread', (client, n) => {
-      const c = (client + n) % CANVASES;
-      const b = spreadOwn[client]![c]!; // the same blocks as above: only the user differs
-      return mutation(sharedEditor, spread[c]!, client, n, b, () => b.version, (v) => { b.version = v; });
-    }));
-    await scenario(() => measure(`baseline: bare UPDATE, ${CANVASES} rows`, 'baseline', 'spread', (client, n) =>
-      bare(client, ((client + n) % CANVASES) + 1)));
-
-    log('\n-- text operations, hot canvas');
     const sharedTextViews = editors.map(() => ({ version: textShared.version, length: 'shared text'.length }));
-    await scenario(() => measure('rpc: text op, one shared text (transformed)', 'rpc', 'text', (client) =>
-      typeChar(editors[client]!, client, textShared, sharedTextViews[client]!)));
     const ownTextViews = textOwn.map((b, i) => ({ version: b.version, length: `own text ${i}`.length }));
-    await scenario(() => measure('rpc: text op, own text per client', 'rpc', 'text', (client) =>
-      typeChar(editors[client]!, client, textOwn[client]!, ownTextViews[client]!)));
-    await scenario(() => measure('baseline: plain content update, own block', 'baseline', 'text', (client) => {
-      const b = plainOwn[client]!; // n = 0: always an update, never the every-10th create
-      return mutation(editors[client]!, hot, client, 0, b, () => b.version, (v) => { b.version = v; });
-    }));
+    await rounds(async () => {
+      log('\n-- hot canvas');
+      await scenario(() => measure('rpc: hot canvas, one shared block', 'rpc', 'hot', (client, n) =>
+        mutation(editors[client]!, hot, client, n, hotShared, () => sharedVersions[client]!, (v) => { sharedVersions[client] = v; })));
+      await scenario(() => measure('rpc: hot canvas, own block per client', 'rpc', 'hot', (client, n) => {
+        const b = hotOwn[client]!;
+        return mutation(editors[client]!, hot, client, n, b, () => b.version, (v) => { b.version = v; });
+      }));
+      await scenario(() => measure('baseline: bare UPDATE, 1 row', 'baseline', 'hot', (client) => bare(client, 1)));
+
+      log(`\n-- ${CANVASES} canvases, round-robin`);
+      await scenario(() => measure(`rpc: ${CANVASES} canvases, own blocks`, 'rpc', 'spread', (client, n) => {
+        const c = (client + n) % CANVASES;
+        const b = spreadOwn[client]![c]!;
+        return mutation(editors[client]!, spread[c]!, client, n, b, () => b.version, (v) => { b.version = v; });
+      }));
+      await scenario(() => measure(`rpc: ${CANVASES} canvases, all clients one user`, 'rpc', 'spread', (client, n) => {
+        const c = (client + n) % CANVASES;
+        const b = spreadOwn[client]![c]!; // the same blocks as above: only the user differs
+        return mutation(sharedEditor, spread[c]!, client, n, b, () => b.version, (v) => { b.version = v; });
+      }));
+      await scenario(() => measure(`baseline: bare UPDATE, ${CANVASES} rows`, 'baseline', 'spread', (client, n) =>
+        bare(client, ((client + n) % CANVASES) + 1)));
+
+      log('\n-- text operations, hot canvas');
+      await scenario(() => measure('rpc: text op, one shared text (transformed)', 'rpc', 'text', (client) =>
+        typeChar(editors[client]!, client, textShared, sharedTextViews[client]!)));
+      await scenario(() => measure('rpc: text op, own text per client', 'rpc', 'text', (client) =>
+        typeChar(editors[client]!, client, textOwn[client]!, ownTextViews[client]!)));
+      await scenario(() => measure('baseline: plain content update, own block', 'baseline', 'text', (client) => {
+        const b = plainOwn[client]!; // n = 0: always an update, never the every-10th create
+        return mutation(editors[client]!, hot, client, 0, b, () => b.version, (v) => { b.version = v; });
+      }));
+    });
+    for (const r of rows) r.lat.sort((a, b) => a - b);
 
     // runs last: it edits the spread blocks behind the node clients' known versions
-    log(`\n-- own writes (pgbench ${pgbenchBin}, ${CLIENTS} clients, ${CANVASES} canvases, ${SECONDS} s each, alternated twice)`);
+    const pgRounds = Math.max(2, ROUNDS);
+    log(`\n-- own writes (pgbench ${pgbenchBin}, ${CLIENTS} clients, ${CANVASES} canvases, ${SECONDS} s each, alternated ${pgRounds} times)`);
     const pg = { writes: 0, rpc: 0, failed: 0 };
+    const pgRatios: number[] = [];
     if (WARMUP > 0) {
       await pgbench(pgbenchBin, 'mutation-writes', WARMUP);
       await pgbench(pgbenchBin, 'mutation-rpc', WARMUP);
     }
-    for (let round = 0; round < 2; round++) {
+    for (let round = 0; round < pgRounds; round++) {
+      const tps = { writes: 0, rpc: 0 };
       for (const side of ['writes', 'rpc'] as const) {
         const r = await pgbench(pgbenchBin, `mutation-${side}`, SECONDS);
         log(`  pgbench mutation-${side}.sql: ${r.tps.toFixed(0)} tps${r.failed ? `, ${r.failed} failed` : ''}`);
-        pg[side] += r.tps / 2;
+        tps[side] = r.tps;
+        pg[side] += r.tps / pgRounds;
         pg.failed += r.failed;
       }
+      pgRatios.push(tps.rpc / tps.writes);
     }
     const [{ refused }] = (await sql`select count(*)::int as refused from app.block_operations
       where client_op_id like 'pgbench-%' and status <> 'success'`) as unknown as [{ refused: number }];
+    const breakdown = values.functions ? await functionBreakdown(sql, pgbenchBin) : '';
 
     // ------------------------------------------------------------------------------ report
     const base = new Map(rows.filter((r) => r.kind === 'baseline').map((r) => [r.group, r.ops / r.seconds]));
@@ -350,6 +418,13 @@ async function main() {
       const r = rows.find((x) => x.label === label)!;
       return r.success / r.seconds;
     };
+    /** The ratio of each round, for a RATIO row's note: how far one run alone can stray. */
+    const perRound = (label: string, baselineLabel: string) => {
+      if (ROUNDS < 2) return '';
+      const a = rows.find((x) => x.label === label)!.rounds;
+      const b = rows.find((x) => x.label === baselineLabel)!.rounds;
+      return `; per round ${a.map((x, i) => ((x.success / x.seconds) / (b[i]!.success / b[i]!.seconds)).toFixed(2)).join(' / ')}`;
+    };
     const hotOwnRate = rate('rpc: hot canvas, own block per client');
     const spreadRate = rate(`rpc: ${CANVASES} canvases, own blocks`);
     const oneUserRate = rate(`rpc: ${CANVASES} canvases, all clients one user`);
@@ -365,18 +440,23 @@ async function main() {
     reportRows([
       row(`api.upsert_block_atomic vs its own writes as plain SQL (pgbench -M prepared, ${CLIENTS} clients, ${CANVASES} canvases)`,
         pg.rpc, pg.writes, 0.7,
-        `scripts/pgbench/mutation-rpc.sql vs mutation-writes.sql, alternated, mean of 2 runs each; ` +
-        `${refused} RPC calls not applied, ${pg.failed} pgbench failures`),
+        `scripts/pgbench/mutation-rpc.sql vs mutation-writes.sql, alternated, mean of ${pgRounds} runs each ` +
+        `(per pair ${pgRatios.map((x) => x.toFixed(2)).join(' / ')}); ${refused} RPC calls not applied, ${pg.failed} pgbench failures` +
+        breakdown),
       row(`one user x ${CLIENTS} clients vs ${CLIENTS} users (${CANVASES} canvases, applied/s)`, oneUserRate, spreadRate, 0.9,
-        'the per-user mutation limit counts in sharded rows taken last in the transaction (docs/limits.md)'),
+        'the per-user mutation limit counts in sharded rows taken last in the transaction (docs/limits.md)' +
+        perRound(`rpc: ${CANVASES} canvases, all clients one user`, `rpc: ${CANVASES} canvases, own blocks`)),
       row(`hot canvas, disjoint blocks vs ${CANVASES} canvases (applied/s)`, hotOwnRate, spreadRate, 0.9,
         `ceiling: a row locked through each commit (the canvas row: canvas_seq in commit order) -- bare UPDATE of 1 row vs ` +
-        `${CANVASES} rows in this run = ${(bareHot / bareSpread).toFixed(2)}x (${bareHot.toFixed(0)} vs ${bareSpread.toFixed(0)}/s)`),
+        `${CANVASES} rows in this run = ${(bareHot / bareSpread).toFixed(2)}x (${bareHot.toFixed(0)} vs ${bareSpread.toFixed(0)}/s)` +
+        perRound('rpc: hot canvas, own block per client', `rpc: ${CANVASES} canvases, own blocks`)),
       row('text op, own text vs plain content update (hot canvas, applied/s)', rate('rpc: text op, own text per client'), plainRate, 0.7,
-        'one character typed per op; both on the hot canvas'),
+        'one character typed per op; both on the hot canvas' +
+        perRound('rpc: text op, own text per client', 'baseline: plain content update, own block')),
       row('text op, one shared text (transformed) vs plain content update (hot canvas, applied/s)',
         rate('rpc: text op, one shared text (transformed)'), plainRate, 0.7,
-        'each op transformed against what others committed since the version its client last saw'),
+        'each op transformed against what others committed since the version its client last saw' +
+        perRound('rpc: text op, one shared text (transformed)', 'baseline: plain content update, own block')),
     ]);
     log(`\ndone in ${((Date.now() - started) / 1000).toFixed(0)} s; database ${dbName} left in place for inspection`);
   } finally {

@@ -75,14 +75,19 @@ begin
                               where user_id = p_subject and bucket = s.bucket and window_start = v_window limit 1) r);
 end $$;
 
--- Refuses (rate_limited) a subject whose window is already full, without counting or locking:
--- the early check before a mutation does its work.
+-- Refuses (rate_limited) a subject whose first shard `bucket` alone is full, without counting or
+-- locking: the early check before a mutation does its work. It reads that one row, not all 8:
+-- while a subject's hits do not overlap they all land there, so a full window is refused before
+-- any work; hits that overlapped spread over the other shards, and a window full only in sum is
+-- refused by the hit itself (hit_sharded_limit), after the work, which then rolls back. The check
+-- is a shortcut for the refused; the rule is the hit's.
 create or replace function internal.check_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns void language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_window timestamptz := internal.rate_window_start(p_window_seconds);
 begin
-  if internal.window_limit_hits(p_subject, p_bucket, p_window_seconds) >= p_limit then
-    perform internal.raise_rate_limited(p_limit, p_window_seconds,
-                                        internal.rate_window_start(p_window_seconds));
+  if (select hits from app.rate_limits where user_id = p_subject and bucket = p_bucket and window_start = v_window) >= p_limit then
+    perform internal.raise_rate_limited(p_limit, p_window_seconds, v_window);
   end if;
 end $$;
 

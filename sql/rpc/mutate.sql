@@ -3,7 +3,9 @@
 -- Per operation, in one transaction:
 --   1. the caller's role, token scope (from the request context, computed once per call) and an
 --      early rate-limit check that counts nothing (rejections are returned and audited);
---   2. a known client_op_id returns its original result (exactly-once effect under retries);
+--   2. a known client_op_id returns its original result (exactly-once effect under retries): not
+--      looked up in advance; applying it again fails (at the latest on the unique idempotency
+--      index of the success rows), and the failure is answered from the log;
 --   3. before any lock, the change is computed from the block as it stands (base_version
 --      compared, merge, text operations transformed and applied, content size): the part of the
 --      work that does not need the canvas order overlaps with other writers on the canvas;
@@ -646,20 +648,19 @@ declare
   v_result jsonb;
   v_state text; v_msg text; v_detail text; v_hint text;
 begin
-  v_prior := internal.prior_result(v_ctx, p_client_op_id);
-  if v_prior is not null then
-    perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version,
-                                        p_patch, 'duplicate', v_prior, v_started);
-    return v_prior;
-  end if;
+  -- A retry of an applied op is not looked up first: applying it again always fails (its success
+  -- row's unique idempotency index refuses a second one, if nothing before it does: a changed
+  -- block, a conflict, the block gone or already there), which rolls the attempt back, and the
+  -- log then answers it below. A lookup before every attempt cost each first attempt, nearly all
+  -- of them, an index probe for the few retries.
   begin
     return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
   exception when query_canceled or others then
     get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
                             v_hint = pg_exception_hint;
   end;
-  -- a concurrent retry of the same op committed first (whatever this attempt then ran into: the
-  -- idempotency index, a changed block, a conflict): hand back its result
+  -- applied before, by an earlier attempt or a concurrent one that committed first (whatever this
+  -- attempt then ran into: the idempotency index, a changed block, a conflict): its result
   v_prior := internal.prior_result(v_ctx, p_client_op_id);
   if v_prior is not null then
     perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version,

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(75);
+select plan(79);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -101,6 +101,31 @@ select is((select res ->> 'status' || ' v' || (res ->> 'version') from r where n
           'the same client_op_id from a different user is a different operation');
 select is((select count(*) from app.block_operations where client_op_id = 'op-update-a' and status = 'success'), 2::bigint,
           'each user has applied their own op-update-a once');
+-- Retries that would apply cleanly a second time are refused by the idempotency index of the
+-- success rows (nothing looks the op up before trying it): a text op transforms against itself
+-- and applies again, a create meets no block once its block was deleted.
+select tests.authenticate_as('mut_owner');
+insert into r select 'create_t', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'create',
+                                                         'op-create-t', null, '{"type":"text","content":{"t":"ab"}}');
+insert into r select 'type_t', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'update',
+                                                       'op-type-t', 1, '{"text":{"t":[1,"X"]}}');
+insert into r select 'retry_type_t', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'update',
+                                                             'op-type-t', 1, '{"text":{"t":[1,"X"]}}');
+select tests.clear_authentication();
+select is((select res from r where name = 'retry_type_t'), (select res from r where name = 'type_t') || '{"duplicate": true}',
+          'a retried text op (it would transform against itself and apply) returns its original result');
+select is((select content ->> 't' || ' v' || version from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d1'), 'aXb v2',
+          '... and types nothing a second time');
+select tests.authenticate_as('mut_owner');
+insert into r select 'delete_t', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'delete',
+                                                         'op-delete-t', 2, '{}');
+insert into r select 'retry_create_t', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'create',
+                                                               'op-create-t', null, '{"type":"text","content":{"t":"ab"}}');
+select tests.clear_authentication();
+select is((select res from r where name = 'retry_create_t'), (select res from r where name = 'create_t') || '{"duplicate": true}',
+          'a retried create whose block was deleted since returns its original result');
+select is((select count(*) from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d1'), 0::bigint,
+          '... and does not create the block again');
 
 -- ---------------------------------------------------------------- base_version
 -- Merge rule: a stale base_version is compared by field group — content, type, parent

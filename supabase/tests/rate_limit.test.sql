@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(15);
+select plan(16);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -17,6 +17,11 @@ select api.set_workspace_member((select workspace_id from ids), tests.user_id('r
 select tests.clear_authentication();
 
 select is(internal.setting_int('mutations_per_minute'), 100, 'the default limit is 100 mutations per minute');
+-- The counters' key leads with the user and the window: a hit's lookups (the shards of the current
+-- window, bucket = any(...)) land on that window's few rows however many windows of the user the
+-- cleanup still keeps (2 days); keyed (user_id, bucket, window_start) they walked all of them.
+select col_is_pk('app', 'rate_limits', array['user_id', 'window_start', 'bucket'],
+                 'app.rate_limits is keyed (user_id, window_start, bucket)');
 
 -- 100 mutations in one minute pass, the 101st is refused
 select tests.authenticate_as('rl_busy');

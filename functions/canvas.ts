@@ -2,7 +2,7 @@ import { createRoute } from '@hono/zod-openapi';
 import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
-import { callApi, callApiText, mutationOutcome } from '../src/http/rpc.ts';
+import { callApi, callMutation, mutationOutcome } from '../src/http/rpc.ts';
 import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, LeaveResult, MutationConflict, MutationResult, Permissions,
   PresenceResult, Snapshot, TextOp } from '../src/http/schemas.ts';
 import { INT4_MAX, SEQ_MAX } from '../src/input-policy.ts';
@@ -105,8 +105,8 @@ export function canvasRoutes(deps: Deps) {
     const { canvas_id } = c.req.valid('param');
     const body = c.req.valid('json');
     const result = 'ops' in body
-      ? await callApiText(deps, c, 'H2', 'upsert_blocks_atomic', [canvas_id, body.ops])
-      : await callApiText(deps, c, 'H2', 'upsert_block_atomic', [
+      ? await callMutation(deps, c, 'H2', 'upsert_blocks_atomic', [canvas_id, body.ops])
+      : await callMutation(deps, c, 'H2', 'upsert_block_atomic', [
         canvas_id, body.block_id ?? null, body.action, body.client_op_id, 'base_version' in body ? body.base_version : null, body.patch ?? {}]);
     // a success is answered with the function's JSON text as is; anything else is read (and thrown)
     if (result.status === 'success') return c.body(result.json, 200, { 'Content-Type': 'application/json' }) as never;

@@ -1,7 +1,7 @@
 // npx tsx scripts/bench-mutate.ts [--seconds 10] [--rounds 1] [--functions] [--clients 16] [--canvases 50] [--database-url URL]
 //
 // Throughput and latency of api.upsert_block_atomic, called the way the HTTP layer calls it
-// (withRequest: one transaction carrying the caller's claims, as an editor), next to a baseline
+// (requestStatement: one pipelined transaction carrying the caller's claims, as an editor), next to a baseline
 // measured in the same run and called the same way: a bare single-row UPDATE function.
 //
 //   hot canvas    1 canvas; (a) every client edits the SAME block (conflicts: counted apart),
@@ -51,7 +51,7 @@ import { parseArgs, promisify } from 'node:util';
 import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
-import { withRequest } from '../src/db/request.ts';
+import { requestStatement, withRequest } from '../src/db/request.ts';
 
 const { values } = parseArgs({
   options: {
@@ -124,11 +124,9 @@ async function api<T = any>(sql: Sql, userId: string, call: (tx: postgres.Transa
 
 function upsert(sql: Sql, userId: string, canvasId: string, blockId: string | null, action: 'create' | 'update',
   clientOpId: string, baseVersion: number | null, patch: Record<string, unknown>): Promise<Result> {
-  return api(sql, userId, async (tx) => {
-    const [row] = await tx`select api.upsert_block_atomic(${canvasId}::uuid, ${blockId}::uuid, ${action}, ${clientOpId},
-                                                          ${baseVersion}::int, ${tx.json(patch as any)}::jsonb) as r`;
-    return row!.r as Result;
-  });
+  // as the HTTP layer and the H1 socket send a mutation (src/http/rpc.ts callMutation)
+  return requestStatement<{ r: Result }>(sql, claims(userId), 'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r',
+    [canvasId, blockId, action, clientOpId, baseVersion, patch]).then((rows) => rows[0]!.r);
 }
 
 // ---------------------------------------------------------------------------------- measuring
@@ -313,7 +311,7 @@ async function main() {
       return { outcome, detail: r.error ? `${r.error.code}: ${r.error.message}` : undefined };
     }
     const bare = async (client: number, id: number) => {
-      await api(sql, editors[client]!, (tx) => tx`select bench.bare_update(${id}::int)`);
+      await requestStatement(sql, claims(editors[client]!), 'select bench.bare_update($1::int)', [id]);
       return { outcome: 'success' as const };
     };
     const systemMoves = async () => Number((await sql`select count(*) as n from app.block_operations where actor_id is null`)[0]!.n);

@@ -1,4 +1,4 @@
-import type { Sql, TransactionSql } from 'postgres';
+import type { ReservedSql, Sql, TransactionSql } from 'postgres';
 import { isConnectionFailure } from './faults.ts';
 
 /**
@@ -18,9 +18,7 @@ const API_ROLES = new Set(['anon', 'authenticated', 'service_role']);
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
 
 export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
-  const role = ctx.claims.role ?? 'anon';
-  if (!API_ROLES.has(role)) throw new Error(`refusing to run as role ${JSON.stringify(role)}: not an API role`);
-  const headers = Object.fromEntries(Object.entries(ctx.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  const { role, headers } = caller(ctx);
   // A connection lost before COMMIT was sent rolled everything back: run the request again on
   // another connection (the pool replaces the dead one). A loss during COMMIT is ambiguous and is
   // left to the caller (mutations are idempotent by client_op_id; HTTP answers 503).
@@ -47,13 +45,62 @@ function once<T>(sql: Sql, ctx: RequestContext, role: string, headers: Record<st
     // less). Statements on a transaction run in order, so the work still runs as the caller; if
     // this one fails, the work's statements fail as "transaction aborted" and Promise.all rejects
     // with this error, the first to arrive (and either rejection is handled, whichever comes first).
-    const context = tx`select set_config('role', ${role}, true),
-                    set_config('request.jwt.claims', ${JSON.stringify(ctx.claims)}, true),
-                    set_config('request.headers', ${JSON.stringify(headers)}, true),
-                    set_config('request.method', ${ctx.method ?? 'POST'}, true),
-                    set_config('request.path', ${ctx.path ?? ''}, true),
-                    set_config('statement_timeout', ${String(ctx.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS)}, true)`.execute();
+    const context = setCaller(tx, ctx, role, headers).execute();
     const [, result] = await Promise.all([context, work(tx)]);
     return result;
   }) as Promise<T>;
+}
+
+/**
+ * One statement as one request transaction, sent in one write: BEGIN, the caller's settings (as
+ * withRequest sets them), the statement and COMMIT, pipelined on one connection. Postgres runs
+ * them back to back and commits the moment the statement ends, instead of after a round trip to
+ * this process and back: locks the statement takes are held that much shorter (a mutation's canvas
+ * row, which every writer on the canvas queues for), and the request costs one round trip, not
+ * three. An error in the statement rolls the transaction back (COMMIT in a failed transaction is a
+ * ROLLBACK) and is thrown; so is any earlier step's error, first.
+ *
+ * Only for statements that are safe to send again (the mutation RPCs, idempotent by
+ * client_op_id): COMMIT is on its way before the statement's answer, so after a lost connection
+ * the outcome is unknown (through a pooler such as PgBouncer the server may have committed what
+ * this process never heard of). Nothing is run again here, unlike withRequest, whose retry relies
+ * on COMMIT not having been sent yet: the failure is thrown (isConnectionFailure), the HTTP layer
+ * answers 503 and the client sends the operation again with the same client_op_id.
+ */
+export async function requestStatement<R extends Record<string, unknown>>(sql: Sql, ctx: RequestContext, text: string, params: unknown[],
+  options: { prepare?: boolean } = {}): Promise<R[]> {
+  const { role, headers } = caller(ctx);
+  const conn = await sql.reserve();
+  try {
+    // executed in this order in one tick: postgres.js writes them to the socket together
+    const steps = [
+      conn`begin`.execute(),
+      setCaller(conn, ctx, role, headers).execute(),
+      conn.unsafe(text, params as never[], { prepare: options.prepare ?? true }).execute(),
+      conn`commit`.execute(),
+    ];
+    const settled = await Promise.allSettled(steps);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    return (settled[2] as PromiseFulfilledResult<unknown>).value as R[];
+  } finally {
+    conn.release();
+  }
+}
+
+/** The caller's database role (an API role, else refused) and request headers, lower-cased. */
+function caller(ctx: RequestContext): { role: string; headers: Record<string, string> } {
+  const role = ctx.claims.role ?? 'anon';
+  if (!API_ROLES.has(role)) throw new Error(`refusing to run as role ${JSON.stringify(role)}: not an API role`);
+  return { role, headers: Object.fromEntries(Object.entries(ctx.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])) };
+}
+
+/** The statement that makes the rest of the transaction run as the caller, PostgREST-style. */
+function setCaller(q: TransactionSql | ReservedSql, ctx: RequestContext, role: string, headers: Record<string, string>) {
+  return q`select set_config('role', ${role}, true),
+                  set_config('request.jwt.claims', ${JSON.stringify(ctx.claims)}, true),
+                  set_config('request.headers', ${JSON.stringify(headers)}, true),
+                  set_config('request.method', ${ctx.method ?? 'POST'}, true),
+                  set_config('request.path', ${ctx.path ?? ''}, true),
+                  set_config('statement_timeout', ${String(ctx.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS)}, true)`;
 }

@@ -1,5 +1,5 @@
 import type { Context } from 'hono';
-import { withRequest } from '../db/request.ts';
+import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
 import { ApiError, apiErrorFromDatabase, apiErrorFromObject } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
@@ -14,22 +14,24 @@ export function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: s
 }
 
 /**
- * callApi for a function returning a jsonb object, answered as is: its JSON text as Postgres
- * wrote it (no JSON.parse of the whole object into JS and JSON.stringify back), and its top-level
- * `status`, which is all the caller looks at before answering it.
+ * callApi for the mutation RPCs (api.upsert_block_atomic, api.upsert_blocks_atomic): idempotent by
+ * client_op_id, so sent as one pipelined transaction with its COMMIT (requestStatement: the canvas
+ * lock is released as the RPC ends, not a round trip later; a lost connection is answered 503 for
+ * the client to resend, never run again here). The jsonb object is answered as is: its JSON text
+ * as Postgres wrote it (no JSON.parse of the whole object into JS and JSON.stringify back), and its
+ * top-level `status`, which is all the caller looks at before answering it.
  */
-export function callApiText(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<{ status: string | null; json: string }> {
+export function callMutation(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<{ status: string | null; json: string }> {
   return call(deps, c, endpoint, fn, args, true).then((row) => ({ status: row?.status ?? null, json: row?.result ?? 'null' }));
 }
 
-async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[], asText: boolean): Promise<Record<string, any> | undefined> {
-  const claims = c.get('claims');
+async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[], mutation: boolean): Promise<Record<string, any> | undefined> {
   const started = performance.now();
   let outcome = 'ok';
   deps.metrics.poolInUse.inc();
   try {
-    return await withRequest(deps.sql, {
-      claims,
+    const ctx: RequestContext = {
+      claims: c.get('claims'),
       headers: {
         'x-forwarded-for': (deps.config.trustProxy ? c.req.header('x-forwarded-for') : undefined) ?? remoteAddress(c) ?? '',
         'user-agent': c.req.header('user-agent') ?? '',
@@ -37,11 +39,11 @@ async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn:
       },
       method: c.req.method,
       path: c.req.path,
-    }, async (tx) => {
-      const [row] = await tx.unsafe(rpcStatement(fn, args.length, endpoint !== null, asText),
-        (endpoint === null ? args : [...args, endpoint, deps.config.profile === 'development']) as never[], { prepare: true });
-      return row;
-    });
+    };
+    const text = rpcStatement(fn, args.length, endpoint !== null, mutation);
+    const params = endpoint === null ? args : [...args, endpoint, deps.config.profile === 'development'];
+    if (mutation) return (await requestStatement(deps.sql, ctx, text, params))[0];
+    return await withRequest(deps.sql, ctx, async (tx) => (await tx.unsafe(text, params as never[], { prepare: true }))[0]);
   } catch (err) {
     const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
     outcome = apiError.code;

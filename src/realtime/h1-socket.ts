@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws';
-import { withRequest } from '../db/request.ts';
+import { requestStatement, withRequest } from '../db/request.ts';
 import { apiErrorFromDatabase } from '../http/errors.ts';
 import { checkJson } from '../input-policy.ts';
 import { AccessGate, accessChange, canvasAccess, concerns, type CanvasAccess } from './access.ts';
@@ -145,11 +145,11 @@ export class H1Socket {
     if (!this.access.write) {
       return this.send({ type: 'error', code: 'read_only', client_op_id: msg.client_op_id, message: this.access.readOnlyReason ?? 'read only' });
     }
-    const result = await this.rpc(async (tx) => {
-      const [row] = await tx`select api.upsert_block_atomic(${this.canvasId}::uuid, ${msg.block_id ?? null}::uuid, ${msg.action},
-                                ${msg.client_op_id}, ${msg.base_version ?? null}::int, ${msg.patch as any}::jsonb) as r`;
-      return row.r as Record<string, any>;
-    });
+    // idempotent by client_op_id: one pipelined transaction (requestStatement), like H2 over HTTP
+    const [row] = await requestStatement<{ r: Record<string, any> }>(this.hub.sql, { claims: this.claims as any, path: `/ws/canvas/${this.canvasId}` },
+      'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r',
+      [this.canvasId, msg.block_id ?? null, msg.action, msg.client_op_id, msg.base_version ?? null, msg.patch as any]);
+    const result = row!.r;
     if (result.status === 'success' || result.status === 'duplicate') {
       this.send({ type: 'ack', client_op_id: msg.client_op_id, status: result.duplicate === true ? 'duplicate' : 'success', server_seq: Number(result.server_seq), canvas_seq: Number(result.canvas_seq), version: result.version ?? null, block_id: result.block_id ?? result.block?.block_id ?? null, ...(result.text ? { text: result.text } : {}) });
     } else if (result.status === 'conflict') {

@@ -23,7 +23,8 @@
 //                 plain SQL in one transaction (canvas row lock, block UPDATE with its outbox
 //                 trigger, canvas last_seq, operation row, audit row, realtime.messages row), vs
 //                 scripts/pgbench/mutation-rpc.sql, set role/claims + api.upsert_block_atomic doing
-//                 that same update; alternated, twice each. pgbench: $PGBENCH, else the server's
+//                 that same update, BEGIN to COMMIT in one pipeline as the handler sends it
+//                 (requestStatement); alternated, twice each. pgbench: $PGBENCH, else the server's
 //                 major version's /usr/lib/postgresql/<major>/bin/pgbench, else pg_config --bindir,
 //                 else PATH.
 // The RATIO lines (scripts/lib/bench-report.ts) give the targets: RPC vs its own writes,

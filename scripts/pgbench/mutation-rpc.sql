@@ -1,11 +1,16 @@
 -- The same content update as mutation-writes.sql, through api.upsert_block_atomic called the way
--- the HTTP layer calls it (src/db/request.ts): role and claims set in the transaction, then the RPC.
+-- the HTTP layer and the H1 socket call it (src/db/request.ts requestStatement): role and claims
+-- set in the transaction, then the RPC, BEGIN to COMMIT sent as one pipeline (pgbench's pipeline
+-- mode: one round trip; the writes' script cannot do that, each of its statements needs the
+-- previous one's answer).
 \set k :client_id * :canvases + random(0, :canvases - 1)
 select t.canvas_id, t.block_id, t.user_id, b.version
 from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = :k \gset
+\startpipeline
 begin;
 select set_config('role', 'authenticated', true),
        set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || gen_random_uuid(), :version::int,
                                jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random())));
 commit;
+\endpipeline

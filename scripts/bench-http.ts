@@ -9,17 +9,23 @@
 //           and its CPU is reported apart from the server's). Per request: HTTP parse, JWT check,
 //           zod validation, one transaction (claims set, api.hit_endpoint_limit('H2'),
 //           api.upsert_block_atomic), JSON response, request log line, metrics.
+//   bare    the ceiling of any Node HTTP layer here: a bare node:http server in-process
+//           (scripts/lib/bare-http-server.ts) that reads the body, JSON.parses it and runs exactly
+//           the handler's SQL (withRequest + callApiText's prepared statement: H2 endpoint limit and
+//           RPC in one), answering the RPC's JSON text; no Hono, zod, JWT check, logging or metrics.
+//           The same load generator drives it. Informational: bare vs direct is what Node's own
+//           HTTP costs on this machine, HTTP vs bare what Potentia's layer costs on top.
 //   direct  the same RPC the way the handler calls it (src/db/request.ts withRequest + the same
 //           parameterised `select api.upsert_block_atomic($1..$6)`), no HTTP, no endpoint limit.
-// Both: C connections, each updating its OWN block on its OWN canvas as its own user, always from
+// Every phase: C connections, each updating its OWN block on its OWN canvas as its own user, always from
 // the current version (read back from each result), with a pool of C database connections.
 //
-// Phase order: HTTP runs first, then the direct phases, in one process. The HTTP phase used to be
+// Phase order: HTTP runs first, then bare, then the direct phases, in one process. The HTTP phase used to be
 // the first code this process ran hot: its measured window still paid for V8 compiling the HTTP
 // stack and the postgres.js/withRequest code the direct phases then ran already optimized (a second
 // HTTP pass in the same process measured 0.44 ms less Node CPU per mutation and 18% more mut/s than
 // the first, for the same code). So the process first runs every path, untimed, for
-// --process-warmup-seconds in all (half HTTP, the rest the direct variants), on users of its own;
+// --process-warmup-seconds in all (half HTTP, the rest shared by bare and the direct variants), on users of its own;
 // each measured phase still has its own --warmup-seconds. What the direct phases measure is unchanged.
 //
 // Besides the rates, each phase's CPU per mutation: this process's user and system time, GC, and the
@@ -50,6 +56,7 @@ import { loadConfig } from '../src/config.ts';
 import { createDatabase } from '../src/db/index.ts';
 import { withRequest } from '../src/db/request.ts';
 import { startServer } from '../src/server.ts';
+import { startBareServer, type BareServer } from './lib/bare-http-server.ts';
 
 const defaultUrl = (() => {
   const url = new URL(loadConfig({ ...process.env, LOG_LEVEL: 'silent' }).databaseUrl);
@@ -64,7 +71,7 @@ const { values } = parseArgs({
     'warmup-seconds': { type: 'string', default: '1' },
     // untimed, once, before the measured phases: both paths, so that no measured phase compiles code another then runs hot
     'process-warmup-seconds': { type: 'string', default: '3' },
-    // a V8 CPU profile of this process per phase (http.cpuprofile, direct.cpuprofile) into this directory
+    // a V8 CPU profile of this process per phase (http.cpuprofile, bare.cpuprofile, direct.cpuprofile, …) into this directory
     'cpu-prof': { type: 'string' },
   },
 });
@@ -363,36 +370,51 @@ await freshDatabase();
 const config = { ...loadConfig({ ...process.env, LOG_LEVEL: 'silent' }), databaseUrl: url, port: 0, dbPoolMax: CONNECTIONS, debugEcho: false };
 const direct = createDatabase(url, { max: CONNECTIONS, applicationName: 'potentia-bench-direct' });
 let server: Awaited<ReturnType<typeof startServer>> | undefined;
+// the bare server's own pool, so its backends' CPU is read apart
+const bareDatabase = createDatabase(url, { max: CONNECTIONS, applicationName: 'potentia-bench-bare' });
+let bare: BareServer | undefined;
 try {
   await raiseLimits(direct.sql);
   const httpConns = await makeConnections(direct.sql, CONNECTIONS);
   const directConns = await makeConnections(direct.sql, CONNECTIONS);
   const limitConns = await makeConnections(direct.sql, CONNECTIONS);
   const preparedConns = await makeConnections(direct.sql, CONNECTIONS);
-  for (const c of httpConns) {
+  const bareConns = await makeConnections(direct.sql, CONNECTIONS);
+  const sign = (conns: Conn[]) => Promise.all(conns.map(async (c) => {
     c.token = await signAccessToken(config.auth.jwtSecret, { sub: c.userId }, { audience: config.auth.audience, expiresInSeconds: 3600 });
-  }
-  log('setup', `${CONNECTIONS * 4} users, each with its own workspace, canvas and block (a quarter per phase)`);
+  }));
+  await sign(httpConns);
+  await sign(bareConns);
+  log('setup', `${CONNECTIONS * 5} users, each with its own workspace, canvas and block (a fifth per phase)`);
   server = await startServer(config, { realtime: false });
   log('setup', `server listening at ${server.url} (in-process, realtime off, worker off, pool ${CONNECTIONS})`);
+  // the bare server knows the users by the tokens the bench signed (it checks no JWT)
+  const bareUsers = new Map<string, string>();
+  bare = await startBareServer(bareDatabase.sql, bareUsers, config.profile === 'development');
+  log('setup', `bare node:http server listening at ${bare.url} (in-process, pool ${CONNECTIONS})`);
 
   // every pooled connection open before a phase, so its backends' CPU is read from start to end
   const openPool = (sql: Sql) => Promise.all(Array.from({ length: CONNECTIONS }, () => sql`select pg_sleep(0.01)`));
   await openPool(server.database.sql);
+  await openPool(bareDatabase.sql);
   await openPool(direct.sql);
 
   if (PROCESS_WARMUP > 0) {
     // users of their own, so the measured phases start from version 1 as before
     const warmHttp = await makeConnections(direct.sql, CONNECTIONS);
-    for (const c of warmHttp) c.token = await signAccessToken(config.auth.jwtSecret, { sub: c.userId }, { audience: config.auth.audience, expiresInSeconds: 3600 });
+    const warmBare = await makeConnections(direct.sql, CONNECTIONS);
+    await sign(warmHttp);
+    await sign(warmBare);
+    for (const c of warmBare) bareUsers.set(c.token!, c.userId);
     const warmDirect = await makeConnections(direct.sql, CONNECTIONS);
-    log('warmup', `untimed: HTTP then direct (with and without the limit, unprepared and prepared), ${PROCESS_WARMUP} s in all, each after its ${WARMUP} s warm-up ...`);
+    log('warmup', `untimed: HTTP, bare, then direct (with and without the limit, unprepared and prepared), ${PROCESS_WARMUP} s in all, each after its ${WARMUP} s warm-up ...`);
     await benchHttp(server.url, warmHttp, () => {}, PROCESS_WARMUP / 2);
-    const quarter = PROCESS_WARMUP / 8;
-    await benchDirect(direct.sql, warmDirect, () => {}, false, false, quarter);
-    await benchDirect(direct.sql, warmDirect, () => {}, true, false, quarter);
-    await benchDirect(direct.sql, warmDirect, () => {}, false, true, quarter);
-    await benchDirect(direct.sql, warmDirect, () => {}, true, true, quarter);
+    const share = PROCESS_WARMUP / 10;
+    await benchHttp(bare.url, warmBare, () => {}, share);
+    await benchDirect(direct.sql, warmDirect, () => {}, false, false, share);
+    await benchDirect(direct.sql, warmDirect, () => {}, true, false, share);
+    await benchDirect(direct.sql, warmDirect, () => {}, false, true, share);
+    await benchDirect(direct.sql, warmDirect, () => {}, true, true, share);
   }
 
   log('run', `HTTP: POST /api/v1/canvas/{id}/mutate, keep-alive, load generator in a child process ...`);
@@ -401,6 +423,14 @@ try {
   const clientCpu = httpRun.cpuMs / (httpStats.n + httpStats.errors);
   log('run', `HTTP: ${httpStats.n} mutations, ${httpStats.errors} errors`);
   await checkVersions(direct.sql, httpConns, 'HTTP');
+
+  log('run', `bare: the same requests to a bare node:http server running the handler's SQL, same load generator ...`);
+  for (const c of bareConns) bareUsers.set(c.token!, c.userId);
+  const { result: bareRun, cost: bareCost } = await account('bare', direct.sql, 'potentia-bench-bare', (mark) => benchHttp(bare!.url, bareConns, mark));
+  const bareStats = summarize(bareRun);
+  const bareClientCpu = bareRun.cpuMs / (bareStats.n + bareStats.errors);
+  log('run', `bare: ${bareStats.n} mutations, ${bareStats.errors} errors`);
+  await checkVersions(direct.sql, bareConns, 'bare');
 
   log('run', `direct: withRequest + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS} ...`);
   const { result: directRun, cost: directCost } = await account('direct', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct.sql, directConns, mark));
@@ -425,8 +455,9 @@ try {
   const attempts = (st: ReturnType<typeof summarize>) => st.n + st.errors;
   const httpCpu = (httpCost.userMs + httpCost.systemMs) / attempts(httpStats);
   const directCpu = (directCost.userMs + directCost.systemMs) / attempts(directStats);
+  const bareCpu = (bareCost.userMs + bareCost.systemMs) / attempts(bareStats);
 
-  const rows: [string, ReturnType<typeof summarize>][] = [['HTTP (H2)', httpStats], ['direct SQL', directStats], ['direct SQL + H2 limit', limitStats], ['direct SQL, prepared', preparedStats]];
+  const rows: [string, ReturnType<typeof summarize>][] = [['HTTP (H2)', httpStats], ['bare node:http + same SQL', bareStats], ['direct SQL', directStats], ['direct SQL + H2 limit', limitStats], ['direct SQL, prepared', preparedStats]];
   console.log('');
   console.log(`${'H2 update, own block'.padEnd(26)}${'mut/s'.padStart(10)}${'p50 ms'.padStart(10)}${'p95 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}`);
   for (const [name, s] of rows) {
@@ -438,6 +469,8 @@ try {
     `${(fmt(httpStats.p95 / limitStats.p95) + 'x').padStart(10)}${(fmt(httpStats.p99 / limitStats.p99) + 'x').padStart(10)}`);
   console.log(`${'ratio HTTP/(direct,prep.)'.padEnd(26)}${(fmt(httpStats.rate / preparedStats.rate) + 'x').padStart(10)}${(fmt(httpStats.p50 / preparedStats.p50) + 'x').padStart(10)}` +
     `${(fmt(httpStats.p95 / preparedStats.p95) + 'x').padStart(10)}${(fmt(httpStats.p99 / preparedStats.p99) + 'x').padStart(10)}`);
+  console.log(`${'ratio HTTP/bare'.padEnd(26)}${(fmt(httpStats.rate / bareStats.rate) + 'x').padStart(10)}${(fmt(httpStats.p50 / bareStats.p50) + 'x').padStart(10)}` +
+    `${(fmt(httpStats.p95 / bareStats.p95) + 'x').padStart(10)}${(fmt(httpStats.p99 / bareStats.p99) + 'x').padStart(10)}`);
   console.log('');
   console.log(`HTTP/direct: the HTTP layer keeps ${fmt(httpStats.rate / directStats.rate * 100, 0)}% of the direct throughput and adds ` +
     `${fmt(httpStats.p50 - directStats.p50)} ms at p50 (${fmt(httpStats.p99 - directStats.p99)} ms at p99). Of that, the endpoint ` +
@@ -445,17 +478,18 @@ try {
   console.log(`Node CPU per mutation (this process, after the warm-up): HTTP server ${fmt(httpCpu)} ms, direct ${fmt(directCpu)} ms; ` +
     `the HTTP load generator (its own process) ${fmt(clientCpu)} ms more. With ${availableParallelism()} CPUs shared with Postgres, ` +
     `that CPU is what the HTTP run loses.`);
-  const costs: [string, Cost, number][] = [['HTTP server', httpCost, attempts(httpStats)], ['direct', directCost, attempts(directStats)],
-    ['direct + limit', limitCost, attempts(limitStats)], ['direct, prepared', preparedCost, attempts(preparedStats)]];
+  const costs: [string, Cost, number, number][] = [['HTTP server', httpCost, attempts(httpStats), clientCpu],
+    ['bare node:http', bareCost, attempts(bareStats), bareClientCpu], ['direct', directCost, attempts(directStats), 0],
+    ['direct + limit', limitCost, attempts(limitStats), 0], ['direct, prepared', preparedCost, attempts(preparedStats), 0]];
   console.log(`${'CPU ms per mutation'.padEnd(26)}${'node usr'.padStart(10)}${'node sys'.padStart(10)}${'GCs'.padStart(8)}${'GC ms'.padStart(8)}${'postgres'.padStart(10)}${'total'.padStart(10)}`);
-  for (const [name, c, n] of costs) {
+  for (const [name, c, n, client] of costs) {
     const node = (c.userMs + c.systemMs) / n;
     const pg = c.pgMs === null ? NaN : c.pgMs / n;
     console.log(`${name.padEnd(26)}${fmt(c.userMs / n, 3).padStart(10)}${fmt(c.systemMs / n, 3).padStart(10)}${fmt(c.gcs / n, 3).padStart(8)}` +
-      `${fmt(c.gcMs / n, 3).padStart(8)}${fmt(pg, 3).padStart(10)}${fmt(node + pg + (name === 'HTTP server' ? clientCpu : 0), 3).padStart(10)}`);
+      `${fmt(c.gcMs / n, 3).padStart(8)}${fmt(pg, 3).padStart(10)}${fmt(node + pg + client, 3).padStart(10)}`);
   }
   console.log(`(per mutation of the measured window, after the warm-up; GCs = collections per mutation; postgres = the pool's backends; ` +
-    `HTTP total includes the load generator's ${fmt(clientCpu, 3)} ms)`);
+    `HTTP and bare totals include the load generator's ${fmt(clientCpu, 3)} and ${fmt(bareClientCpu, 3)} ms)`);
   for (const [name, s] of rows) {
     if (s.errors) console.log(`${name} errors: ${JSON.stringify(s.errorKinds)}`);
   }
@@ -466,14 +500,25 @@ try {
   // the target's baseline is the faster direct call, unprepared or prepared: HTTP sends the RPC prepared, and a
   // baseline handicapped by a Parse per call would flatter it
   const bestDirect = Math.max(directStats.rate, preparedStats.rate);
+  console.log(`HTTP ceiling on this machine: bare node:http + the same SQL vs direct = ${fmt(bareStats.rate / bestDirect)}; ` +
+    `Potentia's HTTP layer vs that bare server = ${fmt(httpStats.rate / bareStats.rate)} ` +
+    `(Node CPU per mutation: bare ${fmt(bareCpu, 3)} ms, HTTP ${fmt(httpCpu, 3)} ms, direct ${fmt(directCpu, 3)} ms)`);
   reportRows([
     { bench: 'bench:http', workload: 'H2 mutate over HTTP vs the same RPC direct (withRequest, no endpoint limit; the faster of unprepared and prepared)',
       measured: httpStats.rate, baseline: bestDirect, unit: 'mut/s', ratio: httpStats.rate / bestDirect, target: { op: '>=', value: 0.8 }, command, note },
     { bench: 'bench:http', workload: 'H2 mutate over HTTP vs the same RPC direct after the H2 endpoint limit (all the SQL the handler runs)',
       measured: httpStats.rate, baseline: limitStats.rate, unit: 'mut/s', ratio: httpStats.rate / limitStats.rate, target: null, command, note },
+    { bench: 'bench:http', workload: 'HTTP ceiling: a bare node:http server running the same SQL as the H2 handler vs the same RPC direct (the faster of unprepared and prepared)',
+      measured: bareStats.rate, baseline: bestDirect, unit: 'mut/s', ratio: bareStats.rate / bestDirect, target: null, command,
+      note: `no Hono, zod, JWT check, logging or metrics; Node CPU/mutation bare ${fmt(bareCpu)} ms vs direct ${fmt(directCpu)} ms` },
+    { bench: 'bench:http', workload: "H2 mutate over Potentia's HTTP layer vs the bare node:http server running the same SQL",
+      measured: httpStats.rate, baseline: bareStats.rate, unit: 'mut/s', ratio: httpStats.rate / bareStats.rate, target: null, command,
+      note: `Node CPU/mutation HTTP server ${fmt(httpCpu)} ms vs bare ${fmt(bareCpu)} ms` },
   ]);
-  if (httpStats.errors || directStats.errors) process.exitCode = 1;
+  if (httpStats.errors || bareStats.errors || directStats.errors) process.exitCode = 1;
 } finally {
   await server?.stop();
+  await bare?.close();
+  await bareDatabase.close();
   await direct.close();
 }

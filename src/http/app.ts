@@ -12,24 +12,22 @@ import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { gotrueRoutes } from './gotrue.ts';
 import { staticRoutes } from './static.ts';
-import { bodyInputError, crossOrigin, errorResponse, inputPolicy, limitBody, observe } from './middleware.ts';
+import { bodyInputError, commonMiddleware, errorResponse, type ErrorAnswer } from './middleware.ts';
 
 /** The edge functions: name → routes. Each is served at /api/v1/<name> and /functions/v1/<name>. */
 export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searchRoutes, workspaces: workspaceRoutes } as const;
 
-/** Shared wrapping of every app: request id, logs, metrics, body limit, one error shape. */
+/** Shared wrapping of every app: CORS, request id, logs, metrics, trace, body limit, input policy, one error shape. */
 export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {
-  // browsers call from any origin, as they do Supabase (crossOrigin in middleware.ts)
-  app.use('*', crossOrigin());
-  app.use('*', observe(deps));
-  app.use('*', limitBody(deps));
-  app.use('*', inputPolicy());
-  app.onError((err, c) => {
+  const onError: ErrorAnswer = (err, c) => {
     if (err instanceof ApiError) return errorResponse(c, err);
     if (err instanceof HTTPException && err.status < 500) return errorResponse(c, bodyInputError(c) ?? fromHttpException(err));
     c.get('log')?.error({ err }, 'unhandled error');
     return errorResponse(c, new ApiError('internal', 'internal error'));
-  });
+  };
+  // browsers call from any origin, as they do Supabase (commonMiddleware in middleware.ts)
+  app.use('*', commonMiddleware(deps, onError));
+  app.onError(onError);
   app.notFound((c) => errorResponse(c, new ApiError('not_found', `no route ${c.req.method} ${c.req.path}`)));
   return app;
 }

@@ -1,5 +1,5 @@
 import { context as otelContext, propagation, trace, type TextMapGetter } from '@opentelemetry/api';
-import type { Context, MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler, Next } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import { getConnInfo } from '@hono/node-server/conninfo';
@@ -15,48 +15,97 @@ const tracer = trace.getTracer('potentia-http');
 /** Trace context read from the request's headers in place (no copy of them per request). */
 const HEADERS_GETTER: TextMapGetter<Headers> = { get: (headers, key) => headers.get(key) ?? undefined, keys: (headers) => [...headers.keys()] };
 
-/** Request id (kept from X-Request-Id when well-formed), structured log line, metrics, trace. */
-export function observe(deps: Deps): MiddlewareHandler<AppEnv> {
+/** What the app answers an error thrown while a request is handled (Hono's onError, withCommonMiddleware). */
+export type ErrorAnswer = (err: Error, c: Context<AppEnv>) => Response | Promise<Response>;
+
+const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After'];
+
+/**
+ * What every request goes through before its route, as ONE middleware: each Hono middleware is a
+ * dispatch, an async frame and its promises per request, and these four ran on every call.
+ *
+ *  - CORS for any origin, as Supabase answers browsers: credentials travel as bearer tokens and
+ *    apikey headers, never cookies. A preflight is Hono's cors (it reflects the headers asked for:
+ *    apikey, x-client-info, x-supabase-api-version, …) and is answered before anything else (auth,
+ *    logs). Every other answer, errors included, gets the headers once it exists: Hono's cors sets
+ *    them on a placeholder response before the handler runs, which makes Hono copy every answer
+ *    into a new Response (on Node, a large part of a small request's cost).
+ *  - observation: request id (kept from X-Request-Id when well-formed), a trace span, the metrics
+ *    and one structured log line per request.
+ *  - the body limit, then the input policy (admission and checkInput below).
+ *
+ * An error thrown by the last two is answered by `onError` (the app's), as Hono would, and still
+ * counted and logged as the request's answer.
+ */
+export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHandler<AppEnv> {
+  const preflight = cors({ origin: '*', exposeHeaders: EXPOSED_HEADERS, maxAge: 600 });
+  const exposed = EXPOSED_HEADERS.join(',');
+  const admit = admission(deps);
+  // the span's callback: admission, then the route; a thrown error answered as Hono would
+  const inSpan = async (c: Context<AppEnv>, next: Next) => {
+    try {
+      const early = await admit(c, next);
+      if (early) c.res = early;
+    } catch (err) {
+      if (!(err instanceof Error)) throw err;
+      c.error = err;
+      c.res = await onError(err, c);
+    }
+  };
   return async (c, next) => {
+    const method = c.req.method;
+    if (method === 'OPTIONS') return preflight(c, next);
     const incoming = c.req.header('x-request-id');
     const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     c.set('requestId', requestId);
     const log = deps.logger.child({ request_id: requestId });
     c.set('log', log);
+    const outgoing = nodeResponse(c);
+    if (outgoing) {
+      outgoing.setHeader('Access-Control-Allow-Origin', '*');
+      outgoing.setHeader('Access-Control-Expose-Headers', exposed);
+      outgoing.setHeader('X-Request-Id', requestId);
+    }
+    const path = c.req.path;
     const parent = propagation.extract(otelContext.active(), c.req.raw.headers, HEADERS_GETTER);
     const started = performance.now();
-    const outgoing = nodeResponse(c);
-    outgoing?.setHeader('X-Request-Id', requestId);
-    await tracer.startActiveSpan(`${c.req.method} ${c.req.path}`, {}, parent, async (span) => {
-      try {
-        await next();
-      } finally {
-        span.end();
-      }
-    });
-    if (!outgoing) c.res.headers.set('X-Request-Id', requestId); // not c.header(): once answered, each call copies the response
-    const route = c.req.routePath || 'unmatched';
-    const labels = { route, method: c.req.method, status: String(c.res.status) };
+    const span = tracer.startSpan(`${method} ${path}`, undefined, parent);
+    try {
+      await otelContext.with(trace.setSpan(parent, span), inSpan, undefined, c, next);
+    } finally {
+      span.end();
+    }
+    const res = c.res;
+    if (!outgoing) {
+      const headers = res.headers; // not c.header(): once answered, each call copies the response
+      headers.set('Access-Control-Allow-Origin', '*');
+      headers.set('Access-Control-Expose-Headers', exposed);
+      headers.set('X-Request-Id', requestId);
+    }
+    const status = res.status;
+    const labels = { route: c.req.routePath || 'unmatched', method, status: String(status) };
+    const ms = performance.now() - started;
     deps.metrics.httpRequests.inc(labels);
-    deps.metrics.httpDuration.observe(labels, (performance.now() - started) / 1000);
+    deps.metrics.httpDuration.observe(labels, ms / 1000);
     // one line per request that explains itself: who, which canvas, which error code, how long
     const userId = c.get('claims')?.sub;
-    const canvasId = CANVAS_IN_PATH.exec(c.req.path)?.[1];
+    const canvasId = CANVAS_IN_PATH.exec(path)?.[1];
     const errorCode = c.get('errorCode');
     log.info({
-      method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started),
+      method, path, status, ms: Math.round(ms),
       ...(userId ? { user_id: userId } : {}), ...(canvasId ? { canvas_id: canvasId } : {}), ...(errorCode ? { error_code: errorCode } : {}),
     }, 'request');
   };
 }
 
 /**
- * Bodies up to config.maxBodyBytes. A body announced by Content-Length is judged by it, as Hono's
- * bodyLimit does, but without touching `c.req.raw.body` (on Node that turns the request into a
- * web-stream Request, a large part of a small request's cost); a chunked body is counted by
- * Hono's bodyLimit as it is read.
+ * The body limit, then the input policy, then the route (next); a refused request is answered here
+ * (a Response) or throws its ApiError. Bodies up to config.maxBodyBytes: one announced by
+ * Content-Length is judged by it, as Hono's bodyLimit does, but without touching `c.req.raw.body`
+ * (on Node that turns the request into a web-stream Request, a large part of a small request's
+ * cost); a chunked body is counted by Hono's bodyLimit as it is read.
  */
-export function limitBody(deps: Deps): MiddlewareHandler<AppEnv> {
+function admission(deps: Deps): (c: Context<AppEnv>, next: Next) => Promise<Response | undefined> {
   const maxSize = deps.config.maxBodyBytes;
   const tooLarge = (c: Context) => {
     // the rest of the body is never read: the connection cannot carry another request, say so
@@ -66,38 +115,44 @@ export function limitBody(deps: Deps): MiddlewareHandler<AppEnv> {
   };
   const counted = bodyLimit({ maxSize, onError: tooLarge });
   return async (c, next) => {
-    if (c.req.method === 'GET' || c.req.method === 'HEAD') return next(); // no body (Hono's bodyLimit: raw.body is null)
-    const length = c.req.header('content-length');
-    if (length !== undefined && c.req.header('transfer-encoding') === undefined) return parseInt(length, 10) > maxSize ? tooLarge(c) : next();
-    return counted(c, next);
+    const method = c.req.method;
+    if (method !== 'GET' && method !== 'HEAD') {
+      const length = c.req.header('content-length');
+      if (length !== undefined && c.req.header('transfer-encoding') === undefined) {
+        if (parseInt(length, 10) > maxSize) return tooLarge(c);
+      } else {
+        // a chunked body is read and counted here; next() is left to the policy below
+        let admitted = false;
+        const res = await counted(c, async () => { admitted = true; });
+        if (!admitted) return res instanceof Response ? res : undefined;
+      }
+    }
+    checkInput(c);
+    await next();
+    return undefined;
   };
 }
 
-const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After'];
-
 /**
- * CORS for any origin, as Supabase answers browsers: credentials travel as bearer tokens and
- * apikey headers, never cookies. A preflight is Hono's cors (it reflects the headers asked for:
- * apikey, x-client-info, x-supabase-api-version, …) and is answered before auth. Every other
- * answer, errors included, gets its headers once it exists: Hono's cors sets them on a
- * placeholder response before the handler runs, which makes Hono copy every answer into a new
- * Response (on Node, a large part of a small request's cost).
+ * The input policy (src/input-policy.ts) on HTTP. The URL first: every path segment and query
+ * parameter must percent-decode to valid UTF-8 without NUL (400 invalid_input, field `path` or
+ * `query.<name>`; Hono would keep an undecodable one as its raw text). The JSON body when a
+ * validator reads it (after authentication and the path's own checks): decoded with a fatal UTF-8
+ * decoder (field `body`), parsed, then walked once for unpaired surrogates, NUL and nesting
+ * deeper than MAX_JSON_DEPTH (the field by its path, e.g. `patch.content.t`). Never rewritten.
  */
-export function crossOrigin(): MiddlewareHandler<AppEnv> {
-  const preflight = cors({ origin: '*', exposeHeaders: EXPOSED_HEADERS, maxAge: 600 });
-  const exposed = EXPOSED_HEADERS.join(',');
-  return async (c, next) => {
-    if (c.req.method === 'OPTIONS') return preflight(c, next);
-    const outgoing = nodeResponse(c);
-    if (outgoing) {
-      outgoing.setHeader('Access-Control-Allow-Origin', '*');
-      outgoing.setHeader('Access-Control-Expose-Headers', exposed);
-      return next();
-    }
-    await next();
-    const headers = c.res.headers; // not c.header(): once answered, each call copies the response
-    headers.set('Access-Control-Allow-Origin', '*');
-    headers.set('Access-Control-Expose-Headers', exposed);
+function checkInput(c: Context<AppEnv>): void {
+  // nothing to decode without a percent sign (and Node's parser refuses raw control characters)
+  const url = c.req.url;
+  const bad = url.includes('%') || url.includes('\u0000') ? checkUrl(url) : null;
+  if (bad) throw new ApiError('invalid_input', bad.message, { field: bad.field });
+  c.req.json = async () => {
+    const read = readJson(new Uint8Array(await c.req.arrayBuffer()));
+    if ('value' in read) return read.value as never;
+    const err = new ApiError('invalid_input', read.message, { field: read.field });
+    // Hono's validator turns any failure of json() into its own "Malformed JSON" 400: keep ours
+    bodyErrors.set(c, err);
+    throw err;
   };
 }
 
@@ -113,32 +168,6 @@ function nodeResponse(c: Context): { setHeader(name: string, value: string): unk
   const outgoing = (c.env as { outgoing?: { setHeader?: unknown; headersSent?: boolean } } | undefined)?.outgoing;
   return outgoing && typeof outgoing.setHeader === 'function' && !outgoing.headersSent
     ? outgoing as { setHeader(name: string, value: string): unknown } : undefined;
-}
-
-/**
- * The input policy (src/input-policy.ts) on HTTP. The URL first: every path segment and query
- * parameter must percent-decode to valid UTF-8 without NUL (400 invalid_input, field `path` or
- * `query.<name>`; Hono would keep an undecodable one as its raw text). The JSON body when a
- * validator reads it (after authentication and the path's own checks): decoded with a fatal UTF-8
- * decoder (field `body`), parsed, then walked once for unpaired surrogates, NUL and nesting
- * deeper than MAX_JSON_DEPTH (the field by its path, e.g. `patch.content.t`). Never rewritten.
- */
-export function inputPolicy(): MiddlewareHandler<AppEnv> {
-  return async (c, next) => {
-    // nothing to decode without a percent sign (and Node's parser refuses raw control characters)
-    const url = c.req.url;
-    const bad = url.includes('%') || url.includes('\u0000') ? checkUrl(url) : null;
-    if (bad) throw new ApiError('invalid_input', bad.message, { field: bad.field });
-    c.req.json = async () => {
-      const read = readJson(new Uint8Array(await c.req.arrayBuffer()));
-      if ('value' in read) return read.value as never;
-      const err = new ApiError('invalid_input', read.message, { field: read.field });
-      // Hono's validator turns any failure of json() into its own "Malformed JSON" 400: keep ours
-      bodyErrors.set(c, err);
-      throw err;
-    };
-    await next();
-  };
 }
 
 const bodyErrors = new WeakMap<Context, ApiError>();

@@ -102,7 +102,7 @@ function newRouter() {
         const { field, message } = issueField(result.error.issues[0] as Issue | undefined);
         return errorResponse(c, new ApiError('invalid_input', `${field}: ${message}`, { field }));
       }
-      // the body itself passed the input policy when it was read (inputPolicy in middleware.ts)
+      // the body itself passed the input policy when it was read (checkInput in middleware.ts)
     },
   });
 }

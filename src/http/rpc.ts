@@ -63,10 +63,10 @@ async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn:
  * connection (`prepare: true`; postgres.js's `unsafe` does not prepare by default, which cost a
  * Parse + Describe round trip before every call), unless the pool runs without prepared
  * statements (a transaction pooler: src/db/pooling.ts). One text per function and arity, so the
- * per-connection statement cache stays small.
+ * per-connection statement cache stays small. (scripts/lib/bare-http-server.ts sends it too.)
  */
 const statements = new Map<string, string>();
-function rpcStatement(fn: string, arity: number, limited: boolean, asText: boolean): string {
+export function rpcStatement(fn: string, arity: number, limited: boolean, asText: boolean): string {
   const key = `${fn}/${arity}/${limited}/${asText}`;
   let text = statements.get(key);
   if (text === undefined) {

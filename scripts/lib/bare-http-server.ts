@@ -1,0 +1,56 @@
+// The ceiling of any Node HTTP layer for H2 on this machine (scripts/bench-http.ts): a bare
+// node:http server that does only what no HTTP layer can skip, and exactly the SQL the real
+// handler sends. Per request: read the body, JSON.parse it, one withRequest transaction running
+// callApiText's prepared statement (the H2 endpoint limit as its FROM, upsert_block_atomic, its
+// status and JSON text), and answer that text. No Hono, no zod, no JWT check (the bearer token is
+// looked up in a map of the tokens the bench signed), no request id, logging, metrics or trace.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Sql } from 'postgres';
+import { withRequest } from '../../src/db/request.ts';
+import { rpcStatement } from '../../src/http/rpc.ts';
+
+export type BareServer = { url: string; close(): Promise<void> };
+
+/** Serves POST /api/v1/canvas/{id}/mutate (one op) for the users `tokens` maps (token → user id). */
+export async function startBareServer(sql: Sql, tokens: Map<string, string>, development: boolean): Promise<BareServer> {
+  const statement = rpcStatement('upsert_block_atomic', 6, true, true);
+  const answer = (res: ServerResponse, status: number, text: string) => {
+    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+    res.end(text);
+  };
+  const mutate = async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
+    const path = req.url ?? '';
+    const userId = tokens.get((req.headers.authorization ?? '').slice('Bearer '.length));
+    if (!userId) return answer(res, 401, '{"error":{"code":"unauthorized","message":"unknown token"}}');
+    const op = JSON.parse(body.toString('utf8'));
+    const canvasId = path.split('/')[4]; // /api/v1/canvas/{id}/mutate
+    const row = await withRequest(sql, {
+      claims: { sub: userId, role: 'authenticated' },
+      headers: { 'x-forwarded-for': req.socket.remoteAddress ?? '', 'user-agent': req.headers['user-agent'] ?? '' },
+      method: 'POST',
+      path,
+    }, async (tx) => {
+      const [r] = await tx.unsafe(statement, [canvasId, op.block_id ?? null, op.action, op.client_op_id, op.base_version ?? null,
+        op.patch ?? {}, 'H2', development] as never[], { prepare: true });
+      return r;
+    });
+    if (row?.status === 'success') return answer(res, 200, row.result);
+    // a conflict (not expected in the bench, counted as an error): its current block, for the load generator to catch up from
+    const result = JSON.parse(row?.result ?? '{}');
+    answer(res, 409, JSON.stringify({ error: { ...result.error, block: result.block } }));
+  };
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      mutate(req, res, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+        .catch((err: Error) => answer(res, 500, JSON.stringify({ error: { code: 'internal', message: err.message } })));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}

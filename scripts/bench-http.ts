@@ -11,18 +11,20 @@
 //           api.upsert_block_atomic), JSON response, request log line, metrics.
 //   bare    the ceiling of any Node HTTP layer here: a bare node:http server in-process
 //           (scripts/lib/bare-http-server.ts) that reads the body, JSON.parses it and runs exactly
-//           the handler's SQL (withRequest + callApiText's prepared statement: H2 endpoint limit and
+//           the handler's SQL (requestStatement + callMutation's prepared statement: H2 endpoint limit and
 //           RPC in one), answering the RPC's JSON text; no Hono, zod, JWT check, logging or metrics.
 //           The same load generator drives it. Informational: bare vs direct is what Node's own
 //           HTTP costs on this machine, HTTP vs bare what Potentia's layer costs on top.
-//   direct  the same RPC the way the handler calls it (src/db/request.ts withRequest + the same
-//           parameterised `select api.upsert_block_atomic($1..$6)`), no HTTP, no endpoint limit.
+//   direct  the same RPC the way the handler calls it (src/db/request.ts requestStatement: BEGIN,
+//           claims, the parameterised `select api.upsert_block_atomic($1..$6)` and COMMIT in one
+//           pipeline), no HTTP, no endpoint limit ("+ limit": the endpoint limit as a statement
+//           of its own before it, in the same pipeline).
 // Every phase: C connections, each updating its OWN block on its OWN canvas as its own user, always from
 // the current version (read back from each result), with a pool of C database connections.
 //
 // Phase order: HTTP runs first, then bare, then the direct phases, in one process. The HTTP phase used to be
 // the first code this process ran hot: its measured window still paid for V8 compiling the HTTP
-// stack and the postgres.js/withRequest code the direct phases then ran already optimized (a second
+// stack and the postgres.js/requestStatement code the direct phases then ran already optimized (a second
 // HTTP pass in the same process measured 0.44 ms less Node CPU per mutation and 18% more mut/s than
 // the first, for the same code). So the process first runs every path, untimed, for
 // --process-warmup-seconds in all (half HTTP, the rest shared by bare and the direct variants), on users of its own;
@@ -54,7 +56,7 @@ import postgres, { type Sql } from 'postgres';
 import { signAccessToken } from '../src/auth/jwt.ts';
 import { loadConfig } from '../src/config.ts';
 import { createDatabase } from '../src/db/index.ts';
-import { withRequest } from '../src/db/request.ts';
+import { requestStatement, withRequest } from '../src/db/request.ts';
 import { startServer } from '../src/server.ts';
 import { startBareServer, type BareServer } from './lib/bare-http-server.ts';
 
@@ -235,7 +237,7 @@ function benchHttp(base: string, conns: Conn[], mark: () => void, seconds = SECO
   });
 }
 
-/** The same RPC, called as callApi calls it, minus HTTP: one withRequest transaction per mutation. */
+/** The same RPC, called as callMutation calls it, minus HTTP: one requestStatement transaction per mutation. */
 async function benchDirect(sql: Sql, conns: Conn[], mark: () => void, withEndpointLimit = false, prepared = false, seconds = SECONDS): Promise<Stats> {
   const lat: number[] = [];
   let errors = 0;
@@ -247,13 +249,11 @@ async function benchDirect(sql: Sql, conns: Conn[], mark: () => void, withEndpoi
       const t0 = performance.now();
       let result: any;
       try {
-        result = await withRequest(sql, { claims: { sub: c.userId, role: 'authenticated' }, method: 'POST',
-          path: `/api/v1/canvas/${c.canvasId}/mutate` }, async (tx) => {
-          if (withEndpointLimit) await tx`select api.hit_endpoint_limit('H2')`;
-          const [row] = await tx.unsafe('select api.upsert_block_atomic($1, $2, $3, $4, $5, $6) as result',
-            [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }] as never[], { prepare: prepared });
-          return row!.result;
-        });
+        const [row] = await requestStatement<{ result: any }>(sql, { claims: { sub: c.userId, role: 'authenticated' }, method: 'POST',
+          path: `/api/v1/canvas/${c.canvasId}/mutate` },
+          `select api.upsert_block_atomic($1, $2, $3, $4, $5, $6) as result${withEndpointLimit ? " from api.hit_endpoint_limit('H2')" : ''}`,
+          [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }], { prepare: prepared });
+        result = row!.result;
       } catch (err) {
         if (record) { errors++; errorKinds[(err as Error).message] = (errorKinds[(err as Error).message] ?? 0) + 1; }
         continue;
@@ -432,7 +432,7 @@ try {
   log('run', `bare: ${bareStats.n} mutations, ${bareStats.errors} errors`);
   await checkVersions(direct.sql, bareConns, 'bare');
 
-  log('run', `direct: withRequest + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS} ...`);
+  log('run', `direct: requestStatement + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS} ...`);
   const { result: directRun, cost: directCost } = await account('direct', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct.sql, directConns, mark));
   const directStats = summarize(directRun);
   log('run', `direct: ${directStats.n} mutations, ${directStats.errors} errors`);
@@ -504,7 +504,7 @@ try {
     `Potentia's HTTP layer vs that bare server = ${fmt(httpStats.rate / bareStats.rate)} ` +
     `(Node CPU per mutation: bare ${fmt(bareCpu, 3)} ms, HTTP ${fmt(httpCpu, 3)} ms, direct ${fmt(directCpu, 3)} ms)`);
   reportRows([
-    { bench: 'bench:http', workload: 'H2 mutate over HTTP vs the same RPC direct (withRequest, no endpoint limit; the faster of unprepared and prepared)',
+    { bench: 'bench:http', workload: 'H2 mutate over HTTP vs the same RPC direct (requestStatement, no endpoint limit; the faster of unprepared and prepared)',
       measured: httpStats.rate, baseline: bestDirect, unit: 'mut/s', ratio: httpStats.rate / bestDirect, target: { op: '>=', value: 0.8 }, command, note },
     { bench: 'bench:http', workload: 'H2 mutate over HTTP vs the same RPC direct after the H2 endpoint limit (all the SQL the handler runs)',
       measured: httpStats.rate, baseline: limitStats.rate, unit: 'mut/s', ratio: httpStats.rate / limitStats.rate, target: null, command, note },

@@ -1,13 +1,13 @@
 // The ceiling of any Node HTTP layer for H2 on this machine (scripts/bench-http.ts): a bare
 // node:http server that does only what no HTTP layer can skip, and exactly the SQL the real
-// handler sends. Per request: read the body, JSON.parse it, one withRequest transaction running
+// handler sends. Per request: read the body, JSON.parse it, one requestStatement transaction (as callMutation sends it) running
 // callApiText's prepared statement (the H2 endpoint limit as its FROM, upsert_block_atomic, its
 // status and JSON text), and answer that text. No Hono, no zod, no JWT check (the bearer token is
 // looked up in a map of the tokens the bench signed), no request id, logging, metrics or trace.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Sql } from 'postgres';
-import { withRequest } from '../../src/db/request.ts';
+import { requestStatement } from '../../src/db/request.ts';
 import { rpcStatement } from '../../src/http/rpc.ts';
 
 export type BareServer = { url: string; close(): Promise<void> };
@@ -25,16 +25,12 @@ export async function startBareServer(sql: Sql, tokens: Map<string, string>, dev
     if (!userId) return answer(res, 401, '{"error":{"code":"unauthorized","message":"unknown token"}}');
     const op = JSON.parse(body.toString('utf8'));
     const canvasId = path.split('/')[4]; // /api/v1/canvas/{id}/mutate
-    const row = await withRequest(sql, {
+    const [row] = await requestStatement<{ status: string | null; result: string }>(sql, {
       claims: { sub: userId, role: 'authenticated' },
       headers: { 'x-forwarded-for': req.socket.remoteAddress ?? '', 'user-agent': req.headers['user-agent'] ?? '' },
       method: 'POST',
       path,
-    }, async (tx) => {
-      const [r] = await tx.unsafe(statement, [canvasId, op.block_id ?? null, op.action, op.client_op_id, op.base_version ?? null,
-        op.patch ?? {}, 'H2', development] as never[], { prepare: true });
-      return r;
-    });
+    }, statement, [canvasId, op.block_id ?? null, op.action, op.client_op_id, op.base_version ?? null, op.patch ?? {}, 'H2', development]);
     if (row?.status === 'success') return answer(res, 200, row.result);
     // a conflict (not expected in the bench, counted as an error): its current block, for the load generator to catch up from
     const result = JSON.parse(row?.result ?? '{}');

@@ -195,4 +195,39 @@ describe('requestStatement and withRequest: backends killed with callers waiting
     expect(attempts).toBe(2);
     expect(await Promise.all(waiting)).toEqual([0, 1, 2].map((i) => ({ ok: true, value: [{ i, role: 'postgres' }] })));
   });
+
+  it('a connection killed while it starts (in its array types fetch) does not fail the query it connects for', async () => {
+    // a scratch database: the fetch is held by locking pg_type, which would stall other tests' new connections
+    const name = `potentia_rsa_types_${process.pid}`;
+    const at = (database: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${database}`; return u.toString(); };
+    const root = postgres(at('postgres'), { max: 1, onnotice: () => {} });
+    await root.unsafe(`drop database if exists ${name} with (force)`);
+    await root.unsafe(`create database ${name}`);
+    const locker = postgres(at(name), { max: 1, onnotice: () => {} });
+    const app = `potentia-test-rsa-types-${process.pid}`;
+    const sql = postgres(at(name), { max: 1, onnotice: () => {}, connection: { application_name: app } });
+    try {
+      const lock = await locker.reserve();
+      await lock`begin`;
+      await lock`lock table pg_catalog.pg_type in access exclusive mode`;
+      const query = settle(sql`select 1 as one`);
+      let killed = 0;
+      for (let i = 0; i < 200 && killed === 0; i++) {
+        await sleep(10);
+        // from another database: a new backend here would wait for pg_type too
+        killed = (await root`select pg_terminate_backend(pid) from pg_stat_activity
+          where application_name = ${app} and query like '%typarray%'`).length;
+      }
+      expect(killed).toBe(1);
+      await lock`commit`;
+      lock.release();
+      // the next session starts afresh and runs the query (it failed with the killed session's 57P01)
+      expect(await query).toEqual({ ok: true, value: [{ one: 1 }] });
+    } finally {
+      await sql.end();
+      await locker.end();
+      await root.unsafe(`drop database if exists ${name} with (force)`);
+      await root.end();
+    }
+  });
 });

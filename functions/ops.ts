@@ -16,16 +16,18 @@ const READY_TIMEOUT_MS = 2000;
  */
 const body = <T extends z.ZodTypeAny>(description: string, schema: T) => ({ description, content: { 'application/json': { schema } } });
 const local = 'Served by the local server (npm start), not by the Supabase edge functions.';
+// the input policy every route passes first (src/http/middleware.ts) refuses a bad URL here too
+const badUrl = body('invalid_input: a path segment or query parameter that does not percent-decode to valid UTF-8, or holds NUL (field `path` or `query.<name>`)', ErrorSchema);
 const routes = {
   health: createRoute({ method: 'get', path: '/health', operationId: 'getHealth', tags: ['ops'], summary: 'M1: the process answers',
-    description: local, responses: { 200: body('alive', Health) } }),
+    description: local, responses: { 200: body('alive', Health), 400: badUrl } }),
   ready: createRoute({ method: 'get', path: '/ready', operationId: 'getReady', tags: ['ops'],
     summary: 'M2: the database answers (within 2 s) and, when a worker is expected, a worker heartbeat is fresh', description: local,
-    responses: { 200: body('ready', Ready), 503: body('not ready: what failed', NotReady) } }),
+    responses: { 200: body('ready', Ready), 400: badUrl, 503: body('not ready: what failed', NotReady) } }),
   metrics: createRoute({ method: 'get', path: '/metrics', operationId: 'getMetrics', tags: ['ops'],
     summary: 'S1: Prometheus metrics (loopback callers, or Authorization: Bearer INTERNAL_TOKEN)', description: local,
     responses: { 200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: z.string() } } },
-      404: body('not_found: not an internal caller (the endpoint stays invisible)', ErrorSchema) } }),
+      400: badUrl, 404: body('not_found: not an internal caller (the endpoint stays invisible)', ErrorSchema) } }),
 };
 
 export function opsRoutes(deps: Deps) {

@@ -152,26 +152,6 @@ export interface components {
       /** @enum {string} */
       status: "ok";
     };
-    Ready: {
-      /** @enum {string} */
-      status: "ready";
-      checks: {
-        /** @enum {string} */
-        database: "ok";
-        /** @enum {string} */
-        worker?: "ok";
-      };
-    };
-    NotReady: {
-      /** @enum {string} */
-      status: "unavailable";
-      checks: {
-        /** @description 'ok', or why the database did not answer */
-        database: string;
-        /** @description when a worker is expected: why no fresh heartbeat */
-        worker?: string;
-      };
-    };
     Error: {
       error: {
         /** @enum {string} */
@@ -245,6 +225,26 @@ export interface components {
     JsonValue: string | number | boolean | null | {
       [key: string]: unknown;
     } | unknown[];
+    Ready: {
+      /** @enum {string} */
+      status: "ready";
+      checks: {
+        /** @enum {string} */
+        database: "ok";
+        /** @enum {string} */
+        worker?: "ok";
+      };
+    };
+    NotReady: {
+      /** @enum {string} */
+      status: "unavailable";
+      checks: {
+        /** @description 'ok', or why the database did not answer */
+        database: string;
+        /** @description when a worker is expected: why no fresh heartbeat */
+        worker?: string;
+      };
+    };
     SearchResult: {
       items: components["schemas"]["SearchHit"][];
       /** @description the embedding model that embedded the query */
@@ -767,6 +767,12 @@ export interface operations {
           "application/json": components["schemas"]["Health"];
         };
       };
+      /** @description invalid_input: a path segment or query parameter that does not percent-decode to valid UTF-8, or holds NUL (field `path` or `query.<name>`) */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
     };
   };
   /**
@@ -779,6 +785,12 @@ export interface operations {
       200: {
         content: {
           "application/json": components["schemas"]["Ready"];
+        };
+      };
+      /** @description invalid_input: a path segment or query parameter that does not percent-decode to valid UTF-8, or holds NUL (field `path` or `query.<name>`) */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Error"];
         };
       };
       /** @description not ready: what failed */
@@ -799,6 +811,12 @@ export interface operations {
       200: {
         content: {
           "text/plain": string;
+        };
+      };
+      /** @description invalid_input: a path segment or query parameter that does not percent-decode to valid UTF-8, or holds NUL (field `path` or `query.<name>`) */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Error"];
         };
       };
       /** @description not_found: not an internal caller (the endpoint stays invisible) */

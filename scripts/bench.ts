@@ -81,6 +81,7 @@ const lines = [
   ...(failures.length ? ['Benchmarks that failed in this run:', '', ...failures.map((f) => `- ${f}`), ''] : []),
   'Each benchmark explains its workload and baseline in the header comment of its script',
   '(`scripts/bench-*.ts`); `npm run bench -- --only <name>` reruns one and rewrites this file with its rows only.',
+  'What bounds each ratio, and the measurements that show it: [performance.md](performance.md).',
   '',
 ];
 writeFileSync(join(root, values.out!), lines.join('\n'));

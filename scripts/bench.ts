@@ -20,7 +20,7 @@ const STEPS: { name: string; script: string; args: string[] }[] = [
   { name: 'http', script: 'bench:http', args: ['--seconds', '5'] },
   { name: 'rank', script: 'bench:rank', args: [] },
   { name: 'realtime', script: 'bench:realtime',
-    args: ['--seconds', '5', '--subscribers', '1000', '--gateways', '1,2', '--skip-cluster', '--scale', '1000,2000,3000,4000,5000'] },
+    args: ['--seconds', '5', '--subscribers', '1000', '--gateways', '1,2', '--rounds', '3', '--skip-cluster', '--scale', '1000,2000,3000,4000,5000'] },
 ];
 
 const { values } = parseArgs({
@@ -70,8 +70,8 @@ const lines = [
   'they carry over to other machines better than the absolute numbers; on 2 cores the load generators',
   'share the CPU with Postgres and the server, so rerun a row before reading much into a small difference.',
   'This VM\'s speed also drifts by 10-20 % within minutes: bench:mutate therefore runs each scenario in 3',
-  'interleaved rounds and takes each ratio over all of them; its notes list the ratio of each round',
-  '(pgbench: of each pair), the spread a single run would show.',
+  'interleaved rounds and takes each ratio over all of them, bench:realtime takes the median of 3 interleaved',
+  'rounds; their notes list the ratio of each round (pgbench: of each pair), the spread a single run would show.',
   '',
   '| benchmark | workload | measured | baseline | unit | ratio | target | met | reproduce |',
   '|---|---|---:|---:|---|---:|---|---|---|',

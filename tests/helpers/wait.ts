@@ -8,3 +8,15 @@ export async function until(check: () => boolean | Promise<boolean>, ms = 10_000
     await sleep(everyMs);
   }
 }
+
+/**
+ * Waits, if needed, until at least `marginMs` remain in the current fixed rate-limit window of
+ * `windowSeconds` (windows start at multiples of it since the epoch, internal.rate_window_start):
+ * a test that expects its N+1-th call to be refused must not have its calls straddle a window
+ * boundary, where the count starts over (this machine's clock is the database's).
+ */
+export async function awayFromWindowEdge(windowSeconds: number, marginMs = 2_000): Promise<void> {
+  const windowMs = windowSeconds * 1000;
+  const left = windowMs - (Date.now() % windowMs);
+  if (left < marginMs) await sleep(left + 50);
+}

@@ -10,6 +10,7 @@ import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
 import { algNoneToken, rawRequest, startTestServer, tokenFor } from '../helpers/http.ts';
+import { awayFromWindowEdge } from '../helpers/wait.ts';
 
 // The HTTP API against the running server (in-process, real Postgres): supabase-js
 // `functions.invoke` on /functions/v1/<name>/... and plain fetch on /api/v1/...
@@ -479,6 +480,7 @@ describe('contract', () => {
       await sql`update app.endpoint_limits set max_hits = 2, window_seconds = 60 where endpoint = 'A5'`;
       const sb = supabaseAs(tokens.owner);
       const statuses: number[] = [];
+      await awayFromWindowEdge(60); // all three in one window of the limit
       for (let i = 0; i < 3; i++) statuses.push((await invoke(sb, 'canvas', { method: 'POST', body: { workspace_id: workspaceId } })).status);
       expect(statuses).toEqual([201, 201, 429]);
       const [row] = await sql`select count(*)::int as n from app.canvases where workspace_id = ${workspaceId}`;

@@ -4,6 +4,7 @@ import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
+import { awayFromWindowEdge } from '../helpers/wait.ts';
 
 // POTENTIA_PROFILE=development (what `npm start` runs with) relaxes the per-endpoint limits of
 // app.endpoint_limits for that process's requests; standard keeps the seed's (A5: one canvas
@@ -36,6 +37,7 @@ describe('POTENTIA_PROFILE', () => {
   it('standard keeps the seed limit (A5: 1 create per 10 s); development allows a burst', async () => {
     const { workspaceId, users } = await createCanvas(db.sql);
     const owner = users.owner!;
+    await awayFromWindowEdge(10); // both tries in one A5 window (10 s)
     const standardTries = [await createCanvasOver(standard, owner, workspaceId), await createCanvasOver(standard, owner, workspaceId)];
     expect(standardTries.map((t) => t.status)).toEqual([201, 429]);
     expect(Number(standardTries[1]!.retryAfter)).toBeGreaterThan(0);

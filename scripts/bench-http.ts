@@ -57,6 +57,7 @@ import { signAccessToken } from '../src/auth/jwt.ts';
 import { loadConfig } from '../src/config.ts';
 import { createDatabase } from '../src/db/index.ts';
 import { requestStatement, withRequest } from '../src/db/request.ts';
+import { rpcStatement } from '../src/http/rpc.ts';
 import { startServer } from '../src/server.ts';
 import { startBareServer, type BareServer } from './lib/bare-http-server.ts';
 
@@ -251,8 +252,9 @@ async function benchDirect(sql: Sql, conns: Conn[], mark: () => void, withEndpoi
       try {
         const [row] = await requestStatement<{ result: any }>(sql, { claims: { sub: c.userId, role: 'authenticated' }, method: 'POST',
           path: `/api/v1/canvas/${c.canvasId}/mutate` },
-          `select api.upsert_block_atomic($1, $2, $3, $4, $5, $6) as result${withEndpointLimit ? " from api.hit_endpoint_limit('H2')" : ''}`,
-          [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }], { prepare: prepared });
+          rpcStatement('upsert_block_atomic', 6, withEndpointLimit, false),
+          [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }, ...(withEndpointLimit ? ['H2', false] : [])],
+          { prepare: prepared });
         result = row!.result;
       } catch (err) {
         if (record) { errors++; errorKinds[(err as Error).message] = (errorKinds[(err as Error).message] ?? 0) + 1; }

@@ -58,8 +58,8 @@ begin
 end $$;
 
 -- The subject's hits in the current window, all shards: committed counts, and this transaction's
--- own. A plain read, waiting for no one: one full-key lookup per shard (the LIMIT keeps each a
--- lookup; a filter on the bucket column would scan every bucket and window of the subject).
+-- own. A plain read, waiting for no one: one full-key lookup per shard (the table is keyed
+-- (user_id, window_start, bucket): only the current window's rows are ever read).
 -- The shards are a VALUES list (the names of window_limit_shards), not unnest() of that array:
 -- the planner counts 8 rows in it either way, so PL/pgSQL keeps one generic plan, where
 -- unnest(<a parameter>) costs more than its folded custom plan and was planned again at each call.

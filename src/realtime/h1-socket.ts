@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws';
-import { requestStatement, withRequest } from '../db/request.ts';
+import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
 import { apiErrorFromDatabase } from '../http/errors.ts';
 import { checkJson } from '../input-policy.ts';
 import { AccessGate, accessChange, canvasAccess, concerns, type CanvasAccess } from './access.ts';
@@ -137,8 +137,13 @@ export class H1Socket {
     }
   }
 
+  /** Who is asking, as the database sees it: this socket's claims, on its canvas's path. */
+  private get request(): RequestContext {
+    return { claims: this.claims as any, path: `/ws/canvas/${this.canvasId}` };
+  }
+
   private rpc<T>(work: (tx: any) => Promise<T>): Promise<T> {
-    return withRequest(this.hub.sql, { claims: this.claims as any, path: `/ws/canvas/${this.canvasId}` }, work);
+    return withRequest(this.hub.sql, this.request, work);
   }
 
   private async mutate(msg: MutateMessage): Promise<void> {
@@ -146,7 +151,7 @@ export class H1Socket {
       return this.send({ type: 'error', code: 'read_only', client_op_id: msg.client_op_id, message: this.access.readOnlyReason ?? 'read only' });
     }
     // idempotent by client_op_id: one pipelined transaction (requestStatement), like H2 over HTTP
-    const [row] = await requestStatement<{ r: Record<string, any> }>(this.hub.sql, { claims: this.claims as any, path: `/ws/canvas/${this.canvasId}` },
+    const [row] = await requestStatement<{ r: Record<string, any> }>(this.hub.sql, this.request,
       'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r',
       [this.canvasId, msg.block_id ?? null, msg.action, msg.client_op_id, msg.base_version ?? null, msg.patch as any]);
     const result = row!.r;

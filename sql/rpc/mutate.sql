@@ -228,7 +228,6 @@ declare
   v_fields text[];
   v_changed text[];
   v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
-  v_since_patch jsonb;
   v_clash text[];
   v_base_block jsonb;
   v_keys jsonb;
@@ -307,12 +306,9 @@ begin
     -- position our insert goes before the one committed earlier
     if o_text is not null then
       for v_text_key in select jsonb_object_keys(o_text) loop
-        v_op := o_text -> v_text_key;
-        foreach v_since_patch in array v_since loop
-          if v_since_patch -> 'text' ? v_text_key then
-            v_op := internal.text_op_transform(v_op, v_since_patch -> 'text' -> v_text_key, 'left');
-          end if;
-        end loop;
+        -- the logged patches' ops on this key (null where a patch has none: skipped), one call
+        v_op := internal.text_op_transform_all(o_text -> v_text_key,
+                  array(select p -> 'text' -> v_text_key from unnest(v_since) p), 'left');
         o_text := jsonb_set(o_text, array[v_text_key], v_op);
       end loop;
     end if;

@@ -282,3 +282,92 @@ begin
 end $$;
 comment on function internal.text_op_transform(jsonb, jsonb, text) is
   'ot-text-unicode transform(op, other, side) for normalized ops: op rewritten to apply after other; side left = op''s insert first at a tie.';
+
+-- ot-text-unicode transform folded over a list: p_op rewritten to apply after each of p_others
+-- in turn (others[1] first; null elements are skipped), the same op as
+-- text_op_transform(…text_op_transform(p_op, others[1], side)…, others[n], side). This is the
+-- server's rebase of a text op over the log (every op on its key since the client's version, in
+-- commit order), which runs under the canvas lock when a text is shared; one call walks the whole
+-- list. While op is one insert, one delete or nothing, and each other op is one insert or one
+-- delete (concurrent typing), op is kept as (position, insert text | delete count) integers and
+-- moved as the library's walk would move it; anything else goes through text_op_transform.
+create or replace function internal.text_op_transform_all(p_op jsonb, p_others jsonb[], p_side text)
+returns jsonb language plpgsql immutable parallel safe set search_path = '' as $$
+declare
+  v_op jsonb := p_op;
+  v_kind "char";          -- while 'i' / 'd' / 'n'(o-op): op is v_ins or v_del at v_at; null: v_op holds it
+  v_at bigint;
+  v_ins text;
+  v_del bigint;
+  o jsonb;
+  v_n integer;
+  v_oc jsonb;
+  v_oat bigint;
+  v_olen bigint;
+  v_cut bigint;
+begin
+  if p_side is null or p_side not in ('left', 'right') then
+    perform internal.raise_error('invalid_input', format('side must be ''left'' or ''right'', not %s', coalesce(p_side, 'missing')),
+                                 '{"field": "side"}');
+  end if;
+  foreach o in array coalesce(p_others, '{}') loop
+    continue when o is null;
+    if v_kind is null then
+      -- (re)read op's shape: [], [n?, "str"] or [n?, {"d": n}]
+      v_n := jsonb_array_length(v_op);
+      if v_n = 0 then
+        v_kind := 'n';
+      elsif v_n <= 2 and (v_n = 1 or jsonb_typeof(v_op -> 0) = 'number') then
+        v_oc := v_op -> (v_n - 1);
+        v_at := case when v_n = 2 then (v_op -> 0)::bigint else 0 end;
+        if jsonb_typeof(v_oc) = 'string' then v_kind := 'i'; v_ins := v_oc #>> '{}';
+        elsif jsonb_typeof(v_oc) = 'object' then v_kind := 'd'; v_del := (v_oc -> 'd')::bigint;
+        end if;
+      end if;
+    end if;
+    exit when v_kind = 'n';   -- nothing transforms into nothing
+    v_n := jsonb_array_length(o);
+    v_oc := case when v_n = 1 then o -> 0 when v_n = 2 and jsonb_typeof(o -> 0) = 'number' then o -> 1 end;
+    if v_kind is null or v_oc is null or jsonb_typeof(v_oc) not in ('string', 'object') then
+      continue when v_n = 0;
+      if v_kind is not null then
+        v_op := case v_kind when 'i' then case when v_at > 0 then jsonb_build_array(v_at, v_ins) else jsonb_build_array(v_ins) end
+                            else case when v_at > 0 then jsonb_build_array(v_at, jsonb_build_object('d', v_del)) else jsonb_build_array(jsonb_build_object('d', v_del)) end end;
+      end if;
+      v_op := internal.text_op_transform(v_op, o, p_side);
+      v_kind := null;
+      continue;
+    end if;
+    v_oat := case when v_n = 2 then (o -> 0)::bigint else 0 end;
+    if jsonb_typeof(v_oc) = 'string' then
+      v_olen := length(v_oc #>> '{}');
+      -- an insert before op (or at op's insert, op on the right; at a delete's start) moves op on;
+      -- an insert inside op's delete splits it: the walk does that
+      if v_kind = 'i' then
+        if v_oat < v_at or (v_oat = v_at and p_side = 'right') then v_at := v_at + v_olen; end if;
+      elsif v_oat <= v_at then
+        v_at := v_at + v_olen;
+      elsif v_oat < v_at + v_del then
+        v_op := internal.text_op_transform(case when v_at > 0 then jsonb_build_array(v_at, jsonb_build_object('d', v_del))
+                                                else jsonb_build_array(jsonb_build_object('d', v_del)) end, o, p_side);
+        v_kind := null;
+      end if;
+    else
+      v_olen := (v_oc -> 'd')::bigint;
+      if v_kind = 'd' then
+        -- what both delete is deleted once; op moves back by what other deleted before it
+        v_cut := greatest(0, least(v_at + v_del, v_oat + v_olen) - greatest(v_at, v_oat));
+        v_del := v_del - v_cut;
+        if v_del = 0 then v_kind := 'n'; end if;
+      end if;
+      if v_oat < v_at then v_at := greatest(v_oat, v_at - v_olen); end if;
+    end if;
+  end loop;
+  return case v_kind
+    when 'n' then '[]'::jsonb
+    when 'i' then case when v_at > 0 then jsonb_build_array(v_at, v_ins) else jsonb_build_array(v_ins) end
+    when 'd' then case when v_at > 0 then jsonb_build_array(v_at, jsonb_build_object('d', v_del)) else jsonb_build_array(jsonb_build_object('d', v_del)) end
+    else v_op end;
+end $$;
+comment on function internal.text_op_transform_all(jsonb, jsonb[], text) is
+  'ot-text-unicode transform folded over a list: op rewritten to apply after others[1], then others[2], … (nulls skipped); the same op as chained text_op_transform calls.';

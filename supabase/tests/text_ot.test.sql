@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(101);
+select plan(116);
 
 -- The error a statement raises, as {"code": <hint>, "field": …} (null when it does not raise).
 create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
@@ -40,6 +40,7 @@ $$;
 select has_function('internal', 'text_op_normalize', array['jsonb', 'text'], 'internal.text_op_normalize(op, field) exists');
 select has_function('internal', 'text_op_apply', array['text', 'jsonb', 'text'], 'internal.text_op_apply(text, op, field) exists');
 select has_function('internal', 'text_op_transform', array['jsonb', 'jsonb', 'text'], 'internal.text_op_transform(op, other, side) exists');
+select has_function('internal', 'text_op_transform_all', array['jsonb', 'jsonb[]', 'text'], 'internal.text_op_transform_all(op, others[], side) exists');
 select is(
   (select array_agg(p.proname::text order by p.proname) from pg_proc p
    where p.pronamespace = 'internal'::regnamespace and p.proname like 'text\_op\_%'
@@ -49,7 +50,7 @@ select is(
 select is(
   (select array_agg(p.proname::text || ':' || p.provolatile::text order by p.proname) from pg_proc p
    where p.pronamespace = 'internal'::regnamespace and p.proname like 'text\_op\_%'),
-  array['text_op_apply:i', 'text_op_from_parts:i', 'text_op_normalize:s', 'text_op_transform:i'],
+  array['text_op_apply:i', 'text_op_from_parts:i', 'text_op_normalize:s', 'text_op_transform:i', 'text_op_transform_all:i'],
   'apply and transform are IMMUTABLE; normalize is STABLE because its limit is a setting');
 select is(internal.setting_int('max_text_op_components'), 1000, 'app.settings max_text_op_components defaults to 1000');
 select isnt((select description from app.settings where key = 'max_text_op_components'), '', 'the setting is described');
@@ -158,6 +159,40 @@ select is(internal.text_op_normalize('[{"d": 1}, "a", {"d": 1}]', 'op'), '[{"d":
 select is(internal.text_op_normalize('[2.0, "x"]', 'op'), '[2, "x"]', 'a whole number written 2.0 is the skip 2');
 select is(internal.text_op_normalize(E'["\\n\\t\\"\\\\ line"]', 'op'), E'["\\n\\t\\"\\\\ line"]', 'inserts may hold any text');
 select is(internal.text_op_normalize('[2147483647, "x"]', 'op'), '[2147483647, "x"]', 'the largest skip');
+
+-- ---------------------------------------------------------------------------------------------
+-- transform_all: an op rebased over a log (others in commit order) = transform folded over it
+-- (agreement with the library's fold on generated logs: tests/integration/text-ot-reference.test.ts)
+-- ---------------------------------------------------------------------------------------------
+select is(internal.text_op_transform_all('[3, "x"]', '{}', 'left'), '[3, "x"]', 'over an empty log the op is unchanged');
+select is(internal.text_op_transform_all('[3, "x"]', array[null, '[]', null]::jsonb[], 'left'), '[3, "x"]',
+          'null entries (a logged patch without an op on this key) and no-ops change nothing');
+select is(internal.text_op_transform_all('[3, "x"]', array['[1, "ab"]', '["c"]', '[10, "z"]']::jsonb[], 'left'), '[6, "x"]',
+          'inserts before the position move an insert on; one after it does not');
+select is(internal.text_op_transform_all('[3, "x"]', array['[3, "ab"]']::jsonb[], 'left'), '[3, "x"]',
+          'at a tie, left: the op''s insert stays first');
+select is(internal.text_op_transform_all('[3, "x"]', array['[3, "ab"]']::jsonb[], 'right'), '[5, "x"]',
+          'at a tie, right: the op''s insert goes after the other''s');
+select is(internal.text_op_transform_all('[5, "x"]', array['[1, {"d": 2}]', '[{"d": 9}]']::jsonb[], 'left'), '["x"]',
+          'deletes before the position move an insert back, to the start of a delete spanning it');
+select is(internal.text_op_transform_all('[2, {"d": 4}]', array['[3, {"d": 2}]']::jsonb[], 'left'), '[2, {"d": 2}]',
+          'what both delete is deleted once');
+select is(internal.text_op_transform_all('[2, {"d": 2}]', array['[1, {"d": 5}]', '[0, "never reached"]']::jsonb[], 'left'), '[]',
+          'a delete wholly deleted by another is the no-op, and stays one');
+select is(internal.text_op_transform_all('[2, {"d": 2}]', array['[2, "ab"]', '[6, "c"]']::jsonb[], 'left'), '[4, {"d": 2}]',
+          'an insert at a delete''s start moves it on; one at its end does not touch it');
+select is(internal.text_op_transform_all('[2, {"d": 4}]', array['[4, "ab"]']::jsonb[], 'left'), '[2, {"d": 2}, 2, {"d": 2}]',
+          'an insert inside a delete splits it (the general transform)');
+select is(internal.text_op_transform_all('[2, {"d": 4}]', array['[4, "ab"]', '[1, "z"]']::jsonb[], 'left'), '[3, {"d": 2}, 2, {"d": 2}]',
+          'after the split, the rest of the log transforms the multi-component op');
+select is(internal.text_op_transform_all('[1, "a", 2, {"d": 1}]', array['["zz"]', '[3, {"d": 2}]']::jsonb[], 'left'),
+          internal.text_op_transform(internal.text_op_transform('[1, "a", 2, {"d": 1}]', '["zz"]', 'left'), '[3, {"d": 2}]', 'left'),
+          'a multi-component op is the chained transform of each');
+select is(internal.text_op_transform_all('[4, "x"]', array['[1, "ab", 3, {"d": 1}]', '[2, {"d": 1}]']::jsonb[], 'left'),
+          internal.text_op_transform(internal.text_op_transform('[4, "x"]', '[1, "ab", 3, {"d": 1}]', 'left'), '[2, {"d": 1}]', 'left'),
+          'a multi-component other goes through the general transform, and the insert is moved as integers again after it');
+select is(pg_temp.error_of($$select internal.text_op_transform_all('[1, "x"]', '{}', 'up')$$), '{"code": "invalid_input", "field": "side"}',
+          'a side other than left/right is invalid_input on field side');
 
 -- ---------------------------------------------------------------------------------------------
 -- normalize: every malformed op is invalid_input on the caller's field

@@ -128,6 +128,31 @@ function firstMismatch(batch: Triple[], rows: SqlRow[]): string | null {
   return null;
 }
 
+/** A rebase over a log, as the server does it: an op made against `doc`, and the ops others
+ * committed since, each made against the text the ones before it left. Mostly concurrent typing
+ * (one insert or one delete, which text_op_transform_all moves as integers), now and then a
+ * multi-component op or a no-op (which take the general transform). */
+type Chain = { doc: string; op: TextOp; others: (TextOp | null)[] };
+const typingIntent = fc.record({ insert: fc.boolean(), skip: fc.nat(40), del: fc.integer({ min: 1, max: 6 }), text: insertText });
+const logEntry = fc.oneof(
+  { weight: 8, arbitrary: typingIntent.map((s) => [s]) },
+  { weight: 2, arbitrary: intents },
+  { weight: 1, arbitrary: fc.constant(null) }, // a logged patch without an op on this key
+);
+const chain: fc.Arbitrary<Chain> = fc
+  .tuple(codePoints(30), fc.oneof({ weight: 4, arbitrary: typingIntent.map((s) => [s]) }, { weight: 1, arbitrary: intents }),
+         fc.array(logEntry, { maxLength: 20 }))
+  .map(([d, mine, log]) => {
+    let text = d;
+    const others = log.map((steps) => {
+      if (steps === null) return null;
+      const o = foldOp([...text].length, steps);
+      text = type.apply(text, o);
+      return o;
+    });
+    return { doc: d, op: foldOp([...d].length, mine), others };
+  });
+
 describe('SQL text OT = ot-text-unicode (ShareDB text-unicode)', () => {
   it(`transform (both sides, both directions), apply and TP1 agree on ${TRIPLES} generated (doc, op1, op2) triples, fast-check seed ${SEED}`, async () => {
     let checked = 0;
@@ -184,5 +209,30 @@ describe('SQL text OT = ot-text-unicode (ShareDB text-unicode)', () => {
       { seed: SEED, numRuns: 10 },
     );
     expect(checked).toBeGreaterThanOrEqual(1000);
+  });
+  it(`transform_all (an op rebased over a log in one call) = the library's transform folded over the log, both sides, fast-check seed ${SEED}`, async () => {
+    let checked = 0;
+    let moved = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(chain, { minLength: 1, maxLength: BATCH, size: 'max' }), async (batch) => {
+        const rows = await sql<{ left: TextOp; right: TextOp }[]>`
+          select internal.text_op_transform_all(x -> 'op', array(select nullif(e, 'null') from jsonb_array_elements(x -> 'others') e), 'left') as left,
+                 internal.text_op_transform_all(x -> 'op', array(select nullif(e, 'null') from jsonb_array_elements(x -> 'others') e), 'right') as right
+          from jsonb_array_elements(${sql.json(batch)}) with ordinality as b(x, o) order by o`;
+        batch.forEach(({ doc, op, others }, i) => {
+          for (const side of ['left', 'right'] as const) {
+            const expected = others.reduce<TextOp>((acc, o) => (o === null ? acc : type.transform(acc, o, side)), op);
+            if (side === 'left' && !isDeepStrictEqual(expected, op)) moved += 1;
+            if (!isDeepStrictEqual(rows[i]![side], expected))
+              throw new Error(`transform_all(${JSON.stringify(op)}, ${JSON.stringify(others)}, ${side}) on doc=${JSON.stringify(doc)}: ` +
+                `sql ${JSON.stringify(rows[i]![side])}, reference ${JSON.stringify(expected)}`);
+          }
+        });
+        checked += batch.length;
+      }),
+      { seed: SEED, numRuns: 20 },
+    );
+    expect(checked).toBeGreaterThanOrEqual(2000);
+    expect(moved).toBeGreaterThanOrEqual(500); // rebases that moved the op: the log did reach it
   });
 });

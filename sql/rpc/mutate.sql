@@ -11,10 +11,11 @@
 --      work that does not need the canvas order overlaps with other writers on the canvas;
 --   4. the canvas row is locked, so writers on one canvas are serialized: server_seq order is
 --      commit order per canvas and replay by since_seq can never skip a late commit; the block
---      is locked FOR UPDATE (an update needing no other block is written on condition that the
---      block is still the version step 3 read): if it changed since step 3, the change is
---      computed again here; then what needs the canvas's current blocks (parent in the same
---      canvas, no cycle, rank);
+--      is locked FOR UPDATE (an update needing no other block, and not already behind at step 3,
+--      is written on condition that the block is still the version step 3 read): if it changed
+--      since step 3, the change is computed again here (a text edit only over what committed
+--      since: internal.rebase_block_change); then what needs the canvas's current blocks
+--      (parent in the same canvas, no cycle, rank);
 --   5. server_seq, block, operation row with its canvas_seq, audit row, realtime.send to
 --      `canvas:{id}`, and last the caller's rate-limit hit (internal.hit_sharded_limit), so the
 --      counter row it updates is held only until the commit.
@@ -228,6 +229,7 @@ declare
   v_fields text[];
   v_changed text[];
   v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
+  v_since_text_only boolean;  -- every one of them is an update with text operations only
   v_clash text[];
   v_base_block jsonb;
   v_keys jsonb;
@@ -249,9 +251,9 @@ begin
     perform internal.raise_error('invalid_input', 'patch changes nothing', '{"field":"patch"}');
   end if;
   if p_base_version < p_old.version then
-    v_fields := internal.patch_fields(p_patch);
     -- up to p_old's version: p_old may have been read before this statement's snapshot
-    select coalesce(array_agg(o.patch order by o.new_version), '{}') into v_since
+    select coalesce(array_agg(o.patch order by o.new_version), '{}'), coalesce(bool_and(o.action = 'update' and o.patch - 'text' = '{}'), true)
+      into v_since, v_since_text_only
     from app.block_operations o
     where o.block_id = p_old.block_id and o.status = 'success' and o.new_version > p_base_version
       and o.new_version <= p_old.version;
@@ -267,15 +269,22 @@ begin
     end if;
     -- a field changed on both sides clashes, except a text operation on a key that only text
     -- operations changed since (it is transformed below); plain jsonb tests per logged patch,
-    -- as this runs for every operation behind the current version
-    select coalesce(array_agg(f order by f), '{}') into v_clash
-    from unnest(v_fields) f
-    where exists (select from unnest(v_since) p where case
-            when f like 'content.%' then p -> 'content' ? substr(f, 9)
-                                         or (p -> 'text' ? substr(f, 9) and not coalesce(p_text ? substr(f, 9), false))
-            when f = 'type' then p ? 'type'
-            when f = 'parent' then p ? 'parent_id'
-            else p ? 'y_order' or p ? 'after_id' end);
+    -- as this runs for every operation behind the current version. When only text operations
+    -- were logged since and this patch sets no content key, nothing can clash (their keys are
+    -- text on both sides or untouched on theirs): the common case of a shared text, unqueried.
+    if v_since_text_only and not p_patch ? 'content' then
+      v_clash := '{}';
+    else
+      v_fields := internal.patch_fields(p_patch);
+      select coalesce(array_agg(f order by f), '{}') into v_clash
+      from unnest(v_fields) f
+      where exists (select from unnest(v_since) p where case
+              when f like 'content.%' then p -> 'content' ? substr(f, 9)
+                                           or (p -> 'text' ? substr(f, 9) and not coalesce(p_text ? substr(f, 9), false))
+              when f = 'type' then p ? 'type'
+              when f = 'parent' then p ? 'parent_id'
+              else p ? 'y_order' or p ? 'after_id' end);
+    end if;
     if p_action = 'delete' or v_clash <> '{}' then
       if p_recheck then
         o_patch := null;
@@ -339,6 +348,30 @@ begin
   end if;
 end $$;
 
+-- The change computed again under the lock, for a block that moved on since step 3 read it
+-- (p_seen, whose change was p_applied / p_applied_text): a text edit carries on from what step 3
+-- prepared, transformed only over the operations committed since p_seen (a transform chain is a
+-- fold); anything else, or where that would refuse, is prepared again from the client's
+-- p_base_version, for the answer exactly as it reads from there. Not SECURITY DEFINER, no SET
+-- clause: only apply_block_op calls it (see prepare_block_change).
+create or replace function internal.rebase_block_change(
+  p_seen app.blocks, p_old app.blocks, p_action text, p_base_version integer, p_patch jsonb, p_text jsonb,
+  p_applied jsonb, p_applied_text jsonb, out o_patch jsonb, out o_text jsonb, out o_content jsonb
+) language plpgsql stable as $$
+declare
+  v_change record;
+begin
+  if p_applied_text is not null and p_seen.created_at = p_old.created_at and p_seen.version < p_old.version then
+    v_change := internal.prepare_block_change(p_old, p_action, p_seen.version, p_applied, p_applied_text, true);
+    if v_change.o_patch is not null then
+      o_patch := v_change.o_patch; o_text := v_change.o_text; o_content := v_change.o_content;
+      return;
+    end if;
+  end if;
+  v_change := internal.prepare_block_change(p_old, p_action, p_base_version, p_patch, p_text);
+  o_patch := v_change.o_patch; o_text := v_change.o_text; o_content := v_change.o_content;
+end $$;
+
 -- One operation. Raises (internal.raise_error) on anything but success; callers catch.
 create or replace function internal.apply_block_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
@@ -358,7 +391,6 @@ declare
   v_applied_text jsonb;  -- the text operations as applied
   v_content jsonb;
   v_change record;       -- internal.prepare_block_change's answer
-  v_redo boolean;
   v_prepared boolean := false;
   v_direct boolean := false;  -- an update written straight from step 3 if the block is still that version
   v_block_id uuid := p_block_id;
@@ -482,17 +514,23 @@ begin
       perform internal.raise_error('invalid_input', 'block_id is required', '{"field":"block_id"}');
     end if;
     -- an update that needs no other block (no parent to check, no rank to place) is written in
-    -- step 5 on condition that the block is still the version step 3 read, which locks it too
-    v_direct := p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id');
+    -- step 5 on condition that the block is still the version step 3 read, which locks it too;
+    -- unless the operation was already behind at step 3: others are editing the block, which has
+    -- most likely moved on again while this waited for the canvas, so it is locked and read here
+    v_direct := p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id')
+                and v_seen.version = p_base_version;
     if not v_direct then
       select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
       if not found then
         perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
       end if;
       -- every write of a block raises its version; created_at tells a recreated block apart
-      if not v_prepared or v_seen.version <> v_old.version or v_seen.created_at <> v_old.created_at then
+      if not v_prepared then
         select o_patch, o_text, o_content into v_applied, v_applied_text, v_content
         from internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
+      elsif v_seen.version <> v_old.version or v_seen.created_at <> v_old.created_at then
+        v_change := internal.rebase_block_change(v_seen, v_old, p_action, p_base_version, v_patch, v_text, v_applied, v_applied_text);
+        v_applied := v_change.o_patch; v_applied_text := v_change.o_text; v_content := v_change.o_content;
       end if;
     end if;
   end if;
@@ -548,17 +586,7 @@ begin
         if not found then
           perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
         end if;
-        -- text operations under contention (a shared text): the canvas lock serializes this, so
-        -- carry on from what step 3 prepared (transform only against the operations committed
-        -- since v_seen) rather than transforming again from base_version
-        v_redo := true;
-        if v_applied_text is not null and v_seen.created_at = v_old.created_at and v_seen.version < v_old.version then
-          v_change := internal.prepare_block_change(v_old, p_action, v_seen.version, v_applied, v_applied_text, true);
-          v_redo := v_change.o_patch is null;
-        end if;
-        if v_redo then
-          v_change := internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
-        end if;
+        v_change := internal.rebase_block_change(v_seen, v_old, p_action, p_base_version, v_patch, v_text, v_applied, v_applied_text);
         v_applied := v_change.o_patch; v_applied_text := v_change.o_text; v_content := v_change.o_content;
       end if;
     end if;

@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(33);
+select plan(36);
 
 select tests.create_user(u) from unnest(array['merge_ann', 'merge_bob']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -119,6 +119,19 @@ from r where name = 't_past_end';
 select is((select version from app.blocks where block_id = (select txt from k)), 8, 'refused operations write nothing');
 select pg_temp.op('t_new_key', (select txt from k), 'update', 8, '{"text":{"fresh":["new"]}}');
 select is(pg_temp.content((select txt from k)) ->> 'fresh', 'new', 'a text operation on an absent key edits the empty text');
+
+-- ---------------------------------------------------------------- over a log of text operations only
+-- (no clash is looked for then unless the operation sets a content key: the shared-text fast path)
+select pg_temp.op('tt_1', (select txt from k), 'update', 9, '{"text":{"fresh":[3,"A"]}}');
+select pg_temp.op('tt_type', (select txt from k), 'update', 9, '{"type":"note","text":{"fresh":["B"]}}');
+select is((select b.type || ' ' || (b.content ->> 'fresh') from app.blocks b where b.block_id = (select txt from k)), 'note BnewA',
+          'over a log of text operations only, a stale text operation that also sets type applies: type set, text transformed');
+select pg_temp.op('tt_content', (select txt from k), 'update', 9, '{"content":{"other":1},"text":{"fresh":[1,"C"]}}');
+select is((select (b.content ->> 'fresh') || ' ' || (b.content ->> 'other') from app.blocks b where b.block_id = (select txt from k)), 'BnCewA 1',
+          'one that also sets another content key merges: the key set, the text transformed over both');
+select pg_temp.op('tt_type_clash', (select txt from k), 'update', 9, '{"type":"todo"}');
+select is((select (res ->> 'status') || ' ' || (res -> 'error' ->> 'changed') from r where name = 'tt_type_clash'), 'conflict ["content.fresh", "content.other", "type"]',
+          'a type set over a log that set type too: conflict (a log with more than text operations is looked through)');
 
 -- ---------------------------------------------------------------- a log that lost its history
 select pg_temp.op('create_old', (select old from k), 'create', null, '{"type":"text","content":{"t":"old"}}');

@@ -127,10 +127,12 @@ async function readLog(canvasId: string): Promise<{ rows: LogRow[]; block: { con
 /** (a): the log, replayed from nothing in canvas_seq order, is the block; canvas_seq and versions have no gap. */
 function expectReplayIsTheBlock(rows: LogRow[], block: { content: Record<string, unknown>; type: string; version: number }, where: string) {
   expect(rows.map((r) => r.canvas_seq), `${where}: canvas_seq 1..n`).toEqual(rows.map((_, i) => i + 1));
-  expect(rows.map((r) => r.new_version), `${where}: versions 1..n`).toEqual(rows.map((_, i) => i + 1));
+  // every write raises the block's version by one; a create (of a block deleted before) starts wherever it starts
+  rows.forEach((r, i) => { if (i > 0 && r.action !== 'create') expect(r.new_version, `${where}: version at canvas_seq ${r.canvas_seq}`).toBe(rows[i - 1]!.new_version + 1); });
   let content: Record<string, unknown> = {};
   let blockType = '';
   for (const r of rows) {
+    if (r.action === 'delete') { content = {}; continue; }
     if (r.action === 'create') { content = mergePatch({}, r.patch.content ?? {}) as Record<string, unknown>; blockType = r.patch.type!; continue; }
     content = mergePatch(content, r.patch.content ?? {}) as Record<string, unknown>;
     for (const [k, op] of Object.entries(r.patch.text ?? {})) content[k] = type.apply((content[k] as string | undefined) ?? '', op);
@@ -140,7 +142,7 @@ function expectReplayIsTheBlock(rows: LogRow[], block: { content: Record<string,
   }
   expect(content, `${where}: replayed content = stored content`).toEqual(block.content);
   expect(blockType, `${where}: replayed type`).toBe(block.type);
-  expect(rows.length, `${where}: one version per applied op`).toBe(block.version);
+  expect(rows.at(-1)!.new_version, `${where}: the last op made the block's version`).toBe(block.version);
 }
 
 /** (b), (c), (d) for every attempt a client made, against the log. */
@@ -344,5 +346,40 @@ describe('a shared text under concurrent stale writers', () => {
     const successes = expectAnswersMatchTheLog(attempts, rows, where);
     expect(rows.length, where).toBe(successes + 1);
     console.log(`${where}: ${successes} applied, ${attempts.filter((a) => a.answer.duplicate).length} answered as duplicates`);
+  }, 60_000);
+
+  it('a block deleted and created again under its id: typing on it merges; an op made for the deleted block never lands on the new one', async () => {
+    const { canvasId, blockId, writers, owner, start } = await sharedBlock(6);
+    const { sql } = pool(6, 'rebase-recreate');
+    // the first block reaches version 12; a client keeps what it knew at version 8
+    let known = start;
+    let old = start;
+    for (let j = 0; j < 11; j++) {
+      const answer = await call(sql, writers[0]!, canvasId, blockId, 'update', randomUUID(), known.version, { text: { [KEY]: [1 + (j % 3), `${j}`] } });
+      expect(answer.status).toBe('success');
+      known = { version: answer.version!, text: answer.block!.content[KEY] as string };
+      if (known.version === 8) old = known;
+    }
+    expect((await call(sql, writers[0]!, canvasId, blockId, 'delete', randomUUID(), known.version, {})).status).toBe('success');
+    const again = await mutate(db.sql, owner, canvasId, { blockId, action: 'create', patch: { type: 'text', content: { [KEY]: 'a new text' } } });
+    expect(again.status).toBe('success');
+    const fresh = { version: again.version!, text: 'a new text' };
+
+    const attempts: Attempt[] = [];
+    await Promise.all(writers.slice(1).map((user, i) => client(sql, user, i, canvasId, blockId, fresh, 15, SEED + 300 + i, attempts, call, true)));
+    // the new block is past version 8 now: an op made for the first block's version 8 must not apply to it
+    const { rows: before } = await readLog(canvasId);
+    expect(before.at(-1)!.new_version).toBeGreaterThan(8);
+    const stale = await call(sql, writers[0]!, canvasId, blockId, 'update', randomUUID(), old.version, { text: { [KEY]: [cps(old.text).length, '!'] } });
+    expect(stale.status, `seed ${SEED}: ${JSON.stringify(stale).slice(0, 300)}`).toBe('conflict');
+
+    const { rows, block } = await readLog(canvasId);
+    const where = `seed ${SEED}, recreated`;
+    expectReplayIsTheBlock(rows, block, where);
+    const since = rows.slice(rows.findLastIndex((r) => r.action === 'create'));
+    // only text ops on the new block: each one applies, rebased like on any block
+    const successes = expectAnswersMatchTheLog(attempts, since, where);
+    expect(attempts.filter((a) => a.answer.status !== 'success').map((a) => a.answer.error), where).toEqual([]);
+    expect(since.length, where).toBe(successes + 1);
   }, 60_000);
 });

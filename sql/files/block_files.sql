@@ -37,7 +37,7 @@ begin
     return null;
   end if;
   if v_file_id is not null and not exists (
-       select from app.blocks where content ? 'file_id' and content ->> 'file_id' = v_file_id::text) then
+       select from app.blocks where file_ref = v_file_id::text) then
     update app.files set status = 'deleted', deleted_at = now() where file_id = v_file_id and status <> 'deleted';
   end if;
   return null;

@@ -32,7 +32,7 @@ begin
   update app.files f set status = 'deleted', deleted_at = now()
   where f.file_id in (select r.file_id from app.files r where r.status = 'ready'
                         and r.completed_at < now() - make_interval(mins => internal.setting_int('file_orphan_grace_minutes'))
-                        and not exists (select from app.blocks b where b.content ? 'file_id' and b.content ->> 'file_id' = r.file_id::text)
+                        and not exists (select from app.blocks b where b.file_ref = r.file_id::text)
                       order by r.completed_at limit p_limit);
   get diagnostics v_orphaned = row_count;
 

@@ -65,6 +65,10 @@ export interface AppBlocks {
   embedded_at: Timestamp | null;
   embedded_hash: string | null;
   embedding_model: string | null;
+  /**
+   * content ->> 'file_id' (generated): the file a file block refers to, indexed for lookups by file (sql/files/block_files.sql).
+   */
+  file_ref: Generated<string | null>;
   parent_id: string | null;
   type: string;
   updated_at: Generated<Timestamp>;

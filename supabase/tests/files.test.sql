@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(83);
+select plan(86);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -314,6 +314,16 @@ select ok(has_function_privilege('service_role', 'internal.claim_file_purges(int
           and has_function_privilege('service_role', 'internal.mark_files_purged(uuid[])', 'execute')
           and not has_function_privilege('authenticated', 'internal.mark_files_purged(uuid[])', 'execute'),
           'the cleanup functions are service_role''s');
+
+-- ---------------------------------------------------------------- lookups by file, and HOT edits
+select is((select pg_get_indexdef('app.blocks_file_ref_idx'::regclass)),
+          'CREATE INDEX blocks_file_ref_idx ON app.blocks USING btree (file_ref) WHERE (file_ref IS NOT NULL)',
+          'blocks are found by file through file_ref (content ->> ''file_id'', generated), indexed where set');
+select is((select array_agg(indexrelid::regclass::text) from pg_index
+           where indrelid = 'app.blocks'::regclass and pg_get_indexdef(indexrelid) ~ '\mcontent\M'),
+          null, 'no index of app.blocks reads content: an edit of content changes no indexed column');
+select is((select count(*)::int from app.blocks where file_ref is not null and file_ref <> content ->> 'file_id'), 0,
+          'file_ref is content.file_id');
 
 select * from finish();
 rollback;

@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(36);
+select plan(37);
 
 select tests.create_user(u) from unnest(array['merge_ann', 'merge_bob']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -144,6 +144,17 @@ select pg_temp.op('old_stale', (select old from k), 'update', 1, '{"text":{"t":[
 select is((select res ->> 'status' || ' ' || (res -> 'error' ->> 'code') from r where name = 'old_stale'), 'conflict rebase_required',
           'an operation older than the log''s retention: rebase_required');
 select is((select res -> 'block' -> 'content' from r where name = 'old_stale'), '{"t":"old","a":1,"b":1}', 'with the current block (and text)');
+
+-- ---------------------------------------------------------------- an edit is a HOT update
+-- (no index of app.blocks reads content, so a content edit writes no index entry: see the
+-- file_ref migration; a shared text edited hundreds of times a second stays one heap chain)
+create temp table hot_before as
+  select n_tup_upd, n_tup_hot_upd from pg_stat_xact_user_tables where relid = 'app.blocks'::regclass;
+select pg_temp.op('hot_edit', (select txt from k), 'update', (select version from app.blocks where block_id = (select txt from k)),
+                  '{"text":{"t":["hot "]}}');
+select is((select (s.n_tup_upd - b.n_tup_upd) || ' ' || (s.n_tup_hot_upd - b.n_tup_hot_upd)
+           from pg_stat_xact_user_tables s, hot_before b where s.relid = 'app.blocks'::regclass),
+          '1 1', 'a text edit through the RPC is one HOT update of the block');
 
 select * from finish();
 rollback;

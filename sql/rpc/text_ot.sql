@@ -179,7 +179,9 @@ comment on function internal.text_op_apply(text, jsonb, text) is
 -- 'left' puts op's insert first when both insert at the same position, 'right' puts it after.
 -- A port of the library's loop: op1 (p_op) is consumed with take(n) (inserts taken whole, skips
 -- and deletes split at n; past its end it skips forever) and peek(); op2 (p_other) is walked
--- component by component; the output is appended with makeAppend's merging and trimmed.
+-- component by component; the output is appended with makeAppend's merging and trimmed. The
+-- server rebases through text_op_transform_all, which moves single inserts and deletes without
+-- this walk and calls it for everything else.
 create or replace function internal.text_op_transform(p_op jsonb, p_other jsonb, p_side text)
 returns jsonb language plpgsql immutable parallel safe set search_path = '' as $$
 declare
@@ -191,36 +193,10 @@ declare
   v_len bigint;
   v_part bigint;
   ok "char"[] := '{}'; "on" bigint[] := '{}'; ot text[] := '{}'; m integer := 0;   -- output, unmerged
-  v_ins jsonb;           -- the fast path: op's one insert, other's one component, their positions
-  v_at bigint;
-  v_oc jsonb;
-  v_oat bigint;
 begin
   if p_side is null or p_side not in ('left', 'right') then
     perform internal.raise_error('invalid_input', format('side must be ''left'' or ''right'', not %s', coalesce(p_side, 'missing')),
                                  '{"field": "side"}');
-  end if;
-  -- Concurrent typing, without the walk below: op inserts at v_at (op = [n, "str"] or ["str"])
-  -- and other inserts or deletes at v_oat (other = [m, c] or [c]). What the walk gives then: an
-  -- insert before op's position (or at it, op on the right) moves op by its length; a delete
-  -- before op's position moves op back by what it removed there (to its start when it spans op's
-  -- position); anything at or after op's position leaves op as it is.
-  v_ins := case when na = 1 then p_op -> 0 when na = 2 and jsonb_typeof(p_op -> 0) = 'number' then p_op -> 1 end;
-  if jsonb_typeof(v_ins) = 'string' then
-    v_oc := case jsonb_array_length(p_other) when 1 then p_other -> 0
-                 when 2 then case when jsonb_typeof(p_other -> 0) = 'number' then p_other -> 1 end end;
-    if jsonb_typeof(v_oc) in ('string', 'object') then
-      v_at := case when na = 2 then (p_op -> 0)::bigint else 0 end;
-      v_oat := case when jsonb_array_length(p_other) = 2 then (p_other -> 0)::bigint else 0 end;
-      if jsonb_typeof(v_oc) = 'string' then
-        if v_oat < v_at or (v_oat = v_at and p_side = 'right') then
-          v_at := v_at + length(v_oc #>> '{}');
-        end if;
-      elsif v_at > v_oat then
-        v_at := greatest(v_oat, v_at - (v_oc -> 'd')::bigint);
-      end if;
-      return case when v_at > 0 then jsonb_build_array(v_at, v_ins) else jsonb_build_array(v_ins) end;
-    end if;
   end if;
   for j in 1 .. na loop
     c := p_op -> (j - 1);
@@ -288,86 +264,65 @@ comment on function internal.text_op_transform(jsonb, jsonb, text) is
 -- text_op_transform(…text_op_transform(p_op, others[1], side)…, others[n], side). This is the
 -- server's rebase of a text op over the log (every op on its key since the client's version, in
 -- commit order), which runs under the canvas lock when a text is shared; one call walks the whole
--- list. While op is one insert, one delete or nothing, and each other op is one insert or one
--- delete (concurrent typing), op is kept as (position, insert text | delete count) integers and
--- moved as the library's walk would move it; anything else goes through text_op_transform.
+-- list. Concurrent typing without the walk: while op is one insert, one delete or nothing
+-- (v_kind 'i' / 'd' / 'n', at v_at) and the other op is one insert or one delete at v_oat, op
+-- moves as the library's walk would move it: an insert before op (or at op's insert with op on
+-- the right, or at a delete's start) moves op on by its length; a delete before op moves op back by
+-- what it removed there (to its start when it spans op's position), and what both delete is
+-- deleted once; anything after op leaves it as it is. Anything else (a multi-component op on
+-- either side, an insert inside op's delete, which splits it) goes through text_op_transform.
 create or replace function internal.text_op_transform_all(p_op jsonb, p_others jsonb[], p_side text)
 returns jsonb language plpgsql immutable parallel safe set search_path = '' as $$
 declare
-  v_op jsonb := p_op;
-  v_kind "char";          -- while 'i' / 'd' / 'n'(o-op): op is v_ins or v_del at v_at; null: v_op holds it
+  v_op jsonb := p_op;     -- op as jsonb; while v_kind is set, v_kind/v_at/v_ins/v_del hold it instead
+  v_kind "char";
   v_at bigint;
   v_ins text;
   v_del bigint;
   o jsonb;
   v_n integer;
-  v_oc jsonb;
+  v_oc jsonb;             -- other's one component, when it has one (after an optional skip v_oat)
   v_oat bigint;
   v_olen bigint;
-  v_cut bigint;
 begin
   if p_side is null or p_side not in ('left', 'right') then
     perform internal.raise_error('invalid_input', format('side must be ''left'' or ''right'', not %s', coalesce(p_side, 'missing')),
                                  '{"field": "side"}');
   end if;
   foreach o in array coalesce(p_others, '{}') loop
-    continue when o is null;
+    continue when o is null or o = '[]';
     if v_kind is null then
-      -- (re)read op's shape: [], [n?, "str"] or [n?, {"d": n}]
+      -- read op's shape: [], [n?, "str"] or [n?, {"d": n}]
       v_n := jsonb_array_length(v_op);
-      if v_n = 0 then
-        v_kind := 'n';
-      elsif v_n <= 2 and (v_n = 1 or jsonb_typeof(v_op -> 0) = 'number') then
-        v_oc := v_op -> (v_n - 1);
-        v_at := case when v_n = 2 then (v_op -> 0)::bigint else 0 end;
-        if jsonb_typeof(v_oc) = 'string' then v_kind := 'i'; v_ins := v_oc #>> '{}';
-        elsif jsonb_typeof(v_oc) = 'object' then v_kind := 'd'; v_del := (v_oc -> 'd')::bigint;
-        end if;
-      end if;
+      v_oc := case when v_n = 1 then v_op -> 0 when v_n = 2 and jsonb_typeof(v_op -> 0) = 'number' then v_op -> 1 end;
+      v_kind := case when v_n = 0 then 'n' when jsonb_typeof(v_oc) = 'string' then 'i' when jsonb_typeof(v_oc) = 'object' then 'd' end;
+      v_at := case when v_n = 2 and v_kind is not null then (v_op -> 0)::bigint else 0 end;
+      v_ins := case when v_kind = 'i' then v_oc #>> '{}' end;
+      v_del := case when v_kind = 'd' then (v_oc -> 'd')::bigint end;
     end if;
     exit when v_kind = 'n';   -- nothing transforms into nothing
     v_n := jsonb_array_length(o);
     v_oc := case when v_n = 1 then o -> 0 when v_n = 2 and jsonb_typeof(o -> 0) = 'number' then o -> 1 end;
-    if v_kind is null or v_oc is null or jsonb_typeof(v_oc) not in ('string', 'object') then
-      continue when v_n = 0;
+    v_oat := case when v_n = 2 and v_oc is not null then (o -> 0)::bigint else 0 end;
+    v_olen := case jsonb_typeof(v_oc) when 'string' then length(v_oc #>> '{}') when 'object' then (v_oc -> 'd')::bigint end;
+    if v_kind is null or v_olen is null or (v_kind = 'd' and jsonb_typeof(v_oc) = 'string' and v_oat > v_at and v_oat < v_at + v_del) then
       if v_kind is not null then
-        v_op := case v_kind when 'i' then case when v_at > 0 then jsonb_build_array(v_at, v_ins) else jsonb_build_array(v_ins) end
-                            else case when v_at > 0 then jsonb_build_array(v_at, jsonb_build_object('d', v_del)) else jsonb_build_array(jsonb_build_object('d', v_del)) end end;
-      end if;
-      v_op := internal.text_op_transform(v_op, o, p_side);
-      v_kind := null;
-      continue;
-    end if;
-    v_oat := case when v_n = 2 then (o -> 0)::bigint else 0 end;
-    if jsonb_typeof(v_oc) = 'string' then
-      v_olen := length(v_oc #>> '{}');
-      -- an insert before op (or at op's insert, op on the right; at a delete's start) moves op on;
-      -- an insert inside op's delete splits it: the walk does that
-      if v_kind = 'i' then
-        if v_oat < v_at or (v_oat = v_at and p_side = 'right') then v_at := v_at + v_olen; end if;
-      elsif v_oat <= v_at then
-        v_at := v_at + v_olen;
-      elsif v_oat < v_at + v_del then
-        v_op := internal.text_op_transform(case when v_at > 0 then jsonb_build_array(v_at, jsonb_build_object('d', v_del))
-                                                else jsonb_build_array(jsonb_build_object('d', v_del)) end, o, p_side);
+        v_op := internal.text_op_from_parts(array['s', v_kind], array[v_at, coalesce(length(v_ins), v_del)], array[null, v_ins]);
         v_kind := null;
       end if;
+      v_op := internal.text_op_transform(v_op, o, p_side);
+    elsif jsonb_typeof(v_oc) = 'string' then
+      if v_oat < v_at or (v_oat = v_at and (v_kind = 'd' or p_side = 'right')) then v_at := v_at + v_olen; end if;
     else
-      v_olen := (v_oc -> 'd')::bigint;
       if v_kind = 'd' then
-        -- what both delete is deleted once; op moves back by what other deleted before it
-        v_cut := greatest(0, least(v_at + v_del, v_oat + v_olen) - greatest(v_at, v_oat));
-        v_del := v_del - v_cut;
+        v_del := v_del - greatest(0, least(v_at + v_del, v_oat + v_olen) - greatest(v_at, v_oat));
         if v_del = 0 then v_kind := 'n'; end if;
       end if;
       if v_oat < v_at then v_at := greatest(v_oat, v_at - v_olen); end if;
     end if;
   end loop;
-  return case v_kind
-    when 'n' then '[]'::jsonb
-    when 'i' then case when v_at > 0 then jsonb_build_array(v_at, v_ins) else jsonb_build_array(v_ins) end
-    when 'd' then case when v_at > 0 then jsonb_build_array(v_at, jsonb_build_object('d', v_del)) else jsonb_build_array(jsonb_build_object('d', v_del)) end
-    else v_op end;
+  return case when v_kind is null then v_op
+              else internal.text_op_from_parts(array['s', v_kind], array[v_at, coalesce(length(v_ins), v_del, 0)], array[null, v_ins]) end;
 end $$;
 comment on function internal.text_op_transform_all(jsonb, jsonb[], text) is
   'ot-text-unicode transform folded over a list: op rewritten to apply after others[1], then others[2], … (nulls skipped); the same op as chained text_op_transform calls.';

@@ -47,6 +47,9 @@
 --   * otherwise (the same field set on both sides, or a text operation on a key that was set as
 --     a whole) → `conflict`, carrying per field the value at base_version (`base`, from the log),
 --     the current one (`theirs`) and the operation's (`mine`); a stale `delete` always conflicts;
+--   * the block was deleted and created again under its block_id since base_version → `conflict`
+--     (a block created under a used block_id continues its versions, so a base_version names one
+--     state of one block: an operation made for the deleted block never lands on the new one);
 --   * the log no longer holds every operation since base_version (retention) → `rebase_required`
 --     with the current block: nothing can be merged safely.
 
@@ -230,6 +233,7 @@ declare
   v_changed text[];
   v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
   v_since_text_only boolean;  -- every one of them is an update with text operations only
+  v_recreated boolean;   -- the block was deleted and created again since base_version
   v_clash text[];
   v_base_block jsonb;
   v_keys jsonb;
@@ -252,8 +256,9 @@ begin
   end if;
   if p_base_version < p_old.version then
     -- up to p_old's version: p_old may have been read before this statement's snapshot
-    select coalesce(array_agg(o.patch order by o.new_version), '{}'), coalesce(bool_and(o.action = 'update' and o.patch - 'text' = '{}'), true)
-      into v_since, v_since_text_only
+    select coalesce(array_agg(o.patch order by o.new_version), '{}'), coalesce(bool_and(o.action = 'update' and o.patch - 'text' = '{}'), true),
+           coalesce(bool_or(o.action = 'create'), false)
+      into v_since, v_since_text_only, v_recreated
     from app.block_operations o
     where o.block_id = p_old.block_id and o.status = 'success' and o.new_version > p_base_version
       and o.new_version <= p_old.version;
@@ -272,7 +277,9 @@ begin
     -- as this runs for every operation behind the current version. When only text operations
     -- were logged since and this patch sets no content key, nothing can clash (their keys are
     -- text on both sides or untouched on theirs): the common case of a shared text, unqueried.
-    if v_since_text_only and not p_patch ? 'content' then
+    if v_recreated then
+      v_clash := '{}';  -- nothing to merge with: the block p_base_version named is gone
+    elsif v_since_text_only and not p_patch ? 'content' then
       v_clash := '{}';
     else
       v_fields := internal.patch_fields(p_patch);
@@ -285,7 +292,7 @@ begin
               when f = 'parent' then p ? 'parent_id'
               else p ? 'y_order' or p ? 'after_id' end);
     end if;
-    if p_action = 'delete' or v_clash <> '{}' then
+    if p_action = 'delete' or v_recreated or v_clash <> '{}' then
       if p_recheck then
         o_patch := null;
         return;
@@ -306,7 +313,8 @@ begin
         into v_keys from unnest(v_clash) f;
       perform internal.raise_error('conflict',
         format('block changed since version %s (now %s): %s', p_base_version, p_old.version,
-               case when p_action = 'delete' then 'rebase on the current block and retry'
+               case when v_recreated then 'the block was deleted and created again since; rebase on the current block and retry'
+                    when p_action = 'delete' then 'rebase on the current block and retry'
                     else 'both sides changed ' || array_to_string(v_clash, ', ') || '; choose a value and retry from the current version' end),
         jsonb_build_object('block', internal.block_json(p_old), 'version', p_old.version, 'changed', v_changed, 'fields', v_keys));
     end if;
@@ -556,8 +564,15 @@ begin
   -- 5. write
   v_seq := internal.next_seq(p_canvas_id);
   if p_action = 'create' then
-    insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, created_by, updated_by)
-    values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', v_content, v_key, v_user, v_user)
+    -- a block_id used before (a block deleted, now created again) continues that block's
+    -- versions: a version names one state of one block_id for as long as the log keeps it, so an
+    -- operation made for the deleted block can never pass as one on the new block
+    insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, version, created_by, updated_by)
+    values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', v_content, v_key,
+            case when p_block_id is null then 1
+                 else coalesce((select max(o.new_version) from app.block_operations o
+                                where o.block_id = v_block_id and o.status = 'success'), 0) + 1 end,
+            v_user, v_user)
     returning * into v_new;
   elsif p_action = 'delete' then
     with recursive subtree as (
@@ -707,7 +722,8 @@ comment on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jso
   'a text op is transformed against every text op applied to its key since base_version in commit order (ShareDB text-unicode transform, the '
   'incoming op on the left: at one position the later committed insert goes first) and returned, logged and broadcast as applied (`text`); '
   'a field changed on both sides (or a text op on a key set as a whole since) is a conflict whose error carries changed[] and '
-  'fields.<field>.{base, theirs, mine}; a stale delete always conflicts; when retention removed part of the log since base_version the answer '
+  'fields.<field>.{base, theirs, mine}; a stale delete always conflicts, as does any op whose block was deleted and created again since '
+  'base_version (a block created under a used block_id continues its versions, so it starts above 1); when retention removed part of the log since base_version the answer '
   'is a conflict with error code rebase_required and the current block. '
   'server_seq orders operations across all canvases (with gaps per canvas); canvas_seq numbers the applied operations of this canvas 1, 2, 3, … '
   'with no gap, in commit order (both taken under the canvas lock; conflicts, failures and rolled-back attempts take no number), so a client '

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(79);
+select plan(83);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -126,6 +126,31 @@ select is((select res from r where name = 'retry_create_t'), (select res from r 
           'a retried create whose block was deleted since returns its original result');
 select is((select count(*) from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d1'), 0::bigint,
           '... and does not create the block again');
+
+-- A block created again under a used block_id (d1: version 2, deleted as version 3) continues
+-- its versions, so a version names one state of one block: an operation made for the deleted
+-- block is a conflict, never applied to the new one, and the new block's own stale operations
+-- rebase over its log alone.
+select tests.authenticate_as('mut_owner');
+insert into r select 'recreate_t', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'create',
+                                                           'op-recreate-t', null, '{"type":"text","content":{"t":"new"}}');
+insert into r select 'old_t', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'update',
+                                                      'op-old-t', 2, '{"text":{"t":[2,"?"]}}');
+insert into r select 'new_t', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'update',
+                                                      'op-new-t', 4, '{"text":{"t":[3,"!"]}}');
+insert into r select 'new_stale_t', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'update',
+                                                            'op-new-stale-t', 4, '{"text":{"t":["<"]}}');
+select tests.clear_authentication();
+select is((select (res ->> 'version')::int from r where name = 'recreate_t'), 4,
+          'a block created again under a used block_id continues its versions (deleted as 3, created as 4)');
+select is((select jsonb_build_object('status', res ->> 'status', 'code', res #>> '{error,code}',
+                                     'says', res #>> '{error,message}' like '%deleted and created again%') from r where name = 'old_t'),
+          '{"status":"conflict","code":"conflict","says":true}',
+          'an operation made for the deleted block is a conflict on the new one (it says the block was created again)');
+select is((select res ->> 'status' from r where name = 'new_t') || ' ' || (select res ->> 'status' from r where name = 'new_stale_t'),
+          'success success', 'the new block''s own operations apply, a stale one rebased over its log alone');
+select is((select content ->> 't' || ' v' || version from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d1'), '<new! v6',
+          '... to the new block''s text only');
 
 -- ---------------------------------------------------------------- base_version
 -- Merge rule: a stale base_version is compared by field group — content, type, parent
@@ -295,13 +320,13 @@ select is((select status || ':' || error_code from app.block_operations where cl
 
 select tests.authenticate_as('mut_owner');
 insert into r select 'batch_ok', api.upsert_blocks_atomic((select canvas_id from ids), '[
-  {"action":"create","client_op_id":"batch-ok-1","block_id":"00000000-0000-4000-8000-0000000000d1","patch":{"type":"text"}},
-  {"action":"create","client_op_id":"batch-ok-2","block_id":"00000000-0000-4000-8000-0000000000d2","patch":{"type":"text","after_id":"00000000-0000-4000-8000-0000000000d1"}},
-  {"action":"update","client_op_id":"batch-ok-3","block_id":"00000000-0000-4000-8000-0000000000d1","base_version":1,"patch":{"content":{"x":1}}}]');
+  {"action":"create","client_op_id":"batch-ok-1","block_id":"00000000-0000-4000-8000-0000000000d3","patch":{"type":"text"}},
+  {"action":"create","client_op_id":"batch-ok-2","block_id":"00000000-0000-4000-8000-0000000000d4","patch":{"type":"text","after_id":"00000000-0000-4000-8000-0000000000d3"}},
+  {"action":"update","client_op_id":"batch-ok-3","block_id":"00000000-0000-4000-8000-0000000000d3","base_version":1,"patch":{"content":{"x":1}}}]');
 insert into r select 'batch_retry', api.upsert_blocks_atomic((select canvas_id from ids), '[
-  {"action":"create","client_op_id":"batch-ok-1","block_id":"00000000-0000-4000-8000-0000000000d1","patch":{"type":"text"}},
-  {"action":"create","client_op_id":"batch-ok-2","block_id":"00000000-0000-4000-8000-0000000000d2","patch":{"type":"text"}},
-  {"action":"update","client_op_id":"batch-ok-3","block_id":"00000000-0000-4000-8000-0000000000d1","base_version":1,"patch":{"content":{"x":1}}}]');
+  {"action":"create","client_op_id":"batch-ok-1","block_id":"00000000-0000-4000-8000-0000000000d3","patch":{"type":"text"}},
+  {"action":"create","client_op_id":"batch-ok-2","block_id":"00000000-0000-4000-8000-0000000000d4","patch":{"type":"text"}},
+  {"action":"update","client_op_id":"batch-ok-3","block_id":"00000000-0000-4000-8000-0000000000d3","base_version":1,"patch":{"content":{"x":1}}}]');
 select tests.clear_authentication();
 select is((select res ->> 'status' from r where name = 'batch_ok'), 'success', 'a valid batch succeeds');
 select is((select array(select x ->> 'client_op_id' from jsonb_array_elements(res -> 'results') with ordinality t(x, n) order by n)
@@ -313,12 +338,12 @@ select ok((select bool_and((x ->> 'server_seq')::bigint > coalesce(lag, 0)) from
 select is((select (res ->> 'server_seq')::bigint from r where name = 'batch_ok'),
           (select last_seq from app.canvases where canvas_id = (select canvas_id from ids)), 'the batch reports its last server_seq');
 select is((select array_agg(b.y_order < c.y_order) from app.blocks b, app.blocks c
-           where b.block_id = '00000000-0000-4000-8000-0000000000d1' and c.block_id = '00000000-0000-4000-8000-0000000000d2'),
+           where b.block_id = '00000000-0000-4000-8000-0000000000d3' and c.block_id = '00000000-0000-4000-8000-0000000000d4'),
           array[true], 'later ops in a batch see earlier ones (after_id a block created in the same batch)');
 select is((select res -> 'results' from r where name = 'batch_retry'),
           (select jsonb_agg(x || '{"duplicate": true}' order by o) from r, jsonb_array_elements(res -> 'results') with ordinality e(x, o) where name = 'batch_ok'),
           'a retried batch returns the original results, each marked duplicate: true');
-select is((select version from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d1'), 2, 'and applies nothing twice');
+select is((select version from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d3'), 2, 'and applies nothing twice');
 
 select * from finish();
 rollback;

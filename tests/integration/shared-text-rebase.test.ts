@@ -348,15 +348,10 @@ describe('a shared text under concurrent stale writers', () => {
     console.log(`${where}: ${successes} applied, ${attempts.filter((a) => a.answer.duplicate).length} answered as duplicates`);
   }, 60_000);
 
-  // KNOWN FAILURE (it.fails: turns red once fixed, then make it `it`). A block_id deleted and
-  // created again starts over at version 1, so the log holds two blocks' rows at the same versions:
-  // prepare_block_change counts both since base_version and refuses every stale op on the new
-  // block with rebase_required (no field clash) until it passes the deleted block's last version;
-  // and an op made for the deleted block at the new block's current version lands on it. A fix
-  // needs a protocol decision: continuing the version from the deleted block's (tried: it breaks
-  // the batch "create then update at base_version 1", supabase/tests/mutation.test.sql 73-79) or an
-  // incarnation the client sends back (e.g. the block's created_at).
-  it.fails('a block deleted and created again under its id: typing on it merges; an op made for the deleted block never lands on the new one', async () => {
+  // A block_id deleted and created again continues its versions (docs/mutations.md), so the log
+  // never holds two blocks' rows at one version: typing on the new block rebases over its own log,
+  // and an op made for the deleted block is a conflict, never applied to unrelated text.
+  it('a block deleted and created again under its id: typing on it merges; an op made for the deleted block never lands on the new one', async () => {
     const { canvasId, blockId, writers, owner, start } = await sharedBlock(6);
     const { sql } = pool(6, 'rebase-recreate');
     // the first block reaches version 12; a client keeps what it knew at version 8

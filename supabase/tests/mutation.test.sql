@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(83);
+select plan(84);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -293,6 +293,19 @@ insert into r select 'update_deleted', api.upsert_block_atomic((select canvas_id
                                                                '{"content":{}}');
 select tests.clear_authentication();
 select is((select res #>> '{error,code}' from r where name = 'update_deleted'), 'not_found', 'a deleted block is not_found');
+-- a child deleted with its parent took no version of its own: created again, it continues from
+-- its last logged one, and an op made at that version (for the deleted child) is a conflict
+create temp table b_last as select max(new_version) as v from app.block_operations where block_id = (select b from k) and status = 'success';
+grant select on b_last to authenticated;
+select tests.authenticate_as('mut_owner');
+insert into r select 'recreate_b', api.upsert_block_atomic((select canvas_id from ids), (select b from k), 'create', 'op-recreate-b', null,
+                                                           '{"type":"text"}');
+insert into r select 'old_b', api.upsert_block_atomic((select canvas_id from ids), (select b from k), 'update', 'op-old-b',
+                                                      (select v from b_last), '{"content":{"z":1}}');
+select tests.clear_authentication();
+select is((select (r.res ->> 'version')::int || ' ' || (r2.res ->> 'status') from r, r r2 where r.name = 'recreate_b' and r2.name = 'old_b'),
+          ((select v from b_last) + 1) || ' conflict',
+          'a child deleted with its parent, created again, continues its versions; an op made for the deleted child conflicts');
 
 -- ---------------------------------------------------------------- batches
 -- All or nothing: a failing third op leaves nothing of ops one and two.

@@ -234,6 +234,7 @@ declare
   v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
   v_since_text_only boolean;  -- every one of them is an update with text operations only
   v_recreated boolean;   -- the block was deleted and created again since base_version
+  v_logged integer;      -- how many operations the log holds since base_version (on any canvas)
   v_clash text[];
   v_base_block jsonb;
   v_keys jsonb;
@@ -255,14 +256,18 @@ begin
     perform internal.raise_error('invalid_input', 'patch changes nothing', '{"field":"patch"}');
   end if;
   if p_base_version < p_old.version then
-    -- up to p_old's version: p_old may have been read before this statement's snapshot
-    select coalesce(array_agg(o.patch order by o.new_version), '{}'), coalesce(bool_and(o.action = 'update' and o.patch - 'text' = '{}'), true),
-           coalesce(bool_or(o.action = 'create'), false)
-      into v_since, v_since_text_only, v_recreated
+    -- up to p_old's version: p_old may have been read before this statement's snapshot.
+    -- v_since holds only this canvas's operations: a block_id deleted on one canvas and created
+    -- on another continues its versions, and the other canvas's log (another tenant's, maybe)
+    -- must not reach this canvas's answers; without a create since base_version they are all
+    -- this block's, on this canvas (a block never changes canvas)
+    select coalesce(array_agg(o.patch order by o.new_version) filter (where o.canvas_id = p_old.canvas_id), '{}'), count(*),
+           coalesce(bool_and(o.action = 'update' and o.patch - 'text' = '{}'), true), coalesce(bool_or(o.action = 'create'), false)
+      into v_since, v_logged, v_since_text_only, v_recreated
     from app.block_operations o
     where o.block_id = p_old.block_id and o.status = 'success' and o.new_version > p_base_version
       and o.new_version <= p_old.version;
-    if cardinality(v_since) <> p_old.version - p_base_version then
+    if v_logged <> p_old.version - p_base_version then
       if p_recheck then
         o_patch := null;
         return;
@@ -300,7 +305,7 @@ begin
       select coalesce(array_agg(distinct f order by f), '{}') into v_changed
       from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
       select o.block into v_base_block from app.block_operations o
-      where o.block_id = p_old.block_id and o.status = 'success' and o.new_version = p_base_version;
+      where o.block_id = p_old.block_id and o.canvas_id = p_old.canvas_id and o.status = 'success' and o.new_version = p_base_version;
       select coalesce(jsonb_object_agg(f, jsonb_build_object(
                'base', internal.field_value(v_base_block, f),
                'theirs', internal.field_value(internal.block_json(p_old), f),

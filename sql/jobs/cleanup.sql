@@ -40,6 +40,11 @@ begin
     where created_at < now() - make_interval(days => internal.setting_int('oplog_retention_days'))
     limit p_batch);
   get diagnostics v_ops = row_count;
+  -- deleted blocks' last versions, kept as long as the log (app.block_tombstones)
+  delete from app.block_tombstones where block_id in (
+    select block_id from app.block_tombstones
+    where deleted_at < now() - make_interval(days => internal.setting_int('oplog_retention_days'))
+    limit p_batch);
 
   -- 4. audit retention: monthly partitions wholly past the cutoff are dropped (cheap, no bloat);
   --    what remains (the default partition, the cutoff's month) is deleted row by row

@@ -570,13 +570,15 @@ begin
   v_seq := internal.next_seq(p_canvas_id);
   if p_action = 'create' then
     -- a block_id used before (a block deleted, now created again) continues that block's
-    -- versions: a version names one state of one block_id for as long as the log keeps it, so an
-    -- operation made for the deleted block can never pass as one on the new block
+    -- versions (from its log and its tombstone, app.block_tombstones): a version names one state
+    -- of one block_id for as long as the log keeps it, so an operation made for the deleted block
+    -- can never pass as one on the new block
     insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, version, created_by, updated_by)
     values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', v_content, v_key,
             case when p_block_id is null then 1
-                 else coalesce((select max(o.new_version) from app.block_operations o
-                                where o.block_id = v_block_id and o.status = 'success'), 0) + 1 end,
+                 else coalesce(greatest((select max(o.new_version) from app.block_operations o
+                                         where o.block_id = v_block_id and o.status = 'success'),
+                                        (select t.version from app.block_tombstones t where t.block_id = v_block_id)), 0) + 1 end,
             v_user, v_user)
     returning * into v_new;
   elsif p_action = 'delete' then
@@ -585,6 +587,12 @@ begin
       union all
       select b.block_id from app.blocks b join subtree s on b.parent_id = s.block_id
     ) select array_agg(block_id) into v_deleted from subtree;
+    -- each block's last version outlives it (a descendant takes no version of its own here, and
+    -- its own log rows may have aged out): a create under its id continues from there
+    insert into app.block_tombstones (block_id, version)
+    select b.block_id, case when b.block_id = v_block_id then b.version + 1 else b.version end
+    from app.blocks b where b.block_id = any(v_deleted)
+    on conflict (block_id) do update set version = excluded.version, deleted_at = excluded.deleted_at;
     delete from app.blocks where block_id = v_block_id;
   else
     if v_direct then

@@ -78,6 +78,12 @@ export interface AppBlocks {
   y_order: string;
 }
 
+export interface AppBlockTombstones {
+  block_id: string;
+  deleted_at: Generated<Timestamp>;
+  version: number;
+}
+
 export interface AppCanvases {
   canvas_id: Generated<string>;
   created_at: Generated<Timestamp>;
@@ -245,6 +251,7 @@ export interface AppWorkspaces {
 
 export interface DB {
   "app.block_operations": AppBlockOperations;
+  "app.block_tombstones": AppBlockTombstones;
   "app.blocks": AppBlocks;
   "app.canvas_members": AppCanvasMembers;
   "app.canvases": AppCanvases;

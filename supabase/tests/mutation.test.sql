@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(84);
+select plan(85);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -281,6 +281,10 @@ select is((select count(*) from app.blocks where block_id in ((select a from k),
 select is((select array(select jsonb_array_elements_text(res -> 'deleted_ids') order by 1)::uuid[] from r where name = 'delete_a'),
           array[(select a from k), (select b from k)], 'the result reports every deleted id (deleted_ids)');
 select is((select (res ->> 'version')::int from r where name = 'delete_a'), 7, 'a delete reports the version it ended');
+select is((select jsonb_object_agg(case block_id when (select a from k) then 'a' else 'b' end, version) from app.block_tombstones
+           where block_id in ((select a from k), (select b from k))),
+          jsonb_build_object('a', 7, 'b', (select max(new_version) from app.block_operations where block_id = (select b from k) and status = 'success')),
+          'the delete keeps each removed block''s last version (the delete''s own for A, B''s current one) in app.block_tombstones');
 select is((select count(*) from realtime.messages where topic = 'canvas:' || (select canvas_id from ids)) - (select msgs from seq_before_delete),
           1::bigint, 'a delete is published once');
 select is((select payload -> 'deleted_ids' from realtime.messages where topic = 'canvas:' || (select canvas_id from ids)

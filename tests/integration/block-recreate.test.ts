@@ -285,7 +285,9 @@ describe('a block created again under its block_id', () => {
     await op(db.sql, owner, canvasId, id, 'delete', 3, {});
     // every row of the old life older than the retention (and only those: other tests' rows stay)
     await db.sql`update app.block_operations set created_at = now() - interval '400 days' where block_id = ${id}`;
+    await db.sql`update app.block_tombstones set deleted_at = now() - interval '400 days' where block_id = ${id}`;
     const [done] = await db.sql`select internal.cleanup() as r`;
+    expect((await db.sql`select count(*)::int n from app.block_tombstones where block_id = ${id}`)[0]!.n).toBe(0);
     expect(done!.r.operations_deleted).toBeGreaterThanOrEqual(4);
     expect((await db.sql`select count(*)::int n from app.block_operations where block_id = ${id}`)[0]!.n).toBe(0);
     const re = await op(db.sql, owner, canvasId, id, 'create', null, { type: 'text', content: { t: 'new' } });
@@ -301,5 +303,28 @@ describe('a block created again under its block_id', () => {
     expect(again.version).toBe(4);
     expect((await op(db.sql, owner, canvasId, id, 'update', 1, { content: { t: 'x' } })).error?.code).toBe('rebase_required');
     recreatedConflict(await op(db.sql, owner, canvasId, id, 'update', 2, { content: { t: 'x' } }), 'base 2');
+  });
+
+  it('a child deleted with its parent after its own log aged out: created again, it continues from its last version, and an op made for it conflicts', async () => {
+    const { canvasId, users } = await createCanvas(db.sql);
+    const owner = users.owner!;
+    const parent = randomUUID();
+    const child = randomUUID();
+    await op(db.sql, owner, canvasId, parent, 'create', null, { type: 'text' });
+    await op(db.sql, owner, canvasId, child, 'create', null, { type: 'text', parent_id: parent, content: { t: 'old' } });
+    await op(db.sql, owner, canvasId, child, 'update', 1, { content: { t: 'old 2' } });
+    expect((await op(db.sql, owner, canvasId, child, 'update', 2, { content: { t: 'old 3' } })).version).toBe(3);
+    // the child's own rows age out of the log; the parent's delete (which logs no row for it) is today
+    await db.sql`update app.block_operations set created_at = now() - interval '400 days' where block_id = ${child}`;
+    await db.sql`select internal.cleanup()`;
+    expect((await db.sql`select count(*)::int n from app.block_operations where block_id = ${child}`)[0]!.n).toBe(0);
+    expect((await op(db.sql, owner, canvasId, parent, 'delete', 1, {})).status).toBe('success');
+    const again = await op(db.sql, owner, canvasId, child, 'create', null, { type: 'text', content: { t: 'new' } });
+    expect(again.version, 'continues from the deleted child\'s version 3').toBe(4);
+    await op(db.sql, owner, canvasId, child, 'update', 4, { content: { t: 'new 2' } });
+    await op(db.sql, owner, canvasId, child, 'update', 5, { content: { t: 'new 3' } });
+    // an edit made for the deleted child at its version 3 never lands on the new one
+    recreatedConflict(await op(db.sql, owner, canvasId, child, 'update', 3, { content: { t: 'meant for the old child' } }), 'base 3');
+    expect((await db.sql`select content ->> 't' as t from app.blocks where block_id = ${child}`)[0]!.t).toBe('new 3');
   });
 });

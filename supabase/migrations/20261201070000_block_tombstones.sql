@@ -17,3 +17,4 @@ revoke all on app.block_tombstones from public, anon, authenticated;
 comment on table app.block_tombstones is
   'Last version of each deleted block (the delete''s own version for the block deleted, the current one for its descendants); '
   'a create under that block_id continues from it. Kept oplog_retention_days (internal.cleanup).';
+grant all on app.block_tombstones to service_role;

@@ -2,8 +2,9 @@
 -- the HTTP layer and the H1 socket call it (src/db/request.ts requestStatement): role and claims
 -- set in the transaction, then the RPC, BEGIN to COMMIT sent as one pipeline (pgbench's pipeline
 -- mode: one round trip; the writes' script cannot do that, each of its statements needs the
--- previous one's answer).
-\set k :client_id * :canvases + random(0, :canvases - 1)
+-- previous one's answer). -D spread=<canvases> picks a random one of the client's blocks on the
+-- spread canvases, as bench:mutate runs it; -D spread=1 puts every client on ONE canvas.
+\set k :client_id * :canvases + random(0, :spread - 1)
 select t.canvas_id, t.block_id, t.user_id, b.version
 from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = :k \gset
 \startpipeline

@@ -55,7 +55,7 @@ import { reportRows } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import { signAccessToken } from '../src/auth/jwt.ts';
 import { loadConfig } from '../src/config.ts';
-import { createDatabase } from '../src/db/index.ts';
+import { createDatabase, type Database } from '../src/db/index.ts';
 import { requestStatement, withRequest } from '../src/db/request.ts';
 import { rpcStatement } from '../src/http/rpc.ts';
 import { startServer } from '../src/server.ts';
@@ -239,7 +239,7 @@ function benchHttp(base: string, conns: Conn[], mark: () => void, seconds = SECO
 }
 
 /** The same RPC, called as callMutation calls it, minus HTTP: one requestStatement transaction per mutation. */
-async function benchDirect(sql: Sql, conns: Conn[], mark: () => void, withEndpointLimit = false, prepared = false, seconds = SECONDS): Promise<Stats> {
+async function benchDirect(database: Database, conns: Conn[], mark: () => void, withEndpointLimit = false, prepared = false, seconds = SECONDS): Promise<Stats> {
   const lat: number[] = [];
   let errors = 0;
   const errorKinds: Record<string, number> = {};
@@ -250,7 +250,7 @@ async function benchDirect(sql: Sql, conns: Conn[], mark: () => void, withEndpoi
       const t0 = performance.now();
       let result: any;
       try {
-        const [row] = await requestStatement<{ result: any }>(sql, { claims: { sub: c.userId, role: 'authenticated' }, method: 'POST',
+        const [row] = await requestStatement<{ result: any }>(database.lanes, c.canvasId, { claims: { sub: c.userId, role: 'authenticated' }, method: 'POST',
           path: `/api/v1/canvas/${c.canvasId}/mutate` },
           rpcStatement('upsert_block_atomic', 6, withEndpointLimit, false),
           [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }, ...(withEndpointLimit ? ['H2', false] : [])],
@@ -392,7 +392,7 @@ try {
   log('setup', `server listening at ${server.url} (in-process, realtime off, worker off, pool ${CONNECTIONS})`);
   // the bare server knows the users by the tokens the bench signed (it checks no JWT)
   const bareUsers = new Map<string, string>();
-  bare = await startBareServer(bareDatabase.sql, bareUsers, config.profile === 'development');
+  bare = await startBareServer(bareDatabase.lanes, bareUsers, config.profile === 'development');
   log('setup', `bare node:http server listening at ${bare.url} (in-process, pool ${CONNECTIONS})`);
 
   // every pooled connection open before a phase, so its backends' CPU is read from start to end
@@ -413,10 +413,10 @@ try {
     await benchHttp(server.url, warmHttp, () => {}, PROCESS_WARMUP / 2);
     const share = PROCESS_WARMUP / 10;
     await benchHttp(bare.url, warmBare, () => {}, share);
-    await benchDirect(direct.sql, warmDirect, () => {}, false, false, share);
-    await benchDirect(direct.sql, warmDirect, () => {}, true, false, share);
-    await benchDirect(direct.sql, warmDirect, () => {}, false, true, share);
-    await benchDirect(direct.sql, warmDirect, () => {}, true, true, share);
+    await benchDirect(direct, warmDirect, () => {}, false, false, share);
+    await benchDirect(direct, warmDirect, () => {}, true, false, share);
+    await benchDirect(direct, warmDirect, () => {}, false, true, share);
+    await benchDirect(direct, warmDirect, () => {}, true, true, share);
   }
 
   log('run', `HTTP: POST /api/v1/canvas/{id}/mutate, keep-alive, load generator in a child process ...`);
@@ -435,13 +435,13 @@ try {
   await checkVersions(direct.sql, bareConns, 'bare');
 
   log('run', `direct: requestStatement + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS} ...`);
-  const { result: directRun, cost: directCost } = await account('direct', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct.sql, directConns, mark));
+  const { result: directRun, cost: directCost } = await account('direct', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct, directConns, mark));
   const directStats = summarize(directRun);
   log('run', `direct: ${directStats.n} mutations, ${directStats.errors} errors`);
   await checkVersions(direct.sql, directConns, 'direct');
 
   log('run', `direct + limit: the same, after select api.hit_endpoint_limit('H2') in the transaction (all the SQL the handler runs) ...`);
-  const { result: limitRun, cost: limitCost } = await account('direct-limit', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct.sql, limitConns, mark, true));
+  const { result: limitRun, cost: limitCost } = await account('direct-limit', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct, limitConns, mark, true));
   const limitStats = summarize(limitRun);
   log('run', `direct + limit: ${limitStats.n} mutations, ${limitStats.errors} errors`);
   await checkVersions(direct.sql, limitConns, 'direct + limit');
@@ -449,7 +449,7 @@ try {
   // not the baseline (that stays the call above, unchanged): the RPC as a named prepared statement,
   // as the handler sends it since callApi prepares its statement (src/http/rpc.ts)
   log('run', `direct, prepared: the same as direct, the RPC's statement prepared once per connection ...`);
-  const { result: preparedRun, cost: preparedCost } = await account('direct-prepared', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct.sql, preparedConns, mark, false, true));
+  const { result: preparedRun, cost: preparedCost } = await account('direct-prepared', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct, preparedConns, mark, false, true));
   const preparedStats = summarize(preparedRun);
   log('run', `direct, prepared: ${preparedStats.n} mutations, ${preparedStats.errors} errors`);
   await checkVersions(direct.sql, preparedConns, 'direct, prepared');

@@ -1,7 +1,8 @@
-// npx tsx scripts/bench-mutate.ts [--seconds 10] [--rounds 1] [--functions] [--clients 16] [--canvases 50] [--database-url URL]
+// npx tsx scripts/bench-mutate.ts [--seconds 10] [--rounds 1] [--functions] [--clients 16] [--canvases 50] [--lane-depth N] [--database-url URL]
 //
 // Throughput and latency of api.upsert_block_atomic, called the way the HTTP layer calls it
-// (requestStatement: one pipelined transaction carrying the caller's claims, as an editor), next to a baseline
+// (requestStatement: one pipelined transaction carrying the caller's claims, as an editor, down the canvas's
+// lane, src/db/canvas-lanes.ts: --lane-depth sets its depth, default the product's), next to a baseline
 // measured in the same run and called the same way: a bare single-row UPDATE function.
 //
 //   hot canvas    1 canvas; (a) every client edits the SAME block (conflicts: counted apart),
@@ -54,6 +55,7 @@ import { parseArgs, promisify } from 'node:util';
 import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
+import { CanvasLanes } from '../src/db/canvas-lanes.ts';
 import { requestStatement, withRequest } from '../src/db/request.ts';
 
 const { values } = parseArgs({
@@ -65,6 +67,7 @@ const { values } = parseArgs({
     canvases: { type: 'string', default: '50' },
     'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench' },
     'warmup-seconds': { type: 'string', default: '1' },
+    'lane-depth': { type: 'string' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -73,8 +76,9 @@ const CLIENTS = Number(values.clients);
 const CANVASES = Number(values.canvases);
 const WARMUP = Number(values['warmup-seconds']);
 const url = values['database-url']!;
-if (!(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) {
-  console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--rounds N>=1] [--clients N] [--canvases N] [--database-url URL]');
+const LANE_DEPTH = values['lane-depth'] === undefined ? undefined : Number(values['lane-depth']);
+if (!(LANE_DEPTH === undefined || (Number.isInteger(LANE_DEPTH) && LANE_DEPTH >= 1)) || !(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) {
+  console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--rounds N>=1] [--clients N] [--canvases N] [--lane-depth N>=1] [--database-url URL]');
   process.exit(2);
 }
 const dbName = benchDatabaseName(url);
@@ -126,10 +130,10 @@ async function api<T = any>(sql: Sql, userId: string, call: (tx: postgres.Transa
   return withRequest(sql, claims(userId), call);
 }
 
-function upsert(sql: Sql, userId: string, canvasId: string, blockId: string | null, action: 'create' | 'update',
+function upsert(lanes: CanvasLanes, userId: string, canvasId: string, blockId: string | null, action: 'create' | 'update',
   clientOpId: string, baseVersion: number | null, patch: Record<string, unknown>): Promise<Result> {
   // as the HTTP layer and the H1 socket send a mutation (src/http/rpc.ts callMutation)
-  return requestStatement<{ r: Result }>(sql, claims(userId), 'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r',
+  return requestStatement<{ r: Result }>(lanes, canvasId, claims(userId), 'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r',
     [canvasId, blockId, action, clientOpId, baseVersion, patch]).then((rows) => rows[0]!.r);
 }
 
@@ -219,6 +223,8 @@ async function main() {
   log(`bench-mutate: ${CLIENTS} clients, ${SECONDS} s per scenario (+${WARMUP} s warm-up), ${CANVASES} canvases in the spread case`);
   await freshDatabase();
   const sql = postgres(url, { max: CLIENTS + 2, onnotice: () => {}, connection: { application_name: 'potentia-bench' } });
+  // mutations as the HTTP layer sends them: down the canvas's lane (src/db/canvas-lanes.ts)
+  const lanes = new CanvasLanes(sql, { depth: LANE_DEPTH });
   try {
     const [{ version, max_connections, sync, major }] = (await sql`
       select current_setting('server_version') as version, current_setting('max_connections') as max_connections,
@@ -262,7 +268,7 @@ async function main() {
     let opSeq = 0;
     const opId = (tag: string) => `${tag}-${++opSeq}`;
     const create = async (userId: string, canvasId: string, text: string) => {
-      const r = await upsert(sql, userId, canvasId, null, 'create', opId('setup'), null, { type: 'text', content: { text } });
+      const r = await upsert(lanes, userId, canvasId, null, 'create', opId('setup'), null, { type: 'text', content: { text } });
       if (r.status !== 'success') throw new Error(`setup create failed: ${JSON.stringify(r)}`);
       return { id: r.block_id!, version: r.version! };
     };
@@ -289,8 +295,8 @@ async function main() {
     async function mutation(userId: string, canvasId: string, client: number, n: number,
       block: { version: number; id: string }, versionOf: () => number, setVersion: (v: number) => void) {
       const r = n % 10 === 9
-        ? await upsert(sql, userId, canvasId, null, 'create', opId(`c${client}`), null, { type: 'text', content: { text: `new ${client}/${n}` } })
-        : await upsert(sql, userId, canvasId, block.id, 'update', opId(`c${client}`), versionOf(), { content: { text: `edit ${client}/${n}` } });
+        ? await upsert(lanes, userId, canvasId, null, 'create', opId(`c${client}`), null, { type: 'text', content: { text: `new ${client}/${n}` } })
+        : await upsert(lanes, userId, canvasId, block.id, 'update', opId(`c${client}`), versionOf(), { content: { text: `edit ${client}/${n}` } });
       if (n % 10 !== 9 && r.version !== undefined && r.version !== null) setVersion(Number(r.version));
       const outcome: Outcome = r.status === 'success' || r.status === 'duplicate' ? 'success' : r.status === 'conflict' ? 'conflict' : 'failed';
       return { outcome, detail: r.error ? `${r.error.code}: ${r.error.message}` : undefined };
@@ -307,7 +313,7 @@ async function main() {
       const typing = view.length <= view.start;
       const pos = Math.floor(Math.random() * (typing ? view.length + 1 : view.length));
       const edit = typing ? 'x' : { d: 1 };
-      const r = await upsert(sql, userId, hot, block.id, 'update', opId(`t${client}`), view.version, { text: { text: pos > 0 ? [pos, edit] : [edit] } });
+      const r = await upsert(lanes, userId, hot, block.id, 'update', opId(`t${client}`), view.version, { text: { text: pos > 0 ? [pos, edit] : [edit] } });
       if (r.status === 'success') {
         view.version = Number(r.version);
         view.length = [...(r.block?.content?.text ?? '')].length; // code points, as the op counts
@@ -316,7 +322,7 @@ async function main() {
       return { outcome, detail: r.error ? `${r.error.code}: ${r.error.message}` : undefined };
     }
     const bare = async (client: number, id: number) => {
-      await requestStatement(sql, claims(editors[client]!), 'select bench.bare_update($1::int)', [id]);
+      await requestStatement(lanes, `bare:${id}`, claims(editors[client]!), 'select bench.bare_update($1::int)', [id]);
       return { outcome: 'success' as const };
     };
     const systemMoves = async () => Number((await sql`select count(*) as n from app.block_operations where actor_id is null`)[0]!.n);

@@ -83,8 +83,8 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
   const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-gateway', prepare: !urls.transactionPooler });
   const metrics = createMetrics();
   metrics.poolMax.set(config.dbPoolMax);
-  const deps: Deps = { sql: database.sql, config, verify: createTokenVerifier(config.auth), metrics, logger };
-  const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, auth: config.auth, logger });
+  const deps: Deps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
+  const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger });
   const app = createProbeApp(deps, {
     // while the stream is down the bus polls realtime.messages (deltas still arrive, later), but
     // cluster presence and client broadcasts from other gateways do not: out of rotation until it is back
@@ -124,7 +124,7 @@ async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProc
   const metrics = createMetrics();
   // two connections of its own: a busy job pool must not make the probe look like a dead worker
   const database = createDatabase(urls.pooled, { max: 2, applicationName: 'potentia-worker-probe', prepare: !urls.transactionPooler });
-  const deps: Deps = { sql: database.sql, config, verify: createTokenVerifier(config.auth), metrics, logger };
+  const deps: Deps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
   let worker: WorkerRuntime | undefined;
   const app = createProbeApp(deps, {
     // this worker's own heartbeat row (written every WORKER_HEARTBEAT_MS): older than WORKER_STALE_MS,

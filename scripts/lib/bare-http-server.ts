@@ -6,14 +6,14 @@
 // looked up in a map of the tokens the bench signed), no request id, logging, metrics or trace.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Sql } from 'postgres';
+import type { CanvasLanes } from '../../src/db/canvas-lanes.ts';
 import { requestStatement } from '../../src/db/request.ts';
 import { rpcStatement } from '../../src/http/rpc.ts';
 
 export type BareServer = { url: string; close(): Promise<void> };
 
 /** Serves POST /api/v1/canvas/{id}/mutate (one op) for the users `tokens` maps (token → user id). */
-export async function startBareServer(sql: Sql, tokens: Map<string, string>, development: boolean): Promise<BareServer> {
+export async function startBareServer(lanes: CanvasLanes, tokens: Map<string, string>, development: boolean): Promise<BareServer> {
   const statement = rpcStatement('upsert_block_atomic', 6, true, true);
   const answer = (res: ServerResponse, status: number, text: string) => {
     res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
@@ -24,8 +24,8 @@ export async function startBareServer(sql: Sql, tokens: Map<string, string>, dev
     const userId = tokens.get((req.headers.authorization ?? '').slice('Bearer '.length));
     if (!userId) return answer(res, 401, '{"error":{"code":"unauthorized","message":"unknown token"}}');
     const op = JSON.parse(body.toString('utf8'));
-    const canvasId = path.split('/')[4]; // /api/v1/canvas/{id}/mutate
-    const [row] = await requestStatement<{ status: string | null; result: string }>(sql, {
+    const canvasId = path.split('/')[4] ?? ''; // /api/v1/canvas/{id}/mutate
+    const [row] = await requestStatement<{ status: string | null; result: string }>(lanes, canvasId, {
       claims: { sub: userId, role: 'authenticated' },
       headers: { 'x-forwarded-for': req.socket.remoteAddress ?? '', 'user-agent': req.headers['user-agent'] ?? '' },
       method: 'POST',

@@ -1,6 +1,7 @@
 import { Kysely } from 'kysely';
 import { PostgresJSDialect } from 'kysely-postgres-js';
 import postgres, { type Sql } from 'postgres';
+import { CanvasLanes } from './canvas-lanes.ts';
 import type { DB } from './types.ts';
 
 export type Database = {
@@ -8,6 +9,8 @@ export type Database = {
   sql: Sql;
   /** Kysely over the same pool, typed by the generated `DB` interface. */
   db: Kysely<DB>;
+  /** The pool's connections by canvas for mutations (requestStatement): see canvas-lanes.ts. */
+  lanes: CanvasLanes;
   close(): Promise<void>;
 };
 
@@ -25,6 +28,7 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
   return {
     sql,
     db,
+    lanes: new CanvasLanes(sql),
     async close() {
       // Kysely's driver starts lazily: end the postgres.js pool ourselves (end() is idempotent)
       await db.destroy();

@@ -1,4 +1,5 @@
 import type { ReservedSql, Sql, TransactionSql } from 'postgres';
+import type { CanvasLanes } from './canvas-lanes.ts';
 import { isConnectionFailure } from './faults.ts';
 
 /**
@@ -60,6 +61,10 @@ function once<T>(sql: Sql, ctx: RequestContext, role: string, headers: Record<st
  * three. An error in the statement rolls the transaction back (COMMIT in a failed transaction is a
  * ROLLBACK) and is thrown; so is any earlier step's error, first.
  *
+ * The connection is the lane of `canvasId` (src/db/canvas-lanes.ts): this process's requests on
+ * one canvas go down one connection in arrival order, pipelined, rather than queueing as many
+ * backends on the canvas row.
+ *
  * Only for statements that are safe to send again (the mutation RPCs, idempotent by
  * client_op_id): COMMIT is on its way before the statement's answer, so after a lost connection
  * the outcome is unknown (through a pooler such as PgBouncer the server may have committed what
@@ -67,12 +72,12 @@ function once<T>(sql: Sql, ctx: RequestContext, role: string, headers: Record<st
  * on COMMIT not having been sent yet: the failure is thrown (isConnectionFailure), the HTTP layer
  * answers 503 and the client sends the operation again with the same client_op_id.
  */
-export async function requestStatement<R extends Record<string, unknown>>(sql: Sql, ctx: RequestContext, text: string, params: unknown[],
-  options: { prepare?: boolean } = {}): Promise<R[]> {
+export async function requestStatement<R extends Record<string, unknown>>(lanes: CanvasLanes, canvasId: string, ctx: RequestContext,
+  text: string, params: unknown[], options: { prepare?: boolean } = {}): Promise<R[]> {
   const { role, headers } = caller(ctx);
-  const conn = await sql.reserve();
-  try {
-    // executed in this order in one tick: postgres.js writes them to the socket together
+  return lanes.run(canvasId, async (conn) => {
+    // written in this order in one tick: postgres.js writes them to the socket together, behind
+    // what the lane sent before
     const steps = [
       conn`begin`.execute(),
       setCaller(conn, ctx, role, headers).execute(),
@@ -83,9 +88,7 @@ export async function requestStatement<R extends Record<string, unknown>>(sql: S
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) throw failed.reason;
     return (settled[2] as PromiseFulfilledResult<unknown>).value as R[];
-  } finally {
-    conn.release();
-  }
+  });
 }
 
 /** The caller's database role (an API role, else refused) and request headers, lower-cased. */

@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres';
+import { CanvasLanes } from '../db/canvas-lanes.ts';
 import { pino } from 'pino';
 import { createTokenVerifier } from '../auth/jwt.ts';
 import { loadConfig } from '../config.ts';
@@ -14,7 +15,7 @@ import { createApp } from './app.ts';
 export function buildApiDocument(): ApiDocument {
   const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent' });
   const sql = new Proxy(() => {}, { get: refuse, apply: refuse }) as unknown as Sql;
-  const app = createApp({ sql, config, verify: createTokenVerifier(config.auth), metrics: createMetrics(), logger: pino({ level: 'silent' }) });
+  const app = createApp({ sql, lanes: new CanvasLanes(sql), config, verify: createTokenVerifier(config.auth), metrics: createMetrics(), logger: pino({ level: 'silent' }) });
   return apiDocument(app);
 }
 

@@ -18,6 +18,7 @@ export function createEdgeApp(name: keyof typeof FUNCTIONS, env: Record<string, 
   const database = createDatabase(config.databaseUrl, { max: 3, prepare: false, applicationName: `potentia-edge-${name}` });
   const deps: Deps = {
     sql: database.sql,
+    lanes: database.lanes,
     config,
     verify: createTokenVerifier(config.auth),
     metrics: createMetrics(),

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
+import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { Claims, VerifyToken } from '../auth/jwt.ts';
 import type { Config } from '../config.ts';
 import type { Metrics } from '../metrics.ts';
@@ -7,6 +8,8 @@ import type { Metrics } from '../metrics.ts';
 /** What every handler gets: its dependencies, passed explicitly (no hidden globals). */
 export type Deps = {
   sql: Sql;
+  /** Mutations' connections, one per canvas in flight (src/db/canvas-lanes.ts). */
+  lanes: CanvasLanes;
   config: Config;
   verify: VerifyToken;
   metrics: Metrics;

@@ -2,6 +2,7 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
+import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ApiError, rawErrorResponse } from '../http/errors.ts';
 import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
@@ -26,6 +27,8 @@ import { parseVsn } from './serializer.ts';
 export type GatewayOptions = {
   databaseUrl: string;
   sql: Sql;
+  /** The H1 socket's mutations go down these (src/db/canvas-lanes.ts): the pool's, shared with HTTP. */
+  lanes: CanvasLanes;
   auth: AuthConfig;
   logger: Logger;
   limits?: Partial<Limits>;
@@ -43,7 +46,7 @@ const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 
 export function createGateway(opts: GatewayOptions): Gateway {
   const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
-  const hub = new Hub(opts.sql, bus, opts.logger, { ...DEFAULT_LIMITS, ...opts.limits });
+  const hub = new Hub(opts.sql, opts.lanes, bus, opts.logger, { ...DEFAULT_LIMITS, ...opts.limits });
   const cluster = createClusterNode({
     sql: opts.sql,
     bus,

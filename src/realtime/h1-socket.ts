@@ -151,7 +151,7 @@ export class H1Socket {
       return this.send({ type: 'error', code: 'read_only', client_op_id: msg.client_op_id, message: this.access.readOnlyReason ?? 'read only' });
     }
     // idempotent by client_op_id: one pipelined transaction (requestStatement), like H2 over HTTP
-    const [row] = await requestStatement<{ r: Record<string, any> }>(this.hub.sql, this.request,
+    const [row] = await requestStatement<{ r: Record<string, any> }>(this.hub.lanes, this.canvasId, this.request,
       'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r',
       [this.canvasId, msg.block_id ?? null, msg.action, msg.client_op_id, msg.base_version ?? null, msg.patch as any]);
     const result = row!.r;

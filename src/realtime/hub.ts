@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
+import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { DatabaseBus, BusMessage } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import type { ClusterNode } from './cluster.ts';
@@ -51,6 +52,8 @@ export class Hub {
 
   constructor(
     readonly sql: Sql,
+    /** Mutations' connections, one per canvas in flight (src/db/canvas-lanes.ts). */
+    readonly lanes: CanvasLanes,
     readonly bus: DatabaseBus,
     readonly logger: Logger,
     readonly limits: Limits,

@@ -45,7 +45,7 @@ describe('requestStatement and withRequest: backends killed with callers waiting
     const app = `potentia-test-rsa-${process.pid}-${pools.length}`;
     const p = createDatabase(testDatabaseUrl(), { max, applicationName: app });
     pools.push(p);
-    return { sql: p.sql, app };
+    return { sql: p.sql, lanes: p.lanes, app };
   };
 
   /** Waits until `count` of the pool's backends run pg_sleep. */
@@ -78,9 +78,10 @@ describe('requestStatement and withRequest: backends killed with callers waiting
 
   for (const [max, calls] of [[1, 6], [5, 12]] as const) {
     it(`pool of ${max}, ${calls} concurrent calls: the killed ones fail as connection failures, the waiting ones answer as their callers, the pool goes on`, async () => {
-      const { sql, app } = pool(max);
+      const { sql, lanes, app } = pool(max);
       const users = await Promise.all(Array.from({ length: calls }, () => createUser(db.sql, 'rsa')));
-      const pending = users.map((user, call) => settle(requestStatement<Who>(sql, { claims: claimsFor(user) }, whoAmI, [call])));
+      // a lane per call (as calls on different canvases): each needs a connection of its own
+      const pending = users.map((user, call) => settle(requestStatement<Who>(lanes, `call-${call}`, { claims: claimsFor(user) }, whoAmI, [call])));
       const killed = await killSleeping(app, max);
       expect(killed).toBe(max);
       const outcomes = await Promise.all(pending);
@@ -100,7 +101,7 @@ describe('requestStatement and withRequest: backends killed with callers waiting
 
       for (let call = 0; call < 3; call++) {
         const user = await createUser(db.sql, 'rsa');
-        const after = await settle(requestStatement<Who>(sql, { claims: claimsFor(user) }, whoAmI, [call]));
+        const after = await settle(requestStatement<Who>(lanes, `call-${call}`, { claims: claimsFor(user) }, whoAmI, [call]));
         expect(after, `call ${call} after the kill`).toEqual({ ok: true, value: [{ role: 'authenticated', uid: user, call, pause: '' }] });
       }
       expect(await settle(bare(sql))).toMatchObject({ ok: true, value: [{ role: 'postgres', claims: ''}] });
@@ -108,11 +109,12 @@ describe('requestStatement and withRequest: backends killed with callers waiting
   }
 
   it('backends killed at random moments under load: nothing runs twice or as another caller, every call settles', async () => {
-    const { sql, app } = pool(3);
+    const { sql, lanes, app } = pool(3);
     const users = await Promise.all(Array.from({ length: 4 }, () => createUser(db.sql, 'rsa')));
     const calls = Array.from({ length: 40 }, (_, i) => ({ user: users[i % users.length]!, name: `rsa-${randomUUID()}` }));
     // each call creates a workspace named for it, recorded with auth.uid() as created_by
-    const pending = calls.map(({ user, name }, i) => sleep(i * 10).then(() => settle(requestStatement<{ r: { workspace_id: string } }>(sql,
+    // a lane per call: calls that each need a connection of their own from a pool of 3 (canvas-lanes.test.ts kills lanes)
+    const pending = calls.map(({ user, name }, i) => sleep(i * 10).then(() => settle(requestStatement<{ r: { workspace_id: string } }>(lanes, `call-${i}`,
       { claims: claimsFor(user) }, 'select api.create_workspace($1) as r, pg_sleep($2) as pause', [name, (i % 5) / 50]))));
     let storming = true;
     const storm = (async () => {
@@ -151,26 +153,26 @@ describe('requestStatement and withRequest: backends killed with callers waiting
     expect(succeeded).toBeGreaterThan(0);
 
     const user = users[0]!;
-    const after = await settle(requestStatement<Who>(sql, { claims: claimsFor(user) }, whoAmI, [0]));
+    const after = await settle(requestStatement<Who>(lanes, 'after', { claims: claimsFor(user) }, whoAmI, [0]));
     expect(after).toEqual({ ok: true, value: [{ role: 'authenticated', uid: user, call: 0, pause: '' }] });
     expect(await settle(bare(sql))).toMatchObject({ ok: true, value: [{ role: 'postgres', claims: ''}] });
   });
 
   it('a failing statement (raise, statement_timeout) rolls back and leaves its connection clean', async () => {
-    const { sql } = pool(1);
+    const { sql, lanes } = pool(1);
     const user = await createUser(db.sql, 'rsa');
     const name = `rsa-${randomUUID()}`;
-    await expect(requestStatement(sql, { claims: claimsFor(user), statementTimeoutMs: 20 },
+    await expect(requestStatement(lanes, 'rsa', { claims: claimsFor(user), statementTimeoutMs: 20 },
       'select api.create_workspace($1), pg_sleep(1)', [name])).rejects.toMatchObject({ code: '57014' });
     expect(await bare(sql)).toEqual([{ role: 'postgres', claims: ''}]);
-    await expect(requestStatement(sql, { claims: claimsFor(user) },
+    await expect(requestStatement(lanes, 'rsa', { claims: claimsFor(user) },
       // fails after the write, at run time: 1 / 0 computed from the created row
       `select r, 1 / (r ->> 'workspace_id' is null)::int as boom from (select api.create_workspace($1) as r) w`, [name]))
       .rejects.toMatchObject({ code: '22012' });
     const [{ n }] = await db.sql`select count(*)::int as n from app.workspaces where name = ${name}` as unknown as [{ n: number }];
     expect(n).toBe(0);
     // the next caller gets its own settings, the default statement_timeout among them
-    const [next] = await requestStatement<{ uid: string; timeout: string }>(sql, { claims: claimsFor(user) },
+    const [next] = await requestStatement<{ uid: string; timeout: string }>(lanes, 'rsa', { claims: claimsFor(user) },
       `select auth.uid()::text as uid, current_setting('statement_timeout') as timeout`, []);
     expect(next).toEqual({ uid: user, timeout: '5s' });
     expect(await bare(sql)).toEqual([{ role: 'postgres', claims: ''}]);

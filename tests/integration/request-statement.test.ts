@@ -32,13 +32,13 @@ describe('requestStatement: one pipelined request transaction', () => {
 
   it('runs the statement as the caller (role, claims, headers) and commits it', async () => {
     const user = await createUser(db.sql, 'rs');
-    const [who] = await requestStatement<{ role: string; uid: string; ua: string }>(one.sql,
+    const [who] = await requestStatement<{ role: string; uid: string; ua: string }>(one.lanes, 'rs',
       { claims: claimsFor(user), headers: { 'User-Agent': 'rs-test' } },
       `select current_user as role, auth.uid()::text as uid, current_setting('request.headers', true)::jsonb ->> 'user-agent' as ua`, []);
     expect(who).toEqual({ role: 'authenticated', uid: user, ua: 'rs-test' });
 
     const name = `rs-${randomUUID()}`;
-    const [row] = await requestStatement<{ r: { workspace_id: string } }>(one.sql, { claims: claimsFor(user) },
+    const [row] = await requestStatement<{ r: { workspace_id: string } }>(one.lanes, 'rs', { claims: claimsFor(user) },
       'select api.create_workspace($1) as r', [name]);
     expect(row!.r.workspace_id).toMatch(/^[0-9a-f-]{36}$/);
     expect(await workspaces(name)).toBe(1);
@@ -47,11 +47,11 @@ describe('requestStatement: one pipelined request transaction', () => {
   it('rolls a failing statement back and leaves its connection clean for the next request', async () => {
     const user = await createUser(db.sql, 'rs');
     const name = `rs-${randomUUID()}`;
-    const failing = requestStatement(one.sql, { claims: claimsFor(user) }, 'select api.create_workspace($1), 1 / 0 as boom', [name]);
+    const failing = requestStatement(one.lanes, 'rs', { claims: claimsFor(user) }, 'select api.create_workspace($1), 1 / 0 as boom', [name]);
     await expect(failing).rejects.toMatchObject({ code: '22012' });
     expect(await workspaces(name)).toBe(0);
     // the same (only) connection: idle, not in a failed transaction, and no caller settings left over
-    const [next] = await requestStatement<{ ok: number; uid: string | null }>(one.sql, { claims: claimsFor(user) },
+    const [next] = await requestStatement<{ ok: number; uid: string | null }>(one.lanes, 'rs', { claims: claimsFor(user) },
       'select 1 as ok, auth.uid()::text as uid', []);
     expect(next).toEqual({ ok: 1, uid: user });
     // a transaction left open would still hold the caller's role and claims (set_config is local to it)
@@ -67,7 +67,7 @@ describe('requestStatement: one pipelined request transaction', () => {
     try {
       // the mutation, then a pause inside the same statement: the backend is killed in the pause,
       // after the mutation's writes and before COMMIT, so nothing may stay applied
-      const call = requestStatement(one.sql, { claims: claimsFor(users.editor!) },
+      const call = requestStatement(one.lanes, 'rs', { claims: claimsFor(users.editor!) },
         `select api.upsert_block_atomic($1::uuid, null, 'create', $2, null, '{"type":"text","content":{"text":"lost"}}'::jsonb) as r,
                 pg_sleep(5) as pause`, [canvasId, opId]);
       const outcome = call.then(() => null, (err: unknown) => err);
@@ -86,7 +86,7 @@ describe('requestStatement: one pipelined request transaction', () => {
       const [{ ops }] = await admin`select count(*)::int as ops from app.block_operations where client_op_id = ${opId}` as unknown as [{ ops: number }];
       expect(ops).toBe(0);
       // the pool replaced the connection: the client's resend applies once
-      const [again] = await requestStatement<{ r: { status: string } }>(one.sql, { claims: claimsFor(users.editor!) },
+      const [again] = await requestStatement<{ r: { status: string } }>(one.lanes, 'rs', { claims: claimsFor(users.editor!) },
         `select api.upsert_block_atomic($1::uuid, null, 'create', $2, null, '{"type":"text","content":{"text":"resent"}}'::jsonb) as r`, [canvasId, opId]);
       expect(again!.r.status).toBe('success');
     } finally {
@@ -95,7 +95,7 @@ describe('requestStatement: one pipelined request transaction', () => {
   });
 
   it('refuses a caller whose role is not an API role, before touching the database', async () => {
-    await expect(requestStatement(one.sql, { claims: { sub: randomUUID(), role: 'postgres' } }, 'select 1', []))
+    await expect(requestStatement(one.lanes, 'rs', { claims: { sub: randomUUID(), role: 'postgres' } }, 'select 1', []))
       .rejects.toThrow(/not an API role/);
   });
 });

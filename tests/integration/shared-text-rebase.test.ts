@@ -4,6 +4,7 @@ import { type, type TextOp, type TextOpComponent } from 'ot-text-unicode';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isConnectionFailure } from '../../src/db/faults.ts';
+import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
 import { createDatabase, type Database } from '../../src/db/index.ts';
 import { requestStatement } from '../../src/db/request.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
@@ -57,10 +58,14 @@ type LogRow = {
   canvas_seq: number; client_op_id: string; actor_id: string; action: string; new_version: number; patch: Patch; result: Answer;
 };
 
-/** Calls the RPC as `userId` the way the HTTP layer does (one pipelined request statement). */
+/**
+ * Calls the RPC as `userId` the way the HTTP layer does (one pipelined request statement), on a
+ * lane of its own: each call races the others on the canvas row as if from a process of its own
+ * (one process's calls on a canvas would go down one connection, src/db/canvas-lanes.ts).
+ */
 async function call(sql: Sql, userId: string, canvasId: string, blockId: string, action: string, clientOpId: string, base: number | null,
   patch: Patch): Promise<Answer> {
-  const rows = await requestStatement<{ r: Answer }>(sql, { claims: claimsFor(userId) },
+  const rows = await requestStatement<{ r: Answer }>(new CanvasLanes(sql), canvasId, { claims: claimsFor(userId) },
     'select api.upsert_block_atomic($1, $2, $3, $4, $5, $6) as r', [canvasId, blockId, action, clientOpId, base, patch as never]);
   return rows[0]!.r;
 }

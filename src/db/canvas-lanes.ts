@@ -17,9 +17,14 @@ import { isConnectionFailure } from './faults.ts';
  * before; in addition, one process's mutations of a canvas now apply in the order they arrived.
  *
  * Lifecycle: a lane reserves its connection for its first request and releases it after its last
- * one is answered; there is nothing to start or stop. A connection failure retires the lane: the
- * requests that were on the wire fail (their outcome is unknown: the caller answers 503 and the
- * client resends by client_op_id), the ones still waiting here were never sent and go down a new lane.
+ * one is answered; there is nothing to start or stop. Every request not yet sent waits in the
+ * lane's queue, in arrival order, and only the head of the queue is sent: nothing overtakes it. A
+ * connection failure stops the lane's sending: the requests that were on the wire fail (their
+ * outcome is unknown: the caller answers 503 and the client resends by client_op_id); once they
+ * have, the lane reserves a new connection for the ones still queued, which were never sent (and
+ * stay ahead of any that arrived meanwhile). After TURNS requests the lane gives its connection
+ * back the same way (once they are answered) and queues for another, behind the pool's other
+ * callers: a hot canvas does not keep a connection for ever.
  */
 export class CanvasLanes {
   readonly #sql: Sql;
@@ -44,67 +49,115 @@ export class CanvasLanes {
    * write all its statements to `conn` synchronously (before its first await): statements of the
    * lane's requests reach the server in the order the requests arrived.
    */
-  async run<T>(key: string, send: (conn: ReservedSql) => Promise<T>): Promise<T> {
-    let lane = this.#lanes.get(key);
-    if (lane === undefined) {
-      lane = new Lane(this.#sql.reserve());
-      this.#lanes.set(key, lane);
-    }
-    lane.members++;
+  run<T>(key: string, send: (conn: ReservedSql) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let lane = this.#lanes.get(key);
+      if (lane === undefined) {
+        lane = new Lane();
+        this.#lanes.set(key, lane);
+      }
+      lane.queue.push({ send, resolve: resolve as (value: unknown) => void, reject });
+      this.#pump(key, lane);
+    });
+  }
+
+  /**
+   * Sends what the lane may send now, in arrival order; reserves a connection when it has none;
+   * closes the lane when it has nothing left. Every request that is not on the wire is in
+   * `lane.queue`, so nothing can overtake it: not a request that arrives while the lane changes
+   * connection (after a failure, or to give the pool's connection up for a turn).
+   */
+  #pump(key: string, lane: Lane): void {
+    if (lane.pumping) return; // re-entered from a send: the loop below takes the new request in its turn
+    lane.pumping = true;
     try {
-      const conn = await lane.conn;
-      if (lane.onWire < this.#depth && lane.waiting.length === 0) lane.onWire++;
-      else await new Promise<void>((resolve) => lane.waiting.push(resolve)); // the slot is handed over
-      try {
-        // never sent: a request behind a failed one goes down a fresh lane (its turn is kept: the
-        // slots are handed on in order, so the retired lane's waiters re-enter in arrival order)
-        if (lane.retired) return await this.run(key, send);
-        return await send(conn);
-      } catch (err) {
-        if (isConnectionFailure(err)) this.#retire(key, lane);
-        throw err;
-      } finally {
-        const next = lane.waiting.shift();
-        if (next) next();
-        else lane.onWire--;
+      const conn = lane.conn;
+      if (conn === null) {
+        // a new connection only once the last one has answered everything it was sent: what goes
+        // down the new one cannot commit before what went down the old one
+        if (lane.reserving || lane.onWire > 0) return;
+        if (lane.queue.length === 0) {
+          if (this.#lanes.get(key) === lane) this.#lanes.delete(key);
+          return;
+        }
+        lane.reserving = true;
+        this.#sql.reserve().then((reserved) => {
+          lane.reserving = false;
+          lane.conn = reserved;
+          lane.turns = 0;
+          this.#pump(key, lane);
+        }, (err: unknown) => {
+          // the connection could not be reserved (pool ended, server unreachable): the requests
+          // that waited for it fail; the lane is no use (the next request tries a new one)
+          lane.reserving = false;
+          if (this.#lanes.get(key) === lane) this.#lanes.delete(key);
+          for (const request of lane.queue.splice(0)) request.reject(err);
+        });
+        return;
       }
-    } catch (err) {
-      // the connection could not be reserved (pool ended, server unreachable): the lane is no use
-      if (!lane.reserved) this.#retire(key, lane);
-      throw err;
+      while (lane.queue.length > 0 && lane.onWire < this.#depth && !lane.closing) {
+        const request = lane.queue.shift()!;
+        lane.onWire++;
+        // a canvas busy without pause would keep the connection from every other caller of the
+        // pool: after TURNS requests the lane gives it back once answered, and queues for another
+        if (++lane.turns >= TURNS) lane.closing = true;
+        let answer: Promise<unknown>;
+        try {
+          answer = request.send(conn);
+        } catch (err) {
+          answer = Promise.reject(err);
+        }
+        answer.then((value) => {
+          request.resolve(value);
+          this.#answered(key, lane, conn);
+        }, (err: unknown) => {
+          // the connection failed: the requests on the wire fail with it; the ones still queued
+          // were never sent and go down a new connection once those have failed
+          if (isConnectionFailure(err)) lane.closing = true;
+          request.reject(err);
+          this.#answered(key, lane, conn);
+        });
+      }
     } finally {
-      if (--lane.members === 0) {
-        this.#retire(key, lane);
-        lane.conn.then((conn) => conn.release(), () => {});
-      }
+      lane.pumping = false;
     }
   }
 
-  #retire(key: string, lane: Lane): void {
-    lane.retired = true;
-    if (this.#lanes.get(key) === lane) this.#lanes.delete(key);
+  #answered(key: string, lane: Lane, conn: ReservedSql): void {
+    lane.onWire--;
+    if (lane.onWire === 0 && lane.conn === conn && (lane.closing || lane.queue.length === 0)) {
+      lane.conn = null;
+      lane.closing = false;
+      conn.release();
+    }
+    this.#pump(key, lane);
   }
 }
 
 /** Enough to keep the next mutations in the backend's socket; more only lengthens the queue there. */
 const DEFAULT_DEPTH = 8;
 
-class Lane {
-  /** Requests that entered the lane and have not left it. */
-  members = 0;
-  /** Requests sent (or being sent) on the connection and not yet answered. */
-  onWire = 0;
-  /** Requests waiting for a slot, in arrival order. */
-  readonly waiting: Array<() => void> = [];
-  retired = false;
-  reserved = false;
-  readonly conn: Promise<ReservedSql>;
+/**
+ * How many requests a lane sends down one connection before it gives it back to the pool (once
+ * they are answered) and queues for a connection again, behind whoever waits for one: the price,
+ * one round trip with nothing on the wire per TURNS requests of a canvas that never pauses.
+ */
+const TURNS = 64;
 
-  constructor(conn: Promise<ReservedSql>) {
-    this.conn = conn.then((c) => {
-      this.reserved = true;
-      return c;
-    });
-    this.conn.catch(() => {}); // observed by every member; never an unhandled rejection
-  }
+type Request = { send: (conn: ReservedSql) => Promise<unknown>; resolve: (value: unknown) => void; reject: (err: unknown) => void };
+
+class Lane {
+  /** The connection, while the lane holds one. */
+  conn: ReservedSql | null = null;
+  /** Waiting for the pool to reserve a connection. */
+  reserving = false;
+  /** Sends nothing more down `conn`: it failed, or the lane's turns on it are used up. */
+  closing = false;
+  /** Requests sent down `conn` since it was reserved. */
+  turns = 0;
+  /** Requests sent (or being sent) and not yet answered. */
+  onWire = 0;
+  /** Requests not sent yet, in arrival order. */
+  readonly queue: Request[] = [];
+  pumping = false;
 }

@@ -75,7 +75,8 @@ function once<T>(sql: Sql, ctx: RequestContext, role: string, headers: Record<st
 export async function requestStatement<R extends Record<string, unknown>>(lanes: CanvasLanes, canvasId: string, ctx: RequestContext,
   text: string, params: unknown[], options: { prepare?: boolean } = {}): Promise<R[]> {
   const { role, headers } = caller(ctx);
-  return lanes.run(canvasId, async (conn) => {
+  // the lane is the canvas's, whatever the id's spelling: HTTP and H1 accept upper-case hex digits
+  return lanes.run(canvasId.toLowerCase(), async (conn) => {
     // written in this order in one tick: postgres.js writes them to the socket together, behind
     // what the lane sent before
     const steps = [

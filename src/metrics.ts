@@ -24,7 +24,7 @@ export function createMetrics() {
       name: 'potentia_rate_limit_rejections_total', help: 'requests rejected by a rate limit', labelNames: ['endpoint'],
       registers: [registry],
     }),
-    poolInUse: new Gauge({ name: 'potentia_db_pool_in_use', help: 'database connections in use by requests', registers: [registry] }),
+    poolInUse: new Gauge({ name: 'potentia_db_pool_in_use', help: 'API requests running on the database (a process\'s mutations of one canvas share one connection, its canvas lane)', registers: [registry] }),
     poolMax: new Gauge({ name: 'potentia_db_pool_max', help: 'database pool size', registers: [registry] }),
     // background jobs (src/worker)
     jobQueueDepth: new Gauge({

@@ -1,7 +1,40 @@
+import postgres from 'postgres';
+import { afterAll } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { createDatabase, type Database } from '../../src/db/index.ts';
 
 /** A pool on the migrated test database (scripts/test migrates it fresh before vitest runs). */
 export function testDatabase(max = 5): Database {
   return createDatabase(testDatabaseUrl(), { max, applicationName: 'potentia-test' });
+}
+
+/**
+ * For a describe block that kills backends: `db` (a pool on the test database), `admin` (one
+ * connection, for pg_terminate_backend and checks) and `pool(max)`, pools whose connections carry
+ * an application_name of their own (`potentia-test-<name>-<pid>-<n>`, returned as `app`) so the
+ * test finds them in pg_stat_activity. Opened on first use, all closed after the block.
+ */
+export function backendKillFixture(name: string) {
+  let db: Database | undefined;
+  let admin: postgres.Sql | undefined;
+  const opened: Database[] = [];
+  afterAll(async () => {
+    await Promise.all(opened.map((pool) => pool.close()));
+    await admin?.end();
+    await db?.close();
+  });
+  return {
+    get db(): Database {
+      return (db ??= testDatabase());
+    },
+    get admin(): postgres.Sql {
+      return (admin ??= postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} }));
+    },
+    pool(max: number): Database & { app: string } {
+      const app = `potentia-test-${name}-${process.pid}-${opened.length}`;
+      const pool = createDatabase(testDatabaseUrl(), { max, applicationName: app });
+      opened.push(pool);
+      return { ...pool, app };
+    },
+  };
 }

@@ -3,16 +3,16 @@
 // still holds; a canvas busy without pause must not keep the pool's connection from other canvases;
 // a pool of one survives a kill with waiters on other canvases; more canvases than connections
 // queue; a send that throws, or that dies at once, frees its slot; every promise settles. The
-// serialization case needs patches/postgres+3.4.9.patch as committed here (run `npx patch-package`).
+// serialization case needs patches/postgres+3.4.9.patch as committed here (applied by npm install's postinstall; scripts/setup reinstalls when patches/ change).
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import postgres from 'postgres';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
-import { createDatabase, type Database } from '../../src/db/index.ts';
+import { createDatabase } from '../../src/db/index.ts';
 import { isConnectionFailure } from '../../src/db/faults.ts';
 import { requestStatement } from '../../src/db/request.ts';
-import { testDatabase } from '../helpers/db.ts';
+import { backendKillFixture } from '../helpers/db.ts';
 import { claimsFor, createCanvas } from '../helpers/fixtures.ts';
 
 type Answer = { status: string; canvas_seq: number | null; duplicate?: boolean };
@@ -29,35 +29,16 @@ const settle = <T>(p: Promise<T>, ms = 8000): Promise<Outcome<T>> => Promise.rac
 ]);
 
 describe('canvas lanes under attack', () => {
-  let db: Database;
-  let admin: postgres.Sql;
-  const pools: Database[] = [];
+  const fx = backendKillFixture('lanes-attack');
 
-  beforeAll(() => {
-    db = testDatabase();
-    admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
-  });
-  afterAll(async () => {
-    await Promise.all(pools.map((p) => p.close()));
-    await admin.end();
-    await db.close();
-  });
-
-  const pool = (max: number) => {
-    const app = `potentia-test-lanes-attack-${process.pid}-${pools.length}`;
-    const p = createDatabase(testDatabaseUrl(), { max, applicationName: app });
-    pools.push(p);
-    return { ...p, app };
-  };
-
-  const logged = async (canvasId: string) => db.sql`
+  const logged = async (canvasId: string) => fx.db.sql`
     select client_op_id, canvas_seq::int as canvas_seq from app.block_operations
     where canvas_id = ${canvasId} and status = 'success' order by canvas_seq` as unknown as Promise<{ client_op_id: string; canvas_seq: number }[]>;
 
   /** Kills the pool's backend that runs pg_sleep, once it does; how many were killed. */
   async function killSleeper(app: string): Promise<number> {
     for (let i = 0; i < 300; i++) {
-      const [{ killed }] = await admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
+      const [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
         where application_name = ${app} and query like '%pg_sleep%' and state = 'active'` as unknown as [{ killed: number }];
       if (killed > 0) return killed;
       await sleep(10);
@@ -73,8 +54,8 @@ describe('canvas lanes under attack', () => {
   }
 
   it('requests arriving while a killed lane is retired do not overtake the ones that were waiting on it', async () => {
-    const { users, canvasId } = await createCanvas(db.sql, ['editor']);
-    const p = pool(3);
+    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
+    const p = fx.pool(3);
     const lanes = new CanvasLanes(p.sql, { depth: 1 });
     const ctx = { claims: claimsFor(users.editor!) };
     const ops: string[] = [];
@@ -103,8 +84,8 @@ describe('canvas lanes under attack', () => {
   });
 
   it('a canvas busy without pause does not keep a pool of one from another canvas', async () => {
-    const [hot, cold] = await Promise.all([createCanvas(db.sql, ['editor']), createCanvas(db.sql, ['editor'])]);
-    const p = pool(1);
+    const [hot, cold] = await Promise.all([createCanvas(fx.db.sql, ['editor']), createCanvas(fx.db.sql, ['editor'])]);
+    const p = fx.pool(1);
     const lanes = new CanvasLanes(p.sql, { depth: 4 });
     const total = 150;
     let sent = 0;
@@ -131,8 +112,8 @@ describe('canvas lanes under attack', () => {
   });
 
   it('a pool of one: a killed lane with waiters, and other canvases waiting for the connection, all settle; the waiters apply', async () => {
-    const canvases = await Promise.all(Array.from({ length: 3 }, () => createCanvas(db.sql, ['editor'])));
-    const p = pool(1);
+    const canvases = await Promise.all(Array.from({ length: 3 }, () => createCanvas(fx.db.sql, ['editor'])));
+    const p = fx.pool(1);
     const lanes = new CanvasLanes(p.sql, { depth: 2 });
     const [a] = canvases;
     const opsA = Array.from({ length: 8 }, (_, i) => `one-a-${i}-${randomUUID()}`);
@@ -162,8 +143,8 @@ describe('canvas lanes under attack', () => {
   });
 
   it('more canvases at once than the pool has connections: they queue and all apply', async () => {
-    const canvases = await Promise.all(Array.from({ length: 12 }, () => createCanvas(db.sql, ['editor'])));
-    const p = pool(2);
+    const canvases = await Promise.all(Array.from({ length: 12 }, () => createCanvas(fx.db.sql, ['editor'])));
+    const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 3 });
     const answers = await settle(Promise.all(canvases.flatMap((c) => Array.from({ length: 4 }, (_, i) => requestStatement<Row>(lanes,
       c.canvasId, { claims: claimsFor(c.users.editor!) }, MUTATE, [c.canvasId, `many-${i}-${randomUUID()}`, create(`m${i}`)])))), 15_000);
@@ -174,8 +155,8 @@ describe('canvas lanes under attack', () => {
   });
 
   it('a send that throws before writing, or a statement that fails or times out, frees its slot and keeps the order', async () => {
-    const { users, canvasId } = await createCanvas(db.sql, ['editor']);
-    const p = pool(2);
+    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
+    const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 2 });
     const ctx = { claims: claimsFor(users.editor!) };
     const ops = Array.from({ length: 12 }, (_, i) => `hostile-${i}-${randomUUID()}`);
@@ -205,7 +186,7 @@ describe('canvas lanes under attack', () => {
     // answer (its COMMIT's: an empty result), every later answer went to the wrong query, and the
     // lane hung. Not reachable from HTTP or H1 (parameters come from JSON), but one bad caller must
     // not cost the canvas's other writers their answers.
-    const p = pool(1);
+    const p = fx.pool(1);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
     const ctx = { claims: { role: 'service_role' } };
     const bad = { toString() { throw new Error('cannot serialize'); } };
@@ -221,8 +202,8 @@ describe('canvas lanes under attack', () => {
   });
 
   it('the lane key is the canvas, not its spelling: an upper-case id shares the lane of the lower-case one', async () => {
-    const { users, canvasId } = await createCanvas(db.sql, ['editor']);
-    const p = pool(3);
+    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
+    const p = fx.pool(3);
     const lanes = new CanvasLanes(p.sql, { depth: 2 });
     const ctx = { claims: claimsFor(users.editor!) };
     const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => {
@@ -236,7 +217,7 @@ describe('canvas lanes under attack', () => {
   });
 
   it('a lane whose connection cannot be reserved and one whose pool closes mid-flight settle every request', async () => {
-    const { users, canvasId } = await createCanvas(db.sql, ['editor']);
+    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
     const p = createDatabase(testDatabaseUrl(), { max: 2, applicationName: `potentia-test-lanes-attack-close-${process.pid}` });
     const lanes = new CanvasLanes(p.sql, { depth: 2 });
     const ctx = { claims: claimsFor(users.editor!) };

@@ -5,14 +5,12 @@
 // apply), resending the failed ones applies each exactly once; two processes' lanes on one canvas
 // still number every operation once, without a gap; the connection goes back to the pool after.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import postgres from 'postgres';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
-import { createDatabase, type Database } from '../../src/db/index.ts';
 import { isConnectionFailure } from '../../src/db/faults.ts';
 import { requestStatement } from '../../src/db/request.ts';
-import { testDatabase } from '../helpers/db.ts';
+import { backendKillFixture } from '../helpers/db.ts';
 import { claimsFor, createCanvas } from '../helpers/fixtures.ts';
 
 type Answer = { status: string; canvas_seq: number | null; block_id: string; error?: { code: string } };
@@ -22,34 +20,15 @@ const MUTATE = `select api.upsert_block_atomic($1::uuid, null, 'create', $2, nul
 const create = (text: string) => ({ type: 'text', content: { text } });
 
 describe('canvas lanes: a process\'s mutations of one canvas down one connection', () => {
-  let db: Database;
-  let admin: postgres.Sql;
-  const pools: Database[] = [];
+  const fx = backendKillFixture('lanes');
 
-  beforeAll(() => {
-    db = testDatabase();
-    admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
-  });
-  afterAll(async () => {
-    await Promise.all(pools.map((p) => p.close()));
-    await admin.end();
-    await db.close();
-  });
-
-  const pool = (max: number) => {
-    const app = `potentia-test-lanes-${process.pid}-${pools.length}`;
-    const p = createDatabase(testDatabaseUrl(), { max, applicationName: app });
-    pools.push(p);
-    return { ...p, app };
-  };
-
-  const logged = async (canvasId: string) => db.sql`
+  const logged = async (canvasId: string) => fx.db.sql`
     select client_op_id, canvas_seq::int as canvas_seq from app.block_operations
     where canvas_id = ${canvasId} and status = 'success' order by canvas_seq` as unknown as Promise<{ client_op_id: string; canvas_seq: number }[]>;
 
   it('applies concurrent requests in arrival order on one backend, pipelined, and releases the connection after', async () => {
-    const { users, canvasId } = await createCanvas(db.sql, ['editor']);
-    const p = pool(4);
+    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
+    const p = fx.pool(4);
     const lanes = new CanvasLanes(p.sql, { depth: 3 }); // fewer slots than requests: the hand-over keeps the order
     const ops = Array.from({ length: 30 }, (_, i) => `lane-order-${i}-${randomUUID()}`);
     const answers = await Promise.all(ops.map((op, i) => requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users.editor!) },
@@ -67,8 +46,8 @@ describe('canvas lanes: a process\'s mutations of one canvas down one connection
   });
 
   it('a failing request rolls back alone: the requests around it on the lane apply', async () => {
-    const { users, canvasId } = await createCanvas(db.sql, ['editor']);
-    const p = pool(2);
+    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
+    const p = fx.pool(2);
     const ops = Array.from({ length: 9 }, (_, i) => `lane-fail-${i}-${randomUUID()}`);
     const outcomes = await Promise.allSettled(ops.map((op, i) => requestStatement<Row>(p.lanes, canvasId, { claims: claimsFor(users.editor!) },
       // the fifth: the mutation, then a division by zero in the same statement (after its writes)
@@ -82,8 +61,8 @@ describe('canvas lanes: a process\'s mutations of one canvas down one connection
   });
 
   it('a killed backend fails only the requests on the wire; the waiting ones apply on a new lane; resent, each applies once', async () => {
-    const { users, canvasId } = await createCanvas(db.sql, ['editor']);
-    const p = pool(3);
+    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
+    const p = fx.pool(3);
     const depth = 4;
     const lanes = new CanvasLanes(p.sql, { depth });
     const ops = Array.from({ length: 16 }, (_, i) => `lane-kill-${i}-${randomUUID()}`);
@@ -94,7 +73,7 @@ describe('canvas lanes: a process\'s mutations of one canvas down one connection
     let killed = 0;
     for (let i = 0; i < 200 && killed === 0; i++) {
       await new Promise((resolve) => setTimeout(resolve, 20));
-      [{ killed }] = await admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
+      [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
         where application_name = ${p.app} and query like '%pg_sleep(5)%' and state = 'active'` as unknown as [{ killed: number }];
     }
     expect(killed).toBe(1);
@@ -117,8 +96,8 @@ describe('canvas lanes: a process\'s mutations of one canvas down one connection
   });
 
   it('two processes\' lanes on one canvas: every operation once, canvas_seq gap-free', async () => {
-    const { users, canvasId } = await createCanvas(db.sql, ['editor']);
-    const [a, b] = [pool(3), pool(3)];
+    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
+    const [a, b] = [fx.pool(3), fx.pool(3)];
     const ops = Array.from({ length: 40 }, (_, i) => `lane-two-${i}-${randomUUID()}`);
     const answers = await Promise.all(ops.map((op, i) => requestStatement<Row>(i % 2 === 0 ? a.lanes : b.lanes, canvasId,
       { claims: claimsFor(users.editor!) }, MUTATE, [canvasId, op, create(`t${i}`)])));
@@ -134,8 +113,8 @@ describe('canvas lanes: a process\'s mutations of one canvas down one connection
   });
 
   it('two processes, backends killed at random under load, clients resending on failure: every op applied exactly once, gap-free, no hang', async () => {
-    const { users, canvasId } = await createCanvas(db.sql, ['editor', 'admin']);
-    const [a, b] = [pool(2), pool(2)];
+    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor', 'admin']);
+    const [a, b] = [fx.pool(2), fx.pool(2)];
     const ops = Array.from({ length: 80 }, (_, i) => ({ id: `lane-storm-${i}-${randomUUID()}`, user: i % 2 === 0 ? users.editor! : users.admin! }));
     let resent = 0;
     const deadline = Date.now() + 25_000;
@@ -159,7 +138,7 @@ describe('canvas lanes: a process\'s mutations of one canvas down one connection
       let kills = 0;
       for (let k = 0; k < 12; k++) {
         await new Promise((resolve) => setTimeout(resolve, 40 + Math.random() * 60));
-        const [{ killed }] = await admin`select count(pg_terminate_backend(pid))::int as killed from (select pid from pg_stat_activity
+        const [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from (select pid from pg_stat_activity
           where application_name in (${a.app}, ${b.app}) order by random() limit 1) x` as unknown as [{ killed: number }];
         kills += killed;
       }
@@ -194,7 +173,7 @@ describe('canvas lanes: a process\'s mutations of one canvas down one connection
   });
 
   it('refuses a depth that is not a whole number of at least 1', () => {
-    expect(() => new CanvasLanes(db.sql, { depth: 0 })).toThrow(RangeError);
-    expect(() => new CanvasLanes(db.sql, { depth: 1.5 })).toThrow(RangeError);
+    expect(() => new CanvasLanes(fx.db.sql, { depth: 0 })).toThrow(RangeError);
+    expect(() => new CanvasLanes(fx.db.sql, { depth: 1.5 })).toThrow(RangeError);
   });
 });

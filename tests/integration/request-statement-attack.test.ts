@@ -7,13 +7,12 @@
 // recovered), and the caller the connection reconnected for waited forever; a killed transaction's
 // ROLLBACK failed the query the connection was reconnecting for.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import postgres from 'postgres';
 import { testDatabaseUrl } from '../../src/config.ts';
-import { createDatabase, type Database } from '../../src/db/index.ts';
 import { isConnectionFailure } from '../../src/db/faults.ts';
 import { requestStatement, withRequest } from '../../src/db/request.ts';
-import { testDatabase } from '../helpers/db.ts';
+import { backendKillFixture } from '../helpers/db.ts';
 import { claimsFor, createUser } from '../helpers/fixtures.ts';
 
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | { hang: true };
@@ -27,31 +26,12 @@ const settle = <T>(p: Promise<T>, ms = 5000): Promise<Outcome<T>> => Promise.rac
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('requestStatement and withRequest: backends killed with callers waiting for the pool', () => {
-  let db: Database;
-  let admin: postgres.Sql;
-  const pools: Database[] = [];
-
-  beforeAll(() => {
-    db = testDatabase();
-    admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
-  });
-  afterAll(async () => {
-    await Promise.all(pools.map((p) => p.close()));
-    await admin.end();
-    await db.close();
-  });
-
-  const pool = (max: number) => {
-    const app = `potentia-test-rsa-${process.pid}-${pools.length}`;
-    const p = createDatabase(testDatabaseUrl(), { max, applicationName: app });
-    pools.push(p);
-    return { sql: p.sql, lanes: p.lanes, app };
-  };
+  const fx = backendKillFixture('rsa');
 
   /** Waits until `count` of the pool's backends run pg_sleep. */
   async function untilSleeping(app: string, count: number): Promise<void> {
     for (let i = 0; i < 200; i++) {
-      const [{ active }] = await admin`select count(*)::int as active from pg_stat_activity
+      const [{ active }] = await fx.admin`select count(*)::int as active from pg_stat_activity
         where application_name = ${app} and state = 'active' and query like '%pg_sleep%'` as unknown as [{ active: number }];
       if (active >= count) return;
       await sleep(10);
@@ -61,7 +41,7 @@ describe('requestStatement and withRequest: backends killed with callers waiting
   /** Kills the pool's backends running pg_sleep once `count` of them are; returns how many. */
   async function killSleeping(app: string, count: number): Promise<number> {
     await untilSleeping(app, count);
-    const [{ killed }] = await admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
+    const [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
       where application_name = ${app} and state = 'active' and query like '%pg_sleep%'` as unknown as [{ killed: number }];
     return killed;
   }
@@ -78,8 +58,8 @@ describe('requestStatement and withRequest: backends killed with callers waiting
 
   for (const [max, calls] of [[1, 6], [5, 12]] as const) {
     it(`pool of ${max}, ${calls} concurrent calls: the killed ones fail as connection failures, the waiting ones answer as their callers, the pool goes on`, async () => {
-      const { sql, lanes, app } = pool(max);
-      const users = await Promise.all(Array.from({ length: calls }, () => createUser(db.sql, 'rsa')));
+      const { sql, lanes, app } = fx.pool(max);
+      const users = await Promise.all(Array.from({ length: calls }, () => createUser(fx.db.sql, 'rsa')));
       // a lane per call (as calls on different canvases): each needs a connection of its own
       const pending = users.map((user, call) => settle(requestStatement<Who>(lanes, `call-${call}`, { claims: claimsFor(user) }, whoAmI, [call])));
       const killed = await killSleeping(app, max);
@@ -100,7 +80,7 @@ describe('requestStatement and withRequest: backends killed with callers waiting
       expect(failed).toBe(killed);
 
       for (let call = 0; call < 3; call++) {
-        const user = await createUser(db.sql, 'rsa');
+        const user = await createUser(fx.db.sql, 'rsa');
         const after = await settle(requestStatement<Who>(lanes, `call-${call}`, { claims: claimsFor(user) }, whoAmI, [call]));
         expect(after, `call ${call} after the kill`).toEqual({ ok: true, value: [{ role: 'authenticated', uid: user, call, pause: '' }] });
       }
@@ -109,8 +89,8 @@ describe('requestStatement and withRequest: backends killed with callers waiting
   }
 
   it('backends killed at random moments under load: nothing runs twice or as another caller, every call settles', async () => {
-    const { sql, lanes, app } = pool(3);
-    const users = await Promise.all(Array.from({ length: 4 }, () => createUser(db.sql, 'rsa')));
+    const { sql, lanes, app } = fx.pool(3);
+    const users = await Promise.all(Array.from({ length: 4 }, () => createUser(fx.db.sql, 'rsa')));
     const calls = Array.from({ length: 40 }, (_, i) => ({ user: users[i % users.length]!, name: `rsa-${randomUUID()}` }));
     // each call creates a workspace named for it, recorded with auth.uid() as created_by
     // a lane per call: calls that each need a connection of their own from a pool of 3 (canvas-lanes.test.ts kills lanes)
@@ -121,7 +101,7 @@ describe('requestStatement and withRequest: backends killed with callers waiting
       let kills = 0;
       while (storming) {
         // any backend of the pool: idle between requests, before BEGIN is answered, mid-statement, at COMMIT
-        const [{ killed }] = await admin`select count(pg_terminate_backend(pid))::int as killed from (select pid from pg_stat_activity
+        const [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from (select pid from pg_stat_activity
           where application_name = ${app} order by random() limit 1) b` as unknown as [{ killed: number }];
         kills += killed;
         await sleep(20 + Math.random() * 30);
@@ -132,7 +112,7 @@ describe('requestStatement and withRequest: backends killed with callers waiting
     storming = false;
     expect(await storm).toBeGreaterThan(3);
 
-    const rows = await db.sql`select name, created_by::text as created_by from app.workspaces where name in ${db.sql(calls.map((c) => c.name))}`;
+    const rows = await fx.db.sql`select name, created_by::text as created_by from app.workspaces where name in ${fx.db.sql(calls.map((c) => c.name))}`;
     const byName = new Map<string, string[]>();
     for (const r of rows) byName.set(r.name as string, [...(byName.get(r.name as string) ?? []), r.created_by as string]);
     let succeeded = 0;
@@ -159,8 +139,8 @@ describe('requestStatement and withRequest: backends killed with callers waiting
   });
 
   it('a failing statement (raise, statement_timeout) rolls back and leaves its connection clean', async () => {
-    const { sql, lanes } = pool(1);
-    const user = await createUser(db.sql, 'rsa');
+    const { sql, lanes } = fx.pool(1);
+    const user = await createUser(fx.db.sql, 'rsa');
     const name = `rsa-${randomUUID()}`;
     await expect(requestStatement(lanes, 'rsa', { claims: claimsFor(user), statementTimeoutMs: 20 },
       'select api.create_workspace($1), pg_sleep(1)', [name])).rejects.toMatchObject({ code: '57014' });
@@ -169,7 +149,7 @@ describe('requestStatement and withRequest: backends killed with callers waiting
       // fails after the write, at run time: 1 / 0 computed from the created row
       `select r, 1 / (r ->> 'workspace_id' is null)::int as boom from (select api.create_workspace($1) as r) w`, [name]))
       .rejects.toMatchObject({ code: '22012' });
-    const [{ n }] = await db.sql`select count(*)::int as n from app.workspaces where name = ${name}` as unknown as [{ n: number }];
+    const [{ n }] = await fx.db.sql`select count(*)::int as n from app.workspaces where name = ${name}` as unknown as [{ n: number }];
     expect(n).toBe(0);
     // the next caller gets its own settings, the default statement_timeout among them
     const [next] = await requestStatement<{ uid: string; timeout: string }>(lanes, 'rsa', { claims: claimsFor(user) },
@@ -179,8 +159,8 @@ describe('requestStatement and withRequest: backends killed with callers waiting
   });
 
   it('withRequest killed mid-query on a pool of one: the queries waiting for the pool are answered', async () => {
-    const { sql, app } = pool(1);
-    const user = await createUser(db.sql, 'rsa');
+    const { sql, app } = fx.pool(1);
+    const user = await createUser(fx.db.sql, 'rsa');
     let attempts = 0;
     const request = settle(withRequest(sql, { claims: claimsFor(user) }, async (tx) => {
       attempts++;

@@ -1,4 +1,4 @@
--- The hot-canvas ceiling of bench:mutate (scripts/bench-mutate.ts): the mutation's own writes in
+-- The hot canvas's backends taking turns, in bench:mutate (scripts/bench-mutate.ts): the mutation's own writes in
 -- one statement (bench.own_writes, scripts/pgbench/own-writes.sql), committed at once. With
 -- -D spread=1 every client writes its own block on ONE canvas (the canvas row serializes them);
 -- with -D spread=<canvases> on a random one of them, as mutation-writes.sql does.

@@ -3,8 +3,8 @@
 -- last_canvas_seq, the operation row, the audit row, the realtime.messages row), in ONE statement,
 -- so a transaction holds the canvas row for exactly these writes and its COMMIT: no round trip,
 -- no check, no merge, no rate limit. Called by mutation-writes-serialized.sql on 1 canvas and on
--- 50, it measures how far any design that holds the canvas row through each commit (canvas_seq in
--- commit order) can go on one hot canvas: scripts/bench-mutate.ts creates it in its bench database.
+-- 50, it measures what these writes reach when 16 backends take turns on one canvas row through
+-- each commit (canvas_seq in commit order): scripts/bench-mutate.ts creates it in its bench database.
 create or replace function bench.own_writes(p_canvas uuid, p_block uuid, p_user uuid, p_version integer) returns bigint
 language plpgsql as $$
 declare

@@ -159,5 +159,6 @@ class Lane {
   onWire = 0;
   /** Requests not sent yet, in arrival order. */
   readonly queue: Request[] = [];
+  /** Inside #pump (a send that calls run again is taken by the running loop). */
   pumping = false;
 }

@@ -42,6 +42,7 @@ async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn:
     };
     const text = rpcStatement(fn, args.length, endpoint !== null, mutation);
     const params = endpoint === null ? args : [...args, endpoint, deps.config.profile === 'development'];
+    // both mutation RPCs take the canvas first: its lane
     if (mutation) return (await requestStatement(deps.lanes, String(args[0]), ctx, text, params))[0];
     return await withRequest(deps.sql, ctx, async (tx) => (await tx.unsafe(text, params as never[], { prepare: true }))[0]);
   } catch (err) {

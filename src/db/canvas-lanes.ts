@@ -3,35 +3,43 @@ import { isConnectionFailure } from './faults.ts';
 
 /**
  * Canvas lanes: this process's mutations of one canvas go down ONE pooled connection, in the order
- * they arrived, up to `depth` of them on the wire at once (pipelined), instead of each on a
- * connection of its own.
+ * they arrived, and the ones that queued up while the lane's last transaction ran are sent
+ * together as the next one: up to `depth` requests in one transaction, one COMMIT (group commit).
  *
  * Why: writers on a canvas are serialized by its row, locked until COMMIT (canvas_seq is commit
- * order: docs/mutations.md). With a connection per request, 16 concurrent mutations of one canvas
- * are 16 backends queued on that row; each hand-off goes through the lock manager (the tuple lock,
- * then the holder's transaction id, for every waiter) and runs the next mutation on a backend whose
- * caches went cold while it slept: the holder's locked section took ~3× as long with 15 waiters as
- * alone (docs/performance.md). Down one connection the next mutation is already in the backend's
- * socket when the previous one commits: no waiter, no hand-off, one warm backend. Other processes'
- * lanes on the same canvas still queue on the row, so ordering stays the database's guarantee, as
- * before; in addition, one process's mutations of a canvas now apply in the order they arrived.
+ * order: docs/mutations.md), and a COMMIT holds it until its WAL record is on disk. With a
+ * connection per request, 16 concurrent mutations of one canvas are 16 backends queued on that
+ * row; each hand-off goes through the lock manager and runs the next mutation on a backend whose
+ * caches went cold while it slept (the holder's locked section took ~3× as long with 15 waiters as
+ * alone), and each waits for a WAL flush of its own with the row locked (docs/performance.md). Down
+ * one connection, in one transaction, k mutations run back to back on one warm backend and share
+ * one flush. Other processes' lanes on the same canvas still queue on the row, so ordering stays
+ * the database's guarantee, as before; in addition, one process's mutations of a canvas apply in
+ * the order they arrived.
+ *
+ * A request's statements set the caller's transaction-local settings themselves (role, claims,
+ * headers, statement_timeout: src/db/request.ts), so each request of a group runs as its own
+ * caller; the statements are the mutation RPCs, which leave no other state in the transaction.
+ * A request is answered once its transaction has committed. When one request's statement fails,
+ * the transaction rolls back: that request fails alone, the others were not committed and are sent
+ * again, first in the queue (only one transaction of a lane is on the wire at a time, so nothing
+ * sent after them can commit before them). When the COMMIT itself fails, the culprit is unknown:
+ * each of them is sent again in a transaction of its own.
  *
  * Lifecycle: a lane reserves its connection for its first request and releases it after its last
- * one is answered; there is nothing to start or stop. Every request not yet sent waits in the
- * lane's queue, in arrival order, and only the head of the queue is sent: nothing overtakes it. A
- * connection failure stops the lane's sending: the requests that were on the wire fail (their
- * outcome is unknown: the caller answers 503 and the client resends by client_op_id); once they
- * have, the lane reserves a new connection for the ones still queued, which were never sent (and
- * stay ahead of any that arrived meanwhile). After TURNS requests the lane gives its connection
- * back the same way (once they are answered) and queues for another, behind the pool's other
- * callers: a hot canvas does not keep a connection for ever.
+ * one is answered; there is nothing to start or stop. A connection failure fails the requests of
+ * the transaction on the wire (their outcome is unknown: the caller answers 503 and the client
+ * resends by client_op_id); the lane then reserves a new connection for the ones still queued,
+ * which were never sent. After TURNS requests the lane gives its connection back the same way and
+ * queues for another, behind the pool's other callers: a hot canvas does not keep a connection
+ * for ever.
  */
 export class CanvasLanes {
   readonly #sql: Sql;
   readonly #depth: number;
   readonly #lanes = new Map<string, Lane>();
 
-  /** `depth`: how many of a lane's requests may be on the wire at once (default 8). */
+  /** `depth`: how many of a lane's requests one transaction may carry (default 8). */
   constructor(sql: Sql, opts: { depth?: number } = {}) {
     const depth = opts.depth ?? DEFAULT_DEPTH;
     if (!Number.isInteger(depth) || depth < 1) throw new RangeError(`lane depth must be a whole number >= 1, got ${depth}`);
@@ -45,96 +53,132 @@ export class CanvasLanes {
   }
 
   /**
-   * Runs `send` on the lane of `key` (a canvas id) once it is this request's turn. `send` must
-   * write all its statements to `conn` synchronously (before its first await): statements of the
-   * lane's requests reach the server in the order the requests arrived.
+   * Runs a request on the lane of `key` (a canvas id) in its turn, inside a transaction the lane
+   * opens and commits: `write` writes the request's statements to `conn` synchronously (before any
+   * await; no BEGIN or COMMIT) and returns their results' promises. The request's answer is the
+   * last statement's result, once the transaction has committed; a statement's failure fails it.
+   * `write` must not leave a statement's promise behind when it throws.
    */
-  run<T>(key: string, send: (conn: ReservedSql) => Promise<T>): Promise<T> {
+  run<T>(key: string, write: (conn: ReservedSql) => Promise<unknown>[]): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let lane = this.#lanes.get(key);
       if (lane === undefined) {
         lane = new Lane();
         this.#lanes.set(key, lane);
       }
-      lane.queue.push({ send, resolve: resolve as (value: unknown) => void, reject });
+      lane.queue.push({ write, resolve: resolve as (value: unknown) => void, reject, alone: false });
       this.#pump(key, lane);
     });
   }
 
   /**
-   * Sends what the lane may send now, in arrival order; reserves a connection when it has none;
-   * closes the lane when it has nothing left. Every request that is not on the wire is in
+   * Sends the lane's next transaction when it has none on the wire: the queued requests, in
+   * arrival order, up to `depth` (one, if the head must go alone); reserves a connection when it
+   * has none; closes the lane when it has nothing left. Every request that is not on the wire is in
    * `lane.queue`, so nothing can overtake it: not a request that arrives while the lane changes
    * connection (after a failure, or to give the pool's connection up for a turn).
    */
   #pump(key: string, lane: Lane): void {
-    if (lane.pumping) return; // re-entered from a send: the loop below takes the new request in its turn
-    lane.pumping = true;
-    try {
-      const conn = lane.conn;
-      if (conn === null) {
-        // a new connection only once the last one has answered everything it was sent: what goes
-        // down the new one cannot commit before what went down the old one
-        if (lane.reserving || lane.onWire > 0) return;
-        if (lane.queue.length === 0) {
-          if (this.#lanes.get(key) === lane) this.#lanes.delete(key);
-          return;
-        }
-        lane.reserving = true;
-        this.#sql.reserve().then((reserved) => {
-          lane.reserving = false;
-          lane.conn = reserved;
-          lane.turns = 0;
-          this.#pump(key, lane);
-        }, (err: unknown) => {
-          // the connection could not be reserved (pool ended, server unreachable): the requests
-          // that waited for it fail; the lane is no use (the next request tries a new one)
-          lane.reserving = false;
-          if (this.#lanes.get(key) === lane) this.#lanes.delete(key);
-          for (const request of lane.queue.splice(0)) request.reject(err);
-        });
-        return;
-      }
-      while (lane.queue.length > 0 && lane.onWire < this.#depth && !lane.closing) {
-        const request = lane.queue.shift()!;
-        lane.onWire++;
-        // a canvas busy without pause would keep the connection from every other caller of the
-        // pool: after TURNS requests the lane gives it back once answered, and queues for another
-        if (++lane.turns >= TURNS) lane.closing = true;
-        let answer: Promise<unknown>;
-        try {
-          answer = request.send(conn);
-        } catch (err) {
-          answer = Promise.reject(err);
-        }
-        answer.then((value) => {
-          request.resolve(value);
-          this.#answered(key, lane, conn);
-        }, (err: unknown) => {
-          // the connection failed: the requests on the wire fail with it; the ones still queued
-          // were never sent and go down a new connection once those have failed
-          if (isConnectionFailure(err)) lane.closing = true;
-          request.reject(err);
-          this.#answered(key, lane, conn);
-        });
-      }
-    } finally {
-      lane.pumping = false;
-    }
-  }
-
-  #answered(key: string, lane: Lane, conn: ReservedSql): void {
-    lane.onWire--;
-    if (lane.onWire === 0 && lane.conn === conn && (lane.closing || lane.queue.length === 0)) {
+    if (lane.onWire) return; // the transaction on the wire sends the next one when it settles
+    const conn = lane.conn;
+    if (conn !== null && (lane.closing || lane.queue.length === 0)) {
       lane.conn = null;
       lane.closing = false;
       conn.release();
     }
-    this.#pump(key, lane);
+    if (lane.conn === null) {
+      if (lane.reserving) return;
+      if (lane.queue.length === 0) {
+        if (this.#lanes.get(key) === lane) this.#lanes.delete(key);
+        return;
+      }
+      lane.reserving = true;
+      this.#sql.reserve().then((reserved) => {
+        lane.reserving = false;
+        lane.conn = reserved;
+        lane.turns = 0;
+        this.#pump(key, lane);
+      }, (err: unknown) => {
+        // the connection could not be reserved (pool ended, server unreachable): the requests
+        // that waited for it fail; the lane is no use (the next request tries a new one)
+        lane.reserving = false;
+        if (this.#lanes.get(key) === lane) this.#lanes.delete(key);
+        for (const request of lane.queue.splice(0)) request.reject(err);
+      });
+      return;
+    }
+    let size = 1;
+    const most = lane.queue[0]!.alone ? 1 : Math.min(lane.queue.length, this.#depth);
+    while (size < most && !lane.queue[size]!.alone) size++;
+    const group = lane.queue.splice(0, size);
+    lane.onWire = true;
+    // a canvas busy without pause would keep the connection from every other caller of the pool:
+    // after TURNS requests the lane gives it back once answered, and queues for another
+    lane.turns += group.length;
+    if (lane.turns >= TURNS) lane.closing = true;
+    void this.#send(lane.conn, group).then(({ retry, broken }) => {
+      lane.onWire = false;
+      if (broken) lane.closing = true;
+      lane.queue.unshift(...retry);
+      this.#pump(key, lane);
+    });
+  }
+
+  /**
+   * One transaction: BEGIN, each request's statements, COMMIT, written in one tick (postgres.js
+   * pipelines them). Settles every request except the ones to send again, which it returns;
+   * `broken` when the connection failed.
+   */
+  async #send(conn: ReservedSql, group: Request[]): Promise<{ retry: Request[]; broken: boolean }> {
+    const begin = conn`begin`.execute();
+    const written = group.map((request) => {
+      try {
+        return Promise.allSettled(request.write(conn));
+      } catch (err) {
+        return Promise.resolve([{ status: 'rejected', reason: err } as PromiseRejectedResult]);
+      }
+    });
+    const commit = conn`commit`.execute();
+    const [opened, closed] = await Promise.allSettled([begin, commit]);
+    const outcomes = await Promise.all(written);
+    const errors = outcomes.map((o) => o.find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
+    const lost = [opened.status === 'rejected' ? opened.reason : undefined, closed.status === 'rejected' ? closed.reason : undefined, ...errors]
+      .find((err) => err !== undefined && isConnectionFailure(err));
+    if (lost !== undefined) {
+      // the connection failed: every request of the transaction fails with it (it may have
+      // committed or not; the caller answers 503 and the client resends by client_op_id)
+      for (const request of group) request.reject(lost);
+      return { retry: [], broken: true };
+    }
+    const committed = opened.status === 'fulfilled' && closed.status === 'fulfilled'
+      && (closed.value as { command?: string }).command === 'COMMIT';
+    const retry: Request[] = [];
+    group.forEach((request, i) => {
+      const err = errors[i];
+      if (err !== undefined && !isAbortedTransaction(err)) request.reject(err); // its own failure
+      else if (committed) request.resolve((outcomes[i]!.at(-1) as PromiseFulfilledResult<unknown> | undefined)?.value);
+      else retry.push(request); // rolled back with another request's failure: sent again
+    });
+    if (!committed && retry.length === group.length) {
+      // none of them failed, yet the transaction did not commit (the COMMIT failed: a check
+      // deferred to it): alone, each request meets its own outcome
+      if (group.length === 1) {
+        group[0]!.reject(closed.status === 'rejected' ? closed.reason
+          : opened.status === 'rejected' ? opened.reason : new Error('the lane\'s transaction rolled back'));
+        return { retry: [], broken: false };
+      }
+      for (const request of retry) request.alone = true;
+    }
+    return { retry, broken: false };
   }
 }
 
-/** Enough to keep the next mutations in the backend's socket; more only lengthens the queue there. */
+/** 25P02: a statement sent after another one failed in the same transaction (it did not run). */
+function isAbortedTransaction(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === '25P02';
+}
+
+/** Enough requests per transaction to share one WAL flush; more only lengthens what one failure resends. */
 const DEFAULT_DEPTH = 8;
 
 /**
@@ -144,21 +188,25 @@ const DEFAULT_DEPTH = 8;
  */
 const TURNS = 64;
 
-type Request = { send: (conn: ReservedSql) => Promise<unknown>; resolve: (value: unknown) => void; reject: (err: unknown) => void };
+type Request = {
+  write: (conn: ReservedSql) => Promise<unknown>[];
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+  /** Sent in a transaction of its own (its last group's COMMIT failed for a reason unknown). */
+  alone: boolean;
+};
 
 class Lane {
   /** The connection, while the lane holds one. */
   conn: ReservedSql | null = null;
   /** Waiting for the pool to reserve a connection. */
   reserving = false;
-  /** Sends nothing more down `conn`: it failed, or the lane's turns on it are used up. */
+  /** Gives `conn` back once the transaction on the wire settles: it failed, or its turns are used up. */
   closing = false;
   /** Requests sent down `conn` since it was reserved. */
   turns = 0;
-  /** Requests sent (or being sent) and not yet answered. */
-  onWire = 0;
+  /** A transaction of the lane is on the wire. */
+  onWire = false;
   /** Requests not sent yet, in arrival order. */
   readonly queue: Request[] = [];
-  /** Inside #pump (a send that calls run again is taken by the running loop). */
-  pumping = false;
 }

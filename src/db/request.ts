@@ -76,19 +76,14 @@ export async function requestStatement<R extends Record<string, unknown>>(lanes:
   text: string, params: unknown[], options: { prepare?: boolean } = {}): Promise<R[]> {
   const { role, headers } = caller(ctx);
   // the lane is the canvas's, whatever the id's spelling: HTTP and H1 accept upper-case hex digits
-  return lanes.run(canvasId.toLowerCase(), async (conn) => {
-    // written in this order in one tick: postgres.js writes them to the socket together, behind
-    // what the lane sent before
-    const steps = [
-      conn`begin`.execute(),
-      setCaller(conn, ctx, role, headers).execute(),
-      conn.unsafe(text, params as never[], { prepare: options.prepare ?? true }).execute(),
-      conn`commit`.execute(),
-    ];
-    const settled = await Promise.allSettled(steps);
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed) throw failed.reason;
-    return (settled[2] as PromiseFulfilledResult<unknown>).value as R[];
+  return lanes.run<R[]>(canvasId.toLowerCase(), (conn) => {
+    const context = setCaller(conn, ctx, role, headers).execute();
+    try {
+      return [context, conn.unsafe(text, params as never[], { prepare: options.prepare ?? true }).execute()];
+    } catch (err) {
+      context.catch(() => {}); // its outcome no longer matters: the request fails with err
+      throw err;
+    }
   });
 }
 

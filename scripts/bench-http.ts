@@ -252,9 +252,10 @@ async function benchDirect(database: Database, conns: Conn[], mark: () => void, 
       try {
         const [row] = await requestStatement<{ result: any }>(database.lanes, c.canvasId, { claims: { sub: c.userId, role: 'authenticated' }, method: 'POST',
           path: `/api/v1/canvas/${c.canvasId}/mutate` },
-          rpcStatement('upsert_block_atomic', 6, withEndpointLimit, false),
-          [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }, ...(withEndpointLimit ? ['H2', false] : [])],
-          { prepare: prepared });
+          rpcStatement('upsert_block_atomic', 6, false, false),
+          [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }],
+          // the H2 endpoint limit as callMutation sends it: a statement of its own, before the RPC (sendMutation)
+          { prepare: prepared, ...(withEndpointLimit ? { first: { text: 'select api.hit_endpoint_limit($1, $2)', params: ['H2', false] } } : {}) });
         result = row!.result;
       } catch (err) {
         if (record) { errors++; errorKinds[(err as Error).message] = (errorKinds[(err as Error).message] ?? 0) + 1; }

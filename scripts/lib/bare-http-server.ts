@@ -1,20 +1,18 @@
 // The ceiling of any Node HTTP layer for H2 on this machine (scripts/bench-http.ts): a bare
 // node:http server that does only what no HTTP layer can skip, and exactly the SQL the real
-// handler sends. Per request: read the body, JSON.parse it, one requestStatement transaction (as callMutation sends it) running
-// callApiText's prepared statement (the H2 endpoint limit as its FROM, upsert_block_atomic, its
-// status and JSON text), and answer that text. No Hono, no zod, no JWT check (the bearer token is
+// handler sends. Per request: read the body, JSON.parse it, send it down the canvas's lane as callMutation does
+// (sendMutation: the H2 endpoint limit, then upsert_block_atomic's status and JSON text, prepared
+// statements), and answer that text. No Hono, no zod, no JWT check (the bearer token is
 // looked up in a map of the tokens the bench signed), no request id, logging, metrics or trace.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { CanvasLanes } from '../../src/db/canvas-lanes.ts';
-import { requestStatement } from '../../src/db/request.ts';
-import { rpcStatement } from '../../src/http/rpc.ts';
+import { sendMutation } from '../../src/http/rpc.ts';
 
 export type BareServer = { url: string; close(): Promise<void> };
 
 /** Serves POST /api/v1/canvas/{id}/mutate (one op) for the users `tokens` maps (token → user id). */
 export async function startBareServer(lanes: CanvasLanes, tokens: Map<string, string>, development: boolean): Promise<BareServer> {
-  const statement = rpcStatement('upsert_block_atomic', 6, true, true);
   const answer = (res: ServerResponse, status: number, text: string) => {
     res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
     res.end(text);
@@ -25,12 +23,13 @@ export async function startBareServer(lanes: CanvasLanes, tokens: Map<string, st
     if (!userId) return answer(res, 401, '{"error":{"code":"unauthorized","message":"unknown token"}}');
     const op = JSON.parse(body.toString('utf8'));
     const canvasId = path.split('/')[4] ?? ''; // /api/v1/canvas/{id}/mutate
-    const [row] = await requestStatement<{ status: string | null; result: string }>(lanes, canvasId, {
+    const row = await sendMutation(lanes, {
       claims: { sub: userId, role: 'authenticated' },
       headers: { 'x-forwarded-for': req.socket.remoteAddress ?? '', 'user-agent': req.headers['user-agent'] ?? '' },
       method: 'POST',
       path,
-    }, statement, [canvasId, op.block_id ?? null, op.action, op.client_op_id, op.base_version ?? null, op.patch ?? {}, 'H2', development]);
+    }, 'upsert_block_atomic', [canvasId, op.block_id ?? null, op.action, op.client_op_id, op.base_version ?? null, op.patch ?? {}],
+    { endpoint: 'H2', relaxed: development });
     if (row?.status === 'success') return answer(res, 200, row.result);
     // a conflict (not expected in the bench, counted as an error): its current block, for the load generator to catch up from
     const result = JSON.parse(row?.result ?? '{}');

@@ -14,12 +14,22 @@ import { isConnectionFailure } from './faults.ts';
  * alone), and each waits for a WAL flush of its own with the row locked (docs/performance.md). Down
  * one connection, in one transaction, k mutations run back to back on one warm backend and share
  * one flush. Other processes' lanes on the same canvas still queue on the row, so ordering stays
- * the database's guarantee, as before; in addition, one process's mutations of a canvas apply in
- * the order they arrived.
+ * the database's guarantee, as before; in addition, a caller's mutations of a canvas apply in the
+ * order this process received them.
  *
  * A request's statements set the caller's transaction-local settings themselves (role, claims,
  * headers, statement_timeout: src/db/request.ts), so each request of a group runs as its own
- * caller; the statements are the mutation RPCs, which leave no other state in the transaction.
+ * caller. What else a request leaves in the transaction are the rows it locks: besides the canvas
+ * row, rows of its caller's own, the rate-limit counters (the H2 endpoint hit, the mutation hit's
+ * shards). Held by one transaction for several callers and taken in arrival order, they deadlocked
+ * with another lane's group holding them in the other order (two canvases, or two processes on one
+ * canvas). So a group holds at most one request per caller (`caller`: a caller's requests go in
+ * transactions one after the other, in arrival order; its rate limit caps what grouping them could
+ * gain, and one hit per caller per transaction keeps the limit's bound, docs/limits.md), its
+ * requests go in the order of their callers, and the statements a request must run before any
+ * canvas row is locked (`first`: the endpoint hit) go first, for the whole group: every transaction
+ * takes those rows before its canvas row, and all of them in one order.
+ *
  * A request is answered once its transaction has committed. When one request's statement fails,
  * the transaction rolls back: that request fails alone, the others were not committed and are sent
  * again, first in the queue (only one transaction of a lane is on the wire at a time, so nothing
@@ -58,23 +68,29 @@ export class CanvasLanes {
    * await; no BEGIN or COMMIT) and returns their results' promises. The request's answer is the
    * last statement's result, once the transaction has committed; a statement's failure fails it.
    * `write` must not leave a statement's promise behind when it throws.
+   *
+   * `caller`: whose own rows the statements lock (the user id; null: none), so that a group holds
+   * one request per caller and goes in callers' order. `first`: statements written like `write`'s,
+   * before every request's `write` in the transaction (the group's `first`s in callers' order);
+   * their failure is the request's.
    */
-  run<T>(key: string, write: (conn: ReservedSql) => Promise<unknown>[]): Promise<T> {
+  run<T>(key: string, write: Write, opts: { caller?: string | null; first?: Write } = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let lane = this.#lanes.get(key);
       if (lane === undefined) {
         lane = new Lane();
         this.#lanes.set(key, lane);
       }
-      lane.queue.push({ write, resolve: resolve as (value: unknown) => void, reject, alone: false });
+      lane.queue.push({ write, first: opts.first ?? null, caller: opts.caller ?? null, resolve: resolve as (value: unknown) => void, reject, alone: false });
       this.#pump(key, lane);
     });
   }
 
   /**
    * Sends the lane's next transaction when it has none on the wire: the queued requests, in
-   * arrival order, up to `depth` (one, if the head must go alone); reserves a connection when it
-   * has none; closes the lane when it has nothing left. Every request that is not on the wire is in
+   * arrival order, up to `depth` and one per caller (one, if the head must go alone), sent in
+   * callers' order; reserves a connection when it has none; closes the lane when it has nothing
+   * left. Every request that is not on the wire is in
    * `lane.queue`, so nothing can overtake it: not a request that arrives while the lane changes
    * connection (after a failure, or to give the pool's connection up for a turn).
    */
@@ -107,10 +123,19 @@ export class CanvasLanes {
       });
       return;
     }
+    // the queued requests in arrival order, up to one per caller: a caller's next request waits for
+    // the next transaction, and so does every request after it (nothing overtakes it)
     let size = 1;
     const most = lane.queue[0]!.alone ? 1 : Math.min(lane.queue.length, this.#depth);
-    while (size < most && !lane.queue[size]!.alone) size++;
-    const group = lane.queue.splice(0, size);
+    const callers = new Set([lane.queue[0]!.caller]);
+    for (; size < most; size++) {
+      const next = lane.queue[size]!;
+      if (next.alone || (next.caller !== null && callers.has(next.caller))) break;
+      callers.add(next.caller);
+    }
+    // sent in callers' order (those without one first, in arrival order): each transaction takes
+    // its callers' rows in one order
+    const group = lane.queue.splice(0, size).sort(byCaller);
     lane.onWire = true;
     // a canvas busy without pause would keep the connection from every other caller of the pool:
     // after TURNS requests the lane gives it back once answered, and queues for another
@@ -131,17 +156,25 @@ export class CanvasLanes {
    */
   async #send(conn: ReservedSql, group: Request[]): Promise<{ retry: Request[]; broken: boolean }> {
     const begin = conn`begin`.execute();
-    const written = group.map((request) => {
+    // every request's `first` statements, then every request's own (a request whose `first` threw
+    // writes nothing more); each result handled from the start, or a rejection would go unhandled
+    const write = (w: Write) => {
       try {
-        return Promise.allSettled(request.write(conn));
+        return { ok: true, settled: Promise.allSettled(w(conn)) };
       } catch (err) {
-        return Promise.resolve([{ status: 'rejected', reason: err } as PromiseRejectedResult]);
+        return { ok: false, settled: Promise.resolve([{ status: 'rejected', reason: err } as PromiseRejectedResult]) };
       }
-    });
+    };
+    const none = { ok: true, settled: Promise.resolve([] as PromiseSettledResult<unknown>[]) };
+    const firsts = group.map((request) => (request.first === null ? none : write(request.first)));
+    const mains = group.map((request, i) => (firsts[i]!.ok ? write(request.write) : none));
     const commit = conn`commit`.execute();
     const [opened, closed] = await Promise.allSettled([begin, commit]);
-    const outcomes = await Promise.all(written);
-    const errors = outcomes.map((o) => o.find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
+    const firstOutcomes = await Promise.all(firsts.map((f) => f.settled));
+    const outcomes = await Promise.all(mains.map((m) => m.settled));
+    // a request's failure: the first of its statements to fail, in the order they were sent
+    const errors = group.map((_, i) => [...firstOutcomes[i]!, ...outcomes[i]!]
+      .find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
     const lost = [opened.status === 'rejected' ? opened.reason : undefined, closed.status === 'rejected' ? closed.reason : undefined, ...errors]
       .find((err) => err !== undefined && isConnectionFailure(err));
     if (lost !== undefined) {
@@ -173,6 +206,14 @@ export class CanvasLanes {
   }
 }
 
+/** Callers' order: requests without a caller first; stable, so one caller's keep arrival order. */
+function byCaller(a: Request, b: Request): number {
+  if (a.caller === b.caller) return 0;
+  if (a.caller === null) return -1;
+  if (b.caller === null) return 1;
+  return a.caller < b.caller ? -1 : 1;
+}
+
 /** 25P02: a statement sent after another one failed in the same transaction (it did not run). */
 function isAbortedTransaction(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === '25P02';
@@ -188,8 +229,15 @@ const DEFAULT_DEPTH = 8;
  */
 const TURNS = 64;
 
+/** Writes statements to the connection synchronously and returns their results' promises. */
+type Write = (conn: ReservedSql) => Promise<unknown>[];
+
 type Request = {
-  write: (conn: ReservedSql) => Promise<unknown>[];
+  write: Write;
+  /** Written before every `write` of its transaction (see run). */
+  first: Write | null;
+  /** Whose own rows its statements lock (see run); null: nobody's. */
+  caller: string | null;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
   /** Sent in a transaction of its own (its last group's COMMIT failed for a reason unknown). */

@@ -19,14 +19,14 @@ const API_ROLES = new Set(['anon', 'authenticated', 'service_role']);
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
 
 export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
-  const { role, headers } = caller(ctx);
+  const settings = callerSettings(ctx);
   // A connection lost before COMMIT was sent rolled everything back: run the request again on
   // another connection (the pool replaces the dead one). A loss during COMMIT is ambiguous and is
   // left to the caller (mutations are idempotent by client_op_id; HTTP answers 503).
   for (let attempt = 0; ; attempt++) {
     let committing = false;
     try {
-      return await once(sql, ctx, role, headers, async (tx) => {
+      return await once(sql, settings, async (tx) => {
         const result = await work(tx);
         committing = true;
         return result;
@@ -40,13 +40,13 @@ export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: T
 /** How often a request is run again after its connection was lost before COMMIT. */
 const CONNECTION_RETRIES = 2;
 
-function once<T>(sql: Sql, ctx: RequestContext, role: string, headers: Record<string, string>, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
+function once<T>(sql: Sql, settings: CallerSettings, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
   return sql.begin(async (tx) => {
     // Not awaited alone: the work's first statements are pipelined behind it (one round trip
     // less). Statements on a transaction run in order, so the work still runs as the caller; if
     // this one fails, the work's statements fail as "transaction aborted" and Promise.all rejects
     // with this error, the first to arrive (and either rejection is handled, whichever comes first).
-    const context = setCaller(tx, ctx, role, headers).execute();
+    const context = setCaller(tx, settings).execute();
     const [, result] = await Promise.all([context, work(tx)]);
     return result;
   }) as Promise<T>;
@@ -62,8 +62,10 @@ function once<T>(sql: Sql, ctx: RequestContext, role: string, headers: Record<st
  * ROLLBACK) and is thrown; so is any earlier step's error, first.
  *
  * The connection is the lane of `canvasId` (src/db/canvas-lanes.ts): this process's requests on
- * one canvas go down one connection in arrival order, pipelined, rather than queueing as many
- * backends on the canvas row.
+ * one canvas go down one connection in arrival order, and the ones that queue up meanwhile share
+ * the next transaction, each with its own settings. `first` is a statement run as the caller
+ * before any request of that transaction runs its own (the H2 endpoint limit: a rate-limit row
+ * of the caller's own, which every transaction must take before its canvas row).
  *
  * Only for statements that are safe to send again (the mutation RPCs, idempotent by
  * client_op_id): COMMIT is on its way before the statement's answer, so after a lost connection
@@ -73,33 +75,60 @@ function once<T>(sql: Sql, ctx: RequestContext, role: string, headers: Record<st
  * answers 503 and the client sends the operation again with the same client_op_id.
  */
 export async function requestStatement<R extends Record<string, unknown>>(lanes: CanvasLanes, canvasId: string, ctx: RequestContext,
-  text: string, params: unknown[], options: { prepare?: boolean } = {}): Promise<R[]> {
-  const { role, headers } = caller(ctx);
-  // the lane is the canvas's, whatever the id's spelling: HTTP and H1 accept upper-case hex digits
-  return lanes.run<R[]>(canvasId.toLowerCase(), (conn) => {
-    const context = setCaller(conn, ctx, role, headers).execute();
+  text: string, params: unknown[], options: { prepare?: boolean; first?: { text: string; params: unknown[] } } = {}): Promise<R[]> {
+  // every setting is a string before anything is written: a setting the driver then failed to
+  // send would leave the statement running with the settings of the request before it in the group
+  const settings = callerSettings(ctx);
+  const prepare = options.prepare ?? true;
+  const statement = (text: string, params: unknown[]) => (conn: ReservedSql) => {
+    const context = setCaller(conn, settings).execute();
     try {
-      return [context, conn.unsafe(text, params as never[], { prepare: options.prepare ?? true }).execute()];
+      return [context, conn.unsafe(text, params as never[], { prepare }).execute()];
     } catch (err) {
       context.catch(() => {}); // its outcome no longer matters: the request fails with err
       throw err;
     }
+  };
+  const { first } = options;
+  // the lane is the canvas's, whatever the id's spelling: HTTP and H1 accept upper-case hex digits
+  return lanes.run<R[]>(canvasId.toLowerCase(), statement(text, params), {
+    caller: settings.user,
+    ...(first === undefined ? {} : { first: statement(first.text, first.params) }),
   });
 }
 
-/** The caller's database role (an API role, else refused) and request headers, lower-cased. */
-function caller(ctx: RequestContext): { role: string; headers: Record<string, string> } {
+/** A caller's transaction-local settings, as text, and the user whose rows its statements may lock. */
+type CallerSettings = { role: string; claims: string; headers: string; method: string; path: string; timeout: string; user: string | null };
+
+/**
+ * The caller's database role (an API role, else refused), claims and headers (names lower-cased)
+ * as JSON, and the rest of its settings; throws (TypeError) when one of them is not text.
+ */
+function callerSettings(ctx: RequestContext): CallerSettings {
   const role = ctx.claims.role ?? 'anon';
   if (!API_ROLES.has(role)) throw new Error(`refusing to run as role ${JSON.stringify(role)}: not an API role`);
-  return { role, headers: Object.fromEntries(Object.entries(ctx.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])) };
+  const headers = Object.fromEntries(Object.entries(ctx.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  const settings = {
+    role,
+    claims: JSON.stringify(ctx.claims) as unknown,
+    headers: JSON.stringify(headers) as unknown,
+    method: (ctx.method ?? 'POST') as unknown,
+    path: (ctx.path ?? '') as unknown,
+    timeout: String(ctx.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS),
+  };
+  for (const [name, value] of Object.entries(settings)) {
+    if (typeof value !== 'string') throw new TypeError(`the caller's ${name} cannot be sent as text`);
+  }
+  const sub = ctx.claims.sub;
+  return { ...(settings as Omit<CallerSettings, 'user'>), user: typeof sub === 'string' && sub !== '' ? sub.toLowerCase() : null };
 }
 
 /** The statement that makes the rest of the transaction run as the caller, PostgREST-style. */
-function setCaller(q: TransactionSql | ReservedSql, ctx: RequestContext, role: string, headers: Record<string, string>) {
-  return q`select set_config('role', ${role}, true),
-                  set_config('request.jwt.claims', ${JSON.stringify(ctx.claims)}, true),
-                  set_config('request.headers', ${JSON.stringify(headers)}, true),
-                  set_config('request.method', ${ctx.method ?? 'POST'}, true),
-                  set_config('request.path', ${ctx.path ?? ''}, true),
-                  set_config('statement_timeout', ${String(ctx.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS)}, true)`;
+function setCaller(q: TransactionSql | ReservedSql, s: CallerSettings) {
+  return q`select set_config('role', ${s.role}, true),
+                  set_config('request.jwt.claims', ${s.claims}, true),
+                  set_config('request.headers', ${s.headers}, true),
+                  set_config('request.method', ${s.method}, true),
+                  set_config('request.path', ${s.path}, true),
+                  set_config('statement_timeout', ${s.timeout}, true)`;
 }

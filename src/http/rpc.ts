@@ -1,4 +1,5 @@
 import type { Context } from 'hono';
+import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
 import { ApiError, apiErrorFromDatabase, apiErrorFromObject } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
@@ -40,10 +41,10 @@ async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn:
       method: c.req.method,
       path: c.req.path,
     };
-    const text = rpcStatement(fn, args.length, endpoint !== null, mutation);
-    const params = endpoint === null ? args : [...args, endpoint, deps.config.profile === 'development'];
-    // both mutation RPCs take the canvas first: its lane
-    if (mutation) return (await requestStatement(deps.lanes, String(args[0]), ctx, text, params))[0];
+    const relaxed = deps.config.profile === 'development';
+    if (mutation) return await sendMutation(deps.lanes, ctx, fn, args, endpoint === null ? null : { endpoint, relaxed });
+    const text = rpcStatement(fn, args.length, endpoint !== null, false);
+    const params = endpoint === null ? args : [...args, endpoint, relaxed];
     return await withRequest(deps.sql, ctx, async (tx) => (await tx.unsafe(text, params as never[], { prepare: true }))[0]);
   } catch (err) {
     const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
@@ -58,13 +59,32 @@ async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn:
 }
 
 /**
+ * A mutation RPC as callMutation sends it: down the lane of its canvas (both mutation RPCs take
+ * the canvas first); the row of its status and JSON text. The endpoint's limit, when it has one,
+ * is a statement of its own, run before the RPC: the lane sends the limits of all the requests
+ * that share a transaction before any of their RPCs, so that each transaction takes these rows
+ * (the caller's, held to its COMMIT) before its canvas row (src/db/canvas-lanes.ts); in the RPC's
+ * statement, a second caller's hit would come after the first caller's RPC had locked the canvas,
+ * and deadlock with another process's transaction holding that hit and waiting for the canvas.
+ */
+export async function sendMutation(lanes: CanvasLanes, ctx: RequestContext, fn: string, args: unknown[],
+  limit: { endpoint: string; relaxed: boolean } | null): Promise<Record<string, any> | undefined> {
+  const text = rpcStatement(fn, args.length, false, true);
+  const first = limit === null ? {} : { first: { text: ENDPOINT_LIMIT, params: [limit.endpoint, limit.relaxed] } };
+  return (await requestStatement(lanes, String(args[0]), ctx, text, args, first))[0];
+}
+
+const ENDPOINT_LIMIT = 'select api.hit_endpoint_limit($1, $2)';
+
+/**
  * The one statement of a call: the endpoint's limit (when it has one) as the statement's FROM, so
  * it is counted before the RPC runs (a function scan yields its row before the select list is
- * evaluated), and a refused limit raises before the RPC starts. Named and prepared once per
+ * evaluated), and a refused limit raises before the RPC starts (a mutation's limit is a statement
+ * of its own instead: sendMutation). Named and prepared once per
  * connection (`prepare: true`; postgres.js's `unsafe` does not prepare by default, which cost a
  * Parse + Describe round trip before every call), unless the pool runs without prepared
  * statements (a transaction pooler: src/db/pooling.ts). One text per function and arity, so the
- * per-connection statement cache stays small. (scripts/lib/bare-http-server.ts sends it too.)
+ * per-connection statement cache stays small.
  */
 const statements = new Map<string, string>();
 export function rpcStatement(fn: string, arity: number, limited: boolean, asText: boolean): string {

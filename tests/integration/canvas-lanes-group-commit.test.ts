@@ -1,15 +1,16 @@
 // Group commit in a canvas lane (src/db/canvas-lanes.ts): the requests that queue up while the
-// lane's transaction runs go together in the next one, one COMMIT for all. What must hold, against
-// the real RPC: each request of a group runs as its own caller (role, claims, statement_timeout);
+// lane's transaction runs go together in the next one, one COMMIT for all, one per caller, in
+// callers' order. What must hold, against the real RPC: each request of a group runs as its own
+// caller (role, claims, statement_timeout); a caller's next request waits for the next transaction;
 // a request that fails fails alone, and the others of its group, rolled back with it, are sent
-// again and apply once, in arrival order; a COMMIT that fails (a check deferred to it, culprit
-// unknown) sends each request again alone, so only the culprit fails.
+// again and apply once; a COMMIT that fails (a check deferred to it, culprit unknown) sends each
+// request again alone, so only the culprit fails.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
 import { requestStatement } from '../../src/db/request.ts';
 import { backendKillFixture } from '../helpers/db.ts';
-import { claimsFor, createCanvas } from '../helpers/fixtures.ts';
+import { addMember, claimsFor, createCanvas } from '../helpers/fixtures.ts';
 
 type Answer = { status: string; canvas_seq: number | null };
 type Row = { r: Answer; xid: string; uid: string; timeout: string };
@@ -46,72 +47,86 @@ describe('canvas lanes: group commit', () => {
     return [first, ...Array.from({ length: count - 1 }, (_, i) => send(i + 1))];
   };
 
+  /** A canvas with its owner and `editors` more members: users[0] is the owner. */
+  const canvasWithUsers = async (editors: number) => {
+    const c = await createCanvas(fx.db.sql, []);
+    const users = [c.users.owner!];
+    for (let i = 0; i < editors; i++) users.push(await addMember(fx.db.sql, c.users.owner!, c.workspaceId, 'editor', `g${i}`));
+    return { canvasId: c.canvasId, users };
+  };
+
+  /** Request indexes of one group in the order the lane sends them: by their callers' ids. */
+  const byCaller = (indexes: number[], callerOf: (i: number) => string) =>
+    [...indexes].sort((a, b) => (callerOf(a) < callerOf(b) ? -1 : callerOf(a) > callerOf(b) ? 1 : a - b));
+
   const logged = async (canvasId: string) => fx.db.sql`
     select client_op_id, actor_id::text as actor_id, canvas_seq::int as canvas_seq from app.block_operations
     where canvas_id = ${canvasId} and status = 'success' order by canvas_seq` as unknown as
     Promise<{ client_op_id: string; actor_id: string; canvas_seq: number }[]>;
 
-  it('the requests queued behind a transaction share the next one, each as its own caller', async () => {
-    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor', 'admin']);
-    const callers = [users.owner!, users.editor!, users.admin!];
+  it('the requests queued behind a transaction share the next one, one per caller, each as its own caller', async () => {
+    const { users, canvasId } = await canvasWithUsers(8);
+    // request 0 goes alone; 1-8, eight callers, queue up behind it; 9 is caller 1's second request
+    const callerOf = (i: number) => users[i === 9 ? 1 : i]!;
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
-    const ops = Array.from({ length: 9 }, (_, i) => `group-${i}-${randomUUID()}`);
+    const ops = Array.from({ length: 10 }, (_, i) => `group-${i}-${randomUUID()}`);
     const answers = await Promise.all(await behindFirst(p.app, ops.length, (i) => requestStatement<Row>(lanes, canvasId,
-      { claims: claimsFor(callers[i % 3]!), statementTimeoutMs: 4001 + i }, i === 0 ? SLOW : MUTATE, [canvasId, ops[i]!, create(`g${i}`)])));
+      { claims: claimsFor(callerOf(i)), statementTimeoutMs: 4001 + i }, i === 0 ? SLOW : MUTATE, [canvasId, ops[i]!, create(`g${i}`)])));
     const rows = answers.map(([row]) => row!);
     expect(rows.map((row) => row.r.status)).toEqual(ops.map(() => 'success'));
-    // the first went alone; the eight that queued meanwhile went together, in one transaction
-    expect(new Set(rows.slice(1).map((row) => row.xid)).size).toBe(1);
-    expect(rows[1]!.xid).not.toBe(rows[0]!.xid);
+    // the first went alone; the eight that queued meanwhile went together, in one transaction; the
+    // second request of a caller already in it, in the next
+    expect(new Set(rows.slice(1, 9).map((row) => row.xid)).size).toBe(1);
+    expect(new Set([rows[0]!.xid, rows[1]!.xid, rows[9]!.xid]).size).toBe(3);
     // each ran as its caller, with its own statement_timeout, though they shared a transaction
-    expect(rows.map((row) => row.uid)).toEqual(ops.map((_, i) => callers[i % 3]));
+    expect(rows.map((row) => row.uid)).toEqual(ops.map((_, i) => callerOf(i)));
     expect(rows.map((row) => row.timeout)).toEqual(ops.map((_, i) => `${4001 + i}ms`));
-    // and applied in arrival order, each logged as its caller's
-    expect(rows.map((row) => Number(row.r.canvas_seq))).toEqual(ops.map((_, i) => i + 1));
-    expect(await logged(canvasId)).toEqual(ops.map((op, i) => ({ client_op_id: op, actor_id: callers[i % 3], canvas_seq: i + 1 })));
+    // applied in the group's order (its callers'), each logged as its caller's
+    const order = [0, ...byCaller([1, 2, 3, 4, 5, 6, 7, 8], callerOf), 9];
+    expect(order.map((i) => Number(rows[i]!.r.canvas_seq))).toEqual(ops.map((_, k) => k + 1));
+    expect(await logged(canvasId)).toEqual(order.map((i, k) => ({ client_op_id: ops[i], actor_id: callerOf(i), canvas_seq: k + 1 })));
     expect(lanes.size).toBe(0);
   });
 
-  it('a request failing in a group fails alone; the others are sent again and apply once, in arrival order', async () => {
-    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
+  it('a request failing in a group fails alone; the others are sent again and apply once each', async () => {
+    const { users, canvasId } = await canvasWithUsers(7);
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
-    const ctx = { claims: claimsFor(users.editor!) };
     const ops = Array.from({ length: 8 }, (_, i) => `group-fail-${i}-${randomUUID()}`);
-    const outcomes = await Promise.allSettled(await behindFirst(p.app, ops.length, (i) => requestStatement<Row>(lanes, canvasId, ctx,
+    const outcomes = await Promise.allSettled(await behindFirst(p.app, ops.length, (i) => requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users[i]!) },
       // the fourth: the mutation, then a division by zero in the same statement (after its writes)
       i === 0 ? SLOW : i === 3 ? `select m.*, 1 / 0 as boom from (${MUTATE}) m` : MUTATE, [canvasId, ops[i]!, create(`f${i}`)])));
     outcomes.forEach((o, i) => {
       if (i === 3) expect(o).toMatchObject({ status: 'rejected', reason: { code: '22012' } });
       else expect(o, `request ${i}`).toMatchObject({ status: 'fulfilled' });
     });
-    const applied = ops.filter((_, i) => i !== 3);
+    // the group's others, sent again: once each, in callers' order
+    const applied = [0, ...byCaller([1, 2, 4, 5, 6, 7], (i) => users[i]!)];
     const log = await logged(canvasId);
-    expect(log.map((r) => r.client_op_id)).toEqual(applied);
+    expect(log.map((r) => r.client_op_id)).toEqual(applied.map((i) => ops[i]));
     expect(log.map((r) => r.canvas_seq)).toEqual(applied.map((_, k) => k + 1));
     // the answers carry the numbers that were logged (the ones of the transaction that committed)
-    const answered = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [Number(o.value[0]!.r.canvas_seq)] : []));
+    const answered = applied.map((i) => Number((outcomes[i] as PromiseFulfilledResult<Row[]>).value[0]!.r.canvas_seq));
     expect(answered).toEqual(applied.map((_, k) => k + 1));
     expect(lanes.size).toBe(0);
   });
 
   it('a COMMIT that fails (a check deferred to it) fails only its request: the others of the group are sent alone and apply', async () => {
-    const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
+    const { users, canvasId } = await canvasWithUsers(5);
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
-    const ctx = { claims: claimsFor(users.editor!) };
     const ops = Array.from({ length: 6 }, (_, i) => `group-commit-${i}-${randomUUID()}`);
     const outcomes = await Promise.allSettled(await behindFirst(p.app, ops.length, (i) => i === 2
       // two equal keys under a unique check deferred to COMMIT: the statement succeeds, the COMMIT fails
-      ? requestStatement(lanes, canvasId, ctx, `insert into public.${table} (k) values (1), (1)`, [])
-      : requestStatement<Row>(lanes, canvasId, ctx, i === 0 ? SLOW : MUTATE, [canvasId, ops[i]!, create(`c${i}`)])));
+      ? requestStatement(lanes, canvasId, { claims: claimsFor(users[i]!) }, `insert into public.${table} (k) values (1), (1)`, [])
+      : requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users[i]!) }, i === 0 ? SLOW : MUTATE, [canvasId, ops[i]!, create(`c${i}`)])));
     outcomes.forEach((o, i) => {
       if (i === 2) expect(o).toMatchObject({ status: 'rejected', reason: { code: '23505' } });
       else expect(o, `request ${i}`).toMatchObject({ status: 'fulfilled' });
     });
-    const applied = ops.filter((_, i) => i !== 2);
-    expect((await logged(canvasId)).map((r) => r.client_op_id)).toEqual(applied);
+    const applied = [0, ...byCaller([1, 3, 4, 5], (i) => users[i]!)];
+    expect((await logged(canvasId)).map((r) => r.client_op_id)).toEqual(applied.map((i) => ops[i]));
     expect((await fx.admin.unsafe(`select count(*)::int as n from public.${table}`))[0]!.n).toBe(0);
     expect(lanes.size).toBe(0);
   });

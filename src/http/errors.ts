@@ -68,6 +68,11 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
   if (e?.code?.startsWith('53')) {
     return new ApiError('unavailable', 'the database is out of connections or resources right now: retry shortly', { retry_after: 1 });
   }
+  // a deadlock or serialization failure rolled the transaction back: nothing was done, and a retry
+  // meets other transactions (a mutation is resent with the same client_op_id)
+  if (e?.code === '40P01' || e?.code === '40001') {
+    return new ApiError('unavailable', 'the database rolled the request back to resolve a conflict with concurrent ones: retry it', { retry_after: 1 });
+  }
   if (isConnectionFailure(err)) {
     return new ApiError('unavailable', 'the database connection was lost: retry the request (a mutation retried with the same client_op_id is applied at most once)', { retry_after: 1 });
   }

@@ -201,6 +201,23 @@ describe('canvas lanes under attack', () => {
     expect(lanes.size).toBe(0);
   });
 
+  it('the same on a new connection, where the statements go out one per answer while the first is prepared', async () => {
+    // patches/postgres+3.4.9.patch: a reserved connection that could not take a query at once (the
+    // first use of a statement: described first) sent the queued ones one per ReadyForQuery; a query
+    // failing before it was written brought none, and everything behind it, the COMMIT included,
+    // waited for ever. Now the connection sends all it can take each time.
+    const p = fx.pool(1);
+    const lanes = new CanvasLanes(p.sql, { depth: 8 });
+    const ctx = { claims: { role: 'service_role' } };
+    const bad = { toString() { throw new Error('cannot serialize'); } };
+    const ask = (v: unknown) => settle(requestStatement<{ v: string }>(lanes, 'serialize-cold', ctx, 'select $1::text as cold', [v]), 5000);
+    const outcomes = await Promise.all(['1', bad, '3'].map(ask));
+    expect(outcomes.filter((o) => 'hang' in o)).toEqual([]);
+    expect(outcomes[1]).toMatchObject({ ok: false, error: { message: 'cannot serialize' } });
+    for (const i of [0, 2]) expect(outcomes[i], `request ${i}`).toEqual({ ok: true, value: [{ cold: String(i + 1) }] });
+    expect(lanes.size).toBe(0);
+  });
+
   it('the lane key is the canvas, not its spelling: an upper-case id shares the lane of the lower-case one', async () => {
     const { users, canvasId } = await createCanvas(fx.db.sql, ['editor']);
     const p = fx.pool(3);

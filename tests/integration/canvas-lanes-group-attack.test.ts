@@ -268,7 +268,8 @@ describe('canvas lanes: group commit under attack', () => {
     const client = async (ci: number, ui: number) => {
       const { canvasId, users } = canvases[ci]!;
       const ctx = { claims: claimsFor(users[ui]!) };
-      for (let k = 0; k < 6; k++) {
+      // six ops at least, and on until the storm is over (the ops can outrun it)
+      for (let k = 0; k < 6 || Date.now() - start < 1600; k++) {
         const op = `storm-${ci}-${ui}-${k}-${randomUUID()}`;
         for (;;) {
           try {

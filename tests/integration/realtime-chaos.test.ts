@@ -127,6 +127,7 @@ describe('two npm start processes while Postgres kills their connections', () =>
         const target = processes[(n + attempt) % 2]!;
         const started = Date.now();
         let code = 0;
+        let body: { server_seq?: number } | undefined;
         try {
           const res = await fetch(`${target.url}/api/v1/canvas/${canvasId}/mutate`, {
             method: 'POST', signal: AbortSignal.timeout(30_000), // a queued request is not retried: that would double the load
@@ -135,12 +136,14 @@ describe('two npm start processes while Postgres kills their connections', () =>
           });
           code = res.status;
           latencies.push(Date.now() - started);
-          const body = await res.json() as { server_seq?: number };
+          body = await res.json() as { server_seq?: number };
           if (res.ok) acked.set(opId, Number(body.server_seq));
         } catch { /* the request was dropped: retry */ }
         answers[code] = (answers[code] ?? 0) + 1;
         if (code === 200) return;
-        expect([0, 429, 503], `mutation ${opId} answered ${code}`).toContain(code);
+        // on anything else, the answer and what the server logged at error level say why
+        expect([0, 429, 503], `mutation ${opId} answered ${code} ${JSON.stringify(body)}; the servers logged:\n${
+          processes.map((p) => p.output().split('\n').filter((l) => l.includes('"level":50') && /rpc failed|unhandled error/.test(l)).slice(-3).join('\n')).join('\n')}`).toContain(code);
         if (attempt > 40) throw new Error(`mutation ${opId} was never acknowledged`);
         await sleep(200 + Math.random() * 300);
       }

@@ -1,5 +1,5 @@
 import postgres from 'postgres';
-import { afterAll } from 'vitest';
+import { afterAll, beforeAll } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { createDatabase, type Database } from '../../src/db/index.ts';
 
@@ -37,4 +37,21 @@ export function backendKillFixture(name: string) {
       return { ...pool, app };
     },
   };
+}
+
+/**
+ * For a describe block that makes COMMITs fail: a table (its name returned) with a unique check
+ * deferred to COMMIT, insertable by `authenticated`, created before the block and dropped after.
+ * `insert into public.<table> (k) values (1), (1)` succeeds as a statement and fails its COMMIT.
+ */
+export function deferredCheckTable(admin: () => postgres.Sql, name: string): string {
+  const table = `${name}_${process.pid}`;
+  beforeAll(async () => {
+    await admin().unsafe(`create table public.${table} (k integer unique deferrable initially deferred);
+      grant insert on public.${table} to authenticated`);
+  });
+  afterAll(async () => {
+    await admin().unsafe(`drop table if exists public.${table}`);
+  });
+  return table;
 }

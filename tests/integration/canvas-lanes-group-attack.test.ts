@@ -7,13 +7,13 @@
 // repeated, and backends killed at random leave every op applied exactly once, canvas_seq gap-free,
 // each client's ops in its order, and nothing unsettled.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { TransactionSql } from 'postgres';
 import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
 import { isConnectionFailure } from '../../src/db/faults.ts';
 import { requestStatement, type RequestContext } from '../../src/db/request.ts';
 import { sendMutation } from '../../src/http/rpc.ts';
-import { backendKillFixture } from '../helpers/db.ts';
+import { backendKillFixture, deferredCheckTable } from '../helpers/db.ts';
 import { addCanvas, addMember, claimsFor, createCanvas } from '../helpers/fixtures.ts';
 
 type Answer = { status: string; canvas_seq: number | null; error?: { code: string; message: string } };
@@ -29,16 +29,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('canvas lanes: group commit under attack', () => {
   const fx = backendKillFixture('lanes-gattack');
-  const table = `lane_gattack_${process.pid}`;
-
-  beforeAll(async () => {
-    // a unique check deferred to COMMIT: a request that violates it fails at its group's COMMIT
-    await fx.admin.unsafe(`create table public.${table} (k integer unique deferrable initially deferred);
-      grant insert on public.${table} to authenticated`);
-  });
-  afterAll(async () => {
-    await fx.admin.unsafe(`drop table if exists public.${table}`);
-  });
+  // a unique check deferred to COMMIT: a request that violates it fails at its transaction's COMMIT
+  const table = deferredCheckTable(() => fx.admin, 'lane_gattack');
 
   /** A canvas with its owner and `editors` more members: users[0] is the owner. */
   const canvasWithUsers = async (editors: number) => {

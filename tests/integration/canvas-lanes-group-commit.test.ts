@@ -6,10 +6,10 @@
 // again and apply once; a COMMIT that fails (a check deferred to it, culprit unknown) sends each
 // request again alone, so only the culprit fails.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
 import { requestStatement } from '../../src/db/request.ts';
-import { backendKillFixture } from '../helpers/db.ts';
+import { backendKillFixture, deferredCheckTable } from '../helpers/db.ts';
 import { addMember, claimsFor, createCanvas } from '../helpers/fixtures.ts';
 
 type Answer = { status: string; canvas_seq: number | null };
@@ -24,16 +24,8 @@ const create = (text: string) => ({ type: 'text', content: { text } });
 
 describe('canvas lanes: group commit', () => {
   const fx = backendKillFixture('lanes-group');
-  const table = `lane_deferred_${process.pid}`;
-
-  beforeAll(async () => {
-    // a check deferred to COMMIT, to make a COMMIT fail
-    await fx.admin.unsafe(`create table public.${table} (k integer unique deferrable initially deferred);
-      grant insert on public.${table} to authenticated`);
-  });
-  afterAll(async () => {
-    await fx.admin.unsafe(`drop table if exists public.${table}`);
-  });
+  // a unique check deferred to COMMIT: a request that violates it fails at its transaction's COMMIT
+  const table = deferredCheckTable(() => fx.admin, 'lane_deferred');
 
   /** Sends request 0, waits until it runs (its pause), then sends the others: they queue up behind it. */
   const behindFirst = async <T>(app: string, count: number, send: (i: number) => Promise<T>) => {

@@ -144,6 +144,7 @@ type Outcome = 'success' | 'conflict' | 'failed';
 type Row = {
   label: string; kind: 'rpc' | 'baseline'; group: 'hot' | 'spread' | 'text'; ops: number; seconds: number;
   success: number; conflict: number; failed: number; lat: number[]; firstFailure?: string; respaced?: number;
+  sent?: { transactions: number; requests: number };  // what went down the lanes (warm-up included)
   rounds: { success: number; seconds: number }[];  // applied and seconds of each round (--rounds)
 };
 
@@ -333,8 +334,10 @@ async function main() {
     const rows: Row[] = [];
     const scenario = async (make: () => Promise<Row>) => {
       const before = await systemMoves();
+      const sentBefore = lanes.sent;
       const row = await make();
       if (row.kind === 'rpc') row.respaced = (await systemMoves()) - before;
+      row.sent = { transactions: lanes.sent.transactions - sentBefore.transactions, requests: lanes.sent.requests - sentBefore.requests };
       const first = rows.find((r) => r.label === row.label);
       if (!first) {
         rows.push(row);
@@ -344,6 +347,7 @@ async function main() {
       first.failed += row.failed; first.lat.push(...row.lat); first.rounds.push(...row.rounds);
       first.firstFailure ??= row.firstFailure;
       if (row.respaced !== undefined) first.respaced = (first.respaced ?? 0) + row.respaced;
+      first.sent = { transactions: first.sent!.transactions + row.sent.transactions, requests: first.sent!.requests + row.sent.requests };
     };
     const rounds = async (group: () => Promise<void>) => {
       for (let round = 0; round < ROUNDS; round++) {
@@ -430,17 +434,19 @@ async function main() {
     // ------------------------------------------------------------------------------ report
     const base = new Map(rows.filter((r) => r.kind === 'baseline').map((r) => [r.group, r.ops / r.seconds]));
     const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
-    const header = ['scenario', 'calls/s', 'applied/s', 'success', 'conflict', 'failed', 'p50 ms', 'p95 ms', 'p99 ms', 'rpc/baseline'];
+    // per tx: requests per transaction down the canvas lanes (group commit: src/db/canvas-lanes.ts)
+    const header = ['scenario', 'calls/s', 'applied/s', 'success', 'conflict', 'failed', 'p50 ms', 'p95 ms', 'p99 ms', 'per tx', 'rpc/baseline'];
     const table = rows.map((r) => {
       const rate = r.ops / r.seconds;
       return [r.label, f(rate, 0), r.kind === 'rpc' ? f(r.success / r.seconds, 0) : f(rate, 0),
         r.kind === 'rpc' ? String(r.success) : '-', r.kind === 'rpc' ? String(r.conflict) : '-', r.kind === 'rpc' ? String(r.failed) : '-',
         f(pct(r.lat, 50), 2), f(pct(r.lat, 95), 2), f(pct(r.lat, 99), 2),
+        r.sent && r.sent.transactions > 0 ? f(r.sent.requests / r.sent.transactions, 2) : '-',
         r.kind === 'rpc' ? `${f(rate / base.get(r.group)!, 3)} (applied ${f(r.success / r.seconds / base.get(r.group)!, 3)})` : '1'];
     });
     const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
     const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-    log(`\nresults: ${CLIENTS} clients, ${SECONDS} s each (calls = every RPC answered; applied = status success)`);
+    log(`\nresults: ${CLIENTS} clients, ${SECONDS} s each (calls = every RPC answered; applied = status success; per tx = requests per transaction down the canvas lanes)`);
     log(line(header));
     log(widths.map((w) => '-'.repeat(w)).join('  '));
     for (const t of table) log(line(t));

@@ -63,6 +63,18 @@ export class CanvasLanes {
   }
 
   /**
+   * Transactions sent since this object was made, and the requests they carried (requests sent
+   * again after their group rolled back count again): requests / transactions is the mean group
+   * size, what group commit shares one flush among (printed by bench:mutate).
+   */
+  get sent(): { transactions: number; requests: number } {
+    return { transactions: this.#sentTransactions, requests: this.#sentRequests };
+  }
+
+  #sentTransactions = 0;
+  #sentRequests = 0;
+
+  /**
    * Runs a request on the lane of `key` (a canvas id) in its turn, inside a transaction the lane
    * opens and commits: `write` writes the request's statements to `conn` synchronously (before any
    * await; no BEGIN or COMMIT) and returns their results' promises. The request's answer is the
@@ -137,6 +149,8 @@ export class CanvasLanes {
     // its callers' rows in one order
     const group = lane.queue.splice(0, size).sort(byCaller);
     lane.onWire = true;
+    this.#sentTransactions++;
+    this.#sentRequests += group.length;
     // a canvas busy without pause would keep the connection from every other caller of the pool:
     // after TURNS requests the lane gives it back once answered, and queues for another
     lane.turns += group.length;

@@ -71,6 +71,7 @@ describe('canvas lanes: group commit', () => {
     // second request of a caller already in it, in the next
     expect(new Set(rows.slice(1, 9).map((row) => row.xid)).size).toBe(1);
     expect(new Set([rows[0]!.xid, rows[1]!.xid, rows[9]!.xid]).size).toBe(3);
+    expect(lanes.sent).toEqual({ transactions: 3, requests: 10 });
     // each ran as its caller, with its own statement_timeout, though they shared a transaction
     expect(rows.map((row) => row.uid)).toEqual(ops.map((_, i) => callerOf(i)));
     expect(rows.map((row) => row.timeout)).toEqual(ops.map((_, i) => `${4001 + i}ms`));

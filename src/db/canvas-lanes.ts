@@ -3,7 +3,7 @@ import { isConnectionFailure } from './faults.ts';
 
 /**
  * Canvas lanes: this process's mutations of one canvas go down ONE pooled connection, in the order
- * they arrived, and the ones that queued up while the lane's last transaction ran are sent
+ * they arrived (within a transaction, in their callers' order), and the ones that queued up while the lane's last transaction ran are sent
  * together as the next one: up to `depth` requests in one transaction, one COMMIT (group commit).
  *
  * Why: writers on a canvas are serialized by its row, locked until COMMIT (canvas_seq is commit
@@ -28,12 +28,15 @@ import { isConnectionFailure } from './faults.ts';
  * gain, and one hit per caller per transaction keeps the limit's bound, docs/limits.md), its
  * requests go in the order of their callers, and the statements a request must run before any
  * canvas row is locked (`first`: the endpoint hit) go first, for the whole group: every transaction
- * takes those rows before its canvas row, and all of them in one order.
+ * takes those rows before its canvas row, and all of them in one order. (Rows keyed by an id the
+ * client chooses are not ordered this way: two groups creating the same two block ids on two
+ * canvases can still deadlock; Postgres breaks it after deadlock_timeout, and the victim fails.)
  *
  * A request is answered once its transaction has committed. When one request's statement fails,
  * the transaction rolls back: that request fails alone, the others were not committed and are sent
- * again, first in the queue (only one transaction of a lane is on the wire at a time, so nothing
- * sent after them can commit before them). When the COMMIT itself fails, the culprit is unknown:
+ * again, first in the queue and as a group of their own (only one transaction of a lane is on the
+ * wire at a time, so nothing sent after them can commit before them; nothing that arrived
+ * meanwhile joins them, so a stream of failing requests cannot roll them back again and again). When the COMMIT itself fails, the culprit is unknown:
  * each of them is sent again in a transaction of its own.
  *
  * Lifecycle: a lane reserves its connection for its first request and releases it after its last
@@ -84,7 +87,8 @@ export class CanvasLanes {
    * `caller`: whose own rows the statements lock (the user id; null: none), so that a group holds
    * one request per caller and goes in callers' order. `first`: statements written like `write`'s,
    * before every request's `write` in the transaction (the group's `first`s in callers' order);
-   * their failure is the request's.
+   * their failure is the request's. `first`'s parameters must always serialize (a statement the
+   * driver refuses before sending it does not stop the request's own).
    */
   run<T>(key: string, write: Write, opts: { caller?: string | null; first?: Write } = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -137,8 +141,11 @@ export class CanvasLanes {
     }
     // the queued requests in arrival order, up to one per caller: a caller's next request waits for
     // the next transaction, and so does every request after it (nothing overtakes it)
+    // requests sent again after their group rolled back go again on their own, without the ones
+    // that arrived meanwhile: another failing request could roll them back again, and again
     let size = 1;
-    const most = lane.queue[0]!.alone ? 1 : Math.min(lane.queue.length, this.#depth);
+    const most = lane.queue[0]!.alone ? 1 : Math.min(lane.resend || lane.queue.length, this.#depth);
+    lane.resend = 0;
     const callers = new Set([lane.queue[0]!.caller]);
     for (; size < most; size++) {
       const next = lane.queue[size]!;
@@ -159,13 +166,22 @@ export class CanvasLanes {
       lane.onWire = false;
       if (broken) lane.closing = true;
       lane.queue.unshift(...retry);
+      lane.resend = retry.length;
+      this.#pump(key, lane);
+    }, (err: unknown) => {
+      // not expected (#send handles what the driver throws): fail the group, keep the lane going
+      for (const request of group) request.reject(err);
+      lane.onWire = false;
+      lane.closing = true;
       this.#pump(key, lane);
     });
   }
 
   /**
-   * One transaction: BEGIN, each request's statements, COMMIT, written in one tick (postgres.js
-   * pipelines them). Settles every request except the ones to send again, which it returns;
+   * One transaction: BEGIN, each request's statements, COMMIT, written in one tick, in order
+   * (postgres.js pipelines them; on a new connection it sends them as each prepared statement is
+   * described). What runs at COMMIT (deferred checks and triggers) runs with the last request's
+   * settings. Settles every request except the ones to send again, which it returns;
    * `broken` when the connection failed.
    */
   async #send(conn: ReservedSql, group: Request[]): Promise<{ retry: Request[]; broken: boolean }> {
@@ -269,6 +285,8 @@ class Lane {
   turns = 0;
   /** A transaction of the lane is on the wire. */
   onWire = false;
+  /** How many requests at the head of `queue` were rolled back with their group: sent again alone, as a group of their own. */
+  resend = 0;
   /** Requests not sent yet, in arrival order. */
   readonly queue: Request[] = [];
 }

@@ -53,13 +53,13 @@ function once<T>(sql: Sql, settings: CallerSettings, work: (tx: TransactionSql) 
 }
 
 /**
- * One statement as one request transaction, sent in one write: BEGIN, the caller's settings (as
- * withRequest sets them), the statement and COMMIT, pipelined on one connection. Postgres runs
- * them back to back and commits the moment the statement ends, instead of after a round trip to
- * this process and back: locks the statement takes are held that much shorter (a mutation's canvas
- * row, which every writer on the canvas queues for), and the request costs one round trip, not
- * three. An error in the statement rolls the transaction back (COMMIT in a failed transaction is a
- * ROLLBACK) and is thrown; so is any earlier step's error, first.
+ * One statement as part of a lane transaction: BEGIN, then for each request of the group its
+ * caller's settings (as withRequest sets them) before each of its statements, then COMMIT,
+ * pipelined on one connection. Postgres commits right after the group's last statement instead of
+ * after a round trip back to this process: the locks the statements take (a mutation's canvas
+ * row, which every writer on the canvas queues for) are not held while answers travel, and a group
+ * costs one round trip. An error in the statement fails this request and rolls the group back (the
+ * lane sends the others again); so does any earlier step's error of this request, first.
  *
  * The connection is the lane of `canvasId` (src/db/canvas-lanes.ts): this process's requests on
  * one canvas go down one connection in arrival order, and the ones that queue up meanwhile share
@@ -120,7 +120,7 @@ function callerSettings(ctx: RequestContext): CallerSettings {
     if (typeof value !== 'string') throw new TypeError(`the caller's ${name} cannot be sent as text`);
   }
   const sub = ctx.claims.sub;
-  return { ...(settings as Omit<CallerSettings, 'user'>), user: typeof sub === 'string' && sub !== '' ? sub.toLowerCase() : null };
+  return { ...(settings as Omit<CallerSettings, 'user'>), user: typeof sub === 'string' && sub !== '' ? canonicalUuid(sub) ?? sub : null };
 }
 
 /** The statement that makes the rest of the transaction run as the caller, PostgREST-style. */
@@ -131,4 +131,16 @@ function setCaller(q: TransactionSql | ReservedSql, s: CallerSettings) {
                   set_config('request.method', ${s.method}, true),
                   set_config('request.path', ${s.path}, true),
                   set_config('statement_timeout', ${s.timeout}, true)`;
+}
+
+/**
+ * A uuid in its canonical spelling (lower case, 8-4-4-4-12), from any spelling Postgres's uuid input
+ * accepts (upper case, braces, hyphens after any group of four digits or none); null for anything
+ * else. The caller key of a lane: one user, one key, however the token spells the id.
+ */
+function canonicalUuid(text: string): string | null {
+  const m = /^\{?((?:[0-9a-f]{4}-?){7}[0-9a-f]{4})\}?$/i.exec(text);
+  if (m === null) return null;
+  const hex = m[1]!.replace(/-/g, '').toLowerCase();
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }

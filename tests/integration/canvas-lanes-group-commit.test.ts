@@ -123,4 +123,29 @@ describe('canvas lanes: group commit', () => {
     expect((await fx.admin.unsafe(`select count(*)::int as n from public.${table}`))[0]!.n).toBe(0);
     expect(lanes.size).toBe(0);
   });
+  it('a stream of failing requests cannot hold another caller back: the ones rolled back with one go again on their own', async () => {
+    const { users, canvasId } = await canvasWithUsers(2);
+    const [honest, flooding] = [users[1]!, users[2]!];
+    const p = fx.pool(2);
+    const lanes = new CanvasLanes(p.sql, { depth: 8 });
+    const ops = Array.from({ length: 3 }, (_, i) => `steady-${i}-${randomUUID()}`);
+    // behind a slow request: the honest caller's three, each followed by ten of a caller whose every
+    // request fails before its RPC (as an H2 request over its endpoint limit does, in its `first`)
+    const sends: ((i: number) => Promise<unknown>)[] = [
+      () => requestStatement(lanes, canvasId, { claims: claimsFor(honest) }, SLOW, [canvasId, `steady-slow-${randomUUID()}`, create('s')]),
+      ...ops.flatMap((op) => [
+        () => requestStatement(lanes, canvasId, { claims: claimsFor(honest) }, MUTATE, [canvasId, op, create(op)]),
+        ...Array.from({ length: 10 }, () => () => requestStatement(lanes, canvasId, { claims: claimsFor(flooding) }, MUTATE,
+          [canvasId, `flood-${randomUUID()}`, create('f')], { first: { text: 'select 1 / 0', params: [] } })),
+      ]),
+    ];
+    const outcomes = await Promise.allSettled(await behindFirst(p.app, sends.length, (i) => sends[i]!(i)));
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(4);
+    expect(outcomes.filter((o) => o.status === 'rejected').map((o) => (o as PromiseRejectedResult).reason.code)).toEqual(Array(30).fill('22012'));
+    expect((await logged(canvasId)).map((r) => r.client_op_id).slice(1)).toEqual(ops);
+    // every request sent once, and each honest one at most once more (rolled back with one failing
+    // request): 34 + 3, where a group open to newcomers sent each honest one again for every
+    // failing request behind it
+    expect(lanes.sent.requests).toBeLessThanOrEqual(34 + 3);
+  });
 });

@@ -57,7 +57,7 @@ import { signAccessToken } from '../src/auth/jwt.ts';
 import { loadConfig } from '../src/config.ts';
 import { createDatabase, type Database } from '../src/db/index.ts';
 import { requestStatement, withRequest } from '../src/db/request.ts';
-import { rpcStatement } from '../src/http/rpc.ts';
+import { ENDPOINT_LIMIT, rpcStatement } from '../src/http/rpc.ts';
 import { startServer } from '../src/server.ts';
 import { startBareServer, type BareServer } from './lib/bare-http-server.ts';
 
@@ -255,7 +255,7 @@ async function benchDirect(database: Database, conns: Conn[], mark: () => void, 
           rpcStatement('upsert_block_atomic', 6, false, false),
           [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }],
           // the H2 endpoint limit as callMutation sends it: a statement of its own, before the RPC (sendMutation)
-          { prepare: prepared, ...(withEndpointLimit ? { first: { text: 'select api.hit_endpoint_limit($1, $2)', params: ['H2', false] } } : {}) });
+          { prepare: prepared, ...(withEndpointLimit ? { first: { text: ENDPOINT_LIMIT, params: ['H2', false] } } : {}) });
         result = row!.result;
       } catch (err) {
         if (record) { errors++; errorKinds[(err as Error).message] = (errorKinds[(err as Error).message] ?? 0) + 1; }

@@ -3,8 +3,9 @@ import { isConnectionFailure } from './faults.ts';
 
 /**
  * Canvas lanes: this process's mutations of one canvas go down ONE pooled connection, in the order
- * they arrived (within a transaction, in their callers' order), and the ones that queued up while the lane's last transaction ran are sent
- * together as the next one: up to `depth` requests in one transaction, one COMMIT (group commit).
+ * they arrived (within a transaction, in their callers' order), and the ones that queued up while
+ * the lane's last transaction ran are sent together as the next one: up to `depth` requests in one
+ * transaction, one COMMIT (group commit).
  *
  * Why: writers on a canvas are serialized by its row, locked until COMMIT (canvas_seq is commit
  * order: docs/mutations.md), and a COMMIT holds it until its WAL record is on disk. With a
@@ -36,8 +37,9 @@ import { isConnectionFailure } from './faults.ts';
  * the transaction rolls back: that request fails alone, the others were not committed and are sent
  * again, first in the queue and as a group of their own (only one transaction of a lane is on the
  * wire at a time, so nothing sent after them can commit before them; nothing that arrived
- * meanwhile joins them, so a stream of failing requests cannot roll them back again and again). When the COMMIT itself fails, the culprit is unknown:
- * each of them is sent again in a transaction of its own.
+ * meanwhile joins them, so a stream of failing requests cannot roll them back again and again).
+ * When the COMMIT itself fails, the culprit is unknown: each of them is sent again in a transaction
+ * of its own.
  *
  * Lifecycle: a lane reserves its connection for its first request and releases it after its last
  * one is answered; there is nothing to start or stop. A connection failure fails the requests of
@@ -106,8 +108,7 @@ export class CanvasLanes {
    * Sends the lane's next transaction when it has none on the wire: the queued requests, in
    * arrival order, up to `depth` and one per caller (one, if the head must go alone), sent in
    * callers' order; reserves a connection when it has none; closes the lane when it has nothing
-   * left. Every request that is not on the wire is in
-   * `lane.queue`, so nothing can overtake it: not a request that arrives while the lane changes
+   * left. Every request that is not on the wire is in `lane.queue`, so nothing can overtake it: not a request that arrives while the lane changes
    * connection (after a failure, or to give the pool's connection up for a turn).
    */
   #pump(key: string, lane: Lane): void {
@@ -140,9 +141,9 @@ export class CanvasLanes {
       return;
     }
     // the queued requests in arrival order, up to one per caller: a caller's next request waits for
-    // the next transaction, and so does every request after it (nothing overtakes it)
-    // requests sent again after their group rolled back go again on their own, without the ones
-    // that arrived meanwhile: another failing request could roll them back again, and again
+    // the next transaction, and so does every request after it (nothing overtakes it); requests
+    // rolled back with their group go again on their own, without the ones that arrived meanwhile
+    // (another failing request could roll them back again, and again)
     let size = 1;
     const most = lane.queue[0]!.alone ? 1 : Math.min(lane.resend || lane.queue.length, this.#depth);
     lane.resend = 0;
@@ -181,8 +182,8 @@ export class CanvasLanes {
    * One transaction: BEGIN, each request's statements, COMMIT, written in one tick, in order
    * (postgres.js pipelines them; on a new connection it sends them as each prepared statement is
    * described). What runs at COMMIT (deferred checks and triggers) runs with the last request's
-   * settings. Settles every request except the ones to send again, which it returns;
-   * `broken` when the connection failed.
+   * settings. Settles every request except the ones to send again, which it returns; `broken`
+   * when the connection failed.
    */
   async #send(conn: ReservedSql, group: Request[]): Promise<{ retry: Request[]; broken: boolean }> {
     const begin = conn`begin`.execute();
@@ -285,7 +286,7 @@ class Lane {
   turns = 0;
   /** A transaction of the lane is on the wire. */
   onWire = false;
-  /** How many requests at the head of `queue` were rolled back with their group: sent again alone, as a group of their own. */
+  /** How many requests at the head of `queue` were rolled back with their group: sent again as a group of their own. */
   resend = 0;
   /** Requests not sent yet, in arrival order. */
   readonly queue: Request[] = [];

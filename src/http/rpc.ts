@@ -18,8 +18,8 @@ export function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: s
  * callApi for the mutation RPCs (api.upsert_block_atomic, api.upsert_blocks_atomic): idempotent by
  * client_op_id, so sent down its canvas's lane with its COMMIT pipelined (requestStatement: the
  * canvas lock is released when the last RPC of its lane transaction ends, not a round trip later;
- * a lost connection is answered 503 for the client to resend, never run again here). The jsonb object is answered as is: its JSON text
- * as Postgres wrote it (no JSON.parse of the whole object into JS and JSON.stringify back), and its
+ * a lost connection is answered 503 for the client to resend, never run again here). The jsonb
+ * object is answered as is: its JSON text as Postgres wrote it (no JSON.parse of the whole object into JS and JSON.stringify back), and its
  * top-level `status`, which is all the caller looks at before answering it.
  */
 export function callMutation(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<{ status: string | null; json: string }> {
@@ -74,14 +74,14 @@ export async function sendMutation(lanes: CanvasLanes, ctx: RequestContext, fn: 
   return (await requestStatement(lanes, String(args[0]), ctx, text, args, first))[0];
 }
 
-const ENDPOINT_LIMIT = 'select api.hit_endpoint_limit($1, $2)';
+/** The endpoint limit's statement (params: endpoint, relaxed), as a mutation's `first`. */
+export const ENDPOINT_LIMIT = 'select api.hit_endpoint_limit($1, $2)';
 
 /**
  * The one statement of a call: the endpoint's limit (when it has one) as the statement's FROM, so
  * it is counted before the RPC runs (a function scan yields its row before the select list is
  * evaluated), and a refused limit raises before the RPC starts (a mutation's limit is a statement
- * of its own instead: sendMutation). Named and prepared once per
- * connection (`prepare: true`; postgres.js's `unsafe` does not prepare by default, which cost a
+ * of its own instead: sendMutation). Named and prepared once per connection (`prepare: true`; postgres.js's `unsafe` does not prepare by default, which cost a
  * Parse + Describe round trip before every call), unless the pool runs without prepared
  * statements (a transaction pooler: src/db/pooling.ts). One text per function and arity, so the
  * per-connection statement cache stays small.

@@ -51,6 +51,12 @@ describe('canvas lanes: group commit', () => {
   const byCaller = (indexes: number[], callerOf: (i: number) => string) =>
     [...indexes].sort((a, b) => (callerOf(a) < callerOf(b) ? -1 : callerOf(a) > callerOf(b) ? 1 : a - b));
 
+  /** Request `failed` failed with SQLSTATE `code`; every other one was answered. */
+  const onlyFailed = (outcomes: PromiseSettledResult<unknown>[], failed: number, code: string) => outcomes.forEach((o, i) => {
+    if (i === failed) expect(o).toMatchObject({ status: 'rejected', reason: { code } });
+    else expect(o, `request ${i}`).toMatchObject({ status: 'fulfilled' });
+  });
+
   const logged = async (canvasId: string) => fx.db.sql`
     select client_op_id, actor_id::text as actor_id, canvas_seq::int as canvas_seq from app.block_operations
     where canvas_id = ${canvasId} and status = 'success' order by canvas_seq` as unknown as
@@ -90,10 +96,7 @@ describe('canvas lanes: group commit', () => {
     const outcomes = await Promise.allSettled(await behindFirst(p.app, ops.length, (i) => requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users[i]!) },
       // the fourth: the mutation, then a division by zero in the same statement (after its writes)
       i === 0 ? SLOW : i === 3 ? `select m.*, 1 / 0 as boom from (${MUTATE}) m` : MUTATE, [canvasId, ops[i]!, create(`f${i}`)])));
-    outcomes.forEach((o, i) => {
-      if (i === 3) expect(o).toMatchObject({ status: 'rejected', reason: { code: '22012' } });
-      else expect(o, `request ${i}`).toMatchObject({ status: 'fulfilled' });
-    });
+    onlyFailed(outcomes, 3, '22012');
     // the group's others, sent again: once each, in callers' order
     const applied = [0, ...byCaller([1, 2, 4, 5, 6, 7], (i) => users[i]!)];
     const log = await logged(canvasId);
@@ -114,10 +117,7 @@ describe('canvas lanes: group commit', () => {
       // two equal keys under a unique check deferred to COMMIT: the statement succeeds, the COMMIT fails
       ? requestStatement(lanes, canvasId, { claims: claimsFor(users[i]!) }, `insert into public.${table} (k) values (1), (1)`, [])
       : requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users[i]!) }, i === 0 ? SLOW : MUTATE, [canvasId, ops[i]!, create(`c${i}`)])));
-    outcomes.forEach((o, i) => {
-      if (i === 2) expect(o).toMatchObject({ status: 'rejected', reason: { code: '23505' } });
-      else expect(o, `request ${i}`).toMatchObject({ status: 'fulfilled' });
-    });
+    onlyFailed(outcomes, 2, '23505');
     const applied = [0, ...byCaller([1, 3, 4, 5], (i) => users[i]!)];
     expect((await logged(canvasId)).map((r) => r.client_op_id)).toEqual(applied.map((i) => ops[i]));
     expect((await fx.admin.unsafe(`select count(*)::int as n from public.${table}`))[0]!.n).toBe(0);

@@ -17,4 +17,9 @@ describe('database errors as HTTP answers', () => {
     expect(apiErrorFromDatabase(Object.assign(new Error('invalid input syntax'), { code: '22P02' })).status).toBe(400);
     expect(apiErrorFromDatabase(Object.assign(new Error('boom'), { code: 'XX000' })).status).toBe(500);
   });
+  it.each(['40P01', '40001'])('a deadlock or serialization failure (%s) rolled the request back: 503 unavailable, retry', (code) => {
+    const err = apiErrorFromDatabase(Object.assign(new Error('deadlock detected'), { code }));
+    expect(err.status).toBe(503);
+    expect(err.body()).toMatchObject({ error: { code: 'unavailable', retry_after: 1 } });
+  });
 });

@@ -1,4 +1,4 @@
-// npx tsx scripts/bench-http.ts [--seconds 10] [--connections 16] [--database-url URL] [--warmup-seconds 1]
+// npx tsx scripts/bench-http.ts [--seconds 10] [--rounds 1] [--connections 16] [--database-url URL] [--warmup-seconds 1]
 //                               [--process-warmup-seconds 3] [--cpu-prof DIR]
 //
 // What the HTTP layer costs on H2 (POST /api/v1/canvas/{id}/mutate): mutations/s and p50/p95/p99
@@ -22,7 +22,8 @@
 // Every phase: C connections, each updating its OWN block on its OWN canvas as its own user, always from
 // the current version (read back from each result), with a pool of C database connections.
 //
-// Phase order: HTTP runs first, then bare, then the direct phases, in one process. The HTTP phase used to be
+// Phase order: HTTP runs first, then bare, then the direct phases, in one process; with --rounds N the
+// five phases run N times in that order (each time on users of their own) and each row is over all N. The HTTP phase used to be
 // the first code this process ran hot: its measured window still paid for V8 compiling the HTTP
 // stack and the postgres.js/requestStatement code the direct phases then ran already optimized (a second
 // HTTP pass in the same process measured 0.44 ms less Node CPU per mutation and 18% more mut/s than
@@ -69,6 +70,9 @@ const defaultUrl = (() => {
 const { values } = parseArgs({
   options: {
     seconds: { type: 'string', default: '10' },
+    // every phase this many times, interleaved (HTTP, bare, direct, … then again); rates and
+    // latencies over all of them, and each round's ratio
+    rounds: { type: 'string', default: '1' },
     connections: { type: 'string', default: '16' },
     'database-url': { type: 'string', default: defaultUrl },
     'warmup-seconds': { type: 'string', default: '1' },
@@ -80,11 +84,12 @@ const { values } = parseArgs({
 });
 const SECONDS = Number(values.seconds);
 const CONNECTIONS = Number(values.connections);
+const ROUNDS = Number(values.rounds);
 const WARMUP = Number(values['warmup-seconds']);
 const PROCESS_WARMUP = Number(values['process-warmup-seconds']);
 const url = values['database-url']!;
-if (!(SECONDS > 0) || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1 || !(WARMUP >= 0) || !(PROCESS_WARMUP >= 0)) {
-  console.error('usage: npx tsx scripts/bench-http.ts [--seconds N>0] [--connections N>=1] [--database-url URL] [--warmup-seconds N]');
+if (!(SECONDS > 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1 || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1 || !(WARMUP >= 0) || !(PROCESS_WARMUP >= 0)) {
+  console.error('usage: npx tsx scripts/bench-http.ts [--seconds N>0] [--rounds N>=1] [--connections N>=1] [--database-url URL] [--warmup-seconds N]');
   process.exit(2);
 }
 const dbName = benchDatabaseName(url);
@@ -128,6 +133,17 @@ async function makeConnections(sql: Sql, n: number): Promise<Conn[]> {
 
 // ---------------------------------------------------------------------------------- measuring
 type Stats = { ok: number; errors: number; errorKinds: Record<string, number>; seconds: number; latencies: Float64Array };
+
+/** Several runs of one phase as one: their mutations, errors, seconds and latencies together. */
+function mergeRuns<R extends Stats & { cpuMs?: number }>(runs: R[]): Stats & { cpuMs: number } {
+  const errorKinds: Record<string, number> = {};
+  for (const r of runs) for (const [k, n] of Object.entries(r.errorKinds)) errorKinds[k] = (errorKinds[k] ?? 0) + n;
+  const latencies = new Float64Array(runs.reduce((n, r) => n + r.latencies.length, 0));
+  let at = 0;
+  for (const r of runs) { latencies.set(r.latencies, at); at += r.latencies.length; }
+  const sum = (f: (r: R) => number) => runs.reduce((n, r) => n + f(r), 0);
+  return { ok: sum((r) => r.ok), errors: sum((r) => r.errors), errorKinds, seconds: sum((r) => r.seconds), latencies, cpuMs: sum((r) => r.cpuMs ?? 0) };
+}
 
 function summarize(s: Stats) {
   const sorted = Float64Array.from(s.latencies).sort();
@@ -364,6 +380,13 @@ async function account<T>(label: string, sql: Sql, applicationName: string, fn: 
     pgMs: pgBefore !== null && pgAfter !== null && samePids ? pgAfter - pgBefore : null } };
 }
 
+/** A phase's costs over its rounds; the backends' CPU only when every round could read it. */
+function sumCosts(costs: Cost[]): Cost {
+  const sum = (f: (c: Cost) => number) => costs.reduce((n, c) => n + f(c), 0);
+  return { userMs: sum((c) => c.userMs), systemMs: sum((c) => c.systemMs), gcs: sum((c) => c.gcs), gcMs: sum((c) => c.gcMs),
+    pgMs: costs.some((c) => c.pgMs === null) ? null : sum((c) => c.pgMs!) };
+}
+
 // ---------------------------------------------------------------------------------- main
 const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 
@@ -378,17 +401,10 @@ const bareDatabase = createDatabase(url, { max: CONNECTIONS, applicationName: 'p
 let bare: BareServer | undefined;
 try {
   await raiseLimits(direct.sql);
-  const httpConns = await makeConnections(direct.sql, CONNECTIONS);
-  const directConns = await makeConnections(direct.sql, CONNECTIONS);
-  const limitConns = await makeConnections(direct.sql, CONNECTIONS);
-  const preparedConns = await makeConnections(direct.sql, CONNECTIONS);
-  const bareConns = await makeConnections(direct.sql, CONNECTIONS);
   const sign = (conns: Conn[]) => Promise.all(conns.map(async (c) => {
     c.token = await signAccessToken(config.auth.jwtSecret, { sub: c.userId }, { audience: config.auth.audience, expiresInSeconds: 3600 });
   }));
-  await sign(httpConns);
-  await sign(bareConns);
-  log('setup', `${CONNECTIONS * 5} users, each with its own workspace, canvas and block (a fifth per phase)`);
+  log('setup', `per phase and round, ${CONNECTIONS} users of its own, each with its own workspace, canvas and block`);
   server = await startServer(config, { realtime: false });
   log('setup', `server listening at ${server.url} (in-process, realtime off, worker off, pool ${CONNECTIONS})`);
   // the bare server knows the users by the tokens the bench signed (it checks no JWT)
@@ -420,40 +436,61 @@ try {
     await benchDirect(direct, warmDirect, () => {}, true, true, share);
   }
 
-  log('run', `HTTP: POST /api/v1/canvas/{id}/mutate, keep-alive, load generator in a child process ...`);
-  const { result: httpRun, cost: httpCost } = await account('http', direct.sql, 'potentia-server', (mark) => benchHttp(server!.url, httpConns, mark));
+  // the five phases, in this order in each round; rounds interleave them, so a drift of the machine's
+  // speed (10-20 % within minutes here) falls on every phase alike (docs/performance.md)
+  type Run = Stats & { cpuMs?: number };
+  type Phase = { key: string; label: string; app: string; start: string;
+    run: (conns: Conn[], mark: () => void) => Promise<Run>; runs: Run[]; costs: Cost[] };
+  const phase = (key: string, label: string, app: string, start: string, run: Phase['run']): Phase =>
+    ({ key, label, app, start, run, runs: [], costs: [] });
+  const phases = [
+    phase('http', 'HTTP', 'potentia-server', 'POST /api/v1/canvas/{id}/mutate, keep-alive, load generator in a child process',
+      (conns, mark) => benchHttp(server!.url, conns, mark)),
+    phase('bare', 'bare', 'potentia-bench-bare', "the same requests to a bare node:http server running the handler's SQL, same load generator",
+      (conns, mark) => {
+        for (const c of conns) bareUsers.set(c.token!, c.userId);
+        return benchHttp(bare!.url, conns, mark);
+      }),
+    phase('direct', 'direct', 'potentia-bench-direct', `requestStatement + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS}`,
+      (conns, mark) => benchDirect(direct, conns, mark)),
+    phase('direct-limit', 'direct + limit', 'potentia-bench-direct',
+      "the same, after select api.hit_endpoint_limit('H2') in the transaction (all the SQL the handler runs)",
+      (conns, mark) => benchDirect(direct, conns, mark, true)),
+    // not the baseline's only side: the RPC as a named prepared statement, as the handler sends it
+    // (callApi prepares its statement, src/http/rpc.ts)
+    phase('direct-prepared', 'direct, prepared', 'potentia-bench-direct', "the same as direct, the RPC's statement prepared once per connection",
+      (conns, mark) => benchDirect(direct, conns, mark, false, true)),
+  ];
+  const roundRatios: string[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    if (ROUNDS > 1) log('round', `${round} of ${ROUNDS}`);
+    for (const p of phases) {
+      // users of their own in every phase and round: each starts from version 1, as the first did
+      const conns = await makeConnections(direct.sql, CONNECTIONS);
+      if (p.key === 'http' || p.key === 'bare') await sign(conns);
+      log('run', `${p.label}: ${p.start} ...`);
+      // the profile (--cpu-prof) is the last round's
+      const { result, cost } = await account(p.key, direct.sql, p.app, (mark) => p.run(conns, mark));
+      p.runs.push(result);
+      p.costs.push(cost);
+      log('run', `${p.label}: ${result.ok} mutations (${(result.ok / result.seconds).toFixed(0)}/s), ${result.errors} errors`);
+      await checkVersions(direct.sql, conns, p.label);
+    }
+    const rate = (p: Phase) => p.runs.at(-1)!.ok / p.runs.at(-1)!.seconds;
+    const [h, , d, , dp] = phases as [Phase, Phase, Phase, Phase, Phase];
+    roundRatios.push((rate(h) / Math.max(rate(d), rate(dp))).toFixed(2));
+  }
+  const [httpPhase, barePhase, directPhase, limitPhase, preparedPhase] = phases as [Phase, Phase, Phase, Phase, Phase];
+  const httpRun = mergeRuns(httpPhase.runs), httpCost = sumCosts(httpPhase.costs);
+  const bareRun = mergeRuns(barePhase.runs), bareCost = sumCosts(barePhase.costs);
+  const directCost = sumCosts(directPhase.costs), limitCost = sumCosts(limitPhase.costs), preparedCost = sumCosts(preparedPhase.costs);
   const httpStats = summarize(httpRun);
-  const clientCpu = httpRun.cpuMs / (httpStats.n + httpStats.errors);
-  log('run', `HTTP: ${httpStats.n} mutations, ${httpStats.errors} errors`);
-  await checkVersions(direct.sql, httpConns, 'HTTP');
-
-  log('run', `bare: the same requests to a bare node:http server running the handler's SQL, same load generator ...`);
-  for (const c of bareConns) bareUsers.set(c.token!, c.userId);
-  const { result: bareRun, cost: bareCost } = await account('bare', direct.sql, 'potentia-bench-bare', (mark) => benchHttp(bare!.url, bareConns, mark));
+  const clientCpu = (httpRun.cpuMs ?? 0) / (httpStats.n + httpStats.errors);
   const bareStats = summarize(bareRun);
-  const bareClientCpu = bareRun.cpuMs / (bareStats.n + bareStats.errors);
-  log('run', `bare: ${bareStats.n} mutations, ${bareStats.errors} errors`);
-  await checkVersions(direct.sql, bareConns, 'bare');
-
-  log('run', `direct: requestStatement + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS} ...`);
-  const { result: directRun, cost: directCost } = await account('direct', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct, directConns, mark));
-  const directStats = summarize(directRun);
-  log('run', `direct: ${directStats.n} mutations, ${directStats.errors} errors`);
-  await checkVersions(direct.sql, directConns, 'direct');
-
-  log('run', `direct + limit: the same, after select api.hit_endpoint_limit('H2') in the transaction (all the SQL the handler runs) ...`);
-  const { result: limitRun, cost: limitCost } = await account('direct-limit', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct, limitConns, mark, true));
-  const limitStats = summarize(limitRun);
-  log('run', `direct + limit: ${limitStats.n} mutations, ${limitStats.errors} errors`);
-  await checkVersions(direct.sql, limitConns, 'direct + limit');
-
-  // not the baseline (that stays the call above, unchanged): the RPC as a named prepared statement,
-  // as the handler sends it since callApi prepares its statement (src/http/rpc.ts)
-  log('run', `direct, prepared: the same as direct, the RPC's statement prepared once per connection ...`);
-  const { result: preparedRun, cost: preparedCost } = await account('direct-prepared', direct.sql, 'potentia-bench-direct', (mark) => benchDirect(direct, preparedConns, mark, false, true));
-  const preparedStats = summarize(preparedRun);
-  log('run', `direct, prepared: ${preparedStats.n} mutations, ${preparedStats.errors} errors`);
-  await checkVersions(direct.sql, preparedConns, 'direct, prepared');
+  const bareClientCpu = (bareRun.cpuMs ?? 0) / (bareStats.n + bareStats.errors);
+  const directStats = summarize(mergeRuns(directPhase.runs));
+  const limitStats = summarize(mergeRuns(limitPhase.runs));
+  const preparedStats = summarize(mergeRuns(preparedPhase.runs));
   // CPU per mutation: the measured window's CPU (after the warm-up) over the mutations it made
   const attempts = (st: ReturnType<typeof summarize>) => st.n + st.errors;
   const httpCpu = (httpCost.userMs + httpCost.systemMs) / attempts(httpStats);
@@ -496,9 +533,11 @@ try {
   for (const [name, s] of rows) {
     if (s.errors) console.log(`${name} errors: ${JSON.stringify(s.errorKinds)}`);
   }
-  const command = `npx tsx scripts/bench-http.ts --seconds ${SECONDS} --connections ${CONNECTIONS} --warmup-seconds ${WARMUP}` +
+  if (ROUNDS > 1) console.log(`HTTP vs the faster direct call, per round: ${roundRatios.join(', ')} (the rows below: over all ${ROUNDS} rounds)`);
+  const command = `npx tsx scripts/bench-http.ts --seconds ${SECONDS}${ROUNDS > 1 ? ` --rounds ${ROUNDS}` : ''} --connections ${CONNECTIONS} --warmup-seconds ${WARMUP}` +
     (values['database-url'] === defaultUrl ? '' : ` --database-url ${url}`);
-  const note = `${CONNECTIONS} connections, each updating its own block; HTTP: the production configuration (no response validation), ` +
+  const note = `${CONNECTIONS} connections, each updating its own block; ${ROUNDS > 1 ? `${ROUNDS} rounds interleaved, HTTP vs direct per round ${roundRatios.join(' / ')}; ` : ''}` +
+    `HTTP: the production configuration (no response validation), ` +
     `Node CPU/mutation server ${fmt(httpCpu)} ms + load generator ${fmt(clientCpu)} ms vs direct ${fmt(directCpu)} ms`;
   // the target's baseline is the faster direct call, unprepared or prepared: HTTP sends the RPC prepared, and a
   // baseline handicapped by a Parse per call would flatter it

@@ -17,7 +17,7 @@ import { meetsTarget, type BenchRow } from './lib/bench-report.ts';
 /** Each benchmark with the arguments `npm run bench` gives it (each row names its own command). */
 const STEPS: { name: string; script: string; args: string[] }[] = [
   { name: 'mutate', script: 'bench:mutate', args: ['--seconds', '4', '--rounds', '3', '--functions'] },
-  { name: 'http', script: 'bench:http', args: ['--seconds', '5'] },
+  { name: 'http', script: 'bench:http', args: ['--seconds', '5', '--rounds', '3'] },
   { name: 'rank', script: 'bench:rank', args: [] },
   { name: 'realtime', script: 'bench:realtime',
     args: ['--seconds', '5', '--subscribers', '1000', '--gateways', '1,2', '--rounds', '3', '--skip-cluster', '--scale', '1000,2000,3000,4000,5000'] },

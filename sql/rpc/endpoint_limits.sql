@@ -42,14 +42,25 @@ end $$;
 
 -- Sharded counting, for the per-user mutation limit (sql/rpc/mutate.sql), whose hit is taken at
 -- the end of the mutation, just before commit. A bucket has 8 shard rows: `bucket` itself, then
--- `bucket#1` .. `bucket#7`. A hit goes to the first shard no concurrent transaction holds (FOR
--- UPDATE SKIP LOCKED; when all 8 are held, it waits for one), then the bucket's total is the sum
--- of the shards: its own shard's new count plus the committed counts of the others.
+-- `bucket#1` .. `bucket#7`. Each uncommitted hit holds a shard row of its own: a hit goes to the
+-- first shard that no transaction holds (FOR UPDATE SKIP LOCKED; its own transaction's are not
+-- free either: `holder`), and when none is, it waits for one. The bucket's total is the sum of the
+-- shards: its own shard's new count plus the others' committed counts (and its own transaction's).
 --   Rule: a hit is refused when that total exceeds the limit. While a subject's hits do not
---   overlap they all land in `bucket` and the count is exact; k hits in flight at once cannot see
---   each other's uncommitted counts, so at most min(k, 8) - 1 = 7 hits beyond the limit can commit
---   in one window. In exchange, up to 8 of a subject's transactions commit at once instead of
---   queueing on one row held through each commit (docs/limits.md).
+--   overlap they all land in `bucket` and the count is exact. Hits in flight at once cannot see
+--   each other's uncommitted counts, but there are at most 8 of them (one per shard), so at most
+--   7 hits beyond the limit can commit in one window, however the hits are spread over
+--   transactions. In exchange, up to 8 of a subject's hits commit at once instead of queueing on
+--   one row held through each commit (docs/limits.md).
+--   Several hits of one subject in one transaction (a canvas lane's group, a batch): each takes
+--   another shard, and one that holds all 8 counts on, exactly (no other hit is in flight). Its
+--   shards are taken in increasing order (a shard's position in the bucket's list), so when it
+--   waits for one while holding others, it waits for one above all of them, and no two such
+--   transactions wait for each other. It says how many more hits than one it will count before
+--   its first (setting potentia.several_hits, `<subject>:<n> …`, n summed: the canvas lane's
+--   group, internal.expect_several_hits from a batch), so that its first shard leaves room above
+--   for the rest. Only a transaction that counts more hits than it announced, past the last shard, waits
+--   for one below (the lowest it does not hold): that wait can deadlock, which Postgres breaks.
 create or replace function internal.window_limit_shards(p_bucket text) returns text[]
 language plpgsql immutable as $$
 begin
@@ -91,50 +102,81 @@ begin
   end if;
 end $$;
 
+-- Announces that this transaction will count p_hits hits of p_subject more than one (a batch of
+-- mutations): its first shard then leaves room above for them (see the rule above).
+-- Transaction-local, like the hits.
+create or replace function internal.expect_several_hits(p_subject uuid, p_hits integer) returns void
+language plpgsql as $$
+begin
+  perform set_config('potentia.several_hits',
+    coalesce(current_setting('potentia.several_hits', true), '') || ' ' || p_subject::text || ':' || p_hits::text, true);
+end $$;
+
 -- Counts one hit (see the rule above); raises rate_limited when the total exceeds p_limit. In the
--- common case one statement: lock the first free shard row in this session's order, count, and
--- add the other shards' committed counts. Under contention it is still that one statement (the
--- shard rows held by concurrent transactions are skipped in it, not tried one statement each).
+-- common case (the transaction's only hit of the subject) two statements: which shards the
+-- transaction holds (none), then lock the first free shard, count, and add the other shards'
+-- counts. Under contention the second is still one statement (the shard rows held by other
+-- transactions are skipped in it, not tried one statement each).
 create or replace function internal.hit_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns void language plpgsql security definer set search_path = '' as $$
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
   v_shards text[] := internal.window_limit_shards(p_bucket);
-  v_order text[];
+  v_me xid8 := pg_current_xact_id();
+  v_held text[];
+  v_low integer;       -- the lowest position this hit may take: above every shard the transaction holds
+  v_high integer;      -- the highest: room left above for the hits it announced after this one
+  v_expected integer;  -- the hits of the subject this transaction announced: 1 + the announced more
   v_shard text;
   v_total bigint;
 begin
-  -- `bucket` first (all of a subject's hits when they do not overlap), then the others from a
-  -- place that differs per session, so concurrent hits do not all try the same held shards
-  v_order := v_shards[1:1] || v_shards[2 + pg_backend_pid() % 7:] || v_shards[2:1 + pg_backend_pid() % 7];
-  with free as (
-    select bucket from app.rate_limits
-    where user_id = p_subject and bucket = any(v_order) and window_start = v_window
-    order by array_position(v_order, bucket)
-    limit 1 for update skip locked
-  ), hit as (
-    update app.rate_limits r set hits = r.hits + 1 from free
-    where r.user_id = p_subject and r.bucket = free.bucket and r.window_start = v_window
-    returning r.bucket, r.hits
-  )
-  select hit.bucket, hit.hits + (   -- plus the other shards' committed counts
-           select coalesce(sum(o.hits), 0) from app.rate_limits o
-           where o.user_id = p_subject and o.bucket = any(v_shards) and o.window_start = v_window and o.bucket <> hit.bucket)
-  into v_shard, v_total from hit;
-  if v_shard is null then
-    -- no shard row is free: create the first one (in this session's order) that does not exist
-    -- yet, or, when all 8 exist and are held, queue on one of them
-    select u.s into v_shard from unnest(v_order) with ordinality u(s, i)
-    where not exists (select from app.rate_limits where user_id = p_subject and bucket = u.s and window_start = v_window)
-    order by u.i limit 1;
-    if v_shard is not null then
-      insert into app.rate_limits as r (user_id, bucket, window_start, hits) values (p_subject, v_shard, v_window, 1)
-      on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1;
-    else
-      update app.rate_limits set hits = hits + 1
-      where user_id = p_subject and bucket = v_shards[1 + pg_backend_pid() % cardinality(v_shards)] and window_start = v_window;
-    end if;
+  select coalesce(array_agg(bucket), '{}'), coalesce(max(array_position(v_shards, bucket)), 0) + 1 into v_held, v_low
+  from app.rate_limits
+  where user_id = p_subject and bucket = any(v_shards) and window_start = v_window and holder = v_me;
+  if cardinality(v_held) = cardinality(v_shards) then
+    -- it holds every shard: no other hit of the subject is in flight, so the sum is exact
+    update app.rate_limits set hits = hits + 1 where user_id = p_subject and bucket = p_bucket and window_start = v_window;
     v_total := internal.window_limit_hits(p_subject, p_bucket, p_window_seconds);
+  else
+    select 1 + coalesce(sum(m[1]::integer), 0) into v_expected
+    from regexp_matches(coalesce(current_setting('potentia.several_hits', true), ''), p_subject::text || ':(\d+)', 'g') m;
+    v_high := cardinality(v_shards) - greatest(v_expected - cardinality(v_held) - 1, 0);
+    if v_high < v_low then
+      v_high := cardinality(v_shards);  -- more hits than announced: whatever is left
+    end if;
+    with free as (
+      select bucket from app.rate_limits
+      where user_id = p_subject and bucket = any(v_shards[v_low:v_high]) and window_start = v_window
+      order by array_position(v_shards, bucket)
+      limit 1 for update skip locked
+    ), hit as (
+      update app.rate_limits r set hits = r.hits + 1, holder = v_me from free
+      where r.user_id = p_subject and r.bucket = free.bucket and r.window_start = v_window
+      returning r.bucket, r.hits
+    )
+    select hit.bucket, hit.hits + (   -- plus the other shards' counts: committed, or this transaction's
+             select coalesce(sum(o.hits), 0) from app.rate_limits o
+             where o.user_id = p_subject and o.bucket = any(v_shards) and o.window_start = v_window and o.bucket <> hit.bucket)
+    into v_shard, v_total from hit;
+    if v_shard is null then
+      -- none of them is free: create the first that does not exist yet, or queue on one: holding
+      -- none, one chosen by the backend (waiters spread); holding some, the next one up; holding
+      -- the last, the lowest it does not hold
+      select u.s into v_shard from unnest(v_shards[v_low:v_high]) with ordinality u(s, i)
+      where not exists (select from app.rate_limits where user_id = p_subject and bucket = u.s and window_start = v_window)
+      order by u.i limit 1;
+      if v_shard is not null then
+        insert into app.rate_limits as r (user_id, bucket, window_start, hits, holder) values (p_subject, v_shard, v_window, 1, v_me)
+        on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1, holder = excluded.holder;
+      else
+        v_shard := case when cardinality(v_held) = 0 then v_shards[1 + pg_backend_pid() % v_high]
+                        when v_low <= cardinality(v_shards) then v_shards[v_low]
+                        else (select s from unnest(v_shards) with ordinality u(s, i) where s <> all(v_held) order by i limit 1) end;
+        update app.rate_limits set hits = hits + 1, holder = v_me
+        where user_id = p_subject and bucket = v_shard and window_start = v_window;
+      end if;
+      v_total := internal.window_limit_hits(p_subject, p_bucket, p_window_seconds);
+    end if;
   end if;
   if v_total > p_limit then
     perform internal.raise_rate_limited(p_limit, p_window_seconds, v_window);

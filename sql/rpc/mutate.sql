@@ -776,6 +776,11 @@ begin
                                  jsonb_build_object('error', v_error), null, null, v_started, 0);
     return jsonb_build_object('status', 'failed', 'failed_index', null, 'error', v_error);
   end if;
+  -- one rate-limit hit per op: the batch's hits take the user's shards one after another, so it
+  -- says how many before the first (internal.hit_sharded_limit); its one hit is already counted
+  if jsonb_array_length(p_ops) > 1 and v_ctx ->> 'user_id' is not null then
+    perform internal.expect_several_hits((v_ctx ->> 'user_id')::uuid, jsonb_array_length(p_ops) - 1);
+  end if;
   -- a second pass only when a concurrent retry of this batch committed first: it is then
   -- answered from the log, op by op
   for v_attempt in 1 .. 2 loop

@@ -24,20 +24,25 @@ import { isConnectionFailure } from './faults.ts';
  * row, rows of its caller's own, the rate-limit counters (the H2 endpoint hit, the mutation hit's
  * shards). Held by one transaction for several callers and taken in arrival order, they deadlocked
  * with another lane's group holding them in the other order (two canvases, or two processes on one
- * canvas). So a group holds at most one request per caller (`caller`: a caller's requests go in
- * transactions one after the other, in arrival order; its rate limit caps what grouping them could
- * gain, and one hit per caller per transaction keeps the limit's bound, docs/limits.md), its
- * requests go in the order of their callers, and the statements a request must run before any
- * canvas row is locked (`first`: the endpoint hit) go first, for the whole group: every transaction
- * takes those rows before its canvas row, and all of them in one order. (Rows keyed by an id the
- * client chooses are not ordered this way: two groups creating the same two block ids on two
- * canvases can still deadlock; Postgres breaks it after deadlock_timeout, and the victim fails.)
+ * canvas). So a group's requests go in the order of their callers (`caller`; one caller's in
+ * arrival order), and the statements a request must run before any canvas row is locked (`first`:
+ * the endpoint hit) go first, for the whole group: every transaction takes those rows before its
+ * canvas row, and all of them in one order. A caller with several requests in a group is named to
+ * the rate limit before any of them runs (setting `potentia.several_hits`): each of its hits then
+ * takes a shard of its own, after waiting for the caller's other multi-hit transaction, if any
+ * (internal.hit_sharded_limit), which keeps the limit's bound (docs/limits.md) and waits in no
+ * cycle. (Rows keyed by an id the client chooses are not ordered this way: two groups creating the
+ * same two block ids on two canvases can still deadlock; Postgres breaks it after deadlock_timeout,
+ * and the victim fails.)
  *
  * A request is answered once its transaction has committed. When one request's statement fails,
  * the transaction rolls back: that request fails alone, the others were not committed and are sent
  * again, first in the queue and as a group of their own (only one transaction of a lane is on the
  * wire at a time, so nothing sent after them can commit before them; nothing that arrived
  * meanwhile joins them, so a stream of failing requests cannot roll them back again and again).
+ * The failed request's caller's other requests among them go behind that group, and from then on
+ * one per caller per transaction, as do requests with a `first` (a caller whose requests fail one
+ * after another rolls back one group per failure, not each group again per failure).
  * When the COMMIT itself fails, the culprit is unknown: each of them is sent again in a transaction
  * of its own.
  *
@@ -86,8 +91,8 @@ export class CanvasLanes {
    * last statement's result, once the transaction has committed; a statement's failure fails it.
    * `write` must not leave a statement's promise behind when it throws.
    *
-   * `caller`: whose own rows the statements lock (the user id; null: none), so that a group holds
-   * one request per caller and goes in callers' order. `first`: statements written like `write`'s,
+   * `caller`: whose own rows the statements lock (the user id; null: none), so that a group goes in
+   * callers' order and names a caller with several requests in it to the rate limit. `first`: statements written like `write`'s,
    * before every request's `write` in the transaction (the group's `first`s in callers' order);
    * their failure is the request's. `first`'s parameters must always serialize (a statement the
    * driver refuses before sending it does not stop the request's own).
@@ -99,15 +104,15 @@ export class CanvasLanes {
         lane = new Lane();
         this.#lanes.set(key, lane);
       }
-      lane.queue.push({ write, first: opts.first ?? null, caller: opts.caller ?? null, resolve: resolve as (value: unknown) => void, reject, alone: false });
+      lane.queue.push({ write, first: opts.first ?? null, caller: opts.caller ?? null, resolve: resolve as (value: unknown) => void, reject,
+        alone: false, onePerCaller: false });
       this.#pump(key, lane);
     });
   }
 
   /**
    * Sends the lane's next transaction when it has none on the wire: the queued requests, in
-   * arrival order, up to `depth` and one per caller (one, if the head must go alone), sent in
-   * callers' order; reserves a connection when it has none; closes the lane when it has nothing
+   * arrival order, up to `depth` (one, if the head must go alone), sent in callers' order; reserves a connection when it has none; closes the lane when it has nothing
    * left. Every request that is not on the wire is in `lane.queue`, so nothing can overtake it: not a request that arrives while the lane changes
    * connection (after a failure, or to give the pool's connection up for a turn).
    */
@@ -140,18 +145,26 @@ export class CanvasLanes {
       });
       return;
     }
-    // the queued requests in arrival order, up to one per caller: a caller's next request waits for
-    // the next transaction, and so does every request after it (nothing overtakes it); requests
-    // rolled back with their group go again on their own, without the ones that arrived meanwhile
-    // (another failing request could roll them back again, and again)
-    let size = 1;
+    // the queued requests in arrival order, up to the depth; requests rolled back with their group
+    // go again on their own, without the ones that arrived meanwhile (another failing request
+    // could roll them back again, and again), and a request whose last group's COMMIT failed goes
+    // alone
+    // A caller's requests share a transaction unless one of them goes one per caller: one with a
+    // `first` (the H2 endpoint hit, where a caller over its limit fails request after request),
+    // or one of a caller whose request just failed in a group. Each failure rolls back its whole
+    // group; one of these per group keeps a caller's failures from rolling back one group again
+    // and again. The first request that may not join ends the group: nothing overtakes it.
     const most = lane.queue[0]!.alone ? 1 : Math.min(lane.resend || lane.queue.length, this.#depth);
     lane.resend = 0;
-    const callers = new Set([lane.queue[0]!.caller]);
+    const single = (r: Request) => r.first !== null || r.onePerCaller;
+    const callers = new Map<string | null, boolean>([[lane.queue[0]!.caller, single(lane.queue[0]!)]]);
+    let size = 1;
     for (; size < most; size++) {
       const next = lane.queue[size]!;
-      if (next.alone || (next.caller !== null && callers.has(next.caller))) break;
-      callers.add(next.caller);
+      if (next.alone) break;
+      const present = callers.get(next.caller);
+      if (next.caller !== null && present !== undefined && (present || single(next))) break;
+      callers.set(next.caller, (present ?? false) || single(next));
     }
     // sent in callers' order (those without one first, in arrival order): each transaction takes
     // its callers' rows in one order
@@ -163,11 +176,11 @@ export class CanvasLanes {
     // after TURNS requests the lane gives it back once answered, and queues for another
     lane.turns += group.length;
     if (lane.turns >= TURNS) lane.closing = true;
-    void this.#send(lane.conn, group).then(({ retry, broken }) => {
+    void this.#send(lane.conn, group).then(({ retry, resend, broken }) => {
       lane.onWire = false;
       if (broken) lane.closing = true;
       lane.queue.unshift(...retry);
-      lane.resend = retry.length;
+      lane.resend = resend;
       this.#pump(key, lane);
     }, (err: unknown) => {
       // not expected (#send handles what the driver throws): fail the group, keep the lane going
@@ -185,8 +198,15 @@ export class CanvasLanes {
    * settings. Settles every request except the ones to send again, which it returns; `broken`
    * when the connection failed.
    */
-  async #send(conn: ReservedSql, group: Request[]): Promise<{ retry: Request[]; broken: boolean }> {
+  async #send(conn: ReservedSql, group: Request[]): Promise<{ retry: Request[]; resend: number; broken: boolean }> {
     const begin = conn`begin`.execute();
+    // the callers with several requests here, named to the rate limit before any request runs,
+    // with how many more than one (internal.hit_sharded_limit)
+    const count = new Map<string, number>();
+    for (const r of group) if (r.caller !== null) count.set(r.caller, (count.get(r.caller) ?? 0) + 1);
+    const several = [...count].filter(([, n]) => n > 1).map(([caller, n]) => `${caller}:${n - 1}`);
+    const opened = several.length === 0 ? begin
+      : Promise.all([begin, conn`select set_config('potentia.several_hits', ${several.join(' ')}, true)`.execute()]).then(([b]) => b);
     // every request's `first` statements, then every request's own (a request whose `first` threw
     // writes nothing more); each result handled from the start, or a rejection would go unhandled
     const write = (w: Write) => {
@@ -200,40 +220,48 @@ export class CanvasLanes {
     const firsts = group.map((request) => (request.first === null ? none : write(request.first)));
     const mains = group.map((request, i) => (firsts[i]!.ok ? write(request.write) : none));
     const commit = conn`commit`.execute();
-    const [opened, closed] = await Promise.allSettled([begin, commit]);
+    const [open, closed] = await Promise.allSettled([opened, commit]);
     const firstOutcomes = await Promise.all(firsts.map((f) => f.settled));
     const outcomes = await Promise.all(mains.map((m) => m.settled));
     // a request's failure: the first of its statements to fail, in the order they were sent
     const errors = group.map((_, i) => [...firstOutcomes[i]!, ...outcomes[i]!]
       .find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
-    const lost = [opened.status === 'rejected' ? opened.reason : undefined, closed.status === 'rejected' ? closed.reason : undefined, ...errors]
+    const lost = [open.status === 'rejected' ? open.reason : undefined, closed.status === 'rejected' ? closed.reason : undefined, ...errors]
       .find((err) => err !== undefined && isConnectionFailure(err));
     if (lost !== undefined) {
       // the connection failed: every request of the transaction fails with it (it may have
       // committed or not; the caller answers 503 and the client resends by client_op_id)
       for (const request of group) request.reject(lost);
-      return { retry: [], broken: true };
+      return { retry: [], resend: 0, broken: true };
     }
-    const committed = opened.status === 'fulfilled' && closed.status === 'fulfilled'
+    const committed = open.status === 'fulfilled' && closed.status === 'fulfilled'
       && (closed.value as { command?: string }).command === 'COMMIT';
     const retry: Request[] = [];
+    const failed = new Set<string | null>();
     group.forEach((request, i) => {
       const err = errors[i];
-      if (err !== undefined && !isAbortedTransaction(err)) request.reject(err); // its own failure
-      else if (committed) request.resolve((outcomes[i]!.at(-1) as PromiseFulfilledResult<unknown> | undefined)?.value);
+      if (err !== undefined && !isAbortedTransaction(err)) { // its own failure
+        request.reject(err);
+        failed.add(request.caller);
+      } else if (committed) request.resolve((outcomes[i]!.at(-1) as PromiseFulfilledResult<unknown> | undefined)?.value);
       else retry.push(request); // rolled back with another request's failure: sent again
     });
+    // the others first, as a group of their own; then the failed callers' other requests, one per
+    // caller per group (their next failure would roll back whoever shares their transaction)
+    const others = retry.filter((r) => r.caller === null || !failed.has(r.caller));
+    const ofFailed = retry.filter((r) => r.caller !== null && failed.has(r.caller));
+    for (const request of ofFailed) request.onePerCaller = true;
     if (!committed && retry.length === group.length) {
       // none of them failed, yet the transaction did not commit (the COMMIT failed: a check
       // deferred to it): alone, each request meets its own outcome
       if (group.length === 1) {
         group[0]!.reject(closed.status === 'rejected' ? closed.reason
-          : opened.status === 'rejected' ? opened.reason : new Error('the lane\'s transaction rolled back'));
-        return { retry: [], broken: false };
+          : open.status === 'rejected' ? open.reason : new Error('the lane\'s transaction rolled back'));
+        return { retry: [], resend: 0, broken: false };
       }
       for (const request of retry) request.alone = true;
     }
-    return { retry, broken: false };
+    return { retry: [...others, ...ofFailed], resend: others.length, broken: false };
   }
 }
 
@@ -273,6 +301,8 @@ type Request = {
   reject: (err: unknown) => void;
   /** Sent in a transaction of its own (its last group's COMMIT failed for a reason unknown). */
   alone: boolean;
+  /** Shares no transaction with another request of its caller (a request of its caller failed in its last group). */
+  onePerCaller: boolean;
 };
 
 class Lane {

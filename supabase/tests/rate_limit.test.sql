@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(16);
+select plan(21);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -88,6 +88,33 @@ select tests.clear_authentication();
 select is((select array_agg(res #>> '{error,code}' order by n) from attempts where who = 'bad'),
           array['invalid_input', 'invalid_input', 'invalid_input', 'invalid_input', 'invalid_input', 'rate_limited'],
           'after 5 invalid attempts under a limit of 5, a valid mutation is refused');
+
+-- Each uncommitted hit holds a shard row of its own, so that at most 8 hits are in flight and the
+-- bound stays limit + 7 however the hits are spread over transactions: several hits in one
+-- transaction (a canvas lane's group, a batch) take one shard each, in order, and only a
+-- transaction holding all 8 counts on in one of them (docs/limits.md).
+select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a1', 'pgtap', 100, 60) from generate_series(1, 3);
+select is((select array_agg(bucket || '=' || hits order by bucket) from app.rate_limits
+           where user_id = '00000000-0000-4000-8000-0000000000a1' and holder = pg_current_xact_id()),
+          array['pgtap=1', 'pgtap#1=1', 'pgtap#2=1'], 'three hits in one transaction: three shards, one hit each, held by it');
+select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a1', 'pgtap', 100, 60) from generate_series(1, 7);
+select is((select count(*) from app.rate_limits where user_id = '00000000-0000-4000-8000-0000000000a1'), 8::bigint,
+          'ten hits: all eight shards');
+select is(internal.window_limit_hits('00000000-0000-4000-8000-0000000000a1', 'pgtap', 60), 10::bigint,
+          'and, holding all eight, it counts on exactly: 10');
+select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60) from generate_series(1, 5);
+select throws_ok($$select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60)$$, 'PX429', null,
+                 'hits on several shards of one transaction still add up: the 6th under a limit of 5 is refused');
+-- a batch says how many hits it will count before its first, so its first shard leaves room above
+update app.settings set value = '100' where key = 'mutations_per_minute';
+select tests.authenticate_as('rl_calm');
+select api.upsert_blocks_atomic((select canvas_id from ids), jsonb_build_array(
+  jsonb_build_object('action', 'create', 'client_op_id', 'batch-1', 'patch', '{"type":"text"}'::jsonb),
+  jsonb_build_object('action', 'create', 'client_op_id', 'batch-2', 'patch', '{"type":"text"}'::jsonb),
+  jsonb_build_object('action', 'create', 'client_op_id', 'batch-3', 'patch', '{"type":"text"}'::jsonb)));
+select tests.clear_authentication();
+select matches(current_setting('potentia.several_hits', true), tests.user_id('rl_calm')::text || ':2',
+               'a batch of 3 announces 2 hits more than one (setting potentia.several_hits)');
 
 select * from finish();
 rollback;

@@ -1,8 +1,8 @@
 // Group commit in a canvas lane (src/db/canvas-lanes.ts): the requests that queue up while the
-// lane's transaction runs go together in the next one, one COMMIT for all, one per caller, in
-// callers' order. What must hold, against the real RPC: each request of a group runs as its own
-// caller (role, claims, statement_timeout); a caller's next request waits for the next transaction;
-// a request that fails fails alone, and the others of its group, rolled back with it, are sent
+// lane's transaction runs go together in the next one, one COMMIT for all, in callers' order (one
+// caller's in arrival order). What must hold, against the real RPC: each request of a group runs as
+// its own caller (role, claims, statement_timeout); a caller's several hits of its rate limit in one
+// transaction each take a shard of their own; a request that fails fails alone, and the others of its group, rolled back with it, are sent
 // again and apply once; a COMMIT that fails (a check deferred to it, culprit unknown) sends each
 // request again alone, so only the culprit fails.
 import { randomUUID } from 'node:crypto';
@@ -62,10 +62,11 @@ describe('canvas lanes: group commit', () => {
     where canvas_id = ${canvasId} and status = 'success' order by canvas_seq` as unknown as
     Promise<{ client_op_id: string; actor_id: string; canvas_seq: number }[]>;
 
-  it('the requests queued behind a transaction share the next one, one per caller, each as its own caller', async () => {
-    const { users, canvasId } = await canvasWithUsers(8);
-    // request 0 goes alone; 1-8, eight callers, queue up behind it; 9 is caller 1's second request
-    const callerOf = (i: number) => users[i === 9 ? 1 : i]!;
+  it('the requests queued behind a transaction share the next one, each as its own caller; a caller\'s several in arrival order, each hit on a shard of its own', async () => {
+    const { users, canvasId } = await canvasWithUsers(6);
+    // request 0 goes alone; 1-8 queue up behind it: six callers, caller 1 three times (1, 7, 8);
+    // 9, caller 3's second, is one more than the depth
+    const callerOf = (i: number) => users[i === 7 || i === 8 ? 1 : i === 9 ? 3 : i]!;
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
     const ops = Array.from({ length: 10 }, (_, i) => `group-${i}-${randomUUID()}`);
@@ -73,18 +74,43 @@ describe('canvas lanes: group commit', () => {
       { claims: claimsFor(callerOf(i)), statementTimeoutMs: 4001 + i }, i === 0 ? SLOW : MUTATE, [canvasId, ops[i]!, create(`g${i}`)])));
     const rows = answers.map(([row]) => row!);
     expect(rows.map((row) => row.r.status)).toEqual(ops.map(() => 'success'));
-    // the first went alone; the eight that queued meanwhile went together, in one transaction; the
-    // second request of a caller already in it, in the next
+    // the first went alone; the eight that queued meanwhile went together, in one transaction, the
+    // ninth in the next
     expect(new Set(rows.slice(1, 9).map((row) => row.xid)).size).toBe(1);
     expect(new Set([rows[0]!.xid, rows[1]!.xid, rows[9]!.xid]).size).toBe(3);
     expect(lanes.sent).toEqual({ transactions: 3, requests: 10 });
     // each ran as its caller, with its own statement_timeout, though they shared a transaction
     expect(rows.map((row) => row.uid)).toEqual(ops.map((_, i) => callerOf(i)));
     expect(rows.map((row) => row.timeout)).toEqual(ops.map((_, i) => `${4001 + i}ms`));
-    // applied in the group's order (its callers'), each logged as its caller's
+    // applied in the group's order (its callers', each caller's in arrival order), each logged as its caller's
     const order = [0, ...byCaller([1, 2, 3, 4, 5, 6, 7, 8], callerOf), 9];
     expect(order.map((i) => Number(rows[i]!.r.canvas_seq))).toEqual(ops.map((_, k) => k + 1));
     expect(await logged(canvasId)).toEqual(order.map((i, k) => ({ client_op_id: ops[i], actor_id: callerOf(i), canvas_seq: k + 1 })));
+    // caller 1's three mutations in one transaction: three hits on three shards of its limit, so
+    // that no shard carries more than one uncommitted hit (the limit's bound, docs/limits.md)
+    expect(await fx.admin`select bucket, hits from app.rate_limits where user_id = ${callerOf(1)} and bucket like 'mutations%' order by bucket`)
+      .toEqual([{ bucket: 'mutations', hits: 1 }, { bucket: 'mutations#1', hits: 1 }, { bucket: 'mutations#2', hits: 1 }]);
+    expect(lanes.size).toBe(0);
+  });
+
+  it('a caller whose request failed in a group: its others there go again behind the rest, one per transaction', async () => {
+    const { users, canvasId } = await canvasWithUsers(2);
+    const [honest, failing] = [users[1]!, users[2]!];
+    const p = fx.pool(2);
+    const lanes = new CanvasLanes(p.sql, { depth: 8 });
+    const ops = Array.from({ length: 6 }, (_, i) => `group-failed-caller-${i}-${randomUUID()}`);
+    // 1: honest; 2-5: the failing caller, its first one failing after its writes; 5: honest again
+    const callerOf = (i: number) => (i === 0 || i === 1 || i === 5 ? honest : failing);
+    const outcomes = await Promise.allSettled(await behindFirst(p.app, ops.length, (i) => requestStatement<Row>(lanes, canvasId,
+      { claims: claimsFor(callerOf(i)) },
+      i === 0 ? SLOW : i === 2 ? `select m.*, 1 / 0 as boom from (${MUTATE}) m` : MUTATE, [canvasId, ops[i]!, create(`x${i}`)])));
+    onlyFailed(outcomes, 2, '22012');
+    // sent: 0; the group 1-5 (rolled back); 1 and 5 again together; 3, 4, 5 of the failing caller one by one
+    expect(lanes.sent).toEqual({ transactions: 1 + 1 + 1 + 2, requests: 1 + 5 + 2 + 2 });
+    const log = await logged(canvasId);
+    expect(log.map((r) => r.client_op_id)).toEqual([0, 1, 5, 3, 4].map((i) => ops[i]));
+    // each caller's own requests still in their arrival order
+    expect(log.filter((r) => r.actor_id === failing).map((r) => r.client_op_id)).toEqual([ops[3], ops[4]]);
     expect(lanes.size).toBe(0);
   });
 

@@ -209,9 +209,10 @@ export class CanvasLanes {
       : Promise.all([begin, conn`select set_config('potentia.several_hits', ${several.join(' ')}, true)`.execute()]).then(([b]) => b);
     // every request's `first` statements, then every request's own (a request whose `first` threw
     // writes nothing more); each result handled from the start, or a rejection would go unhandled
+    const scratch: TransactionScratch = {};
     const write = (w: Write) => {
       try {
-        return { ok: true, settled: Promise.allSettled(w(conn)) };
+        return { ok: true, settled: Promise.allSettled(w(conn, scratch)) };
       } catch (err) {
         return { ok: false, settled: Promise.resolve([{ status: 'rejected', reason: err } as PromiseRejectedResult]) };
       }
@@ -289,7 +290,13 @@ const DEFAULT_DEPTH = 8;
 const TURNS = 64;
 
 /** Writes statements to the connection synchronously and returns their results' promises. */
-type Write = (conn: ReservedSql) => Promise<unknown>[];
+type Write = (conn: ReservedSql, scratch: TransactionScratch) => Promise<unknown>[];
+
+/**
+ * One per transaction, shared by its writes, for what the statements written so far leave set in
+ * it (the caller's settings: src/db/request.ts skips setting them again when they are already).
+ */
+export type TransactionScratch = { settings?: unknown };
 
 type Request = {
   write: Write;

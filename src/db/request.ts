@@ -1,5 +1,5 @@
 import type { ReservedSql, Sql, TransactionSql } from 'postgres';
-import type { CanvasLanes } from './canvas-lanes.ts';
+import type { CanvasLanes, TransactionScratch } from './canvas-lanes.ts';
 import { isConnectionFailure } from './faults.ts';
 
 /**
@@ -80,12 +80,17 @@ export async function requestStatement<R extends Record<string, unknown>>(lanes:
   // send would leave the statement running with the settings of the request before it in the group
   const settings = callerSettings(ctx);
   const prepare = options.prepare ?? true;
-  const statement = (text: string, params: unknown[]) => (conn: ReservedSql) => {
-    const context = setCaller(conn, settings).execute();
+  const statement = (text: string, params: unknown[]) => (conn: ReservedSql, scratch: TransactionScratch) => {
+    // the settings are set once for consecutive statements of one caller (a request's `first` and
+    // its own in a transaction of one; a caller's requests with the same settings): transaction-
+    // local, they hold until the next caller's
+    const context = sameSettings(scratch.settings, settings) ? null : setCaller(conn, settings).execute();
     try {
-      return [context, conn.unsafe(text, params as never[], { prepare }).execute()];
+      const result = conn.unsafe(text, params as never[], { prepare }).execute();
+      scratch.settings = settings;
+      return context === null ? [result] : [context, result];
     } catch (err) {
-      context.catch(() => {}); // its outcome no longer matters: the request fails with err
+      context?.catch(() => {}); // its outcome no longer matters: the request fails with err
       throw err;
     }
   };
@@ -121,6 +126,13 @@ function callerSettings(ctx: RequestContext): CallerSettings {
   }
   const sub = ctx.claims.sub;
   return { ...(settings as Omit<CallerSettings, 'user'>), user: typeof sub === 'string' && sub !== '' ? canonicalUuid(sub) ?? sub : null };
+}
+
+/** Whether `a` (what a transaction's last statement ran with) is the same settings as `b`. */
+function sameSettings(a: unknown, b: CallerSettings): boolean {
+  const s = a as CallerSettings | undefined;
+  return s !== undefined && (s === b || (s.role === b.role && s.claims === b.claims && s.headers === b.headers && s.method === b.method
+    && s.path === b.path && s.timeout === b.timeout));
 }
 
 /** The statement that makes the rest of the transaction run as the caller, PostgREST-style. */

@@ -9,6 +9,8 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
 import { requestStatement } from '../../src/db/request.ts';
+import postgres from 'postgres';
+import { testDatabaseUrl } from '../../src/config.ts';
 import { backendKillFixture, deferredCheckTable } from '../helpers/db.ts';
 import { addMember, claimsFor, createCanvas } from '../helpers/fixtures.ts';
 
@@ -112,6 +114,37 @@ describe('canvas lanes: group commit', () => {
     // each caller's own requests still in their arrival order
     expect(log.filter((r) => r.actor_id === failing).map((r) => r.client_op_id)).toEqual([ops[3], ops[4]]);
     expect(lanes.size).toBe(0);
+  });
+
+  it('a caller\'s settings are sent once for its consecutive statements: a request with a `first` alone, a caller\'s requests together', async () => {
+    const { users, canvasId } = await canvasWithUsers(1);
+    const sent: string[] = [];
+    const sql = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {}, debug: (_conn, query) => { sent.push(query); } });
+    try {
+      const lanes = new CanvasLanes(sql, { depth: 8 });
+      const settingsSent = () => sent.filter((q) => q.includes(`set_config('role'`)).length;
+      // a request with a `first` in a transaction of its own: both statements as the caller, its settings sent once
+      const [alone] = await requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users[1]!) }, MUTATE,
+        [canvasId, `settings-1-${randomUUID()}`, create('s1')], { first: { text: 'select auth.uid() as first_uid', params: [] } });
+      expect(alone!.uid).toBe(users[1]);
+      expect(settingsSent()).toBe(1);
+      // one caller's three requests with the same settings in one transaction (behind a slow one), then another caller's
+      sent.length = 0;
+      const ctx = { claims: claimsFor(users[1]!) };
+      const slow = requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users[0]!) }, SLOW, [canvasId, `settings-slow-${randomUUID()}`, create('s')]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const rows = await Promise.all([
+        ...[2, 3, 4].map((i) => requestStatement<Row>(lanes, canvasId, ctx, MUTATE, [canvasId, `settings-${i}-${randomUUID()}`, create(`s${i}`)])),
+        requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users[0]!) }, MUTATE, [canvasId, `settings-5-${randomUUID()}`, create('s5')]),
+      ]);
+      await slow;
+      expect(rows.map(([row]) => row!.uid)).toEqual([users[1], users[1], users[1], users[0]]);
+      expect(new Set(rows.map(([row]) => row!.xid)).size).toBe(1);
+      // the slow one's, then one per caller of the group (the sort puts each caller's together)
+      expect(settingsSent()).toBe(1 + 2);
+    } finally {
+      await sql.end();
+    }
   });
 
   it('a request failing in a group fails alone; the others are sent again and apply once each', async () => {

@@ -95,16 +95,19 @@ export class CanvasLanes {
    * callers' order and names a caller with several requests in it to the rate limit. `first`: statements written like `write`'s,
    * before every request's `write` in the transaction (the group's `first`s in callers' order);
    * their failure is the request's. `first`'s parameters must always serialize (a statement the
-   * driver refuses before sending it does not stop the request's own).
+   * driver refuses before sending it does not stop the request's own). `single`: what to write
+   * instead of `first` and `write` when the request is its transaction's only one (the same work
+   * in fewer statements: an H2 request's endpoint limit and RPC in one).
    */
-  run<T>(key: string, write: Write, opts: { caller?: string | null; first?: Write } = {}): Promise<T> {
+  run<T>(key: string, write: Write, opts: { caller?: string | null; first?: Write; single?: Write } = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let lane = this.#lanes.get(key);
       if (lane === undefined) {
         lane = new Lane();
         this.#lanes.set(key, lane);
       }
-      lane.queue.push({ write, first: opts.first ?? null, caller: opts.caller ?? null, resolve: resolve as (value: unknown) => void, reject,
+      lane.queue.push({ write, first: opts.first ?? null, single: opts.single ?? null, caller: opts.caller ?? null,
+        resolve: resolve as (value: unknown) => void, reject,
         alone: false, onePerCaller: false });
       this.#pump(key, lane);
     });
@@ -218,8 +221,9 @@ export class CanvasLanes {
       }
     };
     const none = { ok: true, settled: Promise.resolve([] as PromiseSettledResult<unknown>[]) };
-    const firsts = group.map((request) => (request.first === null ? none : write(request.first)));
-    const mains = group.map((request, i) => (firsts[i]!.ok ? write(request.write) : none));
+    const single = group.length === 1 ? group[0]!.single : null;
+    const firsts = group.map((request) => (request.first === null || single !== null ? none : write(request.first)));
+    const mains = group.map((request, i) => (firsts[i]!.ok ? write(single ?? request.write) : none));
     const commit = conn`commit`.execute();
     const [open, closed] = await Promise.allSettled([opened, commit]);
     const firstOutcomes = await Promise.all(firsts.map((f) => f.settled));
@@ -302,6 +306,8 @@ type Request = {
   write: Write;
   /** Written before every `write` of its transaction (see run). */
   first: Write | null;
+  /** Written instead of `first` and `write` in a transaction of its own (see run). */
+  single: Write | null;
   /** Whose own rows its statements lock (see run); null: nobody's. */
   caller: string | null;
   resolve: (value: unknown) => void;

@@ -65,7 +65,9 @@ function once<T>(sql: Sql, settings: CallerSettings, work: (tx: TransactionSql) 
  * one canvas go down one connection in arrival order, and the ones that queue up meanwhile share
  * the next transaction, each with its own settings. `first` is a statement run as the caller
  * before any request of that transaction runs its own (the H2 endpoint limit: a rate-limit row
- * of the caller's own, which every transaction must take before its canvas row).
+ * of the caller's own, which every transaction must take before its canvas row); `single`, the
+ * statement that does the work of `first` and the request's own at once, sent instead of them
+ * when the request is alone in its transaction.
  *
  * Only for statements that are safe to send again (the mutation RPCs, idempotent by
  * client_op_id): COMMIT is on its way before the statement's answer, so after a lost connection
@@ -75,7 +77,8 @@ function once<T>(sql: Sql, settings: CallerSettings, work: (tx: TransactionSql) 
  * answers 503 and the client sends the operation again with the same client_op_id.
  */
 export async function requestStatement<R extends Record<string, unknown>>(lanes: CanvasLanes, canvasId: string, ctx: RequestContext,
-  text: string, params: unknown[], options: { prepare?: boolean; first?: { text: string; params: unknown[] } } = {}): Promise<R[]> {
+  text: string, params: unknown[],
+  options: { prepare?: boolean; first?: { text: string; params: unknown[] }; single?: { text: string; params: unknown[] } } = {}): Promise<R[]> {
   // every setting is a string before anything is written: a setting the driver then failed to
   // send would leave the statement running with the settings of the request before it in the group
   const settings = callerSettings(ctx);
@@ -94,11 +97,12 @@ export async function requestStatement<R extends Record<string, unknown>>(lanes:
       throw err;
     }
   };
-  const { first } = options;
+  const { first, single } = options;
   // the lane is the canvas's, whatever the id's spelling: HTTP and H1 accept upper-case hex digits
   return lanes.run<R[]>(canvasId.toLowerCase(), statement(text, params), {
     caller: settings.user,
     ...(first === undefined ? {} : { first: statement(first.text, first.params) }),
+    ...(single === undefined ? {} : { single: statement(single.text, single.params) }),
   });
 }
 

@@ -61,7 +61,8 @@ async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn:
 /**
  * A mutation RPC as callMutation sends it: down the lane of its canvas (both mutation RPCs take
  * the canvas first); the row of its status and JSON text. The endpoint's limit, when it has one,
- * is a statement of its own, run before the RPC: the lane sends the limits of all the requests
+ * is counted before the RPC: alone in its lane's transaction, in the RPC's statement (its FROM);
+ * sharing one, as a statement of its own: the lane sends the limits of all the requests
  * that share a transaction before any of their RPCs, so that each transaction takes these rows
  * (the caller's, held to its COMMIT) before its canvas row (src/db/canvas-lanes.ts); in the RPC's
  * statement, a second caller's hit would come after the first caller's RPC had locked the canvas,
@@ -70,8 +71,12 @@ async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn:
 export async function sendMutation(lanes: CanvasLanes, ctx: RequestContext, fn: string, args: unknown[],
   limit: { endpoint: string; relaxed: boolean } | null): Promise<Record<string, any> | undefined> {
   const text = rpcStatement(fn, args.length, false, true);
-  const first = limit === null ? {} : { first: { text: ENDPOINT_LIMIT, params: [limit.endpoint, limit.relaxed] } };
-  return (await requestStatement(lanes, String(args[0]), ctx, text, args, first))[0];
+  // alone in its lane's transaction, the limit and the RPC go as one statement (the limit in its FROM)
+  const limited = limit === null ? {} : {
+    first: { text: ENDPOINT_LIMIT, params: [limit.endpoint, limit.relaxed] },
+    single: { text: rpcStatement(fn, args.length, true, true), params: [...args, limit.endpoint, limit.relaxed] },
+  };
+  return (await requestStatement(lanes, String(args[0]), ctx, text, args, limited))[0];
 }
 
 /** The endpoint limit's statement (params: endpoint, relaxed), as a mutation's `first`. */
@@ -81,7 +86,7 @@ export const ENDPOINT_LIMIT = 'select api.hit_endpoint_limit($1, $2)';
  * The one statement of a call: the endpoint's limit (when it has one) as the statement's FROM, so
  * it is counted before the RPC runs (a function scan yields its row before the select list is
  * evaluated), and a refused limit raises before the RPC starts (a mutation's limit is a statement
- * of its own instead: sendMutation). Named and prepared once per connection (`prepare: true`; postgres.js's `unsafe` does not prepare by default, which cost a
+ * of its own when its lane's transaction carries others too, all limits before any RPC: sendMutation). Named and prepared once per connection (`prepare: true`; postgres.js's `unsafe` does not prepare by default, which cost a
  * Parse + Describe round trip before every call), unless the pool runs without prepared
  * statements (a transaction pooler: src/db/pooling.ts). One text per function and arity, so the
  * per-connection statement cache stays small.

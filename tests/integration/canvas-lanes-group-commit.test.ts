@@ -147,6 +147,24 @@ describe('canvas lanes: group commit', () => {
     }
   });
 
+  it('a request with a `single` form sends it when alone in its transaction, and its `first` and own statement in a group', async () => {
+    const { users, canvasId } = await canvasWithUsers(2);
+    const p = fx.pool(1);
+    const lanes = new CanvasLanes(p.sql, { depth: 8 });
+    const FORM = (form: string) => `select m.*, '${form}' as form from (${MUTATE}) m`;
+    const send = (user: string, tag: string) => requestStatement<Row & { form: string }>(lanes, canvasId, { claims: claimsFor(user) },
+      FORM('own'), [canvasId, `single-${tag}-${randomUUID()}`, create(tag)],
+      { first: { text: 'select 1', params: [] }, single: { text: FORM('single'), params: [canvasId, `single-${tag}-${randomUUID()}`, create(tag)] } });
+    const [[alone]] = await Promise.all([send(users[1]!, 'alone')]);
+    expect(alone!.form).toBe('single');
+    const slow = requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users[0]!) }, SLOW, [canvasId, `single-slow-${randomUUID()}`, create('s')]);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const grouped = await Promise.all([send(users[1]!, 'g1'), send(users[2]!, 'g2')]);
+    await slow;
+    expect(grouped.map(([row]) => row!.form)).toEqual(['own', 'own']);
+    expect(grouped[0]![0]!.xid).toBe(grouped[1]![0]!.xid);
+  });
+
   it('a request failing in a group fails alone; the others are sent again and apply once each', async () => {
     const { users, canvasId } = await canvasWithUsers(7);
     const p = fx.pool(2);

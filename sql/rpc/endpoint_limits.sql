@@ -59,7 +59,7 @@ end $$;
 --   transactions wait for each other. It says how many more hits than one it will count before
 --   its first (setting potentia.several_hits, `<subject>:<n> …`, n summed: the canvas lane's
 --   group, internal.expect_several_hits from a batch), so that its first shard leaves room above
---   for the rest. Only a transaction that counts more hits than it announced, past the last shard, waits
+--   for the rest (8 hits or more: it starts at `bucket`, and takes all 8 in order). Only a transaction that counts more hits than it announced, past the last shard, waits
 --   for one below (the lowest it does not hold): that wait can deadlock, which Postgres breaks.
 create or replace function internal.window_limit_shards(p_bucket text) returns text[]
 language plpgsql immutable as $$
@@ -140,7 +140,11 @@ begin
   else
     select 1 + coalesce(sum(m[1]::integer), 0) into v_expected
     from regexp_matches(coalesce(current_setting('potentia.several_hits', true), ''), p_subject::text || ':(\d+)', 'g') m;
-    v_high := cardinality(v_shards) - greatest(v_expected - cardinality(v_held) - 1, 0);
+    -- room above for the announced hits after this one that will each need a shard: not more
+    -- than the shards left above this one (a transaction announcing 8 hits or more ends up holding
+    -- all 8, so it takes them from the lowest up, and counts its hits past 8 on them)
+    v_high := cardinality(v_shards) - least(greatest(v_expected - cardinality(v_held) - 1, 0),
+                                            cardinality(v_shards) - cardinality(v_held) - 1);
     if v_high < v_low then
       v_high := cardinality(v_shards);  -- more hits than announced: whatever is left
     end if;

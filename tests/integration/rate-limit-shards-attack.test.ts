@@ -1,0 +1,498 @@
+// Attacks on the per-hit rate-limit shards (internal.hit_sharded_limit, sql/rpc/endpoint_limits.sql)
+// and on canvas lanes that carry several mutations of one user per transaction
+// (src/db/canvas-lanes.ts), against real Postgres, the real RPC, several processes' lanes and
+// killed backends. What must hold (docs/limits.md): each uncommitted hit holds a shard of its own,
+// taken in increasing order, so transactions that announced their hits never deadlock; at most
+// limit + 7 of a user's mutations apply per minute; every applied op counts one hit, once.
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import type { ReservedSql, Sql } from 'postgres';
+import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
+import { isConnectionFailure } from '../../src/db/faults.ts';
+import { requestStatement } from '../../src/db/request.ts';
+import { sendMutation } from '../../src/http/rpc.ts';
+import { backendKillFixture } from '../helpers/db.ts';
+import { addCanvas, addMember, claimsFor, createCanvas } from '../helpers/fixtures.ts';
+import { prng } from '../../src/prng.ts';
+
+type Answer = { status: string; canvas_seq: number | null; error?: { code: string; message: string } };
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const create = (text: string) => ({ type: 'text', content: { text } });
+const opsOf = (n: number, tag: string) => Array.from({ length: n }, (_, i) =>
+  ({ action: 'create', client_op_id: `${tag}-${i}-${randomUUID()}`, patch: create(`${tag}${i}`) }));
+/** One mutation as H1 sends it (no endpoint limit: a caller's several share a lane's transaction). */
+const MUTATE = `select api.upsert_block_atomic($1::uuid, null, 'create', $2, null, $3::jsonb) as r`;
+
+/** 'done', 'failed' or 'waiting' (not settled after `ms`). */
+const within = (p: Promise<unknown>, ms: number) =>
+  Promise.race([p.then(() => 'done', () => 'failed'), sleep(ms).then(() => 'waiting')]);
+
+// The hits counted by hand (internal.hit_sharded_limit) use a window of an hour, so that one test
+// never straddles two windows.
+const HOUR = 3600;
+
+describe('rate-limit shards under attack', () => {
+  const fx = backendKillFixture('rl-shards');
+
+  /** A transaction on a connection of its own. */
+  const open = async (sql: Sql): Promise<ReservedSql> => {
+    const c = await sql.reserve();
+    await c`begin`;
+    return c;
+  };
+  const announce = (c: ReservedSql, user: string, more: number) => c`select internal.expect_several_hits(${user}::uuid, ${more})`;
+  const hit = (c: ReservedSql, user: string, limit = 100_000, window = HOUR) =>
+    c`select internal.hit_sharded_limit(${user}::uuid, 'mutations', ${limit}, ${window})`;
+  /** The positions (1-8) of the shards the transaction holds. */
+  const held = async (c: ReservedSql, user: string, window = HOUR) => (await c`
+    select coalesce(array_agg(array_position(internal.window_limit_shards('mutations'), bucket) order by 1), '{}') as p
+    from app.rate_limits where user_id = ${user}::uuid and window_start = internal.rate_window_start(${window})
+      and holder = pg_current_xact_id()`)[0]!.p as number[];
+  /** The user's committed hits in the window, shard by shard (position → hits). */
+  const committed = async (user: string, window = HOUR) => (await fx.admin`
+    select coalesce(sum(hits), 0)::int as total,
+           coalesce(array_agg(hits order by array_position(internal.window_limit_shards('mutations'), bucket)), '{}') as shards
+    from app.rate_limits where user_id = ${user}::uuid and bucket like 'mutations%' and window_start = internal.rate_window_start(${window})`)[0] as
+    { total: number; shards: number[] };
+  /** The user's 8 shard rows of the window, committed with no hits (as after a busy window's first hits). */
+  const shardRows = (user: string, window = HOUR) => fx.admin`insert into app.rate_limits (user_id, bucket, window_start, hits)
+    select ${user}::uuid, b, internal.rate_window_start(${window}), 0 from unnest(internal.window_limit_shards('mutations')) b`;
+  /** Holds the shards at `positions` (1-8) as uncommitted hits of another transaction would. */
+  const holdShards = async (sql: Sql, user: string, positions: number[], window = HOUR) => {
+    const c = await open(sql);
+    await c`update app.rate_limits set hits = hits + 1, holder = pg_current_xact_id()
+      where user_id = ${user}::uuid and window_start = internal.rate_window_start(${window})
+        and array_position(internal.window_limit_shards('mutations'), bucket) = any(${positions}::int[])`;
+    return c;
+  };
+  const end = async (c: ReservedSql, how: 'commit' | 'rollback' = 'commit') => {
+    await (how === 'commit' ? c`commit` : c`rollback`);
+    c.release();
+  };
+
+  const withLimit = async <T>(limit: number, run: () => Promise<T>): Promise<T> => {
+    const [{ saved }] = await fx.admin`select value as saved from app.settings where key = 'mutations_per_minute'` as unknown as [{ saved: string }];
+    await fx.admin`update app.settings set value = ${String(limit)} where key = 'mutations_per_minute'`;
+    try {
+      return await run();
+    } finally {
+      await fx.admin`update app.settings set value = ${saved} where key = 'mutations_per_minute'`;
+    }
+  };
+
+  const appliedOps = async (user: string) => (await fx.admin`select client_op_id from app.block_operations
+    where actor_id = ${user}::uuid and status = 'success'`).map((r) => r.client_op_id as string);
+
+  it('two transactions announcing 12 hits each, hit by hit in turn: the first takes shards 1-8 in order and counts on, the second waits for it; no deadlock', async () => {
+    const user = randomUUID();
+    await shardRows(user);
+    const p = fx.pool(2);
+    // (a transaction announcing more than 8 hits once took its first shard anywhere and the rest
+    // upward from there: a took 1, 3, 5, 7, b 2, 4, 6, 8; then a waited for 8 and b for 1, 40P01)
+    const [a, b] = [await open(p.sql), await open(p.sql)];
+    await announce(a, user, 11);
+    await announce(b, user, 11);
+    // each one's hits in order; the two in turn, as far as neither waits
+    let ca: Promise<unknown> = Promise.resolve();
+    let cb: Promise<unknown> = Promise.resolve();
+    const aHeld: number[][] = [];
+    for (let i = 0; i < 12; i++) {
+      ca = ca.then(() => hit(a, user)).then(async () => { if (i < 8) aHeld.push(await held(a, user)); });
+      await within(ca, 30);
+      cb = cb.then(() => hit(b, user));
+      expect(await within(cb, 30)).toBe('waiting'); // b's first hit waits for shard 1, a's
+    }
+    const outcomes = await Promise.allSettled([ca.then(() => end(a)), cb.then(async () => {
+      const mine = await held(b, user);
+      await end(b);
+      return mine;
+    })]);
+    expect(outcomes.map((o) => (o.status === 'rejected' ? (o.reason as { code?: string }).code : 'ok'))).toEqual(['ok', 'ok']);
+    // a took its shards from the lowest up, one a hit, then counted its last 4 on them
+    expect(aHeld).toEqual([1, 2, 3, 4, 5, 6, 7, 8].map((n) => Array.from({ length: n }, (_, k) => k + 1)));
+    expect((outcomes[1] as PromiseFulfilledResult<number[]>).value).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(await committed(user)).toEqual({ total: 24, shards: [2 + 4 + 4, 2, 2, 2, 2, 2, 2, 2] });
+  });
+
+  it('random transactions announcing 1 to 12 hits, 6 at a time, pausing between hits: none deadlocks, and the count is exact', async () => {
+    const user = randomUUID();
+    await shardRows(user);
+    const p = fx.pool(6);
+    const random = prng(20261201);
+    const sizes = Array.from({ length: 30 }, () => 1 + Math.floor(random() * 12));
+    const pauses = sizes.map((n) => Array.from({ length: n }, () => Math.floor(random() * 3)));
+    const failures: string[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < sizes.length) {
+        const k = next++;
+        const c = await open(p.sql);
+        try {
+          if (sizes[k]! > 1) await announce(c, user, sizes[k]! - 1);
+          for (const pause of pauses[k]!) {
+            await hit(c, user);
+            await sleep(pause);
+          }
+          await end(c);
+        } catch (err) {
+          failures.push(`${sizes[k]} hits: ${(err as { code?: string }).code}`);
+          await end(c, 'rollback');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 6 }, worker));
+    expect(failures).toEqual([]);
+    expect((await committed(user)).total).toBe(sizes.reduce((a, b) => a + b, 0));
+  });
+
+  it('under a limit of 40, transactions of 1 to 12 hits, 8 at a time, each committing only when all its hits pass: between 40 and 47 hits commit', async () => {
+    const user = randomUUID();
+    await shardRows(user);
+    const limit = 40;
+    const p = fx.pool(9);
+    const random = prng(42);
+    const sizes = Array.from({ length: 40 }, () => [1, 1, 1, 2, 3, 5, 8, 12][Math.floor(random() * 8)]!);
+    const odd: unknown[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < sizes.length) {
+        const n = sizes[next++]!;
+        const c = await open(p.sql);
+        try {
+          if (n > 1) await announce(c, user, n - 1);
+          for (let i = 0; i < n; i++) {
+            await hit(c, user, limit);
+            await sleep(1);
+          }
+          await end(c);
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'PX429') odd.push(err);
+          await end(c, 'rollback');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    // then single hits one at a time until one is refused: the window is full by then
+    const c = await open(p.sql);
+    for (let i = 0; i < 50; i++) {
+      const refused = await c`savepoint one`.then(() => hit(c, user, limit)).then(() => false, (err) => (err as { code?: string }).code === 'PX429');
+      if (refused) break;
+      await c`release savepoint one`;
+      await c`commit`;
+      await c`begin`;
+    }
+    await end(c, 'rollback');
+    expect(odd).toEqual([]);
+    const { total } = await committed(user);
+    expect(total).toBeGreaterThanOrEqual(limit);
+    expect(total).toBeLessThanOrEqual(limit + 7);
+  });
+
+  it('a first hit that lands high: the transaction\'s later hits go up (6, 7, 8), waiting for the shard above rather than taking one below', async () => {
+    const user = randomUUID();
+    await shardRows(user);
+    const p = fx.pool(3);
+    // shards 1-5 held by others, and 7
+    const others = await holdShards(p.sql, user, [1, 2, 3, 4, 5, 7]);
+    const t = await open(p.sql);
+    await announce(t, user, 2);
+    await hit(t, user);
+    expect(await held(t, user)).toEqual([6]);
+    // its second hit may only take 7 (8 is room for its third): it waits for 7, though 8 and none below is free
+    const second = hit(t, user);
+    expect(await within(second, 150)).toBe('waiting');
+    await end(others, 'rollback');
+    await second;
+    await hit(t, user);
+    expect(await held(t, user)).toEqual([6, 7, 8]);
+    await end(t);
+    expect(await committed(user)).toEqual({ total: 3, shards: [0, 0, 0, 0, 0, 1, 1, 1] });
+  });
+
+  it('a savepoint rolled back gives its shards back: another transaction takes the freed shard 2 at once, and the next hit goes to 3', async () => {
+    const user = randomUUID();
+    await shardRows(user);
+    const p = fx.pool(2);
+    const t = await open(p.sql);
+    await announce(t, user, 3);
+    await hit(t, user);
+    await t`savepoint s`;
+    await hit(t, user);
+    await hit(t, user);
+    expect(await held(t, user)).toEqual([1, 2, 3]);
+    await t`rollback to savepoint s`;
+    expect(await held(t, user)).toEqual([1]);
+    const u = await open(p.sql);
+    const other = hit(u, user);
+    expect(await within(other, 300)).toBe('done');
+    expect(await held(u, user)).toEqual([2]);
+    await hit(t, user);
+    expect(await held(t, user)).toEqual([1, 3]);
+    await end(u);
+    await end(t);
+    expect(await committed(user)).toEqual({ total: 3, shards: [1, 1, 1, 0, 0, 0, 0, 0] });
+  });
+
+  it('potentia.several_hits: a user\'s entries are summed, another user\'s ignored (2 + 3 more: the first hit must stay within shards 1-3)', async () => {
+    const [user, other] = [randomUUID(), randomUUID()];
+    await shardRows(user);
+    const p = fx.pool(3);
+    const others = await holdShards(p.sql, user, [1, 2, 3]);
+    const [t, u] = [await open(p.sql), await open(p.sql)];
+    await t`select set_config('potentia.several_hits', ${`${user}:2 ${other}:5`}, true)`;
+    await announce(t, user, 3);
+    await u`select set_config('potentia.several_hits', ${`${user}:2 ${other}:5`}, true)`;
+    // t announced 5 more: it needs 6 shards, so its first may be no higher than 3 (all held: it waits)
+    const first = hit(t, user);
+    expect(await within(first, 150)).toBe('waiting');
+    // u announced 2 more: its first may go up to 6, and takes 4
+    await hit(u, user);
+    expect(await held(u, user)).toEqual([4]);
+    await end(u);
+    await end(others, 'rollback');
+    await first;
+    expect((await held(t, user))[0]).toBeLessThanOrEqual(3);
+    await end(t);
+  });
+
+  it('a transaction begun in one window keeps counting there after the window changes; the next window\'s hits do not wait for it', async () => {
+    const user = randomUUID();
+    const p = fx.pool(2);
+    // windows of one second here; start early in one
+    while (Date.now() % 1000 > 300) await sleep(20);
+    const a = await open(p.sql);
+    const [{ w }] = await a`select internal.rate_window_start(1) as w` as unknown as [{ w: Date }];
+    await announce(a, user, 8);
+    for (let i = 0; i < 8; i++) await hit(a, user, 1000, 1);
+    expect(await held(a, user, 1)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    await sleep(1000 - (Date.now() % 1000) + 50);
+    const b = await open(p.sql);
+    expect(await within(hit(b, user, 1000, 1), 300)).toBe('done');
+    expect(await held(b, user, 1)).toEqual([1]);
+    await hit(a, user, 1000, 1);  // a's 9th: its own window still, exactly counted
+    await end(b);
+    await end(a);
+    const windows = await fx.admin`select window_start, sum(hits)::int as hits from app.rate_limits where user_id = ${user}::uuid
+      group by 1 order by 1` as unknown as { window_start: Date; hits: number }[];
+    expect(windows.map((r) => r.hits)).toEqual([9, 1]);
+    expect(windows[0]!.window_start.getTime()).toBe(w.getTime());
+  });
+
+  // ---- through canvas lanes, the RPC, several processes ----
+
+  /** Waits until a backend of pool `app` runs a statement containing `marker`. */
+  const running = async (app: string, marker: string) => {
+    for (let i = 0; i < 300; i++) {
+      const [{ n }] = await fx.admin`select count(*)::int as n from pg_stat_activity
+        where application_name = ${app} and state = 'active' and query like ${`%${marker}%`}` as unknown as [{ n: number }];
+      if (n > 0) return;
+      await sleep(10);
+    }
+    throw new Error(`nothing of ${app} ran ${marker}`);
+  };
+  /** Not in the last seconds of a minute: what follows counts in one window. */
+  const earlyInMinute = async (seconds: number) => {
+    const second = new Date().getUTCSeconds();
+    if (second > 60 - seconds) await sleep((61 - second) * 1000);
+  };
+  /** A single mutation as H1 sends it, on `lanes`. */
+  const single = (lanes: CanvasLanes, user: string, canvasId: string, op: string, patch: unknown = create(op)) =>
+    requestStatement<{ r: Answer }>(lanes, canvasId, { claims: claimsFor(user) }, MUTATE, [canvasId, op, patch]).then(([row]) => row!.r);
+  /** A batch as HTTP sends it (its H2 endpoint hit first, development profile so that H2's own limit stays out of the way). */
+  const batch = (lanes: CanvasLanes, user: string, canvasId: string, ops: unknown[]) =>
+    sendMutation(lanes, { claims: claimsFor(user) }, 'upsert_blocks_atomic', [canvasId, ops], { endpoint: 'H2', relaxed: true })
+      .then((row) => JSON.parse(row!.result as string) as Answer & { results?: Answer[] });
+  /** Per minute: the user's committed mutation hits, and its applied ops (the log's success rows, by their transaction's start). */
+  const minutes = async (user: string) => fx.admin`
+    with h as (select window_start, sum(hits)::int as hits from app.rate_limits where user_id = ${user}::uuid and bucket like 'mutations%' group by 1),
+         o as (select to_timestamp(floor(extract(epoch from created_at) / 60) * 60) as window_start, count(*)::int as ops
+               from app.block_operations where actor_id = ${user}::uuid and status = 'success' group by 1)
+    select window_start, coalesce(h.hits, 0) as hits, coalesce(o.ops, 0) as ops from h full join o using (window_start)
+    order by window_start` as unknown as Promise<{ window_start: Date; hits: number; ops: number }[]>;
+
+  it('one user\'s batches of 12 on two canvases through two processes\' lanes, with its singles grouped on a third: all apply, hits = ops', async () => {
+    const c = await createCanvas(fx.db.sql, []);
+    const user = c.users.owner!;
+    const canvases = [c.canvasId, await addCanvas(fx.db.sql, user, c.workspaceId), await addCanvas(fx.db.sql, user, c.workspaceId)];
+    const [one, two] = [fx.pool(3), fx.pool(3)];
+    const [l1, l2] = [new CanvasLanes(one.sql), new CanvasLanes(two.sql)];
+    // (the two batches of 12 used to deadlock on the user's shards: one answered failed, 'deadlock detected')
+    await withLimit(100_000, async () => {
+      for (let round = 0; round < 3; round++) {
+        const answers = await Promise.all([
+          batch(l1, user, canvases[0]!, opsOf(12, `b1-${round}`)),
+          batch(l2, user, canvases[1]!, opsOf(12, `b2-${round}`)),
+          batch(l1, user, canvases[1]!, opsOf(3, `b3-${round}`)),
+          ...Array.from({ length: 6 }, (_, i) => single(i % 2 ? l1 : l2, user, canvases[2]!, `s-${round}-${i}-${randomUUID()}`)),
+        ]);
+        expect(answers.map((a) => a.error?.message ?? a.status)).toEqual(answers.map(() => 'success'));
+      }
+    });
+    const total = (await minutes(user)).reduce((a, m) => ({ hits: a.hits + m.hits, ops: a.ops + m.ops }), { hits: 0, ops: 0 });
+    expect(total).toEqual({ hits: 3 * (12 + 12 + 3 + 6), ops: 3 * (12 + 12 + 3 + 6) });
+  });
+
+  it('one user on 6 canvases through 3 processes\' lanes, singles several to a transaction, batches of 3 and 12, under a limit of 30: per minute at most 37 applied, every refusal rate_limited', async () => {
+    const limit = 30;
+    const c = await createCanvas(fx.db.sql, []);
+    const user = c.users.owner!;
+    const canvases = [c.canvasId];
+    for (let i = 0; i < 5; i++) canvases.push(await addCanvas(fx.db.sql, user, c.workspaceId));
+    const processes = [fx.pool(3), fx.pool(3), fx.pool(3)].map((p) => new CanvasLanes(p.sql));
+    await earlyInMinute(8);
+    await withLimit(limit, async () => {
+      const sent: Promise<Answer & { results?: Answer[] }>[] = [];
+      processes.forEach((lanes, pi) => canvases.forEach((canvasId, ci) => {
+        for (let i = 0; i < 6; i++) sent.push(single(lanes, user, canvasId, `bound-${pi}-${ci}-${i}-${randomUUID()}`));
+        if (pi === ci % 3) sent.push(batch(lanes, user, canvasId, opsOf(ci < 2 ? 12 : 3, `bound-b-${ci}`)));
+      }));
+      const answers = await Promise.all(sent);
+      const refusals = answers.filter((a) => a.status !== 'success').map((a) => a.error?.code);
+      expect(refusals).toEqual(refusals.map(() => 'rate_limited'));
+      // then one at a time until refused: the window is full
+      let last: Answer | undefined;
+      for (let i = 0; i < limit + 8 && last?.status !== 'failed'; i++) last = await single(processes[0]!, user, canvases[0]!, `tail-${i}-${randomUUID()}`);
+      expect(last?.error?.code).toBe('rate_limited');
+      const perMinute = await minutes(user);
+      for (const m of perMinute) {
+        expect(m.hits).toBe(m.ops);  // every applied op counted once, nothing else (only rate_limited refusals)
+        expect(m.ops).toBeLessThanOrEqual(limit + 7);
+      }
+      expect(perMinute.at(-1)!.ops).toBeGreaterThanOrEqual(limit);
+    });
+    for (const lanes of processes) expect(lanes.size).toBe(0);
+  });
+
+  it('rejected attempts inside one group count exactly: under a limit of 3, ok, invalid, ok, invalid, ok → success, invalid_input, success, invalid_input, rate_limited; 3 hits on 3 shards', async () => {
+    const c = await createCanvas(fx.db.sql, []);
+    const owner = c.users.owner!;
+    const user = await addMember(fx.db.sql, owner, c.workspaceId, 'editor', 'rej');
+    const p = fx.pool(2);
+    const lanes = new CanvasLanes(p.sql);
+    await earlyInMinute(4);
+    const answers = await withLimit(3, async () => {
+      // the owner's slow request holds the lane; the user's five queue behind it, one group
+      const hold = requestStatement(lanes, c.canvasId, { claims: claimsFor(owner) }, 'select pg_sleep(0.2)', []);
+      await running(p.app, 'pg_sleep(0.2)');
+      const five = [create('a'), 'not an object', create('b'), 'nor this', create('c')]
+        .map((patch, i) => single(lanes, user, c.canvasId, `rej-${i}-${randomUUID()}`, patch));
+      await hold;
+      return Promise.all(five);
+    });
+    expect(answers.map((a) => a.error?.code ?? a.status)).toEqual(['success', 'invalid_input', 'success', 'invalid_input', 'rate_limited']);
+    expect(lanes.sent).toEqual({ transactions: 2, requests: 6 });
+    const [{ shards }] = await fx.admin`select array_agg(hits order by bucket) as shards from app.rate_limits
+      where user_id = ${user}::uuid and bucket like 'mutations%' and window_start = internal.rate_window_start(60)` as unknown as [{ shards: number[] }];
+    expect(shards).toEqual([1, 1, 1]);
+  });
+
+  it('a lane group of 3 mutations of one user whose first hit lands high (shards 1-5 and 7 held): it takes 6, waits for 7, then 8', async () => {
+    const c = await createCanvas(fx.db.sql, []);
+    const owner = c.users.owner!;
+    const user = await addMember(fx.db.sql, owner, c.workspaceId, 'editor', 'high');
+    const p = fx.pool(2);
+    const lanes = new CanvasLanes(p.sql);
+    await earlyInMinute(4);
+    await shardRows(user, 60);
+    const others = await holdShards(fx.db.sql, user, [1, 2, 3, 4, 5, 7], 60);
+    const hold = requestStatement(lanes, c.canvasId, { claims: claimsFor(owner) }, 'select pg_sleep(0.2)', []);
+    await running(p.app, 'pg_sleep(0.2)');
+    const three = [0, 1, 2].map((i) => single(lanes, user, c.canvasId, `high-${i}-${randomUUID()}`));
+    await hold;
+    // the group announced 2 more hits: its first stays within 1-6, its second within 7 (8 is the third's)
+    expect(await within(Promise.all(three), 300)).toBe('waiting');
+    await end(others, 'rollback');
+    expect((await Promise.all(three)).map((a) => a.status)).toEqual(['success', 'success', 'success']);
+    expect(lanes.sent).toEqual({ transactions: 2, requests: 4 });
+    expect(await committed(user, 60)).toEqual({ total: 3, shards: [0, 0, 0, 0, 0, 1, 1, 1] });
+  });
+
+  it('a request failing mid-group (after its RPC counted): the group\'s hits roll back with it; each user\'s hits = its applied ops', async () => {
+    const c = await createCanvas(fx.db.sql, []);
+    const owner = c.users.owner!;
+    const [u, v] = [await addMember(fx.db.sql, owner, c.workspaceId, 'editor', 'mu'), await addMember(fx.db.sql, owner, c.workspaceId, 'editor', 'mv')];
+    const p = fx.pool(2);
+    const lanes = new CanvasLanes(p.sql);
+    const hold = requestStatement(lanes, c.canvasId, { claims: claimsFor(owner) }, 'select pg_sleep(0.2)', []);
+    await running(p.app, 'pg_sleep(0.2)');
+    const boom = `select m.*, 1 / 0 as boom from (${MUTATE}) m`;
+    const send = (user: string, text: string, i: number) =>
+      requestStatement(lanes, c.canvasId, { claims: claimsFor(user) }, text, [c.canvasId, `mid-${i}-${randomUUID()}`, create(`m${i}`)]);
+    const outcomes = await Promise.allSettled([send(u, MUTATE, 0), send(u, boom, 1), send(v, MUTATE, 2), send(u, MUTATE, 3), send(v, MUTATE, 4)]);
+    await hold;
+    expect(outcomes.map((o) => (o.status === 'rejected' ? (o.reason as { code?: string }).code : 'ok'))).toEqual(['ok', '22012', 'ok', 'ok', 'ok']);
+    for (const [user, ops] of [[u, 2], [v, 2]] as const) {
+      const total = (await minutes(user)).reduce((a, m) => ({ hits: a.hits + m.hits, ops: a.ops + m.ops }), { hits: 0, ops: 0 });
+      expect(total).toEqual({ hits: ops, ops });
+    }
+    expect(lanes.size).toBe(0);
+  });
+
+  it('backends killed at random under one user\'s grouped singles and batches on 3 canvases, two processes, clients resending: every op applied once, hits = ops, no deadlock', async () => {
+    const c = await createCanvas(fx.db.sql, []);
+    const user = c.users.owner!;
+    const canvases = [c.canvasId, await addCanvas(fx.db.sql, user, c.workspaceId), await addCanvas(fx.db.sql, user, c.workspaceId)];
+    const pools = [fx.pool(2), fx.pool(2)];
+    const processes = pools.map((p) => new CanvasLanes(p.sql));
+    const start = Date.now();
+    const deadline = start + 15_000;
+    const sentOps: string[] = [];
+    const odd: unknown[] = [];
+    let resent = 0;
+    const resending = async <T>(send: () => Promise<T>): Promise<T> => {
+      for (;;) {
+        try {
+          return await send();
+        } catch (err) {
+          if (!isConnectionFailure(err) || Date.now() > deadline) throw err;
+          resent++;
+          await sleep(2);
+        }
+      }
+    };
+    // per process and canvas, two H1 clients of the user (so its singles share groups) and one HTTP client sending batches of 3 and 12
+    const singles = async (lanes: CanvasLanes, canvasId: string, tag: string) => {
+      for (let k = 0; k < 6 || Date.now() - start < 1600; k++) {
+        const op = `kill-${tag}-${k}-${randomUUID()}`;
+        sentOps.push(op);
+        const a = await resending(() => single(lanes, user, canvasId, op));
+        if (a.status !== 'success') odd.push(a);
+      }
+    };
+    const batches = async (lanes: CanvasLanes, canvasId: string, tag: string) => {
+      for (let k = 0; k < 2 || Date.now() - start < 1600; k++) {
+        const ops = opsOf(k % 2 ? 12 : 3, `kill-${tag}-${k}`);
+        sentOps.push(...ops.map((o) => o.client_op_id));
+        const a = await resending(() => batch(lanes, user, canvasId, ops));
+        if (a.status !== 'success') odd.push(a);
+      }
+    };
+    const storm = (async () => {
+      let kills = 0;
+      while (Date.now() - start < 1500) {
+        await sleep(100 + Math.random() * 100);
+        const [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from (select pid from pg_stat_activity
+          where application_name in (${pools[0]!.app}, ${pools[1]!.app}) order by random() limit 1) x` as unknown as [{ killed: number }];
+        kills += killed;
+      }
+      return kills;
+    })();
+    await withLimit(100_000, () => Promise.all(processes.flatMap((lanes, pi) => canvases.flatMap((canvasId, ci) => [
+      singles(lanes, canvasId, `${pi}${ci}a`), singles(lanes, canvasId, `${pi}${ci}b`), batches(lanes, canvasId, `${pi}${ci}`)]))));
+    expect(await storm).toBeGreaterThan(2);
+    expect(odd).toEqual([]);
+    const applied = await appliedOps(user);
+    expect(applied.length).toBe(sentOps.length);
+    expect(new Set(applied)).toEqual(new Set(sentOps));
+    const perMinute = await minutes(user);
+    expect(perMinute.map((m) => m.hits)).toEqual(perMinute.map((m) => m.ops));
+    for (const canvasId of canvases) {
+      const seqs = (await fx.admin`select canvas_seq::int as s from app.block_operations where canvas_id = ${canvasId} and status = 'success'
+        order by 1`).map((r) => r.s as number);
+      expect(seqs).toEqual(seqs.map((_, k) => k + 1));
+    }
+    for (const lanes of processes) expect(lanes.size).toBe(0);
+    expect(resent).toBeGreaterThan(0);
+  }, 30_000);
+});

@@ -113,10 +113,9 @@ begin
 end $$;
 
 -- Counts one hit (see the rule above); raises rate_limited when the total exceeds p_limit. In the
--- common case (the transaction's only hit of the subject) two statements: which shards the
--- transaction holds (none), then lock the first free shard, count, and add the other shards'
--- counts. Under contention the second is still one statement (the shard rows held by other
--- transactions are skipped in it, not tried one statement each).
+-- common case three statements: which shards the transaction holds, then lock the first free
+-- shard and count in it (under contention still one statement: the shard rows held by other
+-- transactions are skipped in it, not tried one statement each), then the total.
 create or replace function internal.hit_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns void language plpgsql security definer set search_path = '' as $$
 declare
@@ -136,7 +135,6 @@ begin
   if cardinality(v_held) = cardinality(v_shards) then
     -- it holds every shard: no other hit of the subject is in flight, so the sum is exact
     update app.rate_limits set hits = hits + 1 where user_id = p_subject and bucket = p_bucket and window_start = v_window;
-    v_total := internal.window_limit_hits(p_subject, p_bucket, p_window_seconds);
   else
     select 1 + coalesce(sum(m[1]::integer), 0) into v_expected
     from regexp_matches(coalesce(current_setting('potentia.several_hits', true), ''), p_subject::text || ':(\d+)', 'g') m;
@@ -156,12 +154,9 @@ begin
     ), hit as (
       update app.rate_limits r set hits = r.hits + 1, holder = v_me from free
       where r.user_id = p_subject and r.bucket = free.bucket and r.window_start = v_window
-      returning r.bucket, r.hits
+      returning r.bucket
     )
-    select hit.bucket, hit.hits + (   -- plus the other shards' counts: committed, or this transaction's
-             select coalesce(sum(o.hits), 0) from app.rate_limits o
-             where o.user_id = p_subject and o.bucket = any(v_shards) and o.window_start = v_window and o.bucket <> hit.bucket)
-    into v_shard, v_total from hit;
+    select hit.bucket into v_shard from hit;
     if v_shard is null then
       -- none of them is free: create the first that does not exist yet, or queue on one: holding
       -- none, one chosen by the backend (waiters spread); holding some, the next one up; holding
@@ -179,9 +174,13 @@ begin
         update app.rate_limits set hits = hits + 1, holder = v_me
         where user_id = p_subject and bucket = v_shard and window_start = v_window;
       end if;
-      v_total := internal.window_limit_hits(p_subject, p_bucket, p_window_seconds);
     end if;
   end if;
+  -- the total in a statement of its own, after the shard is held: its snapshot sees every hit
+  -- committed before, so the only hits it misses are the ones in flight, each on a shard of its
+  -- own (read in the statement that took the shard, it missed those committed between that
+  -- statement's start and the lock as well: hits that had given their shard to newer ones)
+  v_total := internal.window_limit_hits(p_subject, p_bucket, p_window_seconds);
   if v_total > p_limit then
     perform internal.raise_rate_limited(p_limit, p_window_seconds, v_window);
   end if;

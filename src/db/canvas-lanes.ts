@@ -92,7 +92,10 @@ export class CanvasLanes {
    * `write` must not leave a statement's promise behind when it throws.
    *
    * `caller`: whose own rows the statements lock (the user id; null: none), so that a group goes in
-   * callers' order and names a caller with several requests in it to the rate limit. `first`: statements written like `write`'s,
+   * callers' order and names a caller with several requests in it to the rate limit, one hit per
+   * request (a request counting several, a batch, announces the rest only when it runs, after its
+   * caller's requests before it took their shards: send it with a `first`, which keeps it one per
+   * caller per transaction, as H2 does). `first`: statements written like `write`'s,
    * before every request's `write` in the transaction (the group's `first`s in callers' order);
    * their failure is the request's. `first`'s parameters must always serialize (a statement the
    * driver refuses before sending it does not stop the request's own). `single`: what to write

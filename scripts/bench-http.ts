@@ -17,8 +17,8 @@
 //           HTTP costs on this machine, HTTP vs bare what Potentia's layer costs on top.
 //   direct  the same RPC the way the handler calls it (src/db/request.ts requestStatement: BEGIN,
 //           claims, the parameterised `select api.upsert_block_atomic($1..$6)` and COMMIT in one
-//           pipeline), no HTTP, no endpoint limit ("+ limit": the endpoint limit as a statement
-//           of its own before it, in the same pipeline).
+//           pipeline), no HTTP, no endpoint limit ("+ limit": with the endpoint limit as the
+//           handler sends it, alone in its lane's transaction: in the RPC's statement, its FROM).
 // Every phase: C connections, each updating its OWN block on its OWN canvas as its own user, always from
 // the current version (read back from each result), with a pool of C database connections.
 //
@@ -266,12 +266,15 @@ async function benchDirect(database: Database, conns: Conn[], mark: () => void, 
       const t0 = performance.now();
       let result: any;
       try {
+        const args = [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }];
+        // the H2 endpoint limit as sendMutation sends it: in the RPC's statement when alone in its
+        // lane's transaction (always, here: one connection per canvas), else a statement before it
+        const limit = withEndpointLimit ? {
+          first: { text: ENDPOINT_LIMIT, params: ['H2', false] },
+          single: { text: rpcStatement('upsert_block_atomic', 6, true, false), params: [...args, 'H2', false] },
+        } : {};
         const [row] = await requestStatement<{ result: any }>(database.lanes, c.canvasId, { claims: { sub: c.userId, role: 'authenticated' }, method: 'POST',
-          path: `/api/v1/canvas/${c.canvasId}/mutate` },
-          rpcStatement('upsert_block_atomic', 6, false, false),
-          [c.canvasId, c.blockId, 'update', randomUUID(), version.get(c.blockId), { content: { n: ++n } }],
-          // the H2 endpoint limit as callMutation sends it: a statement of its own, before the RPC (sendMutation)
-          { prepare: prepared, ...(withEndpointLimit ? { first: { text: ENDPOINT_LIMIT, params: ['H2', false] } } : {}) });
+          path: `/api/v1/canvas/${c.canvasId}/mutate` }, rpcStatement('upsert_block_atomic', 6, false, false), args, { prepare: prepared, ...limit });
         result = row!.result;
       } catch (err) {
         if (record) { errors++; errorKinds[(err as Error).message] = (errorKinds[(err as Error).message] ?? 0) + 1; }
@@ -454,7 +457,7 @@ try {
     phase('direct', 'direct', 'potentia-bench-direct', `requestStatement + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS}`,
       (conns, mark) => benchDirect(direct, conns, mark)),
     phase('direct-limit', 'direct + limit', 'potentia-bench-direct',
-      "the same, after select api.hit_endpoint_limit('H2') in the transaction (all the SQL the handler runs)",
+      "the same with api.hit_endpoint_limit('H2') in the RPC's statement, as the handler sends it alone in its transaction",
       (conns, mark) => benchDirect(direct, conns, mark, true)),
     // not the baseline's only side: the RPC as a named prepared statement, as the handler sends it
     // (callApi prepares its statement, src/http/rpc.ts)

@@ -43,8 +43,8 @@ end $$;
 -- Sharded counting, for the per-user mutation limit (sql/rpc/mutate.sql), whose hit is taken at
 -- the end of the mutation, just before commit. A bucket has 8 shard rows: `bucket` itself, then
 -- `bucket#1` .. `bucket#7`. Each uncommitted hit holds a shard row of its own: a hit goes to the
--- first shard that no transaction holds (FOR UPDATE SKIP LOCKED; its own transaction's are not
--- free either: `holder`), and when none is, it waits for one. The bucket's total is the sum of the
+-- first shard of its range (below) that no transaction holds (FOR UPDATE SKIP LOCKED; its own
+-- transaction's are not free either: `holder`), and when none is, it waits for one. The bucket's total is the sum of the
 -- shards: its own shard's new count plus the others' committed counts (and its own transaction's).
 --   Rule: a hit is refused when that total exceeds the limit. While a subject's hits do not
 --   overlap they all land in `bucket` and the count is exact. Hits in flight at once cannot see
@@ -56,7 +56,8 @@ end $$;
 --   another shard, and one that holds all 8 counts on, exactly (no other hit is in flight). Its
 --   shards are taken in increasing order (a shard's position in the bucket's list), so when it
 --   waits for one while holding others, it waits for one above all of them, and no two such
---   transactions wait for each other. It says how many more hits than one it will count before
+--   transactions wait for each other. (Nor does a shard's holder wait for a canvas row: every
+--   mutation hit is taken under its canvas's lock, internal.count_rejected_attempt.) It says how many more hits than one it will count before
 --   its first (setting potentia.several_hits, `<subject>:<n> …`, n summed: the canvas lane's
 --   group, internal.expect_several_hits from a batch), so that its first shard leaves room above
 --   for the rest (8 hits or more: it starts at `bucket`, and takes all 8 in order). Only a transaction that counts more hits than it announced, past the last shard, waits
@@ -113,9 +114,10 @@ begin
 end $$;
 
 -- Counts one hit (see the rule above); raises rate_limited when the total exceeds p_limit. In the
--- common case three statements: which shards the transaction holds, then lock the first free
--- shard and count in it (under contention still one statement: the shard rows held by other
--- transactions are skipped in it, not tried one statement each), then the total.
+-- common case four statements: which shards the transaction holds, what it announced, then lock
+-- the first free shard of its range and count in it (under contention still one statement: the
+-- shard rows held by other transactions are skipped in it, not tried one statement each), then
+-- the total.
 create or replace function internal.hit_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns void language plpgsql security definer set search_path = '' as $$
 declare
@@ -136,15 +138,17 @@ begin
     -- it holds every shard: no other hit of the subject is in flight, so the sum is exact
     update app.rate_limits set hits = hits + 1 where user_id = p_subject and bucket = p_bucket and window_start = v_window;
   else
-    select 1 + coalesce(sum(m[1]::integer), 0) into v_expected
-    from regexp_matches(coalesce(current_setting('potentia.several_hits', true), ''), p_subject::text || ':(\d+)', 'g') m;
+    -- this subject's entries only (whole words), each at most 9,999 hits
+    select 1 + least(coalesce(sum(m[1]::integer), 0), 9999) into v_expected
+    from regexp_matches(coalesce(current_setting('potentia.several_hits', true), ''), '(?:^| )' || p_subject::text || ':(\d{1,4})(?= |$)', 'g') m;
     -- room above for the announced hits after this one that will each need a shard: not more
     -- than the shards left above this one (a transaction announcing 8 hits or more ends up holding
     -- all 8, so it takes them from the lowest up, and counts its hits past 8 on them)
     v_high := cardinality(v_shards) - least(greatest(v_expected - cardinality(v_held) - 1, 0),
                                             cardinality(v_shards) - cardinality(v_held) - 1);
     if v_high < v_low then
-      v_high := cardinality(v_shards);  -- more hits than announced: whatever is left
+      -- announced late (after hits that took their shards without leaving room): whatever is left
+      v_high := cardinality(v_shards);
     end if;
     with free as (
       select bucket from app.rate_limits
@@ -164,16 +168,15 @@ begin
       select u.s into v_shard from unnest(v_shards[v_low:v_high]) with ordinality u(s, i)
       where not exists (select from app.rate_limits where user_id = p_subject and bucket = u.s and window_start = v_window)
       order by u.i limit 1;
-      if v_shard is not null then
-        insert into app.rate_limits as r (user_id, bucket, window_start, hits, holder) values (p_subject, v_shard, v_window, 1, v_me)
-        on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1, holder = excluded.holder;
-      else
+      if v_shard is null then
         v_shard := case when cardinality(v_held) = 0 then v_shards[1 + pg_backend_pid() % v_high]
                         when v_low <= cardinality(v_shards) then v_shards[v_low]
                         else (select s from unnest(v_shards) with ordinality u(s, i) where s <> all(v_held) order by i limit 1) end;
-        update app.rate_limits set hits = hits + 1, holder = v_me
-        where user_id = p_subject and bucket = v_shard and window_start = v_window;
       end if;
+      -- one statement for both: it creates the row, or waits for its holder and counts in it (a
+      -- row below the range may not exist: shards created in another order, before this rule)
+      insert into app.rate_limits as r (user_id, bucket, window_start, hits, holder) values (p_subject, v_shard, v_window, 1, v_me)
+      on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1, holder = excluded.holder;
     end if;
   end if;
   -- the total in a statement of its own, after the shard is held: its snapshot sees every hit

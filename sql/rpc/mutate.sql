@@ -658,12 +658,19 @@ end $$;
 -- anything before it rolled back with its work); count it here so invalid, forbidden or
 -- conflicting attempts are limited like accepted ones. An attempt refused as rate_limited is not
 -- counted (the window is full already), nor one without a user.
-create or replace function internal.count_rejected_attempt(p_ctx jsonb, p_error jsonb) returns void
+-- Like an applied operation's, the hit is taken under the canvas row's lock (taken again: the
+-- attempt's own rolled back with its work), so every mutation hit comes after its canvas lock. A
+-- transaction holding a shard while it waits for a canvas row (a rejected attempt, then another
+-- mutation of the canvas in the same lane transaction) could otherwise deadlock with another
+-- process's transaction that holds that canvas and waits for the shard (internal.hit_sharded_limit).
+drop function if exists internal.count_rejected_attempt(jsonb, jsonb);
+create or replace function internal.count_rejected_attempt(p_ctx jsonb, p_canvas_id uuid, p_error jsonb) returns void
 language plpgsql security definer set search_path = '' as $$
 begin
   if p_ctx ->> 'user_id' is null or p_error ->> 'code' in ('rate_limited', 'unauthorized') then
     return;
   end if;
+  perform from app.canvases where canvas_id = p_canvas_id for no key update;
   perform internal.hit_sharded_limit((p_ctx ->> 'user_id')::uuid, 'mutations', internal.setting_int('mutations_per_minute'), 60);
 exception when sqlstate 'PX429' then
   null;  -- over the limit already: the next attempt is refused
@@ -720,7 +727,7 @@ begin
     return v_prior;
   end if;
   v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
-  perform internal.count_rejected_attempt(v_ctx, v_error);
+  perform internal.count_rejected_attempt(v_ctx, p_canvas_id, v_error);
   v_result := internal.rejection_result(p_client_op_id, p_block_id, v_error);
   perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch,
                                       v_result ->> 'status', v_result, v_started);
@@ -823,7 +830,7 @@ begin
                    or internal.prior_result(v_ctx, p_ops -> v_index ->> 'client_op_id') is not null);
   end loop;
   v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
-  perform internal.count_rejected_attempt(v_ctx, v_error);
+  perform internal.count_rejected_attempt(v_ctx, p_canvas_id, v_error);
   v_op := p_ops -> v_index;
   v_result := internal.rejection_result(v_op ->> 'client_op_id', internal.try_uuid(v_op ->> 'block_id'), v_error)
               || jsonb_build_object('failed_index', case when v_index < jsonb_array_length(p_ops) then v_index end);

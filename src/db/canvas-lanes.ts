@@ -1,5 +1,6 @@
 import type { ReservedSql, Sql } from 'postgres';
 import { isConnectionFailure } from './faults.ts';
+import type { CallerSettings } from './request.ts';
 
 /**
  * Canvas lanes: this process's mutations of one canvas go down ONE pooled connection, in the order
@@ -29,7 +30,7 @@ import { isConnectionFailure } from './faults.ts';
  * the endpoint hit) go first, for the whole group: every transaction takes those rows before its
  * canvas row, and all of them in one order. A caller with several requests in a group is named to
  * the rate limit before any of them runs (setting `potentia.several_hits`): each of its hits then
- * takes a shard of its own, after waiting for the caller's other multi-hit transaction, if any
+ * takes a shard of its own, in the shards' order, its first leaving room above for the rest
  * (internal.hit_sharded_limit), which keeps the limit's bound (docs/limits.md) and waits in no
  * cycle. (Rows keyed by an id the client chooses are not ordered this way: two groups creating the
  * same two block ids on two canvases can still deadlock; Postgres breaks it after deadlock_timeout,
@@ -40,9 +41,10 @@ import { isConnectionFailure } from './faults.ts';
  * again, first in the queue and as a group of their own (only one transaction of a lane is on the
  * wire at a time, so nothing sent after them can commit before them; nothing that arrived
  * meanwhile joins them, so a stream of failing requests cannot roll them back again and again).
- * The failed request's caller's other requests among them go behind that group, and from then on
- * one per caller per transaction, as do requests with a `first` (a caller whose requests fail one
- * after another rolls back one group per failure, not each group again per failure).
+ * The failed request's caller's other requests among them go behind that group, each in a
+ * transaction with no other request of its caller, as requests with a `first` always go (a caller
+ * whose requests fail one after another rolls back one group per failure, not each group again per
+ * failure).
  * When the COMMIT itself fails, the culprit is unknown: each of them is sent again in a transaction
  * of its own.
  *
@@ -162,15 +164,15 @@ export class CanvasLanes {
     // and again. The first request that may not join ends the group: nothing overtakes it.
     const most = lane.queue[0]!.alone ? 1 : Math.min(lane.resend || lane.queue.length, this.#depth);
     lane.resend = 0;
-    const single = (r: Request) => r.first !== null || r.onePerCaller;
-    const callers = new Map<string | null, boolean>([[lane.queue[0]!.caller, single(lane.queue[0]!)]]);
+    const onePer = (r: Request) => r.first !== null || r.onePerCaller;
+    const callers = new Map<string | null, boolean>([[lane.queue[0]!.caller, onePer(lane.queue[0]!)]]);
     let size = 1;
     for (; size < most; size++) {
       const next = lane.queue[size]!;
       if (next.alone) break;
       const present = callers.get(next.caller);
-      if (next.caller !== null && present !== undefined && (present || single(next))) break;
-      callers.set(next.caller, (present ?? false) || single(next));
+      if (next.caller !== null && present !== undefined && (present || onePer(next))) break;
+      callers.set(next.caller, (present ?? false) || onePer(next));
     }
     // sent in callers' order (those without one first, in arrival order): each transaction takes
     // its callers' rows in one order
@@ -208,10 +210,11 @@ export class CanvasLanes {
     const begin = conn`begin`.execute();
     // the callers with several requests here, named to the rate limit before any request runs,
     // with how many more than one (internal.hit_sharded_limit)
+    // (callers whose id is a uuid: the rate limit's subjects)
     const count = new Map<string, number>();
-    for (const r of group) if (r.caller !== null) count.set(r.caller, (count.get(r.caller) ?? 0) + 1);
+    for (const r of group) if (r.caller !== null && UUID.test(r.caller)) count.set(r.caller, (count.get(r.caller) ?? 0) + 1);
     const several = [...count].filter(([, n]) => n > 1).map(([caller, n]) => `${caller}:${n - 1}`);
-    const opened = several.length === 0 ? begin
+    const opening = several.length === 0 ? begin
       : Promise.all([begin, conn`select set_config('potentia.several_hits', ${several.join(' ')}, true)`.execute()]).then(([b]) => b);
     // every request's `first` statements, then every request's own (a request whose `first` threw
     // writes nothing more); each result handled from the start, or a rejection would go unhandled
@@ -228,13 +231,13 @@ export class CanvasLanes {
     const firsts = group.map((request) => (request.first === null || single !== null ? none : write(request.first)));
     const mains = group.map((request, i) => (firsts[i]!.ok ? write(single ?? request.write) : none));
     const commit = conn`commit`.execute();
-    const [open, closed] = await Promise.allSettled([opened, commit]);
+    const [opened, closed] = await Promise.allSettled([opening, commit]);
     const firstOutcomes = await Promise.all(firsts.map((f) => f.settled));
     const outcomes = await Promise.all(mains.map((m) => m.settled));
     // a request's failure: the first of its statements to fail, in the order they were sent
     const errors = group.map((_, i) => [...firstOutcomes[i]!, ...outcomes[i]!]
       .find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
-    const lost = [open.status === 'rejected' ? open.reason : undefined, closed.status === 'rejected' ? closed.reason : undefined, ...errors]
+    const lost = [opened.status === 'rejected' ? opened.reason : undefined, closed.status === 'rejected' ? closed.reason : undefined, ...errors]
       .find((err) => err !== undefined && isConnectionFailure(err));
     if (lost !== undefined) {
       // the connection failed: every request of the transaction fails with it (it may have
@@ -242,7 +245,7 @@ export class CanvasLanes {
       for (const request of group) request.reject(lost);
       return { retry: [], resend: 0, broken: true };
     }
-    const committed = open.status === 'fulfilled' && closed.status === 'fulfilled'
+    const committed = opened.status === 'fulfilled' && closed.status === 'fulfilled'
       && (closed.value as { command?: string }).command === 'COMMIT';
     const retry: Request[] = [];
     const failed = new Set<string | null>();
@@ -264,7 +267,7 @@ export class CanvasLanes {
       // deferred to it): alone, each request meets its own outcome
       if (group.length === 1) {
         group[0]!.reject(closed.status === 'rejected' ? closed.reason
-          : open.status === 'rejected' ? open.reason : new Error('the lane\'s transaction rolled back'));
+          : opened.status === 'rejected' ? opened.reason : new Error('the lane\'s transaction rolled back'));
         return { retry: [], resend: 0, broken: false };
       }
       for (const request of retry) request.alone = true;
@@ -272,6 +275,9 @@ export class CanvasLanes {
     return { retry: [...others, ...ofFailed], resend: others.length, broken: false };
   }
 }
+
+/** A caller id in the canonical uuid spelling (src/db/request.ts), the only ones announced to the rate limit. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Callers' order: requests without a caller first; stable, so one caller's keep arrival order. */
 function byCaller(a: Request, b: Request): number {
@@ -303,7 +309,7 @@ type Write = (conn: ReservedSql, scratch: TransactionScratch) => Promise<unknown
  * One per transaction, shared by its writes, for what the statements written so far leave set in
  * it (the caller's settings: src/db/request.ts skips setting them again when they are already).
  */
-export type TransactionScratch = { settings?: unknown };
+export type TransactionScratch = { settings?: CallerSettings };
 
 type Request = {
   write: Write;

@@ -54,7 +54,8 @@ function once<T>(sql: Sql, settings: CallerSettings, work: (tx: TransactionSql) 
 
 /**
  * One statement as part of a lane transaction: BEGIN, then for each request of the group its
- * caller's settings (as withRequest sets them) before each of its statements, then COMMIT,
+ * caller's settings (as withRequest sets them; once for consecutive statements with the same
+ * settings) and its statements, then COMMIT,
  * pipelined on one connection. Postgres commits right after the group's last statement instead of
  * after a round trip back to this process: the locks the statements take (a mutation's canvas
  * row, which every writer on the canvas queues for) are not held while answers travel, and a group
@@ -88,9 +89,10 @@ export async function requestStatement<R extends Record<string, unknown>>(lanes:
     // its own in a transaction of one; a caller's requests with the same settings): transaction-
     // local, they hold until the next caller's
     const context = sameSettings(scratch.settings, settings) ? null : setCaller(conn, settings).execute();
+    // what the transaction runs as from here on, whatever happens to the statement below
+    scratch.settings = settings;
     try {
       const result = conn.unsafe(text, params as never[], { prepare }).execute();
-      scratch.settings = settings;
       return context === null ? [result] : [context, result];
     } catch (err) {
       context?.catch(() => {}); // its outcome no longer matters: the request fails with err
@@ -107,7 +109,7 @@ export async function requestStatement<R extends Record<string, unknown>>(lanes:
 }
 
 /** A caller's transaction-local settings, as text, and the user whose rows its statements may lock. */
-type CallerSettings = { role: string; claims: string; headers: string; method: string; path: string; timeout: string; user: string | null };
+export type CallerSettings = { role: string; claims: string; headers: string; method: string; path: string; timeout: string; user: string | null };
 
 /**
  * The caller's database role (an API role, else refused), claims and headers (names lower-cased)
@@ -132,11 +134,10 @@ function callerSettings(ctx: RequestContext): CallerSettings {
   return { ...(settings as Omit<CallerSettings, 'user'>), user: typeof sub === 'string' && sub !== '' ? canonicalUuid(sub) ?? sub : null };
 }
 
-/** Whether `a` (what a transaction's last statement ran with) is the same settings as `b`. */
-function sameSettings(a: unknown, b: CallerSettings): boolean {
-  const s = a as CallerSettings | undefined;
-  return s !== undefined && (s === b || (s.role === b.role && s.claims === b.claims && s.headers === b.headers && s.method === b.method
-    && s.path === b.path && s.timeout === b.timeout));
+/** Whether `a` (what a transaction's statements so far left set) is the same settings as `b`. */
+function sameSettings(a: CallerSettings | undefined, b: CallerSettings): boolean {
+  return a !== undefined && (a === b || (a.role === b.role && a.claims === b.claims && a.headers === b.headers && a.method === b.method
+    && a.path === b.path && a.timeout === b.timeout));
 }
 
 /** The statement that makes the rest of the transaction run as the caller, PostgREST-style. */

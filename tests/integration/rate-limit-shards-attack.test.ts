@@ -387,6 +387,34 @@ describe('rate-limit shards under attack', () => {
     expect(shards).toEqual([1, 1, 1]);
   });
 
+  it('a rejected attempt counts under its canvas\'s lock: a transaction with it and then another mutation of the canvas does not deadlock with one holding the canvas and waiting for the first shard', async () => {
+    // the scenario of two processes' lanes on one canvas: T3 = [U's attempt, rejected; V's mutation],
+    // T1 = [W's mutation (the canvas lock); U's mutations, announced 8: waits for U's first shard]
+    const c = await createCanvas(fx.db.sql, []);
+    const [owner, u, v] = [c.users.owner!, await addMember(fx.db.sql, c.users.owner!, c.workspaceId, 'editor', 'rj-u'),
+      await addMember(fx.db.sql, c.users.owner!, c.workspaceId, 'editor', 'rj-v')];
+    const p = fx.pool(2);
+    const asCaller = (t: ReservedSql, user: string) => t`select set_config('role', 'authenticated', true),
+      set_config('request.jwt.claims', ${JSON.stringify(claimsFor(user))}, true)`;
+    const mutate = async (t: ReservedSql, user: string, patch: unknown) => {
+      await asCaller(t, user);
+      const [row] = await t`select api.upsert_block_atomic(${c.canvasId}::uuid, null, 'create', ${`rj-${randomUUID()}`}, null, ${patch as never}::jsonb) as r`;
+      await t`reset role`;
+      return (row!.r as Answer).status;
+    };
+    const t1 = await open(p.sql);
+    expect(await mutate(t1, owner, create('w'))).toBe('success'); // T1 holds the canvas row
+    const t3 = await open(p.sql);
+    // U's attempt is rejected (no such type): its hit waits for the canvas, before taking a shard
+    const rejected = mutate(t3, u, { type: 'Not A Type' }).then(async (status) => [status, await mutate(t3, v, create('v'))]);
+    expect(await within(rejected, 300)).toBe('waiting');
+    await t1`select set_config('potentia.several_hits', ${`${u}:7`}, true)`;
+    expect(await mutate(t1, u, create('u'))).toBe('success'); // takes U's first shard, free
+    await end(t1);
+    expect(await rejected).toEqual(['failed', 'success']);
+    await end(t3);
+  });
+
   it('a lane group of 3 mutations of one user whose first hit lands high (shards 1-5 and 7 held): it takes 6, waits for 7, then 8', async () => {
     const c = await createCanvas(fx.db.sql, []);
     const owner = c.users.owner!;

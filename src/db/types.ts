@@ -158,6 +158,10 @@ export interface AppPresence {
 export interface AppRateLimits {
   bucket: string;
   hits: Generated<number>;
+  /**
+   * The transaction that last counted a hit here (pg_current_xact_id()); the sharded limit uses it to tell the shards its own transaction holds.
+   */
+  holder: string | null;
   user_id: string;
   window_start: Timestamp;
 }

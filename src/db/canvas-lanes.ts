@@ -1,6 +1,6 @@
 import type { ReservedSql, Sql } from 'postgres';
 import { isConnectionFailure } from './faults.ts';
-import type { CallerSettings } from './request.ts';
+import { canonicalUuid, type CallerSettings } from './request.ts';
 
 /**
  * Canvas lanes: this process's mutations of one canvas go down ONE pooled connection, in the order
@@ -120,9 +120,11 @@ export class CanvasLanes {
 
   /**
    * Sends the lane's next transaction when it has none on the wire: the queued requests, in
-   * arrival order, up to `depth` (one, if the head must go alone), sent in callers' order; reserves a connection when it has none; closes the lane when it has nothing
-   * left. Every request that is not on the wire is in `lane.queue`, so nothing can overtake it: not a request that arrives while the lane changes
-   * connection (after a failure, or to give the pool's connection up for a turn).
+   * arrival order, up to `depth` (one, if the head must go alone), sent in callers' order;
+   * reserves a connection when it has none; closes the lane when it has nothing left. Every
+   * request that is not on the wire is in `lane.queue`, so nothing can overtake it: not a request
+   * that arrives while the lane changes connection (after a failure, or to give the pool's
+   * connection up for a turn).
    */
   #pump(key: string, lane: Lane): void {
     if (lane.onWire) return; // the transaction on the wire sends the next one when it settles
@@ -153,15 +155,13 @@ export class CanvasLanes {
       });
       return;
     }
-    // the queued requests in arrival order, up to the depth; requests rolled back with their group
-    // go again on their own, without the ones that arrived meanwhile (another failing request
-    // could roll them back again, and again), and a request whose last group's COMMIT failed goes
-    // alone
-    // A caller's requests share a transaction unless one of them goes one per caller: one with a
-    // `first` (the H2 endpoint hit, where a caller over its limit fails request after request),
-    // or one of a caller whose request just failed in a group. Each failure rolls back its whole
-    // group; one of these per group keeps a caller's failures from rolling back one group again
-    // and again. The first request that may not join ends the group: nothing overtakes it.
+    // The queued requests in arrival order, up to the depth. Requests rolled back with their group
+    // go again on their own, without the ones that arrived meanwhile, and a request whose last
+    // group's COMMIT failed goes alone. A caller's requests share a transaction unless one of them
+    // goes one per caller: one with a `first` (the H2 endpoint hit, where a caller over its limit
+    // fails request after request) or one of a caller whose request just failed in a group (each
+    // failure rolls back its whole group). The first request that may not join ends the group:
+    // nothing overtakes it.
     const most = lane.queue[0]!.alone ? 1 : Math.min(lane.resend || lane.queue.length, this.#depth);
     lane.resend = 0;
     const onePer = (r: Request) => r.first !== null || r.onePerCaller;
@@ -208,11 +208,10 @@ export class CanvasLanes {
    */
   async #send(conn: ReservedSql, group: Request[]): Promise<{ retry: Request[]; resend: number; broken: boolean }> {
     const begin = conn`begin`.execute();
-    // the callers with several requests here, named to the rate limit before any request runs,
-    // with how many more than one (internal.hit_sharded_limit)
-    // (callers whose id is a uuid: the rate limit's subjects)
+    // the callers with several requests here (users: the rate limit's subjects are uuids), named to
+    // the rate limit before any request runs, with how many more than one (internal.hit_sharded_limit)
     const count = new Map<string, number>();
-    for (const r of group) if (r.caller !== null && UUID.test(r.caller)) count.set(r.caller, (count.get(r.caller) ?? 0) + 1);
+    for (const r of group) if (r.caller !== null && canonicalUuid(r.caller) === r.caller) count.set(r.caller, (count.get(r.caller) ?? 0) + 1);
     const several = [...count].filter(([, n]) => n > 1).map(([caller, n]) => `${caller}:${n - 1}`);
     const opening = several.length === 0 ? begin
       : Promise.all([begin, conn`select set_config('potentia.several_hits', ${several.join(' ')}, true)`.execute()]).then(([b]) => b);
@@ -275,9 +274,6 @@ export class CanvasLanes {
     return { retry: [...others, ...ofFailed], resend: others.length, broken: false };
   }
 }
-
-/** A caller id in the canonical uuid spelling (src/db/request.ts), the only ones announced to the rate limit. */
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Callers' order: requests without a caller first; stable, so one caller's keep arrival order. */
 function byCaller(a: Request, b: Request): number {

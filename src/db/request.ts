@@ -155,7 +155,7 @@ function setCaller(q: TransactionSql | ReservedSql, s: CallerSettings) {
  * accepts (upper case, braces, hyphens after any group of four digits or none); null for anything
  * else. The caller key of a lane: one user, one key, however the token spells the id.
  */
-function canonicalUuid(text: string): string | null {
+export function canonicalUuid(text: string): string | null {
   const m = /^\{?((?:[0-9a-f]{4}-?){7}[0-9a-f]{4})\}?$/i.exec(text);
   if (m === null) return null;
   const hex = m[1]!.replace(/-/g, '').toLowerCase();

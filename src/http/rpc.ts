@@ -19,8 +19,9 @@ export function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: s
  * client_op_id, so sent down its canvas's lane with its COMMIT pipelined (requestStatement: the
  * canvas lock is released when the last RPC of its lane transaction ends, not a round trip later;
  * a lost connection is answered 503 for the client to resend, never run again here). The jsonb
- * object is answered as is: its JSON text as Postgres wrote it (no JSON.parse of the whole object into JS and JSON.stringify back), and its
- * top-level `status`, which is all the caller looks at before answering it.
+ * object is answered as is: its JSON text as Postgres wrote it (no JSON.parse of the whole object
+ * into JS and JSON.stringify back), and its top-level `status`, which is all the caller looks at
+ * before answering it.
  */
 export function callMutation(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<{ status: string | null; json: string }> {
   return call(deps, c, endpoint, fn, args, true).then((row) => ({ status: row?.status ?? null, json: row?.result ?? 'null' }));
@@ -86,8 +87,10 @@ export const ENDPOINT_LIMIT = 'select api.hit_endpoint_limit($1, $2)';
  * The one statement of a call: the endpoint's limit (when it has one) as the statement's FROM, so
  * it is counted before the RPC runs (a function scan yields its row before the select list is
  * evaluated), and a refused limit raises before the RPC starts (a mutation's limit is a statement
- * of its own when its lane's transaction carries others too, all limits before any RPC: sendMutation). Named and prepared once per connection (`prepare: true`; postgres.js's `unsafe` does not prepare by default, which cost a
- * Parse + Describe round trip before every call), unless the pool runs without prepared
+ * of its own when its lane's transaction carries others too, all limits before any RPC:
+ * sendMutation). Named and prepared once per connection (`prepare: true`; postgres.js's `unsafe`
+ * does not prepare by default, which cost a Parse + Describe round trip before every call), unless
+ * the pool runs without prepared
  * statements (a transaction pooler: src/db/pooling.ts). One text per function and arity, so the
  * per-connection statement cache stays small.
  */

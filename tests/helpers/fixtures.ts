@@ -63,6 +63,14 @@ export async function addMember(sql: Sql, ownerId: string, workspaceId: string, 
   return id;
 }
 
+/** A canvas (createCanvas) with `editors` more members as editors: `users[0]` is the owner, then the editors. */
+export async function createCanvasWithEditors(sql: Sql, editors: number) {
+  const c = await createCanvas(sql, []);
+  const users = [c.users.owner!];
+  for (let i = 0; i < editors; i++) users.push(await addMember(sql, c.users.owner!, c.workspaceId, 'editor', `editor${i}`));
+  return { ...c, users };
+}
+
 /** Another canvas in an existing workspace, created by `userId` (owner/admin/editor). */
 export async function addCanvas(sql: Sql, userId: string, workspaceId: string, title = 'Test canvas'): Promise<string> {
   const { canvas_id } = await callAs(sql, userId, 'create_canvas', [workspaceId, title, {}]);

@@ -14,7 +14,7 @@ import { isConnectionFailure } from '../../src/db/faults.ts';
 import { requestStatement, type RequestContext } from '../../src/db/request.ts';
 import { sendMutation } from '../../src/http/rpc.ts';
 import { backendKillFixture, deferredCheckTable } from '../helpers/db.ts';
-import { addCanvas, addMember, claimsFor, createCanvas } from '../helpers/fixtures.ts';
+import { addCanvas, claimsFor, createCanvasWithEditors } from '../helpers/fixtures.ts';
 
 type Answer = { status: string; canvas_seq: number | null; error?: { code: string; message: string } };
 type Row = { r: Answer; uid: string | null; xid: string };
@@ -31,14 +31,6 @@ describe('canvas lanes: group commit under attack', () => {
   const fx = backendKillFixture('lanes-gattack');
   // a unique check deferred to COMMIT: a request that violates it fails at its transaction's COMMIT
   const table = deferredCheckTable(() => fx.admin, 'lane_gattack');
-
-  /** A canvas with its owner and `editors` more members: users[0] is the owner. */
-  const canvasWithUsers = async (editors: number) => {
-    const c = await createCanvas(fx.db.sql, []);
-    const users = [c.users.owner!];
-    for (let i = 0; i < editors; i++) users.push(await addMember(fx.db.sql, c.users.owner!, c.workspaceId, 'editor', `ga${i}`));
-    return { ...c, users };
-  };
 
   /** Waits until a backend of pool `app` runs a statement containing `marker`. */
   const running = async (app: string, marker: string) => {
@@ -57,7 +49,7 @@ describe('canvas lanes: group commit under attack', () => {
     Promise<{ client_op_id: string; actor_id: string; canvas_seq: number }[]>;
 
   it('a request whose caller cannot be serialized is refused before it is sent: its statement never runs as the caller before it', async () => {
-    const { users, canvasId } = await canvasWithUsers(1);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 1);
     const [owner, editor] = users as [string, string];
     const p = fx.pool(1);
     const lanes = new CanvasLanes(p.sql);
@@ -85,7 +77,7 @@ describe('canvas lanes: group commit under attack', () => {
   });
 
   it('callers of every kind in one group each run as themselves: role, claims, headers, statement_timeout', async () => {
-    const { users } = await canvasWithUsers(2);
+    const { users } = await createCanvasWithEditors(fx.db.sql, 2);
     const p = fx.pool(1);
     const lanes = new CanvasLanes(p.sql);
     const key = randomUUID();
@@ -117,7 +109,7 @@ describe('canvas lanes: group commit under attack', () => {
   });
 
   it('one user\'s mutations in groups on several canvases at once stay within the documented bound (limit + 7 a minute)', async () => {
-    const c = await canvasWithUsers(0);
+    const c = await createCanvasWithEditors(fx.db.sql, 0);
     const user = c.users[0]!;
     const canvases = [c.canvasId, await addCanvas(fx.db.sql, user, c.workspaceId), await addCanvas(fx.db.sql, user, c.workspaceId)];
     const limit = 8;
@@ -148,7 +140,7 @@ describe('canvas lanes: group commit under attack', () => {
 
   it('two users on two canvases, grouped in opposite orders: no deadlock on their rate-limit rows', async () => {
     // fresh users: their first hits of the minute create their shard rows, which the other group then waits for
-    const c = await canvasWithUsers(1);
+    const c = await createCanvasWithEditors(fx.db.sql, 1);
     const [u1, u2] = c.users as [string, string];
     const canvases = [c.canvasId, await addCanvas(fx.db.sql, u1, c.workspaceId)] as const;
     const p = fx.pool(2);
@@ -163,7 +155,7 @@ describe('canvas lanes: group commit under attack', () => {
   });
 
   it('H2 with its endpoint limit, two processes\' lanes on one canvas: no deadlock', async () => {
-    const { users, canvasId } = await canvasWithUsers(1);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 1);
     const [u1, u2] = [...users].sort() as [string, string]; // u1 goes first in a group, whether by arrival or by caller
     const [one, two] = [fx.pool(2), fx.pool(2)];
     const send = (lanes: CanvasLanes, user: string) => sendMutation(lanes, { claims: claimsFor(user) }, 'upsert_block_atomic',
@@ -200,7 +192,7 @@ describe('canvas lanes: group commit under attack', () => {
   });
 
   it('failures of every kind, one after another in one group, and a COMMIT with two culprits: each fails alone, the rest apply once', async () => {
-    const { users, canvasId } = await canvasWithUsers(11);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 11);
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
     const ops = users.map((_, i) => `fail-${i}-${randomUUID()}`);
@@ -246,7 +238,7 @@ describe('canvas lanes: group commit under attack', () => {
   });
 
   it('backends killed at random under grouped load, clients resending on failure: every op once, gap-free, each client in its order, as its caller', async () => {
-    const canvases = await Promise.all([0, 1].map(() => canvasWithUsers(4)));
+    const canvases = await Promise.all([0, 1].map(() => createCanvasWithEditors(fx.db.sql, 4)));
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
     const start = Date.now();
@@ -319,7 +311,7 @@ describe('canvas lanes: group commit under attack', () => {
   }, 30_000);
 
   it('a pool of one: a hot canvas of eight writers in full groups hands the connection over after its turns; every canvas applies', async () => {
-    const [hot, ...cold] = await Promise.all([canvasWithUsers(7), canvasWithUsers(1), canvasWithUsers(1)]);
+    const [hot, ...cold] = await Promise.all([createCanvasWithEditors(fx.db.sql, 7), createCanvasWithEditors(fx.db.sql, 1), createCanvasWithEditors(fx.db.sql, 1)]);
     const p = fx.pool(1);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
     let hotDone = 0;

@@ -12,7 +12,7 @@ import { requestStatement } from '../../src/db/request.ts';
 import postgres from 'postgres';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { backendKillFixture, deferredCheckTable } from '../helpers/db.ts';
-import { addMember, claimsFor, createCanvas } from '../helpers/fixtures.ts';
+import { claimsFor, createCanvasWithEditors } from '../helpers/fixtures.ts';
 
 type Answer = { status: string; canvas_seq: number | null };
 type Row = { r: Answer; xid: string; uid: string; timeout: string };
@@ -41,14 +41,6 @@ describe('canvas lanes: group commit', () => {
     return [first, ...Array.from({ length: count - 1 }, (_, i) => send(i + 1))];
   };
 
-  /** A canvas with its owner and `editors` more members: users[0] is the owner. */
-  const canvasWithUsers = async (editors: number) => {
-    const c = await createCanvas(fx.db.sql, []);
-    const users = [c.users.owner!];
-    for (let i = 0; i < editors; i++) users.push(await addMember(fx.db.sql, c.users.owner!, c.workspaceId, 'editor', `g${i}`));
-    return { canvasId: c.canvasId, users };
-  };
-
   /** Request indexes of one group in the order the lane sends them: by their callers' ids. */
   const byCaller = (indexes: number[], callerOf: (i: number) => string) =>
     [...indexes].sort((a, b) => (callerOf(a) < callerOf(b) ? -1 : callerOf(a) > callerOf(b) ? 1 : a - b));
@@ -65,7 +57,7 @@ describe('canvas lanes: group commit', () => {
     Promise<{ client_op_id: string; actor_id: string; canvas_seq: number }[]>;
 
   it('the requests queued behind a transaction share the next one, each as its own caller; a caller\'s several in arrival order, each hit on a shard of its own', async () => {
-    const { users, canvasId } = await canvasWithUsers(6);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 6);
     // request 0 goes alone; 1-8 queue up behind it: six callers, caller 1 three times (1, 7, 8);
     // 9, caller 3's second, is one more than the depth
     const callerOf = (i: number) => users[i === 7 || i === 8 ? 1 : i === 9 ? 3 : i]!;
@@ -96,7 +88,7 @@ describe('canvas lanes: group commit', () => {
   });
 
   it('a caller whose request failed in a group: its others there go again behind the rest, one per transaction', async () => {
-    const { users, canvasId } = await canvasWithUsers(2);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
     const [honest, failing] = [users[1]!, users[2]!];
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
@@ -117,7 +109,7 @@ describe('canvas lanes: group commit', () => {
   });
 
   it('a caller\'s settings are sent once for its consecutive statements: a request with a `first` alone, a caller\'s requests together', async () => {
-    const { users, canvasId } = await canvasWithUsers(1);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 1);
     const sent: string[] = [];
     const sql = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {}, debug: (_conn, query) => { sent.push(query); } });
     try {
@@ -148,7 +140,7 @@ describe('canvas lanes: group commit', () => {
   });
 
   it('a request with a `single` form sends it when alone in its transaction, and its `first` and own statement in a group', async () => {
-    const { users, canvasId } = await canvasWithUsers(2);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
     const p = fx.pool(1);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
     const FORM = (form: string) => `select m.*, '${form}' as form from (${MUTATE}) m`;
@@ -166,7 +158,7 @@ describe('canvas lanes: group commit', () => {
   });
 
   it('a request failing in a group fails alone; the others are sent again and apply once each', async () => {
-    const { users, canvasId } = await canvasWithUsers(7);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 7);
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
     const ops = Array.from({ length: 8 }, (_, i) => `group-fail-${i}-${randomUUID()}`);
@@ -186,7 +178,7 @@ describe('canvas lanes: group commit', () => {
   });
 
   it('a COMMIT that fails (a check deferred to it) fails only its request: the others of the group are sent alone and apply', async () => {
-    const { users, canvasId } = await canvasWithUsers(5);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 5);
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });
     const ops = Array.from({ length: 6 }, (_, i) => `group-commit-${i}-${randomUUID()}`);
@@ -201,7 +193,7 @@ describe('canvas lanes: group commit', () => {
     expect(lanes.size).toBe(0);
   });
   it('a stream of failing requests cannot hold another caller back: the ones rolled back with one go again on their own', async () => {
-    const { users, canvasId } = await canvasWithUsers(2);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
     const [honest, flooding] = [users[1]!, users[2]!];
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 8 });

@@ -5,8 +5,8 @@
 // latency through HTTP, beside a direct SQL call of the same RPC in the same run, as a ratio.
 //
 //   HTTP    the server in-process (startServer, as `npm start` runs it, realtime off); the load
-//           generator is a child process speaking HTTP/1.1 on keep-alive sockets by hand (cheap,
-//           and its CPU is reported apart from the server's). Per request: HTTP parse, JWT check,
+//           generator is wrk (Debian's package, installed by scripts/setup; a C client whose CPU is
+//           a fraction of a Node one's, reported apart from the server's). Per request: HTTP parse, JWT check,
 //           zod validation, one transaction (claims set, api.hit_endpoint_limit('H2'),
 //           api.upsert_block_atomic), JSON response, request log line, metrics.
 //   bare    the ceiling of any Node HTTP layer here: a bare node:http server in-process
@@ -45,9 +45,10 @@
 // limits do not cut the run short.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -152,107 +153,75 @@ function summarize(s: Stats) {
 }
 
 /**
- * The HTTP load generator: plain JS in a child process (its own CPU account, so the server's CPU
- * per mutation is measured alone), one keep-alive socket per connection speaking HTTP/1.1 by
- * hand, one request in flight each. It costs a small fraction of node:http's client, whose CPU
- * would otherwise be charged to HTTP on a machine whose cores it shares with the server and
- * Postgres (the direct run has no client to pay for).
+ * The HTTP load generator: wrk (Debian's package: C, epoll, LuaJIT; scripts/lib/wrk-mutate.lua),
+ * one keep-alive connection per bench connection, one request in flight per block, on WRK_THREADS
+ * threads. On this 2-core machine a client's CPU is taken from the server and Postgres, and it is
+ * not what the HTTP layer costs (clients run elsewhere; the direct phases have no client to pay
+ * for): wrk costs a fraction of any Node client (a hand-written one on raw sockets, used before,
+ * took 0.14-0.27 ms per request, 4-6 % of the cores). Its CPU is still measured (the children's
+ * time of this process, /proc/self/stat) and printed apart. A warm-up run of its own
+ * (--warmup-seconds), then the measured run; each run starts from the blocks' versions as stored.
  */
-const LOAD_GENERATOR = `
-const net = require('node:net');
-const { randomUUID } = require('node:crypto');
-process.once('message', ({ base, conns, warmupMs, durationMs }) => {
-  const target = new URL(base);
-  const CRLF2 = Buffer.from('\\r\\n\\r\\n');
-  /** One keep-alive connection: post() sends a request and resolves with {status, text}. */
-  function connection() {
-    let socket = null, buf = Buffer.alloc(0), waiting = null;
-    const fail = (err) => { const w = waiting; waiting = null; socket = null; buf = Buffer.alloc(0); if (w) w.reject(err); };
-    function open() {
-      const s = socket = net.connect(Number(target.port), target.hostname);
-      s.setNoDelay(true);
-      s.on('data', (chunk) => {
-        buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
-        const end = buf.indexOf(CRLF2);
-        if (end < 0 || !waiting) return;
-        const head = buf.toString('latin1', 0, end);
-        const length = /\\r\\ncontent-length: *(\\d+)/i.exec(head);
-        if (!length) return fail(new Error('no content-length in ' + head.split('\\r\\n')[0]));
-        const total = end + 4 + Number(length[1]);
-        if (buf.length < total) return;
-        const res = { status: Number(head.slice(9, 12)), text: buf.toString('utf8', end + 4, total), close: /\\r\\nconnection: *close/i.test(head) };
-        buf = buf.subarray(total);
-        const w = waiting; waiting = null;
-        if (res.close) { socket.destroy(); socket = null; }
-        w.resolve(res);
-      });
-      // a socket this connection already left (closed after "Connection: close") fails nothing
-      s.on('error', (err) => { if (socket === s) fail(err); });
-      s.on('close', () => { if (socket === s) fail(new Error('socket closed')); });
-    }
-    return (path, token, body) => new Promise((resolve, reject) => {
-      if (!socket) open();
-      waiting = { resolve, reject };
-      const payload = Buffer.from(JSON.stringify(body));
-      // head and body in one write, as node:http's client sends a small request: one packet
-      socket.write(Buffer.concat([Buffer.from('POST ' + path + ' HTTP/1.1\\r\\nHost: ' + target.host + '\\r\\nAuthorization: Bearer ' + token +
-        '\\r\\nContent-Type: application/json\\r\\nContent-Length: ' + payload.length + '\\r\\n\\r\\n'), payload]));
-    });
-  }
-  const versions = new Map(conns.map((c) => [c.blockId, 1])); // the version each connection last saw, across phases
-  const posts = new Map(conns.map((c) => [c.blockId, connection()]));
-  async function run(conn, until, record) {
-    let version = versions.get(conn.blockId), n = 0;
-    const post = posts.get(conn.blockId);
-    while (performance.now() < until) {
-      const t0 = performance.now();
-      let res;
-      try {
-        res = await post('/api/v1/canvas/' + conn.canvasId + '/mutate', conn.token, {
-          action: 'update', block_id: conn.blockId, client_op_id: randomUUID(), base_version: version, patch: { content: { n: ++n } } });
-      } catch (err) { record(null, 'socket: ' + err.message); continue; }
-      const ms = performance.now() - t0;
-      let body; try { body = JSON.parse(res.text); } catch { body = {}; }
-      if (res.status === 200) { version = body.version; record(ms); }
-      else {
-        if (body.error && body.error.block) version = body.error.block.version;
-        record(null, res.status + ' ' + (body.error ? body.error.code : res.text.slice(0, 60)));
-      }
-      versions.set(conn.blockId, version);
-    }
-  }
-  (async () => {
-    const t = performance.now();
-    await Promise.all(conns.map((c) => run(c, t + warmupMs, () => {})));
-    // nothing in flight: the server starts its CPU account, then the measured window begins
-    await new Promise((resolve) => { process.once('message', resolve); process.send({ measuring: true }); });
-    const lat = []; let errors = 0; const errorKinds = {};
-    const cpu = process.cpuUsage();
-    const t1 = performance.now();
-    await Promise.all(conns.map((c) => run(c, t1 + durationMs, (ms, kind) => {
-      if (ms === null) { errors++; errorKinds[kind] = (errorKinds[kind] || 0) + 1; } else lat.push(ms);
-    })));
-    const seconds = (performance.now() - t1) / 1000;
-    const used = process.cpuUsage(cpu);
-    process.send({ ok: lat.length, errors, errorKinds, seconds, latencies: lat, cpuMs: (used.user + used.system) / 1000 }, () => process.exit(0));
-  })();
-});
-`;
+const WRK_SCRIPT = fileURLToPath(new URL('./lib/wrk-mutate.lua', import.meta.url));
+const WRK_THREADS = availableParallelism();
+let wrkRuns = 0;
 
-function benchHttp(base: string, conns: Conn[], mark: () => void, seconds = SECONDS): Promise<Stats & { cpuMs: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', LOAD_GENERATOR], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    child.send({ base, conns, warmupMs: WARMUP * 1000, durationMs: seconds * 1000 });
-    child.on('message', (m: (Omit<Stats, 'latencies'> & { latencies: number[]; cpuMs: number }) | { measuring: true }) => {
-      if ('measuring' in m) {
-        mark();
-        child.send({ go: true });
-      } else resolve({ ...m, latencies: Float64Array.from(m.latencies) });
-    });
-    child.once('error', reject);
-    child.once('exit', (code) => { if (code !== 0) reject(new Error(`load generator exited with ${code}`)); });
-  });
+/** The CPU of this process's finished children (cutime + cstime of /proc/self/stat), in ms. */
+function childrenCpuMs(): number {
+  const fields = readFileSync('/proc/self/stat', 'utf8').replace(/^.*\) /s, '').split(' ');
+  return (Number(fields[13]) + Number(fields[14])) * 1000 / CLOCK_TICKS; // fields 16 and 17 of proc(5)
 }
+const CLOCK_TICKS = 100; // USER_HZ: 100 on Linux whatever the kernel's HZ (proc(5), times(2))
+
+async function runWrk(sql: Sql, base: string, conns: Conn[], seconds: number): Promise<Stats & { cpuMs: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'potentia-wrk-'));
+  try {
+    const connsFile = join(dir, 'conns.tsv');
+    const outFile = join(dir, 'out.json');
+    // the versions as stored: an update still in flight when the last run stopped was applied unseen
+    const rows = await sql<{ id: string; version: number }[]>`select block_id as id, version from app.blocks where block_id = any(${conns.map((c) => c.blockId)}::uuid[])`;
+    const version = new Map(rows.map((r) => [r.id, r.version]));
+    writeFileSync(connsFile, conns.map((c) => `${c.canvasId}\t${c.token}\t${c.blockId}\t${version.get(c.blockId)}\n`).join(''));
+    const cpu = childrenCpuMs();
+    const args = ['-t', String(Math.min(WRK_THREADS, conns.length)), '-c', String(conns.length),
+      '-d', `${Math.max(1, Math.round(seconds))}s`, '--timeout', '10s', '-s', WRK_SCRIPT, base]; // wrk takes whole seconds
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn('wrk', args, {
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: { ...process.env, POTENTIA_WRK_CONNS: connsFile, POTENTIA_WRK_OUT: outFile, POTENTIA_WRK_THREADS: args[1],
+          POTENTIA_WRK_PREFIX: `bench-${process.pid}-${++wrkRuns}` },
+      });
+      child.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'ENOENT'
+        ? new Error('wrk not found: run `bash scripts/setup` (it installs Debian\'s wrk package), or `apt-get install wrk`') : err));
+      child.once('exit', resolve);
+    });
+    const cpuMs = childrenCpuMs() - cpu;
+    if (code !== 0) throw new Error(`wrk exited with ${code} (its error is above)`);
+    const out = JSON.parse(readFileSync(outFile, 'utf8')) as { ok: number; failed: [string, number][]; socketErrors: number; seconds: number; latency: number[] };
+    const errorKinds: Record<string, number> = {};
+    for (const [kind, n] of out.failed) errorKinds[kind] = (errorKinds[kind] ?? 0) + n;
+    if (out.socketErrors > 0) errorKinds.socket = out.socketErrors;
+    const errors = Object.values(errorKinds).reduce((a, b) => a + b, 0);
+    return { ok: out.ok, errors, errorKinds, seconds: out.seconds, latencies: Float64Array.from(out.latency, (us) => us / 1000), cpuMs };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A warm-up run (WARMUP s), then `mark` once the requests wrk left in flight have ended (the server
+ * starts its CPU account), then the measured run.
+ */
+async function benchHttp(sql: Sql, base: string, conns: Conn[], mark: () => void, seconds = SECONDS): Promise<Stats & { cpuMs: number }> {
+  if (WARMUP > 0) {
+    await runWrk(sql, base, conns, WARMUP);
+    await new Promise((resolve) => setTimeout(resolve, IN_FLIGHT_MS));
+  }
+  mark();
+  return runWrk(sql, base, conns, seconds);
+}
+/** Longer than any request here takes (p99 well under 100 ms). */
+const IN_FLIGHT_MS = 250;
 
 /** The same RPC, called as callMutation calls it, minus HTTP: one requestStatement transaction per mutation. */
 async function benchDirect(database: Database, conns: Conn[], mark: () => void, withEndpointLimit = false, prepared = false, seconds = SECONDS): Promise<Stats> {
@@ -430,9 +399,9 @@ try {
     for (const c of warmBare) bareUsers.set(c.token!, c.userId);
     const warmDirect = await makeConnections(direct.sql, CONNECTIONS);
     log('warmup', `untimed: HTTP, bare, then direct (with and without the limit, unprepared and prepared), ${PROCESS_WARMUP} s in all, each after its ${WARMUP} s warm-up ...`);
-    await benchHttp(server.url, warmHttp, () => {}, PROCESS_WARMUP / 2);
+    await benchHttp(direct.sql, server.url, warmHttp, () => {}, PROCESS_WARMUP / 2);
     const share = PROCESS_WARMUP / 10;
-    await benchHttp(bare.url, warmBare, () => {}, share);
+    await benchHttp(direct.sql, bare.url, warmBare, () => {}, share);
     await benchDirect(direct, warmDirect, () => {}, false, false, share);
     await benchDirect(direct, warmDirect, () => {}, true, false, share);
     await benchDirect(direct, warmDirect, () => {}, false, true, share);
@@ -447,12 +416,12 @@ try {
   const phase = (key: string, label: string, app: string, start: string, run: Phase['run']): Phase =>
     ({ key, label, app, start, run, runs: [], costs: [] });
   const phases = [
-    phase('http', 'HTTP', 'potentia-server', 'POST /api/v1/canvas/{id}/mutate, keep-alive, load generator in a child process',
-      (conns, mark) => benchHttp(server!.url, conns, mark)),
+    phase('http', 'HTTP', 'potentia-server', 'POST /api/v1/canvas/{id}/mutate, keep-alive, wrk',
+      (conns, mark) => benchHttp(direct.sql, server!.url, conns, mark)),
     phase('bare', 'bare', 'potentia-bench-bare', "the same requests to a bare node:http server running the handler's SQL, same load generator",
       (conns, mark) => {
         for (const c of conns) bareUsers.set(c.token!, c.userId);
-        return benchHttp(bare!.url, conns, mark);
+        return benchHttp(direct.sql, bare!.url, conns, mark);
       }),
     phase('direct', 'direct', 'potentia-bench-direct', `requestStatement + select api.upsert_block_atomic($1..$6), pool ${CONNECTIONS}`,
       (conns, mark) => benchDirect(direct, conns, mark)),
@@ -519,7 +488,7 @@ try {
     `${fmt(httpStats.p50 - directStats.p50)} ms at p50 (${fmt(httpStats.p99 - directStats.p99)} ms at p99). Of that, the endpoint ` +
     `rate-limit statement alone accounts for ${fmt(limitStats.p50 - directStats.p50)} ms at p50; HTTP, JWT, validation and JSON for the rest.`);
   console.log(`Node CPU per mutation (this process, after the warm-up): HTTP server ${fmt(httpCpu)} ms, direct ${fmt(directCpu)} ms; ` +
-    `the HTTP load generator (its own process) ${fmt(clientCpu)} ms more. With ${availableParallelism()} CPUs shared with Postgres, ` +
+    `the HTTP load generator (wrk, its own process) ${fmt(clientCpu)} ms more. With ${availableParallelism()} CPUs shared with Postgres, ` +
     `that CPU is what the HTTP run loses.`);
   const costs: [string, Cost, number, number][] = [['HTTP server', httpCost, attempts(httpStats), clientCpu],
     ['bare node:http', bareCost, attempts(bareStats), bareClientCpu], ['direct', directCost, attempts(directStats), 0],

@@ -3,7 +3,8 @@
 // handler sends. Per request: read the body, JSON.parse it, send it down the canvas's lane as callMutation does
 // (sendMutation: the H2 endpoint limit, then upsert_block_atomic's status and JSON text, prepared
 // statements), and answer that text. No Hono, no zod, no JWT check (the bearer token is
-// looked up in a map of the tokens the bench signed), no request id, logging, metrics or trace.
+// looked up in a map of the tokens the bench signed), no request id of its own (the client's is echoed),
+// logging, metrics or trace.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { CanvasLanes } from '../../src/db/canvas-lanes.ts';
@@ -14,7 +15,9 @@ export type BareServer = { url: string; close(): Promise<void> };
 /** Serves POST /api/v1/canvas/{id}/mutate (one op) for the users `tokens` maps (token → user id). */
 export async function startBareServer(lanes: CanvasLanes, tokens: Map<string, string>, development: boolean): Promise<BareServer> {
   const answer = (res: ServerResponse, status: number, text: string) => {
-    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+    // X-Request-Id echoed, as the real server does: the load generator matches answers to blocks by it
+    const id = res.req.headers['x-request-id'];
+    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...(id === undefined ? {} : { 'X-Request-Id': id }) });
     res.end(text);
   };
   const mutate = async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {

@@ -52,7 +52,7 @@ import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
+import { benchDatabaseName, childrenCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import { signAccessToken } from '../src/auth/jwt.ts';
@@ -165,13 +165,6 @@ function summarize(s: Stats) {
 const WRK_SCRIPT = fileURLToPath(new URL('./lib/wrk-mutate.lua', import.meta.url));
 const WRK_THREADS = availableParallelism();
 let wrkRuns = 0;
-
-/** The CPU of this process's finished children (cutime + cstime of /proc/self/stat), in ms. */
-function childrenCpuMs(): number {
-  const fields = readFileSync('/proc/self/stat', 'utf8').replace(/^.*\) /s, '').split(' ');
-  return (Number(fields[13]) + Number(fields[14])) * 1000 / CLOCK_TICKS; // fields 16 and 17 of proc(5)
-}
-const CLOCK_TICKS = 100; // USER_HZ: 100 on Linux whatever the kernel's HZ (proc(5), times(2))
 
 async function runWrk(sql: Sql, base: string, conns: Conn[], seconds: number): Promise<Stats & { cpuMs: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'potentia-wrk-'));
@@ -287,21 +280,9 @@ async function checkVersions(sql: Sql, conns: Conn[], label: string): Promise<nu
  * this machine), and with --cpu-prof a V8 profile of this process.
  */
 type Cost = { userMs: number; systemMs: number; gcs: number; gcMs: number; pgMs: number | null };
-const CLOCK_TICK_MS = 10; // USER_HZ = 100 on Linux
 async function backendPids(sql: Sql, applicationName: string): Promise<number[]> {
   const rows = await sql`select pid from pg_stat_activity where datname = ${dbName} and application_name = ${applicationName}`;
   return rows.map((r) => r.pid as number);
-}
-function procCpuMs(pids: number[]): number | null {
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd on
-      ticks += Number(f[11]) + Number(f[12]); // utime, stime
-    } catch { return null; } // not this machine's Postgres
-  }
-  return ticks * CLOCK_TICK_MS;
 }
 /**
  * Runs a phase, accounting from the moment it calls mark() (the end of its warm-up: V8 compiles

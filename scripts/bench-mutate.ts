@@ -54,7 +54,7 @@ import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
+import { benchDatabaseName, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import { CanvasLanes } from '../src/db/canvas-lanes.ts';
@@ -146,12 +146,17 @@ type Row = {
   success: number; conflict: number; failed: number; lat: number[]; firstFailure?: string; respaced?: number;
   sent?: { transactions: number; requests: number };  // what went down the lanes (warm-up included)
   rounds: { success: number; seconds: number }[];  // applied and seconds of each round (--rounds)
+  backendMs?: number;  // CPU of the bench pool's Postgres backends over the measured window (where Postgres runs here)
 };
 
 const pct = percentile;
 
-/** Runs `op(client, n)` in a loop on every client: WARMUP s uncounted, then SECONDS s measured. */
-async function measure(label: string, kind: Row['kind'], group: Row['group'],
+/**
+ * Runs `op(client, n)` in a loop on every client: WARMUP s uncounted, then SECONDS s measured. Also
+ * reads the CPU the bench pool's backends used over the measured window (`backends`: their pids),
+ * unless one of them cannot be read (Postgres on another machine, a backend replaced meanwhile).
+ */
+async function measure(backends: () => Promise<number[]>, label: string, kind: Row['kind'], group: Row['group'],
   op: (client: number, n: number) => Promise<{ outcome: Outcome; detail?: string }>): Promise<Row> {
   const row: Row = { label, kind, group, ops: 0, seconds: SECONDS, success: 0, conflict: 0, failed: 0, lat: [], rounds: [] };
   const counters = Array.from({ length: CLIENTS }, () => 0);
@@ -170,8 +175,10 @@ async function measure(label: string, kind: Row['kind'], group: Row['group'],
       if (outcome === 'failed' && !row.firstFailure) row.firstFailure = detail;
     }
   });
+  if (WARMUP > 0) await sleep(WARMUP * 1000);
+  const pids = await backends();
+  const cpuBefore = procCpuMs(pids);
   if (WARMUP > 0) {
-    await sleep(WARMUP * 1000);
     clock.phase = 'measure';
     started = performance.now();
   }
@@ -183,6 +190,9 @@ async function measure(label: string, kind: Row['kind'], group: Row['group'],
   await sleep(SECONDS * 1000);
   clock.phase = 'stop';
   row.seconds = (performance.now() - started) / 1000;
+  const cpuAfter = procCpuMs(pids);
+  const samePids = (await backends()).join() === pids.join();
+  if (cpuBefore !== null && cpuAfter !== null && samePids) row.backendMs = cpuAfter - cpuBefore;
   clearInterval(progress);
   await Promise.all(loops);
   row.rounds.push({ success: row.success, seconds: row.seconds });
@@ -228,6 +238,10 @@ async function main() {
   const sql = postgres(url, { max: CLIENTS + 2, onnotice: () => {}, connection: { application_name: 'potentia-bench' } });
   // mutations as the HTTP layer sends them: down the canvas's lane (src/db/canvas-lanes.ts)
   const lanes = new CanvasLanes(sql, { depth: LANE_DEPTH });
+  // the pool's backends, read on a connection of its own (one of the pool's would be among them)
+  const probe = postgres(url, { max: 1, onnotice: () => {}, connection: { application_name: 'potentia-bench-probe' } });
+  const backends = async () => (await probe`
+    select pid from pg_stat_activity where datname = current_database() and application_name = 'potentia-bench' order by pid`).map((r) => r.pid as number);
   try {
     const [{ version, max_connections, sync, major }] = (await sql`
       select current_setting('server_version') as version, current_setting('max_connections') as max_connections,
@@ -347,6 +361,8 @@ async function main() {
       first.failed += row.failed; first.lat.push(...row.lat); first.rounds.push(...row.rounds);
       first.firstFailure ??= row.firstFailure;
       if (row.respaced !== undefined) first.respaced = (first.respaced ?? 0) + row.respaced;
+      // the backends' CPU only when every round could read it
+      first.backendMs = first.backendMs === undefined || row.backendMs === undefined ? undefined : first.backendMs + row.backendMs;
       first.sent = { transactions: first.sent!.transactions + row.sent.transactions, requests: first.sent!.requests + row.sent.requests };
     };
     const rounds = async (group: () => Promise<void>) => {
@@ -360,34 +376,34 @@ async function main() {
     const ownTextViews = textOwn.map((b, i) => ({ version: b.version, length: `own text ${i}`.length, start: `own text ${i}`.length }));
     await rounds(async () => {
       log('\n-- hot canvas');
-      await scenario(() => measure('rpc: hot canvas, one shared block', 'rpc', 'hot', (client, n) =>
+      await scenario(() => measure(backends, 'rpc: hot canvas, one shared block', 'rpc', 'hot', (client, n) =>
         mutation(editors[client]!, hot, client, n, hotShared, () => sharedVersions[client]!, (v) => { sharedVersions[client] = v; })));
-      await scenario(() => measure('rpc: hot canvas, own block per client', 'rpc', 'hot', (client, n) => {
+      await scenario(() => measure(backends, 'rpc: hot canvas, own block per client', 'rpc', 'hot', (client, n) => {
         const b = hotOwn[client]!;
         return mutation(editors[client]!, hot, client, n, b, () => b.version, (v) => { b.version = v; });
       }));
-      await scenario(() => measure('baseline: bare UPDATE, 1 row', 'baseline', 'hot', (client) => bare(client, 1)));
+      await scenario(() => measure(backends, 'baseline: bare UPDATE, 1 row', 'baseline', 'hot', (client) => bare(client, 1)));
 
       log(`\n-- ${CANVASES} canvases, round-robin`);
-      await scenario(() => measure(`rpc: ${CANVASES} canvases, own blocks`, 'rpc', 'spread', (client, n) => {
+      await scenario(() => measure(backends, `rpc: ${CANVASES} canvases, own blocks`, 'rpc', 'spread', (client, n) => {
         const c = (client + n) % CANVASES;
         const b = spreadOwn[client]![c]!;
         return mutation(editors[client]!, spread[c]!, client, n, b, () => b.version, (v) => { b.version = v; });
       }));
-      await scenario(() => measure(`rpc: ${CANVASES} canvases, all clients one user`, 'rpc', 'spread', (client, n) => {
+      await scenario(() => measure(backends, `rpc: ${CANVASES} canvases, all clients one user`, 'rpc', 'spread', (client, n) => {
         const c = (client + n) % CANVASES;
         const b = spreadOwn[client]![c]!; // the same blocks as above: only the user differs
         return mutation(sharedEditor, spread[c]!, client, n, b, () => b.version, (v) => { b.version = v; });
       }));
-      await scenario(() => measure(`baseline: bare UPDATE, ${CANVASES} rows`, 'baseline', 'spread', (client, n) =>
+      await scenario(() => measure(backends, `baseline: bare UPDATE, ${CANVASES} rows`, 'baseline', 'spread', (client, n) =>
         bare(client, ((client + n) % CANVASES) + 1)));
 
       log('\n-- text operations, hot canvas');
-      await scenario(() => measure('rpc: text op, one shared text (transformed)', 'rpc', 'text', (client) =>
+      await scenario(() => measure(backends, 'rpc: text op, one shared text (transformed)', 'rpc', 'text', (client) =>
         editChar(editors[client]!, client, textShared, sharedTextViews[client]!)));
-      await scenario(() => measure('rpc: text op, own text per client', 'rpc', 'text', (client) =>
+      await scenario(() => measure(backends, 'rpc: text op, own text per client', 'rpc', 'text', (client) =>
         editChar(editors[client]!, client, textOwn[client]!, ownTextViews[client]!)));
-      await scenario(() => measure('baseline: plain content update, own block', 'baseline', 'text', (client, n) => {
+      await scenario(() => measure(backends, 'baseline: plain content update, own block', 'baseline', 'text', (client, n) => {
         // n × 10: always an update, never the every-10th create, and new content each time, as a
         // text op writes: an update writing the same content again changes no content_hash, so it
         // skipped the embedding trigger every real edit fires (until 2026-12-01 it passed n = 0)
@@ -479,7 +495,18 @@ async function main() {
       `${serialized.hot.toFixed(0)}/s = ${turns.toFixed(2)}x the RPC's ${CANVASES}-canvas rate (those writes on ${CANVASES} canvases: ` +
       `${serialized.spread.toFixed(0)}/s, so serializing them alone costs ${(serialized.hot / serialized.spread).toFixed(2)}x); ` +
       `a bare UPDATE of 1 row vs ${CANVASES} rows ${(bareHot / bareSpread).toFixed(2)}x (${bareHot.toFixed(0)} vs ${bareSpread.toFixed(0)}/s)`;
-    log(`\nhot-canvas, ${turnsNote}. The canvas row is held through each mutation's writes and COMMIT (canvas_seq in commit order); ` +
+    // how much of the wall time the backends ran: a canvas's transactions run one at a time (its lane,
+    // its row), so on the hot canvas that is the share of one core its serialized work kept busy
+    const busy = (label: string) => {
+      const r = rows.find((x) => x.label === label)!;
+      return r.backendMs === undefined ? null : r.backendMs / (r.seconds * 1000);
+    };
+    const hotBusy = busy('rpc: hot canvas, own block per client');
+    const spreadBusy = busy(`rpc: ${CANVASES} canvases, own blocks`);
+    const busyNote = hotBusy === null || spreadBusy === null ? '' :
+      `; Postgres backends busy ${hotBusy.toFixed(2)} of a core on the hot canvas (its transactions run one at a time, so at most ` +
+      `${(1 / hotBusy).toFixed(2)}x more with no gap between them) vs ${spreadBusy.toFixed(2)} cores on ${CANVASES} canvases`;
+    log(`\nhot-canvas, ${turnsNote}${busyNote}. The canvas row is held through each mutation's writes and COMMIT (canvas_seq in commit order); ` +
         'the RPC sends a canvas\'s mutations down one connection (src/db/canvas-lanes.ts), so it does not pay the turns between backends');
     reportRows([
       row(`api.upsert_block_atomic vs its own writes as plain SQL (pgbench -M prepared, ${CLIENTS} clients, ${CANVASES} canvases)`,
@@ -491,7 +518,7 @@ async function main() {
         'the per-user mutation limit counts in sharded rows taken last in the transaction (docs/limits.md)' +
         perRound(`rpc: ${CANVASES} canvases, all clients one user`, `rpc: ${CANVASES} canvases, own blocks`)),
       row(`hot canvas, disjoint blocks vs ${CANVASES} canvases (applied/s)`, hotOwnRate, spreadRate, 0.9,
-        turnsNote +
+        turnsNote + busyNote +
         perRound('rpc: hot canvas, own block per client', `rpc: ${CANVASES} canvases, own blocks`)),
       row('text op, own text vs plain content update (hot canvas, applied/s)', rate('rpc: text op, own text per client'), plainRate, 0.7,
         'one character typed or deleted per op (the text keeps its length); both on the hot canvas' +
@@ -504,6 +531,7 @@ async function main() {
     log(`\ndone in ${((Date.now() - started) / 1000).toFixed(0)} s; database ${dbName} left in place for inspection`);
   } finally {
     await sql.end();
+    await probe.end();
   }
 }
 

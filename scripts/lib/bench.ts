@@ -1,5 +1,7 @@
-// What every benchmark shares: its own scratch database, made fresh and migrated, and percentiles.
+// What every benchmark shares: its own scratch database, made fresh and migrated, percentiles, and
+// CPU read from /proc.
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 
@@ -37,4 +39,36 @@ export async function recreateBenchDatabase(url: string, log: (line: string) => 
 export function percentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/** USER_HZ: /proc's clock ticks are 10 ms on Linux whatever the kernel's HZ (proc(5), times(2)). */
+const CLOCK_TICK_MS = 10;
+
+/** Fields 3.. of /proc/<pid>/stat (after the command name, which may hold spaces): f[11] utime, f[12] stime, f[13] cutime, f[14] cstime. */
+function statFields(pid: number | 'self'): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/**
+ * The CPU (user + system) the processes `pids` have used so far, in ms; null when one of them
+ * cannot be read (gone, or not this machine's: a Postgres elsewhere).
+ */
+export function procCpuMs(pids: number[]): number | null {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const f = statFields(pid);
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      return null;
+    }
+  }
+  return ticks * CLOCK_TICK_MS;
+}
+
+/** The CPU of this process's children that have ended and been waited for (cutime + cstime), in ms. */
+export function childrenCpuMs(): number {
+  const f = statFields('self');
+  return (Number(f[13]) + Number(f[14])) * CLOCK_TICK_MS;
 }

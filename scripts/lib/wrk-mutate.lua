@@ -38,9 +38,12 @@ function init(args)
 end
 
 function request()
-  -- a connection asks only with no request in flight, so some block is free
+  -- a connection asks only with no request in flight, so some block is free, unless a connection
+  -- was lost with a request on it: wrk reconnects and asks again, and which block that request was
+  -- for cannot be told (its answer never comes; wrk gives the script no error callback)
   local i = counting and free[#free] or table.remove(free)
   counting = false
+  if not i then error("a connection was lost with a request in flight (wrk's socket errors): run the benchmark again") end
   local b = blocks[i]
   n = n + 1
   return wrk.format("POST", b.path, {
@@ -75,7 +78,9 @@ function done(summary, latency, requests)
     end
   end
   -- the latency distribution as evenly spaced quantiles (this wrk's stats give percentiles, not their
-  -- histogram): one per request, at most 2000, so that runs merged by the bench weigh by their size
+  -- histogram): one per request up to 2000 (exact), else 2000 (each call scans the histogram, and
+  -- its CPU is counted as wrk's); a run of `npm run bench` (~2,000-2,500 requests) weighs about
+  -- as much as another when the bench merges rounds
   local quantiles = {}
   local points = math.min(summary.requests, 2000)
   for k = 1, points do

@@ -8,7 +8,8 @@
 //           generator is wrk (Debian's package, installed by scripts/setup; a C client whose CPU is
 //           a fraction of a Node one's, reported apart from the server's). Per request: HTTP parse, JWT check,
 //           zod validation, one transaction (claims set, api.hit_endpoint_limit('H2'),
-//           api.upsert_block_atomic), JSON response, request log line, metrics.
+//           api.upsert_block_atomic), JSON response, request log line (info, as in production; to
+//           /dev/null), metrics.
 //   bare    the ceiling of any Node HTTP layer here: a bare node:http server in-process
 //           (scripts/lib/bare-http-server.ts) that reads the body, JSON.parses it and runs exactly
 //           the handler's SQL (requestStatement + callMutation's prepared statement: H2 endpoint limit and
@@ -54,6 +55,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { benchDatabaseName, childrenCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows } from './lib/bench-report.ts';
+import { pino } from 'pino';
 import postgres, { type Sql } from 'postgres';
 import { signAccessToken } from '../src/auth/jwt.ts';
 import { loadConfig } from '../src/config.ts';
@@ -378,8 +380,10 @@ try {
     c.token = await signAccessToken(config.auth.jwtSecret, { sub: c.userId }, { audience: config.auth.audience, expiresInSeconds: 3600 });
   }));
   log('setup', `per phase and round, ${CONNECTIONS} users of its own, each with its own workspace, canvas and block`);
-  server = await startServer(config, { realtime: false });
-  log('setup', `server listening at ${server.url} (in-process, realtime off, worker off, pool ${CONNECTIONS})`);
+  // as in production (LOG_LEVEL info): one request log line per request, written synchronously
+  // (pino's default destination), here to /dev/null instead of stdout
+  server = await startServer(config, { realtime: false, logger: pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: true })) });
+  log('setup', `server listening at ${server.url} (in-process, realtime off, worker off, pool ${CONNECTIONS}, request log lines to /dev/null)`);
   // the bare server knows the users by the tokens the bench signed (it checks no JWT)
   const bareUsers = new Map<string, string>();
   bare = await startBareServer(bareDatabase.lanes, bareUsers, config.profile === 'development');
@@ -510,7 +514,7 @@ try {
   const command = `npx tsx scripts/bench-http.ts --seconds ${SECONDS}${ROUNDS > 1 ? ` --rounds ${ROUNDS}` : ''} --connections ${CONNECTIONS} --warmup-seconds ${WARMUP}` +
     (values['database-url'] === defaultUrl ? '' : ` --database-url ${url}`);
   const note = `${CONNECTIONS} connections, each updating its own block; ${ROUNDS > 1 ? `${ROUNDS} rounds interleaved, HTTP vs direct per round ${roundRatios.join(' / ')}; ` : ''}` +
-    `HTTP: the production configuration (no response validation), ` +
+    `HTTP: the production configuration (request log lines at info, to /dev/null; no response validation), ` +
     `Node CPU/mutation server ${fmt(httpCpu)} ms + load generator ${fmt(clientCpu)} ms vs direct ${fmt(directCpu)} ms`;
   // the target's baseline is the faster direct call, unprepared or prepared: HTTP sends the RPC prepared, and a
   // baseline handicapped by a Parse per call would flatter it

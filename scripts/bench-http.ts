@@ -53,7 +53,7 @@ import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { benchDatabaseName, childrenCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
+import { backendPids, benchDatabaseName, childrenCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows } from './lib/bench-report.ts';
 import { pino } from 'pino';
 import postgres, { type Sql } from 'postgres';
@@ -157,7 +157,7 @@ function summarize(s: Stats) {
 
 /**
  * The HTTP load generator: wrk (Debian's package: C, epoll, LuaJIT; scripts/lib/wrk-mutate.lua),
- * one keep-alive connection per bench connection, one request in flight per block, on WRK_THREADS
+ * one keep-alive connection per bench connection, one request in flight per block, on wrkThreads()
  * threads. On this 2-core machine a client's CPU is taken from the server and Postgres, and it is
  * not what the HTTP layer costs (clients run elsewhere; the direct phases have no client to pay
  * for): wrk costs a fraction of any Node client (a hand-written one on raw sockets, used before,
@@ -302,10 +302,6 @@ async function checkVersions(sql: Sql, conns: Conn[], label: string): Promise<nu
  * this machine), and with --cpu-prof a V8 profile of this process.
  */
 type Cost = { userMs: number; systemMs: number; gcs: number; gcMs: number; pgMs: number | null };
-async function backendPids(sql: Sql, applicationName: string): Promise<number[]> {
-  const rows = await sql`select pid from pg_stat_activity where datname = ${dbName} and application_name = ${applicationName}`;
-  return rows.map((r) => r.pid as number);
-}
 /**
  * Runs a phase, accounting from the moment it calls mark() (the end of its warm-up: V8 compiles
  * the hot code during the warm-up, on threads whose CPU is this process's, and the HTTP phase,
@@ -462,9 +458,9 @@ try {
   const bareRun = mergeRuns(barePhase.runs), bareCost = sumCosts(barePhase.costs);
   const directCost = sumCosts(directPhase.costs), limitCost = sumCosts(limitPhase.costs), preparedCost = sumCosts(preparedPhase.costs);
   const httpStats = summarize(httpRun);
-  const clientCpu = (httpRun.cpuMs ?? 0) / (httpStats.n + httpStats.errors);
+  const clientCpu = httpRun.cpuMs / (httpStats.n + httpStats.errors);
   const bareStats = summarize(bareRun);
-  const bareClientCpu = (bareRun.cpuMs ?? 0) / (bareStats.n + bareStats.errors);
+  const bareClientCpu = bareRun.cpuMs / (bareStats.n + bareStats.errors);
   const directStats = summarize(mergeRuns(directPhase.runs));
   const limitStats = summarize(mergeRuns(limitPhase.runs));
   const preparedStats = summarize(mergeRuns(preparedPhase.runs));

@@ -54,7 +54,7 @@ import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import { benchDatabaseName, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
+import { backendPids, benchDatabaseName, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import { CanvasLanes } from '../src/db/canvas-lanes.ts';
@@ -240,8 +240,7 @@ async function main() {
   const lanes = new CanvasLanes(sql, { depth: LANE_DEPTH });
   // the pool's backends, read on a connection of its own (one of the pool's would be among them)
   const probe = postgres(url, { max: 1, onnotice: () => {}, connection: { application_name: 'potentia-bench-probe' } });
-  const backends = async () => (await probe`
-    select pid from pg_stat_activity where datname = current_database() and application_name = 'potentia-bench' order by pid`).map((r) => r.pid as number);
+  const backends = () => backendPids(probe, 'potentia-bench');
   try {
     const [{ version, max_connections, sync, major }] = (await sql`
       select current_setting('server_version') as version, current_setting('max_connections') as max_connections,

@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import postgres from 'postgres';
+import postgres, { type Sql } from 'postgres';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -48,6 +48,12 @@ const CLOCK_TICK_MS = 10;
 function statFields(pid: number | 'self'): string[] {
   const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
   return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** The pids of the backends of `sql`'s database whose application_name is `applicationName`, in order. */
+export async function backendPids(sql: Sql, applicationName: string): Promise<number[]> {
+  const rows = await sql`select pid from pg_stat_activity where datname = current_database() and application_name = ${applicationName} order by pid`;
+  return rows.map((r) => r.pid as number);
 }
 
 /**

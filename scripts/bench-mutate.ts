@@ -144,7 +144,7 @@ type Outcome = 'success' | 'conflict' | 'failed';
 type Row = {
   label: string; kind: 'rpc' | 'baseline'; group: 'hot' | 'spread' | 'text'; ops: number; seconds: number;
   success: number; conflict: number; failed: number; lat: number[]; firstFailure?: string; respaced?: number;
-  sent?: { transactions: number; requests: number };  // what went down the lanes (warm-up included)
+  sent?: { transactions: number; requests: number; pipelined: number };  // what went down the lanes (warm-up included)
   rounds: { success: number; seconds: number }[];  // applied and seconds of each round (--rounds)
   backendMs?: number;  // CPU of the bench pool's Postgres backends over the measured window (where Postgres runs here)
 };
@@ -350,7 +350,8 @@ async function main() {
       const sentBefore = lanes.sent;
       const row = await make();
       if (row.kind === 'rpc') row.respaced = (await systemMoves()) - before;
-      row.sent = { transactions: lanes.sent.transactions - sentBefore.transactions, requests: lanes.sent.requests - sentBefore.requests };
+      row.sent = { transactions: lanes.sent.transactions - sentBefore.transactions, requests: lanes.sent.requests - sentBefore.requests,
+        pipelined: lanes.sent.pipelined - sentBefore.pipelined };
       const first = rows.find((r) => r.label === row.label);
       if (!first) {
         rows.push(row);
@@ -362,7 +363,8 @@ async function main() {
       if (row.respaced !== undefined) first.respaced = (first.respaced ?? 0) + row.respaced;
       // the backends' CPU only when every round could read it
       first.backendMs = first.backendMs === undefined || row.backendMs === undefined ? undefined : first.backendMs + row.backendMs;
-      first.sent = { transactions: first.sent!.transactions + row.sent.transactions, requests: first.sent!.requests + row.sent.requests };
+      first.sent = { transactions: first.sent!.transactions + row.sent.transactions, requests: first.sent!.requests + row.sent.requests,
+        pipelined: first.sent!.pipelined + row.sent.pipelined };
     };
     const rounds = async (group: () => Promise<void>) => {
       for (let round = 0; round < ROUNDS; round++) {
@@ -449,19 +451,21 @@ async function main() {
     // ------------------------------------------------------------------------------ report
     const base = new Map(rows.filter((r) => r.kind === 'baseline').map((r) => [r.group, r.ops / r.seconds]));
     const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
-    // per tx: requests per transaction down the canvas lanes (group commit: src/db/canvas-lanes.ts)
-    const header = ['scenario', 'calls/s', 'applied/s', 'success', 'conflict', 'failed', 'p50 ms', 'p95 ms', 'p99 ms', 'per tx', 'rpc/baseline'];
+    // per tx: requests per transaction down the canvas lanes (group commit: src/db/canvas-lanes.ts);
+    // pipelined: the share of those transactions sent behind another one on the wire
+    const header = ['scenario', 'calls/s', 'applied/s', 'success', 'conflict', 'failed', 'p50 ms', 'p95 ms', 'p99 ms', 'per tx', 'pipelined', 'rpc/baseline'];
     const table = rows.map((r) => {
       const rate = r.ops / r.seconds;
       return [r.label, f(rate, 0), r.kind === 'rpc' ? f(r.success / r.seconds, 0) : f(rate, 0),
         r.kind === 'rpc' ? String(r.success) : '-', r.kind === 'rpc' ? String(r.conflict) : '-', r.kind === 'rpc' ? String(r.failed) : '-',
         f(pct(r.lat, 50), 2), f(pct(r.lat, 95), 2), f(pct(r.lat, 99), 2),
         r.sent && r.sent.transactions > 0 ? f(r.sent.requests / r.sent.transactions, 2) : '-',
+        r.sent && r.sent.transactions > 0 ? f(r.sent.pipelined / r.sent.transactions, 2) : '-',
         r.kind === 'rpc' ? `${f(rate / base.get(r.group)!, 3)} (applied ${f(r.success / r.seconds / base.get(r.group)!, 3)})` : '1'];
     });
     const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
     const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-    log(`\nresults: ${CLIENTS} clients, ${SECONDS} s each (calls = every RPC answered; applied = status success; per tx = requests per transaction down the canvas lanes)`);
+    log(`\nresults: ${CLIENTS} clients, ${SECONDS} s each (calls = every RPC answered; applied = status success; per tx = requests per transaction down the canvas lanes; pipelined = share of those transactions sent behind another on the wire)`);
     log(line(header));
     log(widths.map((w) => '-'.repeat(w)).join('  '));
     for (const t of table) log(line(t));
@@ -502,8 +506,10 @@ async function main() {
     };
     const hotBusy = busy('rpc: hot canvas, own block per client');
     const spreadBusy = busy(`rpc: ${CANVASES} canvases, own blocks`);
+    const hotSent = rows.find((x) => x.label === 'rpc: hot canvas, own block per client')?.sent;
+    const piped = hotSent && hotSent.transactions > 0 ? `, ${(hotSent.pipelined / hotSent.transactions).toFixed(2)} of them pipelined behind the one on the wire` : '';
     const busyNote = hotBusy === null || spreadBusy === null ? '' :
-      `; Postgres backends busy ${hotBusy.toFixed(2)} of a core on the hot canvas (its transactions run one at a time, so at most ` +
+      `; Postgres backends busy ${hotBusy.toFixed(2)} of a core on the hot canvas (its transactions run one at a time${piped}, so at most ` +
       `${(1 / hotBusy).toFixed(2)}x more with no gap between them) vs ${spreadBusy.toFixed(2)} cores on ${CANVASES} canvases`;
     log(`\nhot-canvas, ${turnsNote}${busyNote}. The canvas row is held through each mutation's writes and COMMIT (canvas_seq in commit order); ` +
         'the RPC sends a canvas\'s mutations down one connection (src/db/canvas-lanes.ts), so it does not pay the turns between backends');

@@ -27,7 +27,7 @@ export type ServerOptions = {
 export async function startServer(config: Config, opts: ServerOptions = {}): Promise<Server> {
   // DATABASE_URL may be a transaction pooler; what needs a session uses the direct URL (db/pooling.ts)
   const urls = connectionUrls(config);
-  const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-server', prepare: !urls.transactionPooler });
+  const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-server', transactionPooler: urls.transactionPooler });
   const metrics = createMetrics();
   metrics.poolMax.set(config.dbPoolMax);
   let worker: WorkerRuntime | undefined;

@@ -36,11 +36,26 @@ import { canonicalUuid, type CallerSettings } from './request.ts';
  * same two block ids on two canvases can still deadlock; Postgres breaks it after deadlock_timeout,
  * and the victim fails.)
  *
+ * Pipelining: while a busy lane's transaction is on the wire, the lane may send the next one behind
+ * it on the same connection (at most one: a full group at once, a smaller one when the
+ * transaction ahead has run its statements and is at its COMMIT), so its backend goes from one
+ * COMMIT to the next transaction's BEGIN without waiting for this process to read the answer and
+ * write the next group (on a hot canvas, where the lane's backend is what serializes the
+ * canvas's writers, that round trip was a sixth of its time: docs/performance.md). The one
+ * behind must not commit unless the one ahead did: the one ahead ends by setting a session
+ * setting to its id (LANE_MARK; a rollback takes a session setting's change back), and the one
+ * behind begins by checking it (LANE_GUARD), which fails it, unrun, when the one ahead rolled
+ * back. Its requests are then sent again behind the ones ahead's, in their order. A lane that has
+ * rolled a transaction back sends one at a time until PIPELINE_AFTER of them have committed in a
+ * row. Off behind a transaction pooler (`pipeline: false`), where the next transaction of a
+ * connection may run on another server connection.
+ *
  * A request is answered once its transaction has committed. When one request's statement fails,
  * the transaction rolls back: that request fails alone, the others were not committed and are sent
- * again, first in the queue and as a group of their own (only one transaction of a lane is on the
- * wire at a time, so nothing sent after them can commit before them; nothing that arrived
- * meanwhile joins them, so a stream of failing requests cannot roll them back again and again).
+ * again, first in the queue and as a group of their own (nothing sent after them can commit before
+ * them: the lane sends nothing more until every transaction on the wire has settled, and one
+ * pipelined behind them fails its guard; nothing that arrived meanwhile joins them, so a stream of
+ * failing requests cannot roll them back again and again).
  * The failed request's caller's other requests among them go behind that group, each in a
  * transaction with no other request of its caller, as requests with a `first` always go (a caller
  * whose requests fail one after another rolls back one group per failure, not each group again per
@@ -50,7 +65,7 @@ import { canonicalUuid, type CallerSettings } from './request.ts';
  *
  * Lifecycle: a lane reserves its connection for its first request and releases it after its last
  * one is answered; there is nothing to start or stop. A connection failure fails the requests of
- * the transaction on the wire (their outcome is unknown: the caller answers 503 and the client
+ * the transactions on the wire (their outcome is unknown: the caller answers 503 and the client
  * resends by client_op_id); the lane then reserves a new connection for the ones still queued,
  * which were never sent. After TURNS requests the lane gives its connection back the same way and
  * queues for another, behind the pool's other callers: a hot canvas does not keep a connection
@@ -59,14 +74,23 @@ import { canonicalUuid, type CallerSettings } from './request.ts';
 export class CanvasLanes {
   readonly #sql: Sql;
   readonly #depth: number;
+  readonly #pipeline: boolean;
   readonly #lanes = new Map<string, Lane>();
+  /** Ids of the transactions this object sends (unique in the process: a connection serves one process). */
+  #nextTx = 0;
 
-  /** `depth`: how many of a lane's requests one transaction may carry (default 8). */
-  constructor(sql: Sql, opts: { depth?: number } = {}) {
+  /**
+   * `depth`: how many of a lane's requests one transaction may carry (default 8). `pipeline`
+   * (default true): a busy lane may send its next transaction behind the one on the wire (see the
+   * class docstring); false behind a transaction pooler, where consecutive transactions of one
+   * connection may run on different server connections.
+   */
+  constructor(sql: Sql, opts: { depth?: number; pipeline?: boolean } = {}) {
     const depth = opts.depth ?? DEFAULT_DEPTH;
     if (!Number.isInteger(depth) || depth < 1) throw new RangeError(`lane depth must be a whole number >= 1, got ${depth}`);
     this.#sql = sql;
     this.#depth = depth;
+    this.#pipeline = opts.pipeline ?? true;
   }
 
   /** Lanes open now (one per canvas with a request in flight in this process). */
@@ -75,16 +99,17 @@ export class CanvasLanes {
   }
 
   /**
-   * Transactions sent since this object was made, and the requests they carried (requests sent
+   * Transactions sent since this object was made (`pipelined`: behind another on the wire), and the requests they carried (requests sent
    * again after their group rolled back count again): requests / transactions is the mean group
    * size, what group commit shares one flush among (printed by bench:mutate).
    */
-  get sent(): { transactions: number; requests: number } {
-    return { transactions: this.#sentTransactions, requests: this.#sentRequests };
+  get sent(): { transactions: number; requests: number; pipelined: number } {
+    return { transactions: this.#sentTransactions, requests: this.#sentRequests, pipelined: this.#sentPipelined };
   }
 
   #sentTransactions = 0;
   #sentRequests = 0;
+  #sentPipelined = 0;
 
   /**
    * Runs a request on the lane of `key` (a canvas id) in its turn, inside a transaction the lane
@@ -127,7 +152,17 @@ export class CanvasLanes {
    * connection up for a turn).
    */
   #pump(key: string, lane: Lane): void {
-    if (lane.onWire) return; // the transaction on the wire sends the next one when it settles
+    if (lane.onWire.length > 0) {
+      // a second transaction behind the one on the wire (pipelined): only behind one that carries
+      // its mark, while the lane's transactions commit (nothing rolled back in the last few, nothing
+      // being resent), when the connection is not being given back, and when it is worth a COMMIT
+      // of its own: a full group, or the one ahead has run its statements (its backend is at its
+      // COMMIT, and would sit idle for the round trip)
+      const ahead = lane.onWire[0]!;
+      if (lane.onWire.length > 1 || !ahead.marked || lane.halted || lane.closing || lane.queue.length === 0) return;
+      if (lane.committedInARow < PIPELINE_AFTER || lane.queue[0]!.alone || lane.resend > 0) return;
+      if (lane.queue.length < this.#depth && !ahead.ran) return;
+    }
     const conn = lane.conn;
     if (conn !== null && (lane.closing || lane.queue.length === 0)) {
       lane.conn = null;
@@ -177,26 +212,51 @@ export class CanvasLanes {
     // sent in callers' order (those without one first, in arrival order): each transaction takes
     // its callers' rows in one order
     const group = lane.queue.splice(0, size).sort(byCaller);
-    lane.onWire = true;
+    // marked when the lane is busy (requests queued behind it, or it carries several that queued):
+    // the next transaction may then be pipelined behind it; a lane of one request at a time (most
+    // canvases) skips the mark's statement
+    const tx: OnWire = { id: ++this.#nextTx, ran: false, marked: this.#pipeline && (group.length > 1 || lane.queue.length > 0) };
+    const after = lane.onWire.length > 0 ? lane.onWire[0]!.id : null;
+    lane.onWire.push(tx);
+    if (after !== null) this.#sentPipelined++;
     this.#sentTransactions++;
     this.#sentRequests += group.length;
     // a canvas busy without pause would keep the connection from every other caller of the pool:
     // after TURNS requests the lane gives it back once answered, and queues for another
     lane.turns += group.length;
     if (lane.turns >= TURNS) lane.closing = true;
-    void this.#send(lane.conn, group).then(({ retry, resend, broken }) => {
-      lane.onWire = false;
-      if (broken) lane.closing = true;
-      lane.queue.unshift(...retry);
-      lane.resend = resend;
+    const ran = () => {
+      tx.ran = true;
       this.#pump(key, lane);
+    };
+    const settle = (retry: Request[], resend: number, broken: boolean, rolledBack: boolean) => {
+      lane.onWire.shift();
+      if (broken) lane.closing = true;
+      if (rolledBack) {
+        lane.halted = true;
+        lane.committedInARow = 0;
+      } else lane.committedInARow++;
+      // transactions settle in the order they were sent: the retries in that order too
+      if (lane.retry.length === 0) lane.retryResend = resend;
+      lane.retry.push(...retry);
+      if (lane.onWire.length === 0) {
+        lane.queue.unshift(...lane.retry);
+        lane.resend = lane.retryResend;
+        lane.retry = [];
+        lane.retryResend = 0;
+        lane.halted = false;
+      }
+      this.#pump(key, lane);
+    };
+    void this.#send(lane.conn!, group, tx, after, ran).then(({ retry, resend, broken, committed }) => {
+      settle(retry, resend, broken, !committed);
     }, (err: unknown) => {
       // not expected (#send handles what the driver throws): fail the group, keep the lane going
       for (const request of group) request.reject(err);
-      lane.onWire = false;
-      lane.closing = true;
-      this.#pump(key, lane);
+      settle([], 0, true, true);
     });
+    // and a transaction behind this one, if the gate above lets one go now
+    this.#pump(key, lane);
   }
 
   /**
@@ -206,8 +266,12 @@ export class CanvasLanes {
    * settings. Settles every request except the ones to send again, which it returns; `broken`
    * when the connection failed.
    */
-  async #send(conn: ReservedSql, group: Request[]): Promise<{ retry: Request[]; resend: number; broken: boolean }> {
+  async #send(conn: ReservedSql, group: Request[], tx: OnWire, after: number | null, ran: () => void)
+    : Promise<{ retry: Request[]; resend: number; broken: boolean; committed: boolean }> {
     const begin = conn`begin`.execute();
+    // behind a transaction still on the wire: runs only if that one committed (its mark below is
+    // a session setting, which its rollback takes back)
+    const guard = after === null ? null : conn.unsafe(LANE_GUARD, [String(after)], { prepare: true }).execute();
     // the callers with several requests here (users: the rate limit's subjects are uuids), named to
     // the rate limit before any request runs, with how many more than one (internal.hit_sharded_limit)
     const count = new Map<string, number>();
@@ -229,20 +293,29 @@ export class CanvasLanes {
     const single = group.length === 1 ? group[0]!.single : null;
     const firsts = group.map((request) => (request.first === null || single !== null ? none : write(request.first)));
     const mains = group.map((request, i) => (firsts[i]!.ok ? write(single ?? request.write) : none));
+    const mark = tx.marked ? conn.unsafe(LANE_MARK, [String(tx.id)], { prepare: true }).execute() : null;
     const commit = conn`commit`.execute();
-    const [opened, closed] = await Promise.allSettled([opening, commit]);
+    // all of them ran without error: the backend is at the mark and COMMIT, the time to send the next
+    void Promise.all(mains.map((m) => m.settled)).then((all) => {
+      if (all.every((o) => o.every((r) => r.status === 'fulfilled'))) ran();
+    });
+    const [opened, closed, guarded, marked] = await Promise.allSettled([opening, commit, guard, mark]);
     const firstOutcomes = await Promise.all(firsts.map((f) => f.settled));
     const outcomes = await Promise.all(mains.map((m) => m.settled));
     // a request's failure: the first of its statements to fail, in the order they were sent
     const errors = group.map((_, i) => [...firstOutcomes[i]!, ...outcomes[i]!]
       .find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
-    const lost = [opened.status === 'rejected' ? opened.reason : undefined, closed.status === 'rejected' ? closed.reason : undefined, ...errors]
+    const lost = [opened, closed, guarded, marked].map((s) => (s.status === 'rejected' ? s.reason : undefined)).concat(errors)
       .find((err) => err !== undefined && isConnectionFailure(err));
     if (lost !== undefined) {
       // the connection failed: every request of the transaction fails with it (it may have
       // committed or not; the caller answers 503 and the client resends by client_op_id)
       for (const request of group) request.reject(lost);
-      return { retry: [], resend: 0, broken: true };
+      return { retry: [], resend: 0, broken: true, committed: false };
+    }
+    if (guarded.status === 'rejected') {
+      // the transaction ahead rolled back: none of these ran; all go again, behind its retries
+      return { retry: group, resend: 0, broken: false, committed: false };
     }
     const committed = opened.status === 'fulfilled' && closed.status === 'fulfilled'
       && (closed.value as { command?: string }).command === 'COMMIT';
@@ -267,11 +340,11 @@ export class CanvasLanes {
       if (group.length === 1) {
         group[0]!.reject(closed.status === 'rejected' ? closed.reason
           : opened.status === 'rejected' ? opened.reason : new Error('the lane\'s transaction rolled back'));
-        return { retry: [], resend: 0, broken: false };
+        return { retry: [], resend: 0, broken: false, committed };
       }
       for (const request of retry) request.alone = true;
     }
-    return { retry: [...others, ...ofFailed], resend: others.length, broken: false };
+    return { retry: [...others, ...ofFailed], resend: others.length, broken: false, committed };
   }
 }
 
@@ -323,6 +396,17 @@ type Request = {
   onePerCaller: boolean;
 };
 
+/** A lane's transaction on the wire: `ran` once its requests' statements have all succeeded; `marked`: it sets its mark (LANE_MARK) before COMMIT. */
+type OnWire = { id: number; ran: boolean; marked: boolean };
+
+/** Transactions a lane must commit in a row, after one rolled back, before it pipelines again (a stream of failures turns pipelining off). */
+const PIPELINE_AFTER = 4;
+
+/** Sets this transaction's mark: a session setting, so it stays after COMMIT and a rollback takes it back. */
+const LANE_MARK = "select set_config('potentia.lane_tx', $1, false)";
+/** Fails unless the transaction ahead on this connection committed its mark. */
+const LANE_GUARD = "select 1 / (current_setting('potentia.lane_tx', true) is not distinct from $1)::int";
+
 class Lane {
   /** The connection, while the lane holds one. */
   conn: ReservedSql | null = null;
@@ -332,8 +416,16 @@ class Lane {
   closing = false;
   /** Requests sent down `conn` since it was reserved. */
   turns = 0;
-  /** A transaction of the lane is on the wire. */
-  onWire = false;
+  /** The lane's transactions on the wire, in the order sent (at most two: one pipelined behind the other). */
+  readonly onWire: OnWire[] = [];
+  /** A transaction on the wire rolled back: nothing more is sent until all have settled. */
+  halted = false;
+  /** Transactions committed in a row (a new lane counts as having committed enough to pipeline). */
+  committedInARow = PIPELINE_AFTER;
+  /** Requests to send again, from transactions settled while another was still on the wire. */
+  retry: Request[] = [];
+  /** `resend` of the first transaction that put requests in `retry`. */
+  retryResend = 0;
   /** How many requests at the head of `queue` were rolled back with their group: sent again as a group of their own. */
   resend = 0;
   /** Requests not sent yet, in arrival order. */

@@ -14,12 +14,17 @@ export type Database = {
   close(): Promise<void>;
 };
 
-export type DatabaseOptions = { max?: number; applicationName?: string; prepare?: boolean };
+/**
+ * `transactionPooler`: `url` is a transaction pooler (PgBouncer `pool_mode = transaction`,
+ * Supavisor on :6543: src/db/pooling.ts), where a server connection is ours for one transaction
+ * only: no named prepared statements, and canvas lanes send one transaction at a time.
+ */
+export type DatabaseOptions = { max?: number; applicationName?: string; transactionPooler?: boolean };
 
 export function createDatabase(url: string, opts: DatabaseOptions = {}): Database {
   const sql = postgres(url, {
     max: opts.max ?? 10,
-    prepare: opts.prepare ?? true,
+    prepare: !opts.transactionPooler,
     onnotice: () => {},
     connection: { application_name: opts.applicationName ?? 'potentia' },
     backoff: reconnectBackoffSeconds,
@@ -28,7 +33,7 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
   return {
     sql,
     db,
-    lanes: new CanvasLanes(sql),
+    lanes: new CanvasLanes(sql, { pipeline: !opts.transactionPooler }),
     async close() {
       // Kysely's driver starts lazily: end the postgres.js pool ourselves (end() is idempotent)
       await db.destroy();

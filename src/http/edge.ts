@@ -15,7 +15,7 @@ import type { AppEnv, Deps } from './env.ts';
 export function createEdgeApp(name: keyof typeof FUNCTIONS, env: Record<string, string | undefined>) {
   const jwksUrl = env.SUPABASE_JWKS_URL ?? (env.SUPABASE_URL ? `${env.SUPABASE_URL}/auth/v1/.well-known/jwks.json` : undefined);
   const config = loadConfig({ ...env, NODE_ENV: 'production', DATABASE_URL: env.SUPABASE_DB_URL ?? env.DATABASE_URL, SUPABASE_JWKS_URL: jwksUrl });
-  const database = createDatabase(config.databaseUrl, { max: 3, prepare: false, applicationName: `potentia-edge-${name}` });
+  const database = createDatabase(config.databaseUrl, { max: 3, transactionPooler: true, applicationName: `potentia-edge-${name}` });
   const deps: Deps = {
     sql: database.sql,
     lanes: database.lanes,

@@ -381,7 +381,7 @@ describe('rate-limit shards under attack', () => {
       return Promise.all(five);
     });
     expect(answers.map((a) => a.error?.code ?? a.status)).toEqual(['success', 'invalid_input', 'success', 'invalid_input', 'rate_limited']);
-    expect(lanes.sent).toEqual({ transactions: 2, requests: 6 });
+    expect(lanes.sent).toEqual({ transactions: 2, requests: 6, pipelined: 0 });
     const [{ shards }] = await fx.admin`select array_agg(hits order by bucket) as shards from app.rate_limits
       where user_id = ${user}::uuid and bucket like 'mutations%' and window_start = internal.rate_window_start(60)` as unknown as [{ shards: number[] }];
     expect(shards).toEqual([1, 1, 1]);
@@ -432,7 +432,7 @@ describe('rate-limit shards under attack', () => {
     expect(await within(Promise.all(three), 300)).toBe('waiting');
     await end(others, 'rollback');
     expect((await Promise.all(three)).map((a) => a.status)).toEqual(['success', 'success', 'success']);
-    expect(lanes.sent).toEqual({ transactions: 2, requests: 4 });
+    expect(lanes.sent).toEqual({ transactions: 2, requests: 4, pipelined: 0 });
     expect(await committed(user, 60)).toEqual({ total: 3, shards: [0, 0, 0, 0, 0, 1, 1, 1] });
   });
 

@@ -7,7 +7,9 @@
 //
 //   hot canvas    1 canvas; (a) every client edits the SAME block (conflicts: counted apart),
 //                 (b) every client edits its OWN block (no conflicts: measures how the canvas
-//                 lock serializes writers); baseline: 16 clients incrementing 1 row.
+//                 lock serializes writers), and (b) again through lanes that send one transaction
+//                 at a time (no pipelining: what it buys, in the row's note); baseline: 16 clients
+//                 incrementing 1 row.
 //   50 canvases   client i's n-th mutation goes to canvas (i + n) mod 50, on its own block there;
 //                 baseline: the same round-robin over 50 rows. Also run with all clients as ONE
 //                 editor, which shows what per-user work (the rate-limit row) serializes.
@@ -79,6 +81,8 @@ const CANVASES = Number(values.canvases);
 const WARMUP = Number(values['warmup-seconds']);
 const url = values['database-url']!;
 const LANE_DEPTH = values['lane-depth'] === undefined ? undefined : Number(values['lane-depth']);
+/** The hot canvas through lanes that send one transaction at a time (no pipelining), beside the default. */
+const SERIAL_LABEL = 'rpc: hot canvas, own block per client, lane one transaction at a time';
 if (!(LANE_DEPTH === undefined || (Number.isInteger(LANE_DEPTH) && LANE_DEPTH >= 1)) || !(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) {
   console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--rounds N>=1] [--clients N] [--canvases N] [--lane-depth N>=1] [--database-url URL]');
   process.exit(2);
@@ -237,7 +241,11 @@ async function main() {
   await freshDatabase();
   const sql = postgres(url, { max: CLIENTS + 2, onnotice: () => {}, connection: { application_name: 'potentia-bench' } });
   // mutations as the HTTP layer sends them: down the canvas's lane (src/db/canvas-lanes.ts)
-  const lanes = new CanvasLanes(sql, { depth: LANE_DEPTH });
+  const pipelined = new CanvasLanes(sql, { depth: LANE_DEPTH });
+  // the same lanes sending one transaction at a time: the hot canvas once more with them, to show
+  // in the same run what pipelining buys
+  const serial = new CanvasLanes(sql, { depth: LANE_DEPTH, pipeline: false });
+  let lanes = pipelined;
   // the pool's backends, read on a connection of its own (one of the pool's would be among them)
   const probe = postgres(url, { max: 1, onnotice: () => {}, connection: { application_name: 'potentia-bench-probe' } });
   const backends = () => backendPids(probe, 'potentia-bench');
@@ -383,6 +391,12 @@ async function main() {
         const b = hotOwn[client]!;
         return mutation(editors[client]!, hot, client, n, b, () => b.version, (v) => { b.version = v; });
       }));
+      lanes = serial;
+      await scenario(() => measure(backends, SERIAL_LABEL, 'rpc', 'hot', (client, n) => {
+        const b = hotOwn[client]!;
+        return mutation(editors[client]!, hot, client, n, b, () => b.version, (v) => { b.version = v; });
+      }));
+      lanes = pipelined;
       await scenario(() => measure(backends, 'baseline: bare UPDATE, 1 row', 'baseline', 'hot', (client) => bare(client, 1)));
 
       log(`\n-- ${CANVASES} canvases, round-robin`);
@@ -511,7 +525,13 @@ async function main() {
     const busyNote = hotBusy === null || spreadBusy === null ? '' :
       `; Postgres backends busy ${hotBusy.toFixed(2)} of a core on the hot canvas (its transactions run one at a time${piped}, so at most ` +
       `${(1 / hotBusy).toFixed(2)}x more with no gap between them) vs ${spreadBusy.toFixed(2)} cores on ${CANVASES} canvases`;
-    log(`\nhot-canvas, ${turnsNote}${busyNote}. The canvas row is held through each mutation's writes and COMMIT (canvas_seq in commit order); ` +
+    // what pipelining the lane buys, in this run: the same scenario with lanes one transaction at a time
+    const serialRate = rate(SERIAL_LABEL);
+    const serialBusy = busy(SERIAL_LABEL);
+    const pipelineNote = `; lanes pipelined vs one transaction at a time: ${hotOwnRate.toFixed(0)} vs ${serialRate.toFixed(0)}/s = ` +
+      `${(hotOwnRate / serialRate).toFixed(2)}x${serialBusy === null ? '' : ` (backends busy ${serialBusy.toFixed(2)} of a core without it)`}` +
+      perRound('rpc: hot canvas, own block per client', SERIAL_LABEL).replace('; per round', ', per round');
+    log(`\nhot-canvas, ${turnsNote}${busyNote}${pipelineNote}. The canvas row is held through each mutation's writes and COMMIT (canvas_seq in commit order); ` +
         'the RPC sends a canvas\'s mutations down one connection (src/db/canvas-lanes.ts), so it does not pay the turns between backends');
     reportRows([
       row(`api.upsert_block_atomic vs its own writes as plain SQL (pgbench -M prepared, ${CLIENTS} clients, ${CANVASES} canvases)`,
@@ -523,7 +543,7 @@ async function main() {
         'the per-user mutation limit counts in sharded rows taken last in the transaction (docs/limits.md)' +
         perRound(`rpc: ${CANVASES} canvases, all clients one user`, `rpc: ${CANVASES} canvases, own blocks`)),
       row(`hot canvas, disjoint blocks vs ${CANVASES} canvases (applied/s)`, hotOwnRate, spreadRate, 0.9,
-        turnsNote + busyNote +
+        turnsNote + busyNote + pipelineNote +
         perRound('rpc: hot canvas, own block per client', `rpc: ${CANVASES} canvases, own blocks`)),
       row('text op, own text vs plain content update (hot canvas, applied/s)', rate('rpc: text op, own text per client'), plainRate, 0.7,
         'one character typed or deleted per op (the text keeps its length); both on the hot canvas' +

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { ReservedSql, Sql } from 'postgres';
 import { isConnectionFailure } from './faults.ts';
 import { canonicalUuid, type CallerSettings } from './request.ts';
@@ -76,7 +77,12 @@ export class CanvasLanes {
   readonly #depth: number;
   readonly #pipeline: boolean;
   readonly #lanes = new Map<string, Lane>();
-  /** Ids of the transactions this object sends (unique in the process: a connection serves one process). */
+  /**
+   * Ids of the transactions this object sends: a random prefix of this object's and a count, so
+   * that no mark left on a connection by anyone else (another CanvasLanes object on the pool,
+   * another process's session through a session pooler that does not reset it) can equal one.
+   */
+  readonly #txPrefix = randomUUID();
   #nextTx = 0;
 
   /**
@@ -215,7 +221,7 @@ export class CanvasLanes {
     // marked when the lane is busy (requests queued behind it, or it carries several that queued):
     // the next transaction may then be pipelined behind it; a lane of one request at a time (most
     // canvases) skips the mark's statement
-    const tx: OnWire = { id: ++this.#nextTx, ran: false, marked: this.#pipeline && (group.length > 1 || lane.queue.length > 0) };
+    const tx: OnWire = { id: `${this.#txPrefix}:${++this.#nextTx}`, ran: false, marked: this.#pipeline && (group.length > 1 || lane.queue.length > 0) };
     const after = lane.onWire.length > 0 ? lane.onWire[0]!.id : null;
     lane.onWire.push(tx);
     if (after !== null) this.#sentPipelined++;
@@ -266,12 +272,12 @@ export class CanvasLanes {
    * settings. Settles every request except the ones to send again, which it returns; `broken`
    * when the connection failed.
    */
-  async #send(conn: ReservedSql, group: Request[], tx: OnWire, after: number | null, ran: () => void)
+  async #send(conn: ReservedSql, group: Request[], tx: OnWire, after: string | null, ran: () => void)
     : Promise<{ retry: Request[]; resend: number; broken: boolean; committed: boolean }> {
     const begin = conn`begin`.execute();
     // behind a transaction still on the wire: runs only if that one committed (its mark below is
     // a session setting, which its rollback takes back)
-    const guard = after === null ? null : conn.unsafe(LANE_GUARD, [String(after)], { prepare: true }).execute();
+    const guard = after === null ? null : conn.unsafe(LANE_GUARD, [after], { prepare: true }).execute();
     // the callers with several requests here (users: the rate limit's subjects are uuids), named to
     // the rate limit before any request runs, with how many more than one (internal.hit_sharded_limit)
     const count = new Map<string, number>();
@@ -293,7 +299,7 @@ export class CanvasLanes {
     const single = group.length === 1 ? group[0]!.single : null;
     const firsts = group.map((request) => (request.first === null || single !== null ? none : write(request.first)));
     const mains = group.map((request, i) => (firsts[i]!.ok ? write(single ?? request.write) : none));
-    const mark = tx.marked ? conn.unsafe(LANE_MARK, [String(tx.id)], { prepare: true }).execute() : null;
+    const mark = tx.marked ? conn.unsafe(LANE_MARK, [tx.id], { prepare: true }).execute() : null;
     const commit = conn`commit`.execute();
     // all of them ran without error: the backend is at the mark and COMMIT, the time to send the next
     void Promise.all(mains.map((m) => m.settled)).then((all) => {
@@ -397,7 +403,7 @@ type Request = {
 };
 
 /** A lane's transaction on the wire: `ran` once its requests' statements have all succeeded; `marked`: it sets its mark (LANE_MARK) before COMMIT. */
-type OnWire = { id: number; ran: boolean; marked: boolean };
+type OnWire = { id: string; ran: boolean; marked: boolean };
 
 /** Transactions a lane must commit in a row, after one rolled back, before it pipelines again (a stream of failures turns pipelining off). */
 const PIPELINE_AFTER = 4;

@@ -2,14 +2,15 @@
 // behind the one on the wire, so the lane's backend never waits for this process between two
 // COMMITs. What must hold, against the real RPC: requests still apply in arrival order, each once;
 // a transaction pipelined behind one that rolls back does not commit (its guard fails it unrun),
-// and its requests go again behind the rolled-back ones', in order; a lane that rolled back sends
-// one transaction at a time again for a while; behind a transaction pooler nothing is pipelined.
+// and its requests go again behind the rolled-back ones', in order, whatever value another session
+// left in the setting the guard reads; a lane that rolled back sends one transaction at a time
+// again for a while; behind a transaction pooler nothing is pipelined.
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
 import { isConnectionFailure } from '../../src/db/faults.ts';
 import { requestStatement } from '../../src/db/request.ts';
-import { backendKillFixture } from '../helpers/db.ts';
+import { backendKillFixture, deferredCheckTable } from '../helpers/db.ts';
 import { claimsFor, createCanvasWithEditors } from '../helpers/fixtures.ts';
 
 type Row = { r: { status: string; canvas_seq: number | null }; xid: string };
@@ -23,6 +24,8 @@ const create = (text: string) => ({ type: 'text', content: { text } });
 
 describe('canvas lanes: pipelining', () => {
   const fx = backendKillFixture('lanes-pipeline');
+  // a unique check deferred to COMMIT: a request that violates it fails at its transaction's COMMIT
+  const table = deferredCheckTable(() => fx.admin, 'lanes_pipeline_deferred');
 
   const logged = async (canvasId: string) => (await fx.db.sql`
     select client_op_id from app.block_operations
@@ -108,6 +111,59 @@ describe('canvas lanes: pipelining', () => {
     expect([...log].sort()).toEqual([...ops].sort());
     // the waiting ones applied in arrival order, on a new connection
     expect(log.filter((op) => ops.indexOf(op) >= 4)).toEqual(ops.slice(4));
+    expect(lanes.size).toBe(0);
+  });
+
+  /** The lane's transactions: [0] alone, [1 (failing), 2] marked, [3, 4] pipelined behind it. */
+  const rollbackWithPipelined = async (lanes: CanvasLanes, app: string) => {
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
+    const [writer, failing] = [users[1]!, users[2]!];
+    const ops = Array.from({ length: 7 }, (_, i) => `stale-${i}-${randomUUID()}`);
+    const outcomes = await behindFirst(lanes, app, canvasId, ops, (i) => (i === 1 ? failing : writer),
+      (i) => (i === 0 ? SLOW : i === 1 ? FAILING : MUTATE));
+    expect(outcomes[1]).toMatchObject({ status: 'rejected', reason: { code: '22012' } });
+    expect(lanes.sent.pipelined).toBeGreaterThanOrEqual(1);
+    // arrival order: request 2 (rolled back with 1, sent again) must apply before 3 and 4
+    expect(await logged(canvasId)).toEqual([0, 2, 3, 4, 5, 6].map((i) => ops[i]));
+  };
+
+  it('two CanvasLanes objects on one pool: the other one\'s mark left on the connection does not pass the guard of a transaction behind one that rolled back', async () => {
+    const p = fx.pool(1);
+    // lane object A commits a marked transaction (its second) on the pool's only connection
+    const a = new CanvasLanes(p.sql, { depth: 2 });
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 1);
+    const opsA = Array.from({ length: 3 }, (_, i) => `stale-a-${i}-${randomUUID()}`);
+    const outA = await behindFirst(a, p.app, canvasId, opsA, () => users[1]!);
+    expect(outA.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
+    expect(a.sent).toEqual({ transactions: 2, requests: 3, pipelined: 0 });
+    const [{ v }] = await p.sql`select current_setting('potentia.lane_tx', true) as v` as unknown as [{ v: string }];
+    expect(v).toMatch(/:2$/);
+    // lane object B on the same pool, counting its transactions from 1 too: its second rolls back,
+    // and A's mark, still on the connection, must not pass the guard of the one behind it (ids
+    // carry a random prefix of their object's)
+    await rollbackWithPipelined(new CanvasLanes(p.sql, { depth: 2 }), p.app);
+  });
+
+  it('a value left in potentia.lane_tx by any session (e.g. through a session pooler without a reset) does not pass the guard', async () => {
+    const p = fx.pool(1);
+    await p.sql`select set_config('potentia.lane_tx', '2', false)`;
+    await rollbackWithPipelined(new CanvasLanes(p.sql, { depth: 2 }), p.app);
+  });
+
+  it('the COMMIT of the transaction ahead fails (a check deferred to it) with one pipelined behind: that one fails its guard, every other request applies once, in order', async () => {
+    const p = fx.pool(1);
+    const lanes = new CanvasLanes(p.sql, { depth: 2 });
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
+    const ops = Array.from({ length: 7 }, (_, i) => `pipe-commit-${i}-${randomUUID()}`);
+    const DEFERRED = `with ins as (insert into public.${table} (k) values (1), (1)) select m.* from (${MUTATE}) m`;
+    const outcomes = await behindFirst(lanes, p.app, canvasId, ops, (i) => (i === 1 ? users[2]! : users[1]!),
+      (i) => (i === 0 ? SLOW : i === 1 ? DEFERRED : MUTATE));
+    outcomes.forEach((o, i) => {
+      if (i === 1) expect(o).toMatchObject({ status: 'rejected', reason: { code: '23505' } });
+      else expect(o, `request ${i}`).toMatchObject({ status: 'fulfilled' });
+    });
+    expect(lanes.sent.pipelined).toBe(1);
+    expect(await logged(canvasId)).toEqual([0, 2, 3, 4, 5, 6].map((i) => ops[i]));
     expect(lanes.size).toBe(0);
   });
 

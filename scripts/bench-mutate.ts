@@ -524,7 +524,8 @@ async function main() {
     const piped = hotSent && hotSent.transactions > 0 ? `, ${(hotSent.pipelined / hotSent.transactions).toFixed(2)} of them pipelined behind the one on the wire` : '';
     const busyNote = hotBusy === null || spreadBusy === null ? '' :
       `; Postgres backends busy ${hotBusy.toFixed(2)} of a core on the hot canvas (its transactions run one at a time${piped}, so at most ` +
-      `${(1 / hotBusy).toFixed(2)}x more with no gap between them) vs ${spreadBusy.toFixed(2)} cores on ${CANVASES} canvases`;
+      `${(1 / hotBusy).toFixed(2)}x more with no gap between them: ${(hotOwnRate / hotBusy / spreadRate).toFixed(2)}x the ${CANVASES}-canvas rate at one full core) ` +
+      `vs ${spreadBusy.toFixed(2)} cores on ${CANVASES} canvases`;
     // what pipelining the lane buys, in this run: the same scenario with lanes one transaction at a time
     const serialRate = rate(SERIAL_LABEL);
     const serialBusy = busy(SERIAL_LABEL);

@@ -150,7 +150,8 @@ export class CanvasLanes {
   }
 
   /**
-   * Sends the lane's next transaction when it has none on the wire: the queued requests, in
+   * Sends the lane's next transaction when it has none on the wire, or behind the one on the wire
+   * when the pipelining gate below lets it: the queued requests, in
    * arrival order, up to `depth` (one, if the head must go alone), sent in callers' order;
    * reserves a connection when it has none; closes the lane when it has nothing left. Every
    * request that is not on the wire is in `lane.queue`, so nothing can overtake it: not a request

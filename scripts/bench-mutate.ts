@@ -387,15 +387,13 @@ async function main() {
       log('\n-- hot canvas');
       await scenario(() => measure(backends, 'rpc: hot canvas, one shared block', 'rpc', 'hot', (client, n) =>
         mutation(editors[client]!, hot, client, n, hotShared, () => sharedVersions[client]!, (v) => { sharedVersions[client] = v; })));
-      await scenario(() => measure(backends, 'rpc: hot canvas, own block per client', 'rpc', 'hot', (client, n) => {
+      const hotOwnMutation = (client: number, n: number) => {
         const b = hotOwn[client]!;
         return mutation(editors[client]!, hot, client, n, b, () => b.version, (v) => { b.version = v; });
-      }));
+      };
+      await scenario(() => measure(backends, 'rpc: hot canvas, own block per client', 'rpc', 'hot', hotOwnMutation));
       lanes = serial;
-      await scenario(() => measure(backends, SERIAL_LABEL, 'rpc', 'hot', (client, n) => {
-        const b = hotOwn[client]!;
-        return mutation(editors[client]!, hot, client, n, b, () => b.version, (v) => { b.version = v; });
-      }));
+      await scenario(() => measure(backends, SERIAL_LABEL, 'rpc', 'hot', hotOwnMutation));
       lanes = pipelined;
       await scenario(() => measure(backends, 'baseline: bare UPDATE, 1 row', 'baseline', 'hot', (client) => bare(client, 1)));
 

@@ -105,9 +105,10 @@ export class CanvasLanes {
   }
 
   /**
-   * Transactions sent since this object was made (`pipelined`: behind another on the wire), and the requests they carried (requests sent
-   * again after their group rolled back count again): requests / transactions is the mean group
-   * size, what group commit shares one flush among (printed by bench:mutate).
+   * Transactions sent since this object was made (`pipelined`: those sent behind another on the
+   * wire), and the requests they carried (requests sent again after their group rolled back count
+   * again): requests / transactions is the mean group size, what group commit shares one flush
+   * among (printed by bench:mutate).
    */
   get sent(): { transactions: number; requests: number; pipelined: number } {
     return { transactions: this.#sentTransactions, requests: this.#sentRequests, pipelined: this.#sentPipelined };
@@ -161,12 +162,12 @@ export class CanvasLanes {
   #pump(key: string, lane: Lane): void {
     if (lane.onWire.length > 0) {
       // a second transaction behind the one on the wire (pipelined): only behind one that carries
-      // its mark, while the lane's transactions commit (nothing rolled back in the last few, nothing
-      // being resent), when the connection is not being given back, and when it is worth a COMMIT
-      // of its own: a full group, or the one ahead has run its statements (its backend is at its
-      // COMMIT, and would sit idle for the round trip)
+      // its mark, while the lane's transactions commit (nothing rolled back in the last
+      // PIPELINE_AFTER, nothing being resent), when the connection is not being given back, and
+      // when it is worth a COMMIT of its own: a full group, or the one ahead has run its
+      // statements (its backend is at its COMMIT, and would sit idle for the round trip)
       const ahead = lane.onWire[0]!;
-      if (lane.onWire.length > 1 || !ahead.marked || lane.halted || lane.closing || lane.queue.length === 0) return;
+      if (lane.onWire.length > 1 || !ahead.marked || lane.closing || lane.queue.length === 0) return;
       if (lane.committedInARow < PIPELINE_AFTER || lane.queue[0]!.alone || lane.resend > 0) return;
       if (lane.queue.length < this.#depth && !ahead.ran) return;
     }
@@ -239,10 +240,9 @@ export class CanvasLanes {
     const settle = (retry: Request[], resend: number, broken: boolean, rolledBack: boolean) => {
       lane.onWire.shift();
       if (broken) lane.closing = true;
-      if (rolledBack) {
-        lane.halted = true;
-        lane.committedInARow = 0;
-      } else lane.committedInARow++;
+      // after a rollback nothing is pipelined (the gate above) until PIPELINE_AFTER commit in a
+      // row, so nothing more is sent before every transaction on the wire has settled
+      lane.committedInARow = rolledBack ? 0 : lane.committedInARow + 1;
       // transactions settle in the order they were sent: the retries in that order too
       if (lane.retry.length === 0) lane.retryResend = resend;
       lane.retry.push(...retry);
@@ -251,7 +251,6 @@ export class CanvasLanes {
         lane.resend = lane.retryResend;
         lane.retry = [];
         lane.retryResend = 0;
-        lane.halted = false;
       }
       this.#pump(key, lane);
     };
@@ -303,12 +302,13 @@ export class CanvasLanes {
     const mark = tx.marked ? conn.unsafe(LANE_MARK, [tx.id], { prepare: true }).execute() : null;
     const commit = conn`commit`.execute();
     // all of them ran without error: the backend is at the mark and COMMIT, the time to send the next
-    void Promise.all(mains.map((m) => m.settled)).then((all) => {
+    const mainsSettled = Promise.all(mains.map((m) => m.settled));
+    void mainsSettled.then((all) => {
       if (all.every((o) => o.every((r) => r.status === 'fulfilled'))) ran();
     });
     const [opened, closed, guarded, marked] = await Promise.allSettled([opening, commit, guard, mark]);
     const firstOutcomes = await Promise.all(firsts.map((f) => f.settled));
-    const outcomes = await Promise.all(mains.map((m) => m.settled));
+    const outcomes = await mainsSettled;
     // a request's failure: the first of its statements to fail, in the order they were sent
     const errors = group.map((_, i) => [...firstOutcomes[i]!, ...outcomes[i]!]
       .find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
@@ -425,8 +425,6 @@ class Lane {
   turns = 0;
   /** The lane's transactions on the wire, in the order sent (at most two: one pipelined behind the other). */
   readonly onWire: OnWire[] = [];
-  /** A transaction on the wire rolled back: nothing more is sent until all have settled. */
-  halted = false;
   /** Transactions committed in a row (a new lane counts as having committed enough to pipeline). */
   committedInARow = PIPELINE_AFTER;
   /** Requests to send again, from transactions settled while another was still on the wire. */

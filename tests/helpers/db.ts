@@ -2,6 +2,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { createDatabase, type Database } from '../../src/db/index.ts';
+import { sleep } from './wait.ts';
 
 /** A pool on the migrated test database (scripts/test migrates it fresh before vitest runs). */
 export function testDatabase(max = 5): Database {
@@ -12,12 +13,23 @@ export function testDatabase(max = 5): Database {
  * For a describe block that kills backends: `db` (a pool on the test database), `admin` (one
  * connection, for pg_terminate_backend and checks) and `pool(max)`, pools whose connections carry
  * an application_name of their own (`potentia-test-<name>-<pid>-<n>`, returned as `app`) so the
- * test finds them in pg_stat_activity. Opened on first use, all closed after the block.
+ * test finds them in pg_stat_activity; `running` and `killRunning` find them there. Opened on
+ * first use, all closed after the block.
  */
 export function backendKillFixture(name: string) {
   let db: Database | undefined;
   let admin: postgres.Sql | undefined;
   const opened: Database[] = [];
+  const adminSql = () => (admin ??= postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} }));
+  /** Polls every 10 ms, up to ~3 s, until `probe` returns more than 0; its last value. */
+  const poll = async (probe: () => Promise<number>) => {
+    let n = 0;
+    for (let i = 0; i < 300 && n === 0; i++) {
+      n = await probe();
+      if (n === 0) await sleep(10);
+    }
+    return n;
+  };
   afterAll(async () => {
     await Promise.all(opened.map((pool) => pool.close()));
     await admin?.end();
@@ -28,13 +40,24 @@ export function backendKillFixture(name: string) {
       return (db ??= testDatabase());
     },
     get admin(): postgres.Sql {
-      return (admin ??= postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} }));
+      return adminSql();
     },
     pool(max: number): Database & { app: string } {
       const app = `potentia-test-${name}-${process.pid}-${opened.length}`;
       const pool = createDatabase(testDatabaseUrl(), { max, applicationName: app });
       opened.push(pool);
       return { ...pool, app };
+    },
+    /** Waits until a backend of pool `app` runs a statement containing `marker`; throws after ~3 s. */
+    async running(app: string, marker: string): Promise<void> {
+      const n = await poll(async () => ((await adminSql()`select count(*)::int as n from pg_stat_activity
+        where application_name = ${app} and state = 'active' and query like ${`%${marker}%`}`)[0]!.n as number));
+      if (n === 0) throw new Error(`nothing of ${app} ran ${marker}`);
+    },
+    /** Terminates the backends of pool `app` running a statement containing `marker`, once one does (up to ~3 s); how many. */
+    killRunning(app: string, marker: string): Promise<number> {
+      return poll(async () => ((await adminSql()`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
+        where application_name = ${app} and state = 'active' and query like ${`%${marker}%`}`)[0]!.killed as number));
     },
   };
 }

@@ -35,17 +35,6 @@ describe('canvas lanes under attack', () => {
     select client_op_id, canvas_seq::int as canvas_seq from app.block_operations
     where canvas_id = ${canvasId} and status = 'success' order by canvas_seq` as unknown as Promise<{ client_op_id: string; canvas_seq: number }[]>;
 
-  /** Kills the pool's backend that runs pg_sleep, once it does; how many were killed. */
-  async function killSleeper(app: string): Promise<number> {
-    for (let i = 0; i < 300; i++) {
-      const [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
-        where application_name = ${app} and query like '%pg_sleep%' and state = 'active'` as unknown as [{ killed: number }];
-      if (killed > 0) return killed;
-      await sleep(10);
-    }
-    return 0;
-  }
-
   /** A pool of `max` can still reserve `max` connections: none was leaked. */
   async function noLeak(sql: postgres.Sql, max: number): Promise<void> {
     const held = await settle(Promise.all(Array.from({ length: max }, () => sql.reserve())), 5000);
@@ -67,12 +56,7 @@ describe('canvas lanes under attack', () => {
     const first = send(true); // on the wire (depth 1) when its backend is killed
     // the others once it runs: it went alone, with nothing queued, so none was pipelined behind it
     // (canvas-lanes-pipeline.test.ts kills a backend with two transactions on the wire)
-    for (let i = 0; i < 300; i++) {
-      const [{ n }] = await fx.admin`select count(*)::int as n from pg_stat_activity
-        where application_name = ${p.app} and query like '%pg_sleep%' and state = 'active'` as unknown as [{ n: number }];
-      if (n > 0) break;
-      await sleep(10);
-    }
+    await fx.running(p.app, 'pg_sleep');
     const waiting = Array.from({ length: 5 }, () => send());
     // the moment the first one fails, the process receives more requests for the canvas
     let later: Promise<{ i: number; seq: number }>[] = [];
@@ -80,7 +64,7 @@ describe('canvas lanes under attack', () => {
       later = Array.from({ length: 5 }, () => send());
       return err;
     });
-    expect(await killSleeper(p.app)).toBe(1);
+    expect(await fx.killRunning(p.app, 'pg_sleep')).toBe(1);
     expect(isConnectionFailure(await failed)).toBe(true);
     const applied = await Promise.all([...waiting, ...later]);
     expect(applied.map((a) => a.i)).toEqual(Array.from({ length: 10 }, (_, k) => k + 1));
@@ -129,7 +113,7 @@ describe('canvas lanes under attack', () => {
       i === 0 ? `select r, pid, pg_sleep(5) as pause from (${MUTATE}) m` : MUTATE, [a!.canvasId, op, create(`a${i}`)]));
     const others = canvases.slice(1).flatMap((c) => Array.from({ length: 3 }, (_, i) => requestStatement<Row>(lanes, c.canvasId,
       { claims: claimsFor(c.users.editor!) }, MUTATE, [c.canvasId, `one-o-${i}-${randomUUID()}`, create(`o${i}`)])));
-    expect(await killSleeper(p.app)).toBe(1);
+    expect(await fx.killRunning(p.app, 'pg_sleep')).toBe(1);
     const outcomes = await Promise.all([...onA, ...others].map((q) => settle(q)));
     expect(outcomes.filter((o) => 'hang' in o)).toEqual([]);
     const failedA = outcomes.slice(0, opsA.length).flatMap((o, i) => ('ok' in o && !o.ok ? [i] : []));

@@ -32,16 +32,6 @@ describe('canvas lanes: group commit under attack', () => {
   // a unique check deferred to COMMIT: a request that violates it fails at its transaction's COMMIT
   const table = deferredCheckTable(() => fx.admin, 'lane_gattack');
 
-  /** Waits until a backend of pool `app` runs a statement containing `marker`. */
-  const running = async (app: string, marker: string) => {
-    for (let i = 0; i < 300; i++) {
-      const [{ n }] = await fx.admin`select count(*)::int as n from pg_stat_activity
-        where application_name = ${app} and state = 'active' and query like ${`%${marker}%`}` as unknown as [{ n: number }];
-      if (n > 0) return;
-      await sleep(10);
-    }
-    throw new Error(`nothing of ${app} ran ${marker}`);
-  };
 
   const logged = async (canvasId: string) => fx.admin`
     select client_op_id, actor_id::text as actor_id, canvas_seq::int as canvas_seq from app.block_operations
@@ -59,7 +49,7 @@ describe('canvas lanes: group commit under attack', () => {
     await send(claimsFor(editor), MUTATE, `warm-${randomUUID()}`);
     await send(claimsFor(editor), slow(0.01), `warm-slow-${randomUUID()}`);
     const hold = send(claimsFor(editor), slow(0.2), `hold-${randomUUID()}`);
-    await running(p.app, 'pg_sleep(0.2)');
+    await fx.running(p.app, 'pg_sleep(0.2)');
     const ops = [`a-${randomUUID()}`, `b-${randomUUID()}`];
     // the owner's claims serialize to nothing (a toJSON that returns undefined): no setting can be sent for them
     const outcomes = await Promise.allSettled([
@@ -94,7 +84,7 @@ describe('canvas lanes: group commit under attack', () => {
       { claims: claimsFor(users[2]!, { tag: 'e' }), headers: { 'user-agent': 'e' }, statementTimeoutMs: 3333 },
     ];
     const hold = requestStatement(lanes, key, { claims: { role: 'anon' } }, 'select pg_sleep(0.2)', []);
-    await running(p.app, 'pg_sleep(0.2)');
+    await fx.running(p.app, 'pg_sleep(0.2)');
     const outcomes = await Promise.allSettled(callers.map((ctx) => requestStatement<Record<string, string>>(lanes, key, ctx, WHO, [])));
     await hold;
     expect(outcomes[3]).toMatchObject({ status: 'rejected', reason: { code: '22P05' } });
@@ -200,7 +190,7 @@ describe('canvas lanes: group commit under attack', () => {
       requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users[i]!), ...(statementTimeoutMs ? { statementTimeoutMs } : {}) }, text, params);
     const mutate = (i: number) => as(i, MUTATE, [canvasId, ops[i]!, create(`f${i}`)]);
     const hold = as(0, slow(0.2), [canvasId, ops[0]!, create('f0')]);
-    await running(p.app, 'pg_sleep(0.2)');
+    await fx.running(p.app, 'pg_sleep(0.2)');
     // behind it, in one group: a division by zero after the RPC's writes, a statement_timeout, a
     // missing table, a bad cast after the writes, then (once those are gone) two requests that fail only at COMMIT and
     // two that fail there only together: each fails alone, in whichever transaction it is found

@@ -32,12 +32,7 @@ describe('canvas lanes: group commit', () => {
   /** Sends request 0, waits until it runs (its pause), then sends the others: they queue up behind it. */
   const behindFirst = async <T>(app: string, count: number, send: (i: number) => Promise<T>) => {
     const first = send(0);
-    for (let i = 0; i < 100; i++) {
-      const [{ n }] = await fx.admin`select count(*)::int as n from pg_stat_activity
-        where application_name = ${app} and state = 'active' and query like '%pg_sleep(0.3)%'` as unknown as [{ n: number }];
-      if (n > 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await fx.running(app, 'pg_sleep(0.3)');
     return [first, ...Array.from({ length: count - 1 }, (_, i) => send(i + 1))];
   };
 

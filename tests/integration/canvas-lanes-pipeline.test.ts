@@ -36,13 +36,26 @@ describe('canvas lanes: pipelining', () => {
     text: (i: number) => string = (i) => (i === 0 ? SLOW : MUTATE)) => {
     const send = (i: number) => requestStatement<Row>(lanes, canvasId, { claims: claimsFor(callerOf(i)) }, text(i), [canvasId, ops[i]!, create(`p${i}`)]);
     const first = send(0);
-    for (let i = 0; i < 100; i++) {
-      const [{ n }] = await fx.admin`select count(*)::int as n from pg_stat_activity
-        where application_name = ${app} and state = 'active' and query like '%pg_sleep(0.3)%'` as unknown as [{ n: number }];
-      if (n > 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await fx.running(app, 'pg_sleep(0.3)');
     return Promise.allSettled([first, ...ops.slice(1).map((_, i) => send(i + 1))]);
+  };
+
+  /**
+   * On a new canvas: [0] alone, then [1, 2] with [3, 4] pipelined behind it, where request 1 runs
+   * `failing` (its transaction rolls back, with SQLSTATE `code`); every other request applies once,
+   * in arrival order (2, rolled back with 1 and sent again, before 3 and 4).
+   */
+  const rollbackWithPipelined = async (lanes: CanvasLanes, app: string, failing = FAILING, code = '22012') => {
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
+    const ops = Array.from({ length: 7 }, (_, i) => `pipe-rollback-${i}-${randomUUID()}`);
+    const outcomes = await behindFirst(lanes, app, canvasId, ops, (i) => (i === 1 ? users[2]! : users[1]!),
+      (i) => (i === 0 ? SLOW : i === 1 ? failing : MUTATE));
+    outcomes.forEach((o, i) => {
+      if (i === 1) expect(o).toMatchObject({ status: 'rejected', reason: { code } });
+      else expect(o, `request ${i}`).toMatchObject({ status: 'fulfilled' });
+    });
+    expect(lanes.sent.pipelined).toBeGreaterThanOrEqual(1);
+    expect(await logged(canvasId)).toEqual([0, 2, 3, 4, 5, 6].map((i) => ops[i]));
   };
 
   it('a busy lane sends a full group behind the transaction on the wire; every request applies once, in arrival order', async () => {
@@ -63,22 +76,13 @@ describe('canvas lanes: pipelining', () => {
   });
 
   it('a transaction pipelined behind one that rolls back fails its guard unrun: its requests go again behind the others, each applies once, in order', async () => {
-    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
-    const [writer, failing] = [users[1]!, users[2]!];
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql, { depth: 2 });
-    const ops = Array.from({ length: 7 }, (_, i) => `pipe-rollback-${i}-${randomUUID()}`);
     // request 1 fails after its writes: [1, 2] rolls back, and [3, 4], pipelined behind it, must not commit
-    const outcomes = await behindFirst(lanes, p.app, canvasId, ops, (i) => (i === 1 ? failing : writer),
-      (i) => (i === 0 ? SLOW : i === 1 ? FAILING : MUTATE));
-    outcomes.forEach((o, i) => {
-      if (i === 1) expect(o).toMatchObject({ status: 'rejected', reason: { code: '22012' } });
-      else expect(o, `request ${i}`).toMatchObject({ status: 'fulfilled' });
-    });
+    await rollbackWithPipelined(lanes, p.app);
     // sent: [0]; [1, 2] (rolled back) with [3, 4] pipelined (its guard failed); then, one
     // transaction at a time (the lane rolled back): [2] again alone, [3, 4] again, [5, 6]
     expect(lanes.sent).toEqual({ transactions: 6, requests: 10, pipelined: 1 });
-    expect(await logged(canvasId)).toEqual([0, 2, 3, 4, 5, 6].map((i) => ops[i]));
     expect(lanes.size).toBe(0);
   });
 
@@ -91,13 +95,7 @@ describe('canvas lanes: pipelining', () => {
       i === 0 ? `select m.*, pg_sleep(5) as pause from (${MUTATE}) m` : MUTATE, [canvasId, ops[i]!, create(`k${i}`)]);
     // all at once: [0, 1] goes first, [2, 3] pipelined behind it at once (a full group)
     const pending = ops.map((_, i) => send(i).then(() => null, (err: unknown) => err));
-    let killed = 0;
-    for (let i = 0; i < 300 && killed === 0; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-      [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
-        where application_name = ${p.app} and query like '%pg_sleep(5)%' and state = 'active'` as unknown as [{ killed: number }];
-    }
-    expect(killed).toBe(1);
+    expect(await fx.killRunning(p.app, 'pg_sleep(5)')).toBe(1);
     const errors = await Promise.all(pending);
     // both transactions on the wire failed (their outcome unknown to the lane), nothing else
     expect(errors.flatMap((err, i) => (err === null ? [] : [i]))).toEqual([0, 1, 2, 3]);
@@ -113,19 +111,6 @@ describe('canvas lanes: pipelining', () => {
     expect(log.filter((op) => ops.indexOf(op) >= 4)).toEqual(ops.slice(4));
     expect(lanes.size).toBe(0);
   });
-
-  /** The lane's transactions: [0] alone, [1 (failing), 2] marked, [3, 4] pipelined behind it. */
-  const rollbackWithPipelined = async (lanes: CanvasLanes, app: string) => {
-    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
-    const [writer, failing] = [users[1]!, users[2]!];
-    const ops = Array.from({ length: 7 }, (_, i) => `stale-${i}-${randomUUID()}`);
-    const outcomes = await behindFirst(lanes, app, canvasId, ops, (i) => (i === 1 ? failing : writer),
-      (i) => (i === 0 ? SLOW : i === 1 ? FAILING : MUTATE));
-    expect(outcomes[1]).toMatchObject({ status: 'rejected', reason: { code: '22012' } });
-    expect(lanes.sent.pipelined).toBeGreaterThanOrEqual(1);
-    // arrival order: request 2 (rolled back with 1, sent again) must apply before 3 and 4
-    expect(await logged(canvasId)).toEqual([0, 2, 3, 4, 5, 6].map((i) => ops[i]));
-  };
 
   it('two CanvasLanes objects on one pool: the other one\'s mark left on the connection does not pass the guard of a transaction behind one that rolled back', async () => {
     const p = fx.pool(1);
@@ -153,17 +138,8 @@ describe('canvas lanes: pipelining', () => {
   it('the COMMIT of the transaction ahead fails (a check deferred to it) with one pipelined behind: that one fails its guard, every other request applies once, in order', async () => {
     const p = fx.pool(1);
     const lanes = new CanvasLanes(p.sql, { depth: 2 });
-    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
-    const ops = Array.from({ length: 7 }, (_, i) => `pipe-commit-${i}-${randomUUID()}`);
-    const DEFERRED = `with ins as (insert into public.${table} (k) values (1), (1)) select m.* from (${MUTATE}) m`;
-    const outcomes = await behindFirst(lanes, p.app, canvasId, ops, (i) => (i === 1 ? users[2]! : users[1]!),
-      (i) => (i === 0 ? SLOW : i === 1 ? DEFERRED : MUTATE));
-    outcomes.forEach((o, i) => {
-      if (i === 1) expect(o).toMatchObject({ status: 'rejected', reason: { code: '23505' } });
-      else expect(o, `request ${i}`).toMatchObject({ status: 'fulfilled' });
-    });
+    await rollbackWithPipelined(lanes, p.app, `with ins as (insert into public.${table} (k) values (1), (1)) select m.* from (${MUTATE}) m`, '23505');
     expect(lanes.sent.pipelined).toBe(1);
-    expect(await logged(canvasId)).toEqual([0, 2, 3, 4, 5, 6].map((i) => ops[i]));
     expect(lanes.size).toBe(0);
   });
 

@@ -70,13 +70,7 @@ describe('canvas lanes: a process\'s mutations of one canvas down one connection
     const send = (i: number) => requestStatement<Row>(lanes, canvasId, { claims: claimsFor(users.editor!) },
       i === 0 ? `select r, pid, pg_sleep(5) as pause from (${MUTATE}) m` : MUTATE, [canvasId, ops[i]!, create(`k${i}`)]);
     const pending = ops.map((_, i) => send(i).then(() => null, (err: unknown) => err));
-    let killed = 0;
-    for (let i = 0; i < 200 && killed === 0; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
-        where application_name = ${p.app} and query like '%pg_sleep(5)%' and state = 'active'` as unknown as [{ killed: number }];
-    }
-    expect(killed).toBe(1);
+    expect(await fx.killRunning(p.app, 'pg_sleep(5)')).toBe(1);
     const errors = await Promise.all(pending);
     const failed = errors.flatMap((err, i) => (err === null ? [] : [i]));
     for (const i of failed) expect(isConnectionFailure(errors[i]), `request ${i}: ${String(errors[i])}`).toBe(true);

@@ -281,16 +281,6 @@ describe('rate-limit shards under attack', () => {
 
   // ---- through canvas lanes, the RPC, several processes ----
 
-  /** Waits until a backend of pool `app` runs a statement containing `marker`. */
-  const running = async (app: string, marker: string) => {
-    for (let i = 0; i < 300; i++) {
-      const [{ n }] = await fx.admin`select count(*)::int as n from pg_stat_activity
-        where application_name = ${app} and state = 'active' and query like ${`%${marker}%`}` as unknown as [{ n: number }];
-      if (n > 0) return;
-      await sleep(10);
-    }
-    throw new Error(`nothing of ${app} ran ${marker}`);
-  };
   /** Not in the last seconds of a minute: what follows counts in one window. */
   const earlyInMinute = async (seconds: number) => {
     const second = new Date().getUTCSeconds();
@@ -374,7 +364,7 @@ describe('rate-limit shards under attack', () => {
     const answers = await withLimit(3, async () => {
       // the owner's slow request holds the lane; the user's five queue behind it, one group
       const hold = requestStatement(lanes, c.canvasId, { claims: claimsFor(owner) }, 'select pg_sleep(0.2)', []);
-      await running(p.app, 'pg_sleep(0.2)');
+      await fx.running(p.app, 'pg_sleep(0.2)');
       const five = [create('a'), 'not an object', create('b'), 'nor this', create('c')]
         .map((patch, i) => single(lanes, user, c.canvasId, `rej-${i}-${randomUUID()}`, patch));
       await hold;
@@ -425,7 +415,7 @@ describe('rate-limit shards under attack', () => {
     await shardRows(user, 60);
     const others = await holdShards(fx.db.sql, user, [1, 2, 3, 4, 5, 7], 60);
     const hold = requestStatement(lanes, c.canvasId, { claims: claimsFor(owner) }, 'select pg_sleep(0.2)', []);
-    await running(p.app, 'pg_sleep(0.2)');
+    await fx.running(p.app, 'pg_sleep(0.2)');
     const three = [0, 1, 2].map((i) => single(lanes, user, c.canvasId, `high-${i}-${randomUUID()}`));
     await hold;
     // the group announced 2 more hits: its first stays within 1-6, its second within 7 (8 is the third's)
@@ -443,7 +433,7 @@ describe('rate-limit shards under attack', () => {
     const p = fx.pool(2);
     const lanes = new CanvasLanes(p.sql);
     const hold = requestStatement(lanes, c.canvasId, { claims: claimsFor(owner) }, 'select pg_sleep(0.2)', []);
-    await running(p.app, 'pg_sleep(0.2)');
+    await fx.running(p.app, 'pg_sleep(0.2)');
     const boom = `select m.*, 1 / 0 as boom from (${MUTATE}) m`;
     const send = (user: string, text: string, i: number) =>
       requestStatement(lanes, c.canvasId, { claims: claimsFor(user) }, text, [c.canvasId, `mid-${i}-${randomUUID()}`, create(`m${i}`)]);

@@ -8,7 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem, tmpdir, type as osType, release } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
@@ -20,7 +20,7 @@ const STEPS: { name: string; script: string; args: string[] }[] = [
   { name: 'http', script: 'bench:http', args: ['--seconds', '5', '--rounds', '3'] },
   { name: 'rank', script: 'bench:rank', args: [] },
   { name: 'realtime', script: 'bench:realtime',
-    args: ['--seconds', '5', '--subscribers', '1000', '--gateways', '1,2', '--rounds', '3', '--skip-cluster', '--scale', '1000,2000,3000,4000,5000'] },
+    args: ['--seconds', '15', '--subscribers', '1000', '--gateways', '1,2', '--rounds', '3', '--skip-cluster', '--scale', '1000,2000,3000,4000,5000'] },
 ];
 
 const { values } = parseArgs({
@@ -35,6 +35,13 @@ const only = values.only ? new Set(values.only.split(',').map((s) => s.trim())) 
 const unknown = only ? [...only].filter((n) => !STEPS.some((s) => s.name === n)) : [];
 if (unknown.length) {
   console.error(`unknown benchmark ${unknown.join(', ')}: choose from ${STEPS.map((s) => s.name).join(', ')}`);
+  process.exit(2);
+}
+
+// checked now, not after the benchmarks' minutes: --out relative to the repo, or absolute
+const out = resolve(root, values.out!);
+if (!existsSync(dirname(out))) {
+  console.error(`--out ${values.out}: directory ${dirname(out)} does not exist; create it or choose another path`);
   process.exit(2);
 }
 
@@ -84,7 +91,7 @@ const lines = [
   'What bounds each ratio, and the measurements that show it: [performance.md](performance.md).',
   '',
 ];
-writeFileSync(join(root, values.out!), lines.join('\n'));
+writeFileSync(out, lines.join('\n'));
 console.log(`\n${rows.length} ratios, ${rows.filter((r) => r.target && !meetsTarget(r)).length} targets not met; written to ${values.out}`);
 if (failures.length) {
   console.error(failures.join('\n'));

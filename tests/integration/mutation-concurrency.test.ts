@@ -52,11 +52,16 @@ describe('upsert_block_atomic under concurrent clients', () => {
     await db?.close();
   });
 
-  /** Runs `ops` as racing clients: each opens its transaction, then all call the RPC at once. */
+  /**
+   * Runs `ops` as racing clients: each opens its transaction, then all call the RPC at once. Up to
+   * 90 of them queue on one canvas row, each holding it through its writes and COMMIT: on a loaded
+   * 2-core machine the last one waits longer than a request's default statement_timeout (5 s),
+   * which this test is not about, so the race's requests allow 60 s.
+   */
   async function race(ops: Array<{ userId: string; op: Op }>) {
     const gate = barrier(ops.length);
     return Promise.all(ops.map(({ userId, op }) =>
-      withRequest(wide.sql, { claims: claimsFor(userId) }, async (tx) => {
+      withRequest(wide.sql, { claims: claimsFor(userId), statementTimeoutMs: 60_000 }, async (tx) => {
         const [{ pid }] = (await tx`select pg_backend_pid() as pid`) as unknown as [{ pid: number }];
         await gate.wait();
         return { pid, result: await upsert(tx, op) };

@@ -48,11 +48,14 @@ export function backendKillFixture(name: string) {
       opened.push(pool);
       return { ...pool, app };
     },
-    /** Waits until a backend of pool `app` runs a statement containing `marker`; throws after ~3 s. */
-    async running(app: string, marker: string): Promise<void> {
-      const n = await poll(async () => ((await adminSql()`select count(*)::int as n from pg_stat_activity
-        where application_name = ${app} and state = 'active' and query like ${`%${marker}%`}`)[0]!.n as number));
-      if (n === 0) throw new Error(`nothing of ${app} ran ${marker}`);
+    /** Waits until `count` backends of pool `app` run a statement containing `marker`; throws after ~3 s. */
+    async running(app: string, marker: string, count = 1): Promise<void> {
+      const n = await poll(async () => {
+        const [{ n }] = await adminSql()`select count(*)::int as n from pg_stat_activity
+          where application_name = ${app} and state = 'active' and query like ${`%${marker}%`}` as unknown as [{ n: number }];
+        return n >= count ? n : 0;
+      });
+      if (n === 0) throw new Error(`fewer than ${count} of ${app} ran ${marker}`);
     },
     /** Terminates the backends of pool `app` running a statement containing `marker`, once one does (up to ~3 s); how many. */
     killRunning(app: string, marker: string): Promise<number> {

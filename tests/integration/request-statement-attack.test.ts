@@ -28,22 +28,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe('requestStatement and withRequest: backends killed with callers waiting for the pool', () => {
   const fx = backendKillFixture('rsa');
 
-  /** Waits until `count` of the pool's backends run pg_sleep. */
-  async function untilSleeping(app: string, count: number): Promise<void> {
-    for (let i = 0; i < 200; i++) {
-      const [{ active }] = await fx.admin`select count(*)::int as active from pg_stat_activity
-        where application_name = ${app} and state = 'active' and query like '%pg_sleep%'` as unknown as [{ active: number }];
-      if (active >= count) return;
-      await sleep(10);
-    }
-  }
-
   /** Kills the pool's backends running pg_sleep once `count` of them are; returns how many. */
   async function killSleeping(app: string, count: number): Promise<number> {
-    await untilSleeping(app, count);
-    const [{ killed }] = await fx.admin`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
-      where application_name = ${app} and state = 'active' and query like '%pg_sleep%'` as unknown as [{ killed: number }];
-    return killed;
+    await fx.running(app, 'pg_sleep', count);
+    return fx.killRunning(app, 'pg_sleep');
   }
 
   const whoAmI = `select current_user as role, auth.uid()::text as uid, $1::int as call, pg_sleep(0.1) as pause`;
@@ -177,7 +165,7 @@ describe('requestStatement and withRequest: backends killed with callers waiting
       const [row] = await tx`select auth.uid()::text as uid, pg_sleep(${attempts === 1 ? 5 : 0}) as pause`;
       return row!.uid as string;
     }));
-    await untilSleeping(app, 1);
+    await fx.running(app, 'pg_sleep');
     // queued behind the transaction: the first is the one the killed connection reconnects for
     const waiting = [0, 1, 2].map((i) => settle(sql`select ${i}::int as i, current_user as role`));
     await sleep(20);

@@ -83,6 +83,20 @@ export async function raiseMutationLimit(sql: Sql): Promise<() => Promise<void>>
   return async () => { await sql`update app.settings set value = ${row!.value} where key = 'mutations_per_minute'`; };
 }
 
+/**
+ * Discards the embedding work earlier test files left behind. Files share one database and most
+ * start no worker, so their edits pile up in app.embedding_outbox (about 2,000 rows by the middle
+ * of `npm test`); the first worker to start drains them oldest first, as production would, and a
+ * file waiting for its own few blocks waits behind all of them (a 15 s wait ran out in CI). A
+ * file that waits for its own embeddings calls this before it starts its worker.
+ */
+export async function discardEmbeddingBacklog(sql: Sql) {
+  await sql`delete from app.embedding_outbox`;
+  // queued, not running: graphile_worker.remove_job leaves a locked job alone
+  await sql`select graphile_worker.remove_job(key) from graphile_worker.jobs
+            where task_identifier = 'embed_block' and key is not null and locked_at is null`;
+}
+
 /** Waits until the outbox is empty and no embed/rebalance job is runnable or running. */
 export async function waitQueueIdle(sql: Sql, timeoutMs = 20_000) {
   await waitFor('the job queue to go idle', async () => {

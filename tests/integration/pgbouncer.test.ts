@@ -24,7 +24,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { openH1, type H1Conn } from '../helpers/h1.ts';
 import { tokenFor } from '../helpers/http.ts';
-import { fastWorker, waitFor } from '../helpers/worker.ts';
+import { discardEmbeddingBacklog, fastWorker, waitFor } from '../helpers/worker.ts';
 
 const run = promisify(execFile);
 /** Server connections per database and user: fewer than the clients below, so they share them. */
@@ -75,6 +75,7 @@ beforeAll(async () => {
   admin = new pg.Client({ connectionString: url.toString(), application_name: 'potentia-test-admin' });
   await admin.connect();
   db = testDatabase(3);
+  await discardEmbeddingBacklog(db.sql); // the jobs waited for below are this file's own
 });
 
 afterAll(async () => {

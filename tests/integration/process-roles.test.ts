@@ -16,6 +16,7 @@ import { createCanvas } from '../helpers/fixtures.ts';
 import { openH1 } from '../helpers/h1.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { until } from '../helpers/wait.ts';
+import { discardEmbeddingBacklog } from '../helpers/worker.ts';
 
 const config = loadConfig();
 const db = testDatabase(3);
@@ -43,6 +44,7 @@ const upgradeStatus = (url: string) => new Promise<number>((resolve, reject) => 
 });
 
 beforeAll(async () => {
+  await discardEmbeddingBacklog(db.sql); // the embedding waited for below is this file's own
   [api, gateways, worker] = await Promise.all([
     startPotentiaProcess({ ...base, POTENTIA_ROLE: 'api' }),
     Promise.all([startPotentiaProcess({ ...base, POTENTIA_ROLE: 'gateway' }), startPotentiaProcess({ ...base, POTENTIA_ROLE: 'gateway' })]),

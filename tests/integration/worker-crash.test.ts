@@ -12,7 +12,7 @@ import { localEmbedding, LocalProvider } from '../../src/worker/providers.ts';
 import type { WorkerRuntime } from '../../src/worker/runtime.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { startTestWorker, waitFor, waitQueueIdle } from '../helpers/worker.ts';
+import { discardEmbeddingBacklog, startTestWorker, waitFor, waitQueueIdle } from '../helpers/worker.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 
@@ -41,6 +41,7 @@ describe('a worker killed mid-job', () => {
     await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
     baseUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}/v1`;
     // start from a quiet queue, so the doomed worker takes our job and no other
+    await discardEmbeddingBacklog(db.sql);
     const drainer = await startTestWorker(new LocalProvider());
     await waitQueueIdle(db.sql);
     await drainer.stop();

@@ -8,7 +8,7 @@ import { localEmbedding } from '../../src/worker/providers.ts';
 import type { WorkerRuntime } from '../../src/worker/runtime.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { cosine, parseVector, raiseMutationLimit, startTestWorker, TestProvider, waitFor } from '../helpers/worker.ts';
+import { cosine, discardEmbeddingBacklog, parseVector, raiseMutationLimit, startTestWorker, TestProvider, waitFor } from '../helpers/worker.ts';
 
 describe('embed_block on a real worker', () => {
   let db: Database;
@@ -21,6 +21,7 @@ describe('embed_block on a real worker', () => {
     db = testDatabase(4);
     restore = await raiseMutationLimit(db.sql);
     canvas = await createCanvas(db.sql);
+    await discardEmbeddingBacklog(db.sql); // the embeddings waited for below are this file's own
     worker = await startTestWorker(provider);
   });
   afterAll(async () => {

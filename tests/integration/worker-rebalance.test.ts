@@ -9,7 +9,7 @@ import { LocalProvider } from '../../src/worker/providers.ts';
 import type { WorkerRuntime } from '../../src/worker/runtime.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { raiseMutationLimit, startTestWorker, waitFor } from '../helpers/worker.ts';
+import { discardEmbeddingBacklog, raiseMutationLimit, startTestWorker, waitFor } from '../helpers/worker.ts';
 
 const INSERTS = 300;
 
@@ -21,6 +21,7 @@ describe('rebalance_canvas on real workers', () => {
   beforeAll(async () => {
     db = testDatabase(4);
     restore = await raiseMutationLimit(db.sql);
+    await discardEmbeddingBacklog(db.sql); // else the rebalance job queues behind earlier files' embeddings
     // two workers racing for the same jobs
     workers.push(await startTestWorker(new LocalProvider()), await startTestWorker(new LocalProvider()));
   });

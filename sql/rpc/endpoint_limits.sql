@@ -41,54 +41,99 @@ begin
 end $$;
 
 -- Sharded counting, for the per-user mutation limit (sql/rpc/mutate.sql), whose hit is taken at
--- the end of the mutation, just before commit. A bucket has 8 shard rows: `bucket` itself, then
--- `bucket#1` .. `bucket#7`. Each uncommitted hit holds a shard row of its own: a hit goes to the
+-- the end of the mutation, just before commit. A bucket has 16 shard rows: `bucket` itself, then
+-- `bucket#1` .. `bucket#15`. Each uncommitted hit holds a shard row of its own: a hit goes to the
 -- first shard of its range (below) that no transaction holds (FOR UPDATE SKIP LOCKED; its own
--- transaction's are not free either: `holder`), and when none is, it waits for one. The bucket's total is the sum of the
--- shards: its own shard's new count plus the others' committed counts (and its own transaction's).
---   Rule: a hit is refused when that total exceeds the limit. While a subject's hits do not
---   overlap they all land in `bucket` and the count is exact. Hits in flight at once cannot see
---   each other's uncommitted counts, but there are at most 8 of them (one per shard), so at most
---   7 hits beyond the limit can commit in one window, however the hits are spread over
---   transactions. In exchange, up to 8 of a subject's hits commit at once instead of queueing on
---   one row held through each commit (docs/limits.md).
+-- transaction's are not free either: `holder`), and when none is, it waits for one. Holding its
+-- shard, it reads the bucket's total (internal.window_limit_hits): the committed counts, its own
+-- transaction's, and one for every shard another transaction holds in flight (or committed after
+-- the read's snapshot), as if it had committed.
+--   Rule: a hit is refused when that total exceeds the limit. So at most the limit commits in a
+--   window, exactly, however the hits are spread over shards and transactions: of the hits that
+--   commit, the one whose total was read last counted every other (each took its shard before
+--   that read, so each had committed or held its shard then). The price of counting hits in
+--   flight as committed: one refused while another, in flight, later rolls back was refused
+--   early, only with the window nearly full. In exchange, up to 16 of a subject's hits commit at
+--   once instead of queueing on one row held through each commit (docs/limits.md).
 --   Several hits of one subject in one transaction (a canvas lane's group, a batch): each takes
---   another shard, and one that holds all 8 counts on, exactly (no other hit is in flight). Its
+--   another shard, and one that holds all 16 counts on, exactly (no other hit is in flight). Its
 --   shards are taken in increasing order (a shard's position in the bucket's list), so when it
 --   waits for one while holding others, it waits for one above all of them, and no two such
 --   transactions wait for each other. (Nor does a shard's holder wait for a canvas row: every
---   mutation hit is taken under its canvas's lock, internal.count_rejected_attempt.) It says how many more hits than one it will count before
---   its first (setting potentia.several_hits, `<subject>:<n> …`, n summed: the canvas lane's
---   group, internal.expect_several_hits from a batch), so that its first shard leaves room above
---   for the rest (8 hits or more: it starts at `bucket`, and takes all 8 in order). Only a transaction that counts more hits than it announced, past the last shard, waits
---   for one below (the lowest it does not hold): that wait can deadlock, which Postgres breaks.
+--   mutation hit is taken under its canvas's lock, internal.count_rejected_attempt.) It says how
+--   many more hits than one it will count before its first (setting potentia.several_hits,
+--   `<subject>:<n> …`, n summed: the canvas lane's group, internal.expect_several_hits from a
+--   batch), so that its first shard leaves room above for the rest (16 hits or more: it starts at
+--   `bucket`, and takes all 16 in order). Only a transaction that counts more hits than it
+--   announced, past the last shard, waits for one below (the lowest it does not hold): that wait
+--   can deadlock, which Postgres breaks.
 create or replace function internal.window_limit_shards(p_bucket text) returns text[]
 language plpgsql immutable as $$
 begin
   return array[p_bucket, p_bucket || '#1', p_bucket || '#2', p_bucket || '#3',
-               p_bucket || '#4', p_bucket || '#5', p_bucket || '#6', p_bucket || '#7'];
+               p_bucket || '#4', p_bucket || '#5', p_bucket || '#6', p_bucket || '#7',
+               p_bucket || '#8', p_bucket || '#9', p_bucket || '#10', p_bucket || '#11',
+               p_bucket || '#12', p_bucket || '#13', p_bucket || '#14', p_bucket || '#15'];
 end $$;
 
--- The subject's hits in the current window, all shards: committed counts, and this transaction's
--- own. A plain read, waiting for no one: one full-key lookup per shard (the table is keyed
--- (user_id, window_start, bucket): only the current window's rows are ever read).
+-- Whether the row version a statement sees, with system columns p_xmin and p_xmax, has an update
+-- it does not see: by a transaction still in flight, or by one that committed after the
+-- statement's snapshot (whose newer version that snapshot cannot see). Not the statement's own
+-- transaction, nor the version's creator (xmax = xmin: a lock of its creator's, kept on the
+-- version it made; the creator's own later versions are visible with it). xmax is a 32-bit xid:
+-- its epoch is the one of the snapshot's next xid, or the one before when the xid lies more than
+-- 2^31 above it (xids at most 2^31 apart compare modulo 2^32; the PostgreSQL manual, "Preventing
+-- Transaction ID Wraparound Failures"). Every other lock on a shard row is taken by its update's
+-- own statement (internal.hit_sharded_limit), so an xmax is an update, or one about to be.
+create or replace function internal.xmax_unseen_update(p_xmin xid, p_xmax xid) returns boolean
+language plpgsql stable as $$
+declare
+  v_next bigint;
+  v_xid bigint;
+begin
+  if p_xmax::text = '0' or p_xmax = p_xmin then
+    return false;
+  end if;
+  v_next := pg_snapshot_xmax(pg_current_snapshot())::text::bigint;
+  v_xid := (v_next >> 32 << 32) + p_xmax::text::bigint;
+  if v_xid - v_next > 2147483648 then
+    v_xid := v_xid - 4294967296;
+  end if;
+  if v_xid < 3 or pg_current_xact_id_if_assigned()::text::bigint = v_xid then
+    return false;
+  end if;
+  return coalesce(pg_xact_status(v_xid::text::xid8), 'aborted') in ('in progress', 'committed');
+end $$;
+
+-- The subject's hits in the current window, all shards: committed counts, this transaction's own,
+-- and one for each shard whose current version another transaction updates unseen (in flight, or
+-- committed after this statement's snapshot: internal.xmax_unseen_update; a version this
+-- transaction made, `holder`, carries only its own locks, from whichever of its
+-- subtransactions), counted as if it had
+-- committed. A hit in flight holds a shard of its own, so that is one hit per such shard (a
+-- transaction counting several hits on one shard holds them all: no other hit is in flight). A
+-- plain read, waiting for no one: one full-key lookup per shard (the table is keyed (user_id,
+-- window_start, bucket): only the current window's rows are ever read).
 -- The shards are a VALUES list (the names of window_limit_shards), not unnest() of that array:
--- the planner counts 8 rows in it either way, so PL/pgSQL keeps one generic plan, where
+-- the planner counts 16 rows in it either way, so PL/pgSQL keeps one generic plan, where
 -- unnest(<a parameter>) costs more than its folded custom plan and was planned again at each call.
 create or replace function internal.window_limit_hits(p_subject uuid, p_bucket text, p_window_seconds integer)
 returns bigint language plpgsql stable security definer set search_path = '' as $$
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
+  v_mine xid8 := pg_current_xact_id_if_assigned();
 begin
-  return (select coalesce(sum(r.hits), 0)
+  return (select coalesce(sum(r.hits + case when r.holder is distinct from v_mine and internal.xmax_unseen_update(r.xmin, r.xmax) then 1 else 0 end), 0)
           from (values (p_bucket), (p_bucket || '#1'), (p_bucket || '#2'), (p_bucket || '#3'),
-                       (p_bucket || '#4'), (p_bucket || '#5'), (p_bucket || '#6'), (p_bucket || '#7')) s(bucket)
-          cross join lateral (select hits from app.rate_limits
+                       (p_bucket || '#4'), (p_bucket || '#5'), (p_bucket || '#6'), (p_bucket || '#7'),
+                       (p_bucket || '#8'), (p_bucket || '#9'), (p_bucket || '#10'), (p_bucket || '#11'),
+                       (p_bucket || '#12'), (p_bucket || '#13'), (p_bucket || '#14'), (p_bucket || '#15')) s(bucket)
+          cross join lateral (select hits, holder, xmin, xmax from app.rate_limits
                               where user_id = p_subject and bucket = s.bucket and window_start = v_window limit 1) r);
 end $$;
 
 -- Refuses (rate_limited) a subject whose first shard `bucket` alone is full, without counting or
--- locking: the early check before a mutation does its work. It reads that one row, not all 8:
+-- locking: the early check before a mutation does its work. It reads that one row, not all 16:
 -- while a subject's hits do not overlap they all land there, so a full window is refused before
 -- any work; hits that overlapped spread over the other shards, and a window full only in sum is
 -- refused by the hit itself (hit_sharded_limit), after the work, which then rolls back. The check
@@ -130,6 +175,7 @@ declare
   v_expected integer;  -- the hits of the subject this transaction announced: 1 + the announced more
   v_shard text;
   v_total bigint;
+  v_try integer;
 begin
   select coalesce(array_agg(bucket), '{}'), coalesce(max(array_position(v_shards, bucket)), 0) + 1 into v_held, v_low
   from app.rate_limits
@@ -142,47 +188,56 @@ begin
     select 1 + least(coalesce(sum(m[1]::integer), 0), 9999) into v_expected
     from regexp_matches(coalesce(current_setting('potentia.several_hits', true), ''), '(?:^| )' || p_subject::text || ':(\d{1,4})(?= |$)', 'g') m;
     -- room above for the announced hits after this one that will each need a shard: not more
-    -- than the shards left above this one (a transaction announcing 8 hits or more ends up holding
-    -- all 8, so it takes them from the lowest up, and counts its hits past 8 on them)
+    -- than the shards left above this one (a transaction announcing 16 hits or more ends up holding
+    -- all 16, so it takes them from the lowest up, and counts its hits past 16 on them)
     v_high := cardinality(v_shards) - least(greatest(v_expected - cardinality(v_held) - 1, 0),
                                             cardinality(v_shards) - cardinality(v_held) - 1);
     if v_high < v_low then
       -- announced late (after hits that took their shards without leaving room): whatever is left
       v_high := cardinality(v_shards);
     end if;
-    with free as (
-      select bucket from app.rate_limits
-      where user_id = p_subject and bucket = any(v_shards[v_low:v_high]) and window_start = v_window
-      order by array_position(v_shards, bucket)
-      limit 1 for update skip locked
-    ), hit as (
-      update app.rate_limits r set hits = r.hits + 1, holder = v_me from free
-      where r.user_id = p_subject and r.bucket = free.bucket and r.window_start = v_window
-      returning r.bucket
-    )
-    select hit.bucket into v_shard from hit;
+    for v_try in 1..2 loop
+      with free as (
+        select bucket from app.rate_limits
+        where user_id = p_subject and bucket = any(v_shards[v_low:v_high]) and window_start = v_window
+        order by array_position(v_shards, bucket)
+        -- NO KEY UPDATE, the update's own lock: a stronger one (FOR UPDATE) would stay on the new
+        -- row version as a lock (heap_update keeps it), read as an update by internal.xmax_unseen_update
+        limit 1 for no key update skip locked
+      ), hit as (
+        update app.rate_limits r set hits = r.hits + 1, holder = v_me from free
+        where r.user_id = p_subject and r.bucket = free.bucket and r.window_start = v_window
+        returning r.bucket
+      )
+      select hit.bucket into v_shard from hit;
+      exit when v_shard is not null or v_try = 2;
+      -- none free among the rows that exist: make the window's rows that do not exist yet, all of
+      -- them at once. A hit counted in a row its transaction inserted would be invisible to the
+      -- others until it commits (no version of the row to carry an xmax); made all at once, by
+      -- the window's first hit, no hit is ever counted in a row made while others are in flight:
+      -- another maker waits here (the conflict on a row inserted in flight) until the first
+      -- commits. Only the rows it does not see: a unique check also waits for the updater in
+      -- flight of a row that exists, and waits for shards in no order can deadlock
+      insert into app.rate_limits (user_id, bucket, window_start, hits)
+      select p_subject, s, v_window, 0 from unnest(v_shards) s
+      where not exists (select from app.rate_limits where user_id = p_subject and bucket = s and window_start = v_window)
+      on conflict (user_id, bucket, window_start) do nothing;
+    end loop;
     if v_shard is null then
-      -- none of them is free: create the first that does not exist yet, or queue on one: holding
-      -- none, one chosen by the backend (waiters spread); holding some, the next one up; holding
-      -- the last, the lowest it does not hold
-      select u.s into v_shard from unnest(v_shards[v_low:v_high]) with ordinality u(s, i)
-      where not exists (select from app.rate_limits where user_id = p_subject and bucket = u.s and window_start = v_window)
-      order by u.i limit 1;
-      if v_shard is null then
-        v_shard := case when cardinality(v_held) = 0 then v_shards[1 + pg_backend_pid() % v_high]
-                        when v_low <= cardinality(v_shards) then v_shards[v_low]
-                        else (select s from unnest(v_shards) with ordinality u(s, i) where s <> all(v_held) order by i limit 1) end;
-      end if;
-      -- one statement for both: it creates the row, or waits for its holder and counts in it (a
-      -- row below the range may not exist: shards created in another order, before this rule)
-      insert into app.rate_limits as r (user_id, bucket, window_start, hits, holder) values (p_subject, v_shard, v_window, 1, v_me)
-      on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1, holder = excluded.holder;
+      -- every row exists and none of the range is free: queue on one. Holding none, one chosen by
+      -- the backend (waiters spread); holding some, the next one up; holding the last, the lowest
+      -- it does not hold
+      v_shard := case when cardinality(v_held) = 0 then v_shards[1 + pg_backend_pid() % v_high]
+                      when v_low <= cardinality(v_shards) then v_shards[v_low]
+                      else (select s from unnest(v_shards) with ordinality u(s, i) where s <> all(v_held) order by i limit 1) end;
+      update app.rate_limits set hits = hits + 1, holder = v_me
+      where user_id = p_subject and bucket = v_shard and window_start = v_window;
     end if;
   end if;
   -- the total in a statement of its own, after the shard is held: its snapshot sees every hit
-  -- committed before, so the only hits it misses are the ones in flight, each on a shard of its
-  -- own (read in the statement that took the shard, it missed those committed between that
-  -- statement's start and the lock as well: hits that had given their shard to newer ones)
+  -- committed before, and counts the ones in flight, each on a shard of its own (read in the
+  -- statement that took the shard, it missed those committed between that statement's start and
+  -- the lock as well: hits that had given their shard to newer ones)
   v_total := internal.window_limit_hits(p_subject, p_bucket, p_window_seconds);
   if v_total > p_limit then
     perform internal.raise_rate_limited(p_limit, p_window_seconds, v_window);

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(21);
+select plan(23);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -89,19 +89,26 @@ select is((select array_agg(res #>> '{error,code}' order by n) from attempts whe
           array['invalid_input', 'invalid_input', 'invalid_input', 'invalid_input', 'invalid_input', 'rate_limited'],
           'after 5 invalid attempts under a limit of 5, a valid mutation is refused');
 
--- Each uncommitted hit holds a shard row of its own, so that at most 8 hits are in flight and the
--- bound stays limit + 7 however the hits are spread over transactions: several hits in one
--- transaction (a canvas lane's group, a batch) take one shard each, in order, and only a
--- transaction holding all 8 counts on in one of them (docs/limits.md).
+-- Each uncommitted hit holds a shard row of its own (16 per user and window), and a hit counts
+-- every other one in flight as if it had committed, so the bound is the limit, exactly, however
+-- the hits are spread over transactions: several hits in one transaction (a canvas lane's group,
+-- a batch) take one shard each, in order, and only a transaction holding all 16 counts on in one
+-- of them (docs/limits.md). Hits in flight in other transactions: tests/integration/rate-limit-shards-attack.test.ts.
 select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a1', 'pgtap', 100, 60) from generate_series(1, 3);
 select is((select array_agg(bucket || '=' || hits order by bucket) from app.rate_limits
            where user_id = '00000000-0000-4000-8000-0000000000a1' and holder = pg_current_xact_id()),
           array['pgtap=1', 'pgtap#1=1', 'pgtap#2=1'], 'three hits in one transaction: three shards, one hit each, held by it');
-select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a1', 'pgtap', 100, 60) from generate_series(1, 7);
-select is((select count(*) from app.rate_limits where user_id = '00000000-0000-4000-8000-0000000000a1'), 8::bigint,
-          'ten hits: all eight shards');
-select is(internal.window_limit_hits('00000000-0000-4000-8000-0000000000a1', 'pgtap', 60), 10::bigint,
-          'and, holding all eight, it counts on exactly: 10');
+select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a1', 'pgtap', 100, 60) from generate_series(1, 15);
+select is((select count(*) from app.rate_limits where user_id = '00000000-0000-4000-8000-0000000000a1'), 16::bigint,
+          'eighteen hits: all sixteen shards');
+select is(internal.window_limit_hits('00000000-0000-4000-8000-0000000000a1', 'pgtap', 60), 18::bigint,
+          'and, holding all sixteen, it counts on exactly: 18 (its own updates are not counted again as unseen ones)');
+select ok(not internal.xmax_unseen_update('3'::xid, '0'::xid) and
+          not internal.xmax_unseen_update('3'::xid, (pg_current_xact_id()::text::bigint % 4294967296)::text::xid),
+          'no update is unseen on a row nobody updates, nor on one its own transaction updates');
+select ok(not internal.xmax_unseen_update('4'::xid, '4'::xid),
+          'nor on a version whose xmax is its creator''s (a lock it kept on the version it made)');
+
 select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60) from generate_series(1, 5);
 select throws_ok($$select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60)$$, 'PX429', null,
                  'hits on several shards of one transaction still add up: the 6th under a limit of 5 is refused');

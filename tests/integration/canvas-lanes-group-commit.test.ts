@@ -77,7 +77,7 @@ describe('canvas lanes: group commit', () => {
     expect(await logged(canvasId)).toEqual(order.map((i, k) => ({ client_op_id: ops[i], actor_id: callerOf(i), canvas_seq: k + 1 })));
     // caller 1's three mutations in one transaction: three hits on three shards of its limit, so
     // that no shard carries more than one uncommitted hit (the limit's bound, docs/limits.md)
-    expect(await fx.admin`select bucket, hits from app.rate_limits where user_id = ${callerOf(1)} and bucket like 'mutations%' order by bucket`)
+    expect(await fx.admin`select bucket, hits from app.rate_limits where user_id = ${callerOf(1)} and bucket like 'mutations%' and hits > 0 order by bucket`)
       .toEqual([{ bucket: 'mutations', hits: 1 }, { bucket: 'mutations#1', hits: 1 }, { bucket: 'mutations#2', hits: 1 }]);
     expect(lanes.size).toBe(0);
   });

@@ -2,8 +2,9 @@
 // and on canvas lanes that carry several mutations of one user per transaction
 // (src/db/canvas-lanes.ts), against real Postgres, the real RPC, several processes' lanes and
 // killed backends. What must hold (docs/limits.md): each uncommitted hit holds a shard of its own,
-// taken in increasing order, so transactions that announced their hits never deadlock; at most
-// limit + 7 of a user's mutations apply per minute; every applied op counts one hit, once.
+// taken in increasing order, so transactions that announced their hits never deadlock; a hit
+// counts the others in flight as if they had committed, so at most the limit of a user's
+// mutations apply per minute, exactly; every applied op counts one hit, once.
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { ReservedSql, Sql } from 'postgres';
@@ -31,6 +32,9 @@ const within = (p: Promise<unknown>, ms: number) =>
 // The hits counted by hand (internal.hit_sharded_limit) use a window of an hour, so that one test
 // never straddles two windows.
 const HOUR = 3600;
+/** A bucket's shard rows (internal.window_limit_shards). */
+const SHARDS = 16;
+const positions = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 describe('rate-limit shards under attack', () => {
   const fx = backendKillFixture('rl-shards');
@@ -44,9 +48,9 @@ describe('rate-limit shards under attack', () => {
   const announce = (c: ReservedSql, user: string, more: number) => c`select internal.expect_several_hits(${user}::uuid, ${more})`;
   const hit = (c: ReservedSql, user: string, limit = 100_000, window = HOUR) =>
     c`select internal.hit_sharded_limit(${user}::uuid, 'mutations', ${limit}, ${window})`;
-  /** The positions (1-8) of the shards the transaction holds. */
+  /** The positions (1-16) of the shards the transaction holds. */
   const held = async (c: ReservedSql, user: string, window = HOUR) => (await c`
-    select coalesce(array_agg(array_position(internal.window_limit_shards('mutations'), bucket) order by 1), '{}') as p
+    select coalesce(array_agg(array_position(internal.window_limit_shards('mutations'), bucket) order by array_position(internal.window_limit_shards('mutations'), bucket)), '{}') as p
     from app.rate_limits where user_id = ${user}::uuid and window_start = internal.rate_window_start(${window})
       and holder = pg_current_xact_id()`)[0]!.p as number[];
   /** The user's committed hits in the window, shard by shard (position → hits). */
@@ -55,10 +59,10 @@ describe('rate-limit shards under attack', () => {
            coalesce(array_agg(hits order by array_position(internal.window_limit_shards('mutations'), bucket)), '{}') as shards
     from app.rate_limits where user_id = ${user}::uuid and bucket like 'mutations%' and window_start = internal.rate_window_start(${window})`)[0] as
     { total: number; shards: number[] };
-  /** The user's 8 shard rows of the window, committed with no hits (as after a busy window's first hits). */
+  /** The user's 16 shard rows of the window, committed with no hits (as the window's first hit makes them). */
   const shardRows = (user: string, window = HOUR) => fx.admin`insert into app.rate_limits (user_id, bucket, window_start, hits)
     select ${user}::uuid, b, internal.rate_window_start(${window}), 0 from unnest(internal.window_limit_shards('mutations')) b`;
-  /** Holds the shards at `positions` (1-8) as uncommitted hits of another transaction would. */
+  /** Holds the shards at `positions` (1-16) as uncommitted hits of another transaction would. */
   const holdShards = async (sql: Sql, user: string, positions: number[], window = HOUR) => {
     const c = await open(sql);
     await c`update app.rate_limits set hits = hits + 1, holder = pg_current_xact_id()
@@ -84,21 +88,21 @@ describe('rate-limit shards under attack', () => {
   const appliedOps = async (user: string) => (await fx.admin`select client_op_id from app.block_operations
     where actor_id = ${user}::uuid and status = 'success'`).map((r) => r.client_op_id as string);
 
-  it('two transactions announcing 12 hits each, hit by hit in turn: the first takes shards 1-8 in order and counts on, the second waits for it; no deadlock', async () => {
+  it('two transactions announcing 20 hits each, hit by hit in turn: the first takes shards 1-16 in order and counts on, the second waits for it; no deadlock', async () => {
     const user = randomUUID();
     await shardRows(user);
     const p = fx.pool(2);
-    // (a transaction announcing more than 8 hits once took its first shard anywhere and the rest
+    // (with 8 shards, a transaction announcing more than 8 hits once took its first shard anywhere and the rest
     // upward from there: a took 1, 3, 5, 7, b 2, 4, 6, 8; then a waited for 8 and b for 1, 40P01)
     const [a, b] = [await open(p.sql), await open(p.sql)];
-    await announce(a, user, 11);
-    await announce(b, user, 11);
+    await announce(a, user, 19);
+    await announce(b, user, 19);
     // each one's hits in order; the two in turn, as far as neither waits
     let ca: Promise<unknown> = Promise.resolve();
     let cb: Promise<unknown> = Promise.resolve();
     const aHeld: number[][] = [];
-    for (let i = 0; i < 12; i++) {
-      ca = ca.then(() => hit(a, user)).then(async () => { if (i < 8) aHeld.push(await held(a, user)); });
+    for (let i = 0; i < 20; i++) {
+      ca = ca.then(() => hit(a, user)).then(async () => { if (i < SHARDS) aHeld.push(await held(a, user)); });
       await within(ca, 30);
       cb = cb.then(() => hit(b, user));
       expect(await within(cb, 30)).toBe('waiting'); // b's first hit waits for shard 1, a's
@@ -110,9 +114,9 @@ describe('rate-limit shards under attack', () => {
     })]);
     expect(outcomes.map((o) => (o.status === 'rejected' ? (o.reason as { code?: string }).code : 'ok'))).toEqual(['ok', 'ok']);
     // a took its shards from the lowest up, one a hit, then counted its last 4 on them
-    expect(aHeld).toEqual([1, 2, 3, 4, 5, 6, 7, 8].map((n) => Array.from({ length: n }, (_, k) => k + 1)));
-    expect((outcomes[1] as PromiseFulfilledResult<number[]>).value).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-    expect(await committed(user)).toEqual({ total: 24, shards: [2 + 4 + 4, 2, 2, 2, 2, 2, 2, 2] });
+    expect(aHeld).toEqual(positions(1, SHARDS).map((n) => positions(1, n)));
+    expect((outcomes[1] as PromiseFulfilledResult<number[]>).value).toEqual(positions(1, SHARDS));
+    expect(await committed(user)).toEqual({ total: 40, shards: [2 + 4 + 4, ...positions(2, SHARDS).map(() => 2)] });
   });
 
   it('random transactions announcing 1 to 12 hits, 6 at a time, pausing between hits: none deadlocks, and the count is exact', async () => {
@@ -146,7 +150,7 @@ describe('rate-limit shards under attack', () => {
     expect((await committed(user)).total).toBe(sizes.reduce((a, b) => a + b, 0));
   });
 
-  it('under a limit of 40, transactions of 1 to 12 hits, 8 at a time, each committing only when all its hits pass: between 40 and 47 hits commit', async () => {
+  it('under a limit of 40, transactions of 1 to 12 hits, 8 at a time, each committing only when all its hits pass: exactly 40 hits commit', async () => {
     const user = randomUUID();
     await shardRows(user);
     const limit = 40;
@@ -184,30 +188,54 @@ describe('rate-limit shards under attack', () => {
     }
     await end(c, 'rollback');
     expect(odd).toEqual([]);
-    const { total } = await committed(user);
-    expect(total).toBeGreaterThanOrEqual(limit);
-    expect(total).toBeLessThanOrEqual(limit + 7);
+    // never more than the limit, and the single hits at the end fill what the refusals of hits in
+    // flight (counted as committed, then rolled back) left
+    expect((await committed(user)).total).toBe(limit);
   });
 
-  it('a first hit that lands high: the transaction\'s later hits go up (6, 7, 8), waiting for the shard above rather than taking one below', async () => {
+  it('a hit in flight counts as committed: under a limit of 3, one hit committed and one in flight, the next is refused; when the one in flight rolls back, it passes', async () => {
+    const user = randomUUID();
+    const p = fx.pool(3);
+    const first = await open(p.sql);
+    await hit(first, user, 3);
+    await end(first);
+    const inFlight = await open(p.sql);
+    await hit(inFlight, user, 3);
+    const t = await open(p.sql);
+    await t`savepoint s`;
+    await hit(t, user, 3);  // 1 committed + 1 in flight + its own = 3: within the limit
+    await t`release savepoint s`;
+    const u = await open(p.sql);
+    // 1 committed + 2 in flight + its own = 4: refused, though only one hit has committed
+    await expect(hit(u, user, 3)).rejects.toMatchObject({ code: 'PX429' });
+    await end(u, 'rollback');
+    await end(inFlight, 'rollback');
+    const again = await open(p.sql);
+    await hit(again, user, 3);  // 1 committed + t's in flight + its own = 3
+    await end(again);
+    await end(t);
+    expect((await committed(user)).total).toBe(3);
+  });
+
+  it('a first hit that lands high: the transaction\'s later hits go up (14, 15, 16), waiting for the shard above rather than taking one below', async () => {
     const user = randomUUID();
     await shardRows(user);
     const p = fx.pool(3);
-    // shards 1-5 held by others, and 7
-    const others = await holdShards(p.sql, user, [1, 2, 3, 4, 5, 7]);
+    // shards 1-13 held by others, and 15
+    const others = await holdShards(p.sql, user, [...positions(1, 13), 15]);
     const t = await open(p.sql);
     await announce(t, user, 2);
     await hit(t, user);
-    expect(await held(t, user)).toEqual([6]);
-    // its second hit may only take 7 (8 is room for its third): it waits for 7, though 8 and none below is free
+    expect(await held(t, user)).toEqual([14]);
+    // its second hit may only take 15 (16 is room for its third): it waits for 15, though 16 and none below is free
     const second = hit(t, user);
     expect(await within(second, 150)).toBe('waiting');
     await end(others, 'rollback');
     await second;
     await hit(t, user);
-    expect(await held(t, user)).toEqual([6, 7, 8]);
+    expect(await held(t, user)).toEqual([14, 15, 16]);
     await end(t);
-    expect(await committed(user)).toEqual({ total: 3, shards: [0, 0, 0, 0, 0, 1, 1, 1] });
+    expect(await committed(user)).toEqual({ total: 3, shards: [...positions(1, 13).map(() => 0), 1, 1, 1] });
   });
 
   it('a savepoint rolled back gives its shards back: another transaction takes the freed shard 2 at once, and the next hit goes to 3', async () => {
@@ -231,28 +259,28 @@ describe('rate-limit shards under attack', () => {
     expect(await held(t, user)).toEqual([1, 3]);
     await end(u);
     await end(t);
-    expect(await committed(user)).toEqual({ total: 3, shards: [1, 1, 1, 0, 0, 0, 0, 0] });
+    expect(await committed(user)).toEqual({ total: 3, shards: [1, 1, 1, ...positions(4, SHARDS).map(() => 0)] });
   });
 
-  it('potentia.several_hits: a user\'s entries are summed, another user\'s ignored (2 + 3 more: the first hit must stay within shards 1-3)', async () => {
+  it('potentia.several_hits: a user\'s entries are summed, another user\'s ignored (2 + 3 more: the first hit must stay within shards 1-11)', async () => {
     const [user, other] = [randomUUID(), randomUUID()];
     await shardRows(user);
     const p = fx.pool(3);
-    const others = await holdShards(p.sql, user, [1, 2, 3]);
+    const others = await holdShards(p.sql, user, positions(1, 11));
     const [t, u] = [await open(p.sql), await open(p.sql)];
     await t`select set_config('potentia.several_hits', ${`${user}:2 ${other}:5`}, true)`;
     await announce(t, user, 3);
     await u`select set_config('potentia.several_hits', ${`${user}:2 ${other}:5`}, true)`;
-    // t announced 5 more: it needs 6 shards, so its first may be no higher than 3 (all held: it waits)
+    // t announced 5 more: it needs 6 shards, so its first may be no higher than 11 (all held: it waits)
     const first = hit(t, user);
     expect(await within(first, 150)).toBe('waiting');
-    // u announced 2 more: its first may go up to 6, and takes 4
+    // u announced 2 more: its first may go up to 14, and takes 12
     await hit(u, user);
-    expect(await held(u, user)).toEqual([4]);
+    expect(await held(u, user)).toEqual([12]);
     await end(u);
     await end(others, 'rollback');
     await first;
-    expect((await held(t, user))[0]).toBeLessThanOrEqual(3);
+    expect((await held(t, user))[0]).toBeLessThanOrEqual(11);
     await end(t);
   });
 
@@ -323,7 +351,7 @@ describe('rate-limit shards under attack', () => {
     expect(total).toEqual({ hits: 3 * (12 + 12 + 3 + 6), ops: 3 * (12 + 12 + 3 + 6) });
   });
 
-  it('one user on 6 canvases through 3 processes\' lanes, singles several to a transaction, batches of 3 and 12, under a limit of 30: per minute at most 37 applied, every refusal rate_limited', async () => {
+  it('one user on 6 canvases through 3 processes\' lanes, singles several to a transaction, batches of 3 and 12, under a limit of 30: per minute at most 30 applied, every refusal rate_limited', async () => {
     const limit = 30;
     const c = await createCanvas(fx.db.sql, []);
     const user = c.users.owner!;
@@ -347,7 +375,7 @@ describe('rate-limit shards under attack', () => {
       const perMinute = await minutes(user);
       for (const m of perMinute) {
         expect(m.hits).toBe(m.ops);  // every applied op counted once, nothing else (only rate_limited refusals)
-        expect(m.ops).toBeLessThanOrEqual(limit + 7);
+        expect(m.ops).toBeLessThanOrEqual(limit);
       }
       expect(perMinute.at(-1)!.ops).toBeGreaterThanOrEqual(limit);
     });
@@ -372,9 +400,7 @@ describe('rate-limit shards under attack', () => {
     });
     expect(answers.map((a) => a.error?.code ?? a.status)).toEqual(['success', 'invalid_input', 'success', 'invalid_input', 'rate_limited']);
     expect(lanes.sent).toEqual({ transactions: 2, requests: 6, pipelined: 0 });
-    const [{ shards }] = await fx.admin`select array_agg(hits order by bucket) as shards from app.rate_limits
-      where user_id = ${user}::uuid and bucket like 'mutations%' and window_start = internal.rate_window_start(60)` as unknown as [{ shards: number[] }];
-    expect(shards).toEqual([1, 1, 1]);
+    expect(await committed(user, 60)).toEqual({ total: 3, shards: [1, 1, 1, ...positions(4, SHARDS).map(() => 0)] });
   });
 
   it('a rejected attempt counts under its canvas\'s lock: a transaction with it and then another mutation of the canvas does not deadlock with one holding the canvas and waiting for the first shard', async () => {
@@ -405,7 +431,7 @@ describe('rate-limit shards under attack', () => {
     await end(t3);
   });
 
-  it('a lane group of 3 mutations of one user whose first hit lands high (shards 1-5 and 7 held): it takes 6, waits for 7, then 8', async () => {
+  it('a lane group of 3 mutations of one user whose first hit lands high (shards 1-13 and 15 held): it takes 14, waits for 15, then 16', async () => {
     const c = await createCanvas(fx.db.sql, []);
     const owner = c.users.owner!;
     const user = await addMember(fx.db.sql, owner, c.workspaceId, 'editor', 'high');
@@ -413,17 +439,17 @@ describe('rate-limit shards under attack', () => {
     const lanes = new CanvasLanes(p.sql);
     await earlyInMinute(4);
     await shardRows(user, 60);
-    const others = await holdShards(fx.db.sql, user, [1, 2, 3, 4, 5, 7], 60);
+    const others = await holdShards(fx.db.sql, user, [...positions(1, 13), 15], 60);
     const hold = requestStatement(lanes, c.canvasId, { claims: claimsFor(owner) }, 'select pg_sleep(0.2)', []);
     await fx.running(p.app, 'pg_sleep(0.2)');
     const three = [0, 1, 2].map((i) => single(lanes, user, c.canvasId, `high-${i}-${randomUUID()}`));
     await hold;
-    // the group announced 2 more hits: its first stays within 1-6, its second within 7 (8 is the third's)
+    // the group announced 2 more hits: its first stays within 1-14, its second within 15 (16 is the third's)
     expect(await within(Promise.all(three), 300)).toBe('waiting');
     await end(others, 'rollback');
     expect((await Promise.all(three)).map((a) => a.status)).toEqual(['success', 'success', 'success']);
     expect(lanes.sent).toEqual({ transactions: 2, requests: 4, pipelined: 0 });
-    expect(await committed(user, 60)).toEqual({ total: 3, shards: [0, 0, 0, 0, 0, 1, 1, 1] });
+    expect(await committed(user, 60)).toEqual({ total: 3, shards: [...positions(1, 13).map(() => 0), 1, 1, 1] });
   });
 
   it('a request failing mid-group (after its RPC counted): the group\'s hits roll back with it; each user\'s hits = its applied ops', async () => {

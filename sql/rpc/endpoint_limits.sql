@@ -102,6 +102,11 @@ begin
   if v_xid < 3 or pg_current_xact_id_if_assigned()::text::bigint = v_xid then
     return false;
   end if;
+  if v_xid >= v_next then
+    -- assigned after the snapshot, so in flight or committed since (pg_xact_status refuses an
+    -- xid it deems in the future; nor is it ever asked about a value that is not an xid)
+    return true;
+  end if;
   return coalesce(pg_xact_status(v_xid::text::xid8), 'aborted') in ('in progress', 'committed');
 end $$;
 

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(23);
+select plan(24);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -108,6 +108,8 @@ select ok(not internal.xmax_unseen_update('3'::xid, '0'::xid) and
           'no update is unseen on a row nobody updates, nor on one its own transaction updates');
 select ok(not internal.xmax_unseen_update('4'::xid, '4'::xid),
           'nor on a version whose xmax is its creator''s (a lock it kept on the version it made)');
+select ok(internal.xmax_unseen_update('3'::xid, ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 5) % 4294967296)::text::xid),
+          'an xmax assigned after the snapshot is an update it does not see (pg_xact_status is not asked about it)');
 
 select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60) from generate_series(1, 5);
 select throws_ok($$select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60)$$, 'PX429', null,

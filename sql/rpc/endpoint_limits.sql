@@ -43,7 +43,7 @@ end $$;
 -- Sharded counting, for the per-user mutation limit (sql/rpc/mutate.sql), whose hit is taken at
 -- the end of the mutation, just before commit. A bucket has 16 shard rows: `bucket` itself, then
 -- `bucket#1` .. `bucket#15`. Each uncommitted hit holds a shard row of its own: a hit goes to the
--- first shard of its range (below) that no transaction holds (FOR UPDATE SKIP LOCKED; its own
+-- first shard of its range (below) that no transaction holds (FOR NO KEY UPDATE SKIP LOCKED; its own
 -- transaction's are not free either: `holder`), and when none is, it waits for one. Holding its
 -- shard, it reads the bucket's total (internal.window_limit_hits): the committed counts, its own
 -- transaction's, and one for every shard another transaction holds in flight (or committed after
@@ -56,7 +56,8 @@ end $$;
 --   early, only with the window nearly full. In exchange, up to 16 of a subject's hits commit at
 --   once instead of queueing on one row held through each commit (docs/limits.md).
 --   Several hits of one subject in one transaction (a canvas lane's group, a batch): each takes
---   another shard, and one that holds all 16 counts on, exactly (no other hit is in flight). Its
+--   another shard, and one that holds all 16 counts on, exactly, in the overflow row `bucket+`
+--   (no other hit is in flight). Its
 --   shards are taken in increasing order (a shard's position in the bucket's list), so when it
 --   waits for one while holding others, it waits for one above all of them, and no two such
 --   transactions wait for each other. (Nor does a shard's holder wait for a canvas row: every
@@ -84,7 +85,8 @@ end $$;
 -- its epoch is the one of the snapshot's next xid, or the one before when the xid lies more than
 -- 2^31 above it (xids at most 2^31 apart compare modulo 2^32; the PostgreSQL manual, "Preventing
 -- Transaction ID Wraparound Failures"). Every other lock on a shard row is taken by its update's
--- own statement (internal.hit_sharded_limit), so an xmax is an update, or one about to be.
+-- own statement (internal.hit_sharded_limit), and a transaction updates a shard row once (its
+-- hits past the 16th go to the overflow row), so an xmax is an update, or one about to be.
 create or replace function internal.xmax_unseen_update(p_xmin xid, p_xmax xid) returns boolean
 language plpgsql stable as $$
 declare
@@ -116,7 +118,8 @@ end $$;
 -- transaction made, `holder`, carries only its own locks, from whichever of its
 -- subtransactions), counted as if it had
 -- committed. A hit in flight holds a shard of its own, so that is one hit per such shard (a
--- transaction counting several hits on one shard holds them all: no other hit is in flight). A
+-- transaction counting more hits than shards holds them all, and counts the rest in the overflow
+-- row `bucket+`: no other hit is in flight). A
 -- plain read, waiting for no one: one full-key lookup per shard (the table is keyed (user_id,
 -- window_start, bucket): only the current window's rows are ever read).
 -- The shards are a VALUES list (the names of window_limit_shards), not unnest() of that array:
@@ -129,6 +132,10 @@ declare
   v_mine xid8 := pg_current_xact_id_if_assigned();
 begin
   return (select coalesce(sum(r.hits + case when r.holder is distinct from v_mine and internal.xmax_unseen_update(r.xmin, r.xmax) then 1 else 0 end), 0)
+                 -- the overflow row, written only by a transaction holding all 16 shards (none
+                 -- of which another hit can hold meanwhile): its committed count, no xmax read
+                 + coalesce((select hits from app.rate_limits
+                             where user_id = p_subject and bucket = p_bucket || '+' and window_start = v_window), 0)
           from (values (p_bucket), (p_bucket || '#1'), (p_bucket || '#2'), (p_bucket || '#3'),
                        (p_bucket || '#4'), (p_bucket || '#5'), (p_bucket || '#6'), (p_bucket || '#7'),
                        (p_bucket || '#8'), (p_bucket || '#9'), (p_bucket || '#10'), (p_bucket || '#11'),
@@ -186,8 +193,13 @@ begin
   from app.rate_limits
   where user_id = p_subject and bucket = any(v_shards) and window_start = v_window and holder = v_me;
   if cardinality(v_held) = cardinality(v_shards) then
-    -- it holds every shard: no other hit of the subject is in flight, so the sum is exact
-    update app.rate_limits set hits = hits + 1 where user_id = p_subject and bucket = p_bucket and window_start = v_window;
+    -- it holds every shard: no other hit of the subject is in flight, so the sum is exact. Its
+    -- hits past the 16th go to the overflow row `bucket+`, never to a shard a second time: a shard
+    -- row updated again from another subtransaction keeps the first one's lock as the new
+    -- version's xmax (or a MultiXact), which internal.xmax_unseen_update would count as another
+    -- transaction's hit
+    insert into app.rate_limits as r (user_id, bucket, window_start, hits) values (p_subject, p_bucket || '+', v_window, 1)
+    on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1;
   else
     -- this subject's entries only (whole words), each at most 9,999 hits
     select 1 + least(coalesce(sum(m[1]::integer), 0), 9999) into v_expected
@@ -248,6 +260,19 @@ begin
     perform internal.raise_rate_limited(p_limit, p_window_seconds, v_window);
   end if;
 end $$;
+
+-- A window open when this version was installed may hold only some of its 16 rows (made by the
+-- 8-shard version, or one at a time before it), and a hit counted in a row it inserted next to
+-- rows others hold would go unseen by them. So every window still open gets all its rows here,
+-- once the hits in flight are done (SHARE ROW EXCLUSIVE waits for them, and holds new ones back
+-- until this transaction commits; each migration is one). Re-run, it finds nothing to add.
+lock table app.rate_limits in share row exclusive mode;
+insert into app.rate_limits (user_id, bucket, window_start, hits)
+select w.user_id, s.bucket, w.window_start, 0
+from (select distinct user_id, window_start from app.rate_limits
+      where bucket like 'mutations%' and window_start >= internal.rate_window_start(60)) w
+cross join unnest(internal.window_limit_shards('mutations')) s(bucket)
+on conflict (user_id, bucket, window_start) do nothing;
 
 drop function if exists api.hit_endpoint_limit(text);
 -- The limit row (unknown endpoint: no count), the caller (no user: no count; auth.uid() read

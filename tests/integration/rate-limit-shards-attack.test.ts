@@ -53,10 +53,11 @@ describe('rate-limit shards under attack', () => {
     select coalesce(array_agg(array_position(internal.window_limit_shards('mutations'), bucket) order by array_position(internal.window_limit_shards('mutations'), bucket)), '{}') as p
     from app.rate_limits where user_id = ${user}::uuid and window_start = internal.rate_window_start(${window})
       and holder = pg_current_xact_id()`)[0]!.p as number[];
-  /** The user's committed hits in the window, shard by shard (position → hits). */
+  /** The user's committed hits in the window: in all, and shard by shard (position → hits; the overflow row `mutations+` is in the total only). */
   const committed = async (user: string, window = HOUR) => (await fx.admin`
     select coalesce(sum(hits), 0)::int as total,
-           coalesce(array_agg(hits order by array_position(internal.window_limit_shards('mutations'), bucket)), '{}') as shards
+           coalesce(array_agg(hits order by array_position(internal.window_limit_shards('mutations'), bucket))
+                      filter (where bucket <> 'mutations+'), '{}') as shards
     from app.rate_limits where user_id = ${user}::uuid and bucket like 'mutations%' and window_start = internal.rate_window_start(${window})`)[0] as
     { total: number; shards: number[] };
   /** The user's 16 shard rows of the window, committed with no hits (as the window's first hit makes them). */
@@ -113,10 +114,13 @@ describe('rate-limit shards under attack', () => {
       return mine;
     })]);
     expect(outcomes.map((o) => (o.status === 'rejected' ? (o.reason as { code?: string }).code : 'ok'))).toEqual(['ok', 'ok']);
-    // a took its shards from the lowest up, one a hit, then counted its last 4 on them
+    // a took its shards from the lowest up, one a hit, then counted its last 4 in the overflow row
     expect(aHeld).toEqual(positions(1, SHARDS).map((n) => positions(1, n)));
     expect((outcomes[1] as PromiseFulfilledResult<number[]>).value).toEqual(positions(1, SHARDS));
-    expect(await committed(user)).toEqual({ total: 40, shards: [2 + 4 + 4, ...positions(2, SHARDS).map(() => 2)] });
+    expect(await committed(user)).toEqual({ total: 40, shards: positions(1, SHARDS).map(() => 2) });
+    const [{ overflow }] = await fx.admin`select hits as overflow from app.rate_limits
+      where user_id = ${user}::uuid and bucket = 'mutations+' and window_start = internal.rate_window_start(${HOUR})` as unknown as [{ overflow: number }];
+    expect(overflow).toBe(4 + 4);
   });
 
   it('random transactions announcing 1 to 12 hits, 6 at a time, pausing between hits: none deadlocks, and the count is exact', async () => {
@@ -215,6 +219,31 @@ describe('rate-limit shards under attack', () => {
     await end(again);
     await end(t);
     expect((await committed(user)).total).toBe(3);
+  });
+
+  it('hits past the 16th from other savepoints than the first (a single, then a batch of 16, in one lane transaction): once committed, the total others read is the committed count', async () => {
+    const user = randomUUID();
+    const p = fx.pool(2);
+    const t = await open(p.sql);
+    await t`savepoint a`;
+    await hit(t, user);
+    await t`release savepoint a`;
+    await t`savepoint b`;
+    for (let i = 0; i < 16; i++) await hit(t, user);
+    await t`release savepoint b`;
+    await end(t);
+    // a shard row updated again from savepoint b would keep savepoint a's lock as its xmax, read
+    // as another transaction's hit: the 17th went to the overflow row instead
+    const [{ total }] = await fx.admin`select internal.window_limit_hits(${user}::uuid, 'mutations', ${HOUR})::int as total` as unknown as [{ total: number }];
+    expect(total).toBe(17);
+    expect((await committed(user)).total).toBe(17);
+    // and under a limit of 18 exactly one more passes
+    const u = await open(p.sql);
+    await hit(u, user, 18);
+    await end(u);
+    const v = await open(p.sql);
+    await expect(hit(v, user, 18)).rejects.toMatchObject({ code: 'PX429' });
+    await end(v, 'rollback');
   });
 
   it('a first hit that lands high: the transaction\'s later hits go up (14, 15, 16), waiting for the shard above rather than taking one below', async () => {

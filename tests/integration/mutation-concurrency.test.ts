@@ -93,9 +93,18 @@ describe('upsert_block_atomic under concurrent clients', () => {
     const w = winners[0]!;
     const winnerContent = ops[w]!.op.patch.content;
     expect(results[w]).toMatchObject({ status: 'success', version: 2, block: { block_id: blockId, version: 2, content: winnerContent } });
+    // everyone else a conflict carrying the winner's block; or, where its wait for the canvas
+    // lock passed the RPC's lock_timeout (3 s: up to 90 racers queue on one canvas row, and on a
+    // loaded 2-core machine the last ones wait longer), the documented retryable answer: failed,
+    // code timeout, which wrote nothing
     const others = results.filter((_, i) => i !== w);
-    expect(others.map((r) => r.status)).toEqual(Array(CLIENTS - 1).fill('conflict'));
-    for (const r of others) {
+    const timedOut = others.filter((r) => r.status === 'failed');
+    expect(timedOut.map((r) => r.error?.code)).toEqual(timedOut.map(() => 'timeout'));
+    for (const r of timedOut) expect(r).toMatchObject({ server_seq: null, canvas_seq: null });
+    const conflicts = others.filter((r) => r.status !== 'failed');
+    expect(conflicts.map((r) => r.status)).toEqual(conflicts.map(() => 'conflict'));
+    expect(conflicts.length).toBeGreaterThan(0);
+    for (const r of conflicts) {
       expect(r.server_seq).toBeNull();
       expect(r.error?.code).toBe('conflict');
       expect(r.version).toBe(2);
@@ -106,7 +115,7 @@ describe('upsert_block_atomic under concurrent clients', () => {
     const [block] = await db.sql`select content, version from app.blocks where block_id = ${blockId}`;
     expect(block).toEqual({ content: winnerContent, version: 2 });
 
-    // the log: exactly one success and N-1 conflicts for these op ids, nothing else, nothing twice
+    // the log: exactly one success, the conflicts and the timeouts for these op ids, nothing else, nothing twice
     const rows = await db.sql`
       select client_op_id, actor_id, status, server_seq, base_version, new_version from app.block_operations
       where client_op_id in ${db.sql(ops.map((o) => o.op.clientOpId))}`;
@@ -118,7 +127,8 @@ describe('upsert_block_atomic under concurrent clients', () => {
       client_op_id: ops[w]!.op.clientOpId, actor_id: ops[w]!.userId, base_version: 1, new_version: 2,
     });
     expect(Number(successRows[0]!.server_seq)).toBe(Number(results[w]!.server_seq));
-    expect(rows.filter((r) => r.status === 'conflict')).toHaveLength(CLIENTS - 1);
+    expect(rows.filter((r) => r.status === 'conflict')).toHaveLength(conflicts.length);
+    expect(rows.filter((r) => r.status === 'failed')).toHaveLength(timedOut.length);
 
     // the replay log of the canvas holds the create and that one update, and the watermark agrees
     const changes = await callAs(db.sql, users.owner!, 'get_canvas_changes', [canvasId, 0, 1000]);

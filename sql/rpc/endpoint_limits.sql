@@ -206,7 +206,7 @@ begin
     from regexp_matches(coalesce(current_setting('potentia.several_hits', true), ''), '(?:^| )' || p_subject::text || ':(\d{1,4})(?= |$)', 'g') m;
     -- room above for the announced hits after this one that will each need a shard: not more
     -- than the shards left above this one (a transaction announcing 16 hits or more ends up holding
-    -- all 16, so it takes them from the lowest up, and counts its hits past 16 on them)
+    -- all 16, so it takes them from the lowest up, and counts its hits past 16 in the overflow row)
     v_high := cardinality(v_shards) - least(greatest(v_expected - cardinality(v_held) - 1, 0),
                                             cardinality(v_shards) - cardinality(v_held) - 1);
     if v_high < v_low then

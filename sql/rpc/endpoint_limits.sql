@@ -68,6 +68,19 @@ end $$;
 --   `bucket`, and takes all 16 in order). Only a transaction that counts more hits than it
 --   announced, past the last shard, waits for one below (the lowest it does not hold): that wait
 --   can deadlock, which Postgres breaks.
+-- The shard list installed before this version, read before it is replaced: the end of this file
+-- completes the open windows only when the list changes. Transaction-local (a migration is one
+-- transaction); applied outside one, the setting is gone by the end, which then completes them.
+do $$
+declare
+  v_installed text := '';
+begin
+  if to_regprocedure('internal.window_limit_shards(text)') is not null then
+    execute $q$select array_to_string(internal.window_limit_shards('mutations'), ',')$q$ into v_installed;
+  end if;
+  perform set_config('potentia.installed_limit_shards', v_installed, true);
+end $$;
+
 create or replace function internal.window_limit_shards(p_bucket text) returns text[]
 language plpgsql immutable as $$
 begin
@@ -261,18 +274,26 @@ begin
   end if;
 end $$;
 
--- A window open when this version was installed may hold only some of its 16 rows (made by the
--- 8-shard version, or one at a time before it), and a hit counted in a row it inserted next to
--- rows others hold would go unseen by them. So every window still open gets all its rows here,
--- once the hits in flight are done (SHARE ROW EXCLUSIVE waits for them, and holds new ones back
--- until this transaction commits; each migration is one). Re-run, it finds nothing to add.
-lock table app.rate_limits in share row exclusive mode;
-insert into app.rate_limits (user_id, bucket, window_start, hits)
-select w.user_id, s.bucket, w.window_start, 0
-from (select distinct user_id, window_start from app.rate_limits
-      where bucket like 'mutations%' and window_start >= internal.rate_window_start(60)) w
-cross join unnest(internal.window_limit_shards('mutations')) s(bucket)
-on conflict (user_id, bucket, window_start) do nothing;
+-- A window open when a new shard list is installed may hold only some of its rows (made by the
+-- version before, with its list), and a hit counted in a row it inserted next to rows others hold
+-- would go unseen by them. So, when the list changes, every window still open gets all its rows
+-- here, once the hits in flight are done (SHARE ROW EXCLUSIVE waits for them, and holds new ones
+-- back until this transaction commits). With the list unchanged, nothing is locked: the version
+-- before (since migration 20261202015448) makes all of a window's rows with its first hit, so no
+-- open window lacks one, and a migration carrying this file holds no hit back.
+do $$
+begin
+  if current_setting('potentia.installed_limit_shards', true) is distinct from
+     array_to_string(internal.window_limit_shards('mutations'), ',') then
+    lock table app.rate_limits in share row exclusive mode;
+    insert into app.rate_limits (user_id, bucket, window_start, hits)
+    select w.user_id, s.bucket, w.window_start, 0
+    from (select distinct user_id, window_start from app.rate_limits
+          where bucket like 'mutations%' and window_start >= internal.rate_window_start(60)) w
+    cross join unnest(internal.window_limit_shards('mutations')) s(bucket)
+    on conflict (user_id, bucket, window_start) do nothing;
+  end if;
+end $$;
 
 drop function if exists api.hit_endpoint_limit(text);
 -- The limit row (unknown endpoint: no count), the caller (no user: no count; auth.uid() read

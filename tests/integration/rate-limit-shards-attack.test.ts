@@ -6,6 +6,7 @@
 // counts the others in flight as if they had committed, so at most the limit of a user's
 // mutations apply per minute, exactly; every applied op counts one hit, once.
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { ReservedSql, Sql } from 'postgres';
 import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
@@ -334,6 +335,52 @@ describe('rate-limit shards under attack', () => {
       group by 1 order by 1` as unknown as { window_start: Date; hits: number }[];
     expect(windows.map((r) => r.hits)).toEqual([9, 1]);
     expect(windows[0]!.window_start.getTime()).toBe(w.getTime());
+  });
+
+  // ---- the source applied again, as every later migration carrying it does ----
+
+  const SOURCE = readFileSync(new URL('../../sql/rpc/endpoint_limits.sql', import.meta.url), 'utf8');
+  /** Applies sql/rpc/endpoint_limits.sql in transaction `c` (as a migration does), after `before` in it. */
+  const applySource = (c: ReservedSql, before = 'select 1') =>
+    c.unsafe(`set local check_function_bodies = off; ${before}; ${SOURCE}`);
+  /** The 8-shard list of an earlier version, installed in transaction `c` only. */
+  const EIGHT_SHARDS = `create or replace function internal.window_limit_shards(p_bucket text) returns text[]
+    language sql immutable as $$ select array[p_bucket, p_bucket || '#1', p_bucket || '#2', p_bucket || '#3',
+                                             p_bucket || '#4', p_bucket || '#5', p_bucket || '#6', p_bucket || '#7'] $$`;
+
+  it('applied again with the same shard list, the source holds no hit back: it completes while a hit is in flight', async () => {
+    const user = randomUUID();
+    const p = fx.pool(2);
+    const inFlight = await open(p.sql);
+    await hit(inFlight, user);
+    const m = await open(p.sql);
+    await m`set local lock_timeout = '5s'`;
+    // with the table lock it waited here for the hit in flight (and new hits behind it) until commit
+    expect(await within(applySource(m), 3000)).toBe('done');
+    await end(m, 'rollback');
+    await end(inFlight, 'rollback');
+  });
+
+  it('applied over another shard list, the source waits for the hits in flight and gives every open window all 16 rows', async () => {
+    const [user, busy] = [randomUUID(), randomUUID()];
+    const p = fx.pool(2);
+    const inFlight = await open(p.sql);
+    await hit(inFlight, busy);
+    const m = await open(p.sql);
+    await m`set local lock_timeout = '300ms'`;
+    await expect(applySource(m, EIGHT_SHARDS)).rejects.toMatchObject({ code: '55P03' });  // lock_timeout: it waited
+    await end(m, 'rollback');
+    await end(inFlight, 'rollback');
+    // an open window made by the 8-shard version: its 8 rows only
+    const n = await open(p.sql);
+    await n`insert into app.rate_limits (user_id, bucket, window_start, hits)
+      select ${user}::uuid, b, internal.rate_window_start(60), 0
+      from unnest(array['mutations', 'mutations#1', 'mutations#2', 'mutations#3', 'mutations#4', 'mutations#5', 'mutations#6', 'mutations#7']) b`;
+    await applySource(n, EIGHT_SHARDS);
+    const [{ rows }] = await n`select count(*)::int as rows from app.rate_limits
+      where user_id = ${user}::uuid and window_start = internal.rate_window_start(60)` as unknown as [{ rows: number }];
+    expect(rows).toBe(SHARDS);
+    await end(n, 'rollback');
   });
 
   // ---- through canvas lanes, the RPC, several processes ----

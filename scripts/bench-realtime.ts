@@ -1,6 +1,6 @@
 // npx tsx scripts/bench-realtime.ts [--seconds 10] [--rate 20] [--subscribers 100,1000] [--gateways 1,2] [--rounds 1] [--warmup-seconds 1]
 //                                  [--subscriber-processes 2] [--scale 1000,2000,3000,5000 [--scale-rate 5]
-//                                  [--scale-gateways 3] [--scale-only]] [--skip-cluster] [--cluster-only]
+//                                  [--scale-gateways 3] [--scale-refine 2] [--scale-only]] [--skip-cluster] [--cluster-only]
 //                                  [--connect-concurrency 50] [--vsn 2.0.0] [--database-url URL]
 //
 // End-to-end latency of a live canvas: a mutation committed through api.upsert_block_atomic →
@@ -80,7 +80,8 @@
 // Scale scenario (--scale STEPS, after the fan-out ones; --scale-only runs it alone): ours only,
 // subscribers over --scale-gateways gateway processes at --scale-rate deltas/s, one step per
 // count; it stops at the first step whose p99 reaches 100 ms or that misses, repeats or fails to
-// join anything. Reported: the p99 of each step and the largest passing count against the 5,000
+// join anything, then runs --scale-refine more steps (default 2), each halfway (to the nearest
+// 50) between the largest passing count and the smallest failing one. Reported: the p99 of each step and the largest passing count against the 5,000
 // goal. From the run's ours scenarios, the CPU time per delivery of the subscriber processes
 // (realtime-js, process.cpuUsage / deliveries) and of the gateways (/proc, per delivery) gives a
 // lower bound this machine cannot beat whatever the code: for a delta to reach its
@@ -617,6 +618,7 @@ async function parentMain(): Promise<void> {
       'scale-rate': { type: 'string', default: '5' },
       'scale-gateways': { type: 'string', default: '3' },
       'scale-only': { type: 'boolean', default: false },
+      'scale-refine': { type: 'string', default: '2' },
       'subscriber-nice': { type: 'string', default: '0' },
       'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench_rt' },
     },
@@ -640,6 +642,7 @@ async function parentMain(): Promise<void> {
   const SCALE = values.scale ? values.scale.split(',').map((s) => Number(s.trim())) : [];
   const SCALE_RATE = Number(values['scale-rate']);
   const SCALE_GATEWAYS = Number(values['scale-gateways']);
+  const SCALE_REFINE = Number(values['scale-refine']);
   const SUB_NICE = Number(values['subscriber-nice']);
   const FANOUT = CLUSTER_ONLY || SCALE_ONLY ? [] : COUNTS;
   /** Each row's reproduce command: this very invocation. */
@@ -651,9 +654,9 @@ async function parentMain(): Promise<void> {
   const positiveInts = (xs: number[]) => xs.every((n) => Number.isInteger(n) && n >= 1);
   if (!(SECONDS > 0) || !(RATE > 0) || !(WARMUP >= 0) || !(CONCURRENCY >= 1) || COUNTS.length === 0 ||
       !positiveInts(COUNTS) || !['1.0.0', '2.0.0'].includes(VSN) || GATEWAYS.length === 0 || !positiveInts(GATEWAYS) ||
-      !positiveInts([SUB_PROCS, SCALE_GATEWAYS, ROUNDS]) || !positiveInts(SCALE) || !(SCALE_RATE > 0) || (SCALE_ONLY && SCALE.length === 0)) {
+      !positiveInts([SUB_PROCS, SCALE_GATEWAYS, ROUNDS]) || !positiveInts(SCALE) || !(SCALE_RATE > 0) || !(Number.isInteger(SCALE_REFINE) && SCALE_REFINE >= 0) || (SCALE_ONLY && SCALE.length === 0)) {
     console.error('usage: npx tsx scripts/bench-realtime.ts [--seconds N>0] [--rate R>0] [--subscribers 100,1000] [--gateways 1,2] [--rounds N] ' +
-      '[--subscriber-processes K] [--scale 1000,2000,3000,5000 [--scale-rate 5] [--scale-gateways 3] [--scale-only]] [--skip-cluster] ' +
+      '[--subscriber-processes K] [--scale 1000,2000,3000,5000 [--scale-rate 5] [--scale-gateways 3] [--scale-refine N>=0] [--scale-only]] [--skip-cluster] ' +
       '[--warmup-seconds N] [--connect-concurrency N] [--vsn 1.0.0|2.0.0] [--database-url URL]');
     process.exit(2);
   }
@@ -1088,19 +1091,34 @@ async function parentMain(): Promise<void> {
     // ------------------------------------------------------------------------------ scale
     // The largest count of subscribers on one canvas, over SCALE_GATEWAYS gateway processes, whose
     // delta p99 stays under 100 ms with nothing missing at SCALE_RATE deltas/s: step up until a
-    // step fails (or the steps run out).
+    // step fails (or the steps run out), then halve the gap between the largest passing count and
+    // the failing one --scale-refine times (to the nearest 50): with steps of 1,000 alone, a
+    // machine that holds 1,900 would be reported as holding 1,000.
     if (SCALE.length > 0) {
       const steps: Stats[] = [];
-      let largest = 0;
-      for (const count of SCALE) {
+      const step = async (count: number): Promise<boolean> => {
         const { stats } = await runOurs(count, SCALE_GATEWAYS, SCALE_RATE);
         steps.push(stats);
         const pass = stats.p99 < 100 && stats.missing === 0 && stats.duplicated === 0 && stats.live === count;
         log(`  scale step ${count}: p99 ${f(stats.p99, 2)} ms, p50 ${f(stats.p50, 2)} ms, missing ${stats.missing}, duplicated ${stats.duplicated}, ` +
             `joined ${stats.live}/${count}, gateways CPU ${f(stats.serverCpu, 0)}%, subscribers CPU ${f(stats.clientCpu, 0)}%, ` +
             `CPU per delivery gateways ${f(stats.serverUsPerDelivery, 1)} µs + realtime-js ${f(stats.clientUsPerDelivery, 1)} µs → ${pass ? 'pass' : 'FAIL'}`);
-        if (!pass) break;
+        return pass;
+      };
+      let largest = 0;
+      let failedAt: number | null = null;
+      for (const count of SCALE) {
+        if (!(await step(count))) {
+          failedAt = count;
+          break;
+        }
         largest = count;
+      }
+      for (let i = 0; i < SCALE_REFINE && failedAt !== null; i++) {
+        const count = Math.round((largest + failedAt) / 100) * 50;
+        if (count <= largest || count >= failedAt) break;
+        if (await step(count)) largest = count;
+        else failedAt = count;
       }
       // A lower bound from the measured costs: for one delta to reach its 99th-percentile subscriber,
       // 0.99·N subscribers must each have decoded it (realtime-js CPU per delivery) and the gateways

@@ -96,7 +96,7 @@ const WARMUP = Number(values['warmup-seconds']);
 const PROCESS_WARMUP = Number(values['process-warmup-seconds']);
 const url = values['database-url']!;
 if (!(SECONDS > 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1 || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1 || !(WARMUP >= 0) || !(PROCESS_WARMUP >= 0)) {
-  console.error('usage: npx tsx scripts/bench-http.ts [--seconds N>0] [--rounds N>=1] [--connections N>=1] [--database-url URL] [--warmup-seconds N]');
+  console.error('usage: npx tsx scripts/bench-http.ts [--seconds N>0] [--rounds N>=1] [--connections N>=1] [--database-url URL] [--warmup-seconds N] [--process-warmup-seconds N] [--cpu-prof DIR]');
   process.exit(2);
 }
 const dbName = benchDatabaseName(url);

@@ -26,8 +26,8 @@
 //                 plain SQL in one transaction (canvas row lock, block UPDATE with its outbox
 //                 trigger, canvas last_seq, operation row, audit row, realtime.messages row), vs
 //                 scripts/pgbench/mutation-rpc.sql, set role/claims + api.upsert_block_atomic doing
-//                 that same update, BEGIN to COMMIT in one pipeline as the handler sends it
-//                 (requestStatement); alternated, twice each. pgbench: $PGBENCH, else the server's
+//                 that same update; both BEGIN to COMMIT in one pipeline (one round trip), as the
+//                 handler sends the RPC (requestStatement); alternated, twice each. pgbench: $PGBENCH, else the server's
 //                 major version's /usr/lib/postgresql/<major>/bin/pgbench, else pg_config --bindir,
 //                 else PATH.
 // The RATIO lines (scripts/lib/bench-report.ts) give the issue's targets: RPC vs its own writes,
@@ -84,7 +84,7 @@ const LANE_DEPTH = values['lane-depth'] === undefined ? undefined : Number(value
 /** The hot canvas through lanes that send one transaction at a time (no pipelining), beside the default. */
 const SERIAL_LABEL = 'rpc: hot canvas, own block per client, lane one transaction at a time';
 if (!(LANE_DEPTH === undefined || (Number.isInteger(LANE_DEPTH) && LANE_DEPTH >= 1)) || !(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) {
-  console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--rounds N>=1] [--clients N] [--canvases N] [--lane-depth N>=1] [--database-url URL]');
+  console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--rounds N>=1] [--clients N] [--canvases N] [--lane-depth N>=1] [--warmup-seconds N] [--functions] [--database-url URL]');
   process.exit(2);
 }
 const dbName = benchDatabaseName(url);
@@ -529,13 +529,13 @@ async function main() {
     const serialBusy = busy(SERIAL_LABEL);
     const pipelineNote = `; lanes pipelined vs one transaction at a time: ${hotOwnRate.toFixed(0)} vs ${serialRate.toFixed(0)}/s = ` +
       `${(hotOwnRate / serialRate).toFixed(2)}x${serialBusy === null ? '' : ` (backends busy ${serialBusy.toFixed(2)} of a core without it)`}` +
-      perRound('rpc: hot canvas, own block per client', SERIAL_LABEL).replace('; per round', ', per round');
+      perRound('rpc: hot canvas, own block per client', SERIAL_LABEL).replace('; per round', ', lanes vs one at a time per round');
     log(`\nhot-canvas, ${turnsNote}${busyNote}${pipelineNote}. The canvas row is held through each mutation's writes and COMMIT (canvas_seq in commit order); ` +
         'the RPC sends a canvas\'s mutations down one connection (src/db/canvas-lanes.ts), so it does not pay the turns between backends');
     reportRows([
       row(`api.upsert_block_atomic vs its own writes as plain SQL (pgbench -M prepared, ${CLIENTS} clients, ${CANVASES} canvases)`,
         pg.rpc, pg.writes, 0.7,
-        `scripts/pgbench/mutation-rpc.sql vs mutation-writes.sql, alternated, mean of ${pgRounds} runs each ` +
+        `scripts/pgbench/mutation-rpc.sql vs mutation-writes.sql, each BEGIN to COMMIT in one pipeline, alternated, mean of ${pgRounds} runs each ` +
         `(per pair ${pgRatios.map((x) => x.toFixed(2)).join(' / ')}); ${refused} RPC calls not applied, ${pg.failed} pgbench failures` +
         breakdown),
       row(`one user x ${CLIENTS} clients vs ${CLIENTS} users (${CANVASES} canvases, applied/s)`, oneUserRate, spreadRate, 0.9,
@@ -543,7 +543,7 @@ async function main() {
         perRound(`rpc: ${CANVASES} canvases, all clients one user`, `rpc: ${CANVASES} canvases, own blocks`)),
       row(`hot canvas, disjoint blocks vs ${CANVASES} canvases (applied/s)`, hotOwnRate, spreadRate, 0.9,
         turnsNote + busyNote + pipelineNote +
-        perRound('rpc: hot canvas, own block per client', `rpc: ${CANVASES} canvases, own blocks`)),
+        perRound('rpc: hot canvas, own block per client', `rpc: ${CANVASES} canvases, own blocks`).replace('; per round', `; hot vs ${CANVASES} canvases per round`)),
       row('text op, own text vs plain content update (hot canvas, applied/s)', rate('rpc: text op, own text per client'), plainRate, 0.7,
         'one character typed or deleted per op (the text keeps its length); both on the hot canvas' +
         perRound('rpc: text op, own text per client', 'baseline: plain content update, own block')),

@@ -1,10 +1,11 @@
-// npm run bench [-- --only mutate,http,rank,realtime] [--out docs/benchmarks.md] [--database-url URL]
+// npm run bench [-- --only mutate,http,rank,realtime] [--out docs/benchmarks.md]
 //
 // Runs every benchmark of the write path and the fan-out one after another (never part of npm
 // test: about 15 minutes on 2 cores), collects the ratio rows each prints (scripts/lib/bench-report.ts,
 // through the BENCH_REPORT file) and writes them as one table with the machine's description and
 // the command that reproduces each row. Exits 1 when a benchmark failed, not when a target is
-// missed: a missed target is a result, shown in the table.
+// missed: a missed target is a result, shown in the table. Every benchmark runs on the server of
+// DATABASE_URL (in a database of its own), and the machine line names that server's version.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem, tmpdir, type as osType, release } from 'node:os';
@@ -12,6 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
+import { loadConfig } from '../src/config.ts';
 import { meetsTarget, type BenchRow } from './lib/bench-report.ts';
 
 /** Each benchmark with the arguments `npm run bench` gives it (each row names its own command). */
@@ -27,7 +29,6 @@ const { values } = parseArgs({
   options: {
     only: { type: 'string' },
     out: { type: 'string', default: 'docs/benchmarks.md' },
-    'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
   },
 });
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -60,7 +61,8 @@ const rows: BenchRow[] = existsSync(reportFile)
   : [];
 rmSync(dir, { recursive: true, force: true });
 
-const pg = postgres(values['database-url']!, { max: 1, onnotice: () => {} });
+// the server the benchmarks ran on: each takes its database's URL from DATABASE_URL (src/config.ts)
+const pg = postgres(loadConfig({ ...process.env, LOG_LEVEL: 'silent' }).databaseUrl, { max: 1, onnotice: () => {} });
 const version = (await pg<{ version: string }[]>`select version()`)[0]?.version ?? 'PostgreSQL (version unknown)';
 await pg.end();
 const cpu = cpus();
@@ -76,8 +78,8 @@ const lines = [
   `Machine: ${machine}. Every ratio compares two measurements taken in the same run on this machine, so`,
   'they carry over to other machines better than the absolute numbers; on 2 cores the load generators',
   'share the CPU with Postgres and the server, so rerun a row before reading much into a small difference.',
-  'This VM\'s speed also drifts by 10-20 % within minutes: bench:mutate therefore runs each scenario in 3',
-  'interleaved rounds and takes each ratio over all of them, bench:realtime takes the median of 3 interleaved',
+  'This VM\'s speed also drifts by 10-20 % within minutes: bench:mutate and bench:http therefore run each scenario',
+  'in 3 interleaved rounds and take each ratio over all of them, bench:realtime takes the median of 3 interleaved',
   'rounds; their notes list the ratio of each round (pgbench: of each pair), the spread a single run would show.',
   '',
   '| benchmark | workload | measured | baseline | unit | ratio | target | met | reproduce |',
@@ -87,7 +89,8 @@ const lines = [
   '',
   ...(failures.length ? ['Benchmarks that failed in this run:', '', ...failures.map((f) => `- ${f}`), ''] : []),
   'Each benchmark explains its workload and baseline in the header comment of its script',
-  '(`scripts/bench-*.ts`); `npm run bench -- --only <name>` reruns one and rewrites this file with its rows only.',
+  '(`scripts/bench-*.ts`); `npm run bench -- --only <name> --out <file>` reruns one into another file (without',
+  '`--out`, it rewrites this one with that benchmark\'s rows only).',
   'What bounds each ratio, and the measurements that show it: [performance.md](performance.md).',
   '',
 ];

@@ -42,7 +42,7 @@
 // "direct SQL, prepared" sends the RPC as a named prepared statement, as callApi does (src/http/rpc.ts);
 // the target row's baseline is the faster of it and "direct SQL" (postgres.js's unsafe() default).
 //
-// It uses its own database (default potentia_bench_http: dropped, created and migrated here) and
+// It uses its own database (default potentia_bench_http on the server of DATABASE_URL: dropped, created and migrated here) and
 // raises, in that database only, the H2 endpoint limit and mutations_per_minute, so the rate
 // limits do not cut the run short.
 import { spawn, spawnSync } from 'node:child_process';
@@ -54,7 +54,7 @@ import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { backendPids, benchDatabaseName, childrenCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
+import { backendPids, benchDatabaseName, benchDatabaseUrl, childrenCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows } from './lib/bench-report.ts';
 import { pino } from 'pino';
 import postgres, { type Sql } from 'postgres';
@@ -69,11 +69,7 @@ import { startBareServer, type BareServer } from './lib/bare-http-server.ts';
 /** The target for H2 over HTTP vs the direct call. */
 const HTTP_TARGET = 0.8;
 
-const defaultUrl = (() => {
-  const url = new URL(loadConfig({ ...process.env, LOG_LEVEL: 'silent' }).databaseUrl);
-  url.pathname = '/potentia_bench_http';
-  return url.toString();
-})();
+const defaultUrl = benchDatabaseUrl('potentia_bench_http');
 const { values } = parseArgs({
   options: {
     seconds: { type: 'string', default: '10' },

@@ -50,13 +50,13 @@
 // SQL function (pg_stat_user_functions: calls and self time per RPC call; the timing itself adds
 // a little to each call): what the RPC does beyond its own writes.
 //
-// It uses its own database (default potentia_bench: dropped, created and migrated here), never
+// It uses its own database (default potentia_bench on the server of DATABASE_URL: dropped, created and migrated here), never
 // dev data. mutations_per_minute is raised there so the rate limit does not cut the run short.
 import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import { backendPids, benchDatabaseName, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
+import { backendPids, benchDatabaseName, benchDatabaseUrl, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import { CanvasLanes } from '../src/db/canvas-lanes.ts';
@@ -69,7 +69,7 @@ const { values } = parseArgs({
     functions: { type: 'boolean', default: false },
     clients: { type: 'string', default: '16' },
     canvases: { type: 'string', default: '50' },
-    'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench' },
+    'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench') },
     'warmup-seconds': { type: 'string', default: '1' },
     'lane-depth': { type: 'string' },
   },

@@ -16,14 +16,14 @@
 // storable form, and the canvas's canvas_seq against 1..n with no gap. No worker runs here: the
 // rebalance jobs that long keys enqueue stay queued, so placement alone must keep inserts cheap.
 //
-// It uses its own database (default potentia_bench_rank: dropped, created and migrated here).
+// It uses its own database (default potentia_bench_rank on the server of DATABASE_URL: dropped, created and migrated here).
 import { parseArgs } from 'node:util';
 import postgres, { type Sql, type TransactionSql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
-import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
+import { benchDatabaseName, benchDatabaseUrl, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 
-const DEFAULT_URL = 'postgres://postgres@127.0.0.1:5432/potentia_bench_rank';
+const DEFAULT_URL = benchDatabaseUrl('potentia_bench_rank');
 const { values } = parseArgs({
   options: {
     inserts: { type: 'string', default: '1000' },

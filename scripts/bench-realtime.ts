@@ -105,7 +105,7 @@
 // <= 1.3 at 1,000 subscribers; NaN when anything was missing or duplicated); for --scale, the
 // largest passing count / 5,000 (target >= 1). Each row's command is this invocation.
 //
-// It uses its own database (default potentia_bench_rt: dropped, created and migrated here), never
+// It uses its own database (default potentia_bench_rt on the server of DATABASE_URL: dropped, created and migrated here), never
 // dev data; mutations_per_minute is raised in that database only. Nothing else is dropped; the
 // database is left in place for inspection.
 import { fork, type ChildProcess } from 'node:child_process';
@@ -114,7 +114,7 @@ import { availableParallelism, loadavg, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
-import { benchDatabaseName, percentile, recreateBenchDatabase } from './lib/bench.ts';
+import { benchDatabaseName, benchDatabaseUrl, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -620,7 +620,7 @@ async function parentMain(): Promise<void> {
       'scale-only': { type: 'boolean', default: false },
       'scale-refine': { type: 'string', default: '2' },
       'subscriber-nice': { type: 'string', default: '0' },
-      'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench_rt' },
+      'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench_rt') },
     },
   });
   const SECONDS = Number(values.seconds);

@@ -13,8 +13,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
-import { loadConfig } from '../src/config.ts';
 import { meetsTarget, type BenchRow } from './lib/bench-report.ts';
+import { benchDatabaseUrl } from './lib/bench.ts';
 
 /** Each benchmark with the arguments `npm run bench` gives it (each row names its own command). */
 const STEPS: { name: string; script: string; args: string[] }[] = [
@@ -61,8 +61,8 @@ const rows: BenchRow[] = existsSync(reportFile)
   : [];
 rmSync(dir, { recursive: true, force: true });
 
-// the server the benchmarks ran on: each takes its database's URL from DATABASE_URL (src/config.ts)
-const pg = postgres(loadConfig({ ...process.env, LOG_LEVEL: 'silent' }).databaseUrl, { max: 1, onnotice: () => {} });
+// the server the benchmarks ran on (each one's default database is on it: benchDatabaseUrl)
+const pg = postgres(benchDatabaseUrl('postgres'), { max: 1, onnotice: () => {} });
 const version = (await pg<{ version: string }[]>`select version()`)[0]?.version ?? 'PostgreSQL (version unknown)';
 await pg.end();
 const cpu = cpus();

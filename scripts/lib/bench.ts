@@ -4,8 +4,19 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import postgres, { type Sql } from 'postgres';
+import { loadConfig } from '../../src/config.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * Database `name` on the server of DATABASE_URL (src/config.ts): every benchmark's default URL, so
+ * that `npm run bench` and each benchmark it runs measure the same server.
+ */
+export function benchDatabaseUrl(name: string): string {
+  const url = new URL(loadConfig({ ...process.env, LOG_LEVEL: 'silent' }).databaseUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
 
 /** The database name of a bench URL; refuses (exit 2) any name without "bench" in it, since it is dropped. */
 export function benchDatabaseName(url: string): string {

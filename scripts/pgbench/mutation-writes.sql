@@ -5,9 +5,8 @@
 -- mutation-rpc.sql and sent the way that script sends the RPC: BEGIN to COMMIT as ONE pipeline,
 -- one round trip. Each statement takes what an earlier one wrote from the database (the
 -- sequence's currval, the rows its transaction updated), never from the client, so none waits for
--- the answer of another. (Until 2026-12-02 this script read each statement's result back with
--- \gset before sending the next: six round trips inside the transaction, a slower baseline than
--- the RPC's one, which made the ratio 0.78-0.80 where this one gives 0.47-0.51.)
+-- the answer of another (a baseline paying a round trip per statement would flatter the RPC:
+-- docs/performance.md).
 -- Same targets as mutation-rpc.sql (client :client_id's own block on a random one of :canvases
 -- canvases, from bench.pgbench_targets), same read of the block's version before the transaction.
 \set k :client_id * :canvases + random(0, :canvases - 1)

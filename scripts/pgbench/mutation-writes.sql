@@ -7,9 +7,13 @@
 -- sequence's currval, the rows its transaction updated), never from the client, so none waits for
 -- the answer of another (a baseline paying a round trip per statement would flatter the RPC:
 -- docs/performance.md).
+-- The operation's client_op_id is random and UUID-shaped, as clients send it and as
+-- mutation-rpc.sql sends it (a sequential one, as this script had, goes to the same last leaf of
+-- the idempotency index (actor_id, client_op_id) every time: cheaper writes than the RPC's).
 -- Same targets as mutation-rpc.sql (client :client_id's own block on a random one of :canvases
 -- canvases, from bench.pgbench_targets), same read of the block's version before the transaction.
 \set k :client_id * :canvases + random(0, :canvases - 1)
+\set op random(1, 9223372036854775807)
 select t.canvas_id, t.block_id, t.user_id, b.version
 from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = :k \gset
 \startpipeline
@@ -21,7 +25,7 @@ where block_id = :block_id::uuid and version = :version::int;
 update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1 where canvas_id = :canvas_id::uuid;
 insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
                                   base_version, new_version, patch, block, result, started_at, duration_ms)
-select c.last_seq, c.last_canvas_seq, 'pgbench-' || c.last_seq, :user_id::uuid, :canvas_id::uuid, :block_id::uuid, 'update', 'success', :version::int, b.version,
+select c.last_seq, c.last_canvas_seq, 'pgbench-' || md5(:op::text)::uuid, :user_id::uuid, :canvas_id::uuid, :block_id::uuid, 'update', 'success', :version::int, b.version,
        jsonb_build_object('content', b.block -> 'content'), b.block,
        jsonb_build_object('status', 'success', 'server_seq', c.last_seq, 'canvas_seq', c.last_canvas_seq, 'version', b.version, 'block', b.block),
        now(), 0
@@ -33,7 +37,7 @@ from app.canvases c,
 where c.canvas_id = :canvas_id::uuid;
 insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq, status, response_time_ms, affected_rows)
 values (:user_id::uuid, 'block.update', 'block', :block_id::uuid, jsonb_build_object('canvas_id', :canvas_id::uuid),
-        'pgbench-' || currval('app.seq_block_events'), currval('app.seq_block_events'), 'success', 0, 1);
+        'pgbench-' || md5(:op::text)::uuid, currval('app.seq_block_events'), 'success', 0, 1);
 insert into realtime.messages (payload, event, topic, private, extension)
 select jsonb_build_object('canvas_id', :canvas_id::uuid, 'server_seq', o.server_seq, 'canvas_seq', o.canvas_seq, 'action', 'update', 'block_id', :block_id::uuid,
                           'version', o.new_version, 'block', o.block, 'actor_id', :user_id::uuid),

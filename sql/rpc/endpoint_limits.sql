@@ -132,29 +132,26 @@ end $$;
 -- subtransactions), counted as if it had
 -- committed. A hit in flight holds a shard of its own, so that is one hit per such shard (a
 -- transaction counting more hits than shards holds them all, and counts the rest in the overflow
--- row `bucket+`: no other hit is in flight). A
--- plain read, waiting for no one: one full-key lookup per shard (the table is keyed (user_id,
--- window_start, bucket): only the current window's rows are ever read).
--- The shards are a VALUES list (the names of window_limit_shards), not unnest() of that array:
--- the planner counts 16 rows in it either way, so PL/pgSQL keeps one generic plan, where
--- unnest(<a parameter>) costs more than its folded custom plan and was planned again at each call.
+-- row `bucket+`: no other hit is in flight). A plain read, waiting for no one, of the subject's
+-- rows of the current window: one range of the key (user_id, window_start, bucket), the shards
+-- picked out by name (array_position: a filter, where `bucket = any(<the list>)` would be one
+-- index descent per shard, 16 in all).
 create or replace function internal.window_limit_hits(p_subject uuid, p_bucket text, p_window_seconds integer)
 returns bigint language plpgsql stable security definer set search_path = '' as $$
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
+  v_shards text[] := internal.window_limit_shards(p_bucket);
+  v_overflow text := p_bucket || '+';
   v_mine xid8 := pg_current_xact_id_if_assigned();
 begin
-  return (select coalesce(sum(r.hits + case when r.holder is distinct from v_mine and internal.xmax_unseen_update(r.xmin, r.xmax) then 1 else 0 end), 0)
-                 -- the overflow row, written only by a transaction holding all 16 shards (none
-                 -- of which another hit can hold meanwhile): its committed count, no xmax read
-                 + coalesce((select hits from app.rate_limits
-                             where user_id = p_subject and bucket = p_bucket || '+' and window_start = v_window), 0)
-          from (values (p_bucket), (p_bucket || '#1'), (p_bucket || '#2'), (p_bucket || '#3'),
-                       (p_bucket || '#4'), (p_bucket || '#5'), (p_bucket || '#6'), (p_bucket || '#7'),
-                       (p_bucket || '#8'), (p_bucket || '#9'), (p_bucket || '#10'), (p_bucket || '#11'),
-                       (p_bucket || '#12'), (p_bucket || '#13'), (p_bucket || '#14'), (p_bucket || '#15')) s(bucket)
-          cross join lateral (select hits, holder, xmin, xmax from app.rate_limits
-                              where user_id = p_subject and bucket = s.bucket and window_start = v_window limit 1) r);
+  -- the overflow row, written only by a transaction holding all 16 shards (none of which another
+  -- hit can hold meanwhile): its committed count, no xmax read. xmax_unseen_update only for a row
+  -- with an xmax (left to right: most rows have none, and a call per shard was most of the time)
+  return (select coalesce(sum(r.hits + case when r.bucket <> v_overflow and r.xmax::text <> '0' and r.holder is distinct from v_mine
+                                                 and internal.xmax_unseen_update(r.xmin, r.xmax) then 1 else 0 end), 0)
+          from app.rate_limits r
+          where r.user_id = p_subject and r.window_start = v_window
+            and (array_position(v_shards, r.bucket) is not null or r.bucket = v_overflow));
 end $$;
 
 -- Refuses (rate_limited) a subject whose first shard `bucket` alone is full, without counting or
@@ -184,10 +181,10 @@ begin
 end $$;
 
 -- Counts one hit (see the rule above); raises rate_limited when the total exceeds p_limit. In the
--- common case four statements: which shards the transaction holds, what it announced, then lock
--- the first free shard of its range and count in it (under contention still one statement: the
--- shard rows held by other transactions are skipped in it, not tried one statement each), then
--- the total.
+-- common case three statements: which shards the transaction holds, then lock the first free
+-- shard of its range and count in it (under contention still one statement: the shard rows held
+-- by other transactions are skipped in it, not tried one statement each), then the total. What
+-- the transaction announced (potentia.several_hits) is read only when it announced something.
 create or replace function internal.hit_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns void language plpgsql security definer set search_path = '' as $$
 declare
@@ -198,13 +195,14 @@ declare
   v_low integer;       -- the lowest position this hit may take: above every shard the transaction holds
   v_high integer;      -- the highest: room left above for the hits it announced after this one
   v_expected integer;  -- the hits of the subject this transaction announced: 1 + the announced more
+  v_announced text;    -- potentia.several_hits
   v_shard text;
   v_total bigint;
   v_try integer;
 begin
   select coalesce(array_agg(bucket), '{}'), coalesce(max(array_position(v_shards, bucket)), 0) + 1 into v_held, v_low
   from app.rate_limits
-  where user_id = p_subject and bucket = any(v_shards) and window_start = v_window and holder = v_me;
+  where user_id = p_subject and window_start = v_window and array_position(v_shards, bucket) is not null and holder = v_me;
   if cardinality(v_held) = cardinality(v_shards) then
     -- it holds every shard: no other hit of the subject is in flight, so the sum is exact. Its
     -- hits past the 16th go to the overflow row `bucket+`, never to a shard a second time: a shard
@@ -214,9 +212,15 @@ begin
     insert into app.rate_limits as r (user_id, bucket, window_start, hits) values (p_subject, p_bucket || '+', v_window, 1)
     on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1;
   else
-    -- this subject's entries only (whole words), each at most 9,999 hits
-    select 1 + least(coalesce(sum(m[1]::integer), 0), 9999) into v_expected
-    from regexp_matches(coalesce(current_setting('potentia.several_hits', true), ''), '(?:^| )' || p_subject::text || ':(\d{1,4})(?= |$)', 'g') m;
+    -- this subject's entries only (whole words), each at most 9,999 hits; nothing announced (a
+    -- single mutation), no statement
+    v_announced := current_setting('potentia.several_hits', true);
+    if v_announced is null or v_announced = '' then
+      v_expected := 1;
+    else
+      select 1 + least(coalesce(sum(m[1]::integer), 0), 9999) into v_expected
+      from regexp_matches(v_announced, '(?:^| )' || p_subject::text || ':(\d{1,4})(?= |$)', 'g') m;
+    end if;
     -- room above for the announced hits after this one that will each need a shard: not more
     -- than the shards left above this one (a transaction announcing 16 hits or more ends up holding
     -- all 16, so it takes them from the lowest up, and counts its hits past 16 in the overflow row)
@@ -229,7 +233,7 @@ begin
     for v_try in 1..2 loop
       with free as (
         select bucket from app.rate_limits
-        where user_id = p_subject and bucket = any(v_shards[v_low:v_high]) and window_start = v_window
+        where user_id = p_subject and window_start = v_window and array_position(v_shards, bucket) between v_low and v_high
         order by array_position(v_shards, bucket)
         -- NO KEY UPDATE, the update's own lock: a stronger one (FOR UPDATE) would stay on the new
         -- row version as a lock (heap_update keeps it), read as an update by internal.xmax_unseen_update

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(25);
+select plan(26);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -106,6 +106,14 @@ select is((select count(*) from app.rate_limits where user_id = '00000000-0000-4
           'the other fifteen shards');
 select is(internal.window_limit_hits('00000000-0000-4000-8000-0000000000a1', 'pgtap', 60), 18::bigint,
           'and, holding all sixteen, it counts on exactly: 18 (its own updates are not counted again as unseen ones)');
+-- the total reads the subject's rows of the window as one range of the key and picks the shards
+-- out by name: its other buckets in that window (an endpoint's, one whose name only begins alike)
+-- are not counted
+insert into app.rate_limits (user_id, bucket, window_start, hits)
+select '00000000-0000-4000-8000-0000000000a1', b, internal.rate_window_start(60), 1000
+from unnest(array['endpoint:H2', 'pgtap2', 'pgtap#16', 'pgtap#1x', 'pgta']) b;
+select is(internal.window_limit_hits('00000000-0000-4000-8000-0000000000a1', 'pgtap', 60), 18::bigint,
+          'the subject''s other buckets of the window (endpoint:H2, pgtap2, pgtap#16, pgtap#1x, pgta: 1,000 hits each) are not counted');
 select ok(not internal.xmax_unseen_update('3'::xid, '0'::xid) and
           not internal.xmax_unseen_update('3'::xid, (pg_current_xact_id()::text::bigint % 4294967296)::text::xid),
           'no update is unseen on a row nobody updates, nor on one its own transaction updates');

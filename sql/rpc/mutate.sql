@@ -344,15 +344,15 @@ begin
   if p_patch ? 'content' then
     o_content := internal.json_merge_patch(o_content, p_patch -> 'content');
   end if;
-  for v_text_key, v_op in select key, value from jsonb_each(coalesce(o_text, '{}')) loop
-    if o_content ? v_text_key and jsonb_typeof(o_content -> v_text_key) <> 'string' then
-      perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(o_content -> v_text_key)),
-                                   jsonb_build_object('field', 'patch.text.' || v_text_key));
-    end if;
-    o_content := jsonb_set(o_content, array[v_text_key],
-                           to_jsonb(internal.text_op_apply(coalesce(o_content ->> v_text_key, ''), v_op, 'patch.text.' || v_text_key)));
-  end loop;
-  if o_text is not null then
+  if o_text is not null then  -- (no text operations, as in most edits: no statement here)
+    for v_text_key, v_op in select key, value from jsonb_each(o_text) loop
+      if o_content ? v_text_key and jsonb_typeof(o_content -> v_text_key) <> 'string' then
+        perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(o_content -> v_text_key)),
+                                     jsonb_build_object('field', 'patch.text.' || v_text_key));
+      end if;
+      o_content := jsonb_set(o_content, array[v_text_key],
+                             to_jsonb(internal.text_op_apply(coalesce(o_content ->> v_text_key, ''), v_op, 'patch.text.' || v_text_key)));
+    end loop;
     o_patch := p_patch || jsonb_build_object('text', o_text); -- logged and broadcast as applied
     if octet_length(o_content::text) > internal.setting_int('max_content_bytes') then
       perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', internal.setting_int('max_content_bytes')),
@@ -392,8 +392,8 @@ create or replace function internal.apply_block_op(
 ) returns jsonb language plpgsql security definer set search_path = '' as $$
 declare
   v_user uuid := (p_ctx ->> 'user_id')::uuid;
-  v_limit integer := internal.setting_int('mutations_per_minute');
-  v_max_content integer;
+  v_limit integer;        -- app.settings mutations_per_minute
+  v_max_content integer;  -- app.settings max_content_bytes
   v_role app.member_role;
   v_seen app.blocks;     -- the block as read before the canvas lock
   v_old app.blocks;      -- the block under the lock
@@ -439,6 +439,11 @@ begin
   if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
     perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
   end if;
+  -- both settings in one read (each internal.setting_int is a statement of its own)
+  select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'),
+         max((value #>> '{}')::integer) filter (where key = 'max_content_bytes')
+    into v_limit, v_max_content
+  from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
   -- refuse a full window before doing any work; the hit itself is counted in step 5
   perform internal.check_sharded_limit(v_user, 'mutations', v_limit, 60);
 
@@ -473,7 +478,6 @@ begin
     select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
       into v_text from jsonb_each(v_patch -> 'text');
   end if;
-  v_max_content := case when v_patch ? 'content' then internal.setting_int('max_content_bytes') end;
   if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
     perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
                                  '{"field":"patch.content"}');

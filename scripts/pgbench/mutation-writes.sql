@@ -10,6 +10,8 @@
 -- The operation's client_op_id is random and UUID-shaped, as clients send it and as
 -- mutation-rpc.sql sends it (a sequential one, as this script had, goes to the same last leaf of
 -- the idempotency index (actor_id, client_op_id) every time: cheaper writes than the RPC's).
+-- The rows carry the fields the RPC's do (internal.record_applied_op: the result and the broadcast
+-- name the client_op_id too). Not here: the RPC's rate-limit hit, which is what the RPC adds.
 -- Same targets as mutation-rpc.sql (client :client_id's own block on a random one of :canvases
 -- canvases, from bench.pgbench_targets), same read of the block's version before the transaction.
 \set k :client_id * :canvases + random(0, :canvases - 1)
@@ -27,7 +29,8 @@ insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id
                                   base_version, new_version, patch, block, result, started_at, duration_ms)
 select c.last_seq, c.last_canvas_seq, 'pgbench-' || md5(:op::text)::uuid, :user_id::uuid, :canvas_id::uuid, :block_id::uuid, 'update', 'success', :version::int, b.version,
        jsonb_build_object('content', b.block -> 'content'), b.block,
-       jsonb_build_object('status', 'success', 'server_seq', c.last_seq, 'canvas_seq', c.last_canvas_seq, 'version', b.version, 'block', b.block),
+       jsonb_build_object('status', 'success', 'server_seq', c.last_seq, 'canvas_seq', c.last_canvas_seq, 'client_op_id', 'pgbench-' || md5(:op::text)::uuid,
+                          'block_id', :block_id::uuid, 'version', b.version, 'block', b.block),
        now(), 0
 from app.canvases c,
      lateral (select version, jsonb_build_object('block_id', block_id, 'canvas_id', canvas_id, 'parent_id', parent_id, 'type', type, 'content', content,
@@ -40,7 +43,7 @@ values (:user_id::uuid, 'block.update', 'block', :block_id::uuid, jsonb_build_ob
         'pgbench-' || md5(:op::text)::uuid, currval('app.seq_block_events'), 'success', 0, 1);
 insert into realtime.messages (payload, event, topic, private, extension)
 select jsonb_build_object('canvas_id', :canvas_id::uuid, 'server_seq', o.server_seq, 'canvas_seq', o.canvas_seq, 'action', 'update', 'block_id', :block_id::uuid,
-                          'version', o.new_version, 'block', o.block, 'actor_id', :user_id::uuid),
+                          'version', o.new_version, 'block', o.block, 'client_op_id', o.client_op_id, 'actor_id', :user_id::uuid),
        'block_op', 'canvas:' || :canvas_id::uuid, true, 'broadcast'
 from app.block_operations o where o.server_seq = (select currval('app.seq_block_events'));  -- an InitPlan: the index, not a scan
 commit;

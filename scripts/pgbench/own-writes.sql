@@ -12,7 +12,6 @@ declare
   v_new integer;
   v_block jsonb;
   v_canvas_seq bigint;
-  v_op text := 'pgbench-' || gen_random_uuid();  -- random and UUID-shaped, as clients send it (mutation-writes.sql)
 begin
   perform from app.canvases where canvas_id = p_canvas for no key update;
   update app.blocks set content = jsonb_build_object('text', 'pgbench ' || random()), version = version + 1,
@@ -28,14 +27,16 @@ begin
   end if;
   update app.canvases set last_seq = v_seq, last_canvas_seq = last_canvas_seq + 1 where canvas_id = p_canvas
   returning last_canvas_seq into v_canvas_seq;
+  -- client_op_id sequential, as the node-driven RPC it is compared with sends it (bench-mutate.ts
+  -- opId: `<tag>-<n>`); mutation-writes.sql, compared with mutation-rpc.sql, uses random ones as both do
   insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
                                     base_version, new_version, patch, block, result, started_at, duration_ms)
-  values (v_seq, v_canvas_seq, v_op, p_user, p_canvas, p_block, 'update', 'success', p_version, v_new,
+  values (v_seq, v_canvas_seq, 'pgbench-' || v_seq, p_user, p_canvas, p_block, 'update', 'success', p_version, v_new,
           jsonb_build_object('content', v_block -> 'content'), v_block,
           jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'version', v_new, 'block', v_block),
           now(), 0);
   insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq, status, response_time_ms, affected_rows)
-  values (p_user, 'block.update', 'block', p_block, jsonb_build_object('canvas_id', p_canvas), v_op, v_seq, 'success', 0, 1);
+  values (p_user, 'block.update', 'block', p_block, jsonb_build_object('canvas_id', p_canvas), 'pgbench-' || v_seq, v_seq, 'success', 0, 1);
   insert into realtime.messages (payload, event, topic, private, extension)
   values (jsonb_build_object('canvas_id', p_canvas, 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'action', 'update', 'block_id', p_block,
                              'version', v_new, 'block', v_block, 'actor_id', p_user),

@@ -134,10 +134,12 @@ end $$;
 -- transaction counting more hits than shards holds them all, and counts the rest in the overflow
 -- row `bucket+`: no other hit is in flight). A plain read, waiting for no one, of the subject's
 -- rows of the current window: one range of the key (user_id, window_start, bucket), the shards
--- picked out by name (array_position: a filter, where `bucket = any(<the list>)` would be one
--- index descent per shard, 16 in all).
+-- picked out by name (array_position: a filter; the VALUES list of names read before made one
+-- index descent per shard, 16 in all). One generic plan (plan_cache_mode, here and in
+-- hit_sharded_limit): the current window is newer than the table's statistics, so a custom plan
+-- always looks cheaper and the statement was planned again at every call, half its time.
 create or replace function internal.window_limit_hits(p_subject uuid, p_bucket text, p_window_seconds integer)
-returns bigint language plpgsql stable security definer set search_path = '' as $$
+returns bigint language plpgsql stable security definer set search_path = '' set plan_cache_mode = force_generic_plan as $$
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
   v_shards text[] := internal.window_limit_shards(p_bucket);
@@ -186,7 +188,7 @@ end $$;
 -- by other transactions are skipped in it, not tried one statement each), then the total. What
 -- the transaction announced (potentia.several_hits) is read only when it announced something.
 create or replace function internal.hit_sharded_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
-returns void language plpgsql security definer set search_path = '' as $$
+returns void language plpgsql security definer set search_path = '' set plan_cache_mode = force_generic_plan as $$
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
   v_shards text[] := internal.window_limit_shards(p_bucket);

@@ -393,7 +393,8 @@ create or replace function internal.apply_block_op(
 declare
   v_user uuid := (p_ctx ->> 'user_id')::uuid;
   v_limit integer;        -- app.settings mutations_per_minute
-  v_max_content integer;  -- app.settings max_content_bytes
+  v_max_setting jsonb;    -- app.settings max_content_bytes, cast only for a patch with content
+  v_max_content integer;
   v_role app.member_role;
   v_seen app.blocks;     -- the block as read before the canvas lock
   v_old app.blocks;      -- the block under the lock
@@ -441,8 +442,8 @@ begin
   end if;
   -- both settings in one read (each internal.setting_int is a statement of its own)
   select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'),
-         max((value #>> '{}')::integer) filter (where key = 'max_content_bytes')
-    into v_limit, v_max_content
+         (array_agg(value) filter (where key = 'max_content_bytes'))[1]
+    into v_limit, v_max_setting
   from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
   -- refuse a full window before doing any work; the hit itself is counted in step 5
   perform internal.check_sharded_limit(v_user, 'mutations', v_limit, 60);
@@ -478,6 +479,7 @@ begin
     select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
       into v_text from jsonb_each(v_patch -> 'text');
   end if;
+  v_max_content := case when v_patch ? 'content' then (v_max_setting #>> '{}')::integer end;
   if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
     perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
                                  '{"field":"patch.content"}');

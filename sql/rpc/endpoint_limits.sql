@@ -149,7 +149,10 @@ begin
   -- the overflow row, written only by a transaction holding all 16 shards (none of which another
   -- hit can hold meanwhile): its committed count, no xmax read. xmax_unseen_update only for a row
   -- with an xmax (left to right: most rows have none, and a call per shard was most of the time)
-  return (select coalesce(sum(r.hits + case when r.bucket <> v_overflow and r.xmax::text <> '0' and r.holder is distinct from v_mine
+  -- with no xid of its own (a plain read) no row is its own: `holder is distinct from null`
+  -- would skip every row no hit has held yet
+  return (select coalesce(sum(r.hits + case when r.bucket <> v_overflow and r.xmax::text <> '0'
+                                                 and (v_mine is null or r.holder is distinct from v_mine)
                                                  and internal.xmax_unseen_update(r.xmin, r.xmax) then 1 else 0 end), 0)
           from app.rate_limits r
           where r.user_id = p_subject and r.window_start = v_window

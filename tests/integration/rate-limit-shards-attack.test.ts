@@ -247,6 +247,18 @@ describe('rate-limit shards under attack', () => {
     await end(v, 'rollback');
   });
 
+  it('read outside any transaction with an xid, the total still counts every hit in flight (shard rows no hit has held yet included)', async () => {
+    const user = randomUUID();
+    await shardRows(user);
+    const p = fx.pool(1);
+    // three hits in flight on rows whose committed versions have no holder
+    const others = await holdShards(p.sql, user, [1, 2, 3]);
+    // fx.admin reads in autocommit: no xid of its own, so no row is its own either
+    const [{ total }] = await fx.admin`select internal.window_limit_hits(${user}::uuid, 'mutations', ${HOUR})::int as total` as unknown as [{ total: number }];
+    expect(total).toBe(3);
+    await end(others, 'rollback');
+  });
+
   it('a first hit that lands high: the transaction\'s later hits go up (14, 15, 16), waiting for the shard above rather than taking one below', async () => {
     const user = randomUUID();
     await shardRows(user);

@@ -27,7 +27,12 @@
 //                 trigger, canvas last_seq, operation row, audit row, realtime.messages row), vs
 //                 scripts/pgbench/mutation-rpc.sql, set role/claims + api.upsert_block_atomic doing
 //                 that same update; both BEGIN to COMMIT in one pipeline (one round trip), as the
-//                 handler sends the RPC (requestStatement); alternated, twice each. pgbench: $PGBENCH, else the server's
+//                 handler sends the RPC (requestStatement). Between them, the rungs of
+//                 scripts/pgbench/rpc-ladder.sql (mutation-ladder.sql): the same writes in one
+//                 SECURITY DEFINER function called as the RPC is, then + the caller's context and
+//                 authorization, then + the per-user rate limit; the RPC row's note gives each as
+//                 a share of the writes' rate (where the RPC's cost goes). All alternated, every
+//                 other round in reverse order, max(2, --rounds) rounds. pgbench: $PGBENCH, else the server's
 //                 major version's /usr/lib/postgresql/<major>/bin/pgbench, else pg_config --bindir,
 //                 else PATH.
 // The RATIO lines (scripts/lib/bench-report.ts) give the issue's targets: RPC vs its own writes,
@@ -112,9 +117,11 @@ async function findPgbench(serverMajor: string): Promise<string> {
 }
 
 /** Transactions per second of one pgbench script (scripts/pgbench/<name>.sql) over `seconds`. */
-async function pgbench(bin: string, name: string, seconds: number, clients = CLIENTS, spread = CANVASES): Promise<{ tps: number; failed: number }> {
+async function pgbench(bin: string, name: string, seconds: number, clients = CLIENTS, spread = CANVASES,
+  defines: Record<string, number> = {}): Promise<{ tps: number; failed: number }> {
+  const extra = Object.entries(defines).flatMap(([k, v]) => ['-D', `${k}=${v}`]);
   const { stdout } = await run(bin, ['-n', '-M', 'prepared', '-c', String(clients), '-j', String(Math.min(clients, availableParallelism())),
-    '-T', String(seconds), '-D', `canvases=${CANVASES}`, '-D', `spread=${spread}`, '-f', `${root}scripts/pgbench/${name}.sql`, url],
+    '-T', String(seconds), '-D', `canvases=${CANVASES}`, '-D', `spread=${spread}`, ...extra, '-f', `${root}scripts/pgbench/${name}.sql`, url],
   { maxBuffer: 16 << 20 });
   const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1]);
   const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
@@ -312,6 +319,7 @@ async function main() {
     await sql`create table bench.pgbench_targets (k integer primary key, user_id uuid not null, canvas_id uuid not null, block_id uuid not null)`;
     await sql`insert into bench.pgbench_targets ${sql(targets)}`;
     await sql.file(`${root}scripts/pgbench/own-writes.sql`);
+    await sql.file(`${root}scripts/pgbench/rpc-ladder.sql`);
     log(`setup: 1 hot canvas + ${CANVASES} canvases, ${1 + CLIENTS + CLIENTS * CANVASES} blocks (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
     const sharedVersions = Array.from({ length: CLIENTS }, () => hotShared.version); // each client's view of the shared block
@@ -429,23 +437,41 @@ async function main() {
     // runs last: it edits the spread blocks behind the node clients' known versions
     const pgRounds = Math.max(2, ROUNDS);
     log(`\n-- own writes (pgbench ${pgbenchBin}, ${CLIENTS} clients, ${CANVASES} canvases, ${SECONDS} s each, alternated ${pgRounds} times)`);
-    const pg = { writes: 0, rpc: 0, failed: 0 };
+    // Each round runs the writes, the RPC and the rungs of bench.rpc_ladder between them (the
+    // writes in one function called as the RPC is, then + authorization, then + the rate limit),
+    // every other round in reverse order: the run after a checkpoint is the slow one, and the
+    // VM drifts, so each side takes each place in turn.
+    const sides = [
+      { key: 'writes', script: 'mutation-writes', defines: {} },
+      { key: 'ladder', script: 'mutation-ladder', defines: { auth: 0, limit: 0 } },
+      { key: 'auth', script: 'mutation-ladder', defines: { auth: 1, limit: 0 } },
+      { key: 'limit', script: 'mutation-ladder', defines: { auth: 1, limit: 1 } },
+      { key: 'rpc', script: 'mutation-rpc', defines: {} },
+    ] as const;
+    type Side = (typeof sides)[number]['key'];
+    const pg: Record<Side, number> & { failed: number } = { writes: 0, ladder: 0, auth: 0, limit: 0, rpc: 0, failed: 0 };
     const pgRatios: number[] = [];
     if (WARMUP > 0) {
       await pgbench(pgbenchBin, 'mutation-writes', WARMUP);
       await pgbench(pgbenchBin, 'mutation-rpc', WARMUP);
     }
     for (let round = 0; round < pgRounds; round++) {
-      const tps = { writes: 0, rpc: 0 };
-      for (const side of ['writes', 'rpc'] as const) {
-        const r = await pgbench(pgbenchBin, `mutation-${side}`, SECONDS);
-        log(`  pgbench mutation-${side}.sql: ${r.tps.toFixed(0)} tps${r.failed ? `, ${r.failed} failed` : ''}`);
-        tps[side] = r.tps;
-        pg[side] += r.tps / pgRounds;
+      const tps = {} as Record<Side, number>;
+      for (const side of round % 2 ? [...sides].reverse() : sides) {
+        const r = await pgbench(pgbenchBin, side.script, SECONDS, CLIENTS, CANVASES, side.defines);
+        const what = side.script === 'mutation-ladder' ? `${side.script}.sql (${side.key})` : `${side.script}.sql`;
+        log(`  pgbench ${what}: ${r.tps.toFixed(0)} tps${r.failed ? `, ${r.failed} failed` : ''}`);
+        tps[side.key] = r.tps;
+        pg[side.key] += r.tps / pgRounds;
         pg.failed += r.failed;
       }
       pgRatios.push(tps.rpc / tps.writes);
     }
+    // where the RPC's cost over its writes goes, each rung against the writes of the same rounds
+    const ladder = `; where the RPC's cost goes, as a share of the writes' rate in the same rounds (scripts/pgbench/rpc-ladder.sql): ` +
+      `the writes in one SECURITY DEFINER function called as the RPC is ${(pg.ladder / pg.writes).toFixed(2)}x, ` +
+      `+ the caller's context and authorization ${(pg.auth / pg.writes).toFixed(2)}x, + the per-user rate limit ${(pg.limit / pg.writes).toFixed(2)}x, ` +
+      `the RPC (+ validation, merge preparation, refusal as an answer, idempotent retry, result) ${(pg.rpc / pg.writes).toFixed(2)}x`;
     // the same writes with nothing else, 16 backends taking turns on 1 canvas, and on CANVASES
     log(`\n-- hot canvas, backends taking turns: the mutation's own writes in one statement (pgbench mutation-writes-serialized.sql), 1 canvas vs ${CANVASES}, alternated ${pgRounds} times`);
     const serialized = { hot: 0, spread: 0 };
@@ -537,7 +563,7 @@ async function main() {
         pg.rpc, pg.writes, 0.7,
         `scripts/pgbench/mutation-rpc.sql vs mutation-writes.sql, each BEGIN to COMMIT in one pipeline, alternated, mean of ${pgRounds} runs each ` +
         `(per pair ${pgRatios.map((x) => x.toFixed(2)).join(' / ')}); ${refused} RPC calls not applied, ${pg.failed} pgbench failures` +
-        breakdown),
+        ladder + breakdown),
       row(`one user x ${CLIENTS} clients vs ${CLIENTS} users (${CANVASES} canvases, applied/s)`, oneUserRate, spreadRate, 0.9,
         'the per-user mutation limit counts in sharded rows taken last in the transaction (docs/limits.md)' +
         perRound(`rpc: ${CANVASES} canvases, all clients one user`, `rpc: ${CANVASES} canvases, own blocks`)),

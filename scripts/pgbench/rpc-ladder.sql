@@ -1,0 +1,75 @@
+-- bench.rpc_ladder: where api.upsert_block_atomic's cost over its own writes goes, one guarantee
+-- at a time. The writes of one applied content update (the same statements as
+-- mutation-writes.sql), inside one SECURITY DEFINER function called the way the RPC is called
+-- (role and claims set, then the call: mutation-ladder.sql), plus, by flag:
+--   p_auth   the caller's context and authorization, as the RPC does them: internal.request_context
+--            (claims and headers), internal.canvas_role, internal.can_write_role,
+--            internal.scope_allows
+--   p_limit  the per-user mutation limit, as the RPC does it: the settings read, the early
+--            internal.check_sharded_limit and the internal.hit_sharded_limit taken last
+-- What the RPC adds beyond both rungs: the patch's validation, the merge preparation (a stale
+-- base_version), the exception block that makes a refusal an answer, the idempotent retry, the
+-- result. scripts/bench-mutate.ts creates it in its bench database and runs each rung next to
+-- mutation-writes.sql and mutation-rpc.sql in the same rounds (docs/performance.md).
+create or replace function bench.rpc_ladder(p_canvas_id uuid, p_block_id uuid, p_user_id uuid, p_version integer, p_op text,
+                                            p_text text, p_auth boolean, p_limit boolean)
+returns jsonb language plpgsql security definer set search_path = '' set lock_timeout = '3s' as $$
+declare
+  v_ctx jsonb;
+  v_role app.member_role;
+  v_limit integer;
+  v_seq bigint;
+  v_canvas_seq bigint;
+  v_version integer;
+  v_block jsonb;
+begin
+  if p_auth then
+    v_ctx := internal.request_context();
+    if (v_ctx ->> 'user_id')::uuid is distinct from p_user_id then
+      raise exception 'bench.rpc_ladder: the claims name another user';
+    end if;
+    v_role := internal.canvas_role(p_canvas_id, p_user_id);
+    if v_role is null or not internal.can_write_role(v_role) or not internal.scope_allows(v_ctx -> 'scope', p_canvas_id, true) then
+      raise exception 'bench.rpc_ladder: % may not write canvas %', p_user_id, p_canvas_id;
+    end if;
+  end if;
+  if p_limit then
+    select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'), (array_agg(value) filter (where key = 'max_content_bytes'))[1]
+      into v_limit, v_block
+    from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
+    perform internal.check_sharded_limit(p_user_id, 'mutations', v_limit, 60);
+  end if;
+  perform from app.canvases where canvas_id = p_canvas_id for no key update;
+  update app.blocks set content = jsonb_build_object('text', p_text), version = version + 1, updated_at = now(), updated_by = p_user_id
+  where block_id = p_block_id and version = p_version
+  returning version, jsonb_build_object('block_id', block_id, 'canvas_id', canvas_id, 'parent_id', parent_id, 'type', type, 'content', content,
+                                        'y_order', y_order, 'version', version, 'created_at', created_at, 'created_by', created_by,
+                                        'updated_at', updated_at, 'updated_by', updated_by)
+  into v_version, v_block;
+  if v_version is null then
+    return null;  -- the block moved on (another run of the bench): nothing written
+  end if;
+  update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1 where canvas_id = p_canvas_id
+  returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;
+  insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
+                                    base_version, new_version, patch, block, result, started_at, duration_ms)
+  values (v_seq, v_canvas_seq, p_op, p_user_id, p_canvas_id, p_block_id, 'update', 'success', p_version, v_version,
+          jsonb_build_object('content', v_block -> 'content'), v_block,
+          jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_op,
+                             'block_id', p_block_id, 'version', v_version, 'block', v_block),
+          now(), 0);
+  insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq, status, response_time_ms, affected_rows)
+  values (p_user_id, 'block.update', 'block', p_block_id, jsonb_build_object('canvas_id', p_canvas_id), p_op, v_seq, 'success', 0, 1);
+  insert into realtime.messages (payload, event, topic, private, extension)
+  values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'action', 'update', 'block_id', p_block_id,
+                             'version', v_version, 'block', v_block, 'client_op_id', p_op, 'actor_id', p_user_id),
+          'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
+  if p_limit then
+    perform internal.hit_sharded_limit(p_user_id, 'mutations', v_limit, 60);
+  end if;
+  return jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_op,
+                            'block_id', p_block_id, 'version', v_version, 'block', v_block);
+end $$;
+
+grant usage on schema bench to authenticated;
+grant execute on function bench.rpc_ladder(uuid, uuid, uuid, integer, text, text, boolean, boolean) to authenticated;

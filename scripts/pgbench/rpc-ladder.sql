@@ -18,6 +18,7 @@ declare
   v_ctx jsonb;
   v_role app.member_role;
   v_limit integer;
+  v_max_setting jsonb;  -- read as the RPC reads it, with the limit
   v_seq bigint;
   v_canvas_seq bigint;
   v_version integer;
@@ -35,7 +36,7 @@ begin
   end if;
   if p_limit then
     select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'), (array_agg(value) filter (where key = 'max_content_bytes'))[1]
-      into v_limit, v_block
+      into v_limit, v_max_setting
     from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
     perform internal.check_sharded_limit(p_user_id, 'mutations', v_limit, 60);
   end if;
@@ -47,7 +48,9 @@ begin
                                         'updated_at', updated_at, 'updated_by', updated_by)
   into v_version, v_block;
   if v_version is null then
-    return null;  -- the block moved on (another run of the bench): nothing written
+    -- each client edits its own blocks from the version it just read, so this never happens in
+    -- bench:mutate; were it to, a rung that skipped its writes would look fast: fail instead
+    raise exception 'bench.rpc_ladder: block % is no longer at version %', p_block_id, p_version;
   end if;
   update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1 where canvas_id = p_canvas_id
   returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;

@@ -32,7 +32,7 @@
 //                 SECURITY DEFINER function called as the RPC is, then + the caller's context and
 //                 authorization, then + the per-user rate limit; the RPC row's note gives each as
 //                 a share of the writes' rate (where the RPC's cost goes). All alternated, every
-//                 other round in reverse order, max(2, --rounds) rounds. pgbench: $PGBENCH, else the server's
+//                 other round in reverse order, max(2, --rounds) rounds rounded up to even. pgbench: $PGBENCH, else the server's
 //                 major version's /usr/lib/postgresql/<major>/bin/pgbench, else pg_config --bindir,
 //                 else PATH.
 // The RATIO lines (scripts/lib/bench-report.ts) give the issue's targets: RPC vs its own writes,
@@ -45,7 +45,7 @@
 // one warm backend per canvas, can pass it: docs/performance.md).
 //
 // --rounds N runs every scenario above N times, interleaved (round 1 runs each once, then round
-// 2, …), and pgbench alternates max(2, N) times per side: a ratio is then taken over N interleaved
+// 2, …), and the pgbench sides alternate max(2, N) times, rounded up to even: a ratio is then taken over N interleaved
 // runs of each side, so a drift of the machine (this VM's speed moves by 10-20 % within minutes)
 // falls on both sides alike, and each RATIO note lists the ratio of each round: the spread that
 // one run alone would show.
@@ -435,12 +435,13 @@ async function main() {
     for (const r of rows) r.lat.sort((a, b) => a - b);
 
     // runs last: it edits the spread blocks behind the node clients' known versions
-    const pgRounds = Math.max(2, ROUNDS);
+    // an even number of rounds, so with every other one reversed each side runs as often early as late
+    const pgRounds = Math.max(2, ROUNDS + (ROUNDS % 2));
     log(`\n-- own writes (pgbench ${pgbenchBin}, ${CLIENTS} clients, ${CANVASES} canvases, ${SECONDS} s each, alternated ${pgRounds} times)`);
     // Each round runs the writes, the RPC and the rungs of bench.rpc_ladder between them (the
     // writes in one function called as the RPC is, then + authorization, then + the rate limit),
     // every other round in reverse order: the run after a checkpoint is the slow one, and the
-    // VM drifts, so each side takes each place in turn.
+    // VM drifts, so each side runs as often early in a round as late.
     const sides = [
       { key: 'writes', script: 'mutation-writes', defines: {} },
       { key: 'ladder', script: 'mutation-ladder', defines: { auth: 0, limit: 0 } },
@@ -451,9 +452,9 @@ async function main() {
     type Side = (typeof sides)[number]['key'];
     const pg: Record<Side, number> & { failed: number } = { writes: 0, ladder: 0, auth: 0, limit: 0, rpc: 0, failed: 0 };
     const pgRatios: number[] = [];
+    const perRoundTps: Record<Side, number>[] = [];
     if (WARMUP > 0) {
-      await pgbench(pgbenchBin, 'mutation-writes', WARMUP);
-      await pgbench(pgbenchBin, 'mutation-rpc', WARMUP);
+      for (const side of sides) await pgbench(pgbenchBin, side.script, WARMUP, CLIENTS, CANVASES, side.defines);
     }
     for (let round = 0; round < pgRounds; round++) {
       const tps = {} as Record<Side, number>;
@@ -466,12 +467,14 @@ async function main() {
         pg.failed += r.failed;
       }
       pgRatios.push(tps.rpc / tps.writes);
+      perRoundTps.push(tps);
     }
     // where the RPC's cost over its writes goes, each rung against the writes of the same rounds
     const ladder = `; where the RPC's cost goes, as a share of the writes' rate in the same rounds (scripts/pgbench/rpc-ladder.sql): ` +
       `the writes in one SECURITY DEFINER function called as the RPC is ${(pg.ladder / pg.writes).toFixed(2)}x, ` +
       `+ the caller's context and authorization ${(pg.auth / pg.writes).toFixed(2)}x, + the per-user rate limit ${(pg.limit / pg.writes).toFixed(2)}x, ` +
-      `the RPC (+ validation, merge preparation, refusal as an answer, idempotent retry, result) ${(pg.rpc / pg.writes).toFixed(2)}x`;
+      `the RPC (+ validation, merge preparation, refusal as an answer, idempotent retry, result) ${(pg.rpc / pg.writes).toFixed(2)}x ` +
+      `(per round, function / auth / limit / RPC: ${perRoundTps.map((t) => [t.ladder, t.auth, t.limit, t.rpc].map((x) => (x / t.writes).toFixed(2)).join(' ')).join(', ')})`;
     log(`\n${ladder.slice(2)}`);
     // the same writes with nothing else, 16 backends taking turns on 1 canvas, and on CANVASES
     log(`\n-- hot canvas, backends taking turns: the mutation's own writes in one statement (pgbench mutation-writes-serialized.sql), 1 canvas vs ${CANVASES}, alternated ${pgRounds} times`);

@@ -450,9 +450,8 @@ async function main() {
       { key: 'rpc', script: 'mutation-rpc', defines: {} },
     ] as const;
     type Side = (typeof sides)[number]['key'];
-    const pg: Record<Side, number> & { failed: number } = { writes: 0, ladder: 0, auth: 0, limit: 0, rpc: 0, failed: 0 };
-    const pgRatios: number[] = [];
     const perRoundTps: Record<Side, number>[] = [];
+    let pgFailed = 0;
     if (WARMUP > 0) {
       for (const side of sides) await pgbench(pgbenchBin, side.script, WARMUP, CLIENTS, CANVASES, side.defines);
     }
@@ -463,12 +462,14 @@ async function main() {
         const what = side.script === 'mutation-ladder' ? `${side.script}.sql (${side.key})` : `${side.script}.sql`;
         log(`  pgbench ${what}: ${r.tps.toFixed(0)} tps${r.failed ? `, ${r.failed} failed` : ''}`);
         tps[side.key] = r.tps;
-        pg[side.key] += r.tps / pgRounds;
-        pg.failed += r.failed;
+        pgFailed += r.failed;
       }
-      pgRatios.push(tps.rpc / tps.writes);
       perRoundTps.push(tps);
     }
+    // each side's mean rate over the rounds, and the RPC's ratio per round
+    const pg = Object.fromEntries(sides.map(({ key }) =>
+      [key, perRoundTps.reduce((sum, t) => sum + t[key], 0) / pgRounds])) as Record<Side, number>;
+    const pgRatios = perRoundTps.map((t) => t.rpc / t.writes);
     // where the RPC's cost over its writes goes, each rung against the writes of the same rounds
     const ladder = `; where the RPC's cost goes, as a share of the writes' rate in the same rounds (scripts/pgbench/rpc-ladder.sql): ` +
       `the writes in one SECURITY DEFINER function called as the RPC is ${(pg.ladder / pg.writes).toFixed(2)}x, ` +
@@ -566,7 +567,7 @@ async function main() {
       row(`api.upsert_block_atomic vs its own writes as plain SQL (pgbench -M prepared, ${CLIENTS} clients, ${CANVASES} canvases)`,
         pg.rpc, pg.writes, 0.7,
         `scripts/pgbench/mutation-rpc.sql vs mutation-writes.sql, each BEGIN to COMMIT in one pipeline, alternated, mean of ${pgRounds} runs each ` +
-        `(per pair ${pgRatios.map((x) => x.toFixed(2)).join(' / ')}); ${refused} RPC calls not applied, ${pg.failed} pgbench failures` +
+        `(per pair ${pgRatios.map((x) => x.toFixed(2)).join(' / ')}); ${refused} RPC calls not applied, ${pgFailed} pgbench failures` +
         ladder + breakdown),
       row(`one user x ${CLIENTS} clients vs ${CLIENTS} users (${CANVASES} canvases, applied/s)`, oneUserRate, spreadRate, 0.9,
         'the per-user mutation limit counts in sharded rows taken last in the transaction (docs/limits.md)' +

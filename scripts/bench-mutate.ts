@@ -31,7 +31,9 @@
 //                 scripts/pgbench/rpc-ladder.sql (mutation-ladder.sql): the same writes in one
 //                 SECURITY DEFINER function called as the RPC is, then + the caller's context and
 //                 authorization, then + the per-user rate limit; the RPC row's note gives each as
-//                 a share of the writes' rate (where the RPC's cost goes). All alternated, every
+//                 a share of the writes' rate (where the RPC's cost goes), and the floor
+//                 (scripts/pgbench/mutation-floor.sql: the writes plus the RPC's guarantees as
+//                 plain SQL, what any implementation must cost at least). All alternated, every
 //                 other round in reverse order, max(2, --rounds) rounds rounded up to even. pgbench: $PGBENCH, else the server's
 //                 major version's /usr/lib/postgresql/<major>/bin/pgbench, else pg_config --bindir,
 //                 else PATH.
@@ -444,6 +446,7 @@ async function main() {
     // VM drifts, so each side runs as often early in a round as late.
     const sides = [
       { key: 'writes', script: 'mutation-writes', defines: {} },
+      { key: 'floor', script: 'mutation-floor', defines: {} },
       { key: 'ladder', script: 'mutation-ladder', defines: { auth: 0, limit: 0 } },
       { key: 'auth', script: 'mutation-ladder', defines: { auth: 1, limit: 0 } },
       { key: 'limit', script: 'mutation-ladder', defines: { auth: 1, limit: 1 } },
@@ -472,10 +475,11 @@ async function main() {
     const pgRatios = perRoundTps.map((t) => t.rpc / t.writes);
     // where the RPC's cost over its writes goes, each rung against the writes of the same rounds
     const ladder = `; where the RPC's cost goes, as a share of the writes' rate in the same rounds (scripts/pgbench/rpc-ladder.sql): ` +
+      `the floor (the writes + the caller's role, scope and rate-limit slot as plain SQL, scripts/pgbench/mutation-floor.sql) ${(pg.floor / pg.writes).toFixed(2)}x, ` +
       `the writes in one SECURITY DEFINER function called as the RPC is ${(pg.ladder / pg.writes).toFixed(2)}x, ` +
       `+ the caller's context and authorization ${(pg.auth / pg.writes).toFixed(2)}x, + the per-user rate limit ${(pg.limit / pg.writes).toFixed(2)}x, ` +
       `the RPC (+ validation, merge preparation, refusal as an answer, idempotent retry, result) ${(pg.rpc / pg.writes).toFixed(2)}x ` +
-      `(per round, function / auth / limit / RPC: ${perRoundTps.map((t) => [t.ladder, t.auth, t.limit, t.rpc].map((x) => (x / t.writes).toFixed(2)).join(' ')).join(', ')})`;
+      `(per round, floor / function / auth / limit / RPC: ${perRoundTps.map((t) => [t.floor, t.ladder, t.auth, t.limit, t.rpc].map((x) => (x / t.writes).toFixed(2)).join(' ')).join(', ')})`;
     log(`\n${ladder.slice(2)}`);
     // the same writes with nothing else, 16 backends taking turns on 1 canvas, and on CANVASES
     log(`\n-- hot canvas, backends taking turns: the mutation's own writes in one statement (pgbench mutation-writes-serialized.sql), 1 canvas vs ${CANVASES}, alternated ${pgRounds} times`);
@@ -570,7 +574,7 @@ async function main() {
         `(per pair ${pgRatios.map((x) => x.toFixed(2)).join(' / ')}); ${refused} RPC calls not applied, ${pgFailed} pgbench failures` +
         ladder + breakdown),
       row(`one user x ${CLIENTS} clients vs ${CLIENTS} users (${CANVASES} canvases, applied/s)`, oneUserRate, spreadRate, 0.9,
-        'the per-user mutation limit counts in sharded rows taken last in the transaction (docs/limits.md)' +
+        'the per-user mutation limit counts a slot per hit, taken first and never waited for (docs/limits.md)' +
         perRound(`rpc: ${CANVASES} canvases, all clients one user`, `rpc: ${CANVASES} canvases, own blocks`)),
       row(`hot canvas, disjoint blocks vs ${CANVASES} canvases (applied/s)`, hotOwnRate, spreadRate, 0.9,
         turnsNote + busyNote + pipelineNote +

@@ -5,8 +5,8 @@
 --   p_auth   the caller's context and authorization, as the RPC does them: internal.request_context
 --            (claims and headers), internal.canvas_role, internal.can_write_role,
 --            internal.scope_allows
---   p_limit  the per-user mutation limit, as the RPC does it: the settings read, the early
---            internal.check_sharded_limit and the internal.hit_sharded_limit taken last
+--   p_limit  the per-user mutation limit, as the RPC does it: the settings read and the hit
+--            (internal.take_limit_slot) before the canvas lock
 -- What the RPC adds beyond both rungs: the patch's validation, the merge preparation (a stale
 -- base_version), the exception block that makes a refusal an answer, the idempotent retry, the
 -- result. scripts/bench-mutate.ts creates it in its bench database and runs each rung next to
@@ -38,7 +38,7 @@ begin
     select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'), (array_agg(value) filter (where key = 'max_content_bytes'))[1]
       into v_limit, v_max_setting
     from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
-    perform internal.check_sharded_limit(p_user_id, 'mutations', v_limit, 60);
+    perform internal.take_limit_slot(p_user_id, 'mutations', v_limit, 60);
   end if;
   perform from app.canvases where canvas_id = p_canvas_id for no key update;
   update app.blocks set content = jsonb_build_object('text', p_text), version = version + 1, updated_at = now(), updated_by = p_user_id
@@ -67,9 +67,6 @@ begin
   values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'action', 'update', 'block_id', p_block_id,
                              'version', v_version, 'block', v_block, 'client_op_id', p_op, 'actor_id', p_user_id),
           'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
-  if p_limit then
-    perform internal.hit_sharded_limit(p_user_id, 'mutations', v_limit, 60);
-  end if;
   return jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_op,
                             'block_id', p_block_id, 'version', v_version, 'block', v_block);
 end $$;

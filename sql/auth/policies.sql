@@ -66,7 +66,7 @@ revoke all on app.system_audit from authenticated, anon;
 drop policy if exists presence_member_read on app.presence;
 create policy presence_member_read on app.presence for select to authenticated
   using (canvas_id in (select internal.readable_canvas_ids(false)));
--- app.settings and app.rate_limits: no policy, so no direct access at all.
+-- app.settings, app.rate_limits and app.rate_limit_slots: no policy, so no direct access at all.
 
 grant execute on function internal.workspace_role(uuid, uuid), internal.canvas_role(uuid, uuid), internal.readable_canvas_ids(boolean),
   internal.token_allows(uuid, boolean), internal.request_context(), internal.try_uuid(text),

@@ -17,6 +17,7 @@ declare
   v_tokens integer;
   v_canvases integer;
   v_windows integer;
+  v_slots integer;
   v_result jsonb;
 begin
   -- 1. stale presence: removed, and subscribers of the canvas told (same event as H6 leave)
@@ -80,12 +81,15 @@ begin
   -- 7. rate-limit windows long closed (the longest window is one day)
   delete from app.rate_limits where window_start < now() - interval '2 days';
   get diagnostics v_windows = row_count;
+  -- the mutation limit's slots (a row per hit): only the current minute's are read, an hour kept
+  delete from app.rate_limit_slots where window_start < now() - interval '1 hour';
+  get diagnostics v_slots = row_count;
 
   v_result := jsonb_build_object('presence_expired', v_presence, 'audit_partitions_created', v_partitions,
                                  'audit_partitions_dropped', v_parts_dropped,
                                  'operations_deleted', v_ops, 'audit_deleted', v_audit,
                                  'refresh_tokens_deleted', v_tokens, 'canvases_purged', v_canvases,
-                                 'rate_limit_windows_deleted', v_windows);
+                                 'rate_limit_windows_deleted', v_windows, 'rate_limit_slots_deleted', v_slots);
   if v_ops + v_audit + v_tokens + v_canvases + v_partitions + v_parts_dropped > 0 then
     perform internal.write_audit(jsonb_build_object('role', 'system'), 'system.cleanup', 'success', null, null, v_result,
                                  null, null, null, v_ops + v_audit + v_tokens + v_canvases);

@@ -31,5 +31,5 @@ returns jsonb language sql immutable set search_path = '' as $$
   ) || case when p_sqlstate like 'PX%' then coalesce(internal.try_jsonb(p_detail), '{}') else '{}' end
 $$;
 
--- The per-minute mutation limit is counted in sharded rows now (sql/rpc/endpoint_limits.sql).
+-- The per-minute mutation limit is counted in slots now (internal.take_limit_slot, sql/rpc/endpoint_limits.sql).
 drop function if exists internal.hit_rate_limit(uuid, text, integer);

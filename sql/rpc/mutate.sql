@@ -1,8 +1,9 @@
 -- The mutation RPC: api.upsert_block_atomic and its all-or-nothing batch form.
 --
 -- Per operation, in one transaction:
---   1. the caller's role, token scope (from the request context, computed once per call) and an
---      early rate-limit check that counts nothing (rejections are returned and audited);
+--   1. the caller's role, token scope (from the request context, computed once per call) and the
+--      caller's rate-limit hit (internal.take_limit_slot: a slot of the minute, or rate_limited
+--      before any work; rejections are returned and audited);
 --   2. a known client_op_id returns its original result (exactly-once effect under retries): not
 --      looked up in advance; applying it again fails (at the latest on the unique idempotency
 --      index of the success rows), and the failure is answered from the log;
@@ -17,8 +18,7 @@
 --      since: internal.rebase_block_change); then what needs the canvas's current blocks
 --      (parent in the same canvas, no cycle, rank);
 --   5. server_seq, block, operation row with its canvas_seq, audit row, realtime.send to
---      `canvas:{id}`, and last the caller's rate-limit hit (internal.hit_sharded_limit), so the
---      counter row it updates is held only until the commit.
+--      `canvas:{id}`.
 -- The helpers called on every operation are PL/pgSQL, not SQL: PL/pgSQL caches its plans per
 -- session, while a SQL function called from PL/pgSQL is planned again at each call.
 -- Two numbers per applied operation, both taken under the canvas lock: server_seq (one global
@@ -445,8 +445,11 @@ begin
          (array_agg(value) filter (where key = 'max_content_bytes'))[1]
     into v_limit, v_max_setting
   from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
-  -- refuse a full window before doing any work; the hit itself is counted in step 5
-  perform internal.check_sharded_limit(v_user, 'mutations', v_limit, 60);
+  -- the hit, before any work: a full window is refused here. It never waits (a slot another
+  -- transaction holds is skipped), and a rejected attempt gives it back with the rest of its
+  -- work, to be counted again by internal.count_rejected_attempt; a retry answered from the log
+  -- is not counted
+  perform internal.take_limit_slot(v_user, 'mutations', v_limit, 60);
 
   -- 2. shape of the patch
   if jsonb_typeof(v_patch) <> 'object' then
@@ -655,29 +658,21 @@ begin
     coalesce(v_applied, v_patch) || case when v_key is null then '{}' else jsonb_build_object('y_order', v_key) end,
     v_block, v_seq, p_started_at, coalesce(array_length(v_deleted, 1), 1), v_result,
     case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end);
-  -- last, so the rate-limit row it updates is held only until the commit
-  perform internal.hit_sharded_limit(v_user, 'mutations', v_limit, 60);
   return v_result || jsonb_build_object('canvas_seq', v_canvas_seq);
 end $$;
 
--- A rejected attempt took no rate-limit hit (the hit is the last step of an applied operation, and
--- anything before it rolled back with its work); count it here so invalid, forbidden or
--- conflicting attempts are limited like accepted ones. An attempt refused as rate_limited is not
--- counted (the window is full already), nor one without a user.
--- Like an applied operation's, the hit is taken under the canvas row's lock (taken again: the
--- attempt's own rolled back with its work), so every mutation hit comes after its canvas lock. A
--- transaction holding a shard while it waits for a canvas row (a rejected attempt, then another
--- mutation of the canvas in the same lane transaction) could otherwise deadlock with another
--- process's transaction that holds that canvas and waits for the shard (internal.hit_sharded_limit).
-drop function if exists internal.count_rejected_attempt(jsonb, jsonb);
-create or replace function internal.count_rejected_attempt(p_ctx jsonb, p_canvas_id uuid, p_error jsonb) returns void
+-- A rejected attempt gave its rate-limit hit back with the rest of its work (rolled back); count
+-- it again here so invalid, forbidden or conflicting attempts are limited like accepted ones. An
+-- attempt refused as rate_limited is not counted (the window is full already), nor one without a
+-- user. The hit never waits (internal.take_limit_slot), so it needs no lock around it.
+drop function if exists internal.count_rejected_attempt(jsonb, uuid, jsonb);
+create or replace function internal.count_rejected_attempt(p_ctx jsonb, p_error jsonb) returns void
 language plpgsql security definer set search_path = '' as $$
 begin
   if p_ctx ->> 'user_id' is null or p_error ->> 'code' in ('rate_limited', 'unauthorized') then
     return;
   end if;
-  perform from app.canvases where canvas_id = p_canvas_id for no key update;
-  perform internal.hit_sharded_limit((p_ctx ->> 'user_id')::uuid, 'mutations', internal.setting_int('mutations_per_minute'), 60);
+  perform internal.take_limit_slot((p_ctx ->> 'user_id')::uuid, 'mutations', internal.setting_int('mutations_per_minute'), 60);
 exception when sqlstate 'PX429' then
   null;  -- over the limit already: the next attempt is refused
 end $$;
@@ -733,7 +728,7 @@ begin
     return v_prior;
   end if;
   v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
-  perform internal.count_rejected_attempt(v_ctx, p_canvas_id, v_error);
+  perform internal.count_rejected_attempt(v_ctx, v_error);
   v_result := internal.rejection_result(p_client_op_id, p_block_id, v_error);
   perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch,
                                       v_result ->> 'status', v_result, v_started);
@@ -789,11 +784,6 @@ begin
                                  jsonb_build_object('error', v_error), null, null, v_started, 0);
     return jsonb_build_object('status', 'failed', 'failed_index', null, 'error', v_error);
   end if;
-  -- one rate-limit hit per op: the batch's hits take the user's shards one after another, so it
-  -- says how many before the first (internal.hit_sharded_limit); its one hit is already counted
-  if jsonb_array_length(p_ops) > 1 and v_ctx ->> 'user_id' is not null then
-    perform internal.expect_several_hits((v_ctx ->> 'user_id')::uuid, jsonb_array_length(p_ops) - 1);
-  end if;
   -- a second pass only when a concurrent retry of this batch committed first: it is then
   -- answered from the log, op by op
   for v_attempt in 1 .. 2 loop
@@ -836,7 +826,7 @@ begin
                    or internal.prior_result(v_ctx, p_ops -> v_index ->> 'client_op_id') is not null);
   end loop;
   v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
-  perform internal.count_rejected_attempt(v_ctx, p_canvas_id, v_error);
+  perform internal.count_rejected_attempt(v_ctx, v_error);
   v_op := p_ops -> v_index;
   v_result := internal.rejection_result(v_op ->> 'client_op_id', internal.try_uuid(v_op ->> 'block_id'), v_error)
               || jsonb_build_object('failed_index', case when v_index < jsonb_array_length(p_ops) then v_index end);

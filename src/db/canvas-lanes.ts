@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ReservedSql, Sql } from 'postgres';
 import { isConnectionFailure } from './faults.ts';
-import { canonicalUuid, type CallerSettings } from './request.ts';
+import type { CallerSettings } from './request.ts';
 
 /**
  * Canvas lanes: this process's mutations of one canvas go down ONE pooled connection, in the order
@@ -23,17 +23,15 @@ import { canonicalUuid, type CallerSettings } from './request.ts';
  * A request's statements set the caller's transaction-local settings themselves (role, claims,
  * headers, statement_timeout: src/db/request.ts), so each request of a group runs as its own
  * caller. What else a request leaves in the transaction are the rows it locks: besides the canvas
- * row, rows of its caller's own, the rate-limit counters (the H2 endpoint hit, the mutation hit's
- * shards). Held by one transaction for several callers and taken in arrival order, they deadlocked
+ * row, rows of its caller's own, the rate-limit counter (the H2 endpoint hit; the mutation hit's
+ * slot waits for no one: internal.take_limit_slot). Held by one transaction for several callers and
+ * taken in arrival order, they deadlocked
  * with another lane's group holding them in the other order (two canvases, or two processes on one
  * canvas). So a group's requests go in the order of their callers (`caller`; one caller's in
  * arrival order), and the statements a request must run before any canvas row is locked (`first`:
  * the endpoint hit) go first, for the whole group: every transaction takes those rows before its
- * canvas row, and all of them in one order. A caller with several requests in a group is named to
- * the rate limit before any of them runs (setting `potentia.several_hits`): each of its hits then
- * takes a shard of its own, in the shards' order, its first leaving room above for the rest
- * (internal.hit_sharded_limit), which keeps the limit's bound (docs/limits.md) and waits in no
- * cycle. (Rows keyed by an id the client chooses are not ordered this way: two groups creating the
+ * canvas row, and all of them in one order. A caller's several mutations in a group take a
+ * rate-limit slot each, which keeps the limit's bound (docs/limits.md). (Rows keyed by an id the client chooses are not ordered this way: two groups creating the
  * same two block ids on two canvases can still deadlock; Postgres breaks it after deadlock_timeout,
  * and the victim fails.)
  *
@@ -126,10 +124,7 @@ export class CanvasLanes {
    * `write` must not leave a statement's promise behind when it throws.
    *
    * `caller`: whose own rows the statements lock (the user id; null: none), so that a group goes in
-   * callers' order and names a caller with several requests in it to the rate limit, one hit per
-   * request (a request counting several, a batch, announces the rest only when it runs, after its
-   * caller's requests before it took their shards: send it with a `first`, which keeps it one per
-   * caller per transaction, as H2 does). `first`: statements written like `write`'s,
+   * callers' order. `first`: statements written like `write`'s,
    * before every request's `write` in the transaction (the group's `first`s in callers' order);
    * their failure is the request's. `first`'s parameters must always serialize (a statement the
    * driver refuses before sending it does not stop the request's own). `single`: what to write
@@ -278,13 +273,6 @@ export class CanvasLanes {
     // behind a transaction still on the wire: runs only if that one committed (its mark below is
     // a session setting, which its rollback takes back)
     const guard = after === null ? null : conn.unsafe(LANE_GUARD, [after], { prepare: true }).execute();
-    // the callers with several requests here (users: the rate limit's subjects are uuids), named to
-    // the rate limit before any request runs, with how many more than one (internal.hit_sharded_limit)
-    const count = new Map<string, number>();
-    for (const r of group) if (r.caller !== null && canonicalUuid(r.caller) === r.caller) count.set(r.caller, (count.get(r.caller) ?? 0) + 1);
-    const several = [...count].filter(([, n]) => n > 1).map(([caller, n]) => `${caller}:${n - 1}`);
-    const opening = several.length === 0 ? begin
-      : Promise.all([begin, conn`select set_config('potentia.several_hits', ${several.join(' ')}, true)`.execute()]).then(([b]) => b);
     // every request's `first` statements, then every request's own (a request whose `first` threw
     // writes nothing more); each result handled from the start, or a rejection would go unhandled
     const scratch: TransactionScratch = {};
@@ -306,7 +294,7 @@ export class CanvasLanes {
     void mainsSettled.then((all) => {
       if (all.every((o) => o.every((r) => r.status === 'fulfilled'))) ran();
     });
-    const [opened, closed, guarded, marked] = await Promise.allSettled([opening, commit, guard, mark]);
+    const [opened, closed, guarded, marked] = await Promise.allSettled([begin, commit, guard, mark]);
     const firstOutcomes = await Promise.all(firsts.map((f) => f.settled));
     const outcomes = await mainsSettled;
     // a request's failure: the first of its statements to fail, in the order they were sent

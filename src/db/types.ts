@@ -158,10 +158,13 @@ export interface AppPresence {
 export interface AppRateLimits {
   bucket: string;
   hits: Generated<number>;
-  /**
-   * The transaction that last counted a hit here (pg_current_xact_id()); the sharded limit uses it to tell the shards its own transaction holds.
-   */
-  holder: string | null;
+  user_id: string;
+  window_start: Timestamp;
+}
+
+export interface AppRateLimitSlots {
+  bucket: string;
+  slot: number;
   user_id: string;
   window_start: Timestamp;
 }
@@ -264,6 +267,7 @@ export interface DB {
   "app.feature_flags": AppFeatureFlags;
   "app.files": AppFiles;
   "app.presence": AppPresence;
+  "app.rate_limit_slots": AppRateLimitSlots;
   "app.rate_limits": AppRateLimits;
   "app.refresh_tokens": AppRefreshTokens;
   "app.settings": AppSettings;

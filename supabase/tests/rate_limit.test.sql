@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(26);
+select plan(28);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -17,9 +17,8 @@ select api.set_workspace_member((select workspace_id from ids), tests.user_id('r
 select tests.clear_authentication();
 
 select is(internal.setting_int('mutations_per_minute'), 100, 'the default limit is 100 mutations per minute');
--- The counters' key leads with the user and the window: a hit's lookups (the shards of the current
--- window, bucket = any(...)) land on that window's few rows however many windows of the user the
--- cleanup still keeps (2 days); keyed (user_id, bucket, window_start) they walked all of them.
+-- The endpoint counters' key leads with the user and the window: a hit's lookup lands on that
+-- window's rows however many windows of the user the cleanup still keeps (2 days).
 select col_is_pk('app', 'rate_limits', array['user_id', 'window_start', 'bucket'],
                  'app.rate_limits is keyed (user_id, window_start, bucket)');
 
@@ -89,52 +88,58 @@ select is((select array_agg(res #>> '{error,code}' order by n) from attempts whe
           array['invalid_input', 'invalid_input', 'invalid_input', 'invalid_input', 'invalid_input', 'rate_limited'],
           'after 5 invalid attempts under a limit of 5, a valid mutation is refused');
 
--- Each uncommitted hit holds a shard row of its own (16 per user and window), and a hit counts
--- every other one in flight as if it had committed, so the bound is the limit, exactly, however
--- the hits are spread over transactions: several hits in one transaction (a canvas lane's group,
--- a batch) take one shard each, in order, and only a transaction holding all 16 counts on in one
--- of them (docs/limits.md). Hits in flight in other transactions: tests/integration/rate-limit-shards-attack.test.ts.
-select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a1', 'pgtap', 100, 60) from generate_series(1, 3);
-select is((select array_agg(bucket || '=' || hits order by bucket) from app.rate_limits
-           where user_id = '00000000-0000-4000-8000-0000000000a1' and holder = pg_current_xact_id()),
-          array['pgtap=1', 'pgtap#1=1', 'pgtap#2=1'], 'three hits in one transaction: three shards, one hit each, held by it');
-select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a1', 'pgtap', 100, 60) from generate_series(1, 15);
-select is((select array_agg(bucket || '=' || hits order by bucket) filter (where bucket not like 'pgtap#%')
-           from app.rate_limits where user_id = '00000000-0000-4000-8000-0000000000a1'), array['pgtap=1', 'pgtap+=2'],
-          'eighteen hits: a hit on each of the sixteen shards, the last two in the overflow row');
-select is((select count(*) from app.rate_limits where user_id = '00000000-0000-4000-8000-0000000000a1' and bucket like 'pgtap#%'), 15::bigint,
-          'the other fifteen shards');
-select is(internal.window_limit_hits('00000000-0000-4000-8000-0000000000a1', 'pgtap', 60), 18::bigint,
-          'and, holding all sixteen, it counts on exactly: 18 (its own updates are not counted again as unseen ones)');
--- the total reads the subject's rows of the window as one range of the key and picks the shards
--- out by name: its other buckets in that window (an endpoint's, one whose name only begins alike)
--- are not counted
-insert into app.rate_limits (user_id, bucket, window_start, hits)
-select '00000000-0000-4000-8000-0000000000a1', b, internal.rate_window_start(60), 1000
-from unnest(array['endpoint:H2', 'pgtap2', 'pgtap#16', 'pgtap#1x', 'pgta']) b;
-select is(internal.window_limit_hits('00000000-0000-4000-8000-0000000000a1', 'pgtap', 60), 18::bigint,
-          'the subject''s other buckets of the window (endpoint:H2, pgtap2, pgtap#16, pgtap#1x, pgta: 1,000 hits each) are not counted');
-select ok(not internal.xmax_unseen_update('3'::xid, '0'::xid) and
-          not internal.xmax_unseen_update('3'::xid, (pg_current_xact_id()::text::bigint % 4294967296)::text::xid),
-          'no update is unseen on a row nobody updates, nor on one its own transaction updates');
-select ok(not internal.xmax_unseen_update('4'::xid, '4'::xid),
-          'nor on a version whose xmax is its creator''s (a lock it kept on the version it made)');
-select ok(internal.xmax_unseen_update('3'::xid, ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 5) % 4294967296)::text::xid),
-          'an xmax assigned after the snapshot is an update it does not see (pg_xact_status is not asked about it)');
+-- Each hit takes a slot of its window, 1 .. the limit: a row of app.rate_limit_slots keyed
+-- (user_id, window_start, bucket, slot), so the key is the bound (docs/limits.md). A hit never
+-- waits: a slot another transaction holds is skipped (tests/integration/rate-limit-slots-attack.test.ts).
+select col_is_pk('app', 'rate_limit_slots', array['user_id', 'window_start', 'bucket', 'slot'],
+                 'app.rate_limit_slots is keyed (user_id, window_start, bucket, slot): at most the limit of rows per window');
+select is((select array_agg(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 5, 60)) from generate_series(1, 3)),
+          array[1, 2, 3], 'three hits in one transaction take slots 1, 2 and 3');
+select is((select array_agg(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 5, 60)) from generate_series(1, 2)),
+          array[4, 5], 'two more, under a limit of 5: slots 4 and 5');
+select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 5, 60)$$, 'PX429', null,
+                 'the 6th under a limit of 5 is refused (rate_limited)');
+select is((select count(*) from app.rate_limit_slots where user_id = '00000000-0000-4000-8000-0000000000a1' and bucket = 'pgtap'), 5::bigint,
+          'and counts nothing: 5 slots');
+-- a subtransaction rolled back gives its slot back
+savepoint one_more;
+select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 6, 60);
+rollback to savepoint one_more;
+select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 6, 60), 6,
+          'a slot whose savepoint rolled back is free again: the next hit takes 6');
+-- full above the highest slot: a slot below left free (by a hit that rolled back) is taken, then refusal
+insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+select '00000000-0000-4000-8000-0000000000a2', internal.rate_window_start(60), 'pgtap', s from unnest(array[1, 2, 4, 5]) s;
+select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60), 3,
+          'slots 1, 2, 4, 5 taken under a limit of 5: the hit takes the free slot 3');
+select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60)$$, 'PX429', null,
+                 'and the next is refused');
+select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a2', 'pgtap', 7, 60), 6,
+          'a limit raised to 7 allows two more: 6');
+select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a2', 'pgtap', 3, 60)$$, 'PX429', null,
+                 'a limit lowered to 3, under 6 taken: refused at once');
+-- other buckets, other windows, other subjects hold slots of their own
+insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+select '00000000-0000-4000-8000-0000000000a3'::uuid, w, b, s
+from unnest(array['pgtap2', 'endpoint:H2']) b, generate_series(1, 5) s,
+     unnest(array[internal.rate_window_start(60), internal.rate_window_start(60) - interval '1 minute']) w
+union all select '00000000-0000-4000-8000-0000000000a3'::uuid, internal.rate_window_start(60) - interval '1 minute', 'pgtap', s from generate_series(1, 5) s;
+select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a3', 'pgtap', 5, 60), 1,
+          'full windows of the subject''s other buckets and of its previous minute leave this one''s slots free: 1');
 
-select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60) from generate_series(1, 5);
-select throws_ok($$select internal.hit_sharded_limit('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60)$$, 'PX429', null,
-                 'hits on several shards of one transaction still add up: the 6th under a limit of 5 is refused');
--- a batch says how many hits it will count before its first, so its first shard leaves room above
+-- a batch counts a hit per op, each on a slot of its own
 update app.settings set value = '100' where key = 'mutations_per_minute';
+create temp table before_batch as select count(*) as n from app.rate_limit_slots
+  where user_id = tests.user_id('rl_calm') and bucket = 'mutations' and window_start = internal.rate_window_start(60);
 select tests.authenticate_as('rl_calm');
 select api.upsert_blocks_atomic((select canvas_id from ids), jsonb_build_array(
   jsonb_build_object('action', 'create', 'client_op_id', 'batch-1', 'patch', '{"type":"text"}'::jsonb),
   jsonb_build_object('action', 'create', 'client_op_id', 'batch-2', 'patch', '{"type":"text"}'::jsonb),
   jsonb_build_object('action', 'create', 'client_op_id', 'batch-3', 'patch', '{"type":"text"}'::jsonb)));
 select tests.clear_authentication();
-select matches(current_setting('potentia.several_hits', true), tests.user_id('rl_calm')::text || ':2',
-               'a batch of 3 announces 2 hits more than one (setting potentia.several_hits)');
+select is((select count(*) from app.rate_limit_slots where user_id = tests.user_id('rl_calm') and bucket = 'mutations'
+             and window_start = internal.rate_window_start(60)) - (select n from before_batch), 3::bigint,
+          'a batch of 3 takes 3 slots');
 
 select * from finish();
 rollback;

@@ -3,12 +3,12 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(38);
+select plan(39);
 
 -- Every table of the data model exists
 select has_table('app', t, format('table app.%s exists', t))
 from unnest(array['settings', 'workspaces', 'workspace_members', 'canvases', 'canvas_members', 'blocks',
-                  'block_operations', 'system_audit', 'presence', 'rate_limits']) t;
+                  'block_operations', 'system_audit', 'presence', 'rate_limits', 'rate_limit_slots']) t;
 
 -- blocks: foreign keys as the seed asks, but safe
 select ok(exists (

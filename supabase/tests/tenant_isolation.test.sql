@@ -164,8 +164,9 @@ select tests.clear_authentication();
 -- Rejected attempts, outsiders' included, count toward the caller's rate limit
 -- ---------------------------------------------------------------------------------------------
 -- the limit is set to allow exactly one more attempt this minute (now() is fixed in a transaction)
-update app.settings set value = (select to_jsonb(hits + 1) from app.rate_limits
-                                 where user_id = tests.user_id('ti_intruder') and bucket = 'mutations')
+update app.settings set value = (select to_jsonb(count(*) + 1) from app.rate_limit_slots
+                                 where user_id = tests.user_id('ti_intruder') and bucket = 'mutations'
+                                   and window_start = internal.rate_window_start(60))
 where key = 'mutations_per_minute';
 select tests.authenticate_as('ti_intruder');
 insert into r select 'seventh', api.upsert_block_atomic(pg_temp.id('a'), null, 'create', 'inject-7', null, '{"type":"text"}');

@@ -30,7 +30,7 @@ export const violations: string[] = [];
  * failed/conflict operation row of a member on their own canvas (the attempt log of
  * sql/rpc/mutate.sql). Everything else — and any attempt row of a non-member — counts as a write.
  */
-export const ATTEMPT_ACCOUNTING = new Set(['system_audit', 'rate_limits', 'block_operations:member_attempts']);
+export const ATTEMPT_ACCOUNTING = new Set(['system_audit', 'rate_limits', 'rate_limit_slots', 'block_operations:member_attempts']);
 
 let tablesQuery: string | null = null;
 

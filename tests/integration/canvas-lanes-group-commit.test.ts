@@ -2,7 +2,7 @@
 // lane's transaction runs go together in the next one, one COMMIT for all, in callers' order (one
 // caller's in arrival order). What must hold, against the real RPC: each request of a group runs as
 // its own caller (role, claims, statement_timeout); a caller's several hits of its rate limit in one
-// transaction each take a shard of their own; a request that fails fails alone, and the others of its group, rolled back with it, are sent
+// transaction each take a slot of their own; a request that fails fails alone, and the others of its group, rolled back with it, are sent
 // again and apply once; a COMMIT that fails (a check deferred to it, culprit unknown) sends each
 // request again alone, so only the culprit fails.
 import { randomUUID } from 'node:crypto';
@@ -51,7 +51,7 @@ describe('canvas lanes: group commit', () => {
     where canvas_id = ${canvasId} and status = 'success' order by canvas_seq` as unknown as
     Promise<{ client_op_id: string; actor_id: string; canvas_seq: number }[]>;
 
-  it('the requests queued behind a transaction share the next one, each as its own caller; a caller\'s several in arrival order, each hit on a shard of its own', async () => {
+  it('the requests queued behind a transaction share the next one, each as its own caller; a caller\'s several in arrival order, each hit on a slot of its own', async () => {
     const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 6);
     // request 0 goes alone; 1-8 queue up behind it: six callers, caller 1 three times (1, 7, 8);
     // 9, caller 3's second, is one more than the depth
@@ -75,10 +75,9 @@ describe('canvas lanes: group commit', () => {
     const order = [0, ...byCaller([1, 2, 3, 4, 5, 6, 7, 8], callerOf), 9];
     expect(order.map((i) => Number(rows[i]!.r.canvas_seq))).toEqual(ops.map((_, k) => k + 1));
     expect(await logged(canvasId)).toEqual(order.map((i, k) => ({ client_op_id: ops[i], actor_id: callerOf(i), canvas_seq: k + 1 })));
-    // caller 1's three mutations in one transaction: three hits on three shards of its limit, so
-    // that no shard carries more than one uncommitted hit (the limit's bound, docs/limits.md)
-    expect(await fx.admin`select bucket, hits from app.rate_limits where user_id = ${callerOf(1)} and bucket like 'mutations%' and hits > 0 order by bucket`)
-      .toEqual([{ bucket: 'mutations', hits: 1 }, { bucket: 'mutations#1', hits: 1 }, { bucket: 'mutations#2', hits: 1 }]);
+    // caller 1's three mutations in one transaction: three hits, three slots of its limit (docs/limits.md)
+    expect(await fx.admin`select slot from app.rate_limit_slots where user_id = ${callerOf(1)} and bucket = 'mutations' order by slot`)
+      .toEqual([{ slot: 1 }, { slot: 2 }, { slot: 3 }]);
     expect(lanes.size).toBe(0);
   });
 

@@ -1,0 +1,73 @@
+// The upgrade from the shard rows of the per-user mutation limit to its slots
+// (supabase/migrations/*_rate_limit_slots.sql, *_rate_limit_slot_functions.sql,
+// *_rate_limit_shards_retired.sql), on a database made by the migrations before them with a user's
+// hits of the current minute in shard rows: the minute's committed count is carried over as that
+// many slots, so the minute the upgrade falls in still allows the limit in all, and what only the
+// shards used is gone.
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import { afterAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { pushLikeSupabase } from '../../src/db/push.ts';
+
+const repoRoot = new URL('../..', import.meta.url).pathname;
+const migrationsDir = join(repoRoot, 'supabase/migrations');
+const FIRST_OF_SLOTS = readdirSync(migrationsDir).find((f) => f.endsWith('_rate_limit_slots.sql'))!;
+const name = `potentia_slots_upgrade_${process.pid}`;
+const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
+
+describe('upgrade: shard rows to slots', () => {
+  const admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
+  const root = mkdtempSync(join(tmpdir(), 'potentia-slots-'));
+  afterAll(async () => {
+    await admin.unsafe(`drop database if exists ${name} with (force)`);
+    await admin.end();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('carries the open minute\'s hits over as the lowest slots, drops the shard functions and rows, and the limit holds across the upgrade', async () => {
+    // the migrations before the slots, alone
+    cpSync(join(repoRoot, 'sql'), join(root, 'sql'), { recursive: true });
+    mkdirSync(join(root, 'supabase/migrations'), { recursive: true });
+    const files = readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).sort();
+    for (const f of files.filter((f) => f < FIRST_OF_SLOTS)) cpSync(join(migrationsDir, f), join(root, 'supabase/migrations', f));
+    await admin.unsafe(`drop database if exists ${name} with (force)`);
+    await admin.unsafe(`create database ${name}`);
+    const sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+    try {
+      await pushLikeSupabase(sql, root, {});
+      // what follows counts in one minute: not in the last seconds of one
+      const second = new Date().getUTCSeconds();
+      if (second > 50) await new Promise((resolve) => setTimeout(resolve, (61 - second) * 1000));
+      const [busy, calm] = ['00000000-0000-4000-8000-00000000b001', '00000000-0000-4000-8000-00000000b002'];
+      // busy: 7 hits this minute over three shards, 40 in an old minute; calm: none
+      await sql`insert into app.rate_limits (user_id, bucket, window_start, hits) values
+        (${busy}, 'mutations', internal.rate_window_start(60), 4), (${busy}, 'mutations#1', internal.rate_window_start(60), 2),
+        (${busy}, 'mutations+', internal.rate_window_start(60), 1), (${busy}, 'mutations#2', internal.rate_window_start(60), 0),
+        (${busy}, 'mutations', internal.rate_window_start(60) - interval '1 hour', 40),
+        (${busy}, 'endpoint:H2', internal.rate_window_start(60), 3)`;
+      expect(await sql`select internal.hit_sharded_limit(${busy}::uuid, 'mutations', 100, 60)`).toHaveLength(1);  // the shard version works
+      for (const f of files.filter((f) => f >= FIRST_OF_SLOTS)) {
+        await sql.begin((tx) => tx.unsafe(readFileSync(join(migrationsDir, f), 'utf8')));
+      }
+      expect((await sql`select slot from app.rate_limit_slots where user_id = ${busy}::uuid and bucket = 'mutations'
+        and window_start = internal.rate_window_start(60) order by slot`).map((r) => r.slot)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(await sql`select count(*)::int as n from app.rate_limit_slots where window_start < internal.rate_window_start(60)`)
+        .toEqual([{ n: 0 }]);
+      expect(await sql`select bucket, hits from app.rate_limits where user_id = ${busy}::uuid`).toEqual([{ bucket: 'endpoint:H2', hits: 3 }]);
+      expect(await sql`select count(*)::int as n from pg_proc where proname in ('hit_sharded_limit', 'check_sharded_limit',
+        'expect_several_hits', 'window_limit_hits', 'window_limit_shards', 'xmax_unseen_update')`).toEqual([{ n: 0 }]);
+      expect(await sql`select count(*)::int as n from pg_attribute where attrelid = 'app.rate_limits'::regclass and attname = 'holder'`)
+        .toEqual([{ n: 0 }]);
+      // under a limit of 10: two more, then refused
+      const take = (user: string) => sql`select internal.take_limit_slot(${user}::uuid, 'mutations', 10, 60) as s`.then(([r]) => r!.s as number);
+      expect([await take(busy), await take(busy)]).toEqual([9, 10]);
+      await expect(take(busy)).rejects.toMatchObject({ code: 'PX429' });
+      expect(await take(calm)).toBe(1);
+    } finally {
+      await sql.end();
+    }
+  }, 60_000);
+});

@@ -3,10 +3,12 @@
 --   the caller from the claims (set as the RPC's script sets them), their role on the canvas
 --   (workspace or canvas membership, as internal.canvas_role) and the token's scope, in one
 --   statement that fails (division by zero) unless they may write;
---   the per-user rate limit, exact as internal.take_limit_slot keeps it: a slot of the minute
---   (app.rate_limit_slots, bucket 'floor'), the first above the highest not held by another
---   transaction's advisory lock, in one statement that fails unless it took one (the fast path:
---   not the search below a full window, which bench:mutate never reaches).
+--   the per-user rate limit as internal.take_limit_slot takes it on its fast path: a slot of the
+--   minute (app.rate_limit_slots, bucket 'floor'), the first above the highest not held by another
+--   transaction's advisory lock, in one statement that fails unless it took one. No bound (the
+--   bench's limit is 10^9) and no search below a full minute, which bench:mutate never reaches;
+--   and it fails, where take_limit_slot tries the next slot, on one committed after its snapshot,
+--   which each client's own user never meets here.
 -- Exactly-once (the unique idempotency index), commit order (the canvas lock), the audit row and
 -- the broadcast are in the writes already. So this is about what any implementation of the RPC
 -- inside Postgres must cost at least; the RPC's distance from it is its own (docs/performance.md).
@@ -34,7 +36,7 @@ with w as (select to_timestamp(floor(extract(epoch from now()) / 60) * 60) as st
                                              where user_id = :user_id::uuid and window_start = w.start and bucket = 'floor'
                                              order by slot desc limit 1), 0) as top) m,
                 lateral generate_series(m.top + 1, m.top + 64) g
-           where pg_try_advisory_xact_lock(hashtext(:user_id::text || ' floor ' || extract(epoch from w.start)::bigint::text), g)
+           where pg_try_advisory_xact_lock(hashtextextended(:user_id::text || ' floor ' || extract(epoch from w.start)::bigint::text, 0) # g)
            limit 1
            on conflict do nothing returning 1)
 select 1 / count(*) from s;

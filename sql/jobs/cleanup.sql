@@ -81,8 +81,9 @@ begin
   -- 7. rate-limit windows long closed (the longest window is one day)
   delete from app.rate_limits where window_start < now() - interval '2 days';
   get diagnostics v_windows = row_count;
-  -- the mutation limit's slots (a row per hit): only the current minute's are read, an hour kept
-  delete from app.rate_limit_slots where window_start < now() - interval '1 hour';
+  -- the mutation limit's slots (a row per hit): only the current minute's are read (and the one
+  -- before, by a transaction begun in it), so ten minutes are kept
+  delete from app.rate_limit_slots where window_start < now() - interval '10 minutes';
   get diagnostics v_slots = row_count;
 
   v_result := jsonb_build_object('presence_expired', v_presence, 'audit_partitions_created', v_partitions,

@@ -2,9 +2,11 @@
 -- api.hit_endpoint_limit first in each request's transaction; a rejection raises rate_limited
 -- (PX429) with retry_after, which the HTTP layer answers with 429 and Retry-After.
 --
--- Every limit counts hits in app.rate_limits rows (subject, bucket, fixed window of
--- p_window_seconds). hit_window_limit counts in one row, which the counting transaction holds
--- until it commits: exact, but a subject's concurrent transactions queue on it.
+-- The endpoint limits count hits in app.rate_limits rows (subject, bucket, fixed window of
+-- p_window_seconds): hit_window_limit counts in one row, which the counting transaction holds
+-- until it commits: exact, but a subject's concurrent transactions queue on it. The per-user
+-- mutation limit, taken by every mutation, counts in slots instead (take_limit_slot, below),
+-- where they never queue.
 
 -- The start of the fixed window of p_window_seconds that now() falls in (windows start at
 -- multiples of p_window_seconds since the epoch).
@@ -54,33 +56,44 @@ end $$;
 --   concurrent hits take consecutive slots at once, and no transaction waits for a slot while it
 --   holds others (or a canvas row), so hits cannot deadlock, in any order of locks around them.
 --   Above the highest slot the window is full: a slot below left free by a hit that rolled back
---   (its row and its lock go with its subtransaction or transaction) is taken, lowest first; with
---   none, the hit is refused (rate_limited) and counts nothing.
---   Advisory key: the two-int4 form (the subject, bucket and window hashed; the slot number),
---   which no other lock of Potentia's uses (the migrator and the upgrade take the bigint form).
---   Two windows whose hashes collide only make a hit skip a slot the other holds.
--- Until 2026-12-02 (seventeenth session) the count lived in 16 shard rows per user and window
+--   (its row and its lock go with its subtransaction or transaction) is taken; with none free,
+--   the hit is refused (rate_limited) and counts nothing. The price: a hit refused because the
+--   free slots are held by hits in flight that then roll back was refused early, only with the
+--   window full in flight; its caller retries after retry_after, as for any refusal.
+--   Cost: a hit is two statements (the highest slot, an index descent; the insert). The search
+--   below, only with every slot above taken, walks the window's rows in slot order to the first
+--   gap: a refusal of a full window reads its p_limit rows.
+--   Advisory key: one bigint, a 64-bit hash of subject, bucket and window, XOR the slot. Another
+--   lock of Potentia's (the migrator's, the upgrade's) or another window on the same key is a
+--   2^-64 chance, and only makes a hit skip that slot.
+--   Under REPEATABLE READ or SERIALIZABLE (the RPC runs READ COMMITTED), a slot committed after
+--   the transaction's snapshot raises a serialization failure (40001) instead of being skipped.
+-- Until 2026-12-02 (eighteenth session) the count lived in 16 shard rows per user and window
 -- (internal.hit_sharded_limit), each hit in flight holding one and reading the sum: exact as well,
--- but three statements and a read of every shard's xmax per hit, and a hit waited for a shard when
--- all 16 were held (docs/performance.md has the measurements).
+-- but four statements per mutation (an early check, then the shards held, the update of a free
+-- one, the total with every shard's xmax), and a hit waited for a shard when all 16 were held
+-- (docs/performance.md, eighteenth session).
 create or replace function internal.take_limit_slot(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns integer language plpgsql security definer set search_path = '' set plan_cache_mode = force_generic_plan as $$
 -- one generic plan: the current window is always newer than the table's statistics, so a custom
 -- plan always looks cheaper, and the lookups would be planned again at every call
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
-  v_key integer := hashtext(p_subject::text || ' ' || p_bucket || ' ' || extract(epoch from v_window)::bigint::text);
+  v_key bigint := hashtextextended(p_subject::text || ' ' || p_bucket || ' ' || extract(epoch from v_window)::bigint::text, 0);
   v_top integer;
   v_try integer;
   v_slot integer;
 begin
+  if p_limit is null then
+    perform internal.raise_error('internal', format('the limit of %s is not configured: set it in app.settings (mutations_per_minute for mutations)', p_bucket));
+  end if;
   -- the highest slot this statement sees: one index descent (max() would scan the window's rows)
   v_top := coalesce((select slot from app.rate_limit_slots
                      where user_id = p_subject and window_start = v_window and bucket = p_bucket
                      order by slot desc limit 1), 0);
   v_try := v_top + 1;
   while v_try <= p_limit loop
-    if pg_try_advisory_xact_lock(v_key, v_try) then
+    if pg_try_advisory_xact_lock(v_key # v_try) then
       insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, v_window, p_bucket, v_try)
       on conflict do nothing returning slot into v_slot;
       if v_slot is not null then
@@ -89,13 +102,20 @@ begin
     end if;
     v_try := v_try + 1;
   end loop;
-  -- full above the highest: a free slot below, lowest first
+  -- every slot above taken: the gaps below, in slot order (1 if free, then each slot after a
+  -- taken one that is free), read as the loop goes, so it stops at the first it can take
   for v_try in
-    select s from generate_series(1, least(v_top, p_limit)) s
-    where not exists (select from app.rate_limit_slots r
-                      where r.user_id = p_subject and r.window_start = v_window and r.bucket = p_bucket and r.slot = s)
+    select g.slot from (
+      select 1 as slot
+      union all
+      select r.slot + 1 from app.rate_limit_slots r
+      where r.user_id = p_subject and r.window_start = v_window and r.bucket = p_bucket and r.slot < least(v_top, p_limit)
+    ) g
+    where g.slot <= least(v_top, p_limit)
+      and not exists (select from app.rate_limit_slots t
+                      where t.user_id = p_subject and t.window_start = v_window and t.bucket = p_bucket and t.slot = g.slot)
   loop
-    if pg_try_advisory_xact_lock(v_key, v_try) then
+    if pg_try_advisory_xact_lock(v_key # v_try) then
       insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, v_window, p_bucket, v_try)
       on conflict do nothing returning slot into v_slot;
       if v_slot is not null then
@@ -111,6 +131,36 @@ comment on function internal.take_limit_slot(uuid, text, integer, integer) is
   '(internal.rate_window_start) among 1 .. p_limit, a row of app.rate_limit_slots held by this transaction, and returns its number; '
   'raises rate_limited (PX429, retry_after seconds, limit) when none is free. Never waits for another hit. '
   'A rolled-back (sub)transaction gives its slot back. Rule and proof: sql/rpc/endpoint_limits.sql, docs/limits.md.';
+
+-- Upgrade from the shard rows (once; later runs of this file find none): a database whose
+-- app.rate_limits still holds the shards' mutation rows gets each recent window's committed count
+-- as that many slots, the lowest, and loses the rows. This runs in the transaction that installs
+-- take_limit_slot and switches the mutations to it (the migration carrying this file and
+-- sql/rpc/mutate.sql), after the hits of the shards still in flight are done (SHARE ROW EXCLUSIVE
+-- waits for them): no hit counts in slots before these are there, so the minute of the upgrade
+-- allows the limit in all.
+do $$
+begin
+  if exists (select from app.rate_limits where bucket ~ '^mutations(#[0-9]+|\+)?$') then
+    lock table app.rate_limits in share row exclusive mode;
+    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+    select w.user_id, w.window_start, 'mutations', n
+    from (select user_id, window_start, sum(hits)::integer as hits from app.rate_limits
+          where bucket ~ '^mutations(#[0-9]+|\+)?$' and window_start >= now() - interval '2 minutes' and hits > 0
+          group by user_id, window_start) w
+    cross join lateral generate_series(1, w.hits) n
+    on conflict do nothing;
+    delete from app.rate_limits where bucket ~ '^mutations(#[0-9]+|\+)?$';
+  end if;
+end $$;
+-- The shards' functions, in the same transaction: a transaction of the shards' code still
+-- running after it (it waited for the lock above) fails instead of counting where no one reads.
+drop function if exists internal.hit_sharded_limit(uuid, text, integer, integer);
+drop function if exists internal.check_sharded_limit(uuid, text, integer, integer);
+drop function if exists internal.expect_several_hits(uuid, integer);
+drop function if exists internal.window_limit_hits(uuid, text, integer);
+drop function if exists internal.window_limit_shards(text);
+drop function if exists internal.xmax_unseen_update(xid, xid);
 
 drop function if exists api.hit_endpoint_limit(text);
 -- The limit row (unknown endpoint: no count), the caller (no user: no count; auth.uid() read

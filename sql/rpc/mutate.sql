@@ -662,9 +662,10 @@ begin
 end $$;
 
 -- A rejected attempt gave its rate-limit hit back with the rest of its work (rolled back); count
--- it again here so invalid, forbidden or conflicting attempts are limited like accepted ones. An
--- attempt refused as rate_limited is not counted (the window is full already), nor one without a
--- user. The hit never waits (internal.take_limit_slot), so it needs no lock around it.
+-- it again here so invalid, forbidden or conflicting attempts are limited like accepted ones
+-- (unless the window filled meanwhile: then it is not counted, and the next attempt is refused).
+-- An attempt refused as rate_limited is not counted (the window is full already), nor one without
+-- a user. The hit never waits (internal.take_limit_slot), so it needs no lock around it.
 drop function if exists internal.count_rejected_attempt(jsonb, uuid, jsonb);
 create or replace function internal.count_rejected_attempt(p_ctx jsonb, p_error jsonb) returns void
 language plpgsql security definer set search_path = '' as $$

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(28);
+select plan(29);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -126,6 +126,10 @@ from unnest(array['pgtap2', 'endpoint:H2']) b, generate_series(1, 5) s,
 union all select '00000000-0000-4000-8000-0000000000a3'::uuid, internal.rate_window_start(60) - interval '1 minute', 'pgtap', s from generate_series(1, 5) s;
 select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a3', 'pgtap', 5, 60), 1,
           'full windows of the subject''s other buckets and of its previous minute leave this one''s slots free: 1');
+
+select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a3', 'pgtap', null, 60)$$, 'PX500',
+                 'the limit of pgtap is not configured: set it in app.settings (mutations_per_minute for mutations)',
+                 'a limit that is not configured (null) is an error that says so, not a window without bound');
 
 -- a batch counts a hit per op, each on a slot of its own
 update app.settings set value = '100' where key = 'mutations_per_minute';

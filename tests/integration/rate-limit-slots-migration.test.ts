@@ -1,8 +1,10 @@
 // The upgrade from the shard rows of the per-user mutation limit to its slots
-// (supabase/migrations/*_rate_limit_slots.sql, *_rate_limit_slot_functions.sql,
-// *_rate_limit_shards_retired.sql), on a database made by the migrations before them with a user's
-// hits of the current minute in shard rows: the minute's committed count is carried over as that
-// many slots, so the minute the upgrade falls in still allows the limit in all, and what only the
+// (supabase/migrations/*_rate_limit_slots.sql, then the generated *_rate_limit_slot_functions.sql
+// carrying sql/rpc/endpoint_limits.sql and sql/rpc/mutate.sql, then *_rate_limit_shard_holder_retired.sql),
+// on a database made by the migrations before them with a user's hits of the current minute in
+// shard rows and one more in flight: the migration that switches the mutations to slots waits for
+// the hit in flight, and carries the minute's committed count over as that many slots in the same
+// transaction, so the minute the upgrade falls in still allows the limit in all; what only the
 // shards used is gone.
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,10 +50,29 @@ describe('upgrade: shard rows to slots', () => {
         (${busy}, 'mutations+', internal.rate_window_start(60), 1), (${busy}, 'mutations#2', internal.rate_window_start(60), 0),
         (${busy}, 'mutations', internal.rate_window_start(60) - interval '1 hour', 40),
         (${busy}, 'endpoint:H2', internal.rate_window_start(60), 3)`;
-      expect(await sql`select internal.hit_sharded_limit(${busy}::uuid, 'mutations', 100, 60)`).toHaveLength(1);  // the shard version works
-      for (const f of files.filter((f) => f >= FIRST_OF_SLOTS)) {
-        await sql.begin((tx) => tx.unsafe(readFileSync(join(migrationsDir, f), 'utf8')));
-      }
+      const switchedBeforeCarry: string[] = [];
+      // a hit of the shards' code in flight while the upgrade runs
+      const other = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+      const inFlight = await other.reserve();
+      await inFlight`begin`;
+      await inFlight`select internal.hit_sharded_limit(${busy}::uuid, 'mutations', 100, 60)`;
+      const upgrade = (async () => {
+        for (const f of files.filter((f) => f >= FIRST_OF_SLOTS)) {
+          await sql.begin((tx) => tx.unsafe(readFileSync(join(migrationsDir, f), 'utf8')));
+          // never a committed state where mutations count in slots and the shards' count is not
+          // carried over yet (hits between the two would go beyond the limit)
+          const [row] = await sql`select to_regprocedure('internal.take_limit_slot(uuid,text,integer,integer)') is not null
+            and exists (select from app.rate_limits where bucket ~ '^mutations(#[0-9]+|[+])?$') as gap`;
+          if (row?.gap) switchedBeforeCarry.push(f);
+        }
+      })();
+      const state = await Promise.race([upgrade.then(() => 'done'), new Promise((r) => setTimeout(() => r('waiting'), 500))]);
+      expect(state).toBe('waiting');  // for the hit in flight (SHARE ROW EXCLUSIVE on app.rate_limits)
+      await inFlight`commit`;
+      inFlight.release();
+      await other.end();
+      await upgrade;
+      expect(switchedBeforeCarry).toEqual([]);
       expect((await sql`select slot from app.rate_limit_slots where user_id = ${busy}::uuid and bucket = 'mutations'
         and window_start = internal.rate_window_start(60) order by slot`).map((r) => r.slot)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
       expect(await sql`select count(*)::int as n from app.rate_limit_slots where window_start < internal.rate_window_start(60)`)

@@ -12,7 +12,7 @@
 -- potentia:source sql/files/cleanup.sql e8a5496153cc258b24ec7f60c6a268eaeceb7a2c1e88c160410de91c63ef6ee9 unchanged
 -- potentia:source sql/files/files.sql 5591848b08c18eb46244d4100113eff1f6fb9c5fb1b040e28353285af6775691 unchanged
 -- potentia:source sql/flags/flags.sql f1de56cf81fb345ef6fcddd53e668a598149bd17e48e6782a9962cf01c1cb91a unchanged
--- potentia:source sql/jobs/cleanup.sql e0d8ab7ee6bfa5ad4a0b64958d55699ff2ca2edd964beea0ffae69751d059e46 included
+-- potentia:source sql/jobs/cleanup.sql 763c816a27956ad90fe5b2cf4d1877b4a6893b15becaba67f30fb5ac7cf69eb0 included
 -- potentia:source sql/jobs/embed.sql f01eb196736670f02800dfed4a04934a8d1056c5b7020afbd53540e520156b6a unchanged
 -- potentia:source sql/jobs/search.sql 998dcfac8bb1ceaf6fba731d7dd3d60862d92d488ac8e34652651103863198fe unchanged
 -- potentia:source sql/jobs/workers.sql 452b8966e9a5ea5be7c99fdd409501d86be69ee4a0e22c37a0c5175ecf8bc22e unchanged
@@ -23,9 +23,9 @@
 -- potentia:source sql/realtime/policies.sql fc6ed513dc54526511dbaf3c1c8d6ef503178df2f911a1ac5f3c8234bd39bd53 unchanged
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/rpc/canvas.sql 6f64ac7192e9684f45cbf6cd254779d42f9e3b8cd12fb75f00ec783d304c9065 unchanged
--- potentia:source sql/rpc/endpoint_limits.sql 9466529335ca0480c3a5592b39bbd3d1454b5576cca64b241f8b748fd835f0fc included
+-- potentia:source sql/rpc/endpoint_limits.sql e9b6d461a17e265aa78a83b7686953e2060336a9d3e5dc3bdbbbce6b8c85c99d included
 -- potentia:source sql/rpc/errors.sql 15e8c2484c0c0bd81ddb6e305c97a64390f9499f9b1a784d799f3aac0d019e88 included
--- potentia:source sql/rpc/mutate.sql 4b50373c31d545961c09e601ddf9871c072cf328d03bd289401b5a8f5efc62dd included
+-- potentia:source sql/rpc/mutate.sql e95ea7adc89e4f9c2db374cb74fc33b92786d9c4848fb02029cfab9466189c8c included
 -- potentia:source sql/rpc/presence.sql 81f32b8f50634397eff891be57c49253fbed147051f25f8b42ff2b7d565c6da7 unchanged
 -- potentia:source sql/rpc/replay.sql 67e8c1781a886d0d247215af773dc03bf9b654d554fa7d49a35861edd94f606e unchanged
 -- potentia:source sql/rpc/text_ot.sql cde1bd3f84e86cf501c448784f8e20ac8d4b552b22c5605367803ece59cba051 unchanged
@@ -199,8 +199,9 @@ begin
   -- 7. rate-limit windows long closed (the longest window is one day)
   delete from app.rate_limits where window_start < now() - interval '2 days';
   get diagnostics v_windows = row_count;
-  -- the mutation limit's slots (a row per hit): only the current minute's are read, an hour kept
-  delete from app.rate_limit_slots where window_start < now() - interval '1 hour';
+  -- the mutation limit's slots (a row per hit): only the current minute's are read (and the one
+  -- before, by a transaction begun in it), so ten minutes are kept
+  delete from app.rate_limit_slots where window_start < now() - interval '10 minutes';
   get diagnostics v_slots = row_count;
 
   v_result := jsonb_build_object('presence_expired', v_presence, 'audit_partitions_created', v_partitions,
@@ -224,9 +225,11 @@ grant execute on function internal.cleanup(integer) to service_role;
 -- api.hit_endpoint_limit first in each request's transaction; a rejection raises rate_limited
 -- (PX429) with retry_after, which the HTTP layer answers with 429 and Retry-After.
 --
--- Every limit counts hits in app.rate_limits rows (subject, bucket, fixed window of
--- p_window_seconds). hit_window_limit counts in one row, which the counting transaction holds
--- until it commits: exact, but a subject's concurrent transactions queue on it.
+-- The endpoint limits count hits in app.rate_limits rows (subject, bucket, fixed window of
+-- p_window_seconds): hit_window_limit counts in one row, which the counting transaction holds
+-- until it commits: exact, but a subject's concurrent transactions queue on it. The per-user
+-- mutation limit, taken by every mutation, counts in slots instead (take_limit_slot, below),
+-- where they never queue.
 
 -- The start of the fixed window of p_window_seconds that now() falls in (windows start at
 -- multiples of p_window_seconds since the epoch).
@@ -276,33 +279,44 @@ end $$;
 --   concurrent hits take consecutive slots at once, and no transaction waits for a slot while it
 --   holds others (or a canvas row), so hits cannot deadlock, in any order of locks around them.
 --   Above the highest slot the window is full: a slot below left free by a hit that rolled back
---   (its row and its lock go with its subtransaction or transaction) is taken, lowest first; with
---   none, the hit is refused (rate_limited) and counts nothing.
---   Advisory key: the two-int4 form (the subject, bucket and window hashed; the slot number),
---   which no other lock of Potentia's uses (the migrator and the upgrade take the bigint form).
---   Two windows whose hashes collide only make a hit skip a slot the other holds.
--- Until 2026-12-02 (seventeenth session) the count lived in 16 shard rows per user and window
+--   (its row and its lock go with its subtransaction or transaction) is taken; with none free,
+--   the hit is refused (rate_limited) and counts nothing. The price: a hit refused because the
+--   free slots are held by hits in flight that then roll back was refused early, only with the
+--   window full in flight; its caller retries after retry_after, as for any refusal.
+--   Cost: a hit is two statements (the highest slot, an index descent; the insert). The search
+--   below, only with every slot above taken, walks the window's rows in slot order to the first
+--   gap: a refusal of a full window reads its p_limit rows.
+--   Advisory key: one bigint, a 64-bit hash of subject, bucket and window, XOR the slot. Another
+--   lock of Potentia's (the migrator's, the upgrade's) or another window on the same key is a
+--   2^-64 chance, and only makes a hit skip that slot.
+--   Under REPEATABLE READ or SERIALIZABLE (the RPC runs READ COMMITTED), a slot committed after
+--   the transaction's snapshot raises a serialization failure (40001) instead of being skipped.
+-- Until 2026-12-02 (eighteenth session) the count lived in 16 shard rows per user and window
 -- (internal.hit_sharded_limit), each hit in flight holding one and reading the sum: exact as well,
--- but three statements and a read of every shard's xmax per hit, and a hit waited for a shard when
--- all 16 were held (docs/performance.md has the measurements).
+-- but four statements per mutation (an early check, then the shards held, the update of a free
+-- one, the total with every shard's xmax), and a hit waited for a shard when all 16 were held
+-- (docs/performance.md, eighteenth session).
 create or replace function internal.take_limit_slot(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns integer language plpgsql security definer set search_path = '' set plan_cache_mode = force_generic_plan as $$
 -- one generic plan: the current window is always newer than the table's statistics, so a custom
 -- plan always looks cheaper, and the lookups would be planned again at every call
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
-  v_key integer := hashtext(p_subject::text || ' ' || p_bucket || ' ' || extract(epoch from v_window)::bigint::text);
+  v_key bigint := hashtextextended(p_subject::text || ' ' || p_bucket || ' ' || extract(epoch from v_window)::bigint::text, 0);
   v_top integer;
   v_try integer;
   v_slot integer;
 begin
+  if p_limit is null then
+    perform internal.raise_error('internal', format('the limit of %s is not configured: set it in app.settings (mutations_per_minute for mutations)', p_bucket));
+  end if;
   -- the highest slot this statement sees: one index descent (max() would scan the window's rows)
   v_top := coalesce((select slot from app.rate_limit_slots
                      where user_id = p_subject and window_start = v_window and bucket = p_bucket
                      order by slot desc limit 1), 0);
   v_try := v_top + 1;
   while v_try <= p_limit loop
-    if pg_try_advisory_xact_lock(v_key, v_try) then
+    if pg_try_advisory_xact_lock(v_key # v_try) then
       insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, v_window, p_bucket, v_try)
       on conflict do nothing returning slot into v_slot;
       if v_slot is not null then
@@ -311,13 +325,20 @@ begin
     end if;
     v_try := v_try + 1;
   end loop;
-  -- full above the highest: a free slot below, lowest first
+  -- every slot above taken: the gaps below, in slot order (1 if free, then each slot after a
+  -- taken one that is free), read as the loop goes, so it stops at the first it can take
   for v_try in
-    select s from generate_series(1, least(v_top, p_limit)) s
-    where not exists (select from app.rate_limit_slots r
-                      where r.user_id = p_subject and r.window_start = v_window and r.bucket = p_bucket and r.slot = s)
+    select g.slot from (
+      select 1 as slot
+      union all
+      select r.slot + 1 from app.rate_limit_slots r
+      where r.user_id = p_subject and r.window_start = v_window and r.bucket = p_bucket and r.slot < least(v_top, p_limit)
+    ) g
+    where g.slot <= least(v_top, p_limit)
+      and not exists (select from app.rate_limit_slots t
+                      where t.user_id = p_subject and t.window_start = v_window and t.bucket = p_bucket and t.slot = g.slot)
   loop
-    if pg_try_advisory_xact_lock(v_key, v_try) then
+    if pg_try_advisory_xact_lock(v_key # v_try) then
       insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, v_window, p_bucket, v_try)
       on conflict do nothing returning slot into v_slot;
       if v_slot is not null then
@@ -333,6 +354,36 @@ comment on function internal.take_limit_slot(uuid, text, integer, integer) is
   '(internal.rate_window_start) among 1 .. p_limit, a row of app.rate_limit_slots held by this transaction, and returns its number; '
   'raises rate_limited (PX429, retry_after seconds, limit) when none is free. Never waits for another hit. '
   'A rolled-back (sub)transaction gives its slot back. Rule and proof: sql/rpc/endpoint_limits.sql, docs/limits.md.';
+
+-- Upgrade from the shard rows (once; later runs of this file find none): a database whose
+-- app.rate_limits still holds the shards' mutation rows gets each recent window's committed count
+-- as that many slots, the lowest, and loses the rows. This runs in the transaction that installs
+-- take_limit_slot and switches the mutations to it (the migration carrying this file and
+-- sql/rpc/mutate.sql), after the hits of the shards still in flight are done (SHARE ROW EXCLUSIVE
+-- waits for them): no hit counts in slots before these are there, so the minute of the upgrade
+-- allows the limit in all.
+do $$
+begin
+  if exists (select from app.rate_limits where bucket ~ '^mutations(#[0-9]+|\+)?$') then
+    lock table app.rate_limits in share row exclusive mode;
+    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+    select w.user_id, w.window_start, 'mutations', n
+    from (select user_id, window_start, sum(hits)::integer as hits from app.rate_limits
+          where bucket ~ '^mutations(#[0-9]+|\+)?$' and window_start >= now() - interval '2 minutes' and hits > 0
+          group by user_id, window_start) w
+    cross join lateral generate_series(1, w.hits) n
+    on conflict do nothing;
+    delete from app.rate_limits where bucket ~ '^mutations(#[0-9]+|\+)?$';
+  end if;
+end $$;
+-- The shards' functions, in the same transaction: a transaction of the shards' code still
+-- running after it (it waited for the lock above) fails instead of counting where no one reads.
+drop function if exists internal.hit_sharded_limit(uuid, text, integer, integer);
+drop function if exists internal.check_sharded_limit(uuid, text, integer, integer);
+drop function if exists internal.expect_several_hits(uuid, integer);
+drop function if exists internal.window_limit_hits(uuid, text, integer);
+drop function if exists internal.window_limit_shards(text);
+drop function if exists internal.xmax_unseen_update(xid, xid);
 
 drop function if exists api.hit_endpoint_limit(text);
 -- The limit row (unknown endpoint: no count), the caller (no user: no count; auth.uid() read
@@ -1066,9 +1117,10 @@ begin
 end $$;
 
 -- A rejected attempt gave its rate-limit hit back with the rest of its work (rolled back); count
--- it again here so invalid, forbidden or conflicting attempts are limited like accepted ones. An
--- attempt refused as rate_limited is not counted (the window is full already), nor one without a
--- user. The hit never waits (internal.take_limit_slot), so it needs no lock around it.
+-- it again here so invalid, forbidden or conflicting attempts are limited like accepted ones
+-- (unless the window filled meanwhile: then it is not counted, and the next attempt is refused).
+-- An attempt refused as rate_limited is not counted (the window is full already), nor one without
+-- a user. The hit never waits (internal.take_limit_slot), so it needs no lock around it.
 drop function if exists internal.count_rejected_attempt(jsonb, uuid, jsonb);
 create or replace function internal.count_rejected_attempt(p_ctx jsonb, p_error jsonb) returns void
 language plpgsql security definer set search_path = '' as $$

@@ -23,7 +23,7 @@
 -- potentia:source sql/realtime/policies.sql fc6ed513dc54526511dbaf3c1c8d6ef503178df2f911a1ac5f3c8234bd39bd53 unchanged
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/rpc/canvas.sql 6f64ac7192e9684f45cbf6cd254779d42f9e3b8cd12fb75f00ec783d304c9065 unchanged
--- potentia:source sql/rpc/endpoint_limits.sql e9b6d461a17e265aa78a83b7686953e2060336a9d3e5dc3bdbbbce6b8c85c99d included
+-- potentia:source sql/rpc/endpoint_limits.sql 7eaa446a776561a3d62bc88c3efb7227de4327d135a5d639c29541e85080b6c8 included
 -- potentia:source sql/rpc/errors.sql 15e8c2484c0c0bd81ddb6e305c97a64390f9499f9b1a784d799f3aac0d019e88 included
 -- potentia:source sql/rpc/mutate.sql e95ea7adc89e4f9c2db374cb74fc33b92786d9c4848fb02029cfab9466189c8c included
 -- potentia:source sql/rpc/presence.sql 81f32b8f50634397eff891be57c49253fbed147051f25f8b42ff2b7d565c6da7 unchanged
@@ -296,6 +296,21 @@ end $$;
 -- but four statements per mutation (an early check, then the shards held, the update of a free
 -- one, the total with every shard's xmax), and a hit waited for a shard when all 16 were held
 -- (docs/performance.md, eighteenth session).
+-- Takes slot p_slot of a window for take_limit_slot when no other transaction holds it (its
+-- advisory lock, p_key # p_slot) and none committed it (the key): true when taken. Not SECURITY
+-- DEFINER and no SET clause: take_limit_slot alone calls it, and it runs with that one's rights
+-- and search_path.
+create or replace function internal.claim_limit_slot(p_subject uuid, p_window timestamptz, p_bucket text, p_key bigint, p_slot integer)
+returns boolean language plpgsql as $$
+begin
+  if not pg_try_advisory_xact_lock(p_key # p_slot) then
+    return false;
+  end if;
+  insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, p_window, p_bucket, p_slot)
+  on conflict do nothing;
+  return found;
+end $$;
+
 create or replace function internal.take_limit_slot(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns integer language plpgsql security definer set search_path = '' set plan_cache_mode = force_generic_plan as $$
 -- one generic plan: the current window is always newer than the table's statistics, so a custom
@@ -305,7 +320,6 @@ declare
   v_key bigint := hashtextextended(p_subject::text || ' ' || p_bucket || ' ' || extract(epoch from v_window)::bigint::text, 0);
   v_top integer;
   v_try integer;
-  v_slot integer;
 begin
   if p_limit is null then
     perform internal.raise_error('internal', format('the limit of %s is not configured: set it in app.settings (mutations_per_minute for mutations)', p_bucket));
@@ -314,16 +328,10 @@ begin
   v_top := coalesce((select slot from app.rate_limit_slots
                      where user_id = p_subject and window_start = v_window and bucket = p_bucket
                      order by slot desc limit 1), 0);
-  v_try := v_top + 1;
-  while v_try <= p_limit loop
-    if pg_try_advisory_xact_lock(v_key # v_try) then
-      insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, v_window, p_bucket, v_try)
-      on conflict do nothing returning slot into v_slot;
-      if v_slot is not null then
-        return v_slot;
-      end if;
+  for v_try in v_top + 1 .. p_limit loop
+    if internal.claim_limit_slot(p_subject, v_window, p_bucket, v_key, v_try) then
+      return v_try;
     end if;
-    v_try := v_try + 1;
   end loop;
   -- every slot above taken: the gaps below, in slot order (1 if free, then each slot after a
   -- taken one that is free), read as the loop goes, so it stops at the first it can take
@@ -338,12 +346,8 @@ begin
       and not exists (select from app.rate_limit_slots t
                       where t.user_id = p_subject and t.window_start = v_window and t.bucket = p_bucket and t.slot = g.slot)
   loop
-    if pg_try_advisory_xact_lock(v_key # v_try) then
-      insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, v_window, p_bucket, v_try)
-      on conflict do nothing returning slot into v_slot;
-      if v_slot is not null then
-        return v_slot;
-      end if;
+    if internal.claim_limit_slot(p_subject, v_window, p_bucket, v_key, v_try) then
+      return v_try;
     end if;
   end loop;
   perform internal.raise_rate_limited(p_limit, p_window_seconds, v_window);

@@ -32,8 +32,9 @@
 //                 SECURITY DEFINER function called as the RPC is, then + the caller's context and
 //                 authorization, then + the per-user rate limit; the RPC row's note gives each as
 //                 a share of the writes' rate (where the RPC's cost goes), and the floor
-//                 (scripts/pgbench/mutation-floor.sql: the writes plus the RPC's guarantees as
-//                 plain SQL, what any implementation must cost at least). All alternated, every
+//                 (mutation-writes.sql with scripts/pgbench/mutation-floor.sql after its BEGIN: the
+//                 writes plus the RPC's guarantees as plain SQL, what any implementation must cost
+//                 at least). All alternated, every
 //                 other round in reverse order, max(2, --rounds) rounds rounded up to even. pgbench: $PGBENCH, else the server's
 //                 major version's /usr/lib/postgresql/<major>/bin/pgbench, else pg_config --bindir,
 //                 else PATH.
@@ -60,7 +61,9 @@
 // It uses its own database (default potentia_bench on the server of DATABASE_URL: dropped, created and migrated here), never
 // dev data. mutations_per_minute is raised there so the rate limit does not cut the run short.
 import { execFile } from 'node:child_process';
-import { availableParallelism } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { backendPids, benchDatabaseName, benchDatabaseUrl, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
@@ -118,12 +121,13 @@ async function findPgbench(serverMajor: string): Promise<string> {
   throw new Error(`pgbench not found (tried ${candidates.filter(Boolean).join(', ')}): set PGBENCH`);
 }
 
-/** Transactions per second of one pgbench script (scripts/pgbench/<name>.sql) over `seconds`. */
+/** Transactions per second of one pgbench script (scripts/pgbench/<name>.sql, or a path) over `seconds`. */
 async function pgbench(bin: string, name: string, seconds: number, clients = CLIENTS, spread = CANVASES,
   defines: Record<string, number> = {}): Promise<{ tps: number; failed: number }> {
   const extra = Object.entries(defines).flatMap(([k, v]) => ['-D', `${k}=${v}`]);
+  const file = name.startsWith('/') ? name : `${root}scripts/pgbench/${name}.sql`;
   const { stdout } = await run(bin, ['-n', '-M', 'prepared', '-c', String(clients), '-j', String(Math.min(clients, availableParallelism())),
-    '-T', String(seconds), '-D', `canvases=${CANVASES}`, '-D', `spread=${spread}`, ...extra, '-f', `${root}scripts/pgbench/${name}.sql`, url],
+    '-T', String(seconds), '-D', `canvases=${CANVASES}`, '-D', `spread=${spread}`, ...extra, '-f', file, url],
   { maxBuffer: 16 << 20 });
   const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1]);
   const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
@@ -440,13 +444,18 @@ async function main() {
     // an even number of rounds, so with every other one reversed each side runs as often early as late
     const pgRounds = Math.max(2, ROUNDS + (ROUNDS % 2));
     log(`\n-- own writes (pgbench ${pgbenchBin}, ${CLIENTS} clients, ${CANVASES} canvases, ${SECONDS} s each, alternated ${pgRounds} times)`);
-    // Each round runs the writes, the RPC and the rungs of bench.rpc_ladder between them (the
-    // writes in one function called as the RPC is, then + authorization, then + the rate limit),
+    // Each round runs the writes, the floor, the rungs of bench.rpc_ladder (the writes in one
+    // function called as the RPC is, then + authorization, then + the rate limit) and the RPC,
     // every other round in reverse order: the run after a checkpoint is the slow one, and the
     // VM drifts, so each side runs as often early in a round as late.
+    // The floor: mutation-writes.sql with the guarantees of mutation-floor.sql right after its BEGIN
+    const writesScript = readFileSync(`${root}scripts/pgbench/mutation-writes.sql`, 'utf8');
+    if (!/^begin;$/m.test(writesScript)) throw new Error('scripts/pgbench/mutation-writes.sql has no line `begin;` to put the floor after');
+    const floorScript = join(tmpdir(), `potentia-mutation-floor-${process.pid}.sql`);
+    writeFileSync(floorScript, writesScript.replace(/^begin;$/m, () => `begin;\n${readFileSync(`${root}scripts/pgbench/mutation-floor.sql`, 'utf8').trimEnd()}`));
     const sides = [
       { key: 'writes', script: 'mutation-writes', defines: {} },
-      { key: 'floor', script: 'mutation-floor', defines: {} },
+      { key: 'floor', script: floorScript, defines: {} },
       { key: 'ladder', script: 'mutation-ladder', defines: { auth: 0, limit: 0 } },
       { key: 'auth', script: 'mutation-ladder', defines: { auth: 1, limit: 0 } },
       { key: 'limit', script: 'mutation-ladder', defines: { auth: 1, limit: 1 } },
@@ -462,13 +471,15 @@ async function main() {
       const tps = {} as Record<Side, number>;
       for (const side of round % 2 ? [...sides].reverse() : sides) {
         const r = await pgbench(pgbenchBin, side.script, SECONDS, CLIENTS, CANVASES, side.defines);
-        const what = side.script === 'mutation-ladder' ? `${side.script}.sql (${side.key})` : `${side.script}.sql`;
+        const what = side.key === 'floor' ? 'mutation-writes.sql + mutation-floor.sql'
+          : side.script === 'mutation-ladder' ? `${side.script}.sql (${side.key})` : `${side.script}.sql`;
         log(`  pgbench ${what}: ${r.tps.toFixed(0)} tps${r.failed ? `, ${r.failed} failed` : ''}`);
         tps[side.key] = r.tps;
         pgFailed += r.failed;
       }
       perRoundTps.push(tps);
     }
+    rmSync(floorScript, { force: true });
     // each side's mean rate over the rounds, and the RPC's ratio per round
     const pg = Object.fromEntries(sides.map(({ key }) =>
       [key, perRoundTps.reduce((sum, t) => sum + t[key], 0) / pgRounds])) as Record<Side, number>;

@@ -73,21 +73,6 @@ end $$;
 -- but four statements per mutation (an early check, then the shards held, the update of a free
 -- one, the total with every shard's xmax), and a hit waited for a shard when all 16 were held
 -- (docs/performance.md, eighteenth session).
--- Takes slot p_slot of a window for take_limit_slot when no other transaction holds it (its
--- advisory lock, p_key # p_slot) and none committed it (the key): true when taken. Not SECURITY
--- DEFINER and no SET clause: take_limit_slot alone calls it, and it runs with that one's rights
--- and search_path.
-create or replace function internal.claim_limit_slot(p_subject uuid, p_window timestamptz, p_bucket text, p_key bigint, p_slot integer)
-returns boolean language plpgsql as $$
-begin
-  if not pg_try_advisory_xact_lock(p_key # p_slot) then
-    return false;
-  end if;
-  insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, p_window, p_bucket, p_slot)
-  on conflict do nothing;
-  return found;
-end $$;
-
 create or replace function internal.take_limit_slot(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns integer language plpgsql security definer set search_path = '' set plan_cache_mode = force_generic_plan as $$
 -- one generic plan: the current window is always newer than the table's statistics, so a custom
@@ -136,16 +121,31 @@ comment on function internal.take_limit_slot(uuid, text, integer, integer) is
   'raises rate_limited (PX429, retry_after seconds, limit) when none is free. Never waits for another hit. '
   'A rolled-back (sub)transaction gives its slot back. Rule and proof: sql/rpc/endpoint_limits.sql, docs/limits.md.';
 
--- Upgrade from the shard rows (once; later runs of this file find none): a database whose
--- app.rate_limits still holds the shards' mutation rows gets each recent window's committed count
--- as that many slots, the lowest, and loses the rows. This runs in the transaction that installs
--- take_limit_slot and switches the mutations to it (the migration carrying this file and
--- sql/rpc/mutate.sql), after the hits of the shards still in flight are done (SHARE ROW EXCLUSIVE
--- waits for them): no hit counts in slots before these are there, so the minute of the upgrade
--- allows the limit in all.
+-- Takes slot p_slot of a window for take_limit_slot when no other transaction holds it (its
+-- advisory lock, p_key # p_slot) and none committed it (the key): true when taken. Not SECURITY
+-- DEFINER and no SET clause: take_limit_slot alone calls it, and it runs with that one's rights
+-- and search_path.
+create or replace function internal.claim_limit_slot(p_subject uuid, p_window timestamptz, p_bucket text, p_key bigint, p_slot integer)
+returns boolean language plpgsql as $$
+begin
+  if not pg_try_advisory_xact_lock(p_key # p_slot) then
+    return false;
+  end if;
+  insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, p_window, p_bucket, p_slot)
+  on conflict do nothing;
+  return found;
+end $$;
+
+-- Upgrade from the shard rows (once: the drops below end it): a database that still has the
+-- shards' code gets each recent window's committed count as that many slots, the lowest, and
+-- loses the rows. This runs in the transaction that installs take_limit_slot and switches the
+-- mutations to it (the migration carrying this file and sql/rpc/mutate.sql), after the hits of
+-- the shards still in flight are done (SHARE ROW EXCLUSIVE waits for them, a window's first hit
+-- making its rows included): no hit counts in slots before these are there, so the minute of the
+-- upgrade allows the limit in all.
 do $$
 begin
-  if exists (select from app.rate_limits where bucket ~ '^mutations(#[0-9]+|\+)?$') then
+  if to_regprocedure('internal.hit_sharded_limit(uuid, text, integer, integer)') is not null then
     lock table app.rate_limits in share row exclusive mode;
     insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
     select w.user_id, w.window_start, 'mutations', n

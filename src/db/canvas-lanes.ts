@@ -24,16 +24,16 @@ import type { CallerSettings } from './request.ts';
  * headers, statement_timeout: src/db/request.ts), so each request of a group runs as its own
  * caller. What else a request leaves in the transaction are the rows it locks: besides the canvas
  * row, rows of its caller's own, the rate-limit counter (the H2 endpoint hit; the mutation hit's
- * slot waits for no one: internal.take_limit_slot). Held by one transaction for several callers and
- * taken in arrival order, they deadlocked
- * with another lane's group holding them in the other order (two canvases, or two processes on one
- * canvas). So a group's requests go in the order of their callers (`caller`; one caller's in
- * arrival order), and the statements a request must run before any canvas row is locked (`first`:
- * the endpoint hit) go first, for the whole group: every transaction takes those rows before its
- * canvas row, and all of them in one order. A caller's several mutations in a group take a
- * rate-limit slot each, which keeps the limit's bound (docs/limits.md). (Rows keyed by an id the client chooses are not ordered this way: two groups creating the
- * same two block ids on two canvases can still deadlock; Postgres breaks it after deadlock_timeout,
- * and the victim fails.)
+ * slot waits for no one: internal.take_limit_slot). Held by one transaction for several callers
+ * and taken in arrival order, they deadlocked with another lane's group holding them in the other
+ * order (two canvases, or two processes on one canvas). So a group's requests go in the order of
+ * their callers (`caller`; one caller's in arrival order), and the statements a request must run
+ * before any canvas row is locked (`first`: the endpoint hit) go first, for the whole group: every
+ * transaction takes those rows before its canvas row, and all of them in one order. A caller's
+ * several mutations in a group take a rate-limit slot each, which keeps the limit's bound
+ * (docs/limits.md). (Rows keyed by an id the client chooses are not ordered this way: two groups
+ * creating the same two block ids on two canvases can still deadlock; Postgres breaks it after
+ * deadlock_timeout, and the victim fails.)
  *
  * Pipelining: while a busy lane's transaction is on the wire, the lane may send the next one behind
  * it on the same connection (at most one: a full group at once, a smaller one when the
@@ -124,8 +124,8 @@ export class CanvasLanes {
    * `write` must not leave a statement's promise behind when it throws.
    *
    * `caller`: whose own rows the statements lock (the user id; null: none), so that a group goes in
-   * callers' order. `first`: statements written like `write`'s,
-   * before every request's `write` in the transaction (the group's `first`s in callers' order);
+   * callers' order. `first`: statements written like `write`'s, before every request's `write` in
+   * the transaction (the group's `first`s in callers' order);
    * their failure is the request's. `first`'s parameters must always serialize (a statement the
    * driver refuses before sending it does not stop the request's own). `single`: what to write
    * instead of `first` and `write` when the request is its transaction's only one (the same work

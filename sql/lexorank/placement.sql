@@ -18,7 +18,7 @@ begin
     where block_id = p_block_ids[i] and canvas_id = p_canvas_id and y_order collate "C" <> p_keys[i]
     returning * into v_block;
     continue when not found;
-    v_seq := internal.next_seq(p_canvas_id);
+    v_seq := nextval('app.seq_block_events');  -- under the canvas lock, as every applied operation's
     perform internal.record_applied_op(
       jsonb_build_object('role', 'system'), p_canvas_id, v_block.block_id, 'move',
       format('system:%s:%s', p_reason, v_seq), v_block.version - 1, v_block.version,

@@ -65,14 +65,7 @@ begin
   end;
 end $$;
 
--- The next server_seq for a canvas whose lock this transaction holds. The canvas's watermarks
--- (last_seq, last_canvas_seq) advance when the operation is recorded (internal.record_applied_op),
--- in one update of the canvas row.
-create or replace function internal.next_seq(p_canvas_id uuid) returns bigint
-language plpgsql volatile security definer set search_path = '' as $$
-begin
-  return nextval('app.seq_block_events');
-end $$;
+drop function if exists internal.next_seq(uuid);  -- nextval('app.seq_block_events') where it is taken
 
 -- The fields an operation's patch changes (see the merge rule above): `content.<key>` per
 -- top-level key of `content` and of `text`, then `type`, `parent`, `position`.
@@ -129,39 +122,37 @@ $$;
 -- Operation row + audit row + broadcast for an applied operation; numbers it on its canvas and
 -- returns that canvas_seq. The canvas row update waits for (or already holds) the canvas lock
 -- until commit, so canvas_seq order is commit order and a rollback returns the number.
--- The canvas row's watermarks, the operation row and the broadcast row in one statement
--- (data-modifying CTEs); the broadcast row is the row realtime.send inserts, inserted here without
--- realtime.send's exception block, whose subtransaction took a second sub-XID per mutation: the
--- broadcast commits or rolls back with the operation it announces. Then the audit row.
+-- The canvas row's watermarks, the operation row, the broadcast row and the audit row, each one
+-- plain statement: cheaper, measured per mutation, than the same writes as data-modifying CTEs of
+-- one statement (docs/performance.md). The broadcast row is the row realtime.send inserts, inserted
+-- here without realtime.send's exception block, whose subtransaction took a second sub-XID per
+-- mutation: the broadcast commits or rolls back with the operation it announces.
+-- Not SECURITY DEFINER and no SET clause (a SET clause costs a GUC nest level at each call, and
+-- this runs for every applied operation): only apply_block_op and internal.assign_ranks call it,
+-- both SECURITY DEFINER with an empty search_path, so it runs as their owner; it names only
+-- schema-qualified objects.
 drop function if exists internal.record_applied_op(jsonb, uuid, uuid, text, text, integer, integer, jsonb, jsonb, bigint,
                                                    timestamptz, integer, jsonb, jsonb);
-create or replace function internal.record_applied_op(
+create function internal.record_applied_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
   p_base_version integer, p_new_version integer, p_patch jsonb, p_block jsonb, p_seq bigint,
   p_started_at timestamptz, p_affected_rows integer, p_result jsonb default null, p_extra jsonb default '{}'
-) returns bigint language plpgsql security definer set search_path = '' as $$
+) returns bigint language plpgsql as $$
 declare v_canvas_seq bigint;
 begin
-  with c as (
-    update app.canvases set last_seq = p_seq, last_canvas_seq = last_canvas_seq + 1
-    where canvas_id = p_canvas_id returning last_canvas_seq
-  ), o as (
-    insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
-                                      base_version, new_version, patch, block, result, started_at, duration_ms)
-    select p_seq, c.last_canvas_seq, p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, 'success',
-           p_base_version, p_new_version, p_patch, p_block, p_result || jsonb_build_object('canvas_seq', c.last_canvas_seq),
-           p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000
-    from c
-  ), m as (
-    insert into realtime.messages (payload, event, topic, private, extension)
-    select jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', c.last_canvas_seq, 'action', p_action,
-                              'block_id', p_block_id, 'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
-                              'actor_id', p_ctx ->> 'user_id') || p_extra
-             || case when p_result ? 'text' then jsonb_build_object('text', p_result -> 'text') else '{}' end,
-           'block_op', 'canvas:' || p_canvas_id, true, 'broadcast'
-    from c
-  )
-  select c.last_canvas_seq into v_canvas_seq from c;
+  update app.canvases set last_seq = p_seq, last_canvas_seq = last_canvas_seq + 1
+  where canvas_id = p_canvas_id returning last_canvas_seq into v_canvas_seq;
+  insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
+                                    base_version, new_version, patch, block, result, started_at, duration_ms)
+  values (p_seq, v_canvas_seq, p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, 'success',
+          p_base_version, p_new_version, p_patch, p_block, p_result || jsonb_build_object('canvas_seq', v_canvas_seq),
+          p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
+  insert into realtime.messages (payload, event, topic, private, extension)
+  values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'action', p_action,
+                             'block_id', p_block_id, 'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
+                             'actor_id', p_ctx ->> 'user_id') || p_extra
+            || case when p_result ? 'text' then jsonb_build_object('text', p_result -> 'text') else '{}' end,
+          'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
   perform internal.write_audit(p_ctx, 'block.' || p_action, 'success', 'block', p_block_id::text,
                                jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq,
                                p_started_at, p_affected_rows);
@@ -509,7 +500,15 @@ begin
     v_content := case when v_patch ? 'content' then internal.json_merge_patch('{}', v_patch -> 'content') else '{}' end;
   elsif p_action in ('update', 'move') and v_block_id is not null then
     select * into v_seen from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id;
-    if found then
+    if found and v_seen.version = p_base_version and v_text is null and v_patch -> 'content' <> '{}' then
+      -- the usual edit: content set on the block as the client last saw it. What
+      -- prepare_block_change would do for it (nothing to merge with or transform, and a patch that
+      -- changes something) is the merge alone, done here without the call (measured per mutation:
+      -- docs/performance.md)
+      v_applied := v_patch;
+      v_content := internal.json_merge_patch(v_seen.content, v_patch -> 'content');
+      v_prepared := true;
+    elsif found then
       -- an assignment (a simple expression), not SELECT … FROM the function (a query with a
       -- function scan that materializes its row)
       v_change := internal.prepare_block_change(v_seen, p_action, p_base_version, v_patch, v_text);
@@ -576,7 +575,7 @@ begin
   end if;
 
   -- 5. write
-  v_seq := internal.next_seq(p_canvas_id);
+  v_seq := nextval('app.seq_block_events');  -- under the canvas lock: server_seq order is commit order per canvas
   if p_action = 'create' then
     -- a block_id used before (a block deleted, now created again) continues that block's
     -- versions (from its log and its tombstone, app.block_tombstones): a version names one state

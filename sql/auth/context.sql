@@ -52,11 +52,22 @@ end $$;
 -- it once per call and passes it down.
 -- No SET clause: not SECURITY DEFINER, and it names only schema-qualified objects (a SET clause
 -- costs a GUC nest level at each call).
+-- A setting that is not JSON reads as absent (internal.try_jsonb). That costs a subtransaction
+-- per setting present, so the mutation RPC, which has a subtransaction of its own already, reads
+-- them inside it with internal.context_of instead, and calls this only when that read failed.
 create or replace function internal.request_context() returns jsonb
 language plpgsql stable as $$
+begin
+  return internal.context_of(internal.try_jsonb(current_setting('request.jwt.claims', true)),
+                             internal.try_jsonb(current_setting('request.headers', true)));
+end $$;
+
+-- The request context (see request_context) from the claims and headers as JSON (null: none).
+create or replace function internal.context_of(p_claims jsonb, p_headers jsonb) returns jsonb
+language plpgsql stable as $$
 declare
-  v_claims jsonb := coalesce(internal.try_jsonb(current_setting('request.jwt.claims', true)), '{}');
-  v_headers jsonb := coalesce(internal.try_jsonb(current_setting('request.headers', true)), '{}');
+  v_claims jsonb := coalesce(p_claims, '{}');
+  v_headers jsonb := coalesce(p_headers, '{}');
 begin
   return jsonb_build_object(
     'user_id', internal.try_uuid(v_claims ->> 'sub'),

@@ -701,24 +701,37 @@ create or replace function api.upsert_block_atomic(
 language plpgsql security definer set search_path = '' set lock_timeout = '3s'
 as $$
 declare
-  v_ctx jsonb := internal.request_context();
+  v_ctx jsonb;
   v_started timestamptz := clock_timestamp();
   v_prior jsonb;
   v_error jsonb;
   v_result jsonb;
   v_state text; v_msg text; v_detail text; v_hint text;
+  v_attempt integer;
 begin
   -- A retry of an applied op is not looked up first: applying it again always fails (its success
   -- row's unique idempotency index refuses a second one, if nothing before it does: a changed
   -- block, a conflict, the block gone or already there), which rolls the attempt back, and the
   -- log then answers it below. A lookup before every attempt cost each first attempt, nearly all
   -- of them, an index probe for the few retries.
-  begin
-    return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
-  exception when query_canceled or others then
-    get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
-                            v_hint = pg_exception_hint;
-  end;
+  -- The caller's claims and headers are cast inside this block, whose subtransaction the operation
+  -- needs anyway: internal.request_context would take one more per setting (internal.try_jsonb).
+  -- A setting that is not JSON fails the cast before any work; the operation then runs once more
+  -- with the setting read as absent, as request_context reads it.
+  for v_attempt in 1 .. 2 loop
+    begin
+      v_ctx := case when v_attempt = 1
+                    then internal.context_of(nullif(current_setting('request.jwt.claims', true), '')::jsonb,
+                                             nullif(current_setting('request.headers', true), '')::jsonb)
+                    else internal.request_context() end;
+      return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
+    exception when query_canceled or others then
+      get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
+                              v_hint = pg_exception_hint;
+    end;
+    -- the operation ran and failed, or anything but the cast failed (a cancel): answered below
+    exit when v_ctx is not null or v_state <> '22P02';
+  end loop;
   -- applied before, by an earlier attempt or a concurrent one that committed first (whatever this
   -- attempt then ran into: the idempotency index, a changed block, a conflict): its result
   v_prior := internal.prior_result(v_ctx, p_client_op_id);

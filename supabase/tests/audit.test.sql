@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(19);
+select plan(23);
 
 select tests.create_user(u) from unnest(array['audit_owner', 'audit_viewer', 'audit_stranger']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -84,6 +84,25 @@ select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'aud
 select tests.clear_authentication();
 select is((select host(ip) || ' ' || coalesce(user_agent, '-') from app.system_audit where client_op_id = 'audit-real-ip'), '192.0.2.5 -',
           'ip falls back to x-real-ip; a missing user agent stays empty');
+
+-- a setting that is not JSON reads as absent, as internal.request_context reads it: the mutation
+-- RPC casts the settings inside its own subtransaction and, when the cast fails, runs the
+-- operation once more with the tolerant reading
+set local request.headers = '{"x-real-ip": "192.0.2.9", not json';
+select tests.authenticate_as('audit_owner');
+select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'audit-bad-headers', null, '{"type":"text"}') ->> 'status'),
+          'success', 'headers that are not JSON: the operation applies, as with no headers');
+select tests.clear_authentication();
+select is((select coalesce(host(ip), '-') || ' ' || status from app.system_audit where client_op_id = 'audit-bad-headers'),
+          coalesce(host(inet_client_addr()), '-') || ' success', 'and its audit row has the connection''s address, none from them');
+set local request.headers = '{}';
+set local role authenticated;
+set local request.jwt.claims = '{"sub": "not json';
+select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'audit-bad-claims', null, '{"type":"text"}') #>> '{error,code}'),
+          'unauthorized', 'claims that are not JSON: refused as a call with no user');
+reset role;
+select is((select count(*)::int from app.block_operations where client_op_id = 'audit-bad-claims'), 0,
+          'and nothing of it reaches an operation log');
 
 select * from finish();
 rollback;

@@ -464,22 +464,25 @@ async function main() {
     type Side = (typeof sides)[number]['key'];
     const perRoundTps: Record<Side, number>[] = [];
     let pgFailed = 0;
-    if (WARMUP > 0) {
-      for (const side of sides) await pgbench(pgbenchBin, side.script, WARMUP, CLIENTS, CANVASES, side.defines);
-    }
-    for (let round = 0; round < pgRounds; round++) {
-      const tps = {} as Record<Side, number>;
-      for (const side of round % 2 ? [...sides].reverse() : sides) {
-        const r = await pgbench(pgbenchBin, side.script, SECONDS, CLIENTS, CANVASES, side.defines);
-        const what = side.key === 'floor' ? 'mutation-writes.sql + mutation-floor.sql'
-          : side.script === 'mutation-ladder' ? `${side.script}.sql (${side.key})` : `${side.script}.sql`;
-        log(`  pgbench ${what}: ${r.tps.toFixed(0)} tps${r.failed ? `, ${r.failed} failed` : ''}`);
-        tps[side.key] = r.tps;
-        pgFailed += r.failed;
+    try {
+      if (WARMUP > 0) {
+        for (const side of sides) await pgbench(pgbenchBin, side.script, WARMUP, CLIENTS, CANVASES, side.defines);
       }
-      perRoundTps.push(tps);
+      for (let round = 0; round < pgRounds; round++) {
+        const tps = {} as Record<Side, number>;
+        for (const side of round % 2 ? [...sides].reverse() : sides) {
+          const r = await pgbench(pgbenchBin, side.script, SECONDS, CLIENTS, CANVASES, side.defines);
+          const what = side.key === 'floor' ? 'mutation-writes.sql + mutation-floor.sql'
+            : side.script === 'mutation-ladder' ? `${side.script}.sql (${side.key})` : `${side.script}.sql`;
+          log(`  pgbench ${what}: ${r.tps.toFixed(0)} tps${r.failed ? `, ${r.failed} failed` : ''}`);
+          tps[side.key] = r.tps;
+          pgFailed += r.failed;
+        }
+        perRoundTps.push(tps);
+      }
+    } finally {
+      rmSync(floorScript, { force: true });  // also when a pgbench run fails
     }
-    rmSync(floorScript, { force: true });
     // each side's mean rate over the rounds, and the RPC's ratio per round
     const pg = Object.fromEntries(sides.map(({ key }) =>
       [key, perRoundTps.reduce((sum, t) => sum + t[key], 0) / pgRounds])) as Record<Side, number>;

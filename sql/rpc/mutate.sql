@@ -707,7 +707,6 @@ declare
   v_error jsonb;
   v_result jsonb;
   v_state text; v_msg text; v_detail text; v_hint text;
-  v_attempt integer;
 begin
   -- A retry of an applied op is not looked up first: applying it again always fails (its success
   -- row's unique idempotency index refuses a second one, if nothing before it does: a changed

@@ -25,7 +25,7 @@
 -- potentia:source sql/rpc/canvas.sql 6f64ac7192e9684f45cbf6cd254779d42f9e3b8cd12fb75f00ec783d304c9065 unchanged
 -- potentia:source sql/rpc/endpoint_limits.sql 46af7caf65e26b971be7e1afc6c2b8ea731344994baa37ed94eb7eac84776eb0 unchanged
 -- potentia:source sql/rpc/errors.sql 15e8c2484c0c0bd81ddb6e305c97a64390f9499f9b1a784d799f3aac0d019e88 unchanged
--- potentia:source sql/rpc/mutate.sql 60fb38718fd780be1e8dcd8b994e6c5ceb3a074ef682d85466340956b5a95e86 included
+-- potentia:source sql/rpc/mutate.sql e9c89920de38152b00fa1abcecc07f244cbb3890faf50743f95f3080bbbe5c1a included
 -- potentia:source sql/rpc/presence.sql 81f32b8f50634397eff891be57c49253fbed147051f25f8b42ff2b7d565c6da7 unchanged
 -- potentia:source sql/rpc/replay.sql 67e8c1781a886d0d247215af773dc03bf9b654d554fa7d49a35861edd94f606e unchanged
 -- potentia:source sql/rpc/text_ot.sql cde1bd3f84e86cf501c448784f8e20ac8d4b552b22c5605367803ece59cba051 unchanged
@@ -918,7 +918,6 @@ declare
   v_error jsonb;
   v_result jsonb;
   v_state text; v_msg text; v_detail text; v_hint text;
-  v_attempt integer;
 begin
   -- A retry of an applied op is not looked up first: applying it again always fails (its success
   -- row's unique idempotency index refuses a second one, if nothing before it does: a changed

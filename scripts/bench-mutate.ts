@@ -60,13 +60,12 @@
 //
 // It uses its own database (default potentia_bench on the server of DATABASE_URL: dropped, created and migrated here), never
 // dev data. mutations_per_minute is raised there so the rate limit does not cut the run short.
-import { execFile } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, promisify } from 'node:util';
-import { backendPids, benchDatabaseName, benchDatabaseUrl, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
+import { parseArgs } from 'node:util';
+import { backendPids, benchDatabaseName, benchDatabaseUrl, findPgbench, percentile, procCpuMs, recreateBenchDatabase, runPgbench } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import { CanvasLanes } from '../src/db/canvas-lanes.ts';
@@ -101,38 +100,13 @@ const dbName = benchDatabaseName(url);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const log = (line: string) => console.log(line);
 const command = `npx tsx scripts/bench-mutate.ts ${process.argv.slice(2).join(' ')}`.trim();
-const run = promisify(execFile);
 
 // ---------------------------------------------------------------------------------- pgbench
-/** The first pgbench that answers --version: $PGBENCH, the server's major version's, pg_config's, PATH's. */
-async function findPgbench(serverMajor: string): Promise<string> {
-  const candidates = [process.env.PGBENCH, `/usr/lib/postgresql/${serverMajor}/bin/pgbench`];
-  try {
-    candidates.push(`${(await run('pg_config', ['--bindir'])).stdout.trim()}/pgbench`);
-  } catch { /* no pg_config */ }
-  candidates.push('pgbench');
-  for (const c of candidates) {
-    if (!c) continue;
-    try {
-      await run(c, ['--version']);
-      return c;
-    } catch { /* next */ }
-  }
-  throw new Error(`pgbench not found (tried ${candidates.filter(Boolean).join(', ')}): set PGBENCH`);
-}
-
 /** Transactions per second of one pgbench script (scripts/pgbench/<name>.sql, or a path) over `seconds`. */
 async function pgbench(bin: string, name: string, seconds: number, clients = CLIENTS, spread = CANVASES,
   defines: Record<string, number> = {}): Promise<{ tps: number; failed: number }> {
-  const extra = Object.entries(defines).flatMap(([k, v]) => ['-D', `${k}=${v}`]);
   const file = name.startsWith('/') ? name : `${root}scripts/pgbench/${name}.sql`;
-  const { stdout } = await run(bin, ['-n', '-M', 'prepared', '-c', String(clients), '-j', String(Math.min(clients, availableParallelism())),
-    '-T', String(seconds), '-D', `canvases=${CANVASES}`, '-D', `spread=${spread}`, ...extra, '-f', file, url],
-  { maxBuffer: 16 << 20 });
-  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1]);
-  const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
-  if (!Number.isFinite(tps)) throw new Error(`pgbench ${name}: no tps in its output:\n${stdout}`);
-  return { tps, failed };
+  return runPgbench(bin, { url, file, seconds, clients, defines: { canvases: CANVASES, spread, ...defines } });
 }
 
 // ---------------------------------------------------------------------------------- database

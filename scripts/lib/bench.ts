@@ -1,7 +1,9 @@
 // What every benchmark shares: its own scratch database, made fresh and migrated, percentiles, and
 // CPU read from /proc.
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import postgres, { type Sql } from 'postgres';
 import { loadConfig } from '../../src/config.ts';
@@ -28,8 +30,11 @@ export function benchDatabaseName(url: string): string {
   return name;
 }
 
-/** Drops and creates the bench database, then migrates it (npm run db:migrate). */
-export async function recreateBenchDatabase(url: string, log: (line: string) => void): Promise<void> {
+/**
+ * Drops and creates the bench database, then migrates it (npm run db:migrate) with the migrations
+ * and migrate script of `tree` (default: this checkout; bench:compare passes another commit's).
+ */
+export async function recreateBenchDatabase(url: string, log: (line: string) => void, tree: string = root): Promise<void> {
   const name = benchDatabaseName(url);
   const adminUrl = new URL(url);
   adminUrl.pathname = '/postgres';
@@ -42,8 +47,46 @@ export async function recreateBenchDatabase(url: string, log: (line: string) => 
   }
   log(`database ${name}: created; migrating`);
   const r = spawnSync('npx', ['tsx', 'scripts/migrate.ts', '--database-url', url, '--quiet'],
-    { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], timeout: 180_000 });
+    { cwd: tree, stdio: ['ignore', 'ignore', 'inherit'], timeout: 180_000 });
   if (r.status !== 0) throw new Error(`migrate failed (exit ${r.status ?? r.signal})`);
+}
+
+const run = promisify(execFile);
+
+/** The first pgbench that answers --version: $PGBENCH, the server's major version's, pg_config's, PATH's. */
+export async function findPgbench(serverMajor: string): Promise<string> {
+  const candidates = [process.env.PGBENCH, `/usr/lib/postgresql/${serverMajor}/bin/pgbench`];
+  try {
+    candidates.push(`${(await run('pg_config', ['--bindir'])).stdout.trim()}/pgbench`);
+  } catch { /* no pg_config */ }
+  candidates.push('pgbench');
+  for (const c of candidates) {
+    if (!c) continue;
+    try {
+      await run(c, ['--version']);
+      return c;
+    } catch { /* next */ }
+  }
+  throw new Error(`pgbench not found (tried ${candidates.filter(Boolean).join(', ')}): set PGBENCH`);
+}
+
+/**
+ * Transactions per second (without connection time) and failed transactions of one pgbench run of
+ * the script `file` against `url` for `seconds`, or for `transactions` per client: prepared
+ * statements, `clients` connections on up to one thread per CPU, `-D name=value` per define. `pgOptions` goes to the backends as PGOPTIONS (e.g.
+ * `-c synchronous_commit=off`).
+ */
+export async function runPgbench(bin: string, o: { url: string; file: string; clients: number;
+  defines?: Record<string, number>; pgOptions?: string } & ({ seconds: number } | { transactions: number })): Promise<{ tps: number; failed: number }> {
+  const defines = Object.entries(o.defines ?? {}).flatMap(([k, v]) => ['-D', `${k}=${v}`]);
+  const length = 'seconds' in o ? ['-T', String(o.seconds)] : ['-t', String(o.transactions)];
+  const { stdout } = await run(bin, ['-n', '-M', 'prepared', '-c', String(o.clients), '-j', String(Math.min(o.clients, availableParallelism())),
+    ...length, ...defines, '-f', o.file, o.url],
+  { maxBuffer: 16 << 20, env: o.pgOptions ? { ...process.env, PGOPTIONS: o.pgOptions } : process.env });
+  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1]);
+  const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
+  if (!Number.isFinite(tps)) throw new Error(`pgbench ${o.file}: no tps in its output:\n${stdout}`);
+  return { tps, failed };
 }
 
 /** Nearest-rank percentile (p in 0..100) of an ascending array; NaN when empty. */

@@ -10,7 +10,10 @@ language plpgsql immutable parallel safe as $$
 begin
   if p is null then
     return null;
-  elsif p ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' then
+  -- the canonical form (8-4-4-4-12 hex digits), told without a regular expression: a match of
+  -- one cost about as much as the rest of the request context
+  elsif char_length(p) = 36 and translate(p, '0123456789abcdefABCDEF', '') = '----'
+        and substr(p, 9, 1) = '-' and substr(p, 14, 1) = '-' and substr(p, 19, 1) = '-' and substr(p, 24, 1) = '-' then
     return p::uuid;
   end if;
   begin

@@ -21,42 +21,46 @@ begin
     where c.canvas_id = p_canvas_id and c.deleted_at is null and (wm.role is not null or cm.role is not null));
 end $$;
 
+-- can_write_role and scope_allows are SQL functions that the planner inlines: each is one
+-- expression, not SECURITY DEFINER, with no SET clause and no subquery, so a call of either
+-- becomes part of the caller's expression (planned once with it) instead of a function call.
+-- Every mutation runs both (measured in instructions per mutation, docs/performance.md). Their
+-- arguments should be cheap (a variable, a column, `->`): an argument the body uses twice is
+-- then evaluated twice, and an expensive one keeps the call from being inlined.
 create or replace function internal.can_write_role(p_role app.member_role) returns boolean
-language plpgsql immutable set search_path = '' as $$
-begin
-  return coalesce(p_role in ('owner', 'admin', 'editor'), false);
-end $$;
+language sql immutable as $$
+  select coalesce(p_role in ('owner', 'admin', 'editor'), false)
+$$;
 
 -- An optional `scope` claim (space-separated string or array) narrows a token to listed
 -- canvases: `canvas:{id}:write` (implies read), `canvas:{id}:read`, `*` for any canvas id.
 -- Without a scope claim the token carries the user's full rights. p_canvas_id null asks about a
 -- workspace-level write (create a canvas, set a member): only an unscoped or `canvas:*:write` token.
 -- scope_allows decides for a given scope claim (the mutation RPC passes its request context's);
--- token_allows reads the claim of the current request.
+-- token_allows reads the claim of the current request. An array's entries are its string
+-- elements (`?|`); a string's are its whitespace-separated words.
 create or replace function internal.scope_allows(p_scope jsonb, p_canvas_id uuid, p_write boolean) returns boolean
-language plpgsql immutable set search_path = '' as $$
-declare
-  v_entries text[];
-begin
-  if p_scope is null or jsonb_typeof(p_scope) = 'null' then
-    return true;
-  elsif jsonb_typeof(p_scope) = 'array' then
-    v_entries := array(select jsonb_array_elements_text(p_scope));
-  elsif jsonb_typeof(p_scope) = 'string' then
-    v_entries := regexp_split_to_array(p_scope #>> '{}', '\s+');
-  else
-    return false;
-  end if;
-  return v_entries && array[format('canvas:%s:write', p_canvas_id), 'canvas:*:write']
-      or (not p_write and v_entries && array[format('canvas:%s:read', p_canvas_id), 'canvas:*:read']);
-end $$;
+language sql stable as $$
+  select case
+    when p_scope is null or jsonb_typeof(p_scope) = 'null' then true
+    when jsonb_typeof(p_scope) = 'array' then
+      p_scope ?| array[format('canvas:%s:write', p_canvas_id), 'canvas:*:write']
+      or (not p_write and p_scope ?| array[format('canvas:%s:read', p_canvas_id), 'canvas:*:read'])
+    when jsonb_typeof(p_scope) = 'string' then
+      regexp_split_to_array(p_scope #>> '{}', '\s+') && array[format('canvas:%s:write', p_canvas_id), 'canvas:*:write']
+      or (not p_write and regexp_split_to_array(p_scope #>> '{}', '\s+') && array[format('canvas:%s:read', p_canvas_id), 'canvas:*:read'])
+    else false
+  end
+$$;
 
 -- Security definer (like the role lookups) because RLS policies call it as `authenticated`, which
 -- has no USAGE on schema internal; a definer body resolves internal.* as the owner.
 create or replace function internal.token_allows(p_canvas_id uuid, p_write boolean) returns boolean
 language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_scope jsonb := internal.try_jsonb(current_setting('request.jwt.claims', true)) -> 'scope';  -- a variable: scope_allows inlines
 begin
-  return internal.scope_allows(internal.try_jsonb(current_setting('request.jwt.claims', true)) -> 'scope', p_canvas_id, p_write);
+  return internal.scope_allows(v_scope, p_canvas_id, p_write);
 end $$;
 
 -- The canvas id in a realtime topic `canvas:{uuid}`, or null.

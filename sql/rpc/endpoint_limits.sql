@@ -10,13 +10,12 @@
 
 -- The start of the fixed window of p_window_seconds that now() falls in (windows start at
 -- multiples of p_window_seconds since the epoch).
--- No SET clause (each call of a function with one builds a GUC nest level): not SECURITY
--- DEFINER, and it names nothing outside pg_catalog.
+-- An SQL function the planner inlines (one expression, not SECURITY DEFINER, no SET clause):
+-- it names nothing outside pg_catalog.
 create or replace function internal.rate_window_start(p_window_seconds integer) returns timestamptz
-language plpgsql stable as $$
-begin
-  return to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds);
-end $$;
+language sql stable as $$
+  select to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds)
+$$;
 
 -- The rate_limited error for a window that is full.
 create or replace function internal.raise_rate_limited(p_limit integer, p_window_seconds integer, p_window timestamptz)
@@ -74,9 +73,12 @@ end $$;
 -- one, the total with every shard's xmax), and a hit waited for a shard when all 16 were held
 -- (docs/performance.md, eighteenth session).
 create or replace function internal.take_limit_slot(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
-returns integer language plpgsql security definer set search_path = '' set plan_cache_mode = force_generic_plan as $$
+returns integer language plpgsql set plan_cache_mode = force_generic_plan as $$
 -- one generic plan: the current window is always newer than the table's statistics, so a custom
--- plan always looks cheaper, and the lookups would be planned again at every call
+-- plan always looks cheaper, and the lookups would be planned again at every call.
+-- Not SECURITY DEFINER and no search_path of its own (each SET costs at every call): its callers
+-- (the mutation RPC's apply_block_op and count_rejected_attempt) are SECURITY DEFINER with an
+-- empty search_path, and it names only schema-qualified objects
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
   v_key bigint := hashtextextended(p_subject::text || ' ' || p_bucket || ' ' || extract(epoch from v_window)::bigint::text, 0);

@@ -55,15 +55,17 @@
 
 -- Helpers below without a SET clause are not SECURITY DEFINER and name only schema-qualified
 -- objects: a SET clause costs a GUC nest level at each call, and these run on every mutation.
+-- An SQL function the planner inlines (one expression, no SET clause, not SECURITY DEFINER): a
+-- call costs what the expression costs. Stable, not immutable: the timestamps' JSON text
+-- follows the session's TimeZone.
 create or replace function internal.block_json(b app.blocks) returns jsonb
-language plpgsql immutable as $$
-begin
-  return case when b.block_id is null then null else jsonb_build_object(
+language sql stable as $$
+  select case when b.block_id is null then null else jsonb_build_object(
     'block_id', b.block_id, 'canvas_id', b.canvas_id, 'parent_id', b.parent_id, 'type', b.type,
     'content', b.content, 'y_order', b.y_order, 'version', b.version,
     'created_at', b.created_at, 'created_by', b.created_by, 'updated_at', b.updated_at, 'updated_by', b.updated_by)
-  end;
-end $$;
+  end
+$$;
 
 drop function if exists internal.next_seq(uuid);  -- nextval('app.seq_block_events') where it is taken
 
@@ -432,62 +434,79 @@ begin
     perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
   end if;
   -- both settings in one read (each internal.setting_int is a statement of its own)
-  select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'),
-         (array_agg(value) filter (where key = 'max_content_bytes'))[1]
-    into v_limit, v_max_setting
-  from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
+  select (select (value #>> '{}')::integer from app.settings where key = 'mutations_per_minute'),
+         (select value from app.settings where key = 'max_content_bytes')
+    into v_limit, v_max_setting;
   -- the hit, before any work: a full window is refused here. It never waits (a slot another
   -- transaction holds is skipped), and a rejected attempt gives it back with the rest of its
   -- work, to be counted again by internal.count_rejected_attempt; a retry answered from the log
   -- is not counted
   perform internal.take_limit_slot(v_user, 'mutations', v_limit, 60);
 
-  -- 2. shape of the patch
+  -- 2. shape of the patch. A patch of content alone (the usual edit) has only the checks that
+  -- can fail for it, in the same order: each check is an expression PL/pgSQL sets up once per
+  -- transaction, so one mutation pays for every check it reaches (docs/performance.md)
   if jsonb_typeof(v_patch) <> 'object' then
     perform internal.raise_error('invalid_input', 'patch must be a JSON object', '{"field":"patch"}');
   end if;
-  if v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
-    select k into v_bad_key from jsonb_object_keys(v_patch) k
-      where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
-    perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch.' || v_bad_key));
-  end if;
-  if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type') then
-    perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
-  end if;
-  if v_patch ? 'content' and jsonb_typeof(v_patch -> 'content') <> 'object' then
-    perform internal.raise_error('invalid_input', 'content must be a JSON object (a JSON Merge Patch: null removes a key)', '{"field":"patch.content"}');
-  end if;
-  if v_patch ? 'text' then
-    if jsonb_typeof(v_patch -> 'text') <> 'object' then
-      perform internal.raise_error('invalid_input', 'text must be an object of content key → text operation', '{"field":"patch.text"}');
+  if v_patch - 'content' = '{}' then
+    if p_action = 'move' and v_patch ? 'content' then
+      perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
     end if;
-    if p_action = 'create' then
-      perform internal.raise_error('invalid_input', 'text operations edit an existing block: give a new block its text in content',
-                                   '{"field":"patch.text"}');
+    if v_patch ? 'content' then
+      if jsonb_typeof(v_patch -> 'content') <> 'object' then
+        perform internal.raise_error('invalid_input', 'content must be a JSON object (a JSON Merge Patch: null removes a key)', '{"field":"patch.content"}');
+      end if;
+      v_max_content := (v_max_setting #>> '{}')::integer;
+      if octet_length((v_patch -> 'content')::text) > v_max_content then
+        perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
+                                     '{"field":"patch.content"}');
+      end if;
     end if;
-    select k into v_bad_key from jsonb_object_keys(v_patch -> 'text') k where v_patch -> 'content' ? k limit 1;
-    if v_bad_key is not null then
-      perform internal.raise_error('invalid_input', format('content key %s is both set (content) and edited (text) in one operation: send one of them', v_bad_key),
-                                   jsonb_build_object('field', 'patch.text.' || v_bad_key));
+  else
+    if v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
+      select k into v_bad_key from jsonb_object_keys(v_patch) k
+        where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
+      perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch.' || v_bad_key));
     end if;
-    select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
-      into v_text from jsonb_each(v_patch -> 'text');
-  end if;
-  v_max_content := case when v_patch ? 'content' then (v_max_setting #>> '{}')::integer end;
-  if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
-    perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
-                                 '{"field":"patch.content"}');
-  end if;
-  if v_patch ? 'type' and (jsonb_typeof(v_patch -> 'type') <> 'string' or (v_patch ->> 'type') !~ '^[a-z][a-z0-9_]{0,39}$') then
-    perform internal.raise_error('invalid_input', 'type must match ^[a-z][a-z0-9_]{0,39}$', '{"field":"patch.type"}');
-  end if;
-  if v_patch ? 'y_order' and (jsonb_typeof(v_patch -> 'y_order') <> 'string' or not internal.lexorank_is_valid(v_patch ->> 'y_order')) then
-    perform internal.raise_error('invalid_input', 'y_order must be 1-10 base-62 characters not ending in 0', '{"field":"patch.y_order"}');
-  end if;
-  if v_patch ? 'parent_id' and jsonb_typeof(v_patch -> 'parent_id') <> 'null' then
-    v_parent := internal.try_uuid(v_patch ->> 'parent_id');
-    if v_parent is null or jsonb_typeof(v_patch -> 'parent_id') <> 'string' then
-      perform internal.raise_error('invalid_input', 'parent_id must be a block id or null', '{"field":"patch.parent_id"}');
+    if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type') then
+      perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
+    end if;
+    if v_patch ? 'content' and jsonb_typeof(v_patch -> 'content') <> 'object' then
+      perform internal.raise_error('invalid_input', 'content must be a JSON object (a JSON Merge Patch: null removes a key)', '{"field":"patch.content"}');
+    end if;
+    if v_patch ? 'text' then
+      if jsonb_typeof(v_patch -> 'text') <> 'object' then
+        perform internal.raise_error('invalid_input', 'text must be an object of content key → text operation', '{"field":"patch.text"}');
+      end if;
+      if p_action = 'create' then
+        perform internal.raise_error('invalid_input', 'text operations edit an existing block: give a new block its text in content',
+                                     '{"field":"patch.text"}');
+      end if;
+      select k into v_bad_key from jsonb_object_keys(v_patch -> 'text') k where v_patch -> 'content' ? k limit 1;
+      if v_bad_key is not null then
+        perform internal.raise_error('invalid_input', format('content key %s is both set (content) and edited (text) in one operation: send one of them', v_bad_key),
+                                     jsonb_build_object('field', 'patch.text.' || v_bad_key));
+      end if;
+      select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
+        into v_text from jsonb_each(v_patch -> 'text');
+    end if;
+    v_max_content := case when v_patch ? 'content' then (v_max_setting #>> '{}')::integer end;
+    if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
+      perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
+                                   '{"field":"patch.content"}');
+    end if;
+    if v_patch ? 'type' and (jsonb_typeof(v_patch -> 'type') <> 'string' or (v_patch ->> 'type') !~ '^[a-z][a-z0-9_]{0,39}$') then
+      perform internal.raise_error('invalid_input', 'type must match ^[a-z][a-z0-9_]{0,39}$', '{"field":"patch.type"}');
+    end if;
+    if v_patch ? 'y_order' and (jsonb_typeof(v_patch -> 'y_order') <> 'string' or not internal.lexorank_is_valid(v_patch ->> 'y_order')) then
+      perform internal.raise_error('invalid_input', 'y_order must be 1-10 base-62 characters not ending in 0', '{"field":"patch.y_order"}');
+    end if;
+    if v_patch ? 'parent_id' and jsonb_typeof(v_patch -> 'parent_id') <> 'null' then
+      v_parent := internal.try_uuid(v_patch ->> 'parent_id');
+      if v_parent is null or jsonb_typeof(v_patch -> 'parent_id') <> 'string' then
+        perform internal.raise_error('invalid_input', 'parent_id must be a block id or null', '{"field":"patch.parent_id"}');
+      end if;
     end if;
   end if;
 

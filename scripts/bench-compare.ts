@@ -1,0 +1,245 @@
+// npm run bench:compare: pgbench scripts against two versions of the database code, in the same run,
+// so that a change of a few per cent can be told from this machine's drift.
+//
+//   npm run bench:compare -- --base <commit> [--head <commit>] [--script mutation-rpc[,mutation-writes…]]
+//                            [--rounds 8] [--seconds 8] [--clients 16] [--canvases 50] [--async]
+//                            [--instructions [--transactions 100,300]] [--keep]
+//
+// Each side gets a database of its own (…_base and …_head: dropped, created, migrated with that
+// side's own migrations and migrate script, so a commit's SQL is measured exactly as it landed),
+// and the same fixture: one editor per pgbench client, a member of every canvas, with one block
+// of their own on each (bench.pgbench_targets, as bench:mutate makes it). The head is the working
+// tree unless --head names a commit, so a change can be measured before it is committed.
+//
+// Transactions per second (the default), on the server of DATABASE_URL: each script runs on each
+// side in turn, --rounds times, the order swapped every round (base, head / head, base …); it
+// prints each round's tps and, at the end, head / base over all rounds and in how many rounds the
+// head was faster. A difference smaller than the rounds' spread is not a result
+// (docs/performance.md, "Measuring on a small, noisy machine"). --async runs the backends with
+// synchronous_commit = off: the CPU path alone, without the wait for the WAL flush.
+//
+// Instructions per transaction (--instructions): the sides are made in a private cluster
+// (scripts/lib/callgrind-cluster.ts: initdb in a temporary directory, port 5499 or --port) whose
+// server then runs under valgrind's callgrind; one pgbench client runs each script 100 and then
+// 300 times (--transactions), and the difference of its two backends' instructions over 200 is
+// the cost of one transaction, repeatable to about 1 %. With several scripts it also prints, per
+// side, the first script's instructions over each other's: for --script mutation-writes,mutation-rpc
+// that is the RPC's "share of its own writes" as bench:mutate reports it in throughput, counted in
+// the backend's work alone (no waits, no cache misses, no client).
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import postgres, { type Sql } from 'postgres';
+import { withRequest } from '../src/db/request.ts';
+import { benchDatabaseName, benchDatabaseUrl, findPgbench, recreateBenchDatabase, runPgbench } from './lib/bench.ts';
+import { CallgrindCluster } from './lib/callgrind-cluster.ts';
+
+const { values } = parseArgs({
+  options: {
+    base: { type: 'string', default: 'HEAD' },
+    head: { type: 'string' },
+    script: { type: 'string', default: 'mutation-rpc' },
+    rounds: { type: 'string', default: '8' },
+    seconds: { type: 'string', default: '8' },
+    clients: { type: 'string', default: '16' },
+    canvases: { type: 'string', default: '50' },
+    async: { type: 'boolean', default: false },
+    instructions: { type: 'boolean', default: false },
+    transactions: { type: 'string', default: '100,300' },
+    port: { type: 'string', default: '5499' },
+    keep: { type: 'boolean', default: false },
+    'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench_compare') },
+  },
+});
+const ROUNDS = Number(values.rounds);
+const SECONDS = Number(values.seconds);
+const CLIENTS = Number(values.clients);
+const CANVASES = Number(values.canvases);
+const PORT = Number(values.port);
+const TRANSACTIONS = values.transactions!.split(',').map(Number);
+const SCRIPTS = values.script!.split(',').map((s) => s.trim());
+if (![ROUNDS, CLIENTS, CANVASES, PORT].every((n) => Number.isInteger(n) && n >= 1) || !(SECONDS > 0)
+    || TRANSACTIONS.length !== 2 || !TRANSACTIONS.every((n) => Number.isInteger(n) && n >= 1) || !(TRANSACTIONS[1]! > TRANSACTIONS[0]!)
+    || !SCRIPTS.every((s) => /^[a-z0-9_-]+$/.test(s))) {
+  console.error('usage: npm run bench:compare -- --base <commit> [--head <commit>] [--script NAME[,NAME…]] [--rounds N>=1] [--seconds N>0] ' +
+    '[--clients N>=1] [--canvases N>=1] [--async] [--instructions [--transactions N1,N2 with N2>N1] [--port N]] [--keep] [--database-url URL]');
+  process.exit(2);
+}
+const root = fileURLToPath(new URL('..', import.meta.url));
+const log = (line: string) => console.log(line);
+const scriptFile = (name: string) => join(root, 'scripts/pgbench', `${name}.sql`);
+
+/** A side's database URL: the --database-url's name with `_base` or `_head` after it, on `server` (a URL) if given. */
+function sideUrl(side: 'base' | 'head', server?: string): string {
+  const url = new URL(server ?? values['database-url']!);
+  url.pathname = `/${benchDatabaseName(values['database-url']!)}_${side}`;
+  return url.toString();
+}
+
+/** The commit `rev` names, or a usage error that says what to pass. */
+function resolve(rev: string): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--verify', '--quiet', `${rev}^{commit}`], { cwd: root, encoding: 'utf8' }).trim();
+  } catch {
+    console.error(`bench:compare: ${JSON.stringify(rev)} is not a commit here: pass --base (and --head) as a commit, tag or branch`);
+    process.exit(2);
+  }
+}
+
+/** The files of commit `sha` in a temporary directory, with this checkout's node_modules, to migrate from. */
+function checkout(sha: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `potentia-${sha.slice(0, 7)}-`));
+  execFileSync('sh', ['-c', `git archive ${sha} | tar -x -C "${dir}"`], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
+  return dir;
+}
+
+/**
+ * The fixture of bench:mutate's spread scenario: CLIENTS editors (the mutation limit raised out of
+ * the way), CANVASES canvases, and bench.pgbench_targets: client c's block on canvas i is row
+ * k = c * CANVASES + i. Made through each side's own API, as its users would make it.
+ */
+async function seed(sql: Sql): Promise<void> {
+  const as = <T>(userId: string, work: (tx: postgres.TransactionSql) => Promise<T>) =>
+    withRequest(sql, { claims: { sub: userId, role: 'authenticated' } }, work);
+  await sql.unsafe(`
+    update app.settings set value = '1000000000' where key = 'mutations_per_minute';
+    create schema bench;
+    grant usage on schema bench to authenticated;
+    create table bench.pgbench_targets (k integer primary key, user_id uuid not null, canvas_id uuid not null, block_id uuid not null);`);
+  const newUser = async (name: string) => (await sql`insert into auth.users (email) values (${`${name}@bench.local`}) returning id`)[0]!.id as string;
+  const owner = await newUser('owner');
+  const workspaceId = (await as(owner, (tx) => tx`select api.create_workspace('Bench') as r`))[0]!.r.workspace_id as string;
+  const canvases: string[] = [];
+  for (let i = 0; i < CANVASES; i++) {
+    canvases.push((await as(owner, (tx) => tx`select api.create_canvas(${workspaceId}::uuid, ${`canvas ${i}`}, '{}'::jsonb) as r`))[0]!.r.canvas_id);
+  }
+  for (let c = 0; c < CLIENTS; c++) {
+    const editor = await newUser(`editor${c}`);
+    await as(owner, (tx) => tx`select api.set_workspace_member(${workspaceId}::uuid, ${editor}::uuid, 'editor')`);
+    const created = await as(editor, (tx) => tx`
+      select i - 1 as i, api.upsert_block_atomic(canvas_id, null, 'create', ${`seed-${c}-`} || i, null,
+                                                 jsonb_build_object('type', 'text', 'content', jsonb_build_object('text', 'seed'))) as r
+      from unnest(${canvases}::uuid[]) with ordinality as t (canvas_id, i)`);
+    const targets = created.map(({ i, r }) => {
+      if (r.status !== 'success') throw new Error(`seeding: a block create failed: ${JSON.stringify(r)}`);
+      return { k: c * CANVASES + Number(i), user_id: editor, canvas_id: canvases[Number(i)]!, block_id: r.block_id as string };
+    });
+    await sql`insert into bench.pgbench_targets ${sql(targets)}`;
+  }
+  await sql`vacuum analyze`;
+}
+
+async function main() {
+  const started = Date.now();
+  const baseSha = resolve(values.base!);
+  const headSha = values.head === undefined ? null : resolve(values.head);
+  for (const name of SCRIPTS) {
+    if (!existsSync(scriptFile(name))) {
+      console.error(`bench:compare: no script ${name} (scripts/pgbench/${name}.sql)`);
+      process.exit(2);
+    }
+  }
+  const pgOptions = values.async || values.instructions ? '-c synchronous_commit=off' : undefined;
+  const serverMajor = /PostgreSQL (\d+)/.exec(execFileSync('pg_config', ['--version'], { encoding: 'utf8' }))?.[1] ?? '15';
+  const pgbench = await findPgbench(serverMajor);
+  const cluster = values.instructions ? CallgrindCluster.create(dirname(pgbench), PORT) : null;
+  const sides = [
+    { side: 'base' as const, label: `base ${baseSha.slice(0, 7)}`, sha: baseSha },
+    { side: 'head' as const, label: headSha ? `head ${headSha.slice(0, 7)}` : 'head (working tree)', sha: headSha },
+  ].map((s) => ({ ...s, url: sideUrl(s.side, cluster?.url('postgres')) }));
+  const trees: string[] = [];
+  try {
+    if (cluster) {
+      log(`a private cluster on port ${PORT} (${dirname(pgbench)}), for callgrind`);
+      await cluster.start(false);
+    }
+    for (const s of sides) {
+      const tree = s.sha ? checkout(s.sha) : root;
+      if (s.sha) trees.push(tree);
+      await recreateBenchDatabase(s.url, log, tree);
+      const sql = postgres(s.url, { max: 2, onnotice: () => {} });
+      try {
+        await seed(sql);
+      } finally {
+        await sql.end();
+      }
+      log(`${s.label}: migrated and seeded (${CLIENTS} editors × ${CANVASES} canvases)`);
+    }
+    const defines = { canvases: CANVASES, spread: CANVASES };
+    if (cluster) {
+      await cluster.stop();
+      log('the private cluster again, under callgrind (about 50 times slower)');
+      await cluster.start(true);
+      const counts = new Map<string, number>();
+      for (const name of SCRIPTS) {
+        for (const s of sides) {
+          const n = await cluster.instructionsPerTransaction(pgbench, { database: new URL(s.url).pathname.slice(1), file: scriptFile(name),
+            defines, transactions: [TRANSACTIONS[0]!, TRANSACTIONS[1]!], pgOptions });
+          counts.set(`${name} ${s.side}`, n);
+          log(`${name}.sql, ${s.label}: ${Math.round(n).toLocaleString('en')} instructions per transaction`);
+        }
+        const base = counts.get(`${name} base`)!, head = counts.get(`${name} head`)!;
+        log(`${name}.sql: head / base ${(head / base).toFixed(3)} in instructions per transaction`);
+      }
+      for (const s of sides) {
+        for (const name of SCRIPTS.slice(1)) {
+          log(`${s.label}: ${SCRIPTS[0]}'s instructions / ${name}'s: ${(counts.get(`${SCRIPTS[0]} ${s.side}`)! / counts.get(`${name} ${s.side}`)!).toFixed(3)}`);
+        }
+      }
+    } else {
+      const [settings] = await (async () => {
+        const probe = postgres(sides[0]!.url, { max: 1, onnotice: () => {} });
+        try {
+          return await probe<{ sync: string }[]>`select current_setting('synchronous_commit') as sync`;
+        } finally {
+          await probe.end();
+        }
+      })();
+      log(`${CLIENTS} clients, ${ROUNDS} rounds of ${SECONDS} s per side and script, synchronous_commit ${values.async ? 'off' : settings!.sync}`);
+      for (const name of SCRIPTS) {
+        const tps = { base: [] as number[], head: [] as number[] };
+        let failed = 0;
+        for (const s of sides) await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: 2, clients: CLIENTS, defines, pgOptions });  // warm-up
+        for (let r = 0; r < ROUNDS; r++) {
+          const order = r % 2 === 0 ? sides : [...sides].reverse();
+          const line: string[] = [];
+          for (const s of order) {
+            const result = await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: SECONDS, clients: CLIENTS, defines, pgOptions });
+            tps[s.side].push(result.tps);
+            failed += result.failed;
+            line.push(`${s.side} ${result.tps.toFixed(0)}`);
+          }
+          log(`${name}.sql round ${r + 1}/${ROUNDS}: ${line.join(', ')} tps; head / base ${(tps.head[r]! / tps.base[r]!).toFixed(3)}`);
+        }
+        const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+        const ratios = tps.head.map((t, i) => t / tps.base[i]!).sort((a, b) => a - b);
+        const wins = tps.head.filter((t, i) => t > tps.base[i]!).length;
+        log(`${name}.sql: ${sides[0]!.label} ${(sum(tps.base) / ROUNDS).toFixed(0)} tps on average, ${sides[1]!.label} ${(sum(tps.head) / ROUNDS).toFixed(0)}; ` +
+          `head / base ${(sum(tps.head) / sum(tps.base)).toFixed(3)} over ${ROUNDS} rounds, head faster in ${wins} of ${ROUNDS}, ` +
+          `rounds' ratios ${ratios[0]!.toFixed(3)}-${ratios[ratios.length - 1]!.toFixed(3)}`);
+        if (failed > 0) log(`WARNING: ${failed} failed transactions: these tps are not comparable`);
+      }
+    }
+    log(`(${((Date.now() - started) / 1000).toFixed(0)} s; reproduce: npm run bench:compare -- ${process.argv.slice(2).join(' ')})`);
+  } finally {
+    for (const t of trees) rmSync(t, { recursive: true, force: true });
+    if (cluster) {
+      await cluster.destroy();
+    } else if (!values.keep) {
+      const admin = new URL(values['database-url']!);
+      admin.pathname = '/postgres';
+      const sql = postgres(admin.toString(), { max: 1, onnotice: () => {} });
+      for (const s of sides) await sql.unsafe(`drop database if exists "${new URL(s.url).pathname.slice(1)}" with (force)`);
+      await sql.end();
+    }
+  }
+}
+
+main().catch((err) => {
+  console.error(`bench:compare failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

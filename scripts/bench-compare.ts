@@ -3,7 +3,7 @@
 //
 //   npm run bench:compare -- --base <commit> [--head <commit>] [--script mutation-rpc[,mutation-writes…]]
 //                            [--rounds 8] [--seconds 8] [--clients 16] [--canvases 50] [--async]
-//                            [--instructions [--transactions 100,300]] [--keep]
+//                            [--instructions [--transactions 100,300] [--profiles DIR]] [--keep]
 //
 // Each side gets a database of its own (…_base and …_head: dropped, created, migrated with that
 // side's own migrations and migrate script, so a commit's SQL is measured exactly as it landed),
@@ -22,12 +22,13 @@
 // (scripts/lib/callgrind-cluster.ts: initdb in a temporary directory, port 5499 or --port) whose
 // server then runs under valgrind's callgrind; one pgbench client runs each script 100 and then
 // 300 times (--transactions), and the difference of its two backends' instructions over 200 is
-// the cost of one transaction, repeatable to about 1 %. With several scripts it also prints, per
+// the cost of one transaction, repeatable to about 1 %. --profiles DIR keeps those backends'
+// callgrind profiles (<script>-<side>-<transactions>.callgrind) for callgrind_annotate. With several scripts it also prints, per
 // side, the first script's instructions over each other's: for --script mutation-writes,mutation-rpc
 // that is the RPC's "share of its own writes" as bench:mutate reports it in throughput, counted in
 // the backend's work alone (no waits, no cache misses, no client).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,6 +51,7 @@ const { values } = parseArgs({
     instructions: { type: 'boolean', default: false },
     transactions: { type: 'string', default: '100,300' },
     port: { type: 'string', default: '5499' },
+    profiles: { type: 'string' },
     keep: { type: 'boolean', default: false },
     'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench_compare') },
   },
@@ -65,7 +67,7 @@ if (![ROUNDS, CLIENTS, CANVASES, PORT].every((n) => Number.isInteger(n) && n >= 
     || TRANSACTIONS.length !== 2 || !TRANSACTIONS.every((n) => Number.isInteger(n) && n >= 1) || !(TRANSACTIONS[1]! > TRANSACTIONS[0]!)
     || !SCRIPTS.every((s) => /^[a-z0-9_-]+$/.test(s))) {
   console.error('usage: npm run bench:compare -- --base <commit> [--head <commit>] [--script NAME[,NAME…]] [--rounds N>=1] [--seconds N>0] ' +
-    '[--clients N>=1] [--canvases N>=1] [--async] [--instructions [--transactions N1,N2 with N2>N1] [--port N]] [--keep] [--database-url URL]');
+    '[--clients N>=1] [--canvases N>=1] [--async] [--instructions [--transactions N1,N2 with N2>N1] [--port N] [--profiles DIR]] [--keep] [--database-url URL]');
   process.exit(2);
 }
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -153,6 +155,7 @@ async function main() {
   ].map((s) => ({ ...s, url: sideUrl(s.side, cluster?.url('postgres')) }));
   const trees: string[] = [];
   try {
+    if (values.profiles) mkdirSync(values.profiles, { recursive: true });
     if (cluster) {
       log(`a private cluster on port ${PORT} (${dirname(pgbench)}), for callgrind`);
       await cluster.start(false);
@@ -178,7 +181,8 @@ async function main() {
       for (const name of SCRIPTS) {
         for (const s of sides) {
           const n = await cluster.instructionsPerTransaction(pgbench, { database: new URL(s.url).pathname.slice(1), file: scriptFile(name),
-            defines, transactions: [TRANSACTIONS[0]!, TRANSACTIONS[1]!], pgOptions });
+            defines, transactions: [TRANSACTIONS[0]!, TRANSACTIONS[1]!], pgOptions,
+            keepAs: values.profiles ? join(values.profiles, `${name}-${s.side}`) : undefined });
           counts.set(`${name} ${s.side}`, n);
           log(`${name}.sql, ${s.label}: ${Math.round(n).toLocaleString('en')} instructions per transaction`);
         }

@@ -6,7 +6,7 @@
 // in transactions per second. What it does not count: waits (locks, the WAL flush), cache misses,
 // and the client's and the kernel's share.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runPgbench } from './bench.ts';
@@ -108,17 +108,20 @@ export class CallgrindCluster {
    * Instructions per transaction of pgbench script `file` on `database` (server under callgrind):
    * one client runs it `transactions[0]` times, then, on a new connection, `transactions[1]`
    * times, and the difference of the two backends' totals over the difference of the counts is
-   * the answer (connection start and each function's first compilation cancel out).
+   * the answer (connection start and each function's first compilation cancel out). With
+   * `keepAs`, each backend's profile is copied to `<keepAs>-<transactions>.callgrind`.
    */
   async instructionsPerTransaction(pgbench: string, o: { database: string; file: string; defines: Record<string, number>;
-    transactions: [number, number]; pgOptions?: string }): Promise<number> {
+    transactions: [number, number]; pgOptions?: string; keepAs?: string }): Promise<number> {
     const totals: number[] = [];
     for (const n of o.transactions) {
       const before = new Set(readdirSync(this.profiles));
       const { failed } = await runPgbench(pgbench, { url: this.url(o.database), file: o.file, transactions: n, clients: 1,
         defines: o.defines, pgOptions: o.pgOptions });
       if (failed > 0) throw new Error(`pgbench ${o.file} on ${o.database}: ${failed} failed transactions`);
-      totals.push(await this.backendInstructions(before));
+      const { instructions, file } = await this.backendProfile(before);
+      totals.push(instructions);
+      if (o.keepAs) copyFileSync(join(this.profiles, file), `${o.keepAs}-${n}.callgrind`);
     }
     return (totals[1]! - totals[0]!) / (o.transactions[1] - o.transactions[0]);
   }
@@ -129,11 +132,12 @@ export class CallgrindCluster {
    * when its backend exits; this waits until every new one is complete and none has appeared for
    * two seconds.
    */
-  private async backendInstructions(before: Set<string>): Promise<number> {
+  private async backendProfile(before: Set<string>): Promise<{ instructions: number; file: string }> {
     let seen = '';
     let stableSince = Date.now();
     for (const started = Date.now(); Date.now() - started < 60_000; await sleep(200)) {
-      const totals = readdirSync(this.profiles).filter((f) => !before.has(f)).sort().map((f) => {
+      const files = readdirSync(this.profiles).filter((f) => !before.has(f)).sort();
+      const totals = files.map((f) => {
         const text = existsSync(join(this.profiles, f)) ? readFileSync(join(this.profiles, f), 'utf8') : '';
         // complete once its last line (totals) is written
         return /^totals: \d+$/m.test(text) ? Number(/^summary: (\d+)$/m.exec(text)?.[1] ?? 0) : 0;
@@ -143,7 +147,8 @@ export class CallgrindCluster {
         seen = key;
         stableSince = Date.now();
       } else if (totals.length > 0 && !totals.includes(0) && Date.now() - stableSince >= 2000) {
-        return Math.max(...totals);
+        const best = Math.max(...totals);
+        return { instructions: best, file: files[totals.indexOf(best)]! };
       }
     }
     throw new Error('no complete callgrind profile from the pgbench backend within 60 s');

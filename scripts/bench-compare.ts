@@ -23,10 +23,11 @@
 // server then runs under valgrind's callgrind; one pgbench client runs each script 100 and then
 // 300 times (--transactions), and the difference of its two backends' instructions over 200 is
 // the cost of one transaction, repeatable to about 1 %. --profiles DIR keeps those backends'
-// callgrind profiles (<script>-<side>-<transactions>.callgrind) for callgrind_annotate. With several scripts it also prints, per
-// side, the first script's instructions over each other's: for --script mutation-writes,mutation-rpc
-// that is the RPC's "share of its own writes" as bench:mutate reports it in throughput, counted in
-// the backend's work alone (no waits, no cache misses, no client).
+// callgrind profiles (<script>-<side>-<transactions>.callgrind) for callgrind_annotate. With
+// several scripts it also prints, per side, the first script's instructions over each other's: for
+// --script mutation-writes,mutation-rpc that is the RPC's "share of its own writes" as bench:mutate
+// reports it in throughput, counted in the backend's work alone (no waits, no cache misses, no
+// client).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -195,15 +196,9 @@ async function main() {
         }
       }
     } else {
-      const [settings] = await (async () => {
-        const probe = postgres(sides[0]!.url, { max: 1, onnotice: () => {} });
-        try {
-          return await probe<{ sync: string }[]>`select current_setting('synchronous_commit') as sync`;
-        } finally {
-          await probe.end();
-        }
-      })();
-      log(`${CLIENTS} clients, ${ROUNDS} rounds of ${SECONDS} s per side and script, synchronous_commit ${values.async ? 'off' : settings!.sync}`);
+      const probe = postgres(sides[0]!.url, { max: 1, onnotice: () => {} });
+      const rows = await probe<{ sync: string }[]>`select current_setting('synchronous_commit') as sync`.finally(() => probe.end());
+      log(`${CLIENTS} clients, ${ROUNDS} rounds of ${SECONDS} s per side and script, synchronous_commit ${values.async ? 'off' : rows[0]!.sync}`);
       for (const name of SCRIPTS) {
         const tps = { base: [] as number[], head: [] as number[] };
         let failed = 0;

@@ -73,8 +73,8 @@ export async function findPgbench(serverMajor: string): Promise<string> {
 /**
  * Transactions per second (without connection time) and failed transactions of one pgbench run of
  * the script `file` against `url` for `seconds`, or for `transactions` per client: prepared
- * statements, `clients` connections on up to one thread per CPU, `-D name=value` per define. `pgOptions` goes to the backends as PGOPTIONS (e.g.
- * `-c synchronous_commit=off`).
+ * statements, `clients` connections on up to one thread per CPU, `-D name=value` per define.
+ * `pgOptions` goes to the backends as PGOPTIONS (e.g. `-c synchronous_commit=off`).
  */
 export async function runPgbench(bin: string, o: { url: string; file: string; clients: number;
   defines?: Record<string, number>; pgOptions?: string } & ({ seconds: number } | { transactions: number })): Promise<{ tps: number; failed: number }> {

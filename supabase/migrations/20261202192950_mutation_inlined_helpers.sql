@@ -3,7 +3,7 @@
 -- drop … if exists) and appears in the order `npm run db:migrate` applies sql/.
 -- potentia:graphile-worker 0.17.3 19
 -- potentia:source sql/audit/audit.sql c39784040d745c582518e3922141e4c3842a211e99faca86752cb3b66bff8fd6 unchanged
--- potentia:source sql/auth/context.sql a1344a5723902ebce2b7a10d94d5c8a9b3420ee56d6126f3b491b5d72e7ff71a included
+-- potentia:source sql/auth/context.sql 1501663f9e4ff591c4a5b7522b4754ede5e9ee58aa41e93a70b3e8e0cca6bffa included
 -- potentia:source sql/auth/password.sql b1ec58c6eff7bd8fc755a6f6b922c2a18dd45f0eb977688831e01e0a93daf48b unchanged
 -- potentia:source sql/auth/permissions.sql 0925d9e2c2d938ffbc58eb8cc657c3adb907af0d90c9404a887cde1e56b2ec65 included
 -- potentia:source sql/auth/policies.sql b2af70ef81e494c94e271d60777fce8e370dcc6d67b7f146ff32bcb0ba51159e unchanged
@@ -25,7 +25,7 @@
 -- potentia:source sql/rpc/canvas.sql 6f64ac7192e9684f45cbf6cd254779d42f9e3b8cd12fb75f00ec783d304c9065 unchanged
 -- potentia:source sql/rpc/endpoint_limits.sql f927a4f40c216679b71cbba1bb832a6cbbfe269fa6bff13461803a617814c802 included
 -- potentia:source sql/rpc/errors.sql 15e8c2484c0c0bd81ddb6e305c97a64390f9499f9b1a784d799f3aac0d019e88 unchanged
--- potentia:source sql/rpc/mutate.sql 4f610b6f9973206449c50b1e6313c68d3aad6b790c17414cec55c8584b2e8b48 included
+-- potentia:source sql/rpc/mutate.sql 72a95d7d9e6f14490e057e4325a7f9579d53bf09a7bee98b19ca1c09a10dade0 included
 -- potentia:source sql/rpc/presence.sql 81f32b8f50634397eff891be57c49253fbed147051f25f8b42ff2b7d565c6da7 unchanged
 -- potentia:source sql/rpc/replay.sql 67e8c1781a886d0d247215af773dc03bf9b654d554fa7d49a35861edd94f606e unchanged
 -- potentia:source sql/rpc/text_ot.sql cde1bd3f84e86cf501c448784f8e20ac8d4b552b22c5605367803ece59cba051 unchanged
@@ -48,8 +48,8 @@ language plpgsql immutable parallel safe as $$
 begin
   if p is null then
     return null;
-  -- the canonical form (8-4-4-4-12 hex digits), told without a regular expression: a match of
-  -- one cost about as much as the rest of the request context
+  -- the canonical form (8-4-4-4-12 hex digits), told without a regular expression (a match of
+  -- one cost about 20 K instructions per call, docs/performance.md)
   elsif char_length(p) = 36 and translate(p, '0123456789abcdefABCDEF', '') = '----'
         and substr(p, 9, 1) = '-' and substr(p, 14, 1) = '-' and substr(p, 19, 1) = '-' and substr(p, 24, 1) = '-' then
     return p::uuid;
@@ -795,6 +795,7 @@ declare
   v_limit integer;        -- app.settings mutations_per_minute
   v_max_setting jsonb;    -- app.settings max_content_bytes, cast only for a patch with content
   v_max_content integer;
+  v_other_fields boolean;  -- the patch has fields besides content
   v_role app.member_role;
   v_seen app.blocks;     -- the block as read before the canvas lock
   v_old app.blocks;      -- the block under the lock
@@ -850,59 +851,46 @@ begin
   -- is not counted
   perform internal.take_limit_slot(v_user, 'mutations', v_limit, 60);
 
-  -- 2. shape of the patch. A patch of content alone (the usual edit) has only the checks that
-  -- can fail for it, in the same order: each check is an expression PL/pgSQL sets up once per
-  -- transaction, so one mutation pays for every check it reaches (docs/performance.md)
+  -- 2. shape of the patch. A patch of content alone (the usual edit) skips the checks of the other
+  -- fields: each check is an expression PL/pgSQL sets up once per transaction, so a mutation pays
+  -- for every check it reaches (docs/performance.md). The order of the checks is the same for all.
   if jsonb_typeof(v_patch) <> 'object' then
     perform internal.raise_error('invalid_input', 'patch must be a JSON object', '{"field":"patch"}');
   end if;
-  if v_patch - 'content' = '{}' then
-    if p_action = 'move' and v_patch ? 'content' then
-      perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
+  v_other_fields := v_patch - 'content' <> '{}';
+  if v_other_fields and v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
+    select k into v_bad_key from jsonb_object_keys(v_patch) k
+      where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
+    perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch.' || v_bad_key));
+  end if;
+  if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type') then
+    perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
+  end if;
+  if v_patch ? 'content' and jsonb_typeof(v_patch -> 'content') <> 'object' then
+    perform internal.raise_error('invalid_input', 'content must be a JSON object (a JSON Merge Patch: null removes a key)', '{"field":"patch.content"}');
+  end if;
+  if v_other_fields and v_patch ? 'text' then
+    if jsonb_typeof(v_patch -> 'text') <> 'object' then
+      perform internal.raise_error('invalid_input', 'text must be an object of content key → text operation', '{"field":"patch.text"}');
     end if;
-    if v_patch ? 'content' then
-      if jsonb_typeof(v_patch -> 'content') <> 'object' then
-        perform internal.raise_error('invalid_input', 'content must be a JSON object (a JSON Merge Patch: null removes a key)', '{"field":"patch.content"}');
-      end if;
-      v_max_content := (v_max_setting #>> '{}')::integer;
-      if octet_length((v_patch -> 'content')::text) > v_max_content then
-        perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
-                                     '{"field":"patch.content"}');
-      end if;
+    if p_action = 'create' then
+      perform internal.raise_error('invalid_input', 'text operations edit an existing block: give a new block its text in content',
+                                   '{"field":"patch.text"}');
     end if;
-  else
-    if v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
-      select k into v_bad_key from jsonb_object_keys(v_patch) k
-        where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
-      perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch.' || v_bad_key));
+    select k into v_bad_key from jsonb_object_keys(v_patch -> 'text') k where v_patch -> 'content' ? k limit 1;
+    if v_bad_key is not null then
+      perform internal.raise_error('invalid_input', format('content key %s is both set (content) and edited (text) in one operation: send one of them', v_bad_key),
+                                   jsonb_build_object('field', 'patch.text.' || v_bad_key));
     end if;
-    if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type') then
-      perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
-    end if;
-    if v_patch ? 'content' and jsonb_typeof(v_patch -> 'content') <> 'object' then
-      perform internal.raise_error('invalid_input', 'content must be a JSON object (a JSON Merge Patch: null removes a key)', '{"field":"patch.content"}');
-    end if;
-    if v_patch ? 'text' then
-      if jsonb_typeof(v_patch -> 'text') <> 'object' then
-        perform internal.raise_error('invalid_input', 'text must be an object of content key → text operation', '{"field":"patch.text"}');
-      end if;
-      if p_action = 'create' then
-        perform internal.raise_error('invalid_input', 'text operations edit an existing block: give a new block its text in content',
-                                     '{"field":"patch.text"}');
-      end if;
-      select k into v_bad_key from jsonb_object_keys(v_patch -> 'text') k where v_patch -> 'content' ? k limit 1;
-      if v_bad_key is not null then
-        perform internal.raise_error('invalid_input', format('content key %s is both set (content) and edited (text) in one operation: send one of them', v_bad_key),
-                                     jsonb_build_object('field', 'patch.text.' || v_bad_key));
-      end if;
-      select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
-        into v_text from jsonb_each(v_patch -> 'text');
-    end if;
-    v_max_content := case when v_patch ? 'content' then (v_max_setting #>> '{}')::integer end;
-    if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
-      perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
-                                   '{"field":"patch.content"}');
-    end if;
+    select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
+      into v_text from jsonb_each(v_patch -> 'text');
+  end if;
+  v_max_content := case when v_patch ? 'content' then (v_max_setting #>> '{}')::integer end;
+  if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
+    perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
+                                 '{"field":"patch.content"}');
+  end if;
+  if v_other_fields then
     if v_patch ? 'type' and (jsonb_typeof(v_patch -> 'type') <> 'string' or (v_patch ->> 'type') !~ '^[a-z][a-z0-9_]{0,39}$') then
       perform internal.raise_error('invalid_input', 'type must match ^[a-z][a-z0-9_]{0,39}$', '{"field":"patch.type"}');
     end if;

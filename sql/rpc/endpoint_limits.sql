@@ -92,8 +92,14 @@ begin
   v_top := coalesce((select slot from app.rate_limit_slots
                      where user_id = p_subject and window_start = v_window and bucket = p_bucket
                      order by slot desc limit 1), 0);
+  -- a slot is taken when no other transaction holds it (its advisory lock, v_key # slot, taken
+  -- first) and none committed it (the key); the statement is written out in both loops below, as a
+  -- helper function would cost a call per hit
   for v_try in v_top + 1 .. p_limit loop
-    if internal.claim_limit_slot(p_subject, v_window, p_bucket, v_key, v_try) then
+    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+    select p_subject, v_window, p_bucket, v_try where pg_try_advisory_xact_lock(v_key # v_try)
+    on conflict do nothing;
+    if found then
       return v_try;
     end if;
   end loop;
@@ -110,7 +116,10 @@ begin
       and not exists (select from app.rate_limit_slots t
                       where t.user_id = p_subject and t.window_start = v_window and t.bucket = p_bucket and t.slot = g.slot)
   loop
-    if internal.claim_limit_slot(p_subject, v_window, p_bucket, v_key, v_try) then
+    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+    select p_subject, v_window, p_bucket, v_try where pg_try_advisory_xact_lock(v_key # v_try)
+    on conflict do nothing;
+    if found then
       return v_try;
     end if;
   end loop;
@@ -123,20 +132,7 @@ comment on function internal.take_limit_slot(uuid, text, integer, integer) is
   'raises rate_limited (PX429, retry_after seconds, limit) when none is free. Never waits for another hit. '
   'A rolled-back (sub)transaction gives its slot back. Rule and proof: sql/rpc/endpoint_limits.sql, docs/limits.md.';
 
--- Takes slot p_slot of a window for take_limit_slot when no other transaction holds it (its
--- advisory lock, p_key # p_slot) and none committed it (the key): true when taken. Not SECURITY
--- DEFINER and no SET clause: take_limit_slot alone calls it, and it runs with that one's rights
--- and search_path.
-create or replace function internal.claim_limit_slot(p_subject uuid, p_window timestamptz, p_bucket text, p_key bigint, p_slot integer)
-returns boolean language plpgsql as $$
-begin
-  if not pg_try_advisory_xact_lock(p_key # p_slot) then
-    return false;
-  end if;
-  insert into app.rate_limit_slots (user_id, window_start, bucket, slot) values (p_subject, p_window, p_bucket, p_slot)
-  on conflict do nothing;
-  return found;
-end $$;
+drop function if exists internal.claim_limit_slot(uuid, timestamptz, text, bigint, integer);  -- written out in take_limit_slot
 
 -- Upgrade from the shard rows (once: the drops below end it): a database that still has the
 -- shards' code gets each recent window's committed count as that many slots, the lowest, and

@@ -84,23 +84,15 @@ begin
     case when p_patch ? 'y_order' or p_patch ? 'after_id' then 'position' end], null);
 end $$;
 
--- RFC 7396 JSON Merge Patch: p_patch applied to p_target (null removes a key, objects merge
--- recursively, anything else replaces).
-create or replace function internal.json_merge_patch(p_target jsonb, p_patch jsonb) returns jsonb
+-- internal.json_merge_patch's rule (RFC 7396) for a patch object with a null or an object among
+-- its values; defined first, as json_merge_patch's body names it.
+create or replace function internal.json_merge_patch_members(p_target jsonb, p_patch jsonb) returns jsonb
 language plpgsql immutable as $$
 declare
-  v_result jsonb;
+  v_result jsonb := case when jsonb_typeof(p_target) = 'object' then p_target else '{}' end;
   v_key text;
   v_value jsonb;
 begin
-  if jsonb_typeof(p_patch) is distinct from 'object' then
-    return p_patch;
-  end if;
-  v_result := case when jsonb_typeof(p_target) = 'object' then p_target else '{}' end;
-  -- no null and no object among the values (the usual edit): every key is simply replaced
-  if not jsonb_path_exists(p_patch, '$.* ? (@.type() == "object" || @ == null)') then
-    return v_result || p_patch;
-  end if;
   for v_key, v_value in select key, value from jsonb_each(p_patch) loop
     if jsonb_typeof(v_value) = 'null' then
       v_result := v_result - v_key;
@@ -110,6 +102,22 @@ begin
   end loop;
   return v_result;
 end $$;
+
+-- RFC 7396 JSON Merge Patch: p_patch applied to p_target (null removes a key, objects merge
+-- recursively, anything else replaces). An SQL function the planner inlines (one expression, no
+-- SET clause): the usual edit (no null and no object among the patch's values: every key simply
+-- replaced) costs an expression in its caller, not a call; any other patch object is merged
+-- member by member by internal.json_merge_patch_members. The body reads each argument more than
+-- once, so each is evaluated that often: pass a variable, a column or a `->`.
+create or replace function internal.json_merge_patch(p_target jsonb, p_patch jsonb) returns jsonb
+language sql immutable as $$
+  select case
+    when jsonb_typeof(p_patch) is distinct from 'object' then p_patch
+    when jsonb_path_exists(p_patch, '$.* ? (@.type() == "object" || @ == null)') then internal.json_merge_patch_members(p_target, p_patch)
+    when jsonb_typeof(p_target) = 'object' then p_target || p_patch
+    else p_patch
+  end
+$$;
 
 -- The value of one field (see patch_fields) in a block's JSON, for a conflict's base/theirs/mine.
 create or replace function internal.field_value(p_block jsonb, p_field text) returns jsonb
@@ -709,6 +717,8 @@ language plpgsql security definer set search_path = '' set lock_timeout = '3s'
 as $$
 declare
   v_ctx jsonb;
+  v_claims jsonb;
+  v_headers jsonb;
   v_started timestamptz := clock_timestamp();
   v_prior jsonb;
   v_error jsonb;
@@ -726,10 +736,14 @@ begin
   -- with the setting read as absent, as request_context reads it.
   for v_attempt in 1 .. 2 loop
     begin
-      v_ctx := case when v_attempt = 1
-                    then internal.context_of(nullif(current_setting('request.jwt.claims', true), '')::jsonb,
-                                             nullif(current_setting('request.headers', true), '')::jsonb)
-                    else internal.request_context() end;
+      if v_attempt = 1 then
+        -- variables, not arguments: context_of is inlined and reads each several times
+        v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+        v_headers := nullif(current_setting('request.headers', true), '')::jsonb;
+        v_ctx := internal.context_of(v_claims, v_headers);
+      else
+        v_ctx := internal.request_context();
+      end if;
       return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
     exception when query_canceled or others then
       get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(29);
+select plan(30);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -144,6 +144,10 @@ select tests.clear_authentication();
 select is((select count(*) from app.rate_limit_slots where user_id = tests.user_id('rl_calm') and bucket = 'mutations'
              and window_start = internal.rate_window_start(60)) - (select n from before_batch), 3::bigint,
           'a batch of 3 takes 3 slots');
+
+-- the slots are a minute's counts, kept without WAL (docs/limits.md: a crash starts the minute over)
+select is((select relpersistence from pg_class where oid = 'app.rate_limit_slots'::regclass), 'u'::"char",
+          'app.rate_limit_slots is UNLOGGED: a hit writes no WAL');
 
 select * from finish();
 rollback;

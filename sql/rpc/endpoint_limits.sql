@@ -59,9 +59,10 @@ end $$;
 --   the hit is refused (rate_limited) and counts nothing. The price: a hit refused because the
 --   free slots are held by hits in flight that then roll back was refused early, only with the
 --   window full in flight; its caller retries after retry_after, as for any refusal.
---   Cost: a hit is two statements (the highest slot, an index descent; the insert). The search
---   below, only with every slot above taken, walks the window's rows in slot order to the first
---   gap: a refusal of a full window reads its p_limit rows.
+--   Cost: a hit is one statement (the highest slot, an index descent, and the insert above it).
+--   When that slot was taken meanwhile, the highest is read again and the slots above it tried
+--   one by one; the search below, only with every slot above taken, walks the window's rows in
+--   slot order to the first gap: a refusal of a full window reads its p_limit rows.
 --   Advisory key: one bigint, a 64-bit hash of subject, bucket and window, XOR the slot. Another
 --   lock of Potentia's (the migrator's, the upgrade's) or another window on the same key is a
 --   2^-64 chance, and only makes a hit skip that slot.
@@ -88,13 +89,28 @@ begin
   if p_limit is null then
     perform internal.raise_error('internal', format('the limit of %s is not configured: set it in app.settings (mutations_per_minute for mutations)', p_bucket));
   end if;
-  -- the highest slot this statement sees: one index descent (max() would scan the window's rows)
+  -- a slot is taken when no other transaction holds it (its advisory lock, v_key # slot, taken
+  -- first) and none committed it (the key); the statement is written out in each place below, as
+  -- a helper function would cost a call per hit.
+  -- The usual hit: the slot above the highest this statement sees, found and taken in one
+  -- statement (the highest: one index descent; max() would scan the window's rows)
+  insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+  select p_subject, v_window, p_bucket, t.slot
+  from (select coalesce((select s.slot from app.rate_limit_slots s
+                         where s.user_id = p_subject and s.window_start = v_window and s.bucket = p_bucket
+                         order by s.slot desc limit 1), 0) + 1 as slot
+        offset 0) t  -- kept a subquery: pulled up, each use of t.slot would read the highest again
+  where t.slot <= p_limit and pg_try_advisory_xact_lock(v_key # t.slot)
+  on conflict do nothing
+  returning slot into v_try;
+  if found then
+    return v_try;
+  end if;
+  -- otherwise (held or committed meanwhile, or the window is full): the slots above the highest,
+  -- then the gaps below it
   v_top := coalesce((select slot from app.rate_limit_slots
                      where user_id = p_subject and window_start = v_window and bucket = p_bucket
                      order by slot desc limit 1), 0);
-  -- a slot is taken when no other transaction holds it (its advisory lock, v_key # slot, taken
-  -- first) and none committed it (the key); the statement is written out in both loops below, as a
-  -- helper function would cost a call per hit
   for v_try in v_top + 1 .. p_limit loop
     insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
     select p_subject, v_window, p_bucket, v_try where pg_try_advisory_xact_lock(v_key # v_try)

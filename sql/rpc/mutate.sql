@@ -409,6 +409,7 @@ declare
   v_change record;       -- internal.prepare_block_change's answer
   v_prepared boolean := false;
   v_direct boolean := false;  -- an update written straight from step 3 if the block is still that version
+  v_usual boolean;       -- the usual edit, written by step 5's UPDATE alone (step 3)
   v_block_id uuid := p_block_id;
   v_parent uuid;
   v_key text;
@@ -510,16 +511,23 @@ begin
   -- the lock if the block is unchanged by then. A refusal here is final: the block only moves
   -- on (versions grow, the log since base_version only gets longer), and a refusal writes
   -- nothing, so it is the answer at the moment of this read.
+  -- The usual edit (content set on a block, with no text operations, parent or rank: nothing
+  -- that needs the log or another block) is not read here: step 5 writes it with one UPDATE that
+  -- merges the content in the row, on condition that the block is still the version the client
+  -- names. What prepare_block_change would do for it is that merge alone. If the block has moved
+  -- on, the UPDATE finds nothing and the change is prepared under the lock as for any other.
+  -- (A read here cost a statement per mutation: docs/performance.md.)
+  v_usual := p_action = 'update' and v_block_id is not null and p_base_version is not null and v_text is null
+             and coalesce(v_patch -> 'content' <> '{}', false) and v_parent is null
+             and not (v_patch ? 'y_order' or v_patch ? 'after_id');
   if p_action = 'create' then
     v_applied := v_patch;
     v_content := case when v_patch ? 'content' then internal.json_merge_patch('{}', v_patch -> 'content') else '{}' end;
-  elsif p_action in ('update', 'move') and v_block_id is not null then
+  elsif p_action in ('update', 'move') and v_block_id is not null and not v_usual then
     select * into v_seen from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id;
     if found and v_seen.version = p_base_version and v_text is null and v_patch -> 'content' <> '{}' then
-      -- the usual edit: content set on the block as the client last saw it. What
-      -- prepare_block_change would do for it (nothing to merge with or transform, and a patch that
-      -- changes something) is the merge alone, done here without the call (measured per mutation:
-      -- docs/performance.md)
+      -- content set on the block as the client last saw it, with a rank or parent: the merge
+      -- alone, as for the usual edit, without the call of prepare_block_change
       v_applied := v_patch;
       v_content := internal.json_merge_patch(v_seen.content, v_patch -> 'content');
       v_prepared := true;
@@ -550,11 +558,12 @@ begin
       perform internal.raise_error('invalid_input', 'block_id is required', '{"field":"block_id"}');
     end if;
     -- an update that needs no other block (no parent to check, no rank to place) is written in
-    -- step 5 on condition that the block is still the version step 3 read, which locks it too;
-    -- unless the operation was already behind at step 3: others are editing the block, which has
-    -- most likely moved on again while this waited for the canvas, so it is locked and read here
-    v_direct := p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id')
-                and v_seen.version = p_base_version;
+    -- step 5 on condition that the block is still the version the client named (step 3 read it
+    -- so, or did not read it: the usual edit), which locks it too; unless the operation was
+    -- already behind at step 3: others are editing the block, which has most likely moved on
+    -- again while this waited for the canvas, so it is locked and read here
+    v_direct := v_usual or (p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id')
+                            and v_seen.version = p_base_version);
     if not v_direct then
       select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
       if not found then
@@ -620,24 +629,30 @@ begin
   else
     if v_direct then
       update app.blocks set
-        content = v_content,
+        content = case when v_usual then internal.json_merge_patch(content, v_patch -> 'content') else v_content end,
         type = coalesce(v_patch ->> 'type', type),
         parent_id = case when v_patch ? 'parent_id' then v_parent else parent_id end,
         version = version + 1,
         updated_at = now(),
         updated_by = v_user
-      where block_id = v_block_id and canvas_id = p_canvas_id and version = v_seen.version and created_at = v_seen.created_at
+      where block_id = v_block_id and canvas_id = p_canvas_id and version = p_base_version
+        and (v_usual or created_at = v_seen.created_at)
       returning * into v_new;
       if found then
-        v_old := v_seen;
+        v_old.version := p_base_version;  -- all the log and the answer need of the block before
       else
-        -- changed (or gone) since step 3: lock it, compute the change again, write it below
+        -- changed (or gone) since the client's version: lock it, compute the change (again), write
+        -- it below
         v_direct := false;
         select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
         if not found then
           perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
         end if;
-        v_change := internal.rebase_block_change(v_seen, v_old, p_action, p_base_version, v_patch, v_text, v_applied, v_applied_text);
+        if v_prepared then
+          v_change := internal.rebase_block_change(v_seen, v_old, p_action, p_base_version, v_patch, v_text, v_applied, v_applied_text);
+        else
+          v_change := internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
+        end if;
         v_applied := v_change.o_patch; v_applied_text := v_change.o_text; v_content := v_change.o_content;
       end if;
     end if;

@@ -2,7 +2,7 @@
 // so that a change of a few per cent can be told from this machine's drift.
 //
 //   npm run bench:compare -- --base <commit> [--head <commit>] [--script mutation-rpc[,mutation-writes…]]
-//                            [--rounds 8] [--seconds 8] [--clients 16] [--canvases 50] [--async]
+//                            [--rounds 8] [--seconds 8] [--clients 16] [--canvases 50] [--async] [--waits]
 //                            [--instructions [--transactions 100,300] [--profiles DIR]] [--keep]
 //
 // Each side gets a database of its own (…_base and …_head: dropped, created, migrated with that
@@ -16,7 +16,9 @@
 // prints each round's tps and, at the end, head / base over all rounds and in how many rounds the
 // head was faster. A difference smaller than the rounds' spread is not a result
 // (docs/performance.md, "Measuring on a small, noisy machine"). --async runs the backends with
-// synchronous_commit = off: the CPU path alone, without the wait for the WAL flush.
+// synchronous_commit = off: the CPU path alone, without the wait for the WAL flush. --waits samples
+// pg_stat_activity every 50 ms during each run (scripts/lib/wait-sampler.ts) and prints, per script
+// and side, the share of samples its backends were running, idle or waiting on each wait event.
 //
 // Instructions per transaction (--instructions): the sides are made in a private cluster
 // (scripts/lib/callgrind-cluster.ts: initdb in a temporary directory, port 5499 or --port) whose
@@ -38,6 +40,7 @@ import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 import { benchDatabaseName, benchDatabaseUrl, findPgbench, recreateBenchDatabase, runPgbench } from './lib/bench.ts';
 import { CallgrindCluster } from './lib/callgrind-cluster.ts';
+import { addWaits, formatWaits, sampleWaits, type WaitCounts } from './lib/wait-sampler.ts';
 
 const { values } = parseArgs({
   options: {
@@ -49,6 +52,7 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '16' },
     canvases: { type: 'string', default: '50' },
     async: { type: 'boolean', default: false },
+    waits: { type: 'boolean', default: false },
     instructions: { type: 'boolean', default: false },
     transactions: { type: 'string', default: '100,300' },
     port: { type: 'string', default: '5499' },
@@ -201,13 +205,16 @@ async function main() {
       log(`${CLIENTS} clients, ${ROUNDS} rounds of ${SECONDS} s per side and script, synchronous_commit ${values.async ? 'off' : rows[0]!.sync}`);
       for (const name of SCRIPTS) {
         const tps = { base: [] as number[], head: [] as number[] };
+        const waits = { base: new Map() as WaitCounts, head: new Map() as WaitCounts };
         let failed = 0;
         for (const s of sides) await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: 2, clients: CLIENTS, defines, pgOptions });  // warm-up
         for (let r = 0; r < ROUNDS; r++) {
           const order = r % 2 === 0 ? sides : [...sides].reverse();
           const line: string[] = [];
           for (const s of order) {
-            const result = await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: SECONDS, clients: CLIENTS, defines, pgOptions });
+            const sampler = values.waits ? sampleWaits(s.url, new URL(s.url).pathname.slice(1)) : null;
+            const result = await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: SECONDS, clients: CLIENTS, defines, pgOptions })
+              .finally(async () => { if (sampler) addWaits(waits[s.side], await sampler.stop()); });
             tps[s.side].push(result.tps);
             failed += result.failed;
             line.push(`${s.side} ${result.tps.toFixed(0)}`);
@@ -221,6 +228,7 @@ async function main() {
           `head / base ${(sum(tps.head) / sum(tps.base)).toFixed(3)} over ${ROUNDS} rounds, head faster in ${wins} of ${ROUNDS}, ` +
           `rounds' ratios ${ratios[0]!.toFixed(3)}-${ratios[ratios.length - 1]!.toFixed(3)}`);
         if (failed > 0) log(`WARNING: ${failed} failed transactions: these tps are not comparable`);
+        if (values.waits) for (const s of sides) log(`${name}.sql, ${s.label}, backends: ${formatWaits(waits[s.side])}`);
       }
     }
     log(`(${((Date.now() - started) / 1000).toFixed(0)} s; reproduce: npm run bench:compare -- ${process.argv.slice(2).join(' ')})`);

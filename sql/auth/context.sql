@@ -39,7 +39,8 @@ begin
   end if;
   begin
     return p::jsonb;
-  exception when invalid_text_representation then
+  exception when invalid_text_representation or untranslatable_character then
+    -- 22P05: a \u0000 escape, which jsonb cannot hold (a JSON string with a NUL character)
     return null;
   end;
 end $$;

@@ -669,6 +669,13 @@ begin
       returning * into v_new;
     end if;
   end if;
+  -- the content as merged is bounded too, not only the patch: keys added edit by edit must not
+  -- grow a block past max_content_bytes (text operations are checked as they apply, in
+  -- prepare_block_change; a created block's content is its patch, checked in step 2)
+  if v_max_content is not null and p_action = 'update' and octet_length(v_new.content::text) > v_max_content then
+    perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', v_max_content),
+                                 '{"field":"patch.content"}');
+  end if;
   -- the deferred UNIQUE (canvas_id, y_order) is checked here, inside the operation, not at
   -- commit, when this operation placed the block (a write that keeps its key cannot clash)
   if v_key is not null then
@@ -747,8 +754,9 @@ begin
   -- of them, an index probe for the few retries.
   -- The caller's claims and headers are cast inside this block, whose subtransaction the operation
   -- needs anyway: internal.request_context would take one more per setting (internal.try_jsonb).
-  -- A setting that is not JSON fails the cast before any work; the operation then runs once more
-  -- with the setting read as absent, as request_context reads it.
+  -- A setting that is not JSON fails the cast before any work (22P02; 22P05 for a \u0000 escape,
+  -- which jsonb cannot hold); the operation then runs once more with the setting read as absent,
+  -- as request_context reads it.
   for v_attempt in 1 .. 2 loop
     begin
       if v_attempt = 1 then
@@ -765,7 +773,7 @@ begin
                               v_hint = pg_exception_hint;
     end;
     -- the operation ran and failed, or anything but the cast failed (a cancel): answered below
-    exit when v_ctx is not null or v_state <> '22P02';
+    exit when v_ctx is not null or v_state not in ('22P02', '22P05');
   end loop;
   -- applied before, by an earlier attempt or a concurrent one that committed first (whatever this
   -- attempt then ran into: the idempotency index, a changed block, a conflict): its result

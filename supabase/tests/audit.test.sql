@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(23);
+select plan(26);
 
 select tests.create_user(u) from unnest(array['audit_owner', 'audit_viewer', 'audit_stranger']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -103,6 +103,21 @@ select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'cr
 reset role;
 select is((select count(*)::int from app.block_operations where client_op_id = 'audit-bad-claims'), 0,
           'and nothing of it reaches an operation log');
+
+-- JSON that jsonb cannot hold (a \u0000 escape: a NUL character in a header or a claim) fails
+-- with another code (22P05) than text that is not JSON, and reads as absent the same way
+set local request.headers = '{"x-real-ip": "192.0.2.10", "user-agent": "nul\u0000"}';
+select tests.authenticate_as('audit_owner');
+select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'audit-nul-headers', null, '{"type":"text"}') ->> 'status'),
+          'success', 'headers with a \u0000 escape: the operation applies, as with no headers');
+select tests.clear_authentication();
+select is(internal.request_context() ->> 'user_agent', null, 'and request_context reads them as absent too, without an error');
+set local request.headers = '{}';
+set local role authenticated;
+set local request.jwt.claims = '{"sub": "x\u0000"}';
+select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'audit-nul-claims', null, '{"type":"text"}') #>> '{error,code}'),
+          'unauthorized', 'claims with a \u0000 escape: refused as a call with no user');
+reset role;
 
 select * from finish();
 rollback;

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(85);
+select plan(87);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -237,11 +237,19 @@ insert into r select 'too_large', api.upsert_block_atomic((select canvas_id from
                                                           jsonb_build_object('content', jsonb_build_object('text', repeat('x', 300))));
 insert into r select 'fits', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-fits', 5,
                                                      jsonb_build_object('content', jsonb_build_object('text', repeat('x', 100))));
+-- the content as merged is bounded, not only the patch: a key added to the 100 characters
+-- already there would take the block past the limit, though the patch alone fits
+insert into r select 'grows_too_large', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-grows', 6,
+                                                              jsonb_build_object('content', jsonb_build_object('more', repeat('y', 100))));
 select tests.clear_authentication();
 update app.settings set value = '65536' where key = 'max_content_bytes';
 select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from r where name = 'too_large'), 'failed payload_too_large',
           'content over app.settings max_content_bytes -> payload_too_large');
 select is((select res ->> 'status' from r where name = 'fits'), 'success', 'content under the limit is accepted');
+select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') || ' ' || (res #>> '{error,field}') from r where name = 'grows_too_large'),
+          'failed payload_too_large patch.content', 'a patch that fits but grows the content past the limit -> payload_too_large');
+select is((select version || ' ' || (content ? 'more')::text from app.blocks where block_id = (select a from k)), '6 false',
+          'and nothing of it is written');
 
 -- ---------------------------------------------------------------- who may mutate
 select tests.authenticate_as('mut_viewer');

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(30);
+select plan(35);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -144,6 +144,19 @@ select tests.clear_authentication();
 select is((select count(*) from app.rate_limit_slots where user_id = tests.user_id('rl_calm') and bucket = 'mutations'
              and window_start = internal.rate_window_start(60)) - (select n from before_batch), 3::bigint,
           'a batch of 3 takes 3 slots');
+
+-- the gaps below the highest slot, in slot order, once every slot above it is taken: slots 1, 3
+-- and 7 of an hour's window (7 from when the limit was higher), now a limit of 5: 2, then 4, then 5
+-- (below the limit, above the gap before 7), then refused
+insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+select '77777777-7777-4777-8777-777777777777', internal.rate_window_start(3600), 'mutations', s from unnest(array[1, 3, 7]) s;
+select is(internal.take_limit_slot('77777777-7777-4777-8777-777777777777', 'mutations', 5, 3600), 2, 'a full top: the first gap, 2');
+select is(internal.take_limit_slot('77777777-7777-4777-8777-777777777777', 'mutations', 5, 3600), 4, 'then the next gap, 4');
+select is(internal.take_limit_slot('77777777-7777-4777-8777-777777777777', 'mutations', 5, 3600), 5, 'then 5: free, under the limit, though 7 is above it');
+select throws_ok($$select internal.take_limit_slot('77777777-7777-4777-8777-777777777777', 'mutations', 5, 3600)$$, 'PX429', null,
+                 'then no free slot up to the limit: rate_limited');
+delete from app.rate_limit_slots where user_id = '77777777-7777-4777-8777-777777777777' and slot in (1, 2);
+select is(internal.take_limit_slot('77777777-7777-4777-8777-777777777777', 'mutations', 5, 3600), 1, 'slot 1 free again: taken first');
 
 -- the slots are a minute's counts, kept without WAL (docs/limits.md: a crash starts the minute over)
 select is((select relpersistence from pg_class where oid = 'app.rate_limit_slots'::regclass), 'u'::"char",

@@ -123,8 +123,8 @@ begin
   -- free, then each slot after a taken one that is free), found in one ordered pass over the
   -- window's rows (each row against the one before it), read as the loop goes, so it stops at
   -- the first it can take. (Until 2026-12-02 each candidate was looked up again in the window,
-  -- which the generic plan did as a nested loop: quadratic in the limit, ~250 ms to refuse a full
-  -- window of 1,500.)
+  -- which the generic plan did as a nested loop: quadratic in the limit, 52 ms to refuse a full
+  -- window of 1,500 against 1.5 ms now, docs/limits.md.)
   for v_try in
     select coalesce(g.prev, 0) + 1 from (
       select r.slot, lag(r.slot) over (order by r.slot) as prev from app.rate_limit_slots r

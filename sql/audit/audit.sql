@@ -1,7 +1,12 @@
 -- System audit: one row per decision (accepted or rejected), with who, what, when and from where.
 -- Read by no API role (see sql/auth/policies.sql): only service_role and database admins.
 -- write_audit is PL/pgSQL so its insert's plan is cached per session: every mutation calls it (a
--- SQL function called from PL/pgSQL is planned again at each call).
+-- SQL function called from PL/pgSQL is planned again at each call). Not SECURITY DEFINER and no
+-- SET clause (each costs every mutation a GUC nest level and a security switch,
+-- docs/performance.md): its callers are SECURITY DEFINER functions with an empty search_path and
+-- the upgrade script (src/upgrade/v1-write.ts, as the database owner), so it runs with their
+-- owner's rights; it names only schema-qualified objects. No API role can insert into
+-- app.system_audit, so called by one it fails.
 
 create or replace function internal.write_audit(
   p_ctx jsonb,
@@ -15,7 +20,7 @@ create or replace function internal.write_audit(
   p_started_at timestamptz default null,
   p_affected_rows integer default null
 ) returns void
-language plpgsql security definer set search_path = '' as $$
+language plpgsql as $$
 begin
   insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
                                 status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)

@@ -59,18 +59,24 @@ declare
   v_claims jsonb := internal.try_jsonb(current_setting('request.jwt.claims', true));
   v_headers jsonb := internal.try_jsonb(current_setting('request.headers', true));
 begin
-  return internal.context_of(v_claims, v_headers);
+  -- a sub that is not a UUID is no user
+  return internal.context_of(v_claims, v_headers, internal.try_uuid(v_claims ->> 'sub'));
 end $$;
--- The request context (see request_context) from the claims and headers as JSON (null: none).
+-- The request context (see request_context) from the claims and headers as JSON (null: none) and
+-- the user id, which the caller reads from the claims' sub: request_context tolerantly
+-- (internal.try_uuid), the mutation RPC with a plain cast inside the subtransaction it has anyway
+-- (a sub that is not a UUID fails the cast, and the RPC then calls request_context), which spares
+-- each mutation try_uuid's check of the canonical form (about 26 K instructions, docs/performance.md).
 -- An SQL function the planner inlines (one expression, not SECURITY DEFINER, no SET clause): a
 -- call from PL/pgSQL costs what the expression costs. Pass it variables or columns: the body reads
--- each argument several times, so an argument that is itself an expression would be evaluated as
--- often (or, if costly, keep the call from being inlined, and an SQL function not inlined is
--- planned again at every call from PL/pgSQL).
-create or replace function internal.context_of(p_claims jsonb, p_headers jsonb) returns jsonb
+-- each of claims and headers several times, so an argument that is itself an expression would be
+-- evaluated as often (or, if costly, keep the call from being inlined, and an SQL function not
+-- inlined is planned again at every call from PL/pgSQL); p_user_id is read once.
+drop function if exists internal.context_of(jsonb, jsonb);
+create or replace function internal.context_of(p_claims jsonb, p_headers jsonb, p_user_id uuid) returns jsonb
 language sql stable as $$
   select jsonb_build_object(
-    'user_id', internal.try_uuid(p_claims ->> 'sub'),
+    'user_id', p_user_id,
     'role', coalesce(p_claims ->> 'role', current_user),
     'ip', coalesce(internal.try_inet(split_part(p_headers ->> 'x-forwarded-for', ',', 1)),
                    internal.try_inet(p_headers ->> 'x-real-ip'),

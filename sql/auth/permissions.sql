@@ -13,13 +13,24 @@ $$;
 create or replace function internal.canvas_role(p_canvas_id uuid, p_user_id uuid) returns app.member_role
 language plpgsql stable security definer set search_path = '' as $$
 begin
-  return (
-    select case when wm.role = 'owner' then wm.role else coalesce(cm.role, wm.role) end
-    from app.canvases c
-    left join app.workspace_members wm on wm.workspace_id = c.workspace_id and wm.user_id = p_user_id
-    left join app.canvas_members cm on cm.canvas_id = c.canvas_id and cm.user_id = p_user_id
-    where c.canvas_id = p_canvas_id and c.deleted_at is null and (wm.role is not null or cm.role is not null));
+  return (select r.role from internal.canvas_roles(p_canvas_id, p_user_id) r);
 end $$;
+
+-- The rule of internal.canvas_role as rows (one, or none for no access), for a query that reads
+-- the role beside other things: an SQL function returning a set, STABLE, not STRICT, not
+-- SECURITY DEFINER and with no SET clause, so the planner inlines it into that query (no call).
+-- The mutation RPC reads the role and its settings in one statement with it, where a call of
+-- canvas_role cost a statement, a PL/pgSQL call and a SET clause per mutation
+-- (docs/performance.md). It runs as its caller: only a caller that may read app.canvases and the
+-- member tables (canvas_role, the SECURITY DEFINER RPCs) gets an answer.
+create or replace function internal.canvas_roles(p_canvas_id uuid, p_user_id uuid) returns table (role app.member_role)
+language sql stable as $$
+  select case when wm.role = 'owner' then wm.role else coalesce(cm.role, wm.role) end
+  from app.canvases c
+  left join app.workspace_members wm on wm.workspace_id = c.workspace_id and wm.user_id = p_user_id
+  left join app.canvas_members cm on cm.canvas_id = c.canvas_id and cm.user_id = p_user_id
+  where c.canvas_id = p_canvas_id and c.deleted_at is null and (wm.role is not null or cm.role is not null)
+$$;
 
 -- can_write_role and scope_allows are SQL functions that the planner inlines: each is one
 -- expression, not SECURITY DEFINER, with no SET clause and no subquery, so a call of either

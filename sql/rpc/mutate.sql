@@ -138,9 +138,9 @@ $$;
 -- here without realtime.send's exception block, whose subtransaction took a second sub-XID per
 -- mutation: the broadcast commits or rolls back with the operation it announces.
 -- Not SECURITY DEFINER and no SET clause (a SET clause costs a GUC nest level at each call, and
--- this runs for every applied operation): only apply_block_op and internal.assign_ranks call it,
--- both SECURITY DEFINER with an empty search_path, so it runs as their owner; it names only
--- schema-qualified objects.
+-- this runs for every applied operation): it runs inside the mutation RPCs (through apply_block_op)
+-- and internal.assign_ranks, all SECURITY DEFINER with an empty search_path, so as their owner; it
+-- names only schema-qualified objects.
 drop function if exists internal.record_applied_op(jsonb, uuid, uuid, text, text, integer, integer, jsonb, jsonb, bigint,
                                                    timestamptz, integer, jsonb, jsonb);
 create function internal.record_applied_op(
@@ -216,8 +216,9 @@ end $$;
 -- transformed), the text operations as applied and the new content (null for a delete), or
 -- raises. apply_block_op runs it before the canvas lock on the block as read then, and again
 -- under the lock only if the block changed in between. Not SECURITY DEFINER and no SET clause:
--- only apply_block_op (SECURITY DEFINER, empty search_path) calls it, on every update, so it runs
--- as that owner with that search_path; it names only schema-qualified objects.
+-- only apply_block_op calls it, on every update, inside the mutation RPCs (SECURITY DEFINER, empty
+-- search_path), so it runs as their owner with that search_path; it names only schema-qualified
+-- objects.
 -- p_recheck: the patch and text operations are this same operation as already prepared against
 -- an earlier version p_base_version of the block (text operations transformed up to it): only
 -- the operations committed since are merged and transformed (a transform chain is a fold, so this
@@ -387,10 +388,15 @@ begin
 end $$;
 
 -- One operation. Raises (internal.raise_error) on anything but success; callers catch.
+-- Not SECURITY DEFINER and no SET clause (each costs every mutation a GUC nest level and a
+-- security switch, docs/performance.md): its only callers, upsert_block_atomic and
+-- upsert_blocks_atomic, are SECURITY DEFINER with an empty search_path, so it runs as their owner
+-- with that search_path; it names only schema-qualified objects. Called by anyone else, it runs
+-- with that caller's own rights.
 create or replace function internal.apply_block_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
   p_base_version integer, p_patch jsonb, p_started_at timestamptz
-) returns jsonb language plpgsql security definer set search_path = '' as $$
+) returns jsonb language plpgsql as $$
 declare
   v_user uuid := (p_ctx ->> 'user_id')::uuid;
   v_limit integer;        -- app.settings mutations_per_minute
@@ -433,7 +439,12 @@ begin
   if p_canvas_id is null then
     perform internal.raise_error('invalid_input', 'canvas_id is required', '{"field":"canvas_id"}');
   end if;
-  v_role := internal.canvas_role(p_canvas_id, v_user);
+  -- the role (internal.canvas_role's rule, inlined) and both settings in one statement: each
+  -- call or statement of its own costs every mutation (docs/performance.md)
+  select (select r.role from internal.canvas_roles(p_canvas_id, v_user) r),
+         (select (value #>> '{}')::integer from app.settings where key = 'mutations_per_minute'),
+         (select value from app.settings where key = 'max_content_bytes')
+    into v_role, v_limit, v_max_setting;
   if v_role is null then
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
@@ -443,10 +454,6 @@ begin
   if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
     perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
   end if;
-  -- both settings in one read (each internal.setting_int is a statement of its own)
-  select (select (value #>> '{}')::integer from app.settings where key = 'mutations_per_minute'),
-         (select value from app.settings where key = 'max_content_bytes')
-    into v_limit, v_max_setting;
   -- the hit, before any work: a full window is refused here. It never waits (a slot another
   -- transaction holds is skipped), and a rejected attempt gives it back with the rest of its
   -- work, to be counted again by internal.count_rejected_attempt; a retry answered from the log
@@ -752,18 +759,20 @@ begin
   -- block, a conflict, the block gone or already there), which rolls the attempt back, and the
   -- log then answers it below. A lookup before every attempt cost each first attempt, nearly all
   -- of them, an index probe for the few retries.
-  -- The caller's claims and headers are cast inside this block, whose subtransaction the operation
-  -- needs anyway: internal.request_context would take one more per setting (internal.try_jsonb).
-  -- A setting that is not JSON fails the cast before any work (22P02; 22P05 for a \u0000 escape,
-  -- which jsonb cannot hold); the operation then runs once more with the setting read as absent,
-  -- as request_context reads it.
+  -- The caller's claims and headers, and the claims' sub as a UUID, are cast inside this block,
+  -- whose subtransaction the operation needs anyway: internal.request_context would take one more
+  -- per setting (internal.try_jsonb) and check the sub's form (internal.try_uuid). A setting that
+  -- is not JSON, or a sub that is not a UUID, fails its cast before any work (22P02; 22P05 for a
+  -- \u0000 escape, which jsonb cannot hold); the operation then runs once more with the context as
+  -- request_context reads it (the setting absent, the sub no user).
   for v_attempt in 1 .. 2 loop
     begin
       if v_attempt = 1 then
-        -- variables, not arguments: context_of is inlined and reads each several times
+        -- variables, not arguments: context_of is inlined and reads each several times; a sub
+        -- that is not a UUID fails its cast (22P02) like a setting that is not JSON
         v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
         v_headers := nullif(current_setting('request.headers', true), '')::jsonb;
-        v_ctx := internal.context_of(v_claims, v_headers);
+        v_ctx := internal.context_of(v_claims, v_headers, (v_claims ->> 'sub')::uuid);
       else
         v_ctx := internal.request_context();
       end if;

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(26);
+select plan(30);
 
 select tests.create_user(u) from unnest(array['audit_owner', 'audit_viewer', 'audit_stranger']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -118,6 +118,22 @@ set local request.jwt.claims = '{"sub": "x\u0000"}';
 select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'audit-nul-claims', null, '{"type":"text"}') #>> '{error,code}'),
           'unauthorized', 'claims with a \u0000 escape: refused as a call with no user');
 reset role;
+
+-- the claims' sub is cast to a UUID inside that subtransaction too: a sub that is not one fails
+-- the cast and reads as no user, as request_context reads it; any form uuid_in reads is the user
+set local role authenticated;
+set local request.jwt.claims = '{"sub": "not-a-uuid", "role": "authenticated"}';
+select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'audit-bad-sub', null, '{"type":"text"}') #>> '{error,code}'),
+          'unauthorized', 'a sub that is not a UUID: refused as a call with no user');
+reset role;
+select is((select count(*)::int from app.block_operations where client_op_id = 'audit-bad-sub'), 0,
+          'and nothing of it reaches an operation log');
+select tests.authenticate_as('audit_owner', jsonb_build_object('sub', upper(tests.user_id('audit_owner')::text)));
+select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'audit-upper-sub', null, '{"type":"text"}') ->> 'status'),
+          'success', 'a sub in capitals is the same user');
+select tests.clear_authentication();
+select is((select actor_id from app.block_operations where client_op_id = 'audit-upper-sub'), tests.user_id('audit_owner'),
+          'and the operation is logged as theirs');
 
 select * from finish();
 rollback;

@@ -1,14 +1,14 @@
 -- Permissions' building blocks, as every mutation and RLS policy uses them: which roles write
 -- (internal.can_write_role), what a token's scope claim allows (internal.scope_allows), and the
 -- claims' user id read tolerantly (internal.try_uuid), and the request context made from the
--- claims and headers (internal.context_of). can_write_role, scope_allows and context_of are SQL
--- functions the planner inlines into the caller's expression (sql/auth/permissions.sql,
--- sql/auth/context.sql): the last cases check that they still are, since a change that stops it
--- costs every mutation a function call.
+-- claims, headers and user id (internal.context_of, internal.request_context). can_write_role,
+-- scope_allows, context_of and canvas_roles are SQL functions the planner inlines into the
+-- caller's expression or query (sql/auth/permissions.sql, sql/auth/context.sql): the last cases
+-- check that they still are, since a change that stops it costs every mutation a function call.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(43);
+select plan(46);
 
 -- can_write_role: owner, admin and editor write; a viewer and no role do not
 select is(internal.can_write_role('owner'), true, 'an owner writes');
@@ -63,19 +63,27 @@ select is(internal.try_uuid('not-a-uuid'), null, 'not a uuid: null');
 select is(internal.try_uuid(''), null, 'empty: null');
 select is(internal.try_uuid(null), null, 'null: null');
 
--- context_of(claims, headers)
-select is(internal.context_of('{"sub": "11111111-1111-4111-8111-11111111111A", "role": "authenticated", "session_id": "s1", "scope": ["canvas:*:read"]}',
-                              '{"x-forwarded-for": "203.0.113.7, 10.0.0.1", "x-real-ip": "198.51.100.1", "user-agent": "ua", "x-request-id": "r1"}'),
+-- context_of(claims, headers, user id)
+select is(internal.context_of('{"sub": "ignored here", "role": "authenticated", "session_id": "s1", "scope": ["canvas:*:read"]}',
+                              '{"x-forwarded-for": "203.0.113.7, 10.0.0.1", "x-real-ip": "198.51.100.1", "user-agent": "ua", "x-request-id": "r1"}',
+                              '11111111-1111-4111-8111-11111111111a'),
           jsonb_build_object('user_id', '11111111-1111-4111-8111-11111111111a', 'role', 'authenticated', 'ip', '203.0.113.7',
                              'user_agent', 'ua', 'session_id', 's1', 'request_id', 'r1', 'scope', '["canvas:*:read"]'::jsonb),
-          'context: the user from sub, the first x-forwarded-for address, the scope as given');
-select is(internal.context_of('{"sub": "not-a-uuid"}', '{"x-forwarded-for": "nonsense", "x-real-ip": "198.51.100.1"}') -> 'user_id', 'null',
-          'context: a sub that is not a uuid is no user');
-select is(internal.context_of('{}', '{"x-forwarded-for": "nonsense", "x-real-ip": "198.51.100.1"}') ->> 'ip', '198.51.100.1',
+          'context: the user as given, the first x-forwarded-for address, the scope as given');
+select is(internal.context_of('{}', '{"x-forwarded-for": "nonsense", "x-real-ip": "198.51.100.1"}', null) ->> 'ip', '198.51.100.1',
           'context: an x-forwarded-for that is not an address falls back to x-real-ip');
-select is(internal.context_of(null, null) ->> 'role', current_user::text, 'context: no claims, the role is the database user');
-select is(internal.context_of('{}', jsonb_build_object('user-agent', repeat('u', 600))) ->> 'user_agent', repeat('u', 512),
+select is(internal.context_of(null, null, null) ->> 'role', current_user::text, 'context: no claims, the role is the database user');
+select is(internal.context_of('{}', jsonb_build_object('user-agent', repeat('u', 600)), null) ->> 'user_agent', repeat('u', 512),
           'context: the user agent cut to 512 characters');
+
+-- request_context(): the user from the claims' sub, read tolerantly
+set local request.jwt.claims = '{"sub": "11111111-1111-4111-8111-11111111111A"}';
+select is(internal.request_context() ->> 'user_id', '11111111-1111-4111-8111-11111111111a', 'request context: the user from sub');
+set local request.jwt.claims = '{"sub": "not-a-uuid"}';
+select is(internal.request_context() -> 'user_id', 'null', 'request context: a sub that is not a uuid is no user');
+set local request.jwt.claims = '["sub"]';
+select is(internal.request_context() -> 'user_id', 'null', 'request context: claims that are not an object have no user');
+reset request.jwt.claims;
 
 -- inlined: in a plan both are part of the expression, no call of them is left
 create function pg_temp.plan_of(p_query text) returns text language plpgsql as $$
@@ -87,10 +95,14 @@ end $$;
 -- a generic plan: the arguments stay parameters (a custom plan would fold the calls to constants either way)
 set local plan_cache_mode = force_generic_plan;
 prepare probe(app.member_role, jsonb, uuid) as select internal.can_write_role($1), internal.scope_allows($2 -> 'scope', $3, true);
-prepare context_probe(jsonb, jsonb) as select internal.context_of($1, $2);
+prepare context_probe(jsonb, jsonb, uuid) as select internal.context_of($1, $2, $3);
 select unalike(pg_temp.plan_of($$execute probe('editor', '{}', null)$$), '%can_write_role%', 'can_write_role is inlined (no call of it in the plan)');
 select unalike(pg_temp.plan_of($$execute probe('editor', '{}', null)$$), '%scope_allows%', 'scope_allows is inlined (no call of it in the plan)');
-select unalike(pg_temp.plan_of($$execute context_probe('{}', '{}')$$), '%context_of%', 'context_of is inlined (no call of it in the plan)');
+select unalike(pg_temp.plan_of($$execute context_probe('{}', '{}', null)$$), '%context_of%', 'context_of is inlined (no call of it in the plan)');
+-- canvas_roles (canvas_role's rule as rows) is inlined into the query that reads it: the mutation
+-- RPC reads the role and its settings in one statement with it
+prepare roles_probe(uuid, uuid) as select r.role from internal.canvas_roles($1, $2) r;
+select unalike(pg_temp.plan_of($$execute roles_probe(null, null)$$), '%canvas_roles%', 'canvas_roles is inlined (a join in the plan, no function scan)');
 
 select * from finish();
 rollback;

@@ -24,7 +24,9 @@
 // (scripts/lib/callgrind-cluster.ts: initdb in a temporary directory, port 5499 or --port) whose
 // server then runs under valgrind's callgrind; one pgbench client runs each script 100 and then
 // 300 times (--transactions), and the difference of its two backends' instructions over 200 is
-// the cost of one transaction, repeatable to about 1 %. --profiles DIR keeps those backends'
+// the cost of one transaction. The same code reads up to 1-2 % apart between runs (the database's
+// state differs: the rate-limit window's slots, pages written), so --rounds N (default 1 here)
+// measures each side N times, the order swapped every round as for tps, and takes the mean. --profiles DIR keeps those backends'
 // callgrind profiles (<script>-<side>-<transactions>.callgrind) for callgrind_annotate. With
 // several scripts it also prints, per side, the first script's instructions over each other's: for
 // --script mutation-writes,mutation-rpc that is the RPC's "share of its own writes" as bench:mutate
@@ -47,7 +49,7 @@ const { values } = parseArgs({
     base: { type: 'string', default: 'HEAD' },
     head: { type: 'string' },
     script: { type: 'string', default: 'mutation-rpc' },
-    rounds: { type: 'string', default: '8' },
+    rounds: { type: 'string' },  // 8, or 1 with --instructions
     seconds: { type: 'string', default: '8' },
     clients: { type: 'string', default: '16' },
     canvases: { type: 'string', default: '50' },
@@ -61,7 +63,7 @@ const { values } = parseArgs({
     'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench_compare') },
   },
 });
-const ROUNDS = Number(values.rounds);
+const ROUNDS = Number(values.rounds ?? (values.instructions ? 1 : 8));
 const SECONDS = Number(values.seconds);
 const CLIENTS = Number(values.clients);
 const CANVASES = Number(values.canvases);
@@ -182,14 +184,24 @@ async function main() {
       await cluster.stop();
       log('the private cluster again, under callgrind (about 50 times slower)');
       await cluster.start(true);
-      const counts = new Map<string, number>();
+      const counts = new Map<string, number>();  // mean over the rounds
+      const fmt = (n: number) => Math.round(n).toLocaleString('en');
       for (const name of SCRIPTS) {
+        const runs = new Map<string, number[]>(sides.map((s) => [s.side, []]));
+        for (let round = 0; round < ROUNDS; round++) {
+          for (const s of round % 2 === 0 ? sides : [...sides].reverse()) {
+            const n = await cluster.instructionsPerTransaction(pgbench, { database: new URL(s.url).pathname.slice(1), file: scriptFile(name),
+              defines, transactions: [TRANSACTIONS[0]!, TRANSACTIONS[1]!], pgOptions,
+              keepAs: values.profiles ? join(values.profiles, `${name}-${s.side}${ROUNDS > 1 ? `-r${round + 1}` : ''}`) : undefined });
+            runs.get(s.side)!.push(n);
+            if (ROUNDS > 1) log(`${name}.sql, ${s.label}, round ${round + 1}: ${fmt(n)} instructions per transaction`);
+          }
+        }
         for (const s of sides) {
-          const n = await cluster.instructionsPerTransaction(pgbench, { database: new URL(s.url).pathname.slice(1), file: scriptFile(name),
-            defines, transactions: [TRANSACTIONS[0]!, TRANSACTIONS[1]!], pgOptions,
-            keepAs: values.profiles ? join(values.profiles, `${name}-${s.side}`) : undefined });
-          counts.set(`${name} ${s.side}`, n);
-          log(`${name}.sql, ${s.label}: ${Math.round(n).toLocaleString('en')} instructions per transaction`);
+          const all = runs.get(s.side)!;
+          const mean = all.reduce((a, b) => a + b, 0) / all.length;
+          counts.set(`${name} ${s.side}`, mean);
+          log(`${name}.sql, ${s.label}: ${fmt(mean)} instructions per transaction${ROUNDS > 1 ? ` (mean of ${ROUNDS}, ${fmt(Math.min(...all))}-${fmt(Math.max(...all))})` : ''}`);
         }
         const base = counts.get(`${name} base`)!, head = counts.get(`${name} head`)!;
         log(`${name}.sql: head / base ${(head / base).toFixed(3)} in instructions per transaction`);

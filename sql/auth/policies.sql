@@ -72,6 +72,7 @@ grant execute on function internal.workspace_role(uuid, uuid), internal.canvas_r
   internal.token_allows(uuid, boolean), internal.request_context(), internal.context_of(jsonb, jsonb, uuid), internal.try_uuid(text),
   internal.try_inet(text), internal.try_jsonb(text), internal.topic_canvas_id(text) to authenticated;
 -- The policies above call internal functions by reference, which needs EXECUTE but not USAGE.
--- No USAGE on `internal`: its security-definer helpers (apply_block_op, assign_ranks, write_audit
--- ...) trust their arguments and keep PUBLIC's EXECUTE, so callers must never reach them by name.
+-- No USAGE on `internal`: its helpers (apply_block_op, assign_ranks, write_audit ...) trust their
+-- arguments, so callers must never reach them by name (and PUBLIC has no EXECUTE on them,
+-- sql/security/public_execute.sql).
 revoke usage on schema internal from authenticated;

@@ -6,7 +6,7 @@
 -- potentia:source sql/auth/context.sql 42ba89e7ec67ed730e9925a5a7d02c1f833d63adfd88c858af5ad9b2c614453b included
 -- potentia:source sql/auth/password.sql b1ec58c6eff7bd8fc755a6f6b922c2a18dd45f0eb977688831e01e0a93daf48b unchanged
 -- potentia:source sql/auth/permissions.sql 4780f5fa0c3d6df880a9b8984c725bb02ce204b1e7dd09ba384b108dbde268f0 included
--- potentia:source sql/auth/policies.sql b857e4df2856cab9119199f48163e6ec782d1ae42c19d16a25c6d6bfdeea252e included
+-- potentia:source sql/auth/policies.sql 2a7f946f4db7f9f21d84887bb9881fed9b03bb5dbd6ca2b74a86311fdbbbb5c6 included
 -- potentia:source sql/auth/refresh_tokens.sql 170cd05ed423b84271bdab1d682c197f3a2bf3620aca77954bd5a0d86dbe02ce unchanged
 -- potentia:source sql/files/block_files.sql 9869e82f3b4ea6ecb3dc3382f6c023b006a58952b059f638a77c91d6d9301a31 unchanged
 -- potentia:source sql/files/cleanup.sql e8a5496153cc258b24ec7f60c6a268eaeceb7a2c1e88c160410de91c63ef6ee9 unchanged
@@ -380,8 +380,9 @@ grant execute on function internal.workspace_role(uuid, uuid), internal.canvas_r
   internal.token_allows(uuid, boolean), internal.request_context(), internal.context_of(jsonb, jsonb, uuid), internal.try_uuid(text),
   internal.try_inet(text), internal.try_jsonb(text), internal.topic_canvas_id(text) to authenticated;
 -- The policies above call internal functions by reference, which needs EXECUTE but not USAGE.
--- No USAGE on `internal`: its security-definer helpers (apply_block_op, assign_ranks, write_audit
--- ...) trust their arguments and keep PUBLIC's EXECUTE, so callers must never reach them by name.
+-- No USAGE on `internal`: its helpers (apply_block_op, assign_ranks, write_audit ...) trust their
+-- arguments, so callers must never reach them by name (and PUBLIC has no EXECUTE on them,
+-- sql/security/public_execute.sql).
 revoke usage on schema internal from authenticated;
 
 -- ==== sql/rpc/mutate.sql ====

@@ -325,29 +325,26 @@ begin
                     else 'both sides changed ' || array_to_string(v_clash, ', ') || '; choose a value and retry from the current version' end),
         jsonb_build_object('block', internal.block_json(p_old), 'version', p_old.version, 'changed', v_changed, 'fields', v_keys));
     end if;
-    -- text operations: transformed against each text operation on the same key since
-    -- base_version, in commit order, ours on the 'left' (ShareDB's server rule): at one
-    -- position our insert goes before the one committed earlier
-    if o_text is not null then
-      for v_text_key in select jsonb_object_keys(o_text) loop
-        -- the logged patches' ops on this key (null where a patch has none: skipped), one call
-        v_op := internal.text_op_transform_all(o_text -> v_text_key,
-                  array(select p -> 'text' -> v_text_key from unnest(v_since) p), 'left');
-        o_text := jsonb_set(o_text, array[v_text_key], v_op);
-      end loop;
-    end if;
   end if;
   if p_action = 'delete' then
     return;
   end if;
 
-  -- content is merged (RFC 7396), then text operations apply to their keys
+  -- content is merged (RFC 7396), then text operations apply to their keys, each first
+  -- transformed (when behind) against each text operation on the same key since base_version, in
+  -- commit order, ours on the 'left' (ShareDB's server rule): at one position our insert goes
+  -- before the one committed earlier. One loop for both: each is a statement per operation.
   o_content := p_old.content;
   if p_patch ? 'content' then
     o_content := internal.json_merge_patch(o_content, p_patch -> 'content');
   end if;
   if o_text is not null then  -- (no text operations, as in most edits: no statement here)
     for v_text_key, v_op in select key, value from jsonb_each(o_text) loop
+      if p_base_version < p_old.version then
+        -- the logged patches' ops on this key (null where a patch has none: skipped), one call
+        v_op := internal.text_op_transform_all(v_op, array(select p -> 'text' -> v_text_key from unnest(v_since) p), 'left');
+        o_text := jsonb_set(o_text, array[v_text_key], v_op);
+      end if;
       if o_content ? v_text_key and jsonb_typeof(o_content -> v_text_key) <> 'string' then
         perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(o_content -> v_text_key)),
                                      jsonb_build_object('field', 'patch.text.' || v_text_key));
@@ -486,7 +483,9 @@ begin
       perform internal.raise_error('invalid_input', 'text operations edit an existing block: give a new block its text in content',
                                    '{"field":"patch.text"}');
     end if;
-    select k into v_bad_key from jsonb_object_keys(v_patch -> 'text') k where v_patch -> 'content' ? k limit 1;
+    if v_patch ? 'content' then  -- (a statement: only when there is content to clash with)
+      select k into v_bad_key from jsonb_object_keys(v_patch -> 'text') k where v_patch -> 'content' ? k limit 1;
+    end if;
     if v_bad_key is not null then
       perform internal.raise_error('invalid_input', format('content key %s is both set (content) and edited (text) in one operation: send one of them', v_bad_key),
                                    jsonb_build_object('field', 'patch.text.' || v_bad_key));

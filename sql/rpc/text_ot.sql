@@ -25,12 +25,16 @@
 -- 'd'elete, lengths in code points, insert texts), turned into jsonb once at the end, so building
 -- it costs no jsonb rebuilding. These run inside every concurrent text edit: inputs are walked
 -- in place rather than through helper calls or queries (each costs far more than a loop step).
+-- No SET clause (each call of a function with one costs a GUC nest level, and a text edit made
+-- seven such calls, docs/performance.md): they run inside the mutation RPCs, SECURITY DEFINER with
+-- an empty search_path, and name only schema-qualified objects and pg_catalog's built-ins, which
+-- every search path reaches first unless it names pg_catalog after another schema.
 
 -- The op made of these components, appended one by one the way the library's makeAppend does
 -- (empty components dropped, adjacent ones of the same kind merged), then trimmed (a trailing
 -- skip dropped).
 create or replace function internal.text_op_from_parts(p_kinds "char"[], p_lens bigint[], p_texts text[])
-returns jsonb language plpgsql immutable parallel safe set search_path = '' as $$
+returns jsonb language plpgsql immutable parallel safe as $$
 declare
   v_out jsonb[] := '{}';
   m integer := 0;
@@ -63,7 +67,7 @@ comment on function internal.text_op_from_parts("char"[], bigint[], text[]) is
 -- Validates an op from a client and returns it normalized. STABLE rather than IMMUTABLE only
 -- because the component limit is a setting (app.settings max_text_op_components).
 create or replace function internal.text_op_normalize(p_op jsonb, p_field text)
-returns jsonb language plpgsql stable parallel safe set search_path = '' as $$
+returns jsonb language plpgsql stable parallel safe as $$
 declare
   v_max integer := coalesce(internal.setting_int('max_text_op_components'), 1000);
   v_count integer;
@@ -132,7 +136,7 @@ comment on function internal.text_op_normalize(jsonb, text) is
 
 -- The text after a normalized op; text beyond the op's reach is kept as it is.
 create or replace function internal.text_op_apply(p_text text, p_op jsonb, p_field text)
-returns text language plpgsql immutable parallel safe set search_path = '' as $$
+returns text language plpgsql immutable parallel safe as $$
 declare
   v_count integer := jsonb_array_length(p_op);
   v_length bigint := length(p_text);
@@ -183,7 +187,7 @@ comment on function internal.text_op_apply(text, jsonb, text) is
 -- server rebases through text_op_transform_all, which moves single inserts and deletes without
 -- this walk and calls it for everything else.
 create or replace function internal.text_op_transform(p_op jsonb, p_other jsonb, p_side text)
-returns jsonb language plpgsql immutable parallel safe set search_path = '' as $$
+returns jsonb language plpgsql immutable parallel safe as $$
 declare
   na integer := jsonb_array_length(p_op);
   ak "char"[] := '{}'; an bigint[] := '{}'; at text[] := '{}';   -- op1 as arrays, for take/peek
@@ -272,7 +276,7 @@ comment on function internal.text_op_transform(jsonb, jsonb, text) is
 -- deleted once; anything after op leaves it as it is. Anything else (a multi-component op on
 -- either side, an insert inside op's delete, which splits it) goes through text_op_transform.
 create or replace function internal.text_op_transform_all(p_op jsonb, p_others jsonb[], p_side text)
-returns jsonb language plpgsql immutable parallel safe set search_path = '' as $$
+returns jsonb language plpgsql immutable parallel safe as $$
 declare
   v_op jsonb := p_op;     -- op as jsonb; while v_kind is set, v_kind/v_at/v_ins/v_del hold it instead
   v_kind "char";

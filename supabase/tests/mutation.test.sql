@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(87);
+select plan(88);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -241,6 +241,9 @@ insert into r select 'fits', api.upsert_block_atomic((select canvas_id from ids)
 -- already there would take the block past the limit, though the patch alone fits
 insert into r select 'grows_too_large', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-grows', 6,
                                                               jsonb_build_object('content', jsonb_build_object('more', repeat('y', 100))));
+-- and text typed op by op: one check on the row written, for content and text alike
+insert into r select 'text_grows_too_large', api.upsert_block_atomic((select canvas_id from ids), (select a from k), 'update', 'op-text-grows', 6,
+                                                                   jsonb_build_object('text', jsonb_build_object('text', jsonb_build_array(repeat('z', 100)))));
 select tests.clear_authentication();
 update app.settings set value = '65536' where key = 'max_content_bytes';
 select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from r where name = 'too_large'), 'failed payload_too_large',
@@ -248,8 +251,10 @@ select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from r whe
 select is((select res ->> 'status' from r where name = 'fits'), 'success', 'content under the limit is accepted');
 select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') || ' ' || (res #>> '{error,field}') from r where name = 'grows_too_large'),
           'failed payload_too_large patch.content', 'a patch that fits but grows the content past the limit -> payload_too_large');
-select is((select version || ' ' || (content ? 'more')::text from app.blocks where block_id = (select a from k)), '6 false',
-          'and nothing of it is written');
+select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') || ' ' || (res #>> '{error,field}') from r where name = 'text_grows_too_large'),
+          'failed payload_too_large patch.text', 'a text op that types the content past the limit -> payload_too_large on patch.text');
+select is((select version || ' ' || (content ? 'more')::text || ' ' || length(content ->> 'text') from app.blocks where block_id = (select a from k)),
+          '6 false 100', 'and nothing of either is written');
 
 -- ---------------------------------------------------------------- who may mutate
 select tests.authenticate_as('mut_viewer');

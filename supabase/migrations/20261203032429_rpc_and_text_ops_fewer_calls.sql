@@ -25,7 +25,7 @@
 -- potentia:source sql/rpc/canvas.sql 6f64ac7192e9684f45cbf6cd254779d42f9e3b8cd12fb75f00ec783d304c9065 unchanged
 -- potentia:source sql/rpc/endpoint_limits.sql cbba1ecda1c7a27344c32c1b5ff01925e95f1cf196294367ba4a5e8be390490a unchanged
 -- potentia:source sql/rpc/errors.sql 15e8c2484c0c0bd81ddb6e305c97a64390f9499f9b1a784d799f3aac0d019e88 unchanged
--- potentia:source sql/rpc/mutate.sql 919ff941ff5db5a6de323264f157a7fed3ffa1bea04ebd42cbd4e98c0053fb46 included
+-- potentia:source sql/rpc/mutate.sql b3b8791bb0658b672f927d81ab37bc68405c229cd6195dcab7ff0a001c631c1d included
 -- potentia:source sql/rpc/presence.sql 81f32b8f50634397eff891be57c49253fbed147051f25f8b42ff2b7d565c6da7 unchanged
 -- potentia:source sql/rpc/replay.sql 67e8c1781a886d0d247215af773dc03bf9b654d554fa7d49a35861edd94f606e unchanged
 -- potentia:source sql/rpc/text_ot.sql 991a6171dcb3d8d79d939837ac94207f89e2fc249e50ebb0519021dccdb5d9ad included
@@ -397,7 +397,7 @@ revoke usage on schema internal from authenticated;
 --      looked up in advance; applying it again fails (at the latest on the unique idempotency
 --      index of the success rows), and the failure is answered from the log;
 --   3. before any lock, the change is computed from the block as it stands (base_version
---      compared, merge, text operations transformed and applied, content size): the part of the
+--      compared, merge, text operations transformed and applied): the part of the
 --      work that does not need the canvas order overlaps with other writers on the canvas;
 --   4. the canvas row is locked, so writers on one canvas are serialized: server_seq order is
 --      commit order per canvas and replay by since_seq can never skip a late commit; the block
@@ -600,8 +600,9 @@ begin
 end $$;
 
 -- What an update, move or delete does to block p_old, decided from the block and the operation
--- log alone (base_version checks, the merge rule above, text operations transformed and applied,
--- the content size), without writing or locking: returns the patch as applied (text operations
+-- log alone (base_version checks, the merge rule above, text operations transformed and applied;
+-- the size of the content is checked on the row written, in apply_block_op), without writing or
+-- locking: returns the patch as applied (text operations
 -- transformed), the text operations as applied and the new content (null for a delete), or
 -- raises. apply_block_op runs it before the canvas lock on the block as read then, and again
 -- under the lock only if the block changed in between. Not SECURITY DEFINER and no SET clause:
@@ -742,10 +743,6 @@ begin
                              to_jsonb(internal.text_op_apply(coalesce(o_content ->> v_text_key, ''), v_op, 'patch.text.' || v_text_key)));
     end loop;
     o_patch := p_patch || jsonb_build_object('text', o_text); -- logged and broadcast as applied
-    if octet_length(o_content::text) > internal.setting_int('max_content_bytes') then
-      perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', internal.setting_int('max_content_bytes')),
-                                   '{"field":"patch.text"}');
-    end if;
   end if;
 end $$;
 
@@ -786,7 +783,7 @@ create or replace function internal.apply_block_op(
 declare
   v_user uuid := (p_ctx ->> 'user_id')::uuid;
   v_limit integer;        -- app.settings mutations_per_minute
-  v_max_setting jsonb;    -- app.settings max_content_bytes, cast only for a patch with content
+  v_max_setting jsonb;    -- app.settings max_content_bytes, cast only for a patch with content or text
   v_max_content integer;
   v_other_fields boolean;  -- the patch has fields besides content
   v_role app.member_role;
@@ -882,7 +879,7 @@ begin
     select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
       into v_text from jsonb_each(v_patch -> 'text');
   end if;
-  v_max_content := case when v_patch ? 'content' then (v_max_setting #>> '{}')::integer end;
+  v_max_content := case when v_patch ? 'content' or v_text is not null then (v_max_setting #>> '{}')::integer end;
   if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
     perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
                                  '{"field":"patch.content"}');
@@ -1064,12 +1061,13 @@ begin
       returning * into v_new;
     end if;
   end if;
-  -- the content as merged is bounded too, not only the patch: keys added edit by edit must not
-  -- grow a block past max_content_bytes (text operations are checked as they apply, in
-  -- prepare_block_change; a created block's content is its patch, checked in step 2)
+  -- the content as written is bounded too, not only the patch: keys added edit by edit, or text
+  -- typed op by op, must not grow a block past max_content_bytes (one check for both, on the row
+  -- written; a created block's content is its patch, checked in step 2). The field is the text
+  -- when the patch edits text, else the content.
   if v_max_content is not null and p_action = 'update' and octet_length(v_new.content::text) > v_max_content then
     perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', v_max_content),
-                                 '{"field":"patch.content"}');
+                                 jsonb_build_object('field', case when v_text is not null then 'patch.text' else 'patch.content' end));
   end if;
   -- the deferred UNIQUE (canvas_id, y_order) is checked here, inside the operation, not at
   -- commit, when this operation placed the block (a write that keeps its key cannot clash)

@@ -3,8 +3,8 @@
 -- write_audit is PL/pgSQL so its insert's plan is cached per session: every mutation calls it (a
 -- SQL function called from PL/pgSQL is planned again at each call). Not SECURITY DEFINER and no
 -- SET clause (each costs every mutation a GUC nest level and a security switch,
--- docs/performance.md): its callers are SECURITY DEFINER functions with an empty search_path and
--- the upgrade script (src/upgrade/v1-write.ts, as the database owner), so it runs with their
+-- docs/performance.md): its callers are SECURITY DEFINER functions with search_path pinned to
+-- pg_catalog, pg_temp and the upgrade script (src/upgrade/v1-write.ts, as the database owner), so it runs with their
 -- owner's rights; it names only schema-qualified objects. No API role can insert into
 -- app.system_audit, so called by one it fails.
 
@@ -41,7 +41,7 @@ create or replace function internal.audit_outside_attempt(
   p_ctx jsonb, p_action text, p_status text, p_canvas_id uuid, p_block_id uuid, p_client_op_id text,
   p_error jsonb, p_started_at timestamptz
 ) returns void
-language sql security definer set search_path = '' as $$
+language sql security definer set search_path = pg_catalog, pg_temp as $$
   select internal.write_audit(
     p_ctx, left(p_action, 200), left(p_status, 40), 'block', p_block_id::text,
     jsonb_build_object('canvas_id', p_canvas_id, 'caller_role', 'none',
@@ -55,7 +55,7 @@ $$;
 -- in the default partition for such a month are moved into the new partition, so nothing is lost
 -- and the attach never fails.
 create or replace function internal.create_audit_partitions(months_ahead integer default 3) returns integer
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   m date;
   part text;

@@ -89,7 +89,7 @@ language sql stable as $$
 $$;
 -- Typed settings from app.settings.
 create or replace function internal.setting_int(p_key text) returns integer
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
   return (select (value #>> '{}')::integer from app.settings where key = p_key);
 end $$;

@@ -19,7 +19,7 @@
 
 -- GoTrue's timestamp format (UTC, microseconds, Z).
 create or replace function internal.gotrue_time(p_at timestamptz) returns text
-language sql immutable set search_path = '' as $$
+language sql immutable set search_path = pg_catalog, pg_temp as $$
   select to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
@@ -29,7 +29,7 @@ $$;
 -- GoTrue's omitempty does. A user with a password has one `email` identity (GoTrue keeps it in
 -- auth.identities; here it is derived, identity_id = the user id). null when there is no such user.
 create or replace function internal.auth_user_json(p_user_id uuid) returns jsonb
-language sql stable security definer set search_path = '' as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   select (select jsonb_object_agg(key, value) from jsonb_each(o) where value <> 'null'::jsonb)
   from (
     select jsonb_build_object(
@@ -64,7 +64,7 @@ $$;
 -- (weak_password, reasons ['length']; GoTrue counts bytes, characters are what a user counts).
 -- Messages are GoTrue's.
 create or replace function internal.password_problem(p_password text) returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_min integer := coalesce(internal.setting_int('auth_password_min_length'), 6);
 begin
@@ -84,7 +84,7 @@ end $$;
 -- Counts one attempt from p_client_ip (and, for sign-ins, for p_email) against the limits of the
 -- header; raises rate_limited past either. An empty or unparsable IP is not limited by IP.
 create or replace function internal.hit_auth_limits(p_client_ip text, p_email text) returns void
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_ip inet;
 begin
@@ -106,7 +106,7 @@ end $$;
 
 -- Starts a session for p_user_id: a new refresh-token family holding p_refresh_hash; returns its id.
 create or replace function internal.start_auth_session(p_user_id uuid, p_refresh_hash text, p_refresh_ttl_seconds integer)
-returns uuid language plpgsql security definer set search_path = '' as $$
+returns uuid language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   perform internal.issue_refresh_token(p_user_id, p_refresh_hash, p_refresh_ttl_seconds);
   update auth.users set last_sign_in_at = now() where id = p_user_id;
@@ -115,7 +115,7 @@ end $$;
 
 create or replace function internal.password_sign_up(p_email text, p_password text, p_data jsonb, p_autoconfirm boolean,
                                                      p_client_ip text, p_refresh_hash text, p_refresh_ttl_seconds integer)
-returns jsonb language plpgsql security definer set search_path = '' as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_email text := lower(btrim(p_email));
   v_problem jsonb;
@@ -176,7 +176,7 @@ rate_limited past auth_attempts_per_ip from p_client_ip. service_role only.$$;
 
 create or replace function internal.password_sign_in(p_email text, p_password text, p_client_ip text,
                                                      p_refresh_hash text, p_refresh_ttl_seconds integer)
-returns jsonb language plpgsql security definer set search_path = '' as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_email text := lower(btrim(p_email));
   v_user auth.users;
@@ -219,7 +219,7 @@ address), invalid_credentials "Invalid login credentials" (unknown address, no p
 password: one answer for all three, in about the same time), email_not_confirmed. service_role only.$$;
 
 create or replace function internal.auth_session_user(p_user_id uuid, p_session_id uuid) returns jsonb
-language sql stable security definer set search_path = '' as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   select case
     when u is null then jsonb_build_object('error', 'user_not_found', 'message', 'User from sub claim in JWT does not exist')
     when p_session_id is not null and not exists (
@@ -240,7 +240,7 @@ supabase-js treats session_not_found as signed out). A token without session_id 
 scripts/token.ts) is checked for its user only. service_role only.$$;
 
 create or replace function internal.auth_refresh_session(p_token_hash text) returns jsonb
-language sql stable security definer set search_path = '' as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   select jsonb_build_object('session_id', t.family_id, 'user', internal.auth_user_json(t.user_id),
                             'signed_in_at', (select extract(epoch from min(f.created_at))::bigint
                                              from app.refresh_tokens f where f.family_id = t.family_id))
@@ -254,7 +254,7 @@ seconds of the family's first token: the sign-in, for the amr claim)}; null for 
 service_role only.$$;
 
 create or replace function internal.auth_sign_out(p_user_id uuid, p_session_id uuid, p_scope text) returns integer
-language sql security definer set search_path = '' as $$
+language sql security definer set search_path = pg_catalog, pg_temp as $$
   with revoked as (
     update app.refresh_tokens set revoked_at = now(), sealed_token = null
     where user_id = p_user_id and revoked_at is null
@@ -275,7 +275,7 @@ it revoked. Access tokens already issued stay valid until they expire, but GoTru
 service_role only.$$;
 
 create or replace function internal.auth_update_user(p_user_id uuid, p_session_id uuid, p_data jsonb, p_password text)
-returns jsonb language plpgsql security definer set search_path = '' as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_checked jsonb := internal.auth_session_user(p_user_id, p_session_id);
   v_problem jsonb;

@@ -3,7 +3,7 @@
 -- (except that a workspace owner stays owner).
 
 create or replace function internal.workspace_role(p_workspace_id uuid, p_user_id uuid) returns app.member_role
-language sql stable security definer set search_path = '' as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   select role from app.workspace_members where workspace_id = p_workspace_id and user_id = p_user_id
 $$;
 
@@ -11,7 +11,7 @@ $$;
 -- PL/pgSQL (here and below) so the plan is cached per session: RLS policies and every mutation
 -- call these, and a SQL function is planned again at each call from PL/pgSQL.
 create or replace function internal.canvas_role(p_canvas_id uuid, p_user_id uuid) returns app.member_role
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
   return (select r.role from internal.canvas_roles(p_canvas_id, p_user_id) r);
 end $$;
@@ -67,7 +67,7 @@ $$;
 -- Security definer (like the role lookups) because RLS policies call it as `authenticated`, which
 -- has no USAGE on schema internal; a definer body resolves internal.* as the owner.
 create or replace function internal.token_allows(p_canvas_id uuid, p_write boolean) returns boolean
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_scope jsonb := internal.try_jsonb(current_setting('request.jwt.claims', true)) -> 'scope';  -- a variable: scope_allows inlines
 begin
@@ -76,6 +76,6 @@ end $$;
 
 -- The canvas id in a realtime topic `canvas:{uuid}`, or null.
 create or replace function internal.topic_canvas_id(p_topic text) returns uuid
-language sql immutable security definer set search_path = '' as $$
+language sql immutable security definer set search_path = pg_catalog, pg_temp as $$
   select internal.try_uuid(substring(p_topic from '^canvas:([0-9a-fA-F-]{36})$'))
 $$;

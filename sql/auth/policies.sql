@@ -14,7 +14,7 @@ grant usage, select on sequence app.seq_block_events to service_role;
 -- the query itself: minutes for a test file's counts over a 100,000-row operation log.
 -- (Supabase's RLS performance advice: wrap functions in a select, filter by a set, not per row.)
 create or replace function internal.readable_canvas_ids(p_in_token_scope boolean) returns setof uuid
-language sql stable security definer set search_path = '' rows 100 as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp rows 100 as $$
   select c.canvas_id
   from app.canvases c
   where c.deleted_at is null

@@ -9,7 +9,7 @@
 drop function if exists internal.rotate_refresh_token(text, text, integer);
 
 create or replace function internal.issue_refresh_token(p_user_id uuid, p_token_hash text, p_ttl_seconds integer default 2592000)
-returns void language sql security definer set search_path = '' as $$
+returns void language sql security definer set search_path = pg_catalog, pg_temp as $$
   insert into app.refresh_tokens (token_hash, family_id, user_id, expires_at)
   values (p_token_hash, gen_random_uuid(), p_user_id, now() + make_interval(secs => p_ttl_seconds))
 $$;
@@ -28,7 +28,7 @@ $$;
 create or replace function internal.rotate_refresh_token(p_old_hash text, p_new_hash text, p_new_sealed text,
                                                          p_ttl_seconds integer default 2592000,
                                                          p_reuse_interval_seconds integer default 10)
-returns jsonb language plpgsql security definer set search_path = '' as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_token app.refresh_tokens;
   v_child app.refresh_tokens;

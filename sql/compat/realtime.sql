@@ -51,7 +51,7 @@ language sql stable as $$ select nullif(current_setting('realtime.topic', true),
 
 -- Same signature and behaviour as Supabase: never fails the caller's transaction.
 create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
-returns void language plpgsql security definer set search_path = '' as $$
+returns void language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   insert into realtime.messages (payload, event, topic, private, extension)
   values (payload, event, topic, private, 'broadcast');

@@ -9,7 +9,7 @@
 --     its object. Several blocks may share a file; it goes with the last of them.
 
 create or replace function internal.check_block_file() returns trigger
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_file_id uuid;
 begin
   if tg_op = 'UPDATE' and new.content -> 'file_id' is not distinct from old.content -> 'file_id' then
@@ -30,7 +30,7 @@ create trigger blocks_file_check before insert or update of content on app.block
   for each row when (new.content ? 'file_id') execute function internal.check_block_file();
 
 create or replace function internal.release_block_file() returns trigger
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_file_id uuid := internal.try_uuid(old.content ->> 'file_id');
 begin
   if tg_op = 'UPDATE' and new.content -> 'file_id' is not distinct from old.content -> 'file_id' then

@@ -16,7 +16,7 @@
 
 create or replace function internal.claim_file_purges(p_limit integer default 100)
 returns table (file_id uuid, object_key text)
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_abandoned integer;
   v_orphaned integer;
@@ -59,7 +59,7 @@ end $$;
 
 -- The objects of these files are gone from the bucket; returns how many rows it marked.
 create or replace function internal.mark_files_purged(p_file_ids uuid[]) returns integer
-language sql security definer set search_path = '' as $$
+language sql security definer set search_path = pg_catalog, pg_temp as $$
   with marked as (
     update app.files set purged_at = now()
     where file_id = any(p_file_ids) and status = 'deleted' and purged_at is null

@@ -10,7 +10,7 @@
 
 -- A file as the API shows it (object_key and purged_at stay inside).
 create or replace function internal.file_json(f app.files) returns jsonb
-language sql immutable set search_path = '' as $$
+language sql immutable set search_path = pg_catalog, pg_temp as $$
   select jsonb_build_object('file_id', f.file_id, 'canvas_id', f.canvas_id, 'filename', f.filename,
                             'content_type', f.content_type, 'size_bytes', f.size_bytes, 'checksum', f.checksum,
                             'status', f.status, 'uploaded_by', f.uploaded_by, 'created_at', f.created_at,
@@ -19,7 +19,7 @@ $$;
 
 -- Whether a content type is allowed by app.settings.allowed_file_types (exact, or "<type>/*").
 create or replace function internal.file_type_allowed(p_content_type text) returns boolean
-language sql stable security definer set search_path = '' as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   select coalesce((select value ? p_content_type or value ? (split_part(p_content_type, '/', 1) || '/*')
                    from app.settings where key = 'allowed_file_types'), false)
 $$;
@@ -27,7 +27,7 @@ $$;
 -- F1: an editor (or above) announces an upload; the file is pending until completed.
 create or replace function api.create_file(p_canvas_id uuid, p_filename text, p_content_type text, p_size_bytes bigint,
                                            p_checksum text default null) returns jsonb
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid := internal.require_user();
   v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
@@ -89,7 +89,7 @@ comment on function api.create_file(uuid, text, text, bigint, text) is
 
 -- F2/F3: a file of the canvas, for its members (pending or ready; a deleted file is gone).
 create or replace function api.get_file(p_canvas_id uuid, p_file_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare v_file app.files;
 begin
   perform internal.require_canvas_reader(p_canvas_id);
@@ -113,7 +113,7 @@ comment on function api.get_file(uuid, uuid) is
 -- A refusal changes nothing: the upload stays pending, so the uploader may PUT again (while the
 -- URL lasts) and complete again.
 create or replace function internal.complete_file(p_canvas_id uuid, p_file_id uuid, p_size_bytes bigint, p_etag text) returns jsonb
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid := internal.require_user();
   v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);

@@ -6,7 +6,7 @@
 -- batches (p_batch rows per table per run): the next run continues.
 
 create or replace function internal.cleanup(p_batch integer default 50000) returns jsonb
-language plpgsql security definer set search_path = '' set lock_timeout = '5s' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '5s' as $$
 declare
   v_presence integer;
   v_partitions integer;

@@ -5,7 +5,7 @@
 -- embedded, so an edit landing mid-job is never overwritten by a stale vector.
 
 create or replace function internal.queue_embedding() returns trigger
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   insert into app.embedding_outbox (block_id, canvas_id) values (new.block_id, new.canvas_id)
   on conflict (block_id) do update set queued_at = now();
@@ -30,7 +30,7 @@ create trigger queue_embedding_update
 create or replace function internal.drain_embedding_outbox(
   p_debounce interval default '1 second', p_max_wait interval default '10 seconds', p_limit integer default 500
 ) returns integer
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_specs graphile_worker.job_spec[];
 begin
@@ -58,7 +58,7 @@ end $$;
 -- whether it did. A null vector records "nothing to embed" (empty text) for that hash.
 create or replace function internal.store_embedding(p_block_id uuid, p_hash text, p_vector extensions.vector, p_model text)
 returns boolean
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   update app.blocks
   set vector = p_vector, embedding_model = p_model, embedded_hash = p_hash, embedded_at = now()

@@ -9,7 +9,7 @@
 
 create or replace function api.search_blocks(p_canvas_id uuid, p_query extensions.vector, p_limit integer default 10)
 returns jsonb
-language plpgsql stable security definer set search_path = ''
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp
 set hnsw.iterative_scan = 'relaxed_order'
 -- large canvases: recall over speed, 100 candidates (pgvector's default is 40)
 set hnsw.ef_search = 100

@@ -5,7 +5,7 @@
 
 create or replace function internal.worker_heartbeat(p_worker_id text, p_hostname text, p_pid integer, p_tasks text[])
 returns void
-language sql security definer set search_path = '' as $$
+language sql security definer set search_path = pg_catalog, pg_temp as $$
   insert into app.worker_heartbeats (worker_id, hostname, pid, tasks) values (p_worker_id, p_hostname, p_pid, p_tasks)
   on conflict (worker_id) do update set last_seen_at = now(), hostname = excluded.hostname, pid = excluded.pid,
                                         tasks = excluded.tasks
@@ -16,7 +16,7 @@ $$;
 -- (its connection was terminated) stays locked, and with no heartbeat row left nothing else
 -- would ever unlock it.
 create or replace function internal.worker_stopped(p_worker_id text) returns void
-language sql security definer set search_path = '' as $$
+language sql security definer set search_path = pg_catalog, pg_temp as $$
   delete from app.worker_heartbeats where worker_id = p_worker_id;
   select graphile_worker.force_unlock_workers(array[p_worker_id]);
 $$;
@@ -24,7 +24,7 @@ $$;
 -- Unlocks the jobs (and job queues) of every worker not seen for p_stale; returns their ids.
 -- Safe when several live workers race: the delete decides which of them unlocks.
 create or replace function internal.recover_stale_workers(p_stale interval default '30 seconds') returns text[]
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_ids text[];
 begin
@@ -45,7 +45,7 @@ end $$;
 -- Queue depth by task (runnable now, scheduled later, locked by a worker, permanently failed),
 -- for the metrics gauge; and the embedding outbox depth.
 create or replace function internal.job_queue_depth() returns table (task text, state text, jobs bigint)
-language sql stable security definer set search_path = '' as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   select t.identifier, s.state, count(*)
   from graphile_worker._private_jobs j
   join graphile_worker._private_tasks t on t.id = j.task_id,

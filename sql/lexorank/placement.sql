@@ -7,7 +7,7 @@
 
 -- Rewrites blocks' keys (version + 1, one logged `move` per block, broadcast like any change).
 create or replace function internal.assign_ranks(p_canvas_id uuid, p_block_ids uuid[], p_keys text[], p_reason text)
-returns integer language plpgsql security definer set search_path = '' as $$
+returns integer language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_block app.blocks;
   v_seq bigint;
@@ -36,7 +36,7 @@ end $$;
 -- <= 10 characters fits, i.e. after thousands of inserts at one spot or next to a client's
 -- 10-character y_order.
 create or replace function internal.respace_for_insert(p_canvas_id uuid, p_lo text, p_hi text, p_exclude uuid)
-returns text language plpgsql security definer set search_path = '' as $$
+returns text language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   w integer := 4;
   v_before uuid[];
@@ -93,7 +93,7 @@ comment on function internal.respace_for_insert(uuid, text, text, uuid) is
 -- so thousands of appends keep keys at 2-3 characters where bisecting would add a character
 -- every ~6 appends. Null when no such step exists (the caller bisects instead).
 create or replace function internal.lexorank_step(p_key text, p_forward boolean) returns text
-language plpgsql immutable parallel safe set search_path = '' as $$
+language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
 declare
   k text := internal.lexorank_next(left(p_key, 2), 2, p_forward);
 begin
@@ -113,7 +113,7 @@ comment on function internal.lexorank_step(text, boolean) is
 -- With nothing on one side the key steps at 2 characters (lexorank_step); between two blocks it
 -- goes one unit from the longer (fresher) neighbour (lexorank_near); past 10 characters, respace.
 create or replace function internal.place_block(p_canvas_id uuid, p_block_id uuid, p_patch jsonb)
-returns text language plpgsql security definer set search_path = '' as $$
+returns text language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_lo text;
   v_hi text;

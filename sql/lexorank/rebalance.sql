@@ -3,7 +3,7 @@
 -- job calls internal.rebalance_canvas, which rewrites the canvas's keys evenly.
 
 create or replace function internal.check_lexorank_length() returns trigger
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   perform pg_notify('rebalance_needed', new.canvas_id::text);
   perform graphile_worker.add_job('rebalance_canvas', json_build_object('canvas_id', new.canvas_id),
@@ -23,7 +23,7 @@ create trigger check_lexorank_length
 -- lock: versions bump, each moved block is logged as a `move` and broadcast. Returns the number
 -- of blocks whose key changed.
 create or replace function internal.rebalance_canvas(p_canvas_id uuid) returns integer
-language plpgsql security definer set search_path = '' set lock_timeout = '5s' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '5s' as $$
 declare
   v_ids uuid[];
   v_moved integer;

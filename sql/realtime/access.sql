@@ -12,7 +12,7 @@
 -- message per (canvas, user).
 
 create or replace function internal.send_access_changed(p_canvas_id uuid, p_user_id uuid, p_reason text) returns void
-language sql security definer set search_path = '' as $$
+language sql security definer set search_path = pg_catalog, pg_temp as $$
   select realtime.send(jsonb_build_object('canvas_id', p_canvas_id, 'user_id', p_user_id, 'reason', p_reason),
                        'access_changed', 'canvas:' || p_canvas_id, true)
 $$;
@@ -21,7 +21,7 @@ $$;
 -- change re-checks the user on all its live canvases. A new workspace membership only matters
 -- where the user already had access through a canvas role (an owner's role overrides it).
 create or replace function internal.workspace_members_access_changed() returns trigger
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   if tg_op = 'INSERT' then
     perform internal.send_access_changed(x.canvas_id, x.user_id, 'workspace_member')
@@ -48,7 +48,7 @@ end $$;
 
 -- A canvas role replaces the workspace role on one canvas: any insert, change or removal.
 create or replace function internal.canvas_members_access_changed() returns trigger
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   if tg_op = 'INSERT' then
     perform internal.send_access_changed(x.canvas_id, x.user_id, 'canvas_member')
@@ -74,7 +74,7 @@ end $$;
 -- to commit, so the message comes after whatever else the transaction sends to the canvas (the
 -- `canvas_deleted` broadcast of api.delete_canvas reaches clients before their channels close).
 create or replace function internal.canvases_access_changed() returns trigger
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   perform internal.send_access_changed(old.canvas_id, null,
     case when tg_op = 'DELETE' or new.deleted_at is not null then 'canvas_deleted' else 'canvas_moved' end);

@@ -2,7 +2,7 @@
 -- raised with the stable codes of internal.raise_error; every change is audited.
 
 create or replace function internal.require_user() returns uuid
-language plpgsql stable set search_path = '' as $$
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 begin
   if auth.uid() is null then
     perform internal.raise_error('unauthorized', 'a signed-in user is required');
@@ -11,14 +11,14 @@ begin
 end $$;
 
 create or replace function internal.canvas_json(c app.canvases) returns jsonb
-language sql immutable set search_path = '' as $$
+language sql immutable set search_path = pg_catalog, pg_temp as $$
   select jsonb_build_object('canvas_id', c.canvas_id, 'workspace_id', c.workspace_id, 'title', c.title,
                             'settings', c.settings, 'version', c.version, 'created_by', c.created_by,
                             'created_at', c.created_at, 'updated_at', c.updated_at)
 $$;
 
 create or replace function internal.check_title_settings(p_title text, p_settings jsonb) returns void
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
   if p_title is not null and char_length(btrim(p_title)) not between 1 and 500 then
     perform internal.raise_error('invalid_input', 'title must be 1 to 500 characters', '{"field":"title"}');
@@ -35,7 +35,7 @@ end $$;
 
 -- A4: the caller's live canvases, newest first.
 create or replace function api.list_my_canvases() returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare v_user uuid := internal.require_user();
 begin
   return coalesce((
@@ -46,7 +46,7 @@ end $$;
 
 -- A5: editors and above create canvases in their workspace.
 create or replace function api.create_canvas(p_workspace_id uuid, p_title text default 'Untitled', p_settings jsonb default '{}')
-returns jsonb language plpgsql security definer set search_path = '' as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid := internal.require_user();
   v_role app.member_role := internal.workspace_role(p_workspace_id, v_user);
@@ -71,7 +71,7 @@ end $$;
 
 -- A6: owners and admins change the title and/or settings (null = keep).
 create or replace function api.update_canvas(p_canvas_id uuid, p_title text default null, p_settings jsonb default null)
-returns jsonb language plpgsql security definer set search_path = '' as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid := internal.require_user();
   v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
@@ -98,7 +98,7 @@ end $$;
 
 -- A7: owners soft-delete a canvas (purged later by the cleanup job).
 create or replace function api.delete_canvas(p_canvas_id uuid) returns void
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid := internal.require_user();
   v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
@@ -117,7 +117,7 @@ end $$;
 -- A2: blocks in rank order, keyset-paginated: {items, next_cursor}; the cursor is the last
 -- item's y_order (null when there is no more).
 create or replace function api.list_blocks(p_canvas_id uuid, p_cursor text default null, p_limit integer default 100)
-returns jsonb language plpgsql stable security definer set search_path = '' as $$
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 100), 1), 500);
   v_items jsonb;
@@ -137,7 +137,7 @@ end $$;
 
 -- A3: one block.
 create or replace function api.get_block(p_canvas_id uuid, p_block_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare v_block jsonb;
 begin
   perform internal.require_canvas_reader(p_canvas_id);
@@ -150,7 +150,7 @@ end $$;
 
 -- A8: {can_write, role, users[]} — who has access to the canvas and with which role.
 create or replace function api.get_canvas_permissions(p_canvas_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare v_role app.member_role;
 begin
   v_role := internal.require_canvas_reader(p_canvas_id);

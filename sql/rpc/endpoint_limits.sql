@@ -19,7 +19,7 @@ $$;
 
 -- The rate_limited error for a window that is full.
 create or replace function internal.raise_rate_limited(p_limit integer, p_window_seconds integer, p_window timestamptz)
-returns void language plpgsql set search_path = '' as $$
+returns void language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
   perform internal.raise_error('rate_limited',
     format('rate limit reached (%s per %s s): retry after %s', p_limit, p_window_seconds, p_window + make_interval(secs => p_window_seconds)),
@@ -28,7 +28,7 @@ begin
 end $$;
 
 create or replace function internal.hit_window_limit(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
-returns void language plpgsql security definer set search_path = '' as $$
+returns void language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
   v_hits integer;
@@ -78,8 +78,8 @@ returns integer language plpgsql set plan_cache_mode = force_generic_plan as $$
 -- one generic plan: the current window is always newer than the table's statistics, so a custom
 -- plan always looks cheaper, and the lookups would be planned again at every call.
 -- Not SECURITY DEFINER and no search_path of its own (each SET costs at every call): its callers
--- (the mutation RPC's apply_block_op and count_rejected_attempt) are SECURITY DEFINER with an
--- empty search_path, and it names only schema-qualified objects
+-- (the mutation RPC's apply_block_op and count_rejected_attempt) are SECURITY DEFINER with
+-- search_path pinned to pg_catalog, pg_temp, and it names only schema-qualified objects
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
   v_key bigint := hashtextextended(p_subject::text || ' ' || p_bucket || ' ' || extract(epoch from v_window)::bigint::text, 0);
@@ -185,7 +185,7 @@ drop function if exists api.hit_endpoint_limit(text);
 -- The limit row (unknown endpoint: no count), the caller (no user: no count; auth.uid() read
 -- once), then the hit through internal.hit_window_limit.
 create or replace function api.hit_endpoint_limit(p_endpoint text, p_relaxed boolean default false) returns void
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_limit app.endpoint_limits;
   v_uid uuid;

@@ -5,7 +5,7 @@
 --   conflict PX409 (and rebase_required)  payload_too_large PX413  rate_limited PX429  timeout PX504  internal PX500
 
 create or replace function internal.raise_error(p_code text, p_message text, p_detail jsonb default '{}')
-returns void language plpgsql set search_path = '' as $$
+returns void language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
   raise exception using
     errcode = case p_code
@@ -20,7 +20,7 @@ end $$;
 -- The error object for an exception caught in a handler: our own codes pass through; database
 -- errors are mapped to the nearest stable code.
 create or replace function internal.error_object(p_sqlstate text, p_message text, p_detail text, p_hint text)
-returns jsonb language sql immutable set search_path = '' as $$
+returns jsonb language sql immutable set search_path = pg_catalog, pg_temp as $$
   select jsonb_build_object(
     'code', case
       when p_sqlstate like 'PX%' then p_hint

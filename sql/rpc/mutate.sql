@@ -72,7 +72,7 @@ drop function if exists internal.next_seq(uuid);  -- nextval('app.seq_block_even
 -- The fields an operation's patch changes (see the merge rule above): `content.<key>` per
 -- top-level key of `content` and of `text`, then `type`, `parent`, `position`.
 create or replace function internal.patch_fields(p_patch jsonb) returns text[]
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
   return coalesce((select array_agg(distinct 'content.' || k order by 'content.' || k) from (
            select jsonb_object_keys(case when jsonb_typeof(p_patch -> 'content') = 'object' then p_patch -> 'content' else '{}' end)
@@ -121,7 +121,7 @@ $$;
 
 -- The value of one field (see patch_fields) in a block's JSON, for a conflict's base/theirs/mine.
 create or replace function internal.field_value(p_block jsonb, p_field text) returns jsonb
-language sql immutable set search_path = '' as $$
+language sql immutable set search_path = pg_catalog, pg_temp as $$
   select case
     when p_field like 'content.%' then p_block -> 'content' -> substr(p_field, 9)
     when p_field = 'type' then p_block -> 'type'
@@ -139,8 +139,8 @@ $$;
 -- mutation: the broadcast commits or rolls back with the operation it announces.
 -- Not SECURITY DEFINER and no SET clause (a SET clause costs a GUC nest level at each call, and
 -- this runs for every applied operation): it runs inside the mutation RPCs (through apply_block_op)
--- and internal.assign_ranks, all SECURITY DEFINER with an empty search_path, so as their owner; it
--- names only schema-qualified objects.
+-- and internal.assign_ranks, all SECURITY DEFINER with search_path pinned to pg_catalog, pg_temp,
+-- so as their owner; it names only schema-qualified objects.
 drop function if exists internal.record_applied_op(jsonb, uuid, uuid, text, text, integer, integer, jsonb, jsonb, bigint,
                                                    timestamptz, integer, jsonb, jsonb);
 create function internal.record_applied_op(
@@ -178,7 +178,7 @@ end $$;
 create or replace function internal.record_rejected_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
   p_base_version integer, p_patch jsonb, p_status text, p_result jsonb, p_started_at timestamptz
-) returns void language plpgsql security definer set search_path = '' as $$
+) returns void language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   if internal.canvas_role(p_canvas_id, (p_ctx ->> 'user_id')::uuid) is null then
     perform internal.audit_outside_attempt(p_ctx, 'block.' || coalesce(p_action, 'unknown'), p_status, p_canvas_id,
@@ -204,7 +204,7 @@ end $$;
 -- for one applied before canvas_seq existed and numbered by the migration), marked
 -- `duplicate: true`: the original result, answered again, nothing applied a second time.
 create or replace function internal.prior_result(p_ctx jsonb, p_client_op_id text) returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
   return (select result || jsonb_build_object('canvas_seq', canvas_seq, 'duplicate', true) from app.block_operations
           where actor_id = (p_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success');
@@ -384,8 +384,8 @@ end $$;
 -- One operation. Raises (internal.raise_error) on anything but success; callers catch.
 -- Not SECURITY DEFINER and no SET clause (each costs every mutation a GUC nest level and a
 -- security switch, docs/performance.md): its only callers, upsert_block_atomic and
--- upsert_blocks_atomic, are SECURITY DEFINER with an empty search_path, so it runs as their owner
--- with that search_path; it names only schema-qualified objects. Called by anyone else, it runs
+-- upsert_blocks_atomic, are SECURITY DEFINER with search_path pinned to pg_catalog, pg_temp, so it
+-- runs as their owner with that search_path; it names only schema-qualified objects. Called by anyone else, it runs
 -- with that caller's own rights.
 create or replace function internal.apply_block_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
@@ -708,7 +708,7 @@ end $$;
 -- a user. The hit never waits (internal.take_limit_slot), so it needs no lock around it.
 drop function if exists internal.count_rejected_attempt(jsonb, uuid, jsonb);
 create or replace function internal.count_rejected_attempt(p_ctx jsonb, p_error jsonb) returns void
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   if p_ctx ->> 'user_id' is null or p_error ->> 'code' in ('rate_limited', 'unauthorized') then
     return;
@@ -720,7 +720,7 @@ end $$;
 
 -- What a caught exception becomes for the caller: a conflict carries the current block.
 create or replace function internal.rejection_result(p_client_op_id text, p_block_id uuid, p_error jsonb)
-returns jsonb language sql immutable set search_path = '' as $$
+returns jsonb language sql immutable set search_path = pg_catalog, pg_temp as $$
   select case when p_error ->> 'code' in ('conflict', 'rebase_required') then
     jsonb_build_object('status', 'conflict', 'server_seq', null, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
                        'version', p_error -> 'version', 'block', p_error -> 'block',
@@ -739,7 +739,7 @@ create or replace function api.upsert_block_atomic(
   p_base_version integer default null,
   p_patch jsonb default '{}'
 ) returns jsonb
-language plpgsql security definer set search_path = '' set lock_timeout = '3s'
+language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s'
 as $$
 declare
   v_ctx jsonb;
@@ -821,7 +821,7 @@ comment on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jso
 -- {block_id, action, client_op_id, base_version, patch}. Either every op applies (or had
 -- applied before, by client_op_id) or none does and the first failure is reported.
 create or replace function api.upsert_blocks_atomic(p_canvas_id uuid, p_ops jsonb) returns jsonb
-language plpgsql security definer set search_path = '' set lock_timeout = '3s'
+language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s'
 as $$
 declare
   v_ctx jsonb := internal.request_context();

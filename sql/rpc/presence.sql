@@ -5,7 +5,7 @@
 -- last_active_at_updated}: the broadcast always went out; the durable row is refreshed at most
 -- every presence_write_interval_seconds, so `last_active_at_updated` is false in between.
 create or replace function api.update_presence(p_canvas_id uuid, p_cursor jsonb default null, p_typing boolean default false)
-returns jsonb language plpgsql security definer set search_path = '' as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid;
   v_written boolean;
@@ -30,7 +30,7 @@ end $$;
 -- H6: leave the canvas: presence removed and the departure broadcast (members only, so nobody
 -- can broadcast into a canvas they cannot see).
 create or replace function api.leave_canvas(p_canvas_id uuid) returns void
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_user uuid;
 begin
   perform internal.require_canvas_reader(p_canvas_id);

@@ -7,7 +7,7 @@
 -- resumes after canvas_seq N gets N + 1, N + 2, … or learns that it needs a snapshot.
 
 create or replace function internal.require_canvas_reader(p_canvas_id uuid) returns app.member_role
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare v_role app.member_role;
 begin
   if auth.uid() is null then
@@ -25,7 +25,7 @@ end $$;
 
 -- One applied operation as replay returns it.
 create or replace function internal.change_json(o app.block_operations) returns jsonb
-language sql immutable set search_path = '' as $$
+language sql immutable set search_path = pg_catalog, pg_temp as $$
   select jsonb_build_object(
     'server_seq', o.server_seq, 'canvas_seq', o.canvas_seq, 'action', o.action, 'block_id', o.block_id,
     'version', o.new_version, 'block', o.block, 'client_op_id', o.client_op_id, 'actor_id', o.actor_id,
@@ -36,7 +36,7 @@ $$;
 -- p_since_canvas_seq is given, after that canvas_seq: {changes[], has_more, watermark,
 -- canvas_watermark} (+ snapshot_required by canvas_seq). The caller checked read access.
 create or replace function internal.canvas_changes(p_canvas_id uuid, p_since_seq bigint, p_since_canvas_seq bigint, p_limit integer)
-returns jsonb language plpgsql stable security definer set search_path = '' as $$
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 500), 1), 1000);
   v_canvas app.canvases;
@@ -82,7 +82,7 @@ end $$;
 
 -- Applied operations after since_seq, in seq order: {changes[], has_more, watermark, canvas_watermark}.
 create or replace function api.get_canvas_changes(p_canvas_id uuid, p_since_seq bigint default 0, p_limit integer default 500)
-returns jsonb language plpgsql stable security definer set search_path = '' as $$
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
   perform internal.require_canvas_reader(p_canvas_id);
   return internal.canvas_changes(p_canvas_id, coalesce(p_since_seq, 0), null, p_limit);
@@ -95,7 +95,7 @@ comment on function api.get_canvas_changes(uuid, bigint, integer) is
 
 -- Applied operations after since_canvas_seq, in canvas_seq order (the preferred way to resume).
 create or replace function api.get_canvas_changes_since(p_canvas_id uuid, p_since_canvas_seq bigint default 0, p_limit integer default 500)
-returns jsonb language plpgsql stable security definer set search_path = '' as $$
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
   perform internal.require_canvas_reader(p_canvas_id);
   if p_since_canvas_seq is null or p_since_canvas_seq < 0 then
@@ -117,7 +117,7 @@ comment on function api.get_canvas_changes_since(uuid, bigint, integer) is
 -- STABLE, so all of it reads one snapshot.
 drop function if exists api.get_canvas_snapshot(uuid);
 create or replace function api.get_canvas_snapshot(p_canvas_id uuid, p_since_seq bigint default null) returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare v_role app.member_role;
 begin
   v_role := internal.require_canvas_reader(p_canvas_id);

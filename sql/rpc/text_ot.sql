@@ -27,8 +27,9 @@
 -- in place rather than through helper calls or queries (each costs far more than a loop step).
 -- No SET clause (each call of a function with one costs a GUC nest level, and a text edit made
 -- seven such calls, docs/performance.md): they run inside the mutation RPCs, SECURITY DEFINER with
--- an empty search_path, and name only schema-qualified objects and pg_catalog's built-ins, which
--- every search path reaches first unless it names pg_catalog after another schema.
+-- search_path pinned to pg_catalog, pg_temp, and name only schema-qualified objects and built-ins.
+-- Called from anywhere else (tests, psql) they resolve names through that caller's search path;
+-- none is SECURITY DEFINER, so that gives the caller nothing it did not have.
 
 -- The op made of these components, appended one by one the way the library's makeAppend does
 -- (empty components dropped, adjacent ones of the same kind merged), then trimmed (a trailing
@@ -75,10 +76,39 @@ declare
   d jsonb;
   v_num numeric;
   v_ok boolean;
-  v_kinds "char"[] := '{}';
-  v_lens bigint[] := '{}';
-  v_texts text[] := '{}';
+  v_kinds "char"[];
+  v_lens bigint[];
+  v_texts text[];
 begin
+  -- A keystroke, already in normal form: [n, "str"], [n, {"d": m}], ["str"] or [{"d": m}] (n and
+  -- m whole numbers 1..2147483647, str not empty) is returned as it is, told by one expression
+  -- instead of the walk below: PL/pgSQL sets up every expression it reaches once per transaction,
+  -- so each costs every text edit (docs/performance.md). Nested CASEs, not AND: a numeric cast
+  -- must only ever see a number. Anything else takes the walk.
+  if (case jsonb_typeof(p_op) when 'array' then
+       case jsonb_array_length(p_op)
+         when 1 then v_max >= 1 and
+           case jsonb_typeof(p_op -> 0)
+             when 'string' then p_op -> 0 <> '""'
+             when 'object' then case when (p_op -> 0) - 'd' = '{}' and jsonb_typeof(p_op -> 0 -> 'd') = 'number'
+                                     then (p_op -> 0 -> 'd')::numeric between 1 and 2147483647 and scale((p_op -> 0 -> 'd')::numeric) = 0
+                                     else false end
+             else false end
+         when 2 then v_max >= 2 and
+           case when jsonb_typeof(p_op -> 0) = 'number'
+                then (p_op -> 0)::numeric between 1 and 2147483647 and scale((p_op -> 0)::numeric) = 0
+                else false end and
+           case jsonb_typeof(p_op -> 1)
+             when 'string' then p_op -> 1 <> '""'
+             when 'object' then case when (p_op -> 1) - 'd' = '{}' and jsonb_typeof(p_op -> 1 -> 'd') = 'number'
+                                     then (p_op -> 1 -> 'd')::numeric between 1 and 2147483647 and scale((p_op -> 1 -> 'd')::numeric) = 0
+                                     else false end
+             else false end
+         else false end
+      else false end) then  -- (parenthesized: IF reads its condition up to the first THEN)
+    return p_op;
+  end if;
+  v_kinds := '{}'; v_lens := '{}'; v_texts := '{}';
   if p_op is null or jsonb_typeof(p_op) <> 'array' then
     perform internal.raise_error('invalid_input',
       format('%s must be a text op: a JSON array of components (skip n, insert "text", delete {"d": n}), not %s',
@@ -325,8 +355,12 @@ begin
       if v_oat < v_at then v_at := greatest(v_oat, v_at - v_olen); end if;
     end if;
   end loop;
+  -- op is one insert, one delete or nothing: built here, as text_op_from_parts would build it
+  -- ([] for nothing, the skip only when above 0), without its call and its expressions
   return case when v_kind is null then v_op
-              else internal.text_op_from_parts(array['s', v_kind], array[v_at, coalesce(length(v_ins), v_del, 0)], array[null, v_ins]) end;
+              when coalesce(length(v_ins), v_del, 0) <= 0 then '[]'
+              else case when v_at > 0 then jsonb_build_array(v_at) else '[]' end
+                   || jsonb_build_array(case v_kind when 'i' then to_jsonb(v_ins) else jsonb_build_object('d', v_del) end) end;
 end $$;
 comment on function internal.text_op_transform_all(jsonb, jsonb[], text) is
   'ot-text-unicode transform folded over a list: op rewritten to apply after others[1], then others[2], … (nulls skipped); the same op as chained text_op_transform calls.';

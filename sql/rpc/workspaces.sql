@@ -27,21 +27,21 @@
 -- owner when two owners step down at once.
 
 create or replace function internal.workspace_json(w app.workspaces, p_role app.member_role) returns jsonb
-language sql immutable set search_path = '' as $$
+language sql immutable set search_path = pg_catalog, pg_temp as $$
   select jsonb_build_object('workspace_id', w.workspace_id, 'name', w.name, 'role', p_role,
                             'created_by', w.created_by, 'created_at', w.created_at)
 $$;
 
 -- {user_id, email, role, joined_at} of one member, or null.
 create or replace function internal.member_json(p_workspace_id uuid, p_user_id uuid) returns jsonb
-language sql stable security definer set search_path = '' as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   select jsonb_build_object('user_id', m.user_id, 'email', u.email, 'role', m.role, 'joined_at', m.created_at)
   from app.workspace_members m join auth.users u on u.id = m.user_id
   where m.workspace_id = p_workspace_id and m.user_id = p_user_id
 $$;
 
 create or replace function internal.invite_json(i app.workspace_invites) returns jsonb
-language sql immutable set search_path = '' as $$
+language sql immutable set search_path = pg_catalog, pg_temp as $$
   select jsonb_build_object('invite_id', i.invite_id, 'workspace_id', i.workspace_id, 'email', i.email, 'role', i.role,
                             'invited_by', i.invited_by, 'created_at', i.created_at)
 $$;
@@ -49,7 +49,7 @@ $$;
 -- A role given as text (what clients send): one of owner, admin, editor, viewer, else
 -- invalid_input naming `role`.
 create or replace function internal.parse_member_role(p_role text) returns app.member_role
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
   if p_role is null or p_role not in ('owner', 'admin', 'editor', 'viewer') then
     perform internal.raise_error('invalid_input', 'role must be one of owner, admin, editor, viewer', '{"field":"role"}');
@@ -60,7 +60,7 @@ end $$;
 -- An email as stored: trimmed, lower-cased (GoTrue's form), 3 to 320 characters, one @ with
 -- something on both sides; else invalid_input naming `email`.
 create or replace function internal.normalize_email(p_email text) returns text
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 declare v_email text := lower(btrim(p_email));
 begin
   if v_email is null or char_length(v_email) not between 3 and 320 or v_email !~ '^[^@\s]+@[^@\s]+$' then
@@ -71,7 +71,7 @@ end $$;
 
 -- A workspace name: 1 to 200 characters once trimmed; else invalid_input naming `name`.
 create or replace function internal.check_workspace_name(p_name text) returns text
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
   if p_name is null or char_length(btrim(p_name)) not between 1 and 200 then
     perform internal.raise_error('invalid_input', 'name must be 1 to 200 characters', '{"field":"name"}');
@@ -83,7 +83,7 @@ end $$;
 -- `workspace_id` (no such workspace, or not a member: indistinguishable on purpose), forbidden
 -- (a canvas-scoped token; p_write: a change rather than a read).
 create or replace function internal.require_workspace_member(p_workspace_id uuid, p_write boolean) returns app.member_role
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_role app.member_role := internal.workspace_role(p_workspace_id, internal.require_user());
 begin
@@ -101,7 +101,7 @@ end $$;
 -- returns the caller's role as it is once the lock is held (a concurrent change may have changed
 -- it); not_found if the caller is no longer a member.
 create or replace function internal.lock_workspace(p_workspace_id uuid) returns app.member_role
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_role app.member_role;
 begin
   perform from app.workspaces where workspace_id = p_workspace_id for no key update;
@@ -115,7 +115,7 @@ end $$;
 -- The caller's role, which must be owner or admin (forbidden otherwise: p_what says what they
 -- tried), with the workspace locked (internal.lock_workspace).
 create or replace function internal.require_workspace_manager(p_workspace_id uuid, p_what text) returns app.member_role
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_role app.member_role;
 begin
   perform internal.require_workspace_member(p_workspace_id, true);
@@ -129,7 +129,7 @@ end $$;
 -- Refuses (invalid_input, reason last_owner, naming p_field) when p_user_id is the workspace's
 -- only owner: the change would leave it without one. Call with the workspace locked.
 create or replace function internal.keep_last_owner(p_workspace_id uuid, p_user_id uuid, p_field text) returns void
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
   if internal.workspace_role(p_workspace_id, p_user_id) = 'owner'
      and (select count(*) from app.workspace_members where workspace_id = p_workspace_id and role = 'owner') = 1 then
@@ -143,7 +143,7 @@ end $$;
 -- ---------------------------------------------------------------------------------------------
 
 create or replace function api.create_workspace(p_name text) returns jsonb
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid := internal.require_user();
   v_name text := internal.check_workspace_name(p_name);
@@ -164,7 +164,7 @@ comment on function api.create_workspace(text) is
   '(a canvas-scoped token). Any signed-in user. Audited workspace.create.';
 
 create or replace function api.list_my_workspaces() returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare v_user uuid := internal.require_user();
 begin
   if not internal.token_allows(null, false) then
@@ -180,7 +180,7 @@ comment on function api.list_my_workspaces() is
   'created_at}]. Errors: unauthorized; forbidden (a token scoped to some canvases). Any signed-in user.';
 
 create or replace function api.rename_workspace(p_workspace_id uuid, p_name text) returns jsonb
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_role app.member_role := internal.require_workspace_member(p_workspace_id, true);
   v_name text;
@@ -201,7 +201,7 @@ comment on function api.rename_workspace(uuid, text) is
   'Owners and admins. Audited workspace.rename.';
 
 create or replace function api.list_workspace_canvases(p_workspace_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare v_user uuid;
 begin
   perform internal.require_workspace_member(p_workspace_id, false);
@@ -220,7 +220,7 @@ comment on function api.list_workspace_canvases(uuid) is
 -- ---------------------------------------------------------------------------------------------
 
 create or replace function api.list_workspace_members(p_workspace_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
   perform internal.require_workspace_member(p_workspace_id, false);
   return coalesce((
@@ -234,7 +234,7 @@ comment on function api.list_workspace_members(uuid) is
   'unauthorized; not_found (workspace_id: none, or not a member); forbidden (canvas-scoped token). Any member.';
 
 create or replace function api.add_workspace_member(p_workspace_id uuid, p_email text, p_role text) returns jsonb
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'add members');
   v_role app.member_role := internal.parse_member_role(p_role);
@@ -287,7 +287,7 @@ comment on function api.add_workspace_member(uuid, text, text) is
   'workspace.member.add or workspace.member.invite.';
 
 create or replace function api.update_workspace_member(p_workspace_id uuid, p_user_id uuid, p_role text) returns jsonb
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'change roles');
   v_role app.member_role := internal.parse_member_role(p_role);
@@ -318,7 +318,7 @@ comment on function api.update_workspace_member(uuid, uuid, text) is
   'their access (access_changed). Audited workspace.member.role.';
 
 create or replace function api.remove_workspace_member(p_workspace_id uuid, p_user_id uuid) returns jsonb
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid;
   v_caller app.member_role;
@@ -363,7 +363,7 @@ comment on function api.remove_workspace_member(uuid, uuid) is
 -- Kept for SQL callers and fixtures (PostgREST-style): sets a user's role by id, adding them if
 -- needed, under the same rules as the functions above.
 create or replace function api.set_workspace_member(p_workspace_id uuid, p_user_id uuid, p_role app.member_role)
-returns jsonb language plpgsql security definer set search_path = '' as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'manage members');
   v_current app.member_role := internal.workspace_role(p_workspace_id, p_user_id);
@@ -395,7 +395,7 @@ comment on function api.set_workspace_member(uuid, uuid, app.member_role) is
 -- ---------------------------------------------------------------------------------------------
 
 create or replace function api.list_workspace_invites(p_workspace_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare v_role app.member_role := internal.require_workspace_member(p_workspace_id, false);
 begin
   if v_role not in ('owner', 'admin') then
@@ -410,7 +410,7 @@ comment on function api.list_workspace_invites(uuid) is
   'Owners and admins.';
 
 create or replace function api.revoke_workspace_invite(p_workspace_id uuid, p_invite_id uuid) returns jsonb
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'revoke invites');
   v_invite app.workspace_invites;
@@ -442,7 +442,7 @@ comment on function api.revoke_workspace_invite(uuid, uuid) is
 -- is of use only to whoever confirms the address. The membership insert is announced to open
 -- sockets by the access_changed trigger like any other.
 create or replace function internal.accept_workspace_invites() returns trigger
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_email text := lower(btrim(new.email));
   v_ctx jsonb;

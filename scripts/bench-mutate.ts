@@ -252,7 +252,7 @@ async function main() {
       create table bench.counter (id integer primary key, n bigint not null default 0);
       insert into bench.counter (id) select generate_series(1, ${CANVASES});
       create function bench.bare_update(p_id integer) returns void
-        language sql security definer set search_path = '' as $$
+        language sql security definer set search_path = pg_catalog, pg_temp as $$
         update bench.counter set n = n + 1 where id = p_id $$;
       grant usage on schema bench to authenticated;
       grant execute on function bench.bare_update(integer) to authenticated;`);

@@ -13,7 +13,7 @@
 -- mutation-writes.sql and mutation-rpc.sql in the same rounds (docs/performance.md).
 create or replace function bench.rpc_ladder(p_canvas_id uuid, p_block_id uuid, p_user_id uuid, p_version integer, p_op text,
                                             p_text text, p_auth boolean, p_limit boolean)
-returns jsonb language plpgsql security definer set search_path = '' set lock_timeout = '3s' as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s' as $$
 declare
   v_ctx jsonb;
   v_role app.member_role;

@@ -12,7 +12,7 @@ select plan(5);
 
 select is(
   (select array_agg(p.oid::regprocedure::text order by 1) from pg_proc p
-   where p.prosecdef and p.pronamespace::regnamespace::text in ('api', 'internal', 'app', 'auth', 'realtime', 'storage')
+   where p.prosecdef and p.pronamespace::regnamespace::text in ('api', 'internal', 'app')  -- (auth, realtime: Supabase's own on Supabase)
      and not coalesce('search_path=pg_catalog, pg_temp' = any(p.proconfig), false)),
   null, 'every SECURITY DEFINER function of Potentia pins search_path = pg_catalog, pg_temp');
 select ok((select count(*) from pg_proc p where p.prosecdef and p.pronamespace in ('api'::regnamespace, 'internal'::regnamespace)) > 50,

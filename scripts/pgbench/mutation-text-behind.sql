@@ -13,8 +13,9 @@
 \set op random(1, 9223372036854775807)
 \set at random(1, 4)
 select t.canvas_id, t.block_id, t.user_id,
-       greatest(b.version - 15, (select max(o.new_version) from app.block_operations o
-                                 where o.block_id = t.block_id and o.status = 'success' and o.patch ? 'content')) as base,
+       greatest(b.version - 15, (select max(o.new_version) from app.block_operations o  -- (of the last 15: a range of the index)
+                                 where o.block_id = t.block_id and o.status = 'success' and o.new_version >= b.version - 15
+                                   and o.patch ? 'content')) as base,
        (length(b.content ->> 'text') > 24)::int as del
 from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = (select max(k) from bench.pgbench_targets) \gset
 \startpipeline

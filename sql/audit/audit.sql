@@ -4,9 +4,9 @@
 -- SQL function called from PL/pgSQL is planned again at each call). Not SECURITY DEFINER and no
 -- SET clause (each costs every mutation a GUC nest level and a security switch,
 -- docs/performance.md): its callers are SECURITY DEFINER functions with search_path pinned to
--- pg_catalog, pg_temp and the upgrade script (src/upgrade/v1-write.ts, as the database owner), so it runs with their
--- owner's rights; it names only schema-qualified objects. No API role can insert into
--- app.system_audit, so called by one it fails.
+-- pg_catalog, pg_temp and the upgrade script (src/upgrade/v1-write.ts, as the database owner), so
+-- it runs with their owner's rights; it names only schema-qualified objects. No API role can
+-- insert into app.system_audit, so called by one it fails.
 
 create or replace function internal.write_audit(
   p_ctx jsonb,

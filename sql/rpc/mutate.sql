@@ -217,9 +217,9 @@ end $$;
 -- transformed), the text operations as applied and the new content (null for a delete), or
 -- raises. apply_block_op runs it before the canvas lock on the block as read then, and again
 -- under the lock only if the block changed in between. Not SECURITY DEFINER and no SET clause:
--- only apply_block_op calls it, on every update, inside the mutation RPCs (SECURITY DEFINER, empty
--- search_path), so it runs as their owner with that search_path; it names only schema-qualified
--- objects.
+-- only apply_block_op calls it, on every update, inside the mutation RPCs (SECURITY DEFINER,
+-- search_path pinned), so it runs as their owner with that search_path; it names only
+-- schema-qualified objects.
 -- p_recheck: the patch and text operations are this same operation as already prepared against
 -- an earlier version p_base_version of the block (text operations transformed up to it): only
 -- the operations committed since are merged and transformed (a transform chain is a fold, so this
@@ -385,8 +385,8 @@ end $$;
 -- Not SECURITY DEFINER and no SET clause (each costs every mutation a GUC nest level and a
 -- security switch, docs/performance.md): its only callers, upsert_block_atomic and
 -- upsert_blocks_atomic, are SECURITY DEFINER with search_path pinned to pg_catalog, pg_temp, so it
--- runs as their owner with that search_path; it names only schema-qualified objects. Called by anyone else, it runs
--- with that caller's own rights.
+-- runs as their owner with that search_path; it names only schema-qualified objects. Called by
+-- anyone else, it runs with that caller's own rights.
 create or replace function internal.apply_block_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
   p_base_version integer, p_patch jsonb, p_started_at timestamptz

@@ -86,25 +86,19 @@ begin
   -- so each costs every text edit (docs/performance.md). Nested CASEs, not AND: a numeric cast
   -- must only ever see a number. Anything else takes the walk.
   if (case jsonb_typeof(p_op) when 'array' then
-       case jsonb_array_length(p_op)
-         when 1 then v_max >= 1 and
-           case jsonb_typeof(p_op -> 0)
-             when 'string' then p_op -> 0 <> '""'
-             when 'object' then case when (p_op -> 0) - 'd' = '{}' and jsonb_typeof(p_op -> 0 -> 'd') = 'number'
-                                     then (p_op -> 0 -> 'd')::numeric between 1 and 2147483647 and scale((p_op -> 0 -> 'd')::numeric) = 0
-                                     else false end
-             else false end
-         when 2 then v_max >= 2 and
-           case when jsonb_typeof(p_op -> 0) = 'number'
-                then (p_op -> 0)::numeric between 1 and 2147483647 and scale((p_op -> 0)::numeric) = 0
-                else false end and
-           case jsonb_typeof(p_op -> 1)
-             when 'string' then p_op -> 1 <> '""'
-             when 'object' then case when (p_op -> 1) - 'd' = '{}' and jsonb_typeof(p_op -> 1 -> 'd') = 'number'
-                                     then (p_op -> 1 -> 'd')::numeric between 1 and 2147483647 and scale((p_op -> 1 -> 'd')::numeric) = 0
-                                     else false end
-             else false end
-         else false end
+        jsonb_array_length(p_op) between 1 and least(v_max, 2)
+        -- the skip, if there is one
+        and (jsonb_array_length(p_op) = 1
+             or case when jsonb_typeof(p_op -> 0) = 'number'
+                     then (p_op -> 0)::numeric between 1 and 2147483647 and scale((p_op -> 0)::numeric) = 0
+                     else false end)
+        -- the last component: the insert or the delete
+        and case jsonb_typeof(p_op -> -1)
+              when 'string' then p_op -> -1 <> '""'
+              when 'object' then case when (p_op -> -1) - 'd' = '{}' and jsonb_typeof(p_op -> -1 -> 'd') = 'number'
+                                      then (p_op -> -1 -> 'd')::numeric between 1 and 2147483647 and scale((p_op -> -1 -> 'd')::numeric) = 0
+                                      else false end
+              else false end
       else false end) then  -- (parenthesized: IF reads its condition up to the first THEN)
     return p_op;
   end if;

@@ -2,7 +2,7 @@
 -- change sql/ and generate a new migration. Each source below is re-runnable (create or replace,
 -- drop … if exists) and appears in the order `npm run db:migrate` applies sql/.
 -- potentia:graphile-worker 0.17.3 19
--- potentia:source sql/audit/audit.sql 4f2e7e1243ece66320aa8a803f97a974017ee8ed85bbd77cdd20bbdd4209b742 included
+-- potentia:source sql/audit/audit.sql f8521d73c174af91abc3966c19f2d3f51000135cf137ef87c6680a0f378fe988 included
 -- potentia:source sql/auth/context.sql 0cf549dae7a0e71579d1e0a392963069483566eb376782e5814a16aa325acb45 included
 -- potentia:source sql/auth/password.sql e7eba42915a872b083801a82e8fafd9b6af16186560c1c6f985a7f41958a273c included
 -- potentia:source sql/auth/permissions.sql 4ec6cb43aac98ff19b6b352b0a43e378d44fab9dfd4053475d274f750404214b included
@@ -25,10 +25,10 @@
 -- potentia:source sql/rpc/canvas.sql ece4dd1c912857024b51213503c987bf9ecfe93bf76af620b12dd932f8704971 included
 -- potentia:source sql/rpc/endpoint_limits.sql 3bb2835ef77c3aa81f22bafea141b0036325852807aaf840416678e09be52004 included
 -- potentia:source sql/rpc/errors.sql 215e41ddaa70c93a668c3c568266140b6b84b8ad1aaca92c2d747917ee73a7a2 included
--- potentia:source sql/rpc/mutate.sql 4d5ea773d01017fd31407e9da4158d05888586c83c495eca341be5b07bfb7b91 included
+-- potentia:source sql/rpc/mutate.sql 89df08f1239fd9bd52c1021fcb474ce51a42b32c7310932303538a64be7b0aa5 included
 -- potentia:source sql/rpc/presence.sql c996eb64425d56968450389b905f8b479e58ad5da9c883367c5a2bd9422167c5 included
 -- potentia:source sql/rpc/replay.sql a2c7641f6e3365bc9a43d5ee20fa519c721bfd520f468e5d42723694c8f243d1 included
--- potentia:source sql/rpc/text_ot.sql 489d39fd7b0fd61412e75d30350b618d1e4bd0a5a7f40a241c61c060d76f2184 included
+-- potentia:source sql/rpc/text_ot.sql 078d6bbe2d29619825510d6fa43eeead48b40ec3848688aa916443b86302ded0 included
 -- potentia:source sql/rpc/workspaces.sql eaa3d3ea0a052c6a081d7ebcd92cc6688502c071683c5511bcfc8ecb8674c43f included
 -- potentia:source sql/security/public_execute.sql d32a639904fbb4bf3138c244f3add2a9436a7ceb68b7508e5f821c1b71b70b8a included
 
@@ -42,9 +42,9 @@ set check_function_bodies = off;
 -- SQL function called from PL/pgSQL is planned again at each call). Not SECURITY DEFINER and no
 -- SET clause (each costs every mutation a GUC nest level and a security switch,
 -- docs/performance.md): its callers are SECURITY DEFINER functions with search_path pinned to
--- pg_catalog, pg_temp and the upgrade script (src/upgrade/v1-write.ts, as the database owner), so it runs with their
--- owner's rights; it names only schema-qualified objects. No API role can insert into
--- app.system_audit, so called by one it fails.
+-- pg_catalog, pg_temp and the upgrade script (src/upgrade/v1-write.ts, as the database owner), so
+-- it runs with their owner's rights; it names only schema-qualified objects. No API role can
+-- insert into app.system_audit, so called by one it fails.
 
 create or replace function internal.write_audit(
   p_ctx jsonb,
@@ -2458,9 +2458,9 @@ end $$;
 -- transformed), the text operations as applied and the new content (null for a delete), or
 -- raises. apply_block_op runs it before the canvas lock on the block as read then, and again
 -- under the lock only if the block changed in between. Not SECURITY DEFINER and no SET clause:
--- only apply_block_op calls it, on every update, inside the mutation RPCs (SECURITY DEFINER, empty
--- search_path), so it runs as their owner with that search_path; it names only schema-qualified
--- objects.
+-- only apply_block_op calls it, on every update, inside the mutation RPCs (SECURITY DEFINER,
+-- search_path pinned), so it runs as their owner with that search_path; it names only
+-- schema-qualified objects.
 -- p_recheck: the patch and text operations are this same operation as already prepared against
 -- an earlier version p_base_version of the block (text operations transformed up to it): only
 -- the operations committed since are merged and transformed (a transform chain is a fold, so this
@@ -2626,8 +2626,8 @@ end $$;
 -- Not SECURITY DEFINER and no SET clause (each costs every mutation a GUC nest level and a
 -- security switch, docs/performance.md): its only callers, upsert_block_atomic and
 -- upsert_blocks_atomic, are SECURITY DEFINER with search_path pinned to pg_catalog, pg_temp, so it
--- runs as their owner with that search_path; it names only schema-qualified objects. Called by anyone else, it runs
--- with that caller's own rights.
+-- runs as their owner with that search_path; it names only schema-qualified objects. Called by
+-- anyone else, it runs with that caller's own rights.
 create or replace function internal.apply_block_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
   p_base_version integer, p_patch jsonb, p_started_at timestamptz
@@ -3444,25 +3444,19 @@ begin
   -- so each costs every text edit (docs/performance.md). Nested CASEs, not AND: a numeric cast
   -- must only ever see a number. Anything else takes the walk.
   if (case jsonb_typeof(p_op) when 'array' then
-       case jsonb_array_length(p_op)
-         when 1 then v_max >= 1 and
-           case jsonb_typeof(p_op -> 0)
-             when 'string' then p_op -> 0 <> '""'
-             when 'object' then case when (p_op -> 0) - 'd' = '{}' and jsonb_typeof(p_op -> 0 -> 'd') = 'number'
-                                     then (p_op -> 0 -> 'd')::numeric between 1 and 2147483647 and scale((p_op -> 0 -> 'd')::numeric) = 0
-                                     else false end
-             else false end
-         when 2 then v_max >= 2 and
-           case when jsonb_typeof(p_op -> 0) = 'number'
-                then (p_op -> 0)::numeric between 1 and 2147483647 and scale((p_op -> 0)::numeric) = 0
-                else false end and
-           case jsonb_typeof(p_op -> 1)
-             when 'string' then p_op -> 1 <> '""'
-             when 'object' then case when (p_op -> 1) - 'd' = '{}' and jsonb_typeof(p_op -> 1 -> 'd') = 'number'
-                                     then (p_op -> 1 -> 'd')::numeric between 1 and 2147483647 and scale((p_op -> 1 -> 'd')::numeric) = 0
-                                     else false end
-             else false end
-         else false end
+        jsonb_array_length(p_op) between 1 and least(v_max, 2)
+        -- the skip, if there is one
+        and (jsonb_array_length(p_op) = 1
+             or case when jsonb_typeof(p_op -> 0) = 'number'
+                     then (p_op -> 0)::numeric between 1 and 2147483647 and scale((p_op -> 0)::numeric) = 0
+                     else false end)
+        -- the last component: the insert or the delete
+        and case jsonb_typeof(p_op -> -1)
+              when 'string' then p_op -> -1 <> '""'
+              when 'object' then case when (p_op -> -1) - 'd' = '{}' and jsonb_typeof(p_op -> -1 -> 'd') = 'number'
+                                      then (p_op -> -1 -> 'd')::numeric between 1 and 2147483647 and scale((p_op -> -1 -> 'd')::numeric) = 0
+                                      else false end
+              else false end
       else false end) then  -- (parenthesized: IF reads its condition up to the first THEN)
     return p_op;
   end if;

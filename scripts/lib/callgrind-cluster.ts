@@ -1,39 +1,28 @@
-// A private PostgreSQL cluster for counting instructions: initdb in a temporary directory, its own
-// port, and a server that can run under valgrind's callgrind, which writes one profile per backend
+// A private PostgreSQL cluster (private-cluster.ts) for counting instructions: its own
+// server can run under valgrind's callgrind, which writes one profile per backend
 // when it exits. The instructions a backend executes for the same code and data repeat to within
 // about 1 % from run to run (random ids and a growing log are the rest), where time on a shared VM
 // drifts by 10-20 % within minutes: a change of 2 % to the mutation RPC is readable here and not
 // in transactions per second. What it does not count: waits (locks, the WAL flush), cache misses,
 // and the client's and the kernel's share.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runPgbench } from './bench.ts';
+import { asServerUser, PrivateCluster } from './private-cluster.ts';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** `command` as the postgres user when this process is root (initdb and the server refuse root). */
-function asServerUser(command: string, args: string[]): [string, string[]] {
-  return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
-}
-
-export class CallgrindCluster {
-  private server: ChildProcess | null = null;
-  private readonly data: string;
-  private readonly profiles: string;
-
-  private constructor(private readonly dir: string, private readonly bindir: string, readonly port: number) {
-    this.data = join(dir, 'data');
-    this.profiles = join(dir, 'profiles');
-  }
+export class CallgrindCluster extends PrivateCluster {
+  private readonly profiles = join(this.dir, 'profiles');
+  private callgrind = false;
 
   /**
    * initdb a cluster under a new temporary directory with the binaries of `bindir` (e.g.
    * /usr/lib/postgresql/15/bin), listening on 127.0.0.1:`port` with trust authentication.
    * Autovacuum is off so that nothing changes the tables between two measured runs but the runs.
    */
-  static create(bindir: string, port: number): CallgrindCluster {
+  static override create(bindir: string, port: number): CallgrindCluster {
     for (const tool of ['valgrind', 'callgrind_annotate']) {
       try {
         execFileSync('which', [tool], { stdio: 'ignore' });
@@ -41,67 +30,22 @@ export class CallgrindCluster {
         throw new Error(`${tool} not found: install valgrind (Debian: apt-get install valgrind) to count instructions`);
       }
     }
-    const dir = mkdtempSync(join(tmpdir(), 'potentia-callgrind-'));
-    const cluster = new CallgrindCluster(dir, bindir, port);
-    if (process.getuid?.() === 0) {
-      const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
-      const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
-      chownSync(dir, uid, gid);
-    }
-    execFileSync(...asServerUser(join(bindir, 'initdb'), ['-D', cluster.data, '-A', 'trust', '-U', 'postgres', '--no-sync']),
-      { stdio: ['ignore', 'ignore', 'inherit'] });
+    const cluster = new CallgrindCluster(PrivateCluster.makeDir(), bindir, port);
+    cluster.init({ settings: ['autovacuum = off', 'fsync = off'] });
     execFileSync(...asServerUser('mkdir', [cluster.profiles]));
-    writeFileSync(join(cluster.data, 'postgresql.auto.conf'), [
-      `port = ${port}`, `listen_addresses = '127.0.0.1'`, `unix_socket_directories = '${dir}'`,
-      // as production has it (the realtime gateway reads the WAL)
-      'wal_level = logical', 'max_replication_slots = 8', 'max_wal_senders = 8',
-      'autovacuum = off', 'fsync = off', '',
-    ].join('\n'));
     return cluster;
   }
 
-  /** postgres://postgres@127.0.0.1:<port>/<database> */
-  url(database: string): string {
-    return `postgres://postgres@127.0.0.1:${this.port}/${database}`;
-  }
-
   /** Starts the server, under callgrind when `callgrind` (about 50 times slower), and waits until it accepts connections. */
-  async start(callgrind: boolean): Promise<void> {
+  override async start(callgrind = false): Promise<void> {
+    this.callgrind = callgrind;
+    await super.start();
+  }
+
+  protected override serverCommand(): [string, string[]] {
+    if (!this.callgrind) return super.serverCommand();
     const postgresArgs = [join(this.bindir, 'postgres'), '-D', this.data];
-    const [command, args] = callgrind
-      ? asServerUser('valgrind', ['--tool=callgrind', `--callgrind-out-file=${this.profiles}/callgrind.%p`, ...postgresArgs])
-      : asServerUser(postgresArgs[0]!, postgresArgs.slice(1));
-    this.server = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    this.server.stderr!.on('data', (chunk: Buffer) => { stderr = (stderr + chunk.toString()).slice(-4000); });
-    for (let waited = 0; ; waited += 250) {
-      try {
-        execFileSync(join(this.bindir, 'pg_isready'), ['-q', '-h', '127.0.0.1', '-p', String(this.port)]);
-        return;
-      } catch {
-        if (this.server.exitCode !== null || waited > 120_000) throw new Error(`the private cluster did not start:\n${stderr}`);
-        await sleep(250);
-      }
-    }
-  }
-
-  /** Stops the server (fast shutdown) and waits for it to exit. */
-  async stop(): Promise<void> {
-    const server = this.server;
-    if (!server || server.exitCode !== null) return;
-    const exited = new Promise((resolve) => server.once('exit', resolve));
-    execFileSync(...asServerUser(join(this.bindir, 'pg_ctl'), ['-D', this.data, '-m', 'fast', '-w', 'stop']), { stdio: 'ignore' });
-    await exited;
-    this.server = null;
-  }
-
-  /** Stops the server and removes the cluster's directory. */
-  async destroy(): Promise<void> {
-    try {
-      await this.stop();
-    } finally {
-      rmSync(this.dir, { recursive: true, force: true });
-    }
+    return asServerUser('valgrind', ['--tool=callgrind', `--callgrind-out-file=${this.profiles}/callgrind.%p`, ...postgresArgs]);
   }
 
   /**

@@ -203,11 +203,32 @@ end $$;
 -- The result of an already-applied operation of this caller, if any (with its canvas_seq, also
 -- for one applied before canvas_seq existed and numbered by the migration), marked
 -- `duplicate: true`: the original result, answered again, nothing applied a second time.
-create or replace function internal.prior_result(p_ctx jsonb, p_client_op_id text) returns jsonb
+-- A client_op_id names one operation: the applied one answers only for the same canvas, action
+-- and block (any block for a create without block_id, whose id the server chose). Reused for
+-- another operation, the answer is {status: failed, error: invalid_input on client_op_id}, with
+-- no `duplicate` key: answering it with the other operation's result would tell the client that
+-- an operation applied which never did (Stripe's idempotency keys refuse a reuse the same way).
+-- The patch is not compared: the log holds it as applied (text operations transformed).
+drop function if exists internal.prior_result(jsonb, text);
+create or replace function internal.prior_result(p_ctx jsonb, p_client_op_id text, p_canvas_id uuid, p_block_id uuid,
+                                                 p_action text) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_op record;
 begin
-  return (select result || jsonb_build_object('canvas_seq', canvas_seq, 'duplicate', true) from app.block_operations
-          where actor_id = (p_ctx ->> 'user_id')::uuid and client_op_id = p_client_op_id and status = 'success');
+  select o.result, o.canvas_seq, o.canvas_id, o.block_id, o.action into v_op from app.block_operations o
+  where o.actor_id = (p_ctx ->> 'user_id')::uuid and o.client_op_id = p_client_op_id and o.status = 'success';
+  if not found then
+    return null;
+  end if;
+  if v_op.canvas_id is distinct from p_canvas_id or v_op.action is distinct from p_action
+     or (p_block_id is not null and v_op.block_id is distinct from p_block_id) then
+    return jsonb_build_object('status', 'failed', 'error', jsonb_build_object(
+      'code', 'invalid_input', 'field', 'client_op_id',
+      'message', format('client_op_id %s was already used for another operation (%s of block %s on canvas %s): '
+                        'give each operation a client_op_id of its own', p_client_op_id, v_op.action, v_op.block_id, v_op.canvas_id)));
+  end if;
+  return v_op.result || jsonb_build_object('canvas_seq', v_op.canvas_seq, 'duplicate', true);
 end $$;
 
 -- What an update, move or delete does to block p_old, decided from the block and the operation
@@ -248,6 +269,11 @@ begin
   o_text := p_text;      -- text operations by content key: normalized, then transformed as applied
   if p_base_version is null then
     perform internal.raise_error('invalid_input', 'base_version is required', '{"field":"base_version"}');
+  end if;
+  if p_base_version < 1 then
+    -- versions start at 1: below it, the log's create would read as the block created again
+    perform internal.raise_error('invalid_input', format('base_version must be 1 or more (a block''s first version is 1), not %s: '
+                                 'send the version of the block your change was made on', p_base_version), '{"field":"base_version"}');
   end if;
   if p_base_version > p_old.version then
     perform internal.raise_error('invalid_input', format('base_version %s is newer than the block (version %s)', p_base_version, p_old.version),
@@ -785,13 +811,14 @@ begin
   end loop;
   -- applied before, by an earlier attempt or a concurrent one that committed first (whatever this
   -- attempt then ran into: the idempotency index, a changed block, a conflict): its result
-  v_prior := internal.prior_result(v_ctx, p_client_op_id);
-  if v_prior is not null then
+  v_prior := internal.prior_result(v_ctx, p_client_op_id, p_canvas_id, p_block_id, p_action);
+  if v_prior ? 'duplicate' then
     perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version,
                                         p_patch, 'duplicate', v_prior, v_started);
     return v_prior;
   end if;
-  v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
+  -- the client_op_id names another applied operation (prior_result), or the attempt's own error
+  v_error := coalesce(v_prior -> 'error', internal.error_object(v_state, v_msg, v_detail, v_hint));
   perform internal.count_rejected_attempt(v_ctx, v_error);
   v_result := internal.rejection_result(p_client_op_id, p_block_id, v_error);
   perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch,
@@ -812,12 +839,14 @@ comment on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jso
   'is a conflict with error code rebase_required and the current block. '
   'server_seq orders operations across all canvases (with gaps per canvas); canvas_seq numbers the applied operations of this canvas 1, 2, 3, … '
   'with no gap, in commit order (both taken under the canvas lock; conflicts, failures and rolled-back attempts take no number), so a client '
-  'that applied canvas_seq N knows the next one is N + 1. A retried client_op_id returns the original numbers. '
+  'that applied canvas_seq N knows the next one is N + 1. A retried client_op_id returns the original numbers (duplicate: true); one already used '
+  'for another operation of the caller (another canvas, action, or block) is refused with invalid_input on field client_op_id. '
   'Logging rule: a rejected attempt (failed, conflict, duplicate) by a caller with a role on the canvas is logged in that canvas''s '
   'app.block_operations with its patch, as the tenant''s own; one by a caller with no role on it (not a member, no user, a missing or '
   'deleted canvas) is recorded only in app.system_audit (who, action, canvas, block, client_op_id, error code, ip, user agent; '
   'texts cut to 200 characters, never the payload) and never in the canvas''s log. Either way it counts toward the caller''s rate limit. '
-  'base_version is an int4: a larger value is refused with invalid_input (SQLSTATE 22003 when cast at the call).';
+  'base_version is an int4 of at least 1 (a block''s first version): below 1 it is refused with invalid_input on field base_version, above '
+  'the int4 range with invalid_input (SQLSTATE 22003 when cast at the call).';
 
 -- All-or-nothing batch on one canvas: p_ops is an array of
 -- {block_id, action, client_op_id, base_version, patch}. Either every op applies (or had
@@ -865,9 +894,12 @@ begin
           perform internal.raise_error('invalid_input', 'base_version must be a whole number within the 32-bit integer range',
                                        '{"field":"base_version"}');
         end if;
-        v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id');
-        if v_prior is not null then
+        v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id', p_canvas_id, internal.try_uuid(v_op ->> 'block_id'),
+                                         v_op ->> 'action');
+        if v_prior ? 'duplicate' then
           v_results := v_results || jsonb_build_array(v_prior);
+        elsif v_prior is not null then
+          perform internal.raise_error('invalid_input', v_prior #>> '{error,message}', '{"field":"client_op_id"}');
         else
           v_results := v_results || jsonb_build_array(internal.apply_block_op(
             v_ctx, p_canvas_id, internal.try_uuid(v_op ->> 'block_id'), v_op ->> 'action', v_op ->> 'client_op_id',
@@ -887,7 +919,9 @@ begin
                               v_hint = pg_exception_hint, v_constraint = constraint_name;
     end;
     exit when not ((v_state = '23505' and v_constraint = 'block_operations_idempotency_idx')
-                   or internal.prior_result(v_ctx, p_ops -> v_index ->> 'client_op_id') is not null);
+                   or coalesce(internal.prior_result(v_ctx, p_ops -> v_index ->> 'client_op_id', p_canvas_id,
+                                                     internal.try_uuid(p_ops -> v_index ->> 'block_id'),
+                                                     p_ops -> v_index ->> 'action') ? 'duplicate', false));
   end loop;
   v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
   perform internal.count_rejected_attempt(v_ctx, v_error);
@@ -901,6 +935,8 @@ end $$;
 
 comment on function api.upsert_blocks_atomic(uuid, jsonb) is
   'Apply several block operations on one canvas all-or-nothing. Returns {status, results[], server_seq, canvas_seq} or the first failure with failed_index. '
+  'An op whose client_op_id the caller applied before answers with its original result (duplicate: true) when it is the same operation '
+  '(canvas, action, block), and fails the batch with invalid_input on field client_op_id when it names another. '
   'The ops this batch applies take consecutive canvas_seqs in array order (results[i].canvas_seq; an op applied earlier keeps its original number; '
   'the top-level canvas_seq is the highest); a failed batch takes none. '
   'Logging rule as for upsert_block_atomic: the failing op of a batch by a caller with a role on the canvas is logged in its '

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(88);
+select plan(98);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -127,6 +127,51 @@ select is((select res from r where name = 'retry_create_t'), (select res from r 
 select is((select count(*) from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d1'), 0::bigint,
           '... and does not create the block again');
 
+-- A client_op_id names one operation: reused by the same caller for another block, action or
+-- canvas it is refused by field (answering with the other operation's result would report an
+-- operation applied that never was), and nothing is written.
+create temp table reuse_before as select * from app.blocks;
+create temp table reuse_cases (name text, canvas_id uuid, block_id uuid, action text, base_version int, patch jsonb);
+grant select on reuse_cases to authenticated;
+insert into reuse_cases values
+  ('another block', (select canvas_id from ids), (select b from k), 'update', 1, '{"content":{"text":"hello, world"}}'),
+  ('another action', (select canvas_id from ids), (select a from k), 'move', 1, '{"y_order":"m"}'),
+  ('another canvas', (select other_canvas_id from ids), (select o from k), 'update', 1, '{"content":{"text":"hello, world"}}');
+select tests.authenticate_as('mut_owner');
+insert into r select 'reuse: ' || c.name,
+  api.upsert_block_atomic(c.canvas_id, c.block_id, c.action, 'op-update-a', c.base_version, c.patch) from reuse_cases c;
+select tests.clear_authentication();
+select is(jsonb_build_object('status', r.res ->> 'status', 'code', r.res #>> '{error,code}', 'field', r.res #>> '{error,field}',
+                             'duplicate', r.res ? 'duplicate', 'names the first', strpos(r.res #>> '{error,message}', 'update of block ' || (select a from k)) > 0),
+          '{"status":"failed","code":"invalid_input","field":"client_op_id","duplicate":false,"names the first":true}',
+          format('a client_op_id reused for %s is refused: invalid_input on client_op_id, naming the operation it was used for', c.name))
+from reuse_cases c join r on r.name = 'reuse: ' || c.name order by c.name;
+select is((select count(*) from (select * from app.blocks except select * from reuse_before) d), 0::bigint,
+          'a reused client_op_id changes no block');
+select is((select count(*) from app.block_operations where client_op_id = 'op-update-a' and actor_id = tests.user_id('mut_owner')
+           and status = 'success'), 1::bigint, '... and applies nothing: the first operation stays its only success');
+-- a create without block_id, resent, is the same create whatever id the server chose
+select tests.authenticate_as('mut_owner');
+insert into r select 'create_auto', api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'op-create-auto', null, '{"type":"text"}');
+insert into r select 'retry_create_auto', api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'op-create-auto', null, '{"type":"text"}');
+select tests.clear_authentication();
+select is((select res from r where name = 'retry_create_auto'), (select res from r where name = 'create_auto') || '{"duplicate": true}',
+          'a create without block_id, resent, returns its original result (the block id the server chose)');
+-- in a batch, a reused client_op_id fails the batch at that op
+select tests.authenticate_as('mut_owner');
+insert into r select 'batch_reuse', api.upsert_blocks_atomic((select canvas_id from ids), jsonb_build_array(
+  jsonb_build_object('action', 'create', 'client_op_id', 'op-reuse-fresh', 'block_id', '00000000-0000-4000-8000-0000000000d9',
+                     'patch', '{"type":"text"}'::jsonb),
+  jsonb_build_object('action', 'update', 'client_op_id', 'op-update-a', 'block_id', (select b from k), 'base_version', 1,
+                     'patch', '{"content":{"x":1}}'::jsonb)));
+select tests.clear_authentication();
+select is((select jsonb_build_object('status', res ->> 'status', 'failed_index', res -> 'failed_index', 'code', res #>> '{error,code}',
+                                     'field', res #>> '{error,field}') from r where name = 'batch_reuse'),
+          '{"status":"failed","failed_index":1,"code":"invalid_input","field":"client_op_id"}',
+          'a batch op reusing a client_op_id for another block fails the batch at its index, on client_op_id');
+select is((select count(*) from (select * from app.blocks except select * from reuse_before) d), 1::bigint,
+          '... and nothing of the batch persists (the one changed block is the create above)');
+
 -- A block created again under a used block_id (d1: version 2, deleted as version 3) continues
 -- its versions, so a version names one state of one block: an operation made for the deleted
 -- block is a conflict, never applied to the new one, and the new block's own stale operations
@@ -209,7 +254,9 @@ insert into cases values
   ('parent that is its own child (cycle)', (select a from k), 'move', 5, jsonb_build_object('parent_id', (select b from k)), 'patch.parent_id'),
   ('unknown patch field', (select a from k), 'update', 5, '{"colour":"red"}', 'patch.colour'),
   ('create without a type', '00000000-0000-4000-8000-0000000000f1', 'create', null, '{"content":{}}', 'patch.type'),
-  ('content that is not an object', '00000000-0000-4000-8000-0000000000f2', 'create', null, '{"type":"text","content":[1,2]}', 'patch.content');
+  ('content that is not an object', '00000000-0000-4000-8000-0000000000f2', 'create', null, '{"type":"text","content":[1,2]}', 'patch.content'),
+  ('base_version 0 (versions start at 1)', (select a from k), 'update', 0, '{"content":{"x":1}}', 'base_version'),
+  ('negative base_version', (select a from k), 'update', -3, '{"content":{"x":1}}', 'base_version');
 create temp table blocks_before as select * from app.blocks where canvas_id = (select canvas_id from ids);
 create temp table audit_before as select count(*) as n from app.system_audit where status = 'failed';
 select tests.authenticate_as('mut_owner');

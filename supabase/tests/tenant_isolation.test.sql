@@ -114,7 +114,8 @@ select tests.authenticate_as('ti_intruder');
 insert into r select 'batch', api.upsert_blocks_atomic(pg_temp.id('a'), jsonb_build_array(
   jsonb_build_object('action', 'create', 'client_op_id', 'inject-batch',
                      'patch', jsonb_build_object('type', 'text', 'content', jsonb_build_object('t', repeat('x', 204800))))));
--- ti-own was applied on canvas B: retried against A, it answers from the log (its own result)
+-- ti-own was applied on canvas B: sent again against A, it names another operation, and is
+-- refused as such (naming only the caller's own operation on B)
 insert into r select 'dup', api.upsert_block_atomic(pg_temp.id('a'), null, 'create', 'ti-own', null,
   jsonb_build_object('type', 'text', 'content', jsonb_build_object('t', repeat('x', 204800))));
 select tests.clear_authentication();
@@ -124,8 +125,11 @@ select is(pg_temp.log_rows('a', 'inject-batch'), 0::bigint, '... not logged in A
 select is((select status || ' ' || (details #>> '{error,code}') || ' ' || strpos(a::text, 'xxxxxxxxxx')
            from app.system_audit a where client_op_id = 'inject-batch'),
           'failed not_found 0', '... audited once, without the payload');
-select is((select res from r where name = 'dup'), (select res from r where name = 'own') || '{"duplicate": true}',
-          'an outsider''s retry of their own applied op aimed at A returns its original result (marked duplicate)');
+select is((select jsonb_build_object('status', res ->> 'status', 'code', res #>> '{error,code}', 'field', res #>> '{error,field}',
+                                     'names B', strpos(res #>> '{error,message}', pg_temp.id('b')::text) > 0,
+                                     'names A', strpos(res::text, pg_temp.id('a')::text) > 0) from r where name = 'dup'),
+          '{"status":"failed","code":"invalid_input","field":"client_op_id","names B":true,"names A":false}',
+          'an outsider''s op on A under the client_op_id of their own op on B is refused on client_op_id, naming only B');
 select is(pg_temp.log_rows('a', 'ti-own'), 0::bigint, '... and leaves no duplicate row in A''s log');
 
 set local role authenticated;

@@ -438,6 +438,23 @@ describe('contract', () => {
     expect(row!.n).toBe(1);
   });
 
+  it('H2 reusing a client_op_id for another block is a 400 on client_op_id, and the other block stays as it was', async () => {
+    const { canvasId, tokens } = await setup();
+    const path = `/api/v1/canvas/${canvasId}/mutate`;
+    const first = (await api(path, { method: 'POST', token: tokens.owner, body: createOp() })).body.block.block_id as string;
+    const second = (await api(path, { method: 'POST', token: tokens.owner, body: createOp() })).body.block.block_id as string;
+    const clientOpId = randomUUID();
+    const applied = await api(path, { method: 'POST', token: tokens.owner, body: {
+      action: 'update', block_id: first, client_op_id: clientOpId, base_version: 1, patch: { content: { text: 'first' } } } });
+    expect(applied.status).toBe(200);
+    const reused = await api(path, { method: 'POST', token: tokens.owner, body: {
+      action: 'update', block_id: second, client_op_id: clientOpId, base_version: 1, patch: { content: { text: 'second' } } } });
+    expectError(reused, 400, 'invalid_input', 'client_op_id');
+    expect(reused.body.error.message).toContain(first);
+    const other = await api(`/api/v1/canvas/${canvasId}/blocks/${second}`, { token: tokens.owner });
+    expect(other.body).toMatchObject({ version: 1, content: { text: 'hello' } });
+  });
+
   it('H2 with a stale base_version → 409 carrying the current block', async () => {
     const { canvasId, tokens } = await setup();
     const path = `/api/v1/canvas/${canvasId}/mutate`;

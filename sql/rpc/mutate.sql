@@ -204,7 +204,8 @@ end $$;
 -- for one applied before canvas_seq existed and numbered by the migration), marked
 -- `duplicate: true`: the original result, answered again, nothing applied a second time.
 -- A client_op_id names one operation: the applied one answers only for the same canvas, action
--- and block (any block for a create without block_id, whose id the server chose). Reused for
+-- and block (a create without block_id matches its create whatever id the server chose; any
+-- other action without one is another operation). Reused for
 -- another operation, the answer is {status: failed, error: invalid_input on client_op_id}, with
 -- no `duplicate` key: answering it with the other operation's result would tell the client that
 -- an operation applied which never did (Stripe's idempotency keys refuse a reuse the same way).
@@ -222,11 +223,14 @@ begin
     return null;
   end if;
   if v_op.canvas_id is distinct from p_canvas_id or v_op.action is distinct from p_action
-     or (p_block_id is not null and v_op.block_id is distinct from p_block_id) then
+     or (v_op.block_id is distinct from p_block_id and not (p_action = 'create' and p_block_id is null)) then
+    -- the message is logged with this attempt in this canvas's log, which its members read: it
+    -- names the other operation's block only when that is on this canvas too
     return jsonb_build_object('status', 'failed', 'error', jsonb_build_object(
       'code', 'invalid_input', 'field', 'client_op_id',
-      'message', format('client_op_id %s was already used for another operation (%s of block %s on canvas %s): '
-                        'give each operation a client_op_id of its own', p_client_op_id, v_op.action, v_op.block_id, v_op.canvas_id)));
+      'message', format('client_op_id %s was already used for another of your operations (%s): give each operation a client_op_id of its own',
+                        p_client_op_id, case when v_op.canvas_id = p_canvas_id then format('%s of block %s', v_op.action, v_op.block_id)
+                                             else format('%s on another canvas', v_op.action) end)));
   end if;
   return v_op.result || jsonb_build_object('canvas_seq', v_op.canvas_seq, 'duplicate', true);
 end $$;

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(98);
+select plan(99);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -136,15 +136,18 @@ grant select on reuse_cases to authenticated;
 insert into reuse_cases values
   ('another block', (select canvas_id from ids), (select b from k), 'update', 1, '{"content":{"text":"hello, world"}}'),
   ('another action', (select canvas_id from ids), (select a from k), 'move', 1, '{"y_order":"m"}'),
-  ('another canvas', (select other_canvas_id from ids), (select o from k), 'update', 1, '{"content":{"text":"hello, world"}}');
+  ('another canvas', (select other_canvas_id from ids), (select o from k), 'update', 1, '{"content":{"text":"hello, world"}}'),
+  ('an update without block_id', (select canvas_id from ids), null, 'update', 1, '{"content":{"text":"hello, world"}}');
 select tests.authenticate_as('mut_owner');
 insert into r select 'reuse: ' || c.name,
   api.upsert_block_atomic(c.canvas_id, c.block_id, c.action, 'op-update-a', c.base_version, c.patch) from reuse_cases c;
 select tests.clear_authentication();
 select is(jsonb_build_object('status', r.res ->> 'status', 'code', r.res #>> '{error,code}', 'field', r.res #>> '{error,field}',
-                             'duplicate', r.res ? 'duplicate', 'names the first', strpos(r.res #>> '{error,message}', 'update of block ' || (select a from k)) > 0),
-          '{"status":"failed","code":"invalid_input","field":"client_op_id","duplicate":false,"names the first":true}',
-          format('a client_op_id reused for %s is refused: invalid_input on client_op_id, naming the operation it was used for', c.name))
+                             'duplicate', r.res ? 'duplicate',
+                             'names block A', strpos(r.res #>> '{error,message}', 'update of block ' || (select a from k)) > 0),
+          jsonb_build_object('status', 'failed', 'code', 'invalid_input', 'field', 'client_op_id', 'duplicate', false,
+                             'names block A', c.canvas_id = (select canvas_id from ids)),
+          format('a client_op_id reused for %s is refused: invalid_input on client_op_id, naming the first operation''s block only on its own canvas', c.name))
 from reuse_cases c join r on r.name = 'reuse: ' || c.name order by c.name;
 select is((select count(*) from (select * from app.blocks except select * from reuse_before) d), 0::bigint,
           'a reused client_op_id changes no block');

@@ -161,4 +161,28 @@ describe('CanvasSync client helper', () => {
     expect(n).toBe(1);
     sync.close();
   });
+
+  it('a client_op_id used for another operation: refused by the client while pending, by the server once applied, nothing applied', async () => {
+    const { CanvasSync } = await import('../../packages/client/src/canvas-sync.ts');
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const token = await signAccessToken(config.auth.jwtSecret, { sub: users.editor! });
+    const sync = new CanvasSync({ url: server.url, canvasId, token: () => token, WebSocket: WebSocket as any, reconnectDelayMs: () => 50 });
+    await sync.join();
+    const a = await sync.mutate({ action: 'create', patch: { type: 'text', content: { text: 'a' } } });
+    const b = await sync.mutate({ action: 'create', patch: { type: 'text', content: { text: 'b' } } });
+    if (a.type !== 'ack' || b.type !== 'ack') throw new Error('setup: both creates apply');
+    const opId = randomUUID();
+    const onA = sync.mutate({ action: 'update', block_id: a.block_id!, base_version: 1, patch: { content: { text: 'a2' } } }, opId);
+    const onB = sync.mutate({ action: 'update', block_id: b.block_id!, base_version: 1, patch: { content: { text: 'b2' } } }, opId);
+    const sameAgain = sync.mutate({ action: 'update', block_id: a.block_id!, base_version: 1, patch: { content: { text: 'a2' } } }, opId);
+    expect(await onB).toMatchObject({ type: 'rejected', error: { code: 'invalid_input', field: 'client_op_id' } });
+    expect(await onA).toMatchObject({ type: 'ack', status: 'success', version: 2 });
+    expect(await sameAgain).toEqual(await onA);
+    // applied now: the server refuses the reuse, over H1 too
+    const late = await sync.mutate({ action: 'update', block_id: b.block_id!, base_version: 1, patch: { content: { text: 'b3' } } }, opId);
+    expect(late).toMatchObject({ type: 'rejected', error: { code: 'invalid_input', field: 'client_op_id' } });
+    const [row] = await db.sql`select version, content from app.blocks where block_id = ${b.block_id!}` as any;
+    expect(row).toMatchObject({ version: 1, content: { text: 'b' } });
+    sync.close();
+  });
 });

@@ -243,17 +243,28 @@ export class CanvasSync {
    * mutation made while offline is sent once live. It never rejects for network reasons (only
    * if the client has ended, or `op` cannot be serialized as JSON); one still pending when the
    * client ends never settles (its outcome is unknown: a later client may resend the same
-   * client_op_id to learn it).
+   * client_op_id to learn it). A `clientOpId` still pending for another operation (another action
+   * or block) resolves at once as `rejected` (invalid_input on client_op_id), nothing sent.
    */
   mutate(op: Mutation, clientOpId: string = globalThis.crypto.randomUUID()): Promise<MutationOutcome> {
     if (this.closed) return Promise.reject(new Error('CanvasSync is closed'));
     return new Promise((resolve) => {
+      const frame = JSON.stringify({ type: 'mutate', client_op_id: clientOpId, ...op, patch: op.patch ?? {} });
       const known = this.pending.get(clientOpId);
       if (known) {
-        known.resolvers.push(resolve); // the same op twice: one send, both callers get its outcome
+        // the same op twice (action and block, as the server compares them): one send, both
+        // callers get its outcome
+        const first = JSON.parse(known.frame) as { action?: unknown; block_id?: unknown };
+        if (first.action === op.action && (first.block_id ?? null) === (op.block_id ?? null)) {
+          known.resolvers.push(resolve);
+          return;
+        }
+        // another op under a pending id: folded into the first, it would get the first's outcome
+        // (the server refuses the same reuse once the first applied: docs/mutations.md)
+        resolve({ type: 'rejected', client_op_id: clientOpId, error: { code: 'invalid_input', field: 'client_op_id',
+          message: `client_op_id ${clientOpId} is pending for another operation: give each operation a client_op_id of its own` } });
         return;
       }
-      const frame = JSON.stringify({ type: 'mutate', client_op_id: clientOpId, ...op, patch: op.patch ?? {} });
       this.pending.set(clientOpId, { id: clientOpId, frame, resolvers: [resolve], sent: false });
       this.issued.add(clientOpId);
       this.flush();

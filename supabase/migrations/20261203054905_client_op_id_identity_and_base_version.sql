@@ -25,7 +25,7 @@
 -- potentia:source sql/rpc/canvas.sql ece4dd1c912857024b51213503c987bf9ecfe93bf76af620b12dd932f8704971 unchanged
 -- potentia:source sql/rpc/endpoint_limits.sql 3bb2835ef77c3aa81f22bafea141b0036325852807aaf840416678e09be52004 unchanged
 -- potentia:source sql/rpc/errors.sql 215e41ddaa70c93a668c3c568266140b6b84b8ad1aaca92c2d747917ee73a7a2 unchanged
--- potentia:source sql/rpc/mutate.sql 76f477e5c77ee0dc763941c83eed8f8b663a840661eed8722ecd649aa7f73a59 included
+-- potentia:source sql/rpc/mutate.sql ecc4ae4de1ef67235195f3e72c2d54e8d3715c220029e7172d936026471b5e9e included
 -- potentia:source sql/rpc/presence.sql c996eb64425d56968450389b905f8b479e58ad5da9c883367c5a2bd9422167c5 unchanged
 -- potentia:source sql/rpc/replay.sql a2c7641f6e3365bc9a43d5ee20fa519c721bfd520f468e5d42723694c8f243d1 unchanged
 -- potentia:source sql/rpc/text_ot.sql 078d6bbe2d29619825510d6fa43eeead48b40ec3848688aa916443b86302ded0 unchanged
@@ -242,7 +242,8 @@ end $$;
 -- for one applied before canvas_seq existed and numbered by the migration), marked
 -- `duplicate: true`: the original result, answered again, nothing applied a second time.
 -- A client_op_id names one operation: the applied one answers only for the same canvas, action
--- and block (any block for a create without block_id, whose id the server chose). Reused for
+-- and block (a create without block_id matches its create whatever id the server chose; any
+-- other action without one is another operation). Reused for
 -- another operation, the answer is {status: failed, error: invalid_input on client_op_id}, with
 -- no `duplicate` key: answering it with the other operation's result would tell the client that
 -- an operation applied which never did (Stripe's idempotency keys refuse a reuse the same way).
@@ -260,11 +261,14 @@ begin
     return null;
   end if;
   if v_op.canvas_id is distinct from p_canvas_id or v_op.action is distinct from p_action
-     or (p_block_id is not null and v_op.block_id is distinct from p_block_id) then
+     or (v_op.block_id is distinct from p_block_id and not (p_action = 'create' and p_block_id is null)) then
+    -- the message is logged with this attempt in this canvas's log, which its members read: it
+    -- names the other operation's block only when that is on this canvas too
     return jsonb_build_object('status', 'failed', 'error', jsonb_build_object(
       'code', 'invalid_input', 'field', 'client_op_id',
-      'message', format('client_op_id %s was already used for another operation (%s of block %s on canvas %s): '
-                        'give each operation a client_op_id of its own', p_client_op_id, v_op.action, v_op.block_id, v_op.canvas_id)));
+      'message', format('client_op_id %s was already used for another of your operations (%s): give each operation a client_op_id of its own',
+                        p_client_op_id, case when v_op.canvas_id = p_canvas_id then format('%s of block %s', v_op.action, v_op.block_id)
+                                             else format('%s on another canvas', v_op.action) end)));
   end if;
   return v_op.result || jsonb_build_object('canvas_seq', v_op.canvas_seq, 'duplicate', true);
 end $$;

@@ -271,17 +271,15 @@ declare
 begin
   o_patch := p_patch;
   o_text := p_text;      -- text operations by content key: normalized, then transformed as applied
-  if p_base_version is null then
-    perform internal.raise_error('invalid_input', 'base_version is required', '{"field":"base_version"}');
-  end if;
-  if p_base_version < 1 then
-    -- versions start at 1: below it, the log's create would read as the block created again
-    perform internal.raise_error('invalid_input', format('base_version must be 1 or more (a block''s first version is 1), not %s: '
-                                 'send the version of the block your change was made on', p_base_version), '{"field":"base_version"}');
-  end if;
-  if p_base_version > p_old.version then
-    perform internal.raise_error('invalid_input', format('base_version %s is newer than the block (version %s)', p_base_version, p_old.version),
-                                 '{"field":"base_version"}');
+  -- one condition for the three refusals (each IF is an expression set up per transaction)
+  if p_base_version is null or p_base_version not between 1 and p_old.version then
+    perform internal.raise_error('invalid_input', case
+      when p_base_version is null then 'base_version is required'
+      -- versions start at 1: below it, the log's create would read as the block created again
+      when p_base_version < 1 then format('base_version must be 1 or more (a block''s first version is 1), not %s: '
+                                          'send the version of the block your change was made on', p_base_version)
+      else format('base_version %s is newer than the block (version %s)', p_base_version, p_old.version) end,
+      '{"field":"base_version"}');
   end if;
   -- patch_fields(p_patch) = '{}', without building the list (content and text are objects here)
   if p_action <> 'delete' and not p_patch ?| array['type', 'parent_id', 'y_order', 'after_id']

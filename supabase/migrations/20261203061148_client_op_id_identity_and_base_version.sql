@@ -25,7 +25,7 @@
 -- potentia:source sql/rpc/canvas.sql ece4dd1c912857024b51213503c987bf9ecfe93bf76af620b12dd932f8704971 unchanged
 -- potentia:source sql/rpc/endpoint_limits.sql 3bb2835ef77c3aa81f22bafea141b0036325852807aaf840416678e09be52004 unchanged
 -- potentia:source sql/rpc/errors.sql 215e41ddaa70c93a668c3c568266140b6b84b8ad1aaca92c2d747917ee73a7a2 unchanged
--- potentia:source sql/rpc/mutate.sql ecc4ae4de1ef67235195f3e72c2d54e8d3715c220029e7172d936026471b5e9e included
+-- potentia:source sql/rpc/mutate.sql 9f827911e6ed60dd2e4053477d5dfdb724daf60eca0b259fbc7440b600909103 included
 -- potentia:source sql/rpc/presence.sql c996eb64425d56968450389b905f8b479e58ad5da9c883367c5a2bd9422167c5 unchanged
 -- potentia:source sql/rpc/replay.sql a2c7641f6e3365bc9a43d5ee20fa519c721bfd520f468e5d42723694c8f243d1 unchanged
 -- potentia:source sql/rpc/text_ot.sql 078d6bbe2d29619825510d6fa43eeead48b40ec3848688aa916443b86302ded0 unchanged
@@ -309,17 +309,15 @@ declare
 begin
   o_patch := p_patch;
   o_text := p_text;      -- text operations by content key: normalized, then transformed as applied
-  if p_base_version is null then
-    perform internal.raise_error('invalid_input', 'base_version is required', '{"field":"base_version"}');
-  end if;
-  if p_base_version < 1 then
-    -- versions start at 1: below it, the log's create would read as the block created again
-    perform internal.raise_error('invalid_input', format('base_version must be 1 or more (a block''s first version is 1), not %s: '
-                                 'send the version of the block your change was made on', p_base_version), '{"field":"base_version"}');
-  end if;
-  if p_base_version > p_old.version then
-    perform internal.raise_error('invalid_input', format('base_version %s is newer than the block (version %s)', p_base_version, p_old.version),
-                                 '{"field":"base_version"}');
+  -- one condition for the three refusals (each IF is an expression set up per transaction)
+  if p_base_version is null or p_base_version not between 1 and p_old.version then
+    perform internal.raise_error('invalid_input', case
+      when p_base_version is null then 'base_version is required'
+      -- versions start at 1: below it, the log's create would read as the block created again
+      when p_base_version < 1 then format('base_version must be 1 or more (a block''s first version is 1), not %s: '
+                                          'send the version of the block your change was made on', p_base_version)
+      else format('base_version %s is newer than the block (version %s)', p_base_version, p_old.version) end,
+      '{"field":"base_version"}');
   end if;
   -- patch_fields(p_patch) = '{}', without building the list (content and text are objects here)
   if p_action <> 'delete' and not p_patch ?| array['type', 'parent_id', 'y_order', 'after_id']

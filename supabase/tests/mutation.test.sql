@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(99);
+select plan(110);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -328,6 +328,46 @@ select is((select res ->> 'status' || ' ' || (res #>> '{error,code}') from r whe
           'a read-only token scope cannot mutate');
 select is((select count(*) from app.blocks where created_by in (tests.user_id('mut_viewer'), tests.user_id('mut_stranger'))), 0::bigint,
           'rejected callers wrote nothing');
+
+-- Every refusal before any work, with its code and field, and which one answers when several
+-- apply: who (no user), then the request's own fields in argument order (action, client_op_id,
+-- canvas_id), then the caller's standing on the canvas (member, role, token scope), then the
+-- patch's shape (a move with content before content that is not an object).
+create temp table refusals (name text, who text, claims jsonb, canvas uuid, action text, client_op_id text, patch jsonb,
+                            code text, field text, says text);
+grant select on refusals to authenticated;
+insert into refusals values
+  ('no user, and a bad action', null, null, (select canvas_id from ids), 'explode', 'op-refuse-1', '{}', 'unauthorized', null, 'signed-in user'),
+  ('an unknown action, and no client_op_id', 'mut_editor', '{}', (select canvas_id from ids), 'explode', null, '{}', 'invalid_input', 'action', 'action must be'),
+  ('no action', 'mut_editor', '{}', (select canvas_id from ids), null, 'op-refuse-3', '{}', 'invalid_input', 'action', 'action must be'),
+  ('an empty client_op_id, and no canvas', 'mut_editor', '{}', null, 'create', '', '{}', 'invalid_input', 'client_op_id', '1 to 128'),
+  ('a client_op_id of 129 characters', 'mut_editor', '{}', (select canvas_id from ids), 'create', repeat('x', 129), '{}', 'invalid_input', 'client_op_id', '1 to 128'),
+  ('no canvas', 'mut_editor', '{}', null, 'create', 'op-refuse-6', '{"type":"text"}', 'invalid_input', 'canvas_id', 'canvas_id is required'),
+  ('not a member, with a read scope', 'mut_stranger', jsonb_build_object('scope', 'canvas:*:read'), (select canvas_id from ids), 'create', 'op-refuse-7', '{"type":"text"}', 'not_found', 'canvas_id', 'not a member'),
+  ('a viewer, with a read scope', 'mut_viewer', jsonb_build_object('scope', format('canvas:%s:read', (select canvas_id from ids))), (select canvas_id from ids), 'create', 'op-refuse-8', '{"type":"text"}', 'forbidden', null, '(viewer)'),
+  ('an editor with a read scope, and a move with content', 'mut_editor', jsonb_build_object('scope', format('canvas:%s:read', (select canvas_id from ids))), (select canvas_id from ids), 'move', 'op-refuse-9', '{"content":{}}', 'forbidden', null, 'scope'),
+  ('a move with content, and content not an object', 'mut_editor', '{}', (select canvas_id from ids), 'move', 'op-refuse-10', '{"content":[1]}', 'invalid_input', 'patch', 'a move changes only'),
+  ('content not an object', 'mut_editor', '{}', (select canvas_id from ids), 'create', 'op-refuse-11', '{"type":"text","content":"x"}', 'invalid_input', 'patch.content', 'JSON Merge Patch');
+create temp table refused (name text, res jsonb);
+grant all on refused to authenticated;
+do $$
+declare c record;
+begin
+  for c in select * from refusals loop
+    if c.who is null then
+      perform tests.clear_authentication();
+      perform set_config('role', 'authenticated', true);
+    else
+      perform tests.authenticate_as(c.who, c.claims);
+    end if;
+    insert into refused select c.name, api.upsert_block_atomic(c.canvas, (select a from k), c.action, c.client_op_id, 1, c.patch);
+  end loop;
+  perform tests.clear_authentication();
+end $$;
+select is(jsonb_build_object('code', f.res #>> '{error,code}', 'field', f.res #>> '{error,field}', 'says', strpos(f.res #>> '{error,message}', c.says) > 0),
+          jsonb_build_object('code', c.code, 'field', c.field, 'says', true),
+          format('%s -> %s%s', c.name, c.code, coalesce(' on ' || c.field, '')))
+from refusals c join refused f using (name) order by c.name;
 
 select is((select array_agg(f) from unnest(array['api.upsert_block_atomic(uuid,uuid,text,text,integer,jsonb)', 'api.upsert_blocks_atomic(uuid,jsonb)']) f
            where has_function_privilege('anon', f, 'execute')), null, 'anon (and PUBLIC) may not even call the mutation RPCs');

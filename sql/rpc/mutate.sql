@@ -271,7 +271,7 @@ declare
 begin
   o_patch := p_patch;
   o_text := p_text;      -- text operations by content key: normalized, then transformed as applied
-  -- one condition for the three refusals (each IF is an expression set up per transaction)
+  -- base_version: absent, below 1 or newer than the block, each refused on the field
   if p_base_version is null or p_base_version not between 1 and p_old.version then
     perform internal.raise_error('invalid_input', case
       when p_base_version is null then 'base_version is required'
@@ -449,23 +449,18 @@ declare
   v_bad_key text;
   v_slot integer;         -- the rate-limit slot taken (unused)
 begin
-  -- 1. who may do this. Each group of refusals is one condition, its answer picked by CASE in
-  -- the order the checks have always had: every IF is an expression PL/pgSQL sets up once per
-  -- transaction, so each one costs every mutation (docs/performance.md)
-  if v_user is null or p_action is null or p_action not in ('create', 'update', 'move', 'delete')
-     or p_client_op_id is null or char_length(p_client_op_id) not between 1 and 128 or p_canvas_id is null then
-    perform internal.raise_error(
-      case when v_user is null then 'unauthorized' else 'invalid_input' end,
-      case when v_user is null then 'a signed-in user is required to change blocks'
-           when p_action is null or p_action not in ('create', 'update', 'move', 'delete')
-             then 'action must be one of create, update, move, delete'
-           when p_client_op_id is null or char_length(p_client_op_id) not between 1 and 128
-             then 'client_op_id must be 1 to 128 characters'
-           else 'canvas_id is required' end,
-      case when v_user is null then '{}'
-           when p_action is null or p_action not in ('create', 'update', 'move', 'delete') then '{"field":"action"}'
-           when p_client_op_id is null or char_length(p_client_op_id) not between 1 and 128 then '{"field":"client_op_id"}'
-           else '{"field":"canvas_id"}' end::jsonb);
+  -- 1. who may do this
+  if v_user is null then
+    perform internal.raise_error('unauthorized', 'a signed-in user is required to change blocks');
+  end if;
+  if p_action is null or p_action not in ('create', 'update', 'move', 'delete') then
+    perform internal.raise_error('invalid_input', 'action must be one of create, update, move, delete', '{"field":"action"}');
+  end if;
+  if p_client_op_id is null or char_length(p_client_op_id) not between 1 and 128 then
+    perform internal.raise_error('invalid_input', 'client_op_id must be 1 to 128 characters', '{"field":"client_op_id"}');
+  end if;
+  if p_canvas_id is null then
+    perform internal.raise_error('invalid_input', 'canvas_id is required', '{"field":"canvas_id"}');
   end if;
   -- the role (internal.canvas_role's rule, inlined) and both settings in one statement: each
   -- call or statement of its own costs every mutation (docs/performance.md)
@@ -473,13 +468,14 @@ begin
          (select (value #>> '{}')::integer from app.settings where key = 'mutations_per_minute'),
          (select value from app.settings where key = 'max_content_bytes')
     into v_role, v_limit, v_max_setting;
-  if v_role is null or not internal.can_write_role(v_role) or not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
-    perform internal.raise_error(
-      case when v_role is null then 'not_found' else 'forbidden' end,
-      case when v_role is null then 'canvas not found, or you are not a member of it'
-           when not internal.can_write_role(v_role) then format('your role on this canvas (%s) cannot change blocks', v_role)
-           else format('this token''s scope does not include canvas:%s:write', p_canvas_id) end,
-      case when v_role is null then '{"field":"canvas_id"}'::jsonb else '{}' end);
+  if v_role is null then
+    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+  end if;
+  if not internal.can_write_role(v_role) then
+    perform internal.raise_error('forbidden', format('your role on this canvas (%s) cannot change blocks', v_role));
+  end if;
+  if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
+    perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
   end if;
   -- the hit, before any work: a full window is refused here. It never waits (a slot another
   -- transaction holds is skipped), and a rejected attempt gives it back with the rest of its
@@ -500,13 +496,11 @@ begin
       where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
     perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch.' || v_bad_key));
   end if;
-  if (p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type'))
-     or (v_patch ? 'content' and jsonb_typeof(v_patch -> 'content') <> 'object') then
-    perform internal.raise_error('invalid_input', case when p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type')
-                                                    then 'a move changes only parent_id, y_order or after_id'
-                                                    else 'content must be a JSON object (a JSON Merge Patch: null removes a key)' end,
-                                 case when p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type')
-                                   then '{"field":"patch"}' else '{"field":"patch.content"}' end::jsonb);
+  if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type') then
+    perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
+  end if;
+  if v_patch ? 'content' and jsonb_typeof(v_patch -> 'content') <> 'object' then
+    perform internal.raise_error('invalid_input', 'content must be a JSON object (a JSON Merge Patch: null removes a key)', '{"field":"patch.content"}');
   end if;
   if v_other_fields and v_patch ? 'text' then
     if jsonb_typeof(v_patch -> 'text') <> 'object' then

@@ -2,11 +2,14 @@
 -- at a time. The writes of one applied content update (the same statements as
 -- mutation-writes.sql), inside one SECURITY DEFINER function called the way the RPC is called
 -- (role and claims set, then the call: mutation-ladder.sql), plus, by flag:
---   p_auth   the caller's context and authorization, as the RPC does them: internal.request_context
---            (claims and headers), internal.canvas_role, internal.can_write_role,
+--   p_auth   the caller's context and authorization, as the RPC does them: the claims and headers
+--            cast from their settings and internal.context_of (the RPC's first attempt; a
+--            setting that fails its cast sends it to internal.request_context, never here), the
+--            role from internal.canvas_roles (inlined), internal.can_write_role,
 --            internal.scope_allows
 --   p_limit  the per-user mutation limit, as the RPC does it: the settings read and the hit
---            (internal.take_limit_slot) before the canvas lock
+--            (internal.take_limit_slot, assigned) before the canvas lock
+-- (The RPC reads the role and both settings in one statement; here each rung has its own.)
 -- What the RPC adds beyond both rungs: the patch's validation, the merge preparation (a stale
 -- base_version), the exception block that makes a refusal an answer, the idempotent retry, the
 -- result. scripts/bench-mutate.ts creates it in its bench database and runs each rung next to
@@ -15,21 +18,26 @@ create or replace function bench.rpc_ladder(p_canvas_id uuid, p_block_id uuid, p
                                             p_text text, p_auth boolean, p_limit boolean)
 returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s' as $$
 declare
+  v_claims jsonb;
+  v_headers jsonb;
   v_ctx jsonb;
   v_role app.member_role;
   v_limit integer;
   v_max_setting jsonb;  -- read as the RPC reads it, with the limit
+  v_slot integer;
   v_seq bigint;
   v_canvas_seq bigint;
   v_version integer;
   v_block jsonb;
 begin
   if p_auth then
-    v_ctx := internal.request_context();
+    v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+    v_headers := nullif(current_setting('request.headers', true), '')::jsonb;
+    v_ctx := internal.context_of(v_claims, v_headers, (v_claims ->> 'sub')::uuid);
     if (v_ctx ->> 'user_id')::uuid is distinct from p_user_id then
       raise exception 'bench.rpc_ladder: the claims name another user';
     end if;
-    v_role := internal.canvas_role(p_canvas_id, p_user_id);
+    v_role := (select r.role from internal.canvas_roles(p_canvas_id, p_user_id) r);
     if v_role is null or not internal.can_write_role(v_role) or not internal.scope_allows(v_ctx -> 'scope', p_canvas_id, true) then
       raise exception 'bench.rpc_ladder: % may not write canvas %', p_user_id, p_canvas_id;
     end if;
@@ -38,7 +46,7 @@ begin
     select max((value #>> '{}')::integer) filter (where key = 'mutations_per_minute'), (array_agg(value) filter (where key = 'max_content_bytes'))[1]
       into v_limit, v_max_setting
     from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
-    perform internal.take_limit_slot(p_user_id, 'mutations', v_limit, 60);
+    v_slot := internal.take_limit_slot(p_user_id, 'mutations', v_limit, 60);
   end if;
   perform from app.canvases where canvas_id = p_canvas_id for no key update;
   update app.blocks set content = jsonb_build_object('text', p_text), version = version + 1, updated_at = now(), updated_by = p_user_id

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:net';
+import { RealtimeClient } from '@supabase/realtime-js';
 import postgres from 'postgres';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,12 +14,14 @@ import { awayFromWindowEdge, sleep, until } from '../helpers/wait.ts';
 
 // PostgreSQL itself crashing under load: `pg_ctl stop -m immediate` on a private cluster (every
 // backend killed, no checkpoint; the next start runs crash recovery), what production sees on an
-// OOM kill of the postmaster or a host reset, while one `npm start` process serves mutations from
-// four writers and an H1 subscriber stays connected. Each writer resends an unanswered operation
-// with the same client_op_id until it is answered, as a client does.
+// OOM kill of the postmaster or a host reset, while one `npm start` process (API, realtime gateway
+// and worker in one) serves mutations from four writers, and an H1 and a realtime-js subscriber
+// stay connected. Each writer resends an unanswered operation with the same client_op_id until it
+// is answered, as a client does.
 // Asserted: every operation answered 200 is in the log exactly once after recovery (none lost,
 // none applied twice), the canvas's canvas_seq runs 1..N with no gap, each block's version counts
-// its operations, the subscriber receives every one of them in order, and the process never exits.
+// its operations, both subscribers receive every one of them in order, once, the worker embeds
+// every block's final content, and the process never exits.
 // The per-user rate-limit slots are UNLOGGED (sql/rpc/endpoint_limits.sql): recovery empties them,
 // so every user's minute starts over (at most one more minute's worth), and the limit still
 // refuses above it.
@@ -27,6 +30,7 @@ const config = loadConfig();
 let cluster: PrivateCluster;
 let admin: postgres.Sql;
 let server: PotentiaProcess;
+let realtime: RealtimeClient | undefined;
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -54,6 +58,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  realtime?.disconnect();
   await server?.stop();
   await admin?.end({ timeout: 1 });
   await cluster?.destroy();
@@ -91,7 +96,7 @@ async function afterReconnect<T>(query: () => Promise<T>): Promise<T> {
 }
 
 describe('PostgreSQL crashes and recovers under load', () => {
-  it('loses no answered mutation, applies none twice, keeps the process serving, and starts the rate-limit minute over', async () => {
+  it('loses no answered mutation, applies none twice, delivers every delta to H1 and realtime-js, embeds every block, keeps the process serving, and starts the rate-limit minute over', async () => {
     const { canvasId, workspaceId, users } = await createCanvas(admin);
     const writerIds = [users.owner!];
     for (let i = 0; i < 4; i++) writerIds.push(await addMember(admin, users.owner!, workspaceId, 'editor', `editor${i}`));
@@ -109,6 +114,17 @@ describe('PostgreSQL crashes and recovers under load', () => {
       });
       ws.on('error', reject);
     });
+
+    const broadcast: number[] = [];
+    realtime = new RealtimeClient(`${server.url.replace(/^http/, 'ws')}/realtime/v1`, {
+      params: { apikey: await token(bystander) }, transport: WebSocket as any, heartbeatIntervalMs: 5000, timeout: 10_000,
+    });
+    const channel = realtime.channel(`canvas:${canvasId}`, { config: { private: true } })
+      .on('broadcast', { event: 'block_op' }, (m) => broadcast.push(Number(m.payload.server_seq)));
+    await new Promise<void>((resolve, reject) => channel.subscribe((status, err) => {
+      if (status === 'SUBSCRIBED') resolve();
+      else if (status !== 'CLOSED') reject(err ?? new Error(status));
+    }));
 
     for (let i = 0; i < 3; i++) {
       const r = await mutate(admin, bystander, canvasId, { action: 'create', patch: { type: 'text' } });
@@ -175,12 +191,20 @@ describe('PostgreSQL crashes and recovers under load', () => {
                                  where b.canvas_id = ${canvasId} group by b.block_id, b.version`;
     for (const v of versions) expect(v.version).toBe(v.ops);
 
-    // the subscriber connected through the crash receives every applied operation, in order, once
+    // both subscribers, connected through the crash, receive every applied operation, in order, once
     const seqs = log.map((row) => Number(row.server_seq));
-    await until(() => seqs.every((s) => delivered.includes(s)), 30_000, 'every applied operation delivered to the subscriber');
-    expect(delivered).toEqual([...delivered].sort((a, b) => a - b));
-    expect(new Set(delivered).size).toBe(delivered.length);
+    for (const [name, got] of [['H1', delivered], ['realtime-js', broadcast]] as const) {
+      await until(() => seqs.every((s) => got.includes(s)), 30_000, `every applied operation delivered to the ${name} subscriber`);
+      expect(got, name).toEqual([...got].sort((a, b) => a - b));
+      expect(new Set(got).size, name).toBe(got.length);
+    }
     ws.terminate();
+    // the worker, through the same crash, embeds every block's final content
+    await until(async () => {
+      const [row] = await admin<{ n: number }[]>`select count(*)::int as n from app.blocks
+                                                 where canvas_id = ${canvasId} and embedded_hash is distinct from content_hash`;
+      return row!.n === 0;
+    }, 60_000, "the worker to embed every block's final content", 250);
 
     // after recovery the limit still holds: two more allowed in this minute, the third refused
     await awayFromWindowEdge(60, 5_000);

@@ -205,11 +205,11 @@ end $$;
 -- `duplicate: true`: the original result, answered again, nothing applied a second time.
 -- A client_op_id names one operation: the applied one answers only for the same canvas, action
 -- and block (a create without block_id matches its create whatever id the server chose; any
--- other action without one is another operation). Reused for
--- another operation, the answer is {status: failed, error: invalid_input on client_op_id}, with
--- no `duplicate` key: answering it with the other operation's result would tell the client that
--- an operation applied which never did (Stripe's idempotency keys refuse a reuse the same way).
--- The patch is not compared: the log holds it as applied (text operations transformed).
+-- other action without one is another operation). Reused for another operation, the answer is
+-- {status: failed, error: invalid_input on client_op_id}, with no `duplicate` key: answering it
+-- with the other operation's result would tell the client that an operation applied which never
+-- did (Stripe's idempotency keys refuse a reuse with other parameters the same way). The patch is
+-- not compared: the log holds it as applied (text operations transformed).
 drop function if exists internal.prior_result(jsonb, text);
 create or replace function internal.prior_result(p_ctx jsonb, p_client_op_id text, p_canvas_id uuid, p_block_id uuid,
                                                  p_action text) returns jsonb

@@ -25,7 +25,7 @@
 -- potentia:source sql/rpc/canvas.sql ece4dd1c912857024b51213503c987bf9ecfe93bf76af620b12dd932f8704971 unchanged
 -- potentia:source sql/rpc/endpoint_limits.sql 3bb2835ef77c3aa81f22bafea141b0036325852807aaf840416678e09be52004 unchanged
 -- potentia:source sql/rpc/errors.sql 215e41ddaa70c93a668c3c568266140b6b84b8ad1aaca92c2d747917ee73a7a2 unchanged
--- potentia:source sql/rpc/mutate.sql c79ed6126f6306bce6fe3b83e85bcba08d56e7ea997d6ee3e7dbef458e060a4c included
+-- potentia:source sql/rpc/mutate.sql 356034fda0934a0c99e83c73bc21217925a565eadf5be18d0bfff0f2b7708862 included
 -- potentia:source sql/rpc/presence.sql c996eb64425d56968450389b905f8b479e58ad5da9c883367c5a2bd9422167c5 unchanged
 -- potentia:source sql/rpc/replay.sql a2c7641f6e3365bc9a43d5ee20fa519c721bfd520f468e5d42723694c8f243d1 unchanged
 -- potentia:source sql/rpc/text_ot.sql 078d6bbe2d29619825510d6fa43eeead48b40ec3848688aa916443b86302ded0 unchanged
@@ -243,11 +243,11 @@ end $$;
 -- `duplicate: true`: the original result, answered again, nothing applied a second time.
 -- A client_op_id names one operation: the applied one answers only for the same canvas, action
 -- and block (a create without block_id matches its create whatever id the server chose; any
--- other action without one is another operation). Reused for
--- another operation, the answer is {status: failed, error: invalid_input on client_op_id}, with
--- no `duplicate` key: answering it with the other operation's result would tell the client that
--- an operation applied which never did (Stripe's idempotency keys refuse a reuse the same way).
--- The patch is not compared: the log holds it as applied (text operations transformed).
+-- other action without one is another operation). Reused for another operation, the answer is
+-- {status: failed, error: invalid_input on client_op_id}, with no `duplicate` key: answering it
+-- with the other operation's result would tell the client that an operation applied which never
+-- did (Stripe's idempotency keys refuse a reuse with other parameters the same way). The patch is
+-- not compared: the log holds it as applied (text operations transformed).
 drop function if exists internal.prior_result(jsonb, text);
 create or replace function internal.prior_result(p_ctx jsonb, p_client_op_id text, p_canvas_id uuid, p_block_id uuid,
                                                  p_action text) returns jsonb

@@ -46,3 +46,8 @@ export async function openH1(baseUrl: string, canvasId: string, token: string, q
     },
   };
 }
+
+/** The server_seq of every delta `conn` has received so far, in arrival order. */
+export function deltaSeqs(conn: H1Conn): number[] {
+  return conn.inbox.flatMap((m) => (m.type === 'delta' ? [Number(m.server_seq)] : []));
+}

@@ -5,6 +5,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
+import { deltaSeqs, openH1 } from '../helpers/h1.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
@@ -46,16 +47,8 @@ describe('the database goes away and comes back', () => {
   it('keeps the process serving, says 503, and recovers by itself', async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const token = await signAccessToken(config.auth.jwtSecret, { sub: users.editor! }, { expiresInSeconds: 600 });
-    const seqs: number[] = [];
-    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}&since_seq=0`);
-    await new Promise<void>((resolve, reject) => {
-      ws.on('message', (data) => {
-        const m = JSON.parse(String(data));
-        if (m.type === 'delta') seqs.push(m.server_seq);
-        if (m.type === 'resumed') resolve();
-      });
-      ws.on('error', reject);
-    });
+    const h1 = await openH1(server.url, canvasId, token, '&since_seq=0');
+    await h1.next((m) => m.type === 'resumed');
     expect(await get('/ready')).toBe(200);
 
     proxy.cut(); // every open connection reset, new ones refused: Postgres is gone
@@ -72,15 +65,16 @@ describe('the database goes away and comes back', () => {
     const committed: number[] = [];
     for (let i = 0; i < 5; i++) committed.push((await mutate(db.sql, users.editor!, canvasId, { action: 'create', patch: { type: 'text', content: { text: `o${i}` } } })).server_seq!);
     for (let i = 0; i < 5; i++) expect(await get('/health')).toBe(200);
-    expect(ws.readyState).toBe(WebSocket.OPEN);
+    expect(h1.ws.readyState).toBe(WebSocket.OPEN);
 
     proxy.restore();
     await until(async () => (await get('/ready')) === 200, 20_000, '/ready to recover');
-    await until(() => committed.every((s) => seqs.includes(s)), 20_000, 'the deltas committed during the outage');
+    await until(() => committed.every((s) => deltaSeqs(h1).includes(s)), 20_000, 'the deltas committed during the outage');
+    const seqs = deltaSeqs(h1);
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
     expect(new Set(seqs).size).toBe(seqs.length);
     expect(server.exited()).toBeNull();
     expect(server.output()).not.toMatch(/unhandled|uncaught/i);
-    ws.terminate();
+    h1.ws.terminate();
   }, 90_000);
 });

@@ -10,6 +10,7 @@ import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { addMember, createCanvas, mutate } from '../helpers/fixtures.ts';
+import { deltaSeqs, openH1 } from '../helpers/h1.ts';
 import { awayFromWindowEdge, sleep, until } from '../helpers/wait.ts';
 
 // PostgreSQL itself crashing under load: `pg_ctl stop -m immediate` on a private cluster (every
@@ -104,16 +105,8 @@ describe('PostgreSQL crashes and recovers under load', () => {
     const token = (id: string) => signAccessToken(config.auth.jwtSecret, { sub: id }, { expiresInSeconds: 600 });
     const url = `${server.url}/api/v1/canvas/${canvasId}/mutate`;
 
-    const delivered: number[] = [];
-    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${await token(writerIds[0]!)}&since_seq=0`);
-    await new Promise<void>((resolve, reject) => {
-      ws.on('message', (data) => {
-        const m = JSON.parse(String(data));
-        if (m.type === 'delta') delivered.push(m.server_seq);
-        if (m.type === 'resumed') resolve();
-      });
-      ws.on('error', reject);
-    });
+    const h1 = await openH1(server.url, canvasId, await token(writerIds[0]!), '&since_seq=0');
+    await h1.next((m) => m.type === 'resumed');
 
     const broadcast: number[] = [];
     realtime = new RealtimeClient(`${server.url.replace(/^http/, 'ws')}/realtime/v1`, {
@@ -193,12 +186,12 @@ describe('PostgreSQL crashes and recovers under load', () => {
 
     // both subscribers, connected through the crash, receive every applied operation, in order, once
     const seqs = log.map((row) => Number(row.server_seq));
-    for (const [name, got] of [['H1', delivered], ['realtime-js', broadcast]] as const) {
-      await until(() => seqs.every((s) => got.includes(s)), 30_000, `every applied operation delivered to the ${name} subscriber`);
-      expect(got, name).toEqual([...got].sort((a, b) => a - b));
-      expect(new Set(got).size, name).toBe(got.length);
+    for (const [name, got] of [['H1', () => deltaSeqs(h1)], ['realtime-js', () => broadcast]] as const) {
+      await until(() => seqs.every((s) => got().includes(s)), 30_000, `every applied operation delivered to the ${name} subscriber`);
+      expect(got(), name).toEqual([...got()].sort((a, b) => a - b));
+      expect(new Set(got()).size, name).toBe(got().length);
     }
-    ws.terminate();
+    h1.ws.terminate();
     // the worker, through the same crash, embeds every block's final content
     await until(async () => {
       const [row] = await admin<{ n: number }[]>`select count(*)::int as n from app.blocks

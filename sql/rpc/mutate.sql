@@ -896,6 +896,13 @@ begin
           perform internal.raise_error('invalid_input', 'base_version must be a whole number within the 32-bit integer range',
                                        '{"field":"base_version"}');
         end if;
+        -- a block_id given must be a UUID (as the single RPC's uuid argument is): read as absent, a
+        -- create would take a new id, and anything else would say block_id is required
+        if jsonb_typeof(v_op -> 'block_id') <> 'null'
+           and (jsonb_typeof(v_op -> 'block_id') <> 'string' or internal.try_uuid(v_op ->> 'block_id') is null) then
+          perform internal.raise_error('invalid_input', 'block_id must be a block id (a UUID), or absent or null for a create',
+                                       '{"field":"block_id"}');
+        end if;
         v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id', p_canvas_id, internal.try_uuid(v_op ->> 'block_id'),
                                          v_op ->> 'action');
         if v_prior ? 'duplicate' then
@@ -941,6 +948,7 @@ comment on function api.upsert_blocks_atomic(uuid, jsonb) is
   '(canvas, action, block), and fails the batch with invalid_input on field client_op_id when it names another. '
   'The ops this batch applies take consecutive canvas_seqs in array order (results[i].canvas_seq; an op applied earlier keeps its original number; '
   'the top-level canvas_seq is the highest); a failed batch takes none. '
+  'Each op''s block_id, when given and not null, must be a UUID string (else invalid_input on field block_id). '
   'Logging rule as for upsert_block_atomic: the failing op of a batch by a caller with a role on the canvas is logged in its '
   'app.block_operations; by anyone else only in app.system_audit, bounded and without the payload. A base_version outside int4 '
   'fails the batch with invalid_input on field base_version.';

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(110);
+select plan(112);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -437,6 +437,22 @@ select is((select count(*) from realtime.messages where payload ->> 'client_op_i
           'and published nothing');
 select is((select status || ':' || error_code from app.block_operations where client_op_id = 'batch-3'), 'failed:invalid_input',
           'the failing op is logged as failed');
+
+-- A batch op's block_id that is not a UUID is refused by field, not read as absent (which would
+-- create under a new id, or say block_id is required)
+create temp table bad_ids_before as select count(*) as n from app.blocks where canvas_id = (select canvas_id from ids);
+select tests.authenticate_as('mut_owner');
+insert into r select 'batch_bad_id_' || i, api.upsert_blocks_atomic((select canvas_id from ids), jsonb_build_array(
+  jsonb_build_object('action', a, 'client_op_id', 'batch-bad-id-' || i, 'block_id', b, 'base_version', 1, 'patch', p)))
+from (values (1, 'create', '"not-a-uuid"'::jsonb, '{"type":"text"}'::jsonb), (2, 'create', '42', '{"type":"text"}'),
+             (3, 'update', '"not-a-uuid"', '{"content":{"x":1}}')) v(i, a, b, p);
+select tests.clear_authentication();
+select is((select array_agg(res ->> 'status' || ' ' || (res #>> '{error,code}') || ' ' || (res #>> '{error,field}') order by name)
+           from r where name like 'batch_bad_id_%'),
+          array['failed invalid_input block_id', 'failed invalid_input block_id', 'failed invalid_input block_id'],
+          'a batch op whose block_id is not a UUID (a string, a number; create or update) -> invalid_input on block_id');
+select is((select count(*) from app.blocks where canvas_id = (select canvas_id from ids)), (select n from bad_ids_before),
+          '... and creates nothing');
 
 select tests.authenticate_as('mut_owner');
 insert into r select 'batch_ok', api.upsert_blocks_atomic((select canvas_id from ids), '[

@@ -25,7 +25,7 @@
 -- potentia:source sql/rpc/canvas.sql ece4dd1c912857024b51213503c987bf9ecfe93bf76af620b12dd932f8704971 unchanged
 -- potentia:source sql/rpc/endpoint_limits.sql 3bb2835ef77c3aa81f22bafea141b0036325852807aaf840416678e09be52004 unchanged
 -- potentia:source sql/rpc/errors.sql 215e41ddaa70c93a668c3c568266140b6b84b8ad1aaca92c2d747917ee73a7a2 unchanged
--- potentia:source sql/rpc/mutate.sql 356034fda0934a0c99e83c73bc21217925a565eadf5be18d0bfff0f2b7708862 included
+-- potentia:source sql/rpc/mutate.sql 1b067412abd5921a9a322768c36f03b4afcd9bb3e55dd953164ddbe13e116251 included
 -- potentia:source sql/rpc/presence.sql c996eb64425d56968450389b905f8b479e58ad5da9c883367c5a2bd9422167c5 unchanged
 -- potentia:source sql/rpc/replay.sql a2c7641f6e3365bc9a43d5ee20fa519c721bfd520f468e5d42723694c8f243d1 unchanged
 -- potentia:source sql/rpc/text_ot.sql 078d6bbe2d29619825510d6fa43eeead48b40ec3848688aa916443b86302ded0 unchanged
@@ -934,6 +934,13 @@ begin
           perform internal.raise_error('invalid_input', 'base_version must be a whole number within the 32-bit integer range',
                                        '{"field":"base_version"}');
         end if;
+        -- a block_id given must be a UUID (as the single RPC's uuid argument is): read as absent, a
+        -- create would take a new id, and anything else would say block_id is required
+        if jsonb_typeof(v_op -> 'block_id') <> 'null'
+           and (jsonb_typeof(v_op -> 'block_id') <> 'string' or internal.try_uuid(v_op ->> 'block_id') is null) then
+          perform internal.raise_error('invalid_input', 'block_id must be a block id (a UUID), or absent or null for a create',
+                                       '{"field":"block_id"}');
+        end if;
         v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id', p_canvas_id, internal.try_uuid(v_op ->> 'block_id'),
                                          v_op ->> 'action');
         if v_prior ? 'duplicate' then
@@ -979,6 +986,7 @@ comment on function api.upsert_blocks_atomic(uuid, jsonb) is
   '(canvas, action, block), and fails the batch with invalid_input on field client_op_id when it names another. '
   'The ops this batch applies take consecutive canvas_seqs in array order (results[i].canvas_seq; an op applied earlier keeps its original number; '
   'the top-level canvas_seq is the highest); a failed batch takes none. '
+  'Each op''s block_id, when given and not null, must be a UUID string (else invalid_input on field block_id). '
   'Logging rule as for upsert_block_atomic: the failing op of a batch by a caller with a role on the canvas is logged in its '
   'app.block_operations; by anyone else only in app.system_audit, bounded and without the payload. A base_version outside int4 '
   'fails the batch with invalid_input on field base_version.';

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(112);
+select plan(113);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -453,6 +453,15 @@ select is((select array_agg(res ->> 'status' || ' ' || (res #>> '{error,code}') 
           'a batch op whose block_id is not a UUID (a string, a number; create or update) -> invalid_input on block_id');
 select is((select count(*) from app.blocks where canvas_id = (select canvas_id from ids)), (select n from bad_ids_before),
           '... and creates nothing');
+select tests.authenticate_as('mut_owner');
+insert into r select 'batch_bad_type_' || i, api.upsert_blocks_atomic((select canvas_id from ids), jsonb_build_array(o))
+from (values (1, '{"action":"update","client_op_id":"batch-bad-type-1","block_id":"00000000-0000-4000-8000-00000000000a","base_version":"3","patch":{"content":{"x":1}}}'::jsonb),
+             (2, '{"action":"create","client_op_id":42,"patch":{"type":"text"}}'),
+             (3, '{"action":["create"],"client_op_id":"batch-bad-type-3","patch":{"type":"text"}}')) v(i, o);
+select tests.clear_authentication();
+select is((select array_agg(res #>> '{error,code}' || ' ' || (res #>> '{error,field}') order by name) from r where name like 'batch_bad_type_%'),
+          array['invalid_input base_version', 'invalid_input client_op_id', 'invalid_input action'],
+          'a batch op with a base_version that is a string, a client_op_id that is a number, or an action that is an array -> invalid_input on that field');
 
 select tests.authenticate_as('mut_owner');
 insert into r select 'batch_ok', api.upsert_blocks_atomic((select canvas_id from ids), '[

@@ -25,7 +25,7 @@
 -- potentia:source sql/rpc/canvas.sql ece4dd1c912857024b51213503c987bf9ecfe93bf76af620b12dd932f8704971 unchanged
 -- potentia:source sql/rpc/endpoint_limits.sql 3bb2835ef77c3aa81f22bafea141b0036325852807aaf840416678e09be52004 unchanged
 -- potentia:source sql/rpc/errors.sql 215e41ddaa70c93a668c3c568266140b6b84b8ad1aaca92c2d747917ee73a7a2 unchanged
--- potentia:source sql/rpc/mutate.sql 1b067412abd5921a9a322768c36f03b4afcd9bb3e55dd953164ddbe13e116251 included
+-- potentia:source sql/rpc/mutate.sql 8a642d0fd3b2bebda92d9058d5599ca613feb3fd57ca7bd90723d359cffaeac5 included
 -- potentia:source sql/rpc/presence.sql c996eb64425d56968450389b905f8b479e58ad5da9c883367c5a2bd9422167c5 unchanged
 -- potentia:source sql/rpc/replay.sql a2c7641f6e3365bc9a43d5ee20fa519c721bfd520f468e5d42723694c8f243d1 unchanged
 -- potentia:source sql/rpc/text_ot.sql 078d6bbe2d29619825510d6fa43eeead48b40ec3848688aa916443b86302ded0 unchanged
@@ -927,9 +927,11 @@ begin
         if jsonb_typeof(v_op) <> 'object' then
           perform internal.raise_error('invalid_input', 'each op must be an object', jsonb_build_object('field', format('ops[%s]', v_index)));
         end if;
-        -- a JSON number base_version must be an int4: say so by field rather than by a cast error
-        if jsonb_typeof(v_op -> 'base_version') = 'number'
-           and ((v_op ->> 'base_version')::numeric not between -2147483648 and 2147483647
+        -- a base_version given must be a JSON number and an int4: say so by field rather than by a
+        -- cast error, or by "required" for one that is there (a string "3", say)
+        if jsonb_typeof(v_op -> 'base_version') <> 'null'
+           and (jsonb_typeof(v_op -> 'base_version') <> 'number'
+                or (v_op ->> 'base_version')::numeric not between -2147483648 and 2147483647
                 or (v_op ->> 'base_version')::numeric % 1 <> 0) then
           perform internal.raise_error('invalid_input', 'base_version must be a whole number within the 32-bit integer range',
                                        '{"field":"base_version"}');
@@ -940,6 +942,13 @@ begin
            and (jsonb_typeof(v_op -> 'block_id') <> 'string' or internal.try_uuid(v_op ->> 'block_id') is null) then
           perform internal.raise_error('invalid_input', 'block_id must be a block id (a UUID), or absent or null for a create',
                                        '{"field":"block_id"}');
+        end if;
+        -- action and client_op_id are strings (a number would be read as its digits)
+        if jsonb_typeof(v_op -> 'action') <> 'string' or jsonb_typeof(v_op -> 'client_op_id') <> 'string' then
+          perform internal.raise_error('invalid_input', format('%s must be a string', case when jsonb_typeof(v_op -> 'action') <> 'string'
+                                                                                          then 'action' else 'client_op_id' end),
+                                       jsonb_build_object('field', case when jsonb_typeof(v_op -> 'action') <> 'string'
+                                                                        then 'action' else 'client_op_id' end));
         end if;
         v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id', p_canvas_id, internal.try_uuid(v_op ->> 'block_id'),
                                          v_op ->> 'action');
@@ -986,7 +995,8 @@ comment on function api.upsert_blocks_atomic(uuid, jsonb) is
   '(canvas, action, block), and fails the batch with invalid_input on field client_op_id when it names another. '
   'The ops this batch applies take consecutive canvas_seqs in array order (results[i].canvas_seq; an op applied earlier keeps its original number; '
   'the top-level canvas_seq is the highest); a failed batch takes none. '
-  'Each op''s block_id, when given and not null, must be a UUID string (else invalid_input on field block_id). '
+  'Each op''s block_id, when given and not null, must be a UUID string, base_version a JSON number, action and client_op_id strings '
+  '(else invalid_input on that field). '
   'Logging rule as for upsert_block_atomic: the failing op of a batch by a caller with a role on the canvas is logged in its '
   'app.block_operations; by anyone else only in app.system_audit, bounded and without the payload. A base_version outside int4 '
   'fails the batch with invalid_input on field base_version.';

@@ -867,6 +867,8 @@ declare
   v_result jsonb;
   v_state text; v_msg text; v_detail text; v_hint text; v_constraint text;
   v_attempt integer;
+  v_op_block uuid;        -- the op's block_id: null when absent or JSON null (checked to be a UUID otherwise)
+  v_bad_field text;
 begin
   if p_ops is null or jsonb_typeof(p_ops) <> 'array' or jsonb_array_length(p_ops) = 0 then
     v_error := jsonb_build_object('code', 'invalid_input', 'message', 'ops must be a non-empty array', 'field', 'ops');
@@ -900,27 +902,26 @@ begin
         end if;
         -- a block_id given must be a UUID (as the single RPC's uuid argument is): read as absent, a
         -- create would take a new id, and anything else would say block_id is required
-        if jsonb_typeof(v_op -> 'block_id') <> 'null'
-           and (jsonb_typeof(v_op -> 'block_id') <> 'string' or internal.try_uuid(v_op ->> 'block_id') is null) then
+        v_op_block := internal.try_uuid(v_op ->> 'block_id');
+        if jsonb_typeof(v_op -> 'block_id') <> 'null' and (jsonb_typeof(v_op -> 'block_id') <> 'string' or v_op_block is null) then
           perform internal.raise_error('invalid_input', 'block_id must be a block id (a UUID), or absent or null for a create',
                                        '{"field":"block_id"}');
         end if;
-        -- action and client_op_id are strings (a number would be read as its digits)
-        if jsonb_typeof(v_op -> 'action') <> 'string' or jsonb_typeof(v_op -> 'client_op_id') <> 'string' then
-          perform internal.raise_error('invalid_input', format('%s must be a string', case when jsonb_typeof(v_op -> 'action') <> 'string'
-                                                                                          then 'action' else 'client_op_id' end),
-                                       jsonb_build_object('field', case when jsonb_typeof(v_op -> 'action') <> 'string'
-                                                                        then 'action' else 'client_op_id' end));
+        -- action and client_op_id are strings (a number would be read as its digits); absent,
+        -- apply_block_op refuses them
+        v_bad_field := case when jsonb_typeof(v_op -> 'action') <> 'string' then 'action'
+                            when jsonb_typeof(v_op -> 'client_op_id') <> 'string' then 'client_op_id' end;
+        if v_bad_field is not null then
+          perform internal.raise_error('invalid_input', format('%s must be a string', v_bad_field), jsonb_build_object('field', v_bad_field));
         end if;
-        v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id', p_canvas_id, internal.try_uuid(v_op ->> 'block_id'),
-                                         v_op ->> 'action');
+        v_prior := internal.prior_result(v_ctx, v_op ->> 'client_op_id', p_canvas_id, v_op_block, v_op ->> 'action');
         if v_prior ? 'duplicate' then
           v_results := v_results || jsonb_build_array(v_prior);
         elsif v_prior is not null then
           perform internal.raise_error('invalid_input', v_prior #>> '{error,message}', '{"field":"client_op_id"}');
         else
           v_results := v_results || jsonb_build_array(internal.apply_block_op(
-            v_ctx, p_canvas_id, internal.try_uuid(v_op ->> 'block_id'), v_op ->> 'action', v_op ->> 'client_op_id',
+            v_ctx, p_canvas_id, v_op_block, v_op ->> 'action', v_op ->> 'client_op_id',
             (case when jsonb_typeof(v_op -> 'base_version') = 'number' then v_op ->> 'base_version' end)::integer,
             coalesce(v_op -> 'patch', '{}'), clock_timestamp()));
         end if;

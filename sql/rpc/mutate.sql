@@ -130,7 +130,12 @@ language sql immutable set search_path = pg_catalog, pg_temp as $$
 $$;
 
 -- Operation row + audit row + broadcast for an applied operation; numbers it on its canvas and
--- returns that canvas_seq. The canvas row update waits for (or already holds) the canvas lock
+-- returns its result (the caller's answer, as logged): {status: success, server_seq, canvas_seq,
+-- client_op_id, block_id, version, block} with p_extra's members (deleted_ids) and `text` (the
+-- text operations as applied, p_text) when there are any. The result is built here, once, with
+-- its canvas_seq: built by the caller and completed here, the block in it was encoded twice more
+-- per mutation (a jsonb `||` re-encodes both sides), for the log row and for the answer.
+-- The canvas row update waits for (or already holds) the canvas lock
 -- until commit, so canvas_seq order is commit order and a rollback returns the number.
 -- The canvas row's watermarks, the operation row, the broadcast row and the audit row, each one
 -- plain statement: cheaper, measured per mutation, than the same writes as data-modifying CTEs of
@@ -146,27 +151,30 @@ drop function if exists internal.record_applied_op(jsonb, uuid, uuid, text, text
 create function internal.record_applied_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
   p_base_version integer, p_new_version integer, p_patch jsonb, p_block jsonb, p_seq bigint,
-  p_started_at timestamptz, p_affected_rows integer, p_result jsonb default null, p_extra jsonb default '{}'
-) returns bigint language plpgsql as $$
-declare v_canvas_seq bigint;
+  p_started_at timestamptz, p_affected_rows integer, p_text jsonb default null, p_extra jsonb default '{}'
+) returns jsonb language plpgsql as $$
+declare
+  v_canvas_seq bigint;
+  v_result jsonb;
+  v_text jsonb := case when p_text is null then '{}' else jsonb_build_object('text', p_text) end;
 begin
   update app.canvases set last_seq = p_seq, last_canvas_seq = last_canvas_seq + 1
   where canvas_id = p_canvas_id returning last_canvas_seq into v_canvas_seq;
+  v_result := jsonb_build_object('status', 'success', 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
+                                 'block_id', p_block_id, 'version', p_new_version, 'block', p_block) || p_extra || v_text;
   insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
                                     base_version, new_version, patch, block, result, started_at, duration_ms)
   values (p_seq, v_canvas_seq, p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, 'success',
-          p_base_version, p_new_version, p_patch, p_block, p_result || jsonb_build_object('canvas_seq', v_canvas_seq),
-          p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
+          p_base_version, p_new_version, p_patch, p_block, v_result, p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
   insert into realtime.messages (payload, event, topic, private, extension)
   values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'action', p_action,
                              'block_id', p_block_id, 'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
-                             'actor_id', p_ctx ->> 'user_id') || p_extra
-            || case when p_result ? 'text' then jsonb_build_object('text', p_result -> 'text') else '{}' end,
+                             'actor_id', p_ctx ->> 'user_id') || p_extra || v_text,
           'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
   perform internal.write_audit(p_ctx, 'block.' || p_action, 'success', 'block', p_block_id::text,
                                jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq,
                                p_started_at, p_affected_rows);
-  return v_canvas_seq;
+  return v_result;
 end $$;
 
 -- Operation row + audit row for an attempt that did not apply (conflict, failed, duplicate).
@@ -442,10 +450,7 @@ declare
   v_parent uuid;
   v_key text;
   v_seq bigint;
-  v_canvas_seq bigint;
   v_deleted uuid[];
-  v_block jsonb;
-  v_result jsonb;
   v_bad_key text;
   v_slot integer;         -- the rate-limit slot taken (unused)
 begin
@@ -717,18 +722,11 @@ begin
     set constraints app.blocks_canvas_y_order_key deferred;
   end if;
 
-  v_block := internal.block_json(v_new);
-  v_result := jsonb_build_object(
-    'status', 'success', 'server_seq', v_seq, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', v_block_id,
-    'version', coalesce(v_new.version, v_old.version + 1), 'block', v_block)
-    || case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end
-    || case when v_applied_text is null then '{}' else jsonb_build_object('text', v_applied_text) end;
-  v_canvas_seq := internal.record_applied_op(
+  return internal.record_applied_op(
     p_ctx, p_canvas_id, v_block_id, p_action, p_client_op_id, v_old.version, coalesce(v_new.version, v_old.version + 1),
     coalesce(v_applied, v_patch) || case when v_key is null then '{}' else jsonb_build_object('y_order', v_key) end,
-    v_block, v_seq, p_started_at, coalesce(array_length(v_deleted, 1), 1), v_result,
+    internal.block_json(v_new), v_seq, p_started_at, coalesce(array_length(v_deleted, 1), 1), v_applied_text,
     case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end);
-  return v_result || jsonb_build_object('canvas_seq', v_canvas_seq);
 end $$;
 
 -- A rejected attempt gave its rate-limit hit back with the rest of its work (rolled back); count

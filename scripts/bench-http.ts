@@ -20,7 +20,9 @@
 //           claims, the parameterised `select api.upsert_block_atomic($1..$6)` and COMMIT in one
 //           pipeline), no HTTP, no endpoint limit ("+ limit": with the endpoint limit as the
 //           handler sends it, alone in its lane's transaction: in the RPC's statement, its FROM;
-//           prepared, as the handler's).
+//           prepared, as the handler's). With the request context the handler passes (claims, and
+//           the x-forwarded-for, user-agent and x-request-id headers the audit row records), so the
+//           SQL does the same work as for an HTTP request (until 2026-12-03 it passed no headers).
 // Every phase: C connections, each updating its OWN block on its OWN canvas as its own user, always from
 // the current version (read back from each result), with a pool of C database connections.
 //
@@ -257,7 +259,10 @@ async function benchDirect(database: Database, conns: Conn[], mark: () => void, 
           first: { text: ENDPOINT_LIMIT, params: ['H2', false] },
           single: { text: rpcStatement('upsert_block_atomic', 6, true, false), params: [...args, 'H2', false] },
         } : {};
-        const [row] = await requestStatement<{ result: any }>(database.lanes, c.canvasId, { claims: { sub: c.userId, role: 'authenticated' }, method: 'POST',
+        // the request context callMutation passes (src/http/rpc.ts): the RPC parses the same headers
+        // and writes the same audit row (ip, user agent, request id) as for an HTTP request
+        const [row] = await requestStatement<{ result: any }>(database.lanes, c.canvasId, { claims: { sub: c.userId, role: 'authenticated' },
+          headers: { 'x-forwarded-for': '127.0.0.1', 'user-agent': '', 'x-request-id': randomUUID() }, method: 'POST',
           path: `/api/v1/canvas/${c.canvasId}/mutate` }, rpcStatement('upsert_block_atomic', 6, false, false), args, { prepare: prepared, ...limit });
         result = row!.result;
       } catch (err) {

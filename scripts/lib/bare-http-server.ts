@@ -28,7 +28,9 @@ export async function startBareServer(lanes: CanvasLanes, tokens: Map<string, st
     const canvasId = path.split('/')[4] ?? ''; // /api/v1/canvas/{id}/mutate
     const row = await sendMutation(lanes, {
       claims: { sub: userId, role: 'authenticated' },
-      headers: { 'x-forwarded-for': req.socket.remoteAddress ?? '', 'user-agent': req.headers['user-agent'] ?? '' },
+      // as callMutation (src/http/rpc.ts): the headers the audit row records
+      headers: { 'x-forwarded-for': req.socket.remoteAddress ?? '', 'user-agent': req.headers['user-agent'] ?? '',
+                 'x-request-id': String(req.headers['x-request-id'] ?? '') },
       method: 'POST',
       path,
     }, 'upsert_block_atomic', [canvasId, op.block_id ?? null, op.action, op.client_op_id, op.base_version ?? null, op.patch ?? {}],

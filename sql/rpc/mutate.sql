@@ -920,7 +920,9 @@ begin
         else
           v_results := v_results || jsonb_build_array(internal.apply_block_op(
             v_ctx, p_canvas_id, v_op_block, v_op ->> 'action', v_op ->> 'client_op_id',
-            (case when jsonb_typeof(v_op -> 'base_version') = 'number' then v_op ->> 'base_version' end)::integer,
+            -- through numeric: a whole number may be written 1.0 or 1e0 in JSON (the check above
+            -- passed it), and its text is not an integer literal
+            (v_op ->> 'base_version')::numeric::integer,
             coalesce(v_op -> 'patch', '{}'), clock_timestamp()));
         end if;
         v_index := v_index + 1;
@@ -957,7 +959,7 @@ comment on function api.upsert_blocks_atomic(uuid, jsonb) is
   'The ops this batch applies take consecutive canvas_seqs in array order (results[i].canvas_seq; an op applied earlier keeps its original number; '
   'the top-level canvas_seq is the highest); a failed batch takes none. '
   'Each op''s block_id, when given and not null, must be a UUID string, base_version a JSON number, action and client_op_id strings '
-  '(else invalid_input on that field). '
+  '(else invalid_input on that field); a base_version that is a whole number written with a fraction or exponent (1.0, 1e0) is that number. '
   'Logging rule as for upsert_block_atomic: the failing op of a batch by a caller with a role on the canvas is logged in its '
   'app.block_operations; by anyone else only in app.system_audit, bounded and without the payload. A base_version outside int4 '
   'fails the batch with invalid_input on field base_version.';

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(113);
+select plan(115);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -462,6 +462,24 @@ select tests.clear_authentication();
 select is((select array_agg(res #>> '{error,code}' || ' ' || (res #>> '{error,field}') order by name) from r where name like 'batch_bad_type_%'),
           array['invalid_input base_version', 'invalid_input client_op_id', 'invalid_input action'],
           'a batch op with a base_version that is a string, a client_op_id that is a number, or an action that is an array -> invalid_input on that field');
+
+-- a base_version is a JSON number: a whole one written 2.0 or 2e0 is 2 (JSON does not tell them apart,
+-- nor does the HTTP API's schema), not a cast error
+select tests.authenticate_as('mut_owner');
+insert into r select 'batch_fraction', api.upsert_blocks_atomic((select canvas_id from ids), jsonb_build_array(
+  jsonb_build_object('action', 'update', 'client_op_id', 'batch-fraction-1', 'block_id', (select b from k),
+                     'base_version', (select version from app.blocks where block_id = (select b from k))::numeric(10,1),
+                     'patch', '{"content":{"fraction":1}}'::jsonb)));
+select tests.clear_authentication();
+select is((select res ->> 'status' || ' ' || (res -> 'results' -> 0 ->> 'version') from r where name = 'batch_fraction'),
+          'success ' || (select version from app.blocks where block_id = (select b from k)),
+          'a batch op whose base_version is a whole number written with a fraction (N.0) applies as base_version N');
+select tests.authenticate_as('mut_owner');
+insert into r select 'batch_fraction_bad', api.upsert_blocks_atomic((select canvas_id from ids),
+  '[{"action":"update","client_op_id":"batch-fraction-2","block_id":"00000000-0000-4000-8000-00000000000a","base_version":1.5,"patch":{"content":{"x":1}}}]');
+select tests.clear_authentication();
+select is((select res #>> '{error,code}' || ' ' || (res #>> '{error,field}') from r where name = 'batch_fraction_bad'),
+          'invalid_input base_version', '... and one with a fraction (1.5) -> invalid_input on base_version');
 
 select tests.authenticate_as('mut_owner');
 insert into r select 'batch_ok', api.upsert_blocks_atomic((select canvas_id from ids), '[

@@ -74,8 +74,14 @@ begin
   return internal.scope_allows(v_scope, p_canvas_id, p_write);
 end $$;
 
--- The canvas id in a realtime topic `canvas:{uuid}`, or null.
+-- The canvas id in a realtime topic `canvas:{uuid}`, or null. Only the canonical spelling (lower
+-- case, 8-4-4-4-12, as uuid_out writes it) names a canvas: a topic is matched by its exact string
+-- everywhere else (the gateway's rooms, its bus, the access_changed messages on `canvas:{id}`),
+-- so another spelling that uuid_in also reads (upper case, dashes moved) would be admitted here
+-- and then never re-checked when the member's access changes.
 create or replace function internal.topic_canvas_id(p_topic text) returns uuid
 language sql immutable security definer set search_path = pg_catalog, pg_temp as $$
-  select internal.try_uuid(substring(p_topic from '^canvas:([0-9a-fA-F-]{36})$'))
+  select substring(p_topic from '^canvas:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$')::uuid
 $$;
+comment on function internal.topic_canvas_id(text) is
+  'The canvas id of realtime topic p_topic when it is canvas:<id> with the id in canonical form (lower-case hex, 8-4-4-4-12); null for any other topic or spelling.';

@@ -9,6 +9,7 @@ import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthC
 import { canvasAccess, watchAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
+import { canonicalUuid } from './canvas-topic.ts';
 import { createClusterNode, type ClusterNode } from './cluster.ts';
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
@@ -41,8 +42,6 @@ export type Gateway = {
   bus: DatabaseBus;
   cluster: ClusterNode;
 };
-
-const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
 export function createGateway(opts: GatewayOptions): Gateway {
   const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
@@ -100,8 +99,10 @@ export function createGateway(opts: GatewayOptions): Gateway {
     accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, token, verifyRealtime));
   }
 
-  async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasId: string): Promise<void> {
-    if (!UUID.test(canvasId)) return reject(socket, 400, 'canvas_id must be a uuid');
+  async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasIdAsSent: string): Promise<void> {
+    // any case is the same canvas; its topic and access checks use the canonical spelling (canvas-topic.ts)
+    const canvasId = canonicalUuid(canvasIdAsSent);
+    if (!canvasId) return reject(socket, 400, 'canvas_id must be a uuid');
     const sinceCanvas = url.searchParams.get('since_canvas_seq');
     if (sinceCanvas !== null && !(/^\d{1,15}$/.test(sinceCanvas))) return reject(socket, 400, 'since_canvas_seq must be a number >= 0');
     const since = url.searchParams.get('since_seq');

@@ -28,6 +28,12 @@ export type Limits = {
   presenceWriteIntervalMs: number;
   /** Unsent bytes a socket may hold before it is dropped as a slow consumer (socket-write.ts). */
   maxBufferedBytes: number;
+  /** Channels one realtime-js socket may have joined at once (Supabase Realtime's max_channels_per_client). */
+  maxChannelsPerSocket: number;
+  /** phx_join frames per second per socket, in bursts up to maxChannelsPerSocket (a reconnect rejoins every channel at once). */
+  joinsPerSecond: number;
+  /** Longest channel topic (`realtime:<name>`), in characters: a topic is kept per channel, room and log line. */
+  maxTopicLength: number;
 };
 
 export const DEFAULT_LIMITS: Limits = {
@@ -36,6 +42,9 @@ export const DEFAULT_LIMITS: Limits = {
   idleTimeoutMs: 60_000,
   presenceWriteIntervalMs: 30_000,
   maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES,
+  maxChannelsPerSocket: 100,
+  joinsPerSecond: 10,
+  maxTopicLength: 255,
 };
 
 export class Hub {

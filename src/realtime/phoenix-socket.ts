@@ -8,6 +8,7 @@ import { checkJson } from '../input-policy.ts';
 import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
+import { CANVAS_TOPIC_SPELLING, canvasIdOfTopic, isMisspelledCanvasTopic } from './canvas-topic.ts';
 import { channelKey, type ChannelKey } from './channel-key.ts';
 import type { ClusterPayload } from './cluster.ts';
 import type { Hub } from './hub.ts';
@@ -54,8 +55,6 @@ export type VerifyToken = (token: string) => Promise<SocketClaims>;
 /** Reply and system message when the database connection was lost while handling a frame. */
 const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortly';
 
-const CANVAS_TOPIC = /^canvas:([0-9a-fA-F-]{36})$/;
-
 /** Database refusals caused by the client's frame or rights (as opposed to a fault of the database). */
 const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'rebase_required', 'unauthorized']);
 
@@ -79,6 +78,7 @@ const POSTGRES_CHANGES_REFUSED =
 export class PhoenixSocket {
   private readonly channels = new Map<string, Channel>();
   private readonly limiter: RateLimiter;
+  private readonly joinLimiter: RateLimiter;
   private lastSeen = Date.now();
   private readonly idleTimer: NodeJS.Timeout;
   private closed = false;
@@ -94,6 +94,7 @@ export class PhoenixSocket {
     private readonly verify: VerifyToken,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
+    this.joinLimiter = new RateLimiter(hub.limits.joinsPerSecond, hub.limits.maxChannelsPerSocket);
     ws.on('message', (data, isBinary) => {
       this.lastSeen = Date.now();
       this.queue = this.queue.then(() => this.onFrame(data as Buffer, isBinary)).catch((err) => {
@@ -204,7 +205,17 @@ export class PhoenixSocket {
   private async join(frame: Frame): Promise<void> {
     const fail = (reason: string) => this.reply(frame, 'error', { reason });
     if (!frame.topic.startsWith('realtime:')) return fail('topics are `realtime:<name>`');
+    // what a socket may hold is bounded before anything is kept: joins per second (each private
+    // one costs a database probe), the topic's length, the number of channels. Reasons as Supabase
+    // Realtime words them, so realtime-js users see the codes they know.
+    const limits = this.hub.limits;
+    const wait = this.joinLimiter.take();
+    if (wait > 0) return fail(`ClientJoinRateLimitReached: Too many joins per second (at most ${limits.joinsPerSecond}); retry in ${wait} ms`);
+    if (frame.topic.length > limits.maxTopicLength) return fail(`invalid_input: topic: at most ${limits.maxTopicLength} characters`);
     const existing = this.channels.get(frame.topic);
+    if (!existing && this.channels.size >= limits.maxChannelsPerSocket) {
+      return fail(`ChannelRateLimitReached: Too many channels (at most ${limits.maxChannelsPerSocket} per socket): leave one first`);
+    }
     if (existing) await this.close(existing, true); // a re-join replaces the old join
     const payload = (frame.payload ?? {}) as { config?: any; access_token?: string };
     const config = payload.config ?? {};
@@ -222,6 +233,7 @@ export class PhoenixSocket {
     }
     const subTopic = frame.topic.slice('realtime:'.length);
     const isPrivate = config.private === true;
+    if (isPrivate && isMisspelledCanvasTopic(subTopic)) return fail(CANVAS_TOPIC_SPELLING);
     // watched from before the check: an access change committed while it runs is re-checked
     const watch = isPrivate ? watchAccess(this.hub, subTopic, claims) : null;
     const allowed = !isPrivate || (await mayAccessTopic(this.hub.sql, claims, subTopic, 'read').catch((err) => { watch?.stop(); throw err; }));
@@ -476,7 +488,7 @@ export class PhoenixSocket {
    * client's sake (invalid cursor, lost access); a database fault only logs: presence is in memory.
    */
   private async writePresence(channel: Channel, meta: Record<string, unknown>): Promise<ApiError | null> {
-    const canvasId = CANVAS_TOPIC.exec(channel.subTopic)?.[1];
+    const canvasId = canvasIdOfTopic(channel.subTopic);
     if (!canvasId || !channel.private || !channel.claims.sub || channel.claims.role !== 'authenticated') return null;
     const now = Date.now();
     if (now - channel.lastPresenceWrite < this.hub.limits.presenceWriteIntervalMs) return null;
@@ -501,7 +513,7 @@ export class PhoenixSocket {
     if (!channel.tracked) return;
     channel.tracked = false;
     this.broadcastDiff(channel.key, this.hub.presence.untrack(channel.key, channel));
-    const canvasId = CANVAS_TOPIC.exec(channel.subTopic)?.[1];
+    const canvasId = canvasIdOfTopic(channel.subTopic);
     const sub = channel.claims.sub;
     if (!canvasId || !channel.private || !sub || channel.claims.role !== 'authenticated') return;
     for (const peer of this.hub.peersOf<Channel>(channel.key)) {

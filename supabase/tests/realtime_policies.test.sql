@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(26);
+select plan(30);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -108,6 +108,15 @@ select throws_ok(pg_temp.send_sql('room:lobby'), '42501', null, 'a topic that is
 select is((select count(*) from realtime.messages), 0::bigint, '... and shows nothing (join)');
 select set_config('realtime.topic', 'canvas:not-a-uuid', true);
 select throws_ok(pg_temp.send_sql('canvas:not-a-uuid'), '42501', null, 'a canvas topic without a valid id is denied');
+-- a topic is matched by its exact string everywhere (the gateway's rooms, access_changed on
+-- canvas:{id}): another spelling of C's id would be a room that is never re-checked
+select set_config('realtime.topic', 'canvas:' || upper(pg_temp.id('c')::text), true);
+select is((select count(*) from realtime.messages), 0::bigint, 'canvas:C with its id in upper case is no canvas topic (join)');
+select throws_ok(pg_temp.send_sql(current_setting('realtime.topic')), '42501', null, '... nor may a member send on it');
+select set_config('realtime.topic', 'canvas:' || replace(pg_temp.id('c')::text, '-', '') || '----', true);
+select is((select count(*) from realtime.messages), 0::bigint, 'nor is canvas:C with the dashes of its id moved (join)');
+select set_config('realtime.topic', pg_temp.topic('c'), true);
+select lives_ok(pg_temp.send_sql(pg_temp.topic('c')), 'the canonical spelling (lower case, 8-4-4-4-12) is C''s topic');
 select set_config('realtime.topic', 'canvas:' || gen_random_uuid(), true);
 select throws_ok(pg_temp.send_sql(current_setting('realtime.topic')), '42501', null, 'a topic of no canvas is denied');
 

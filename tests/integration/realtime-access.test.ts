@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { untilVisible } from '../../src/realtime/access.ts';
+import { CANVAS_TOPIC_SPELLING } from '../../src/realtime/canvas-topic.ts';
 import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -174,6 +175,36 @@ it('raw Phoenix vsn 1.0.0: an anon public phx_join gets an empty presence_state 
   ws.send(JSON.stringify({ topic: 'phoenix', event: 'heartbeat', ref: '2', join_ref: null, payload: {} }));
   await until(() => frames.some((f) => f.topic === 'phoenix' && f.ref === '2'), 5000, 'heartbeat reply');
   expect(frames.filter((f) => f.event === 'presence_diff')).toEqual([]);
+});
+
+describe('a canvas id spelled another way', () => {
+  // Postgres reads a uuid in any case and with its dashes anywhere, but topics are matched as
+  // strings: the deltas and access_changed messages go to canvas:<lower-case id>, so another
+  // spelling would be a private room that no access change ever re-checks
+  it('a private join of canvas:<id> in upper case or with its dashes moved is refused, naming the spelling', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const hex = canvasId.replaceAll('-', '');
+    // a hyphen after each of the first four groups of four digits: uuid_in reads it as the same id
+    const spellings = [canvasId.toUpperCase(), `${hex.match(/.{4}/g)!.slice(0, 4).join('-')}-${hex.slice(16)}`];
+    for (const spelled of spellings) {
+      expect(spelled).toHaveLength(36);
+      const channel = connect(server, await token(users.editor!), '1.0.0').channel(`canvas:${spelled}`, { config: { private: true } });
+      const sub = await subscribe(channel);
+      expect(sub.status).toBe('CHANNEL_ERROR');
+      expect(sub.err?.message).toBe(CANVAS_TOPIC_SPELLING);
+    }
+    const canonical = connect(server, await token(users.editor!), '1.0.0').channel(`canvas:${canvasId}`, { config: { private: true } });
+    expect((await subscribe(canonical)).status).toBe('SUBSCRIBED');
+  });
+
+  it('an H1 socket opened with the id in upper case gets the live deltas and is closed when the member is removed', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const h1 = await openH1(second, canvasId.toUpperCase(), users.editor!);
+    const before = await createBlock(users.owner!, canvasId, 'seen by the upper-case socket');
+    await h1.next(is('delta', (m) => m.server_seq === before.server_seq));
+    await db.sql`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
+    expect((await closedWithin(h1)).code).toBe(4403);
+  });
 });
 
 describe('re-authorization of open sockets', () => {

@@ -1,0 +1,30 @@
+/**
+ * The realtime topic of a canvas, `canvas:<id>`, with the id in its one canonical spelling: lower
+ * case, 8-4-4-4-12, as Postgres writes a uuid. Topics are matched by their exact string
+ * everywhere (the gateway's rooms and bus, the `access_changed` messages the database writes on
+ * `canvas:<id>`), so a second spelling of the same id would be a room that access changes never
+ * reach. The database admits only this spelling (internal.topic_canvas_id); the gateway names it
+ * in its refusal and writes ids it reads elsewhere (the H1 URL) this way.
+ */
+
+const CANONICAL_CANVAS_TOPIC = /^canvas:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+const ANY_UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/** The canvas id of sub-topic `subTopic` (without `realtime:`) when it is a canonical canvas topic, else null. */
+export function canvasIdOfTopic(subTopic: string): string | null {
+  return CANONICAL_CANVAS_TOPIC.exec(subTopic)?.[1] ?? null;
+}
+
+/** Whether `subTopic` means a canvas (starts with `canvas:`, any case) without being its canonical topic. */
+export function isMisspelledCanvasTopic(subTopic: string): boolean {
+  return /^canvas:/i.test(subTopic) && canvasIdOfTopic(subTopic) === null;
+}
+
+/** The canonical spelling of UUID `id` (any case, 8-4-4-4-12), or null when it is not one. */
+export function canonicalUuid(id: string): string | null {
+  return ANY_UUID.test(id) ? id.toLowerCase() : null;
+}
+
+/** Why a misspelled canvas topic is refused (a phx_reply reason). */
+export const CANVAS_TOPIC_SPELLING =
+  'invalid_input: topic: a canvas topic is canvas:<id> with the id a UUID in lower case (8-4-4-4-12 hex digits, as the API returns it)';

@@ -10,11 +10,20 @@
  * - JSON nests at most MAX_JSON_DEPTH levels (deeper values would overflow recursive serializers
  *   on their way to the database). Sizes are bounded before parsing by each surface (HTTP body
  *   limit, WebSocket maxPayload); JSON.parse itself is not recursive in V8.
+ * - Every number is one an IEEE 754 double holds exactly (I-JSON, RFC 7493 §2.2): `1e400`,
+ *   `12345678901234567890123` or `3.141592653589793238462643383279` would be stored as something
+ *   else (Infinity becomes null, which in a merge patch even deletes the key), so they are refused
+ *   with the advice to send such a value as a string (src/json-numbers.ts finds them).
+ * - No object key is `__proto__`. Refused rather than kept: JSON.parse keeps it as an own key, but
+ *   zod's records drop it and any JavaScript that copies objects by assignment (a merge, a client's
+ *   state) would set a prototype instead, so it could not round-trip through every consumer.
  * - Integers passed to SQL fit the parameter's type (INT4_MAX, SEQ_MAX), checked by the schemas.
  *
  * A violation names the field by its path (`patch.content.t`, `ops.0.client_op_id`), so each
  * surface can answer `invalid_input` with that field.
  */
+
+import { isUnsafeNumber, mayHoldUnsafeNumber, withExactNumbers } from './json-numbers.ts';
 
 /** JSON values nest at most this deep. */
 export const MAX_JSON_DEPTH = 64;
@@ -29,6 +38,9 @@ export const SEQ_MAX = Number.MAX_SAFE_INTEGER;
 export type InputViolation = { field: string; message: string };
 
 const violation = (field: string, problem: string): InputViolation => ({ field, message: `${field}: ${problem}` });
+
+const UNSAFE_NUMBER = 'a number beyond the magnitude or precision of an IEEE 754 double (I-JSON, RFC 7493), which would not be '
+  + 'stored as sent: send it as a string';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -73,9 +85,9 @@ export function schemaField(parts: string[]): string {
 }
 
 /**
- * Walks a parsed JSON value once (iteratively: hostile nesting cannot overflow the stack) and
- * returns the first violation: a string or key that is not acceptable text, or nesting deeper
- * than `maxDepth`. `root` names the value itself (its fields are named from the top, `a.b.0`);
+ * Walks a value from parseJson once (iteratively: hostile nesting cannot overflow the stack) and
+ * returns the first violation: a string or key that is not acceptable text, a `__proto__` key, a
+ * number a double cannot hold exactly, or nesting deeper than `maxDepth`. `root` names the value itself (its fields are named from the top, `a.b.0`);
  * `depthField` shortens the path of a depth violation to the field a client would recognise.
  */
 export function checkJson(value: unknown, opts: { root?: string; maxDepth?: number; depthField?: (parts: string[]) => string } = {}): InputViolation | null {
@@ -91,6 +103,7 @@ export function checkJson(value: unknown, opts: { root?: string; maxDepth?: numb
       continue;
     }
     if (v === null || typeof v !== 'object') continue;
+    if (isUnsafeNumber(v)) return violation(path || root, UNSAFE_NUMBER);
     if (depth >= maxDepth) return violation(depthField(path ? path.split('.') : []) || root, `JSON nested deeper than ${maxDepth} levels`);
     if (Array.isArray(v)) {
       for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], depth + 1, join(path, String(i))]);
@@ -102,16 +115,22 @@ export function checkJson(value: unknown, opts: { root?: string; maxDepth?: numb
       // the key itself is not echoed: it is the hostile part; the object holding it is named
       const problem = textProblem(key);
       if (problem) return violation(path || root, `an object key ${problem}`);
+      if (key === '__proto__') return violation(join(path, key), 'the object key __proto__ is not accepted (JavaScript would treat it as the prototype): use another name');
       stack.push([child, depth + 1, join(path, key)]);
     }
   }
   return null;
 }
 
-/** JSON text → value, or a violation of `field` (malformed JSON). */
+/**
+ * The one parse of untrusted JSON text: JSON.parse, plus the exact reading of the numbers when the
+ * text may hold one a double would change (marked as UnsafeNumber for checkJson to refuse). Its
+ * value must pass checkJson before use. A violation of `field` for malformed JSON.
+ */
 export function parseJson(text: string, field = 'body'): { value: unknown } | InputViolation {
   try {
-    return { value: JSON.parse(text) };
+    const value: unknown = JSON.parse(text);
+    return { value: mayHoldUnsafeNumber(text) ? withExactNumbers(text, value) : value };
   } catch (err) {
     // SyntaxError for malformed text; RangeError should the engine ever refuse the nesting
     return violation(field, err instanceof RangeError ? 'JSON too large or too deeply nested' : 'malformed JSON');

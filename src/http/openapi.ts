@@ -35,19 +35,23 @@ export function responses<S extends 200 | 201 | 204>(status: S, description: str
   return { ...errorResponses, ...conflict, [status]: success } as unknown as { [K in S]: Json };
 }
 
-type Issue = { code?: string; path: PropertyKey[]; message: string; keys?: string[]; errors?: Issue[][] };
+type Issue = { code?: string; path: PropertyKey[]; message: string; keys?: string[]; errors?: Issue[][]; note?: string };
+
+/** Whether an issue says its branch was never entered: an unknown key, or a discriminator that matches no option. */
+const notEntered = (i: Issue) => i.code === 'unrecognized_keys' || (i.code === 'invalid_union' && i.note === 'No matching discriminator');
 
 /**
  * The field and message of the first validation issue. A union (a single op or {ops}) that no
  * branch accepts reports the branch that got furthest: the one whose shallowest issue lies
- * deepest (`{action: 'update'}` without base_version is about `base_version`, not `ops`). An
- * unknown key names itself (`patch.text` on a create).
+ * deepest (`{action: 'update'}` without base_version is about `base_version`, not `ops`). A branch
+ * that was not entered counts as the object itself, so `{ops: <101 ops>}` is about `ops`, not the
+ * op's missing `action`. An unknown key names itself (`patch.text` on a create).
  */
 export function issueField(issue: Issue | undefined, prefix: PropertyKey[] = []): { field: string; message: string } {
   if (!issue) return { field: prefix.join('.') || 'body', message: 'invalid' };
   const path = [...prefix, ...issue.path];
   if (issue.code === 'invalid_union' && issue.errors?.length) {
-    const depth = (branch: Issue[]) => Math.min(...branch.map((i) => i.path.length + (i.code === 'unrecognized_keys' ? 0 : 1)));
+    const depth = (branch: Issue[]) => Math.min(...branch.map((i) => i.path.length + (notEntered(i) ? 0 : 1)));
     const best = issue.errors.filter((b) => b.length > 0).reduce<Issue[] | undefined>((a, b) => (!a || depth(b) > depth(a) ? b : a), undefined);
     if (best) return issueField(best[0], path);
   }

@@ -1,7 +1,7 @@
 import type { WebSocket } from 'ws';
 import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
 import { apiErrorFromDatabase } from '../http/errors.ts';
-import { checkJson } from '../input-policy.ts';
+import { checkJson, parseJson } from '../input-policy.ts';
 import { AccessGate, accessChange, canvasAccess, concerns, type CanvasAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
@@ -94,12 +94,9 @@ export class H1Socket {
   }
 
   private onMessage(text: string): void {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(text);
-    } catch {
-      return this.send({ type: 'error', code: 'invalid_message', message: 'not JSON' });
-    }
+    const read = parseJson(text, 'message');
+    if (!('value' in read)) return this.send({ type: 'error', code: 'invalid_message', message: 'not JSON' });
+    const raw = read.value;
     const wait = this.limiter.take();
     if (wait > 0) {
       const opId = (raw as { client_op_id?: unknown })?.client_op_id;

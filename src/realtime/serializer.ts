@@ -11,8 +11,9 @@
  *   encoding 0 = raw bytes, 1 = JSON. Lengths are one byte each (≤ 255).
  *   This server sends kind 4 only for binary (raw) broadcasts; JSON broadcasts go as text frames
  *   (encodeBroadcast says why), which realtime-js decodes into the same message.
+ * Every JSON part is read by the input policy's parseJson; the socket checks the decoded frame.
  */
-import { decodeUtf8 } from '../input-policy.ts';
+import { decodeUtf8, parseJson } from '../input-policy.ts';
 
 export type Vsn = '1.0.0' | '2.0.0';
 
@@ -46,12 +47,9 @@ export function decodeFrame(data: Buffer | string, isBinary: boolean, vsn: Vsn):
     if (vsn !== '2.0.0') throw new ProtocolError('binary frames need vsn 2.0.0');
     return decodeUserBroadcastPush(buf);
   }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
-  } catch {
-    throw new ProtocolError('frame is not JSON');
-  }
+  const read = parseJson(typeof data === 'string' ? data : data.toString('utf8'), 'frame');
+  if (!('value' in read)) throw new ProtocolError('frame is not JSON');
+  const parsed = read.value;
   if (vsn === '2.0.0') {
     if (!Array.isArray(parsed) || parsed.length !== 5) throw new ProtocolError('vsn 2.0.0 frames are [join_ref, ref, topic, event, payload]');
     const [joinRef, ref, topic, event, payload] = parsed;
@@ -85,11 +83,9 @@ function decodeUserBroadcastPush(buf: Buffer): Frame {
   if (encoding === ENCODING_JSON) {
     const text = decodeUtf8(body);
     if (typeof text !== 'string') throw new ProtocolError('broadcast payload is not valid UTF-8');
-    try {
-      payload = JSON.parse(text);
-    } catch {
-      throw new ProtocolError('broadcast payload is not JSON');
-    }
+    const read = parseJson(text);
+    if (!('value' in read)) throw new ProtocolError('broadcast payload is not JSON');
+    payload = read.value;
   } else if (encoding === ENCODING_BINARY) {
     payload = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
   } else {
@@ -97,11 +93,9 @@ function decodeUserBroadcastPush(buf: Buffer): Frame {
   }
   let meta: Record<string, unknown> = {};
   if (metaText) {
-    try {
-      meta = JSON.parse(metaText);
-    } catch {
-      throw new ProtocolError('broadcast metadata is not JSON');
-    }
+    const read = parseJson(metaText);
+    if (!('value' in read)) throw new ProtocolError('broadcast metadata is not JSON');
+    meta = read.value as Record<string, unknown>;
   }
   return {
     join_ref: joinRef || null,

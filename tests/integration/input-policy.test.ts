@@ -7,7 +7,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { createCanvas } from '../helpers/fixtures.ts';
+import { createCanvas, mutate as mutateAs } from '../helpers/fixtures.ts';
 import { rawRequest } from '../helpers/http.ts';
 import { subscribed } from '../helpers/realtime.ts';
 import { until } from '../helpers/wait.ts';
@@ -142,6 +142,69 @@ describe('HTTP', () => {
     expect(await written(canvasId, workspaceId)).toEqual(before);
   });
 
+  it('a number a double cannot hold exactly is a 400 naming the field (send it as a string); an update carrying 1e400 changes nothing', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const mutate = `/api/v1/canvas/${canvasId}/mutate`;
+    const created = await send('POST', mutate, mutation(`"${randomUUID()}"`, '{"big":"kept","neg":"kept","n":1}'), t);
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    const blockId: string = created.body.block_id;
+    const row = async () => (await db.sql`select content, version from app.blocks where block_id = ${blockId}`)[0];
+    const canvasRow = async () => (await db.sql`select title, settings, version from app.canvases where canvas_id = ${canvasId}`)[0];
+    const [blockBefore, canvasBefore, before] = [await row(), await canvasRow(), await written(canvasId, workspaceId)];
+    const update = (content: string) =>
+      `{"action":"update","block_id":"${blockId}","client_op_id":"${randomUUID()}","base_version":1,"patch":{"content":${content}}}`;
+    const refusedNumber = (res: { status: number; body: any }, field: string) => {
+      expectRefused(res, field);
+      expect(res.body.error.message).toMatch(/double.*send it as a string/);
+    };
+    // JSON.parse reads 1e400 as Infinity, which would reach the merge patch as null and delete the keys
+    refusedNumber(await send('POST', mutate, update('{"big":1e400,"neg":-1e400}'), t), 'patch.content.big');
+    refusedNumber(await send('POST', mutate, update('{"neg":-1e400}'), t), 'patch.content.neg');
+    refusedNumber(await send('POST', mutate, update('{"n":12345678901234567890123}'), t), 'patch.content.n');
+    refusedNumber(await send('POST', mutate, update('{"pi":3.141592653589793238462643383279}'), t), 'patch.content.pi');
+    refusedNumber(await send('POST', mutate, update('{"tiny":[0,1e-400]}'), t), 'patch.content.tiny.1');
+    refusedNumber(await send('POST', mutate, mutation(`"${randomUUID()}"`, '{"big":1e400}'), t), 'patch.content.big');
+    refusedNumber(await send('POST', mutate, `{"ops":[${update('{"big":1e400}')}]}`, t), 'ops.0.patch.content.big');
+    refusedNumber(await send('POST', `/functions/v1/canvas/${canvasId}/mutate`, update('{"big":-1e400}'), t), 'patch.content.big');
+    refusedNumber(await send('PATCH', `/api/v1/canvas/${canvasId}`, '{"settings":{"zoom":1e400}}', t), 'settings.zoom');
+    refusedNumber(await send('POST', '/api/v1/canvas', `{"workspace_id":"${workspaceId}","title":"Big","settings":{"zoom":12345678901234567890123}}`, t), 'settings.zoom');
+    refusedNumber(await send('POST', `/api/v1/canvas/${canvasId}/presence`, '{"cursor":{"x":1e400}}', t), 'cursor.x');
+    expect(await row()).toEqual(blockBefore);
+    expect(await canvasRow()).toEqual(canvasBefore);
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+    // numbers a double holds exactly are taken, whatever their spelling
+    const ok = await send('POST', mutate, update('{"a":1e5,"b":-2.5E-3,"c":123456789012345,"d":9007199254740991,"e":0.1}'), t);
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    expect(ok.body.block.content).toEqual({ big: 'kept', neg: 'kept', n: 1, a: 100000, b: -0.0025, c: 123456789012345, d: 9007199254740991, e: 0.1 });
+  });
+
+  it('an object key __proto__ is a 400 naming it, never silently dropped', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const before = await written(canvasId, workspaceId);
+    const mutate = `/api/v1/canvas/${canvasId}/mutate`;
+    expectRefused(await send('POST', mutate, mutation(`"${randomUUID()}"`, '{"__proto__":{"polluted":true},"ok":1}'), t), 'patch.content.__proto__');
+    expectRefused(await send('POST', mutate, mutation(`"${randomUUID()}"`, '{"list":[{"__proto__":1}]}'), t), 'patch.content.list.0.__proto__');
+    expectRefused(await send('POST', mutate, `{"ops":[${mutation(`"${randomUUID()}"`, '{"__proto__":{}}')}]}`, t), 'ops.0.patch.content.__proto__');
+    expectRefused(await send('PATCH', `/api/v1/canvas/${canvasId}`, '{"settings":{"__proto__":{"zoom":2}}}', t), 'settings.__proto__');
+    expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/presence`, '{"cursor":{"__proto__":{"x":1}}}', t), 'cursor.__proto__');
+    expectRefused(await send('POST', mutate, `{"__proto__":{"action":"create"},${mutation(`"${randomUUID()}"`, '{}').slice(1)}`, t), '__proto__');
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+  });
+
+  it('a batch over 100 ops, or ops that is not an array, is refused on field ops', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const before = await written(canvasId, workspaceId);
+    const mutate = `/api/v1/canvas/${canvasId}/mutate`;
+    const op = () => JSON.parse(mutation(`"${randomUUID()}"`, '{}'));
+    expectRefused(await send('POST', mutate, JSON.stringify({ ops: Array.from({ length: 101 }, op) }), t), 'ops');
+    expectRefused(await send('POST', mutate, JSON.stringify({ ops: { 0: op() } }), t), 'ops');
+    expectRefused(await send('POST', mutate, JSON.stringify({ client_op_id: randomUUID() }), t), 'action');
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+  });
+
   it('percent-encoded invalid UTF-8 or NUL in the path or a query parameter is a 400, not a 404', async () => {
     const { canvasId, users } = await createCanvas(db.sql);
     const t = await token(users.owner!);
@@ -212,8 +275,13 @@ describe('H1 frames', () => {
     ['nesting of 5,000 levels', mutate(op(), nest(5_000)), 'invalid_input', 'patch.content'],
     ['nesting of 20,000 levels', mutate(op(), nest(20_000)), 'invalid_input', 'patch.content'],
     ['base_version 99999999999', `{"type":"mutate","client_op_id":${op()},"action":"update","block_id":"${randomUUID()}","base_version":99999999999,"patch":{"content":{}}}`, 'invalid_message', 'base_version'],
-    ['since_canvas_seq over 2^53', '{"type":"resume","since_canvas_seq":1e20}', 'invalid_message', 'since_canvas_seq'],
+    ['since_canvas_seq over 2^53 (no double holds it exactly)', '{"type":"resume","since_canvas_seq":1e20}', 'invalid_input', 'since_canvas_seq'],
     ['a cursor over 1 KB', `{"type":"presence","cursor":{"x":"${'a'.repeat(1100)}"}}`, 'invalid_input', 'cursor'],
+    ['1e400 in content', mutate(op(), '{"big":1e400}'), 'invalid_input', 'patch.content.big'],
+    ['a 23-digit integer in content', mutate(op(), '{"n":12345678901234567890123}'), 'invalid_input', 'patch.content.n'],
+    ['pi to 31 places in content', mutate(op(), '{"pi":3.141592653589793238462643383279}'), 'invalid_input', 'patch.content.pi'],
+    ['a __proto__ key in content', mutate(op(), '{"__proto__":{"polluted":true},"ok":1}'), 'invalid_input', 'patch.content.__proto__'],
+    ['1e400 in a presence cursor', '{"type":"presence","cursor":{"x":1e400}}', 'invalid_input', 'cursor.x'],
   ];
 
   it.each(frames)('%s: an error frame with a stable code naming the field, nothing written', async (_name, text, code, field) => {
@@ -242,6 +310,21 @@ describe('H1 frames', () => {
     expect(c.inbox.filter((m) => m.type === 'ack')).toEqual([]);
   });
 
+  it('an update carrying 1e400 is refused for its operation and leaves the block as it was', async () => {
+    const blockId = (await mutateAs(db.sql, users.editor!, canvasId, { action: 'create', patch: { type: 'text', content: { big: 'kept', neg: 'kept' } } })).block_id!;
+    const row = async () => (await db.sql`select content, version from app.blocks where block_id = ${blockId}`)[0];
+    const before = await row();
+    expect(before).toMatchObject({ content: { big: 'kept', neg: 'kept' }, version: 1 });
+    const opId = randomUUID();
+    await new Promise((r) => setTimeout(r, 120));
+    c.sendText(`{"type":"mutate","client_op_id":"${opId}","action":"update","block_id":"${blockId}","base_version":1,"patch":{"content":{"big":1e400,"neg":-1e400}}}`);
+    const error = await c.next(isError);
+    expect(error).toMatchObject({ code: 'invalid_input', field: 'patch.content.big', client_op_id: opId });
+    expect(error.message).toMatch(/send it as a string/);
+    expect(await row()).toEqual(before);
+    expect(c.inbox.filter((m: any) => m.type === 'ack' && m.client_op_id === opId)).toEqual([]);
+  });
+
   it.each(['resume', 'presence'])('%s after the member was removed: forbidden and the 4403 close, never internal', async (type) => {
     const room = await createCanvas(db.sql, ['editor']);
     const s = await openH1(room.canvasId, room.users.editor!);
@@ -262,6 +345,14 @@ describe('H1 frames', () => {
 
 const realtimeClients: RealtimeClient[] = [];
 
+/**
+ * A JSON number no JavaScript value holds (1e400 would be stringified as null): realtime-js sends
+ * it as this string, which the recording transport writes on the wire as the bare number, as a
+ * client in another language would send it.
+ */
+const rawNumber = (text: string) => `~raw:${text}~`;
+const RAW_NUMBER = /"~raw:([-+.0-9eE]+)~"/g;
+
 /** A real realtime-js client whose transport also records the server's text frames (to read phx_reply reasons). */
 function recordingClient(apikey: string, vsn: string) {
   const frames: { ref: string | null; topic: string; event: string; payload: any }[] = [];
@@ -273,6 +364,12 @@ function recordingClient(apikey: string, vsn: string) {
         const f = JSON.parse(String(data));
         frames.push(Array.isArray(f) ? { ref: f[1], topic: f[2], event: f[3], payload: f[4] } : f);
       });
+    }
+    override send(data: any, ...rest: any[]): void {
+      // text frames, and the JSON payload at the end of a binary broadcast (vsn 2.0.0 kind 3: no length field)
+      const wire = typeof data === 'string' ? data.replace(RAW_NUMBER, '$1')
+        : Buffer.from(Buffer.from(data).toString('latin1').replace(RAW_NUMBER, '$1'), 'latin1');
+      (super.send as (...args: any[]) => void)(wire, ...rest);
     }
   }
   const client = new RealtimeClient(`${server.url.replace(/^http/, 'ws')}/realtime/v1`, {
@@ -312,6 +409,22 @@ describe.each(['1.0.0', '2.0.0'])('realtime-js vsn %s', (vsn) => {
     expect(got).toEqual([{ t: 'fine' }]);
     expect(sender.reasons().filter((r) => /internal/.test(r))).toEqual([]);
 
+    // numbers a double cannot hold exactly, and a __proto__ key (JSON.stringify writes an own one)
+    const exact: [unknown, string][] = [
+      [{ big: rawNumber('1e400') }, 'payload.payload.big'],
+      [{ n: rawNumber('12345678901234567890123') }, 'payload.payload.n'],
+      [{ pi: [rawNumber('3.141592653589793238462643383279')] }, 'payload.payload.pi.0'],
+      [JSON.parse('{"__proto__":{"polluted":true},"ok":1}'), 'payload.payload.__proto__'],
+    ];
+    for (const [payload, field] of exact) {
+      expect(await channel.send({ type: 'broadcast', event: 'note', payload })).toBe('error');
+      await until(() => sender.reasons().some((r) => r.startsWith(`invalid_input: ${field}: `)), 5000, `the refusal naming ${field}`);
+    }
+    expect(sender.reasons().find((r) => r.startsWith('invalid_input: payload.payload.big: '))).toMatch(/send it as a string/);
+    expect(await channel.send({ type: 'broadcast', event: 'note', payload: { t: 'after' } })).toBe('ok');
+    await until(() => got.length > 1, 5000, 'the next valid broadcast');
+    expect(got).toEqual([{ t: 'fine' }, { t: 'after' }]);
+
     // without ack nothing waits for a reply: the refusal comes as a system message on the channel
     const noAck = recordingClient(await token(users.editor!), vsn);
     const plain = noAck.client.channel(`canvas:${canvasId}`, { config: { private: true } });
@@ -336,6 +449,12 @@ describe.each(['1.0.0', '2.0.0'])('realtime-js vsn %s', (vsn) => {
     await until(() => tracker.reasons().some((r) => r.startsWith('invalid_input: payload.payload.cursor.x: ')), 5000, 'the NUL refusal');
     expect(await channel.track({ name: '\udbff' })).toBe('error');
     await until(() => tracker.reasons().some((r) => r.startsWith('invalid_input: payload.payload.name: ')), 5000, 'the surrogate refusal');
+    expect(await channel.track({ cursor: { x: rawNumber('1e400') } })).toBe('error');
+    await until(() => tracker.reasons().some((r) => r.startsWith('invalid_input: payload.payload.cursor.x: ')), 5000, 'the 1e400 refusal');
+    expect(await channel.track({ cursor: { x: rawNumber('-12345678901234567890123') } })).toBe('error');
+    await until(() => tracker.reasons().filter((r) => r.startsWith('invalid_input: payload.payload.cursor.x: ')).length === 3, 5000, 'the 23-digit refusal');
+    expect(await channel.track(JSON.parse('{"__proto__":{"cursor":{"x":1}}}'))).toBe('error');
+    await until(() => tracker.reasons().some((r) => r.startsWith('invalid_input: payload.payload.__proto__: ')), 5000, 'the __proto__ refusal');
     expect(await channel.track({ cursor: { x: 'a'.repeat(1100) } })).toBe('error');
     await until(() => tracker.reasons().some((r) => r.startsWith('invalid_input: cursor: ')), 5000, 'the database refusal of the cursor');
     expect(await written(canvasId, workspaceId)).toEqual(before);

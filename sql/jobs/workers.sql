@@ -2,6 +2,8 @@
 -- Graphile pool id, the value graphile_worker jobs carry in locked_by). A live worker calls
 -- internal.recover_stale_workers: the pools whose heartbeat went stale (a crashed or killed
 -- process) lose their heartbeat row and their job locks, so another worker retries those jobs.
+-- With its heartbeat it calls internal.release_orphaned_locks: its own locks on jobs it is not
+-- running go too, so a live worker never sits on a job until Graphile's 4-hour lock timeout.
 
 create or replace function internal.worker_heartbeat(p_worker_id text, p_hostname text, p_pid integer, p_tasks text[])
 returns void
@@ -20,6 +22,42 @@ language sql security definer set search_path = pg_catalog, pg_temp as $$
   delete from app.worker_heartbeats where worker_id = p_worker_id;
   select graphile_worker.force_unlock_workers(array[p_worker_id]);
 $$;
+
+-- A live worker's locks on jobs it is not running: its connection was terminated while it
+-- recorded a job's outcome (the job stays locked by it), or after get_job locked a job but before
+-- the answer arrived (Graphile asks again; the first job stays locked). p_running: the jobs its
+-- workers are running or still recording; p_locked_before: a time before which every lock it took
+-- has reached it (src/worker/lock-ledger.ts), so a job about to start is never freed. Its other
+-- locks from before then are released (and their job queues'), and the jobs run again (tasks are
+-- idempotent). A null p_locked_before releases nothing. Returns the released job ids.
+create or replace function internal.release_orphaned_locks(p_worker_id text, p_running bigint[], p_locked_before timestamptz)
+returns bigint[]
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_ids bigint[];
+begin
+  with released as (
+    update graphile_worker._private_jobs set locked_at = null, locked_by = null
+    where locked_by = p_worker_id and locked_at < p_locked_before and id <> all(p_running)
+    returning id
+  )
+  select array_agg(id order by id) into v_ids from released;
+  -- get_job locks a job's queue with it, and completing or failing the job unlocks both
+  update graphile_worker._private_job_queues as q set locked_at = null, locked_by = null
+  where q.locked_by = p_worker_id and q.locked_at < p_locked_before
+    and not exists (select 1 from graphile_worker._private_jobs j where j.job_queue_id = q.id and j.id = any(p_running));
+  if v_ids is null then
+    return '{}';
+  end if;
+  perform internal.write_audit(jsonb_build_object('role', 'system'), 'worker.release_orphaned_locks', 'success', 'worker',
+                               p_worker_id, jsonb_build_object('job_ids', v_ids), null, null, null, cardinality(v_ids));
+  return v_ids;
+end $$;
+
+comment on function internal.release_orphaned_locks(text, bigint[], timestamptz) is
+$$Called by a live worker with its heartbeat: unlocks the jobs (and job queues) that worker
+p_worker_id locked before p_locked_before and is not running (p_running), so they run again;
+audits and returns their ids. Null p_locked_before: nothing.$$;
 
 -- Unlocks the jobs (and job queues) of every worker not seen for p_stale; returns their ids.
 -- Safe when several live workers race: the delete decides which of them unlocks.
@@ -59,6 +97,8 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
 $$;
 
 revoke execute on function internal.worker_heartbeat(text, text, integer, text[]), internal.worker_stopped(text),
-  internal.recover_stale_workers(interval), internal.job_queue_depth() from public;
+  internal.release_orphaned_locks(text, bigint[], timestamptz), internal.recover_stale_workers(interval),
+  internal.job_queue_depth() from public;
 grant execute on function internal.worker_heartbeat(text, text, integer, text[]), internal.worker_stopped(text),
-  internal.recover_stale_workers(interval), internal.job_queue_depth() to service_role;
+  internal.release_orphaned_locks(text, bigint[], timestamptz), internal.recover_stale_workers(interval),
+  internal.job_queue_depth() to service_role;

@@ -8,6 +8,7 @@ import { reconnectBackoffSeconds } from '../db/index.ts';
 import { connectionUrls } from '../db/pooling.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
 import { CircuitBreaker, type BreakerState } from './breaker.ts';
+import { LockLedger } from './lock-ledger.ts';
 import { createProvider, type EmbeddingProvider } from './providers.ts';
 import { QueuePool } from './queue-pool.ts';
 import { createTaskList, type TaskContext } from './tasks.ts';
@@ -36,8 +37,8 @@ export type WorkerRuntime = {
   metrics: Metrics;
   /** Moves every due embedding outbox row into the queue now; returns how many jobs were added. */
   drainOutbox(): Promise<number>;
-  /** Writes the heartbeat, unlocks the jobs of stale workers, refreshes the queue-depth gauge. */
-  tick(): Promise<{ recovered: string[] }>;
+  /** Writes the heartbeat, releases its own orphaned job locks, unlocks the jobs of stale workers, refreshes the queue-depth gauge. */
+  tick(): Promise<{ released: string[]; recovered: string[] }>;
   /** Graceful shutdown: no new jobs; running jobs finish (or are released after a timeout); heartbeat removed. */
   stop(): Promise<void>;
 };
@@ -74,6 +75,7 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   const events: WorkerEvents = new EventEmitter();
   let pool: WorkerPool | undefined;
   events.on('pool:create', ({ workerPool }) => { pool ??= workerPool; });
+  const ledger = new LockLedger(events);
   const started = new Map<string, number>();
   events.on('job:start', ({ job }) => { started.set(job.id, performance.now()); });
   const outcome = (job: { id: string; task_identifier: string }, result: string) => {
@@ -121,10 +123,21 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   if (!workerId) throw new Error('graphile worker pool did not start');
 
   const interval = (ms: number) => `${ms} milliseconds`;
-  const heartbeat = () => sql`select internal.worker_heartbeat(${workerId}, ${hostname()}, ${process.pid}, ${Object.keys(taskList)})`;
+  // with the heartbeat: release this worker's locks on jobs it is not running (lock-ledger.ts),
+  // and read the clock that bounds the next release (a Date: cut to the millisecond, never later)
+  const heartbeat = ({ running, lockedBefore }: ReturnType<LockLedger['inUse']>) => sql`
+    select internal.worker_heartbeat(${workerId}, ${hostname()}, ${process.pid}, ${Object.keys(taskList)}),
+           internal.release_orphaned_locks(${workerId}, ${running}::bigint[], ${lockedBefore}::timestamptz) as released,
+           clock_timestamp() as now`;
 
   async function tick() {
-    await heartbeat();
+    const [hb] = await heartbeat(ledger.inUse());
+    ledger.mark(hb!.now as Date);
+    const released = (hb!.released as string[]).map(String);
+    if (released.length > 0) {
+      log.warn({ jobs: released }, 'released locks on jobs this worker is not running (lost with a terminated connection); they run again');
+      pool?.nudge(cfg.concurrency);
+    }
     const [row] = await sql`select internal.recover_stale_workers(${interval(cfg.staleMs)}::interval) as ids`;
     const recovered = (row!.ids as string[]) ?? [];
     if (recovered.length > 0) {
@@ -134,7 +147,7 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
     const depth = await sql`select task, state, jobs from internal.job_queue_depth()`;
     metrics.jobQueueDepth.reset();
     for (const d of depth) metrics.jobQueueDepth.set({ task: d.task, state: d.state }, Number(d.jobs));
-    return { recovered };
+    return { released, recovered };
   }
 
   async function drainOutbox() {

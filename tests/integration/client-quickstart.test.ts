@@ -1,0 +1,61 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+
+// The quick start of packages/client/README.md is run as a reader runs it: its code block, copied
+// as is into a file of this repository (where `@potentia/client` is the workspace's package), run
+// with tsx against `npm start`'s server process (the development profile), twice: the second run
+// meets the user the first signed up. Each run must exit by itself, ending with what the README says.
+
+const run = promisify(execFile);
+const root = resolve(fileURLToPath(import.meta.url), '../../..');
+const readme = readFileSync(join(root, 'packages/client/README.md'), 'utf8');
+let server: PotentiaProcess;
+let anonKey: string;
+let dir: string;
+
+/** The first ```ts block after the "## Quick start" heading. */
+function quickStart(): string {
+  const section = readme.slice(readme.indexOf('## Quick start'));
+  const block = /```ts\n([\s\S]*?)```/.exec(section);
+  if (!block) throw new Error('packages/client/README.md has no ```ts block under "## Quick start"');
+  return block[1]!;
+}
+
+beforeAll(async () => {
+  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', POTENTIA_PROFILE: 'development' });
+  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  mkdirSync(join(root, 'test-results'), { recursive: true });
+  dir = mkdtempSync(join(root, 'test-results', 'quickstart-')); // inside the repository: node_modules resolve as at its root
+}, 90_000);
+
+afterAll(async () => {
+  await server?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('the quick start of packages/client/README.md', () => {
+  it('runs as written, twice, and ends with the documented output', async () => {
+    const code = quickStart();
+    expect(readme).toContain('its last two lines of output are `Hello, world` and `status 1 blocks`');
+    const lines = code.split('\n').filter((l) => l.trim() !== '').length;
+    expect(readFileSync(join(root, 'README.md'), 'utf8')).toContain(`in ${lines} lines`); // the README's count stays true
+    writeFileSync(join(dir, 'quickstart.ts'), code);
+    for (const attempt of ['sign-up', 'sign-in']) {
+      // --conditions=source: the package's TypeScript sources, so the test runs this commit's client
+      // (`npx tsx quickstart.ts` loads dist/, built from them by npm ci)
+      const { stdout } = await run(join(root, 'node_modules/.bin/tsx'), ['--conditions=source', 'quickstart.ts'], {
+        cwd: dir, timeout: 60_000, env: { ...process.env, ANON_KEY: anonKey, POTENTIA_URL: server.url },
+      }).catch((err: { stdout?: string; stderr?: string }) => {
+        throw new Error(`the quick start failed (${attempt}):\n${err.stdout}\n${err.stderr}`);
+      });
+      expect(stdout, attempt).toContain('snapshot 0 blocks');
+      expect(stdout.trimEnd().split('\n').slice(-2), attempt).toEqual(['Hello, world', 'status 1 blocks']);
+    }
+  }, 150_000);
+});

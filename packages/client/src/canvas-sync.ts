@@ -215,7 +215,13 @@ export class CanvasSync {
   private presenceFrame: string | null = null;
   private presenceDue = false;
 
-  constructor(private readonly opts: CanvasSyncOptions) {}
+  /** Throws a TypeError naming the option when `token` is not a function (a token string is the usual slip). */
+  constructor(private readonly opts: CanvasSyncOptions) {
+    // checked here: called only at connect time, a string would fail on every reconnect while join() waits forever
+    if (typeof opts.token !== 'function') {
+      throw new TypeError(`CanvasSync: the token option must be a function returning the current access token (e.g. token: () => accessToken), got ${typeof opts.token}`);
+    }
+  }
 
   /**
    * Connects and resolves once the state is caught up (snapshot + replay) and live. Connection

@@ -11,6 +11,7 @@ import { serveApiDocument } from './api-document.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { gotrueRoutes } from './gotrue.ts';
+import { routeNotFound } from './not-found.ts';
 import { staticRoutes } from './static.ts';
 import { bodyInputError, commonMiddleware, errorResponse, type ErrorAnswer } from './middleware.ts';
 
@@ -28,7 +29,7 @@ export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {
   // browsers call from any origin, as they do Supabase (commonMiddleware in middleware.ts)
   app.use('*', commonMiddleware(deps, onError));
   app.onError(onError);
-  app.notFound((c) => errorResponse(c, new ApiError('not_found', `no route ${c.req.method} ${c.req.path}`)));
+  app.notFound((c) => errorResponse(c, routeNotFound(c.req.method, c.req.path)));
   return app;
 }
 

@@ -259,6 +259,20 @@ describe('happy paths', () => {
     expect(await res.json()).toEqual({ echo: { hello: 'world' }, request_id: 'echo-test-1' });
   });
 
+  it('a PostgREST path (/rest/v1, Supabase only) is a 404 that says where the work is served', async () => {
+    // what supabase-js `supabase.schema('api').rpc('upsert_block_atomic', …)` sends
+    const { error } = await supabaseAs().schema('api').rpc('upsert_block_atomic', { p_canvas_id: randomUUID() });
+    expect(error?.message).toMatch(/does not serve PostgREST .*POST \/api\/v1\/canvas\/\{id\}\/mutate/);
+    for (const path of ['/rest/v1', '/rest/v1/rpc/upsert_block_atomic', '/rest/v1/blocks?select=*']) {
+      const res = await api(path, { method: path.includes('rpc') ? 'POST' : 'GET', body: path.includes('rpc') ? {} : undefined });
+      expectError(res, 404, 'not_found');
+      expect(res.body.error.message).toContain('/api/v1/canvas/{id}/mutate');
+      expect(res.body.error.message).toContain('docs/mutations.md');
+    }
+    // any other unknown path keeps the plain answer
+    expect((await api('/nowhere')).body.error.message).toBe('no route GET /nowhere');
+  });
+
   it('/api/v1/openapi.json is an OpenAPI 3.1 document listing the canvas paths', async () => {
     const res = await api('/api/v1/openapi.json');
     expect(res.status).toBe(200);

@@ -15,7 +15,8 @@
 -- Limits (app.settings, fixed 5-minute windows of internal.hit_window_limit): per client IP for
 -- sign-ups and sign-ins (auth_attempts_per_ip), per email address for sign-ins
 -- (auth_sign_in_attempts_per_email), counted before the password is looked at, so a locked-out
--- address answers 429 whatever the password.
+-- address answers 429 whatever the password. The development profile (p_relaxed) allows 100 times
+-- each per 60 s in buckets of its own, as it does the endpoint limits.
 
 -- GoTrue's timestamp format (UTC, microseconds, Z).
 create or replace function internal.gotrue_time(p_at timestamptz) returns text
@@ -83,10 +84,16 @@ end $$;
 
 -- Counts one attempt from p_client_ip (and, for sign-ins, for p_email) against the limits of the
 -- header; raises rate_limited past either. An empty or unparsable IP is not limited by IP.
-create or replace function internal.hit_auth_limits(p_client_ip text, p_email text) returns void
+-- p_relaxed (the development profile, as api.hit_endpoint_limit): 100x the attempts in a window of
+-- 60 s, in buckets of its own, since every local client shares one IP.
+drop function if exists internal.hit_auth_limits(text, text);  -- before p_relaxed
+create or replace function internal.hit_auth_limits(p_client_ip text, p_email text, p_relaxed boolean default false) returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_ip inet;
+  v_factor integer := case when p_relaxed then 100 else 1 end;
+  v_window integer := case when p_relaxed then 60 else 300 end;
+  v_prefix text := case when p_relaxed then 'auth-dev:' else 'auth:' end;
 begin
   begin
     v_ip := nullif(btrim(p_client_ip), '')::inet;
@@ -95,12 +102,12 @@ begin
   end;
   -- app.rate_limits is keyed by a uuid subject: the IP and the address are hashed into one
   if v_ip is not null then
-    perform internal.hit_window_limit(md5('auth-ip:' || host(v_ip))::uuid, 'auth:ip',
-                                      coalesce(internal.setting_int('auth_attempts_per_ip'), 30), 300);
+    perform internal.hit_window_limit(md5('auth-ip:' || host(v_ip))::uuid, v_prefix || 'ip',
+                                      coalesce(internal.setting_int('auth_attempts_per_ip'), 30) * v_factor, v_window);
   end if;
   if p_email is not null then
-    perform internal.hit_window_limit(md5('auth-email:' || lower(p_email))::uuid, 'auth:sign_in:email',
-                                      coalesce(internal.setting_int('auth_sign_in_attempts_per_email'), 10), 300);
+    perform internal.hit_window_limit(md5('auth-email:' || lower(p_email))::uuid, v_prefix || 'sign_in:email',
+                                      coalesce(internal.setting_int('auth_sign_in_attempts_per_email'), 10) * v_factor, v_window);
   end if;
 end $$;
 
@@ -113,8 +120,10 @@ begin
   return (select family_id from app.refresh_tokens where token_hash = p_refresh_hash);
 end $$;
 
+drop function if exists internal.password_sign_up(text, text, jsonb, boolean, text, text, integer);  -- before p_relaxed
 create or replace function internal.password_sign_up(p_email text, p_password text, p_data jsonb, p_autoconfirm boolean,
-                                                     p_client_ip text, p_refresh_hash text, p_refresh_ttl_seconds integer)
+                                                     p_client_ip text, p_refresh_hash text, p_refresh_ttl_seconds integer,
+                                                     p_relaxed boolean default false)
 returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_email text := lower(btrim(p_email));
@@ -122,7 +131,7 @@ declare
   v_user_id uuid;
   v_session_id uuid;
 begin
-  perform internal.hit_auth_limits(p_client_ip, null);
+  perform internal.hit_auth_limits(p_client_ip, null, p_relaxed);
   if v_email is null or v_email = '' then
     return jsonb_build_object('error', 'validation_failed', 'message', 'An email address is required');
   end if;
@@ -162,7 +171,7 @@ begin
   return jsonb_build_object('session_id', v_session_id, 'user', internal.auth_user_json(v_user_id));
 end $$;
 
-comment on function internal.password_sign_up(text, text, jsonb, boolean, text, text, integer) is
+comment on function internal.password_sign_up(text, text, jsonb, boolean, text, text, integer, boolean) is
 $$GoTrue's POST /signup for an email address: creates the user with the bcrypt hash of p_password
 and p_data (an object, null = {}) as user_metadata, app_metadata {provider: email, providers:
 [email]}. p_autoconfirm (AUTH_EMAIL_CONFIRM off, the local default): the address counts as
@@ -172,10 +181,12 @@ confirmed and, given p_refresh_hash (sha256 of a new refresh token), a session s
 validation_failed (no, too long (255) or malformed address; no password or over 72 bytes; data
 not an object), weak_password (+ reasons, under auth_password_min_length), user_already_exists
 (any existing user with that address, case-insensitively: GoTrue with autoconfirm). Raises
-rate_limited past auth_attempts_per_ip from p_client_ip. service_role only.$$;
+rate_limited past auth_attempts_per_ip from p_client_ip (p_relaxed, the development profile:
+100x per 60 s). service_role only.$$;
 
+drop function if exists internal.password_sign_in(text, text, text, text, integer);  -- before p_relaxed
 create or replace function internal.password_sign_in(p_email text, p_password text, p_client_ip text,
-                                                     p_refresh_hash text, p_refresh_ttl_seconds integer)
+                                                     p_refresh_hash text, p_refresh_ttl_seconds integer, p_relaxed boolean default false)
 returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_email text := lower(btrim(p_email));
@@ -186,7 +197,7 @@ begin
   if v_email is null or v_email = '' then
     return jsonb_build_object('error', 'validation_failed', 'message', 'missing email or phone');
   end if;
-  perform internal.hit_auth_limits(p_client_ip, v_email);
+  perform internal.hit_auth_limits(p_client_ip, v_email, p_relaxed);
   select * into v_user from auth.users where lower(email) = v_email;
   if v_user.encrypted_password is null or v_user.encrypted_password = '' or coalesce(p_password, '') = '' then
     -- hash anyway, so that an unknown address takes as long as a wrong password
@@ -208,10 +219,10 @@ begin
   return jsonb_build_object('session_id', v_session_id, 'user', internal.auth_user_json(v_user.id));
 end $$;
 
-comment on function internal.password_sign_in(text, text, text, text, integer) is
+comment on function internal.password_sign_in(text, text, text, text, integer, boolean) is
 $$GoTrue's POST /token?grant_type=password: counts the attempt (auth_attempts_per_ip for
 p_client_ip, auth_sign_in_attempts_per_email for the address; rate_limited is raised past
-either, before the password is checked), then compares p_password with the user's bcrypt hash.
+either, before the password is checked; p_relaxed, the development profile: 100x per 60 s), then compares p_password with the user's bcrypt hash.
 Success: {session_id, user}, a new session holding p_refresh_hash (sha256 of a new refresh token,
 valid p_refresh_ttl_seconds) and last_sign_in_at set; with p_refresh_hash null, {user} only (a
 password check, no session: scripts/token.ts). Refusals {error, message}: validation_failed (no
@@ -318,15 +329,15 @@ session_not_found, validation_failed, weak_password (+ reasons), same_password. 
 
 revoke execute on function
   internal.gotrue_time(timestamptz), internal.auth_user_json(uuid), internal.password_problem(text),
-  internal.hit_auth_limits(text, text), internal.start_auth_session(uuid, text, integer),
-  internal.password_sign_up(text, text, jsonb, boolean, text, text, integer),
-  internal.password_sign_in(text, text, text, text, integer), internal.auth_session_user(uuid, uuid),
+  internal.hit_auth_limits(text, text, boolean), internal.start_auth_session(uuid, text, integer),
+  internal.password_sign_up(text, text, jsonb, boolean, text, text, integer, boolean),
+  internal.password_sign_in(text, text, text, text, integer, boolean), internal.auth_session_user(uuid, uuid),
   internal.auth_refresh_session(text), internal.auth_sign_out(uuid, uuid, text),
   internal.auth_update_user(uuid, uuid, jsonb, text)
 from public, anon, authenticated;
 grant execute on function
-  internal.password_sign_up(text, text, jsonb, boolean, text, text, integer),
-  internal.password_sign_in(text, text, text, text, integer), internal.auth_session_user(uuid, uuid),
+  internal.password_sign_up(text, text, jsonb, boolean, text, text, integer, boolean),
+  internal.password_sign_in(text, text, text, text, integer, boolean), internal.auth_session_user(uuid, uuid),
   internal.auth_refresh_session(text), internal.auth_sign_out(uuid, uuid, text),
   internal.auth_update_user(uuid, uuid, jsonb, text)
 to service_role;

@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(39);
+select plan(44);
 
 create temp table results (step text primary key, res jsonb);
 grant all on results to service_role;
@@ -125,6 +125,23 @@ select lives_ok($$ select internal.password_sign_in('pwauth-dave1@test.local', '
 reset role;
 select is((select hits from app.rate_limits where user_id = md5('auth-email:pwauth-carol@test.local')::uuid and bucket = 'auth:sign_in:email'),
           3, 'attempts are counted per address in app.rate_limits (the refused one rolled back)');
+
+-- the development profile (p_relaxed, POTENTIA_PROFILE=development): 100x per 60 s, buckets of its own
+update app.settings set value = '1' where key = 'auth_attempts_per_ip';
+set local role service_role;
+select lives_ok($$ select internal.password_sign_in('pwauth-carol@test.local', 'guess 5', '192.0.2.21', null, 3600, true) $$,
+                'relaxed, an address whose standard attempts are spent may try again');
+insert into results select 'relaxed ' || i, internal.password_sign_up('', 'x', null, true, '192.0.2.50', null, 3600, true)
+from generate_series(1, 100) i;
+select throws_ok($$ select internal.password_sign_up('', 'x', null, true, '192.0.2.50', null, 3600, true) $$,
+                 'PX429', null, 'relaxed, the 101st attempt from one IP in 60 s is rate_limited (100x auth_attempts_per_ip)');
+select lives_ok($$ select internal.password_sign_up('', 'x', null, true, '192.0.2.50', null, 3600) $$,
+                'the standard limit of that IP is untouched by the relaxed attempts');
+reset role;
+select is((select hits from app.rate_limits where user_id = md5('auth-ip:192.0.2.50')::uuid and bucket = 'auth-dev:ip'),
+          100, 'relaxed attempts count in their own bucket (auth-dev:ip)');
+select ok((select bool_and(extract(epoch from window_start)::bigint % 60 = 0) from app.rate_limits where bucket like 'auth-dev:%'),
+          'in 60 s windows');
 
 -- nothing for anon or authenticated -------------------------------------------------------------
 select ok(not has_table_privilege('anon', 'auth.users', 'select') and not has_table_privilege('authenticated', 'auth.users', 'select'),

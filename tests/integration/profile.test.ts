@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
+import { apiKeys } from '../../src/dev.ts';
 import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
@@ -7,8 +8,8 @@ import { startTestServer, tokenFor } from '../helpers/http.ts';
 import { awayFromWindowEdge } from '../helpers/wait.ts';
 
 // POTENTIA_PROFILE=development (what `npm start` runs with) relaxes the per-endpoint limits of
-// app.endpoint_limits for that process's requests; standard keeps the seed's (A5: one canvas
-// create per 10 s). Refused in production.
+// app.endpoint_limits and the sign-in limits of /auth/v1 for that process's requests; standard
+// keeps the seed's (A5: one canvas create per 10 s). Refused in production.
 
 const db = testDatabase(2);
 let standard: Server;
@@ -44,6 +45,24 @@ describe('POTENTIA_PROFILE', () => {
     const devTries = [];
     for (let i = 0; i < 5; i++) devTries.push((await createCanvasOver(development, owner, workspaceId)).status);
     expect(devTries).toEqual([201, 201, 201, 201, 201]);
+  });
+
+  it('development relaxes the sign-in limits too, in buckets of its own (every local client is 127.0.0.1)', async () => {
+    const email = `profile-${crypto.randomUUID()}@example.com`;
+    const { anon } = await apiKeys(development.deps.config);
+    const statuses: number[] = [];
+    // one more than the standard 10 attempts per address (only the development server is asked:
+    // the standard per-IP budget is the whole suite's)
+    for (let i = 0; i < 11; i++) {
+      const res = await fetch(`${development.url}/auth/v1/token?grant_type=password`, {
+        method: 'POST', headers: { apikey: anon, 'content-type': 'application/json' }, body: JSON.stringify({ email, password: 'wrong password' }),
+      });
+      statuses.push(res.status);
+    }
+    expect(statuses).toEqual(Array(11).fill(400)); // invalid_credentials every time, never 429
+    const buckets = await db.sql<{ bucket: string; hits: number }[]>`
+      select bucket, hits from app.rate_limits where user_id = md5('auth-email:' || ${email})::uuid`;
+    expect(buckets).toEqual([{ bucket: 'auth-dev:sign_in:email', hits: 11 }]);
   });
 
   it('is refused in production', () => {

@@ -28,7 +28,7 @@ const server = await startRole(config, role).catch((err: NodeJS.ErrnoException) 
 const ws = server.url.replace(/^http/, 'ws');
 const serves = { api: role === 'all' || role === 'api', realtime: role === 'all' || role === 'gateway' };
 const token = config.env === 'production' || !serves.api ? undefined : await devToken(config, { sub: DEMO.userId, email: DEMO.email });
-// the local API keys, as `supabase start` prints them (createClient(url, anonKey) signs in through /auth/v1)
+// the local API keys, as `supabase start` prints them (supabase-js createClient(url, anonKey) signs in through /auth/v1)
 const keys = config.env === 'production' || role === 'worker' ? undefined : await apiKeys(config);
 const lines = [
   `Potentia is running (role ${role}, pid ${process.pid})`,
@@ -51,7 +51,9 @@ const lines = [
 ];
 // `npm run worker`'s announcement, which operators and tests look for
 if (server.worker && role === 'worker') lines.push(`potentia worker ${server.worker.workerId} running (pid ${process.pid}, concurrency ${config.worker.concurrency}, provider ${server.worker.provider.model})`);
-if (keys) lines.push(`API keys (createClient('${server.url}', anon key)):`, `  anon key          ${keys.anon}`, `  service_role key  ${keys.service_role}`);
+// Node 20 has no global WebSocket, which supabase-js's createClient needs: the banner shows the option
+if (keys) lines.push(`API keys (supabase-js: createClient('${server.url}', anonKey, { realtime: { transport: ws } }), ws = import ws from 'ws', needed on Node 20 only):`,
+  `  anon key          ${keys.anon}`, `  service_role key  ${keys.service_role}`);
 if (token) lines.push(`Demo canvas ${DEMO.canvasId}; a 24 h token for ${DEMO.email}:`, `  export TOKEN=${token}`,
   `  curl -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/canvas/${DEMO.canvasId}`);
 lines.push(`Stop with Ctrl+C (or kill ${process.pid}).`);

@@ -1,12 +1,16 @@
 /**
- * Numbers of untrusted JSON, kept exactly or marked (I-JSON, RFC 7493 §2.2). JSON.parse turns
- * `1e400` into Infinity (which JSON.stringify writes as null) and `12345678901234567890123` into
- * the nearest double, so a value would be stored differently from what was sent; Node 20's
- * JSON.parse does not expose a number's source text, so the exact check is lossless-json's
- * `isSafeNumber` on the text. It runs only when the text could hold such a number: parsing a
- * request twice would cost every request, and almost none carries one.
+ * Numbers of untrusted JSON, kept exactly or marked (I-JSON, RFC 7493 §2.2: no number with more
+ * magnitude or precision than an IEEE 754 double). JSON.parse turns `1e400` into Infinity (which
+ * JSON.stringify writes as null) and `12345678901234567890123` into the nearest double, so a value
+ * would be stored differently from what was sent. Node 20's JSON.parse does not expose a number's
+ * source text, so such texts are read again with lossless-json, which hands over each number's
+ * text. The rule: a number is kept when the double nearest to it has the same decimal value
+ * (`1e21`, `100000000000000000000`, `0.1` and everything JSON.stringify writes are), and refused
+ * when the double would change it (overflow, underflow to 0, digits lost). That re-reading runs
+ * only when the text could hold such a number: parsing a request twice would cost every request,
+ * and almost none carries one.
  */
-import { isSafeNumber, LosslessNumber, parse } from 'lossless-json';
+import { LosslessNumber, parse } from 'lossless-json';
 
 /**
  * A number token (after `:`, `,`, `[` or at the start) with an exponent, or with 16 or more
@@ -28,7 +32,23 @@ export function isUnsafeNumber(v: unknown): v is UnsafeNumber {
   return v instanceof LosslessNumber;
 }
 
-const exactOrMarked = (text: string) => (isSafeNumber(text) ? Number(text) : new LosslessNumber(text));
+/** A JSON number's decimal value, canonical: significant digits and the exponent of 0.digits (`0` for zero). */
+function decimalValue(text: string): string {
+  const m = /^-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text);
+  if (!m) return text; // not a JSON number (lossless-json hands over only JSON numbers)
+  const all = m[1]! + (m[2] ?? '');
+  const lead = all.length - all.replace(/^0+/, '').length;
+  const digits = all.slice(lead).replace(/0+$/, '');
+  return digits === '' ? '0' : `${digits}e${Number(m[3] ?? 0) + m[1]!.length - lead}`;
+}
+
+/** Whether the double nearest to number text `text` has its decimal value (nothing lost; the sign is kept by both). */
+function doubleHoldsExactly(text: string): boolean {
+  const n = Number(text);
+  return Number.isFinite(n) && decimalValue(text) === decimalValue(String(Math.abs(n)).replace('e+', 'e'));
+}
+
+const exactOrMarked = (text: string) => (doubleHoldsExactly(text) ? Number(text) : new LosslessNumber(text));
 // what JSON.parse does with a repeated key: the last value, at the first key's place
 const lastValue = ({ newValue }: { newValue: unknown }) => newValue;
 

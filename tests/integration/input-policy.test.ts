@@ -275,7 +275,7 @@ describe('H1 frames', () => {
     ['nesting of 5,000 levels', mutate(op(), nest(5_000)), 'invalid_input', 'patch.content'],
     ['nesting of 20,000 levels', mutate(op(), nest(20_000)), 'invalid_input', 'patch.content'],
     ['base_version 99999999999', `{"type":"mutate","client_op_id":${op()},"action":"update","block_id":"${randomUUID()}","base_version":99999999999,"patch":{"content":{}}}`, 'invalid_message', 'base_version'],
-    ['since_canvas_seq over 2^53 (no double holds it exactly)', '{"type":"resume","since_canvas_seq":1e20}', 'invalid_input', 'since_canvas_seq'],
+    ['since_canvas_seq over 2^53, one more than a double holds', '{"type":"resume","since_canvas_seq":9007199254740993}', 'invalid_input', 'since_canvas_seq'],
     ['a cursor over 1 KB', `{"type":"presence","cursor":{"x":"${'a'.repeat(1100)}"}}`, 'invalid_input', 'cursor'],
     ['1e400 in content', mutate(op(), '{"big":1e400}'), 'invalid_input', 'patch.content.big'],
     ['a 23-digit integer in content', mutate(op(), '{"n":12345678901234567890123}'), 'invalid_input', 'patch.content.n'],

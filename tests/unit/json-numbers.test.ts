@@ -23,6 +23,21 @@ describe('the checked JSON parse', () => {
     expect(read(text)).toEqual({ field, message: expect.stringMatching(new RegExp(`^${field}: .*double.*send it as a string$`)) });
   });
 
+  it('keeps every number a double holds exactly, however it is written (JSON.stringify\'s output included)', () => {
+    for (const text of ['1e20', '1e+21', '-1.5e300', '100000000000000000000', '9007199254740992', '5e-324', '0.10', '1.50E2', '0.0', '-0']) {
+      expect(read(`[${text}]`), text).toEqual({ value: [Number(text)] });
+    }
+    for (const n of [Number.MAX_VALUE, -Number.MIN_VALUE, 2 ** 70, 0.1 + 0.2, 1 / 3, 1e21, 123456789.123456789]) {
+      expect(read(JSON.stringify({ n })), String(n)).toEqual({ value: { n } });
+    }
+  });
+
+  it('refuses what the double would change: one digit more than it holds, or a value between two doubles', () => {
+    for (const text of ['9007199254740993', '0.1000000000000000055511151231257827', '4.9e-324', '1.0000000000000001', '123456789012345678e3']) {
+      expect(read(`[${text}]`), text).toMatchObject({ field: '0' });
+    }
+  });
+
   it('reads exact numbers, strings, keys and repeated keys as JSON.parse does, on either path', () => {
     for (const text of ['{"a":1e5,"b":-2.5E-3,"c":9007199254740991,"d":0.1,"e":-0,"f":"1e400","a":2}', '{"x":"\\ud83d\\ude00","y":[1,2,{"z":1.5e2}]}']) {
       expect(read(text)).toEqual({ value: JSON.parse(text) });

@@ -32,8 +32,12 @@ export type Limits = {
   maxChannelsPerSocket: number;
   /** phx_join frames per second per socket, in bursts up to maxChannelsPerSocket (a reconnect rejoins every channel at once). */
   joinsPerSecond: number;
-  /** Longest channel topic (`realtime:<name>`), in characters: a topic is kept per channel, room and log line. */
-  maxTopicLength: number;
+  /**
+   * Longest name a client sends, in characters: a frame's topic (`realtime:<name>`), join_ref and
+   * ref, and a channel's presence key. Each is kept per channel, room, presence (on every gateway
+   * of the cluster) or pending reply, so their length bounds what one socket can make the cluster hold.
+   */
+  maxNameLength: number;
 };
 
 export const DEFAULT_LIMITS: Limits = {
@@ -44,7 +48,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES,
   maxChannelsPerSocket: 100,
   joinsPerSecond: 10,
-  maxTopicLength: 255,
+  maxNameLength: 255,
 };
 
 export class Hub {

@@ -75,6 +75,14 @@ const POSTGRES_CHANGES_REFUSED =
   "subscribe to Broadcast from Database instead: channel `canvas:{id}` with config { private: true }, on('broadcast') events " +
   'block_op, presence, presence_leave, canvas_updated, canvas_deleted (see docs/realtime.md)';
 
+/** The first of a frame's names (topic, join_ref, ref) longer than `max` characters, or null. */
+function longName(frame: Frame, max: number): 'topic' | 'join_ref' | 'ref' | null {
+  if (frame.topic.length > max) return 'topic';
+  if (frame.join_ref !== null && frame.join_ref.length > max) return 'join_ref';
+  if (frame.ref !== null && frame.ref.length > max) return 'ref';
+  return null;
+}
+
 export class PhoenixSocket {
   private readonly channels = new Map<string, Channel>();
   private readonly limiter: RateLimiter;
@@ -145,6 +153,8 @@ export class PhoenixSocket {
       else this.reply(frame, 'error', { reason: `invalid_input: ${bad.message}` });
       return;
     }
+    const tooLong = longName(frame, this.hub.limits.maxNameLength);
+    if (tooLong) return this.reply(frame, 'error', { reason: `invalid_input: ${tooLong}: at most ${this.hub.limits.maxNameLength} characters` });
     if (frame.topic === 'phoenix') {
       if (frame.event === 'heartbeat') this.reply(frame, 'ok');
       return;
@@ -206,12 +216,11 @@ export class PhoenixSocket {
     const fail = (reason: string) => this.reply(frame, 'error', { reason });
     if (!frame.topic.startsWith('realtime:')) return fail('topics are `realtime:<name>`');
     // what a socket may hold is bounded before anything is kept: joins per second (each private
-    // one costs a database probe), the topic's length, the number of channels. Reasons as Supabase
+    // one costs a database probe), the names' length (onFrame), the number of channels. Reasons as Supabase
     // Realtime words them, so realtime-js users see the codes they know.
     const limits = this.hub.limits;
     const wait = this.joinLimiter.take();
     if (wait > 0) return fail(`ClientJoinRateLimitReached: Too many joins per second (at most ${limits.joinsPerSecond}); retry in ${wait} ms`);
-    if (frame.topic.length > limits.maxTopicLength) return fail(`invalid_input: topic: at most ${limits.maxTopicLength} characters`);
     const existing = this.channels.get(frame.topic);
     if (!existing && this.channels.size >= limits.maxChannelsPerSocket) {
       return fail(`ChannelRateLimitReached: Too many channels (at most ${limits.maxChannelsPerSocket} per socket): leave one first`);
@@ -221,6 +230,9 @@ export class PhoenixSocket {
     const config = payload.config ?? {};
     if (Array.isArray(config.postgres_changes) && config.postgres_changes.length > 0) {
       return fail(POSTGRES_CHANGES_REFUSED);
+    }
+    if (typeof config.presence?.key === 'string' && config.presence.key.length > limits.maxNameLength) {
+      return fail(`invalid_input: config.presence.key: at most ${limits.maxNameLength} characters`);
     }
     const token = typeof payload.access_token === 'string' && payload.access_token ? payload.access_token : this.connectToken;
     let claims: SocketClaims;

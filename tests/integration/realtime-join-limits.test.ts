@@ -6,8 +6,8 @@ import { startServer, type Server } from '../../src/server.ts';
 import { until } from '../helpers/wait.ts';
 
 // What one realtime-js socket may hold is bounded before the gateway keeps anything: phx_join
-// frames per second (in bursts up to the channel cap), channels per socket and the topic's
-// length. Before these bounds, one socket with the anon key joining public topics of ~1 MB each
+// frames per second (in bursts up to the channel cap), channels per socket, and the length of
+// every name it keeps (topic, join_ref, ref, presence key). Before these bounds, one socket with the anon key joining public topics of ~1 MB each
 // took a gateway from 120 MB to its heap limit in ~1,700 joins, and the process died. Raw Phoenix
 // frames (vsn 1.0.0), as an attacker sends them; the limits are this server's, set small.
 
@@ -92,4 +92,20 @@ it('a topic longer than 255 characters is refused (a 1 MB one too), and the sock
   p.ws.send(JSON.stringify({ topic: 'phoenix', event: 'heartbeat', ref: '4', join_ref: null, payload: {} }));
   expect(reasonOf(await p.reply('4'))).toBe('ok');
   expect(p.ws.readyState).toBe(WebSocket.OPEN);
+});
+
+it('every other name the gateway keeps is bounded too: join_ref, ref and the presence key (each kept per channel, pending reply or presence on every gateway)', async () => {
+  const p = await openPhoenix();
+  const long = 'r'.repeat(256);
+  p.ws.send(JSON.stringify({ topic: 'realtime:names', event: 'phx_join', ref: '1', join_ref: long, payload: { config: {} } }));
+  expect(reasonOf(await p.reply('1'))).toBe('invalid_input: join_ref: at most 255 characters');
+  p.ws.send(JSON.stringify({ topic: 'phoenix', event: 'heartbeat', ref: long, join_ref: null, payload: {} }));
+  expect(reasonOf(await p.reply(long))).toBe('invalid_input: ref: at most 255 characters');
+  p.ws.send(JSON.stringify({ topic: 'realtime:names', event: 'phx_join', ref: '2', join_ref: '2',
+    payload: { config: { presence: { key: 'k'.repeat(500_000), enabled: true } } } }));
+  expect(reasonOf(await p.reply('2'))).toBe('invalid_input: config.presence.key: at most 255 characters');
+  await new Promise((r) => setTimeout(r, 1100));
+  p.ws.send(JSON.stringify({ topic: 'realtime:names', event: 'phx_join', ref: '3', join_ref: '3',
+    payload: { config: { presence: { key: 'k'.repeat(255), enabled: true } } } }));
+  expect(reasonOf(await p.reply('3'))).toBe('ok');
 });

@@ -42,10 +42,10 @@ function decimalValue(text: string): string {
   return digits === '' ? '0' : `${digits}e${Number(m[3] ?? 0) + m[1]!.length - lead}`;
 }
 
-/** Whether the double nearest to number text `text` has its decimal value (nothing lost; the sign is kept by both). */
+/** Whether the double nearest to number text `text` has its decimal value (nothing lost; both keep the sign). */
 function doubleHoldsExactly(text: string): boolean {
   const n = Number(text);
-  return Number.isFinite(n) && decimalValue(text) === decimalValue(String(Math.abs(n)).replace('e+', 'e'));
+  return Number.isFinite(n) && decimalValue(text) === decimalValue(String(n));
 }
 
 const exactOrMarked = (text: string) => (doubleHoldsExactly(text) ? Number(text) : new LosslessNumber(text));

@@ -7,22 +7,22 @@
  * in its refusal and writes ids it reads elsewhere (the H1 URL) this way.
  */
 
-const CANONICAL_CANVAS_TOPIC = /^canvas:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
-const ANY_UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The canonical spelling of UUID `id` (any case, 8-4-4-4-12), or null when it is not one. */
+export function canonicalUuid(id: string): string | null {
+  return UUID.test(id) ? id.toLowerCase() : null;
+}
 
 /** The canvas id of sub-topic `subTopic` (without `realtime:`) when it is a canonical canvas topic, else null. */
 export function canvasIdOfTopic(subTopic: string): string | null {
-  return CANONICAL_CANVAS_TOPIC.exec(subTopic)?.[1] ?? null;
+  const id = subTopic.startsWith('canvas:') ? subTopic.slice('canvas:'.length) : null;
+  return id !== null && canonicalUuid(id) === id ? id : null;
 }
 
 /** Whether `subTopic` means a canvas (starts with `canvas:`, any case) without being its canonical topic. */
 export function isMisspelledCanvasTopic(subTopic: string): boolean {
   return /^canvas:/i.test(subTopic) && canvasIdOfTopic(subTopic) === null;
-}
-
-/** The canonical spelling of UUID `id` (any case, 8-4-4-4-12), or null when it is not one. */
-export function canonicalUuid(id: string): string | null {
-  return ANY_UUID.test(id) ? id.toLowerCase() : null;
 }
 
 /** Why a misspelled canvas topic is refused (a phx_reply reason). */

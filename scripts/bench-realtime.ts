@@ -127,6 +127,8 @@ import { startPotentiaProcess, type PotentiaProcess } from '../tests/helpers/cha
 
 type Role = 'subscribers' | 'driver';
 const ROLE = process.env.BENCH_RT_CHILD as Role | undefined;
+/** Every subscriber of every scenario comes from 127.0.0.1: the gateways' per-address cap, lifted. */
+const BENCH_SOCKETS_PER_ADDRESS = '1000000';
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 /** `p`, or `fallback` after `ms` (the timer is cleared either way: nothing left to keep the process up). */
 function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
@@ -737,7 +739,9 @@ async function parentMain(): Promise<void> {
     for (let i = 0; i < viewers.length; i += 250) {
       await as(owner, (tx) => tx`select api.set_workspace_member(${workspaceId}::uuid, v, 'viewer') from unnest(${viewers.slice(i, i + 250)}::uuid[]) v`);
     }
-    const config = { ...loadConfig(), databaseUrl: url, port: 0, logLevel: 'silent' as const };
+    // every subscriber connects from this machine's one address: lift the per-address socket cap
+    // (src/realtime/admission.ts) for the in-process gateway and the spawned ones alike
+    const config = { ...loadConfig({ ...process.env, REALTIME_MAX_SOCKETS_PER_ADDRESS: BENCH_SOCKETS_PER_ADDRESS }), databaseUrl: url, port: 0, logLevel: 'silent' as const };
     const tokens = await Promise.all(viewers.map((sub) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3 * 3600 })));
 
     const BLOCKS = 20;
@@ -770,7 +774,7 @@ async function parentMain(): Promise<void> {
     /** The realtime URLs of `n` gateway processes (the in-process one first), starting the missing ones; all streams up. */
     async function gatewayUrls(n: number): Promise<string[]> {
       while (extraGateways.length < n - 1) {
-        const g = await startPotentiaProcess({ DATABASE_URL: url, WORKER_MODE: 'off', LOG_LEVEL: 'warn' });
+        const g = await startPotentiaProcess({ DATABASE_URL: url, WORKER_MODE: 'off', LOG_LEVEL: 'warn', REALTIME_MAX_SOCKETS_PER_ADDRESS: BENCH_SOCKETS_PER_ADDRESS });
         extraGateways.push(g);
         log(`  gateway ${extraGateways.length + 1}: ${g.url} (pid ${g.pid})`);
       }

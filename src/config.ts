@@ -38,6 +38,10 @@ export const EnvSchema = z.object({
   VALIDATE_RESPONSES: z.enum(['0', '1', 'true', 'false']).default('0'),
   MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
   TRUST_PROXY: z.enum(['0', '1', 'true', 'false']).default('0'),
+  // the realtime gateway's caps per caller in one process (src/realtime/admission.ts): WebSockets
+  // open at once from one address (TRUST_PROXY: the client's, else the peer's) and per user
+  REALTIME_MAX_SOCKETS_PER_ADDRESS: z.coerce.number().int().min(1).default(1000),
+  REALTIME_MAX_SOCKETS_PER_USER: z.coerce.number().int().min(1).default(100),
   // background jobs (src/worker): `inprocess` runs the worker inside `npm start`, `external`
   // expects `npm run worker` processes (and /ready checks their heartbeat), `off` runs none
   WORKER_MODE: z.enum(['inprocess', 'external', 'off']).default('inprocess'),
@@ -89,6 +93,8 @@ export type Config = {
   maxBodyBytes: number;
   /** Take the client IP from X-Forwarded-For (only behind a proxy that sets it). */
   trustProxy: boolean;
+  /** The realtime gateway's per-caller socket caps (src/realtime/admission.ts). */
+  realtime: { maxSocketsPerAddress: number; maxSocketsPerUser: number };
   worker: WorkerConfig;
   embedding: EmbeddingConfig;
 };
@@ -167,6 +173,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     validateResponses: (e.VALIDATE_RESPONSES === '1' || e.VALIDATE_RESPONSES === 'true') && e.NODE_ENV !== 'production',
     maxBodyBytes: e.MAX_BODY_BYTES,
     trustProxy: e.TRUST_PROXY === '1' || e.TRUST_PROXY === 'true',
+    realtime: { maxSocketsPerAddress: e.REALTIME_MAX_SOCKETS_PER_ADDRESS, maxSocketsPerUser: e.REALTIME_MAX_SOCKETS_PER_USER },
     worker: {
       mode: e.WORKER_MODE,
       expected: e.WORKER_MODE === 'external',

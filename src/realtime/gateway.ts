@@ -7,6 +7,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { ApiError, rawErrorResponse } from '../http/errors.ts';
 import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
 import { canvasAccess, watchAccess } from './access.ts';
+import { Admission, type SocketTicket } from './admission.ts';
 import type { SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
 import { canonicalUuid } from './canvas-topic.ts';
@@ -33,6 +34,8 @@ export type GatewayOptions = {
   auth: AuthConfig;
   logger: Logger;
   limits?: Partial<Limits>;
+  /** Tell callers apart by the first X-Forwarded-For entry (TRUST_PROXY), not the peer address (admission.ts). */
+  trustProxy?: boolean;
 };
 
 export type Gateway = {
@@ -45,7 +48,9 @@ export type Gateway = {
 
 export function createGateway(opts: GatewayOptions): Gateway {
   const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
-  const hub = new Hub(opts.sql, opts.lanes, bus, opts.logger, { ...DEFAULT_LIMITS, ...opts.limits });
+  const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const admission = new Admission(limits, opts.trustProxy === true);
+  const hub = new Hub(opts.sql, opts.lanes, bus, opts.logger, limits, admission);
   const cluster = createClusterNode({
     sql: opts.sql,
     bus,
@@ -59,21 +64,37 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const verifyRealtime = (token: string) => verifyToken(token, REALTIME_POLICY);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
   const sockets = new Set<WebSocket>();
+  /** Upgrade requests that became a WebSocket: its close gives the ticket back, not the request's end. */
+  const upgraded = new WeakSet<Duplex>();
+  let lastCapWarning = 0;
 
-  function reject(socket: Duplex, status: 400 | 401 | 403 | 404, message: string): void {
-    const code = ({ 400: 'invalid_input', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found' } as const)[status];
+  function reject(socket: Duplex, status: 400 | 401 | 403 | 404 | 429, message: string, retryAfterMs?: number): void {
+    const code = ({ 400: 'invalid_input', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 429: 'rate_limited' } as const)[status];
     // a WebSocket client cannot read this answer (realtime-js says only "transport failure"): the
     // server's log is where the reason can be found
     opts.logger.info({ status, reason: message }, 'WebSocket upgrade refused');
-    socket.end(rawErrorResponse(new ApiError(code, message)));
+    const retryAfter = retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(retryAfterMs / 1000));
+    socket.end(rawErrorResponse(new ApiError(code, message, retryAfter === undefined ? {} : { retry_after: retryAfter })));
   }
 
-  function accept(req: IncomingMessage, socket: Duplex, head: Buffer, then: (ws: WebSocket) => void): void {
+  /** Completes the upgrade; the socket keeps `ticket`'s places in the counts until it closes. */
+  function accept(req: IncomingMessage, socket: Duplex, head: Buffer, ticket: SocketTicket, then: (ws: WebSocket) => void): void {
     wss.handleUpgrade(req, socket, head, (ws) => {
+      upgraded.add(socket);
       sockets.add(ws);
-      ws.on('close', () => sockets.delete(ws));
+      ws.on('close', () => {
+        sockets.delete(ws);
+        ticket.release();
+      });
       then(ws);
     });
+  }
+
+  /** Counts the socket against its user's cap (admission.ts); false after answering 429. */
+  function claimUser(socket: Duplex, ticket: SocketTicket, claims: SocketClaims): boolean {
+    if (!claims.sub || ticket.claimUser(claims.sub)) return true;
+    reject(socket, 429, `too many WebSockets open for this user (at most ${admission.maxSocketsPerUser}): close one first`);
+    return false;
   }
 
   /** The token's claims under `policy`, or null after answering 401 (any other failure propagates). */
@@ -89,17 +110,17 @@ export function createGateway(opts: GatewayOptions): Gateway {
     }
   }
 
-  async function realtime(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> {
+  async function realtime(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, ticket: SocketTicket): Promise<void> {
     const vsn = parseVsn(url.searchParams.get('vsn'));
     if (!vsn) return reject(socket, 400, 'unsupported vsn: use 1.0.0 or 2.0.0');
     const token = url.searchParams.get('apikey') ?? header(req, 'apikey') ?? bearer(req);
     if (!token) return reject(socket, 401, 'apikey is required');
     const claims = await verifyOrReject(socket, token, REALTIME_POLICY);
-    if (!claims) return;
-    accept(req, socket, head, (ws) => new PhoenixSocket(ws, hub, vsn, token, verifyRealtime));
+    if (!claims || !claimUser(socket, ticket, claims)) return;
+    accept(req, socket, head, ticket, (ws) => new PhoenixSocket(ws, hub, vsn, token, verifyRealtime, ticket.address));
   }
 
-  async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasIdAsSent: string): Promise<void> {
+  async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasIdAsSent: string, ticket: SocketTicket): Promise<void> {
     // any case is the same canvas; its topic and access checks use the canonical spelling (canvas-topic.ts)
     const canvasId = canonicalUuid(canvasIdAsSent);
     if (!canvasId) return reject(socket, 400, 'canvas_id must be a uuid');
@@ -110,7 +131,12 @@ export function createGateway(opts: GatewayOptions): Gateway {
     const token = url.searchParams.get('access_token') ?? bearer(req);
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
     const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID
-    if (!claims) return;
+    if (!claims || !claimUser(socket, ticket, claims)) return;
+    // the access check is a database transaction: bounded per user across sockets
+    const waitMs = admission.authorize(claims.sub, ticket.address);
+    if (waitMs > 0) {
+      return reject(socket, 429, `too many canvas connections per second for this user (at most ${admission.authorizationsPerSecond}): retry in ${waitMs} ms`, waitMs);
+    }
     // re-run on every access change (access.ts); watched from before the check, so one committed
     // while it runs is re-checked once the socket listens
     const watch = watchAccess(hub, `canvas:${canvasId}`, claims);
@@ -121,7 +147,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
       return reject(socket, 404, 'canvas not found, or you are not a member of it');
     }
     const sinceSeq = since === null ? null : Number(since);
-    accept(req, socket, head, (ws) => {
+    accept(req, socket, head, ticket, (ws) => {
       const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq, sinceCanvas === null ? null : Number(sinceCanvas));
       if (watch.messageIds.length > 0) h1Socket.recheckAccess(watch.messageIds);
       watch.stop();
@@ -130,23 +156,42 @@ export function createGateway(opts: GatewayOptions): Gateway {
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
+    // the address's place is taken before anything else (a token check, a database probe), so
+    // upgrades sent all at once cannot pass the cap together
+    const address = admission.addressOf(req);
+    const ticket = admission.admit(address);
+    if (typeof ticket === 'string') {
+      // a flood is refused quietly: one line per 10 s says it is happening, and to whom
+      if (Date.now() - lastCapWarning > 10_000) {
+        lastCapWarning = Date.now();
+        opts.logger.warn({ address }, `WebSocket refused: ${ticket}`);
+      }
+      socket.end(rawErrorResponse(new ApiError('rate_limited', ticket)));
+      return;
+    }
     let handled: Promise<void> | undefined;
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
       const path = url.pathname.replace(/\/+$/, '');
-      if (path === '/realtime/v1/websocket') handled = realtime(req, socket, head, url);
+      if (path === '/realtime/v1/websocket') handled = realtime(req, socket, head, url, ticket);
       else {
         // the id is matched as sent: a canvas id is a UUID, which needs no percent-decoding
         const m = /^\/ws\/canvas\/([^/]+)$/.exec(path);
-        if (m) handled = h1(req, socket, head, url, m[1]!);
+        if (m) handled = h1(req, socket, head, url, m[1]!, ticket);
       }
     } catch (err) {
       handled = Promise.reject(err); // answered below: an upgrade event must never throw
     }
-    if (!handled) return reject(socket, 404, 'no WebSocket endpoint here');
+    if (!handled) {
+      ticket.release();
+      return reject(socket, 404, 'no WebSocket endpoint here');
+    }
     handled.catch((err) => {
       opts.logger.error({ err }, 'WebSocket upgrade failed');
       if (!socket.destroyed) socket.end(rawErrorResponse(new ApiError('internal', 'internal error: the WebSocket upgrade failed')));
+    }).finally(() => {
+      // refused, failed or closed during the upgrade: no WebSocket holds the places
+      if (!upgraded.has(socket)) ticket.release();
     });
   }
 

@@ -4,6 +4,7 @@ import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { DatabaseBus, BusMessage } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import type { ClusterNode } from './cluster.ts';
+import type { Admission, AdmissionLimits } from './admission.ts';
 import { PresenceTracker } from './presence.ts';
 import { DEFAULT_MAX_BUFFERED_BYTES } from './socket-write.ts';
 
@@ -38,7 +39,7 @@ export type Limits = {
    * of the cluster) or pending reply, so their length bounds what one socket can make the cluster hold.
    */
   maxNameLength: number;
-};
+} & AdmissionLimits;
 
 export const DEFAULT_LIMITS: Limits = {
   messagesPerSecond: 10,
@@ -49,6 +50,12 @@ export const DEFAULT_LIMITS: Limits = {
   maxChannelsPerSocket: 100,
   joinsPerSecond: 10,
   maxNameLength: 255,
+  // admission.ts: across one caller's sockets. An office behind one NAT shares an address; a
+  // reconnect of two full sockets rejoins 2 x maxChannelsPerSocket private channels at once.
+  maxSocketsPerAddress: 1000,
+  maxSocketsPerUser: 100,
+  authorizationsPerSecond: 20,
+  authorizationBurst: 200,
 };
 
 export class Hub {
@@ -70,6 +77,8 @@ export class Hub {
     readonly bus: DatabaseBus,
     readonly logger: Logger,
     readonly limits: Limits,
+    /** Sockets and channel authorizations per caller across this process's sockets. */
+    readonly admission: Admission,
   ) {}
 
   /** Listens to database messages of `subTopic` (both private and public rows; the subscriber filters). */

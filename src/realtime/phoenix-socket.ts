@@ -100,6 +100,8 @@ export class PhoenixSocket {
     private readonly vsn: Vsn,
     private readonly connectToken: string,
     private readonly verify: VerifyToken,
+    /** Where the socket comes from (admission.ts): whose authorizations a join without a user costs. */
+    private readonly address: string,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
     this.joinLimiter = new RateLimiter(hub.limits.joinsPerSecond, hub.limits.maxChannelsPerSocket);
@@ -246,6 +248,13 @@ export class PhoenixSocket {
     const subTopic = frame.topic.slice('realtime:'.length);
     const isPrivate = config.private === true;
     if (isPrivate && isMisspelledCanvasTopic(subTopic)) return fail(CANVAS_TOPIC_SPELLING);
+    if (isPrivate) {
+      // a private join costs a database probe: bounded per user across sockets, not only per socket
+      const waitMs = this.hub.admission.authorize(claims.sub, this.address);
+      if (waitMs > 0) {
+        return fail(`ClientJoinRateLimitReached: Too many private channel joins per second for this user (at most ${this.hub.admission.authorizationsPerSecond} across sockets); retry in ${waitMs} ms`);
+      }
+    }
     // watched from before the check: an access change committed while it runs is re-checked
     const watch = isPrivate ? watchAccess(this.hub, subTopic, claims) : null;
     const allowed = !isPrivate || (await mayAccessTopic(this.hub.sql, claims, subTopic, 'read').catch((err) => { watch?.stop(); throw err; }));

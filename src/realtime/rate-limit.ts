@@ -19,4 +19,45 @@ export class RateLimiter {
     }
     return Math.ceil(((1 - this.tokens) / this.perSecond) * 1000);
   }
+
+  /** Whether the bucket has refilled to its burst (then it is the same as a new one). */
+  full(): boolean {
+    return this.tokens + ((this.now() - this.last) / 1000) * this.perSecond >= this.burst;
+  }
+}
+
+/**
+ * Token buckets by key (a user, an address), for limits across sockets. A bucket that has
+ * refilled is the same as none, so full ones are dropped whenever the map grows past `maxKeys`:
+ * memory follows the callers active in the last burst/perSecond seconds, not every caller seen.
+ */
+export class KeyedRateLimiter {
+  private readonly buckets = new Map<string, RateLimiter>();
+  private pruneAt: number;
+
+  constructor(private readonly perSecond: number, private readonly burst = perSecond, private readonly now: () => number = Date.now, private readonly maxKeys = 10_000) {
+    this.pruneAt = maxKeys;
+  }
+
+  /** Takes one token from `key`'s bucket: 0 when allowed, else the milliseconds until one is available. */
+  take(key: string): number {
+    let bucket = this.buckets.get(key);
+    if (!bucket) {
+      if (this.buckets.size >= this.pruneAt) this.prune();
+      bucket = new RateLimiter(this.perSecond, this.burst, this.now);
+      this.buckets.set(key, bucket);
+    }
+    return bucket.take();
+  }
+
+  /** How many keys have a bucket (tests, metrics). */
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  private prune(): void {
+    for (const [key, bucket] of this.buckets) if (bucket.full()) this.buckets.delete(key);
+    // still many active callers: the next prune waits until the map has grown as much again
+    this.pruneAt = this.buckets.size + this.maxKeys;
+  }
 }

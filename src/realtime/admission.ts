@@ -1,0 +1,107 @@
+import type { IncomingMessage } from 'node:http';
+import { KeyedRateLimiter } from './rate-limit.ts';
+
+/**
+ * What one caller may cost a gateway process across all of its sockets, where the per-socket
+ * limits (hub.ts) cannot see: how many WebSockets it holds open, and how many channel
+ * authorizations (a private phx_join's RLS probe, an H1 connect's access check: each a database
+ * transaction) it asks for per second.
+ *
+ * Who the caller is: a user's token names them (`sub`); a token without one (the anon or service
+ * key, which anyone with the app holds) leaves only the address the socket comes from — the
+ * peer's, or with TRUST_PROXY the first `X-Forwarded-For` entry, as the HTTP API reads it.
+ *
+ * Per process, not per cluster: N gateway processes admit N times these bounds, the way each
+ * process bounds its own memory and its share of the database's connections. Supabase Realtime
+ * bounds the same things per tenant (max_concurrent_users, max_joins_per_second).
+ */
+export type AdmissionLimits = {
+  /** WebSockets (realtime-js and H1) open at once from one address. */
+  maxSocketsPerAddress: number;
+  /** WebSockets open at once whose connect token is one user's (H1 always; realtime-js when connected with a user's token). */
+  maxSocketsPerUser: number;
+  /** Channel authorizations per second per user (per address without one), in bursts up to authorizationBurst. */
+  authorizationsPerSecond: number;
+  authorizationBurst: number;
+};
+
+/** A socket's place in the counts, held from its upgrade request until it closes (or is refused). */
+export type SocketTicket = {
+  readonly address: string;
+  /** Counts the socket against `userId`'s cap too; false (and nothing counted) when that is full. */
+  claimUser(userId: string): boolean;
+  /** Gives the socket's places back; a second call does nothing. */
+  release(): void;
+};
+
+export class Admission {
+  private readonly byAddress = new Map<string, number>();
+  private readonly byUser = new Map<string, number>();
+  private readonly authorizations: KeyedRateLimiter;
+
+  constructor(private readonly limits: AdmissionLimits, private readonly trustProxy: boolean) {
+    this.authorizations = new KeyedRateLimiter(limits.authorizationsPerSecond, limits.authorizationBurst);
+  }
+
+  /** The address an upgrade request comes from (see the class comment). */
+  addressOf(req: IncomingMessage): string {
+    if (this.trustProxy) {
+      const forwarded = req.headers['x-forwarded-for'];
+      const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
+      if (first) return first;
+    }
+    return req.socket.remoteAddress ?? 'unknown';
+  }
+
+  /** A ticket for one more socket from `address`, or the refusal's message when the address holds its cap. */
+  admit(address: string): SocketTicket | string {
+    if (!take(this.byAddress, address, this.limits.maxSocketsPerAddress)) {
+      return `too many WebSockets open from this address (at most ${this.limits.maxSocketsPerAddress}): close one first` +
+        (this.trustProxy ? '' : '; behind a proxy, set TRUST_PROXY=1 so each client is told apart');
+    }
+    let user: string | null = null;
+    let released = false;
+    return {
+      address,
+      claimUser: (userId) => {
+        if (released || user !== null) return true;
+        if (!take(this.byUser, userId, this.limits.maxSocketsPerUser)) return false;
+        user = userId;
+        return true;
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        give(this.byAddress, address);
+        if (user !== null) give(this.byUser, user);
+      },
+    };
+  }
+
+  /** Takes one channel authorization for a caller: 0 when allowed, else milliseconds until one is. */
+  authorize(userId: string | undefined, address: string): number {
+    return this.authorizations.take(userId ? `user:${userId}` : `address:${address}`);
+  }
+
+  /** The per-user cap, for refusal messages. */
+  get maxSocketsPerUser(): number {
+    return this.limits.maxSocketsPerUser;
+  }
+
+  get authorizationsPerSecond(): number {
+    return this.limits.authorizationsPerSecond;
+  }
+}
+
+function take(counts: Map<string, number>, key: string, max: number): boolean {
+  const n = counts.get(key) ?? 0;
+  if (n >= max) return false;
+  counts.set(key, n + 1);
+  return true;
+}
+
+function give(counts: Map<string, number>, key: string): void {
+  const n = (counts.get(key) ?? 1) - 1;
+  if (n <= 0) counts.delete(key);
+  else counts.set(key, n);
+}

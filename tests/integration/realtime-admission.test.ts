@@ -1,0 +1,169 @@
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas } from '../helpers/fixtures.ts';
+import { apiKey } from '../helpers/tokens.ts';
+import { until } from '../helpers/wait.ts';
+
+// What one caller may cost a gateway process across all of its sockets (src/realtime/admission.ts):
+// WebSockets open per address and per user, and channel authorizations (each a database
+// transaction) per user. Before these, the per-socket limits held but a caller opened as many
+// sockets as it liked: 20 sockets x 300 private joins raised the HTTP API's latency from 8-16 to
+// 23-101 ms, and every socket may keep up to ~1.7 MB. The limits here are set small.
+
+const base = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' as const };
+const db = testDatabase(5);
+const open: WebSocket[] = [];
+
+type Upgrade = { ws: WebSocket } | { status: number; body: any; retryAfter: string | undefined };
+
+/** Opens `path` on `server`; resolves with the socket, or with the refusal's status and JSON body. */
+function upgrade(server: Server, path: string, headers: Record<string, string> = {}): Promise<Upgrade> {
+  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}${path}`, { headers });
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => {
+      open.push(ws);
+      resolve({ ws });
+    });
+    ws.once('unexpected-response', (_req, res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text), retryAfter: res.headers['retry-after'] as string | undefined }));
+    });
+    ws.once('error', reject);
+  });
+}
+
+const phoenixPath = (key: string) => `/realtime/v1/websocket?apikey=${key}&vsn=1.0.0`;
+const opened = (u: Upgrade): WebSocket => {
+  if (!('ws' in u)) throw new Error(`refused: ${u.status} ${JSON.stringify(u.body)}`);
+  return u.ws;
+};
+const closeAndWait = async (ws: WebSocket) => {
+  ws.close();
+  await until(() => ws.readyState === WebSocket.CLOSED, 5000, 'the socket to close');
+};
+
+afterAll(async () => {
+  for (const ws of open) ws.terminate();
+  await db.close();
+});
+
+describe('sockets per address', () => {
+  let server: Server; // behind a proxy: TRUST_PROXY=1, the client is the first X-Forwarded-For entry
+  let direct: Server; // no proxy: X-Forwarded-For is the client's own word and is not believed
+  let anon: string;
+  beforeAll(async () => {
+    server = await startServer({ ...base, trustProxy: true }, { realtime: { limits: { maxSocketsPerAddress: 3 } } });
+    direct = await startServer(base, { realtime: { limits: { maxSocketsPerAddress: 2 } } });
+    anon = await apiKey(base.auth.jwtSecret, 'anon');
+  }, 90_000);
+  afterAll(async () => {
+    await server?.stop();
+    await direct?.stop();
+  });
+
+  it('the cap\'s socket is refused 429 rate_limited, other addresses are not, and a closed socket makes room', async () => {
+    const a = { 'x-forwarded-for': '203.0.113.7, 10.0.0.1' };
+    const first = [];
+    for (let i = 0; i < 3; i++) first.push(opened(await upgrade(server, phoenixPath(anon), a)));
+    const refused = await upgrade(server, phoenixPath(anon), a);
+    expect(refused).toMatchObject({ status: 429, body: { error: { code: 'rate_limited', message: 'too many WebSockets open from this address (at most 3): close one first' } } });
+    opened(await upgrade(server, phoenixPath(anon), { 'x-forwarded-for': '198.51.100.2' }));
+    await closeAndWait(first[0]!);
+    await until(async () => 'ws' in (await upgrade(server, phoenixPath(anon), a)), 5000, 'a place for 203.0.113.7 again');
+  });
+
+  it('upgrades sent all at once cannot pass the cap together: 20 at once, 3 open', async () => {
+    const b = { 'x-forwarded-for': '192.0.2.44' };
+    const results = await Promise.all(Array.from({ length: 20 }, () => upgrade(server, phoenixPath(anon), b)));
+    expect(results.filter((r) => 'ws' in r)).toHaveLength(3);
+    expect(results.filter((r) => !('ws' in r) && r.status === 429)).toHaveLength(17);
+  });
+
+  it('a refused or failed upgrade gives its place back: bad tokens and unknown paths do not use the cap up', async () => {
+    const c = { 'x-forwarded-for': '192.0.2.99' };
+    for (let i = 0; i < 5; i++) expect(await upgrade(server, phoenixPath('not-a-jwt'), c)).toMatchObject({ status: 401 });
+    for (let i = 0; i < 5; i++) expect(await upgrade(server, '/ws/nowhere', c)).toMatchObject({ status: 404 });
+    for (let i = 0; i < 3; i++) opened(await upgrade(server, phoenixPath(anon), c));
+  });
+
+  it('without TRUST_PROXY an X-Forwarded-For header is not believed: every socket counts as the peer\'s address', async () => {
+    opened(await upgrade(direct, phoenixPath(anon), { 'x-forwarded-for': '198.51.100.10' }));
+    opened(await upgrade(direct, phoenixPath(anon), { 'x-forwarded-for': '198.51.100.11' }));
+    const refused = await upgrade(direct, phoenixPath(anon), { 'x-forwarded-for': '198.51.100.12' });
+    expect(refused).toMatchObject({ status: 429, body: { error: { code: 'rate_limited',
+      message: 'too many WebSockets open from this address (at most 2): close one first; behind a proxy, set TRUST_PROXY=1 so each client is told apart' } } });
+  });
+});
+
+describe('per user, across sockets', () => {
+  let server: Server;
+  let canvas: Awaited<ReturnType<typeof createCanvas>>;
+  const token = (userId: string) => signAccessToken(base.auth.jwtSecret, { sub: userId });
+  beforeAll(async () => {
+    server = await startServer(base, { realtime: { limits: { maxSocketsPerUser: 2, authorizationsPerSecond: 1, authorizationBurst: 3, joinsPerSecond: 100 } } });
+    canvas = await createCanvas(db.sql, ['editor', 'viewer']);
+  }, 90_000);
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('a user\'s H1 sockets are capped; another user\'s are not; closing one makes room', async () => {
+    const editor = await token(canvas.users.editor!);
+    const h1 = `/ws/canvas/${canvas.canvasId}?access_token=${editor}`;
+    const first = opened(await upgrade(server, h1));
+    opened(await upgrade(server, h1));
+    expect(await upgrade(server, h1)).toMatchObject({ status: 429, body: { error: { code: 'rate_limited', message: 'too many WebSockets open for this user (at most 2): close one first' } } });
+    opened(await upgrade(server, `/ws/canvas/${canvas.canvasId}?access_token=${await token(canvas.users.viewer!)}`));
+    await closeAndWait(first);
+    await new Promise((r) => setTimeout(r, 1100)); // one authorization's worth of rate: the burst of 3 is spent
+    opened(await upgrade(server, h1));
+  });
+
+  it('private joins are rate-limited per user across sockets, with Supabase\'s reason; another user on the same socket still joins', async () => {
+    await new Promise((r) => setTimeout(r, 3100)); // the owner's bucket is full (untouched), the viewer's refilled
+    const owner = await token(canvas.users.owner!);
+    const viewer = await token(canvas.users.viewer!);
+    const anon = await apiKey(base.auth.jwtSecret, 'anon');
+    const sockets = [opened(await upgrade(server, phoenixPath(anon))), opened(await upgrade(server, phoenixPath(anon)))];
+    const frames: any[] = [];
+    for (const ws of sockets) ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+    const reply = async (ref: string) => {
+      await until(() => frames.some((f) => f.event === 'phx_reply' && f.ref === ref), 5000, `the reply to ${ref}`);
+      const p = frames.find((f) => f.event === 'phx_reply' && f.ref === ref).payload;
+      return p.status === 'ok' ? 'ok' : String(p.response?.reason);
+    };
+    const join = (ws: WebSocket, topic: string, ref: string, accessToken: string) =>
+      ws.send(JSON.stringify({ topic: `realtime:${topic}`, event: 'phx_join', ref, join_ref: ref, payload: { access_token: accessToken, config: { private: true } } }));
+    // the owner's burst of 3, spread over both sockets (each socket alone is far under its own limit)
+    join(sockets[0]!, `canvas:${canvas.canvasId}`, '1', owner);
+    join(sockets[1]!, `canvas:${canvas.canvasId}`, '2', owner);
+    join(sockets[0]!, 'other-topic-a', '3', owner);
+    expect([await reply('1'), await reply('2'), await reply('3')]).toEqual(['ok', 'ok', expect.stringMatching(/^Unauthorized/)]);
+    join(sockets[1]!, 'other-topic-b', '4', owner);
+    expect(await reply('4')).toMatch(/^ClientJoinRateLimitReached: Too many private channel joins per second for this user \(at most 1 across sockets\); retry in \d+ ms$/);
+    // the viewer's own bucket, on the same socket (its join replaces the owner's channel of that topic)
+    join(sockets[1]!, `canvas:${canvas.canvasId}`, '5', viewer);
+    expect(await reply('5')).toBe('ok');
+    expect(sockets.every((ws) => ws.readyState === WebSocket.OPEN)).toBe(true);
+  });
+
+  it('H1 connects take the same authorizations: past the burst, 429 with Retry-After', async () => {
+    await new Promise((r) => setTimeout(r, 3100));
+    const viewer = await token(canvas.users.viewer!);
+    const h1 = `/ws/canvas/${canvas.canvasId}?access_token=${viewer}`;
+    const results: Upgrade[] = [];
+    for (let i = 0; i < 4; i++) {
+      const u = await upgrade(server, h1);
+      results.push(u);
+      if ('ws' in u) await closeAndWait(u.ws); // under the socket cap: only the rate decides
+    }
+    expect(results.slice(0, 3).every((r) => 'ws' in r)).toBe(true);
+    expect(results[3]).toMatchObject({ status: 429, retryAfter: '1', body: { error: { code: 'rate_limited', retry_after: 1 } } });
+    expect((results[3] as { body: any }).body.error.message).toMatch(/^too many canvas connections per second for this user \(at most 1\): retry in \d+ ms$/);
+  });
+});

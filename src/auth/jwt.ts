@@ -1,4 +1,5 @@
 import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import { isUuid } from '../uuid.ts';
 
 /**
  * Access tokens: the one check for every surface that takes a token — the HTTP API (and its edge
@@ -92,7 +93,6 @@ export class TokenError extends Error {
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const INVALID = 'token is not a valid signed JWT (HS256 with the project JWT secret, or a key of the project JWKS)';
 
 export interface VerifyToken {
@@ -141,7 +141,7 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
       if (alg !== 'HS256') throw new TokenError('invalid_token', INVALID);
       if (payload.aud !== undefined && !hasAudience(payload.aud, config.audience)) throw wrongAudience(config.audience);
     } else {
-      if (typeof sub !== 'string' || !UUID.test(sub)) throw new TokenError('invalid_subject', 'token subject (sub) is not a user id (a UUID)');
+      if (typeof sub !== 'string' || !isUuid(sub)) throw new TokenError('invalid_subject', 'token subject (sub) is not a user id (a UUID)');
       if (!hasAudience(payload.aud, config.audience)) throw wrongAudience(config.audience);
       if (config.issuer !== undefined && payload.iss !== config.issuer) {
         throw new TokenError('wrong_issuer', `token issuer (iss) must be ${JSON.stringify(config.issuer)}`);

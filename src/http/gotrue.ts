@@ -6,6 +6,7 @@ import type { TransactionSql } from 'postgres';
 import { hashRefreshToken, newRefreshToken, openRefreshToken, sealRefreshToken } from '../../functions/auth.ts';
 import { API_KEY_POLICY, HTTP_USER_POLICY, signAccessToken, TokenError, type Claims } from '../auth/jwt.ts';
 import { DEV_JWT_SECRET } from '../config.ts';
+import { isUuid } from '../uuid.ts';
 import { withRequest } from '../db/request.ts';
 import { ApiError, apiErrorFromDatabase } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
@@ -66,7 +67,6 @@ const SQL_ERROR_STATUS: Record<string, number> = {
 };
 
 const API_VERSION = '2024-01-01';
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const NIL_UUID = '00000000-0000-0000-0000-000000000000';
 
 type User = { id: string; email?: string; app_metadata?: unknown; user_metadata?: unknown; [k: string]: unknown };
@@ -270,7 +270,7 @@ async function bearer(c: Context<AppEnv>, deps: Deps): Promise<Claims> {
     if (err.code === 'user_required' || err.code === 'invalid_subject') throw new GotrueError(403, 'bad_jwt', err.message);
     throw new GotrueError(403, 'bad_jwt', `invalid JWT: unable to parse or verify signature, ${err.message}`);
   }
-  if (claims.session_id !== undefined && !(typeof claims.session_id === 'string' && UUID.test(claims.session_id))) {
+  if (claims.session_id !== undefined && !(typeof claims.session_id === 'string' && isUuid(claims.session_id))) {
     throw new GotrueError(403, 'bad_jwt', 'invalid claim: session_id claim must be a UUID');
   }
   return claims;

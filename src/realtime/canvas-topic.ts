@@ -1,3 +1,5 @@
+import { canonicalUuid } from '../uuid.ts';
+
 /**
  * The realtime topic of a canvas, `canvas:<id>`, with the id in its one canonical spelling: lower
  * case, 8-4-4-4-12, as Postgres writes a uuid. Topics are matched by their exact string
@@ -6,13 +8,6 @@
  * reach. The database admits only this spelling (internal.topic_canvas_id); the gateway names it
  * in its refusal and writes ids it reads elsewhere (the H1 URL) this way.
  */
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** The canonical spelling of UUID `id` (any case, 8-4-4-4-12), or null when it is not one. */
-export function canonicalUuid(id: string): string | null {
-  return UUID.test(id) ? id.toLowerCase() : null;
-}
 
 /** The canvas id of sub-topic `subTopic` (without `realtime:`) when it is a canonical canvas topic, else null. */
 export function canvasIdOfTopic(subTopic: string): string | null {

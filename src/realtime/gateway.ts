@@ -10,12 +10,12 @@ import { canvasAccess, watchAccess } from './access.ts';
 import { Admission, type SocketTicket } from './admission.ts';
 import type { SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
-import { canonicalUuid } from './canvas-topic.ts';
 import { createClusterNode, type ClusterNode } from './cluster.ts';
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
 import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
 import { parseVsn } from './serializer.ts';
+import { canonicalUuid } from '../uuid.ts';
 
 /**
  * The realtime gateway, attached to the HTTP server's `upgrade` event:

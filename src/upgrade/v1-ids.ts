@@ -3,15 +3,14 @@
 // uuid (RFC 4122 version 5, SHA-1) of its kind and text, so every run maps it to the same v2 id
 // and a re-run finds what an earlier run wrote. docs/upgrade-v1.md, "Ids".
 import { createHash } from 'node:crypto';
+import { isUuid } from '../uuid.ts';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export { isUuid };
 
 /** The namespace of every name-based id the upgrade makes (a fixed random uuid). */
 export const UPGRADE_V1_NAMESPACE = '3f5b7c2e-8a41-4d6b-9e0f-6c1d2a7b8e95';
 
 export type IdKind = 'user' | 'canvas' | 'block' | 'workspace';
-
-export const isUuid = (id: string): boolean => UUID.test(id);
 
 /** RFC 4122 §4.3 version-5 uuid of `name` in `namespace`. */
 export function uuidV5(namespace: string, name: string): string {

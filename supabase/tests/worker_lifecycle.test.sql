@@ -1,10 +1,11 @@
 -- Worker lifecycle in the database: a cleanly stopped worker leaves no heartbeat and no job lock
 -- behind, so a job whose completion could not be recorded is retried by the next worker; a live
--- worker releases its locks on jobs it is not running, and only those.
+-- worker releases its locks on jobs it is not running, and only those; both find a worker's locks
+-- through the partial index on locked_by, not by reading every queued job.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(9);
+select plan(15);
 
 select graphile_worker.add_job('embed_block', json_build_object('block_id', gen_random_uuid(), 'canvas_id', gen_random_uuid()),
                                job_key := 'worker-lifecycle-spec');
@@ -47,6 +48,49 @@ select is(internal.release_orphaned_locks('pool-live', '{}', null), '{}'::bigint
   'with no bound (no heartbeat mark yet) nothing is released');
 select is((select count(*)::int from graphile_worker.jobs where key like 'lifecycle-%' and locked_by is not null), 3,
   '... not even the job it no longer runs');
+
+-- Every heartbeat of every worker releases its orphaned locks, and every stop unlocks: both look
+-- jobs up by locked_by, which reads the locked jobs only through jobs_locked_by_idx
+-- (supabase/migrations/20261203131600_jobs_locked_by_index.sql) instead of every queued job.
+select has_index('graphile_worker', '_private_jobs', 'jobs_locked_by_idx', array['locked_by'],
+  'the jobs have an index on locked_by');
+select is((select pg_get_expr(indpred, indrelid) from pg_index where indexrelid = to_regclass('graphile_worker.jobs_locked_by_idx')),
+  '(locked_by IS NOT NULL)', '... holding the locked jobs only');
+-- 20,000 queued jobs, 3 locked by pool-busy (one it runs). ANALYZE samples up to 30,000 rows, so it
+-- reads them all: the same statistics, so the same plan, at every run. The scans are counted by this
+-- transaction's statistics (pg_stat_get_xact_numscans: a table's sequential scans, an index's
+-- scans), read just before and after each call, with no other read of the jobs in between.
+insert into graphile_worker._private_jobs (task_id, payload, key)
+select (select id from graphile_worker._private_tasks where identifier = 'embed_block'), '{}', 'lifecycle-queued-' || i
+from generate_series(1, 20000) i;
+update graphile_worker._private_jobs set locked_by = 'pool-busy', locked_at = now() - interval '1 minute'
+where key in ('lifecycle-queued-1', 'lifecycle-queued-10000', 'lifecycle-queued-20000');
+analyze graphile_worker._private_jobs;
+create temp table lifecycle_running as
+  select array_agg(id) as ids from graphile_worker._private_jobs where key = 'lifecycle-queued-1';
+create temp table lifecycle_scans (step text, seq bigint, idx bigint);
+insert into lifecycle_scans select 'before release', pg_stat_get_xact_numscans('graphile_worker._private_jobs'::regclass),
+  pg_stat_get_xact_numscans(to_regclass('graphile_worker.jobs_locked_by_idx'));
+create temp table lifecycle_released as
+  select internal.release_orphaned_locks('pool-busy', (select ids from lifecycle_running), now()) as ids;
+insert into lifecycle_scans select 'after release', pg_stat_get_xact_numscans('graphile_worker._private_jobs'::regclass),
+  pg_stat_get_xact_numscans(to_regclass('graphile_worker.jobs_locked_by_idx'));
+select internal.worker_stopped('pool-busy');
+insert into lifecycle_scans select 'after stop', pg_stat_get_xact_numscans('graphile_worker._private_jobs'::regclass),
+  pg_stat_get_xact_numscans(to_regclass('graphile_worker.jobs_locked_by_idx'));
+
+select is((select cardinality(ids) from lifecycle_released), 2,
+  'among 20,000 queued jobs, a live worker releases the 2 locks it holds on jobs it is not running');
+select results_eq($$select a.seq - b.seq, a.idx - b.idx > 0 from lifecycle_scans a, lifecycle_scans b
+                    where a.step = 'after release' and b.step = 'before release'$$,
+  $$values (0::bigint, true)$$,
+  '... finding them through jobs_locked_by_idx, without a sequential scan of the jobs');
+select is((select count(*)::int from graphile_worker._private_jobs where key like 'lifecycle-queued-%' and locked_by is not null), 0,
+  'its stop unlocks the job it ran');
+select results_eq($$select a.seq - b.seq, a.idx - b.idx > 0 from lifecycle_scans a, lifecycle_scans b
+                    where a.step = 'after stop' and b.step = 'after release'$$,
+  $$values (0::bigint, true)$$,
+  '... through the index too (graphile_worker.force_unlock_workers)');
 
 select * from finish();
 rollback;

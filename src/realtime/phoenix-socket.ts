@@ -338,6 +338,14 @@ export class PhoenixSocket {
       this.system(channel, 'error', err.expired ? err.message : `Invalid JWT: ${err.message}`);
       return this.close(channel, false);
     }
+    if (channel.private) {
+      // the same database probe as a private join, so the same per-user bound across sockets; the
+      // channel keeps its current token (it closes when that one expires)
+      const waitMs = this.hub.admission.authorize(claims.sub, this.address);
+      if (waitMs > 0) {
+        return this.system(channel, 'error', `ClientJoinRateLimitReached: Too many private channel authorizations per second for this user (at most ${this.hub.admission.authorizationsPerSecond} across sockets); retry in ${waitMs} ms`);
+      }
+    }
     if (channel.private && !(await mayAccessTopic(this.hub.sql, claims, channel.subTopic, 'read'))) {
       this.system(channel, 'error', `Unauthorized: You do not have permissions to read from this Channel topic: ${channel.subTopic}`);
       return this.close(channel, false);

@@ -152,6 +152,29 @@ describe('per user, across sockets', () => {
     expect(sockets.every((ws) => ws.readyState === WebSocket.OPEN)).toBe(true);
   });
 
+  it('a token refresh (access_token) on a private channel takes the same authorizations: past the burst it is refused and the channel stays', async () => {
+    await new Promise((r) => setTimeout(r, 3100));
+    const editor = await token(canvas.users.editor!);
+    const anon = await apiKey(base.auth.jwtSecret, 'anon');
+    const ws = opened(await upgrade(server, phoenixPath(anon)));
+    const frames: any[] = [];
+    ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+    const topic = `realtime:canvas:${canvas.canvasId}`;
+    ws.send(JSON.stringify({ topic, event: 'phx_join', ref: '1', join_ref: '1', payload: { access_token: editor, config: { private: true } } }));
+    await until(() => frames.some((f) => f.event === 'phx_reply' && f.ref === '1' && f.payload.status === 'ok'), 5000, 'the join');
+    // a refresh per frame, as a hostile client sends them (realtime-js sends one when its token changes)
+    for (let i = 2; i <= 6; i++) ws.send(JSON.stringify({ topic, event: 'access_token', ref: String(i), join_ref: '1', payload: { access_token: editor } }));
+    await until(() => frames.some((f) => f.event === 'system'), 5000, 'a system message');
+    const system = frames.filter((f) => f.event === 'system').map((f) => f.payload);
+    expect(system[0]).toMatchObject({ status: 'error', channel: `canvas:${canvas.canvasId}` });
+    expect(system[0].message).toMatch(/^ClientJoinRateLimitReached: Too many private channel authorizations per second for this user \(at most 1 across sockets\); retry in \d+ ms$/);
+    expect(frames.some((f) => f.event === 'phx_close')).toBe(false);
+    // still joined: a heartbeat on the channel's socket is answered, and the channel is not closed
+    ws.send(JSON.stringify({ topic: 'phoenix', event: 'heartbeat', ref: 'hb', join_ref: null, payload: {} }));
+    await until(() => frames.some((f) => f.ref === 'hb'), 5000, 'the heartbeat reply');
+    expect(frames.some((f) => f.event === 'phx_close')).toBe(false);
+  });
+
   it('H1 connects take the same authorizations: past the burst, 429 with Retry-After', async () => {
     await new Promise((r) => setTimeout(r, 3100));
     const viewer = await token(canvas.users.viewer!);

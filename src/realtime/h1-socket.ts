@@ -9,6 +9,7 @@ import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_NOT_FOUND, H1_PROTOCOL_VERS
 import type { Hub } from './hub.ts';
 import { RateLimiter } from './rate-limit.ts';
 import type { Encoded } from './serializer.ts';
+import { InboundQueue } from './inbound-queue.ts';
 import { writeShared } from './socket-write.ts';
 
 /** A bus message's live delta, made once for every socket of the canvas (it is never modified). */
@@ -35,7 +36,8 @@ export class H1Socket {
   /** Live deltas held while a replay runs. */
   private held: DeltaMessage[] | null = null;
   private resumeGeneration = 0;
-  private queue: Promise<void> = Promise.resolve();
+  /** Messages are handled one after another, so answers keep the client's order. */
+  private readonly inbound: InboundQueue;
   private lastPresenceWrite = 0;
   private closed = false;
 
@@ -49,6 +51,7 @@ export class H1Socket {
     initialSinceCanvasSeq: number | null = null,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
+    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames);
     this.gate = new AccessGate(() => this.reauthorize(), (err) => {
       hub.logger.error({ err }, 'H1 re-authorization failed');
       this.send({ type: 'error', code: 'internal', message: 'could not re-check your access; reconnect' });
@@ -74,7 +77,7 @@ export class H1Socket {
   /** Runs `work` after the socket's earlier messages; `opId` names the mutate it serves, if any. */
   private enqueue(work: () => Promise<unknown>, opId?: string): void {
     const op = opId === undefined ? {} : { client_op_id: opId };
-    this.queue = this.queue.then(async () => { await work(); }).catch((err) => {
+    this.inbound.push(work, (err) => {
       // the one mapping of database errors to stable codes, as on HTTP: nothing the client
       // caused (bad values, limits, lost access) is `internal`
       const error = apiErrorFromDatabase(err);

@@ -39,6 +39,8 @@ export type Limits = {
    * of the cluster) or pending reply, so their length bounds what one socket can make the cluster hold.
    */
   maxNameLength: number;
+  /** Frames a socket may have waiting to be handled before it stops reading (inbound-queue.ts). */
+  maxPendingFrames: number;
 } & AdmissionLimits;
 
 export const DEFAULT_LIMITS: Limits = {
@@ -50,6 +52,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxChannelsPerSocket: 100,
   joinsPerSecond: 10,
   maxNameLength: 255,
+  maxPendingFrames: 32,
   // admission.ts: across one caller's sockets. An office behind one NAT shares an address; a
   // reconnect of two full sockets rejoins 2 x maxChannelsPerSocket private channels at once.
   maxSocketsPerAddress: 1000,

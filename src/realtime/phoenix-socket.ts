@@ -14,6 +14,7 @@ import type { ClusterPayload } from './cluster.ts';
 import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
+import { InboundQueue } from './inbound-queue.ts';
 import { writeShared } from './socket-write.ts';
 import { parseReplay, readReplay, REPLAY_FAILED, ReplaySeam } from './replay.ts';
 import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
@@ -92,7 +93,7 @@ export class PhoenixSocket {
   private closed = false;
   private lastRateWarning = 0;
   /** Frames are handled one after another per socket, so replies keep the client's order. */
-  private queue: Promise<void> = Promise.resolve();
+  private readonly inbound: InboundQueue;
 
   constructor(
     private readonly ws: WebSocket,
@@ -105,11 +106,10 @@ export class PhoenixSocket {
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
     this.joinLimiter = new RateLimiter(hub.limits.joinsPerSecond, hub.limits.maxChannelsPerSocket);
+    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames);
     ws.on('message', (data, isBinary) => {
       this.lastSeen = Date.now();
-      this.queue = this.queue.then(() => this.onFrame(data as Buffer, isBinary)).catch((err) => {
-        hub.logger.error({ err }, 'realtime frame handling failed');
-      });
+      this.inbound.push(() => this.onFrame(data as Buffer, isBinary), (err) => hub.logger.error({ err }, 'realtime frame handling failed'));
     });
     ws.on('close', () => void this.onClose());
     ws.on('error', () => {});

@@ -1,0 +1,41 @@
+import type { WebSocket } from 'ws';
+
+/**
+ * A socket's inbound work, run one item after another (replies keep the client's order), with
+ * backpressure: once `maxPending` items wait, the socket stops reading (`ws.pause()`) until the
+ * queue has drained to half, and what the client sends meanwhile waits in its own TCP window.
+ * Without it a client that sends faster than its frames are handled (each may wait on the
+ * database) grew the gateway's memory without bound, up to a frame's 1 MiB per item.
+ */
+export class InboundQueue {
+  private tail: Promise<void> = Promise.resolve();
+  private pending = 0;
+  private paused = false;
+
+  constructor(private readonly ws: WebSocket, private readonly maxPending: number) {}
+
+  /** Runs `work` after everything pushed before it; a failure goes to `onError`, and the queue goes on. */
+  push(work: () => Promise<unknown>, onError: (err: unknown) => unknown): void {
+    this.pending++;
+    if (!this.paused && this.pending >= this.maxPending) {
+      this.paused = true;
+      this.ws.pause();
+    }
+    this.tail = this.tail
+      .then(async () => { await work(); })
+      .catch(async (err) => { await onError(err); })
+      .catch(() => {}) // an error handler's own failure must not stop the queue
+      .finally(() => {
+        this.pending--;
+        if (this.paused && this.pending <= this.maxPending / 2) {
+          this.paused = false;
+          this.ws.resume();
+        }
+      });
+  }
+
+  /** Items queued or running. */
+  get size(): number {
+    return this.pending;
+  }
+}

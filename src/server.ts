@@ -6,7 +6,7 @@ import type { Config } from './config.ts';
 import { createDatabase, type Database } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import { createApp } from './http/app.ts';
-import { ApiError, rawErrorResponse } from './http/errors.ts';
+import { answerAndClose, ApiError, rawErrorResponse } from './http/errors.ts';
 import type { Deps } from './http/env.ts';
 import { createMetrics } from './metrics.ts';
 import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
@@ -101,7 +101,7 @@ export function answerMalformedRequests(http: ServerType): void {
     if (!socket.writable) return socket.destroy();
     // a HEAD request gets the headers only: a body would be read as the start of a next response
     const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
-    socket.end(err.code === 'HPE_HEADER_OVERFLOW'
+    answerAndClose(socket, err.code === 'HPE_HEADER_OVERFLOW'
       ? rawErrorResponse(new ApiError('payload_too_large', 'request headers are too large'), 431, head)
       : rawErrorResponse(new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' }), undefined, head));
   });

@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { isConnectionFailure } from '../db/faults.ts';
 /**
  * The one error shape of the HTTP API: `{ "error": { "code", "message", ...details } }`.
@@ -86,4 +87,19 @@ export function rawErrorResponse(err: ApiError, status: number = err.status, hea
   const retryAfter = typeof err.details.retry_after === 'number' ? `Retry-After: ${err.details.retry_after}\r\n` : '';
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\n${retryAfter}` +
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${headOnly ? '' : body}`;
+}
+
+/**
+ * Answers `response` (a rawErrorResponse) on a socket outside Node's HTTP response cycle (a
+ * refused WebSocket upgrade, a request Node's parser refused) and closes it for good: destroyed
+ * once written, or after 5 s if the peer does not read. `end()` alone leaves a half-open socket
+ * (Node allows them, and stops timing a socket once it is upgraded) that a peer which never
+ * closes its side kept open, a file descriptor each, until the process ran out of them.
+ */
+export function answerAndClose(socket: Duplex, response: string): void {
+  const timer = setTimeout(() => socket.destroy(), 5000);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.once('finish', () => socket.destroy());
+  socket.end(response);
 }

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { ApiError, rawErrorResponse } from '../http/errors.ts';
+import { answerAndClose, ApiError, rawErrorResponse } from '../http/errors.ts';
 import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
 import { canvasAccess, watchAccess } from './access.ts';
 import { Admission, type SocketTicket } from './admission.ts';
@@ -74,7 +74,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     // server's log is where the reason can be found
     opts.logger.info({ status, reason: message }, 'WebSocket upgrade refused');
     const retryAfter = retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(retryAfterMs / 1000));
-    socket.end(rawErrorResponse(new ApiError(code, message, retryAfter === undefined ? {} : { retry_after: retryAfter })));
+    answerAndClose(socket, rawErrorResponse(new ApiError(code, message, retryAfter === undefined ? {} : { retry_after: retryAfter })));
   }
 
   /** Completes the upgrade; the socket keeps `ticket`'s places in the counts until it closes. */
@@ -166,7 +166,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
         lastCapWarning = Date.now();
         opts.logger.warn({ address }, `WebSocket refused: ${ticket}`);
       }
-      socket.end(rawErrorResponse(new ApiError('rate_limited', ticket)));
+      answerAndClose(socket, rawErrorResponse(new ApiError('rate_limited', ticket)));
       return;
     }
     let handled: Promise<void> | undefined;
@@ -188,7 +188,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     }
     handled.catch((err) => {
       opts.logger.error({ err }, 'WebSocket upgrade failed');
-      if (!socket.destroyed) socket.end(rawErrorResponse(new ApiError('internal', 'internal error: the WebSocket upgrade failed')));
+      if (!socket.destroyed) answerAndClose(socket, rawErrorResponse(new ApiError('internal', 'internal error: the WebSocket upgrade failed')));
     }).finally(() => {
       // refused, failed or closed during the upgrade: no WebSocket holds the places
       if (!upgraded.has(socket)) ticket.release();

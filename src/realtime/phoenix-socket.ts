@@ -248,8 +248,8 @@ export class PhoenixSocket {
     const subTopic = frame.topic.slice('realtime:'.length);
     const isPrivate = config.private === true;
     if (isPrivate && isMisspelledCanvasTopic(subTopic)) return fail(CANVAS_TOPIC_SPELLING);
-    if (isPrivate) {
-      // a private join costs a database probe: bounded per user across sockets, not only per socket
+    if (isPrivate && claims.role !== 'service_role') {
+      // a private join costs a database probe (service_role's needs none): bounded per user across sockets, not only per socket
       const waitMs = this.hub.admission.authorize(claims.sub, this.address);
       if (waitMs > 0) {
         return fail(`ClientJoinRateLimitReached: Too many private channel joins per second for this user (at most ${this.hub.admission.authorizationsPerSecond} across sockets); retry in ${waitMs} ms`);
@@ -338,7 +338,7 @@ export class PhoenixSocket {
       this.system(channel, 'error', err.expired ? err.message : `Invalid JWT: ${err.message}`);
       return this.close(channel, false);
     }
-    if (channel.private) {
+    if (channel.private && claims.role !== 'service_role') {
       // the same database probe as a private join, so the same per-user bound across sockets; the
       // channel keeps its current token (it closes when that one expires)
       const waitMs = this.hub.admission.authorize(claims.sub, this.address);

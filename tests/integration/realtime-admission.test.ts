@@ -1,3 +1,5 @@
+import { readdirSync } from 'node:fs';
+import net from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
@@ -97,6 +99,48 @@ describe('sockets per address', () => {
     const refused = await upgrade(direct, phoenixPath(anon), { 'x-forwarded-for': '198.51.100.12' });
     expect(refused).toMatchObject({ status: 429, body: { error: { code: 'rate_limited',
       message: 'too many WebSockets open from this address (at most 2): close one first; behind a proxy, set TRUST_PROXY=1 so each client is told apart' } } });
+  });
+});
+
+describe('a refused upgrade is closed for good', () => {
+  let server: Server;
+  beforeAll(async () => {
+    server = await startServer(base, { realtime: { limits: { maxSocketsPerAddress: 1 } } });
+  }, 90_000);
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  // the server runs in this process: its sockets are this process's file descriptors
+  const descriptors = () => readdirSync('/proc/self/fd').length;
+  /** Sends `request`, reads the answer, and never closes its own side (as a hostile client does). */
+  const halfOpen = (port: number, request: string) => new Promise<{ socket: net.Socket; answer: string }>((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => socket.write(request));
+    let answer = '';
+    socket.on('data', (d) => (answer += d));
+    socket.once('end', () => resolve({ socket, answer }));
+    socket.once('error', reject);
+  });
+
+  it('a client that never closes its side does not keep the server\'s descriptor: 401s, 429s and malformed requests', async () => {
+    const port = Number(new URL(server.url).port);
+    const anon = await apiKey(base.auth.jwtSecret, 'anon');
+    const holder = opened(await upgrade(server, phoenixPath(anon))); // the address's one place: the rest are 429
+    const upgradeRequest = (path: string) => `GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n\r\n';
+    const before = descriptors();
+    const clients: net.Socket[] = [];
+    for (let i = 0; i < 30; i++) {
+      const request = [upgradeRequest(phoenixPath('not-a-jwt')), upgradeRequest(phoenixPath(anon)), 'NOT HTTP AT ALL\r\n\r\n'][i % 3]!;
+      const { socket, answer } = await halfOpen(port, request);
+      expect(answer).toMatch(/^HTTP\/1\.1 (401|429|400) /);
+      clients.push(socket);
+    }
+    // each half-open client holds one descriptor of its own in this process; the server's side must be gone
+    await until(() => descriptors() - before <= 30 + 5, 10_000, 'the server to close its side of every refused socket');
+    expect(descriptors() - before).toBeLessThanOrEqual(35);
+    for (const c of clients) c.destroy();
+    holder.terminate();
   });
 });
 

@@ -26,6 +26,12 @@ export function createMetrics() {
     }),
     poolInUse: new Gauge({ name: 'potentia_db_pool_in_use', help: 'API requests running on the database (a process\'s mutations of one canvas share one connection, its canvas lane)', registers: [registry] }),
     poolMax: new Gauge({ name: 'potentia_db_pool_max', help: 'database pool size', registers: [registry] }),
+    // the realtime gateway (src/realtime): refusals of its per-caller bounds count in rateLimited,
+    // endpoint realtime:<limit> (src/realtime/admission.ts)
+    realtimeSockets: new Gauge({
+      name: 'potentia_realtime_sockets', help: 'WebSockets open on this gateway process, by protocol (phoenix = realtime-js, h1)',
+      labelNames: ['protocol'], registers: [registry],
+    }),
     // background jobs (src/worker)
     jobQueueDepth: new Gauge({
       name: 'potentia_job_queue_depth', help: 'Graphile Worker jobs by task and state (ready, scheduled, running, failed; outbox = embedding outbox rows)',

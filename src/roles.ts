@@ -85,7 +85,7 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
   metrics.poolMax.set(config.dbPoolMax);
   const deps: Deps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
   const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger,
-    trustProxy: config.trustProxy, limits: config.realtime });
+    trustProxy: config.trustProxy, metrics, limits: config.realtime });
   const app = createProbeApp(deps, {
     // while the stream is down the bus polls realtime.messages (deltas still arrive, later), but
     // cluster presence and client broadcasts from other gateways do not: out of rotation until it is back

@@ -34,12 +34,20 @@ export type SocketTicket = {
   release(): void;
 };
 
+/** Which bound refused a caller (the metric's label: potentia_rate_limit_rejections_total{endpoint="realtime:<limit>"}). */
+export type AdmissionLimit = 'sockets_per_address' | 'sockets_per_user' | 'authorizations';
+
 export class Admission {
   private readonly byAddress = new Map<string, number>();
   private readonly byUser = new Map<string, number>();
   private readonly authorizations: KeyedRateLimiter;
 
-  constructor(private readonly limits: AdmissionLimits, private readonly trustProxy: boolean) {
+  constructor(
+    private readonly limits: AdmissionLimits,
+    private readonly trustProxy: boolean,
+    /** Told of every refusal (metrics). */
+    private readonly onRefused: (limit: AdmissionLimit) => void = () => {},
+  ) {
     this.authorizations = new KeyedRateLimiter(limits.authorizationsPerSecond, limits.authorizationBurst);
   }
 
@@ -56,6 +64,7 @@ export class Admission {
   /** A ticket for one more socket from `address`, or the refusal's message when the address holds its cap. */
   admit(address: string): SocketTicket | string {
     if (!take(this.byAddress, address, this.limits.maxSocketsPerAddress)) {
+      this.onRefused('sockets_per_address');
       return `too many WebSockets open from this address (at most ${this.limits.maxSocketsPerAddress}): close one first` +
         (this.trustProxy ? '' : '; behind a proxy, set TRUST_PROXY=1 so each client is told apart');
     }
@@ -65,7 +74,10 @@ export class Admission {
       address,
       claimUser: (userId) => {
         if (released || user !== null) return true;
-        if (!take(this.byUser, userId, this.limits.maxSocketsPerUser)) return false;
+        if (!take(this.byUser, userId, this.limits.maxSocketsPerUser)) {
+          this.onRefused('sockets_per_user');
+          return false;
+        }
         user = userId;
         return true;
       },
@@ -80,7 +92,9 @@ export class Admission {
 
   /** Takes one channel authorization for a caller: 0 when allowed, else milliseconds until one is. */
   authorize(userId: string | undefined, address: string): number {
-    return this.authorizations.take(userId ? `user:${userId}` : `address:${address}`);
+    const waitMs = this.authorizations.take(userId ? `user:${userId}` : `address:${address}`);
+    if (waitMs > 0) this.onRefused('authorizations');
+    return waitMs;
   }
 
   /** The per-user cap, for refusal messages. */

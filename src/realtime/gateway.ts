@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { CanvasLanes } from '../db/canvas-lanes.ts';
+import type { Metrics } from '../metrics.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { answerAndClose, ApiError, rawErrorResponse } from '../http/errors.ts';
 import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
@@ -36,6 +37,8 @@ export type GatewayOptions = {
   limits?: Partial<Limits>;
   /** Tell callers apart by the first X-Forwarded-For entry (TRUST_PROXY), not the peer address (admission.ts). */
   trustProxy?: boolean;
+  /** The process's metrics: open sockets, and refusals of the per-caller bounds. */
+  metrics?: Metrics;
 };
 
 export type Gateway = {
@@ -49,7 +52,7 @@ export type Gateway = {
 export function createGateway(opts: GatewayOptions): Gateway {
   const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
   const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const admission = new Admission(limits, opts.trustProxy === true);
+  const admission = new Admission(limits, opts.trustProxy === true, (limit) => opts.metrics?.rateLimited.inc({ endpoint: `realtime:${limit}` }));
   const hub = new Hub(opts.sql, opts.lanes, bus, opts.logger, limits, admission);
   const cluster = createClusterNode({
     sql: opts.sql,
@@ -78,13 +81,15 @@ export function createGateway(opts: GatewayOptions): Gateway {
   }
 
   /** Completes the upgrade; the socket keeps `ticket`'s places in the counts until it closes. */
-  function accept(req: IncomingMessage, socket: Duplex, head: Buffer, ticket: SocketTicket, then: (ws: WebSocket) => void): void {
+  function accept(req: IncomingMessage, socket: Duplex, head: Buffer, ticket: SocketTicket, protocol: 'phoenix' | 'h1', then: (ws: WebSocket) => void): void {
     wss.handleUpgrade(req, socket, head, (ws) => {
       upgraded.add(socket);
       sockets.add(ws);
+      opts.metrics?.realtimeSockets.inc({ protocol });
       ws.on('close', () => {
         sockets.delete(ws);
         ticket.release();
+        opts.metrics?.realtimeSockets.dec({ protocol });
       });
       then(ws);
     });
@@ -117,7 +122,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     if (!token) return reject(socket, 401, 'apikey is required');
     const claims = await verifyOrReject(socket, token, REALTIME_POLICY);
     if (!claims || !claimUser(socket, ticket, claims)) return;
-    accept(req, socket, head, ticket, (ws) => new PhoenixSocket(ws, hub, vsn, token, verifyRealtime, ticket.address));
+    accept(req, socket, head, ticket, 'phoenix', (ws) => new PhoenixSocket(ws, hub, vsn, token, verifyRealtime, ticket.address));
   }
 
   async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasIdAsSent: string, ticket: SocketTicket): Promise<void> {
@@ -147,7 +152,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
       return reject(socket, 404, 'canvas not found, or you are not a member of it');
     }
     const sinceSeq = since === null ? null : Number(since);
-    accept(req, socket, head, ticket, (ws) => {
+    accept(req, socket, head, ticket, 'h1', (ws) => {
       const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq, sinceCanvas === null ? null : Number(sinceCanvas));
       if (watch.messageIds.length > 0) h1Socket.recheckAccess(watch.messageIds);
       watch.stop();

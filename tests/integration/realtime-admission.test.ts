@@ -49,6 +49,13 @@ const closeAndWait = async (ws: WebSocket) => {
   await until(() => ws.readyState === WebSocket.CLOSED, 5000, 'the socket to close');
 };
 
+/** One sample of `name{labels}` from the server's /metrics (loopback: open without a token), 0 when absent. */
+async function metric(server: Server, name: string, labels: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
 afterAll(async () => {
   for (const ws of open) ws.terminate();
   await db.close();
@@ -91,6 +98,12 @@ describe('sockets per address', () => {
     for (let i = 0; i < 5; i++) expect(await upgrade(server, phoenixPath('not-a-jwt'), c)).toMatchObject({ status: 401 });
     for (let i = 0; i < 5; i++) expect(await upgrade(server, '/ws/nowhere', c)).toMatchObject({ status: 404 });
     for (let i = 0; i < 3; i++) opened(await upgrade(server, phoenixPath(anon), c));
+  });
+
+  it('refusals and open sockets are in /metrics', async () => {
+    expect(await metric(server, 'potentia_rate_limit_rejections_total', 'endpoint="realtime:sockets_per_address"')).toBeGreaterThanOrEqual(18);
+    const held = open.filter((ws) => ws.readyState === WebSocket.OPEN && ws.url.startsWith(server.url.replace(/^http/, 'ws'))).length;
+    await until(async () => (await metric(server, 'potentia_realtime_sockets', 'protocol="phoenix"')) === held, 5000, `the gauge at ${held}`);
   });
 
   it('without TRUST_PROXY an X-Forwarded-For header is not believed: every socket counts as the peer\'s address', async () => {
@@ -217,6 +230,12 @@ describe('per user, across sockets', () => {
     ws.send(JSON.stringify({ topic: 'phoenix', event: 'heartbeat', ref: 'hb', join_ref: null, payload: {} }));
     await until(() => frames.some((f) => f.ref === 'hb'), 5000, 'the heartbeat reply');
     expect(frames.some((f) => f.event === 'phx_close')).toBe(false);
+  });
+
+  it('refusals of the per-user bounds are in /metrics', async () => {
+    expect(await metric(server, 'potentia_rate_limit_rejections_total', 'endpoint="realtime:sockets_per_user"')).toBeGreaterThanOrEqual(1);
+    expect(await metric(server, 'potentia_rate_limit_rejections_total', 'endpoint="realtime:authorizations"')).toBeGreaterThanOrEqual(2);
+    expect(await metric(server, 'potentia_realtime_sockets', 'protocol="h1"')).toBeGreaterThanOrEqual(1);
   });
 
   it('H1 connects take the same authorizations: past the burst, 429 with Retry-After', async () => {

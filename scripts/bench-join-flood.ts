@@ -23,6 +23,7 @@ import { signAccessToken } from '../src/auth/jwt.ts';
 import { DEV_JWT_SECRET } from '../src/config.ts';
 import { callAs, createUser } from '../tests/helpers/fixtures.ts';
 import { apiKey } from '../tests/helpers/tokens.ts';
+import { percentile } from './lib/bench.ts';
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: string) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1]! : def; };
@@ -110,15 +111,11 @@ function httpLoad(token: string) {
   return { samples, stop: async () => { running = false; await loop; await Promise.all(inflight); } };
 }
 
-function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
-}
 function summarize(samples: { t: number; ms: number; status: number }[], from: number, to: number) {
   const w = samples.filter((s) => s.t >= from && s.t <= to);
   const bad = w.filter((s) => s.status !== 200).length;
-  return { n: w.length, p50: pct(w.map((s) => s.ms), 50), p99: pct(w.map((s) => s.ms), 99), non200: bad };
+  const sorted = w.map((s) => s.ms).sort((a, b) => a - b);
+  return { n: w.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), non200: bad };
 }
 
 function classify(reason: string | undefined, status: string): string {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_ADMISSION_LIMITS } from './realtime/admission.ts';
 
 // Supabase's well-known local-development secret: used only when JWT_SECRET is unset outside
 // production, so `npm start` works out of the box; production refuses to start without one.
@@ -40,8 +41,8 @@ export const EnvSchema = z.object({
   TRUST_PROXY: z.enum(['0', '1', 'true', 'false']).default('0'),
   // the realtime gateway's caps per caller in one process (src/realtime/admission.ts): WebSockets
   // open at once from one address (TRUST_PROXY: the client's, else the peer's) and per user
-  REALTIME_MAX_SOCKETS_PER_ADDRESS: z.coerce.number().int().min(1).default(1000),
-  REALTIME_MAX_SOCKETS_PER_USER: z.coerce.number().int().min(1).default(100),
+  REALTIME_MAX_SOCKETS_PER_ADDRESS: z.coerce.number().int().min(1).default(DEFAULT_ADMISSION_LIMITS.maxSocketsPerAddress),
+  REALTIME_MAX_SOCKETS_PER_USER: z.coerce.number().int().min(1).default(DEFAULT_ADMISSION_LIMITS.maxSocketsPerUser),
   // background jobs (src/worker): `inprocess` runs the worker inside `npm start`, `external`
   // expects `npm run worker` processes (and /ready checks their heartbeat), `off` runs none
   WORKER_MODE: z.enum(['inprocess', 'external', 'off']).default('inprocess'),

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { SocketClaims } from './authorize.ts';
 import { KeyedRateLimiter } from './rate-limit.ts';
 
 /**
@@ -23,6 +24,16 @@ export type AdmissionLimits = {
   /** Channel authorizations per second per user (per address without one), in bursts up to authorizationBurst. */
   authorizationsPerSecond: number;
   authorizationBurst: number;
+};
+
+/** The defaults (the two socket caps are also REALTIME_MAX_SOCKETS_PER_ADDRESS / _PER_USER, src/config.ts). */
+export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
+  // an office behind one NAT shares an address
+  maxSocketsPerAddress: 1000,
+  maxSocketsPerUser: 100,
+  // a reconnect of two full sockets rejoins 2 x maxChannelsPerSocket private channels at once
+  authorizationsPerSecond: 20,
+  authorizationBurst: 200,
 };
 
 /** A socket's place in the counts, held from its upgrade request until it closes (or is refused). */
@@ -90,20 +101,16 @@ export class Admission {
     };
   }
 
-  /** Takes one channel authorization for a caller: 0 when allowed, else milliseconds until one is. */
-  authorize(userId: string | undefined, address: string): number {
-    const waitMs = this.authorizations.take(userId ? `user:${userId}` : `address:${address}`);
+  /**
+   * Takes one channel authorization for the caller of `claims` (its user, else `address`): 0 when
+   * allowed, else milliseconds until one is. service_role is authorized without a database probe
+   * (authorize.ts), so it costs nothing and takes nothing.
+   */
+  authorize(claims: SocketClaims, address: string): number {
+    if (claims.role === 'service_role') return 0;
+    const waitMs = this.authorizations.take(claims.sub ? `user:${claims.sub}` : `address:${address}`);
     if (waitMs > 0) this.onRefused('authorizations');
     return waitMs;
-  }
-
-  /** The per-user cap, for refusal messages. */
-  get maxSocketsPerUser(): number {
-    return this.limits.maxSocketsPerUser;
-  }
-
-  get authorizationsPerSecond(): number {
-    return this.limits.authorizationsPerSecond;
   }
 }
 

@@ -98,7 +98,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
   /** Counts the socket against its user's cap (admission.ts); false after answering 429. */
   function claimUser(socket: Duplex, ticket: SocketTicket, claims: SocketClaims): boolean {
     if (!claims.sub || ticket.claimUser(claims.sub)) return true;
-    reject(socket, 429, `too many WebSockets open for this user (at most ${admission.maxSocketsPerUser}): close one first`);
+    reject(socket, 429, `too many WebSockets open for this user (at most ${limits.maxSocketsPerUser}): close one first`);
     return false;
   }
 
@@ -138,9 +138,9 @@ export function createGateway(opts: GatewayOptions): Gateway {
     const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID
     if (!claims || !claimUser(socket, ticket, claims)) return;
     // the access check is a database transaction: bounded per user across sockets
-    const waitMs = admission.authorize(claims.sub, ticket.address);
+    const waitMs = admission.authorize(claims, ticket.address);
     if (waitMs > 0) {
-      return reject(socket, 429, `too many canvas connections per second for this user (at most ${admission.authorizationsPerSecond}): retry in ${waitMs} ms`, waitMs);
+      return reject(socket, 429, `too many canvas connections per second for this user (at most ${limits.authorizationsPerSecond}): retry in ${waitMs} ms`, waitMs);
     }
     // re-run on every access change (access.ts); watched from before the check, so one committed
     // while it runs is re-checked once the socket listens

@@ -4,7 +4,7 @@ import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { DatabaseBus, BusMessage } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import type { ClusterNode } from './cluster.ts';
-import type { Admission, AdmissionLimits } from './admission.ts';
+import { DEFAULT_ADMISSION_LIMITS, type Admission, type AdmissionLimits } from './admission.ts';
 import { PresenceTracker } from './presence.ts';
 import { DEFAULT_MAX_BUFFERED_BYTES } from './socket-write.ts';
 
@@ -53,12 +53,7 @@ export const DEFAULT_LIMITS: Limits = {
   joinsPerSecond: 10,
   maxNameLength: 255,
   maxPendingFrames: 32,
-  // admission.ts: across one caller's sockets. An office behind one NAT shares an address; a
-  // reconnect of two full sockets rejoins 2 x maxChannelsPerSocket private channels at once.
-  maxSocketsPerAddress: 1000,
-  maxSocketsPerUser: 100,
-  authorizationsPerSecond: 20,
-  authorizationBurst: 200,
+  ...DEFAULT_ADMISSION_LIMITS, // across one caller's sockets
 };
 
 export class Hub {

@@ -248,12 +248,10 @@ export class PhoenixSocket {
     const subTopic = frame.topic.slice('realtime:'.length);
     const isPrivate = config.private === true;
     if (isPrivate && isMisspelledCanvasTopic(subTopic)) return fail(CANVAS_TOPIC_SPELLING);
-    if (isPrivate && claims.role !== 'service_role') {
-      // a private join costs a database probe (service_role's needs none): bounded per user across sockets, not only per socket
-      const waitMs = this.hub.admission.authorize(claims.sub, this.address);
-      if (waitMs > 0) {
-        return fail(`ClientJoinRateLimitReached: Too many private channel joins per second for this user (at most ${this.hub.admission.authorizationsPerSecond} across sockets); retry in ${waitMs} ms`);
-      }
+    // a private join costs a database probe: bounded per user across sockets, not only per socket
+    const waitMs = isPrivate ? this.hub.admission.authorize(claims, this.address) : 0;
+    if (waitMs > 0) {
+      return fail(`ClientJoinRateLimitReached: Too many private channel joins per second for this user (at most ${limits.authorizationsPerSecond} across sockets); retry in ${waitMs} ms`);
     }
     // watched from before the check: an access change committed while it runs is re-checked
     const watch = isPrivate ? watchAccess(this.hub, subTopic, claims) : null;
@@ -338,13 +336,11 @@ export class PhoenixSocket {
       this.system(channel, 'error', err.expired ? err.message : `Invalid JWT: ${err.message}`);
       return this.close(channel, false);
     }
-    if (channel.private && claims.role !== 'service_role') {
-      // the same database probe as a private join, so the same per-user bound across sockets; the
-      // channel keeps its current token (it closes when that one expires)
-      const waitMs = this.hub.admission.authorize(claims.sub, this.address);
-      if (waitMs > 0) {
-        return this.system(channel, 'error', `ClientJoinRateLimitReached: Too many private channel authorizations per second for this user (at most ${this.hub.admission.authorizationsPerSecond} across sockets); retry in ${waitMs} ms`);
-      }
+    // the same database probe as a private join, so the same per-user bound across sockets; the
+    // channel keeps its current token (it closes when that one expires)
+    const waitMs = channel.private ? this.hub.admission.authorize(claims, this.address) : 0;
+    if (waitMs > 0) {
+      return this.system(channel, 'error', `ClientJoinRateLimitReached: Too many private channel authorizations per second for this user (at most ${this.hub.limits.authorizationsPerSecond} across sockets); retry in ${waitMs} ms`);
     }
     if (channel.private && !(await mayAccessTopic(this.hub.sql, claims, channel.subTopic, 'read'))) {
       this.system(channel, 'error', `Unauthorized: You do not have permissions to read from this Channel topic: ${channel.subTopic}`);

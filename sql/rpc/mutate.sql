@@ -12,8 +12,8 @@
 --      work that does not need the canvas order overlaps with other writers on the canvas;
 --   4. the canvas row is locked, so writers on one canvas are serialized: server_seq order is
 --      commit order per canvas and replay by since_seq can never skip a late commit; the block
---      is locked FOR UPDATE (an update needing no other block, and not already behind at step 3,
---      is written on condition that the block is still the version step 3 read): if it changed
+--      is locked FOR UPDATE (an update needing no other block is written on condition that the
+--      block is still the version its change was prepared on): if it changed
 --      since step 3, the change is computed again here (a text edit only over what committed
 --      since: internal.rebase_block_change); then what needs the canvas's current blocks
 --      (parent in the same canvas, no cycle, rank);
@@ -596,12 +596,14 @@ begin
       perform internal.raise_error('invalid_input', 'block_id is required', '{"field":"block_id"}');
     end if;
     -- an update that needs no other block (no parent to check, no rank to place) is written in
-    -- step 5 on condition that the block is still the version the client named (step 3 read it
-    -- so, or did not read it: the usual edit), which locks it too; unless the operation was
-    -- already behind at step 3: others are editing the block, which has most likely moved on
-    -- again while this waited for the canvas, so it is locked and read here
-    v_direct := v_usual or (p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id')
-                            and v_seen.version = p_base_version);
+    -- step 5 on condition that the block is still the version its change was prepared on (the
+    -- one the client named for the usual edit, which step 3 did not read; else the one step 3
+    -- read, the change transformed or merged over what was logged since the client's version),
+    -- which locks it too. A canvas's mutations from one process come down one lane, one after
+    -- another on one backend (src/db/canvas-lanes.ts), so the block is still that version here
+    -- unless another process's lane wrote it meanwhile; then the UPDATE finds nothing, and the
+    -- change is prepared again under the lock (step 5)
+    v_direct := v_usual or (p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id'));
     if not v_direct then
       select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
       if not found then
@@ -673,14 +675,15 @@ begin
         version = version + 1,
         updated_at = now(),
         updated_by = v_user
-      where block_id = v_block_id and canvas_id = p_canvas_id and version = p_base_version
-        and (v_usual or created_at = v_seen.created_at)
+      where block_id = v_block_id and canvas_id = p_canvas_id
+        and case when v_usual then version = p_base_version else version = v_seen.version and created_at = v_seen.created_at end
       returning * into v_new;
       if found then
-        v_old.version := p_base_version;  -- all the log and the answer need of the block before
+        -- all the log and the answer need of the block before
+        v_old.version := case when v_usual then p_base_version else v_seen.version end;
       else
-        -- changed (or gone) since the client's version: lock it, compute the change (again), write
-        -- it below
+        -- changed (or gone) since the version the change was prepared on: lock it, compute the
+        -- change (again), write it below
         v_direct := false;
         select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
         if not found then

@@ -309,3 +309,50 @@ end
 $$;
 comment on function internal.lexorank_spread(integer, text, text) is
   'n evenly spaced, strictly increasing keys strictly between lo and hi (NULL = open end), of the shortest length that fits; raises 22023 if they cannot fit in 10 chars.';
+
+-- n keys for a whole list that will keep growing at either end (a canvas rebalanced): spread
+-- evenly over the middle quarter of the key space (from 3/8 to 5/8) at the shortest length with
+-- at least 8n keys, so each end keeps at least 3n keys of that length free for the appends
+-- (prepends) stepping one unit at a time past it (internal.lexorank_step) before the next
+-- rebalance: the rebalance's n moves are spread over at least 3n appends. Spread over the whole
+-- space instead (lexorank_spread(n)), the last key sits one spacing below the top, and a
+-- canvas that grows at its end needed a rebalance every few dozen appends. Raises 22023 like
+-- lexorank_spread.
+create or replace function internal.lexorank_spread_with_room(n integer)
+returns text[]
+language plpgsql immutable parallel safe
+as $$
+declare
+  digits constant text := '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+  len integer := 1;
+  a numeric;
+  b numeric;
+  lo text := '';
+  hi text := '';
+begin
+  if n is null or n < 0 then
+    raise exception using errcode = '22023',
+      message = format('lexorank_spread_with_room: n must be a non-negative integer, got %s', coalesce(n::text, 'NULL'));
+  end if;
+  if n = 0 then
+    return '{}';
+  end if;
+  -- keys of len characters: 62^len values, 61 in 62 of them not ending in '0'
+  while (62::numeric ^ len) * 61 / 62 < 8 * n::numeric and len < 10 loop
+    len := len + 1;
+  end loop;
+  a := floor((62::numeric ^ len) * 3 / 8);
+  b := ceil((62::numeric ^ len) * 5 / 8);
+  for j in 1 .. len loop
+    lo := substr(digits, mod(a, 62)::integer + 1, 1) || lo;
+    a := div(a, 62);
+    hi := substr(digits, mod(b, 62)::integer + 1, 1) || hi;
+    b := div(b, 62);
+  end loop;
+  -- a bound need not be a stored key, but trailing '0's name the same value
+  return internal.lexorank_spread(n, nullif(rtrim(lo, '0'), ''), rtrim(hi, '0'));
+end
+$$;
+comment on function internal.lexorank_spread_with_room(integer) is
+  'n evenly spaced, strictly increasing keys in the middle quarter of the key space (3/8 to 5/8) at the shortest length with >= 8n keys, '
+  'leaving >= 3n keys of that length free at each end for appends and prepends; raises 22023 if n is negative or NULL.';

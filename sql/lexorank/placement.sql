@@ -89,13 +89,17 @@ comment on function internal.respace_for_insert(uuid, text, text, uuid) is
   'Respaces a window of neighbours around the gap lo < hi (4 per side, x4 per round until keys fit in 8 chars, else 10), logging each moved block as a system move; returns the free key left between. Raises 22023 only if the whole canvas cannot fit.';
 
 -- A key next to `p_key` on one side with nothing beyond it (append after the last block, or
--- prepend before the first): the next 2-character key, instead of the midpoint of the open end,
--- so thousands of appends keep keys at 2-3 characters where bisecting would add a character
--- every ~6 appends. Null when no such step exists (the caller bisects instead).
+-- prepend before the first): one unit past it at its own length, at least 2 and at most 4
+-- characters (a longer key steps from its first 4), instead of the midpoint of the open end, so
+-- thousands of appends keep keys short where bisecting would add a character every ~6 appends.
+-- At its own length, not always 2: a canvas rebalanced to 3- or 4-character keys
+-- (internal.lexorank_spread_with_room) has its room past the end at that length. Null when no
+-- such key is beyond p_key: the end is full at that length (place_block then rebalances).
 create or replace function internal.lexorank_step(p_key text, p_forward boolean) returns text
 language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
 declare
-  k text := internal.lexorank_next(left(p_key, 2), 2, p_forward);
+  len integer := least(greatest(length(p_key), 2), 4);
+  k text := internal.lexorank_next(left(p_key, len), len, p_forward);
 begin
   if k is null or (p_forward and k <= p_key collate "C") or (not p_forward and k >= p_key collate "C") then
     return null;
@@ -103,15 +107,45 @@ begin
   return k;
 end $$;
 comment on function internal.lexorank_step(text, boolean) is
-  'The next 2-character key after (p_forward) or before p_key, for appends and prepends; NULL when there is none beyond p_key.';
+  'The next key one unit after (p_forward) or before p_key at p_key''s length (2 to 4 characters; a longer key from its first 4), '
+  'for appends and prepends; NULL when there is none beyond p_key at that length.';
+
+-- Rewrites every key of a canvas but p_exclude's (a block being placed, which keeps its key until
+-- its own write) with room at both ends (internal.lexorank_spread_with_room), in order: each
+-- moved block takes a version and is logged as a system `move` and broadcast
+-- (internal.assign_ranks), and one audit row `canvas.rebalance` says why (p_trigger: 'job' for
+-- the background rebalance, 'append' for an append or prepend that found its end full). The
+-- caller holds the canvas lock and checks the deferred unique key. Returns the new keys in
+-- order and how many blocks moved. Cost: about 0.4 ms per block (2.8 s for 7,282 on the
+-- development VM), once per >= 3n appends at one end.
+create or replace function internal.respread_canvas(p_canvas_id uuid, p_exclude uuid, p_trigger text,
+                                                    out o_keys text[], out o_moved integer)
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_ids uuid[];
+begin
+  select coalesce(array_agg(block_id order by y_order collate "C"), '{}') into v_ids
+  from app.blocks where canvas_id = p_canvas_id and block_id is distinct from p_exclude;
+  o_keys := internal.lexorank_spread_with_room(coalesce(array_length(v_ids, 1), 0));
+  o_moved := internal.assign_ranks(p_canvas_id, v_ids, o_keys, 'rebalance');
+  perform internal.write_audit(jsonb_build_object('role', 'system'), 'canvas.rebalance', 'success', 'canvas',
+                               p_canvas_id::text, jsonb_build_object('blocks', array_length(v_ids, 1), 'trigger', p_trigger),
+                               null, null, null, o_moved);
+end $$;
+comment on function internal.respread_canvas(uuid, uuid, text) is
+  'Rewrites every key of the canvas but p_exclude''s with room at both ends (lexorank_spread_with_room), logging each moved block '
+  'as a system move and auditing canvas.rebalance (details.trigger = p_trigger); returns the keys in order and the number moved. '
+  'Caller holds the canvas lock and checks app.blocks_canvas_y_order_key.';
 
 -- The key for block `p_block_id` given the intent in `p_patch`:
 --   y_order   an explicit key (validated by the caller); if another block holds it (two clients
 --             picked the same key), the block goes right after that holder instead
 --   after_id  right after that block of the canvas; JSON null = first
 --   neither   last
--- With nothing on one side the key steps at 2 characters (lexorank_step); between two blocks it
--- goes one unit from the longer (fresher) neighbour (lexorank_near); past 10 characters, respace.
+-- With nothing on one side the key steps one unit past the end (lexorank_step), and when that
+-- end is full of blocks the canvas is rebalanced with room at both ends first (respread_canvas); between
+-- two blocks it goes one unit from the longer (fresher) neighbour (lexorank_near); past 10
+-- characters, respace.
 create or replace function internal.place_block(p_canvas_id uuid, p_block_id uuid, p_patch jsonb)
 returns text language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -119,6 +153,7 @@ declare
   v_hi text;
   v_key text;
   v_after uuid;
+  v_keys text[];
   v_append boolean := not (p_patch ? 'y_order' or p_patch ? 'after_id');
 begin
   if p_patch ? 'y_order' then
@@ -149,6 +184,23 @@ begin
   elsif v_lo is null and v_hi is not null then
     v_key := internal.lexorank_step(v_hi, false);
   end if;
+  -- The end is full at its keys' length. When it is full of blocks (at least 61 in the last
+  -- 62nd of the key space, as after the 1,891 appends a canvas's first block leaves room for),
+  -- every other block is rekeyed with room at both ends, and this one steps past the new end:
+  -- bisecting toward the end instead lengthened each key and respaced the last few blocks every
+  -- few appends (7.5 moves per append on a canvas grown to 7,000 blocks at its end,
+  -- docs/performance.md). A few blocks at the very end (a client's y_order 'zz') are not worth
+  -- moving every block for: the key bisects toward the end, as between two blocks. So moving
+  -- all n blocks takes at least 61 placements at one end, never one.
+  if v_key is null and (v_lo is null) <> (v_hi is null)
+     and (case when v_hi is null
+               then (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id
+                                           and y_order >= 'z' limit 61) e)
+               else (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id
+                                           and y_order < '1' limit 61) e) end) >= 61 then
+    v_keys := (internal.respread_canvas(p_canvas_id, p_block_id, 'append')).o_keys;
+    v_key := internal.lexorank_step(case when v_hi is null then v_keys[array_length(v_keys, 1)] else v_keys[1] end, v_hi is null);
+  end if;
   v_key := coalesce(v_key, internal.lexorank_near(v_lo, v_hi));
   if length(v_key) <= 10 then
     return v_key;
@@ -156,4 +208,4 @@ begin
   return internal.respace_for_insert(p_canvas_id, v_lo, v_hi, p_block_id);
 end $$;
 comment on function internal.place_block(uuid, uuid, jsonb) is
-  'Rank key for a create or move from patch.y_order / patch.after_id / neither (append): lexorank_step at an open end, lexorank_near between two blocks, respace_for_insert when no key of <= 10 chars fits. Raises invalid_input for a bad after_id.';
+  'Rank key for a create or move from patch.y_order / patch.after_id / neither (append): lexorank_step at an open end (after respread_canvas when that end is full of blocks), lexorank_near between two blocks, respace_for_insert when no key of <= 10 chars fits. Raises invalid_input for a bad after_id.';

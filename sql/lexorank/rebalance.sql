@@ -19,22 +19,19 @@ create trigger check_lexorank_length
   for each row when (length(new.y_order) > 8)
   execute function internal.check_lexorank_length();
 
--- Rewrites every key of a canvas evenly (shortest length that fits), in order, under the canvas
--- lock: versions bump, each moved block is logged as a `move` and broadcast. Returns the number
--- of blocks whose key changed.
+-- Rewrites every key of a canvas with room at both ends (internal.respread_canvas: the middle
+-- quarter of the key space at the shortest length that fits), in order, under the canvas lock:
+-- versions bump, each moved block is logged as a `move` and broadcast. Returns the number of
+-- blocks whose key changed.
 create or replace function internal.rebalance_canvas(p_canvas_id uuid) returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '5s' as $$
 declare
-  v_ids uuid[];
   v_moved integer;
 begin
   perform from app.canvases where canvas_id = p_canvas_id for no key update;
   if not found then return 0; end if;
-  select coalesce(array_agg(block_id order by y_order), '{}') into v_ids from app.blocks where canvas_id = p_canvas_id;
-  v_moved := internal.assign_ranks(p_canvas_id, v_ids, internal.lexorank_spread(coalesce(array_length(v_ids, 1), 0)), 'rebalance');
+  v_moved := (internal.respread_canvas(p_canvas_id, null, 'job')).o_moved;
   set constraints app.blocks_canvas_y_order_key immediate;
   set constraints app.blocks_canvas_y_order_key deferred;
-  perform internal.write_audit(jsonb_build_object('role', 'system'), 'canvas.rebalance', 'success', 'canvas',
-                               p_canvas_id::text, jsonb_build_object('blocks', array_length(v_ids, 1)), null, null, null, v_moved);
   return v_moved;
 end $$;

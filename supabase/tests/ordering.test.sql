@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(26);
+select plan(33);
 
 update app.settings set value = '100000' where key = 'mutations_per_minute';
 select isnt(tests.create_user('orderer'), null, 'a user who orders blocks');
@@ -131,8 +131,10 @@ select has_trigger('app', 'blocks', 'check_lexorank_length', 'the check_lexorank
 create temp table before_rebalance as
 select block_id, version, row_number() over (order by y_order) as pos from app.blocks where canvas_id = (select canvas_id from ids);
 select ok(internal.rebalance_canvas((select canvas_id from ids)) > 0, 'rebalance rewrites keys');
-select is((select max(length(y_order)) from app.blocks where canvas_id = (select canvas_id from ids)), 2,
-          'after rebalancing 1002 blocks every key has 2 characters');
+select is((select max(length(y_order)) from app.blocks where canvas_id = (select canvas_id from ids)), 3,
+          'after rebalancing 1002 blocks every key has 3 characters: the shortest length with 8 keys per block (8 x 1002 > 62^2)');
+select ok((select min(y_order) >= 'N' collate "C" and max(y_order) < 'd' collate "C" from app.blocks where canvas_id = (select canvas_id from ids)),
+          'the rebalanced keys lie in the middle quarter of the key space (3/8 = ''N'' to 5/8 = ''c''): room at both ends');
 select is(
   (select array_agg(block_id order by y_order) from app.blocks where canvas_id = (select canvas_id from ids)),
   (select array_agg(block_id order by pos) from before_rebalance),
@@ -145,6 +147,40 @@ select is((select count(*) from app.block_operations where client_op_id like 'sy
            and canvas_id = (select canvas_id from ids)),
           (select count(*) from app.blocks b join before_rebalance r using (block_id) where b.version > r.version),
           'each moved block is logged once');
+
+-- a canvas that grows at its end: appends step one unit at a time through the 2-character keys
+-- above the first block ('V1' to 'zz', 1,891 of them); the append that finds that end full
+-- rebalances the canvas once, with room, and the appends after it step through the room. Until
+-- 2026-12-03 they bisected toward the end instead and respaced the last blocks every few
+-- appends (7.5 moves per append at 7,000 blocks).
+select tests.authenticate_as('orderer');
+create temp table grown as
+select (api.create_canvas((select workspace_id from ids), 'Grown at its end') ->> 'canvas_id')::uuid as canvas_id;
+create temp table grown_appends (n int, status text);
+do $$
+declare r jsonb;
+begin
+  for i in 1 .. 2500 loop
+    r := api.upsert_block_atomic((select canvas_id from grown), null, 'create', 'grow-' || i, null, '{"type":"text"}');
+    insert into grown_appends values (i, r ->> 'status');
+  end loop;
+end $$;
+select tests.clear_authentication();
+select is((select count(*) from grown_appends where status = 'success'), 2500::bigint, '2500 appends all succeed');
+select is((select array_agg(o.client_op_id order by b.y_order collate "C") from app.blocks b
+           join app.block_operations o on o.block_id = b.block_id and o.action = 'create'
+           where b.canvas_id = (select canvas_id from grown)),
+          (select array_agg('grow-' || i order by i) from generate_series(1, 2500) i),
+          'every appended block is last, in order');
+select is((select count(*) from app.system_audit where action = 'canvas.rebalance' and entity_id = (select canvas_id::text from grown)
+           and details ->> 'trigger' = 'append'), 1::bigint,
+          'the end filled once: one rebalance, by the append that found it full');
+select is((select count(*) from app.block_operations where canvas_id = (select canvas_id from grown) and actor_id is null),
+          1892::bigint, 'the rebalance moved the 1,892 blocks there were (''V'' and the 1,891 keys above it), once each; nothing was respaced');
+select is((select max(length(y_order)) from app.blocks where canvas_id = (select canvas_id from grown)), 3,
+          'every key has at most 3 characters');
+select is((select count(*) from graphile_worker.jobs where key = 'rebalance_canvas:' || (select canvas_id from grown)), 0::bigint,
+          'no key passed 8 characters: no rebalance job');
 
 select * from finish();
 rollback;

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(33);
+select plan(36);
 
 update app.settings set value = '100000' where key = 'mutations_per_minute';
 select isnt(tests.create_user('orderer'), null, 'a user who orders blocks');
@@ -181,6 +181,25 @@ select is((select max(length(y_order)) from app.blocks where canvas_id = (select
           'every key has at most 3 characters');
 select is((select count(*) from graphile_worker.jobs where key = 'rebalance_canvas:' || (select canvas_id from grown)), 0::bigint,
           'no key passed 8 characters: no rebalance job');
+
+-- more than 2,500 blocks are not moved inside a request: a canvas with its end full of blocks
+-- bisects toward the end, and its rebalance is the job's
+select tests.authenticate_as('orderer');
+create temp table big as
+select (api.create_canvas((select workspace_id from ids), 'Big, end full') ->> 'canvas_id')::uuid as canvas_id;
+select tests.clear_authentication();
+insert into app.blocks (canvas_id, type, content, y_order, created_by, updated_by)
+select (select canvas_id from big), 'text', '{}', k, tests.user_id('orderer'), tests.user_id('orderer')
+from unnest(internal.lexorank_spread(2440, null, 'z') || array(select 'z' || substr('123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz', i, 1)
+                                                               from generate_series(1, 61) i)) k;
+select tests.authenticate_as('orderer');
+select is((api.upsert_block_atomic((select canvas_id from big), null, 'create', 'big-append', null, '{"type":"text"}') #>> '{block,y_order}'),
+          'zzV', 'an append to a canvas of 2,501 blocks whose end is full bisects past the end');
+select tests.clear_authentication();
+select is((select count(*) from app.block_operations where canvas_id = (select canvas_id from big) and actor_id is null), 0::bigint,
+          'and moves no block');
+select is((select count(*) from app.system_audit where action = 'canvas.rebalance' and entity_id = (select canvas_id::text from big)), 0::bigint,
+          'no rebalance inside the request');
 
 select * from finish();
 rollback;

@@ -191,19 +191,25 @@ begin
   -- few appends (7.5 moves per append on a canvas grown to 7,000 blocks at its end,
   -- docs/performance.md). A few blocks at the very end (a client's y_order 'zz') are not worth
   -- moving every block for: the key bisects toward the end, as between two blocks. So moving
-  -- all n blocks takes at least 61 placements at one end, never one. Nor are more than 2,500
-  -- blocks moved inside one request (~0.4 ms each, under the canvas lock, within the request's
-  -- statement_timeout): a larger canvas bisects too, and its keys passing 8 characters ask the
-  -- rebalance job (sql/lexorank/rebalance.sql), which spreads them the same way.
+  -- all n blocks takes at least 61 placements at one end, never one.
+  -- Only a canvas of at most 2,000 blocks is rebalanced here, inside the caller's request (about
+  -- 0.5 ms per block: ~1 s, under the request's 5 s statement_timeout and the 3 s lock_timeout of
+  -- the writers queued on the canvas lock meanwhile). A bigger one asks the rebalance job for it
+  -- (internal.request_rebalance) and this key bisects toward the end as below until the job has
+  -- run: rebalanced inline, 10,000 blocks took longer than the statement_timeout, so every append
+  -- failed (timeout) and rolled the rebalance back with it, and the canvas took no append any more.
   if v_key is null and (v_lo is null) <> (v_hi is null)
      and (case when v_hi is null
                then (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id
                                            and y_order >= 'z' limit 61) e)
                else (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id
-                                           and y_order < '1' limit 61) e) end) >= 61
-     and (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id limit 2501) c) <= 2500 then
-    v_keys := (internal.respread_canvas(p_canvas_id, p_block_id, 'append')).o_keys;
-    v_key := internal.lexorank_step(case when v_hi is null then v_keys[array_length(v_keys, 1)] else v_keys[1] end, v_hi is null);
+                                           and y_order < '1' limit 61) e) end) >= 61 then
+    if (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id limit 2001) b) <= 2000 then
+      v_keys := (internal.respread_canvas(p_canvas_id, p_block_id, 'append')).o_keys;
+      v_key := internal.lexorank_step(case when v_hi is null then v_keys[array_length(v_keys, 1)] else v_keys[1] end, v_hi is null);
+    else
+      perform internal.request_rebalance(p_canvas_id);
+    end if;
   end if;
   v_key := coalesce(v_key, internal.lexorank_near(v_lo, v_hi));
   if length(v_key) <= 10 then

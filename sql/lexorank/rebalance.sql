@@ -2,14 +2,26 @@
 -- (NOTIFY rebalance_needed + a Graphile Worker job deduplicated by a per-canvas job key); the
 -- job calls internal.rebalance_canvas, which rewrites the canvas's keys evenly.
 
+-- Asks for a rebalance of the canvas (NOTIFY rebalance_needed + the deduplicated job), from the
+-- trigger below and from internal.place_block (an end full of blocks on a canvas too big to
+-- rebalance inside a request).
+create or replace function internal.request_rebalance(p_canvas_id uuid) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform pg_notify('rebalance_needed', p_canvas_id::text);
+  perform graphile_worker.add_job('rebalance_canvas', json_build_object('canvas_id', p_canvas_id),
+                                  job_key => 'rebalance_canvas:' || p_canvas_id,
+                                  run_at => now() + interval '2 seconds',
+                                  job_key_mode => 'preserve_run_at');
+end $$;
+
+comment on function internal.request_rebalance(uuid) is
+  'Asks for a rebalance of the canvas: NOTIFY rebalance_needed and the rebalance_canvas job, deduplicated by its job key rebalance_canvas:<id>, run 2 s later.';
+
 create or replace function internal.check_lexorank_length() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
-  perform pg_notify('rebalance_needed', new.canvas_id::text);
-  perform graphile_worker.add_job('rebalance_canvas', json_build_object('canvas_id', new.canvas_id),
-                                  job_key => 'rebalance_canvas:' || new.canvas_id,
-                                  run_at => now() + interval '2 seconds',
-                                  job_key_mode => 'preserve_run_at');
+  perform internal.request_rebalance(new.canvas_id);
   return null;
 end $$;
 

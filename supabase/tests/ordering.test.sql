@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(36);
+select plan(38);
 
 update app.settings set value = '100000' where key = 'mutations_per_minute';
 select isnt(tests.create_user('orderer'), null, 'a user who orders blocks');
@@ -182,24 +182,34 @@ select is((select max(length(y_order)) from app.blocks where canvas_id = (select
 select is((select count(*) from graphile_worker.jobs where key = 'rebalance_canvas:' || (select canvas_id from grown)), 0::bigint,
           'no key passed 8 characters: no rebalance job');
 
--- more than 2,500 blocks are not moved inside a request: a canvas with its end full of blocks
--- bisects toward the end, and its rebalance is the job's
+-- an end full of blocks on a canvas too big to rebalance inside the request (more than 2,000
+-- blocks): the append asks the rebalance job for it and bisects toward the end, moving no block.
+-- Until 2026-12-03 it rebalanced inline whatever the size: at 10,000 blocks that took longer than
+-- the request's statement_timeout, so every append to the canvas failed (and rolled back the
+-- rebalance with it), and the writers queued behind it failed on their lock_timeout.
 select tests.authenticate_as('orderer');
 create temp table big as
-select (api.create_canvas((select workspace_id from ids), 'Big, end full') ->> 'canvas_id')::uuid as canvas_id;
+select (api.create_canvas((select workspace_id from ids), 'Big, full at its end') ->> 'canvas_id')::uuid as canvas_id;
 select tests.clear_authentication();
-insert into app.blocks (canvas_id, type, content, y_order, created_by, updated_by)
-select (select canvas_id from big), 'text', '{}', k, tests.user_id('orderer'), tests.user_id('orderer')
-from unnest(internal.lexorank_spread(2440, null, 'z') || array(select 'z' || substr('123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz', i, 1)
-                                                               from generate_series(1, 61) i)) k;
+-- 2,000 blocks in the middle and 61 at the very end ('zzzz1' .. 'zzzzz': no step past it at 4 characters)
+insert into app.blocks (canvas_id, type, y_order)
+select (select canvas_id from big), 'text', k from unnest(internal.lexorank_spread_with_room(2000)) k
+union all
+select (select canvas_id from big), 'text', 'zzzz' || substr('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz', i + 1, 1)
+from generate_series(1, 61) i;
 select tests.authenticate_as('orderer');
-select is((api.upsert_block_atomic((select canvas_id from big), null, 'create', 'big-append', null, '{"type":"text"}') #>> '{block,y_order}'),
-          'zzV', 'an append to a canvas of 2,501 blocks whose end is full bisects past the end');
+create temp table big_append as
+select api.upsert_block_atomic((select canvas_id from big), null, 'create', 'big-append', null, '{"type":"text"}') as r;
 select tests.clear_authentication();
-select is((select count(*) from app.block_operations where canvas_id = (select canvas_id from big) and actor_id is null), 0::bigint,
-          'and moves no block');
-select is((select count(*) from app.system_audit where action = 'canvas.rebalance' and entity_id = (select canvas_id::text from big)), 0::bigint,
-          'no rebalance inside the request');
+select is((select r ->> 'status' from big_append), 'success', 'an append to a big canvas whose end is full succeeds');
+select is((select max(y_order) from app.blocks where canvas_id = (select canvas_id from big)),
+          (select r #>> '{block,y_order}' from big_append), 'the appended block is last');
+select is((select count(*) from app.system_audit where action = 'canvas.rebalance' and entity_id = (select canvas_id::text from big)),
+          0::bigint, 'the big canvas is not rebalanced inside the append');
+select is((select count(*) from app.block_operations where canvas_id = (select canvas_id from big) and actor_id is null),
+          0::bigint, 'no block of the big canvas moved');
+select is((select count(*) from graphile_worker.jobs where key = 'rebalance_canvas:' || (select canvas_id from big)), 1::bigint,
+          'the append asked the rebalance job for it');
 
 select * from finish();
 rollback;

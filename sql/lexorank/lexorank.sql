@@ -311,10 +311,12 @@ comment on function internal.lexorank_spread(integer, text, text) is
   'n evenly spaced, strictly increasing keys strictly between lo and hi (NULL = open end), of the shortest length that fits; raises 22023 if they cannot fit in 10 chars.';
 
 -- n keys for a whole list that will keep growing at either end (a canvas rebalanced): spread
--- evenly over the middle quarter of the key space (from 3/8 to 5/8) at the shortest length with
--- at least 8n keys, so each end keeps at least 3n keys of that length free for the appends
--- (prepends) stepping one unit at a time past it (internal.lexorank_step) before the next
--- rebalance: the rebalance's n moves are spread over at least 3n appends. Spread over the whole
+-- evenly over the middle quarter of the key space (from 3/8 to 5/8, bounds taken at the shortest
+-- length with at least 8n keys), at the shortest length that fits there (lexorank_spread). Each
+-- end keeps 3/8 of the key space: at the keys' length (where the middle quarter holds n, the
+-- quarter holds >= n keys) at least 1.5n keys for the appends (prepends) stepping one unit at a
+-- time past it (internal.lexorank_step) before the next rebalance, so its n moves are spread over
+-- at least 1.5n appends (3n when the keys take the bounds' length). Spread over the whole
 -- space instead (lexorank_spread(n)), the last key sits one spacing below the top, and a
 -- canvas that grows at its end needed a rebalance every few dozen appends. Raises 22023 like
 -- lexorank_spread.
@@ -354,5 +356,5 @@ begin
 end
 $$;
 comment on function internal.lexorank_spread_with_room(integer) is
-  'n evenly spaced, strictly increasing keys in the middle quarter of the key space (3/8 to 5/8) at the shortest length with >= 8n keys, '
-  'leaving >= 3n keys of that length free at each end for appends and prepends; raises 22023 if n is negative or NULL.';
+  'n evenly spaced, strictly increasing keys in the middle quarter of the key space (3/8 to 5/8), of the shortest length that fits there, '
+  'leaving >= 1.5n keys of that length free at each end for appends and prepends; raises 22023 if n is negative or NULL.';

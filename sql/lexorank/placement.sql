@@ -117,7 +117,7 @@ comment on function internal.lexorank_step(text, boolean) is
 -- the background rebalance, 'append' for an append or prepend that found its end full). The
 -- caller holds the canvas lock and checks the deferred unique key. Returns the new keys in
 -- order and how many blocks moved. Cost: about 0.4 ms per block (2.8 s for 7,282 on the
--- development VM), once per >= 3n appends at one end.
+-- development VM), once per >= 1.5n appends at one end.
 create or replace function internal.respread_canvas(p_canvas_id uuid, p_exclude uuid, p_trigger text,
                                                     out o_keys text[], out o_moved integer)
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$

@@ -16,8 +16,8 @@
 // Triggers stay on (no session_replication_role, which would also switch off foreign keys):
 // queue_embedding_insert queues every inserted block, and the rows of blocks that arrived with
 // their v1 vector (embedded_hash = their content hash) are deleted again in the same transaction;
-// check_lexorank_length never fires, as keys come from internal.lexorank_spread (3 characters up
-// to 238,328 blocks a canvas, where the trigger starts at 9).
+// check_lexorank_length never fires, as keys come from internal.lexorank_spread_with_room, the
+// rebalance's spread (3 characters up to about 58,600 blocks a canvas, where the trigger starts at 9), which leaves each end of the canvas room for appends and prepends.
 import type { Sql, TransactionSql } from 'postgres';
 import { vectorLiteral } from './v1-normalize.ts';
 import type { CanvasBlocksPlan, PlannedCanvas, PlannedUser, PlannedWorkspace, WorkspacePer } from './v1-plan.ts';
@@ -114,7 +114,7 @@ export async function writeCanvas(sql: Sql, canvas: PlannedCanvas, plan: CanvasB
     const collision = await canvasCollision(tx, canvas, plan);
     if (collision) return collision;
     const n = plan.blocks.length;
-    const keys = n === 0 ? [] : ((await tx`select internal.lexorank_spread(${n}::int) as keys`)[0]!.keys as string[]);
+    const keys = n === 0 ? [] : ((await tx`select internal.lexorank_spread_with_room(${n}::int) as keys`)[0]!.keys as string[]);
     const seqs = n === 0 ? [] : (await tx<{ s: string }[]>`select nextval('app.seq_block_events')::text as s from generate_series(1, ${n}::int)`)
       .map((r) => BigInt(r.s)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(String);
     const lastSeq = seqs.at(-1) ?? null;

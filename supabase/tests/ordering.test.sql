@@ -132,7 +132,7 @@ create temp table before_rebalance as
 select block_id, version, row_number() over (order by y_order) as pos from app.blocks where canvas_id = (select canvas_id from ids);
 select ok(internal.rebalance_canvas((select canvas_id from ids)) > 0, 'rebalance rewrites keys');
 select is((select max(length(y_order)) from app.blocks where canvas_id = (select canvas_id from ids)), 3,
-          'after rebalancing 1002 blocks every key has 3 characters: the shortest length with 8 keys per block (8 x 1002 > 62^2)');
+          'after rebalancing 1002 blocks every key has 3 characters: the shortest length whose middle quarter holds them (2 holds 946)');
 select ok((select min(y_order) >= 'N' collate "C" and max(y_order) < 'd' collate "C" from app.blocks where canvas_id = (select canvas_id from ids)),
           'the rebalanced keys lie in the middle quarter of the key space (3/8 = ''N'' to 5/8 = ''c''): room at both ends');
 select is(

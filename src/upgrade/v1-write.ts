@@ -17,7 +17,8 @@
 // queue_embedding_insert queues every inserted block, and the rows of blocks that arrived with
 // their v1 vector (embedded_hash = their content hash) are deleted again in the same transaction;
 // check_lexorank_length never fires, as keys come from internal.lexorank_spread_with_room, the
-// rebalance's spread (3 characters up to about 58,600 blocks a canvas, where the trigger starts at 9), which leaves each end of the canvas room for appends and prepends.
+// rebalance's spread (3 characters up to about 58,600 blocks a canvas, where the trigger starts
+// at 9), which leaves each end of the canvas room for appends and prepends.
 import type { Sql, TransactionSql } from 'postgres';
 import { vectorLiteral } from './v1-normalize.ts';
 import type { CanvasBlocksPlan, PlannedCanvas, PlannedUser, PlannedWorkspace, WorkspacePer } from './v1-plan.ts';

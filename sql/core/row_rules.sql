@@ -1,0 +1,102 @@
+-- The rules on the rows of the three tables every mutation writes (app.canvases' sequence
+-- counters, app.blocks, app.block_operations), each table's in one function that its one CHECK
+-- constraint calls (supabase/migrations/20261203191000_row_rules_as_functions.sql).
+--
+-- Why functions and not one CHECK per rule: PostgreSQL keeps a table's CHECK constraints as
+-- node-tree text (pg_constraint.conbin) and parses, plans and compiles every one of them again in
+-- each statement that writes the table (ExecConstraints -> ExecRelCheck: stringToNode,
+-- expression_planner, ExecPrepareExpr, per executor state). A mutation's statements re-parsed 11
+-- of them per call, 11.6 % of the mutation RPC's instructions under callgrind
+-- (docs/performance.md). A PL/pgSQL function's expressions are planned once per session, so what
+-- each statement parses is now one small call. PL/pgSQL on purpose: a LANGUAGE sql function would
+-- be inlined into the constraint, and its body parsed at every statement again.
+-- Domains would have had the same effect, but a domain-typed column does not match pgTAP's is()
+-- or any other polymorphic function without a cast, and changing a column's type rewrites the
+-- table.
+--
+-- Each function returns true or raises check_violation (SQLSTATE 23514, as a failed CHECK does)
+-- whose message names the column and the rule, with the schema, table, column and constraint in
+-- the error's fields (what a client reads as error.column / error.constraint). Values are not
+-- echoed: a row may be large, and the writer has it already.
+-- Invoker's rights, no search_path of its own (a SET would cost a configuration change per row):
+-- it names only pg_catalog's functions and operators, which come first in every search path, and
+-- every writer of these tables that is not the table owner is a SECURITY DEFINER function with a
+-- pinned path (supabase/tests/definer_search_path.test.sql) or service_role writing its own rows.
+
+create or replace function internal.check_canvas_row(p_title text, p_settings jsonb)
+returns boolean language plpgsql immutable parallel safe as $$
+begin
+  if char_length(p_title) not between 1 and 500 then
+    raise exception 'app.canvases.title must be 1 to 500 characters (it is %)', char_length(p_title)
+      using errcode = 'check_violation', schema = 'app', table = 'canvases', column = 'title', constraint = 'canvases_row_rules';
+  end if;
+  if jsonb_typeof(p_settings) <> 'object' then
+    raise exception 'app.canvases.settings must be a JSON object (it is %)', jsonb_typeof(p_settings)
+      using errcode = 'check_violation', schema = 'app', table = 'canvases', column = 'settings', constraint = 'canvases_row_rules';
+  end if;
+  return true;
+end $$;
+comment on function internal.check_canvas_row(text, jsonb) is
+  'CHECK of app.canvases (constraint canvases_row_rules): title 1 to 500 characters, settings a JSON object. Returns true or raises check_violation (23514) naming the column.';
+
+create or replace function internal.check_block_row(p_type text, p_y_order text, p_version integer, p_content jsonb)
+returns boolean language plpgsql immutable parallel safe as $$
+begin
+  if p_type !~ '^[a-z][a-z0-9_]{0,39}$' then
+    raise exception 'app.blocks.type must be a lower-case identifier of 1 to 40 characters: a letter, then letters, digits or _'
+      using errcode = 'check_violation', schema = 'app', table = 'blocks', column = 'type', constraint = 'blocks_row_rules';
+  end if;
+  -- LexoRank, base 62 (0-9 A-Z a-z, byte order under collation "C"); never ending in 0, so there
+  -- is always a key between two keys (docs/mutations.md, Placement)
+  if p_y_order collate "C" !~ '^[0-9A-Za-z]{0,9}[1-9A-Za-z]$' then
+    raise exception 'app.blocks.y_order must be a LexoRank key: 1 to 10 characters of 0-9 A-Z a-z, not ending in 0'
+      using errcode = 'check_violation', schema = 'app', table = 'blocks', column = 'y_order', constraint = 'blocks_row_rules';
+  end if;
+  if p_version < 1 then
+    raise exception 'app.blocks.version must be 1 or more (it is %)', p_version
+      using errcode = 'check_violation', schema = 'app', table = 'blocks', column = 'version', constraint = 'blocks_row_rules';
+  end if;
+  if jsonb_typeof(p_content) <> 'object' then
+    raise exception 'app.blocks.content must be a JSON object (it is %)', jsonb_typeof(p_content)
+      using errcode = 'check_violation', schema = 'app', table = 'blocks', column = 'content', constraint = 'blocks_row_rules';
+  end if;
+  return true;
+end $$;
+comment on function internal.check_block_row(text, text, integer, jsonb) is
+  'CHECK of app.blocks (constraint blocks_row_rules): type a lower-case identifier of 1 to 40 characters, y_order a LexoRank key (1 to 10 base-62 characters, not ending in 0), version >= 1, content a JSON object. Returns true or raises check_violation (23514) naming the column.';
+
+create or replace function internal.check_block_operation_row(p_client_op_id text, p_action text, p_status text,
+                                                              p_server_seq bigint, p_canvas_seq bigint)
+returns boolean language plpgsql immutable parallel safe as $$
+begin
+  if char_length(p_client_op_id) not between 1 and 128 then
+    raise exception 'app.block_operations.client_op_id must be 1 to 128 characters (it is %)', char_length(p_client_op_id)
+      using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'client_op_id', constraint = 'block_operations_row_rules';
+  end if;
+  if p_action not in ('create', 'update', 'move', 'delete') then
+    raise exception 'app.block_operations.action must be create, update, move or delete'
+      using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'action', constraint = 'block_operations_row_rules';
+  end if;
+  if p_status not in ('success', 'conflict', 'failed', 'duplicate') then
+    raise exception 'app.block_operations.status must be success, conflict, failed or duplicate'
+      using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'status', constraint = 'block_operations_row_rules';
+  end if;
+  -- an applied operation is numbered in both sequences (replay reads them); any other in neither
+  if (p_status = 'success') <> (p_server_seq is not null) then
+    raise exception 'app.block_operations.server_seq must be set exactly when status is success'
+      using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'server_seq', constraint = 'block_operations_row_rules';
+  end if;
+  if (p_status = 'success') <> (p_canvas_seq is not null) then
+    raise exception 'app.block_operations.canvas_seq must be set exactly when status is success'
+      using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'canvas_seq', constraint = 'block_operations_row_rules';
+  end if;
+  return true;
+end $$;
+comment on function internal.check_block_operation_row(text, text, text, bigint, bigint) is
+  'CHECK of app.block_operations (constraint block_operations_row_rules): client_op_id 1 to 128 characters, action create|update|move|delete, status success|conflict|failed|duplicate, server_seq and canvas_seq set exactly when status is success. Returns true or raises check_violation (23514) naming the column.';
+
+-- a CHECK's function runs with the writer's rights: the roles that write these tables directly
+grant execute on function internal.check_canvas_row(text, jsonb),
+                          internal.check_block_row(text, text, integer, jsonb),
+                          internal.check_block_operation_row(text, text, text, bigint, bigint)
+  to service_role;

@@ -5,7 +5,7 @@
 -- boundaries, with SQLSTATE 23514 and the column named in the error's fields; every rule's
 -- limit itself is accepted; service_role, which writes these tables directly, may run the
 -- functions; and the functions stay PL/pgSQL (a SQL function would be inlined and parsed again
--- at every statement).
+-- at every statement), with their search path pinned (they run with the writer's rights).
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
@@ -53,10 +53,10 @@ select is((select array_agg(conname::text order by conname) from pg_constraint w
           array['block_operations_row_rules'], 'app.block_operations has one CHECK constraint');
 select is((select array_agg(p.oid::regprocedure::text order by p.proname desc) from pg_proc p join pg_language l on l.oid = p.prolang
            where p.proname in ('check_canvas_row', 'check_block_row', 'check_block_operation_row') and l.lanname = 'plpgsql'
-             and p.provolatile = 'i' and not p.prosecdef),
+             and p.provolatile = 'i' and not p.prosecdef and p.proconfig = array['search_path=pg_catalog, pg_temp']),
           array['internal.check_canvas_row(text,jsonb)', 'internal.check_block_row(text,text,integer,jsonb)',
                 'internal.check_block_operation_row(text,text,text,bigint,bigint)'],
-          'the rule functions are PL/pgSQL (never inlined), immutable, with the writer''s rights');
+          'the rule functions are PL/pgSQL (never inlined), immutable, with the writer''s rights and a pinned search path');
 select ok((select bool_and(convalidated) from pg_constraint where conname in ('canvases_row_rules', 'blocks_row_rules', 'block_operations_row_rules')),
           'the three constraints are validated');
 

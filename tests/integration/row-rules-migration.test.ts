@@ -1,0 +1,115 @@
+// The upgrade from a CHECK constraint per rule to one per table calling a rule function
+// (supabase/migrations/*_row_rules_functions.sql, *_row_rules_as_functions.sql and what follows),
+// on a database made by the migrations before them, holding canvases, blocks and operation rows at
+// every rule's limit, while an editor keeps mutating through the RPC: every row is still there and
+// valid (the constraints are validated), no mutation that was answered is lost or refused, and the
+// rules hold afterwards.
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, cpSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import { afterAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { pushLikeSupabase } from '../../src/db/push.ts';
+import { createCanvas, mutate, type MutationResult } from '../helpers/fixtures.ts';
+
+const repoRoot = new URL('../..', import.meta.url).pathname;
+const migrationsDir = join(repoRoot, 'supabase/migrations');
+const FIRST = readdirSync(migrationsDir).find((f) => f.endsWith('_row_rules_functions.sql'))!;
+const name = `potentia_row_rules_upgrade_${process.pid}`;
+const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
+
+describe('upgrade: row rules as one function per table', () => {
+  const admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
+  const root = mkdtempSync(join(tmpdir(), 'potentia-row-rules-'));
+  afterAll(async () => {
+    await admin.unsafe(`drop database if exists ${name} with (force)`);
+    await admin.end();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('keeps every row, validates them, loses no answered mutation made during it, and the rules hold after', async () => {
+    cpSync(join(repoRoot, 'sql'), join(root, 'sql'), { recursive: true });
+    mkdirSync(join(root, 'supabase/migrations'), { recursive: true });
+    const files = readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).sort();
+    for (const f of files.filter((f) => f < FIRST)) cpSync(join(migrationsDir, f), join(root, 'supabase/migrations', f));
+    await admin.unsafe(`drop database if exists ${name} with (force)`);
+    await admin.unsafe(`create database ${name}`);
+    const sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+    const editor = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+    let stop = false;
+    try {
+      await pushLikeSupabase(sql, root, {});
+      expect((await sql`select count(*)::int as n from pg_constraint where conrelid = 'app.block_operations'::regclass and contype = 'c'`)[0]!.n)
+        .toBe(5);
+      // rows at every rule's limit, written by the old schema
+      const { canvasId, users } = await createCanvas(sql);
+      await sql`update app.canvases set title = ${'é'.repeat(500)}, settings = '{"a": 1}' where canvas_id = ${canvasId}`;
+      const made = await mutate(sql, users.owner!, canvasId, { action: 'create', clientOpId: 'c'.repeat(128), patch: { type: 'a' + '_'.repeat(39), content: { t: 'x' } } });
+      expect(made.status).toBe('success');
+      await sql`insert into app.blocks (canvas_id, type, y_order, content) values (${canvasId}, 'text', ${'z'.repeat(10)}, '{}')`;
+      const conflict = await mutate(sql, users.owner!, canvasId, { blockId: made.block_id!, action: 'update', baseVersion: 7, patch: { content: { t: 'y' } } });
+      expect(conflict.status).not.toBe('success');
+      const before = await sql`select (select count(*) from app.canvases)::int as canvases, (select count(*) from app.blocks)::int as blocks,
+                                      (select count(*) from app.block_operations)::int as ops`;
+
+      // an editor mutating all through the upgrade, each answer kept (past the per-user limit of 100 a minute)
+      await sql`update app.settings set value = '100000' where key = 'mutations_per_minute'`;
+      const answered: MutationResult[] = [];
+      const errors: string[] = [];
+      const writing = (async () => {
+        let version = 1;
+        while (!stop) {
+          try {
+            const r = await mutate(editor, users.owner!, canvasId, { blockId: made.block_id!, action: 'update', baseVersion: version, patch: { content: { n: answered.length } } });
+            answered.push(r);
+            if (r.status === 'success') version = r.version!;
+          } catch (err) {
+            errors.push((err as Error).message);
+          }
+        }
+      })();
+      for (const f of files.filter((f) => f >= FIRST)) {
+        await sql.begin((tx) => tx.unsafe(readFileSync(join(migrationsDir, f), 'utf8')));
+        await new Promise((r) => setTimeout(r, 50));  // let the editor commit between migrations
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      stop = true;
+      await writing;
+
+      expect(errors).toEqual([]);
+      expect(answered.length).toBeGreaterThan(3);
+      expect(answered.every((a) => a.status === 'success'), JSON.stringify(answered.filter((a) => a.status !== 'success')[0])).toBe(true);
+      // every answered mutation is in the log, once, and the block holds the last
+      const logged = await sql`select server_seq from app.block_operations where block_id = ${made.block_id!} and status = 'success' and server_seq = any(${answered.map((a) => a.server_seq!)})`;
+      expect(logged.length).toBe(answered.length);
+      const [block] = await sql`select content, version from app.blocks where block_id = ${made.block_id!}`;
+      expect(block!.content).toMatchObject({ n: answered.length - 1 });
+      expect(block!.version).toBe(answered.at(-1)!.version);
+
+      const after = await sql`select (select count(*) from app.canvases)::int as canvases, (select count(*) from app.blocks)::int as blocks,
+                                     (select count(*) from app.block_operations)::int as ops`;
+      expect(after[0]!.canvases).toBe(before[0]!.canvases);
+      expect(after[0]!.blocks).toBe(before[0]!.blocks);
+      expect(after[0]!.ops).toBe(before[0]!.ops + answered.length);
+      expect(await sql`select conrelid::regclass::text as t, conname, convalidated from pg_constraint
+                       where contype = 'c' and conrelid in ('app.canvases'::regclass, 'app.blocks'::regclass, 'app.block_operations'::regclass)
+                       order by 1`).toEqual([
+        { t: 'app.block_operations', conname: 'block_operations_row_rules', convalidated: true },
+        { t: 'app.blocks', conname: 'blocks_row_rules', convalidated: true },
+        { t: 'app.canvases', conname: 'canvases_row_rules', convalidated: true },
+      ]);
+      // the rules hold: the same refusals as before, now naming the column
+      await expect(sql`insert into app.blocks (canvas_id, type, y_order, content) values (${canvasId}, 'text', 'q0', '{}')`)
+        .rejects.toMatchObject({ code: '23514', column_name: 'y_order', constraint_name: 'blocks_row_rules' });
+      await expect(sql`update app.canvases set title = '' where canvas_id = ${canvasId}`)
+        .rejects.toMatchObject({ code: '23514', column_name: 'title' });
+      await expect(sql`insert into app.block_operations (client_op_id, canvas_id, action, status) values ('x', ${canvasId}, 'create', 'success')`)
+        .rejects.toMatchObject({ code: '23514', column_name: 'server_seq' });
+    } finally {
+      stop = true;
+      await editor.end();
+      await sql.end();
+    }
+  }, 60_000);
+});

@@ -136,7 +136,9 @@ $$;
 -- its canvas_seq: built by the caller and completed here, the block in it was encoded twice more
 -- per mutation (a jsonb `||` re-encodes both sides), for the log row and for the answer.
 -- The canvas row update waits for (or already holds) the canvas lock
--- until commit, so canvas_seq order is commit order and a rollback returns the number.
+-- until commit, so canvas_seq order is commit order and a rollback returns the number. With
+-- p_canvas_seq the caller has made that update itself (p_seq and p_canvas_seq its numbers:
+-- apply_block_op's direct update, step 4), and it is not made again.
 -- The canvas row's watermarks, the operation row, the broadcast row and the audit row, each one
 -- plain statement: cheaper, measured per mutation, than the same writes as data-modifying CTEs of
 -- one statement (docs/performance.md). The broadcast row is the row realtime.send inserts, inserted
@@ -148,18 +150,21 @@ $$;
 -- so as their owner; it names only schema-qualified objects.
 drop function if exists internal.record_applied_op(jsonb, uuid, uuid, text, text, integer, integer, jsonb, jsonb, bigint,
                                                    timestamptz, integer, jsonb, jsonb);
-create function internal.record_applied_op(
+create or replace function internal.record_applied_op(
   p_ctx jsonb, p_canvas_id uuid, p_block_id uuid, p_action text, p_client_op_id text,
   p_base_version integer, p_new_version integer, p_patch jsonb, p_block jsonb, p_seq bigint,
-  p_started_at timestamptz, p_affected_rows integer, p_text jsonb default null, p_extra jsonb default '{}'
+  p_started_at timestamptz, p_affected_rows integer, p_text jsonb default null, p_extra jsonb default '{}',
+  p_canvas_seq bigint default null
 ) returns jsonb language plpgsql as $$
 declare
-  v_canvas_seq bigint;
+  v_canvas_seq bigint := p_canvas_seq;
   v_result jsonb;
   v_text jsonb := case when p_text is null then '{}' else jsonb_build_object('text', p_text) end;
 begin
-  update app.canvases set last_seq = p_seq, last_canvas_seq = last_canvas_seq + 1
-  where canvas_id = p_canvas_id returning last_canvas_seq into v_canvas_seq;
+  if v_canvas_seq is null then  -- (apply_block_op's in-place update numbered it already: p_seq, p_canvas_seq)
+    update app.canvases set last_seq = p_seq, last_canvas_seq = last_canvas_seq + 1
+    where canvas_id = p_canvas_id returning last_canvas_seq into v_canvas_seq;
+  end if;
   v_result := jsonb_build_object('status', 'success', 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
                                  'block_id', p_block_id, 'version', p_new_version, 'block', p_block) || p_extra || v_text;
   insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
@@ -453,6 +458,7 @@ declare
   v_deleted uuid[];
   v_bad_key text;
   v_slot integer;         -- the rate-limit slot taken (unused)
+  v_canvas_seq bigint;    -- taken with v_seq by a direct update's canvas row UPDATE (step 4), else null
 begin
   -- 1. who may do this
   if v_user is null then
@@ -582,7 +588,27 @@ begin
   -- A concurrent retry of this op that committed since the caller looked (upsert_block_atomic)
   -- makes this attempt fail (its block changed, or the operation row's unique idempotency index
   -- refuses a second success); the caller then answers from the log (duplicate).
-  perform from app.canvases where canvas_id = p_canvas_id for no key update;
+  -- An update that needs no other block (no parent to check, no rank to place) is written in
+  -- step 5 on condition that the block is still the version its change was prepared on (the one
+  -- the client named for the usual edit, which step 3 did not read; else the one step 3 read, the
+  -- change transformed or merged over what was logged since the client's version), which locks it
+  -- too. A canvas's mutations from one process come down one lane, one after another on one
+  -- backend (src/db/canvas-lanes.ts), so the block is still that version here unless another
+  -- process's lane wrote it meanwhile; then the UPDATE finds nothing, and the change is prepared
+  -- again under the lock (step 5).
+  v_direct := v_usual or (p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id'));
+  if v_direct then
+    -- Such an update places nothing, so it is numbered here: the canvas row's UPDATE is the canvas
+    -- lock (FOR NO KEY UPDATE, as below) and takes server_seq and canvas_seq in one statement,
+    -- where the lock and the numbering were two statements and two WAL records. The numbers are
+    -- still taken under the lock: when another writer holds the row, the UPDATE waits for it and
+    -- then evaluates its SET again on the row that writer committed (READ COMMITTED's recheck),
+    -- so a value drawn before the wait is dropped (a gap in server_seq, which has gaps anyway).
+    update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1
+    where canvas_id = p_canvas_id returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;
+  else
+    perform from app.canvases where canvas_id = p_canvas_id for no key update;
+  end if;
   if p_action = 'create' then
     if v_patch ->> 'type' is null then
       perform internal.raise_error('invalid_input', 'type is required to create a block', '{"field":"patch.type"}');
@@ -595,15 +621,6 @@ begin
     if v_block_id is null then
       perform internal.raise_error('invalid_input', 'block_id is required', '{"field":"block_id"}');
     end if;
-    -- an update that needs no other block (no parent to check, no rank to place) is written in
-    -- step 5 on condition that the block is still the version its change was prepared on (the
-    -- one the client named for the usual edit, which step 3 did not read; else the one step 3
-    -- read, the change transformed or merged over what was logged since the client's version),
-    -- which locks it too. A canvas's mutations from one process come down one lane, one after
-    -- another on one backend (src/db/canvas-lanes.ts), so the block is still that version here
-    -- unless another process's lane wrote it meanwhile; then the UPDATE finds nothing, and the
-    -- change is prepared again under the lock (step 5)
-    v_direct := v_usual or (p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id'));
     if not v_direct then
       select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
       if not found then
@@ -639,7 +656,9 @@ begin
   end if;
 
   -- 5. write
-  v_seq := nextval('app.seq_block_events');  -- under the canvas lock: server_seq order is commit order per canvas
+  if v_seq is null then
+    v_seq := nextval('app.seq_block_events');  -- under the canvas lock: server_seq order is commit order per canvas
+  end if;
   if p_action = 'create' then
     -- a block_id used before (a block deleted, now created again) continues that block's
     -- versions (from its log and its tombstone, app.block_tombstones): a version names one state
@@ -729,7 +748,7 @@ begin
     p_ctx, p_canvas_id, v_block_id, p_action, p_client_op_id, v_old.version, coalesce(v_new.version, v_old.version + 1),
     coalesce(v_applied, v_patch) || case when v_key is null then '{}' else jsonb_build_object('y_order', v_key) end,
     internal.block_json(v_new), v_seq, p_started_at, coalesce(array_length(v_deleted, 1), 1), v_applied_text,
-    case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end);
+    case when v_deleted is null then '{}' else jsonb_build_object('deleted_ids', to_jsonb(v_deleted)) end, v_canvas_seq);
 end $$;
 
 -- A rejected attempt gave its rate-limit hit back with the rest of its work (rolled back); count

@@ -8,7 +8,7 @@ import { createDatabase, type Database } from '../../src/db/index.ts';
 import type { DeltaMessage, ServerMessage } from '../../src/realtime/h1-protocol.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { addMember, barrier, callAs, createCanvas, mutate } from '../helpers/fixtures.ts';
+import { addMember, barrier, callAs, createCanvas, mutate, type MutationResult } from '../helpers/fixtures.ts';
 import { openH1, type H1Conn } from '../helpers/h1.ts';
 
 // canvas_seq: per canvas, applied operations are numbered 1, 2, 3, … with no gap, in commit
@@ -130,6 +130,39 @@ describe('canvas_seq', () => {
     expect(jumps).toEqual([]);
     expect(readerLast).toBe(n);
     expect(progressedPolls).toBeGreaterThan(1);
+  });
+
+  it('a usual edit that waits for the canvas lock is numbered after the writer that held it (its numbers are drawn again after the wait)', async () => {
+    // A content edit takes its server_seq and canvas_seq in the canvas row's UPDATE, which is also
+    // its canvas lock; the UPDATE evaluates nextval before it finds the row locked. Here it draws
+    // a number, waits for a writer that holds the lock and only then draws and commits a higher
+    // one; the edit must come out numbered after that writer (READ COMMITTED's recheck draws its
+    // numbers again), or replay by server_seq would read it before an operation that committed
+    // first.
+    const { canvasId, editors } = await canvasWithEditors(2);
+    const [holder, waiter] = editors as [string, string];
+    const a = await mutate(db.sql, holder, canvasId, { action: 'create', patch: { type: 'text', content: { t: 'a' } } });
+    const b = await mutate(db.sql, waiter, canvasId, { action: 'create', patch: { type: 'text', content: { t: 'b' } } });
+    let waiterResult: Promise<MutationResult> | undefined;
+    const held = await wide.sql.begin(async (tx) => {
+      await tx`select from app.canvases where canvas_id = ${canvasId} for no key update`;
+      waiterResult = mutate(wide.sql, waiter, canvasId, { action: 'update', blockId: b.block_id!, baseVersion: b.version!, patch: { content: { t: 'b2' } } });
+      const blocked = await until(async () => (await db.sql`
+        select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%upsert_block_atomic%'`).length > 0);
+      expect(blocked, 'the usual edit waits for the canvas row').toBe(true);
+      const [seq] = await db.sql<{ drawn: string }[]>`select last_value::text as drawn from app.seq_block_events`;
+      await tx`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${JSON.stringify({ sub: holder, role: 'authenticated' })}, true)`;
+      const [row] = await tx`select api.upsert_block_atomic(${canvasId}, ${a.block_id!}, 'update', ${randomUUID()}, ${a.version!}, ${tx.json({ content: { t: 'a2' } })}) as result`;
+      return { result: row!.result as MutationResult & { canvas_seq: number }, drawn: Number(seq!.drawn) };
+    });
+    const waited = (await waiterResult!) as MutationResult & { canvas_seq: number };
+    expect(held.result.status).toBe('success');
+    expect(waited.status).toBe('success');
+    expect(Number(held.result.server_seq)).toBeGreaterThan(held.drawn); // the holder drew after the waiter's first draw
+    expect(Number(waited.server_seq)).toBeGreaterThan(Number(held.result.server_seq));
+    expect(Number(waited.canvas_seq)).toBe(Number(held.result.canvas_seq) + 1);
+    const rows = await opRows(canvasId);
+    expect(rows.map((r) => Number(r.canvas_seq))).toEqual([1, 2, 3, 4]);
   });
 
   it('H1: a subscriber whose socket was dropped resumes by since_canvas_seq with nothing missing or duplicated', async () => {

@@ -1,7 +1,9 @@
 -- System audit: one row per decision (accepted or rejected), with who, what, when and from where.
 -- Read by no API role (see sql/auth/policies.sql): only service_role and database admins.
--- write_audit is PL/pgSQL so its insert's plan is cached per session: every mutation calls it (a
--- SQL function called from PL/pgSQL is planned again at each call). Not SECURITY DEFINER and no
+-- write_audit is PL/pgSQL so its insert's plan is cached per session (a SQL function called from
+-- PL/pgSQL is planned again at each call). An applied block operation's row is written by
+-- internal.record_applied_op itself (sql/rpc/mutate.sql), the same columns cut the same way
+-- (audit.test.sql checks both): a change to the row here goes there too. Not SECURITY DEFINER and no
 -- SET clause (each costs every mutation a GUC nest level and a security switch,
 -- docs/performance.md): its callers are SECURITY DEFINER functions with search_path pinned to
 -- pg_catalog, pg_temp and the upgrade script (src/upgrade/v1-write.ts, as the database owner), so

@@ -176,9 +176,14 @@ begin
                              'block_id', p_block_id, 'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
                              'actor_id', p_ctx ->> 'user_id') || p_extra || v_text,
           'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
-  perform internal.write_audit(p_ctx, 'block.' || p_action, 'success', 'block', p_block_id::text,
-                               jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq,
-                               p_started_at, p_affected_rows);
+  -- internal.write_audit's row, written here: a PERFORM of it was a query around a call around
+  -- this INSERT, on every applied operation
+  insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
+                                status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)
+  values ((p_ctx ->> 'user_id')::uuid, 'block.' || p_action, 'block', p_block_id::text,
+          jsonb_build_object('canvas_id', p_canvas_id) || p_extra, p_client_op_id, p_seq, 'success',
+          (p_ctx ->> 'ip')::inet, left(p_ctx ->> 'user_agent', 200), left(p_ctx ->> 'session_id', 200),
+          left(p_ctx ->> 'request_id', 200), extract(epoch from clock_timestamp() - p_started_at) * 1000, p_affected_rows);
   return v_result;
 end $$;
 

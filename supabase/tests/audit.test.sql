@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(30);
+select plan(31);
 
 select tests.create_user(u) from unnest(array['audit_owner', 'audit_viewer', 'audit_stranger']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -44,6 +44,16 @@ select tests.authenticate_as('audit_owner', '{"session_id":"sess-7"}');
 select api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000a1', 'delete', 'audit-delete', 1, '{}');
 select tests.clear_authentication();
 select is((select affected_rows from app.system_audit where client_op_id = 'audit-delete'), 2, 'affected_rows: a delete counts its subtree');
+
+-- an applied operation's audit row bounds what the caller sends as internal.write_audit does
+-- (record_applied_op writes that row itself): user agent and session cut to 200 characters, the
+-- request id to the 128 the request context keeps
+select set_config('request.headers', jsonb_build_object('user-agent', repeat('u', 300), 'x-request-id', repeat('r', 300))::text, true);
+select tests.authenticate_as('audit_owner', jsonb_build_object('session_id', repeat('s', 300)));
+select api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000a4', 'create', 'audit-long', null, '{"type":"text"}');
+select tests.clear_authentication();
+select is((select array[char_length(user_agent), char_length(session_id), char_length(request_id)] from app.system_audit
+           where client_op_id = 'audit-long'), array[200, 200, 128], 'an applied operation: user agent and session cut to 200 characters, request id to 128');
 
 -- rejected attempts are audited too, with the same context
 set local request.headers = '{"x-forwarded-for":"198.51.100.20","user-agent":"viewer-agent"}';

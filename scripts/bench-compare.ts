@@ -2,7 +2,7 @@
 // so that a change of a few per cent can be told from this machine's drift.
 //
 //   npm run bench:compare -- --base <commit> [--head <commit>] [--script mutation-rpc[,mutation-writes…]]
-//                            [--rounds 8] [--seconds 8] [--clients 16] [--canvases 50] [--async] [--waits]
+//                            [--rounds 8] [--seconds 8] [--clients 16] [--canvases 50] [--async] [--waits] [--cpu]
 //                            [--instructions [--transactions 100,300] [--profiles DIR]] [--keep]
 //
 // Each side gets a database of its own (…_base and …_head: dropped, created, migrated with that
@@ -19,6 +19,12 @@
 // synchronous_commit = off: the CPU path alone, without the wait for the WAL flush. --waits samples
 // pg_stat_activity every 50 ms during each run (scripts/lib/wait-sampler.ts) and prints, per script
 // and side, the share of samples its backends were running, idle or waiting on each wait event.
+// --cpu reads the machine's CPU time (/proc/stat) around each run and prints, per script and side,
+// the CPU of the whole machine per transaction (the backends, the WAL writer, pgbench) and the idle
+// share; with several scripts, the first's over each other's. That is what a saturated machine's
+// throughput follows, and unlike instructions it counts cache misses, context switches and the
+// kernel: on 2 cores the RPC's share of its writes in CPU per transaction falls from about 0.7 at one
+// client to about 0.65 at 16 (docs/performance.md, twenty-ninth session).
 //
 // Instructions per transaction (--instructions): the sides are made in a private cluster
 // (scripts/lib/callgrind-cluster.ts: initdb in a temporary directory, port 5499 or --port) whose
@@ -40,7 +46,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
-import { benchDatabaseName, benchDatabaseUrl, findPgbench, recreateBenchDatabase, runPgbench } from './lib/bench.ts';
+import { benchDatabaseName, benchDatabaseUrl, findPgbench, machineCpuMs, recreateBenchDatabase, runPgbench } from './lib/bench.ts';
 import { CallgrindCluster } from './lib/callgrind-cluster.ts';
 import { addWaits, formatWaits, sampleWaits, type WaitCounts } from './lib/wait-sampler.ts';
 
@@ -55,6 +61,7 @@ const { values } = parseArgs({
     canvases: { type: 'string', default: '50' },
     async: { type: 'boolean', default: false },
     waits: { type: 'boolean', default: false },
+    cpu: { type: 'boolean', default: false },
     instructions: { type: 'boolean', default: false },
     transactions: { type: 'string', default: '100,300' },
     port: { type: 'string', default: '5499' },
@@ -215,6 +222,8 @@ async function main() {
       const probe = postgres(sides[0]!.url, { max: 1, onnotice: () => {} });
       const rows = await probe<{ sync: string }[]>`select current_setting('synchronous_commit') as sync`.finally(() => probe.end());
       log(`${CLIENTS} clients, ${ROUNDS} rounds of ${SECONDS} s per side and script, synchronous_commit ${values.async ? 'off' : rows[0]!.sync}`);
+      // per script and side: the machine's busy and idle CPU ms and the transactions, summed over rounds (--cpu)
+      const cpu = new Map<string, { busy: number; idle: number; transactions: number }>();
       for (const name of SCRIPTS) {
         const tps = { base: [] as number[], head: [] as number[] };
         const waits = { base: new Map() as WaitCounts, head: new Map() as WaitCounts };
@@ -225,8 +234,13 @@ async function main() {
           const line: string[] = [];
           for (const s of order) {
             const sampler = values.waits ? sampleWaits(s.url, new URL(s.url).pathname.slice(1)) : null;
+            const before = machineCpuMs();
             const result = await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: SECONDS, clients: CLIENTS, defines, pgOptions })
               .finally(async () => { if (sampler) addWaits(waits[s.side], await sampler.stop()); });
+            const after = machineCpuMs();
+            const c = cpu.get(`${name} ${s.side}`) ?? { busy: 0, idle: 0, transactions: 0 };
+            cpu.set(`${name} ${s.side}`, { busy: c.busy + after.busy - before.busy, idle: c.idle + after.idle - before.idle,
+                                           transactions: c.transactions + result.transactions });
             tps[s.side].push(result.tps);
             failed += result.failed;
             line.push(`${s.side} ${result.tps.toFixed(0)}`);
@@ -241,6 +255,21 @@ async function main() {
           `rounds' ratios ${ratios[0]!.toFixed(3)}-${ratios[ratios.length - 1]!.toFixed(3)}`);
         if (failed > 0) log(`WARNING: ${failed} failed transactions: these tps are not comparable`);
         if (values.waits) for (const s of sides) log(`${name}.sql, ${s.label}, backends: ${formatWaits(waits[s.side])}`);
+        if (values.cpu) {
+          for (const s of sides) {
+            const c = cpu.get(`${name} ${s.side}`)!;
+            log(`${name}.sql, ${s.label}: the machine's CPU ${(c.busy / c.transactions).toFixed(3)} ms per transaction ` +
+                `(backends, WAL writer, pgbench), idle ${(100 * c.idle / (c.busy + c.idle)).toFixed(0)} %`);
+          }
+        }
+      }
+      if (values.cpu && SCRIPTS.length > 1) {
+        for (const s of sides) {
+          const per = (name: string) => { const c = cpu.get(`${name} ${s.side}`)!; return c.busy / c.transactions; };
+          for (const other of SCRIPTS.slice(1)) {
+            log(`${s.label}: ${SCRIPTS[0]}'s CPU per transaction / ${other}'s: ${(per(SCRIPTS[0]!) / per(other)).toFixed(3)}`);
+          }
+        }
       }
     }
     log(`(${((Date.now() - started) / 1000).toFixed(0)} s; reproduce: npm run bench:compare -- ${process.argv.slice(2).join(' ')})`);

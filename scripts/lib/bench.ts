@@ -77,7 +77,7 @@ export async function findPgbench(serverMajor: string): Promise<string> {
  * `pgOptions` goes to the backends as PGOPTIONS (e.g. `-c synchronous_commit=off`).
  */
 export async function runPgbench(bin: string, o: { url: string; file: string; clients: number;
-  defines?: Record<string, number>; pgOptions?: string } & ({ seconds: number } | { transactions: number })): Promise<{ tps: number; failed: number }> {
+  defines?: Record<string, number>; pgOptions?: string } & ({ seconds: number } | { transactions: number })): Promise<{ tps: number; failed: number; transactions: number }> {
   const defines = Object.entries(o.defines ?? {}).flatMap(([k, v]) => ['-D', `${k}=${v}`]);
   const length = 'seconds' in o ? ['-T', String(o.seconds)] : ['-t', String(o.transactions)];
   const { stdout } = await run(bin, ['-n', '-M', 'prepared', '-c', String(o.clients), '-j', String(Math.min(o.clients, availableParallelism())),
@@ -85,8 +85,21 @@ export async function runPgbench(bin: string, o: { url: string; file: string; cl
   { maxBuffer: 16 << 20, env: o.pgOptions ? { ...process.env, PGOPTIONS: o.pgOptions } : process.env });
   const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1]);
   const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
+  const transactions = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1]);
   if (!Number.isFinite(tps)) throw new Error(`pgbench ${o.file}: no tps in its output:\n${stdout}`);
-  return { tps, failed };
+  return { tps, failed, transactions };
+}
+
+/**
+ * This machine's CPU time so far from /proc/stat's first line, in ms: `busy` (user, nice, system,
+ * irq, softirq, steal) and `idle` (idle, iowait), summed over all CPUs. The difference of two
+ * readings around a run is what every process took in it (backends, WAL writer, the load
+ * generator), which counts what instructions do not: cache misses, context switches, the kernel.
+ */
+export function machineCpuMs(): { busy: number; idle: number } {
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'latin1').split('\n')[0]!
+    .trim().split(/\s+/).slice(1).map(Number) as number[];
+  return { busy: (user! + nice! + system! + irq! + softirq! + steal!) * CLOCK_TICK_MS, idle: (idle! + iowait!) * CLOCK_TICK_MS };
 }
 
 /** Nearest-rank percentile (p in 0..100) of an ascending array; NaN when empty. */

@@ -610,9 +610,15 @@ begin
     -- then evaluates its SET again on the row that writer committed (READ COMMITTED's recheck),
     -- so a value drawn before the wait is dropped (a gap in server_seq, which has gaps anyway).
     update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1
-    where canvas_id = p_canvas_id returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;
+    where canvas_id = p_canvas_id and deleted_at is null returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;
   else
-    perform from app.canvases where canvas_id = p_canvas_id for no key update;
+    perform from app.canvases where canvas_id = p_canvas_id and deleted_at is null for no key update;
+  end if;
+  -- the canvas was deleted while this operation waited for its row (the role above was read
+  -- before): the recheck after the wait reads the row its deleter committed, and finds no live
+  -- canvas. Nothing is applied to a deleted canvas.
+  if not found then
+    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
   if p_action = 'create' then
     if v_patch ->> 'type' is null then

@@ -165,6 +165,33 @@ describe('canvas_seq', () => {
     expect(rows.map((r) => Number(r.canvas_seq))).toEqual([1, 2, 3, 4]);
   });
 
+  it('an edit and a create that wait for the canvas lock while its owner deletes the canvas are refused (not_found), logged nowhere, numbered never', async () => {
+    // Both read the caller's role before the canvas lock; the delete commits while they wait.
+    // After the wait each reads the row the deleter committed: no live canvas, nothing applied.
+    const { canvasId, owner, editors } = await canvasWithEditors(1);
+    const editor = editors[0]!;
+    const b = await mutate(db.sql, editor, canvasId, { action: 'create', patch: { type: 'text', content: { t: 'b' } } });
+    let waiting: Promise<MutationResult>[] = [];
+    await wide.sql.begin(async (tx) => {
+      await tx`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${JSON.stringify({ sub: owner, role: 'authenticated' })}, true)`;
+      await tx`select api.delete_canvas(${canvasId})`;
+      waiting = [
+        mutate(wide.sql, editor, canvasId, { action: 'update', blockId: b.block_id!, baseVersion: b.version!, patch: { content: { t: 'b2' } } }),
+        mutate(wide.sql, editor, canvasId, { action: 'create', patch: { type: 'text', content: { t: 'c' } } }),
+      ];
+      const blocked = await until(async () => (await db.sql`
+        select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%upsert_block_atomic%'`).length === 2);
+      expect(blocked, 'both wait for the canvas row').toBe(true);
+    });
+    const answers = await Promise.all(waiting);
+    expect(answers.map((r) => `${r.status} ${r.error?.code} ${r.error?.field}`)).toEqual(['failed not_found canvas_id', 'failed not_found canvas_id']);
+    const rows = await opRows(canvasId);
+    expect(rows.map((r) => Number(r.canvas_seq))).toEqual([1]);
+    const [canvas] = await db.sql<{ last_canvas_seq: number; content: unknown }[]>`
+      select c.last_canvas_seq::int, b.content from app.canvases c join app.blocks b using (canvas_id) where c.canvas_id = ${canvasId}`;
+    expect(canvas).toEqual({ last_canvas_seq: 1, content: { t: 'b' } });
+  });
+
   it('H1: a subscriber whose socket was dropped resumes by since_canvas_seq with nothing missing or duplicated', async () => {
     const { canvasId, owner, editors } = await canvasWithEditors(1);
     const writer = editors[0]!;

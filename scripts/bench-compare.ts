@@ -23,8 +23,8 @@
 // the CPU of the whole machine per transaction (the backends, the WAL writer, pgbench) and the idle
 // share; with several scripts, the first's over each other's. That is what a saturated machine's
 // throughput follows, and unlike instructions it counts cache misses, context switches and the
-// kernel: on 2 cores the RPC's share of its writes in CPU per transaction falls from about 0.7 at one
-// client to about 0.65 at 16 (docs/performance.md, twenty-ninth session).
+// kernel: on 2 cores the RPC's share of its writes in CPU per transaction falls from 0.67-0.75 at one
+// client to about 0.61 at 16 (docs/performance.md, twenty-ninth session).
 //
 // Instructions per transaction (--instructions): the sides are made in a private cluster
 // (scripts/lib/callgrind-cluster.ts: initdb in a temporary directory, port 5499 or --port) whose

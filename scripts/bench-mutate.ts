@@ -23,9 +23,8 @@
 // result, conflicts included) plus one create (append) in every 10.
 //   own writes    pgbench (the same driver for both sides, -M prepared, 16 clients, 50 canvases):
 //                 scripts/pgbench/mutation-writes.sql, the writes of one applied content update as
-//                 plain SQL in one transaction (the canvas row's UPDATE: its lock, last_seq and
-//                 last_canvas_seq; block UPDATE with its outbox trigger, operation row, audit row,
-//                 realtime.messages row), vs
+//                 plain SQL in one transaction (canvas row lock, block UPDATE with its outbox
+//                 trigger, canvas last_seq, operation row, audit row, realtime.messages row), vs
 //                 scripts/pgbench/mutation-rpc.sql, set role/claims + api.upsert_block_atomic doing
 //                 that same update; both BEGIN to COMMIT in one pipeline (one round trip), as the
 //                 handler sends the RPC (requestStatement). Between them, the rungs of

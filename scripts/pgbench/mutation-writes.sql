@@ -1,9 +1,6 @@
 -- The writes of one applied content update of api.upsert_block_atomic, as plain SQL in one
--- transaction, in the RPC's order: the canvas row's UPDATE (the canvas lock, taking last_seq /
--- last_canvas_seq: since the twenty-ninth session the RPC takes lock and numbers in this one
--- statement for an update that places nothing, as it was a lock and a later UPDATE before), the
--- block UPDATE (its triggers: the embedding outbox), the operation row, the audit row and the
--- realtime.messages row.
+-- transaction: canvas row lock, block UPDATE (its triggers: the embedding outbox), the canvas's
+-- last_seq / last_canvas_seq, the operation row, the audit row and the realtime.messages row.
 -- The baseline of bench:mutate (scripts/bench-mutate.ts), run by pgbench -M prepared next to
 -- mutation-rpc.sql and sent the way that script sends the RPC: BEGIN to COMMIT as ONE pipeline,
 -- one round trip. Each statement takes what an earlier one wrote from the database (the
@@ -23,10 +20,11 @@ select t.canvas_id, t.block_id, t.user_id, b.version
 from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = :k \gset
 \startpipeline
 begin;
-update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1 where canvas_id = :canvas_id::uuid;
+select from app.canvases where canvas_id = :canvas_id::uuid for no key update;
 update app.blocks set content = jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random()), version = version + 1,
                       updated_at = now(), updated_by = :user_id::uuid
 where block_id = :block_id::uuid and version = :version::int;
+update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1 where canvas_id = :canvas_id::uuid;
 insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
                                   base_version, new_version, patch, block, result, started_at, duration_ms)
 select c.last_seq, c.last_canvas_seq, 'pgbench-' || md5(:op::text)::uuid, :user_id::uuid, :canvas_id::uuid, :block_id::uuid, 'update', 'success', :version::int, b.version,

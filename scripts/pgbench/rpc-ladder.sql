@@ -48,9 +48,7 @@ begin
     from app.settings where key in ('mutations_per_minute', 'max_content_bytes');
     v_slot := internal.take_limit_slot(p_user_id, 'mutations', v_limit, 60);
   end if;
-  -- the canvas lock and the numbers in one statement, as the RPC takes them for an update that places nothing
-  update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1 where canvas_id = p_canvas_id
-  returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;
+  perform from app.canvases where canvas_id = p_canvas_id for no key update;
   update app.blocks set content = jsonb_build_object('text', p_text), version = version + 1, updated_at = now(), updated_by = p_user_id
   where block_id = p_block_id and version = p_version
   returning version, jsonb_build_object('block_id', block_id, 'canvas_id', canvas_id, 'parent_id', parent_id, 'type', type, 'content', content,
@@ -62,6 +60,8 @@ begin
     -- bench:mutate; were it to, a rung that skipped its writes would look fast: fail instead
     raise exception 'bench.rpc_ladder: block % is no longer at version %', p_block_id, p_version;
   end if;
+  update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1 where canvas_id = p_canvas_id
+  returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;
   insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
                                     base_version, new_version, patch, block, result, started_at, duration_ms)
   values (v_seq, v_canvas_seq, p_op, p_user_id, p_canvas_id, p_block_id, 'update', 'success', p_version, v_version,

@@ -24,7 +24,7 @@
 // share; with several scripts, the first's over each other's. That is what a saturated machine's
 // throughput follows, and unlike instructions it counts cache misses, context switches and the
 // kernel: on 2 cores the RPC's share of its writes in CPU per transaction falls from 0.67-0.75 at one
-// client to about 0.61 at 16 (docs/performance.md, twenty-ninth session).
+// client to 0.54-0.62 at 16 (docs/performance.md, twenty-ninth session).
 //
 // Instructions per transaction (--instructions): the sides are made in a private cluster
 // (scripts/lib/callgrind-cluster.ts: initdb in a temporary directory, port 5499 or --port) whose

@@ -87,9 +87,14 @@ begin
     perform internal.raise_error('invalid_input', 'give a title or settings to change', '{"field":"title"}');
   end if;
   perform internal.check_title_settings(p_title, p_settings);
+  -- a live canvas only: deleted while this waited for its row (the role above was read before),
+  -- the recheck after the wait finds none, and nothing lands on the deleted canvas
   update app.canvases set title = coalesce(btrim(p_title), title), settings = coalesce(p_settings, settings),
                           version = version + 1, updated_at = now()
-  where canvas_id = p_canvas_id returning * into v_canvas;
+  where canvas_id = p_canvas_id and deleted_at is null returning * into v_canvas;
+  if not found then
+    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+  end if;
   perform internal.write_audit(internal.request_context(), 'canvas.update', 'success', 'canvas', p_canvas_id::text,
                                jsonb_build_object('title', p_title is not null, 'settings', p_settings is not null), null, null, null, 1);
   perform realtime.send(jsonb_build_object('canvas', internal.canvas_json(v_canvas)), 'canvas_updated', 'canvas:' || p_canvas_id, true);

@@ -192,6 +192,26 @@ describe('canvas_seq', () => {
     expect(canvas).toEqual({ last_canvas_seq: 1, content: { t: 'b' } });
   });
 
+  it('update_canvas that waits for the canvas row while its owner deletes the canvas is refused (not_found): no title lands on a deleted canvas', async () => {
+    const { canvasId, owner, editors } = await canvasWithEditors(0);
+    const admin = await addMember(db.sql, owner, (await db.sql<{ workspace_id: string }[]>`
+      select workspace_id from app.canvases where canvas_id = ${canvasId}`)[0]!.workspace_id, 'admin', 'seq-admin');
+    expect(editors).toEqual([]);
+    let waiting: Promise<unknown> | undefined;
+    await wide.sql.begin(async (tx) => {
+      await tx`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${JSON.stringify({ sub: owner, role: 'authenticated' })}, true)`;
+      await tx`select api.delete_canvas(${canvasId})`;
+      waiting = callAs(wide.sql, admin, 'update_canvas', [canvasId, 'Renamed after the delete', null]).then(() => 'applied', (e: Error) => e.message);
+      const blocked = await until(async () => (await db.sql`
+        select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%update_canvas%'`).length === 1);
+      expect(blocked, 'update_canvas waits for the canvas row').toBe(true);
+    });
+    expect(await waiting).toMatch(/canvas not found/);
+    const [canvas] = await db.sql<{ title: string; deleted: boolean }[]>`
+      select title, deleted_at is not null as deleted from app.canvases where canvas_id = ${canvasId}`;
+    expect(canvas).toEqual({ title: expect.not.stringContaining('Renamed'), deleted: true });
+  });
+
   it('H1: a subscriber whose socket was dropped resumes by since_canvas_seq with nothing missing or duplicated', async () => {
     const { canvasId, owner, editors } = await canvasWithEditors(1);
     const writer = editors[0]!;

@@ -46,7 +46,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
-import { benchDatabaseName, benchDatabaseUrl, findPgbench, machineCpuMs, recreateBenchDatabase, runPgbench } from './lib/bench.ts';
+import { addMachineCpu, benchDatabaseName, benchDatabaseUrl, cpuPerTransaction, findPgbench, formatMachineCpu, recreateBenchDatabase, runPgbench,
+  type MachineCpuTally } from './lib/bench.ts';
 import { CallgrindCluster } from './lib/callgrind-cluster.ts';
 import { addWaits, formatWaits, sampleWaits, type WaitCounts } from './lib/wait-sampler.ts';
 
@@ -223,7 +224,7 @@ async function main() {
       const rows = await probe<{ sync: string }[]>`select current_setting('synchronous_commit') as sync`.finally(() => probe.end());
       log(`${CLIENTS} clients, ${ROUNDS} rounds of ${SECONDS} s per side and script, synchronous_commit ${values.async ? 'off' : rows[0]!.sync}`);
       // per script and side: the machine's busy and idle CPU ms and the transactions, summed over rounds (--cpu)
-      const cpu = new Map<string, { busy: number; idle: number; transactions: number }>();
+      const cpu = new Map<string, MachineCpuTally>();
       for (const name of SCRIPTS) {
         const tps = { base: [] as number[], head: [] as number[] };
         const waits = { base: new Map() as WaitCounts, head: new Map() as WaitCounts };
@@ -234,13 +235,9 @@ async function main() {
           const line: string[] = [];
           for (const s of order) {
             const sampler = values.waits ? sampleWaits(s.url, new URL(s.url).pathname.slice(1)) : null;
-            const before = machineCpuMs();
             const result = await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: SECONDS, clients: CLIENTS, defines, pgOptions })
               .finally(async () => { if (sampler) addWaits(waits[s.side], await sampler.stop()); });
-            const after = machineCpuMs();
-            const c = cpu.get(`${name} ${s.side}`) ?? { busy: 0, idle: 0, transactions: 0 };
-            cpu.set(`${name} ${s.side}`, { busy: c.busy + after.busy - before.busy, idle: c.idle + after.idle - before.idle,
-                                           transactions: c.transactions + result.transactions });
+            cpu.set(`${name} ${s.side}`, addMachineCpu(cpu.get(`${name} ${s.side}`), result));
             tps[s.side].push(result.tps);
             failed += result.failed;
             line.push(`${s.side} ${result.tps.toFixed(0)}`);
@@ -257,15 +254,13 @@ async function main() {
         if (values.waits) for (const s of sides) log(`${name}.sql, ${s.label}, backends: ${formatWaits(waits[s.side])}`);
         if (values.cpu) {
           for (const s of sides) {
-            const c = cpu.get(`${name} ${s.side}`)!;
-            log(`${name}.sql, ${s.label}: the machine's CPU ${(c.busy / c.transactions).toFixed(3)} ms per transaction ` +
-                `(backends, WAL writer, pgbench), idle ${(100 * c.idle / (c.busy + c.idle)).toFixed(0)} %`);
+            log(`${name}.sql, ${s.label}: the machine's CPU per transaction (backends, WAL writer, pgbench) ${formatMachineCpu(cpu.get(`${name} ${s.side}`)!)}`);
           }
         }
       }
       if (values.cpu && SCRIPTS.length > 1) {
         for (const s of sides) {
-          const per = (name: string) => { const c = cpu.get(`${name} ${s.side}`)!; return c.busy / c.transactions; };
+          const per = (name: string) => cpuPerTransaction(cpu.get(`${name} ${s.side}`)!);
           for (const other of SCRIPTS.slice(1)) {
             log(`${s.label}: ${SCRIPTS[0]}'s CPU per transaction / ${other}'s: ${(per(SCRIPTS[0]!) / per(other)).toFixed(3)}`);
           }

@@ -65,7 +65,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { backendPids, benchDatabaseName, benchDatabaseUrl, findPgbench, machineCpuMs, percentile, procCpuMs, recreateBenchDatabase, runPgbench } from './lib/bench.ts';
+import { addMachineCpu, backendPids, benchDatabaseName, benchDatabaseUrl, cpuPerTransaction, findPgbench, formatMachineCpu, percentile, procCpuMs,
+  recreateBenchDatabase, runPgbench, type MachineCpuTally, type PgbenchResult } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import { CanvasLanes } from '../src/db/canvas-lanes.ts';
@@ -104,7 +105,7 @@ const command = `npx tsx scripts/bench-mutate.ts ${process.argv.slice(2).join(' 
 // ---------------------------------------------------------------------------------- pgbench
 /** Transactions per second of one pgbench script (scripts/pgbench/<name>.sql, or a path) over `seconds`. */
 async function pgbench(bin: string, name: string, seconds: number, clients = CLIENTS, spread = CANVASES,
-  defines: Record<string, number> = {}): Promise<{ tps: number; failed: number; transactions: number }> {
+  defines: Record<string, number> = {}): Promise<PgbenchResult> {
   const file = name.startsWith('/') ? name : `${root}scripts/pgbench/${name}.sql`;
   return runPgbench(bin, { url, file, seconds, clients, defines: { canvases: CANVASES, spread, ...defines } });
 }
@@ -439,8 +440,7 @@ async function main() {
     const perRoundTps: Record<Side, number>[] = [];
     // the machine's CPU (/proc/stat: backends, WAL writer, pgbench) and transactions per side: on a
     // saturated machine the rates follow CPU per transaction, which counts what instructions do not
-    const cpu = Object.fromEntries(sides.map(({ key }) => [key, { busy: 0, idle: 0, transactions: 0 }])) as
-      Record<Side, { busy: number; idle: number; transactions: number }>;
+    const cpu = {} as Record<Side, MachineCpuTally>;
     let pgFailed = 0;
     try {
       if (WARMUP > 0) {
@@ -449,12 +449,8 @@ async function main() {
       for (let round = 0; round < pgRounds; round++) {
         const tps = {} as Record<Side, number>;
         for (const side of round % 2 ? [...sides].reverse() : sides) {
-          const before = machineCpuMs();
           const r = await pgbench(pgbenchBin, side.script, SECONDS, CLIENTS, CANVASES, side.defines);
-          const after = machineCpuMs();
-          cpu[side.key].busy += after.busy - before.busy;
-          cpu[side.key].idle += after.idle - before.idle;
-          cpu[side.key].transactions += r.transactions;
+          cpu[side.key] = addMachineCpu(cpu[side.key], r);
           const what = side.key === 'floor' ? 'mutation-writes.sql + mutation-floor.sql'
             : side.script === 'mutation-ladder' ? `${side.script}.sql (${side.key})` : `${side.script}.sql`;
           log(`  pgbench ${what}: ${r.tps.toFixed(0)} tps${r.failed ? `, ${r.failed} failed` : ''}`);
@@ -477,11 +473,8 @@ async function main() {
       `+ the caller's context and authorization ${(pg.auth / pg.writes).toFixed(2)}x, + the per-user rate limit ${(pg.limit / pg.writes).toFixed(2)}x, ` +
       `the RPC (+ validation, merge preparation, refusal as an answer, idempotent retry, result) ${(pg.rpc / pg.writes).toFixed(2)}x ` +
       `(per round, floor / function / auth / limit / RPC: ${perRoundTps.map((t) => [t.floor, t.ladder, t.auth, t.limit, t.rpc].map((x) => (x / t.writes).toFixed(2)).join(' ')).join(', ')})`;
-    const cpuPer = (key: Side) => cpu[key].busy / cpu[key].transactions;
-    const idleShare = (key: Side) => 100 * cpu[key].idle / (cpu[key].busy + cpu[key].idle);
-    const cpuNote = `; the machine's CPU per transaction (/proc/stat: backends, WAL writer, pgbench): writes ${cpuPer('writes').toFixed(3)} ms ` +
-      `(idle ${idleShare('writes').toFixed(0)} %), RPC ${cpuPer('rpc').toFixed(3)} ms (idle ${idleShare('rpc').toFixed(0)} %), ` +
-      `writes / RPC ${(cpuPer('writes') / cpuPer('rpc')).toFixed(2)}`;
+    const cpuNote = `; the machine's CPU per transaction (/proc/stat: backends, WAL writer, pgbench): writes ${formatMachineCpu(cpu.writes)}, ` +
+      `RPC ${formatMachineCpu(cpu.rpc)}, writes / RPC ${(cpuPerTransaction(cpu.writes) / cpuPerTransaction(cpu.rpc)).toFixed(2)}`;
     log(`\n${ladder.slice(2)}${cpuNote}`);
     // the same writes with nothing else, 16 backends taking turns on 1 canvas, and on CANVASES
     log(`\n-- hot canvas, backends taking turns: the mutation's own writes in one statement (pgbench mutation-writes-serialized.sql), 1 canvas vs ${CANVASES}, alternated ${pgRounds} times`);

@@ -74,12 +74,14 @@ export async function findPgbench(serverMajor: string): Promise<string> {
  * Transactions per second (without connection time) and failed transactions of one pgbench run of
  * the script `file` against `url` for `seconds`, or for `transactions` per client: prepared
  * statements, `clients` connections on up to one thread per CPU, `-D name=value` per define.
- * `pgOptions` goes to the backends as PGOPTIONS (e.g. `-c synchronous_commit=off`).
+ * `pgOptions` goes to the backends as PGOPTIONS (e.g. `-c synchronous_commit=off`). `machine` is the
+ * whole machine's CPU while it ran (/proc/stat: every process, pgbench included).
  */
 export async function runPgbench(bin: string, o: { url: string; file: string; clients: number;
-  defines?: Record<string, number>; pgOptions?: string } & ({ seconds: number } | { transactions: number })): Promise<{ tps: number; failed: number; transactions: number }> {
+  defines?: Record<string, number>; pgOptions?: string } & ({ seconds: number } | { transactions: number })): Promise<PgbenchResult> {
   const defines = Object.entries(o.defines ?? {}).flatMap(([k, v]) => ['-D', `${k}=${v}`]);
   const length = 'seconds' in o ? ['-T', String(o.seconds)] : ['-t', String(o.transactions)];
+  const before = machineCpuMs();
   const { stdout } = await run(bin, ['-n', '-M', 'prepared', '-c', String(o.clients), '-j', String(Math.min(o.clients, availableParallelism())),
     ...length, ...defines, '-f', o.file, o.url],
   { maxBuffer: 16 << 20, env: o.pgOptions ? { ...process.env, PGOPTIONS: o.pgOptions } : process.env });
@@ -87,8 +89,31 @@ export async function runPgbench(bin: string, o: { url: string; file: string; cl
   const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
   const transactions = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1]);
   if (!Number.isFinite(tps)) throw new Error(`pgbench ${o.file}: no tps in its output:\n${stdout}`);
-  return { tps, failed, transactions };
+  const after = machineCpuMs();
+  return { tps, failed, transactions, machine: { busy: after.busy - before.busy, idle: after.idle - before.idle } };
 }
+
+/** One pgbench run: its rates, and the machine's CPU (ms, busy and idle, all processes) while it ran. */
+export type PgbenchResult = { tps: number; failed: number; transactions: number; machine: { busy: number; idle: number } };
+
+/** The machine's CPU over pgbench runs and their transactions, summed (addMachineCpu). */
+export type MachineCpuTally = { busy: number; idle: number; transactions: number };
+
+/** Adds one run to `tally` (a new one when absent) and returns it. */
+export function addMachineCpu(tally: MachineCpuTally | undefined, run: PgbenchResult): MachineCpuTally {
+  const t = tally ?? { busy: 0, idle: 0, transactions: 0 };
+  t.busy += run.machine.busy;
+  t.idle += run.machine.idle;
+  t.transactions += run.transactions;
+  return t;
+}
+
+/** The machine's CPU per transaction in ms. */
+export const cpuPerTransaction = (t: MachineCpuTally): number => t.busy / t.transactions;
+
+/** "0.957 ms (idle 5 %)": CPU per transaction and the idle share of the tally. */
+export const formatMachineCpu = (t: MachineCpuTally): string =>
+  `${cpuPerTransaction(t).toFixed(3)} ms (idle ${(100 * t.idle / (t.busy + t.idle)).toFixed(0)} %)`;
 
 /**
  * This machine's CPU time so far from /proc/stat's first line, in ms: `busy` (user, nice, system,
@@ -96,7 +121,7 @@ export async function runPgbench(bin: string, o: { url: string; file: string; cl
  * readings around a run is what every process took in it (backends, WAL writer, the load
  * generator), which counts what instructions do not: cache misses, context switches, the kernel.
  */
-export function machineCpuMs(): { busy: number; idle: number } {
+function machineCpuMs(): { busy: number; idle: number } {
   const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'latin1').split('\n')[0]!
     .trim().split(/\s+/).slice(1).map(Number) as number[];
   return { busy: (user! + nice! + system! + irq! + softirq! + steal!) * CLOCK_TICK_MS, idle: (idle! + iowait!) * CLOCK_TICK_MS };

@@ -193,10 +193,8 @@ describe('canvas_seq', () => {
   });
 
   it('update_canvas that waits for the canvas row while its owner deletes the canvas is refused (not_found): no title lands on a deleted canvas', async () => {
-    const { canvasId, owner, editors } = await canvasWithEditors(0);
-    const admin = await addMember(db.sql, owner, (await db.sql<{ workspace_id: string }[]>`
-      select workspace_id from app.canvases where canvas_id = ${canvasId}`)[0]!.workspace_id, 'admin', 'seq-admin');
-    expect(editors).toEqual([]);
+    const { canvasId, users } = await createCanvas(db.sql, ['admin']);
+    const [owner, admin] = [users.owner!, users.admin!];
     let waiting: Promise<unknown> | undefined;
     await wide.sql.begin(async (tx) => {
       await tx`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${JSON.stringify({ sub: owner, role: 'authenticated' })}, true)`;

@@ -10,7 +10,7 @@ import { workspaceRoutes } from '../../functions/workspaces.ts';
 import { serveApiDocument } from './api-document.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
-import { gotrueRoutes } from './gotrue.ts';
+import { gotrueErrorAnswer, gotrueRoutes } from './gotrue.ts';
 import { routeNotFound } from './not-found.ts';
 import { staticRoutes } from './static.ts';
 import { bodyInputError, commonMiddleware, errorResponse, type ErrorAnswer } from './middleware.ts';
@@ -18,13 +18,24 @@ import { bodyInputError, commonMiddleware, errorResponse, type ErrorAnswer } fro
 /** The edge functions: name → routes. Each is served at /api/v1/<name> and /functions/v1/<name>. */
 export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searchRoutes, workspaces: workspaceRoutes } as const;
 
-/** Shared wrapping of every app: CORS, request id, logs, metrics, trace, body limit, input policy, one error shape. */
-export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps) {
-  const onError: ErrorAnswer = (err, c) => {
+/**
+ * Shared wrapping of every app: CORS, request id, logs, metrics, trace, body limit, input policy, one
+ * error shape. `surfaces`: path prefix → how an error is answered under it, for a mounted app that
+ * speaks another API's error shape (GoTrue's under /auth/v1): what the common middleware refuses
+ * before routing (a body too large, an undecodable URL) is answered in that shape too.
+ */
+export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps, surfaces: Record<string, ErrorAnswer> = {}) {
+  const apiAnswer: ErrorAnswer = (err, c) => {
     if (err instanceof ApiError) return errorResponse(c, err);
     if (err instanceof HTTPException && err.status < 500) return errorResponse(c, bodyInputError(c) ?? fromHttpException(err));
     c.get('log')?.error({ err }, 'unhandled error');
     return errorResponse(c, new ApiError('internal', 'internal error'));
+  };
+  const prefixes = Object.entries(surfaces);
+  const onError: ErrorAnswer = (err, c) => {
+    const path = c.req.path;
+    const surface = prefixes.find(([prefix]) => path === prefix || path.startsWith(`${prefix}/`));
+    return (surface?.[1] ?? apiAnswer)(err, c);
   };
   // browsers call from any origin, as they do Supabase (commonMiddleware in middleware.ts)
   app.use('*', commonMiddleware(deps, onError));
@@ -42,7 +53,7 @@ function fromHttpException(err: HTTPException): ApiError {
 
 /** The whole local HTTP surface, runtime-neutral (Node serves it; Deno entry points reuse the parts). */
 export function createApp(deps: Deps) {
-  const app = withCommonMiddleware(new OpenAPIHono<AppEnv>(), deps) as OpenAPIHono<AppEnv>;
+  const app = withCommonMiddleware(new OpenAPIHono<AppEnv>(), deps, { '/auth/v1': gotrueErrorAnswer(deps) }) as OpenAPIHono<AppEnv>;
   app.route('/', opsRoutes(deps));
   // the demo app at / and the API reference at /docs/api (src/http/static.ts): fixed paths, none under the API's
   app.route('/', staticRoutes(deps));

@@ -10,6 +10,7 @@ import { isUuid } from '../uuid.ts';
 import { withRequest } from '../db/request.ts';
 import { ApiError, apiErrorFromDatabase } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
+import type { ErrorAnswer } from './middleware.ts';
 
 /**
  * Local Supabase Auth: the GoTrue endpoints supabase-js's `auth` uses for email + password, served
@@ -79,7 +80,7 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
   // every local client shares one IP
   const relaxed = deps.config.profile === 'development';
 
-  app.onError((err, c) => errorResponse(c, toGotrueError(err, c, deps)));
+  app.onError(gotrueErrorAnswer(deps));
 
   // Tokens signed with Supabase's published dev secret prove nothing: no sign-in in production without a real one.
   if (deps.config.env === 'production' && (auth.jwtSecret === '' || auth.jwtSecret === DEV_JWT_SECRET)) {
@@ -328,6 +329,14 @@ function clientIp(c: Context, deps: Deps): string {
     if (forwarded) return forwarded;
   }
   return (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? '';
+}
+
+/**
+ * How any error under /auth/v1 is answered: as GoTrue answers it (toGotrueError), also for what the
+ * common middleware refuses before these routes run (createApp's `surfaces`).
+ */
+export function gotrueErrorAnswer(deps: Deps): ErrorAnswer {
+  return (err, c) => errorResponse(c, toGotrueError(err, c, deps));
 }
 
 /** Any failure as a GoTrueError: database limits are 429 over_request_rate_limit, lost connections 503 (auth-js retries those). */

@@ -40,7 +40,7 @@ const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After'];
 export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHandler<AppEnv> {
   const preflight = cors({ origin: '*', exposeHeaders: EXPOSED_HEADERS, maxAge: 600 });
   const exposed = EXPOSED_HEADERS.join(',');
-  const admit = admission(deps);
+  const admit = admission(deps, onError);
   // the span's callback: admission, then the route; a thrown error answered as Hono would
   const inSpan = async (c: Context<AppEnv>, next: Next) => {
     try {
@@ -103,15 +103,17 @@ export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHa
  * (a Response) or throws its ApiError. Bodies up to config.maxBodyBytes: one announced by
  * Content-Length is judged by it, as Hono's bodyLimit does, but without touching `c.req.raw.body`
  * (on Node that turns the request into a web-stream Request, a large part of a small request's
- * cost); a chunked body is counted by Hono's bodyLimit as it is read.
+ * cost); a chunked body is counted by Hono's bodyLimit as it is read. A body too large is answered
+ * by `onError`, as any other refusal here (thrown), so each surface answers in its own shape
+ * (GoTrue's under /auth/v1).
  */
-function admission(deps: Deps): (c: Context<AppEnv>, next: Next) => Promise<Response | undefined> {
+function admission(deps: Deps, onError: ErrorAnswer): (c: Context<AppEnv>, next: Next) => Promise<Response | undefined> {
   const maxSize = deps.config.maxBodyBytes;
-  const tooLarge = (c: Context) => {
+  const tooLarge = (c: Context<AppEnv>) => {
     // the rest of the body is never read: the connection cannot carry another request, say so
     // (without it keep-alive clients reuse the socket the server is closing and fail)
     c.header('Connection', 'close');
-    return errorResponse(c, new ApiError('payload_too_large', `request body is larger than ${maxSize} bytes`));
+    return onError(new ApiError('payload_too_large', `request body is larger than ${maxSize} bytes`), c);
   };
   const counted = bodyLimit({ maxSize, onError: tooLarge });
   return async (c, next) => {

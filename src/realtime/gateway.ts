@@ -71,13 +71,16 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const upgraded = new WeakSet<Duplex>();
   let lastCapWarning = 0;
 
-  function reject(socket: Duplex, status: 400 | 401 | 403 | 404 | 429, message: string, retryAfterMs?: number): void {
+  /** Answers an upgrade with an API error and closes the socket; `field`: the URL part at fault (a 400). */
+  function reject(socket: Duplex, status: 400 | 401 | 403 | 404 | 429, message: string, retryAfterMs?: number, field?: string): void {
     const code = ({ 400: 'invalid_input', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 429: 'rate_limited' } as const)[status];
     // a WebSocket client cannot read this answer (realtime-js says only "transport failure"): the
     // server's log is where the reason can be found
     opts.logger.info({ status, reason: message }, 'WebSocket upgrade refused');
     const retryAfter = retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(retryAfterMs / 1000));
-    answerAndClose(socket, rawErrorResponse(new ApiError(code, message, retryAfter === undefined ? {} : { retry_after: retryAfter })));
+    answerAndClose(socket, rawErrorResponse(new ApiError(code, message, {
+      ...(retryAfter === undefined ? {} : { retry_after: retryAfter }), ...(field === undefined ? {} : { field }),
+    })));
   }
 
   /** Completes the upgrade; the socket keeps `ticket`'s places in the counts until it closes. */
@@ -117,7 +120,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
 
   async function realtime(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, ticket: SocketTicket): Promise<void> {
     const vsn = parseVsn(url.searchParams.get('vsn'));
-    if (!vsn) return reject(socket, 400, 'unsupported vsn: use 1.0.0 or 2.0.0');
+    if (!vsn) return reject(socket, 400, 'unsupported vsn: use 1.0.0 or 2.0.0', undefined, 'vsn');
     const token = url.searchParams.get('apikey') ?? header(req, 'apikey') ?? bearer(req);
     if (!token) return reject(socket, 401, 'apikey is required');
     const claims = await verifyOrReject(socket, token, REALTIME_POLICY);
@@ -128,11 +131,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
   async function h1(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, canvasIdAsSent: string, ticket: SocketTicket): Promise<void> {
     // any case is the same canvas; its topic and access checks use the canonical spelling (canvas-topic.ts)
     const canvasId = canonicalUuid(canvasIdAsSent);
-    if (!canvasId) return reject(socket, 400, 'canvas_id must be a uuid');
+    if (!canvasId) return reject(socket, 400, 'canvas_id must be a uuid', undefined, 'canvas_id');
     const sinceCanvas = url.searchParams.get('since_canvas_seq');
-    if (sinceCanvas !== null && !(/^\d{1,15}$/.test(sinceCanvas))) return reject(socket, 400, 'since_canvas_seq must be a number >= 0');
+    if (sinceCanvas !== null && !(/^\d{1,15}$/.test(sinceCanvas))) return reject(socket, 400, 'since_canvas_seq must be a number >= 0', undefined, 'since_canvas_seq');
     const since = url.searchParams.get('since_seq');
-    if (since !== null && !(/^\d{1,15}$/.test(since))) return reject(socket, 400, 'since_seq must be a number >= 0');
+    if (since !== null && !(/^\d{1,15}$/.test(since))) return reject(socket, 400, 'since_seq must be a number >= 0', undefined, 'since_seq');
     const token = url.searchParams.get('access_token') ?? bearer(req);
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
     const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID

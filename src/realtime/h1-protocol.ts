@@ -53,9 +53,12 @@ const uuid = z.string().uuid();
 const seq = z.number().int().nonnegative().max(SEQ_MAX); // bigint parameters in SQL
 
 // ---------------------------------------------------------------- client → server
+// Closed objects, as the HTTP API's request bodies are: a field the server does not know is
+// refused (`invalid_message` naming it), never ignored. Ignored, a misspelt field (`canvas_seq`
+// for `since_canvas_seq`) silently meant its default (a resume from 0).
 
 /** Apply one block operation (api.upsert_block_atomic). Idempotent by client_op_id. */
-export const MutateMessage = z.object({
+export const MutateMessage = z.strictObject({
   type: z.literal('mutate'),
   client_op_id: z.string().min(1).max(128),
   action: z.enum(['create', 'update', 'move', 'delete']),
@@ -69,7 +72,7 @@ export const MutateMessage = z.object({
  * applied) or, without it, after `since_seq` (a server_seq); `snapshot: true` first sends the full
  * state and continues from it. When both are given, since_canvas_seq is used.
  */
-export const ResumeMessage = z.object({
+export const ResumeMessage = z.strictObject({
   type: z.literal('resume'),
   since_seq: seq.default(0),
   since_canvas_seq: seq.optional(),
@@ -77,13 +80,13 @@ export const ResumeMessage = z.object({
 });
 
 /** Cursor / typing, broadcast to the canvas (api.update_presence: durable last_active_at at most every 30 s). */
-export const PresenceMessage = z.object({
+export const PresenceMessage = z.strictObject({
   type: z.literal('presence'),
   cursor: z.record(z.string(), z.unknown()).nullish(),
   typing: z.boolean().default(false),
 });
 
-export const PingMessage = z.object({ type: z.literal('ping') });
+export const PingMessage = z.strictObject({ type: z.literal('ping') });
 
 export const ClientMessage = z.discriminatedUnion('type', [MutateMessage, ResumeMessage, PresenceMessage, PingMessage]);
 export type ClientMessage = z.infer<typeof ClientMessage>;

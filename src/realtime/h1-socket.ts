@@ -119,7 +119,9 @@ export class H1Socket {
     const parsed = ClientMessage.safeParse(raw);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
-      const field = issue?.path.join('.') || 'message';
+      // an unknown field is named itself (its issue's path is the object holding it)
+      const path = issue?.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue?.path ?? [];
+      const field = path.join('.') || 'message';
       const opId = (raw as { client_op_id?: unknown })?.client_op_id;
       return this.send({ type: 'error', code: 'invalid_message', message: `${field}: ${issue?.message}`, field,
         ...(typeof opId === 'string' ? { client_op_id: opId } : {}) });

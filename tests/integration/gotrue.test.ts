@@ -253,6 +253,10 @@ describe('the signed-in user', () => {
     // and a client that has not signed in (anon key only) is refused the same channel
     const refused = await subscribed(supabase().channel(`canvas:${canvas_id}`, { config: { private: true } }));
     expect(refused.status).toBe('CHANNEL_ERROR');
+    // a token from elsewhere, handed to realtime before subscribe() (docs/realtime.md)
+    const other = supabase();
+    await other.realtime.setAuth((await client.auth.getSession()).data.session!.access_token);
+    expect((await subscribed(other.channel(`canvas:${canvas_id}`, { config: { private: true } }))).status).toBe('SUBSCRIBED');
   });
 });
 
@@ -342,6 +346,30 @@ describe('GoTrue wire details', () => {
     const otp = await post('/otp', { email: newEmail() }, headers);
     expect(otp.status).toBe(404);
     expect((await otp.json()).msg).toMatch(/not served by the local auth server/);
+  });
+
+  it("what the server refuses before any route (a body too large, an undecodable URL) is answered in GoTrue's shape too", async () => {
+    const maxBytes = server.deps.config.maxBodyBytes;
+    const big = { email: newEmail(), password: PASSWORD, data: { note: 'x'.repeat(maxBytes) } };
+    const headers = { apikey: anonKey, 'x-forwarded-for': randomIp() };
+    const tooLarge = await post('/signup', big, headers);
+    expect(tooLarge.status).toBe(413);
+    expect(tooLarge.headers.get('x-sb-error-code')).toBe('request_too_large');
+    expect(await tooLarge.json()).toEqual({ code: 413, error_code: 'request_too_large', msg: `request body is larger than ${maxBytes} bytes` });
+    // supabase-js reads it as GoTrue's error: a code, not the raw body as its message
+    const { error } = await supabase().auth.signUp({ email: big.email, password: PASSWORD, options: { data: big.data } });
+    expect(isAuthApiError(error)).toBe(true);
+    expect(error).toMatchObject({ status: 413, code: 'request_too_large', message: `request body is larger than ${maxBytes} bytes` });
+    // nothing was written
+    expect(await sql`select 1 from auth.users where email = ${big.email}`).toHaveLength(0);
+
+    const undecodable = await fetch(`${server.url}/auth/v1/settings?x=%FF`, { headers });
+    expect(undecodable.status).toBe(400);
+    expect(await undecodable.json()).toMatchObject({ code: 400, error_code: 'validation_failed' });
+    // the API's own paths keep the API's shape
+    const api = await fetch(`${server.url}/api/v1/canvas?x=%FF`, { headers });
+    expect(api.status).toBe(400);
+    expect((await api.json()).error).toMatchObject({ code: 'invalid_input', field: 'query.x' });
   });
 
   it('GET /settings says what this server supports', async () => {

@@ -282,6 +282,11 @@ describe('H1 frames', () => {
     ['pi to 31 places in content', mutate(op(), '{"pi":3.141592653589793238462643383279}'), 'invalid_input', 'patch.content.pi'],
     ['a __proto__ key in content', mutate(op(), '{"__proto__":{"polluted":true},"ok":1}'), 'invalid_input', 'patch.content.__proto__'],
     ['1e400 in a presence cursor', '{"type":"presence","cursor":{"x":1e400}}', 'invalid_input', 'cursor.x'],
+    // a field the protocol does not have is refused by name, not ignored (a misspelt since_canvas_seq
+    // meant a resume from 0)
+    ['a resume with canvas_seq (for since_canvas_seq)', '{"type":"resume","canvas_seq":5}', 'invalid_message', 'canvas_seq'],
+    ['a mutate with a canvas_id of its own', `{"type":"mutate","client_op_id":${op()},"action":"create","canvas_id":"${randomUUID()}","patch":{"type":"text"}}`, 'invalid_message', 'canvas_id'],
+    ['a ping with a payload', '{"type":"ping","ref":1}', 'invalid_message', 'ref'],
   ];
 
   it.each(frames)('%s: an error frame with a stable code naming the field, nothing written', async (_name, text, code, field) => {

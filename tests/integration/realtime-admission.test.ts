@@ -93,6 +93,20 @@ describe('sockets per address', () => {
     expect(results.filter((r) => !('ws' in r) && r.status === 429)).toHaveLength(17);
   });
 
+  it('an upgrade refused for its URL is 400 invalid_input naming the part at fault, as the HTTP API names a field', async () => {
+    const d = { 'x-forwarded-for': '192.0.2.150' };
+    const uuid = '00000000-0000-4000-8000-000000000000';
+    const cases: [string, string, string][] = [
+      ['/ws/canvas/xyz', 'canvas_id', 'canvas_id must be a uuid'],
+      [`/ws/canvas/${uuid}?since_canvas_seq=abc`, 'since_canvas_seq', 'since_canvas_seq must be a number >= 0'],
+      [`/ws/canvas/${uuid}?since_seq=-1`, 'since_seq', 'since_seq must be a number >= 0'],
+      [`/realtime/v1/websocket?apikey=${anon}&vsn=9.9.9`, 'vsn', 'unsupported vsn: use 1.0.0 or 2.0.0'],
+    ];
+    for (const [path, field, message] of cases) {
+      expect(await upgrade(server, path, d)).toMatchObject({ status: 400, body: { error: { code: 'invalid_input', field, message } } });
+    }
+  });
+
   it('a refused or failed upgrade gives its place back: bad tokens and unknown paths do not use the cap up', async () => {
     const c = { 'x-forwarded-for': '192.0.2.99' };
     for (let i = 0; i < 5; i++) expect(await upgrade(server, phoenixPath('not-a-jwt'), c)).toMatchObject({ status: 401 });

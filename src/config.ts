@@ -86,7 +86,7 @@ export type Config = {
   auth: { jwtSecret: string; audience: string; issuer?: string; jwksUrl?: string; accessTtl: number; refreshTtl: number;
     /** Seconds a rotated refresh token may be sent again and get its successor back (0: never). */
     refreshReuseInterval: number };
-  /** Bearer token that opens /metrics (and /debug/echo) to non-loopback callers; unset = loopback only. */
+  /** Bearer token /metrics (and /debug/echo) require once set, from every caller, loopback included (behind a reverse proxy every request is loopback); unset = loopback only. */
   internalToken?: string;
   debugEcho: boolean;
   /** Check each HTTP response against the OpenAPI document, answering 500 contract_violation on a mismatch (never in production). */

@@ -42,7 +42,7 @@ const lines = [
   ...(serves.realtime ? [
     `  realtime  ${server.gateway ? `${ws}/realtime/v1/websocket (realtime-js), ${ws}/ws/canvas/{id} (H1)` : 'not started (see the log)'}`,
   ] : []),
-  `  metrics   ${server.url}/metrics   (loopback or INTERNAL_TOKEN)`,
+  `  metrics   ${server.url}/metrics   (${config.internalToken ? 'Authorization: Bearer $INTERNAL_TOKEN, loopback included' : 'loopback only: INTERNAL_TOKEN unset'})`,
   ...(serves.api ? [
     `  profile   ${config.profile}${config.profile === 'development' ? ' (endpoint rate limits relaxed: docs/limits.md; POTENTIA_PROFILE=standard for the real ones)' : ''}`,
   ] : []),

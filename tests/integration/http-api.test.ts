@@ -250,6 +250,20 @@ describe('happy paths', () => {
     expect(text).toContain('potentia_http_request_duration_seconds_bucket');
   });
 
+  it('/metrics with INTERNAL_TOKEN set: the token is required from loopback too (behind a proxy every caller is loopback)', async () => {
+    const internalToken = 'metrics-token-0123456789';
+    const guarded = await startTestServer({ internalToken });
+    try {
+      expect((await fetch(`${guarded.url}/metrics`)).status).toBe(404);
+      expect((await fetch(`${guarded.url}/metrics`, { headers: { authorization: 'Bearer wrong-token-0123456789' } })).status).toBe(404);
+      const res = await fetch(`${guarded.url}/metrics`, { headers: { authorization: `Bearer ${internalToken}` } });
+      expect(res.status).toBe(200);
+      expect(await res.text()).toMatch(/^# TYPE potentia_http_requests_total counter$/m);
+    } finally {
+      await guarded.stop();
+    }
+  });
+
   it('/debug/echo is 404 unless the server enables it', async () => {
     expectError(await api('/debug/echo', { method: 'POST', body: { hello: 'world' } }), 404, 'not_found');
     const res = await fetch(`${echoServer.url}/debug/echo`, {

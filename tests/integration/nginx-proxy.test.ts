@@ -68,7 +68,7 @@ beforeAll(async () => {
   proxy = `http://127.0.0.1:${port}`;
   await until(async () => {
     if (nginx.exitCode !== null) throw new Error(`nginx exited ${nginx.exitCode}: ${stderr}`);
-    return fetch(`${proxy}/health`).then((r) => r.status === 200, () => false);
+    return fetch(`${proxy}/api/v1/openapi.json`).then((r) => r.status === 200, () => false);
   }, 10_000, 'nginx to answer');
 }, 90_000);
 afterAll(async () => {
@@ -95,6 +95,16 @@ it('realtime-js through the proxy: a private canvas channel gets the delta of a 
   const { server_seq } = await res.json() as { server_seq: number };
   await until(() => got.length > 0, 8000, 'the delta');
   expect(got[0].payload).toMatchObject({ server_seq, block: { content: { text: 'via nginx' } } });
+});
+
+it('probes, metrics and debug endpoints stay inside: 404 through the proxy, answered by the process itself', async () => {
+  // through nginx every caller is loopback, which the process trusts for /metrics without INTERNAL_TOKEN
+  for (const path of ['/metrics', '/ready', '/health', '/debug/echo']) {
+    const res = await fetch(`${proxy}${path}`);
+    expect({ path, status: res.status }).toEqual({ path, status: 404 });
+  }
+  expect((await fetch(`${server.url}/metrics`)).status).toBe(200);
+  expect((await fetch(`${server.url}/health`)).status).toBe(200);
 });
 
 it('H1 through the proxy: the socket opens and says hello', async () => {

@@ -56,7 +56,7 @@ import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { backendPids, benchDatabaseName, benchDatabaseUrl, childrenCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
+import { backendPids, benchDatabaseName, benchDatabaseUrl, childrenCpuMs, machineCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows } from './lib/bench-report.ts';
 import { pino } from 'pino';
 import postgres, { type Sql } from 'postgres';
@@ -304,9 +304,11 @@ async function checkVersions(sql: Sql, conns: Conn[], label: string): Promise<nu
 /**
  * What one phase cost, besides its mutations: this process's user and system CPU, its GC pauses,
  * the CPU of the Postgres backends serving its pool (/proc/<pid>/stat, where Postgres runs on
- * this machine), and with --cpu-prof a V8 profile of this process.
+ * this machine), the whole machine's CPU, busy and idle (/proc/stat: every process, the load
+ * generator and Postgres's other processes included; idle time says a phase left cores unused,
+ * that is, it was bound by latency rather than CPU), and with --cpu-prof a V8 profile of this process.
  */
-type Cost = { userMs: number; systemMs: number; gcs: number; gcMs: number; pgMs: number | null };
+type Cost = { userMs: number; systemMs: number; gcs: number; gcMs: number; pgMs: number | null; machineBusyMs: number; machineIdleMs: number };
 /**
  * Runs a phase, accounting from the moment it calls mark() (the end of its warm-up: V8 compiles
  * the hot code during the warm-up, on threads whose CPU is this process's, and the HTTP phase,
@@ -329,10 +331,12 @@ async function account<T>(label: string, sql: Sql, applicationName: string, fn: 
   let marked = false;
   let cpu = process.cpuUsage();
   let pgBefore = procCpuMs(pidsBefore);
+  let machineBefore = machineCpuMs();
   const mark = () => {
     marked = true;
     cpu = process.cpuUsage();
     pgBefore = procCpuMs(pidsBefore);
+    machineBefore = machineCpuMs();
     gcs = 0;
     gcMs = 0;
     void session?.post('Profiler.start');
@@ -340,6 +344,7 @@ async function account<T>(label: string, sql: Sql, applicationName: string, fn: 
   const result = await fn(mark);
   const used = process.cpuUsage(cpu);
   const pgAfter = procCpuMs(pidsBefore);
+  const machineAfter = machineCpuMs();
   const pids = await backendPids(sql, applicationName);
   const samePids = pids.length === pidsBefore.length && pids.every((p) => pidsBefore.includes(p));
   gc.disconnect();
@@ -353,14 +358,16 @@ async function account<T>(label: string, sql: Sql, applicationName: string, fn: 
   }
   if (!marked) throw new Error(`${label}: the phase never marked the end of its warm-up`);
   return { result, cost: { userMs: used.user / 1000, systemMs: used.system / 1000, gcs, gcMs,
-    pgMs: pgBefore !== null && pgAfter !== null && samePids ? pgAfter - pgBefore : null } };
+    pgMs: pgBefore !== null && pgAfter !== null && samePids ? pgAfter - pgBefore : null,
+    machineBusyMs: machineAfter.busy - machineBefore.busy, machineIdleMs: machineAfter.idle - machineBefore.idle } };
 }
 
 /** A phase's costs over its rounds; the backends' CPU only when every round could read it. */
 function sumCosts(costs: Cost[]): Cost {
   const sum = (f: (c: Cost) => number) => costs.reduce((n, c) => n + f(c), 0);
   return { userMs: sum((c) => c.userMs), systemMs: sum((c) => c.systemMs), gcs: sum((c) => c.gcs), gcMs: sum((c) => c.gcMs),
-    pgMs: costs.some((c) => c.pgMs === null) ? null : sum((c) => c.pgMs!) };
+    pgMs: costs.some((c) => c.pgMs === null) ? null : sum((c) => c.pgMs!),
+    machineBusyMs: sum((c) => c.machineBusyMs), machineIdleMs: sum((c) => c.machineIdleMs) };
 }
 
 // ---------------------------------------------------------------------------------- main
@@ -499,14 +506,16 @@ try {
   const costs: [string, Cost, number, number][] = [['HTTP server', httpCost, attempts(httpStats), clientCpu],
     ['bare node:http', bareCost, attempts(bareStats), bareClientCpu], ['direct', directCost, attempts(directStats), 0],
     ['direct + limit', limitCost, attempts(limitStats), 0], ['direct, prepared', preparedCost, attempts(preparedStats), 0]];
-  console.log(`${'CPU ms per mutation'.padEnd(26)}${'node usr'.padStart(10)}${'node sys'.padStart(10)}${'GCs'.padStart(8)}${'GC ms'.padStart(8)}${'postgres'.padStart(10)}${'total'.padStart(10)}`);
+  console.log(`${'CPU ms per mutation'.padEnd(26)}${'node usr'.padStart(10)}${'node sys'.padStart(10)}${'GCs'.padStart(8)}${'GC ms'.padStart(8)}${'postgres'.padStart(10)}${'total'.padStart(10)}${'machine'.padStart(10)}${'idle'.padStart(7)}`);
   for (const [name, c, n, client] of costs) {
     const node = (c.userMs + c.systemMs) / n;
     const pg = c.pgMs === null ? NaN : c.pgMs / n;
     console.log(`${name.padEnd(26)}${fmt(c.userMs / n, 3).padStart(10)}${fmt(c.systemMs / n, 3).padStart(10)}${fmt(c.gcs / n, 3).padStart(8)}` +
-      `${fmt(c.gcMs / n, 3).padStart(8)}${fmt(pg, 3).padStart(10)}${fmt(node + pg + client, 3).padStart(10)}`);
+      `${fmt(c.gcMs / n, 3).padStart(8)}${fmt(pg, 3).padStart(10)}${fmt(node + pg + client, 3).padStart(10)}` +
+      `${fmt(c.machineBusyMs / n, 3).padStart(10)}${`${fmt(100 * c.machineIdleMs / (c.machineBusyMs + c.machineIdleMs), 0)} %`.padStart(7)}`);
   }
   console.log(`(per mutation of the measured window, after the warm-up; GCs = collections per mutation; postgres = the pool's backends; ` +
+    `machine = every process on the machine (/proc/stat), idle = the share of the cores left unused; ` +
     `HTTP and bare totals include the load generator's ${fmt(clientCpu, 3)} and ${fmt(bareClientCpu, 3)} ms)`);
   for (const [name, s] of rows) {
     if (s.errors) console.log(`${name} errors: ${JSON.stringify(s.errorKinds)}`);

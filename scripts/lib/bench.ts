@@ -121,7 +121,7 @@ export const formatMachineCpu = (t: MachineCpuTally): string =>
  * readings around a run is what every process took in it (backends, WAL writer, the load
  * generator), which counts what instructions do not: cache misses, context switches, the kernel.
  */
-function machineCpuMs(): { busy: number; idle: number } {
+export function machineCpuMs(): { busy: number; idle: number } {
   const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'latin1').split('\n')[0]!
     .trim().split(/\s+/).slice(1).map(Number) as number[];
   return { busy: (user! + nice! + system! + irq! + softirq! + steal!) * CLOCK_TICK_MS, idle: (idle! + iowait!) * CLOCK_TICK_MS };

@@ -52,7 +52,7 @@ const lines = [
 // `npm run worker`'s announcement, which operators and tests look for
 if (server.worker && role === 'worker') lines.push(`potentia worker ${server.worker.workerId} running (pid ${process.pid}, concurrency ${config.worker.concurrency}, provider ${server.worker.provider.model})`);
 // Node 20 has no global WebSocket, which supabase-js's createClient needs: the banner shows the option
-if (keys) lines.push(`API keys (supabase-js: createClient('${server.url}', anonKey, { realtime: { transport: ws } }), ws = import ws from 'ws', needed on Node 20 only):`,
+if (keys) lines.push(`API keys (supabase-js: createClient('${server.url}', anonKey, { realtime: { transport: ws as never } }), ws = import ws from 'ws', needed on Node 20 only):`,
   `  anon key          ${keys.anon}`, `  service_role key  ${keys.service_role}`);
 if (token) lines.push(`Demo canvas ${DEMO.canvasId}; a 24 h token for ${DEMO.email}:`, `  export TOKEN=${token}`,
   `  curl -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/canvas/${DEMO.canvasId}`);

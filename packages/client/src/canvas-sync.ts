@@ -1,6 +1,7 @@
 import type { AccessMessage, AckMessage, ConflictMessage, DeltaMessage, HelloMessage, PresenceEvent, RejectedMessage, ServerMessage, WireBlock as Block } from './protocol.ts';
-import { AccessLostError } from './errors.ts';
+import { AccessLostError, PotentiaError } from './errors.ts';
 import { textIn, TextOtClient, type TextLoss, type TextOp, type TextReceipt, type TextSend } from './text-ot.ts';
+import { jsonProblem } from './json-value.ts';
 
 /**
  * A typed client for H1 (`/ws/canvas/{id}`): joins a canvas (snapshot, then resume, then live),
@@ -139,9 +140,12 @@ const RECONNECT_CAP_MS = 5000;
 const RETIRE_WAIT_MS = 5000;
 /** Resend delay after an `internal`/`unavailable` error that carries no `retry_after_ms`. */
 const RESEND_DEFAULT_MS = 500;
-/** Refusals of a text op that say "not now" rather than "never": the op is sent again (same client_op_id). */
-const TEXT_RETRY_CODES = new Set(['rate_limited', 'timeout', 'unavailable']);
+/** Refusals of a mutation that say "not now" rather than "never": it is sent again (same client_op_id). */
+const RETRY_CODES = new Set(['rate_limited', 'timeout', 'unavailable']);
 const noop = () => {};
+/** A resend delay: the server's (ms, at most a minute), else RESEND_DEFAULT_MS. */
+const resendDelay = (ms: number | undefined): number =>
+  typeof ms === 'number' && Number.isFinite(ms) && ms > 0 ? Math.min(ms, 60_000) : RESEND_DEFAULT_MS;
 
 /**
  * The default backoff: exponential from 250 ms, capped at 5 s, with "equal jitter" (a random
@@ -202,12 +206,13 @@ export class CanvasSync {
   private resumeTimer: Timer | null = null;
   private heartbeatTimer: Timer | null = null;
   private resendTimer: Timer | null = null;
+  /** When resendTimer fires (Date.now() ms). */
+  private resendAt = 0;
   private retireTimer: Timer | null = null;
   private readonly pending = new Map<string, Pending>();
   /** Text OT state per block and content key (made by the first editText of that text). */
   private readonly texts = new Map<string, Map<string, TextOtClient>>();
   /** Text ops waiting to be sent again after a "not now" rejection. */
-  private readonly textRetries = new Set<Timer>();
   private readonly readyWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   /** client_op_ids this client sent whose delta has not been seen yet (isOwn). */
   private readonly issued = new Set<string>();
@@ -246,16 +251,28 @@ export class CanvasSync {
   /**
    * Sends a mutation; resolves with its ack, conflict or rejection, exactly once, however many
    * reconnects it takes (unacknowledged mutations are resent with the same client_op_id). A
-   * mutation made while offline is sent once live. It never rejects for network reasons (only
-   * if the client has ended, or `op` cannot be serialized as JSON); one still pending when the
-   * client ends never settles (its outcome is unknown: a later client may resend the same
-   * client_op_id to learn it). A `clientOpId` still pending for another operation (another action
-   * or block) resolves at once as `rejected` (invalid_input on client_op_id), nothing sent.
+   * mutation made while offline is sent once live. A refusal that says "not now" (`rate_limited`:
+   * the user's mutations per minute, docs/limits.md; `timeout`, `unavailable`) is not an outcome:
+   * the mutation is resent after the server's `retry_after`. It never rejects (only if the client
+   * has ended); one still pending when the client ends never settles (its outcome is unknown: a
+   * later client may resend the same client_op_id to learn it). Resolves at once as `rejected`,
+   * nothing sent: a patch JSON cannot carry (invalid_input naming the field, e.g.
+   * `patch.content.count` for NaN: json-value.ts), or a `clientOpId` still pending for another
+   * operation (another action or block; invalid_input on client_op_id).
    */
   mutate(op: Mutation, clientOpId: string = globalThis.crypto.randomUUID()): Promise<MutationOutcome> {
     if (this.closed) return Promise.reject(new Error('CanvasSync is closed'));
     return new Promise((resolve) => {
-      const frame = JSON.stringify({ type: 'mutate', client_op_id: clientOpId, ...op, patch: op.patch ?? {} });
+      const refuse = (field: string, message: string) =>
+        resolve({ type: 'rejected', client_op_id: clientOpId, error: { code: 'invalid_input', field, message } });
+      const bad = jsonProblem(op.patch ?? {}, 'patch');
+      if (bad) return refuse(bad.field, bad.message);
+      let frame: string;
+      try {
+        frame = JSON.stringify({ type: 'mutate', client_op_id: clientOpId, ...op, patch: op.patch ?? {} });
+      } catch (err) {
+        return refuse('patch', `the patch cannot be sent as JSON: ${err instanceof Error ? err.message : String(err)}`); // a toJSON that throws
+      }
       const known = this.pending.get(clientOpId);
       if (known) {
         // the same op twice (action and block, as the server compares them): one send, both
@@ -267,9 +284,7 @@ export class CanvasSync {
         }
         // another op under a pending id: folded into the first, it would get the first's outcome
         // (the server refuses the same reuse once the first applied: docs/mutations.md)
-        resolve({ type: 'rejected', client_op_id: clientOpId, error: { code: 'invalid_input', field: 'client_op_id',
-          message: `client_op_id ${clientOpId} is pending for another operation: give each operation a client_op_id of its own` } });
-        return;
+        return refuse('client_op_id', `client_op_id ${clientOpId} is pending for another operation: give each operation a client_op_id of its own`);
       }
       this.pending.set(clientOpId, { id: clientOpId, frame, resolvers: [resolve], sent: false });
       this.issued.add(clientOpId);
@@ -288,11 +303,14 @@ export class CanvasSync {
   /**
    * Sets this user's presence: `cursor` (a JSON object of at most 1 KB, or null) and `typing`,
    * sent as an H1 `presence` frame once live (only the latest is kept while offline or paced) and
-   * again after each reconnect; null stops resending it. Throws if `cursor` cannot be serialized.
+   * again after each reconnect; null stops resending it. Throws PotentiaError `invalid_input`
+   * (field `cursor.<key>`) for a value JSON cannot carry (NaN, a BigInt: json-value.ts).
    * Pace calls yourself (a few per second): each one is a message of the socket's 10 per second.
    */
   setPresence(presence: { cursor: Record<string, unknown> | null; typing: boolean } | null): void {
     if (this.closed) return;
+    const bad = presence && jsonProblem(presence.cursor, 'cursor');
+    if (bad) throw new PotentiaError('invalid_input', bad.message, bad.field);
     this.presenceFrame = presence ? JSON.stringify({ type: 'presence', cursor: presence.cursor, typing: presence.typing }) : null;
     this.presenceDue = this.presenceFrame !== null;
     this.flush();
@@ -369,15 +387,6 @@ export class CanvasSync {
   private onTextOutcome(blockId: string, key: string, send: TextSend, outcome: MutationOutcome): void {
     const client = this.texts.get(blockId)?.get(key);
     if (!client || client.inflight?.clientOpId !== send.clientOpId || outcome.type === 'ack') return;
-    if (outcome.type === 'rejected' && TEXT_RETRY_CODES.has(outcome.error.code)) {
-      const after = (outcome.error as { retry_after?: unknown }).retry_after;
-      const timer = setTimeout(() => {
-        this.textRetries.delete(timer);
-        if (!this.closed && client.inflight?.clientOpId === send.clientOpId) this.sendText(blockId, key, send);
-      }, typeof after === 'number' && after > 0 ? Math.min(after * 1000, 60_000) : RESEND_DEFAULT_MS);
-      this.textRetries.add(timer);
-      return;
-    }
     const receipt = outcome.type === 'conflict'
       ? client.fail(send.clientOpId, { reason: outcome.code === 'rebase_required' ? 'rebase_required' : 'conflict', block: outcome.block, version: outcome.version, message: outcome.message }, key)
       : client.fail(send.clientOpId, { reason: 'rejected', message: `${outcome.error.code}: ${outcome.error.message}` }, key);
@@ -430,8 +439,6 @@ export class CanvasSync {
     this.closed = true;
     this.live = false;
     for (const t of ['reconnectTimer', 'resumeTimer', 'heartbeatTimer', 'resendTimer', 'retireTimer'] as const) this.clearTimer(t);
-    for (const t of this.textRetries) clearTimeout(t);
-    this.textRetries.clear();
     const ws = this.ws;
     this.ws = null;
     if (ws) this.retire(ws, ws.readyState === OPEN ? 'graceful' : 'now');
@@ -648,12 +655,23 @@ export class CanvasSync {
   /** One resend pass after `ms` (pacing, or the server's retry_after_ms); one timer at most. */
   private scheduleResend(ms: number | undefined): void {
     if (this.resendTimer) return;
-    const delay = typeof ms === 'number' && Number.isFinite(ms) && ms > 0 ? Math.min(ms, 60_000) : RESEND_DEFAULT_MS;
+    const delay = resendDelay(ms);
+    this.resendAt = Date.now() + delay;
     this.resendTimer = setTimeout(() => {
       this.resendTimer = null;
       this.flush();
     }, delay);
   }
+  /**
+   * Holds every send back for the server's delay (a "not now" refusal): a sooner resend pass
+   * (pacing) is pushed back to it, so nothing goes out early only to be refused again.
+   */
+  private backOff(ms: number | undefined): void {
+    if (this.resendTimer && this.resendAt >= Date.now() + resendDelay(ms)) return;
+    this.clearTimer('resendTimer');
+    this.scheduleResend(ms);
+  }
+
 
   private startHeartbeat(ws: WebSocketLike): void {
     const every = this.opts.heartbeatMs ?? 15_000;
@@ -758,9 +776,18 @@ export class CanvasSync {
         this.flush();
         this.emitLive(true);
         return;
+      case 'rejected': {
+        const p = this.pending.get(m.client_op_id);
+        if (p && RETRY_CODES.has(m.error.code)) {
+          // "not now" (the user's mutation limit, docs/limits.md): sent again after the server's delay
+          const after = m.error.retry_after;
+          p.sent = false;
+          return this.backOff(typeof after === 'number' && after > 0 ? after * 1000 : undefined);
+        }
+        return this.settle(m.client_op_id, m);
+      }
       case 'ack':
       case 'conflict':
-      case 'rejected':
         this.settle(m.client_op_id, m);
         return;
       case 'error':
@@ -799,7 +826,7 @@ export class CanvasSync {
       if (!p) return;
       if (retryLater) {
         p.sent = false;
-        this.scheduleResend(m.retry_after_ms);
+        this.backOff(m.retry_after_ms);
       } else {
         // refused for good (read-only token or role, a malformed op, or a code this client does not know)
         const error = code === 'read_only' ? 'forbidden' : code === 'invalid_message' ? 'invalid_input' : code;
@@ -812,11 +839,11 @@ export class CanvasSync {
       // flight (safe: a repeated client_op_id is answered with its original result)
       for (const p of this.pending.values()) p.sent = false;
       this.presenceDue = this.presenceFrame !== null;
-      this.scheduleResend(m.retry_after_ms);
+      this.backOff(m.retry_after_ms);
     } else if (code === 'rate_limited') {
       // a message without client_op_id was dropped (a presence, a ping or a resume): the presence may have been it
       this.presenceDue = this.presenceFrame !== null;
-      this.scheduleResend(m.retry_after_ms);
+      this.backOff(m.retry_after_ms);
     }
   }
 }

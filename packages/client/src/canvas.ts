@@ -1,10 +1,11 @@
 import { type as textType } from 'ot-text-unicode';
 import { buildTree, changedFields, compareBlocks, keyBetween, mergePatch, subtree, toBlock, type Block, type BlockNode } from './blocks.ts';
 import { CanvasSync, type CanvasSyncOptions, type Mutation, type MutationOutcome, type TextChange, type WebSocketConstructor } from './canvas-sync.ts';
-import { AccessLostError, ConflictError, PotentiaError, RateLimitedError } from './errors.ts';
+import { AccessLostError, ConflictError, PotentiaError } from './errors.ts';
 import { CanvasPresence } from './presence.ts';
 import type { DeltaMessage, TextOp, WireBlock } from './protocol.ts';
 import { textIn } from './text-ot.ts';
+import { jsonProblem } from './json-value.ts';
 
 /**
  * One canvas, live: the server's state (CanvasSync: snapshot, then deltas in canvas_seq order,
@@ -333,6 +334,8 @@ export class Canvas {
     const id = input.id ?? uuid();
     if (!UUID_RE.test(id)) return this.refuse(new PotentiaError('invalid_input', 'id must be a UUID', 'id'));
     if (this.block(id)) return this.refuse(new PotentiaError('invalid_input', `block ${id} exists`, 'id'));
+    const bad = unsendable(input.content);
+    if (bad) return this.refuse(bad);
     const patch: LocalOp['patch'] = { type: input.type, ...(input.content !== undefined ? { content: input.content } : {}) };
     const placement: Placement = {};
     if (input.parent !== undefined) placement.parent = input.parent;
@@ -353,6 +356,8 @@ export class Canvas {
     for (const k of Object.keys(input.content ?? {})) fields.add(`content.${k}`);
     if (input.type !== undefined) fields.add('type');
     if (fields.size === 0) return this.refuse(new PotentiaError('invalid_input', 'the update changes nothing', 'patch'));
+    const bad = unsendable(input.content);
+    if (bad) return this.refuse(bad);
     const patch: LocalOp['patch'] = { ...(input.content !== undefined ? { content: input.content } : {}), ...(input.type !== undefined ? { type: input.type } : {}) };
     return this.enqueue('update', blockId, patch, null, fields) as Promise<Block>;
   }
@@ -432,7 +437,9 @@ export class Canvas {
 
   // ------------------------------------------------------------------ internals: ops
 
+  /** A change refused before it was made: rejected to its caller and reported to onError, as every refused change is. */
   private refuse<T>(err: PotentiaError): Promise<T> {
+    this.report(err, true);
     const p = Promise.reject<T>(err);
     p.catch(noop); // rejected to the caller; not unhandled if the caller ignores it
     return p;
@@ -560,7 +567,7 @@ export class Canvas {
         outcome.version, outcome.changed ?? [], fields);
     } else {
       const e = outcome.error;
-      err = e.code === 'rate_limited' ? new RateLimitedError(e.message, 1000, 429) : new PotentiaError(e.code, e.message, e.field);
+      err = new PotentiaError(e.code, e.message, e.field); // a "not now" (rate_limited) is resent by CanvasSync, never an outcome
     }
     this.remove(op);
     if (op.action === 'create') this.early.delete(op.blockId);
@@ -851,4 +858,13 @@ function localKey(blocks: ReadonlyMap<string, Block>, selfId: string, after: str
   const anchor = after !== undefined ? blocks.get(after) : undefined;
   if (!anchor) return keyBetween(keys[keys.length - 1] ?? null, null);
   return keyBetween(anchor.y_order, keys.find((k) => k > anchor.y_order) ?? null);
+}
+
+/**
+ * A content value JSON cannot carry (json-value.ts), refused before it enters the optimistic
+ * state, with the field named as the server names it (`patch.content.count`).
+ */
+function unsendable(content: Record<string, unknown> | undefined): PotentiaError | null {
+  const bad = content === undefined ? null : jsonProblem(content, 'patch.content');
+  return bad ? new PotentiaError('invalid_input', bad.message, bad.field) : null;
 }

@@ -61,7 +61,9 @@ export type PotentiaAuth = {
   /**
    * Creates an account and signs in (unless the server wants the address confirmed first: then
    * user() stays null). Rejects with PotentiaError: `user_already_exists`, `weak_password` (field
-   * `password`), `email_address_invalid` (field `email`), ...; RateLimitedError.
+   * `password`), `validation_failed` (a malformed or missing address: field `email`; no password, or
+   * one over 72 bytes: field `password`), `email_address_invalid` (an address the server will not
+   * send to: field `email`), ...; RateLimitedError.
    */
   signUp(email: string, password: string): Promise<PotentiaUser>;
   /** Signs in. Rejects with PotentiaError `invalid_credentials`, ...; RateLimitedError. */
@@ -118,7 +120,18 @@ const AUTH_FIELDS: Record<string, string> = { weak_password: 'password', email_a
 function authError(error: { message: string; status?: number | undefined; code?: string | undefined }): PotentiaError {
   if (error.status === 429 || error.code === 'over_request_rate_limit') return new RateLimitedError(error.message, 60_000, 429);
   const code = error.code ?? (error.status === 0 || error.status === undefined ? 'network' : 'auth_error');
-  return new PotentiaError(code, error.message, AUTH_FIELDS[code], error.status);
+  return new PotentiaError(code, error.message, AUTH_FIELDS[code] ?? validationField(code, error.message), error.status);
+}
+
+/**
+ * The input of a GoTrue `validation_failed`, which names it only in its message ("Unable to
+ * validate email address: invalid format", "Signup requires a valid password").
+ */
+function validationField(code: string, message: string): string | undefined {
+  if (code !== 'validation_failed') return undefined;
+  if (/\bemail\b/i.test(message)) return 'email';
+  if (/\bpassword\b/i.test(message)) return 'password';
+  return undefined;
 }
 
 /** The Potentia error of a functions.invoke failure (the body is `{error: {code, message, field?}}`). */

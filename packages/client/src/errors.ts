@@ -14,7 +14,8 @@ import type { Block } from './blocks.ts';
  *   (no right: a viewer writing, a non-member), `not_found`, `payload_too_large`, `timeout`,
  *   `unavailable`, `internal`;
  * - sign-in codes of Supabase Auth (GoTrue), e.g. `invalid_credentials`, `user_already_exists`,
- *   `weak_password` (field `password`), `email_address_invalid` (field `email`);
+ *   `weak_password` (field `password`), `validation_failed` (field `email` or `password`: a
+ *   malformed address, a missing password), `email_address_invalid` (field `email`);
  * - the client's own: `closed` (the canvas was closed before the operation was answered: its
  *   outcome is unknown), `network` (an HTTP call could not reach the server), `no_websocket` (no
  *   WebSocket class: pass one), `text_lost` (pending text edits dropped, see Canvas.onError).

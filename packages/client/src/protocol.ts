@@ -78,8 +78,15 @@ export type ConflictMessage = {
   changed?: string[]; fields?: Record<string, { base: unknown; theirs: unknown; mine: unknown }>;
 };
 
-/** The database refused the mutation (validation, permission, rate limit); nothing changed. */
-export type RejectedMessage = { type: 'rejected'; client_op_id: string; error: { code: string; message: string; field?: string } };
+/**
+ * The database refused the mutation (validation, permission, rate limit); nothing changed.
+ * `rate_limited` (the user's mutations per minute) carries `retry_after` (seconds until the next
+ * window) and `limit`: resend the same client_op_id after it.
+ */
+export type RejectedMessage = {
+  type: 'rejected'; client_op_id: string;
+  error: { code: string; message: string; field?: string; retry_after?: number; limit?: number };
+};
 
 /**
  * Someone's presence on the canvas (never your own user's): `cursor` is the JSON object they sent

@@ -1,0 +1,96 @@
+import { randomUUID } from 'node:crypto';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPotentiaClient, PotentiaError, type Canvas, type PotentiaClient } from '../../packages/client/src/index.ts';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { awayFromWindowEdge } from '../helpers/wait.ts';
+
+// What @potentia/client does with a change the server cannot take now or cannot take at all,
+// against a real server process, as an app meets it (a newcomer's findings, 2026-12-04):
+//  - over the per-user mutation limit (docs/limits.md) a canvas change is not refused: the
+//    client resends it after the server's retry_after, as its docs say (it used to reject with a
+//    RateLimitedError of a made-up 1 s, the server's delay dropped);
+//  - a value JSON cannot carry (NaN, Infinity, 1e400, a BigInt, a cycle) is refused with
+//    invalid_input naming it, and nothing is sent: NaN used to go out as null and delete the key,
+//    and a BigInt left the change (and every later change of its block) pending for good;
+//  - a malformed address at sign-up names the field `email`.
+
+const db = testDatabase(2);
+let server: PotentiaProcess;
+let client: PotentiaClient;
+let canvas: Canvas;
+let userId: string;
+const heard: PotentiaError[] = [];
+
+beforeAll(async () => {
+  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
+  const anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  client = createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false } });
+  userId = (await client.auth.signUp(`refusals-${randomUUID()}@example.com`, 'correct horse battery')).id;
+  const ws = await client.workspaces.create('Refusals');
+  const { canvas_id } = await client.canvases.create(ws.workspace_id, 'Refusals');
+  canvas = client.canvas(canvas_id);
+  canvas.onError((err) => void heard.push(err));
+  await canvas.connect();
+}, 90_000);
+
+afterAll(async () => {
+  canvas?.close();
+  await server?.stop();
+  await db.close();
+});
+
+describe('@potentia/client: changes the server cannot take', () => {
+  it('a malformed address at sign-up: validation_failed naming email', async () => {
+    await expect(client.auth.signUp('not-an-email', 'correct horse battery'))
+      .rejects.toMatchObject({ code: 'validation_failed', field: 'email', status: 400 });
+  });
+
+  it('NaN, Infinity, 1e400, a BigInt and a cycle are refused naming the field; nothing is sent, and the block goes on', async () => {
+    const block = await canvas.create({ type: 'text', content: { text: 'kept', count: 1 } });
+    const cycle: Record<string, unknown> = { a: 1 };
+    cycle['self'] = cycle;
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ count: NaN }, 'patch.content.count'],
+      [{ count: Infinity }, 'patch.content.count'],
+      [{ nested: { list: [1, 1e400] } }, 'patch.content.nested.list.1'],
+      [{ count: 10n }, 'patch.content.count'],
+      [{ loop: cycle }, 'patch.content.loop.self'],
+    ];
+    for (const [content, field] of cases) {
+      heard.length = 0;
+      const err = await canvas.update(block.block_id, { content }).catch((e: unknown) => e);
+      expect(err, field).toBeInstanceOf(PotentiaError);
+      expect(err, field).toMatchObject({ code: 'invalid_input', field });
+      expect(heard.map((e) => e.field), field).toEqual([field]); // onError hears every refused change
+      expect(canvas.block(block.block_id)?.content, field).toEqual({ text: 'kept', count: 1 }); // rolled back
+    }
+    await expect(canvas.create({ type: 'text', content: { big: 1e400 } })).rejects.toMatchObject({ code: 'invalid_input', field: 'patch.content.big' });
+    // the block was never held up by what was refused: the next change goes out and applies
+    const next = await canvas.update(block.block_id, { content: { count: 2 } });
+    expect(next.content).toEqual({ text: 'kept', count: 2 });
+    const [row] = await db.sql`select content, version from app.blocks where block_id = ${block.block_id}`;
+    expect(row).toEqual({ content: { text: 'kept', count: 2 }, version: next.version });
+  });
+
+  it('over the per-user mutation limit a change waits for the next window and is applied, never refused', async () => {
+    await awayFromWindowEdge(60, 3_000);
+    // this user's minute is used up (app.rate_limit_slots: a slot per mutation, docs/limits.md)
+    const [w] = await db.sql`
+      insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+      select ${userId}::uuid, internal.rate_window_start(60), 'mutations', g
+      from generate_series(1, internal.setting_int('mutations_per_minute')) g
+      on conflict do nothing
+      returning window_start`;
+    const nextWindow = new Date(w!.window_start as Date).getTime() + 60_000;
+    heard.length = 0;
+    const created = await canvas.create({ type: 'text', content: { text: 'after the limit' } });
+    expect(created.content).toEqual({ text: 'after the limit' });
+    expect(heard).toEqual([]);
+    // applied in the next window, as the server's retry_after said
+    const [op] = await db.sql`select created_at from app.blocks where block_id = ${created.block_id}`;
+    expect(new Date(op!.created_at as Date).getTime()).toBeGreaterThanOrEqual(nextWindow);
+  }, 90_000);
+});

@@ -11,7 +11,7 @@ import { serveApiDocument } from './api-document.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { gotrueErrorAnswer, gotrueRoutes } from './gotrue.ts';
-import { routeNotFound } from './not-found.ts';
+import { isPostgrestPath, postgrestErrorAnswer, POSTGREST_PREFIX, routeNotFound } from './not-found.ts';
 import { staticRoutes } from './static.ts';
 import { bodyInputError, commonMiddleware, errorResponse, type ErrorAnswer } from './middleware.ts';
 
@@ -40,7 +40,10 @@ export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps, surfaces: Re
   // browsers call from any origin, as they do Supabase (commonMiddleware in middleware.ts)
   app.use('*', commonMiddleware(deps, onError));
   app.onError(onError);
-  app.notFound((c) => errorResponse(c, routeNotFound(c.req.method, c.req.path)));
+  app.notFound((c) => {
+    const err = routeNotFound(c.req.method, c.req.path);
+    return isPostgrestPath(c.req.path) ? postgrestErrorAnswer(err, c) : errorResponse(c, err);
+  });
   return app;
 }
 
@@ -53,7 +56,8 @@ function fromHttpException(err: HTTPException): ApiError {
 
 /** The whole local HTTP surface, runtime-neutral (Node serves it; Deno entry points reuse the parts). */
 export function createApp(deps: Deps) {
-  const app = withCommonMiddleware(new OpenAPIHono<AppEnv>(), deps, { '/auth/v1': gotrueErrorAnswer(deps) }) as OpenAPIHono<AppEnv>;
+  const app = withCommonMiddleware(new OpenAPIHono<AppEnv>(), deps,
+    { '/auth/v1': gotrueErrorAnswer(deps), [POSTGREST_PREFIX]: postgrestErrorAnswer }) as OpenAPIHono<AppEnv>;
   app.route('/', opsRoutes(deps));
   // the demo app at / and the API reference at /docs/api (src/http/static.ts): fixed paths, none under the API's
   app.route('/', staticRoutes(deps));

@@ -1,15 +1,40 @@
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { AppEnv } from './env.ts';
 import { ApiError } from './errors.ts';
+import type { ErrorAnswer } from './middleware.ts';
+
+/** PostgREST's prefix, which Supabase serves and the local server does not. */
+export const POSTGREST_PREFIX = '/rest/v1';
 
 /**
- * The 404 for a path no route serves. `/rest/v1/*` is PostgREST's prefix, which Supabase serves
- * and the local server does not: supabase-js `.rpc()` / `.from()` land there, so the answer says
- * where the same work is served instead (docs/mutations.md).
+ * The 404 for a path no route serves. `/rest/v1/*` is PostgREST's prefix: supabase-js `.rpc()` /
+ * `.from()` land there, so the answer says where the same work is served instead
+ * (docs/mutations.md).
  */
 export function routeNotFound(method: string, path: string): ApiError {
-  if (path === '/rest/v1' || path.startsWith('/rest/v1/')) {
+  if (isPostgrestPath(path)) {
     return new ApiError('not_found', `no route ${method} ${path}: the local server does not serve PostgREST (/rest/v1, Supabase only). `
       + 'Mutate blocks with POST /api/v1/canvas/{id}/mutate (or /functions/v1/canvas/{id}/mutate, supabase.functions.invoke), '
       + 'or call the api functions from SQL as in docs/mutations.md');
   }
   return new ApiError('not_found', `no route ${method} ${path}`);
 }
+
+export const isPostgrestPath = (path: string) => path === POSTGREST_PREFIX || path.startsWith(`${POSTGREST_PREFIX}/`);
+
+/**
+ * Any answer under /rest/v1, in PostgREST's error shape (`{code, message, details, hint}`), which
+ * postgrest-js reads into the `error` of `.rpc()` and `.from()`: in our own shape supabase-js
+ * reported `error.code` and `error.message` as undefined. The codes are ours (not PGRSTxxx: nothing
+ * here is PostgREST), `hint` says where to go.
+ */
+export const postgrestErrorAnswer: ErrorAnswer = (err, c: Context<AppEnv>) => {
+  const apiError = err instanceof ApiError ? err
+    : err instanceof HTTPException && err.status < 500 ? new ApiError('invalid_input', err.message || 'invalid request')
+    : new ApiError('internal', 'internal error');
+  if (apiError.code === 'internal') c.get('log')?.error({ err }, 'unhandled error');
+  c.set('errorCode', apiError.code);
+  return c.json({ code: apiError.code, message: apiError.message, details: null,
+    hint: 'locally, use POST /api/v1/canvas/{id}/mutate or SQL (docs/mutations.md); PostgREST is served on Supabase' }, apiError.status);
+};

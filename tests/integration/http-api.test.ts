@@ -273,17 +273,24 @@ describe('happy paths', () => {
     expect(await res.json()).toEqual({ echo: { hello: 'world' }, request_id: 'echo-test-1' });
   });
 
-  it('a PostgREST path (/rest/v1, Supabase only) is a 404 that says where the work is served', async () => {
-    // what supabase-js `supabase.schema('api').rpc('upsert_block_atomic', …)` sends
-    const { error } = await supabaseAs().schema('api').rpc('upsert_block_atomic', { p_canvas_id: randomUUID() });
-    // postgrest-js hands back the body of a non-PostgREST error as it is: our error shape
-    expect(error).toMatchObject({ error: { code: 'not_found', message: expect.stringMatching(/does not serve PostgREST .*POST \/api\/v1\/canvas\/\{id\}\/mutate/) } });
+  it('a PostgREST path (/rest/v1, Supabase only) is a 404 in PostgREST\'s error shape that says where the work is served', async () => {
+    // what supabase-js `supabase.schema('api').rpc('upsert_block_atomic', …)` sends; postgrest-js
+    // reads {code, message, details, hint} into `error` (in our own shape its code and message were undefined)
+    const { error, status } = await supabaseAs().schema('api').rpc('upsert_block_atomic', { p_canvas_id: randomUUID() });
+    expect(status).toBe(404);
+    expect(error).toMatchObject({ code: 'not_found', message: expect.stringMatching(/does not serve PostgREST .*POST \/api\/v1\/canvas\/\{id\}\/mutate/),
+      hint: expect.stringContaining('docs/mutations.md') });
     for (const path of ['/rest/v1', '/rest/v1/rpc/upsert_block_atomic', '/rest/v1/blocks?select=*']) {
       const res = await api(path, { method: path.includes('rpc') ? 'POST' : 'GET', body: path.includes('rpc') ? {} : undefined });
-      expectError(res, 404, 'not_found');
-      expect(res.body.error.message).toContain('/api/v1/canvas/{id}/mutate');
-      expect(res.body.error.message).toContain('docs/mutations.md');
+      expect(res.status).toBe(404);
+      expect(res.body).toMatchObject({ code: 'not_found', details: null });
+      expect(res.body.message).toContain('/api/v1/canvas/{id}/mutate');
+      expect(res.body.message).toContain('docs/mutations.md');
     }
+    // refused before any route (an undecodable URL): the same shape
+    const bad = await api('/rest/v1/rpc/%ff');
+    expect(bad.status).toBe(400);
+    expect(bad.body).toMatchObject({ code: 'invalid_input', details: null });
     // any other unknown path keeps the plain answer
     expect((await api('/nowhere')).body.error.message).toBe('no route GET /nowhere');
   });

@@ -5,7 +5,7 @@ import { createPotentiaClient, PotentiaError, type Canvas, type PotentiaClient }
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { awayFromWindowEdge } from '../helpers/wait.ts';
+import { awayFromWindowEdge, sleep, until } from '../helpers/wait.ts';
 
 // What @potentia/client does with a change the server cannot take now or cannot take at all,
 // against a real server process, as an app meets it (a newcomer's findings, 2026-12-04):
@@ -18,6 +18,20 @@ import { awayFromWindowEdge } from '../helpers/wait.ts';
 //  - a malformed address at sign-up names the field `email`.
 
 const db = testDatabase(2);
+/** Every mutate frame the client sent (its client_op_id), and the sockets it opened. */
+const mutateFrames: string[] = [];
+const sockets: WebSocket[] = [];
+class RecordingWebSocket extends WebSocket {
+  constructor(url: string) {
+    super(url);
+    sockets.push(this);
+  }
+
+  override send(data: unknown, ...rest: unknown[]): void {
+    if (typeof data === 'string' && data.startsWith('{"type":"mutate"')) mutateFrames.push((JSON.parse(data) as { client_op_id: string }).client_op_id);
+    (super.send as (...a: unknown[]) => void)(data, ...rest);
+  }
+}
 let server: PotentiaProcess;
 let client: PotentiaClient;
 let canvas: Canvas;
@@ -27,7 +41,8 @@ const heard: PotentiaError[] = [];
 beforeAll(async () => {
   server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
   const anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
-  client = createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false } });
+  client = createPotentiaClient({ url: server.url, anonKey, WebSocket: RecordingWebSocket, auth: { persistSession: false },
+    canvas: { reconnectDelayMs: () => 100 } });
   userId = (await client.auth.signUp(`refusals-${randomUUID()}@example.com`, 'correct horse battery')).id;
   const ws = await client.workspaces.create('Refusals');
   const { canvas_id } = await client.canvases.create(ws.workspace_id, 'Refusals');
@@ -52,27 +67,59 @@ describe('@potentia/client: changes the server cannot take', () => {
     const block = await canvas.create({ type: 'text', content: { text: 'kept', count: 1 } });
     const cycle: Record<string, unknown> = { a: 1 };
     cycle['self'] = cycle;
+    let deep: Record<string, unknown> = { end: true };
+    for (let i = 0; i < 3500; i++) deep = { d: deep };
     const cases: Array<[Record<string, unknown>, string]> = [
       [{ count: NaN }, 'patch.content.count'],
       [{ count: Infinity }, 'patch.content.count'],
       [{ nested: { list: [1, 1e400] } }, 'patch.content.nested.list.1'],
       [{ count: 10n }, 'patch.content.count'],
       [{ loop: cycle }, 'patch.content.loop.self'],
+      // what JSON turns into null or {} as silently: a boxed NaN, an invalid Date, a Set, a Map
+      [{ count: new Number(NaN) }, 'patch.content.count'],
+      [{ when: new Date('garbage') }, 'patch.content.when'],
+      [{ tags: new Set(['a', 'b']) }, 'patch.content.tags'],
+      [{ index: new Map([['a', 1]]) }, 'patch.content.index'],
+      // what made update() throw instead of reject: a getter that throws, nesting past the engine's stack
+      [Object.defineProperty({}, 'boom', { enumerable: true, get: () => { throw new Error('getter failed'); } }), 'patch.content'],
+      [{ deep }, 'patch.content.deep.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d.d'],
     ];
     for (const [content, field] of cases) {
       heard.length = 0;
-      const err = await canvas.update(block.block_id, { content }).catch((e: unknown) => e);
+      let call!: Promise<unknown>;
+      expect(() => (call = canvas.update(block.block_id, { content })), field).not.toThrow();
+      const err = await call.catch((e: unknown) => e);
       expect(err, field).toBeInstanceOf(PotentiaError);
       expect(err, field).toMatchObject({ code: 'invalid_input', field });
       expect(heard.map((e) => e.field), field).toEqual([field]); // onError hears every refused change
       expect(canvas.block(block.block_id)?.content, field).toEqual({ text: 'kept', count: 1 }); // rolled back
     }
     await expect(canvas.create({ type: 'text', content: { big: 1e400 } })).rejects.toMatchObject({ code: 'invalid_input', field: 'patch.content.big' });
-    // the block was never held up by what was refused: the next change goes out and applies
-    const next = await canvas.update(block.block_id, { content: { count: 2 } });
-    expect(next.content).toEqual({ text: 'kept', count: 2 });
+    // the block was never held up by what was refused: the next change goes out and applies;
+    // a Date goes as its ISO string, and the local state shows what was sent
+    const pending = canvas.update(block.block_id, { content: { count: 2, when: new Date(Date.UTC(2026, 11, 4)) } });
+    expect(canvas.block(block.block_id)?.content['when']).toBe('2026-12-04T00:00:00.000Z');
+    const next = await pending;
+    expect(next.content).toEqual({ text: 'kept', count: 2, when: '2026-12-04T00:00:00.000Z' });
     const [row] = await db.sql`select content, version from app.blocks where block_id = ${block.block_id}`;
-    expect(row).toEqual({ content: { text: 'kept', count: 2 }, version: next.version });
+    expect(row).toEqual({ content: next.content, version: next.version });
+  });
+
+  it('a presence JSON cannot carry is refused by set(), naming the field; later ones go out', async () => {
+    heard.length = 0;
+    let err: unknown;
+    try {
+      canvas.presence.set({ selection: { blockId: randomUUID(), start: NaN, end: 1 } });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(PotentiaError);
+    expect(err).toMatchObject({ code: 'invalid_input', field: 'presence.selection.start' });
+    canvas.presence.set({ cursor: { x: 1, y: 2 } });
+    // the broadcast others receive (realtime.messages): the cursor went out
+    await until(async () => (await db.sql`select 1 from realtime.messages where topic = ${`canvas:${canvas.id}`} and event = 'presence'
+      and payload @> ${db.sql.json({ user_id: userId, cursor: { cursor: { x: 1, y: 2 } } })}`).length > 0, 5_000, 'the presence broadcast');
+    expect(heard).toEqual([]);
   });
 
   it('over the per-user mutation limit a change waits for the next window and is applied, never refused', async () => {
@@ -86,9 +133,18 @@ describe('@potentia/client: changes the server cannot take', () => {
       returning window_start`;
     const nextWindow = new Date(w!.window_start as Date).getTime() + 60_000;
     heard.length = 0;
-    const created = await canvas.create({ type: 'text', content: { text: 'after the limit' } });
+    mutateFrames.length = 0;
+    const creating = canvas.create({ type: 'text', content: { text: 'after the limit' } });
+    await until(() => mutateFrames.length === 1, 5_000, 'the first send');
+    await sleep(500); // refused (rate_limited, retry_after: the rest of the minute)
+    // a reconnect meanwhile sends nothing before the server's delay (it used to resend at once, into the full window)
+    sockets.at(-1)!.terminate();
+    await until(() => canvas.status !== 'live', 5_000, 'the socket to drop');
+    await until(() => canvas.status === 'live', 10_000, 'the reconnect');
+    const created = await creating;
     expect(created.content).toEqual({ text: 'after the limit' });
     expect(heard).toEqual([]);
+    expect(mutateFrames).toEqual([mutateFrames[0], mutateFrames[0]]); // refused once, sent again once the window reopened
     // applied in the next window, as the server's retry_after said
     const [op] = await db.sql`select created_at from app.blocks where block_id = ${created.block_id}`;
     expect(new Date(op!.created_at as Date).getTime()).toBeGreaterThanOrEqual(nextWindow);

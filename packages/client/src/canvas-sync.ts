@@ -1,7 +1,7 @@
 import type { AccessMessage, AckMessage, ConflictMessage, DeltaMessage, HelloMessage, PresenceEvent, RejectedMessage, ServerMessage, WireBlock as Block } from './protocol.ts';
 import { AccessLostError, PotentiaError } from './errors.ts';
 import { textIn, TextOtClient, type TextLoss, type TextOp, type TextReceipt, type TextSend } from './text-ot.ts';
-import { jsonProblem } from './json-value.ts';
+import { encodeJson, MESSAGE_MAX_DEPTH } from './json-value.ts';
 
 /**
  * A typed client for H1 (`/ws/canvas/{id}`): joins a canvas (snapshot, then resume, then live),
@@ -206,8 +206,10 @@ export class CanvasSync {
   private resumeTimer: Timer | null = null;
   private heartbeatTimer: Timer | null = null;
   private resendTimer: Timer | null = null;
-  /** When resendTimer fires (Date.now() ms). */
-  private resendAt = 0;
+  /** No mutation is sent before this (Date.now() ms): the user's mutation limit said "not now" (backOff). */
+  private holdMutationsUntil = 0;
+  /** Nothing is sent by flush() before this: the socket's message limit, or a fault, said "not now" (backOff). */
+  private holdAllUntil = 0;
   private retireTimer: Timer | null = null;
   private readonly pending = new Map<string, Pending>();
   /** Text OT state per block and content key (made by the first editText of that text). */
@@ -265,14 +267,12 @@ export class CanvasSync {
     return new Promise((resolve) => {
       const refuse = (field: string, message: string) =>
         resolve({ type: 'rejected', client_op_id: clientOpId, error: { code: 'invalid_input', field, message } });
-      const bad = jsonProblem(op.patch ?? {}, 'patch');
-      if (bad) return refuse(bad.field, bad.message);
-      let frame: string;
-      try {
-        frame = JSON.stringify({ type: 'mutate', client_op_id: clientOpId, ...op, patch: op.patch ?? {} });
-      } catch (err) {
-        return refuse('patch', `the patch cannot be sent as JSON: ${err instanceof Error ? err.message : String(err)}`); // a toJSON that throws
-      }
+      // the frame is {…, patch}: the patch sits one level down
+      const patch = encodeJson(op.patch ?? {}, 'patch', MESSAGE_MAX_DEPTH - 1);
+      if (!('text' in patch)) return refuse(patch.field, patch.message);
+      const head = encodeJson({ type: 'mutate', client_op_id: clientOpId, ...op, patch: undefined }, 'message');
+      if (!('text' in head)) return refuse(head.field, head.message);
+      const frame = `${head.text.slice(0, -1)},"patch":${patch.text}}`;
       const known = this.pending.get(clientOpId);
       if (known) {
         // the same op twice (action and block, as the server compares them): one send, both
@@ -304,14 +304,18 @@ export class CanvasSync {
    * Sets this user's presence: `cursor` (a JSON object of at most 1 KB, or null) and `typing`,
    * sent as an H1 `presence` frame once live (only the latest is kept while offline or paced) and
    * again after each reconnect; null stops resending it. Throws PotentiaError `invalid_input`
-   * (field `cursor.<key>`) for a value JSON cannot carry (NaN, a BigInt: json-value.ts).
+   * (field `cursor.<key>`) for a value JSON cannot carry (NaN, a BigInt, a Map: json-value.ts).
    * Pace calls yourself (a few per second): each one is a message of the socket's 10 per second.
    */
   setPresence(presence: { cursor: Record<string, unknown> | null; typing: boolean } | null): void {
     if (this.closed) return;
-    const bad = presence && jsonProblem(presence.cursor, 'cursor');
-    if (bad) throw new PotentiaError('invalid_input', bad.message, bad.field);
-    this.presenceFrame = presence ? JSON.stringify({ type: 'presence', cursor: presence.cursor, typing: presence.typing }) : null;
+    let frame: string | null = null;
+    if (presence) {
+      const encoded = encodeJson({ type: 'presence', cursor: presence.cursor, typing: presence.typing }, 'message');
+      if (!('text' in encoded)) throw new PotentiaError('invalid_input', encoded.message, encoded.field.replace(/^message\./, ''));
+      frame = encoded.text;
+    }
+    this.presenceFrame = frame;
     this.presenceDue = this.presenceFrame !== null;
     this.flush();
   }
@@ -638,8 +642,16 @@ export class CanvasSync {
   private flush(): void {
     const ws = this.ws;
     if (!this.live || !ws || this.resendTimer) return;
+    const now = Date.now();
+    if (this.holdAllUntil > now) return this.scheduleResend(this.holdAllUntil - now);
+    const heldMutations = this.holdMutationsUntil - now;
+    let unsent = false;
     for (const p of this.pending.values()) {
       if (p.sent) continue;
+      if (heldMutations > 0) {
+        unsent = true;
+        break;
+      }
       const wait = this.takeToken();
       if (wait > 0) return this.scheduleResend(wait);
       if (!this.sendOn(ws, p.frame)) return;
@@ -650,26 +662,30 @@ export class CanvasSync {
       if (wait > 0) return this.scheduleResend(wait);
       if (this.sendOn(ws, this.presenceFrame)) this.presenceDue = false;
     }
+    if (unsent) this.scheduleResend(heldMutations);
   }
 
   /** One resend pass after `ms` (pacing, or the server's retry_after_ms); one timer at most. */
   private scheduleResend(ms: number | undefined): void {
     if (this.resendTimer) return;
     const delay = resendDelay(ms);
-    this.resendAt = Date.now() + delay;
     this.resendTimer = setTimeout(() => {
       this.resendTimer = null;
       this.flush();
     }, delay);
   }
   /**
-   * Holds every send back for the server's delay (a "not now" refusal): a sooner resend pass
-   * (pacing) is pushed back to it, so nothing goes out early only to be refused again.
+   * Holds sends back for the server's delay (a "not now" refusal): `mutations` after the user's
+   * mutation limit (presence goes on), `all` after the socket's message limit or a fault. A
+   * sooner resend pass (pacing) is pushed back to it, and a reconnect meanwhile sends nothing held
+   * before it either (the hold outlives the socket), so nothing goes out early only to be refused again.
    */
-  private backOff(ms: number | undefined): void {
-    if (this.resendTimer && this.resendAt >= Date.now() + resendDelay(ms)) return;
+  private backOff(ms: number | undefined, what: 'mutations' | 'all'): void {
+    const until = Date.now() + resendDelay(ms);
+    if (what === 'all') this.holdAllUntil = Math.max(this.holdAllUntil, until);
+    else this.holdMutationsUntil = Math.max(this.holdMutationsUntil, until);
     this.clearTimer('resendTimer');
-    this.scheduleResend(ms);
+    this.flush(); // what is not held goes on (a presence while mutations wait); the rest is scheduled
   }
 
 
@@ -782,7 +798,7 @@ export class CanvasSync {
           // "not now" (the user's mutation limit, docs/limits.md): sent again after the server's delay
           const after = m.error.retry_after;
           p.sent = false;
-          return this.backOff(typeof after === 'number' && after > 0 ? after * 1000 : undefined);
+          return this.backOff(typeof after === 'number' && after > 0 ? after * 1000 : undefined, 'mutations');
         }
         return this.settle(m.client_op_id, m);
       }
@@ -826,7 +842,7 @@ export class CanvasSync {
       if (!p) return;
       if (retryLater) {
         p.sent = false;
-        this.backOff(m.retry_after_ms);
+        this.backOff(m.retry_after_ms, 'all');
       } else {
         // refused for good (read-only token or role, a malformed op, or a code this client does not know)
         const error = code === 'read_only' ? 'forbidden' : code === 'invalid_message' ? 'invalid_input' : code;
@@ -839,11 +855,11 @@ export class CanvasSync {
       // flight (safe: a repeated client_op_id is answered with its original result)
       for (const p of this.pending.values()) p.sent = false;
       this.presenceDue = this.presenceFrame !== null;
-      this.backOff(m.retry_after_ms);
+      this.backOff(m.retry_after_ms, 'all');
     } else if (code === 'rate_limited') {
       // a message without client_op_id was dropped (a presence, a ping or a resume): the presence may have been it
       this.presenceDue = this.presenceFrame !== null;
-      this.backOff(m.retry_after_ms);
+      this.backOff(m.retry_after_ms, 'all');
     }
   }
 }

@@ -5,7 +5,7 @@ import { AccessLostError, ConflictError, PotentiaError } from './errors.ts';
 import { CanvasPresence } from './presence.ts';
 import type { DeltaMessage, TextOp, WireBlock } from './protocol.ts';
 import { textIn } from './text-ot.ts';
-import { jsonProblem } from './json-value.ts';
+import { encodeJson, MESSAGE_MAX_DEPTH } from './json-value.ts';
 
 /**
  * One canvas, live: the server's state (CanvasSync: snapshot, then deltas in canvas_seq order,
@@ -334,9 +334,9 @@ export class Canvas {
     const id = input.id ?? uuid();
     if (!UUID_RE.test(id)) return this.refuse(new PotentiaError('invalid_input', 'id must be a UUID', 'id'));
     if (this.block(id)) return this.refuse(new PotentiaError('invalid_input', `block ${id} exists`, 'id'));
-    const bad = unsendable(input.content);
-    if (bad) return this.refuse(bad);
-    const patch: LocalOp['patch'] = { type: input.type, ...(input.content !== undefined ? { content: input.content } : {}) };
+    const sent = asSent(input.content);
+    if (sent instanceof PotentiaError) return this.refuse(sent);
+    const patch: LocalOp['patch'] = { type: input.type, ...(sent.content !== undefined ? { content: sent.content } : {}) };
     const placement: Placement = {};
     if (input.parent !== undefined) placement.parent = input.parent;
     if (input.after !== undefined) placement.after = input.after;
@@ -352,13 +352,13 @@ export class Canvas {
    */
   update(blockId: string, input: UpdateInput): Promise<Block> {
     if (!this.block(blockId)) return this.refuse(new PotentiaError('not_found', `block ${blockId} is not on this canvas`, 'blockId'));
+    const sent = asSent(input.content);
+    if (sent instanceof PotentiaError) return this.refuse(sent);
     const fields = new Set<string>();
-    for (const k of Object.keys(input.content ?? {})) fields.add(`content.${k}`);
+    for (const k of Object.keys(sent.content ?? {})) fields.add(`content.${k}`);
     if (input.type !== undefined) fields.add('type');
     if (fields.size === 0) return this.refuse(new PotentiaError('invalid_input', 'the update changes nothing', 'patch'));
-    const bad = unsendable(input.content);
-    if (bad) return this.refuse(bad);
-    const patch: LocalOp['patch'] = { ...(input.content !== undefined ? { content: input.content } : {}), ...(input.type !== undefined ? { type: input.type } : {}) };
+    const patch: LocalOp['patch'] = { ...(sent.content !== undefined ? { content: sent.content } : {}), ...(input.type !== undefined ? { type: input.type } : {}) };
     return this.enqueue('update', blockId, patch, null, fields) as Promise<Block>;
   }
 
@@ -861,10 +861,17 @@ function localKey(blocks: ReadonlyMap<string, Block>, selfId: string, after: str
 }
 
 /**
- * A content value JSON cannot carry (json-value.ts), refused before it enters the optimistic
- * state, with the field named as the server names it (`patch.content.count`).
+ * `content` as it will be sent (through JSON: a Date is its string, as the server will store it),
+ * or the refusal of a value JSON cannot carry (json-value.ts), named as the server names it
+ * (`patch.content.count`): checked before the change enters the optimistic state, so the local
+ * state shows what the server will get.
  */
-function unsendable(content: Record<string, unknown> | undefined): PotentiaError | null {
-  const bad = content === undefined ? null : jsonProblem(content, 'patch.content');
-  return bad ? new PotentiaError('invalid_input', bad.message, bad.field) : null;
+function asSent(content: Record<string, unknown> | undefined): { content: Record<string, unknown> | undefined } | PotentiaError {
+  if (content === undefined) return { content };
+  // a mutate frame holds patch.content two levels down
+  const encoded = encodeJson(content, 'patch.content', MESSAGE_MAX_DEPTH - 2);
+  if (!('text' in encoded)) return new PotentiaError('invalid_input', encoded.message, encoded.field);
+  const sent: unknown = JSON.parse(encoded.text);
+  if (sent === null || typeof sent !== 'object' || Array.isArray(sent)) return new PotentiaError('invalid_input', 'content must be a JSON object', 'patch.content');
+  return { content: sent as Record<string, unknown> };
 }

@@ -1,58 +1,87 @@
 /**
- * What JSON.stringify would not send faithfully. A number that is not finite (NaN, Infinity,
- * 1e400) becomes `null`, which a JSON Merge Patch reads as "delete this key"; a function, symbol or
- * undefined inside an array becomes `null` too, and as an object's value the key is dropped
- * silently (undefined: the key is absent, as JSON has it, and is allowed); a BigInt or a cycle
- * makes it throw. The server refuses non-finite numbers it can see (docs/mutations.md), but
- * these never reach it as such, so the client refuses them first, naming the field as the server
- * would (`patch.content.count`, `cursor.x`).
+ * JSON text of a value the app hands the client, or what in it JSON would not carry faithfully.
+ * JSON.stringify turns a number that is not finite (NaN, Infinity, 1e400, a boxed one too) into
+ * `null`, which a JSON Merge Patch reads as "delete this key"; so does a toJSON that answers
+ * null (an invalid Date); a Map, Set, Error or typed array becomes `{}` or an object of indexes; a
+ * function or symbol is dropped (in an array: null); a BigInt or a cycle throws, as may a getter
+ * or a Proxy. The server refuses what it can see (docs/mutations.md), but these never reach it as
+ * such, so the client refuses them first, naming the field as the server would
+ * (`patch.content.count`, `presence.cursor.x`), and never throws: every fault is an answer.
+ *
+ * Nesting is bounded as the server bounds a whole message (MAX_JSON_DEPTH = 64 levels,
+ * src/input-policy.ts); `maxDepth` is what is left for the value where it sits in its message.
  */
 
-/** The first value under `value` that JSON cannot carry, as `{ field, message }`; null when there is none. */
-export function jsonProblem(value: unknown, field: string): { field: string; message: string } | null {
-  return walk(value, field, new Set());
-}
+/** The server's bound on a message's nesting (src/input-policy.ts MAX_JSON_DEPTH). */
+export const MESSAGE_MAX_DEPTH = 64;
 
-function walk(value: unknown, field: string, open: Set<object>): { field: string; message: string } | null {
-  switch (typeof value) {
-    case 'string':
-    case 'boolean':
-      return null;
-    case 'number':
-      return Number.isFinite(value) ? null
-        : { field, message: `${field} is ${value}, which JSON cannot carry (it would be sent as null, which deletes the key): send a finite number` };
-    case 'bigint':
-      return { field, message: `${field} is a BigInt, which JSON cannot carry: send a number or a string` };
-    case 'function':
-    case 'symbol':
-      return { field, message: `${field} is a ${typeof value}, which JSON cannot carry` };
-    case 'undefined':
-      return null; // an object's key with no value is absent; in an array the caller checks it
-    default:
-      break;
-  }
-  if (value === null) return null;
-  const obj = value as object;
-  if (open.has(obj)) return { field, message: `${field} refers to itself (a cycle), which JSON cannot carry` };
-  // toJSON decides what is sent (Date: its ISO string)
-  if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') return null;
-  open.add(obj);
-  try {
-    if (Array.isArray(obj)) {
-      for (let i = 0; i < obj.length; i++) {
-        const item: unknown = obj[i];
-        if (item === undefined) return { field: `${field}.${i}`, message: `${field}.${i} is undefined, which JSON sends as null: send null or leave it out` };
-        const bad = walk(item, `${field}.${i}`, open);
-        if (bad) return bad;
+/** `{ text }`: the JSON text; `{ field, message }`: the first value that cannot be sent as it is. */
+export type JsonEncoding = { text: string } | { field: string; message: string };
+
+type Place = { path: string; depth: number };
+
+/**
+ * Encodes `value` (named `root`) as JSON.stringify would, refusing what it would not send
+ * faithfully (the module comment). Objects may sit at most `maxDepth` levels below `value`.
+ */
+export function encodeJson(value: unknown, root: string, maxDepth = MESSAGE_MAX_DEPTH): JsonEncoding {
+  const places = new Map<object, Place>();
+  let problem: { field: string; message: string } | null = null;
+  const refuse = (field: string, message: string): never => {
+    problem = { field, message };
+    throw new Error(message); // ends JSON.stringify; the problem is the answer
+  };
+  function replacer(this: unknown, key: string, v: unknown): unknown {
+    const holder = this as Record<string, unknown>;
+    const parent = places.get(holder);
+    const at: Place = parent ? { path: `${parent.path}.${key}`, depth: parent.depth + 1 } : { path: root, depth: 0 };
+    const inArray = Array.isArray(holder);
+    // v is after toJSON; the value as given, to tell a toJSON that answered null
+    const given: unknown = holder[key];
+    if (v === null) {
+      if (given !== null && typeof given === 'object') refuse(at.path, `${at.path} turns into null as JSON (its toJSON answered null: an invalid Date?), which deletes the key: send a value`);
+      return v;
+    }
+    if (v instanceof Number || v instanceof String || v instanceof Boolean || v instanceof BigInt) v = v.valueOf(); // JSON unwraps them
+    switch (typeof v) {
+      case 'string':
+      case 'boolean':
+        return v;
+      case 'number':
+        return Number.isFinite(v) ? v
+          : refuse(at.path, `${at.path} is ${v}, which JSON cannot carry (it would be sent as null, which deletes the key): send a finite number`);
+      case 'bigint':
+        return refuse(at.path, `${at.path} is a BigInt, which JSON cannot carry: send a number or a string`);
+      case 'undefined':
+        // an object's key without a value is absent, as in JSON; in an array it would be null
+        return inArray ? refuse(at.path, `${at.path} is undefined, which JSON sends as null: send null or leave it out`) : v;
+      case 'function':
+      case 'symbol':
+        return refuse(at.path, `${at.path} is a ${typeof v}, which JSON cannot carry`);
+      default:
+        break;
+    }
+    const obj = v as object;
+    const seen = places.get(obj);
+    if (seen && (at.path === seen.path || at.path.startsWith(`${seen.path}.`))) refuse(at.path, `${at.path} refers back to ${seen.path} (a cycle), which JSON cannot carry`);
+    if (!Array.isArray(obj)) {
+      const proto: unknown = Object.getPrototypeOf(obj);
+      if (proto !== Object.prototype && proto !== null) {
+        const kind = (proto as { constructor?: { name?: unknown } }).constructor?.name;
+        refuse(at.path, `${at.path} is ${typeof kind === 'string' && kind ? `a ${kind}` : 'not a plain object'}, which JSON does not carry as it is: send a plain object, an array or a string`);
       }
-      return null;
     }
-    for (const [key, item] of Object.entries(obj)) {
-      const bad = walk(item, `${field}.${key}`, open);
-      if (bad) return bad;
-    }
-    return null;
-  } finally {
-    open.delete(obj);
+    if (at.depth >= maxDepth) refuse(at.path, `${at.path} is nested deeper than the server's ${MESSAGE_MAX_DEPTH} levels of JSON`);
+    places.set(obj, at);
+    return obj;
+  }
+  try {
+    const text = JSON.stringify(value, replacer);
+    if (text === undefined) return { field: root, message: `${root} has no JSON value` };
+    return { text };
+  } catch (err) {
+    if (problem) return problem;
+    // a getter or Proxy that throws, a stack too deep for the engine
+    return { field: root, message: `${root} cannot be sent as JSON: ${err instanceof Error ? err.message : String(err)}` };
   }
 }

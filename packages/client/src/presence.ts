@@ -1,5 +1,6 @@
 import { PotentiaError } from './errors.ts';
 import type { PresenceEvent } from './protocol.ts';
+import { encodeJson } from './json-value.ts';
 
 /**
  * Presence on one canvas over H1: this user's cursor, selection, typing flag, name and color go
@@ -112,8 +113,9 @@ export class CanvasPresence {
   /**
    * Changes your presence (fields not given stay as they were) and sends it to the others,
    * throttled to a few per second (the latest state always goes out). Before connect() it is
-   * kept and sent once connected. Throws PotentiaError `invalid_input` (field `presence`),
-   * changing nothing, when the whole would exceed 1 KB.
+   * kept and sent once connected. Throws PotentiaError `invalid_input`, changing nothing, when
+   * the whole would exceed 1 KB (field `presence`) or holds a value JSON cannot carry (NaN, a
+   * BigInt: field `presence.cursor.x`, json-value.ts).
    */
   set(input: PresenceInput): void {
     if (this.closed) return;
@@ -125,6 +127,9 @@ export class CanvasPresence {
       ...((input.name ?? prev.name) !== undefined ? { name: input.name ?? prev.name } : {}),
       ...((input.color ?? prev.color) !== undefined ? { color: input.color ?? prev.color } : {}),
     };
+    // a cursor at NaN would go out as null; a BigInt would throw at every later send
+    const encoded = encodeJson(next, 'presence');
+    if (!('text' in encoded)) throw new PotentiaError('invalid_input', encoded.message, encoded.field);
     const bytes = jsonbTextBytes(next);
     if (bytes > PRESENCE_MAX_BYTES) {
       throw new PotentiaError('invalid_input', `presence is ${bytes} bytes as JSON, more than ${PRESENCE_MAX_BYTES}`, 'presence');

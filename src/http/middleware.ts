@@ -18,7 +18,7 @@ const HEADERS_GETTER: TextMapGetter<Headers> = { get: (headers, key) => headers.
 /** What the app answers an error thrown while a request is handled (Hono's onError, withCommonMiddleware). */
 export type ErrorAnswer = (err: Error, c: Context<AppEnv>) => Response | Promise<Response>;
 
-const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After'];
+const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After', 'WWW-Authenticate'];
 
 /**
  * What every request goes through before its route, as ONE middleware: each Hono middleware is a
@@ -218,5 +218,8 @@ export function errorResponse(c: Context, err: ApiError) {
   if ((err.code === 'rate_limited' || err.code === 'unavailable') && typeof err.details.retry_after === 'number') {
     c.header('Retry-After', String(err.details.retry_after));
   }
+  // RFC 6750 §3: a 401 names its scheme; with a token that was refused, error="invalid_token"
+  // (no error code when the request carried none)
+  if (err.code === 'unauthorized') c.header('WWW-Authenticate', c.req.header('authorization') ? 'Bearer error="invalid_token"' : 'Bearer');
   return c.json(err.body(), err.status);
 }

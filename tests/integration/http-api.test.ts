@@ -321,7 +321,9 @@ describe('auth matrix', () => {
       ['POST', ''], ['POST', `/${canvasId}/mutate`], ['POST', `/${canvasId}/presence`], ['GET', `/${canvasId}/snapshot`],
       ['POST', `/${canvasId}/leave`], ['GET', `/${canvasId}/blocks`], ['GET', `/${canvasId}/blocks/${block}`],
       ['GET', `/${canvasId}/permissions`]] as const) {
-      expectError(await api(`/api/v1/canvas${path}`, { method, body: method === 'GET' || method === 'DELETE' ? undefined : {} }), 401, 'unauthorized');
+      const res = await api(`/api/v1/canvas${path}`, { method, body: method === 'GET' || method === 'DELETE' ? undefined : {} });
+      expectError(res, 401, 'unauthorized');
+      expect(res.headers.get('www-authenticate')).toBe('Bearer'); // RFC 6750 §3: no error code without a token
     }
     // supabase-js without a user session sends the anon key: a valid signature, but no user
     expectError(await invoke(supabaseAs(), `canvas/${canvasId}`, { method: 'GET' }), 401, 'unauthorized');
@@ -345,6 +347,7 @@ describe('auth matrix', () => {
       const res = await api(`/api/v1/canvas/${canvasId}`, { token });
       expectError(res, 401, 'unauthorized');
       expect(res.body.error.message, kind).not.toMatch(/internal/);
+      expect(res.headers.get('www-authenticate'), kind).toBe('Bearer error="invalid_token"');
       expectError(await invoke(supabaseAs(token), `canvas/${canvasId}/mutate`, { method: 'POST', body: createOp() }), 401, 'unauthorized');
     }
     // the same owner with a good token is let in: the rejections were about the token

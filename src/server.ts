@@ -7,6 +7,7 @@ import { createDatabase, type Database } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import { createApp } from './http/app.ts';
 import { answerAndClose, ApiError, rawErrorResponse } from './http/errors.ts';
+import { isPostgrestPath, postgrestBody, requestLinePath } from './http/not-found.ts';
 import type { Deps } from './http/env.ts';
 import { createMetrics } from './metrics.ts';
 import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
@@ -101,8 +102,12 @@ export function answerMalformedRequests(http: ServerType): void {
     if (!socket.writable) return socket.destroy();
     // a HEAD request gets the headers only: a body would be read as the start of a next response
     const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
-    answerAndClose(socket, err.code === 'HPE_HEADER_OVERFLOW'
-      ? rawErrorResponse(new ApiError('payload_too_large', 'request headers are too large'), 431, head)
-      : rawErrorResponse(new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' }), undefined, head));
+    const refusal = err.code === 'HPE_HEADER_OVERFLOW'
+      ? new ApiError('payload_too_large', 'request headers are too large')
+      : new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' });
+    // under /rest/v1 in PostgREST's shape, as every other answer there (not-found.ts)
+    const path = requestLinePath(err.rawPacket);
+    const shape = path !== null && isPostgrestPath(path) ? postgrestBody(refusal) : refusal.body();
+    answerAndClose(socket, rawErrorResponse(refusal, err.code === 'HPE_HEADER_OVERFLOW' ? 431 : undefined, head, shape));
   });
 }

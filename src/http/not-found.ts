@@ -35,6 +35,22 @@ export const postgrestErrorAnswer: ErrorAnswer = (err, c: Context<AppEnv>) => {
     : new ApiError('internal', 'internal error');
   if (apiError.code === 'internal') c.get('log')?.error({ err }, 'unhandled error');
   c.set('errorCode', apiError.code);
-  return c.json({ code: apiError.code, message: apiError.message, details: null,
-    hint: 'locally, use POST /api/v1/canvas/{id}/mutate or SQL (docs/mutations.md); PostgREST is served on Supabase' }, apiError.status);
+  return c.json(postgrestBody(apiError), apiError.status);
 };
+
+/** `err` in PostgREST's error shape. */
+export function postgrestBody(err: ApiError): { code: string; message: string; details: null; hint: string } {
+  return { code: err.code, message: err.message, details: null,
+    hint: 'locally, use POST /api/v1/canvas/{id}/mutate or SQL (docs/mutations.md); PostgREST is served on Supabase' };
+}
+
+/**
+ * The path of the request line at the start of `raw` (what Node's parser had when it refused a
+ * request: a header block too large, an unknown method), or null: so that a refusal under
+ * /rest/v1 is answered in PostgREST's shape there too.
+ */
+export function requestLinePath(raw: Buffer | undefined): string | null {
+  const line = raw?.subarray(0, 8192).toString('latin1');
+  const match = line ? /^[A-Za-z]+ (\/\S*)/.exec(line) : null;
+  return match ? match[1]!.split('?')[0]! : null;
+}

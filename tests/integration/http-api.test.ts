@@ -287,10 +287,20 @@ describe('happy paths', () => {
       expect(res.body.message).toContain('/api/v1/canvas/{id}/mutate');
       expect(res.body.message).toContain('docs/mutations.md');
     }
-    // refused before any route (an undecodable URL): the same shape
+    // refused before any route (an undecodable URL), or by Node's parser (a supabase-js filter
+    // `in.(…)` of 450 ids is a 17 KB URL: 431; an unknown method): the same shape
     const bad = await api('/rest/v1/rpc/%ff');
     expect(bad.status).toBe(400);
     expect(bad.body).toMatchObject({ code: 'invalid_input', details: null });
+    const ids = Array.from({ length: 450 }, () => randomUUID()).join(',');
+    for (const [request, status, code] of [[{ method: 'GET', path: `/rest/v1/blocks?block_id=in.(${ids})` }, 431, 'payload_too_large'],
+      [{ method: 'FOO', path: '/rest/v1/blocks' }, 400, 'invalid_input']] as const) {
+      const res = await rawRequest(server.url, request);
+      expect({ status: res.status, body: JSON.parse(res.text) }).toMatchObject({ status, body: { code, details: null } });
+    }
+    // elsewhere Node's refusals keep the API's shape
+    const other = await rawRequest(server.url, { method: 'FOO', path: '/api/v1/canvas' });
+    expect(JSON.parse(other.text)).toMatchObject({ error: { code: 'invalid_input' } });
     // any other unknown path keeps the plain answer
     expect((await api('/nowhere')).body.error.message).toBe('no route GET /nowhere');
   });

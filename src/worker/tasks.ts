@@ -37,13 +37,15 @@ export type EmbedOutcome = 'embedded' | 'empty' | 'unchanged' | 'missing' | 'sta
 
 /**
  * embed_block: reads the block; skips it if it is gone or already embedded at its current
- * content hash; embeds its text; stores the vector only where the content hash is still the one
- * embedded (an edit that landed meanwhile has queued its own job: its vector wins).
+ * content hash by this provider's model (after a switch of model, docs/embeddings.md queues
+ * every block: vectors of two models are not comparable); embeds its text; stores the vector
+ * only where the content hash is still the one embedded (an edit that landed meanwhile has
+ * queued its own job: its vector wins).
  */
 export async function embedBlock(ctx: TaskContext, blockId: string, helpers?: Pick<JobHelpers, 'logger'>): Promise<EmbedOutcome> {
-  const [block] = await ctx.sql`select content, content_hash, embedded_hash from app.blocks where block_id = ${blockId}`;
+  const [block] = await ctx.sql`select content, content_hash, embedded_hash, embedding_model from app.blocks where block_id = ${blockId}`;
   if (!block) return 'missing';
-  if (block.embedded_hash === block.content_hash) return 'unchanged';
+  if (block.embedded_hash === block.content_hash && block.embedding_model === ctx.provider.model) return 'unchanged';
   const text = blockText(block.content);
   const vector = text ? toVectorLiteral((await embedTexts(ctx, [text]))[0]!) : null;
   const [row] = await ctx.sql`

@@ -57,6 +57,17 @@ describe('semantic search', () => {
     await server?.stop();
     await db?.close();
   });
+  it('a block embedded by another model is embedded again when queued (a switch of provider), one by this model is skipped', async () => {
+    const breaker = new CircuitBreaker({ name: 't', failureThreshold: 3, cooldownMs: 1000 });
+    const r = await mutate(db.sql, canvas.users.owner!, canvas.canvasId, { action: 'create', patch: { type: 'text', content: { text: 'switching models' } } });
+    expect(await embedBlock({ sql: db.sql, provider: new LocalProvider(), breaker }, r.block_id!)).toBe('embedded');
+    const next = { sql: db.sql, provider: new LocalProvider('local-hash-v2'), breaker };
+    expect(await embedBlock(next, r.block_id!)).toBe('embedded');
+    expect(await embedBlock(next, r.block_id!)).toBe('unchanged');
+    const [row] = await db.sql`select embedding_model, vector is not null as has_vector from app.blocks where block_id = ${r.block_id!}`;
+    expect(row).toEqual({ embedding_model: 'local-hash-v2', has_vector: true });
+  });
+
 
   const search = (user: string, q: string, limit = 3) =>
     callAs(db.sql, user, 'search_blocks', [canvas.canvasId, toVectorLiteral(localEmbedding(q)), limit]);

@@ -22,7 +22,7 @@ export async function verifyUpgrade(target: Sql, source: V1Source, plan: {
   const shown: string[] = [];
   let differences = 0;
   const diff = (msg: string) => { differences++; if (shown.length < 30) shown.push(`difference: ${msg}`); };
-  const stats = { users: 0, members: 0, workspaces: 0, canvases: 0, checksums: 0, blocks: 0, siblingLists: 0, vectors: 0, queued: 0, ops: 0, maxKey: 0 };
+  const stats = { users: 0, members: 0, workspaces: 0, canvases: 0, checksums: 0, blocks: 0, siblingLists: 0, vectors: 0, queued: 0, embeddedSince: 0, ops: 0, maxKey: 0 };
 
   // users
   const wantUsers = new Map(plan.users.map((u) => [u.id, u]));
@@ -98,8 +98,9 @@ export async function verifyUpgrade(target: Sql, source: V1Source, plan: {
       stats.maxKey = Math.max(stats.maxKey, r.y_order.length);
       const parsed = r.vector === null ? null : parseEmbedding(r.vector);
       const vector = parsed && 'values' in parsed ? parsed.values : null;
-      // a block queued for embedding may have been embedded since, by a worker: that vector is not v1's
-      const embeddedSince = w !== undefined && w.vector === null && vector !== null && r.current;
+      // a block queued for embedding may have been embedded since, by a worker, at its current
+      // content: with a vector that is not v1's, or with none (a block without text)
+      const embeddedSince = w !== undefined && w.vector === null && r.current;
       const state: BlockState = {
         rank, id: r.id, parentId: r.parent_id, type: r.type, content: r.content, vector: embeddedSince ? null : vector,
         createdAt: w?.createdAt === null ? null : r.created_at, createdBy: r.created_by,
@@ -112,7 +113,8 @@ export async function verifyUpgrade(target: Sql, source: V1Source, plan: {
       if (!w) { diff(`${where}: block ${r.id} is not a v1 block of this canvas`); return; }
       if (r.version !== 1) diff(`${where}: block ${r.id} has version ${r.version} (changed since the upgrade?)`);
       if (w.vector !== null) { if (vector !== null) stats.vectors++; }
-      else if (r.queued || embeddedSince) stats.queued++;
+      else if (embeddedSince) stats.embeddedSince++;
+      else if (r.queued) stats.queued++;
       else diff(`${where}: block ${r.id} has no v1 vector and is not queued for embedding`);
       stats.blocks++;
     });
@@ -179,7 +181,8 @@ export async function verifyUpgrade(target: Sql, source: V1Source, plan: {
     `verify: workspaces ${fmt(stats.workspaces)} of ${fmt(plan.workspaces.length)}, members ${fmt(stats.members)} of ${fmt(totalMembers)}`,
     `verify: canvases ${fmt(stats.canvases)} of ${fmt(plan.canvases.length)}; content checksums equal on ${fmt(stats.checksums)}`,
     `verify: blocks ${fmt(stats.blocks)} as expected; order equal to v1 in ${fmt(stats.siblingLists)} sibling lists; longest key ${stats.maxKey} characters`,
-    `verify: embeddings ${fmt(stats.vectors)} moved and equal; ${fmt(stats.queued)} blocks queued for embedding`,
+    `verify: embeddings ${fmt(stats.vectors)} moved and equal; ${fmt(stats.queued)} blocks queued for embedding` +
+      (stats.embeddedSince > 0 ? `, ${fmt(stats.embeddedSince)} embedded since by a worker` : ''),
     `verify: operations ${fmt(stats.ops)} creates, canvas_seq 1..n per canvas with parents first, watermarks equal`,
     ...shown,
     differences > shown.length ? `difference: … and ${fmt(differences - shown.length)} more` : null,

@@ -32,7 +32,9 @@ try {
   }
 } catch (err) {
   if (err instanceof MigrationChangedError || err instanceof SourcesDriftError) console.error(`migrate refused: ${err.message}`);
-  else console.error(`migrate failed: ${(err as Error).message}`);
+  // each step is its own transaction: the failed one left nothing, the ones before it are kept
+  else console.error(`migrate failed: ${(err as Error).message}\n  The failed step was rolled back whole and the steps before it are kept: ` +
+    'fix the cause (a lost connection needs nothing), then run the same command again; what is applied is skipped.');
   process.exitCode = 1;
 } finally {
   await sql.end();

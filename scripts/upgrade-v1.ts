@@ -46,6 +46,8 @@ try {
   });
   process.exitCode = result.ok ? 0 : 1;
 } catch (err) {
-  console.error(`upgrade:v1 failed: ${(err as Error).message}`);
+  // docs/upgrade-v1.md step 5: each canvas is one transaction, so a rerun resumes
+  console.error(`upgrade:v1 failed: ${(err as Error).message}\n  Canvases already upgraded are kept and the one in flight was rolled back: ` +
+    'fix the cause (a lost connection needs nothing), then run the same command again; it skips what is done.');
   process.exitCode = 2;
 }

@@ -67,19 +67,24 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
   // 1. compatibility schemas
   for (const file of await listSql(join(root, 'sql/compat'))) {
     const schema = file.split('/').pop()!.replace(/\.sql$/, '');
-    const [row] = await sql`select obj_description(oid, 'pg_namespace') as mark from pg_namespace where nspname = ${schema}`;
-    if (row && row.mark !== COMPAT_MARK) continue; // the platform's own schema (Supabase)
+    const path = relative(root, file);
     const text = await readFile(file, 'utf8');
-    const [known] = await sql`select checksum from supabase_migrations.potentia_sources where path = ${relative(root, file)}`;
-    if (row && known?.checksum === sha256(text)) continue;
-    await sql.begin(async (tx) => {
+    // decided under the lock: a concurrent run that applied it first is seen, not repeated
+    const applied = await sql.begin(async (tx) => {
       await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
-      await tx.unsafe(text);
+      const [row] = await tx`select obj_description(oid, 'pg_namespace') as mark from pg_namespace where nspname = ${schema}`;
+      if (row && row.mark !== COMPAT_MARK) return false; // the platform's own schema (Supabase)
+      const [known] = await tx`select checksum from supabase_migrations.potentia_sources where path = ${path}`;
+      if (row && known?.checksum === sha256(text)) return false;
+      await applyFile(tx, path, text);
       await tx.unsafe(`comment on schema ${schema} is '${COMPAT_MARK}'`);
-      await recordSource(tx, relative(root, file), text);
+      await recordSource(tx, path, text);
+      return true;
     });
-    result.compat.push(schema);
-    log(`compat schema ${schema}`);
+    if (applied) {
+      result.compat.push(schema);
+      log(`compat schema ${schema}`);
+    }
   }
 
   // 2. migrations
@@ -94,7 +99,7 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
         if (row.checksum !== null && row.checksum !== sha256(text)) throw new MigrationChangedError(relative(root, file));
         return false;
       }
-      await tx.unsafe(text);
+      await applyFile(tx, relative(root, file), text);
       await tx`insert into supabase_migrations.schema_migrations (version, name, statements, checksum)
                values (${version!}, ${nameParts.join('_')}, ${[text]}, ${sha256(text)})`;
       return true;
@@ -119,11 +124,7 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
       await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
       await tx`set local check_function_bodies = off`;
       for (const { path, text } of sources) {
-        try {
-          await tx.unsafe(text);
-        } catch (err) {
-          throw new Error(`applying ${path} failed: ${(err as Error).message}`, { cause: err });
-        }
+        await applyFile(tx, path, text);
         await recordSource(tx, path, text);
       }
       await tx`delete from supabase_migrations.potentia_sources
@@ -133,6 +134,15 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
     log(`sql sources (${sources.length} files)`);
   }
   return result;
+}
+
+/** Runs one file's SQL in `tx`; a failure names the file (the step's transaction then rolls it back whole). */
+async function applyFile(tx: TransactionSql, path: string, text: string): Promise<void> {
+  try {
+    await tx.unsafe(text);
+  } catch (err) {
+    throw new Error(`applying ${path} failed: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 async function recordSource(tx: TransactionSql, path: string, text: string) {

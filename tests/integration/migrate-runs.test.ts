@@ -1,0 +1,64 @@
+import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { migrate } from '../../src/db/migrate.ts';
+
+// `npm run db:migrate` as DBAs run it (README, "Applying migrations"): two runs at once on a fresh
+// database apply each step once between them (the compat schemas too: their check once ran
+// before the lock, so both runs applied them), and a migration that fails names its file and
+// leaves nothing of itself behind.
+
+const repoRoot = new URL('../..', import.meta.url).pathname;
+const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
+const prefix = `potentia_migrate_runs_${process.pid}`;
+const names = { fresh: `${prefix}_fresh` };
+const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
+let badRoot: string;
+
+beforeAll(async () => {
+  await admin.unsafe(`drop database if exists ${names.fresh} with (force)`);
+  await admin.unsafe(`create database ${names.fresh}`);
+  badRoot = mkdtempSync(join(tmpdir(), 'potentia-bad-migration-'));
+  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(badRoot, dir), { recursive: true });
+  writeFileSync(join(badRoot, 'supabase/migrations/29990101000000_bad.sql'), 'create table public.bad_probe (id int);\nselect 1/0;\n');
+});
+
+afterAll(async () => {
+  await admin.unsafe(`drop database if exists ${names.fresh} with (force)`);
+  await admin.end();
+  if (badRoot) rmSync(badRoot, { recursive: true, force: true });
+});
+
+describe('db:migrate runs', () => {
+  it('two runs at once on a fresh database apply every step once between them', async () => {
+    const a = postgres(urlOf(names.fresh), { max: 1, onnotice: () => {} });
+    const b = postgres(urlOf(names.fresh), { max: 1, onnotice: () => {} });
+    try {
+      const [ra, rb] = await Promise.all([migrate(a, { root: repoRoot, strict: true }), migrate(b, { root: repoRoot, strict: true })]);
+      expect([...ra.compat, ...rb.compat].sort()).toEqual(['auth', 'realtime']);
+      const migrations = readdirSync(join(repoRoot, 'supabase/migrations')).filter((f) => f.endsWith('.sql')).length;
+      expect(ra.migrations.length + rb.migrations.length).toBe(migrations);
+      expect(new Set([...ra.migrations, ...rb.migrations]).size).toBe(migrations);
+    } finally {
+      await Promise.all([a.end(), b.end()]);
+    }
+  }, 120_000);
+
+  it('a failing migration names its file and leaves nothing of itself; the ones before it stay applied', async () => {
+    const sql = postgres(urlOf(names.fresh), { max: 1, onnotice: () => {} });
+    try {
+      const err = await migrate(sql, { root: badRoot }).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toBe('applying supabase/migrations/29990101000000_bad.sql failed: division by zero');
+      const [row] = await sql`select to_regclass('public.bad_probe') as probe,
+        (select count(*)::int from supabase_migrations.schema_migrations where version = '29990101000000') as recorded,
+        (select count(*)::int from supabase_migrations.schema_migrations) as applied`;
+      expect(row).toEqual({ probe: null, recorded: 0, applied: readdirSync(join(repoRoot, 'supabase/migrations')).filter((f) => f.endsWith('.sql')).length });
+    } finally {
+      await sql.end();
+    }
+  }, 60_000);
+});

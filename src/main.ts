@@ -27,7 +27,10 @@ const server = await startRole(config, role).catch((err: NodeJS.ErrnoException) 
 });
 const ws = server.url.replace(/^http/, 'ws');
 const serves = { api: role === 'all' || role === 'api', realtime: role === 'all' || role === 'gateway' };
-const token = config.env === 'production' || !serves.api ? undefined : await devToken(config, { sub: DEMO.userId, email: DEMO.email });
+const demoToken = config.env === 'production' || !serves.api ? undefined : await devToken(config, { sub: DEMO.userId, email: DEMO.email });
+// shown only where the demo canvas answers: the seed ran (npm start seeds; npm run serve on another database may not have)
+const token = demoToken && await fetch(`${server.url}/api/v1/canvas/${DEMO.canvasId}`, { headers: { authorization: `Bearer ${demoToken}` } })
+  .then((r) => (void r.body?.cancel(), r.ok), () => false) ? demoToken : undefined;
 // the local API keys, as `supabase start` prints them (supabase-js createClient(url, anonKey) signs in through /auth/v1)
 const keys = config.env === 'production' || role === 'worker' ? undefined : await apiKeys(config);
 const lines = [

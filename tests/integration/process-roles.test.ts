@@ -67,6 +67,7 @@ describe('process roles on one database', () => {
   it('each announces its role, and /health and /ready say what the role needs', async () => {
     expect(api.output()).toMatch(/Potentia is running \(role api,/);
     expect(api.output()).toMatch(/API\s+http:/);
+    expect(api.output()).toMatch(/export TOKEN=\S+/); // the test database is seeded: the demo canvas answers
     expect(api.output()).not.toMatch(/realtime\s+ws:/);
     expect(gateways[0].output()).toMatch(/Potentia is running \(role gateway,[\s\S]*realtime\s+ws:\/\//);
     expect(gateways[0].output()).not.toMatch(/API\s+http:/);

@@ -214,7 +214,6 @@ export class CanvasSync {
   private readonly pending = new Map<string, Pending>();
   /** Text OT state per block and content key (made by the first editText of that text). */
   private readonly texts = new Map<string, Map<string, TextOtClient>>();
-  /** Text ops waiting to be sent again after a "not now" rejection. */
   private readonly readyWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   /** client_op_ids this client sent whose delta has not been seen yet (isOwn). */
   private readonly issued = new Set<string>();

@@ -14,7 +14,7 @@ const USAGE = `Mints a dev access token (printed on stdout) for a user of the de
   --email E          the user (default ${DEMO.email}, which \`npm start\` seeds)
   --password P       check P as the user's password; when no user has address E, create one with
                      it first (confirmed, as POST /auth/v1/signup does locally); a user without a
-                     password (the seeded demo user) gets P as its password
+                     password gets P as its password (the seeded demo user's is demo-password)
   --scope S          a scope claim, e.g. "canvas:<id>:write"
   --ttl SECONDS      lifetime of the token (default 86400)
   --database-url U   the database (default: DATABASE_URL, else postgres://postgres:postgres@127.0.0.1:5432/potentia)

@@ -40,7 +40,8 @@ const lines = [
   ...(serves.api ? [
     `  API       ${server.url}/api/v1/canvas   (also /functions/v1/canvas)`,
     `  auth      ${server.url}/auth/v1   (email + password: signup, token, logout, user)`,
-    `  OpenAPI   ${server.url}/api/v1/openapi.json`,
+    `  OpenAPI   ${server.url}/api/v1/openapi.json   (reference: ${server.url}/docs/api)`,
+    `  demo app  ${server.url}/`,
   ] : []),
   ...(serves.realtime ? [
     `  realtime  ${server.gateway ? `${ws}/realtime/v1/websocket (realtime-js), ${ws}/ws/canvas/{id} (H1)` : 'not started (see the log)'}`,
@@ -55,7 +56,10 @@ const lines = [
 // `npm run worker`'s announcement, which operators and tests look for
 if (server.worker && role === 'worker') lines.push(`potentia worker ${server.worker.workerId} running (pid ${process.pid}, concurrency ${config.worker.concurrency}, provider ${server.worker.provider.model})`);
 // Node 20 has no global WebSocket, which supabase-js's createClient needs: the banner shows the option
-if (keys) lines.push(`API keys (supabase-js: createClient('${server.url}', anonKey, { realtime: { transport: ws as never } }), ws = import ws from 'ws', needed on Node 20 only):`,
+// createClient(url, …) needs auth, functions and realtime at one URL: role all only (api and gateway split them)
+if (keys) lines.push(role === 'all'
+  ? `API keys (supabase-js: createClient('${server.url}', anonKey, { realtime: { transport: ws as never } }), ws = import ws from 'ws', needed on Node 20 only):`
+  : `API keys (supabase-js needs the API and realtime at one URL: put them behind one proxy, docs/self-hosting.md):`,
   `  anon key          ${keys.anon}`, `  service_role key  ${keys.service_role}`);
 if (token) lines.push(`Demo canvas ${DEMO.canvasId}; a 24 h token for ${DEMO.email}:`, `  export TOKEN=${token}`,
   `  curl -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/canvas/${DEMO.canvasId}`);

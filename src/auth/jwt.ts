@@ -93,7 +93,8 @@ export class TokenError extends Error {
   }
 }
 
-const INVALID = 'token is not a valid signed JWT (HS256 with the project JWT secret, or a key of the project JWKS)';
+const INVALID = 'token is not a valid signed JWT (HS256 with the project JWT secret, or a key of the project JWKS): '
+  + 'send the access token a sign-in returned (POST /auth/v1/token?grant_type=password; locally also npx tsx scripts/token.ts)';
 
 export interface VerifyToken {
   (token: string, policy: TokenPolicy & { apiKeys: true }): Promise<TokenClaims>;

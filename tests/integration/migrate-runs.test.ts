@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
@@ -60,5 +62,14 @@ describe('db:migrate runs', () => {
     } finally {
       await sql.end();
     }
+  }, 60_000);
+
+  it('npm run db:migrate on a database that does not exist says to create it, and that no step ran', async () => {
+    const missing = urlOf(`${prefix}_missing`);
+    const run = await promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', '--database-url', missing], { cwd: repoRoot })
+      .then(() => null, (e: { code?: number; stderr?: string }) => e);
+    expect(run?.code).toBe(1);
+    expect(run?.stderr).toContain(`migrate failed: database "${prefix}_missing" does not exist`);
+    expect(run?.stderr).toContain(`No step ran: create the database first (createdb`);
   }, 60_000);
 });

@@ -42,12 +42,12 @@ try {
 /** What to do after a failure: reaching the database is a setup problem; a step's failure is rolled back whole. */
 function nextStep(err: Error & { code?: string }): string {
   const target = new URL(url);
-  const where = `${target.hostname}:${target.port || 5432}`;
+  const port = target.port || '5432';
   if (err.code === '3D000') {
-    return `No step ran: create the database first (createdb -h ${target.hostname} -p ${target.port || 5432} -U ${decodeURIComponent(target.username) || 'postgres'} ${target.pathname.slice(1)}), or point --database-url / DATABASE_URL at an existing one.`;
+    return `No step ran: create the database first (createdb -h ${target.hostname} -p ${port} -U ${decodeURIComponent(target.username) || 'postgres'} ${target.pathname.slice(1)}), or point --database-url / DATABASE_URL at an existing one.`;
   }
   if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === '28P01' || err.code === '28000') {
-    return `No step ran: could not use the database at ${where}. Is PostgreSQL running there, and are DATABASE_URL (or --database-url) and its credentials right? npm run setup starts a local PostgreSQL.`;
+    return `No step ran: could not use the database at ${target.hostname}:${port}. Is PostgreSQL running there, and are DATABASE_URL (or --database-url) and its credentials right? npm run setup starts a local PostgreSQL.`;
   }
   return 'The failed step was rolled back whole and the steps before it are kept: fix the cause (a lost connection needs nothing), '
     + 'then run the same command again; what is applied is skipped.';

@@ -1,4 +1,4 @@
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { authRoutes } from '../../functions/auth.ts';
@@ -11,7 +11,7 @@ import { serveApiDocument } from './api-document.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { gotrueErrorAnswer, gotrueRoutes } from './gotrue.ts';
-import { isPostgrestPath, postgrestErrorAnswer, POSTGREST_PREFIX, routeNotFound } from './not-found.ts';
+import { isPostgrestPath, POSTGREST_PREFIX, postgrestResponse, routeNotFound } from './not-found.ts';
 import { staticRoutes } from './static.ts';
 import { bodyInputError, commonMiddleware, errorResponse, type ErrorAnswer } from './middleware.ts';
 
@@ -25,12 +25,7 @@ export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searc
  * before routing (a body too large, an undecodable URL) is answered in that shape too.
  */
 export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps, surfaces: Record<string, ErrorAnswer> = {}) {
-  const apiAnswer: ErrorAnswer = (err, c) => {
-    if (err instanceof ApiError) return errorResponse(c, err);
-    if (err instanceof HTTPException && err.status < 500) return errorResponse(c, bodyInputError(c) ?? fromHttpException(err));
-    c.get('log')?.error({ err }, 'unhandled error');
-    return errorResponse(c, new ApiError('internal', 'internal error'));
-  };
+  const apiAnswer: ErrorAnswer = (err, c) => errorResponse(c, asApiError(err, c));
   const prefixes = Object.entries(surfaces);
   const onError: ErrorAnswer = (err, c) => {
     const path = c.req.path;
@@ -42,9 +37,17 @@ export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps, surfaces: Re
   app.onError(onError);
   app.notFound((c) => {
     const err = routeNotFound(c.req.method, c.req.path);
-    return isPostgrestPath(c.req.path) ? postgrestErrorAnswer(err, c) : errorResponse(c, err);
+    return isPostgrestPath(c.req.path) ? postgrestResponse(c, err) : errorResponse(c, err);
   });
   return app;
+}
+
+/** Any error thrown while a request is handled, as the ApiError it is answered with (whatever the surface's shape). */
+function asApiError(err: Error, c: Context<AppEnv>): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof HTTPException && err.status < 500) return bodyInputError(c) ?? fromHttpException(err);
+  c.get('log')?.error({ err }, 'unhandled error');
+  return new ApiError('internal', 'internal error');
 }
 
 /** Hono's own 4xx (malformed JSON, a body that is not JSON) in the one error shape, never a 500. */
@@ -57,7 +60,7 @@ function fromHttpException(err: HTTPException): ApiError {
 /** The whole local HTTP surface, runtime-neutral (Node serves it; Deno entry points reuse the parts). */
 export function createApp(deps: Deps) {
   const app = withCommonMiddleware(new OpenAPIHono<AppEnv>(), deps,
-    { '/auth/v1': gotrueErrorAnswer(deps), [POSTGREST_PREFIX]: postgrestErrorAnswer }) as OpenAPIHono<AppEnv>;
+    { '/auth/v1': gotrueErrorAnswer(deps), [POSTGREST_PREFIX]: (err, c) => postgrestResponse(c, asApiError(err, c)) }) as OpenAPIHono<AppEnv>;
   app.route('/', opsRoutes(deps));
   // the demo app at / and the API reference at /docs/api (src/http/static.ts): fixed paths, none under the API's
   app.route('/', staticRoutes(deps));

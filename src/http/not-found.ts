@@ -1,8 +1,6 @@
 import type { Context } from 'hono';
-import { HTTPException } from 'hono/http-exception';
 import type { AppEnv } from './env.ts';
 import { ApiError } from './errors.ts';
-import type { ErrorAnswer } from './middleware.ts';
 
 /** PostgREST's prefix, which Supabase serves and the local server does not. */
 export const POSTGREST_PREFIX = '/rest/v1';
@@ -24,19 +22,15 @@ export function routeNotFound(method: string, path: string): ApiError {
 export const isPostgrestPath = (path: string) => path === POSTGREST_PREFIX || path.startsWith(`${POSTGREST_PREFIX}/`);
 
 /**
- * Any answer under /rest/v1, in PostgREST's error shape (`{code, message, details, hint}`), which
- * postgrest-js reads into the `error` of `.rpc()` and `.from()`: in our own shape supabase-js
+ * An error answered under /rest/v1, in PostgREST's error shape (`{code, message, details, hint}`),
+ * which postgrest-js reads into the `error` of `.rpc()` and `.from()`: in our own shape supabase-js
  * reported `error.code` and `error.message` as undefined. The codes are ours (not PGRSTxxx: nothing
  * here is PostgREST), `hint` says where to go.
  */
-export const postgrestErrorAnswer: ErrorAnswer = (err, c: Context<AppEnv>) => {
-  const apiError = err instanceof ApiError ? err
-    : err instanceof HTTPException && err.status < 500 ? new ApiError('invalid_input', err.message || 'invalid request')
-    : new ApiError('internal', 'internal error');
-  if (apiError.code === 'internal') c.get('log')?.error({ err }, 'unhandled error');
-  c.set('errorCode', apiError.code);
-  return c.json(postgrestBody(apiError), apiError.status);
-};
+export function postgrestResponse(c: Context<AppEnv>, err: ApiError): Response {
+  c.set('errorCode', err.code);
+  return c.json(postgrestBody(err), err.status);
+}
 
 /** `err` in PostgREST's error shape. */
 export function postgrestBody(err: ApiError): { code: string; message: string; details: null; hint: string } {

@@ -15,7 +15,8 @@ const USAGE = `Mints a dev access token (printed on stdout) for a user of the de
   --password P       check P as the user's password; when no user has address E, create one with
                      it first (confirmed, as POST /auth/v1/signup does locally); a user without a
                      password gets P as its password (the seeded demo user's is demo-password)
-  --scope S          a scope claim, e.g. "canvas:<id>:write"
+  --scope S          narrow the token to some canvases: space-separated words canvas:<id>:write
+                     (implies read), canvas:<id>:read, canvas:*:write or canvas:*:read
   --ttl SECONDS      lifetime of the token (default 86400)
   --database-url U   the database (default: DATABASE_URL, else postgres://postgres:postgres@127.0.0.1:5432/potentia)
   --help             this text
@@ -51,6 +52,23 @@ try {
 if (config.env === 'production') fail('refusing to mint tokens with NODE_ENV=production: tokens there come from Supabase Auth');
 const ttl = Number(values.ttl ?? 86400);
 if (!Number.isInteger(ttl) || ttl < 1) fail(`--ttl must be a whole number of seconds (got ${JSON.stringify(values.ttl)})`);
+
+const scope = values.scope === undefined ? undefined : scopeClaim(values.scope);
+
+/**
+ * The scope claim as internal.scope_allows reads it (sql/auth/permissions.sql): words
+ * canvas:<id>:read|write or canvas:*:read|write, the id in canonical form (lower case), as the
+ * database compares it. Anything else would mint a token that silently allows nothing.
+ */
+function scopeClaim(text: string): string {
+  const words = text.trim().split(/\s+/).filter(Boolean);
+  if (words.length === 0) fail('--scope is empty: pass words like canvas:<id>:write, or omit --scope for the user\'s full rights');
+  return words.map((word) => {
+    const m = /^canvas:([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|\*):(read|write)$/.exec(word);
+    if (!m) fail(`--scope: ${JSON.stringify(word)} is not canvas:<id>:read, canvas:<id>:write, canvas:*:read or canvas:*:write (<id> a canvas uuid)`);
+    return `canvas:${m[1]!.toLowerCase()}:${m[2]}`;
+  }).join(' ');
+}
 
 const email = (values.email ?? DEMO.email).trim().toLowerCase();
 const url = new URL(config.databaseUrl);
@@ -90,7 +108,7 @@ try {
     fail(`no user ${email} in ${where}. Create it: npx tsx scripts/token.ts --email ${email} --password '<at least 6 characters>'` +
       (email === DEMO.email ? ' (or run npm start once: it seeds this user)' : ''));
   }
-  console.log(await devToken(config, { sub: userId, email, scope: values.scope }, ttl));
+  console.log(await devToken(config, { sub: userId, email, scope }, ttl));
 } catch (err) {
   const e = err as { code?: string; message?: string; hint?: string; detail?: string };
   if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || e.code === 'CONNECT_TIMEOUT') {

@@ -1,9 +1,18 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-/** Prometheus metrics of one process, in their own registry (no hidden global). */
-export function createMetrics() {
+/** What a process serves (src/roles.ts), and so which of its metrics it exposes. */
+export type MetricParts = { api: boolean; realtime: boolean; jobs: boolean };
+
+/**
+ * Prometheus metrics of one process, in their own registry (no hidden global). Every metric object
+ * exists, so code may record into any, but the registry exposes only those of the parts the
+ * process serves: a worker's /metrics has no API pool gauges stuck at 0, a gateway's no job
+ * queue. The HTTP request metrics are always there (every role answers its probes over HTTP).
+ */
+export function createMetrics(parts: MetricParts = { api: true, realtime: true, jobs: true }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  const exposedIf = (on: boolean) => (on ? [registry] : []);
   return {
     registry,
     httpRequests: new Counter({
@@ -18,36 +27,36 @@ export function createMetrics() {
     rpcDuration: new Histogram({
       name: 'potentia_rpc_duration_seconds', help: 'database RPC latency by function and outcome',
       labelNames: ['fn', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
-      registers: [registry],
+      registers: exposedIf(parts.api),
     }),
     rateLimited: new Counter({
       name: 'potentia_rate_limit_rejections_total', help: 'requests rejected by a rate limit', labelNames: ['endpoint'],
-      registers: [registry],
+      registers: exposedIf(parts.api || parts.realtime),
     }),
-    poolInUse: new Gauge({ name: 'potentia_db_pool_in_use', help: 'API requests running on the database (a process\'s mutations of one canvas share one connection, its canvas lane)', registers: [registry] }),
-    poolMax: new Gauge({ name: 'potentia_db_pool_max', help: 'database pool size', registers: [registry] }),
+    poolInUse: new Gauge({ name: 'potentia_db_pool_in_use', help: 'API requests running on the database (a process\'s mutations of one canvas share one connection, its canvas lane)', registers: exposedIf(parts.api) }),
+    poolMax: new Gauge({ name: 'potentia_db_pool_max', help: 'database pool size', registers: exposedIf(parts.api) }),
     // the realtime gateway (src/realtime): refusals of its per-caller bounds count in rateLimited,
     // endpoint realtime:<limit> (src/realtime/admission.ts)
     realtimeSockets: new Gauge({
       name: 'potentia_realtime_sockets', help: 'WebSockets open on this gateway process, by protocol (phoenix = realtime-js, h1)',
-      labelNames: ['protocol'], registers: [registry],
+      labelNames: ['protocol'], registers: exposedIf(parts.realtime),
     }),
     // background jobs (src/worker)
     jobQueueDepth: new Gauge({
       name: 'potentia_job_queue_depth', help: 'Graphile Worker jobs by task and state (ready, scheduled, running, failed; outbox = embedding outbox rows)',
-      labelNames: ['task', 'state'], registers: [registry],
+      labelNames: ['task', 'state'], registers: exposedIf(parts.jobs),
     }),
     jobs: new Counter({
       name: 'potentia_jobs_total', help: 'jobs run by this process, by task and outcome (success, error = will retry, failed = out of attempts)',
-      labelNames: ['task', 'outcome'], registers: [registry],
+      labelNames: ['task', 'outcome'], registers: exposedIf(parts.jobs),
     }),
     jobDuration: new Histogram({
       name: 'potentia_job_duration_seconds', help: 'job run time by task and outcome',
-      labelNames: ['task', 'outcome'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: [registry],
+      labelNames: ['task', 'outcome'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: exposedIf(parts.jobs),
     }),
     breakerState: new Gauge({
       name: 'potentia_circuit_breaker_state', help: 'circuit breaker state (0 closed, 1 half-open, 2 open)',
-      labelNames: ['name'], registers: [registry],
+      labelNames: ['name'], registers: exposedIf(parts.jobs),
     }),
   };
 }

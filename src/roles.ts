@@ -81,8 +81,7 @@ export async function startRole(config: Config, role: Role, logger: Logger = pin
 async function startGatewayRole(config: Config, logger: Logger): Promise<RoleProcess> {
   const urls = connectionUrls(config);
   const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-gateway', transactionPooler: urls.transactionPooler });
-  const metrics = createMetrics();
-  metrics.poolMax.set(config.dbPoolMax);
+  const metrics = createMetrics({ api: false, realtime: true, jobs: false });
   const deps: Deps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
   const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger,
     trustProxy: config.trustProxy, metrics, limits: config.realtime });
@@ -122,7 +121,7 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
 /** A worker with its probes: what `npm run worker` runs, plus /health and /ready on HOST:PORT. */
 async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProcess> {
   const urls = connectionUrls(config);
-  const metrics = createMetrics();
+  const metrics = createMetrics({ api: false, realtime: false, jobs: true });
   // two connections of its own: a busy job pool must not make the probe look like a dead worker
   const database = createDatabase(urls.pooled, { max: 2, applicationName: 'potentia-worker-probe', transactionPooler: urls.transactionPooler });
   const deps: Deps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };

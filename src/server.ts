@@ -29,7 +29,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   // DATABASE_URL may be a transaction pooler; what needs a session uses the direct URL (db/pooling.ts)
   const urls = connectionUrls(config);
   const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-server', transactionPooler: urls.transactionPooler });
-  const metrics = createMetrics();
+  const metrics = createMetrics({ api: true, realtime: opts.realtime !== false, jobs: opts.worker === true });
   metrics.poolMax.set(config.dbPoolMax);
   let worker: WorkerRuntime | undefined;
   if (opts.worker) {

@@ -53,7 +53,7 @@ const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, o
 export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRuntime> {
   const { worker: cfg } = opts;
   const log = opts.logger ?? pino({ level: 'info' });
-  const metrics = opts.metrics ?? createMetrics();
+  const metrics = opts.metrics ?? createMetrics({ api: false, realtime: false, jobs: true });
   const urls = connectionUrls(opts);
   const sql: Sql = postgres(urls.pooled, {
     max: cfg.concurrency + 2, onnotice: () => {}, connection: { application_name: 'potentia-worker' }, backoff: reconnectBackoffSeconds,

@@ -77,9 +77,20 @@ describe('process roles on one database', () => {
     expect((await get(api, '/ready')).body).toEqual({ status: 'ready', checks: { database: 'ok' } });
     for (const g of gateways) expect((await get(g, '/ready')).body).toEqual({ status: 'ready', checks: { database: 'ok', realtime: 'ok' } });
     expect((await get(worker, '/ready')).body).toEqual({ status: 'ready', checks: { database: 'ok', worker: 'ok' } });
-    // metrics everywhere (loopback); the worker's show its queue
+    // metrics everywhere (loopback), each process's own: the worker's show its queue and no API
+    // pool, a gateway's its sockets and neither, the API's its pool and no job queue
     for (const p of [api, ...gateways, worker]) expect((await get(p, '/metrics')).status).toBe(200);
-    expect((await get(worker, '/metrics')).text).toMatch(/potentia_job_queue_depth/);
+    const exposed = async (p: PotentiaProcess) => new Set([...(await get(p, '/metrics')).text.matchAll(/^# TYPE (potentia_\w+)/gm)].map((m) => m[1]));
+    const [apiMetrics, gatewayMetrics, workerMetrics] = [await exposed(api), await exposed(gateways[0]), await exposed(worker)];
+    expect(workerMetrics).toContain('potentia_job_queue_depth');
+    expect(workerMetrics).not.toContain('potentia_db_pool_in_use');
+    expect(workerMetrics).not.toContain('potentia_realtime_sockets');
+    expect(gatewayMetrics).toContain('potentia_realtime_sockets');
+    expect(gatewayMetrics).not.toContain('potentia_db_pool_max');
+    expect(gatewayMetrics).not.toContain('potentia_job_queue_depth');
+    expect(apiMetrics).toContain('potentia_db_pool_max');
+    expect(apiMetrics).not.toContain('potentia_job_queue_depth');
+    expect(apiMetrics).not.toContain('potentia_realtime_sockets');
   });
 
   it('the api serves HTTP and no WebSockets; gateways and the worker serve no API', async () => {

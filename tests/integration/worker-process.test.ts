@@ -26,7 +26,10 @@ describe('a standalone worker process', () => {
     await waitFor('the worker to listen', async () => out.includes(`:${port}/metrics`), 30_000);
     const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
     expect(metrics.status).toBe(200);
-    expect(await metrics.text()).toMatch(/potentia_job_queue_depth/);
+    const text = await metrics.text();
+    expect(text).toMatch(/potentia_job_queue_depth/);
+    expect(text).not.toMatch(/potentia_db_pool_in_use/); // the API's pool: not this process's
+
     const other = await fetch(`http://127.0.0.1:${port}/health`);
     expect(other.status).toBe(404);
     const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));

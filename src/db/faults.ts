@@ -2,19 +2,36 @@
  * Whether a database error means the connection (not the statement) failed: the server ended the
  * session (57P01 admin shutdown or pg_terminate_backend, 57P02 crash shutdown, 57P03 cannot
  * connect now, 57P04 database dropped, 57P05 and 25P03 idle timeouts, class 08 connection
- * exceptions) or the driver lost the socket. Nothing about the request itself was wrong: it may be
- * retried as is.
+ * exceptions), the driver lost the socket, or no session could be made (couldNotConnect). Nothing
+ * about the request itself was wrong: it may be retried as is.
  */
 export function isConnectionFailure(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
   if (typeof code !== 'string') return false;
-  return SESSION_ENDED.has(code) || code.startsWith('08') || DRIVER_CODES.has(code);
+  return SESSION_ENDED.has(code) || code.startsWith('08') || DRIVER_CODES.has(code) || couldNotConnect(err);
+}
+
+/**
+ * Whether the error is a failure to open a session at all: the host did not resolve or answer
+ * (DNS, routing, refused, CONNECT_TIMEOUT: src/db/index.ts), or the server refused the
+ * session while starting it (a database that does not accept connections, 55000 from
+ * CheckMyDatabase; one that does not exist, 3D000; a login refused, class 28; told apart from the
+ * same codes raised by a statement by the server routine that raised them). Running the request
+ * again at once only waits for the same answer: withRequest retries a lost connection, not this.
+ */
+export function couldNotConnect(err: unknown): boolean {
+  const e = err as { code?: unknown; routine?: unknown };
+  return (typeof e?.code === 'string' && CONNECT_CODES.has(e.code)) || (typeof e?.routine === 'string' && STARTUP_ROUTINES.has(e.routine));
 }
 
 /** The server ended the session: 57P01-57P05 (shutdown, crash, cannot connect now, database dropped, idle session timeout), 25P03 (idle in transaction timeout). */
 const SESSION_ENDED = new Set(['57P01', '57P02', '57P03', '57P04', '57P05', '25P03']);
 
-const DRIVER_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT',
-  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
-]);
+/** The driver lost an open connection (postgres.js's codes and Node's socket errors). */
+const DRIVER_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED']);
+
+/** No connection could be opened: Node's DNS and socket errors, postgres.js's connect timeout. */
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EHOSTDOWN', 'CONNECT_TIMEOUT']);
+
+/** PostgreSQL's functions that refuse a session while it starts (postinit.c, miscinit.c, auth.c). */
+const STARTUP_ROUTINES = new Set(['CheckMyDatabase', 'InitPostgres', 'InitializeSessionUserId', 'ClientAuthentication', 'auth_failed', 'PerformAuthentication', 'ProcessStartupPacket']);

@@ -28,6 +28,7 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
     onnotice: () => {},
     connection: { application_name: opts.applicationName ?? 'potentia' },
     backoff: reconnectBackoffSeconds,
+    connect_timeout: CONNECT_TIMEOUT_SECONDS,
   });
   const db = new Kysely<DB>({ dialect: new PostgresJSDialect({ postgres: sql }) });
   return {
@@ -41,6 +42,15 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
     },
   };
 }
+
+/**
+ * How long (seconds) opening a connection may take before the request waiting for it fails with
+ * CONNECT_TIMEOUT (answered 503 unavailable). postgres.js waits 30 s by default: a database that
+ * accepts TCP but never answers (a partition, a hung failover) then held every request that long,
+ * past most proxies' and clients' own timeouts. A healthy server answers in milliseconds, over TLS
+ * from another region in well under a second; the statement timeout is 5 s.
+ */
+export const CONNECT_TIMEOUT_SECONDS = 5;
 
 /**
  * Delay (seconds) before a pooled connection that was closed reconnects. postgres.js's default

@@ -1,6 +1,6 @@
 import type { ReservedSql, Sql, TransactionSql } from 'postgres';
 import type { CanvasLanes, TransactionScratch } from './canvas-lanes.ts';
-import { isConnectionFailure } from './faults.ts';
+import { couldNotConnect, isConnectionFailure } from './faults.ts';
 
 /**
  * Runs database work the way PostgREST runs an RPC: in one transaction whose transaction-local
@@ -22,7 +22,9 @@ export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: T
   const settings = callerSettings(ctx);
   // A connection lost before COMMIT was sent rolled everything back: run the request again on
   // another connection (the pool replaces the dead one). A loss during COMMIT is ambiguous and is
-  // left to the caller (mutations are idempotent by client_op_id; HTTP answers 503).
+  // left to the caller (mutations are idempotent by client_op_id; HTTP answers 503). No session
+  // could be opened at all: answered at once (503), not after waiting for the same refusal or
+  // connect timeout twice more.
   for (let attempt = 0; ; attempt++) {
     let committing = false;
     try {
@@ -32,7 +34,7 @@ export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: T
         return result;
       });
     } catch (err) {
-      if (committing || attempt >= CONNECTION_RETRIES || !isConnectionFailure(err)) throw err;
+      if (committing || attempt >= CONNECTION_RETRIES || !isConnectionFailure(err) || couldNotConnect(err)) throw err;
     }
   }
 }

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { isConnectionFailure } from '../db/faults.ts';
+import { couldNotConnect, isConnectionFailure } from '../db/faults.ts';
 /**
  * The one error shape of the HTTP API: `{ "error": { "code", "message", ...details } }`.
  * Codes are stable; `invalid_input` names the `field`, `conflict` carries the current `block` and,
@@ -73,6 +73,9 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
   // meets other transactions (a mutation is resent with the same client_op_id)
   if (e?.code === '40P01' || e?.code === '40001') {
     return new ApiError('unavailable', 'the database rolled the request back to resolve a conflict with concurrent ones: retry it', { retry_after: 1 });
+  }
+  if (couldNotConnect(err)) {
+    return new ApiError('unavailable', 'the database cannot be reached right now: retry shortly (a mutation retried with the same client_op_id is applied at most once)', { retry_after: 1 });
   }
   if (isConnectionFailure(err)) {
     return new ApiError('unavailable', 'the database connection was lost: retry the request (a mutation retried with the same client_op_id is applied at most once)', { retry_after: 1 });

@@ -4,7 +4,7 @@ import { Logger as GraphileLogger, run, type Runner, type TaskList, type WorkerE
 import { pino, type Logger } from 'pino';
 import postgres, { type Sql } from 'postgres';
 import type { EmbeddingConfig, WorkerConfig } from '../config.ts';
-import { reconnectBackoffSeconds } from '../db/index.ts';
+import { CONNECT_TIMEOUT_SECONDS, reconnectBackoffSeconds } from '../db/index.ts';
 import { connectionUrls } from '../db/pooling.ts';
 import { createMetrics, type Metrics } from '../metrics.ts';
 import { CircuitBreaker, type BreakerState } from './breaker.ts';
@@ -57,6 +57,7 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   const urls = connectionUrls(opts);
   const sql: Sql = postgres(urls.pooled, {
     max: cfg.concurrency + 2, onnotice: () => {}, connection: { application_name: 'potentia-worker' }, backoff: reconnectBackoffSeconds,
+    connect_timeout: CONNECT_TIMEOUT_SECONDS,
     prepare: !urls.transactionPooler,
   });
   const provider = opts.provider ?? createProvider(opts.embedding);

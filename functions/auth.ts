@@ -1,6 +1,6 @@
 import { createRoute } from '@hono/zod-openapi';
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
-import { signAccessToken } from '../src/auth/jwt.ts';
+import { signSessionToken, type SessionUser } from '../src/auth/session-token.ts';
 import { withRequest } from '../src/db/request.ts';
 import { ApiError, apiErrorFromDatabase } from '../src/http/errors.ts';
 import type { Deps } from '../src/http/env.ts';
@@ -50,18 +50,27 @@ const refresh = createRoute({
   responses: responses(200, 'a new token pair', TokenPair),
 });
 
-/** Issues a first token pair for a user (sign-in is Supabase Auth's job; this serves dev and tests). */
-export async function issueTokenPair(deps: Deps, user: { id: string; email?: string | null }) {
+/** The session a refresh token belongs to (internal.auth_refresh_session: its family, user and sign-in time). */
+type RefreshSession = { session_id: string; user: SessionUser | null; signed_in_at: number };
+
+/** Issues a first token pair for a user, a new session (sign-in is /auth/v1's job; this serves dev and tests). */
+export async function issueTokenPair(deps: Deps, user: { id: string }) {
   const refreshToken = newRefreshToken();
-  await withRequest(deps.sql, { claims: { role: 'service_role' } }, (tx) =>
-    tx`select internal.issue_refresh_token(${user.id}, ${hashRefreshToken(refreshToken)}, ${deps.config.auth.refreshTtl})`);
-  return tokenPair(deps, user, refreshToken);
+  const hash = hashRefreshToken(refreshToken);
+  const session = await withRequest(deps.sql, { claims: { role: 'service_role' } }, async (tx) => {
+    await tx`select internal.issue_refresh_token(${user.id}, ${hash}, ${deps.config.auth.refreshTtl})`;
+    const [row] = await tx`select internal.auth_refresh_session(${hash}) as s`;
+    return row!.s as RefreshSession;
+  });
+  return tokenPair(deps, session, refreshToken);
 }
 
-async function tokenPair(deps: Deps, user: { id: string; email?: string | null }, refreshToken: string) {
-  const access = await signAccessToken(deps.config.auth.jwtSecret, { sub: user.id, email: user.email ?? undefined },
-    { expiresInSeconds: deps.config.auth.accessTtl, audience: deps.config.auth.audience });
-  return { access_token: access, refresh_token: refreshToken, token_type: 'bearer' as const, expires_in: deps.config.auth.accessTtl };
+/** H5's answer: the session's access token as /auth/v1 mints it (src/auth/session-token.ts), and the refresh token. */
+async function tokenPair(deps: Deps, session: RefreshSession, refreshToken: string, origin?: string) {
+  if (!session.user) throw new ApiError('unauthorized', 'refresh token is invalid or expired: sign in again');
+  const { token } = await signSessionToken(deps.config.auth,
+    { user: session.user, sessionId: session.session_id, signedInAt: Number(session.signed_in_at) }, origin);
+  return { access_token: token, refresh_token: refreshToken, token_type: 'bearer' as const, expires_in: deps.config.auth.accessTtl };
 }
 
 export function authRoutes(deps: Deps) {
@@ -70,7 +79,7 @@ export function authRoutes(deps: Deps) {
     const { refresh_token } = c.req.valid('json');
     const next = newRefreshToken();
     const oldHash = hashRefreshToken(refresh_token);
-    let result: { user_id?: string; email?: string; sealed_token?: string | null; error?: string };
+    let result: { user_id?: string; email?: string; sealed_token?: string | null; error?: string; session?: RefreshSession };
     try {
       result = await withRequest(deps.sql, { claims: { role: 'service_role' }, headers: { 'x-request-id': c.get('requestId') } },
         async (tx) => {
@@ -86,7 +95,9 @@ export function authRoutes(deps: Deps) {
             await tx`select set_config('request.jwt.claims', ${JSON.stringify({ role: 'service_role', sub: row!.r.user_id })}, true)`;
             await tx`select api.hit_endpoint_limit('H5', ${deps.config.profile === 'development'})`;
           }
-          return row!.r;
+          if (row!.r.error || !row!.r.user_id) return row!.r;
+          const [s] = await tx`select internal.auth_refresh_session(${oldHash}) as s`;
+          return { ...row!.r, session: s!.s as RefreshSession };
         });
     } catch (err) {
       const apiError = apiErrorFromDatabase(err);
@@ -99,12 +110,12 @@ export function authRoutes(deps: Deps) {
     if (result.error === 'superseded') {
       throw new ApiError('unauthorized', 'refresh token was already used and its successor was refreshed too: use the newest refresh token');
     }
-    if (result.error || !result.user_id) throw new ApiError('unauthorized', 'refresh token is invalid or expired: sign in again');
+    if (result.error || !result.user_id || !result.session) throw new ApiError('unauthorized', 'refresh token is invalid or expired: sign in again');
     // a retry within the reuse interval: the successor its first use got, opened with the presented token
     const refreshToken = result.sealed_token === undefined ? next
       : result.sealed_token === null ? null : openRefreshToken(result.sealed_token, refresh_token);
     if (refreshToken === null) throw new ApiError('unauthorized', 'refresh token was already used: use the newest refresh token, or sign in again');
-    return c.json(await tokenPair(deps, { id: result.user_id, email: result.email }, refreshToken), 200);
+    return c.json(await tokenPair(deps, result.session, refreshToken, new URL(c.req.url).origin), 200);
   });
   return app;
 }

@@ -4,7 +4,8 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { decodeJwt } from 'jose';
 import type { TransactionSql } from 'postgres';
 import { hashRefreshToken, newRefreshToken, openRefreshToken, sealRefreshToken } from '../../functions/auth.ts';
-import { API_KEY_POLICY, HTTP_USER_POLICY, signAccessToken, TokenError, type Claims } from '../auth/jwt.ts';
+import { API_KEY_POLICY, HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
+import { signSessionToken } from '../auth/session-token.ts';
 import { DEV_JWT_SECRET } from '../config.ts';
 import { isUuid } from '../uuid.ts';
 import { withRequest } from '../db/request.ts';
@@ -101,14 +102,9 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
 
   /** GoTrue's AccessTokenResponse for `user` in session `sessionId`. */
   async function session(c: Context<AppEnv>, user: User, sessionId: string, refreshToken: string, signedInAt: number) {
-    const accessToken = await signAccessToken(auth.jwtSecret, {
-      sub: user.id, role: 'authenticated', email: user.email ?? '', phone: '',
-      app_metadata: user.app_metadata ?? {}, user_metadata: user.user_metadata ?? {},
-      aal: 'aal1', amr: [{ method: 'password', timestamp: signedInAt }], session_id: sessionId, is_anonymous: false,
-    }, { expiresInSeconds: auth.accessTtl, audience: auth.audience, issuer: auth.issuer ?? `${new URL(c.req.url).origin}/auth/v1` });
-    const exp = decodeJwt(accessToken).exp!;
+    const { token, expiresAt } = await signSessionToken(auth, { user, sessionId, signedInAt }, new URL(c.req.url).origin);
     return {
-      access_token: accessToken, token_type: 'bearer' as const, expires_in: exp - Math.floor(Date.now() / 1000), expires_at: exp,
+      access_token: token, token_type: 'bearer' as const, expires_in: expiresAt - Math.floor(Date.now() / 1000), expires_at: expiresAt,
       refresh_token: refreshToken, user,
     };
   }

@@ -8,6 +8,7 @@ import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { startTestServer } from '../helpers/http.ts';
+import { apiKey } from '../helpers/tokens.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 // H5's refresh-token reuse interval through HTTP (in-process server, real Postgres): a refresh
@@ -18,18 +19,21 @@ import { sleep, until } from '../helpers/wait.ts';
 const base = loadConfig({ ...process.env, LOG_LEVEL: 'silent' });
 let server: Server; // the default interval, 10 s
 let strict: Server; // an interval of 1 s
+let issuing: Server; // JWT_ISSUER set: every accepted token must carry it
 let database: Database;
 let sql: Sql;
 
 beforeAll(async () => {
   server = await startTestServer();
   strict = await startTestServer({ auth: { ...base.auth, refreshReuseInterval: 1 } });
+  issuing = await startTestServer({ auth: { ...base.auth, issuer: 'https://project.example/auth/v1' } });
   database = testDatabase(3);
   sql = database.sql;
 });
 afterAll(async () => {
   await server?.stop();
   await strict?.stop();
+  await issuing?.stop();
   await database?.close();
 });
 
@@ -174,5 +178,24 @@ describe('H5 refresh reuse interval', () => {
     expect((await refresh(strict, pair.refresh_token)).status).toBe(401); // reuse
     const [row] = await sql`select used_at, revoked_at from app.refresh_tokens where token_hash = ${hash(phone.refresh_token)}`;
     expect(row).toMatchObject({ used_at: null, revoked_at: null });
+  });
+});
+
+describe('the refreshed access token', () => {
+  it('is the session\'s token as /auth/v1 mints it: same session, GoTrue\'s claims, JWT_ISSUER, accepted by the same server', async () => {
+    const { canvasId, userId, pair } = await signedIn(issuing);
+    const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString());
+    const first = claimsOf(pair.access_token);
+    expect(first).toMatchObject({ sub: userId, iss: 'https://project.example/auth/v1', role: 'authenticated', aal: 'aal1', is_anonymous: false });
+    const refreshed = await refresh(issuing, pair.refresh_token);
+    expect(refreshed.status).toBe(200);
+    const next = claimsOf(refreshed.body.access_token);
+    // until 2026-12-04 H5 minted {sub, email} alone: no iss, which a server with JWT_ISSUER then refused (401)
+    expect(next).toMatchObject({ sub: userId, iss: first.iss, session_id: first.session_id, aal: 'aal1', amr: first.amr, aud: first.aud });
+    const res = await fetch(`${issuing.url}/api/v1/canvas/${canvasId}`, { headers: { authorization: `Bearer ${refreshed.body.access_token}` } });
+    expect(res.status).toBe(200);
+    // and GoTrue's own session check (GET /auth/v1/user) knows its session
+    const user = await fetch(`${issuing.url}/auth/v1/user`, { headers: { apikey: await apiKey(base.auth.jwtSecret, 'anon'), authorization: `Bearer ${refreshed.body.access_token}` } });
+    expect(user.status).toBe(200);
   });
 });

@@ -16,8 +16,13 @@ begin
     return new;
   end if;
   v_file_id := case when jsonb_typeof(new.content -> 'file_id') = 'string' then internal.try_uuid(new.content ->> 'file_id') end;
-  if v_file_id is null or v_file_id::text <> new.content ->> 'file_id'
-     or not exists (select from app.files where file_id = v_file_id and canvas_id = new.canvas_id and status = 'ready') then
+  -- the file's row held FOR SHARE until this transaction ends: the cleanup job (which does not
+  -- take the canvas lock) skips it instead of deleting it under the block, and a deletion it
+  -- committed meanwhile is seen here (the row is read again after the wait)
+  if v_file_id is not null and v_file_id::text = new.content ->> 'file_id' then
+    perform from app.files where file_id = v_file_id and canvas_id = new.canvas_id and status = 'ready' for share;
+  end if;
+  if v_file_id is null or v_file_id::text <> new.content ->> 'file_id' or not found then
     perform internal.raise_error('invalid_input',
       'content.file_id must be the id (a lower-case uuid) of a completed file of this canvas: POST /canvas/{id}/files, PUT, then complete',
       '{"field":"patch.content.file_id"}');

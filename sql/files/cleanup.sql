@@ -20,6 +20,7 @@ language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_abandoned integer;
   v_orphaned integer;
+  v_candidates uuid[];
   v_canvasless integer;
   v_forgotten integer;
 begin
@@ -29,11 +30,19 @@ begin
                       order by p.created_at limit p_limit);
   get diagnostics v_abandoned = row_count;
 
+  -- orphans: the candidates locked first (a block being written that refers to one holds it FOR
+  -- SHARE, internal.check_block_file: skipped, it is wanted), then, in a statement of its own
+  -- whose snapshot sees every block committed until the locks were taken, the ones still
+  -- unreferenced. In one statement, a block committed while the update waited for its file's row
+  -- was not seen, and the file it had just been given was deleted under it.
+  select array_agg(r.file_id) into v_candidates from (
+    select r.file_id from app.files r where r.status = 'ready'
+      and r.completed_at < now() - make_interval(mins => internal.setting_int('file_orphan_grace_minutes'))
+      and not exists (select from app.blocks b where b.file_ref = r.file_id::text)
+    order by r.completed_at limit p_limit
+    for update skip locked) r;
   update app.files f set status = 'deleted', deleted_at = now()
-  where f.file_id in (select r.file_id from app.files r where r.status = 'ready'
-                        and r.completed_at < now() - make_interval(mins => internal.setting_int('file_orphan_grace_minutes'))
-                        and not exists (select from app.blocks b where b.file_ref = r.file_id::text)
-                      order by r.completed_at limit p_limit);
+  where f.file_id = any(v_candidates) and not exists (select from app.blocks b where b.file_ref = f.file_id::text);
   get diagnostics v_orphaned = row_count;
 
   update app.files f set status = 'deleted', deleted_at = now()

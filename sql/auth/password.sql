@@ -121,6 +121,20 @@ begin
 end $$;
 
 drop function if exists internal.password_sign_up(text, text, jsonb, boolean, text, text, integer);  -- before p_relaxed
+-- user_metadata is copied into every access token (src/auth/session-token.ts), which travels in
+-- an Authorization header: Node refuses request headers over 16 KiB (431) and nginx a header line
+-- over 8 KiB by default, so a large one locked its user out of every request, PUT /user included.
+-- GoTrue sets no cap; this one keeps a token well inside both.
+create or replace function internal.user_metadata_max_bytes() returns integer
+language sql immutable as $$ select 4096 $$;
+
+create or replace function internal.user_metadata_too_large() returns jsonb
+language sql immutable as $$
+  select jsonb_build_object('error', 'validation_failed',
+    'message', format('user_metadata is too large: at most %s bytes as JSON (it travels in every access token); keep larger data in a table of your own',
+                      internal.user_metadata_max_bytes()))
+$$;
+
 create or replace function internal.password_sign_up(p_email text, p_password text, p_data jsonb, p_autoconfirm boolean,
                                                      p_client_ip text, p_refresh_hash text, p_refresh_ttl_seconds integer,
                                                      p_relaxed boolean default false)
@@ -149,6 +163,9 @@ begin
   if v_problem is not null then return v_problem; end if;
   if p_data is not null and jsonb_typeof(p_data) <> 'object' then
     return jsonb_build_object('error', 'validation_failed', 'message', 'data must be a JSON object');
+  end if;
+  if octet_length(p_data::text) > internal.user_metadata_max_bytes() then
+    return internal.user_metadata_too_large();
   end if;
   if exists (select from auth.users where lower(email) = v_email) then
     return jsonb_build_object('error', 'user_already_exists', 'message', 'User already registered');
@@ -291,6 +308,8 @@ declare
   v_checked jsonb := internal.auth_session_user(p_user_id, p_session_id);
   v_problem jsonb;
   v_hash text;
+  v_old_data jsonb;
+  v_new_data jsonb;
 begin
   if v_checked ? 'error' then return v_checked; end if;
   if p_data is not null and jsonb_typeof(p_data) <> 'object' then
@@ -310,12 +329,18 @@ begin
   end if;
   if p_data is not null then
     -- GoTrue's UpdateUserMetaData: each key replaces its value; a null value removes the key
-    update auth.users set
-      raw_user_meta_data = (coalesce(raw_user_meta_data, '{}')
-                            - coalesce((select array_agg(key) from jsonb_each(p_data) where value = 'null'::jsonb), '{}'::text[]))
-                           || coalesce((select jsonb_object_agg(key, value) from jsonb_each(p_data) where value <> 'null'::jsonb), '{}'),
-      updated_at = now()
-    where id = p_user_id;
+    select u.raw_user_meta_data,
+           (coalesce(u.raw_user_meta_data, '{}')
+            - coalesce((select array_agg(key) from jsonb_each(p_data) where value = 'null'::jsonb), '{}'::text[]))
+           || coalesce((select jsonb_object_agg(key, value) from jsonb_each(p_data) where value <> 'null'::jsonb), '{}')
+      into v_old_data, v_new_data
+    from auth.users u where u.id = p_user_id for update;
+    -- over the cap only if it grows: metadata stored before the cap can still be made smaller
+    if octet_length(v_new_data::text) > internal.user_metadata_max_bytes()
+       and octet_length(v_new_data::text) > octet_length(coalesce(v_old_data, '{}')::text) then
+      return internal.user_metadata_too_large();
+    end if;
+    update auth.users set raw_user_meta_data = v_new_data, updated_at = now() where id = p_user_id;
   end if;
   return jsonb_build_object('user', internal.auth_user_json(p_user_id));
 end $$;

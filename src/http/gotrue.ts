@@ -120,6 +120,8 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
     const password = optionalString(body, 'password');
     if (email && body.phone) throw validation('Only an email address or phone number should be provided on signup.');
     if (!email && body.phone) throw new GotrueError(400, 'phone_provider_disabled', 'Phone signups are disabled');
+    // neither: an anonymous sign-up (supabase.auth.signInAnonymously), which /settings says is off
+    if (!email) throw new GotrueError(422, 'anonymous_provider_disabled', 'Anonymous sign-ins are disabled');
     if (!password) throw validation('Signup requires a valid password');
     const data = body.data ?? null;
     const refreshToken = newRefreshToken();

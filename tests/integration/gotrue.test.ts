@@ -211,6 +211,31 @@ describe('the signed-in user', () => {
     expect(row!.raw_user_meta_data).toEqual({ name: 'Ada', theme: 'dark' });
   });
 
+  it('caps user_metadata at 4096 bytes of JSON (it travels in every access token): sign-up and growth refused, shrinking allowed', async () => {
+    const email = newEmail();
+    const big = await supabase().auth.signUp({ email, password: PASSWORD, options: { data: { note: 'x'.repeat(5000) } } });
+    expectAuthApiError(big.error, 400, 'validation_failed');
+    expect(big.error!.message).toMatch(/user_metadata is too large: at most 4096 bytes/);
+    expect(await sql`select 1 from auth.users where email = ${email}`).toHaveLength(0);
+
+    const { client, user } = await signedUp({ note: 'x'.repeat(3000) });
+    const grown = await client.auth.updateUser({ data: { more: 'y'.repeat(2000) } });
+    expectAuthApiError(grown.error, 400, 'validation_failed');
+    const [row] = await sql`select raw_user_meta_data from auth.users where id = ${user.id}`;
+    expect(Object.keys(row!.raw_user_meta_data)).toEqual(['note']);
+    // metadata stored over the cap before it existed can still be made smaller
+    await sql`update auth.users set raw_user_meta_data = ${sql.json({ note: 'x'.repeat(6000), keep: 1 })} where id = ${user.id}`;
+    const shrunk = await client.auth.updateUser({ data: { note: null, extra: 'z'.repeat(100) } });
+    expect(shrunk.error).toBeNull();
+    expect(shrunk.data.user!.user_metadata).toEqual({ keep: 1, extra: 'z'.repeat(100) });
+  });
+
+  it('signInAnonymously: 422 anonymous_provider_disabled, as GoTrue answers with anonymous sign-ins off (/settings says so)', async () => {
+    const { error } = await supabase().auth.signInAnonymously();
+    expectAuthApiError(error, 422, 'anonymous_provider_disabled');
+    expect(error!.message).toBe('Anonymous sign-ins are disabled');
+  });
+
   it('updateUser({password}) changes the password and ends the other sessions, not this one', async () => {
     const { client, email } = await signedUp();
     const other = supabase();

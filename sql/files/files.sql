@@ -45,9 +45,14 @@ begin
   if not internal.token_allows(p_canvas_id, true) then
     perform internal.raise_error('forbidden', format('this token''s scope does not allow writing canvas:%s', p_canvas_id));
   end if;
-  if v_name is null or char_length(v_name) not between 1 and 255 or v_name ~ '[[:cntrl:]/\\]' then
-    perform internal.raise_error('invalid_input', 'filename must be 1 to 255 characters, without control characters, / or \',
-                                 '{"field":"filename"}');
+  -- besides control characters: Unicode's invisible format characters (zero-width, bidi embeddings,
+  -- overrides and isolates, BOM, tags) and line/paragraph separators, which make a name read as
+  -- another in the download's Content-Disposition (evil<U+202E>fdp.exe shows as evilexe.pdf)
+  if v_name is null or char_length(v_name) not between 1 and 255 or v_name ~ '[[:cntrl:]/\\]'
+     or v_name ~ '[\u00AD\u061C\u180E\u200B-\u200F\u2028-\u202E\u2060-\u2064\u2066-\u206F\uFEFF\uFFF9-\uFFFB\U000E0000-\U000E007F]' then
+    perform internal.raise_error('invalid_input',
+      'filename must be 1 to 255 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), / or \',
+      '{"field":"filename"}');
   end if;
   if v_type is null or v_type !~ '^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$' then
     perform internal.raise_error('invalid_input', 'content_type must be a media type type/subtype, without parameters',

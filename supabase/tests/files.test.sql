@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(86);
+select plan(90);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -122,6 +122,14 @@ select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_t
           '{"state": "PX400", "field": "filename"}', 'a filename with a slash: invalid_input filename');
 select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), '   ', 'text/plain')),
           '{"state": "PX400", "field": "filename"}', 'a blank filename: invalid_input filename');
+select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'invoice' || chr(x'202E'::int) || 'fdp.exe', 'text/plain')),
+          '{"state": "PX400", "field": "filename"}', 'a filename with a right-to-left override (it would read as invoiceexe.pdf): invalid_input filename');
+select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'a' || chr(x'200B'::int) || '.txt', 'text/plain')),
+          '{"state": "PX400", "field": "filename"}', '... a zero-width space too');
+select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'line' || chr(x'2028'::int) || '.txt', 'text/plain')),
+          '{"state": "PX400", "field": "filename"}', '... and a line separator');
+select is(api.create_file(pg_temp.id('c1'), 'Grüße 日本 😀 ﬁle.txt', 'text/plain', 10) #>> '{file,filename}', 'Grüße 日本 😀 ﬁle.txt',
+          'letters of any script and emoji stay allowed');
 select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10, %L)', pg_temp.id('c1'), 'a.txt', 'text/plain', md5('x'))),
           '{"state": "PX400", "field": "checksum"}', 'a hex MD5 as checksum: invalid_input (base64, as Content-MD5)');
 select tests.clear_authentication();

@@ -283,6 +283,7 @@ declare
   v_logged integer;      -- how many operations the log holds since base_version (on any canvas)
   v_clash text[];
   v_base_block jsonb;
+  v_theirs jsonb;
   v_keys jsonb;
   v_text_key text;
   v_op jsonb;
@@ -351,10 +352,28 @@ begin
         o_patch := null;
         return;
       end if;
-      select coalesce(array_agg(distinct f order by f), '{}') into v_changed
-      from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
       select o.block into v_base_block from app.block_operations o
       where o.block_id = p_old.block_id and o.canvas_id = p_old.canvas_id and o.status = 'success' and o.new_version = p_base_version;
+      -- the log says which fields were written since, not whether they changed: a field whose
+      -- value is what it was at base_version (set to its own value, or changed and back), or is
+      -- already exactly what this patch sets it to, does not clash (their write changed nothing
+      -- this patch could lose). Decided only here, where a clash was found. A text operation of
+      -- this patch keeps its clash: it is transformed against the logged text operations, which
+      -- only make sense in their order from base_version on.
+      if p_action <> 'delete' and not v_recreated then
+        v_theirs := internal.block_json(p_old);
+        select coalesce(array_agg(f order by f), '{}') into v_clash from unnest(v_clash) f
+        where (f like 'content.%' and coalesce(p_text ? substr(f, 9), false))
+           or internal.field_value(v_base_block, f) is distinct from internal.field_value(v_theirs, f)
+          and not coalesce(case
+                when f like 'content.%' then p_patch -> 'content' -> substr(f, 9) = internal.field_value(v_theirs, f)
+                when f = 'type' then p_patch -> 'type' = internal.field_value(v_theirs, f)
+                when f = 'parent' then p_patch ? 'parent_id' and p_patch -> 'parent_id' = internal.field_value(v_theirs, f) end, false);
+      end if;
+    end if;
+    if p_action = 'delete' or v_recreated or v_clash <> '{}' then
+      select coalesce(array_agg(distinct f order by f), '{}') into v_changed
+      from unnest(v_since) p, unnest(internal.patch_fields(p)) f;
       select coalesce(jsonb_object_agg(f, jsonb_build_object(
                'base', internal.field_value(v_base_block, f),
                'theirs', internal.field_value(internal.block_json(p_old), f),

@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(37);
+select plan(41);
 
 select tests.create_user(u) from unnest(array['merge_ann', 'merge_bob']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -16,7 +16,8 @@ grant all on ids, r to authenticated;
 create temp table k as select
   '00000000-0000-4000-8000-0000000000e1'::uuid as doc,   -- per-key merge
   '00000000-0000-4000-8000-0000000000e2'::uuid as txt,   -- text operations
-  '00000000-0000-4000-8000-0000000000e3'::uuid as old;   -- a log that lost its history
+  '00000000-0000-4000-8000-0000000000e3'::uuid as old,   -- a log that lost its history
+  '00000000-0000-4000-8000-0000000000e4'::uuid as same;  -- writes that changed nothing
 grant select on k to authenticated;
 
 -- a helper for the calls below: one operation as the current user, its result kept under `name`
@@ -144,6 +145,35 @@ select pg_temp.op('old_stale', (select old from k), 'update', 1, '{"text":{"t":[
 select is((select res ->> 'status' || ' ' || (res -> 'error' ->> 'code') from r where name = 'old_stale'), 'conflict rebase_required',
           'an operation older than the log''s retention: rebase_required');
 select is((select res -> 'block' -> 'content' from r where name = 'old_stale'), '{"t":"old","a":1,"b":1}', 'with the current block (and text)');
+
+-- ---------------------------------------------------------------- a write that changed nothing clashes with nothing
+-- (the log names the fields an operation wrote; a field whose value is back at base_version's,
+-- or already what this patch sets, cannot be lost by applying the patch)
+select tests.authenticate_as('merge_ann');
+select pg_temp.op('same_create', (select same from k), 'create', null, '{"type":"text","content":{"title":"Q3"}}');
+select pg_temp.op('same_noop', (select same from k), 'update', 1, '{"content":{"title":"Q3"}}');
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('same_after_noop', (select same from k), 'update', 1, '{"content":{"title":"Q4"}}');
+select is((select res ->> 'status' from r where name = 'same_after_noop') || ' ' || (pg_temp.content((select same from k)) ->> 'title'), 'success Q4',
+          'a key another client set to the value it already had does not clash: the edit from before it applies');
+select tests.authenticate_as('merge_ann');
+select pg_temp.op('same_away', (select same from k), 'update', 3, '{"content":{"title":"Q5"}}');
+select pg_temp.op('same_back', (select same from k), 'update', 4, '{"content":{"title":"Q4"}}');
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('same_after_back', (select same from k), 'update', 3, '{"content":{"title":"Q9"}}');
+select is((select res ->> 'status' from r where name = 'same_after_back') || ' ' || (pg_temp.content((select same from k)) ->> 'title'), 'success Q9',
+          'nor does a key changed and changed back since base_version');
+select tests.authenticate_as('merge_ann');
+select pg_temp.op('same_ann', (select same from k), 'update', 6, '{"content":{"title":"agreed"}}');
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('same_bob', (select same from k), 'update', 6, '{"content":{"title":"agreed"}}');
+select is((select res ->> 'status' from r where name = 'same_bob'), 'success', 'nor both sides setting a key to the same value');
+select tests.authenticate_as('merge_ann');
+select pg_temp.op('same_a', (select same from k), 'update', 8, '{"content":{"title":"A"}}');
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('same_b', (select same from k), 'update', 8, '{"content":{"title":"B"}}');
+select is((select res -> 'error' -> 'fields' -> 'content.title' from r where name = 'same_b'), '{"base": "agreed", "theirs": "A", "mine": "B"}',
+          'two different values still conflict');
 
 -- ---------------------------------------------------------------- an edit is a HOT update
 -- (no index of app.blocks reads content, so a content edit writes no index entry: see the

@@ -10,7 +10,7 @@ import type { Hub } from './hub.ts';
 import { RateLimiter } from './rate-limit.ts';
 import type { Encoded } from './serializer.ts';
 import { InboundQueue } from './inbound-queue.ts';
-import { writeShared } from './socket-write.ts';
+import { whenWritable, writeOwn, writeShared } from './socket-write.ts';
 
 /** A bus message's live delta, made once for every socket of the canvas (it is never modified). */
 const liveDeltas = new WeakMap<BusMessage, DeltaMessage>();
@@ -36,6 +36,7 @@ export class H1Socket {
   /** Live deltas held while a replay runs. */
   private held: DeltaMessage[] | null = null;
   private resumeGeneration = 0;
+  private resumeCancel: AbortController | undefined;
   /** Messages are handled one after another, so answers keep the client's order. */
   private readonly inbound: InboundQueue;
   private lastPresenceWrite = 0;
@@ -70,8 +71,20 @@ export class H1Socket {
     else if (initialSinceSeq !== null) this.enqueue(() => this.resume({ since_seq: initialSinceSeq }, false));
   }
 
+  /** One frame of this socket's own; a slow consumer is dropped (writeOwn). */
   private send(message: ServerMessage): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(message));
+    if (this.ws.readyState === this.ws.OPEN) writeOwn(this.ws, JSON.stringify(message), this.hub.limits.maxBufferedBytes);
+  }
+
+  /**
+   * A resume's flow control: true once the socket has room for more of the replay (half its
+   * bound), false when this resume was superseded or the socket closed, or the client did not
+   * read for limits.drainTimeoutMs (terminated: a slow consumer).
+   */
+  private async roomForReplay(cancel: AbortSignal): Promise<boolean> {
+    const below = this.hub.limits.maxBufferedBytes / 2;
+    if (this.ws.bufferedAmount <= below) return this.ws.readyState === this.ws.OPEN && !cancel.aborted;
+    return whenWritable(this.ws, below, this.hub.limits.drainTimeoutMs, cancel);
   }
 
   /** Runs `work` after the socket's earlier messages; `opId` names the mutate it serves, if any. */
@@ -178,6 +191,9 @@ export class H1Socket {
    */
   private async resume(from: { since_seq: number } | { since_canvas_seq: number }, snapshot: boolean, gap?: DeltaMessage): Promise<boolean> {
     const generation = ++this.resumeGeneration;
+    // a newer resume supersedes this one, also while it waits for the socket to drain
+    this.resumeCancel?.abort();
+    const cancel = (this.resumeCancel = new AbortController()).signal;
     this.held ??= []; // from now, live deltas wait for the replay (a gap fill keeps the one that showed the gap)
     this.lastSent = null;
     let last = 0; // canvas_seq of the last delta sent
@@ -189,6 +205,7 @@ export class H1Socket {
       const snap = await this.rpc(async (tx) => (await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r`)[0].r);
       last = Number(snap.canvas_watermark ?? 0);
       lastSeq = Number(snap.watermark ?? 0);
+      if (!(await this.roomForReplay(cancel))) return;
       this.send({ type: 'snapshot', canvas: snap.canvas, blocks: snap.blocks, watermark: lastSeq, canvas_watermark: last });
     };
     const changesSince = (canvasSeq: number) =>
@@ -205,13 +222,14 @@ export class H1Socket {
       page = await this.rpc(async (tx) => (await tx`select api.get_canvas_changes(${this.canvasId}::uuid, ${lastSeq}, 500) as r`)[0].r);
     }
     for (;;) {
-      if (generation !== this.resumeGeneration) return true;
+      if (generation !== this.resumeGeneration || this.ws.readyState !== this.ws.OPEN) return true;
       if (page.snapshot_required) {
         await sendSnapshot(); // retention removed what follows since_canvas_seq, or it is ahead of the canvas
       } else {
         for (const c of page.changes as any[]) {
           const canvasSeq = Number(c.canvas_seq);
           if (canvasSeq <= last) continue;
+          if (!(await this.roomForReplay(cancel))) return true;
           this.send(toDelta(c, true));
           last = canvasSeq;
           lastSeq = Number(c.server_seq);

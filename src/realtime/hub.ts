@@ -29,6 +29,8 @@ export type Limits = {
   presenceWriteIntervalMs: number;
   /** Unsent bytes a socket may hold before it is dropped as a slow consumer (socket-write.ts). */
   maxBufferedBytes: number;
+  /** How long a long answer (an H1 resume's replay) waits for a client that does not read it before dropping the socket. */
+  drainTimeoutMs: number;
   /** Channels one realtime-js socket may have joined at once (Supabase Realtime's max_channels_per_client). */
   maxChannelsPerSocket: number;
   /** phx_join frames per second per socket, in bursts up to maxChannelsPerSocket (a reconnect rejoins every channel at once). */
@@ -49,6 +51,7 @@ export const DEFAULT_LIMITS: Limits = {
   idleTimeoutMs: 60_000,
   presenceWriteIntervalMs: 30_000,
   maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES,
+  drainTimeoutMs: 30_000,
   maxChannelsPerSocket: 100,
   joinsPerSecond: 10,
   maxNameLength: 255,

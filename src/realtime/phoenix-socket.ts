@@ -15,7 +15,7 @@ import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { InboundQueue } from './inbound-queue.ts';
-import { writeShared } from './socket-write.ts';
+import { writeOwn, writeShared } from './socket-write.ts';
 import { parseReplay, readReplay, REPLAY_FAILED, ReplaySeam } from './replay.ts';
 import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
 
@@ -119,9 +119,9 @@ export class PhoenixSocket {
     this.idleTimer.unref();
   }
 
-  /** One text frame (module-internal: deliverPresenceDiff sends through it). */
+  /** One text frame (module-internal: deliverPresenceDiff sends through it); a slow consumer is dropped (writeOwn). */
   send(frame: Frame): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(encodeFrame(frame, this.vsn));
+    if (this.ws.readyState === this.ws.OPEN) writeOwn(this.ws, encodeFrame(frame, this.vsn), this.hub.limits.maxBufferedBytes);
   }
 
   private reply(frame: Frame, status: 'ok' | 'error', response: Record<string, unknown> = {}): void {
@@ -384,6 +384,12 @@ export class PhoenixSocket {
     const p = (frame.payload ?? {}) as { event?: unknown; payload?: unknown };
     if (typeof p.event !== 'string') {
       if (channel.ack) this.reply(frame, 'error', { reason: 'broadcast needs an event' });
+      return;
+    }
+    // the event name is relayed to every subscriber and through the cluster like the payload:
+    // bounded as a name (it is not counted in maxPayloadBytes)
+    if (p.event.length > this.hub.limits.maxNameLength) {
+      this.reply(frame, 'error', { reason: `invalid_input: payload.event: at most ${this.hub.limits.maxNameLength} characters` });
       return;
     }
     // vsn 2.0.0 binary (kind 3, raw encoding): relayed byte for byte

@@ -17,9 +17,12 @@ import type { Encoded } from './serializer.ts';
  * ws does hold frames back (any extension negotiated, a queue), we go through ws.send instead.
  *
  * Backpressure: a socket that does not read (a stalled or too slow client) would keep every
- * message in its write buffer, memory growing without bound. Before each fan-out write, a socket
- * holding more than `maxBufferedBytes` unsent is terminated instead (realtime-js reconnects and
- * rejoins; H1 resumes from its watermark): memory per socket stays bounded.
+ * message in its write buffer, memory growing without bound. Before each write, fan-out
+ * (writeShared) or a socket's own frames (writeOwn: replies, presence state, replayed deltas), a
+ * socket holding more than `maxBufferedBytes` unsent is terminated instead (realtime-js
+ * reconnects and rejoins; H1 resumes from its watermark): memory per socket stays bounded.
+ * Long answers a reading client asks for (an H1 resume) wait for the socket to drain between
+ * frames instead (whenWritable).
  */
 
 /** ws.send options for the fallback path: one shared object each, nothing allocated per socket. */
@@ -82,4 +85,51 @@ export function writeShared(ws: WebSocket, e: Encoded, maxBufferedBytes = DEFAUL
   if (socket) socket.write(wireFrame(e));
   else ws.send(e.data, e.binary ? AS_BINARY : AS_TEXT);
   return true;
+}
+
+/**
+ * Sends one frame of this socket's own (a reply, presence state, a replayed delta) with the same
+ * bound as writeShared: a socket already holding more than `maxBufferedBytes` unsent is
+ * terminated instead, so a client that asks for large answers and never reads them (joins or
+ * resumes in a loop) cannot grow the gateway's memory. Returns whether the frame was sent.
+ */
+export function writeOwn(ws: WebSocket, data: string, maxBufferedBytes: number): boolean {
+  if (ws.readyState !== ws.OPEN) return false;
+  if (ws.bufferedAmount > maxBufferedBytes) {
+    ws.terminate();
+    return false;
+  }
+  ws.send(data);
+  return true;
+}
+
+/**
+ * Flow control for a long answer: resolves true once `ws` holds at most `below` bytes unsent
+ * (at once when it already does), false when the socket closes, `cancel` fires (the answer was
+ * superseded), or `timeoutMs` passes without the client reading, in which case the socket is
+ * terminated as a slow consumer.
+ */
+export function whenWritable(ws: WebSocket, below: number, timeoutMs: number, cancel: AbortSignal): Promise<boolean> {
+  if (ws.readyState !== ws.OPEN || cancel.aborted) return Promise.resolve(false);
+  if (ws.bufferedAmount <= below) return Promise.resolve(true);
+  const socket = (ws as unknown as WsInternals)._socket;
+  if (!socket) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.off('drain', onDrain);
+      ws.off('close', onClose);
+      cancel.removeEventListener('abort', onClose);
+      resolve(ok);
+    };
+    const onDrain = () => { if (ws.bufferedAmount <= below) done(true); };
+    const onClose = () => done(false);
+    const timer = setTimeout(() => {
+      ws.terminate();
+      done(false);
+    }, timeoutMs);
+    socket.on('drain', onDrain);
+    ws.on('close', onClose);
+    cancel.addEventListener('abort', onClose);
+  });
 }

@@ -1,0 +1,133 @@
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { SignJWT } from 'jose';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { addMember, callAs, createCanvas } from '../helpers/fixtures.ts';
+import { openH1 } from '../helpers/h1.ts';
+import { until } from '../helpers/wait.ts';
+
+// A client that asks for large answers and never reads them must not grow the gateway's memory:
+// every frame a socket is sent, its own replies and replays included (not only fan-out), is
+// bounded by maxBufferedBytes, and the socket is dropped past it. Before, a socket re-joining a
+// room with a large presence state (the anon key is enough), or sending H1 `resume` in a loop,
+// took a gateway from 120 MB to 440-890 MB in 15-20 s. A client that does read gets its whole
+// replay however large, paced by what it reads. The limits here are set small.
+
+const config = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' as const };
+const limits = { maxBufferedBytes: 64 * 1024, drainTimeoutMs: 1500, maxPayloadBytes: 256 * 1024, joinsPerSecond: 1000, messagesPerSecond: 1000 };
+const db = testDatabase(3);
+let server: Server;
+const sockets: WebSocket[] = [];
+
+beforeAll(async () => {
+  server = await startServer(config, { realtime: { limits } });
+}, 90_000);
+afterAll(async () => {
+  for (const ws of sockets) ws.terminate();
+  await server?.stop();
+  await db.close();
+});
+
+const anonKey = () => {
+  const iat = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: 'supabase', role: 'anon', iat, exp: iat + 3600 })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(config.auth.jwtSecret));
+};
+
+/** Sockets open on the gateway now, by protocol (its potentia_realtime_sockets gauge). */
+async function openSockets(protocol: 'phoenix' | 'h1'): Promise<number> {
+  const metric = await server.deps.metrics.realtimeSockets.get();
+  return metric.values.find((v) => v.labels.protocol === protocol)?.value ?? 0;
+}
+
+/** Stops reading: what arrives stays in the kernel's buffers, then in the server's. */
+const stopReading = (ws: WebSocket) => (ws as unknown as { _socket: Socket })._socket.pause();
+
+async function phoenix(): Promise<{ ws: WebSocket; frames: any[] }> {
+  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/realtime/v1/websocket?apikey=${await anonKey()}&vsn=1.0.0`);
+  sockets.push(ws);
+  const frames: any[] = [];
+  ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+  ws.on('error', () => {});
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  return { ws, frames };
+}
+
+describe('a socket that does not read what it asked for', () => {
+  it('re-joining a room with a large presence state in a loop: dropped, the readers stay', async () => {
+    const topic = `realtime:big-${randomUUID()}`;
+    // four readers each track a 200 KB presence: every join's presence_state is ~800 KB
+    const readers: Array<{ ws: WebSocket; frames: any[] }> = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await phoenix();
+      r.ws.send(JSON.stringify({ topic, event: 'phx_join', ref: '1', join_ref: '1', payload: { config: { presence: { key: `r${i}`, enabled: true } } } }));
+      await until(() => r.frames.some((f) => f.event === 'phx_reply' && f.ref === '1'), 5000, 'a reader joined');
+      r.ws.send(JSON.stringify({ topic, event: 'presence', ref: '2', join_ref: '1', payload: { type: 'presence', event: 'track', payload: { blob: 'x'.repeat(200_000) } } }));
+      readers.push(r);
+    }
+    await until(() => readers[0]!.frames.filter((f) => f.event === 'presence_diff').length >= 4, 10_000, 'the presences tracked');
+    const before = await openSockets('phoenix');
+    const attacker = await phoenix();
+    stopReading(attacker.ws);
+    // ~40 MB asked for, far past what the kernel's buffers hold for one connection
+    for (let i = 0; i < 50; i++) attacker.ws.send(JSON.stringify({ topic, event: 'phx_join', ref: `j${i}`, join_ref: `j${i}`, payload: { config: { presence: { enabled: true } } } }));
+    await until(async () => (await openSockets('phoenix')) === before, 20_000, 'the gateway to drop the socket that does not read');
+    for (const r of readers) expect(r.ws.readyState).toBe(WebSocket.OPEN);
+    // and the gateway still answers: a reader's heartbeat
+    readers[0]!.ws.send(JSON.stringify({ topic: 'phoenix', event: 'heartbeat', ref: 'hb', payload: {} }));
+    await until(() => readers[0]!.frames.some((f) => f.ref === 'hb'), 5000, 'the heartbeat reply');
+  }, 60_000);
+
+  it('H1: resume in a loop without reading: dropped once it reads nothing for drainTimeoutMs', async () => {
+    const { canvasId, users } = await bigCanvas();
+    const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! });
+    const before = await openSockets('h1');
+    const h1 = await openH1(server.url, canvasId, token);
+    sockets.push(h1.ws);
+    h1.ws.on('error', () => {});
+    await h1.next((m) => m.type === 'hello');
+    stopReading(h1.ws);
+    for (let i = 0; i < 40; i++) h1.send({ type: 'resume', since_canvas_seq: 0 });
+    await until(async () => (await openSockets('h1')) === before, 20_000, 'the gateway to drop the H1 socket that does not read');
+  }, 60_000);
+
+  it('H1: a client that reads gets its whole replay, many times the bound, paced by its reading', async () => {
+    const { canvasId, users, ops } = await bigCanvas();
+    const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! });
+    const h1 = await openH1(server.url, canvasId, token, '&since_seq=0');
+    sockets.push(h1.ws);
+    await h1.next((m) => m.type === 'resumed', 30_000);
+    const seqs = h1.inbox.flatMap((m) => (m.type === 'delta' ? [Number(m.canvas_seq)] : []));
+    expect(seqs).toEqual(Array.from({ length: ops }, (_, i) => i + 1));
+    expect(h1.ws.readyState).toBe(WebSocket.OPEN);
+  }, 60_000);
+
+  it('a broadcast event name longer than a name may be is refused, not relayed', async () => {
+    const p = await phoenix();
+    const topic = `realtime:names-${randomUUID()}`;
+    p.ws.send(JSON.stringify({ topic, event: 'phx_join', ref: '1', join_ref: '1', payload: { config: { broadcast: { ack: true } } } }));
+    await until(() => p.frames.some((f) => f.event === 'phx_reply' && f.ref === '1'), 5000, 'joined');
+    p.ws.send(JSON.stringify({ topic, event: 'broadcast', ref: '2', join_ref: '1', payload: { type: 'broadcast', event: 'e'.repeat(100_000), payload: {} } }));
+    await until(() => p.frames.some((f) => f.event === 'phx_reply' && f.ref === '2'), 5000, 'the reply');
+    expect(p.frames.find((f) => f.ref === '2').payload).toEqual({ status: 'error', response: { reason: 'invalid_input: payload.event: at most 255 characters' } });
+  });
+});
+
+/** A canvas whose log replays as ~2.4 MB of deltas: 300 blocks of 8 KB, created in three batches by three editors. */
+async function bigCanvas() {
+  const c = await createCanvas(db.sql);
+  const ops = 300;
+  for (let b = 0; b < 3; b++) {
+    const editor = await addMember(db.sql, c.users.owner!, c.workspaceId, 'editor', `bulk${b}`);
+    const batch = Array.from({ length: ops / 3 }, (_, i) => ({
+      action: 'create', client_op_id: randomUUID(), patch: { type: 'text', content: { t: `${b}-${i}-`.padEnd(8000, 'x') } } }));
+    const res = await callAs(db.sql, editor, 'upsert_blocks_atomic', [c.canvasId, batch]);
+    expect(res.status).toBe('success');
+  }
+  return { ...c, ops };
+}

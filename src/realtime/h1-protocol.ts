@@ -48,6 +48,12 @@ export const H1_PROTOCOL_VERSION = 1;
 /** WebSocket close codes the server uses after re-authorization refused an open socket. */
 export const H1_CLOSE_FORBIDDEN = 4403;
 export const H1_CLOSE_NOT_FOUND = 4404;
+/**
+ * The close code of a socket whose access token expired (exp plus the clock leeway every surface
+ * allows): an `error` frame `unauthorized` first. Reconnect with a fresh token (@potentia/client
+ * asks its token() again on every reconnect).
+ */
+export const H1_CLOSE_TOKEN_EXPIRED = 4401;
 
 const uuid = z.string().uuid();
 const seq = z.number().int().nonnegative().max(SEQ_MAX); // bigint parameters in SQL

@@ -67,6 +67,18 @@ describe('H1 /ws/canvas/{id}', () => {
     await expect(open(canvasId, stranger)).rejects.toThrow(/404/);
   });
 
+  it('closes when its token expires (exp + the 5 s leeway): error unauthorized, close 4401; until then it writes', async () => {
+    const { canvasId, users } = await createCanvas(db.sql);
+    const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! }, { expiresInSeconds: 1 });
+    const c = await openH1(server.url, canvasId, token);
+    await c.next(is('hello'));
+    c.send({ type: 'mutate', client_op_id: randomUUID(), action: 'create', patch: { type: 'text' } });
+    expect(await c.next(is('ack'))).toMatchObject({ status: 'success' });
+    // until 2026-12-04 an H1 socket outlived its token: writes were acked long after exp
+    expect(await c.next(is('error'), 15_000)).toMatchObject({ code: 'unauthorized', message: expect.stringMatching(/^the access token expired \d+ seconds ago/) });
+    expect((await c.closed).code).toBe(4401);
+  }, 20_000);
+
   it('answers more than 10 messages per second with a rate_limited error frame', async () => {
     const { canvasId, users } = await createCanvas(db.sql);
     const c = await open(canvasId, users.owner!);

@@ -103,6 +103,8 @@ export type PresenceEvent = { type: 'presence'; user_id: string; cursor: unknown
  * names it when known; resending the same message fails the same way.
  * `read_only`: this socket may not write. `rate_limited`: dropped, resend after `retry_after_ms`.
  * `forbidden` / `not_found`: access to the canvas was lost (the socket closes next, 4403 / 4404).
+ * `unauthorized`: the socket's access token expired (the socket closes next, 4401): reconnect with
+ * a fresh token (CanvasSync does, asking its token() again).
  * `unavailable` / `timeout`: the database connection was lost or the statement ran out of time
  * while handling it; resend after `retry_after_ms` (a mutate with the same client_op_id is applied
  * at most once). `internal` is a server fault, never the client's input.

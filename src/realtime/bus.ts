@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres';
 import type { Logger } from 'pino';
+import { ACCESS_CHANGED } from './access.ts';
 import { createReplicationStream, type ReplicationStream } from './replication.ts';
 
 /**
@@ -15,7 +16,10 @@ import { createReplicationStream, type ReplicationStream } from './replication.t
  * committed while the replication connection was down are not in the stream. When the stream
  * (re)starts, the bus reads those rows back from realtime.messages itself (rows inserted since the
  * last known-good watermark minus a margin, for the topics that have listeners), drops the ids it
- * already delivered, and holds stream rows back until that catch-up has been delivered.
+ * already delivered, and holds stream rows back until that catch-up has been delivered. While the
+ * stream is down it polls the table the same way every tick, the watermark moving with each poll;
+ * rows committed before the bus started are never delivered (the first catch-up's margin reaches
+ * back before the start: they are counted as delivered at start).
  *
  * The same stream carries the realtime cluster's logical messages (prefix CLUSTER_MESSAGE_PREFIX,
  * cluster.ts) to `onClusterMessage` listeners as soon as they are decoded; they have no catch-up
@@ -166,7 +170,12 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         dispatch(m);
       }
     }
-    watermark = since ?? now;
+    // A poll while the stream is down saw everything committed before it began: the next one
+    // reads from here (minus the margin). Kept where it was, the watermark stayed at the start of
+    // the outage, each poll read more, and past the de-duplication window (10 min) every message
+    // since was delivered again. After a stream (re)start it moves once the stream has stayed up
+    // across a tick (tick()).
+    watermark = since === null || !streamUp ? now : since;
   }
 
   /** Catch-ups run one at a time (stream restart, outage polls). */
@@ -253,8 +262,14 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     },
     async start() {
       stopped = false;
-      // everything inserted from now on is delivered: by the table poll until the slot exists
+      // everything inserted from now on is delivered: by the table poll until the slot exists.
+      // What was committed before now is not: a catch-up reads from the watermark minus the
+      // margin, so those rows count as delivered already (a fresh gateway sent the last minute's
+      // messages to its first subscribers as live ones).
       const [{ now }] = (await opts.sql`select localtimestamp::text as now`) as unknown as [{ now: string }];
+      const before = await opts.sql`select id::text from realtime.messages
+                                    where inserted_at >= ${now}::timestamp - make_interval(secs => ${marginMs / 1000})`;
+      for (const row of before) remember(String(row.id));
       watermark = now;
       stream = createReplicationStream({
         databaseUrl: opts.databaseUrl,
@@ -301,11 +316,16 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
 }
 
 /**
- * Rows read back from the table come in insertion-start order; canvas operations carry their
- * commit order (server_seq, taken under the canvas lock), so within a topic those are put back in
- * server_seq order in the slots they occupy.
+ * Rows read back from the table come in insertion-start order (a row's inserted_at is its
+ * transaction's start, not its commit); canvas operations carry their commit order (server_seq,
+ * taken under the canvas lock), so within a topic those are put back in server_seq order in the
+ * slots they occupy. Access changes (access.ts) go first: a mutation that started before a
+ * member's removal and committed after it sorts before the removal, and would reach the removed
+ * member's socket; first, the re-check they start holds the batch's deliveries (a delta committed
+ * just before the removal is then not sent to the member who lost access: closed, not open).
  */
-export function orderCatchUp(messages: BusMessage[]): BusMessage[] {
+export function orderCatchUp(all: BusMessage[]): BusMessage[] {
+  const messages = [...all.filter((m) => m.event === ACCESS_CHANGED), ...all.filter((m) => m.event !== ACCESS_CHANGED)];
   const byTopic = new Map<string, number[]>();
   messages.forEach((m, i) => {
     if (seqOf(m) === null) return;

@@ -1,0 +1,72 @@
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { createDatabaseBus, orderCatchUp, type BusMessage, type DatabaseBus } from '../../src/realtime/bus.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { sleep, until } from '../helpers/wait.ts';
+
+// The database bus's catch-up (src/realtime/bus.ts) reads realtime.messages back by inserted_at,
+// the writing transaction's start, minus a margin, and de-duplicates by id for a while. Each case
+// is a way that read delivered a message twice, or in an order that let a revoked member see it:
+//  - a fresh bus delivered the last minute's messages (committed before it started) as live ones;
+//  - a stream outage longer than the de-duplication window delivered every message since its
+//    start again (the watermark stayed at the start of the outage);
+//  - a mutation whose transaction began before a member's removal and committed after it was
+//    dispatched before the removal's access_changed.
+
+const db = testDatabase(3);
+const buses: DatabaseBus[] = [];
+afterEach(async () => {
+  for (const bus of buses.splice(0)) await bus.stop();
+});
+
+const send = (topic: string, n: number) => db.sql`select realtime.send(${db.sql.json({ n })}::jsonb, 'ev', ${topic}, false)`;
+
+function listen(bus: DatabaseBus, topic: string): number[] {
+  const got: number[] = [];
+  bus.on(topic, (m) => got.push((m.payload as { n: number }).n));
+  return got;
+}
+
+describe('the database bus catch-up', () => {
+  it('a fresh bus delivers only what commits after it started, not the margin before', async () => {
+    const topic = `bus-fresh-${randomUUID()}`;
+    for (let n = 1; n <= 5; n++) await send(topic, n);
+    const bus = createDatabaseBus({ databaseUrl: testDatabaseUrl(), sql: db.sql, tickMs: 100 });
+    buses.push(bus);
+    const got = listen(bus, topic);
+    await bus.start();
+    await bus.ready();
+    await send(topic, 6);
+    await until(() => got.includes(6), 10_000, 'the message committed after the start');
+    await sleep(300); // a tick or two more: nothing else may come
+    expect(got).toEqual([6]);
+  });
+
+  it('polling through an outage longer than the de-duplication window delivers each message once', async () => {
+    const topic = `bus-outage-${randomUUID()}`;
+    // no walsender to reach: the stream never comes up, the bus polls the table every tick
+    const closed = new URL(testDatabaseUrl());
+    closed.port = '1';
+    const bus = createDatabaseBus({ databaseUrl: closed.toString(), sql: db.sql, tickMs: 50, catchUpMarginMs: 200, dedupeWindowMs: 600 });
+    buses.push(bus);
+    const got = listen(bus, topic);
+    await bus.start();
+    await send(topic, 1);
+    await until(() => got.includes(1), 10_000, 'the first message, polled');
+    await sleep(1500); // past the de-duplication window (600 ms), many polls later
+    await send(topic, 2);
+    await until(() => got.includes(2), 10_000, 'the second message, polled');
+    await sleep(300);
+    expect(got).toEqual([1, 2]);
+  });
+
+  it('orders a batch read back with access changes first, then each topic\'s operations by server_seq', () => {
+    const m = (id: string, event: string, payload: Record<string, unknown>, topic = 'canvas:c'): BusMessage =>
+      ({ id, topic, event, extension: 'broadcast', private: true, payload, payloadJson: JSON.stringify(payload) });
+    // by inserted_at (transaction start): a mutation begun before the removal, committed after it
+    const batch = [m('1', 'block_op', { server_seq: 7 }), m('2', 'access_changed', { user_id: 'u' }), m('3', 'block_op', { server_seq: 6 }),
+      m('4', 'block_op', { server_seq: 1 }, 'canvas:other')];
+    expect(orderCatchUp(batch).map((x) => x.id)).toEqual(['2', '3', '1', '4']);
+  });
+});

@@ -49,7 +49,8 @@ export function parseReplay(config: { broadcast?: { replay?: unknown } } | undef
   if (!Number.isInteger(since) || Math.abs(since as number) > MAX_EPOCH_MS) return REPLAY_INVALID;
   if (limit !== undefined && limit !== null && !Number.isInteger(limit)) return REPLAY_INVALID;
   const asked = typeof limit === 'number' ? limit : REPLAY_LIMIT_CAP;
-  return { since: since as number, limit: Math.max(1, Math.min(asked, REPLAY_LIMIT_CAP)) };
+  // before 1970 asks for everything: PostgreSQL's timestamps end near 4713 BC, a Date's far before
+  return { since: Math.max(0, since as number), limit: Math.max(1, Math.min(asked, REPLAY_LIMIT_CAP)) };
 }
 
 /**

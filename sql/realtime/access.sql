@@ -11,11 +11,22 @@
 -- Membership triggers are statement-level with transition tables: a bulk change sends one
 -- message per (canvas, user).
 
+-- A user who can no longer read the canvas also leaves it here: their H3 presence row goes and the
+-- members hear `presence_leave` (sql/rpc/presence.sql), in the same transaction. Their own socket,
+-- closed by the gateway, can no longer call api.leave_canvas (it requires read access), so their
+-- cursor stayed on everyone's screen until the presence cleanup expired it.
 create or replace function internal.send_access_changed(p_canvas_id uuid, p_user_id uuid, p_reason text) returns void
-language sql security definer set search_path = pg_catalog, pg_temp as $$
-  select realtime.send(jsonb_build_object('canvas_id', p_canvas_id, 'user_id', p_user_id, 'reason', p_reason),
-                       'access_changed', 'canvas:' || p_canvas_id, true)
-$$;
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform realtime.send(jsonb_build_object('canvas_id', p_canvas_id, 'user_id', p_user_id, 'reason', p_reason),
+                        'access_changed', 'canvas:' || p_canvas_id, true);
+  if p_user_id is not null and internal.canvas_role(p_canvas_id, p_user_id) is null then
+    delete from app.presence where canvas_id = p_canvas_id and user_id = p_user_id;
+    if found then
+      perform realtime.send(jsonb_build_object('user_id', p_user_id), 'presence_leave', 'canvas:' || p_canvas_id, true);
+    end if;
+  end if;
+end $$;
 
 -- A workspace role is the default role on every canvas of the workspace: a removal or a role
 -- change re-checks the user on all its live canvases. A new workspace membership only matters

@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(35);
+select plan(38);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -96,6 +96,29 @@ select is(pg_temp.changes(), 'c1/editor/workspace_member c1/viewer/workspace_mem
           'a bulk removal sends one message per canvas and user');
 insert into app.workspace_members (workspace_id, user_id, role) values (pg_temp.id('w'), pg_temp.id('editor'), 'editor'),
                                                                       (pg_temp.id('w'), pg_temp.id('viewer'), 'viewer');
+
+-- ---------------------------------------------------------------------------------------------
+-- Losing read access also leaves the canvas (the member's own socket is closed and can no longer
+-- call api.leave_canvas): the presence row goes, the others hear presence_leave; a role change
+-- that keeps access keeps the presence
+-- ---------------------------------------------------------------------------------------------
+insert into app.presence (canvas_id, user_id) values (pg_temp.id('c1'), pg_temp.id('editor')), (pg_temp.id('c1'), pg_temp.id('viewer'))
+on conflict do nothing;
+delete from realtime.messages where event = 'presence_leave';
+update app.workspace_members set role = 'editor' where workspace_id = pg_temp.id('w') and user_id = pg_temp.id('viewer');
+delete from app.workspace_members where workspace_id = pg_temp.id('w') and user_id = pg_temp.id('editor');
+select is((select string_agg(u.name, ' ' order by u.name) from app.presence p join ids u on u.id = p.user_id where p.canvas_id = pg_temp.id('c1')),
+          'viewer', 'a removed member''s presence row is deleted with the removal; a member whose role changed keeps theirs');
+select is((select count(*) from realtime.messages where event = 'presence_leave' and topic = 'canvas:' || pg_temp.id('c1') and private
+           and (payload ->> 'user_id')::uuid = pg_temp.id('editor')), 1::bigint,
+          '... and the canvas hears presence_leave for them, in the same transaction');
+select is((select count(*) from realtime.messages where event = 'presence_leave' and (payload ->> 'user_id')::uuid = pg_temp.id('viewer')), 0::bigint,
+          '... not for the member who kept access');
+insert into app.workspace_members (workspace_id, user_id, role) values (pg_temp.id('w'), pg_temp.id('editor'), 'editor');
+update app.workspace_members set role = 'viewer' where workspace_id = pg_temp.id('w') and user_id = pg_temp.id('viewer');
+delete from app.presence;
+select pg_temp.reset();
+
 
 -- ---------------------------------------------------------------------------------------------
 -- Canvas membership (a canvas role replaces the workspace role on one canvas)

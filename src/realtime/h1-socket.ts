@@ -11,7 +11,7 @@ import type { Hub } from './hub.ts';
 import { RateLimiter } from './rate-limit.ts';
 import type { Encoded } from './serializer.ts';
 import { InboundQueue } from './inbound-queue.ts';
-import { whenWritable, writeOwn, writeShared } from './socket-write.ts';
+import { whenWritable, writeBounded, writeShared } from './socket-write.ts';
 
 /** A bus message's live delta, made once for every socket of the canvas (it is never modified). */
 const liveDeltas = new WeakMap<BusMessage, DeltaMessage>();
@@ -55,7 +55,9 @@ export class H1Socket {
     initialSinceCanvasSeq: number | null = null,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
-    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames);
+    const forever = new AbortController().signal;
+    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames,
+      () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs, forever));
     this.gate = new AccessGate(() => this.reauthorize(), (err) => {
       hub.logger.error({ err }, 'H1 re-authorization failed');
       this.send({ type: 'error', code: 'internal', message: 'could not re-check your access; reconnect' });
@@ -85,9 +87,14 @@ export class H1Socket {
     else if (initialSinceSeq !== null) this.enqueue(() => this.resume({ since_seq: initialSinceSeq }, false));
   }
 
-  /** One frame of this socket's own; a slow consumer is dropped (writeOwn). */
+  /** One frame of this socket's own (an answer, a snapshot, a replayed delta). */
   private send(message: ServerMessage): void {
-    if (this.ws.readyState === this.ws.OPEN) writeOwn(this.ws, JSON.stringify(message), this.hub.limits.maxBufferedBytes);
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  /** A frame another client caused (presence): a slow consumer is dropped (writeBounded). */
+  private sendCaused(message: ServerMessage): void {
+    if (this.ws.readyState === this.ws.OPEN) writeBounded(this.ws, JSON.stringify(message), this.hub.limits.maxBufferedBytes);
   }
 
   /**
@@ -345,9 +352,9 @@ export class H1Socket {
       if (this.held) this.held.push(d);
       else this.sendLive(d);
     } else if (m.event === 'presence' && p.user_id !== this.claims.sub) {
-      this.send({ type: 'presence', user_id: String(p.user_id), cursor: p.cursor ?? null, typing: p.typing === true });
+      this.sendCaused({ type: 'presence', user_id: String(p.user_id), cursor: p.cursor ?? null, typing: p.typing === true });
     } else if (m.event === 'presence_leave' && p.user_id !== this.claims.sub) {
-      this.send({ type: 'presence_leave', user_id: String(p.user_id) });
+      this.sendCaused({ type: 'presence_leave', user_id: String(p.user_id) });
     }
   }
 

@@ -12,7 +12,12 @@ export class InboundQueue {
   private pending = 0;
   private paused = false;
 
-  constructor(private readonly ws: WebSocket, private readonly maxPending: number) {}
+  /**
+   * `ready`, when given, runs before each item and the item waits for it: false skips the item
+   * (the socket is gone). The sockets pass whenWritable: a client's next request waits until its
+   * earlier answers have left, so one that never reads cannot make the gateway hold more.
+   */
+  constructor(private readonly ws: WebSocket, private readonly maxPending: number, private readonly ready?: () => Promise<boolean>) {}
 
   /** Runs `work` after everything pushed before it; a failure goes to `onError`, and the queue goes on. */
   push(work: () => Promise<unknown>, onError: (err: unknown) => unknown): void {
@@ -22,7 +27,7 @@ export class InboundQueue {
       this.ws.pause();
     }
     this.tail = this.tail
-      .then(async () => { await work(); })
+      .then(async () => { if (!this.ready || await this.ready()) await work(); })
       .catch(async (err) => { await onError(err); })
       .catch(() => {}) // an error handler's own failure must not stop the queue
       .finally(() => {

@@ -15,7 +15,7 @@ import type { Hub } from './hub.ts';
 import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { InboundQueue } from './inbound-queue.ts';
-import { writeOwn, writeShared } from './socket-write.ts';
+import { whenWritable, writeBounded, writeShared } from './socket-write.ts';
 import { parseReplay, readReplay, REPLAY_FAILED, ReplaySeam } from './replay.ts';
 import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
 
@@ -106,7 +106,9 @@ export class PhoenixSocket {
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
     this.joinLimiter = new RateLimiter(hub.limits.joinsPerSecond, hub.limits.maxChannelsPerSocket);
-    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames);
+    const forever = new AbortController().signal;
+    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames,
+      () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs, forever));
     ws.on('message', (data, isBinary) => {
       this.lastSeen = Date.now();
       this.inbound.push(() => this.onFrame(data as Buffer, isBinary), (err) => hub.logger.error({ err }, 'realtime frame handling failed'));
@@ -119,9 +121,14 @@ export class PhoenixSocket {
     this.idleTimer.unref();
   }
 
-  /** One text frame (module-internal: deliverPresenceDiff sends through it); a slow consumer is dropped (writeOwn). */
+  /** One text frame of this socket's own (a reply, presence state, a system message). */
   send(frame: Frame): void {
-    if (this.ws.readyState === this.ws.OPEN) writeOwn(this.ws, encodeFrame(frame, this.vsn), this.hub.limits.maxBufferedBytes);
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(encodeFrame(frame, this.vsn));
+  }
+
+  /** A frame another socket caused (deliverPresenceDiff): a slow consumer is dropped (writeBounded). */
+  sendCaused(frame: Frame): void {
+    if (this.ws.readyState === this.ws.OPEN) writeBounded(this.ws, encodeFrame(frame, this.vsn), this.hub.limits.maxBufferedBytes);
   }
 
   private reply(frame: Frame, status: 'ok' | 'error', response: Record<string, unknown> = {}): void {
@@ -605,6 +612,6 @@ export function deliverPresenceDiff(hub: Hub, key: ChannelKey, diff: PresenceDif
   const payloads = replaced ? [{ joins: {}, leaves: diff.leaves }, { joins: diff.joins, leaves: {} }] : [diff];
   for (const peer of hub.peersOf<Channel>(key)) {
     if (!peer.presenceEnabled) continue;
-    for (const payload of payloads) peer.socket.send({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload });
+    for (const payload of payloads) peer.socket.sendCaused({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload });
   }
 }

@@ -17,12 +17,14 @@ import type { Encoded } from './serializer.ts';
  * ws does hold frames back (any extension negotiated, a queue), we go through ws.send instead.
  *
  * Backpressure: a socket that does not read (a stalled or too slow client) would keep every
- * message in its write buffer, memory growing without bound. Before each write, fan-out
- * (writeShared) or a socket's own frames (writeOwn: replies, presence state, replayed deltas), a
- * socket holding more than `maxBufferedBytes` unsent is terminated instead (realtime-js
- * reconnects and rejoins; H1 resumes from its watermark): memory per socket stays bounded.
- * Long answers a reading client asks for (an H1 resume) wait for the socket to drain between
- * frames instead (whenWritable).
+ * message in its write buffer, memory growing without bound. What others cause (fan-out:
+ * writeShared; another client's presence: writeBounded) is not sent to a socket holding more than
+ * `maxBufferedBytes` unsent: it is terminated instead (realtime-js reconnects and rejoins; H1
+ * resumes from its watermark). What the client itself asks for (replies, snapshots, replays) is
+ * always sent, however large, but the socket's next request waits until it has drained
+ * (InboundQueue with whenWritable), and a long answer (an H1 replay) waits between frames: a
+ * client that asks and never reads is dropped after `drainTimeoutMs`, one that reads slowly gets
+ * everything. Memory per socket stays bounded either way.
  */
 
 /** ws.send options for the fallback path: one shared object each, nothing allocated per socket. */
@@ -88,12 +90,11 @@ export function writeShared(ws: WebSocket, e: Encoded, maxBufferedBytes = DEFAUL
 }
 
 /**
- * Sends one frame of this socket's own (a reply, presence state, a replayed delta) with the same
- * bound as writeShared: a socket already holding more than `maxBufferedBytes` unsent is
- * terminated instead, so a client that asks for large answers and never reads them (joins or
- * resumes in a loop) cannot grow the gateway's memory. Returns whether the frame was sent.
+ * Sends one frame another client caused (a presence change) to this socket, with writeShared's
+ * bound: a socket already holding more than `maxBufferedBytes` unsent is terminated instead.
+ * Returns whether the frame was sent.
  */
-export function writeOwn(ws: WebSocket, data: string, maxBufferedBytes: number): boolean {
+export function writeBounded(ws: WebSocket, data: string, maxBufferedBytes: number): boolean {
   if (ws.readyState !== ws.OPEN) return false;
   if (ws.bufferedAmount > maxBufferedBytes) {
     ws.terminate();

@@ -366,7 +366,8 @@ begin
         where (f like 'content.%' and coalesce(p_text ? substr(f, 9), false))
            or internal.field_value(v_base_block, f) is distinct from internal.field_value(v_theirs, f)
           and not coalesce(case
-                when f like 'content.%' then p_patch -> 'content' -> substr(f, 9) = internal.field_value(v_theirs, f)
+                -- the same value, or removed on both sides (null in the patch, absent now)
+                when f like 'content.%' then p_patch -> 'content' -> substr(f, 9) = coalesce(internal.field_value(v_theirs, f), 'null'::jsonb)
                 when f = 'type' then p_patch -> 'type' = internal.field_value(v_theirs, f)
                 when f = 'parent' then p_patch ? 'parent_id' and p_patch -> 'parent_id' = internal.field_value(v_theirs, f) end, false);
       end if;

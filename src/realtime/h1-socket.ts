@@ -1,5 +1,4 @@
 import type { WebSocket } from 'ws';
-import { CLOCK_LEEWAY_SECONDS } from '../auth/jwt.ts';
 import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
 import { apiErrorFromDatabase } from '../http/errors.ts';
 import { checkJson, parseJson } from '../input-policy.ts';
@@ -12,6 +11,7 @@ import { RateLimiter } from './rate-limit.ts';
 import type { Encoded } from './serializer.ts';
 import { InboundQueue } from './inbound-queue.ts';
 import { whenWritable, writeBounded, writeShared } from './socket-write.ts';
+import { whenTokenExpires } from './token-expiry.ts';
 
 /** A bus message's live delta, made once for every socket of the canvas (it is never modified). */
 const liveDeltas = new WeakMap<BusMessage, DeltaMessage>();
@@ -43,7 +43,7 @@ export class H1Socket {
   private lastPresenceWrite = 0;
   private closed = false;
   /** Closes the socket when its token expires: H1 has no token refresh, the client reconnects. */
-  private expiry: NodeJS.Timeout | null = null;
+  private expiry: { cancel(): void } | null = null;
 
   constructor(
     private readonly ws: WebSocket,
@@ -73,15 +73,12 @@ export class H1Socket {
     this.send({ type: 'hello', v: H1_PROTOCOL_VERSION, canvas_id: canvasId, user_id: String(claims.sub), can_write: access.write });
     hub.logger.info({ canvas_id: canvasId, user_id: claims.sub, can_write: access.write }, 'H1 socket open');
     if (typeof claims.exp === 'number') {
-      // when the token would no longer verify: exp plus the leeway every surface allows
       const exp = claims.exp;
-      const ms = (exp + CLOCK_LEEWAY_SECONDS) * 1000 - Date.now();
-      this.expiry = setTimeout(() => {
+      this.expiry = whenTokenExpires(exp, () => {
         this.send({ type: 'error', code: 'unauthorized',
           message: `the access token expired ${Math.max(0, Math.floor(Date.now() / 1000) - exp)} seconds ago: reconnect with a fresh one` });
         ws.close(H1_CLOSE_TOKEN_EXPIRED, 'token_expired');
-      }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
-      this.expiry.unref();
+      });
     }
     if (initialSinceCanvasSeq !== null) this.enqueue(() => this.resume({ since_canvas_seq: initialSinceCanvasSeq }, false));
     else if (initialSinceSeq !== null) this.enqueue(() => this.resume({ since_seq: initialSinceSeq }, false));
@@ -367,7 +364,7 @@ export class H1Socket {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.expiry) clearTimeout(this.expiry);
+    this.expiry?.cancel();
     this.hub.logger.info({ canvas_id: this.canvasId, user_id: this.claims.sub, last_canvas_seq: this.lastSent }, 'H1 socket closed');
     this.offDatabase();
     if (this.lastPresenceWrite > 0) {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
-import { CLOCK_LEEWAY_SECONDS, TokenError } from '../auth/jwt.ts';
+import { TokenError } from '../auth/jwt.ts';
 import { apiErrorFromDatabase, type ApiError } from '../http/errors.ts';
 import { checkJson } from '../input-policy.ts';
 import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
@@ -16,6 +16,7 @@ import type { PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { InboundQueue } from './inbound-queue.ts';
 import { whenWritable, writeBounded, writeShared } from './socket-write.ts';
+import { whenTokenExpires } from './token-expiry.ts';
 import { parseReplay, readReplay, REPLAY_FAILED, ReplaySeam } from './replay.ts';
 import { decodeFrame, encodeBinaryBroadcast, encodeBroadcast, encodeFrame, ProtocolError, type Encoded, type Frame, type Vsn } from './serializer.ts';
 
@@ -41,7 +42,7 @@ type Channel = {
   canSend: Map<string, boolean>;
   offDatabase: () => void;
   offPeers: () => void;
-  expiry: NodeJS.Timeout | null;
+  expiry: { cancel(): void } | null;
   lastPresenceWrite: number;
   tracked: boolean;
   /** Holds database messages while the channel's access is re-checked (access.ts). */
@@ -319,17 +320,15 @@ export class PhoenixSocket {
   }
 
   private armExpiry(channel: Channel): void {
-    if (channel.expiry) clearTimeout(channel.expiry);
+    channel.expiry?.cancel();
     channel.expiry = null;
     const exp = channel.claims.exp;
     if (typeof exp !== 'number') return;
     // closes when the token would no longer verify: exp plus the leeway every surface allows
-    const ms = (exp + CLOCK_LEEWAY_SECONDS) * 1000 - Date.now();
-    channel.expiry = setTimeout(() => {
+    channel.expiry = whenTokenExpires(exp, () => {
       this.system(channel, 'error', `Token has expired ${Math.max(0, Math.floor(Date.now() / 1000) - exp)} seconds ago`);
       void this.close(channel, false);
-    }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
-    channel.expiry.unref();
+    });
   }
 
   private async refreshToken(channel: Channel, frame: Frame): Promise<void> {
@@ -569,7 +568,7 @@ export class PhoenixSocket {
   private async close(channel: Channel, silent: boolean): Promise<void> {
     if (this.channels.get(channel.topic) !== channel) return;
     this.channels.delete(channel.topic);
-    if (channel.expiry) clearTimeout(channel.expiry);
+    channel.expiry?.cancel();
     channel.offDatabase();
     channel.offPeers();
     if (!silent) this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_close', payload: {} });

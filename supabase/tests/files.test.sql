@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(90);
+select plan(92);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -130,6 +130,10 @@ select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_t
           '{"state": "PX400", "field": "filename"}', '... and a line separator');
 select is(api.create_file(pg_temp.id('c1'), 'Grüße 日本 😀 ﬁle.txt', 'text/plain', 10) #>> '{file,filename}', 'Grüße 日本 😀 ﬁle.txt',
           'letters of any script and emoji stay allowed');
+select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'invoice' || chr(x'3164'::int) || '.exe', 'text/plain')),
+          '{"state": "PX400", "field": "filename"}', '... not a blank-looking filler (Hangul U+3164)');
+select is(api.create_file(pg_temp.id('c1'), 'family 👨‍👩‍👧 نامه‌ها.txt', 'text/plain', 10) #>> '{file,filename}', 'family 👨‍👩‍👧 نامه‌ها.txt',
+          'the joiners stay allowed: emoji sequences (U+200D) and Persian words (U+200C)');
 select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10, %L)', pg_temp.id('c1'), 'a.txt', 'text/plain', md5('x'))),
           '{"state": "PX400", "field": "checksum"}', 'a hex MD5 as checksum: invalid_input (base64, as Content-MD5)');
 select tests.clear_authentication();

@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(41);
+select plan(42);
 
 select tests.create_user(u) from unnest(array['merge_ann', 'merge_bob']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -146,6 +146,17 @@ select is((select res ->> 'status' || ' ' || (res -> 'error' ->> 'code') from r 
           'an operation older than the log''s retention: rebase_required');
 select is((select res -> 'block' -> 'content' from r where name = 'old_stale'), '{"t":"old","a":1,"b":1}', 'with the current block (and text)');
 
+-- ---------------------------------------------------------------- an edit is a HOT update
+-- (no index of app.blocks reads content, so a content edit writes no index entry: see the
+-- file_ref migration; a shared text edited hundreds of times a second stays one heap chain)
+create temp table hot_before as
+  select n_tup_upd, n_tup_hot_upd from pg_stat_xact_user_tables where relid = 'app.blocks'::regclass;
+select pg_temp.op('hot_edit', (select txt from k), 'update', (select version from app.blocks where block_id = (select txt from k)),
+                  '{"text":{"t":["hot "]}}');
+select is((select (s.n_tup_upd - b.n_tup_upd) || ' ' || (s.n_tup_hot_upd - b.n_tup_hot_upd)
+           from pg_stat_xact_user_tables s, hot_before b where s.relid = 'app.blocks'::regclass),
+          '1 1', 'a text edit through the RPC is one HOT update of the block');
+
 -- ---------------------------------------------------------------- a write that changed nothing clashes with nothing
 -- (the log names the fields an operation wrote; a field whose value is back at base_version's,
 -- or already what this patch sets, cannot be lost by applying the patch)
@@ -169,22 +180,17 @@ select tests.authenticate_as('merge_bob');
 select pg_temp.op('same_bob', (select same from k), 'update', 6, '{"content":{"title":"agreed"}}');
 select is((select res ->> 'status' from r where name = 'same_bob'), 'success', 'nor both sides setting a key to the same value');
 select tests.authenticate_as('merge_ann');
-select pg_temp.op('same_a', (select same from k), 'update', 8, '{"content":{"title":"A"}}');
+select pg_temp.op('same_rm_ann', (select same from k), 'update', 8, '{"content":{"extra":1}}');
+select pg_temp.op('same_rm_ann2', (select same from k), 'update', 9, '{"content":{"extra":null}}');
 select tests.authenticate_as('merge_bob');
-select pg_temp.op('same_b', (select same from k), 'update', 8, '{"content":{"title":"B"}}');
+select pg_temp.op('same_rm_bob', (select same from k), 'update', 9, '{"content":{"extra":null}}');
+select is((select res ->> 'status' from r where name = 'same_rm_bob'), 'success', 'nor both sides removing a key');
+select tests.authenticate_as('merge_ann');
+select pg_temp.op('same_a', (select same from k), 'update', 11, '{"content":{"title":"A"}}');
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('same_b', (select same from k), 'update', 11, '{"content":{"title":"B"}}');
 select is((select res -> 'error' -> 'fields' -> 'content.title' from r where name = 'same_b'), '{"base": "agreed", "theirs": "A", "mine": "B"}',
           'two different values still conflict');
-
--- ---------------------------------------------------------------- an edit is a HOT update
--- (no index of app.blocks reads content, so a content edit writes no index entry: see the
--- file_ref migration; a shared text edited hundreds of times a second stays one heap chain)
-create temp table hot_before as
-  select n_tup_upd, n_tup_hot_upd from pg_stat_xact_user_tables where relid = 'app.blocks'::regclass;
-select pg_temp.op('hot_edit', (select txt from k), 'update', (select version from app.blocks where block_id = (select txt from k)),
-                  '{"text":{"t":["hot "]}}');
-select is((select (s.n_tup_upd - b.n_tup_upd) || ' ' || (s.n_tup_hot_upd - b.n_tup_hot_upd)
-           from pg_stat_xact_user_tables s, hot_before b where s.relid = 'app.blocks'::regclass),
-          '1 1', 'a text edit through the RPC is one HOT update of the block');
 
 select * from finish();
 rollback;

@@ -105,8 +105,9 @@ const fieldValue = (block: Answer['block'], f: string) => (f === 'type' ? block?
 
 /**
  * The clashes the merge rule counts (docs/merge.md), of the fields `logged` named: not a field
- * whose value is as it was at base (`baseBlock`), nor one already set to what `mine` sets
- * (`theirsBlock`: the block mine was applied to or refused on); a text op of mine keeps its clash.
+ * whose value is as it was at base (`baseBlock`), nor one already set to what `mine` sets, or
+ * removed as mine removes it (`theirsBlock`: the block mine was applied to or refused on); a text
+ * op of mine keeps its clash.
  */
 function realClashes(mine: Patch, logged: LogRow[], baseBlock: Answer['block'], theirsBlock: Answer['block']): string[] {
   const named = [...new Set(logged.flatMap((s) => clashes(mine, s.patch)))];
@@ -115,7 +116,8 @@ function realClashes(mine: Patch, logged: LogRow[], baseBlock: Answer['block'], 
     const theirs = fieldValue(theirsBlock, f);
     if (isDeepStrictEqual(fieldValue(baseBlock, f), theirs)) return false;
     const own = f === 'type' ? mine.type : mine.content?.[f.slice('content.'.length)];
-    return !(own !== undefined && isDeepStrictEqual(own, theirs));
+    // the same value, or removed on both sides (null in the patch, absent now)
+    return !(own !== undefined && (isDeepStrictEqual(own, theirs) || (own === null && theirs === undefined)));
   });
 }
 

@@ -37,7 +37,6 @@ export class H1Socket {
   /** Live deltas held while a replay runs. */
   private held: DeltaMessage[] | null = null;
   private resumeGeneration = 0;
-  private resumeCancel: AbortController | undefined;
   /** Messages are handled one after another, so answers keep the client's order. */
   private readonly inbound: InboundQueue;
   private lastPresenceWrite = 0;
@@ -55,9 +54,8 @@ export class H1Socket {
     initialSinceCanvasSeq: number | null = null,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
-    const forever = new AbortController().signal;
     this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames,
-      () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs, forever));
+      () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs));
     this.gate = new AccessGate(() => this.reauthorize(), (err) => {
       hub.logger.error({ err }, 'H1 re-authorization failed');
       this.send({ type: 'error', code: 'internal', message: 'could not re-check your access; reconnect' });
@@ -96,13 +94,11 @@ export class H1Socket {
 
   /**
    * A resume's flow control: true once the socket has room for more of the replay (half its
-   * bound), false when this resume was superseded or the socket closed, or the client did not
-   * read for limits.drainTimeoutMs (terminated: a slow consumer).
+   * bound), false when the socket closed or the client did not read for limits.drainTimeoutMs
+   * (terminated: a slow consumer). Resumes never overlap: each runs in the inbound queue.
    */
-  private async roomForReplay(cancel: AbortSignal): Promise<boolean> {
-    const below = this.hub.limits.maxBufferedBytes / 2;
-    if (this.ws.bufferedAmount <= below) return this.ws.readyState === this.ws.OPEN && !cancel.aborted;
-    return whenWritable(this.ws, below, this.hub.limits.drainTimeoutMs, cancel);
+  private roomForReplay(): Promise<boolean> {
+    return whenWritable(this.ws, this.hub.limits.maxBufferedBytes / 2, this.hub.limits.drainTimeoutMs);
   }
 
   /** Runs `work` after the socket's earlier messages; `opId` names the mutate it serves, if any. */
@@ -209,9 +205,6 @@ export class H1Socket {
    */
   private async resume(from: { since_seq: number } | { since_canvas_seq: number }, snapshot: boolean, gap?: DeltaMessage): Promise<boolean> {
     const generation = ++this.resumeGeneration;
-    // a newer resume supersedes this one, also while it waits for the socket to drain
-    this.resumeCancel?.abort();
-    const cancel = (this.resumeCancel = new AbortController()).signal;
     this.held ??= []; // from now, live deltas wait for the replay (a gap fill keeps the one that showed the gap)
     this.lastSent = null;
     let last = 0; // canvas_seq of the last delta sent
@@ -223,7 +216,7 @@ export class H1Socket {
       const snap = await this.rpc(async (tx) => (await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r`)[0].r);
       last = Number(snap.canvas_watermark ?? 0);
       lastSeq = Number(snap.watermark ?? 0);
-      if (!(await this.roomForReplay(cancel))) return;
+      if (!(await this.roomForReplay())) return;
       this.send({ type: 'snapshot', canvas: snap.canvas, blocks: snap.blocks, watermark: lastSeq, canvas_watermark: last });
     };
     const changesSince = (canvasSeq: number) =>
@@ -247,7 +240,7 @@ export class H1Socket {
         for (const c of page.changes as any[]) {
           const canvasSeq = Number(c.canvas_seq);
           if (canvasSeq <= last) continue;
-          if (!(await this.roomForReplay(cancel))) return true;
+          if (!(await this.roomForReplay())) return true;
           this.send(toDelta(c, true));
           last = canvasSeq;
           lastSeq = Number(c.server_seq);

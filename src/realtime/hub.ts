@@ -29,7 +29,7 @@ export type Limits = {
   presenceWriteIntervalMs: number;
   /** Unsent bytes a socket may hold before it is dropped as a slow consumer (socket-write.ts). */
   maxBufferedBytes: number;
-  /** How long a long answer (an H1 resume's replay) waits for a client that does not read it before dropping the socket. */
+  /** How long a client's next frame, or an H1 replay, waits for the client to read what it was sent before the socket is dropped (socket-write.ts whenWritable). */
   drainTimeoutMs: number;
   /** Channels one realtime-js socket may have joined at once (Supabase Realtime's max_channels_per_client). */
   maxChannelsPerSocket: number;

@@ -107,9 +107,8 @@ export class PhoenixSocket {
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
     this.joinLimiter = new RateLimiter(hub.limits.joinsPerSecond, hub.limits.maxChannelsPerSocket);
-    const forever = new AbortController().signal;
     this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames,
-      () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs, forever));
+      () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs));
     ws.on('message', (data, isBinary) => {
       this.lastSeen = Date.now();
       this.inbound.push(() => this.onFrame(data as Buffer, isBinary), (err) => hub.logger.error({ err }, 'realtime frame handling failed'));

@@ -78,11 +78,7 @@ function rawWritable(ws: WebSocket): Socket | null {
  * already holds more than `maxBufferedBytes` unsent: a slow consumer.
  */
 export function writeShared(ws: WebSocket, e: Encoded, maxBufferedBytes = DEFAULT_MAX_BUFFERED_BYTES): boolean {
-  if (ws.readyState !== ws.OPEN) return false;
-  if (ws.bufferedAmount > maxBufferedBytes) {
-    ws.terminate();
-    return false;
-  }
+  if (!openWithin(ws, maxBufferedBytes)) return false;
   const socket = rawWritable(ws);
   if (socket) socket.write(wireFrame(e));
   else ws.send(e.data, e.binary ? AS_BINARY : AS_TEXT);
@@ -95,23 +91,26 @@ export function writeShared(ws: WebSocket, e: Encoded, maxBufferedBytes = DEFAUL
  * Returns whether the frame was sent.
  */
 export function writeBounded(ws: WebSocket, data: string, maxBufferedBytes: number): boolean {
-  if (ws.readyState !== ws.OPEN) return false;
-  if (ws.bufferedAmount > maxBufferedBytes) {
-    ws.terminate();
-    return false;
-  }
+  if (!openWithin(ws, maxBufferedBytes)) return false;
   ws.send(data);
   return true;
 }
 
+/** Whether `ws` is open and holds at most `maxBufferedBytes` unsent; past that it is terminated (a slow consumer). */
+function openWithin(ws: WebSocket, maxBufferedBytes: number): boolean {
+  if (ws.readyState !== ws.OPEN) return false;
+  if (ws.bufferedAmount <= maxBufferedBytes) return true;
+  ws.terminate();
+  return false;
+}
+
 /**
- * Flow control for a long answer: resolves true once `ws` holds at most `below` bytes unsent
- * (at once when it already does), false when the socket closes, `cancel` fires (the answer was
- * superseded), or `timeoutMs` passes without the client reading, in which case the socket is
- * terminated as a slow consumer.
+ * Flow control: resolves true once `ws` holds at most `below` bytes unsent (at once when it
+ * already does), false when the socket closes or `timeoutMs` passes without the client reading,
+ * in which case the socket is terminated as a slow consumer.
  */
-export function whenWritable(ws: WebSocket, below: number, timeoutMs: number, cancel: AbortSignal): Promise<boolean> {
-  if (ws.readyState !== ws.OPEN || cancel.aborted) return Promise.resolve(false);
+export function whenWritable(ws: WebSocket, below: number, timeoutMs: number): Promise<boolean> {
+  if (ws.readyState !== ws.OPEN) return Promise.resolve(false);
   if (ws.bufferedAmount <= below) return Promise.resolve(true);
   const socket = (ws as unknown as WsInternals)._socket;
   if (!socket) return Promise.resolve(false);
@@ -120,7 +119,6 @@ export function whenWritable(ws: WebSocket, below: number, timeoutMs: number, ca
       clearTimeout(timer);
       socket.off('drain', onDrain);
       ws.off('close', onClose);
-      cancel.removeEventListener('abort', onClose);
       resolve(ok);
     };
     const onDrain = () => { if (ws.bufferedAmount <= below) done(true); };
@@ -131,6 +129,5 @@ export function whenWritable(ws: WebSocket, below: number, timeoutMs: number, ca
     }, timeoutMs);
     socket.on('drain', onDrain);
     ws.on('close', onClose);
-    cancel.addEventListener('abort', onClose);
   });
 }

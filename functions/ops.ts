@@ -3,6 +3,7 @@ import type { Context } from 'hono';
 import type { Deps } from '../src/http/env.ts';
 import { ApiError } from '../src/http/errors.ts';
 import { errorResponse, isInternalCaller } from '../src/http/middleware.ts';
+import { checkApiRoles } from '../src/db/api-roles.ts';
 import { createRouter, ErrorSchema, z } from '../src/http/openapi.ts';
 import { Health, NotReady, Ready } from '../src/http/schemas.ts';
 
@@ -39,7 +40,7 @@ export function opsRoutes(deps: Deps) {
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
       });
-      await Promise.race([deps.sql`select 1`, timeout]);
+      await Promise.race([checkApiRoles(deps.sql), timeout]); // answers, and its role can act as the API roles
       if (!deps.config.worker.expected) return c.json({ status: 'ready' as const, checks: { database: 'ok' as const } }, 200);
       // a worker is expected (in-process or `npm run worker`): some heartbeat must be fresh
       const [hb] = await Promise.race([deps.sql`

@@ -140,7 +140,7 @@ async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProc
         return age * 1000 <= config.worker.staleMs ? 'ok' : `heartbeat stale (${Math.round(age)} s old)`;
       })());
     },
-  });
+  }, { apiRoles: false }); // a worker's jobs run as its own role, never as anon/authenticated/service_role
   // the port first: a second copy on a taken port fails before it takes any job
   let http: ServerType;
   try {

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import type { Sql } from 'postgres';
+import { checkApiRoles } from '../db/api-roles.ts';
 import { withCommonMiddleware } from './app.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
@@ -17,7 +18,8 @@ export type ReadinessCheck = () => Promise<string> | string;
  *  - GET /health: liveness, `{"status":"ok"}` while the event loop answers. No database query:
  *    a database outage must take processes out of rotation (/ready), not get them all restarted.
  *  - GET /ready: readiness, 200 `{"status":"ready","checks":{"database":"ok",…}}` when the
- *    database answers `select 1` within 2 s and every check of the role says ok; otherwise 503
+ *    database answers within 2 s (a gateway's role can also become the API roles, src/db/api-roles.ts)
+ *    and every check of the role says ok; otherwise 503
  *    `{"status":"unavailable","checks":{…}}` with the reason in place of each failed `ok`.
  *    The checks object has the same keys as the API's /ready (functions/ops.ts) plus the role's own.
  *  - GET /metrics: Prometheus text, internal callers only (loopback, or Authorization: Bearer
@@ -25,11 +27,11 @@ export type ReadinessCheck = () => Promise<string> | string;
  * Anything else is 404 in the one error shape. A gateway's WebSocket paths are upgrades: they are
  * answered by the gateway before this app (src/realtime/gateway.ts).
  */
-export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck>) {
+export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck>, opts: { apiRoles?: boolean } = {}) {
   const app = withCommonMiddleware(new Hono<AppEnv>(), deps);
   app.get('/health', (c) => c.json({ status: 'ok' }));
   app.get('/ready', async (c) => {
-    const results: Record<string, string> = { database: await databaseCheck(deps.sql) };
+    const results: Record<string, string> = { database: await databaseCheck(deps.sql, opts) };
     for (const [name, check] of Object.entries(checks)) {
       results[name] = await Promise.resolve().then(check).catch((err: Error) => err.message);
     }
@@ -43,9 +45,12 @@ export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck
   return app;
 }
 
-/** 'ok' when `select 1` returns within READY_TIMEOUT_MS, else why not. */
-export async function databaseCheck(sql: Sql): Promise<string> {
-  return withTimeout(sql`select 1`.then(() => 'ok'));
+/**
+ * 'ok' when the database answers within READY_TIMEOUT_MS and (unless `apiRoles: false`: a worker
+ * runs as its own role) the connecting role can act as the API roles, else why not.
+ */
+export async function databaseCheck(sql: Sql, opts: { apiRoles?: boolean } = {}): Promise<string> {
+  return withTimeout((opts.apiRoles === false ? sql`select 1` : checkApiRoles(sql)).then(() => 'ok'));
 }
 
 /** `work`, or a rejection naming the timeout once READY_TIMEOUT_MS passed. */

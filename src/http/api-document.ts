@@ -35,9 +35,23 @@ export function apiDocument(app: OpenAPIHono<AppEnv>): ApiDocument {
   return doc;
 }
 
+/**
+ * The document as served to `requestUrl`: the local server's host and port variables default to
+ * the ones the request reached (a server on another PORT, or behind a proxy), so the API
+ * reference's "Try it out" (/docs/api) calls this server rather than 127.0.0.1:54321.
+ */
+export function documentFor(doc: ApiDocument, requestUrl: string): ApiDocument {
+  const url = new URL(requestUrl);
+  const [server, ...others] = doc.servers ?? [];
+  if (!server?.variables || !url.hostname) return doc;
+  const port = url.port || (url.protocol === 'https:' ? '443' : '80');
+  return { ...doc, servers: [{ ...server, variables: { ...server.variables,
+    host: { ...server.variables['host'], default: url.hostname }, port: { ...server.variables['port'], default: port } } }, ...others] };
+}
+
 /** GET API_DOCUMENT_PATH, built once (after every route is registered, at the first request). */
 export function serveApiDocument(app: OpenAPIHono<AppEnv>) {
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
   let doc: ApiDocument | undefined;
-  app.get(API_DOCUMENT_PATH, (c) => c.json(doc ??= apiDocument(app)));
+  app.get(API_DOCUMENT_PATH, (c) => c.json(documentFor(doc ??= apiDocument(app), c.req.url)));
 }

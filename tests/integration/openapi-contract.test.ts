@@ -12,7 +12,7 @@ import { embedBlock } from '../../src/worker/tasks.ts';
 import { checkedFetch, contract } from '../helpers/contract.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { addMember, createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
-import { startTestServer, tokenFor } from '../helpers/http.ts';
+import { rawRequest, startTestServer, tokenFor } from '../helpers/http.ts';
 
 // The OpenAPI document is the contract: every route of the API is in it with an operationId, and
 // every endpoint's success and main error answers match it — the status is documented for the
@@ -44,10 +44,19 @@ describe('the document', () => {
     const res = await call('GET', '/health'); // any call: the server is up
     expect(res.status).toBe(200);
     const served = await (await fetch(`${server.url}/api/v1/openapi.json`)).json();
-    expect(served).toEqual(JSON.parse(JSON.stringify(buildApiDocument())));
+    const built = JSON.parse(JSON.stringify(buildApiDocument()));
+    expect(built.servers[0]).toMatchObject({ url: 'http://{host}:{port}', variables: { host: { default: '127.0.0.1' }, port: { default: '54321' } } });
+    // served, the server variables default to the host and port the request reached (this server's own
+    // port, not 54321), so /docs/api's "Try it out" calls this server; the rest is the document as built
+    const { hostname, port } = new URL(server.url);
+    expect(served.servers[0].variables).toEqual({ host: { default: hostname }, port: { default: port } });
+    expect({ ...served, servers: built.servers }).toEqual(built);
     expect(served.openapi).toBe('3.1.0');
-    expect(served.servers[0]).toMatchObject({ url: 'http://{host}:{port}', variables: { host: { default: '127.0.0.1' }, port: { default: '54321' } } });
+    expect(served.servers[0].url).toBe('http://{host}:{port}');
     expect(served.servers[0].description).toContain('/functions/v1');
+    // the Host header decides (a proxy in front, a name instead of the address)
+    const proxied = JSON.parse((await rawRequest(server.url, { method: 'GET', path: '/api/v1/openapi.json', headers: { host: 'potentia.test:8080' } })).text);
+    expect(proxied.servers[0].variables).toEqual({ host: { default: 'potentia.test' }, port: { default: '8080' } });
   });
 
   it('lists every API route of the app once, each with a unique operationId', () => {

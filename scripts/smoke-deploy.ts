@@ -34,6 +34,8 @@ const t0 = performance.now();
 const clients: PotentiaClient[] = [];
 
 const step = (what: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${what}`);
+/** The step under way, named when it fails (a client error alone can say as little as "{}", supabase-js's message for a 500). */
+let doing = 'starting';
 const client = () => {
   const c = createPotentiaClient({ url, anonKey, WebSocket, auth: { persistSession: false }, canvas: { reconnectDelayMs: () => 200 } });
   clients.push(c);
@@ -57,14 +59,17 @@ async function main() {
   const emails = { a: `smoke-a-${randomUUID()}@example.com`, b: `smoke-b-${randomUUID()}@example.com` };
   const a = client();
   const b = client();
+  doing = 'signing up two users (POST /auth/v1/signup)';
   await a.auth.signUp(emails.a, password);
   await b.auth.signUp(emails.b, password);
   step(`signed up ${emails.a} and ${emails.b} (/auth/v1)`);
+  doing = 'sharing a workspace and a canvas (HTTP API)';
   const { workspace_id } = await a.workspaces.create('smoke');
   await a.workspaces.addMember(workspace_id, emails.b, 'editor');
   const { canvas_id } = await a.canvases.create(workspace_id, 'smoke');
   step(`workspace ${workspace_id} shared with b, canvas ${canvas_id} (HTTP API)`);
 
+  doing = 'opening the canvas for both (H1 through the balancer)';
   const ca = a.canvas(canvas_id);
   await ca.connect();
   let cb = b.canvas(canvas_id);
@@ -72,6 +77,7 @@ async function main() {
   step('both canvases live (H1 through the balancer)');
 
   for (let round = 1; round <= ROUNDS; round++) {
+    doing = `round ${round}`;
     const started = performance.now();
     const marker = `round ${round} ${randomUUID().slice(0, 8)}`;
     const block = await ca.create({ type: 'text', content: { text: marker } });
@@ -95,7 +101,8 @@ async function main() {
 try {
   await main();
 } catch (err) {
-  console.error(`smoke test FAILED: ${(err as Error).message}`);
+  const status = (err as { status?: number }).status;
+  console.error(`smoke test FAILED while ${doing}: ${(err as Error).message}${status ? ` (HTTP ${status}: the server's log says why)` : ''}`);
   process.exitCode = 1;
 } finally {
   for (const c of clients) await c.auth.signOut().catch(() => {});

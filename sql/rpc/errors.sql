@@ -18,17 +18,27 @@ begin
 end $$;
 
 -- The error object for an exception caught in a handler: our own codes pass through; database
--- errors are mapped to the nearest stable code.
+-- errors are mapped to the nearest stable code, as the HTTP layer maps the same SQLSTATEs raised
+-- outside a handler (src/http/errors.ts apiErrorFromDatabase). A deadlock victim (40P01) or a
+-- serialization failure (40001) had its work rolled back to let a concurrent transaction through
+-- (a mutation beside a migration's DDL, say): nothing was done and a resend can succeed, so it is
+-- unavailable with retry_after 1 (503 and Retry-After over HTTP; the client resends it with the
+-- same client_op_id), not internal.
 create or replace function internal.error_object(p_sqlstate text, p_message text, p_detail text, p_hint text)
 returns jsonb language sql immutable set search_path = pg_catalog, pg_temp as $$
   select jsonb_build_object(
     'code', case
       when p_sqlstate like 'PX%' then p_hint
       when p_sqlstate in ('57014', '55P03') then 'timeout'
+      when p_sqlstate in ('40P01', '40001') then 'unavailable'
       when p_sqlstate like '22%' or p_sqlstate like '23%' then 'invalid_input'
       else 'internal' end,
-    'message', p_message
-  ) || case when p_sqlstate like 'PX%' then coalesce(internal.try_jsonb(p_detail), '{}') else '{}' end
+    'message', case when p_sqlstate in ('40P01', '40001')
+                    then 'the database rolled the operation back to resolve a conflict with concurrent ones (' || p_message || '): resend it with the same client_op_id'
+                    else p_message end
+  ) || case when p_sqlstate like 'PX%' then coalesce(internal.try_jsonb(p_detail), '{}')
+            when p_sqlstate in ('40P01', '40001') then '{"retry_after": 1}'
+            else '{}' end
 $$;
 
 -- The per-minute mutation limit is counted in slots now (internal.take_limit_slot, sql/rpc/endpoint_limits.sql).

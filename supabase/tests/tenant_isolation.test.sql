@@ -10,7 +10,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(39);
+select plan(41);
 
 -- Tenant A: owner, editor and viewer of canvas A (and canvas A_gone, soft-deleted below).
 -- The intruder owns workspace B with canvas B.
@@ -193,6 +193,10 @@ select throws_ok(format($$select api.upsert_block_atomic(%L, %L, 'update', 'ti-b
 select tests.clear_authentication();
 select is(internal.error_object('22003', 'value "3000000000" is out of range for type integer', null, null) ->> 'code', 'invalid_input',
           '... which the error mapping (SQL and HTTP alike) calls invalid_input');
+select is(internal.error_object('40P01', 'deadlock detected', null, null) - 'message', '{"code": "unavailable", "retry_after": 1}',
+          'a deadlock victim (40P01) rolled back inside an api function is unavailable, retry_after 1 (503 and Retry-After over HTTP, as when raised outside one): nothing was done, a resend can succeed');
+select is(internal.error_object('40001', 'could not serialize access', null, null) - 'message', '{"code": "unavailable", "retry_after": 1}',
+          'a serialization failure (40001) likewise');
 select tests.authenticate_as('ti_editor');
 insert into r select 'big_batch', api.upsert_blocks_atomic(pg_temp.id('a'),
   jsonb_build_array(jsonb_build_object('action', 'update', 'block_id', pg_temp.id('block_a'), 'client_op_id', 'ti-big-batch',

@@ -4,6 +4,7 @@
 // every rule's limit, while an editor keeps mutating through the RPC: every row is still there and
 // valid (the constraints are validated), no mutation that was answered is lost or refused, and the
 // rules hold afterwards.
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, cpSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,15 +54,27 @@ describe('upgrade: row rules as one function per table', () => {
       const before = await sql`select (select count(*) from app.canvases)::int as canvases, (select count(*) from app.blocks)::int as blocks,
                                       (select count(*) from app.block_operations)::int as ops`;
 
-      // an editor mutating all through the upgrade, each answer kept (past the per-user limit of 100 a minute)
+      // an editor mutating all through the upgrade, each answer kept (past the per-user limit of 100
+      // a minute). Like every client, it resends an attempt answered unavailable or timeout (rolled
+      // back as a deadlock's victim against a migration's locks, or out of lock time: nothing was
+      // done) with the same client_op_id; each such attempt is logged as failed. The functions the
+      // migrations before *_deadlock_victim_unavailable.sql install answered a deadlock victim
+      // internal, and this upgrade runs them: their deadlock is resent too
       await sql`update app.settings set value = '100000' where key = 'mutations_per_minute'`;
       const answered: MutationResult[] = [];
       const errors: string[] = [];
+      let resent = 0;
       const writing = (async () => {
         let version = 1;
         while (!stop) {
           try {
-            const r = await mutate(editor, users.owner!, canvasId, { blockId: made.block_id!, action: 'update', baseVersion: version, patch: { content: { n: answered.length } } });
+            const op = { blockId: made.block_id!, action: 'update' as const, clientOpId: randomUUID(), baseVersion: version, patch: { content: { n: answered.length } } };
+            let r = await mutate(editor, users.owner!, canvasId, op);
+            const retryable = (r: MutationResult) => r.status === 'failed' && (['unavailable', 'timeout'].includes(r.error?.code ?? '')
+              || r.error?.code === 'internal' && /^deadlock detected|^could not serialize/.test(r.error.message));
+            for (; retryable(r) && resent < 50; resent++) {
+              r = await mutate(editor, users.owner!, canvasId, op);
+            }
             answered.push(r);
             if (r.status === 'success') version = r.version!;
           } catch (err) {
@@ -91,7 +104,7 @@ describe('upgrade: row rules as one function per table', () => {
                                      (select count(*) from app.block_operations)::int as ops`;
       expect(after[0]!.canvases).toBe(before[0]!.canvases);
       expect(after[0]!.blocks).toBe(before[0]!.blocks);
-      expect(after[0]!.ops).toBe(before[0]!.ops + answered.length);
+      expect(after[0]!.ops).toBe(before[0]!.ops + answered.length + resent);
       expect(await sql`select conrelid::regclass::text as t, conname, convalidated from pg_constraint
                        where contype = 'c' and conrelid in ('app.canvases'::regclass, 'app.blocks'::regclass, 'app.block_operations'::regclass)
                        order by 1`).toEqual([

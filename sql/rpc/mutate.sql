@@ -355,19 +355,21 @@ begin
       select o.block into v_base_block from app.block_operations o
       where o.block_id = p_old.block_id and o.canvas_id = p_old.canvas_id and o.status = 'success' and o.new_version = p_base_version;
       -- the log says which fields were written since, not whether they changed: a field whose
-      -- value is what it was at base_version (set to its own value, or changed and back), or is
-      -- already exactly what this patch sets it to, does not clash (their write changed nothing
-      -- this patch could lose). Decided only here, where a clash was found. A text operation of
-      -- this patch keeps its clash: it is transformed against the logged text operations, which
-      -- only make sense in their order from base_version on.
+      -- value is what it was at base_version (set to its own value, or changed and back), or that
+      -- this patch would leave as it now is (the same value; removed on both sides; an object that
+      -- merges, RFC 7396, into the value it has), does not clash (their write changed nothing this
+      -- patch could lose). Decided only here, where a clash was found. A text operation of this
+      -- patch keeps its clash: it is transformed against the logged text operations, which only
+      -- make sense in their order from base_version on.
       if p_action <> 'delete' and not v_recreated then
         v_theirs := internal.block_json(p_old);
         select coalesce(array_agg(f order by f), '{}') into v_clash from unnest(v_clash) f
         where (f like 'content.%' and coalesce(p_text ? substr(f, 9), false))
            or internal.field_value(v_base_block, f) is distinct from internal.field_value(v_theirs, f)
           and not coalesce(case
-                -- the same value, or removed on both sides (null in the patch, absent now)
-                when f like 'content.%' then p_patch -> 'content' -> substr(f, 9) = coalesce(internal.field_value(v_theirs, f), 'null'::jsonb)
+                -- the key as this patch would leave it is the key as it is (absent: null)
+                when f like 'content.%' then internal.json_merge_patch(v_theirs -> 'content', jsonb_build_object(substr(f, 9), p_patch -> 'content' -> substr(f, 9)))
+                                               -> substr(f, 9) is not distinct from internal.field_value(v_theirs, f)
                 when f = 'type' then p_patch -> 'type' = internal.field_value(v_theirs, f)
                 when f = 'parent' then p_patch ? 'parent_id' and p_patch -> 'parent_id' = internal.field_value(v_theirs, f) end, false);
       end if;

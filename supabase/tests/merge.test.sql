@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(42);
+select plan(44);
 
 select tests.create_user(u) from unnest(array['merge_ann', 'merge_bob']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -191,6 +191,18 @@ select tests.authenticate_as('merge_bob');
 select pg_temp.op('same_b', (select same from k), 'update', 11, '{"content":{"title":"B"}}');
 select is((select res -> 'error' -> 'fields' -> 'content.title' from r where name = 'same_b'), '{"base": "agreed", "theirs": "A", "mine": "B"}',
           'two different values still conflict');
+select tests.authenticate_as('merge_ann');
+select pg_temp.op('same_obj', (select same from k), 'update', 12, '{"content":{"style":{"bold":true,"size":12}}}');
+select pg_temp.op('same_obj_ann', (select same from k), 'update', 13, '{"content":{"style":{"bold":false,"size":12}}}');
+select tests.authenticate_as('merge_bob');
+select pg_temp.op('same_obj_bob', (select same from k), 'update', 13, '{"content":{"style":{"bold":false}}}');
+select is((select res ->> 'status' from r where name = 'same_obj_bob') || ' ' || (pg_temp.content((select same from k)) ->> 'style'),
+          'success {"bold": false, "size": 12}',
+          'nor an object that merges (RFC 7396) into the value the key has now: the patch changes nothing they wrote');
+select pg_temp.op('same_obj_bob2', (select same from k), 'update', 13, '{"content":{"style":{"size":14}}}');
+select is((select res -> 'error' -> 'fields' -> 'content.style' from r where name = 'same_obj_bob2'),
+          '{"base": {"bold": true, "size": 12}, "theirs": {"bold": false, "size": 12}, "mine": {"size": 14}}',
+          'an object that merges into another value still conflicts (the field is the content key, not its members)');
 
 select * from finish();
 rollback;

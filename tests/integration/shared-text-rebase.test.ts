@@ -116,8 +116,9 @@ function realClashes(mine: Patch, logged: LogRow[], baseBlock: Answer['block'], 
     const theirs = fieldValue(theirsBlock, f);
     if (isDeepStrictEqual(fieldValue(baseBlock, f), theirs)) return false;
     const own = f === 'type' ? mine.type : mine.content?.[f.slice('content.'.length)];
-    // the same value, or removed on both sides (null in the patch, absent now)
-    return !(own !== undefined && (isDeepStrictEqual(own, theirs) || (own === null && theirs === undefined)));
+    // the field as this patch would leave it is the field as it is (a content key merged, RFC 7396)
+    const after = f === 'type' || own === null ? own ?? undefined : mergePatch(theirs, own);
+    return !(own !== undefined && isDeepStrictEqual(after, theirs));
   });
 }
 

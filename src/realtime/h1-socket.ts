@@ -256,15 +256,35 @@ export class H1Socket {
     this.lastSent = last;
     if (gap && gap.canvas_seq > last) return false; // held stays held (deliver() keeps adding to it)
     if (!gap) this.send({ type: 'resumed', watermark: lastSeq, canvas_watermark: last });
-    this.releaseHeld();
+    await this.releaseHeld();
     return true;
   }
 
-  /** Sends the held deltas above what was sent, in canvas_seq order, and stops holding. */
-  private releaseHeld(drop?: DeltaMessage): void {
-    const held = (this.held ?? []).filter((d) => d !== drop).sort((a, b) => a.canvas_seq - b.canvas_seq);
-    this.held = null;
-    for (const d of held) this.sendLive(d);
+  /**
+   * Sends the held deltas above what was sent, in canvas_seq order, then stops holding. Paced as
+   * the replay is (roomForReplay): a hold as long as a slow replay, sent at once, could pass the
+   * bound of a client that reads and drop it as a slow consumer. Deltas that arrive meanwhile
+   * join the hold and go out after these; at a gap the rest stay held for the fill.
+   */
+  private async releaseHeld(drop?: DeltaMessage): Promise<void> {
+    while (this.held !== null) {
+      const next = this.held.filter((d) => d !== drop).sort((a, b) => a.canvas_seq - b.canvas_seq);
+      if (next.length === 0) {
+        this.held = null;
+        return;
+      }
+      this.held = [];
+      for (const [i, d] of next.entries()) {
+        if (this.lastSent === null || d.canvas_seq <= this.lastSent) continue;
+        if (d.canvas_seq !== this.lastSent + 1) {
+          this.held = [...next.slice(i), ...this.held];
+          this.enqueue(() => this.fillGap(d));
+          return;
+        }
+        if (!(await this.roomForReplay())) return; // closed, or terminated as a slow consumer
+        this.sendLive(d);
+      }
+    }
   }
 
   /**
@@ -282,7 +302,7 @@ export class H1Socket {
       if (await this.resume({ since_canvas_seq: this.lastSent }, false, gap)) return;
     }
     this.hub.logger.warn({ canvasId: this.canvasId, canvas_seq: gap.canvas_seq, last: this.lastSent }, 'H1: block_op not in the operation log; dropped');
-    this.releaseHeld(gap);
+    await this.releaseHeld(gap);
   }
 
   private sendLive(d: DeltaMessage): void {

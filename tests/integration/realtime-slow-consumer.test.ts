@@ -129,6 +129,37 @@ describe('a socket that does not read what it asked for', () => {
     expect(h1.ws.readyState).toBe(WebSocket.OPEN);
   }, 60_000);
 
+  it('H1: live deltas held through a slow replay, many times the bound, reach a client that reads, paced', async () => {
+    // a gateway that waits long for a client to read: the replay stalls while nothing is read
+    const patient = await startServer(config, { realtime: { limits: { ...limits, drainTimeoutMs: 30_000 } } });
+    try {
+      const { canvasId, users, workspaceId, ops, blockIds } = await bigCanvas(40_000);
+      const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! });
+      const h1 = await openH1(patient.url, canvasId, token, '&since_seq=0');
+      sockets.push(h1.ws);
+      stopReading(h1.ws); // the replay (~12 MB, more than loopback's buffers hold) stops at the bound
+      // meanwhile 300 updates of 40 KB each (~12 MB) are committed: live deltas, held until the
+      // replay is done
+      for (let b = 0; b < 3; b++) {
+        const editor = await addMember(db.sql, users.owner!, workspaceId, 'editor', `live${b}`); // 100 a minute each
+        const batch = blockIds.slice(b * 100, (b + 1) * 100).map((blockId) => ({
+          block_id: blockId, action: 'update', client_op_id: randomUUID(), base_version: 1, patch: { content: { t: 'y'.repeat(40_000) } } }));
+        const res = await callAs(db.sql, editor, 'upsert_blocks_atomic', [canvasId, batch]);
+        expect(res.status, JSON.stringify(res.error)).toBe('success');
+      }
+      await new Promise((r) => setTimeout(r, 1000)); // for the bus to bring them to the held list
+      (h1.ws as unknown as { _socket: Socket })._socket.resume();
+      await until(() => h1.inbox.filter((m) => m.type === 'delta').length >= 2 * ops || h1.ws.readyState !== WebSocket.OPEN, 60_000, 'every delta');
+      // before, the held deltas went out in one burst at the replay's end, past the bound of a
+      // client that was reading: it was dropped as a slow consumer
+      expect(h1.ws.readyState).toBe(WebSocket.OPEN);
+      const seqs = h1.inbox.flatMap((m) => (m.type === 'delta' ? [Number(m.canvas_seq)] : []));
+      expect(seqs).toEqual(Array.from({ length: 2 * ops }, (_, i) => i + 1));
+    } finally {
+      await patient.stop();
+    }
+  }, 90_000);
+
   it('a broadcast event name longer than a name may be is refused, not relayed', async () => {
     const p = await phoenix();
     const topic = `realtime:names-${randomUUID()}`;
@@ -151,5 +182,6 @@ async function bigCanvas(bytes = 8000) {
     const res = await callAs(db.sql, editor, 'upsert_blocks_atomic', [c.canvasId, batch]);
     expect(res.status).toBe('success');
   }
-  return { ...c, ops };
+  const blocks = await db.sql<{ block_id: string }[]>`select block_id from app.blocks where canvas_id = ${c.canvasId} order by y_order`;
+  return { ...c, ops, blockIds: blocks.map((b) => b.block_id) };
 }

@@ -62,6 +62,28 @@ class TemporarySlotService extends LogicalReplicationService {
     await pair[0].query(`CREATE_REPLICATION_SLOT ${this.slotName} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
     return pair;
   }
+
+  /**
+   * Confirms `lsn` itself. The library reports `lsn + 1` as written, flushed and applied; a
+   * keepalive's LSN is the walsender's send position (already "last byte + 1"), so it confirmed
+   * one byte more than it was sent. A walsender asked to stop (a fast or smart shutdown of the
+   * server) exits only once its client confirmed exactly what it sent (walsender.c WalSndDone:
+   * `sentPtr == flush`), so every gateway held every shutdown of the server forever: `pg_ctl stop`
+   * timed out, a restart never happened, until someone killed the server.
+   */
+  override async acknowledge(lsn: string, ping = false): Promise<boolean> {
+    const before = lsnMinusOne(lsn);
+    return before === null ? false : super.acknowledge(before, ping);
+  }
+}
+
+/** `lsn` (`X/Y`, hexadecimal) minus one byte, in the same notation; null for 0/0. */
+export function lsnMinusOne(lsn: string): string | null {
+  const [hi, lo] = lsn.split('/');
+  const value = (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+  if (value === 0n) return null;
+  const prev = value - 1n;
+  return `${(prev >> 32n).toString(16).toUpperCase()}/${(prev & 0xffffffffn).toString(16).toUpperCase()}`;
 }
 
 export function createReplicationStream(opts: ReplicationOptions): ReplicationStream {

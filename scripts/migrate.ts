@@ -49,6 +49,11 @@ function nextStep(err: Error & { code?: string }): string {
   if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === '28P01' || err.code === '28000') {
     return `No step ran: could not use the database at ${target.hostname}:${port}. Is PostgreSQL running there, and are DATABASE_URL (or --database-url) and its credentials right? npm run setup starts a local PostgreSQL.`;
   }
+  if (err.code === '42501' || /must be superuser|permission denied to create/.test(err.message)) {
+    // a role of its own (not a superuser) lacks what a superuser must set up once
+    return `The failed step was rolled back whole and the steps before it are kept. The role ${decodeURIComponent(target.username) || '(of DATABASE_URL)'} may not do this: `
+      + 'run the superuser\'s one-time setup in docs/self-hosting.md, "Database" (the API roles, their grant, the extensions), then run the same command again.';
+  }
   return 'The failed step was rolled back whole and the steps before it are kept: fix the cause (a lost connection needs nothing), '
     + 'then run the same command again; what is applied is skipped.';
 }

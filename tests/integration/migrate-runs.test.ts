@@ -72,4 +72,26 @@ describe('db:migrate runs', () => {
     expect(run?.stderr).toContain(`migrate failed: database "${prefix}_missing" does not exist`);
     expect(run?.stderr).toContain(`No step ran: create the database first (createdb`);
   }, 60_000);
+
+  it('npm run db:migrate as a role of its own that is not a superuser points to the one-time setup', async () => {
+    const role = `${prefix}_owner`;
+    const db = `${prefix}_own`;
+    await admin.unsafe(`drop database if exists ${db} with (force)`);
+    await admin.unsafe(`drop role if exists ${role}`);
+    await admin.unsafe(`create role ${role} login password 'pw'`);
+    await admin.unsafe(`create database ${db} owner ${role}`);
+    try {
+      const url = new URL(urlOf(db));
+      url.username = role;
+      url.password = 'pw';
+      const run = await promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', '--database-url', url.toString()], { cwd: repoRoot })
+        .then(() => null, (e: { code?: number; stderr?: string }) => e);
+      expect(run?.code).toBe(1);
+      expect(run?.stderr).toMatch(/migrate failed: applying supabase\/migrations\/\S+ failed: (permission denied|must be superuser)/);
+      expect(run?.stderr).toContain(`The role ${role} may not do this: run the superuser's one-time setup in docs/self-hosting.md, "Database"`);
+    } finally {
+      await admin.unsafe(`drop database if exists ${db} with (force)`);
+      await admin.unsafe(`drop role if exists ${role}`);
+    }
+  }, 60_000);
 });

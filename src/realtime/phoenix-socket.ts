@@ -153,7 +153,13 @@ export class PhoenixSocket {
     // the input policy (src/input-policy.ts) on the whole frame, before anything reads it: topic,
     // event and payload (config, broadcast payloads, presence metas) never hold an unpaired
     // surrogate or NUL, nor nest deeper than 64; the field is named from the frame (payload.payload.x)
-    const bad = checkJson({ topic: frame.topic, event: frame.event, payload: frame.payload },
+    if (frame.badRef) {
+      // a ref that is not one cannot be echoed: answered with ref null, naming it
+      return this.send({ join_ref: null, ref: null, topic: frame.topic, event: 'phx_reply',
+        payload: { status: 'error', response: { reason: `invalid_input: ${frame.badRef}: a ref is a string, a number or null` } } });
+    }
+    // the refs too: they are echoed in every reply and kept as a channel's join_ref
+    const bad = checkJson({ join_ref: frame.join_ref, ref: frame.ref, topic: frame.topic, event: frame.event, payload: frame.payload },
       { root: 'frame', depthField: (parts) => parts.slice(0, 3).join('.') });
     if (bad) {
       const channel = this.channels.get(frame.topic);
@@ -242,6 +248,11 @@ export class PhoenixSocket {
     }
     if (typeof config.presence?.key === 'string' && config.presence.key.length > limits.maxNameLength) {
       return fail(`invalid_input: config.presence.key: at most ${limits.maxNameLength} characters`);
+    }
+    // the presence key is an object key of every presence_state and presence_diff: refused as the
+    // input policy refuses that key in any JSON object (src/input-policy.ts)
+    if (config.presence?.key === '__proto__') {
+      return fail('invalid_input: config.presence.key: __proto__ is not accepted (JavaScript would treat it as the prototype): use another key');
     }
     const token = typeof payload.access_token === 'string' && payload.access_token ? payload.access_token : this.connectToken;
     let claims: SocketClaims;
@@ -606,7 +617,7 @@ export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string,
  * the metas it keeps, so in one frame the replaced meta would never leave its state.
  */
 export function deliverPresenceDiff(hub: Hub, key: ChannelKey, diff: PresenceDiff): void {
-  const replaced = Object.keys(diff.joins).some((k) => k in diff.leaves);
+  const replaced = Object.keys(diff.joins).some((k) => Object.hasOwn(diff.leaves, k));
   const payloads = replaced ? [{ joins: {}, leaves: diff.leaves }, { joins: diff.joins, leaves: {} }] : [diff];
   for (const peer of hub.peersOf<Channel>(key)) {
     if (!peer.presenceEnabled) continue;

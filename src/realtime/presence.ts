@@ -19,6 +19,14 @@ export type PresenceDiff = { joins: PresenceState; leaves: PresenceState };
 
 type Entry = { key: string; meta: Meta };
 
+/**
+ * A presence map keyed by clients' presence keys, which are any string: without a prototype, so
+ * that a key such as `constructor` or `toString` is a key like any other (on a plain object it
+ * read Object.prototype's member, and every later presence_state of the channel threw).
+ */
+const emptyState = (): PresenceState => Object.create(null) as PresenceState;
+const emptyDiff = (): PresenceDiff => ({ joins: emptyState(), leaves: emptyState() });
+
 /** One node's presences: channel → presence key → metas. */
 export type NodePresence = Record<ChannelKey, PresenceState>;
 
@@ -39,7 +47,7 @@ export class PresenceTracker {
 
   /** This process's presences of one channel only. */
   localState(topic: ChannelKey): PresenceState {
-    const out: PresenceState = {};
+    const out = emptyState();
     for (const { key, meta } of this.topics.get(topic)?.values() ?? []) {
       (out[key] ??= { metas: [] }).metas.push(meta);
     }
@@ -62,7 +70,7 @@ export class PresenceTracker {
     if (!channels) this.remote.set(node, (channels = new Map()));
     let keys = channels.get(topic);
     if (!keys) channels.set(topic, (keys = new Map()));
-    const out: PresenceDiff = { joins: {}, leaves: {} };
+    const out = emptyDiff();
     for (const [key, { metas }] of Object.entries(diff.leaves)) {
       const refs = keys.get(key);
       for (const meta of metas) {
@@ -94,9 +102,9 @@ export class PresenceTracker {
     const diffs = this.dropRemote(node, state);
     for (const [topic, presences] of Object.entries(state) as [ChannelKey, PresenceState][]) {
       // what the old view already held was kept by dropRemote: only the new metas join
-      const joined = this.applyRemoteDiff(node, topic, { joins: presences, leaves: {} });
+      const joined = this.applyRemoteDiff(node, topic, { joins: presences, leaves: emptyState() });
       if (!joined) continue;
-      const d = diffs.get(topic) ?? { joins: {}, leaves: {} };
+      const d = diffs.get(topic) ?? emptyDiff();
       d.joins = joined.joins;
       diffs.set(topic, d);
     }
@@ -115,11 +123,11 @@ export class PresenceTracker {
     for (const [topic, keys] of channels) {
       const kept = keep[topic] ?? {};
       for (const [key, refs] of keys) {
-        const keepRefs = new Set((kept[key]?.metas ?? []).map((m) => m.phx_ref));
+        const keepRefs = new Set(((Object.hasOwn(kept, key) ? kept[key]?.metas : undefined) ?? []).map((m) => m.phx_ref));
         for (const [ref, meta] of refs) {
           if (keepRefs.has(ref)) continue;
           refs.delete(ref);
-          const d = diffs.get(topic) ?? { joins: {}, leaves: {} };
+          const d = diffs.get(topic) ?? emptyDiff();
           (d.leaves[key] ??= { metas: [] }).metas.push(meta);
           diffs.set(topic, d);
         }
@@ -142,7 +150,7 @@ export class PresenceTracker {
     if (!entries) this.topics.set(topic, (entries = new Map()));
     const previous = entries.get(owner);
     const meta: Meta = { ...payload, phx_ref: randomRef() };
-    const diff: PresenceDiff = { joins: {}, leaves: {} };
+    const diff = emptyDiff();
     if (previous) {
       meta.phx_ref_prev = previous.meta.phx_ref;
       // as Phoenix.Presence on update: the previous meta leaves (realtime-js keeps metas a join does not replace)
@@ -160,7 +168,9 @@ export class PresenceTracker {
     if (!entries || !previous) return null;
     entries.delete(owner);
     if (entries.size === 0) this.topics.delete(topic);
-    return { joins: {}, leaves: { [previous.key]: { metas: [previous.meta] } } };
+    const diff = emptyDiff();
+    diff.leaves[previous.key] = { metas: [previous.meta] };
+    return diff;
   }
 
   /** Whether any other owner on `topic` is present under `key` (another tab of the same user). */

@@ -23,6 +23,8 @@ export type Frame = {
   topic: string;
   event: string;
   payload: any;
+  /** A decoded frame whose join_ref or ref is neither a string, a number nor null: it is answered as refused. */
+  badRef?: 'join_ref' | 'ref';
 };
 
 export class ProtocolError extends Error {}
@@ -38,7 +40,25 @@ export function parseVsn(value: string | null | undefined): Vsn | null {
   return null;
 }
 
-const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+/**
+ * A ref as the frame carries it: a string (realtime-js's), a number's text or null. Anything else
+ * (an object, an array, a number a double cannot hold) is not a ref: undefined. String() of it
+ * answered `[object Object]`, and of an array nested 100,000 deep overflowed the stack.
+ */
+const refOf = (v: unknown): string | null | undefined => {
+  if (v === null || v === undefined) return null;
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+  return undefined;
+};
+
+/** A frame with its refs read by refOf; one that is not a ref leaves both null and is named in badRef. */
+function withRefs(joinRef: unknown, ref: unknown, topic: string, event: string, payload: unknown): Frame {
+  const j = refOf(joinRef);
+  const r = refOf(ref);
+  if (j === undefined || r === undefined) return { join_ref: null, ref: null, topic, event, payload, badRef: j === undefined ? 'join_ref' : 'ref' };
+  return { join_ref: j, ref: r, topic, event, payload };
+}
 
 /** One incoming frame (text or binary) → a Frame; throws ProtocolError on anything malformed. */
 export function decodeFrame(data: Buffer | string, isBinary: boolean, vsn: Vsn): Frame {
@@ -54,12 +74,12 @@ export function decodeFrame(data: Buffer | string, isBinary: boolean, vsn: Vsn):
     if (!Array.isArray(parsed) || parsed.length !== 5) throw new ProtocolError('vsn 2.0.0 frames are [join_ref, ref, topic, event, payload]');
     const [joinRef, ref, topic, event, payload] = parsed;
     if (typeof topic !== 'string' || typeof event !== 'string') throw new ProtocolError('topic and event must be strings');
-    return { join_ref: str(joinRef), ref: str(ref), topic, event, payload: payload ?? {} };
+    return withRefs(joinRef, ref, topic, event, payload ?? {});
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ProtocolError('vsn 1.0.0 frames are JSON objects');
   const o = parsed as Record<string, unknown>;
   if (typeof o.topic !== 'string' || typeof o.event !== 'string') throw new ProtocolError('topic and event must be strings');
-  return { join_ref: str(o.join_ref), ref: str(o.ref), topic: o.topic, event: o.event, payload: o.payload ?? {} };
+  return withRefs(o.join_ref, o.ref, o.topic, o.event, o.payload ?? {});
 }
 
 function decodeUserBroadcastPush(buf: Buffer): Frame {

@@ -1,0 +1,132 @@
+import { SignJWT } from 'jose';
+import { pino } from 'pino';
+import { Writable } from 'node:stream';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { until } from '../helpers/wait.ts';
+
+// Phoenix frames whose names are hostile, as an attacker sends them (raw frames, the anon key):
+// presence keys that are names of Object.prototype's members, and refs that are not strings. The
+// gateway answers each with a phx_reply (refused, naming the field, or served as any other), and
+// logs no error.
+
+const config = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' as const };
+
+/** The project's anon key: role anon, no sub (as Supabase issues it). */
+const anonKey = () => {
+  const iat = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: 'supabase', ref: 'potentia-test', role: 'anon', iat, exp: iat + 3600 })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .sign(new TextEncoder().encode(config.auth.jwtSecret));
+};
+
+/** Every line the server logs at error level or above. */
+const errors: any[] = [];
+const logger = pino({ level: 'error' }, new Writable({
+  write(chunk, _enc, done) {
+    for (const line of String(chunk).split('\n').filter(Boolean)) errors.push(JSON.parse(line));
+    done();
+  },
+}));
+
+type Phoenix = { ws: WebSocket; frames: any[]; send(frame: unknown): void; sendText(text: string): void };
+const sockets: WebSocket[] = [];
+async function openPhoenix(vsn: '1.0.0' | '2.0.0' = '1.0.0'): Promise<Phoenix> {
+  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/realtime/v1/websocket?apikey=${await anonKey()}&vsn=${vsn}`);
+  sockets.push(ws);
+  const frames: any[] = [];
+  // both serializers read back as objects
+  ws.on('message', (d) => {
+    const f = JSON.parse(String(d));
+    frames.push(Array.isArray(f) ? { join_ref: f[0], ref: f[1], topic: f[2], event: f[3], payload: f[4] } : f);
+  });
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  return { ws, frames, send: (frame) => ws.send(JSON.stringify(frame)), sendText: (text) => ws.send(text) };
+}
+const replyTo = async (p: Phoenix, ref: string) => {
+  await until(() => p.frames.some((f) => f.event === 'phx_reply' && f.ref === ref), 5000, `the reply to ref ${ref}`);
+  return p.frames.find((f) => f.event === 'phx_reply' && f.ref === ref).payload;
+};
+const join = (p: Phoenix, topic: string, ref: string, presenceKey: string) =>
+  p.send({ topic, event: 'phx_join', ref, join_ref: ref, payload: { config: { presence: { key: presenceKey, enabled: true } } } });
+const track = (p: Phoenix, topic: string, joinRef: string, ref: string, meta: Record<string, unknown>) =>
+  p.send({ topic, event: 'presence', ref, join_ref: joinRef, payload: { type: 'presence', event: 'track', payload: meta } });
+
+let server: Server;
+beforeAll(async () => {
+  server = await startServer(config, { logger });
+}, 90_000);
+afterAll(async () => {
+  for (const ws of sockets) ws.terminate();
+  await server?.stop();
+});
+
+describe('presence keys', () => {
+  it.each(['constructor', 'toString', 'hasOwnProperty'])('%s is a presence key like any other: tracked, in the next joiner\'s presence_state, one join reply', async (key) => {
+    const topic = `realtime:presence-${key}`;
+    const a = await openPhoenix();
+    join(a, topic, '1', key);
+    expect((await replyTo(a, '1')).status).toBe('ok');
+    track(a, topic, '1', '2', { cursor: 1 });
+    expect(await replyTo(a, '2')).toEqual({ status: 'ok', response: {} });
+    await until(() => a.frames.some((f) => f.event === 'presence_diff'), 5000, 'the presence_diff of the track');
+    // one diff, the join only (no leave of a previous meta split off from it)
+    expect(a.frames.filter((f) => f.event === 'presence_diff').map((f) => f.payload))
+      .toEqual([{ joins: { [key]: { metas: [{ cursor: 1, phx_ref: expect.any(String) }] } }, leaves: {} }]);
+
+    const b = await openPhoenix();
+    join(b, topic, '1', 'bob');
+    await until(() => b.frames.some((f) => f.event === 'presence_state'), 5000, 'presence_state');
+    expect(b.frames.filter((f) => f.event === 'phx_reply').map((f) => f.payload)).toEqual([{ status: 'ok', response: { postgres_changes: [] } }]);
+    expect(b.frames.find((f) => f.event === 'presence_state').payload).toEqual({ [key]: { metas: [{ cursor: 1, phx_ref: expect.any(String) }] } });
+    expect(errors).toEqual([]);
+  });
+
+  it('__proto__ is refused on the field, as the input policy refuses that object key', async () => {
+    const p = await openPhoenix();
+    join(p, 'realtime:presence-proto', '1', '__proto__');
+    expect(await replyTo(p, '1')).toEqual({ status: 'error', response: {
+      reason: 'invalid_input: config.presence.key: __proto__ is not accepted (JavaScript would treat it as the prototype): use another key' } });
+    // and the socket carries on
+    p.send({ topic: 'phoenix', event: 'heartbeat', ref: '2', payload: {} });
+    expect((await replyTo(p, '2')).status).toBe('ok');
+  });
+});
+
+describe.each(['1.0.0', '2.0.0'] as const)('refs (vsn %s)', (vsn) => {
+  const frame = (joinRef: string, ref: string) => (vsn === '2.0.0'
+    ? `[${joinRef}, ${ref}, "phoenix", "heartbeat", {}]`
+    : `{"join_ref": ${joinRef}, "ref": ${ref}, "topic": "phoenix", "event": "heartbeat", "payload": {}}`);
+  const refused = (field: string) => ({ join_ref: null, ref: null, topic: 'phoenix', event: 'phx_reply',
+    payload: { status: 'error', response: { reason: `invalid_input: ${field}: a ref is a string, a number or null` } } });
+
+  it('a ref that is an object, an array (100,000 deep too) or a number beyond a double is answered refused, naming it', async () => {
+    const p = await openPhoenix(vsn);
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+    const bad: [string, string, string][] = [
+      ['null', '{"a": 1}', 'ref'], ['null', '[1, 2]', 'ref'], ['null', deep, 'ref'], ['null', '1e400', 'ref'], ['{}', '"5"', 'join_ref'],
+    ];
+    for (const [joinRef, ref] of bad) p.sendText(frame(joinRef, ref));
+    p.sendText(frame('null', '"after"'));
+    await replyTo(p, 'after');
+    const replies = p.frames.filter((f) => f.event === 'phx_reply');
+    expect(replies).toEqual([...bad.map(([, , field]) => refused(field)),
+      { join_ref: null, ref: 'after', topic: 'phoenix', event: 'phx_reply', payload: { status: 'ok', response: {} } }]);
+    expect(errors).toEqual([]);
+  });
+
+  it('a ref with a NUL or an unpaired surrogate is refused by the input policy; a number is its text', async () => {
+    const p = await openPhoenix(vsn);
+    p.sendText(frame('null', '"a\\u0000b"'));
+    p.sendText(frame('null', '"\\ud800"'));
+    p.sendText(frame('null', '7'));
+    await replyTo(p, '7');
+    expect(p.frames.map((f) => f.payload)).toEqual([
+      { status: 'error', response: { reason: 'invalid_input: ref: contains a NUL character' } },
+      { status: 'error', response: { reason: 'invalid_input: ref: contains an unpaired UTF-16 surrogate (not a Unicode character)' } },
+      { status: 'ok', response: {} },
+    ]);
+  });
+});

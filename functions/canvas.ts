@@ -1,7 +1,7 @@
 import { createRoute } from '@hono/zod-openapi';
 import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
-import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
+import { bearerSecurity, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
 import { callApi, callMutation, mutationOutcome } from '../src/http/rpc.ts';
 import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, LeaveResult, MutationConflict, MutationResult, Permissions,
   PresenceResult, Snapshot, TextOp } from '../src/http/schemas.ts';
@@ -70,7 +70,7 @@ const routes = {
     responses: responses(200, 'broadcast', PresenceResult) }),
   snapshot: route({ method: 'get', path: '/{canvas_id}/snapshot', operationId: 'getCanvasSnapshot',
     summary: 'H4: full state, plus the operations after since_seq',
-    request: { params: CanvasParams, query: z.object({ since_seq: z.coerce.number().int().min(0).max(SEQ_MAX).optional() }) },
+    request: { params: CanvasParams, query: z.object({ since_seq: queryInteger(0, SEQ_MAX).optional() }) },
     responses: responses(200, 'canvas, blocks and watermarks; `since` with since_seq', Snapshot) }),
   leave: route({ method: 'post', path: '/{canvas_id}/leave', operationId: 'leaveCanvas', summary: 'H6: leave the canvas',
     request: { params: CanvasParams }, responses: responses(200, 'left', LeaveResult) }),
@@ -78,7 +78,7 @@ const routes = {
     request: { params: CanvasParams }, responses: responses(200, 'canvas, blocks and watermarks (no `since`)', Snapshot) }),
   blocks: route({ method: 'get', path: '/{canvas_id}/blocks', operationId: 'listBlocks', summary: 'A2: blocks in rank order, keyset-paginated',
     request: { params: CanvasParams, query: z.object({
-      cursor: z.string().regex(/^[0-9A-Za-z]{1,10}$/).optional(), limit: z.coerce.number().int().min(1).max(500).optional() }) },
+      cursor: z.string().regex(/^[0-9A-Za-z]{1,10}$/).optional(), limit: queryInteger(1, 500).optional() }) },
     responses: responses(200, '{items, next_cursor}', BlockPage) }),
   block: route({ method: 'get', path: '/{canvas_id}/blocks/{block_id}', operationId: 'getBlock', summary: 'A3: one block',
     request: { params: BlockParams }, responses: responses(200, 'the block', Block) }),

@@ -3,7 +3,7 @@ import type { Context } from 'hono';
 import type { AppEnv, Deps } from '../src/http/env.ts';
 import { ApiError } from '../src/http/errors.ts';
 import { requireAuth } from '../src/http/middleware.ts';
-import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
+import { bearerSecurity, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
 import { callApi } from '../src/http/rpc.ts';
 import { SearchResult } from '../src/http/schemas.ts';
 import { CircuitBreaker, CircuitOpenError } from '../src/worker/breaker.ts';
@@ -18,7 +18,7 @@ import { createProvider, toVectorLiteral, type EmbeddingProvider } from '../src/
 const Params = z.object({ canvas_id: z.string().uuid() });
 const Query = z.object({
   q: z.string().trim().min(1).max(2000),
-  limit: z.coerce.number().int().min(1).max(50).optional(),
+  limit: queryInteger(1, 50).optional(),
 });
 const route = (path: string, operationId: string, description: string) => createRoute({
   method: 'get', path, operationId, description, tags: ['search'], summary: 'S2: the blocks of a canvas nearest in meaning to q (cosine distance)',

@@ -112,3 +112,15 @@ function newRouter() {
 }
 
 export const bearerSecurity = [{ bearerAuth: [] }];
+
+/**
+ * An integer query parameter between `min` and `max`, read as sent: decimal digits only, else
+ * 400 invalid_input on the parameter. z.coerce.number() read it through Number(), so `?since_seq=`
+ * (empty) and `?since_seq=%20` were 0 (a replay from the start), `0x10` was 16 and `1e1` was 10.
+ * Documented as the integer it is.
+ */
+export function queryInteger(min: number, max: number) {
+  return z.string().regex(/^[0-9]{1,16}$/, { message: 'must be a whole number written in decimal digits' })
+    .transform(Number).pipe(z.number().int().min(min).max(max))
+    .openapi({ type: 'integer', minimum: min, maximum: max });
+}

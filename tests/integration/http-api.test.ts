@@ -415,6 +415,15 @@ describe('contract', () => {
     expectError(await api(`/api/v1/canvas/${canvasId}/blocks/nope`, { token: t }), 400, 'invalid_input', 'block_id');
     expectError(await api(`/api/v1/canvas/${canvasId}/snapshot?since_seq=-1`, { token: t }), 400, 'invalid_input', 'since_seq');
     expectError(await api(`/api/v1/canvas/${canvasId}/blocks?limit=0`, { token: t }), 400, 'invalid_input', 'limit');
+    // integer query parameters are read as sent: decimal digits, nothing Number() would also read
+    // (an empty since_seq was 0, a replay from the start; 0x10 was 16, 1e1 10)
+    for (const bad of ['', '%20', '0x10', '1e1', '%2B5', '5.0', '-0']) {
+      const res = await api(`/api/v1/canvas/${canvasId}/snapshot?since_seq=${bad}`, { token: t });
+      expectError(res, 400, 'invalid_input', 'since_seq');
+      expect(res.body.error.message).toBe('since_seq: must be a whole number written in decimal digits');
+    }
+    expectError(await api(`/api/v1/canvas/${canvasId}/blocks?limit=0x10`, { token: t }), 400, 'invalid_input', 'limit');
+    expect((await api(`/api/v1/canvas/${canvasId}/blocks?limit=007`, { token: t })).status).toBe(200);
     expectError(await api(`/api/v1/canvas/${canvasId}/presence`, { method: 'POST', token: t, body: { typing: 'yes' } }), 400, 'invalid_input', 'typing');
     expectError(await api('/api/v1/canvas', { method: 'POST', token: t, body: { workspace_id: 'x' } }), 400, 'invalid_input', 'workspace_id');
     expectError(await api(`/api/v1/canvas/${canvasId}`, { method: 'PATCH', token: t, body: { title: '' } }), 400, 'invalid_input', 'title');

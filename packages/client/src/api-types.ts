@@ -1310,7 +1310,7 @@ export interface operations {
   getCanvasSnapshot: {
     parameters: {
       query?: {
-        since_seq?: number | null;
+        since_seq?: number;
       };
       path: {
         canvas_id: string;

@@ -1,4 +1,5 @@
 import { serve, type ServerType } from '@hono/node-server';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from './auth/jwt.ts';
@@ -109,5 +110,15 @@ export function answerMalformedRequests(http: ServerType): void {
     const path = requestLinePath(err.rawPacket);
     const shape = path !== null && isPostgrestPath(path) ? postgrestBody(refusal) : refusal.body();
     answerAndClose(socket, rawErrorResponse(refusal, err.code === 'HPE_HEADER_OVERFLOW' ? 431 : undefined, head, shape));
+  });
+  // An Expect header other than 100-continue: Node answers 417 itself, with an empty body and
+  // none of the app's headers; here it is the one error shape, naming the header (its value is
+  // not echoed). Nothing of the request is read.
+  http.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const refusal = new ApiError('invalid_input', 'the Expect header is not supported here: send only Expect: 100-continue, or none', { field: 'expect' });
+    const path = (req.url ?? '').split('?')[0]!;
+    const body = JSON.stringify(isPostgrestPath(path) ? postgrestBody(refusal) : refusal.body());
+    res.writeHead(417, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+    res.end(req.method === 'HEAD' ? undefined : body);
   });
 }

@@ -301,6 +301,13 @@ describe('happy paths', () => {
     // elsewhere Node's refusals keep the API's shape
     const other = await rawRequest(server.url, { method: 'FOO', path: '/api/v1/canvas' });
     expect(JSON.parse(other.text)).toMatchObject({ error: { code: 'invalid_input' } });
+    // an Expect header Node refuses (417): the same shapes, naming the header
+    const expectation = await rawRequest(server.url, { method: 'POST', path: '/api/v1/canvas', headers: { expect: 'x-evil' }, body: '{}' });
+    expect({ status: expectation.status, type: expectation.headers['content-type'], body: JSON.parse(expectation.text) }).toEqual({
+      status: 417, type: 'application/json',
+      body: { error: { code: 'invalid_input', field: 'expect', message: 'the Expect header is not supported here: send only Expect: 100-continue, or none' } } });
+    const expectationRest = await rawRequest(server.url, { method: 'GET', path: '/rest/v1/blocks', headers: { expect: 'x-evil' } });
+    expect({ status: expectationRest.status, body: JSON.parse(expectationRest.text) }).toMatchObject({ status: 417, body: { code: 'invalid_input', details: null } });
     // any other unknown path keeps the plain answer
     expect((await api('/nowhere')).body.error.message).toBe('no route GET /nowhere');
   });

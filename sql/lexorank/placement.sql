@@ -166,11 +166,11 @@ begin
     v_after := internal.try_uuid(p_patch ->> 'after_id');
     if v_after is null or v_after = p_block_id then
       perform internal.raise_error('invalid_input', 'after_id must be the id of another block of this canvas, or null',
-                                   jsonb_build_object('field', 'after_id'));
+                                   jsonb_build_object('field', 'patch.after_id'));
     end if;
     select y_order into v_lo from app.blocks where block_id = v_after and canvas_id = p_canvas_id;
     if not found then
-      perform internal.raise_error('invalid_input', 'after_id is not a block of this canvas', jsonb_build_object('field', 'after_id'));
+      perform internal.raise_error('invalid_input', 'after_id is not a block of this canvas', jsonb_build_object('field', 'patch.after_id'));
     end if;
   elsif v_append then
     select max(y_order) into v_lo from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id;

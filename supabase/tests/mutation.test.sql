@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(115);
+select plan(117);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -255,6 +255,9 @@ insert into cases values
   ('y_order ending in 0', (select a from k), 'move', 5, '{"y_order":"a0"}', 'patch.y_order'),
   ('parent on another canvas', (select b from k), 'move', 2, jsonb_build_object('parent_id', (select o from k)), 'patch.parent_id'),
   ('parent that is its own child (cycle)', (select a from k), 'move', 5, jsonb_build_object('parent_id', (select b from k)), 'patch.parent_id'),
+  -- named by its path in the body, as the HTTP schema names it (it was `after_id`)
+  ('after_id that is not a block id', (select a from k), 'move', 5, '{"after_id":"nope"}', 'patch.after_id'),
+  ('after_id of a block on another canvas', (select a from k), 'move', 5, jsonb_build_object('after_id', (select o from k)), 'patch.after_id'),
   ('unknown patch field', (select a from k), 'update', 5, '{"colour":"red"}', 'patch.colour'),
   ('create without a type', '00000000-0000-4000-8000-0000000000f1', 'create', null, '{"content":{}}', 'patch.type'),
   ('content that is not an object', '00000000-0000-4000-8000-0000000000f2', 'create', null, '{"type":"text","content":[1,2]}', 'patch.content'),

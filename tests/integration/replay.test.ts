@@ -113,7 +113,7 @@ describe('replay by since_seq under concurrent writers', () => {
           if (op.action === 'create' && op.patch?.parent_id) parents.get(canvasId)!.add(op.patch.parent_id as string);
         } else if (res.status === 'conflict' && res.block) {
           blocks.set(res.block_id!, res.version!); // rebase: next time from the current version
-        } else if (res.error?.code === 'not_found' || res.error?.field === 'patch.parent_id' || res.error?.field === 'after_id') {
+        } else if (res.error?.code === 'not_found' || res.error?.field === 'patch.parent_id' || res.error?.field === 'patch.after_id') {
           if (op.blockId) blocks.delete(op.blockId); // someone deleted it (or its parent/anchor): forget it
           const anchor = (op.patch?.parent_id ?? op.patch?.after_id) as string | undefined;
           if (anchor) blocks.delete(anchor);

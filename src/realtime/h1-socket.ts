@@ -63,8 +63,16 @@ export class H1Socket {
     }, { sql: hub.sql });
     this.offDatabase = hub.subscribe(`canvas:${canvasId}`, { onDatabase: (m) => this.onDatabase(m) });
     ws.on('message', (data, isBinary) => {
-      if (isBinary) return this.send({ type: 'error', code: 'invalid_message', message: 'H1 frames are JSON text' });
-      this.onMessage(String(data));
+      if (isBinary) this.send({ type: 'error', code: 'invalid_message', message: 'H1 frames are JSON text' });
+      else this.onMessage(String(data));
+      // a pong or a refusal is answered at once, outside the inbound queue (a ping during a long
+      // replay is not kept waiting): past the socket's bound, reading stops until the client has
+      // read its answers, and a client that does not within drainTimeoutMs is dropped. Before, a
+      // client that sent small frames and never read grew the gateway by every answer (500 MB in
+      // 15 s of pings).
+      if (ws.bufferedAmount > hub.limits.maxBufferedBytes && !this.inbound.holding) {
+        this.inbound.hold(whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs));
+      }
     });
     ws.on('close', () => this.onClose());
     ws.on('error', () => {});

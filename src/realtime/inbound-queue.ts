@@ -10,6 +10,10 @@ import type { WebSocket } from 'ws';
 export class InboundQueue {
   private tail: Promise<void> = Promise.resolve();
   private pending = 0;
+  /** The queue is full: set at maxPending, cleared once it has drained to half. */
+  private full = false;
+  /** Holds (hold()) not yet released: reading stays paused while any is. */
+  private holds = 0;
   private paused = false;
 
   /**
@@ -22,21 +26,44 @@ export class InboundQueue {
   /** Runs `work` after everything pushed before it; a failure goes to `onError`, and the queue goes on. */
   push(work: () => Promise<unknown>, onError: (err: unknown) => unknown): void {
     this.pending++;
-    if (!this.paused && this.pending >= this.maxPending) {
-      this.paused = true;
-      this.ws.pause();
-    }
+    if (this.pending >= this.maxPending) this.full = true;
+    this.update();
     this.tail = this.tail
       .then(async () => { if (!this.ready || await this.ready()) await work(); })
       .catch(async (err) => { await onError(err); })
       .catch(() => {}) // an error handler's own failure must not stop the queue
       .finally(() => {
         this.pending--;
-        if (this.paused && this.pending <= this.maxPending / 2) {
-          this.paused = false;
-          this.ws.resume();
-        }
+        if (this.pending <= this.maxPending / 2) this.full = false;
+        this.update();
       });
+  }
+
+  /**
+   * Stops reading the socket until `until` settles, whatever the queue holds: for answers given
+   * at once, outside the queue (H1's pong and refusals), once they are past the socket's bound.
+   */
+  hold(until: Promise<unknown>): void {
+    this.holds++;
+    this.update();
+    void until.catch(() => {}).finally(() => {
+      this.holds--;
+      this.update();
+    });
+  }
+
+  /** Whether reading is held (hold()) now. */
+  get holding(): boolean {
+    return this.holds > 0;
+  }
+
+  /** Pauses or resumes reading as the queue and the holds ask. */
+  private update(): void {
+    const pause = this.full || this.holds > 0;
+    if (pause === this.paused) return;
+    this.paused = pause;
+    if (pause) this.ws.pause();
+    else this.ws.resume();
   }
 
   /** Items queued or running. */

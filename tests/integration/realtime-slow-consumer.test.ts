@@ -96,6 +96,24 @@ describe('a socket that does not read what it asked for', () => {
     await until(async () => (await openSockets('h1')) === before, 20_000, 'the gateway to drop the H1 socket that does not read');
   }, 60_000);
 
+  it('H1: small frames answered at once (ping, over the rate, invalid, binary) in a loop without reading: dropped too', async () => {
+    const { canvasId, users } = await createCanvas(db.sql);
+    const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! });
+    const before = await openSockets('h1');
+    const h1 = await openH1(server.url, canvasId, token);
+    sockets.push(h1.ws);
+    h1.ws.on('error', () => {});
+    await h1.next((m) => m.type === 'hello');
+    stopReading(h1.ws);
+    // ~2 MB sent asks for ~15 MB of pongs, rate_limited and invalid_message errors, far past the
+    // bound and what the kernel's buffers hold: before, the gateway buffered every answer
+    for (let i = 0; i < 100_000; i++) {
+      if (i % 4 === 3) h1.ws.send(Buffer.from('x'), { binary: true });
+      else h1.send(i % 4 === 2 ? { type: 'nope' } : { type: 'ping' });
+    }
+    await until(async () => (await openSockets('h1')) === before, 20_000, 'the gateway to drop the H1 socket that does not read');
+  }, 60_000);
+
   it('H1: a client that reads gets its whole replay, many times the bound, paced by its reading', async () => {
     const { canvasId, users, ops } = await bigCanvas();
     const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! });

@@ -45,13 +45,10 @@ begin
   if not internal.token_allows(p_canvas_id, true) then
     perform internal.raise_error('forbidden', format('this token''s scope does not allow writing canvas:%s', p_canvas_id));
   end if;
-  -- besides control characters: Unicode's invisible format characters (zero-width, bidi embeddings,
-  -- overrides and isolates, BOM, tags) and line/paragraph separators, which make a name read as
-  -- another in the download's Content-Disposition (evil<U+202E>fdp.exe shows as evilexe.pdf)
-  if v_name is null or char_length(v_name) not between 1 and 255 or v_name ~ '[[:cntrl:]/\\]'
-     -- (not U+200C/U+200D, the joiners: Persian and Indic words and emoji sequences need them;
-     -- but the blank-looking fillers: Hangul, Khmer, Mongolian, braille, the grapheme joiner)
-     or v_name ~ '[\u00AD\u034F\u061C\u115F\u1160\u17B4\u17B5\u180B-\u180F\u200B\u200E\u200F\u2028-\u202E\u2060-\u2064\u2066-\u206F\u2800\u3164\uFEFF\uFFA0\uFFF9-\uFFFB\U000E0000-\U000E007F]' then
+  -- a name as every name a person reads (internal.is_display_text: no control, invisible or
+  -- direction-changing character, which make a name read as another in the download's
+  -- Content-Disposition), and no / or \
+  if v_name is null or char_length(v_name) not between 1 and 255 or v_name ~ '[/\\]' or not internal.is_display_text(v_name) then
     perform internal.raise_error('invalid_input',
       'filename must be 1 to 255 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), / or \',
       '{"field":"filename"}');

@@ -20,8 +20,11 @@ $$;
 create or replace function internal.check_title_settings(p_title text, p_settings jsonb) returns void
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
-  if p_title is not null and char_length(btrim(p_title)) not between 1 and 500 then
-    perform internal.raise_error('invalid_input', 'title must be 1 to 500 characters', '{"field":"title"}');
+  -- read as it displays (internal.is_display_text): no control, invisible or direction-changing character
+  if p_title is not null and (char_length(btrim(p_title)) not between 1 and 500 or not internal.is_display_text(p_title)) then
+    perform internal.raise_error('invalid_input',
+      'title must be 1 to 500 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028)',
+      '{"field":"title"}');
   end if;
   if p_settings is not null and jsonb_typeof(p_settings) <> 'object' then
     perform internal.raise_error('invalid_input', 'settings must be a JSON object', '{"field":"settings"}');

@@ -58,23 +58,28 @@ begin
 end $$;
 
 -- An email as stored: trimmed, lower-cased (GoTrue's form), 3 to 320 characters, one @ with
--- something on both sides; else invalid_input naming `email`.
+-- something on both sides, no control, invisible or direction-changing character
+-- (internal.is_display_text); else invalid_input naming `email`.
 create or replace function internal.normalize_email(p_email text) returns text
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 declare v_email text := lower(btrim(p_email));
 begin
-  if v_email is null or char_length(v_email) not between 3 and 320 or v_email !~ '^[^@\s]+@[^@\s]+$' then
+  if v_email is null or char_length(v_email) not between 3 and 320 or v_email !~ '^[^@\s]+@[^@\s]+$'
+     or not internal.is_display_text(v_email) then
     perform internal.raise_error('invalid_input', 'email must be an email address (at most 320 characters)', '{"field":"email"}');
   end if;
   return v_email;
 end $$;
 
--- A workspace name: 1 to 200 characters once trimmed; else invalid_input naming `name`.
+-- A workspace name: 1 to 200 characters once trimmed, read as it displays (internal.is_display_text:
+-- no control, invisible or direction-changing character); else invalid_input naming `name`.
 create or replace function internal.check_workspace_name(p_name text) returns text
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
-  if p_name is null or char_length(btrim(p_name)) not between 1 and 200 then
-    perform internal.raise_error('invalid_input', 'name must be 1 to 200 characters', '{"field":"name"}');
+  if p_name is null or char_length(btrim(p_name)) not between 1 and 200 or not internal.is_display_text(p_name) then
+    perform internal.raise_error('invalid_input',
+      'name must be 1 to 200 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028)',
+      '{"field":"name"}');
   end if;
   return btrim(p_name);
 end $$;

@@ -1,0 +1,69 @@
+-- Every name a person reads — a workspace's name, a canvas's title, an invited email, a file's
+-- name — follows one rule (internal.is_display_text, sql/core/display_text.sql): no control
+-- character (a newline, ESC sequences that drive the terminal of whoever lists it, BEL), no
+-- invisible or direction-changing character, no blank-looking filler. Only filenames had it: a
+-- workspace named "a\nb\e[31mred" or "\u200b\u200b" (blank), or a canvas titled "\e]0;pwned\a",
+-- was stored and served as is. Refused with invalid_input naming the field; nothing is written.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(19);
+
+select tests.create_user('names_owner');
+create temp table ids (workspace_id uuid, canvas_id uuid);
+grant all on ids to authenticated;
+
+-- {state, field} of the error `p_sql` raises, or null
+create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
+declare v_state text; v_detail text;
+begin
+  execute p_sql;
+  return null;
+exception when others then
+  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
+  return jsonb_build_object('state', v_state, 'field', v_detail::jsonb ->> 'field');
+end $$;
+
+create temp table bad (name text, value text);
+insert into bad values
+  ('a newline', E'a\nb'),
+  ('a tab', E'a\tb'),
+  ('an ESC sequence', E'\u001b[31mred'),
+  ('a right-to-left override', 'invoice' || chr(x'202E'::int) || 'fdp'),
+  ('only zero-width spaces', chr(x'200B'::int) || chr(x'200B'::int)),
+  ('a line separator', 'a' || chr(x'2028'::int) || 'b'),
+  ('only a Hangul filler', chr(x'3164'::int));
+grant select on bad to authenticated;
+
+select tests.authenticate_as('names_owner');
+insert into ids (workspace_id) select (api.create_workspace('Names') ->> 'workspace_id')::uuid;
+update ids set canvas_id = (api.create_canvas(workspace_id, 'Names') ->> 'canvas_id')::uuid;
+
+-- workspace names: create and rename
+select is(pg_temp.error_of(format('select api.create_workspace(%L)', b.value)), '{"state": "PX400", "field": "name"}',
+          format('a workspace name with %s: invalid_input name', b.name))
+from bad b order by b.name;
+select is(pg_temp.error_of(format('select api.rename_workspace(%L, %L)', (select workspace_id from ids), E'x\ny')),
+          '{"state": "PX400", "field": "name"}', 'renaming to such a name too');
+
+-- canvas titles: create and update
+select is(pg_temp.error_of(format('select api.create_canvas(%L, %L)', (select workspace_id from ids), b.value)), '{"state": "PX400", "field": "title"}',
+          format('a canvas title with %s: invalid_input title', b.name))
+from bad b order by b.name;
+select is(pg_temp.error_of(format('select api.update_canvas(%L, %L, null)', (select canvas_id from ids), E'\u0007bell')),
+          '{"state": "PX400", "field": "title"}', 'updating to such a title too');
+
+-- an invited email
+select is(pg_temp.error_of(format('select api.add_workspace_member(%L, %L, %L)', (select workspace_id from ids), E'evil\u001b[2J@test.local', 'viewer')),
+          '{"state": "PX400", "field": "email"}', 'an invited email with an ESC sequence: invalid_input email');
+
+-- what people write stays allowed
+select is(api.create_workspace('Grüße 日本 😀 family 👨‍👩‍👧 نامه‌ها') ->> 'name', 'Grüße 日本 😀 family 👨‍👩‍👧 نامه‌ها',
+          'letters of any script, emoji and the joiners (U+200C, U+200D) stay allowed');
+select tests.clear_authentication();
+
+select is((select count(*)::int from app.workspaces w join app.workspace_members m using (workspace_id)
+           where m.user_id = tests.user_id('names_owner')), 2, 'no refused name was written');
+
+select * from finish();
+rollback;

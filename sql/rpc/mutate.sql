@@ -278,6 +278,7 @@ declare
   v_fields text[];
   v_changed text[];
   v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
+  v_since_text jsonb[];  -- their text objects (patch.text), in the same order
   v_since_text_only boolean;  -- every one of them is an update with text operations only
   v_recreated boolean;   -- the block was deleted and created again since base_version
   v_logged integer;      -- how many operations the log holds since base_version (on any canvas)
@@ -287,11 +288,10 @@ declare
   v_keys jsonb;
   v_text_key text;
   v_op jsonb;
-  v_since_text jsonb;    -- the text operations logged since base_version, by content key
   v_current jsonb;       -- a text key's value in the content
-  v_text_keys text[] := '{}';
-  v_text_ops jsonb[] := '{}';
-  v_texts jsonb[] := '{}';
+  v_text_keys text[] := '{}';  -- the text operations' keys, and for each:
+  v_text_ops text[] := '{}';   --   "key":op as applied, JSON text
+  v_texts text[] := '{}';      --   the key's new text
 begin
   o_patch := p_patch;
   o_text := p_text;      -- text operations by content key: normalized, then transformed as applied
@@ -316,9 +316,10 @@ begin
     -- on another continues its versions, and the other canvas's log (another tenant's, maybe)
     -- must not reach this canvas's answers; without a create since base_version they are all
     -- this block's, on this canvas (a block never changes canvas)
-    select coalesce(array_agg(o.patch order by o.new_version) filter (where o.canvas_id = p_old.canvas_id), '{}'), count(*),
+    select coalesce(array_agg(o.patch order by o.new_version) filter (where o.canvas_id = p_old.canvas_id), '{}'),
+           coalesce(array_agg(o.patch -> 'text' order by o.new_version) filter (where o.canvas_id = p_old.canvas_id), '{}'), count(*),
            coalesce(bool_and(o.action = 'update' and o.patch - 'text' = '{}'), true), coalesce(bool_or(o.action = 'create'), false)
-      into v_since, v_logged, v_since_text_only, v_recreated
+      into v_since, v_since_text, v_logged, v_since_text_only, v_recreated
     from app.block_operations o
     where o.block_id = p_old.block_id and o.status = 'success' and o.new_version > p_base_version
       and o.new_version <= p_old.version;
@@ -424,20 +425,17 @@ begin
     o_content := internal.json_merge_patch(o_content, p_patch -> 'content');
   end if;
   if o_text is not null then  -- (no text operations, as in most edits: no statement here)
-    if p_base_version < p_old.version then
-      -- the logged patches' text operations by key, in commit order, read once: {key: [op, …]}
-      select coalesce(jsonb_object_agg(k, ops), '{}') into v_since_text from (
-        select t.key as k, jsonb_agg(t.value order by s.n) as ops
-        from unnest(v_since) with ordinality s(p, n),
-             jsonb_each(case when jsonb_typeof(s.p -> 'text') = 'object' then s.p -> 'text' else '{}' end) t
-        group by t.key) x;
-    end if;
     -- each key's op and new text are collected, and o_text and o_content built once after the
-    -- loop: a jsonb_set per key rebuilt the whole content each time (4,000 keys took seconds)
+    -- loop, each by one expression: a jsonb_set per key rebuilt the whole content and the ops
+    -- each time (4,000 keys took seconds). No statement is added for it either: a keystroke is
+    -- one key, and a statement (an aggregate of the logged ops by key, say) cost a shared-text
+    -- edit 16 % more instructions (docs/performance.md, thirty-fourth session)
     for v_text_key, v_op in select key, value from jsonb_each(o_text) loop
       if p_base_version < p_old.version then
-        -- the logged ops on this key, one call
-        v_op := internal.text_op_transform_all(v_op, array(select jsonb_array_elements(v_since_text -> v_text_key)), 'left');
+        -- the logged patches' ops on this key (null where a patch has none: skipped), one call;
+        -- from their text objects, taken out once (p -> 'text' -> key copied each patch's whole
+        -- text object again for every key)
+        v_op := internal.text_op_transform_all(v_op, array(select t -> v_text_key from unnest(v_since_text) t), 'left');
       end if;
       v_current := o_content -> v_text_key;
       if v_current is not null and jsonb_typeof(v_current) <> 'string' then
@@ -445,11 +443,11 @@ begin
                                      jsonb_build_object('field', 'patch.text.' || v_text_key));
       end if;
       v_text_keys := v_text_keys || v_text_key;
-      v_text_ops := v_text_ops || v_op;
-      v_texts := v_texts || to_jsonb(internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text.' || v_text_key));
+      v_text_ops := v_text_ops || (to_jsonb(v_text_key)::text || ':' || v_op::text);
+      v_texts := v_texts || internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text.' || v_text_key);
     end loop;
-    select coalesce(jsonb_object_agg(k, op), '{}'), o_content || coalesce(jsonb_object_agg(k, t), '{}')
-      into o_text, o_content from unnest(v_text_keys, v_text_ops, v_texts) u(k, op, t);
+    o_content := o_content || jsonb_object(v_text_keys, v_texts);   -- the texts, as JSON strings
+    o_text := ('{' || array_to_string(v_text_ops, ',') || '}')::jsonb; -- the ops as applied, by key
     o_patch := p_patch || jsonb_build_object('text', o_text); -- logged and broadcast as applied
   end if;
 end $$;

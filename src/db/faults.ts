@@ -20,9 +20,18 @@ export function isConnectionFailure(err: unknown): boolean {
  * again at once only waits for the same answer: withRequest retries a lost connection, not this.
  */
 export function couldNotConnect(err: unknown): boolean {
-  const e = err as { code?: unknown; routine?: unknown };
-  return (typeof e?.code === 'string' && CONNECT_CODES.has(e.code)) || (typeof e?.routine === 'string' && STARTUP_ROUTINES.has(e.routine));
+  const e = err as { code?: unknown; routine?: unknown; message?: unknown };
+  return (typeof e?.code === 'string' && CONNECT_CODES.has(e.code)) || (typeof e?.routine === 'string' && STARTUP_ROUTINES.has(e.routine))
+    || (e?.code === '08P01' && typeof e.message === 'string' && POOLER_REFUSALS.test(e.message));
 }
+
+/**
+ * A transaction pooler (PgBouncer) that has no server connection for the session: it refuses the
+ * query (08P01) and closes the session, with one of these messages. The server is down or
+ * refusing logins (server_login_retry), or the query waited query_wait_timeout in the pooler's
+ * queue: the same answer as a failed connect, and running the request again at once waits for it again.
+ */
+const POOLER_REFUSALS = /^(server login has been failing|query_wait_timeout|pgbouncer cannot connect to server|no more connections allowed)/;
 
 /** The server ended the session: 57P01-57P05 (shutdown, crash, cannot connect now, database dropped, idle session timeout), 25P03 (idle in transaction timeout). */
 const SESSION_ENDED = new Set(['57P01', '57P02', '57P03', '57P04', '57P05', '25P03']);

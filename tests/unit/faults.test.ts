@@ -1,7 +1,7 @@
 // isConnectionFailure (src/db/faults.ts): which errors mean the session, not the statement, failed;
 // the HTTP layer answers those 503 (retry) and the canvas lanes fail a whole transaction on them.
 import { describe, expect, it } from 'vitest';
-import { isConnectionFailure } from '../../src/db/faults.ts';
+import { couldNotConnect, isConnectionFailure } from '../../src/db/faults.ts';
 
 describe('isConnectionFailure', () => {
   it('the server ended the session: shutdown, crash, database dropped, idle timeouts, class 08, the driver lost the socket', () => {
@@ -13,6 +13,23 @@ describe('isConnectionFailure', () => {
   it('the statement or the request failed: not the connection (nor a bad password, which a retry does not mend)', () => {
     for (const err of [{ code: '25P02' }, { code: '40P01' }, { code: '22012' }, { code: '28P01', severity: 'FATAL' }, { code: '53300' }, new Error('x'), null, undefined, 'text']) {
       expect(isConnectionFailure(err), JSON.stringify(err)).toBe(false);
+    }
+  });
+});
+
+describe('couldNotConnect', () => {
+  it("PgBouncer's refusals of a session it has no server for (08P01 with its message) are a failed connect: answered 503, not retried at once", () => {
+    for (const message of ['server login has been failing, cached error: connect failed (server_login_retry)', 'query_wait_timeout',
+      'pgbouncer cannot connect to server', 'no more connections allowed (max_client_conn)']) {
+      expect(couldNotConnect({ code: '08P01', message }), message).toBe(true);
+    }
+    expect(couldNotConnect({ code: 'ECONNREFUSED' })).toBe(true);
+  });
+
+  it('a lost session or another protocol error is not: withRequest may run the request again', () => {
+    for (const err of [{ code: '08P01', message: 'invalid message format' }, { code: '57P01', message: 'terminating connection due to administrator command' },
+      { code: 'CONNECTION_CLOSED' }, { code: '08P01' }, null]) {
+      expect(couldNotConnect(err), JSON.stringify(err)).toBe(false);
     }
   });
 });

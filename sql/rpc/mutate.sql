@@ -278,7 +278,6 @@ declare
   v_fields text[];
   v_changed text[];
   v_since jsonb[];       -- patches of the operations applied since base_version, in commit order
-  v_since_text jsonb[];  -- their text objects (patch.text), in the same order
   v_since_text_only boolean;  -- every one of them is an update with text operations only
   v_recreated boolean;   -- the block was deleted and created again since base_version
   v_logged integer;      -- how many operations the log holds since base_version (on any canvas)
@@ -317,9 +316,9 @@ begin
     -- must not reach this canvas's answers; without a create since base_version they are all
     -- this block's, on this canvas (a block never changes canvas)
     select coalesce(array_agg(o.patch order by o.new_version) filter (where o.canvas_id = p_old.canvas_id), '{}'),
-           coalesce(array_agg(o.patch -> 'text' order by o.new_version) filter (where o.canvas_id = p_old.canvas_id), '{}'), count(*),
+           count(*),
            coalesce(bool_and(o.action = 'update' and o.patch - 'text' = '{}'), true), coalesce(bool_or(o.action = 'create'), false)
-      into v_since, v_since_text, v_logged, v_since_text_only, v_recreated
+      into v_since, v_logged, v_since_text_only, v_recreated
     from app.block_operations o
     where o.block_id = p_old.block_id and o.status = 'success' and o.new_version > p_base_version
       and o.new_version <= p_old.version;
@@ -433,9 +432,9 @@ begin
     for v_text_key, v_op in select key, value from jsonb_each(o_text) loop
       if p_base_version < p_old.version then
         -- the logged patches' ops on this key (null where a patch has none: skipped), one call;
-        -- from their text objects, taken out once (p -> 'text' -> key copied each patch's whole
-        -- text object again for every key)
-        v_op := internal.text_op_transform_all(v_op, array(select t -> v_text_key from unnest(v_since_text) t), 'left');
+        -- #> reads each op in place (p -> 'text' -> key copied each patch's whole text object
+        -- for every key: S patches × K keys × their size; as cheap as that for one key)
+        v_op := internal.text_op_transform_all(v_op, array(select p #> array['text', v_text_key] from unnest(v_since) p), 'left');
       end if;
       v_current := o_content -> v_text_key;
       if v_current is not null and jsonb_typeof(v_current) <> 'string' then

@@ -254,6 +254,11 @@ export class PhoenixSocket {
     if (config.presence?.key === '__proto__') {
       return fail('invalid_input: config.presence.key: __proto__ is not accepted (JavaScript would treat it as the prototype): use another key');
     }
+    // a private join is authorized, a public one is not: anything but a boolean (the string "true")
+    // is refused rather than read as public, which the client did not ask for
+    if (config.private !== undefined && config.private !== null && typeof config.private !== 'boolean') {
+      return fail('invalid_input: config.private: true or false (a boolean)');
+    }
     const token = typeof payload.access_token === 'string' && payload.access_token ? payload.access_token : this.connectToken;
     let claims: SocketClaims;
     try {

@@ -95,6 +95,16 @@ describe('presence keys', () => {
   });
 });
 
+describe('config.private', () => {
+  it.each(['"true"', '1', '"yes"'])('%s (not a boolean) is refused on the field, not read as a public join', async (value) => {
+    const p = await openPhoenix();
+    p.send({ topic: 'realtime:private-kind', event: 'phx_join', ref: '1', join_ref: '1', payload: { config: { private: JSON.parse(value) } } });
+    expect(await replyTo(p, '1')).toEqual({ status: 'error', response: { reason: 'invalid_input: config.private: true or false (a boolean)' } });
+    p.send({ topic: 'phoenix', event: 'heartbeat', ref: '2', payload: {} });
+    expect((await replyTo(p, '2')).status).toBe('ok');
+  });
+});
+
 describe.each(['1.0.0', '2.0.0'] as const)('refs (vsn %s)', (vsn) => {
   const frame = (joinRef: string, ref: string) => (vsn === '2.0.0'
     ? `[${joinRef}, ${ref}, "phoenix", "heartbeat", {}]`

@@ -54,8 +54,9 @@ export class H1Socket {
     initialSinceCanvasSeq: number | null = null,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
-    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames,
-      () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs));
+    // true once the socket holds at most its bound; a client that does not read is dropped
+    const drained = () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs);
+    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames, drained);
     this.gate = new AccessGate(() => this.reauthorize(), (err) => {
       hub.logger.error({ err }, 'H1 re-authorization failed');
       this.send({ type: 'error', code: 'internal', message: 'could not re-check your access; reconnect' });
@@ -71,7 +72,7 @@ export class H1Socket {
       // client that sent small frames and never read grew the gateway by every answer (500 MB in
       // 15 s of pings).
       if (ws.bufferedAmount > hub.limits.maxBufferedBytes && !this.inbound.holding) {
-        this.inbound.hold(whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs));
+        this.inbound.hold(drained());
       }
     });
     ws.on('close', () => this.onClose());

@@ -159,23 +159,34 @@ create or replace function internal.record_applied_op(
 declare
   v_canvas_seq bigint := p_canvas_seq;
   v_result jsonb;
-  v_text jsonb := case when p_text is null then '{}' else jsonb_build_object('text', p_text) end;
+  v_payload jsonb;
 begin
   if v_canvas_seq is null then  -- (apply_block_op's in-place update numbered it already: p_seq, p_canvas_seq)
     update app.canvases set last_seq = p_seq, last_canvas_seq = last_canvas_seq + 1
     where canvas_id = p_canvas_id returning last_canvas_seq into v_canvas_seq;
   end if;
-  v_result := jsonb_build_object('status', 'success', 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
-                                 'block_id', p_block_id, 'version', p_new_version, 'block', p_block) || p_extra || v_text;
+  -- `text` built in, not added with `||`: a jsonb `||` re-encodes both sides, the block with them
+  -- (p_extra is '{}' but for a delete, and `||` returns the other side of an empty object as it is).
+  -- Two branches, not one CASE: PL/pgSQL sets up only the expressions a call reaches.
+  if p_text is null then
+    v_result := jsonb_build_object('status', 'success', 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
+                                   'block_id', p_block_id, 'version', p_new_version, 'block', p_block) || p_extra;
+    v_payload := jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'action', p_action,
+                                    'block_id', p_block_id, 'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
+                                    'actor_id', p_ctx ->> 'user_id') || p_extra;
+  else
+    v_result := jsonb_build_object('status', 'success', 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
+                                   'block_id', p_block_id, 'version', p_new_version, 'block', p_block, 'text', p_text) || p_extra;
+    v_payload := jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'action', p_action,
+                                    'block_id', p_block_id, 'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
+                                    'actor_id', p_ctx ->> 'user_id', 'text', p_text) || p_extra;
+  end if;
   insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
                                     base_version, new_version, patch, block, result, started_at, duration_ms)
   values (p_seq, v_canvas_seq, p_client_op_id, (p_ctx ->> 'user_id')::uuid, p_canvas_id, p_block_id, p_action, 'success',
           p_base_version, p_new_version, p_patch, p_block, v_result, p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
   insert into realtime.messages (payload, event, topic, private, extension)
-  values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', p_seq, 'canvas_seq', v_canvas_seq, 'action', p_action,
-                             'block_id', p_block_id, 'version', p_new_version, 'block', p_block, 'client_op_id', p_client_op_id,
-                             'actor_id', p_ctx ->> 'user_id') || p_extra || v_text,
-          'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
+  values (v_payload, 'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
   -- internal.write_audit's row, written here: a PERFORM of it was a query around a call around
   -- this INSERT, on every applied operation
   insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
@@ -287,6 +298,7 @@ declare
   v_keys jsonb;
   v_text_key text;
   v_op jsonb;
+  v_text_keys_json jsonb;  -- o_text's keys, a JSON array
   v_current jsonb;       -- a text key's value in the content
   v_text_keys text[] := '{}';  -- the text operations' keys, and for each:
   v_text_ops text[] := '{}';   --   "key":op as applied, JSON text
@@ -429,12 +441,17 @@ begin
     -- each time (4,000 keys took seconds). No statement is added for it either: a keystroke is
     -- one key, and a statement (an aggregate of the logged ops by key, say) cost a shared-text
     -- edit 16 % more instructions (docs/performance.md, thirty-fourth session)
-    for v_text_key, v_op in select key, value from jsonb_each(o_text) loop
+    -- the keys from their JSON array, not a statement over jsonb_each (docs/performance.md,
+    -- thirty-fifth session)
+    v_text_keys_json := jsonb_path_query_array(o_text, '$.keyvalue().key');
+    for i in 0 .. jsonb_array_length(v_text_keys_json) - 1 loop
+      v_text_key := v_text_keys_json ->> i;
+      v_op := o_text -> v_text_key;
       if p_base_version < p_old.version then
-        -- the logged patches' ops on this key (null where a patch has none: skipped), one call;
-        -- #> reads each op in place (p -> 'text' -> key copied each patch's whole text object
-        -- for every key: S patches × K keys × their size; as cheap as that for one key)
-        v_op := internal.text_op_transform_all(v_op, array(select p #> array['text', v_text_key] from unnest(v_since) p), 'left');
+        -- the logged patches' ops on this key (a patch without one is skipped), one call, each
+        -- read in place at text.<key> (p -> 'text' -> key copied each patch's whole text object
+        -- for every key: S patches × K keys × their size)
+        v_op := internal.text_op_transform_all(v_op, v_since, 'left', array['text', v_text_key]);
       end if;
       v_current := o_content -> v_text_key;
       if v_current is not null and jsonb_typeof(v_current) <> 'string' then
@@ -497,6 +514,9 @@ declare
   v_new app.blocks;
   v_patch jsonb := coalesce(p_patch, '{}');
   v_text jsonb;          -- the text operations, normalized
+  v_text_keys jsonb;     -- the patch's text keys, a JSON array
+  v_text_key text;
+  v_text_parts text[];   -- "key":op, JSON text, per text key
   v_applied jsonb;       -- the patch as applied (text operations transformed)
   v_applied_text jsonb;  -- the text operations as applied
   v_content jsonb;
@@ -581,8 +601,16 @@ begin
       perform internal.raise_error('invalid_input', format('content key %s is both set (content) and edited (text) in one operation: send one of them', v_bad_key),
                                    jsonb_build_object('field', 'patch.text.' || v_bad_key));
     end if;
-    select coalesce(jsonb_object_agg(key, internal.text_op_normalize(value, 'patch.text.' || key)), '{}')
-      into v_text from jsonb_each(v_patch -> 'text');
+    -- each key's op normalized, the object built as JSON text (linear in the keys): a loop over
+    -- the keys' array, not a statement (an aggregate over jsonb_each cost a text edit 4 % more
+    -- instructions: docs/performance.md, thirty-fifth session)
+    v_text_keys := jsonb_path_query_array(v_patch -> 'text', '$.keyvalue().key');
+    for i in 1 .. jsonb_array_length(v_text_keys) loop
+      v_text_key := v_text_keys ->> (i - 1);
+      v_text_parts[i] := to_jsonb(v_text_key)::text || ':'
+                         || internal.text_op_normalize(v_patch -> 'text' -> v_text_key, 'patch.text.' || v_text_key)::text;
+    end loop;
+    v_text := coalesce(('{' || array_to_string(v_text_parts, ',') || '}')::jsonb, '{}');  -- (no keys: parts is null)
   end if;
   v_max_content := case when v_patch ? 'content' or v_text is not null then (v_max_setting #>> '{}')::integer end;
   if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then

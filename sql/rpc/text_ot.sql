@@ -289,17 +289,20 @@ comment on function internal.text_op_transform(jsonb, jsonb, text) is
 
 -- ot-text-unicode transform folded over a list: p_op rewritten to apply after each of p_others
 -- in turn (others[1] first; null elements are skipped), the same op as
--- text_op_transform(…text_op_transform(p_op, others[1], side)…, others[n], side). This is the
--- server's rebase of a text op over the log (every op on its key since the client's version, in
--- commit order), which runs under the canvas lock when a text is shared; one call walks the whole
--- list. Concurrent typing without the walk: while op is one insert, one delete or nothing
+-- text_op_transform(…text_op_transform(p_op, others[1], side)…, others[n], side). With p_path,
+-- each element is read at that path first (#>; a missing one is null, skipped): the server
+-- passes the logged patches and ['text', key] rather than building the list of their ops with a
+-- subquery. This is the server's rebase of a text op over the log (every op on its key since the
+-- client's version, in commit order), which runs under the canvas lock when a text is shared; one
+-- call walks the whole list. Concurrent typing without the walk: while op is one insert, one delete or nothing
 -- (v_kind 'i' / 'd' / 'n', at v_at) and the other op is one insert or one delete at v_oat, op
 -- moves as the library's walk would move it: an insert before op (or at op's insert with op on
 -- the right, or at a delete's start) moves op on by its length; a delete before op moves op back by
 -- what it removed there (to its start when it spans op's position), and what both delete is
 -- deleted once; anything after op leaves it as it is. Anything else (a multi-component op on
 -- either side, an insert inside op's delete, which splits it) goes through text_op_transform.
-create or replace function internal.text_op_transform_all(p_op jsonb, p_others jsonb[], p_side text)
+drop function if exists internal.text_op_transform_all(jsonb, jsonb[], text);
+create or replace function internal.text_op_transform_all(p_op jsonb, p_others jsonb[], p_side text, p_path text[] default '{}')
 returns jsonb language plpgsql immutable parallel safe as $$
 declare
   v_op jsonb := p_op;     -- op as jsonb; while v_kind is set, v_kind/v_at/v_ins/v_del hold it instead
@@ -318,6 +321,7 @@ begin
                                  '{"field": "side"}');
   end if;
   foreach o in array coalesce(p_others, '{}') loop
+    o := o #> p_path;   -- ('{}': o itself)
     continue when o is null or o = '[]';
     if v_kind is null then
       -- read op's shape: [], [n?, "str"] or [n?, {"d": n}]
@@ -356,5 +360,5 @@ begin
               else case when v_at > 0 then jsonb_build_array(v_at) else '[]' end
                    || jsonb_build_array(case v_kind when 'i' then to_jsonb(v_ins) else jsonb_build_object('d', v_del) end) end;
 end $$;
-comment on function internal.text_op_transform_all(jsonb, jsonb[], text) is
-  'ot-text-unicode transform folded over a list: op rewritten to apply after others[1], then others[2], … (nulls skipped); the same op as chained text_op_transform calls.';
+comment on function internal.text_op_transform_all(jsonb, jsonb[], text, text[]) is
+  'ot-text-unicode transform folded over a list: op rewritten to apply after others[1], then others[2], … (each read at path first, #>; nulls skipped); the same op as chained text_op_transform calls.';

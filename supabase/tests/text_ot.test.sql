@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(116);
+select plan(117);
 
 -- The error a statement raises, as {"code": <hint>, "field": …} (null when it does not raise).
 create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
@@ -40,7 +40,7 @@ $$;
 select has_function('internal', 'text_op_normalize', array['jsonb', 'text'], 'internal.text_op_normalize(op, field) exists');
 select has_function('internal', 'text_op_apply', array['text', 'jsonb', 'text'], 'internal.text_op_apply(text, op, field) exists');
 select has_function('internal', 'text_op_transform', array['jsonb', 'jsonb', 'text'], 'internal.text_op_transform(op, other, side) exists');
-select has_function('internal', 'text_op_transform_all', array['jsonb', 'jsonb[]', 'text'], 'internal.text_op_transform_all(op, others[], side) exists');
+select has_function('internal', 'text_op_transform_all', array['jsonb', 'jsonb[]', 'text', 'text[]'], 'internal.text_op_transform_all(op, others[], side, path) exists');
 select is(
   (select array_agg(p.proname::text order by p.proname) from pg_proc p
    where p.pronamespace = 'internal'::regnamespace and p.proname like 'text\_op\_%'
@@ -191,6 +191,9 @@ select is(internal.text_op_transform_all('[1, "a", 2, {"d": 1}]', array['["zz"]'
 select is(internal.text_op_transform_all('[4, "x"]', array['[1, "ab", 3, {"d": 1}]', '[2, {"d": 1}]']::jsonb[], 'left'),
           internal.text_op_transform(internal.text_op_transform('[4, "x"]', '[1, "ab", 3, {"d": 1}]', 'left'), '[2, {"d": 1}]', 'left'),
           'a multi-component other goes through the general transform, and the insert is moved as integers again after it');
+select is(internal.text_op_transform_all('[3, "x"]', array['{"text": {"t": [1, "ab"]}}', '{"text": {"u": ["q"]}}', '{"content": {"t": "reset"}}',
+                                                             '{"text": {"t": ["c"], "u": [9, "q"]}}']::jsonb[], 'left', array['text', 't']),
+          '[6, "x"]', 'with a path, each logged patch is read at it first: patches without an op there (another key, content only) are skipped');
 select is(pg_temp.error_of($$select internal.text_op_transform_all('[1, "x"]', '{}', 'up')$$), '{"code": "invalid_input", "field": "side"}',
           'a side other than left/right is invalid_input on field side');
 

@@ -617,7 +617,8 @@ begin
     perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
                                  '{"field":"patch.content"}');
   end if;
-  if v_other_fields then
+  -- (a text edit has other fields, but none of these: one operator instead of all three checks')
+  if v_other_fields and v_patch ?| array['type', 'y_order', 'parent_id'] then
     if v_patch ? 'type' and (jsonb_typeof(v_patch -> 'type') <> 'string' or (v_patch ->> 'type') !~ '^[a-z][a-z0-9_]{0,39}$') then
       perform internal.raise_error('invalid_input', 'type must match ^[a-z][a-z0-9_]{0,39}$', '{"field":"patch.type"}');
     end if;

@@ -118,7 +118,7 @@ function checkout(sha: string): string {
  * The fixture of bench:mutate's spread scenario: CLIENTS editors (the mutation limit raised out of
  * the way, and the H2 endpoint limit to 10^8 hits per 1 s window, as bench:http raises it, for
  * mutation-rpc-h2.sql), CANVASES canvases, and bench.pgbench_targets: client c's block on canvas i is row
- * k = c * CANVASES + i. Made through each side's own API, as its users would make it.
+ * k = c * CANVASES + i, and the shared text of mutation-text-behind.sql is row k = -1. Made through each side's own API, as its users would make it.
  */
 async function seed(sql: Sql): Promise<void> {
   const as = <T>(userId: string, work: (tx: postgres.TransactionSql) => Promise<T>) =>
@@ -149,6 +149,24 @@ async function seed(sql: Sql): Promise<void> {
     });
     await sql`insert into bench.pgbench_targets ${sql(targets)}`;
   }
+  // the shared text of mutation-text-behind.sql, row k = -1: a block of the last editor's on the
+  // last canvas that no other script edits, so its content is never set as a whole after its
+  // create and an op from 15 versions back is never a conflict without a look at the log
+  const last = CLIENTS - 1;
+  const [lastTarget] = await sql`select user_id, canvas_id from bench.pgbench_targets where k = ${last * CANVASES + CANVASES - 1}`;
+  const text = (await as(lastTarget!.user_id, (tx) => tx`
+    select api.upsert_block_atomic(${lastTarget!.canvas_id}::uuid, null, 'create', 'seed-shared-text', null,
+                                   jsonb_build_object('type', 'text', 'content', jsonb_build_object('text', 'seed'))) as r`))[0]!.r;
+  if (text.status !== 'success') throw new Error(`seeding: the shared text's create failed: ${JSON.stringify(text)}`);
+  // 15 keystrokes after the create, so that the first op measured is already 15 versions behind
+  // (a run of 100 ops that began at the create had its first 15 not behind, and read cheaper)
+  for (let version = 1; version <= 15; version++) {
+    const r = (await as(lastTarget!.user_id, (tx) => tx`
+      select api.upsert_block_atomic(${lastTarget!.canvas_id}::uuid, ${text.block_id}::uuid, 'update', ${`seed-shared-text-${version}`}, ${version},
+                                     '{"text": {"text": ["x"]}}'::jsonb) as r`))[0]!.r;
+    if (r.status !== 'success') throw new Error(`seeding: a keystroke in the shared text failed: ${JSON.stringify(r)}`);
+  }
+  await sql`insert into bench.pgbench_targets ${sql({ k: -1, user_id: lastTarget!.user_id, canvas_id: lastTarget!.canvas_id, block_id: text.block_id })}`;
   await sql`vacuum analyze`;
 }
 

@@ -33,7 +33,9 @@ import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/proto
  * `resumed`, then live ones — no gap and no duplicate across the seam: consecutive deltas carry
  * consecutive canvas_seqs. If the log no longer reaches back to since_canvas_seq (retention), or
  * since_canvas_seq is ahead of the canvas, the replay starts with a `snapshot` instead. The server
- * checks the numbers of the live deltas too, and fills a gap from the log itself.
+ * checks the numbers of the live deltas too, and fills a gap from the log itself. A replay whose
+ * database work fails (a resume or a fill) is answered `error` `unavailable`, then the socket
+ * closes with 1011: reconnect and resume from the last canvas_seq applied.
  *
  * Access is re-checked while the socket is open (src/realtime/access.ts): when the user's
  * workspace or canvas membership is removed or changed, or the canvas is deleted — by any means,

@@ -87,8 +87,8 @@ export class H1Socket {
         ws.close(H1_CLOSE_TOKEN_EXPIRED, 'token_expired');
       });
     }
-    if (initialSinceCanvasSeq !== null) this.enqueue(() => this.resume({ since_canvas_seq: initialSinceCanvasSeq }, false));
-    else if (initialSinceSeq !== null) this.enqueue(() => this.resume({ since_seq: initialSinceSeq }, false));
+    if (initialSinceCanvasSeq !== null) this.enqueueReplay(() => this.resume({ since_canvas_seq: initialSinceCanvasSeq }, false));
+    else if (initialSinceSeq !== null) this.enqueueReplay(() => this.resume({ since_seq: initialSinceSeq }, false));
   }
 
   /** One frame of this socket's own (an answer, a snapshot, a replayed delta). */
@@ -110,8 +110,24 @@ export class H1Socket {
     return whenWritable(this.ws, this.hub.limits.maxBufferedBytes / 2, this.hub.limits.drainTimeoutMs);
   }
 
-  /** Runs `work` after the socket's earlier messages; `opId` names the mutate it serves, if any. */
-  private enqueue(work: () => Promise<unknown>, opId?: string): void {
+  /**
+   * Queues a replay (a resume, or the fill of a gap in the live stream). Live deltas are held while
+   * one runs, so one that failed (the database did not answer) left every later delta held: the
+   * socket stayed open, answering pings, and silent, and its client, shown no gap, never knew.
+   * Its failure is answered as any other, then the socket closes (1011): the client reconnects and
+   * resumes from its last canvas_seq, as after any lost socket.
+   */
+  private enqueueReplay(work: () => Promise<unknown>): void {
+    this.enqueue(work, undefined, () => {
+      if (this.held !== null && this.ws.readyState === this.ws.OPEN) this.ws.close(1011, 'replay failed: reconnect and resume');
+    });
+  }
+
+  /**
+   * Runs `work` after the socket's earlier messages; `opId` names the mutate it serves, if any;
+   * `failed` runs after a failure was answered (one that is lost access is the gate's to close).
+   */
+  private enqueue(work: () => Promise<unknown>, opId?: string, failed?: () => void): void {
     const op = opId === undefined ? {} : { client_op_id: opId };
     this.inbound.push(work, (err) => {
       // the one mapping of database errors to stable codes, as on HTTP: nothing the client
@@ -129,6 +145,7 @@ export class H1Socket {
         ...(typeof field === 'string' ? { field } : {}),
         ...(typeof retry_after === 'number' ? { retry_after_ms: retry_after * 1000 } : {}),
       });
+      failed?.();
     });
   }
 
@@ -169,7 +186,7 @@ export class H1Socket {
       case 'mutate':
         return this.enqueue(() => this.mutate(msg), msg.client_op_id);
       case 'resume':
-        return this.enqueue(() => this.resume(msg.since_canvas_seq !== undefined ? { since_canvas_seq: msg.since_canvas_seq } : { since_seq: msg.since_seq }, msg.snapshot));
+        return this.enqueueReplay(() => this.resume(msg.since_canvas_seq !== undefined ? { since_canvas_seq: msg.since_canvas_seq } : { since_seq: msg.since_seq }, msg.snapshot));
       case 'presence':
         return this.enqueue(() => this.presence(msg.cursor ?? null, msg.typing));
     }
@@ -287,7 +304,7 @@ export class H1Socket {
         if (this.lastSent === null || d.canvas_seq <= this.lastSent) continue;
         if (d.canvas_seq !== this.lastSent + 1) {
           this.held = [...next.slice(i), ...this.held];
-          this.enqueue(() => this.fillGap(d));
+          this.enqueueReplay(() => this.fillGap(d));
           return;
         }
         if (!(await this.roomForReplay())) return; // closed, or terminated as a slow consumer
@@ -321,7 +338,7 @@ export class H1Socket {
       // missing ones from the log first; a client resume queued before the fill covers it already
       if (this.held) return void this.held.push(d);
       this.held = [d];
-      this.enqueue(() => this.fillGap(d));
+      this.enqueueReplay(() => this.fillGap(d));
       return;
     }
     this.lastSent = d.canvas_seq;

@@ -45,7 +45,8 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
 
 /**
  * How long (seconds) opening a connection may take before the request waiting for it fails with
- * CONNECT_TIMEOUT (answered 503 unavailable). postgres.js waits 30 s by default: a database that
+ * CONNECT_TIMEOUT (answered 503 unavailable), however many sessions are opened for it meanwhile
+ * (an address that accepts and closes at once: patches/postgres+3.4.9.patch). postgres.js waits 30 s by default: a database that
  * accepts TCP but never answers (a partition, a hung failover) then held every request that long,
  * past most proxies' and clients' own timeouts. A healthy server answers in milliseconds, over TLS
  * from another region in well under a second; the statement timeout is 5 s.

@@ -8,13 +8,15 @@ import net from 'node:net';
  *  - existing ones: `destroy` (default: both ends see a reset, as when a NAT or a Wi-Fi hop
  *    drops them) or `stall` (bytes stop flowing both ways, nothing is lost: after `restore()`
  *    what was sent meanwhile arrives, as after a partition that heals before TCP gives up);
- *  - new ones: `refuse` (default: accepted and reset at once, the client sees a failed connect)
- *    or `blackhole` (accepted and held silent; after `restore()` those still open are connected
+ *  - new ones: `refuse` (default: accepted and reset at once, the client sees a failed connect),
+ *    `close` (accepted and closed at once without a word, as a TCP proxy or load balancer in front
+ *    of a server that is down does: the client's connect succeeds and its session then ends) or
+ *    `blackhole` (accepted and held silent; after `restore()` those still open are connected
  *    upstream and go on normally, as a SYN retransmitted after the partition would).
  * A side that closes during a stall is seen closed by the other side only at `restore()` (bytes
  * it sent just before are then dropped). Otherwise the proxy never changes or drops bytes.
  */
-export type CutOptions = { existing?: 'destroy' | 'stall'; incoming?: 'refuse' | 'blackhole' };
+export type CutOptions = { existing?: 'destroy' | 'stall'; incoming?: 'refuse' | 'close' | 'blackhole' };
 
 export type ProxyCounters = {
   /** Connections accepted from clients (including refused and blackholed ones). */
@@ -23,6 +25,8 @@ export type ProxyCounters = {
   forwarded: number;
   /** Connections refused (reset on accept) during a cut. */
   refused: number;
+  /** Connections closed on accept during a `close` cut. */
+  closed: number;
   /** Connections accepted and held during a `blackhole` cut. */
   blackholed: number;
   /** Open connections destroyed by `cut()`. */
@@ -54,7 +58,7 @@ type Pair = { client: net.Socket; upstream: net.Socket; stalled: boolean; endedW
 /** Starts a proxy on 127.0.0.1 (an ephemeral port unless `listenPort`) forwarding to `127.0.0.1:upstreamPort`. */
 export async function startTcpProxy(upstreamPort: number, opts: { listenPort?: number; upstreamHost?: string } = {}): Promise<TcpProxy> {
   const upstreamHost = opts.upstreamHost ?? '127.0.0.1';
-  const counters: ProxyCounters = { accepted: 0, forwarded: 0, refused: 0, blackholed: 0, destroyed: 0, stalled: 0, cuts: 0 };
+  const counters: ProxyCounters = { accepted: 0, forwarded: 0, refused: 0, closed: 0, blackholed: 0, destroyed: 0, stalled: 0, cuts: 0 };
   const pairs = new Set<Pair>();
   const held = new Set<net.Socket>();
   let cut: Required<CutOptions> | null = null;
@@ -111,6 +115,15 @@ export async function startTcpProxy(upstreamPort: number, opts: { listenPort?: n
       counters.refused++;
       client.on('error', () => {});
       client.resetAndDestroy();
+      return;
+    }
+    if (cut.incoming === 'close') {
+      counters.closed++;
+      client.on('error', () => {});
+      // a FIN, not a reset; what the client sends meanwhile is read and dropped, or its own FIN
+      // would never be read and the socket would stay half open
+      client.resume();
+      client.end();
       return;
     }
     counters.blackholed++;

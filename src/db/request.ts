@@ -17,6 +17,15 @@ export type RequestContext = {
 
 const API_ROLES = new Set(['anon', 'authenticated', 'service_role']);
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
+/**
+ * How long a request's transaction may sit idle between its statements before the server ends it
+ * (idle_in_transaction_session_timeout, set with the caller). A request sends its next statement
+ * or COMMIT within milliseconds; a process that stops mid-transaction without closing its
+ * connection (frozen, its host or network gone: a killed process's socket is closed by its kernel,
+ * these are not) held the transaction's locks until TCP noticed, hours later: a canvas row locked
+ * by a rename was every writer's on that canvas, each answered 503 after its statement timeout.
+ */
+export const IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000;
 
 export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
   const settings = callerSettings(ctx);
@@ -111,7 +120,7 @@ export async function requestStatement<R extends Record<string, unknown>>(lanes:
 }
 
 /** A caller's transaction-local settings, as text, and the user whose rows its statements may lock. */
-export type CallerSettings = { role: string; claims: string; headers: string; method: string; path: string; timeout: string; user: string | null };
+export type CallerSettings = { role: string; claims: string; headers: string; method: string; path: string; timeout: string; idle: string; user: string | null };
 
 /**
  * The caller's database role (an API role, else refused), claims and headers (names lower-cased)
@@ -128,6 +137,7 @@ function callerSettings(ctx: RequestContext): CallerSettings {
     method: (ctx.method ?? 'POST') as unknown,
     path: (ctx.path ?? '') as unknown,
     timeout: String(ctx.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS),
+    idle: String(IDLE_IN_TRANSACTION_TIMEOUT_MS),
   };
   for (const [name, value] of Object.entries(settings)) {
     if (typeof value !== 'string') throw new TypeError(`the caller's ${name} cannot be sent as text`);
@@ -139,7 +149,7 @@ function callerSettings(ctx: RequestContext): CallerSettings {
 /** Whether `a` (what a transaction's statements so far left set) is the same settings as `b`. */
 function sameSettings(a: CallerSettings | undefined, b: CallerSettings): boolean {
   return a !== undefined && (a === b || (a.role === b.role && a.claims === b.claims && a.headers === b.headers && a.method === b.method
-    && a.path === b.path && a.timeout === b.timeout));
+    && a.path === b.path && a.timeout === b.timeout && a.idle === b.idle));
 }
 
 /** The statement that makes the rest of the transaction run as the caller, PostgREST-style. */
@@ -149,7 +159,8 @@ function setCaller(q: TransactionSql | ReservedSql, s: CallerSettings) {
                   set_config('request.headers', ${s.headers}, true),
                   set_config('request.method', ${s.method}, true),
                   set_config('request.path', ${s.path}, true),
-                  set_config('statement_timeout', ${s.timeout}, true)`;
+                  set_config('statement_timeout', ${s.timeout}, true),
+                  set_config('idle_in_transaction_session_timeout', ${s.idle}, true)`;
 }
 
 /**

@@ -17,13 +17,13 @@ import { until } from '../helpers/wait.ts';
 // client none the wiser (a delta never came to show it a gap). Now the socket answers `error`
 // `unavailable` and closes (1011): the client reconnects and resumes from its last canvas_seq.
 // A private cluster (stopped and started here) under one `npm start` process.
-// TEST_PORT_BASE (optional): the ports the cluster and the process listen on, from there.
+// TEST_PORT_BASE (optional): the ports the cluster and the process listen on, from there + 57.
 
 const config = loadConfig();
 const portBase = Number(process.env.TEST_PORT_BASE ?? 0);
 let nextPort = 0;
 async function freePort(): Promise<number> {
-  if (portBase > 0) return portBase + nextPort++;
+  if (portBase > 0) return portBase + 57 + nextPort++; // clear of the other tests' offsets from TEST_PORT_BASE
   return new Promise((resolve, reject) => {
     const probe = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
       const { port } = probe.address() as { port: number };

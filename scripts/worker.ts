@@ -4,8 +4,10 @@
 import { createServer } from 'node:http';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config.ts';
+import { keepRunningOnUnhandledRejection } from '../src/last-resort.ts';
 import { startWorker } from '../src/worker/runtime.ts';
 
+keepRunningOnUnhandledRejection();
 const config = loadConfig();
 const logger = pino({ level: config.logLevel });
 const worker = await startWorker({ databaseUrl: config.databaseUrl, directDatabaseUrl: config.directDatabaseUrl, worker: config.worker, embedding: config.embedding, logger });

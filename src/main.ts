@@ -1,6 +1,7 @@
 // Entry point of `npm start` (after scripts/start has run setup, migrations and the seed) and of
 // `npm run serve -- --role all|api|gateway|worker` (src/roles.ts: what each role runs).
 import { loadConfig } from './config.ts';
+import { keepRunningOnUnhandledRejection } from './last-resort.ts';
 import { apiKeys, DEMO, devToken } from './dev.ts';
 import { resolveRole, startRole, type Role } from './roles.ts';
 
@@ -13,11 +14,7 @@ try {
   console.error((err as Error).message);
   process.exit(2);
 }
-// Last resort only: every known fault is handled where it happens. A rejection nobody handled is
-// a bug to report, not a reason to drop every socket this process serves.
-process.on('unhandledRejection', (err) => {
-  console.error('BUG: unhandled rejection (the process keeps serving; please report this):', err);
-});
+keepRunningOnUnhandledRejection();
 // role all runs the background-job worker in this process unless WORKER_MODE is external (`npm run worker`) or off
 const server = await startRole(config, role).catch((err: NodeJS.ErrnoException) => {
   console.error(err.code === 'EADDRINUSE'

@@ -111,6 +111,21 @@ describe('the optimistic state helpers', () => {
     expect(mergePatch('x', { a: { b: null } })).toEqual({ a: {} });
   });
 
+  it('mergePatch keeps a __proto__ key as an ordinary member, as the server (jsonb) does', () => {
+    // a patch read from JSON holds __proto__ as an own key; assigning it would set the prototype
+    const merged = mergePatch({}, JSON.parse('{"__proto__": {"polluted": 1}, "a": 1}')) as Record<string, unknown>;
+    expect(JSON.stringify(merged)).toBe('{"__proto__":{"polluted":1},"a":1}');
+    expect(Object.getPrototypeOf(merged)).toBe(Object.prototype);
+    expect(merged['polluted']).toBeUndefined();
+    const nested = mergePatch({ b: {} }, JSON.parse('{"b": {"__proto__": {"x": 1}}}')) as { b: object };
+    expect(JSON.stringify(nested)).toBe('{"b":{"__proto__":{"x":1}}}');
+    expect(Object.getPrototypeOf(nested.b)).toBe(Object.prototype);
+    // merged into, then removed, as any key
+    const target = JSON.parse('{"__proto__": {"x": 1}}') as Record<string, unknown>;
+    expect(JSON.stringify(mergePatch(target, JSON.parse('{"__proto__": {"y": 2}}')))).toBe('{"__proto__":{"x":1,"y":2}}');
+    expect(JSON.stringify(mergePatch(target, JSON.parse('{"__proto__": null}')))).toBe('{}');
+  });
+
   const block = (id: string, parent: string | null, y: string, content: Record<string, unknown> = {}): Block => ({
     block_id: id, canvas_id: 'c', parent_id: parent, type: 'text', content, y_order: y, version: 1,
     created_at: null, created_by: null, updated_at: null, updated_by: null,

@@ -52,15 +52,25 @@ export function toBlock(b: WireBlock): Block {
   };
 }
 
-/** RFC 7396 JSON Merge Patch, as the server applies `patch.content` (null removes, objects merge recursively). */
+/**
+ * RFC 7396 JSON Merge Patch, as the server applies `patch.content` (null removes, objects merge
+ * recursively). Every key is an ordinary member, `__proto__` included (JSON.parse and jsonb keep
+ * it as one): members are defined, not assigned, since `out.__proto__ = v` would set the result's
+ * prototype and lose the key.
+ */
 export function mergePatch(target: unknown, patch: unknown): unknown {
   if (!isObject(patch)) return patch;
   const out: Record<string, unknown> = isObject(target) ? { ...target } : {};
   for (const [k, v] of Object.entries(patch)) {
     if (v === null) delete out[k];
-    else out[k] = mergePatch(out[k], v);
+    else setMember(out, k, mergePatch(Object.hasOwn(out, k) ? out[k] : undefined, v));
   }
   return out;
+}
+
+/** Sets `key` as an own enumerable member of `obj`, as JSON.parse would, whatever the key. */
+export function setMember(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
 }
 
 const DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';

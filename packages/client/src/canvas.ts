@@ -1,5 +1,5 @@
 import { type as textType } from 'ot-text-unicode';
-import { buildTree, changedFields, compareBlocks, keyBetween, mergePatch, subtree, toBlock, type Block, type BlockNode } from './blocks.ts';
+import { buildTree, changedFields, compareBlocks, keyBetween, mergePatch, setMember, subtree, toBlock, type Block, type BlockNode } from './blocks.ts';
 import { CanvasSync, type CanvasSyncOptions, type Mutation, type MutationOutcome, type TextChange, type WebSocketConstructor } from './canvas-sync.ts';
 import { AccessLostError, ConflictError, PotentiaError } from './errors.ts';
 import { CanvasPresence } from './presence.ts';
@@ -742,7 +742,7 @@ export class Canvas {
       const content = { ...b.content };
       for (const [key, op] of keys) {
         try {
-          content[key] = textType.apply(textIn(b, key), op);
+          setMember(content, key, textType.apply(textIn(b, key), op));
         } catch {
           // the key changed under the edits (never for a block not yet on the server)
         }

@@ -3,11 +3,13 @@
 -- character (a newline, ESC sequences that drive the terminal of whoever lists it, BEL), no
 -- invisible or direction-changing character, no blank-looking filler. Only filenames had it: a
 -- workspace named "a\nb\e[31mred" or "\u200b\u200b" (blank), or a canvas titled "\e]0;pwned\a",
--- was stored and served as is. Refused with invalid_input naming the field; nothing is written.
+-- was stored and served as is; so was a name made only of joiners (U+200C, U+200D), of no-break
+-- or ideographic spaces, which reads as blank. Refused with invalid_input naming the field;
+-- nothing is written.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(19);
+select plan(36);
 
 select tests.create_user('names_owner');
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -32,7 +34,17 @@ insert into bad values
   ('a right-to-left override', 'invoice' || chr(x'202E'::int) || 'fdp'),
   ('only zero-width spaces', chr(x'200B'::int) || chr(x'200B'::int)),
   ('a line separator', 'a' || chr(x'2028'::int) || 'b'),
-  ('only a Hangul filler', chr(x'3164'::int));
+  ('only a Hangul filler', chr(x'3164'::int)),
+  -- the joiners are allowed between letters, not as a whole name; nor are spaces other than
+  -- U+0020 (which btrim takes) or format characters that only mark what follows
+  ('only zero-width joiners', chr(x'200C'::int) || chr(x'200D'::int) || chr(x'200C'::int)),
+  ('only joiners and spaces', chr(x'200D'::int) || ' ' || chr(x'200C'::int)),
+  ('only no-break spaces', chr(x'00A0'::int) || chr(x'00A0'::int)),
+  ('only an ideographic space', chr(x'3000'::int)),
+  ('only an Arabic number sign', chr(x'0600'::int)),
+  ('a word joiner and a BOM', chr(x'2060'::int) || chr(x'FEFF'::int)),
+  ('a musical beam control', 'a' || chr(x'1D173'::int) || 'b'),
+  ('an Egyptian hieroglyph format control', 'a' || chr(x'13430'::int) || 'b');
 grant select on bad to authenticated;
 
 select tests.authenticate_as('names_owner');
@@ -60,10 +72,12 @@ select is(pg_temp.error_of(format('select api.add_workspace_member(%L, %L, %L)',
 -- what people write stays allowed
 select is(api.create_workspace('Grüße 日本 😀 family 👨‍👩‍👧 نامه‌ها') ->> 'name', 'Grüße 日本 😀 family 👨‍👩‍👧 نامه‌ها',
           'letters of any script, emoji and the joiners (U+200C, U+200D) stay allowed');
+select is(api.create_workspace('Q' || chr(x'00A0'::int) || '3' || chr(x'3000'::int) || '報告') ->> 'name', 'Q' || chr(x'00A0'::int) || '3' || chr(x'3000'::int) || '報告',
+          'spaces of any kind stay allowed between what shows');
 select tests.clear_authentication();
 
 select is((select count(*)::int from app.workspaces w join app.workspace_members m using (workspace_id)
-           where m.user_id = tests.user_id('names_owner')), 2, 'no refused name was written');
+           where m.user_id = tests.user_id('names_owner')), 3, 'no refused name was written');
 
 select * from finish();
 rollback;

@@ -61,7 +61,7 @@ export function opsRoutes(deps: Deps) {
   app.post('/debug/echo', async (c) => {
     if (!deps.config.debugEcho || !isInternalCaller(c, deps)) return notFound(c);
     let body: unknown;
-    try { body = await c.req.json(); } catch { throw new ApiError('invalid_input', 'body must be JSON', { field: 'body' }); }
+    try { body = await c.req.json(); } catch (err) { throw err instanceof ApiError ? err : new ApiError('invalid_input', 'body must be JSON', { field: 'body' }); }
     return c.json({ echo: body, request_id: c.get('requestId') });
   });
   app.openapi(routes.metrics, async (c) => {

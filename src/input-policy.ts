@@ -53,6 +53,25 @@ export function decodeUtf8(bytes: Uint8Array, field = 'body'): string | InputVio
   }
 }
 
+/**
+ * A JSON body's Content-Type may name no charset other than UTF-8 (RFC 8259 §8.1: JSON exchanged
+ * between systems is UTF-8; `application/json` defines no charset parameter at all). A body sent
+ * as `charset=utf-16` or `iso-8859-1` would otherwise be read as UTF-8 bytes it is not (other
+ * text, or malformed JSON): refused, never transcoded. The field is the header, `content-type`.
+ */
+export function checkCharset(contentType: string | undefined): InputViolation | null {
+  if (!contentType) return null;
+  for (const parameter of contentType.split(';').slice(1)) {
+    const eq = parameter.indexOf('=');
+    if (parameter.slice(0, eq < 0 ? undefined : eq).trim().toLowerCase() !== 'charset') continue;
+    const value = parameter.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1').toLowerCase();
+    if (eq < 0 || (value !== 'utf-8' && value !== 'utf8')) {
+      return violation('content-type', 'a JSON body is UTF-8 (RFC 8259): send Content-Type: application/json or application/json; charset=utf-8');
+    }
+  }
+  return null;
+}
+
 /** An unpaired surrogate: a high one not followed by a low one, or a low one not preceded by a high one. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 

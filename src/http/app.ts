@@ -53,7 +53,7 @@ function asApiError(err: Error, c: Context<AppEnv>): ApiError {
 /** Hono's own 4xx (malformed JSON, a body that is not JSON) in the one error shape, never a 500. */
 function fromHttpException(err: HTTPException): ApiError {
   if (err.status === 413) return new ApiError('payload_too_large', err.message || 'request body is too large');
-  if (err.status === 415) return new ApiError('invalid_input', 'the body must be JSON: send Content-Type: application/json', { field: 'content-type' });
+  if (err.status === 415) return new ApiError('unsupported_media_type', 'content-type: the body must be JSON: send Content-Type: application/json', { field: 'content-type' });
   return new ApiError('invalid_input', err.message || 'invalid request', { field: 'body' });
 }
 

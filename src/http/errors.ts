@@ -16,6 +16,8 @@ export const ERROR_STATUS = {
   conflict: 409,
   rebase_required: 409,
   payload_too_large: 413,
+  // a body in a media type or charset the endpoint does not read (anything but UTF-8 JSON)
+  unsupported_media_type: 415,
   rate_limited: 429,
   internal: 500,
   unavailable: 503,

@@ -292,6 +292,7 @@ async function readBody(c: Context<AppEnv>): Promise<Record<string, unknown>> {
   try {
     value = await c.req.json();
   } catch (err) {
+    if (err instanceof ApiError && err.code === 'unsupported_media_type') throw err;
     if (err instanceof ApiError && err.details.field && err.details.field !== 'body') throw validation(err.message);
     throw new GotrueError(400, 'bad_json', `Could not parse request body as JSON: ${(err as Error).message}`);
   }
@@ -349,6 +350,7 @@ function toGotrueError(err: unknown, c: Context<AppEnv>, deps: Deps): GotrueErro
     }
     case 'invalid_input': return validation(apiError.message);
     case 'payload_too_large': return new GotrueError(413, 'request_too_large', apiError.message);
+    case 'unsupported_media_type': return new GotrueError(415, 'unsupported_media_type', apiError.message);
     case 'unavailable': return new GotrueError(503, 'unexpected_failure', apiError.message, {}, 1);
     case 'timeout': return new GotrueError(504, 'request_timeout', apiError.message);
     default:

@@ -5,7 +5,7 @@ import { cors } from 'hono/cors';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
 import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
-import { checkUrl, readJson } from '../input-policy.ts';
+import { checkCharset, checkUrl, readJson } from '../input-policy.ts';
 import { ApiError } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
@@ -139,9 +139,11 @@ function admission(deps: Deps, onError: ErrorAnswer): (c: Context<AppEnv>, next:
  * The input policy (src/input-policy.ts) on HTTP. The URL first: every path segment and query
  * parameter must percent-decode to valid UTF-8 without NUL (400 invalid_input, field `path` or
  * `query.<name>`; Hono would keep an undecodable one as its raw text). The JSON body when a
- * validator reads it (after authentication and the path's own checks): decoded with a fatal UTF-8
- * decoder (field `body`), parsed, then walked once for unpaired surrogates, NUL and nesting
- * deeper than MAX_JSON_DEPTH (the field by its path, e.g. `patch.content.t`). Never rewritten.
+ * validator reads it (after authentication and the path's own checks), whatever the route: sent
+ * as UTF-8 (a Content-Type naming another charset is 415 unsupported_media_type on field
+ * `content-type`), decoded with a fatal UTF-8 decoder (field `body`), parsed, then walked once
+ * for unpaired surrogates, NUL and nesting deeper than MAX_JSON_DEPTH (the field by its path,
+ * e.g. `patch.content.t`). Never rewritten.
  */
 function checkInput(c: Context<AppEnv>): void {
   // nothing to decode without a percent sign (and Node's parser refuses raw control characters)
@@ -149,9 +151,10 @@ function checkInput(c: Context<AppEnv>): void {
   const bad = url.includes('%') || url.includes('\u0000') ? checkUrl(url) : null;
   if (bad) throw new ApiError('invalid_input', bad.message, { field: bad.field });
   c.req.json = async () => {
-    const read = readJson(new Uint8Array(await c.req.arrayBuffer()));
+    const charset = checkCharset(c.req.header('content-type'));
+    const read = charset ?? readJson(new Uint8Array(await c.req.arrayBuffer()));
     if ('value' in read) return read.value as never;
-    const err = new ApiError('invalid_input', read.message, { field: read.field });
+    const err = new ApiError(charset ? 'unsupported_media_type' : 'invalid_input', read.message, { field: read.field });
     // Hono's validator turns any failure of json() into its own "Malformed JSON" 400: keep ours
     bodyErrors.set(c, err);
     throw err;

@@ -89,7 +89,7 @@ export const hostileQuery = fc.oneof(query, fc.tuple(fc.constantFrom('since_seq'
 export const NOT_HTTP = /[^\x21-\x7e]|\\|^[^/]/;
 
 export const ERROR_CODES = new Set(['invalid_input', 'unauthorized', 'forbidden', 'not_found', 'conflict', 'payload_too_large',
-  'rate_limited', 'internal', 'unavailable', 'timeout']);
+  'unsupported_media_type', 'rate_limited', 'internal', 'unavailable', 'timeout']);
 
 const nested = (depth: number, open: string, leaf: string, close: string) => open.repeat(depth) + leaf + close.repeat(depth);
 

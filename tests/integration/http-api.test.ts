@@ -16,7 +16,7 @@ import { awayFromWindowEdge } from '../helpers/wait.ts';
 // `functions.invoke` on /functions/v1/<name>/... and plain fetch on /api/v1/...
 
 const ERROR_CODES = ['invalid_input', 'unauthorized', 'forbidden', 'not_found', 'conflict', 'payload_too_large',
-  'rate_limited', 'internal', 'unavailable', 'timeout'];
+  'unsupported_media_type', 'rate_limited', 'internal', 'unavailable', 'timeout'];
 
 let server: Server;
 let echoServer: Server;
@@ -466,14 +466,14 @@ describe('contract', () => {
     expect(row!.n).toBe(1);
   });
 
-  it('a body that is not JSON is a 400, never a 500', async () => {
+  it('a body that is not JSON is a 400 (malformed) or a 415 (another media type), never a 500', async () => {
     const { canvasId, tokens } = await setup();
     expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: tokens.owner, body: '{"action": ' }), 400, 'invalid_input', 'body');
     expectError(await api(`/api/v1/canvas/${canvasId}/mutate`, { method: 'POST', token: tokens.owner, body: '[1,2]' }), 400, 'invalid_input');
     expectError(await api(`/api/v1/canvas/${canvasId}/presence`, {
-      method: 'POST', token: tokens.owner, body: '{"typing":true}', headers: { 'content-type': 'text/plain' } }), 400, 'invalid_input');
+      method: 'POST', token: tokens.owner, body: '{"typing":true}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type', 'content-type');
     expectError(await api('/api/v1/auth/refresh', { method: 'POST', body: 'refresh_token=abc' ,
-      headers: { 'content-type': 'application/x-www-form-urlencoded' } }), 400, 'invalid_input');
+      headers: { 'content-type': 'application/x-www-form-urlencoded' } }), 415, 'unsupported_media_type', 'content-type');
   });
 
   it('unknown routes are 404 in the same shape', async () => {

@@ -4,6 +4,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { apiKeys } from '../../src/dev.ts';
 import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -48,8 +49,8 @@ const mutation = (opId: string, content: string) =>
 // ---------------------------------------------------------------- HTTP
 
 describe('HTTP', () => {
-  async function send(method: string, path: string, body: string | Buffer | undefined, bearer?: string) {
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
+  async function send(method: string, path: string, body: string | Buffer | undefined, bearer?: string, extra: Record<string, string> = {}) {
+    const headers: Record<string, string> = { 'content-type': 'application/json', ...extra };
     if (bearer) headers.authorization = `Bearer ${bearer}`;
     const res = await rawRequest(server.url, { method, path, headers, body });
     return { status: res.status, body: JSON.parse(res.text) };
@@ -191,6 +192,49 @@ describe('HTTP', () => {
     expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/presence`, '{"cursor":{"__proto__":{"x":1}}}', t), 'cursor.__proto__');
     expectRefused(await send('POST', mutate, `{"__proto__":{"action":"create"},${mutation(`"${randomUUID()}"`, '{}').slice(1)}`, t), '__proto__');
     expect(await written(canvasId, workspaceId)).toEqual(before);
+  });
+
+  it('a JSON body in a charset other than UTF-8, or not JSON at all, is a 415 naming content-type on every endpoint, nothing written', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const { anon } = await apiKeys(config);
+    const before = await written(canvasId, workspaceId);
+    const email = `charset-${randomUUID()}@example.com`;
+    const mutate = mutation(`"${randomUUID()}"`, '{"t":"é"}');
+    const bodies: [string, string, string][] = [
+      ['POST', `/api/v1/canvas/${canvasId}/mutate`, mutate],
+      ['POST', `/functions/v1/canvas/${canvasId}/mutate`, `{"ops":[${mutate}]}`],
+      ['PATCH', `/api/v1/canvas/${canvasId}`, '{"title":"read as UTF-8"}'],
+      ['POST', '/api/v1/canvas', `{"workspace_id":"${workspaceId}","title":"read as UTF-8"}`],
+      ['POST', `/api/v1/canvas/${canvasId}/presence`, '{"cursor":{"x":1}}'],
+      ['POST', '/api/v1/workspaces', '{"name":"read as UTF-8"}'],
+    ];
+    const refused = (res: { status: number; body: any }) => {
+      expect(res.status, JSON.stringify(res.body)).toBe(415);
+      expect(res.body.error).toMatchObject({ code: 'unsupported_media_type', field: 'content-type' });
+      expect(res.body.error.message).toMatch(/^content-type: /);
+    };
+    for (const contentType of ['application/json; charset=utf-16', 'application/json;charset="ISO-8859-1"', 'application/json; charset=', 'text/plain']) {
+      for (const [method, path, body] of bodies) {
+        refused(await send(method, path, body, t, { 'content-type': contentType }));
+        // the bytes a UTF-16 client would send, too
+        if (contentType.includes('utf-16')) refused(await send(method, path, Buffer.from(`\ufeff${body}`, 'utf16le'), t, { 'content-type': contentType }));
+      }
+      // /auth/v1 answers in GoTrue's shape, with the same status and code (a media type other
+      // than JSON it reads as JSON, as GoTrue does: only the charset is about the bytes)
+      if (contentType === 'text/plain') continue;
+      const signUp = await rawRequest(server.url, { method: 'POST', path: '/auth/v1/signup', headers: { apikey: anon, 'content-type': contentType },
+        body: JSON.stringify({ email, password: 'a long enough password' }) });
+      expect(signUp.status, signUp.text).toBe(415);
+      expect(JSON.parse(signUp.text)).toMatchObject({ error_code: 'unsupported_media_type' });
+    }
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+    expect((await db.sql`select count(*)::int as n from auth.users where email = ${email}`)[0]!.n).toBe(0);
+    expect((await db.sql`select count(*)::int as n from app.workspaces where created_by = ${users.owner!} and name = 'read as UTF-8'`)[0]!.n).toBe(0);
+    // UTF-8 named as such, in any spelling, is read
+    for (const contentType of ['application/json; charset=utf-8', 'application/json; charset="UTF-8"', 'application/json;charset=UTF8']) {
+      expect((await send('POST', `/api/v1/canvas/${canvasId}/mutate`, mutation(`"${randomUUID()}"`, '{"t":"é"}'), t, { 'content-type': contentType })).status).toBe(200);
+    }
   });
 
   it('a batch over 100 ops, or ops that is not an array, is refused on field ops', async () => {

@@ -155,7 +155,7 @@ export interface components {
     Error: {
       error: {
         /** @enum {string} */
-        code: "invalid_input" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "rebase_required" | "payload_too_large" | "rate_limited" | "internal" | "unavailable" | "storage_not_configured" | "timeout";
+        code: "invalid_input" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "rebase_required" | "payload_too_large" | "unsupported_media_type" | "rate_limited" | "internal" | "unavailable" | "storage_not_configured" | "timeout";
         message: string;
         /** @description the input at fault: a body path (patch.text.body, ops.0.base_version), a path or query parameter */
         field?: string;
@@ -878,6 +878,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -965,6 +971,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -1042,6 +1054,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -1115,6 +1133,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -1200,6 +1224,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -1280,6 +1310,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -1349,6 +1385,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -1423,6 +1465,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -1493,6 +1541,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -1557,6 +1611,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -1641,6 +1701,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -1711,6 +1777,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -1786,6 +1858,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -1847,6 +1925,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -1928,6 +2012,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -1994,6 +2084,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2066,6 +2162,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2147,6 +2249,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -2208,6 +2316,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2281,6 +2395,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2363,6 +2483,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -2429,6 +2555,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2518,6 +2650,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -2583,6 +2721,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2665,6 +2809,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -2731,6 +2881,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2805,6 +2961,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description rate_limited: retry_after seconds (also the Retry-After header) */
       429: {
         content: {
@@ -2870,6 +3032,12 @@ export interface operations {
       };
       /** @description payload_too_large */
       413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      415: {
         content: {
           "application/json": components["schemas"]["Error"];
         };

@@ -1,10 +1,14 @@
 import { randomUUID } from 'node:crypto';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPotentiaClient, PotentiaError, type Canvas, type PotentiaClient } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
+import { startTestServer } from '../helpers/http.ts';
+import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { awayFromWindowEdge, sleep, until } from '../helpers/wait.ts';
 
 // What @potentia/client does with a change the server cannot take now or cannot take at all,
@@ -15,7 +19,10 @@ import { awayFromWindowEdge, sleep, until } from '../helpers/wait.ts';
 //  - a value JSON cannot carry (NaN, Infinity, 1e400, a BigInt, a cycle) is refused with
 //    invalid_input naming it, and nothing is sent: NaN used to go out as null and delete the key,
 //    and a BigInt left the change (and every later change of its block) pending for good;
-//  - a malformed address at sign-up names the field `email`.
+//  - a malformed address at sign-up names the field `email`;
+//  - a sign-in the auth server fails (5xx: its database unreachable) or that a proxy answers with
+//    a page that is not JSON says so with the status and the server's message: auth-js reads no
+//    body of a 5xx and made its message of the Response object, so the error said "{}".
 
 const db = testDatabase(2);
 /** Every mutate frame the client sent (its client_op_id), and the sockets it opened. */
@@ -149,4 +156,46 @@ describe('@potentia/client: changes the server cannot take', () => {
     const [op] = await db.sql`select created_at from app.blocks where block_id = ${created.block_id}`;
     expect(new Date(op!.created_at as Date).getTime()).toBeGreaterThanOrEqual(nextWindow);
   }, 90_000);
+});
+
+describe('@potentia/client: sign-in when the auth server fails', () => {
+  it('a 503 from /auth/v1 (its database unreachable) carries the status and the server\'s message, not "{}"', async () => {
+    const direct = new URL(testDatabaseUrl());
+    const proxy = await startTcpProxy(Number(direct.port || 5432));
+    const viaProxy = new URL(direct);
+    viaProxy.port = String(proxy.port);
+    const failing = await startTestServer({ databaseUrl: viaProxy.toString() });
+    try {
+      const anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+      const c = createPotentiaClient({ url: failing.url, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false } });
+      proxy.cut();
+      const err = await c.auth.signIn(`nobody-${randomUUID()}@example.com`, 'correct horse battery').then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(PotentiaError);
+      expect(err).toMatchObject({ code: 'unavailable', status: 503 });
+      expect((err as Error).message).toMatch(/^HTTP 503 Service Unavailable: the database .+ \(unexpected_failure\)$/);
+    } finally {
+      await failing.stop();
+      await proxy.close();
+    }
+  });
+
+  it('an error page that is not JSON (a proxy\'s 502, 413) carries its status and status text', async () => {
+    let status = 502;
+    const page: HttpServer = createServer((_req, res) => {
+      res.writeHead(status, { 'content-type': 'text/html' }).end('<html><body><h1>nginx</h1></body></html>');
+    });
+    await new Promise<void>((r) => page.listen(0, '127.0.0.1', r));
+    try {
+      const c = createPotentiaClient({ url: `http://127.0.0.1:${(page.address() as AddressInfo).port}`, anonKey: 'any', WebSocket,
+        auth: { persistSession: false, autoRefreshToken: false } });
+      const signIn = () => c.auth.signIn('someone@example.com', 'correct horse battery').then(() => null, (e: unknown) => e);
+      const gateway = await signIn();
+      expect(gateway).toMatchObject({ code: 'unavailable', status: 502, message: 'HTTP 502 Bad Gateway' });
+      status = 413;
+      // a 4xx auth-js could not parse was an AuthUnknownError without status: the client called it a network failure
+      expect(await signIn()).toMatchObject({ code: 'auth_error', status: 413, message: 'HTTP 413 Payload Too Large' });
+    } finally {
+      await new Promise((r) => page.close(r));
+    }
+  });
 });

@@ -1,6 +1,7 @@
 import { createClient, FunctionsFetchError, FunctionsHttpError, type Session, type SupabaseClient, type User } from '@supabase/supabase-js';
 import { Canvas, type CanvasDeps } from './canvas.ts';
 import type { WebSocketConstructor } from './canvas-sync.ts';
+import { withAuthAnswers } from './auth-answers.ts';
 import { AccessLostError, PotentiaError, RateLimitedError } from './errors.ts';
 import type { components } from './api-types.ts';
 
@@ -117,9 +118,16 @@ const toUser = (u: User | null | undefined): PotentiaUser | null => (u ? { id: u
 /** Field names of sign-in refusals, so that forms can point at the input. */
 const AUTH_FIELDS: Record<string, string> = { weak_password: 'password', email_address_invalid: 'email', email_exists: 'email', user_already_exists: 'email' };
 
+/**
+ * A sign-in failure as a PotentiaError: GoTrue's code when it sent one; else `network` (no
+ * answer), `internal` (500) or `unavailable` (another 5xx: the auth server or a proxy before it
+ * failing, retry later), `auth_error` for any other status. The message says the status of an
+ * answer auth-js could not read (withAuthAnswers).
+ */
 function authError(error: { message: string; status?: number | undefined; code?: string | undefined }): PotentiaError {
   if (error.status === 429 || error.code === 'over_request_rate_limit') return new RateLimitedError(error.message, 60_000, 429);
-  const code = error.code ?? (error.status === 0 || error.status === undefined ? 'network' : 'auth_error');
+  const status = error.status ?? 0;
+  const code = error.code ?? (status === 0 ? 'network' : status === 500 ? 'internal' : status > 500 ? 'unavailable' : 'auth_error');
   return new PotentiaError(code, error.message, AUTH_FIELDS[code] ?? validationField(code, error.message), error.status);
 }
 
@@ -168,6 +176,7 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     auth: { persistSession: options.auth?.persistSession ?? true, autoRefreshToken: options.auth?.autoRefreshToken ?? true,
       detectSessionInUrl: false, ...(options.auth?.storageKey ? { storageKey: options.auth.storageKey } : {}) },
     ...(options.WebSocket ? { realtime: { transport: options.WebSocket as never } } : {}),
+    global: { fetch: withAuthAnswers((input, init) => fetch(input, init), `${url}/auth/v1/`) },
   });
 
   let user: PotentiaUser | null = null;

@@ -1,0 +1,57 @@
+/**
+ * The fetch supabase-js is given, so that a failed sign-in says what failed. auth-js makes the
+ * message of an error answer from its JSON body (`msg`, `message`, …), except when it cannot:
+ *  - a 5xx (the auth server failing, its database unreachable, a proxy's 502): auth-js reads no
+ *    body and takes the message from the Response object itself, which JSON.stringify makes `{}`;
+ *  - a body that is not JSON (a proxy's HTML page for 413 or 404): auth-js throws the parse error,
+ *    with no status, which reads as a network failure.
+ * Under `/auth/v1/` only, such an answer is described here, as `HTTP <status> <status text>` plus
+ * the body's message and code when it has them: a 5xx Response gets it as its `message` (what
+ * auth-js reads), a non-JSON error body is replaced by GoTrue's error shape `{code, msg}` with the
+ * same status and headers. Nothing else is touched: successes, JSON 4xx answers and every other
+ * path go through as they came.
+ */
+export function withAuthAnswers(base: typeof fetch, authPrefix: string): typeof fetch {
+  return async (input, init) => {
+    const res = await base(input, init);
+    if (res.ok || !requestUrl(input).startsWith(authPrefix)) return res;
+    const text = await res.clone().text().catch(() => '');
+    const body = parseObject(text);
+    const message = describe(res, body);
+    if (res.status >= 500) {
+      Object.defineProperty(res, 'message', { value: message });
+      return res;
+    }
+    if (body) return res;
+    const headers = new Headers(res.headers);
+    headers.set('content-type', 'application/json');
+    headers.delete('content-length');
+    return new Response(JSON.stringify({ code: res.status, msg: message }), { status: res.status, statusText: res.statusText, headers });
+  };
+}
+
+function requestUrl(input: Parameters<typeof fetch>[0]): string {
+  return typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+}
+
+function parseObject(text: string): Record<string, unknown> | null {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : null;
+  } catch {
+    return null;
+  }
+}
+
+const firstString = (body: Record<string, unknown> | null, keys: string[]): string | undefined => {
+  for (const key of keys) if (typeof body?.[key] === 'string' && body[key] !== '') return body[key] as string;
+  return undefined;
+};
+
+/** `HTTP 503 Service Unavailable: <the body's message> (<its code>)`, with what the answer has of it. */
+function describe(res: Response, body: Record<string, unknown> | null): string {
+  const head = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`;
+  const message = firstString(body, ['msg', 'message', 'error_description', 'error']);
+  const code = firstString(body, ['error_code', 'code']);
+  return `${head}${message ? `: ${message}` : ''}${code ? ` (${code})` : ''}`;
+}

@@ -72,6 +72,19 @@ export function checkCharset(contentType: string | undefined): InputViolation | 
   return null;
 }
 
+/**
+ * A JSON body is sent as it is: no Content-Encoding other than `identity`. Bodies are not
+ * decompressed here, so a gzip body would be read as the compressed bytes (refused as invalid
+ * UTF-8, which says nothing of the cause), and a plain body declared as gzip as if the header were
+ * not there. The field is the header, `content-encoding`.
+ */
+export function checkContentEncoding(contentEncoding: string | undefined): InputViolation | null {
+  if (contentEncoding === undefined) return null;
+  const codings = contentEncoding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '');
+  if (codings.every((c) => c === 'identity')) return null;
+  return violation('content-encoding', 'the body is read as sent, uncompressed: send it without Content-Encoding (or identity)');
+}
+
 /** An unpaired surrogate: a high one not followed by a low one, or a low one not preceded by a high one. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 

@@ -5,7 +5,7 @@ import { cors } from 'hono/cors';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
 import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
-import { checkCharset, checkUrl, readJson } from '../input-policy.ts';
+import { checkCharset, checkContentEncoding, checkUrl, readJson } from '../input-policy.ts';
 import { ApiError } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
@@ -140,8 +140,8 @@ function admission(deps: Deps, onError: ErrorAnswer): (c: Context<AppEnv>, next:
  * parameter must percent-decode to valid UTF-8 without NUL (400 invalid_input, field `path` or
  * `query.<name>`; Hono would keep an undecodable one as its raw text). The JSON body when a
  * validator reads it (after authentication and the path's own checks), whatever the route: sent
- * as UTF-8 (a Content-Type naming another charset is 415 unsupported_media_type on field
- * `content-type`), decoded with a fatal UTF-8 decoder (field `body`), parsed, then walked once
+ * as UTF-8 and uncompressed (a Content-Type naming another charset, or a Content-Encoding other
+ * than identity, is 415 unsupported_media_type on field `content-type` / `content-encoding`), decoded with a fatal UTF-8 decoder (field `body`), parsed, then walked once
  * for unpaired surrogates, NUL and nesting deeper than MAX_JSON_DEPTH (the field by its path,
  * e.g. `patch.content.t`). Never rewritten.
  */
@@ -151,10 +151,12 @@ function checkInput(c: Context<AppEnv>): void {
   const bad = url.includes('%') || url.includes('\u0000') ? checkUrl(url) : null;
   if (bad) throw new ApiError('invalid_input', bad.message, { field: bad.field });
   c.req.json = async () => {
-    const charset = checkCharset(c.req.header('content-type'));
-    const read = charset ?? readJson(new Uint8Array(await c.req.arrayBuffer()));
+    const encoding = checkCharset(c.req.header('content-type')) ?? checkContentEncoding(c.req.header('content-encoding'));
+    // RFC 9110 §12.5.3: a 415 for a content coding says which codings are read
+    if (encoding?.field === 'content-encoding') c.header('Accept-Encoding', 'identity');
+    const read = encoding ?? readJson(new Uint8Array(await c.req.arrayBuffer()));
     if ('value' in read) return read.value as never;
-    const err = new ApiError(charset ? 'unsupported_media_type' : 'invalid_input', read.message, { field: read.field });
+    const err = new ApiError(encoding ? 'unsupported_media_type' : 'invalid_input', read.message, { field: read.field });
     // Hono's validator turns any failure of json() into its own "Malformed JSON" 400: keep ours
     bodyErrors.set(c, err);
     throw err;

@@ -15,7 +15,7 @@ const errorResponses = {
   403: error('forbidden: not allowed (role, token scope)'),
   404: error('not_found: no such resource, or not a member'),
   413: error('payload_too_large'),
-  415: error('unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type)'),
+  415: error('unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding)'),
   429: error('rate_limited: retry_after seconds (also the Retry-After header)'),
   500: error('internal'),
   503: error('unavailable: the database connection was lost (retry_after), or a dependency is failing'),

@@ -1,5 +1,6 @@
 import { RealtimeClient } from '@supabase/realtime-js';
 import { randomUUID } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
@@ -194,7 +195,7 @@ describe('HTTP', () => {
     expect(await written(canvasId, workspaceId)).toEqual(before);
   });
 
-  it('a JSON body in a charset other than UTF-8, or not JSON at all, is a 415 naming content-type on every endpoint, nothing written', async () => {
+  it('a JSON body in a charset other than UTF-8, compressed, or not JSON at all, is a 415 naming the header on every endpoint, nothing written', async () => {
     const { canvasId, workspaceId, users } = await createCanvas(db.sql);
     const t = await token(users.owner!);
     const { anon } = await apiKeys(config);
@@ -209,10 +210,10 @@ describe('HTTP', () => {
       ['POST', `/api/v1/canvas/${canvasId}/presence`, '{"cursor":{"x":1}}'],
       ['POST', '/api/v1/workspaces', '{"name":"read as UTF-8"}'],
     ];
-    const refused = (res: { status: number; body: any }) => {
+    const refused = (res: { status: number; body: any }, field = 'content-type') => {
       expect(res.status, JSON.stringify(res.body)).toBe(415);
-      expect(res.body.error).toMatchObject({ code: 'unsupported_media_type', field: 'content-type' });
-      expect(res.body.error.message).toMatch(/^content-type: /);
+      expect(res.body.error).toMatchObject({ code: 'unsupported_media_type', field });
+      expect(res.body.error.message).toMatch(new RegExp(`^${field}: `));
     };
     for (const contentType of ['application/json; charset=utf-16', 'application/json;charset="ISO-8859-1"', 'application/json; charset=', 'text/plain']) {
       for (const [method, path, body] of bodies) {
@@ -228,6 +229,22 @@ describe('HTTP', () => {
       expect(signUp.status, signUp.text).toBe(415);
       expect(JSON.parse(signUp.text)).toMatchObject({ error_code: 'unsupported_media_type' });
     }
+    // a content coding: the body is read as sent, so gzip bytes were "not valid UTF-8" and a plain
+    // body declared gzip was applied as if the header were not there
+    for (const coding of ['gzip', 'br', 'identity, gzip']) {
+      for (const [method, path, body] of bodies) {
+        refused(await send(method, path, body, t, { 'content-encoding': coding }), 'content-encoding');
+        refused(await send(method, path, gzipSync(body), t, { 'content-encoding': coding }), 'content-encoding');
+      }
+      const signIn = await rawRequest(server.url, { method: 'POST', path: '/auth/v1/token?grant_type=password',
+        headers: { apikey: anon, 'content-type': 'application/json', 'content-encoding': coding }, body: gzipSync(JSON.stringify({ email, password: 'x' })) });
+      expect(signIn.status, signIn.text).toBe(415);
+      expect(signIn.headers['accept-encoding']).toBe('identity');
+      expect(JSON.parse(signIn.text)).toMatchObject({ error_code: 'unsupported_media_type' });
+    }
+    const gzipped = await rawRequest(server.url, { method: 'POST', path: `/api/v1/canvas/${canvasId}/mutate`,
+      headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: gzipSync(mutate) });
+    expect(gzipped.headers['accept-encoding']).toBe('identity');
     expect(await written(canvasId, workspaceId)).toEqual(before);
     expect((await db.sql`select count(*)::int as n from auth.users where email = ${email}`)[0]!.n).toBe(0);
     expect((await db.sql`select count(*)::int as n from app.workspaces where created_by = ${users.owner!} and name = 'read as UTF-8'`)[0]!.n).toBe(0);
@@ -235,6 +252,7 @@ describe('HTTP', () => {
     for (const contentType of ['application/json; charset=utf-8', 'application/json; charset="UTF-8"', 'application/json;charset=UTF8']) {
       expect((await send('POST', `/api/v1/canvas/${canvasId}/mutate`, mutation(`"${randomUUID()}"`, '{"t":"é"}'), t, { 'content-type': contentType })).status).toBe(200);
     }
+    expect((await send('POST', `/api/v1/canvas/${canvasId}/mutate`, mutation(`"${randomUUID()}"`, '{"t":"é"}'), t, { 'content-encoding': 'identity' })).status).toBe(200);
   });
 
   it('a batch over 100 ops, or ops that is not an array, is refused on field ops', async () => {

@@ -878,7 +878,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -971,7 +971,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1054,7 +1054,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1137,7 +1137,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1224,7 +1224,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1310,7 +1310,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1389,7 +1389,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1465,7 +1465,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1541,7 +1541,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1615,7 +1615,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1701,7 +1701,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1781,7 +1781,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1858,7 +1858,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1929,7 +1929,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2012,7 +2012,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2088,7 +2088,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2166,7 +2166,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2249,7 +2249,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2320,7 +2320,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2399,7 +2399,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2483,7 +2483,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2559,7 +2559,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2650,7 +2650,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2725,7 +2725,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2809,7 +2809,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2885,7 +2885,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2961,7 +2961,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -3036,7 +3036,7 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
-      /** @description unsupported_media_type: the body is not UTF-8 JSON (`field`: content-type) */
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
       415: {
         content: {
           "application/json": components["schemas"]["Error"];

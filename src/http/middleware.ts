@@ -1,6 +1,7 @@
 import { context as otelContext, propagation, trace, type TextMapGetter } from '@opentelemetry/api';
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
 import { cors } from 'hono/cors';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
@@ -125,7 +126,7 @@ function admission(deps: Deps, onError: ErrorAnswer): (c: Context<AppEnv>, next:
       } else {
         // a chunked body is read and counted here; next() is left to the policy below
         let admitted = false;
-        const res = await counted(c, async () => { admitted = true; });
+        const res = await receiving(() => counted(c, async () => { admitted = true; }));
         if (!admitted) return res instanceof Response ? res : undefined;
       }
     }
@@ -154,13 +155,34 @@ function checkInput(c: Context<AppEnv>): void {
     const encoding = checkCharset(c.req.header('content-type')) ?? checkContentEncoding(c.req.header('content-encoding'));
     // RFC 9110 §12.5.3: a 415 for a content coding says which codings are read
     if (encoding?.field === 'content-encoding') c.header('Accept-Encoding', 'identity');
-    const read = encoding ?? readJson(new Uint8Array(await c.req.arrayBuffer()));
-    if ('value' in read) return read.value as never;
-    const err = new ApiError(encoding ? 'unsupported_media_type' : 'invalid_input', read.message, { field: read.field });
+    let err: ApiError;
+    try {
+      const read = encoding ?? readJson(new Uint8Array(await receiving(() => c.req.arrayBuffer())));
+      if ('value' in read) return read.value as never;
+      err = new ApiError(encoding ? 'unsupported_media_type' : 'invalid_input', read.message, { field: read.field });
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      err = e;
+    }
     // Hono's validator turns any failure of json() into its own "Malformed JSON" 400: keep ours
     bodyErrors.set(c, err);
     throw err;
   };
+}
+
+/**
+ * Receives the request body (`read`). When its transfer fails (the client closed the connection
+ * before the whole body arrived: Node's `aborted`, ECONNRESET), that is the request's fault, not
+ * the server's: 400 invalid_input on `body`, never the 500 `internal` an unknown error becomes (nor,
+ * under /auth/v1, the 503 a connection reset reads as when it is taken for the database's).
+ */
+async function receiving<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    if (err instanceof ApiError || err instanceof HTTPException) throw err;
+    throw new ApiError('invalid_input', 'body: the request ended before its whole body arrived (the connection was closed)', { field: 'body' });
+  }
 }
 
 /**

@@ -1,6 +1,7 @@
 import { createClient, FunctionsHttpError, type SupabaseClient } from '@supabase/supabase-js';
 import { SignJWT } from 'jose';
 import { createHash, randomUUID } from 'node:crypto';
+import net from 'node:net';
 import WebSocket from 'ws';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +11,7 @@ import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
 import { algNoneToken, rawRequest, startTestServer, tokenFor } from '../helpers/http.ts';
-import { awayFromWindowEdge } from '../helpers/wait.ts';
+import { awayFromWindowEdge, until } from '../helpers/wait.ts';
 
 // The HTTP API against the running server (in-process, real Postgres): supabase-js
 // `functions.invoke` on /functions/v1/<name>/... and plain fetch on /api/v1/...
@@ -596,6 +597,35 @@ describe('contract', () => {
     expectError(await invoke(supabaseAs(tokens.owner), `canvas/${canvasId}/mutate`, { method: 'POST', body: JSON.parse(big) }), 413, 'payload_too_large');
     const [row] = await sql`select count(*)::int as n from app.blocks where canvas_id = ${canvasId}`;
     expect(row!.n).toBe(0);
+  });
+
+  it('a body the client stops sending (connection closed mid-body) is answered 400 invalid_input, never a 5xx', async () => {
+    const { canvasId, tokens } = await setup();
+    /** Status counts of requests answered so far, by status (potentia_http_requests_total). */
+    const answered = async () => {
+      const counts: Record<string, number> = {};
+      for (const v of (await server.deps.metrics.httpRequests.get()).values) counts[String(v.labels.status)] = (counts[String(v.labels.status)] ?? 0) + v.value;
+      return counts;
+    };
+    const before = await answered();
+    const paths = [`/api/v1/canvas/${canvasId}/mutate`, '/auth/v1/token?grant_type=password'];
+    for (const path of paths) {
+      for (const framing of ['Transfer-Encoding: chunked\r\n\r\n5\r\n{"act\r\n', 'Content-Length: 100\r\n\r\n{"act']) {
+        const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+        await new Promise((resolve) => socket.once('connect', resolve));
+        // Expect: 100-continue: the server's "100 Continue" says it has taken the request to its handler
+        socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokens.owner}\r\napikey: ${anonKey}\r\n` +
+          `Expect: 100-continue\r\nContent-Type: application/json\r\n${framing}`);
+        await new Promise((resolve) => socket.once('data', resolve));
+        socket.destroy();
+      }
+    }
+    await until(async () => Object.values(await answered()).reduce((a, b) => a + b, 0) - Object.values(before).reduce((a, b) => a + b, 0) === 4,
+      5000, 'the four requests to be answered');
+    const after = await answered();
+    expect(after['400'] ?? 0).toBe((before['400'] ?? 0) + 4);
+    for (const status of Object.keys(after).filter((s) => s >= '500')) expect(after[status], `status ${status}`).toBe(before[status] ?? 0);
+    expect((await api('/health')).status).toBe(200);
   });
 });
 

@@ -50,7 +50,7 @@ begin
   -- Content-Disposition), and no / or \
   if v_name is null or char_length(v_name) not between 1 and 255 or v_name ~ '[/\\]' or not internal.is_display_text(v_name) then
     perform internal.raise_error('invalid_input',
-      'filename must be 1 to 255 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), / or \',
+      'filename must be 1 to 255 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), / or \, and not only spaces or joiners',
       '{"field":"filename"}');
   end if;
   if v_type is null or v_type !~ '^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$' then

@@ -23,7 +23,7 @@ begin
   -- read as it displays (internal.is_display_text): no control, invisible or direction-changing character
   if p_title is not null and (char_length(btrim(p_title)) not between 1 and 500 or not internal.is_display_text(p_title)) then
     perform internal.raise_error('invalid_input',
-      'title must be 1 to 500 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028)',
+      'title must be 1 to 500 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), and not only spaces or joiners',
       '{"field":"title"}');
   end if;
   if p_settings is not null and jsonb_typeof(p_settings) <> 'object' then

@@ -78,7 +78,7 @@ language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
   if p_name is null or char_length(btrim(p_name)) not between 1 and 200 or not internal.is_display_text(p_name) then
     perform internal.raise_error('invalid_input',
-      'name must be 1 to 200 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028)',
+      'name must be 1 to 200 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), and not only spaces or joiners',
       '{"field":"name"}');
   end if;
   return btrim(p_name);

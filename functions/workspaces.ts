@@ -30,7 +30,10 @@ const routes = {
     request: { params: WorkspaceParams }, responses: responses(200, '{members}', MemberList) }),
   addMember: route({ method: 'post', path: '/{workspace_id}/members', operationId: 'addWorkspaceMember',
     summary: 'W5: add a member by email, or invite an email without a user (owner/admin; only an owner adds an owner)',
-    request: { params: WorkspaceParams, body: json(z.object({ email: z.string().email().max(320), role: Role }).strict()) },
+    // the address rule is the database's (internal.normalize_email), no stricter than sign-up's:
+    // zod's email() refused addresses users sign up with (o'brien@…, a..b@…, x@localhost)
+    request: { params: WorkspaceParams, body: json(z.object({ email: z.string().max(320).openapi({
+      description: 'an email address (one @, no spaces or invisible characters; matched lower-cased)', example: 'dora@example.com' }), role: Role }).strict()) },
     responses: responses(201, 'a member added, or an invite', AddMemberResult,
       { conflict: { description: 'conflict: already a member (field email, reason already_member, user_id)' } }) }),
   updateMember: route({ method: 'patch', path: '/{workspace_id}/members/{user_id}', operationId: 'updateWorkspaceMember',

@@ -3,6 +3,7 @@ import type { RealtimeChannel } from '@supabase/realtime-js';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { apiKeys } from '../../src/dev.ts';
 import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -151,6 +152,21 @@ describe('workspaces', () => {
     // and the new member can work right away
     const canvas = await call(dora, 'POST', '/api/v1/canvas', { workspace_id: workspaceId, title: 'Mine' });
     expect(canvas.status).toBe(201);
+  });
+
+  it('any address one can sign up with can be added by it: the invite has the sign-up\'s rule, not a stricter one', async () => {
+    const { workspaceId, users } = await workspaceWith();
+    const { anon } = await apiKeys(config);
+    const suffix = randomUUID().slice(0, 8);
+    // the local sign-up takes them (as browsers' type=email does); the invite refused each as "Invalid email address"
+    for (const email of [`o'brien-${suffix}@test.local`, `a..b-${suffix}@test.local`, `x-${suffix}@localhost`]) {
+      const signUp = await fetch(`${server.url}/auth/v1/signup`, { method: 'POST', headers: { apikey: anon, 'content-type': 'application/json' },
+        body: JSON.stringify({ email, password: 'correct horse battery' }) });
+      expect(signUp.status, await signUp.clone().text()).toBe(200);
+      const added = await call(users.owner!, 'POST', ws(`/${workspaceId}/members`), { email, role: 'viewer' });
+      expect(added.status, JSON.stringify(added.body)).toBe(201);
+      expect(added.body).toMatchObject({ kind: 'member', member: { email, role: 'viewer' } });
+    }
   });
 
   it('the rules: owner/admin change members, only an owner touches owners, strangers learn nothing', async () => {

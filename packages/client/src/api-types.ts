@@ -2601,7 +2601,10 @@ export interface operations {
     requestBody: {
       content: {
         "application/json": {
-          /** Format: email */
+          /**
+           * @description an email address (one @, no spaces or invisible characters; matched lower-cased)
+           * @example dora@example.com
+           */
           email: string;
           role: components["schemas"]["Role"];
         };

@@ -1,7 +1,7 @@
 import { ConflictError, type Block, type BlockNode, type Canvas, type PotentiaClient, type PresencePeer } from '../../packages/client/src/index.ts';
 import { createConflictDialog, type FieldConflict } from './conflict-dialog.ts';
 import { clear, h, messageOf } from './dom.ts';
-import { colorFor, nameFor } from './people.ts';
+import { colorFor, nameFor, peerColor } from './people.ts';
 import { renderPresence } from './presence-view.ts';
 import { changedRange, diffToOp, shiftPosition, toCodePoints, toUtf16 } from './text-diff.ts';
 
@@ -289,7 +289,7 @@ export async function openCanvas(root: HTMLElement, potentia: PotentiaClient, ca
     for (const view of views.values()) {
       const editing = others.filter((o) => o.selection?.blockId === view.id);
       view.editors.replaceChildren(...editing.map((o) => h('span', {
-        class: 'editor', style: `background:${o.color ?? colorFor(o.userId)}`, 'data-testid': 'block-editor', 'data-user-id': o.userId,
+        class: 'editor', style: `background:${peerColor(o.color, o.userId)}`, 'data-testid': 'block-editor', 'data-user-id': o.userId,
       }, `${o.name ?? nameFor(null, o.userId)}${o.typing ? ' is typing…' : ' is here'}`)));
       view.el.classList.toggle('being-edited', editing.length > 0);
     }

@@ -1,5 +1,5 @@
 import { h } from './dom.ts';
-import { colorFor, initials, nameFor } from './people.ts';
+import { initials, nameFor, peerColor } from './people.ts';
 
 type Me = { userId: string; name: string; color: string };
 type Other = { userId: string; name?: string; color?: string; cursor: { x: number; y: number } | null; typing: boolean };
@@ -16,14 +16,14 @@ export function renderPresence({ me, others, listEl, cursorsEl }: { me: Me; othe
       h('span', { class: 'name' }, name, note && h('small', {}, note)));
   listEl.replaceChildren(
     person(me.userId, me.name, me.color, ' (you)'),
-    ...others.map((o) => person(o.userId, o.name ?? nameFor(null, o.userId), o.color ?? colorFor(o.userId), o.typing ? ' typing…' : '')));
+    ...others.map((o) => person(o.userId, o.name ?? nameFor(null, o.userId), peerColor(o.color, o.userId), o.typing ? ' typing…' : '')));
 
   const keep = new Set<string>();
   for (const o of others) {
     if (!o.cursor) continue;
     keep.add(o.userId);
     let el = cursorsEl.querySelector<HTMLElement>(`[data-user-id="${CSS.escape(o.userId)}"]`);
-    const color = o.color ?? colorFor(o.userId);
+    const color = peerColor(o.color, o.userId);
     const name = o.name ?? nameFor(null, o.userId);
     if (!el) {
       el = h('div', { class: 'remote-cursor', 'data-testid': 'remote-cursor', 'data-user-id': o.userId },

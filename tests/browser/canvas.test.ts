@@ -1,7 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import WebSocket from 'ws';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildDemo } from '../../scripts/build-demo.ts';
+import { createPotentiaClient } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { launchChromium, pageErrors, screenshot } from '../helpers/browser.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
@@ -326,4 +330,50 @@ describe('the demo app, two people on one canvas', () => {
     expect(path).toMatch(/test-results\/screenshots\/13-canvas-two-cursors-block-editing\.png$/);
     for (const [page, errs] of errors) expect(errs, page.url()).toEqual([]);
   }, 90_000);
+
+  it("a peer's presence name and color are shown as text and a color: a color that is CSS (url(), a declaration) loads nothing", async () => {
+    // what another member's client sends is free text (packages/client presence: name, color);
+    // the demo put the color into style="background:…" and --color, so a peer could make every
+    // other browser fetch a URL (their IP to a tracker) or restyle the page
+    const fetched: string[] = [];
+    const tracker = createServer((req, res) => { fetched.push(req.url ?? ''); res.end(); });
+    await new Promise<void>((r) => tracker.listen(0, '127.0.0.1', r));
+    const at = `http://127.0.0.1:${(tracker.address() as AddressInfo).port}`;
+    const mallory = createPotentiaClient({ url: server.url, anonKey: /anon key\s+(\S+)/.exec(server.output())![1]!, WebSocket: WebSocket as never,
+      auth: { persistSession: false } });
+    try {
+      const me = await mallory.auth.signUp(email('mallory'), password);
+      await db.sql`insert into app.workspace_members (workspace_id, user_id, role)
+        select workspace_id, ${me.id}::uuid, 'editor' from app.canvases where canvas_id = ${canvasId}`;
+      const canvas = mallory.canvas(canvasId);
+      await canvas.connect();
+      const name = '<img src=x onerror="document.title=1">';
+      canvas.presence.set({ name, color: `url(${at}/color)`, cursor: { x: 40, y: 40 }, typing: false });
+      await pageUntil(alice, 'mallory present', (id) => !!document.querySelector(`[data-testid="remote-cursor"][data-user-id="${id}"]`), me.id);
+      const drawn = await alice.page.evaluate((id) => {
+        const avatar = document.querySelector(`[data-testid="presence-user"][data-user-id="${id}"] [data-testid="avatar"]`) as HTMLElement;
+        const label = document.querySelector(`[data-testid="remote-cursor"][data-user-id="${id}"] .label`) as HTMLElement;
+        return { avatar: getComputedStyle(avatar).backgroundImage, label: getComputedStyle(label).backgroundImage,
+          name: label.textContent, images: document.querySelectorAll('img').length };
+      }, me.id);
+      expect(drawn).toEqual({ avatar: 'none', label: 'none', name, images: 0 });
+      // a second declaration in the color is not one either
+      canvas.presence.set({ name: 'mallory again', color: `red;background-image:url(${at}/declaration)` });
+      await pageUntil(alice, "mallory's second color", (id) => document.querySelector(`[data-testid="presence-user"][data-user-id="${id}"]`)?.textContent
+        ?.includes('mallory again') ?? false, me.id);
+      expect(await alice.page.evaluate((id) => getComputedStyle(document.querySelector(
+        `[data-testid="presence-user"][data-user-id="${id}"] [data-testid="avatar"]`)!).backgroundImage, me.id)).toBe('none');
+      // nor a var() whose fallback is a url(), which the browser's CSS.supports('color', …) accepts
+      canvas.presence.set({ name: 'mallory thrice', color: `var(--none, url(${at}/var))` });
+      await pageUntil(alice, "mallory's third color", (id) => document.querySelector(`[data-testid="presence-user"][data-user-id="${id}"]`)?.textContent
+        ?.includes('mallory thrice') ?? false, me.id);
+      expect(await alice.page.evaluate((id) => getComputedStyle(document.querySelector(
+        `[data-testid="remote-cursor"][data-user-id="${id}"] .label`)!).backgroundImage, me.id)).toBe('none');
+      expect(fetched).toEqual([]);
+      canvas.close();
+    } finally {
+      await mallory.auth.signOut().catch(() => {});
+      await new Promise((r) => tracker.close(r));
+    }
+  }, 60_000);
 });

@@ -20,7 +20,9 @@ export type PresenceCursor = { x: number; y: number };
 
 /**
  * What presence.set() takes: only the fields given change (null clears cursor / selection).
- * `name` and `color` are free text for others to show (e.g. `hsl(210 70% 45%)`).
+ * `name` and `color` are free text for others to show (e.g. `hsl(210 70% 45%)`): another member's
+ * client sends them, so show a name as text and style with a color only once it is one (the demo's
+ * peerColor).
  */
 export type PresenceInput = {
   cursor?: PresenceCursor | null;

@@ -69,13 +69,28 @@ describe("a Supabase developer's first hour, with supabase-js only", () => {
     expect(workspaces.map((w: any) => w.workspace_id)).toContain(workspace.workspace_id);
     const { canvas_id: canvasId } = await invoke(alice, 'canvas', { method: 'POST', body: { workspace_id: workspace.workspace_id, title: 'Plans' } });
 
-    // both open the private canvas channel (anon key as apikey, each one's session as access_token)
+    // both open the private canvas channel (anon key as apikey, each one's session as access_token).
+    // realtime-js keeps one channel per topic and client (docs/realtime.md): bob's carries the
+    // database events, presence and client broadcasts together, configured before subscribe()
     const received: any[] = [];
-    const bobChannel = bob.channel(`canvas:${canvasId}`, { config: { private: true } })
-      .on('broadcast', { event: 'block_op' }, ({ payload }) => { received.push(payload); });
-    const aliceChannel = alice.channel(`canvas:${canvasId}`, { config: { private: true } });
+    const cursors: any[] = [];
+    const bobId = (await bob.auth.getUser()).data.user!.id;
+    const aliceId = (await alice.auth.getUser()).data.user!.id;
+    const bobChannel = bob.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: bobId }, broadcast: { self: false, ack: true } } })
+      .on('broadcast', { event: 'block_op' }, ({ payload }) => { received.push(payload); })
+      .on('broadcast', { event: 'cursor' }, ({ payload }) => { cursors.push(payload); })
+      .on('presence', { event: 'sync' }, () => {});
+    expect(bob.channel(`canvas:${canvasId}`, { config: { private: false } })).toBe(bobChannel); // the same channel, its config kept
+    const aliceChannel = alice.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: aliceId }, broadcast: { ack: true } } })
+      .on('presence', { event: 'sync' }, () => {}); // a presence handler turns presence on for the join (realtime-js)
     expect((await subscribed(bobChannel)).status).toBe('SUBSCRIBED');
     expect((await subscribed(aliceChannel)).status).toBe('SUBSCRIBED');
+    expect(await bobChannel.track({ name: 'Bob', cursor: { x: 1, y: 2 } })).toBe('ok');
+    expect(await aliceChannel.send({ type: 'broadcast', event: 'cursor', payload: { x: 3, y: 4 } })).toBe('ok');
+    const seen = Date.now() + 10_000;
+    while ((!aliceChannel.presenceState()[bobId] || cursors.length === 0) && Date.now() < seen) await new Promise((r) => setTimeout(r, 50));
+    expect(aliceChannel.presenceState()[bobId]).toMatchObject([{ name: 'Bob', cursor: { x: 1, y: 2 } }]);
+    expect(cursors).toEqual([{ x: 3, y: 4 }]);
 
     // alice creates a block through functions.invoke; bob receives it on his channel
     const clientOpId = randomUUID();

@@ -52,10 +52,17 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
   const log = opts.log ?? ((line: string) => console.log(line));
   const batch = Math.max(1, opts.batch ?? 1000);
   const per = opts.workspacePer ?? 'owner';
-  const source = await openSource(opts.from, opts.schema);
+  // a database that cannot be opened is named, --from or --to: "database … does not exist" alone
+  // does not say which of the two it is
+  const source = await openSource(opts.from, opts.schema).catch((err: Error) => {
+    throw new Error(`--from ${isPostgresUrl(opts.from) ? label(opts.from) : opts.from}: ${err.message} (the v1 database: a postgres:// URL or a SQLite file)`, { cause: err });
+  });
   const target = postgres(opts.to, { max: 3, onnotice: () => {}, connection: { application_name: 'potentia-upgrade-v1' } });
   let lock: Awaited<ReturnType<Sql['reserve']>> | null = null;
   try {
+    await target`select 1`.catch((err: Error) => {
+      throw new Error(`--to ${label(opts.to)}: ${err.message} (the v2 database, migrated by npm run db:migrate)`, { cause: err });
+    });
     await checkTarget(target);
     const counts = new Counts();
     const users = planUsers(await source.users(), counts);

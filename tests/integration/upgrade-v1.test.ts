@@ -221,6 +221,15 @@ describe('npm run upgrade:v1', () => {
     expect(w).toEqual({ workspaces: 1, members: counts.get('users') });
   }, 60_000);
 
+  it('a v1 or v2 database that cannot be opened is named by its option', async () => {
+    await expect(upgrade({ from: join(tmpdir(), `${prefix}-missing.sqlite`), to: urlOf(db.lite), dryRun: true }))
+      .rejects.toThrow(new RegExp(`^--from .*${prefix}-missing\\.sqlite: `));
+    await expect(upgrade({ from: urlOf(`${prefix}_missing`), to: urlOf(db.lite), dryRun: true }))
+      .rejects.toThrow(new RegExp(`^--from postgres .*/${prefix}_missing: database "${prefix}_missing" does not exist`));
+    await expect(upgrade({ from: sqlitePath, to: urlOf(`${prefix}_missing`), dryRun: true }))
+      .rejects.toThrow(new RegExp(`^--to postgres .*/${prefix}_missing: database "${prefix}_missing" does not exist`));
+  });
+
   it('verification exits non-zero on any difference', async () => {
     const lite = connect(db.lite);
     await lite`update app.blocks set content = content || '{"edited": true}'

@@ -4,10 +4,12 @@
 // viewer downloads the same bytes with a presigned GET, an outsider gets 404 and no URL; wrong
 // bytes are refused at completion; the cleanup_files worker task removes the object of a deleted
 // block's file and of an upload never completed; without a bucket the endpoints answer 503.
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { JobHelpers } from 'graphile-worker';
 import type { Sql } from 'postgres';
@@ -27,6 +29,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, createUser } from '../helpers/fixtures.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
 
+const run = promisify(execFile);
 const dataDir = mkdtempSync(join(tmpdir(), 'potentia-files-'));
 const savedEnv = process.env.POTENTIA_LOCAL_S3_DIR;
 let server: Server;
@@ -266,4 +269,33 @@ describe('files: without a bucket', () => {
     expect(storageConfig({ NODE_ENV: 'production', POTENTIA_LOCAL_S3_DIR: '/tmp/x' }).kind).toBe('none');
     expect(storageConfig({}).kind).toBe('none');
   });
+});
+
+describe('docs/files.md', () => {
+  // the walkthrough a reader copies: its ```sh block run by bash as written (curl, openssl, jq),
+  // with only the server's address, the canvas and TOKEN filled in
+  it('the curl walkthrough runs as written: uploaded, ready, shown by a block, downloadable as report.pdf', async () => {
+    const doc = readFileSync(join(new URL('../..', import.meta.url).pathname, 'docs/files.md'), 'utf8');
+    const block = /```sh\n([\s\S]*?)```/.exec(doc)![1]!;
+    expect(block).toContain('API=http://127.0.0.1:54321/api/v1; CANVAS=<canvas id>;');
+    const fixture = await createCanvas(sql, ['editor']);
+    const script = block.replace('API=http://127.0.0.1:54321/api/v1; CANVAS=<canvas id>;', `API=${server.url}/api/v1; CANVAS=${fixture.canvasId};`);
+    const cwd = mkdtempSync(join(tmpdir(), 'potentia-files-doc-'));
+    try {
+      writeFileSync(join(cwd, 'report.pdf'), randomBytes(2048));
+      const { stdout } = await run('bash', ['-e', '-o', 'pipefail', '-c', script], {
+        cwd, env: { ...process.env, TOKEN: await tokenFor(server, fixture.users.editor!) }, timeout: 60_000,
+      }).catch((err: { stderr?: string; message: string }) => { throw new Error(`docs/files.md's walkthrough failed (jq: apt-get install jq): ${err.stderr ?? err.message}`); });
+      expect(stdout).toMatch(/"status":"ready"/);
+      expect(stdout).toMatch(/"status": ?"success"/);
+      const download = /"download_url":"([^"]+)"/.exec(stdout)?.[1];
+      expect(download, stdout).toBeDefined();
+      const got = await fetch(download!);
+      expect(got.status).toBe(200);
+      expect(got.headers.get('content-disposition')).toMatch(/^attachment; filename="report\.pdf"/);
+      expect(Buffer.from(await got.arrayBuffer())).toEqual(readFileSync(join(cwd, 'report.pdf')));
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  }, 90_000);
 });

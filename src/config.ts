@@ -134,7 +134,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = EnvSchema.safeParse(env);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
-    throw new Error(`invalid environment: ${problems}`);
+    // zod names the rule broken, not what the variable is for: point at the reference that says
+    throw new Error(`invalid environment: ${problems} (what each variable takes: docs/self-hosting.md, "Environment reference")`);
   }
   const e = parsed.data;
   if (e.NODE_ENV === 'production' && e.POTENTIA_PROFILE === 'development') {

@@ -43,7 +43,8 @@ export function storageConfig(env: Record<string, string | undefined> = process.
   // empty values count as unset (a blank line in an env file)
   const parsed = StorageEnv.safeParse(Object.fromEntries(Object.entries(env).filter(([, v]) => v !== '')));
   if (!parsed.success) {
-    throw new Error(`invalid storage environment: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    throw new Error(`invalid storage environment: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')} ` +
+      '(what each S3_* variable takes: docs/files.md, "Configuration")');
   }
   const e = parsed.data;
   if (!e.S3_BUCKET) {

@@ -265,6 +265,7 @@ describe('files: without a bucket', () => {
       credentials: { accessKeyId: 'id', secretAccessKey: 'secret' } } });
     expect(() => storageConfig({ S3_ENDPOINT: 'http://127.0.0.1:9000' })).toThrow(/S3_ENDPOINT set without S3_BUCKET/);
     expect(() => storageConfig({ S3_BUCKET: 'files', S3_ACCESS_KEY_ID: 'id' })).toThrow(/S3_SECRET_ACCESS_KEY/);
+    expect(() => storageConfig({ S3_BUCKET: 'x' })).toThrow(/^invalid storage environment: S3_BUCKET: .*docs\/files\.md, "Configuration"/);
     expect(storageConfig({ POTENTIA_LOCAL_S3_DIR: '/tmp/x' })).toMatchObject({ kind: 'local', directory: '/tmp/x' });
     expect(storageConfig({ NODE_ENV: 'production', POTENTIA_LOCAL_S3_DIR: '/tmp/x' }).kind).toBe('none');
     expect(storageConfig({}).kind).toBe('none');

@@ -1,9 +1,11 @@
 // Entry point of `npm start` (after scripts/start has run setup, migrations and the seed) and of
 // `npm run serve -- --role all|api|gateway|worker` (src/roles.ts: what each role runs).
 import { loadConfig } from './config.ts';
+import { assertMigrated } from './db/migrated.ts';
 import { keepRunningOnUnhandledRejection } from './last-resort.ts';
 import { apiKeys, DEMO, devToken } from './dev.ts';
 import { resolveRole, startRole, type Role } from './roles.ts';
+import { startFailureAdvice } from './start-failure.ts';
 
 let role: Role;
 let config: ReturnType<typeof loadConfig>;
@@ -16,10 +18,10 @@ try {
 }
 keepRunningOnUnhandledRejection();
 // role all runs the background-job worker in this process unless WORKER_MODE is external (`npm run worker`) or off
-const server = await startRole(config, role).catch((err: NodeJS.ErrnoException) => {
+const server = await assertMigrated(config.databaseUrl).then(() => startRole(config, role)).catch((err: NodeJS.ErrnoException) => {
   console.error(err.code === 'EADDRINUSE'
     ? `port ${config.port} on ${config.host} is in use (another npm start?): stop that process or set PORT to a free port`
-    : `could not start (role ${role}): ${err.message}`);
+    : [`could not start (role ${role}): ${err.message}`, startFailureAdvice(err, config)].filter(Boolean).join('\n  '));
   process.exit(1);
 });
 const ws = server.url.replace(/^http/, 'ws');

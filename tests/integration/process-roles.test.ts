@@ -6,6 +6,7 @@
 // (database; + replication stream for a gateway; + its own heartbeat for a worker), and /ready
 // goes 503 when exactly that fails.
 import { randomUUID } from 'node:crypto';
+import postgres from 'postgres';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
@@ -183,6 +184,23 @@ describe('process roles on one database', () => {
       await db.sql`update app.worker_heartbeats set last_seen_at = now() where worker_id = ${workerId}`;
     }
     expect((await get(worker, '/ready')).status).toBe(200);
+  });
+
+  it('a database that is missing or not migrated is refused, saying what to do (one not answering is waited for: an outage)', async () => {
+    const url = (name: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${name}`; return u.toString(); };
+    const blank = `potentia_unmigrated_${process.pid}`;
+    const admin = postgres(url('postgres'), { max: 1, onnotice: () => {} });
+    await admin.unsafe(`drop database if exists ${blank}`);
+    await admin.unsafe(`create database ${blank}`);
+    try {
+      await expect(startPotentiaProcess({ ...base, DATABASE_URL: url(`potentia_missing_${process.pid}`) }, 20_000))
+        .rejects.toThrow(/does not exist\n  the database does not exist \(DATABASE_URL=.*\): create it .*then npm run db:migrate/);
+      await expect(startPotentiaProcess({ ...base, DATABASE_URL: url(blank) }, 20_000))
+        .rejects.toThrow(/the database is not migrated \(DATABASE_URL=.*\): run npm run db:migrate/);
+    } finally {
+      await admin.unsafe(`drop database if exists ${blank} with (force)`);
+      await admin.end();
+    }
   });
 
   it('an unknown role is refused with the usage, before anything starts', async () => {

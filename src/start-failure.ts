@@ -1,0 +1,31 @@
+/**
+ * What to do when a role cannot start because of its database: the driver's message alone
+ * ("database "x" does not exist", "schema "internal" does not exist", "connect ECONNREFUSED …")
+ * names neither the setting nor the next step. Anything else is answered as it is.
+ */
+export function startFailureAdvice(err: { code?: string; message: string }, urls: { databaseUrl: string; directDatabaseUrl?: string }): string {
+  const where = `DATABASE_URL=${redact(urls.databaseUrl)}` + (urls.directDatabaseUrl ? `, DIRECT_DATABASE_URL=${redact(urls.directDatabaseUrl)}` : '');
+  switch (err.code) {
+    case 'ECONNREFUSED': case 'ENOTFOUND': case 'EHOSTUNREACH': case 'ETIMEDOUT': case 'EAI_AGAIN': case 'CONNECT_TIMEOUT':
+      return `the database server does not answer (${where}): start PostgreSQL or point the URL at one that runs (npm start's setup starts a local one)`;
+    case '3D000': // invalid_catalog_name
+      return `the database does not exist (${where}): create it (npm start's setup does, or createdb), then npm run db:migrate`;
+    case 'not_migrated': case '3F000': case '42P01': case '42883': // src/db/migrated.ts, or a schema, table or function missing
+      return `the database is not migrated (${where}): run npm run db:migrate (npm start does), with --database-url for another database`;
+    case '28P01': case '28000': // invalid_password, invalid_authorization_specification
+      return `the database refused the role or password (${where}): check the user and password in the URL`;
+    default:
+      return '';
+  }
+}
+
+/** The URL without its password, for messages. */
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(not a URL)';
+  }
+}

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Sql, TransactionSql } from 'postgres';
 import { graphileWorkerRevision } from './graphile-schema.ts';
+import { SUPERSEDED_MIGRATIONS } from './superseded-migrations.ts';
 import { describeDrift, hasDrift, listSql, sha256, sourceFiles, sourcesDrift } from './sources.ts';
 
 /**
@@ -10,7 +11,8 @@ import { describeDrift, hasDrift, listSql, sha256, sourceFiles, sourcesDrift } f
  *     schema is absent or was created by us — on Supabase the real ones are left alone;
  *  2. `supabase/migrations/*.sql` in order, one transaction each, recorded in
  *     `supabase_migrations.schema_migrations` (the Supabase CLI's table); an applied migration
- *     whose content changed is refused. The migrations hold everything, functions and policies
+ *     whose content changed is refused (unless the recorded text is one src/db/superseded-migrations.ts
+ *     lists). The migrations hold everything, functions and policies
  *     included: `npm run db:migration` copies what changed in `sql/` into a new one.
  *  3. only when `sql/` has changes no migration holds yet (the development loop): all of `sql/` is
  *     applied on top, and `drift` says which files, so the caller can tell the developer to run
@@ -96,7 +98,11 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
       await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
       const [row] = await tx`select checksum from supabase_migrations.schema_migrations where version = ${version!}`;
       if (row) {
-        if (row.checksum !== null && row.checksum !== sha256(text)) throw new MigrationChangedError(relative(root, file));
+        if (row.checksum === null || row.checksum === sha256(text)) return false;
+        if (!SUPERSEDED_MIGRATIONS[version!]?.sha256.includes(row.checksum)) throw new MigrationChangedError(relative(root, file));
+        // applied as an earlier text of the same work: record the current one, apply nothing
+        await tx`update supabase_migrations.schema_migrations set statements = ${[text]}, checksum = ${sha256(text)}
+                 where version = ${version!}`;
         return false;
       }
       await applyFile(tx, relative(root, file), text);

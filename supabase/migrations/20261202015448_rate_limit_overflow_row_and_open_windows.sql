@@ -304,7 +304,9 @@ end $$;
 -- rows others hold would go unseen by them. So every window still open gets all its rows here,
 -- once the hits in flight are done (SHARE ROW EXCLUSIVE waits for them, and holds new ones back
 -- until this transaction commits; each migration is one). Re-run, it finds nothing to add.
-lock table app.rate_limits in share row exclusive mode;
+-- (in a do block: `supabase db push` sends a migration's statements as one pipeline, outside a
+-- transaction block, where a top-level LOCK TABLE is refused; the lock still lasts to the end)
+do $lock$ begin lock table app.rate_limits in share row exclusive mode; end $lock$;
 insert into app.rate_limits (user_id, bucket, window_start, hits)
 select w.user_id, s.bucket, w.window_start, 0
 from (select distinct user_id, window_start from app.rate_limits

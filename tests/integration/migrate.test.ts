@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { generateMigration } from '../../src/db/generate-migration.ts';
 import { migrate, MigrationChangedError, SourcesDriftError } from '../../src/db/migrate.ts';
+import { sha256 } from '../../src/db/sources.ts';
+import { SUPERSEDED_MIGRATIONS } from '../../src/db/superseded-migrations.ts';
 
 // Each test migrates its own scratch database from a copy of the repository's SQL.
 const repoRoot = new URL('../..', import.meta.url).pathname;
@@ -118,6 +120,18 @@ comment on function internal.lexorank_between(text, text) is 'generated';
       exists (select from supabase_migrations.schema_migrations where version = '29990102000000') as recorded`;
     expect(row).toEqual({ t: null, recorded: false });
     rmSync(file);
+  });
+
+  it('takes a superseded text of a migration (src/db/superseded-migrations.ts) as applied, records the current one, refuses any other', async () => {
+    const [version, { sha256: [earlier] }] = Object.entries(SUPERSEDED_MIGRATIONS)[0]!;
+    const current = (await sql`select checksum from supabase_migrations.schema_migrations where version = ${version}`)[0]!.checksum;
+    // a database migrated before the rewrite recorded the earlier text's checksum
+    await sql`update supabase_migrations.schema_migrations set checksum = ${earlier!} where version = ${version}`;
+    await migrate(sql, { root });
+    expect((await sql`select checksum from supabase_migrations.schema_migrations where version = ${version}`)[0]!.checksum).toBe(current);
+    await sql`update supabase_migrations.schema_migrations set checksum = ${sha256('some other text')} where version = ${version}`;
+    await expect(migrate(sql, { root })).rejects.toBeInstanceOf(MigrationChangedError);
+    await sql`update supabase_migrations.schema_migrations set checksum = ${current} where version = ${version}`;
   });
 
   it('refuses an applied migration whose content changed, naming the file', async () => {

@@ -27,6 +27,14 @@ const acceptedEdits: Record<string, { blob: string; why: string }> = {
     blob: '9b3b094be21ef5e40fe743f34a312ef303c3202e',
     why: "83439f7 (2026-12-01): service_role's grant added nine minutes after the table, in the same session",
   },
+  '20261202015448_rate_limit_overflow_row_and_open_windows.sql': {
+    blob: 'd5fe6b7fdb9872ff2c94547c84e16627922b51ef',
+    why: 'h79 (2026-12-04): its top-level LOCK TABLE stopped `supabase db push` (no transaction block); the same lock in a do block. Databases that applied the earlier text are accepted (src/db/superseded-migrations.ts)',
+  },
+  '20261202025806_rate_limit_overflow_comment.sql': {
+    blob: '4fa3f7059b5f664421394d59906f105fac9bfc84',
+    why: 'h79 (2026-12-04): as 20261202015448, the same statement',
+  },
   '20261203191000_row_rules_as_functions.sql': {
     blob: '9d799b2bdcbb988ec9b91fd319feeb0bbbcf50e9',
     why: 'e6c2f70 (2026-12-03): the header states what VALIDATE costs; edited in the session that wrote it, before it landed',

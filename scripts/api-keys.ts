@@ -4,15 +4,16 @@
 // Project Settings → API. Clients send the anon key (createClient(url, anonKey): /auth/v1 and
 // realtime need one); the service_role key is for trusted servers only. On Supabase, use the
 // project's own keys instead. docs/self-hosting.md, "Installing on a host".
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import { SignJWT } from 'jose';
 import { DEV_JWT_SECRET } from '../src/config.ts';
 
-const { values } = parseArgs({ options: { years: { type: 'string', default: '10' }, help: { type: 'boolean', default: false } } });
+const USAGE = 'usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]   prints anon=<jwt> and service_role=<jwt>';
+const { values } = parseCommandLine({ options: { years: { type: 'string', default: '10' } } }, USAGE);
 const years = Number(values.years);
-if (values.help || !(years > 0)) {
-  console.log('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]   prints anon=<jwt> and service_role=<jwt>');
-  process.exit(values.help ? 0 : 2);
+if (!(years > 0)) {
+  console.error(`--years must be a number above 0\n${USAGE}`);
+  process.exit(2);
 }
 const secret = process.env.JWT_SECRET;
 if (!secret || secret.length < 32) {

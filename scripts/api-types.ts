@@ -7,7 +7,7 @@
 import openapiTS, { type OpenAPI3 } from 'openapi-typescript';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import { buildApiDocument } from '../src/http/build-document.ts';
 
 export const API_TYPES_PATH = fileURLToPath(new URL('../packages/client/src/api-types.ts', import.meta.url));
@@ -33,7 +33,7 @@ export async function generateApiTypes(): Promise<string> {
 }
 
 async function main() {
-  const { values } = parseArgs({ options: { check: { type: 'boolean' } } });
+  const { values } = parseCommandLine({ options: { check: { type: 'boolean' } } });
   const fresh = await generateApiTypes();
   let committed = '';
   try { committed = readFileSync(API_TYPES_PATH, 'utf8'); } catch { /* first generation */ }

@@ -43,7 +43,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 import { addMachineCpu, benchDatabaseName, benchDatabaseUrl, cpuPerTransaction, findPgbench, formatMachineCpu, recreateBenchDatabase, runPgbench,
@@ -51,7 +51,10 @@ import { addMachineCpu, benchDatabaseName, benchDatabaseUrl, cpuPerTransaction, 
 import { CallgrindCluster } from './lib/callgrind-cluster.ts';
 import { addWaits, formatWaits, sampleWaits, type WaitCounts } from './lib/wait-sampler.ts';
 
-const { values } = parseArgs({
+const USAGE = 'usage: npm run bench:compare -- --base <commit> [--head <commit>] [--script NAME[,NAME…]] [--rounds N>=1] [--seconds N>0] ' +
+  '[--clients N>=1] [--canvases N>=1] [--async] [--waits] [--cpu] [--instructions [--transactions N1,N2 with N2>N1] [--port N] [--profiles DIR]] ' +
+  '[--keep] [--database-url URL]   (scripts: scripts/pgbench/NAME.sql; what each option does: the comment at the top of scripts/bench-compare.ts)';
+const { values } = parseCommandLine({
   options: {
     base: { type: 'string', default: 'HEAD' },
     head: { type: 'string' },
@@ -70,7 +73,7 @@ const { values } = parseArgs({
     keep: { type: 'boolean', default: false },
     'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench_compare') },
   },
-});
+}, USAGE);
 const ROUNDS = Number(values.rounds ?? (values.instructions ? 1 : 8));
 const SECONDS = Number(values.seconds);
 const CLIENTS = Number(values.clients);
@@ -81,8 +84,7 @@ const SCRIPTS = values.script!.split(',').map((s) => s.trim());
 if (![ROUNDS, CLIENTS, CANVASES, PORT].every((n) => Number.isInteger(n) && n >= 1) || !(SECONDS > 0)
     || TRANSACTIONS.length !== 2 || !TRANSACTIONS.every((n) => Number.isInteger(n) && n >= 1) || !(TRANSACTIONS[1]! > TRANSACTIONS[0]!)
     || !SCRIPTS.every((s) => /^[a-z0-9_-]+$/.test(s))) {
-  console.error('usage: npm run bench:compare -- --base <commit> [--head <commit>] [--script NAME[,NAME…]] [--rounds N>=1] [--seconds N>0] ' +
-    '[--clients N>=1] [--canvases N>=1] [--async] [--instructions [--transactions N1,N2 with N2>N1] [--port N] [--profiles DIR]] [--keep] [--database-url URL]');
+  console.error(USAGE);
   process.exit(2);
 }
 const root = fileURLToPath(new URL('..', import.meta.url));

@@ -55,7 +55,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import { backendPids, benchDatabaseName, benchDatabaseUrl, childrenCpuMs, machineCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows } from './lib/bench-report.ts';
 import { pino } from 'pino';
@@ -72,7 +72,7 @@ import { startBareServer, type BareServer } from './lib/bare-http-server.ts';
 const HTTP_TARGET = 0.8;
 
 const defaultUrl = benchDatabaseUrl('potentia_bench_http');
-const { values } = parseArgs({
+const { values } = parseCommandLine({
   options: {
     seconds: { type: 'string', default: '10' },
     // every phase this many times, interleaved (HTTP, bare, direct, … then again); rates and

@@ -8,7 +8,7 @@
 //    ratio embed/no-op.
 // Runs in its own scratch database (potentia_bench_jobs, made fresh), never in dev or test data.
 import { randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import { pino } from 'pino';
 import postgres from 'postgres';
 import { loadConfig } from '../src/config.ts';
@@ -17,7 +17,7 @@ import { LocalProvider } from '../src/worker/providers.ts';
 import { percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { startWorker } from '../src/worker/runtime.ts';
 
-const { values } = parseArgs({ options: {
+const { values } = parseCommandLine({ options: {
   'database-url': { type: 'string' }, seconds: { type: 'string', default: '3' }, writers: { type: 'string', default: '8' },
   rounds: { type: 'string', default: '4' }, jobs: { type: 'string', default: '2000' }, concurrency: { type: 'string', default: '8' },
 } });

@@ -64,7 +64,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import { addMachineCpu, backendPids, benchDatabaseName, benchDatabaseUrl, cpuPerTransaction, findPgbench, formatMachineCpu, percentile, procCpuMs,
   recreateBenchDatabase, runPgbench, type MachineCpuTally, type PgbenchResult } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
@@ -72,7 +72,7 @@ import postgres, { type Sql } from 'postgres';
 import { CanvasLanes } from '../src/db/canvas-lanes.ts';
 import { requestStatement, withRequest } from '../src/db/request.ts';
 
-const { values } = parseArgs({
+const { values } = parseCommandLine({
   options: {
     seconds: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '1' },

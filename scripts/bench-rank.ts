@@ -17,14 +17,14 @@
 // rebalance jobs that long keys enqueue stay queued, so placement alone must keep inserts cheap.
 //
 // It uses its own database (default potentia_bench_rank on the server of DATABASE_URL: dropped, created and migrated here).
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import postgres, { type Sql, type TransactionSql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 import { benchDatabaseName, benchDatabaseUrl, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 
 const DEFAULT_URL = benchDatabaseUrl('potentia_bench_rank');
-const { values } = parseArgs({
+const { values } = parseCommandLine({
   options: {
     inserts: { type: 'string', default: '1000' },
     blocks: { type: 'string', default: '100' },

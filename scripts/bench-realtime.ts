@@ -112,7 +112,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import type { AddressInfo } from 'node:net';
 import { benchDatabaseName, benchDatabaseUrl, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
@@ -600,7 +600,7 @@ function procCpuMs(pid: number): number {
 
 // =============================================================================== parent
 async function parentMain(): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseCommandLine({
     options: {
       seconds: { type: 'string', default: '10' },
       rate: { type: 'string', default: '20' },

@@ -21,12 +21,12 @@
 // Scratch database (default potentia_bench_wal: dropped, created and migrated), never dev data.
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 import { benchDatabaseName, recreateBenchDatabase } from './lib/bench.ts';
 
-const { values } = parseArgs({
+const { values } = parseCommandLine({
   options: {
     seconds: { type: 'string', default: '5' },
     clients: { type: 'string', default: '8' },

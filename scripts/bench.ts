@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { cpus, totalmem, tmpdir, type as osType, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { meetsTarget, type BenchRow } from './lib/bench-report.ts';
 import { benchDatabaseUrl } from './lib/bench.ts';
@@ -25,7 +25,7 @@ const STEPS: { name: string; script: string; args: string[] }[] = [
     args: ['--seconds', '15', '--subscribers', '1000', '--gateways', '1,2', '--rounds', '3', '--skip-cluster', '--scale', '1000,2000,3000,4000,5000'] },
 ];
 
-const { values } = parseArgs({
+const { values } = parseCommandLine({
   options: {
     only: { type: 'string' },
     out: { type: 'string', default: 'docs/benchmarks.md' },

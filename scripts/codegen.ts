@@ -6,10 +6,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import { loadConfig } from '../src/config.ts';
 
-const { values } = parseArgs({ options: { check: { type: 'boolean' }, 'database-url': { type: 'string' } } });
+const { values } = parseCommandLine({ options: { check: { type: 'boolean' }, 'database-url': { type: 'string' } } });
 const url = values['database-url'] ?? loadConfig().databaseUrl;
 const root = fileURLToPath(new URL('..', import.meta.url));
 const target = join(root, 'src/db/types.ts');

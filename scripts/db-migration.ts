@@ -4,12 +4,12 @@
 // sql/ is the readable source of functions, triggers, policies and grants; the migrations are what
 // databases run (`npm run db:migrate`, `supabase db push`). src/db/generate-migration.ts says how.
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import { generateMigration } from '../src/db/generate-migration.ts';
 import { graphileWorkerRevision } from '../src/db/graphile-schema.ts';
 import { describeDrift, hasDrift, sourcesDrift } from '../src/db/sources.ts';
 
-const { values, positionals } = parseArgs({ options: { check: { type: 'boolean' } }, allowPositionals: true });
+const { values, positionals } = parseCommandLine({ options: { check: { type: 'boolean' } }, allowPositionals: true });
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 if (values.check) {

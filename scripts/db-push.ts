@@ -3,11 +3,11 @@
 // sql/compat/ for the platform's schemas, then supabase/migrations/*.sql alone — never sql/
 // (src/db/push.ts). npm test runs pgTAP on such a database, proving the migrations self-contained.
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { pushLikeSupabase } from '../src/db/push.ts';
 
-const { values } = parseArgs({ options: { 'database-url': { type: 'string' }, seed: { type: 'boolean' } } });
+const { values } = parseCommandLine({ options: { 'database-url': { type: 'string' }, seed: { type: 'boolean' } } });
 if (!values['database-url']) {
   console.error('usage: tsx scripts/db-push.ts --database-url URL [--seed]   (URL: an empty database)');
   process.exit(2);

@@ -4,14 +4,14 @@
 // When sql/ has changes no migration holds, it applies sql/ on top and says to run
 // `npm run db:migration -- <name>`; --strict (deploys, CI) refuses instead (src/db/migrate.ts).
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
 import { loadConfig } from '../src/config.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
 import { migrate, MigrationChangedError, SourcesDriftError } from '../src/db/migrate.ts';
 
-const { values } = parseArgs({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' } } });
+const { values } = parseCommandLine({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' } } });
 // migrations take a direct connection (DIRECT_DATABASE_URL when DATABASE_URL is a pooler), as on Supabase
 const url = values['database-url'] ?? connectionUrls(loadConfig()).direct;
 const root = fileURLToPath(new URL('..', import.meta.url));

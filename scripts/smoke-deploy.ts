@@ -9,11 +9,11 @@
 // is closed and opened again (a new socket: the next gateway in the rotation) and catches up.
 // Nothing here needs sticky sessions. Exits 1 naming the step that failed.
 import { randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import WebSocket from 'ws';
 import { createPotentiaClient, type Canvas, type PotentiaClient } from '../packages/client/src/index.ts';
 
-const { values } = parseArgs({
+const { values } = parseCommandLine({
   options: {
     url: { type: 'string' }, 'anon-key': { type: 'string' }, rounds: { type: 'string', default: '4' },
     // a round is one mutation per user: 700 ms keeps both under mutations_per_minute (100)

@@ -2,7 +2,7 @@
 // --password is given and the address is new (the same SQL as POST /auth/v1/signup).
 //   npx tsx scripts/token.ts [--email demo@potentia.local] [--password P] [--scope "canvas:<id>:write"] [--ttl 86400]
 //                            [--database-url URL]        (default: DATABASE_URL, else the dev database)
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { loadConfig, type Config } from '../src/config.ts';
 import { DEMO, devToken } from '../src/dev.ts';
@@ -29,19 +29,10 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-let values: { email?: string; password?: string; scope?: string; ttl?: string; 'database-url'?: string; help?: boolean };
-try {
-  ({ values } = parseArgs({ options: {
-    email: { type: 'string' }, password: { type: 'string' }, scope: { type: 'string' }, ttl: { type: 'string' },
-    'database-url': { type: 'string' }, help: { type: 'boolean', short: 'h' },
-  } }));
-} catch (err) {
-  fail(`${(err as Error).message}\nRun \`npx tsx scripts/token.ts --help\` for the options.`);
-}
-if (values.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const { values } = parseCommandLine({ options: {
+  email: { type: 'string' }, password: { type: 'string' }, scope: { type: 'string' }, ttl: { type: 'string' },
+  'database-url': { type: 'string' },
+} }, USAGE);
 
 let config: Config;
 try {

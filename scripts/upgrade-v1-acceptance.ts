@@ -12,14 +12,14 @@ import { readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { testDatabaseUrl } from '../src/config.ts';
 import { pushLikeSupabase } from '../src/db/push.ts';
 import { generateFixture, writePostgresFixture, writeSqliteFixture } from '../src/upgrade/v1-fixture.ts';
 import { runUpgrade } from '../src/upgrade/upgrade.ts';
 
-const { values } = parseArgs({
+const { values } = parseCommandLine({
   options: {
     blocks: { type: 'string', default: '100000' }, canvases: { type: 'string', default: '1000' },
     embedded: { type: 'string', default: '0.1' }, source: { type: 'string', default: 'postgres' }, keep: { type: 'boolean' },

@@ -1,13 +1,13 @@
 // npm run upgrade:v1-fixture -- --blocks N --canvases M --out <postgres URL | SQLite file> [--users U] [--seed S]
 //                               [--embedded 0.1] [--no-anomalies] [--force]
 // Writes a v1 database of that size (src/upgrade/v1-fixture.ts, docs/upgrade-v1.md "A fixture").
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './lib/command-line.ts';
 import { generateFixture, writePostgresFixture, writeSqliteFixture } from '../src/upgrade/v1-fixture.ts';
 import { isPostgresUrl } from '../src/upgrade/upgrade.ts';
 
 const usage = 'usage: npm run upgrade:v1-fixture -- --blocks N --canvases M --out <postgres URL | SQLite file> ' +
   '[--users U] [--seed S] [--embedded SHARE] [--no-anomalies] [--force]';
-const { values } = parseArgs({
+const { values } = parseCommandLine({
   options: {
     blocks: { type: 'string' }, canvases: { type: 'string' }, out: { type: 'string' }, users: { type: 'string' },
     seed: { type: 'string' }, embedded: { type: 'string' }, 'no-anomalies': { type: 'boolean' }, force: { type: 'boolean' },

@@ -1,0 +1,46 @@
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+// Every script under scripts/ reads its command line through scripts/lib/command-line.ts: --help
+// prints the usage and exits 0, a mistyped option names itself and the usage and exits 2. Before,
+// `npm run db:migrate -- --databse-url …` or `npm run bench:compare -- --help` ended in a stack trace.
+
+const repoRoot = new URL('../..', import.meta.url).pathname;
+const run = promisify(execFile);
+
+async function script(file: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run('node_modules/.bin/tsx', [file, ...args], { cwd: repoRoot });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('scripts: the command line', () => {
+  it('no script calls parseArgs itself', () => {
+    const scripts = readdirSync(`${repoRoot}/scripts`).filter((f) => f.endsWith('.ts'));
+    const direct = scripts.filter((f) => /\bparseArgs\(/.test(readFileSync(`${repoRoot}/scripts/${f}`, 'utf8')));
+    expect(direct).toEqual([]);
+  });
+
+  it('a mistyped option is named with the usage, exit 2, no stack trace', async () => {
+    const r = await script('scripts/migrate.ts', '--databse-url', 'postgres://nowhere/x');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("Unknown option '--databse-url'");
+    expect(r.stderr).toContain('usage: npx tsx scripts/migrate.ts [--database-url DATABASE_URL] [--quiet] [--strict]');
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it('--help prints the usage and exits 0, with the script\'s own usage where it has one', async () => {
+    const compare = await script('scripts/bench-compare.ts', '--help');
+    expect(compare.code).toBe(0);
+    expect(compare.stdout).toMatch(/^usage: npm run bench:compare -- --base <commit>/);
+    const keys = await script('scripts/api-keys.ts', '-h');
+    expect(keys.code).toBe(0);
+    expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');
+  });
+});

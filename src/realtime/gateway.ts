@@ -17,6 +17,7 @@ import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
 import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
 import { parseVsn } from './serializer.ts';
 import { canonicalUuid } from '../uuid.ts';
+import { SEQ_MAX } from '../input-policy.ts';
 
 /**
  * The realtime gateway, attached to the HTTP server's `upgrade` event:
@@ -132,10 +133,15 @@ export function createGateway(opts: GatewayOptions): Gateway {
     // any case is the same canvas; its topic and access checks use the canonical spelling (canvas-topic.ts)
     const canvasId = canonicalUuid(canvasIdAsSent);
     if (!canvasId) return reject(socket, 400, 'canvas_id must be a uuid', undefined, 'canvas_id');
+    // the same bound as a resume frame's (h1-protocol.ts, SEQ_MAX), and a message that says it
+    for (const name of ['since_canvas_seq', 'since_seq']) {
+      const value = url.searchParams.get(name);
+      if (value !== null && !(/^\d{1,16}$/.test(value) && Number(value) <= SEQ_MAX)) {
+        return reject(socket, 400, `${name} must be a whole number from 0 to ${SEQ_MAX}`, undefined, name);
+      }
+    }
     const sinceCanvas = url.searchParams.get('since_canvas_seq');
-    if (sinceCanvas !== null && !(/^\d{1,15}$/.test(sinceCanvas))) return reject(socket, 400, 'since_canvas_seq must be a number >= 0', undefined, 'since_canvas_seq');
     const since = url.searchParams.get('since_seq');
-    if (since !== null && !(/^\d{1,15}$/.test(since))) return reject(socket, 400, 'since_seq must be a number >= 0', undefined, 'since_seq');
     const token = url.searchParams.get('access_token') ?? bearer(req);
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
     const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID

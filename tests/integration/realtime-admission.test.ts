@@ -98,8 +98,10 @@ describe('sockets per address', () => {
     const uuid = '00000000-0000-4000-8000-000000000000';
     const cases: [string, string, string][] = [
       ['/ws/canvas/xyz', 'canvas_id', 'canvas_id must be a uuid'],
-      [`/ws/canvas/${uuid}?since_canvas_seq=abc`, 'since_canvas_seq', 'since_canvas_seq must be a number >= 0'],
-      [`/ws/canvas/${uuid}?since_seq=-1`, 'since_seq', 'since_seq must be a number >= 0'],
+      [`/ws/canvas/${uuid}?since_canvas_seq=abc`, 'since_canvas_seq', 'since_canvas_seq must be a whole number from 0 to 9007199254740991'],
+      [`/ws/canvas/${uuid}?since_seq=-1`, 'since_seq', 'since_seq must be a whole number from 0 to 9007199254740991'],
+      // too large: the message says the bound (it said "a number >= 0" of a number that is one)
+      [`/ws/canvas/${uuid}?since_canvas_seq=9007199254740992`, 'since_canvas_seq', 'since_canvas_seq must be a whole number from 0 to 9007199254740991'],
       [`/realtime/v1/websocket?apikey=${anon}&vsn=9.9.9`, 'vsn', 'unsupported vsn: use 1.0.0 or 2.0.0'],
     ];
     for (const [path, field, message] of cases) {

@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(44);
+select plan(48);
 
 select tests.create_user(u) from unnest(array['merge_ann', 'merge_bob']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -17,7 +17,8 @@ create temp table k as select
   '00000000-0000-4000-8000-0000000000e1'::uuid as doc,   -- per-key merge
   '00000000-0000-4000-8000-0000000000e2'::uuid as txt,   -- text operations
   '00000000-0000-4000-8000-0000000000e3'::uuid as old,   -- a log that lost its history
-  '00000000-0000-4000-8000-0000000000e4'::uuid as same;  -- writes that changed nothing
+  '00000000-0000-4000-8000-0000000000e4'::uuid as same,  -- writes that changed nothing
+  '00000000-0000-4000-8000-0000000000e5'::uuid as keys;  -- unusual text keys
 grant select on k to authenticated;
 
 -- a helper for the calls below: one operation as the current user, its result kept under `name`
@@ -133,6 +134,30 @@ select is((select (b.content ->> 'fresh') || ' ' || (b.content ->> 'other') from
 select pg_temp.op('tt_type_clash', (select txt from k), 'update', 9, '{"type":"todo"}');
 select is((select (res ->> 'status') || ' ' || (res -> 'error' ->> 'changed') from r where name = 'tt_type_clash'), 'conflict ["content.fresh", "content.other", "type"]',
           'a type set over a log that set type too: conflict (a log with more than text operations is looked through)');
+
+-- ---------------------------------------------------------------- text keys JSON and JSON path read specially
+-- (the keys are read as a JSON array from a JSON path and each key's op is written back as JSON
+-- text: an empty key, quotes, backslashes, path syntax, spaces and astral code points are keys like
+-- any other, and an op spelled unusually (1.0, 2e0, a split skip, a delete as text) is normalized)
+select pg_temp.op('keys_create', (select keys from k), 'create', null,
+                  '{"type":"text","content":{"":"ab","a\"b":"ab","a\\b":"ab","$":"ab","a.b":"ab","*":"ab","é😀 x":"ab","$.keyvalue()":"ab"}}');
+select pg_temp.op('keys_x', (select keys from k), 'update', 1,
+                  '{"text":{"":[1,"X"],"a\"b":[1,"X"],"a\\b":[1,"X"],"$":[1,"X"],"a.b":[1,"X"],"*":[1,"X"],"é😀 x":[1,"X"],"$.keyvalue()":[1,"X"]}}');
+select is((select res -> 'text' from r where name = 'keys_x'),
+          '{"":[1,"X"],"a\"b":[1,"X"],"a\\b":[1,"X"],"$":[1,"X"],"a.b":[1,"X"],"*":[1,"X"],"é😀 x":[1,"X"],"$.keyvalue()":[1,"X"]}',
+          'a keystroke on each of eight unusual keys applies on that key, as sent');
+select pg_temp.op('keys_behind', (select keys from k), 'update', 1,
+                  '{"text":{"":[2,"Y"],"a\"b":[1.0,"Y"],"a\\b":[2e0,"Y"],"$":[1,1,"Y"],"a.b":[{"d":1.00}],"*":[{"d":"ab"}],"é😀 x":[1,{"d":1}],"$.keyvalue()":["Y"]}}');
+select is((select res -> 'text' from r where name = 'keys_behind'),
+          '{"":[3,"Y"],"a\"b":[1,"Y"],"a\\b":[3,"Y"],"$":[3,"Y"],"a.b":[{"d":1}],"*":[{"d":1},1,{"d":1}],"é😀 x":[2,{"d":1}],"$.keyvalue()":["Y"]}',
+          'one version behind, each key''s op (unusual spellings normalized) is transformed over that key''s logged op alone (ot-text-unicode''s ops)');
+select is(pg_temp.content((select keys from k)),
+          '{"":"aXbY","a\"b":"aYXb","a\\b":"aXbY","$":"aXbY","a.b":"Xb","*":"X","é😀 x":"aX","$.keyvalue()":"YaXb"}',
+          'and the texts are ot-text-unicode''s');
+select pg_temp.op('keys_bad', (select keys from k), 'update', 3, '{"text":{"a.b":["ok"],"a\"b":[-1,"x"]}}');
+select is((select (res -> 'error' ->> 'code') || ' ' || (res -> 'error' ->> 'field') from r where name = 'keys_bad')
+          || ' ' || (pg_temp.content((select keys from k)) ->> 'a.b'), 'invalid_input patch.text.a"b Xb',
+          'a malformed op is refused on its own key''s field, nothing written');
 
 -- ---------------------------------------------------------------- a log that lost its history
 select pg_temp.op('create_old', (select old from k), 'create', null, '{"type":"text","content":{"t":"old"}}');

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(117);
+select plan(128);
 
 -- The error a statement raises, as {"code": <hint>, "field": …} (null when it does not raise).
 create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
@@ -234,6 +234,22 @@ select is(jsonb_array_length(internal.text_op_normalize((select jsonb_agg(case w
 select is(pg_temp.error_of($$select internal.text_op_normalize((select jsonb_agg(case when g % 2 = 1 then to_jsonb(1) else to_jsonb('a'::text) end)
                                                                from generate_series(1, 1001) g), 'op')$$),
           '{"code": "invalid_input", "field": "op"}', '1001 components are too many');
+-- the keystroke's regular expression over the op's text: only a normalized keystroke is returned
+-- as sent, whatever its strings hold; anything near one takes the walk, which normalizes or refuses it
+select is(internal.text_op_normalize('[3, "a\", 3"]', 'op'), '[3, "a\", 3"]', 'an insert holding a quote, comma and number is one insert');
+select is(internal.text_op_normalize('["x\\", "y"]', 'op'), '["x\\y"]', 'two inserts, the first ending in a backslash, are merged (not one insert)');
+select is(internal.text_op_normalize('[{"d": "\\\""}]', 'op'), '[{"d": 2}]', 'a delete as text with escapes counts its code points');
+select is(internal.text_op_normalize('[2.0, {"d": 1.00}]', 'op'), '[2, {"d": 1}]', 'numbers spelled 2.0 and 1.00 are the whole numbers');
+select is(internal.text_op_normalize('[2e0, "x"]', 'op'), '[2, "x"]', 'and 2e0');
+select is(internal.text_op_normalize('[1000000000, "x"]', 'op'), '[1000000000, "x"]', 'a skip of ten digits up to 2147483647 is accepted');
+select is(internal.text_op_normalize('[1, 2, "x"]', 'op'), '[3, "x"]', 'adjacent skips are added');
+select is(internal.text_op_normalize('["a", 1]', 'op'), '["a"]', 'a trailing skip is dropped');
+select is(pg_temp.error_of($$select internal.text_op_normalize('[1, {"d": 1, "x": 1}]', 'op')$$), '{"code": "invalid_input", "field": "op"}',
+          'a keystroke whose delete has another key is refused');
+select is(pg_temp.error_of($$select internal.text_op_normalize('[-1, "x"]', 'op')$$), '{"code": "invalid_input", "field": "op"}',
+          'a keystroke with a negative skip is refused');
+select is(pg_temp.error_of($$select internal.text_op_normalize('[1, ["x"]]', 'op')$$), '{"code": "invalid_input", "field": "op"}',
+          'a keystroke with a nested array is refused');
 update app.settings set value = '3' where key = 'max_text_op_components';
 select matches(pg_temp.message_of($$select internal.text_op_normalize('[1, "a", 1, "b"]', 'op')$$),
                '^op has 4 components; a text op may have at most 3', 'the limit is read from app.settings, and the message says it');

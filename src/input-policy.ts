@@ -54,18 +54,32 @@ export function decodeUtf8(bytes: Uint8Array, field = 'body'): string | InputVio
 }
 
 /**
+ * A media type's parameters (RFC 9110 §5.6.6), split at the semicolons outside quoted strings: a
+ * quoted value may hold a semicolon (foo="a;b"), and a quoted-pair (\") a quote. Lenient about
+ * whitespace around `=`, as the check always was; an unterminated quoted string runs to the end.
+ */
+const PARAMETERS = /(?:[^;"]|"(?:[^"\\]|\\.)*"?)+/gs;
+/** A quoted-string (RFC 9110 §5.6.4), its content in group 1, quoted-pairs still escaped. */
+const QUOTED_STRING = /^"((?:[^"\\]|\\.)*)"$/s;
+/** UTF-8's name and its IANA alias (charset names are case-insensitive), and the common utf8. */
+const UTF_8_NAMES = new Set(['utf-8', 'csutf8', 'utf8']);
+
+/**
  * A JSON body's Content-Type may name no charset other than UTF-8 (RFC 8259 §8.1: JSON exchanged
  * between systems is UTF-8; `application/json` defines no charset parameter at all). A body sent
  * as `charset=utf-16` or `iso-8859-1` would otherwise be read as UTF-8 bytes it is not (other
  * text, or malformed JSON): refused, never transcoded. The field is the header, `content-type`.
  */
 export function checkCharset(contentType: string | undefined): InputViolation | null {
-  if (!contentType) return null;
-  for (const parameter of contentType.split(';').slice(1)) {
+  const semicolon = contentType?.indexOf(';') ?? -1;
+  if (semicolon < 0) return null;
+  for (const parameter of contentType!.slice(semicolon + 1).match(PARAMETERS) ?? []) {
     const eq = parameter.indexOf('=');
     if (parameter.slice(0, eq < 0 ? undefined : eq).trim().toLowerCase() !== 'charset') continue;
-    const value = parameter.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1').toLowerCase();
-    if (eq < 0 || (value !== 'utf-8' && value !== 'utf8')) {
+    const raw = parameter.slice(eq + 1).trim();
+    const quoted = QUOTED_STRING.exec(raw);
+    const value = (quoted ? quoted[1]!.replace(/\\(.)/gs, '$1') : raw).toLowerCase();
+    if (eq < 0 || !UTF_8_NAMES.has(value)) {
       return violation('content-type', 'a JSON body is UTF-8 (RFC 8259): send Content-Type: application/json or application/json; charset=utf-8');
     }
   }

@@ -19,13 +19,16 @@ export function startFailureAdvice(err: { code?: string; message: string }, urls
   }
 }
 
-/** The URL without its password, for messages. */
+/**
+ * The URL without its password, for messages: everything between the user's colon and the last
+ * `@` (the host's). Cut as text, not through URL: a password with an unescaped `/`, `#` or `?`
+ * (postgres://u:12/34@h/db) is a port and a path or fragment to URL, whose toString then printed
+ * the password as it was; and a multi-host URL (h1,h2) is no URL to it at all.
+ */
 function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(not a URL)';
-  }
+  const scheme = url.indexOf('://');
+  if (scheme < 0) return '(not a URL)';
+  const at = url.lastIndexOf('@');
+  const colon = url.indexOf(':', scheme + 3);
+  return at > scheme && colon >= 0 && colon < at ? `${url.slice(0, colon + 1)}***${url.slice(at)}` : url;
 }

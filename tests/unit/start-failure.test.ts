@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { startFailureAdvice } from '../../src/start-failure.ts';
+
+// The advice names the URLs, never their passwords, however the password is written.
+describe('startFailureAdvice', () => {
+  const advice = (databaseUrl: string, directDatabaseUrl?: string) =>
+    startFailureAdvice({ code: 'ECONNREFUSED', message: '' }, { databaseUrl, directDatabaseUrl });
+
+  it('hides a password whatever it holds: unescaped /, #, ?, @, percent escapes, spaces', () => {
+    // URL read 12/34 as port and path (and 5432#9x as port and fragment) and printed them as they were
+    for (const [url, shown] of [
+      ['postgres://u:12/34@h/db', 'postgres://u:***@h/db'],
+      ['postgres://u:5432#9x@h:6543/db', 'postgres://u:***@h:6543/db'],
+      ['postgres://u:1?secret@h/db', 'postgres://u:***@h/db'],
+      ['postgres://u:p@ss@h/db', 'postgres://u:***@h/db'],
+      ['postgres://u:p%40ss@h/db?sslmode=require', 'postgres://u:***@h/db?sslmode=require'],
+      ['postgresql://u:se cret@h/db', 'postgresql://u:***@h/db'],
+    ]) {
+      const text = advice(url!, url);
+      expect(text).toContain(`DATABASE_URL=${shown}, DIRECT_DATABASE_URL=${shown}`);
+      expect(text).not.toMatch(/12\/34|9x|secret|ss@|cret/);
+    }
+  });
+
+  it('names a URL without a password, and a multi-host one, as it is', () => {
+    expect(advice('postgres://u@h/db')).toContain('DATABASE_URL=postgres://u@h/db)');
+    expect(advice('postgres://h:5432/db')).toContain('DATABASE_URL=postgres://h:5432/db)');
+    expect(advice('postgres://u:pw@h1:5432,h2:5433/db')).toContain('DATABASE_URL=postgres://u:***@h1:5432,h2:5433/db)');
+    expect(advice('host=h password=pw')).toContain('DATABASE_URL=(not a URL)');
+  });
+});

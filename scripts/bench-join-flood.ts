@@ -24,21 +24,29 @@ import { DEV_JWT_SECRET } from '../src/config.ts';
 import { callAs, createUser } from '../tests/helpers/fixtures.ts';
 import { apiKey } from '../tests/helpers/tokens.ts';
 import { percentile } from './lib/bench.ts';
+import { parseCommandLine } from './lib/command-line.ts';
 
-const args = process.argv.slice(2);
-const arg = (name: string, def: string) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1]! : def; };
-const ROUNDS = Number(arg('rounds', '2'));
-const SOCKETS = Number(arg('sockets', '20'));
-const JOINS = Number(arg('joins', '300'));
-const RPS = Number(arg('rps', '20'));
-const PORT = Number(arg('port', '56110'));
-const BASELINE_S = Number(arg('baseline-seconds', '15'));
-const BURST_ALL = args.includes('--burst-all');
+const { values: args } = parseCommandLine({
+  options: {
+    rounds: { type: 'string', default: '2' }, sockets: { type: 'string', default: '20' }, joins: { type: 'string', default: '300' },
+    rps: { type: 'string', default: '20' }, port: { type: 'string', default: '56110' }, 'baseline-seconds': { type: 'string', default: '15' },
+    checkouts: { type: 'string', default: `this=${process.cwd()}@potentia_bench_joinflood` },
+    'burst-all': { type: 'boolean' }, public: { type: 'boolean' }, 'access-token': { type: 'boolean' },
+  },
+}, 'usage: npx tsx scripts/bench-join-flood.ts [--rounds 2] [--sockets 20] [--joins 300] [--rps 20] [--baseline-seconds 15]\n'
+  + '       [--checkouts name=<dir>@<database>,…] [--port 56110] [--burst-all] [--public] [--access-token]');
+const ROUNDS = Number(args.rounds);
+const SOCKETS = Number(args.sockets);
+const JOINS = Number(args.joins);
+const RPS = Number(args.rps);
+const PORT = Number(args.port);
+const BASELINE_S = Number(args['baseline-seconds']);
+const BURST_ALL = args['burst-all'] === true;
 /** --public: the same joins with private:false (no RLS probe, no admission): what the frames alone cost the process. */
-const PUBLIC = args.includes('--public');
+const PUBLIC = args.public === true;
 /** --access-token: one private join per socket, then JOINS access_token frames at once (the refresh re-runs the join's RLS probe). */
-const ACCESS_TOKEN = args.includes('--access-token');
-const CHECKOUTS = arg('checkouts', `this=${process.cwd()}@potentia_bench_joinflood`).split(',').map((s) => {
+const ACCESS_TOKEN = args['access-token'] === true;
+const CHECKOUTS = args.checkouts!.split(',').map((s) => {
   const [name, rest] = s.split('=');
   const [dir, db] = rest!.split('@');
   return { name: name!, dir: dir!, db: db! };

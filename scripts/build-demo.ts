@@ -15,6 +15,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
+import { parseCommandLine } from './lib/command-line.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'demo/dist');
@@ -72,11 +73,11 @@ export async function buildDemo(opts: { ifChanged?: boolean } = {}): Promise<boo
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const args = new Set(process.argv.slice(2));
+  const { values } = parseCommandLine({ options: { 'if-changed': { type: 'boolean' }, quiet: { type: 'boolean' } } });
   const started = Date.now();
   try {
-    const built = await buildDemo({ ifChanged: args.has('--if-changed') });
-    if (!args.has('--quiet')) console.log(built ? `demo built into demo/dist in ${Date.now() - started} ms` : 'demo/dist is up to date');
+    const built = await buildDemo({ ifChanged: values['if-changed'] });
+    if (!values.quiet) console.log(built ? `demo built into demo/dist in ${Date.now() - started} ms` : 'demo/dist is up to date');
   } catch (err) {
     console.error(`building the demo failed: ${(err as Error).message}`);
     process.exit(1);

@@ -6,7 +6,10 @@ import { pino } from 'pino';
 import { loadConfig } from '../src/config.ts';
 import { keepRunningOnUnhandledRejection } from '../src/last-resort.ts';
 import { startWorker } from '../src/worker/runtime.ts';
+import { parseCommandLine } from './lib/command-line.ts';
 
+// no options (the environment configures it), but --help and a mistyped option are answered
+parseCommandLine({ options: {} }, 'usage: npm run worker (configured by the environment: docs/self-hosting.md, Environment reference)');
 keepRunningOnUnhandledRejection();
 const config = loadConfig();
 const logger = pino({ level: config.logLevel });

@@ -27,6 +27,23 @@ describe('scripts: the command line', () => {
     expect(direct).toEqual([]);
   });
 
+  it('every script reads its command line through it, whatever options it has (none included)', () => {
+    // bench-join-flood and build-demo read process.argv themselves and worker not at all: --help
+    // ran the benchmark (or started the worker), and --socket 50 or --quite was silently ignored
+    const scripts = readdirSync(`${repoRoot}/scripts`).filter((f) => f.endsWith('.ts'));
+    expect(scripts.filter((f) => !/\bparseCommandLine\(/.test(readFileSync(`${repoRoot}/scripts/${f}`, 'utf8')))).toEqual([]);
+  });
+
+  it('a script without options, or with hand-read ones before, answers --help and a mistyped option', async () => {
+    const worker = await script('scripts/worker.ts', '--help');
+    expect(worker.code).toBe(0);
+    expect(worker.stdout).toMatch(/^usage: npm run worker/);
+    const flood = await script('scripts/bench-join-flood.ts', '--socket', '50');
+    expect(flood.code).toBe(2);
+    expect(flood.stderr).toContain("Unknown option '--socket'");
+    expect((await script('scripts/build-demo.ts', '--quite')).stderr).toContain("Unknown option '--quite'");
+  });
+
   it('a mistyped option is named with the usage, exit 2, no stack trace', async () => {
     const r = await script('scripts/migrate.ts', '--databse-url', 'postgres://nowhere/x');
     expect(r.code).toBe(2);

@@ -19,7 +19,9 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
+import { assertMigrated } from '../../src/db/migrated.ts';
 import { startServer, type Server } from '../../src/server.ts';
+import { startFailureAdvice } from '../../src/start-failure.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { openH1, type H1Conn } from '../helpers/h1.ts';
@@ -196,4 +198,26 @@ describe('a server, its realtime gateway and a worker through the pooler', () =>
     const [after] = await show('stats');
     expect(Number(after!.total_xact_count) - Number(before!.total_xact_count)).toBeGreaterThanOrEqual(12 + ids.length);
   }, 60_000);
+});
+
+describe('the start check through the pooler (src/db/migrated.ts)', () => {
+  it('a database or user the pooler refuses stops the start with the advice the server\'s own refusal gets', async () => {
+    // PgBouncer sends both as 08P01 with the message alone: the check took them for an outage and
+    // the role started, unready for good, where the same URL without the pooler stopped with advice
+    const to = (database: string, user?: string) => {
+      const u = new URL(pooled);
+      u.pathname = `/${database}`;
+      if (user) u.username = user;
+      return u.toString();
+    };
+    await expect(assertMigrated(pooled)).resolves.toBeUndefined();
+    const missing = to(`potentia_missing_${process.pid}`);
+    const noDatabase = await assertMigrated(missing).then(() => undefined, (e: Error & { code?: string }) => e);
+    expect(noDatabase).toMatchObject({ code: '3D000', message: `database "potentia_missing_${process.pid}" does not exist` });
+    expect(startFailureAdvice(noDatabase!, { databaseUrl: missing })).toMatch(/^the database does not exist \(DATABASE_URL=/);
+    const stranger = to(dbName, 'potentia_nobody');
+    const noUser = await assertMigrated(stranger).then(() => undefined, (e: Error & { code?: string }) => e);
+    expect(noUser).toMatchObject({ code: '28P01', message: expect.stringMatching(/authentication failed$/) });
+    expect(startFailureAdvice(noUser!, { databaseUrl: stranger })).toMatch(/^the database refused the role or password/);
+  });
 });

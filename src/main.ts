@@ -4,9 +4,14 @@ import { loadConfig } from './config.ts';
 import { assertMigrated } from './db/migrated.ts';
 import { keepRunningOnUnhandledRejection } from './last-resort.ts';
 import { apiKeys, DEMO, devToken } from './dev.ts';
-import { resolveRole, startRole, type Role } from './roles.ts';
+import { resolveRole, ROLE_USAGE, startRole, type Role } from './roles.ts';
 import { startFailureAdvice } from './start-failure.ts';
 
+// --help (-h) as every script answers it (scripts/lib/command-line.ts): the usage, exit 0
+if (process.argv.slice(2).some((a) => a === '--help' || a === '-h')) {
+  console.log(ROLE_USAGE);
+  process.exit(0);
+}
 let role: Role;
 let config: ReturnType<typeof loadConfig>;
 try {

@@ -56,6 +56,9 @@ describe('scripts: the command line', () => {
     const compare = await script('scripts/bench-compare.ts', '--help');
     expect(compare.code).toBe(0);
     expect(compare.stdout).toMatch(/^usage: npm run bench:compare -- --base <commit>/);
+    const serve = await script('src/main.ts', '--help'); // npm run serve / npm start: its own role reader, the same answer
+    expect(serve.code).toBe(0);
+    expect(serve.stdout).toContain('usage: npm run serve -- [--role all|api|gateway|worker]');
     const keys = await script('scripts/api-keys.ts', '-h');
     expect(keys.code).toBe(0);
     expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');

@@ -54,7 +54,7 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
   const drift = await sourcesDrift(root, graphileWorkerRevision);
   result.drift = describeDrift(drift);
   if (strict && hasDrift(drift)) throw new SourcesDriftError(result.drift);
-  await sql.begin(async (tx) => {
+  await migrationStep(sql, log, async (tx) => {
     await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
     await tx.unsafe(`
       create schema if not exists supabase_migrations;
@@ -72,7 +72,7 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
     const path = relative(root, file);
     const text = await readFile(file, 'utf8');
     // decided under the lock: a concurrent run that applied it first is seen, not repeated
-    const applied = await sql.begin(async (tx) => {
+    const applied = await migrationStep(sql, log, async (tx) => {
       await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
       const [row] = await tx`select obj_description(oid, 'pg_namespace') as mark from pg_namespace where nspname = ${schema}`;
       if (row && row.mark !== COMPAT_MARK) return false; // the platform's own schema (Supabase)
@@ -94,7 +94,7 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
     const base = file.split('/').pop()!.replace(/\.sql$/, '');
     const [version, ...nameParts] = base.split('_');
     const text = await readFile(file, 'utf8');
-    const applied = await sql.begin(async (tx) => {
+    const applied = await migrationStep(sql, log, async (tx) => {
       await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
       const [row] = await tx`select checksum from supabase_migrations.schema_migrations where version = ${version!}`;
       if (row) {
@@ -126,7 +126,7 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
   const sourcesDrifted = drift.changed.length + drift.added.length + drift.removed.length > 0;
   const sameAsRecorded = recorded.size === sources.length && sources.every((f) => recorded.get(f.path) === f.sha256);
   if (!strict && (sourcesDrifted || recorded.size > 0) && !sameAsRecorded) {
-    await sql.begin(async (tx) => {
+    await migrationStep(sql, log, async (tx) => {
       await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
       await tx`set local check_function_bodies = off`;
       for (const { path, text } of sources) {
@@ -140,6 +140,26 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
     log(`sql sources (${sources.length} files)`);
   }
   return result;
+}
+
+/**
+ * One step of the migrator in its own transaction (`sql.begin(work)`), run again when PostgreSQL
+ * chose it as a deadlock's victim (40P01): migrations run against live traffic, whose mutations
+ * lock the same tables in another order, and the victim's transaction is rolled back whole, so the
+ * step is simply retried (up to 5 times, 0.2 s × attempt apart, each logged). Anything else fails
+ * the run as before.
+ */
+export async function migrationStep<T>(sql: Sql, log: (line: string) => void, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await sql.begin(work) as T;
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? ((err as Error).cause as { code?: string } | undefined)?.code;
+      if (code !== '40P01' || attempt >= 5) throw err;
+      log(`deadlock with live traffic (${(err as Error).message.split('\n')[0]}): the step was rolled back, retrying (attempt ${attempt + 1} of 5)`);
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+    }
+  }
 }
 
 /** Runs one file's SQL in `tx`; a failure names the file (the step's transaction then rolls it back whole). */

@@ -5,7 +5,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { generateMigration } from '../../src/db/generate-migration.ts';
-import { migrate, MigrationChangedError, SourcesDriftError } from '../../src/db/migrate.ts';
+import { migrate, migrationStep, MigrationChangedError, SourcesDriftError } from '../../src/db/migrate.ts';
 import { sha256 } from '../../src/db/sources.ts';
 import { SUPERSEDED_MIGRATIONS } from '../../src/db/superseded-migrations.ts';
 
@@ -110,6 +110,39 @@ comment on function internal.lexorank_between(text, text) is 'generated';
     expect((await migrate(sql, { root })).migrations).toEqual(['supabase/migrations/29990101000000_probe.sql']);
     const [row] = await sql`select to_regclass('app.migrate_probe')::text as t`;
     expect(row?.t).toBe('app.migrate_probe');
+  });
+
+  it('runs a step again when PostgreSQL picks it as a deadlock\'s victim (live traffic locking the same tables in another order)', async () => {
+    await sql.unsafe('create table if not exists public.deadlock_a (x int); create table if not exists public.deadlock_b (x int)');
+    const traffic = postgres(scratchUrl, { max: 1, onnotice: () => {} });
+    const logged: string[] = [];
+    let attempts = 0;
+    try {
+      // the traffic holds a; the step takes b, then waits for a; the traffic then wants b: a cycle.
+      // The step waited first, so its deadlock check runs first and it is the victim (40P01)
+      let release!: () => void;
+      const trafficDone = traffic.begin(async (tx) => {
+        await tx`lock table public.deadlock_a`;
+        await new Promise<void>((resolve) => { release = resolve; });
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await tx`lock table public.deadlock_b`;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const step = migrationStep(sql, (line) => logged.push(line), async (tx) => {
+        attempts++;
+        await tx`lock table public.deadlock_b`;
+        if (attempts === 1) release();
+        await tx`lock table public.deadlock_a`;
+        return 'done';
+      });
+      expect(await step).toBe('done');
+      await trafficDone;
+      expect(attempts).toBe(2);
+      expect(logged).toEqual([expect.stringMatching(/^deadlock with live traffic \(deadlock detected\): the step was rolled back, retrying \(attempt 2 of 5\)$/)]);
+    } finally {
+      await traffic.end();
+      await sql.unsafe('drop table if exists public.deadlock_a, public.deadlock_b');
+    }
   });
 
   it('rolls back a failing migration completely and records nothing', async () => {

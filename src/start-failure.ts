@@ -1,10 +1,12 @@
+import { withoutPassword } from './url-redaction.ts';
+
 /**
  * What to do when a role cannot start because of its database: the driver's message alone
  * ("database "x" does not exist", "schema "internal" does not exist", "connect ECONNREFUSED …")
  * names neither the setting nor the next step. Anything else is answered as it is.
  */
 export function startFailureAdvice(err: { code?: string; message: string }, urls: { databaseUrl: string; directDatabaseUrl?: string }): string {
-  const where = `DATABASE_URL=${redact(urls.databaseUrl)}` + (urls.directDatabaseUrl ? `, DIRECT_DATABASE_URL=${redact(urls.directDatabaseUrl)}` : '');
+  const where = `DATABASE_URL=${withoutPassword(urls.databaseUrl)}` + (urls.directDatabaseUrl ? `, DIRECT_DATABASE_URL=${withoutPassword(urls.directDatabaseUrl)}` : '');
   switch (err.code) {
     case 'ECONNREFUSED': case 'ENOTFOUND': case 'EHOSTUNREACH': case 'ETIMEDOUT': case 'EAI_AGAIN': case 'CONNECT_TIMEOUT':
       return `the database server does not answer (${where}): start PostgreSQL or point the URL at one that runs (npm start's setup starts a local one)`;
@@ -17,18 +19,4 @@ export function startFailureAdvice(err: { code?: string; message: string }, urls
     default:
       return '';
   }
-}
-
-/**
- * The URL without its password, for messages: everything between the user's colon and the last
- * `@` (the host's). Cut as text, not through URL: a password with an unescaped `/`, `#` or `?`
- * (postgres://u:12/34@h/db) is a port and a path or fragment to URL, whose toString then printed
- * the password as it was; and a multi-host URL (h1,h2) is no URL to it at all.
- */
-function redact(url: string): string {
-  const scheme = url.indexOf('://');
-  if (scheme < 0) return '(not a URL)';
-  const at = url.lastIndexOf('@');
-  const colon = url.indexOf(':', scheme + 3);
-  return at > scheme && colon >= 0 && colon < at ? `${url.slice(0, colon + 1)}***${url.slice(at)}` : url;
 }

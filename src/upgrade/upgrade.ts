@@ -4,6 +4,7 @@
 import postgres, { type Sql } from 'postgres';
 import { Counts, planCanvasBlocks, planUsers, planWorkspaces, type PlannedCanvas, type WorkspacePer } from './v1-plan.ts';
 import { formatReport } from './v1-report.ts';
+import { postgresLabel } from '../url-redaction.ts';
 import { openPostgresSource } from './v1-source-postgres.ts';
 import { openSqliteSource } from './v1-source-sqlite.ts';
 import type { V1Block, V1Source } from './v1-shape.ts';
@@ -39,7 +40,6 @@ export function openSource(from: string, schema?: string): Promise<V1Source> {
 }
 
 const fmt = (n: number) => n.toLocaleString('en-US');
-const label = (url: string) => { const u = new URL(url); u.password = ''; return `postgres ${u.host}${u.pathname}`; };
 
 async function checkTarget(sql: Sql): Promise<void> {
   const [row] = await sql`select to_regclass('app.blocks') is not null as blocks, to_regclass('app.upgrade_v1_progress') is not null as progress`;
@@ -55,13 +55,13 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
   // a database that cannot be opened is named, --from or --to: "database … does not exist" alone
   // does not say which of the two it is
   const source = await openSource(opts.from, opts.schema).catch((err: Error) => {
-    throw new Error(`--from ${isPostgresUrl(opts.from) ? label(opts.from) : opts.from}: ${err.message} (the v1 database: a postgres:// URL or a SQLite file)`, { cause: err });
+    throw new Error(`--from ${isPostgresUrl(opts.from) ? postgresLabel(opts.from) : opts.from}: ${err.message} (the v1 database: a postgres:// URL or a SQLite file)`, { cause: err });
   });
   const target = postgres(opts.to, { max: 3, onnotice: () => {}, connection: { application_name: 'potentia-upgrade-v1' } });
   let lock: Awaited<ReturnType<Sql['reserve']>> | null = null;
   try {
     await target`select 1`.catch((err: Error) => {
-      throw new Error(`--to ${label(opts.to)}: ${err.message} (the v2 database, migrated by npm run db:migrate)`, { cause: err });
+      throw new Error(`--to ${postgresLabel(opts.to)}: ${err.message} (the v2 database, migrated by npm run db:migrate)`, { cause: err });
     });
     await checkTarget(target);
     const counts = new Counts();
@@ -69,7 +69,7 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     const { workspaces, canvases } = planWorkspaces(users, await source.canvases(), per, counts, opts.workspaceName);
     const plan = { users, workspaces, canvases };
     const mode = opts.verifyOnly ? 'verify' : opts.dryRun ? 'dry run' : 'upgrade';
-    log(`upgrade:v1 ${mode}: ${source.label} → ${label(opts.to)} (workspace per ${per}, batch ${batch})`);
+    log(`upgrade:v1 ${mode}: ${source.label} → ${postgresLabel(opts.to)} (workspace per ${per}, batch ${batch})`);
 
     const done = await target<{ workspace_per: string; n: number }[]>`
       select workspace_per, count(*)::int as n from app.upgrade_v1_progress group by 1`;

@@ -3,6 +3,7 @@
 // numeric text), whatever its precision; times are read in UTC with microseconds; the latest
 // embedding row of a block is joined to it (by created_at, then physical order).
 import postgres from 'postgres';
+import { postgresLabel } from '../url-redaction.ts';
 import { canonicalTime } from './v1-normalize.ts';
 import {
   resolveColumns, V1_TABLES, type ResolvedTable, type V1Block, type V1Canvas, type V1CanvasBlocks, type V1Source, type V1User,
@@ -74,7 +75,7 @@ export async function openPostgresSource(url: string, schema = 'public'): Promis
 
     return {
       kind: 'postgres',
-      label: (() => { const u = new URL(url); u.password = ''; return `postgres ${u.host}${u.pathname}`; })(),
+      label: postgresLabel(url),
       async users() {
         const r = t.users;
         const out = await sql.unsafe(`select ${text(r, 'id')} as id, ${text(r, 'email')} as email, ${text(r, 'name')} as name,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { startFailureAdvice } from '../../src/start-failure.ts';
+import { postgresLabel } from '../../src/url-redaction.ts';
 
 // The advice names the URLs, never their passwords, however the password is written.
 describe('startFailureAdvice', () => {
@@ -27,5 +28,13 @@ describe('startFailureAdvice', () => {
     expect(advice('postgres://h:5432/db')).toContain('DATABASE_URL=postgres://h:5432/db)');
     expect(advice('postgres://u:pw@h1:5432,h2:5433/db')).toContain('DATABASE_URL=postgres://u:***@h1:5432,h2:5433/db)');
     expect(advice('host=h password=pw')).toContain('DATABASE_URL=(not a URL)');
+  });
+});
+
+describe('postgresLabel (upgrade:v1 names its databases with it)', () => {
+  it('shows host and database, never the password, however the password is written', () => {
+    expect(postgresLabel('postgres://u:secret@db.example:6543/app')).toBe('postgres db.example:6543/app');
+    // through URL alone this was 'postgres u:12/34@h/db': the password read as a port and a path
+    expect(postgresLabel('postgres://u:12/34@h/db')).toBe('postgres h/db');
   });
 });

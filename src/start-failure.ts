@@ -14,6 +14,8 @@ export function startFailureAdvice(err: { code?: string; message: string }, urls
       return `the database does not exist (${where}): create it (npm start's setup does, or createdb), then npm run db:migrate`;
     case 'not_migrated': case '3F000': case '42P01': case '42883': // src/db/migrated.ts, or a schema, table or function missing
       return `the database is not migrated (${where}): run npm run db:migrate (npm start does), with --database-url for another database`;
+    case 'migrations_pending': // src/db/migrated.ts: the code is ahead of the database
+      return `the database is behind this code (${where}): run npm run db:migrate (or supabase db push) against it, then start again`;
     case '28P01': case '28000': // invalid_password, invalid_authorization_specification
       return `the database refused the role or password (${where}): check the user and password in the URL`;
     default:

@@ -1,10 +1,27 @@
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
+import { listSql } from './sources.ts';
+
+const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../supabase/migrations');
 
 /** The database answers but holds none of Potentia's schema: `npm run db:migrate` was never run on it. */
 export class NotMigratedError extends Error {
   readonly code = 'not_migrated';
   constructor() {
     super('the database has no Potentia schema (no app.blocks, no api functions)');
+  }
+}
+
+/**
+ * The database has the schema but not every migration this code ships: the functions and columns
+ * the newer ones add would fail request by request (`internal`, 42883) while /ready said ready.
+ * A database ahead of the code (the code rolled back) is not refused: that is the deploy's decision.
+ */
+export class PendingMigrationsError extends Error {
+  readonly code = 'migrations_pending';
+  constructor(readonly pending: string[]) {
+    super(`the database lacks ${pending.length} of this code's migrations (${pending.length > 1 ? `${pending[0]} to ${pending.at(-1)}` : pending[0]})`);
   }
 }
 
@@ -24,12 +41,23 @@ const POOLER_CONFIGURATION_ERRORS: [RegExp, string][] = [
   [/authentication failed$/, '28P01'],
 ];
 
+/** This code's migrations (supabase/migrations, by file name) the database has not recorded; none when it keeps no record. */
+async function pendingMigrations(sql: postgres.Sql): Promise<string[]> {
+  const [table] = await sql`select to_regclass('supabase_migrations.schema_migrations') is not null as present`;
+  if (!table!.present) return []; // schema put there some other way (a restore without it): nothing to compare
+  const applied = new Set((await sql`select version from supabase_migrations.schema_migrations`).map((r) => r.version as string));
+  return (await listSql(MIGRATIONS_DIR))
+    .map((file) => file.split('/').pop()!.replace(/\.sql$/, ''))
+    .filter((name) => !applied.has(name.split('_')[0]!));
+}
+
 /**
  * Checked once before a role starts: on a database never migrated every request would fail with
- * `internal` while /ready said ready (its `select 1` answers). One connection, one statement
+ * `internal` while /ready said ready (its `select 1` answers). One connection, three short reads
  * (prepare off: the URL may be a transaction pooler), closed at once. A database that does not
  * answer is not this check's business: the role starts as it always did, unready until it answers;
- * one that answers that the database, role or password is wrong stops the start, a pooler's answer too.
+ * one that answers that the database, role or password is wrong stops the start, a pooler's answer too,
+ * and so does one that lacks some of this code's migrations (a deploy that skipped `db:migrate`).
  */
 export async function assertMigrated(url: string): Promise<void> {
   const sql = postgres(url, { max: 1, prepare: false, connect_timeout: 5, onnotice: () => {}, connection: { application_name: 'potentia-start-check' } });
@@ -42,6 +70,10 @@ export async function assertMigrated(url: string): Promise<void> {
         return undefined;
       });
     if (row && !row.migrated) throw new NotMigratedError();
+    if (row) {
+      const pending = await pendingMigrations(sql).catch(() => []); // lost since the first answer: an outage, as above
+      if (pending.length > 0) throw new PendingMigrationsError(pending);
+    }
   } finally {
     await sql.end({ timeout: 5 });
   }

@@ -301,8 +301,9 @@ export class H1Socket {
       }
       this.held = [];
       for (const [i, d] of next.entries()) {
-        if (this.lastSent === null || d.canvas_seq <= this.lastSent) continue;
-        if (d.canvas_seq !== this.lastSent + 1) {
+        const at = this.placeOf(d);
+        if (at === 'sent') continue;
+        if (at === 'gap') {
           this.held = [...next.slice(i), ...this.held];
           this.enqueueReplay(() => this.fillGap(d));
           return;
@@ -331,9 +332,16 @@ export class H1Socket {
     await this.releaseHeld(gap);
   }
 
+  /** Where a delta falls against the last one sent: already sent (or no stream yet), the next one, or past a gap. */
+  private placeOf(d: DeltaMessage): 'sent' | 'next' | 'gap' {
+    if (this.lastSent === null || d.canvas_seq <= this.lastSent) return 'sent';
+    return d.canvas_seq === this.lastSent + 1 ? 'next' : 'gap';
+  }
+
   private sendLive(d: DeltaMessage): void {
-    if (this.lastSent === null || d.canvas_seq <= this.lastSent) return;
-    if (d.canvas_seq !== this.lastSent + 1) {
+    const at = this.placeOf(d);
+    if (at === 'sent') return;
+    if (at === 'gap') {
       // the bus skipped (or has not yet delivered) one: hold this and later deltas, and send the
       // missing ones from the log first; a client resume queued before the fill covers it already
       if (this.held) return void this.held.push(d);

@@ -6,11 +6,14 @@
 // (database; + replication stream for a gateway; + its own heartbeat for a worker), and /ready
 // goes 503 when exactly that fails.
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import postgres from 'postgres';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { assertMigrated } from '../../src/db/migrated.ts';
+import { listSql } from '../../src/db/sources.ts';
 import { startPotentiaProcess, terminateBackends, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
@@ -186,7 +189,7 @@ describe('process roles on one database', () => {
     expect((await get(worker, '/ready')).status).toBe(200);
   });
 
-  it('a database that is missing or not migrated is refused, saying what to do (one not answering is waited for: an outage)', async () => {
+  it('a database that is missing, not migrated or behind the code is refused, saying what to do (one not answering is waited for: an outage)', async () => {
     const url = (name: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${name}`; return u.toString(); };
     const blank = `potentia_unmigrated_${process.pid}`;
     const admin = postgres(url('postgres'), { max: 1, onnotice: () => {} });
@@ -197,6 +200,20 @@ describe('process roles on one database', () => {
         .rejects.toThrow(/does not exist\n  the database does not exist \(DATABASE_URL=.*\): create it .*then npm run db:migrate/);
       await expect(startPotentiaProcess({ ...base, DATABASE_URL: url(blank) }, 20_000))
         .rejects.toThrow(/the database is not migrated \(DATABASE_URL=.*\): run npm run db:migrate/);
+      // the schema, but not this code's last migration (a deploy that skipped db:migrate)
+      const versions = (await listSql(join(process.cwd(), 'supabase/migrations'))).map((f) => f.split('/').pop()!.split('_')[0]!);
+      const partial = postgres(url(blank), { max: 1, onnotice: () => {} });
+      try {
+        await partial.unsafe('create schema app; create table app.blocks (id uuid); create schema api; create schema supabase_migrations; create table supabase_migrations.schema_migrations (version text primary key)');
+        await partial`insert into supabase_migrations.schema_migrations ${partial(versions.slice(0, -1).map((version) => ({ version })))}`;
+        await expect(startPotentiaProcess({ ...base, DATABASE_URL: url(blank) }, 20_000))
+          .rejects.toThrow(new RegExp(`the database lacks 1 of this code's migrations \\(${versions.at(-1)}_\\w+\\)\n  the database is behind this code \\(DATABASE_URL=.*\\): run npm run db:migrate`));
+        // every one of them and one this code does not know (the code rolled back): not refused
+        await partial`insert into supabase_migrations.schema_migrations ${partial([{ version: versions.at(-1)! }, { version: '99991231235959' }])}`;
+        await expect(assertMigrated(url(blank))).resolves.toBeUndefined();
+      } finally {
+        await partial.end();
+      }
     } finally {
       await admin.unsafe(`drop database if exists ${blank} with (force)`);
       await admin.end();

@@ -54,5 +54,11 @@ begin
   return jsonb_build_object('items', v_items);
 end $$;
 
+comment on function api.search_blocks(uuid, extensions.vector, integer) is
+  'The blocks of a canvas nearest to a query embedding (1536 dimensions) by cosine distance: {items[]}, each a block as api.list_blocks '
+  'returns it plus distance (0 to 2, nearest first); limit 1 to search_max_results (app.settings, 50; default 10). Exact up to '
+  'search_exact_max_blocks embedded blocks (5000), approximate (HNSW) beyond. Only embedded blocks (vector not null) are found. Errors: '
+  'unauthorized; not_found (field canvas_id); forbidden (token scope); invalid_input (field query).';
+
 revoke execute on function api.search_blocks(uuid, extensions.vector, integer) from public;
 grant execute on function api.search_blocks(uuid, extensions.vector, integer) to authenticated, service_role;

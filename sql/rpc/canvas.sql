@@ -175,6 +175,36 @@ begin
       join auth.users au on au.id = u.user_id));
 end $$;
 
+comment on function api.list_my_canvases() is
+  'A4: the caller''s canvases that are not deleted, most recently updated first: [{canvas_id, workspace_id, title, settings, version, '
+  'created_by, created_at, updated_at, role}], role the higher of the caller''s workspace and canvas membership (owner, admin, editor, '
+  'viewer); a token scoped to some canvases lists only those. Errors: unauthorized (no signed-in user).';
+comment on function api.create_canvas(uuid, text, jsonb) is
+  'A5: creates a canvas in workspace_id (an editor or above of it; a token scoped to some canvases cannot): {canvas_id}. title 1 to 500 '
+  'display characters, trimmed (default Untitled); settings a JSON object of at most 16384 bytes (default {}). Audited (canvas.create). '
+  'Errors: unauthorized; not_found (field workspace_id: no such workspace, or not a member); forbidden (role or token scope); invalid_input '
+  '(field title or settings); payload_too_large (field settings).';
+comment on function api.update_canvas(uuid, text, jsonb) is
+  'A6: sets the title and/or settings of a canvas (owners and admins; null keeps a value, at least one is required), version + 1; returns '
+  'the canvas {canvas_id, workspace_id, title, settings, version, created_by, created_at, updated_at} and broadcasts it as canvas_updated on '
+  'canvas:<id>. title and settings as api.create_canvas takes them. Audited (canvas.update). Errors: unauthorized; not_found (field '
+  'canvas_id: no such live canvas, or not a member); forbidden; invalid_input (field title or settings); payload_too_large (field settings).';
+comment on function api.delete_canvas(uuid) is
+  'A7: soft-deletes a canvas (its owner only): deleted_at set, canvas_deleted {canvas_id} broadcast on canvas:<id>; the cleanup job purges it '
+  'later. Audited (canvas.delete). Errors: unauthorized; not_found (field canvas_id); forbidden (not the owner, or the token''s scope).';
+comment on function api.list_blocks(uuid, text, integer) is
+  'A2: the blocks of a canvas in LexoRank (y_order) order, keyset-paginated: {items[], next_cursor}. Each item {block_id, canvas_id, '
+  'parent_id, type, content, y_order, version, created_at, created_by, updated_at, updated_by}; limit 1 to 500 (default 100, clamped); '
+  'next_cursor is the last item''s y_order, to pass as cursor for the next page, or null after the last page. Errors: unauthorized; '
+  'not_found (field canvas_id); forbidden (token scope); invalid_input (field cursor: not one this function returned).';
+comment on function api.get_block(uuid, uuid) is
+  'A3: one block of a canvas, in the shape of api.list_blocks''s items. Errors: unauthorized; not_found (field canvas_id, or field block_id: '
+  'no such block on this canvas); forbidden (token scope).';
+comment on function api.get_canvas_permissions(uuid) is
+  'A8: who has access to a canvas: {can_write, role, users[{user_id, email, role}]} where role is the caller''s (owner, admin, editor, '
+  'viewer), can_write whether the caller''s role and token let it write, and users every workspace or canvas member with the higher of '
+  'their two roles, ordered by role then email. Errors: unauthorized; not_found (field canvas_id); forbidden (token scope).';
+
 -- PUBLIC gets EXECUTE on new functions: the per-schema default privileges of the foundation
 -- migration cannot take it away (Postgres only adds to the global defaults), so revoke it here.
 revoke execute on function api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),

@@ -44,5 +44,9 @@ comment on function api.update_presence(uuid, jsonb, boolean) is
   'Returns {broadcast: true, last_active_at, last_active_at_updated}: the durable app.presence row is refreshed at most every '
   'presence_write_interval_seconds (app.settings), so last_active_at_updated is false in between; the broadcast always goes out.';
 
+comment on function api.leave_canvas(uuid) is
+  'H6: the caller leaves a canvas: its app.presence row is deleted and presence_leave {user_id} broadcast on canvas:<id> (members only). '
+  'Errors: unauthorized; not_found (field canvas_id); forbidden (token scope).';
+
 revoke execute on function api.update_presence(uuid, jsonb, boolean), api.leave_canvas(uuid) from public;
 grant execute on function api.update_presence(uuid, jsonb, boolean), api.leave_canvas(uuid) to authenticated, service_role;

@@ -5,6 +5,7 @@
 // the worker process runs its embedding job; /health and /ready of each say what its role needs
 // (database; + replication stream for a gateway; + its own heartbeat for a worker), and /ready
 // goes 503 when exactly that fails.
+import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import postgres from 'postgres';
@@ -200,6 +201,10 @@ describe('process roles on one database', () => {
         .rejects.toThrow(/does not exist\n  the database does not exist \(DATABASE_URL=.*\): create it .*then npm run db:migrate/);
       await expect(startPotentiaProcess({ ...base, DATABASE_URL: url(blank) }, 20_000))
         .rejects.toThrow(/the database is not migrated \(DATABASE_URL=.*\): run npm run db:migrate/);
+      // npm run db:types too: it wrote an empty src/db/types.ts over the committed one, without a word
+      const types = spawnSync(join(process.cwd(), 'node_modules/.bin/tsx'), ['scripts/codegen.ts', '--check', '--database-url', url(blank)], { encoding: 'utf8' });
+      expect(types.status).toBe(1);
+      expect(types.stderr).toMatch(/^npm run db:types: the database has no Potentia schema .*\n  the database is not migrated \(DATABASE_URL=.*\): run npm run db:migrate/);
       // the schema, but not this code's last migration (a deploy that skipped db:migrate)
       const versions = (await listSql(join(process.cwd(), 'supabase/migrations'))).map((f) => f.split('/').pop()!.split('_')[0]!);
       const partial = postgres(url(blank), { max: 1, onnotice: () => {} });

@@ -1,6 +1,6 @@
 -- The rules on the rows of the three tables every mutation writes (app.canvases' sequence
 -- counters, app.blocks, app.block_operations), each table's in one function that its one CHECK
--- constraint calls (supabase/migrations/20261203191000_row_rules_as_functions.sql).
+-- constraint calls (app.canvases: its trigger, below) (supabase/migrations/20261203191000_row_rules_as_functions.sql).
 --
 -- Why functions and not one CHECK per rule: PostgreSQL keeps a table's CHECK constraints as
 -- node-tree text (pg_constraint.conbin) and parses, plans and compiles every one of them again in
@@ -22,21 +22,37 @@
 -- definer functions pin theirs: a writer whose session path puts a schema before pg_catalog must
 -- not have its own char_length or ~ run here. The SET costs about 1.5 µs per row, measured.
 
-create or replace function internal.check_canvas_row(p_title text, p_settings jsonb)
-returns boolean language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
+-- app.canvases is the exception: its rules run from a trigger, BEFORE INSERT OR UPDATE OF title,
+-- settings, not from a CHECK. Every mutation updates its canvas's row (the sequence counters:
+-- last_seq, last_canvas_seq), and PostgreSQL evaluates all of a table's CHECK constraints at every
+-- UPDATE, whatever columns it sets: the constraint re-checked a title and settings nobody had
+-- written at every mutation, about 4 % of the mutation RPC's instructions under callgrind
+-- (docs/performance.md, "Thirty-sixth session"). A column-list trigger is not even called unless
+-- the statement sets one of the columns it names; INSERT and COPY always call it.
+alter table app.canvases drop constraint if exists canvases_row_rules;
+drop function if exists internal.check_canvas_row(text, jsonb);
+
+create or replace function internal.check_canvas_row() returns trigger
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
-  if char_length(p_title) not between 1 and 500 then
-    raise exception 'app.canvases.title must be 1 to 500 characters (it is %)', char_length(p_title)
+  if char_length(new.title) not between 1 and 500 then
+    raise exception 'app.canvases.title must be 1 to 500 characters (it is %)', char_length(new.title)
       using errcode = 'check_violation', schema = 'app', table = 'canvases', column = 'title', constraint = 'canvases_row_rules';
   end if;
-  if jsonb_typeof(p_settings) <> 'object' then
-    raise exception 'app.canvases.settings must be a JSON object (it is %)', jsonb_typeof(p_settings)
+  if jsonb_typeof(new.settings) <> 'object' then
+    raise exception 'app.canvases.settings must be a JSON object (it is %)', jsonb_typeof(new.settings)
       using errcode = 'check_violation', schema = 'app', table = 'canvases', column = 'settings', constraint = 'canvases_row_rules';
   end if;
-  return true;
+  return new;
 end $$;
-comment on function internal.check_canvas_row(text, jsonb) is
-  'CHECK of app.canvases (constraint canvases_row_rules): title 1 to 500 characters, settings a JSON object. Returns true or raises check_violation (23514) naming the column.';
+comment on function internal.check_canvas_row() is
+  'Trigger canvases_row_rules of app.canvases (BEFORE INSERT OR UPDATE OF title, settings): title 1 to 500 characters, settings a JSON object. '
+  'Raises check_violation (23514) naming the column, with constraint canvases_row_rules, as a failed CHECK would.';
+
+drop trigger if exists canvases_row_rules on app.canvases;
+create trigger canvases_row_rules
+  before insert or update of title, settings on app.canvases
+  for each row execute function internal.check_canvas_row();
 
 create or replace function internal.check_block_row(p_type text, p_y_order text, p_version integer, p_content jsonb)
 returns boolean language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
@@ -95,7 +111,7 @@ comment on function internal.check_block_operation_row(text, text, text, bigint,
   'CHECK of app.block_operations (constraint block_operations_row_rules): client_op_id 1 to 128 characters, action create|update|move|delete, status success|conflict|failed|duplicate, server_seq and canvas_seq set exactly when status is success. Returns true or raises check_violation (23514) naming the column.';
 
 -- a CHECK's function runs with the writer's rights: the roles that write these tables directly
-grant execute on function internal.check_canvas_row(text, jsonb),
-                          internal.check_block_row(text, text, integer, jsonb),
+-- (a trigger's function needs no grant: EXECUTE is checked when the trigger is created)
+grant execute on function internal.check_block_row(text, text, integer, jsonb),
                           internal.check_block_operation_row(text, text, text, bigint, bigint)
   to service_role;

@@ -1,7 +1,8 @@
--- Row rules of the tables every mutation writes (sql/core/row_rules.sql): app.canvases,
--- app.blocks and app.block_operations each have one CHECK constraint, which calls the table's
--- PL/pgSQL rule function, so a statement parses one small expression instead of a constraint per
--- rule. Proven here: each rule still refuses what it refused as a CHECK of its own, at its
+-- Row rules of the tables every mutation writes (sql/core/row_rules.sql): app.blocks and
+-- app.block_operations each have one CHECK constraint, which calls the table's PL/pgSQL rule
+-- function, so a statement parses one small expression instead of a constraint per rule;
+-- app.canvases has a trigger instead, run only when a statement writes title or settings (every
+-- mutation updates its canvas's counters, and a CHECK is evaluated at every UPDATE). Proven here: each rule still refuses what it refused as a CHECK of its own, at its
 -- boundaries, with SQLSTATE 23514 and the column named in the error's fields; every rule's
 -- limit itself is accepted; service_role, which writes these tables directly, may run the
 -- functions; and the functions stay PL/pgSQL (a SQL function would be inlined and parsed again
@@ -9,7 +10,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(33);
+select plan(38);
 
 select tests.create_user('rr_owner');
 create temp table ids (canvas_id uuid, block_id uuid);
@@ -46,19 +47,22 @@ $$;
 
 -- ---------------------------------------------------------------- one constraint per table
 select is((select array_agg(conname::text order by conname) from pg_constraint where contype = 'c' and conrelid = 'app.canvases'::regclass),
-          array['canvases_row_rules'], 'app.canvases has one CHECK constraint');
+          null, 'app.canvases has no CHECK constraint (its rules are a trigger)');
+select is((select format('%s %s', tgname, pg_get_triggerdef(oid)) from pg_trigger where tgrelid = 'app.canvases'::regclass and tgname = 'canvases_row_rules'),
+          'canvases_row_rules CREATE TRIGGER canvases_row_rules BEFORE INSERT OR UPDATE OF title, settings ON app.canvases FOR EACH ROW EXECUTE FUNCTION internal.check_canvas_row()',
+          'app.canvases runs its rules before an insert or an update that writes title or settings');
 select is((select array_agg(conname::text order by conname) from pg_constraint where contype = 'c' and conrelid = 'app.blocks'::regclass),
           array['blocks_row_rules'], 'app.blocks has one CHECK constraint');
 select is((select array_agg(conname::text order by conname) from pg_constraint where contype = 'c' and conrelid = 'app.block_operations'::regclass),
           array['block_operations_row_rules'], 'app.block_operations has one CHECK constraint');
 select is((select array_agg(p.oid::regprocedure::text order by p.proname desc) from pg_proc p join pg_language l on l.oid = p.prolang
            where p.proname in ('check_canvas_row', 'check_block_row', 'check_block_operation_row') and l.lanname = 'plpgsql'
-             and p.provolatile = 'i' and not p.prosecdef and p.proconfig = array['search_path=pg_catalog, pg_temp']),
-          array['internal.check_canvas_row(text,jsonb)', 'internal.check_block_row(text,text,integer,jsonb)',
+             and (p.provolatile = 'i' or p.prorettype = 'trigger'::regtype) and not p.prosecdef and p.proconfig = array['search_path=pg_catalog, pg_temp']),
+          array['internal.check_canvas_row()', 'internal.check_block_row(text,text,integer,jsonb)',
                 'internal.check_block_operation_row(text,text,text,bigint,bigint)'],
           'the rule functions are PL/pgSQL (never inlined), immutable, with the writer''s rights and a pinned search path');
-select ok((select bool_and(convalidated) from pg_constraint where conname in ('canvases_row_rules', 'blocks_row_rules', 'block_operations_row_rules')),
-          'the three constraints are validated');
+select ok((select bool_and(convalidated) from pg_constraint where conname in ('blocks_row_rules', 'block_operations_row_rules')),
+          'the two constraints are validated');
 
 -- ---------------------------------------------------------------- app.canvases
 select is(pg_temp.refusal(format('update app.canvases set title = %L where canvas_id = %L', '', (select canvas_id from ids))),
@@ -71,6 +75,19 @@ select is(pg_temp.refusal(format('update app.canvases set settings = %L where ca
           '23514 canvases.settings canvases_row_rules', 'settings that are not an object are refused');
 select throws_like(format('update app.canvases set settings = %L where canvas_id = %L', '"x"', (select canvas_id from ids)),
                    'app.canvases.settings must be a JSON object (it is string)', 'the message says the rule and what it got');
+select is(pg_temp.refusal(format('insert into app.canvases (workspace_id, title) select workspace_id, %L from app.canvases where canvas_id = %L',
+                                 '', (select canvas_id from ids))),
+          '23514 canvases.title canvases_row_rules', 'an insert is checked too');
+-- what the rules do not read is not checked: a mutation's counter update runs no rule (shown on a
+-- title the trigger never saw), and any statement setting title or settings does
+alter table app.canvases disable trigger canvases_row_rules;
+update app.canvases set title = '' where canvas_id = (select canvas_id from ids);
+alter table app.canvases enable trigger canvases_row_rules;
+select is(pg_temp.refusal(format('update app.canvases set last_seq = last_seq + 1, last_canvas_seq = last_canvas_seq + 1 where canvas_id = %L', (select canvas_id from ids))),
+          'accepted', 'an update of the sequence counters alone runs no rule');
+select is(pg_temp.refusal(format('update app.canvases set settings = settings where canvas_id = %L', (select canvas_id from ids))),
+          '23514 canvases.title canvases_row_rules', 'an update that sets settings checks the whole row again');
+update app.canvases set title = 'Rules' where canvas_id = (select canvas_id from ids);
 
 -- ---------------------------------------------------------------- app.blocks
 select is(pg_temp.refusal(pg_temp.block_insert(p_type => 'Text')), '23514 blocks.type blocks_row_rules', 'an upper-case type is refused');
@@ -105,6 +122,8 @@ select is(pg_temp.refusal(pg_temp.op_insert(p_status => 'failed', p_seqs => 'nul
 set local role service_role;
 select is(pg_temp.refusal(pg_temp.block_insert(p_y_order => 'm')), 'accepted', 'service_role writes a valid block directly (it may run the rule)');
 select is(pg_temp.refusal(pg_temp.block_insert(p_y_order => 'm0')), '23514 blocks.y_order blocks_row_rules', 'and is held to the rules');
+select is(pg_temp.refusal(format('update app.canvases set title = %L where canvas_id = %L', '', (select canvas_id from ids))),
+          '23514 canvases.title canvases_row_rules', 'a canvas''s rules hold for service_role too');
 reset role;
 
 select * from finish();

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { S3Config } from './config.ts';
 
@@ -13,9 +13,12 @@ import type { S3Config } from './config.ts';
  * (patches/@20minutes+s3rver+4.0.4.patch: its V4 query canonicalization, as AWS encodes).
  * It does not verify Content-MD5 on PUT nor keep x-amz-checksum-* values, which is why completion
  * compares the ETag (src/storage/s3.ts, sql/files/files.sql).
- * Private like a real bucket: s3rver lets unsigned requests through, so they are refused here
- * (403 AccessDenied) before it sees them; its key pair is made up per process and s3rver's
- * published default (S3RVER/S3RVER) is revoked, so only this process signs for it.
+ * Private like a real bucket: s3rver lets unsigned requests through as anonymous, so the patch
+ * makes its authentication refuse them (403 AccessDenied), deciding on the query it parses and
+ * checks the signature against. A gate here that looked for a signature in the raw URL was passed
+ * by one that only seemed signed (`/bucket/key#&Signature=1`: s3rver's query drops the fragment,
+ * and read, listed or wrote the bucket unsigned). Its key pair is made up per process and
+ * s3rver's published default (S3RVER/S3RVER) is revoked, so only this process signs for it.
  */
 export type LocalS3 = { url: string; s3: S3Config; close(): Promise<void> };
 
@@ -23,13 +26,6 @@ export type LocalS3 = { url: string; s3: S3Config; close(): Promise<void> };
 const CORS = `<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>PUT</AllowedMethod>
 <AllowedMethod>GET</AllowedMethod><AllowedMethod>HEAD</AllowedMethod><AllowedHeader>*</AllowedHeader>
 <ExposeHeader>ETag</ExposeHeader><MaxAgeSeconds>600</MaxAgeSeconds></CORSRule></CORSConfiguration>`;
-
-const DENIED = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>' +
-  '<Message>Access Denied: the bucket is private, send a signed request (a presigned URL)</Message></Error>';
-
-/** Signed by a header (Authorization) or a presigned query (V4 X-Amz-Algorithm, V2 Signature); a CORS preflight needs none. */
-const signed = (req: IncomingMessage) =>
-  req.method === 'OPTIONS' || 'authorization' in req.headers || /[?&](X-Amz-Algorithm|Signature)=/.test(req.url ?? '');
 
 export async function startLocalS3(opts: { directory: string; port?: number; bucket: string; host?: string }): Promise<LocalS3> {
   const [{ default: S3rver }, { default: AWSAccount }] = await Promise.all([
@@ -46,11 +42,7 @@ export async function startLocalS3(opts: { directory: string; port?: number; buc
     configureBuckets: [{ name: opts.bucket, configs: [CORS] }],
   });
   await s3rver.configureBuckets();
-  const handle = s3rver.callback();
-  const http = createServer((req, res) => {
-    if (signed(req)) return handle(req, res);
-    res.writeHead(403, { 'content-type': 'application/xml' }).end(DENIED);
-  });
+  const http = createServer(s3rver.callback());
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(opts.port ?? 0, host, () => resolve());

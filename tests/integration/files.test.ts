@@ -7,6 +7,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -150,6 +151,42 @@ describe('files: upload, complete, refer, download', () => {
     const unsigned = new URL(res.body.download_url);
     unsigned.search = '';
     expect((await fetch(unsigned)).status).toBe(403);
+  });
+
+  it('the local bucket refuses what only looks signed or was signed for another object: no read, listing or write', async () => {
+    const res = await api('viewer', 'GET', `/files/${fileId}`);
+    const signedUrl = new URL(res.body.download_url);
+    const { host } = signedUrl;
+    const key = signedUrl.pathname; // /potentia-files/canvas/<canvas>/<file>
+    // raw HTTP: fetch never sends a fragment. The server's query parse drops `#…`, so a gate
+    // that looked for a signature in the raw URL let these through unsigned (anonymous)
+    const raw = (method: string, target: string, body = '') => new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(signedUrl.port), signedUrl.hostname, () => socket.write(
+        `${method} ${target} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`));
+      let answer = '';
+      socket.on('data', (d) => { answer += d; });
+      socket.on('end', () => resolve(answer));
+      socket.on('error', reject);
+    });
+    const attempts: Array<[string, string]> = [
+      ['GET', key], ['GET', `${key}#&Signature=1`], ['GET', `${key}?x=1#&X-Amz-Algorithm=AWS4-HMAC-SHA256`],
+      ['GET', '/potentia-files?list-type=2#&Signature=1'], ['GET', '/potentia-files#&X-Amz-Algorithm=1'], ['GET', '/#&Signature=1'],
+      ['PUT', `${key}#&Signature=1`], ['PUT', '/potentia-files/planted&Signature=1'], ['DELETE', `${key}#&Signature=1`],
+    ];
+    for (const [method, target] of attempts) {
+      const answer = await raw(method, target, method === 'PUT' ? 'planted' : '');
+      expect(answer.split('\r\n')[0], `${method} ${target}`).toBe('HTTP/1.1 403 Forbidden');
+      expect(answer, `${method} ${target}`).toContain('<Code>AccessDenied</Code>');
+    }
+    // a presigned URL moved to another object (another canvas's key, say) no longer matches its signature
+    const moved = new URL(signedUrl);
+    moved.pathname = key.replace(fileId, randomUUID());
+    expect((await fetch(moved)).status).toBe(403);
+    // the object is intact, and nothing was planted
+    const download = await fetch(signedUrl);
+    expect(download.status).toBe(200);
+    expect(Buffer.from(await download.arrayBuffer()).equals(bytes)).toBe(true);
+    expect(await storage.head('planted&Signature=1')).toBeNull();
   });
 
   it('an outsider gets 404 and no URL, for the download and every other file endpoint', async () => {

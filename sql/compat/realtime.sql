@@ -60,6 +60,9 @@ exception when others then
 end $$;
 
 grant execute on function realtime.topic() to anon, authenticated, service_role;
+-- Postgres grants EXECUTE on a new function to PUBLIC: making partitions is the owner's (the
+-- migration above), never a client's (sql/security/public_execute.sql does the same for api, internal)
+revoke execute on function realtime.create_partitions(date, int) from public;
 -- Clients never call send directly (it would bypass the insert policy); database functions do.
 revoke execute on function realtime.send(jsonb, text, text, boolean) from public;
 grant execute on function realtime.send(jsonb, text, text, boolean) to service_role;

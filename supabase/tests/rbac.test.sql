@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(350);
+select plan(351);
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixture: workspace A (owner, admin, editor, viewer) with canvases A1 (one block, presence),
@@ -455,6 +455,14 @@ select is_empty(
   $$select p.oid::regprocedure::text from pg_proc p
     where p.pronamespace = 'api'::regnamespace and has_function_privilege('anon', p.oid, 'EXECUTE')$$,
   'anon may EXECUTE no api function');
+-- outside api, the API roles may run only what RLS policies and request code read: the auth.*
+-- helpers and realtime.topic() (the compat schemas, sql/compat/; on Supabase the platform's)
+select is_empty(
+  $$select p.oid::regprocedure::text from pg_proc p
+    where p.pronamespace in ('auth'::regnamespace, 'realtime'::regnamespace, 'app'::regnamespace, 'public'::regnamespace)
+      and (has_function_privilege('anon', p.oid, 'EXECUTE') or has_function_privilege('authenticated', p.oid, 'EXECUTE'))
+      and p.oid::regprocedure::text not in ('auth.uid()', 'auth.role()', 'auth.email()', 'auth.jwt()', 'realtime.topic()')$$,
+  'anon and authenticated may EXECUTE no function of auth, realtime, app or public but the auth helpers and realtime.topic() (not realtime.create_partitions)');
 
 select * from finish();
 rollback;

@@ -1,13 +1,21 @@
 -- Canvases and reads behind the A-endpoints (workspaces: sql/rpc/workspaces.sql). Errors are
 -- raised with the stable codes of internal.raise_error; every change is audited.
 
+-- The caller, a user who exists: a token outlives its user (tokens are checked by signature and
+-- expiry alone), and a deleted user's token reached the inserts that name the caller (a new
+-- workspace's created_by) and failed on their foreign key, answered 400 invalid_input with the
+-- constraint's message instead of 401.
 create or replace function internal.require_user() returns uuid
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare v_user uuid := auth.uid();
 begin
-  if auth.uid() is null then
+  if v_user is null then
     perform internal.raise_error('unauthorized', 'a signed-in user is required');
   end if;
-  return auth.uid();
+  if not exists (select from auth.users u where u.id = v_user) then
+    perform internal.raise_error('unauthorized', 'the user this token was issued to no longer exists');
+  end if;
+  return v_user;
 end $$;
 
 create or replace function internal.canvas_json(c app.canvases) returns jsonb

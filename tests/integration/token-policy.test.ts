@@ -235,6 +235,52 @@ describe('service_role on HTTP', () => {
   });
 });
 
+describe("a deleted user's token (valid until it expires: tokens are checked by signature and expiry)", () => {
+  it('HTTP: 401 unauthorized naming the missing user, never a 400 with a foreign key\'s message, and nothing is written', async () => {
+    const fixture = await createCanvas(db.sql, ['editor']);
+    const ghost = fixture.users.editor!;
+    const token = await signClaims(secret, { ...userClaims(ghost, { issuer: ISSUER }) });
+    const call = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`${server.url}${path}`, {
+        method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json() as any };
+    };
+    expect((await call('GET', '/api/v1/workspaces')).status).toBe(200); // while the user exists
+    await db.sql`delete from auth.users where id = ${ghost}`;
+    for (const [method, path, body] of [
+      ['POST', '/api/v1/workspaces', { name: 'ghost workspace' }], ['GET', '/api/v1/workspaces', undefined],
+      ['GET', '/api/v1/canvas', undefined], ['POST', '/api/v1/canvas', { workspace_id: fixture.workspaceId, title: 'ghost' }],
+    ] as const) {
+      const res = await call(method, path, body);
+      expect(res.status, `${method} ${path}: ${JSON.stringify(res.body)}`).toBe(401);
+      expect(res.body.error).toMatchObject({ code: 'unauthorized', message: expect.stringMatching(/no longer exists/) });
+    }
+    expect((await db.sql`select count(*)::int as n from app.workspaces where created_by = ${ghost}`)[0]!.n).toBe(0);
+  });
+
+  it('realtime-js: the private canvas channel of a user deleted while joined is closed, and gets nothing after', async () => {
+    const fixture = await createCanvas(db.sql, ['editor']);
+    const ghost = fixture.users.editor!;
+    const client = realtimeClient();
+    client.setAuth(await signClaims(secret, { ...userClaims(ghost, { issuer: ISSUER }) }));
+    const received: string[] = [];
+    const system: string[] = [];
+    const channel = client.channel(`canvas:${fixture.canvasId}`, { config: { private: true } })
+      .on('broadcast', { event: '*' }, ({ event }) => received.push(event))
+      .on('system', {}, (m: { message?: string }) => system.push(String(m.message)));
+    expect((await subscribe(channel)).status).toBe('SUBSCRIBED');
+    await db.sql`delete from auth.users where id = ${ghost}`;
+    const deadline = Date.now() + 5000;
+    while (!system.some((m) => /Unauthorized/.test(m)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(system.join('\n')).toMatch(/Unauthorized: You do not have permissions to read from this Channel topic/);
+    await db.sql`select realtime.send('{"after":"deletion"}'::jsonb, 'canvas_updated', ${`canvas:${fixture.canvasId}`}, true)`;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(received).toEqual([]);
+  });
+});
+
 describe('API keys on realtime', () => {
   it('the anon key joins a public channel but not a member-only canvas channel (RLS decides)', async () => {
     const client = realtimeClient();

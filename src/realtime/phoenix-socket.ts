@@ -9,6 +9,7 @@ import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
 import { CANVAS_TOPIC_SPELLING, canvasIdOfTopic, isMisspelledCanvasTopic } from './canvas-topic.ts';
+import { databaseEventRefusal, isDatabaseEvent } from './database-events.ts';
 import { channelKey, type ChannelKey } from './channel-key.ts';
 import type { ClusterPayload } from './cluster.ts';
 import type { Hub } from './hub.ts';
@@ -411,6 +412,12 @@ export class PhoenixSocket {
     // bounded as a name (it is not counted in maxPayloadBytes)
     if (p.event.length > this.hub.limits.maxNameLength) {
       this.reply(frame, 'error', { reason: `invalid_input: payload.event: at most ${this.hub.limits.maxNameLength} characters` });
+      return;
+    }
+    // the database's own events reach members' database-event listeners: only the database sends them
+    if (channel.private && isDatabaseEvent(p.event)) {
+      if (channel.ack) this.reply(frame, 'error', { reason: databaseEventRefusal(p.event) });
+      else this.system(channel, 'error', databaseEventRefusal(p.event));
       return;
     }
     // vsn 2.0.0 binary (kind 3, raw encoding): relayed byte for byte

@@ -153,6 +153,50 @@ describe.each(['1.0.0', '2.0.0'])('a public join of canvas:{id} (vsn %s)', (vsn)
   });
 });
 
+describe('the database\'s events on a private channel', () => {
+  it('a member (a viewer here) cannot broadcast them to the others, in any case, on either gateway; its own events pass', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor', 'viewer']);
+    const topic = `canvas:${canvasId}`;
+    // the listener: the editor on one gateway, as an app listens for applied operations and deletion
+    const editor = connect(server, await token(users.editor!), '1.0.0').channel(topic, { config: { private: true } });
+    const got: Array<{ event: string; payload: any; meta?: { id?: string } }> = [];
+    editor.on('broadcast', { event: 'block_op' }, (m) => got.push(m as never));
+    editor.on('broadcast', { event: 'canvas_deleted' }, (m) => got.push(m as never));
+    editor.on('broadcast', { event: 'cursor' }, (m) => got.push(m as never));
+    expect((await subscribe(editor)).status).toBe('SUBSCRIBED');
+
+    // the forger: the viewer, on the other gateway (through the cluster), with and without ack
+    const forged = { canvas_id: canvasId, action: 'delete', block_id: randomUUID(), deleted_ids: [randomUUID()], actor_id: users.owner };
+    const events = ['block_op', 'BLOCK_OP', 'canvas_deleted', 'presence_leave', 'access_changed'];
+    // vsn 1.0.0 (JSON) carries any name as is: the Kelvin sign, which realtime-js lowers to k, too
+    // (vsn 2.0.0's binary push keeps the low byte of each character only)
+    for (const [ack, vsn] of [[true, '1.0.0'], [false, '2.0.0']] as const) {
+      const viewer = connect(second, await token(users.viewer!), vsn).channel(topic, { config: { private: true, broadcast: { ack } } });
+      const system: string[] = [];
+      viewer.on('system', {}, (m: { message?: string }) => system.push(String(m.message)));
+      expect((await subscribe(viewer)).status).toBe('SUBSCRIBED');
+      const names = vsn === '1.0.0' ? [...events, 'Bloc\u212A_op'] : events;
+      for (const event of names) {
+        const sent = await viewer.send({ type: 'broadcast', event, payload: forged });
+        if (ack) expect(sent, event).toBe('error');
+      }
+      if (!ack) await until(() => system.length >= names.length, 5000, 'a system error per refused broadcast');
+      expect(system.every((m) => /is an event the database sends on this channel/.test(m))).toBe(true);
+      // its own event names still reach the others
+      expect(await viewer.send({ type: 'broadcast', event: 'cursor', payload: { ack } })).toBe('ok');
+    }
+    await until(() => got.filter((m) => m.event === 'cursor').length === 2, 5000, 'the two cursor broadcasts');
+
+    // a real operation's block_op arrives, from the database (meta.id), and nothing forged did
+    const created = await createBlock(users.owner!, canvasId, 'real');
+    await until(() => got.some((m) => m.event === 'block_op'), 5000, 'the real block_op');
+    const ops = got.filter((m) => m.event !== 'cursor');
+    expect(ops).toHaveLength(1);
+    expect(ops[0]!.payload.block_id).toBe(created.block_id);
+    expect(ops[0]!.meta?.id).toEqual(expect.any(String));
+  });
+});
+
 it('raw Phoenix vsn 1.0.0: an anon public phx_join gets an empty presence_state and no diff of the private room', async () => {
   const { canvasId, users } = await createCanvas(db.sql);
   const topic = `realtime:canvas:${canvasId}`;

@@ -87,22 +87,40 @@ end $$;
 -- p_relaxed (the development profile, as api.hit_endpoint_limit): 100x the attempts in a window of
 -- 60 s, in buckets of its own, since every local client shares one IP.
 drop function if exists internal.hit_auth_limits(text, text);  -- before p_relaxed
+-- Whom a per-client-address limit counts (as src/client-address.ts does for the realtime
+-- gateway): an IPv4 address as itself, also IPv4-mapped (::ffff:a.b.c.d, as Node reports IPv4
+-- peers of a dual-stack listener); an IPv6 address by its /64, since a host picks any address of
+-- the /64 it is handed, so counted per address one host was 2^64 clients with the whole limit
+-- each; anything that is not an address (an unusual X-Forwarded-For) as its text, still counted,
+-- where it used to skip the limit. Null only for no address at all.
+create or replace function internal.client_address_key(p_client_ip text) returns text
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare
+  v_text text := nullif(btrim(p_client_ip), '');
+  v_ip inet;
+begin
+  begin
+    v_ip := v_text::inet;
+  exception when others then
+    return v_text;
+  end;
+  if family(v_ip) = 6 and host(v_ip) ~* '^::ffff:[0-9]+(\.[0-9]+){3}$' then
+    v_ip := substr(host(v_ip), 8)::inet;
+  end if;
+  return case when family(v_ip) = 6 then network(set_masklen(v_ip, 64))::text else host(v_ip) end;
+end $$;
+
 create or replace function internal.hit_auth_limits(p_client_ip text, p_email text, p_relaxed boolean default false) returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_ip inet;
+  v_client text := internal.client_address_key(p_client_ip);
   v_factor integer := case when p_relaxed then 100 else 1 end;
   v_window integer := case when p_relaxed then 60 else 300 end;
   v_prefix text := case when p_relaxed then 'auth-dev:' else 'auth:' end;
 begin
-  begin
-    v_ip := nullif(btrim(p_client_ip), '')::inet;
-  exception when others then
-    v_ip := null;
-  end;
-  -- app.rate_limits is keyed by a uuid subject: the IP and the address are hashed into one
-  if v_ip is not null then
-    perform internal.hit_window_limit(md5('auth-ip:' || host(v_ip))::uuid, v_prefix || 'ip',
+  -- app.rate_limits is keyed by a uuid subject: the client and the address are hashed into one
+  if v_client is not null then
+    perform internal.hit_window_limit(md5('auth-ip:' || v_client)::uuid, v_prefix || 'ip',
                                       coalesce(internal.setting_int('auth_attempts_per_ip'), 30) * v_factor, v_window);
   end if;
   if p_email is not null then
@@ -354,7 +372,7 @@ session_not_found, validation_failed, weak_password (+ reasons), same_password. 
 
 revoke execute on function
   internal.gotrue_time(timestamptz), internal.auth_user_json(uuid), internal.password_problem(text),
-  internal.hit_auth_limits(text, text, boolean), internal.start_auth_session(uuid, text, integer),
+  internal.client_address_key(text), internal.hit_auth_limits(text, text, boolean), internal.start_auth_session(uuid, text, integer),
   internal.password_sign_up(text, text, jsonb, boolean, text, text, integer, boolean),
   internal.password_sign_in(text, text, text, text, integer, boolean), internal.auth_session_user(uuid, uuid),
   internal.auth_refresh_session(text), internal.auth_sign_out(uuid, uuid, text),

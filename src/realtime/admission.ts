@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { clientAddressKey } from '../client-address.ts';
 import type { SocketClaims } from './authorize.ts';
 import { KeyedRateLimiter } from './rate-limit.ts';
 
@@ -10,7 +11,8 @@ import { KeyedRateLimiter } from './rate-limit.ts';
  *
  * Who the caller is: a user's token names them (`sub`); a token without one (the anon or service
  * key, which anyone with the app holds) leaves only the address the socket comes from — the
- * peer's, or with TRUST_PROXY the first `X-Forwarded-For` entry, as the HTTP API reads it.
+ * peer's, or with TRUST_PROXY the first `X-Forwarded-For` entry, as the HTTP API reads it — an
+ * IPv6 address counted by its /64 (clientAddressKey).
  *
  * Per process, not per cluster: N gateway processes admit N times these bounds, the way each
  * process bounds its own memory and its share of the database's connections. Supabase Realtime
@@ -62,14 +64,18 @@ export class Admission {
     this.authorizations = new KeyedRateLimiter(limits.authorizationsPerSecond, limits.authorizationBurst);
   }
 
-  /** The address an upgrade request comes from (see the class comment). */
+  /**
+   * Whom an upgrade request is counted as, by the address it comes from (see the class comment):
+   * its key (src/client-address.ts), so an IPv6 client is one caller per /64, not one per address
+   * it picks.
+   */
   addressOf(req: IncomingMessage): string {
     if (this.trustProxy) {
       const forwarded = req.headers['x-forwarded-for'];
       const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-      if (first) return first;
+      if (first) return clientAddressKey(first);
     }
-    return req.socket.remoteAddress ?? 'unknown';
+    return clientAddressKey(req.socket.remoteAddress ?? 'unknown');
   }
 
   /** A ticket for one more socket from `address`, or the refusal's message when the address holds its cap. */

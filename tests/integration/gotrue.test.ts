@@ -196,6 +196,31 @@ describe('sign-in', () => {
   });
 });
 
+describe('sign-in limits by client', () => {
+  it('an IPv6 client is limited per /64, whichever of its addresses it sends from; an IPv4-mapped one as its IPv4 address', async () => {
+    const prefix = `2001:db8:${randomInt(0x10000).toString(16)}:${randomInt(0x10000).toString(16)}`;
+    await inOneLimitWindow(40);
+    for (let i = 0; i < 30; i++) {
+      // each attempt from another address of the /64
+      const { error } = await supabase(server, `${prefix}:${randomInt(0x10000).toString(16)}::${(i + 1).toString(16)}`)
+        .auth.signInWithPassword({ email: newEmail(), password: PASSWORD });
+      expect(error?.status).toBe(400);
+    }
+    const { error } = await supabase(server, `${prefix}:ffff:ffff:ffff:ffff`).auth.signUp({ email: newEmail(), password: PASSWORD });
+    expectAuthApiError(error, 429, 'over_request_rate_limit');
+    // the next /64 is another client
+    const next = `2001:db8:${randomInt(0x10000).toString(16)}:${randomInt(0x10000).toString(16)}::1`;
+    expect((await supabase(server, next).auth.signUp({ email: newEmail(), password: PASSWORD })).error).toBeNull();
+
+    const ip = randomIp();
+    for (let i = 0; i < 30; i++) {
+      const { error: e } = await supabase(server, i % 2 ? ip : `::ffff:${ip}`).auth.signInWithPassword({ email: newEmail(), password: PASSWORD });
+      expect(e?.status).toBe(400);
+    }
+    expectAuthApiError((await supabase(server, ip).auth.signUp({ email: newEmail(), password: PASSWORD })).error, 429, 'over_request_rate_limit');
+  });
+});
+
 describe('the signed-in user', () => {
   it('getUser and updateUser({data}) read and merge user_metadata (null removes a key)', async () => {
     const { client, user } = await signedUp({ name: 'Ada', plan: 'free' });

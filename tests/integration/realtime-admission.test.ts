@@ -86,6 +86,18 @@ describe('sockets per address', () => {
     await until(async () => 'ws' in (await upgrade(server, phoenixPath(anon), a)), 5000, 'a place for 203.0.113.7 again');
   });
 
+  it('an IPv6 client is one caller per /64 (it may pick any address of it), an IPv4-mapped one is its IPv4 address', async () => {
+    // a new address of the same /64 for each socket: counted per address, each had the whole cap
+    for (let i = 1; i <= 3; i++) opened(await upgrade(server, phoenixPath(anon), { 'x-forwarded-for': `2001:db8:7:9::${i.toString(16)}` }));
+    for (const other of ['2001:db8:7:9:ffff:ffff:ffff:ffff', '2001:DB8:7:9:0:0:0:abcd']) {
+      expect(await upgrade(server, phoenixPath(anon), { 'x-forwarded-for': other }), other)
+        .toMatchObject({ status: 429, body: { error: { code: 'rate_limited' } } });
+    }
+    opened(await upgrade(server, phoenixPath(anon), { 'x-forwarded-for': '2001:db8:7:a::1' })); // the next /64: another caller
+    for (let i = 0; i < 3; i++) opened(await upgrade(server, phoenixPath(anon), { 'x-forwarded-for': '198.51.100.77' }));
+    expect(await upgrade(server, phoenixPath(anon), { 'x-forwarded-for': '::ffff:198.51.100.77' })).toMatchObject({ status: 429 });
+  });
+
   it('upgrades sent all at once cannot pass the cap together: 20 at once, 3 open', async () => {
     const b = { 'x-forwarded-for': '192.0.2.44' };
     const results = await Promise.all(Array.from({ length: 20 }, () => upgrade(server, phoenixPath(anon), b)));

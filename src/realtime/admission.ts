@@ -26,6 +26,15 @@ export type AdmissionLimits = {
   /** Channel authorizations per second per user (per address without one), in bursts up to authorizationBurst. */
   authorizationsPerSecond: number;
   authorizationBurst: number;
+  /**
+   * Client broadcasts and presence tracks per second per user (per address without one), across
+   * sockets, in bursts up to callerMessageBurst. Each is relayed to the other gateways through
+   * Postgres (cluster.ts: pg_logical_emit_message, WAL), so the per-socket limit alone let one
+   * caller write it as fast as it opened sockets: with the public anon key, 1000 sockets of one
+   * address at 10 messages of 16 KiB per second each.
+   */
+  callerMessagesPerSecond: number;
+  callerMessageBurst: number;
 };
 
 /** The defaults (the two socket caps are also REALTIME_MAX_SOCKETS_PER_ADDRESS / _PER_USER, src/config.ts). */
@@ -36,6 +45,9 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
   // a reconnect of two full sockets rejoins 2 x maxChannelsPerSocket private channels at once
   authorizationsPerSecond: 20,
   authorizationBurst: 200,
+  // ten tabs, each at the per-socket limit (hub.ts: 10 per second)
+  callerMessagesPerSecond: 100,
+  callerMessageBurst: 200,
 };
 
 /** A socket's place in the counts, held from its upgrade request until it closes (or is refused). */
@@ -48,12 +60,13 @@ export type SocketTicket = {
 };
 
 /** Which bound refused a caller (the metric's label: potentia_rate_limit_rejections_total{endpoint="realtime:<limit>"}). */
-export type AdmissionLimit = 'sockets_per_address' | 'sockets_per_user' | 'authorizations';
+export type AdmissionLimit = 'sockets_per_address' | 'sockets_per_user' | 'authorizations' | 'messages';
 
 export class Admission {
   private readonly byAddress = new Map<string, number>();
   private readonly byUser = new Map<string, number>();
   private readonly authorizations: KeyedRateLimiter;
+  private readonly messages: KeyedRateLimiter;
 
   constructor(
     private readonly limits: AdmissionLimits,
@@ -62,6 +75,7 @@ export class Admission {
     private readonly onRefused: (limit: AdmissionLimit) => void = () => {},
   ) {
     this.authorizations = new KeyedRateLimiter(limits.authorizationsPerSecond, limits.authorizationBurst);
+    this.messages = new KeyedRateLimiter(limits.callerMessagesPerSecond, limits.callerMessageBurst);
   }
 
   /**
@@ -114,10 +128,27 @@ export class Admission {
    */
   authorize(claims: SocketClaims, address: string): number {
     if (claims.role === 'service_role') return 0;
-    const waitMs = this.authorizations.take(claims.sub ? `user:${claims.sub}` : `address:${address}`);
+    const waitMs = this.authorizations.take(callerOf(claims, address));
     if (waitMs > 0) this.onRefused('authorizations');
     return waitMs;
   }
+
+  /**
+   * Takes one client message (a broadcast, a presence track) for the caller of `claims` across
+   * its sockets: 0 when allowed, else milliseconds until one is. service_role (a trusted server)
+   * takes nothing.
+   */
+  message(claims: SocketClaims, address: string): number {
+    if (claims.role === 'service_role') return 0;
+    const waitMs = this.messages.take(callerOf(claims, address));
+    if (waitMs > 0) this.onRefused('messages');
+    return waitMs;
+  }
+}
+
+/** The caller a limit across sockets counts: the user a token names, else the address. */
+function callerOf(claims: SocketClaims, address: string): string {
+  return claims.sub ? `user:${claims.sub}` : `address:${address}`;
 }
 
 function take(counts: Map<string, number>, key: string, max: number): boolean {

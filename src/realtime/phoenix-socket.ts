@@ -386,11 +386,16 @@ export class PhoenixSocket {
   /** Rate limit + size limit shared by client broadcasts and presence; false when refused. */
   private admit(channel: Channel, frame: Frame, payloadSize: number, reply: boolean): boolean {
     const wait = this.limiter.take();
-    if (wait > 0) {
-      if (reply) this.reply(frame, 'error', { reason: `rate_limited: at most ${this.hub.limits.messagesPerSecond} messages per second; retry in ${wait} ms` });
+    // then the caller's budget across its sockets (admission.ts): each message is relayed through Postgres
+    const callerWait = wait > 0 ? 0 : this.hub.admission.message(channel.claims, this.address);
+    if (wait > 0 || callerWait > 0) {
+      const [limit, scope, retry] = wait > 0
+        ? [this.hub.limits.messagesPerSecond, 'messages per second', wait]
+        : [this.hub.limits.callerMessagesPerSecond, `messages per second ${channel.claims.sub ? 'for this user' : 'from this address'} across sockets`, callerWait];
+      if (reply) this.reply(frame, 'error', { reason: `rate_limited: at most ${limit} ${scope}; retry in ${retry} ms` });
       if (Date.now() - this.lastRateWarning > 1000) {
         this.lastRateWarning = Date.now();
-        this.system(channel, 'error', `Too many messages per second: at most ${this.hub.limits.messagesPerSecond}`);
+        this.system(channel, 'error', `Too many messages per second: at most ${limit} ${scope.replace(/^messages per second ?/, '')}`.trimEnd());
       }
       return false;
     }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import WebSocket from 'ws';
@@ -6,7 +7,8 @@ import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { createCanvas } from '../helpers/fixtures.ts';
+import { createCanvas, createUser } from '../helpers/fixtures.ts';
+import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -279,5 +281,70 @@ describe('per user, across sockets', () => {
     expect(results.slice(0, 3).every((r) => 'ws' in r)).toBe(true);
     expect(results[3]).toMatchObject({ status: 429, retryAfter: '1', body: { error: { code: 'rate_limited', retry_after: 1 } } });
     expect((results[3] as { body: any }).body.error.message).toMatch(/^too many canvas connections per second for this user \(at most 1\): retry in \d+ ms$/);
+  });
+});
+
+describe('client messages per caller, across sockets', () => {
+  // each client broadcast and presence track is relayed to the other gateways through Postgres
+  // (WAL): one caller's sockets share a budget, so more sockets do not buy more of it
+  let server: Server;
+  const realtime = realtimeClients();
+  beforeAll(async () => {
+    server = await startServer(base, { realtime: { limits: { messagesPerSecond: 100, callerMessagesPerSecond: 1, callerMessageBurst: 4 } } });
+  }, 90_000);
+  afterAll(async () => {
+    await realtime.disconnectAll();
+    await server?.stop();
+  });
+
+  /** Joins a public room with ack on each of `count` new realtime-js sockets connected with `key`. */
+  async function channels(key: string, count: number, topic: string) {
+    const joined = [];
+    for (let i = 0; i < count; i++) {
+      const channel = realtime.connect(server.url, key, '1.0.0').channel(topic, { config: { broadcast: { ack: true } } });
+      expect((await subscribed(channel)).status).toBe('SUBSCRIBED');
+      joined.push(channel);
+    }
+    return joined;
+  }
+
+  it('the anon key: one address\'s sockets share one budget; a user\'s sockets theirs; another user is not counted with them', async () => {
+    const topic = `room:${randomUUID()}`;
+    const anonChannels = await channels(await apiKey(base.auth.jwtSecret, 'anon'), 3, topic);
+    const sent: string[] = [];
+    for (let round = 0; round < 3; round++) for (const ch of anonChannels) sent.push(await ch.send({ type: 'broadcast', event: 'note', payload: { round } }));
+    // 9 sends over 3 sockets (each far under its own 100 per second): the burst of 4, and what 1 per second refilled
+    expect(sent.filter((s) => s === 'ok').length).toBeGreaterThanOrEqual(4);
+    expect(sent.filter((s) => s === 'ok').length).toBeLessThanOrEqual(5);
+    expect(sent.filter((s) => s === 'error').length).toBeGreaterThanOrEqual(4);
+
+    const [alice, bob] = await Promise.all([createUser(db.sql, 'alice'), createUser(db.sql, 'bob')]);
+    const aliceChannels = await channels(await signAccessToken(base.auth.jwtSecret, { sub: alice }), 2, topic);
+    const aliceSent: string[] = [];
+    for (let round = 0; round < 3; round++) for (const ch of aliceChannels) aliceSent.push(await ch.send({ type: 'broadcast', event: 'note', payload: { round } }));
+    expect(aliceSent.filter((s) => s === 'ok').length).toBeGreaterThanOrEqual(4);
+    expect(aliceSent.filter((s) => s === 'ok').length).toBeLessThanOrEqual(5);
+    // presence tracks count in the same budget: drained, a track is refused too
+    for (let i = 0; i < 10 && (await aliceChannels[1]!.send({ type: 'broadcast', event: 'note', payload: { i } })) === 'ok'; i++);
+    expect(await aliceChannels[0]!.track({ at: 'after' })).toBe('error');
+    // the same address, another user: a budget of its own
+    const [bobChannel] = await channels(await signAccessToken(base.auth.jwtSecret, { sub: bob }), 1, topic);
+    for (let i = 0; i < 4; i++) expect(await bobChannel!.send({ type: 'broadcast', event: 'note', payload: { i } })).toBe('ok');
+    expect(await metric(server, 'potentia_rate_limit_rejections_total', 'endpoint="realtime:messages"')).toBeGreaterThanOrEqual(5);
+  });
+
+  it('the refusal names the limit and the caller: rate_limited … across sockets (raw frames)', async () => {
+    const anon = await apiKey(base.auth.jwtSecret, 'anon');
+    const ws = opened(await upgrade(server, phoenixPath(anon)));
+    const frames: any[] = [];
+    ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+    const topic = `realtime:room:${randomUUID()}`;
+    ws.send(JSON.stringify({ topic, event: 'phx_join', ref: '1', join_ref: '1', payload: { config: { broadcast: { ack: true } } } }));
+    await until(() => frames.some((f) => f.ref === '1'), 5000, 'the join reply');
+    for (let i = 2; i < 12; i++) ws.send(JSON.stringify({ topic, event: 'broadcast', ref: String(i), join_ref: '1', payload: { type: 'broadcast', event: 'note', payload: { i } } }));
+    await until(() => frames.some((f) => f.ref === '11'), 5000, 'the tenth reply');
+    const reasons = frames.filter((f) => f.event === 'phx_reply' && f.payload.status === 'error').map((f) => f.payload.response.reason);
+    expect(reasons.length).toBeGreaterThan(0);
+    expect(reasons[0]).toMatch(/^rate_limited: at most 1 messages per second from this address across sockets; retry in \d+ ms$/);
   });
 });

@@ -187,8 +187,16 @@ export class H1Socket {
         return this.enqueue(() => this.mutate(msg), msg.client_op_id);
       case 'resume':
         return this.enqueueReplay(() => this.resume(msg.since_canvas_seq !== undefined ? { since_canvas_seq: msg.since_canvas_seq } : { since_seq: msg.since_seq }, msg.snapshot));
-      case 'presence':
+      case 'presence': {
+        // each is a realtime.messages row every member receives: the user's budget across sockets
+        // (admission.ts), shared with their realtime-js broadcasts and tracks
+        const wait = this.hub.admission.message(this.claims, '');
+        if (wait > 0) {
+          return this.send({ type: 'error', code: 'rate_limited', retry_after_ms: wait,
+            message: `at most ${this.hub.limits.callerMessagesPerSecond} presence updates and client messages per second for this user across sockets; this message was dropped` });
+        }
         return this.enqueue(() => this.presence(msg.cursor ?? null, msg.typing));
+      }
     }
   }
 

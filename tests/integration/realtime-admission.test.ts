@@ -8,6 +8,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, createUser } from '../helpers/fixtures.ts';
+import { openH1 } from '../helpers/h1.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
@@ -331,6 +332,24 @@ describe('client messages per caller, across sockets', () => {
     const [bobChannel] = await channels(await signAccessToken(base.auth.jwtSecret, { sub: bob }), 1, topic);
     for (let i = 0; i < 4; i++) expect(await bobChannel!.send({ type: 'broadcast', event: 'note', payload: { i } })).toBe('ok');
     expect(await metric(server, 'potentia_rate_limit_rejections_total', 'endpoint="realtime:messages"')).toBeGreaterThanOrEqual(5);
+  });
+
+  it('H1 presence (a realtime.messages row each) takes from the same per-user budget across sockets', async () => {
+    await new Promise((r) => setTimeout(r, 4100)); // every bucket of the test before has refilled
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const token = await signAccessToken(base.auth.jwtSecret, { sub: users.editor! });
+    const sockets = [await openH1(server.url, canvasId, token), await openH1(server.url, canvasId, token)];
+    for (const s of sockets) await s.next((m) => m.type === 'hello');
+    for (let i = 0; i < 4; i++) for (const s of sockets) s.send({ type: 'presence', cursor: { x: i }, typing: false });
+    const refused = await sockets[1]!.next((m) => m.type === 'error' && (m as { code?: string }).code === 'rate_limited');
+    expect((refused as { message: string }).message).toMatch(/per second for this user across sockets/);
+    await new Promise((r) => setTimeout(r, 500));
+    const [row] = await db.sql`select count(*)::int as n from realtime.messages
+                               where topic = ${`canvas:${canvasId}`} and event = 'presence' and payload ->> 'user_id' = ${users.editor!}`;
+    const n = row!.n as number;
+    expect(n).toBeGreaterThanOrEqual(4);
+    expect(n).toBeLessThanOrEqual(5); // 8 sent over 2 sockets (each far under its own 100 per second)
+    for (const s of sockets) s.ws.close();
   });
 
   it('the refusal names the limit and the caller: rate_limited … across sockets (raw frames)', async () => {

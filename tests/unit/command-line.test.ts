@@ -63,4 +63,33 @@ describe('scripts: the command line', () => {
     expect(keys.code).toBe(0);
     expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');
   });
+
+  it('the bash npm scripts (npm start, npm test, setup, bench:bus) answer --help and refuse what they do not take, before doing anything', async () => {
+    // they read no arguments before: `npm start -- --help` set up the machine, migrated and seeded
+    // the dev database and started the server; `npm test -- tests/unit/x.test.ts` ran the whole
+    // suite; `npm run bench:bus -- --help` dropped and re-created a database and ran pgbench -T --help
+    const pkg = JSON.parse(readFileSync(`${repoRoot}/package.json`, 'utf8')) as { scripts: Record<string, string> };
+    const bash = Object.entries(pkg.scripts).filter(([, command]) => command.startsWith('bash '));
+    expect(bash.map(([name]) => name).sort()).toEqual(['bench:bus', 'setup', 'start', 'test']);
+    for (const [name, command] of bash) {
+      const file = command.slice('bash '.length);
+      const help = await bashScript(file, '--help');
+      expect(help.code, name).toBe(0);
+      expect(help.stdout, name).toMatch(/^usage: npm (start|test|run setup|run bench:bus)/);
+      const wrong = await bashScript(file, '--quite');
+      expect(wrong.code, name).toBe(2);
+      expect(wrong.stderr, name).toMatch(/'--quite'/);
+      expect(wrong.stdout, name).toBe(''); // nothing ran: no setup step printed
+    }
+  });
 });
+
+async function bashScript(file: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run('bash', [file, ...args], { cwd: repoRoot, timeout: 20_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}

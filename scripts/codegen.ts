@@ -7,12 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseCommandLine } from './lib/command-line.ts';
-import { loadConfig } from '../src/config.ts';
+import { loadConfigOrExit } from '../src/config.ts';
 import { assertMigrated } from '../src/db/migrated.ts';
 import { startFailureAdvice } from '../src/start-failure.ts';
 
 const { values } = parseCommandLine({ options: { check: { type: 'boolean' }, 'database-url': { type: 'string' } } });
-const url = values['database-url'] ?? loadConfig().databaseUrl;
+const url = values['database-url'] ?? loadConfigOrExit().databaseUrl;
 // types read off a database without the schema (or behind this code) would be empty or stale, and
 // written over the committed ones without a word
 await assertMigrated(url).catch((err: { code?: string; message: string }) => {

@@ -7,13 +7,13 @@ import { fileURLToPath } from 'node:url';
 import { parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
-import { loadConfig } from '../src/config.ts';
+import { loadConfigOrExit } from '../src/config.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
 import { migrate, MigrationChangedError, SourcesDriftError } from '../src/db/migrate.ts';
 
 const { values } = parseCommandLine({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' } } });
 // migrations take a direct connection (DIRECT_DATABASE_URL when DATABASE_URL is a pooler), as on Supabase
-const url = values['database-url'] ?? connectionUrls(loadConfig()).direct;
+const url = values['database-url'] ?? connectionUrls(loadConfigOrExit()).direct;
 const root = fileURLToPath(new URL('..', import.meta.url));
 const sql = postgres(url, { max: 1, onnotice: () => {} });
 const log = (line: string) => console.log(`  applied  ${line}`);

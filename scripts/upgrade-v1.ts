@@ -3,7 +3,7 @@
 // Moves a v1 database into v2 (src/upgrade/upgrade.ts, docs/upgrade-v1.md). Exits 1 when the
 // verification finds a difference, 2 on bad arguments or a failure.
 import { parseCommandLine } from './lib/command-line.ts';
-import { loadConfig } from '../src/config.ts';
+import { loadConfigOrExit } from '../src/config.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
 import { runUpgrade } from '../src/upgrade/upgrade.ts';
 
@@ -34,7 +34,7 @@ if (!values.from || !Number.isInteger(batch) || batch < 1 || (per !== 'owner' &&
 
 try {
   const result = await runUpgrade({
-    from: values.from, to: values.to ?? connectionUrls(loadConfig()).direct, dryRun: values['dry-run'], verifyOnly: values['verify-only'],
+    from: values.from, to: values.to ?? connectionUrls(loadConfigOrExit()).direct, dryRun: values['dry-run'], verifyOnly: values['verify-only'],
     verify: !values['no-verify'], batch, workspacePer: per, workspaceName: values['workspace-name'], schema: values.schema,
   });
   process.exitCode = result.ok ? 0 : 1;

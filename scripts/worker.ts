@@ -3,7 +3,7 @@
 // then shuts down gracefully (running jobs finish or are released for another worker).
 import { createServer } from 'node:http';
 import { pino } from 'pino';
-import { loadConfig } from '../src/config.ts';
+import { loadConfigOrExit } from '../src/config.ts';
 import { keepRunningOnUnhandledRejection } from '../src/last-resort.ts';
 import { startWorker } from '../src/worker/runtime.ts';
 import { parseCommandLine } from './lib/command-line.ts';
@@ -11,7 +11,7 @@ import { parseCommandLine } from './lib/command-line.ts';
 // no options (the environment configures it), but --help and a mistyped option are answered
 parseCommandLine({ options: {} }, 'usage: npm run worker (configured by the environment: docs/self-hosting.md, Environment reference)');
 keepRunningOnUnhandledRejection();
-const config = loadConfig();
+const config = loadConfigOrExit();
 const logger = pino({ level: config.logLevel });
 const worker = await startWorker({ databaseUrl: config.databaseUrl, directDatabaseUrl: config.directDatabaseUrl, worker: config.worker, embedding: config.embedding, logger });
 console.log(`potentia worker ${worker.workerId} running (pid ${process.pid}, concurrency ${config.worker.concurrency}, provider ${worker.provider.model})`);

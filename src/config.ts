@@ -130,6 +130,20 @@ export type EmbeddingConfig = {
   breaker: { failureThreshold: number; cooldownMs: number };
 };
 
+/**
+ * loadConfig for a process started from a shell (the server's roles, npm run db:migrate, worker,
+ * db:types, upgrade:v1): a bad environment prints what is wrong and exits 2, as self-hosting.md's
+ * Environment reference says, instead of ending in a stack trace (exit 1).
+ */
+export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Config {
+  try {
+    return loadConfig(env);
+  } catch (err) {
+    console.error((err as Error).message);
+    process.exit(2);
+  }
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = EnvSchema.safeParse(env);
   if (!parsed.success) {

@@ -64,6 +64,18 @@ describe('scripts: the command line', () => {
     expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');
   });
 
+  it('a bad environment is named, exit 2, no stack trace, in every script that reads it (as the server roles do)', async () => {
+    // npm run db:migrate with the shipped potentia.env (JWT_SECRET empty, NODE_ENV=production), as
+    // self-hosting.md's install steps run it, ended in a stack trace with exit 1
+    const env = { ...process.env, NODE_ENV: 'production', JWT_SECRET: '' };
+    for (const file of ['scripts/migrate.ts', 'scripts/worker.ts', 'scripts/codegen.ts']) {
+      const r = await run('node_modules/.bin/tsx', [file], { cwd: repoRoot, env }).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+      expect(r.code, file).toBe(2);
+      expect(r.stderr, file).toContain('invalid environment: JWT_SECRET: Too small');
+      expect(r.stderr, file).not.toMatch(/^\s+at /m);
+    }
+  });
+
   it('the bash npm scripts (npm start, npm test, setup, bench:bus) answer --help and refuse what they do not take, before doing anything', async () => {
     // they read no arguments before: `npm start -- --help` set up the machine, migrated and seeded
     // the dev database and started the server; `npm test -- tests/unit/x.test.ts` ran the whole

@@ -40,11 +40,13 @@ async function newCluster(): Promise<PrivateCluster> {
   return cluster;
 }
 
-/** Runs a doc block with bash against `cluster` (ADMIN_URL its superuser, libpq's defaults its server). */
+/** Runs a doc block with bash against `cluster` (ADMIN_URL its superuser). */
 async function bash(script: string, cluster: PrivateCluster, env: Record<string, string> = {}): Promise<string> {
   const { stdout, stderr } = await run('bash', ['-e', '-o', 'pipefail', '-c', script], {
     cwd: root, timeout: 120_000,
-    env: { ...process.env, ADMIN_URL: cluster.url('postgres'), PGHOST: '127.0.0.1', PGPORT: String(cluster.port), PGUSER: 'postgres', ...env },
+    // libpq's defaults lead nowhere: every command must name its server, as a reader's would have to
+    // (the restore's createdb named none and reached whatever server the local socket had, as the OS user)
+    env: { ...process.env, ADMIN_URL: cluster.url('postgres'), PGHOST: '/nonexistent', PGPORT: '1', PGUSER: 'nobody', ...env },
   }).catch((err: { stdout?: string; stderr?: string; message: string }) => {
     throw new Error(`a docs/self-hosting.md block failed:\n${script}\n${err.stdout ?? ''}${err.stderr ?? err.message}`);
   });

@@ -94,6 +94,15 @@ describe('scripts: the command line', () => {
       expect(wrong.stdout, name).toBe(''); // nothing ran: no setup step printed
     }
   });
+  it('setup names the database server without its password', async () => {
+    // it printed `ok PostgreSQL answers at postgres://user:password@host:5432` (and the same in
+    // its failures) into terminals and CI logs
+    const r = await run('bash', ['scripts/setup'], { cwd: repoRoot, timeout: 20_000, env: { ...process.env, DATABASE_URL: 'postgres://u:s3cr/t@x@db.invalid:5432/x' } })
+      .then(() => ({ code: 0, stdout: '', stderr: '' }), (e: { code: number; stdout: string; stderr: string }) => e);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('does not answer: postgres://u@db.invalid:5432');
+    expect(r.stdout + r.stderr).not.toContain('s3cr');
+  });
 });
 
 async function bashScript(file: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

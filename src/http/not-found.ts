@@ -16,6 +16,15 @@ export function routeNotFound(method: string, path: string): ApiError {
       + 'Mutate blocks with POST /api/v1/canvas/{id}/mutate (or /functions/v1/canvas/{id}/mutate, supabase.functions.invoke), '
       + 'or call the api functions from SQL as in docs/mutations.md');
   }
+  // other Supabase services a supabase-js client reaches by itself: say what serves that work here
+  if (path.startsWith('/realtime/v1/api/')) {
+    return new ApiError('not_found', `no route ${method} ${path}: the realtime gateway does not serve realtime-js's REST broadcast `
+      + "(channel.send before the channel is SUBSCRIBED falls back to it). Send once subscribe() reported SUBSCRIBED (docs/realtime.md, \"Client broadcasts\")");
+  }
+  if (path === '/storage/v1' || path.startsWith('/storage/v1/')) {
+    return new ApiError('not_found', `no route ${method} ${path}: the local server does not serve Supabase Storage's API (supabase.storage). `
+      + "A canvas's files go through POST /api/v1/canvas/{id}/files and presigned URLs (docs/files.md)");
+  }
   return new ApiError('not_found', `no route ${method} ${path}`);
 }
 

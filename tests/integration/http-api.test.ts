@@ -309,6 +309,15 @@ describe('happy paths', () => {
       body: { error: { code: 'invalid_input', field: 'expect', message: 'the Expect header is not supported here: send only Expect: 100-continue, or none' } } });
     const expectationRest = await rawRequest(server.url, { method: 'GET', path: '/rest/v1/blocks', headers: { expect: 'x-evil' } });
     expect({ status: expectationRest.status, body: JSON.parse(expectationRest.text) }).toMatchObject({ status: 417, body: { code: 'invalid_input', details: null } });
+    // the other Supabase services supabase-js reaches by itself say what serves that work here:
+    // supabase.storage (storage-js shows this message as its error's) and realtime-js's REST
+    // broadcast, where channel.send goes before the channel is subscribed
+    const storage = await api('/storage/v1/object/potentia-files/a.txt', { method: 'POST', body: {} });
+    expect(storage.status).toBe(404);
+    expect(storage.body.error.message).toContain('POST /api/v1/canvas/{id}/files and presigned URLs (docs/files.md)');
+    const broadcast = await api('/realtime/v1/api/broadcast', { method: 'POST', body: { messages: [] } });
+    expect(broadcast.status).toBe(404);
+    expect(broadcast.body.error.message).toContain('Send once subscribe() reported SUBSCRIBED');
     // any other unknown path keeps the plain answer
     expect((await api('/nowhere')).body.error.message).toBe('no route GET /nowhere');
   });

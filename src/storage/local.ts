@@ -44,7 +44,11 @@ export async function startLocalS3(opts: { directory: string; port?: number; buc
   await s3rver.configureBuckets();
   const http = createServer(s3rver.callback());
   await new Promise<void>((resolve, reject) => {
-    http.once('error', reject);
+    http.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE'
+      // as main.ts says of PORT: what is wrong and what to do, not listen's bare EADDRINUSE
+      ? Object.assign(new Error(`LOCAL_S3_PORT ${opts.port} on ${host} is in use (another npm start?): stop that process, or set LOCAL_S3_PORT `
+        + 'to a free port (unset: any free port)'), { code: err.code })
+      : err));
     http.listen(opts.port ?? 0, host, () => resolve());
   });
   const url = `http://${host}:${(http.address() as AddressInfo).port}`;

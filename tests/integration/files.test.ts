@@ -9,6 +9,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { OpenAPIHono } from '@hono/zod-openapi';
@@ -22,6 +23,7 @@ import type { AppEnv } from '../../src/http/env.ts';
 import type { Server } from '../../src/server.ts';
 import { storageConfig } from '../../src/storage/config.ts';
 import { createFileStorage, fileStorage, type ObjectStorage } from '../../src/storage/index.ts';
+import { startLocalS3 } from '../../src/storage/local.ts';
 import { CircuitBreaker } from '../../src/worker/breaker.ts';
 import { LocalProvider } from '../../src/worker/providers.ts';
 import { createTaskList } from '../../src/worker/tasks.ts';
@@ -306,6 +308,18 @@ describe('files: without a bucket', () => {
     expect(storageConfig({ POTENTIA_LOCAL_S3_DIR: '/tmp/x' })).toMatchObject({ kind: 'local', directory: '/tmp/x' });
     expect(storageConfig({ NODE_ENV: 'production', POTENTIA_LOCAL_S3_DIR: '/tmp/x' }).kind).toBe('none');
     expect(storageConfig({}).kind).toBe('none');
+  });
+
+  it('a LOCAL_S3_PORT in use is named with what to do (the log had listen\'s bare EADDRINUSE)', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      await expect(startLocalS3({ directory: dataDir, port, bucket: 'potentia-files' })).rejects.toThrow(
+        `LOCAL_S3_PORT ${port} on 127.0.0.1 is in use (another npm start?): stop that process, or set LOCAL_S3_PORT to a free port (unset: any free port)`);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 });
 

@@ -9,7 +9,9 @@ import { generateMigration } from '../src/db/generate-migration.ts';
 import { graphileWorkerRevision } from '../src/db/graphile-schema.ts';
 import { describeDrift, hasDrift, sourcesDrift } from '../src/db/sources.ts';
 
-const { values, positionals } = parseCommandLine({ options: { check: { type: 'boolean' } }, allowPositionals: true });
+const USAGE = 'usage: npm run db:migration -- <name>   (e.g. npm run db:migration -- add_block_tags): put what changed in sql/ into a new migration\n'
+  + '       npm run db:migration -- --check     exit 1, naming the files, when sql/ has changes no migration holds';
+const { values, positionals } = parseCommandLine({ options: { check: { type: 'boolean' } }, allowPositionals: true }, USAGE);
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 if (values.check) {
@@ -26,7 +28,7 @@ if (values.check) {
 
 const name = positionals[0];
 if (!name || positionals.length > 1) {
-  console.error('usage: npm run db:migration -- <name>   (e.g. npm run db:migration -- add_block_tags)');
+  console.error(USAGE);
   process.exit(2);
 }
 try {

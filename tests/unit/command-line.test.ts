@@ -59,6 +59,9 @@ describe('scripts: the command line', () => {
     const serve = await script('src/main.ts', '--help'); // npm run serve / npm start: its own role reader, the same answer
     expect(serve.code).toBe(0);
     expect(serve.stdout).toContain('usage: npm run serve -- [--role all|api|gateway|worker]');
+    const migration = await script('scripts/db-migration.ts', '--help'); // it printed [--check] only, not the <name> it is for
+    expect(migration.code).toBe(0);
+    expect(migration.stdout).toMatch(/^usage: npm run db:migration -- <name>/);
     const keys = await script('scripts/api-keys.ts', '-h');
     expect(keys.code).toBe(0);
     expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');

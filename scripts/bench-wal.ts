@@ -26,22 +26,21 @@ import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 import { benchDatabaseName, recreateBenchDatabase } from './lib/bench.ts';
 
+const usage = 'usage: npx tsx scripts/bench-wal.ts [--seconds N>0] [--clients N>=1] [--slots 1,2,4] [--database-url URL]';
 const { values } = parseCommandLine({
   options: {
     seconds: { type: 'string', default: '5' },
     clients: { type: 'string', default: '8' },
     slots: { type: 'string', default: '1,2,4' },
     'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench_wal' },
-    help: { type: 'boolean', default: false },
   },
-});
-const usage = 'usage: npx tsx scripts/bench-wal.ts [--seconds N>0] [--clients N>=1] [--slots 1,2,4] [--database-url URL]';
+}, usage);
 const SECONDS = Number(values.seconds);
 const CLIENTS = Number(values.clients);
 const SLOT_RUNS = values.slots!.split(',').map(Number);
-if (values.help || !(SECONDS > 0) || !(CLIENTS >= 1) || !SLOT_RUNS.every((k) => Number.isInteger(k) && k >= 1)) {
-  console.log(usage);
-  process.exit(values.help ? 0 : 2);
+if (!(SECONDS > 0) || !(CLIENTS >= 1) || !SLOT_RUNS.every((k) => Number.isInteger(k) && k >= 1)) {
+  console.error(usage);
+  process.exit(2);
 }
 const url = values['database-url']!;
 const dbName = benchDatabaseName(url);

@@ -13,20 +13,21 @@ import { parseCommandLine } from './lib/command-line.ts';
 import WebSocket from 'ws';
 import { createPotentiaClient, type Canvas, type PotentiaClient } from '../packages/client/src/index.ts';
 
+const USAGE = 'usage: npx tsx scripts/smoke-deploy.ts --url BASE_URL --anon-key KEY [--rounds N] [--round-ms MS (700)] [--timeout-ms MS]';
 const { values } = parseCommandLine({
   options: {
     url: { type: 'string' }, 'anon-key': { type: 'string' }, rounds: { type: 'string', default: '4' },
     // a round is one mutation per user: 700 ms keeps both under mutations_per_minute (100)
     'round-ms': { type: 'string', default: '700' },
-    'timeout-ms': { type: 'string', default: '10000' }, help: { type: 'boolean', default: false },
+    'timeout-ms': { type: 'string', default: '10000' },
   },
-});
+}, USAGE);
 const ROUNDS = Number(values.rounds);
 const TIMEOUT = Number(values['timeout-ms']);
 const ROUND_MS = Number(values['round-ms']);
-if (values.help || !values.url || !values['anon-key'] || !(ROUNDS >= 1) || !(TIMEOUT > 0) || !(ROUND_MS >= 0)) {
-  console.log('usage: npx tsx scripts/smoke-deploy.ts --url BASE_URL --anon-key KEY [--rounds N] [--round-ms MS (700)] [--timeout-ms MS]');
-  process.exit(values.help ? 0 : 2);
+if (!values.url || !values['anon-key'] || !(ROUNDS >= 1) || !(TIMEOUT > 0) || !(ROUND_MS >= 0)) {
+  console.error(USAGE);
+  process.exit(2);
 }
 const url = values.url.replace(/\/+$/, '');
 const anonKey = values['anon-key'];

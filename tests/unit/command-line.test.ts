@@ -62,6 +62,14 @@ describe('scripts: the command line', () => {
     const migration = await script('scripts/db-migration.ts', '--help'); // it printed [--check] only, not the <name> it is for
     expect(migration.code).toBe(0);
     expect(migration.stdout).toMatch(/^usage: npm run db:migration -- <name>/);
+    // smoke-deploy's --help printed the generic [--url URL] [--anon-key ANON_KEY] … [--help], its
+    // refusal the real usage (on stdout); now both the real one, the refusal on stderr
+    const smoke = await script('scripts/smoke-deploy.ts', '--help');
+    expect(smoke.code).toBe(0);
+    expect(smoke.stdout).toMatch(/^usage: npx tsx scripts\/smoke-deploy.ts --url BASE_URL --anon-key KEY/);
+    const smokeBare = await script('scripts/smoke-deploy.ts');
+    expect(smokeBare.code).toBe(2);
+    expect(smokeBare.stderr).toMatch(/^usage: npx tsx scripts\/smoke-deploy.ts --url BASE_URL --anon-key KEY/);
     const keys = await script('scripts/api-keys.ts', '-h');
     expect(keys.code).toBe(0);
     expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');

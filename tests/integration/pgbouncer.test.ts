@@ -9,7 +9,7 @@
 // session settings.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +33,7 @@ const run = promisify(execFile);
 const POOL_SIZE = 5;
 const direct = testDatabaseUrl();
 const dbName = decodeURIComponent(new URL(direct).pathname.slice(1));
+const root = new URL('../..', import.meta.url).pathname;
 
 let port = 0;
 let runDir = '';
@@ -201,6 +202,24 @@ describe('a server, its realtime gateway and a worker through the pooler', () =>
 });
 
 describe('the start check through the pooler (src/db/migrated.ts)', () => {
+  it("the README's admin console command reaches it: over TCP, as the pooler has no Unix socket", async () => {
+    // the README said `psql -p 6543 -U postgres pgbouncer`, which looks for a Unix socket
+    // (unix_socket_dir is empty in deploy/pgbouncer/pgbouncer.ini): No such file or directory
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const line = readme.split('\n').find((l) => l.startsWith('scripts/pgbouncer status'));
+    const command = /\(psql (\S+)\)/.exec(line ?? '');
+    expect(command, 'README: scripts/pgbouncer status  # … (psql <url>)').not.toBeNull();
+    const documented = new URL(command![1]!);
+    expect({ host: documented.hostname, port: documented.port, database: documented.pathname }).toEqual({ host: '127.0.0.1', port: '6543', database: '/pgbouncer' });
+    // the same command on this file's pooler: its port, and the test database's user and password
+    const url = new URL(direct);
+    documented.port = String(port);
+    documented.username = url.username;
+    documented.password = url.password;
+    const { stdout } = await run('psql', [documented.toString(), '-X', '-At', '-c', 'show pools']);
+    expect(stdout).toContain(`${dbName}|`);
+  });
+
   it('a database or user the pooler refuses stops the start with the advice the server\'s own refusal gets', async () => {
     // PgBouncer sends both as 08P01 with the message alone: the check took them for an outage and
     // the role started, unready for good, where the same URL without the pooler stopped with advice

@@ -69,7 +69,12 @@ export async function readReplay(sql: Sql, claims: SocketClaims, topic: string, 
       where topic = ${topic} and private is true and extension = 'broadcast'
         and event is distinct from 'authorization_probe' and event is distinct from ${ACCESS_CHANGED}
         and inserted_at >= (to_timestamp(${request.since}::double precision / 1000) at time zone current_setting('TimeZone'))
-      order by inserted_at desc, id desc
+      -- one transaction's rows share inserted_at (now()): among them the operations committed
+      -- last are the newest (server_seq), so a batch of more than the limit replays its last ops,
+      -- not any of them (the random id alone picked them at random, with gaps between them)
+      order by inserted_at desc,
+        case when jsonb_typeof(payload -> 'server_seq') = 'number' then (payload ->> 'server_seq')::numeric end desc nulls last,
+        id desc
       limit ${request.limit}`;
   });
   const messages = rows.reverse().map((row): BusMessage => {

@@ -149,6 +149,26 @@ describe('broadcast replay (realtime-js config.broadcast.replay)', () => {
     expect(gap).toEqual(written.slice(3, 8)); // the 5 oldest of the 30: missing, and found
   }, 60_000);
 
+  it('more than 25 in one transaction (a batch): the 25 committed last, not any 25 of it', async () => {
+    // a transaction's messages share inserted_at (now()): ordered by it and then by the random
+    // message id, the replay of a 30-op batch was 25 ops picked at random from it, with gaps
+    // between them, where the doc (and Supabase's newest-first) promise the newest 25
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const since = Date.now() - 1000;
+    const live = listen(connect(server, await token(users.editor!), '1.0.0'), canvasId);
+    expect((await subscribed(live.channel)).status).toBe('SUBSCRIBED');
+    const ops = Array.from({ length: 30 }, (_, i) => ({ action: 'create', client_op_id: `batch-${canvasId}-${i}`, patch: { type: 'text' } }));
+    const batch = await callAs(db.sql, users.owner!, 'upsert_blocks_atomic', [canvasId, ops]);
+    expect(batch.status).toBe('success');
+    await until(() => live.got.length === 30, 10_000, 'the batch through the bus'); // so none of it arrives live below
+    const after = listen(connect(server, await token(users.editor!), '1.0.0'), canvasId, { since, limit: 25 });
+    expect((await subscribed(after.channel)).status).toBe('SUBSCRIBED');
+    await until(() => after.got.length === 25, 10_000, 'the replay');
+    await sleep(200);
+    expect(after.got.every((m) => m.meta?.replayed === true)).toBe(true);
+    expect(after.got.map((m) => m.canvasSeq)).toEqual(Array.from({ length: 25 }, (_, i) => 6 + i));
+  }, 60_000);
+
   it('caps limit at 25 (a larger limit gets 25, a smaller one the newest `limit`, 0 gets 1) under both serializers', async () => {
     const { canvasId, users } = await createCanvas(db.sql);
     const startedAt = Date.now() - 1000;

@@ -71,7 +71,14 @@ export type BusOptions = {
   dedupeWindowMs?: number;
   /** Health check / outage poll interval. */
   tickMs?: number;
+  /** Silence of the live stream (nothing received, not even a keepalive) after which a probe message is written. */
+  probeAfterMs?: number;
+  /** How long after a probe was written, with nothing received since, the stream counts as stalled and is restarted. */
+  stallMs?: number;
 };
+
+/** Prefix of the bus's own probe messages (tick): decoded like any logical message, delivered to nobody. */
+export const PROBE_MESSAGE_PREFIX = 'potentia.realtime.probe';
 
 export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   const publication = opts.publication ?? 'potentia_realtime';
@@ -91,6 +98,11 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   let stopped = false;
   let subscribedOnce = false;
   let streamUp = false;
+  let flushWithXid = true; // PostgreSQL < 17: a logical message is flushed by a commit (cluster.ts)
+  const probeAfterMs = opts.probeAfterMs ?? 2500;
+  const stallMs = opts.stallMs ?? 3000;
+  let lastActivity = 0; // Date.now() of the last thing the live stream delivered
+  let probe: { at: number; epoch: number } | null = null;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => { markReady = r; });
   const clusterListeners = new Set<(content: Buffer) => void>();
@@ -192,6 +204,8 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     epoch++;
     candidate = null;
     streamUp = true;
+    lastActivity = Date.now();
+    probe = null;
     if (subscribedOnce) stats.reconnects++;
     subscribedOnce = true;
     notifyStream(true);
@@ -228,6 +242,14 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
    * the bus polls the table instead, so delivery only slows down. While it is up, the walsender
    * must still be listed (a half-open TCP connection is noticed here, not after the keepalive
    * timeout), and the watermark advances once the stream has stayed up across a whole tick.
+   *
+   * Listed is not flowing: a connection whose packets stop (a partition of that one path, a
+   * stateful firewall or NAT that lost it, a proxy that hangs) keeps its walsender listed until
+   * wal_sender_timeout (60 s by default) ends it, and the gateway delivered nothing meanwhile while
+   * its /ready said 200. So once the stream has been silent for probeAfterMs (the cluster's
+   * heartbeats alone arrive every 2 s), the bus writes a logical message of its own through the
+   * pool; if nothing at all has arrived on the stream stallMs after that, the stream is restarted
+   * (and polled meanwhile, as after any loss).
    */
   async function tick(): Promise<void> {
     if (stopped || catchingUp) return;
@@ -243,11 +265,35 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         stream?.restart('walsender backend is gone');
         return;
       }
-      if (candidate && candidate.epoch === epoch) watermark = candidate.at;
+      if (await stalled()) return;
+      // moves only while the stream delivers: a silent one may be stalled, and what it did not
+      // deliver must stay within the next catch-up's reach
+      const flowing = Date.now() - lastActivity < probeAfterMs;
+      if (candidate && candidate.epoch === epoch && flowing) watermark = candidate.at;
       candidate = { at: r.now, epoch };
     } catch (err) {
       opts.logger?.debug({ err }, 'realtime bus tick failed');
     }
+  }
+
+  /** True when the live stream was found stalled (and restarted); writes a probe when it is silent. */
+  async function stalled(): Promise<boolean> {
+    const now = Date.now();
+    if (!streamUp || now - lastActivity < probeAfterMs) return false;
+    if (probe && probe.epoch === epoch && lastActivity < probe.at) {
+      if (now - probe.at < stallMs) return false;
+      const reason = `nothing received for ${now - lastActivity} ms, though a probe was written ${now - probe.at} ms ago`;
+      opts.logger?.warn({ reason }, 'realtime replication stream stalled: a probe written through the pool did not come through; reconnecting');
+      probe = null;
+      stream?.restart(reason);
+      return true;
+    }
+    const sent = { at: now, epoch };
+    if (flushWithXid) await opts.sql`select pg_logical_emit_message(false, ${PROBE_MESSAGE_PREFIX}, ''::text), pg_current_xact_id()`;
+    else await opts.sql`select pg_logical_emit_message(false, ${PROBE_MESSAGE_PREFIX}, ''::text, true)`;
+    // counts once written: a probe the pool could not write proves nothing about the stream
+    if (sent.epoch === epoch) probe = sent;
+    return false;
   }
 
   return {
@@ -266,7 +312,8 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       // What was committed before now is not: a catch-up reads from the watermark minus the
       // margin, so those rows count as delivered already (a fresh gateway sent the last minute's
       // messages to its first subscribers as live ones).
-      const [{ now }] = (await opts.sql`select localtimestamp::text as now`) as unknown as [{ now: string }];
+      const [{ now, version }] = (await opts.sql`select localtimestamp::text as now, current_setting('server_version_num')::int as version`) as unknown as [{ now: string; version: number }];
+      flushWithXid = version < 170000;
       const before = await opts.sql`select id::text from realtime.messages
                                     where inserted_at >= ${now}::timestamp - make_interval(secs => ${marginMs / 1000})`;
       for (const row of before) remember(String(row.id));
@@ -283,6 +330,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         },
         onUp,
         onDown,
+        onActivity: () => { lastActivity = Date.now(); },
       });
       stream.start();
       timer = setInterval(() => void tick(), opts.tickMs ?? 500);

@@ -22,6 +22,8 @@ export type ReplicationEvents = {
   onUp(): void;
   /** The stream ended; a reconnect is scheduled. */
   onDown(err: unknown): void;
+  /** Anything arrived on the live stream (a change, a logical message, a keepalive): it flows. */
+  onActivity?(): void;
 };
 
 export type ReplicationOptions = ReplicationEvents & {
@@ -130,6 +132,7 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
     s.on('error', end);
     // a keepalive asking for a reply (wal_sender_timeout would end the stream without one)
     s.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
+      if (service === s) opts.onActivity?.();
       if (shouldRespond && service === s) s.acknowledge(lsn).catch(() => {});
     });
     s.on('start', () => {
@@ -141,6 +144,7 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
     s.on('data', (_lsn: string, msg: Pgoutput.Message) => {
       if (service !== s) return;
       try {
+        opts.onActivity?.();
         if (msg.tag === 'insert') opts.onInsert(`${msg.relation.schema}.${msg.relation.name}`, msg.new);
         else if (msg.tag === 'message' && prefixes.has(msg.prefix)) opts.onMessage?.(msg.prefix, Buffer.from(msg.content), msg.transactional);
       } catch (err) {

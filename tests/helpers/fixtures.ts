@@ -41,6 +41,7 @@ export async function createCanvas(sql: Sql, members: Role[] = []) {
 export type MutationResult = {
   status: 'success' | 'conflict' | 'failed' | 'duplicate';
   server_seq: number | null;
+  canvas_seq?: number | null;
   version?: number;
   block_id?: string;
   block?: Record<string, any> | null;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ReservedSql, Sql } from 'postgres';
-import { isConnectionFailure } from './faults.ts';
+import { answerTimedOut, isConnectionFailure } from './faults.ts';
 import type { CallerSettings } from './request.ts';
 
 /**
@@ -232,9 +232,17 @@ export class CanvasLanes {
       tx.ran = true;
       this.#pump(key, lane);
     };
-    const settle = (retry: Request[], resend: number, broken: boolean, rolledBack: boolean) => {
+    const settle = (retry: Request[], resend: number, broken: boolean, rolledBack: boolean, lost?: unknown) => {
       lane.onWire.shift();
       if (broken) lane.closing = true;
+      if (lost !== undefined && answerTimedOut(lost)) {
+        // the server sent nothing for answer_timeout (a stalled path): the requests waiting
+        // behind this transaction waited as long, and would wait as long again on another of the
+        // pool's connections over the same path; they fail with it (503: resent by client_op_id)
+        for (const request of [...lane.retry.splice(0), ...lane.queue.splice(0)]) request.reject(lost);
+        lane.retryResend = 0;
+        lane.resend = 0;
+      }
       // after a rollback nothing is pipelined (the gate above) until PIPELINE_AFTER commit in a
       // row, so nothing more is sent before every transaction on the wire has settled
       lane.committedInARow = rolledBack ? 0 : lane.committedInARow + 1;
@@ -249,8 +257,8 @@ export class CanvasLanes {
       }
       this.#pump(key, lane);
     };
-    void this.#send(lane.conn!, group, tx, after, ran).then(({ retry, resend, broken, committed }) => {
-      settle(retry, resend, broken, !committed);
+    void this.#send(lane.conn!, group, tx, after, ran).then(({ retry, resend, broken, committed, lost }) => {
+      settle(retry, resend, broken, !committed, lost);
     }, (err: unknown) => {
       // not expected (#send handles what the driver throws): fail the group, keep the lane going
       for (const request of group) request.reject(err);
@@ -268,7 +276,7 @@ export class CanvasLanes {
    * when the connection failed.
    */
   async #send(conn: ReservedSql, group: Request[], tx: OnWire, after: string | null, ran: () => void)
-    : Promise<{ retry: Request[]; resend: number; broken: boolean; committed: boolean }> {
+    : Promise<{ retry: Request[]; resend: number; broken: boolean; committed: boolean; lost?: unknown }> {
     const begin = conn`begin`.execute();
     // behind a transaction still on the wire: runs only if that one committed (its mark below is
     // a session setting, which its rollback takes back)
@@ -306,7 +314,7 @@ export class CanvasLanes {
       // the connection failed: every request of the transaction fails with it (it may have
       // committed or not; the caller answers 503 and the client resends by client_op_id)
       for (const request of group) request.reject(lost);
-      return { retry: [], resend: 0, broken: true, committed: false };
+      return { retry: [], resend: 0, broken: true, committed: false, lost };
     }
     if (guarded.status === 'rejected') {
       // the transaction ahead rolled back: none of these ran; all go again, behind its retries

@@ -12,6 +12,15 @@ export function isConnectionFailure(err: unknown): boolean {
 }
 
 /**
+ * Whether the driver gave up waiting for the server's answer (answer_timeout, src/db/index.ts):
+ * the connection is gone, but the wait was already spent; another connection on the same path
+ * would likely wait as long again, so withRequest does not run the request again.
+ */
+export function answerTimedOut(err: unknown): boolean {
+  return (err as { code?: unknown })?.code === 'ANSWER_TIMEOUT';
+}
+
+/**
  * Whether the error is a failure to open a session at all: the host did not resolve or answer
  * (DNS, routing, refused, CONNECT_TIMEOUT: src/db/index.ts), or the server refused the
  * session while starting it (a database that does not accept connections, 55000 from
@@ -36,8 +45,10 @@ const POOLER_REFUSALS = /^(server login has been failing|query_wait_timeout|pgbo
 /** The server ended the session: 57P01-57P05 (shutdown, crash, cannot connect now, database dropped, idle session timeout), 25P03 (idle in transaction timeout). */
 const SESSION_ENDED = new Set(['57P01', '57P02', '57P03', '57P04', '57P05', '25P03']);
 
-/** The driver lost an open connection (postgres.js's codes and Node's socket errors). */
-const DRIVER_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED']);
+/** The driver lost an open connection (postgres.js's codes and Node's socket errors), or gave it up. */
+const DRIVER_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED',
+  // the server sent nothing for answer_timeout while a query waited (src/db/index.ts): the connection was destroyed
+  'ANSWER_TIMEOUT']);
 
 /** No connection could be opened: Node's DNS and socket errors, postgres.js's connect timeout. */
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EHOSTDOWN', 'CONNECT_TIMEOUT']);

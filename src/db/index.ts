@@ -29,6 +29,7 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
     connection: { application_name: opts.applicationName ?? 'potentia' },
     backoff: reconnectBackoffSeconds,
     connect_timeout: CONNECT_TIMEOUT_SECONDS,
+    answer_timeout: ANSWER_TIMEOUT_SECONDS,
   });
   const db = new Kysely<DB>({ dialect: new PostgresJSDialect({ postgres: sql }) });
   return {
@@ -52,6 +53,20 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
  * from another region in well under a second; the statement timeout is 5 s.
  */
 export const CONNECT_TIMEOUT_SECONDS = 5;
+
+/**
+ * How long (seconds) a query may wait without a byte from the server before its connection is
+ * destroyed and it fails with ANSWER_TIMEOUT (postgres.js `answer_timeout`, added by
+ * patches/postgres+3.4.9.patch), which src/db/faults.ts counts as a lost connection: a request is
+ * run again before COMMIT, else answered 503. A path that stops carrying packets without closing
+ * (a partition, a stateful firewall or NAT that lost the flow, a hung proxy) held its queries
+ * until TCP gave up, about 15 minutes: every request on that connection, and on a reserved one
+ * (a canvas lane) every later mutation of the canvas. A server answers a statement within its
+ * statement timeout (5 s for requests) and a row at a time after that; four times that is never a
+ * healthy wait. The worker's pool (src/worker/runtime.ts) has no such bound: its jobs (cleanup,
+ * rebalancing) run without a statement timeout and may take longer on a large database.
+ */
+export const ANSWER_TIMEOUT_SECONDS = 20;
 
 /**
  * Delay (seconds) before a pooled connection that was closed reconnects. postgres.js's default

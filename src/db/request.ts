@@ -1,6 +1,6 @@
 import type { ReservedSql, Sql, TransactionSql } from 'postgres';
 import type { CanvasLanes, TransactionScratch } from './canvas-lanes.ts';
-import { couldNotConnect, isConnectionFailure } from './faults.ts';
+import { answerTimedOut, couldNotConnect, isConnectionFailure } from './faults.ts';
 
 /**
  * Runs database work the way PostgREST runs an RPC: in one transaction whose transaction-local
@@ -33,7 +33,8 @@ export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: T
   // another connection (the pool replaces the dead one). A loss during COMMIT is ambiguous and is
   // left to the caller (mutations are idempotent by client_op_id; HTTP answers 503). No session
   // could be opened at all: answered at once (503), not after waiting for the same refusal or
-  // connect timeout twice more.
+  // connect timeout twice more; nor is a request whose answer never came (answer_timeout, a
+  // stalled path), which would wait as long again on the pool's other connections.
   for (let attempt = 0; ; attempt++) {
     let committing = false;
     try {
@@ -43,7 +44,7 @@ export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: T
         return result;
       });
     } catch (err) {
-      if (committing || attempt >= CONNECTION_RETRIES || !isConnectionFailure(err) || couldNotConnect(err)) throw err;
+      if (committing || attempt >= CONNECTION_RETRIES || !isConnectionFailure(err) || couldNotConnect(err) || answerTimedOut(err)) throw err;
     }
   }
 }

@@ -41,6 +41,16 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
       name: 'potentia_realtime_sockets', help: 'WebSockets open on this gateway process, by protocol (phoenix = realtime-js, h1)',
       labelNames: ['protocol'], registers: exposedIf(parts.realtime),
     }),
+    // the gateway's logical replication stream (src/realtime/bus.ts): what /ready's `realtime`
+    // check says, as a series an alert can watch
+    realtimeStreamUp: new Gauge({
+      name: 'potentia_realtime_replication_stream_up', help: "1 while this gateway's logical replication stream is up; 0 while it is down or stalled (deltas are then polled from realtime.messages, other gateways' presence and broadcasts do not arrive)",
+      registers: exposedIf(parts.realtime),
+    }),
+    realtimeStreamLosses: new Counter({
+      name: 'potentia_realtime_replication_stream_losses_total', help: "times this gateway's replication stream was lost (backend terminated, server restart, connection closed or stalled) and reconnected",
+      registers: exposedIf(parts.realtime),
+    }),
     // background jobs (src/worker)
     jobQueueDepth: new Gauge({
       name: 'potentia_job_queue_depth', help: 'Graphile Worker jobs by task and state (ready, scheduled, running, failed; outbox = embedding outbox rows)',

@@ -64,6 +64,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     onPresenceDiff: (key, diff) => deliverPresenceDiff(hub, key, diff),
   });
   hub.cluster = cluster;
+  opts.metrics?.realtimeStreamUp.set(0);
+  bus.onStreamState((up) => {
+    opts.metrics?.realtimeStreamUp.set(up ? 1 : 0);
+    if (!up) opts.metrics?.realtimeStreamLosses.inc();
+  });
   const verifyToken = createTokenVerifier(opts.auth);
   const verifyRealtime = (token: string) => verifyToken(token, REALTIME_POLICY);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });

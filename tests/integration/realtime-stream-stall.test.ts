@@ -9,7 +9,8 @@
 // A `--role gateway` process whose DIRECT_DATABASE_URL (the replication connection; its pool uses
 // DATABASE_URL) goes through a TCP proxy that this test stalls: an H1 and a realtime-js subscriber
 // on it get every delta within seconds, once and in order, through the stall and after it heals;
-// /ready says the stream is down while it is, and 200 again after.
+// /ready says the stream is down while it is, and 200 again after; so does /metrics
+// (potentia_realtime_replication_stream_up, _losses_total), which had nothing on the stream.
 import { RealtimeClient } from '@supabase/realtime-js';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,10 +52,19 @@ afterAll(async () => {
   await db.close();
 }, 30_000);
 
+/** A sample of the gateway's /metrics (loopback: no token needed). */
+async function metric(name: string): Promise<number | undefined> {
+  const text = await fetch(`${gateway.url}/metrics`, { signal: AbortSignal.timeout(5000) }).then((r) => r.text());
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.split(' ')[1]);
+}
+const UP = 'potentia_realtime_replication_stream_up';
+const LOSSES = 'potentia_realtime_replication_stream_losses_total';
+
 const readyStatus = () => fetch(`${gateway.url}/ready`, { signal: AbortSignal.timeout(5000) }).then((r) => r.status, () => 0);
 
 describe('a replication connection that stalls without closing', () => {
-  it('is noticed within seconds, not after wal_sender_timeout: every delta arrives, once and in order', { timeout: 90_000 }, async () => {
+  it('is noticed within seconds, not after wal_sender_timeout: every delta arrives, once and in order', { timeout: 180_000 }, async () => {
     const { canvasId, users } = await createCanvas(db.sql);
     const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! }, { expiresInSeconds: 600 });
     h1 = await openH1(gateway.url, canvasId, token, '&since_canvas_seq=0');
@@ -66,7 +76,9 @@ describe('a replication connection that stalls without closing', () => {
     const channel = client.channel(`canvas:${canvasId}`, { config: { private: true } })
       .on('broadcast', { event: 'block_op' }, (m) => realtime.push(Number(m.payload.canvas_seq)));
     expect((await subscribed(channel)).status).toBe('SUBSCRIBED');
-    await until(async () => (await readyStatus()) === 200, 30_000, 'the gateway ready (its stream up)');
+    // creating the slot waits for every transaction running in the cluster: on a shared server, a while
+    await until(async () => (await readyStatus()) === 200, 60_000, 'the gateway ready (its stream up)');
+    expect({ up: await metric(UP), losses: await metric(LOSSES) }).toEqual({ up: 1, losses: 0 });
 
     const create = async () => (await mutate(db.sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text' } })).canvas_seq!;
     const h1Seqs = () => h1!.inbox.flatMap((m) => (m.type === 'delta' ? [Number(m.canvas_seq)] : []));
@@ -82,12 +94,16 @@ describe('a replication connection that stalls without closing', () => {
     const tookMs = Date.now() - stalledAt;
     // the stream is down (reconnects are refused): out of rotation, as after any loss of the stream
     await until(async () => (await readyStatus()) === 503, 10_000, '/ready 503 while the stream is down');
+    // and /metrics says so, for an alert
+    expect(await metric(UP)).toBe(0);
+    expect(await metric(LOSSES)).toBeGreaterThanOrEqual(1);
     for (let i = 0; i < 3; i++) expected.push(await create());
     await until(() => both(5), 10_000, 'deltas polled while the stream is down');
 
     // healed: the stream comes back, the stalled connection's bytes arrive and change nothing
     proxy.restore();
-    await until(async () => (await readyStatus()) === 200, 30_000, '/ready 200 again');
+    await until(async () => (await readyStatus()) === 200, 60_000, '/ready 200 again');
+    expect(await metric(UP)).toBe(1);
     for (let i = 0; i < 3; i++) expected.push(await create());
     await until(() => both(8), 10_000, 'live deltas after the stall');
     await sleep(1000); // nothing more may come

@@ -18,7 +18,7 @@ import { fileStorage, type FileStorage, type ObjectStorage } from '../src/storag
  */
 const FileParams = z.object({ canvas_id: z.string().uuid(), file_id: z.string().uuid() });
 const CreateFile = z.object({
-  filename: z.string().min(1).max(255).openapi({ description: 'shown as the download\'s name; no / \\ or control characters' }),
+  filename: z.string().min(1).max(255).openapi({ description: 'shown as the download\'s name; no / \\ (also fullwidth) or control characters, not only dots and spaces' }),
   content_type: z.string().min(3).max(255).openapi({ description: 'type/subtype without parameters, allowed by app.settings allowed_file_types',
     example: 'image/png' }),
   size_bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).openapi({ description: 'exactly the bytes you will PUT (at most max_file_bytes)' }),

@@ -47,10 +47,15 @@ begin
   end if;
   -- a name as every name a person reads (internal.is_display_text: no control, invisible or
   -- direction-changing character, which make a name read as another in the download's
-  -- Content-Disposition), and no / or \
-  if v_name is null or char_length(v_name) not between 1 and 255 or v_name ~ '[/\\]' or not internal.is_display_text(v_name) then
+  -- Content-Disposition), and a name a file can have where it is saved: no / or \, also not as
+  -- its compatibility form (NFKC: fullwidth U+FF0F, small U+FE68, which Windows' best-fit mapping
+  -- and NFKC-normalising clients turn into / and \), and not only dots and spaces (`.`, `..`,
+  -- `. .`, also as U+2024/U+FF0E: the current or parent directory, or nothing once Windows drops
+  -- trailing dots and spaces)
+  if v_name is null or char_length(v_name) not between 1 and 255 or not internal.is_display_text(v_name)
+     or normalize(v_name, NFKC) ~ '[/\\]' or normalize(v_name, NFKC) ~ '^[.[:space:]]+$' then
     perform internal.raise_error('invalid_input',
-      'filename must be 1 to 255 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), / or \, and not only spaces or joiners',
+      'filename must be 1 to 255 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), / or \ (also fullwidth), and not only spaces, joiners or dots (such as . or ..)',
       '{"field":"filename"}');
   end if;
   if v_type is null or v_type !~ '^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$' then

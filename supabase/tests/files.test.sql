@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(92);
+select plan(108);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -120,6 +120,15 @@ select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_t
           '{"state": "PX400", "field": "content_type"}', 'a content type with parameters: invalid_input content_type');
 select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), '../etc/passwd', 'text/plain')),
           '{"state": "PX400", "field": "filename"}', 'a filename with a slash: invalid_input filename');
+select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), n, 'text/plain')),
+          '{"state": "PX400", "field": "filename"}', format('a filename that names a directory or nothing where it is saved (%s): invalid_input filename', n))
+  from unnest(array['.', '..', '...', ' .. ', '. .', chr(x'2024'::int) || chr(x'2024'::int), chr(x'FF0E'::int), '.' || chr(x'3000'::int) || '.']) n;
+select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), n, 'text/plain')),
+          '{"state": "PX400", "field": "filename"}', format('a filename with a slash or backslash in compatibility form (%s): invalid_input filename', n))
+  from unnest(array['..' || chr(x'FF0F'::int) || 'etc', 'a' || chr(x'FF3C'::int) || 'b', 'a' || chr(x'FE68'::int) || 'b']) n;
+select is(api.create_file(pg_temp.id('c1'), n, 'text/plain', 10) #>> '{file,filename}', n,
+          format('dots in a name stay allowed (%s)', n))
+  from unnest(array['.env', '..notes.txt', 'a..b', 'v1.2.', 'a ' || chr(x'2215'::int) || ' b']) n;
 select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), '   ', 'text/plain')),
           '{"state": "PX400", "field": "filename"}', 'a blank filename: invalid_input filename');
 select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'invoice' || chr(x'202E'::int) || 'fdp.exe', 'text/plain')),

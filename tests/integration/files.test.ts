@@ -69,6 +69,7 @@ const md5 = (bytes: Buffer) => createHash('md5').update(bytes).digest('base64');
 const put = (upload: { upload_url: string; headers: Record<string, string> }, bytes: Buffer, headers: Record<string, string> = {}) =>
   fetch(upload.upload_url, { method: 'PUT', body: new Uint8Array(bytes), headers: { ...upload.headers, ...headers } });
 const objectKey = async (fileId: string) => (await sql`select object_key from app.files where file_id = ${fileId}`)[0]!.object_key as string;
+const countFiles = async () => Number((await sql`select count(*) from app.files where canvas_id = ${canvasId}`)[0]!.count);
 const fileRow = async (fileId: string) => (await sql`select status, purged_at from app.files where file_id = ${fileId}`)[0]!;
 
 /** The cleanup_files task, as Graphile Worker runs it from the crontab. */
@@ -216,6 +217,19 @@ describe('files: upload, complete, refer, download', () => {
     expect(badChecksum.body.error).toMatchObject({ code: 'invalid_input', field: 'checksum' });
     const viewer = await api('viewer', 'POST', '/files', { filename: 'v.png', content_type: 'image/png', size_bytes: 1 });
     expect(viewer.status).toBe(403);
+  });
+
+  it('a filename that names a directory where it is saved (., .., dots and spaces, a fullwidth slash) is refused, nothing recorded', async () => {
+    for (const filename of ['..', '.', '. .', '\u2024\u2024', '..\uff0fetc\uff0fpasswd', 'a\uff3cb', '\u202etxt.exe', 'a\u0085b']) {
+      const before = await countFiles();
+      const res = await api('editor', 'POST', '/files', { filename, content_type: 'text/plain', size_bytes: 1 });
+      expect(res.status, JSON.stringify(filename)).toBe(400);
+      expect(res.body.error).toMatchObject({ code: 'invalid_input', field: 'filename' });
+      expect(res.text).not.toContain('upload_url');
+      expect(await countFiles()).toBe(before);
+    }
+    const dotted = await api('editor', 'POST', '/files', { filename: '..notes.v2.txt', content_type: 'text/plain', size_bytes: 1 });
+    expect(dotted.status, dotted.text).toBe(201);
   });
 
   it('deleting the block deletes the file at once, and the cleanup_files task removes its object', async () => {

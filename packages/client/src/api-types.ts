@@ -920,7 +920,7 @@ export interface operations {
     requestBody: {
       content: {
         "application/json": {
-          /** @description shown as the download's name; no / \ or control characters */
+          /** @description shown as the download's name; no / \ (also fullwidth) or control characters, not only dots and spaces */
           filename: string;
           /**
            * @description type/subtype without parameters, allowed by app.settings allowed_file_types

@@ -99,6 +99,24 @@ export function checkContentEncoding(contentEncoding: string | undefined): Input
   return violation('content-encoding', 'the body is read as sent, uncompressed: send it without Content-Encoding (or identity)');
 }
 
+/**
+ * A request body is framed by Content-Length or by `Transfer-Encoding: chunked` alone. RFC 9112
+ * §6.1: a server that receives a transfer coding it does not understand SHOULD answer 501 (Not
+ * Implemented); no coding other than chunked is decoded here (gzip, deflate, compress, an unknown
+ * x-…, also the obsolete identity, which no current specification defines), so such a body would
+ * be read as its coded bytes, or a plain body declared as coded as if the header were not there
+ * (`gzip, chunked` with a plain body was accepted). Node's parser has already refused, 400, a
+ * request whose final coding is not chunked (§6.3: its length cannot be known) and chunked applied
+ * twice. The field is the header, `transfer-encoding`.
+ */
+export function checkTransferEncoding(transferEncoding: string | undefined): InputViolation | null {
+  if (transferEncoding === undefined) return null;
+  const codings = transferEncoding.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '');
+  if (codings.length === 1 && codings[0] === 'chunked') return null;
+  return violation('transfer-encoding', 'no transfer coding other than chunked is understood here (RFC 9112 §6.1): send the body '
+    + 'with Content-Length, or Transfer-Encoding: chunked alone (a compressed body is not accepted either)');
+}
+
 /** An unpaired surrogate: a high one not followed by a low one, or a low one not preceded by a high one. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 

@@ -105,7 +105,12 @@ export function answerMalformedRequests(http: ServerType): void {
     const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
     const refusal = err.code === 'HPE_HEADER_OVERFLOW'
       ? new ApiError('payload_too_large', 'request headers are too large')
-      : new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' });
+      // RFC 9112 §6.3: a request whose last transfer coding is not chunked (or that applies
+      // chunked twice) has no knowable length: 400 and close, naming the header
+      : err.code === 'HPE_INVALID_TRANSFER_ENCODING'
+        ? new ApiError('invalid_input', 'transfer-encoding: a request body\'s last transfer coding must be chunked, applied once '
+          + '(RFC 9112 §6.3): send Content-Length, or Transfer-Encoding: chunked', { field: 'transfer-encoding' })
+        : new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' });
     // under /rest/v1 in PostgREST's shape, as every other answer there (not-found.ts)
     const path = requestLinePath(err.rawPacket);
     const shape = path !== null && isPostgrestPath(path) ? postgrestBody(refusal) : refusal.body();

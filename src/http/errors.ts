@@ -20,6 +20,8 @@ export const ERROR_STATUS = {
   unsupported_media_type: 415,
   rate_limited: 429,
   internal: 500,
+  // a transfer coding other than chunked on a request (RFC 9112 §6.1), field `transfer-encoding`
+  not_implemented: 501,
   unavailable: 503,
   // files (functions/files.ts): no bucket is configured (S3_BUCKET; docs/files.md)
   storage_not_configured: 503,

@@ -351,6 +351,7 @@ function toGotrueError(err: unknown, c: Context<AppEnv>, deps: Deps): GotrueErro
     case 'invalid_input': return validation(apiError.message);
     case 'payload_too_large': return new GotrueError(413, 'request_too_large', apiError.message);
     case 'unsupported_media_type': return new GotrueError(415, 'unsupported_media_type', apiError.message);
+    case 'not_implemented': return new GotrueError(501, 'not_implemented', apiError.message);
     case 'unavailable': return new GotrueError(503, 'unexpected_failure', apiError.message, {}, 1);
     case 'timeout': return new GotrueError(504, 'request_timeout', apiError.message);
     default:

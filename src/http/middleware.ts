@@ -6,7 +6,7 @@ import { cors } from 'hono/cors';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
 import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
-import { checkCharset, checkContentEncoding, checkUrl, readJson } from '../input-policy.ts';
+import { checkCharset, checkContentEncoding, checkTransferEncoding, checkUrl, readJson } from '../input-policy.ts';
 import { ApiError } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
@@ -100,7 +100,9 @@ export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHa
 }
 
 /**
- * The body limit, then the input policy, then the route (next); a refused request is answered here
+ * The transfer coding (chunked or none: any other is 501 not_implemented, field
+ * `transfer-encoding`, whatever the method, checkTransferEncoding), the body limit, then the input
+ * policy, then the route (next); a refused request is answered here
  * (a Response) or throws its ApiError. Bodies up to config.maxBodyBytes: one announced by
  * Content-Length is judged by it, as Hono's bodyLimit does, but without touching `c.req.raw.body`
  * (on Node that turns the request into a web-stream Request, a large part of a small request's
@@ -119,6 +121,12 @@ function admission(deps: Deps, onError: ErrorAnswer): (c: Context<AppEnv>, next:
   const counted = bodyLimit({ maxSize, onError: tooLarge });
   return async (c, next) => {
     const method = c.req.method;
+    const transfer = checkTransferEncoding(c.req.header('transfer-encoding'));
+    if (transfer) {
+      // the body is never read: close the connection rather than have Node drain it unbounded
+      c.header('Connection', 'close');
+      return onError(new ApiError('not_implemented', transfer.message, { field: transfer.field }), c);
+    }
     if (method !== 'GET' && method !== 'HEAD') {
       const length = c.req.header('content-length');
       if (length !== undefined && c.req.header('transfer-encoding') === undefined) {

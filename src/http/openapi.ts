@@ -18,6 +18,7 @@ const errorResponses = {
   415: error('unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding)'),
   429: error('rate_limited: retry_after seconds (also the Retry-After header)'),
   500: error('internal'),
+  501: error('not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding)'),
   503: error('unavailable: the database connection was lost (retry_after), or a dependency is failing'),
   504: error('timeout: the database did not finish in time'),
 };

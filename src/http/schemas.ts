@@ -141,7 +141,7 @@ export const InviteList = z.object({ invites: z.array(Invite) }).strict().openap
 
 // Errors (src/http/errors.ts: the one error shape)
 export const ERROR_CODES = ['invalid_input', 'unauthorized', 'forbidden', 'not_found', 'conflict', 'rebase_required', 'payload_too_large',
-  'unsupported_media_type', 'rate_limited', 'internal', 'unavailable', 'storage_not_configured', 'timeout'] as const;
+  'unsupported_media_type', 'rate_limited', 'internal', 'not_implemented', 'unavailable', 'storage_not_configured', 'timeout'] as const;
 export const ConflictField = z.object({
   base: JsonValue, theirs: JsonValue, mine: JsonValue,
 }).strict().openapi('ConflictField', { description: 'base: the value at base_version (from the log; null when the key did not exist); theirs: ' +

@@ -1,5 +1,6 @@
 import { RealtimeClient } from '@supabase/realtime-js';
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { gzipSync } from 'node:zlib';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -261,6 +262,74 @@ describe('HTTP', () => {
       expect((await send('POST', `/api/v1/canvas/${canvasId}/mutate`, mutation(`"${randomUUID()}"`, '{"t":"é"}'), t, { "content-type": contentType })).status, contentType).toBe(200);
     }
     expect((await send('POST', `/api/v1/canvas/${canvasId}/mutate`, mutation(`"${randomUUID()}"`, '{"t":"é"}'), t, { 'content-encoding': 'identity' })).status).toBe(200);
+  });
+
+  it('a transfer coding other than chunked is 501 not_implemented naming the header on every surface (RFC 9112 §6.1), nothing written', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const t = await token(users.owner!);
+    const { anon } = await apiKeys(config);
+    const before = await written(canvasId, workspaceId);
+    const email = `transfer-${randomUUID()}@example.com`;
+    /** One request, framed by hand (Node's client would reframe it), on its own connection: status, headers, body. */
+    const framed = (head: string, body: Buffer) => new Promise<{ status: number; head: string; body: any }>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+      const chunks: Buffer[] = [];
+      socket.on('data', (c) => chunks.push(c));
+      socket.on('error', reject);
+      // the answer closes the connection: nothing of the request is read as a next one
+      socket.on('close', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const at = text.indexOf('\r\n\r\n');
+        resolve({ status: Number(text.slice(9, 12)), head: text.slice(0, at), body: JSON.parse(text.slice(at + 4)) });
+      });
+      socket.write(Buffer.concat([Buffer.from(head), Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]));
+    });
+    const request = (method: string, path: string, coding: string, body: Buffer, headers: Record<string, string>) =>
+      framed(`${method} ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: ${coding}\r\n`
+        + `${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`, body);
+    const mutate = mutation(`"${randomUUID()}"`, '{"t":"é"}');
+    const bodies: [string, string, string][] = [
+      ['POST', `/api/v1/canvas/${canvasId}/mutate`, mutate],
+      ['POST', `/functions/v1/canvas/${canvasId}/mutate`, `{"ops":[${mutate}]}`],
+      ['PATCH', `/api/v1/canvas/${canvasId}`, '{"title":"read as chunked"}'],
+      ['POST', '/api/v1/workspaces', '{"name":"read as chunked"}'],
+    ];
+    // `gzip, chunked` with a plain body was applied as if gzip were not there (200), with a gzip
+    // body refused as invalid UTF-8 (400): neither says the coding is not understood
+    for (const coding of ['gzip, chunked', 'deflate,chunked', 'identity, chunked', 'x-custom, chunked', 'GZIP , Chunked']) {
+      for (const [method, path, body] of bodies) {
+        for (const bytes of [Buffer.from(body), gzipSync(body)]) {
+          const res = await request(method, path, coding, bytes, { authorization: `Bearer ${t}` });
+          expect(res.status, `${coding} ${method} ${path}: ${JSON.stringify(res.body)}`).toBe(501);
+          expect(res.body.error).toMatchObject({ code: 'not_implemented', field: 'transfer-encoding' });
+          expect(res.body.error.message).toMatch(/^transfer-encoding: /);
+          expect(res.head).toMatch(/\r\nconnection: close\r\n/i);
+        }
+      }
+      // GoTrue's shape under /auth/v1, PostgREST's under /rest/v1: the same status and code
+      const signUp = await request('POST', '/auth/v1/signup', coding, Buffer.from(JSON.stringify({ email, password: 'a long enough password' })), { apikey: anon });
+      expect(signUp.status).toBe(501);
+      expect(signUp.body).toMatchObject({ error_code: 'not_implemented' });
+      const rest = await request('POST', '/rest/v1/rpc/mutate', coding, Buffer.from('{}'), { apikey: anon });
+      expect(rest.status).toBe(501);
+      expect(rest.body).toMatchObject({ code: 'not_implemented' });
+    }
+    // a last coding other than chunked, or chunked twice: the length cannot be known (§6.3), 400
+    // naming the header (it was "malformed HTTP request", field request)
+    for (const coding of ['gzip', 'chunked, gzip', 'chunked, chunked']) {
+      const res = await request('PATCH', `/api/v1/canvas/${canvasId}`, coding, Buffer.from('{"title":"read as chunked"}'), { authorization: `Bearer ${t}` });
+      expect(res.status, coding).toBe(400);
+      expect(res.body.error).toMatchObject({ code: 'invalid_input', field: 'transfer-encoding' });
+    }
+    expect(await written(canvasId, workspaceId)).toEqual(before);
+    expect((await db.sql`select count(*)::int as n from auth.users where email = ${email}`)[0]!.n).toBe(0);
+    expect((await db.sql`select count(*)::int as n from app.workspaces where created_by = ${users.owner!} and name = 'read as chunked'`)[0]!.n).toBe(0);
+    // chunked alone, in any case, is read
+    for (const coding of ['chunked', 'Chunked']) {
+      const res = await request('POST', `/api/v1/canvas/${canvasId}/mutate`, coding, Buffer.from(mutation(`"${randomUUID()}"`, '{"t":"é"}')),
+        { authorization: `Bearer ${t}`, connection: 'close' });
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+    }
   });
 
   it('a batch over 100 ops, or ops that is not an array, is refused on field ops', async () => {

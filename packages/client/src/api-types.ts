@@ -155,7 +155,7 @@ export interface components {
     Error: {
       error: {
         /** @enum {string} */
-        code: "invalid_input" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "rebase_required" | "payload_too_large" | "unsupported_media_type" | "rate_limited" | "internal" | "unavailable" | "storage_not_configured" | "timeout";
+        code: "invalid_input" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "rebase_required" | "payload_too_large" | "unsupported_media_type" | "rate_limited" | "internal" | "not_implemented" | "unavailable" | "storage_not_configured" | "timeout";
         message: string;
         /** @description the input at fault: a body path (patch.text.body, ops.0.base_version), a path or query parameter */
         field?: string;
@@ -896,6 +896,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -989,6 +995,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description storage_not_configured: this server has no bucket (S3_BUCKET); unavailable: the database or the storage did not answer (retry_after) */
       503: {
         content: {
@@ -1072,6 +1084,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description storage_not_configured: this server has no bucket (S3_BUCKET); unavailable: the database or the storage did not answer (retry_after) */
       503: {
         content: {
@@ -1151,6 +1169,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -1242,6 +1266,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -1328,6 +1358,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -1403,6 +1439,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -1483,6 +1525,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -1559,6 +1607,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -1629,6 +1683,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -1719,6 +1779,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -1795,6 +1861,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -1876,6 +1948,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -1943,6 +2021,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2030,6 +2114,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -2102,6 +2192,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2180,6 +2276,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2267,6 +2369,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -2334,6 +2442,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2413,6 +2527,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2501,6 +2621,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -2573,6 +2699,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2671,6 +2803,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -2742,6 +2880,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2830,6 +2974,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -2902,6 +3052,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2982,6 +3138,12 @@ export interface operations {
           "application/json": components["schemas"]["Error"];
         };
       };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
       /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
       503: {
         content: {
@@ -3053,6 +3215,12 @@ export interface operations {
       };
       /** @description internal */
       500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
         content: {
           "application/json": components["schemas"]["Error"];
         };

@@ -17,7 +17,8 @@ export type WireBlock = Record<string, unknown> & { block_id: string; version: n
  */
 export type ApiErrorCode =
   | 'invalid_input' | 'unauthorized' | 'forbidden' | 'not_found' | 'conflict' | 'rebase_required'
-  | 'payload_too_large' | 'unsupported_media_type' | 'rate_limited' | 'internal' | 'unavailable' | 'storage_not_configured' | 'timeout';
+  | 'payload_too_large' | 'unsupported_media_type' | 'rate_limited' | 'internal' | 'not_implemented' | 'unavailable' | 'storage_not_configured'
+  | 'timeout';
 
 /** A text-unicode operation (ShareDB): n skips n code points, "str" inserts it, {d: n} deletes n code points. */
 export type TextOp = Array<number | string | { d: number | string }>;

@@ -127,6 +127,22 @@ function textProblem(s: string): string | null {
   return null;
 }
 
+/**
+ * Text a person reads as a name (a presence name; in SQL a file's name, a workspace's, a canvas's
+ * title): internal.is_display_text of sql/core/display_text.sql, character for character (its
+ * comment says why each is refused; tests/unit/display-text.test.ts compares the two over every
+ * code point). No control character (C0, DEL, C1), none of Unicode's invisible format characters
+ * (zero-width, bidi overrides and isolates, BOM, tags, …) nor the blank-looking fillers, and at
+ * least one character that is not a space, a joiner or a number sign.
+ */
+const CONTROL = /[\u0000-\u001F\u007F-\u009F]/;
+const INVISIBLE = /[\u00AD\u034F\u061C\u115F\u1160\u17B4\u17B5\u180B-\u180F\u200B\u200E\u200F\u2028-\u202E\u2060-\u2064\u2066-\u206F\u2800\u3164\uFEFF\uFFA0\uFFF9-\uFFFB\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}\u{1D173}-\u{1D17A}\u{E0000}-\u{E007F}]/u;
+const SHOWS = /[^ \u00A0\u1680\u2000-\u200A\u200C\u200D\u202F\u205F\u3000\u0600-\u0605\u06DD\u070F\u0890\u0891\u08E2\u{110BD}\u{110CD}]/u;
+
+export function isDisplayText(s: string): boolean {
+  return !CONTROL.test(s) && !INVISIBLE.test(s) && SHOWS.test(s);
+}
+
 /** A violation of `field` when `s` is not acceptable text, else null. */
 export function checkText(s: string, field: string): InputViolation | null {
   const problem = textProblem(s);

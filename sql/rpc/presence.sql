@@ -1,6 +1,55 @@
 -- Presence: who is on a canvas. Cursor positions travel over realtime only; the durable
 -- `last_active_at` is written at most once per presence_write_interval_seconds per user.
 
+-- What is wrong with a presence state (H1 `presence` and HTTP H3 send it as `cursor`; realtime-js
+-- track() metas are checked by the gateway with the same rules, checkPresenceState of
+-- src/realtime/presence.ts): null, or {field, message} with the field named from p_root. Its
+-- conventional fields, when present and not null: `name` 1 to 100 characters read as they display
+-- (internal.is_display_text), `color` one plain CSS color (hex, keyword, rgb()/hsl()/… of
+-- numbers: never url(…), var(…) or a second declaration, as every other member's client shows
+-- it), `typing` a boolean, `cursor` and `selection` objects; no phx_ref, phx_ref_prev or
+-- presence_ref key (Phoenix's and realtime-js's). Other keys are the application's.
+create or replace function internal.presence_state_error(p_state jsonb, p_root text) returns jsonb
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare
+  v_key text;
+  v_name jsonb := p_state -> 'name';
+  v_color jsonb := p_state -> 'color';
+begin
+  if jsonb_typeof(p_state) is distinct from 'object' then
+    return jsonb_build_object('field', p_root, 'message', p_root || ': the presence state is a JSON object');
+  end if;
+  foreach v_key in array array['phx_ref', 'phx_ref_prev', 'presence_ref'] loop
+    if p_state ? v_key then
+      return jsonb_build_object('field', p_root || '.' || v_key, 'message', p_root || '.' || v_key || ': is set by the server, not in a tracked state');
+    end if;
+  end loop;
+  if v_name is not null and v_name <> 'null' then
+    if jsonb_typeof(v_name) <> 'string' then
+      return jsonb_build_object('field', p_root || '.name', 'message', p_root || '.name: a string');
+    end if;
+    if char_length(v_name #>> '{}') not between 1 and 100 or not internal.is_display_text(v_name #>> '{}') then
+      return jsonb_build_object('field', p_root || '.name', 'message', p_root || '.name: 1 to 100 characters, without control characters, '
+        || 'invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), and not only spaces or joiners');
+    end if;
+  end if;
+  if v_color is not null and v_color <> 'null' and (jsonb_typeof(v_color) <> 'string'
+      or (v_color #>> '{}') !~* '^(#[0-9a-f]{3,8}|[a-z]{3,30}|(rgba?|hsla?|hwb|lab|lch|oklab|oklch)\([0-9a-z%.,/ +-]{1,80}\))$') then
+    return jsonb_build_object('field', p_root || '.color', 'message', p_root || '.color: one plain CSS color: #rgb to #rrggbbaa, a color keyword, '
+      || 'or rgb()/hsl()/hwb()/lab()/lch()/oklab()/oklch() of numbers');
+  end if;
+  if coalesce(jsonb_typeof(p_state -> 'typing'), 'null') not in ('null', 'boolean') then
+    return jsonb_build_object('field', p_root || '.typing', 'message', p_root || '.typing: true or false (a boolean)');
+  end if;
+  if coalesce(jsonb_typeof(p_state -> 'cursor'), 'null') not in ('null', 'object') then
+    return jsonb_build_object('field', p_root || '.cursor', 'message', p_root || '.cursor: a JSON object (such as {"x": 1, "y": 2}) or null');
+  end if;
+  if coalesce(jsonb_typeof(p_state -> 'selection'), 'null') not in ('null', 'object') then
+    return jsonb_build_object('field', p_root || '.selection', 'message', p_root || '.selection: a JSON object or null');
+  end if;
+  return null;
+end $$;
+
 -- H3: broadcast cursor/typing to the canvas; returns {broadcast: true, last_active_at,
 -- last_active_at_updated}: the broadcast always went out; the durable row is refreshed at most
 -- every presence_write_interval_seconds, so `last_active_at_updated` is false in between.
@@ -10,11 +59,17 @@ declare
   v_user uuid;
   v_written boolean;
   v_last_active timestamptz;
+  v_problem jsonb;
 begin
   perform internal.require_canvas_reader(p_canvas_id);
   v_user := auth.uid();
   if p_cursor is not null and (jsonb_typeof(p_cursor) <> 'object' or octet_length(p_cursor::text) > 1024) then
     perform internal.raise_error('invalid_input', 'cursor must be a JSON object of at most 1024 bytes', '{"field":"cursor"}');
+  end if;
+  -- the state every other member's client shows (its name, its color)
+  v_problem := internal.presence_state_error(p_cursor, 'cursor');
+  if p_cursor is not null and v_problem is not null then
+    perform internal.raise_error('invalid_input', v_problem ->> 'message', jsonb_build_object('field', v_problem ->> 'field'));
   end if;
   insert into app.presence as p (canvas_id, user_id, typing, last_active_at)
   values (p_canvas_id, v_user, coalesce(p_typing, false), now())

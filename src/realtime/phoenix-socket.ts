@@ -13,7 +13,7 @@ import { databaseEventRefusal, isDatabaseEvent } from './database-events.ts';
 import { channelKey, type ChannelKey } from './channel-key.ts';
 import type { ClusterPayload } from './cluster.ts';
 import type { Hub } from './hub.ts';
-import type { PresenceDiff } from './presence.ts';
+import { checkPresenceState, type PresenceDiff } from './presence.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { InboundQueue } from './inbound-queue.ts';
 import { whenWritable, writeBounded, writeShared } from './socket-write.ts';
@@ -516,8 +516,13 @@ export class PhoenixSocket {
   private async presence(channel: Channel, frame: Frame): Promise<void> {
     const p = (frame.payload ?? {}) as { event?: unknown; payload?: unknown };
     if (p.event === 'track') {
-      const meta = p.payload && typeof p.payload === 'object' && !Array.isArray(p.payload) ? (p.payload as Record<string, unknown>) : {};
-      if (!this.admit(channel, frame, Buffer.byteLength(JSON.stringify(meta)), true)) return;
+      const state = p.payload ?? {};
+      if (!this.admit(channel, frame, Buffer.byteLength(JSON.stringify(state)), true)) return;
+      // the state every other member's client shows (name, color): its conventional fields checked
+      // (checkPresenceState), a state that is not an object refused (it was tracked as {})
+      const invalid = checkPresenceState(state, 'payload.payload');
+      if (invalid) return this.reply(frame, 'error', { reason: `invalid_input: ${invalid.message}` });
+      const meta = state as Record<string, unknown>;
       if (!(await this.maySend(channel, 'presence'))) {
         return this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to track presence on this Channel topic: ${channel.subTopic}` });
       }

@@ -1,5 +1,59 @@
 import { randomUUID } from 'node:crypto';
+import { isDisplayText, type InputViolation } from '../input-policy.ts';
 import type { ChannelKey } from './channel-key.ts';
+
+/** A presence `name` has at most this many characters (code points). */
+export const PRESENCE_NAME_MAX = 100;
+
+/**
+ * A presence `color`: one plain CSS color, a hex, a keyword or rgb()/hsl()/… of numbers (the
+ * demo's peerColor). Not `url(…)` (each peer's browser would fetch it), a second declaration
+ * (`red;position:fixed`), `var(…)`, quotes or escapes.
+ */
+const PLAIN_COLOR = /^(?:#[0-9a-f]{3,8}|[a-z]{3,30}|(?:rgba?|hsla?|hwb|lab|lch|oklab|oklch)\([0-9a-z%.,/ +-]{1,80}\))$/i;
+
+/** Keys of a meta that are Phoenix's and realtime-js's (the server's phx_ref, the client's presence_ref), never a client's. */
+const RESERVED_META_KEYS = ['phx_ref', 'phx_ref_prev', 'presence_ref'];
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The presence state a client sends (a realtime-js `track()` meta, root `payload.payload`; H1 and
+ * HTTP send the same state as `cursor`, checked by api.update_presence in SQL with the same rules):
+ * a JSON object whose conventional fields, when present and not null, have their types, and whose
+ * name and color are safe to show to every other member. Other keys are the application's (the
+ * input policy and the payload size bound them). Null or the first violation, its field named
+ * from `root` (`payload.payload.name`).
+ *
+ * - `name`: text of 1 to PRESENCE_NAME_MAX characters as a person reads it (isDisplayText: no
+ *   control, invisible or direction-changing character, not blank);
+ * - `color`: a plain CSS color (PLAIN_COLOR);
+ * - `typing`: true or false; `cursor`, `selection`: JSON objects;
+ * - no `phx_ref`, `phx_ref_prev` or `presence_ref` (they would pass for the server's).
+ */
+export function checkPresenceState(state: unknown, root: string): InputViolation | null {
+  const bad = (field: string, problem: string): InputViolation => ({ field, message: `${field}: ${problem}` });
+  if (!isObject(state)) return bad(root, 'the presence state is a JSON object');
+  for (const key of RESERVED_META_KEYS) {
+    if (Object.hasOwn(state, key)) return bad(`${root}.${key}`, 'is set by the server, not in a tracked state');
+  }
+  const { name, color, typing, cursor, selection } = state;
+  if (name != null) {
+    if (typeof name !== 'string') return bad(`${root}.name`, 'a string');
+    const length = [...name].length;
+    if (length < 1 || length > PRESENCE_NAME_MAX || !isDisplayText(name)) {
+      return bad(`${root}.name`, `1 to ${PRESENCE_NAME_MAX} characters, without control characters, invisible or direction-changing `
+        + 'characters (such as U+200B, U+202E, U+FEFF, U+2028), and not only spaces or joiners');
+    }
+  }
+  if (color != null && (typeof color !== 'string' || !PLAIN_COLOR.test(color))) {
+    return bad(`${root}.color`, 'one plain CSS color: #rgb to #rrggbbaa, a color keyword, or rgb()/hsl()/hwb()/lab()/lch()/oklab()/oklch() of numbers');
+  }
+  if (typing != null && typeof typing !== 'boolean') return bad(`${root}.typing`, 'true or false (a boolean)');
+  if (cursor != null && !isObject(cursor)) return bad(`${root}.cursor`, 'a JSON object (such as {"x": 1, "y": 2}) or null');
+  if (selection != null && !isObject(selection)) return bad(`${root}.selection`, 'a JSON object or null');
+  return null;
+}
 
 /**
  * Presence as Phoenix.Presence exposes it to realtime-js: per topic, a map key → {metas: [...]},

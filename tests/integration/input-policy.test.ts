@@ -192,6 +192,8 @@ describe('HTTP', () => {
     expectRefused(await send('POST', mutate, `{"ops":[${mutation(`"${randomUUID()}"`, '{"__proto__":{}}')}]}`, t), 'ops.0.patch.content.__proto__');
     expectRefused(await send('PATCH', `/api/v1/canvas/${canvasId}`, '{"settings":{"__proto__":{"zoom":2}}}', t), 'settings.__proto__');
     expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/presence`, '{"cursor":{"__proto__":{"x":1}}}', t), 'cursor.__proto__');
+    expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/presence`, '{"cursor":{"name":"a\\u2028b"}}', t), 'cursor.name');
+    expectRefused(await send('POST', `/api/v1/canvas/${canvasId}/presence`, '{"cursor":{"color":"url(https://tracker.example/p.png)"}}', t), 'cursor.color');
     expectRefused(await send('POST', mutate, `{"__proto__":{"action":"create"},${mutation(`"${randomUUID()}"`, '{}').slice(1)}`, t), '__proto__');
     expect(await written(canvasId, workspaceId)).toEqual(before);
   });
@@ -421,6 +423,11 @@ describe('H1 frames', () => {
     ['pi to 31 places in content', mutate(op(), '{"pi":3.141592653589793238462643383279}'), 'invalid_input', 'patch.content.pi'],
     ['a __proto__ key in content', mutate(op(), '{"__proto__":{"polluted":true},"ok":1}'), 'invalid_input', 'patch.content.__proto__'],
     ['1e400 in a presence cursor', '{"type":"presence","cursor":{"x":1e400}}', 'invalid_input', 'cursor.x'],
+    // the presence state every member's client shows (internal.presence_state_error): free text before
+    ['a presence name with a right-to-left override', '{"type":"presence","cursor":{"name":"evil\\u202etxt.exe"}}', 'invalid_input', 'cursor.name'],
+    ['a presence name with an escape sequence', '{"type":"presence","cursor":{"name":"\\u001b[2Jx"}}', 'invalid_input', 'cursor.name'],
+    ['a presence color that is a second declaration', '{"type":"presence","cursor":{"color":"red;position:fixed"}}', 'invalid_input', 'cursor.color'],
+    ['a presence typing that is not a boolean', '{"type":"presence","cursor":{"typing":"yes"}}', 'invalid_input', 'cursor.typing'],
     // a field the protocol does not have is refused by name, not ignored (a misspelt since_canvas_seq
     // meant a resume from 0)
     ['a resume with canvas_seq (for since_canvas_seq)', '{"type":"resume","canvas_seq":5}', 'invalid_message', 'canvas_seq'],
@@ -606,6 +613,49 @@ describe.each(['1.0.0', '2.0.0'])('realtime-js vsn %s', (vsn) => {
     expect(await channel.track({ cursor: { x: 1 } })).toBe('ok');
     await until(() => joins.some((j) => j.key === 'me'), 5000, 'the valid track');
     expect(joins.filter((j) => j.key === 'me').flatMap((j) => j.metas.map((m: any) => m.cursor))).toEqual([{ x: 1 }]);
+    expect(tracker.reasons().filter((r) => /internal/.test(r))).toEqual([]);
+  });
+
+  it('a presence name or color another member would show wrongly (controls, bidi overrides, CSS beyond a color), or a state that is not an object, is refused naming the field, never relayed', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const tracker = recordingClient(await token(users.editor!), vsn);
+    // public and private rooms alike: the public one never reaches api.update_presence
+    for (const priv of [true, false]) {
+      const topic = `canvas:${canvasId}:${priv ? 'private' : 'public'}`;
+      const channel = tracker.client.channel(priv ? `canvas:${canvasId}` : topic, { config: { private: priv, presence: { key: `me-${priv}` } } });
+      expect((await subscribed(channel)).status).toBe('SUBSCRIBED');
+      const watcher = recordingClient(await token(users.owner!), vsn).client
+        .channel(priv ? `canvas:${canvasId}` : topic, { config: { private: priv, presence: { key: `watcher-${priv}` } } });
+      const joins: any[] = [];
+      watcher.on('presence', { event: 'join' }, ({ key, newPresences }) => joins.push({ key, metas: newPresences }));
+      expect((await subscribed(watcher)).status).toBe('SUBSCRIBED');
+      const cases: [unknown, string][] = [
+        [{ name: 'evil\u202etxt.exe' }, 'payload.payload.name'],
+        [{ name: '\u001b]0;owned\u0007' }, 'payload.payload.name'],
+        [{ name: '\u200b' }, 'payload.payload.name'],
+        [{ name: 'n'.repeat(101) }, 'payload.payload.name'],
+        [{ name: 7 }, 'payload.payload.name'],
+        [{ color: 'red;position:fixed;inset:0' }, 'payload.payload.color'],
+        [{ color: 'url(https://tracker.example/pixel.png)' }, 'payload.payload.color'],
+        [{ color: 'var(--x, url(a))' }, 'payload.payload.color'],
+        [{ typing: 'yes' }, 'payload.payload.typing'],
+        [{ cursor: 'here' }, 'payload.payload.cursor'],
+        [{ phx_ref: 'F-forged' }, 'payload.payload.phx_ref'],
+        [['an', 'array'], 'payload.payload'],
+        ['a string', 'payload.payload'],
+      ];
+      for (const [state, field] of cases) {
+        const before = tracker.reasons().length;
+        expect(await channel.track(state as any), JSON.stringify(state)).toBe('error');
+        await until(() => tracker.reasons().length > before, 5000, `the refusal of ${JSON.stringify(state)}`);
+        expect(tracker.reasons().at(-1)).toMatch(new RegExp(`^invalid_input: ${field.replace(/\./g, '\\.')}: `));
+        await new Promise((r) => setTimeout(r, 110)); // under the socket's 10 messages per second
+      }
+      expect(await channel.track({ name: 'Ann Lee', color: 'hsl(210 70% 45%)', typing: false, cursor: { x: 1, y: 2 } })).toBe('ok');
+      await until(() => joins.some((j) => j.key === `me-${priv}`), 5000, 'the valid track');
+      // only the valid state was ever tracked: the refused ones never reached the watcher
+      expect(joins.filter((j) => j.key === `me-${priv}`).flatMap((j) => j.metas.map((m: any) => m.name))).toEqual(['Ann Lee']);
+    }
     expect(tracker.reasons().filter((r) => /internal/.test(r))).toEqual([]);
   });
 });

@@ -69,18 +69,18 @@ describe('presence keys', () => {
     const a = await openPhoenix();
     join(a, topic, '1', key);
     expect((await replyTo(a, '1')).status).toBe('ok');
-    track(a, topic, '1', '2', { cursor: 1 });
+    track(a, topic, '1', '2', { cursor: { x: 1 } });
     expect(await replyTo(a, '2')).toEqual({ status: 'ok', response: {} });
     await until(() => a.frames.some((f) => f.event === 'presence_diff'), 5000, 'the presence_diff of the track');
     // one diff, the join only (no leave of a previous meta split off from it)
     expect(a.frames.filter((f) => f.event === 'presence_diff').map((f) => f.payload))
-      .toEqual([{ joins: { [key]: { metas: [{ cursor: 1, phx_ref: expect.any(String) }] } }, leaves: {} }]);
+      .toEqual([{ joins: { [key]: { metas: [{ cursor: { x: 1 }, phx_ref: expect.any(String) }] } }, leaves: {} }]);
 
     const b = await openPhoenix();
     join(b, topic, '1', 'bob');
     await until(() => b.frames.some((f) => f.event === 'presence_state'), 5000, 'presence_state');
     expect(b.frames.filter((f) => f.event === 'phx_reply').map((f) => f.payload)).toEqual([{ status: 'ok', response: { postgres_changes: [] } }]);
-    expect(b.frames.find((f) => f.event === 'presence_state').payload).toEqual({ [key]: { metas: [{ cursor: 1, phx_ref: expect.any(String) }] } });
+    expect(b.frames.find((f) => f.event === 'presence_state').payload).toEqual({ [key]: { metas: [{ cursor: { x: 1 }, phx_ref: expect.any(String) }] } });
     expect(errors).toEqual([]);
   });
 

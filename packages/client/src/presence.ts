@@ -20,9 +20,11 @@ export type PresenceCursor = { x: number; y: number };
 
 /**
  * What presence.set() takes: only the fields given change (null clears cursor / selection).
- * `name` and `color` are free text for others to show (e.g. `hsl(210 70% 45%)`): another member's
- * client sends them, so show a name as text and style with a color only once it is one (the demo's
- * peerColor).
+ * `name` and `color` are for others to show (e.g. `hsl(210 70% 45%)`). The server refuses a name
+ * with control, invisible or direction-changing characters (or over 100 characters) and a color
+ * that is not one plain CSS color (docs/realtime.md, Presence): an `error` frame `invalid_input`,
+ * field `cursor.name` / `cursor.color`. Still show a name as text and style with a color only once
+ * the browser takes it for one (the demo's peerColor): a server of another version may differ.
  */
 export type PresenceInput = {
   cursor?: PresenceCursor | null;

@@ -19,8 +19,9 @@
  *   state) would set a prototype instead, so it could not round-trip through every consumer.
  * - Integers passed to SQL fit the parameter's type (INT4_MAX, SEQ_MAX), checked by the schemas.
  *
- * A violation names the field by its path (`patch.content.t`, `ops.0.client_op_id`), so each
- * surface can answer `invalid_input` with that field.
+ * A violation names the field by its path (`patch.content.t`, `ops.0.client_op_id`, fieldPath:
+ * a key that is not plain in brackets, `patch.content["a.b"]`), so each surface can answer
+ * `invalid_input` with that field.
  */
 
 import { isUnsafeNumber, mayHoldUnsafeNumber, withExactNumbers } from './json-numbers.ts';
@@ -149,19 +150,43 @@ export function checkText(s: string, field: string): InputViolation | null {
   return problem ? violation(field, problem) : null;
 }
 
-const join = (path: string, key: string) => (path ? `${path}.${key}` : key);
+/**
+ * A key written as is in a field path: letters, digits, `_`, `$`, `-`, and not only digits (a
+ * step `.0` is an array's element). Any other key (a `.`, a bracket or a quote in it, a space,
+ * other letters, an empty or all-digit key) is written in brackets as its JSON string, so that
+ * every path reads one way: content key `a.b` is `patch.content["a.b"]`, never the key `b` of `a`.
+ */
+const PLAIN_KEY = /^(?![0-9]+$)[A-Za-z0-9_$-]+$/;
+
+/** One step of a field path: `.key` for a plain key, `.N` for an array index, `["key"]` for any other key. */
+export function fieldStep(key: string | number): string {
+  return typeof key === 'number' || PLAIN_KEY.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`;
+}
+
+/**
+ * The field path of every error on every surface (HTTP, H1, realtime-js; SQL's
+ * internal.field_step writes the same): steps from the top, the first without its dot, `ops.0.patch.text["a.b"]`.
+ */
+export function fieldPath(parts: readonly (string | number)[], base = ''): string {
+  let out = base;
+  for (const part of parts) {
+    const step = fieldStep(part);
+    out += out === '' && step.startsWith('.') ? step.slice(1) : step;
+  }
+  return out;
+}
 
 /**
  * How a depth violation names its field by default: the field of the HTTP and H1 schemas (a
  * top-level field, `patch.x`, `ops.N.patch.x`), not the whole chain of 64 keys.
  */
-export function schemaField(parts: string[]): string {
-  const out: string[] = [];
+export function schemaField(parts: readonly (string | number)[]): string {
+  const out: (string | number)[] = [];
   let i = 0;
   if (parts[0] === 'ops' && parts.length > 1) out.push(parts[i++]!, parts[i++]!);
   if (i < parts.length) out.push(parts[i++]!);
   if (out[out.length - 1] === 'patch' && i < parts.length) out.push(parts[i++]!);
-  return out.join('.');
+  return fieldPath(out);
 }
 
 /**
@@ -170,13 +195,22 @@ export function schemaField(parts: string[]): string {
  * number a double cannot hold exactly, or nesting deeper than `maxDepth`. `root` names the value itself (its fields are named from the top, `a.b.0`);
  * `depthField` shortens the path of a depth violation to the field a client would recognise.
  */
-export function checkJson(value: unknown, opts: { root?: string; maxDepth?: number; depthField?: (parts: string[]) => string } = {}): InputViolation | null {
+export function checkJson(value: unknown, opts: { root?: string; maxDepth?: number; depthField?: (parts: (string | number)[]) => string } = {}): InputViolation | null {
   const root = opts.root ?? 'body';
   const maxDepth = opts.maxDepth ?? MAX_JSON_DEPTH;
   const depthField = opts.depthField ?? schemaField;
-  const stack: [unknown, number, string][] = [[value, 0, '']];
+  // each value with its depth, its path (fieldPath), and its key and parent entry (the parts of
+  // the path, walked back only for a depth violation's depthField)
+  type Entry = [unknown, number, string, string | number | null, Entry | null];
+  const stack: Entry[] = [[value, 0, '', null, null]];
+  const partsOf = (entry: Entry) => {
+    const parts: (string | number)[] = [];
+    for (let e: Entry | null = entry; e && e[3] !== null; e = e[4]) parts.push(e[3]);
+    return parts.reverse();
+  };
   while (stack.length > 0) {
-    const [v, depth, path] = stack.pop()!;
+    const entry = stack.pop()!;
+    const [v, depth, path] = entry;
     if (typeof v === 'string') {
       const problem = textProblem(v);
       if (problem) return violation(path || root, problem);
@@ -184,19 +218,20 @@ export function checkJson(value: unknown, opts: { root?: string; maxDepth?: numb
     }
     if (v === null || typeof v !== 'object') continue;
     if (isUnsafeNumber(v)) return violation(path || root, UNSAFE_NUMBER);
-    if (depth >= maxDepth) return violation(depthField(path ? path.split('.') : []) || root, `JSON nested deeper than ${maxDepth} levels`);
+    if (depth >= maxDepth) return violation(depthField(partsOf(entry)) || root, `JSON nested deeper than ${maxDepth} levels`);
     if (Array.isArray(v)) {
-      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], depth + 1, join(path, String(i))]);
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], depth + 1, path ? `${path}.${i}` : String(i), i, entry]);
       continue;
     }
     const entries = Object.entries(v as Record<string, unknown>);
     for (let i = entries.length - 1; i >= 0; i--) {
-      const [key, child] = entries[i]!;
+      const [key, item] = entries[i]!;
       // the key itself is not echoed: it is the hostile part; the object holding it is named
       const problem = textProblem(key);
       if (problem) return violation(path || root, `an object key ${problem}`);
-      if (key === '__proto__') return violation(join(path, key), 'the object key __proto__ is not accepted (JavaScript would treat it as the prototype): use another name');
-      stack.push([child, depth + 1, join(path, key)]);
+      const keyPath = PLAIN_KEY.test(key) ? (path ? `${path}.${key}` : key) : `${path}[${JSON.stringify(key)}]`;
+      if (key === '__proto__') return violation(keyPath, 'the object key __proto__ is not accepted (JavaScript would treat it as the prototype): use another name');
+      stack.push([item, depth + 1, keyPath, key, entry]);
     }
   }
   return null;
@@ -239,7 +274,7 @@ function decodeComponent(s: string): string | null {
 /**
  * Checks a request URL's path segments and query parameters: each must percent-decode to valid
  * UTF-8 without NUL (a lone surrogate cannot be spelled in a URL; `%ED%A0%80` is invalid UTF-8).
- * Names the field `path` or `query.<name>`.
+ * Names the field `path` or `query.<name>` (fieldPath: `query["a.b"]` for a name that is not plain).
  */
 export function checkUrl(url: string): InputViolation | null {
   const u = new URL(url);
@@ -256,7 +291,7 @@ export function checkUrl(url: string): InputViolation | null {
     const name = decodeComponent(rawName);
     if (name === null) return violation('query', 'a parameter name is not valid UTF-8');
     if (name.includes('\u0000')) return violation('query', 'a parameter name contains a NUL character');
-    const field = `query.${name}`;
+    const field = fieldPath([name], 'query');
     if (eq < 0) continue;
     const value = decodeComponent(pair.slice(eq + 1).replace(/\+/g, ' '));
     if (value === null) return violation(field, 'percent-encoding is not valid UTF-8');

@@ -17,6 +17,17 @@ begin
     hint = p_code;
 end $$;
 
+-- One step of an error's field path, as every surface writes it (fieldStep of src/input-policy.ts):
+-- `.key` for a plain key (letters, digits, _ $ -, not only digits: `.0` is an array's element),
+-- and any other key in brackets as its JSON string, so a path reads one way: content key `a.b` is
+-- `patch.text["a.b"]`, never the key `b` of `a`. An SQL function the planner inlines (one
+-- expression, no SET clause): the text-edit path calls it per key.
+create or replace function internal.field_step(p_key text) returns text
+language sql immutable as $$
+  select case when p_key ~ '^[A-Za-z0-9_$-]+$' and p_key !~ '^[0-9]+$' then '.' || p_key
+              else '[' || to_jsonb(p_key)::text || ']' end
+$$;
+
 -- The error object for an exception caught in a handler: our own codes pass through; database
 -- errors are mapped to the nearest stable code, as the HTTP layer maps the same SQLSTATEs raised
 -- outside a handler (src/http/errors.ts apiErrorFromDatabase). A deadlock victim (40P01) or a

@@ -456,11 +456,11 @@ begin
       v_current := o_content -> v_text_key;
       if v_current is not null and jsonb_typeof(v_current) <> 'string' then
         perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(v_current)),
-                                     jsonb_build_object('field', 'patch.text.' || v_text_key));
+                                     jsonb_build_object('field', 'patch.text' || internal.field_step(v_text_key)));
       end if;
       v_text_keys := v_text_keys || v_text_key;
       v_text_ops := v_text_ops || (to_jsonb(v_text_key)::text || ':' || v_op::text);
-      v_texts := v_texts || internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text.' || v_text_key);
+      v_texts := v_texts || internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text' || internal.field_step(v_text_key));
     end loop;
     o_content := o_content || jsonb_object(v_text_keys, v_texts);   -- the texts, as JSON strings
     o_text := ('{' || array_to_string(v_text_ops, ',') || '}')::jsonb; -- the ops as applied, by key
@@ -578,7 +578,7 @@ begin
   if v_other_fields and v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
     select k into v_bad_key from jsonb_object_keys(v_patch) k
       where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
-    perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch.' || v_bad_key));
+    perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch' || internal.field_step(v_bad_key)));
   end if;
   if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type') then
     perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
@@ -599,7 +599,7 @@ begin
     end if;
     if v_bad_key is not null then
       perform internal.raise_error('invalid_input', format('content key %s is both set (content) and edited (text) in one operation: send one of them', v_bad_key),
-                                   jsonb_build_object('field', 'patch.text.' || v_bad_key));
+                                   jsonb_build_object('field', 'patch.text' || internal.field_step(v_bad_key)));
     end if;
     -- each key's op normalized, the object built as JSON text (linear in the keys): a loop over
     -- the keys' array, not a statement (this aggregate over jsonb_each and prepare_block_change's
@@ -609,7 +609,7 @@ begin
     for i in 1 .. jsonb_array_length(v_text_keys) loop
       v_text_key := v_text_keys ->> (i - 1);
       v_text_parts[i] := to_jsonb(v_text_key)::text || ':'
-                         || internal.text_op_normalize(v_patch -> 'text' -> v_text_key, 'patch.text.' || v_text_key)::text;
+                         || internal.text_op_normalize(v_patch -> 'text' -> v_text_key, 'patch.text' || internal.field_step(v_text_key))::text;
     end loop;
     v_text := coalesce(('{' || array_to_string(v_text_parts, ',') || '}')::jsonb, '{}');  -- (no keys: parts is null)
   end if;
@@ -998,7 +998,7 @@ begin
     begin
       for v_op in select value from jsonb_array_elements(p_ops) loop
         if jsonb_typeof(v_op) <> 'object' then
-          perform internal.raise_error('invalid_input', 'each op must be an object', jsonb_build_object('field', format('ops[%s]', v_index)));
+          perform internal.raise_error('invalid_input', 'each op must be an object', jsonb_build_object('field', format('ops.%s', v_index)));
         end if;
         -- a base_version given must be a JSON number and an int4: say so by field rather than by a
         -- cast error, or by "required" for one that is there (a string "3", say)

@@ -1,7 +1,7 @@
 import type { WebSocket } from 'ws';
 import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
 import { apiErrorFromDatabase } from '../http/errors.ts';
-import { checkJson, parseJson } from '../input-policy.ts';
+import { checkJson, fieldPath, parseJson } from '../input-policy.ts';
 import { AccessGate, accessChange, canvasAccess, concerns, type CanvasAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
@@ -174,7 +174,7 @@ export class H1Socket {
       const issue = parsed.error.issues[0];
       // an unknown field is named itself (its issue's path is the object holding it)
       const path = issue?.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue?.path ?? [];
-      const field = path.join('.') || 'message';
+      const field = fieldPath(path.map((p) => (typeof p === 'number' ? p : String(p)))) || 'message';
       const opId = (raw as { client_op_id?: unknown })?.client_op_id;
       return this.send({ type: 'error', code: 'invalid_message', message: `${field}: ${issue?.message}`, field,
         ...(typeof opId === 'string' ? { client_op_id: opId } : {}) });

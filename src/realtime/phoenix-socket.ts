@@ -4,7 +4,7 @@ import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
 import { TokenError } from '../auth/jwt.ts';
 import { apiErrorFromDatabase, type ApiError } from '../http/errors.ts';
-import { checkJson } from '../input-policy.ts';
+import { checkJson, fieldPath } from '../input-policy.ts';
 import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
@@ -161,7 +161,7 @@ export class PhoenixSocket {
     }
     // the refs too: they are echoed in every reply and kept as a channel's join_ref
     const bad = checkJson({ join_ref: frame.join_ref, ref: frame.ref, topic: frame.topic, event: frame.event, payload: frame.payload },
-      { root: 'frame', depthField: (parts) => parts.slice(0, 3).join('.') });
+      { root: 'frame', depthField: (parts) => fieldPath(parts.slice(0, 3)) });
     if (bad) {
       const channel = this.channels.get(frame.topic);
       // a broadcast without ack has no reply waiting (realtime-js resolved it on send): say it on the channel

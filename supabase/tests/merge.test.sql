@@ -156,8 +156,8 @@ select is(pg_temp.content((select keys from k)),
           'and the texts are ot-text-unicode''s');
 select pg_temp.op('keys_bad', (select keys from k), 'update', 3, '{"text":{"a.b":["ok"],"a\"b":[-1,"x"]}}');
 select is((select (res -> 'error' ->> 'code') || ' ' || (res -> 'error' ->> 'field') from r where name = 'keys_bad')
-          || ' ' || (pg_temp.content((select keys from k)) ->> 'a.b'), 'invalid_input patch.text.a"b Xb',
-          'a malformed op is refused on its own key''s field, nothing written');
+          || ' ' || (pg_temp.content((select keys from k)) ->> 'a.b'), 'invalid_input patch.text["a\"b"] Xb',
+          'a malformed op is refused on its own key''s field (a key that is not plain in brackets, as its JSON string), nothing written');
 
 -- ---------------------------------------------------------------- a log that lost its history
 select pg_temp.op('create_old', (select old from k), 'create', null, '{"type":"text","content":{"t":"old"}}');

@@ -86,6 +86,51 @@ describe('merge over HTTP', () => {
     expect(row).toEqual({ version: 1, content: { t: 'abc', n: 1 } });
   });
 
+  it('a content key that is not plain (a dot, a bracket, a quote, only digits, empty) is named in brackets: one reading of every field path', async () => {
+    // `patch.text.a.b` named both the text key "a.b" and the key b of a; `patch.text.0` both the
+    // key "0" and an element of an array
+    // a canvas and owner of its own: the mutations per minute of the file's owner are spent
+    const own = await createCanvas(db.sql);
+    const writer = own.users.owner!;
+    const post = async (_who: string, body: unknown) => {
+      const res = await fetch(`${server.url}/api/v1/canvas/${own.canvasId}/mutate`, {
+        method: 'POST', headers: { authorization: `Bearer ${await token(writer)}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json() as any };
+    };
+    const created = await mutate(db.sql, writer, own.canvasId, { action: 'create', patch: { type: 'text',
+      content: { 'a.b': 'abc', a: { b: 'abc' }, '0': 'abc', 'x"]': 'abc', '': 'abc', 'é': 'abc', 'plain-key_1$': 'abc', n: 1 } } });
+    const b = { id: created.block_id!, version: created.version! };
+    const cases: Array<[unknown, string]> = [
+      [{ text: { 'a.b': [10, 'x'] } }, 'patch.text["a.b"]'],          // past the end (SQL)
+      [{ text: { a: ['x'] } }, 'patch.text.a'],                       // not a text (SQL)
+      [{ text: { '0': [10, 'x'] } }, 'patch.text["0"]'],
+      [{ text: { 'x"]': [10, 'x'] } }, 'patch.text["x\\"]"]'],
+      [{ text: { '': [10, 'x'] } }, 'patch.text[""]'],
+      [{ text: { 'é': [10, 'x'] } }, 'patch.text["é"]'],
+      [{ text: { 'plain-key_1$': [10, 'x'] } }, 'patch.text.plain-key_1$'],
+      [{ text: { 'a.b': ['x'] }, content: { 'a.b': 'y' } }, 'patch.text["a.b"]'], // set and edited at once (SQL)
+      [{ text: { 'a.b': [0, 'x'] } }, 'patch.text["a.b"].0'],         // a skip must be positive (zod): the array element
+      [{ content: { 'a.b': 'x\u0000' } }, 'patch.content["a.b"]'],   // NUL (the input policy)
+      [{ content: { a: { b: 'x\u0000' } } }, 'patch.content.a.b'],
+      [{ content: { list: ['x\u0000'] } }, 'patch.content.list.0'],
+      [{ content: { list: { '0': 'x\u0000' } } }, 'patch.content.list["0"]'],
+      [{ 'no.such': 1 }, 'patch["no.such"]'],                          // an unknown patch field (zod)
+    ];
+    for (const [patch, field] of cases) {
+      const r = await post(owner, { action: 'update', block_id: b.id, client_op_id: randomUUID(), base_version: b.version, patch });
+      expect({ patch, status: r.status, code: r.body.error?.code, field: r.body.error?.field }).toEqual({ patch, status: 400, code: 'invalid_input', field });
+      expect(r.body.error.message.startsWith(`${field}:`) || !r.body.error.message.includes('patch.text.a.b'), r.body.error.message).toBe(true);
+    }
+    // in a batch, and over SQL directly (api.mutate_blocks: what PostgREST's /rpc would call)
+    const batch = await post(owner, { ops: [
+      { action: 'update', block_id: b.id, client_op_id: randomUUID(), base_version: b.version, patch: { text: { 'a.b': [99, 'x'] } } },
+    ] });
+    expect(batch.body.error).toMatchObject({ code: 'invalid_input', field: 'patch.text["a.b"]', failed_index: 0 });
+    const [row] = await db.sql`select version from app.blocks where block_id = ${b.id}`;
+    expect(row!.version).toBe(1);
+  });
+
   it('a failed batch names the op at fault (failed_index) and applies none of it', async () => {
     const b = await newBlock({ t: 'batch' });
     const r = await post(owner, { ops: [

@@ -21,6 +21,13 @@ export type JsonEncoding = { text: string } | { field: string; message: string }
 type Place = { path: string; depth: number };
 
 /**
+ * A key's step in a field path, as the server writes it (fieldStep, src/input-policy.ts): `.key`
+ * for a plain key (letters, digits, _ $ -, not only digits), else `["key"]` as its JSON string,
+ * so that content key `a.b` is `patch.content["a.b"]`, never the key b of a.
+ */
+const keyStep = (key: string) => (/^(?![0-9]+$)[A-Za-z0-9_$-]+$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`);
+
+/**
  * Encodes `value` (named `root`) as JSON.stringify would, refusing what it would not send
  * faithfully (the module comment). Objects may sit at most `maxDepth` levels below `value`.
  */
@@ -34,8 +41,8 @@ export function encodeJson(value: unknown, root: string, maxDepth = MESSAGE_MAX_
   function replacer(this: unknown, key: string, v: unknown): unknown {
     const holder = this as Record<string, unknown>;
     const parent = places.get(holder);
-    const at: Place = parent ? { path: `${parent.path}.${key}`, depth: parent.depth + 1 } : { path: root, depth: 0 };
     const inArray = Array.isArray(holder);
+    const at: Place = parent ? { path: parent.path + (inArray ? `.${key}` : keyStep(key)), depth: parent.depth + 1 } : { path: root, depth: 0 };
     // v is after toJSON; the value as given, to tell a toJSON that answered null
     const given: unknown = holder[key];
     if (v === null) {

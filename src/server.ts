@@ -1,5 +1,5 @@
-import { serve, type ServerType } from '@hono/node-server';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { getRequestListener, RequestError, serve, type ServerType } from '@hono/node-server';
+import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from './auth/jwt.ts';
@@ -56,7 +56,10 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   const fetch = config.validateResponses
     ? (await import('./http/response-contract.ts')).contractCheckedFetch(app, deps.logger) : app.fetch;
   const http: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch, hostname: config.host, port: config.port }, () => resolve(s));
+    const listener = requestListener(fetch, config.host);
+    // a missing Host is refused by requestListener, in the one error shape (Node's own answer is an empty 400)
+    const s = serve({ fetch, hostname: config.host, port: config.port,
+      createServer: (() => createServer({ requireHostHeader: false }, listener)) as never }, () => resolve(s));
     s.once('error', reject);
   });
   let gateway: Gateway | undefined;
@@ -91,6 +94,58 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
       await worker?.stop();
       await database.close();
     },
+  };
+}
+
+/**
+ * The HTTP server's request listener: @hono/node-server's (the Request for `fetch`), except that a
+ * request it cannot make into a Request gets the one JSON error shape (PostgREST's under /rest/v1)
+ * naming what is wrong, where @hono/node-server answered an empty 400: no Host header on HTTP/1.1,
+ * a Host that is not a host[:port] (RFC 9112 §3.2: 400), or a request target it refuses (a
+ * backslash in the path, an absolute URL that is not http(s)). A request with more than one Host
+ * line is refused too (§3.2: 400; Node kept the first, so the URL the app saw and the host a proxy
+ * routed by could differ). Each refusal closes the connection, as for a request Node's parser refuses.
+ */
+export function requestListener(fetch: (request: Request, env: unknown) => Response | Promise<Response>, hostname: string): RequestListener {
+  // the request being turned into a Request: @hono/node-server calls errorHandler synchronously
+  // from its listener when that fails (before its first await), so this is the one at fault
+  let current: IncomingMessage | undefined;
+  const refusal = (incoming: IncomingMessage | undefined, err: ApiError) => {
+    const path = (incoming?.url ?? '').split('?')[0]!;
+    return { status: err.status, body: incoming?.method === 'HEAD' ? '' : JSON.stringify(isPostgrestPath(path) ? postgrestBody(err) : err.body()) };
+  };
+  const HEADERS = { 'Content-Type': 'application/json', Connection: 'close' };
+  const badHost = (problem: string) => new ApiError('invalid_input', `host: ${problem} (RFC 9112 §3.2)`, { field: 'host' });
+  const listener = getRequestListener(fetch as never, {
+    hostname,
+    errorHandler: (err) => {
+      if (!(err instanceof RequestError)) return new Response(null, { status: 500 }); // as without a handler
+      // the Host, when it is not one a URL can hold; else the request target
+      const host = current?.headers.host;
+      const refused = host !== undefined && (/host header/i.test(err.message) || !URL.canParse(`http://${host}/`))
+        ? badHost('the Host header is not a host[:port]')
+        : new ApiError('invalid_input', `path: the request target is not one this server reads (${err.message.toLowerCase()})`, { field: 'path' });
+      const { status, body } = refusal(current, refused);
+      return new Response(body === '' ? null : body, { status, headers: HEADERS });
+    },
+  });
+  return (incoming: IncomingMessage, outgoing: ServerResponse) => {
+    const hosts = incoming.headersDistinct.host;
+    const http11 = incoming.httpVersionMajor > 1 || (incoming.httpVersionMajor === 1 && incoming.httpVersionMinor >= 1);
+    const refused = hosts && hosts.length > 1 ? badHost('more than one Host header: send one')
+      : !hosts && http11 ? badHost('an HTTP/1.1 request names its host in a Host header') : null;
+    if (refused) {
+      const { status, body } = refusal(incoming, refused);
+      outgoing.writeHead(status, { ...HEADERS, 'Content-Length': Buffer.byteLength(body) });
+      outgoing.end(body);
+      return;
+    }
+    current = incoming;
+    try {
+      return listener(incoming, outgoing);
+    } finally {
+      current = undefined;
+    }
   };
 }
 

@@ -322,6 +322,48 @@ describe('happy paths', () => {
     expect((await api('/nowhere')).body.error.message).toBe('no route GET /nowhere');
   });
 
+  it('a missing, repeated or malformed Host, or a request target that is not a URL, is a 400 in the one shape naming it (it was an empty 400)', async () => {
+    /** One request written by hand (Node's client writes one Host) on its own connection: status, headers, body. */
+    const raw = (head: string) => new Promise<{ status: number; head: string; body: string }>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+      const chunks: Buffer[] = [];
+      socket.on('data', (c) => chunks.push(c));
+      socket.on('error', reject);
+      socket.on('close', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const at = text.indexOf('\r\n\r\n');
+        resolve({ status: Number(text.slice(9, 12)), head: text.slice(0, at), body: text.slice(at + 4) });
+      });
+      socket.end(`${head}\r\n`);
+    });
+    const cases: [string, string, string][] = [
+      ['GET /health HTTP/1.1\r\n', '/health', 'host'],                                   // none (RFC 9112 §3.2)
+      ['GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n', '/health', 'host'],             // two
+      ['GET /health HTTP/1.1\r\nHost: a b\r\n', '/health', 'host'],
+      ['GET /health HTTP/1.1\r\nHost: x:99999\r\n', '/health', 'host'],
+      ['GET /health HTTP/1.1\r\nHost: user@evil.example\r\n', '/health', 'host'],
+      ['GET /health HTTP/1.1\r\nHost: evil.example/x\r\n', '/health', 'host'],
+      [`GET /api/v1/canvas/${randomUUID()} HTTP/1.1\r\nHost: [::1\r\n`, '/api', 'host'],
+      ['GET /a\\b HTTP/1.1\r\nHost: x\r\n', '/a', 'path'],
+      ['GET ftp://x/health HTTP/1.1\r\nHost: x\r\n', 'ftp:', 'path'],
+      ['GET /rest/v1/blocks HTTP/1.1\r\nHost: a\r\nHost: b\r\n', '/rest/v1', 'host'],
+    ];
+    for (const [head, path, field] of cases) {
+      const res = await raw(head);
+      expect(res.status, head).toBe(400);
+      expect(res.head, head).toMatch(/\r\ncontent-type: application\/json/i);
+      expect(res.head, head).toMatch(/\r\nconnection: close/i);
+      const body = JSON.parse(res.body);
+      if (path === '/rest/v1') expect(body).toMatchObject({ code: 'invalid_input', details: null, message: expect.stringMatching(/^host: /) });
+      else expect(body).toEqual({ error: { code: 'invalid_input', field, message: expect.stringMatching(new RegExp(`^${field}: `)) } });
+    }
+    // one Host, in any form a URL holds, and HTTP/1.0 without one, are served
+    for (const head of ['GET /health HTTP/1.1\r\nHost: localhost:1234\r\n', 'GET /health HTTP/1.1\r\nHost: [::1]:80\r\n', 'GET /health HTTP/1.0\r\n']) {
+      const res = await raw(`${head}Connection: close\r\n`);
+      expect({ head, status: res.status, body: res.body }).toEqual({ head, status: 200, body: '{"status":"ok"}' });
+    }
+  });
+
   it('/api/v1/openapi.json is an OpenAPI 3.1 document listing the canvas paths', async () => {
     const res = await api('/api/v1/openapi.json');
     expect(res.status).toBe(200);

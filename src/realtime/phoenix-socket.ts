@@ -61,6 +61,37 @@ const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortl
 /** Database refusals caused by the client's frame or rights (as opposed to a fault of the database). */
 const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'rebase_required', 'unauthorized']);
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const absent = (v: unknown) => v === undefined || v === null;
+
+/**
+ * What is wrong with a phx_join payload (`<field>: <problem>`, fields named as realtime-js's join
+ * options: `config.broadcast.self`), or null. realtime-js sends `{config: {broadcast: {ack, self,
+ * replay?}, presence: {key, enabled}, private, postgres_changes: []}, access_token?}`; each part may
+ * be absent or null, and when present has its type. (config.private, the presence key's length and
+ * broadcast.replay have their own checks in join.)
+ */
+export function joinPayloadProblem(payload: unknown): string | null {
+  if (absent(payload)) return null;
+  if (!isObject(payload)) return 'payload: a JSON object ({config, access_token})';
+  if (!absent(payload.access_token) && typeof payload.access_token !== 'string') return 'access_token: a string (a JWT)';
+  const config = payload.config;
+  if (absent(config)) return null;
+  if (!isObject(config)) return 'config: a JSON object';
+  for (const part of ['broadcast', 'presence'] as const) {
+    if (!absent(config[part]) && !isObject(config[part])) return `config.${part}: a JSON object`;
+  }
+  const broadcast = (config.broadcast ?? {}) as Record<string, unknown>;
+  for (const flag of ['self', 'ack'] as const) {
+    if (!absent(broadcast[flag]) && typeof broadcast[flag] !== 'boolean') return `config.broadcast.${flag}: true or false (a boolean)`;
+  }
+  const presence = (config.presence ?? {}) as Record<string, unknown>;
+  if (!absent(presence.key) && typeof presence.key !== 'string') return 'config.presence.key: a string';
+  if (!absent(presence.enabled) && typeof presence.enabled !== 'boolean') return 'config.presence.enabled: true or false (a boolean)';
+  if (!absent(config.postgres_changes) && !Array.isArray(config.postgres_changes)) return 'config.postgres_changes: an array';
+  return null;
+}
+
 /** A phx_reply / system reason from a mapped error: `<code>: <field>: <message>` (the field when known). */
 function reasonOf(error: ApiError): string {
   const field = error.details.field;
@@ -148,7 +179,18 @@ export class PhoenixSocket {
     try {
       frame = decodeFrame(data, isBinary, this.vsn);
     } catch (err) {
-      if (err instanceof ProtocolError) return; // Phoenix ignores what it cannot decode
+      if (err instanceof ProtocolError) {
+        // Phoenix ignores what it cannot decode; a frame whose topic and refs could be read but
+        // whose event is not a string is answered on that topic (its sender waits for the reply),
+        // after the same input policy as every frame (the topic and refs are echoed)
+        const a = err.answerable;
+        if (a && a.ref !== null && !checkJson({ topic: a.topic, join_ref: a.join_ref, ref: a.ref }) && a.topic.length <= this.hub.limits.maxNameLength
+            && (a.join_ref ?? '').length <= this.hub.limits.maxNameLength && a.ref.length <= this.hub.limits.maxNameLength) {
+          this.send({ join_ref: a.join_ref, ref: a.ref, topic: a.topic, event: 'phx_reply',
+            payload: { status: 'error', response: { reason: `invalid_input: ${a.field}: a string (the event's name)` } } });
+        }
+        return;
+      }
       throw err;
     }
     // the input policy (src/input-policy.ts) on the whole frame, before anything reads it: topic,
@@ -241,6 +283,11 @@ export class PhoenixSocket {
     if (!existing && this.channels.size >= limits.maxChannelsPerSocket) {
       return fail(`ChannelRateLimitReached: Too many channels (at most ${limits.maxChannelsPerSocket} per socket): leave one first`);
     }
+    // the join's own fields have their types, or the join is refused naming the field (they were
+    // read as absent: a config "x", a presence [] or an access_token 5 joined as if not sent, an
+    // access_token that is not a string on the connect token)
+    const malformed = joinPayloadProblem(frame.payload);
+    if (malformed) return fail(`invalid_input: ${malformed}`);
     if (existing) await this.close(existing, true); // a re-join replaces the old join
     const payload = (frame.payload ?? {}) as { config?: any; access_token?: string };
     const config = payload.config ?? {};

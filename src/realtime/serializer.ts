@@ -27,7 +27,23 @@ export type Frame = {
   badRef?: 'join_ref' | 'ref';
 };
 
-export class ProtocolError extends Error {}
+export class ProtocolError extends Error {
+  /**
+   * A frame that names its topic (and refs) but whose event is not a string: it can be answered,
+   * on that topic, with the ref it carried (realtime-js waits for that reply until its timeout).
+   */
+  constructor(message: string, readonly answerable?: { topic: string; join_ref: string | null; ref: string | null; field: string }) {
+    super(message);
+  }
+}
+
+/** The ProtocolError of a frame whose topic is a string and whose event is not (answerable), or whose topic is not (not). */
+function badTopicOrEvent(joinRef: unknown, ref: unknown, topic: unknown): ProtocolError {
+  const j = refOf(joinRef);
+  const r = refOf(ref);
+  if (typeof topic !== 'string' || j === undefined || r === undefined) return new ProtocolError('topic and event must be strings');
+  return new ProtocolError('topic and event must be strings', { topic, join_ref: j, ref: r, field: 'event' });
+}
 
 const KIND_USER_BROADCAST_PUSH = 3;
 const KIND_USER_BROADCAST = 4;
@@ -73,12 +89,12 @@ export function decodeFrame(data: Buffer | string, isBinary: boolean, vsn: Vsn):
   if (vsn === '2.0.0') {
     if (!Array.isArray(parsed) || parsed.length !== 5) throw new ProtocolError('vsn 2.0.0 frames are [join_ref, ref, topic, event, payload]');
     const [joinRef, ref, topic, event, payload] = parsed;
-    if (typeof topic !== 'string' || typeof event !== 'string') throw new ProtocolError('topic and event must be strings');
+    if (typeof topic !== 'string' || typeof event !== 'string') throw badTopicOrEvent(joinRef, ref, topic);
     return withRefs(joinRef, ref, topic, event, payload ?? {});
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ProtocolError('vsn 1.0.0 frames are JSON objects');
   const o = parsed as Record<string, unknown>;
-  if (typeof o.topic !== 'string' || typeof o.event !== 'string') throw new ProtocolError('topic and event must be strings');
+  if (typeof o.topic !== 'string' || typeof o.event !== 'string') throw badTopicOrEvent(o.join_ref, o.ref, o.topic);
   return withRefs(o.join_ref, o.ref, o.topic, o.event, o.payload ?? {});
 }
 

@@ -105,6 +105,59 @@ describe('config.private', () => {
   });
 });
 
+describe.each(['1.0.0', '2.0.0'] as const)('phx_join payloads and events of the wrong type (vsn %s)', (vsn) => {
+  const send = (p: Phoenix, ref: string, topic: string, event: unknown, payload: unknown) =>
+    (vsn === '2.0.0' ? p.sendText(JSON.stringify([ref, ref, topic, event, payload])) : p.send({ topic, event, ref, join_ref: ref, payload }));
+  // each was joined as if the part were absent: a config "x" as no config, a presence key 7 as a
+  // random key, an access_token 5 on the connect token; an event 1 was not answered at all
+  const cases: [unknown, string][] = [
+    ['a string', 'payload: a JSON object ({config, access_token})'],
+    [[1], 'payload: a JSON object ({config, access_token})'],
+    [{ config: 'x' }, 'config: a JSON object'],
+    [{ config: [] }, 'config: a JSON object'],
+    [{ config: { broadcast: 'x' } }, 'config.broadcast: a JSON object'],
+    [{ config: { presence: [] } }, 'config.presence: a JSON object'],
+    [{ config: { broadcast: { self: 'true' } } }, 'config.broadcast.self: true or false (a boolean)'],
+    [{ config: { broadcast: { ack: 1 } } }, 'config.broadcast.ack: true or false (a boolean)'],
+    [{ config: { presence: { key: 7 } } }, 'config.presence.key: a string'],
+    [{ config: { presence: { enabled: 'yes' } } }, 'config.presence.enabled: true or false (a boolean)'],
+    [{ config: { postgres_changes: {} } }, 'config.postgres_changes: an array'],
+    [{ access_token: 5 }, 'access_token: a string (a JWT)'],
+    [{ access_token: { jwt: 'x' } }, 'access_token: a string (a JWT)'],
+  ];
+
+  it('a join whose payload, config or access_token has the wrong type is refused naming the field; realtime-js\'s own join is served', async () => {
+    const p = await openPhoenix(vsn);
+    let ref = 0;
+    for (const [payload, reason] of cases) {
+      const r = String(++ref);
+      send(p, r, `realtime:join-types-${r}`, 'phx_join', payload);
+      expect(await replyTo(p, r), JSON.stringify(payload)).toEqual({ status: 'error', response: { reason: `invalid_input: ${reason}` } });
+      await new Promise((resolve) => setTimeout(resolve, 60)); // under the joins per second
+    }
+    // what realtime-js sends by default, nulls too
+    send(p, 'ok', 'realtime:join-types-ok', 'phx_join', { config: { broadcast: { ack: false, self: false }, presence: { key: '', enabled: false },
+      private: false, postgres_changes: [] }, access_token: null });
+    expect((await replyTo(p, 'ok')).status).toBe('ok');
+    send(p, 'ok2', 'realtime:join-types-ok2', 'phx_join', null);
+    expect((await replyTo(p, 'ok2')).status).toBe('ok');
+    expect(errors).toEqual([]);
+  });
+
+  it('an event that is not a string is answered on its topic with its ref (it was never answered)', async () => {
+    const p = await openPhoenix(vsn);
+    for (const [ref, event] of [['1', 1], ['2', null], ['3', { e: 'phx_join' }]] as const) {
+      send(p, ref, 'realtime:event-types', event, {});
+      expect(await replyTo(p, ref)).toEqual({ status: 'error', response: { reason: "invalid_input: event: a string (the event's name)" } });
+    }
+    // a topic that is not a string cannot be answered on a channel: ignored, as Phoenix does; the socket serves on
+    send(p, '4', 1 as never, 'phx_join', {});
+    send(p, '5', 'phoenix', 'heartbeat', {});
+    expect((await replyTo(p, '5')).status).toBe('ok');
+    expect(p.frames.filter((f) => f.ref === '4')).toEqual([]);
+  });
+});
+
 describe.each(['1.0.0', '2.0.0'] as const)('refs (vsn %s)', (vsn) => {
   const frame = (joinRef: string, ref: string) => (vsn === '2.0.0'
     ? `[${joinRef}, ${ref}, "phoenix", "heartbeat", {}]`

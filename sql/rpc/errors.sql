@@ -28,6 +28,42 @@ language sql immutable as $$
               else '[' || to_jsonb(p_key)::text || ']' end
 $$;
 
+-- The input policy of src/input-policy.ts for a JSON argument of an api function called other
+-- than through the Potentia server (PostgREST's /rpc on Supabase, SQL): what HTTP, H1 and realtime
+-- refuse is refused here too, so no surface stores what another would not. A value nests at most 64
+-- levels (counted from the argument), holds no object key __proto__ (JavaScript clients would take
+-- it for the prototype), and no number an IEEE 754 double would change (I-JSON, RFC 7493 §2.2:
+-- 1e400, 9007199254740993, 1e-400: a client's JSON.parse reads Infinity, a neighbour, 0; 1e21 and
+-- 0.1 are kept). NUL and unpaired surrogates jsonb cannot hold already. The Potentia server sets
+-- potentia.input_policy = 'checked' for its transactions (src/db/request.ts): it checked the whole
+-- request before (and names the exact path), so its callers pay nothing here. Raises invalid_input
+-- on p_field.
+create or replace function internal.check_json_policy(p_value jsonb, p_field text) returns void
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare
+  v_n numeric;
+begin
+  if p_value is null or current_setting('potentia.input_policy', true) = 'checked' then
+    return;
+  end if;
+  if jsonb_path_exists(p_value, 'strict $.**{64 to last} ? (@.type() == "object" || @.type() == "array")') then
+    perform internal.raise_error('invalid_input', p_field || ': JSON nested deeper than 64 levels', jsonb_build_object('field', p_field));
+  end if;
+  if jsonb_path_exists(p_value, 'strict $.** ? (@.type() == "object" && exists(@."__proto__"))') then
+    perform internal.raise_error('invalid_input', p_field || ': an object key __proto__ is not accepted (JavaScript would treat it as the '
+      || 'prototype): use another name', jsonb_build_object('field', p_field));
+  end if;
+  for v_n in select (x #>> '{}')::numeric from jsonb_path_query(p_value, 'strict $.** ? (@.type() == "number")') x loop
+    -- below the least subnormal or above the greatest double: not a double at all (the cast
+    -- would fail); else the double's shortest text must be the same number
+    if v_n <> 0 and (abs(v_n) < 5e-324 or abs(v_n) > 1.7976931348623157e308 or (v_n::float8)::text::numeric <> v_n) then
+      perform internal.raise_error('invalid_input', format('%s: the number %s is beyond the magnitude or precision of an IEEE 754 double '
+        || '(I-JSON, RFC 7493), which would not be read as sent: send it as a string', p_field, left(v_n::text, 40)),
+        jsonb_build_object('field', p_field));
+    end if;
+  end loop;
+end $$;
+
 -- The error object for an exception caught in a handler: our own codes pass through; database
 -- errors are mapped to the nearest stable code, as the HTTP layer maps the same SQLSTATEs raised
 -- outside a handler (src/http/errors.ts apiErrorFromDatabase). A deadlock victim (40P01) or a

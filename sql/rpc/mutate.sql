@@ -574,6 +574,8 @@ begin
   if jsonb_typeof(v_patch) <> 'object' then
     perform internal.raise_error('invalid_input', 'patch must be a JSON object', '{"field":"patch"}');
   end if;
+  -- what the server's input policy refused before it called (one setting read for its calls)
+  perform internal.check_json_policy(v_patch, 'patch');
   v_other_fields := v_patch - 'content' <> '{}';
   if v_other_fields and v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
     select k into v_bad_key from jsonb_object_keys(v_patch) k

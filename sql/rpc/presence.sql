@@ -66,6 +66,7 @@ begin
   if p_cursor is not null and (jsonb_typeof(p_cursor) <> 'object' or octet_length(p_cursor::text) > 1024) then
     perform internal.raise_error('invalid_input', 'cursor must be a JSON object of at most 1024 bytes', '{"field":"cursor"}');
   end if;
+  perform internal.check_json_policy(p_cursor, 'cursor');
   -- the state every other member's client shows (its name, its color)
   v_problem := internal.presence_state_error(p_cursor, 'cursor');
   if p_cursor is not null and v_problem is not null then

@@ -161,7 +161,10 @@ function setCaller(q: TransactionSql | ReservedSql, s: CallerSettings) {
                   set_config('request.method', ${s.method}, true),
                   set_config('request.path', ${s.path}, true),
                   set_config('statement_timeout', ${s.timeout}, true),
-                  set_config('idle_in_transaction_session_timeout', ${s.idle}, true)`;
+                  set_config('idle_in_transaction_session_timeout', ${s.idle}, true),
+                  -- every request was read through the input policy (src/input-policy.ts) before it
+                  -- got here: internal.check_json_policy need not walk its JSON again
+                  set_config('potentia.input_policy', 'checked', true)`;
 }
 
 /**

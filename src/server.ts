@@ -8,6 +8,7 @@ import { createDatabase, type Database } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import { createApp } from './http/app.ts';
 import { answerAndClose, ApiError, rawErrorResponse } from './http/errors.ts';
+import { hostProblem } from './http/host.ts';
 import { isPostgrestPath, postgrestBody, requestLinePath } from './http/not-found.ts';
 import type { Deps } from './http/env.ts';
 import { createMetrics } from './metrics.ts';
@@ -130,11 +131,9 @@ export function requestListener(fetch: (request: Request, env: unknown) => Respo
     },
   });
   return (incoming: IncomingMessage, outgoing: ServerResponse) => {
-    const hosts = incoming.headersDistinct.host;
-    const http11 = incoming.httpVersionMajor > 1 || (incoming.httpVersionMajor === 1 && incoming.httpVersionMinor >= 1);
-    const refused = hosts && hosts.length > 1 ? badHost('more than one Host header: send one')
-      : !hosts && http11 ? badHost('an HTTP/1.1 request names its host in a Host header') : null;
-    if (refused) {
+    const problem = hostProblem(incoming);
+    if (problem) {
+      const refused = new ApiError('invalid_input', problem, { field: 'host' });
       const { status, body } = refusal(incoming, refused);
       outgoing.writeHead(status, { ...HEADERS, 'Content-Length': Buffer.byteLength(body) });
       outgoing.end(body);

@@ -6,6 +6,7 @@ import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { Metrics } from '../metrics.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { answerAndClose, ApiError, rawErrorResponse } from '../http/errors.ts';
+import { hostProblem } from '../http/host.ts';
 import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
 import { canvasAccess, watchAccess } from './access.ts';
 import { Admission, type SocketTicket } from './admission.ts';
@@ -187,6 +188,12 @@ export function createGateway(opts: GatewayOptions): Gateway {
       }
       answerAndClose(socket, rawErrorResponse(new ApiError('rate_limited', ticket)));
       return;
+    }
+    // one Host, a host[:port] (RFC 9112 §3.2), as for every HTTP request (src/server.ts): any, two or none were upgraded
+    const badHost = hostProblem(req);
+    if (badHost) {
+      ticket.release();
+      return reject(socket, 400, badHost, undefined, 'host');
     }
     let handled: Promise<void> | undefined;
     try {

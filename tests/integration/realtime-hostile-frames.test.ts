@@ -1,5 +1,6 @@
 import { SignJWT } from 'jose';
 import { pino } from 'pino';
+import net from 'node:net';
 import { Writable } from 'node:stream';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -102,6 +103,31 @@ describe('config.private', () => {
     expect(await replyTo(p, '1')).toEqual({ status: 'error', response: { reason: 'invalid_input: config.private: true or false (a boolean)' } });
     p.send({ topic: 'phoenix', event: 'heartbeat', ref: '2', payload: {} });
     expect((await replyTo(p, '2')).status).toBe('ok');
+  });
+});
+
+describe('the Host of a WebSocket upgrade', () => {
+  it('none (HTTP/1.1), two, or one that is not a host[:port] is a 400 naming host, never a WebSocket (as every HTTP request)', async () => {
+    const port = Number(new URL(server.url).port);
+    const upgrade = (hostLines: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      socket.on('data', (c) => chunks.push(c));
+      socket.on('error', reject);
+      socket.on('close', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve({ status: Number(text.slice(9, 12)), body: text.slice(text.indexOf('\r\n\r\n') + 4) });
+      });
+      void anonKey().then((key) => socket.write(`GET /realtime/v1/websocket?apikey=${key}&vsn=1.0.0 HTTP/1.1\r\n${hostLines}`
+        + 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'));
+      setTimeout(() => socket.destroy(), 3000); // an upgraded socket stays open: the test reads its status line
+    });
+    for (const hostLines of ['', 'Host: a\r\nHost: b\r\n', 'Host: a b\r\n', 'Host: user@evil.example\r\n', 'Host: x/y\r\n']) {
+      const res = await upgrade(hostLines);
+      expect({ hostLines, status: res.status }).toEqual({ hostLines, status: 400 });
+      expect(JSON.parse(res.body)).toMatchObject({ error: { code: 'invalid_input', field: 'host', message: expect.stringMatching(/^host: /) } });
+    }
+    expect((await upgrade('Host: localhost\r\n')).status).toBe(101);
   });
 });
 

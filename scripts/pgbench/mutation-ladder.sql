@@ -9,7 +9,8 @@ from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = :k \
 \startpipeline
 begin;
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select bench.rpc_ladder(:canvas_id::uuid, :block_id::uuid, :user_id::uuid, :version::int, 'pgbench-' || md5(:op::text)::uuid,
                         'pgbench ' || :client_id::int || ' ' || random(), :auth::int = 1, :limit::int = 1);
 commit;

@@ -11,35 +11,43 @@ from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = :k \
 \startpipeline
 begin;
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || gen_random_uuid(), :version::int + 0,
                                jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random())));
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || gen_random_uuid(), :version::int + 1,
                                jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random())));
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || gen_random_uuid(), :version::int + 2,
                                jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random())));
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || gen_random_uuid(), :version::int + 3,
                                jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random())));
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || gen_random_uuid(), :version::int + 4,
                                jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random())));
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || gen_random_uuid(), :version::int + 5,
                                jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random())));
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || gen_random_uuid(), :version::int + 6,
                                jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random())));
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || gen_random_uuid(), :version::int + 7,
                                jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random())));
 commit;

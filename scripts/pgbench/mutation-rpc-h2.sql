@@ -11,7 +11,8 @@ from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = :k \
 \startpipeline
 begin;
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select r->>'status' as status, r::text as result
 from (select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || md5(:op::text)::uuid, :version::int,
                                      jsonb_build_object('content', jsonb_build_object('text', 'pgbench ' || :client_id::int || ' ' || random()))) as r

@@ -20,7 +20,8 @@ from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = -1 \
 \startpipeline
 begin;
 select set_config('role', 'authenticated', true),
-       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true);
+       set_config('request.jwt.claims', json_build_object('sub', :user_id::text, 'role', 'authenticated')::text, true),
+       set_config('potentia.input_policy', 'checked', true); -- as the server's calls (src/db/request.ts)
 select api.upsert_block_atomic(:canvas_id::uuid, :block_id::uuid, 'update', 'pgbench-' || md5(:op::text)::uuid, :base::int,
                                jsonb_build_object('text', jsonb_build_object('text', jsonb_build_array(:at::int, case when :del = 1 then '{"d": 1}'::jsonb else '"x"' end))));
 commit;

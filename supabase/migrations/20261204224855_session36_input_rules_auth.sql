@@ -27,7 +27,7 @@
 -- potentia:source sql/rpc/canvas.sql 9c1e4d5b60d12e585fee1ff6ae85a6d06ac1b2978c332fd236ef3ef1dca78176 included
 -- potentia:source sql/rpc/endpoint_limits.sql 3bb2835ef77c3aa81f22bafea141b0036325852807aaf840416678e09be52004 unchanged
 -- potentia:source sql/rpc/errors.sql f070471ff5c946c095f16fcdd78882c939f3d04db162ec2b3cebc2ed0abfc954 included
--- potentia:source sql/rpc/mutate.sql f4f9a13e171f090bd59b8d1517fc060bc01829d58e179faffeba38e987572145 included
+-- potentia:source sql/rpc/mutate.sql 716b378848682d9a56cb1ad968e2eb8363a2cbeea81f697c6b0363a604b74889 included
 -- potentia:source sql/rpc/presence.sql fef10353d358efa44506a53e3efbb60cd5dcf53452b05b09dd90a3e15b205cf5 included
 -- potentia:source sql/rpc/replay.sql a2c7641f6e3365bc9a43d5ee20fa519c721bfd520f468e5d42723694c8f243d1 unchanged
 -- potentia:source sql/rpc/text_ot.sql 51a7ac78dcb1d0df6d928a593a447c940f8f898b033a6e7a7310e54e434d8ba8 unchanged
@@ -1698,8 +1698,11 @@ begin
   if jsonb_typeof(v_patch) <> 'object' then
     perform internal.raise_error('invalid_input', 'patch must be a JSON object', '{"field":"patch"}');
   end if;
-  -- what the server's input policy refused before it called (one setting read for its calls)
-  perform internal.check_json_policy(v_patch, 'patch');
+  -- what the server's input policy refused before it called; its calls skip even the function
+  -- call (with its pinned search path, ~2 % of a mutation's instructions)
+  if current_setting('potentia.input_policy', true) is distinct from 'checked' then
+    perform internal.check_json_policy(v_patch, 'patch');
+  end if;
   v_other_fields := v_patch - 'content' <> '{}';
   if v_other_fields and v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
     select k into v_bad_key from jsonb_object_keys(v_patch) k

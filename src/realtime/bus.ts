@@ -95,6 +95,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   let catchingUp: Promise<void> | null = null;
   let held: BusMessage[] = [];
   let timer: NodeJS.Timeout | null = null;
+  let ticking = false;
   let stopped = false;
   let subscribedOnce = false;
   let streamUp = false;
@@ -252,7 +253,11 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
    * (and polled meanwhile, as after any loss).
    */
   async function tick(): Promise<void> {
-    if (stopped || catchingUp) return;
+    // one at a time: the interval does not wait for a tick's queries, and a slow or stalled pool
+    // (up to answer_timeout, 20 s) otherwise piled one more query (a poll queued on the catch-up
+    // chain, a probe write) on it every tickMs, each taking a pool connection
+    if (stopped || catchingUp || ticking) return;
+    ticking = true;
     try {
       if (!streamUp) {
         await serialCatchUp();
@@ -273,6 +278,8 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       candidate = { at: r.now, epoch };
     } catch (err) {
       opts.logger?.debug({ err }, 'realtime bus tick failed');
+    } finally {
+      ticking = false;
     }
   }
 

@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { createDatabaseBus, orderCatchUp, type BusMessage, type DatabaseBus } from '../../src/realtime/bus.ts';
+import { createDatabase } from '../../src/db/index.ts';
 import { testDatabase } from '../helpers/db.ts';
+import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 // The database bus's catch-up (src/realtime/bus.ts) reads realtime.messages back by inserted_at,
@@ -68,5 +70,41 @@ describe('the database bus catch-up', () => {
     const batch = [m('1', 'block_op', { server_seq: 7 }), m('2', 'access_changed', { user_id: 'u' }), m('3', 'block_op', { server_seq: 6 }),
       m('4', 'block_op', { server_seq: 1 }, 'canvas:other')];
     expect(orderCatchUp(batch).map((x) => x.id)).toEqual(['2', '3', '1', '4']);
+  });
+});
+
+describe("the database bus's tick", () => {
+  it('runs one at a time: a stalled pool gets one query from it, not one more every tick', { timeout: 90_000 }, async () => {
+    // the pool goes through a proxy the test stalls; the replication stream does not
+    const direct = new URL(testDatabaseUrl());
+    const proxy = await startTcpProxy(Number(direct.port || 5432));
+    direct.hostname = '127.0.0.1';
+    direct.port = String(proxy.port);
+    const pool = createDatabase(direct.toString(), { max: 5, applicationName: 'potentia-test-bus-tick' });
+    try {
+      const topic = `bus-tick-${randomUUID()}`;
+      const bus = createDatabaseBus({ databaseUrl: testDatabaseUrl(), sql: pool.sql, tickMs: 20, probeAfterMs: 100, stallMs: 60_000 });
+      buses.push(bus);
+      const got = listen(bus, topic);
+      await bus.start();
+      // creating the slot waits for every transaction running in the cluster: on a shared server, a while
+      await until(() => bus.streaming(), 60_000, 'the stream up');
+      const opened = proxy.counters.accepted;
+      proxy.cut({ existing: 'stall', incoming: 'blackhole' });
+      await sleep(1000); // 50 ticks
+      // each tick that overlapped the one still waiting took another of the pool's connections
+      expect(proxy.counters.blackholed).toBe(0);
+      expect(proxy.counters.accepted).toBe(opened);
+      proxy.restore();
+      await send(topic, 1);
+      await until(() => got.includes(1), 10_000, 'a message after the pool healed');
+      await sleep(200);
+      expect(got).toEqual([1]);
+    } finally {
+      proxy.restore();
+      for (const bus of buses.splice(0)) await bus.stop();
+      await pool.close();
+      await proxy.close();
+    }
   });
 });

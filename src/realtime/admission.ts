@@ -127,10 +127,7 @@ export class Admission {
    * (authorize.ts), so it costs nothing and takes nothing.
    */
   authorize(claims: SocketClaims, address: string): number {
-    if (claims.role === 'service_role') return 0;
-    const waitMs = this.authorizations.take(callerOf(claims, address));
-    if (waitMs > 0) this.onRefused('authorizations');
-    return waitMs;
+    return this.takeFor(this.authorizations, 'authorizations', claims, address);
   }
 
   /**
@@ -139,9 +136,14 @@ export class Admission {
    * takes nothing.
    */
   message(claims: SocketClaims, address: string): number {
+    return this.takeFor(this.messages, 'messages', claims, address);
+  }
+
+  /** One token of `limiter` for the caller (service_role: none), counting a refusal under `limit`. */
+  private takeFor(limiter: KeyedRateLimiter, limit: AdmissionLimit, claims: SocketClaims, address: string): number {
     if (claims.role === 'service_role') return 0;
-    const waitMs = this.messages.take(callerOf(claims, address));
-    if (waitMs > 0) this.onRefused('messages');
+    const waitMs = limiter.take(callerOf(claims, address));
+    if (waitMs > 0) this.onRefused(limit);
     return waitMs;
   }
 }

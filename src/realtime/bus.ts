@@ -103,7 +103,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   const probeAfterMs = opts.probeAfterMs ?? 2500;
   const stallMs = opts.stallMs ?? 3000;
   let lastActivity = 0; // Date.now() of the last thing the live stream delivered
-  let probe: { at: number; epoch: number } | null = null;
+  let probe: { at: number; epoch: number; lsn: string | null } | null = null;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => { markReady = r; });
   const clusterListeners = new Set<(content: Buffer) => void>();
@@ -250,7 +250,9 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
    * its /ready said 200. So once the stream has been silent for probeAfterMs (the cluster's
    * heartbeats alone arrive every 2 s), the bus writes a logical message of its own through the
    * pool; if nothing at all has arrived on the stream stallMs after that, the stream is restarted
-   * (and polled meanwhile, as after any loss).
+   * (and polled meanwhile, as after any loss), unless its walsender has not reached the probe yet
+   * and is not blocked writing (busyBeforeProbe: decoding a large transaction sends nothing for
+   * seconds).
    */
   async function tick(): Promise<void> {
     // one at a time: the interval does not wait for a tick's queries, and a slow or stalled pool
@@ -289,18 +291,43 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     if (!streamUp || now - lastActivity < probeAfterMs) return false;
     if (probe && probe.epoch === epoch && lastActivity < probe.at) {
       if (now - probe.at < stallMs) return false;
-      const reason = `nothing received for ${now - lastActivity} ms, though a probe was written ${now - probe.at} ms ago`;
+      // Silent is not stalled when the walsender has not reached the probe yet: decoding a large
+      // transaction's commit (a bulk load, a restore, a migration: 2 million rows took seconds)
+      // sends nothing until it is done, the probe waits behind it in the WAL, and a restart only
+      // threw the work away (a new slot, the stream down, the cluster's messages lost meanwhile).
+      // The path is stalled when the walsender got past the probe (it wrote it to a socket that
+      // carried nothing) or is blocked writing to the socket; still decoding before it, it is busy.
+      if (await busyBeforeProbe(probe, stream?.pid())) return false;
+      if (!probe || probe.epoch !== epoch || lastActivity >= probe.at) return false;
+      const reason = `nothing received for ${Date.now() - lastActivity} ms, though a probe was written ${Date.now() - probe.at} ms ago`;
       opts.logger?.warn({ reason }, 'realtime replication stream stalled: a probe written through the pool did not come through; reconnecting');
       probe = null;
       stream?.restart(reason);
       return true;
     }
     const sent = { at: now, epoch };
-    if (flushWithXid) await opts.sql`select pg_logical_emit_message(false, ${PROBE_MESSAGE_PREFIX}, ''::text), pg_current_xact_id()`;
-    else await opts.sql`select pg_logical_emit_message(false, ${PROBE_MESSAGE_PREFIX}, ''::text, true)`;
+    const [{ lsn }] = (flushWithXid
+      ? await opts.sql`select pg_logical_emit_message(false, ${PROBE_MESSAGE_PREFIX}, ''::text)::text as lsn, pg_current_xact_id()`
+      : await opts.sql`select pg_logical_emit_message(false, ${PROBE_MESSAGE_PREFIX}, ''::text, true)::text as lsn`) as unknown as [{ lsn: string | null }];
     // counts once written: a probe the pool could not write proves nothing about the stream
-    if (sent.epoch === epoch) probe = sent;
+    if (sent.epoch === epoch) probe = { ...sent, lsn };
     return false;
+  }
+
+  /**
+   * Whether the stream's walsender is still working through the WAL before `probe` (its sent
+   * position short of the probe's LSN) and not blocked writing to this gateway (wait event
+   * WalSenderWriteData: the path carries nothing). Unknown (the walsender not visible to this
+   * role, or gone: the tick restarts that) counts as not busy.
+   */
+  async function busyBeforeProbe(p: { lsn: string | null }, pid: number | undefined): Promise<boolean> {
+    if (p.lsn === null || pid === undefined) return false;
+    const [row] = (await opts.sql`select r.sent_lsn < ${p.lsn}::pg_lsn as behind, a.wait_event
+                                  from pg_stat_replication r left join pg_stat_activity a on a.pid = r.pid
+                                  where r.pid = ${pid}::int`) as unknown as [{ behind: boolean | null; wait_event: string | null } | undefined];
+    if (!row || row.behind !== true || row.wait_event === 'WalSenderWriteData') return false;
+    opts.logger?.debug({ waitEvent: row.wait_event }, 'realtime replication stream silent: its walsender is still decoding the WAL before the probe');
+    return true;
   }
 
   return {

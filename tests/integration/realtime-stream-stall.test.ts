@@ -12,6 +12,7 @@
 // /ready says the stream is down while it is, and 200 again after; so does /metrics
 // (potentia_realtime_replication_stream_up, _losses_total), which had nothing on the stream.
 import { RealtimeClient } from '@supabase/realtime-js';
+import postgres from 'postgres';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
@@ -113,5 +114,53 @@ describe('a replication connection that stalls without closing', () => {
     expect(gateway.exited(), gateway.output()).toBeNull();
     expect(gateway.output()).not.toMatch(/unhandled|uncaught/i);
     expect(gateway.output()).toMatch(/realtime replication stream stalled/);
+  });
+});
+
+// The other side of the probe: a stream that is silent because its walsender is busy. A large
+// transaction's commit (a bulk load, a restore, a migration) is decoded in one go, seconds for
+// millions of rows, and the walsender sends nothing meanwhile: the probe written after 2.5 s of
+// silence waits behind it in the WAL. The bus took that for a stalled path and restarted the
+// stream (measured: 3 million rows, 'nothing received for 5583 ms', the stream down, a new slot),
+// throwing the decoding away, taking the gateway out of rotation and losing the cluster's messages
+// meanwhile. Now a walsender still short of the probe's LSN and not blocked writing is busy, not
+// stalled (src/realtime/bus.ts).
+describe('a replication stream that is silent while its walsender decodes a large transaction', () => {
+  it('is not restarted, and the deltas after it arrive live', { timeout: 240_000 }, async () => {
+    proxy.restore();
+    await until(async () => (await readyStatus()) === 200, 60_000, 'the gateway ready (its stream up)');
+    const lossesBefore = await metric(LOSSES);
+    const outputBefore = gateway.output().length;
+    const { canvasId, users } = await createCanvas(db.sql);
+    const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! }, { expiresInSeconds: 600 });
+    const seen: number[] = [];
+    const rt = new RealtimeClient(`${gateway.url.replace(/^http/, 'ws')}/realtime/v1`, {
+      params: { apikey: token }, transport: WebSocket as any, heartbeatIntervalMs: 5000, timeout: 10_000,
+    });
+    try {
+      const channel = rt.channel(`canvas:${canvasId}`, { config: { private: true } })
+        .on('broadcast', { event: 'block_op' }, (m) => seen.push(Number(m.payload.canvas_seq)));
+      expect((await subscribed(channel)).status).toBe('SUBSCRIBED');
+      // a DBA's bulk load, on a connection of its own (no statement or answer timeout)
+      const dba = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
+      const table = `stall_bulk_${process.pid}`;
+      try {
+        await dba.unsafe(`create table ${table} (id int, t text)`);
+        await dba.unsafe(`insert into ${table} select g, repeat('x', 50) from generate_series(1, 3000000) g`);
+        const seq = (await mutate(db.sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text' } })).canvas_seq!;
+        await until(() => seen.includes(Number(seq)), 60_000, 'the delta committed after the bulk load');
+        // the walsender has got through it: long enough for the probe to have timed out many times
+        await sleep(1000);
+      } finally {
+        await dba.unsafe(`drop table if exists ${table}`).catch(() => {});
+        await dba.end();
+      }
+      expect(await metric(LOSSES)).toBe(lossesBefore);
+      expect(await metric(UP)).toBe(1);
+      expect(gateway.output().slice(outputBefore)).not.toMatch(/stalled|stream ended/);
+      expect(gateway.exited(), gateway.output()).toBeNull();
+    } finally {
+      await rt.disconnect().catch(() => {});
+    }
   });
 });

@@ -63,7 +63,8 @@ export const CONNECT_TIMEOUT_SECONDS = 5;
  * until TCP gave up, about 15 minutes: every request on that connection, and on a reserved one
  * (a canvas lane) every later mutation of the canvas. A server answers a statement within its
  * statement timeout (5 s for requests) and a row at a time after that; four times that is never a
- * healthy wait. The worker's pool (src/worker/runtime.ts) has no such bound: its jobs (cleanup,
+ * healthy wait. Only the server's turn counts: a cursor's callback, COPY FROM STDIN until its end and
+ * a COPY TO STDOUT reader that paused the socket are the client's. The worker's pool (src/worker/runtime.ts) has no such bound: its jobs (cleanup,
  * rebalancing) run without a statement timeout and may take longer on a large database.
  */
 export const ANSWER_TIMEOUT_SECONDS = 20;

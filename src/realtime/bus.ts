@@ -16,7 +16,9 @@ import { createReplicationStream, type ReplicationStream } from './replication.t
  * committed while the replication connection was down are not in the stream. When the stream
  * (re)starts, the bus reads those rows back from realtime.messages itself (rows inserted since the
  * last known-good watermark minus a margin, for the topics that have listeners), drops the ids it
- * already delivered, and holds stream rows back until that catch-up has been delivered. While the
+ * already delivered, and holds stream rows back until that catch-up has been delivered. The
+ * watermark never passes the start of a writing transaction still open (horizon()): its rows carry
+ * that start as inserted_at, whenever they commit. While the
  * stream is down it polls the table the same way every tick, the watermark moving with each poll;
  * rows committed before the bus started are never delivered (the first catch-up's margin reaches
  * back before the start: they are counted as delivered at start).
@@ -84,6 +86,19 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   const publication = opts.publication ?? 'potentia_realtime';
   const marginMs = opts.catchUpMarginMs ?? 60_000;
   const dedupeMs = Math.max(opts.dedupeWindowMs ?? 10 * 60_000, marginMs * 3);
+  /**
+   * What the watermark may move to: now, or the start of the oldest transaction of this database
+   * that has written something and is still open, if earlier. A row's inserted_at is its
+   * transaction's start, so a transaction longer than the margin (a DBA's script of mutations, a
+   * bulk import through the api functions) that committed while the stream was down, or while a
+   * new slot was being created (which waits for it to end), had its messages behind the next
+   * catch-up's reach: never delivered. Held back at most dedupeMs - 2 margins (a transaction open
+   * for hours must not make every poll re-read hours, nor reach past what de-duplication remembers).
+   */
+  const horizon = () => opts.sql`greatest(localtimestamp - make_interval(secs => ${Math.max(0, dedupeMs - 2 * marginMs) / 1000}),
+    least(localtimestamp, (select min(xact_start)::timestamp from pg_stat_activity
+                           where datname = current_database() and pid <> pg_backend_pid()
+                             and backend_type = 'client backend' and backend_xid is not null)))::text`;
   const listeners = new Map<string, Set<BusListener>>();
   const delivered = new Map<string, number>(); // id → time delivered (insertion-ordered)
   const stats = { delivered: 0, caughtUp: 0, reconnects: 0, lost: 0 };
@@ -168,7 +183,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   async function catchUp(): Promise<void> {
     const topics = [...listeners.keys()];
     const since = watermark;
-    const [{ now }] = (await opts.sql`select localtimestamp::text as now`) as unknown as [{ now: string }];
+    const [{ now }] = (await opts.sql`select ${horizon()} as now`) as unknown as [{ now: string }];
     if (since && topics.length > 0) {
       const rows = await opts.sql`
         select id::text, topic, event, extension, private, payload, inserted_at
@@ -266,7 +281,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         return;
       }
       const pid = stream?.pid();
-      const [r] = (await opts.sql`select localtimestamp::text as now,
+      const [r] = (await opts.sql`select ${horizon()} as now,
                                          ${pid ?? null}::int is null or exists (select from pg_stat_replication where pid = ${pid ?? null}::int) as up`) as unknown as [{ now: string; up: boolean }];
       if (!r.up) {
         stream?.restart('walsender backend is gone');
@@ -346,7 +361,8 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       // What was committed before now is not: a catch-up reads from the watermark minus the
       // margin, so those rows count as delivered already (a fresh gateway sent the last minute's
       // messages to its first subscribers as live ones).
-      const [{ now, version }] = (await opts.sql`select localtimestamp::text as now, current_setting('server_version_num')::int as version`) as unknown as [{ now: string; version: number }];
+      // (the horizon: a writing transaction open now may commit its older inserted_at after the start)
+      const [{ now, version }] = (await opts.sql`select ${horizon()} as now, current_setting('server_version_num')::int as version`) as unknown as [{ now: string; version: number }];
       flushWithXid = version < 170000;
       const before = await opts.sql`select id::text from realtime.messages
                                     where inserted_at >= ${now}::timestamp - make_interval(secs => ${marginMs / 1000})`;

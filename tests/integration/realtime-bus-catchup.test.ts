@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { createDatabaseBus, orderCatchUp, type BusMessage, type DatabaseBus } from '../../src/realtime/bus.ts';
@@ -14,7 +15,9 @@ import { sleep, until } from '../helpers/wait.ts';
 //  - a stream outage longer than the de-duplication window delivered every message since its
 //    start again (the watermark stayed at the start of the outage);
 //  - a mutation whose transaction began before a member's removal and committed after it was
-//    dispatched before the removal's access_changed.
+//    dispatched before the removal's access_changed;
+//  - a transaction longer than the margin that committed while the stream was down (a new slot
+//    waits for it to end) was behind every catch-up's reach, and its messages were never delivered.
 
 const db = testDatabase(3);
 const buses: DatabaseBus[] = [];
@@ -61,6 +64,35 @@ describe('the database bus catch-up', () => {
     await until(() => got.includes(2), 10_000, 'the second message, polled');
     await sleep(300);
     expect(got).toEqual([1, 2]);
+  });
+
+  it('a transaction longer than the margin that commits while the stream is down is delivered, once', { timeout: 30_000 }, async () => {
+    const topic = `bus-long-${randomUUID()}`;
+    const marginMs = 1000;
+    const bus = createDatabaseBus({ databaseUrl: testDatabaseUrl(), sql: db.sql, tickMs: 100, catchUpMarginMs: marginMs, dedupeWindowMs: 60_000 });
+    buses.push(bus);
+    const got = listen(bus, topic);
+    await bus.start();
+    await bus.ready();
+    // a DBA's script: its message is written at once, its transaction commits 3 margins later
+    const writer = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
+    try {
+      const long = writer.begin(async (tx) => {
+        await tx`select realtime.send(${tx.json({ n: 1 })}::jsonb, 'ev', ${topic}, false)`;
+        await sleep(3 * marginMs);
+      });
+      await sleep(300);
+      // the stream is lost meanwhile (a failover, a network blip); the new slot waits for the writer
+      await db.sql`select pg_terminate_backend(${bus.replicationPid()!}::int)`;
+      await long;
+    } finally {
+      await writer.end();
+    }
+    await send(topic, 2);
+    await until(() => got.includes(2), 15_000, 'the message sent after the long transaction');
+    await until(() => got.includes(1), 5_000, 'the long transaction\'s message');
+    await sleep(500); // ticks more: nothing twice
+    expect(got.sort()).toEqual([1, 2]);
   });
 
   it('orders a batch read back with access changes first, then each topic\'s operations by server_seq', () => {

@@ -74,3 +74,38 @@ describe('answer_timeout counts only the server’s turn', () => {
     await expect(sql`select pg_sleep(3)`).rejects.toMatchObject({ code: 'ANSWER_TIMEOUT' });
   });
 });
+
+describe('answer_timeout still bounds a COPY FROM STDIN whose path stops carrying packets', () => {
+  it('fails with ANSWER_TIMEOUT once the data written stops leaving', { timeout: 60_000 }, async () => {
+    const { startTcpProxy } = await import('../helpers/tcp-proxy.ts');
+    const url = new URL(testDatabaseUrl());
+    const proxy = await startTcpProxy(Number(url.port || 5432));
+    url.hostname = '127.0.0.1';
+    url.port = String(proxy.port);
+    const sql = postgres(url.toString(), { max: 1, answer_timeout: 1, onnotice: () => {} });
+    try {
+      await admin.unsafe(`create table if not exists ${table}_stall (t text)`);
+      const stream = await sql.unsafe(`copy ${table}_stall from stdin`).writable();
+      const failed = new Promise<{ code?: string }>((resolve) => stream.on('error', resolve));
+      stream.write('before the stall\n');
+      await sleep(200);
+      proxy.cut({ existing: 'stall', incoming: 'refuse' });
+      const started = Date.now();
+      const row = `${'x'.repeat(64 * 1024)}\n`;
+      // more than the sockets' buffers hold: writes stop completing
+      void (async () => {
+        for (let i = 0; i < 2000 && !stream.destroyed; i++) {
+          if (!stream.write(row)) await Promise.race([new Promise((r) => stream.once('drain', r)), sleep(500)]);
+        }
+      })();
+      const err = await Promise.race([failed, sleep(20_000).then(() => ({ code: 'still waiting after 20 s' }))]);
+      expect(err.code).toBe('ANSWER_TIMEOUT');
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      proxy.restore();
+      await sql.end({ timeout: 1 }).catch(() => {});
+      await proxy.close();
+      await admin.unsafe(`drop table if exists ${table}_stall`);
+    }
+  });
+});

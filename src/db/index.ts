@@ -18,19 +18,26 @@ export type Database = {
  * `transactionPooler`: `url` is a transaction pooler (PgBouncer `pool_mode = transaction`,
  * Supavisor on :6543: src/db/pooling.ts), where a server connection is ours for one transaction
  * only: no named prepared statements, and canvas lanes send one transaction at a time.
+ * `answerTimeoutSeconds`: ANSWER_TIMEOUT_SECONDS unless given; 0 for none, for a pool whose
+ * statements may run long without a statement timeout (fixtures, maintenance).
  */
-export type DatabaseOptions = { max?: number; applicationName?: string; transactionPooler?: boolean };
+export type DatabaseOptions = { max?: number; applicationName?: string; transactionPooler?: boolean; answerTimeoutSeconds?: number };
+
+/** postgres.js's options with `answer_timeout`, which only patches/postgres+3.4.9.patch adds (Node); the Supabase
+ *  Edge Runtime loads the package unpatched, whose types lack it and which ignores it. */
+type PatchedOptions = postgres.Options<{}> & { answer_timeout?: number };
 
 export function createDatabase(url: string, opts: DatabaseOptions = {}): Database {
-  const sql = postgres(url, {
+  const options: PatchedOptions = {
     max: opts.max ?? 10,
     prepare: !opts.transactionPooler,
     onnotice: () => {},
     connection: { application_name: opts.applicationName ?? 'potentia' },
     backoff: reconnectBackoffSeconds,
     connect_timeout: CONNECT_TIMEOUT_SECONDS,
-    answer_timeout: ANSWER_TIMEOUT_SECONDS,
-  });
+    answer_timeout: opts.answerTimeoutSeconds ?? ANSWER_TIMEOUT_SECONDS,
+  };
+  const sql = postgres(url, options);
   const db = new Kysely<DB>({ dialect: new PostgresJSDialect({ postgres: sql }) });
   return {
     sql,

@@ -6,7 +6,9 @@ import { sleep } from './wait.ts';
 
 /** A pool on the migrated test database (scripts/test migrates it fresh before vitest runs). */
 export function testDatabase(max = 5): Database {
-  return createDatabase(testDatabaseUrl(), { max, applicationName: 'potentia-test' });
+  // fixtures run long statements with no statement timeout (an HNSW build of 2,000 vectors took
+  // over the server's 20 s answer bound on a loaded CI machine): no bound here
+  return createDatabase(testDatabaseUrl(), { max, applicationName: 'potentia-test', answerTimeoutSeconds: 0 });
 }
 
 /**
@@ -44,7 +46,7 @@ export function backendKillFixture(name: string) {
     },
     pool(max: number): Database & { app: string } {
       const app = `potentia-test-${name}-${process.pid}-${opened.length}`;
-      const pool = createDatabase(testDatabaseUrl(), { max, applicationName: app });
+      const pool = createDatabase(testDatabaseUrl(), { max, applicationName: app, answerTimeoutSeconds: 0 });
       opened.push(pool);
       return { ...pool, app };
     },

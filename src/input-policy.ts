@@ -144,6 +144,9 @@ export function isDisplayText(s: string): boolean {
   return !CONTROL.test(s) && !INVISIBLE.test(s) && SHOWS.test(s);
 }
 
+/** Whether a JSON value is an object (not null, not an array). */
+export const isJsonObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 /** A violation of `field` when `s` is not acceptable text, else null. */
 export function checkText(s: string, field: string): InputViolation | null {
   const problem = textProblem(s);
@@ -167,13 +170,14 @@ export function fieldStep(key: string | number): string {
  * The field path of every error on every surface (HTTP, H1, realtime-js; SQL's
  * internal.field_step writes the same): steps from the top, the first without its dot, `ops.0.patch.text["a.b"]`.
  */
-export function fieldPath(parts: readonly (string | number)[], base = ''): string {
-  let out = base;
-  for (const part of parts) {
-    const step = fieldStep(part);
-    out += out === '' && step.startsWith('.') ? step.slice(1) : step;
-  }
-  return out;
+export function fieldPath(parts: readonly PropertyKey[], base = ''): string {
+  return parts.reduce<string>(appendField, base);
+}
+
+/** `path` and the step of `key` (fieldStep; a symbol, as a zod issue path may hold, as its text), the first step without its dot. */
+function appendField(path: string, key: PropertyKey): string {
+  const step = fieldStep(typeof key === 'number' ? key : String(key));
+  return path === '' && step.startsWith('.') ? step.slice(1) : path + step;
 }
 
 /**
@@ -220,7 +224,7 @@ export function checkJson(value: unknown, opts: { root?: string; maxDepth?: numb
     if (isUnsafeNumber(v)) return violation(path || root, UNSAFE_NUMBER);
     if (depth >= maxDepth) return violation(depthField(partsOf(entry)) || root, `JSON nested deeper than ${maxDepth} levels`);
     if (Array.isArray(v)) {
-      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], depth + 1, path ? `${path}.${i}` : String(i), i, entry]);
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], depth + 1, appendField(path, i), i, entry]);
       continue;
     }
     const entries = Object.entries(v as Record<string, unknown>);
@@ -229,7 +233,7 @@ export function checkJson(value: unknown, opts: { root?: string; maxDepth?: numb
       // the key itself is not echoed: it is the hostile part; the object holding it is named
       const problem = textProblem(key);
       if (problem) return violation(path || root, `an object key ${problem}`);
-      const keyPath = PLAIN_KEY.test(key) ? (path ? `${path}.${key}` : key) : `${path}[${JSON.stringify(key)}]`;
+      const keyPath = appendField(path, key);
       if (key === '__proto__') return violation(keyPath, 'the object key __proto__ is not accepted (JavaScript would treat it as the prototype): use another name');
       stack.push([item, depth + 1, keyPath, key, entry]);
     }

@@ -1,6 +1,6 @@
 // Entry point of `npm start` (after scripts/start has run setup, migrations and the seed) and of
 // `npm run serve -- --role all|api|gateway|worker` (src/roles.ts: what each role runs).
-import { loadConfig } from './config.ts';
+import { loadConfigOrExit } from './config.ts';
 import { assertMigrated } from './db/migrated.ts';
 import { keepRunningOnUnhandledRejection } from './last-resort.ts';
 import { apiKeys, DEMO, devToken } from './dev.ts';
@@ -13,14 +13,13 @@ if (process.argv.slice(2).some((a) => a === '--help' || a === '-h')) {
   process.exit(0);
 }
 let role: Role;
-let config: ReturnType<typeof loadConfig>;
 try {
   role = resolveRole(process.argv.slice(2));
-  config = loadConfig();
 } catch (err) {
   console.error((err as Error).message);
   process.exit(2);
 }
+const config = loadConfigOrExit();
 keepRunningOnUnhandledRejection();
 // role all runs the background-job worker in this process unless WORKER_MODE is external (`npm run worker`) or off
 const server = await assertMigrated(config.databaseUrl).then(() => startRole(config, role)).catch((err: NodeJS.ErrnoException) => {

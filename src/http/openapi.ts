@@ -38,9 +38,6 @@ export function responses<S extends 200 | 201 | 204>(status: S, description: str
   return { ...errorResponses, ...conflict, [status]: success } as unknown as { [K in S]: Json };
 }
 
-/** A zod issue path as every error names a field (fieldPath: `ops.0.patch.content["a.b"]`). */
-const pathOf = (path: PropertyKey[]) => fieldPath(path.map((p) => (typeof p === 'number' ? p : String(p))));
-
 type Issue = { code?: string; path: PropertyKey[]; message: string; keys?: string[]; errors?: Issue[][]; note?: string };
 
 /** Whether an issue says its branch was never entered: an unknown key, or a discriminator that matches no option. */
@@ -54,7 +51,7 @@ const notEntered = (i: Issue) => i.code === 'unrecognized_keys' || (i.code === '
  * op's missing `action`. An unknown key names itself (`patch.text` on a create).
  */
 export function issueField(issue: Issue | undefined, prefix: PropertyKey[] = []): { field: string; message: string } {
-  if (!issue) return { field: pathOf(prefix) || 'body', message: 'invalid' };
+  if (!issue) return { field: fieldPath(prefix) || 'body', message: 'invalid' };
   const path = [...prefix, ...issue.path];
   if (issue.code === 'invalid_union' && issue.errors?.length) {
     const depth = (branch: Issue[]) => Math.min(...branch.map((i) => i.path.length + (notEntered(i) ? 0 : 1)));
@@ -62,7 +59,7 @@ export function issueField(issue: Issue | undefined, prefix: PropertyKey[] = [])
     if (best) return issueField(best[0], path);
   }
   if (issue.code === 'unrecognized_keys' && issue.keys?.length) path.push(issue.keys[0]!);
-  return { field: pathOf(path) || 'body', message: issue.message };
+  return { field: fieldPath(path) || 'body', message: issue.message };
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres';
 import type { Logger } from 'pino';
 import { ACCESS_CHANGED } from './access.ts';
+import { emitLogicalMessage } from './logical-message.ts';
 import { createReplicationStream, type ReplicationStream } from './replication.ts';
 
 /**
@@ -80,7 +81,8 @@ export type BusOptions = {
 };
 
 /** Prefix of the bus's own probe messages (tick): decoded like any logical message, delivered to nobody. */
-export const PROBE_MESSAGE_PREFIX = 'potentia.realtime.probe';
+const PROBE_MESSAGE_PREFIX = 'potentia.realtime.probe';
+const EMPTY = new Uint8Array(0);
 
 export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   const publication = opts.publication ?? 'potentia_realtime';
@@ -114,11 +116,11 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   let stopped = false;
   let subscribedOnce = false;
   let streamUp = false;
-  let flushWithXid = true; // PostgreSQL < 17: a logical message is flushed by a commit (cluster.ts)
+  let serverVersion = 0; // server_version_num, read at start (emitLogicalMessage)
   const probeAfterMs = opts.probeAfterMs ?? 2500;
   const stallMs = opts.stallMs ?? 3000;
   let lastActivity = 0; // Date.now() of the last thing the live stream delivered
-  let probe: { at: number; epoch: number; lsn: string | null } | null = null;
+  let probe: { at: number; epoch: number; lsn: string } | null = null;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => { markReady = r; });
   const clusterListeners = new Set<(content: Buffer) => void>();
@@ -321,9 +323,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       return true;
     }
     const sent = { at: now, epoch };
-    const [{ lsn }] = (flushWithXid
-      ? await opts.sql`select pg_logical_emit_message(false, ${PROBE_MESSAGE_PREFIX}, ''::text)::text as lsn, pg_current_xact_id()`
-      : await opts.sql`select pg_logical_emit_message(false, ${PROBE_MESSAGE_PREFIX}, ''::text, true)::text as lsn`) as unknown as [{ lsn: string | null }];
+    const lsn = await emitLogicalMessage(opts.sql, PROBE_MESSAGE_PREFIX, EMPTY, serverVersion);
     // counts once written: a probe the pool could not write proves nothing about the stream
     if (sent.epoch === epoch) probe = { ...sent, lsn };
     return false;
@@ -335,8 +335,8 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
    * WalSenderWriteData: the path carries nothing). Unknown (the walsender not visible to this
    * role, or gone: the tick restarts that) counts as not busy.
    */
-  async function busyBeforeProbe(p: { lsn: string | null }, pid: number | undefined): Promise<boolean> {
-    if (p.lsn === null || pid === undefined) return false;
+  async function busyBeforeProbe(p: { lsn: string }, pid: number | undefined): Promise<boolean> {
+    if (pid === undefined) return false;
     const [row] = (await opts.sql`select r.sent_lsn < ${p.lsn}::pg_lsn as behind, a.wait_event
                                   from pg_stat_replication r left join pg_stat_activity a on a.pid = r.pid
                                   where r.pid = ${pid}::int`) as unknown as [{ behind: boolean | null; wait_event: string | null } | undefined];
@@ -363,7 +363,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       // messages to its first subscribers as live ones).
       // (the horizon: a writing transaction open now may commit its older inserted_at after the start)
       const [{ now, version }] = (await opts.sql`select ${horizon()} as now, current_setting('server_version_num')::int as version`) as unknown as [{ now: string; version: number }];
-      flushWithXid = version < 170000;
+      serverVersion = version;
       const before = await opts.sql`select id::text from realtime.messages
                                     where inserted_at >= ${now}::timestamp - make_interval(secs => ${marginMs / 1000})`;
       for (const row of before) remember(String(row.id));

@@ -3,17 +3,16 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { CLUSTER_MESSAGE_PREFIX, type DatabaseBus } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
+import { emitLogicalMessage } from './logical-message.ts';
 import type { NodePresence, PresenceDiff, PresenceState, PresenceTracker } from './presence.ts';
 
 /**
  * The realtime cluster: every gateway process is a node (random id per process start), and the
  * nodes exchange client broadcasts and presence through Postgres alone — no broker.
  *
- * Send: `pg_logical_emit_message(false, 'potentia.realtime', <bytes>)` through the server pool.
- * Non-transactional, so it writes no table row and is decoded as soon as its WAL is flushed. On
- * Postgres < 17 nothing flushes it (its `flush` argument is new in 17), so the same statement
- * takes a transaction id (`pg_current_xact_id()`): the commit then flushes the WAL, message
- * included. A node's messages go out one statement at a time (those queued meanwhile are batched
+ * Send: a non-transactional logical message with prefix 'potentia.realtime' through the server
+ * pool (emitLogicalMessage, logical-message.ts): no table row, decoded as soon as its WAL is
+ * flushed. A node's messages go out one statement at a time (those queued meanwhile are batched
  * into the next), so every node sees them in the order they were sent.
  *
  * Receive: the bus's logical replication stream (pgoutput `messages 'true'`, bus.ts) carries every
@@ -98,7 +97,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   const left = new Set<string>();
   let pending: Pending[] = [];
   let flushing: Promise<void> | null = null;
-  let flushWithXid = true;
+  let serverVersion = 0; // server_version_num, read at start (emitLogicalMessage)
   let stopped = true;
   let streamUp = false;
   let syncTimer: NodeJS.Timeout | null = null;
@@ -123,8 +122,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       pending = pending.slice(n);
       const content = Buffer.concat([Buffer.from([VERSION]), ...batch.map((p) => p.frame)], bytes);
       try {
-        if (flushWithXid) await opts.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${content}::bytea), pg_current_xact_id()`;
-        else await opts.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${content}::bytea, true)`;
+        await emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion);
         stats.sent += batch.length;
         for (const p of batch) p.resolve();
       } catch (err) {
@@ -236,7 +234,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     async start() {
       if (!stopped) return;
       const [{ v }] = (await opts.sql`select current_setting('server_version_num')::int as v`) as unknown as [{ v: number }];
-      flushWithXid = v < 170000;
+      serverVersion = v;
       stopped = false;
       offs.push(opts.bus.onClusterMessage(onMessage), opts.bus.onStreamState(onStream));
       timers.push(setInterval(() => void quiet(enqueue({ type: 'heartbeat', node: id })), heartbeatMs));

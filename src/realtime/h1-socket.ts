@@ -174,7 +174,7 @@ export class H1Socket {
       const issue = parsed.error.issues[0];
       // an unknown field is named itself (its issue's path is the object holding it)
       const path = issue?.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue?.path ?? [];
-      const field = fieldPath(path.map((p) => (typeof p === 'number' ? p : String(p)))) || 'message';
+      const field = fieldPath(path) || 'message';
       const opId = (raw as { client_op_id?: unknown })?.client_op_id;
       return this.send({ type: 'error', code: 'invalid_message', message: `${field}: ${issue?.message}`, field,
         ...(typeof opId === 'string' ? { client_op_id: opId } : {}) });

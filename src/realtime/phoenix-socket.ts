@@ -4,7 +4,7 @@ import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
 import { TokenError } from '../auth/jwt.ts';
 import { apiErrorFromDatabase, type ApiError } from '../http/errors.ts';
-import { checkJson, fieldPath } from '../input-policy.ts';
+import { checkJson, fieldPath, isJsonObject } from '../input-policy.ts';
 import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
@@ -61,7 +61,6 @@ const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortl
 /** Database refusals caused by the client's frame or rights (as opposed to a fault of the database). */
 const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'rebase_required', 'unauthorized']);
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const absent = (v: unknown) => v === undefined || v === null;
 
 /**
@@ -73,13 +72,13 @@ const absent = (v: unknown) => v === undefined || v === null;
  */
 export function joinPayloadProblem(payload: unknown): string | null {
   if (absent(payload)) return null;
-  if (!isObject(payload)) return 'payload: a JSON object ({config, access_token})';
+  if (!isJsonObject(payload)) return 'payload: a JSON object ({config, access_token})';
   if (!absent(payload.access_token) && typeof payload.access_token !== 'string') return 'access_token: a string (a JWT)';
   const config = payload.config;
   if (absent(config)) return null;
-  if (!isObject(config)) return 'config: a JSON object';
+  if (!isJsonObject(config)) return 'config: a JSON object';
   for (const part of ['broadcast', 'presence'] as const) {
-    if (!absent(config[part]) && !isObject(config[part])) return `config.${part}: a JSON object`;
+    if (!absent(config[part]) && !isJsonObject(config[part])) return `config.${part}: a JSON object`;
   }
   const broadcast = (config.broadcast ?? {}) as Record<string, unknown>;
   for (const flag of ['self', 'ack'] as const) {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { isDisplayText, type InputViolation } from '../input-policy.ts';
+import { isDisplayText, isJsonObject, type InputViolation } from '../input-policy.ts';
 import type { ChannelKey } from './channel-key.ts';
 
 /** A presence `name` has at most this many characters (code points). */
@@ -15,7 +15,6 @@ const PLAIN_COLOR = /^(?:#[0-9a-f]{3,8}|[a-z]{3,30}|(?:rgba?|hsla?|hwb|lab|lch|o
 /** Keys of a meta that are Phoenix's and realtime-js's (the server's phx_ref, the client's presence_ref), never a client's. */
 const RESERVED_META_KEYS = ['phx_ref', 'phx_ref_prev', 'presence_ref'];
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * The presence state a client sends (a realtime-js `track()` meta, root `payload.payload`; H1 and
@@ -33,7 +32,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  */
 export function checkPresenceState(state: unknown, root: string): InputViolation | null {
   const bad = (field: string, problem: string): InputViolation => ({ field, message: `${field}: ${problem}` });
-  if (!isObject(state)) return bad(root, 'the presence state is a JSON object');
+  if (!isJsonObject(state)) return bad(root, 'the presence state is a JSON object');
   for (const key of RESERVED_META_KEYS) {
     if (Object.hasOwn(state, key)) return bad(`${root}.${key}`, 'is set by the server, not in a tracked state');
   }
@@ -50,8 +49,8 @@ export function checkPresenceState(state: unknown, root: string): InputViolation
     return bad(`${root}.color`, 'one plain CSS color: #rgb to #rrggbbaa, a color keyword, or rgb()/hsl()/hwb()/lab()/lch()/oklab()/oklch() of numbers');
   }
   if (typing != null && typeof typing !== 'boolean') return bad(`${root}.typing`, 'true or false (a boolean)');
-  if (cursor != null && !isObject(cursor)) return bad(`${root}.cursor`, 'a JSON object (such as {"x": 1, "y": 2}) or null');
-  if (selection != null && !isObject(selection)) return bad(`${root}.selection`, 'a JSON object or null');
+  if (cursor != null && !isJsonObject(cursor)) return bad(`${root}.cursor`, 'a JSON object (such as {"x": 1, "y": 2}) or null');
+  if (selection != null && !isJsonObject(selection)) return bad(`${root}.selection`, 'a JSON object or null');
   return null;
 }
 

@@ -230,7 +230,12 @@ describe('PostgreSQL restarts under two API + gateway processes and two workers'
   it('comes back from pg_terminate_backend of every backend at once under load', async () => {
     const s = await scene();
     await until(s.answered(20), 30_000, '20 answered mutations before');
+    // the processes reconnect lazily and with backoff (after the restart above, after each purge):
+    // purge once their pools, walsenders and LISTEN clients are back, else the count below races them
+    const connected = async () => (await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity
+                                                               where pid <> pg_backend_pid() and backend_type in ('client backend', 'walsender')`)[0]!.n;
     for (let i = 0; i < 3; i++) {
+      await until(async () => (await connected()) > 8, 60_000, 'the four processes connected (pools, walsenders, LISTEN clients)', 200);
       const [row] = await admin<{ n: number }[]>`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
                                                  where pid <> pg_backend_pid() and backend_type in ('client backend', 'walsender')`;
       expect(row!.n).toBeGreaterThan(8); // the pools, walsenders and LISTEN clients of all four processes

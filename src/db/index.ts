@@ -73,6 +73,11 @@ export const CONNECT_TIMEOUT_SECONDS = 5;
  * healthy wait. Only the server's turn counts: a cursor's callback, COPY FROM STDIN until its end and
  * a COPY TO STDOUT reader that paused the socket are the client's. The worker's pool (src/worker/runtime.ts) has no such bound: its jobs (cleanup,
  * rebalancing) run without a statement timeout and may take longer on a large database.
+ * A statement still running on the server when its connection is destroyed ends there, its
+ * transaction rolled back and its locks released, within seconds of the close reaching the server
+ * (directly or through PgBouncer, which closes its server connection): the database sets
+ * client_connection_check_interval (sql/core/session_defaults.sql). Across a stalled path that is
+ * once the path heals. No CancelRequest is sent: its connection would take the same stalled path.
  */
 export const ANSWER_TIMEOUT_SECONDS = 20;
 

@@ -6,7 +6,9 @@
 // deltas and the embedding jobs they cause all work, and the pooler's admin console (SHOW POOLS,
 // SHOW CLIENTS, SHOW STATS) shows that the traffic went through it, on fewer server connections
 // than clients. Two probes show what breaks without the changes: named prepared statements and
-// session settings.
+// session settings. A query the driver abandons (answer_timeout) ends on the server within
+// seconds here too: the pooler closes its server connection, client_connection_check_interval
+// (sql/core/session_defaults.sql) sees the close.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -18,10 +20,11 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
-import type { Database } from '../../src/db/index.ts';
+import { createDatabase, type Database } from '../../src/db/index.ts';
 import { assertMigrated } from '../../src/db/migrated.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { startFailureAdvice } from '../../src/start-failure.ts';
+import { abandonLockingQuery, expectBackendEnded } from '../helpers/abandoned-query.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { openH1, type H1Conn } from '../helpers/h1.ts';
@@ -199,6 +202,22 @@ describe('a server, its realtime gateway and a worker through the pooler', () =>
     const [after] = await show('stats');
     expect(Number(after!.total_xact_count) - Number(before!.total_xact_count)).toBeGreaterThanOrEqual(12 + ids.length);
   }, 60_000);
+});
+
+describe('a query abandoned by the answer timeout through the pooler (tests/integration/abandoned-query-backend.test.ts)', () => {
+  it('does not keep running on the server: PgBouncer closes the server connection of a client gone mid-transaction, the backend sees it within seconds', { timeout: 60_000 }, async () => {
+    const { canvasId } = await createCanvas(db.sql);
+    const pool = createDatabase(pooled, { max: 1, transactionPooler: true, applicationName: 'potentia-test-abandoned', answerTimeoutSeconds: 2 });
+    let pid = 0;
+    try {
+      pid = await abandonLockingQuery(pool, db.sql, canvasId);
+      await expectBackendEnded(pool, db.sql, pid, canvasId, 6_000);
+    } finally {
+      // without client_connection_check_interval the backend still sleeps, holding the canvas row
+      if (pid) await db.sql`select pg_terminate_backend(${pid})`;
+      await pool.close();
+    }
+  });
 });
 
 describe('the start check through the pooler (src/db/migrated.ts)', () => {

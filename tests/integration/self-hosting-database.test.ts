@@ -9,7 +9,7 @@ import { PrivateCluster, serverBindir } from '../../scripts/lib/private-cluster.
 
 // docs/self-hosting.md's commands for a database of its own role, run as written on private
 // clusters: "Database" (the superuser's one-time setup, then `npm run db:migrate` as that role),
-// then "Backup and restore" (pg_dump, and the restore into a new cluster: roles, database,
+// then "Backup and restore" (pg_dump, and the restore into a new cluster: roles, the database with its settings,
 // pg_restore, `db:migrate --strict` up to date). Only the servers differ: ADMIN_URL,
 // DIRECT_DATABASE_URL and libpq's PGHOST/PGPORT point at the clusters. As first written, the
 // restore ran pg_restore as the database's role and stopped at CREATE EXTENSION vector.
@@ -94,5 +94,7 @@ SQL`, first);
     const restored = await bash(shBlockAfter('Restoring into a new cluster:'), second, { DIRECT_DATABASE_URL: roleUrl(second) });
     expect(restored).toMatch(/migrate potentia: up to date/);
     expect(await counts(second.url('potentia'))).toEqual(before);
+    // the database's own settings came with it (pg_restore --create), which no migration applies again
+    expect(await bash(`psql "${roleUrl(second)}" -X -qAt -c 'show client_connection_check_interval'`, second)).toBe('2s\n');
   }, 240_000);
 });

@@ -13,8 +13,14 @@
 -- A database setting, not a startup parameter: PgBouncer refuses unknown startup parameters
 -- (08P01) and drops the ones in ignore_startup_parameters; this one applies to its server
 -- connections too, and to sessions opened from now on.
+-- Setting it takes the database's owner (or a superuser): a migrating role that is neither is
+-- told what to run instead of failing the migration (the setting protects, nothing depends on it).
 do $$
 begin
   execute format('alter database %I set client_connection_check_interval = %L', current_database(), '2s');
+exception when insufficient_privilege then
+  raise warning 'client_connection_check_interval is not set: the role % does not own database %', current_user, current_database()
+    using hint = format('as its owner, run: alter database %I set client_connection_check_interval = ''2s'' (README, "When Postgres fails")',
+                        current_database());
 end
 $$;

@@ -62,6 +62,7 @@ declare
   v_user uuid := internal.require_user();
   v_role app.member_role := internal.workspace_role(p_workspace_id, v_user);
   v_id uuid;
+  v_checked boolean;  -- internal.check_json_policy's answer (unused: it raises)
 begin
   if v_role is null then
     perform internal.raise_error('not_found', 'workspace not found, or you are not a member of it', '{"field":"workspace_id"}');
@@ -73,7 +74,7 @@ begin
     perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot create one');
   end if;
   perform internal.check_title_settings(coalesce(p_title, 'Untitled'), coalesce(p_settings, '{}'));
-  perform internal.check_json_policy(p_settings, 'settings');
+  v_checked := internal.check_json_policy(p_settings, 'settings');
   insert into app.canvases (workspace_id, title, settings, created_by)
   values (p_workspace_id, btrim(coalesce(p_title, 'Untitled')), coalesce(p_settings, '{}'), v_user)
   returning canvas_id into v_id;
@@ -88,6 +89,7 @@ declare
   v_user uuid := internal.require_user();
   v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
   v_canvas app.canvases;
+  v_checked boolean;  -- internal.check_json_policy's answer (unused: it raises)
 begin
   if v_role is null then
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
@@ -99,7 +101,7 @@ begin
     perform internal.raise_error('invalid_input', 'give a title or settings to change', '{"field":"title"}');
   end if;
   perform internal.check_title_settings(p_title, p_settings);
-  perform internal.check_json_policy(p_settings, 'settings');
+  v_checked := internal.check_json_policy(p_settings, 'settings');
   -- a live canvas only: deleted while this waited for its row (the role above was read before),
   -- the recheck after the wait finds none, and nothing lands on the deleted canvas
   update app.canvases set title = coalesce(btrim(p_title), title), settings = coalesce(p_settings, settings),

@@ -34,18 +34,13 @@ $$;
 -- levels (counted from the argument), holds no object key __proto__ (JavaScript clients would take
 -- it for the prototype), and no number an IEEE 754 double would change (I-JSON, RFC 7493 §2.2:
 -- 1e400, 9007199254740993, 1e-400: a client's JSON.parse reads Infinity, a neighbour, 0; 1e21 and
--- 0.1 are kept). NUL and unpaired surrogates jsonb cannot hold already. The Potentia server sets
--- potentia.input_policy = 'checked' for its transactions (src/db/request.ts): it checked the whole
--- request before (and names the exact path), so its callers pay nothing here. Raises invalid_input
--- on p_field.
-create or replace function internal.check_json_policy(p_value jsonb, p_field text) returns void
+-- 0.1 are kept). NUL and unpaired surrogates jsonb cannot hold already. Raises invalid_input on
+-- p_field; returns true. The walk, for check_json_policy below.
+create or replace function internal.walk_json_policy(p_value jsonb, p_field text) returns boolean
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 declare
   v_n numeric;
 begin
-  if p_value is null or current_setting('potentia.input_policy', true) = 'checked' then
-    return;
-  end if;
   if jsonb_path_exists(p_value, 'strict $.**{64 to last} ? (@.type() == "object" || @.type() == "array")') then
     perform internal.raise_error('invalid_input', p_field || ': JSON nested deeper than 64 levels', jsonb_build_object('field', p_field));
   end if;
@@ -62,7 +57,30 @@ begin
         jsonb_build_object('field', p_field));
     end if;
   end loop;
+  return true;
 end $$;
+
+-- The input policy's check of a JSON argument (internal.walk_json_policy's rules): true, or
+-- invalid_input on p_field. The Potentia server sets potentia.input_policy = 'checked' for its
+-- transactions (src/db/request.ts): it checked the whole request before (and names the exact
+-- path), so its calls are not walked again, and cost no call either: an SQL function of one
+-- expression, not SECURITY DEFINER and with no SET clause, is inlined into its caller's
+-- expression, and only an unchecked value reaches the walk (with its pinned search path). Call it
+-- in an assignment (`v_checked := internal.check_json_policy(…)`), not with PERFORM (a query).
+do $$ begin  -- it returned void and walked in a PL/pgSQL call: its return type changes once, the drop only then
+  if (select prorettype = 'void'::regtype from pg_proc where oid = to_regprocedure('internal.check_json_policy(jsonb, text)')) then
+    drop function internal.check_json_policy(jsonb, text);
+  end if;
+end $$;
+create or replace function internal.check_json_policy(p_value jsonb, p_field text) returns boolean
+language sql stable as $$
+  select case when p_value is null or current_setting('potentia.input_policy', true) = 'checked' then true
+              else internal.walk_json_policy(p_value, p_field) end
+$$;
+comment on function internal.check_json_policy(jsonb, text) is
+  'The input policy of src/input-policy.ts for a JSON argument (nesting at most 64, no __proto__ key, I-JSON numbers): true, or '
+  'invalid_input on field p_field. Skipped (true) for a null value and in a transaction with potentia.input_policy = ''checked'' '
+  '(the Potentia server''s). Inlined into its caller''s expression: call it in an assignment.';
 
 -- The error object for an exception caught in a handler: our own codes pass through; database
 -- errors are mapped to the nearest stable code, as the HTTP layer maps the same SQLSTATEs raised

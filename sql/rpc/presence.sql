@@ -60,13 +60,14 @@ declare
   v_written boolean;
   v_last_active timestamptz;
   v_problem jsonb;
+  v_checked boolean;  -- internal.check_json_policy's answer (unused: it raises)
 begin
   perform internal.require_canvas_reader(p_canvas_id);
   v_user := auth.uid();
   if p_cursor is not null and (jsonb_typeof(p_cursor) <> 'object' or octet_length(p_cursor::text) > 1024) then
     perform internal.raise_error('invalid_input', 'cursor must be a JSON object of at most 1024 bytes', '{"field":"cursor"}');
   end if;
-  perform internal.check_json_policy(p_cursor, 'cursor');
+  v_checked := internal.check_json_policy(p_cursor, 'cursor');
   -- the state every other member's client shows (its name, its color)
   v_problem := internal.presence_state_error(p_cursor, 'cursor');
   if p_cursor is not null and v_problem is not null then

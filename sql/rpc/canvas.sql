@@ -19,7 +19,7 @@ begin
 end $$;
 
 create or replace function internal.canvas_json(c app.canvases) returns jsonb
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select jsonb_build_object('canvas_id', c.canvas_id, 'workspace_id', c.workspace_id, 'title', c.title,
                             'settings', c.settings, 'version', c.version, 'created_by', c.created_by,
                             'created_at', c.created_at, 'updated_at', c.updated_at)

@@ -92,7 +92,7 @@ comment on function internal.check_json_policy(jsonb, text) is
 -- unavailable with retry_after 1 (503 and Retry-After over HTTP; the client resends it with the
 -- same client_op_id), not internal.
 create or replace function internal.error_object(p_sqlstate text, p_message text, p_detail text, p_hint text)
-returns jsonb language sql immutable set search_path = pg_catalog, pg_temp as $$
+returns jsonb language sql stable as $$
   select jsonb_build_object(
     'code', case
       when p_sqlstate like 'PX%' then p_hint

@@ -121,7 +121,7 @@ $$;
 -- The value of one field (see patch_fields) in a block's JSON, for a conflict's base/theirs/mine.
 -- A content key by its path (#>): `-> 'content' ->` copied the whole content for each field asked.
 create or replace function internal.field_value(p_block jsonb, p_field text) returns jsonb
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select case
     when p_field like 'content.%' then p_block #> array['content', substr(p_field, 9)]
     when p_field = 'type' then p_block -> 'type'
@@ -862,7 +862,7 @@ end $$;
 
 -- What a caught exception becomes for the caller: a conflict carries the current block.
 create or replace function internal.rejection_result(p_client_op_id text, p_block_id uuid, p_error jsonb)
-returns jsonb language sql immutable set search_path = pg_catalog, pg_temp as $$
+returns jsonb language sql stable as $$
   select case when p_error ->> 'code' in ('conflict', 'rebase_required') then
     jsonb_build_object('status', 'conflict', 'server_seq', null, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
                        'version', p_error -> 'version', 'block', p_error -> 'block',

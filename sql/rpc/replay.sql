@@ -23,9 +23,11 @@ begin
   return v_role;
 end $$;
 
--- One applied operation as replay returns it.
+-- One applied operation as replay returns it. Like every plain SQL helper here (STABLE, no SET
+-- clause, not SECURITY DEFINER), inlined into the query that calls it, per row of a replay page
+-- (supabase/tests/foundation.test.sql checks each one is); with a SET clause it was a call per row.
 create or replace function internal.change_json(o app.block_operations) returns jsonb
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select jsonb_build_object(
     'server_seq', o.server_seq, 'canvas_seq', o.canvas_seq, 'action', o.action, 'block_id', o.block_id,
     'version', o.new_version, 'block', o.block, 'client_op_id', o.client_op_id, 'actor_id', o.actor_id,

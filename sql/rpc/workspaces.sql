@@ -27,7 +27,7 @@
 -- owner when two owners step down at once.
 
 create or replace function internal.workspace_json(w app.workspaces, p_role app.member_role) returns jsonb
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select jsonb_build_object('workspace_id', w.workspace_id, 'name', w.name, 'role', p_role,
                             'created_by', w.created_by, 'created_at', w.created_at)
 $$;

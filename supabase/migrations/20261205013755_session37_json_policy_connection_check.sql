@@ -25,14 +25,14 @@
 -- potentia:source sql/realtime/access.sql bc048942af10af7ddb2fb0f99ebf0cb25b2803f26d15f5e65e0830da3a4dae07 unchanged
 -- potentia:source sql/realtime/policies.sql fc6ed513dc54526511dbaf3c1c8d6ef503178df2f911a1ac5f3c8234bd39bd53 unchanged
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
--- potentia:source sql/rpc/canvas.sql 3f647142680812ec459e6d972ce8eba902aec512b20373578130acb853930d89 included
+-- potentia:source sql/rpc/canvas.sql ac39b2b7ef553f1c32d80ae9d20231d2a789e57383dcd05f0175d5a9df990789 included
 -- potentia:source sql/rpc/endpoint_limits.sql 3bb2835ef77c3aa81f22bafea141b0036325852807aaf840416678e09be52004 unchanged
--- potentia:source sql/rpc/errors.sql f0d980dc80c58b2d5ddb03ebeeb8983afd1e13eff97e1fa202378ba8de11b6db included
--- potentia:source sql/rpc/mutate.sql e39ff998cfd9ecfbd9a27b28089065d2c7515b20d49cdea4c135134cdac803df included
+-- potentia:source sql/rpc/errors.sql 9d2551ae33fa05761d1a65f76b66f094aa640f51e0d5a1b6e12ade6c1450fa3b included
+-- potentia:source sql/rpc/mutate.sql 6a0b05b55e45e18bd0d2d9801f6cd8cd2899dee27bdfbc3622a1ed76378aad6d included
 -- potentia:source sql/rpc/presence.sql 48fd41161972c1e1c80ff5bff5d44f87088a26270cbe60732217b93c87747a6f included
--- potentia:source sql/rpc/replay.sql a2c7641f6e3365bc9a43d5ee20fa519c721bfd520f468e5d42723694c8f243d1 unchanged
+-- potentia:source sql/rpc/replay.sql d9f388b62c318ef9b5b0d3411fd2dd2114c6933b0d599b20c5fdb6ad1b814b5b included
 -- potentia:source sql/rpc/text_ot.sql 51a7ac78dcb1d0df6d928a593a447c940f8f898b033a6e7a7310e54e434d8ba8 unchanged
--- potentia:source sql/rpc/workspaces.sql d79bf481de29f321ff10f571a7a11ef6a72d7a3afc79f0916c41746b8dc9b0cf unchanged
+-- potentia:source sql/rpc/workspaces.sql c6f0c3a689a0ffd2af79fd25e58f1d3accba46652b22b07fa55f29182602f20d included
 -- potentia:source sql/security/public_execute.sql d32a639904fbb4bf3138c244f3add2a9436a7ceb68b7508e5f821c1b71b70b8a included
 
 set check_function_bodies = off;
@@ -89,7 +89,7 @@ begin
 end $$;
 
 create or replace function internal.canvas_json(c app.canvases) returns jsonb
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select jsonb_build_object('canvas_id', c.canvas_id, 'workspace_id', c.workspace_id, 'title', c.title,
                             'settings', c.settings, 'version', c.version, 'created_by', c.created_by,
                             'created_at', c.created_at, 'updated_at', c.updated_at)
@@ -392,7 +392,7 @@ comment on function internal.check_json_policy(jsonb, text) is
 -- unavailable with retry_after 1 (503 and Retry-After over HTTP; the client resends it with the
 -- same client_op_id), not internal.
 create or replace function internal.error_object(p_sqlstate text, p_message text, p_detail text, p_hint text)
-returns jsonb language sql immutable set search_path = pg_catalog, pg_temp as $$
+returns jsonb language sql stable as $$
   select jsonb_build_object(
     'code', case
       when p_sqlstate like 'PX%' then p_hint
@@ -536,7 +536,7 @@ $$;
 -- The value of one field (see patch_fields) in a block's JSON, for a conflict's base/theirs/mine.
 -- A content key by its path (#>): `-> 'content' ->` copied the whole content for each field asked.
 create or replace function internal.field_value(p_block jsonb, p_field text) returns jsonb
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select case
     when p_field like 'content.%' then p_block #> array['content', substr(p_field, 9)]
     when p_field = 'type' then p_block -> 'type'
@@ -1277,7 +1277,7 @@ end $$;
 
 -- What a caught exception becomes for the caller: a conflict carries the current block.
 create or replace function internal.rejection_result(p_client_op_id text, p_block_id uuid, p_error jsonb)
-returns jsonb language sql immutable set search_path = pg_catalog, pg_temp as $$
+returns jsonb language sql stable as $$
   select case when p_error ->> 'code' in ('conflict', 'rebase_required') then
     jsonb_build_object('status', 'conflict', 'server_seq', null, 'canvas_seq', null, 'client_op_id', p_client_op_id, 'block_id', p_block_id,
                        'version', p_error -> 'version', 'block', p_error -> 'block',
@@ -1610,6 +1610,647 @@ comment on function api.leave_canvas(uuid) is
 
 revoke execute on function api.update_presence(uuid, jsonb, boolean), api.leave_canvas(uuid) from public;
 grant execute on function api.update_presence(uuid, jsonb, boolean), api.leave_canvas(uuid) to authenticated, service_role;
+
+-- ==== sql/rpc/replay.sql ====
+
+-- Replay and snapshots. Writers on a canvas are serialized by the canvas lock and take their
+-- server_seq under it, so on one canvas seq order is commit order: once a reader sees seq N, no
+-- operation with a lower seq can still commit. Reading `server_seq > since_seq` therefore never
+-- skips an operation, and canvases.last_seq is a watermark consistent with the blocks.
+-- The same holds for canvas_seq (per canvas 1, 2, 3, … without gaps, see sql/rpc/mutate.sql):
+-- canvases.last_canvas_seq is the canvas_seq watermark (`canvas_watermark`), and a reader that
+-- resumes after canvas_seq N gets N + 1, N + 2, … or learns that it needs a snapshot.
+
+create or replace function internal.require_canvas_reader(p_canvas_id uuid) returns app.member_role
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare v_role app.member_role;
+begin
+  if auth.uid() is null then
+    perform internal.raise_error('unauthorized', 'a signed-in user is required');
+  end if;
+  v_role := internal.canvas_role(p_canvas_id, auth.uid());
+  if v_role is null then
+    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+  end if;
+  if not internal.token_allows(p_canvas_id, false) then
+    perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s', p_canvas_id));
+  end if;
+  return v_role;
+end $$;
+
+-- One applied operation as replay returns it. Like every plain SQL helper here (STABLE, no SET
+-- clause, not SECURITY DEFINER), inlined into the query that calls it, per row of a replay page
+-- (supabase/tests/foundation.test.sql checks each one is); with a SET clause it was a call per row.
+create or replace function internal.change_json(o app.block_operations) returns jsonb
+language sql stable as $$
+  select jsonb_build_object(
+    'server_seq', o.server_seq, 'canvas_seq', o.canvas_seq, 'action', o.action, 'block_id', o.block_id,
+    'version', o.new_version, 'block', o.block, 'client_op_id', o.client_op_id, 'actor_id', o.actor_id,
+    'patch', o.patch, 'deleted_ids', o.result -> 'deleted_ids', 'created_at', o.created_at)
+$$;
+
+-- Applied operations of a canvas in commit order, after server_seq p_since_seq or, when
+-- p_since_canvas_seq is given, after that canvas_seq: {changes[], has_more, watermark,
+-- canvas_watermark} (+ snapshot_required by canvas_seq). The caller checked read access.
+create or replace function internal.canvas_changes(p_canvas_id uuid, p_since_seq bigint, p_since_canvas_seq bigint, p_limit integer)
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_limit integer := least(greatest(coalesce(p_limit, 500), 1), 1000);
+  v_canvas app.canvases;
+  v_changes jsonb;
+  v_more boolean;
+  v_last jsonb;
+  v_snapshot_required boolean := false;
+begin
+  select * into v_canvas from app.canvases where canvas_id = p_canvas_id;
+  if p_since_canvas_seq is null then
+    select coalesce(jsonb_agg(internal.change_json(o) order by o.server_seq), '[]') into v_changes
+    from (select * from app.block_operations
+          where canvas_id = p_canvas_id and server_seq > coalesce(p_since_seq, 0)
+          order by server_seq limit v_limit + 1) o;
+  else
+    select coalesce(jsonb_agg(internal.change_json(o) order by o.canvas_seq), '[]') into v_changes
+    from (select * from app.block_operations
+          where canvas_id = p_canvas_id and canvas_seq > p_since_canvas_seq
+          order by canvas_seq limit v_limit + 1) o;
+    -- the log cannot continue from there: the reader is ahead of the canvas, or retention
+    -- (sql/jobs/cleanup.sql) removed the operations right after it
+    v_snapshot_required := p_since_canvas_seq > v_canvas.last_canvas_seq
+      or (p_since_canvas_seq < v_canvas.last_canvas_seq
+          and coalesce((v_changes -> 0 ->> 'canvas_seq')::bigint, -1) <> p_since_canvas_seq + 1);
+    if v_snapshot_required then
+      v_changes := '[]';
+    end if;
+  end if;
+  v_more := jsonb_array_length(v_changes) > v_limit;
+  if v_more then
+    v_changes := v_changes - v_limit;
+    v_last := v_changes -> (v_limit - 1);
+  end if;
+  return jsonb_build_object(
+    'changes', v_changes,
+    'has_more', v_more,
+    -- everything up to the watermarks has been returned: the last change when there is more,
+    -- otherwise the canvas's last committed seq and canvas_seq
+    'watermark', case when v_more then (v_last ->> 'server_seq')::bigint else v_canvas.last_seq end,
+    'canvas_watermark', case when v_more then (v_last ->> 'canvas_seq')::bigint else v_canvas.last_canvas_seq end)
+    || case when p_since_canvas_seq is null then '{}' else jsonb_build_object('snapshot_required', v_snapshot_required) end;
+end $$;
+
+-- Applied operations after since_seq, in seq order: {changes[], has_more, watermark, canvas_watermark}.
+create or replace function api.get_canvas_changes(p_canvas_id uuid, p_since_seq bigint default 0, p_limit integer default 500)
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  return internal.canvas_changes(p_canvas_id, coalesce(p_since_seq, 0), null, p_limit);
+end $$;
+
+comment on function api.get_canvas_changes(uuid, bigint, integer) is
+  'Applied operations of a canvas with server_seq > since_seq, in commit order, at most limit (1..1000): {changes[], has_more, watermark, '
+  'canvas_watermark}. Each change carries server_seq and canvas_seq. Resume from watermark (server_seq) or, preferably, use '
+  'api.get_canvas_changes_since with canvas_watermark.';
+
+-- Applied operations after since_canvas_seq, in canvas_seq order (the preferred way to resume).
+create or replace function api.get_canvas_changes_since(p_canvas_id uuid, p_since_canvas_seq bigint default 0, p_limit integer default 500)
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  if p_since_canvas_seq is null or p_since_canvas_seq < 0 then
+    perform internal.raise_error('invalid_input', 'since_canvas_seq must be a number >= 0', '{"field":"since_canvas_seq"}');
+  end if;
+  return internal.canvas_changes(p_canvas_id, null, p_since_canvas_seq, p_limit);
+end $$;
+
+comment on function api.get_canvas_changes_since(uuid, bigint, integer) is
+  'Applied operations of a canvas with canvas_seq > since_canvas_seq: since_canvas_seq + 1, + 2, … without gaps, in commit order, at most '
+  'limit (1..1000): {changes[], has_more, watermark, canvas_watermark, snapshot_required}. canvas_seq numbers a canvas''s applied operations '
+  '1, 2, 3, … (assigned under the canvas lock; rejected attempts take none), so the next page starts at canvas_watermark. snapshot_required: '
+  'the log cannot continue from since_canvas_seq (it is ahead of the canvas, or retention removed the operations after it): load '
+  'api.get_canvas_snapshot instead (changes is then empty).';
+
+-- Canvas, all blocks in rank order and the watermarks they are consistent with (server_seq
+-- `watermark`, canvas_seq `canvas_watermark`); with
+-- p_since_seq also the operations after it (H4: initial load plus replay). The function is
+-- STABLE, so all of it reads one snapshot.
+drop function if exists api.get_canvas_snapshot(uuid);
+create or replace function api.get_canvas_snapshot(p_canvas_id uuid, p_since_seq bigint default null) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare v_role app.member_role;
+begin
+  v_role := internal.require_canvas_reader(p_canvas_id);
+  return (
+    select jsonb_build_object(
+      'canvas', internal.canvas_json(c) || jsonb_build_object('role', v_role),
+      'blocks', coalesce((select jsonb_agg(internal.block_json(b) order by b.y_order) from app.blocks b
+                          where b.canvas_id = c.canvas_id), '[]'),
+      'watermark', c.last_seq,
+      'canvas_watermark', c.last_canvas_seq,
+      'flags', api.get_canvas_flags(p_canvas_id))
+      || case when p_since_seq is null then '{}'
+              else jsonb_build_object('since', api.get_canvas_changes(p_canvas_id, p_since_seq, 1000)) end
+    from app.canvases c where c.canvas_id = p_canvas_id);
+end $$;
+
+comment on function api.get_canvas_snapshot(uuid, bigint) is
+  'Canvas, blocks in rank order, and the watermarks they are consistent with: watermark (server_seq) and canvas_watermark (canvas_seq: the '
+  'blocks are the result of the canvas''s operations 1 .. canvas_watermark; resume with api.get_canvas_changes_since from it), and the '
+  'canvas''s feature flags ({name: boolean}, api.get_canvas_flags). With since_seq also the operations after it.';
+
+grant execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_changes_since(uuid, bigint, integer),
+                          api.get_canvas_snapshot(uuid, bigint)
+  to authenticated, service_role;
+revoke execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_changes_since(uuid, bigint, integer),
+                           api.get_canvas_snapshot(uuid, bigint) from public;
+
+-- ==== sql/rpc/workspaces.sql ====
+
+-- Workspaces and their members (issue 14, the W-endpoints of functions/workspaces.ts): create,
+-- list and rename workspaces; list, add (by email, or a pending invite), re-role and remove
+-- members; invites accepted when the invited email signs up. Errors are raised with the stable
+-- codes of internal.raise_error and name the field at fault; every change is audited
+-- (internal.write_audit); a refused call writes nothing (the error rolls back the transaction).
+--
+-- Who may do what (caller's workspace role; "stranger" = signed-in non-member, who learns nothing:
+-- not_found, never forbidden; no user = unauthorized):
+--   action                          owner  admin                        editor/viewer   stranger
+--   create a workspace              ok     ok                           ok              ok
+--   list my workspaces              ok     ok                           ok              ok (their own)
+--   rename                          ok     ok                           forbidden       not_found
+--   list members / canvases         ok     ok                           ok              not_found
+--   add a member or invite          ok     ok, not as owner             forbidden       not_found
+--   change a member's role          ok     ok, not to or from owner     forbidden       not_found
+--   remove a member                 ok     ok, not an owner             only themselves not_found
+--   list / revoke invites           ok     ok, not an owner's invite    forbidden       not_found
+-- Only an owner makes, unmakes or removes an owner. A workspace always keeps an owner: the last
+-- one cannot be demoted, removed or leave (invalid_input, reason last_owner). A token whose
+-- `scope` names only some canvases acts on those canvases alone: it is forbidden here (reads need
+-- an unscoped token or canvas:*:read, changes an unscoped one or canvas:*:write).
+--
+-- Membership changes are announced to open sockets by the triggers on app.workspace_members and
+-- app.canvas_members (sql/realtime/access.sql: `access_changed`), whoever makes them, so these
+-- functions send nothing themselves. Concurrent member changes of one workspace are serialized
+-- by a lock on its app.workspaces row (internal.lock_workspace), which is what keeps the last
+-- owner when two owners step down at once.
+
+create or replace function internal.workspace_json(w app.workspaces, p_role app.member_role) returns jsonb
+language sql stable as $$
+  select jsonb_build_object('workspace_id', w.workspace_id, 'name', w.name, 'role', p_role,
+                            'created_by', w.created_by, 'created_at', w.created_at)
+$$;
+
+-- {user_id, email, role, joined_at} of one member, or null.
+create or replace function internal.member_json(p_workspace_id uuid, p_user_id uuid) returns jsonb
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select jsonb_build_object('user_id', m.user_id, 'email', u.email, 'role', m.role, 'joined_at', m.created_at)
+  from app.workspace_members m join auth.users u on u.id = m.user_id
+  where m.workspace_id = p_workspace_id and m.user_id = p_user_id
+$$;
+
+create or replace function internal.invite_json(i app.workspace_invites) returns jsonb
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+  select jsonb_build_object('invite_id', i.invite_id, 'workspace_id', i.workspace_id, 'email', i.email, 'role', i.role,
+                            'invited_by', i.invited_by, 'created_at', i.created_at)
+$$;
+
+-- A role given as text (what clients send): one of owner, admin, editor, viewer, else
+-- invalid_input naming `role`.
+create or replace function internal.parse_member_role(p_role text) returns app.member_role
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+  if p_role is null or p_role not in ('owner', 'admin', 'editor', 'viewer') then
+    perform internal.raise_error('invalid_input', 'role must be one of owner, admin, editor, viewer', '{"field":"role"}');
+  end if;
+  return p_role::app.member_role;
+end $$;
+
+-- An email as stored: trimmed, lower-cased (GoTrue's form), 3 to 320 characters, one @ with
+-- something on both sides, no control, invisible or direction-changing character
+-- (internal.is_display_text); else invalid_input naming `email`.
+create or replace function internal.normalize_email(p_email text) returns text
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare v_email text := lower(btrim(p_email));
+begin
+  if v_email is null or char_length(v_email) not between 3 and 320 or v_email !~ '^[^@\s]+@[^@\s]+$'
+     or not internal.is_display_text(v_email) then
+    perform internal.raise_error('invalid_input', 'email must be an email address (at most 320 characters)', '{"field":"email"}');
+  end if;
+  return v_email;
+end $$;
+
+-- A workspace name: 1 to 200 characters once trimmed, read as it displays (internal.is_display_text:
+-- no control, invisible or direction-changing character); else invalid_input naming `name`.
+create or replace function internal.check_workspace_name(p_name text) returns text
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+  if p_name is null or char_length(btrim(p_name)) not between 1 and 200 or not internal.is_display_text(p_name) then
+    perform internal.raise_error('invalid_input',
+      'name must be 1 to 200 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), and not only spaces or joiners',
+      '{"field":"name"}');
+  end if;
+  return btrim(p_name);
+end $$;
+
+-- The caller's role in the workspace. Raises unauthorized (no user), not_found naming
+-- `workspace_id` (no such workspace, or not a member: indistinguishable on purpose), forbidden
+-- (a canvas-scoped token; p_write: a change rather than a read).
+create or replace function internal.require_workspace_member(p_workspace_id uuid, p_write boolean) returns app.member_role
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_role app.member_role := internal.workspace_role(p_workspace_id, internal.require_user());
+begin
+  if v_role is null then
+    perform internal.raise_error('not_found', 'workspace not found, or you are not a member of it', '{"field":"workspace_id"}');
+  end if;
+  if not internal.token_allows(null, p_write) then
+    perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot act on the workspace');
+  end if;
+  return v_role;
+end $$;
+
+-- Locks the workspace's row until commit, so member changes of one workspace happen one at a time
+-- (reads and canvas creation are not blocked: FOR NO KEY UPDATE lets foreign keys in), and
+-- returns the caller's role as it is once the lock is held (a concurrent change may have changed
+-- it); not_found if the caller is no longer a member.
+create or replace function internal.lock_workspace(p_workspace_id uuid) returns app.member_role
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare v_role app.member_role;
+begin
+  perform from app.workspaces where workspace_id = p_workspace_id for no key update;
+  v_role := internal.workspace_role(p_workspace_id, auth.uid());
+  if v_role is null then
+    perform internal.raise_error('not_found', 'workspace not found, or you are not a member of it', '{"field":"workspace_id"}');
+  end if;
+  return v_role;
+end $$;
+
+-- The caller's role, which must be owner or admin (forbidden otherwise: p_what says what they
+-- tried), with the workspace locked (internal.lock_workspace).
+create or replace function internal.require_workspace_manager(p_workspace_id uuid, p_what text) returns app.member_role
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare v_role app.member_role;
+begin
+  perform internal.require_workspace_member(p_workspace_id, true);
+  v_role := internal.lock_workspace(p_workspace_id);
+  if v_role not in ('owner', 'admin') then
+    perform internal.raise_error('forbidden', format('your role (%s) cannot %s: only owners and admins can', v_role, p_what));
+  end if;
+  return v_role;
+end $$;
+
+-- Refuses (invalid_input, reason last_owner, naming p_field) when p_user_id is the workspace's
+-- only owner: the change would leave it without one. Call with the workspace locked.
+create or replace function internal.keep_last_owner(p_workspace_id uuid, p_user_id uuid, p_field text) returns void
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  if internal.workspace_role(p_workspace_id, p_user_id) = 'owner'
+     and (select count(*) from app.workspace_members where workspace_id = p_workspace_id and role = 'owner') = 1 then
+    perform internal.raise_error('invalid_input', 'this is the workspace''s last owner: make another member owner first',
+                                 jsonb_build_object('field', p_field, 'reason', 'last_owner'));
+  end if;
+end $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Workspaces
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function api.create_workspace(p_name text) returns jsonb
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_user uuid := internal.require_user();
+  v_name text := internal.check_workspace_name(p_name);
+  v_workspace app.workspaces;
+begin
+  if not internal.token_allows(null, true) then
+    perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot create a workspace');
+  end if;
+  insert into app.workspaces (name, created_by) values (v_name, v_user) returning * into v_workspace;
+  insert into app.workspace_members (workspace_id, user_id, role) values (v_workspace.workspace_id, v_user, 'owner');
+  perform internal.write_audit(internal.request_context(), 'workspace.create', 'success', 'workspace',
+                               v_workspace.workspace_id::text, '{}', null, null, null, 1);
+  return internal.workspace_json(v_workspace, 'owner');
+end $$;
+comment on function api.create_workspace(text) is
+  'W2: creates a workspace whose owner is the caller. name: 1-200 characters (trimmed). Returns the Workspace '
+  '{workspace_id, name, role: owner, created_by, created_at}. Errors: unauthorized; invalid_input (name); forbidden '
+  '(a canvas-scoped token). Any signed-in user. Audited workspace.create.';
+
+create or replace function api.list_my_workspaces() returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare v_user uuid := internal.require_user();
+begin
+  if not internal.token_allows(null, false) then
+    perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot list workspaces');
+  end if;
+  return coalesce((
+    select jsonb_agg(internal.workspace_json(w, m.role) order by lower(w.name), w.workspace_id)
+    from app.workspace_members m join app.workspaces w using (workspace_id)
+    where m.user_id = v_user), '[]');
+end $$;
+comment on function api.list_my_workspaces() is
+  'W1: the workspaces the caller is a member of, by name: [Workspace {workspace_id, name, role (the caller''s), created_by, '
+  'created_at}]. Errors: unauthorized; forbidden (a token scoped to some canvases). Any signed-in user.';
+
+create or replace function api.rename_workspace(p_workspace_id uuid, p_name text) returns jsonb
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_role app.member_role := internal.require_workspace_member(p_workspace_id, true);
+  v_name text;
+  v_workspace app.workspaces;
+begin
+  if v_role not in ('owner', 'admin') then
+    perform internal.raise_error('forbidden', format('your role (%s) cannot rename the workspace: only owners and admins can', v_role));
+  end if;
+  v_name := internal.check_workspace_name(p_name);
+  update app.workspaces set name = v_name where workspace_id = p_workspace_id returning * into v_workspace;
+  perform internal.write_audit(internal.request_context(), 'workspace.rename', 'success', 'workspace', p_workspace_id::text,
+                               '{}', null, null, null, 1);
+  return internal.workspace_json(v_workspace, v_role);
+end $$;
+comment on function api.rename_workspace(uuid, text) is
+  'W3: renames a workspace. name: 1-200 characters (trimmed). Returns the Workspace. Errors: unauthorized; not_found '
+  '(workspace_id: none, or not a member); forbidden (editor, viewer, canvas-scoped token); invalid_input (name). '
+  'Owners and admins. Audited workspace.rename.';
+
+create or replace function api.list_workspace_canvases(p_workspace_id uuid) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare v_user uuid;
+begin
+  perform internal.require_workspace_member(p_workspace_id, false);
+  v_user := auth.uid();
+  return coalesce((
+    select jsonb_agg(internal.canvas_json(c) || jsonb_build_object('role', r.role) order by c.updated_at desc, c.canvas_id)
+    from app.canvases c, lateral (select internal.canvas_role(c.canvas_id, v_user) as role) r
+    where c.workspace_id = p_workspace_id and c.deleted_at is null and r.role is not null), '[]');
+end $$;
+comment on function api.list_workspace_canvases(uuid) is
+  'W8: the live canvases of a workspace, newest change first, each as api.list_my_canvases gives them (with the caller''s '
+  'role on it). Errors: unauthorized; not_found (workspace_id); forbidden (canvas-scoped token). Any member.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Members
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function api.list_workspace_members(p_workspace_id uuid) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform internal.require_workspace_member(p_workspace_id, false);
+  return coalesce((
+    select jsonb_agg(jsonb_build_object('user_id', m.user_id, 'email', u.email, 'role', m.role, 'joined_at', m.created_at)
+                     order by m.role, u.email, m.user_id)
+    from app.workspace_members m join auth.users u on u.id = m.user_id
+    where m.workspace_id = p_workspace_id), '[]');
+end $$;
+comment on function api.list_workspace_members(uuid) is
+  'W4: the members of a workspace, owners first then by email: [Member {user_id, email, role, joined_at}]. Errors: '
+  'unauthorized; not_found (workspace_id: none, or not a member); forbidden (canvas-scoped token). Any member.';
+
+create or replace function api.add_workspace_member(p_workspace_id uuid, p_email text, p_role text) returns jsonb
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'add members');
+  v_role app.member_role := internal.parse_member_role(p_role);
+  v_email text := internal.normalize_email(p_email);
+  v_target uuid;
+  v_invite app.workspace_invites;
+begin
+  if v_role = 'owner' and v_caller <> 'owner' then
+    perform internal.raise_error('forbidden', 'only an owner can make another owner', '{"field":"role"}');
+  end if;
+  -- GoTrue stores emails lower-cased (its unique index finds them); another spelling is looked for
+  -- only then (an index on lower(email), where there is one, as in sql/compat/auth.sql)
+  select id into v_target from auth.users where email = v_email;
+  if v_target is null then
+    select id into v_target from auth.users where lower(email) = v_email order by created_at limit 1;
+  end if;
+
+  if v_target is not null then
+    if internal.workspace_role(p_workspace_id, v_target) is not null then
+      perform internal.raise_error('conflict', 'this user is already a member: change their role instead',
+                                   jsonb_build_object('field', 'email', 'reason', 'already_member', 'user_id', v_target));
+    end if;
+    insert into app.workspace_members (workspace_id, user_id, role) values (p_workspace_id, v_target, v_role);
+    perform internal.write_audit(internal.request_context(), 'workspace.member.add', 'success', 'workspace', p_workspace_id::text,
+                                 jsonb_build_object('user_id', v_target, 'role', v_role), null, null, null, 1);
+    return jsonb_build_object('kind', 'member', 'member', internal.member_json(p_workspace_id, v_target));
+  end if;
+
+  -- no such user yet: a pending invite (inviting the same email again changes its role)
+  select * into v_invite from app.workspace_invites where workspace_id = p_workspace_id and email = v_email for update;
+  if v_invite.role = 'owner' and v_caller <> 'owner' then
+    perform internal.raise_error('forbidden', 'this email is invited as an owner: only an owner can change that', '{"field":"email"}');
+  end if;
+  insert into app.workspace_invites as i (workspace_id, email, role, invited_by)
+  values (p_workspace_id, v_email, v_role, auth.uid())
+  on conflict (workspace_id, email) do update set role = excluded.role, invited_by = excluded.invited_by
+  returning * into v_invite;
+  perform internal.write_audit(internal.request_context(), 'workspace.member.invite', 'success', 'workspace', p_workspace_id::text,
+                               jsonb_build_object('invite_id', v_invite.invite_id, 'email', left(v_email, 200), 'role', v_role),
+                               null, null, null, 1);
+  return jsonb_build_object('kind', 'invite', 'invite', internal.invite_json(v_invite));
+end $$;
+comment on function api.add_workspace_member(uuid, text, text) is
+  'W5: adds the user with this email (case-insensitive) to the workspace: {kind: member, member: Member}. An email with '
+  'no user yet gets a pending invite instead, accepted when that email signs up (internal.accept_workspace_invites): '
+  '{kind: invite, invite: Invite {invite_id, workspace_id, email, role, invited_by, created_at}}; inviting it again '
+  'changes the role. role: owner | admin | editor | viewer. Errors: unauthorized; not_found (workspace_id); forbidden '
+  '(editor, viewer, canvas-scoped token; an admin making an owner or changing an owner''s invite); invalid_input '
+  '(email, role); conflict (email: already a member, reason already_member, with user_id). Owners and admins. Audited '
+  'workspace.member.add or workspace.member.invite.';
+
+create or replace function api.update_workspace_member(p_workspace_id uuid, p_user_id uuid, p_role text) returns jsonb
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'change roles');
+  v_role app.member_role := internal.parse_member_role(p_role);
+  v_current app.member_role := internal.workspace_role(p_workspace_id, p_user_id);
+begin
+  if v_current is null then
+    perform internal.raise_error('not_found', 'no such member in this workspace', '{"field":"user_id"}');
+  end if;
+  if v_caller <> 'owner' and (v_role = 'owner' or v_current = 'owner') then
+    perform internal.raise_error('forbidden', 'only an owner can make or unmake an owner', '{"field":"role"}');
+  end if;
+  if v_role = v_current then
+    return internal.member_json(p_workspace_id, p_user_id); -- nothing changes, nothing to audit
+  end if;
+  if v_current = 'owner' then
+    perform internal.keep_last_owner(p_workspace_id, p_user_id, 'role');
+  end if;
+  update app.workspace_members set role = v_role where workspace_id = p_workspace_id and user_id = p_user_id;
+  perform internal.write_audit(internal.request_context(), 'workspace.member.role', 'success', 'workspace', p_workspace_id::text,
+                               jsonb_build_object('user_id', p_user_id, 'from', v_current, 'to', v_role), null, null, null, 1);
+  return internal.member_json(p_workspace_id, p_user_id);
+end $$;
+comment on function api.update_workspace_member(uuid, uuid, text) is
+  'W6: changes a member''s role; returns the Member {user_id, email, role, joined_at} (unchanged and not audited when the '
+  'role is the same). role: owner | admin | editor | viewer. Errors: unauthorized; not_found (workspace_id; user_id: not a '
+  'member); forbidden (editor, viewer, canvas-scoped token; an admin making or unmaking an owner); invalid_input (role; '
+  'role with reason last_owner: the only owner cannot step down). Owners and admins. Open sockets of the member re-check '
+  'their access (access_changed). Audited workspace.member.role.';
+
+create or replace function api.remove_workspace_member(p_workspace_id uuid, p_user_id uuid) returns jsonb
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_user uuid;
+  v_caller app.member_role;
+  v_target app.member_role;
+  v_canvas_roles integer;
+begin
+  perform internal.require_workspace_member(p_workspace_id, true);
+  v_user := auth.uid();
+  v_caller := internal.lock_workspace(p_workspace_id);
+  v_target := internal.workspace_role(p_workspace_id, p_user_id);
+  if v_target is null then
+    perform internal.raise_error('not_found', 'no such member in this workspace', '{"field":"user_id"}');
+  end if;
+  if p_user_id is distinct from v_user then
+    if v_caller not in ('owner', 'admin') then
+      perform internal.raise_error('forbidden', format('your role (%s) cannot remove members: only owners and admins can (anyone may leave)', v_caller));
+    end if;
+    if v_target = 'owner' and v_caller <> 'owner' then
+      perform internal.raise_error('forbidden', 'only an owner can remove an owner', '{"field":"user_id"}');
+    end if;
+  end if;
+  perform internal.keep_last_owner(p_workspace_id, p_user_id, 'user_id');
+  -- leaving a workspace takes every role in it, per-canvas ones included
+  delete from app.canvas_members cm using app.canvases c
+  where cm.canvas_id = c.canvas_id and c.workspace_id = p_workspace_id and cm.user_id = p_user_id;
+  get diagnostics v_canvas_roles = row_count;
+  delete from app.workspace_members where workspace_id = p_workspace_id and user_id = p_user_id;
+  perform internal.write_audit(internal.request_context(), 'workspace.member.remove', 'success', 'workspace', p_workspace_id::text,
+                               jsonb_build_object('user_id', p_user_id, 'role', v_target, 'left', p_user_id = v_user,
+                                                  'canvas_roles', v_canvas_roles),
+                               null, null, null, 1 + v_canvas_roles);
+  return jsonb_build_object('workspace_id', p_workspace_id, 'user_id', p_user_id, 'removed', true);
+end $$;
+comment on function api.remove_workspace_member(uuid, uuid) is
+  'W7: removes a member from the workspace, with their per-canvas roles on its canvases; a member passing their own '
+  'user_id leaves. Returns {workspace_id, user_id, removed: true}. Errors: unauthorized; not_found (workspace_id; '
+  'user_id: not a member); forbidden (editor or viewer removing someone else, canvas-scoped token, an admin removing an '
+  'owner); invalid_input (user_id with reason last_owner: the only owner cannot be removed or leave). Owners and admins; '
+  'anyone for themselves. Open sockets of the member are re-checked and closed (access_changed). Audited '
+  'workspace.member.remove.';
+
+-- Kept for SQL callers and fixtures (PostgREST-style): sets a user's role by id, adding them if
+-- needed, under the same rules as the functions above.
+create or replace function api.set_workspace_member(p_workspace_id uuid, p_user_id uuid, p_role app.member_role)
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'manage members');
+  v_current app.member_role := internal.workspace_role(p_workspace_id, p_user_id);
+begin
+  if (p_role = 'owner' or v_current = 'owner') and v_caller <> 'owner' then
+    perform internal.raise_error('forbidden', format('your role (%s) cannot grant this role', v_caller), '{"field":"role"}');
+  end if;
+  if p_role is null or not exists (select from auth.users where id = p_user_id) then
+    perform internal.raise_error('invalid_input', 'user_id must be an existing user and role one of owner, admin, editor, viewer',
+                                 '{"field":"user_id"}');
+  end if;
+  if v_current = 'owner' and p_role <> 'owner' then
+    perform internal.keep_last_owner(p_workspace_id, p_user_id, 'role');
+  end if;
+  insert into app.workspace_members (workspace_id, user_id, role) values (p_workspace_id, p_user_id, p_role)
+  on conflict (workspace_id, user_id) do update set role = excluded.role;
+  perform internal.write_audit(internal.request_context(), 'workspace.member.set', 'success', 'workspace', p_workspace_id::text,
+                               jsonb_build_object('user_id', p_user_id, 'role', p_role), null, null, null, 1);
+  return jsonb_build_object('workspace_id', p_workspace_id, 'user_id', p_user_id, 'role', p_role);
+end $$;
+comment on function api.set_workspace_member(uuid, uuid, app.member_role) is
+  'Sets the role of user p_user_id in the workspace, adding them when not a member: {workspace_id, user_id, role}. '
+  'Errors: unauthorized; not_found (workspace_id); forbidden (editor, viewer, canvas-scoped token; an admin making or '
+  'unmaking an owner); invalid_input (user_id: no such user or no role; role with reason last_owner). Owners and admins. '
+  'Audited workspace.member.set. The HTTP API uses add/update/remove_workspace_member instead.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Invites
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function api.list_workspace_invites(p_workspace_id uuid) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare v_role app.member_role := internal.require_workspace_member(p_workspace_id, false);
+begin
+  if v_role not in ('owner', 'admin') then
+    perform internal.raise_error('forbidden', format('your role (%s) cannot see invites: only owners and admins can', v_role));
+  end if;
+  return coalesce((select jsonb_agg(internal.invite_json(i) order by i.created_at, i.email)
+                   from app.workspace_invites i where i.workspace_id = p_workspace_id), '[]');
+end $$;
+comment on function api.list_workspace_invites(uuid) is
+  'W9: the pending invites of a workspace, oldest first: [Invite {invite_id, workspace_id, email, role, invited_by, '
+  'created_at}]. Errors: unauthorized; not_found (workspace_id); forbidden (editor, viewer, canvas-scoped token). '
+  'Owners and admins.';
+
+create or replace function api.revoke_workspace_invite(p_workspace_id uuid, p_invite_id uuid) returns jsonb
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'revoke invites');
+  v_invite app.workspace_invites;
+begin
+  select * into v_invite from app.workspace_invites where invite_id = p_invite_id and workspace_id = p_workspace_id for update;
+  if v_invite.invite_id is null then
+    perform internal.raise_error('not_found', 'no such pending invite in this workspace', '{"field":"invite_id"}');
+  end if;
+  if v_invite.role = 'owner' and v_caller <> 'owner' then
+    perform internal.raise_error('forbidden', 'only an owner can revoke an owner''s invite', '{"field":"invite_id"}');
+  end if;
+  delete from app.workspace_invites where invite_id = p_invite_id;
+  perform internal.write_audit(internal.request_context(), 'workspace.invite.revoke', 'success', 'workspace', p_workspace_id::text,
+                               jsonb_build_object('invite_id', p_invite_id, 'email', left(v_invite.email, 200), 'role', v_invite.role),
+                               null, null, null, 1);
+  return jsonb_build_object('workspace_id', p_workspace_id, 'invite_id', p_invite_id, 'revoked', true);
+end $$;
+comment on function api.revoke_workspace_invite(uuid, uuid) is
+  'W10: deletes a pending invite: {workspace_id, invite_id, revoked: true}. Errors: unauthorized; not_found (workspace_id; '
+  'invite_id: not pending in this workspace); forbidden (editor, viewer, canvas-scoped token; an admin revoking an owner''s '
+  'invite). Owners and admins. Audited workspace.invite.revoke.';
+
+-- A user whose email has pending invites becomes a member of each of those workspaces with the
+-- invited role, and the invites are deleted; each acceptance is audited (workspace.invite.accept,
+-- as the new user). Runs for any insert into auth.users (Supabase Auth's sign-up, the local
+-- sign-up, plain SQL) and when a user's email changes (GoTrue writes the new address only once it
+-- is confirmed). It does not wait for email_confirmed_at: plain inserts leave it null, and a user
+-- whose address is unconfirmed cannot sign in where confirmation is required, so the membership
+-- is of use only to whoever confirms the address. The membership insert is announced to open
+-- sockets by the access_changed trigger like any other.
+create or replace function internal.accept_workspace_invites() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_email text := lower(btrim(new.email));
+  v_ctx jsonb;
+  v_added integer;
+  r app.workspace_invites;
+begin
+  if v_email is null then
+    return null;
+  end if;
+  v_ctx := internal.request_context() || jsonb_build_object('user_id', new.id);
+  for r in delete from app.workspace_invites where email = v_email returning * loop
+    insert into app.workspace_members (workspace_id, user_id, role) values (r.workspace_id, new.id, r.role)
+    on conflict (workspace_id, user_id) do nothing;  -- already a member (added by id meanwhile): keep that role
+    get diagnostics v_added = row_count;
+    perform internal.write_audit(v_ctx, 'workspace.invite.accept', 'success', 'workspace', r.workspace_id::text,
+                                 jsonb_build_object('invite_id', r.invite_id, 'user_id', new.id, 'role', r.role,
+                                                    'invited_by', r.invited_by),
+                                 null, null, null, v_added);
+  end loop;
+  return null;
+end $$;
+
+drop trigger if exists accept_workspace_invites on auth.users;
+create trigger accept_workspace_invites after insert or update of email on auth.users
+  for each row when (new.email is not null) execute function internal.accept_workspace_invites();
+
+-- PUBLIC gets EXECUTE on new functions: revoke it (see canvas.sql); callers are authenticated users.
+revoke execute on function api.create_workspace(text), api.list_my_workspaces(), api.rename_workspace(uuid, text),
+  api.list_workspace_canvases(uuid), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
+  api.update_workspace_member(uuid, uuid, text), api.remove_workspace_member(uuid, uuid),
+  api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid),
+  api.revoke_workspace_invite(uuid, uuid) from public;
+grant execute on function api.create_workspace(text), api.list_my_workspaces(), api.rename_workspace(uuid, text),
+  api.list_workspace_canvases(uuid), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
+  api.update_workspace_member(uuid, uuid, text), api.remove_workspace_member(uuid, uuid),
+  api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid),
+  api.revoke_workspace_invite(uuid, uuid) to authenticated, service_role;
 
 -- ==== sql/security/public_execute.sql ====
 

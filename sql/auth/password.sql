@@ -20,7 +20,7 @@
 
 -- GoTrue's timestamp format (UTC, microseconds, Z).
 create or replace function internal.gotrue_time(p_at timestamptz) returns text
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 

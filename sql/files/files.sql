@@ -10,7 +10,7 @@
 
 -- A file as the API shows it (object_key and purged_at stay inside).
 create or replace function internal.file_json(f app.files) returns jsonb
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select jsonb_build_object('file_id', f.file_id, 'canvas_id', f.canvas_id, 'filename', f.filename,
                             'content_type', f.content_type, 'size_bytes', f.size_bytes, 'checksum', f.checksum,
                             'status', f.status, 'uploaded_by', f.uploaded_by, 'created_at', f.created_at,

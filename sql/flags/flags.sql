@@ -6,7 +6,7 @@
 -- two flags at 1 % pick different canvases.
 
 create or replace function internal.flag_bucket(p_flag text, p_canvas_id uuid) returns numeric
-language sql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
+language sql immutable parallel safe as $$
   -- the first 32 bits of md5(flag:canvas) as an unsigned integer, mod 10,000, in percent
   select (('x' || left(md5(p_flag || ':' || p_canvas_id::text), 8))::bit(32)::bigint & 4294967295) % 10000 / 100.0
 $$;
@@ -14,7 +14,7 @@ comment on function internal.flag_bucket(text, uuid) is
   'Stable rollout bucket of a canvas for a flag, in [0, 100) percent (steps of 0.01): md5(flag:canvas) first 32 bits mod 10000 / 100.';
 
 create or replace function internal.flag_enabled(f app.feature_flags, p_canvas_id uuid, p_workspace_id uuid) returns boolean
-language sql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
+language sql immutable parallel safe as $$
   select case
     when p_canvas_id = any(f.deny_canvases) or p_workspace_id = any(f.deny_workspaces) then false
     when p_canvas_id = any(f.allow_canvases) or p_workspace_id = any(f.allow_workspaces) then true

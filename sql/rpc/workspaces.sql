@@ -41,7 +41,7 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
 $$;
 
 create or replace function internal.invite_json(i app.workspace_invites) returns jsonb
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select jsonb_build_object('invite_id', i.invite_id, 'workspace_id', i.workspace_id, 'email', i.email, 'role', i.role,
                             'invited_by', i.invited_by, 'created_at', i.created_at)
 $$;

@@ -28,11 +28,11 @@ select is((select array_agg(p.oid::regprocedure::text order by 1) from pg_proc p
 select ok((select count(*) from pg_proc where pronamespace = 'api'::regnamespace) >= 30, '(and there are api functions to check)');
 
 
--- A plain SQL helper (one expression, not SECURITY DEFINER, no SET clause) is there to be inlined
+-- A plain SQL helper (one expression, not SECURITY DEFINER) is there to be inlined
 -- into its caller's expression: called, rather than inlined, it is parsed and planned again in
--- every transaction (fmgr_sql). The planner gives up on one silently, e.g. an IMMUTABLE one whose
--- body is only STABLE (to_jsonb, format): internal.field_step did, 7.7 % of a shared-text edit
--- until 2026-12-05. Each is planned here as a prepared statement with parameters (a generic plan,
+-- every transaction (fmgr_sql). The planner gives up on one silently: with a SET clause, or
+-- IMMUTABLE around a body that is only STABLE (to_jsonb, jsonb_build_object, to_char):
+-- internal.field_step did, 7.7 % of a shared-text edit, and twelve more until 2026-12-05. Each is planned here as a prepared statement with parameters (a generic plan,
 -- nothing folded), and its name must not be left in the plan. Not inlined, on purpose:
 -- lexorank_after and lexorank_before (STRICT around a body that is not: a NULL key must answer
 -- NULL; no server path calls them).
@@ -51,7 +51,7 @@ begin
            from pg_proc p join pg_namespace n on n.oid = p.pronamespace
            left join unnest(p.proargtypes::oid[]) with ordinality a(t, i) on true
            where n.nspname in ('api', 'internal', 'app') and p.prolang = (select oid from pg_language where lanname = 'sql')
-             and not p.prosecdef and p.proconfig is null and not p.proretset and p.prokind = 'f'
+             and not p.prosecdef and not p.proretset and p.prokind = 'f'
              and p.oid not in ('internal.lexorank_after(text)'::regprocedure, 'internal.lexorank_before(text)'::regprocedure)
            group by n.nspname, p.proname, p.oid loop
     execute format('prepare sql_helper_probe%s as select %I.%I(%s)', case when r.types = '' then '' else '(' || r.types || ')' end,
@@ -70,7 +70,7 @@ begin
 end $$;
 select is(pg_temp.sql_helpers_called(), '{}', 'every plain SQL helper in api, internal and app is inlined where it is called');
 select ok((select count(*) from pg_proc where prolang = (select oid from pg_language where lanname = 'sql') and not prosecdef
-             and proconfig is null and pronamespace = 'internal'::regnamespace) >= 10, '(and there are SQL helpers to check)');
+             and pronamespace = 'internal'::regnamespace) >= 10, '(and there are SQL helpers to check)');
 
 select * from finish();
 rollback;

@@ -4,7 +4,7 @@
 -- potentia:graphile-worker 0.17.3 19
 -- potentia:source sql/audit/audit.sql 417bda739fcd33524bb11e565efbe454c638eb46306e1236b90c744134964480 unchanged
 -- potentia:source sql/auth/context.sql 0cf549dae7a0e71579d1e0a392963069483566eb376782e5814a16aa325acb45 unchanged
--- potentia:source sql/auth/password.sql cfba177cb4a75b79e87969d06c6fdb249a3c1a3d29822703f31068f04a9bd016 unchanged
+-- potentia:source sql/auth/password.sql d5fb8f7028e1a84da5834fc77d9950661ee78669c5b5bf6a4e128b3252f2de5a included
 -- potentia:source sql/auth/permissions.sql b85fb678da1a954cea9dcfa09d7fc9449d527246228cff129f84a698884d2676 unchanged
 -- potentia:source sql/auth/policies.sql 1a399d51c7a3a0eec4ce0114ade4e9037e1a1691bbe53682b8dd4c2520dfa2d4 unchanged
 -- potentia:source sql/auth/refresh_tokens.sql a4400afcc99fbe009e3b276b63e6b2ebfb96a03bd8f04e37e23801a49e9accf9 unchanged
@@ -13,8 +13,8 @@
 -- potentia:source sql/core/session_defaults.sql 5a280b20361c26e41399fa1cb27de99734db036b06dc624a612d3c9ab2ef8c2e included
 -- potentia:source sql/files/block_files.sql 96abdaf684b150340d1875682b850c50f74c3943426935cd4ac883344cc61cde unchanged
 -- potentia:source sql/files/cleanup.sql 51bcb0b3496ed69552121c34410c4bca2b3124796344c95ec548893aeeaa4ce0 unchanged
--- potentia:source sql/files/files.sql 2edaa9c150a97ec4397ec97baf45c1dc791aac1f3fb0b610159f1eddfddca087 unchanged
--- potentia:source sql/flags/flags.sql 261aef0b7a6fe6598588cd019d3d6bbc5c78f46b02ed82cf470c1a6a55d34c9f unchanged
+-- potentia:source sql/files/files.sql d1f7b471be77f70176de33d8a5e22032f58a00f01f1fa0156aa322c0ec1f7b59 included
+-- potentia:source sql/flags/flags.sql 9342b289c15d96380002751ccabbabe55e090283051ca5d087e262394371a258 included
 -- potentia:source sql/jobs/cleanup.sql 8fac0917a4f4e24278015eb1a81a122ebc7d6fcf305fc8854baef56fd0df1efe unchanged
 -- potentia:source sql/jobs/embed.sql e975c2f6690c0a989318425c7e8510e88a26e62870df5d9bb74b0bcc6ea63c1b unchanged
 -- potentia:source sql/jobs/search.sql 6b885ed0b1b901fed2e4a9f81262a031522ca56a5b96dd94cb5aa6d4f3d0c16a unchanged
@@ -32,10 +32,399 @@
 -- potentia:source sql/rpc/presence.sql 48fd41161972c1e1c80ff5bff5d44f87088a26270cbe60732217b93c87747a6f included
 -- potentia:source sql/rpc/replay.sql d9f388b62c318ef9b5b0d3411fd2dd2114c6933b0d599b20c5fdb6ad1b814b5b included
 -- potentia:source sql/rpc/text_ot.sql 51a7ac78dcb1d0df6d928a593a447c940f8f898b033a6e7a7310e54e434d8ba8 unchanged
--- potentia:source sql/rpc/workspaces.sql c6f0c3a689a0ffd2af79fd25e58f1d3accba46652b22b07fa55f29182602f20d included
+-- potentia:source sql/rpc/workspaces.sql 94060e16801319758731e64aeb06b41a346d66a97d36074896c1efc6f9c214e4 included
 -- potentia:source sql/security/public_execute.sql d32a639904fbb4bf3138c244f3add2a9436a7ceb68b7508e5f821c1b71b70b8a included
 
 set check_function_bodies = off;
+
+-- ==== sql/auth/password.sql ====
+
+-- Local email + password accounts: what GoTrue (Supabase Auth) does for /auth/v1/signup,
+-- /auth/v1/token?grant_type=password|refresh_token, /auth/v1/logout and /auth/v1/user, as SQL
+-- the local server (src/http/gotrue.ts) calls as service_role. On Supabase, GoTrue itself serves
+-- those routes and none of this runs.
+--
+-- Passwords: bcrypt through pgcrypto, crypt(password, gen_salt('bf', 10)) ($2a$, cost 10 as
+-- GoTrue's bcrypt.DefaultCost), in auth.users.encrypted_password like GoTrue; never returned.
+-- Sessions: a session is a refresh-token family of app.refresh_tokens (sql/auth/refresh_tokens.sql:
+-- internal.issue_refresh_token starts one, internal.rotate_refresh_token rotates it); its id, the
+-- family_id, is the access token's session_id. It is live while some token of the family is
+-- neither revoked nor expired; signing out revokes the family.
+-- Results are jsonb. A refusal is {error: <GoTrue error code>, message} and is not raised, so what
+-- the call recorded (the attempt counted against the limits) commits; only the limits raise
+-- (rate_limited, PX429, with retry_after), which rolls back the refused attempt itself.
+-- Limits (app.settings, fixed 5-minute windows of internal.hit_window_limit): per client IP for
+-- sign-ups and sign-ins (auth_attempts_per_ip), per email address for sign-ins
+-- (auth_sign_in_attempts_per_email), counted before the password is looked at, so a locked-out
+-- address answers 429 whatever the password. The development profile (p_relaxed) allows 100 times
+-- each per 60 s in buckets of its own, as it does the endpoint limits.
+
+-- GoTrue's timestamp format (UTC, microseconds, Z).
+create or replace function internal.gotrue_time(p_at timestamptz) returns text
+language sql stable as $$
+  select to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+-- The user object GoTrue returns (models.User), without its secrets: id, aud, role, email,
+-- email_confirmed_at, phone, confirmed_at, last_sign_in_at, app_metadata, user_metadata,
+-- identities, created_at, updated_at, is_anonymous; timestamps that are null are left out, as
+-- GoTrue's omitempty does. A user with a password has one `email` identity (GoTrue keeps it in
+-- auth.identities; here it is derived, identity_id = the user id). null when there is no such user.
+create or replace function internal.auth_user_json(p_user_id uuid) returns jsonb
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select (select jsonb_object_agg(key, value) from jsonb_each(o) where value <> 'null'::jsonb)
+  from (
+    select jsonb_build_object(
+      'id', u.id,
+      'aud', coalesce(u.aud, 'authenticated'),
+      'role', coalesce(u.role, 'authenticated'),
+      'email', coalesce(u.email, ''),
+      'email_confirmed_at', internal.gotrue_time(u.email_confirmed_at),
+      'phone', '',
+      'confirmed_at', internal.gotrue_time(u.email_confirmed_at),
+      'last_sign_in_at', internal.gotrue_time(u.last_sign_in_at),
+      'app_metadata', coalesce(u.raw_app_meta_data, '{}'),
+      'user_metadata', coalesce(u.raw_user_meta_data, '{}'),
+      'identities', case when u.encrypted_password is null or u.email is null then '[]'::jsonb else jsonb_build_array(
+        jsonb_build_object(
+          'identity_id', u.id, 'id', u.id, 'user_id', u.id, 'provider', 'email', 'email', u.email,
+          'identity_data', jsonb_build_object('sub', u.id, 'email', u.email,
+                                              'email_verified', u.email_confirmed_at is not null, 'phone_verified', false),
+          'created_at', internal.gotrue_time(u.created_at),
+          'updated_at', internal.gotrue_time(coalesce(u.updated_at, u.created_at))) ||
+        case when u.last_sign_in_at is null then '{}'::jsonb
+             else jsonb_build_object('last_sign_in_at', internal.gotrue_time(u.last_sign_in_at)) end) end,
+      'created_at', internal.gotrue_time(u.created_at),
+      'updated_at', internal.gotrue_time(coalesce(u.updated_at, u.created_at)),
+      'is_anonymous', false) as o
+    from auth.users u where u.id = p_user_id
+  ) x
+$$;
+
+-- null, or the refusal of a new password GoTrue would refuse: null (validation_failed), longer
+-- than bcrypt's 72 bytes (validation_failed), shorter than auth_password_min_length characters
+-- (weak_password, reasons ['length']; GoTrue counts bytes, characters are what a user counts).
+-- Messages are GoTrue's.
+create or replace function internal.password_problem(p_password text) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_min integer := coalesce(internal.setting_int('auth_password_min_length'), 6);
+begin
+  if p_password is null then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'Signup requires a valid password');
+  end if;
+  if octet_length(p_password) > 72 then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'Password cannot be longer than 72 characters');
+  end if;
+  if char_length(p_password) < v_min then
+    return jsonb_build_object('error', 'weak_password', 'message', format('Password should be at least %s characters.', v_min),
+                              'reasons', jsonb_build_array('length'));
+  end if;
+  return null;
+end $$;
+
+-- Counts one attempt from p_client_ip (and, for sign-ins, for p_email) against the limits of the
+-- header; raises rate_limited past either. An empty or unparsable IP is not limited by IP.
+-- p_relaxed (the development profile, as api.hit_endpoint_limit): 100x the attempts in a window of
+-- 60 s, in buckets of its own, since every local client shares one IP.
+drop function if exists internal.hit_auth_limits(text, text);  -- before p_relaxed
+-- Whom a per-client-address limit counts (as src/client-address.ts does for the realtime
+-- gateway): an IPv4 address as itself, also IPv4-mapped (::ffff:a.b.c.d, as Node reports IPv4
+-- peers of a dual-stack listener); an IPv6 address by its /64, since a host picks any address of
+-- the /64 it is handed, so counted per address one host was 2^64 clients with the whole limit
+-- each; anything that is not an address (an unusual X-Forwarded-For) as its text, still counted,
+-- where it used to skip the limit. Null only for no address at all.
+create or replace function internal.client_address_key(p_client_ip text) returns text
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare
+  v_text text := nullif(btrim(p_client_ip), '');
+  v_ip inet;
+begin
+  begin
+    v_ip := v_text::inet;
+  exception when others then
+    return v_text;
+  end;
+  if family(v_ip) = 6 and host(v_ip) ~* '^::ffff:[0-9]+(\.[0-9]+){3}$' then
+    v_ip := substr(host(v_ip), 8)::inet;
+  end if;
+  return case when family(v_ip) = 6 then network(set_masklen(v_ip, 64))::text else host(v_ip) end;
+end $$;
+
+create or replace function internal.hit_auth_limits(p_client_ip text, p_email text, p_relaxed boolean default false) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_client text := internal.client_address_key(p_client_ip);
+  v_factor integer := case when p_relaxed then 100 else 1 end;
+  v_window integer := case when p_relaxed then 60 else 300 end;
+  v_prefix text := case when p_relaxed then 'auth-dev:' else 'auth:' end;
+begin
+  -- app.rate_limits is keyed by a uuid subject: the client and the address are hashed into one
+  if v_client is not null then
+    perform internal.hit_window_limit(md5('auth-ip:' || v_client)::uuid, v_prefix || 'ip',
+                                      coalesce(internal.setting_int('auth_attempts_per_ip'), 30) * v_factor, v_window);
+  end if;
+  if p_email is not null then
+    perform internal.hit_window_limit(md5('auth-email:' || lower(p_email))::uuid, v_prefix || 'sign_in:email',
+                                      coalesce(internal.setting_int('auth_sign_in_attempts_per_email'), 10) * v_factor, v_window);
+  end if;
+end $$;
+
+-- Starts a session for p_user_id: a new refresh-token family holding p_refresh_hash; returns its id.
+create or replace function internal.start_auth_session(p_user_id uuid, p_refresh_hash text, p_refresh_ttl_seconds integer)
+returns uuid language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform internal.issue_refresh_token(p_user_id, p_refresh_hash, p_refresh_ttl_seconds);
+  update auth.users set last_sign_in_at = now() where id = p_user_id;
+  return (select family_id from app.refresh_tokens where token_hash = p_refresh_hash);
+end $$;
+
+drop function if exists internal.password_sign_up(text, text, jsonb, boolean, text, text, integer);  -- before p_relaxed
+-- user_metadata is copied into every access token (src/auth/session-token.ts), which travels in
+-- an Authorization header: Node refuses request headers over 16 KiB (431) and nginx a header line
+-- over 8 KiB by default, so a large one locked its user out of every request, PUT /user included.
+-- GoTrue sets no cap; this one keeps a token well inside both.
+create or replace function internal.user_metadata_max_bytes() returns integer
+language sql immutable as $$ select 4096 $$;
+
+create or replace function internal.user_metadata_too_large() returns jsonb
+language sql immutable as $$
+  select jsonb_build_object('error', 'validation_failed',
+    'message', format('user_metadata is too large: at most %s bytes as JSON (it travels in every access token); keep larger data in a table of your own',
+                      internal.user_metadata_max_bytes()))
+$$;
+
+create or replace function internal.password_sign_up(p_email text, p_password text, p_data jsonb, p_autoconfirm boolean,
+                                                     p_client_ip text, p_refresh_hash text, p_refresh_ttl_seconds integer,
+                                                     p_relaxed boolean default false)
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_email text := lower(btrim(p_email));
+  v_problem jsonb;
+  v_user_id uuid;
+  v_session_id uuid;
+begin
+  perform internal.hit_auth_limits(p_client_ip, null, p_relaxed);
+  if v_email is null or v_email = '' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'An email address is required');
+  end if;
+  if length(v_email) > 255 then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'An email address is too long');
+  end if;
+  -- checkmail's format (what GoTrue validates with)
+  if v_email !~ '^[a-z0-9.!#$%&''*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'Unable to validate email address: invalid format');
+  end if;
+  if p_password is null or p_password = '' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'Signup requires a valid password');
+  end if;
+  v_problem := internal.password_problem(p_password);
+  if v_problem is not null then return v_problem; end if;
+  if p_data is not null and jsonb_typeof(p_data) <> 'object' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'data must be a JSON object');
+  end if;
+  if octet_length(p_data::text) > internal.user_metadata_max_bytes() then
+    return internal.user_metadata_too_large();
+  end if;
+  if exists (select from auth.users where lower(email) = v_email) then
+    return jsonb_build_object('error', 'user_already_exists', 'message', 'User already registered');
+  end if;
+  begin
+    insert into auth.users (email, encrypted_password, raw_user_meta_data, raw_app_meta_data, email_confirmed_at,
+                            aud, role, created_at, updated_at)
+    values (v_email, extensions.crypt(p_password, extensions.gen_salt('bf', 10)), coalesce(p_data, '{}'),
+            '{"provider": "email", "providers": ["email"]}', case when p_autoconfirm then now() end,
+            'authenticated', 'authenticated', now(), now())
+    returning id into v_user_id;
+  exception when unique_violation then -- a concurrent sign-up of the same address
+    return jsonb_build_object('error', 'user_already_exists', 'message', 'User already registered');
+  end;
+  if not p_autoconfirm or p_refresh_hash is null then
+    return jsonb_build_object('user', internal.auth_user_json(v_user_id));
+  end if;
+  -- the session first, in its own statement: the user object then shows its last_sign_in_at
+  v_session_id := internal.start_auth_session(v_user_id, p_refresh_hash, p_refresh_ttl_seconds);
+  return jsonb_build_object('session_id', v_session_id, 'user', internal.auth_user_json(v_user_id));
+end $$;
+
+comment on function internal.password_sign_up(text, text, jsonb, boolean, text, text, integer, boolean) is
+$$GoTrue's POST /signup for an email address: creates the user with the bcrypt hash of p_password
+and p_data (an object, null = {}) as user_metadata, app_metadata {provider: email, providers:
+[email]}. p_autoconfirm (AUTH_EMAIL_CONFIRM off, the local default): the address counts as
+confirmed and, given p_refresh_hash (sha256 of a new refresh token), a session starts:
+{session_id, user}. Otherwise {user} (no session; no email is sent: confirm with
+`update auth.users set email_confirmed_at = now()`). Refusals {error, message}:
+validation_failed (no, too long (255) or malformed address; no password or over 72 bytes; data
+not an object), weak_password (+ reasons, under auth_password_min_length), user_already_exists
+(any existing user with that address, case-insensitively: GoTrue with autoconfirm). Raises
+rate_limited past auth_attempts_per_ip from p_client_ip (p_relaxed, the development profile:
+100x per 60 s). service_role only.$$;
+
+drop function if exists internal.password_sign_in(text, text, text, text, integer);  -- before p_relaxed
+create or replace function internal.password_sign_in(p_email text, p_password text, p_client_ip text,
+                                                     p_refresh_hash text, p_refresh_ttl_seconds integer, p_relaxed boolean default false)
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_email text := lower(btrim(p_email));
+  v_user auth.users;
+  v_valid boolean;
+  v_session_id uuid;
+begin
+  if v_email is null or v_email = '' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'missing email or phone');
+  end if;
+  perform internal.hit_auth_limits(p_client_ip, v_email, p_relaxed);
+  select * into v_user from auth.users where lower(email) = v_email;
+  if v_user.encrypted_password is null or v_user.encrypted_password = '' or coalesce(p_password, '') = '' then
+    -- hash anyway, so that an unknown address takes as long as a wrong password
+    perform extensions.crypt(coalesce(p_password, ''), '$2a$10$lPsQvPtaaN8.uAgEFyVObeRy.reeXcFC79ssxgpMma6VWLnm8C6wS');
+    v_valid := false;
+  else
+    v_valid := extensions.crypt(p_password, v_user.encrypted_password) = v_user.encrypted_password;
+  end if;
+  if not v_valid then
+    return jsonb_build_object('error', 'invalid_credentials', 'message', 'Invalid login credentials');
+  end if;
+  if v_user.email_confirmed_at is null then
+    return jsonb_build_object('error', 'email_not_confirmed', 'message', 'Email not confirmed');
+  end if;
+  if p_refresh_hash is null then
+    return jsonb_build_object('user', internal.auth_user_json(v_user.id));
+  end if;
+  v_session_id := internal.start_auth_session(v_user.id, p_refresh_hash, p_refresh_ttl_seconds);
+  return jsonb_build_object('session_id', v_session_id, 'user', internal.auth_user_json(v_user.id));
+end $$;
+
+comment on function internal.password_sign_in(text, text, text, text, integer, boolean) is
+$$GoTrue's POST /token?grant_type=password: counts the attempt (auth_attempts_per_ip for
+p_client_ip, auth_sign_in_attempts_per_email for the address; rate_limited is raised past
+either, before the password is checked; p_relaxed, the development profile: 100x per 60 s), then compares p_password with the user's bcrypt hash.
+Success: {session_id, user}, a new session holding p_refresh_hash (sha256 of a new refresh token,
+valid p_refresh_ttl_seconds) and last_sign_in_at set; with p_refresh_hash null, {user} only (a
+password check, no session: scripts/token.ts). Refusals {error, message}: validation_failed (no
+address), invalid_credentials "Invalid login credentials" (unknown address, no password set, wrong
+password: one answer for all three, in about the same time), email_not_confirmed. service_role only.$$;
+
+create or replace function internal.auth_session_user(p_user_id uuid, p_session_id uuid) returns jsonb
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select case
+    when u is null then jsonb_build_object('error', 'user_not_found', 'message', 'User from sub claim in JWT does not exist')
+    when p_session_id is not null and not exists (
+      select from app.refresh_tokens t where t.family_id = p_session_id and t.user_id = p_user_id
+                                         and t.revoked_at is null and t.expires_at > now())
+      then jsonb_build_object('error', 'session_not_found', 'message', 'Session from session_id claim in JWT does not exist')
+    else jsonb_build_object('user', u)
+  end
+  from (select internal.auth_user_json(p_user_id) as u) x
+$$;
+
+comment on function internal.auth_session_user(uuid, uuid) is
+$$What GoTrue checks of every access token it is handed (GET/PUT /user, /logout): {user} when the
+user p_user_id (the token's sub) exists and, when the token names a session (p_session_id, its
+session_id claim), that session is live: a token of that refresh-token family, of that user, not
+revoked nor expired. Otherwise {error: user_not_found | session_not_found, message} (GoTrue's 403s;
+supabase-js treats session_not_found as signed out). A token without session_id (minted by
+scripts/token.ts) is checked for its user only. service_role only.$$;
+
+create or replace function internal.auth_refresh_session(p_token_hash text) returns jsonb
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select jsonb_build_object('session_id', t.family_id, 'user', internal.auth_user_json(t.user_id),
+                            'signed_in_at', (select extract(epoch from min(f.created_at))::bigint
+                                             from app.refresh_tokens f where f.family_id = t.family_id))
+  from app.refresh_tokens t where t.token_hash = p_token_hash
+$$;
+
+comment on function internal.auth_refresh_session(text) is
+$$The session a refresh token belongs to, for the access token minted after
+internal.rotate_refresh_token accepted it: {session_id (its family), user, signed_in_at (epoch
+seconds of the family's first token: the sign-in, for the amr claim)}; null for an unknown hash.
+service_role only.$$;
+
+create or replace function internal.auth_sign_out(p_user_id uuid, p_session_id uuid, p_scope text) returns integer
+language sql security definer set search_path = pg_catalog, pg_temp as $$
+  with revoked as (
+    update app.refresh_tokens set revoked_at = now(), sealed_token = null
+    where user_id = p_user_id and revoked_at is null
+      and case when p_session_id is null or p_scope = 'global' then true
+               when p_scope = 'local' then family_id = p_session_id
+               when p_scope = 'others' then family_id <> p_session_id
+               else false end
+    returning 1)
+  select count(*)::integer from revoked
+$$;
+
+comment on function internal.auth_sign_out(uuid, uuid, text) is
+$$GoTrue's POST /logout?scope=: revokes the refresh tokens (and clears their seals) of the user's
+session p_session_id ('local'), of every other session of the user ('others'), or of all of them
+('global', and any scope when the token names no session, as GoTrue does). Returns how many tokens
+it revoked. Access tokens already issued stay valid until they expire, but GoTrue's session check
+(internal.auth_session_user) refuses them from then on. Any other scope revokes nothing.
+service_role only.$$;
+
+create or replace function internal.auth_update_user(p_user_id uuid, p_session_id uuid, p_data jsonb, p_password text)
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_checked jsonb := internal.auth_session_user(p_user_id, p_session_id);
+  v_problem jsonb;
+  v_hash text;
+  v_old_data jsonb;
+  v_new_data jsonb;
+begin
+  if v_checked ? 'error' then return v_checked; end if;
+  if p_data is not null and jsonb_typeof(p_data) <> 'object' then
+    return jsonb_build_object('error', 'validation_failed', 'message', 'data must be a JSON object');
+  end if;
+  if p_password is not null then
+    v_problem := internal.password_problem(p_password);
+    if v_problem is not null then return v_problem; end if;
+    select encrypted_password into v_hash from auth.users where id = p_user_id for update;
+    if v_hash is not null and v_hash <> '' and extensions.crypt(p_password, v_hash) = v_hash then
+      return jsonb_build_object('error', 'same_password', 'message', 'New password should be different from the old password.');
+    end if;
+    update auth.users set encrypted_password = extensions.crypt(p_password, extensions.gen_salt('bf', 10)), updated_at = now()
+    where id = p_user_id;
+    -- a new password ends every other session (GoTrue's UpdatePassword)
+    perform internal.auth_sign_out(p_user_id, p_session_id, 'others');
+  end if;
+  if p_data is not null then
+    -- GoTrue's UpdateUserMetaData: each key replaces its value; a null value removes the key
+    select u.raw_user_meta_data,
+           (coalesce(u.raw_user_meta_data, '{}')
+            - coalesce((select array_agg(key) from jsonb_each(p_data) where value = 'null'::jsonb), '{}'::text[]))
+           || coalesce((select jsonb_object_agg(key, value) from jsonb_each(p_data) where value <> 'null'::jsonb), '{}')
+      into v_old_data, v_new_data
+    from auth.users u where u.id = p_user_id for update;
+    -- over the cap only if it grows: metadata stored before the cap can still be made smaller
+    if octet_length(v_new_data::text) > internal.user_metadata_max_bytes()
+       and octet_length(v_new_data::text) > octet_length(coalesce(v_old_data, '{}')::text) then
+      return internal.user_metadata_too_large();
+    end if;
+    update auth.users set raw_user_meta_data = v_new_data, updated_at = now() where id = p_user_id;
+  end if;
+  return jsonb_build_object('user', internal.auth_user_json(p_user_id));
+end $$;
+
+comment on function internal.auth_update_user(uuid, uuid, jsonb, text) is
+$$GoTrue's PUT /user for the signed-in user: p_data (an object) is merged into user_metadata key by
+key, a null value removing its key; p_password (null: unchanged) replaces the password and revokes
+the user's other sessions (not p_session_id). First the token is checked like
+internal.auth_session_user. Returns {user}, or {error, message}: user_not_found,
+session_not_found, validation_failed, weak_password (+ reasons), same_password. service_role only.$$;
+
+revoke execute on function
+  internal.gotrue_time(timestamptz), internal.auth_user_json(uuid), internal.password_problem(text),
+  internal.client_address_key(text), internal.hit_auth_limits(text, text, boolean), internal.start_auth_session(uuid, text, integer),
+  internal.password_sign_up(text, text, jsonb, boolean, text, text, integer, boolean),
+  internal.password_sign_in(text, text, text, text, integer, boolean), internal.auth_session_user(uuid, uuid),
+  internal.auth_refresh_session(text), internal.auth_sign_out(uuid, uuid, text),
+  internal.auth_update_user(uuid, uuid, jsonb, text)
+from public, anon, authenticated;
+grant execute on function
+  internal.password_sign_up(text, text, jsonb, boolean, text, text, integer, boolean),
+  internal.password_sign_in(text, text, text, text, integer, boolean), internal.auth_session_user(uuid, uuid),
+  internal.auth_refresh_session(text), internal.auth_sign_out(uuid, uuid, text),
+  internal.auth_update_user(uuid, uuid, jsonb, text)
+to service_role;
 
 -- ==== sql/core/session_defaults.sql ====
 
@@ -65,6 +454,278 @@ exception when insufficient_privilege then
                         current_database());
 end
 $$;
+
+-- ==== sql/files/files.sql ====
+
+-- Files on S3-compatible storage (docs/files.md): the functions behind F1-F3. The database
+-- decides who may upload, download and complete, and what a file may be (app.settings:
+-- max_file_bytes, allowed_file_types); the HTTP layer (functions/files.ts) presigns URLs for the
+-- objects these functions name and HEADs them. Lifecycle of app.files.status:
+--   pending  --internal.complete_file (the object is there, size and MD5 as declared)-->  ready
+--   pending  --cleanup_files job, file_pending_expiry_minutes after creation-------->  deleted
+--   ready    --the last block referring to it deleted or changed (block_files.sql)-->  deleted
+--   ready    --no block referred to it for file_orphan_grace_minutes (cleanup)------->  deleted
+-- and the cleanup job removes a deleted file's object, then sets purged_at. Nothing leaves deleted.
+
+-- A file as the API shows it (object_key and purged_at stay inside).
+create or replace function internal.file_json(f app.files) returns jsonb
+language sql stable as $$
+  select jsonb_build_object('file_id', f.file_id, 'canvas_id', f.canvas_id, 'filename', f.filename,
+                            'content_type', f.content_type, 'size_bytes', f.size_bytes, 'checksum', f.checksum,
+                            'status', f.status, 'uploaded_by', f.uploaded_by, 'created_at', f.created_at,
+                            'completed_at', f.completed_at)
+$$;
+
+-- Whether a content type is allowed by app.settings.allowed_file_types (exact, or "<type>/*").
+create or replace function internal.file_type_allowed(p_content_type text) returns boolean
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select coalesce((select value ? p_content_type or value ? (split_part(p_content_type, '/', 1) || '/*')
+                   from app.settings where key = 'allowed_file_types'), false)
+$$;
+
+-- F1: an editor (or above) announces an upload; the file is pending until completed.
+create or replace function api.create_file(p_canvas_id uuid, p_filename text, p_content_type text, p_size_bytes bigint,
+                                           p_checksum text default null) returns jsonb
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_user uuid := internal.require_user();
+  v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
+  v_type text := lower(btrim(p_content_type));
+  v_name text := btrim(p_filename);
+  v_max bigint := (select (value #>> '{}')::bigint from app.settings where key = 'max_file_bytes');
+  v_file app.files;
+begin
+  if v_role is null then
+    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+  end if;
+  if not internal.can_write_role(v_role) then
+    perform internal.raise_error('forbidden', format('your role (%s) cannot upload files to this canvas', v_role));
+  end if;
+  if not internal.token_allows(p_canvas_id, true) then
+    perform internal.raise_error('forbidden', format('this token''s scope does not allow writing canvas:%s', p_canvas_id));
+  end if;
+  -- a name as every name a person reads (internal.is_display_text: no control, invisible or
+  -- direction-changing character, which make a name read as another in the download's
+  -- Content-Disposition), and a name a file can have where it is saved: no / or \, also not as
+  -- its compatibility form (NFKC: fullwidth U+FF0F, small U+FE68, which Windows' best-fit mapping
+  -- and NFKC-normalising clients turn into / and \), and not only dots and spaces (`.`, `..`,
+  -- `. .`, also as U+2024/U+FF0E: the current or parent directory, or nothing once Windows drops
+  -- trailing dots and spaces)
+  if v_name is null or char_length(v_name) not between 1 and 255 or not internal.is_display_text(v_name)
+     or normalize(v_name, NFKC) ~ '[/\\]' or normalize(v_name, NFKC) ~ '^[.[:space:]]+$' then
+    perform internal.raise_error('invalid_input',
+      'filename must be 1 to 255 characters, without control characters, invisible or direction-changing characters (such as U+200B, U+202E, U+FEFF, U+2028), / or \ (also fullwidth), and not only spaces, joiners or dots (such as . or ..)',
+      '{"field":"filename"}');
+  end if;
+  if v_type is null or v_type !~ '^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$' then
+    perform internal.raise_error('invalid_input', 'content_type must be a media type type/subtype, without parameters',
+                                 '{"field":"content_type"}');
+  end if;
+  if not internal.file_type_allowed(v_type) then
+    perform internal.raise_error('invalid_input', format('content_type %s is not allowed (app.settings allowed_file_types: %s)',
+      v_type, left((select value::text from app.settings where key = 'allowed_file_types'), 300)), '{"field":"content_type"}');
+  end if;
+  if p_size_bytes is null or p_size_bytes < 0 then
+    perform internal.raise_error('invalid_input', 'size_bytes must be a number of bytes, 0 or more', '{"field":"size_bytes"}');
+  end if;
+  if p_size_bytes > v_max then
+    perform internal.raise_error('payload_too_large', format('a file may have at most %s bytes (max_file_bytes)', v_max),
+                                 jsonb_build_object('field', 'size_bytes', 'limit', v_max));
+  end if;
+  if p_checksum is not null and p_checksum !~ '^[A-Za-z0-9+/]{22}==$' then
+    perform internal.raise_error('invalid_input', 'checksum must be the base64 MD5 of the bytes (24 characters, as Content-MD5)',
+                                 '{"field":"checksum"}');
+  end if;
+  v_file.file_id := gen_random_uuid();
+  insert into app.files (file_id, canvas_id, uploaded_by, object_key, filename, content_type, size_bytes, checksum)
+  values (v_file.file_id, p_canvas_id, v_user, format('canvas/%s/%s', p_canvas_id, v_file.file_id), v_name, v_type, p_size_bytes,
+          p_checksum)
+  returning * into v_file;
+  perform internal.write_audit(internal.request_context(), 'file.create', 'success', 'file', v_file.file_id::text,
+                               jsonb_build_object('canvas_id', p_canvas_id, 'content_type', v_type, 'size_bytes', p_size_bytes),
+                               null, null, null, 1);
+  return jsonb_build_object('file', internal.file_json(v_file), 'object_key', v_file.object_key,
+                            'upload_url_seconds', internal.setting_int('file_upload_url_seconds'));
+end $$;
+comment on function api.create_file(uuid, text, text, bigint, text) is
+  'F1: records a pending upload of a file to the canvas: {file: File {file_id, canvas_id, filename, content_type, size_bytes, '
+  'checksum, status: pending, uploaded_by, created_at, completed_at: null}, object_key (where the bytes go in the bucket), '
+  'upload_url_seconds (the PUT URL''s lifetime)}. p_content_type: type/subtype, allowed by app.settings allowed_file_types; '
+  'p_size_bytes: 0 to max_file_bytes; p_checksum: optional base64 MD5 (Content-MD5). Errors: unauthorized; not_found '
+  '(canvas_id: none, or not a member); forbidden (viewer, read-only token scope); invalid_input (filename, content_type, '
+  'size_bytes, checksum); payload_too_large (size_bytes, with limit). Editors, admins, owners. Audited file.create.';
+
+-- F2/F3: a file of the canvas, for its members (pending or ready; a deleted file is gone).
+create or replace function api.get_file(p_canvas_id uuid, p_file_id uuid) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare v_file app.files;
+begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  select * into v_file from app.files where file_id = p_file_id and canvas_id = p_canvas_id and status <> 'deleted';
+  if v_file.file_id is null then
+    perform internal.raise_error('not_found', 'file not found on this canvas', '{"field":"file_id"}');
+  end if;
+  return jsonb_build_object('file', internal.file_json(v_file), 'object_key', v_file.object_key,
+                            'download_url_seconds', internal.setting_int('file_download_url_seconds'));
+end $$;
+comment on function api.get_file(uuid, uuid) is
+  'F2, F3: a file of the canvas: {file: File, object_key, download_url_seconds (a GET URL''s lifetime)}; pending or ready '
+  '(only a ready file is downloadable: the HTTP layer checks file.status). Errors: unauthorized; not_found (canvas_id: none, '
+  'or not a member; file_id: none on this canvas, or deleted); forbidden (token scope). Any member.';
+
+-- F2: marks a pending upload ready once the object is in the bucket as declared. The evidence
+-- (p_size_bytes, p_etag) is what a HEAD of the object answered, so only the server that made the
+-- HEAD may call this, which is why it is internal and not api (clients call api): EXECUTE is
+-- service_role's, acting for the user of request.jwt.claims (the HTTP layer runs it with the
+-- caller's claims, role service_role), whose role and token are checked as for api.create_file.
+-- A refusal changes nothing: the upload stays pending, so the uploader may PUT again (while the
+-- URL lasts) and complete again.
+create or replace function internal.complete_file(p_canvas_id uuid, p_file_id uuid, p_size_bytes bigint, p_etag text) returns jsonb
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_user uuid := internal.require_user();
+  v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
+  v_file app.files;
+  -- the ETag of a single-part upload is the hex MD5 of its bytes (quoted); a multipart or SSE-KMS
+  -- ETag is not, and is not compared (the PUT URL signed Content-MD5, which S3 verified)
+  v_md5 text := case when btrim(p_etag, '"') ~ '^[0-9a-fA-F]{32}$' then encode(decode(btrim(p_etag, '"'), 'hex'), 'base64') end;
+begin
+  if v_role is null then
+    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+  end if;
+  if not internal.can_write_role(v_role) or not internal.token_allows(p_canvas_id, true) then
+    perform internal.raise_error('forbidden', format('your role (%s) or token cannot complete uploads to this canvas', v_role));
+  end if;
+  select * into v_file from app.files where file_id = p_file_id and canvas_id = p_canvas_id and status <> 'deleted' for update;
+  if v_file.file_id is null then
+    perform internal.raise_error('not_found', 'file not found on this canvas (an upload not completed in time is removed)',
+                                 '{"field":"file_id"}');
+  end if;
+  if v_file.status = 'ready' then
+    return jsonb_build_object('file', internal.file_json(v_file)); -- completing twice is completing once
+  end if;
+  if p_size_bytes is null then
+    perform internal.raise_error('conflict', 'nothing was uploaded for this file yet: PUT the bytes to upload_url, then complete',
+                                 '{"reason":"not_uploaded"}');
+  end if;
+  if p_size_bytes <> v_file.size_bytes then
+    perform internal.raise_error('conflict', format('the uploaded object has %s bytes, the upload declared %s: PUT the declared bytes again',
+                                                    p_size_bytes, v_file.size_bytes),
+                                 jsonb_build_object('reason', 'size_mismatch', 'expected', v_file.size_bytes, 'actual', p_size_bytes));
+  end if;
+  if v_file.checksum is not null and v_md5 is not null and v_md5 <> v_file.checksum then
+    perform internal.raise_error('conflict', 'the uploaded object''s MD5 differs from the declared checksum: PUT the declared bytes again',
+                                 jsonb_build_object('reason', 'checksum_mismatch', 'expected', v_file.checksum, 'actual', v_md5));
+  end if;
+  update app.files set status = 'ready', completed_at = now(), checksum = coalesce(checksum, v_md5)
+  where file_id = p_file_id returning * into v_file;
+  perform internal.write_audit(internal.request_context(), 'file.complete', 'success', 'file', p_file_id::text,
+                               jsonb_build_object('canvas_id', p_canvas_id, 'size_bytes', p_size_bytes), null, null, null, 1);
+  return jsonb_build_object('file', internal.file_json(v_file));
+end $$;
+comment on function internal.complete_file(uuid, uuid, bigint, text) is
+  'F2 (server only): marks a pending file ready: {file: File (status ready, completed_at; checksum from the ETag when none was declared)}; '
+  'a ready file is answered as it is. p_size_bytes, p_etag: what a HEAD of the object answered (null size: no object). '
+  'Errors: unauthorized; not_found (canvas_id; file_id: none on this canvas, or deleted); forbidden (viewer, read-only token); '
+  'conflict with reason not_uploaded (no object), size_mismatch or checksum_mismatch (expected, actual): nothing changes. '
+  'EXECUTE: service_role only (the server, after its HEAD), for the editor, admin or owner of request.jwt.claims. Audited file.complete.';
+
+revoke execute on function internal.file_json(app.files), internal.file_type_allowed(text) from public;
+grant execute on function api.create_file(uuid, text, text, bigint, text), api.get_file(uuid, uuid) to authenticated, service_role;
+grant execute on function internal.complete_file(uuid, uuid, bigint, text) to service_role;
+
+-- The canvas's rules (as app.blocks, sql/auth/policies.sql): its members read its live files, with
+-- a token that may read the canvas; the set of readable canvases is computed once per query.
+drop policy if exists files_member_read on app.files;
+create policy files_member_read on app.files for select to authenticated
+  using (status <> 'deleted' and canvas_id in (select internal.readable_canvas_ids(true)));
+
+-- ==== sql/flags/flags.sql ====
+
+-- Canary flags per canvas. Evaluation order for flag F on canvas C of workspace W:
+--   C or W in a deny list → off; C or W in an allow list → on; otherwise on when
+--   bucket(F, C) < rollout_percent, bucket being a stable hash of (F, C) in [0, 100) in steps of 0.01.
+-- The bucket depends only on the flag's name and the canvas id: a canvas stays in as the
+-- percentage grows (rollout is monotonic) and leaves only when it shrinks; the name salts it so
+-- two flags at 1 % pick different canvases.
+
+create or replace function internal.flag_bucket(p_flag text, p_canvas_id uuid) returns numeric
+language sql immutable parallel safe as $$
+  -- the first 32 bits of md5(flag:canvas) as an unsigned integer, mod 10,000, in percent
+  select (('x' || left(md5(p_flag || ':' || p_canvas_id::text), 8))::bit(32)::bigint & 4294967295) % 10000 / 100.0
+$$;
+comment on function internal.flag_bucket(text, uuid) is
+  'Stable rollout bucket of a canvas for a flag, in [0, 100) percent (steps of 0.01): md5(flag:canvas) first 32 bits mod 10000 / 100.';
+
+create or replace function internal.flag_enabled(f app.feature_flags, p_canvas_id uuid, p_workspace_id uuid) returns boolean
+language sql immutable parallel safe as $$
+  select case
+    when p_canvas_id = any(f.deny_canvases) or p_workspace_id = any(f.deny_workspaces) then false
+    when p_canvas_id = any(f.allow_canvases) or p_workspace_id = any(f.allow_workspaces) then true
+    else internal.flag_bucket(f.name, p_canvas_id) < f.rollout_percent end
+$$;
+
+-- The flags of one canvas, for its members: {name: boolean} for every defined flag.
+create or replace function api.get_canvas_flags(p_canvas_id uuid) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare v_workspace uuid;
+begin
+  perform internal.require_canvas_reader(p_canvas_id);
+  select workspace_id into v_workspace from app.canvases where canvas_id = p_canvas_id;
+  return coalesce((select jsonb_object_agg(f.name, internal.flag_enabled(f, p_canvas_id, v_workspace) order by f.name)
+                   from app.feature_flags f), '{}');
+end $$;
+comment on function api.get_canvas_flags(uuid) is
+  'The feature flags of a canvas: {<flag name>: boolean} for every flag in app.feature_flags (deny lists first, then allow lists, '
+  'then the stable hash bucket of (flag, canvas) against rollout_percent). Members of the canvas only (not_found otherwise). '
+  'Also returned as `flags` by api.get_canvas_snapshot (A1).';
+
+-- Creates or changes a flag (service_role only: flags are the operator's, not a tenant's); audited
+-- with the values before and after.
+create or replace function api.set_feature_flag(
+  p_name text, p_rollout_percent numeric, p_description text default null,
+  p_allow_canvases uuid[] default null, p_deny_canvases uuid[] default null,
+  p_allow_workspaces uuid[] default null, p_deny_workspaces uuid[] default null
+) returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_ctx jsonb := internal.request_context();
+  v_before app.feature_flags;
+  v_after app.feature_flags;
+begin
+  if v_ctx ->> 'role' is distinct from 'service_role' then
+    if v_ctx ->> 'user_id' is null then
+      perform internal.raise_error('unauthorized', 'feature flags are changed by the operator: call with the service_role key');
+    end if;
+    perform internal.raise_error('forbidden', 'feature flags are changed by the operator: call with the service_role key');
+  end if;
+  if p_name is null or p_name !~ '^[a-z][a-z0-9_.-]{0,62}$' then
+    perform internal.raise_error('invalid_input', 'name must match ^[a-z][a-z0-9_.-]{0,62}$', '{"field":"name"}');
+  end if;
+  if p_rollout_percent is null or p_rollout_percent not between 0 and 100 then
+    perform internal.raise_error('invalid_input', 'rollout_percent must be between 0 and 100', '{"field":"rollout_percent"}');
+  end if;
+  select * into v_before from app.feature_flags where name = p_name for update;
+  insert into app.feature_flags as f (name, description, rollout_percent, allow_canvases, deny_canvases, allow_workspaces, deny_workspaces, updated_by)
+  values (p_name, coalesce(p_description, ''), p_rollout_percent, coalesce(p_allow_canvases, '{}'), coalesce(p_deny_canvases, '{}'),
+          coalesce(p_allow_workspaces, '{}'), coalesce(p_deny_workspaces, '{}'), v_ctx ->> 'role')
+  on conflict (name) do update set
+    description = coalesce(p_description, f.description), rollout_percent = p_rollout_percent,
+    allow_canvases = coalesce(p_allow_canvases, f.allow_canvases), deny_canvases = coalesce(p_deny_canvases, f.deny_canvases),
+    allow_workspaces = coalesce(p_allow_workspaces, f.allow_workspaces), deny_workspaces = coalesce(p_deny_workspaces, f.deny_workspaces),
+    updated_at = now(), updated_by = v_ctx ->> 'role'
+  returning * into v_after;
+  perform internal.write_audit(v_ctx, 'feature_flag.set', 'success', 'feature_flag', p_name,
+                               jsonb_build_object('before', to_jsonb(v_before), 'after', to_jsonb(v_after)));
+  return to_jsonb(v_after);
+end $$;
+comment on function api.set_feature_flag(text, numeric, text, uuid[], uuid[], uuid[], uuid[]) is
+  'Create or change a canary flag (service_role only; forbidden otherwise): rollout_percent 0..100 of canvases by a stable hash, '
+  'allow/deny lists of canvases and workspaces (null keeps the current list). Audited as feature_flag.set with before/after. Returns the flag row.';
+
+revoke execute on function api.get_canvas_flags(uuid), api.set_feature_flag(text, numeric, text, uuid[], uuid[], uuid[], uuid[]) from public;
+grant execute on function api.get_canvas_flags(uuid) to authenticated, service_role;
+-- authenticated may call it to be told `forbidden` (every api function is callable by users; the rule is inside)
+grant execute on function api.set_feature_flag(text, numeric, text, uuid[], uuid[], uuid[], uuid[]) to authenticated, service_role;
 
 -- ==== sql/rpc/canvas.sql ====
 
@@ -1807,7 +2468,7 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
 $$;
 
 create or replace function internal.invite_json(i app.workspace_invites) returns jsonb
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql stable as $$
   select jsonb_build_object('invite_id', i.invite_id, 'workspace_id', i.workspace_id, 'email', i.email, 'role', i.role,
                             'invited_by', i.invited_by, 'created_at', i.created_at)
 $$;

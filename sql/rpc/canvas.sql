@@ -12,10 +12,20 @@ begin
   if v_user is null then
     perform internal.raise_error('unauthorized', 'a signed-in user is required');
   end if;
-  if not exists (select from auth.users u where u.id = v_user) then
+  perform internal.require_user_exists(v_user);
+  return v_user;
+end $$;
+
+-- Raises unauthorized when p_user no longer exists (require_user's second rule, on its own). The
+-- mutation RPC and internal.require_canvas_reader ask it only on their way to not_found: a deleted
+-- user has no role left (memberships go with the user), so every refusal they would answer a
+-- deleted user's token passes there, and a call that has a role pays nothing for it.
+create or replace function internal.require_user_exists(p_user uuid) returns void
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+  if not exists (select from auth.users u where u.id = p_user) then
     perform internal.raise_error('unauthorized', 'the user this token was issued to no longer exists');
   end if;
-  return v_user;
 end $$;
 
 create or replace function internal.canvas_json(c app.canvases) returns jsonb

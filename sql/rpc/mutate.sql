@@ -554,6 +554,9 @@ begin
          (select value from app.settings where key = 'max_content_bytes')
     into v_role, v_limit, v_max_setting;
   if v_role is null then
+    -- a deleted user's token (valid until it expires) is unauthorized, as everywhere: asked here,
+    -- where it ends up (no role), not on every mutation
+    perform internal.require_user_exists(v_user);
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
   if not internal.can_write_role(v_role) then

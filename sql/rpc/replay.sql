@@ -15,6 +15,7 @@ begin
   end if;
   v_role := internal.canvas_role(p_canvas_id, auth.uid());
   if v_role is null then
+    perform internal.require_user_exists(auth.uid());  -- a deleted user's token: 401, as everywhere
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
   if not internal.token_allows(p_canvas_id, false) then

@@ -36,6 +36,17 @@ begin
   perform set_config('request.jwt.claims', '', true);
 end $$;
 
+-- A deleted user's token: user p_name is deleted, and the caller authenticated with its claims,
+-- which stay valid until they expire (tokens are checked by signature and expiry alone).
+create or replace function tests.authenticate_as_deleted(p_name text) returns void
+language plpgsql set search_path = '' as $$
+declare v_id uuid := tests.user_id(p_name);
+begin
+  delete from auth.users where id = v_id;
+  perform set_config('role', 'authenticated', true);
+  perform set_config('request.jwt.claims', jsonb_build_object('sub', v_id, 'role', 'authenticated')::text, true);
+end $$;
+
 grant execute on all functions in schema tests to anon, authenticated, service_role;
 commit;
 

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(117);
+select plan(120);
 
 -- Cast: an owner, an editor, a viewer and a stranger (member of no workspace).
 select tests.create_user(u) from unnest(array['mut_owner', 'mut_editor', 'mut_viewer', 'mut_stranger']) u;
@@ -510,6 +510,26 @@ select is((select res -> 'results' from r where name = 'batch_retry'),
           (select jsonb_agg(x || '{"duplicate": true}' order by o) from r, jsonb_array_elements(res -> 'results') with ordinality e(x, o) where name = 'batch_ok'),
           'a retried batch returns the original results, each marked duplicate: true');
 select is((select version from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d3'), 2, 'and applies nothing twice');
+
+-- A deleted user's token (valid until it expires: tokens are checked by signature and expiry
+-- alone) is unauthorized here as everywhere else (internal.require_user), not not_found (its
+-- memberships went with it): a single op and a batch, nothing applied (nothing in the canvas's log).
+select tests.create_user('mut_ghost');
+select tests.authenticate_as('mut_owner');
+select api.set_workspace_member((select workspace_id from ids), tests.user_id('mut_ghost'), 'editor');
+select tests.clear_authentication();
+select tests.authenticate_as_deleted('mut_ghost');
+insert into r select 'ghost_op', api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'ghost-1', null, '{"type":"text"}');
+insert into r select 'ghost_batch', api.upsert_blocks_atomic((select canvas_id from ids),
+  '[{"action":"create","client_op_id":"ghost-2","patch":{"type":"text"}}]');
+select tests.clear_authentication();
+select is((select res #>> '{status}' || ' ' || (res #>> '{error,code}') || ': ' || (res #>> '{error,message}') from r where name = 'ghost_op'),
+          'failed unauthorized: the user this token was issued to no longer exists',
+          'a deleted user''s token: the mutation RPC answers unauthorized (as require_user does), not not_found');
+select is((select res #>> '{status}' || ' ' || (res #>> '{error,code}') from r where name = 'ghost_batch'), 'failed unauthorized',
+          'and so does a batch');
+select is((select count(*)::int from app.block_operations where client_op_id in ('ghost-1', 'ghost-2')), 0,
+          'nothing of it in the canvas''s log');
 
 select * from finish();
 rollback;

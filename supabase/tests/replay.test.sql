@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(21);
+select plan(24);
 
 select tests.create_user(u) from unnest(array['replay_owner', 'replay_viewer', 'replay_stranger']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid, other_canvas_id uuid);
@@ -96,6 +96,20 @@ select throws_ok(format('select api.get_canvas_changes(%L, 0, 10)', (select canv
 select tests.clear_authentication();
 select throws_ok(format('select api.get_canvas_changes(%L, 0, 10)', (select canvas_id from ids)), 'PX401', null,
                  'without a user: PX401');
+
+-- a deleted user's token (valid until it expires) is unauthorized, as everywhere (require_user),
+-- not not_found (its memberships went with it)
+select tests.authenticate_as('replay_owner');
+select api.set_workspace_member((select workspace_id from ids), tests.create_user('replay_ghost'), 'viewer');
+select tests.clear_authentication();
+select tests.authenticate_as_deleted('replay_ghost');
+select throws_ok(format('select api.get_canvas_changes(%L, 0, 10)', (select canvas_id from ids)), 'PX401',
+                 'the user this token was issued to no longer exists', 'a deleted user''s token cannot replay changes (PX401)');
+select throws_ok(format('select api.get_canvas_changes_since(%L, 0, 10)', (select canvas_id from ids)), 'PX401',
+                 'the user this token was issued to no longer exists', 'nor by canvas_seq (PX401)');
+select throws_ok(format('select api.get_canvas_snapshot(%L)', (select canvas_id from ids)), 'PX401',
+                 'the user this token was issued to no longer exists', 'nor read a snapshot (PX401)');
+select tests.clear_authentication();
 
 select * from finish();
 rollback;

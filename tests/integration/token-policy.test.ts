@@ -252,12 +252,17 @@ describe("a deleted user's token (valid until it expires: tokens are checked by 
     for (const [method, path, body] of [
       ['POST', '/api/v1/workspaces', { name: 'ghost workspace' }], ['GET', '/api/v1/workspaces', undefined],
       ['GET', '/api/v1/canvas', undefined], ['POST', '/api/v1/canvas', { workspace_id: fixture.workspaceId, title: 'ghost' }],
+      // the mutation RPC and replay, which found no role (the memberships went with the user): 401 too, not 404
+      ['POST', `/api/v1/canvas/${fixture.canvasId}/mutate`, { action: 'create', client_op_id: 'ghost-op', patch: { type: 'text' } }],
+      ['POST', `/api/v1/canvas/${fixture.canvasId}/mutate`, { ops: [{ action: 'create', client_op_id: 'ghost-batch', patch: { type: 'text' } }] }],
+      ['GET', `/api/v1/canvas/${fixture.canvasId}/snapshot?since_seq=0`, undefined],
     ] as const) {
       const res = await call(method, path, body);
       expect(res.status, `${method} ${path}: ${JSON.stringify(res.body)}`).toBe(401);
       expect(res.body.error).toMatchObject({ code: 'unauthorized', message: expect.stringMatching(/no longer exists/) });
     }
     expect((await db.sql`select count(*)::int as n from app.workspaces where created_by = ${ghost}`)[0]!.n).toBe(0);
+    expect((await db.sql`select count(*)::int as n from app.block_operations where client_op_id like 'ghost-%'`)[0]!.n).toBe(0);
   });
 
   it('realtime-js: the private canvas channel of a user deleted while joined is closed, and gets nothing after', async () => {

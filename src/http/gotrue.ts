@@ -11,7 +11,7 @@ import { isUuid } from '../uuid.ts';
 import { withRequest } from '../db/request.ts';
 import { ApiError, apiErrorFromDatabase } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
-import type { ErrorAnswer } from './middleware.ts';
+import { requestAuthorization, type ErrorAnswer } from './middleware.ts';
 
 /**
  * Local Supabase Auth: the GoTrue endpoints supabase-js's `auth` uses for email + password, served
@@ -256,7 +256,7 @@ function requireApiKey(deps: Deps): MiddlewareHandler<AppEnv> {
 
 /** The signed-in user's access token (Authorization: Bearer), as GoTrue's requireAuthentication refuses others. */
 async function bearer(c: Context<AppEnv>, deps: Deps): Promise<Claims> {
-  const match = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
+  const match = /^Bearer\s+(\S+)$/i.exec(requestAuthorization(c) ?? '');
   if (!match) throw new GotrueError(401, 'no_authorization', 'This endpoint requires a valid Bearer token');
   let claims: Claims;
   try {

@@ -7,6 +7,7 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
 import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
 import { checkCharset, checkContentEncoding, checkTransferEncoding, checkUrl, readJson } from '../input-policy.ts';
+import { SEVERAL_AUTHORIZATIONS, severalAuthorizations } from './authorization.ts';
 import { ApiError } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
@@ -221,8 +222,7 @@ export function bodyInputError(c: Context): ApiError | undefined {
  */
 export function requireAuth(deps: Deps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const header = c.req.header('authorization') ?? '';
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    const match = /^Bearer\s+(\S+)$/i.exec(requestAuthorization(c) ?? '');
     if (!match) throw new ApiError('unauthorized', 'missing bearer token: send Authorization: Bearer <access token>');
     let claims: Claims;
     try {
@@ -236,10 +236,17 @@ export function requireAuth(deps: Deps): MiddlewareHandler<AppEnv> {
   };
 }
 
+/** The request's Authorization header, or undefined; 400 invalid_input on field `authorization` for several (authorization.ts). */
+export function requestAuthorization(c: Context): string | undefined {
+  const value = c.req.header('authorization');
+  if (value !== undefined && severalAuthorizations([value])) throw new ApiError('invalid_input', SEVERAL_AUTHORIZATIONS, { field: 'authorization' });
+  return value;
+}
+
 /** True when the caller may reach internal endpoints: the internal token, or loopback without one configured. */
 export function isInternalCaller(c: Context, deps: Deps): boolean {
   const token = deps.config.internalToken;
-  if (token) return c.req.header('authorization') === `Bearer ${token}`;
+  if (token) return requestAuthorization(c) === `Bearer ${token}`;
   try {
     const address = getConnInfo(c).remote.address ?? '';
     return address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';

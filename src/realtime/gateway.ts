@@ -5,6 +5,7 @@ import type { Sql } from 'postgres';
 import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { Metrics } from '../metrics.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { SEVERAL_AUTHORIZATIONS, severalAuthorizations } from '../http/authorization.ts';
 import { answerAndClose, ApiError, rawErrorResponse } from '../http/errors.ts';
 import { hostProblem } from '../http/host.ts';
 import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
@@ -194,6 +195,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     if (badHost) {
       ticket.release();
       return reject(socket, 400, badHost, undefined, 'host');
+    }
+    // one credential, as on every HTTP surface (authorization.ts): req.headers keeps the first of two
+    if (severalAuthorizations(req.headersDistinct.authorization)) {
+      ticket.release();
+      return reject(socket, 400, SEVERAL_AUTHORIZATIONS, undefined, 'authorization');
     }
     let handled: Promise<void> | undefined;
     try {

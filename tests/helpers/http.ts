@@ -1,4 +1,5 @@
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl, type Config } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
@@ -53,6 +54,27 @@ export function rawRequest(baseUrl: string, opts: {
       for (let i = 0; i < body.length; i += 16_384) req.write(body.subarray(i, i + 16_384));
       req.end();
     } else req.end(opts.body);
+  });
+}
+
+/**
+ * One request written by hand, bytes as given (a header twice, a malformed line: Node's client
+ * and fetch would reframe it), on its own connection, read until the server closes it (send
+ * `Connection: close`, or a request it refuses): status, head and body text.
+ */
+export function exchange(baseUrl: string, request: string): Promise<{ status: number; head: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(new URL(baseUrl).port), '127.0.0.1');
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      const at = text.indexOf('\r\n\r\n');
+      resolve({ status: Number(text.slice(9, 12)), head: text.slice(0, at), body: text.slice(at + 4) });
+    });
+    // written, not ended: a half-closed connection may be dropped before it is answered
+    socket.write(request);
   });
 }
 

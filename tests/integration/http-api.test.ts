@@ -10,7 +10,7 @@ import type { Database } from '../../src/db/index.ts';
 import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
-import { algNoneToken, rawRequest, startTestServer, tokenFor } from '../helpers/http.ts';
+import { algNoneToken, exchange, rawRequest, startTestServer, tokenFor } from '../helpers/http.ts';
 import { awayFromWindowEdge, until } from '../helpers/wait.ts';
 
 // The HTTP API against the running server (in-process, real Postgres): supabase-js
@@ -257,6 +257,10 @@ describe('happy paths', () => {
     try {
       expect((await fetch(`${guarded.url}/metrics`)).status).toBe(404);
       expect((await fetch(`${guarded.url}/metrics`, { headers: { authorization: 'Bearer wrong-token-0123456789' } })).status).toBe(404);
+      // the token sent twice (or beside another): 400 naming the header, as on every surface (token-policy.test.ts)
+      const twice = await fetch(`${guarded.url}/metrics`, { headers: [['authorization', `Bearer ${internalToken}`], ['authorization', `Bearer ${internalToken}`]] });
+      expect(twice.status).toBe(400);
+      expect(await twice.json()).toMatchObject({ error: { code: 'invalid_input', field: 'authorization' } });
       const res = await fetch(`${guarded.url}/metrics`, { headers: { authorization: `Bearer ${internalToken}` } });
       expect(res.status).toBe(200);
       expect(await res.text()).toMatch(/^# TYPE potentia_http_requests_total counter$/m);
@@ -323,19 +327,8 @@ describe('happy paths', () => {
   });
 
   it('a missing, repeated or malformed Host, or a request target that is not a URL, is a 400 in the one shape naming it (it was an empty 400)', async () => {
-    /** One request written by hand (Node's client writes one Host) on its own connection: status, headers, body. */
-    const raw = (head: string) => new Promise<{ status: number; head: string; body: string }>((resolve, reject) => {
-      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
-      const chunks: Buffer[] = [];
-      socket.on('data', (c) => chunks.push(c));
-      socket.on('error', reject);
-      socket.on('close', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        const at = text.indexOf('\r\n\r\n');
-        resolve({ status: Number(text.slice(9, 12)), head: text.slice(0, at), body: text.slice(at + 4) });
-      });
-      socket.end(`${head}\r\n`);
-    });
+    /** One request written by hand (Node's client writes one Host) on its own connection. */
+    const raw = (head: string) => exchange(server.url, `${head}\r\n`);
     const cases: [string, string, string][] = [
       ['GET /health HTTP/1.1\r\n', '/health', 'host'],                                   // none (RFC 9112 §3.2)
       ['GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n', '/health', 'host'],             // two

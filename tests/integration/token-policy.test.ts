@@ -7,6 +7,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
+import { exchange } from '../helpers/http.ts';
 import { apiKey, now, signClaims, unsignedToken, userClaims } from '../helpers/tokens.ts';
 
 // One token policy on every surface that takes a token: the HTTP API, the H1 upgrade
@@ -283,6 +284,40 @@ describe("a deleted user's token (valid until it expires: tokens are checked by 
     await db.sql`select realtime.send('{"after":"deletion"}'::jsonb, 'canvas_updated', ${`canvas:${fixture.canvasId}`}, true)`;
     await new Promise((r) => setTimeout(r, 500));
     expect(received).toEqual([]);
+  });
+});
+
+describe('two Authorization headers (RFC 6750 §3.1: more than one way of sending a token is an invalid request)', () => {
+  const raw = (head: string) => exchange(server.url, `${head}Host: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+  const message = /^authorization: more than one Authorization header/;
+
+  it('is a 400 naming the header on every surface that reads it, whichever token comes first (it was "missing bearer token", or the second dropped)', async () => {
+    const good = await signClaims(secret, user());
+    const upgrade = 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    for (const auth of [`Authorization: Bearer ${good}\r\nAuthorization: Bearer ${good}\r\n`,
+      `Authorization: Bearer ${good}\r\nAuthorization: Bearer not-a-token\r\n`,
+      `Authorization: Bearer ${good}, Bearer ${good}\r\n`]) {
+      for (const [request, shape] of [
+        [`GET /api/v1/canvas/${canvasId} HTTP/1.1\r\n`, 'api'],
+        [`GET /functions/v1/canvas/${canvasId} HTTP/1.1\r\n`, 'api'],
+        [`GET /api/v1/workspaces HTTP/1.1\r\n`, 'api'],
+        [`GET /api/v1/canvas/${canvasId}/files HTTP/1.1\r\n`, 'api'],
+        [`GET /api/v1/canvas/${canvasId}/search?q=x HTTP/1.1\r\n`, 'api'],
+        [`GET /auth/v1/user HTTP/1.1\r\napikey: ${anonKey}\r\n`, 'gotrue'],
+        [`GET /ws/canvas/${canvasId} HTTP/1.1\r\n${upgrade}`, 'api'],
+        [`GET /realtime/v1/websocket?vsn=1.0.0 HTTP/1.1\r\n${upgrade}`, 'api'],
+      ] as const) {
+        const res = await raw(`${request}${auth}`);
+        const what = `${request.split(' ')[1]} with ${auth.split('\r\n').length - 1} line(s)`;
+        expect(res.status, `${what}: ${res.body}`).toBe(400);
+        const body = JSON.parse(res.body);
+        if (shape === 'gotrue') expect(body, what).toMatchObject({ code: 400, error_code: 'validation_failed', msg: expect.stringMatching(message) });
+        else expect(body, what).toEqual({ error: { code: 'invalid_input', field: 'authorization', message: expect.stringMatching(message) } });
+      }
+    }
+    // one header is served as before
+    const one = await raw(`GET /api/v1/canvas/${canvasId} HTTP/1.1\r\nAuthorization: Bearer ${good}\r\n`);
+    expect(one.status, one.body).toBe(200);
   });
 });
 

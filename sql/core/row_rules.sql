@@ -28,7 +28,8 @@
 -- UPDATE, whatever columns it sets: the constraint re-checked a title and settings nobody had
 -- written at every mutation, about 4 % of the mutation RPC's instructions under callgrind
 -- (docs/performance.md, "Thirty-sixth session"). A column-list trigger is not even called unless
--- the statement sets one of the columns it names; INSERT and COPY always call it.
+-- the statement sets one of the columns it names; INSERT and COPY always call it. Enabled ALWAYS,
+-- as a CHECK holds (below).
 alter table app.canvases drop constraint if exists canvases_row_rules;
 drop function if exists internal.check_canvas_row(text, jsonb);
 
@@ -53,6 +54,12 @@ drop trigger if exists canvases_row_rules on app.canvases;
 create trigger canvases_row_rules
   before insert or update of title, settings on app.canvases
   for each row execute function internal.check_canvas_row();
+-- ALWAYS: a CHECK holds whatever session_replication_role is, and an ordinary trigger fires only
+-- in origin, so under replica (a logical replication subscriber's apply worker, a session loading
+-- data with its triggers off) the rules held until they became a trigger. This one only reads the
+-- row: firing on a replica repeats no side effect. (ALTER TABLE … ENABLE TRIGGER ALL, as
+-- pg_restore --disable-triggers ends a data-only restore, puts it back to origin: docs/self-hosting.md.)
+alter table app.canvases enable always trigger canvases_row_rules;
 
 create or replace function internal.check_block_row(p_type text, p_y_order text, p_version integer, p_content jsonb)
 returns boolean language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$

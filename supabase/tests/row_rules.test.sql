@@ -2,7 +2,8 @@
 -- app.block_operations each have one CHECK constraint, which calls the table's PL/pgSQL rule
 -- function, so a statement parses one small expression instead of a constraint per rule;
 -- app.canvases has a trigger instead, run only when a statement writes title or settings (every
--- mutation updates its canvas's counters, and a CHECK is evaluated at every UPDATE). Proven here: each rule still refuses what it refused as a CHECK of its own, at its
+-- mutation updates its canvas's counters, and a CHECK is evaluated at every UPDATE), which fires
+-- always, as a CHECK holds (session_replication_role = replica too). Proven here: each rule still refuses what it refused as a CHECK of its own, at its
 -- boundaries, with SQLSTATE 23514 and the column named in the error's fields; every rule's
 -- limit itself is accepted; service_role, which writes these tables directly, may run the
 -- functions; and the functions stay PL/pgSQL (a SQL function would be inlined and parsed again
@@ -10,7 +11,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(38);
+select plan(41);
 
 select tests.create_user('rr_owner');
 create temp table ids (canvas_id uuid, block_id uuid);
@@ -78,11 +79,23 @@ select throws_like(format('update app.canvases set settings = %L where canvas_id
 select is(pg_temp.refusal(format('insert into app.canvases (workspace_id, title) select workspace_id, %L from app.canvases where canvas_id = %L',
                                  '', (select canvas_id from ids))),
           '23514 canvases.title canvases_row_rules', 'an insert is checked too');
+-- A CHECK holds whatever the role (a logical replication subscriber's apply worker runs as
+-- replica; so does a session that sets it to load data with its triggers off); an ordinary
+-- trigger fires only in origin. The canvas's rules stand for a CHECK and only read the row (no
+-- side effect to repeat on a replica), so their trigger is ENABLE ALWAYS.
+select is((select tgenabled::text from pg_trigger where tgrelid = 'app.canvases'::regclass and tgname = 'canvases_row_rules'), 'A',
+          'canvases_row_rules is ENABLE ALWAYS');
+set local session_replication_role = replica;
+select is(pg_temp.refusal(format('update app.canvases set title = %L where canvas_id = %L', '', (select canvas_id from ids))),
+          '23514 canvases.title canvases_row_rules', 'under session_replication_role = replica a canvas''s rules still hold');
+select is(pg_temp.refusal(pg_temp.block_insert(p_y_order => 'r0')), '23514 blocks.y_order blocks_row_rules',
+          'as a block''s CHECK does');
+set local session_replication_role = origin;
 -- what the rules do not read is not checked: a mutation's counter update runs no rule (shown on a
 -- title the trigger never saw), and any statement setting title or settings does
 alter table app.canvases disable trigger canvases_row_rules;
 update app.canvases set title = '' where canvas_id = (select canvas_id from ids);
-alter table app.canvases enable trigger canvases_row_rules;
+alter table app.canvases enable always trigger canvases_row_rules;  -- as it was (above)
 select is(pg_temp.refusal(format('update app.canvases set last_seq = last_seq + 1, last_canvas_seq = last_canvas_seq + 1 where canvas_id = %L', (select canvas_id from ids))),
           'accepted', 'an update of the sequence counters alone runs no rule');
 select is(pg_temp.refusal(format('update app.canvases set settings = settings where canvas_id = %L', (select canvas_id from ids))),

@@ -5,9 +5,9 @@ import { ApiError } from '../src/http/errors.ts';
 import { errorResponse, isInternalCaller } from '../src/http/middleware.ts';
 import { checkApiRoles } from '../src/db/api-roles.ts';
 import { createRouter, ErrorSchema, z } from '../src/http/openapi.ts';
+import { databaseFailure, notReadyMessage, withReadyTimeout, type DatabaseFailure } from '../src/http/readiness.ts';
 import { Health, NotReady, Ready } from '../src/http/schemas.ts';
 
-const READY_TIMEOUT_MS = 2000;
 
 /**
  * Operations endpoints: M1 /health (the process answers), M2 /ready (the database answers a
@@ -35,27 +35,22 @@ export function opsRoutes(deps: Deps) {
   const app = createRouter();
   app.openapi(routes.health, (c) => c.json({ status: 'ok' as const }, 200));
   app.openapi(routes.ready, async (c) => {
-    let timer: NodeJS.Timeout | undefined;
+    const notReady = (checks: { database: 'ok' | DatabaseFailure; worker?: string }) =>
+      c.json({ status: 'unavailable' as const, checks, message: notReadyMessage(checks) }, 503);
     try {
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-      });
-      await Promise.race([checkApiRoles(deps.sql), timeout]); // answers, and its role can act as the API roles
+      await withReadyTimeout(checkApiRoles(deps.sql)); // answers, and its role can act as the API roles
       if (!deps.config.worker.expected) return c.json({ status: 'ready' as const, checks: { database: 'ok' as const } }, 200);
       // a worker is expected (in-process or `npm run worker`): some heartbeat must be fresh
-      const [hb] = await Promise.race([deps.sql`
+      const [hb] = await withReadyTimeout(deps.sql`
         select count(*) filter (where last_seen_at > now() - ${`${deps.config.worker.staleMs} milliseconds`}::interval)::int as live,
                extract(epoch from now() - max(last_seen_at))::float8 as age
-        from app.worker_heartbeats`, timeout]);
+        from app.worker_heartbeats`);
       if (!hb || hb.live === 0) {
-        const worker = hb?.age == null ? 'no worker heartbeat' : `worker heartbeat stale (${Math.round(hb.age)} s old)`;
-        return c.json({ status: 'unavailable' as const, checks: { database: 'ok', worker } }, 503);
+        return notReady({ database: 'ok', worker: hb?.age == null ? 'no worker heartbeat' : `worker heartbeat stale (${Math.round(hb.age)} s old)` });
       }
       return c.json({ status: 'ready' as const, checks: { database: 'ok' as const, worker: 'ok' as const } }, 200);
     } catch (err) {
-      return c.json({ status: 'unavailable' as const, checks: { database: (err as Error).message } }, 503);
-    } finally {
-      clearTimeout(timer);
+      return notReady({ database: databaseFailure(err, c.get('log') ?? deps.logger, 'database') });
     }
   });
   app.post('/debug/echo', async (c) => {

@@ -7,7 +7,8 @@ import { EnvSchema, type Config } from './config.ts';
 import { createDatabase } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import type { Deps } from './http/env.ts';
-import { createProbeApp, withTimeout } from './http/probes.ts';
+import { createProbeApp } from './http/probes.ts';
+import { withReadyTimeout } from './http/readiness.ts';
 import { createMetrics } from './metrics.ts';
 import { createGateway, type Gateway } from './realtime/gateway.ts';
 import { answerMalformedRequests, startServer } from './server.ts';
@@ -132,7 +133,7 @@ async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProc
     worker: async () => {
       if (!worker) return 'starting';
       const id = worker.workerId;
-      return withTimeout((async () => {
+      return withReadyTimeout((async () => {
         const [row] = await database.sql`select extract(epoch from now() - last_seen_at)::float8 as age
                                          from app.worker_heartbeats where worker_id = ${id}`;
         if (!row) return `no heartbeat row for worker ${id}`;

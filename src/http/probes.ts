@@ -1,15 +1,14 @@
 import { Hono } from 'hono';
+import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { checkApiRoles } from '../db/api-roles.ts';
 import { withCommonMiddleware } from './app.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { errorResponse, isInternalCaller } from './middleware.ts';
+import { databaseFailure, notReadyMessage, withReadyTimeout } from './readiness.ts';
 
-/** What /ready waits for the database (the API's /ready, functions/ops.ts, waits as long). */
-export const READY_TIMEOUT_MS = 2000;
-
-/** One readiness check of a role: 'ok', or why not (shown in /ready's 503 body). */
+/** One readiness check of a role: 'ok', or why not (shown in /ready's 503 body; a thrown error shows as its DatabaseFailure code, readiness.ts). */
 export type ReadinessCheck = () => Promise<string> | string;
 
 /**
@@ -31,12 +30,14 @@ export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck
   const app = withCommonMiddleware(new Hono<AppEnv>(), deps);
   app.get('/health', (c) => c.json({ status: 'ok' }));
   app.get('/ready', async (c) => {
-    const results: Record<string, string> = { database: await databaseCheck(deps.sql, opts) };
+    const log = c.get('log') ?? deps.logger;
+    const results: Record<string, string> = { database: await databaseCheck(deps.sql, log, opts) };
     for (const [name, check] of Object.entries(checks)) {
-      results[name] = await Promise.resolve().then(check).catch((err: Error) => err.message);
+      results[name] = await Promise.resolve().then(check).catch((err: unknown) => databaseFailure(err, log, name));
     }
     const ready = Object.values(results).every((r) => r === 'ok');
-    return c.json({ status: ready ? 'ready' : 'unavailable', checks: results }, ready ? 200 : 503);
+    if (ready) return c.json({ status: 'ready', checks: results }, 200);
+    return c.json({ status: 'unavailable', checks: results, message: notReadyMessage(results) }, 503);
   });
   app.get('/metrics', async (c) => {
     if (!isInternalCaller(c, deps)) return errorResponse(c, new ApiError('not_found', 'no such endpoint'));
@@ -47,21 +48,10 @@ export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck
 
 /**
  * 'ok' when the database answers within READY_TIMEOUT_MS and (unless `apiRoles: false`: a worker
- * runs as its own role) the connecting role can act as the API roles, else why not.
+ * runs as its own role) the connecting role can act as the API roles, else the failure's code
+ * (the error logged: readiness.ts).
  */
-export async function databaseCheck(sql: Sql, opts: { apiRoles?: boolean } = {}): Promise<string> {
-  return withTimeout((opts.apiRoles === false ? sql`select 1` : checkApiRoles(sql)).then(() => 'ok'));
-}
-
-/** `work`, or a rejection naming the timeout once READY_TIMEOUT_MS passed. */
-export async function withTimeout<T>(work: Promise<T>): Promise<T | string> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<string>((resolve) => {
-    timer = setTimeout(() => resolve(`no answer within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS);
-  });
-  try {
-    return await Promise.race([work.catch((err: Error) => err.message), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+export async function databaseCheck(sql: Sql, log: Logger, opts: { apiRoles?: boolean } = {}): Promise<string> {
+  return withReadyTimeout<unknown>(opts.apiRoles === false ? sql`select 1` : checkApiRoles(sql))
+    .then(() => 'ok', (err: unknown) => databaseFailure(err, log, 'database'));
 }

@@ -116,9 +116,12 @@ export const Ready = z.object({
 export const NotReady = z.object({
   status: z.literal('unavailable'),
   checks: z.object({
-    database: z.string().openapi({ description: "'ok', or why the database did not answer" }),
+    database: z.enum(['ok', 'timeout', 'api_roles', 'error']).openapi({
+      description: "'ok', or a stable code: timeout (no answer within 2 s), api_roles (the connecting role cannot act as anon, "
+        + 'authenticated and service_role), error (any other failure). The error itself is in the server log only' }),
     worker: z.string().optional().openapi({ description: 'when a worker is expected: why no fresh heartbeat' }),
   }).strict(),
+  message: z.string().openapi({ description: 'a sentence per failed check (no database error text)' }),
 }).strict().openapi('NotReady');
 
 // Workspaces (sql/rpc/workspaces.sql: internal.workspace_json, member_json, invite_json)

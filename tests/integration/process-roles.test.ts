@@ -165,7 +165,8 @@ describe('process roles on one database', () => {
       expect(await terminateBackends(db.sql, g.pid, ['potentia-realtime-bus'])).toBe(1);
       await until(async () => (await get(g, '/ready')).status === 503, 10_000, 'gateway /ready 503', 20);
       const down = await get(g, '/ready');
-      expect(down.body).toEqual({ status: 'unavailable', checks: { database: 'ok', realtime: expect.stringMatching(/replication stream down/) } });
+      expect(down.body).toEqual({ status: 'unavailable', checks: { database: 'ok', realtime: expect.stringMatching(/replication stream down/) },
+        message: expect.stringMatching(/^realtime: replication stream down/) });
       // liveness is not readiness: the process still answers, and the other gateway is unaffected
       expect((await get(g, '/health')).status).toBe(200);
       expect((await get(gateways[1], '/ready')).status).toBe(200);
@@ -181,7 +182,8 @@ describe('process roles on one database', () => {
     try {
       const stale = await get(worker, '/ready');
       expect(stale.status).toBe(503);
-      expect(stale.body).toEqual({ status: 'unavailable', checks: { database: 'ok', worker: expect.stringMatching(/^heartbeat stale \(6\d\d s old\)$/) } });
+      expect(stale.body).toEqual({ status: 'unavailable', checks: { database: 'ok', worker: expect.stringMatching(/^heartbeat stale \(6\d\d s old\)$/) },
+        message: expect.stringMatching(/^worker: heartbeat stale \(6\d\d s old\)$/) });
       // the other roles do not depend on it (the api runs with WORKER_MODE=off)
       expect((await get(api, '/ready')).status).toBe(200);
     } finally {

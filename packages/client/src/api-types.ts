@@ -239,11 +239,16 @@ export interface components {
       /** @enum {string} */
       status: "unavailable";
       checks: {
-        /** @description 'ok', or why the database did not answer */
-        database: string;
+        /**
+         * @description 'ok', or a stable code: timeout (no answer within 2 s), api_roles (the connecting role cannot act as anon, authenticated and service_role), error (any other failure). The error itself is in the server log only
+         * @enum {string}
+         */
+        database: "ok" | "timeout" | "api_roles" | "error";
         /** @description when a worker is expected: why no fresh heartbeat */
         worker?: string;
       };
+      /** @description a sentence per failed check (no database error text) */
+      message: string;
     };
     SearchResult: {
       items: components["schemas"]["SearchHit"][];

@@ -83,7 +83,13 @@ export function fileRoutes(deps: Deps, files: FileStorage = fileStorage()) {
     // members only, and the object's key (an outsider learns nothing: 404, and no HEAD is made)
     const found = await callApi<FileRow & { object_key: string }>(deps, c, 'F2', 'get_file', [canvas_id, file_id]);
     const head = found.file.status === 'pending' ? await storageCall(c, () => storage.head(found.object_key)) : null;
-    const completed = await completeAsServer(deps, c, [canvas_id, file_id, head?.size ?? null, head?.etag ?? null]);
+    const completed = await completeAsServer(deps, c, [canvas_id, file_id, head?.size ?? null, head?.etag ?? null]).catch(async (err: unknown) => {
+      // bytes refused: removed, so that the upload URL, which writes once (If-None-Match: *), can PUT the right ones
+      if (err instanceof ApiError && (err.details.reason === 'size_mismatch' || err.details.reason === 'checksum_mismatch')) {
+        await storageCall(c, () => storage.remove(found.object_key));
+      }
+      throw err;
+    });
     return c.json(completed, 200);
   });
 

@@ -23,8 +23,9 @@ export const FileUpload = z.object({
   upload_url: z.string().url().openapi({ description: 'presigned: PUT the bytes here, with `headers`, before expires_at' }),
   method: z.literal('PUT'),
   headers: z.record(z.string(), z.string()).openapi({
-    description: 'send these with the PUT (content-type; content-md5 when a checksum was given): they are signed into the URL, ' +
-      'as is the length, so other bytes, another type or length are refused by the storage' }),
+    description: 'send these with the PUT (content-type; content-md5 when a checksum was given; if-none-match: *): they are signed into the URL, ' +
+      'as is the length, so other bytes, another type or length are refused by the storage, and so is a second PUT once the object '
+      + 'exists (412 PreconditionFailed: the URL writes once)' }),
   expires_at: Timestamp,
   file: FileSchema,
 }).strict().openapi('FileUpload');

@@ -10,7 +10,9 @@ import type { S3Config } from './config.ts';
  * objects on disk under `directory`. It checks AWS Signature V4 on every request, presigned URLs
  * included (expiry and signed headers: a PUT with another type or length is refused), answers
  * HEAD with the size and the MD5 ETag, and serves GET with response-content-disposition, as S3 does
- * (patches/@20minutes+s3rver+4.0.4.patch: its V4 query canonicalization, as AWS encodes).
+ * (patches/@20minutes+s3rver+4.0.4.patch: its V4 query canonicalization, as AWS encodes), and
+ * refuses a conditional PUT (If-None-Match: *) to an existing object with 412 PreconditionFailed,
+ * as S3 does (the patch: s3rver ignored it), so an upload URL writes once.
  * It does not verify Content-MD5 on PUT nor keep x-amz-checksum-* values, which is why completion
  * compares the ETag (src/storage/s3.ts, sql/files/files.sql).
  * Private like a real bucket: s3rver lets unsigned requests through as anonymous, so the patch

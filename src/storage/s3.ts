@@ -13,7 +13,7 @@ export type ObjectHead = { size: number; etag: string | null; contentType: strin
 /** The four object operations files need, on one bucket of any S3-compatible endpoint. */
 export type ObjectStorage = {
   readonly bucket: string;
-  /** A URL to PUT exactly these bytes: content-type, content-length and (when given) content-md5 are signed into it. */
+  /** A URL to PUT exactly these bytes, once: content-type, content-length, (when given) content-md5 and If-None-Match: * are signed into it. */
   presignPut(key: string, opts: { contentType: string; size: number; contentMd5?: string | null; expiresIn: number }):
     Promise<{ url: string; headers: Record<string, string> }>;
   /** A URL to GET the object, answered with this type and as an attachment named `filename`. */
@@ -41,14 +41,18 @@ export function s3Storage(cfg: S3Config): ObjectStorage {
   return {
     bucket: Bucket,
     async presignPut(key, { contentType, size, contentMd5, expiresIn }) {
-      const command = new PutObjectCommand({ Bucket, Key: key, ContentType: contentType, ContentLength: size, ContentMD5: contentMd5 ?? undefined });
+      // If-None-Match: * (S3's conditional write): the PUT creates the object or is refused, 412
+      // PreconditionFailed with nothing written, so the URL uploads once and cannot replace the bytes
+      // while it lasts (Supabase Storage's signed upload URL refuses a second upload the same way)
+      const command = new PutObjectCommand({ Bucket, Key: key, ContentType: contentType, ContentLength: size, ContentMD5: contentMd5 ?? undefined,
+        IfNoneMatch: '*' });
       const url = await getSignedUrl(client, command, {
         expiresIn,
-        // signed, so the PUT must carry exactly these: the declared type, length and MD5
-        signableHeaders: new Set(['content-type', 'content-length', ...(contentMd5 ? ['content-md5'] : [])]),
+        // signed, so the PUT must carry exactly these: the declared type, length and MD5, and the condition
+        signableHeaders: new Set(['content-type', 'content-length', 'if-none-match', ...(contentMd5 ? ['content-md5'] : [])]),
       });
       // content-length is set by every HTTP client from the body itself (browsers forbid setting it)
-      return { url, headers: { 'content-type': contentType, ...(contentMd5 ? { 'content-md5': contentMd5 } : {}) } };
+      return { url, headers: { 'content-type': contentType, ...(contentMd5 ? { 'content-md5': contentMd5 } : {}), 'if-none-match': '*' } };
     },
     async presignGet(key, { filename, contentType, expiresIn }) {
       return getSignedUrl(client, new GetObjectCommand({

@@ -95,13 +95,13 @@ describe('files: upload, complete, refer, download', () => {
     expect(created.body.file).toMatchObject({ file_id: fileId, canvas_id: canvasId, status: 'pending', size_bytes: 3000, checksum: md5(bytes),
       content_type: 'application/pdf', filename: 'Quarterly report é.pdf', completed_at: null });
     expect(created.body.method).toBe('PUT');
-    expect(created.body.headers).toEqual({ 'content-type': 'application/pdf', 'content-md5': md5(bytes) });
+    expect(created.body.headers).toEqual({ 'content-type': 'application/pdf', 'content-md5': md5(bytes), 'if-none-match': '*' });
     // short-lived: file_upload_url_seconds (900) from now, and signed so (X-Amz-Expires)
     expect(Date.parse(created.body.expires_at) - started).toBeGreaterThan(899_000);
     expect(Date.parse(created.body.expires_at) - Date.now()).toBeLessThanOrEqual(900_000);
     const url = new URL(created.body.upload_url);
     expect(url.searchParams.get('X-Amz-Expires')).toBe('900');
-    expect(url.searchParams.get('X-Amz-SignedHeaders')).toBe('content-length;content-md5;content-type;host');
+    expect(url.searchParams.get('X-Amz-SignedHeaders')).toBe('content-length;content-md5;content-type;host;if-none-match');
     expect(created.headers.get('cache-control')).toBe('private, no-store');
 
     // the signature holds the type and the length: anything else is refused by the storage itself
@@ -244,6 +244,34 @@ describe('files: upload, complete, refer, download', () => {
   });
 });
 
+describe('files: an upload URL writes once', () => {
+  it('a second PUT to it after a successful one is refused (412 PreconditionFailed) and overwrites nothing, as Supabase Storage refuses a duplicate', async () => {
+    const first = Buffer.from('the first bytes, kept.');
+    const second = Buffer.from('other bytes, same size'); // the same length: only the condition stands in the way
+    // no checksum declared, so the URL signs no MD5: any bytes of the declared length would do
+    const created = await api('editor', 'POST', '/files', { filename: 'once.txt', content_type: 'text/plain', size_bytes: first.length });
+    expect(created.status, created.text).toBe(201);
+    const key = await objectKey(created.body.file_id);
+    // the condition is signed: a PUT that leaves it out is refused before anything is written
+    const { 'if-none-match': _, ...unconditional } = created.body.headers as Record<string, string>;
+    expect((await fetch(created.body.upload_url, { method: 'PUT', body: new Uint8Array(first), headers: unconditional })).status).toBe(403);
+    expect(await storage.head(key)).toBeNull();
+    expect((await put(created.body, first)).status).toBe(200);
+    for (const bytes of [second, first]) {
+      const again = await put(created.body, bytes);
+      expect(again.status).toBe(412);
+      expect(await again.text()).toMatch(/<Code>PreconditionFailed<\/Code>/);
+    }
+    expect((await storage.head(key))?.etag).toBe(`"${createHash('md5').update(first).digest('hex')}"`);
+    // after completion too: the ready file's bytes stay what was completed
+    const done = await api('editor', 'POST', `/files/${created.body.file_id}/complete`);
+    expect(done.body.file).toMatchObject({ status: 'ready', checksum: md5(first) });
+    expect((await put(created.body, second)).status).toBe(412);
+    const download = await api('viewer', 'GET', `/files/${created.body.file_id}`);
+    expect(Buffer.from(await (await fetch(download.body.download_url)).arrayBuffer())).toEqual(first);
+  });
+});
+
 describe('files: completion checks what was uploaded', () => {
   it('a wrong checksum is refused (the local server does not verify Content-MD5 itself; the ETag tells)', async () => {
     const declared = Buffer.from('the bytes I meant');
@@ -255,10 +283,11 @@ describe('files: completion checks what was uploaded', () => {
     expect(refused.status).toBe(409);
     expect(refused.body.error).toMatchObject({ code: 'conflict', reason: 'checksum_mismatch', expected: md5(declared), actual: md5(other) });
     expect((await fileRow(created.body.file_id)).status).toBe('pending');
+    expect(await storage.head(await objectKey(created.body.file_id))).toBeNull(); // removed: the URL may PUT the right bytes
     expect((await api('viewer', 'GET', `/files/${created.body.file_id}`)).body.error).toMatchObject({ code: 'conflict', reason: 'not_ready' });
   });
 
-  it('a wrong size is refused, and the upload may be PUT again and completed', async () => {
+  it('a wrong size is refused and its object removed, so the upload URL (which writes once) may PUT again and complete', async () => {
     const bytes = Buffer.from('exactly these twenty-nine b.');
     const created = await api('editor', 'POST', '/files', { filename: 'size.txt', content_type: 'text/plain', size_bytes: bytes.length });
     // a storage that ignored the signed length would keep other bytes at the key: sign such a PUT ourselves
@@ -268,6 +297,7 @@ describe('files: completion checks what was uploaded', () => {
     const refused = await api('editor', 'POST', `/files/${created.body.file_id}/complete`);
     expect(refused.status).toBe(409);
     expect(refused.body.error).toMatchObject({ code: 'conflict', reason: 'size_mismatch', expected: bytes.length, actual: longer.length });
+    expect(await storage.head(await objectKey(created.body.file_id))).toBeNull();
     expect((await put(created.body, bytes)).status).toBe(200);
     const done = await api('editor', 'POST', `/files/${created.body.file_id}/complete`);
     expect(done.status).toBe(200);

@@ -297,7 +297,7 @@ export interface components {
       upload_url: string;
       /** @enum {string} */
       method: "PUT";
-      /** @description send these with the PUT (content-type; content-md5 when a checksum was given): they are signed into the URL, as is the length, so other bytes, another type or length are refused by the storage */
+      /** @description send these with the PUT (content-type; content-md5 when a checksum was given; if-none-match: *): they are signed into the URL, as is the length, so other bytes, another type or length are refused by the storage, and so is a second PUT once the object exists (412 PreconditionFailed: the URL writes once) */
       headers: {
         [key: string]: string;
       };

@@ -116,7 +116,7 @@ export class PresenceTracker {
 
   /**
    * Applies a diff another node sent for `topic`; returns the diff as it changed this view
-   * (leaves of metas never seen dropped), or null when nothing changed.
+   * (leaves of metas never seen and joins of metas already held dropped), or null when nothing changed.
    */
   applyRemoteDiff(node: string, topic: ChannelKey, diff: PresenceDiff): PresenceDiff | null {
     let channels = this.remote.get(node);
@@ -138,6 +138,9 @@ export class PresenceTracker {
       let refs = keys.get(key);
       if (!refs) keys.set(key, (refs = new Map()));
       for (const meta of metas) {
+        // a meta is immutable under its phx_ref (a re-track makes a new one): one already in this
+        // view (a full sync repeats every diff before it) is no join, and clients would show it as one
+        if (refs.has(meta.phx_ref)) continue;
         refs.set(meta.phx_ref, meta);
         (out.joins[key] ??= { metas: [] }).metas.push(meta);
       }

@@ -221,6 +221,32 @@ describe('realtime cluster of three gateway processes', () => {
     expect(c.presenceState()[users.owner!]).toEqual([expect.objectContaining({ name: 'owner' })]);
   });
 
+  it('a resync repeats no join: a presence another gateway already showed is not announced again', { timeout: 60_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const [g1, g2] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const a = connect(g1, await token(users.owner!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.owner! } } });
+    const b = connect(g2, await token(users.editor!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.editor! } } });
+    const joinsSeenByB: string[] = [];
+    const pings: unknown[] = [];
+    b.on('presence', { event: 'join' }, (p) => joinsSeenByB.push(p.key))
+      .on('broadcast', { event: 'ping' }, ({ payload }) => pings.push(payload));
+    for (const ch of [a, b]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+    expect(await a.track({ name: 'owner' })).toBe('ok');
+    await until(() => joinsSeenByB.includes(users.owner!), 10_000, 'the join on gateway 2');
+    // gateway 2's stream is cut: back up, it asks every gateway for its full presence (sync_request),
+    // and gateway 1 sends the owner's presence again, unchanged
+    const before = await streamingPids();
+    expect(await terminateBackends(db.sql, g2.pid, ['potentia-realtime-bus'])).toBe(1);
+    await streaming(1, before);
+    // gateway 1's messages reach gateway 2 again (the resync was sent before this one), and then some
+    await until(async () => (await a.send({ type: 'broadcast', event: 'ping', payload: {} }), pings.length > 0), 10_000, 'gateway 1 heard on gateway 2', 300);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(keys(b)).toEqual([users.owner]);
+    expect(joinsSeenByB.filter((k) => k === users.owner)).toHaveLength(1);
+  });
+
   it('drops the presences of a gateway stopped normally at once (leave)', { timeout: 90_000 }, async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const g4 = await startPotentiaProcess(env);

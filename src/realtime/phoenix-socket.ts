@@ -410,13 +410,24 @@ export class PhoenixSocket {
     if (waitMs > 0) {
       return this.system(channel, 'error', `ClientJoinRateLimitReached: Too many private channel authorizations per second for this user (at most ${this.hub.limits.authorizationsPerSecond} across sockets); retry in ${waitMs} ms`);
     }
-    if (channel.private && !(await mayAccessTopic(this.hub.sql, claims, channel.subTopic, 'read'))) {
-      this.system(channel, 'error', `Unauthorized: You do not have permissions to read from this Channel topic: ${channel.subTopic}`);
-      return this.close(channel, false);
+    // watched from before the check, as a join is: the channel hears only the access changes of
+    // its current token's user, so a change for the new token's user (another user: supabase-js
+    // signed someone else in) committed while the check ran would be missed, and the channel kept
+    // on the state from before it
+    const watch = channel.private ? watchAccess(this.hub, channel.subTopic, claims) : null;
+    try {
+      if (channel.private && !(await mayAccessTopic(this.hub.sql, claims, channel.subTopic, 'read'))) {
+        this.system(channel, 'error', `Unauthorized: You do not have permissions to read from this Channel topic: ${channel.subTopic}`);
+        return await this.close(channel, false);
+      }
+      if (this.channels.get(channel.topic) !== channel) return; // closed meanwhile (left, socket gone, access lost)
+      channel.claims = claims;
+      channel.canSend.clear();
+      this.armExpiry(channel);
+      if (watch?.messageIds.length) channel.gate.recheck(...watch.messageIds);
+    } finally {
+      watch?.stop();
     }
-    channel.claims = claims;
-    channel.canSend.clear();
-    this.armExpiry(channel);
   }
 
   private async maySend(channel: Channel, extension: 'broadcast' | 'presence'): Promise<boolean> {

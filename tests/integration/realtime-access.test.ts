@@ -402,6 +402,27 @@ describe('re-authorization of open sockets', () => {
     expect(system).toMatchObject([{ status: 'error', message: expect.stringMatching(/^Unauthorized/) }]);
   });
 
+  it('re-checks a token refresh to another user admitted on the state from before that user\'s removal committed during its check', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const system: any[] = [];
+    const ops: unknown[] = [];
+    const client = connect(server, await token(users.owner!), '2.0.0');
+    const channel = client.channel(`canvas:${canvasId}`, { config: { private: true } })
+      .on('system', {}, (p) => system.push(p))
+      .on('broadcast', { event: 'block_op' }, ({ payload }) => ops.push(payload));
+    const sub = await subscribe(channel);
+    expect(sub.status).toBe('SUBSCRIBED');
+    // supabase-js signs another user in on the same client: the channel refreshes to the editor's
+    // token, whose check reads the state from before the editor's removal
+    const editorToken = await token(users.editor!);
+    await removeDuringCheck(workspaceId, users.editor!, async () => { await client.setAuth(editorToken); });
+    await until(() => sub.closedAt() !== null, 2000, 'the late re-check closing the channel');
+    expect(system).toMatchObject([{ status: 'error', message: expect.stringMatching(/^Unauthorized/) }]);
+    await createBlock(users.owner!, canvasId, 'after the removal');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(ops).toEqual([]);
+  });
+
   it('re-checks an H1 upgrade admitted on the state from before a removal committed during its check', async () => {
     const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
     const h1 = await removeDuringCheck(workspaceId, users.editor!, () => openH1(server, canvasId, users.editor!, false));

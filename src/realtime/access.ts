@@ -145,7 +145,8 @@ export type AccessGateOptions = {
 };
 
 /**
- * Holds a socket's (or channel's) database messages while its access is re-checked.
+ * Holds what a socket (or channel) receives while its access is re-checked: its database messages,
+ * and a realtime-js channel's client broadcasts and presence changes (phoenix-socket.ts).
  *
  * `check` re-authorizes and acts on a refusal itself (closes the socket / channel); it resolves
  * true when access survived. It runs once the announcing messages are visible (untilVisible).

@@ -46,7 +46,7 @@ type Channel = {
   expiry: { cancel(): void } | null;
   lastPresenceWrite: number;
   tracked: boolean;
-  /** Holds database messages while the channel's access is re-checked (access.ts). */
+  /** Holds database messages, client broadcasts and presence diffs while the channel's access is re-checked (access.ts). */
   gate: AccessGate;
   /** Set when the join asked for a broadcast replay (replay.ts): holds live messages until it is sent. */
   replay: ReplaySeam | null;
@@ -685,7 +685,9 @@ export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string,
   const encoded = new Map<Vsn, Encoded>();
   for (const peer of hub.peersOf<Channel>(key)) {
     if (peer === skip) continue;
-    peer.socket.sendClientBroadcast(peer, event, payload, encoded);
+    // held with the channel's database messages while its access is re-checked (access.ts): a
+    // member who lost access gets nothing sent after the change
+    peer.gate.deliver(() => peer.socket.sendClientBroadcast(peer, event, payload, encoded));
   }
 }
 
@@ -700,6 +702,8 @@ export function deliverPresenceDiff(hub: Hub, key: ChannelKey, diff: PresenceDif
   const payloads = replaced ? [{ joins: {}, leaves: diff.leaves }, { joins: diff.joins, leaves: {} }] : [diff];
   for (const peer of hub.peersOf<Channel>(key)) {
     if (!peer.presenceEnabled) continue;
-    for (const payload of payloads) peer.socket.sendCaused({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload });
+    peer.gate.deliver(() => { // held during a re-check, as client broadcasts are
+      for (const payload of payloads) peer.socket.sendCaused({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload });
+    });
   }
 }

@@ -423,6 +423,53 @@ describe('re-authorization of open sockets', () => {
     expect(ops).toEqual([]);
   });
 
+  it('holds client broadcasts and presence changes from another gateway while a removed member\'s channel is re-checked, and drops them', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const owner = connect(second, await token(users.owner!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.owner! } } });
+    const cursors: unknown[] = [];
+    const names: unknown[] = [];
+    const editor = connect(server, await token(users.editor!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true } })
+      .on('broadcast', { event: 'cursor' }, ({ payload }) => cursors.push(payload.n))
+      .on('presence', { event: 'join' }, ({ newPresences }) => names.push(...newPresences.map((p) => p.name)));
+    expect((await subscribe(owner)).status).toBe('SUBSCRIBED');
+    const sub = await subscribe(editor);
+    expect(sub.status).toBe('SUBSCRIBED');
+    expect(await owner.track({ name: 'before' })).toBe('ok');
+    expect(await owner.send({ type: 'broadcast', event: 'cursor', payload: { n: 1 } })).toBe('ok');
+    await until(() => cursors.length === 1 && names.length === 1, 5000, 'the broadcast and the join before the removal');
+
+    // the editor's removal commits, and the re-check it starts waits: a transaction queued for a
+    // lock on realtime.messages behind the removal gets it at its commit, so the re-check's RLS
+    // probe (an insert there) waits until it ends. Nothing the removal's commit held back is a
+    // database message: the owner's re-track and broadcast go between gateways (cluster.ts)
+    let commitRemoval!: () => void;
+    let releaseLock!: () => void;
+    const removal = db.sql.begin(async (tx) => {
+      await tx`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
+      await new Promise<void>((r) => { commitRemoval = r; });
+    });
+    await until(() => commitRemoval !== undefined, 5000, 'the removal to run');
+    const lock = db.sql.begin(async (tx) => {
+      await tx`lock table realtime.messages in share mode`;
+      await new Promise<void>((r) => { releaseLock = r; });
+    });
+    await until(async () => (await db.sql`select from pg_locks l join pg_class c on c.oid = l.relation
+                                          where c.relname = 'messages' and l.mode = 'ShareLock' and not l.granted`).length > 0, 5000, 'the lock to queue');
+    commitRemoval();
+    await removal;
+    await new Promise((r) => setTimeout(r, 300)); // the gateway has read the change and is re-checking
+    expect(await owner.track({ name: 'during' })).toBe('ok');
+    expect(await owner.send({ type: 'broadcast', event: 'cursor', payload: { n: 2 } })).toBe('ok');
+    await new Promise((r) => setTimeout(r, 700));
+    releaseLock();
+    await lock;
+    await until(() => sub.closedAt() !== null, 5000, 'the re-check closing the channel');
+    expect(cursors).toEqual([1]);
+    expect(names).toEqual(['before']);
+  });
+
   it('re-checks an H1 upgrade admitted on the state from before a removal committed during its check', async () => {
     const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
     const h1 = await removeDuringCheck(workspaceId, users.editor!, () => openH1(server, canvasId, users.editor!, false));

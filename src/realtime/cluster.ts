@@ -32,7 +32,14 @@ import type { NodePresence, PresenceDiff, PresenceState, PresenceTracker } from 
  * `heartbeatMs / 4`, so a killed node's presences leave between `deadAfterMs - heartbeatMs` and
  * `deadAfterMs + heartbeatMs / 4` after it died (defaults 2 s / 7 s: 5 to 7.5 s). While this node's
  * own stream is down nobody can be heard, so nobody is declared dead; when it is back, every known
- * node gets a fresh `deadAfterMs`.
+ * node gets a fresh `deadAfterMs`. Nor is silence counted that the stream has not carried yet: a
+ * walsender decoding a large transaction's commit (a bulk load, a restore) sends nothing for
+ * seconds, every node's heartbeats wait behind it in the WAL, and every node took every other for
+ * dead (all remote presences left, and joined again once it was through). So a node is dead only
+ * once this node's own heartbeats, sent more than `deadAfterMs - 2 * heartbeatMs` after it was
+ * last heard, have come back on the stream: the stream delivered the WAL where its next
+ * heartbeats belonged, and they were not there. That also holds while this node's own messages
+ * cannot be sent (its pool is down).
  *
  * Encoding: one logical message = version byte 1, then frames of
  * [u32 header length][u32 body length][header JSON][body]; the body is a broadcast's payload
@@ -75,7 +82,7 @@ type Header =
   | { type: 'presence_diff'; node: string; key: ChannelKey; joins: PresenceState; leaves: PresenceState }
   | { type: 'presence_sync'; node: string; state: NodePresence }
   | { type: 'sync_request'; node: string; to: string | null }
-  | { type: 'heartbeat'; node: string }
+  | { type: 'heartbeat'; node: string; /** the sender's Date.now() when it queued it (its own echo measures the stream) */ sent?: number }
   | { type: 'leave'; node: string };
 
 const VERSION = 1;
@@ -93,6 +100,10 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   const stats = { sent: 0, received: 0, sendFailures: 0, dead: 0 };
   /** node id → when last heard (this node's clock) */
   const peers = new Map<string, number>();
+  /** This node's clock when it sent the newest of its own heartbeats that came back on the stream (sweep). */
+  let echoedAt = 0;
+  /** How much of a node's silence the stream must have carried before it is dead (sweep). */
+  const coveredMs = Math.max(heartbeatMs, deadAfterMs - 2 * heartbeatMs);
   /** nodes that said `leave`: anything later from them is ignored */
   const left = new Set<string>();
   let pending: Pending[] = [];
@@ -170,7 +181,11 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       return;
     }
     for (const { header, body } of frames) {
-      if (header.node === id || left.has(header.node)) continue;
+      if (header.node === id) {
+        if (header.type === 'heartbeat' && typeof header.sent === 'number') echoedAt = Math.max(echoedAt, header.sent);
+        continue;
+      }
+      if (left.has(header.node)) continue;
       stats.received++;
       try {
         handle(header, body);
@@ -221,7 +236,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     if (stopped || !streamUp) return;
     const now = Date.now();
     for (const [node, at] of peers) {
-      if (now - at <= deadAfterMs) continue;
+      // silent for long enough, and across WAL the stream has delivered (see above)
+      if (now - at <= deadAfterMs || echoedAt - at <= coveredMs) continue;
       stats.dead++;
       opts.logger?.warn({ node, silentMs: now - at }, 'realtime cluster node silent; dropping its presences');
       drop(node);
@@ -237,11 +253,12 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       serverVersion = v;
       stopped = false;
       offs.push(opts.bus.onClusterMessage(onMessage), opts.bus.onStreamState(onStream));
-      timers.push(setInterval(() => void quiet(enqueue({ type: 'heartbeat', node: id })), heartbeatMs));
+      const heartbeat = () => void quiet(enqueue({ type: 'heartbeat', node: id, sent: Date.now() }));
+      timers.push(setInterval(heartbeat, heartbeatMs));
       timers.push(setInterval(sweep, Math.max(50, Math.floor(heartbeatMs / 4))));
       timers.push(setInterval(sendSync, syncIntervalMs));
       for (const t of timers) t.unref();
-      void quiet(enqueue({ type: 'heartbeat', node: id }));
+      heartbeat();
       if (opts.bus.streaming()) onStream(true);
     },
     async stop() {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
@@ -245,6 +246,41 @@ describe('realtime cluster of three gateway processes', () => {
     await new Promise((r) => setTimeout(r, 1000));
     expect(keys(b)).toEqual([users.owner]);
     expect(joinsSeenByB.filter((k) => k === users.owner)).toHaveLength(1);
+  });
+
+  it('a bulk load that keeps every walsender decoding for seconds drops no presence: silence the stream has not carried is not death', { timeout: 240_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const [g1, g2] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const a = connect(g1, await token(users.owner!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.owner! } } });
+    const b = connect(g2, await token(users.editor!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.editor! } } });
+    const leaves: string[] = [];
+    const pings: unknown[] = [];
+    b.on('presence', { event: 'leave' }, (p) => leaves.push(p.key))
+      .on('broadcast', { event: 'ping' }, ({ payload }) => pings.push(payload));
+    for (const ch of [a, b]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+    expect(await a.track({ name: 'owner' })).toBe('ok');
+    await until(() => keys(b).includes(users.owner!), 10_000, 'the owner on gateway 2');
+    const outputBefore = gateways.map((g) => g.output().length);
+    // a DBA's bulk load: at its commit every walsender decodes it (several seconds on a loaded
+    // machine, more than the 7 s after which a silent node was dropped), and every gateway's
+    // heartbeats wait behind it in the WAL
+    const dba = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
+    const table = `cluster_bulk_${process.pid}`;
+    try {
+      await dba.unsafe(`create table ${table} (id int, t text)`);
+      await dba.unsafe(`insert into ${table} select g, repeat('x', 50) from generate_series(1, 3000000) g`);
+      // sent after the commit: once it is on gateway 2, its stream is through the bulk load
+      await until(async () => (await a.send({ type: 'broadcast', event: 'ping', payload: {} }), pings.length > 0), 120_000, 'gateway 2 through the bulk load', 500);
+    } finally {
+      await dba.unsafe(`drop table if exists ${table}`).catch(() => {});
+      await dba.end();
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(leaves).toEqual([]);
+    expect(keys(b)).toEqual([users.owner]);
+    gateways.forEach((g, i) => expect(g.output().slice(outputBefore[i])).not.toMatch(/cluster node silent/));
   });
 
   it('drops the presences of a gateway stopped normally at once (leave)', { timeout: 90_000 }, async () => {

@@ -61,6 +61,33 @@ afterAll(async () => {
   await db.close();
 });
 
+/**
+ * The owner on gateway 1 and the editor on gateway 2 of a new canvas, both subscribed; the owner
+ * tracked and seen on gateway 2. `joins` and `leaves` list the presence keys of those gateway 2 got, and
+ * `pings` the `ping` broadcasts (sent by the owner: once one arrives, gateway 2's stream carries
+ * gateway 1's messages sent after everything before it).
+ */
+async function ownerSeenAcross() {
+  const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+  const [g1, g2] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+  const a = connect(g1, await token(users.owner!), '2.0.0')
+    .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.owner! } } });
+  const b = connect(g2, await token(users.editor!), '2.0.0')
+    .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.editor! } } });
+  const joins: string[] = [];
+  const leaves: string[] = [];
+  const pings: unknown[] = [];
+  b.on('presence', { event: 'join' }, (p) => joins.push(p.key))
+    .on('presence', { event: 'leave' }, (p) => leaves.push(p.key))
+    .on('broadcast', { event: 'ping' }, ({ payload }) => pings.push(payload));
+  for (const ch of [a, b]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+  expect(await a.track({ name: 'owner' })).toBe('ok');
+  await until(() => keys(b).includes(users.owner!), 10_000, 'the owner on gateway 2');
+  /** Pings until one reaches gateway 2. */
+  const heard = () => until(async () => (await a.send({ type: 'broadcast', event: 'ping', payload: {} }), pings.length > 0), 120_000, 'gateway 1 heard on gateway 2', 500);
+  return { owner: users.owner!, b, g2, joins, leaves, heard };
+}
+
 describe('realtime cluster of three gateway processes', () => {
   it('shares presence: joins, leaves and the state of a late joiner span the gateways', async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor', 'viewer']);
@@ -223,45 +250,20 @@ describe('realtime cluster of three gateway processes', () => {
   });
 
   it('a resync repeats no join: a presence another gateway already showed is not announced again', { timeout: 60_000 }, async () => {
-    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
-    const [g1, g2] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
-    const a = connect(g1, await token(users.owner!), '2.0.0')
-      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.owner! } } });
-    const b = connect(g2, await token(users.editor!), '2.0.0')
-      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.editor! } } });
-    const joinsSeenByB: string[] = [];
-    const pings: unknown[] = [];
-    b.on('presence', { event: 'join' }, (p) => joinsSeenByB.push(p.key))
-      .on('broadcast', { event: 'ping' }, ({ payload }) => pings.push(payload));
-    for (const ch of [a, b]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
-    expect(await a.track({ name: 'owner' })).toBe('ok');
-    await until(() => joinsSeenByB.includes(users.owner!), 10_000, 'the join on gateway 2');
+    const { owner, b, g2, joins, heard } = await ownerSeenAcross();
     // gateway 2's stream is cut: back up, it asks every gateway for its full presence (sync_request),
     // and gateway 1 sends the owner's presence again, unchanged
     const before = await streamingPids();
     expect(await terminateBackends(db.sql, g2.pid, ['potentia-realtime-bus'])).toBe(1);
     await streaming(1, before);
-    // gateway 1's messages reach gateway 2 again (the resync was sent before this one), and then some
-    await until(async () => (await a.send({ type: 'broadcast', event: 'ping', payload: {} }), pings.length > 0), 10_000, 'gateway 1 heard on gateway 2', 300);
+    await heard(); // the resync was sent before this ping
     await new Promise((r) => setTimeout(r, 1000));
-    expect(keys(b)).toEqual([users.owner]);
-    expect(joinsSeenByB.filter((k) => k === users.owner)).toHaveLength(1);
+    expect(keys(b)).toEqual([owner]);
+    expect(joins.filter((k) => k === owner)).toHaveLength(1);
   });
 
   it('a bulk load that keeps every walsender decoding for seconds drops no presence: silence the stream has not carried is not death', { timeout: 240_000 }, async () => {
-    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
-    const [g1, g2] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
-    const a = connect(g1, await token(users.owner!), '2.0.0')
-      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.owner! } } });
-    const b = connect(g2, await token(users.editor!), '2.0.0')
-      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.editor! } } });
-    const leaves: string[] = [];
-    const pings: unknown[] = [];
-    b.on('presence', { event: 'leave' }, (p) => leaves.push(p.key))
-      .on('broadcast', { event: 'ping' }, ({ payload }) => pings.push(payload));
-    for (const ch of [a, b]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
-    expect(await a.track({ name: 'owner' })).toBe('ok');
-    await until(() => keys(b).includes(users.owner!), 10_000, 'the owner on gateway 2');
+    const { owner, b, leaves, heard } = await ownerSeenAcross();
     const outputBefore = gateways.map((g) => g.output().length);
     // a DBA's bulk load: at its commit every walsender decodes it (several seconds on a loaded
     // machine, more than the 7 s after which a silent node was dropped), and every gateway's
@@ -271,15 +273,14 @@ describe('realtime cluster of three gateway processes', () => {
     try {
       await dba.unsafe(`create table ${table} (id int, t text)`);
       await dba.unsafe(`insert into ${table} select g, repeat('x', 50) from generate_series(1, 3000000) g`);
-      // sent after the commit: once it is on gateway 2, its stream is through the bulk load
-      await until(async () => (await a.send({ type: 'broadcast', event: 'ping', payload: {} }), pings.length > 0), 120_000, 'gateway 2 through the bulk load', 500);
+      await heard(); // sent after the commit: gateway 2's stream is through the bulk load
     } finally {
       await dba.unsafe(`drop table if exists ${table}`).catch(() => {});
       await dba.end();
     }
     await new Promise((r) => setTimeout(r, 1000));
     expect(leaves).toEqual([]);
-    expect(keys(b)).toEqual([users.owner]);
+    expect(keys(b)).toEqual([owner]);
     gateways.forEach((g, i) => expect(g.output().slice(outputBefore[i])).not.toMatch(/cluster node silent/));
   });
 

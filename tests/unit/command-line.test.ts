@@ -105,6 +105,16 @@ describe('scripts: the command line', () => {
       expect(wrong.stdout, name).toBe(''); // nothing ran: no setup step printed
     }
   });
+  it('scripts/pgbouncer (README, Connection pooling) answers --help, and a command it lacks, like the npm scripts', async () => {
+    // `scripts/pgbouncer --help` answered `pgbouncer: usage: …` on stderr with exit 1, as a failure
+    const help = await bashScript('scripts/pgbouncer', '--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^usage: scripts\/pgbouncer start\|stop\|status\|url\n {2}start /);
+    const wrong = await bashScript('scripts/pgbouncer', 'strat');
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/^Unknown command 'strat'\nusage: scripts\/pgbouncer/);
+    expect(wrong.stdout).toBe('');
+  });
   it('setup names the database server without its password', async () => {
     // it printed `ok PostgreSQL answers at postgres://user:password@host:5432` (and the same in
     // its failures) into terminals and CI logs

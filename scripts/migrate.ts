@@ -11,7 +11,13 @@ import { loadConfigOrExit } from '../src/config.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
 import { migrate, MigrationChangedError, SourcesDriftError } from '../src/db/migrate.ts';
 
-const { values } = parseCommandLine({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' } } });
+const { values } = parseCommandLine({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' } } },
+  `usage: npm run db:migrate [-- [--database-url URL] [--strict] [--quiet]]   (README, "Applying migrations to an existing database")
+  Applies the compat schemas (plain Postgres), then supabase/migrations not yet applied, then Graphile Worker's schema.
+  --database-url URL  the database (default: DIRECT_DATABASE_URL, else DATABASE_URL)
+  --strict            deploys and CI: refuse, changing nothing, when sql/ has changes no migration holds
+                      (without it they are applied on top, with a warning)
+  --quiet             no summary line when nothing was applied`);
 // migrations take a direct connection (DIRECT_DATABASE_URL when DATABASE_URL is a pooler), as on Supabase
 const url = values['database-url'] ?? connectionUrls(loadConfigOrExit()).direct;
 const root = fileURLToPath(new URL('..', import.meta.url));

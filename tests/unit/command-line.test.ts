@@ -48,7 +48,7 @@ describe('scripts: the command line', () => {
     const r = await script('scripts/migrate.ts', '--databse-url', 'postgres://nowhere/x');
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("Unknown option '--databse-url'");
-    expect(r.stderr).toContain('usage: npx tsx scripts/migrate.ts [--database-url DATABASE_URL] [--quiet] [--strict]');
+    expect(r.stderr).toContain('usage: npm run db:migrate [-- [--database-url URL] [--strict] [--quiet]]');
     expect(r.stderr).not.toMatch(/^\s+at /m);
   });
 
@@ -70,6 +70,12 @@ describe('scripts: the command line', () => {
     const smokeBare = await script('scripts/smoke-deploy.ts');
     expect(smokeBare.code).toBe(2);
     expect(smokeBare.stderr).toMatch(/^usage: npx tsx scripts\/smoke-deploy.ts --url BASE_URL --anon-key KEY/);
+    // db:migrate's was the generic one: nothing on what --strict (the deploy steps' option) does, or which URL it takes
+    const migrate = await script('scripts/migrate.ts', '--help');
+    expect(migrate.code).toBe(0);
+    expect(migrate.stdout).toMatch(/^usage: npm run db:migrate /);
+    expect(migrate.stdout).toMatch(/--database-url URL +the database \(default: DIRECT_DATABASE_URL, else DATABASE_URL\)/);
+    expect(migrate.stdout).toMatch(/--strict +deploys and CI: refuse/);
     const keys = await script('scripts/api-keys.ts', '-h');
     expect(keys.code).toBe(0);
     expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');

@@ -33,7 +33,9 @@ export const EnvSchema = z.object({
   // GoTrue's GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL: a used refresh token sent again within it
   // gets the token it was rotated to (a double submit, a retry); later, its family is revoked
   REFRESH_TOKEN_REUSE_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(3600).default(10),
-  INTERNAL_TOKEN: z.string().min(16).optional(),
+  // sent as Authorization: Bearer <token>, where a comma reads as several credentials (400, src/http/authorization.ts)
+  INTERNAL_TOKEN: z.string().min(16).refine((v) => !v.includes(','), 'no comma: it is sent as Authorization: Bearer <token>, '
+    + 'where a comma reads as several credentials (400 invalid_input on authorization)').optional(),
   DEBUG_ECHO: z.enum(['0', '1', 'true', 'false']).default('0'),
   // test runs: every HTTP response is checked against the OpenAPI document (src/http/response-contract.ts)
   VALIDATE_RESPONSES: z.enum(['0', '1', 'true', 'false']).default('0'),

@@ -15,16 +15,25 @@ describe('a standalone worker process', () => {
   let child: ChildProcess | undefined;
   afterAll(() => { child?.kill('SIGKILL'); });
 
-  it('serves its metrics on WORKER_METRICS_PORT and stops on SIGTERM', async () => {
+  it('serves its metrics on WORKER_METRICS_PORT (to INTERNAL_TOKEN, sent once) and stops on SIGTERM', async () => {
     const port = await freePort();
+    const internalToken = 'worker-metrics-token-0123456789';
     let out = '';
     child = spawn(`${root}node_modules/.bin/tsx`, ['scripts/worker.ts'], {
       cwd: root,
-      env: { ...process.env, DATABASE_URL: testDatabaseUrl(), WORKER_METRICS_PORT: String(port), LOG_LEVEL: 'silent', WORKER_CRONTAB: '' },
+      env: { ...process.env, DATABASE_URL: testDatabaseUrl(), WORKER_METRICS_PORT: String(port), LOG_LEVEL: 'silent', WORKER_CRONTAB: '',
+        INTERNAL_TOKEN: internalToken },
     });
     child.stdout!.on('data', (b) => { out += b; });
     await waitFor('the worker to listen', async () => out.includes(`:${port}/metrics`), 30_000);
-    const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
+    expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(404); // INTERNAL_TOKEN set: bearer only
+    // the token sent twice, or beside another: 400 naming the header, as on the API's /metrics (http-api.test.ts)
+    for (const second of [`Bearer ${internalToken}`, 'Bearer wrong-token-0123456789']) {
+      const twice = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: [['authorization', `Bearer ${internalToken}`], ['authorization', second]] });
+      expect(twice.status).toBe(400);
+      expect(await twice.json()).toMatchObject({ error: { code: 'invalid_input', field: 'authorization' } });
+    }
+    const metrics = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { authorization: `Bearer ${internalToken}` } });
     expect(metrics.status).toBe(200);
     const text = await metrics.text();
     expect(text).toMatch(/potentia_job_queue_depth/);

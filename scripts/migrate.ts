@@ -21,7 +21,11 @@ const { values } = parseCommandLine({ options: { 'database-url': { type: 'string
 // migrations take a direct connection (DIRECT_DATABASE_URL when DATABASE_URL is a pooler), as on Supabase
 const url = values['database-url'] ?? connectionUrls(loadConfigOrExit()).direct;
 const root = fileURLToPath(new URL('..', import.meta.url));
-const sql = postgres(url, { max: 1, onnotice: () => {} });
+// a step's WARNING is for whoever runs this (sql/core/session_defaults.sql: a setting only the
+// database's owner may make, and the command to run); NOTICEs ("already exists, skipping") are not
+const sql = postgres(url, { max: 1, onnotice: (n) => {
+  if (n.severity === 'WARNING') console.warn(`warning: ${n.message}${n.hint ? `\n  ${n.hint}` : ''}`);
+} });
 const log = (line: string) => console.log(`  applied  ${line}`);
 try {
   const started = Date.now();

@@ -20,6 +20,21 @@ const names = { fresh: `${prefix}_fresh` };
 const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
 let badRoot: string;
 
+/** `npm run db:migrate -- --database-url url`, as a DBA runs it: stdout and stderr, or the failure (code, stderr). */
+const migrateAs = (url: string) => promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', '--database-url', url], { cwd: repoRoot });
+
+/** A new login role and a new database (the role's own, or the superuser's); the role's URL to it. */
+async function roleAndDatabase(role: string, db: string, owner: 'role' | 'superuser'): Promise<string> {
+  await admin.unsafe(`drop database if exists ${db} with (force)`);
+  await admin.unsafe(`drop role if exists ${role}`);
+  await admin.unsafe(`create role ${role} login password 'pw'`);
+  await admin.unsafe(`create database ${db}${owner === 'role' ? ` owner ${role}` : ''}`);
+  const url = new URL(urlOf(db));
+  url.username = role;
+  url.password = 'pw';
+  return url.toString();
+}
+
 beforeAll(async () => {
   await admin.unsafe(`drop database if exists ${names.fresh} with (force)`);
   await admin.unsafe(`create database ${names.fresh}`);
@@ -66,8 +81,7 @@ describe('db:migrate runs', () => {
 
   it('npm run db:migrate on a database that does not exist says to create it, and that no step ran', async () => {
     const missing = urlOf(`${prefix}_missing`);
-    const run = await promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', '--database-url', missing], { cwd: repoRoot })
-      .then(() => null, (e: { code?: number; stderr?: string }) => e);
+    const run = await migrateAs(missing).then(() => null, (e: { code?: number; stderr?: string }) => e);
     expect(run?.code).toBe(1);
     expect(run?.stderr).toContain(`migrate failed: database "${prefix}_missing" does not exist`);
     expect(run?.stderr).toContain(`No step ran: create the database first (createdb`);
@@ -76,16 +90,9 @@ describe('db:migrate runs', () => {
   it('npm run db:migrate as a role of its own that is not a superuser points to the one-time setup', async () => {
     const role = `${prefix}_owner`;
     const db = `${prefix}_own`;
-    await admin.unsafe(`drop database if exists ${db} with (force)`);
-    await admin.unsafe(`drop role if exists ${role}`);
-    await admin.unsafe(`create role ${role} login password 'pw'`);
-    await admin.unsafe(`create database ${db} owner ${role}`);
+    const url = await roleAndDatabase(role, db, 'role');
     try {
-      const url = new URL(urlOf(db));
-      url.username = role;
-      url.password = 'pw';
-      const run = await promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', '--database-url', url.toString()], { cwd: repoRoot })
-        .then(() => null, (e: { code?: number; stderr?: string }) => e);
+      const run = await migrateAs(url).then(() => null, (e: { code?: number; stderr?: string }) => e);
       expect(run?.code).toBe(1);
       expect(run?.stderr).toMatch(/migrate failed: applying supabase\/migrations\/\S+ failed: (permission denied|must be superuser)/);
       expect(run?.stderr).toContain(`The role ${role} may not do this: run the superuser's one-time setup in docs/self-hosting.md, "Database"`);
@@ -94,4 +101,31 @@ describe('db:migrate runs', () => {
       await admin.unsafe(`drop role if exists ${role}`);
     }
   }, 60_000);
+
+  it('npm run db:migrate as a role that does not own the database completes, and shows the command for the owner to run', async () => {
+    // the one-time setup of docs/self-hosting.md, "Database", but the database belongs to the
+    // superuser: the role may create in it, and cannot set the database's client_connection_check_interval
+    const role = `${prefix}_tenant`;
+    const db = `${prefix}_tenant`;
+    const url = await roleAndDatabase(role, db, 'superuser');
+    await admin.unsafe(`grant anon, authenticated, service_role to ${role}`);
+    await admin.unsafe(`grant create on database ${db} to ${role}`);
+    const setup = postgres(urlOf(db), { max: 1, onnotice: () => {} });
+    try {
+      await setup.unsafe(`create schema extensions authorization ${role}`);
+      await setup.unsafe('create extension vector with schema extensions');
+      const run = await migrateAs(url);
+      expect(run.stdout).toMatch(new RegExp(`migrate ${db}: \\d+ step\\(s\\) applied`));
+      // it was dropped unseen (the notices of the migration's connection were discarded)
+      expect(run.stderr).toContain(`warning: client_connection_check_interval is not set: the role ${role} does not own database ${db}`);
+      expect(run.stderr).toContain(`as its owner, run: alter database ${db} set client_connection_check_interval = '2s'`);
+      expect((await setup`select setting from pg_db_role_setting s, unnest(s.setconfig) setting
+                          where s.setdatabase = (select oid from pg_database where datname = ${db})`).map((r) => r.setting)).toEqual([]);
+    } finally {
+      await setup.end();
+      await admin.unsafe(`drop database if exists ${db} with (force)`);
+      await admin.unsafe(`drop owned by ${role}`).catch(() => {});
+      await admin.unsafe(`drop role if exists ${role}`);
+    }
+  }, 180_000);
 });

@@ -13,8 +13,9 @@
 -- A database setting, not a startup parameter: PgBouncer refuses unknown startup parameters
 -- (08P01) and drops the ones in ignore_startup_parameters; this one applies to its server
 -- connections too, and to sessions opened from now on.
--- Setting it takes the database's owner (or a superuser): a migrating role that is neither is
--- told what to run instead of failing the migration (the setting protects, nothing depends on it).
+-- Setting it takes the database's owner (or a superuser), and a platform that supports it: a
+-- migrating role that is neither, or a platform that does not, gets a warning (with what to run)
+-- instead of a failed migration (the setting protects; nothing depends on it).
 do $$
 begin
   execute format('alter database %I set client_connection_check_interval = %L', current_database(), '2s');
@@ -22,5 +23,8 @@ exception when insufficient_privilege then
   raise warning 'client_connection_check_interval is not set: the role % does not own database %', current_user, current_database()
     using hint = format('as its owner, run: alter database %I set client_connection_check_interval = ''2s'' (README, "When Postgres fails")',
                         current_database());
+when invalid_parameter_value then  -- a platform without POLLRDHUP (Windows, macOS) allows only 0
+  raise warning 'client_connection_check_interval is not set: %', sqlerrm
+    using hint = 'this platform cannot check a client connection during a statement; nothing to do';
 end
 $$;

@@ -10,7 +10,7 @@
 -- potentia:source sql/auth/refresh_tokens.sql a4400afcc99fbe009e3b276b63e6b2ebfb96a03bd8f04e37e23801a49e9accf9 unchanged
 -- potentia:source sql/core/display_text.sql 75ef2587bac6abe5194b60251c7b2fdd92226d8c1d16634220448c71fa06f4a9 unchanged
 -- potentia:source sql/core/row_rules.sql a7003f5f5fede09799ad62065f4401d64d3b80b6a6f32547abf2ae8f868d89ec included
--- potentia:source sql/core/session_defaults.sql 5a280b20361c26e41399fa1cb27de99734db036b06dc624a612d3c9ab2ef8c2e included
+-- potentia:source sql/core/session_defaults.sql 3f92f177625728111f035ae1dcbdf333b7f4f998c94e30501a217d0b1aa0dd01 included
 -- potentia:source sql/files/block_files.sql 96abdaf684b150340d1875682b850c50f74c3943426935cd4ac883344cc61cde unchanged
 -- potentia:source sql/files/cleanup.sql 51bcb0b3496ed69552121c34410c4bca2b3124796344c95ec548893aeeaa4ce0 unchanged
 -- potentia:source sql/files/files.sql d1f7b471be77f70176de33d8a5e22032f58a00f01f1fa0156aa322c0ec1f7b59 included
@@ -570,8 +570,9 @@ grant execute on function internal.check_block_row(text, text, integer, jsonb),
 -- A database setting, not a startup parameter: PgBouncer refuses unknown startup parameters
 -- (08P01) and drops the ones in ignore_startup_parameters; this one applies to its server
 -- connections too, and to sessions opened from now on.
--- Setting it takes the database's owner (or a superuser): a migrating role that is neither is
--- told what to run instead of failing the migration (the setting protects, nothing depends on it).
+-- Setting it takes the database's owner (or a superuser), and a platform that supports it: a
+-- migrating role that is neither, or a platform that does not, gets a warning (with what to run)
+-- instead of a failed migration (the setting protects; nothing depends on it).
 do $$
 begin
   execute format('alter database %I set client_connection_check_interval = %L', current_database(), '2s');
@@ -579,6 +580,9 @@ exception when insufficient_privilege then
   raise warning 'client_connection_check_interval is not set: the role % does not own database %', current_user, current_database()
     using hint = format('as its owner, run: alter database %I set client_connection_check_interval = ''2s'' (README, "When Postgres fails")',
                         current_database());
+when invalid_parameter_value then  -- a platform without POLLRDHUP (Windows, macOS) allows only 0
+  raise warning 'client_connection_check_interval is not set: %', sqlerrm
+    using hint = 'this platform cannot check a client connection during a statement; nothing to do';
 end
 $$;
 

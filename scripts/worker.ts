@@ -5,6 +5,7 @@ import { createServer } from 'node:http';
 import { pino } from 'pino';
 import { loadConfigOrExit } from '../src/config.ts';
 import { SEVERAL_AUTHORIZATIONS, severalAuthorizations } from '../src/http/authorization.ts';
+import { ApiError } from '../src/http/errors.ts';
 import { keepRunningOnUnhandledRejection } from '../src/last-resort.ts';
 import { startWorker } from '../src/worker/runtime.ts';
 import { parseCommandLine } from './lib/command-line.ts';
@@ -19,14 +20,13 @@ console.log(`potentia worker ${worker.workerId} running (pid ${process.pid}, con
 
 // queue depth, job outcomes and the breaker state for Prometheus, only when a port is configured
 const metricsServer = config.worker.metricsPort === undefined ? undefined : createServer(async (req, res) => {
-  const notFound = () => res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":{"code":"not_found","message":"no such endpoint"}}');
+  const refuse = (err: ApiError) => res.writeHead(err.status, { 'Content-Type': 'application/json' }).end(JSON.stringify(err.body()));
+  const notFound = () => refuse(new ApiError('not_found', 'no such endpoint'));
   if (req.method !== 'GET' || req.url !== '/metrics') return notFound();
   if (config.internalToken) {
     // one credential, as on the API's /metrics (src/http/authorization.ts): req.headers keeps the first of two
     if (severalAuthorizations(req.headersDistinct.authorization)) {
-      res.writeHead(400, { 'Content-Type': 'application/json' })
-        .end(JSON.stringify({ error: { code: 'invalid_input', message: SEVERAL_AUTHORIZATIONS, field: 'authorization' } }));
-      return;
+      return refuse(new ApiError('invalid_input', SEVERAL_AUTHORIZATIONS, { field: 'authorization' }));
     }
     if (req.headers.authorization !== `Bearer ${config.internalToken}`) return notFound();
   }

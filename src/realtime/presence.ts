@@ -15,7 +15,6 @@ const PLAIN_COLOR = /^(?:#[0-9a-f]{3,8}|[a-z]{3,30}|(?:rgba?|hsla?|hwb|lab|lch|o
 /** Keys of a meta that are Phoenix's and realtime-js's (the server's phx_ref, the client's presence_ref), never a client's. */
 const RESERVED_META_KEYS = ['phx_ref', 'phx_ref_prev', 'presence_ref'];
 
-
 /**
  * The presence state a client sends (a realtime-js `track()` meta, root `payload.payload`; H1 and
  * HTTP send the same state as `cursor`, checked by api.update_presence in SQL with the same rules):

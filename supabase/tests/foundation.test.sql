@@ -32,7 +32,7 @@ select ok((select count(*) from pg_proc where pronamespace = 'api'::regnamespace
 -- into its caller's expression: called, rather than inlined, it is parsed and planned again in
 -- every transaction (fmgr_sql). The planner gives up on one silently: with a SET clause, or
 -- IMMUTABLE around a body that is only STABLE (to_jsonb, jsonb_build_object, to_char):
--- internal.field_step did, 7.7 % of a shared-text edit, and twelve more until 2026-12-05. Each is planned here as a prepared statement with parameters (a generic plan,
+-- internal.field_step did, 7.7 % of a shared-text edit, and eleven more until 2026-12-05. Each is planned here as a prepared statement with parameters (a generic plan,
 -- nothing folded), and its name must not be left in the plan. Not inlined, on purpose:
 -- lexorank_after and lexorank_before (STRICT around a body that is not: a NULL key must answer
 -- NULL; no server path calls them).

@@ -60,14 +60,14 @@ export async function issueTokenPair(deps: Deps, user: { id: string }) {
   const session = await withRequest(deps.sql, { claims: { role: 'service_role' } }, async (tx) => {
     await tx`select internal.issue_refresh_token(${user.id}, ${hash}, ${deps.config.auth.refreshTtl})`;
     const [row] = await tx`select internal.auth_refresh_session(${hash}) as s`;
-    return row!.s as RefreshSession;
+    return row!.s as RefreshSession | null; // null: no such user (issue_refresh_token stored nothing)
   });
   return tokenPair(deps, session, refreshToken);
 }
 
 /** H5's answer: the session's access token as /auth/v1 mints it (src/auth/session-token.ts), and the refresh token. */
-async function tokenPair(deps: Deps, session: RefreshSession, refreshToken: string, origin?: string) {
-  if (!session.user) throw new ApiError('unauthorized', 'refresh token is invalid or expired: sign in again');
+async function tokenPair(deps: Deps, session: RefreshSession | null, refreshToken: string, origin?: string) {
+  if (!session?.user) throw new ApiError('unauthorized', 'refresh token is invalid or expired: sign in again');
   const { token } = await signSessionToken(deps.config.auth,
     { user: session.user, sessionId: session.session_id, signedInAt: Number(session.signed_in_at) }, origin);
   return { access_token: token, refresh_token: refreshToken, token_type: 'bearer' as const, expires_in: deps.config.auth.accessTtl };

@@ -1,35 +1,81 @@
-// npm run db:migrate [-- --database-url URL] [--strict]
+// npm run db:migrate [-- --database-url URL] [--strict] [--lock-wait SECONDS] [--check] [--accept-drift]
 // Applies compat schemas and supabase/migrations (which hold every function, policy and grant),
 // then Graphile Worker's own installer (a no-op when the migrations installed its current schema).
 // When sql/ has changes no migration holds, it applies sql/ on top and says to run
 // `npm run db:migration -- <name>`; --strict (deploys, CI) refuses instead (src/db/migrate.ts).
+// It warns of objects changed outside migrations since the last run (src/db/schema-drift.ts);
+// --check only reports what is pending or drifted.
 import { fileURLToPath } from 'node:url';
 import { parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
 import { loadConfigOrExit } from '../src/config.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
-import { migrate, MigrationChangedError, SourcesDriftError } from '../src/db/migrate.ts';
+import { migrate, MigrationChangedError, migrationStatus, SourcesDriftError } from '../src/db/migrate.ts';
+import { PrivilegesError } from '../src/db/migrate-privileges.ts';
+import { DEFAULT_LOCK_WAIT_MS, LockWaitError, StepConnectionLostError } from '../src/db/migration-step.ts';
 
-const { values } = parseCommandLine({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' } } },
-  `usage: npm run db:migrate [-- [--database-url URL] [--strict] [--quiet]]   (README, "Applying migrations to an existing database")
+const usage = `usage: npm run db:migrate [-- [--database-url URL] [--strict] [--lock-wait SECONDS] [--accept-drift] [--quiet] | --check]
+  (README, "Applying migrations to an existing database")
   Applies the compat schemas (plain Postgres), then supabase/migrations not yet applied, then Graphile Worker's schema.
-  --database-url URL  the database (default: DIRECT_DATABASE_URL, else DATABASE_URL)
-  --strict            deploys and CI: refuse, changing nothing, when sql/ has changes no migration holds
-                      (without it they are applied on top, with a warning)
-  --quiet             no summary line when nothing was applied`);
+  --database-url URL   the database (default: DIRECT_DATABASE_URL, else DATABASE_URL)
+  --strict             deploys and CI: refuse, changing nothing, when sql/ has changes no migration holds
+                       (without it they are applied on top, with a warning)
+  --lock-wait SECONDS  how long a step may keep trying for locks other sessions hold (default ${DEFAULT_LOCK_WAIT_MS / 1000});
+                       it waits 2 s at a time, so the traffic queued behind it is never held longer
+  --accept-drift       take the schema as it is, changes made outside migrations included (they are warned of until then)
+  --check              change nothing: list the migrations to apply and what changed outside migrations; exit 1 if any
+  --quiet              no summary line when nothing was applied`;
+const { values } = parseCommandLine({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' },
+  'lock-wait': { type: 'string' }, check: { type: 'boolean' }, 'accept-drift': { type: 'boolean' } } }, usage);
+const lockWait = values['lock-wait'] === undefined ? DEFAULT_LOCK_WAIT_MS / 1000 : Number(values['lock-wait']);
+if (!(lockWait >= 0) || (values.check && values['accept-drift'])) {
+  console.error(`${values.check && values['accept-drift'] ? '--check changes nothing: it takes no --accept-drift' : `--lock-wait takes a number of seconds (got ${values['lock-wait']})`}\n${usage}`);
+  process.exit(2);
+}
 // migrations take a direct connection (DIRECT_DATABASE_URL when DATABASE_URL is a pooler), as on Supabase
 const url = values['database-url'] ?? connectionUrls(loadConfigOrExit()).direct;
 const root = fileURLToPath(new URL('..', import.meta.url));
-// a step's WARNING is for whoever runs this (sql/core/session_defaults.sql: a setting only the
+// the steps run one after another in one session; a second connection looks at who holds the
+// locks a step waits for (src/db/migration-step.ts). The names make a run findable in pg_stat_activity.
+// A step's WARNING is for whoever runs this (sql/core/session_defaults.sql: a setting only the
 // database's owner may make, and the command to run); NOTICEs ("already exists, skipping") are not
-const sql = postgres(url, { max: 1, onnotice: (n) => {
+const sql = postgres(url, { max: 1, connection: { application_name: 'potentia-migrate' }, onnotice: (n) => {
   if (n.severity === 'WARNING') console.warn(`warning: ${n.message}${n.hint ? `\n  ${n.hint}` : ''}`);
 } });
-const log = (line: string) => console.log(`  applied  ${line}`);
+const watch = postgres(url, { max: 1, connection: { application_name: 'potentia-migrate-watch' }, onnotice: () => {} });
+// what was applied, and what a step waited for or retried
+const log = (line: string) => console.log(`  ${line}`);
+const database = new URL(url).pathname.slice(1);
+const list = (lines: string[], most = 20) =>
+  lines.slice(0, most).map((l) => `    ${l}\n`).join('') + (lines.length > most ? `    … and ${lines.length - most} more\n` : '');
 try {
+  if (values.check) {
+    process.exitCode = await check();
+  } else {
+    await run();
+  }
+} catch (err) {
+  if (err instanceof MigrationChangedError || err instanceof SourcesDriftError || err instanceof PrivilegesError) console.error(`migrate refused: ${err.message}`);
+  // these say what happened to the step in flight and what to do
+  else if (err instanceof LockWaitError || err instanceof StepConnectionLostError) console.error(`migrate failed: ${err.message}`);
+  // each step is its own transaction: the failed one left nothing, the ones before it are kept
+  else console.error(`migrate failed: ${(err as Error).message}\n  ${nextStep(err as Error & { code?: string })}`);
+  process.exitCode = 1;
+} finally {
+  await Promise.all([sql.end(), watch.end()]);
+}
+
+async function run(): Promise<void> {
   const started = Date.now();
-  const result = await migrate(sql, { root, log, strict: values.strict });
+  const result = await migrate(sql, { root, log, strict: values.strict, lockWaitMs: lockWait * 1000, watch, acceptDrift: values['accept-drift'] });
+  if (result.schemaDrift.length > 0) {
+    console.warn(`warning: ${result.schemaDrift.length} object(s) of the schema changed outside migrations since the last db:migrate:\n` +
+      list(result.schemaDrift) +
+      '  A migration that replaces one of them drops the change. Put a change you keep in sql/ and a migration ' +
+      '(npm run db:migration -- <name>), or undo it; ' +
+      (values['accept-drift'] ? 'it was taken as the schema as it is (--accept-drift).' : 'npm run db:migrate -- --accept-drift takes the schema as it is.'));
+  }
   if (result.drift.length > 0) {
     console.warn(`warning: sql/ has changes no migration holds:\n${result.drift.map((l) => `  ${l}\n`).join('')}` +
       (result.sources ? '  sql/ was applied on top of the migrations for development.\n' : '') +
@@ -38,15 +84,24 @@ try {
   await runMigrations({ connectionString: url, logger: undefined });
   const changed = result.compat.length + result.migrations.length + (result.sources ? 1 : 0);
   if (!values.quiet || changed > 0) {
-    console.log(`migrate ${new URL(url).pathname.slice(1)}: ${changed === 0 ? 'up to date' : `${changed} step(s) applied`} (${Date.now() - started} ms)`);
+    console.log(`migrate ${database}: ${changed === 0 ? 'up to date' : `${changed} step(s) applied`} (${Date.now() - started} ms)`);
   }
-} catch (err) {
-  if (err instanceof MigrationChangedError || err instanceof SourcesDriftError) console.error(`migrate refused: ${err.message}`);
-  // each step is its own transaction: the failed one left nothing, the ones before it are kept
-  else console.error(`migrate failed: ${(err as Error).message}\n  ${nextStep(err as Error & { code?: string })}`);
-  process.exitCode = 1;
-} finally {
-  await sql.end();
+}
+
+/** --check: what a run would apply and what changed outside migrations; 1 when anything is. */
+async function check(): Promise<number> {
+  const status = await migrationStatus(sql, root);
+  const findings = [
+    status.pending.length > 0 ? `${status.pending.length} migration(s) to apply:\n${list(status.pending)}` : '',
+    status.changed.length > 0 ? `${status.changed.length} applied migration(s) whose file has changed since (a run refuses them):\n${list(status.changed)}` : '',
+    status.drift.length > 0 ? `sql/ has changes no migration holds (npm run db:migration -- <name>):\n${list(status.drift)}` : '',
+    (status.schemaDrift ?? []).length > 0
+      ? `${status.schemaDrift!.length} object(s) changed outside migrations since the last db:migrate:\n${list(status.schemaDrift!)}` : '',
+  ].filter((f) => f !== '');
+  for (const f of findings) console.log(`  ${f.trimEnd()}`);
+  if (status.schemaNote !== null) console.log(`  ${status.schemaNote}: changes made by hand cannot be told`);
+  console.log(`check ${database}: ${findings.length === 0 ? 'up to date, nothing changed outside migrations' : `${findings.length} finding(s)`}`);
+  return findings.length === 0 ? 0 : 1;
 }
 
 /** What to do after a failure: reaching the database is a setup problem; a step's failure is rolled back whole. */
@@ -58,6 +113,13 @@ function nextStep(err: Error & { code?: string }): string {
   }
   if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === '28P01' || err.code === '28000') {
     return `No step ran: could not use the database at ${target.hostname}:${port}. Is PostgreSQL running there, and are DATABASE_URL (or --database-url) and its credentials right? npm run setup starts a local PostgreSQL.`;
+  }
+  // --check only reads: nothing was rolled back, and a role refused there is not the one db:migrate runs as
+  if (values.check) {
+    return err.code === '42501'
+      ? `--check changed nothing. The role ${decodeURIComponent(target.username) || '(of DATABASE_URL)'} may not read what db:migrate recorded: `
+        + 'run it as the role db:migrate runs as, the owner of Potentia\'s schemas or a superuser (--database-url "$OWNER_URL": docs/self-hosting.md, "Upgrades").'
+      : '--check changed nothing: fix the cause, then run it again.';
   }
   if (err.code === '42501' || /must be superuser|permission denied to create/.test(err.message)) {
     // a role of its own (not a superuser) lacks what a superuser must set up once

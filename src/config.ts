@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { envChoice, envFlag, envInteger, envProblems, envText, envUrl, presentValues } from './env-values.ts';
 import { DEFAULT_ADMISSION_LIMITS } from './realtime/admission.ts';
 
 // Supabase's well-known local-development secret: used only when JWT_SECRET is unset outside
@@ -7,68 +8,70 @@ export const DEV_JWT_SECRET = 'super-secret-jwt-token-with-at-least-32-character
 
 /** Everything Potentia reads from the environment, validated once at start-up (docs/self-hosting.md lists each). */
 export const EnvSchema = z.object({
-  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  NODE_ENV: envChoice(['development', 'test', 'production']).default('development'),
   // `development` relaxes the per-endpoint rate limits (app.endpoint_limits: 100x the hits, windows
   // of at most 60 s) for this process's requests; refused with NODE_ENV=production. `npm start`
   // defaults to it; tests and production use `standard`, the seed's limits.
-  POTENTIA_PROFILE: z.enum(['standard', 'development']).default('standard'),
+  POTENTIA_PROFILE: envChoice(['standard', 'development']).default('standard'),
   // what this process runs (src/roles.ts; `--role` on the command line wins): `all` = HTTP API +
   // realtime gateway (+ the worker per WORKER_MODE), `api`, `gateway` or `worker` alone
-  POTENTIA_ROLE: z.enum(['all', 'api', 'gateway', 'worker']).default('all'),
-  DATABASE_URL: z.string().url().default('postgres://postgres:postgres@127.0.0.1:5432/potentia'),
-  TEST_DATABASE_URL: z.string().url().optional(),
+  POTENTIA_ROLE: envChoice(['all', 'api', 'gateway', 'worker']).default('all'),
+  DATABASE_URL: envUrl('postgres').default('postgres://postgres:postgres@127.0.0.1:5432/potentia'),
+  TEST_DATABASE_URL: envUrl('postgres').optional(),
   // Supabase's split: DATABASE_URL may be a transaction pooler (PgBouncer, Supavisor :6543);
   // what needs a session of its own (logical replication, LISTEN, migrations) uses this one
-  DIRECT_DATABASE_URL: z.string().url().optional(),
+  DIRECT_DATABASE_URL: envUrl('postgres').optional(),
   HOST: z.string().default('127.0.0.1'),
-  PORT: z.coerce.number().int().min(0).max(65535).default(54321),
-  DB_POOL_MAX: z.coerce.number().int().min(1).default(10),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  JWT_SECRET: z.string().min(32).optional(),
+  PORT: envInteger(0, 65535).default(54321),
+  DB_POOL_MAX: envInteger(1).default(10),
+  LOG_LEVEL: envChoice(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  JWT_SECRET: envText(32, "your project's JWT secret").optional(),
   JWT_AUDIENCE: z.string().default('authenticated'),
   JWT_ISSUER: z.string().optional(),
-  SUPABASE_JWKS_URL: z.string().url().optional(),
-  ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(3600),
-  REFRESH_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(30 * 24 * 3600),
+  SUPABASE_JWKS_URL: envUrl('http', 'https://<ref>.supabase.co/auth/v1/.well-known/jwks.json').optional(),
+  ACCESS_TOKEN_TTL_SECONDS: envInteger(60).default(3600),
+  REFRESH_TOKEN_TTL_SECONDS: envInteger(60).default(30 * 24 * 3600),
   // GoTrue's GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL: a used refresh token sent again within it
   // gets the token it was rotated to (a double submit, a retry); later, its family is revoked
-  REFRESH_TOKEN_REUSE_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(3600).default(10),
+  REFRESH_TOKEN_REUSE_INTERVAL_SECONDS: envInteger(0, 3600).default(10),
   // sent as Authorization: Bearer <token>, where a comma reads as several credentials (400, src/http/authorization.ts)
-  INTERNAL_TOKEN: z.string().min(16).refine((v) => !v.includes(','), 'no comma: it is sent as Authorization: Bearer <token>, '
+  INTERNAL_TOKEN: envText(16).refine((v) => !v.includes(','), 'no comma: it is sent as Authorization: Bearer <token>, '
     + 'where a comma reads as several credentials (400 invalid_input on authorization)').optional(),
-  DEBUG_ECHO: z.enum(['0', '1', 'true', 'false']).default('0'),
+  DEBUG_ECHO: envFlag().default('0'),
   // test runs: every HTTP response is checked against the OpenAPI document (src/http/response-contract.ts)
-  VALIDATE_RESPONSES: z.enum(['0', '1', 'true', 'false']).default('0'),
-  MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
-  TRUST_PROXY: z.enum(['0', '1', 'true', 'false']).default('0'),
+  VALIDATE_RESPONSES: envFlag().default('0'),
+  MAX_BODY_BYTES: envInteger(1024).default(256 * 1024),
+  TRUST_PROXY: envFlag().default('0'),
   // the realtime gateway's caps per caller in one process (src/realtime/admission.ts): WebSockets
   // open at once from one address (TRUST_PROXY: the client's, else the peer's) and per user
-  REALTIME_MAX_SOCKETS_PER_ADDRESS: z.coerce.number().int().min(1).default(DEFAULT_ADMISSION_LIMITS.maxSocketsPerAddress),
-  REALTIME_MAX_SOCKETS_PER_USER: z.coerce.number().int().min(1).default(DEFAULT_ADMISSION_LIMITS.maxSocketsPerUser),
+  REALTIME_MAX_SOCKETS_PER_ADDRESS: envInteger(1).default(DEFAULT_ADMISSION_LIMITS.maxSocketsPerAddress),
+  REALTIME_MAX_SOCKETS_PER_USER: envInteger(1).default(DEFAULT_ADMISSION_LIMITS.maxSocketsPerUser),
   // background jobs (src/worker): `inprocess` runs the worker inside `npm start`, `external`
   // expects `npm run worker` processes (and /ready checks their heartbeat), `off` runs none
-  WORKER_MODE: z.enum(['inprocess', 'external', 'off']).default('inprocess'),
-  WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(4),
-  WORKER_POLL_INTERVAL_MS: z.coerce.number().int().min(50).default(2000),
-  WORKER_HEARTBEAT_MS: z.coerce.number().int().min(100).default(5000),
-  WORKER_STALE_MS: z.coerce.number().int().min(500).default(30_000),
+  WORKER_MODE: envChoice(['inprocess', 'external', 'off']).default('inprocess'),
+  WORKER_CONCURRENCY: envInteger(1, 100).default(4),
+  WORKER_POLL_INTERVAL_MS: envInteger(50).default(2000),
+  WORKER_HEARTBEAT_MS: envInteger(100).default(5000),
+  WORKER_STALE_MS: envInteger(500).default(30_000),
+  // SIGTERM: how long running jobs may take to finish before they are released for another worker
+  WORKER_SHUTDOWN_TIMEOUT_MS: envInteger(0).default(15_000),
   // cleanup: every minute (sql/jobs/cleanup.sql); cleanup_files: every 5 minutes, the objects of files no longer wanted (src/storage/cleanup.ts)
   WORKER_CRONTAB: z.string().default('* * * * * cleanup ?max=1&jobKey=cleanup\n*/5 * * * * cleanup_files ?max=1&jobKey=cleanup_files'),
   // `npm run worker` serves GET /metrics on HOST:WORKER_METRICS_PORT only when this is set
-  WORKER_METRICS_PORT: z.coerce.number().int().min(1).max(65535).optional(),
-  EMBED_DEBOUNCE_MS: z.coerce.number().int().min(0).default(1000),
-  EMBED_MAX_WAIT_MS: z.coerce.number().int().min(0).default(10_000),
-  EMBED_DRAIN_INTERVAL_MS: z.coerce.number().int().min(20).default(500),
-  EMBED_DRAIN_BATCH: z.coerce.number().int().min(1).max(10_000).default(500),
-  EMBEDDING_PROVIDER: z.enum(['local', 'openai']).default('local'),
-  EMBEDDING_MODEL: z.string().min(1).optional(),
-  EMBEDDING_TIMEOUT_MS: z.coerce.number().int().min(100).default(10_000),
-  EMBEDDING_BATCH_SIZE: z.coerce.number().int().min(1).max(2048).default(64),
-  EMBEDDING_BATCH_WINDOW_MS: z.coerce.number().int().min(0).default(10),
-  OPENAI_BASE_URL: z.string().url().default('https://api.openai.com/v1'),
-  OPENAI_API_KEY: z.string().min(1).optional(),
-  EMBEDDING_BREAKER_FAILURES: z.coerce.number().int().min(1).default(5),
-  EMBEDDING_BREAKER_COOLDOWN_MS: z.coerce.number().int().min(100).default(30_000),
+  WORKER_METRICS_PORT: envInteger(1, 65535).optional(),
+  EMBED_DEBOUNCE_MS: envInteger(0).default(1000),
+  EMBED_MAX_WAIT_MS: envInteger(0).default(10_000),
+  EMBED_DRAIN_INTERVAL_MS: envInteger(20).default(500),
+  EMBED_DRAIN_BATCH: envInteger(1, 10_000).default(500),
+  EMBEDDING_PROVIDER: envChoice(['local', 'openai']).default('local'),
+  EMBEDDING_MODEL: envText(1).optional(),
+  EMBEDDING_TIMEOUT_MS: envInteger(100).default(10_000),
+  EMBEDDING_BATCH_SIZE: envInteger(1, 2048).default(64),
+  EMBEDDING_BATCH_WINDOW_MS: envInteger(0).default(10),
+  OPENAI_BASE_URL: envUrl('http', 'https://api.openai.com/v1').default('https://api.openai.com/v1'),
+  OPENAI_API_KEY: envText(1).optional(),
+  EMBEDDING_BREAKER_FAILURES: envInteger(1).default(5),
+  EMBEDDING_BREAKER_COOLDOWN_MS: envInteger(100).default(30_000),
 });
 
 export type Config = {
@@ -111,6 +114,8 @@ export type WorkerConfig = {
   heartbeatMs: number;
   /** A heartbeat older than this marks a dead worker: its jobs are unlocked for others. */
   staleMs: number;
+  /** Graceful stop: running jobs may finish for this long, then they are released for another worker. */
+  shutdownTimeoutMs: number;
   /** Graphile Worker crontab ('' for none). */
   crontab: string;
   embedDebounceMs: number;
@@ -146,25 +151,39 @@ export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Config {
   }
 }
 
+/** Variables for which '' is a value of its own, not "unset" (WORKER_CRONTAB='': no crontab at all). */
+export const EMPTY_IS_A_VALUE = ['WORKER_CRONTAB'] as const;
+
+/** Variables whose value an error never shows (their length only). */
+const SECRETS = ['JWT_SECRET', 'INTERNAL_TOKEN', 'OPENAI_API_KEY'];
+
+const REFERENCE = '(what each variable takes: docs/self-hosting.md, "Environment reference")';
+
+/**
+ * The configuration `env` gives. A blank value counts as unset (src/env-values.ts), except for
+ * EMPTY_IS_A_VALUE; what does not parse, or is missing where required, is thrown as one
+ * `invalid environment: NAME: …` message naming each variable and what it takes.
+ */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const parsed = EnvSchema.safeParse(env);
+  const present = presentValues(env, EMPTY_IS_A_VALUE);
+  const parsed = EnvSchema.safeParse(present);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
-    // zod names the rule broken, not what the variable is for: point at the reference that says
-    throw new Error(`invalid environment: ${problems} (what each variable takes: docs/self-hosting.md, "Environment reference")`);
+    throw new Error(`invalid environment: ${envProblems(parsed.error.issues, present, SECRETS)} ${REFERENCE}`);
   }
   const e = parsed.data;
+  const refuse = (problem: string) => new Error(`invalid environment: ${problem} ${REFERENCE}`);
   if (e.NODE_ENV === 'production' && e.POTENTIA_PROFILE === 'development') {
-    throw new Error('POTENTIA_PROFILE=development relaxes rate limits and is refused with NODE_ENV=production: unset POTENTIA_PROFILE');
+    throw refuse('POTENTIA_PROFILE: development relaxes rate limits and is refused with NODE_ENV=production: unset POTENTIA_PROFILE');
   }
   if (e.NODE_ENV === 'production' && e.JWT_SECRET === DEV_JWT_SECRET) {
-    throw new Error('JWT_SECRET is Supabase\'s published development secret: anyone can sign tokens with it; set your project\'s JWT secret');
+    throw refuse('JWT_SECRET: this is Supabase\'s published development secret, with which anyone can sign tokens: set your project\'s JWT secret');
   }
   if (e.NODE_ENV === 'production' && !e.JWT_SECRET && !e.SUPABASE_JWKS_URL) {
-    throw new Error('JWT_SECRET (or SUPABASE_JWKS_URL) must be set in production: it is your Supabase project JWT secret');
+    throw refuse(`JWT_SECRET: must be set in production (it is ${env.JWT_SECRET === undefined ? 'unset' : 'empty'}): your Supabase project's JWT secret, `
+      + '32 characters at least (or SUPABASE_JWKS_URL, for asymmetric signing keys)');
   }
   if (e.EMBEDDING_PROVIDER === 'openai' && !e.OPENAI_API_KEY && e.OPENAI_BASE_URL.startsWith('https://api.openai.com')) {
-    throw new Error('EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY (or an OPENAI_BASE_URL of a compatible server)');
+    throw refuse('OPENAI_API_KEY: needed with EMBEDDING_PROVIDER=openai (or an OPENAI_BASE_URL of a compatible server)');
   }
   return {
     env: e.NODE_ENV,
@@ -199,6 +218,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pollIntervalMs: e.WORKER_POLL_INTERVAL_MS,
       heartbeatMs: e.WORKER_HEARTBEAT_MS,
       staleMs: e.WORKER_STALE_MS,
+      shutdownTimeoutMs: e.WORKER_SHUTDOWN_TIMEOUT_MS,
       crontab: e.WORKER_CRONTAB,
       embedDebounceMs: e.EMBED_DEBOUNCE_MS,
       embedMaxWaitMs: e.EMBED_MAX_WAIT_MS,
@@ -221,7 +241,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
 /** The test database: TEST_DATABASE_URL, or DATABASE_URL's server with database `potentia_test`. */
 export function testDatabaseUrl(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.TEST_DATABASE_URL) return env.TEST_DATABASE_URL;
+  const given = presentValues(env).TEST_DATABASE_URL;
+  if (given) return given;
   const url = new URL(loadConfig(env).databaseUrl);
   url.pathname = '/potentia_test';
   return url.toString();

@@ -266,6 +266,23 @@ export function readJson(bytes: Uint8Array, field = 'body'): { value: unknown } 
   return bad ?? parsed;
 }
 
+/**
+ * The query parameters `names` a surface reads as one value each: null when absent, and a
+ * violation naming the parameter when it is sent more than once (`?scope=local&scope=global`).
+ * Taking the first of several (URLSearchParams.get, Hono's query()) acts on one value while a
+ * proxy, a log or a firewall in front may have judged another; the API's zod schemas refuse a
+ * repeated parameter too (an array where a string is expected).
+ */
+export function singleQueryValues<N extends string>(params: URLSearchParams, names: readonly N[]): { values: Record<N, string | null> } | InputViolation {
+  const values = {} as Record<N, string | null>;
+  for (const name of names) {
+    const all = params.getAll(name);
+    if (all.length > 1) return violation(name, `sent ${all.length} times: send it once`);
+    values[name] = all[0] ?? null;
+  }
+  return { values };
+}
+
 /** Percent-decodes one URL component fatally (invalid UTF-8 throws in decodeURIComponent); null when it is not valid. */
 function decodeComponent(s: string): string | null {
   try {

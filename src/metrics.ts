@@ -13,8 +13,13 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const exposedIf = (on: boolean) => (on ? [registry] : []);
+  // this process's worker (src/worker/runtime.ts): when it last recorded its heartbeat and read
+  // the queue depth (performance.now()), and how old a depth may be and still be shown
+  const worker = { heartbeatAt: undefined as number | undefined, depthAt: undefined as number | undefined, depthValidMs: Infinity };
+  const ageMs = (at: number | undefined) => (at === undefined ? undefined : performance.now() - at);
   return {
     registry,
+    worker,
     httpRequests: new Counter({
       name: 'potentia_http_requests_total', help: 'HTTP requests by route, method and status',
       labelNames: ['route', 'method', 'status'], registers: [registry],
@@ -36,7 +41,9 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
     poolInUse: new Gauge({ name: 'potentia_db_pool_in_use', help: 'API requests running on the database (a process\'s mutations of one canvas share one connection, its canvas lane)', registers: exposedIf(parts.api) }),
     poolMax: new Gauge({ name: 'potentia_db_pool_max', help: 'database pool size', registers: exposedIf(parts.api) }),
     // the realtime gateway (src/realtime): refusals of its per-caller bounds count in rateLimited,
-    // endpoint realtime:<limit> (src/realtime/admission.ts)
+    // endpoint realtime:<limit> (src/realtime/admission.ts); sockets closed past the frame rate
+    // (hub.ts framesPerSecond) as realtime:phoenix_frames / realtime:h1_frames; an H1 resume's
+    // snapshot refused as H4, the limit it shares with GET /canvas/{id}/snapshot
     realtimeSockets: new Gauge({
       name: 'potentia_realtime_sockets', help: 'WebSockets open on this gateway process, by protocol (phoenix = realtime-js, h1)',
       labelNames: ['protocol'], registers: exposedIf(parts.realtime),
@@ -53,8 +60,18 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
     }),
     // background jobs (src/worker)
     jobQueueDepth: new Gauge({
-      name: 'potentia_job_queue_depth', help: 'Graphile Worker jobs by task and state (ready, scheduled, running, failed; outbox = embedding outbox rows)',
+      name: 'potentia_job_queue_depth', help: 'Graphile Worker jobs by task and state (ready, scheduled, running, failed; unknown = of a task no live worker runs, never run, deleted by cleanup after failed_job_retention_days; outbox = embedding outbox rows), as read with the heartbeat; not shown once that read is older than WORKER_STALE_MS',
       labelNames: ['task', 'state'], registers: exposedIf(parts.jobs),
+      // while the database cannot be read, no number at all rather than the last one read
+      collect() { if ((ageMs(worker.depthAt) ?? 0) > worker.depthValidMs) this.reset(); },
+    }),
+    workerHeartbeatAge: new Gauge({
+      name: 'potentia_worker_heartbeat_age_seconds', help: "seconds since this process's worker last recorded its heartbeat (every WORKER_HEARTBEAT_MS while it reaches the database); past WORKER_STALE_MS the other workers take its jobs back",
+      registers: exposedIf(parts.jobs),
+      collect() {
+        const age = ageMs(worker.heartbeatAt);
+        if (age !== undefined) this.set(age / 1000);
+      },
     }),
     jobs: new Counter({
       name: 'potentia_jobs_total', help: 'jobs run by this process, by task and outcome (success, error = will retry, failed = out of attempts)',

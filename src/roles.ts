@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from './auth/jwt.ts';
 import { EnvSchema, type Config } from './config.ts';
+import { presentValues } from './env-values.ts';
 import { createDatabase } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import type { Deps } from './http/env.ts';
@@ -46,8 +47,12 @@ export function resolveRole(argv: string[], env: NodeJS.ProcessEnv = process.env
     } else if (arg.startsWith('--role=')) flag = arg.slice('--role='.length);
     else throw new Error(`unknown argument ${arg}\n${ROLE_USAGE}`);
   }
-  const value = flag ?? env.POTENTIA_ROLE ?? 'all';
-  if (!(ROLES as readonly string[]).includes(value)) throw new Error(`unknown role ${value}\n${ROLE_USAGE}`);
+  // POTENTIA_ROLE= (blank, as an env file leaves it) is unset, as in loadConfig: role all
+  const fromEnv = presentValues(env).POTENTIA_ROLE;
+  const value = flag ?? fromEnv ?? 'all';
+  if (!(ROLES as readonly string[]).includes(value)) {
+    throw new Error(`unknown role ${value}${flag === undefined ? ' (POTENTIA_ROLE)' : ''}: expected one of ${ROLES.join(', ')}\n${ROLE_USAGE}`);
+  }
   return value as Role;
 }
 
@@ -85,7 +90,7 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
   const metrics = createMetrics({ api: false, realtime: true, jobs: false });
   const deps: Deps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
   const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger,
-    trustProxy: config.trustProxy, metrics, limits: config.realtime });
+    trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics, limits: config.realtime });
   const app = createProbeApp(deps, {
     // while the stream is down the bus polls realtime.messages (deltas still arrive, later), but
     // cluster presence and client broadcasts from other gateways do not: out of rotation until it is back
@@ -132,6 +137,8 @@ async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProc
     // the other workers take its jobs back, so it must not count as serving
     worker: async () => {
       if (!worker) return 'starting';
+      const notRunning = worker.notRunning();
+      if (notRunning) return notRunning;
       const id = worker.workerId;
       return withReadyTimeout((async () => {
         const [row] = await database.sql`select extract(epoch from now() - last_seen_at)::float8 as age

@@ -67,7 +67,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   if (opts.realtime !== false) {
     // the bus's logical replication stream needs a walsender session of its own: direct
     gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger: deps.logger,
-      trustProxy: config.trustProxy, metrics: deps.metrics, limits: { ...config.realtime, ...opts.realtime?.limits } });
+      trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics: deps.metrics, limits: { ...config.realtime, ...opts.realtime?.limits } });
     gateway.attach(http as import('node:http').Server);
     try {
       await gateway.start();

@@ -16,6 +16,15 @@ export function startFailureAdvice(err: { code?: string; message: string }, urls
       return `the database is not migrated (${where}): run npm run db:migrate (npm start does), with --database-url for another database`;
     case 'migrations_pending': // src/db/migrated.ts: the code is ahead of the database
       return `the database is behind this code (${where}): run npm run db:migrate (or supabase db push) against it, then start again`;
+    case 'schemas_not_owned': // src/db/migrated.ts: neither the schemas' owner (a superuser is) nor a member of potentia_app with BYPASSRLS
+      return `the processes connect as a login role in potentia_app, with REPLICATION and BYPASSRLS, or as the owner of Potentia's schemas (${where}): ` +
+        'as a superuser, grant potentia_app to this role and give it those attributes (docs/self-hosting.md, "Database"), or put the owner in the URL';
+    case 'app_role_grants_missing': // src/db/migrated.ts: a member of potentia_app, whose grants this database lacks
+      // the owner's URL (OWNER_URL in docs/self-hosting.md), not DIRECT_DATABASE_URL: that names the
+      // processes' login role (the shipped env file's potentia_runtime), the role lacking the grants
+      return `potentia_app's grants are missing in this database (${where}): as the owner of Potentia's schemas, ` +
+        'run psql "$OWNER_URL" -f sql/security/app_role.sql once, OWNER_URL being the owner\'s direct URL ' +
+        '(every later migration applies them again; docs/self-hosting.md, "Database")';
     case '28P01': case '28000': // invalid_password, invalid_authorization_specification
       return `the database refused the role or password (${where}): check the user and password in the URL`;
     default:

@@ -16,11 +16,24 @@ export function parseCommandLine<T extends ParseArgsConfig>(config: T, usage?: s
     console.log(text);
     process.exit(0);
   }
+  let parsed: ReturnType<typeof parseArgs<T>>;
   try {
-    return parseArgs(config);
+    parsed = parseArgs(config);
   } catch (err) {
     if (!String((err as NodeJS.ErrnoException).code).startsWith('ERR_PARSE_ARGS')) throw err;
     console.error(`${(err as Error).message}\n${text}`);
     process.exit(2);
   }
+  // `--database-url "$OWNER_URL"` with the variable unset passes '': read as a value it ended in a
+  // stack trace (db:migrate: TypeError Invalid URL), and taken for "not given" it would fall back
+  // on another database than the one meant. Refused, naming the option, unless '' is its default.
+  const values = parsed.values as Record<string, unknown>;
+  for (const [name, option] of Object.entries(config.options ?? {})) {
+    const value = values[name];
+    if (option.type === 'string' && option.default !== '' && typeof value === 'string' && value.trim() === '') {
+      console.error(`--${name} is empty (an unset shell variable?): give it a value, or leave the option out\n${text}`);
+      process.exit(2);
+    }
+  }
+  return parsed;
 }

@@ -129,13 +129,16 @@ begin
   end if;
 end $$;
 
--- Starts a session for p_user_id: a new refresh-token family holding p_refresh_hash; returns its id.
+-- Starts a session for p_user_id: a new refresh-token family holding p_refresh_hash; returns its
+-- id, or null when the user is gone (deleted since they were read: internal.issue_refresh_token).
 create or replace function internal.start_auth_session(p_user_id uuid, p_refresh_hash text, p_refresh_ttl_seconds integer)
 returns uuid language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare v_session_id uuid := internal.issue_refresh_token(p_user_id, p_refresh_hash, p_refresh_ttl_seconds);
 begin
-  perform internal.issue_refresh_token(p_user_id, p_refresh_hash, p_refresh_ttl_seconds);
-  update auth.users set last_sign_in_at = now() where id = p_user_id;
-  return (select family_id from app.refresh_tokens where token_hash = p_refresh_hash);
+  if v_session_id is not null then
+    update auth.users set last_sign_in_at = now() where id = p_user_id;
+  end if;
+  return v_session_id;
 end $$;
 
 drop function if exists internal.password_sign_up(text, text, jsonb, boolean, text, text, integer);  -- before p_relaxed
@@ -201,7 +204,8 @@ begin
   if not p_autoconfirm or p_refresh_hash is null then
     return jsonb_build_object('user', internal.auth_user_json(v_user_id));
   end if;
-  -- the session first, in its own statement: the user object then shows its last_sign_in_at
+  -- the session first, in its own statement: the user object then shows its last_sign_in_at (the
+  -- user is this transaction's own: no deletion can reach it, so the session always starts)
   v_session_id := internal.start_auth_session(v_user_id, p_refresh_hash, p_refresh_ttl_seconds);
   return jsonb_build_object('session_id', v_session_id, 'user', internal.auth_user_json(v_user_id));
 end $$;
@@ -251,6 +255,9 @@ begin
     return jsonb_build_object('user', internal.auth_user_json(v_user.id));
   end if;
   v_session_id := internal.start_auth_session(v_user.id, p_refresh_hash, p_refresh_ttl_seconds);
+  if v_session_id is null then  -- deleted since the password was checked: as for an unknown address
+    return jsonb_build_object('error', 'invalid_credentials', 'message', 'Invalid login credentials');
+  end if;
   return jsonb_build_object('session_id', v_session_id, 'user', internal.auth_user_json(v_user.id));
 end $$;
 
@@ -262,7 +269,8 @@ Success: {session_id, user}, a new session holding p_refresh_hash (sha256 of a n
 valid p_refresh_ttl_seconds) and last_sign_in_at set; with p_refresh_hash null, {user} only (a
 password check, no session: scripts/token.ts). Refusals {error, message}: validation_failed (no
 address), invalid_credentials "Invalid login credentials" (unknown address, no password set, wrong
-password: one answer for all three, in about the same time), email_not_confirmed. service_role only.$$;
+password, and a user deleted while signing in: one answer for all, in about the same time),
+email_not_confirmed. service_role only.$$;
 
 create or replace function internal.auth_session_user(p_user_id uuid, p_session_id uuid) returns jsonb
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
@@ -323,12 +331,20 @@ service_role only.$$;
 create or replace function internal.auth_update_user(p_user_id uuid, p_session_id uuid, p_data jsonb, p_password text)
 returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_checked jsonb := internal.auth_session_user(p_user_id, p_session_id);
+  v_checked jsonb;
   v_problem jsonb;
   v_hash text;
   v_old_data jsonb;
   v_new_data jsonb;
 begin
+  -- a write locks the user row before the token is checked: a deletion committed while the lock
+  -- waited leaves no row, and the check below (a statement of its own, a new snapshot) answers
+  -- user_not_found, not a success that wrote nothing. No key update: others' foreign keys to the
+  -- user (key share) do not wait for it.
+  if p_data is not null or p_password is not null then
+    perform from auth.users where id = p_user_id for no key update;
+  end if;
+  v_checked := internal.auth_session_user(p_user_id, p_session_id);
   if v_checked ? 'error' then return v_checked; end if;
   if p_data is not null and jsonb_typeof(p_data) <> 'object' then
     return jsonb_build_object('error', 'validation_failed', 'message', 'data must be a JSON object');
@@ -336,7 +352,7 @@ begin
   if p_password is not null then
     v_problem := internal.password_problem(p_password);
     if v_problem is not null then return v_problem; end if;
-    select encrypted_password into v_hash from auth.users where id = p_user_id for update;
+    select encrypted_password into v_hash from auth.users where id = p_user_id;
     if v_hash is not null and v_hash <> '' and extensions.crypt(p_password, v_hash) = v_hash then
       return jsonb_build_object('error', 'same_password', 'message', 'New password should be different from the old password.');
     end if;
@@ -352,7 +368,7 @@ begin
             - coalesce((select array_agg(key) from jsonb_each(p_data) where value = 'null'::jsonb), '{}'::text[]))
            || coalesce((select jsonb_object_agg(key, value) from jsonb_each(p_data) where value <> 'null'::jsonb), '{}')
       into v_old_data, v_new_data
-    from auth.users u where u.id = p_user_id for update;
+    from auth.users u where u.id = p_user_id;
     -- over the cap only if it grows: metadata stored before the cap can still be made smaller
     if octet_length(v_new_data::text) > internal.user_metadata_max_bytes()
        and octet_length(v_new_data::text) > octet_length(coalesce(v_old_data, '{}')::text) then
@@ -366,8 +382,9 @@ end $$;
 comment on function internal.auth_update_user(uuid, uuid, jsonb, text) is
 $$GoTrue's PUT /user for the signed-in user: p_data (an object) is merged into user_metadata key by
 key, a null value removing its key; p_password (null: unchanged) replaces the password and revokes
-the user's other sessions (not p_session_id). First the token is checked like
-internal.auth_session_user. Returns {user}, or {error, message}: user_not_found,
+the user's other sessions (not p_session_id). First the user row is locked (for a write: a
+deletion waits for the update, or the update for the deletion and then answers user_not_found),
+then the token is checked like internal.auth_session_user. Returns {user}, or {error, message}: user_not_found,
 session_not_found, validation_failed, weak_password (+ reasons), same_password. service_role only.$$;
 
 revoke execute on function

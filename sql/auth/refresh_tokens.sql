@@ -8,11 +8,28 @@
 -- the signature before the reuse interval (dropped so that exactly one rotate function exists)
 drop function if exists internal.rotate_refresh_token(text, text, integer);
 
+-- Starts a session for p_user_id: a new family holding p_token_hash; returns the family's id (the
+-- session id), or null when there is no such user. The user's row is locked FOR KEY SHARE first,
+-- the lock the insert's foreign key check takes anyway: a deletion of the user in flight is waited
+-- for and then found committed (null), where the insert failed its foreign key (23503, answered as
+-- Postgres's constraint message).
+do $$ begin  -- it returned void: its return type changes once, the drop only then
+  if (select prorettype = 'void'::regtype from pg_proc where oid = to_regprocedure('internal.issue_refresh_token(uuid, text, integer)')) then
+    drop function internal.issue_refresh_token(uuid, text, integer);
+  end if;
+end $$;
 create or replace function internal.issue_refresh_token(p_user_id uuid, p_token_hash text, p_ttl_seconds integer default 2592000)
-returns void language sql security definer set search_path = pg_catalog, pg_temp as $$
+returns uuid language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare v_family uuid := gen_random_uuid();
+begin
+  perform from auth.users where id = p_user_id for key share;
+  if not found then
+    return null;
+  end if;
   insert into app.refresh_tokens (token_hash, family_id, user_id, expires_at)
-  values (p_token_hash, gen_random_uuid(), p_user_id, now() + make_interval(secs => p_ttl_seconds))
-$$;
+  values (p_token_hash, v_family, p_user_id, now() + make_interval(secs => p_ttl_seconds));
+  return v_family;
+end $$;
 
 -- Returns {user_id, email} when p_old_hash was live, after storing p_new_hash (with p_new_sealed,
 -- the new token sealed under a key derived from the presented one) as its child in its family.
@@ -24,7 +41,13 @@ $$;
 -- nothing is revoked). Any other presentation of a used token is reuse: the family is revoked,
 -- and that revocation commits although the caller gets {error: 'reused'}. The presented row is
 -- locked (FOR UPDATE) first, so concurrent presentations of one token are decided one after the
--- other: the first rotates, the next ones see its child.
+-- other: the first rotates, the next ones see its child. Before it, the token's user row is locked
+-- FOR KEY SHARE (the lock the child's foreign key check takes anyway), in the order a deletion of
+-- the user locks them: the user's row, then (its cascade) the user's tokens. The other way round,
+-- a deletion that came between the token's lock and the child's insert held the user row and
+-- waited for the token while the rotation waited for the user row: a deadlock, and Postgres failed
+-- the deletion or the refresh (40P01). A user gone (a deletion in flight is waited for) is
+-- {error: 'invalid'}, as their tokens are gone with them.
 create or replace function internal.rotate_refresh_token(p_old_hash text, p_new_hash text, p_new_sealed text,
                                                          p_ttl_seconds integer default 2592000,
                                                          p_reuse_interval_seconds integer default 10)
@@ -33,6 +56,12 @@ declare
   v_token app.refresh_tokens;
   v_child app.refresh_tokens;
 begin
+  -- a token's user never changes: read unlocked, to lock the user first
+  perform from auth.users u where u.id = (select t.user_id from app.refresh_tokens t where t.token_hash = p_old_hash)
+  for key share of u;
+  if not found then
+    return jsonb_build_object('error', 'invalid');
+  end if;
   select * into v_token from app.refresh_tokens where token_hash = p_old_hash for update;
   if not found or v_token.revoked_at is not null or v_token.expires_at <= now() then
     return jsonb_build_object('error', 'invalid');

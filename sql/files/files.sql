@@ -29,7 +29,7 @@ create or replace function api.create_file(p_canvas_id uuid, p_filename text, p_
                                            p_checksum text default null) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_user uuid := internal.require_user();
+  v_user uuid := internal.lock_user();
   v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
   v_type text := lower(btrim(p_content_type));
   v_name text := btrim(p_filename);

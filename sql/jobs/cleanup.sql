@@ -2,7 +2,8 @@
 -- everything and returns what it did, so it is testable and runnable by hand:
 --   select internal.cleanup();
 -- Retention comes from app.settings: presence_expiry_seconds, oplog_retention_days,
--- audit_retention_days, deleted_canvas_retention_days. Large backlogs are removed in bounded
+-- audit_retention_days, deleted_canvas_retention_days, failed_job_retention_days (also for jobs of
+-- a task no worker runs), realtime_messages_retention_days. Large backlogs are removed in bounded
 -- batches (p_batch rows per table per run): the next run continues.
 
 create or replace function internal.cleanup(p_batch integer default 50000) returns jsonb
@@ -18,6 +19,10 @@ declare
   v_canvases integer;
   v_windows integer;
   v_slots integer;
+  v_jobs integer;
+  v_unknown integer;
+  v_unknown_tasks text[];
+  v_realtime jsonb;
   v_result jsonb;
 begin
   -- 1. stale presence: removed, and subscribers of the canvas told (same event as H6 leave)
@@ -86,14 +91,60 @@ begin
   delete from app.rate_limit_slots where window_start < now() - interval '10 minutes';
   get diagnostics v_slots = row_count;
 
+  -- 8. jobs that will never run again, kept a while for the operator: out of attempts, given up
+  --    (internal.give_up_job), or left behind by a newer job of their key (Graphile's add_job
+  --    takes the key of a job that is running or failed and uses up its attempts). Graphile never
+  --    deletes them: under connection losses and a steady edit stream they piled up. Unlocked only
+  --    (a running one may still finish); aged by the later of their last run (a failure pushes
+  --    run_at past it) and their last change (Graphile keeps updated_at only in add_job).
+  delete from graphile_worker._private_jobs where id in (
+    select id from graphile_worker._private_jobs
+    where attempts >= max_attempts and locked_at is null
+      and greatest(run_at, updated_at) < now() - make_interval(days => internal.setting_int('failed_job_retention_days'))
+    limit p_batch);
+  get diagnostics v_jobs = row_count;
+
+  -- 9. jobs of a task no worker runs: a typo in graphile_worker.add_job, a task a newer release
+  --    enqueued, or one a later release dropped. Graphile Worker fetches only the tasks it has, so
+  --    they never run, never fail, and sat in the queue forever. The tasks known are the ones some
+  --    worker's heartbeat lists (a worker of any release that runs); with no heartbeat row none
+  --    counts as unknown (a cleanup by hand while no worker runs deletes nothing). Kept
+  --    failed_job_retention_days after they were due or last changed, as failed jobs: time to
+  --    upgrade the workers, or to fix what enqueues them (the worker warns, naming the task).
+  with known as (
+    select array_agg(distinct t) as tasks from app.worker_heartbeats h cross join unnest(h.tasks) t
+  ), gone as (
+    delete from graphile_worker._private_jobs where id in (
+      select j.id from graphile_worker._private_jobs j
+      join graphile_worker._private_tasks t on t.id = j.task_id cross join known k
+      where t.identifier <> all(k.tasks) and j.attempts < j.max_attempts and j.locked_at is null
+        and greatest(j.run_at, j.updated_at) < now() - make_interval(days => internal.setting_int('failed_job_retention_days'))
+      limit p_batch)
+    returning task_id
+  )
+  select count(*), coalesce(array_agg(distinct t.identifier order by t.identifier), '{}')
+  into v_unknown, v_unknown_tasks
+  from gone join graphile_worker._private_tasks t on t.id = gone.task_id;
+
+  -- 10. realtime.messages on plain Postgres: daily partitions ahead, and retention
+  --     (sql/realtime/retention.sql; nothing on Supabase, whose Realtime server does it). Last:
+  --     the locks it may take on realtime.messages, which every mutation writes, are held until
+  --     this transaction commits
+  v_realtime := internal.maintain_realtime_messages(p_batch);
+
   v_result := jsonb_build_object('presence_expired', v_presence, 'audit_partitions_created', v_partitions,
                                  'audit_partitions_dropped', v_parts_dropped,
                                  'operations_deleted', v_ops, 'audit_deleted', v_audit,
                                  'refresh_tokens_deleted', v_tokens, 'canvases_purged', v_canvases,
-                                 'rate_limit_windows_deleted', v_windows, 'rate_limit_slots_deleted', v_slots);
-  if v_ops + v_audit + v_tokens + v_canvases + v_partitions + v_parts_dropped > 0 then
+                                 'rate_limit_windows_deleted', v_windows, 'rate_limit_slots_deleted', v_slots,
+                                 'failed_jobs_deleted', v_jobs, 'unknown_task_jobs_deleted', v_unknown,
+                                 'unknown_tasks', to_jsonb(v_unknown_tasks)) || v_realtime;
+  if v_ops + v_audit + v_tokens + v_canvases + v_partitions + v_parts_dropped + v_jobs + v_unknown
+     + (v_realtime ->> 'realtime_partitions_created')::int + (v_realtime ->> 'realtime_partitions_dropped')::int
+     + (v_realtime ->> 'realtime_messages_deleted')::int > 0 then
     perform internal.write_audit(jsonb_build_object('role', 'system'), 'system.cleanup', 'success', null, null, v_result,
-                                 null, null, null, v_ops + v_audit + v_tokens + v_canvases);
+                                 null, null, null, v_ops + v_audit + v_tokens + v_canvases + v_jobs + v_unknown
+                                                   + (v_realtime ->> 'realtime_messages_deleted')::int);
   end if;
   return v_result;
 end $$;

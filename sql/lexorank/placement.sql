@@ -137,6 +137,24 @@ comment on function internal.respread_canvas(uuid, uuid, text) is
   'as a system move and auditing canvas.rebalance (details.trigger = p_trigger); returns the keys in order and the number moved. '
   'Caller holds the canvas lock and checks app.blocks_canvas_y_order_key.';
 
+-- Whether an end of the canvas's key space is full of blocks: at least 61 keys in its last 62nd
+-- (>= 'z', p_at_end) or its first (< '1'), but p_exclude's (the block being placed; null: none).
+-- A count limited to 61, so a canvas of any size pays at most 61 index entries. PL/pgSQL: an SQL
+-- function around this subquery is not inlined, and is then planned at every call.
+create or replace function internal.end_is_full(p_canvas_id uuid, p_exclude uuid, p_at_end boolean) returns boolean
+language plpgsql stable as $$
+begin
+  if p_at_end then
+    return (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id is distinct from p_exclude
+                                  and y_order >= 'z' limit 61) e) >= 61;
+  end if;
+  return (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id is distinct from p_exclude
+                                and y_order < '1' limit 61) e) >= 61;
+end $$;
+comment on function internal.end_is_full(uuid, uuid, boolean) is
+  'Whether the last (p_at_end) or first 62nd of the canvas''s key space holds at least 61 keys, p_exclude''s not counted: '
+  'the end place_block rebalances (or bisects toward, while a rebalance is pending) instead of stepping past.';
+
 -- The key for block `p_block_id` given the intent in `p_patch`:
 --   y_order   an explicit key (validated by the caller); if another block holds it (two clients
 --             picked the same key), the block goes right after that holder instead
@@ -184,11 +202,11 @@ begin
   elsif v_lo is null and v_hi is not null then
     v_key := internal.lexorank_step(v_hi, false);
   end if;
-  -- The end is full at its keys' length. When it is full of blocks (at least 61 in the last
-  -- 62nd of the key space, as after the 1,891 appends a canvas's first block leaves room for),
-  -- every other block is rekeyed with room at both ends, and this one steps past the new end:
-  -- bisecting toward the end instead lengthened each key and respaced the last few blocks every
-  -- few appends (7.5 moves per append on a canvas grown to 7,000 blocks at its end,
+  -- The end is full at its keys' length. When it is full of blocks (internal.end_is_full: at
+  -- least 61 in the last 62nd of the key space, as after the 1,891 appends a canvas's first block
+  -- leaves room for), every other block is rekeyed with room at both ends, and this one steps past
+  -- the new end: bisecting toward the end instead lengthened each key and respaced the last few
+  -- blocks every few appends (7.5 moves per append on a canvas grown to 7,000 blocks at its end,
   -- docs/performance.md). A few blocks at the very end (a client's y_order 'zz') are not worth
   -- moving every block for: the key bisects toward the end, as between two blocks. So moving
   -- all n blocks takes at least 61 placements at one end, never one.
@@ -198,12 +216,12 @@ begin
   -- (internal.request_rebalance) and this key bisects toward the end as below until the job has
   -- run: rebalanced inline, 10,000 blocks took longer than the statement_timeout, so every append
   -- failed (timeout) and rolled the rebalance back with it, and the canvas took no append any more.
-  if v_key is null and (v_lo is null) <> (v_hi is null)
-     and (case when v_hi is null
-               then (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id
-                                           and y_order >= 'z' limit 61) e)
-               else (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id
-                                           and y_order < '1' limit 61) e) end) >= 61 then
+  -- The same for a smaller canvas on a machine slow enough: an append whose inline rebalance timed
+  -- out asks for the job (internal.rebalance_after_timeout), and while it is pending the key
+  -- bisects here too. So a pending job (internal.rebalance_pending, asked once) means neither an
+  -- inline rebalance nor another request.
+  if v_key is null and (v_lo is null) <> (v_hi is null) and internal.end_is_full(p_canvas_id, p_block_id, v_hi is null)
+     and not internal.rebalance_pending(p_canvas_id) then
     if (select count(*) from (select from app.blocks where canvas_id = p_canvas_id and block_id <> p_block_id limit 2001) b) <= 2000 then
       v_keys := (internal.respread_canvas(p_canvas_id, p_block_id, 'append')).o_keys;
       v_key := internal.lexorank_step(case when v_hi is null then v_keys[array_length(v_keys, 1)] else v_keys[1] end, v_hi is null);

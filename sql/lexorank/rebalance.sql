@@ -18,6 +18,32 @@ end $$;
 comment on function internal.request_rebalance(uuid) is
   'Asks for a rebalance of the canvas: NOTIFY rebalance_needed and the rebalance_canvas job, deduplicated by its job key rebalance_canvas:<id>, run 2 s later.';
 
+-- Whether request_rebalance's job for the canvas is queued or running (its job key). PL/pgSQL:
+-- an SQL function around EXISTS is not inlined (a sublink), and is then planned at every call.
+drop function if exists internal.rebalance_pending(uuid);
+create function internal.rebalance_pending(p_canvas_id uuid) returns boolean
+language plpgsql stable as $$
+begin
+  return exists (select from graphile_worker._private_jobs j where j.key = 'rebalance_canvas:' || p_canvas_id);
+end $$;
+
+-- After a create or move that ran out of time (57014, the request's statement_timeout): on a
+-- canvas whose end is full, that may have been place_block's inline rebalance, which rolled back
+-- with the mutation, as it then did for every later append: on a machine slow enough for one
+-- rebalance to outlast the timeout, the canvas took no append any more (every one answered 504).
+-- The job is asked for instead, and place_block bisects toward the end while it is pending, so the
+-- client's retry succeeds. An end counts as full as in place_block (internal.end_is_full); a
+-- timeout for another reason on such a canvas only brings its rebalance forward.
+create or replace function internal.rebalance_after_timeout(p_canvas_id uuid) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  if internal.end_is_full(p_canvas_id, null, true) or internal.end_is_full(p_canvas_id, null, false) then
+    perform internal.request_rebalance(p_canvas_id);
+  end if;
+end $$;
+comment on function internal.rebalance_after_timeout(uuid) is
+  'Called by the mutation RPCs after a create or move that timed out (57014): asks for the canvas''s rebalance job when an end of its key space is full, so that place_block bisects instead of rebalancing inline until the job has run.';
+
 create or replace function internal.check_lexorank_length() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin

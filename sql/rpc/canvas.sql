@@ -16,6 +16,46 @@ begin
   return v_user;
 end $$;
 
+-- require_user for a call that writes rows naming the caller (created_by, uploaded_by,
+-- invited_by, a membership): the caller's row is also locked FOR KEY SHARE to the end of the
+-- transaction, the lock those rows' foreign keys take anyway, taken first. Without it a deletion
+-- of the user committed between the check and the insert failed the insert's foreign key (23503),
+-- answered 400 invalid_input with the constraint's message; now the deletion waits for the call,
+-- and a call that meets a deletion in flight waits for it and then finds no row: unauthorized.
+-- Not in require_user itself: reads must not lock (a read-only transaction refuses the lock, and
+-- the lock writes a WAL record). The mutation RPCs take the same lock in their first statement
+-- (internal.apply_block_op), without raising: a caller found gone there is answered on the way
+-- (no role, or the foreign key's failure: internal.operation_error).
+create or replace function internal.lock_user() returns uuid
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare v_user uuid := internal.require_user();
+begin
+  perform from auth.users u where u.id = v_user for key share;
+  if not found then  -- deleted since require_user looked (it waited for the deletion here)
+    perform internal.raise_error('unauthorized', 'the user this token was issued to no longer exists');
+  end if;
+  return v_user;
+end $$;
+
+-- The user rows of the callers of one lane transaction (src/db/canvas-lanes.ts: requests of several
+-- callers on one canvas, in one transaction), locked FOR KEY SHARE before any of them runs, as each
+-- mutation locks its own caller's first (internal.apply_block_op): the second caller's lock,
+-- taken after the first caller's mutation had locked the canvas row, deadlocked with a deletion
+-- of the second caller (holding their row, waiting for the canvas they created). Ids that are not
+-- UUIDs, or of no user, lock nothing. Waits at most lock_timeout for a deletion in flight; failing,
+-- the lane sends each request again on its own. Called by the lane as the connecting role, before
+-- any caller's settings: for the processes' role, not the API roles (sql/security/app_role.sql).
+create or replace function internal.lock_callers(p_users text[]) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s' as $$
+begin
+  perform from auth.users u where u.id = any(array(select internal.try_uuid(x) from unnest(p_users) x))
+  order by u.id for key share;
+end $$;
+comment on function internal.lock_callers(text[]) is
+  'Locks the user rows of p_users (user ids as text; others ignored) FOR KEY SHARE to the end of the transaction, in id order: '
+  'sent by a canvas lane before the requests of a transaction carrying several callers (src/db/canvas-lanes.ts), so that a deletion '
+  'of one of them never waits for a canvas row the transaction holds while the transaction waits for the deletion.';
+
 -- Raises unauthorized when p_user no longer exists (require_user's second rule, on its own). The
 -- mutation RPC and internal.require_canvas_reader ask it only on their way to not_found: a deleted
 -- user has no role left (memberships go with the user), so every refusal they would answer a
@@ -69,7 +109,7 @@ end $$;
 create or replace function api.create_canvas(p_workspace_id uuid, p_title text default 'Untitled', p_settings jsonb default '{}')
 returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_user uuid := internal.require_user();
+  v_user uuid := internal.lock_user();
   v_role app.member_role := internal.workspace_role(p_workspace_id, v_user);
   v_id uuid;
   v_checked boolean;  -- internal.check_json_policy's answer (unused: it raises)

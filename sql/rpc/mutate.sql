@@ -533,6 +533,7 @@ declare
   v_slot integer;         -- the rate-limit slot taken (unused)
   v_canvas_seq bigint;    -- taken with v_seq by a direct update's canvas row UPDATE (step 4), else null
   v_checked boolean;      -- internal.check_json_policy's answer (unused: it raises)
+  v_locked boolean;       -- the caller's user row, locked (unused: see step 1)
 begin
   -- 1. who may do this
   if v_user is null then
@@ -548,11 +549,23 @@ begin
     perform internal.raise_error('invalid_input', 'canvas_id is required', '{"field":"canvas_id"}');
   end if;
   -- the role (internal.canvas_role's rule, inlined) and both settings in one statement: each
-  -- call or statement of its own costs every mutation (docs/performance.md)
+  -- call or statement of its own costs every mutation (docs/performance.md).
+  -- With them, the caller's user row locked FOR KEY SHARE to the end of the transaction: the lock
+  -- the block's created_by / updated_by foreign keys take in step 5, taken before the canvas row
+  -- (step 4), as a deletion of the user takes them (the user's row, then the rows its ON DELETE
+  -- actions change: the canvases and blocks the user created or last edited). Taken only by the
+  -- foreign key, after the canvas row, a mutation holding the canvas (or a block) waited for the
+  -- deletion holding the user, which waited for that canvas: a deadlock, and Postgres failed one
+  -- of them (the deletion, when it waited first: a user deleting their account while a tab of
+  -- theirs still sent edits). Now a deletion waits for the mutation, or the mutation waits for it
+  -- before holding anything the deletion needs (and then finds no role, or fails its foreign key:
+  -- internal.operation_error). Every action: a batch's first op may be a delete. A lane's
+  -- transaction carrying several callers locks all of theirs first (internal.lock_callers).
   select (select r.role from internal.canvas_roles(p_canvas_id, v_user) r),
          (select (value #>> '{}')::integer from app.settings where key = 'mutations_per_minute'),
-         (select value from app.settings where key = 'max_content_bytes')
-    into v_role, v_limit, v_max_setting;
+         (select value from app.settings where key = 'max_content_bytes'),
+         (select true from auth.users u where u.id = v_user for key share)
+    into v_role, v_limit, v_max_setting, v_locked;
   if v_role is null then
     -- a deleted user's token (valid until it expires) is unauthorized, as everywhere: asked here,
     -- where it ends up (no role), not on every mutation
@@ -863,6 +876,35 @@ exception when sqlstate 'PX429' then
   null;  -- over the limit already: the next attempt is refused
 end $$;
 
+-- The error object of an operation's caught exception (internal.error_object), but for a foreign
+-- key violation (23503) whose caller no longer exists: the user was deleted after the operation
+-- read their role (the memberships go with the user, so a caller deleted before that read is
+-- refused there: apply_block_op) and before it wrote a row naming them (app.blocks created_by /
+-- updated_by, whose check waits for the deleting transaction and then fails). That is the same
+-- caller as one deleted a moment sooner: unauthorized, with require_user_exists's message, not
+-- invalid_input with the constraint's. Asked only of a 23503 (its block's subtransaction is
+-- entered only then). A delete writes no row naming its caller (the log's actor_id and the audit's
+-- user_id have no foreign key: they outlive the user), so one that read the role before the
+-- deletion committed applies, as if it came first. The rejection is then recorded in the system
+-- audit only (record_rejected_op: no role left), which has no foreign key on the user either.
+-- Not SECURITY DEFINER and no SET clause: called by the mutation RPCs (SECURITY DEFINER,
+-- search_path pinned) on the way to a rejection; it names only schema-qualified objects.
+create or replace function internal.operation_error(p_ctx jsonb, p_sqlstate text, p_message text, p_detail text, p_hint text)
+returns jsonb language plpgsql stable as $$
+declare
+  v_msg text; v_detail text; v_hint text;
+begin
+  if p_sqlstate = '23503' and p_ctx ->> 'user_id' is not null then
+    begin
+      perform internal.require_user_exists((p_ctx ->> 'user_id')::uuid);
+    exception when sqlstate 'PX401' then
+      get stacked diagnostics v_msg = message_text, v_detail = pg_exception_detail, v_hint = pg_exception_hint;
+      return internal.error_object('PX401', v_msg, v_detail, v_hint);
+    end;
+  end if;
+  return internal.error_object(p_sqlstate, p_message, p_detail, p_hint);
+end $$;
+
 -- What a caught exception becomes for the caller: a conflict carries the current block.
 create or replace function internal.rejection_result(p_client_op_id text, p_block_id uuid, p_error jsonb)
 returns jsonb language sql stable as $$
@@ -935,7 +977,10 @@ begin
     return v_prior;
   end if;
   -- the client_op_id names another applied operation (prior_result), or the attempt's own error
-  v_error := coalesce(v_prior -> 'error', internal.error_object(v_state, v_msg, v_detail, v_hint));
+  v_error := coalesce(v_prior -> 'error', internal.operation_error(v_ctx, v_state, v_msg, v_detail, v_hint));
+  if v_state = '57014' and p_action in ('create', 'move') then
+    perform internal.rebalance_after_timeout(p_canvas_id);  -- an inline rebalance may have run out of time
+  end if;
   perform internal.count_rejected_attempt(v_ctx, v_error);
   v_result := internal.rejection_result(p_client_op_id, p_block_id, v_error);
   perform internal.record_rejected_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch,
@@ -1059,7 +1104,10 @@ begin
                                                      internal.try_uuid(p_ops -> v_index ->> 'block_id'),
                                                      p_ops -> v_index ->> 'action') ? 'duplicate', false));
   end loop;
-  v_error := internal.error_object(v_state, v_msg, v_detail, v_hint);
+  v_error := internal.operation_error(v_ctx, v_state, v_msg, v_detail, v_hint);
+  if v_state = '57014' then
+    perform internal.rebalance_after_timeout(p_canvas_id);  -- an inline rebalance may have run out of time
+  end if;
   perform internal.count_rejected_attempt(v_ctx, v_error);
   v_op := p_ops -> v_index;
   v_result := internal.rejection_result(v_op ->> 'client_op_id', internal.try_uuid(v_op ->> 'block_id'), v_error)

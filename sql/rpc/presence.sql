@@ -73,11 +73,22 @@ begin
   if p_cursor is not null and v_problem is not null then
     perform internal.raise_error('invalid_input', v_problem ->> 'message', jsonb_build_object('field', v_problem ->> 'field'));
   end if;
-  insert into app.presence as p (canvas_id, user_id, typing, last_active_at)
-  values (p_canvas_id, v_user, coalesce(p_typing, false), now())
-  on conflict (canvas_id, user_id) do update set typing = excluded.typing, last_active_at = excluded.last_active_at
-  where p.last_active_at < now() - make_interval(secs => internal.setting_int('presence_write_interval_seconds'));
-  v_written := found;
+  -- A caller deleted after require_canvas_reader read their role fails the row's foreign key on
+  -- the user (23503, once the deletion commits): that is the caller of a token whose user is gone,
+  -- unauthorized as for one deleted a moment sooner (internal.operation_error does the same for
+  -- the mutation RPCs). Mapped rather than prevented: a lock on the user row (internal.lock_user)
+  -- would write at every call, and the insert's own check runs at most every
+  -- presence_write_interval_seconds.
+  begin
+    insert into app.presence as p (canvas_id, user_id, typing, last_active_at)
+    values (p_canvas_id, v_user, coalesce(p_typing, false), now())
+    on conflict (canvas_id, user_id) do update set typing = excluded.typing, last_active_at = excluded.last_active_at
+    where p.last_active_at < now() - make_interval(secs => internal.setting_int('presence_write_interval_seconds'));
+    v_written := found;
+  exception when foreign_key_violation then
+    perform internal.require_user_exists(v_user);
+    raise;
+  end;
   select last_active_at into v_last_active from app.presence where canvas_id = p_canvas_id and user_id = v_user;
   perform realtime.send(jsonb_build_object('user_id', v_user, 'cursor', p_cursor, 'typing', coalesce(p_typing, false)),
                         'presence', 'canvas:' || p_canvas_id, true);
@@ -99,7 +110,9 @@ end $$;
 comment on function api.update_presence(uuid, jsonb, boolean) is
   'H3: broadcast {user_id, cursor, typing} as event presence on canvas:<id> (members only; cursor a JSON object of at most 1024 bytes). '
   'Returns {broadcast: true, last_active_at, last_active_at_updated}: the durable app.presence row is refreshed at most every '
-  'presence_write_interval_seconds (app.settings), so last_active_at_updated is false in between; the broadcast always goes out.';
+  'presence_write_interval_seconds (app.settings), so last_active_at_updated is false in between; the broadcast always goes out. '
+  'Errors: unauthorized (a user deleted during the call too); not_found (field canvas_id); forbidden (token scope); '
+  'invalid_input (field cursor or cursor.<key>).';
 
 comment on function api.leave_canvas(uuid) is
   'H6: the caller leaves a canvas: its app.presence row is deleted and presence_leave {user_id} broadcast on canvas:<id> (members only). '

@@ -112,14 +112,28 @@ begin
   perform from app.workspaces where workspace_id = p_workspace_id for no key update;
   v_role := internal.workspace_role(p_workspace_id, auth.uid());
   if v_role is null then
+    -- a caller deleted while we waited has no role left: unauthorized, as before the wait
+    perform internal.require_user_exists(auth.uid());
     perform internal.raise_error('not_found', 'workspace not found, or you are not a member of it', '{"field":"workspace_id"}');
   end if;
   return v_role;
 end $$;
 
 -- The caller's role, which must be owner or admin (forbidden otherwise: p_what says what they
--- tried), with the workspace locked (internal.lock_workspace).
+-- tried), with the workspace locked (internal.lock_workspace) and the caller's user row too
+-- (internal.lock_user).
 create or replace function internal.require_workspace_manager(p_workspace_id uuid, p_what text) returns app.member_role
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform internal.lock_user();  -- what managers write names them (invited_by)
+  return internal.check_workspace_manager(p_workspace_id, p_what);
+end $$;
+
+-- internal.require_workspace_manager without the caller's user row lock, for the calls that lock
+-- another user's row (the member they add or set) and write nothing naming the caller: a call
+-- holding two users' rows can deadlock with one statement deleting both (see
+-- api.set_workspace_member). The workspace is locked all the same.
+create or replace function internal.check_workspace_manager(p_workspace_id uuid, p_what text) returns app.member_role
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_role app.member_role;
 begin
@@ -150,7 +164,7 @@ end $$;
 create or replace function api.create_workspace(p_name text) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_user uuid := internal.require_user();
+  v_user uuid := internal.lock_user();
   v_name text := internal.check_workspace_name(p_name);
   v_workspace app.workspaces;
 begin
@@ -241,20 +255,34 @@ comment on function api.list_workspace_members(uuid) is
 create or replace function api.add_workspace_member(p_workspace_id uuid, p_email text, p_role text) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'add members');
-  v_role app.member_role := internal.parse_member_role(p_role);
-  v_email text := internal.normalize_email(p_email);
+  v_caller app.member_role;
+  v_role app.member_role;
+  v_email text := lower(btrim(p_email));  -- normalize_email's form; it refuses a malformed one below
   v_target uuid;
   v_invite app.workspace_invites;
 begin
-  if v_role = 'owner' and v_caller <> 'owner' then
-    perform internal.raise_error('forbidden', 'only an owner can make another owner', '{"field":"role"}');
-  end if;
+  perform internal.require_user();  -- unauthorized before any row is locked
+  -- The member's user row is locked (as lock_user locks the caller: the membership below names
+  -- them) before the workspace's row (check_workspace_manager), in the order a deletion of the
+  -- member locks them: the user's row, then (workspaces.created_by, ON DELETE SET NULL) the rows
+  -- of the workspaces they created. The other way round, the deletion of a member who created
+  -- this workspace deadlocked with the call (40P01, failing one of them).
   -- GoTrue stores emails lower-cased (its unique index finds them); another spelling is looked for
   -- only then (an index on lower(email), where there is one, as in sql/compat/auth.sql)
-  select id into v_target from auth.users where email = v_email;
+  select id into v_target from auth.users where email = v_email for key share;
   if v_target is null then
-    select id into v_target from auth.users where lower(email) = v_email order by created_at limit 1;
+    select id into v_target from auth.users where lower(email) = v_email order by created_at limit 1 for key share;
+  end if;
+  -- The caller's row is locked only when no member was found: then the invite below names the
+  -- caller (invited_by); the membership does not. Never both rows (see set_workspace_member).
+  if v_target is null then
+    perform internal.lock_user();
+  end if;
+  v_caller := internal.check_workspace_manager(p_workspace_id, 'add members');
+  v_role := internal.parse_member_role(p_role);
+  v_email := internal.normalize_email(p_email);
+  if v_role = 'owner' and v_caller <> 'owner' then
+    perform internal.raise_error('forbidden', 'only an owner can make another owner', '{"field":"role"}');
   end if;
 
   if v_target is not null then
@@ -370,13 +398,29 @@ comment on function api.remove_workspace_member(uuid, uuid) is
 create or replace function api.set_workspace_member(p_workspace_id uuid, p_user_id uuid, p_role app.member_role)
 returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'manage members');
-  v_current app.member_role := internal.workspace_role(p_workspace_id, p_user_id);
+  v_caller app.member_role;
+  v_current app.member_role;
+  v_member_exists boolean;
 begin
+  perform internal.require_user();  -- unauthorized before any row is locked
+  -- locked as add_workspace_member locks the member, and before the workspace for the same reason
+  -- (a deletion locks the user, then the workspaces they created): the membership below names the
+  -- user, and a user deleted after an unlocked look failed its foreign key (23503)
+  perform from auth.users where id = p_user_id for key share;
+  v_member_exists := found;
+  -- The caller's row is not locked: nothing written here names the caller (the audit row has no
+  -- foreign key). A call holding both users' rows deadlocked with one statement deleting both,
+  -- `delete from auth.users where id in (caller, member)`, which locks the two rows in its scan's
+  -- order (ctid order in a sequential scan, id order in an index scan) before any ON DELETE action:
+  -- where it met the member first, each held the row the other waited for (40P01). No order of
+  -- ours matches every scan; holding one user's row at a time leaves no cycle. A caller deleted
+  -- meanwhile is still refused: check_workspace_manager reads them after the member's lock.
+  v_caller := internal.check_workspace_manager(p_workspace_id, 'manage members');
+  v_current := internal.workspace_role(p_workspace_id, p_user_id);
   if (p_role = 'owner' or v_current = 'owner') and v_caller <> 'owner' then
     perform internal.raise_error('forbidden', format('your role (%s) cannot grant this role', v_caller), '{"field":"role"}');
   end if;
-  if p_role is null or not exists (select from auth.users where id = p_user_id) then
+  if p_role is null or not v_member_exists then
     perform internal.raise_error('invalid_input', 'user_id must be an existing user and role one of owner, admin, editor, viewer',
                                  '{"field":"user_id"}');
   end if;

@@ -31,7 +31,11 @@ import type { CallerSettings } from './request.ts';
  * before any canvas row is locked (`first`: the endpoint hit) go first, for the whole group: every
  * transaction takes those rows before its canvas row, and all of them in one order. A caller's
  * several mutations in a group take a rate-limit slot each, which keeps the limit's bound
- * (docs/limits.md). (Rows keyed by an id the client chooses are not ordered this way: two groups
+ * (docs/limits.md). The callers' user rows, which each mutation locks before its canvas row (a
+ * deletion of the user locks the user's row, then the canvases and blocks they created), are
+ * locked for the whole group first too, when it has several callers (`lockCallers`): a second
+ * caller's own lock, after the first caller's canvas row, deadlocked with that caller's deletion.
+ * (Rows keyed by an id the client chooses are not ordered this way: two groups
  * creating the same two block ids on two canvases can still deadlock; Postgres breaks it after
  * deadlock_timeout, and the victim fails.)
  *
@@ -74,6 +78,7 @@ export class CanvasLanes {
   readonly #sql: Sql;
   readonly #depth: number;
   readonly #pipeline: boolean;
+  readonly #lockCallers: string | null;
   readonly #lanes = new Map<string, Lane>();
   /**
    * Ids of the transactions this object sends: a random prefix of this object's and a count, so
@@ -87,14 +92,18 @@ export class CanvasLanes {
    * `depth`: how many of a lane's requests one transaction may carry (default 8). `pipeline`
    * (default true): a busy lane may send its next transaction behind the one on the wire (see the
    * class docstring); false behind a transaction pooler, where consecutive transactions of one
-   * connection may run on different server connections.
+   * connection may run on different server connections. `lockCallers`: a statement ($1: the
+   * callers' ids, text[]) written first in a transaction that carries requests of several callers,
+   * as the connecting role, to lock their own rows before any request locks its canvas row
+   * (LOCK_CALLERS; none by default).
    */
-  constructor(sql: Sql, opts: { depth?: number; pipeline?: boolean } = {}) {
+  constructor(sql: Sql, opts: { depth?: number; pipeline?: boolean; lockCallers?: string } = {}) {
     const depth = opts.depth ?? DEFAULT_DEPTH;
     if (!Number.isInteger(depth) || depth < 1) throw new RangeError(`lane depth must be a whole number >= 1, got ${depth}`);
     this.#sql = sql;
     this.#depth = depth;
     this.#pipeline = opts.pipeline ?? true;
+    this.#lockCallers = opts.lockCallers ?? null;
   }
 
   /** Lanes open now (one per canvas with a request in flight in this process). */
@@ -281,6 +290,13 @@ export class CanvasLanes {
     // behind a transaction still on the wire: runs only if that one committed (its mark below is
     // a session setting, which its rollback takes back)
     const guard = after === null ? null : conn.unsafe(LANE_GUARD, [after], { prepare: true }).execute();
+    // the callers' own rows before any request's canvas row, when there are several callers: each
+    // request locks its caller's first itself (the mutation RPC), but a second caller's would come
+    // after the first one's canvas row, and a deletion of that caller (their row held, waiting for
+    // a canvas row they created, which this transaction holds) deadlocked with it
+    const callers = [...new Set(group.map((r) => r.caller).filter((c): c is string => c !== null))];
+    const locked = this.#lockCallers === null || callers.length < 2 ? null
+      : conn.unsafe(this.#lockCallers, [callers] as never[], { prepare: true }).execute();
     // every request's `first` statements, then every request's own (a request whose `first` threw
     // writes nothing more); each result handled from the start, or a rejection would go unhandled
     const scratch: TransactionScratch = {};
@@ -302,13 +318,13 @@ export class CanvasLanes {
     void mainsSettled.then((all) => {
       if (all.every((o) => o.every((r) => r.status === 'fulfilled'))) ran();
     });
-    const [opened, closed, guarded, marked] = await Promise.allSettled([begin, commit, guard, mark]);
+    const [opened, closed, guarded, marked, callersLocked] = await Promise.allSettled([begin, commit, guard, mark, locked]);
     const firstOutcomes = await Promise.all(firsts.map((f) => f.settled));
     const outcomes = await mainsSettled;
     // a request's failure: the first of its statements to fail, in the order they were sent
     const errors = group.map((_, i) => [...firstOutcomes[i]!, ...outcomes[i]!]
       .find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
-    const lost = [opened, closed, guarded, marked].map((s) => (s.status === 'rejected' ? s.reason : undefined)).concat(errors)
+    const lost = [opened, closed, guarded, marked, callersLocked].map((s) => (s.status === 'rejected' ? s.reason : undefined)).concat(errors)
       .find((err) => err !== undefined && isConnectionFailure(err));
     if (lost !== undefined) {
       // the connection failed: every request of the transaction fails with it (it may have
@@ -407,6 +423,11 @@ const PIPELINE_AFTER = 4;
 
 /** Sets this transaction's mark: a session setting, so it stays after COMMIT and a rollback takes it back. */
 const LANE_MARK = "select set_config('potentia.lane_tx', $1, false)";
+/**
+ * The callers' user rows, locked before a transaction's requests run (sql/rpc/canvas.sql
+ * internal.lock_callers): the `lockCallers` of the server's lanes (src/db/index.ts).
+ */
+export const LOCK_CALLERS = 'select internal.lock_callers($1::text[])';
 /** Fails unless the transaction ahead on this connection committed its mark. */
 const LANE_GUARD = "select 1 / (current_setting('potentia.lane_tx', true) is not distinct from $1)::int";
 

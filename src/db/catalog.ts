@@ -6,7 +6,8 @@ import type { Sql } from 'postgres';
  * the order grants were given in does not count), default privileges, comments, views, indexes,
  * tables and columns, constraints, types, publications and extensions. Identities are names, never
  * OIDs, so two databases built separately compare equal when they hold the same things.
- * Used by the migrations drift check (tests/integration/migrations.test.ts).
+ * Used by the migrations drift check (tests/integration/migrations.test.ts) and by the fingerprint
+ * db:migrate keeps of the schema (schema-drift.ts).
  */
 // owner: the relation a column, index, constraint, trigger or policy belongs to
 export type CatalogEntry = { kind: string; name: string; def: string; owner?: string };

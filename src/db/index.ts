@@ -1,7 +1,7 @@
 import { Kysely } from 'kysely';
 import { PostgresJSDialect } from 'kysely-postgres-js';
 import postgres, { type Sql } from 'postgres';
-import { CanvasLanes } from './canvas-lanes.ts';
+import { CanvasLanes, LOCK_CALLERS } from './canvas-lanes.ts';
 import type { DB } from './types.ts';
 
 export type Database = {
@@ -36,13 +36,14 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
     backoff: reconnectBackoffSeconds,
     connect_timeout: CONNECT_TIMEOUT_SECONDS,
     answer_timeout: opts.answerTimeoutSeconds ?? ANSWER_TIMEOUT_SECONDS,
+    keep_alive: KEEPALIVE_IDLE_SECONDS,
   };
   const sql = postgres(url, options);
   const db = new Kysely<DB>({ dialect: new PostgresJSDialect({ postgres: sql }) });
   return {
     sql,
     db,
-    lanes: new CanvasLanes(sql, { pipeline: !opts.transactionPooler }),
+    lanes: new CanvasLanes(sql, { pipeline: !opts.transactionPooler, lockCallers: LOCK_CALLERS }),
     async close() {
       // Kysely's driver starts lazily: end the postgres.js pool ourselves (end() is idempotent)
       await db.destroy();
@@ -77,9 +78,37 @@ export const CONNECT_TIMEOUT_SECONDS = 5;
  * transaction rolled back and its locks released, within seconds of the close reaching the server
  * (directly or through PgBouncer, which closes its server connection): the database sets
  * client_connection_check_interval (sql/core/session_defaults.sql). Across a stalled path that is
- * once the path heals. No CancelRequest is sent: its connection would take the same stalled path.
+ * once the server gives the connection up (TCP keepalive, or tcp_user_timeout while what it wrote
+ * waits to be acknowledged: 2 minutes, the same file), or the path heals. No CancelRequest is
+ * sent: its connection would take the same stalled path. This is also this side's bound for a
+ * query written into a stalled path, which keepalive does not probe (the query waits to be
+ * acknowledged) and TCP_USER_TIMEOUT would end: Node cannot set that socket option.
  */
 export const ANSWER_TIMEOUT_SECONDS = 20;
+
+/**
+ * TCP keepalive of every connection our processes hold to the database (postgres.js `keep_alive`
+ * here and in the worker's pool; `pg`'s `keepAlive` in Graphile Worker's pool and the realtime
+ * replication stream): the first probe after this many seconds without a packet, then Node's own
+ * 1 s apart, the connection given up after 10 unanswered (Node sets TCP_KEEPINTVL 1 and
+ * TCP_KEEPCNT 10 with it). So a path to the database that went dead without closing (a partition,
+ * a firewall or NAT that lost the flow, a server host gone) is noticed within about 70 s on a
+ * connection that waits unused in its pool, and it reconnects, instead of after the OS default
+ * (over 2 h on Linux) or, at best, the first query's answer_timeout on it. A statement in flight
+ * is covered by answer_timeout, and a LISTEN connection waits for the server without a query. No
+ * probe is sent while data we wrote waits to be acknowledged: a query the worker's pools (no
+ * answer_timeout: their statements may run long) wrote into a stalled path waits for TCP's
+ * retransmission limit (tcp_retries2, about 15 minutes), its job with it, though the server has
+ * ended its session within 2 minutes (its keepalive or tcp_user_timeout); the replication stream,
+ * which writes a status update every second, is restarted by the bus's stall probe
+ * (src/realtime/bus.ts). The probes also keep a NAT or firewall on the path from forgetting an
+ * idle pooled connection (they do after 4-15 minutes). The server probes its clients the same way
+ * (tcp_keepalives_*, with tcp_user_timeout: sql/core/session_defaults.sql).
+ */
+export const KEEPALIVE_IDLE_SECONDS = 60;
+
+/** `pg`'s options for the same keepalive (KEEPALIVE_IDLE_SECONDS). */
+export const PG_KEEPALIVE = { keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_IDLE_SECONDS * 1000 } as const;
 
 /**
  * Delay (seconds) before a pooled connection that was closed reconnects. postgres.js's default

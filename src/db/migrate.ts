@@ -2,6 +2,11 @@ import { readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Sql, TransactionSql } from 'postgres';
 import { graphileWorkerRevision } from './graphile-schema.ts';
+import { checkPrivileges } from './migrate-privileges.ts';
+import { migrationStep } from './migration-step.ts';
+import {
+  describeSchemaDrift, FINGERPRINT_TABLES, fingerprint, fingerprintUnusable, readFingerprint, recordAll, recordChanges, recordMigration,
+} from './schema-drift.ts';
 import { SUPERSEDED_MIGRATIONS } from './superseded-migrations.ts';
 import { describeDrift, hasDrift, listSql, sha256, sourceFiles, sourcesDrift } from './sources.ts';
 
@@ -9,7 +14,7 @@ import { describeDrift, hasDrift, listSql, sha256, sourceFiles, sourcesDrift } f
  * Applies Potentia's database objects:
  *  1. compatibility schemas (`sql/compat/<schema>.sql`) for `auth` and `realtime`, only where the
  *     schema is absent or was created by us — on Supabase the real ones are left alone;
- *  2. `supabase/migrations/*.sql` in order, one transaction each, recorded in
+ *  2. `supabase/migrations/*.sql` in order, one transaction each (src/db/migration-step.ts: bounded lock waits, a lost connection named), recorded in
  *     `supabase_migrations.schema_migrations` (the Supabase CLI's table); an applied migration
  *     whose content changed is refused (unless the recorded text is one src/db/superseded-migrations.ts
  *     lists). The migrations hold everything, functions and policies
@@ -24,12 +29,18 @@ export type MigrateOptions = {
   root: string;
   log?: (line: string) => void;
   strict?: boolean;
+  /** how long each step may spend waiting for locks held by other sessions (src/db/migration-step.ts) */
+  lockWaitMs?: number;
+  /** a second connection, to name the sessions holding the locks a step waits for */
+  watch?: Sql;
+  /** take the schema as it is, changes made outside migrations included, as what the migrations left */
+  acceptDrift?: boolean;
 };
 
-export type MigrateResult = { compat: string[]; migrations: string[]; sources: boolean; drift: string[] };
+/** drift: sql/ changes no migration holds; schemaDrift: the database's objects changed outside migrations (schema-drift.ts) */
+export type MigrateResult = { compat: string[]; migrations: string[]; sources: boolean; drift: string[]; schemaDrift: string[] };
 
 const COMPAT_MARK = 'potentia compatibility schema';
-const MIGRATE_LOCK = 7_303_030_001; // advisory lock key: one migrator at a time per database
 
 export class MigrationChangedError extends Error {
   constructor(readonly file: string) {
@@ -49,13 +60,18 @@ export class SourcesDriftError extends Error {
   }
 }
 
-export async function migrate(sql: Sql, { root, log = () => {}, strict = false }: MigrateOptions): Promise<MigrateResult> {
-  const result: MigrateResult = { compat: [], migrations: [], sources: false, drift: [] };
+export async function migrate(sql: Sql, { root, log = () => {}, strict = false, lockWaitMs, watch, acceptDrift = false }: MigrateOptions):
+  Promise<MigrateResult> {
+  const result: MigrateResult = { compat: [], migrations: [], sources: false, drift: [], schemaDrift: [] };
   const drift = await sourcesDrift(root, graphileWorkerRevision);
   result.drift = describeDrift(drift);
   if (strict && hasDrift(drift)) throw new SourcesDriftError(result.drift);
-  await migrationStep(sql, log, async (tx) => {
-    await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
+  // a role that cannot finish the run is refused before its first step
+  await checkPrivileges(sql, COMPAT_MARK);
+  // each step is under the migrations' advisory lock (migrationStep); holders of it are named once a run
+  const reported = new Set<number>();
+  const step = <T>(label: string, work: (tx: TransactionSql) => Promise<T>) => migrationStep(sql, log, work, { label, lockWaitMs, reported, watch });
+  await step('the migrations table (supabase_migrations)', async (tx) => {
     await tx.unsafe(`
       create schema if not exists supabase_migrations;
       create table if not exists supabase_migrations.schema_migrations (version text primary key);
@@ -63,8 +79,29 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
       alter table supabase_migrations.schema_migrations add column if not exists name text;
       alter table supabase_migrations.schema_migrations add column if not exists checksum text;
       create table if not exists supabase_migrations.potentia_sources (path text primary key, checksum text not null);
+      ${FINGERPRINT_TABLES};
     `);
   });
+  // what changed outside migrations since the last run; each step then records its own changes.
+  // A fingerprint that cannot be compared (none yet, or migrations applied by something else) is
+  // taken anew at the end
+  const tracking = await step('the schema\'s fingerprint (supabase_migrations.potentia_catalog)', async (tx) => {
+    const recorded = await readFingerprint(tx);
+    const unusable = await fingerprintUnusable(tx, recorded);
+    if (unusable !== null) {
+      if (recorded.size > 0) log(unusable);
+      return false;
+    }
+    result.schemaDrift = describeSchemaDrift(recorded, await fingerprint(tx, COMPAT_MARK));
+    return true;
+  });
+  /** Runs a step's changes, recording in the fingerprint what they changed. */
+  const tracked = async (tx: TransactionSql, work: () => Promise<void>) => {
+    if (!tracking) return work();
+    const before = await fingerprint(tx, COMPAT_MARK);
+    await work();
+    await recordChanges(tx, before, await fingerprint(tx, COMPAT_MARK));
+  };
 
   // 1. compatibility schemas
   for (const file of await listSql(join(root, 'sql/compat'))) {
@@ -72,20 +109,19 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
     const path = relative(root, file);
     const text = await readFile(file, 'utf8');
     // decided under the lock: a concurrent run that applied it first is seen, not repeated
-    const applied = await migrationStep(sql, log, async (tx) => {
-      await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
+    const applied = await step(path, async (tx) => {
       const [row] = await tx`select obj_description(oid, 'pg_namespace') as mark from pg_namespace where nspname = ${schema}`;
       if (row && row.mark !== COMPAT_MARK) return false; // the platform's own schema (Supabase)
       const [known] = await tx`select checksum from supabase_migrations.potentia_sources where path = ${path}`;
       if (row && known?.checksum === sha256(text)) return false;
-      await applyFile(tx, path, text);
-      await tx.unsafe(`comment on schema ${schema} is '${COMPAT_MARK}'`);
+      await tx.unsafe(`create schema if not exists ${schema}; comment on schema ${schema} is '${COMPAT_MARK}'`);
+      await tracked(tx, () => applyFile(tx, path, text));
       await recordSource(tx, path, text);
       return true;
     });
     if (applied) {
       result.compat.push(schema);
-      log(`compat schema ${schema}`);
+      log(`applied  compat schema ${schema}`);
     }
   }
 
@@ -94,8 +130,7 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
     const base = file.split('/').pop()!.replace(/\.sql$/, '');
     const [version, ...nameParts] = base.split('_');
     const text = await readFile(file, 'utf8');
-    const applied = await migrationStep(sql, log, async (tx) => {
-      await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
+    const applied = await step(relative(root, file), async (tx) => {
       const [row] = await tx`select checksum from supabase_migrations.schema_migrations where version = ${version!}`;
       if (row) {
         if (row.checksum === null || row.checksum === sha256(text)) return false;
@@ -105,14 +140,15 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
                  where version = ${version!}`;
         return false;
       }
-      await applyFile(tx, relative(root, file), text);
+      await tracked(tx, () => applyFile(tx, relative(root, file), text));
       await tx`insert into supabase_migrations.schema_migrations (version, name, statements, checksum)
                values (${version!}, ${nameParts.join('_')}, ${[text]}, ${sha256(text)})`;
+      if (tracking) await recordMigration(tx, version!);
       return true;
     });
     if (applied) {
       result.migrations.push(relative(root, file));
-      log(`migration ${relative(root, file)}`);
+      log(`applied  migration ${relative(root, file)}`);
     }
   }
 
@@ -126,40 +162,64 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false }
   const sourcesDrifted = drift.changed.length + drift.added.length + drift.removed.length > 0;
   const sameAsRecorded = recorded.size === sources.length && sources.every((f) => recorded.get(f.path) === f.sha256);
   if (!strict && (sourcesDrifted || recorded.size > 0) && !sameAsRecorded) {
-    await migrationStep(sql, log, async (tx) => {
-      await tx`select pg_advisory_xact_lock(${MIGRATE_LOCK})`;
+    await step(`sql/ on top of the migrations (${sources.length} files)`, async (tx) => {
       await tx`set local check_function_bodies = off`;
-      for (const { path, text } of sources) {
-        await applyFile(tx, path, text);
-        await recordSource(tx, path, text);
-      }
+      await tracked(tx, async () => {
+        for (const { path, text } of sources) {
+          await applyFile(tx, path, text);
+          await recordSource(tx, path, text);
+        }
+      });
       await tx`delete from supabase_migrations.potentia_sources
                where path not like 'sql/compat/%' and path <> all(${sources.map((f) => f.path)})`;
     });
     result.sources = true;
-    log(`sql sources (${sources.length} files)`);
+    log(`applied  sql sources (${sources.length} files)`);
+  }
+  if (!tracking || acceptDrift) {
+    await step('the schema\'s fingerprint (supabase_migrations.potentia_catalog)', async (tx) => recordAll(tx, await fingerprint(tx, COMPAT_MARK)));
   }
   return result;
 }
 
-/**
- * One step of the migrator in its own transaction (`sql.begin(work)`), run again when PostgreSQL
- * chose it as a deadlock's victim (40P01): migrations run against live traffic, whose mutations
- * lock the same tables in another order, and the victim's transaction is rolled back whole, so the
- * step is simply retried (up to 5 times, 0.2 s × attempt apart, each logged). Anything else fails
- * the run as before.
- */
-export async function migrationStep<T>(sql: Sql, log: (line: string) => void, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await sql.begin(work) as T;
-    } catch (err) {
-      const code = (err as { code?: string }).code ?? ((err as Error).cause as { code?: string } | undefined)?.code;
-      if (code !== '40P01' || attempt >= 5) throw err;
-      log(`deadlock with live traffic (${(err as Error).message.split('\n')[0]}): the step was rolled back, retrying (attempt ${attempt + 1} of 5)`);
-      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
-    }
+/** What `npm run db:migrate -- --check` reports, changing nothing. */
+export type MigrationStatus = {
+  /** migrations not applied yet, and applied ones whose file has changed since */
+  pending: string[];
+  changed: string[];
+  /** sql/ changes no migration holds */
+  drift: string[];
+  /** objects changed outside migrations since the last run; null: cannot be told, `schemaNote` says why */
+  schemaDrift: string[] | null;
+  schemaNote: string | null;
+};
+
+export async function migrationStatus(sql: Sql, root: string): Promise<MigrationStatus> {
+  const status: MigrationStatus = {
+    pending: [], changed: [], drift: describeDrift(await sourcesDrift(root, graphileWorkerRevision)), schemaDrift: null,
+    schemaNote: 'no fingerprint of the schema recorded yet (db:migrate records one)',
+  };
+  const [tables] = await sql<{ migrations: boolean; fingerprint: boolean }[]>`
+    select to_regclass('supabase_migrations.schema_migrations') is not null as migrations,
+           to_regclass('supabase_migrations.potentia_catalog_migrations') is not null as fingerprint`;
+  const applied = new Map(tables!.migrations
+    ? (await sql<{ version: string; checksum: string | null }[]>`select version, checksum from supabase_migrations.schema_migrations`)
+      .map((r) => [r.version, r.checksum] as const)
+    : []);
+  for (const file of await listSql(join(root, 'supabase/migrations'))) {
+    const version = file.split('/').pop()!.split('_')[0]!;
+    const path = relative(root, file);
+    if (!applied.has(version)) { status.pending.push(path); continue; }
+    const checksum = applied.get(version);
+    const text = await readFile(file, 'utf8');
+    if (checksum && checksum !== sha256(text) && !SUPERSEDED_MIGRATIONS[version]?.sha256.includes(checksum)) status.changed.push(path);
   }
+  if (tables!.fingerprint) {
+    const recorded = await readFingerprint(sql);
+    status.schemaNote = await fingerprintUnusable(sql, recorded);
+    if (status.schemaNote === null) status.schemaDrift = describeSchemaDrift(recorded, await fingerprint(sql, COMPAT_MARK));
+  }
+  return status;
 }
 
 /** Runs one file's SQL in `tx`; a failure names the file (the step's transaction then rolls it back whole). */

@@ -1,8 +1,9 @@
 import { Hono } from 'hono';
 import { pino } from 'pino';
 import { createTokenVerifier } from '../auth/jwt.ts';
-import { loadConfig } from '../config.ts';
+import { EMPTY_IS_A_VALUE, loadConfig } from '../config.ts';
 import { createDatabase } from '../db/index.ts';
+import { presentValues } from '../env-values.ts';
 import { createMetrics } from '../metrics.ts';
 import { FUNCTIONS, withCommonMiddleware } from './app.ts';
 import type { AppEnv, Deps } from './env.ts';
@@ -12,7 +13,10 @@ import type { AppEnv, Deps } from './env.ts';
  * platform passes after /functions/v1). The database is SUPABASE_DB_URL through the pooler, so
  * prepared statements are off; tokens are checked against JWT_SECRET or the project's JWKS.
  */
-export function createEdgeApp(name: keyof typeof FUNCTIONS, env: Record<string, string | undefined>) {
+export function createEdgeApp(name: keyof typeof FUNCTIONS, given: Record<string, string | undefined>) {
+  // blank values are unset here too (as loadConfig reads them): SUPABASE_JWKS_URL= falls back on
+  // SUPABASE_URL's, SUPABASE_DB_URL= on DATABASE_URL, instead of winning with ''
+  const env = presentValues(given, EMPTY_IS_A_VALUE);
   const jwksUrl = env.SUPABASE_JWKS_URL ?? (env.SUPABASE_URL ? `${env.SUPABASE_URL}/auth/v1/.well-known/jwks.json` : undefined);
   const config = loadConfig({ ...env, NODE_ENV: 'production', DATABASE_URL: env.SUPABASE_DB_URL ?? env.DATABASE_URL, SUPABASE_JWKS_URL: jwksUrl });
   const database = createDatabase(config.databaseUrl, { max: 3, transactionPooler: true, applicationName: `potentia-edge-${name}` });

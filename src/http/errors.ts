@@ -46,6 +46,17 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * invalid_input on `field` (a body path, or a parameter's name). A body path inside one op of a
+ * batch (`ops.N…`, the mutate endpoint's `{ops}`) also names that op, `failed_index: N`, as the
+ * database's refusal of a batch's op does (docs/mutations.md, Batches): whichever check refused
+ * the batch, a client finds the op at fault the same way.
+ */
+export function invalidInput(field: string, message: string): ApiError {
+  const op = /^ops\.(\d+)(?=[.[]|$)/.exec(field);
+  return new ApiError('invalid_input', message, op ? { field, failed_index: Number(op[1]) } : { field });
+}
+
 const isCode = (c: unknown): c is ErrorCode => typeof c === 'string' && c in ERROR_STATUS;
 
 /** An `{code, message, ...}` object from the database (mutation results, PX errors). */
@@ -53,6 +64,12 @@ export function apiErrorFromObject(error: { code?: unknown; message?: unknown; [
   const { code, message, ...details } = error;
   return new ApiError(isCode(code) ? code : 'internal', typeof message === 'string' ? message : 'request failed', details);
 }
+
+/**
+ * What an API caller may safely do after a lost connection, appended to those 503s' messages; the
+ * surfaces without mutations (GoTrue's /auth/v1) leave it out.
+ */
+export const MUTATION_RETRY_NOTE = ' (a mutation retried with the same client_op_id is applied at most once)';
 
 /** Maps a postgres.js error: our PX-class errors carry the stable code as HINT and JSON DETAIL. */
 export function apiErrorFromDatabase(err: unknown): ApiError {
@@ -79,10 +96,10 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
     return new ApiError('unavailable', 'the database rolled the request back to resolve a conflict with concurrent ones: retry it', { retry_after: 1 });
   }
   if (couldNotConnect(err)) {
-    return new ApiError('unavailable', 'the database cannot be reached right now: retry shortly (a mutation retried with the same client_op_id is applied at most once)', { retry_after: 1 });
+    return new ApiError('unavailable', `the database cannot be reached right now: retry shortly${MUTATION_RETRY_NOTE}`, { retry_after: 1 });
   }
   if (isConnectionFailure(err)) {
-    return new ApiError('unavailable', 'the database connection was lost: retry the request (a mutation retried with the same client_op_id is applied at most once)', { retry_after: 1 });
+    return new ApiError('unavailable', `the database connection was lost: retry the request${MUTATION_RETRY_NOTE}`, { retry_after: 1 });
   }
   return new ApiError('internal', 'internal error');
 }

@@ -7,9 +7,11 @@ import { hashRefreshToken, newRefreshToken, openRefreshToken, sealRefreshToken }
 import { API_KEY_POLICY, HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
 import { signSessionToken } from '../auth/session-token.ts';
 import { DEV_JWT_SECRET } from '../config.ts';
+import { presentValues } from '../env-values.ts';
+import { singleQueryValues } from '../input-policy.ts';
 import { isUuid } from '../uuid.ts';
 import { withRequest } from '../db/request.ts';
-import { ApiError, apiErrorFromDatabase } from './errors.ts';
+import { ApiError, apiErrorFromDatabase, MUTATION_RETRY_NOTE } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { requestAuthorization, type ErrorAnswer } from './middleware.ts';
 
@@ -46,9 +48,11 @@ import { requestAuthorization, type ErrorAnswer } from './middleware.ts';
 export type GotrueSettings = { autoconfirm: boolean };
 
 export function gotrueSettings(env: NodeJS.ProcessEnv = process.env): GotrueSettings {
-  const confirm = (env.AUTH_EMAIL_CONFIRM ?? 'false').toLowerCase();
+  // blank (AUTH_EMAIL_CONFIRM= in an env file) is unset, as in loadConfig: the default
+  const given = presentValues(env).AUTH_EMAIL_CONFIRM;
+  const confirm = (given ?? 'false').toLowerCase();
   if (!['0', '1', 'true', 'false'].includes(confirm)) {
-    throw new Error(`invalid environment: AUTH_EMAIL_CONFIRM must be true or false (got ${JSON.stringify(env.AUTH_EMAIL_CONFIRM)})`);
+    throw new Error(`invalid environment: AUTH_EMAIL_CONFIRM: expected true or 1 (confirm), false or 0 (do not) (got ${JSON.stringify(given)})`);
   }
   return { autoconfirm: confirm === '0' || confirm === 'false' };
 }
@@ -137,7 +141,7 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
   });
 
   app.post('/token', async (c) => {
-    const grant = c.req.query('grant_type');
+    const grant = queryValue(c, 'grant_type');
     if (grant === 'password') return passwordGrant(c);
     if (grant === 'refresh_token') return refreshGrant(c);
     throw new GotrueError(400, 'invalid_credentials',
@@ -218,7 +222,7 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
 
   app.post('/logout', async (c) => {
     const claims = await bearer(c, deps);
-    const scope = c.req.query('scope') || 'global';
+    const scope = queryValue(c, 'scope') || 'global';
     if (!['global', 'local', 'others'].includes(scope)) throw validation(`Unsupported logout scope ${JSON.stringify(scope)}`);
     await db(c, async (tx) => {
       const [row] = await tx`select internal.auth_session_user(${claims.sub}, ${sessionOf(claims)}) as r`;
@@ -229,8 +233,14 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
   });
 
   app.all('*', (c) => {
+    // supabase.auth.admin (a seed script, a test's setup) gets the local way to make users: the
+    // bare refusal left it with none
+    const admin = /\/admin(\/|$)/.test(c.req.path)
+      ? '. Locally, make a user with POST /auth/v1/signup (supabase.auth.signUp, confirmed unless AUTH_EMAIL_CONFIRM=true) ' +
+        "or npx tsx scripts/token.ts --email E --password P, and read users from SQL (select id, email from auth.users)"
+      : '';
     throw new GotrueError(404, 'not_found', `${c.req.method} ${c.req.path} is not served by the local auth server (email + password only: ` +
-      'signup, token?grant_type=password|refresh_token, logout, user, settings); on Supabase, GoTrue serves it');
+      `signup, token?grant_type=password|refresh_token, logout, user, settings); on Supabase, GoTrue serves it${admin}`);
   });
   return app;
 }
@@ -238,7 +248,9 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
 /** Supabase's gateway in front of GoTrue: an API key (anon or service_role) in `apikey`, header or query. */
 function requireApiKey(deps: Deps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const key = c.req.header('apikey') ?? c.req.query('apikey');
+    // the query is checked even when the header is there: a repeat is refused wherever it is sent
+    const inQuery = queryValue(c, 'apikey');
+    const key = c.req.header('apikey') ?? inQuery;
     if (!key) {
       return c.json({ message: 'No API key found in request',
         hint: 'No `apikey` request header or url param was found: send the anon key `npm start` prints (createClient(url, anonKey) does)' }, 401);
@@ -309,6 +321,13 @@ function optionalString(body: Record<string, unknown>, key: string): string | un
   return value;
 }
 
+/** Query parameter `name` as one value; sent more than once, validation_failed naming it (singleQueryValues). */
+function queryValue(c: Context, name: string): string | undefined {
+  const read = singleQueryValues(new URL(c.req.url).searchParams, [name]);
+  if (!('values' in read)) throw validation(read.message);
+  return read.values[name] ?? undefined;
+}
+
 const validation = (message: string) => new GotrueError(400, 'validation_failed', message);
 const alreadyUsed = () => new GotrueError(400, 'refresh_token_already_used', 'Invalid Refresh Token: Already Used');
 const nowSeconds = () => Math.floor(Date.now() / 1000);
@@ -352,7 +371,8 @@ function toGotrueError(err: unknown, c: Context<AppEnv>, deps: Deps): GotrueErro
     case 'payload_too_large': return new GotrueError(413, 'request_too_large', apiError.message);
     case 'unsupported_media_type': return new GotrueError(415, 'unsupported_media_type', apiError.message);
     case 'not_implemented': return new GotrueError(501, 'not_implemented', apiError.message);
-    case 'unavailable': return new GotrueError(503, 'unexpected_failure', apiError.message, {}, 1);
+    // the cause as the API says it, without its note on resending mutations (there are none here)
+    case 'unavailable': return new GotrueError(503, 'unexpected_failure', apiError.message.replace(MUTATION_RETRY_NOTE, ''), {}, 1);
     case 'timeout': return new GotrueError(504, 'request_timeout', apiError.message);
     default:
       c.get('log')?.error({ err }, 'auth request failed');

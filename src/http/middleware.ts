@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
 import { checkCharset, checkContentEncoding, checkTransferEncoding, checkUrl, readJson } from '../input-policy.ts';
 import { SEVERAL_AUTHORIZATIONS, severalAuthorizations } from './authorization.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, invalidInput } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -168,7 +168,7 @@ function checkInput(c: Context<AppEnv>): void {
     try {
       const read = encoding ?? readJson(new Uint8Array(await receiving(() => c.req.arrayBuffer())));
       if ('value' in read) return read.value as never;
-      err = new ApiError(encoding ? 'unsupported_media_type' : 'invalid_input', read.message, { field: read.field });
+      err = encoding ? new ApiError('unsupported_media_type', read.message, { field: read.field }) : invalidInput(read.field, read.message);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
       err = e;

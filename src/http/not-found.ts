@@ -12,8 +12,13 @@ export const POSTGREST_PREFIX = '/rest/v1';
  */
 export function routeNotFound(method: string, path: string): ApiError {
   if (isPostgrestPath(path)) {
+    // a table read (`.from().select()`) also hears where reads are served: the mutate route alone
+    // left it with nowhere to go
+    const read = (method === 'GET' || method === 'HEAD') && !path.startsWith(`${POSTGREST_PREFIX}/rpc/`)
+      ? 'Read with GET /api/v1/workspaces, GET /api/v1/canvas (yours), GET /api/v1/canvas/{id}/blocks or …/snapshot (README, "Canvases and blocks"); '
+      : '';
     return new ApiError('not_found', `no route ${method} ${path}: the local server does not serve PostgREST (/rest/v1, Supabase only). `
-      + 'Mutate blocks with POST /api/v1/canvas/{id}/mutate (or /functions/v1/canvas/{id}/mutate, supabase.functions.invoke), '
+      + `${read}Mutate blocks with POST /api/v1/canvas/{id}/mutate (or /functions/v1/canvas/{id}/mutate, supabase.functions.invoke), `
       + 'or call the api functions from SQL as in docs/mutations.md');
   }
   // other Supabase services a supabase-js client reaches by itself: say what serves that work here

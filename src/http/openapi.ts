@@ -1,6 +1,6 @@
 import { OpenAPIHono, z } from '@hono/zod-openapi';
 import { fieldPath } from '../input-policy.ts';
-import { ApiError } from './errors.ts';
+import { invalidInput } from './errors.ts';
 import { errorResponse } from './middleware.ts';
 import type { AppEnv } from './env.ts';
 import { ErrorSchema } from './schemas.ts';
@@ -11,7 +11,7 @@ const error = (description: string, schema: z.ZodTypeAny = ErrorSchema) => ({ de
 
 /** What any endpoint may answer besides its success (409 only where a route says so). */
 const errorResponses = {
-  400: error('invalid_input: names the `field`'),
+  400: error('invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`)'),
   401: error('unauthorized: missing or invalid token'),
   403: error('forbidden: not allowed (role, token scope)'),
   404: error('not_found: no such resource, or not a member'),
@@ -107,7 +107,7 @@ function newRouter() {
     defaultHook: (result, c) => {
       if (!result.success) {
         const { field, message } = issueField(result.error.issues[0] as Issue | undefined);
-        return errorResponse(c, new ApiError('invalid_input', `${field}: ${message}`, { field }));
+        return errorResponse(c, invalidInput(field, `${field}: ${message}`));
       }
       // the body itself passed the input policy when it was read (checkInput in middleware.ts)
     },

@@ -164,7 +164,8 @@ export const ErrorSchema = z.object({
     user_id: Uuid.optional().openapi({ description: 'conflict already_member: the member' }),
     retry_after: Int.optional().openapi({ description: 'rate_limited, unavailable: seconds (also the Retry-After header)' }),
     limit: Int.optional().openapi({ description: 'rate_limited: the limit of the window' }),
-    failed_index: Int.optional().openapi({ description: 'a failed batch (ops[]): the index of the op at fault; nothing of the batch was applied' }),
+    failed_index: Int.optional().openapi({ description: 'a batch (ops[]) refused for one op: its index, whichever check refused it (the '
+      + 'body shape and input policy: field ops.N.…; the database: field within the op); nothing of the batch was applied' }),
     ...Object.fromEntries(Object.entries(conflictDetails).map(([k, v]) => [k, v.optional()])) as {
       [K in keyof typeof conflictDetails]: z.ZodOptional<(typeof conflictDetails)[K]> },
   }).strict(),

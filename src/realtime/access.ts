@@ -1,7 +1,9 @@
 import type { Sql } from 'postgres';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
+import { HeldFrames, heldBytes, type HeldLimits } from './held-frames.ts';
 import type { Hub } from './hub.ts';
+import { canonicalUuid } from '../uuid.ts';
 
 /**
  * Live re-authorization of open sockets.
@@ -123,6 +125,22 @@ export async function canvasAccess(sql: Sql, claims: SocketClaims, canvasId: str
 }
 
 /**
+ * Whether the user a token names no longer exists (deleted: a token outlives its user until it
+ * expires). Asked only of a refusal, to answer it as the HTTP API does (internal.require_user_exists:
+ * 401 unauthorized) rather than as a canvas the user is not a member of (the memberships went with
+ * the user). A token without a user's sub names no one gone.
+ */
+export async function userGone(sql: Sql, claims: SocketClaims): Promise<boolean> {
+  const sub = typeof claims.sub === 'string' ? canonicalUuid(claims.sub) : null;
+  if (sub === null) return false;
+  const [row] = await sql<{ gone: boolean }[]>`select not exists (select from auth.users where id = ${sub}::uuid) as gone`;
+  return row?.gone === true;
+}
+
+/** internal.require_user_exists's message: the refusal of a deleted user's token, on every surface. */
+export const USER_GONE_MESSAGE = 'the user this token was issued to no longer exists';
+
+/**
  * Waits (briefly: at most `timeoutMs`) until the realtime.messages rows `ids` are visible to a
  * new snapshot, so that what is read next includes the change they announced.
  */
@@ -142,7 +160,19 @@ export type AccessGateOptions = {
   sql?: Sql;
   /** Delay before the one retry of a check that threw. */
   retryDelayMs?: number;
+  /** Bounds of what is held during a re-check (held-frames.ts); each one absent is unbounded. */
+  held?: Partial<HeldLimits>;
+  /** After a re-check that access survived, when client broadcasts held meanwhile were dropped (how many). */
+  onDropped?: (count: number) => void;
+  /**
+   * A database message arrived past held.maxKept / maxKeptBytes: what was held is let go, nothing
+   * more is delivered (the gate is done), and this ends the channel or socket, so that the
+   * client reads what it missed from the database (realtime-js rejoins, H1 resumes).
+   */
+  onOverflow?: () => void;
 };
+
+const UNBOUNDED: HeldLimits = { maxDroppable: Infinity, maxDroppableBytes: Infinity, maxKept: Infinity, maxKeptBytes: Infinity };
 
 /**
  * Holds what a socket (or channel) receives while its access is re-checked: its database messages,
@@ -151,12 +181,15 @@ export type AccessGateOptions = {
  * `check` re-authorizes and acts on a refusal itself (closes the socket / channel); it resolves
  * true when access survived. It runs once the announcing messages are visible (untilVisible).
  * Re-checks never overlap: a change arriving during one runs another after it. Held messages are
- * delivered, in order, after the last re-check passed, or dropped for good when one failed. A
+ * delivered, in order, after the last re-check passed, or dropped for good when one failed. What
+ * is held is bounded by kind (held-frames.ts, `options.held`): database messages up to a bound,
+ * past which the gate gives up and `onOverflow` ends the channel (none is dropped silently); the
+ * newest client broadcasts; the last of each slot (presence). A
  * check that throws (database unreachable) is retried once; if it throws again, `onFailure`
  * closes the socket (the client's reconnect re-authorizes at the door).
  */
 export class AccessGate {
-  private held: Array<() => void> | null = null;
+  private held: HeldFrames | null = null;
   private running = false;
   private again = false;
   private denied = false;
@@ -168,11 +201,39 @@ export class AccessGate {
     private readonly options: AccessGateOptions = {},
   ) {}
 
-  /** Delivers now, or after the running re-check if access survives it. */
-  deliver(send: () => void): void {
+  /**
+   * Delivers now, or after the running re-check if access survives it. `message`: the database
+   * message `send` delivers, counted against the held bounds (past them: onOverflow).
+   */
+  deliver(send: () => void, message?: BusMessage): void {
     if (this.denied) return;
-    if (this.held) this.held.push(send);
+    if (!this.held) return send();
+    if (this.held.keep(send, message ? heldBytes(message) : 0)) return;
+    this.denied = true; // what the running check decides no longer matters
+    this.held = null;
+    this.options.onOverflow?.();
+  }
+
+  /** As deliver, for a frame that may be dropped (a client broadcast of `bytes`): the oldest go past `options.held`. */
+  deliverDroppable(send: () => void, bytes: number): void {
+    if (this.denied) return;
+    if (this.held) this.held.keepDroppable(send, bytes);
     else send();
+  }
+
+  /**
+   * As deliver, but a re-check holds one `send` per `slot`, the last given (the caller folds what
+   * it replaces into it: presence diffs into their net effect).
+   */
+  deliverLatest(slot: string, send: () => void): void {
+    if (this.denied) return;
+    if (this.held) this.held.keepLatest(slot, send);
+    else send();
+  }
+
+  /** Whether deliveries are held now (a re-check runs). */
+  get holding(): boolean {
+    return this.held !== null;
   }
 
   /**
@@ -182,7 +243,7 @@ export class AccessGate {
   recheck(...messageIds: string[]): void {
     if (this.denied) return;
     this.pendingIds.push(...messageIds);
-    this.held ??= [];
+    this.held ??= new HeldFrames({ ...UNBOUNDED, ...this.options.held });
     if (this.running) {
       this.again = true;
       return;
@@ -195,16 +256,21 @@ export class AccessGate {
     try {
       do {
         this.again = false;
-        if (!(await this.attempt())) {
+        const allowed = await this.attempt();
+        if (this.denied) return; // ended meanwhile (onOverflow)
+        if (!allowed) {
           this.denied = true;
           this.held = null;
           return;
         }
       } while (this.again);
-      const held = this.held ?? [];
+      const held = this.held;
       this.held = null;
-      for (const send of held) send();
+      // told first: what follows is the newest of what was sent meanwhile
+      if (held?.dropped) this.options.onDropped?.(held.dropped);
+      for (const send of held?.release() ?? []) send();
     } catch (err) {
+      if (this.denied) return; // ended meanwhile (onOverflow): its channel is gone already
       this.denied = true;
       this.held = null;
       this.onFailure(err);

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { ACCESS_CHANGED } from './access.ts';
 import { emitLogicalMessage } from './logical-message.ts';
 import { createReplicationStream, type ReplicationStream } from './replication.ts';
+import { SLOT_WAIT_WARN_AFTER_MS, SLOT_WAIT_WARN_EVERY_MS, warnSlotWait } from './slot-wait.ts';
 
 /**
  * The database bus: every row realtime.send wrote to realtime.messages, delivered after commit,
@@ -78,7 +79,17 @@ export type BusOptions = {
   probeAfterMs?: number;
   /** How long after a probe was written, with nothing received since, the stream counts as stalled and is restarted. */
   stallMs?: number;
+  /** How long the stream may be down with its slot waiting for open transactions before they are logged (slot-wait.ts). */
+  slotWaitWarnAfterMs?: number;
 };
+
+/**
+ * A logical walsender's wait events when it is not decoding: idle for more WAL (it has sent all
+ * there was), or blocked writing to its client (the path carries nothing). Any other (none: on the
+ * CPU; WALRead, ReorderBufferRead/Write: reading WAL or spilled changes) is work in progress. Read
+ * where its sent position is hidden from the bus's role (busyBeforeProbe).
+ */
+const WALSENDER_NOT_DECODING = new Set(['WalSenderWaitForWAL', 'WalSenderMain', 'WalSenderWriteData']);
 
 /** Prefix of the bus's own probe messages (tick): decoded like any logical message, delivered to nobody. */
 const PROBE_MESSAGE_PREFIX = 'potentia.realtime.probe';
@@ -96,11 +107,16 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
    * new slot was being created (which waits for it to end), had its messages behind the next
    * catch-up's reach: never delivered. Held back at most dedupeMs - 2 margins (a transaction open
    * for hours must not make every poll re-read hours, nor reach past what de-duplication remembers).
+   * A role that is neither a superuser nor in pg_read_all_stats (the processes' login role in
+   * potentia_app, the documented owner) is shown the xact_start and backend_type of its own role's
+   * sessions only; another role's writing transaction (a DBA's script, a migration) shows its
+   * backend_xid alone. Its start unknown, it holds the watermark back as far as it may go: before,
+   * it was left out, and its messages were never delivered.
    */
   const horizon = () => opts.sql`greatest(localtimestamp - make_interval(secs => ${Math.max(0, dedupeMs - 2 * marginMs) / 1000}),
-    least(localtimestamp, (select min(xact_start)::timestamp from pg_stat_activity
+    least(localtimestamp, (select min(coalesce(xact_start, '-infinity'))::timestamp from pg_stat_activity
                            where datname = current_database() and pid <> pg_backend_pid()
-                             and backend_type = 'client backend' and backend_xid is not null)))::text`;
+                             and (backend_type = 'client backend' or backend_type is null) and backend_xid is not null)))::text`;
   const listeners = new Map<string, Set<BusListener>>();
   const delivered = new Map<string, number>(); // id → time delivered (insertion-ordered)
   const stats = { delivered: 0, caughtUp: 0, reconnects: 0, lost: 0 };
@@ -116,6 +132,8 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   let stopped = false;
   let subscribedOnce = false;
   let streamUp = false;
+  let downSince = Date.now(); // when the stream last went down (or the bus started)
+  let slotWaitWarnedAt = 0;
   let serverVersion = 0; // server_version_num, read at start (emitLogicalMessage)
   const probeAfterMs = opts.probeAfterMs ?? 2500;
   const stallMs = opts.stallMs ?? 3000;
@@ -249,6 +267,8 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   function onDown(): void {
     if (!streamUp) return;
     streamUp = false;
+    downSince = Date.now();
+    slotWaitWarnedAt = 0;
     epoch++;
     stats.lost++;
     notifyStream(false);
@@ -280,6 +300,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     try {
       if (!streamUp) {
         await serialCatchUp();
+        await explainSlotWait();
         return;
       }
       const pid = stream?.pid();
@@ -300,6 +321,17 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     } finally {
       ticking = false;
     }
+  }
+
+  /**
+   * While the stream is down and its new slot waits for open transactions (slot-wait.ts), says so,
+   * naming them: after SLOT_WAIT_WARN_AFTER_MS, then every SLOT_WAIT_WARN_EVERY_MS.
+   */
+  async function explainSlotWait(): Promise<void> {
+    const pid = stream?.pendingPid();
+    const now = Date.now();
+    if (pid === undefined || now - downSince < (opts.slotWaitWarnAfterMs ?? SLOT_WAIT_WARN_AFTER_MS) || now - slotWaitWarnedAt < SLOT_WAIT_WARN_EVERY_MS) return;
+    if (await warnSlotWait(opts.sql, pid, now - downSince, opts.logger)) slotWaitWarnedAt = now;
   }
 
   /** True when the live stream was found stalled (and restarted); writes a probe when it is silent. */
@@ -332,16 +364,22 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   /**
    * Whether the stream's walsender is still working through the WAL before `probe` (its sent
    * position short of the probe's LSN) and not blocked writing to this gateway (wait event
-   * WalSenderWriteData: the path carries nothing). Unknown (the walsender not visible to this
-   * role, or gone: the tick restarts that) counts as not busy.
+   * WalSenderWriteData: the path carries nothing). A role that is neither a superuser nor in
+   * pg_read_all_stats (the processes' login role in potentia_app, the documented owner) is shown
+   * no sent_lsn, not even of its own walsender, but its wait event (pg_stat_activity shows a role
+   * its own sessions): working (on the CPU, or reading WAL or spilled changes) rather than idle
+   * for more WAL (WalSenderWaitForWAL, WalSenderMain: it got past the probe and sent it) or
+   * blocked writing, it is busy. Before, such a role's stream was restarted by every bulk load.
+   * The walsender gone (the tick restarts that) counts as not busy.
    */
   async function busyBeforeProbe(p: { lsn: string }, pid: number | undefined): Promise<boolean> {
     if (pid === undefined) return false;
     const [row] = (await opts.sql`select r.sent_lsn < ${p.lsn}::pg_lsn as behind, a.wait_event
                                   from pg_stat_replication r left join pg_stat_activity a on a.pid = r.pid
                                   where r.pid = ${pid}::int`) as unknown as [{ behind: boolean | null; wait_event: string | null } | undefined];
-    if (!row || row.behind !== true || row.wait_event === 'WalSenderWriteData') return false;
-    opts.logger?.debug({ waitEvent: row.wait_event }, 'realtime replication stream silent: its walsender is still decoding the WAL before the probe');
+    if (!row || row.behind === false || row.wait_event === 'WalSenderWriteData') return false;
+    if (row.behind === null && row.wait_event !== null && WALSENDER_NOT_DECODING.has(row.wait_event)) return false;
+    opts.logger?.debug({ waitEvent: row.wait_event, sentLsnShown: row.behind !== null }, 'realtime replication stream silent: its walsender is still decoding the WAL before the probe');
     return true;
   }
 
@@ -357,6 +395,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     },
     async start() {
       stopped = false;
+      downSince = Date.now();
       // everything inserted from now on is delivered: by the table poll until the slot exists.
       // What was committed before now is not: a catch-up reads from the watermark minus the
       // margin, so those rows count as delivered already (a fresh gateway sent the last minute's

@@ -39,7 +39,13 @@ import type { NodePresence, PresenceDiff, PresenceState, PresenceTracker } from 
  * once this node's own heartbeats, sent more than `deadAfterMs - 2 * heartbeatMs` after it was
  * last heard, have come back on the stream: the stream delivered the WAL where its next
  * heartbeats belonged, and they were not there. That also holds while this node's own messages
- * cannot be sent (its pool is down).
+ * cannot be sent (its pool is down), but for a bounded time: a node that cannot send has no
+ * heartbeat to witness the stream with, and it kept a dead node's presences for the whole outage.
+ * Once none of its messages has been sent for `sendOutageMs` (default 2 × deadAfterMs, 14 s), it
+ * falls back to silence alone: a node dead before or during the outage leaves by
+ * max(death + deadAfterMs, last send + sendOutageMs) + heartbeatMs / 4. The price: a stall of the
+ * stream (above) during such an outage drops nodes that are alive; they come back when heard, with
+ * their presence at their next `presence_sync` (this node cannot ask for it).
  *
  * Encoding: one logical message = version byte 1, then frames of
  * [u32 header length][u32 body length][header JSON][body]; the body is a broadcast's payload
@@ -58,6 +64,8 @@ export type ClusterOptions = {
   onPresenceDiff(key: ChannelKey, diff: PresenceDiff): void;
   heartbeatMs?: number;
   deadAfterMs?: number;
+  /** After this long without sending a message, silence alone is death (see above). */
+  sendOutageMs?: number;
   syncIntervalMs?: number;
 };
 
@@ -104,6 +112,10 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   let echoedAt = 0;
   /** How much of a node's silence the stream must have carried before it is dead (sweep). */
   const coveredMs = Math.max(heartbeatMs, deadAfterMs - 2 * heartbeatMs);
+  const sendOutageMs = opts.sendOutageMs ?? 2 * deadAfterMs;
+  /** This node's clock when one of its statements last emitted its messages (sweep). */
+  let sentAt = 0;
+  let blind = false;
   /** nodes that said `leave`: anything later from them is ignored */
   const left = new Set<string>();
   let pending: Pending[] = [];
@@ -134,6 +146,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       const content = Buffer.concat([Buffer.from([VERSION]), ...batch.map((p) => p.frame)], bytes);
       try {
         await emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion);
+        sentAt = Date.now();
         stats.sent += batch.length;
         for (const p of batch) p.resolve();
       } catch (err) {
@@ -235,9 +248,16 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   function sweep(): void {
     if (stopped || !streamUp) return;
     const now = Date.now();
+    // no heartbeat of ours sent for that long: none can come back to witness the stream (see above)
+    const cannotSend = now - sentAt > sendOutageMs;
+    if (cannotSend !== blind) {
+      blind = cannotSend;
+      if (blind) opts.logger?.warn({ sentMsAgo: now - sentAt }, 'realtime cluster messages cannot be sent; a node silent for long enough is taken for dead without this node\'s heartbeats');
+      else opts.logger?.info('realtime cluster messages are sent again; a silent node is taken for dead once this node\'s own heartbeat shows the stream delivered its silence');
+    }
     for (const [node, at] of peers) {
       // silent for long enough, and across WAL the stream has delivered (see above)
-      if (now - at <= deadAfterMs || echoedAt - at <= coveredMs) continue;
+      if (now - at <= deadAfterMs || (!blind && echoedAt - at <= coveredMs)) continue;
       stats.dead++;
       opts.logger?.warn({ node, silentMs: now - at }, 'realtime cluster node silent; dropping its presences');
       drop(node);
@@ -252,6 +272,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       const [{ v }] = (await opts.sql`select current_setting('server_version_num')::int as v`) as unknown as [{ v: number }];
       serverVersion = v;
       stopped = false;
+      sentAt = Date.now(); // the outage bound counts from here until the first send
       offs.push(opts.bus.onClusterMessage(onMessage), opts.bus.onStreamState(onStream));
       const heartbeat = () => void quiet(enqueue({ type: 'heartbeat', node: id, sent: Date.now() }));
       timers.push(setInterval(heartbeat, heartbeatMs));

@@ -6,10 +6,10 @@ import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { Metrics } from '../metrics.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { SEVERAL_AUTHORIZATIONS, severalAuthorizations } from '../http/authorization.ts';
-import { answerAndClose, ApiError, rawErrorResponse } from '../http/errors.ts';
+import { answerAndClose, ApiError, apiErrorFromDatabase, MUTATION_RETRY_NOTE, rawErrorResponse } from '../http/errors.ts';
 import { hostProblem } from '../http/host.ts';
 import { createTokenVerifier, H1_POLICY, REALTIME_POLICY, TokenError, type AuthConfig, type TokenPolicy } from '../auth/jwt.ts';
-import { canvasAccess, watchAccess } from './access.ts';
+import { canvasAccess, USER_GONE_MESSAGE, userGone, watchAccess } from './access.ts';
 import { Admission, type SocketTicket } from './admission.ts';
 import type { SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
@@ -19,7 +19,7 @@ import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
 import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
 import { parseVsn } from './serializer.ts';
 import { canonicalUuid } from '../uuid.ts';
-import { SEQ_MAX } from '../input-policy.ts';
+import { SEQ_MAX, singleQueryValues } from '../input-policy.ts';
 
 /**
  * The realtime gateway, attached to the HTTP server's `upgrade` event:
@@ -40,8 +40,10 @@ export type GatewayOptions = {
   limits?: Partial<Limits>;
   /** Tell callers apart by the first X-Forwarded-For entry (TRUST_PROXY), not the peer address (admission.ts). */
   trustProxy?: boolean;
-  /** The process's metrics: open sockets, and refusals of the per-caller bounds. */
+  /** The process's metrics: open sockets, and refusals of the per-caller and per-socket bounds. */
   metrics?: Metrics;
+  /** The development profile: endpoint limits shared with HTTP (H1 snapshots count as H4) relaxed as there. */
+  relaxedEndpointLimits?: boolean;
 };
 
 export type Gateway = {
@@ -55,8 +57,9 @@ export type Gateway = {
 export function createGateway(opts: GatewayOptions): Gateway {
   const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
   const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const admission = new Admission(limits, opts.trustProxy === true, (limit) => opts.metrics?.rateLimited.inc({ endpoint: `realtime:${limit}` }));
-  const hub = new Hub(opts.sql, opts.lanes, bus, opts.logger, limits, admission);
+  const rateLimited = (endpoint: string) => opts.metrics?.rateLimited.inc({ endpoint });
+  const admission = new Admission(limits, opts.trustProxy === true, (limit) => rateLimited(`realtime:${limit}`));
+  const hub = new Hub(opts.sql, opts.lanes, bus, opts.logger, limits, admission, opts.relaxedEndpointLimits === true, rateLimited);
   const cluster = createClusterNode({
     sql: opts.sql,
     bus,
@@ -127,12 +130,27 @@ export function createGateway(opts: GatewayOptions): Gateway {
   }
 
   async function realtime(req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, ticket: SocketTicket): Promise<void> {
-    const vsn = parseVsn(url.searchParams.get('vsn'));
+    const query = singleQueryValues(url.searchParams, ['vsn', 'apikey']);
+    if (!('values' in query)) return reject(socket, 400, query.message, undefined, query.field);
+    const vsn = parseVsn(query.values.vsn);
     if (!vsn) return reject(socket, 400, 'unsupported vsn: use 1.0.0 or 2.0.0', undefined, 'vsn');
-    const token = url.searchParams.get('apikey') ?? header(req, 'apikey') ?? bearer(req);
+    const apikeys = req.headersDistinct.apikey ?? [];
+    if (apikeys.length > 1) return reject(socket, 400, `apikey: ${apikeys.length} apikey headers: send one`, undefined, 'apikey');
+    const key = oneToken([query.values.apikey, apikeys[0]]);
+    if (key === SEVERAL) return reject(socket, 400, `apikey: ${SEVERAL_TOKENS} (the apikey query parameter, the apikey header)`, undefined, 'apikey');
+    const bearerToken = bearer(req);
+    const token = key ?? bearerToken;
     if (!token) return reject(socket, 401, 'apikey is required');
     const claims = await verifyOrReject(socket, token, REALTIME_POLICY);
-    if (!claims || !claimUser(socket, ticket, claims)) return;
+    if (!claims) return;
+    // Supabase's pair, as supabase-js sends it on every request: apikey the project's key, Authorization
+    // the user's JWT. The socket runs as the key, as on Supabase Realtime (a channel's user comes from
+    // its join's access_token); the Bearer grants nothing here. An apikey that is a user's token
+    // beside another token in Authorization is two credentials, refused.
+    if (key !== undefined && bearerToken !== undefined && bearerToken !== key && claims.sub !== undefined) {
+      return reject(socket, 400, `apikey: ${SEVERAL_TOKENS} (a user's token as apikey, another in Authorization: Bearer)`, undefined, 'apikey');
+    }
+    if (!claimUser(socket, ticket, claims)) return;
     accept(req, socket, head, ticket, 'phoenix', (ws) => new PhoenixSocket(ws, hub, vsn, token, verifyRealtime, ticket.address));
   }
 
@@ -141,15 +159,17 @@ export function createGateway(opts: GatewayOptions): Gateway {
     const canvasId = canonicalUuid(canvasIdAsSent);
     if (!canvasId) return reject(socket, 400, 'canvas_id must be a uuid', undefined, 'canvas_id');
     // the same bound as a resume frame's (h1-protocol.ts, SEQ_MAX), and a message that says it
-    for (const name of ['since_canvas_seq', 'since_seq']) {
-      const value = url.searchParams.get(name);
+    const query = singleQueryValues(url.searchParams, ['since_canvas_seq', 'since_seq', 'access_token']);
+    if (!('values' in query)) return reject(socket, 400, query.message, undefined, query.field);
+    for (const name of ['since_canvas_seq', 'since_seq'] as const) {
+      const value = query.values[name];
       if (value !== null && !(/^\d{1,16}$/.test(value) && Number(value) <= SEQ_MAX)) {
         return reject(socket, 400, `${name} must be a whole number from 0 to ${SEQ_MAX}`, undefined, name);
       }
     }
-    const sinceCanvas = url.searchParams.get('since_canvas_seq');
-    const since = url.searchParams.get('since_seq');
-    const token = url.searchParams.get('access_token') ?? bearer(req);
+    const { since_canvas_seq: sinceCanvas, since_seq: since } = query.values;
+    const token = oneToken([query.values.access_token, bearer(req)]);
+    if (token === SEVERAL) return reject(socket, 400, `access_token: ${SEVERAL_TOKENS} (the access_token query parameter, Authorization: Bearer)`, undefined, 'access_token');
     if (!token) return reject(socket, 401, 'a JWT is required (access_token query parameter or Authorization: Bearer)');
     const claims = await verifyOrReject(socket, token, H1_POLICY); // a signed-in user, sub a UUID
     if (!claims || !claimUser(socket, ticket, claims)) return;
@@ -165,6 +185,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
     const access = await canvasAccess(opts.sql, claims, canvasId).catch((err) => { watch.stop(); throw err; });
     if (!access.read) {
       watch.stop();
+      // a deleted user's token: 401, as the HTTP API answers it, not the 404 of a non-member
+      if (await userGone(opts.sql, claims)) return reject(socket, 401, USER_GONE_MESSAGE);
       return reject(socket, 404, 'canvas not found, or you are not a member of it');
     }
     const sinceSeq = since === null ? null : Number(since);
@@ -173,6 +195,24 @@ export function createGateway(opts: GatewayOptions): Gateway {
       if (watch.messageIds.length > 0) h1Socket.recheckAccess(watch.messageIds);
       watch.stop();
     });
+  }
+
+  /**
+   * The answer to an upgrade whose own work failed (H1's access check in the database): the
+   * database's failures as the HTTP API answers them (apiErrorFromDatabase: a lost connection or an
+   * unreachable server 503 `unavailable` with Retry-After, a statement timeout 504 `timeout`), logged
+   * as a warning; anything else 500 `internal`, logged as an error. Before, a check whose connection
+   * was terminated was 500 `internal`, as if the gateway were broken.
+   */
+  function upgradeFailure(err: unknown): ApiError {
+    const error = apiErrorFromDatabase(err);
+    if (error.code === 'internal') {
+      opts.logger.error({ err }, 'WebSocket upgrade failed');
+      return new ApiError('internal', 'internal error: the WebSocket upgrade failed');
+    }
+    opts.logger.warn({ err, code: error.code }, 'WebSocket upgrade failed: the database did not answer its check');
+    // no mutation was sent: the HTTP API's note on resending them does not apply
+    return new ApiError(error.code, error.message.replace(MUTATION_RETRY_NOTE, ''), error.details);
   }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -219,8 +259,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
       return reject(socket, 404, 'no WebSocket endpoint here');
     }
     handled.catch((err) => {
-      opts.logger.error({ err }, 'WebSocket upgrade failed');
-      if (!socket.destroyed) answerAndClose(socket, rawErrorResponse(new ApiError('internal', 'internal error: the WebSocket upgrade failed')));
+      if (!socket.destroyed) answerAndClose(socket, rawErrorResponse(upgradeFailure(err)));
     }).finally(() => {
       // refused, failed or closed during the upgrade: no WebSocket holds the places
       if (!upgraded.has(socket)) ticket.release();
@@ -255,6 +294,20 @@ export function createGateway(opts: GatewayOptions): Gateway {
 function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v[0] : v;
+}
+
+const SEVERAL = Symbol('several tokens');
+const SEVERAL_TOKENS = 'different tokens in two places: send one (RFC 6750 §2: one method per request)';
+
+/**
+ * The one token an upgrade carries in any of `carriers`, undefined when none. Two that differ are
+ * two credentials: SEVERAL, refused, where the first found was used and the other ignored
+ * unseen (a proxy or log in front may have judged the request by it). The same token twice is one.
+ */
+function oneToken(carriers: (string | null | undefined)[]): string | undefined | typeof SEVERAL {
+  const sent = new Set(carriers.filter((t): t is string => typeof t === 'string' && t !== ''));
+  if (sent.size > 1) return SEVERAL;
+  return sent.values().next().value;
 }
 
 function bearer(req: IncomingMessage): string | undefined {

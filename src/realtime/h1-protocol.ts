@@ -7,8 +7,9 @@ import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/proto
  * H1 — the canvas sync socket, `GET /ws/canvas/{canvas_id}` (WebSocket), protocol version 1.
  *
  * Connect with a JWT in the `access_token` query parameter or an `Authorization: Bearer` header.
- * The token must let the user read the canvas (else the upgrade is refused: 401 no/invalid token,
- * 403/404 not a member). Writing needs a writing role on the canvas (owner, admin, editor; a
+ * The token must let the user read the canvas (else the upgrade is refused: 401 no/invalid token
+ * or a deleted user's, 403/404 not a member; 503 `unavailable` with Retry-After when the database did not answer the
+ * check, as the HTTP API answers: reconnect after it). Writing needs a writing role on the canvas (owner, admin, editor; a
  * viewer is read-only) and the `canvas:{id}:write` scope: a token whose `scope` claim lacks it
  * (and lacks `canvas:*:write`) is read-only; a token without any `scope` claim carries the
  * user's full rights. `hello.can_write` says which; the database checks again on every mutate.
@@ -19,7 +20,18 @@ import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/proto
  * No `delta` is sent before the first `resume` (or `?since_canvas_seq=` / `?since_seq=` on the URL).
  * Each socket may send at most 10 messages per second; a message over the limit is dropped and
  * answered with `error` code `rate_limited` (and `client_op_id` when it was a mutate, so the
- * client can resend it after `retry_after_ms`).
+ * client can resend it after `retry_after_ms`). Every frame, whatever it is (a ping, one refused
+ * as invalid or over that limit, a binary one), counts against a second bound, 120 per second in
+ * bursts of 500 (framesPerSecond, as for realtime-js sockets, and h1FrameBurst, src/realtime/hub.ts):
+ * past it the socket closes with 4429 (H1_CLOSE_FRAME_RATE), reason `FrameRateLimitReached: …`,
+ * and what it still sent is dropped unread. Reconnect after a backoff, not at once.
+ * A `resume` that needs a snapshot (`snapshot: true`, or a log that cannot continue from
+ * since_canvas_seq) counts against the user's snapshot limit, the one of `GET /canvas/{id}/snapshot`
+ * (H4, 1 per second, across sockets and HTTP: docs/limits.md). Over it the resume is dropped,
+ * answered with `error` code `rate_limited` and `retry_after_ms` (no `client_op_id`), and changes
+ * nothing: a live stream goes on; a socket without one (no resume accepted yet, or its earlier
+ * resume superseded by the refused one) sends no delta until a resume is accepted: send it again
+ * after retry_after_ms.
  *
  * Two numbers per applied operation (sql/rpc/mutate.sql): `server_seq`, one order across all
  * canvases (with gaps on any one canvas), and `canvas_seq`, which numbers this canvas's applied
@@ -35,7 +47,9 @@ import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/proto
  * since_canvas_seq is ahead of the canvas, the replay starts with a `snapshot` instead. The server
  * checks the numbers of the live deltas too, and fills a gap from the log itself. A replay whose
  * database work fails (a resume or a fill) is answered `error` `unavailable`, then the socket
- * closes with 1011: reconnect and resume from the last canvas_seq applied.
+ * closes with 1011: reconnect and resume from the last canvas_seq applied. A `resume` supersedes
+ * an earlier one still replaying or queued: that one stops, without its `resumed`; wait for
+ * `resumed` before asking again (the guarantee holds for the newest).
  *
  * Access is re-checked while the socket is open (src/realtime/access.ts): when the user's
  * workspace or canvas membership is removed or changed, or the canvas is deleted — by any means,
@@ -44,6 +58,10 @@ import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/proto
  * close; nothing committed after the change is sent first. A changed write right: an `access`
  * frame with the new `can_write` (a viewer's `mutate` is answered `read_only`); deltas continue.
  * Do not reconnect after 4403/4404 with the same token and user: the upgrade is refused.
+ * A re-check that lasts (waiting on a lock) holds the socket's deltas meanwhile; past
+ * maxHeldDatabaseMessages / maxHeldDatabaseBytes (src/realtime/hub.ts) the socket closes with
+ * 1013 (reason `HeldMessagesLimitReached: …`): reconnect and resume from the last canvas_seq
+ * applied, as after any lost socket (@potentia/client does); nothing is lost.
  */
 export const H1_PROTOCOL_VERSION = 1;
 
@@ -56,6 +74,19 @@ export const H1_CLOSE_NOT_FOUND = 4404;
  * asks its token() again on every reconnect).
  */
 export const H1_CLOSE_TOKEN_EXPIRED = 4401;
+/**
+ * The close code (1013, "try again later") of a socket that was sent more deltas during an access
+ * re-check, or across resumes superseding each other, than it may hold (held-frames.ts
+ * HELD_MESSAGES_LIMIT_REACHED): resume on a new socket.
+ */
+export const H1_CLOSE_HELD_MESSAGES = 1013;
+/**
+ * The close code of a socket that sent more frames than framesPerSecond / h1FrameBurst allow
+ * (src/realtime/hub.ts), reason `FrameRateLimitReached: …` (rate-limit.ts): 4000 + HTTP 429, as
+ * 4401 / 4403 / 4404 follow their HTTP statuses (realtime-js sockets get 1008, as Phoenix closes
+ * them). Reconnect after a backoff (@potentia/client waits its backoff's cap, 2.5 to 5 s).
+ */
+export const H1_CLOSE_FRAME_RATE = 4429;
 
 const uuid = z.string().uuid();
 const seq = z.number().int().nonnegative().max(SEQ_MAX); // bigint parameters in SQL

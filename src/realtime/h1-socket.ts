@@ -1,12 +1,14 @@
 import type { WebSocket } from 'ws';
 import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
-import { apiErrorFromDatabase } from '../http/errors.ts';
+import { apiErrorFromDatabase, type ApiError } from '../http/errors.ts';
 import { checkJson, fieldPath, parseJson } from '../input-policy.ts';
 import { AccessGate, accessChange, canvasAccess, concerns, type CanvasAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
-import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_NOT_FOUND, H1_CLOSE_TOKEN_EXPIRED, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
+import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_FRAME_RATE, H1_CLOSE_HELD_MESSAGES, H1_CLOSE_NOT_FOUND, H1_CLOSE_TOKEN_EXPIRED, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
+import { HELD_MESSAGES_LIMIT_REACHED, heldBytes } from './held-frames.ts';
 import type { Hub } from './hub.ts';
+import { FrameBound } from './frame-bound.ts';
 import { RateLimiter } from './rate-limit.ts';
 import type { Encoded } from './serializer.ts';
 import { InboundQueue } from './inbound-queue.ts';
@@ -29,6 +31,9 @@ const encodedDeltas = new WeakMap<DeltaMessage, Encoded>();
  */
 export class H1Socket {
   private readonly limiter: RateLimiter;
+  /** Every frame, whatever it is (limits.framesPerSecond as realtime-js sockets, in bursts of limits.h1FrameBurst). */
+  /** Every frame's bound: past it the socket is closing, and what it queued does not run. */
+  private readonly frames: FrameBound;
   private readonly offDatabase: () => void;
   /** Holds database messages while access is re-checked. */
   private readonly gate: AccessGate;
@@ -36,11 +41,20 @@ export class H1Socket {
   private lastSent: number | null = null;
   /** Live deltas held while a replay runs. */
   private held: DeltaMessage[] | null = null;
-  private resumeGeneration = 0;
+  /** Bytes of the deltas deliver() added to `held` since it was last emptied (heldBytes). */
+  private heldSize = 0;
+  /**
+   * Client resumes taken so far. A replay serves the newest one only (see resume): an older one
+   * still queued is skipped, one running stops before its next page. Before, each resume replayed
+   * the whole log in turn: `resume` since 0 in a loop paged through it once per message.
+   */
+  private resumesAsked = 0;
   /** Messages are handled one after another, so answers keep the client's order. */
   private readonly inbound: InboundQueue;
   private lastPresenceWrite = 0;
   private closed = false;
+  /** Access was lost: queued messages are skipped while the one running finishes and is answered. */
+  private revoked = false;
   /** Closes the socket when its token expires: H1 has no token refresh, the client reconnects. */
   private expiry: { cancel(): void } | null = null;
 
@@ -54,16 +68,27 @@ export class H1Socket {
     initialSinceCanvasSeq: number | null = null,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
+    this.frames = new FrameBound(ws, { framesPerSecond: hub.limits.framesPerSecond, frameBurst: hub.limits.h1FrameBurst },
+      H1_CLOSE_FRAME_RATE, () => this.frameRateReached());
     // true once the socket holds at most its bound; a client that does not read is dropped
     const drained = () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs);
-    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames, drained);
+    const runs = () => !this.revoked && !this.frames.passed;
+    this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames, async () => runs() && await drained() && runs());
     this.gate = new AccessGate(() => this.reauthorize(), (err) => {
       hub.logger.error({ err }, 'H1 re-authorization failed');
       this.send({ type: 'error', code: 'internal', message: 'could not re-check your access; reconnect' });
       ws.close(1011, 'access re-check failed');
-    }, { sql: hub.sql });
+    }, {
+      sql: hub.sql,
+      held: { maxKept: hub.limits.maxHeldDatabaseMessages, maxKeptBytes: hub.limits.maxHeldDatabaseBytes },
+      // none may be dropped: the client resumes from its last canvas_seq on a new socket and
+      // reads what was held from the log (the close waits for what was sent: acks included)
+      onOverflow: () => this.heldOverflow('during an access re-check'),
+    });
     this.offDatabase = hub.subscribe(`canvas:${canvasId}`, { onDatabase: (m) => this.onDatabase(m) });
     ws.on('message', (data, isBinary) => {
+      // counted before anything reads the frame: one past the bound costs no parsing, no answer
+      if (!this.frames.admit()) return;
       if (isBinary) this.send({ type: 'error', code: 'invalid_message', message: 'H1 frames are JSON text' });
       else this.onMessage(String(data));
       // a pong or a refusal is answered at once, outside the inbound queue (a ping during a long
@@ -87,8 +112,21 @@ export class H1Socket {
         ws.close(H1_CLOSE_TOKEN_EXPIRED, 'token_expired');
       });
     }
-    if (initialSinceCanvasSeq !== null) this.enqueueReplay(() => this.resume({ since_canvas_seq: initialSinceCanvasSeq }, false));
-    else if (initialSinceSeq !== null) this.enqueueReplay(() => this.resume({ since_seq: initialSinceSeq }, false));
+    if (initialSinceCanvasSeq !== null) this.enqueueResume({ since_canvas_seq: initialSinceCanvasSeq }, false);
+    else if (initialSinceSeq !== null) this.enqueueResume({ since_seq: initialSinceSeq }, false);
+  }
+
+  /**
+   * The socket sent frames faster than the bound of every frame (limits.framesPerSecond): before,
+   * each was answered (a pong, a refusal) however fast it came. FrameBound closes it as a
+   * realtime-js socket is (phoenix-socket.ts), with H1's code: the client reconnects after a
+   * backoff and resumes; messages queued before do not run (a mutate among them is resent by
+   * the client with its client_op_id).
+   */
+  private frameRateReached(): void {
+    const { framesPerSecond, h1FrameBurst: frameBurst } = this.hub.limits;
+    this.hub.logger.warn({ canvas_id: this.canvasId, user_id: this.claims.sub, frames_per_second: framesPerSecond, frame_burst: frameBurst }, 'H1 socket closed: frame rate limit reached');
+    this.hub.rateLimited('realtime:h1_frames');
   }
 
   /** One frame of this socket's own (an answer, a snapshot, a replayed delta). */
@@ -121,6 +159,23 @@ export class H1Socket {
     this.enqueue(work, undefined, () => {
       if (this.held !== null && this.ws.readyState === this.ws.OPEN) this.ws.close(1011, 'replay failed: reconnect and resume');
     });
+  }
+
+  /**
+   * Queues a client's resume (its message, or the upgrade's since_seq / since_canvas_seq): it
+   * supersedes any before it. Live deltas are held from now, as while its replay runs: the resume
+   * may wait its turn behind the socket's earlier messages (a mutate), and a delta sent live
+   * meanwhile (that mutate's) came again in the replay, before `resumed`, contrary to the
+   * guarantee. Every queued item runs, or is skipped only once the socket is closing or has lost
+   * its access, so the hold always ends (the replay, or a refused snapshot's release, ends it).
+   */
+  private enqueueResume(from: { since_seq: number } | { since_canvas_seq: number }, snapshot: boolean): void {
+    const ask = ++this.resumesAsked;
+    if (this.held === null) {
+      this.held = [];
+      this.heldSize = 0;
+    }
+    this.enqueueReplay(() => this.resume(from, snapshot, ask));
   }
 
   /**
@@ -186,7 +241,7 @@ export class H1Socket {
       case 'mutate':
         return this.enqueue(() => this.mutate(msg), msg.client_op_id);
       case 'resume':
-        return this.enqueueReplay(() => this.resume(msg.since_canvas_seq !== undefined ? { since_canvas_seq: msg.since_canvas_seq } : { since_seq: msg.since_seq }, msg.snapshot));
+        return this.enqueueResume(msg.since_canvas_seq !== undefined ? { since_canvas_seq: msg.since_canvas_seq } : { since_seq: msg.since_seq }, msg.snapshot);
       case 'presence': {
         // each is a realtime.messages row every member receives: the user's budget across sockets
         // (admission.ts), shared with their realtime-js broadcasts and tracks
@@ -236,28 +291,70 @@ export class H1Socket {
    * the replay. With `gap` (the live delta that showed a gap: a fill the client did not ask for)
    * nothing is announced, and if the log has not reached `gap` the held deltas stay held and the
    * answer is false: the caller retries or drops `gap`.
+   *
+   * `ask` is the client resume it serves (resumesAsked; a gap fill, the newest when it was queued).
+   * Once a newer one is asked this replay is superseded: it reads and sends nothing more, no
+   * `resumed`, and leaves the held deltas to the newer one (queued behind it). So a socket's
+   * database work is one replay at a time plus at most one page (or snapshot) per resume it
+   * superseded, each resume a message of the socket's rate (limits.messagesPerSecond).
    */
-  private async resume(from: { since_seq: number } | { since_canvas_seq: number }, snapshot: boolean, gap?: DeltaMessage): Promise<boolean> {
-    const generation = ++this.resumeGeneration;
-    this.held ??= []; // from now, live deltas wait for the replay (a gap fill keeps the one that showed the gap)
+  private async resume(from: { since_seq: number } | { since_canvas_seq: number }, snapshot: boolean, ask: number, gap?: DeltaMessage): Promise<boolean> {
+    // access lost stops it too: the forbidden close waits for the running message, and a replay
+    // paced by the client's reading (drainTimeoutMs a delta) went on to its page's end first
+    const superseded = () => ask !== this.resumesAsked || this.revoked || this.ws.readyState !== this.ws.OPEN;
+    if (superseded()) return true; // queued before a newer resume: that one replays
+    // the live stream this resume replaces: a client resume refused by the snapshot limit before it
+    // sent anything leaves it as it was (null: none, e.g. a replay this one superseded)
+    const stream = gap === undefined ? this.lastSent : null;
+    let sentAny = false;
+    if (this.held === null) { // from now, live deltas wait for the replay (a gap fill keeps the one that showed the gap)
+      this.held = [];
+      this.heldSize = 0;
+    } else if (!gap && this.heldTooMuch()) {
+      // held by the replays this one superseded: a client sending `resume` faster than a replay
+      // ends kept every delta of the canvas for as long as it went on. Bounded as the access gate
+      // holds (one slow replay is not: its held deltas go out once it is done, paced)
+      this.held = [];
+      this.heldSize = 0;
+      this.heldOverflow('across superseded resumes');
+      return true;
+    }
     this.lastSent = null;
     let last = 0; // canvas_seq of the last delta sent
     let lastSeq = 0; // and its server_seq
     let snapshots = 0;
-    const sendSnapshot = async () => {
+    /** false: the user's snapshot limit refused it (answered; the resume ends there). */
+    const sendSnapshot = async (): Promise<boolean> => {
       // a stale log can need one; a second in one resume means something is wrong: fail the resume
       if (++snapshots > 2) throw new Error('H1 resume: the operation log could not continue from a fresh snapshot');
-      const snap = await this.rpc(async (tx) => (await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r`)[0].r);
+      // a client's resume takes one hit of the user's snapshot limit, the HTTP snapshot's (H4), in
+      // the snapshot's transaction, before it: `snapshot: true` (or a since_canvas_seq ahead of the
+      // canvas) cost one snapshot per message, 10 per second per socket. A gap fill is the
+      // server's own, and the second snapshot of one resume is part of the first's work.
+      const limited = gap === undefined && snapshots === 1;
+      let snap: any;
+      try {
+        snap = await this.rpc(async (tx) => (limited
+          ? await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r from api.hit_endpoint_limit('H4', ${this.hub.relaxedEndpointLimits})`
+          : await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r`)[0].r);
+      } catch (err) {
+        const refusal = limited ? apiErrorFromDatabase(err) : null;
+        if (refusal?.code !== 'rate_limited') throw err;
+        await this.snapshotRefused(refusal, sentAny ? null : stream);
+        return false;
+      }
       last = Number(snap.canvas_watermark ?? 0);
       lastSeq = Number(snap.watermark ?? 0);
-      if (!(await this.roomForReplay())) return;
+      if (!(await this.roomForReplay()) || superseded()) return true;
       this.send({ type: 'snapshot', canvas: snap.canvas, blocks: snap.blocks, watermark: lastSeq, canvas_watermark: last });
+      sentAny = true;
+      return true;
     };
     const changesSince = (canvasSeq: number) =>
       this.rpc(async (tx) => (await tx`select api.get_canvas_changes_since(${this.canvasId}::uuid, ${canvasSeq}, 500) as r`)[0].r);
     let page: any;
     if (snapshot) {
-      await sendSnapshot();
+      if (!(await sendSnapshot()) || superseded()) return true;
       page = await changesSince(last);
     } else if ('since_canvas_seq' in from) {
       last = from.since_canvas_seq;
@@ -267,15 +364,17 @@ export class H1Socket {
       page = await this.rpc(async (tx) => (await tx`select api.get_canvas_changes(${this.canvasId}::uuid, ${lastSeq}, 500) as r`)[0].r);
     }
     for (;;) {
-      if (generation !== this.resumeGeneration || this.ws.readyState !== this.ws.OPEN) return true;
+      if (superseded()) return true;
       if (page.snapshot_required) {
-        await sendSnapshot(); // retention removed what follows since_canvas_seq, or it is ahead of the canvas
+        // retention removed what follows since_canvas_seq, or it is ahead of the canvas
+        if (!(await sendSnapshot())) return true;
       } else {
         for (const c of page.changes as any[]) {
           const canvasSeq = Number(c.canvas_seq);
           if (canvasSeq <= last) continue;
-          if (!(await this.roomForReplay())) return true;
+          if (!(await this.roomForReplay()) || superseded()) return true;
           this.send(toDelta(c, true));
+          sentAny = true;
           last = canvasSeq;
           lastSeq = Number(c.server_seq);
         }
@@ -285,6 +384,7 @@ export class H1Socket {
           break;
         }
       }
+      if (superseded()) return true;
       page = await changesSince(last);
     }
     this.lastSent = last;
@@ -292,6 +392,27 @@ export class H1Socket {
     if (!gap) this.send({ type: 'resumed', watermark: lastSeq, canvas_watermark: last });
     await this.releaseHeld();
     return true;
+  }
+
+  /**
+   * A client resume whose snapshot the user's snapshot limit refused (H4, shared with HTTP):
+   * answered `rate_limited` with retry_after_ms and no client_op_id, the socket staying open. A
+   * refusal changes nothing: the live stream the socket had (`stream`, its last canvas_seq sent)
+   * goes on from where it was, with the deltas held meanwhile, as after any replay (releaseHeld:
+   * in order, a gap filled). Before, the stream stopped until a resume was accepted: a live
+   * socket asking for a fresh snapshot in the wrong second went silent. Without one (the socket had
+   * not resumed, the replay this one superseded, or this one had sent part of its replay: the
+   * client's state is its own to start again) nothing is streamed until a resume is accepted, and
+   * what was held is dropped (that resume's replay reads it from the log).
+   */
+  private async snapshotRefused(refusal: ApiError, stream: number | null): Promise<void> {
+    this.hub.rateLimited('H4');
+    const retryAfter = typeof refusal.details.retry_after === 'number' ? refusal.details.retry_after : 1;
+    this.send({ type: 'error', code: 'rate_limited', retry_after_ms: retryAfter * 1000,
+      message: `snapshots per user, across sockets and GET /canvas/{id}/snapshot (H4): ${refusal.message}; this resume was dropped: send it again after retry_after_ms` });
+    this.lastSent = stream;
+    if (stream !== null) return this.releaseHeld();
+    this.held = null;
   }
 
   /**
@@ -308,15 +429,18 @@ export class H1Socket {
         return;
       }
       this.held = [];
+      this.heldSize = 0;
       for (const [i, d] of next.entries()) {
         const at = this.placeOf(d);
         if (at === 'sent') continue;
         if (at === 'gap') {
           this.held = [...next.slice(i), ...this.held];
-          this.enqueueReplay(() => this.fillGap(d));
+          const ask = this.resumesAsked;
+          this.enqueueReplay(() => this.fillGap(d, ask));
           return;
         }
-        if (!(await this.roomForReplay())) return; // closed, or terminated as a slow consumer
+        // closed, terminated as a slow consumer, or access lost (nothing more is sent)
+        if (!(await this.roomForReplay()) || this.revoked) return;
         this.sendLive(d);
       }
     }
@@ -329,12 +453,12 @@ export class H1Socket {
    * lacks then is no operation of this canvas (nothing but the mutation RPC may send block_op) and
    * is dropped, never sent on the strength of its number alone.
    */
-  private async fillGap(gap: DeltaMessage): Promise<void> {
+  private async fillGap(gap: DeltaMessage, ask: number): Promise<void> {
     for (let tries = 1; tries <= 3; tries++) {
       if (tries > 1) await new Promise((r) => setTimeout(r, 50 * tries));
       // a client resume queued before this fill has covered it (and released what was held)
       if (this.held === null || this.lastSent === null || !this.held.includes(gap)) return;
-      if (await this.resume({ since_canvas_seq: this.lastSent }, false, gap)) return;
+      if (await this.resume({ since_canvas_seq: this.lastSent }, false, ask, gap)) return;
     }
     this.hub.logger.warn({ canvasId: this.canvasId, canvas_seq: gap.canvas_seq, last: this.lastSent }, 'H1: block_op not in the operation log; dropped');
     await this.releaseHeld(gap);
@@ -354,7 +478,8 @@ export class H1Socket {
       // missing ones from the log first; a client resume queued before the fill covers it already
       if (this.held) return void this.held.push(d);
       this.held = [d];
-      this.enqueueReplay(() => this.fillGap(d));
+      const ask = this.resumesAsked;
+      this.enqueueReplay(() => this.fillGap(d, ask));
       return;
     }
     this.lastSent = d.canvas_seq;
@@ -371,7 +496,7 @@ export class H1Socket {
       if (concerns(change, this.claims)) this.gate.recheck(m.id);
       return;
     }
-    this.gate.deliver(() => this.deliver(m));
+    this.gate.deliver(() => this.deliver(m), m);
   }
 
   /** Re-checks access after these access_changed messages (committed while the upgrade was being authorized). */
@@ -384,6 +509,11 @@ export class H1Socket {
     if (this.closed) return false;
     const access = await canvasAccess(this.hub.sql, this.claims, this.canvasId);
     if (!access.read) {
+      // the message running now (a mutation that may have committed before the change) is
+      // answered before the close, not lost with it; its transaction is bounded by the statement
+      // timeout. Nothing queued after it runs, and nothing held is delivered (the gate is denied).
+      this.revoked = true;
+      await this.inbound.idle();
       this.send(access.gone
         ? { type: 'error', code: 'not_found', message: 'this canvas was deleted' }
         : { type: 'error', code: 'forbidden', message: 'you no longer have access to this canvas' });
@@ -401,13 +531,30 @@ export class H1Socket {
     if (m.event === 'block_op') {
       let d = liveDeltas.get(m);
       if (d === undefined) liveDeltas.set(m, (d = toDelta(p, false)));
-      if (this.held) this.held.push(d);
-      else this.sendLive(d);
+      if (!this.held) return this.sendLive(d);
+      this.held.push(d);
+      this.heldSize += heldBytes(m);
     } else if (m.event === 'presence' && p.user_id !== this.claims.sub) {
       this.sendCaused({ type: 'presence', user_id: String(p.user_id), cursor: p.cursor ?? null, typing: p.typing === true });
     } else if (m.event === 'presence_leave' && p.user_id !== this.claims.sub) {
       this.sendCaused({ type: 'presence_leave', user_id: String(p.user_id) });
     }
+  }
+
+  /** Whether the held deltas are past limits.maxHeldDatabaseMessages / maxHeldDatabaseBytes. */
+  private heldTooMuch(): boolean {
+    const { maxHeldDatabaseMessages, maxHeldDatabaseBytes } = this.hub.limits;
+    return this.held !== null && (this.held.length > maxHeldDatabaseMessages || this.heldSize > maxHeldDatabaseBytes);
+  }
+
+  /**
+   * More deltas arrived while a replay or an access re-check ran than the socket may hold: none may
+   * be dropped, so the socket closes and the client resumes from its last canvas_seq on a new one,
+   * reading what was held from the log (the close waits for what was sent: acks included).
+   */
+  private heldOverflow(when: string): void {
+    this.hub.logger.warn({ canvas_id: this.canvasId, user_id: this.claims.sub, last_canvas_seq: this.lastSent }, `H1 socket closed: held messages limit reached ${when}`);
+    this.ws.close(H1_CLOSE_HELD_MESSAGES, `${HELD_MESSAGES_LIMIT_REACHED}: resume from your last canvas_seq`);
   }
 
   private async presence(cursor: Record<string, unknown> | null, typing: boolean): Promise<void> {

@@ -43,7 +43,67 @@ export type Limits = {
   maxNameLength: number;
   /** Frames a socket may have waiting to be handled before it stops reading (inbound-queue.ts). */
   maxPendingFrames: number;
+  /**
+   * Every frame a realtime-js socket sends, whatever its topic and event (heartbeats, frames to
+   * topics it never joined, leaves, access_token, frames that do not decode), per second in
+   * bursts up to frameBurst; past it the socket is closed (1008, FRAME_RATE_LIMIT_REACHED, rate-limit.ts) and
+   * realtime-js reconnects with its backoff. H1 sockets have the same rate (every frame: pings,
+   * frames refused as invalid or past messagesPerSecond, binary ones), closed 4429 with the same
+   * reason (h1-protocol.ts H1_CLOSE_FRAME_RATE): each frame past messagesPerSecond was answered a
+   * refusal, forever, at whatever rate the client sent), in bursts of h1FrameBurst; @potentia/client paces itself below
+   * messagesPerSecond and never comes near it. Only joined channels' broadcasts and presence had a
+   * rate (messagesPerSecond), so a socket flooding heartbeats was answered as fast as it sent.
+   * Set far above what realtime-js sends: the burst holds a reconnect's rejoin of
+   * maxChannelsPerSocket channels, each channel's push buffer sent at once when its rejoin is
+   * answered (up to REALTIME_JS_PUSH_BUFFER pushes: presence tracks made while offline), an
+   * access_token to each (setAuth) and a leave of each (removeAllChannels); the rate,
+   * maxChannelsPerSocket refused joins retried each second (realtime-js's first rejoin delay)
+   * plus messagesPerSecond. A burst of 500 closed a client that tracked its presence on 5 or more
+   * channels while offline, as it rejoined (and its latest tracks were lost with the socket).
+   */
+  framesPerSecond: number;
+  frameBurst: number;
+  /**
+   * The burst of an H1 socket's frames (framesPerSecond is shared): an H1 client has no push buffer
+   * to flush and one canvas per socket, so nothing it sends comes near realtime-js's burst.
+   */
+  h1FrameBurst: number;
+  /**
+   * Client broadcasts a realtime-js channel holds while its access is re-checked (access.ts,
+   * held-frames.ts), at most this many and this many bytes (payload and event name); past
+   * either, the oldest held are dropped and the channel is told once, when the re-check passes
+   * (`system` error BROADCASTS_DROPPED). A re-check waiting on a lock can last tens of seconds
+   * while the room keeps sending: they were held without bound. Dropping the oldest is what a
+   * realtime-js user expects of broadcast, at most once as on Supabase Realtime: the newest
+   * cursor is the one that matters, and the channel stays joined. Presence is not dropped: its
+   * diffs are folded into one net presence_diff at release (presence.ts PresenceDiffFold).
+   */
+  maxHeldBroadcasts: number;
+  maxHeldBroadcastBytes: number;
+  /**
+   * Database messages (block_op, presence, canvas events) a realtime-js channel or H1 socket
+   * holds while its access is re-checked (and the live deltas an H1 socket's superseded replays
+   * hand on to the next resume), at most this many and this many bytes (held-frames.ts
+   * heldBytes). None may be dropped silently, and a re-check that concerns everyone on a canvas
+   * holds one entry per message in each of its channels for as long as the check lasts (up to
+   * ~40 s on a lock): past either bound that channel is ended as a slow consumer would be, with
+   * the stable code HELD_MESSAGES_LIMIT_REACHED (realtime-js: `system` error and `phx_error`, it
+   * rejoins and the join is authorized again; H1: close 1013, the client resumes from its last
+   * canvas_seq and loses nothing). 1024 messages is several times what a busy canvas commits
+   * during an ordinary re-check (a few hundred deltas pass); each costs a channel ~120 bytes of
+   * bookkeeping (measured), so a re-check of 1,000 channels of one canvas holds at most ~120 MB.
+   * 4 MiB is maxBufferedBytes: releasing more at once would drop the socket as a slow consumer
+   * anyway (socket-write.ts). The messages themselves are shared by the canvas's channels.
+   */
+  maxHeldDatabaseMessages: number;
+  maxHeldDatabaseBytes: number;
 } & AdmissionLimits;
+
+/**
+ * What a realtime-js channel keeps of its pushes while it is not joined (its MAX_PUSH_BUFFER_SIZE;
+ * broadcasts go over HTTP instead), all sent at once when its join is answered.
+ */
+export const REALTIME_JS_PUSH_BUFFER = 100;
 
 export const DEFAULT_LIMITS: Limits = {
   messagesPerSecond: 10,
@@ -56,6 +116,13 @@ export const DEFAULT_LIMITS: Limits = {
   joinsPerSecond: 10,
   maxNameLength: 255,
   maxPendingFrames: 32,
+  framesPerSecond: 120,
+  frameBurst: 100 * (REALTIME_JS_PUSH_BUFFER + 4), // maxChannelsPerSocket x (push buffer, join, access_token, leave, one spare)
+  h1FrameBurst: 500,
+  maxHeldBroadcasts: 256,
+  maxHeldBroadcastBytes: 1024 * 1024,
+  maxHeldDatabaseMessages: 1024,
+  maxHeldDatabaseBytes: DEFAULT_MAX_BUFFERED_BYTES,
   ...DEFAULT_ADMISSION_LIMITS, // across one caller's sockets
 };
 
@@ -80,6 +147,13 @@ export class Hub {
     readonly limits: Limits,
     /** Sockets and channel authorizations per caller across this process's sockets. */
     readonly admission: Admission,
+    /**
+     * The development profile (POTENTIA_PROFILE=development): an endpoint limit H1 shares with
+     * HTTP (a resume's snapshot counts as H4) is relaxed as the HTTP handlers relax it (docs/limits.md).
+     */
+    readonly relaxedEndpointLimits = false,
+    /** Told of every refusal by a rate limit, by its label (potentia_rate_limit_rejections_total{endpoint}). */
+    readonly rateLimited: (endpoint: string) => void = () => {},
   ) {}
 
   /** Listens to database messages of `subTopic` (both private and public rows; the subscriber filters). */

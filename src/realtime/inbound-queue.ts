@@ -66,6 +66,11 @@ export class InboundQueue {
     else this.ws.resume();
   }
 
+  /** Settles once everything pushed so far has run (or been skipped) and answered. */
+  idle(): Promise<void> {
+    return this.tail;
+  }
+
   /** Items queued or running. */
   get size(): number {
     return this.pending;

@@ -12,8 +12,10 @@ import { CANVAS_TOPIC_SPELLING, canvasIdOfTopic, isMisspelledCanvasTopic } from 
 import { databaseEventRefusal, isDatabaseEvent } from './database-events.ts';
 import { channelKey, type ChannelKey } from './channel-key.ts';
 import type { ClusterPayload } from './cluster.ts';
+import { HELD_MESSAGES_LIMIT_REACHED } from './held-frames.ts';
 import type { Hub } from './hub.ts';
-import { checkPresenceState, type PresenceDiff } from './presence.ts';
+import { checkPresenceState, PresenceDiffFold, type PresenceDiff } from './presence.ts';
+import { FrameBound } from './frame-bound.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { InboundQueue } from './inbound-queue.ts';
 import { whenWritable, writeBounded, writeShared } from './socket-write.ts';
@@ -48,12 +50,33 @@ type Channel = {
   tracked: boolean;
   /** Holds database messages, client broadcasts and presence diffs while the channel's access is re-checked (access.ts). */
   gate: AccessGate;
+  /** Presence diffs that came while the gate held (a re-check), as their net effect. */
+  heldPresence: PresenceDiffFold;
   /** Set when the join asked for a broadcast replay (replay.ts): holds live messages until it is sent. */
   replay: ReplaySeam | null;
   socket: PhoenixSocket;
 };
 
 export type VerifyToken = (token: string) => Promise<SocketClaims>;
+
+/**
+ * The `system` error a channel gets when client broadcasts held during an access re-check were
+ * dropped (hub.ts maxHeldBroadcasts): the stable code, then how many and the bound.
+ */
+export const BROADCASTS_DROPPED = 'BroadcastsDropped';
+function broadcastsDropped(count: number, limits: { maxHeldBroadcasts: number; maxHeldBroadcastBytes: number }): string {
+  return `${BROADCASTS_DROPPED}: ${count} client broadcast${count === 1 ? '' : 's'} sent while your access was re-checked were dropped, ` +
+    `oldest first (a channel holds at most ${limits.maxHeldBroadcasts} broadcasts or ${limits.maxHeldBroadcastBytes} bytes meanwhile)`;
+}
+
+/**
+ * The `system` error of a channel ended because more database messages arrived during an access
+ * re-check than it holds (hub.ts maxHeldDatabaseMessages): the stable code, the bound, what to do.
+ */
+function heldMessagesLimitReached(limits: { maxHeldDatabaseMessages: number; maxHeldDatabaseBytes: number }): string {
+  return `${HELD_MESSAGES_LIMIT_REACHED}: more than ${limits.maxHeldDatabaseMessages} database messages or ${limits.maxHeldDatabaseBytes} bytes ` +
+    'arrived while your access was re-checked; they were not delivered and the channel rejoins: read what you show again from the database';
+}
 
 /** Reply and system message when the database connection was lost while handling a frame. */
 const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortly';
@@ -120,6 +143,9 @@ export class PhoenixSocket {
   private readonly channels = new Map<string, Channel>();
   private readonly limiter: RateLimiter;
   private readonly joinLimiter: RateLimiter;
+  /** Every frame, whatever its topic and event (limits.framesPerSecond). */
+  /** Every frame's bound: past it the socket is closing, and what it still sends is not read. */
+  private readonly frames: FrameBound;
   private lastSeen = Date.now();
   private readonly idleTimer: NodeJS.Timeout;
   private closed = false;
@@ -140,7 +166,10 @@ export class PhoenixSocket {
     this.joinLimiter = new RateLimiter(hub.limits.joinsPerSecond, hub.limits.maxChannelsPerSocket);
     this.inbound = new InboundQueue(ws, hub.limits.maxPendingFrames,
       () => whenWritable(ws, hub.limits.maxBufferedBytes, hub.limits.drainTimeoutMs));
+    this.frames = new FrameBound(ws, hub.limits, 1008, () => this.frameRateReached());
     ws.on('message', (data, isBinary) => {
+      // counted before anything reads the frame: a frame past the bound costs no decoding, no reply
+      if (!this.frames.admit()) return;
       this.lastSeen = Date.now();
       this.inbound.push(() => this.onFrame(data as Buffer, isBinary), (err) => hub.logger.error({ err }, 'realtime frame handling failed'));
     });
@@ -150,6 +179,19 @@ export class PhoenixSocket {
       if (Date.now() - this.lastSeen > hub.limits.idleTimeoutMs) ws.terminate();
     }, Math.min(15_000, hub.limits.idleTimeoutMs));
     this.idleTimer.unref();
+  }
+
+  /**
+   * The socket sent frames faster than any realtime-js client does (limits.framesPerSecond):
+   * heartbeats, frames to topics it never joined, garbage, each answered. FrameBound closes it
+   * as Supabase Realtime ends a socket past its join rate (1008, policy violation; reason
+   * frameRateLimitReached): realtime-js reconnects with its backoff and rejoins; frames still
+   * arriving are dropped unread.
+   */
+  private frameRateReached(): void {
+    const { framesPerSecond, frameBurst } = this.hub.limits;
+    this.hub.logger.warn({ address: this.address, frames_per_second: framesPerSecond, frame_burst: frameBurst }, 'realtime socket closed: frame rate limit reached');
+    this.hub.rateLimited('realtime:phoenix_frames');
   }
 
   /** One text frame of this socket's own (a reply, presence state, a system message). */
@@ -174,6 +216,7 @@ export class PhoenixSocket {
   }
 
   private async onFrame(data: Buffer, isBinary: boolean): Promise<void> {
+    if (this.frames.passed) return; // queued before the bound was passed: the socket is closing
     let frame: Frame;
     try {
       frame = decodeFrame(data, isBinary, this.vsn);
@@ -264,8 +307,7 @@ export class PhoenixSocket {
         return;
       }
       this.hub.logger.error({ err, topic: frame.topic, event: frame.event }, 'realtime channel failed');
-      this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_error', payload: {} });
-      await this.close(channel, true);
+      await this.errored(channel);
     }
   }
 
@@ -352,7 +394,16 @@ export class PhoenixSocket {
       expiry: null,
       lastPresenceWrite: 0,
       tracked: false,
-      gate: new AccessGate(() => this.reauthorize(channel), (err) => void this.accessCheckFailed(channel, err), { sql: this.hub.sql }),
+      gate: new AccessGate(() => this.reauthorize(channel), (err) => void this.accessCheckFailed(channel, err), {
+        sql: this.hub.sql,
+        held: {
+          maxDroppable: limits.maxHeldBroadcasts, maxDroppableBytes: limits.maxHeldBroadcastBytes,
+          maxKept: limits.maxHeldDatabaseMessages, maxKeptBytes: limits.maxHeldDatabaseBytes,
+        },
+        onDropped: (count) => this.system(channel, 'error', broadcastsDropped(count, limits)),
+        onOverflow: () => void this.heldMessagesOverflowed(channel),
+      }),
+      heldPresence: new PresenceDiffFold(),
       replay: replay ? new ReplaySeam() : null,
       socket: this,
     };
@@ -375,7 +426,7 @@ export class PhoenixSocket {
     this.hub.logger.info({ topic: frame.topic, user_id: claims.sub ?? null, role: claims.role, private: channel.private }, 'realtime channel joined');
     channel.replay?.release(replayed, (m) => channel.gate.deliver(() => {
       this.sendBroadcast(channel, m.event, m.payloadJson, { replayed: true, id: m.id }, new Map());
-    }), (m) => this.deliverDatabase(channel, m));
+    }, m), (m) => this.deliverDatabase(channel, m));
     if (presenceEnabled) {
       this.send({ join_ref: channel.joinRef, ref: null, topic: channel.topic, event: 'presence_state', payload: this.hub.presence.state(channel.key) });
     }
@@ -421,6 +472,15 @@ export class PhoenixSocket {
         return await this.close(channel, false);
       }
       if (this.channels.get(channel.topic) !== channel) return; // closed meanwhile (left, socket gone, access lost)
+      if (claims.sub !== channel.claims.sub) {
+        // another user's token: what the old user tracked is theirs, not the new user's. Untracked
+        // as the old user (the others see it leave; their durable presence row is cleared unless
+        // they are still here in another tab), and the new user starts with nothing tracked.
+        // Before, the old meta stayed shown and a later untrack left the canvas as the new user.
+        await this.untrack(channel);
+        if (this.channels.get(channel.topic) !== channel) return;
+        channel.lastPresenceWrite = 0; // the new user's first track is written
+      }
       channel.claims = claims;
       channel.canSend.clear();
       this.armExpiry(channel);
@@ -545,7 +605,7 @@ export class PhoenixSocket {
     channel.gate.deliver(() => {
       message.encoded ??= new Map();
       this.sendBroadcast(channel, message.event, message.payloadJson, { id: message.id }, message.encoded);
-    });
+    }, message);
   }
 
   /** After an access change: the join authorization again; refused → `system` error and phx_close. */
@@ -566,8 +626,19 @@ export class PhoenixSocket {
   private async accessCheckFailed(channel: Channel, err: unknown): Promise<void> {
     this.hub.logger.error({ err, topic: channel.topic }, 'realtime re-authorization failed');
     if (this.channels.get(channel.topic) !== channel) return;
-    this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_error', payload: {} });
-    await this.close(channel, true);
+    await this.errored(channel);
+  }
+
+  /**
+   * More database messages came during a re-check than the channel holds (AccessGate onOverflow):
+   * they cannot be dropped silently, so the channel ends as after a failed re-check — `system`
+   * error with the stable code, `phx_error` — and realtime-js rejoins, authorized again.
+   */
+  private async heldMessagesOverflowed(channel: Channel): Promise<void> {
+    if (this.channels.get(channel.topic) !== channel) return;
+    this.hub.logger.warn({ topic: channel.topic, user_id: channel.claims.sub ?? null }, 'realtime channel ended: held messages limit reached during an access re-check');
+    this.system(channel, 'error', heldMessagesLimitReached(this.hub.limits));
+    await this.errored(channel);
   }
 
   private async presence(channel: Channel, frame: Frame): Promise<void> {
@@ -653,6 +724,12 @@ export class PhoenixSocket {
     }
   }
 
+  /** Ends a channel with `phx_error`: realtime-js rejoins it (with backoff), and the join authorizes again. */
+  private async errored(channel: Channel): Promise<void> {
+    this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_error', payload: {} });
+    await this.close(channel, true);
+  }
+
   /** Ends a channel; `silent` skips the phx_close frame (the client already moved on). */
   private async close(channel: Channel, silent: boolean): Promise<void> {
     if (this.channels.get(channel.topic) !== channel) return;
@@ -683,27 +760,42 @@ export class PhoenixSocket {
  */
 export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string, payload: ClusterPayload, skip: unknown = null): void {
   const encoded = new Map<Vsn, Encoded>();
+  const bytes = event.length + ('binary' in payload ? payload.binary.length : Buffer.byteLength(payload.json));
   for (const peer of hub.peersOf<Channel>(key)) {
     if (peer === skip) continue;
     // held with the channel's database messages while its access is re-checked (access.ts): a
-    // member who lost access gets nothing sent after the change
-    peer.gate.deliver(() => peer.socket.sendClientBroadcast(peer, event, payload, encoded));
+    // member who lost access gets nothing sent after the change; the oldest held go past
+    // maxHeldBroadcasts / maxHeldBroadcastBytes
+    peer.gate.deliverDroppable(() => peer.socket.sendClientBroadcast(peer, event, payload, encoded), bytes);
+  }
+}
+
+/** Sends a `presence_diff` to this process's presence-enabled channels of `key` (sendPresenceDiff). */
+export function deliverPresenceDiff(hub: Hub, key: ChannelKey, diff: PresenceDiff): void {
+  for (const peer of hub.peersOf<Channel>(key)) {
+    if (!peer.presenceEnabled) continue;
+    if (!peer.gate.holding) {
+      peer.gate.deliver(() => sendPresenceDiff(peer, diff));
+      continue;
+    }
+    // held during a re-check, as client broadcasts are: folded into one net diff, however many
+    // came meanwhile (presence.ts PresenceDiffFold)
+    peer.heldPresence.add(diff);
+    peer.gate.deliverLatest('presence', () => {
+      const net = peer.heldPresence.take();
+      if (net) sendPresenceDiff(peer, net);
+    });
   }
 }
 
 /**
- * Sends a `presence_diff` to this process's presence-enabled channels of `key`. A diff where a
- * presence key both leaves and joins (a re-track replacing its meta) goes out as two frames,
- * leaves first: realtime-js applies joins before leaves and, while doing so, strips `phx_ref` from
- * the metas it keeps, so in one frame the replaced meta would never leave its state.
+ * A `presence_diff` to one channel. A diff where a presence key both leaves and joins (a re-track
+ * replacing its meta) goes out as two frames, leaves first: realtime-js applies joins before
+ * leaves and, while doing so, strips `phx_ref` from the metas it keeps, so in one frame the
+ * replaced meta would never leave its state.
  */
-export function deliverPresenceDiff(hub: Hub, key: ChannelKey, diff: PresenceDiff): void {
+function sendPresenceDiff(peer: Channel, diff: PresenceDiff): void {
   const replaced = Object.keys(diff.joins).some((k) => Object.hasOwn(diff.leaves, k));
   const payloads = replaced ? [{ joins: {}, leaves: diff.leaves }, { joins: diff.joins, leaves: {} }] : [diff];
-  for (const peer of hub.peersOf<Channel>(key)) {
-    if (!peer.presenceEnabled) continue;
-    peer.gate.deliver(() => { // held during a re-check, as client broadcasts are
-      for (const payload of payloads) peer.socket.sendCaused({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload });
-    });
-  }
+  for (const payload of payloads) peer.socket.sendCaused({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload });
 }

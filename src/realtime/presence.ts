@@ -235,6 +235,52 @@ export class PresenceTracker {
   }
 }
 
+/**
+ * Presence diffs folded into their net effect: what a channel holding them while its access is
+ * re-checked (access.ts) is sent at release. A meta that joined and left meanwhile is never
+ * shown; what is kept is bounded by the room's presences (those that left, those that joined),
+ * not by how often they changed. realtime-js learns it from a diff, not a presence_state: syncing
+ * to a state, it strips phx_ref from the metas it keeps while applying joins, and a replaced meta
+ * then never leaves.
+ */
+export class PresenceDiffFold {
+  /** presence key → phx_ref → meta */
+  private joins = new Map<string, Map<string, Meta>>();
+  private leaves = new Map<string, Map<string, Meta>>();
+
+  add(diff: PresenceDiff): void {
+    for (const [key, { metas }] of Object.entries(diff.leaves)) {
+      for (const meta of metas) {
+        const joined = this.joins.get(key);
+        if (joined?.delete(meta.phx_ref)) { // joined while folded: never sent
+          if (joined.size === 0) this.joins.delete(key);
+          continue;
+        }
+        refsOf(this.leaves, key).set(meta.phx_ref, meta);
+      }
+    }
+    for (const [key, { metas }] of Object.entries(diff.joins)) {
+      for (const meta of metas) refsOf(this.joins, key).set(meta.phx_ref, meta);
+    }
+  }
+
+  /** The net diff (null when nothing changed), and the fold starts empty again. */
+  take(): PresenceDiff | null {
+    const out = emptyDiff();
+    for (const [key, refs] of this.leaves) out.leaves[key] = { metas: [...refs.values()] };
+    for (const [key, refs] of this.joins) out.joins[key] = { metas: [...refs.values()] };
+    this.joins = new Map();
+    this.leaves = new Map();
+    return isEmpty(out) ? null : out;
+  }
+}
+
+function refsOf(map: Map<string, Map<string, Meta>>, key: string): Map<string, Meta> {
+  let refs = map.get(key);
+  if (!refs) map.set(key, (refs = new Map()));
+  return refs;
+}
+
 function isEmpty(diff: PresenceDiff): boolean {
   return Object.keys(diff.joins).length === 0 && Object.keys(diff.leaves).length === 0;
 }

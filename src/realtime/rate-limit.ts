@@ -61,3 +61,15 @@ export class KeyedRateLimiter {
     this.pruneAt = this.buckets.size + this.maxKeys;
   }
 }
+
+/**
+ * The close reason's stable code for a socket, realtime-js's or H1's, that sent more frames than
+ * limits.framesPerSecond / frameBurst allow (hub.ts): the code, then the bound.
+ */
+export const FRAME_RATE_LIMIT_REACHED = 'FrameRateLimitReached';
+
+/** The close reason of such a socket (at most 123 bytes, a close frame's room for one). */
+export function frameRateLimitReached(limits: { framesPerSecond: number; frameBurst: number }): string {
+  return `${FRAME_RATE_LIMIT_REACHED}: more than ${limits.framesPerSecond} frames per second (bursts of ${limits.frameBurst})`;
+}
+

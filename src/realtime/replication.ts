@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Logger } from 'pino';
+import { PG_KEEPALIVE } from '../db/index.ts';
 
 /**
  * One logical replication stream (pgoutput) of a publication, kept up for as long as it runs:
@@ -42,6 +43,8 @@ export type ReplicationStream = {
   stop(): Promise<void>;
   /** Backend pid of the live walsender, undefined while down. */
   pid(): number | undefined;
+  /** Backend pid of the walsender still creating its slot (connected, not yet streaming), else undefined. */
+  pendingPid(): number | undefined;
   /** Ends the current connection and reconnects (the caller found it dead by other means). */
   restart(reason: string): void;
 };
@@ -101,7 +104,7 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
     retry = null;
     if (stopped) return;
     const s = new TemporarySlotService(
-      { connectionString: opts.databaseUrl, application_name: opts.applicationName ?? 'potentia-realtime-bus' },
+      { connectionString: opts.databaseUrl, application_name: opts.applicationName ?? 'potentia-realtime-bus', ...PG_KEEPALIVE },
       // Acknowledged once a second (the library's timer, from the last LSN seen), not after every
       // message: auto mode sends a standby status update per Begin, Insert and Commit — three or
       // more writes per delta in each gateway, each one parsed by its walsender. The slot is
@@ -173,6 +176,7 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
       await s?.destroy().catch(() => {});
     },
     pid: () => (live ? service?.backendPid : undefined),
+    pendingPid: () => (live ? undefined : service?.backendPid),
     restart(reason) {
       const s = service;
       if (!s || stopped) return;

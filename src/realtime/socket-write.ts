@@ -131,3 +131,20 @@ export function whenWritable(ws: WebSocket, below: number, timeoutMs: number): P
     ws.on('close', onClose);
   });
 }
+
+/** How long a socket closed for a refusal has to answer the close before it is terminated. */
+export const CLOSE_GRACE_MS = 2000;
+
+/**
+ * Closes `ws` with `code` and `reason`, and terminates it if the client has not completed the
+ * closing handshake within `graceMs`: a client that floods and does not read never answers the
+ * close frame (it waits behind what it did not read), and `ws` would keep the socket for its own
+ * close timeout (30 s), counted as open, before giving up.
+ */
+export function closeFirmly(ws: WebSocket, code: number, reason: string, graceMs = CLOSE_GRACE_MS): void {
+  ws.close(code, reason);
+  if (ws.readyState === ws.CLOSED) return;
+  const timer = setTimeout(() => ws.terminate(), graceMs);
+  timer.unref();
+  ws.once('close', () => clearTimeout(timer));
+}

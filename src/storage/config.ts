@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { envFlag, envInteger, envProblems, envText, envUrl, presentValues } from '../env-values.ts';
 
 /**
  * Where files live (docs/files.md): any S3-compatible endpoint, from the environment.
@@ -12,17 +13,16 @@ import { z } from 'zod';
  * 127.0.0.1:LOCAL_S3_PORT (default: a free port). Otherwise files are off: the file endpoints answer
  * 503 storage_not_configured, and the cleanup job leaves objects alone.
  */
-const Flag = z.enum(['0', '1', 'true', 'false']).optional();
 const StorageEnv = z.object({
   NODE_ENV: z.string().optional(),
-  S3_BUCKET: z.string().min(3).max(63).optional(),
-  S3_REGION: z.string().min(1).default('us-east-1'),
-  S3_ENDPOINT: z.string().url().optional(),
-  S3_FORCE_PATH_STYLE: Flag,
-  S3_ACCESS_KEY_ID: z.string().min(1).optional(),
-  S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
-  POTENTIA_LOCAL_S3_DIR: z.string().min(1).optional(),
-  LOCAL_S3_PORT: z.coerce.number().int().min(0).max(65535).default(0),
+  S3_BUCKET: z.string().min(3, { error: 'expected a bucket name of 3 to 63 characters' }).max(63, { error: 'expected a bucket name of 3 to 63 characters' }).optional(),
+  S3_REGION: envText(1).default('us-east-1'),
+  S3_ENDPOINT: envUrl('http', 'https://<ref>.supabase.co/storage/v1/s3').optional(),
+  S3_FORCE_PATH_STYLE: envFlag().optional(),
+  S3_ACCESS_KEY_ID: envText(1).optional(),
+  S3_SECRET_ACCESS_KEY: envText(1).optional(),
+  POTENTIA_LOCAL_S3_DIR: envText(1).optional(),
+  LOCAL_S3_PORT: envInteger(0, 65535).default(0),
 });
 
 export type S3Config = {
@@ -39,11 +39,12 @@ export type StorageConfig =
   | { kind: 'none'; reason: string };
 
 /** The storage the environment asks for; throws on a half-made configuration, naming what is missing. */
-export function storageConfig(env: Record<string, string | undefined> = process.env): StorageConfig {
-  // empty values count as unset (a blank line in an env file)
-  const parsed = StorageEnv.safeParse(Object.fromEntries(Object.entries(env).filter(([, v]) => v !== '')));
+export function storageConfig(given: Record<string, string | undefined> = process.env): StorageConfig {
+  // blank values count as unset (S3_ENDPOINT= in an env file), as loadConfig reads them
+  const env = presentValues(given);
+  const parsed = StorageEnv.safeParse(env);
   if (!parsed.success) {
-    throw new Error(`invalid storage environment: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')} ` +
+    throw new Error(`invalid storage environment: ${envProblems(parsed.error.issues, env, ['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY'])} ` +
       '(what each S3_* variable takes: docs/files.md, "Configuration")');
   }
   const e = parsed.data;

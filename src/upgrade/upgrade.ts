@@ -59,6 +59,7 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
   });
   const target = postgres(opts.to, { max: 3, onnotice: () => {}, connection: { application_name: 'potentia-upgrade-v1' } });
   let lock: Awaited<ReturnType<Sql['reserve']>> | null = null;
+  let lockPid: number | undefined;
   try {
     await target`select 1`.catch((err: Error) => {
       throw new Error(`--to ${postgresLabel(opts.to)}: ${err.message} (the v2 database, migrated by npm run db:migrate)`, { cause: err });
@@ -94,8 +95,9 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
       counts.add('workspaces', workspaces.length - w!.n);
     } else {
       lock = await target.reserve();
-      const [got] = await lock`select pg_try_advisory_lock(hashtext(${UPGRADE_LOCK_KEY})) as ok`;
+      const [got] = await lock<{ ok: boolean; pid: number }[]>`select pg_try_advisory_lock(hashtext(${UPGRADE_LOCK_KEY})) as ok, pg_backend_pid() as pid`;
       if (!got?.ok) throw new Error('another npm run upgrade:v1 is writing to this database (advisory lock held)');
+      lockPid = got.pid;
       const inserted = await writeUsers(target, users, batch);
       counts.add('users', inserted);
       counts.add('users.already_present', users.length - inserted);
@@ -122,9 +124,12 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     };
     const handle = async (canvas: PlannedCanvas, blocks: V1Block[]) => {
       const p = planCanvasBlocks(blocks, userIds);
-      const result: CanvasWriteResult | null = opts.dryRun
-        ? await canvasCollision(target, canvas, p)
-        : await writeCanvas(target, canvas, p, { batch, workspacePer: per });
+      const result: CanvasWriteResult | null = await (opts.dryRun
+        ? canvasCollision(target, canvas, p)
+        : writeCanvas(target, canvas, p, { batch, workspacePer: per, lockPid })).catch((err: Error) => {
+        // the canvas in flight is named: its transaction was rolled back, the ones before it are kept
+        throw new Error(`canvas ${canvas.v1Id} (${fmt(p.blocks.length)} blocks), in flight: ${err.message}`, { cause: err });
+      });
       if (result === null || result.status === 'written') {
         counts.merge(p.counts);
         counts.add('canvases');

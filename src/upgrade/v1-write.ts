@@ -20,10 +20,18 @@
 // rebalance's spread (3 characters up to about 58,600 blocks a canvas, where the trigger starts
 // at 9), which leaves each end of the canvas room for appends and prepends.
 import type { Sql, TransactionSql } from 'postgres';
+import { begin } from '../db/transaction.ts';
 import { vectorLiteral } from './v1-normalize.ts';
 import type { CanvasBlocksPlan, PlannedCanvas, PlannedUser, PlannedWorkspace, WorkspacePer } from './v1-plan.ts';
 
 export const UPGRADE_LOCK_KEY = 'potentia.upgrade_v1';
+
+export class UpgradeLockLostError extends Error {
+  constructor(readonly pid: number) {
+    super(`this run's advisory lock on the v2 database ended with its session (pid ${pid}, its connection was lost or killed): ` +
+      'it stopped before writing another canvas, so that no other run writes the same canvases at once');
+  }
+}
 
 const chunks = <T>(items: T[], size: number): T[][] => {
   const out: T[][] = [];
@@ -107,11 +115,18 @@ export async function canvasCollision(sql: Sql | TransactionSql, canvas: Planned
 /** One canvas, its blocks, their create operations, its audit and progress rows: all or nothing. */
 export async function writeCanvas(sql: Sql, canvas: PlannedCanvas, plan: CanvasBlocksPlan, opts: {
   batch: number; workspacePer: WorkspacePer;
+  /** the backend holding the run's advisory lock (upgrade.ts) */
+  lockPid?: number;
 }): Promise<CanvasWriteResult> {
   const started = Date.now();
-  return await sql.begin(async (tx): Promise<CanvasWriteResult> => {
+  return await begin(sql, async (tx): Promise<CanvasWriteResult> => {
     // two runs at once would both pass the checks: the run holds an advisory lock (upgrade.ts),
-    // and the progress row's primary key refuses a second writer of the same canvas anyway
+    // and the progress row's primary key refuses a second writer of the same canvas anyway. A lock
+    // whose session ended (its connection killed) lets another run start: this one stops
+    if (opts.lockPid !== undefined) {
+      const [lock] = await tx<{ held: boolean }[]>`select exists (select from pg_stat_activity where pid = ${opts.lockPid}) as held`;
+      if (!lock!.held) throw new UpgradeLockLostError(opts.lockPid);
+    }
     const collision = await canvasCollision(tx, canvas, plan);
     if (collision) return collision;
     const n = plan.blocks.length;

@@ -1,7 +1,21 @@
-import type { Worker, WorkerEvents } from 'graphile-worker';
+import type { Job, Worker, WorkerEvents } from 'graphile-worker';
 
 /** Heartbeat marks kept: a get_job in flight for longer than this many heartbeats is stuck anyway. */
 const MARKS = 4;
+
+/**
+ * How long a job whose outcome could not be recorded is remembered after it ended, unless a
+ * heartbeat released its lock first: its lock is released well within it; one that outlives it
+ * was not this worker's any more (the outcome reached the database despite the error, or another
+ * worker recovered the lock).
+ */
+const UNRECORDED_KEPT_MS = 10 * 60_000;
+
+/**
+ * "job:complete" as patches/graphile-worker+0.17.3.patch emits it: `recorded` says whether the
+ * job's outcome reached the database. Absent (an unpatched Graphile Worker), it counts as not.
+ */
+type JobComplete = { job: Job; recorded?: boolean };
 
 /**
  * Which job locks of this worker pool are still in use, for internal.release_orphaned_locks
@@ -15,12 +29,23 @@ const MARKS = 4;
  * that locks its job after that reading. Only locks older than the latest mark that precedes
  * every get_job in flight are released. (Graphile Worker's local queue would hold locked jobs
  * no worker runs yet; Potentia leaves it off.)
+ *
+ * It also says which of those locks are on jobs that started here: a released lock on one that
+ * never did was an answer of get_job lost with its connection, and the attempt get_job charged
+ * goes back (as Graphile Worker's returnJobs does for jobs it took and never started). A job that
+ * ran keeps its lock after it ended only when its outcome could not be recorded (the patch says
+ * so with "job:complete"; a recorded outcome leaves no lock), so those and the running ones are
+ * all it names: within the concurrency plus the unrecorded outcomes, whatever the job
+ * throughput. (Graphile Worker's completeJobBatchDelay would answer before recording; Potentia
+ * leaves it off too.)
  */
 export class LockLedger {
   readonly #workers = new Set<Worker>();
   /** Workers inside get_job, and when it started (performance.now()). */
   readonly #fetching = new Map<Worker, number>();
   #marks: { at: number; db: Date }[] = [];
+  /** Jobs that ran here and whose outcome could not be recorded: id → when it ended (performance.now()). */
+  readonly #unrecorded = new Map<string, number>();
 
   constructor(events: WorkerEvents) {
     events.on('worker:create', ({ worker }) => { this.#workers.add(worker); });
@@ -30,7 +55,20 @@ export class LockLedger {
     });
     events.on('worker:getJob:start', ({ worker }) => { this.#fetching.set(worker, performance.now()); });
     const fetched = ({ worker }: { worker: Worker }) => { this.#fetching.delete(worker); };
-    events.on('job:start', fetched);
+    events.on('job:start', (e) => {
+      fetched(e);
+      // running, it is named with the running ones; a lock released and taken again starts afresh
+      this.#unrecorded.delete(e.job.id);
+    });
+    events.on('job:complete', ({ job, recorded }: JobComplete) => {
+      if (recorded !== true) this.#unrecorded.set(job.id, performance.now());
+    });
+    // a worker that fails to release its job ends without "job:complete": that job ran, and its
+    // outcome was not recorded (the worker's active job is still set while this is emitted)
+    events.on('worker:fatalError', ({ worker }) => {
+      const job = worker.getActiveJob();
+      if (job) this.#unrecorded.set(job.id, performance.now());
+    });
     events.on('worker:getJob:empty', fetched);
     events.on('worker:getJob:error', fetched);
   }
@@ -41,14 +79,30 @@ export class LockLedger {
   }
 
   /**
-   * The jobs the pool's workers hold now, and the time before which every lock the pool took has
-   * reached a worker (null until a mark precedes every get_job in flight).
+   * Forgets the jobs in `ids`, whose locks a heartbeat released, if they ended before `asOf`
+   * (performance.now() when that heartbeat read inUse()): no lock of theirs is left here. One
+   * that ended since ran again after the release, and its new lock is still to be released.
    */
-  inUse(): { running: string[]; lockedBefore: Date | null } {
+  released(ids: string[], asOf: number) {
+    for (const id of ids) {
+      const ended = this.#unrecorded.get(id);
+      if (ended !== undefined && ended < asOf) this.#unrecorded.delete(id);
+    }
+  }
+
+  /**
+   * The jobs the pool's workers hold now, the time before which every lock the pool took has
+   * reached a worker (null until a mark precedes every get_job in flight), and the jobs that
+   * started here and may still hold a lock: the running ones and those whose outcome was not
+   * recorded.
+   */
+  inUse(): { running: string[]; lockedBefore: Date | null; started: string[] } {
     const firstFetch = Math.min(...this.#fetching.values());
     let lockedBefore: Date | null = null;
     for (const m of this.#marks) if (m.at < firstFetch) lockedBefore = m.db;
     const running = [...this.#workers].flatMap((w) => w.getActiveJob()?.id ?? []);
-    return { running, lockedBefore };
+    const now = performance.now();
+    for (const [id, ended] of this.#unrecorded) if (now - ended > UNRECORDED_KEPT_MS) this.#unrecorded.delete(id);
+    return { running, lockedBefore, started: [...new Set([...running, ...this.#unrecorded.keys()])] };
   }
 }

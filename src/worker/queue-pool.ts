@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { PG_KEEPALIVE } from '../db/index.ts';
 import type { ConnectionUrls } from '../db/pooling.ts';
 
 type ConnectCallback = (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: any) => void) => void;
@@ -20,10 +21,10 @@ export class QueuePool extends pg.Pool {
   readonly #direct = new WeakSet<object>();
 
   constructor(urls: ConnectionUrls, opts: { max: number; applicationName: string }) {
-    super({ connectionString: urls.pooled, max: opts.max, application_name: opts.applicationName });
+    super({ connectionString: urls.pooled, max: opts.max, application_name: opts.applicationName, ...PG_KEEPALIVE });
     if (urls.transactionPooler) {
       // two: Graphile takes a new client after an error, sometimes before the old one is released
-      this.listenPool = new pg.Pool({ connectionString: urls.direct, max: 2, application_name: `${opts.applicationName}-listen` });
+      this.listenPool = new pg.Pool({ connectionString: urls.direct, max: 2, application_name: `${opts.applicationName}-listen`, ...PG_KEEPALIVE });
       // the caller's (and Graphile's) error and connect handlers see these clients too
       this.listenPool.on('error', (err, client) => this.emit('error', err, client));
       this.listenPool.on('connect', (client) => {

@@ -1,5 +1,6 @@
 import type { JobHelpers, Task } from 'graphile-worker';
 import type { Sql } from 'postgres';
+import { z } from 'zod';
 import { cleanupFiles } from '../storage/cleanup.ts';
 import { fileStorage } from '../storage/index.ts';
 import type { CircuitBreaker } from './breaker.ts';
@@ -57,18 +58,67 @@ export async function embedBlock(ctx: TaskContext, blockId: string, helpers?: Pi
   return vector ? 'embedded' : 'empty';
 }
 
+/**
+ * A job that can never succeed as it is (its payload is not one the database enqueues): it has no
+ * attempts left once its failure is recorded, instead of Graphile's 25 attempts over about four
+ * days. `next` tells the operator what to do with it.
+ */
+export class PermanentJobError extends Error {
+  constructor(message: string, readonly next: string) {
+    super(message);
+    this.name = 'PermanentJobError';
+  }
+}
+
+// What the database enqueues (sql/jobs/, sql/lexorank/). Only a job inserted by hand can differ,
+// and its payload is untrusted: wrong types, NUL bytes, megabytes, no object at all.
+const id = z.guid();
+const payloads = {
+  embed_block: z.object({ block_id: id, canvas_id: id.optional() }),
+  rebalance_canvas: z.object({ canvas_id: id }),
+} satisfies Partial<{ [K in TaskName]: z.ZodType<GraphileWorker.Tasks[K]> }>;
+
+/**
+ * The payload, checked; a malformed one gives up the job (internal.give_up_job) and throws a
+ * PermanentJobError whose message names the field without echoing its value (which Graphile
+ * stores as last_error and may be megabytes).
+ */
+async function validPayload<K extends keyof typeof payloads>(ctx: TaskContext, task: K, payload: unknown, helpers: JobHelpers) {
+  const parsed = payloads[task].safeParse(payload);
+  if (parsed.success) return parsed.data as GraphileWorker.Tasks[K];
+  const issue = parsed.error.issues[0]!;
+  const job = helpers.job;
+  // no attempts left: the failure Graphile records next is final; if this fails too (the database
+  // gone), the job is retried and refused again
+  await ctx.sql`select internal.give_up_job(${job.id}, ${job.locked_by})`.catch(() => {});
+  throw new PermanentJobError(
+    `invalid ${task} payload: ${issue.path.join('.') || 'payload'}: ${issue.message}; not retried`,
+    `the database enqueues ${task} itself and never with this payload: find what inserted job ${job.id} into graphile_worker.jobs; `
+      + `it is kept there with this error for failed_job_retention_days (app.settings), then cleanup deletes it; or delete it now: `
+      + `select graphile_worker.complete_jobs(array[${job.id}]::bigint[])`);
+}
+
 export function createTaskList(ctx: TaskContext): { [K in TaskName]: Task<K> } {
   return {
     embed_block: async (payload, helpers) => {
-      await embedBlock(ctx, payload.block_id, helpers);
+      const { block_id } = await validPayload(ctx, 'embed_block', payload, helpers);
+      await embedBlock(ctx, block_id, helpers);
     },
     rebalance_canvas: async (payload, helpers) => {
-      const [row] = await ctx.sql`select internal.rebalance_canvas(${payload.canvas_id}) as moved`;
-      helpers.logger.info(`rebalanced canvas ${payload.canvas_id}: ${row!.moved} block(s) moved`);
+      const { canvas_id } = await validPayload(ctx, 'rebalance_canvas', payload, helpers);
+      const [row] = await ctx.sql`select internal.rebalance_canvas(${canvas_id}) as moved`;
+      helpers.logger.info(`rebalanced canvas ${canvas_id}: ${row!.moved} block(s) moved`);
     },
     cleanup: async (_payload, helpers) => {
       const [row] = await ctx.sql`select internal.cleanup() as result`;
-      helpers.logger.info(`cleanup: ${JSON.stringify(row!.result)}`);
+      const result = row!.result as { unknown_task_jobs_deleted?: number; unknown_tasks?: string[] };
+      helpers.logger.info(`cleanup: ${JSON.stringify(result)}`);
+      if (result.unknown_task_jobs_deleted) {
+        // jobs no worker ever ran, gone without having run: said where the operator looks (warn)
+        helpers.logger.warn(`cleanup deleted ${result.unknown_task_jobs_deleted} job(s) of task(s) no worker runs, `
+          + `failed_job_retention_days past due and never run: ${result.unknown_tasks!.join(', ')}; `
+          + `if they were wanted, run workers of the release that has the task (or fix what enqueued them)`);
+      }
     },
     cleanup_files: async (_payload, helpers) => {
       // the bucket of this process's environment (with npm start's local server: the one the routes use)

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(38);
+select plan(46);
 
 update app.settings set value = '100000' where key = 'mutations_per_minute';
 select isnt(tests.create_user('orderer'), null, 'a user who orders blocks');
@@ -210,6 +210,42 @@ select is((select count(*) from app.block_operations where canvas_id = (select c
           0::bigint, 'no block of the big canvas moved');
 select is((select count(*) from graphile_worker.jobs where key = 'rebalance_canvas:' || (select canvas_id from big)), 1::bigint,
           'the append asked the rebalance job for it');
+
+-- When an end is full (internal.end_is_full, what place_block and rebalance_canvas ask): 61 or
+-- more keys in the end's 62nd of the key space ('z' and above at the end, below '1' at the
+-- start), the block being placed not counted. 60 are not full: a 61st key there still has room.
+select tests.authenticate_as('orderer');
+create temp table full_ends as
+select (api.create_canvas((select workspace_id from ids), 'Full ends') ->> 'canvas_id')::uuid as canvas_id;
+select tests.clear_authentication();
+-- 60 keys at each end ('z1' .. 'zy', '01' .. '0y'), and one just outside each end ('yz', '1')
+insert into app.blocks (canvas_id, type, y_order)
+select (select canvas_id from full_ends), 'text', e || substr('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz', i + 1, 1)
+from generate_series(1, 60) i, unnest(array['z', '0']) e
+union all values ((select canvas_id from full_ends), 'text', 'yz'), ((select canvas_id from full_ends), 'text', '1');
+select is(internal.end_is_full((select canvas_id from full_ends), null, true), false,
+          'an end with 60 keys at or above ''z'' is not full (a key just below ''z'' is not at the end)');
+select is(internal.end_is_full((select canvas_id from full_ends), null, false), false,
+          'a start with 60 keys below ''1'' is not full (''1'' itself is not at the start)');
+insert into app.blocks (canvas_id, type, y_order)
+values ((select canvas_id from full_ends), 'text', 'zz'), ((select canvas_id from full_ends), 'text', '0z');
+select is(internal.end_is_full((select canvas_id from full_ends), null, true), true, 'the 61st key at the end makes it full');
+select is(internal.end_is_full((select canvas_id from full_ends), null, false), true, 'the 61st key at the start makes it full');
+select is(internal.end_is_full((select canvas_id from full_ends),
+                                (select block_id from app.blocks where canvas_id = (select canvas_id from full_ends) and y_order = 'zz'), true),
+          false, 'the block being placed is not counted: with it excluded the end holds 60 and is not full');
+select is(internal.end_is_full((select canvas_id from full_ends),
+                                (select block_id from app.blocks where canvas_id = (select canvas_id from full_ends) and y_order = '0z'), false),
+          false, '... nor at the start');
+select is(internal.end_is_full((select canvas_id from full_ends),
+                                (select block_id from app.blocks where canvas_id = (select canvas_id from full_ends) and y_order = 'yz'), true),
+          true, 'excluding a block outside the end changes nothing: still full');
+select tests.authenticate_as('orderer');
+create temp table empty_ends as
+select (api.create_canvas((select workspace_id from ids), 'Empty ends') ->> 'canvas_id')::uuid as canvas_id;
+select tests.clear_authentication();
+select is(internal.end_is_full((select canvas_id from empty_ends), null, true) or internal.end_is_full((select canvas_id from empty_ends), null, false),
+          false, 'another canvas''s keys are not counted: an empty canvas''s ends are not full');
 
 select * from finish();
 rollback;

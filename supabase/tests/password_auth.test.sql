@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(44);
+select plan(46);
 
 create temp table results (step text primary key, res jsonb);
 grant all on results to service_role;
@@ -107,6 +107,20 @@ select ok((select revoked_at is not null from app.refresh_tokens where token_has
           'a new password (changed outside any session) ends every session');
 select ok((select extensions.crypt('battery staple', encrypted_password) = encrypted_password from auth.users where email = 'pwauth-alice@test.local'),
           'and is the one checked from then on');
+
+-- a signed-in user deleted since (their access token is valid until it expires): nothing to update
+select tests.create_user('pwauth-gone');
+create temp table gone as select tests.user_id('pwauth-gone') as user_id;
+grant select on gone to service_role;
+delete from auth.users where id = (select user_id from gone);
+set local role service_role;
+insert into results values
+  ('update gone', internal.auth_update_user((select user_id from gone), null, '{"theme": "dark"}', 'battery staple 2')),
+  ('read gone', internal.auth_update_user((select user_id from gone), null, null, null));
+reset role;
+select is((select array_agg(distinct res ->> 'error') from results where step in ('update gone', 'read gone')), array['user_not_found'],
+          'updating (data, password) or reading a user that no longer exists answers user_not_found');
+select is((select count(*) from auth.users where id = (select user_id from gone)), 0::bigint, '... and writes no user');
 
 -- limits ---------------------------------------------------------------------------------------
 update app.settings set value = '3' where key = 'auth_sign_in_attempts_per_email';

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(24);
+select plan(31);
 
 select tests.create_user('rt_user');
 select tests.create_user('rt_other');
@@ -88,6 +88,36 @@ reset role;
 select is((select res from results where step = 'reuse c0'), '{"error": "reused"}'::jsonb, 'with interval 0 an immediate resend is reuse');
 select is((select count(*) from mine where token_hash in ('c0', 'c1', 'c2') and revoked_at is null), 0::bigint,
           'and revokes that family');
+
+-- a user that no longer exists: no session is started and no token rotates, with an answer, not a
+-- foreign-key error (23503) that the HTTP layer would pass on as Postgres's constraint message
+select tests.create_user('rt_gone');
+select internal.issue_refresh_token(tests.user_id('rt_gone'), 'g0', 3600);
+create temp table gone as select tests.user_id('rt_gone') as user_id;
+grant select on gone to service_role;
+delete from auth.users where id = (select user_id from gone);
+set local role service_role;
+select lives_ok($$ insert into results values ('issue for gone', to_jsonb(internal.issue_refresh_token((select user_id from gone), 'g1', 3600))) $$,
+                'issuing a token to a user that no longer exists raises no foreign-key error');
+reset role;
+select ok((select res is null from results where step = 'issue for gone'), '... it returns null');
+select is((select count(*) from app.refresh_tokens where token_hash = 'g1'), 0::bigint, '... and stores nothing');
+select is(internal.rotate_refresh_token('g0', 'g2', 'seal-g2', 3600, 10), '{"error": "invalid"}'::jsonb,
+          'a deleted user''s token no longer rotates: invalid (their tokens went with them)');
+-- the state a deletion committed while a rotation waited leaves that rotation in: the token was
+-- read, its user is gone (the cascade to the tokens is not run here, to leave it in place)
+select tests.create_user('rt_deleted_mid_rotation');
+select internal.issue_refresh_token(tests.user_id('rt_deleted_mid_rotation'), 'm0', 3600);
+set local session_replication_role = replica;
+delete from auth.users where email = 'rt_deleted_mid_rotation@test.local';
+set local session_replication_role = origin;
+set local role service_role;
+select lives_ok($$ insert into results values ('rotate for gone', internal.rotate_refresh_token('m0', 'm1', 'seal-m1', 3600, 10)) $$,
+                'rotating a token whose user is gone raises no foreign-key error');
+reset role;
+select is((select res from results where step = 'rotate for gone'), '{"error": "invalid"}'::jsonb,
+          '... it is invalid');
+select is((select count(*) from app.refresh_tokens where token_hash = 'm1'), 0::bigint, '... and stores no child');
 
 -- one child per token, enforced by the schema
 select throws_ok($$ insert into app.refresh_tokens (token_hash, family_id, user_id, parent_hash, expires_at)

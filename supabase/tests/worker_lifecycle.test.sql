@@ -1,11 +1,12 @@
 -- Worker lifecycle in the database: a cleanly stopped worker leaves no heartbeat and no job lock
 -- behind, so a job whose completion could not be recorded is retried by the next worker; a live
 -- worker releases its locks on jobs it is not running, and only those; both find a worker's locks
--- through the partial index on locked_by, not by reading every queued job.
+-- through the partial index on locked_by, not by reading every queued job. Locks of workers with no
+-- heartbeat row at all (a restored dump) are freed once older than the stale bound.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(15);
+select plan(23);
 
 select graphile_worker.add_job('embed_block', json_build_object('block_id', gen_random_uuid(), 'canvas_id', gen_random_uuid()),
                                job_key := 'worker-lifecycle-spec');
@@ -91,6 +92,55 @@ select results_eq($$select a.seq - b.seq, a.idx - b.idx > 0 from lifecycle_scans
                     where a.step = 'after stop' and b.step = 'after release'$$,
   $$values (0::bigint, true)$$,
   '... through the index too (graphile_worker.force_unlock_workers)');
+
+-- A released job that never started on the worker (get_job locked it and charged an attempt, but
+-- its answer was lost) gets that attempt back; one that started there (p_started) keeps it, or a
+-- job whose run kills the connection would run forever. The previous release's 3-argument form
+-- gives none back. Each job was charged one attempt by get_job.
+select graphile_worker.add_job('embed_block', '{}', queue_name := 'attempts-' || k, job_key := 'attempts-' || k)
+from unnest(array['lost', 'started', 'old-form']) k;
+update graphile_worker._private_jobs set attempts = 1,
+  locked_by = case when key = 'attempts-old-form' then 'pool-old-form' else 'pool-attempts' end,
+  locked_at = now() - interval '1 minute'
+where key like 'attempts-%';
+select is(internal.release_orphaned_locks('pool-attempts', '{}', now(),
+                                          array[(select id from graphile_worker.jobs where key = 'attempts-started')]),
+          (select array_agg(id order by id) from graphile_worker.jobs where key in ('attempts-lost', 'attempts-started')),
+  'with p_started, the jobs a live worker is not running are released as before');
+select results_eq($$select key, attempts::int from graphile_worker.jobs where key in ('attempts-lost', 'attempts-started') order by key$$,
+  $$values ('attempts-lost', 0), ('attempts-started', 1)$$,
+  '... a released job that never started there gets its attempt back; one in p_started keeps it');
+select is((select details -> 'attempts_returned' from app.system_audit
+           where action = 'worker.release_orphaned_locks' and entity_id = 'pool-attempts'),
+          (select jsonb_agg(id) from graphile_worker.jobs where key = 'attempts-lost'),
+  '... and the attempts given back are audited (attempts_returned)');
+select is(internal.release_orphaned_locks('pool-old-form', '{}', now()),
+          (select array_agg(id) from graphile_worker.jobs where key = 'attempts-old-form'),
+  'the 3-argument form (the previous release''s workers) releases the same jobs');
+select is((select attempts::int from graphile_worker.jobs where key = 'attempts-old-form'), 1,
+  '... and gives no attempt back');
+
+-- A database restored from a dump taken without app.worker_heartbeats' rows (docs/self-hosting.md):
+-- the jobs that were running are locked by workers that have no row. Their locks older than the
+-- stale bound are freed with their queues; a younger one, and a worker's with a row, are kept.
+select graphile_worker.add_job('embed_block', '{}', queue_name := 'restored-' || k, job_key := 'restored-' || k)
+from unnest(array['old', 'young', 'live']) k;
+update graphile_worker._private_jobs set locked_by = 'pool-restored-' || substr(key, 10),
+  locked_at = now() - case when key = 'restored-young' then interval '5 seconds' else interval '1 hour' end
+where key like 'restored-%';
+update graphile_worker._private_job_queues q set locked_by = j.locked_by, locked_at = j.locked_at
+from graphile_worker._private_jobs j where j.job_queue_id = q.id and j.key like 'restored-%';
+insert into app.worker_heartbeats (worker_id, hostname, pid, tasks) values ('pool-restored-live', 'spec', 1, '{embed_block}');
+create temp table restored_recovered as select internal.recover_stale_workers('30 seconds') as ids;
+
+select ok((select 'pool-restored-old' = any(ids) and not ids && array['pool-restored-young', 'pool-restored-live'] from restored_recovered),
+  'recover_stale_workers frees the locks of a worker with no heartbeat row once older than the stale bound, and names it');
+select results_eq($$select key, locked_by is not null from graphile_worker.jobs where key like 'restored-%' order by key$$,
+  $$values ('restored-live', true), ('restored-old', false), ('restored-young', true)$$,
+  '... not a lock younger than the bound, nor the lock of a worker whose heartbeat is fresh');
+select results_eq($$select queue_name, locked_by is not null from graphile_worker._private_job_queues where queue_name like 'restored-%' order by 1$$,
+  $$values ('restored-live', true), ('restored-old', false), ('restored-young', true)$$,
+  '... and the same for their job queues');
 
 select * from finish();
 rollback;

@@ -1,88 +1,88 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import type { Sql } from 'postgres';
+import { processTcpSockets } from './sockets.ts';
 
 /**
- * Fault injection against real Potentia processes: start `npm start`'s entry point as separate
- * Node processes (the way production runs several gateways), find the database connections each
- * one holds (by application name and the client port the process owns), and terminate them with
- * pg_terminate_backend — what a managed Postgres does on restart, failover or idle reaping.
+ * Fault injection against real Potentia processes: start `npm start`'s entry point (or `npm run
+ * worker`'s) as separate Node processes (the way production runs several gateways), find the
+ * database connections each one holds (by application name and the client port the process
+ * owns), and terminate them with pg_terminate_backend — what a managed Postgres does on restart,
+ * failover or idle reaping.
  */
 const root = new URL('../..', import.meta.url).pathname;
 
-export type PotentiaProcess = {
-  url: string;
+export type ScriptProcess = {
+  /** The process running the script: what a signal sent to `child` reaches. */
   pid: number;
   child: ChildProcess;
+  /** What the `ready` pattern matched in its output. */
+  ready: RegExpExecArray;
   /** Everything the process printed (stdout + stderr). */
   output(): string;
   /** Exit code/signal once it exited, else null. */
   exited(): { code: number | null; signal: NodeJS.Signals | null } | null;
+  /** SIGTERM, then SIGKILL after 10 s; resolves once it exited. */
   stop(): Promise<void>;
 };
+export type PotentiaProcess = ScriptProcess & { url: string };
 
-/** Starts `src/main.ts` (what `npm start` runs after setup) on a free port; resolves once it serves. */
-export async function startPotentiaProcess(env: Record<string, string>, timeoutMs = 60_000): Promise<PotentiaProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: root,
-    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+/**
+ * Runs `script` (a path from the repository root) with Node and tsx's loader in the same process
+ * (`node --import tsx`), never through the `tsx` command: that one runs the script in a child
+ * process of its own, so a SIGKILL (which it cannot relay) killed only the wrapper and left the
+ * script running, and an exit seen was the wrapper's. Resolves once the output matches `ready`.
+ * Its announcement (`… running (… pid N`, as src/main.ts and scripts/worker.ts print it) must name
+ * this process's pid: a test that kills the process kills what it says it does.
+ */
+export async function startScriptProcess(script: string, env: Record<string, string>, ready: RegExp,
+  timeoutMs = 60_000): Promise<ScriptProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+    cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
   let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   child.stdout!.on('data', (d) => { out += d; });
   child.stderr!.on('data', (d) => { out += d; });
   const exited = new Promise<void>((resolve) => child.on('exit', (code, signal) => { exit = { code, signal }; resolve(); }));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`process did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+  const stop = async () => {
+    if (exit) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const match = await new Promise<RegExpExecArray>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${script} did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
     const check = () => {
-      const m = /health\s+(http:\/\/[\d.]+:\d+)\/health/.exec(out);
-      if (m) { clearTimeout(timer); resolve(m[1]!); }
+      const m = ready.exec(out);
+      if (m) { clearTimeout(timer); resolve(m); }
     };
     child.stdout!.on('data', check);
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`process exited before serving (${JSON.stringify(exit)}):\n${out}`)); });
-  });
-  return {
-    url,
-    pid: child.pid!,
-    child,
-    output: () => out,
-    exited: () => exit,
-    async stop() {
-      if (exit) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+    void exited.then(() => { clearTimeout(timer); reject(new Error(`${script} exited before it was ready (${JSON.stringify(exit)}):\n${out}`)); });
+  }).catch(async (err: Error) => { await stop(); throw err; });
+  const announced = Number(/ running \((?:role \S+, )?pid (\d+)/.exec(out)?.[1]);
+  if (announced !== child.pid) {
+    await stop();
+    throw new Error(`${script} announced pid ${announced}, but the process started is ${child.pid}: signals would miss it`);
+  }
+  return { pid: child.pid, child, ready: match, output: () => out, exited: () => exit, stop };
 }
 
-/**
- * Local TCP ports of the connections `pid` holds to the database port (from /proc: the process's
- * socket inodes matched against /proc/net/tcp{,6}). Linux only, like the machines tests run on.
- */
+/** Starts `src/main.ts` (what `npm start` runs after setup) on a free port; resolves once it serves. */
+export async function startPotentiaProcess(env: Record<string, string>, timeoutMs = 60_000): Promise<PotentiaProcess> {
+  const p = await startScriptProcess('src/main.ts', { HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'warn', ...env },
+    /health\s+(http:\/\/[\d.]+:\d+)\/health/, timeoutMs);
+  return { ...p, url: p.ready[1]! };
+}
+
+/** Starts `scripts/worker.ts` (`npm run worker`); resolves once it runs. `ready[1]` is its worker id. */
+export function startWorkerProcess(env: Record<string, string>, timeoutMs = 60_000): Promise<ScriptProcess> {
+  return startScriptProcess('scripts/worker.ts', env, /potentia worker (\S+) running \(pid \d+/, timeoutMs);
+}
+
+/** Local TCP ports of the connections `pid` holds to the database port. */
 export function databaseClientPorts(pid: number, dbPort = 5432): number[] {
-  const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) inodes.add(m[1]!);
-    } catch { /* fd closed meanwhile */ }
-  }
-  const ports: number[] = [];
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
-    try { text = readFileSync(table, 'utf8'); } catch { continue; }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10) continue;
-      const local = parseInt(f[1]!.split(':')[1]!, 16);
-      const remote = parseInt(f[2]!.split(':')[1]!, 16);
-      if (remote === dbPort && inodes.has(f[9]!)) ports.push(local);
-    }
-  }
-  return ports;
+  return processTcpSockets(pid).filter((s) => s.remotePort === dbPort).map((s) => s.localPort);
 }
 
 /**

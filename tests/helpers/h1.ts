@@ -5,8 +5,8 @@ import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
 export type H1Conn = {
   ws: WebSocket;
   inbox: ServerMessage[];
-  /** Resolves when the socket closes, with its close code and the time (performance.now()). */
-  closed: Promise<{ code: number; at: number }>;
+  /** Resolves when the socket closes, with its close code, reason and the time (performance.now()). */
+  closed: Promise<{ code: number; reason: string; at: number }>;
   /** The next frame (after the last one returned) matching `pred`; throws after `ms`. */
   next(pred: (m: ServerMessage) => boolean, ms?: number): Promise<ServerMessage>;
   send(m: object): void;
@@ -21,7 +21,7 @@ export async function openH1(baseUrl: string, canvasId: string, token: string, q
     inbox.push(JSON.parse(String(d)));
     waiters.splice(0).forEach((w) => w());
   });
-  const closed = new Promise<{ code: number; at: number }>((resolve) => ws.on('close', (code) => resolve({ code, at: performance.now() })));
+  const closed = new Promise<{ code: number; reason: string; at: number }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: String(reason), at: performance.now() })));
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));

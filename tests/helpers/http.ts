@@ -2,12 +2,12 @@ import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl, type Config } from '../../src/config.ts';
-import { startServer, type Server } from '../../src/server.ts';
+import { startServer, type Server, type ServerOptions } from '../../src/server.ts';
 
-/** A server on the test database, on a free port, silent, HTTP only (no realtime gateway, no worker). */
-export async function startTestServer(overrides: Partial<Config> = {}): Promise<Server> {
+/** A server on the test database, on a free port, silent, HTTP only (no realtime gateway, no worker) unless `opts` say otherwise. */
+export async function startTestServer(overrides: Partial<Config> = {}, opts: ServerOptions = { realtime: false }): Promise<Server> {
   const config = loadConfig({ ...process.env, LOG_LEVEL: 'silent' });
-  return startServer({ ...config, databaseUrl: testDatabaseUrl(), port: 0, ...overrides }, { realtime: false });
+  return startServer({ ...config, databaseUrl: testDatabaseUrl(), port: 0, ...overrides }, opts);
 }
 
 /** An access token for `userId` signed as the server would, with optional extra claims and options. */

@@ -4,7 +4,7 @@
 import { pino } from 'pino';
 import type { Sql } from 'postgres';
 import { loadConfig, testDatabaseUrl, type WorkerConfig } from '../../src/config.ts';
-import { localEmbedding, type EmbeddingProvider } from '../../src/worker/providers.ts';
+import { localEmbedding, LocalProvider, type EmbeddingProvider } from '../../src/worker/providers.ts';
 import { startWorker, type WorkerRuntime } from '../../src/worker/runtime.ts';
 
 export const fastWorker = (over: Partial<WorkerConfig> = {}): WorkerConfig => ({
@@ -95,6 +95,20 @@ export async function discardEmbeddingBacklog(sql: Sql) {
   // queued, not running: graphile_worker.remove_job leaves a locked job alone
   await sql`select graphile_worker.remove_job(key) from graphile_worker.jobs
             where task_identifier = 'embed_block' and key is not null and locked_at is null`;
+}
+
+/**
+ * A queue with nothing of earlier files in it, for a file whose workers must take its own jobs and
+ * no other: the backlog discarded, then what was already running finished by a worker of its own.
+ */
+export async function quietQueue(sql: Sql) {
+  await discardEmbeddingBacklog(sql);
+  const drainer = await startTestWorker(new LocalProvider());
+  try {
+    await waitQueueIdle(sql);
+  } finally {
+    await drainer.stop();
+  }
 }
 
 /** Waits until the outbox is empty and no embed/rebalance job is runnable or running. */

@@ -110,7 +110,11 @@ describe('the database goes away and comes back', () => {
         expect((await res.json() as { error: { code: string } }).error.code).toBe('unavailable');
       }
       expect(signIn.status).toBe(503); // GoTrue's shape: supabase-js retries it
-      expect(await signIn.json()).toMatchObject({ error_code: 'unexpected_failure' });
+      const signInBody = await signIn.json() as { error_code: string; msg: string };
+      expect(signInBody).toMatchObject({ error_code: 'unexpected_failure' });
+      // the cause, without the API's note on resending mutations, which an auth caller has none of
+      expect(signInBody.msg).toMatch(/^the database /);
+      expect(signInBody.msg).not.toMatch(/client_op_id/);
     } finally {
       proxy.restore();
     }

@@ -143,6 +143,31 @@ describe('merge over HTTP', () => {
     expect(row).toEqual({ version: 1, content: { t: 'batch' } });
   });
 
+  it("a batch refused for an op's shape names that op (failed_index) as the database's refusal does, and applies none of it", async () => {
+    const b = await newBlock({ t: 'shape' });
+    const ok = { action: 'update', block_id: b.id, client_op_id: randomUUID(), base_version: 1, patch: { content: { a: 1 } } };
+    const cases: Array<[unknown[], string, number]> = [
+      [[ok, { action: 'update', block_id: b.id, client_op_id: randomUUID(), patch: { content: { a: 2 } } }], 'ops.1.base_version', 1], // zod
+      [[ok, ok, { action: 'rename', client_op_id: randomUUID() }], 'ops.2.action', 2],                                                // zod, no such action
+      [[{ ...ok, block_id: 'not-a-uuid' }], 'ops.0.block_id', 0],
+      [[ok, { ...ok, client_op_id: randomUUID(), patch: { content: { t: 'x\u0000' } } }], 'ops.1.patch.content.t', 1],             // NUL: the input policy
+      [[ok, 7], 'ops.1', 1],
+    ];
+    for (const [ops, field, failedIndex] of cases) {
+      const r = await post(owner, { ops });
+      expect({ field, status: r.status, error: r.body.error }).toMatchObject({ field, status: 400,
+        error: { code: 'invalid_input', field, failed_index: failedIndex } });
+    }
+    // about the batch, not one op: no failed_index
+    for (const ops of [[], Array.from({ length: 101 }, () => ok)]) {
+      const r = await post(owner, { ops });
+      expect(r.body.error).toMatchObject({ code: 'invalid_input', field: 'ops' });
+      expect(r.body.error).not.toHaveProperty('failed_index');
+    }
+    const [row] = await db.sql`select version, content from app.blocks where block_id = ${b.id}`;
+    expect(row).toEqual({ version: 1, content: { t: 'shape' } });
+  });
+
   it('an operation older than the log holds is 409 rebase_required with the current block', async () => {
     const b = await newBlock({ t: 'old' });
     const v2 = await post(owner, { action: 'update', block_id: b.id, client_op_id: randomUUID(), base_version: 1, patch: { content: { a: 1 } } });

@@ -19,6 +19,7 @@ const prefix = `potentia_migrate_runs_${process.pid}`;
 const names = { fresh: `${prefix}_fresh` };
 const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
 let badRoot: string;
+let laterRoot: string;
 
 /** `npm run db:migrate -- --database-url url`, as a DBA runs it: stdout and stderr, or the failure (code, stderr). */
 const migrateAs = (url: string) => promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', '--database-url', url], { cwd: repoRoot });
@@ -41,12 +42,16 @@ beforeAll(async () => {
   badRoot = mkdtempSync(join(tmpdir(), 'potentia-bad-migration-'));
   for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(badRoot, dir), { recursive: true });
   writeFileSync(join(badRoot, 'supabase/migrations/29990101000000_bad.sql'), 'create table public.bad_probe (id int);\nselect 1/0;\n');
+  laterRoot = mkdtempSync(join(tmpdir(), 'potentia-later-migration-'));
+  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(laterRoot, dir), { recursive: true });
+  writeFileSync(join(laterRoot, 'supabase/migrations/29990101000000_vector_setting.sql'),
+    "create function app.vector_setting_probe() returns int language sql set hnsw.iterative_scan = 'relaxed_order' as 'select 1';\n");
 });
 
 afterAll(async () => {
   await admin.unsafe(`drop database if exists ${names.fresh} with (force)`);
   await admin.end();
-  if (badRoot) rmSync(badRoot, { recursive: true, force: true });
+  for (const dir of [badRoot, laterRoot]) if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 describe('db:migrate runs', () => {
@@ -79,6 +84,50 @@ describe('db:migrate runs', () => {
     }
   }, 60_000);
 
+  it('npm run db:migrate as a role that may only connect, on a database another role migrated, names the role to run it as', async () => {
+    const role = `${prefix}_reader`;
+    await admin.unsafe(`drop role if exists ${role}`);
+    await admin.unsafe(`create role ${role} login password 'pw'`);
+    const url = new URL(urlOf(names.fresh));
+    url.username = role;
+    url.password = 'pw';
+    try {
+      const owner = (await admin`select current_user as owner`)[0]!.owner as string;
+      const run = await migrateAs(url.toString()).then(() => null, (e: { code?: number; stderr?: string }) => e);
+      expect(run?.code).toBe(1);
+      expect(run?.stderr).toBe(`migrate refused: the role ${role} lacks what these migrations need, so nothing was changed:\n`
+        + `  - it cannot act as ${owner}, which owns schema api, schema app, schema auth, schema graphile_worker, schema internal, schema realtime, `
+        + 'schema supabase_migrations, table supabase_migrations.potentia_catalog, table supabase_migrations.potentia_catalog_migrations, '
+        + 'table supabase_migrations.potentia_sources, table supabase_migrations.schema_migrations '
+        + `(a migration may only change what its role owns): run npm run db:migrate as ${owner} (or another superuser)\n`
+        + '  Then run the same command again (docs/self-hosting.md, "Database").\n');
+    } finally {
+      await admin.unsafe(`drop role if exists ${role}`);
+    }
+  }, 60_000);
+
+  it('npm run db:migrate -- --check as a role that may not read the migrations\' records says it changed nothing and to run it as the owner', async () => {
+    // the processes' login role of docs/self-hosting.md (a member of potentia_app) is such a role: a
+    // DBA who sourced the env file and left out --database-url "$OWNER_URL" (Upgrades, step 3) was
+    // told that "the failed step was rolled back" and to run the superuser's one-time setup
+    const role = `${prefix}_checker`;
+    await admin.unsafe(`drop role if exists ${role}`);
+    await admin.unsafe(`create role ${role} login password 'pw'`);
+    const url = new URL(urlOf(names.fresh));
+    url.username = role;
+    url.password = 'pw';
+    try {
+      const run = await promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', '--check', '--database-url', url.toString()], { cwd: repoRoot })
+        .then(() => null, (e: { code?: number; stderr?: string }) => e);
+      expect(run?.code).toBe(1);
+      expect(run?.stderr).toBe('migrate failed: permission denied for schema supabase_migrations\n'
+        + `  --check changed nothing. The role ${role} may not read what db:migrate recorded: run it as the role db:migrate runs as, `
+        + 'the owner of Potentia\'s schemas or a superuser (--database-url "$OWNER_URL": docs/self-hosting.md, "Upgrades").\n');
+    } finally {
+      await admin.unsafe(`drop role if exists ${role}`);
+    }
+  }, 60_000);
+
   it('npm run db:migrate on a database that does not exist says to create it, and that no step ran', async () => {
     const missing = urlOf(`${prefix}_missing`);
     const run = await migrateAs(missing).then(() => null, (e: { code?: number; stderr?: string }) => e);
@@ -87,24 +136,34 @@ describe('db:migrate runs', () => {
     expect(run?.stderr).toContain(`No step ran: create the database first (createdb`);
   }, 60_000);
 
-  it('npm run db:migrate as a role of its own that is not a superuser points to the one-time setup', async () => {
+  it('npm run db:migrate as a role of its own that is not a superuser is refused before any step, with what the superuser runs', async () => {
     const role = `${prefix}_owner`;
     const db = `${prefix}_own`;
     const url = await roleAndDatabase(role, db, 'role');
     try {
       const run = await migrateAs(url).then(() => null, (e: { code?: number; stderr?: string }) => e);
       expect(run?.code).toBe(1);
-      expect(run?.stderr).toMatch(/migrate failed: applying supabase\/migrations\/\S+ failed: (permission denied|must be superuser)/);
-      expect(run?.stderr).toContain(`The role ${role} may not do this: run the superuser's one-time setup in docs/self-hosting.md, "Database"`);
+      expect(run?.stderr).toBe(`migrate refused: the role ${role} lacks what these migrations need, so nothing was changed:\n`
+        + `  - the vector extension is not installed, and only a superuser may install it: as a superuser, run: `
+        + `create schema if not exists extensions authorization ${role}; create extension vector with schema extensions\n`
+        + '  Then run the same command again (docs/self-hosting.md, "Database").\n');
+      // before, the compat schemas were made and the first migration refused
+      const sql = postgres(urlOf(db), { max: 1, onnotice: () => {} });
+      try {
+        expect((await sql`select nspname from pg_namespace where nspname in ('auth', 'realtime', 'supabase_migrations')`).length).toBe(0);
+      } finally {
+        await sql.end();
+      }
     } finally {
       await admin.unsafe(`drop database if exists ${db} with (force)`);
       await admin.unsafe(`drop role if exists ${role}`);
     }
   }, 60_000);
 
-  it('npm run db:migrate as a role that does not own the database completes, and shows the command for the owner to run', async () => {
+  it('npm run db:migrate as a role that does not own the database completes, and shows the command for the owner to run; a later migration setting one of vector\'s parameters applies too', async () => {
     // the one-time setup of docs/self-hosting.md, "Database", but the database belongs to the
-    // superuser: the role may create in it, and cannot set the database's client_connection_check_interval
+    // superuser: the role may create in it, and cannot set the database's settings (client_connection_check_interval,
+    // tcp_keepalives_*, tcp_user_timeout)
     const role = `${prefix}_tenant`;
     const db = `${prefix}_tenant`;
     const url = await roleAndDatabase(role, db, 'superuser');
@@ -117,10 +176,24 @@ describe('db:migrate runs', () => {
       const run = await migrateAs(url);
       expect(run.stdout).toMatch(new RegExp(`migrate ${db}: \\d+ step\\(s\\) applied`));
       // it was dropped unseen (the notices of the migration's connection were discarded)
-      expect(run.stderr).toContain(`warning: client_connection_check_interval is not set: the role ${role} does not own database ${db}`);
-      expect(run.stderr).toContain(`as its owner, run: alter database ${db} set client_connection_check_interval = '2s'`);
+      expect(run.stderr).toContain(`warning: the database settings client_connection_check_interval, tcp_keepalives_idle, `
+        + `tcp_keepalives_interval, tcp_keepalives_count, tcp_user_timeout are not set: the role ${role} does not own database ${db}`);
+      expect(run.stderr).toContain(`as its owner, run: alter database ${db} set client_connection_check_interval = '2s'; `
+        + `alter database ${db} set tcp_keepalives_idle = '60'; alter database ${db} set tcp_keepalives_interval = '10'; `
+        + `alter database ${db} set tcp_keepalives_count = '6'; alter database ${db} set tcp_user_timeout = '120s' (README, "When Postgres fails")`);
       expect((await setup`select setting from pg_db_role_setting s, unnest(s.setconfig) setting
                           where s.setdatabase = (select oid from pg_database where datname = ${db})`).map((r) => r.setting)).toEqual([]);
+
+      // the next release's migration re-creating a function with `set hnsw.iterative_scan` (as
+      // sql/jobs/search.sql does), in a new session where nothing has touched vector yet: a role
+      // that is not a superuser was refused it ("permission denied to set parameter") for ever
+      const later = postgres(url, { max: 1, onnotice: () => {} });
+      try {
+        const result = await migrate(later, { root: laterRoot });
+        expect(result.migrations).toEqual(['supabase/migrations/29990101000000_vector_setting.sql']);
+      } finally {
+        await later.end();
+      }
     } finally {
       await setup.end();
       await admin.unsafe(`drop database if exists ${db} with (force)`);

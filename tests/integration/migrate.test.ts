@@ -5,7 +5,8 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { generateMigration } from '../../src/db/generate-migration.ts';
-import { migrate, migrationStep, MigrationChangedError, SourcesDriftError } from '../../src/db/migrate.ts';
+import { migrate, MigrationChangedError, SourcesDriftError } from '../../src/db/migrate.ts';
+import { migrationStep } from '../../src/db/migration-step.ts';
 import { sha256 } from '../../src/db/sources.ts';
 import { SUPERSEDED_MIGRATIONS } from '../../src/db/superseded-migrations.ts';
 
@@ -49,7 +50,7 @@ describe('npm run db:migrate', () => {
   });
 
   it('is a no-op the second time', async () => {
-    expect(await migrate(sql, { root })).toEqual({ compat: [], migrations: [], sources: false, drift: [] });
+    expect(await migrate(sql, { root })).toEqual({ compat: [], migrations: [], sources: false, drift: [], schemaDrift: [] });
   });
 
   describe('sql/ changed without a new migration', () => {
@@ -84,11 +85,11 @@ create or replace function internal.migrate_probe() returns int language sql as 
       expect((await migrate(sql, { root })).sources).toBe(true);
       expect(await probe()).toBe('second');
       writeFileSync(file(), original);
-      expect(await migrate(sql, { root })).toMatchObject({ sources: true, drift: [] });
+      expect(await migrate(sql, { root })).toMatchObject({ sources: true, drift: [], schemaDrift: [] });
       // reverting the file does not drop what it created (a source must drop what it no longer makes)…
       expect(await probe()).toBe('second');
       // …but everything the sources define is back to the migrations' version, and stays put
-      expect(await migrate(sql, { root })).toMatchObject({ sources: false, drift: [] });
+      expect(await migrate(sql, { root })).toMatchObject({ sources: false, drift: [], schemaDrift: [] });
       await sql`drop function internal.migrate_probe()`;
     });
 
@@ -97,9 +98,11 @@ create or replace function internal.migrate_probe() returns int language sql as 
 comment on function internal.lexorank_between(text, text) is 'generated';
 `);
       const generated = await generateMigration(root, 'errors_comment');
-      expect(generated?.included).toEqual(['sql/rpc/errors.sql', 'sql/security/public_execute.sql']);
+      // and the files every migration carries (db:migration: always): their grants follow any change
+      expect(generated?.included).toEqual(['sql/rpc/errors.sql', 'sql/security/app_role.sql', 'sql/security/public_execute.sql']);
       const result = await migrate(sql, { root, strict: true });
-      expect(result).toMatchObject({ migrations: [generated!.file], sources: false, drift: [] });
+      // the probe the test above dropped by hand is named as what it is: a change made outside migrations
+      expect(result).toMatchObject({ migrations: [generated!.file], sources: false, drift: [], schemaDrift: ['function internal.migrate_probe(): removed'] });
       const [row] = await sql`select obj_description('internal.lexorank_between(text,text)'::regprocedure) as d`;
       expect(row?.d).toBe('generated');
     });

@@ -8,7 +8,11 @@
 // than clients. Two probes show what breaks without the changes: named prepared statements and
 // session settings. A query the driver abandons (answer_timeout) ends on the server within
 // seconds here too: the pooler closes its server connection, client_connection_check_interval
-// (sql/core/session_defaults.sql) sees the close.
+// (sql/core/session_defaults.sql) sees the close. The pooler's own sockets, toward the clients and
+// toward the server, give a stalled path up as the server does (TCP keepalive, tcp_user_timeout).
+// Everything goes through the pooler as deploy/systemd/potentia.env.example's pooler line has it: as the
+// processes' login role (a member of potentia_app with REPLICATION and BYPASSRLS and a password,
+// potentia_runtime in docs/self-hosting.md), the one role in the auth file scripts/pgbouncer writes.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -29,12 +33,18 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { openH1, type H1Conn } from '../helpers/h1.ts';
 import { tokenFor } from '../helpers/http.ts';
+import { processTcpSockets } from '../helpers/sockets.ts';
+import { sleep } from '../helpers/wait.ts';
 import { discardEmbeddingBacklog, fastWorker, waitFor } from '../helpers/worker.ts';
 
 const run = promisify(execFile);
 /** Server connections per database and user: fewer than the clients below, so they share them. */
 const POOL_SIZE = 5;
-const direct = testDatabaseUrl();
+/** The processes' login role, made for this file (roles are cluster-wide). */
+const role = `potentia_test_pooled_${process.pid}`;
+const password = 'pooled-role-test';
+/** The test database, directly, as that role: DIRECT_DATABASE_URL. */
+const direct = (() => { const u = new URL(testDatabaseUrl()); u.username = role; u.password = password; return u.toString(); })();
 const dbName = decodeURIComponent(new URL(direct).pathname.slice(1));
 const root = new URL('../..', import.meta.url).pathname;
 
@@ -62,6 +72,10 @@ async function show(what: 'pools' | 'clients' | 'stats'): Promise<Record<string,
 }
 
 beforeAll(async () => {
+  db = testDatabase(3);
+  await db.sql.unsafe(`drop role if exists ${role}`);
+  // as docs/self-hosting.md has the superuser make potentia_runtime
+  await db.sql.unsafe(`create role ${role} login replication bypassrls password '${password}' in role potentia_app`);
   port = await freePort();
   runDir = mkdtempSync(join(tmpdir(), 'potentia-pgbouncer-test-'));
   pgbouncerEnv = { ...process.env, DIRECT_DATABASE_URL: direct, PGBOUNCER_PORT: String(port), PGBOUNCER_RUN_DIR: runDir,
@@ -80,16 +94,16 @@ beforeAll(async () => {
   url.pathname = '/pgbouncer';
   admin = new pg.Client({ connectionString: url.toString(), application_name: 'potentia-test-admin' });
   await admin.connect();
-  db = testDatabase(3);
   await discardEmbeddingBacklog(db.sql); // the jobs waited for below are this file's own
 });
 
 afterAll(async () => {
   await server?.stop();
   await admin?.end().catch(() => {});
-  await db?.close();
   if (started) await run('bash', ['scripts/pgbouncer', 'stop'], { env: pgbouncerEnv });
   if (runDir) rmSync(runDir, { recursive: true, force: true });
+  await db?.sql.unsafe(`drop role if exists ${role}`);
+  await db?.close();
 });
 
 describe('what transaction pooling breaks (and why Potentia avoids it)', () => {
@@ -119,6 +133,45 @@ describe('what transaction pooling breaks (and why Potentia avoids it)', () => {
       expect(inside).toBe('1234ms');
     } finally {
       await sql.end();
+    }
+  });
+});
+
+describe("TCP keepalive and user timeout on the pooler's own sockets (deploy/pgbouncer/pgbouncer.ini)", () => {
+  it("are the database's (SHOW CONFIG), on its sockets toward the clients and toward the server (the kernel's timers)", async () => {
+    // a stalled path is given up as soon by the pooler as by the server (sql/core/session_defaults.sql);
+    // with PgBouncer's defaults its sockets waited for the OS's timers: 2 h before a first probe
+    const config = Object.fromEntries((await admin.query('show config')).rows.map((r: { key: string; value: string }) => [r.key, r.value]));
+    const server = Object.fromEntries((await db.sql<{ name: string; setting: string }[]>`
+      select name, setting from pg_settings where name like 'tcp%'`).map((r) => [r.name, r.setting]));
+    expect(server).toMatchObject({ tcp_keepalives_idle: '60', tcp_keepalives_interval: '10', tcp_keepalives_count: '6', tcp_user_timeout: '120000' });
+    const keys = ['tcp_keepalive', 'tcp_keepidle', 'tcp_keepintvl', 'tcp_keepcnt', 'tcp_user_timeout'];
+    expect(Object.fromEntries(keys.map((k) => [k, config[k]]))).toEqual({
+      tcp_keepalive: '1', tcp_keepidle: server.tcp_keepalives_idle, tcp_keepintvl: server.tcp_keepalives_interval,
+      tcp_keepcnt: server.tcp_keepalives_count, tcp_user_timeout: server.tcp_user_timeout,
+    });
+
+    const client = postgres(pooled, { max: 1, prepare: false, onnotice: () => {} });
+    try {
+      await client`select 1`; // a client socket and a server connection
+      const pid = Number(readFileSync(join(runDir, 'pgbouncer.pid'), 'utf8'));
+      const serverPort = Number(new URL(direct).port || 5432);
+      const sockets = () => processTcpSockets(pid).map((s) => ({
+        side: s.localPort === port ? 'client' : s.remotePort === serverPort ? 'server' : `other ${s.localPort}-${s.remotePort}`,
+        timer: s.timer, seconds: s.timerSeconds,
+      }));
+      // the first probe within 60 s, not the OS's 7200; a socket in the middle of an exchange
+      // shows its retransmission timer for a moment: looked at again
+      const probes = (s: { timer: string; seconds: number }) => s.timer === 'keepalive' && s.seconds <= 60;
+      let seen = sockets();
+      for (let i = 0; i < 10 && !seen.every(probes); i++) {
+        await sleep(300);
+        seen = sockets();
+      }
+      expect(new Set(seen.map((s) => s.side)), JSON.stringify(seen)).toEqual(new Set(['client', 'server']));
+      expect(seen.filter((s) => !probes(s)), JSON.stringify(seen)).toEqual([]);
+    } finally {
+      await client.end();
     }
   });
 });
@@ -189,6 +242,8 @@ describe('a server, its realtime gateway and a worker through the pooler', () =>
     // SHOW CLIENTS: the server's pool, the worker's and Graphile Worker's job queries came through
     // the pooler; the replication stream and Graphile Worker's LISTEN client did not
     const names = new Set((await show('clients')).map((c) => c.application_name));
+    // … all of them as the processes' login role, the auth file's one user
+    expect(new Set((await show('clients')).map((c) => c.user))).toEqual(new Set([role]));
     for (const name of ['potentia-server', 'potentia-worker', 'potentia-worker-queue']) expect(names).toContain(name);
     expect(names).not.toContain('potentia-realtime-bus');
     expect(names).not.toContain('potentia-worker-queue-listen');

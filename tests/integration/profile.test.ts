@@ -67,7 +67,7 @@ describe('POTENTIA_PROFILE', () => {
 
   it('is refused in production', () => {
     expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(40), POTENTIA_PROFILE: 'development' }))
-      .toThrow(/POTENTIA_PROFILE=development .* refused with NODE_ENV=production/);
+      .toThrow(/POTENTIA_PROFILE: development .* refused with NODE_ENV=production/);
     expect(loadConfig({ POTENTIA_PROFILE: 'development' }).profile).toBe('development');
     expect(loadConfig({}).profile).toBe('standard');
   });

@@ -12,7 +12,7 @@ import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { callAs, createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
 import { realtimeClients } from '../helpers/realtime.ts';
-import { until } from '../helpers/wait.ts';
+import { sleep, until } from '../helpers/wait.ts';
 import { openH1 as connectH1, type H1Conn } from '../helpers/h1.ts';
 
 // Authorization on the live path: a public join of `canvas:{id}` is a different room from the
@@ -300,6 +300,38 @@ describe('re-authorization of open sockets', () => {
     ownerH1.ws.close();
   });
 
+  it('answers the mutation running when the member is removed, then closes (4403): its outcome is not lost with the socket', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const made = await createBlock(users.owner!, canvasId, 'locked');
+    const h1 = await openH1(server, canvasId, users.editor!);
+    // the editor's update waits on the block row, held by another transaction, while the removal
+    // commits and the gateway re-checks: before, the socket closed first and the answer was lost
+    const locker = await db.sql.reserve();
+    try {
+      await locker`begin`;
+      await locker`set local idle_in_transaction_session_timeout = '30s'`; // never left open (it blocks slot creation)
+      const pid = (await locker<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
+      await locker`select from app.blocks where block_id = ${made.block_id!} for update`;
+      const opId = randomUUID();
+      h1.send({ type: 'mutate', client_op_id: opId, action: 'update', block_id: made.block_id, base_version: 1, patch: { content: { text: 'edited' } } });
+      await until(async () => (await db.sql`select from pg_stat_activity where ${pid}::int = any(pg_blocking_pids(pid))`).length > 0,
+        10_000, 'the mutation waiting for the locked block');
+      await db.sql`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
+      // time for the re-check (well under 1 s, as above); it waits for the running mutation now
+      await Promise.race([h1.closed, sleep(1500)]);
+      await locker`commit`;
+      const answer = await h1.next((m) => 'client_op_id' in m && m.client_op_id === opId);
+      const [block] = await db.sql<{ version: number }[]>`select version from app.blocks where block_id = ${made.block_id!}`;
+      // its role was read before the removal: it commits, and the ack says so
+      expect({ answer, version: block!.version }).toMatchObject({ answer: { type: 'ack', status: 'success', version: 2 }, version: 2 });
+      expect((await closedWithin(h1)).code).toBe(4403);
+      expect(h1.inbox.at(-1)).toMatchObject({ type: 'error', code: 'forbidden' });
+    } finally {
+      await locker`rollback`.catch(() => {});
+      locker.release();
+    }
+  });
+
   it('closes every socket on a canvas deleted by plain SQL within 1 s (H1: not_found, 4404)', async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['viewer']);
     const topic = `canvas:${canvasId}`;
@@ -468,6 +500,97 @@ describe('re-authorization of open sockets', () => {
     await until(() => sub.closedAt() !== null, 5000, 'the re-check closing the channel');
     expect(cursors).toEqual([1]);
     expect(names).toEqual(['before']);
+  });
+
+  it('holds at most the newest 1 MiB of client broadcasts and one net presence diff while a re-check waits on a lock; the channel stays joined', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const ownerToken = await token(users.owner!);
+    // the owner tracks on one client and broadcasts from five (each socket sends 10 per second)
+    const owner = connect(second, ownerToken, '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.owner! } } });
+    const senders = Array.from({ length: 5 }, () => connect(second, ownerToken, '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, broadcast: { ack: true } } }));
+    const cursors: Array<{ s: number; n: number; pad: string }> = [];
+    const system: Array<{ status: string; message: string }> = [];
+    const joins: string[] = [];
+    const editor = connect(server, await token(users.editor!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.editor! } } })
+      .on('broadcast', { event: 'cursor' }, ({ payload }) => cursors.push(payload))
+      .on('presence', { event: 'join' }, ({ newPresences }) => joins.push(...newPresences.map((p) => p.name)))
+      .on('system', {}, (p) => system.push(p));
+    for (const c of [owner, ...senders]) expect((await subscribe(c)).status).toBe('SUBSCRIBED');
+    const sub = await subscribe(editor);
+    expect(sub.status).toBe('SUBSCRIBED');
+    expect(await owner.track({ name: 'before' })).toBe('ok');
+    // each sender's write right is checked (and cached) now: the lock below would hold that probe too
+    for (const [s, c] of senders.entries()) expect(await c.send({ type: 'broadcast', event: 'cursor', payload: { s, n: 0, pad: '' } })).toBe('ok');
+    await until(() => cursors.length === senders.length && joins.includes('before'), 5000, 'the broadcasts and the join before the re-check');
+    cursors.length = 0;
+
+    // the editor's downgrade to viewer commits (access survives it), and the re-check it starts
+    // waits: a lock on realtime.messages queued behind the downgrade gets it at its commit, so the
+    // re-check's RLS probe (an insert there) waits until it ends
+    let commit!: () => void;
+    let releaseLock!: () => void;
+    const downgrade = db.sql.begin(async (tx) => {
+      await tx`set local idle_in_transaction_session_timeout = '20s'`; // not left open by a failed wait (its xid holds off slot creation)
+      await tx`update app.workspace_members set role = 'viewer' where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
+      await new Promise<void>((r) => { commit = r; });
+    });
+    await until(() => commit !== undefined, 5000, 'the downgrade to run');
+    const lock = db.sql.begin(async (tx) => {
+      await tx`set local idle_in_transaction_session_timeout = '20s'`; // nor the lock every mutation's delta waits for
+      await tx`lock table realtime.messages in share mode`;
+      await new Promise<void>((r) => { releaseLock = r; });
+    });
+    const waiting = (mode: string) => async () => (await db.sql`select from pg_locks l join pg_class c on c.oid = l.relation
+                                                            where c.relname = 'messages' and l.mode = ${mode} and not l.granted`).length > 0;
+    await until(waiting('ShareLock'), 5000, 'the lock to queue');
+    commit();
+    await downgrade;
+    await until(waiting('RowExclusiveLock'), 3000, 'the re-check\'s probe to wait on the lock');
+
+    // meanwhile: 100 broadcasts of 15 KB (1.5 MB; a channel holds 1 MiB) and three re-tracks
+    const pad = 'x'.repeat(15_000);
+    const perSender = 20;
+    const sends = senders.map(async (c, s) => {
+      for (let n = 1; n <= perSender; n++) {
+        let answer: string;
+        // 10 per second per socket: a refused send waits its turn (ack: 'error' with rate_limited)
+        while ((answer = await c.send({ type: 'broadcast', event: 'cursor', payload: { s, n, pad } })) !== 'ok') {
+          expect(answer).toBe('error');
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    });
+    for (const name of ['during 1', 'during 2', 'during 3']) expect(await owner.track({ name })).toBe('ok');
+    await Promise.all(sends);
+    await new Promise((r) => setTimeout(r, 200)); // the last ones reached the editor's gateway
+    expect(cursors).toEqual([]); // held
+    releaseLock();
+    await lock;
+
+    // the re-check passes: the newest broadcasts arrive, the oldest were dropped and the channel told how many
+    await until(() => senders.every((_, s) => cursors.some((c) => c.s === s && c.n === perSender)), 5000, 'each sender\'s last broadcast');
+    const sent = senders.length * perSender;
+    const bytes = cursors.reduce((sum, c) => sum + JSON.stringify(c).length + 'cursor'.length, 0);
+    expect(bytes).toBeLessThanOrEqual(1024 * 1024);
+    expect(cursors.length).toBeGreaterThan(50); // ... most of 1 MiB of them
+    await until(() => system.length > 0, 2000, 'the dropped broadcasts\' notice');
+    expect(system).toEqual([{ extension: 'system', channel: `canvas:${canvasId}`, status: 'error',
+      message: `BroadcastsDropped: ${sent - cursors.length} client broadcasts sent while your access was re-checked were dropped, oldest first (a channel holds at most 256 broadcasts or 1048576 bytes meanwhile)` }]);
+    for (let s = 0; s < senders.length; s++) { // each sender's newest, without a gap
+      const ns = cursors.filter((c) => c.s === s).map((c) => c.n);
+      expect(ns).toEqual(Array.from({ length: ns.length }, (_, i) => perSender - ns.length + 1 + i));
+    }
+    // presence: the room as it is now, not three diffs
+    await until(() => joins.includes('during 3'), 2000, 'the last track');
+    expect(joins).toEqual(['before', 'during 3']);
+    expect(Object.values(editor.presenceState()).flat().map((p: any) => p.name)).toEqual(['during 3']);
+    expect(sub.closedAt()).toBeNull();
+    // and later broadcasts flow at once again
+    expect(await senders[0]!.send({ type: 'broadcast', event: 'cursor', payload: { s: 0, n: perSender + 1, pad: '' } })).toBe('ok');
+    await until(() => cursors.some((c) => c.n === perSender + 1), 2000, 'a broadcast after the re-check');
   });
 
   it('re-checks an H1 upgrade admitted on the state from before a removal committed during its check', async () => {

@@ -118,6 +118,12 @@ describe('sockets per address', () => {
       // too large: the message says the bound (it said "a number >= 0" of a number that is one)
       [`/ws/canvas/${uuid}?since_canvas_seq=9007199254740992`, 'since_canvas_seq', 'since_canvas_seq must be a whole number from 0 to 9007199254740991'],
       [`/realtime/v1/websocket?apikey=${anon}&vsn=9.9.9`, 'vsn', 'unsupported vsn: use 1.0.0 or 2.0.0'],
+      // a parameter read as one value, sent twice: the first was taken, a proxy or log may read the last
+      [`/ws/canvas/${uuid}?since_canvas_seq=0&since_canvas_seq=abc`, 'since_canvas_seq', 'since_canvas_seq: sent 2 times: send it once'],
+      [`/ws/canvas/${uuid}?since_seq=1&since_seq=1`, 'since_seq', 'since_seq: sent 2 times: send it once'],
+      [`/ws/canvas/${uuid}?access_token=${anon}&access_token=x`, 'access_token', 'access_token: sent 2 times: send it once'],
+      [`/realtime/v1/websocket?apikey=${anon}&vsn=1.0.0&vsn=9.9.9`, 'vsn', 'vsn: sent 2 times: send it once'],
+      [`/realtime/v1/websocket?apikey=${anon}&apikey=x&vsn=1.0.0`, 'apikey', 'apikey: sent 2 times: send it once'],
     ];
     for (const [path, field, message] of cases) {
       expect(await upgrade(server, path, d)).toMatchObject({ status: 400, body: { error: { code: 'invalid_input', field, message } } });

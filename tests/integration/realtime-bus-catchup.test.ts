@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { pino } from 'pino';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
@@ -137,6 +138,44 @@ describe("the database bus's tick", () => {
       for (const bus of buses.splice(0)) await bus.stop();
       await pool.close();
       await proxy.close();
+    }
+  });
+
+  it('a slot waiting for an open transaction is logged, naming its session; the stream comes up once it ends', { timeout: 30_000 }, async () => {
+    // a session of another database holding a transaction id, as a DBA's forgotten BEGIN would
+    const other = new URL(testDatabaseUrl());
+    other.pathname = '/postgres';
+    const holder = postgres(other.toString(), { max: 1, onnotice: () => {}, connection: { application_name: 'potentia-test-slot-holder' } });
+    const warnings: { blockers?: { pid: number; application_name: string }[]; msg: string }[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => { warnings.push(JSON.parse(line)); } });
+    let release!: () => void;
+    const released = new Promise<void>((r) => { release = r; });
+    let holderPid = 0;
+    const held = holder.begin(async (tx) => {
+      const [row] = await tx<{ pid: number }[]>`select pg_backend_pid() as pid, txid_current() as secret_marker`;
+      holderPid = row!.pid;
+      await released;
+    });
+    try {
+      await until(() => holderPid !== 0, 5_000, 'the transaction open');
+      const bus = createDatabaseBus({ databaseUrl: testDatabaseUrl(), sql: db.sql, tickMs: 100, logger, slotWaitWarnAfterMs: 500 });
+      buses.push(bus);
+      await bus.start();
+      await until(() => warnings.some((w) => w.blockers?.some((b) => b.pid === holderPid)), 15_000, 'the slot wait logged');
+      const warning = warnings.find((w) => w.blockers?.some((b) => b.pid === holderPid))!;
+      expect(warning.blockers!.find((b) => b.pid === holderPid)!.application_name).toBe('potentia-test-slot-holder');
+      expect(warning.msg).toMatch(/pg_terminate_backend/);
+      expect(warning.msg).toContain(`where pid in (${holderPid}`);
+      // another session's query text (its data) stays out of the gateway's log
+      expect(JSON.stringify(warnings)).not.toContain('secret_marker');
+      expect(bus.streaming()).toBe(false);
+      release();
+      await held;
+      await until(() => bus.streaming(), 20_000, 'the stream up once the transaction ended');
+    } finally {
+      release();
+      await held.catch(() => {});
+      await holder.end();
     }
   });
 });

@@ -22,6 +22,8 @@ const token = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub }, {
 const HEARTBEAT_MS = 2000;
 const DEAD_AFTER_MS = 7000;
 const DEAD_BOUND_MS = DEAD_AFTER_MS + HEARTBEAT_MS / 4;
+/** A stream silent for longer than this would have had every node drop every other on silence alone (a ping's period of margin). */
+const STALL_NEEDED_MS = DEAD_BOUND_MS + 250;
 
 let gateways: PotentiaProcess[] = [];
 const realtime = realtimeClients({ timeoutMs: 10_000 });
@@ -64,7 +66,7 @@ afterAll(async () => {
 /**
  * The owner on gateway 1 and the editor on gateway 2 of a new canvas, both subscribed; the owner
  * tracked and seen on gateway 2. `joins` and `leaves` list the presence keys of those gateway 2 got, and
- * `pings` the `ping` broadcasts (sent by the owner: once one arrives, gateway 2's stream carries
+ * `pings` the `ping` broadcasts with their arrival time (sent by the owner: once one arrives, gateway 2's stream carries
  * gateway 1's messages sent after everything before it).
  */
 async function ownerSeenAcross() {
@@ -76,16 +78,47 @@ async function ownerSeenAcross() {
     .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.editor! } } });
   const joins: string[] = [];
   const leaves: string[] = [];
-  const pings: unknown[] = [];
+  const pings: { at: number; n?: number }[] = [];
   b.on('presence', { event: 'join' }, (p) => joins.push(p.key))
     .on('presence', { event: 'leave' }, (p) => leaves.push(p.key))
-    .on('broadcast', { event: 'ping' }, ({ payload }) => pings.push(payload));
+    .on('broadcast', { event: 'ping' }, ({ payload }) => pings.push({ at: Date.now(), n: payload.n }));
   for (const ch of [a, b]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
   expect(await a.track({ name: 'owner' })).toBe('ok');
   await until(() => keys(b).includes(users.owner!), 10_000, 'the owner on gateway 2');
   /** Pings until one reaches gateway 2. */
   const heard = () => until(async () => (await a.send({ type: 'broadcast', event: 'ping', payload: {} }), pings.length > 0), 120_000, 'gateway 1 heard on gateway 2', 500);
-  return { owner: users.owner!, b, g2, joins, leaves, heard };
+  return { owner: users.owner!, a, b, g2, joins, leaves, pings, heard };
+}
+
+/** Numbers gateway 1's pings (bulkLoadStall) across rounds. */
+let pingNumber = 0;
+
+/**
+ * Loads `rows` rows in one transaction while gateway 1's channel `a` pings every 250 ms; returns
+ * the longest time gateway 2 received no ping, from just before the load until a ping sent after
+ * its commit arrived (`pings`: what gateway 2's channel got, `at` its arrival). Every ping sent
+ * meanwhile must have arrived: the silence was the stream's, not a gateway that stopped sending.
+ */
+async function bulkLoadStall(rows: number, a: RealtimeChannel, pings: { at: number; n?: number }[]): Promise<number> {
+  const dba = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
+  const table = `cluster_bulk_${process.pid}`;
+  const first = pingNumber + 1;
+  const pinger = setInterval(() => void a.send({ type: 'broadcast', event: 'ping', payload: { n: ++pingNumber } }), 250);
+  try {
+    await until(() => pings.some((p) => p.n === first), 10_000, 'the first ping');
+    await dba.unsafe(`create table ${table} (id int)`);
+    await dba.unsafe(`insert into ${table} select g from generate_series(1, ${rows}) g`);
+    const committed = pingNumber;
+    // a ping sent after the commit reached gateway 2: its stream is through the bulk load
+    await until(() => pings.some((p) => (p.n ?? 0) > committed), 300_000, 'a ping sent after the commit', 50);
+    const mine = pings.filter((p) => (p.n ?? 0) >= first && (p.n ?? 0) <= committed + 1);
+    expect(mine.map((p) => p.n)).toEqual(Array.from({ length: committed + 2 - first }, (_, i) => first + i));
+    return Math.max(...mine.slice(1).map((p, i) => p.at - mine[i]!.at));
+  } finally {
+    clearInterval(pinger);
+    await dba.unsafe(`drop table if exists ${table}`).catch(() => {});
+    await dba.end();
+  }
 }
 
 describe('realtime cluster of three gateway processes', () => {
@@ -262,22 +295,24 @@ describe('realtime cluster of three gateway processes', () => {
     expect(joins.filter((k) => k === owner)).toHaveLength(1);
   });
 
-  it('a bulk load that keeps every walsender decoding for seconds drops no presence: silence the stream has not carried is not death', { timeout: 240_000 }, async () => {
-    const { owner, b, leaves, heard } = await ownerSeenAcross();
+  it(`a bulk load that keeps every walsender decoding for longer than ${STALL_NEEDED_MS} ms drops no presence: silence the stream has not carried is not death`, { timeout: 600_000 }, async () => {
+    const { owner, a, b, leaves, pings } = await ownerSeenAcross();
     const outputBefore = gateways.map((g) => g.output().length);
-    // a DBA's bulk load: at its commit every walsender decodes it (several seconds on a loaded
-    // machine, more than the 7 s after which a silent node was dropped), and every gateway's
-    // heartbeats wait behind it in the WAL
-    const dba = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
-    const table = `cluster_bulk_${process.pid}`;
-    try {
-      await dba.unsafe(`create table ${table} (id int, t text)`);
-      await dba.unsafe(`insert into ${table} select g, repeat('x', 50) from generate_series(1, 3000000) g`);
-      await heard(); // sent after the commit: gateway 2's stream is through the bulk load
-    } finally {
-      await dba.unsafe(`drop table if exists ${table}`).catch(() => {});
-      await dba.end();
+    // a DBA's bulk load: at its commit every walsender decodes it, and every gateway's heartbeats
+    // wait behind it in the WAL. The stall is measured, not assumed: gateway 1 pings every 250 ms
+    // and the longest gap between their arrivals on gateway 2 is how long its stream carried
+    // nothing. On a machine that decodes fast the load grows until that gap is past the dead-node
+    // bound (silence alone would have dropped gateway 1), or the test fails: it cannot pass
+    // without the stall it is about.
+    let rows = 3_000_000;
+    let stallMs = 0;
+    for (let round = 1; ; round++) {
+      stallMs = await bulkLoadStall(rows, a, pings);
+      console.info(`bulk load of ${rows} rows: gateway 2 heard nothing for ${stallMs} ms`);
+      if (stallMs > STALL_NEEDED_MS || round === 3) break;
+      rows = Math.min(40_000_000, Math.ceil((rows * 1.5 * STALL_NEEDED_MS) / Math.max(stallMs, 500)));
     }
+    expect(stallMs, 'the longest silence of gateway 2\'s stream during the load').toBeGreaterThan(STALL_NEEDED_MS);
     await new Promise((r) => setTimeout(r, 1000));
     expect(leaves).toEqual([]);
     expect(keys(b)).toEqual([owner]);

@@ -84,7 +84,9 @@ describe('a socket that does not read what it asked for', () => {
   }, 60_000);
 
   it('H1: resume in a loop without reading: dropped once it reads nothing for drainTimeoutMs', async () => {
-    const { canvasId, users } = await bigCanvas();
+    // ~12 MB: a resume supersedes the one before it, so the loop costs one replay, and one of
+    // the 2.4 MB canvas fits in the kernel's socket buffers (nothing is left waiting to be dropped)
+    const { canvasId, users } = await bigCanvas(40_000);
     const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! });
     const before = await openSockets('h1');
     const h1 = await openH1(server.url, canvasId, token);
@@ -173,6 +175,36 @@ describe('a socket that does not read what it asked for', () => {
       expect(h1.ws.readyState).toBe(WebSocket.OPEN);
       const seqs = h1.inbox.flatMap((m) => (m.type === 'delta' ? [Number(m.canvas_seq)] : []));
       expect(seqs).toEqual(Array.from({ length: 2 * ops }, (_, i) => i + 1));
+    } finally {
+      await patient.stop();
+    }
+  }, 90_000);
+
+  it('H1: access lost while a replay waits for the client to read: the replay stops there, then the forbidden close', async () => {
+    // the close waits for the message running when access was lost (its answer is not lost with
+    // it); a replay waits for the client at each delta, for up to drainTimeoutMs each: it went on
+    // to the end of its page (and its `resumed`), paced by a client that had lost access
+    const patient = await startServer(config, { realtime: { limits: { ...limits, drainTimeoutMs: 30_000 } } });
+    try {
+      const { canvasId, users, workspaceId, ops } = await bigCanvas(40_000); // ~12 MB, one page
+      const reader = await addMember(db.sql, users.owner!, workspaceId, 'viewer', 'revoked-reader');
+      const h1 = await openH1(patient.url, canvasId, await signAccessToken(config.auth.jwtSecret, { sub: reader }));
+      sockets.push(h1.ws);
+      h1.ws.on('error', () => {});
+      await h1.next((m) => m.type === 'hello');
+      stopReading(h1.ws);
+      h1.send({ type: 'resume', since_canvas_seq: 0 });
+      await new Promise((r) => setTimeout(r, 1000)); // the replay stalls at the bound
+      await callAs(db.sql, users.owner!, 'remove_workspace_member', [workspaceId, reader]);
+      await new Promise((r) => setTimeout(r, 1500)); // the re-check finds access gone
+      (h1.ws as unknown as { _socket: Socket })._socket.resume();
+      const { code } = await h1.closed;
+      expect(code).toBe(4403);
+      const deltas = h1.inbox.filter((m) => m.type === 'delta').length;
+      // before: all 300 and `resumed`; now what the buffers held when access went
+      expect(h1.inbox.some((m) => m.type === 'resumed')).toBe(false);
+      expect(deltas).toBeLessThan(ops);
+      expect(h1.inbox.at(-1)).toMatchObject({ type: 'error', code: 'forbidden' });
     } finally {
       await patient.stop();
     }

@@ -107,6 +107,48 @@ describe.each(['1.0.0', '2.0.0'])('realtime-js vsn %s', (vsn) => {
     expect(await present()).toBe(0);
   });
 
+  it('a token refresh to another user untracks the old user\'s presence (leave for everyone, durable row cleared); the new user tracks and untracks as itself', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor', 'viewer']);
+    const presenceRow = async (userId: string) =>
+      (await db.sql`select count(*)::int as n from app.presence where canvas_id = ${canvasId} and user_id = ${userId}`)[0]!.n as number;
+    // the observer: realtime-js presence, and the durable presence_leave broadcasts H1 clients get
+    const joins: string[] = [];
+    const leaves: string[] = [];
+    const leftCanvas: string[] = [];
+    const observer = connect(server, await token(users.viewer!), vsn)
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.viewer! } } })
+      .on('presence', { event: 'join' }, ({ newPresences }) => joins.push(...newPresences.map((p) => p.name)))
+      .on('presence', { event: 'leave' }, ({ leftPresences }) => leaves.push(...leftPresences.map((p) => p.name)))
+      .on('broadcast', { event: 'presence_leave' }, ({ payload }) => leftCanvas.push(payload.user_id));
+    expect((await subscribed(observer)).status).toBe('SUBSCRIBED');
+    // one browser tab: the owner signed in, tracking
+    const client = connect(server, await token(users.owner!), vsn);
+    const tab = client.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: 'tab' } } });
+    tab.on('presence', { event: 'sync' }, () => {});
+    expect((await subscribed(tab)).status).toBe('SUBSCRIBED');
+    expect(await tab.track({ name: 'owner' })).toBe('ok');
+    await until(() => joins.includes('owner'), 5000, 'the owner\'s join');
+    expect(await presenceRow(users.owner!)).toBe(1);
+
+    // the app signs the editor in on the same client: the channel's token becomes the editor's
+    await client.setAuth(await token(users.editor!));
+    await until(() => leaves.includes('owner'), 5000, 'the owner\'s presence to leave');
+    expect(observer.presenceState().tab).toBeUndefined();
+    await until(() => leftCanvas.includes(users.owner!), 5000, 'the owner\'s presence_leave');
+    expect(await presenceRow(users.owner!)).toBe(0);
+
+    // the editor tracks and untracks as itself: its own row, its own leave
+    expect(await tab.track({ name: 'editor' })).toBe('ok');
+    await until(() => joins.includes('editor'), 5000, 'the editor\'s join');
+    expect(observer.presenceState().tab?.map((p: any) => p.name)).toEqual(['editor']);
+    expect(await presenceRow(users.editor!)).toBe(1);
+    expect(await tab.untrack()).toBe('ok');
+    await until(() => leaves.includes('editor') && leftCanvas.includes(users.editor!), 5000, 'the editor\'s leave');
+    expect(await presenceRow(users.editor!)).toBe(0);
+    expect(leftCanvas).toEqual([users.owner!, users.editor!]);
+    expect(joins).toEqual(['owner', 'editor']);
+  });
+
   it('relays client broadcasts (self off), rate-limited per socket', async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const a = connect(server, await token(users.owner!), vsn);

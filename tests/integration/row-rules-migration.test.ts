@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
-import { migrationStep } from '../../src/db/migrate.ts';
+import { migrationStep } from '../../src/db/migration-step.ts';
 import { pushLikeSupabase } from '../../src/db/push.ts';
 import { createCanvas, mutate, type MutationResult } from '../helpers/fixtures.ts';
 

@@ -266,6 +266,24 @@ describe("a deleted user's token (valid until it expires: tokens are checked by 
     expect((await db.sql`select count(*)::int as n from app.block_operations where client_op_id like 'ghost-%'`)[0]!.n).toBe(0);
   });
 
+  it('H1: the upgrade is 401 unauthorized naming the missing user, as HTTP answers, not 404 not_found', async () => {
+    const fixture = await createCanvas(db.sql, ['editor']);
+    const ghost = fixture.users.editor!;
+    const token = await signClaims(secret, { ...userClaims(ghost, { issuer: ISSUER }) });
+    await db.sql`delete from auth.users where id = ${ghost}`;
+    const refused = await new Promise<{ status: number; body: any }>((resolve, reject) => {
+      const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${fixture.canvasId}?access_token=${token}`);
+      ws.once('open', () => { ws.close(); reject(new Error('the upgrade was accepted')); });
+      ws.once('unexpected-response', (_req, res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+      });
+      ws.once('error', () => {});
+    });
+    expect(refused).toEqual({ status: 401, body: { error: { code: 'unauthorized', message: 'the user this token was issued to no longer exists' } } });
+  });
+
   it('realtime-js: the private canvas channel of a user deleted while joined is closed, and gets nothing after', async () => {
     const fixture = await createCanvas(db.sql, ['editor']);
     const ghost = fixture.users.editor!;
@@ -318,6 +336,32 @@ describe('two Authorization headers (RFC 6750 §3.1: more than one way of sendin
     // one header is served as before
     const one = await raw(`GET /api/v1/canvas/${canvasId} HTTP/1.1\r\nAuthorization: Bearer ${good}\r\n`);
     expect(one.status, one.body).toBe(200);
+  });
+
+  it('a WebSocket upgrade whose query token and header token differ is a 400 naming the parameter (the query\'s was used, the header\'s ignored unseen)', async () => {
+    const good = await signClaims(secret, user());
+    const upgrade = 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    for (const [request, field] of [
+      [`GET /ws/canvas/${canvasId}?access_token=${good} HTTP/1.1\r\nAuthorization: Bearer ${anonKey}\r\n`, 'access_token'],
+      [`GET /realtime/v1/websocket?vsn=1.0.0&apikey=${good} HTTP/1.1\r\nAuthorization: Bearer ${anonKey}\r\n`, 'apikey'],
+      [`GET /realtime/v1/websocket?vsn=1.0.0&apikey=${good} HTTP/1.1\r\napikey: ${anonKey}\r\n`, 'apikey'],
+      [`GET /realtime/v1/websocket?vsn=1.0.0 HTTP/1.1\r\napikey: ${anonKey}\r\napikey: ${good}\r\n`, 'apikey'],
+    ] as const) {
+      const res = await raw(`${request}${upgrade}`);
+      expect(res.status, `${request}: ${res.body}`).toBe(400);
+      expect(JSON.parse(res.body), request).toEqual({ error: { code: 'invalid_input', field, message: expect.stringMatching(new RegExp(`^${field}: `)) } });
+    }
+    // the same token in two places is one credential: served
+    const ws = server.url.replace(/^http/, 'ws');
+    // and Supabase's pair, the project's key as apikey and the user's JWT as Bearer, is served (as the key)
+    for (const [url, headers] of [[`${ws}/ws/canvas/${canvasId}?access_token=${good}`, { authorization: `Bearer ${good}` }],
+      [`${ws}/realtime/v1/websocket?vsn=1.0.0&apikey=${anonKey}`, { apikey: anonKey }],
+      [`${ws}/realtime/v1/websocket?vsn=1.0.0`, { apikey: anonKey, authorization: `Bearer ${good}` }],
+      [`${ws}/realtime/v1/websocket?vsn=1.0.0&apikey=${anonKey}`, { authorization: `Bearer ${good}` }]] as const) {
+      const socket = new WebSocket(url, { headers });
+      await new Promise((resolve, reject) => { socket.once('open', resolve); socket.once('error', reject); });
+      socket.terminate();
+    }
   });
 });
 

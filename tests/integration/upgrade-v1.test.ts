@@ -24,7 +24,7 @@ import { startTestServer, tokenFor } from '../helpers/http.ts';
 const repoRoot = new URL('../..', import.meta.url).pathname;
 const prefix = `potentia_upgrade_${process.pid}`;
 const urlOf = (name: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${name}`; return u.toString(); };
-const db = { v1: `${prefix}_v1`, a: `${prefix}_a`, b: `${prefix}_b`, lite: `${prefix}_lite` };
+const db = { v1: `${prefix}_v1`, a: `${prefix}_a`, b: `${prefix}_b`, c: `${prefix}_c`, lite: `${prefix}_lite` };
 const sqlitePath = join(tmpdir(), `${prefix}.sqlite`);
 const BLOCKS = 10_000;
 const CANVASES = 100;
@@ -203,6 +203,45 @@ describe('npm run upgrade:v1', () => {
     expect(third.counts.get('canvases')).toBe(0);
     expect(third.counts.get('users')).toBe(0);
     expect(await digest(b)).toEqual(await digest(connect(db.a)));
+  }, 60_000);
+
+  it('a run whose lock session is killed stops before another canvas; one whose write is killed names the canvas it rolled back; run again, it ends where an uninterrupted run ends', async () => {
+    const c = connect(db.c);
+    const upgradeSessions = (extra: string) => c.unsafe(`select pid from pg_stat_activity where datname = '${db.c}'
+      and application_name = 'potentia-upgrade-v1' ${extra}`);
+    // the lock's session (idle, holding it) killed once 2,000 blocks are in: before, the run went on
+    // without it, and a second run could start beside it
+    let killing: Promise<unknown> | null = null;
+    const lockLost = await runUpgrade({ from: urlOf(db.v1), to: urlOf(db.c), batch: 250, verify: false, log: (l) => {
+      const m = /upgrade: ([\d,]+) of/.exec(l);
+      if (!killing && m && Number(m[1]!.replace(/,/g, '')) >= 2000) {
+        killing = upgradeSessions("and query like '%pg_try_advisory_lock%'").then((rows) => c`select pg_terminate_backend(${rows[0]!.pid})`);
+      }
+    } }).then(() => null, (e: Error) => e);
+    expect(lockLost?.message).toMatch(/^canvas \S+ \([\d,]+ blocks\), in flight: this run's advisory lock on the v2 database ended with its session \(pid \d+, /);
+    const [partial] = await c`select count(*)::int as n from app.upgrade_v1_progress`;
+
+    // a canvas's write killed while it waits (for a lock this test holds): its statement's own error
+    let release!: () => void;
+    const held = c.begin(async (tx) => {
+      await tx`lock table app.upgrade_v1_progress in share mode`;
+      await new Promise<void>((resolve) => { release = resolve; });
+    });
+    const killedWrite = upgrade({ from: urlOf(db.v1), to: urlOf(db.c), batch: 250, verify: false }).then(() => null, (e: Error) => e);
+    for (let rows = []; rows.length === 0; await new Promise((r) => setTimeout(r, 50))) {
+      rows = await upgradeSessions("and wait_event_type = 'Lock'");
+      if (rows.length > 0) await c`select pg_terminate_backend(${rows[0]!.pid})`;
+    }
+    release();
+    await held;
+    // the server's words, or the socket's when its reset came first
+    expect((await killedWrite)?.message).toMatch(/^canvas \S+ \([\d,]+ blocks\), in flight: (terminating connection due to administrator command|read ECONNRESET)$/);
+    const [after] = await c`select count(*)::int as n, (select count(*)::int from app.canvases) as canvases from app.upgrade_v1_progress`;
+    expect(after).toEqual({ n: partial!.n, canvases: partial!.n }); // the killed canvas left nothing
+
+    const again = await upgrade({ from: urlOf(db.v1), to: urlOf(db.c) });
+    expect(again.verification!.lines.at(-1)).toBe('verify: 0 differences');
+    expect(await digest(c)).toEqual(await digest(connect(db.a)));
   }, 60_000);
 
   it('a SQLite (Prisma) v1 file upgrades with 0 differences, into one workspace', async () => {

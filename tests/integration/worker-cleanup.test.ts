@@ -1,7 +1,7 @@
 // cleanup: internal.cleanup() removes exactly what is expired (stale presence, with a
 // presence_leave broadcast; op log and audit past retention; expired or revoked refresh tokens;
-// canvases soft-deleted past retention) and nothing else; audit partitions are created ahead.
-// The worker runs it from Graphile Worker's crontab.
+// canvases soft-deleted past retention; jobs that will never run again) and nothing else; audit
+// partitions and realtime.messages' daily ones are created ahead. The worker runs it from Graphile Worker's crontab.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.ts';
@@ -18,7 +18,13 @@ describe('cleanup', () => {
     db = testDatabase(3);
     await discardEmbeddingBacklog(db.sql); // else the crontab's cleanup job queues behind earlier files' embeddings
   });
-  afterAll(async () => db?.close());
+  // jobs made below, one of them locked by no live worker: never left behind for later files
+  const madeJobs: string[] = [];
+  afterAll(async () => {
+    if (!db) return;
+    await db.sql`delete from graphile_worker._private_jobs where id = any(${madeJobs}::bigint[])`;
+    await db.close();
+  });
 
   it('removes exactly what is expired, and nothing else', async () => {
     const sql = db.sql;
@@ -61,6 +67,23 @@ describe('cleanup', () => {
                       for values from ('2001-01-01') to ('2001-02-01')`);
     await sql`insert into app.system_audit (action, status, created_at) values ('test.cleanup', 'success', '2001-01-15')`;
 
+    // jobs that will never run again: 7 days after their last run or change (failed_job_retention_days)
+    const job = async (name: string, set: { attempts: number; max: number; ranDaysAgo: number; changedDaysAgo: number; locked?: boolean }) => {
+      const [j] = await sql`select id from graphile_worker.add_job('embed_block', json_build_object('block_id', gen_random_uuid()),
+                                                                   job_key => ${`cleanup-${name}-${randomUUID()}`}, run_at => now() + interval '1 day')`;
+      await sql`update graphile_worker._private_jobs set attempts = ${set.attempts}, max_attempts = ${set.max}, key = null,
+                  run_at = now() - make_interval(days => ${set.ranDaysAgo}), updated_at = now() - make_interval(days => ${set.changedDaysAgo}),
+                  locked_at = ${set.locked ? sql`now()` : null}, locked_by = ${set.locked ? 'pool-cleanup-spec' : null}
+                where id = ${j!.id}`;
+      madeJobs.push(j!.id);
+      return j!.id as string;
+    };
+    const failedLongAgo = await job('failed', { attempts: 25, max: 25, ranDaysAgo: 8, changedDaysAgo: 12 });
+    const failedLately = await job('failed-lately', { attempts: 25, max: 25, ranDaysAgo: 2, changedDaysAgo: 12 });
+    const replacedLately = await job('replaced-lately', { attempts: 1, max: 1, ranDaysAgo: 12, changedDaysAgo: 2 });
+    const stillLocked = await job('locked', { attempts: 25, max: 25, ranDaysAgo: 8, changedDaysAgo: 12, locked: true });
+    const stillToRun = await job('retrying', { attempts: 3, max: 25, ranDaysAgo: 8, changedDaysAgo: 12 });
+
     const [{ result }] = await sql`select internal.cleanup() as result` as any;
     expect(result.presence_expired).toBeGreaterThanOrEqual(1);
     expect(result.operations_deleted).toBeGreaterThanOrEqual(1);
@@ -71,6 +94,15 @@ describe('cleanup', () => {
     expect(result.audit_partitions_dropped).toBe(1);
     const [gone] = await sql`select to_regclass('app.system_audit_2001_01') is null as dropped`;
     expect(gone!.dropped).toBe(true);
+    // realtime.messages of the compat schema (plain Postgres) is kept too: specified in
+    // supabase/tests/realtime_messages_retention.test.sql
+    expect(result.realtime_messages_maintained).toBe(true);
+    // a day ahead is made in two runs, one day a run (sql/realtime/retention.sql, Locks): at most
+    // four runs make the three (the migration made today's and the next two days')
+    const daysAhead = async () => (await sql`select count(*)::int as n from generate_series(1, 3) k
+      where to_regclass('realtime.messages_' || to_char(current_date + k, 'YYYY_MM_DD')) is not null`)[0]!.n as number;
+    for (let run = 0; run < 4 && (await daysAhead()) < 3; run++) await sql`select internal.cleanup()`;
+    expect(await daysAhead()).toBe(3);
 
     const presence = await sql`select user_id from app.presence where canvas_id = ${canvasId}`;
     expect(presence.map((r) => r.user_id)).toEqual([active]);
@@ -86,6 +118,10 @@ describe('cleanup', () => {
     expect(canvases.map((r) => r.canvas_id).sort()).toEqual([recent, canvasId].sort());
     const [part] = await sql`select to_regclass(${`app.${far!.name}`}) is not null as exists`;
     expect(part!.exists).toBe(true);
+    expect(result.failed_jobs_deleted).toBeGreaterThanOrEqual(1);
+    const jobs = await sql`select id from graphile_worker.jobs
+                           where id = any(${[failedLongAgo, failedLately, replacedLately, stillLocked, stillToRun]}::bigint[]) order by id`;
+    expect(jobs.map((r) => r.id)).toEqual([failedLately, replacedLately, stillLocked, stillToRun]);
 
     // idempotent: run again at the same moment (one transaction, one now()), nothing is left to do
     // (two separate calls would see other tests' presence rows age past the threshold meanwhile)
@@ -95,7 +131,8 @@ describe('cleanup', () => {
       return row!.result;
     });
     expect(again).toMatchObject({ presence_expired: 0, operations_deleted: 0, audit_deleted: 0, refresh_tokens_deleted: 0,
-      canvases_purged: 0, audit_partitions_created: 0, audit_partitions_dropped: 0 });
+      canvases_purged: 0, audit_partitions_created: 0, audit_partitions_dropped: 0, failed_jobs_deleted: 0,
+      realtime_partitions_created: 0, realtime_partitions_dropped: 0 });
   });
 
   it('runs from the worker (Graphile crontab task `cleanup`)', async () => {

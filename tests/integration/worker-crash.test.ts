@@ -1,7 +1,6 @@
-// Crash recovery: a worker process (`tsx scripts/worker.ts`, its provider an OpenAI-compatible
+// Crash recovery: a worker process (`node --import tsx scripts/worker.ts`, its provider an OpenAI-compatible
 // test server that holds requests) is killed with SIGKILL in the middle of an embed_block job.
 // Its heartbeat goes stale; a live worker force-unlocks its jobs, retries the job and finishes.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,20 +9,17 @@ import { testDatabaseUrl } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
 import { localEmbedding, LocalProvider } from '../../src/worker/providers.ts';
 import type { WorkerRuntime } from '../../src/worker/runtime.ts';
+import { startWorkerProcess, type ScriptProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { discardEmbeddingBacklog, startTestWorker, waitFor, waitQueueIdle } from '../helpers/worker.ts';
-
-const root = new URL('../..', import.meta.url).pathname;
+import { quietQueue, startTestWorker, waitFor } from '../helpers/worker.ts';
 
 describe('a worker killed mid-job', () => {
   let db: Database;
   let fake: Server;
   let baseUrl: string;
   const seen: string[] = [];
-  let child: ChildProcess | undefined;
-  let workerPid: number | undefined;
-  const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  let doomed: ScriptProcess | undefined;
   let rescuer: WorkerRuntime | undefined;
 
   beforeAll(async () => {
@@ -41,14 +37,10 @@ describe('a worker killed mid-job', () => {
     await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
     baseUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}/v1`;
     // start from a quiet queue, so the doomed worker takes our job and no other
-    await discardEmbeddingBacklog(db.sql);
-    const drainer = await startTestWorker(new LocalProvider());
-    await waitQueueIdle(db.sql);
-    await drainer.stop();
+    await quietQueue(db.sql);
   });
   afterAll(async () => {
-    if (workerPid && alive(workerPid)) process.kill(workerPid, 'SIGKILL');
-    child?.kill('SIGKILL');
+    doomed?.child.kill('SIGKILL');
     await rescuer?.stop();
     fake?.closeAllConnections();
     await new Promise((r) => fake?.close(r));
@@ -56,22 +48,13 @@ describe('a worker killed mid-job', () => {
   });
 
   it('is retried by another worker and finishes', async () => {
-    child = spawn(`${root}node_modules/.bin/tsx`, ['scripts/worker.ts'], {
-      cwd: root,
-      env: {
-        ...process.env, DATABASE_URL: testDatabaseUrl(), LOG_LEVEL: 'silent', NODE_ENV: 'test',
-        EMBEDDING_PROVIDER: 'openai', OPENAI_BASE_URL: baseUrl, OPENAI_API_KEY: 'test', EMBEDDING_TIMEOUT_MS: '600000',
-        EMBEDDING_BATCH_WINDOW_MS: '0', WORKER_CONCURRENCY: '1', WORKER_HEARTBEAT_MS: '300', WORKER_POLL_INTERVAL_MS: '200',
-        WORKER_CRONTAB: '', EMBED_DEBOUNCE_MS: '100', EMBED_DRAIN_INTERVAL_MS: '100',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout!.on('data', (d) => { out += d; });
-    child.stderr!.on('data', (d) => { out += d; });
-    const started = await waitFor('the worker process to start', async () => /potentia worker (\S+) running \(pid (\d+)/.exec(out), 20_000);
-    const childId = started[1]!;
-    workerPid = Number(started[2]); // the node process running the worker (tsx runs it as its child)
+    doomed = await startWorkerProcess({
+      DATABASE_URL: testDatabaseUrl(), LOG_LEVEL: 'silent', NODE_ENV: 'test',
+      EMBEDDING_PROVIDER: 'openai', OPENAI_BASE_URL: baseUrl, OPENAI_API_KEY: 'test', EMBEDDING_TIMEOUT_MS: '600000',
+      EMBEDDING_BATCH_WINDOW_MS: '0', WORKER_CONCURRENCY: '1', WORKER_HEARTBEAT_MS: '300', WORKER_POLL_INTERVAL_MS: '200',
+      WORKER_CRONTAB: '', EMBED_DEBOUNCE_MS: '100', EMBED_DRAIN_INTERVAL_MS: '100',
+    }, 20_000);
+    const childId = doomed.ready[1]!;
 
     const tag = `crash${randomUUID().slice(0, 8)}`;
     const text = `${tag} survives a killed worker`;
@@ -85,9 +68,8 @@ describe('a worker killed mid-job', () => {
     expect(hb!.n).toBe(1);
 
     // no graceful shutdown: the job stays locked by a dead worker
-    process.kill(workerPid!, 'SIGKILL');
-    await waitFor('the worker process to die', async () => !alive(workerPid!));
-    child.kill('SIGKILL');
+    doomed.child.kill('SIGKILL');
+    expect(await waitFor('the worker process to die', async () => doomed!.exited())).toEqual({ code: null, signal: 'SIGKILL' });
 
     rescuer = await startTestWorker(new LocalProvider(), { staleMs: 1500 });
     const done = await waitFor('the job to be retried and finish', async () => {

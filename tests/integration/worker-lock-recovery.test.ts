@@ -3,62 +3,48 @@
 // record, or whose lock never reached it, stays locked by a worker that is alive, so neither its
 // stale-worker recovery nor anything before Graphile's 4-hour lock timeout frees it. Once the
 // database answers again, every job must run and none may stay locked.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
-import { LocalProvider } from '../../src/worker/providers.ts';
-import { terminateBackends } from '../helpers/chaos.ts';
+import { startWorkerProcess, terminateBackends, type ScriptProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { sleep } from '../helpers/wait.ts';
-import { discardEmbeddingBacklog, raiseMutationLimit, startTestWorker, waitFor, waitQueueIdle } from '../helpers/worker.ts';
+import { quietQueue, raiseMutationLimit, waitFor } from '../helpers/worker.ts';
 
-const root = new URL('../..', import.meta.url).pathname;
 const STORM_MS = 8_000;
 
 describe('a live worker whose connections are terminated mid-job', () => {
   let db: Database;
   let admin: postgres.Sql;
   let restoreLimit: () => Promise<void>;
-  let child: ChildProcess | undefined;
-  let out = '';
+  let worker: ScriptProcess | undefined;
 
   beforeAll(async () => {
     db = testDatabase(4);
     admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
     restoreLimit = await raiseMutationLimit(db.sql);
     // start from a quiet queue: the blocks waited for below are this file's own
-    await discardEmbeddingBacklog(db.sql);
-    const drainer = await startTestWorker(new LocalProvider());
-    await waitQueueIdle(db.sql);
-    await drainer.stop();
+    await quietQueue(db.sql);
   }, 60_000);
   afterAll(async () => {
-    child?.kill('SIGKILL');
+    worker?.child.kill('SIGKILL');
     await restoreLimit?.();
     await admin?.end();
     await db?.close();
   });
 
   it('runs every job and leaves none locked once the database is back', async () => {
-    child = spawn(process.execPath, ['--import', 'tsx', 'scripts/worker.ts'], {
-      cwd: root,
-      env: {
-        ...process.env, DATABASE_URL: testDatabaseUrl(), LOG_LEVEL: 'error', NODE_ENV: 'test', EMBEDDING_PROVIDER: 'local',
-        WORKER_CONCURRENCY: '8', WORKER_HEARTBEAT_MS: '300', WORKER_POLL_INTERVAL_MS: '200', WORKER_CRONTAB: '',
-        // the worker stays alive and fresh: recovering stale workers is not what may rescue its jobs
-        WORKER_STALE_MS: '600000', EMBED_DEBOUNCE_MS: '0', EMBED_DRAIN_INTERVAL_MS: '50',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout!.on('data', (d) => { out += d; });
-    child.stderr!.on('data', (d) => { out += d; });
-    const started = await waitFor('the worker process to start', async () => /potentia worker (\S+) running \(pid (\d+)/.exec(out), 30_000);
-    const workerId = started[1]!;
-    const pid = Number(started[2]);
+    const w = worker = await startWorkerProcess({
+      DATABASE_URL: testDatabaseUrl(), LOG_LEVEL: 'error', NODE_ENV: 'test', EMBEDDING_PROVIDER: 'local',
+      WORKER_CONCURRENCY: '8', WORKER_HEARTBEAT_MS: '300', WORKER_POLL_INTERVAL_MS: '200', WORKER_CRONTAB: '',
+      // the worker stays alive and fresh: recovering stale workers is not what may rescue its jobs
+      WORKER_STALE_MS: '600000', EMBED_DEBOUNCE_MS: '0', EMBED_DRAIN_INTERVAL_MS: '50',
+    }, 30_000);
+    const workerId = w.ready[1]!;
+    const pid = w.pid;
 
     const { canvasId, users } = await createCanvas(db.sql);
     const tag = `lockrec${randomUUID().slice(0, 8)}`;
@@ -114,12 +100,12 @@ describe('a live worker whose connections are terminated mid-job', () => {
         return s.unembedded === 0 && s.locked.length === 0 && s.orphan_left === 0;
       }, 30_000, 250);
     } catch (err) {
-      const unrecorded = [...out.matchAll(/"msg":"(Could not record[^"]*)"/g)].map((m) => m[1]);
+      const unrecorded = [...w.output().matchAll(/"msg":"(Could not record[^"]*)"/g)].map((m) => m[1]);
       throw new Error(`${(err as Error).message}: ${JSON.stringify(await state())}\nthe worker said:\n${unrecorded.join('\n')}`);
     }
     // the same live worker did it, by releasing the locks left on jobs it was not running (the
     // orphan above among them) and running those jobs
-    expect(child.exitCode).toBeNull();
+    expect(w.exited()).toBeNull();
     const [hb] = await db.sql`select count(*)::int as n from app.worker_heartbeats where worker_id = ${workerId}`;
     expect(hb!.n).toBe(1);
     const [audit] = await db.sql`select coalesce(sum(affected_rows), 0)::int as n from app.system_audit

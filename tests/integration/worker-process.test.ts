@@ -1,31 +1,26 @@
 // `npm run worker` as its own process: it announces itself, serves /metrics only on the
 // configured port (and nothing else there), and stops gracefully on SIGTERM.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
+import { startWorkerProcess, type ScriptProcess } from '../helpers/chaos.ts';
 import { waitFor } from '../helpers/worker.ts';
 
-const root = new URL('../..', import.meta.url).pathname;
 const freePort = () => new Promise<number>((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address() as { port: number }; s.close(() => resolve(port)); });
 });
 
 describe('a standalone worker process', () => {
-  let child: ChildProcess | undefined;
-  afterAll(() => { child?.kill('SIGKILL'); });
+  let worker: ScriptProcess | undefined;
+  afterAll(() => { worker?.child.kill('SIGKILL'); });
 
   it('serves its metrics on WORKER_METRICS_PORT (to INTERNAL_TOKEN, sent once) and stops on SIGTERM', async () => {
     const port = await freePort();
     const internalToken = 'worker-metrics-token-0123456789';
-    let out = '';
-    child = spawn(`${root}node_modules/.bin/tsx`, ['scripts/worker.ts'], {
-      cwd: root,
-      env: { ...process.env, DATABASE_URL: testDatabaseUrl(), WORKER_METRICS_PORT: String(port), LOG_LEVEL: 'silent', WORKER_CRONTAB: '',
-        INTERNAL_TOKEN: internalToken },
-    });
-    child.stdout!.on('data', (b) => { out += b; });
-    await waitFor('the worker to listen', async () => out.includes(`:${port}/metrics`), 30_000);
+    // the worker itself, not a wrapper around it (startWorkerProcess checks the pid it announces)
+    const w = worker = await startWorkerProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_METRICS_PORT: String(port), LOG_LEVEL: 'silent',
+      WORKER_CRONTAB: '', INTERNAL_TOKEN: internalToken });
+    await waitFor('the worker to listen', async () => w.output().includes(`:${port}/metrics`), 30_000);
     expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(404); // INTERNAL_TOKEN set: bearer only
     // the token sent twice, or beside another: 400 naming the header, as on the API's /metrics (http-api.test.ts)
     for (const second of [`Bearer ${internalToken}`, 'Bearer wrong-token-0123456789']) {
@@ -41,9 +36,10 @@ describe('a standalone worker process', () => {
 
     const other = await fetch(`http://127.0.0.1:${port}/health`);
     expect(other.status).toBe(404);
-    const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
-    child.kill('SIGTERM');
+    // 'close': exited, and all it printed read
+    const exited = new Promise<number | null>((resolve) => w.child.once('close', (code) => resolve(code)));
+    w.child.kill('SIGTERM');
     expect(await exited).toBe(0);
-    expect(out).toMatch(/SIGTERM: stopping worker/);
+    expect(w.output()).toMatch(/SIGTERM: stopping worker/);
   }, 60_000);
 });

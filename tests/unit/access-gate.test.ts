@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AccessGate, accessChange, concerns, hasWriteScope } from '../../src/realtime/access.ts';
 import type { BusMessage } from '../../src/realtime/bus.ts';
+import { PresenceDiffFold } from '../../src/realtime/presence.ts';
 
 // The re-authorization gate of src/realtime/access.ts: database messages wait while a socket's
 // access is re-checked and are delivered in order only if access survived.
@@ -88,6 +89,67 @@ describe('AccessGate', () => {
     expect(failures.map((e) => (e as Error).message)).toEqual(['still down']);
     gate.deliver(() => got.push(2));
     expect(got).toEqual([]);
+  });
+});
+
+describe('what a re-check holds is bounded', () => {
+  it('keeps every database message, the newest droppable frames within the limits, and one entry per slot, in arrival order', async () => {
+    const m = manualCheck();
+    const got: string[] = [];
+    const dropped: number[] = [];
+    const gate = new AccessGate(m.check, () => {}, { held: { maxDroppable: 3, maxDroppableBytes: 100 }, onDropped: (n) => dropped.push(n) });
+    gate.recheck();
+    gate.deliver(() => got.push('db1'));
+    for (let i = 1; i <= 1000; i++) gate.deliverDroppable(() => got.push(`b${i}`), 10);
+    gate.deliverLatest('presence', () => got.push('p1'));
+    gate.deliver(() => got.push('db2'));
+    gate.deliverDroppable(() => got.push('big'), 60); // with b1000: 70 bytes, but 3 frames at most
+    gate.deliverLatest('presence', () => got.push('p2'));
+    gate.deliverDroppable(() => got.push('huge'), 101); // alone over the bytes: dropped itself
+    m.answer(0, true);
+    await tick();
+    expect(dropped).toEqual([999]);
+    expect(got).toEqual(['db1', 'b999', 'b1000', 'p2', 'db2', 'big']);
+  });
+
+  it('database messages past maxKept or maxKeptBytes: the gate gives up at once (onOverflow), delivers nothing held or later, and ignores the check\'s answer', async () => {
+    const message = (bytes: number): BusMessage => ({
+      id: '1', topic: 'canvas:c', event: 'block_op', extension: 'broadcast', private: true, payload: {}, payloadJson: 'é'.repeat(bytes / 2),
+    });
+    // each message: its payload's UTF-8 bytes + event (8) + topic (8)
+    for (const [limits, sizes, overAt] of [
+      [{ maxKept: 3 }, [10, 10, 10, 10], 3],
+      [{ maxKeptBytes: 100 }, [40, 40, 40], 1], // 56 + 56 > 100
+    ] as const) {
+      const m = manualCheck();
+      const got: number[] = [];
+      let overflows = 0;
+      const gate = new AccessGate(m.check, () => {}, { held: limits, onOverflow: () => overflows++ });
+      gate.recheck();
+      for (const [i, bytes] of sizes.entries()) {
+        gate.deliver(() => got.push(i), message(bytes));
+        expect(overflows).toBe(i >= overAt ? 1 : 0);
+      }
+      expect(gate.holding).toBe(false);
+      m.answer(0, true);
+      await tick();
+      gate.deliver(() => got.push(99));
+      gate.recheck();
+      expect(got).toEqual([]);
+      expect(m.calls()).toBe(1);
+      expect(overflows).toBe(1);
+    }
+  });
+
+  it('folds presence diffs into their net effect', () => {
+    const meta = (ref: string, name: string) => ({ phx_ref: ref, name });
+    const fold = new PresenceDiffFold();
+    fold.add({ joins: { a: { metas: [meta('2', 'a2')] } }, leaves: { a: { metas: [meta('1', 'a1')] } } });
+    fold.add({ joins: { a: { metas: [meta('3', 'a3')] } }, leaves: { a: { metas: [meta('2', 'a2')] } } });
+    fold.add({ joins: { b: { metas: [meta('4', 'b4')] } }, leaves: {} });
+    fold.add({ joins: {}, leaves: { b: { metas: [meta('4', 'b4')] } } });
+    expect(fold.take()).toEqual({ joins: { a: { metas: [meta('3', 'a3')] } }, leaves: { a: { metas: [meta('1', 'a1')] } } });
+    expect(fold.take()).toBeNull();
   });
 });
 

@@ -1,10 +1,11 @@
 // docs/self-hosting.md's environment reference against src/config.ts's EnvSchema: every variable
 // the schema reads has a row, every schema-backed row names a real variable, and each documented
-// default is the schema's (multi-line defaults: each line appears in the cell).
+// default is the schema's (multi-line defaults: each line appears in the cell); it says a blank
+// value counts as unset, and names each variable for which it is a value instead.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { describe, expect, it } from 'vitest';
-import { EnvSchema } from '../../src/config.ts';
+import { EMPTY_IS_A_VALUE, EnvSchema } from '../../src/config.ts';
 import { ROLES } from '../../src/roles.ts';
 
 const doc = readFileSync(new URL('../../docs/self-hosting.md', import.meta.url), 'utf8');
@@ -36,6 +37,13 @@ describe('docs/self-hosting.md environment reference', () => {
       }
       for (const line of String(value).split('\n')) expect(cell, key).toContain(`\`${line}\``);
     }
+  });
+
+  it('says a blank value counts as unset, except for the variables that take it as a value', () => {
+    const intro = section.slice(0, section.indexOf('| variable |'));
+    expect(intro).toMatch(/A blank value \(`NAME=` in an env file[^)]*\) counts as\s+unset/);
+    expect(EMPTY_IS_A_VALUE.length).toBeGreaterThan(0);
+    for (const key of EMPTY_IS_A_VALUE) expect(intro, key).toMatch(new RegExp(`exceptions? (is|are) [^.]*\`${key}\``));
   });
 
   it('lists the process roles the entry point accepts', () => {

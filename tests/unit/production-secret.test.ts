@@ -17,9 +17,9 @@ describe('production JWT secret', () => {
     await expect(verify(forged, HTTP_USER_POLICY)).rejects.toMatchObject({ code: 'invalid_token', message: expect.stringContaining('no JWT_SECRET') });
   });
 
-  it('the shipped env file (JWT_SECRET= empty) is refused naming the variable and where it is explained', () => {
+  it('the shipped env file (JWT_SECRET= empty: unset) is refused naming the variable, what to set and where it is explained', () => {
     expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: '' }))
-      .toThrow(/^invalid environment: JWT_SECRET: .*32 characters.*docs\/self-hosting\.md, "Environment reference"/);
+      .toThrow(/^invalid environment: JWT_SECRET: must be set in production \(it is empty\): .*32 characters.*docs\/self-hosting\.md, "Environment reference"/);
   });
 
   it('refuses to start with the published development secret', () => {

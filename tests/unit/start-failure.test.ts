@@ -31,6 +31,17 @@ describe('startFailureAdvice', () => {
   });
 });
 
+describe('startFailureAdvice for potentia_app\'s missing grants', () => {
+  it('has the owner run sql/security/app_role.sql, through the owner\'s URL: not DIRECT_DATABASE_URL, which names the login role lacking them', () => {
+    // the shipped env file's DIRECT_DATABASE_URL is potentia_runtime (deploy/systemd/potentia.env.example);
+    // the owner is reached through OWNER_URL, given on the command line (docs/self-hosting.md, "Database")
+    const text = startFailureAdvice({ code: 'app_role_grants_missing', message: '' },
+      { databaseUrl: 'postgres://potentia_runtime:pw@db:6432/potentia', directDatabaseUrl: 'postgres://potentia_runtime:pw@db:5432/potentia' });
+    expect(text).toContain('run psql "$OWNER_URL" -f sql/security/app_role.sql once');
+    expect(text).not.toContain('psql "$DIRECT_DATABASE_URL"');
+  });
+});
+
 describe('postgresLabel (upgrade:v1 names its databases with it)', () => {
   it('shows host and database, never the password, however the password is written', () => {
     expect(postgresLabel('postgres://u:secret@db.example:6543/app')).toBe('postgres db.example:6543/app');

@@ -173,7 +173,7 @@ export interface components {
         retry_after?: number;
         /** @description rate_limited: the limit of the window */
         limit?: number;
-        /** @description a failed batch (ops[]): the index of the op at fault; nothing of the batch was applied */
+        /** @description a batch (ops[]) refused for one op: its index, whichever check refused it (the body shape and input policy: field ops.N.…; the database: field within the op); nothing of the batch was applied */
         failed_index?: number;
         block?: components["schemas"]["Block"];
         /** @description conflict, rebase_required: its current version (resend with base_version = version) */
@@ -853,7 +853,7 @@ export interface operations {
           "application/json": components["schemas"]["SearchResult"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -952,7 +952,7 @@ export interface operations {
           "application/json": components["schemas"]["FileUpload"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1035,7 +1035,7 @@ export interface operations {
           "application/json": components["schemas"]["FileCompleted"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1124,7 +1124,7 @@ export interface operations {
           "application/json": components["schemas"]["FileDownload"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1217,7 +1217,7 @@ export interface operations {
           "application/json": components["schemas"]["MutationResult"] | components["schemas"]["BatchResult"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1315,7 +1315,7 @@ export interface operations {
           "application/json": components["schemas"]["PresenceResult"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1400,7 +1400,7 @@ export interface operations {
           "application/json": components["schemas"]["Snapshot"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1482,7 +1482,7 @@ export interface operations {
           "application/json": components["schemas"]["LeaveResult"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1564,7 +1564,7 @@ export interface operations {
           "application/json": components["schemas"]["Snapshot"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1644,7 +1644,7 @@ export interface operations {
       204: {
         content: never;
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1736,7 +1736,7 @@ export interface operations {
           "application/json": components["schemas"]["Canvas"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1822,7 +1822,7 @@ export interface operations {
           "application/json": components["schemas"]["BlockPage"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1905,7 +1905,7 @@ export interface operations {
           "application/json": components["schemas"]["Block"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -1982,7 +1982,7 @@ export interface operations {
           "application/json": components["schemas"]["CanvasList"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2071,7 +2071,7 @@ export interface operations {
           "application/json": components["schemas"]["CanvasCreated"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2153,7 +2153,7 @@ export interface operations {
           "application/json": components["schemas"]["Permissions"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2237,7 +2237,7 @@ export interface operations {
           "application/json": components["schemas"]["TokenPair"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2326,7 +2326,7 @@ export interface operations {
           "application/json": components["schemas"]["SearchResult"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2403,7 +2403,7 @@ export interface operations {
           "application/json": components["schemas"]["WorkspaceList"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2488,7 +2488,7 @@ export interface operations {
           "application/json": components["schemas"]["Workspace"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2578,7 +2578,7 @@ export interface operations {
           "application/json": components["schemas"]["Workspace"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2660,7 +2660,7 @@ export interface operations {
           "application/json": components["schemas"]["MemberList"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2754,7 +2754,7 @@ export interface operations {
           "application/json": components["schemas"]["AddMemberResult"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2841,7 +2841,7 @@ export interface operations {
       204: {
         content: never;
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -2931,7 +2931,7 @@ export interface operations {
           "application/json": components["schemas"]["Member"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -3013,7 +3013,7 @@ export interface operations {
           "application/json": components["schemas"]["CanvasList"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -3095,7 +3095,7 @@ export interface operations {
           "application/json": components["schemas"]["InviteList"];
         };
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];
@@ -3176,7 +3176,7 @@ export interface operations {
       204: {
         content: never;
       };
-      /** @description invalid_input: names the `field` */
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
       400: {
         content: {
           "application/json": components["schemas"]["Error"];

@@ -2,6 +2,10 @@ import type { AccessMessage, AckMessage, ConflictMessage, DeltaMessage, HelloMes
 import { AccessLostError, PotentiaError } from './errors.ts';
 import { textIn, TextOtClient, type TextLoss, type TextOp, type TextReceipt, type TextSend } from './text-ot.ts';
 import { encodeJson, MESSAGE_MAX_DEPTH } from './json-value.ts';
+import { MessagePacer } from './pacing.ts';
+import { defaultReconnectDelayMs, fullJitterMs } from './backoff.ts';
+
+export { defaultReconnectDelayMs } from './backoff.ts';
 
 /**
  * A typed client for H1 (`/ws/canvas/{id}`): joins a canvas (snapshot, then resume, then live),
@@ -39,8 +43,8 @@ export type WebSocketLike = {
    */
   terminate?(): void;
   onopen: SocketHandler<unknown> | null;
-  /** `code` is the WebSocket close code (4403 / 4404: access lost, see protocol.ts). */
-  onclose: SocketHandler<{ code?: number }> | null;
+  /** `code` is the WebSocket close code (4403 / 4404: access lost; 4429: too many frames, see protocol.ts). */
+  onclose: SocketHandler<{ code?: number; reason?: string }> | null;
   /** `data` is one frame's text. */
   onmessage: SocketHandler<{ data: unknown }> | null;
   onerror: SocketHandler<unknown> | null;
@@ -94,9 +98,15 @@ export type CanvasSyncOptions = {
   WebSocket: WebSocketConstructor;
   /**
    * Delay before reconnect attempt `attempt` (0 for the first after a loss; the count restarts
-   * once the client is live again). Default: `defaultReconnectDelayMs`.
+   * once the client is live again). Default: `defaultReconnectDelayMs` (backoff.ts), with `random`.
    */
   reconnectDelayMs?: (attempt: number) => number;
+  /**
+   * Uniform random numbers in [0, 1) for the jitter of the default reconnect delay and of a
+   * refused resume sent again (the server's retry_after_ms plus a random point of the backoff's
+   * step). Default Math.random; a seeded source makes the delays reproducible (tests, simulations).
+   */
+  random?: () => number;
   /**
    * A connection attempt not live (`resumed` received) this long after it began (token(),
    * connect, replay) is given up and retried: a socket that opens but stalls is dropped. Default 10 000.
@@ -109,9 +119,11 @@ export type CanvasSyncOptions = {
    */
   heartbeatMs?: number;
   /**
-   * Mutations sent per second and socket at most (bursts up to the same number): the server's
-   * per-socket limit (10 by default), so that a backlog resent after a reconnect is paced rather
+   * Messages sent per second and socket at most (bursts up to the same number): the server's
+   * per-socket limit (10 by default), which counts every message (`resume`, `mutate`, `presence`,
+   * `ping`; not the resume of the URL), so that a backlog resent after a reconnect is paced rather
    * than answered with `rate_limited` frames (which are still handled: the op is resent later).
+   * The pacing mirrors the server's bucket (pacing.ts).
    */
   messagesPerSecond?: number;
   onChange?: (blocks: ReadonlyMap<string, Block>, delta: DeltaMessage | null) => void;
@@ -134,8 +146,14 @@ const CLOSED = 3;
 /** Close codes of a socket whose user lost access (h1-protocol.ts): reconnecting would be refused. */
 const CLOSE_FORBIDDEN = 4403;
 const CLOSE_NOT_FOUND = 4404;
-const RECONNECT_BASE_MS = 250;
-const RECONNECT_CAP_MS = 5000;
+/** Close code of a socket that sent frames faster than the server's bound (h1-protocol.ts H1_CLOSE_FRAME_RATE). */
+const CLOSE_FRAME_RATE = 4429;
+/**
+ * The backoff step a reconnect after a 4429 close starts from: the cap (2.5 to 5 s with the
+ * default), however live the closed socket was, so a client that keeps flooding reconnects once
+ * every few seconds rather than as soon as it can.
+ */
+const FRAME_RATE_ATTEMPT = 5;
 /** How long a replaced socket may take to report `close` before the next one is made anyway. */
 const RETIRE_WAIT_MS = 5000;
 /** Resend delay after an `internal`/`unavailable` error that carries no `retry_after_ms`. */
@@ -148,15 +166,6 @@ const resendDelay = (ms: number | undefined): number =>
   typeof ms === 'number' && Number.isFinite(ms) && ms > 0 ? Math.min(ms, 60_000) : RESEND_DEFAULT_MS;
 
 /**
- * The default backoff: exponential from 250 ms, capped at 5 s, with "equal jitter" (a random
- * point in the upper half of the step) so that clients cut off together do not come back together.
- */
-export function defaultReconnectDelayMs(attempt: number): number {
-  const step = Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** Math.min(Math.max(attempt, 0), 16));
-  return step / 2 + Math.random() * (step / 2);
-}
-
-/**
  * The server ended the socket because the user lost access to the canvas (`forbidden`: removed
  * from it; `not_found`: the canvas was deleted). The client stops as after close(); it is passed
  * to `onError` and rejects waiting join()/ready() calls. The same class as AccessLostError.
@@ -167,7 +176,7 @@ export type CanvasAccessLostError = AccessLostError;
 
 type Pending = { id: string; frame: string; resolvers: Array<(o: MutationOutcome) => void>; sent: boolean };
 type Timer = ReturnType<typeof setTimeout>;
-type TimerName = 'reconnectTimer' | 'resumeTimer' | 'heartbeatTimer' | 'resendTimer' | 'retireTimer';
+type TimerName = 'reconnectTimer' | 'resumeTimer' | 'heartbeatTimer' | 'resendTimer' | 'retireTimer' | 'resumeRetryTimer';
 
 /**
  * The H1 sync engine of one canvas (see the top of this file). `blocks` is the server's state as of
@@ -199,17 +208,26 @@ export class CanvasSync {
   private lastFrameAt = 0;
   private lastSentAt = 0;
   private pingSentAt = 0;
-  /** Client-side token bucket mirroring the server's per-socket one (fresh for each socket). */
-  private tokens = 0;
-  private tokensAt = 0;
+  /** The mirror of the server's per-socket message bucket (pacing.ts): every message sent takes a token (fresh for each socket). */
+  private pacer = new MessagePacer(10);
+  /** A `resume` message is to go out on the current socket: the first of a join, a gap's, a refused one's again. Sent first by flush(). */
+  private resumeDue = false;
   private reconnectTimer: Timer | null = null;
   private resumeTimer: Timer | null = null;
   private heartbeatTimer: Timer | null = null;
   private resendTimer: Timer | null = null;
+  /** A resume the server dropped (`rate_limited`), asked again on the same socket after its delay. */
+  private resumeRetryTimer: Timer | null = null;
+  /** Resumes sent again on the current socket since it was last answered `resumed` (their jitter's backoff step). */
+  private resumeRetries = 0;
+  /** The jitter's random source (option `random`; read at each draw). */
+  private readonly random = (): number => (this.opts.random ?? Math.random)();
   /** No mutation is sent before this (Date.now() ms): the user's mutation limit said "not now" (backOff). */
   private holdMutationsUntil = 0;
   /** Nothing is sent by flush() before this: the socket's message limit, or a fault, said "not now" (backOff). */
   private holdAllUntil = 0;
+  /** Shared "not now" holds in a row since an op was last answered (the jitter's backoff step: backOff). */
+  private sharedHolds = 0;
   private retireTimer: Timer | null = null;
   private readonly pending = new Map<string, Pending>();
   /** Text OT state per block and content key (made by the first editText of that text). */
@@ -441,7 +459,7 @@ export class CanvasSync {
     if (this.closed) return;
     this.closed = true;
     this.live = false;
-    for (const t of ['reconnectTimer', 'resumeTimer', 'heartbeatTimer', 'resendTimer', 'retireTimer'] as const) this.clearTimer(t);
+    for (const t of ['reconnectTimer', 'resumeTimer', 'heartbeatTimer', 'resendTimer', 'retireTimer', 'resumeRetryTimer'] as const) this.clearTimer(t);
     const ws = this.ws;
     this.ws = null;
     if (ws) this.retire(ws, ws.readyState === OPEN ? 'graceful' : 'now');
@@ -517,13 +535,13 @@ export class CanvasSync {
     this.ws = ws;
     this.live = false;
     this.lastFrameAt = Date.now();
-    this.tokens = this.rate();
-    this.tokensAt = Date.now();
+    this.pacer = new MessagePacer(this.rate());
+    this.resumeDue = false;
+    this.resumeRetries = 0;
     ws.onopen = () => {
       // with since_seq in the URL the server resumes by itself; the first join asks for the snapshot
       if (this.ws !== ws || this.hasSnapshot) return;
-      this.takeToken();
-      this.sendOn(ws, JSON.stringify({ type: 'resume', since_seq: 0, snapshot: true }));
+      this.sendResume();
     };
     ws.onmessage = (ev) => {
       if (this.ws === ws) this.onFrame(ws, ev?.data);
@@ -533,8 +551,54 @@ export class CanvasSync {
       const code = ev?.code;
       if (code === CLOSE_FORBIDDEN) this.accessLost(ws, 'forbidden', 'you no longer have access to this canvas');
       else if (code === CLOSE_NOT_FOUND) this.accessLost(ws, 'not_found', 'this canvas was deleted');
+      else if (code === CLOSE_FRAME_RATE) this.frameRateClosed(ws, ev?.reason);
       else this.lost(ws);
     };
+  }
+
+  /**
+   * The resume that (re)starts the stream: from the last canvas_seq applied, or, before the first
+   * snapshot, from a snapshot.
+   */
+  private resumeFrame(): string {
+    return JSON.stringify(this.hasSnapshot ? { type: 'resume', since_canvas_seq: this.canvasSeq } : { type: 'resume', since_seq: 0, snapshot: true });
+  }
+
+  /**
+   * The server closed the socket for sending frames faster than its bound (4429): more than this
+   * client sends with its default pacing (messagesPerSecond above the server's?). Reported, and
+   * reconnected as after any loss, but from the backoff's cap: reconnecting at once, a client that
+   * floods again would be closed again, over and over.
+   */
+  private frameRateClosed(ws: WebSocketLike, reason: unknown): void {
+    if (this.ws !== ws) return;
+    this.attempt = Math.max(this.attempt, FRAME_RATE_ATTEMPT);
+    this.report(new PotentiaError('rate_limited', `the server closed the socket for sending too many frames (${String(reason ?? 'FrameRateLimitReached')}): reconnecting after a backoff`));
+    this.lost(ws);
+  }
+
+  /**
+   * A resume the server dropped as `rate_limited` (the socket's message rate, or the user's
+   * snapshot limit): sent again on the same socket after the server's delay, once, however many
+   * refusals came meanwhile. The server answered, so the socket is not stalled: the time it has
+   * to become live (resumeTimeoutMs) starts again from the resend. To the server's delay a random
+   * point of the backoff's step is added (full jitter, backoff.ts: up to 250 ms, then 500 ms, …
+   * for each refusal in a row): tabs refused together (a limit, a gateway restart) asked again
+   * together, at the same millisecond, and were refused together again.
+   */
+  private retryResume(ws: WebSocketLike, afterMs: number | undefined): void {
+    if (this.resumeRetryTimer) return;
+    const delay = resendDelay(afterMs) + fullJitterMs(this.resumeRetries++, this.random);
+    this.resumeRetryTimer = setTimeout(() => {
+      this.resumeRetryTimer = null;
+      if (this.ws !== ws || (this.live && !this.resyncing)) return;
+      this.clearTimer('resumeTimer');
+      this.resumeTimer = setTimeout(() => {
+        this.resumeTimer = null;
+        if (this.ws === ws && (!this.live || this.resyncing)) this.lost(ws);
+      }, this.opts.resumeTimeoutMs ?? 10_000);
+      this.sendResume();
+    }, delay);
   }
 
   /** The one place a socket is given up: only the current socket counts, so this runs once per loss. */
@@ -543,7 +607,8 @@ export class CanvasSync {
     this.ws = null;
     this.live = false;
     this.resyncing = false; // the next socket resumes from canvasSeq anyway
-    for (const t of ['resumeTimer', 'heartbeatTimer', 'resendTimer'] as const) this.clearTimer(t);
+    this.resumeDue = false;
+    for (const t of ['resumeTimer', 'heartbeatTimer', 'resendTimer', 'resumeRetryTimer'] as const) this.clearTimer(t);
     for (const p of this.pending.values()) p.sent = false; // resent once live again
     this.presenceDue = this.presenceFrame !== null; // the server announced our leave: say it again
     this.retire(ws, 'now');
@@ -592,7 +657,7 @@ export class CanvasSync {
   private scheduleReconnect(): void {
     if (this.closed || this.reconnectTimer) return;
     const attempt = this.attempt++;
-    let delay = (this.opts.reconnectDelayMs ?? defaultReconnectDelayMs)(attempt);
+    let delay = this.opts.reconnectDelayMs ? this.opts.reconnectDelayMs(attempt) : defaultReconnectDelayMs(attempt, this.random);
     if (!Number.isFinite(delay) || delay < 0) delay = 0;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
@@ -624,23 +689,45 @@ export class CanvasSync {
     return Number.isFinite(r) && r > 0 ? r : 10;
   }
 
-  /** Takes a send token: 0 when allowed, else the milliseconds until one is available. */
-  private takeToken(): number {
-    const now = Date.now();
-    const rate = this.rate();
-    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) / 1000) * rate);
-    this.tokensAt = now;
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil(((1 - this.tokens) / rate) * 1000);
+  /**
+   * Sends one message on `ws` if the pacer has a token for it (the server takes one for every
+   * message: pacing.ts): 0 when sent, else the milliseconds until a token (nothing sent); null when
+   * `ws` cannot send (not the current socket, not open, or it failed: lost). Every message goes
+   * through here, so the mirror counts each one the server counts.
+   */
+  private sendPaced(ws: WebSocketLike, frame: string): number | null {
+    if (this.ws !== ws || ws.readyState !== OPEN) return null;
+    const wait = this.pacer.take();
+    if (wait > 0) return wait;
+    return this.sendOn(ws, frame) ? 0 : null;
   }
 
-  /** Sends unsent pending mutations, then a due presence, paced by the token bucket, if live and not backing off after a rate limit. */
+  /**
+   * A resume is to go out on the current socket: first of all that waits for a token, so paced
+   * mutations cannot take every token before it (a gap's resume, sent without a token, was refused
+   * again and again while a backlog drained).
+   */
+  private sendResume(): void {
+    this.resumeDue = true;
+    this.clearTimer('resendTimer'); // a pass scheduled for a hold (up to a minute) would hold the resume too
+    this.flush();
+  }
+
+  /**
+   * Sends, paced (sendPaced), a due resume (while joining too), then, if live and not backing off
+   * after a "not now", unsent pending mutations, then a due presence.
+   */
   private flush(): void {
     const ws = this.ws;
-    if (!this.live || !ws || this.resendTimer) return;
+    if (!ws || this.resendTimer) return;
+    if (this.resumeDue) {
+      // not held by backOff: the server's delay for a refused resume is retryResume's; the pacer paces it
+      const sent = this.sendPaced(ws, this.resumeFrame());
+      if (sent === null) return;
+      if (sent > 0) return this.scheduleResend(sent);
+      this.resumeDue = false;
+    }
+    if (!this.live) return;
     const now = Date.now();
     if (this.holdAllUntil > now) return this.scheduleResend(this.holdAllUntil - now);
     const heldMutations = this.holdMutationsUntil - now;
@@ -651,15 +738,16 @@ export class CanvasSync {
         unsent = true;
         break;
       }
-      const wait = this.takeToken();
-      if (wait > 0) return this.scheduleResend(wait);
-      if (!this.sendOn(ws, p.frame)) return;
+      const sent = this.sendPaced(ws, p.frame);
+      if (sent === null) return;
+      if (sent > 0) return this.scheduleResend(sent);
       p.sent = true;
     }
     if (this.presenceDue && this.presenceFrame) {
-      const wait = this.takeToken();
-      if (wait > 0) return this.scheduleResend(wait);
-      if (this.sendOn(ws, this.presenceFrame)) this.presenceDue = false;
+      const sent = this.sendPaced(ws, this.presenceFrame);
+      if (sent === null) return;
+      if (sent > 0) return this.scheduleResend(sent);
+      this.presenceDue = false;
     }
     if (unsent) this.scheduleResend(heldMutations);
   }
@@ -678,9 +766,17 @@ export class CanvasSync {
    * mutation limit (presence goes on), `all` after the socket's message limit or a fault. A
    * sooner resend pass (pacing) is pushed back to it, and a reconnect meanwhile sends nothing held
    * before it either (the hold outlives the socket), so nothing goes out early only to be refused again.
+   * `shared`: the refusal came to others at the same moment too (the user's limit, counted over
+   * all their tabs; a fault of the server or its database, for every client), so a new hold adds
+   * full jitter of the backoff's step (backoff.ts), the step doubling with each such hold in a row
+   * until an op is answered: before, every tab or client resent at the same millisecond when the
+   * server's delay ended, and was refused together again. The socket's own message limit is not
+   * shared (its bucket is the pacer's mirror) and waits the server's delay alone.
    */
-  private backOff(ms: number | undefined, what: 'mutations' | 'all'): void {
-    const until = Date.now() + resendDelay(ms);
+  private backOff(ms: number | undefined, what: 'mutations' | 'all', shared = false): void {
+    const now = Date.now();
+    const holding = (what === 'all' ? this.holdAllUntil : this.holdMutationsUntil) > now;
+    const until = now + resendDelay(ms) + (shared && !holding ? fullJitterMs(this.sharedHolds++, this.random) : 0);
     if (what === 'all') this.holdAllUntil = Math.max(this.holdAllUntil, until);
     else this.holdMutationsUntil = Math.max(this.holdMutationsUntil, until);
     this.clearTimer('resendTimer');
@@ -699,9 +795,9 @@ export class CanvasSync {
       if (now - this.lastFrameAt >= 2 * every) return this.lost(ws);
       // one ping per silence (either side: a server may close a socket that sends nothing)
       const quiet = now - this.lastFrameAt >= every || now - this.lastSentAt >= every;
-      if (quiet && this.pingSentAt <= this.lastFrameAt && this.takeToken() === 0) {
+      // a ping is a message too (paced); none while a resume waits for its token
+      if (quiet && this.pingSentAt <= this.lastFrameAt && !this.resumeDue && this.sendPaced(ws, '{"type":"ping"}') === 0) {
         this.pingSentAt = now;
-        this.sendOn(ws, '{"type":"ping"}');
       }
       this.heartbeatTimer = setTimeout(tick, every / 4);
     };
@@ -778,6 +874,7 @@ export class CanvasSync {
         if (m.client_op_id) this.issued.delete(m.client_op_id);
         return;
       case 'resumed':
+        this.resumeRetries = 0;
         if (this.resyncing) {
           this.resyncing = false;
           if (this.live) return this.clearTimer('resumeTimer');
@@ -797,12 +894,13 @@ export class CanvasSync {
           // "not now" (the user's mutation limit, docs/limits.md): sent again after the server's delay
           const after = m.error.retry_after;
           p.sent = false;
-          return this.backOff(typeof after === 'number' && after > 0 ? after * 1000 : undefined, 'mutations');
+          return this.backOff(typeof after === 'number' && after > 0 ? after * 1000 : undefined, 'mutations', true);
         }
         return this.settle(m.client_op_id, m);
       }
       case 'ack':
       case 'conflict':
+        this.sharedHolds = 0;
         this.settle(m.client_op_id, m);
         return;
       case 'error':
@@ -823,8 +921,7 @@ export class CanvasSync {
   private resync(ws: WebSocketLike): void {
     if (this.resyncing) return; // later deltas past the gap wait for the same replay
     this.resyncing = true;
-    this.takeToken();
-    this.sendOn(ws, JSON.stringify({ type: 'resume', since_canvas_seq: this.canvasSeq }));
+    this.sendResume(); // resumeFrame(): since canvasSeq, the last applied
     if (this.live && !this.resumeTimer) {
       this.resumeTimer = setTimeout(() => {
         this.resumeTimer = null;
@@ -841,7 +938,7 @@ export class CanvasSync {
       if (!p) return;
       if (retryLater) {
         p.sent = false;
-        this.backOff(m.retry_after_ms, 'all');
+        this.backOff(m.retry_after_ms, 'all', code !== 'rate_limited');
       } else {
         // refused for good (read-only token or role, a malformed op, or a code this client does not know)
         const error = code === 'read_only' ? 'forbidden' : code === 'invalid_message' ? 'invalid_input' : code;
@@ -854,11 +951,14 @@ export class CanvasSync {
       // flight (safe: a repeated client_op_id is answered with its original result)
       for (const p of this.pending.values()) p.sent = false;
       this.presenceDue = this.presenceFrame !== null;
-      this.backOff(m.retry_after_ms, 'all');
+      this.backOff(m.retry_after_ms, 'all', true);
     } else if (code === 'rate_limited') {
       // a message without client_op_id was dropped (a presence, a ping or a resume): the presence may have been it
       this.presenceDue = this.presenceFrame !== null;
       this.backOff(m.retry_after_ms, 'all');
+      // and while a resume is unanswered, it may have been: the server starts no stream for it
+      // until one is accepted (a second one, if the first was not dropped, only replays again)
+      if (!this.live || this.resyncing) this.retryResume(ws, m.retry_after_ms);
     }
   }
 }

@@ -90,8 +90,8 @@ export type CanvasDeps = {
   token: () => Promise<string>;
   /** Asks the server whether the user may see the canvas (HTTP): rejects with AccessLostError, PotentiaError, or a network error. */
   checkAccess: () => Promise<{ can_write: boolean }>;
-  /** Extra CanvasSync options (reconnect timing, heartbeat). */
-  sync?: Partial<Pick<CanvasSyncOptions, 'reconnectDelayMs' | 'resumeTimeoutMs' | 'heartbeatMs' | 'messagesPerSecond'>>;
+  /** Extra CanvasSync options (reconnect timing, heartbeat, pacing, the jitter's random source). */
+  sync?: Partial<Pick<CanvasSyncOptions, 'reconnectDelayMs' | 'resumeTimeoutMs' | 'heartbeatMs' | 'messagesPerSecond' | 'random'>>;
   onClose?: (canvas: Canvas) => void;
 };
 

@@ -102,7 +102,9 @@ export type PresenceEvent = { type: 'presence'; user_id: string; cursor: unknown
  * what is wrong). `invalid_input`: refused by the input policy (an unpaired surrogate or NUL in
  * any string or key, nesting deeper than 64) or by the database (e.g. a cursor over 1 KB); `field`
  * names it when known; resending the same message fails the same way.
- * `read_only`: this socket may not write. `rate_limited`: dropped, resend after `retry_after_ms`.
+ * `read_only`: this socket may not write. `rate_limited`: dropped, resend after `retry_after_ms`
+ * (a `resume` too: over the socket's message rate, or, when it needs a snapshot, over the user's
+ * snapshot limit across sockets and HTTP; nothing is streamed until a resume is accepted).
  * `forbidden` / `not_found`: access to the canvas was lost (the socket closes next, 4403 / 4404).
  * `unauthorized`: the socket's access token expired (the socket closes next, 4401): reconnect with
  * a fresh token (CanvasSync does, asking its token() again).
@@ -110,6 +112,8 @@ export type PresenceEvent = { type: 'presence'; user_id: string; cursor: unknown
  * while handling it; resend after `retry_after_ms` (a mutate with the same client_op_id is applied
  * at most once). `internal` is a server fault, never the client's input.
  * Text frames that are not valid UTF-8 never get here: the WebSocket layer closes with 1007.
+ * A socket sending frames far faster than the message rate (120 per second, bursts of 500) is not
+ * answered frame by frame but closed, 4429 `FrameRateLimitReached`: reconnect after a backoff.
  */
 export type ErrorMessage = {
   type: 'error';

@@ -1,0 +1,82 @@
+import { z } from 'zod';
+import { withoutPassword } from './url-redaction.ts';
+
+/**
+ * Reading environment variables the way operators set them. An env file line `NAME=` (systemd's
+ * EnvironmentFile, docker's --env-file, `docker run -e NAME=`) or a template that left a value
+ * blank gives the process NAME set to '' (or spaces), which means "not set", not "set to
+ * nothing": read as a value it failed as one (`Invalid URL` for DIRECT_DATABASE_URL=), or, worse,
+ * passed as one (`PORT=` coerced to 0: a random port; `WORKER_SHUTDOWN_TIMEOUT_MS=` to 0). So
+ * blank values are dropped before anything reads them, and a value that does not parse is
+ * reported with its variable, the form it takes and what was given.
+ */
+
+/**
+ * `env` without its blank values ('' or white space only): they count as unset, so a default
+ * applies and a required variable is reported missing. `emptyIsValue` names the variables for
+ * which '' is a documented value of its own (WORKER_CRONTAB='': no crontab); they keep theirs.
+ */
+export function presentValues(env: Record<string, string | undefined>, emptyIsValue: readonly string[] = []): Record<string, string> {
+  const present: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined) continue;
+    if (value.trim() === '' && !emptyIsValue.includes(name)) continue;
+    present[name] = value;
+  }
+  return present;
+}
+
+/** A whole number from `min` (to `max`), given in decimal; every way it can fail says the range. */
+export function envInteger(min: number, max?: number) {
+  const error = `expected a whole number ${max === undefined ? `of at least ${min}` : `from ${min} to ${max}`}`;
+  const atLeast = z.coerce.number({ error }).int({ error }).min(min, { error });
+  return max === undefined ? atLeast : atLeast.max(max, { error });
+}
+
+const URL_FORMS = {
+  postgres: { protocol: /^postgres(ql)?$/, example: 'postgres://user:password@host:5432/database' },
+  http: { protocol: /^https?$/, example: 'https://host/path' },
+} as const;
+
+/** A URL of one kind (postgres:// or http(s)://); the error shows `example`, else the kind's own. */
+export function envUrl(kind: keyof typeof URL_FORMS, example: string = URL_FORMS[kind].example) {
+  return z.string().url({ protocol: URL_FORMS[kind].protocol, error: `expected ${kind === 'http' ? 'an http(s)' : `a ${kind}`}:// URL, e.g. ${example}` });
+}
+
+/** One of `options`, exactly as written. */
+export function envChoice<const T extends readonly [string, ...string[]]>(options: T) {
+  return z.enum(options, { error: `expected one of ${options.join(', ')}` });
+}
+
+/** An on/off switch: 1 or true, 0 or false. */
+export function envFlag() {
+  return z.enum(['0', '1', 'true', 'false'], { error: 'expected 1 or true (on), 0 or false (off)' });
+}
+
+/** Text of `min` characters at least (`what` says what it is, in the error). */
+export function envText(min: number, what?: string) {
+  return z.string().min(min, { error: `expected ${what ? `${what}, ` : ''}${min} character${min === 1 ? '' : 's'} at least` });
+}
+
+/**
+ * The issues of a failed parse of `env` as one line: `NAME: expected … (got …)` each, once per
+ * variable and message. What was given is shown so that a stray quote or a typo is seen, except
+ * for `secrets` (their length only) and URLs (without their password).
+ */
+export function envProblems(issues: readonly z.core.$ZodIssue[], env: Record<string, string | undefined>, secrets: readonly string[] = []): string {
+  const lines = new Set<string>();
+  for (const issue of issues) {
+    const name = issue.path.join('.');
+    const value = env[name];
+    let given = '';
+    if (value !== undefined) {
+      if (secrets.includes(name)) given = ` (got ${value.length} character${value.length === 1 ? '' : 's'})`;
+      else if (issue.code === 'invalid_format' && issue.format === 'url' && value.includes('@')) {
+        // user:password@host: the password is what withoutPassword finds after the scheme
+        given = value.includes('://') ? ` (got ${JSON.stringify(withoutPassword(value))})` : ` (got ${value.length} characters, no scheme://)`;
+      } else given = ` (got ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value)})`;
+    }
+    lines.add(`${name}: ${issue.message}${given}`);
+  }
+  return [...lines].join('; ');
+}

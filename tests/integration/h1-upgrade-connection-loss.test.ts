@@ -1,0 +1,75 @@
+// An H1 upgrade (GET /ws/canvas/{id}) checks the user's access to the canvas in the database before
+// the socket opens. A check whose connection was lost (a backend terminated, a failover, a pooler
+// restart) was answered 500 `internal` ("the WebSocket upgrade failed") and logged as an error, as
+// if the gateway were broken; the HTTP API answers the same loss 503 `unavailable` with
+// Retry-After, and so does a realtime-js join (its reply's reason). Now the upgrade is answered as
+// the HTTP API answers, and the next upgrade is served.
+import WebSocket from 'ws';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import type { Server } from '../../src/server.ts';
+import { createCanvas } from '../helpers/fixtures.ts';
+import { openH1 } from '../helpers/h1.ts';
+import { startTestServer, tokenFor } from '../helpers/http.ts';
+import { until } from '../helpers/wait.ts';
+
+const admin = postgres(testDatabaseUrl(), { max: 3, onnotice: () => {} });
+let server: Server;
+
+beforeAll(async () => {
+  server = await startTestServer({}, {}); // with the realtime gateway
+}, 90_000);
+afterAll(async () => {
+  await server?.stop();
+  await admin.end();
+});
+
+/** The refused upgrade's status, Retry-After and JSON body. */
+function refusedUpgrade(url: string): Promise<{ status: number; retryAfter: string | undefined; body: any }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.once('open', () => { ws.close(); reject(new Error('the upgrade was accepted')); });
+    ws.once('unexpected-response', (_req, res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] as string | undefined,
+        body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+    });
+    ws.once('error', () => {});
+  });
+}
+
+describe('an H1 upgrade whose access check loses its database connection', () => {
+  it('is answered 503 unavailable with Retry-After (not 500 internal); the next upgrade is served', async () => {
+    const { canvasId, users } = await createCanvas(admin, ['editor']);
+    const token = await tokenFor(server, users.editor!);
+    const locker = await admin.reserve();
+    let locked = false;
+    try {
+      // the check's first statement (its probe row in realtime.messages) waits here ...
+      await locker`begin`;
+      locked = true;
+      await locker`set local idle_in_transaction_session_timeout = '30s'`;
+      await locker`lock table realtime.messages in share row exclusive mode`;
+      const refused = refusedUpgrade(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}`);
+      // ... and its backend is terminated there
+      await until(async () => (await admin`select pg_terminate_backend(pid) from pg_stat_activity
+        where application_name = 'potentia-server' and wait_event_type = 'Lock' and query like '%authorization_probe%'`).length > 0,
+        10_000, 'the access check waiting for the table');
+      await locker`rollback`;
+      locked = false;
+      expect(await refused).toEqual({ status: 503, retryAfter: '1',
+        body: { error: { code: 'unavailable', message: expect.stringMatching(/^the database connection was lost/), retry_after: 1 } } });
+    } finally {
+      if (locked) await locker`rollback`.catch(() => {});
+      locker.release();
+    }
+    const h1 = await openH1(server.url, canvasId, token);
+    try {
+      expect(await h1.next((m) => m.type === 'hello')).toMatchObject({ canvas_id: canvasId });
+    } finally {
+      h1.ws.close();
+    }
+  });
+});

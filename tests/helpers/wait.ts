@@ -20,3 +20,13 @@ export async function awayFromWindowEdge(windowSeconds: number, marginMs = 2_000
   const left = windowMs - (Date.now() % windowMs);
   if (left < marginMs) await sleep(left + 50);
 }
+
+/**
+ * Waits for the next fixed rate-limit window of `windowSeconds` to start (and 50 ms more): a test
+ * that needs a window its own user has not used yet, after earlier tests of the same user
+ * (awayFromWindowEdge keeps the current window, which they may have filled).
+ */
+export async function freshWindow(windowSeconds: number): Promise<void> {
+  const windowMs = windowSeconds * 1000;
+  await sleep(windowMs - (Date.now() % windowMs) + 50);
+}

@@ -9,7 +9,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { addCanvas, createCanvas, mutate } from '../helpers/fixtures.ts';
 import { openH1, type H1Conn } from '../helpers/h1.ts';
 import { rateLimitRejections } from '../helpers/metrics.ts';
-import { awayFromWindowEdge, sleep, until } from '../helpers/wait.ts';
+import { awayFromWindowEdge, freshWindow, sleep, until } from '../helpers/wait.ts';
 
 // An H1 `resume` that needs a snapshot (`snapshot: true`, or a since_canvas_seq the log cannot
 // continue from) ran api.get_canvas_snapshot each time: up to 10 per second per socket (the
@@ -178,7 +178,7 @@ describe('@potentia/client joining over the snapshot limit', () => {
     const { Recording, sockets, resumes } = recording();
     const sync = new CanvasSync({ url: server.url, canvasId, token: () => token, WebSocket: Recording as any, onError: () => {} });
     try {
-      await awayFromWindowEdge(1, 900);
+      await freshWindow(1); // the tests before took this user's snapshots: a window of its own
       // another tab of the user (here over HTTP) took this second's snapshot
       expect((await fetch(`${server.url}/api/v1/canvas/${canvasId}/snapshot`, { headers: { Authorization: `Bearer ${token}` } })).status).toBe(200);
       const t0 = Date.now();

@@ -109,6 +109,17 @@ describe('@potentia/client: a refused resume is sent again after retry_after_ms 
     }
   });
 
+  it('the step stops growing at the server\'s delay (the limit\'s window): no window left unused by every tab', async () => {
+    const { syncs, sockets } = await joining(1, () => () => 0.999);
+    try {
+      const [delays] = await refuseTogether(sockets, 6);
+      // before: 250, 500, 1000, 2000, 4000, 5000 ms of jitter
+      expect(delays!.map((d) => d - RETRY_AFTER_MS)).toEqual([249, 499, 999, 999, 999, 999]);
+    } finally {
+      for (const s of syncs) s.close();
+    }
+  });
+
   it('200 tabs refused in the same millisecond (Math.random): none before retry_after_ms, spread over the whole step', async () => {
     const { syncs, sockets } = await joining(200);
     try {

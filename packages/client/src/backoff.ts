@@ -28,8 +28,9 @@ export function defaultReconnectDelayMs(attempt: number, random: () => number = 
 
 /**
  * "Full jitter": a random point of the whole step, 0 included. Added to a delay the server named
- * (retry_after_ms), which already keeps the retry from coming early.
+ * (retry_after_ms), which already keeps the retry from coming early. `capMs`: a bound on the step
+ * (ms) below the backoff's own 5 s.
  */
-export function fullJitterMs(attempt: number, random: () => number = Math.random): number {
-  return draw(random) * backoffStepMs(attempt);
+export function fullJitterMs(attempt: number, random: () => number = Math.random, capMs = CAP_MS): number {
+  return draw(random) * Math.min(backoffStepMs(attempt), capMs);
 }

@@ -2,13 +2,67 @@ import postgres from 'postgres';
 import { afterAll, beforeAll } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { createDatabase, type Database } from '../../src/db/index.ts';
-import { sleep } from './wait.ts';
+import { sleep, until } from './wait.ts';
 
 /** A pool on the migrated test database (scripts/test migrates it fresh before vitest runs). */
 export function testDatabase(max = 5): Database {
   // fixtures run long statements with no statement timeout (an HNSW build of 2,000 vectors took
   // over the server's 20 s answer bound on a loaded CI machine): no bound here
   return createDatabase(testDatabaseUrl(), { max, applicationName: 'potentia-test', answerTimeoutSeconds: 0 });
+}
+
+/** A transaction on a connection of its own: see reservedTransaction. */
+export type ReservedTransaction = {
+  /** The reserved connection, in the transaction until end() or release(). */
+  conn: postgres.ReservedSql;
+  /** Its backend's pid (for pg_blocking_pids, pg_terminate_backend). */
+  pid: number;
+  /** Resolves once some backend waits for a lock this transaction holds; throws naming `what` after 10 s. */
+  waitedFor(what: string): Promise<void>;
+  /** Commits or rolls back the transaction; the connection stays reserved until release(). */
+  end(how: 'commit' | 'rollback'): Promise<void>;
+  /** Rolls the transaction back unless end() ended it, and returns the connection to the pool; only the first call does anything. */
+  release(): Promise<void>;
+};
+
+/**
+ * A connection reserved from `sql`'s pool, in an open transaction (begun, its pid read), for a
+ * test that holds a lock or an uncommitted change while other calls run: `conn`, `pid`,
+ * `waitedFor`, `end` and `release` (ReservedTransaction). It must be released, in a `finally`:
+ * release() rolls back what end() did not end and gives the connection back. Never left open by a
+ * test that fails before that: idle_in_transaction_session_timeout is 30 s in it (an open
+ * transaction with an xid holds off every logical slot creation on the server, other databases'
+ * too).
+ */
+export async function reservedTransaction(sql: postgres.Sql): Promise<ReservedTransaction> {
+  const conn = await sql.reserve();
+  let open = false;
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    if (open) await conn`rollback`.catch(() => {});
+    open = false;
+    conn.release();
+  };
+  try {
+    await conn`begin`;
+    open = true;
+    await conn`set local idle_in_transaction_session_timeout = '30s'`;
+    const pid = (await conn<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
+    return {
+      conn, pid, release,
+      waitedFor: (what) => until(async () => (await sql`select from pg_stat_activity where ${pid}::int = any(pg_blocking_pids(pid))`).length > 0,
+        10_000, what),
+      async end(how) {
+        open = false;
+        await conn.unsafe(how);
+      },
+    };
+  } catch (err) {
+    await release();
+    throw err;
+  }
 }
 
 /**

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
-import { testDatabase } from '../helpers/db.ts';
+import { reservedTransaction, testDatabase, type ReservedTransaction } from '../helpers/db.ts';
 import { apiErrorFromDatabase } from '../../src/http/errors.ts';
 import { requestStatement } from '../../src/db/request.ts';
 import { callAs, claimsFor, createCanvas, createUser, mutate, type MutationResult } from '../helpers/fixtures.ts';
@@ -35,25 +35,16 @@ afterAll(async () => {
  * deletion lands between the mutation's role read and its write.
  */
 async function deletedWhileWriting<T>(userId: string, mutation: () => Promise<T>): Promise<T> {
-  const deleter = await db.sql.reserve();
-  let committed = false;
+  const deleter = await reservedTransaction(db.sql);
   try {
-    await deleter`begin`;
-    // never left open by a failed wait: an open transaction with an xid holds off every logical
-    // slot creation on the server (every gateway's stream, other databases' too)
-    await deleter`set local idle_in_transaction_session_timeout = '30s'`;
-    const pid = (await deleter<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
-    await deleter`delete from auth.users where id = ${userId}`;
+    await deleter.conn`delete from auth.users where id = ${userId}`;
     const running = mutation();
     running.catch(() => {}); // awaited below; a failure must not go unhandled while the wait polls
-    await until(async () => (await db.sql`select from pg_stat_activity where ${pid}::int = any(pg_blocking_pids(pid))`).length > 0,
-      10_000, 'the mutation waiting for the user row the deletion holds');
-    await deleter`commit`;
-    committed = true;
+    await deleter.waitedFor('the mutation waiting for the user row the deletion holds');
+    await deleter.end('commit');
     return await running;
   } finally {
-    if (!committed) await deleter`rollback`.catch(() => {});
-    deleter.release();
+    await deleter.release();
   }
 }
 
@@ -233,24 +224,17 @@ describe('a member deleted while being added to a workspace they created', () =>
     expect((await db.sql`select workspace_id from app.workspaces where created_by = ${creator} order by ctid`).map((r) => r.workspace_id))
       .toEqual([held, target]); // the setup moved no row
 
-    const holder = await db.sql.reserve();
+    const holder = await reservedTransaction(db.sql);
     const deleter = await db.sql.reserve();
-    let holding = false;
     try {
-      await holder`begin`;
-      holding = true;
-      await holder`set local idle_in_transaction_session_timeout = '30s'`;
-      const holderPid = (await holder<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
-      await holder`select from app.workspaces where workspace_id = ${held!} for no key update`;
+      await holder.conn`select from app.workspaces where workspace_id = ${held!} for no key update`;
       const deleterPid = (await deleter<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
       const deletion = deleter`delete from auth.users where id = ${creator}`.then(() => 'deleted', (err: { code?: string }) => `failed ${err.code}`);
-      await until(async () => (await db.sql`select from pg_stat_activity where ${holderPid}::int = any(pg_blocking_pids(pid))`).length > 0,
-        10_000, 'the deletion waiting for the held workspace, holding the user row');
+      await holder.waitedFor('the deletion waiting for the held workspace, holding the user row');
       const call = callAs(db.sql, manager, fn, args(target!, creator, email)).then((r) => r, (err: unknown) => codeOf(Promise.reject(err)));
       await until(async () => (await db.sql`select from pg_stat_activity where ${deleterPid}::int = any(pg_blocking_pids(pid))`).length > 0,
         10_000, 'the call waiting for the user row the deletion holds');
-      await holder`rollback`;
-      holding = false;
+      await holder.end('rollback');
       expect(await deletion).toBe('deleted');
       const answer = await call;
       if (typeof expected === 'string') expect(answer).toBe(expected);
@@ -258,8 +242,7 @@ describe('a member deleted while being added to a workspace they created', () =>
       expect((await db.sql`select created_by from app.workspaces where workspace_id = ${target!}`)[0]).toEqual({ created_by: null });
       expect((await db.sql`select from app.workspace_members where user_id = ${creator}`).length).toBe(0);
     } finally {
-      if (holding) await holder`rollback`.catch(() => {});
-      holder.release();
+      await holder.release();
       deleter.release();
     }
   });
@@ -288,44 +271,29 @@ describe('the caller and the member deleted by one statement while the caller ad
     const email = (await db.sql<{ email: string }[]>`select email from auth.users where id = ${member!}`)[0]!.email;
     const { workspace_id: workspaceId } = await callAs(db.sql, caller!, 'create_workspace', ['deleted together']);
 
-    const holder = await db.sql.reserve();
-    const deleter = await db.sql.reserve();
-    let holding = false;
-    let deleting = false;
+    const holder = await reservedTransaction(db.sql);
+    let deleter: ReservedTransaction | undefined;
     try {
-      await holder`begin`;
-      holding = true;
-      await holder`set local idle_in_transaction_session_timeout = '30s'`;
-      const holderPid = (await holder<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
-      await holder`select from auth.users where id = ${caller!} for key share`;
-      await deleter`begin`;
-      deleting = true;
-      await deleter`set local idle_in_transaction_session_timeout = '30s'`;
+      await holder.conn`select from auth.users where id = ${caller!} for key share`;
+      deleter = await reservedTransaction(db.sql);
       // a sequential scan, whatever the table's size: the rows are met in ctid order
-      await deleter`set local enable_indexscan = off`;
-      await deleter`set local enable_bitmapscan = off`;
-      const deleterPid = (await deleter<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
-      const deletion = deleter`delete from auth.users where id in (${caller!}, ${member!})`
+      await deleter.conn`set local enable_indexscan = off`;
+      await deleter.conn`set local enable_bitmapscan = off`;
+      const deletion = deleter.conn`delete from auth.users where id in (${caller!}, ${member!})`
         .then(() => 'deleted', (err: { code?: string }) => `failed ${err.code}`);
-      await until(async () => (await db.sql`select from pg_stat_activity where ${holderPid}::int = any(pg_blocking_pids(pid))`).length > 0,
-        10_000, 'the deletion waiting for the caller\'s row, holding the member\'s');
+      await holder.waitedFor('the deletion waiting for the caller\'s row, holding the member\'s');
       const call = codeOf(callAs(db.sql, caller!, fn, args(workspaceId, email, member!)));
-      await until(async () => (await db.sql`select from pg_stat_activity where ${deleterPid}::int = any(pg_blocking_pids(pid))`).length > 0,
-        10_000, 'the call waiting for the member\'s row the deletion holds');
-      await holder`rollback`;
-      holding = false;
+      await deleter.waitedFor('the call waiting for the member\'s row the deletion holds');
+      await holder.end('rollback');
       expect(await deletion).toBe('deleted');
-      await deleter`commit`;
-      deleting = false;
+      await deleter.end('commit');
       expect(await call).toBe(goneText);
       expect((await db.sql`select from auth.users where id in (${caller!}, ${member!})`).length).toBe(0);
       expect((await db.sql`select from app.workspace_members where workspace_id = ${workspaceId}`).length).toBe(0);
       expect((await db.sql`select from app.workspace_invites where workspace_id = ${workspaceId}`).length).toBe(0);
     } finally {
-      if (holding) await holder`rollback`.catch(() => {});
-      if (deleting) await deleter`rollback`.catch(() => {});
-      holder.release();
-      deleter.release();
+      await holder.release();
+      await deleter?.release();
     }
   });
 });
@@ -354,56 +322,41 @@ describe('a mutation by one of several users being deleted, on a block another o
     return { canvasId, blockId: made.block_id!, caller: caller!, other: other! };
   }
 
-  /** A reserved connection in an open transaction (never left open: a timeout, and rollback in `done`). */
-  async function openTransaction() {
-    const conn = await db.sql.reserve();
-    await conn`begin`;
-    await conn`set local idle_in_transaction_session_timeout = '30s'`;
-    const pid = (await conn<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
-    let open = true;
-    return {
-      conn, pid,
-      end: async (how: 'commit' | 'rollback') => { open = false; await conn.unsafe(how); },
-      done: async () => { if (open) await conn`rollback`.catch(() => {}); conn.release(); },
-    };
-  }
-  const blockedBy = (pid: number, what: string) => until(async () =>
-    (await db.sql`select from pg_stat_activity where ${pid}::int = any(pg_blocking_pids(pid))`).length > 0, 10_000, what);
   const outcome = (p: Promise<unknown>) => p.then(() => 'ok', (err: { code?: string }) => `failed ${err.code}`);
 
   it('one statement deleting both: no deadlock, the deletion finishes, and the mutation then answers unauthorized', async () => {
     const { canvasId, blockId, caller, other } = await setUp();
-    const holder = await openTransaction();
-    const deleter = await openTransaction();
+    const holder = await reservedTransaction(db.sql);
+    const deleter = await reservedTransaction(db.sql);
     try {
       // the deletion locks the caller's row, then waits for the other's, which is held
       await holder.conn`select from auth.users where id = ${other} for key share`;
       await deleter.conn`set local enable_indexscan = off`;
       await deleter.conn`set local enable_bitmapscan = off`;
       const deletion = outcome(deleter.conn`delete from auth.users where id in (${caller}, ${other})`);
-      await blockedBy(holder.pid, 'the deletion waiting for the other user\'s row, holding the caller\'s');
+      await holder.waitedFor('the deletion waiting for the other user\'s row, holding the caller\'s');
       const mutation = mutate(db.sql, caller, canvasId, { action: 'update', blockId, baseVersion: 2, patch: { content: { n: 2 } } });
       // before: the mutation held the block and then waited here, and the deletion needed the block (40P01)
-      await blockedBy(deleter.pid, 'the mutation waiting for the caller\'s row, holding nothing the deletion needs');
+      await deleter.waitedFor('the mutation waiting for the caller\'s row, holding nothing the deletion needs');
       await holder.end('rollback');
       expect(await deletion).toBe('ok');
       await deleter.end('commit');
       expect(await mutation).toMatchObject({ status: 'failed', error: gone });
       expect((await db.sql`select updated_by, version from app.blocks where block_id = ${blockId}`)[0]).toEqual({ updated_by: null, version: 2 });
     } finally {
-      await holder.done();
-      await deleter.done();
+      await holder.release();
+      await deleter.release();
     }
   });
 
   it('one user per transaction: both deletions and the mutation finish, the mutation answers unauthorized', async () => {
     const { canvasId, blockId, caller, other } = await setUp();
-    const callerDeletion = await openTransaction();
-    const otherDeletion = await openTransaction();
+    const callerDeletion = await reservedTransaction(db.sql);
+    const otherDeletion = await reservedTransaction(db.sql);
     try {
       await callerDeletion.conn`delete from auth.users where id = ${caller}`;
       const mutation = mutate(db.sql, caller, canvasId, { action: 'update', blockId, baseVersion: 2, patch: { content: { n: 2 } } });
-      await blockedBy(callerDeletion.pid, 'the mutation waiting for the caller\'s row');
+      await callerDeletion.waitedFor('the mutation waiting for the caller\'s row');
       // the other user's deletion needs the block (updated_by SET NULL), which the waiting mutation does not hold
       expect(await outcome(otherDeletion.conn`delete from auth.users where id = ${other}`)).toBe('ok');
       await otherDeletion.end('commit');
@@ -412,8 +365,8 @@ describe('a mutation by one of several users being deleted, on a block another o
       expect((await db.sql`select from auth.users where id in (${caller}, ${other})`).length).toBe(0);
       expect((await db.sql`select updated_by, version from app.blocks where block_id = ${blockId}`)[0]).toEqual({ updated_by: null, version: 2 });
     } finally {
-      await callerDeletion.done();
-      await otherDeletion.done();
+      await callerDeletion.release();
+      await otherDeletion.release();
     }
   });
 });
@@ -428,25 +381,14 @@ describe('a mutation by one of several users being deleted, on a block another o
 // transaction carrying several callers locks all of theirs first. Made deterministic: the
 // mutation waits (holding the canvas) for a block row the test holds, until the deletion waits.
 describe('a user deleted while their mutation holds the canvas they created', () => {
-  /** Holds `blockId`'s row locked (FOR UPDATE) on a connection of its own until release(). */
-  async function holdBlock(blockId: string) {
-    const conn = await db.sql.reserve();
-    await conn`begin`;
-    await conn`set local idle_in_transaction_session_timeout = '30s'`;
-    const pid = (await conn<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
-    await conn`select from app.blocks where block_id = ${blockId} for update`;
-    let held = true;
-    return {
-      pid,
-      /** A backend waits for this row now. */
-      waitedFor: () => until(async () => (await db.sql`select from pg_stat_activity where ${pid}::int = any(pg_blocking_pids(pid))`).length > 0,
-        10_000, 'a mutation waiting for the held block'),
-      async release() {
-        if (held) await conn`rollback`.catch(() => {});
-        held = false;
-        conn.release();
-      },
-    };
+  /** Holds `blockId`'s row locked (FOR UPDATE) in a transaction of its own until release(). */
+  async function holdBlock(blockId: string): Promise<ReservedTransaction> {
+    const held = await reservedTransaction(db.sql);
+    await held.conn`select from app.blocks where block_id = ${blockId} for update`.catch(async (err) => {
+      await held.release();
+      throw err;
+    });
+    return held;
   }
 
   /** Deletes `userId` on a connection of its own, once it has to wait: its outcome, 'deleted' or 'failed <sqlstate>'. */
@@ -476,7 +418,7 @@ describe('a user deleted while their mutation holds the canvas they created', ()
         method: 'POST', headers: { authorization: `Bearer ${await tokenFor(server, creator)}`, 'content-type': 'application/json' },
         body: JSON.stringify(body(x)),
       }).then(async (r) => ({ status: r.status, body: await r.json() as { status?: string } }));
-      await block.waitedFor();
+      await block.waitedFor('a mutation waiting for the held block');
       const deletion = await startDeletion(creator);
       await block.release();
       expect(await deletion.outcome).toBe('deleted');
@@ -504,11 +446,11 @@ describe('a user deleted while their mutation holds the canvas they created', ()
     try {
       // on the wire alone, holding the canvas; the next two queue behind it and go as one transaction
       const alone = op(other!, move(x, 'zx'));
-      await first.waitedFor();
+      await first.waitedFor('a mutation waiting for the held block');
       const group = [op(other!, move(y, 'zy')), op(creator!, [canvasId, null, 'create', randomUUID(), null, { type: 'text', content: {} }])];
       await first.release();
       expect(await alone).toMatchObject({ status: 'success' });
-      await second.waitedFor(); // the group's first request holds the canvas
+      await second.waitedFor('a mutation waiting for the held block'); // the group's first request holds the canvas
       const deletion = await startDeletion(creator!);
       await second.release();
       expect(await deletion.outcome).toBe('deleted');

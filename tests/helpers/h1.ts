@@ -1,5 +1,8 @@
+import { afterAll, beforeAll } from 'vitest';
 import WebSocket from 'ws';
 import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
+import type { Server } from '../../src/server.ts';
+import { startTestServer } from './http.ts';
 
 /** A raw H1 socket for tests: every frame received, in order, and a cursor to wait on them. */
 export type H1Conn = {
@@ -11,6 +14,28 @@ export type H1Conn = {
   next(pred: (m: ServerMessage) => boolean, ms?: number): Promise<ServerMessage>;
   send(m: object): void;
 };
+
+/**
+ * For a test file of H1 sockets: a server with the realtime gateway on the test database
+ * (startTestServer), started before the file's tests and stopped after them, then `close` (the
+ * file's own pools, say). `server` is read inside a test: it is there once beforeAll ran.
+ */
+export function h1TestServer(close?: () => Promise<unknown>): { readonly server: Server } {
+  let server: Server | undefined;
+  beforeAll(async () => {
+    server = await startTestServer({}, {});
+  }, 90_000);
+  afterAll(async () => {
+    await server?.stop();
+    await close?.();
+  });
+  return {
+    get server(): Server {
+      if (!server) throw new Error('h1TestServer: the server is started in beforeAll');
+      return server;
+    },
+  };
+}
 
 /** Opens `/ws/canvas/{canvasId}` on `baseUrl` (http://…) with `token`; `query` is appended as is. */
 export async function openH1(baseUrl: string, canvasId: string, token: string, query = ''): Promise<H1Conn> {

@@ -7,28 +7,20 @@
 // deterministic: a second mutate waits (the test holds its block's row) while the first one's
 // delta reaches the gateway.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
-import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { openH1 } from '../helpers/h1.ts';
-import { startTestServer, tokenFor } from '../helpers/http.ts';
+import { h1TestServer, openH1 } from '../helpers/h1.ts';
+import { tokenFor } from '../helpers/http.ts';
 import { until } from '../helpers/wait.ts';
 
 const db = testDatabase(3);
-let server: Server;
-
-beforeAll(async () => {
-  server = await startTestServer({}, {}); // with the realtime gateway
-}, 90_000);
-afterAll(async () => {
-  await server?.stop();
-  await db.close();
-});
+const served = h1TestServer(() => db.close());
 
 describe('an H1 resume behind a mutate', () => {
   it('the mutate\'s delta, committed while the resume waited its turn, comes once, in the replay', async () => {
+    const { server } = served;
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const x = (await mutate(db.sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text', content: { n: 0 } } })).block_id!;
     const h1 = await openH1(server.url, canvasId, await tokenFor(server, users.editor!), '&since_canvas_seq=0');

@@ -6,24 +6,15 @@
 // the HTTP API answers, and the next upgrade is served.
 import WebSocket from 'ws';
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
-import type { Server } from '../../src/server.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
-import { openH1 } from '../helpers/h1.ts';
-import { startTestServer, tokenFor } from '../helpers/http.ts';
+import { h1TestServer, openH1 } from '../helpers/h1.ts';
+import { tokenFor } from '../helpers/http.ts';
 import { until } from '../helpers/wait.ts';
 
 const admin = postgres(testDatabaseUrl(), { max: 3, onnotice: () => {} });
-let server: Server;
-
-beforeAll(async () => {
-  server = await startTestServer({}, {}); // with the realtime gateway
-}, 90_000);
-afterAll(async () => {
-  await server?.stop();
-  await admin.end();
-});
+const served = h1TestServer(() => admin.end());
 
 /** The refused upgrade's status, Retry-After and JSON body. */
 function refusedUpgrade(url: string): Promise<{ status: number; retryAfter: string | undefined; body: any }> {
@@ -42,6 +33,7 @@ function refusedUpgrade(url: string): Promise<{ status: number; retryAfter: stri
 
 describe('an H1 upgrade whose access check loses its database connection', () => {
   it('is answered 503 unavailable with Retry-After (not 500 internal); the next upgrade is served', async () => {
+    const { server } = served;
     const { canvasId, users } = await createCanvas(admin, ['editor']);
     const token = await tokenFor(server, users.editor!);
     const locker = await admin.reserve();

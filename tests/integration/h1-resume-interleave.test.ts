@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
-import { testDatabase } from '../helpers/db.ts';
+import { reservedTransaction, testDatabase, type ReservedTransaction } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { h1TestServer, openH1 } from '../helpers/h1.ts';
 import { tokenFor } from '../helpers/http.ts';
@@ -24,32 +24,25 @@ describe('an H1 resume behind a mutate', () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const x = (await mutate(db.sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text', content: { n: 0 } } })).block_id!;
     const h1 = await openH1(server.url, canvasId, await tokenFor(server, users.editor!), '&since_canvas_seq=0');
-    const holder = await db.sql.reserve();
-    let held = false;
+    let holder: ReservedTransaction | undefined;
     try {
       expect(await h1.next((m) => m.type === 'resumed')).toMatchObject({ canvas_watermark: 1 }); // live from canvas_seq 1
-      await holder`begin`;
-      held = true;
-      await holder`set local idle_in_transaction_session_timeout = '30s'`;
-      const pid = (await holder<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
-      await holder`select from app.blocks where block_id = ${x} for update`;
+      holder = await reservedTransaction(db.sql);
+      await holder.conn`select from app.blocks where block_id = ${x} for update`;
       const from = h1.inbox.length;
       const delivered = server.gateway!.bus.stats().delivered;
       h1.send({ type: 'mutate', client_op_id: 'first', action: 'create', patch: { type: 'text', content: { n: 1 } } });
       h1.send({ type: 'mutate', client_op_id: 'second', action: 'update', block_id: x, base_version: 1, patch: { y_order: 'zz' } });
       h1.send({ type: 'resume', since_canvas_seq: 1 });
-      await until(async () => (await db.sql`select from pg_stat_activity where ${pid}::int = any(pg_blocking_pids(pid))`).length > 0,
-        10_000, 'the second mutate waiting for the held block');
+      await holder.waitedFor('the second mutate waiting for the held block');
       await until(() => server.gateway!.bus.stats().delivered > delivered, 10_000, 'the first mutate\'s delta at the gateway');
-      await holder`rollback`;
-      held = false;
+      await holder.end('rollback');
       await h1.next((m) => m.type === 'resumed');
       const after = h1.inbox.slice(from).filter((m) => m.type !== 'ack');
       const shown = after.map((m: ServerMessage) => (m.type === 'delta' ? `${m.canvas_seq}${m.replaying ? ' replaying' : ' live'}` : m.type));
       expect(shown).toEqual(['2 replaying', '3 replaying', 'resumed']);
     } finally {
-      if (held) await holder`rollback`.catch(() => {});
-      holder.release();
+      await holder?.release();
       h1.ws.close();
     }
   });

@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
+import { reservedTransaction } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { h1TestServer, openH1 } from '../helpers/h1.ts';
 import { tokenFor } from '../helpers/http.ts';
@@ -36,26 +37,20 @@ describe('an H1 upgrade whose access check loses its database connection', () =>
     const { server } = served;
     const { canvasId, users } = await createCanvas(admin, ['editor']);
     const token = await tokenFor(server, users.editor!);
-    const locker = await admin.reserve();
-    let locked = false;
+    const locker = await reservedTransaction(admin);
     try {
       // the check's first statement (its probe row in realtime.messages) waits here ...
-      await locker`begin`;
-      locked = true;
-      await locker`set local idle_in_transaction_session_timeout = '30s'`;
-      await locker`lock table realtime.messages in share row exclusive mode`;
+      await locker.conn`lock table realtime.messages in share row exclusive mode`;
       const refused = refusedUpgrade(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}`);
       // ... and its backend is terminated there
       await until(async () => (await admin`select pg_terminate_backend(pid) from pg_stat_activity
         where application_name = 'potentia-server' and wait_event_type = 'Lock' and query like '%authorization_probe%'`).length > 0,
         10_000, 'the access check waiting for the table');
-      await locker`rollback`;
-      locked = false;
+      await locker.end('rollback');
       expect(await refused).toEqual({ status: 503, retryAfter: '1',
         body: { error: { code: 'unavailable', message: expect.stringMatching(/^the database connection was lost/), retry_after: 1 } } });
     } finally {
-      if (locked) await locker`rollback`.catch(() => {});
-      locker.release();
+      await locker.release();
     }
     const h1 = await openH1(server.url, canvasId, token);
     try {

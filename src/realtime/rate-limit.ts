@@ -1,28 +1,37 @@
-/** A token bucket: `perSecond` messages per second with bursts up to `burst` (per socket). */
+/**
+ * A token bucket: `perSecond` messages per second with bursts up to `burst` (per socket).
+ *
+ * Counted in thousandths of a token (the refill of a millisecond at one a second): with a whole
+ * rate and a clock of whole milliseconds (Date.now) every count is a whole number, exact. Counted
+ * in tokens, each refill ((ms / 1000) × rate) was rounded and the sums drifted below the exact
+ * value: a message on the limit found 0.9999999999999998 of a token and was refused, and a client
+ * pacing itself on the exact bound (@potentia/client's MessagePacer) was refused at 3 a second.
+ */
 export class RateLimiter {
-  private tokens: number;
+  /** Thousandths of a token. */
+  private units: number;
   private last: number;
 
   constructor(private readonly perSecond: number, private readonly burst = perSecond, private readonly now: () => number = Date.now) {
-    this.tokens = burst;
+    this.units = burst * 1000;
     this.last = now();
   }
 
   /** Takes one token; returns 0 when allowed, else the milliseconds until one is available. */
   take(): number {
     const t = this.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((t - this.last) / 1000) * this.perSecond);
+    this.units = Math.min(this.burst * 1000, this.units + (t - this.last) * this.perSecond);
     this.last = t;
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
+    if (this.units >= 1000) {
+      this.units -= 1000;
       return 0;
     }
-    return Math.ceil(((1 - this.tokens) / this.perSecond) * 1000);
+    return Math.ceil((1000 - this.units) / this.perSecond);
   }
 
   /** Whether the bucket has refilled to its burst (then it is the same as a new one). */
   full(): boolean {
-    return this.tokens + ((this.now() - this.last) / 1000) * this.perSecond >= this.burst;
+    return this.units + (this.now() - this.last) * this.perSecond >= this.burst * 1000;
   }
 }
 

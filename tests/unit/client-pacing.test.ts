@@ -6,16 +6,21 @@ import { RateLimiter } from '../../src/realtime/rate-limit.ts';
 // server (RateLimiter, as h1-socket.ts uses it) reads each message at most READ_LAG_MS after it is
 // sent; whatever the delays, a message the mirror lets through finds a token there.
 
-/** Sends `n` messages as fast as the pacer allows from `start`, each read `delay(i)` ms later; returns the send times and the server's refusals. */
-function run(n: number, delay: (i: number) => number, start = 0) {
-  let clock = start;
-  let serverClock = start;
-  const pacer = new MessagePacer(10, () => clock);
-  const server = new RateLimiter(10, 10, () => serverClock);
+/**
+ * Sends `n` messages at `rate` a second (10, the default) as fast as the pacer allows, the i-th
+ * after a pause of `pause(i)` ms, each read `delay(i)` ms after it is sent; returns the send times
+ * and the server's refusals.
+ */
+function run(n: number, delay: (i: number) => number, { rate = 10, pause = () => 0 }: { rate?: number; pause?: (i: number) => number } = {}) {
+  let clock = 0;
+  let serverClock = 0;
+  const pacer = new MessagePacer(rate, () => clock);
+  const server = new RateLimiter(rate, rate, () => serverClock);
   const sentAt: number[] = [];
   let refused = 0;
-  let lastRead = start;
+  let lastRead = 0;
   for (let i = 0; i < n; i++) {
+    clock += pause(i);
     for (let wait = pacer.take(); wait > 0; wait = pacer.take()) clock += wait;
     sentAt.push(clock);
     // a TCP stream: read in order, each at most READ_LAG_MS after it was sent
@@ -24,6 +29,17 @@ function run(n: number, delay: (i: number) => number, start = 0) {
     if (server.take() > 0) refused++;
   }
   return { sentAt, refused };
+}
+
+/** Numbers in [0, 1) from `seed` (mulberry32): the same runs every time. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
 
 describe('MessagePacer', () => {
@@ -44,6 +60,27 @@ describe('MessagePacer', () => {
       expect(run(40, (i) => (i === 9 ? late : 0)).refused, `the burst's last read ${late} ms late`).toBe(0);
       expect(run(40, (i) => (i % 7 === 3 ? late : 0)).refused, `every 7th read ${late} ms late`).toBe(0);
     }
+  });
+
+  it('never refused at any rate, 3/s and 7/s (which do not divide a second) too, whatever the read delays and pauses', () => {
+    // before (a server counting in fractions of a token): at 3/s, a burst read READ_LAG_MS late and
+    // then paced messages read at once, the server's refills and takes (1.002 - 1 + 1.146 - 1 +
+    // 0.852) came to 0.9999999999999998 of a token where it had one; at 4, 8 and 10/s as well
+    const random = seeded(121);
+    const refusals: string[] = [];
+    for (const rate of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 17, 20, 30, 50]) {
+      for (let k = 0; k < 300; k++) {
+        const late = random(); // how often a message is read READ_LAG_MS (or up to it) late
+        const delay = [
+          () => (random() < late ? READ_LAG_MS : 0),
+          () => Math.floor(random() * (READ_LAG_MS + 1)),
+          () => random() * READ_LAG_MS,
+        ][k % 3]!;
+        const pause = () => (random() < 0.1 ? Math.floor(random() * 3000) : 0); // idle now and then
+        if (run(60, delay, { rate, pause }).refused > 0) refusals.push(`${rate}/s, run ${k}`);
+      }
+    }
+    expect(refusals).toEqual([]);
   });
 
   it('after an idle bucket has been full READ_LAG_MS, a full burst again', () => {

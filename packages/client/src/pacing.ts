@@ -12,7 +12,10 @@ export const READ_LAG_MS = 50;
  * takes one token for every message it reads — `resume`, `mutate`, `presence` and `ping` alike;
  * the resume the upgrade URL carries (`since_canvas_seq`) is no message and takes none — and
  * refuses one without a token (`rate_limited`). So the client takes one here for every message it
- * sends, and sends none without one: a client at its pacing is never refused.
+ * sends, and sends none without one: a client at its pacing is never refused. A paced message may
+ * go out on the exact bound (the server's bucket holds exactly one token when it reads it): the
+ * server counts exactly (thousandths of a token, whole milliseconds), where its sums of fractions
+ * once rounded below the bound (0.9999999999999998 of a token, at 3 a second).
  *
  * The server counts refill by when it reads a message, this mirror by when it is sent: a message
  * read late leaves the server less refill than the mirror counts. After a resume and a burst (the

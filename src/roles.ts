@@ -86,7 +86,7 @@ export async function startRole(config: Config, role: Role, logger: Logger = pin
 /** The realtime gateway alone: its own pool, the bus on the direct URL, probes on the same port. */
 async function startGatewayRole(config: Config, logger: Logger): Promise<RoleProcess> {
   const urls = connectionUrls(config);
-  const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-gateway', transactionPooler: urls.transactionPooler });
+  const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-gateway', transactionPooler: urls.transactionPooler, logger });
   const metrics = createMetrics({ api: false, realtime: true, jobs: false });
   const deps: Deps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
   const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger,
@@ -129,7 +129,7 @@ async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProc
   const urls = connectionUrls(config);
   const metrics = createMetrics({ api: false, realtime: false, jobs: true });
   // two connections of its own: a busy job pool must not make the probe look like a dead worker
-  const database = createDatabase(urls.pooled, { max: 2, applicationName: 'potentia-worker-probe', transactionPooler: urls.transactionPooler });
+  const database = createDatabase(urls.pooled, { max: 2, applicationName: 'potentia-worker-probe', transactionPooler: urls.transactionPooler, logger });
   const deps: Deps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
   let worker: WorkerRuntime | undefined;
   const app = createProbeApp(deps, {

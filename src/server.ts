@@ -30,14 +30,15 @@ export type ServerOptions = {
 export async function startServer(config: Config, opts: ServerOptions = {}): Promise<Server> {
   // DATABASE_URL may be a transaction pooler; what needs a session uses the direct URL (db/pooling.ts)
   const urls = connectionUrls(config);
-  const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-server', transactionPooler: urls.transactionPooler });
+  const logger = opts.logger ?? pino({ level: config.logLevel });
+  const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-server', transactionPooler: urls.transactionPooler, logger });
   const metrics = createMetrics({ api: true, realtime: opts.realtime !== false, jobs: opts.worker === true });
   metrics.poolMax.set(config.dbPoolMax);
   let worker: WorkerRuntime | undefined;
   if (opts.worker) {
     try {
       worker = await startWorker({ databaseUrl: urls.pooled, directDatabaseUrl: urls.direct, worker: config.worker, embedding: config.embedding, metrics,
-                                   logger: opts.logger ?? pino({ level: config.logLevel }) });
+                                   logger });
     } catch (err) {
       await database.close();
       throw err;
@@ -50,7 +51,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     config,
     verify: createTokenVerifier(config.auth),
     metrics,
-    logger: opts.logger ?? pino({ level: config.logLevel }),
+    logger,
   };
   const app = createApp(deps);
   // test runs (VALIDATE_RESPONSES): every response checked against the OpenAPI document; ajv is a devDependency, loaded only then

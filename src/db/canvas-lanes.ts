@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
 import type { ReservedSql, Sql } from 'postgres';
 import { answerTimedOut, isConnectionFailure } from './faults.ts';
 import type { CallerSettings } from './request.ts';
@@ -79,6 +80,7 @@ export class CanvasLanes {
   readonly #depth: number;
   readonly #pipeline: boolean;
   readonly #lockCallers: string | null;
+  readonly #logger: Pick<Logger, 'warn'> | null;
   readonly #lanes = new Map<string, Lane>();
   /**
    * Ids of the transactions this object sends: a random prefix of this object's and a count, so
@@ -95,15 +97,18 @@ export class CanvasLanes {
    * connection may run on different server connections. `lockCallers`: a statement ($1: the
    * callers' ids, text[]) written first in a transaction that carries requests of several callers,
    * as the connecting role, to lock their own rows before any request locks its canvas row
-   * (LOCK_CALLERS; none by default).
+   * (LOCK_CALLERS; none by default). `logger`: where a failure of `lockCallers` is logged (warn;
+   * nowhere by default): the transaction rolls back, and its requests go again one per
+   * transaction, served without the lock, so nothing else shows it.
    */
-  constructor(sql: Sql, opts: { depth?: number; pipeline?: boolean; lockCallers?: string } = {}) {
+  constructor(sql: Sql, opts: { depth?: number; pipeline?: boolean; lockCallers?: string; logger?: Pick<Logger, 'warn'> } = {}) {
     const depth = opts.depth ?? DEFAULT_DEPTH;
     if (!Number.isInteger(depth) || depth < 1) throw new RangeError(`lane depth must be a whole number >= 1, got ${depth}`);
     this.#sql = sql;
     this.#depth = depth;
     this.#pipeline = opts.pipeline ?? true;
     this.#lockCallers = opts.lockCallers ?? null;
+    this.#logger = opts.logger ?? null;
   }
 
   /** Lanes open now (one per canvas with a request in flight in this process). */
@@ -266,7 +271,7 @@ export class CanvasLanes {
       }
       this.#pump(key, lane);
     };
-    void this.#send(lane.conn!, group, tx, after, ran).then(({ retry, resend, broken, committed, lost }) => {
+    void this.#send(key, lane.conn!, group, tx, after, ran).then(({ retry, resend, broken, committed, lost }) => {
       settle(retry, resend, broken, !committed, lost);
     }, (err: unknown) => {
       // not expected (#send handles what the driver throws): fail the group, keep the lane going
@@ -284,7 +289,7 @@ export class CanvasLanes {
    * settings. Settles every request except the ones to send again, which it returns; `broken`
    * when the connection failed.
    */
-  async #send(conn: ReservedSql, group: Request[], tx: OnWire, after: string | null, ran: () => void)
+  async #send(key: string, conn: ReservedSql, group: Request[], tx: OnWire, after: string | null, ran: () => void)
     : Promise<{ retry: Request[]; resend: number; broken: boolean; committed: boolean; lost?: unknown }> {
     const begin = conn`begin`.execute();
     // behind a transaction still on the wire: runs only if that one committed (its mark below is
@@ -335,6 +340,13 @@ export class CanvasLanes {
     if (guarded.status === 'rejected') {
       // the transaction ahead rolled back: none of these ran; all go again, behind its retries
       return { retry: group, resend: 0, broken: false, committed: false };
+    }
+    if (callersLocked.status === 'rejected' && !isAbortedTransaction(callersLocked.reason)) {
+      // its requests did not run (25P02): they go again below, each in a transaction of its own
+      // (one caller: nothing to lock first), and are served; only this line tells
+      const err = callersLocked.reason as { code?: unknown };
+      this.#logger?.warn({ err, code: err?.code, canvas_id: key, callers: callers.length },
+        'canvas lane: locking the callers\' rows failed; the transaction\'s requests go again one per transaction');
     }
     const committed = opened.status === 'fulfilled' && closed.status === 'fulfilled'
       && (closed.value as { command?: string }).command === 'COMMIT';

@@ -1,5 +1,6 @@
 import { Kysely } from 'kysely';
 import { PostgresJSDialect } from 'kysely-postgres-js';
+import type { Logger } from 'pino';
 import postgres, { type Sql } from 'postgres';
 import { CanvasLanes, LOCK_CALLERS } from './canvas-lanes.ts';
 import type { DB } from './types.ts';
@@ -19,9 +20,10 @@ export type Database = {
  * Supavisor on :6543: src/db/pooling.ts), where a server connection is ours for one transaction
  * only: no named prepared statements, and canvas lanes send one transaction at a time.
  * `answerTimeoutSeconds`: ANSWER_TIMEOUT_SECONDS unless given; 0 for none, for a pool whose
- * statements may run long without a statement timeout (fixtures, maintenance).
+ * statements may run long without a statement timeout (fixtures, maintenance). `logger`: the
+ * canvas lanes' (a failure to lock a group's callers; nothing is logged without one).
  */
-export type DatabaseOptions = { max?: number; applicationName?: string; transactionPooler?: boolean; answerTimeoutSeconds?: number };
+export type DatabaseOptions = { max?: number; applicationName?: string; transactionPooler?: boolean; answerTimeoutSeconds?: number; logger?: Logger };
 
 /** postgres.js's options with `answer_timeout`, which only patches/postgres+3.4.9.patch adds (Node); the Supabase
  *  Edge Runtime loads the package unpatched, whose types lack it and which ignores it. */
@@ -43,7 +45,7 @@ export function createDatabase(url: string, opts: DatabaseOptions = {}): Databas
   return {
     sql,
     db,
-    lanes: new CanvasLanes(sql, { pipeline: !opts.transactionPooler, lockCallers: LOCK_CALLERS }),
+    lanes: new CanvasLanes(sql, { pipeline: !opts.transactionPooler, lockCallers: LOCK_CALLERS, logger: opts.logger }),
     async close() {
       // Kysely's driver starts lazily: end the postgres.js pool ourselves (end() is idempotent)
       await db.destroy();

@@ -19,14 +19,15 @@ export function createEdgeApp(name: keyof typeof FUNCTIONS, given: Record<string
   const env = presentValues(given, EMPTY_IS_A_VALUE);
   const jwksUrl = env.SUPABASE_JWKS_URL ?? (env.SUPABASE_URL ? `${env.SUPABASE_URL}/auth/v1/.well-known/jwks.json` : undefined);
   const config = loadConfig({ ...env, NODE_ENV: 'production', DATABASE_URL: env.SUPABASE_DB_URL ?? env.DATABASE_URL, SUPABASE_JWKS_URL: jwksUrl });
-  const database = createDatabase(config.databaseUrl, { max: 3, transactionPooler: true, applicationName: `potentia-edge-${name}` });
+  const logger = pino({ level: config.logLevel });
+  const database = createDatabase(config.databaseUrl, { max: 3, transactionPooler: true, applicationName: `potentia-edge-${name}`, logger });
   const deps: Deps = {
     sql: database.sql,
     lanes: database.lanes,
     config,
     verify: createTokenVerifier(config.auth),
     metrics: createMetrics(),
-    logger: pino({ level: config.logLevel }),
+    logger,
   };
   const app = withCommonMiddleware(new Hono<AppEnv>(), deps);
   app.route(`/${name}`, FUNCTIONS[name](deps));

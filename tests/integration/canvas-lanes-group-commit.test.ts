@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
 import { requestStatement } from '../../src/db/request.ts';
+import { pino } from 'pino';
 import postgres from 'postgres';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { backendKillFixture, deferredCheckTable } from '../helpers/db.ts';
@@ -187,6 +188,26 @@ describe('canvas lanes: group commit', () => {
     expect((await fx.admin.unsafe(`select count(*)::int as n from public.${table}`))[0]!.n).toBe(0);
     expect(lanes.size).toBe(0);
   });
+  it('a group whose callers\' rows cannot be locked (`lockCallers` fails): one warning with its code and canvas; every request is served, one per transaction', async () => {
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 4);
+    const p = fx.pool(2);
+    const warnings: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => { warnings.push(JSON.parse(line)); } });
+    // fails (22012) whenever it is sent: for a transaction of several callers
+    const lanes = new CanvasLanes(p.sql, { depth: 8, lockCallers: 'select 1 / (cardinality($1::text[]) * 0)', logger });
+    const ops = Array.from({ length: 5 }, (_, i) => `lock-fail-${i}-${randomUUID()}`);
+    const outcomes = await Promise.allSettled(await behindFirst(p.app, ops.length, (i) => requestStatement<Row>(lanes, canvasId,
+      { claims: claimsFor(users[i]!) }, i === 0 ? SLOW : MUTATE, [canvasId, ops[i]!, create(`l${i}`)])));
+    expect(outcomes.map((o) => o.status)).toEqual(ops.map(() => 'fulfilled'));
+    // 0 alone; 1-4 as one group, whose lock failed: each again in a transaction of its own, in callers' order
+    const applied = [0, ...byCaller([1, 2, 3, 4], (i) => users[i]!)];
+    expect((await logged(canvasId)).map((r) => r.client_op_id)).toEqual(applied.map((i) => ops[i]));
+    const xids = outcomes.map((o) => (o as PromiseFulfilledResult<Row[]>).value[0]!.xid);
+    expect(new Set(xids).size).toBe(ops.length);
+    expect(warnings).toMatchObject([{ level: 40, code: '22012', canvas_id: canvasId, callers: 4 }]);
+    expect(lanes.size).toBe(0);
+  });
+
   it('a stream of failing requests cannot hold another caller back: the ones rolled back with one go again on their own', async () => {
     const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 2);
     const [honest, flooding] = [users[1]!, users[2]!];

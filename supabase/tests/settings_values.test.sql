@@ -1,0 +1,60 @@
+-- app.settings (sql/core/settings_rules.sql): a key the SQL reads as a number refuses, when written,
+-- a value its readers could not use, with invalid_input (PX400) naming the key, and keeps what it
+-- held. Before, the write passed and internal.cleanup (one transaction) failed every run from then
+-- on: nothing at all was cleaned.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(14);
+
+-- key, value written, what the refusal says after "<key>: expected a whole number ", why
+select throws_ok(format('update app.settings set value = %L where key = %L', value, key), 'PX400',
+                 format('%s: expected a whole number %s (got %s)', key, range, value), why)
+from (values
+  ('realtime_messages_retention_days', '3000000', 'of days from 1 to 36500',
+   'a retention whose cutoff is before timestamp''s range (cleanup failed on it: timestamp out of range) is refused, naming the key'),
+  ('realtime_messages_retention_days', '"three"', 'of days from 1 to 36500', 'a retention that is not a number is refused, showing what was given'),
+  ('realtime_messages_retention_days', '3.5', 'of days from 1 to 36500', 'a fraction is refused (setting_int''s ::integer cannot read it)'),
+  ('realtime_messages_retention_days', '0', 'of days from 1 to 36500', 'a retention of 0 days is refused (it was taken as 1 without a word)'),
+  ('oplog_retention_days', '-5', 'of days from 1 to 36500', 'a negative oplog retention is refused (it would delete the log clients resume from)'),
+  ('audit_retention_days', 'null', 'of days from 1 to 36500', 'null is refused (a retention of null deleted nothing, silently)'),
+  ('mutations_per_minute', '99999999999', 'from 0 to 2147483647', 'a limit beyond integer is refused (every mutation failed on its cast)')
+) t(key, value, range, why);
+select throws_ok($$insert into app.settings (key, value, description) values ('failed_job_retention_days', '"7"', 'x')
+                   on conflict (key) do update set value = excluded.value$$, 'PX400',
+  'failed_job_retention_days: expected a whole number of days from 1 to 36500 (got "7")',
+  'an upsert is checked too');
+
+-- the error's fields, as every other invalid_input
+create function pg_temp.refusal(p_sql text) returns jsonb language plpgsql as $$
+declare v_detail text; v_hint text;
+begin
+  execute p_sql;
+  return null;
+exception when others then
+  get stacked diagnostics v_detail = pg_exception_detail, v_hint = pg_exception_hint;
+  return jsonb_build_object('detail', v_detail::jsonb, 'hint', v_hint);
+end $$;
+select lives_ok($$update app.settings set value = '1e9' where key = 'presence_expiry_seconds'$$,
+  'presence_expiry_seconds up to integer''s range is taken (1e9 seconds)');
+select is(pg_temp.refusal($$update app.settings set value = '0' where key = 'presence_expiry_seconds'$$),
+  '{"detail": {"field": "presence_expiry_seconds"}, "hint": "invalid_input"}'::jsonb,
+  'the refusal''s DETAIL names the key as its field and its HINT is invalid_input');
+
+-- nothing written: the refused values left the defaults (the updates above that passed are undone with the test)
+select is((select value from app.settings where key = 'realtime_messages_retention_days'), '3'::jsonb,
+  'realtime_messages_retention_days keeps its value after the refusals');
+
+-- what the readers can use is taken, and cleanup runs with it
+update app.settings set value = '36500' where key = 'realtime_messages_retention_days';
+update app.settings set value = '1' where key = 'oplog_retention_days';
+select is((select value from app.settings where key = 'realtime_messages_retention_days'), '36500'::jsonb,
+  'the longest retention, 100 years, is taken');
+select ok(internal.cleanup() ? 'realtime_messages_deleted', 'cleanup runs with the longest retention (its cutoff is in range)');
+
+-- a key not read as a number is not checked
+select lives_ok($$update app.settings set value = '["text/plain"]' where key = 'allowed_file_types'$$,
+  'allowed_file_types (an array) is not held to the numbers'' rule');
+
+select * from finish();
+rollback;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { envChoice, envFlag, envInteger, envProblems, envText, envUrl, presentValues } from './env-values.ts';
+import { envChoice, envFlag, envInteger, envMilliseconds, envProblems, envText, envUrl, MAX_SQL_INTEGER, presentValues } from './env-values.ts';
 import { DEFAULT_ADMISSION_LIMITS } from './realtime/admission.ts';
 
 // Supabase's well-known local-development secret: used only when JWT_SECRET is unset outside
@@ -29,8 +29,8 @@ export const EnvSchema = z.object({
   JWT_AUDIENCE: z.string().default('authenticated'),
   JWT_ISSUER: z.string().optional(),
   SUPABASE_JWKS_URL: envUrl('http', 'https://<ref>.supabase.co/auth/v1/.well-known/jwks.json').optional(),
-  ACCESS_TOKEN_TTL_SECONDS: envInteger(60).default(3600),
-  REFRESH_TOKEN_TTL_SECONDS: envInteger(60).default(30 * 24 * 3600),
+  ACCESS_TOKEN_TTL_SECONDS: envInteger(60, MAX_SQL_INTEGER).default(3600),
+  REFRESH_TOKEN_TTL_SECONDS: envInteger(60, MAX_SQL_INTEGER).default(30 * 24 * 3600),
   // GoTrue's GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL: a used refresh token sent again within it
   // gets the token it was rotated to (a double submit, a retry); later, its family is revoked
   REFRESH_TOKEN_REUSE_INTERVAL_SECONDS: envInteger(0, 3600).default(10),
@@ -50,28 +50,28 @@ export const EnvSchema = z.object({
   // expects `npm run worker` processes (and /ready checks their heartbeat), `off` runs none
   WORKER_MODE: envChoice(['inprocess', 'external', 'off']).default('inprocess'),
   WORKER_CONCURRENCY: envInteger(1, 100).default(4),
-  WORKER_POLL_INTERVAL_MS: envInteger(50).default(2000),
-  WORKER_HEARTBEAT_MS: envInteger(100).default(5000),
-  WORKER_STALE_MS: envInteger(500).default(30_000),
+  WORKER_POLL_INTERVAL_MS: envMilliseconds(50).default(2000),
+  WORKER_HEARTBEAT_MS: envMilliseconds(100).default(5000),
+  WORKER_STALE_MS: envMilliseconds(500).default(30_000),
   // SIGTERM: how long running jobs may take to finish before they are released for another worker
-  WORKER_SHUTDOWN_TIMEOUT_MS: envInteger(0).default(15_000),
+  WORKER_SHUTDOWN_TIMEOUT_MS: envMilliseconds(0).default(15_000),
   // cleanup: every minute (sql/jobs/cleanup.sql); cleanup_files: every 5 minutes, the objects of files no longer wanted (src/storage/cleanup.ts)
   WORKER_CRONTAB: z.string().default('* * * * * cleanup ?max=1&jobKey=cleanup\n*/5 * * * * cleanup_files ?max=1&jobKey=cleanup_files'),
   // `npm run worker` serves GET /metrics on HOST:WORKER_METRICS_PORT only when this is set
   WORKER_METRICS_PORT: envInteger(1, 65535).optional(),
-  EMBED_DEBOUNCE_MS: envInteger(0).default(1000),
-  EMBED_MAX_WAIT_MS: envInteger(0).default(10_000),
-  EMBED_DRAIN_INTERVAL_MS: envInteger(20).default(500),
+  EMBED_DEBOUNCE_MS: envMilliseconds(0).default(1000),
+  EMBED_MAX_WAIT_MS: envMilliseconds(0).default(10_000),
+  EMBED_DRAIN_INTERVAL_MS: envMilliseconds(20).default(500),
   EMBED_DRAIN_BATCH: envInteger(1, 10_000).default(500),
   EMBEDDING_PROVIDER: envChoice(['local', 'openai']).default('local'),
   EMBEDDING_MODEL: envText(1).optional(),
-  EMBEDDING_TIMEOUT_MS: envInteger(100).default(10_000),
+  EMBEDDING_TIMEOUT_MS: envMilliseconds(100).default(10_000),
   EMBEDDING_BATCH_SIZE: envInteger(1, 2048).default(64),
-  EMBEDDING_BATCH_WINDOW_MS: envInteger(0).default(10),
+  EMBEDDING_BATCH_WINDOW_MS: envMilliseconds(0).default(10),
   OPENAI_BASE_URL: envUrl('http', 'https://api.openai.com/v1').default('https://api.openai.com/v1'),
   OPENAI_API_KEY: envText(1).optional(),
   EMBEDDING_BREAKER_FAILURES: envInteger(1).default(5),
-  EMBEDDING_BREAKER_COOLDOWN_MS: envInteger(100).default(30_000),
+  EMBEDDING_BREAKER_COOLDOWN_MS: envMilliseconds(100).default(30_000),
 });
 
 export type Config = {

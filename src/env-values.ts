@@ -26,11 +26,31 @@ export function presentValues(env: Record<string, string | undefined>, emptyIsVa
   return present;
 }
 
-/** A whole number from `min` (to `max`), given in decimal; every way it can fail says the range. */
+/**
+ * The longest delay a Node timer takes, 2^31 - 1 ms (~24.8 days). A longer one is not refused by
+ * Node: it fires after 1 ms (TimeoutOverflowWarning), so WORKER_HEARTBEAT_MS=3000000000 wrote a
+ * heartbeat every millisecond and WORKER_SHUTDOWN_TIMEOUT_MS=9999999999 gave running jobs no time.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** Postgres's `integer`, what the SQL functions take seconds as: REFRESH_TOKEN_TTL_SECONDS past it failed every sign-in (`out of range for type integer`). */
+export const MAX_SQL_INTEGER = 2_147_483_647;
+
+/**
+ * A whole number from `min` (to `max`), in decimal digits (a sign allowed; spaces around are
+ * trimmed); every way it can fail says the range. Number() alone also read 0x10 (16), 0b101, 0o7
+ * and 1e3: `PORT=0x1F90` listened on 8080, and 1e10 reads as a plain number to no one.
+ */
 export function envInteger(min: number, max?: number) {
   const error = `expected a whole number ${max === undefined ? `of at least ${min}` : `from ${min} to ${max}`}`;
-  const atLeast = z.coerce.number({ error }).int({ error }).min(min, { error });
-  return max === undefined ? atLeast : atLeast.max(max, { error });
+  const atLeast = z.number({ error }).int({ error }).min(min, { error });
+  const ranged = max === undefined ? atLeast : atLeast.max(max, { error });
+  return z.string({ error }).trim().regex(/^[+-]?[0-9]+$/, { error }).transform(Number).pipe(ranged);
+}
+
+/** Milliseconds a timer waits (setTimeout, setInterval): from `min` to MAX_TIMER_MS. */
+export function envMilliseconds(min: number) {
+  return envInteger(min, MAX_TIMER_MS);
 }
 
 const URL_FORMS = {

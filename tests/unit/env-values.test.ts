@@ -96,6 +96,27 @@ describe('a value that does not parse', () => {
     expect(() => loadConfig({ DATABASE_URL: 'localhost:5432/potentia' })).toThrow(/DATABASE_URL: expected a postgres:\/\/ URL.* \(got "localhost:5432\/potentia"\)/);
   });
 
+  it('takes a number in decimal digits only: not hex, binary, octal or an exponent, which Number() read', () => {
+    expect(loadConfig({ PORT: ' 8080 ' }).port).toBe(8080);
+    for (const given of ['0x1F90', '0b101', '0o17', '1e3', '8080.0', 'Infinity', '٣٠٠٠', '８０', '8_080']) {
+      expect(() => loadConfig({ PORT: given }), given).toThrow(`invalid environment: PORT: expected a whole number from 0 to 65535 (got ${JSON.stringify(given)})`);
+    }
+    expect(() => storageConfig({ S3_BUCKET: 'files', LOCAL_S3_PORT: '0x10' })).toThrow(/LOCAL_S3_PORT: expected a whole number from 0 to 65535 \(got "0x10"\)/);
+  });
+
+  it("refuses a delay no Node timer takes (it fired after 1 ms) and seconds past Postgres's integer", () => {
+    const ms = Object.keys(EnvSchema.shape).filter((k) => k.endsWith('_MS'));
+    expect(ms.length).toBeGreaterThanOrEqual(10);
+    for (const key of ms) {
+      expect(() => loadConfig({ [key]: '2147483648' }), key).toThrow(new RegExp(`^invalid environment: ${key}: expected a whole number from \\d+ to 2147483647 \\(got "2147483648"\\)`));
+      expect(loadConfig({ [key]: '2147483647' }), key).toBeTruthy();
+    }
+    for (const key of ['ACCESS_TOKEN_TTL_SECONDS', 'REFRESH_TOKEN_TTL_SECONDS']) {
+      expect(() => loadConfig({ [key]: '9007199254740991' }), key).toThrow(`${key}: expected a whole number from 60 to 2147483647 (got "9007199254740991")`);
+    }
+    expect(loadConfig({ WORKER_SHUTDOWN_TIMEOUT_MS: '2147483647' }).worker.shutdownTimeoutMs).toBe(2147483647);
+  });
+
   it('never shows a password or a secret', () => {
     const message = (env: Record<string, string | undefined>) => { try { loadConfig(env); return ''; } catch (err) { return (err as Error).message; } };
     expect(message({ DATABASE_URL: 'postgres://potentia_runtime:hunter2-secret@db:port/potentia' })).toContain('(got "postgres://potentia_runtime:***@db:port/potentia")');

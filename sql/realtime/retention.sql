@@ -89,9 +89,17 @@ begin
   --    No index on inserted_at there: the scan stops at p_batch rows found, and the partition
   --    holds rows only while some day had no partition (cleanup not run for three days, or a
   --    database from before this job: docs/self-hosting.md)
-  delete from realtime.messages_default where ctid = any(array(
-    select ctid from realtime.messages_default where inserted_at < v_cutoff limit p_batch));
-  get diagnostics v_deleted = row_count;
+  --    Its lock, too, is waited for at most lock_timeout, then left to the next run: another
+  --    cleanup's attach (by hand beside the worker's) holds ACCESS EXCLUSIVE on the default
+  --    partition to its commit; not caught, the lock timeout failed the whole of internal.cleanup,
+  --    presence and every other retention with it, for as long as the lock was held.
+  begin
+    delete from realtime.messages_default where ctid = any(array(
+      select ctid from realtime.messages_default where inserted_at < v_cutoff limit p_batch));
+    get diagnostics v_deleted = row_count;
+  exception when lock_not_available then
+    v_deferred := v_deferred + 1;
+  end;
 
   -- 2. the partitions of the next c_days_ahead days, each in two runs (see Locks above). Those
   --    days have not begun on this session's clock, so the default partition holds of them only

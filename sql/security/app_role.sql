@@ -56,4 +56,19 @@ begin
     graphile_worker._private_tasks, graphile_worker._private_known_crontabs to potentia_app';
   execute 'grant select on graphile_worker.jobs to potentia_app';
   execute 'grant usage, select on all sequences in schema graphile_worker to potentia_app';
+  -- the start check (src/db/migrated.ts) reads which migrations the database holds, as the
+  -- connecting role: without this a process connecting as a member of potentia_app could not,
+  -- took it for "no record" and started on a database that lacked this code's migrations (a deploy
+  -- that skipped db:migrate), failing request by request. The versions only, not the statements.
+  if to_regclass('supabase_migrations.schema_migrations') is not null then
+    if has_schema_privilege('supabase_migrations', 'USAGE WITH GRANT OPTION')
+       and has_column_privilege('supabase_migrations.schema_migrations', 'version', 'SELECT WITH GRANT OPTION') then
+      execute 'grant usage on schema supabase_migrations to potentia_app';
+      execute 'grant select (version) on supabase_migrations.schema_migrations to potentia_app';
+    else
+      raise notice 'potentia_app may not read supabase_migrations.schema_migrations, and % may not grant it: the start check cannot '
+        'tell a database that lacks migrations (as its owner: grant usage on schema supabase_migrations to potentia_app; '
+        'grant select (version) on supabase_migrations.schema_migrations to potentia_app)', current_user;
+    end if;
+  end if;
 end $$;

@@ -78,7 +78,9 @@ const POOLER_CONFIGURATION_ERRORS: [RegExp, string][] = [
 
 /** This code's migrations (supabase/migrations, by file name) the database has not recorded; none when it keeps no record. */
 async function pendingMigrations(sql: postgres.Sql): Promise<string[]> {
-  const [table] = await sql`select to_regclass('supabase_migrations.schema_migrations') is not null as present`;
+  // by the catalog: to_regclass raises on a schema the role may not use
+  const [table] = await sql`select exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = 'supabase_migrations' and c.relname = 'schema_migrations') as present`;
   if (!table!.present) return []; // schema put there some other way (a restore without it): nothing to compare
   const applied = new Set((await sql`select version from supabase_migrations.schema_migrations`).map((r) => r.version as string));
   return (await listSql(MIGRATIONS_DIR))
@@ -142,7 +144,11 @@ async function appRoleGrantsMissing(sql: postgres.Sql): Promise<string[]> {
 export async function assertMigrated(url: string): Promise<void> {
   const sql = postgres(url, { max: 1, prepare: false, connect_timeout: 5, onnotice: () => {}, connection: { application_name: 'potentia-start-check' } });
   try {
-    const row = await sql`select to_regclass('app.blocks') is not null and to_regnamespace('api') is not null as migrated`
+    // read from the catalog, which needs no USAGE on the schemas: to_regclass('app.blocks') raised
+    // `permission denied for schema app` for a role without it, which was taken for an outage, so
+    // the role started (the worker then stopped on `permission denied for schema graphile_worker`)
+    const row = await sql`select exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = 'app' and c.relname = 'blocks') and exists (select from pg_namespace where nspname = 'api') as migrated`
       .then(([r]) => r, (err: { code?: string; message?: string }) => {
         if (CONFIGURATION_ERRORS.has(err.code ?? '')) throw err;
         const pooler = err.code === '08P01' ? POOLER_CONFIGURATION_ERRORS.find(([message]) => message.test(err.message ?? '')) : undefined;

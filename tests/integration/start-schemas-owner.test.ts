@@ -1,7 +1,7 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
-import { AppRoleGrantsMissingError, assertMigrated, SchemasNotOwnedError } from '../../src/db/migrated.ts';
+import { AppRoleGrantsMissingError, assertMigrated, PendingMigrationsError, SchemasNotOwnedError } from '../../src/db/migrated.ts';
 import { startFailureAdvice } from '../../src/start-failure.ts';
 
 // A DBA giving the processes a role of their own, apart from the one that ran db:migrate (least
@@ -79,5 +79,38 @@ describe('the start check: the connecting role acts as the owner of the schemas'
       await admin.unsafe(`alter role ${role} nobypassrls`);
       await admin.unsafe(`revoke potentia_app from ${role}`);
     }
+  });
+  it('a role that may not use the schemas at all (no API roles, no potentia_app) is refused too, not taken for an outage', async () => {
+    // its first read, to_regclass('app.blocks'), raised `permission denied for schema app`, which the
+    // check took for a database that does not answer: the role started, and the worker stopped on
+    // `permission denied for schema graphile_worker` (a `create role … login` that forgot `in role potentia_app`)
+    await admin.unsafe(`revoke anon, authenticated, service_role from ${role}`);
+    try {
+      const err = await assertMigrated(asRole).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(SchemasNotOwnedError);
+      expect((err as SchemasNotOwnedError).message).toMatch(new RegExp(`^the role ${role} is not a member of potentia_app and cannot act as `));
+    } finally {
+      await admin.unsafe(`grant anon, authenticated, service_role to ${role}`);
+    }
+  });
+
+  it('a member of potentia_app is refused on a database that lacks one of the migrations, as the owner is', async () => {
+    // potentia_app could not read supabase_migrations.schema_migrations: the check took that for a
+    // database keeping no record, and the least-privilege role started on one a deploy had not migrated
+    await admin.unsafe(`grant potentia_app to ${role}`);
+    await admin.unsafe(`alter role ${role} bypassrls`);
+    const [latest] = await admin<{ version: string }[]>`select max(version) as version from supabase_migrations.schema_migrations`;
+    const stand = `0${latest!.version.slice(1)}`; // sorts first and matches no file: the latest reads as not applied
+    await admin`update supabase_migrations.schema_migrations set version = ${stand} where version = ${latest!.version}`;
+    try {
+      const err = await assertMigrated(asRole).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(PendingMigrationsError);
+      expect((err as PendingMigrationsError).pending).toEqual([expect.stringMatching(new RegExp(`^${latest!.version}_`))]);
+    } finally {
+      await admin`update supabase_migrations.schema_migrations set version = ${latest!.version} where version = ${stand}`;
+      await admin.unsafe(`alter role ${role} nobypassrls`);
+      await admin.unsafe(`revoke potentia_app from ${role}`);
+    }
+    await expect(assertMigrated(asRole)).rejects.toBeInstanceOf(SchemasNotOwnedError); // as before: no longer a member
   });
 });

@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(14);
+select plan(18);
 
 -- key, value written, what the refusal says after "<key>: expected a whole number ", why
 select throws_ok(format('update app.settings set value = %L where key = %L', value, key), 'PX400',
@@ -51,6 +51,17 @@ update app.settings set value = '1' where key = 'oplog_retention_days';
 select is((select value from app.settings where key = 'realtime_messages_retention_days'), '36500'::jsonb,
   'the longest retention, 100 years, is taken');
 select ok(internal.cleanup() ? 'realtime_messages_deleted', 'cleanup runs with the longest retention (its cutoff is in range)');
+
+-- nor removed: a retention read as null deleted nothing, silently
+select throws_ok($$delete from app.settings where key = 'oplog_retention_days'$$, 'PX400',
+  'oplog_retention_days: the SQL reads this setting, so it cannot be removed (it would read null): update its value instead',
+  'a setting the SQL reads cannot be deleted');
+select throws_ok($$update app.settings set key = 'oplog_retention_days_old' where key = 'oplog_retention_days'$$, 'PX400',
+  'oplog_retention_days: the SQL reads this setting, so it cannot be removed (it would read null): update its value instead',
+  'nor renamed away');
+select is((select count(*)::int from app.settings where key = 'oplog_retention_days'), 1, 'it is still there');
+insert into app.settings (key, value, description) values ('potentia_test_free_key', '"anything"', 'a key no SQL reads');
+select lives_ok($$delete from app.settings where key = 'potentia_test_free_key'$$, 'a key no SQL reads is inserted and deleted freely');
 
 -- a key not read as a number is not checked
 select lives_ok($$update app.settings set value = '["text/plain"]' where key = 'allowed_file_types'$$,

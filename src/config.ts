@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { envChoice, envFlag, envInteger, envMilliseconds, envProblems, envText, envUrl, MAX_SQL_INTEGER, presentValues } from './env-values.ts';
+import { envChoice, envFlag, envInteger, envMilliseconds, envProblems, envText, envTrimmed, envUrl, MAX_SQL_INTEGER, presentValues } from './env-values.ts';
 import { DEFAULT_ADMISSION_LIMITS } from './realtime/admission.ts';
 
 // Supabase's well-known local-development secret: used only when JWT_SECRET is unset outside
@@ -21,13 +21,13 @@ export const EnvSchema = z.object({
   // Supabase's split: DATABASE_URL may be a transaction pooler (PgBouncer, Supavisor :6543);
   // what needs a session of its own (logical replication, LISTEN, migrations) uses this one
   DIRECT_DATABASE_URL: envUrl('postgres').optional(),
-  HOST: z.string().default('127.0.0.1'),
+  HOST: envTrimmed('a host name or an IP address to listen on (0.0.0.0: every IPv4 address)').default('127.0.0.1'),
   PORT: envInteger(0, 65535).default(54321),
   DB_POOL_MAX: envInteger(1).default(10),
   LOG_LEVEL: envChoice(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   JWT_SECRET: envText(32, "your project's JWT secret").optional(),
-  JWT_AUDIENCE: z.string().default('authenticated'),
-  JWT_ISSUER: z.string().optional(),
+  JWT_AUDIENCE: envTrimmed('the audience (aud) tokens are issued for').default('authenticated'),
+  JWT_ISSUER: envTrimmed('the issuer (iss) of your tokens').optional(),
   SUPABASE_JWKS_URL: envUrl('http', 'https://<ref>.supabase.co/auth/v1/.well-known/jwks.json').optional(),
   ACCESS_TOKEN_TTL_SECONDS: envInteger(60, MAX_SQL_INTEGER).default(3600),
   REFRESH_TOKEN_TTL_SECONDS: envInteger(60, MAX_SQL_INTEGER).default(30 * 24 * 3600),

@@ -63,6 +63,16 @@ export function envUrl(kind: keyof typeof URL_FORMS, example: string = URL_FORMS
   return z.string().url({ protocol: URL_FORMS[kind].protocol, error: `expected ${kind === 'http' ? 'an http(s)' : `a ${kind}`}:// URL, e.g. ${example}` });
 }
 
+/**
+ * Text as given, without white space around it (`what` says what it is, in the error). Kept, such a
+ * value passed as a different one: HOST='127.0.0.1 ' (docker's --env-file keeps trailing spaces)
+ * failed to listen with `getaddrinfo ENOTFOUND` and advice about the database; JWT_AUDIENCE with a
+ * trailing space refused the tokens Supabase issues (aud `authenticated`) as of another audience.
+ */
+export function envTrimmed(what: string) {
+  return z.string().regex(/^\S(?:[\s\S]*\S)?$/, { error: `expected ${what}, without spaces around it` });
+}
+
 /** One of `options`, exactly as written. */
 export function envChoice<const T extends readonly [string, ...string[]]>(options: T) {
   return z.enum(options, { error: `expected one of ${options.join(', ')}` });

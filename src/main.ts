@@ -5,7 +5,7 @@ import { assertMigrated } from './db/migrated.ts';
 import { keepRunningOnUnhandledRejection } from './last-resort.ts';
 import { apiKeys, DEMO, devToken } from './dev.ts';
 import { resolveRole, ROLE_USAGE, startRole, type Role } from './roles.ts';
-import { startFailureAdvice } from './start-failure.ts';
+import { listenFailureAdvice, startFailureAdvice } from './start-failure.ts';
 
 // --help (-h) as every script answers it (scripts/lib/command-line.ts): the usage, exit 0
 if (process.argv.slice(2).some((a) => a === '--help' || a === '-h')) {
@@ -23,9 +23,8 @@ const config = loadConfigOrExit();
 keepRunningOnUnhandledRejection();
 // role all runs the background-job worker in this process unless WORKER_MODE is external (`npm run worker`) or off
 const server = await assertMigrated(config.databaseUrl).then(() => startRole(config, role)).catch((err: NodeJS.ErrnoException) => {
-  console.error(err.code === 'EADDRINUSE'
-    ? `port ${config.port} on ${config.host} is in use (another npm start?): stop that process or set PORT to a free port`
-    : [`could not start (role ${role}): ${err.message}`, startFailureAdvice(err, config)].filter(Boolean).join('\n  '));
+  console.error(listenFailureAdvice(err, config)
+    ?? [`could not start (role ${role}): ${err.message}`, startFailureAdvice(err, config)].filter(Boolean).join('\n  '));
   process.exit(1);
 });
 const ws = server.url.replace(/^http/, 'ws');

@@ -31,3 +31,17 @@ export function startFailureAdvice(err: { code?: string; message: string }, urls
       return '';
   }
 }
+
+/**
+ * What to do when a role cannot listen on HOST:PORT; undefined for any other failure. A HOST that
+ * does not resolve failed with `getaddrinfo ENOTFOUND <host>`, which startFailureAdvice, by its
+ * code, answered with advice about the database server.
+ */
+export function listenFailureAdvice(err: { code?: string; syscall?: string; hostname?: string; address?: string }, at: { host: string; port: number }): string | undefined {
+  if (err.code === 'EADDRINUSE') return `port ${at.port} on ${at.host} is in use (another npm start?): stop that process or set PORT to a free port`;
+  if ((err.syscall === 'getaddrinfo' && err.hostname === at.host) || (err.syscall === 'listen' && err.address === at.host)) {
+    return `HOST=${at.host} is not an address of this machine (${err.code}): set HOST to one of its addresses or host names, `
+      + '0.0.0.0 (every IPv4 address) or :: (every address)';
+  }
+  return undefined;
+}

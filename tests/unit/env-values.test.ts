@@ -117,6 +117,14 @@ describe('a value that does not parse', () => {
     expect(loadConfig({ WORKER_SHUTDOWN_TIMEOUT_MS: '2147483647' }).worker.shutdownTimeoutMs).toBe(2147483647);
   });
 
+  it('refuses spaces around a host, an audience or an issuer (docker\'s --env-file keeps them), which passed as another value', () => {
+    for (const [key, given] of [['HOST', '127.0.0.1 '], ['HOST', ' 0.0.0.0'], ['JWT_AUDIENCE', 'authenticated '], ['JWT_ISSUER', 'https://x.supabase.co/auth/v1\t']]) {
+      expect(() => loadConfig({ [key!]: given }), key).toThrow(new RegExp(`^invalid environment: ${key}: expected `));
+      expect(() => loadConfig({ [key!]: given }), key).toThrow(`, without spaces around it (got ${JSON.stringify(given)})`);
+    }
+    expect(loadConfig({ HOST: '::', JWT_AUDIENCE: 'authenticated', JWT_ISSUER: 'https://x.supabase.co/auth/v1' })).toMatchObject({ host: '::', auth: { audience: 'authenticated' } });
+  });
+
   it('never shows a password or a secret', () => {
     const message = (env: Record<string, string | undefined>) => { try { loadConfig(env); return ''; } catch (err) { return (err as Error).message; } };
     expect(message({ DATABASE_URL: 'postgres://potentia_runtime:hunter2-secret@db:port/potentia' })).toContain('(got "postgres://potentia_runtime:***@db:port/potentia")');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { startFailureAdvice } from '../../src/start-failure.ts';
+import { listenFailureAdvice, startFailureAdvice } from '../../src/start-failure.ts';
 import { postgresLabel } from '../../src/url-redaction.ts';
 
 // The advice names the URLs, never their passwords, however the password is written.
@@ -47,5 +47,23 @@ describe('postgresLabel (upgrade:v1 names its databases with it)', () => {
     expect(postgresLabel('postgres://u:secret@db.example:6543/app')).toBe('postgres db.example:6543/app');
     // through URL alone this was 'postgres u:12/34@h/db': the password read as a port and a path
     expect(postgresLabel('postgres://u:12/34@h/db')).toBe('postgres h/db');
+  });
+});
+
+describe('listenFailureAdvice', () => {
+  const at = { host: 'app.internal', port: 8000 };
+  it('names HOST when it does not resolve or is not an address of this machine, not the database', () => {
+    // `getaddrinfo ENOTFOUND <HOST>` was answered as the database server not answering
+    expect(listenFailureAdvice({ code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: 'app.internal' }, at))
+      .toBe('HOST=app.internal is not an address of this machine (ENOTFOUND): set HOST to one of its addresses or host names, 0.0.0.0 (every IPv4 address) or :: (every address)');
+    expect(listenFailureAdvice({ code: 'EADDRNOTAVAIL', syscall: 'listen', address: '10.9.9.9' }, { host: '10.9.9.9', port: 8000 }))
+      .toMatch(/^HOST=10\.9\.9\.9 is not an address of this machine \(EADDRNOTAVAIL\)/);
+    expect(listenFailureAdvice({ code: 'EADDRINUSE' }, at)).toBe('port 8000 on app.internal is in use (another npm start?): stop that process or set PORT to a free port');
+  });
+
+  it('leaves the database\'s host to startFailureAdvice', () => {
+    const db = { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: 'db.internal' };
+    expect(listenFailureAdvice(db, at)).toBeUndefined();
+    expect(startFailureAdvice({ ...db, message: '' }, { databaseUrl: 'postgres://u@db.internal/p' })).toMatch(/^the database server does not answer/);
   });
 });

@@ -49,7 +49,8 @@
 -- then on no row of the day can enter it); a later run moves any older row of the day out
 -- (DELETE: writers go on), validates the constraint (SHARE UPDATE EXCLUSIVE: writers go on) and
 -- attaches (ACCESS EXCLUSIVE, no scan), one day per run so that no scan runs while the lock of an
--- attach is held. Dropping a partition takes ACCESS EXCLUSIVE on realtime.messages itself: done
+-- attach is held. A default partition of at most 1 MB (no row at all, as while cleanup runs) has
+-- nothing to scan for long: there every day ahead is made at once, in the run that marks it. Dropping a partition takes ACCESS EXCLUSIVE on realtime.messages itself: done
 -- last, and not in a run that took a lock on the default partition (a writer holding the parent
 -- and waiting for the default would make the two wait for each other). Every lock is waited for
 -- at most lock_timeout (200 ms: a writer queued behind the wait stalls no longer) and, not had,
@@ -73,6 +74,7 @@ declare
   v_dropped integer := 0;
   v_deleted integer := 0;
   v_deferred integer := 0;
+  v_small boolean;
 begin
   if obj_description(to_regnamespace('realtime'), 'pg_namespace') is distinct from 'potentia compatibility schema'
      or to_regclass('realtime.messages_default') is null then
@@ -101,7 +103,8 @@ begin
     v_deferred := v_deferred + 1;
   end;
 
-  -- 2. the partitions of the next c_days_ahead days, each in two runs (see Locks above). Those
+  -- 2. the partitions of the next c_days_ahead days, each in two runs (see Locks above; one where
+  --    the default partition is small). Those
   --    days have not begun on this session's clock, so the default partition holds of them only
   --    rows from a clock or TimeZone ahead of it: moved into the new partition, not lost. Today's
   --    partition is not made here: made by the migration and then as a day ahead, it is missing
@@ -123,8 +126,15 @@ begin
       exit;
     end;
   end loop;
-  --  b. in a run that took no lock on the default partition: one day whose constraint is there
-  if v_pending = 0 and v_deferred = 0 then
+  --  b. in a run that took no lock on the default partition: one day whose constraint is there.
+  --     Or, where the default partition is small (at most 1 MB on disk: every scan of it under the
+  --     lock of step a or of an attach takes a moment; it holds no row at all while cleanup runs),
+  --     every such day, in this run: a day marked in step a and not yet made is a day whose writes
+  --     fail (its rows may no longer enter the default partition), should cleanup stop before a
+  --     second run and stay stopped until the day begins (a worker down for three days lost only
+  --     cleanup before; with the mark left, every mutation of that day failed with check_violation)
+  v_small := pg_relation_size('realtime.messages_default') <= 1048576;
+  if v_deferred = 0 and (v_pending = 0 or v_small) then
     for v_day in select generate_series(current_date + 1, current_date + c_days_ahead, interval '1 day')::date loop
       v_part := 'messages_' || to_char(v_day, 'YYYY_MM_DD');
       v_check := v_part || '_elsewhere';
@@ -147,7 +157,7 @@ begin
         -- check refuses new ones, and the older ones were moved above); the next run moves it
         v_deferred := v_deferred + 1;
       end;
-      exit; -- one day a run (see Locks above)
+      exit when v_deferred > 0 or not v_small; -- one day a run (see Locks above)
     end loop;
   end if;
 
@@ -178,6 +188,6 @@ begin
 end $$;
 
 comment on function internal.maintain_realtime_messages(integer) is
-  'Keeps realtime.messages of the compat realtime schema (plain Postgres) as Supabase Realtime keeps its own: daily partitions up to today + 3 (each in two runs, one a run: a NOT VALID check on the default partition first, realtime_partitions_pending; then rows of the day in the default partition moved into it, the check validated and the partition attached without a scan under lock), partitions wholly older than realtime_messages_retention_days (app.settings) dropped (in a run that took no lock on the default partition), older rows of the default partition deleted, p_batch a run. Does nothing on Supabase''s own realtime schema. Called by internal.cleanup; returns what it did.';
+  'Keeps realtime.messages of the compat realtime schema (plain Postgres) as Supabase Realtime keeps its own: daily partitions up to today + 3 (on a default partition over 1 MB each in two runs, one a run: a NOT VALID check on the default partition first, realtime_partitions_pending; then rows of the day in the default partition moved into it, the check validated and the partition attached without a scan under lock; on a smaller one in the same run), partitions wholly older than realtime_messages_retention_days (app.settings) dropped (in a run that took no lock on the default partition), older rows of the default partition deleted, p_batch a run. Does nothing on Supabase''s own realtime schema. Called by internal.cleanup; returns what it did.';
 
 revoke execute on function internal.maintain_realtime_messages(integer) from public;

@@ -11,7 +11,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(28);
+select plan(32);
 
 select is((select value #>> '{}' from app.settings where key = 'realtime_messages_retention_days'), '3',
   'realtime_messages_retention_days is 3 by default: Supabase Realtime drops messages after 72 hours');
@@ -51,6 +51,13 @@ insert into realtime.messages (id, topic, extension, event, payload, private, in
   ('00000000-0000-4000-8000-00000000d003', 'spec:retention', 'broadcast', 'old', '{}', true, '2001-02-03 00:00'),
   ('00000000-0000-4000-8000-00000000e001', 'spec:retention', 'broadcast', 'recent', '{}', true,
    localtimestamp - interval '3650 days' + interval '1 hour');
+-- a default partition over 1 MB, as on a database whose partitions ran out: there a day is made in
+-- two runs (below). Rows inside the retention, of a day with no partition: never moved nor deleted
+insert into realtime.messages (topic, extension, event, payload, private, inserted_at)
+  select 'spec:retention-filler', 'broadcast', 'filler', jsonb_build_object('pad', repeat('x', 100)), true,
+         localtimestamp - interval '1000 days'
+  from generate_series(1, 8000);
+select cmp_ok(pg_relation_size('realtime.messages_default'), '>', 1048576::bigint, 'the default partition is over 1 MB');
 -- the "recent" row is in the cutoff day's partition made above, or the next day's default: either way
 -- it must stay. The others' places, before cleanup:
 select is((select array_agg(distinct tableoid::regclass::text) from realtime.messages
@@ -122,6 +129,21 @@ select is((select (res -> 'realtime_partitions_dropped', res -> 'realtime_partit
   '(2,0,0)', '... reported (realtime_partitions_dropped); no partition left to make');
 select is((select count(*)::int from realtime.messages where id = '00000000-0000-4000-8000-00000000e001'), 1,
   'a row inside the retention is kept');
+
+-- a default partition of at most 1 MB (no row at all, as while cleanup runs): a day is made in the
+-- run that marks it. Marked in one run and made in the next, a day whose next run never came (the
+-- worker stopped in between) refused every row of its own, and with it every mutation of that day
+truncate realtime.messages_default;
+do $$ begin execute format('drop table realtime.%I', (select part from spec_day where n = 3)); end $$;
+create temp table small_run as select internal.cleanup(2) as res;
+select is((select (res -> 'realtime_partitions_pending', res -> 'realtime_partitions_created')::text from small_run), '(1,1)',
+  'on a small default partition one run marks the day and makes it');
+select is((select count(*)::int from pg_constraint c
+           where c.conrelid = 'realtime.messages_default'::regclass and c.conname like 'messages_%_elsewhere'), 0,
+  '... leaving no day marked without its partition');
+select lives_ok(format($$insert into realtime.messages (topic, extension, event, payload, inserted_at)
+                       values ('spec:retention', 'broadcast', 'day-3', '{}', %L)$$, (select d from spec_day where n = 3) + time '12:00'),
+  '... so a row of that day has a place');
 
 select * from finish();
 rollback;

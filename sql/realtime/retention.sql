@@ -133,9 +133,19 @@ begin
   --     fail (its rows may no longer enter the default partition), should cleanup stop before a
   --     second run and stay stopped until the day begins (a worker down for three days lost only
   --     cleanup before; with the mark left, every mutation of that day failed with check_violation)
+  --     Also a day already begun whose mark is still there (cleanup stopped between the two runs
+  --     until after its day began): its rows are refused until its partition is made, so it is
+  --     made first. Before, the days looked at began tomorrow, and such a day refused its rows,
+  --     and every mutation of it, to its end.
   v_small := pg_relation_size('realtime.messages_default') <= 1048576;
   if v_deferred = 0 and (v_pending = 0 or v_small) then
-    for v_day in select generate_series(current_date + 1, current_date + c_days_ahead, interval '1 day')::date loop
+    for v_day in
+      select to_date(substr(c.conname, 10, 10), 'YYYY_MM_DD') from pg_constraint c
+      where c.conrelid = 'realtime.messages_default'::regclass and c.conname ~ '^messages_[0-9]{4}_[0-9]{2}_[0-9]{2}_elsewhere$'
+      union
+      select generate_series(current_date + 1, current_date + c_days_ahead, interval '1 day')::date
+      order by 1
+    loop
       v_part := 'messages_' || to_char(v_day, 'YYYY_MM_DD');
       v_check := v_part || '_elsewhere';
       continue when to_regclass('realtime.' || v_part) is not null;

@@ -11,7 +11,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(32);
+select plan(35);
 
 select is((select value #>> '{}' from app.settings where key = 'realtime_messages_retention_days'), '3',
   'realtime_messages_retention_days is 3 by default: Supabase Realtime drops messages after 72 hours');
@@ -144,6 +144,18 @@ select is((select count(*)::int from pg_constraint c
 select lives_ok(format($$insert into realtime.messages (topic, extension, event, payload, inserted_at)
                        values ('spec:retention', 'broadcast', 'day-3', '{}', %L)$$, (select d from spec_day where n = 3) + time '12:00'),
   '... so a row of that day has a place');
+
+-- a day marked and not made whose day has begun (cleanup stopped between the two runs until then):
+-- its rows are refused until a run makes its partition, which the next run does first
+do $$ begin execute format('drop table realtime.%I', 'messages_' || to_char(current_date, 'YYYY_MM_DD')); end $$;
+do $$ begin execute format('alter table realtime.messages_default add constraint %I check (not (inserted_at >= %L and inserted_at < %L)) not valid',
+                           'messages_' || to_char(current_date, 'YYYY_MM_DD') || '_elsewhere', current_date::timestamp, (current_date + 1)::timestamp); end $$;
+select throws_ok($$insert into realtime.messages (topic, extension, event, payload) values ('spec:retention', 'broadcast', 'today', '{}')$$,
+  '23514', null, 'a row of a begun day marked and not made is refused (as every mutation of that day was)');
+create temp table today_run as select internal.cleanup(2) as res;
+select is((select (res -> 'realtime_partitions_created')::text from today_run), '1', 'the next run makes that day''s partition');
+select lives_ok($$insert into realtime.messages (topic, extension, event, payload) values ('spec:retention', 'broadcast', 'today', '{}')$$,
+  '... and its rows have a place again');
 
 select * from finish();
 rollback;

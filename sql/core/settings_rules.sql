@@ -16,34 +16,40 @@
 -- read null, and a retention of null deletes nothing, silently.
 --
 -- A key not listed here is not checked (allowed_file_types is an array; new integer settings are
--- added to the list below; a migration that retires one takes it out of the list first).
--- The rule of a key read as a number: its range and unit; no row for any other key.
-create or replace function internal.setting_rule(p_key text, out min numeric, out max numeric, out unit text)
+-- added to the list below, their row inserted by a migration before the one that carries this file:
+-- installing it refuses a listed key that is missing, below; a migration that retires one takes it
+-- out of the list first).
+-- The rule of a key read as a number: its range and unit, and the value the migration that added
+-- it inserted (what internal.settings_held_problems proposes for a missing or unreadable value);
+-- no row for any other key. The list of keys is internal.setting_rule(null)'s (the null key).
+-- Its columns grew (shipped): dropped first, as create or replace cannot change them.
+drop function if exists internal.setting_rule(text);
+create function internal.setting_rule(p_key text, out key text, out min numeric, out max numeric, out unit text, out shipped numeric)
 returns setof record language sql immutable set search_path = pg_catalog, pg_temp as $$
-  select r.min, r.max, r.unit from (values
+  select r.key, r.min, r.max, r.unit, r.shipped from (values
     -- read by internal.cleanup as now() - N days: at most 100 years, well inside timestamp's range
-    ('realtime_messages_retention_days', 1::numeric, 36500::numeric, 'days'),
-    ('oplog_retention_days', 1, 36500, 'days'),
-    ('audit_retention_days', 1, 36500, 'days'),
-    ('deleted_canvas_retention_days', 1, 36500, 'days'),
-    ('failed_job_retention_days', 1, 36500, 'days'),
-    ('presence_expiry_seconds', 1, 2147483647, 'seconds'),
-    ('presence_write_interval_seconds', 0, 2147483647, 'seconds'),
-    ('mutations_per_minute', 0, 2147483647, null),
-    ('max_batch_ops', 0, 2147483647, null),
-    ('max_content_bytes', 0, 2147483647, 'bytes'),
-    ('max_text_op_components', 0, 2147483647, null),
-    ('auth_password_min_length', 0, 2147483647, 'characters'),
-    ('auth_attempts_per_ip', 0, 2147483647, null),
-    ('auth_sign_in_attempts_per_email', 0, 2147483647, null),
-    ('search_max_results', 0, 2147483647, null),
-    ('search_exact_max_blocks', 0, 2147483647, null),
-    ('file_download_url_seconds', 0, 2147483647, 'seconds'),
-    ('file_upload_url_seconds', 0, 2147483647, 'seconds'),
-    ('file_orphan_grace_minutes', 0, 2147483647, 'minutes'),
-    ('file_pending_expiry_minutes', 0, 2147483647, 'minutes'),
-    ('max_file_bytes', 0, 9223372036854775807, 'bytes')
-  ) r(key, min, max, unit) where r.key = p_key
+    ('realtime_messages_retention_days', 1::numeric, 36500::numeric, 'days', 3::numeric),
+    ('oplog_retention_days', 1, 36500, 'days', 90),
+    ('audit_retention_days', 1, 36500, 'days', 365),
+    ('deleted_canvas_retention_days', 1, 36500, 'days', 30),
+    ('failed_job_retention_days', 1, 36500, 'days', 7),
+    ('presence_expiry_seconds', 1, 2147483647, 'seconds', 120),
+    ('presence_write_interval_seconds', 0, 2147483647, 'seconds', 30),
+    ('mutations_per_minute', 0, 2147483647, null, 100),
+    ('max_batch_ops', 0, 2147483647, null, 100),
+    ('max_content_bytes', 0, 2147483647, 'bytes', 65536),
+    ('max_text_op_components', 0, 2147483647, null, 1000),
+    ('auth_password_min_length', 0, 2147483647, 'characters', 6),
+    ('auth_attempts_per_ip', 0, 2147483647, null, 30),
+    ('auth_sign_in_attempts_per_email', 0, 2147483647, null, 10),
+    ('search_max_results', 0, 2147483647, null, 50),
+    ('search_exact_max_blocks', 0, 2147483647, null, 5000),
+    ('file_download_url_seconds', 0, 2147483647, 'seconds', 300),
+    ('file_upload_url_seconds', 0, 2147483647, 'seconds', 900),
+    ('file_orphan_grace_minutes', 0, 2147483647, 'minutes', 1440),
+    ('file_pending_expiry_minutes', 0, 2147483647, 'minutes', 60),
+    ('max_file_bytes', 0, 9223372036854775807, 'bytes', 52428800)
+  ) r(key, min, max, unit, shipped) where p_key is null or r.key = p_key
 $$;
 
 create or replace function internal.check_setting() returns trigger
@@ -85,3 +91,51 @@ comment on function internal.check_setting() is
 drop trigger if exists settings_values on app.settings;
 create trigger settings_values before insert or update or delete on app.settings
   for each row execute function internal.check_setting();
+
+-- What app.settings holds when these rules are installed is checked too: the trigger sees only
+-- writes from now on, and a database upgraded with a value its readers cannot use already in it
+-- ('"7"', 3000000 days, null: written before the trigger, or past it with session_replication_role
+-- = replica or a data-only restore), or with a listed key missing, went on failing internal.cleanup
+-- every minute (or deleting nothing, silently). The migration that installs this file is refused
+-- instead, naming each such key, what it takes, what it holds and the statement that fixes it
+-- (the value it held brought into range, or the shipped default where it held no number); nothing
+-- is reset without the operator's word. A default is inserted once, by the migration that added
+-- its key (insert … on conflict do nothing), and no later migration inserts it again: a key
+-- deleted since stays missing, so it is refused here too, with the insert to run.
+-- One line a key: '<key>: takes …; holds …; fix: <statement>'.
+create or replace function internal.settings_held_problems() returns setof text
+language sql stable set search_path = pg_catalog, pg_temp as $$
+  select format('%s: takes a whole number%s from %s to %s; holds %s; fix: %s', r.key,
+                coalesce(' of ' || r.unit, ''), r.min, r.max,
+                case when s.key is null then 'nothing (no row)' else left(s.value::text, 40) end,
+                case when s.key is null
+                  then format('insert into app.settings (key, value, description) values (%L, %L, %L);', r.key, fix.value,
+                              format('a whole number%s from %s to %s', coalesce(' of ' || r.unit, ''), r.min, r.max))
+                  else format('update app.settings set value = %L where key = %L;', fix.value, r.key) end)
+  from internal.setting_rule(null) r
+  left join app.settings s on s.key = r.key
+  -- what the held value says as a number, if anything: '"7"' is 7, 3000000 is itself
+  cross join lateral (select case when s.value #>> '{}' ~ '^\s*[-+]?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]{1,4})?\s*$'
+                                  then (s.value #>> '{}')::numeric end as n) held
+  cross join lateral (select (case when held.n is null then r.shipped
+                                   else greatest(r.min, least(r.max, round(held.n))) end)::text as value) fix
+  -- what the trigger refuses (internal.check_setting), in a case so the cast runs only on digits
+  where case when s.key is null or jsonb_typeof(s.value) is distinct from 'number' or (s.value #>> '{}') !~ '^-?[0-9]{1,19}$' then true
+             else (s.value #>> '{}')::numeric not between r.min and r.max end
+  order by r.key
+$$;
+comment on function internal.settings_held_problems() is
+  'The keys of app.settings read as numbers whose held value their readers cannot use, or that are missing: one line each naming the key, what it takes, what it holds and the statement that fixes it. Installing sql/core/settings_rules.sql (every migration that carries it) is refused while there is any.';
+
+do $$
+declare
+  v_problems text[] := array(select internal.settings_held_problems());
+begin
+  if cardinality(v_problems) > 0 then
+    raise exception using errcode = 'check_violation',
+      message = format(E'app.settings holds %s value(s) the SQL cannot use (internal.cleanup fails every run, or a limit reads null):\n  %s\nrun the statement(s) above (or set another value in the range), then migrate again',
+                       cardinality(v_problems), array_to_string(v_problems, E'\n  ')),
+      hint = 'sql/core/settings_rules.sql: the rules of app.settings are checked against what it holds when they are installed';
+  end if;
+end
+$$;

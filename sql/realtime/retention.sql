@@ -58,6 +58,20 @@
 -- cannot have a lock loses nothing. cleanup calls this last, so what is taken is held only until
 -- its commit.
 
+-- The day a name of the maintenance's own says (messages_YYYY_MM_DD, or with p_suffix: its
+-- messages_YYYY_MM_DD_elsewhere marks), or null for any other name, a date that does not exist
+-- (messages_2026_02_30, messages_2026_13_01: a table made by hand) included. to_date refused those
+-- (date/time field value out of range), and its error failed every run of internal.cleanup, one
+-- transaction, for as long as the table was there: no housekeeping at all. Such a table is left
+-- alone (its owner made it; it is neither made nor dropped here).
+create or replace function internal.realtime_partition_day(p_name text, p_suffix text default '') returns date
+language sql immutable strict set search_path = pg_catalog, pg_temp as $$
+  select case when m[1]::integer >= 1 and m[2]::integer between 1 and 12 then
+           case when m[3]::integer between 1 and extract(day from make_date(m[1]::integer, m[2]::integer, 1) + interval '1 month - 1 day')
+             then make_date(m[1]::integer, m[2]::integer, m[3]::integer) end end
+  from regexp_match(p_name, '^messages_([0-9]{4})_([0-9]{2})_([0-9]{2})' || p_suffix || '$') m
+$$;
+
 create or replace function internal.maintain_realtime_messages(p_batch integer default 50000) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '200ms' as $$
 declare
@@ -140,8 +154,8 @@ begin
   v_small := pg_relation_size('realtime.messages_default') <= 1048576;
   if v_deferred = 0 and (v_pending = 0 or v_small) then
     for v_day in
-      select to_date(substr(c.conname, 10, 10), 'YYYY_MM_DD') from pg_constraint c
-      where c.conrelid = 'realtime.messages_default'::regclass and c.conname ~ '^messages_[0-9]{4}_[0-9]{2}_[0-9]{2}_elsewhere$'
+      select d from pg_constraint c, internal.realtime_partition_day(c.conname, '_elsewhere') d
+      where c.conrelid = 'realtime.messages_default'::regclass and d is not null
       union
       select generate_series(current_date + 1, current_date + c_days_ahead, interval '1 day')::date
       order by 1
@@ -175,10 +189,10 @@ begin
   --    first; last, and only in a run that took no lock on the default partition (see Locks)
   if v_pending = 0 and v_created = 0 and v_deferred = 0 then
     for v_part in
-      select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid
+      select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid,
+             internal.realtime_partition_day(c.relname) d
       where i.inhparent = 'realtime.messages'::regclass and c.relnamespace = 'realtime'::regnamespace
-        and c.relname ~ '^messages_[0-9]{4}_[0-9]{2}_[0-9]{2}$'
-        and to_date(substr(c.relname, 10), 'YYYY_MM_DD') + 1 <= v_cutoff
+        and d + 1 <= v_cutoff
       order by c.relname
     loop
       begin

@@ -11,7 +11,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(35);
+select plan(41);
 
 select is((select value #>> '{}' from app.settings where key = 'realtime_messages_retention_days'), '3',
   'realtime_messages_retention_days is 3 by default: Supabase Realtime drops messages after 72 hours');
@@ -156,6 +156,29 @@ create temp table today_run as select internal.cleanup(2) as res;
 select is((select (res -> 'realtime_partitions_created')::text from today_run), '1', 'the next run makes that day''s partition');
 select lives_ok($$insert into realtime.messages (topic, extension, event, payload) values ('spec:retention', 'broadcast', 'today', '{}')$$,
   '... and its rows have a place again');
+
+-- a table of realtime.messages named with a date that does not exist, made by hand (attached, or a
+-- mark of the default partition so named): to_date refused its name ('date/time field value out of
+-- range'), which failed every cleanup run, one transaction: nothing at all was cleaned. Such names
+-- are left alone, and the days with real names are kept as before in the same run
+create table realtime.messages_2026_02_30 partition of realtime.messages for values from ('2001-03-01') to ('2001-03-02');
+create table realtime.messages_2026_13_01 partition of realtime.messages for values from ('2001-03-02') to ('2001-03-03');
+create table realtime."messages_2026_02_31 copy" partition of realtime.messages for values from ('2001-03-03') to ('2001-03-04');
+create table realtime.messages_2001_03_05 partition of realtime.messages for values from ('2001-03-05') to ('2001-03-06');
+create table realtime.messages_2026_04_31 (like realtime.messages);
+alter table realtime.messages_default add constraint messages_2026_02_30_elsewhere check (true) not valid;
+alter table realtime.messages_default add constraint messages_2026_00_01_elsewhere check (true) not valid;
+select lives_ok($$create temp table odd_run as select internal.cleanup(2) as res$$,
+  'partitions and marks named with an impossible date (2026_02_30, 2026_13_01) fail no cleanup run');
+select is((select (res -> 'realtime_partitions_dropped')::text from odd_run), '1', '... which drops the day past the retention with a real name');
+select is(to_regclass('realtime.messages_2001_03_05'), null, '... that one');
+select is((select count(*)::int from unnest(array['realtime.messages_2026_02_30', 'realtime.messages_2026_13_01',
+                                                  'realtime."messages_2026_02_31 copy"', 'realtime.messages_2026_04_31']) t
+           where to_regclass(t) is not null), 4,
+  '... and leaves the oddly named tables alone, attached or not');
+select is((select count(*)::int from pg_constraint where conrelid = 'realtime.messages_default'::regclass
+           and conname in ('messages_2026_02_30_elsewhere', 'messages_2026_00_01_elsewhere')), 2, '... and the oddly named marks');
+select is(internal.realtime_partition_day('messages_2024_02_29'), '2024-02-29'::date, 'a leap day is a day');
 
 select * from finish();
 rollback;

@@ -53,6 +53,17 @@ language sql security definer set search_path = pg_catalog, pg_temp as $$
     left(p_client_op_id, 128), null, p_started_at, 0)
 $$;
 
+-- The month a partition's name of create_audit_partitions says (system_audit_YYYY_MM: its first
+-- day), or null for any other name, a month that does not exist (system_audit_2026_13, _2026_00:
+-- a table made by hand) included. internal.cleanup read the names with to_date, which refused
+-- those ('date/time field value out of range'), failing every run, one transaction: no
+-- housekeeping at all while the table was there. Such a table is left alone.
+create or replace function internal.audit_partition_month(p_name text) returns date
+language sql immutable strict set search_path = pg_catalog, pg_temp as $$
+  select case when m[1]::integer >= 1 and m[2]::integer between 1 and 12 then make_date(m[1]::integer, m[2]::integer, 1) end
+  from regexp_match(p_name, '^system_audit_([0-9]{4})_([0-9]{2})$') m
+$$;
+
 -- Monthly partitions from this month for `months_ahead` more months. Rows that already landed
 -- in the default partition for such a month are moved into the new partition, so nothing is lost
 -- and the attach never fails.

@@ -53,12 +53,13 @@ begin
     limit p_batch);
 
   -- 4. audit retention: monthly partitions wholly past the cutoff are dropped (cheap, no bloat);
-  --    what remains (the default partition, the cutoff's month) is deleted row by row
+  --    what remains (the default partition, the cutoff's month) is deleted row by row. By the
+  --    month of the name; a name that is not a real month is left alone (audit_partition_month)
   for v_part in
-    select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid
-    where i.inhparent = 'app.system_audit'::regclass and c.relname ~ '^system_audit_[0-9]{4}_[0-9]{2}$'
-      and to_date(substr(c.relname, 14), 'YYYY_MM') + interval '1 month'
-          <= now() - make_interval(days => internal.setting_int('audit_retention_days'))
+    select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid,
+           internal.audit_partition_month(c.relname) m
+    where i.inhparent = 'app.system_audit'::regclass
+      and m + interval '1 month' <= now() - make_interval(days => internal.setting_int('audit_retention_days'))
   loop
     execute format('drop table app.%I', v_part);
     v_parts_dropped := v_parts_dropped + 1;

@@ -4,7 +4,7 @@
 -- once with invalid_input (PX400, DETAIL {"field": <key>}) naming the key, what it takes and what
 -- was given; nothing is written.
 --
--- Before, the write passed and the readers failed later, each call: a retention of '"7"' or
+-- Before, the write passed and the readers failed later, each call: a retention of '"7 days"' or
 -- '3.5' (invalid input syntax for type integer), or of 3000000 days (timestamp out of range: the
 -- cutoff now() - 3000000 days is before 4713 BC), made internal.cleanup fail every minute, and it
 -- is one transaction, so nothing at all was cleaned any more (presence, the operation log, audit,
@@ -52,11 +52,21 @@ returns setof record language sql immutable set search_path = pg_catalog, pg_tem
   ) r(key, min, max, unit, shipped) where p_key is null or r.key = p_key
 $$;
 
+-- Whether a value reads as a whole number from p_min to p_max the way its readers read it:
+-- `(value #>> '{}')::integer` (or ::bigint), which takes a JSON number in plain digits and a JSON
+-- string of them alike ('30' and '"30"': postgres.js and supabase-js send a string parameter as
+-- the latter), spaces around and a sign included; 3.0, 3.5, 1e3, 'null' and '"seven"' it refuses.
+create or replace function internal.setting_value_usable(p_value jsonb, p_min numeric, p_max numeric)
+returns boolean language sql immutable set search_path = pg_catalog, pg_temp as $$
+  select case when jsonb_typeof(p_value) in ('number', 'string') and (p_value #>> '{}') ~ '^\s*[-+]?[0-9]{1,19}\s*$'
+              then (p_value #>> '{}')::numeric between p_min and p_max  -- in a case: cast only digits
+              else false end
+$$;
+
 create or replace function internal.check_setting() returns trigger
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   v_rule record;
-  v_text text;
 begin
   -- removed: deleted, or its key renamed
   if tg_op = 'DELETE' or (tg_op = 'UPDATE' and new.key is distinct from old.key) then
@@ -73,10 +83,7 @@ begin
   if not found then
     return new;
   end if;
-  v_text := new.value #>> '{}';
-  -- a JSON number written in plain digits: what `::integer` / `::bigint` reads (3.0 and 3.5 it refuses)
-  if jsonb_typeof(new.value) is distinct from 'number' or v_text !~ '^-?[0-9]{1,19}$'
-     or v_text::numeric not between v_rule.min and v_rule.max then
+  if not internal.setting_value_usable(new.value, v_rule.min, v_rule.max) then
     perform internal.raise_error('invalid_input',
       format('%s: expected a whole number%s from %s to %s (got %s)', new.key,
              coalesce(' of ' || v_rule.unit, ''), v_rule.min, v_rule.max, left(new.value::text, 40)),
@@ -86,7 +93,7 @@ begin
 end $$;
 
 comment on function internal.check_setting() is
-  'Trigger of app.settings: a key read as a number (retentions, limits) must hold a whole JSON number in its range and cannot be removed; anything else is refused with invalid_input naming the key (sql/core/settings_rules.sql).';
+  'Trigger of app.settings: a key read as a number (retentions, limits) must hold a whole number in its range (a JSON number or a string of digits, as its readers read it) and cannot be removed; anything else is refused with invalid_input naming the key (sql/core/settings_rules.sql).';
 
 drop trigger if exists settings_values on app.settings;
 create trigger settings_values before insert or update or delete on app.settings
@@ -94,7 +101,7 @@ create trigger settings_values before insert or update or delete on app.settings
 
 -- What app.settings holds when these rules are installed is checked too: the trigger sees only
 -- writes from now on, and a database upgraded with a value its readers cannot use already in it
--- ('"7"', 3000000 days, null: written before the trigger, or past it with session_replication_role
+-- ('"7 days"', 3000000 days, null: written before the trigger, or past it with session_replication_role
 -- = replica or a data-only restore), or with a listed key missing, went on failing internal.cleanup
 -- every minute (or deleting nothing, silently). The migration that installs this file is refused
 -- instead, naming each such key, what it takes, what it holds and the statement that fixes it
@@ -114,14 +121,13 @@ language sql stable set search_path = pg_catalog, pg_temp as $$
                   else format('update app.settings set value = %L where key = %L;', fix.value, r.key) end)
   from internal.setting_rule(null) r
   left join app.settings s on s.key = r.key
-  -- what the held value says as a number, if anything: '"7"' is 7, 3000000 is itself
+  -- what the held value says as a number, if anything: '"7.0"' is 7, 3000000 is itself
   cross join lateral (select case when s.value #>> '{}' ~ '^\s*[-+]?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]{1,4})?\s*$'
                                   then (s.value #>> '{}')::numeric end as n) held
   cross join lateral (select (case when held.n is null then r.shipped
                                    else greatest(r.min, least(r.max, round(held.n))) end)::text as value) fix
-  -- what the trigger refuses (internal.check_setting), in a case so the cast runs only on digits
-  where case when s.key is null or jsonb_typeof(s.value) is distinct from 'number' or (s.value #>> '{}') !~ '^-?[0-9]{1,19}$' then true
-             else (s.value #>> '{}')::numeric not between r.min and r.max end
+  -- what the trigger refuses (internal.check_setting)
+  where s.key is null or not internal.setting_value_usable(s.value, r.min, r.max)
   order by r.key
 $$;
 comment on function internal.settings_held_problems() is

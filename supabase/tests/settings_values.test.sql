@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(18);
+select plan(19);
 
 -- key, value written, what the refusal says after "<key>: expected a whole number ", why
 select throws_ok(format('update app.settings set value = %L where key = %L', value, key), 'PX400',
@@ -20,10 +20,14 @@ from (values
   ('audit_retention_days', 'null', 'of days from 1 to 36500', 'null is refused (a retention of null deleted nothing, silently)'),
   ('mutations_per_minute', '99999999999', 'from 0 to 2147483647', 'a limit beyond integer is refused (every mutation failed on its cast)')
 ) t(key, value, range, why);
-select throws_ok($$insert into app.settings (key, value, description) values ('failed_job_retention_days', '"7"', 'x')
+select throws_ok($$insert into app.settings (key, value, description) values ('failed_job_retention_days', '"7 days"', 'x')
                    on conflict (key) do update set value = excluded.value$$, 'PX400',
-  'failed_job_retention_days: expected a whole number of days from 1 to 36500 (got "7")',
+  'failed_job_retention_days: expected a whole number of days from 1 to 36500 (got "7 days")',
   'an upsert is checked too');
+-- a JSON string of digits is what postgres.js and supabase-js write for a string parameter, and
+-- what the readers read ((value #>> '{}')::integer): taken, as before the rules
+select lives_ok($$update app.settings set value = '"30"' where key = 'mutations_per_minute'$$,
+  'a whole number written as a JSON string of digits ("30") is taken: its readers read it');
 
 -- the error's fields, as every other invalid_input
 create function pg_temp.refusal(p_sql text) returns jsonb language plpgsql as $$

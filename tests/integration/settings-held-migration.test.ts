@@ -1,10 +1,10 @@
 // The upgrade of a database whose app.settings already holds what its readers cannot use, written
-// before the trigger of sql/core/settings_rules.sql was there (a retention of '"7"' or 3000000
+// before the trigger of sql/core/settings_rules.sql was there (a retention of '"7 days"' or 3000000
 // days, a limit of null, a key deleted): the migration that checks what is held
 // (*_settings_held_checked.sql) is refused, naming each key, what it takes, what it holds and the
 // statement that fixes it, and keeps what was applied before it; once those statements are run the
 // same migrations pass, and internal.cleanup runs. Before, every migration passed and cleanup
-// failed every minute afterwards ('"7"': invalid input syntax for type integer).
+// failed every minute afterwards ('"7 days"': invalid input syntax for type integer).
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,7 +41,7 @@ describe('upgrade: app.settings values held before the rules', () => {
     try {
       await pushLikeSupabase(sql, root, {});
       // what the old schema let an operator write
-      await sql`update app.settings set value = '"7"' where key = 'realtime_messages_retention_days'`;
+      await sql`update app.settings set value = '"7 days"' where key = 'realtime_messages_retention_days'`;
       await sql`update app.settings set value = '3000000' where key = 'oplog_retention_days'`;
       await sql`update app.settings set value = 'null' where key = 'max_batch_ops'`;
       await sql`delete from app.settings where key = 'audit_retention_days'`;
@@ -64,13 +64,13 @@ describe('upgrade: app.settings values held before the rules', () => {
         "insert into app.settings (key, value, description) values ('audit_retention_days', '365', 'a whole number of days from 1 to 36500');",
         "update app.settings set value = '100' where key = 'max_batch_ops';",
         "update app.settings set value = '36500' where key = 'oplog_retention_days';",
-        "update app.settings set value = '7' where key = 'realtime_messages_retention_days';",
+        "update app.settings set value = '3' where key = 'realtime_messages_retention_days';",
       ];
       expect(refused!.message).toBe('app.settings holds 4 value(s) the SQL cannot use (internal.cleanup fails every run, or a limit reads null):\n' +
         `  audit_retention_days: takes a whole number of days from 1 to 36500; holds nothing (no row); fix: ${fixes[0]}\n` +
         `  max_batch_ops: takes a whole number from 0 to 2147483647; holds null; fix: ${fixes[1]}\n` +
         `  oplog_retention_days: takes a whole number of days from 1 to 36500; holds 3000000; fix: ${fixes[2]}\n` +
-        `  realtime_messages_retention_days: takes a whole number of days from 1 to 36500; holds "7"; fix: ${fixes[3]}\n` +
+        `  realtime_messages_retention_days: takes a whole number of days from 1 to 36500; holds "7 days"; fix: ${fixes[3]}\n` +
         'run the statement(s) above (or set another value in the range), then migrate again');
       // the refused step left nothing, the ones before it are kept: cleanup still fails (the 3000000 days' cutoff)
       await expect(sql`select internal.cleanup()`).rejects.toThrow(/timestamp out of range|invalid input syntax for type integer/);
@@ -80,7 +80,7 @@ describe('upgrade: app.settings values held before the rules', () => {
       for (; at < rest.length; at++) await apply(rest[at]!);
       expect(Object.fromEntries((await sql`select key, value from app.settings where key = any(${
         ['audit_retention_days', 'max_batch_ops', 'oplog_retention_days', 'realtime_messages_retention_days']})`).map((r) => [r.key, r.value])))
-        .toEqual({ audit_retention_days: 365, max_batch_ops: 100, oplog_retention_days: 36500, realtime_messages_retention_days: 7 });
+        .toEqual({ audit_retention_days: 365, max_batch_ops: 100, oplog_retention_days: 36500, realtime_messages_retention_days: 3 });
       const [cleaned] = await sql`select internal.cleanup() as result`;
       expect(cleaned!.result).toHaveProperty('realtime_messages_deleted');
     } finally {

@@ -27,7 +27,12 @@ create index if not exists messages_inserted_at_topic_index on realtime.messages
   where extension = 'broadcast' and private is true;
 
 alter table realtime.messages enable row level security;
-grant select, insert on realtime.messages to authenticated;
+grant select on realtime.messages to authenticated;
+-- A channel's authorization probe (src/realtime/authorize.ts) inserts these columns, and only
+-- these; inserted_at, which picks the partition, stays its default: a row a member dated years
+-- ahead sat in the default partition past every retention (and would replay for years).
+revoke insert on realtime.messages from authenticated;
+grant insert (topic, extension, event, payload, private) on realtime.messages to authenticated;
 grant all on realtime.messages to service_role;
 
 -- Daily partitions from `from_day` for `days` days (Supabase's realtime server does this itself).

@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(30);
+select plan(32);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -119,6 +119,15 @@ select set_config('realtime.topic', pg_temp.topic('c'), true);
 select lives_ok(pg_temp.send_sql(pg_temp.topic('c')), 'the canonical spelling (lower case, 8-4-4-4-12) is C''s topic');
 select set_config('realtime.topic', 'canvas:' || gen_random_uuid(), true);
 select throws_ok(pg_temp.send_sql(current_setting('realtime.topic')), '42501', null, 'a topic of no canvas is denied');
+
+-- a member writes only what a probe writes: not inserted_at (the partition; retention) nor id
+select set_config('realtime.topic', pg_temp.topic('c'), true);
+select throws_ok(format($q$insert into realtime.messages (topic, extension, event, payload, private, inserted_at)
+                           values (%L, 'broadcast', 'cursor', '{}', true, now() + interval '100 years')$q$, pg_temp.topic('c')),
+                 '42501', 'permission denied for table messages', 'a member cannot date a message (inserted_at picks its partition and its retention)');
+select throws_ok(format($q$insert into realtime.messages (id, topic, extension, event, payload, private)
+                           values (gen_random_uuid(), %L, 'broadcast', 'cursor', '{}', true)$q$, pg_temp.topic('c')),
+                 '42501', 'permission denied for table messages', '... nor choose its id');
 
 select set_config('realtime.topic', pg_temp.topic('e'), true);
 select lives_ok(format('select api.delete_canvas(%L)', pg_temp.id('e')), 'the owner deletes canvas E');

@@ -4,17 +4,13 @@
 // Project Settings → API. Clients send the anon key (createClient(url, anonKey): /auth/v1 and
 // realtime need one); the service_role key is for trusted servers only. On Supabase, use the
 // project's own keys instead. docs/self-hosting.md, "Installing on a host".
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine } from './lib/command-line.ts';
 import { SignJWT } from 'jose';
 import { DEV_JWT_SECRET } from '../src/config.ts';
 
 const USAGE = 'usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]   prints anon=<jwt> and service_role=<jwt>';
-const { values } = parseCommandLine({ options: { years: { type: 'string', default: '10' } } }, USAGE);
-const years = Number(values.years);
-if (!(years > 0)) {
-  console.error(`--years must be a number above 0\n${USAGE}`);
-  process.exit(2);
-}
+const { number } = parseCommandLine({ options: { years: { type: 'string', default: '10' } } }, USAGE);
+const years = number('years', decimalNumber(0, undefined, { above: true }));
 const secret = process.env.JWT_SECRET;
 if (!secret || secret.length < 32) {
   console.error('JWT_SECRET must be set (32 characters at least): the secret your Potentia processes verify tokens with');

@@ -43,7 +43,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 import { addMachineCpu, benchDatabaseName, benchDatabaseUrl, cpuPerTransaction, findPgbench, formatMachineCpu, recreateBenchDatabase, runPgbench,
@@ -54,7 +54,7 @@ import { addWaits, formatWaits, sampleWaits, type WaitCounts } from './lib/wait-
 const USAGE = 'usage: npm run bench:compare -- --base <commit> [--head <commit>] [--script NAME[,NAME…]] [--rounds N>=1] [--seconds N>0] ' +
   '[--clients N>=1] [--canvases N>=1] [--async] [--waits] [--cpu] [--instructions [--transactions N1,N2 with N2>N1] [--port N] [--profiles DIR]] ' +
   '[--keep] [--database-url URL]   (scripts: scripts/pgbench/NAME.sql; what each option does: the comment at the top of scripts/bench-compare.ts)';
-const { values } = parseCommandLine({
+const { values, number, numbers } = parseCommandLine({
   options: {
     base: { type: 'string', default: 'HEAD' },
     head: { type: 'string' },
@@ -74,15 +74,14 @@ const { values } = parseCommandLine({
     'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench_compare') },
   },
 }, USAGE);
-const ROUNDS = Number(values.rounds ?? (values.instructions ? 1 : 8));
-const SECONDS = Number(values.seconds);
-const CLIENTS = Number(values.clients);
-const CANVASES = Number(values.canvases);
-const PORT = Number(values.port);
-const TRANSACTIONS = values.transactions!.split(',').map(Number);
+const ROUNDS = number('rounds', wholeNumber(1), values.instructions ? 1 : 8);
+const SECONDS = number('seconds', decimalNumber(0, undefined, { above: true }));
+const CLIENTS = number('clients', wholeNumber(1));
+const CANVASES = number('canvases', wholeNumber(1));
+const PORT = number('port', wholeNumber(1, 65535));
+const TRANSACTIONS = numbers('transactions', wholeNumber(1));
 const SCRIPTS = values.script!.split(',').map((s) => s.trim());
-if (![ROUNDS, CLIENTS, CANVASES, PORT].every((n) => Number.isInteger(n) && n >= 1) || !(SECONDS > 0)
-    || TRANSACTIONS.length !== 2 || !TRANSACTIONS.every((n) => Number.isInteger(n) && n >= 1) || !(TRANSACTIONS[1]! > TRANSACTIONS[0]!)
+if (TRANSACTIONS.length !== 2 || !(TRANSACTIONS[1]! > TRANSACTIONS[0]!)
     || !SCRIPTS.every((s) => /^[a-z0-9_-]+$/.test(s))) {
   console.error(USAGE);
   process.exit(2);

@@ -55,7 +55,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import { backendPids, benchDatabaseName, benchDatabaseUrl, childrenCpuMs, machineCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows } from './lib/bench-report.ts';
 import { pino } from 'pino';
@@ -72,7 +72,7 @@ import { startBareServer, type BareServer } from './lib/bare-http-server.ts';
 const HTTP_TARGET = 0.8;
 
 const defaultUrl = benchDatabaseUrl('potentia_bench_http');
-const { values } = parseCommandLine({
+const { values, number } = parseCommandLine({
   options: {
     seconds: { type: 'string', default: '10' },
     // every phase this many times, interleaved (HTTP, bare, direct, … then again); rates and
@@ -87,16 +87,12 @@ const { values } = parseCommandLine({
     'cpu-prof': { type: 'string' },
   },
 });
-const SECONDS = Number(values.seconds);
-const CONNECTIONS = Number(values.connections);
-const ROUNDS = Number(values.rounds);
-const WARMUP = Number(values['warmup-seconds']);
-const PROCESS_WARMUP = Number(values['process-warmup-seconds']);
+const SECONDS = number('seconds', decimalNumber(0, undefined, { above: true }));
+const CONNECTIONS = number('connections', wholeNumber(1));
+const ROUNDS = number('rounds', wholeNumber(1));
+const WARMUP = number('warmup-seconds', decimalNumber(0));
+const PROCESS_WARMUP = number('process-warmup-seconds', decimalNumber(0));
 const url = values['database-url']!;
-if (!(SECONDS > 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1 || !Number.isInteger(CONNECTIONS) || CONNECTIONS < 1 || !(WARMUP >= 0) || !(PROCESS_WARMUP >= 0)) {
-  console.error('usage: npx tsx scripts/bench-http.ts [--seconds N>0] [--rounds N>=1] [--connections N>=1] [--database-url URL] [--warmup-seconds N] [--process-warmup-seconds N] [--cpu-prof DIR]');
-  process.exit(2);
-}
 const dbName = benchDatabaseName(url);
 requireWrk();
 const root = fileURLToPath(new URL('..', import.meta.url));

@@ -8,7 +8,7 @@
 //    ratio embed/no-op.
 // Runs in its own scratch database (potentia_bench_jobs, made fresh), never in dev or test data.
 import { randomUUID } from 'node:crypto';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import { pino } from 'pino';
 import postgres from 'postgres';
 import { loadConfig } from '../src/config.ts';
@@ -17,15 +17,15 @@ import { LocalProvider } from '../src/worker/providers.ts';
 import { percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { startWorker } from '../src/worker/runtime.ts';
 
-const { values } = parseCommandLine({ options: {
+const { values, number } = parseCommandLine({ options: {
   'database-url': { type: 'string' }, seconds: { type: 'string', default: '3' }, writers: { type: 'string', default: '8' },
   rounds: { type: 'string', default: '4' }, jobs: { type: 'string', default: '2000' }, concurrency: { type: 'string', default: '8' },
 } });
+const SECONDS = number('seconds', decimalNumber(0, undefined, { above: true })), WRITERS = number('writers', wholeNumber(1)), ROUNDS = number('rounds', wholeNumber(1));
+const JOBS = number('jobs', wholeNumber(1)), CONCURRENCY = number('concurrency', wholeNumber(1));
 const config = loadConfig();
 const url = values['database-url'] ?? 'postgres://postgres:postgres@127.0.0.1:5432/potentia_bench_jobs';
 await recreateBenchDatabase(url, console.log);
-const SECONDS = Number(values.seconds), WRITERS = Number(values.writers), ROUNDS = Number(values.rounds);
-const JOBS = Number(values.jobs), CONCURRENCY = Number(values.concurrency);
 const sql = postgres(url, { max: WRITERS + 4, onnotice: () => {} });
 
 const as = <T>(user: string, fn: string, args: unknown[]) => withRequest(sql, { claims: { sub: user, role: 'authenticated' } }, async (tx) => {

@@ -24,9 +24,9 @@ import { DEV_JWT_SECRET } from '../src/config.ts';
 import { callAs, createUser } from '../tests/helpers/fixtures.ts';
 import { apiKey } from '../tests/helpers/tokens.ts';
 import { percentile } from './lib/bench.ts';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 
-const { values: args } = parseCommandLine({
+const { values: args, number } = parseCommandLine({
   options: {
     rounds: { type: 'string', default: '2' }, sockets: { type: 'string', default: '20' }, joins: { type: 'string', default: '300' },
     rps: { type: 'string', default: '20' }, port: { type: 'string', default: '56110' }, 'baseline-seconds': { type: 'string', default: '15' },
@@ -35,12 +35,12 @@ const { values: args } = parseCommandLine({
   },
 }, 'usage: npx tsx scripts/bench-join-flood.ts [--rounds 2] [--sockets 20] [--joins 300] [--rps 20] [--baseline-seconds 15]\n'
   + '       [--checkouts name=<dir>@<database>,…] [--port 56110] [--burst-all] [--public] [--access-token]');
-const ROUNDS = Number(args.rounds);
-const SOCKETS = Number(args.sockets);
-const JOINS = Number(args.joins);
-const RPS = Number(args.rps);
-const PORT = Number(args.port);
-const BASELINE_S = Number(args['baseline-seconds']);
+const ROUNDS = number('rounds', wholeNumber(1));
+const SOCKETS = number('sockets', wholeNumber(1));
+const JOINS = number('joins', wholeNumber(1));
+const RPS = number('rps', decimalNumber(0, undefined, { above: true }));
+const PORT = number('port', wholeNumber(1, 65535));
+const BASELINE_S = number('baseline-seconds', decimalNumber(0, undefined, { above: true }));
 const BURST_ALL = args['burst-all'] === true;
 /** --public: the same joins with private:false (no RLS probe, no admission): what the frames alone cost the process. */
 const PUBLIC = args.public === true;

@@ -64,7 +64,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import { addMachineCpu, backendPids, benchDatabaseName, benchDatabaseUrl, cpuPerTransaction, findPgbench, formatMachineCpu, percentile, procCpuMs,
   recreateBenchDatabase, runPgbench, type MachineCpuTally, type PgbenchResult } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
@@ -72,7 +72,7 @@ import postgres, { type Sql } from 'postgres';
 import { CanvasLanes } from '../src/db/canvas-lanes.ts';
 import { requestStatement, withRequest } from '../src/db/request.ts';
 
-const { values } = parseCommandLine({
+const { values, number } = parseCommandLine({
   options: {
     seconds: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '1' },
@@ -84,19 +84,15 @@ const { values } = parseCommandLine({
     'lane-depth': { type: 'string' },
   },
 });
-const SECONDS = Number(values.seconds);
-const ROUNDS = Number(values.rounds);
-const CLIENTS = Number(values.clients);
-const CANVASES = Number(values.canvases);
-const WARMUP = Number(values['warmup-seconds']);
+const SECONDS = number('seconds', decimalNumber(0, undefined, { above: true }));
+const ROUNDS = number('rounds', wholeNumber(1));
+const CLIENTS = number('clients', wholeNumber(1));
+const CANVASES = number('canvases', wholeNumber(1));
+const WARMUP = number('warmup-seconds', decimalNumber(0));
 const url = values['database-url']!;
-const LANE_DEPTH = values['lane-depth'] === undefined ? undefined : Number(values['lane-depth']);
+const LANE_DEPTH = number('lane-depth', wholeNumber(1), undefined);
 /** The hot canvas through lanes that send one transaction at a time (no pipelining), beside the default. */
 const SERIAL_LABEL = 'rpc: hot canvas, own block per client, lane one transaction at a time';
-if (!(LANE_DEPTH === undefined || (Number.isInteger(LANE_DEPTH) && LANE_DEPTH >= 1)) || !(SECONDS > 0) || !(CLIENTS >= 1) || !(CANVASES >= 1) || !(WARMUP >= 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) {
-  console.error('usage: npx tsx scripts/bench-mutate.ts [--seconds N>0] [--rounds N>=1] [--clients N] [--canvases N] [--lane-depth N>=1] [--warmup-seconds N] [--functions] [--database-url URL]');
-  process.exit(2);
-}
 const dbName = benchDatabaseName(url);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const log = (line: string) => console.log(line);

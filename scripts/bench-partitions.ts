@@ -34,7 +34,7 @@
 // longest insert that overlapped it, and the ratios of the maintenance (and of the scan under lock)
 // against the baseline: informative rows, no target.
 import postgres, { type Sql } from 'postgres';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, milliseconds, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import { benchDatabaseName, benchDatabaseUrl, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 
@@ -46,7 +46,7 @@ const DEFAULTS = {
 const usage = 'usage: npm run bench:partitions -- [--rows N>=1] [--days N>=1] [--writers N>=1] [--interval-ms MS>=0]\n'
   + '       [--baseline-seconds S>0] [--old-partitions N>=0] [--pause-ms MS>=0] [--max-runs N>=2]\n'
   + '       [--skip-scan-under-lock] [--keep] [--database-url URL]';
-const { values } = parseCommandLine({
+const { values, number } = parseCommandLine({
   options: {
     ...Object.fromEntries(Object.entries(DEFAULTS).map(([k, v]) => [k, { type: 'string' as const, default: v }])),
     'skip-scan-under-lock': { type: 'boolean', default: false },
@@ -55,16 +55,11 @@ const { values } = parseCommandLine({
   },
 }, usage);
 const opt = values as Record<string, string | boolean | undefined>;
-const num = (name: keyof typeof DEFAULTS) => Number(opt[name]);
-const ROWS = num('rows'), DAYS = num('days'), WRITERS = num('writers'), INTERVAL_MS = num('interval-ms');
-const BASELINE_S = num('baseline-seconds'), OLD = num('old-partitions'), PAUSE_MS = num('pause-ms'), MAX_RUNS = num('max-runs');
+const ROWS = number('rows', wholeNumber(1)), DAYS = number('days', wholeNumber(1)), WRITERS = number('writers', wholeNumber(1));
+const INTERVAL_MS = number('interval-ms', milliseconds(0)), BASELINE_S = number('baseline-seconds', decimalNumber(0, undefined, { above: true }));
+const OLD = number('old-partitions', wholeNumber(0)), PAUSE_MS = number('pause-ms', milliseconds(0)), MAX_RUNS = number('max-runs', wholeNumber(2));
 const SCAN_UNDER_LOCK = opt['skip-scan-under-lock'] !== true;
 const url = opt['database-url'] as string;
-if (![ROWS, DAYS, WRITERS].every((n) => Number.isInteger(n) && n >= 1) || !(INTERVAL_MS >= 0) || !(BASELINE_S > 0)
-    || !(Number.isInteger(OLD) && OLD >= 0) || !(PAUSE_MS >= 0) || !(Number.isInteger(MAX_RUNS) && MAX_RUNS >= 2)) {
-  console.error(usage);
-  process.exit(2);
-}
 const dbName = benchDatabaseName(url);
 const command = ['npm run bench:partitions --',
   ...Object.entries(DEFAULTS).filter(([k, v]) => opt[k] !== v).map(([k]) => `--${k} ${opt[k]}`),

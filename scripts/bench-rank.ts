@@ -17,27 +17,23 @@
 // rebalance jobs that long keys enqueue stay queued, so placement alone must keep inserts cheap.
 //
 // It uses its own database (default potentia_bench_rank on the server of DATABASE_URL: dropped, created and migrated here).
-import { parseCommandLine } from './lib/command-line.ts';
+import { parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import postgres, { type Sql, type TransactionSql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 import { benchDatabaseName, benchDatabaseUrl, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 
 const DEFAULT_URL = benchDatabaseUrl('potentia_bench_rank');
-const { values } = parseCommandLine({
+const { values, number } = parseCommandLine({
   options: {
     inserts: { type: 'string', default: '1000' },
     blocks: { type: 'string', default: '100' },
     'database-url': { type: 'string', default: DEFAULT_URL },
   },
 });
-const INSERTS = Number(values.inserts);
-const BLOCKS = Number(values.blocks);
+const INSERTS = number('inserts', wholeNumber(1));
+const BLOCKS = number('blocks', wholeNumber(2));
 const url = values['database-url']!;
-if (!Number.isInteger(INSERTS) || INSERTS < 1 || !Number.isInteger(BLOCKS) || BLOCKS < 2) {
-  console.error('usage: npx tsx scripts/bench-rank.ts [--inserts N>=1] [--blocks N>=2] [--database-url URL]');
-  process.exit(2);
-}
 const dbName = benchDatabaseName(url);
 const log = (line: string) => console.log(line);
 const command = ['npm run bench:rank', values.inserts !== '1000' ? `--inserts ${INSERTS}` : '',

@@ -112,7 +112,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import type { AddressInfo } from 'node:net';
 import { benchDatabaseName, benchDatabaseUrl, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
@@ -600,7 +600,7 @@ function procCpuMs(pid: number): number {
 
 // =============================================================================== parent
 async function parentMain(): Promise<void> {
-  const { values } = parseCommandLine({
+  const { values, number, numbers } = parseCommandLine({
     options: {
       seconds: { type: 'string', default: '10' },
       rate: { type: 'string', default: '20' },
@@ -625,38 +625,33 @@ async function parentMain(): Promise<void> {
       'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench_rt') },
     },
   });
-  const SECONDS = Number(values.seconds);
-  const RATE = Number(values.rate);
-  const WARMUP = Number(values['warmup-seconds']);
-  const CONCURRENCY = Number(values['connect-concurrency']);
-  const COUNTS = values.subscribers!.split(',').map((s) => Number(s.trim()));
+  const above0 = decimalNumber(0, undefined, { above: true });
+  const SECONDS = number('seconds', above0);
+  const RATE = number('rate', above0);
+  const WARMUP = number('warmup-seconds', decimalNumber(0));
+  const CONCURRENCY = number('connect-concurrency', wholeNumber(1));
+  const COUNTS = numbers('subscribers', wholeNumber(1));
   const VSN = values.vsn!;
   const url = values['database-url']!;
-  const CLUSTER_SECONDS = Number(values['cluster-seconds']);
-  const CLUSTER_SENDERS = Number(values['cluster-senders']);
-  const CLUSTER_RATE = Number(values['cluster-rate']);
+  const CLUSTER_SECONDS = number('cluster-seconds', above0);
+  const CLUSTER_SENDERS = number('cluster-senders', wholeNumber(1));
+  // per socket: the gateway allows 10 msgs/s
+  const CLUSTER_RATE = number('cluster-rate', decimalNumber(0, 10, { above: true }));
   const CLUSTER_ONLY = values['cluster-only'] === true;
   const SCALE_ONLY = values['scale-only'] === true;
   const SKIP_CLUSTER = values['skip-cluster'] === true || SCALE_ONLY;
-  const GATEWAYS = values.gateways!.split(',').map((s) => Number(s.trim()));
-  const ROUNDS = Number(values.rounds);
-  const SUB_PROCS = Number(values['subscriber-processes']);
-  const SCALE = values.scale ? values.scale.split(',').map((s) => Number(s.trim())) : [];
-  const SCALE_RATE = Number(values['scale-rate']);
-  const SCALE_GATEWAYS = Number(values['scale-gateways']);
-  const SCALE_REFINE = Number(values['scale-refine']);
-  const SUB_NICE = Number(values['subscriber-nice']);
+  const GATEWAYS = numbers('gateways', wholeNumber(1));
+  const ROUNDS = number('rounds', wholeNumber(1));
+  const SUB_PROCS = number('subscriber-processes', wholeNumber(1));
+  const SCALE = numbers('scale', wholeNumber(1));
+  const SCALE_RATE = number('scale-rate', above0);
+  const SCALE_GATEWAYS = number('scale-gateways', wholeNumber(1));
+  const SCALE_REFINE = number('scale-refine', wholeNumber(0));
+  const SUB_NICE = number('subscriber-nice', wholeNumber(-20, 19));
   const FANOUT = CLUSTER_ONLY || SCALE_ONLY ? [] : COUNTS;
   /** Each row's reproduce command: this very invocation. */
   const COMMAND = ['npx tsx scripts/bench-realtime.ts', ...process.argv.slice(2)].join(' ');
-  if (!(CLUSTER_SECONDS > 0) || !Number.isInteger(CLUSTER_SENDERS) || CLUSTER_SENDERS < 1 || !(CLUSTER_RATE > 0 && CLUSTER_RATE <= 10)) {
-    console.error('usage: --cluster-seconds N>0 --cluster-senders N>=1 --cluster-rate 0<R<=10 (per socket: the gateway allows 10 msgs/s) [--cluster-only]');
-    process.exit(2);
-  }
-  const positiveInts = (xs: number[]) => xs.every((n) => Number.isInteger(n) && n >= 1);
-  if (!(SECONDS > 0) || !(RATE > 0) || !(WARMUP >= 0) || !(CONCURRENCY >= 1) || COUNTS.length === 0 ||
-      !positiveInts(COUNTS) || !['1.0.0', '2.0.0'].includes(VSN) || GATEWAYS.length === 0 || !positiveInts(GATEWAYS) ||
-      !positiveInts([SUB_PROCS, SCALE_GATEWAYS, ROUNDS]) || !positiveInts(SCALE) || !(SCALE_RATE > 0) || !(Number.isInteger(SCALE_REFINE) && SCALE_REFINE >= 0) || (SCALE_ONLY && SCALE.length === 0)) {
+  if (COUNTS.length === 0 || !['1.0.0', '2.0.0'].includes(VSN) || GATEWAYS.length === 0 || (SCALE_ONLY && SCALE.length === 0)) {
     console.error('usage: npx tsx scripts/bench-realtime.ts [--seconds N>0] [--rate R>0] [--subscribers 100,1000] [--gateways 1,2] [--rounds N] ' +
       '[--subscriber-processes K] [--scale 1000,2000,3000,5000 [--scale-rate 5] [--scale-gateways 3] [--scale-refine N>=0] [--scale-only]] [--skip-cluster] ' +
       '[--warmup-seconds N] [--connect-concurrency N] [--vsn 1.0.0|2.0.0] [--database-url URL]');

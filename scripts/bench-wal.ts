@@ -21,13 +21,13 @@
 // Scratch database (default potentia_bench_wal: dropped, created and migrated), never dev data.
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
 import { benchDatabaseName, recreateBenchDatabase } from './lib/bench.ts';
 
 const usage = 'usage: npx tsx scripts/bench-wal.ts [--seconds N>0] [--clients N>=1] [--slots 1,2,4] [--database-url URL]';
-const { values } = parseCommandLine({
+const { values, number, numbers } = parseCommandLine({
   options: {
     seconds: { type: 'string', default: '5' },
     clients: { type: 'string', default: '8' },
@@ -35,10 +35,10 @@ const { values } = parseCommandLine({
     'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench_wal' },
   },
 }, usage);
-const SECONDS = Number(values.seconds);
-const CLIENTS = Number(values.clients);
-const SLOT_RUNS = values.slots!.split(',').map(Number);
-if (!(SECONDS > 0) || !(CLIENTS >= 1) || !SLOT_RUNS.every((k) => Number.isInteger(k) && k >= 1)) {
+const SECONDS = number('seconds', decimalNumber(0, undefined, { above: true }));
+const CLIENTS = number('clients', wholeNumber(1));
+const SLOT_RUNS = numbers('slots', wholeNumber(1));
+if (SLOT_RUNS.length === 0) {
   console.error(usage);
   process.exit(2);
 }

@@ -6,7 +6,7 @@
 // It warns of objects changed outside migrations since the last run (src/db/schema-drift.ts);
 // --check only reports what is pending or drifted.
 import { fileURLToPath } from 'node:url';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
 import { loadConfigOrExit } from '../src/config.ts';
@@ -26,11 +26,12 @@ const usage = `usage: npm run db:migrate [-- [--database-url URL] [--strict] [--
   --accept-drift       take the schema as it is, changes made outside migrations included (they are warned of until then)
   --check              change nothing: list the migrations to apply and what changed outside migrations; exit 1 if any
   --quiet              no summary line when nothing was applied`;
-const { values } = parseCommandLine({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' },
+const { values, number } = parseCommandLine({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' },
   'lock-wait': { type: 'string' }, check: { type: 'boolean' }, 'accept-drift': { type: 'boolean' } } }, usage);
-const lockWait = values['lock-wait'] === undefined ? DEFAULT_LOCK_WAIT_MS / 1000 : Number(values['lock-wait']);
-if (!(lockWait >= 0) || (values.check && values['accept-drift'])) {
-  console.error(`${values.check && values['accept-drift'] ? '--check changes nothing: it takes no --accept-drift' : `--lock-wait takes a number of seconds (got ${values['lock-wait']})`}\n${usage}`);
+// seconds, as env numbers are written (0x10 and Infinity were taken: Infinity waited for ever)
+const lockWait = number('lock-wait', decimalNumber(0), DEFAULT_LOCK_WAIT_MS / 1000);
+if (values.check && values['accept-drift']) {
+  console.error(`--check changes nothing: it takes no --accept-drift\n${usage}`);
   process.exit(2);
 }
 // migrations take a direct connection (DIRECT_DATABASE_URL when DATABASE_URL is a pooler), as on Supabase

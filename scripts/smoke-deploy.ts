@@ -9,12 +9,12 @@
 // is closed and opened again (a new socket: the next gateway in the rotation) and catches up.
 // Nothing here needs sticky sessions. Exits 1 naming the step that failed.
 import { randomUUID } from 'node:crypto';
-import { parseCommandLine } from './lib/command-line.ts';
+import { milliseconds, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import WebSocket from 'ws';
 import { createPotentiaClient, type Canvas, type PotentiaClient } from '../packages/client/src/index.ts';
 
 const USAGE = 'usage: npx tsx scripts/smoke-deploy.ts --url BASE_URL --anon-key KEY [--rounds N] [--round-ms MS (700)] [--timeout-ms MS]';
-const { values } = parseCommandLine({
+const { values, number } = parseCommandLine({
   options: {
     url: { type: 'string' }, 'anon-key': { type: 'string' }, rounds: { type: 'string', default: '4' },
     // a round is one mutation per user: 700 ms keeps both under mutations_per_minute (100)
@@ -22,10 +22,10 @@ const { values } = parseCommandLine({
     'timeout-ms': { type: 'string', default: '10000' },
   },
 }, USAGE);
-const ROUNDS = Number(values.rounds);
-const TIMEOUT = Number(values['timeout-ms']);
-const ROUND_MS = Number(values['round-ms']);
-if (!values.url || !values['anon-key'] || !(ROUNDS >= 1) || !(TIMEOUT > 0) || !(ROUND_MS >= 0)) {
+const ROUNDS = number('rounds', wholeNumber(1));
+const TIMEOUT = number('timeout-ms', milliseconds(1));
+const ROUND_MS = number('round-ms', milliseconds(0));
+if (!values.url || !values['anon-key']) {
   console.error(USAGE);
   process.exit(2);
 }

@@ -2,7 +2,7 @@
 // --password is given and the address is new (the same SQL as POST /auth/v1/signup).
 //   npx tsx scripts/token.ts [--email demo@potentia.local] [--password P] [--scope "canvas:<id>:write"] [--ttl 86400]
 //                            [--database-url URL]        (default: DATABASE_URL, else the dev database)
-import { parseCommandLine } from './lib/command-line.ts';
+import { parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { loadConfig, type Config } from '../src/config.ts';
 import { DEMO, devToken } from '../src/dev.ts';
@@ -29,7 +29,7 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-const { values } = parseCommandLine({ options: {
+const { values, number } = parseCommandLine({ options: {
   email: { type: 'string' }, password: { type: 'string' }, scope: { type: 'string' }, ttl: { type: 'string' },
   'database-url': { type: 'string' },
 } }, USAGE);
@@ -41,8 +41,7 @@ try {
   fail(`${(err as Error).message}\nFix the variable (or pass --database-url postgres://user:pass@host:5432/db).`);
 }
 if (config.env === 'production') fail('refusing to mint tokens with NODE_ENV=production: tokens there come from Supabase Auth');
-const ttl = Number(values.ttl ?? 86400);
-if (!Number.isInteger(ttl) || ttl < 1) fail(`--ttl must be a whole number of seconds (got ${JSON.stringify(values.ttl)})`);
+const ttl = number('ttl', wholeNumber(1), 86400);
 
 const scope = values.scope === undefined ? undefined : scopeClaim(values.scope);
 

@@ -12,14 +12,14 @@ import { readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseCommandLine } from './lib/command-line.ts';
+import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { testDatabaseUrl } from '../src/config.ts';
 import { pushLikeSupabase } from '../src/db/push.ts';
 import { generateFixture, writePostgresFixture, writeSqliteFixture } from '../src/upgrade/v1-fixture.ts';
 import { runUpgrade } from '../src/upgrade/upgrade.ts';
 
-const { values } = parseCommandLine({
+const { values, number } = parseCommandLine({
   options: {
     blocks: { type: 'string', default: '100000' }, canvases: { type: 'string', default: '1000' },
     embedded: { type: 'string', default: '0.1' }, source: { type: 'string', default: 'postgres' }, keep: { type: 'boolean' },
@@ -32,8 +32,10 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const urlOf = (name: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${name}`; return u.toString(); };
 const names = { v1: 'potentia_upgrade_acceptance_v1', v2: 'potentia_upgrade_acceptance' };
 const sqlitePath = join(tmpdir(), 'potentia_upgrade_acceptance.sqlite');
-const blocks = Number(values.blocks);
-const canvases = Number(values.canvases);
+const blocks = number('blocks', wholeNumber(0));
+const canvases = number('canvases', wholeNumber(1));
+const embedded = number('embedded', decimalNumber(0, 1));
+const batch = number('batch', wholeNumber(1));
 const sqlite = values.source === 'sqlite';
 const seconds = (t: number) => `${((Date.now() - t) / 1000).toFixed(1)} s`;
 
@@ -42,7 +44,7 @@ let failed = false;
 try {
   for (const name of Object.values(names)) await admin.unsafe(`drop database if exists ${name} with (force)`);
   let t = Date.now();
-  const fx = generateFixture({ blocks, canvases, embedded: Number(values.embedded), seed: 2026 }, sqlite);
+  const fx = generateFixture({ blocks, canvases, embedded, seed: 2026 }, sqlite);
   const from = sqlite ? sqlitePath : urlOf(names.v1);
   if (sqlite) await writeSqliteFixture(sqlitePath, fx, { force: true });
   else await writePostgresFixture(from, fx);
@@ -57,11 +59,11 @@ try {
 
   const log = (line: string) => console.log(line);
   console.log('\n$ npm run upgrade:v1 -- --from <v1> --to <v2> --dry-run');
-  await runUpgrade({ from, to: urlOf(names.v2), dryRun: true, batch: Number(values.batch), log });
+  await runUpgrade({ from, to: urlOf(names.v2), dryRun: true, batch, log });
 
   console.log(`\n$ npm run upgrade:v1 -- --from <v1> --to <v2> --batch ${values.batch}`);
   t = Date.now();
-  const result = await runUpgrade({ from, to: urlOf(names.v2), batch: Number(values.batch), log });
+  const result = await runUpgrade({ from, to: urlOf(names.v2), batch, log });
   console.log(`upgrade + verification: ${seconds(t)}`);
   if (!result.ok) failed = true;
 

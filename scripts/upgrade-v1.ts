@@ -2,7 +2,7 @@
 //                        [--batch N] [--workspace-per owner|one] [--workspace-name NAME] [--schema NAME]
 // Moves a v1 database into v2 (src/upgrade/upgrade.ts, docs/upgrade-v1.md). Exits 1 when the
 // verification finds a difference, 2 on bad arguments or a failure.
-import { parseCommandLine } from './lib/command-line.ts';
+import { parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import { loadConfigOrExit } from '../src/config.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
 import { runUpgrade } from '../src/upgrade/upgrade.ts';
@@ -18,16 +18,16 @@ const usage = `usage: npm run upgrade:v1 -- --from <postgres URL | path to a SQL
   --schema NAME             schema of the v1 tables in a Postgres source (default public)
 see docs/upgrade-v1.md`;
 
-const { values } = parseCommandLine({
+const { values, number } = parseCommandLine({
   options: {
     from: { type: 'string' }, to: { type: 'string' }, 'dry-run': { type: 'boolean' }, 'verify-only': { type: 'boolean' },
     'no-verify': { type: 'boolean' }, batch: { type: 'string' }, 'workspace-per': { type: 'string' },
     'workspace-name': { type: 'string' }, schema: { type: 'string' },
   },
 }, usage);
-const batch = values.batch === undefined ? 1000 : Number(values.batch);
+const batch = number('batch', wholeNumber(1), 1000);
 const per = values['workspace-per'] ?? 'owner';
-if (!values.from || !Number.isInteger(batch) || batch < 1 || (per !== 'owner' && per !== 'one') || (values['dry-run'] && values['verify-only'])) {
+if (!values.from || (per !== 'owner' && per !== 'one') || (values['dry-run'] && values['verify-only'])) {
   console.error(usage);
   process.exit(2);
 }

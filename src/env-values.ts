@@ -42,10 +42,28 @@ export const MAX_SQL_INTEGER = 2_147_483_647;
  * and 1e3: `PORT=0x1F90` listened on 8080, and 1e10 reads as a plain number to no one.
  */
 export function envInteger(min: number, max?: number) {
-  const error = `expected a whole number ${max === undefined ? `of at least ${min}` : `from ${min} to ${max}`}`;
-  const atLeast = z.number({ error }).int({ error }).min(min, { error });
-  const ranged = max === undefined ? atLeast : atLeast.max(max, { error });
-  return z.string({ error }).trim().regex(/^[+-]?[0-9]+$/, { error }).transform(Number).pipe(ranged);
+  return decimalNumber({ whole: true, min, max });
+}
+
+/**
+ * A number from `min` (to `max`) that may have a fraction (4.5), written as envInteger's are: decimal
+ * digits, with a point; no 0x10, 1e3 or Infinity. `above`: more than `min`, not `min` itself.
+ */
+export function envDecimal(min: number, max?: number, { above = false }: { above?: boolean } = {}) {
+  return decimalNumber({ whole: false, min, max, above });
+}
+
+/** The one reader of numbers written in decimal (env variables, and the scripts' options: scripts/lib/command-line.ts). */
+function decimalNumber({ whole, min, max, above = false }: { whole: boolean; min: number; max?: number; above?: boolean }) {
+  const low = above ? `above ${min}` : `of at least ${min}`;
+  const range = max === undefined ? low : above ? `above ${min}, at most ${max}` : `from ${min} to ${max}`;
+  const error = `expected ${whole ? 'a whole number' : 'a number'} ${range}`;
+  let parsed = z.number({ error });
+  if (whole) parsed = parsed.int({ error });
+  parsed = above ? parsed.gt(min, { error }) : parsed.min(min, { error });
+  if (max !== undefined) parsed = parsed.max(max, { error });
+  const digits = whole ? /^[+-]?[0-9]+$/ : /^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$/;
+  return z.string({ error }).trim().regex(digits, { error }).transform(Number).pipe(parsed);
 }
 
 /** Milliseconds a timer waits (setTimeout, setInterval): from `min` to MAX_TIMER_MS. */

@@ -3,12 +3,31 @@
 // prints what was wrong and the usage, and exits 2, where parseArgs alone threw a stack trace.
 import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { z } from 'zod';
+import { envDecimal, envInteger, envMilliseconds } from '../../src/env-values.ts';
+
+/** What a numeric option takes: src/env-values.ts's forms, so that options parse as env numbers do (no 0x10, 1e3, Infinity). */
+export type NumberForm = z.ZodType<number, string>;
+export const wholeNumber = envInteger;
+export const decimalNumber = envDecimal;
+export const milliseconds = envMilliseconds;
+
+type Parsed<T extends ParseArgsConfig> = ReturnType<typeof parseArgs<T>> & {
+  /**
+   * --name's value read as `form` (wholeNumber(1), decimalNumber(0, undefined, { above: true })…); one
+   * that does not parse is refused naming the option, the form and what was given, exit 2. Absent
+   * (no value, no default), `fallback`.
+   */
+  number<F extends number | undefined = never>(name: string, form: NumberForm, fallback?: F): number | F;
+  /** --name's value as numbers separated by commas, each read as `form` ('' is none). */
+  numbers(name: string, form: NumberForm): number[];
+};
 
 /**
  * parseArgs(config) for a script run from a shell. `usage` is what --help prints (default: the
  * script's name and its options, from config). A script's own `help` option is not needed.
  */
-export function parseCommandLine<T extends ParseArgsConfig>(config: T, usage?: string): ReturnType<typeof parseArgs<T>> {
+export function parseCommandLine<T extends ParseArgsConfig>(config: T, usage?: string): Parsed<T> {
   const text = usage ?? `usage: npx tsx scripts/${basename(process.argv[1] ?? 'script')} ${Object.entries(config.options ?? {})
     .map(([name, o]) => `[--${name}${o.type === 'string' ? ` ${name.toUpperCase().replace(/-/g, '_')}` : ''}]`).join(' ')}`;
   const args = config.args ?? process.argv.slice(2);
@@ -35,5 +54,26 @@ export function parseCommandLine<T extends ParseArgsConfig>(config: T, usage?: s
       process.exit(2);
     }
   }
-  return parsed;
+  const refuse = (message: string): never => {
+    console.error(`${message}\n${text}`);
+    process.exit(2);
+  };
+  const read = (name: string, form: NumberForm, given: string, list: boolean): number => {
+    const result = form.safeParse(given);
+    if (result.success) return result.data;
+    const expected = result.error.issues[0]!.message;
+    return refuse(`--${name}: ${list ? `${expected}, each of a comma-separated list` : expected} (got ${JSON.stringify(values[name])})`);
+  };
+  function number<F extends number | undefined = never>(name: string, form: NumberForm, ...fallback: [F?]): number | F {
+    const given = values[name];
+    if (typeof given === 'string') return read(name, form, given, false);
+    if (fallback.length === 0) throw new Error(`--${name}: no value and no fallback`);
+    return fallback[0] as F;
+  }
+  const numbers = (name: string, form: NumberForm): number[] => {
+    const given = values[name];
+    if (typeof given !== 'string' || given.trim() === '') return [];
+    return given.split(',').map((one) => read(name, form, one, true));
+  };
+  return { ...parsed, number, numbers };
 }

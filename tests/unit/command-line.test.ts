@@ -63,6 +63,31 @@ describe('scripts: the command line', () => {
     expect(r.stderr).not.toMatch(/^\s+at /m);
   });
 
+  it('a numeric option parses as env numbers do (decimal digits only): 0x10, 1e3 and Infinity are refused naming the option, the form and what was given', async () => {
+    // `--lock-wait 0x10` waited 16 s and `--lock-wait Infinity` for ever (Number() reads both); env
+    // numbers refuse them since src/env-values.ts's envInteger, and options now go through it
+    for (const given of ['0x10', 'Infinity', '1e3', '-1', '']) {
+      const r = await script('scripts/migrate.ts', `--lock-wait=${given}`, '--database-url', 'postgres://postgres@127.0.0.1:1/nowhere');
+      expect(r.code, given).toBe(2);
+      expect(r.stderr, given).toMatch(given === ''
+        ? /^--lock-wait is empty \(an unset shell variable\?\)/
+        : new RegExp(`^--lock-wait: expected a number of at least 0 \\(got ${JSON.stringify(given)}\\)\nusage: npm run db:migrate `));
+      expect(r.stderr, given).not.toMatch(/^\s+at /m);
+    }
+    const list = await script('scripts/bench-wal.ts', '--slots', '1,0x2');
+    expect(list.code).toBe(2);
+    expect(list.stderr).toMatch(/^--slots: expected a whole number of at least 1, each of a comma-separated list \(got "1,0x2"\)\nusage: /);
+    const ttl = await script('scripts/token.ts', '--ttl', '1e3');
+    expect(ttl.code).toBe(2);
+    expect(ttl.stderr).toMatch(/^--ttl: expected a whole number of at least 1 \(got "1e3"\)/);
+  }, SPAWNS_TIMEOUT);
+
+  it('no script reads a number from its command line by itself (Number(), parseInt, parseFloat): each goes through command-line.ts', () => {
+    const scripts = readdirSync(`${repoRoot}/scripts`).filter((f) => f.endsWith('.ts'));
+    const own = scripts.filter((f) => /\b(?:Number|parseInt|parseFloat)\((?:values|args|opt)\b|\.map\(Number\)|Number\.parse(?:Int|Float)\(/.test(readFileSync(`${repoRoot}/scripts/${f}`, 'utf8')));
+    expect(own).toEqual([]);
+  });
+
   it('--help prints the usage and exits 0, with the script\'s own usage where it has one', async () => {
     const compare = await script('scripts/bench-compare.ts', '--help');
     expect(compare.code).toBe(0);

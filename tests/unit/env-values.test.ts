@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EMPTY_IS_A_VALUE, EnvSchema, loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { envDecimal } from '../../src/env-values.ts';
 import { gotrueSettings } from '../../src/http/gotrue.ts';
 import { resolveRole } from '../../src/roles.ts';
 import { storageConfig } from '../../src/storage/config.ts';
@@ -102,6 +103,15 @@ describe('a value that does not parse', () => {
       expect(() => loadConfig({ PORT: given }), given).toThrow(`invalid environment: PORT: expected a whole number from 0 to 65535 (got ${JSON.stringify(given)})`);
     }
     expect(() => storageConfig({ S3_BUCKET: 'files', LOCAL_S3_PORT: '0x10' })).toThrow(/LOCAL_S3_PORT: expected a whole number from 0 to 65535 \(got "0x10"\)/);
+  });
+
+  it('takes a fraction in the same digits where one is meant (the scripts\' seconds: --lock-wait 4.5), and nothing else', () => {
+    const seconds = envDecimal(0);
+    expect(['4.5', ' 2 ', '0', '.5', '7.'].map((g) => seconds.parse(g))).toEqual([4.5, 2, 0, 0.5, 7]);
+    for (const given of ['0x10', '1e3', 'Infinity', '-1', '4,5', '', '.', 'NaN']) {
+      expect(seconds.safeParse(given).error?.issues[0]?.message, given).toBe('expected a number of at least 0');
+    }
+    expect(envDecimal(0, 10, { above: true }).safeParse('0').error?.issues[0]?.message).toBe('expected a number above 0, at most 10');
   });
 
   it("refuses a delay no Node timer takes (it fired after 1 ms) and seconds past Postgres's integer", () => {

@@ -5,6 +5,7 @@ import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from './auth/jwt.ts';
 import { EnvSchema, type Config } from './config.ts';
 import { presentValues } from './env-values.ts';
+import { blankOptionProblem } from './option-values.ts';
 import { createDatabase } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import type { Deps } from './http/env.ts';
@@ -47,6 +48,9 @@ export function resolveRole(argv: string[], env: NodeJS.ProcessEnv = process.env
     } else if (arg.startsWith('--role=')) flag = arg.slice('--role='.length);
     else throw new Error(`unknown argument ${arg}\n${ROLE_USAGE}`);
   }
+  // --role= (ROLE unset in `--role="$ROLE"`) is refused as every script's blank option is, not taken for a role
+  const blank = blankOptionProblem('role', flag);
+  if (blank) throw new Error(`${blank}\n${ROLE_USAGE}`);
   // POTENTIA_ROLE= (blank, as an env file leaves it) is unset, as in loadConfig: role all
   const fromEnv = presentValues(env).POTENTIA_ROLE;
   const value = flag ?? fromEnv ?? 'all';

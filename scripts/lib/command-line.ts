@@ -5,6 +5,7 @@ import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { z } from 'zod';
 import { envDecimal, envInteger, envMilliseconds } from '../../src/env-values.ts';
+import { blankOptionProblem } from '../../src/option-values.ts';
 
 /** What a numeric option takes: src/env-values.ts's forms, so that options parse as env numbers do (no 0x10, 1e3, Infinity). */
 export type NumberForm = z.ZodType<number, string>;
@@ -43,14 +44,13 @@ export function parseCommandLine<T extends ParseArgsConfig>(config: T, usage?: s
     console.error(`${(err as Error).message}\n${text}`);
     process.exit(2);
   }
-  // `--database-url "$OWNER_URL"` with the variable unset passes '': read as a value it ended in a
-  // stack trace (db:migrate: TypeError Invalid URL), and taken for "not given" it would fall back
-  // on another database than the one meant. Refused, naming the option, unless '' is its default.
+  // `--database-url "$OWNER_URL"` with the variable unset passes '': refused, naming the option
+  // (src/option-values.ts), unless '' is its default
   const values = parsed.values as Record<string, unknown>;
   for (const [name, option] of Object.entries(config.options ?? {})) {
-    const value = values[name];
-    if (option.type === 'string' && option.default !== '' && typeof value === 'string' && value.trim() === '') {
-      console.error(`--${name} is empty (an unset shell variable?): give it a value, or leave the option out\n${text}`);
+    const blank = option.type === 'string' && option.default !== '' ? blankOptionProblem(name, values[name]) : undefined;
+    if (blank) {
+      console.error(`${blank}\n${text}`);
       process.exit(2);
     }
   }

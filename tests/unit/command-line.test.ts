@@ -63,6 +63,20 @@ describe('scripts: the command line', () => {
     expect(r.stderr).not.toMatch(/^\s+at /m);
   });
 
+  it('a blank option is refused the same way in every command line: npm run serve\'s --role too', async () => {
+    // `npm run serve -- --role="$ROLE"` with ROLE unset printed `unknown role : expected one of …`,
+    // as if '' were a role mistyped, where every script's options say what happened
+    for (const args of [['--role='], ['--role', ''], ['--role', ' ']]) {
+      const r = await script('src/main.ts', ...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(/^--role is empty \(an unset shell variable\?\): give it a value, or leave the option out\nusage: npm run serve -- \[--role /);
+    }
+    // and a script's option given blank with =, as with a space
+    const migrate = await script('scripts/migrate.ts', '--database-url=');
+    expect(migrate.code).toBe(2);
+    expect(migrate.stderr).toMatch(/^--database-url is empty \(an unset shell variable\?\): give it a value, or leave the option out\nusage: npm run db:migrate /);
+  }, SPAWNS_TIMEOUT);
+
   it('a numeric option parses as env numbers do (decimal digits only): 0x10, 1e3 and Infinity are refused naming the option, the form and what was given', async () => {
     // `--lock-wait 0x10` waited 16 s and `--lock-wait Infinity` for ever (Number() reads both); env
     // numbers refuse them since src/env-values.ts's envInteger, and options now go through it

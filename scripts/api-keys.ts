@@ -6,14 +6,16 @@
 // project's own keys instead. docs/self-hosting.md, "Installing on a host".
 import { decimalNumber, parseCommandLine } from './lib/command-line.ts';
 import { SignJWT } from 'jose';
-import { DEV_JWT_SECRET } from '../src/config.ts';
+import { DEV_JWT_SECRET, EnvSchema } from '../src/config.ts';
 
 const USAGE = 'usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]   prints anon=<jwt> and service_role=<jwt>';
 const { number } = parseCommandLine({ options: { years: { type: 'string', default: '10' } } }, USAGE);
 const years = number('years', decimalNumber(0, undefined, { above: true }));
 const secret = process.env.JWT_SECRET;
-if (!secret || secret.length < 32) {
-  console.error('JWT_SECRET must be set (32 characters at least): the secret your Potentia processes verify tokens with');
+// the servers' own rule (src/config.ts): 32 bytes at least, nothing invisible in it
+const refused = secret?.trim() ? EnvSchema.shape.JWT_SECRET.unwrap().safeParse(secret).error : undefined;
+if (!secret?.trim() || refused) {
+  console.error(`JWT_SECRET: ${refused ? refused.issues[0]!.message : 'must be set'}: the secret your Potentia processes verify tokens with`);
   process.exit(2);
 }
 if (secret === DEV_JWT_SECRET) console.error('warning: JWT_SECRET is the published development secret: anyone can mint these keys');

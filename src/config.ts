@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { envChoice, envFlag, envInteger, envMilliseconds, envProblems, envText, envTrimmed, envUrl, MAX_SQL_INTEGER, presentValues } from './env-values.ts';
+import { envChoice, envFlag, envInteger, envMilliseconds, envProblems, envSecret, envText, envTrimmed, envUrl, MAX_SQL_INTEGER, presentValues } from './env-values.ts';
 import { DEFAULT_ADMISSION_LIMITS } from './realtime/admission.ts';
 
 // Supabase's well-known local-development secret: used only when JWT_SECRET is unset outside
@@ -25,7 +25,7 @@ export const EnvSchema = z.object({
   PORT: envInteger(0, 65535).default(54321),
   DB_POOL_MAX: envInteger(1).default(10),
   LOG_LEVEL: envChoice(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  JWT_SECRET: envText(32, "your project's JWT secret").optional(),
+  JWT_SECRET: envSecret(32, "your project's JWT secret", '`openssl rand -base64 48`').optional(),
   JWT_AUDIENCE: envTrimmed('the audience (aud) tokens are issued for').default('authenticated'),
   JWT_ISSUER: envTrimmed('the issuer (iss) of your tokens').optional(),
   SUPABASE_JWKS_URL: envUrl('http', 'https://<ref>.supabase.co/auth/v1/.well-known/jwks.json').optional(),

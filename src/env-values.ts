@@ -107,6 +107,32 @@ export function envText(min: number, what?: string) {
 }
 
 /**
+ * Characters that give a secret no strength one can see or type: white space, controls, format
+ * characters (zero-width space U+200B, joiners, BOM) and the other default-ignorable code points
+ * (Hangul fillers, variation selectors). A paste or an editor adds them unseen, and a secret made
+ * of them passed a length check by characters.
+ */
+const INVISIBLE = /[\s\p{C}\p{Z}\p{Default_Ignorable_Code_Point}]/u;
+
+/**
+ * A signing secret: `minBytes` bytes at least, counted in UTF-8 as HS256 keys are (TextEncoder),
+ * with no white space or invisible character in it (INVISIBLE): 40 zero-width spaces were 40
+ * "characters" and passed JWT_SECRET's 32. The errors say what to do (`generate`).
+ */
+export function envSecret(minBytes: number, what: string, generate: string) {
+  return z.string().superRefine((value, ctx) => {
+    const invisible = INVISIBLE.exec(value);
+    if (invisible) {
+      const codePoint = `U+${invisible[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+      ctx.addIssue({ code: 'custom', message: `expected ${what} without white space or invisible characters (it has ${codePoint} at character `
+        + `${[...value.slice(0, invisible.index)].length + 1}): copy it again, or make one with ${generate}` });
+    } else if (Buffer.byteLength(value, 'utf8') < minBytes) {
+      ctx.addIssue({ code: 'custom', message: `expected ${what}, ${minBytes} characters at least (bytes in UTF-8): make one with ${generate}` });
+    }
+  });
+}
+
+/**
  * The issues of a failed parse of `env` as one line: `NAME: expected … (got …)` each, once per
  * variable and message. What was given is shown so that a stray quote or a typo is seen, except
  * for `secrets` (their length only) and URLs (without their password).

@@ -135,10 +135,32 @@ describe('a value that does not parse', () => {
     expect(loadConfig({ HOST: '::', JWT_AUDIENCE: 'authenticated', JWT_ISSUER: 'https://x.supabase.co/auth/v1' })).toMatchObject({ host: '::', auth: { audience: 'authenticated' } });
   });
 
+  it('counts a JWT secret\'s strength in what gives it: invisible or white-space characters are refused, and 32 is counted in bytes', () => {
+    // 40 zero-width spaces were 40 characters and passed the 32-character minimum: a key any
+    // copy of the env file's invisible bytes reproduces, and one nobody sees in it
+    const message = (secret: string) => { try { loadConfig({ NODE_ENV: 'production', JWT_SECRET: secret }); return ''; } catch (err) { return (err as Error).message; } };
+    const visible = 'a-production-secret-of-32-characters-at-least';
+    for (const [secret, codePoint, at] of [['\u200B'.repeat(40), 'U+200B', 1], ['\u2060'.repeat(40), 'U+2060', 1], [`\uFEFF${visible}`, 'U+FEFF', 1],
+      ['\u3164'.repeat(32), 'U+3164', 1], [`${visible.slice(0, 5)}\u00A0${visible.slice(5)}`, 'U+00A0', 6], [`${visible}\u200D`, 'U+200D', 46], [`${visible.slice(0, 10)} ${visible.slice(10)}`, 'U+0020', 11],
+      [`${visible}\t`, 'U+0009', 46], [`${visible}\r`, 'U+000D', 46], [`x${'\u0000'.repeat(32)}`, 'U+0000', 2]] as const) {
+      expect(message(secret), codePoint).toMatch(/^invalid environment: JWT_SECRET: expected your project's JWT secret without white space or invisible characters /);
+      expect(message(secret), codePoint).toContain(`(it has ${codePoint} at character ${at}): copy it again, or make one with \`openssl rand -base64 48\` (got ${[...secret].length} characters)`);
+    }
+    // white space only is blank, as for every variable: unset, so production asks for one
+    expect(message('\uFEFF\u00A0'.repeat(20))).toMatch(/^invalid environment: JWT_SECRET: must be set in production \(it is empty\)/);
+    // 32 bytes as HS256 takes the key (UTF-8), not 32 UTF-16 code units
+    expect(message('é'.repeat(15))).toMatch(/JWT_SECRET: expected your project's JWT secret, 32 characters at least \(bytes in UTF-8\)/);
+    expect(message('é'.repeat(16))).toBe('');
+    // what Supabase gives (its legacy JWT secret: 40 characters of base64), what openssl makes, the CLI's own length
+    for (const secret of ['Zq3mPZ4r8yD6kT1vW0xN2bH7cJ5fL9gA+sE/uR=Q', 'k7B1f0zJ2QXlq9Yv8w3rT6mN5pC4sD0eF1gH2iJ3kL4mN5oP6qR7sT8uV9wX0yZ+', 'your-super-secret-jwt-token-with-at-least-32-characters-long']) {
+      expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: secret }).auth.jwtSecret).toBe(secret);
+    }
+  });
+
   it('never shows a password or a secret', () => {
     const message = (env: Record<string, string | undefined>) => { try { loadConfig(env); return ''; } catch (err) { return (err as Error).message; } };
     expect(message({ DATABASE_URL: 'postgres://potentia_runtime:hunter2-secret@db:port/potentia' })).toContain('(got "postgres://potentia_runtime:***@db:port/potentia")');
-    expect(message({ JWT_SECRET: 'hunter2-secret' })).toMatch(/JWT_SECRET: expected your project's JWT secret, 32 characters at least \(got 14 characters\)/);
+    expect(message({ JWT_SECRET: 'hunter2-secret' })).toMatch(/JWT_SECRET: expected your project's JWT secret, 32 characters at least \(bytes in UTF-8\): make one with `openssl rand -base64 48` \(got 14 characters\)/);
     expect(message({ DATABASE_URL: 'u:hunter2-secret@db/p' })).toContain('(got 21 characters, no scheme://)');
     for (const env of [{ DATABASE_URL: 'postgres://u:hunter2-secret@db:port/p' }, { DATABASE_URL: 'u:hunter2-secret@db/p' }, { JWT_SECRET: 'hunter2-secret' },
       { INTERNAL_TOKEN: 'hunter2-secret' }]) {

@@ -5,7 +5,7 @@ import { withoutPassword } from './url-redaction.ts';
  * ("database "x" does not exist", "schema "internal" does not exist", "connect ECONNREFUSED …")
  * names neither the setting nor the next step. Anything else is answered as it is.
  */
-export function startFailureAdvice(err: { code?: string; message: string }, urls: { databaseUrl: string; directDatabaseUrl?: string }): string {
+export function startFailureAdvice(err: { code?: string; message: string; notOwner?: { role: string; owner: string } }, urls: { databaseUrl: string; directDatabaseUrl?: string }): string {
   const where = `DATABASE_URL=${withoutPassword(urls.databaseUrl)}` + (urls.directDatabaseUrl ? `, DIRECT_DATABASE_URL=${withoutPassword(urls.directDatabaseUrl)}` : '');
   switch (err.code) {
     case 'ECONNREFUSED': case 'ENOTFOUND': case 'EHOSTUNREACH': case 'ETIMEDOUT': case 'EAI_AGAIN': case 'CONNECT_TIMEOUT':
@@ -15,6 +15,14 @@ export function startFailureAdvice(err: { code?: string; message: string }, urls
     case 'not_migrated': case '3F000': case '42P01': case '42883': // src/db/migrated.ts, or a schema, table or function missing
       return `the database is not migrated (${where}): run npm run db:migrate (npm start does), with --database-url for another database`;
     case 'migrations_pending': // src/db/migrated.ts: the code is ahead of the database
+      // db:migrate against the processes' login role (the shipped env file's potentia_runtime) is
+      // refused: it cannot act as the owner. The owner's URL (OWNER_URL in docs/self-hosting.md) is
+      // not in the env file, so it is named, not shown
+      if (err.notOwner) {
+        return `the database is behind this code (${where}): as ${err.notOwner.owner}, the owner of Potentia's schemas (${err.notOwner.role}, ` +
+          'which these URLs name, cannot migrate), run npm run db:migrate -- --database-url "$OWNER_URL", OWNER_URL being the owner\'s ' +
+          'direct URL (or supabase db push), then start again (docs/self-hosting.md, "Installing on a host")';
+      }
       return `the database is behind this code (${where}): run npm run db:migrate (or supabase db push) against it, then start again`;
     case 'schemas_not_owned': // src/db/migrated.ts: neither the schemas' owner (a superuser is) nor a member of potentia_app with BYPASSRLS
       return `the processes connect as a login role in potentia_app, with REPLICATION and BYPASSRLS, or as the owner of Potentia's schemas (${where}): ` +

@@ -17,10 +17,12 @@ export class NotMigratedError extends Error {
  * The database has the schema but not every migration this code ships: the functions and columns
  * the newer ones add would fail request by request (`internal`, 42883) while /ready said ready.
  * A database ahead of the code (the code rolled back) is not refused: that is the deploy's decision.
+ * `notOwner`: the connecting role and the owner of Potentia's schemas, when the role cannot act as
+ * the owner (the processes' login role of docs/self-hosting.md): db:migrate refuses that role.
  */
 export class PendingMigrationsError extends Error {
   readonly code = 'migrations_pending';
-  constructor(readonly pending: string[]) {
+  constructor(readonly pending: string[], readonly notOwner?: { role: string; owner: string }) {
     super(`the database lacks ${pending.length} of this code's migrations (${pending.length > 1 ? `${pending[0]} to ${pending.at(-1)}` : pending[0]})`);
   }
 }
@@ -86,6 +88,14 @@ async function pendingMigrations(sql: postgres.Sql): Promise<string[]> {
   return (await listSql(MIGRATIONS_DIR))
     .map((file) => file.split('/').pop()!.replace(/\.sql$/, ''))
     .filter((name) => !applied.has(name.split('_')[0]!));
+}
+
+/** The connecting role and the owner of schema app, when the role cannot act as it (a superuser and the owner can). */
+async function notTheOwner(sql: postgres.Sql): Promise<{ role: string; owner: string } | undefined> {
+  const [row] = await sql<{ role: string; owner: string; acts: boolean }[]>`
+    select current_user::text as role, n.nspowner::regrole::text as owner, pg_has_role(current_user, n.nspowner, 'USAGE') as acts
+    from pg_namespace n where n.nspname = 'app'`;
+  return row && !row.acts ? { role: row.role, owner: row.owner } : undefined;
 }
 
 /**
@@ -158,7 +168,7 @@ export async function assertMigrated(url: string): Promise<void> {
     if (row && !row.migrated) throw new NotMigratedError();
     if (row) {
       const pending = await pendingMigrations(sql).catch(() => []); // lost since the first answer: an outage, as above
-      if (pending.length > 0) throw new PendingMigrationsError(pending);
+      if (pending.length > 0) throw new PendingMigrationsError(pending, await notTheOwner(sql).catch(() => undefined));
       const notOwned = await schemasNotOwned(sql).catch(() => undefined); // lost since the first answer: an outage, as above
       if (notOwned) throw notOwned;
     }

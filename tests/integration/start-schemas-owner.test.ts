@@ -106,6 +106,18 @@ describe('the start check: the connecting role acts as the owner of the schemas'
       const err = await assertMigrated(asRole).then(() => undefined, (e: unknown) => e);
       expect(err).toBeInstanceOf(PendingMigrationsError);
       expect((err as PendingMigrationsError).pending).toEqual([expect.stringMatching(new RegExp(`^${latest!.version}_`))]);
+      // the advice: db:migrate as the owner, not against these URLs (it refuses the processes' role)
+      const [row] = await admin<{ owner: string }[]>`select nspowner::regrole::text as owner from pg_namespace where nspname = 'app'`;
+      expect(startFailureAdvice(err as PendingMigrationsError, { databaseUrl: asRole, directDatabaseUrl: asRole })).toBe(
+        `the database is behind this code (DATABASE_URL=${asRole.replace(':not-owner@', ':***@')}, DIRECT_DATABASE_URL=${asRole.replace(':not-owner@', ':***@')}): `
+        + `as ${row!.owner}, the owner of Potentia's schemas (${role}, which these URLs name, cannot migrate), run npm run db:migrate -- --database-url "$OWNER_URL", `
+        + 'OWNER_URL being the owner\'s direct URL (or supabase db push), then start again (docs/self-hosting.md, "Installing on a host")');
+      // as the owner (a superuser acts as it), the advice stays: db:migrate against the URL it started with
+      const asOwner = await assertMigrated(testDatabaseUrl()).then(() => undefined, (e: unknown) => e);
+      expect(asOwner).toBeInstanceOf(PendingMigrationsError);
+      expect((asOwner as PendingMigrationsError).notOwner).toBeUndefined();
+      expect(startFailureAdvice(asOwner as PendingMigrationsError, { databaseUrl: testDatabaseUrl() }))
+        .toMatch(/^the database is behind this code \(DATABASE_URL=.*\): run npm run db:migrate \(or supabase db push\) against it, then start again$/);
     } finally {
       await admin`update supabase_migrations.schema_migrations set version = ${latest!.version} where version = ${stand}`;
       await admin.unsafe(`alter role ${role} nobypassrls`);

@@ -151,7 +151,17 @@ begin
   --     until after its day began): its rows are refused until its partition is made, so it is
   --     made first. Before, the days looked at began tomorrow, and such a day refused its rows,
   --     and every mutation of it, to its end.
-  v_small := pg_relation_size('realtime.messages_default') <= 1048576;
+  --     pg_relation_size takes ACCESS SHARE on the default partition: read only in a run that had
+  --     step 1's lock (no ACCESS EXCLUSIVE can be held elsewhere then), and its lock timeout too
+  --     defers; unread, it made an attach held beside the worker's fail the whole of cleanup again
+  v_small := false;
+  if v_deferred = 0 then
+    begin
+      v_small := pg_relation_size('realtime.messages_default') <= 1048576;
+    exception when lock_not_available then
+      v_deferred := v_deferred + 1;
+    end;
+  end if;
   if v_deferred = 0 and (v_pending = 0 or v_small) then
     for v_day in
       select d from pg_constraint c, internal.realtime_partition_day(c.conname, '_elsewhere') d

@@ -34,4 +34,17 @@ describe('realtime.messages maintenance under a lock on the default partition', 
     expect(next.realtime_messages_deleted).toBeGreaterThanOrEqual(1);
     expect(await old()).toBe(0);
   });
+
+  it('defers under ACCESS EXCLUSIVE too (what an attach holds), measuring the default partition only with its lock had', async () => {
+    // the one-run path reads the default partition's size (pg_relation_size: ACCESS SHARE), which an
+    // ACCESS EXCLUSIVE held elsewhere made wait past lock_timeout: cleanup failed as a whole again
+    const held = await fx.admin.begin(async (tx) => {
+      await tx`lock table realtime.messages_default in access exclusive mode`;
+      const [row] = await fx.db.sql`select internal.cleanup() as r`;
+      return row!.r as Record<string, unknown>;
+    });
+    expect(held.realtime_messages_maintained).toBe(true);
+    expect(held.realtime_partitions_deferred).toBeGreaterThanOrEqual(1);
+    expect(held).toHaveProperty('presence_expired');
+  });
 });

@@ -63,8 +63,11 @@ returns boolean language sql immutable set search_path = pg_catalog, pg_temp as 
               else false end
 $$;
 
+-- security definer: a trigger's function needs no EXECUTE of the writer, but what it calls does,
+-- and the roles granted writes on app.settings (service_role: sql/auth/policies.sql) have none on
+-- these internal functions: their every write failed with `permission denied for function setting_rule`
 create or replace function internal.check_setting() returns trigger
-language plpgsql set search_path = pg_catalog, pg_temp as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_rule record;
 begin

@@ -58,11 +58,15 @@ $$;
 -- a table made by hand) included. internal.cleanup read the names with to_date, which refused
 -- those ('date/time field value out of range'), failing every run, one transaction: no
 -- housekeeping at all while the table was there. Such a table is left alone.
+-- PL/pgSQL: a SQL function reading its match FROM regexp_match could never be inlined (the
+-- foundation spec wants every plain SQL helper inlined), and this one runs once per partition.
 create or replace function internal.audit_partition_month(p_name text) returns date
-language sql immutable strict set search_path = pg_catalog, pg_temp as $$
-  select case when m[1]::integer >= 1 and m[2]::integer between 1 and 12 then make_date(m[1]::integer, m[2]::integer, 1) end
-  from regexp_match(p_name, '^system_audit_([0-9]{4})_([0-9]{2})$') m
-$$;
+language plpgsql immutable strict set search_path = pg_catalog, pg_temp as $$
+declare
+  m text[] := regexp_match(p_name, '^system_audit_([0-9]{4})_([0-9]{2})$');
+begin
+  return case when m[1]::integer >= 1 and m[2]::integer between 1 and 12 then make_date(m[1]::integer, m[2]::integer, 1) end;
+end $$;
 
 -- Monthly partitions from this month for `months_ahead` more months. Rows that already landed
 -- in the default partition for such a month are moved into the new partition, so nothing is lost

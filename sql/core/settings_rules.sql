@@ -55,9 +55,11 @@ $$;
 -- Whether a value reads as a whole number from p_min to p_max the way its readers read it:
 -- `(value #>> '{}')::integer` (or ::bigint), which takes a JSON number in plain digits and a JSON
 -- string of them alike ('30' and '"30"': postgres.js and supabase-js send a string parameter as
--- the latter), spaces around and a sign included; 3.0, 3.5, 1e3, 'null' and '"seven"' it refuses.
+-- the latter), spaces around and a sign included; 3.5, 'null' and '"seven"' it refuses (jsonb keeps 3.0 as written,
+-- refused too; it stores 1e3 as 1000, taken).
+-- No SET clause, so that it is inlined (it names only pg_catalog's operators and types).
 create or replace function internal.setting_value_usable(p_value jsonb, p_min numeric, p_max numeric)
-returns boolean language sql immutable set search_path = pg_catalog, pg_temp as $$
+returns boolean language sql immutable as $$
   select case when jsonb_typeof(p_value) in ('number', 'string') and (p_value #>> '{}') ~ '^\s*[-+]?[0-9]{1,19}\s*$'
               then (p_value #>> '{}')::numeric between p_min and p_max  -- in a case: cast only digits
               else false end

@@ -49,8 +49,10 @@
 -- then on no row of the day can enter it); a later run moves any older row of the day out
 -- (DELETE: writers go on), validates the constraint (SHARE UPDATE EXCLUSIVE: writers go on) and
 -- attaches (ACCESS EXCLUSIVE, no scan), one day per run so that no scan runs while the lock of an
--- attach is held. A default partition of at most 1 MB (no row at all, as while cleanup runs) has
--- nothing to scan for long: there every day ahead is made at once, in the run that marks it. Dropping a partition takes ACCESS EXCLUSIVE on realtime.messages itself: done
+-- attach is held. A default partition of at most 1 MB on disk (no row at all, as while cleanup
+-- runs; one that once held many rows stays larger until VACUUM truncates it) has nothing to scan
+-- for long: there every day ahead is made at once, in the run that marks it. Dropping a
+-- partition takes ACCESS EXCLUSIVE on realtime.messages itself: done
 -- last, and not in a run that took a lock on the default partition (a writer holding the parent
 -- and waiting for the default would make the two wait for each other). Every lock is waited for
 -- at most lock_timeout (200 ms: a writer queued behind the wait stalls no longer) and, not had,
@@ -64,13 +66,17 @@
 -- (date/time field value out of range), and its error failed every run of internal.cleanup, one
 -- transaction, for as long as the table was there: no housekeeping at all. Such a table is left
 -- alone (its owner made it; it is neither made nor dropped here).
+-- PL/pgSQL, as internal.audit_partition_month: a SQL function reading FROM regexp_match is never
+-- inlined, and this runs once per partition.
 create or replace function internal.realtime_partition_day(p_name text, p_suffix text default '') returns date
-language sql immutable strict set search_path = pg_catalog, pg_temp as $$
-  select case when m[1]::integer >= 1 and m[2]::integer between 1 and 12 then
+language plpgsql immutable strict set search_path = pg_catalog, pg_temp as $$
+declare
+  m text[] := regexp_match(p_name, '^messages_([0-9]{4})_([0-9]{2})_([0-9]{2})' || p_suffix || '$');
+begin
+  return case when m[1]::integer >= 1 and m[2]::integer between 1 and 12 then
            case when m[3]::integer between 1 and extract(day from make_date(m[1]::integer, m[2]::integer, 1) + interval '1 month - 1 day')
-             then make_date(m[1]::integer, m[2]::integer, m[3]::integer) end end
-  from regexp_match(p_name, '^messages_([0-9]{4})_([0-9]{2})_([0-9]{2})' || p_suffix || '$') m
-$$;
+             then make_date(m[1]::integer, m[2]::integer, m[3]::integer) end end;
+end $$;
 
 create or replace function internal.maintain_realtime_messages(p_batch integer default 50000) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '200ms' as $$

@@ -135,17 +135,25 @@ describe('a value that does not parse', () => {
     expect(loadConfig({ HOST: '::', JWT_AUDIENCE: 'authenticated', JWT_ISSUER: 'https://x.supabase.co/auth/v1' })).toMatchObject({ host: '::', auth: { audience: 'authenticated' } });
   });
 
-  it('counts a JWT secret\'s strength in what gives it: invisible or white-space characters are refused, and 32 is counted in bytes', () => {
+  it('counts a JWT secret\'s strength in what gives it: invisible characters and white space at its ends are refused, and 32 is counted in bytes', () => {
     // 40 zero-width spaces were 40 characters and passed the 32-character minimum: a key any
     // copy of the env file's invisible bytes reproduces, and one nobody sees in it
     const message = (secret: string) => { try { loadConfig({ NODE_ENV: 'production', JWT_SECRET: secret }); return ''; } catch (err) { return (err as Error).message; } };
     const visible = 'a-production-secret-of-32-characters-at-least';
-    for (const [secret, codePoint, at] of [['\u200B'.repeat(40), 'U+200B', 1], ['\u2060'.repeat(40), 'U+2060', 1], [`\uFEFF${visible}`, 'U+FEFF', 1],
-      ['\u3164'.repeat(32), 'U+3164', 1], [`${visible.slice(0, 5)}\u00A0${visible.slice(5)}`, 'U+00A0', 6], [`${visible}\u200D`, 'U+200D', 46], [`${visible.slice(0, 10)} ${visible.slice(10)}`, 'U+0020', 11],
-      [`${visible}\t`, 'U+0009', 46], [`${visible}\r`, 'U+000D', 46], [`x${'\u0000'.repeat(32)}`, 'U+0000', 2]] as const) {
-      expect(message(secret), codePoint).toMatch(/^invalid environment: JWT_SECRET: expected your project's JWT secret without white space or invisible characters /);
+    for (const [secret, codePoint, at] of [['\u200B'.repeat(40), 'U+200B', 1], ['\u2060'.repeat(40), 'U+2060', 1],
+      ['\u3164'.repeat(32), 'U+3164', 1], [`${visible.slice(0, 5)}\u00A0${visible.slice(5)}`, 'U+00A0', 6], [`${visible}\u200D`, 'U+200D', 46],
+      [`${visible.slice(0, 10)}\t${visible.slice(10)}`, 'U+0009', 11], [`x${'\u0000'.repeat(32)}`, 'U+0000', 2]] as const) {
+      expect(message(secret), codePoint).toMatch(/^invalid environment: JWT_SECRET: expected your project's JWT secret without invisible characters /);
       expect(message(secret), codePoint).toContain(`(it has ${codePoint} at character ${at}): copy it again, or make one with \`openssl rand -base64 48\` (got ${[...secret].length} characters)`);
     }
+    // white space at an end: an env file or a paste added it; removing it changes the key
+    for (const [secret, codePoint, at] of [[`\uFEFF${visible}`, 'U+FEFF', 1], [`${visible}\t`, 'U+0009', 46], [`${visible}\r`, 'U+000D', 46], [` ${visible}`, 'U+0020', 1]] as const) {
+      expect(message(secret), codePoint).toContain(`JWT_SECRET: expected your project's JWT secret without white space at its start or end (it has ${codePoint} at character ${at}): `
+        + 'remove it (tokens and API keys minted while it was part of the key stop verifying: mint them again, npx tsx scripts/api-keys.ts)');
+    }
+    // a passphrase: plain spaces between its words are typed, and kept
+    const passphrase = 'correct horse battery staple and thirty two bytes';
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: passphrase }).auth.jwtSecret).toBe(passphrase);
     // white space only is blank, as for every variable: unset, so production asks for one
     expect(message('\uFEFF\u00A0'.repeat(20))).toMatch(/^invalid environment: JWT_SECRET: must be set in production \(it is empty\)/);
     // 32 bytes as HS256 takes the key (UTF-8), not 32 UTF-16 code units

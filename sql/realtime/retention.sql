@@ -78,6 +78,28 @@ begin
              then make_date(m[1]::integer, m[2]::integer, m[3]::integer) end end;
 end $$;
 
+-- Whether a partition of realtime.messages other than the default (any name: one made by hand,
+-- a week's) already takes rows of p_day. Such a day is neither marked nor made: its rows have a
+-- place, and an attach of the day's own partition would overlap it (42P17), which failed every
+-- cleanup run. Read from the partitions' bounds (pg_get_expr: FOR VALUES FROM (…) TO (…)).
+create or replace function internal.realtime_day_covered(p_day date) returns boolean
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare
+  v_bound text;
+  m text[];
+begin
+  for v_bound in select pg_get_expr(c.relpartbound, c.oid) from pg_inherits i join pg_class c on c.oid = i.inhrelid
+                 where i.inhparent = 'realtime.messages'::regclass loop
+    m := regexp_match(v_bound, '^FOR VALUES FROM \((.*)\) TO \((.*)\)$');
+    continue when m is null; -- the default partition
+    if (m[1] = 'MINVALUE' or btrim(m[1], '''')::timestamp < (p_day + 1)::timestamp)
+       and (m[2] = 'MAXVALUE' or btrim(m[2], '''')::timestamp > p_day::timestamp) then
+      return true;
+    end if;
+  end loop;
+  return false;
+end $$;
+
 create or replace function internal.maintain_realtime_messages(p_batch integer default 50000) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '200ms' as $$
 declare
@@ -136,7 +158,8 @@ begin
     v_part := 'messages_' || to_char(v_day, 'YYYY_MM_DD');
     v_check := v_part || '_elsewhere';
     continue when to_regclass('realtime.' || v_part) is not null
-      or exists (select from pg_constraint where conrelid = 'realtime.messages_default'::regclass and conname = v_check);
+      or exists (select from pg_constraint where conrelid = 'realtime.messages_default'::regclass and conname = v_check)
+      or internal.realtime_day_covered(v_day);
     begin
       execute format('alter table realtime.messages_default add constraint %I check (not (inserted_at >= %L and inserted_at < %L)) not valid',
                      v_check, v_day::timestamp, (v_day + 1)::timestamp);
@@ -178,7 +201,9 @@ begin
     loop
       v_part := 'messages_' || to_char(v_day, 'YYYY_MM_DD');
       v_check := v_part || '_elsewhere';
-      continue when to_regclass('realtime.' || v_part) is not null;
+      -- a day another partition takes (made by hand) keeps its mark, if any: harmless, its rows
+      -- go to that partition first
+      continue when to_regclass('realtime.' || v_part) is not null or internal.realtime_day_covered(v_day);
       begin
         execute format('create table realtime.%I (like realtime.messages including defaults including constraints)', v_part);
         execute format('with moved as (delete from realtime.messages_default where inserted_at >= %L and inserted_at < %L returning *)

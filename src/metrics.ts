@@ -1,5 +1,29 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/**
+ * The `endpoint` labels of potentia_rate_limit_rejections_total that the HTTP API counts: the ids of
+ * app.endpoint_limits its handlers take (functions/*.ts; M3 is never counted, docs/limits.md), and
+ * `auth`, the sign-in limits of /auth/v1 (src/http/gotrue.ts).
+ */
+export const API_RATE_LIMITS = [
+  'H2', 'H3', 'H4', 'H5', 'H6', 'A1', 'A2', 'A3', 'A4', 'A5', 'A6', 'A7', 'A8', 'S2',
+  'W1', 'W2', 'W3', 'W4', 'W5', 'W6', 'W7', 'W8', 'W9', 'W10', 'F1', 'F2', 'F3', 'auth',
+] as const;
+export type ApiRateLimit = typeof API_RATE_LIMITS[number];
+
+/**
+ * The `endpoint` labels the realtime gateway counts: its per-caller bounds (src/realtime/admission.ts),
+ * sockets closed past the frame rate, and an H1 resume's snapshot refused as H4 (docs/realtime.md).
+ */
+export const GATEWAY_RATE_LIMITS = [
+  'realtime:sockets_per_address', 'realtime:sockets_per_user', 'realtime:authorizations', 'realtime:messages',
+  'realtime:phoenix_frames', 'realtime:h1_frames', 'H4',
+] as const;
+export type GatewayRateLimit = typeof GATEWAY_RATE_LIMITS[number];
+
+/** The `outcome` labels of potentia_jobs_total (src/worker/runtime.ts shows each task's at 0 from its start). */
+export const JOB_OUTCOMES = ['success', 'error', 'failed'] as const;
+
 /** What a process serves (src/roles.ts), and so which of its metrics it exposes. */
 export type MetricParts = { api: boolean; realtime: boolean; jobs: boolean };
 
@@ -17,6 +41,15 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
   // the queue depth (performance.now()), and how old a depth may be and still be shown
   const worker = { heartbeatAt: undefined as number | undefined, depthAt: undefined as number | undefined, depthValidMs: Infinity };
   const ageMs = (at: number | undefined) => (at === undefined ? undefined : performance.now() - at);
+  const rateLimited = new Counter({
+    name: 'potentia_rate_limit_rejections_total', help: 'requests rejected by a rate limit', labelNames: ['endpoint'],
+    registers: exposedIf(parts.api || parts.realtime),
+  });
+  // every series this process can count is shown from the start, at 0: a series that appears only
+  // at the first refusal gives rate() and increase() nothing to compare it with (that refusal is
+  // never seen), and an alert on it nothing to evaluate before it
+  const limits = new Set<string>([...(parts.api ? API_RATE_LIMITS : []), ...(parts.realtime ? GATEWAY_RATE_LIMITS : [])]);
+  for (const endpoint of limits) rateLimited.inc({ endpoint }, 0);
   return {
     registry,
     worker,
@@ -34,10 +67,7 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
       labelNames: ['fn', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
       registers: exposedIf(parts.api),
     }),
-    rateLimited: new Counter({
-      name: 'potentia_rate_limit_rejections_total', help: 'requests rejected by a rate limit', labelNames: ['endpoint'],
-      registers: exposedIf(parts.api || parts.realtime),
-    }),
+    rateLimited,
     poolInUse: new Gauge({ name: 'potentia_db_pool_in_use', help: 'API requests running on the database (a process\'s mutations of one canvas share one connection, its canvas lane)', registers: exposedIf(parts.api) }),
     poolMax: new Gauge({ name: 'potentia_db_pool_max', help: 'database pool size', registers: exposedIf(parts.api) }),
     // the realtime gateway (src/realtime): refusals of its per-caller bounds count in rateLimited,

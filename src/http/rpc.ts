@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
+import type { ApiRateLimit } from '../metrics.ts';
 import { ApiError, apiErrorFromDatabase, apiErrorFromObject } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
 
@@ -10,7 +11,7 @@ import type { AppEnv, Deps } from './env.ts';
  * limits hold across processes. Database errors become ApiErrors with their stable codes.
  * `endpoint` null: no limit here (the handler took it itself, before costlier work).
  */
-export function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<T> {
+export function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: ApiRateLimit | null, fn: string, args: unknown[]): Promise<T> {
   return call(deps, c, endpoint, fn, args, false).then((row) => row?.result as T);
 }
 
@@ -23,11 +24,11 @@ export function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: s
  * into JS and JSON.stringify back), and its top-level `status`, which is all the caller looks at
  * before answering it.
  */
-export function callMutation(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[]): Promise<{ status: string | null; json: string }> {
+export function callMutation(deps: Deps, c: Context<AppEnv>, endpoint: ApiRateLimit | null, fn: string, args: unknown[]): Promise<{ status: string | null; json: string }> {
   return call(deps, c, endpoint, fn, args, true).then((row) => ({ status: row?.status ?? null, json: row?.result ?? 'null' }));
 }
 
-async function call(deps: Deps, c: Context<AppEnv>, endpoint: string | null, fn: string, args: unknown[], mutation: boolean): Promise<Record<string, any> | undefined> {
+async function call(deps: Deps, c: Context<AppEnv>, endpoint: ApiRateLimit | null, fn: string, args: unknown[], mutation: boolean): Promise<Record<string, any> | undefined> {
   const started = performance.now();
   let outcome = 'ok';
   deps.metrics.poolInUse.inc();

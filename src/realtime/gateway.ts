@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { CanvasLanes } from '../db/canvas-lanes.ts';
-import type { Metrics } from '../metrics.ts';
+import type { GatewayRateLimit, Metrics } from '../metrics.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { SEVERAL_AUTHORIZATIONS, severalAuthorizations } from '../http/authorization.ts';
 import { answerAndClose, ApiError, apiErrorFromDatabase, MUTATION_RETRY_NOTE, rawErrorResponse } from '../http/errors.ts';
@@ -57,7 +57,7 @@ export type Gateway = {
 export function createGateway(opts: GatewayOptions): Gateway {
   const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
   const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const rateLimited = (endpoint: string) => opts.metrics?.rateLimited.inc({ endpoint });
+  const rateLimited = (endpoint: GatewayRateLimit) => opts.metrics?.rateLimited.inc({ endpoint });
   const admission = new Admission(limits, opts.trustProxy === true, (limit) => rateLimited(`realtime:${limit}`));
   const hub = new Hub(opts.sql, opts.lanes, bus, opts.logger, limits, admission, opts.relaxedEndpointLimits === true, rateLimited);
   const cluster = createClusterNode({

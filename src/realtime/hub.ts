@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { CanvasLanes } from '../db/canvas-lanes.ts';
+import type { GatewayRateLimit } from '../metrics.ts';
 import type { DatabaseBus, BusMessage } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import type { ClusterNode } from './cluster.ts';
@@ -153,7 +154,7 @@ export class Hub {
      */
     readonly relaxedEndpointLimits = false,
     /** Told of every refusal by a rate limit, by its label (potentia_rate_limit_rejections_total{endpoint}). */
-    readonly rateLimited: (endpoint: string) => void = () => {},
+    readonly rateLimited: (endpoint: GatewayRateLimit) => void = () => {},
   ) {}
 
   /** Listens to database messages of `subTopic` (both private and public rows; the subscriber filters). */

@@ -6,7 +6,7 @@ import postgres, { type Sql } from 'postgres';
 import type { EmbeddingConfig, WorkerConfig } from '../config.ts';
 import { CONNECT_TIMEOUT_SECONDS, KEEPALIVE_IDLE_SECONDS, reconnectBackoffSeconds } from '../db/index.ts';
 import { connectionUrls } from '../db/pooling.ts';
-import { createMetrics, type Metrics } from '../metrics.ts';
+import { createMetrics, JOB_OUTCOMES, type Metrics } from '../metrics.ts';
 import { CircuitBreaker, type BreakerState } from './breaker.ts';
 import { LockLedger } from './lock-ledger.ts';
 import { createProvider, type EmbeddingProvider } from './providers.ts';
@@ -93,7 +93,9 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   const ledger = new LockLedger(events);
   const started = new Map<string, number>();
   events.on('job:start', ({ job }) => { started.set(job.id, performance.now()); });
-  const outcome = (job: { id: string; task_identifier: string }, result: string) => {
+  // every task's outcomes are series from the start, at 0 (as the rate-limit rejections, src/metrics.ts)
+  for (const task of Object.keys(taskList)) for (const result of JOB_OUTCOMES) metrics.jobs.inc({ task, outcome: result }, 0);
+  const outcome = (job: { id: string; task_identifier: string }, result: typeof JOB_OUTCOMES[number]) => {
     metrics.jobs.inc({ task: job.task_identifier, outcome: result });
     const t = started.get(job.id);
     if (t !== undefined) metrics.jobDuration.observe({ task: job.task_identifier, outcome: result }, (performance.now() - t) / 1000);

@@ -7,6 +7,7 @@ import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueTokenPair } from '../../functions/auth.ts';
 import type { Database } from '../../src/db/index.ts';
+import { API_RATE_LIMITS } from '../../src/metrics.ts';
 import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, createUser, mutate } from '../helpers/fixtures.ts';
@@ -263,7 +264,15 @@ describe('happy paths', () => {
       expect(await twice.json()).toMatchObject({ error: { code: 'invalid_input', field: 'authorization' } });
       const res = await fetch(`${guarded.url}/metrics`, { headers: { authorization: `Bearer ${internalToken}` } });
       expect(res.status).toBe(200);
-      expect(await res.text()).toMatch(/^# TYPE potentia_http_requests_total counter$/m);
+      const text = await res.text();
+      expect(text).toMatch(/^# TYPE potentia_http_requests_total counter$/m);
+      // a fresh server, no request refused yet: every endpoint it can refuse is a series at 0 (rate()
+      // and alerts need one before the first refusal), and none of the gateway's (it serves no realtime)
+      const rejections = [...text.matchAll(/^potentia_rate_limit_rejections_total\{endpoint="([^"]+)"\} (\S+)$/gm)];
+      expect(Object.fromEntries(rejections.map((m) => [m[1], m[2]]))).toEqual(Object.fromEntries(API_RATE_LIMITS.map((e) => [e, '0'])));
+      // and those are the endpoint limits of the seed (app.endpoint_limits; M3 is never counted, docs/limits.md)
+      const seeded = await sql<{ endpoint: string }[]>`select endpoint from app.endpoint_limits where endpoint <> 'M3' order by endpoint`;
+      expect([...API_RATE_LIMITS].filter((e) => e !== 'auth').sort()).toEqual(seeded.map((r) => r.endpoint));
     } finally {
       await guarded.stop();
     }

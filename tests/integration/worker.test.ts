@@ -45,6 +45,14 @@ describe('embed_block on a real worker', () => {
     return r.version!;
   };
 
+  it('every task\'s outcomes are series of potentia_jobs_total from the start (at 0 until a job of it ends so)', async () => {
+    const text = await worker.metrics.registry.metrics();
+    for (const task of ['embed_block', 'rebalance_canvas', 'cleanup', 'cleanup_files']) {
+      for (const outcome of ['success', 'error', 'failed']) expect(text).toMatch(new RegExp(`^potentia_jobs_total\\{task="${task}",outcome="${outcome}"\\} \\d+$`, 'm'));
+    }
+    expect(text).toMatch(/^potentia_jobs_total\{task="cleanup",outcome="failed"\} 0$/m);
+  });
+
   it('the write path only touches the outbox: a burst of edits is one row, then one job, then one up-to-date embedding', async () => {
     const tag = `burst${randomUUID().slice(0, 8)}`;
     const successes: string[] = [];

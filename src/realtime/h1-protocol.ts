@@ -54,7 +54,8 @@ import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/proto
  * Access is re-checked while the socket is open (src/realtime/access.ts): when the user's
  * workspace or canvas membership is removed or changed, or the canvas is deleted — by any means,
  * on any server — the socket is re-authorized within a second. Lost access: an `error` frame with
- * code `forbidden` (close code 4403) or `not_found` (the canvas is gone, close code 4404), then the
+ * code `forbidden` (close code 4403), `not_found` (the canvas is gone, close code 4404) or
+ * `unauthorized` (the user was deleted, close code 4401, as for an expired token), then the
  * close; nothing committed after the change is sent first. A changed write right: an `access`
  * frame with the new `can_write` (a viewer's `mutate` is answered `read_only`); deltas continue.
  * Do not reconnect after 4403/4404 with the same token and user: the upgrade is refused.
@@ -69,11 +70,14 @@ export const H1_PROTOCOL_VERSION = 1;
 export const H1_CLOSE_FORBIDDEN = 4403;
 export const H1_CLOSE_NOT_FOUND = 4404;
 /**
- * The close code of a socket whose access token expired (exp plus the clock leeway every surface
- * allows): an `error` frame `unauthorized` first. Reconnect with a fresh token (@potentia/client
- * asks its token() again on every reconnect).
+ * The close code of a socket whose access token no longer authorizes anything (4000 + HTTP 401):
+ * it expired (exp plus the clock leeway every surface allows; reason `token_expired`), or the
+ * user it names was deleted (found by the re-check after an access change; reason `user_deleted`:
+ * a token outlives its user until it expires, and every surface answers it 401, the upgrade too).
+ * An `error` frame `unauthorized` first. Reconnect with a fresh token (@potentia/client asks its
+ * token() again on every reconnect).
  */
-export const H1_CLOSE_TOKEN_EXPIRED = 4401;
+export const H1_CLOSE_UNAUTHORIZED = 4401;
 /**
  * The close code (1013, "try again later") of a socket that was sent more deltas during an access
  * re-check, or across resumes superseding each other, than it may hold (held-frames.ts

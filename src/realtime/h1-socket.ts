@@ -2,10 +2,10 @@ import type { WebSocket } from 'ws';
 import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
 import { apiErrorFromDatabase, type ApiError } from '../http/errors.ts';
 import { checkJson, fieldPath, parseJson } from '../input-policy.ts';
-import { AccessGate, accessChange, canvasAccess, concerns, type CanvasAccess } from './access.ts';
+import { AccessGate, accessChange, canvasAccess, concerns, USER_GONE_MESSAGE, userGone, type CanvasAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
-import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_FRAME_RATE, H1_CLOSE_HELD_MESSAGES, H1_CLOSE_NOT_FOUND, H1_CLOSE_TOKEN_EXPIRED, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
+import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_FRAME_RATE, H1_CLOSE_HELD_MESSAGES, H1_CLOSE_NOT_FOUND, H1_CLOSE_UNAUTHORIZED, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
 import { HELD_MESSAGES_LIMIT_REACHED, heldBytes } from './held-frames.ts';
 import type { Hub } from './hub.ts';
 import { FrameBound } from './frame-bound.ts';
@@ -109,7 +109,7 @@ export class H1Socket {
       this.expiry = whenTokenExpires(exp, () => {
         this.send({ type: 'error', code: 'unauthorized',
           message: `the access token expired ${Math.max(0, Math.floor(Date.now() / 1000) - exp)} seconds ago: reconnect with a fresh one` });
-        ws.close(H1_CLOSE_TOKEN_EXPIRED, 'token_expired');
+        ws.close(H1_CLOSE_UNAUTHORIZED, 'token_expired');
       });
     }
     if (initialSinceCanvasSeq !== null) this.enqueueResume({ since_canvas_seq: initialSinceCanvasSeq }, false);
@@ -509,15 +509,19 @@ export class H1Socket {
     if (this.closed) return false;
     const access = await canvasAccess(this.hub.sql, this.claims, this.canvasId);
     if (!access.read) {
+      // a deleted user's token (the memberships went with the user): unauthorized, as HTTP and
+      // the upgrade answer it (401), not the forbidden of a member removed
+      const userDeleted = await userGone(this.hub.sql, this.claims);
       // the message running now (a mutation that may have committed before the change) is
       // answered before the close, not lost with it; its transaction is bounded by the statement
       // timeout. Nothing queued after it runs, and nothing held is delivered (the gate is denied).
       this.revoked = true;
       await this.inbound.idle();
-      this.send(access.gone
-        ? { type: 'error', code: 'not_found', message: 'this canvas was deleted' }
-        : { type: 'error', code: 'forbidden', message: 'you no longer have access to this canvas' });
-      this.ws.close(access.gone ? H1_CLOSE_NOT_FOUND : H1_CLOSE_FORBIDDEN, access.gone ? 'not_found' : 'forbidden');
+      const [code, message, closeCode, reason] = userDeleted ? ['unauthorized', USER_GONE_MESSAGE, H1_CLOSE_UNAUTHORIZED, 'user_deleted'] as const
+        : access.gone ? ['not_found', 'this canvas was deleted', H1_CLOSE_NOT_FOUND, 'not_found'] as const
+          : ['forbidden', 'you no longer have access to this canvas', H1_CLOSE_FORBIDDEN, 'forbidden'] as const;
+      this.send({ type: 'error', code, message });
+      this.ws.close(closeCode, reason);
       return false;
     }
     const changed = access.write !== this.access.write;

@@ -89,8 +89,9 @@ async function editorClient(extra: Partial<CanvasSyncOptions> = {}) {
   const { canvasId, users } = await createCanvas(db.sql, ['editor']);
   const token = await signAccessToken(config.auth.jwtSecret, { sub: users.editor! });
   const ws = instrumentedWebSocket();
-  const sync = new CanvasSync({ url: proxy.url, canvasId, token: () => token, WebSocket: ws.WebSocket as any, ...extra });
-  return { canvasId, users, sync, stats: ws.stats };
+  let asked = 0; // token() calls
+  const sync = new CanvasSync({ url: proxy.url, canvasId, token: () => (asked++, token), WebSocket: ws.WebSocket as any, ...extra });
+  return { canvasId, users, sync, stats: ws.stats, tokensAsked: () => asked };
 }
 
 /** Resolves with `p`, or with `fallback` after `ms` (bounded waits: a hang must fail an assertion, not the timeout). */
@@ -321,6 +322,26 @@ describe('CanvasSync under network loss (through a TCP proxy)', () => {
       expect(stats.created).toBe(1);
       expect(stats.alive).toBe(0);
       await expect(sync.join()).rejects.toThrow(/closed/);
+      expect(faults.seen).toEqual([]);
+    } finally {
+      sync.close();
+      faults.uninstall();
+    }
+  });
+
+  it('a user deleted while live: the 4401 close is met as an expired token\'s, by reconnecting with token() asked again, not as lost access', async () => {
+    const faults = processFaults();
+    const errors: unknown[] = [];
+    const { users, sync, stats, tokensAsked } = await editorClient({ reconnectDelayMs: () => 50, onError: (e) => errors.push(e) });
+    try {
+      await sync.join();
+      expect(tokensAsked()).toBe(1);
+      await db.sql`delete from auth.users where id = ${users.editor!}`;
+      // the server's answer (error unauthorized, close 4401), then a new socket with token() asked again
+      // (the app's token() would sign in again; this one's upgrade is refused 401, and retried)
+      expect(await until(async () => (stats.received['error:unauthorized'] ?? 0) > 0 && tokensAsked() > 1)).toBe(true);
+      expect(stats.received['error:forbidden']).toBeUndefined();
+      expect(errors.filter((e) => e instanceof CanvasAccessLostError)).toEqual([]);
       expect(faults.seen).toEqual([]);
     } finally {
       sync.close();

@@ -7,6 +7,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
+import { openH1 } from '../helpers/h1.ts';
 import { exchange } from '../helpers/http.ts';
 import { apiKey, now, signClaims, unsignedToken, userClaims } from '../helpers/tokens.ts';
 
@@ -282,6 +283,16 @@ describe("a deleted user's token (valid until it expires: tokens are checked by 
       ws.once('error', () => {});
     });
     expect(refused).toEqual({ status: 401, body: { error: { code: 'unauthorized', message: 'the user this token was issued to no longer exists' } } });
+  });
+
+  it('H1: the socket of a user deleted while it is open gets error unauthorized and closes 4401, as on an expired token (it was forbidden, 4403)', async () => {
+    const fixture = await createCanvas(db.sql, ['editor']);
+    const ghost = fixture.users.editor!;
+    const h1 = await openH1(server.url, fixture.canvasId, await signClaims(secret, { ...userClaims(ghost, { issuer: ISSUER }) }));
+    await h1.next((m) => m.type === 'hello');
+    await db.sql`delete from auth.users where id = ${ghost}`;
+    expect(await h1.next((m) => m.type === 'error')).toEqual({ type: 'error', code: 'unauthorized', message: 'the user this token was issued to no longer exists' });
+    expect(await h1.closed).toMatchObject({ code: 4401, reason: 'user_deleted' });
   });
 
   it('realtime-js: the private canvas channel of a user deleted while joined is closed, and gets nothing after', async () => {

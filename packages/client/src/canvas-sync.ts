@@ -43,7 +43,7 @@ export type WebSocketLike = {
    */
   terminate?(): void;
   onopen: SocketHandler<unknown> | null;
-  /** `code` is the WebSocket close code (4403 / 4404: access lost; 4429: too many frames, see protocol.ts). */
+  /** `code` is the WebSocket close code (4403 / 4404: access lost; 4401: token expired or user deleted, reconnected with token() asked again; 4429: too many frames, see protocol.ts). */
   onclose: SocketHandler<{ code?: number; reason?: string }> | null;
   /** `data` is one frame's text. */
   onmessage: SocketHandler<{ data: unknown }> | null;

@@ -106,8 +106,8 @@ export type PresenceEvent = { type: 'presence'; user_id: string; cursor: unknown
  * (a `resume` too: over the socket's message rate, or, when it needs a snapshot, over the user's
  * snapshot limit across sockets and HTTP; nothing is streamed until a resume is accepted).
  * `forbidden` / `not_found`: access to the canvas was lost (the socket closes next, 4403 / 4404).
- * `unauthorized`: the socket's access token expired (the socket closes next, 4401): reconnect with
- * a fresh token (CanvasSync does, asking its token() again).
+ * `unauthorized`: the socket's access token expired, or the user it names was deleted (the socket
+ * closes next, 4401): reconnect with a fresh token (CanvasSync does, asking its token() again).
  * `unavailable` / `timeout`: the database connection was lost or the statement ran out of time
  * while handling it; resend after `retry_after_ms` (a mutate with the same client_op_id is applied
  * at most once). `internal` is a server fault, never the client's input.

@@ -22,18 +22,25 @@ let badRoot: string;
 let laterRoot: string;
 
 /** `npm run db:migrate -- --database-url url`, as a DBA runs it: stdout and stderr, or the failure (code, stderr). */
-const migrateAs = (url: string) => promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', '--database-url', url], { cwd: repoRoot });
+const migrateAs = (url: string, ...args: string[]) =>
+  promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', ...args, '--database-url', url], { cwd: repoRoot });
 
-/** A new login role and a new database (the role's own, or the superuser's); the role's URL to it. */
-async function roleAndDatabase(role: string, db: string, owner: 'role' | 'superuser'): Promise<string> {
-  await admin.unsafe(`drop database if exists ${db} with (force)`);
+/** A new login role (password pw); its URL to database `db`. */
+async function loginRole(role: string, db: string): Promise<string> {
   await admin.unsafe(`drop role if exists ${role}`);
   await admin.unsafe(`create role ${role} login password 'pw'`);
-  await admin.unsafe(`create database ${db}${owner === 'role' ? ` owner ${role}` : ''}`);
   const url = new URL(urlOf(db));
   url.username = role;
   url.password = 'pw';
   return url.toString();
+}
+
+/** A new login role and a new database (the role's own, or the superuser's); the role's URL to it. */
+async function roleAndDatabase(role: string, db: string, owner: 'role' | 'superuser'): Promise<string> {
+  await admin.unsafe(`drop database if exists ${db} with (force)`);
+  const url = await loginRole(role, db);
+  await admin.unsafe(`create database ${db}${owner === 'role' ? ` owner ${role}` : ''}`);
+  return url;
 }
 
 beforeAll(async () => {
@@ -86,14 +93,10 @@ describe('db:migrate runs', () => {
 
   it('npm run db:migrate as a role that may only connect, on a database another role migrated, names the role to run it as', async () => {
     const role = `${prefix}_reader`;
-    await admin.unsafe(`drop role if exists ${role}`);
-    await admin.unsafe(`create role ${role} login password 'pw'`);
-    const url = new URL(urlOf(names.fresh));
-    url.username = role;
-    url.password = 'pw';
+    const url = await loginRole(role, names.fresh);
     try {
       const owner = (await admin`select current_user as owner`)[0]!.owner as string;
-      const run = await migrateAs(url.toString()).then(() => null, (e: { code?: number; stderr?: string }) => e);
+      const run = await migrateAs(url).then(() => null, (e: { code?: number; stderr?: string }) => e);
       expect(run?.code).toBe(1);
       expect(run?.stderr).toBe(`migrate refused: the role ${role} lacks what these migrations need, so nothing was changed:\n`
         + `  - it cannot act as ${owner}, which owns schema api, schema app, schema auth, schema graphile_worker, schema internal, schema realtime, `
@@ -111,14 +114,9 @@ describe('db:migrate runs', () => {
     // DBA who sourced the env file and left out --database-url "$OWNER_URL" (Upgrades, step 3) was
     // told that "the failed step was rolled back" and to run the superuser's one-time setup
     const role = `${prefix}_checker`;
-    await admin.unsafe(`drop role if exists ${role}`);
-    await admin.unsafe(`create role ${role} login password 'pw'`);
-    const url = new URL(urlOf(names.fresh));
-    url.username = role;
-    url.password = 'pw';
+    const url = await loginRole(role, names.fresh);
     try {
-      const run = await promisify(execFile)(join(repoRoot, 'node_modules/.bin/tsx'), ['scripts/migrate.ts', '--check', '--database-url', url.toString()], { cwd: repoRoot })
-        .then(() => null, (e: { code?: number; stderr?: string }) => e);
+      const run = await migrateAs(url, '--check').then(() => null, (e: { code?: number; stderr?: string }) => e);
       expect(run?.code).toBe(1);
       expect(run?.stderr).toBe('migrate failed: permission denied for schema supabase_migrations\n'
         + `  --check changed nothing. The role ${role} may not read what db:migrate recorded: run it as the role db:migrate runs as, `

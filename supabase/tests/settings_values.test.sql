@@ -5,7 +5,14 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(21);
+select plan(22);
+
+-- each rule's shipped default (internal.setting_rule, which a refused or missing value is brought
+-- back to at migration) is the value the migration that added the key inserted: the two copies
+-- are kept in step here, before anything below writes a setting
+select is_empty($$select r.key from internal.setting_rule(null) r left join app.settings s using (key)
+                  where s.value is distinct from to_jsonb(r.shipped)$$,
+  'every rule''s shipped default equals the value its migration inserted into app.settings');
 
 -- key, value written, what the refusal says after "<key>: expected a whole number ", why
 select throws_ok(format('update app.settings set value = %L where key = %L', value, key), 'PX400',

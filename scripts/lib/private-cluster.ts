@@ -27,6 +27,8 @@ export function serverBindir(): string {
 export type PrivateClusterOptions = {
   /** Extra postgresql.conf lines (e.g. `autovacuum = off`). */
   settings?: string[];
+  /** pg_hba.conf's lines in place of initdb's (trust for everyone), e.g. scram-sha-256 for a role. */
+  hba?: string[];
 };
 
 export class PrivateCluster {
@@ -66,6 +68,7 @@ export class PrivateCluster {
       `port = ${this.port}`, `listen_addresses = '127.0.0.1'`, `unix_socket_directories = '${this.dir}'`,
       'wal_level = logical', 'max_replication_slots = 8', 'max_wal_senders = 8', ...(options.settings ?? []), '',
     ].join('\n'));
+    if (options.hba) writeFileSync(join(this.data, 'pg_hba.conf'), [...options.hba, ''].join('\n'));
   }
 
   /** postgres://postgres@127.0.0.1:<port>/<database> */

@@ -3,7 +3,7 @@
 -- checks a client's SCRAM proof with it, and logs in to Postgres with that same proof). Run as a
 -- superuser (pg_authid), output to the auth file (the command is in pgbouncer.production.ini, "Auth"):
 --
---   sudo -u postgres psql -X -qAt -v ON_ERROR_STOP=1 -d postgres < userlist.sql > userlist.txt.new
+--   runuser -u postgres -- psql -X -qAt -v ON_ERROR_STOP=1 -d postgres < userlist.sql > userlist.txt.new
 --
 -- The roles default to potentia_runtime, pgbouncer_admin and pgbouncer_stats; other names with
 -- -v runtime=… -v admin=… -v stats=…. A role that is missing, or whose password is not a SCRAM

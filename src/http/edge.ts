@@ -5,7 +5,7 @@ import { EMPTY_IS_A_VALUE, loadConfig } from '../config.ts';
 import { createDatabase } from '../db/index.ts';
 import { presentValues } from '../env-values.ts';
 import { createMetrics } from '../metrics.ts';
-import { FUNCTIONS, withCommonMiddleware } from './app.ts';
+import { FUNCTIONS, withCommonMiddleware } from './common.ts';
 import type { AppEnv, Deps } from './env.ts';
 
 /**

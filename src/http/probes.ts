@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { checkApiRoles } from '../db/api-roles.ts';
-import { withCommonMiddleware } from './app.ts';
+import { withCommonMiddleware } from './common.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { errorResponse, isInternalCaller } from './middleware.ts';

@@ -18,7 +18,7 @@ import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileRoutes } from '../../functions/files.ts';
 import type { Database } from '../../src/db/index.ts';
-import { withCommonMiddleware } from '../../src/http/app.ts';
+import { withCommonMiddleware } from '../../src/http/common.ts';
 import type { AppEnv } from '../../src/http/env.ts';
 import type { Server } from '../../src/server.ts';
 import { storageConfig } from '../../src/storage/config.ts';

@@ -25,8 +25,8 @@ export type Database = {
  */
 export type DatabaseOptions = { max?: number; applicationName?: string; transactionPooler?: boolean; answerTimeoutSeconds?: number; logger?: Logger };
 
-/** postgres.js's options with `answer_timeout`, which only patches/postgres+3.4.9.patch adds (Node); the Supabase
- *  Edge Runtime loads the package unpatched, whose types lack it and which ignores it. */
+/** postgres.js's options with `answer_timeout`, which only patches/postgres+3.4.9.patch adds: Node loads it patched
+ *  (npm install's postinstall), the edge functions the patched copy in supabase/functions/_vendor (npm run edge:vendor). */
 type PatchedOptions = postgres.Options<{}> & { answer_timeout?: number };
 
 export function createDatabase(url: string, opts: DatabaseOptions = {}): Database {

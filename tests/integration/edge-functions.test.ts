@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 // their own import maps: what `supabase functions deploy` would bundle.
 const run = promisify(execFile);
 const root = new URL('../..', import.meta.url).pathname;
-const names = readdirSync(`${root}supabase/functions`, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+const names = readdirSync(`${root}supabase/functions`, { withFileTypes: true }).filter((d) => d.isDirectory() && !d.name.startsWith('_')).map((d) => d.name);
 
 describe('supabase/functions entry points', () => {
   it('exist for every HTTP function group', () => {

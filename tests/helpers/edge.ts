@@ -125,12 +125,19 @@ export const GATEWAY_CLIENT_ADDRESS = '203.0.113.7';
  * A stand-in for Supabase's gateway in front of the functions (not Potentia's code): /functions/v1/<name>/…
  * is passed to a function `name` as /<name>/… (the bytes of the path as received), in turn across
  * its instances, with X-Forwarded-For set to the client's address as the platform's edge sets it
- * (GATEWAY_CLIENT_ADDRESS). Anything else is 404. `routes` may be filled in after the gateway is
+ * (GATEWAY_CLIENT_ADDRESS). It also serves the project's JWKS (`jwks`: the public keys of Supabase
+ * Auth's asymmetric signing keys) at /auth/v1/.well-known/jwks.json, where the functions look for it
+ * (SUPABASE_URL + that path). Anything else is 404. `routes` may be filled in after the gateway is
  * listening (its URL is the functions' SUPABASE_URL).
  */
-export async function startEdgeGateway(routes: Partial<Record<EdgeFunctionName, string[]>>): Promise<{ url: string; close(): Promise<void> }> {
+export async function startEdgeGateway(routes: Partial<Record<EdgeFunctionName, string[]>>, jwks: { keys: object[] } = { keys: [] }):
+  Promise<{ url: string; close(): Promise<void> }> {
   const turn = new Map<string, number>();
   const server: HttpServer = createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/auth/v1/.well-known/jwks.json') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jwks));
+      return;
+    }
     const m = /^\/functions\/v1\/([a-z]+)((?:[/?].*)?)$/s.exec(req.url ?? '');
     const upstreams = m ? routes[m[1] as EdgeFunctionName] : undefined;
     if (!m || !upstreams?.length) {

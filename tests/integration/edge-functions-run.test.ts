@@ -1,4 +1,5 @@
 import { createClient, FunctionsHttpError, type SupabaseClient } from '@supabase/supabase-js';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Sql } from 'postgres';
 import WebSocket from 'ws';
@@ -36,6 +37,8 @@ let gateway: Awaited<ReturnType<typeof startEdgeGateway>>;
 const routes: Partial<Record<string, string[]>> = {};
 const fns: Record<string, EdgeFunction> = {};
 let canvasB: EdgeFunction; // a second instance of `canvas` (the platform runs several isolates)
+let env: Record<string, string>; // what Supabase gives every function
+let signingKey: CryptoKey; // the private half of the project's asymmetric signing key (ES256), whose public half the JWKS serves
 
 beforeAll(async () => {
   await cacheEdgeDependencies(bundle);
@@ -43,8 +46,10 @@ beforeAll(async () => {
   database = testDatabase(3);
   sql = database.sql;
   anonKey = await apiKey(secret, 'anon');
-  gateway = await startEdgeGateway(routes);
-  const env = {
+  const pair = await generateKeyPair('ES256', { extractable: true });
+  signingKey = pair.privateKey;
+  gateway = await startEdgeGateway(routes, { keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'project-key-1', alg: 'ES256', use: 'sig' }] });
+  env = {
     SUPABASE_URL: gateway.url, SUPABASE_DB_URL: testDatabaseUrl(), SUPABASE_ANON_KEY: anonKey,
     SUPABASE_SERVICE_ROLE_KEY: await apiKey(secret, 'service_role'), JWT_SECRET: secret, TRUST_PROXY: '1', LOG_LEVEL: 'warn',
     MAX_BODY_BYTES: String(MAX_BODY_BYTES),
@@ -156,6 +161,19 @@ describe('the edge functions under Deno', () => {
       expect({ step, status: answer.status, shape: shape(answer.body) }).toEqual({ step, status: other.status, shape: shape(other.body) });
       expect(answer.headers.get('content-type'), step).toBe(other.headers.get('content-type'));
     }
+  });
+
+  it('a token of the project\'s asymmetric signing key is verified against the JWKS under SUPABASE_URL; one of another key is not', async () => {
+    const { canvasId, users } = await createCanvas(sql);
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { sub: users.owner!, role: 'authenticated', aud: 'authenticated', iat: now, exp: now + 600 };
+    const es256 = (key: CryptoKey) => new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: 'project-key-1' }).sign(key);
+    const accepted = await call(gateway.url, 'GET', `/functions/v1/canvas/${canvasId}/permissions`, { token: await es256(signingKey) });
+    expect(accepted.status, JSON.stringify(accepted.body)).toBe(200);
+    expect(accepted.body.role).toBe('owner');
+    const stranger = await generateKeyPair('ES256');
+    const refused = await call(gateway.url, 'GET', `/functions/v1/canvas/${canvasId}/permissions`, { token: await es256(stranger.privateKey) });
+    expect(errorOf(refused)).toEqual({ status: 401, code: 'unauthorized', field: undefined });
   });
 
   it('the answers match the OpenAPI document, as the Node server\'s do', async () => {
@@ -279,15 +297,21 @@ describe('database faults under the edge functions', () => {
     const held = await reservedTransaction(admin.sql);
     const ops = Array.from({ length: 4 }, (_, i) => createOp(`in flight ${i}`));
     let answers: Answer[];
+    let renamed: Answer;
     try {
       // the canvas row held: the mutations wait in the database, on the function's connections
       await held.conn`select 1 from app.canvases where canvas_id = ${canvasId} for update`;
       const sent = ops.map((op) => call(canvasFn.url, 'POST', `/canvas/${canvasId}/mutate`, { token, body: op }));
-      await held.waitedFor('a mutation of the edge function waiting on the canvas row');
+      // and a rename (A6: a plain request transaction, not a lane's), waiting on the same row
+      const renaming = call(canvasFn.url, 'PATCH', `/canvas/${canvasId}`, { token, body: { title: 'renamed in flight' } });
+      // (the second to come waits behind the first, on the row's tuple lock)
+      await until(async () => (await admin.sql`select count(*)::int as n from pg_stat_activity where application_name = ${app}
+        and cardinality(pg_blocking_pids(pid)) > 0`)[0]!.n >= 2, 10_000, 'a mutation and the rename waiting on the canvas row');
       const [{ killed }] = await admin.sql`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity where application_name = ${app}` as unknown as [{ killed: number }];
       expect(killed).toBeGreaterThan(0);
       await held.end('rollback');
       answers = await Promise.all(sent);
+      renamed = await renaming;
     } finally {
       await held.release();
     }
@@ -299,6 +323,11 @@ describe('database faults under the edge functions', () => {
       }
     }
     expect(answers.some((a) => a.status === 503), JSON.stringify(answers.map((a) => a.body))).toBe(true);
+    // its connection lost before COMMIT was sent, the rename ran again on another: done, once
+    expect(renamed!.status, JSON.stringify(renamed!.body)).toBe(200);
+    expect(renamed!.body.title).toBe('renamed in flight');
+    const [{ title }] = await sql`select title from app.canvases where canvas_id = ${canvasId}` as unknown as [{ title: string }];
+    expect(title).toBe('renamed in flight');
     expect(canvasFn.alive(), canvasFn.output()).toBe(true);
     // acknowledged: in the database; the unanswered ones resent with their client_op_id are applied once
     const acknowledged = answers.filter((a) => a.status === 200).map((a) => a.body.block.block_id as string);
@@ -326,6 +355,27 @@ describe('database faults under the edge functions', () => {
     expect(after.status, JSON.stringify(after.body)).toBe(200);
     expect((await invoke(c, `workspaces/${workspaceId}/members`, 'GET')).status).toBe(200);
     for (const fn of Object.values(fns)) expect(fn.alive(), fn.output()).toBe(true);
+  });
+
+  it('a function whose database does not answer: 503 unavailable at once for a read and a mutation, and it keeps serving', async () => {
+    const { canvasId, users } = await createCanvas(sql);
+    const token = await tokenFor(server, users.owner!);
+    const url = new URL(testDatabaseUrl());
+    url.port = '1'; // nothing listens there
+    const lost = await startEdgeFunction(bundle, 'canvas', { ...env, SUPABASE_DB_URL: url.toString() });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const read = await call(lost.url, 'GET', `/canvas/${canvasId}`, { token });
+        const write = await call(lost.url, 'POST', `/canvas/${canvasId}/mutate`, { token, body: createOp('nowhere') });
+        for (const a of [read, write]) {
+          expect(errorOf(a), JSON.stringify(a.body)).toEqual({ status: 503, code: 'unavailable', field: undefined });
+          expect(a.headers.get('retry-after')).toBe('1');
+        }
+      }
+      expect(lost.alive(), lost.output()).toBe(true);
+    } finally {
+      await lost.stop();
+    }
   });
 
   it('two instances of canvas share the per-user rate limit (it is in the database): A5, one canvas per 10 s, across both', async () => {

@@ -8,7 +8,9 @@ import { issueTokenPair } from '../../functions/auth.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
 import type { Server } from '../../src/server.ts';
-import { LocalProvider } from '../../src/worker/providers.ts';
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { localEmbedding, LocalProvider } from '../../src/worker/providers.ts';
 import { CircuitBreaker } from '../../src/worker/breaker.ts';
 import { embedBlock } from '../../src/worker/tasks.ts';
 import { expectContract } from '../helpers/contract.ts';
@@ -210,7 +212,8 @@ describe('the edge functions under Deno', () => {
     expect(errorOf(a)).toEqual(errorOf(b));
   });
 
-  it('search answers with the nearest block first', async () => {
+  /** A canvas with two embedded blocks (as the worker embeds them), and the owner's token. */
+  async function embeddedCanvas() {
     const { canvasId, users } = await createCanvas(sql);
     const token = await tokenFor(server, users.owner!);
     const c = client(gateway.url, token);
@@ -222,12 +225,55 @@ describe('the edge functions under Deno', () => {
       // the worker's embedding of the block (not an edge function), with the provider search uses
       expect(await embedBlock({ sql, provider: new LocalProvider(), breaker: new CircuitBreaker({ name: 't', failureThreshold: 3, cooldownMs: 1000 }) }, ids[name]!)).toBe('embedded');
     }
+    return { canvasId, token, ids };
+  }
+
+  it('search answers with the nearest block first', async () => {
+    const { canvasId, token, ids } = await embeddedCanvas();
+    const c = client(gateway.url, token);
     const found = await invoke(c, `search/${canvasId}?q=${encodeURIComponent('when to plant basil in my garden')}`, 'GET');
     expect(found.status, JSON.stringify(found.body)).toBe(200);
     expect(found.body.model).toBe('local-hash-v1');
     expect(found.body.items.map((i: any) => i.block_id)).toEqual([ids.garden, ids.rocket]);
     const onNode = await invoke(client(server.url, token), `search/${canvasId}?q=rocket`, 'GET');
     expect({ status: found.status, shape: shape(found.body) }).toEqual({ status: onNode.status, shape: shape(onNode.body) });
+  });
+
+  it('search with EMBEDDING_PROVIDER=openai embeds the query through the provider\'s API (fetch under Deno); a failing provider is 503 unavailable', async () => {
+    const { canvasId, token, ids } = await embeddedCanvas();
+    // an OpenAI-compatible embeddings endpoint (OPENAI_BASE_URL), answering with the local model's vectors
+    const seen: { authorization?: string; body: any }[] = [];
+    let failing = false;
+    const provider = createServer((req: IncomingMessage, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => { body += c; });
+      req.on('end', () => {
+        const json = JSON.parse(body);
+        seen.push({ authorization: req.headers.authorization, body: json });
+        if (failing) return void res.writeHead(500).end('{"error":"down"}');
+        res.writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ data: (json.input as string[]).map((text, index) => ({ index, embedding: localEmbedding(text) })) }));
+      });
+    });
+    await new Promise<void>((resolve) => provider.listen(0, '127.0.0.1', resolve));
+    const search = await startEdgeFunction(bundle, 'search', { ...env, EMBEDDING_PROVIDER: 'openai', OPENAI_API_KEY: 'sk-edge-test',
+      OPENAI_BASE_URL: `http://127.0.0.1:${(provider.address() as AddressInfo).port}/v1`, EMBEDDING_BREAKER_FAILURES: '100' });
+    try {
+      const found = await call(search.url, 'GET', `/search/${canvasId}?q=${encodeURIComponent('launch of a rocket')}`, { token });
+      expect(found.status, JSON.stringify(found.body)).toBe(200);
+      expect(found.body.model).toBe('text-embedding-3-small');
+      expect(found.body.items.map((i: any) => i.block_id)).toEqual([ids.rocket, ids.garden]);
+      expect(seen).toEqual([{ authorization: 'Bearer sk-edge-test',
+        body: { model: 'text-embedding-3-small', input: ['launch of a rocket'], dimensions: 1536, encoding_format: 'float' } }]);
+      failing = true;
+      await awayFromWindowEdge(1, 500); // S2: 5 a second per user
+      const refused = await call(search.url, 'GET', `/search/${canvasId}?q=garden`, { token });
+      expect(errorOf(refused), JSON.stringify(refused.body)).toEqual({ status: 503, code: 'unavailable', field: undefined });
+      expect(search.alive(), search.output()).toBe(true);
+    } finally {
+      await search.stop();
+      await new Promise<void>((resolve) => provider.close(() => resolve()));
+    }
   });
 });
 

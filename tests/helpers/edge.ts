@@ -76,7 +76,8 @@ export type EdgeFunction = {
 /**
  * Starts one function under `deno run` with only `env` (what Supabase gives a function, and its
  * secrets), on a free loopback port (DENO_SERVE_ADDRESS: the entry point's Deno.serve takes no
- * address); resolves once it listens, rejects with its output if it exits first.
+ * address); resolves once it listens, rejects with its output if it exits first or does not listen
+ * within 60 s (then it is killed).
  */
 export function startEdgeFunction(bundle: ReturnType<typeof edgeBundle>, name: EdgeFunctionName, env: Record<string, string>): Promise<EdgeFunction> {
   const child = spawn(DENO, ['run', '--no-prompt', ...EDGE_PERMISSIONS, '--config', 'deno.json', 'index.ts'], {
@@ -100,6 +101,11 @@ export function startEdgeFunction(bundle: ReturnType<typeof edgeBundle>, name: E
     },
   };
   return new Promise((resolve, reject) => {
+    const late = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`edge function ${name} did not listen within 60 s:\n${output}`));
+    }, 60_000);
+    child.once('exit', () => clearTimeout(late));
     const onData = (chunk: Buffer) => {
       output += chunk.toString('utf8');
       const m = /Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(output);
@@ -108,6 +114,7 @@ export function startEdgeFunction(bundle: ReturnType<typeof edgeBundle>, name: E
         child.stderr!.off('data', onData);
         child.stdout!.on('data', (c: Buffer) => { output += c.toString('utf8'); });
         child.stderr!.on('data', (c: Buffer) => { output += c.toString('utf8'); });
+        clearTimeout(late);
         resolve({ ...fn, url: `http://127.0.0.1:${m[1]}` });
       }
     };

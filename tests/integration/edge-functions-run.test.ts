@@ -1,6 +1,8 @@
 import { createClient, FunctionsHttpError, type SupabaseClient } from '@supabase/supabase-js';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Sql } from 'postgres';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,8 +10,6 @@ import { issueTokenPair } from '../../functions/auth.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
 import type { Server } from '../../src/server.ts';
-import { createServer, type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { localEmbedding, LocalProvider } from '../../src/worker/providers.ts';
 import { CircuitBreaker } from '../../src/worker/breaker.ts';
 import { embedBlock } from '../../src/worker/tasks.ts';
@@ -38,6 +38,7 @@ let anonKey: string;
 let gateway: Awaited<ReturnType<typeof startEdgeGateway>>;
 const routes: Partial<Record<string, string[]>> = {};
 const fns: Record<string, EdgeFunction> = {};
+const running: EdgeFunction[] = []; // every Deno process this file started and has not stopped
 let canvasB: EdgeFunction; // a second instance of `canvas` (the platform runs several isolates)
 let env: Record<string, string>; // what Supabase gives every function
 let signingKey: CryptoKey; // the private half of the project's asymmetric signing key (ES256), whose public half the JWKS serves
@@ -56,15 +57,18 @@ beforeAll(async () => {
     SUPABASE_SERVICE_ROLE_KEY: await apiKey(secret, 'service_role'), JWT_SECRET: secret, TRUST_PROXY: '1', LOG_LEVEL: 'warn',
     MAX_BODY_BYTES: String(MAX_BODY_BYTES),
   };
-  const started = await Promise.all([...EDGE_FUNCTIONS.map((name) => startEdgeFunction(bundle, name, env)), startEdgeFunction(bundle, 'canvas', env)]);
-  for (const fn of started.slice(0, EDGE_FUNCTIONS.length)) {
+  const settled = await Promise.allSettled([...EDGE_FUNCTIONS, 'canvas' as const].map((name) => startEdgeFunction(bundle, name, env)));
+  for (const r of settled) if (r.status === 'fulfilled') running.push(r.value);
+  const failed = settled.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason; // afterAll stops the others
+  for (const fn of running.slice(0, EDGE_FUNCTIONS.length)) {
     fns[fn.name] = fn;
     routes[fn.name] = [fn.url];
   }
-  canvasB = started[EDGE_FUNCTIONS.length]!;
+  canvasB = running[EDGE_FUNCTIONS.length]!;
 }, 300_000); // a cold Deno cache fetches the functions' npm packages first
 afterAll(async () => {
-  await Promise.all([...Object.values(fns), canvasB].map((fn) => fn?.stop()));
+  await Promise.all(running.map((fn) => fn.stop()));
   await gateway?.close();
   await server?.stop();
   await database?.close();

@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseCommandLine } from './lib/command-line.ts';
-import { edgeVendorDrift, EDGE_FUNCTION_DIRS, VENDOR_DIR, vendoredTree, withVendoredImports } from './lib/edge-vendor.ts';
+import { edgeFunctionDirs, edgeVendorDrift, VENDOR_DIR, vendoredTree, withVendoredImports } from './lib/edge-vendor.ts';
 
 const { values } = parseCommandLine({ options: { check: { type: 'boolean' } } });
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -25,9 +25,10 @@ if (values.check) {
     mkdirSync(dirname(join(root, path)), { recursive: true });
     writeFileSync(join(root, path), text);
   }
-  for (const name of EDGE_FUNCTION_DIRS) {
+  const names = edgeFunctionDirs(root);
+  for (const name of names) {
     const path = join(root, 'supabase/functions', name, 'deno.json');
     writeFileSync(path, withVendoredImports(readFileSync(path, 'utf8'), imports));
   }
-  console.log(`edge:vendor: ${files.size} files in ${VENDOR_DIR}, ${EDGE_FUNCTION_DIRS.length} import maps`);
+  console.log(`edge:vendor: ${files.size} files in ${VENDOR_DIR}, ${names.length} import maps`);
 }

@@ -24,7 +24,9 @@ export const VENDORED = [
     imports: ['@asteasolutions/zod-to-openapi', '@hono/zod-validator', 'openapi3-ts/'] },
 ] as const;
 
-export const EDGE_FUNCTION_DIRS = ['auth', 'canvas', 'search', 'workspaces'];
+/** The functions' directories under supabase/functions (an underscore marks one that is no function: _vendor). */
+export const edgeFunctionDirs = (root: string) => readdirSync(join(root, 'supabase/functions'), { withFileTypes: true })
+  .filter((e) => e.isDirectory() && !e.name.startsWith('_')).map((e) => e.name);
 export const VENDOR_DIR = 'supabase/functions/_vendor';
 
 /** The version of `name` that node resolves from `from` (a package directory) or the root. */
@@ -101,7 +103,7 @@ export function edgeVendorDrift(root: string): string[] {
   const listed = (dir: string): string[] => readdirSync(join(root, dir), { withFileTypes: true })
     .flatMap((e) => (e.isDirectory() ? listed(`${dir}/${e.name}`) : [`${dir}/${e.name}`]));
   if (existsSync(join(root, VENDOR_DIR))) for (const path of listed(VENDOR_DIR)) if (!files.has(path)) drift.push(`${path}: not generated (remove it)`);
-  for (const name of EDGE_FUNCTION_DIRS) {
+  for (const name of edgeFunctionDirs(root)) {
     const path = `supabase/functions/${name}/deno.json`;
     const committed = read(path) ?? '';
     if (withVendoredImports(committed, imports) !== committed) drift.push(`${path}: its import map does not point at the vendored packages`);

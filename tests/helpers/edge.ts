@@ -5,14 +5,15 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { FUNCTIONS } from '../../src/http/common.ts';
 
 // The Supabase edge functions (supabase/functions/<name>/index.ts) run by the real Deno binary of
 // the npm package `deno`, as `supabase functions deploy` ships them and the platform runs them.
 
 const root = new URL('../..', import.meta.url).pathname;
 export const DENO = `${root}node_modules/.bin/deno`;
-export const EDGE_FUNCTIONS = ['auth', 'canvas', 'search', 'workspaces'] as const;
-export type EdgeFunctionName = typeof EDGE_FUNCTIONS[number];
+export type EdgeFunctionName = keyof typeof FUNCTIONS;
+export const EDGE_FUNCTIONS = Object.keys(FUNCTIONS) as EdgeFunctionName[];
 
 /**
  * What `supabase functions deploy` uploads, laid out as in the repository: each entry point with

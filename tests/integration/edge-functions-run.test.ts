@@ -182,6 +182,22 @@ describe('the edge functions under Deno', () => {
     expect(errorOf(refused)).toEqual({ status: 401, code: 'unauthorized', field: undefined });
   });
 
+  it('a browser\'s preflight with supabase-js\'s headers is answered before auth, and answers are readable cross-origin, as on Node', async () => {
+    const corsOf = (res: Response) => Object.fromEntries(['access-control-allow-origin', 'access-control-allow-headers', 'access-control-allow-methods',
+      'access-control-expose-headers', 'access-control-max-age'].map((h) => [h, res.headers.get(h)]));
+    const preflight = (url: string) => fetch(`${url}/functions/v1/canvas/${randomUUID()}/mutate`, { method: 'OPTIONS',
+      headers: { origin: 'http://localhost:5173', 'access-control-request-method': 'POST',
+        'access-control-request-headers': 'authorization, apikey, content-type, x-client-info, x-supabase-api-version' } });
+    const [onEdge, onNode] = [await preflight(gateway.url), await preflight(server.url)];
+    expect(onEdge.status).toBe(204);
+    expect(corsOf(onEdge)['access-control-allow-headers']).toContain('apikey');
+    expect(corsOf(onEdge)).toEqual(corsOf(onNode));
+    const refused = await fetch(`${gateway.url}/functions/v1/workspaces`, { headers: { origin: 'http://localhost:5173' } });
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('access-control-allow-origin')).toBe('*');
+    expect(refused.headers.get('access-control-expose-headers')).toContain('X-Request-Id');
+  });
+
   it('the answers match the OpenAPI document, as the Node server\'s do', async () => {
     const { canvasId, users } = await createCanvas(sql);
     const token = await tokenFor(server, users.owner!);

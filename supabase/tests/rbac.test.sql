@@ -169,7 +169,7 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
   ('api.get_canvas_snapshot(uuid,bigint)', $$api.get_canvas_snapshot({a1})$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
-  ('api.search_blocks(uuid,vector,integer)', $$api.search_blocks({a1}, array_fill(0.1::real, array[1536])::extensions.vector, 5)$$,
+  ('api.search_blocks(uuid,vector,integer,text)', $$api.search_blocks({a1}, array_fill(0.1::real, array[1536])::extensions.vector, 5, 'local-hash-v1')$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
   -- files (the full rules: supabase/tests/files.test.sql): editors upload, members read (completing
   -- an upload is internal.complete_file, the server's after its HEAD of the object)
@@ -228,7 +228,7 @@ select throws_ok(format('select api.get_block(%L, %L)', pg_temp.id('a1'), pg_tem
                  'get_block of a block of B through a canvas of A: not_found');
 select throws_ok(format('select api.get_canvas_permissions(%L)', pg_temp.id('b1')), 'PX404', null,
                  'get_canvas_permissions of a canvas of B: not_found');
-select throws_ok(format('select api.search_blocks(%L, array_fill(0.1::real, array[1536])::extensions.vector, 5)', pg_temp.id('b1')),
+select throws_ok(format('select api.search_blocks(%L, array_fill(0.1::real, array[1536])::extensions.vector, 5, %L)', pg_temp.id('b1'), 'local-hash-v1'),
                  'PX404', null, 'search_blocks on a canvas of B: not_found');
 select throws_ok(format('select api.update_presence(%L, null, false)', pg_temp.id('b1')), 'PX404', null,
                  'update_presence on a canvas of B: not_found');

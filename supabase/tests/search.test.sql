@@ -1,0 +1,106 @@
+-- Semantic search compares a query only with blocks embedded by the query's model
+-- (api.search_blocks, sql/jobs/search.sql). Vectors of two models are not comparable: a cosine
+-- distance between them means nothing, and the answer would be a list in an order that means
+-- nothing. Given p_model, the blocks another model embedded are left out, counted
+-- (other_model_blocks) and named (other_models): items [] with a count is "wrong model", not
+-- "no match". A model name that is blank or over 200 characters is invalid_input, field model.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = extensions, public;
+select plan(19);
+
+select tests.create_user('search_owner');
+select tests.authenticate_as('search_owner');
+create temp table ids as select (api.create_workspace('Search') ->> 'workspace_id')::uuid as workspace_id;
+alter table ids add column canvas_id uuid;
+update ids set canvas_id = (api.create_canvas(workspace_id, 'Two models') ->> 'canvas_id')::uuid;
+select tests.clear_authentication();
+grant select on ids to authenticated;
+
+-- a unit-ish vector pointing along dimension k
+create function pg_temp.along(k integer) returns extensions.vector language sql as $$
+  select array_agg(case when d = k then 1 else 0.001 end order by d)::real[]::extensions.vector from generate_series(1, 1536) d
+$$;
+-- three blocks embedded by model-a (along 1, 2, 3), two by model-b (along 4, 5), one not embedded
+insert into app.blocks (canvas_id, type, y_order, content, vector, embedding_model)
+select (select canvas_id from ids), 'text', 'a' || k || 'z', jsonb_build_object('k', k), pg_temp.along(k),
+       case when k <= 3 then 'model-a' else 'model-b' end
+from generate_series(1, 5) k;
+insert into app.blocks (canvas_id, type, y_order, content) select canvas_id, 'text', 'a9z', '{"k": 9}' from ids;
+
+-- the answer of a search as the owner, and the k of its items in order
+create function pg_temp.search(p_query extensions.vector, p_model text) returns jsonb language plpgsql as $$
+declare r jsonb;
+begin
+  perform tests.authenticate_as('search_owner');
+  r := api.search_blocks((select canvas_id from ids), p_query, 10, p_model);
+  perform tests.clear_authentication();
+  return r;
+end $$;
+create function pg_temp.ks(r jsonb) returns integer[] language sql as $$
+  select coalesce(array_agg((i -> 'content' ->> 'k')::integer order by o), '{}') from jsonb_array_elements(r -> 'items') with ordinality x(i, o)
+$$;
+-- {state, field} of the error `p_sql` raises as the owner, or null
+create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
+declare v_state text; v_detail text;
+begin
+  perform tests.authenticate_as('search_owner');
+  execute p_sql;
+  perform tests.clear_authentication();
+  return null;
+exception when others then
+  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
+  return jsonb_build_object('state', v_state, 'field', v_detail::jsonb ->> 'field');
+end $$;
+
+-- a query of model-a pointing at model-b's block along 4: that block is nearest by cosine
+-- distance, and would come first if the models were mixed; only model-a's three are compared
+create temp table a_query as select pg_temp.search(pg_temp.along(4), 'model-a') as r;
+select is((select pg_temp.ks(r) from a_query) @> array[1, 2, 3] and cardinality((select pg_temp.ks(r) from a_query)) = 3, true,
+          'a model-a query is compared with the three model-a blocks only');
+select is((select pg_temp.ks(r) && array[4, 5] from a_query), false, 'never with the model-b blocks, though one is the nearest vector');
+select is((select r -> 'model' from a_query), '"model-a"', 'the answer names the model searched');
+select is((select r -> 'other_model_blocks' from a_query), '2', 'and counts the two embedded blocks another model embedded');
+select is((select r -> 'other_models' from a_query), '["model-b"]', 'naming that model');
+
+-- the same vector as a model-b query: model-b's blocks, the one along 4 first
+create temp table b_query as select pg_temp.search(pg_temp.along(4), 'model-b') as r;
+select is((select pg_temp.ks(r) from b_query), array[4, 5], 'a model-b query finds the model-b blocks, nearest first');
+select is((select r -> 'other_model_blocks' from b_query), '3', 'with the three model-a blocks left out');
+
+-- a model no block of the canvas has: nothing compared, everything counted as another model's
+create temp table c_query as select pg_temp.search(pg_temp.along(1), 'model-c') as r;
+select is((select r -> 'items' from c_query), '[]', 'a query of a model no block has: items []');
+select is((select r -> 'other_model_blocks' from c_query), '5', 'every embedded block counted as left out (not the one without a vector)');
+select is((select r -> 'other_models' from c_query), '["model-a", "model-b"]', 'the models that embedded them, by name');
+
+-- an empty canvas of that model reads apart from a wrong model: no block embedded at all
+update app.blocks set vector = null, embedding_model = null where canvas_id = (select canvas_id from ids) and embedding_model = 'model-b';
+select is((select pg_temp.search(pg_temp.along(1), 'model-b') - 'items'), '{"model": "model-b", "other_model_blocks": 3, "other_models": ["model-a"]}'::jsonb,
+          'after model-b''s vectors are gone, a model-b query still counts model-a''s three');
+select is((select pg_temp.search(pg_temp.along(1), 'model-a') - 'items'), '{"model": "model-a", "other_model_blocks": 0, "other_models": []}'::jsonb,
+          'and a model-a query leaves nothing out');
+
+-- without a model (the three-argument call, positional or named as PostgREST sends it): every
+-- embedded block is compared, as before p_model
+select tests.authenticate_as('search_owner');
+select is(pg_temp.ks(api.search_blocks((select canvas_id from ids), pg_temp.along(2), 10)), array[2, 1, 3],
+          'without a model every embedded block is compared');
+select is(api.search_blocks(p_canvas_id => (select canvas_id from ids), p_query => pg_temp.along(2), p_limit => 1) - 'items',
+          '{"model": null, "other_model_blocks": 0, "other_models": []}'::jsonb, 'called by name without p_model: model null, nothing left out');
+select tests.clear_authentication();
+
+-- the model is a name: blank or absurdly long is refused
+select is(pg_temp.error_of(format('select api.search_blocks(%L, pg_temp.along(1), 10, %L)', (select canvas_id from ids), '')),
+          '{"state": "PX400", "field": "model"}', 'an empty model: invalid_input, field model');
+select is(pg_temp.error_of(format('select api.search_blocks(%L, pg_temp.along(1), 10, %L)', (select canvas_id from ids), E' \t\n')),
+          '{"state": "PX400", "field": "model"}', 'a blank model: invalid_input, field model');
+select is(pg_temp.error_of(format('select api.search_blocks(%L, pg_temp.along(1), 10, %L)', (select canvas_id from ids), repeat('m', 201))),
+          '{"state": "PX400", "field": "model"}', 'a model of 201 characters: invalid_input, field model');
+select is(pg_temp.search(pg_temp.along(1), repeat('m', 200)) -> 'other_model_blocks', '3', 'one of 200 characters is a name like any other');
+-- the query is checked as before
+select is(pg_temp.error_of(format('select api.search_blocks(%L, %L::extensions.vector, 10, %L)', (select canvas_id from ids), '[1,2,3]', 'model-a')),
+          '{"state": "PX400", "field": "query"}', 'a query of 3 dimensions: invalid_input, field query');
+
+select * from finish();
+rollback;

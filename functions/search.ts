@@ -11,8 +11,11 @@ import { createProvider, toVectorLiteral, type EmbeddingProvider } from '../src/
 
 /**
  * Semantic search over a canvas (S2): embeds `q` with the configured provider (behind its own
- * circuit breaker) and calls api.search_blocks, which checks the caller's access and answers
- * from the HNSW index. Served at GET /api/v1/canvas/{id}/search?q= locally, and as the `search`
+ * circuit breaker) and calls api.search_blocks with the provider's model, which checks the
+ * caller's access and compares the query only with the blocks that model embedded (exactly, or
+ * through the HNSW index on a large canvas). When every embedded block has another model, the
+ * answer is 200 with items [] and the count, and a warning is logged: the worker embeds with
+ * another provider or model than this process. Served at GET /api/v1/canvas/{id}/search?q= locally, and as the `search`
  * edge function at /functions/v1/search/{id}?q= (also /api/v1/search/{id}).
  */
 const Params = z.object({ canvas_id: z.string().uuid() });
@@ -23,7 +26,9 @@ const Query = z.object({
 const route = (path: string, operationId: string, description: string) => createRoute({
   method: 'get', path, operationId, description, tags: ['search'], summary: 'S2: the blocks of a canvas nearest in meaning to q (cosine distance)',
   security: bearerSecurity, request: { params: Params, query: Query },
-  responses: responses(200, '{items[], model}; 503 unavailable when the embedding provider fails', SearchResult),
+  responses: responses(200, '{items[], model, other_model_blocks, other_models[]}: only blocks embedded by the query\'s model are compared; '
+    + 'items [] with other_model_blocks > 0 means every embedded block has another model (the worker\'s is not this process\'s). '
+    + '503 unavailable when the embedding provider fails', SearchResult),
 });
 
 type Embedder = { provider: EmbeddingProvider; breaker: CircuitBreaker };
@@ -52,9 +57,22 @@ async function search(deps: Deps, c: Context<AppEnv>, canvasId: string, q: strin
       ? 'semantic search is unavailable: the embedding provider is failing; retry later'
       : 'semantic search is unavailable: the embedding provider did not answer; retry later');
   }
-  const result = await callApi<{ items: unknown[] }>(deps, c, null, 'search_blocks', [canvasId, toVectorLiteral(vector), limit ?? 10]);
+  // only the blocks this provider's model embedded are compared (vectors of two models are not
+  // comparable); the others are counted and named in the answer
+  const result = await callApi<SearchAnswer>(deps, c, null, 'search_blocks', [canvasId, toVectorLiteral(vector), limit ?? 10, provider.model]);
+  if (result.items.length === 0 && result.other_model_blocks > 0) {
+    // not "no match": every embedded block of the canvas has another model than the query's. A
+    // misconfiguration (this process embeds queries with another provider or model than the
+    // worker), or a change of model the worker has not yet caught up with
+    c.get('log').warn({ canvas_id: canvasId, query_model: provider.model, block_models: result.other_models, other_model_blocks: result.other_model_blocks },
+      `search compared no block: the canvas's ${result.other_model_blocks} embedded blocks were embedded by ${result.other_models.join(', ')}, `
+      + `queries here by ${provider.model}; set EMBEDDING_PROVIDER and EMBEDDING_MODEL (and OPENAI_API_KEY, OPENAI_BASE_URL) of this process `
+      + `(for the search edge function: its secrets) to the worker's, or wait for the worker to re-embed the canvas after a change of model`);
+  }
   return { ...result, model: provider.model };
 }
+
+type SearchAnswer = { items: unknown[]; model: string | null; other_model_blocks: number; other_models: string[] };
 
 function router(deps: Deps, path: string, operationId: string, description: string) {
   const app = createRouter();

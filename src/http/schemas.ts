@@ -101,7 +101,11 @@ export const BatchResult = z.object({
 export const SearchResult = z.object({
   items: z.array(Block.extend({ distance: z.number().openapi({ description: 'cosine distance to the query (0 = same direction)' }) })
     .strict().openapi('SearchHit')),
-  model: z.string().openapi({ description: 'the embedding model that embedded the query' }),
+  model: z.string().openapi({ description: 'the embedding model that embedded the query: only blocks it embedded are compared' }),
+  other_model_blocks: Int.openapi({ description: 'the canvas\'s embedded blocks left out because another model embedded them (vectors of two models '
+    + 'are not comparable). items [] with other_model_blocks > 0: every embedded block has another model than the query\'s, so the server '
+    + 'embeds queries with another provider or model than the worker (or the worker is re-embedding after a change of model)' }),
+  other_models: z.array(z.string()).openapi({ description: 'the models that embedded those blocks, by name ([] when none was left out)' }),
 }).strict().openapi('SearchResult');
 
 export const TokenPair = z.object({

@@ -10,7 +10,7 @@ import { issueTokenPair } from '../../functions/auth.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
 import type { Server } from '../../src/server.ts';
-import { localEmbedding, LocalProvider } from '../../src/worker/providers.ts';
+import { localEmbedding, LocalProvider, OpenAIProvider, type EmbeddingProvider } from '../../src/worker/providers.ts';
 import { CircuitBreaker } from '../../src/worker/breaker.ts';
 import { embedBlock } from '../../src/worker/tasks.ts';
 import { expectContract } from '../helpers/contract.ts';
@@ -232,8 +232,8 @@ describe('the edge functions under Deno', () => {
     expect(errorOf(a)).toEqual(errorOf(b));
   });
 
-  /** A canvas with two embedded blocks (as the worker embeds them), and the owner's token. */
-  async function embeddedCanvas() {
+  /** A canvas with two embedded blocks (as the worker embeds them, by default with the local provider), and the owner's token. */
+  async function embeddedCanvas(worker: EmbeddingProvider = new LocalProvider()) {
     const { canvasId, users } = await createCanvas(sql);
     const token = await tokenFor(server, users.owner!);
     const c = client(gateway.url, token);
@@ -242,8 +242,8 @@ describe('the edge functions under Deno', () => {
       const r = await invoke(c, `canvas/${canvasId}/mutate`, 'POST', createOp(text));
       expect(r.status, JSON.stringify(r.body)).toBe(200);
       ids[name] = r.body.block.block_id;
-      // the worker's embedding of the block (not an edge function), with the provider search uses
-      expect(await embedBlock({ sql, provider: new LocalProvider(), breaker: new CircuitBreaker({ name: 't', failureThreshold: 3, cooldownMs: 1000 }) }, ids[name]!)).toBe('embedded');
+      // the worker's embedding of the block (not an edge function)
+      expect(await embedBlock({ sql, provider: worker, breaker: new CircuitBreaker({ name: 't', failureThreshold: 3, cooldownMs: 1000 }) }, ids[name]!)).toBe('embedded');
     }
     return { canvasId, token, ids };
   }
@@ -259,8 +259,7 @@ describe('the edge functions under Deno', () => {
     expect({ status: found.status, shape: shape(found.body) }).toEqual({ status: onNode.status, shape: shape(onNode.body) });
   });
 
-  it('search with EMBEDDING_PROVIDER=openai embeds the query through the provider\'s API (fetch under Deno); a failing provider is 503 unavailable', async () => {
-    const { canvasId, token, ids } = await embeddedCanvas();
+  it('search with EMBEDDING_PROVIDER=openai embeds the query through the provider\'s API (fetch under Deno), compares it only with the blocks of its model (items [] with the count and a warning when the worker\'s is another); a failing provider is 503 unavailable', async () => {
     // an OpenAI-compatible embeddings endpoint (OPENAI_BASE_URL), answering with the local model's vectors
     const seen: { authorization?: string; body: any }[] = [];
     let failing = false;
@@ -276,8 +275,15 @@ describe('the edge functions under Deno', () => {
       });
     });
     await new Promise<void>((resolve) => provider.listen(0, '127.0.0.1', resolve));
+    const baseUrl = `http://127.0.0.1:${(provider.address() as AddressInfo).port}/v1`;
+    // the worker embeds with the same provider (its vectors stored as text-embedding-3-small's)
+    const { canvasId, token, ids } = await embeddedCanvas(new OpenAIProvider({ baseUrl, apiKey: 'sk-edge-test', model: 'text-embedding-3-small',
+      timeoutMs: 10_000, batchSize: 64, batchWindowMs: 0 }));
+    // and a canvas the worker embedded with local-hash-v1: the search function's secrets are not the worker's
+    const local = await embeddedCanvas();
+    seen.length = 0;
     const search = await startEdgeFunction(bundle, 'search', { ...env, EMBEDDING_PROVIDER: 'openai', OPENAI_API_KEY: 'sk-edge-test',
-      OPENAI_BASE_URL: `http://127.0.0.1:${(provider.address() as AddressInfo).port}/v1`, EMBEDDING_BREAKER_FAILURES: '100' });
+      OPENAI_BASE_URL: baseUrl, EMBEDDING_BREAKER_FAILURES: '100' });
     try {
       const found = await call(search.url, 'GET', `/search/${canvasId}?q=${encodeURIComponent('launch of a rocket')}`, { token });
       expect(found.status, JSON.stringify(found.body)).toBe(200);
@@ -285,6 +291,13 @@ describe('the edge functions under Deno', () => {
       expect(found.body.items.map((i: any) => i.block_id)).toEqual([ids.rocket, ids.garden]);
       expect(seen).toEqual([{ authorization: 'Bearer sk-edge-test',
         body: { model: 'text-embedding-3-small', input: ['launch of a rocket'], dimensions: 1536, encoding_format: 'float' } }]);
+      expect(found.body).toMatchObject({ other_model_blocks: 0, other_models: [] });
+      // local-hash-v1's vectors are not compared with an OpenAI query: 200, items [], counted, and the function warns
+      const mismatched = await call(search.url, 'GET', `/search/${local.canvasId}?q=${encodeURIComponent('launch of a rocket')}`, { token: local.token });
+      expect(mismatched.status, JSON.stringify(mismatched.body)).toBe(200);
+      expect(mismatched.body).toEqual({ items: [], model: 'text-embedding-3-small', other_model_blocks: 2, other_models: ['local-hash-v1'] });
+      await until(() => search.output().includes(local.canvasId), 10_000, 'the search function\'s warning');
+      expect(search.output()).toMatch(/search compared no block: the canvas's 2 embedded blocks were embedded by local-hash-v1, queries here by text-embedding-3-small; set EMBEDDING_PROVIDER and EMBEDDING_MODEL/);
       failing = true;
       await awayFromWindowEdge(1, 500); // S2: 5 a second per user
       const refused = await call(search.url, 'GET', `/search/${canvasId}?q=garden`, { token });

@@ -3,6 +3,7 @@
 // provider, the local one here). EXPLAIN (auto_explain on the real function call) shows the
 // HNSW index on a canvas with enough rows.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pino from 'pino';
 import postgres from 'postgres';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
@@ -22,6 +23,8 @@ describe('semantic search', () => {
   let server: Server;
   let canvas: Awaited<ReturnType<typeof createCanvas>>;
   let viewer: string;
+  // the server's warnings, as JSON lines
+  const warnings: Record<string, any>[] = [];
   const blocks: Record<string, string> = {};
   const texts = {
     garden: 'planting tomatoes and basil in the spring garden',
@@ -51,7 +54,8 @@ describe('semantic search', () => {
       from generate_series(1, ${ROWS}) i`;
     await db.sql`delete from app.embedding_outbox where canvas_id = ${canvas.canvasId}`;
     await db.sql`analyze app.blocks`;
-    server = await startServer({ ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0 }, { realtime: false });
+    server = await startServer({ ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0 },
+      { realtime: false, logger: pino({ level: 'warn' }, { write: (line: string) => { warnings.push(JSON.parse(line)); } }) });
   }, 180_000); // 2,000 HNSW inserts of 1,536 dimensions: 20-30 s on an idle 2-core machine, over a minute on a busy one
   afterAll(async () => {
     await server?.stop();
@@ -70,7 +74,7 @@ describe('semantic search', () => {
 
 
   const search = (user: string, q: string, limit = 3) =>
-    callAs(db.sql, user, 'search_blocks', [canvas.canvasId, toVectorLiteral(localEmbedding(q)), limit]);
+    callAs(db.sql, user, 'search_blocks', [canvas.canvasId, toVectorLiteral(localEmbedding(q)), limit, 'local-hash-v1']);
 
   it('finds the blocks nearest in meaning, for any reader of the canvas', async () => {
     const r = await search(viewer, 'when to plant basil in my garden');
@@ -88,27 +92,56 @@ describe('semantic search', () => {
     await expect(callAs(db.sql, viewer, 'search_blocks', [canvas.canvasId, '[1,2,3]', 3])).rejects.toMatchObject({ hint: 'invalid_input' });
   });
 
-  it('uses blocks_vector_hnsw_idx above search_exact_max_blocks (EXPLAIN of the real call, through auto_explain)', async () => {
-    // this canvas has 2,003 embedded blocks: searched exactly under the default (5,000); with a
-    // lower threshold it is a large canvas and goes through the index
-    await db.sql`update app.settings set value = '1000' where key = 'search_exact_max_blocks'`;
+  /** The canvas's embedded blocks another model than `model` embedded, and those models, as the database holds them. */
+  async function leftOut(model: string, canvasId = canvas.canvasId) {
+    const [r] = await db.sql`select count(*)::int as n, coalesce(array_agg(distinct embedding_model order by embedding_model), '{}') as models
+                             from app.blocks where canvas_id = ${canvasId} and vector is not null and embedding_model <> ${model}`;
+    return { other_model_blocks: r!.n as number, other_models: r!.models as string[] };
+  }
+
+  /** The plan of the nearest-blocks query inside api.search_blocks (auto_explain on the real call). */
+  async function searchPlan(model: string) {
     const notices: string[] = [];
     const one = postgres(testDatabaseUrl(), { max: 1, onnotice: (n) => notices.push(String(n.message)) });
+    let answer: any;
     try {
       await one`load 'auto_explain'`;
       await one`set auto_explain.log_min_duration = 0`;
       await one`set auto_explain.log_nested_statements = on`;
       await one`set auto_explain.log_level = 'notice'`;
-      await withRequest(one, { claims: claimsFor(viewer) }, (tx) =>
-        tx`select api.search_blocks(${canvas.canvasId}, ${toVectorLiteral(localEmbedding('sourdough'))}, 5) as r`);
+      [{ r: answer }] = await withRequest(one, { claims: claimsFor(viewer) }, (tx) =>
+        tx`select api.search_blocks(${canvas.canvasId}, ${toVectorLiteral(localEmbedding('sourdough'))}, 5, ${model}) as r`) as any;
     } finally {
       await one.end();
-      await db.sql`update app.settings set value = '5000' where key = 'search_exact_max_blocks'`;
     }
     const plan = notices.find((n) => /blocks b/.test(n) && /vector/.test(n) && /Limit/.test(n));
     expect(plan, notices.join('\n---\n')).toBeDefined();
-    expect(plan).toMatch(/Index Scan using blocks_vector_hnsw_idx/);
     if (process.env.SHOW_PLAN) console.log(plan);
+    return { plan: plan!, answer };
+  }
+
+  it('uses blocks_vector_hnsw_idx above search_exact_max_blocks blocks of the query\'s model (EXPLAIN of the real call, through auto_explain)', async () => {
+    // this canvas has 2,004 embedded blocks, 2,000 of them by model 'random': searched exactly
+    // under the default (5,000); with a lower threshold a 'random' query is a large canvas's and
+    // goes through the index, filtered by model as by canvas during the scan
+    await db.sql`update app.settings set value = '1000' where key = 'search_exact_max_blocks'`;
+    try {
+      const large = await searchPlan('random');
+      expect(large.plan).toMatch(/Index Scan using blocks_vector_hnsw_idx/);
+      expect(large.plan).toMatch(/embedding_model/);
+      expect(large.answer.items).toHaveLength(5);
+      expect(large.answer).toMatchObject(await leftOut('random'));
+      expect(large.answer.other_model_blocks).toBeGreaterThanOrEqual(3);
+      // the switch counts only the query's model: the canvas's three local-hash-v1 blocks are
+      // compared one by one, not searched through an index of 2,004 vectors of two models
+      const few = await searchPlan('local-hash-v1');
+      expect(few.plan).not.toMatch(/blocks_vector_hnsw_idx/);
+      expect(few.answer.items.map((b: any) => b.block_id)).toEqual([blocks.bread, expect.any(String), expect.any(String)]);
+      expect(few.answer).toMatchObject(await leftOut('local-hash-v1'));
+      expect(few.answer.other_model_blocks).toBeGreaterThanOrEqual(ROWS);
+    } finally {
+      await db.sql`update app.settings set value = '5000' where key = 'search_exact_max_blocks'`;
+    }
   });
 
   it('GET /api/v1/canvas/{id}/search?q= embeds the query and answers the nearest blocks', async () => {
@@ -116,16 +149,53 @@ describe('semantic search', () => {
     const res = await fetch(`${server.url}/api/v1/canvas/${canvas.canvasId}/search?q=${encodeURIComponent('flour for bread')}&limit=2`,
       { headers: { authorization: `Bearer ${token}` } });
     expect(res.status).toBe(200);
-    const body = await res.json() as { items: { block_id: string }[]; model: string };
+    const body = await res.json() as { items: { block_id: string }[]; model: string; other_model_blocks: number; other_models: string[] };
     expect(body.items[0]!.block_id).toBe(blocks.bread);
     expect(body.items).toHaveLength(2);
     expect(body.model).toBe('local-hash-v1');
+    // the filler's model 'random' (and the block the first test embedded again with local-hash-v2)
+    expect(body).toMatchObject(await leftOut('local-hash-v1'));
+    expect(body.other_model_blocks).toBeGreaterThanOrEqual(ROWS);
     const alias = await fetch(`${server.url}/functions/v1/search/${canvas.canvasId}?q=rocket`, { headers: { authorization: `Bearer ${token}` } });
     expect(((await alias.json()) as any).items[0].block_id).toBe(blocks.rocket);
     const bad = await fetch(`${server.url}/api/v1/canvas/${canvas.canvasId}/search`, { headers: { authorization: `Bearer ${token}` } });
     expect(bad.status).toBe(400);
     const anon = await fetch(`${server.url}/api/v1/canvas/${canvas.canvasId}/search?q=x`);
     expect(anon.status).toBe(401);
+  });
+
+  it('a query of another model than the blocks\' answers 200 with items [] and the count, and logs what to set; once a block has the model, it is found', async () => {
+    // the worker embeds with another model than this server's provider (local-hash-v1): a
+    // misconfigured search function, or a change of model the worker has not caught up with
+    const other = await createCanvas(db.sql);
+    const worker = { sql: db.sql, provider: new LocalProvider('worker-model'), breaker: new CircuitBreaker({ name: 't', failureThreshold: 3, cooldownMs: 1000 }) };
+    const ids: Record<string, string> = {};
+    for (const [name, text] of Object.entries(texts)) {
+      const r = await mutate(db.sql, other.users.owner!, other.canvasId, { action: 'create', patch: { type: 'text', content: { text } } });
+      ids[name] = r.block_id!;
+      expect(await embedBlock(worker, r.block_id!)).toBe('embedded');
+    }
+    const token = await devToken(loadConfig(), { sub: other.users.owner! });
+    const ask = async (path: string) => {
+      const res = await fetch(`${server.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(200);
+      return await res.json() as { items: { block_id: string }[]; model: string; other_model_blocks: number; other_models: string[] };
+    };
+    warnings.length = 0;
+    const mismatched = await ask(`/api/v1/canvas/${other.canvasId}/search?q=${encodeURIComponent('flour for bread')}`);
+    expect(mismatched).toEqual({ items: [], model: 'local-hash-v1', other_model_blocks: 3, other_models: ['worker-model'] });
+    expect(await ask(`/functions/v1/search/${other.canvasId}?q=bread`)).toEqual(mismatched);
+    const warned = warnings.filter((w) => w.canvas_id === other.canvasId);
+    expect(warned).toHaveLength(2);
+    expect(warned[0]).toMatchObject({ level: 40, query_model: 'local-hash-v1', block_models: ['worker-model'], other_model_blocks: 3 });
+    expect(warned[0]!.msg).toMatch(/worker-model.*local-hash-v1.*EMBEDDING_PROVIDER and EMBEDDING_MODEL/);
+    // the worker embeds one block with the server's model: it alone is compared, and found
+    expect(await embedBlock({ ...worker, provider: new LocalProvider() }, ids.bread!)).toBe('embedded');
+    warnings.length = 0;
+    const matched = await ask(`/api/v1/canvas/${other.canvasId}/search?q=${encodeURIComponent('flour for bread')}`);
+    expect(matched.items.map((b) => b.block_id)).toEqual([ids.bread]);
+    expect(matched).toMatchObject({ model: 'local-hash-v1', other_model_blocks: 2, other_models: ['worker-model'] });
+    expect(warnings.filter((w) => w.canvas_id === other.canvasId)).toEqual([]);
   });
 
   it('takes its rate limit before embedding the query: 429 with Retry-After', async () => {

@@ -252,8 +252,12 @@ export interface components {
     };
     SearchResult: {
       items: components["schemas"]["SearchHit"][];
-      /** @description the embedding model that embedded the query */
+      /** @description the embedding model that embedded the query: only blocks it embedded are compared */
       model: string;
+      /** @description the canvas's embedded blocks left out because another model embedded them (vectors of two models are not comparable). items [] with other_model_blocks > 0: every embedded block has another model than the query's, so the server embeds queries with another provider or model than the worker (or the worker is re-embedding after a change of model) */
+      other_model_blocks: number;
+      /** @description the models that embedded those blocks, by name ([] when none was left out) */
+      other_models: string[];
     };
     SearchHit: {
       /** Format: uuid */
@@ -847,7 +851,7 @@ export interface operations {
       };
     };
     responses: {
-      /** @description {items[], model}; 503 unavailable when the embedding provider fails */
+      /** @description {items[], model, other_model_blocks, other_models[]}: only blocks embedded by the query's model are compared; items [] with other_model_blocks > 0 means every embedded block has another model (the worker's is not this process's). 503 unavailable when the embedding provider fails */
       200: {
         content: {
           "application/json": components["schemas"]["SearchResult"];
@@ -2320,7 +2324,7 @@ export interface operations {
       };
     };
     responses: {
-      /** @description {items[], model}; 503 unavailable when the embedding provider fails */
+      /** @description {items[], model, other_model_blocks, other_models[]}: only blocks embedded by the query's model are compared; items [] with other_model_blocks > 0 means every embedded block has another model (the worker's is not this process's). 503 unavailable when the embedding provider fails */
       200: {
         content: {
           "application/json": components["schemas"]["SearchResult"];

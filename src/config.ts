@@ -64,7 +64,8 @@ export const EnvSchema = z.object({
   EMBED_DRAIN_INTERVAL_MS: envMilliseconds(20).default(500),
   EMBED_DRAIN_BATCH: envInteger(1, 10_000).default(500),
   EMBEDDING_PROVIDER: envChoice(['local', 'openai']).default('local'),
-  EMBEDDING_MODEL: envText(1).optional(),
+  // api.search_blocks refuses a model name over 200 characters (field model)
+  EMBEDDING_MODEL: envText(1).max(200, { error: 'expected 200 characters at most (api.search_blocks takes a model name of 1 to 200)' }).optional(),
   EMBEDDING_TIMEOUT_MS: envMilliseconds(100).default(10_000),
   EMBEDDING_BATCH_SIZE: envInteger(1, 2048).default(64),
   EMBEDDING_BATCH_WINDOW_MS: envMilliseconds(0).default(10),

@@ -88,6 +88,8 @@ describe('a value that does not parse', () => {
     expect(() => loadConfig({ PORT: '80a' })).toThrow(/^invalid environment: PORT: expected a whole number from 0 to 65535 \(got "80a"\)/);
     expect(() => loadConfig({ DB_POOL_MAX: '0' })).toThrow(/^invalid environment: DB_POOL_MAX: expected a whole number of at least 1 \(got "0"\)/);
     expect(() => loadConfig({ WORKER_CONCURRENCY: '2.5' })).toThrow(/WORKER_CONCURRENCY: expected a whole number from 1 to 100 \(got "2.5"\)/);
+    expect(() => loadConfig({ EMBEDDING_MODEL: 'm'.repeat(201) })).toThrow(/^invalid environment: EMBEDDING_MODEL: expected 200 characters at most/);
+    expect(loadConfig({ EMBEDDING_MODEL: 'm'.repeat(200) }).embedding.model).toHaveLength(200);
     expect(() => loadConfig({ TRUST_PROXY: 'yes' })).toThrow(/TRUST_PROXY: expected 1 or true \(on\), 0 or false \(off\) \(got "yes"\)/);
     expect(() => loadConfig({ WORKER_MODE: 'Off' })).toThrow(/WORKER_MODE: expected one of inprocess, external, off \(got "Off"\)/);
     // a quoted value (docker's --env-file keeps the quotes) is shown as given

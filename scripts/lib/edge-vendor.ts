@@ -14,7 +14,8 @@ import { dirname, join, relative } from 'node:path';
  * versions of package-lock.json.
  *
  * `npm run edge:vendor` writes them; `-- --check` (tests/unit/edge-vendor.test.ts) fails when
- * the committed copy or an import map is not what the patched node_modules gives now.
+ * the committed copy or an import map is not what the patched node_modules gives now, or when
+ * patches/ patches a package an import map still loads from the registry.
  */
 export const VENDORED = [
   { name: 'postgres', entry: 'src/index.js', files: (dir: string) => readdirSync(join(dir, 'src')).filter((f) => f.endsWith('.js')).map((f) => `src/${f}`),
@@ -91,10 +92,37 @@ export function withVendoredImports(denoJson: string, imports: Record<string, st
   return `${JSON.stringify({ ...config, imports: next }, null, 2)}\n`;
 }
 
+/**
+ * The patches/ files of packages that a function's import map loads from the registry (`npm:`):
+ * patch-package changes node_modules only, so under Deno those functions would run the package
+ * unpatched, as they ran postgres.js before it was vendored. One line each, naming the function.
+ * patch-package names a file `name+version.patch`, `@scope+name+version.patch`, or for a copy
+ * nested under another package `parent++name+version.patch` (the package patched is the last).
+ */
+export function registryPatches(root: string): string[] {
+  const lines: string[] = [];
+  const maps = edgeFunctionDirs(root).map((name) => {
+    const path = `supabase/functions/${name}/deno.json`;
+    const text = existsSync(join(root, path)) ? readFileSync(join(root, path), 'utf8') : '{}';
+    return { path, imports: Object.values((JSON.parse(text) as { imports?: Record<string, string> }).imports ?? {}) };
+  });
+  for (const file of readdirSync(join(root, 'patches')).filter((f) => f.endsWith('.patch')).sort()) {
+    const parts = file.replace(/\.patch$/, '').split('++').at(-1)!.split('+');
+    const name = parts[0]!.startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0]!;
+    const fromRegistry = new RegExp(`^npm:/?${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}@`);
+    for (const map of maps) {
+      if (map.imports.some((value) => fromRegistry.test(value))) {
+        lines.push(`patches/${file}: ${map.path} loads ${name} from the registry, unpatched: add it to VENDORED (scripts/lib/edge-vendor.ts)`);
+      }
+    }
+  }
+  return lines;
+}
+
 /** What differs between the repository and what `npm run edge:vendor` would write now: one line per file. */
 export function edgeVendorDrift(root: string): string[] {
   const { files, imports } = vendoredTree(root);
-  const drift: string[] = [];
+  const drift: string[] = registryPatches(root);
   const read = (path: string) => { try { return readFileSync(join(root, path), 'utf8'); } catch { return null; } };
   for (const [path, text] of files) {
     const committed = read(path);

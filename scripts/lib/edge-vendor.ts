@@ -119,6 +119,19 @@ export function registryPatches(root: string): string[] {
   return lines;
 }
 
+/**
+ * The bare specifiers a vendored file imports (`from 'x'`, `import('x')`, `import 'x'`) that an
+ * import map does not resolve (no key `x`, nor a key `p/` that `x` starts with). Deno refuses such
+ * an import as the function loads; the copy's own imports are pinned through VENDORED's `imports`,
+ * which a new version of a package can outgrow.
+ */
+export function unmappedImports(text: string, imports: Record<string, string>): string[] {
+  const keys = Object.keys(imports);
+  const specifiers = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])([^'"\n]+)\1/g)].map((m) => m[2]!)
+    .filter((spec) => !/^(\.{0,2}\/|node:|npm:|jsr:|https?:)/.test(spec));
+  return [...new Set(specifiers)].filter((spec) => !keys.some((key) => key === spec || (key.endsWith('/') && spec.startsWith(key)))).sort();
+}
+
 /** What differs between the repository and what `npm run edge:vendor` would write now: one line per file. */
 export function edgeVendorDrift(root: string): string[] {
   const { files, imports } = vendoredTree(root);
@@ -135,6 +148,10 @@ export function edgeVendorDrift(root: string): string[] {
     const path = `supabase/functions/${name}/deno.json`;
     const committed = read(path) ?? '';
     if (withVendoredImports(committed, imports) !== committed) drift.push(`${path}: its import map does not point at the vendored packages`);
+    const map = (JSON.parse(withVendoredImports(committed || '{"imports":{}}', imports)) as { imports: Record<string, string> }).imports;
+    for (const [file, text] of files) {
+      for (const spec of unmappedImports(text, map)) drift.push(`${file}: imports ${spec}, which ${path} does not map: add it to the package's imports in VENDORED`);
+    }
   }
   return drift;
 }

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { edgeVendorDrift, registryPatches, vendoredTree } from '../../scripts/lib/edge-vendor.ts';
+import { edgeVendorDrift, registryPatches, unmappedImports, vendoredTree } from '../../scripts/lib/edge-vendor.ts';
 
 // The edge functions run the patched postgres.js and @hono/zod-openapi (supabase/functions/_vendor,
 // npm run edge:vendor): a patch changed, or a version bumped, without the copy made again would
@@ -50,5 +50,13 @@ describe('supabase/functions/_vendor', () => {
     }
     // this repository's patches: the functions load none of the packages unpatched
     expect(registryPatches(root)).toEqual([]);
+  });
+  it('names a bare import of a vendored file that no import map entry resolves (Deno refuses it as the function loads)', () => {
+    const imports = { hono: 'npm:hono@4.13.19', 'hono/': 'npm:/hono@4.13.19/', 'openapi3-ts/': 'npm:/openapi3-ts@4.6.2/' };
+    const text = [`import { Hono } from "hono";`, `import { x } from 'hono/utils/url';`, `import y from './y.js';`, `import net from 'node:net';`,
+      `import { oas31 } from "openapi3-ts/oas31";`, `export * from '@asteasolutions/zod-to-openapi';`, `const z = await import('zod');`,
+      `import 'side-effect';`, `import t from "openapi3-ts";`].join('\n');
+    expect(unmappedImports(text, imports)).toEqual(['@asteasolutions/zod-to-openapi', 'openapi3-ts', 'side-effect', 'zod']);
+    // this repository's copies: edgeVendorDrift (above) reports a bare import any function's map does not resolve
   });
 });

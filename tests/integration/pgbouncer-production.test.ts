@@ -19,7 +19,7 @@
 //     the process lives
 //   - the console: stats_users read it and are refused SHUTDOWN, PAUSE, RELOAD; the runtime role
 //     is refused it; admin_users reload it after a password change (the file's rotation steps)
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -432,5 +432,53 @@ describe("the pooler's admin console", () => {
     };
     expect(await login(passwords.runtime)).toBe(roles.runtime);
     expect(await login(old)).toBe('SASL authentication failed');
+  });
+});
+
+describe('deploy/pgbouncer/userlist.sql, as the production file\'s "Auth" runs it', () => {
+  it('refuses a role whose password is md5 or that is missing (exit 3, nothing written); a role name with quotes is written as PgBouncer reads it, and admitted', async () => {
+    const names = { md5: `potentia_test_prodpool_md5_${suffix}`, missing: `potentia_test_prodpool_none_${suffix}`,
+      quoted: `potentia_test_prodpool_"q'_${suffix}` };
+    const ident = (r: string) => `"${r.replace(/"/g, '""')}"`;
+    const userlist = (runtime: string) => spawnSync('psql', ['-X', '-qAt', '-v', 'ON_ERROR_STOP=1', '-v', `runtime=${runtime}`, '-v', `admin=${roles.admin}`,
+      '-v', `stats=${roles.stats}`, testDatabaseUrl()], { input: readFileSync(join(root, 'deploy/pgbouncer/userlist.sql')), encoding: 'utf8' });
+    let dir = '';
+    let second: Pooler | undefined;
+    try {
+      await admin.begin(async (tx) => {
+        await tx.unsafe(`set local password_encryption = 'md5'`);
+        await tx.unsafe(`create role ${ident(names.md5)} login password 'md5-secret'`);
+      });
+      await admin.unsafe(`create role ${ident(names.quoted)} login password 'quoted-secret'`);
+      for (const role of [names.md5, names.missing]) {
+        const refused = userlist(role);
+        expect({ status: refused.status, stdout: refused.stdout }, role).toEqual({ status: 3, stdout: '' });
+        expect(refused.stderr).toContain(`no SCRAM-SHA-256 password for ${role}`);
+      }
+      const written = userlist(names.quoted);
+      expect(written.status, written.stderr).toBe(0);
+      // PgBouncer's auth file doubles a double quote inside a quoted name
+      expect(written.stdout).toMatch(new RegExp(`^"potentia_test_prodpool_""q'_${suffix}" "SCRAM-SHA-256\\$4096:[^"]+"$`, 'm'));
+      expect(written.stdout.trim().split('\n')).toHaveLength(3);
+      // a pooler of its own on that file admits the role, as itself
+      dir = poolerDir();
+      writeFileSync(join(dir, 'userlist.txt'), written.stdout, { mode: 0o600 });
+      if (asRoot) chownSync(join(dir, 'userlist.txt'), postgresUid(), postgresUid('-g'));
+      const secondPort = await freePort();
+      writeFileSync(join(dir, 'pgbouncer.ini'), render(productionIni, { ...rendered, listen_port: String(secondPort), unix_socket_dir: dir,
+        auth_file: join(dir, 'userlist.txt') }, `${dbName} = host=${server.hostname} port=${server.port || 5432} dbname=${dbName}`));
+      second = await startPooler(join(dir, 'pgbouncer.ini'));
+      const client = new pg.Client({ host: '127.0.0.1', port: secondPort, database: dbName, user: names.quoted, password: 'quoted-secret' });
+      await client.connect();
+      try {
+        expect((await client.query('select current_user as role')).rows).toEqual([{ role: names.quoted }]);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await second?.stop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+      for (const role of [names.md5, names.quoted]) await admin.unsafe(`drop role if exists ${ident(role)}`);
+    }
   });
 });

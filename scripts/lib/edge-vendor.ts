@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, posix, relative } from 'node:path';
 
 /**
  * The npm packages the edge functions import that patches/ changes (patch-package), shipped with
@@ -132,14 +132,26 @@ export function unmappedImports(text: string, imports: Record<string, string>): 
   return [...new Set(specifiers)].filter((spec) => !keys.some((key) => key === spec || (key.endsWith('/') && spec.startsWith(key)))).sort();
 }
 
+/**
+ * The relative imports of a vendored file (`path`, from the repository root) that name no file of
+ * the copy: a version whose build splits into chunks (dist/chunk-….mjs) beside VENDORED's
+ * `files` would ship without them, and Deno would refuse the import as the function loads.
+ */
+export function uncopiedImports(path: string, text: string, files: ReadonlySet<string>): string[] {
+  const specifiers = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])(\.{1,2}\/[^'"\n]+)\1/g)].map((m) => m[2]!);
+  return [...new Set(specifiers)].filter((spec) => !files.has(posix.join(posix.dirname(path), spec))).sort();
+}
+
 /** What differs between the repository and what `npm run edge:vendor` would write now: one line per file. */
 export function edgeVendorDrift(root: string): string[] {
   const { files, imports } = vendoredTree(root);
   const drift: string[] = registryPatches(root);
   const read = (path: string) => { try { return readFileSync(join(root, path), 'utf8'); } catch { return null; } };
+  const paths = new Set(files.keys());
   for (const [path, text] of files) {
     const committed = read(path);
     if (committed !== text) drift.push(`${path}: ${committed === null ? 'missing' : 'differs'}`);
+    for (const spec of uncopiedImports(path, text, paths)) drift.push(`${path}: imports ${spec}, which the copy does not hold: add it to the package's files in VENDORED`);
   }
   const listed = (dir: string): string[] => readdirSync(join(root, dir), { withFileTypes: true })
     .flatMap((e) => (e.isDirectory() ? listed(`${dir}/${e.name}`) : [`${dir}/${e.name}`]));

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { edgeVendorDrift, registryPatches, unmappedImports, vendoredTree } from '../../scripts/lib/edge-vendor.ts';
+import { edgeVendorDrift, registryPatches, uncopiedImports, unmappedImports, vendoredTree } from '../../scripts/lib/edge-vendor.ts';
 
 // The edge functions run the patched postgres.js and @hono/zod-openapi (supabase/functions/_vendor,
 // npm run edge:vendor): a patch changed, or a version bumped, without the copy made again would
@@ -58,5 +58,11 @@ describe('supabase/functions/_vendor', () => {
       `import 'side-effect';`, `import t from "openapi3-ts";`].join('\n');
     expect(unmappedImports(text, imports)).toEqual(['@asteasolutions/zod-to-openapi', 'openapi3-ts', 'side-effect', 'zod']);
     // this repository's copies: edgeVendorDrift (above) reports a bare import any function's map does not resolve
+  });
+  it('names a relative import of a vendored file that the copy does not hold (a build split into chunks)', () => {
+    const files = new Set(['v/pkg@1/dist/index.mjs', 'v/pkg@1/dist/chunk-a.mjs', 'v/pkg@1/src/util.js']);
+    const text = [`import { a } from './chunk-a.mjs';`, `import { b } from "./chunk-b.mjs";`, `export * from '../src/util.js';`,
+      `const c = await import('../src/lazy.js');`, `import hono from 'hono';`].join('\n');
+    expect(uncopiedImports('v/pkg@1/dist/index.mjs', text, files)).toEqual(['../src/lazy.js', './chunk-b.mjs']);
   });
 });

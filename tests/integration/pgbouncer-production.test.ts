@@ -124,6 +124,17 @@ const pooledUrl = (role: string, password: string, database = dbName) => {
   u.pathname = `/${database}`;
   return u.toString();
 };
+/** Who `url` logs in as (current_user), or the message of its refusal. */
+async function loginAs(url: string): Promise<string> {
+  const sql = postgres(url, { max: 1, prepare: false, onnotice: () => {} });
+  try {
+    return (await sql`select current_user as role`)[0]!.role as string;
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    await sql.end();
+  }
+}
 const directUrl = (() => { const u = new URL(server.toString()); u.username = roles.runtime; u.password = passwords.runtime; return u.toString(); })();
 
 /** The auth file as the production file's "Auth" has the DBA write it: deploy/pgbouncer/userlist.sql as a superuser (of `adminUrl`'s server). */
@@ -254,19 +265,9 @@ describe('toward a Postgres that asks the pooler for scram-sha-256 (pg_hba.conf 
         auth_file: join(dir, 'userlist.txt') }, `postgres = host=127.0.0.1 port=${cluster.port} dbname=postgres`));
       second = await startPooler(join(dir, 'pgbouncer.ini'));
       const as = (password: string, p: number) => `postgres://${roles.runtime}:${password}@127.0.0.1:${p}/postgres`;
-      const login = async (url: string) => {
-        const sql = postgres(url, { max: 1, prepare: false, onnotice: () => {} });
-        try {
-          return (await sql`select current_user as role`)[0]!.role as string;
-        } catch (err) {
-          return (err as Error).message;
-        } finally {
-          await sql.end();
-        }
-      };
       // the server asks for the password: a wrong one is refused directly
-      expect(await login(as('not-the-password', cluster.port))).toBe(`password authentication failed for user "${roles.runtime}"`);
-      expect(await login(as(passwords.runtime, secondPort))).toBe(roles.runtime);
+      expect(await loginAs(as('not-the-password', cluster.port))).toBe(`password authentication failed for user "${roles.runtime}"`);
+      expect(await loginAs(as(passwords.runtime, secondPort))).toBe(roles.runtime);
       expect(second.log()).toMatch(new RegExp(`S-\\w+: postgres/${roles.runtime}@127\\.0\\.0\\.1:${cluster.port} new connection to server`));
       expect(second.log()).not.toMatch(/server login failed/);
     } finally {
@@ -420,16 +421,7 @@ describe("the pooler's admin console", () => {
     } finally {
       await operator.end();
     }
-    const login = async (password: string) => {
-      const sql = postgres(pooledUrl(roles.runtime, password), { max: 1, prepare: false, onnotice: () => {} });
-      try {
-        return (await sql`select current_user as role`)[0]!.role as string;
-      } catch (err) {
-        return (err as Error).message;
-      } finally {
-        await sql.end();
-      }
-    };
+    const login = (password: string) => loginAs(pooledUrl(roles.runtime, password));
     expect(await login(passwords.runtime)).toBe(roles.runtime);
     expect(await login(old)).toBe('SASL authentication failed');
   });

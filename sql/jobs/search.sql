@@ -17,6 +17,34 @@
 -- after a change of model. Without p_model (null, the three-argument call) every embedded block
 -- is compared, as before: the caller vouches that the query is of the blocks' model.
 
+-- The approximate path of api.search_blocks (below): the p_limit blocks of the canvas (of
+-- p_model, when given) nearest to p_query, through blocks_vector_hnsw_idx, nearest first. A
+-- function of its own for its SET clause: api.search_blocks takes this path from its exact count
+-- of the model's blocks on the canvas, but the planner estimates that count from table-wide
+-- statistics, taking canvas and model as independent, so a model rare in the table looks rare on
+-- every canvas and the planner sorted the canvas's rows instead (tried: 2,000 blocks of a model on
+-- one canvas among 68,000 blocks, most not embedded). With sorting off, the index, the one plan
+-- that gives the order without a sort, is taken; the GUCs come back when the function returns.
+create or replace function internal.search_nearest_by_index(p_canvas_id uuid, p_query extensions.vector, p_model text, p_limit integer)
+returns table (block_id uuid, distance double precision)
+language plpgsql stable set search_path = pg_catalog, pg_temp
+set enable_sort = off
+set hnsw.iterative_scan = 'relaxed_order'
+set hnsw.ef_search = 100
+as $$
+begin
+  return query
+    select b.block_id, b.vector operator(extensions.<=>) p_query
+    from app.blocks b
+    where b.vector is not null and b.canvas_id = p_canvas_id and (p_model is null or b.embedding_model = p_model)
+    order by b.vector operator(extensions.<=>) p_query
+    limit p_limit;
+end $$;
+comment on function internal.search_nearest_by_index(uuid, extensions.vector, text, integer) is
+  'api.search_blocks''s approximate path: the p_limit blocks of canvas p_canvas_id (of embedding model p_model; any when null) '
+  'nearest to p_query by cosine distance, through the HNSW index (sorting off, so the planner cannot sort the canvas''s rows '
+  'instead on a misestimate), nearest first: (block_id, distance). No access check: its caller''s.';
+
 -- the three-argument signature before p_model: replaced by the one below (a call with three
 -- arguments, positional or named, reaches it through p_model's default)
 drop function if exists api.search_blocks(uuid, extensions.vector, integer);
@@ -71,13 +99,10 @@ begin
     into v_items
     from nearest n join app.blocks b on b.block_id = n.block_id;
   else
-    -- the model filter is applied during the index scan, as the canvas's is (iterative scan)
+    -- through the HNSW index, the model filter applied during the scan as the canvas's is
+    -- (iterative scan): internal.search_nearest_by_index says why it is a function of its own
     with nearest as materialized (
-      select b.block_id, b.vector operator(extensions.<=>) p_query as distance
-      from app.blocks b
-      where b.vector is not null and b.canvas_id = p_canvas_id and (p_model is null or b.embedding_model = p_model)
-      order by b.vector operator(extensions.<=>) p_query
-      limit v_limit
+      select x.block_id, x.distance from internal.search_nearest_by_index(p_canvas_id, p_query, p_model, v_limit) x
     )
     select coalesce(jsonb_agg(internal.block_json(b) || jsonb_build_object('distance', n.distance) order by n.distance), '[]')
     into v_items

@@ -119,6 +119,10 @@ export function registryPatches(root: string): string[] {
   return lines;
 }
 
+/** What a module's text imports (`from 'x'`, `import('x')`, `import 'x'`), each once, sorted. */
+const importSpecifiers = (text: string) =>
+  [...new Set([...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])([^'"\n]+)\1/g)].map((m) => m[2]!))].sort();
+
 /**
  * The bare specifiers a vendored file imports (`from 'x'`, `import('x')`, `import 'x'`) that an
  * import map does not resolve (no key `x`, nor a key `p/` that `x` starts with). Deno refuses such
@@ -127,9 +131,8 @@ export function registryPatches(root: string): string[] {
  */
 export function unmappedImports(text: string, imports: Record<string, string>): string[] {
   const keys = Object.keys(imports);
-  const specifiers = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])([^'"\n]+)\1/g)].map((m) => m[2]!)
-    .filter((spec) => !/^(\.{0,2}\/|node:|npm:|jsr:|https?:)/.test(spec));
-  return [...new Set(specifiers)].filter((spec) => !keys.some((key) => key === spec || (key.endsWith('/') && spec.startsWith(key)))).sort();
+  return importSpecifiers(text).filter((spec) => !/^(\.{0,2}\/|node:|npm:|jsr:|https?:)/.test(spec))
+    .filter((spec) => !keys.some((key) => key === spec || (key.endsWith('/') && spec.startsWith(key))));
 }
 
 /**
@@ -138,8 +141,7 @@ export function unmappedImports(text: string, imports: Record<string, string>): 
  * `files` would ship without them, and Deno would refuse the import as the function loads.
  */
 export function uncopiedImports(path: string, text: string, files: ReadonlySet<string>): string[] {
-  const specifiers = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])(\.{1,2}\/[^'"\n]+)\1/g)].map((m) => m[2]!);
-  return [...new Set(specifiers)].filter((spec) => !files.has(posix.join(posix.dirname(path), spec))).sort();
+  return importSpecifiers(text).filter((spec) => /^\.{1,2}\//.test(spec) && !files.has(posix.join(posix.dirname(path), spec)));
 }
 
 /** What differs between the repository and what `npm run edge:vendor` would write now: one line per file. */

@@ -30,6 +30,7 @@ returns table (block_id uuid, distance double precision)
 language plpgsql stable set search_path = pg_catalog, pg_temp
 set enable_sort = off
 set hnsw.iterative_scan = 'relaxed_order'
+-- large canvases: recall over speed, 100 candidates (pgvector's default is 40)
 set hnsw.ef_search = 100
 as $$
 begin
@@ -53,9 +54,6 @@ create or replace function api.search_blocks(p_canvas_id uuid, p_query extension
                                              p_model text default null)
 returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp
-set hnsw.iterative_scan = 'relaxed_order'
--- large canvases: recall over speed, 100 candidates (pgvector's default is 40)
-set hnsw.ef_search = 100
 as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 10), 1), coalesce(internal.setting_int('search_max_results'), 50));

@@ -18,7 +18,7 @@
 -- potentia:source sql/flags/flags.sql 9342b289c15d96380002751ccabbabe55e090283051ca5d087e262394371a258 unchanged
 -- potentia:source sql/jobs/cleanup.sql 88f3a7baf79016a70846354d339f25382501a3b8b80425edee836bde9624ec9d unchanged
 -- potentia:source sql/jobs/embed.sql e975c2f6690c0a989318425c7e8510e88a26e62870df5d9bb74b0bcc6ea63c1b unchanged
--- potentia:source sql/jobs/search.sql fd11b09985ede08a21786654da226e1d9be09aa9ceb802cefc7cd624134e7917 included
+-- potentia:source sql/jobs/search.sql 16d05190d2082f5541f5526fa4ea660c9e3b9a8a1d3595bb0c81b458c4826c0f included
 -- potentia:source sql/jobs/workers.sql 87ef3535a4ffb40a58c62c1d87288b98d36e9f382dffc70c63c387a1f1679f0a unchanged
 -- potentia:source sql/lexorank/lexorank.sql 82abf82c73f4972010c176c07c8821f485619c0dd455c1f6bb8e22b2f3f44adf unchanged
 -- potentia:source sql/lexorank/placement.sql 3e006b94f25a515d7d0a22fcdec8f9aa2ab1af33f88096850bd4f5f2f53b4ce1 unchanged
@@ -74,6 +74,7 @@ returns table (block_id uuid, distance double precision)
 language plpgsql stable set search_path = pg_catalog, pg_temp
 set enable_sort = off
 set hnsw.iterative_scan = 'relaxed_order'
+-- large canvases: recall over speed, 100 candidates (pgvector's default is 40)
 set hnsw.ef_search = 100
 as $$
 begin
@@ -97,9 +98,6 @@ create or replace function api.search_blocks(p_canvas_id uuid, p_query extension
                                              p_model text default null)
 returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp
-set hnsw.iterative_scan = 'relaxed_order'
--- large canvases: recall over speed, 100 candidates (pgvector's default is 40)
-set hnsw.ef_search = 100
 as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 10), 1), coalesce(internal.setting_int('search_max_results'), 50));

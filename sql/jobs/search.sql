@@ -25,9 +25,12 @@
 -- every canvas and the planner sorted the canvas's rows instead (tried: 2,000 blocks of a model on
 -- one canvas among 68,000 blocks, most not embedded). With sorting off, the index, the one plan
 -- that gives the order without a sort, is taken; the GUCs come back when the function returns.
+-- ROWS 10: it returns p_limit rows (10 by default, search_max_results at most); with the 1,000 the
+-- planner assumes of a set-returning function, the caller's join back to app.blocks read the whole
+-- table for a hash join where the table was small (tried: 3,010 rows, supabase/tests/search.test.sql)
 create or replace function internal.search_nearest_by_index(p_canvas_id uuid, p_query extensions.vector, p_model text, p_limit integer)
 returns table (block_id uuid, distance double precision)
-language plpgsql stable set search_path = pg_catalog, pg_temp
+language plpgsql stable rows 10 set search_path = pg_catalog, pg_temp
 set enable_sort = off
 set hnsw.iterative_scan = 'relaxed_order'
 -- large canvases: recall over speed, 100 candidates (pgvector's default is 40)
@@ -57,11 +60,11 @@ language plpgsql stable security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 10), 1), coalesce(internal.setting_int('search_max_results'), 50));
+  v_exact_max bigint := coalesce(internal.setting_int('search_exact_max_blocks'), 5000);  -- + 1 below: up to 2^31 - 1
   v_items jsonb;
-  v_exact boolean;
   v_same bigint;
-  v_other bigint;
-  v_other_models text[];
+  v_other bigint := 0;
+  v_other_models text[] := '{}';
 begin
   perform internal.require_canvas_reader(p_canvas_id);
   if p_query is null or extensions.vector_dims(p_query) <> 1536 then
@@ -71,21 +74,49 @@ begin
     perform internal.raise_error('invalid_input', 'the model must be the name of the embedding model that embedded the query '
       || '(1 to 200 characters, not blank)', '{"field":"model"}');
   end if;
-  -- one pass over the canvas's embedded blocks (by the canvas index): how many the query's model
-  -- embedded (the exact/approximate switch counts only those) and how many another one did
-  select count(*) filter (where p_model is null or b.embedding_model = p_model),
-         count(*) filter (where p_model is not null and b.embedding_model is distinct from p_model),
-         coalesce(array_agg(distinct b.embedding_model order by b.embedding_model)
-                    filter (where p_model is not null and b.embedding_model is distinct from p_model and b.embedding_model is not null), '{}')
-  into v_same, v_other, v_other_models
-  from app.blocks b
-  where b.canvas_id = p_canvas_id and b.vector is not null;
+  -- The counts read blocks_embedded_model_idx ((canvas_id, embedding_model) where vector is not
+  -- null) by index-only scans, never the canvas's rows: read in one pass, those cost 25-30 ms a
+  -- search on a canvas of 50,000 embedded blocks (docs/embeddings.md). The query's model's blocks
+  -- are counted up to search_exact_max_blocks + 1, as the switch below only asks whether the canvas
+  -- is over it: a larger canvas costs what one at the threshold does
+  if p_model is null then
+    select count(*) into v_same
+    from (select from app.blocks b where b.canvas_id = p_canvas_id and b.vector is not null limit v_exact_max + 1) s;
+  else
+    select count(*) into v_same
+    from (select from app.blocks b where b.canvas_id = p_canvas_id and b.vector is not null and b.embedding_model = p_model
+          limit v_exact_max + 1) s;
+    -- the other models by name, from one to the next in the index (a loose index scan: a probe a
+    -- model, however many blocks it has), each one's blocks then counted in its own range: nothing
+    -- to count while one model embedded the canvas; while another has too (a change of model, a
+    -- provider that is not the worker's) the cost grows with that model's blocks, exactly counted
+    with recursive models (model) as (
+      (select b.embedding_model from app.blocks b
+       where b.canvas_id = p_canvas_id and b.vector is not null and b.embedding_model is not null
+       order by b.embedding_model limit 1)
+      union all
+      select (select b.embedding_model from app.blocks b
+              where b.canvas_id = p_canvas_id and b.vector is not null and b.embedding_model > m.model
+              order by b.embedding_model limit 1)
+      from models m where m.model is not null
+    )
+    select coalesce(sum(c.n), 0), coalesce(array_agg(m.model order by m.model), '{}')
+    into v_other, v_other_models
+    from models m
+    cross join lateral (select count(*) as n from app.blocks b
+                        where b.canvas_id = p_canvas_id and b.vector is not null and b.embedding_model = m.model) c
+    where m.model is not null and m.model <> p_model;
+    -- a vector without a model's name (internal.store_embedding always names it; a row written by
+    -- hand may not) is another model's too, counted and not named
+    v_other := v_other + (select count(*) from app.blocks b
+                          where b.canvas_id = p_canvas_id and b.vector is not null and b.embedding_model is null);
+  end if;
   -- a canvas of up to search_exact_max_blocks blocks of the model is scanned exactly (its own rows,
-  -- by the canvas index: cheap, and never misses); a larger one goes through the HNSW index
-  v_exact := v_same <= coalesce(internal.setting_int('search_exact_max_blocks'), 5000);
+  -- those of the model, by blocks_embedded_model_idx: cheap, and never misses); a larger one goes
+  -- through the HNSW index
   if v_same = 0 then
     v_items := '[]';
-  elsif v_exact then
+  elsif v_same <= v_exact_max then
     with nearest as materialized (
       select b.block_id, b.vector operator(extensions.<=>) p_query as distance
       from app.blocks b

@@ -4,10 +4,13 @@
 -- nothing. Given p_model, the blocks another model embedded are left out, counted
 -- (other_model_blocks) and named (other_models): items [] with a count is "wrong model", not
 -- "no match". A model name that is blank or over 200 characters is invalid_input, field model.
+-- What a search counts comes from blocks_embedded_model_idx, never from the canvas's rows: the
+-- counts across several models, exact past search_exact_max_blocks, the exact/approximate switch
+-- at the threshold, and which relations a search scans (last section).
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(19);
+select plan(32);
 
 select tests.create_user('search_owner');
 select tests.authenticate_as('search_owner');
@@ -101,6 +104,82 @@ select is(pg_temp.search(pg_temp.along(1), repeat('m', 200)) -> 'other_model_blo
 -- the query is checked as before
 select is(pg_temp.error_of(format('select api.search_blocks(%L, %L::extensions.vector, 10, %L)', (select canvas_id from ids), '[1,2,3]', 'model-a')),
           '{"state": "PX400", "field": "query"}', 'a query of 3 dimensions: invalid_input, field query');
+
+-- ---------------------------------------------------------------- what the counts read
+-- blocks_embedded_model_idx: the canvas's embedded blocks by model (migration
+-- 20261205191100_blocks_embedded_model_index). The mutation RPC writes blocks without a vector,
+-- and no column the index reads is one an edit changes: creating and editing blocks cost what they did
+select is(pg_get_indexdef('app.blocks_embedded_model_idx'::regclass),
+          'CREATE INDEX blocks_embedded_model_idx ON app.blocks USING btree (canvas_id, embedding_model) WHERE (vector IS NOT NULL)',
+          'a canvas''s embedded blocks are indexed by model, and only they (vector not null)');
+-- What PostgreSQL asks of a HOT update is that no column an index reads changed (whether the
+-- page has room is up to the page: a count of HOT updates here failed in the whole suite, where
+-- the earlier files' rows filled it): an edit through the RPC leaves the three untouched
+create temp table edit_before as
+  select block_id, canvas_id, embedding_model, vector from app.blocks where canvas_id = (select canvas_id from ids) and content ->> 'k' = '1';
+grant select on edit_before to authenticated;
+select tests.authenticate_as('search_owner');
+create temp table edit_result as
+  select api.upsert_block_atomic(canvas_id, block_id, 'update', 'search-edit', 1, '{"content": {"k": 1, "edited": true}}') as r from edit_before;
+select tests.clear_authentication();
+select is((select (e.r ->> 'status') || ', ' || (b.content ->> 'edited') || ', '
+                  || ((b.canvas_id, b.embedding_model, b.vector) is not distinct from (o.canvas_id, o.embedding_model, o.vector))
+           from edit_result e, edit_before o join app.blocks b using (block_id)),
+          'success, true, true', 'an edit of an embedded block through the RPC changes none of the columns the index reads (it can stay HOT)');
+
+-- more models on the canvas: two blocks of model-c, one of model-0, and a vector without a
+-- model's name (written by hand: internal.store_embedding always names it); model-a keeps its three
+insert into app.blocks (canvas_id, type, y_order, content, vector, embedding_model)
+select (select canvas_id from ids), 'text', 'a' || k || 'y', jsonb_build_object('k', k), pg_temp.along(k), m
+from (values (6, 'model-c'), (7, 'model-c'), (8, 'model-0'), (10, null)) v(k, m);
+select is((select pg_temp.search(pg_temp.along(1), 'model-a') - 'items'),
+          '{"model": "model-a", "other_model_blocks": 4, "other_models": ["model-0", "model-c"]}'::jsonb,
+          'every other model''s blocks are counted and each model named once, in order; the unnamed vector counted, not named');
+select is((select pg_temp.search(pg_temp.along(1), 'model-z') - 'items'),
+          '{"model": "model-z", "other_model_blocks": 7, "other_models": ["model-0", "model-a", "model-c"]}'::jsonb,
+          'a model no block has: all seven counted, the three models named');
+
+-- the query's model's blocks are counted only up to search_exact_max_blocks + 1 (the switch needs
+-- no more); the other models' are counted exactly, whatever the threshold
+update app.settings set value = '1' where key = 'search_exact_max_blocks';
+select is((select pg_temp.search(pg_temp.along(1), 'model-a') - 'items'),
+          '{"model": "model-a", "other_model_blocks": 4, "other_models": ["model-0", "model-c"]}'::jsonb,
+          'with search_exact_max_blocks 1 the other models'' blocks are still counted exactly');
+select is((select pg_temp.search(pg_temp.along(1), 'model-z') -> 'other_model_blocks'), '7', 'all seven, past the threshold');
+
+-- the switch: a canvas of exactly search_exact_max_blocks blocks of the model is searched exactly
+-- (blocks_vector_hnsw_idx not scanned), one more goes through the HNSW index; the same items either way
+create function pg_temp.hnsw_scans() returns bigint language sql as $$ select pg_stat_get_xact_numscans('app.blocks_vector_hnsw_idx'::regclass) $$;
+update app.settings set value = '3' where key = 'search_exact_max_blocks';
+create temp table scans as select pg_temp.hnsw_scans() as n;
+-- (along 1 and along 3 are equally far from along 2: their order is not asked)
+create function pg_temp.found(r jsonb) returns text language sql as $$
+  select (pg_temp.ks(r))[1] || ' then ' || (select array_agg(k order by k) from unnest((pg_temp.ks(r))[2:]) k)::text
+$$;
+select is(pg_temp.found(pg_temp.search(pg_temp.along(2), 'model-a')), '2 then {1,3}', 'model-a''s three blocks, nearest first, at a threshold of 3');
+select is(pg_temp.hnsw_scans() - (select n from scans), 0::bigint, 'searched exactly: the HNSW index not scanned');
+update app.settings set value = '2' where key = 'search_exact_max_blocks';
+update scans set n = pg_temp.hnsw_scans();
+select is(pg_temp.found(pg_temp.search(pg_temp.along(2), 'model-a')), '2 then {1,3}', 'the same three at a threshold of 2');
+select is(pg_temp.hnsw_scans() - (select n from scans), 1::bigint, 'through the HNSW index: three blocks of the model are over 2');
+
+-- what a search scans: with 3,000 blocks without a vector on the canvas (a canvas most of whose
+-- blocks are not embedded yet), the counts read blocks_embedded_model_idx and nothing reads the
+-- table whole or the canvas's rows by the canvas index (where the counts read every row before)
+insert into app.blocks (canvas_id, type, y_order, content)
+select (select canvas_id from ids), 'text', 'b' || lpad(g::text, 5, '0') || 'z', jsonb_build_object('n', g) from generate_series(1, 3000) g;
+analyze app.blocks;
+create temp table reads_before as
+  select pg_stat_get_xact_numscans('app.blocks'::regclass) as seq, pg_stat_get_xact_numscans('app.blocks_canvas_id_block_id_key'::regclass) as by_canvas,
+         pg_stat_get_xact_numscans('app.blocks_embedded_model_idx'::regclass) as by_model;
+select is((select pg_temp.search(pg_temp.along(2), 'model-a') - 'items'),
+          '{"model": "model-a", "other_model_blocks": 4, "other_models": ["model-0", "model-c"]}'::jsonb, 'the same answer among 3,000 unembedded blocks');
+select is((select array[pg_stat_get_xact_numscans('app.blocks'::regclass) - seq,
+                        pg_stat_get_xact_numscans('app.blocks_canvas_id_block_id_key'::regclass) - by_canvas] from reads_before),
+          array[0, 0]::bigint[], 'a search scans app.blocks neither whole nor by canvas');
+select cmp_ok((select pg_stat_get_xact_numscans('app.blocks_embedded_model_idx'::regclass) - by_model from reads_before), '>=', 4::bigint,
+              'it counts through blocks_embedded_model_idx (the model''s blocks, the next model name, each other model''s blocks)');
+update app.settings set value = '5000' where key = 'search_exact_max_blocks';
 
 select * from finish();
 rollback;

@@ -1,0 +1,17 @@
+-- app.blocks_embedded_model_idx: a canvas's embedded blocks by embedding model, for what
+-- api.search_blocks counts before it searches (sql/jobs/search.sql): the query's model's blocks, up
+-- to search_exact_max_blocks + 1 (the exact/approximate switch), and the blocks and names of the
+-- other models (other_model_blocks, other_models). Without it each search read every embedded row
+-- of the canvas from the heap: 25-30 ms on a canvas of 50,000 (docs/embeddings.md); with it the
+-- counts are index-only scans of the model's range and the names a skip from model to model.
+-- Partial on "vector is not null", as the counts are: a block the mutation RPC writes has no
+-- vector (the worker embeds it later), so creating one adds no entry here; and no column it reads
+-- (canvas_id, embedding_model, vector) is one an edit changes, so an edit that was a HOT update
+-- stays one. The worker's internal.store_embedding adds an entry per vector it stores, next to the
+-- HNSW index's. B-tree deduplication stores a canvas's and model's key once with its heap
+-- pointers: 370-420 kB for 52,000 embedded blocks.
+-- On a large existing app.blocks the build reads the table and holds off its writes (mutations)
+-- meanwhile: create it by hand first, `create index concurrently if not exists
+-- blocks_embedded_model_idx on app.blocks (canvas_id, embedding_model) where vector is not null`,
+-- and this migration then skips it.
+create index if not exists blocks_embedded_model_idx on app.blocks (canvas_id, embedding_model) where vector is not null;

@@ -8,6 +8,7 @@ import { createDatabase, type Database } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import { createApp } from './http/app.ts';
 import { answerAndClose, ApiError, rawErrorResponse } from './http/errors.ts';
+import { gotrueAnswer, gotrueErrorOf } from './http/gotrue.ts';
 import { hostProblem } from './http/host.ts';
 import { isPostgrestPath, postgrestBody, requestLinePath } from './http/not-found.ts';
 import type { Deps } from './http/env.ts';
@@ -25,6 +26,12 @@ export type ServerOptions = {
   realtime?: false | { limits?: Partial<Limits> };
   /** The background-job worker (src/worker) in this process; off unless true (npm start passes WORKER_MODE=inprocess). */
   worker?: boolean;
+  /**
+   * How long a request may take to arrive (Node's http.Server headersTimeout, requestTimeout; its
+   * defaults, 60 s and 300 s, unless set), and how often Node checks (its
+   * connectionsCheckingInterval, 30 s). A request past one is answered 408 (answerMalformedRequests).
+   */
+  requestTimeouts?: { headersMs?: number; requestMs?: number; checkEveryMs?: number };
 };
 
 export async function startServer(config: Config, opts: ServerOptions = {}): Promise<Server> {
@@ -61,7 +68,8 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     const listener = requestListener(fetch, config.host);
     // a missing Host is refused by requestListener, in the one error shape (Node's own answer is an empty 400)
     const s = serve({ fetch, hostname: config.host, port: config.port,
-      createServer: (() => createServer({ requireHostHeader: false }, listener)) as never }, () => resolve(s));
+      createServer: (() => createServer({ requireHostHeader: false, ...requestTimeouts(opts.requestTimeouts) }, listener)) as never },
+      () => resolve(s));
     s.once('error', reject);
   });
   let gateway: Gateway | undefined;
@@ -79,7 +87,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
       gateway = undefined;
     }
   }
-  answerMalformedRequests(http);
+  answerMalformedRequests(http, { gotrue: true });
   const { port } = http.address() as AddressInfo;
   return {
     url: `http://${config.host}:${port}`,
@@ -97,6 +105,12 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
       await database.close();
     },
   };
+}
+
+/** ServerOptions.requestTimeouts as node:http's createServer options (what is not set keeps Node's default). */
+function requestTimeouts(t: ServerOptions['requestTimeouts'] = {}) {
+  return { ...(t.headersMs === undefined ? {} : { headersTimeout: t.headersMs }), ...(t.requestMs === undefined ? {} : { requestTimeout: t.requestMs }),
+    ...(t.checkEveryMs === undefined ? {} : { connectionsCheckingInterval: t.checkEveryMs }) };
 }
 
 /**
@@ -150,26 +164,34 @@ export function requestListener(fetch: (request: Request, env: unknown) => Respo
 }
 
 /**
- * Requests Node's parser refuses before any app sees them (a bad request line, oversized headers)
- * still get the one JSON error shape instead of Node's empty 400 (431 for the headers).
+ * Requests Node's HTTP server refuses before any app sees them, or gives up on, still get the one
+ * JSON error shape (GoTrue's under /auth/v1 when `opts.gotrue`, PostgREST's under /rest/v1) naming
+ * what is wrong, instead of Node's bare answer or none:
+ *  - what its parser refuses: headers over its limit (431, field `headers`), a Content-Length that
+ *    is not one decimal length (field `content-length`), a transfer coding it cannot frame (field
+ *    `transfer-encoding`), a chunk that is not a chunk (field `body`; an extension over Node's limit:
+ *    413), anything else (field `request`): 400 unless said;
+ *  - a request that did not arrive in time (Node's headersTimeout for its headers, requestTimeout
+ *    for the whole request: a stalled or very slow client, a body that never ends): 408 `timeout`
+ *    naming `headers` or `body`. Not a malformed request: it may be sent again as it was (these were
+ *    400 "malformed HTTP request", which a client does not send again).
+ * The connection is closed. A request Node had already handed to the app (a bad chunk, a body that
+ * stopped coming) is named by its own method and path; if its answer has begun, nothing more is
+ * written (it would be read as part of that answer), the socket is only closed, as Node does.
  */
-export function answerMalformedRequests(http: ServerType): void {
+export function answerMalformedRequests(http: ServerType, opts: { gotrue?: boolean } = {}): void {
+  const server = http as import('node:http').Server;
   http.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket) => {
     if (!socket.writable) return socket.destroy();
+    const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined;
+    if (inFlight?.headersSent) return socket.destroy();
+    const request = inFlight?.req;
+    const { refusal, status } = clientRefusal(err, request !== undefined, server);
     // a HEAD request gets the headers only: a body would be read as the start of a next response
-    const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
-    const refusal = err.code === 'HPE_HEADER_OVERFLOW'
-      ? new ApiError('payload_too_large', 'request headers are too large')
-      // RFC 9112 §6.3: a request whose last transfer coding is not chunked (or that applies
-      // chunked twice) has no knowable length: 400 and close, naming the header
-      : err.code === 'HPE_INVALID_TRANSFER_ENCODING'
-        ? new ApiError('invalid_input', 'transfer-encoding: a request body\'s last transfer coding must be chunked, applied once '
-          + '(RFC 9112 §6.3): send Content-Length, or Transfer-Encoding: chunked', { field: 'transfer-encoding' })
-        : new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' });
-    // under /rest/v1 in PostgREST's shape, as every other answer there (not-found.ts)
-    const path = requestLinePath(err.rawPacket);
-    const shape = path !== null && isPostgrestPath(path) ? postgrestBody(refusal) : refusal.body();
-    answerAndClose(socket, rawErrorResponse(refusal, err.code === 'HPE_HEADER_OVERFLOW' ? 431 : undefined, head, shape));
+    const head = request ? request.method === 'HEAD' : err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    const path = request ? (request.url ?? '').split('?')[0]! : requestLinePath(err.rawPacket);
+    const version = request ? request.headers['x-supabase-api-version'] : rawHeader(err.rawPacket, 'x-supabase-api-version');
+    answerAndClose(socket, refusalResponse(refusal, status, path, opts.gotrue === true ? version : false, head));
   });
   // An Expect header other than 100-continue: Node answers 417 itself, with an empty body and
   // none of the app's headers; here it is the one error shape, naming the header (its value is
@@ -177,8 +199,69 @@ export function answerMalformedRequests(http: ServerType): void {
   http.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     const refusal = new ApiError('invalid_input', 'the Expect header is not supported here: send only Expect: 100-continue, or none', { field: 'expect' });
     const path = (req.url ?? '').split('?')[0]!;
-    const body = JSON.stringify(isPostgrestPath(path) ? postgrestBody(refusal) : refusal.body());
-    res.writeHead(417, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+    const answer = answerShape(refusal, 417, path, opts.gotrue === true ? req.headers['x-supabase-api-version'] : false);
+    const body = JSON.stringify(answer.body);
+    res.writeHead(417, { ...answer.headers, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
     res.end(req.method === 'HEAD' ? undefined : body);
   });
+}
+
+/** What a request Node's server refused (`err`, from its 'clientError') is answered: the error and the status. */
+function clientRefusal(err: NodeJS.ErrnoException, handedToApp: boolean, server: import('node:http').Server): { refusal: ApiError; status?: number } {
+  switch (err.code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT': {
+      const seconds = (ms: number) => `${Math.round(ms / 100) / 10} s`;
+      return { status: 408, refusal: handedToApp
+        ? new ApiError('timeout', `body: the request did not arrive in full within ${seconds(server.requestTimeout)} of its start `
+          + '(a stalled or very slow upload, or a body that never ends): send it again', { field: 'body' })
+        : new ApiError('timeout', `headers: the request's headers did not arrive in full within ${seconds(server.headersTimeout)} `
+          + '(a stalled or very slow connection): send the request again', { field: 'headers' }) };
+    }
+    case 'HPE_HEADER_OVERFLOW':
+      return { status: 431, refusal: new ApiError('payload_too_large', 'request headers are too large', { field: 'headers' }) };
+    // RFC 9112 §6.3: a request whose last transfer coding is not chunked (or that applies chunked
+    // twice, or also has a Content-Length) has no knowable length: 400 and close, naming the header
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+      return { refusal: new ApiError('invalid_input', 'transfer-encoding: a request body\'s last transfer coding must be chunked, applied once '
+        + '(RFC 9112 §6.3): send Content-Length, or Transfer-Encoding: chunked', { field: 'transfer-encoding' }) };
+    case 'HPE_INVALID_CONTENT_LENGTH':
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+      return { refusal: new ApiError('invalid_input', 'content-length: send one Content-Length, a length in decimal digits (RFC 9110 §8.6), '
+        + 'or Transfer-Encoding: chunked instead', { field: 'content-length' }) };
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return { status: 413, refusal: new ApiError('payload_too_large', 'body: a chunk\'s extensions are larger than this server reads', { field: 'body' }) };
+    case 'HPE_INVALID_CHUNK_SIZE':
+      return { refusal: new ApiError('invalid_input', 'body: a chunk of the chunked body does not start with its size in hex digits '
+        + '(RFC 9112 §7.1), or its size is too large', { field: 'body' }) };
+    default:
+      return { refusal: new ApiError('invalid_input', 'malformed HTTP request', { field: 'request' }) };
+  }
+}
+
+/**
+ * `refusal` in the error shape of the API its `path` is under, with that API's headers:
+ * PostgREST's under /rest/v1, GoTrue's under /auth/v1 unless `gotrueVersion` is false (the
+ * X-Supabase-Api-Version the request sent picks GoTrue's shape), else ours.
+ */
+function answerShape(refusal: ApiError, status: number, path: string | null, gotrueVersion: string | string[] | undefined | false):
+  { body: unknown; headers: Record<string, string> } {
+  if (path !== null && isPostgrestPath(path)) return { body: postgrestBody(refusal), headers: {} };
+  if (gotrueVersion !== false && path !== null && (path === '/auth/v1' || path.startsWith('/auth/v1/'))) {
+    const gotrue = gotrueErrorOf(refusal, status);
+    if (gotrue) return gotrueAnswer(gotrue, Array.isArray(gotrueVersion) ? gotrueVersion[0] : gotrueVersion);
+  }
+  return { body: refusal.body(), headers: {} };
+}
+
+function refusalResponse(refusal: ApiError, status: number | undefined, path: string | null, gotrueVersion: string | string[] | undefined | false,
+  headOnly: boolean): string {
+  const answer = answerShape(refusal, status ?? refusal.status, path, gotrueVersion);
+  return rawErrorResponse(refusal, status, headOnly, answer.body, answer.headers);
+}
+
+/** The value of header `name` (lower case) in the head of a refused request as Node's parser had it, if there. */
+function rawHeader(raw: Buffer | undefined, name: string): string | undefined {
+  const head = raw?.subarray(0, 16384).toString('latin1');
+  const match = head ? new RegExp(`\\r\\n${name}:[ \\t]*([^\\r\\n]*?)[ \\t]*\\r\\n`, 'i').exec(head) : null;
+  return match?.[1];
 }

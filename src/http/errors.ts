@@ -105,11 +105,14 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
 }
 
 /** The same error as a raw HTTP/1.1 response, for sockets answered before (or instead of) Hono:
- *  WebSocket upgrade refusals and requests Node's parser rejects. */
-export function rawErrorResponse(err: ApiError, status: number = err.status, headOnly = false, shape: unknown = err.body()): string {
+ *  WebSocket upgrade refusals and requests Node's parser rejects. `shape`: the body (another API's
+ *  error shape under its prefix); `headers`: more header lines. */
+export function rawErrorResponse(err: ApiError, status: number = err.status, headOnly = false, shape: unknown = err.body(),
+  headers: Record<string, string> = {}): string {
   const body = JSON.stringify(shape);
-  const retryAfter = typeof err.details.retry_after === 'number' ? `Retry-After: ${err.details.retry_after}\r\n` : '';
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\n${retryAfter}` +
+  const retryAfter = typeof err.details.retry_after === 'number' && !('Retry-After' in headers) ? `Retry-After: ${err.details.retry_after}\r\n` : '';
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\n${retryAfter}${extra}` +
     `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${headOnly ? '' : body}`;
 }
 

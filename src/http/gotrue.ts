@@ -361,34 +361,52 @@ export function gotrueErrorAnswer(deps: Deps): ErrorAnswer {
 function toGotrueError(err: unknown, c: Context<AppEnv>, deps: Deps): GotrueError {
   if (err instanceof GotrueError) return err;
   const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
+  if (apiError.code === 'rate_limited') {
+    deps.metrics.rateLimited.inc({ endpoint: 'auth' });
+    const retryAfter = typeof apiError.details.retry_after === 'number' ? apiError.details.retry_after : undefined;
+    return new GotrueError(429, 'over_request_rate_limit', `Request rate limit reached: ${apiError.message}`, {}, retryAfter);
+  }
+  const mapped = gotrueErrorOf(apiError);
+  if (mapped) return mapped;
+  c.get('log')?.error({ err }, 'auth request failed');
+  return new GotrueError(500, 'unexpected_failure', 'Unexpected failure, please check server logs for more information');
+}
+
+/**
+ * The GoTrueError of an ApiError that is about the request or the database's state, not a fault
+ * of this server (undefined for the others). `status` overrides the code's own: the one Node's
+ * parser refusals are answered with (431, 408: src/server.ts).
+ */
+export function gotrueErrorOf(apiError: ApiError, status?: number): GotrueError | undefined {
   switch (apiError.code) {
-    case 'rate_limited': {
-      deps.metrics.rateLimited.inc({ endpoint: 'auth' });
-      const retryAfter = typeof apiError.details.retry_after === 'number' ? apiError.details.retry_after : undefined;
-      return new GotrueError(429, 'over_request_rate_limit', `Request rate limit reached: ${apiError.message}`, {}, retryAfter);
-    }
-    case 'invalid_input': return validation(apiError.message);
-    case 'payload_too_large': return new GotrueError(413, 'request_too_large', apiError.message);
-    case 'unsupported_media_type': return new GotrueError(415, 'unsupported_media_type', apiError.message);
-    case 'not_implemented': return new GotrueError(501, 'not_implemented', apiError.message);
+    case 'invalid_input': return new GotrueError(status ?? 400, 'validation_failed', apiError.message);
+    case 'payload_too_large': return new GotrueError(status ?? 413, 'request_too_large', apiError.message);
+    case 'unsupported_media_type': return new GotrueError(status ?? 415, 'unsupported_media_type', apiError.message);
+    case 'not_implemented': return new GotrueError(status ?? 501, 'not_implemented', apiError.message);
     // the cause as the API says it, without its note on resending mutations (there are none here)
-    case 'unavailable': return new GotrueError(503, 'unexpected_failure', apiError.message.replace(MUTATION_RETRY_NOTE, ''), {}, 1);
-    case 'timeout': return new GotrueError(504, 'request_timeout', apiError.message);
-    default:
-      c.get('log')?.error({ err }, 'auth request failed');
-      return new GotrueError(500, 'unexpected_failure', 'Unexpected failure, please check server logs for more information');
+    case 'unavailable': return new GotrueError(status ?? 503, 'unexpected_failure', apiError.message.replace(MUTATION_RETRY_NOTE, ''), {}, 1);
+    case 'timeout': return new GotrueError(status ?? 504, 'request_timeout', apiError.message);
+    default: return undefined;
   }
 }
 
-function errorResponse(c: Context, err: GotrueError) {
-  c.header('x-sb-error-code', err.code);
-  if (err.retryAfter !== undefined) c.header('Retry-After', String(err.retryAfter));
-  const status = err.status as ContentfulStatusCode;
-  // GoTrue's DetermineClosestAPIVersion: a dated version from 2024-01-01 on gets the newer shape
-  const asked = c.req.header('x-supabase-api-version');
+/**
+ * `err` as GoTrue answers it to a client that sent X-Supabase-Api-Version `asked`: its headers and
+ * JSON body (GoTrue's DetermineClosestAPIVersion: a dated version from 2024-01-01 on gets the newer
+ * shape, {code, message}; otherwise the legacy {code: status, error_code, msg}).
+ */
+export function gotrueAnswer(err: GotrueError, asked: string | undefined): { headers: Record<string, string>; body: Record<string, unknown> } {
+  const headers: Record<string, string> = { 'x-sb-error-code': err.code };
+  if (err.retryAfter !== undefined) headers['Retry-After'] = String(err.retryAfter);
   if (asked && /^\d{4}-\d{2}-\d{2}$/.test(asked) && asked >= API_VERSION) {
-    c.header('X-Supabase-Api-Version', API_VERSION);
-    return c.json({ code: err.code, message: err.message, ...err.extra }, status);
+    headers['X-Supabase-Api-Version'] = API_VERSION;
+    return { headers, body: { code: err.code, message: err.message, ...err.extra } };
   }
-  return c.json({ code: err.status, error_code: err.code, msg: err.message, ...err.extra }, status);
+  return { headers, body: { code: err.status, error_code: err.code, msg: err.message, ...err.extra } };
+}
+
+function errorResponse(c: Context, err: GotrueError) {
+  const { headers, body } = gotrueAnswer(err, c.req.header('x-supabase-api-version'));
+  for (const [name, value] of Object.entries(headers)) c.header(name, value);
+  return c.json(body, err.status as ContentfulStatusCode);
 }

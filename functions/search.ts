@@ -53,9 +53,13 @@ async function search(deps: Deps, c: Context<AppEnv>, canvasId: string, q: strin
     [vector] = (await breaker.run(() => provider.embed([q]))) as [number[]];
   } catch (err) {
     c.get('log').warn({ err }, 'query embedding failed');
-    throw new ApiError('unavailable', err instanceof CircuitOpenError
+    // when to retry, as every other 503 says it (retry_after, Retry-After): once the breaker lets
+    // a call through again, or at once for a call that failed
+    const open = err instanceof CircuitOpenError;
+    throw new ApiError('unavailable', open
       ? 'semantic search is unavailable: the embedding provider is failing; retry later'
-      : 'semantic search is unavailable: the embedding provider did not answer; retry later');
+      : 'semantic search is unavailable: the embedding provider did not answer; retry later',
+    { retry_after: open ? Math.max(1, Math.ceil(err.retryInMs / 1000)) : 1 });
   }
   // only the blocks this provider's model embedded are compared (vectors of two models are not
   // comparable); the others are counted and named in the answer

@@ -32,6 +32,34 @@ export function blockText(content: unknown): string {
   return parts.join(' ').replace(/\s+/g, ' ').trim();
 }
 
+/**
+ * The most UTF-8 bytes of one text an OpenAI-compatible provider is sent: OpenAI's embedding models
+ * take at most 8,192 tokens per input (text-embedding-3-*, ada-002) and refuse a longer one with a
+ * 400, and a token of their byte-level tokenizer is at least one byte, so 8,191 bytes is always
+ * within it. A block's content may be 64 KB (max_content_bytes): its text was sent whole, refused
+ * at every attempt (25, over days), and each refusal counted by the circuit breaker that guards
+ * every other block's embedding and every search. A longer text is embedded by its beginning.
+ */
+export const MAX_INPUT_BYTES = 8191;
+
+/**
+ * At most this many UTF-8 bytes of all the inputs of one request: OpenAI refuses a request whose
+ * inputs add up to more than 300,000 tokens (a batch of EMBEDDING_BATCH_SIZE long texts could).
+ */
+export const MAX_REQUEST_BYTES = 300_000;
+
+const utf8 = new TextEncoder();
+
+/** `text` cut to at most `maxBytes` UTF-8 bytes, at a code point boundary (never half a character). */
+export function truncateUtf8(text: string, maxBytes: number): string {
+  if (text.length * 3 <= maxBytes) return text; // a UTF-16 code unit is at most 3 UTF-8 bytes
+  const bytes = utf8.encode(text);
+  if (bytes.length <= maxBytes) return text;
+  let end = maxBytes;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--; // a continuation byte: back to its character's first byte
+  return new TextDecoder().decode(bytes.subarray(0, end));
+}
+
 /** FNV-1a, 32-bit. */
 function fnv1a(text: string, seed = 0x811c9dc5): number {
   let h = seed >>> 0;
@@ -76,8 +104,10 @@ type Pending = { text: string; resolve: (v: number[]) => void; reject: (e: unkno
 
 /**
  * An OpenAI-compatible embeddings API (POST {baseUrl}/embeddings {model, input[], dimensions}).
- * Concurrent embed() calls within `batchWindowMs` are sent together, up to `batchSize` inputs per
- * request; each request has a timeout. Errors are ProviderErrors (the circuit breaker counts them).
+ * Concurrent embed() calls within `batchWindowMs` are sent together, up to `batchSize` inputs and
+ * MAX_REQUEST_BYTES per request; each input is cut to MAX_INPUT_BYTES (OpenAI's limits: a text over
+ * them would be refused whatever the attempt, and take the batch it is in down with it); each request
+ * has a timeout. Errors are ProviderErrors (the circuit breaker counts them).
  */
 export class OpenAIProvider implements EmbeddingProvider {
   readonly model: string;
@@ -93,7 +123,8 @@ export class OpenAIProvider implements EmbeddingProvider {
 
   embed(texts: string[]): Promise<number[][]> {
     if (texts.length === 0) return Promise.resolve([]);
-    const all = texts.map((text) => new Promise<number[]>((resolve, reject) => this.#queue.push({ text, resolve, reject })));
+    const all = texts.map((text) => new Promise<number[]>((resolve, reject) =>
+      this.#queue.push({ text: truncateUtf8(text, MAX_INPUT_BYTES), resolve, reject })));
     if (this.#queue.length >= this.opts.batchSize) this.#flush();
     else this.#timer ??= setTimeout(() => this.#flush(), this.opts.batchWindowMs);
     return Promise.all(all);
@@ -103,7 +134,16 @@ export class OpenAIProvider implements EmbeddingProvider {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     while (this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.opts.batchSize);
+      // up to batchSize inputs, and no more bytes than one request may carry (at least one input)
+      let count = 0;
+      let bytes = 0;
+      while (count < this.#queue.length && count < this.opts.batchSize) {
+        const size = utf8.encode(this.#queue[count]!.text).length;
+        if (count > 0 && bytes + size > MAX_REQUEST_BYTES) break;
+        bytes += size;
+        count += 1;
+      }
+      const batch = this.#queue.splice(0, count);
       this.#request(batch.map((p) => p.text)).then(
         (vectors) => batch.forEach((p, i) => p.resolve(vectors[i]!)),
         (err) => batch.forEach((p) => p.reject(err)),

@@ -123,7 +123,10 @@ export const bearerSecurity = [{ bearerAuth: [] }];
  * Documented as the integer it is.
  */
 export function queryInteger(min: number, max: number) {
-  return z.string().regex(/^[0-9]{1,16}$/, { message: 'must be a whole number written in decimal digits' })
+  // more than 16 digits (leading zeros aside) is past every max here (2^53 - 1 at most), and what
+  // Number() would round: said as such (it was "must be … decimal digits", of 18446744073709551616)
+  return z.string().regex(/^[0-9]+$/, { message: 'must be a whole number written in decimal digits' })
+    .refine((v) => v.replace(/^0+(?=[0-9])/, '').length <= 16, { message: `must be at most ${max}`, abort: true })
     .transform(Number).pipe(z.number().int().min(min).max(max))
     .openapi({ type: 'integer', minimum: min, maximum: max });
 }

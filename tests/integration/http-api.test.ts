@@ -483,6 +483,14 @@ describe('contract', () => {
       expectError(res, 400, 'invalid_input', 'since_seq');
       expect(res.body.error.message).toBe('since_seq: must be a whole number written in decimal digits');
     }
+    // digits past every max say so (2^64 was "must be a whole number written in decimal digits")
+    for (const [query, field, message] of [['snapshot?since_seq=18446744073709551616', 'since_seq', 'since_seq: must be at most 9007199254740991'],
+      ['blocks?limit=99999999999999999999', 'limit', 'limit: must be at most 500']]) {
+      const res = await api(`/api/v1/canvas/${canvasId}/${query}`, { token: t });
+      expectError(res, 400, 'invalid_input', field);
+      expect(res.body.error.message).toBe(message);
+    }
+    expect((await api(`/api/v1/canvas/${canvasId}/snapshot?since_seq=00000000000000000001`, { token: t })).status).toBe(200);
     expectError(await api(`/api/v1/canvas/${canvasId}/blocks?limit=0x10`, { token: t }), 400, 'invalid_input', 'limit');
     expect((await api(`/api/v1/canvas/${canvasId}/blocks?limit=007`, { token: t })).status).toBe(200);
     expectError(await api(`/api/v1/canvas/${canvasId}/presence`, { method: 'POST', token: t, body: { typing: 'yes' } }), 400, 'invalid_input', 'typing');

@@ -5,7 +5,7 @@ import { ApiError } from '../src/http/errors.ts';
 import { errorResponse, isInternalCaller } from '../src/http/middleware.ts';
 import { checkApiRoles } from '../src/db/api-roles.ts';
 import { createRouter, ErrorSchema, z } from '../src/http/openapi.ts';
-import { databaseFailure, notReadyMessage, withReadyTimeout, type DatabaseFailure } from '../src/http/readiness.ts';
+import { databaseFailure, notReadyMessage, readyQuery, type DatabaseFailure } from '../src/http/readiness.ts';
 import { Health, NotReady, Ready } from '../src/http/schemas.ts';
 
 
@@ -38,10 +38,10 @@ export function opsRoutes(deps: Deps) {
     const notReady = (checks: { database: 'ok' | DatabaseFailure; worker?: string }) =>
       c.json({ status: 'unavailable' as const, checks, message: notReadyMessage(checks) }, 503);
     try {
-      await withReadyTimeout(checkApiRoles(deps.sql)); // answers, and its role can act as the API roles
+      await readyQuery(() => checkApiRoles(deps.sql)); // answers, and its role can act as the API roles
       if (!deps.config.worker.expected) return c.json({ status: 'ready' as const, checks: { database: 'ok' as const } }, 200);
       // a worker is expected (in-process or `npm run worker`): some heartbeat must be fresh
-      const [hb] = await withReadyTimeout(deps.sql`
+      const [hb] = await readyQuery(() => deps.sql`
         select count(*) filter (where last_seen_at > now() - ${`${deps.config.worker.staleMs} milliseconds`}::interval)::int as live,
                extract(epoch from now() - max(last_seen_at))::float8 as age
         from app.worker_heartbeats`);

@@ -10,7 +10,7 @@ import { createDatabase } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import type { Deps } from './http/env.ts';
 import { createProbeApp } from './http/probes.ts';
-import { withReadyTimeout } from './http/readiness.ts';
+import { readyQuery } from './http/readiness.ts';
 import { createMetrics } from './metrics.ts';
 import { createGateway, type Gateway } from './realtime/gateway.ts';
 import { answerMalformedRequests, startServer } from './server.ts';
@@ -144,13 +144,11 @@ async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProc
       const notRunning = worker.notRunning();
       if (notRunning) return notRunning;
       const id = worker.workerId;
-      return withReadyTimeout((async () => {
-        const [row] = await database.sql`select extract(epoch from now() - last_seen_at)::float8 as age
-                                         from app.worker_heartbeats where worker_id = ${id}`;
-        if (!row) return `no heartbeat row for worker ${id}`;
-        const age = row.age as number;
-        return age * 1000 <= config.worker.staleMs ? 'ok' : `heartbeat stale (${Math.round(age)} s old)`;
-      })());
+      const [row] = await readyQuery(() => database.sql`select extract(epoch from now() - last_seen_at)::float8 as age
+                                                        from app.worker_heartbeats where worker_id = ${id}`);
+      if (!row) return `no heartbeat row for worker ${id}`;
+      const age = row.age as number;
+      return age * 1000 <= config.worker.staleMs ? 'ok' : `heartbeat stale (${Math.round(age)} s old)`;
     },
   }, { apiRoles: false }); // a worker's jobs run as its own role, never as anon/authenticated/service_role
   // the port first: a second copy on a taken port fails before it takes any job

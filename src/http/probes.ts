@@ -6,7 +6,7 @@ import { withCommonMiddleware } from './common.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { errorResponse, isInternalCaller } from './middleware.ts';
-import { databaseFailure, notReadyMessage, withReadyTimeout } from './readiness.ts';
+import { databaseFailure, notReadyMessage, readyQuery } from './readiness.ts';
 
 /** One readiness check of a role: 'ok', or why not (shown in /ready's 503 body; a thrown error shows as its DatabaseFailure code, readiness.ts). */
 export type ReadinessCheck = () => Promise<string> | string;
@@ -52,6 +52,6 @@ export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck
  * (the error logged: readiness.ts).
  */
 export async function databaseCheck(sql: Sql, log: Logger, opts: { apiRoles?: boolean } = {}): Promise<string> {
-  return withReadyTimeout<unknown>(opts.apiRoles === false ? sql`select 1` : checkApiRoles(sql))
+  return readyQuery<unknown>(() => (opts.apiRoles === false ? sql`select 1` : checkApiRoles(sql)))
     .then(() => 'ok', (err: unknown) => databaseFailure(err, log, 'database'));
 }

@@ -19,6 +19,8 @@ import net from 'node:net';
 export type CutOptions = { existing?: 'destroy' | 'stall'; incoming?: 'refuse' | 'close' | 'blackhole' };
 
 export type ProxyCounters = {
+  /** Open connections forgotten by `forget()`. */
+  forgotten: number;
   /** Connections accepted from clients (including refused and blackholed ones). */
   accepted: number;
   /** Connections forwarded to the upstream port. */
@@ -45,10 +47,17 @@ export type TcpProxy = {
   readonly counters: Readonly<ProxyCounters>;
   /** Whether a cut is in force. */
   readonly isCut: boolean;
-  /** Client connections currently open through the proxy (forwarded or stalled). */
+  /** Client connections currently open through the proxy (forwarded, stalled, or forgotten and not yet reset). */
   openConnections(): number;
   cut(opts?: CutOptions): void;
   restore(): void;
+  /**
+   * A middlebox between the clients and the server (a NAT, a load balancer) forgets the open
+   * connections at once: the server's end of each is closed; its client hears nothing until it next
+   * sends, and then gets a reset, as through a NAT whose mapping timed out (or a backend killed while
+   * its client had not yet read the close). New connections go through as usual.
+   */
+  forget(): void;
   /** Closes the listener and every connection. */
   close(): Promise<void>;
 };
@@ -58,9 +67,10 @@ type Pair = { client: net.Socket; upstream: net.Socket; stalled: boolean; endedW
 /** Starts a proxy on 127.0.0.1 (an ephemeral port unless `listenPort`) forwarding to `127.0.0.1:upstreamPort`. */
 export async function startTcpProxy(upstreamPort: number, opts: { listenPort?: number; upstreamHost?: string } = {}): Promise<TcpProxy> {
   const upstreamHost = opts.upstreamHost ?? '127.0.0.1';
-  const counters: ProxyCounters = { accepted: 0, forwarded: 0, refused: 0, closed: 0, blackholed: 0, destroyed: 0, stalled: 0, cuts: 0 };
+  const counters: ProxyCounters = { forgotten: 0, accepted: 0, forwarded: 0, refused: 0, closed: 0, blackholed: 0, destroyed: 0, stalled: 0, cuts: 0 };
   const pairs = new Set<Pair>();
   const held = new Set<net.Socket>();
+  const forgotten = new Set<net.Socket>();
   let cut: Required<CutOptions> | null = null;
   let closing = false;
 
@@ -145,7 +155,7 @@ export async function startTcpProxy(upstreamPort: number, opts: { listenPort?: n
     get isCut() {
       return cut !== null;
     },
-    openConnections: () => pairs.size + held.size,
+    openConnections: () => pairs.size + held.size + forgotten.size,
     cut(o: CutOptions = {}) {
       counters.cuts++;
       cut = { existing: o.existing ?? 'destroy', incoming: o.incoming ?? 'refuse' };
@@ -159,6 +169,24 @@ export async function startTcpProxy(upstreamPort: number, opts: { listenPort?: n
           counters.stalled++;
           stall(pair);
         }
+      }
+    },
+    forget() {
+      for (const pair of [...pairs]) {
+        if (pair.stalled) continue;
+        counters.forgotten++;
+        pairs.delete(pair);
+        pair.client.unpipe(pair.upstream);
+        pair.upstream.unpipe(pair.client);
+        // the client must not hear of the server's end closing: only its next bytes get a reset
+        pair.upstream.removeAllListeners('close').removeAllListeners('error').on('error', () => {});
+        pair.upstream.destroy();
+        const client = pair.client;
+        forgotten.add(client);
+        client.removeAllListeners('close').removeAllListeners('error').on('error', () => {});
+        client.on('close', () => forgotten.delete(client));
+        client.on('data', () => client.resetAndDestroy());
+        client.resume(); // unpiped, it was paused: its next bytes must be read to be answered
       }
     },
     restore() {
@@ -181,6 +209,8 @@ export async function startTcpProxy(upstreamPort: number, opts: { listenPort?: n
       pairs.clear();
       for (const client of held) client.destroy();
       held.clear();
+      for (const client of forgotten) client.destroy();
+      forgotten.clear();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

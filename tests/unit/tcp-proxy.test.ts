@@ -79,6 +79,27 @@ describe('tcp-proxy', () => {
     c.s.destroy();
   });
 
+  it('forget() closes the server\'s end; the client hears of it only when it next sends (a reset); new connections go through', async () => {
+    const c = connect();
+    c.s.write('a');
+    expect(await until(() => c.state.data === 'a')).toBe(true);
+    const upstreams = () => new Promise<number>((r) => echo.getConnections((_e, n) => r(n)));
+    expect(await upstreams()).toBe(1);
+    proxy.forget();
+    const closed = Date.now() + 2000;
+    while ((await upstreams()) !== 0 && Date.now() < closed) await sleep(10);
+    expect(await upstreams()).toBe(0);
+    await sleep(100);
+    expect(c.state.ended).toBeNull();
+    c.s.write('b');
+    expect(await until(() => c.state.ended !== null)).toBe(true);
+    expect(c.state).toMatchObject({ data: 'a', ended: 'error' });
+    const after = connect();
+    after.s.write('c');
+    expect(await until(() => after.state.data === 'c')).toBe(true);
+    after.s.destroy();
+  });
+
   it('a blackhole holds new connections silent, then connects them at restore()', async () => {
     proxy.cut({ incoming: 'blackhole' });
     const c = connect();

@@ -79,13 +79,16 @@ export type TokenErrorCode =
   | 'wrong_issuer'
   | 'invalid_subject'
   | 'invalid_role'
-  | 'user_required'; // valid, but this surface needs a signed-in user (API key, or a role it does not admit)
+  | 'user_required' // valid, but this surface needs a signed-in user (API key, or a role it does not admit)
+  // not a verdict on the token: the JWKS (SUPABASE_JWKS_URL) could not be fetched to check it (a
+  // network error, a timeout, an answer other than 200 with a key set); HTTP answers 503, not 401
+  | 'keys_unavailable';
 
 /** A refused token: `code` is stable, `message` says what to do. */
 export class TokenError extends Error {
   override readonly name = 'TokenError';
-  constructor(readonly code: TokenErrorCode, message: string) {
-    super(message);
+  constructor(readonly code: TokenErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
   }
 
   get expired(): boolean {
@@ -119,7 +122,9 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
       const options = { clockTolerance: CLOCK_LEEWAY_SECONDS, requiredClaims: ['exp'] };
       const { payload } = alg === 'HS256' || !jwks
         ? await jwtVerify(token, secret, { ...options, algorithms: ['HS256'] })
-        : await jwtVerify(token, jwks, { ...options, algorithms: ['RS256', 'ES256', 'EdDSA'] });
+        : await jwtVerify(token, jwks, { ...options, algorithms: ['RS256', 'ES256', 'EdDSA'] }).catch((err: unknown) => {
+          throw keysUnavailable(err) ? new TokenError('keys_unavailable', KEYS_UNAVAILABLE, { cause: err }) : err;
+        });
       return verified.add(token, alg, payload);
     } catch (err) {
       throw fromJose(err);
@@ -202,6 +207,19 @@ function wrongAudience(audience: string): TokenError {
 }
 
 /** jose's failure as a TokenError: expiry and time claims by name, anything else is an invalid token. */
+const KEYS_UNAVAILABLE = 'the signing keys (SUPABASE_JWKS_URL) could not be fetched to verify this token: retry shortly';
+
+/**
+ * Whether jose failed to fetch the JWKS, rather than judged the token: its timeout, an answer
+ * other than 200 or not a key set (a proxy's error page), or the fetch itself (DNS, a refused or
+ * reset connection: fetch's TypeError). The token may be valid; telling its client 401 (as these
+ * were) tells it its session is over.
+ */
+function keysUnavailable(err: unknown): boolean {
+  return err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || err instanceof TypeError
+    || (err instanceof errors.JOSEError && err.code === 'ERR_JOSE_GENERIC' && /JSON Web Key Set HTTP response/.test(err.message));
+}
+
 function fromJose(err: unknown): TokenError {
   if (err instanceof TokenError) return err;
   if (err instanceof errors.JWTExpired) {

@@ -275,6 +275,10 @@ async function bearer(c: Context<AppEnv>, deps: Deps): Promise<Claims> {
     claims = await deps.verify(match[1]!, HTTP_USER_POLICY);
   } catch (err) {
     if (!(err instanceof TokenError)) throw err;
+    if (err.code === 'keys_unavailable') {
+      c.get('log')?.warn({ err: err.cause }, 'the JWKS could not be fetched: tokens signed by its keys are answered 503');
+      throw new GotrueError(503, 'unexpected_failure', err.message, {}, 1);
+    }
     if (err.code === 'user_required' && unverifiedSub(match[1]!) === undefined) {
       throw new GotrueError(403, 'bad_jwt', `invalid claim: missing sub claim (${err.message})`);
     }

@@ -228,7 +228,14 @@ export function requireAuth(deps: Deps): MiddlewareHandler<AppEnv> {
     try {
       claims = await deps.verify(match[1]!, HTTP_USER_POLICY);
     } catch (err) {
-      if (err instanceof TokenError) throw new ApiError('unauthorized', err.message);
+      if (err instanceof TokenError) {
+        // the keys to check it could not be fetched: not the token's fault, and not for its client to drop
+        if (err.code === 'keys_unavailable') {
+          c.get('log')?.warn({ err: err.cause }, 'the JWKS could not be fetched: tokens signed by its keys are answered 503');
+          throw new ApiError('unavailable', err.message, { retry_after: 1 });
+        }
+        throw new ApiError('unauthorized', err.message);
+      }
       throw err;
     }
     c.set('claims', claims);

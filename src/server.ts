@@ -185,7 +185,9 @@ export function answerMalformedRequests(http: ServerType, opts: { gotrue?: boole
     if (!socket.writable) return socket.destroy();
     const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined;
     if (inFlight?.headersSent) return socket.destroy();
-    const request = inFlight?.req;
+    // the request at fault when Node had handed it to the app before its body was all in (a bad
+    // chunk, a body that stopped coming); else the next one on the connection, not yet parsed
+    const request = inFlight?.req && !inFlight.req.complete ? inFlight.req : undefined;
     const { refusal, status } = clientRefusal(err, request !== undefined, server);
     // a HEAD request gets the headers only: a body would be read as the start of a next response
     const head = request ? request.method === 'HEAD' : err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';

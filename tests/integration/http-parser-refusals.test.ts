@@ -51,26 +51,29 @@ const json = (body: string) => JSON.parse(body);
 
 describe('a request that does not arrive in time', () => {
   it('headers that never end: 408 timeout naming headers, connection closed', async () => {
-    const api = await exchange(server.url, head('GET', '/api/v1/canvas', { authorization: `Bearer ${token}` }));
+    // at once: each waits out the headers timeout
+    const [api, auth] = await Promise.all([exchange(server.url, head('GET', '/api/v1/canvas', { authorization: `Bearer ${token}` })),
+      exchange(server.url, head('POST', '/auth/v1/token?grant_type=password', { apikey: anonKey }))]);
     expect({ status: api.status, body: json(api.body) }).toEqual({ status: 408,
       body: { error: { code: 'timeout', field: 'headers', message: expect.stringMatching(/^headers: .* within 1 s .*send the request again$/) } } });
     expect(api.head).toMatch(/\r\nConnection: close(\r\n|$)/);
     // Node does not tell which path such a request was for: the API's shape under /auth/v1 too
-    const auth = await exchange(server.url, head('POST', '/auth/v1/token?grant_type=password', { apikey: anonKey }));
     expect({ status: auth.status, body: json(auth.body) }).toMatchObject({ status: 408, body: { error: { code: 'timeout', field: 'headers' } } });
   });
 
   it('a body that stops coming (Content-Length, or chunked and never ended): 408 timeout naming body, nothing written', async () => {
     const before = await workspacesOf(userId);
     const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
-    const short = await exchange(server.url, `${head('POST', '/api/v1/workspaces', { ...auth, 'content-length': '40' })}\r\n{"name":"sl`);
+    // at once: each waits out the request timeout
+    const [short, chunked, signIn] = await Promise.all([
+      exchange(server.url, `${head('POST', '/api/v1/workspaces', { ...auth, 'content-length': '40' })}\r\n{"name":"sl`),
+      exchange(server.url, `${head('POST', '/api/v1/workspaces', { ...auth, 'transfer-encoding': 'chunked' })}\r\n5\r\n{"nam\r\n`),
+      exchange(server.url, `${head('POST', '/auth/v1/token?grant_type=password',
+        { apikey: anonKey, 'content-type': 'application/json', 'content-length': '60' })}\r\n{"email":"`)]);
     expect({ status: short.status, body: json(short.body) }).toEqual({ status: 408,
       body: { error: { code: 'timeout', field: 'body', message: expect.stringMatching(/^body: .* within 1\.5 s of its start .*send it again$/) } } });
-    const chunked = await exchange(server.url, `${head('POST', '/api/v1/workspaces', { ...auth, 'transfer-encoding': 'chunked' })}\r\n5\r\n{"nam\r\n`);
     expect({ status: chunked.status, body: json(chunked.body) }).toMatchObject({ status: 408, body: { error: { code: 'timeout', field: 'body' } } });
     // GoTrue's legacy shape without X-Supabase-Api-Version
-    const signIn = await exchange(server.url, `${head('POST', '/auth/v1/token?grant_type=password',
-      { apikey: anonKey, 'content-type': 'application/json', 'content-length': '60' })}\r\n{"email":"`);
     expect({ status: signIn.status, body: json(signIn.body) }).toEqual({ status: 408,
       body: { code: 408, error_code: 'request_timeout', msg: expect.stringMatching(/^body: /) } });
     expect(await workspacesOf(userId)).toBe(before);

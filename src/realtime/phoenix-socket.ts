@@ -14,7 +14,7 @@ import { channelKey, type ChannelKey } from './channel-key.ts';
 import type { ClusterPayload } from './cluster.ts';
 import { HELD_MESSAGES_LIMIT_REACHED } from './held-frames.ts';
 import type { Hub } from './hub.ts';
-import { checkPresenceState, PresenceDiffFold, type PresenceDiff } from './presence.ts';
+import { checkPresenceState, PresenceDiffFold, wholeKeyDiffs, type PresenceDiff } from './presence.ts';
 import { FrameBound } from './frame-bound.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { InboundQueue } from './inbound-queue.ts';
@@ -770,32 +770,34 @@ export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string,
   }
 }
 
-/** Sends a `presence_diff` to this process's presence-enabled channels of `key` (sendPresenceDiff). */
+/**
+ * Sends a `presence_diff` to this process's presence-enabled channels of `key`: `diff` has just
+ * been applied to the hub's presence view, which the frames are made from (wholeKeyDiffs).
+ */
 export function deliverPresenceDiff(hub: Hub, key: ChannelKey, diff: PresenceDiff): void {
+  let payloads: PresenceDiff[] | undefined; // made once, for every channel not holding
   for (const peer of hub.peersOf<Channel>(key)) {
     if (!peer.presenceEnabled) continue;
     if (!peer.gate.holding) {
-      peer.gate.deliver(() => sendPresenceDiff(peer, diff));
+      peer.gate.deliver(() => sendPresenceDiff(peer, (payloads ??= wholeKeyDiffs(hub.presence, key, diff))));
       continue;
     }
     // held during a re-check, as client broadcasts are: folded into one net diff, however many
-    // came meanwhile (presence.ts PresenceDiffFold)
+    // came meanwhile (presence.ts PresenceDiffFold), and sent whole key by whole key from the view
+    // as it is at release (every change since the hold began is in the fold)
     peer.heldPresence.add(diff);
     peer.gate.deliverLatest('presence', () => {
       const net = peer.heldPresence.take();
-      if (net) sendPresenceDiff(peer, net);
+      if (net) sendPresenceDiff(peer, wholeKeyDiffs(hub.presence, key, net));
     });
   }
 }
 
 /**
- * A `presence_diff` to one channel. A diff where a presence key both leaves and joins (a re-track
- * replacing its meta) goes out as two frames, leaves first: realtime-js applies joins before
- * leaves and, while doing so, strips `phx_ref` from the metas it keeps, so in one frame the
- * replaced meta would never leave its state.
+ * The `presence_diff` frames of one change to one channel, in order: the touched keys' old metas
+ * leave, then their current metas join (wholeKeyDiffs: realtime-js would otherwise keep metas
+ * that left, for good).
  */
-function sendPresenceDiff(peer: Channel, diff: PresenceDiff): void {
-  const replaced = Object.keys(diff.joins).some((k) => Object.hasOwn(diff.leaves, k));
-  const payloads = replaced ? [{ joins: {}, leaves: diff.leaves }, { joins: diff.joins, leaves: {} }] : [diff];
+function sendPresenceDiff(peer: Channel, payloads: PresenceDiff[]): void {
   for (const payload of payloads) peer.socket.sendCaused({ join_ref: peer.joinRef, ref: null, topic: peer.topic, event: 'presence_diff', payload });
 }

@@ -97,6 +97,14 @@ export class PresenceTracker {
     return out;
   }
 
+  /** Every meta under presence key `key` in channel `topic`'s view, local and remote, in state()'s order. */
+  metas(topic: ChannelKey, key: string): Meta[] {
+    const out: Meta[] = [];
+    for (const entry of this.topics.get(topic)?.values() ?? []) if (entry.key === key) out.push(entry.meta);
+    for (const channels of this.remote.values()) out.push(...(channels.get(topic)?.get(key)?.values() ?? []));
+    return out;
+  }
+
   /** This process's presences of one channel only. */
   localState(topic: ChannelKey): PresenceState {
     const out = emptyState();
@@ -233,6 +241,40 @@ export class PresenceTracker {
     for (const e of this.topics.get(topic)?.values() ?? []) if (e.key === key) return true;
     return false;
   }
+}
+
+/**
+ * The `presence_diff` payloads that take a realtime-js client's view of channel `topic` through
+ * `diff`, whole key by whole key: for every key `diff` touches, the metas the key held before
+ * leave (all of them), then the metas it holds now (`view`, with `diff` applied) join (all of
+ * them). One payload of leaves, then one of joins; either may be absent.
+ *
+ * realtime-js (its phoenix Presence with presenceAdapter) strips `phx_ref` from the metas a key
+ * keeps whenever it applies a join to that key (the metas it had) or a leave that does not take
+ * all of them (the ones that stay): onJoin and onLeave rewrite those meta objects in place, and a
+ * meta without `phx_ref` never matches a later leave. Sent as the change itself, a second tab
+ * joining under the user's presence key made the first tab's meta permanent in every client's
+ * presenceState(), and so did a cluster diff that arrived before the leave of the meta it
+ * replaced: nothing either tab did afterwards left it, until the watcher rejoined. A key that
+ * leaves whole and joins whole is never kept through a join or a partial leave. The price: a
+ * second tab's join is shown as the key's leave, then a join of both its metas (`sync` between).
+ */
+export function wholeKeyDiffs(view: PresenceTracker, topic: ChannelKey, diff: PresenceDiff): PresenceDiff[] {
+  const leaves = emptyState();
+  const joins = emptyState();
+  for (const key of new Set([...Object.keys(diff.leaves), ...Object.keys(diff.joins)])) {
+    const now = view.metas(topic, key);
+    if (Object.hasOwn(diff.leaves, key)) {
+      // before the diff: what is there now, less what it joined, plus what it took away
+      const joined = new Set((Object.hasOwn(diff.joins, key) ? diff.joins[key]!.metas : []).map((m) => m.phx_ref));
+      leaves[key] = { metas: [...now.filter((m) => !joined.has(m.phx_ref)), ...diff.leaves[key]!.metas] };
+    }
+    if (now.length > 0) joins[key] = { metas: now };
+  }
+  const out: PresenceDiff[] = [];
+  if (Object.keys(leaves).length > 0) out.push({ joins: emptyState(), leaves });
+  if (Object.keys(joins).length > 0) out.push({ joins, leaves: emptyState() });
+  return out;
 }
 
 /**

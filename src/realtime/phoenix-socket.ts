@@ -428,7 +428,18 @@ export class PhoenixSocket {
       this.sendBroadcast(channel, m.event, m.payloadJson, { replayed: true, id: m.id }, new Map());
     }, m), (m) => this.deliverDatabase(channel, m));
     if (presenceEnabled) {
-      this.send({ join_ref: channel.joinRef, ref: null, topic: channel.topic, event: 'presence_state', payload: this.hub.presence.state(channel.key) });
+      // The room's presence as a diff, then an empty presence_state: a Phoenix client holds the
+      // diffs that come before a join's presence_state and applies them after it, before its one
+      // `sync`. realtime-js syncs a presence_state onto the state it kept from its last join (a
+      // rejoin after a lost socket, a restarted gateway) and strips phx_ref from the metas a key
+      // keeps through that sync (wholeKeyDiffs, presence.ts): a presence re-tracked while it was
+      // away (a moved cursor) kept its old meta for good. Synced to {}, whatever it had leaves
+      // whole; the room then joins whole.
+      const state = this.hub.presence.state(channel.key);
+      if (Object.keys(state).length > 0) {
+        this.send({ join_ref: channel.joinRef, ref: null, topic: channel.topic, event: 'presence_diff', payload: { joins: state, leaves: {} } });
+      }
+      this.send({ join_ref: channel.joinRef, ref: null, topic: channel.topic, event: 'presence_state', payload: {} });
     }
   }
 

@@ -6,7 +6,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { addMember, createCanvas } from '../helpers/fixtures.ts';
-import { subscribed } from '../helpers/realtime.ts';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
 // One user in two tabs, under one presence key (docs/realtime.md: "the user id is a good one"; "a
@@ -17,6 +17,12 @@ import { until } from '../helpers/wait.ts';
 // second tab's join made the first tab's meta permanent in every watcher's presenceState(), and
 // nothing either tab did later (re-track, untrack, close) left it: ghosts until the watcher
 // rejoined. The gateway sends a key's change whole (its old metas leave, then its new ones join).
+//
+// A watcher whose socket drops (a network cut, its gateway restarted) rejoins with the presence
+// state it had, and realtime-js syncs the new presence_state onto it the same way: a presence
+// re-tracked meanwhile (a moved cursor) kept its old meta, for good. The gateway sends a join's
+// presence as a diff the client holds until the presence_state, which is empty: whatever it
+// had leaves whole, then the room joins whole, and it shows one sync.
 
 const config = loadConfig();
 const db = testDatabase(2);
@@ -24,6 +30,7 @@ const env = { DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', NODE_ENV: 'de
 const token = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3600 });
 
 let gateways: PotentiaProcess[] = [];
+let proxy: TcpProxy | undefined;
 const clients: RealtimeClient[] = [];
 
 beforeAll(async () => {
@@ -38,19 +45,29 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
+  await proxy?.close();
   await Promise.all(gateways.map((g) => g.stop()));
   await db.close();
 });
 
-async function channel(gateway: PotentiaProcess, userId: string, canvasId: string, presenceKey: string, vsn: string): Promise<{ client: RealtimeClient; ch: RealtimeChannel }> {
+/** Subscribes `ch`; resolves with the first status other than CLOSED, and calls `onSubscribed` at each SUBSCRIBED (rejoins too). */
+function subscribed(ch: RealtimeChannel, onSubscribed: () => void): Promise<{ status: string }> {
+  return new Promise((resolve) => ch.subscribe((status) => {
+    if (status === 'SUBSCRIBED') onSubscribed();
+    if (status !== 'CLOSED') resolve({ status });
+  }));
+}
+
+async function channel(gateway: { url: string }, userId: string, canvasId: string, presenceKey: string, vsn: string): Promise<{ client: RealtimeClient; ch: RealtimeChannel; joins: { count: number } }> {
   const client = new RealtimeClient(`${gateway.url.replace(/^http/, 'ws')}/realtime/v1`, {
     params: { apikey: await token(userId) }, transport: WebSocket as any, vsn, heartbeatIntervalMs: 5000, timeout: 10_000,
   });
   clients.push(client);
   const ch = client.channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: presenceKey } } })
     .on('presence', { event: 'sync' }, () => {});
-  expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
-  return { client, ch };
+  const joins = { count: 0 };
+  expect((await subscribed(ch, () => joins.count++)).status).toBe('SUBSCRIBED');
+  return { client, ch, joins };
 }
 
 /** A watcher's view: presence key → the `tab` of each of its metas, sorted. */
@@ -92,5 +109,31 @@ describe.each(['1.0.0', '2.0.0'])('two tabs of one user under one presence key (
     await shows('tab 2 closed', [1]);
     expect(await tab1.ch.untrack()).toBe('ok');
     await shows('tab 1 untracked, the last', []);
+  }, 90_000);
+});
+
+describe.each(['1.0.0', '2.0.0'])('a watcher whose socket drops while a presence is re-tracked (vsn %s)', (vsn) => {
+  it('shows the presence as it is once it has rejoined, and every change after', async () => {
+    const [g1, g2] = gateways as [PotentiaProcess, PotentiaProcess];
+    proxy = await startTcpProxy(Number(new URL(g2.url).port));
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const owner = users.owner!;
+    const watcher = await channel(proxy, await addMember(db.sql, owner, workspaceId, 'viewer', 'watcher'), canvasId, 'watcher', vsn);
+    const tab = await channel(g1, owner, canvasId, owner, vsn);
+    const shows = (step: string, tabs: number[]) => until(() => JSON.stringify(view(watcher.ch)) === JSON.stringify(tabs.length > 0 ? { [owner]: tabs } : {}),
+      20_000, `${step}: the watcher to show ${JSON.stringify(tabs)} (it shows ${JSON.stringify(view(watcher.ch))})`);
+    expect(await tab.ch.track({ tab: 1 })).toBe('ok');
+    await shows('tracked', [1]);
+    proxy.cut(); // the watcher's socket is reset, and its reconnects refused until restore()
+    expect(await tab.ch.track({ tab: 2 })).toBe('ok');
+    proxy.restore();
+    await until(() => watcher.joins.count >= 2, 30_000, 'the watcher to rejoin');
+    await shows('re-tracked while the watcher was away', [2]);
+    expect(await tab.ch.track({ tab: 3 })).toBe('ok');
+    await shows('re-tracked after the rejoin', [3]);
+    expect(await tab.ch.untrack()).toBe('ok');
+    await shows('untracked', []);
+    await proxy.close();
+    proxy = undefined;
   }, 90_000);
 });

@@ -456,7 +456,19 @@ export class PhoenixSocket {
   }
 
   private async refreshToken(channel: Channel, frame: Frame): Promise<void> {
-    const token = (frame.payload as { access_token?: unknown })?.access_token;
+    // a payload or token of another type is refused naming it, as a join's access_token is
+    // (joinPayloadProblem): it went unanswered, and the client never knew its refresh was not
+    // taken. null and "" are no new token (realtime-js's setAuth(null) at sign-out sends null;
+    // Supabase Realtime ignores it): the channel keeps the one it has, until it expires.
+    const problem = !isJsonObject(frame.payload) ? 'payload: a JSON object ({access_token})'
+      : absent(frame.payload.access_token) || typeof frame.payload.access_token === 'string' ? null
+        : 'payload.access_token: a string (a JWT), or null';
+    if (problem) {
+      if (frame.ref) this.reply(frame, 'error', { reason: `invalid_input: ${problem}` });
+      else this.system(channel, 'error', `invalid_input: ${problem}`);
+      return;
+    }
+    const token = (frame.payload as { access_token?: string | null }).access_token;
     if (typeof token !== 'string' || !token) return;
     let claims: SocketClaims;
     try {

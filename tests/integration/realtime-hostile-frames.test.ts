@@ -188,6 +188,45 @@ describe.each(['1.0.0', '2.0.0'] as const)('phx_join payloads and events of the 
   });
 });
 
+describe.each(['1.0.0', '2.0.0'] as const)('access_token frames of the wrong type (vsn %s)', (vsn) => {
+  const send = (p: Phoenix, joinRef: string, ref: string | null, topic: string, event: string, payload: unknown) =>
+    (vsn === '2.0.0' ? p.sendText(JSON.stringify([joinRef, ref, topic, event, payload])) : p.send({ topic, event, ref, join_ref: joinRef, payload }));
+
+  it('a token that is not a string, or a payload that is not an object, is refused naming the field (it went unanswered); the channel keeps its token', async () => {
+    const p = await openPhoenix(vsn);
+    const topic = 'realtime:access-token-types';
+    send(p, 'j', 'j', topic, 'phx_join', { config: { broadcast: { ack: true } } });
+    expect((await replyTo(p, 'j')).status).toBe('ok');
+    const cases: [unknown, string][] = [
+      [{ access_token: 5 }, 'payload.access_token: a string (a JWT), or null'],
+      [{ access_token: { jwt: 'x' } }, 'payload.access_token: a string (a JWT), or null'],
+      [{ access_token: ['x'] }, 'payload.access_token: a string (a JWT), or null'],
+      [{ access_token: true }, 'payload.access_token: a string (a JWT), or null'],
+      ['a string', 'payload: a JSON object ({access_token})'],
+      [[1], 'payload: a JSON object ({access_token})'],
+    ];
+    let ref = 0;
+    for (const [payload, reason] of cases) {
+      const r = String(++ref);
+      send(p, 'j', r, topic, 'access_token', payload);
+      expect(await replyTo(p, r), JSON.stringify(payload)).toEqual({ status: 'error', response: { reason: `invalid_input: ${reason}` } });
+    }
+    // without a ref (realtime-js pushes access_token without awaiting a reply... with one here): a system error on the channel
+    send(p, 'j', null, topic, 'access_token', { access_token: 5 });
+    await until(() => p.frames.some((f) => f.event === 'system'), 5000, 'the system error');
+    expect(p.frames.filter((f) => f.event === 'system').map((f) => f.payload)).toEqual([
+      { extension: 'system', status: 'error', message: 'invalid_input: payload.access_token: a string (a JWT), or null', channel: 'access-token-types' }]);
+    // null (realtime-js's setAuth(null) on sign-out) and "" are no new token, as on Supabase Realtime: nothing happens
+    send(p, 'j', 'null', topic, 'access_token', { access_token: null });
+    // the channel is still joined, on its token
+    send(p, 'j', 'b', topic, 'broadcast', { type: 'broadcast', event: 'e', payload: {} });
+    expect(await replyTo(p, 'b')).toEqual({ status: 'ok', response: {} });
+    expect(p.frames.filter((f) => f.ref === 'null')).toEqual([]);
+    expect(p.frames.filter((f) => f.event === 'phx_close')).toEqual([]);
+    expect(errors).toEqual([]);
+  });
+});
+
 describe.each(['1.0.0', '2.0.0'] as const)('refs (vsn %s)', (vsn) => {
   const frame = (joinRef: string, ref: string) => (vsn === '2.0.0'
     ? `[${joinRef}, ${ref}, "phoenix", "heartbeat", {}]`

@@ -24,6 +24,15 @@ export type Limits = {
   messagesPerSecond: number;
   /** Largest client broadcast payload (bytes of JSON). */
   maxPayloadBytes: number;
+  /**
+   * Presence a realtime-js socket may have tracked at once, summed over its channels (bytes of
+   * each tracked state's JSON). A tracked state is held by every gateway process of the cluster
+   * (and sent in each one's presence_sync) for as long as the socket stays; each was bounded
+   * (maxPayloadBytes) but their number only by maxChannelsPerSocket and the sockets an address
+   * may open: the public anon key made every gateway hold up to 1.6 GiB of presence JSON per
+   * address (1000 sockets x 100 channels x 16 KiB), several times that in heap.
+   */
+  maxPresenceBytesPerSocket: number;
   /** Close sockets that sent nothing (not even a heartbeat) for this long. */
   idleTimeoutMs: number;
   /** Minimum interval between api.update_presence calls per channel. */
@@ -109,6 +118,8 @@ export const REALTIME_JS_PUSH_BUFFER = 100;
 export const DEFAULT_LIMITS: Limits = {
   messagesPerSecond: 10,
   maxPayloadBytes: 16 * 1024,
+  // four states of the largest size, or 100 channels of ~650 bytes (a name, a color and a cursor are ~100)
+  maxPresenceBytesPerSocket: 64 * 1024,
   idleTimeoutMs: 60_000,
   presenceWriteIntervalMs: 30_000,
   maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES,

@@ -48,6 +48,8 @@ type Channel = {
   expiry: { cancel(): void } | null;
   lastPresenceWrite: number;
   tracked: boolean;
+  /** Bytes of the tracked state's JSON while `tracked` (limits.maxPresenceBytesPerSocket). */
+  trackedBytes: number;
   /** Holds database messages, client broadcasts and presence diffs while the channel's access is re-checked (access.ts). */
   gate: AccessGate;
   /** Presence diffs that came while the gate held (a re-check), as their net effect. */
@@ -394,6 +396,7 @@ export class PhoenixSocket {
       expiry: null,
       lastPresenceWrite: 0,
       tracked: false,
+      trackedBytes: 0,
       gate: new AccessGate(() => this.reauthorize(channel), (err) => void this.accessCheckFailed(channel, err), {
         sql: this.hub.sql,
         held: {
@@ -668,11 +671,21 @@ export class PhoenixSocket {
     const p = (frame.payload ?? {}) as { event?: unknown; payload?: unknown };
     if (p.event === 'track') {
       const state = p.payload ?? {};
-      if (!this.admit(channel, frame, Buffer.byteLength(JSON.stringify(state)), true)) return;
+      const size = Buffer.byteLength(JSON.stringify(state));
+      if (!this.admit(channel, frame, size, true)) return;
       // the state every other member's client shows (name, color): its conventional fields checked
       // (checkPresenceState), a state that is not an object refused (it was tracked as {})
       const invalid = checkPresenceState(state, 'payload.payload');
       if (invalid) return this.reply(frame, 'error', { reason: `invalid_input: ${invalid.message}` });
+      // what the socket makes every gateway of the cluster hold, across its channels (a re-track
+      // replaces this channel's state: not counted twice)
+      let others = 0;
+      for (const c of this.channels.values()) if (c !== channel && c.tracked) others += c.trackedBytes;
+      const bound = this.hub.limits.maxPresenceBytesPerSocket;
+      if (others + size > bound) {
+        return this.reply(frame, 'error', { reason: `payload_too_large: presence tracked on one socket: at most ${bound} bytes across its channels `
+          + `(this state is ${size}, its other channels hold ${others}): untrack one first` });
+      }
       const meta = state as Record<string, unknown>;
       if (!(await this.maySend(channel, 'presence'))) {
         return this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to track presence on this Channel topic: ${channel.subTopic}` });
@@ -685,6 +698,7 @@ export class PhoenixSocket {
         return;
       }
       channel.tracked = true;
+      channel.trackedBytes = size;
       this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta));
       this.reply(frame, 'ok');
     } else if (p.event === 'untrack') {

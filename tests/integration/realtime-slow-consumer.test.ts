@@ -19,7 +19,7 @@ import { until } from '../helpers/wait.ts';
 // replay), paced by what it reads. The limits here are set small.
 
 const config = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' as const };
-const limits = { maxBufferedBytes: 64 * 1024, drainTimeoutMs: 1500, maxPayloadBytes: 256 * 1024, joinsPerSecond: 1000, messagesPerSecond: 1000 };
+const limits = { maxBufferedBytes: 64 * 1024, drainTimeoutMs: 1500, maxPayloadBytes: 256 * 1024, maxPresenceBytesPerSocket: 256 * 1024, joinsPerSecond: 1000, messagesPerSecond: 1000 };
 const db = testDatabase(3);
 let server: Server;
 const sockets: WebSocket[] = [];

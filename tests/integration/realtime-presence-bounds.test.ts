@@ -1,0 +1,92 @@
+import { SignJWT } from 'jose';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { DEFAULT_LIMITS } from '../../src/realtime/hub.ts';
+import { startServer, type Server } from '../../src/server.ts';
+import { until } from '../helpers/wait.ts';
+
+// What one realtime-js socket's presence makes the cluster hold. A tracked state is kept in the
+// memory of every gateway process of the cluster (and in each one's presence_sync, every 30 s),
+// for as long as the socket stays. Each was bounded (maxPayloadBytes, 16 KiB) but their number
+// only by the channels a socket may join (100) and the sockets an address may open (1000): with
+// the public anon key one address could make every gateway hold 1.6 GiB of presence JSON
+// (measured: 2,000 tracks of 16 KiB, 32 MiB of JSON, took the tracking gateway from 167 to 491 MB
+// and the other from 191 to 356 MB). The presence a socket tracks across its channels is bounded
+// (maxPresenceBytesPerSocket). Raw Phoenix frames (vsn 1.0.0) with the anon key, as an attacker
+// sends them; the server's default limits.
+
+const config = { ...loadConfig(), databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' as const };
+const BOUND = DEFAULT_LIMITS.maxPresenceBytesPerSocket;
+/** A state of about a quarter of the bound: four fit, a fifth does not. */
+const state = (n: number) => ({ n, blob: 'x'.repeat(Math.floor(BOUND / 4) - 100) });
+const size = (n: number) => Buffer.byteLength(JSON.stringify(state(n)));
+
+const anonKey = () => {
+  const iat = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: 'supabase', ref: 'potentia-test', role: 'anon', iat, exp: iat + 3600 })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .sign(new TextEncoder().encode(config.auth.jwtSecret));
+};
+
+type Phoenix = { frames: any[]; ask(topic: string, event: string, payload: unknown): Promise<any> };
+const sockets: WebSocket[] = [];
+async function openPhoenix(): Promise<Phoenix> {
+  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/realtime/v1/websocket?apikey=${await anonKey()}&vsn=1.0.0`);
+  sockets.push(ws);
+  const frames: any[] = [];
+  ws.on('message', (d) => frames.push(JSON.parse(String(d))));
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  let ref = 0;
+  const joinRefs = new Map<string, string>();
+  return {
+    frames,
+    async ask(topic, event, payload) {
+      const r = String(++ref);
+      if (event === 'phx_join') joinRefs.set(topic, r);
+      ws.send(JSON.stringify({ topic, event, ref: r, join_ref: joinRefs.get(topic) ?? r, payload }));
+      await until(() => frames.some((f) => f.event === 'phx_reply' && f.ref === r), 5000, `the reply to ${event} on ${topic}`);
+      const { status, response } = frames.find((f) => f.event === 'phx_reply' && f.ref === r).payload;
+      return status === 'ok' ? 'ok' : response.reason;
+    },
+  };
+}
+const track = (p: Phoenix, room: number, n: number) =>
+  p.ask(`realtime:bounds-${room}`, 'presence', { type: 'presence', event: 'track', payload: state(n) });
+
+let server: Server;
+beforeAll(async () => {
+  server = await startServer(config);
+}, 90_000);
+afterAll(async () => {
+  for (const ws of sockets) ws.terminate();
+  await server?.stop();
+});
+
+it('a socket tracks at most maxPresenceBytesPerSocket across its channels: past it, payload_too_large and nobody sees it; untracking or leaving makes room', async () => {
+  expect(BOUND).toBe(64 * 1024);
+  const p = await openPhoenix();
+  const watcher = await openPhoenix();
+  for (let room = 1; room <= 6; room++) {
+    expect(await p.ask(`realtime:bounds-${room}`, 'phx_join', { config: { presence: { key: `p${room}` } } })).toBe('ok');
+  }
+  expect(await watcher.ask('realtime:bounds-5', 'phx_join', { config: { presence: { key: 'watcher', enabled: true } } })).toBe('ok');
+  for (let room = 1; room <= 4; room++) expect(await track(p, room, room)).toBe('ok');
+  const refusal = `payload_too_large: presence tracked on one socket: at most ${BOUND} bytes across its channels (this state is ${size(5)}, its other channels hold ${size(1) + size(2) + size(3) + size(4)}): untrack one first`;
+  expect(await track(p, 5, 5)).toBe(refusal);
+  // a re-track replaces the channel's state: it is not counted twice
+  expect(await track(p, 1, 11)).toBe('ok');
+  expect(await p.ask('realtime:bounds-2', 'presence', { type: 'presence', event: 'untrack' })).toBe('ok');
+  expect(await track(p, 5, 5)).toBe('ok');
+  expect(await track(p, 6, 6)).toMatch(/^payload_too_large: presence tracked on one socket/);
+  expect(await p.ask('realtime:bounds-3', 'phx_leave', {})).toBe('ok');
+  expect(await track(p, 6, 6)).toBe('ok');
+  // the watcher of room 5 saw its one accepted track, never the refused one
+  await until(() => watcher.frames.some((f) => f.event === 'presence_diff'), 5000, 'the watcher\'s presence_diff');
+  expect(watcher.frames.filter((f) => f.event === 'presence_diff').map((f) => Object.values(f.payload.joins).flatMap((j: any) => j.metas.map((m: any) => m.n))))
+    .toEqual([[5]]);
+  // another socket of the same address has its own bound
+  const q = await openPhoenix();
+  expect(await q.ask('realtime:bounds-1', 'phx_join', { config: { presence: { key: 'q' } } })).toBe('ok');
+  expect(await track(q, 1, 1)).toBe('ok');
+});

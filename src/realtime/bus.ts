@@ -218,6 +218,19 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         dispatch(m);
       }
     }
+    if (since) {
+      // The other topics' rows are counted as delivered (their ids only): the stream's rows are,
+      // listened to or not (dispatch), but a poll read listened topics alone, so a topic first
+      // listened to while the stream was down (a channel joined during an outage, or while a new
+      // slot waits) was sent up to a margin (60 s) of messages committed before its join, as live
+      // ones. A topic that got a listener while this read ran is left to the next one (a message
+      // committed after the join must not be taken for delivered).
+      const others = await opts.sql`
+        select id::text, topic from realtime.messages
+        where inserted_at >= ${since}::timestamp - make_interval(secs => ${marginMs / 1000})
+          and not (topic = any(${topics}))`;
+      for (const row of others) if (!listeners.has(row.topic as string)) remember(row.id as string);
+    }
     // A poll while the stream is down saw everything committed before it began: the next one
     // reads from here (minus the margin). Kept where it was, the watermark stayed at the start of
     // the outage, each poll read more, and past the de-duplication window (10 min) every message

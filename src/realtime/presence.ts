@@ -244,10 +244,20 @@ export class PresenceTracker {
 }
 
 /**
+ * The most metas a key is sent whole with (wholeKeyDiffs). A user's tabs are a few; a key many
+ * clients share (an application's constant key, or sockets an attacker opens under one key in a
+ * public room) would make every change of it cost every watcher the whole key (1,000 metas of
+ * 16 KiB: 16 MB a change, which drops every watcher as a slow consumer), so past this the change
+ * is sent as it is, and realtime-js may keep a meta of that key that left.
+ */
+export const WHOLE_KEY_MAX_METAS = 16;
+
+/**
  * The `presence_diff` payloads that take a realtime-js client's view of channel `topic` through
  * `diff`, whole key by whole key: for every key `diff` touches, the metas the key held before
  * leave (all of them), then the metas it holds now (`view`, with `diff` applied) join (all of
- * them). One payload of leaves, then one of joins; either may be absent.
+ * them). One payload of leaves, then one of joins; either may be absent. A key holding more than
+ * WHOLE_KEY_MAX_METAS metas before or after is sent as the change itself (leaves, then joins).
  *
  * realtime-js (its phoenix Presence with presenceAdapter) strips `phx_ref` from the metas a key
  * keeps whenever it applies a join to that key (the metas it had) or a leave that does not take
@@ -264,11 +274,17 @@ export function wholeKeyDiffs(view: PresenceTracker, topic: ChannelKey, diff: Pr
   const joins = emptyState();
   for (const key of new Set([...Object.keys(diff.leaves), ...Object.keys(diff.joins)])) {
     const now = view.metas(topic, key);
-    if (Object.hasOwn(diff.leaves, key)) {
-      // before the diff: what is there now, less what it joined, plus what it took away
-      const joined = new Set((Object.hasOwn(diff.joins, key) ? diff.joins[key]!.metas : []).map((m) => m.phx_ref));
-      leaves[key] = { metas: [...now.filter((m) => !joined.has(m.phx_ref)), ...diff.leaves[key]!.metas] };
+    const left = Object.hasOwn(diff.leaves, key) ? diff.leaves[key]!.metas : [];
+    const joined = Object.hasOwn(diff.joins, key) ? diff.joins[key]!.metas : [];
+    // before the diff: what is there now, less what it joined, plus what it took away
+    const joinedRefs = new Set(joined.map((m) => m.phx_ref));
+    const before = [...now.filter((m) => !joinedRefs.has(m.phx_ref)), ...left];
+    if (before.length > WHOLE_KEY_MAX_METAS || now.length > WHOLE_KEY_MAX_METAS) {
+      if (left.length > 0) leaves[key] = { metas: left };
+      if (joined.length > 0) joins[key] = { metas: joined };
+      continue;
     }
+    if (left.length > 0) leaves[key] = { metas: before };
     if (now.length > 0) joins[key] = { metas: now };
   }
   const out: PresenceDiff[] = [];

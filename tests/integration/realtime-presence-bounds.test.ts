@@ -3,6 +3,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { DEFAULT_LIMITS } from '../../src/realtime/hub.ts';
+import { WHOLE_KEY_MAX_METAS } from '../../src/realtime/presence.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -89,4 +90,39 @@ it('a socket tracks at most maxPresenceBytesPerSocket across its channels: past 
   const q = await openPhoenix();
   expect(await q.ask('realtime:bounds-1', 'phx_join', { config: { presence: { key: 'q' } } })).toBe('ok');
   expect(await track(q, 1, 1)).toBe('ok');
+});
+
+it(`a change of a key is sent whole while the key holds at most ${WHOLE_KEY_MAX_METAS} metas, past that as the change alone (a key many sockets share costs a watcher what changed, not the whole key)`, async () => {
+  const topic = 'realtime:bounds-crowd';
+  const watcher = await openPhoenix();
+  expect(await watcher.ask(topic, 'phx_join', { config: { presence: { key: 'watcher', enabled: true } } })).toBe('ok');
+  /** The metas (their `n`) of each presence_diff the watcher got after `from`, leaves then joins. */
+  const diffs = (from: number) => watcher.frames.slice(from).filter((f) => f.event === 'presence_diff').map((f) => ({
+    leaves: Object.values(f.payload.leaves).flatMap((k: any) => k.metas.map((m: any) => m.n)).sort((a, b) => a - b),
+    joins: Object.values(f.payload.joins).flatMap((k: any) => k.metas.map((m: any) => m.n)).sort((a, b) => a - b),
+  }));
+  const crowd: Phoenix[] = [];
+  for (let n = 1; n <= WHOLE_KEY_MAX_METAS + 1; n++) {
+    const p = await openPhoenix();
+    crowd.push(p);
+    expect(await p.ask(topic, 'phx_join', { config: { presence: { key: 'crowd' } } })).toBe('ok');
+    const from = watcher.frames.length;
+    expect(await p.ask(topic, 'presence', { type: 'presence', event: 'track', payload: { n } })).toBe('ok');
+    await until(() => diffs(from).length > 0, 5000, `the diff of track ${n}`);
+    // whole: the key's metas so far join again with the new one; the key's 17th is sent alone
+    expect(diffs(from), `track ${n}`).toEqual([{ leaves: [], joins: n <= WHOLE_KEY_MAX_METAS ? Array.from({ length: n }, (_, i) => i + 1) : [n] }]);
+  }
+  // a leave from a key of 17 metas: the leave alone
+  let from = watcher.frames.length;
+  expect(await crowd[0]!.ask(topic, 'presence', { type: 'presence', event: 'untrack' })).toBe('ok');
+  await until(() => diffs(from).length > 0, 5000, 'the diff of the untrack');
+  expect(diffs(from)).toEqual([{ leaves: [1], joins: [] }]);
+  // 16 left: a leave is sent whole again (all 16 leave, the 15 that stay join)
+  from = watcher.frames.length;
+  expect(await crowd[1]!.ask(topic, 'presence', { type: 'presence', event: 'untrack' })).toBe('ok');
+  await until(() => diffs(from).length > 1, 5000, 'the diffs of the second untrack');
+  expect(diffs(from)).toEqual([
+    { leaves: Array.from({ length: WHOLE_KEY_MAX_METAS }, (_, i) => i + 2), joins: [] },
+    { leaves: [], joins: Array.from({ length: WHOLE_KEY_MAX_METAS - 1 }, (_, i) => i + 3) },
+  ]);
 });

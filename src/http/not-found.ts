@@ -6,19 +6,85 @@ import { ApiError } from './errors.ts';
 export const POSTGREST_PREFIX = '/rest/v1';
 
 /**
+ * Where each client-callable `api` function is served here over HTTP: what supabase-js
+ * `supabase.schema('api').rpc(name)` reaches on Supabase (PostgREST). A call of one of them under
+ * /rest/v1/rpc is told its route, not only the mutate route: a read (`get_canvas_snapshot`,
+ * `get_canvas_changes_since`) was pointed at mutating blocks. The functions without a route
+ * (feature flags, the endpoint limit the handlers take) are SQL's. Every function EXECUTE is granted
+ * on is in one list or the other (tests/integration/http-api.test.ts).
+ */
+export const API_FUNCTION_ROUTES: Readonly<Record<string, string>> = {
+  upsert_block_atomic: 'POST /api/v1/canvas/{id}/mutate',
+  upsert_blocks_atomic: 'POST /api/v1/canvas/{id}/mutate',
+  get_canvas_snapshot: 'GET /api/v1/canvas/{id}/snapshot',
+  // by server_seq, which every block_op carries too (docs/realtime.md, "canvas_seq")
+  get_canvas_changes: 'GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq}',
+  get_canvas_changes_since: 'GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq}',
+  list_blocks: 'GET /api/v1/canvas/{id}/blocks',
+  get_block: 'GET /api/v1/canvas/{id}/blocks/{block_id}',
+  list_my_canvases: 'GET /api/v1/canvas',
+  create_canvas: 'POST /api/v1/canvas',
+  update_canvas: 'PATCH /api/v1/canvas/{id}',
+  delete_canvas: 'DELETE /api/v1/canvas/{id}',
+  get_canvas_permissions: 'GET /api/v1/canvas/{id}/permissions',
+  update_presence: 'POST /api/v1/canvas/{id}/presence',
+  leave_canvas: 'POST /api/v1/canvas/{id}/leave',
+  search_blocks: 'GET /api/v1/canvas/{id}/search',
+  create_file: 'POST /api/v1/canvas/{id}/files',
+  get_file: 'GET /api/v1/canvas/{id}/files/{file_id}',
+  list_my_workspaces: 'GET /api/v1/workspaces',
+  create_workspace: 'POST /api/v1/workspaces',
+  rename_workspace: 'PATCH /api/v1/workspaces/{id}',
+  list_workspace_members: 'GET /api/v1/workspaces/{id}/members',
+  add_workspace_member: 'POST /api/v1/workspaces/{id}/members',
+  update_workspace_member: 'PATCH /api/v1/workspaces/{id}/members/{user_id}',
+  remove_workspace_member: 'DELETE /api/v1/workspaces/{id}/members/{user_id}',
+  list_workspace_canvases: 'GET /api/v1/workspaces/{id}/canvases',
+  list_workspace_invites: 'GET /api/v1/workspaces/{id}/invites',
+  revoke_workspace_invite: 'DELETE /api/v1/workspaces/{id}/invites/{invite_id}',
+};
+
+/** Client-callable `api` functions with no HTTP route: from SQL only (docs/mutations.md shows how). */
+export const SQL_ONLY_API_FUNCTIONS: readonly string[] = ['get_canvas_flags', 'set_feature_flag', 'set_workspace_member', 'hit_endpoint_limit'];
+
+/** `GET /api/v1/canvas/x` → `supabase.functions.invoke('canvas/x', { method: 'GET' })`: the same route under /functions/v1. */
+function invokeOf(route: string): string {
+  const [method, target] = route.split(' ') as [string, string];
+  return `supabase.functions.invoke('${target.replace(/^\/api\/v1\//, '')}', { method: '${method}'${method === 'GET' || method === 'DELETE' ? '' : ', body'} })`;
+}
+
+/** The api function a `/rest/v1/rpc/<name>` path calls, when it is one with an HTTP route here. */
+function rpcRoute(path: string): { name: string; route: string } | undefined {
+  const name = path.startsWith(`${POSTGREST_PREFIX}/rpc/`) ? path.slice(`${POSTGREST_PREFIX}/rpc/`.length) : undefined;
+  return name !== undefined && Object.hasOwn(API_FUNCTION_ROUTES, name) ? { name, route: API_FUNCTION_ROUTES[name]! } : undefined;
+}
+
+/** PostgREST's `hint` for an answer under /rest/v1: where the work is served here. */
+const POSTGREST_HINT = 'locally, use POST /api/v1/canvas/{id}/mutate or SQL (docs/mutations.md); PostgREST is served on Supabase';
+
+/**
  * The 404 for a path no route serves. `/rest/v1/*` is PostgREST's prefix: supabase-js `.rpc()` /
  * `.from()` land there, so the answer says where the same work is served instead
- * (docs/mutations.md).
+ * (docs/mutations.md): for `.rpc()` of an `api` function, its own route.
  */
 export function routeNotFound(method: string, path: string): ApiError {
   if (isPostgrestPath(path)) {
+    const prefix = `no route ${method} ${path}: the local server does not serve PostgREST (/rest/v1, Supabase only). `;
+    const rpc = rpcRoute(path);
+    if (rpc) {
+      const since = rpc.route.includes('since_seq=')
+        ? ' (its since.changes: the operations after that server_seq, which every block_op carries beside its canvas_seq; docs/realtime.md, "canvas_seq")'
+        : '';
+      return new ApiError('not_found', `${prefix}api.${rpc.name} is served here as ${rpc.route}${since}: `
+        + `with supabase-js, ${invokeOf(rpc.route)} (schemas: /api/v1/openapi.json); or call it from SQL as in docs/mutations.md`,
+      { hint: `locally, use ${rpc.route} or SQL (docs/mutations.md); PostgREST is served on Supabase` });
+    }
     // a table read (`.from().select()`) also hears where reads are served: the mutate route alone
     // left it with nowhere to go
     const read = (method === 'GET' || method === 'HEAD') && !path.startsWith(`${POSTGREST_PREFIX}/rpc/`)
       ? 'Read with GET /api/v1/workspaces, GET /api/v1/canvas (yours), GET /api/v1/canvas/{id}/blocks or …/snapshot (README, "Canvases and blocks"); '
       : '';
-    return new ApiError('not_found', `no route ${method} ${path}: the local server does not serve PostgREST (/rest/v1, Supabase only). `
-      + `${read}Mutate blocks with POST /api/v1/canvas/{id}/mutate (or /functions/v1/canvas/{id}/mutate, supabase.functions.invoke), `
+    return new ApiError('not_found', `${prefix}${read}Mutate blocks with POST /api/v1/canvas/{id}/mutate (or /functions/v1/canvas/{id}/mutate, supabase.functions.invoke), `
       + 'or call the api functions from SQL as in docs/mutations.md');
   }
   // other Supabase services a supabase-js client reaches by itself: say what serves that work here
@@ -49,7 +115,7 @@ export function postgrestResponse(c: Context<AppEnv>, err: ApiError): Response {
 /** `err` in PostgREST's error shape. */
 export function postgrestBody(err: ApiError): { code: string; message: string; details: null; hint: string } {
   return { code: err.code, message: err.message, details: null,
-    hint: 'locally, use POST /api/v1/canvas/{id}/mutate or SQL (docs/mutations.md); PostgREST is served on Supabase' };
+    hint: typeof err.details.hint === 'string' ? err.details.hint : POSTGREST_HINT };
 }
 
 /**

@@ -7,6 +7,7 @@ import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueTokenPair } from '../../functions/auth.ts';
 import type { Database } from '../../src/db/index.ts';
+import { API_FUNCTION_ROUTES, SQL_ONLY_API_FUNCTIONS } from '../../src/http/not-found.ts';
 import { API_RATE_LIMITS } from '../../src/metrics.ts';
 import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -333,6 +334,27 @@ describe('happy paths', () => {
     expect(broadcast.body.error.message).toContain('Send once subscribe() reported SUBSCRIBED');
     // any other unknown path keeps the plain answer
     expect((await api('/nowhere')).body.error.message).toBe('no route GET /nowhere');
+  });
+
+  it('supabase-js .rpc() of an api function is told its own HTTP route (a read was told to mutate blocks); every client-callable function has one or is SQL only', async () => {
+    // docs/realtime.md sends the canvas_seq gap fetch (api.get_canvas_changes_since, PostgREST on
+    // Supabase) to the snapshot route locally: the 404's hint said to mutate blocks
+    const { error, status } = await supabaseAs().schema('api').rpc('get_canvas_changes_since', { p_canvas_id: randomUUID(), p_since_canvas_seq: 3 });
+    expect(status).toBe(404);
+    expect(error).toMatchObject({ code: 'not_found',
+      message: expect.stringContaining('api.get_canvas_changes_since is served here as GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq}'),
+      hint: 'locally, use GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq} or SQL (docs/mutations.md); PostgREST is served on Supabase' });
+    expect(error!.message).not.toContain('Mutate blocks');
+    // every api function a signed-in user may execute is named, and each named route is served
+    const granted = (await sql<{ name: string }[]>`
+      select distinct p.proname as name from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = 'api' and has_function_privilege('authenticated', p.oid, 'execute') order by 1`).map((r) => r.name);
+    expect(granted.filter((name) => !Object.hasOwn(API_FUNCTION_ROUTES, name) && !SQL_ONLY_API_FUNCTIONS.includes(name))).toEqual([]);
+    const openapi = (await api('/api/v1/openapi.json')).body as { paths: Record<string, Record<string, unknown>> };
+    const served = new Set(Object.entries(openapi.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path.replace(/\{[^}]+\}/g, '{}')}`)));
+    for (const [name, route] of Object.entries(API_FUNCTION_ROUTES)) {
+      expect(served, `${name}: ${route}`).toContain(route.replace(/\?.*$/, '').replace(/\{[^}]+\}/g, '{}'));
+    }
   });
 
   it('a missing, repeated or malformed Host, or a request target that is not a URL, is a 400 in the one shape naming it (it was an empty 400)', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { routeNotFound } from '../../src/http/not-found.ts';
+import { postgrestBody, routeNotFound } from '../../src/http/not-found.ts';
 
 // supabase-js `.from('blocks').select()` lands on GET /rest/v1/blocks: the 404 said only where to
 // mutate blocks, so someone reading found no word of where reads are served locally.
@@ -15,12 +15,31 @@ describe('a PostgREST path on the local server', () => {
     }
   });
 
-  it('a call (.rpc()) or a write (.insert(), .update()) is pointed at mutate and SQL, with no read routes', () => {
-    for (const [method, path] of [['POST', '/rest/v1/rpc/upsert_block_atomic'], ['POST', '/rest/v1/blocks'], ['PATCH', '/rest/v1/blocks'], ['GET', '/rest/v1/rpc/get_canvas_snapshot']]) {
+  it('a call (.rpc()) of no api function with a route, or a write (.insert(), .update()), is pointed at mutate and SQL, with no read routes', () => {
+    for (const [method, path] of [['POST', '/rest/v1/rpc/no_such_function'], ['POST', '/rest/v1/rpc/get_canvas_flags'], ['POST', '/rest/v1/blocks'], ['PATCH', '/rest/v1/blocks'], ['GET', '/rest/v1/rpc/toString']]) {
       const { message } = routeNotFound(method!, path!);
       expect(message).toContain('POST /api/v1/canvas/{id}/mutate');
       expect(message).toContain('docs/mutations.md');
       expect(message).not.toContain('GET /api/v1/workspaces');
     }
+  });
+
+  // supabase.schema('api').rpc('get_canvas_snapshot') and ('get_canvas_changes_since', …), which
+  // docs/realtime.md sends to the snapshot route locally, were told to mutate blocks
+  it('a call (.rpc()) of an api function with an HTTP route names that route, in the message and the hint', () => {
+    const cases: [string, string][] = [['get_canvas_snapshot', 'GET /api/v1/canvas/{id}/snapshot'],
+      ['get_canvas_changes_since', 'GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq}'],
+      ['create_workspace', 'POST /api/v1/workspaces'], ['upsert_block_atomic', 'POST /api/v1/canvas/{id}/mutate']];
+    for (const [name, route] of cases) {
+      const err = routeNotFound('POST', `/rest/v1/rpc/${name}`);
+      expect(err.message).toContain(`no route POST /rest/v1/rpc/${name}: the local server does not serve PostgREST`);
+      expect(err.message).toContain(`api.${name} is served here as ${route}`);
+      expect(err.message).toContain(`supabase.functions.invoke('${route.split(' ')[1]!.slice('/api/v1/'.length)}', { method: '${route.split(' ')[0]}'`);
+      expect(err.message).toContain('docs/mutations.md');
+      expect(postgrestBody(err)).toEqual({ code: 'not_found', message: err.message, details: null,
+        hint: `locally, use ${route} or SQL (docs/mutations.md); PostgREST is served on Supabase` });
+    }
+    expect(routeNotFound('POST', '/rest/v1/rpc/get_canvas_snapshot').message).not.toContain('Mutate blocks');
+    expect(postgrestBody(routeNotFound('POST', '/rest/v1/blocks')).hint).toContain('POST /api/v1/canvas/{id}/mutate');
   });
 });

@@ -6,7 +6,7 @@ import { searchRoutes } from '../../functions/search.ts';
 import { workspaceRoutes } from '../../functions/workspaces.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
-import { isPostgrestPath, postgrestResponse, routeNotFound } from './not-found.ts';
+import { isPostgrestPath, isRealtimeRestPath, postgrestResponse, realtimeRestResponse, routeNotFound } from './not-found.ts';
 import { bodyInputError, commonMiddleware, errorResponse, type ErrorAnswer } from './middleware.ts';
 
 // What every app shares, and the edge functions' routes: the whole graph of the Supabase edge
@@ -36,7 +36,8 @@ export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps, surfaces: Re
   app.onError(onError);
   app.notFound((c) => {
     const err = routeNotFound(c.req.method, c.req.path);
-    return isPostgrestPath(c.req.path) ? postgrestResponse(c, err) : errorResponse(c, err);
+    if (isPostgrestPath(c.req.path)) return postgrestResponse(c, err);
+    return isRealtimeRestPath(c.req.path) ? realtimeRestResponse(c, err) : errorResponse(c, err);
   });
   return app;
 }

@@ -88,9 +88,10 @@ export function routeNotFound(method: string, path: string): ApiError {
       + 'or call the api functions from SQL as in docs/mutations.md');
   }
   // other Supabase services a supabase-js client reaches by itself: say what serves that work here
-  if (path.startsWith('/realtime/v1/api/')) {
-    return new ApiError('not_found', `no route ${method} ${path}: the realtime gateway does not serve realtime-js's REST broadcast `
-      + "(channel.send before the channel is SUBSCRIBED falls back to it). Send once subscribe() reported SUBSCRIBED (docs/realtime.md, \"Client broadcasts\")");
+  if (isRealtimeRestPath(path)) {
+    return new ApiError('not_implemented', `no route ${method} ${path}: the realtime gateway does not serve realtime-js's REST broadcast `
+      + '(channel.httpSend(), and channel.send() before the channel is SUBSCRIBED, which falls back to it). '
+      + 'Send on the channel once subscribe() reported SUBSCRIBED (docs/realtime.md, "Client broadcasts")');
   }
   if (path === '/storage/v1' || path.startsWith('/storage/v1/')) {
     return new ApiError('not_found', `no route ${method} ${path}: the local server does not serve Supabase Storage's API (supabase.storage). `
@@ -100,6 +101,21 @@ export function routeNotFound(method: string, path: string): ApiError {
 }
 
 export const isPostgrestPath = (path: string) => path === POSTGREST_PREFIX || path.startsWith(`${POSTGREST_PREFIX}/`);
+
+/** Supabase Realtime's REST API (`/realtime/v1/api/broadcast`), which realtime-js calls over fetch. */
+export const isRealtimeRestPath = (path: string) => path.startsWith('/realtime/v1/api/');
+
+/**
+ * An answer under /realtime/v1/api, in Supabase Realtime's error shape (`{message}`, with our
+ * `code`) and never 404: realtime-js's `httpSend()` rejects with `body.error || body.message`, and
+ * replaces a 404 with its own "requires Realtime server v2.97.0 or newer … Update your Supabase
+ * CLI", which sent a reader after a version to upgrade. In our shape (`error` an object) it said
+ * `[object Object]`.
+ */
+export function realtimeRestResponse(c: Context<AppEnv>, err: ApiError): Response {
+  c.set('errorCode', err.code);
+  return c.json({ code: err.code, message: err.message }, err.status);
+}
 
 /**
  * An error answered under /rest/v1, in PostgREST's error shape (`{code, message, details, hint}`),

@@ -329,9 +329,15 @@ describe('happy paths', () => {
     const storage = await api('/storage/v1/object/potentia-files/a.txt', { method: 'POST', body: {} });
     expect(storage.status).toBe(404);
     expect(storage.body.error.message).toContain('POST /api/v1/canvas/{id}/files and presigned URLs (docs/files.md)');
+    // (501 in Supabase Realtime's shape: realtime-js words a 404 as a Realtime server to upgrade)
     const broadcast = await api('/realtime/v1/api/broadcast', { method: 'POST', body: { messages: [] } });
-    expect(broadcast.status).toBe(404);
-    expect(broadcast.body.error.message).toContain('Send once subscribe() reported SUBSCRIBED');
+    expect(broadcast.status).toBe(501);
+    expect(broadcast.body).toEqual({ code: 'not_implemented', message: expect.stringContaining('Send on the channel once subscribe() reported SUBSCRIBED') });
+    // channel.httpSend(), which realtime-js's send() fallback warning recommends, rejects with that
+    // message; on a 404 it rejected with "httpSend() requires Realtime server v2.97.0 or newer; …
+    // Update your Supabase CLI"
+    const channel = supabaseAs().channel(`canvas:${randomUUID()}`, { config: { private: true } });
+    await expect(channel.httpSend('cursor', { x: 1 })).rejects.toThrow(/^no route POST \/realtime\/v1\/api\/broadcast\/.*does not serve realtime-js's REST broadcast \(channel\.httpSend\(\).*docs\/realtime\.md/);
     // any other unknown path keeps the plain answer
     expect((await api('/nowhere')).body.error.message).toBe('no route GET /nowhere');
   });

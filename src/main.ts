@@ -65,6 +65,14 @@ if (keys) lines.push(role === 'all'
   `  anon key          ${keys.anon}`, `  service_role key  ${keys.service_role}`);
 if (token) lines.push(`Demo canvas ${DEMO.canvasId}; a 24 h token for ${DEMO.email}:`, `  export TOKEN=${token}`,
   `  curl -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/canvas/${DEMO.canvasId}`);
+// the next step, for someone who came for their own app: the quick start of packages/client/README.md
+// with this server's key (and its URL, when it is not the quick start's default)
+if (keys && role === 'all') {
+  const urlVar = server.url === 'http://127.0.0.1:54321' ? '' : `POTENTIA_URL=${server.url} `;
+  lines.push(`Next: open the demo app (${server.url}/), or write your own app on @potentia/client:`,
+    `  save the Quick start of packages/client/README.md as quickstart.ts at the repository root, then run`,
+    `  ${urlVar}ANON_KEY=${keys.anon} npx tsx quickstart.ts`);
+}
 lines.push(`Stop with Ctrl+C (or kill ${process.pid}).`);
 console.log(lines.join('\n'));
 

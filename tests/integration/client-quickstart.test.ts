@@ -46,11 +46,20 @@ describe('the quick start of packages/client/README.md', () => {
     const lines = code.split('\n').filter((l) => l.trim() !== '').length;
     expect(readFileSync(join(root, 'README.md'), 'utf8')).toContain(`in ${lines} lines`); // the README's count stays true
     writeFileSync(join(dir, 'quickstart.ts'), code);
+    // the command npm start's banner gives as the next step, with the variables it sets: the anon
+    // key, and the URL since this server is not on the default port (the banner named neither the
+    // quick start nor how to run it)
+    const command = /^ {2}((?:\w+=\S+ )+)npx tsx quickstart\.ts$/m.exec(server.output());
+    expect(command, server.output()).not.toBeNull();
+    expect(server.output()).toContain('save the Quick start of packages/client/README.md as quickstart.ts at the repository root, then run');
+    const vars = Object.fromEntries(command![1]!.trim().split(' ').map((v) => [v.slice(0, v.indexOf('=')), v.slice(v.indexOf('=') + 1)]));
+    expect(vars).toEqual({ POTENTIA_URL: server.url, ANON_KEY: anonKey });
+    expect(readme).toContain('save this as\n`quickstart.ts` and run `ANON_KEY=<the anon key> npx tsx quickstart.ts`');
     for (const attempt of ['sign-up', 'sign-in']) {
       // --conditions=source: the package's TypeScript sources, so the test runs this commit's client
       // (`npx tsx quickstart.ts` loads dist/, built from them by npm ci)
       const { stdout } = await run(join(root, 'node_modules/.bin/tsx'), ['--conditions=source', 'quickstart.ts'], {
-        cwd: dir, timeout: 60_000, env: { ...process.env, ANON_KEY: anonKey, POTENTIA_URL: server.url },
+        cwd: dir, timeout: 60_000, env: { ...process.env, ...vars },
       }).catch((err: { stdout?: string; stderr?: string }) => {
         throw new Error(`the quick start failed (${attempt}):\n${err.stdout}\n${err.stderr}`);
       });

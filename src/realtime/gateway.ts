@@ -74,7 +74,26 @@ export function createGateway(opts: GatewayOptions): Gateway {
     opts.metrics?.realtimeStreamUp.set(up ? 1 : 0);
     if (!up) opts.metrics?.realtimeStreamLosses.inc();
   });
-  const verifyToken = createTokenVerifier(opts.auth);
+  const checkToken = createTokenVerifier(opts.auth);
+  let lastKeysWarning = 0;
+  /**
+   * The token check of every surface of the gateway (the upgrades, phx_join, access_token). A
+   * token of the JWKS's keys that cannot be checked because the JWKS could not be fetched
+   * (TokenError keys_unavailable) is no verdict on the token: each caller answers it as a
+   * transient failure, never as a refused token. Logged at warn, once per 10 s while it lasts
+   * (every socket and channel meets it at once).
+   */
+  const verifyToken = async (token: string, policy: TokenPolicy): Promise<SocketClaims> => {
+    try {
+      return await checkToken(token, policy);
+    } catch (err) {
+      if (err instanceof TokenError && err.code === 'keys_unavailable' && Date.now() - lastKeysWarning > 10_000) {
+        lastKeysWarning = Date.now();
+        opts.logger.warn({ err: err.cause }, 'the JWKS could not be fetched: realtime tokens signed by its keys are refused as unavailable (retryable) until it answers');
+      }
+      throw err;
+    }
+  };
   const verifyRealtime = (token: string) => verifyToken(token, REALTIME_POLICY);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
   const sockets = new Set<WebSocket>();
@@ -83,8 +102,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
   let lastCapWarning = 0;
 
   /** Answers an upgrade with an API error and closes the socket; `field`: the URL part at fault (a 400). */
-  function reject(socket: Duplex, status: 400 | 401 | 403 | 404 | 429, message: string, retryAfterMs?: number, field?: string): void {
-    const code = ({ 400: 'invalid_input', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 429: 'rate_limited' } as const)[status];
+  function reject(socket: Duplex, status: 400 | 401 | 403 | 404 | 429 | 503, message: string, retryAfterMs?: number, field?: string): void {
+    const code = ({ 400: 'invalid_input', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 429: 'rate_limited', 503: 'unavailable' } as const)[status];
     // a WebSocket client cannot read this answer (realtime-js says only "transport failure"): the
     // server's log is where the reason can be found
     opts.logger.info({ status, reason: message }, 'WebSocket upgrade refused');
@@ -116,13 +135,19 @@ export function createGateway(opts: GatewayOptions): Gateway {
     return false;
   }
 
-  /** The token's claims under `policy`, or null after answering 401 (any other failure propagates). */
+  /**
+   * The token's claims under `policy`, or null after answering 401 (any other failure
+   * propagates). A token whose keys could not be fetched is answered as the HTTP API answers it:
+   * 503 `unavailable` with Retry-After, not 401 (realtime-js and @potentia/client reconnect after
+   * either, but a 401 says the session is over).
+   */
   async function verifyOrReject(socket: Duplex, token: string, policy: TokenPolicy): Promise<SocketClaims | null> {
     try {
       return await verifyToken(token, policy);
     } catch (err) {
       if (err instanceof TokenError) {
-        reject(socket, 401, err.message);
+        if (err.code === 'keys_unavailable') reject(socket, 503, err.message, 1000);
+        else reject(socket, 401, err.message);
         return null;
       }
       throw err;

@@ -56,6 +56,13 @@ type Channel = {
   heldPresence: PresenceDiffFold;
   /** Set when the join asked for a broadcast replay (replay.ts): holds live messages until it is sent. */
   replay: ReplaySeam | null;
+  /**
+   * A token sent by `access_token` that could not be checked because the signing keys could not
+   * be fetched (TokenError keys_unavailable): the channel keeps its current token and claims, and
+   * checks this one again (`attempt`: checks failed so far; `timer`: the next) until the keys
+   * answer. A newer access_token, a leave or the channel's end drops it.
+   */
+  pending: { token: string; attempt: number; timer: NodeJS.Timeout | null } | null;
   socket: PhoenixSocket;
 };
 
@@ -82,6 +89,12 @@ function heldMessagesLimitReached(limits: { maxHeldDatabaseMessages: number; max
 
 /** Reply and system message when the database connection was lost while handling a frame. */
 const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortly';
+
+/**
+ * Delays (ms) between the checks of an access_token that could not be checked because the signing
+ * keys could not be fetched (Channel.pending), the last repeated: realtime-js's reconnect steps.
+ */
+const PENDING_TOKEN_RETRY_MS = [1000, 2000, 5000, 10_000];
 
 /** Database refusals caused by the client's frame or rights (as opposed to a fault of the database). */
 const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'rebase_required', 'unauthorized']);
@@ -295,22 +308,30 @@ export class PhoenixSocket {
           this.reply(frame, 'error', { reason: `unknown event ${frame.event}` });
       }
     } catch (err) {
-      if (isConnectionFailure(err)) {
-        // the database hiccuped, the channel is fine: say so, keep it joined
-        if (frame.ref) this.reply(frame, 'error', { reason: UNAVAILABLE });
-        return this.system(channel, 'error', UNAVAILABLE);
-      }
-      const error = apiErrorFromDatabase(err);
-      if (error.code !== 'internal') {
-        // refused for a reason the client can act on (its input, a limit, lost access): the channel stays
-        if (frame.ref) this.reply(frame, 'error', { reason: reasonOf(error) });
-        else this.system(channel, 'error', reasonOf(error));
-        if (error.code === 'forbidden' || error.code === 'not_found') channel.gate.recheck();
-        return;
-      }
-      this.hub.logger.error({ err, topic: frame.topic, event: frame.event }, 'realtime channel failed');
-      await this.errored(channel);
+      await this.channelFailed(channel, frame, err);
     }
+  }
+
+  /**
+   * A channel's frame failed (`frame`), or the gateway's own work for it (null: the later check of
+   * an access_token, Channel.pending): answered, never dropped.
+   */
+  private async channelFailed(channel: Channel, frame: Frame | null, err: unknown): Promise<void> {
+    if (isConnectionFailure(err)) {
+      // the database hiccuped, the channel is fine: say so, keep it joined
+      if (frame?.ref) this.reply(frame, 'error', { reason: UNAVAILABLE });
+      return this.system(channel, 'error', UNAVAILABLE);
+    }
+    const error = apiErrorFromDatabase(err);
+    if (error.code !== 'internal') {
+      // refused for a reason the client can act on (its input, a limit, lost access): the channel stays
+      if (frame?.ref) this.reply(frame, 'error', { reason: reasonOf(error) });
+      else this.system(channel, 'error', reasonOf(error));
+      if (error.code === 'forbidden' || error.code === 'not_found') channel.gate.recheck();
+      return;
+    }
+    this.hub.logger.error({ err, topic: channel.topic, event: frame?.event ?? 'access_token' }, 'realtime channel failed');
+    await this.errored(channel);
   }
 
   private async join(frame: Frame): Promise<void> {
@@ -356,6 +377,9 @@ export class PhoenixSocket {
       // verified again even when it is the connect token: it may have expired since (same leeway as HTTP)
       claims = await this.verify(token);
     } catch (err) {
+      // the keys to check it could not be fetched: no verdict on the token, and a retryable
+      // refusal (realtime-js rejoins on its own), as a join whose database probe failed
+      if (err instanceof TokenError && err.code === 'keys_unavailable') return fail(`unavailable: ${err.message}`);
       if (err instanceof TokenError) return fail(`InvalidJWTToken: ${err.message}`);
       throw err;
     }
@@ -408,6 +432,7 @@ export class PhoenixSocket {
       }),
       heldPresence: new PresenceDiffFold(),
       replay: replay ? new ReplaySeam() : null,
+      pending: null,
       socket: this,
     };
     this.channels.set(frame.topic, channel);
@@ -453,7 +478,17 @@ export class PhoenixSocket {
     if (typeof exp !== 'number') return;
     // closes when the token would no longer verify: exp plus the leeway every surface allows
     channel.expiry = whenTokenExpires(exp, () => {
-      this.system(channel, 'error', `Token has expired ${Math.max(0, Math.floor(Date.now() / 1000) - exp)} seconds ago`);
+      const ago = Math.max(0, Math.floor(Date.now() / 1000) - exp);
+      if (channel.pending) {
+        // the client sent a newer token, which the keys could not be fetched to check: its session
+        // is not over. The channel errors (phx_error) rather than closes: realtime-js rejoins with
+        // that token (its join payload), and the join is refused `unavailable` until the keys answer.
+        this.system(channel, 'error', `unavailable: Token has expired ${ago} seconds ago and the newer one sent (access_token) could not be checked yet: ` +
+          'the signing keys (SUPABASE_JWKS_URL) could not be fetched; the channel rejoins with it');
+        void this.errored(channel);
+        return;
+      }
+      this.system(channel, 'error', `Token has expired ${ago} seconds ago`);
       void this.close(channel, false);
     });
   }
@@ -473,14 +508,31 @@ export class PhoenixSocket {
     }
     const token = (frame.payload as { access_token?: string | null }).access_token;
     if (typeof token !== 'string' || !token) return;
+    this.dropPending(channel); // a newer token: the one waiting for the keys is no longer the client's
+    return this.useToken(channel, token, frame);
+  }
+
+  /**
+   * Checks `token` for `channel` and, when it verifies and authorizes, makes it the channel's.
+   * `frame`: the access_token frame that sent it, or null for a later check of a token that could
+   * not be checked then (Channel.pending). A token the keys could not be fetched to check is no
+   * verdict: the channel keeps its current token (it still ends when that one expires, or when
+   * the keys refuse this one), is told `unavailable` once, and this token is checked again.
+   */
+  private async useToken(channel: Channel, token: string, frame: Frame | null): Promise<void> {
     let claims: SocketClaims;
     try {
       claims = await this.verify(token);
     } catch (err) {
       if (!(err instanceof TokenError)) throw err;
+      if (err.code === 'keys_unavailable') return this.checkLater(channel, token, frame, err);
+      this.dropPending(channel);
+      if (this.channels.get(channel.topic) !== channel) return;
       this.system(channel, 'error', err.expired ? err.message : `Invalid JWT: ${err.message}`);
       return this.close(channel, false);
     }
+    this.dropPending(channel);
+    if (this.channels.get(channel.topic) !== channel) return; // left or ended while the keys were fetched
     // the same database probe as a private join, so the same per-user bound across sockets; the
     // channel keeps its current token (it closes when that one expires)
     const waitMs = channel.private ? this.hub.admission.authorize(claims, this.address) : 0;
@@ -511,9 +563,44 @@ export class PhoenixSocket {
       channel.canSend.clear();
       this.armExpiry(channel);
       if (watch?.messageIds.length) channel.gate.recheck(...watch.messageIds);
+      // told it was `unavailable` before: now it is in use
+      if (!frame) this.system(channel, 'ok', 'the access token sent while the signing keys could not be fetched has been checked: the channel now uses it');
     } finally {
       watch?.stop();
     }
+  }
+
+  /**
+   * `token` could not be checked: the signing keys could not be fetched. The first time (`frame`)
+   * the client is told, as a frame whose database work failed is (a reply when it has a ref, a
+   * `system` error); then it is checked again after PENDING_TOKEN_RETRY_MS, in the socket's
+   * order of work, until the keys answer.
+   */
+  private checkLater(channel: Channel, token: string, frame: Frame | null, err: TokenError): void {
+    if (this.channels.get(channel.topic) !== channel || this.closed) return;
+    if (frame) {
+      const reason = `unavailable: ${err.message}; the channel keeps its current token and checks this one again once the keys can be fetched`;
+      if (frame.ref) this.reply(frame, 'error', { reason });
+      this.system(channel, 'error', reason);
+    }
+    const attempt = channel.pending?.token === token ? channel.pending.attempt + 1 : 1;
+    this.dropPending(channel);
+    const pending: NonNullable<Channel['pending']> = { token, attempt, timer: null };
+    pending.timer = setTimeout(() => {
+      pending.timer = null;
+      this.inbound.push(async () => {
+        if (channel.pending !== pending || this.channels.get(channel.topic) !== channel) return;
+        await this.useToken(channel, token, null);
+      }, (e) => this.channelFailed(channel, null, e));
+    }, PENDING_TOKEN_RETRY_MS[Math.min(attempt, PENDING_TOKEN_RETRY_MS.length) - 1]);
+    pending.timer.unref();
+    channel.pending = pending;
+  }
+
+  /** Forgets the channel's token waiting for the keys (Channel.pending), if any. */
+  private dropPending(channel: Channel): void {
+    if (channel.pending?.timer) clearTimeout(channel.pending.timer);
+    channel.pending = null;
   }
 
   private async maySend(channel: Channel, extension: 'broadcast' | 'presence'): Promise<boolean> {
@@ -772,6 +859,7 @@ export class PhoenixSocket {
     if (this.channels.get(channel.topic) !== channel) return;
     this.channels.delete(channel.topic);
     channel.expiry?.cancel();
+    this.dropPending(channel);
     channel.offDatabase();
     channel.offPeers();
     if (!silent) this.send({ join_ref: channel.joinRef, ref: channel.joinRef, topic: channel.topic, event: 'phx_close', payload: {} });

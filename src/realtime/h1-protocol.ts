@@ -9,7 +9,8 @@ import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/proto
  * Connect with a JWT in the `access_token` query parameter or an `Authorization: Bearer` header.
  * The token must let the user read the canvas (else the upgrade is refused: 401 no/invalid token
  * or a deleted user's, 403/404 not a member; 503 `unavailable` with Retry-After when the database did not answer the
- * check, as the HTTP API answers: reconnect after it). Writing needs a writing role on the canvas (owner, admin, editor; a
+ * check, or the signing keys (SUPABASE_JWKS_URL) could not be fetched to check the token, as the HTTP API answers:
+ * reconnect after it). Writing needs a writing role on the canvas (owner, admin, editor; a
  * viewer is read-only) and the `canvas:{id}:write` scope: a token whose `scope` claim lacks it
  * (and lacks `canvas:*:write`) is read-only; a token without any `scope` claim carries the
  * user's full rights. `hello.can_write` says which; the database checks again on every mutate.

@@ -80,6 +80,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     gateway.attach(http as import('node:http').Server);
     try {
       await gateway.start();
+      deps.realtime = gateway.rest;
     } catch (err) {
       // no database (or no wal_level=logical) must not keep the HTTP API down: /ready reports it
       deps.logger.error({ err }, 'realtime gateway did not start');

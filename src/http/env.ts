@@ -4,6 +4,7 @@ import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { Claims, VerifyToken } from '../auth/jwt.ts';
 import type { Config } from '../config.ts';
 import type { Metrics } from '../metrics.ts';
+import type { RealtimeRest } from '../realtime/rest-broadcast.ts';
 
 /** What every handler gets: its dependencies, passed explicitly (no hidden globals). */
 export type Deps = {
@@ -14,6 +15,11 @@ export type Deps = {
   verify: VerifyToken;
   metrics: Metrics;
   logger: Logger;
+  /**
+   * This process's realtime gateway's REST broadcast (src/http/realtime-rest.ts), set once the
+   * gateway has started; absent without one (then those requests are 503).
+   */
+  realtime?: RealtimeRest;
 };
 
 export type AppEnv = {

@@ -89,9 +89,9 @@ export function routeNotFound(method: string, path: string): ApiError {
   }
   // other Supabase services a supabase-js client reaches by itself: say what serves that work here
   if (isRealtimeRestPath(path)) {
-    return new ApiError('not_implemented', `no route ${method} ${path}: the realtime gateway does not serve realtime-js's REST broadcast `
-      + '(channel.httpSend(), and channel.send() before the channel is SUBSCRIBED, which falls back to it). '
-      + 'Send on the channel once subscribe() reported SUBSCRIBED (docs/realtime.md, "Client broadcasts")');
+    return new ApiError('not_found', `no route ${method} ${path}: the realtime gateway's REST API is realtime-js's broadcast, `
+      + 'POST /realtime/v1/api/broadcast {messages: [...]} and POST /realtime/v1/api/broadcast/{topic}/events/{event} '
+      + '(docs/realtime.md, "REST broadcast")');
   }
   if (path === '/storage/v1' || path.startsWith('/storage/v1/')) {
     return new ApiError('not_found', `no route ${method} ${path}: the local server does not serve Supabase Storage's API (supabase.storage). `
@@ -106,15 +106,17 @@ export const isPostgrestPath = (path: string) => path === POSTGREST_PREFIX || pa
 export const isRealtimeRestPath = (path: string) => path.startsWith('/realtime/v1/api/');
 
 /**
- * An answer under /realtime/v1/api, in Supabase Realtime's error shape (`{message}`, with our
- * `code`) and never 404: realtime-js's `httpSend()` rejects with `body.error || body.message`, and
- * replaces a 404 with its own "requires Realtime server v2.97.0 or newer … Update your Supabase
- * CLI", which sent a reader after a version to upgrade. In our shape (`error` an object) it said
- * `[object Object]`.
+ * An answer under /realtime/v1/api (src/http/realtime-rest.ts), in Supabase Realtime's error shape
+ * (`{message}`, with our `code` and the `field` at fault): realtime-js's `httpSend()` rejects with
+ * `body.error || body.message`; in our shape (`error` an object) it said `[object Object]`. The
+ * routes realtime-js calls never answer 404, which it replaces with its own "requires Realtime
+ * server v2.97.0 or newer … Update your Supabase CLI".
  */
 export function realtimeRestResponse(c: Context<AppEnv>, err: ApiError): Response {
   c.set('errorCode', err.code);
-  return c.json({ code: err.code, message: err.message }, err.status);
+  if (typeof err.details.retry_after === 'number') c.header('Retry-After', String(err.details.retry_after));
+  const field = typeof err.details.field === 'string' ? { field: err.details.field } : {};
+  return c.json({ code: err.code, message: err.message, ...field }, err.status);
 }
 
 /**

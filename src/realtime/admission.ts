@@ -132,17 +132,17 @@ export class Admission {
 
   /**
    * Takes one client message (a broadcast, a presence track) for the caller of `claims` across
-   * its sockets: 0 when allowed, else milliseconds until one is. service_role (a trusted server)
-   * takes nothing.
+   * its sockets, or `n` at once, all or none (a REST broadcast's messages, rest-broadcast.ts): 0
+   * when allowed, else milliseconds until they are. service_role (a trusted server) takes nothing.
    */
-  message(claims: SocketClaims, address: string): number {
-    return this.takeFor(this.messages, 'messages', claims, address);
+  message(claims: SocketClaims, address: string, n = 1): number {
+    return this.takeFor(this.messages, 'messages', claims, address, n);
   }
 
   /** One token of `limiter` for the caller (service_role: none), counting a refusal under `limit`. */
-  private takeFor(limiter: KeyedRateLimiter, limit: AdmissionLimit, claims: SocketClaims, address: string): number {
+  private takeFor(limiter: KeyedRateLimiter, limit: AdmissionLimit, claims: SocketClaims, address: string, n = 1): number {
     if (claims.role === 'service_role') return 0;
-    const waitMs = limiter.take(callerOf(claims, address));
+    const waitMs = limiter.take(callerOf(claims, address), n);
     if (waitMs > 0) this.onRefused(limit);
     return waitMs;
   }

@@ -17,6 +17,7 @@ import { createClusterNode, type ClusterNode } from './cluster.ts';
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
 import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
+import { createRestBroadcast, type RealtimeRest } from './rest-broadcast.ts';
 import { parseVsn } from './serializer.ts';
 import { canonicalUuid } from '../uuid.ts';
 import { SEQ_MAX, singleQueryValues } from '../input-policy.ts';
@@ -52,6 +53,8 @@ export type Gateway = {
   stop(): Promise<void>;
   bus: DatabaseBus;
   cluster: ClusterNode;
+  /** realtime-js's REST broadcast (/realtime/v1/api/broadcast…), served by the HTTP app (src/http/realtime-rest.ts). */
+  rest: RealtimeRest;
 };
 
 export function createGateway(opts: GatewayOptions): Gateway {
@@ -294,6 +297,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
   return {
     bus,
     cluster,
+    rest: createRestBroadcast(hub, cluster, admission, limits),
     attach(server) {
       server.on('upgrade', onUpgrade);
     },

@@ -17,16 +17,20 @@ export class RateLimiter {
     this.last = now();
   }
 
-  /** Takes one token; returns 0 when allowed, else the milliseconds until one is available. */
-  take(): number {
+  /**
+   * Takes `n` tokens (one unless told), all or none; returns 0 when allowed, else the
+   * milliseconds until they are available (never, past the burst: the wait of the burst).
+   */
+  take(n = 1): number {
     const t = this.now();
     this.units = Math.min(this.burst * 1000, this.units + (t - this.last) * this.perSecond);
     this.last = t;
-    if (this.units >= 1000) {
-      this.units -= 1000;
+    const need = Math.min(n, this.burst) * 1000;
+    if (n <= this.burst && this.units >= need) {
+      this.units -= need;
       return 0;
     }
-    return Math.ceil((1000 - this.units) / this.perSecond);
+    return Math.max(1, Math.ceil((need - this.units) / this.perSecond));
   }
 
   /** Whether the bucket has refilled to its burst (then it is the same as a new one). */
@@ -48,15 +52,15 @@ export class KeyedRateLimiter {
     this.pruneAt = maxKeys;
   }
 
-  /** Takes one token from `key`'s bucket: 0 when allowed, else the milliseconds until one is available. */
-  take(key: string): number {
+  /** Takes `n` tokens (one unless told) from `key`'s bucket, all or none: 0 when allowed, else the milliseconds until they are available. */
+  take(key: string, n = 1): number {
     let bucket = this.buckets.get(key);
     if (!bucket) {
       if (this.buckets.size >= this.pruneAt) this.prune();
       bucket = new RateLimiter(this.perSecond, this.burst, this.now);
       this.buckets.set(key, bucket);
     }
-    return bucket.take();
+    return bucket.take(n);
   }
 
   /** How many keys have a bucket (tests, metrics). */

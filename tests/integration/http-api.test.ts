@@ -324,20 +324,14 @@ describe('happy paths', () => {
     const expectationRest = await rawRequest(server.url, { method: 'GET', path: '/rest/v1/blocks', headers: { expect: 'x-evil' } });
     expect({ status: expectationRest.status, body: JSON.parse(expectationRest.text) }).toMatchObject({ status: 417, body: { code: 'invalid_input', details: null } });
     // the other Supabase services supabase-js reaches by itself say what serves that work here:
-    // supabase.storage (storage-js shows this message as its error's) and realtime-js's REST
-    // broadcast, where channel.send goes before the channel is subscribed
+    // supabase.storage (storage-js shows this message as its error's), and under realtime-js's
+    // REST API (served: tests/integration/realtime-rest-broadcast.test.ts) the routes it has
     const storage = await api('/storage/v1/object/potentia-files/a.txt', { method: 'POST', body: {} });
     expect(storage.status).toBe(404);
     expect(storage.body.error.message).toContain('POST /api/v1/canvas/{id}/files and presigned URLs (docs/files.md)');
-    // (501 in Supabase Realtime's shape: realtime-js words a 404 as a Realtime server to upgrade)
-    const broadcast = await api('/realtime/v1/api/broadcast', { method: 'POST', body: { messages: [] } });
-    expect(broadcast.status).toBe(501);
-    expect(broadcast.body).toEqual({ code: 'not_implemented', message: expect.stringContaining('Send on the channel once subscribe() reported SUBSCRIBED') });
-    // channel.httpSend(), which realtime-js's send() fallback warning recommends, rejects with that
-    // message; on a 404 it rejected with "httpSend() requires Realtime server v2.97.0 or newer; …
-    // Update your Supabase CLI"
-    const channel = supabaseAs().channel(`canvas:${randomUUID()}`, { config: { private: true } });
-    await expect(channel.httpSend('cursor', { x: 1 })).rejects.toThrow(/^no route POST \/realtime\/v1\/api\/broadcast\/.*does not serve realtime-js's REST broadcast \(channel\.httpSend\(\).*docs\/realtime\.md/);
+    const tenants = await api('/realtime/v1/api/tenants', { method: 'GET' });
+    expect(tenants.status).toBe(404);
+    expect(tenants.body).toEqual({ code: 'not_found', message: expect.stringContaining('POST /realtime/v1/api/broadcast/{topic}/events/{event}') });
     // any other unknown path keeps the plain answer
     expect((await api('/nowhere')).body.error.message).toBe('no route GET /nowhere');
   });

@@ -1,0 +1,83 @@
+import { Hono, type Context } from 'hono';
+import { REALTIME_POLICY, TokenError } from '../auth/jwt.ts';
+import { clientAddressKey } from '../client-address.ts';
+import type { SocketClaims } from '../realtime/authorize.ts';
+import type { ClusterPayload } from '../realtime/cluster.ts';
+import { parseBatch, singleMessage, type RealtimeRest } from '../realtime/rest-broadcast.ts';
+import type { AppEnv, Deps } from './env.ts';
+import { ApiError } from './errors.ts';
+import { requestAuthorization } from './middleware.ts';
+
+/**
+ * Supabase Realtime's REST broadcast under /realtime/v1/api (src/realtime/rest-broadcast.ts),
+ * answered as Supabase Realtime answers it: 202 with no body, errors in its shape `{code, message,
+ * field?}` (not-found.ts realtimeRestResponse: realtime-js's httpSend() rejects with the message).
+ *
+ * The caller: the token in Authorization: Bearer (realtime-js sends the user's access token
+ * there once signed in), else the apikey header (the anon key), checked as a realtime-js socket's
+ * (REALTIME_POLICY: a user's token or one of the project's API keys).
+ */
+export function realtimeRestRoutes(deps: Deps) {
+  const app = new Hono<AppEnv>();
+
+  app.post('/broadcast', async (c) => {
+    const rest = gateway(deps);
+    const claims = await caller(c, deps);
+    const messages = parseBatch(await c.req.json(), rest.limits);
+    await rest.broadcast(claims, address(c, deps), messages);
+    return c.body(null, 202);
+  });
+
+  app.post('/broadcast/:topic/events/:event', async (c) => {
+    const rest = gateway(deps);
+    const claims = await caller(c, deps);
+    const flag = c.req.query('private');
+    if (flag !== undefined && flag !== 'true' && flag !== 'false') {
+      throw new ApiError('invalid_input', 'query.private: true or false', { field: 'query.private' });
+    }
+    const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+    let payload: ClusterPayload;
+    if (type === 'application/octet-stream') payload = { binary: Buffer.from(await c.req.arrayBuffer()) };
+    else if (type === '' || type === 'application/json') payload = { json: JSON.stringify(await c.req.json()) };
+    else {
+      throw new ApiError('unsupported_media_type', 'content-type: send the payload as application/json or application/octet-stream', { field: 'content-type' });
+    }
+    const message = singleMessage(c.req.param('topic'), c.req.param('event'), flag === 'true', payload, rest.limits);
+    await rest.broadcast(claims, address(c, deps), [message]);
+    return c.body(null, 202);
+  });
+
+  return app;
+}
+
+function gateway(deps: Deps): RealtimeRest {
+  if (!deps.realtime) throw new ApiError('unavailable', 'the realtime gateway of this process is not running: retry shortly', { retry_after: 1 });
+  return deps.realtime;
+}
+
+async function caller(c: Context<AppEnv>, deps: Deps): Promise<SocketClaims> {
+  const bearer = /^Bearer\s+(\S+)$/i.exec(requestAuthorization(c) ?? '')?.[1];
+  const token = bearer ?? c.req.header('apikey');
+  if (!token) throw new ApiError('unauthorized', 'apikey is required: send the apikey header, or Authorization: Bearer <access token>');
+  try {
+    const claims = await deps.verify(token, REALTIME_POLICY);
+    c.set('claims', claims as never); // the request log's user_id
+    return claims;
+  } catch (err) {
+    if (err instanceof TokenError) {
+      if (err.code === 'keys_unavailable') throw new ApiError('unavailable', err.message, { retry_after: 1 });
+      throw new ApiError('unauthorized', err.message);
+    }
+    throw err;
+  }
+}
+
+/** Whom a per-address limit counts (admission.ts addressOf, for a request). */
+function address(c: Context<AppEnv>, deps: Deps): string {
+  if (deps.config.trustProxy) {
+    const first = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
+    if (first) return clientAddressKey(first);
+  }
+  const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
+  return clientAddressKey(incoming?.socket?.remoteAddress ?? 'unknown');
+}

@@ -1,0 +1,171 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { RealtimeChannel, RealtimeClient } from '@supabase/realtime-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas, createUser } from '../helpers/fixtures.ts';
+import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { apiKey } from '../helpers/tokens.ts';
+import { until } from '../helpers/wait.ts';
+
+// realtime-js's REST broadcast (src/realtime/rest-broadcast.ts, src/http/realtime-rest.ts) on a
+// cluster of two gateway processes (`npm start`'s entry point): channel.httpSend() and
+// channel.send() before subscribe, sent to gateway 1, reach realtime-js subscribers on both
+// gateways once; refused requests (bad input, the database's events, a private topic the caller
+// may not write) are answered 4xx naming the field and send nothing. "Nothing": after each refusal
+// a marker is sent by the same caller to the same gateway; one gateway's messages reach every
+// gateway in the order it sent them (cluster.ts), so a refused message that had been sent would
+// arrive before the marker.
+
+const config = loadConfig();
+const db = testDatabase(2);
+const token = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3600 });
+const env = { DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', NODE_ENV: 'development' };
+
+let gateways: PotentiaProcess[] = [];
+let anon = '';
+const realtime = realtimeClients({ timeoutMs: 10_000 });
+
+beforeAll(async () => {
+  anon = await apiKey(config.auth.jwtSecret, 'anon');
+  gateways = await Promise.all([startPotentiaProcess(env), startPotentiaProcess(env)]);
+  // each gateway's replication stream must be streaming: before that it hears nothing of the cluster
+  await until(async () => (await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
+    where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`)[0]!.n >= 2,
+  60_000, 'two gateway streams');
+}, 120_000);
+
+afterAll(async () => {
+  await realtime.disconnectAll();
+  await Promise.all(gateways.map((g) => g.stop()));
+  await db.close();
+});
+
+type Got = { event: string; payload: unknown }[];
+
+/** A realtime-js client on `g` that sends as `userToken` (the anon key as apikey, as supabase-js does). */
+async function sender(g: PotentiaProcess, userToken: string | null): Promise<RealtimeClient> {
+  const client = realtime.connect(g.url, anon, '2.0.0');
+  if (userToken) await client.setAuth(userToken);
+  return client;
+}
+
+/** Subscribers of `topic` (private or not) on both gateways, every broadcast event recorded. */
+async function subscribers(topic: string, isPrivate: boolean, tokens: [string, string]) {
+  const got: [Got, Got] = [[], []];
+  const channels: RealtimeChannel[] = [];
+  for (const i of [0, 1] as const) {
+    const ch = realtime.connect(gateways[i]!.url, tokens[i], '2.0.0').channel(topic, { config: { private: isPrivate } })
+      .on('broadcast', { event: '*' }, (m) => got[i].push({ event: m.event, payload: m.payload }));
+    expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+    channels.push(ch);
+  }
+  return got;
+}
+
+/** POST to gateway 1's REST broadcast; the answer's status and JSON body (null when empty). */
+async function post(path: string, body: unknown, headers: Record<string, string>, raw = false) {
+  const res = await fetch(`${gateways[0]!.url}/realtime/v1/api/broadcast${path}`, {
+    method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: raw ? body as string : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+describe('realtime-js REST broadcast across two gateway processes', () => {
+  it('httpSend() and send() before subscribe reach the subscribers on both gateways once', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor', 'viewer']);
+    const topic = `canvas:${canvasId}`;
+    const got = await subscribers(topic, true, [await token(users.owner!), await token(users.viewer!)]);
+    const client = await sender(gateways[0]!, await token(users.editor!));
+    const channel = client.channel(topic, { config: { private: true } }); // never subscribed
+
+    await expect(channel.httpSend('cursor', { x: 1 })).resolves.toEqual({ success: true });
+    expect(await channel.send({ type: 'broadcast', event: 'cursor', payload: { x: 2 } })).toBe('ok');
+    const bytes = randomBytes(100);
+    await expect(channel.httpSend('blob', bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + 100))).resolves.toEqual({ success: true });
+    expect(await channel.send({ type: 'broadcast', event: 'marker', payload: { n: 1 } })).toBe('ok');
+
+    await until(() => got.every((g) => g.some((m) => m.event === 'marker')), 20_000, 'the marker on both gateways');
+    for (const g of got) {
+      expect(g.map((m) => m.event)).toEqual(['cursor', 'cursor', 'blob', 'marker']);
+      expect(g.slice(0, 2).map((m) => m.payload)).toEqual([{ x: 1 }, { x: 2 }]);
+      expect(Buffer.from(g[2]!.payload as ArrayBuffer).equals(bytes)).toBe(true);
+    }
+
+    // a public topic: any key may send, as on the socket; the private room of the name gets none of it
+    const pub = await subscribers(topic, false, [anon, anon]);
+    const anonChannel = (await sender(gateways[0]!, null)).channel(topic);
+    await expect(anonChannel.httpSend('note', { to: 'public' })).resolves.toEqual({ success: true });
+    expect(await anonChannel.send({ type: 'broadcast', event: 'marker', payload: { n: 2 } })).toBe('ok');
+    await until(() => pub.every((g) => g.some((m) => m.event === 'marker')), 20_000, 'the public marker on both gateways');
+    for (const g of pub) expect(g).toEqual([{ event: 'note', payload: { to: 'public' } }, { event: 'marker', payload: { n: 2 } }]);
+    expect(await channel.send({ type: 'broadcast', event: 'marker', payload: { n: 3 } })).toBe('ok');
+    await until(() => got.every((g) => g.filter((m) => m.event === 'marker').length === 2), 20_000, 'the second private marker');
+    for (const g of got) expect(g.map((m) => m.event)).toEqual(['cursor', 'cursor', 'blob', 'marker', 'marker']);
+  });
+
+  it('refuses bad input, the database\'s events and unauthorized private topics, sending nothing', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const outsider = await createUser(db.sql, 'outsider');
+    const topic = `canvas:${canvasId}`;
+    const got = await subscribers(topic, true, [await token(users.owner!), await token(users.editor!)]);
+    const pub = await subscribers(topic, false, [anon, anon]);
+    const editor = await token(users.editor!);
+    const asEditor = { apikey: anon, authorization: `Bearer ${editor}` };
+    const msg = (over: Record<string, unknown> = {}) => ({ topic, event: 'cursor', payload: { x: 1 }, private: true, ...over });
+
+    // realtime-js: a non-member's httpSend rejects with the gateway's message, its send() resolves 'error'
+    const outsiderChannel = (await sender(gateways[0]!, await token(outsider))).channel(topic, { config: { private: true } });
+    await expect(outsiderChannel.httpSend('cursor', { x: 1 })).rejects.toThrow(`Unauthorized: You do not have permissions to write to this Channel topic: ${topic}`);
+    expect(await outsiderChannel.send({ type: 'broadcast', event: 'cursor', payload: { x: 1 } })).toBe('error');
+    // the anon key alone may not write a private canvas topic
+    const anonChannel = (await sender(gateways[0]!, null)).channel(topic, { config: { private: true } });
+    await expect(anonChannel.httpSend('cursor', { x: 1 })).rejects.toThrow(/^Unauthorized: You do not have permissions to write/);
+    // the database's own events, in any case, on the private topic
+    const editorChannel = (await sender(gateways[0]!, editor)).channel(topic, { config: { private: true } });
+    await expect(editorChannel.httpSend('BLOCK_OP', { block_id: randomUUID() })).rejects.toThrow(/^event: "BLOCK_OP" is an event the database sends on this channel/);
+    expect(await editorChannel.send({ type: 'broadcast', event: 'canvas_deleted', payload: {} })).toBe('error');
+
+    const refusals: [unknown, number, Record<string, unknown>][] = [
+      // a batch with one message the caller may not send: none of it is sent (the public one neither)
+      [{ messages: [msg({ private: false, event: 'note' }), msg({ topic: `canvas:${randomUUID()}` })] }, 403, { code: 'forbidden', field: 'messages[1].topic' }],
+      [{ messages: [msg({ event: 'block_op' })] }, 400, { code: 'invalid_input', field: 'messages[0].event' }],
+      [{ messages: Array.from({ length: 11 }, () => msg()) }, 400, { code: 'invalid_input', field: 'messages' }],
+      [{ messages: [] }, 400, { code: 'invalid_input', field: 'messages' }],
+      [{ messages: [msg({ payload: { s: 'x'.repeat(16 * 1024) } })] }, 413, { code: 'payload_too_large', field: 'messages[0].payload' }],
+      [{ messages: [msg({ topic: undefined })] }, 400, { code: 'invalid_input', field: 'messages[0].topic' }],
+      [{ messages: [msg({ event: 'e'.repeat(1000) })] }, 400, { code: 'invalid_input', field: 'messages[0].event' }],
+      [{ messages: [msg({ private: 'yes' })] }, 400, { code: 'invalid_input', field: 'messages[0].private' }],
+      [{ messages: [msg({ extra: 1 })] }, 400, { code: 'invalid_input', field: 'messages[0].extra' }],
+      [{ messages: [msg({ payload: { s: 'a\u0000b' } })] }, 400, { code: 'invalid_input', field: 'messages.0.payload.s' }],
+    ];
+    for (const [body, status, error] of refusals) {
+      const res = await post('', body, asEditor);
+      expect({ body: JSON.stringify(body).slice(0, 80), status: res.status, error: res.body }).toEqual({
+        body: JSON.stringify(body).slice(0, 80), status, error: { message: expect.any(String), ...error } });
+    }
+    expect((await post('', '{"messages": [', asEditor, true))).toMatchObject({ status: 400, body: { code: 'invalid_input' } });
+    expect(await post('', { messages: [msg()] }, {})).toMatchObject({ status: 401, body: { code: 'unauthorized' } });
+    expect(await post('', { messages: [msg()] }, { apikey: 'not-a-token' })).toMatchObject({ status: 401, body: { code: 'unauthorized' } });
+    expect(await post(`/${encodeURIComponent(topic)}/events/cursor?private=true`, 'x', { ...asEditor, 'content-type': 'text/plain' }, true))
+      .toMatchObject({ status: 415, body: { code: 'unsupported_media_type', field: 'content-type' } });
+    expect(await post(`/${encodeURIComponent(topic)}/events/cursor?private=maybe`, { x: 1 }, asEditor))
+      .toMatchObject({ status: 400, body: { code: 'invalid_input', field: 'query.private' } });
+    expect(await post(`/${encodeURIComponent(topic)}/events/presence_leave?private=true`, { user_id: users.owner }, asEditor))
+      .toMatchObject({ status: 400, body: { code: 'invalid_input', field: 'event' } });
+    expect(await post(`/${encodeURIComponent(`canvas:${randomUUID()}`)}/events/cursor?private=true`, { x: 1 }, asEditor))
+      .toMatchObject({ status: 403, body: { code: 'forbidden', field: 'topic' } });
+    // any other path under /realtime/v1/api is not found, and says what is served
+    const other = await fetch(`${gateways[0]!.url}/realtime/v1/api/tenants`, { headers: asEditor });
+    expect(other.status).toBe(404);
+    expect(await other.json()).toMatchObject({ code: 'not_found', message: expect.stringContaining('POST /realtime/v1/api/broadcast') });
+
+    // nothing of the above was sent: the editor's marker, sent after all of it, is all both rooms got
+    expect(await post('', { messages: [msg({ event: 'marker' }), msg({ event: 'marker', private: false })] }, asEditor)).toEqual({ status: 202, body: null });
+    await until(() => [...got, ...pub].every((g) => g.length > 0), 20_000, 'the markers on both gateways');
+    for (const g of [...got, ...pub]) expect(g).toEqual([{ event: 'marker', payload: { x: 1 } }]);
+  });
+});

@@ -91,7 +91,7 @@ export function routeNotFound(method: string, path: string): ApiError {
   if (isRealtimeRestPath(path)) {
     return new ApiError('not_found', `no route ${method} ${path}: the realtime gateway's REST API is realtime-js's broadcast, `
       + 'POST /realtime/v1/api/broadcast {messages: [...]} and POST /realtime/v1/api/broadcast/{topic}/events/{event} '
-      + '(docs/realtime.md, "REST broadcast")');
+      + '(docs/realtime.md, "Client broadcasts")');
   }
   if (path === '/storage/v1' || path.startsWith('/storage/v1/')) {
     return new ApiError('not_found', `no route ${method} ${path}: the local server does not serve Supabase Storage's API (supabase.storage). `

@@ -37,3 +37,15 @@ it('with every caller active, the map grows (no caller loses its bucket) and pru
   for (let i = 0; i < 10; i++) limiter.take(`j${i}`);
   expect(limiter.size).toBeLessThanOrEqual(10);
 });
+
+it('takes n tokens at once, all or none (a REST broadcast\'s messages, src/realtime/rest-broadcast.ts)', () => {
+  let t = 0;
+  const limiter = new KeyedRateLimiter(10, 20, () => t);
+  expect(limiter.take('a', 15)).toBe(0);
+  // 5 left: 10 are refused whole, and take none of them (the wait is for the 5 missing)
+  expect(limiter.take('a', 10)).toBe(500);
+  expect(limiter.take('a', 5)).toBe(0);
+  expect(limiter.take('a')).toBe(100);
+  t += 1000;
+  expect(limiter.take('a', 10)).toBe(0);
+});

@@ -26,7 +26,8 @@ import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
  *            (what `npm start` runs)
  *   api      the HTTP API only (/api/v1, /functions/v1, /auth/v1, the demo, /docs/api): no
  *            gateway (a WebSocket upgrade is answered 404 like any unknown path), no worker
- *   gateway  the realtime gateway only (/realtime/v1/websocket, H1 /ws/canvas/{id}) with
+ *   gateway  the realtime gateway only (/realtime/v1/websocket, H1 /ws/canvas/{id}, realtime-js's
+ *            REST broadcast /realtime/v1/api/broadcast) with
  *            /health, /ready, /metrics (src/http/probes.ts); /ready also needs its replication
  *            stream up
  *   worker   Graphile Worker (src/worker, what `npm run worker` runs) with /health, /ready,
@@ -99,13 +100,14 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
     // while the stream is down the bus polls realtime.messages (deltas still arrive, later), but
     // cluster presence and client broadcasts from other gateways do not: out of rotation until it is back
     realtime: () => (gateway.bus.streaming() ? 'ok' : 'replication stream down (reconnecting; deltas are polled meanwhile)'),
-  });
+  }, { realtimeRest: true });
   let http: ServerType | undefined;
   try {
     http = await listen(config, app.fetch);
     gateway.attach(http as HttpServer);
     // unlike `all`, a gateway that cannot start has nothing else to serve: fail, the supervisor restarts it
     await gateway.start();
+    deps.realtime = gateway.rest;
   } catch (err) {
     await gateway.stop().catch(() => {});
     if (http) await close(http);

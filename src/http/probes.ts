@@ -7,6 +7,7 @@ import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { errorResponse, isInternalCaller } from './middleware.ts';
 import { databaseFailure, notReadyMessage, readyQuery } from './readiness.ts';
+import { REALTIME_REST_PREFIX, realtimeRestRoutes, realtimeRestSurface } from './realtime-rest.ts';
 
 /** One readiness check of a role: 'ok', or why not (shown in /ready's 503 body; a thrown error shows as its DatabaseFailure code, readiness.ts). */
 export type ReadinessCheck = () => Promise<string> | string;
@@ -23,11 +24,15 @@ export type ReadinessCheck = () => Promise<string> | string;
  *    The checks object has the same keys as the API's /ready (functions/ops.ts) plus the role's own.
  *  - GET /metrics: Prometheus text, internal callers only (loopback, or Authorization: Bearer
  *    INTERNAL_TOKEN), 404 to anyone else, as on the API.
+ *  - with `realtimeRest` (a gateway): realtime-js's REST broadcast under /realtime/v1/api
+ *    (realtime-rest.ts), which a split deployment routes to its gateways with their sockets
+ *    (deploy/nginx/potentia.conf); deps.realtime is set once the gateway has started.
  * Anything else is 404 in the one error shape. A gateway's WebSocket paths are upgrades: they are
  * answered by the gateway before this app (src/realtime/gateway.ts).
  */
-export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck>, opts: { apiRoles?: boolean } = {}) {
-  const app = withCommonMiddleware(new Hono<AppEnv>(), deps);
+export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck>, opts: { apiRoles?: boolean; realtimeRest?: boolean } = {}) {
+  const app = withCommonMiddleware(new Hono<AppEnv>(), deps, opts.realtimeRest ? realtimeRestSurface : {});
+  if (opts.realtimeRest) app.route(REALTIME_REST_PREFIX, realtimeRestRoutes(deps));
   app.get('/health', (c) => c.json({ status: 'ok' }));
   app.get('/ready', async (c) => {
     const log = c.get('log') ?? deps.logger;

@@ -4,9 +4,11 @@ import { clientAddressKey } from '../client-address.ts';
 import type { SocketClaims } from '../realtime/authorize.ts';
 import type { ClusterPayload } from '../realtime/cluster.ts';
 import { parseBatch, singleMessage, type RealtimeRest } from '../realtime/rest-broadcast.ts';
+import { asApiError } from './common.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
-import { requestAuthorization } from './middleware.ts';
+import { realtimeRestResponse } from './not-found.ts';
+import { requestAuthorization, type ErrorAnswer } from './middleware.ts';
 
 /**
  * Supabase Realtime's REST broadcast under /realtime/v1/api (src/realtime/rest-broadcast.ts),
@@ -17,6 +19,13 @@ import { requestAuthorization } from './middleware.ts';
  * there once signed in), else the apikey header (the anon key), checked as a realtime-js socket's
  * (REALTIME_POLICY: a user's token or one of the project's API keys).
  */
+export const REALTIME_REST_PREFIX = '/realtime/v1/api';
+
+/** The error surface of REALTIME_REST_PREFIX (common.ts withCommonMiddleware): errors in Supabase Realtime's shape. */
+export const realtimeRestSurface: Record<string, ErrorAnswer> = {
+  [REALTIME_REST_PREFIX]: (err, c) => realtimeRestResponse(c, asApiError(err, c)),
+};
+
 export function realtimeRestRoutes(deps: Deps) {
   const app = new Hono<AppEnv>();
 

@@ -11,7 +11,7 @@ import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
 
 // realtime-js's REST broadcast (src/realtime/rest-broadcast.ts, src/http/realtime-rest.ts) on a
-// cluster of two gateway processes (`npm start`'s entry point): channel.httpSend() and
+// cluster of two gateway processes (`npm start`'s entry point, one as --role gateway): channel.httpSend() and
 // channel.send() before subscribe, sent to gateway 1, reach realtime-js subscribers on both
 // gateways once; refused requests (bad input, the database's events, a private topic the caller
 // may not write) are answered 4xx naming the field and send nothing. "Nothing": after each refusal
@@ -30,7 +30,9 @@ const realtime = realtimeClients({ timeoutMs: 10_000 });
 
 beforeAll(async () => {
   anon = await apiKey(config.auth.jwtSecret, 'anon');
-  gateways = await Promise.all([startPotentiaProcess(env), startPotentiaProcess(env)]);
+  // gateway 1, which every request is sent to, is a gateway alone (`--role gateway`): a split
+  // deployment routes /realtime/v1/ to its gateways (deploy/nginx/potentia.conf); gateway 2 is `npm start`'s all
+  gateways = await Promise.all([startPotentiaProcess({ ...env, POTENTIA_ROLE: 'gateway' }), startPotentiaProcess(env)]);
   // each gateway's replication stream must be streaming: before that it hears nothing of the cluster
   await until(async () => (await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
     where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`)[0]!.n >= 2,

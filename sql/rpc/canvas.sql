@@ -105,13 +105,52 @@ begin
     where c.deleted_at is null and r.role is not null and internal.token_allows(c.canvas_id, false)), '[]');
 end $$;
 
--- A5: editors and above create canvases in their workspace.
-create or replace function api.create_canvas(p_workspace_id uuid, p_title text default 'Untitled', p_settings jsonb default '{}')
+-- A5: editors and above create canvases in their workspace, optionally with the id the client
+-- chose (p_canvas_id), so that a resend cannot make a second canvas (as api.create_workspace's
+-- p_workspace_id: sql/rpc/workspaces.sql says why and how).
+drop function if exists api.create_canvas(uuid, text, jsonb);  -- before p_canvas_id (a call without it would be ambiguous)
+
+-- The answer to a resend of api.create_canvas with the id of a canvas that exists: {canvas_id}, as
+-- the first call answered, when p_user created it in p_workspace_id with p_title and p_settings
+-- (as stored: trimmed, defaults applied) and it is not deleted; else conflict naming canvas_id
+-- (another user's canvas, compared on nothing else; or the caller's, deleted since), workspace_id,
+-- title or settings. Writes nothing.
+create or replace function internal.replay_create_canvas(c app.canvases, p_user uuid, p_workspace_id uuid, p_title text, p_settings jsonb)
+returns jsonb language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+  if c.created_by is distinct from p_user then
+    perform internal.raise_error('conflict', 'canvas_id is already taken: send a new one (a random UUID) to create a canvas',
+                                 '{"field":"canvas_id"}');
+  end if;
+  if c.deleted_at is not null then
+    perform internal.raise_error('conflict', 'you created the canvas with this canvas_id and it has been deleted since: send a new '
+      'canvas_id to create another', '{"field":"canvas_id"}');
+  end if;
+  if c.workspace_id is distinct from p_workspace_id then
+    perform internal.raise_error('conflict', 'you created the canvas with this canvas_id in another workspace: a resend must send the same '
+      'workspace_id (to create another canvas, send a new canvas_id)', '{"field":"workspace_id"}');
+  end if;
+  if c.title is distinct from p_title then
+    perform internal.raise_error('conflict', 'the canvas with this canvas_id has another title: a resend must send the same title (to '
+      'create another canvas, send a new canvas_id)', '{"field":"title"}');
+  end if;
+  if c.settings is distinct from p_settings then
+    perform internal.raise_error('conflict', 'the canvas with this canvas_id has other settings: a resend must send the same settings (to '
+      'create another canvas, send a new canvas_id)', '{"field":"settings"}');
+  end if;
+  return jsonb_build_object('canvas_id', c.canvas_id);
+end $$;
+
+create or replace function api.create_canvas(p_workspace_id uuid, p_title text default 'Untitled', p_settings jsonb default '{}',
+                                             p_canvas_id uuid default null)
 returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid := internal.lock_user();
   v_role app.member_role := internal.workspace_role(p_workspace_id, v_user);
+  v_title text := btrim(coalesce(p_title, 'Untitled'));
+  v_settings jsonb := coalesce(p_settings, '{}');
   v_id uuid;
+  v_canvas app.canvases;
   v_checked boolean;  -- internal.check_json_policy's answer (unused: it raises)
 begin
   if v_role is null then
@@ -123,11 +162,27 @@ begin
   if not internal.token_allows(null, true) then
     perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot create one');
   end if;
-  perform internal.check_title_settings(coalesce(p_title, 'Untitled'), coalesce(p_settings, '{}'));
+  perform internal.check_title_settings(coalesce(p_title, 'Untitled'), v_settings);
   v_checked := internal.check_json_policy(p_settings, 'settings');
-  insert into app.canvases (workspace_id, title, settings, created_by)
-  values (p_workspace_id, btrim(coalesce(p_title, 'Untitled')), coalesce(p_settings, '{}'), v_user)
-  returning canvas_id into v_id;
+  if p_canvas_id is null then
+    insert into app.canvases (workspace_id, title, settings, created_by)
+    values (p_workspace_id, v_title, v_settings, v_user)
+    returning canvas_id into v_id;
+  else
+    loop
+      insert into app.canvases (canvas_id, workspace_id, title, settings, created_by)
+      values (p_canvas_id, p_workspace_id, v_title, v_settings, v_user)
+      on conflict (canvas_id) do nothing returning canvas_id into v_id;
+      exit when v_id is not null;
+      -- the row exists (committed: a concurrent insert of the id was waited for), and this
+      -- statement's snapshot, taken after that wait, sees it
+      select * into v_canvas from app.canvases where canvas_id = p_canvas_id;
+      if v_canvas.canvas_id is not null then
+        return internal.replay_create_canvas(v_canvas, v_user, p_workspace_id, v_title, v_settings);
+      end if;
+      -- purged in between: the id is free again
+    end loop;
+  end if;
   perform internal.write_audit(internal.request_context(), 'canvas.create', 'success', 'canvas', v_id::text, '{}', null, null, null, 1);
   return jsonb_build_object('canvas_id', v_id);
 end $$;
@@ -241,11 +296,15 @@ comment on function api.list_my_canvases() is
   'A4: the caller''s canvases that are not deleted, most recently updated first: [{canvas_id, workspace_id, title, settings, version, '
   'created_by, created_at, updated_at, role}], role the higher of the caller''s workspace and canvas membership (owner, admin, editor, '
   'viewer); a token scoped to some canvases lists only those. Errors: unauthorized (no signed-in user).';
-comment on function api.create_canvas(uuid, text, jsonb) is
+comment on function api.create_canvas(uuid, text, jsonb, uuid) is
   'A5: creates a canvas in workspace_id (an editor or above of it; a token scoped to some canvases cannot): {canvas_id}. title 1 to 500 '
-  'display characters, trimmed (default Untitled); settings a JSON object of at most 16384 bytes (default {}). Audited (canvas.create). '
-  'Errors: unauthorized; not_found (field workspace_id: no such workspace, or not a member); forbidden (role or token scope); invalid_input '
-  '(field title or settings); payload_too_large (field settings).';
+  'display characters, trimmed (default Untitled); settings a JSON object of at most 16384 bytes (default {}). canvas_id (optional): the '
+  'id to create it with, chosen by the client (a random UUID) so that a resend cannot create a second canvas: when a live canvas with that '
+  'id exists that the caller created in the same workspace with the same title and settings, the call answers {canvas_id} again and '
+  'writes nothing (no second audit row). Audited (canvas.create). Errors: unauthorized; not_found (field workspace_id: no such workspace, '
+  'or not a member); forbidden (role or token scope); invalid_input (field title or settings); payload_too_large (field settings); '
+  'conflict (field canvas_id: the id is another user''s canvas, or the caller''s deleted one; field workspace_id, title or settings: the '
+  'caller created it with another), writing nothing.';
 comment on function api.update_canvas(uuid, text, jsonb) is
   'A6: sets the title and/or settings of a canvas (owners and admins; null keeps a value, at least one is required), version + 1; returns '
   'the canvas {canvas_id, workspace_id, title, settings, version, created_by, created_at, updated_at} and broadcasts it as canvas_updated on '
@@ -269,9 +328,9 @@ comment on function api.get_canvas_permissions(uuid) is
 
 -- PUBLIC gets EXECUTE on new functions: the per-schema default privileges of the foundation
 -- migration cannot take it away (Postgres only adds to the global defaults), so revoke it here.
-revoke execute on function api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),
+revoke execute on function api.list_my_canvases(), api.create_canvas(uuid, text, jsonb, uuid), api.update_canvas(uuid, text, jsonb),
   api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
   api.get_canvas_permissions(uuid) from public;
-grant execute on function api.list_my_canvases(), api.create_canvas(uuid, text, jsonb), api.update_canvas(uuid, text, jsonb),
+grant execute on function api.list_my_canvases(), api.create_canvas(uuid, text, jsonb, uuid), api.update_canvas(uuid, text, jsonb),
   api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
   api.get_canvas_permissions(uuid) to authenticated, service_role;

@@ -161,7 +161,44 @@ end $$;
 -- Workspaces
 -- ---------------------------------------------------------------------------------------------
 
-create or replace function api.create_workspace(p_name text) returns jsonb
+-- A create may carry the id it wants (p_workspace_id; api.create_canvas's p_canvas_id likewise),
+-- chosen by the client before its first attempt, so that sending the request again cannot make a
+-- second workspace: an answer lost with its connection (503 after COMMIT was sent, a timeout, a
+-- dropped network) leaves the client not knowing whether the workspace exists, and a resend with
+-- a fresh id made another one. With the id, a resend finds the row: the same caller and the same
+-- name is the same creation, answered as the first call was and nothing written again (no second
+-- membership, audit row or access_changed); anything else is a conflict naming what differs,
+-- with nothing written. Two calls with one id at once make one row: the second insert waits for
+-- the first's transaction (ON CONFLICT DO NOTHING on the primary key) and then finds its row, or
+-- inserts if it rolled back. Another user's row is refused on workspace_id alone, before anything
+-- of it is compared, so the refusal tells nothing about it.
+drop function if exists api.create_workspace(text);  -- before p_workspace_id (a one-argument call would be ambiguous)
+
+-- The answer to a resend of api.create_workspace with the id of a row that exists: the Workspace
+-- when p_user created it with p_name (role: the caller's role now, owner unless it changed since),
+-- else conflict naming workspace_id (another user's row; or the caller's, but they are no longer a
+-- member of it) or name. Writes nothing.
+create or replace function internal.replay_create_workspace(w app.workspaces, p_user uuid, p_name text) returns jsonb
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare v_role app.member_role;
+begin
+  if w.created_by is distinct from p_user then
+    perform internal.raise_error('conflict', 'workspace_id is already taken: send a new one (a random UUID) to create a workspace',
+                                 '{"field":"workspace_id"}');
+  end if;
+  if w.name is distinct from p_name then
+    perform internal.raise_error('conflict', 'you created the workspace with this workspace_id under another name: a resend must send '
+      'the same name (to create another workspace, send a new workspace_id)', '{"field":"name"}');
+  end if;
+  v_role := internal.workspace_role(w.workspace_id, p_user);
+  if v_role is null then
+    perform internal.raise_error('conflict', 'you created the workspace with this workspace_id but are no longer a member of it',
+                                 '{"field":"workspace_id"}');
+  end if;
+  return internal.workspace_json(w, v_role);
+end $$;
+
+create or replace function api.create_workspace(p_name text, p_workspace_id uuid default null) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_user uuid := internal.lock_user();
@@ -171,16 +208,35 @@ begin
   if not internal.token_allows(null, true) then
     perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot create a workspace');
   end if;
-  insert into app.workspaces (name, created_by) values (v_name, v_user) returning * into v_workspace;
+  if p_workspace_id is null then
+    insert into app.workspaces (name, created_by) values (v_name, v_user) returning * into v_workspace;
+  else
+    loop
+      insert into app.workspaces (workspace_id, name, created_by) values (p_workspace_id, v_name, v_user)
+      on conflict (workspace_id) do nothing returning * into v_workspace;
+      exit when v_workspace.workspace_id is not null;
+      -- the row exists (committed: a concurrent insert of the id was waited for), and this
+      -- statement's snapshot, taken after that wait, sees it
+      select * into v_workspace from app.workspaces where workspace_id = p_workspace_id;
+      if v_workspace.workspace_id is not null then
+        return internal.replay_create_workspace(v_workspace, v_user, v_name);
+      end if;
+      -- deleted in between: the id is free again
+    end loop;
+  end if;
   insert into app.workspace_members (workspace_id, user_id, role) values (v_workspace.workspace_id, v_user, 'owner');
   perform internal.write_audit(internal.request_context(), 'workspace.create', 'success', 'workspace',
                                v_workspace.workspace_id::text, '{}', null, null, null, 1);
   return internal.workspace_json(v_workspace, 'owner');
 end $$;
-comment on function api.create_workspace(text) is
-  'W2: creates a workspace whose owner is the caller. name: 1-200 characters (trimmed). Returns the Workspace '
-  '{workspace_id, name, role: owner, created_by, created_at}. Errors: unauthorized; invalid_input (name); forbidden '
-  '(a canvas-scoped token). Any signed-in user. Audited workspace.create.';
+comment on function api.create_workspace(text, uuid) is
+  'W2: creates a workspace whose owner is the caller. name: 1-200 characters (trimmed). workspace_id (optional): the id to '
+  'create it with, chosen by the client (a random UUID) so that a resend cannot create a second workspace: when a workspace '
+  'with that id exists that the caller created with the same name, the call answers it again (role: the caller''s role now) '
+  'and writes nothing (no second audit row). Returns the Workspace {workspace_id, name, role: owner, created_by, created_at}. '
+  'Errors: unauthorized; invalid_input (name); forbidden (a canvas-scoped token); conflict (field workspace_id: the id is '
+  'another user''s workspace, or one the caller is no longer a member of; field name: the caller created it with another '
+  'name), writing nothing. Any signed-in user. Audited workspace.create.';
 
 create or replace function api.list_my_workspaces() returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
@@ -519,12 +575,12 @@ create trigger accept_workspace_invites after insert or update of email on auth.
   for each row when (new.email is not null) execute function internal.accept_workspace_invites();
 
 -- PUBLIC gets EXECUTE on new functions: revoke it (see canvas.sql); callers are authenticated users.
-revoke execute on function api.create_workspace(text), api.list_my_workspaces(), api.rename_workspace(uuid, text),
+revoke execute on function api.create_workspace(text, uuid), api.list_my_workspaces(), api.rename_workspace(uuid, text),
   api.list_workspace_canvases(uuid), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
   api.update_workspace_member(uuid, uuid, text), api.remove_workspace_member(uuid, uuid),
   api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid),
   api.revoke_workspace_invite(uuid, uuid) from public;
-grant execute on function api.create_workspace(text), api.list_my_workspaces(), api.rename_workspace(uuid, text),
+grant execute on function api.create_workspace(text, uuid), api.list_my_workspaces(), api.rename_workspace(uuid, text),
   api.list_workspace_canvases(uuid), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
   api.update_workspace_member(uuid, uuid, text), api.remove_workspace_member(uuid, uuid),
   api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid),

@@ -1,10 +1,11 @@
 -- Canvases: workspaces and canvases are created, renamed (version + 1), validated and
--- soft-deleted; blocks are read one by one or keyset-paginated in rank order; permissions are
--- reported per role; a token's `scope` claim narrows what it may do.
+-- soft-deleted; a canvas created with a client-chosen canvas_id is answered again, not created
+-- twice, when the create is resent; blocks are read one by one or keyset-paginated in rank order;
+-- permissions are reported per role; a token's `scope` claim narrows what it may do.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(67);
+select plan(85);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -13,6 +14,21 @@ create function pg_temp.remember(p_name text, p_id text) returns uuid language s
   insert into ids values (p_name, p_id::uuid) on conflict (name) do update set id = excluded.id returning id
 $$;
 do $$ begin perform tests.create_user(n) from unnest(array['owner', 'admin', 'editor', 'viewer']) n; end $$;
+-- a refusal as {error, field, message}, or the value
+create function pg_temp.outcome(p_sql text) returns jsonb language plpgsql as $$
+declare v_result jsonb; v_msg text; v_hint text; v_detail text;
+begin
+  execute 'select to_jsonb(' || p_sql || ')' into v_result;
+  return v_result;
+exception when others then
+  get stacked diagnostics v_msg = message_text, v_hint = pg_exception_hint, v_detail = pg_exception_detail;
+  return jsonb_build_object('error', v_hint, 'message', v_msg) || case when v_detail like '{%' then v_detail::jsonb else '{}' end;
+end $$;
+-- the rows a create of p_id left: canvases with the id, and canvas.create audit rows of it
+create function pg_temp.created(p_id uuid) returns jsonb language sql security definer as $$
+  select jsonb_build_object('canvases', (select count(*) from app.canvases where canvas_id = p_id),
+                            'audited', (select count(*) from app.system_audit where action = 'canvas.create' and entity_id = p_id::text))
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- create_workspace: the creator becomes its owner; the name is required
@@ -47,6 +63,58 @@ select throws_ok(format($$select api.create_canvas(%L, repeat('x', 501))$$, pg_t
                  'a title over 500 characters is invalid_input');
 select throws_ok(format($$select api.create_canvas(%L, 'T', '[1]')$$, pg_temp.id('ws')), 'PX400', null,
                  'settings that are not an object are invalid_input');
+
+-- ---------------------------------------------------------------------------------------------
+-- create_canvas with a client-chosen canvas_id is safe to resend: the same caller, workspace,
+-- title and settings answer {canvas_id} again and write nothing; anything else is a conflict
+-- naming the field, writing nothing
+-- ---------------------------------------------------------------------------------------------
+select pg_temp.remember('chosen', gen_random_uuid()::text), pg_temp.remember('ws2', api.create_workspace('Second') ->> 'workspace_id');
+select is(api.create_canvas(pg_temp.id('ws'), ' Chosen ', '{"grid":true,"zoom":2}', pg_temp.id('chosen')),
+          jsonb_build_object('canvas_id', pg_temp.id('chosen')), 'create_canvas with canvas_id creates the canvas with that id: {canvas_id}');
+select is(pg_temp.created(pg_temp.id('chosen')), '{"canvases": 1, "audited": 1}'::jsonb, '... one row, audited once');
+select is(api.create_canvas(pg_temp.id('ws'), 'Chosen', '{"zoom":2,"grid":true}', pg_temp.id('chosen')),
+          jsonb_build_object('canvas_id', pg_temp.id('chosen')),
+          'resent with the same workspace, title (compared trimmed) and settings: the same answer');
+select is(pg_temp.created(pg_temp.id('chosen')), '{"canvases": 1, "audited": 1}'::jsonb, '... and nothing written: still one row, one audit row');
+select is(pg_temp.outcome(format($$api.create_canvas(%L, 'Other', '{"grid":true,"zoom":2}', %L)$$, pg_temp.id('ws'), pg_temp.id('chosen'))) - 'message',
+          '{"error": "conflict", "field": "title"}'::jsonb, 'resent with another title: conflict naming title');
+select is(pg_temp.outcome(format($$api.create_canvas(%L, 'Chosen', '{"grid":false,"zoom":2}', %L)$$, pg_temp.id('ws'), pg_temp.id('chosen'))) - 'message',
+          '{"error": "conflict", "field": "settings"}'::jsonb, 'with other settings: conflict naming settings');
+select is(pg_temp.outcome(format($$api.create_canvas(%L, 'Chosen', '{"grid":true,"zoom":2}', %L)$$, pg_temp.id('ws2'), pg_temp.id('chosen'))) - 'message',
+          '{"error": "conflict", "field": "workspace_id"}'::jsonb, 'in another workspace of the caller: conflict naming workspace_id');
+select is(pg_temp.outcome(format($$api.create_canvas(%L, null, null, %L)$$, pg_temp.id('ws'), pg_temp.id('chosen'))) - 'message',
+          '{"error": "conflict", "field": "title"}'::jsonb, 'with the defaults instead (Untitled, {}): conflict naming title');
+select is(pg_temp.created(pg_temp.id('chosen')) || (select jsonb_build_object('title', title, 'settings', settings, 'version', version)
+                                                     from app.canvases where canvas_id = pg_temp.id('chosen')),
+          '{"canvases": 1, "audited": 1, "title": "Chosen", "settings": {"grid":true,"zoom":2}, "version": 1}'::jsonb,
+          '... the refusals wrote nothing: the canvas is as first created');
+select tests.authenticate_as('editor');
+select is(pg_temp.outcome(format($$api.create_canvas(%L, 'Chosen', '{"grid":true,"zoom":2}', %L)$$, pg_temp.id('ws'), pg_temp.id('chosen'))),
+          '{"error": "conflict", "field": "canvas_id", "message": "canvas_id is already taken: send a new one (a random UUID) to create a canvas"}'::jsonb,
+          'another user''s canvas_id, same attributes and all: conflict naming canvas_id, its message naming nothing of the canvas');
+select is(pg_temp.outcome(format($$api.create_canvas(%L, 'Guess', '{}', %L)$$, pg_temp.id('ws'), pg_temp.id('chosen'))),
+          pg_temp.outcome(format($$api.create_canvas(%L, 'Chosen', '{"grid":true,"zoom":2}', %L)$$, pg_temp.id('ws'), pg_temp.id('chosen'))),
+          '... the same refusal whatever the title and settings: nothing of it is compared for another user');
+select tests.authenticate_as('viewer');
+select throws_ok(format($$select api.create_canvas(%L, 'Chosen', '{"grid":true,"zoom":2}', %L)$$, pg_temp.id('ws'), pg_temp.id('chosen')),
+                 'PX403', null, 'a viewer resending it: forbidden, as any create (the role is checked first)');
+select tests.authenticate_as('owner');
+select is(pg_temp.created(pg_temp.id('chosen')), '{"canvases": 1, "audited": 1}'::jsonb, 'still one canvas, audited once');
+
+select pg_temp.remember('gone', gen_random_uuid()::text);
+select is(api.create_canvas(pg_temp.id('ws'), null, null, pg_temp.id('gone')), jsonb_build_object('canvas_id', pg_temp.id('gone')),
+          'created with canvas_id and the defaults ...');
+select is(api.create_canvas(pg_temp.id('ws'), 'Untitled', '{}', pg_temp.id('gone')), jsonb_build_object('canvas_id', pg_temp.id('gone')),
+          '... resent with the defaults spelt out: the same canvas');
+select api.delete_canvas(pg_temp.id('gone'));
+select is(pg_temp.outcome(format($$api.create_canvas(%L, null, null, %L)$$, pg_temp.id('ws'), pg_temp.id('gone'))) - 'message',
+          '{"error": "conflict", "field": "canvas_id"}'::jsonb, 'resent after its deletion: conflict naming canvas_id (not brought back)');
+
+select isnt(api.create_canvas(pg_temp.id('ws'), 'Twice') ->> 'canvas_id', api.create_canvas(pg_temp.id('ws'), 'Twice') ->> 'canvas_id',
+            'without canvas_id each call creates a canvas, with an id of the server''s ...');
+select is((select count(*) from jsonb_array_elements(api.list_workspace_canvases(pg_temp.id('ws'))) c where c ->> 'title' = 'Twice'), 2::bigint,
+          '... two canvases for two calls, as before');
 
 -- ---------------------------------------------------------------------------------------------
 -- update_canvas: each change bumps the version; invalid input changes nothing

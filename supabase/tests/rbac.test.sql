@@ -107,7 +107,7 @@ end $$;
 -- ---------------------------------------------------------------------------------------------
 create temp table matrix (ord serial, fn text, call text, owner text, admin text, editor text, viewer text, outsider text, nobody text);
 insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) values
-  ('api.create_workspace(text)', $$api.create_workspace('Another workspace')$$,
+  ('api.create_workspace(text,uuid)', $$api.create_workspace('Another workspace', gen_random_uuid())$$,
      'ok', 'ok', 'ok', 'ok', 'ok', 'unauthorized'),
   ('api.set_workspace_member(uuid,uuid,app.member_role)', $$api.set_workspace_member({ws_a}, {newbie}, 'editor')$$,
      'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
@@ -133,7 +133,7 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
      'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
   ('api.list_my_canvases()', $$api.list_my_canvases()$$,
      'ok', 'ok', 'ok', 'ok', 'ok', 'unauthorized'),
-  ('api.create_canvas(uuid,text,jsonb)', $$api.create_canvas({ws_a}, 'New canvas', '{}')$$,
+  ('api.create_canvas(uuid,text,jsonb,uuid)', $$api.create_canvas({ws_a}, 'New canvas', '{}', gen_random_uuid())$$,
      'ok', 'ok', 'ok', 'forbidden', 'not_found', 'unauthorized'),
   ('api.update_canvas(uuid,text,jsonb)', $$api.update_canvas({a1}, 'Renamed', null)$$,
      'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),

@@ -1,11 +1,12 @@
 -- Workspaces and members (sql/rpc/workspaces.sql): who may create, list and rename workspaces,
 -- list, add, invite, re-role and remove members, and list or revoke invites; a workspace always
 -- keeps an owner; an invite becomes a membership when its email signs up; every change is
--- audited and announces access changes; a refused call writes nothing.
+-- audited and announces access changes; a refused call writes nothing; a create with a
+-- client-chosen workspace_id, resent, is answered again and never makes a second workspace.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(290);
+select plan(307);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -404,6 +405,91 @@ select throws_ok($$insert into app.workspace_invites (workspace_id, email, role)
                  'no API role writes app.workspace_invites directly');
 select tests.clear_authentication();
 select is((select relrowsecurity from pg_class where oid = 'app.workspace_invites'::regclass), true, 'RLS is on');
+
+-- ---------------------------------------------------------------------------------------------
+-- A create with a client-chosen workspace_id is safe to resend (an answer lost with its
+-- connection): the same caller and name answer the first call's Workspace again and write
+-- nothing; anything else is a conflict naming the field, writing nothing. Two users of their own:
+-- `maker` creates, `intruder` reuses the id.
+-- ---------------------------------------------------------------------------------------------
+create temp table answers (name text primary key, a jsonb);
+grant all on answers to public;
+do $$
+begin
+  perform tests.create_user(n) from unnest(array['maker', 'intruder', 'heir']) n;
+  insert into ids select n, tests.user_id(n) from unnest(array['maker', 'intruder', 'heir']) n;
+  insert into ids values ('chosen', gen_random_uuid()), ('other_id', gen_random_uuid());
+  perform tests.authenticate_as('maker');
+  insert into answers values ('first', api.create_workspace('  Chosen  ', pg_temp.id('chosen')));
+  perform tests.clear_authentication();
+end $$;
+select is(answers.a - 'created_at', jsonb_build_object('workspace_id', pg_temp.id('chosen'), 'name', 'Chosen', 'role', 'owner',
+                                                       'created_by', pg_temp.id('maker')),
+          'create_workspace with workspace_id creates the workspace with that id: the Workspace, role owner')
+from answers where name = 'first';
+select is((select jsonb_build_object('members', (select jsonb_object_agg(user_id::text, role) from app.workspace_members
+                                                 where workspace_id = pg_temp.id('chosen')),
+                                     'audited', (select count(*) from app.system_audit
+                                                 where action = 'workspace.create' and entity_id = pg_temp.id('chosen')::text))),
+          jsonb_build_object('members', jsonb_build_object(pg_temp.id('maker'), 'owner'), 'audited', 1),
+          '... the creator its owner, audited once');
+select is(pg_temp.value_as('maker', $$api.create_workspace('Chosen', {chosen})$$), (select a from answers where name = 'first'),
+          'resent with the same id and name: the first call''s answer, exactly (same created_at)');
+select is(pg_temp.value_as('maker', $$api.create_workspace(' Chosen ', {chosen})$$), (select a from answers where name = 'first'),
+          '... the name compared as stored (trimmed)');
+select is(pg_temp.run('maker', $$api.create_workspace('Chosen', {chosen})$$), '{"outcome": "ok", "changed": [], "audit": []}'::jsonb,
+          '... and nothing written: no second workspace, membership, audit row or access_changed');
+select is(pg_temp.run('maker', $$api.create_workspace('Renamed', {chosen})$$),
+          '{"outcome": "conflict", "field": "name", "changed": [], "audit": []}'::jsonb,
+          'resent with another name: conflict naming name, nothing written');
+select is(pg_temp.run('intruder', $$api.create_workspace('Chosen', {chosen})$$),
+          '{"outcome": "conflict", "field": "workspace_id", "changed": [], "audit": []}'::jsonb,
+          'another user''s workspace_id: conflict naming workspace_id, nothing written');
+select is(pg_temp.value_as('intruder', $$api.create_workspace('Chosen', {chosen})$$),
+          pg_temp.value_as('intruder', $$api.create_workspace('Guess', {chosen})$$),
+          '... the same refusal whatever the name: nothing of the workspace is compared for another user');
+select tests.authenticate_as('intruder');
+select throws_ok(format($$select api.create_workspace('Chosen', %L)$$, pg_temp.id('chosen')), 'PX409',
+                 'workspace_id is already taken: send a new one (a random UUID) to create a workspace',
+                 '... and its message names nothing of it');
+select tests.clear_authentication();
+select is(pg_temp.value_as('intruder', $$api.list_my_workspaces()$$), '[]'::jsonb, '... nor does it make the intruder a member');
+select is(pg_temp.run('nobody', $$api.create_workspace('Chosen', {chosen})$$) ->> 'outcome', 'unauthorized',
+          'no user: unauthorized, before the id is looked at');
+select is(pg_temp.run('maker', $$api.create_workspace('   ', {chosen})$$) - 'changed' - 'audit',
+          '{"outcome": "invalid_input", "field": "name"}'::jsonb, 'an invalid name: invalid_input naming name, id or not');
+select tests.authenticate_as('maker', jsonb_build_object('scope', format('canvas:%s:write', pg_temp.id('c1'))));
+select throws_ok(format($$select api.create_workspace('Chosen', %L)$$, pg_temp.id('chosen')), 'PX403', null,
+                 'a canvas-scoped token: forbidden, resend or not');
+select tests.clear_authentication();
+select is(pg_temp.run('maker', $$api.create_workspace('Chosen', {other_id})$$) -> 'audit', '["workspace.create"]'::jsonb,
+          'a new workspace_id with the same name: a second workspace (the id, not the name, is the creation)');
+
+-- without workspace_id, as before: every call creates a workspace of its own
+do $$
+begin
+  perform tests.authenticate_as('maker');
+  insert into answers values ('twice_1', api.create_workspace('Twice')), ('twice_2', api.create_workspace('Twice'));
+  perform tests.clear_authentication();
+end $$;
+select is((select count(distinct w.workspace_id) from answers a join app.workspaces w on w.workspace_id = (a.a ->> 'workspace_id')::uuid
+           where a.name like 'twice_%' and w.name = 'Twice'), 2::bigint,
+          'without workspace_id each call creates a workspace, with an id of the server''s');
+
+-- the answer's role is the caller's now; a creator who has left has nothing to be answered
+select tests.authenticate_as('maker');
+select api.add_workspace_member(pg_temp.id('chosen'), 'heir@test.local', 'owner');
+select api.update_workspace_member(pg_temp.id('chosen'), pg_temp.id('maker'), 'editor');
+select tests.clear_authentication();
+select is(pg_temp.value_as('maker', $$api.create_workspace('Chosen', {chosen})$$),
+          (select a || '{"role": "editor"}' from answers where name = 'first'),
+          'resent after the creator became an editor: the same Workspace with the role they have now');
+select tests.authenticate_as('maker');
+select api.remove_workspace_member(pg_temp.id('chosen'), pg_temp.id('maker'));
+select tests.clear_authentication();
+select is(pg_temp.run('maker', $$api.create_workspace('Chosen', {chosen})$$),
+          '{"outcome": "conflict", "field": "workspace_id", "changed": [], "audit": []}'::jsonb,
+          'resent after the creator left: conflict naming workspace_id, nothing written (no way back in)');
 
 select * from finish();
 rollback;

@@ -85,8 +85,16 @@ const routes = {
   list: route({ method: 'get', path: '/', operationId: 'listCanvases', summary: "A4: the caller's canvases",
     responses: responses(200, '{canvases}, newest change first', CanvasList) }),
   create: route({ method: 'post', path: '/', operationId: 'createCanvas', summary: 'A5: create a canvas',
+    description: 'Send a `canvas_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection '
+      + '(a 503, a timeout, a dropped network) leaves you not knowing whether the canvas was created, and resending the same body then '
+      + 'answers the canvas it created (201, the same {canvas_id}) instead of creating a second one.',
     request: { body: json(z.object({ workspace_id: z.string().uuid(), title: z.string().min(1).max(500).optional(),
-      settings: Json.optional() }).strict()) }, responses: responses(201, '{canvas_id}', CanvasCreated) }),
+      settings: Json.optional(), canvas_id: z.string().uuid().optional().openapi({
+        description: 'the id to create the canvas with (chosen by the client, a random UUID): a resend with it answers the same canvas; '
+          + 'when absent the server chooses one' }) }).strict()) },
+    responses: responses(201, '{canvas_id} (also when resent with its canvas_id)', CanvasCreated, { conflict: {
+      description: 'conflict: canvas_id is another canvas (field canvas_id: another user\'s, or one you deleted since), or you created it '
+        + 'with another workspace_id, title or settings (the field that differs); nothing was written' } }) }),
   update: route({ method: 'patch', path: '/{canvas_id}', operationId: 'updateCanvas', summary: 'A6: title and settings (owner/admin)',
     request: { params: CanvasParams, body: json(z.object({ title: z.string().min(1).max(500).optional(),
       settings: Json.optional() }).strict()) }, responses: responses(200, 'the updated canvas', Canvas) }),
@@ -137,8 +145,8 @@ export function canvasRoutes(deps: Deps) {
   });
   app.openapi(routes.list, async (c) => c.json({ canvases: await callApi<any>(deps, c, 'A4', 'list_my_canvases', []) }, 200));
   app.openapi(routes.create, async (c) => {
-    const { workspace_id, title, settings } = c.req.valid('json');
-    return c.json(await callApi<any>(deps, c, 'A5', 'create_canvas', [workspace_id, title ?? 'Untitled', settings ?? {}]), 201);
+    const { workspace_id, title, settings, canvas_id } = c.req.valid('json');
+    return c.json(await callApi<any>(deps, c, 'A5', 'create_canvas', [workspace_id, title ?? 'Untitled', settings ?? {}, canvas_id ?? null]), 201);
   });
   app.openapi(routes.update, async (c) => {
     const { title, settings } = c.req.valid('json');

@@ -23,7 +23,15 @@ const routes = {
   list: route({ method: 'get', path: '/', operationId: 'listWorkspaces', summary: "W1: the caller's workspaces, with their role",
     responses: responses(200, '{workspaces}', WorkspaceList) }),
   create: route({ method: 'post', path: '/', operationId: 'createWorkspace', summary: 'W2: create a workspace (the caller becomes its owner)',
-    request: { body: json(z.object({ name: Name }).strict()) }, responses: responses(201, 'the workspace', Workspace) }),
+    description: 'Send a `workspace_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection '
+      + '(a 503, a timeout, a dropped network) leaves you not knowing whether the workspace was created, and resending the same body then '
+      + 'answers the workspace it created (201, the same Workspace) instead of creating a second one.',
+    request: { body: json(z.object({ name: Name, workspace_id: z.string().uuid().optional().openapi({
+      description: 'the id to create the workspace with (chosen by the client, a random UUID): a resend with it answers the same workspace; '
+        + 'when absent the server chooses one' }) }).strict()) },
+    responses: responses(201, 'the workspace (also when resent with its workspace_id)', Workspace, { conflict: {
+      description: 'conflict: workspace_id is another workspace (field workspace_id: another user\'s, or one you left), or you created it '
+        + 'with another name (field name); nothing was written' } }) }),
   rename: route({ method: 'patch', path: '/{workspace_id}', operationId: 'renameWorkspace', summary: 'W3: rename (owner/admin)',
     request: { params: WorkspaceParams, body: json(z.object({ name: Name }).strict()) }, responses: responses(200, 'the workspace', Workspace) }),
   members: route({ method: 'get', path: '/{workspace_id}/members', operationId: 'listWorkspaceMembers', summary: 'W4: the members (any member)',
@@ -58,8 +66,10 @@ export function workspaceRoutes(deps: Deps) {
   app.use('*', requireAuth(deps));
 
   app.openapi(routes.list, async (c) => c.json({ workspaces: await callApi<any>(deps, c, 'W1', 'list_my_workspaces', []) }, 200));
-  app.openapi(routes.create, async (c) =>
-    c.json(await callApi<any>(deps, c, 'W2', 'create_workspace', [c.req.valid('json').name]), 201));
+  app.openapi(routes.create, async (c) => {
+    const { name, workspace_id } = c.req.valid('json');
+    return c.json(await callApi<any>(deps, c, 'W2', 'create_workspace', [name, workspace_id ?? null]), 201);
+  });
   app.openapi(routes.rename, async (c) =>
     c.json(await callApi<any>(deps, c, 'W3', 'rename_workspace', [c.req.valid('param').workspace_id, c.req.valid('json').name]), 200));
   app.openapi(routes.members, async (c) =>

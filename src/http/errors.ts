@@ -69,7 +69,7 @@ export function apiErrorFromObject(error: { code?: unknown; message?: unknown; [
  * What an API caller may safely do after a lost connection, appended to those 503s' messages; the
  * surfaces without mutations (GoTrue's /auth/v1) leave it out.
  */
-export const MUTATION_RETRY_NOTE = ' (a mutation retried with the same client_op_id is applied at most once)';
+export const MUTATION_RETRY_NOTE = ' (a mutation retried with the same client_op_id, or a create with the same workspace_id or canvas_id, is applied at most once)';
 
 /** Maps a postgres.js error: our PX-class errors carry the stable code as HINT and JSON DETAIL. */
 export function apiErrorFromDatabase(err: unknown): ApiError {

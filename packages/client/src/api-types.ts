@@ -90,7 +90,10 @@ export interface paths {
   "/api/v1/canvas": {
     /** A4: the caller's canvases */
     get: operations["listCanvases"];
-    /** A5: create a canvas */
+    /**
+     * A5: create a canvas
+     * @description Send a `canvas_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection (a 503, a timeout, a dropped network) leaves you not knowing whether the canvas was created, and resending the same body then answers the canvas it created (201, the same {canvas_id}) instead of creating a second one.
+     */
     post: operations["createCanvas"];
   };
   "/api/v1/canvas/{canvas_id}/permissions": {
@@ -111,7 +114,10 @@ export interface paths {
   "/api/v1/workspaces": {
     /** W1: the caller's workspaces, with their role */
     get: operations["listWorkspaces"];
-    /** W2: create a workspace (the caller becomes its owner) */
+    /**
+     * W2: create a workspace (the caller becomes its owner)
+     * @description Send a `workspace_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection (a 503, a timeout, a dropped network) leaves you not knowing whether the workspace was created, and resending the same body then answers the workspace it created (201, the same Workspace) instead of creating a second one.
+     */
     post: operations["createWorkspace"];
   };
   "/api/v1/workspaces/{workspace_id}": {
@@ -2054,7 +2060,10 @@ export interface operations {
       };
     };
   };
-  /** A5: create a canvas */
+  /**
+   * A5: create a canvas
+   * @description Send a `canvas_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection (a 503, a timeout, a dropped network) leaves you not knowing whether the canvas was created, and resending the same body then answers the canvas it created (201, the same {canvas_id}) instead of creating a second one.
+   */
   createCanvas: {
     requestBody: {
       content: {
@@ -2065,11 +2074,16 @@ export interface operations {
           settings?: {
             [key: string]: unknown;
           };
+          /**
+           * Format: uuid
+           * @description the id to create the canvas with (chosen by the client, a random UUID): a resend with it answers the same canvas; when absent the server chooses one
+           */
+          canvas_id?: string;
         };
       };
     };
     responses: {
-      /** @description {canvas_id} */
+      /** @description {canvas_id} (also when resent with its canvas_id) */
       201: {
         content: {
           "application/json": components["schemas"]["CanvasCreated"];
@@ -2095,6 +2109,12 @@ export interface operations {
       };
       /** @description not_found: no such resource, or not a member */
       404: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description conflict: canvas_id is another canvas (field canvas_id: another user's, or one you deleted since), or you created it with another workspace_id, title or settings (the field that differs); nothing was written */
+      409: {
         content: {
           "application/json": components["schemas"]["Error"];
         };
@@ -2475,18 +2495,26 @@ export interface operations {
       };
     };
   };
-  /** W2: create a workspace (the caller becomes its owner) */
+  /**
+   * W2: create a workspace (the caller becomes its owner)
+   * @description Send a `workspace_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection (a 503, a timeout, a dropped network) leaves you not knowing whether the workspace was created, and resending the same body then answers the workspace it created (201, the same Workspace) instead of creating a second one.
+   */
   createWorkspace: {
     requestBody: {
       content: {
         "application/json": {
           /** @description 1 to 200 characters, trimmed */
           name: string;
+          /**
+           * Format: uuid
+           * @description the id to create the workspace with (chosen by the client, a random UUID): a resend with it answers the same workspace; when absent the server chooses one
+           */
+          workspace_id?: string;
         };
       };
     };
     responses: {
-      /** @description the workspace */
+      /** @description the workspace (also when resent with its workspace_id) */
       201: {
         content: {
           "application/json": components["schemas"]["Workspace"];
@@ -2512,6 +2540,12 @@ export interface operations {
       };
       /** @description not_found: no such resource, or not a member */
       404: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description conflict: workspace_id is another workspace (field workspace_id: another user's, or one you left), or you created it with another name (field name); nothing was written */
+      409: {
         content: {
           "application/json": components["schemas"]["Error"];
         };

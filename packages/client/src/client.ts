@@ -2,6 +2,7 @@ import { createClient, FunctionsFetchError, FunctionsHttpError, type Session, ty
 import { Canvas, type CanvasDeps } from './canvas.ts';
 import type { WebSocketConstructor } from './canvas-sync.ts';
 import { withAuthAnswers } from './auth-answers.ts';
+import { defaultReconnectDelayMs, fullJitterMs } from './backoff.ts';
 import { AccessLostError, PotentiaError, RateLimitedError } from './errors.ts';
 import type { components } from './api-types.ts';
 
@@ -79,12 +80,40 @@ export type PotentiaAuth = {
   onChange(listener: (user: PotentiaUser | null) => void): () => void;
 };
 
+/** Options of workspaces.create. */
+export type CreateWorkspaceOptions = {
+  /**
+   * The new workspace's id (a UUID). Default: a new one (crypto.randomUUID()). Give your own to
+   * resend a create yourself later (after a reload, from a queue): the same id and name answer the
+   * workspace it created, never a second one.
+   */
+  workspaceId?: string;
+};
+
+/** Options of canvases.create. */
+export type CreateCanvasOptions = {
+  /**
+   * The new canvas's id (a UUID). Default: a new one (crypto.randomUUID()). Give your own to
+   * resend a create yourself later: the same id, workspace and title answer the canvas it created,
+   * never a second one.
+   */
+  canvasId?: string;
+};
+
 /** Workspaces of the signed-in user. Every call rejects with PotentiaError (`unauthorized` when signed out), RateLimitedError. */
 export type PotentiaWorkspaces = {
   /** The user's workspaces, with their role. */
   list(): Promise<Workspace[]>;
-  /** Creates a workspace (1–200 characters); the user becomes its owner. */
-  create(name: string): Promise<Workspace>;
+  /**
+   * Creates a workspace (1–200 characters); the user becomes its owner. Safe against a lost
+   * answer: the id is chosen here and sent with the request, and a request whose outcome is
+   * unknown (the network failed, the server answered 503 `unavailable` or 504 `timeout`) is sent
+   * again with the same id, after the server's delay, up to 4 times; a resend of a workspace that
+   * was created answers it, so one call never creates two workspaces. Rejects with the last error
+   * when every attempt failed; PotentiaError `conflict` (field `workspace_id`) when
+   * `options.workspaceId` is another workspace's.
+   */
+  create(name: string, options?: CreateWorkspaceOptions): Promise<Workspace>;
   /** Its members (any member may list). */
   members(workspaceId: string): Promise<WorkspaceMember[]>;
   /**
@@ -98,8 +127,12 @@ export type PotentiaWorkspaces = {
 export type PotentiaCanvases = {
   /** Every canvas the user can see, with their role, newest change first. */
   list(): Promise<CanvasInfo[]>;
-  /** Creates a canvas in a workspace (editors and up); resolves with its id. */
-  create(workspaceId: string, title: string): Promise<{ canvas_id: string }>;
+  /**
+   * Creates a canvas in a workspace (editors and up); resolves with its id. Resent with the same
+   * id when its outcome is unknown, as workspaces.create is, so one call never creates two
+   * canvases. PotentiaError `conflict` (field `canvas_id`) when `options.canvasId` is another canvas's.
+   */
+  create(workspaceId: string, title: string, options?: CreateCanvasOptions): Promise<{ canvas_id: string }>;
 };
 
 /** What createPotentiaClient returns. */
@@ -142,11 +175,14 @@ function validationField(code: string, message: string): string | undefined {
   return undefined;
 }
 
+/** The delay (ms) the server named with an error that is not a RateLimitedError (a 503's retry_after). */
+const serverDelays = new WeakMap<PotentiaError, number>();
+
 /** The Potentia error of a functions.invoke failure (the body is `{error: {code, message, field?}}`). */
 async function invokeError(error: unknown): Promise<PotentiaError> {
   if (error instanceof FunctionsHttpError) {
     const response = error.context as Response;
-    let body: { error?: { code?: unknown; message?: unknown; field?: unknown } } = {};
+    let body: { error?: { code?: unknown; message?: unknown; field?: unknown; retry_after?: unknown } } = {};
     try {
       body = (await response.json()) as typeof body;
     } catch {
@@ -154,15 +190,39 @@ async function invokeError(error: unknown): Promise<PotentiaError> {
     }
     const e = body.error ?? {};
     const message = typeof e.message === 'string' ? e.message : `HTTP ${response.status}`;
-    if (response.status === 429) {
-      const seconds = Number(response.headers.get('retry-after'));
-      return new RateLimitedError(message, Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : 60_000);
-    }
+    // the body's retry_after, else the header (which a browser reads only where CORS exposes it)
+    const header = response.headers.get('retry-after');
+    const seconds = typeof e.retry_after === 'number' ? e.retry_after : header === null ? NaN : Number(header);
+    const delayMs = Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
+    if (response.status === 429) return new RateLimitedError(message, delayMs ?? 60_000);
     const code = typeof e.code === 'string' ? e.code : response.status === 401 ? 'unauthorized' : 'internal';
-    return new PotentiaError(code, message, typeof e.field === 'string' ? e.field : undefined, response.status);
+    const err = new PotentiaError(code, message, typeof e.field === 'string' ? e.field : undefined, response.status);
+    if (delayMs !== undefined) serverDelays.set(err, delayMs);
+    return err;
   }
   if (error instanceof FunctionsFetchError) return new PotentiaError('network', `the server could not be reached: ${String(error.context?.message ?? error.message)}`);
   return new PotentiaError('unavailable', error instanceof Error ? error.message : String(error));
+}
+
+/** How many times a create is sent at most: once, and 4 resends. */
+const CREATE_ATTEMPTS = 5;
+
+/**
+ * How long to wait before sending a create again after `err` on attempt `attempt` (0 for the
+ * first), or null when it must not be sent again. Sent again: a request whose outcome is unknown
+ * or that was not done now (`network`: no answer; `unavailable`, `timeout`: the server's database
+ * connection was lost, maybe after COMMIT, or it did not finish), after the server's delay (or
+ * the reconnect backoff's step) plus a random part of the step; and a rate limit met by a resend
+ * (its first attempt may have been counted, and created), after the server's delay. Not sent
+ * again: a refusal (invalid_input, forbidden, conflict, …), and a rate limit met by the first
+ * attempt, which is the caller's to handle (RateLimitedError).
+ */
+function resendDelayMs(err: unknown, attempt: number): number | null {
+  if (!(err instanceof PotentiaError)) return null;
+  if (err instanceof RateLimitedError) return attempt === 0 ? null : err.retryAfterMs + fullJitterMs(attempt);
+  if (err.code !== 'network' && err.code !== 'unavailable' && err.code !== 'timeout') return null;
+  const server = serverDelays.get(err);
+  return server === undefined ? defaultReconnectDelayMs(attempt) : server + fullJitterMs(attempt);
 }
 
 /**
@@ -209,6 +269,23 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     return result.data as T;
   };
 
+  /**
+   * A create (POST of `body`, which carries the new row's id): sent again with the same body, so
+   * the same id, while its outcome is unknown (resendDelayMs), at most CREATE_ATTEMPTS times. The
+   * server answers a resend of a created row with that row, so this creates one row at most.
+   */
+  const create = async <T>(path: string, body: Record<string, unknown>): Promise<T> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call<T>(path, 'POST', body);
+      } catch (err) {
+        const delay = resendDelayMs(err, attempt);
+        if (delay === null || attempt + 1 >= CREATE_ATTEMPTS) throw err;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  };
+
   const accessToken = async (): Promise<string | null> => {
     const { data } = await supabase.auth.getSession();
     return data.session?.access_token ?? null;
@@ -244,15 +321,16 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
 
   const workspaces: PotentiaWorkspaces = {
     list: async () => (await call<{ workspaces: Workspace[] }>('workspaces', 'GET')).workspaces,
-    create: (name) => call<Workspace>('workspaces', 'POST', { name }),
+    create: (name, options = {}) => create<Workspace>('workspaces', { name, workspace_id: options.workspaceId ?? globalThis.crypto.randomUUID() }),
     members: async (id) => (await call<{ members: WorkspaceMember[] }>(`workspaces/${encodeURIComponent(id)}/members`, 'GET')).members,
     addMember: (id, email, role) => call<AddMemberResult>(`workspaces/${encodeURIComponent(id)}/members`, 'POST', { email, role }),
   };
 
   const canvasApi: PotentiaCanvases = {
     list: async () => (await call<{ canvases: CanvasInfo[] }>('canvas', 'GET')).canvases,
-    create: async (workspaceId, title) => {
-      const { canvas_id } = await call<{ canvas_id: string }>('canvas', 'POST', { workspace_id: workspaceId, title });
+    create: async (workspaceId, title, options = {}) => {
+      const { canvas_id } = await create<{ canvas_id: string }>('canvas',
+        { workspace_id: workspaceId, title, canvas_id: options.canvasId ?? globalThis.crypto.randomUUID() });
       return { canvas_id };
     },
   };

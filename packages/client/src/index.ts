@@ -7,7 +7,7 @@
  */
 export { createPotentiaClient } from './client.ts';
 export type {
-  AddMemberResult, CanvasInfo, PotentiaAuth, PotentiaCanvases, PotentiaClient, PotentiaClientOptions, PotentiaUser,
+  AddMemberResult, CanvasInfo, CreateCanvasOptions, CreateWorkspaceOptions, PotentiaAuth, PotentiaCanvases, PotentiaClient, PotentiaClientOptions, PotentiaUser,
   PotentiaWorkspaces, Role, Workspace, WorkspaceInvite, WorkspaceMember,
 } from './client.ts';
 export { Canvas } from './canvas.ts';

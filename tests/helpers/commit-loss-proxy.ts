@@ -1,0 +1,92 @@
+import net from 'node:net';
+
+/**
+ * A loopback TCP proxy in front of Postgres that loses the answer to one COMMIT: armed with a
+ * marker (text a statement's parameters carry, such as the name or id a create sends), the
+ * connection that sends the marker is reset the moment Postgres answers its next COMMIT. Postgres
+ * has committed; the client (the server's pool) never hears it and sees its connection reset
+ * while it waits for the answer: a connection dropped during COMMIT (a killed backend, a failed
+ * network, a pooler restarting), made to happen at exactly that point, every time.
+ *
+ * Otherwise bytes pass unchanged both ways. Markers are looked for within one read of the
+ * client's bytes (a statement's Bind message, far below a TCP segment in these tests).
+ */
+export type CommitLossProxy = {
+  /** The proxy's port on 127.0.0.1: put it in the database URL of the process under test. */
+  readonly port: number;
+  /**
+   * Arms the proxy for the next transaction whose statements carry `marker`: its COMMIT's answer
+   * is lost. Resolves once it has been (the COMMIT was answered and the connection reset); arming
+   * again before then replaces the marker.
+   */
+  loseCommitAnswer(marker: string): Promise<void>;
+  /** COMMIT answers lost so far. */
+  readonly lost: number;
+  /** Closes the listener and every connection. */
+  close(): Promise<void>;
+};
+
+// CommandComplete ('C', length 11) with the tag COMMIT: Postgres's answer to a COMMIT that committed
+const COMMIT_COMPLETE = Buffer.concat([Buffer.from([0x43, 0, 0, 0, 11]), Buffer.from('COMMIT\0', 'latin1')]);
+
+/** Starts the proxy on an ephemeral port of 127.0.0.1, forwarding to `127.0.0.1:upstreamPort`. */
+export async function startCommitLossProxy(upstreamPort: number): Promise<CommitLossProxy> {
+  let armed: { marker: Buffer; done: () => void } | null = null;
+  let lost = 0;
+  const sockets = new Set<net.Socket>();
+
+  const server = net.createServer((client) => {
+    const upstream = net.connect({ host: '127.0.0.1', port: upstreamPort });
+    sockets.add(client).add(upstream);
+    let marked: typeof armed = null; // this connection sent the armed marker: lose its next COMMIT answer
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.on('data', (chunk: Buffer) => {
+      if (armed && !marked && chunk.includes(armed.marker)) {
+        marked = armed;
+        armed = null;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (marked && chunk.includes(COMMIT_COMPLETE)) {
+        const { done } = marked;
+        marked = null;
+        lost++;
+        client.resetAndDestroy(); // never forwarded: the client hears a reset instead
+        upstream.destroy();
+        done();
+        return;
+      }
+      client.write(chunk);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    get lost() {
+      return lost;
+    },
+    loseCommitAnswer(marker) {
+      // arming again replaces a marker no connection sent (a test that failed before sending it)
+      return new Promise<void>((done) => {
+        armed = { marker: Buffer.from(marker, 'utf8'), done };
+      });
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

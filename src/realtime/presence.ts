@@ -266,8 +266,10 @@ export const WHOLE_KEY_MAX_METAS = 16;
  * joining under the user's presence key made the first tab's meta permanent in every client's
  * presenceState(), and so did a cluster diff that arrived before the leave of the meta it
  * replaced: nothing either tab did afterwards left it, until the watcher rejoined. A key that
- * leaves whole and joins whole is never kept through a join or a partial leave. The price: a
- * second tab's join is shown as the key's leave, then a join of both its metas (`sync` between).
+ * leaves whole and joins whole is never kept through a join or a partial leave (a join that
+ * leaves nothing lists every meta of the key, so realtime-js keeps none of its old ones). The
+ * price: a second tab's join is shown as a join of both its metas, a re-track as the key's leave
+ * then a join of all its metas (`sync` between).
  */
 export function wholeKeyDiffs(view: PresenceTracker, topic: ChannelKey, diff: PresenceDiff): PresenceDiff[] {
   const leaves = emptyState();

@@ -206,7 +206,7 @@ function wrongAudience(audience: string): TokenError {
   return new TokenError('wrong_audience', `token audience (aud) must include ${JSON.stringify(audience)}`);
 }
 
-/** jose's failure as a TokenError: expiry and time claims by name, anything else is an invalid token. */
+/** TokenError keys_unavailable's message (keysUnavailable). */
 const KEYS_UNAVAILABLE = 'the signing keys (SUPABASE_JWKS_URL) could not be fetched to verify this token: retry shortly';
 
 /**
@@ -220,6 +220,7 @@ function keysUnavailable(err: unknown): boolean {
     || (err instanceof errors.JOSEError && err.code === 'ERR_JOSE_GENERIC' && /JSON Web Key Set HTTP response/.test(err.message));
 }
 
+/** jose's failure as a TokenError: expiry and time claims by name, anything else is an invalid token. */
 function fromJose(err: unknown): TokenError {
   if (err instanceof TokenError) return err;
   if (err instanceof errors.JWTExpired) {

@@ -10,6 +10,14 @@ import { ApiError } from './errors.ts';
 import { realtimeRestResponse } from './not-found.ts';
 import { requestAuthorization, type ErrorAnswer } from './middleware.ts';
 
+/** Where Supabase Realtime serves its REST API, and realtime-js posts its broadcasts (realtimeRestRoutes). */
+export const REALTIME_REST_PREFIX = '/realtime/v1/api';
+
+/** The error surface of REALTIME_REST_PREFIX (common.ts withCommonMiddleware): errors in Supabase Realtime's shape. */
+export const realtimeRestSurface: Record<string, ErrorAnswer> = {
+  [REALTIME_REST_PREFIX]: (err, c) => realtimeRestResponse(c, asApiError(err, c)),
+};
+
 /**
  * Supabase Realtime's REST broadcast under /realtime/v1/api (src/realtime/rest-broadcast.ts),
  * answered as Supabase Realtime answers it: 202 with no body, errors in its shape `{code, message,
@@ -19,13 +27,6 @@ import { requestAuthorization, type ErrorAnswer } from './middleware.ts';
  * there once signed in), else the apikey header (the anon key), checked as a realtime-js socket's
  * (REALTIME_POLICY: a user's token or one of the project's API keys).
  */
-export const REALTIME_REST_PREFIX = '/realtime/v1/api';
-
-/** The error surface of REALTIME_REST_PREFIX (common.ts withCommonMiddleware): errors in Supabase Realtime's shape. */
-export const realtimeRestSurface: Record<string, ErrorAnswer> = {
-  [REALTIME_REST_PREFIX]: (err, c) => realtimeRestResponse(c, asApiError(err, c)),
-};
-
 export function realtimeRestRoutes(deps: Deps) {
   const app = new Hono<AppEnv>();
 

@@ -105,6 +105,11 @@ function invalid(field: string, what: string): ApiError {
   return new ApiError('invalid_input', `${field}: ${what}`, { field });
 }
 
+/**
+ * The REST broadcast of a gateway (Gateway.rest): each request's messages checked against the
+ * caller's budget and, per private topic, its RLS write probe, all before any is sent; then sent
+ * to this process's subscribers and published to the cluster (see RestMessage for the rules).
+ */
 export function createRestBroadcast(hub: Hub, cluster: ClusterNode, admission: Admission, limits: Limits): RealtimeRest {
   return {
     limits,

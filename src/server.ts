@@ -59,6 +59,8 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     verify: createTokenVerifier(config.auth),
     metrics,
     logger,
+    // no gateway in this process (--role api): its REST broadcast is the gateways' (realtime-rest.ts)
+    ...(opts.realtime === false ? { realtime: null } : {}),
   };
   const app = createApp(deps);
   // test runs (VALIDATE_RESPONSES): every response checked against the OpenAPI document; ajv is a devDependency, loaded only then

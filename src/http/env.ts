@@ -17,9 +17,10 @@ export type Deps = {
   logger: Logger;
   /**
    * This process's realtime gateway's REST broadcast (src/http/realtime-rest.ts), set once the
-   * gateway has started; absent without one (then those requests are 503).
+   * gateway has started: absent until then (or when it could not start), those requests 503; null
+   * in a process that runs no gateway (`--role api`), those requests 501 (served by the gateways).
    */
-  realtime?: RealtimeRest;
+  realtime?: RealtimeRest | null;
 };
 
 export type AppEnv = {

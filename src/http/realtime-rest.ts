@@ -61,6 +61,11 @@ export function realtimeRestRoutes(deps: Deps) {
 }
 
 function gateway(deps: Deps): RealtimeRest {
+  if (deps.realtime === null) {
+    // not 404, which realtime-js replaces with "requires Realtime server v2.97.0 or newer"
+    throw new ApiError('not_implemented', 'this process runs no realtime gateway (--role api): realtime-js\'s REST broadcast is '
+      + 'served by the gateways (--role gateway or all) with their sockets: route /realtime/v1/ to them (deploy/nginx/potentia.conf)');
+  }
   if (!deps.realtime) throw new ApiError('unavailable', 'the realtime gateway of this process is not running: retry shortly', { retry_after: 1 });
   return deps.realtime;
 }

@@ -114,6 +114,17 @@ describe('process roles on one database', () => {
       expect(res.status).toBe(404);
       expect(res.body.error.code).toBe('not_found');
     }
+    // realtime-js's REST broadcast is the gateways' (with their sockets): the api says where it is
+    // served (501: realtime-js turns a 404 into "requires Realtime server v2.97.0"), a gateway serves it
+    const broadcast = (p: PotentiaProcess) => fetch(`${p.url}/realtime/v1/api/broadcast`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${owner}` },
+      body: JSON.stringify({ messages: [{ topic: `role-test-${canvasId}`, event: 'ping', payload: {}, private: false }] }),
+    }).then(async (res) => ({ status: res.status, body: await res.text() }));
+    const fromApi = await broadcast(api);
+    expect(fromApi.status).toBe(501);
+    expect(JSON.parse(fromApi.body)).toMatchObject({ code: 'not_implemented', message: expect.stringContaining('--role api') });
+    expect((await broadcast(gateways[0])).status).toBe(202);
+    expect((await broadcast(worker)).status).toBe(404);
   });
 
   it('a mutation through the api reaches an H1 subscriber on one gateway and realtime-js on the other; the worker embeds it', async () => {

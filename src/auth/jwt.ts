@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { isUuid } from '../uuid.ts';
 
 /**
@@ -108,7 +108,7 @@ export interface VerifyToken {
 /** The token check of this module's docstring, for one project's auth settings; throws TokenError. */
 export function createTokenVerifier(config: AuthConfig): VerifyToken {
   const secret = new TextEncoder().encode(config.jwtSecret);
-  const jwks = config.jwksUrl ? createRemoteJWKSet(new URL(config.jwksUrl)) : undefined;
+  const jwks = config.jwksUrl ? keySetFetch(createRemoteJWKSet(new URL(config.jwksUrl))) : undefined;
 
   const verified = new VerifiedTokens();
 
@@ -209,14 +209,33 @@ function wrongAudience(audience: string): TokenError {
 /** TokenError keys_unavailable's message (keysUnavailable). */
 const KEYS_UNAVAILABLE = 'the signing keys (SUPABASE_JWKS_URL) could not be fetched to verify this token: retry shortly';
 
+/** The key set's fetch failed (DNS, a refused or reset connection): fetch's TypeError, as thrown out of the key set (keySetFetch). */
+class KeySetFetchFailed extends Error {}
+
+/**
+ * jose's remote key set, its TypeErrors as KeySetFetchFailed: fetch throws a TypeError when the
+ * request fails (its message differs by runtime: Node's 'fetch failed', Deno's 'error sending
+ * request…'), and jose has TypeErrors of its own for what it judges (a key or token of the wrong
+ * shape), so only those out of the key set are its fetch's.
+ */
+function keySetFetch(remote: ReturnType<typeof createRemoteJWKSet>): JWTVerifyGetKey {
+  return async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (err) {
+      throw err instanceof TypeError ? new KeySetFetchFailed(err.message, { cause: err }) : err;
+    }
+  };
+}
+
 /**
  * Whether jose failed to fetch the JWKS, rather than judged the token: its timeout, an answer
  * other than 200 or not a key set (a proxy's error page), or the fetch itself (DNS, a refused or
- * reset connection: fetch's TypeError). The token may be valid; telling its client 401 (as these
+ * reset connection: KeySetFetchFailed). The token may be valid; telling its client 401 (as these
  * were) tells it its session is over.
  */
 function keysUnavailable(err: unknown): boolean {
-  return err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || err instanceof TypeError
+  return err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || err instanceof KeySetFetchFailed
     || (err instanceof errors.JOSEError && err.code === 'ERR_JOSE_GENERIC' && /JSON Web Key Set HTTP response/.test(err.message));
 }
 

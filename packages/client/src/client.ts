@@ -219,11 +219,20 @@ const CREATE_ATTEMPTS = 5;
  */
 function resendDelayMs(err: unknown, attempt: number): number | null {
   if (!(err instanceof PotentiaError)) return null;
-  if (err instanceof RateLimitedError) return attempt === 0 ? null : err.retryAfterMs + fullJitterMs(attempt);
+  if (err instanceof RateLimitedError) return attempt === 0 ? null : capped(err.retryAfterMs + fullJitterMs(attempt));
   if (err.code !== 'network' && err.code !== 'unavailable' && err.code !== 'timeout') return null;
   const server = serverDelays.get(err);
-  return server === undefined ? defaultReconnectDelayMs(attempt) : server + fullJitterMs(attempt);
+  return capped(server === undefined ? defaultReconnectDelayMs(attempt) : server + fullJitterMs(attempt));
 }
+
+/**
+ * The longest wait before a create is sent again (ms): a server that names a longer one (a rate
+ * limit set to a few an hour) gets its error thrown instead, so a create never hangs for that
+ * long unseen; the caller resends with the same id (options.workspaceId / canvasId) when it chooses.
+ */
+const MAX_RESEND_DELAY_MS = 60_000;
+
+const capped = (ms: number): number | null => (ms > MAX_RESEND_DELAY_MS ? null : ms);
 
 /**
  * Makes a Potentia client. Nothing is sent until a call. Example:

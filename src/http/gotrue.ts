@@ -13,7 +13,7 @@ import { isUuid } from '../uuid.ts';
 import { withRequest } from '../db/request.ts';
 import { ApiError, apiErrorFromDatabase, MUTATION_RETRY_NOTE } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
-import { requestAuthorization, type ErrorAnswer } from './middleware.ts';
+import { clientAddress, requestAuthorization, type ErrorAnswer } from './middleware.ts';
 
 /**
  * Local Supabase Auth: the GoTrue endpoints supabase-js's `auth` uses for email + password, served
@@ -100,7 +100,7 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
   /** One transaction as service_role (the only role the SQL functions admit), with the caller's IP and user agent. */
   const db = <T>(c: Context<AppEnv>, work: (tx: TransactionSql) => Promise<T>) => withRequest(deps.sql, {
     claims: { role: 'service_role' },
-    headers: { 'x-forwarded-for': clientIp(c, deps), 'user-agent': c.req.header('user-agent') ?? '', 'x-request-id': c.get('requestId') },
+    headers: { 'x-forwarded-for': clientAddress(c, deps) ?? '', 'user-agent': c.req.header('user-agent') ?? '', 'x-request-id': c.get('requestId') },
     method: c.req.method, path: c.req.path,
   }, work);
 
@@ -131,7 +131,7 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
     const refreshToken = newRefreshToken();
     const result = await db(c, async (tx) => {
       const [row] = await tx`select internal.password_sign_up(${email ?? ''}, ${password}, ${data === null ? null : tx.json(data as never)}, ${settings.autoconfirm},
-        ${clientIp(c, deps)}, ${hashRefreshToken(refreshToken)}, ${auth.refreshTtl}, ${relaxed}) as r`;
+        ${clientAddress(c, deps) ?? ''}, ${hashRefreshToken(refreshToken)}, ${auth.refreshTtl}, ${relaxed}) as r`;
       return row!.r as SqlResult;
     });
     const user = succeeded(result);
@@ -157,7 +157,7 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
     if (!email) throw validation('missing email or phone');
     const refreshToken = newRefreshToken();
     const result = await db(c, async (tx) => {
-      const [row] = await tx`select internal.password_sign_in(${email}, ${password ?? ''}, ${clientIp(c, deps)},
+      const [row] = await tx`select internal.password_sign_in(${email}, ${password ?? ''}, ${clientAddress(c, deps) ?? ''},
         ${hashRefreshToken(refreshToken)}, ${auth.refreshTtl}, ${relaxed}) as r`;
       return row!.r as SqlResult;
     });
@@ -345,13 +345,6 @@ function succeeded(result: SqlResult): User {
   return result.user!;
 }
 
-function clientIp(c: Context, deps: Deps): string {
-  if (deps.config.trustProxy) {
-    const forwarded = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
-    if (forwarded) return forwarded;
-  }
-  return (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? '';
-}
 
 /**
  * How any error under /auth/v1 is answered: as GoTrue answers it (toGotrueError), also for what the

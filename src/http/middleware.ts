@@ -254,12 +254,30 @@ export function requestAuthorization(c: Context): string | undefined {
 export function isInternalCaller(c: Context, deps: Deps): boolean {
   const token = deps.config.internalToken;
   if (token) return requestAuthorization(c) === `Bearer ${token}`;
+  // not on Node (edge runtime, no peer): closed unless a token is configured
+  const address = peerAddress(c) ?? '';
+  return address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
+}
+
+/** The address of the request's connection peer (Node's server), undefined where there is none to read (an edge runtime). */
+export function peerAddress(c: Context): string | undefined {
   try {
-    const address = getConnInfo(c).remote.address ?? '';
-    return address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
+    return getConnInfo(c).remote.address;
   } catch {
-    return false; // not on Node (edge runtime): closed unless a token is configured
+    return undefined;
   }
+}
+
+/**
+ * The client's address: with TRUST_PROXY, the first X-Forwarded-For entry (the proxy in front
+ * sets it: deploy/nginx/potentia.conf), else the connection's peer; undefined when neither is known.
+ */
+export function clientAddress(c: Context, deps: Deps): string | undefined {
+  if (deps.config.trustProxy) {
+    const first = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
+    if (first) return first;
+  }
+  return peerAddress(c);
 }
 
 export function errorResponse(c: Context, err: ApiError) {

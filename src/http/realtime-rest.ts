@@ -8,7 +8,7 @@ import { asApiError } from './common.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
 import { realtimeRestResponse } from './not-found.ts';
-import { requestAuthorization, type ErrorAnswer } from './middleware.ts';
+import { clientAddress, requestAuthorization, type ErrorAnswer } from './middleware.ts';
 
 /** Where Supabase Realtime serves its REST API, and realtime-js posts its broadcasts (realtimeRestRoutes). */
 export const REALTIME_REST_PREFIX = '/realtime/v1/api';
@@ -34,7 +34,7 @@ export function realtimeRestRoutes(deps: Deps) {
     const rest = gateway(deps);
     const claims = await caller(c, deps);
     const messages = parseBatch(await c.req.json(), rest.limits);
-    await rest.broadcast(claims, address(c, deps), messages);
+    await rest.broadcast(claims, clientAddressKey(clientAddress(c, deps) ?? 'unknown'), messages);
     return c.body(null, 202);
   });
 
@@ -53,7 +53,7 @@ export function realtimeRestRoutes(deps: Deps) {
       throw new ApiError('unsupported_media_type', 'content-type: send the payload as application/json or application/octet-stream', { field: 'content-type' });
     }
     const message = singleMessage(c.req.param('topic'), c.req.param('event'), flag === 'true', payload, rest.limits);
-    await rest.broadcast(claims, address(c, deps), [message]);
+    await rest.broadcast(claims, clientAddressKey(clientAddress(c, deps) ?? 'unknown'), [message]);
     return c.body(null, 202);
   });
 
@@ -88,11 +88,3 @@ async function caller(c: Context<AppEnv>, deps: Deps): Promise<SocketClaims> {
 }
 
 /** Whom a per-address limit counts (admission.ts addressOf, for a request). */
-function address(c: Context<AppEnv>, deps: Deps): string {
-  if (deps.config.trustProxy) {
-    const first = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
-    if (first) return clientAddressKey(first);
-  }
-  const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
-  return clientAddressKey(incoming?.socket?.remoteAddress ?? 'unknown');
-}

@@ -4,6 +4,7 @@ import { requestStatement, withRequest, type RequestContext } from '../db/reques
 import type { ApiRateLimit } from '../metrics.ts';
 import { ApiError, apiErrorFromDatabase, apiErrorFromObject } from './errors.ts';
 import type { AppEnv, Deps } from './env.ts';
+import { peerAddress } from './middleware.ts';
 
 /**
  * Calls one `api` function for the authenticated caller, PostgREST-style (one transaction with
@@ -36,7 +37,7 @@ async function call(deps: Deps, c: Context<AppEnv>, endpoint: ApiRateLimit | nul
     const ctx: RequestContext = {
       claims: c.get('claims'),
       headers: {
-        'x-forwarded-for': (deps.config.trustProxy ? c.req.header('x-forwarded-for') : undefined) ?? remoteAddress(c) ?? '',
+        'x-forwarded-for': (deps.config.trustProxy ? c.req.header('x-forwarded-for') : undefined) ?? peerAddress(c) ?? '',
         'user-agent': c.req.header('user-agent') ?? '',
         'x-request-id': c.get('requestId'),
       },
@@ -125,7 +126,3 @@ export function mutationOutcome<T extends { status?: string; error?: Record<stri
   return result;
 }
 
-function remoteAddress(c: Context): string | undefined {
-  const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
-  return incoming?.socket?.remoteAddress;
-}

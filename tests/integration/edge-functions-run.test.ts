@@ -384,9 +384,9 @@ describe('database faults under the edge functions', () => {
       // and a rename (A6: a plain request transaction, not a lane's), waiting on the same row
       const renaming = call(canvasFn.url, 'PATCH', `/canvas/${canvasId}`, { token, body: { title: 'renamed in flight' } });
       // (the second to come waits behind the first, on the row's tuple lock)
-      await until(async () => (await admin.sql`select count(*)::int as n from pg_stat_activity where application_name = ${app}
+      await until(async () => (await admin.sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = ${app}
         and cardinality(pg_blocking_pids(pid)) > 0`)[0]!.n >= 2, 10_000, 'a mutation and the rename waiting on the canvas row');
-      const [{ killed }] = await admin.sql`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity where application_name = ${app}` as unknown as [{ killed: number }];
+      const [{ killed }] = await admin.sql`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity where datname = current_database() and application_name = ${app}` as unknown as [{ killed: number }];
       expect(killed).toBeGreaterThan(0);
       await held.end('rollback');
       answers = await Promise.all(sent);
@@ -428,8 +428,8 @@ describe('database faults under the edge functions', () => {
     const c = client(gateway.url, token);
     expect((await invoke(c, `canvas/${canvasId}`, 'GET')).status).toBe(200);
     expect((await invoke(c, `workspaces/${workspaceId}/members`, 'GET')).status).toBe(200);
-    await sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name like 'potentia-edge-%'`;
-    await until(async () => (await sql`select 1 from pg_stat_activity where application_name like 'potentia-edge-%'`).length === 0, 5000, 'the backends gone');
+    await sql`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name like 'potentia-edge-%'`;
+    await until(async () => (await sql`select 1 from pg_stat_activity where datname = current_database() and application_name like 'potentia-edge-%'`).length === 0, 5000, 'the backends gone');
     const after = await invoke(c, `canvas/${canvasId}`, 'GET');
     expect(after.status, JSON.stringify(after.body)).toBe(200);
     expect((await invoke(c, `workspaces/${workspaceId}/members`, 'GET')).status).toBe(200);

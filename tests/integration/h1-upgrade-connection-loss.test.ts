@@ -44,7 +44,7 @@ describe('an H1 upgrade whose access check loses its database connection', () =>
       const refused = refusedUpgrade(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}`);
       // ... and its backend is terminated there
       await until(async () => (await admin`select pg_terminate_backend(pid) from pg_stat_activity
-        where application_name = 'potentia-server' and wait_event_type = 'Lock' and query like '%authorization_probe%'`).length > 0,
+        where datname = current_database() and application_name = 'potentia-server' and wait_event_type = 'Lock' and query like '%authorization_probe%'`).length > 0,
         10_000, 'the access check waiting for the table');
       await locker.end('rollback');
       expect(await refused).toEqual({ status: 503, retryAfter: '1',

@@ -102,7 +102,8 @@ describe('two npm start processes while Postgres kills their connections', () =>
     ]);
     // the replication streams must be up before the first kill, or there is nothing to kill
     await until(async () => {
-      const [r] = await db.sql`select count(*)::int as n from pg_stat_replication where application_name = 'potentia-realtime-bus'`;
+      const [r] = await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
+        where a.datname = current_database() and r.application_name = 'potentia-realtime-bus'`;
       return r!.n >= 2;
     }, 30_000, 'both replication streams');
 

@@ -10,7 +10,8 @@ import { openSqliteSource } from './v1-source-sqlite.ts';
 import type { V1Block, V1Source } from './v1-shape.ts';
 import { verifyUpgrade, type VerifyResult } from './v1-verify.ts';
 import {
-  canvasCollision, emailsTakenInTarget, UPGRADE_LOCK_KEY, writeCanvas, writeUsers, writeWorkspaces, type CanvasWriteResult,
+  canvasCollision, emailsTakenInTarget, takenWorkspaceLine, UPGRADE_LOCK_KEY, workspacesTaken, writeCanvas, writeUsers, writeWorkspaces,
+  type CanvasWriteResult, type TakenWorkspace,
 } from './v1-write.ts';
 
 export type UpgradeOptions = {
@@ -78,9 +79,10 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     if (other) {
       throw new Error(`this database was upgraded with --workspace-per ${other.workspace_per} (${other.n} canvases): run again with the same`);
     }
-    const taken = await emailsTakenInTarget(target, users);
-    for (const u of users) if (u.email !== null && taken.has(u.email)) { counts.add('users.email_taken'); u.email = null; }
+    const emailsTaken = await emailsTakenInTarget(target, users);
+    for (const u of users) if (u.email !== null && emailsTaken.has(u.email)) { counts.add('users.email_taken'); u.email = null; }
 
+    let taken: TakenWorkspace[] = [];
     if (opts.verifyOnly) {
       const verification = await verifyUpgrade(target, source, plan, log);
       verification.lines.forEach((l) => log(l));
@@ -92,6 +94,7 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
       counts.add('users', users.length - u!.n);
       counts.add('users.already_present', u!.n);
       const [w] = await target<{ n: number }[]>`select count(*)::int as n from app.workspaces where workspace_id = any(${workspaces.map((x) => x.id)}::uuid[])`;
+      taken = await workspacesTaken(target, workspaces);
       counts.add('workspaces', workspaces.length - w!.n);
     } else {
       lock = await target.reserve();
@@ -101,10 +104,20 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
       const inserted = await writeUsers(target, users, batch);
       counts.add('users', inserted);
       counts.add('users.already_present', users.length - inserted);
-      counts.add('workspaces', await writeWorkspaces(target, workspaces, batch));
-      log(`upgrade: users ${fmt(inserted)} inserted (${fmt(users.length - inserted)} already there), workspaces ready`);
+      const ws = await writeWorkspaces(target, workspaces, batch);
+      counts.add('workspaces', ws.inserted);
+      taken = ws.taken;
+      log(`upgrade: users ${fmt(inserted)} inserted (${fmt(users.length - inserted)} already there), workspaces ready` +
+        (taken.length > 0 ? ` (${fmt(taken.length)} taken: see below)` : ''));
     }
+    // a planned workspace whose id v2 already uses for a row the upgrade did not write: reported,
+    // like a taken canvas id; its members are not added and its canvases do not move (canvasCollision)
+    counts.add('workspaces.workspace_id_taken', taken.length);
+    const canvasesIn = new Map<string, number>();
+    for (const c of canvases) canvasesIn.set(c.workspaceId, (canvasesIn.get(c.workspaceId) ?? 0) + 1);
+    for (const t of taken) log(`${opts.dryRun ? 'dry run' : 'upgrade'}: ${takenWorkspaceLine(t, canvasesIn.get(t.id) ?? 0)}`);
 
+    const creatorOf = new Map(workspaces.map((w) => [w.id, w.createdBy]));
     const userIds = new Map(users.map((u) => [u.v1Id, u.id]));
     const byV1 = new Map(canvases.map((c) => [c.v1Id, c]));
     const totalBlocks = await source.blockCount();
@@ -125,8 +138,8 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     const handle = async (canvas: PlannedCanvas, blocks: V1Block[]) => {
       const p = planCanvasBlocks(blocks, userIds);
       const result: CanvasWriteResult | null = await (opts.dryRun
-        ? canvasCollision(target, canvas, p)
-        : writeCanvas(target, canvas, p, { batch, workspacePer: per, lockPid })).catch((err: Error) => {
+        ? canvasCollision(target, canvas, p, creatorOf.get(canvas.workspaceId) ?? null)
+        : writeCanvas(target, canvas, p, { batch, workspacePer: per, lockPid, workspaceCreatedBy: creatorOf.get(canvas.workspaceId) ?? null })).catch((err: Error) => {
         // the canvas in flight is named: its transaction was rolled back, the ones before it are kept
         throw new Error(`canvas ${canvas.v1Id} (${fmt(p.blocks.length)} blocks), in flight: ${err.message}`, { cause: err });
       });

@@ -45,7 +45,9 @@ const CANNOT: [string, string][] = [
   ['embeddings.missing_block', 'embeddings of missing blocks: not moved'],
   ['users.duplicate_id', 'users with an id already read: not moved'],
   ['canvases.duplicate_id', 'canvases with an id already read: not moved'],
+  ['workspaces.workspace_id_taken', 'workspaces whose id v2 already uses (not by this upgrade): no members added'],
   ['canvases.canvas_id_taken', 'canvases whose id v2 already uses (not by this upgrade): not moved'],
+  ['canvases.workspace_id_taken', 'canvases of those workspaces: not moved'],
   ['canvases.block_ids_taken', 'canvases with block ids v2 already uses: not moved'],
 ];
 

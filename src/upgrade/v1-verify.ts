@@ -47,16 +47,29 @@ export async function verifyUpgrade(target: Sql, source: V1Source, plan: {
 
   // workspaces and members
   const wsIds = plan.workspaces.map((w) => w.id);
-  const wsRows = await target<{ id: string }[]>`select workspace_id::text as id from app.workspaces where workspace_id = any(${wsIds}::uuid[])`;
-  const wsFound = new Set(wsRows.map((r) => r.id));
-  const members = new Set((await target<{ k: string }[]>`
-    select workspace_id || '|' || user_id || '|' || role as k from app.workspace_members where workspace_id = any(${wsIds}::uuid[])`).map((r) => r.k));
+  const wsRows = await target<{ id: string; created_by: string | null }[]>`
+    select workspace_id::text as id, created_by::text from app.workspaces where workspace_id = any(${wsIds}::uuid[])`;
+  const wsFound = new Map(wsRows.map((r) => [r.id, r]));
+  const memberRows = await target<{ w: string; u: string; role: string }[]>`
+    select workspace_id::text as w, user_id::text as u, role::text from app.workspace_members where workspace_id = any(${wsIds}::uuid[])`;
+  const members = new Set(memberRows.map((r) => `${r.w}|${r.u}|${r.role}`));
+  const membersOf = new Map<string, { w: string; u: string; role: string }[]>();
+  for (const r of memberRows) { const list = membersOf.get(r.w) ?? []; list.push(r); membersOf.set(r.w, list); }
   for (const w of plan.workspaces) {
-    if (!wsFound.has(w.id)) { diff(`workspace ${w.id} (${w.name}) is missing`); continue; }
-    stats.workspaces++;
+    const row = wsFound.get(w.id);
+    if (!row) { diff(`workspace ${w.id} (${w.name}) is missing`); continue; }
+    // a workspace with the id but another creator is not the upgrade's (v1-write.ts writeWorkspaces)
+    if (row.created_by !== w.createdBy) {
+      diff(`workspace ${w.id} (${w.name}): created_by ${row.created_by} (expected ${w.createdBy}): not written by this upgrade`);
+    } else stats.workspaces++;
+    const planned = new Set(w.members.map((m) => `${m.userId}|${m.role}`));
     for (const m of w.members) {
       if (members.has(`${w.id}|${m.userId}|${m.role}`)) stats.members++;
       else diff(`workspace ${w.id}: member ${m.userId} as ${m.role} is missing`);
+    }
+    // and nobody the plan does not have (or in another role)
+    for (const r of membersOf.get(w.id) ?? []) {
+      if (!planned.has(`${r.u}|${r.role}`)) diff(`workspace ${w.id}: member ${r.u} as ${r.role} is not a planned member`);
     }
   }
 

@@ -1,7 +1,8 @@
 // Writes a planned upgrade into a v2 database. One transaction per canvas, ending with its row in
 // app.upgrade_v1_progress: a crash loses at most the canvas in flight, and a re-run skips every
-// canvas that has its row. Users and workspaces are upserts by id (ids are kept, or name-based),
-// so writing them again changes nothing.
+// canvas that has its row. Users and workspaces are inserts by id (ids are kept, or name-based),
+// so writing them again changes nothing; a workspace row with the id that the upgrade did not
+// write (another created_by) is taken: no members are added to it and no canvas moves into it.
 //
 // Why direct inserts and not api.upsert_block_atomic per block: the RPC takes a user, a rate
 // limit (100 a minute), a canvas lock and a placement per call. Instead this writes what the RPC
@@ -70,9 +71,19 @@ export async function writeUsers(sql: Sql, users: PlannedUser[], batch: number):
   return inserted;
 }
 
-/** Workspaces and their members (on conflict: kept as they are). Returns how many workspaces were inserted. */
-export async function writeWorkspaces(sql: Sql, workspaces: PlannedWorkspace[], batch: number): Promise<number> {
-  if (workspaces.length === 0) return 0;
+/** A planned workspace whose id v2 already uses for a row the upgrade did not write. */
+export type TakenWorkspace = { id: string; name: string; createdBy: string | null; expectedCreatedBy: string | null };
+
+/**
+ * Workspaces and their members. A workspace row that is already there is the upgrade's own (a
+ * re-run) only when its created_by is the plan's: any other row with that id was made in v2 by
+ * somebody else (workspace ids are name-based in a public namespace, and api.create_workspace
+ * takes a client-chosen id), so it is taken: no member is added to it, and its canvases are not
+ * moved (canvasCollision). Returns how many workspaces were inserted, and the taken ones.
+ */
+export async function writeWorkspaces(sql: Sql, workspaces: PlannedWorkspace[], batch: number):
+  Promise<{ inserted: number; taken: TakenWorkspace[] }> {
+  if (workspaces.length === 0) return { inserted: 0, taken: [] };
   let inserted = 0;
   for (const part of chunks(workspaces, batch)) {
     const rows = await sql`
@@ -82,7 +93,9 @@ export async function writeWorkspaces(sql: Sql, workspaces: PlannedWorkspace[], 
       returning workspace_id`;
     inserted += rows.length;
   }
-  const members = workspaces.flatMap((w) => w.members.map((m) => ({ w: w.id, ...m })));
+  const taken = await workspacesTaken(sql, workspaces);
+  const takenIds = new Set(taken.map((t) => t.id));
+  const members = workspaces.filter((w) => !takenIds.has(w.id)).flatMap((w) => w.members.map((m) => ({ w: w.id, ...m })));
   for (const part of chunks(members, batch)) {
     await sql`
       insert into app.workspace_members (workspace_id, user_id, role)
@@ -90,24 +103,58 @@ export async function writeWorkspaces(sql: Sql, workspaces: PlannedWorkspace[], 
                                                   ${part.map((m) => m.role)}::text[]) as x(w, u, r)
       on conflict (workspace_id, user_id) do nothing`;
   }
-  return inserted;
+  return { inserted, taken };
+}
+
+/** Planned workspaces that exist in v2 with another created_by than the plan's: not the upgrade's rows. */
+export async function workspacesTaken(sql: Sql, workspaces: PlannedWorkspace[]): Promise<TakenWorkspace[]> {
+  const taken: TakenWorkspace[] = [];
+  for (const part of chunks(workspaces, 5000)) {
+    const rows = await sql<{ id: string; created_by: string | null }[]>`
+      select w.workspace_id::text as id, w.created_by::text
+      from unnest(${part.map((p) => p.id)}::uuid[], ${part.map((p) => p.createdBy)}::uuid[]) as x(id, created_by)
+      join app.workspaces w on w.workspace_id = x.id and w.created_by is distinct from x.created_by`;
+    const byId = new Map(part.map((p) => [p.id, p]));
+    for (const r of rows) {
+      const w = byId.get(r.id)!;
+      taken.push({ id: r.id, name: w.name, createdBy: r.created_by, expectedCreatedBy: w.createdBy });
+    }
+  }
+  return taken;
+}
+
+/** What the operator reads about a taken workspace: which id, why, and what to do next. */
+export function takenWorkspaceLine(t: TakenWorkspace, canvases: number): string {
+  return `workspace ${t.id} ("${t.name}") already exists in v2 and was not written by this upgrade ` +
+    `(created_by ${t.createdBy ?? 'null'}, the upgrade's would be ${t.expectedCreatedBy ?? 'null'}): ` +
+    `its v1 members were not added and its ${canvases} v1 canvas${canvases === 1 ? '' : 'es'} not moved. ` +
+    `Find out who created it, move what they need out of it, delete it (delete from app.workspaces where workspace_id = '${t.id}'), ` +
+    'then run the same command again: it writes the workspace and moves the rest';
 }
 
 export type CanvasWriteResult =
   | { status: 'written'; blocks: number; embedded: number; queued: number; firstSeq: string | null; lastSeq: string | null }
   | { status: 'already_upgraded' }
   | { status: 'canvas_id_taken' }
+  | { status: 'workspace_id_taken' }
   | { status: 'block_ids_taken'; ids: number };
 
-/** Why a canvas cannot be written, found before writing (the dry run asks the same). */
-export async function canvasCollision(sql: Sql | TransactionSql, canvas: PlannedCanvas, plan: CanvasBlocksPlan):
-  Promise<CanvasWriteResult | null> {
-  const [row] = await sql<{ done: boolean; taken: boolean; blocks: number }[]>`
+/**
+ * Why a canvas cannot be written, found before writing (the dry run asks the same). `workspaceCreatedBy`
+ * is the plan's created_by of the canvas's workspace: a workspace with its id but another creator
+ * was not written by the upgrade (writeWorkspaces), and the canvas does not move into it.
+ */
+export async function canvasCollision(sql: Sql | TransactionSql, canvas: PlannedCanvas, plan: CanvasBlocksPlan,
+  workspaceCreatedBy: string | null): Promise<CanvasWriteResult | null> {
+  const [row] = await sql<{ done: boolean; taken: boolean; workspace_taken: boolean; blocks: number }[]>`
     select exists (select from app.upgrade_v1_progress where v1_canvas_id = ${canvas.v1Id}) as done,
            exists (select from app.canvases where canvas_id = ${canvas.id}) as taken,
+           exists (select from app.workspaces where workspace_id = ${canvas.workspaceId}
+                   and created_by is distinct from ${workspaceCreatedBy}::uuid) as workspace_taken,
            (select count(*)::int from unnest(${plan.blocks.map((b) => b.id)}::uuid[]) u(id) join app.blocks b on b.block_id = u.id) as blocks`;
   if (row!.done) return { status: 'already_upgraded' };
   if (row!.taken) return { status: 'canvas_id_taken' };
+  if (row!.workspace_taken) return { status: 'workspace_id_taken' };
   if (row!.blocks > 0) return { status: 'block_ids_taken', ids: row!.blocks };
   return null;
 }
@@ -115,6 +162,8 @@ export async function canvasCollision(sql: Sql | TransactionSql, canvas: Planned
 /** One canvas, its blocks, their create operations, its audit and progress rows: all or nothing. */
 export async function writeCanvas(sql: Sql, canvas: PlannedCanvas, plan: CanvasBlocksPlan, opts: {
   batch: number; workspacePer: WorkspacePer;
+  /** the plan's created_by of the canvas's workspace (canvasCollision) */
+  workspaceCreatedBy: string | null;
   /** the backend holding the run's advisory lock (upgrade.ts) */
   lockPid?: number;
 }): Promise<CanvasWriteResult> {
@@ -127,7 +176,7 @@ export async function writeCanvas(sql: Sql, canvas: PlannedCanvas, plan: CanvasB
       const [lock] = await tx<{ held: boolean }[]>`select exists (select from pg_stat_activity where pid = ${opts.lockPid}) as held`;
       if (!lock!.held) throw new UpgradeLockLostError(opts.lockPid);
     }
-    const collision = await canvasCollision(tx, canvas, plan);
+    const collision = await canvasCollision(tx, canvas, plan, opts.workspaceCreatedBy);
     if (collision) return collision;
     const n = plan.blocks.length;
     const keys = n === 0 ? [] : ((await tx`select internal.lexorank_spread_with_room(${n}::int) as keys`)[0]!.keys as string[]);

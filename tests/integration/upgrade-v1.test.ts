@@ -10,9 +10,11 @@ import { apiKeys } from '../../src/dev.ts';
 import type { Server } from '../../src/server.ts';
 import { FIXTURE_PASSWORD, generateFixture, writePostgresFixture, writeSqliteFixture } from '../../src/upgrade/v1-fixture.ts';
 import { runUpgrade, type UpgradeOptions } from '../../src/upgrade/upgrade.ts';
+import { workspaceIdFor } from '../../src/upgrade/v1-ids.ts';
 import { CircuitBreaker } from '../../src/worker/breaker.ts';
 import { blockText, LocalProvider } from '../../src/worker/providers.ts';
 import { embedBlock } from '../../src/worker/tasks.ts';
+import { callAs, createUser } from '../helpers/fixtures.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
 
 // npm run upgrade:v1 (src/upgrade/, docs/upgrade-v1.md) on generated v1 fixtures of 10,000 blocks
@@ -22,9 +24,10 @@ import { startTestServer, tokenFor } from '../helpers/http.ts';
 // 100,000-block run is `npm run upgrade:v1:acceptance` (not part of npm test).
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
-const prefix = `potentia_upgrade_${process.pid}`;
+// named after the test database (TEST_DATABASE_URL), so a run's databases are its own
+const prefix = `${new URL(testDatabaseUrl()).pathname.slice(1) || 'potentia'}_upgrade_${process.pid}`;
 const urlOf = (name: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${name}`; return u.toString(); };
-const db = { v1: `${prefix}_v1`, a: `${prefix}_a`, b: `${prefix}_b`, c: `${prefix}_c`, lite: `${prefix}_lite` };
+const db = { v1: `${prefix}_v1`, a: `${prefix}_a`, b: `${prefix}_b`, c: `${prefix}_c`, sq: `${prefix}_sq`, lite: `${prefix}_lite` };
 const sqlitePath = join(tmpdir(), `${prefix}.sqlite`);
 const BLOCKS = 10_000;
 const CANVASES = 100;
@@ -243,6 +246,65 @@ describe('npm run upgrade:v1', () => {
     expect(again.verification!.lines.at(-1)).toBe('verify: 0 differences');
     expect(await digest(c)).toEqual(await digest(connect(db.a)));
   }, 60_000);
+
+  it('a workspace id a v2 user created first is not adopted: no v1 member or canvas goes into it, the run reports it and verify flags it; deleted, a re-run moves the rest', async () => {
+    const sq = connect(db.sq);
+    const v1 = connect(db.v1);
+    // the upgrade's workspace ids are name-based in a public namespace: a signed-in v2 user can
+    // compute an owner's (and the unowned one) and create it first with api.create_workspace
+    const [o] = await v1<{ id: string; canvases: number }[]>`
+      select c.owner_id::text as id, count(*)::int as canvases from "Canvas" c join "Users" u on u.user_id = c.owner_id
+      group by 1 order by 1 limit 1`;
+    const ownerWs = workspaceIdFor.owner(o!.id);
+    const unownedWs = workspaceIdFor.unowned();
+    const squatter = await createUser(sq, 'squatter');
+    await callAs(sq, squatter, 'create_workspace', ['mine', ownerWs]);
+    await callAs(sq, squatter, 'create_workspace', ['mine too', unownedWs]);
+    const inSquatted = o!.canvases + 2; // the fixture's first two canvases have no (known) owner
+
+    const dry = await upgrade({ from: urlOf(db.v1), to: urlOf(db.sq), dryRun: true });
+    expect(dry.counts.get('workspaces.workspace_id_taken')).toBe(2);
+    expect(dry.counts.get('canvases.workspace_id_taken')).toBe(inSquatted);
+
+    const run = await upgrade({ from: urlOf(db.v1), to: urlOf(db.sq) });
+    expect(run.counts.get('workspaces.workspace_id_taken')).toBe(2);
+    expect(run.counts.get('canvases.workspace_id_taken')).toBe(inSquatted);
+    expect(run.counts.get('canvases')).toBe(CANVASES - inSquatted);
+    expect(run.lines.some((l) => /^\s+2 {2}workspaces whose id v2 already uses/.test(l))).toBe(true);
+    // the run names each id and says what to do next
+    for (const id of [ownerWs, unownedWs]) {
+      expect(run.lines.some((l) => l.includes(`workspace ${id} `) && l.includes(`created_by ${squatter}`) &&
+        l.includes(`delete from app.workspaces where workspace_id = '${id}'`) && l.includes('run the same command again'))).toBe(true);
+    }
+    const squatted = await sq<{ workspace_id: string; name: string; members: string[]; canvases: number }[]>`
+      select w.workspace_id::text, w.name,
+             (select array_agg(m.user_id::text || ':' || m.role order by m.user_id) from app.workspace_members m where m.workspace_id = w.workspace_id) as members,
+             (select count(*)::int from app.canvases c where c.workspace_id = w.workspace_id) as canvases
+      from app.workspaces w where w.workspace_id in (${ownerWs}, ${unownedWs}) order by w.name`;
+    expect(squatted).toEqual([
+      { workspace_id: ownerWs, name: 'mine', members: [`${squatter}:owner`], canvases: 0 },
+      { workspace_id: unownedWs, name: 'mine too', members: [`${squatter}:owner`], canvases: 0 },
+    ]);
+    const [moved] = await sq<{ n: number }[]>`select count(*)::int as n from app.upgrade_v1_progress where workspace_id in (${ownerWs}, ${unownedWs})`;
+    expect(moved!.n).toBe(0);
+    // verify: the creator is not the plan's, a member the plan does not have, the canvases missing
+    expect(run.ok).toBe(false);
+    const diffs = run.verification!.lines;
+    expect(diffs.some((l) => l.startsWith(`difference: workspace ${ownerWs} (`) &&
+      l.endsWith(`: created_by ${squatter} (expected ${o!.id}): not written by this upgrade`))).toBe(true);
+    expect(diffs.some((l) => l.startsWith(`difference: workspace ${unownedWs} (`) &&
+      l.endsWith(`: created_by ${squatter} (expected null): not written by this upgrade`))).toBe(true);
+    expect(diffs).toContain(`difference: workspace ${ownerWs}: member ${squatter} as owner is not a planned member`);
+    expect(diffs).toContain(`difference: workspace ${ownerWs}: member ${o!.id} as owner is missing`);
+
+    // the operator deletes the squatted workspaces and runs the same command again
+    await sq`delete from app.workspaces where workspace_id in (${ownerWs}, ${unownedWs})`;
+    const again = await upgrade({ from: urlOf(db.v1), to: urlOf(db.sq) });
+    expect(again.verification!.lines.at(-1)).toBe('verify: 0 differences');
+    expect(again.counts.get('canvases')).toBe(inSquatted);
+    expect(again.counts.get('canvases.already_upgraded')).toBe(CANVASES - inSquatted);
+    expect(again.counts.get('workspaces.workspace_id_taken')).toBe(0);
+  }, 90_000);
 
   it('a SQLite (Prisma) v1 file upgrades with 0 differences, into one workspace', async () => {
     const { ok, verification, counts } = await upgrade({ from: sqlitePath, to: urlOf(db.lite), workspacePer: 'one' });

@@ -135,9 +135,13 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
       if (line !== lastLine) log(`${line}, ${fmt(Math.round(processed / Math.max(secs, 0.001)))} blocks/s`);
       lastLine = line;
     };
+    const takenIds = new Set(taken.map((t) => t.id));
     const handle = async (canvas: PlannedCanvas, blocks: V1Block[]) => {
       const p = planCanvasBlocks(blocks, userIds);
-      const result: CanvasWriteResult | null = await (opts.dryRun
+      // a canvas of a taken workspace is never written (already upgraded ones are still reported as such)
+      const result: CanvasWriteResult | null = takenIds.has(canvas.workspaceId)
+        ? ((await canvasCollision(target, canvas, p, creatorOf.get(canvas.workspaceId) ?? null)) ?? { status: 'workspace_id_taken' })
+        : await (opts.dryRun
         ? canvasCollision(target, canvas, p, creatorOf.get(canvas.workspaceId) ?? null)
         : writeCanvas(target, canvas, p, { batch, workspacePer: per, lockPid, workspaceCreatedBy: creatorOf.get(canvas.workspaceId) ?? null })).catch((err: Error) => {
         // the canvas in flight is named: its transaction was rolled back, the ones before it are kept

@@ -72,14 +72,19 @@ export async function writeUsers(sql: Sql, users: PlannedUser[], batch: number):
 }
 
 /** A planned workspace whose id v2 already uses for a row the upgrade did not write. */
-export type TakenWorkspace = { id: string; name: string; createdBy: string | null; expectedCreatedBy: string | null };
+export type TakenWorkspace = {
+  id: string; name: string; createdBy: string | null; expectedCreatedBy: string | null;
+  /** members the plan does not have (user ids), when that is why it is taken */
+  strangers: string[];
+};
 
 /**
  * Workspaces and their members. A workspace row that is already there is the upgrade's own (a
  * re-run) only when its created_by is the plan's: any other row with that id was made in v2 by
  * somebody else (workspace ids are name-based in a public namespace, and api.create_workspace
  * takes a client-chosen id), so it is taken: no member is added to it, and its canvases are not
- * moved (canvasCollision). Returns how many workspaces were inserted, and the taken ones.
+ * moved (upgrade.ts, canvasCollision). See workspacesTaken for the members rule. Returns how
+ * many workspaces were inserted, and the taken ones.
  */
 export async function writeWorkspaces(sql: Sql, workspaces: PlannedWorkspace[], batch: number):
   Promise<{ inserted: number; taken: TakenWorkspace[] }> {
@@ -106,18 +111,33 @@ export async function writeWorkspaces(sql: Sql, workspaces: PlannedWorkspace[], 
   return { inserted, taken };
 }
 
-/** Planned workspaces that exist in v2 with another created_by than the plan's: not the upgrade's rows. */
+/**
+ * Planned workspaces that v2 holds as rows the upgrade did not write: another created_by than the
+ * plan's; or, before any canvas was upgraded into it (no app.upgrade_v1_progress row), a member
+ * the plan does not have. The second catches a workspace whose creator was deleted since
+ * (created_by is set null, the plan's value for the shared and the unowned workspace) and that
+ * kept a member its creator had added. After the first canvas moved, members added in v2 are the
+ * workspace's own business (verify still reports them).
+ */
 export async function workspacesTaken(sql: Sql, workspaces: PlannedWorkspace[]): Promise<TakenWorkspace[]> {
   const taken: TakenWorkspace[] = [];
   for (const part of chunks(workspaces, 5000)) {
-    const rows = await sql<{ id: string; created_by: string | null }[]>`
-      select w.workspace_id::text as id, w.created_by::text
-      from unnest(${part.map((p) => p.id)}::uuid[], ${part.map((p) => p.createdBy)}::uuid[]) as x(id, created_by)
-      join app.workspaces w on w.workspace_id = x.id and w.created_by is distinct from x.created_by`;
+    const planned = part.flatMap((w) => w.members.map((m) => ({ w: w.id, u: m.userId })));
+    const rows = await sql<{ id: string; created_by: string | null; other_creator: boolean; strangers: string[] | null }[]>`
+      with planned as (select * from unnest(${planned.map((m) => m.w)}::uuid[], ${planned.map((m) => m.u)}::uuid[]) as p(w, u))
+      select * from (
+        select w.workspace_id::text as id, w.created_by::text, w.created_by is distinct from x.created_by as other_creator,
+               case when not exists (select from app.upgrade_v1_progress g where g.workspace_id = w.workspace_id) then
+                 (select array_agg(m.user_id::text order by m.user_id) from app.workspace_members m
+                  where m.workspace_id = w.workspace_id and not exists (select from planned p where p.w = m.workspace_id and p.u = m.user_id))
+               end as strangers
+        from unnest(${part.map((p) => p.id)}::uuid[], ${part.map((p) => p.createdBy)}::uuid[]) as x(id, created_by)
+        join app.workspaces w on w.workspace_id = x.id) t
+      where other_creator or strangers is not null`;
     const byId = new Map(part.map((p) => [p.id, p]));
     for (const r of rows) {
       const w = byId.get(r.id)!;
-      taken.push({ id: r.id, name: w.name, createdBy: r.created_by, expectedCreatedBy: w.createdBy });
+      taken.push({ id: r.id, name: w.name, createdBy: r.created_by, expectedCreatedBy: w.createdBy, strangers: r.strangers ?? [] });
     }
   }
   return taken;
@@ -125,8 +145,11 @@ export async function workspacesTaken(sql: Sql, workspaces: PlannedWorkspace[]):
 
 /** What the operator reads about a taken workspace: which id, why, and what to do next. */
 export function takenWorkspaceLine(t: TakenWorkspace, canvases: number): string {
-  return `workspace ${t.id} ("${t.name}") already exists in v2 and was not written by this upgrade ` +
-    `(created_by ${t.createdBy ?? 'null'}, the upgrade's would be ${t.expectedCreatedBy ?? 'null'}): ` +
+  const why = t.createdBy !== t.expectedCreatedBy
+    ? `created_by ${t.createdBy ?? 'null'}, the upgrade's would be ${t.expectedCreatedBy ?? 'null'}`
+    : `member${t.strangers.length === 1 ? '' : 's'} the upgrade would not add: ${t.strangers.slice(0, 5).join(', ')}` +
+      (t.strangers.length > 5 ? ` and ${t.strangers.length - 5} more` : '');
+  return `workspace ${t.id} ("${t.name}") already exists in v2 and was not written by this upgrade (${why}): ` +
     `its v1 members were not added and its ${canvases} v1 canvas${canvases === 1 ? '' : 'es'} not moved. ` +
     `Find out who created it, move what they need out of it, delete it (delete from app.workspaces where workspace_id = '${t.id}'), ` +
     'then run the same command again: it writes the workspace and moves the rest';

@@ -259,7 +259,13 @@ describe('npm run upgrade:v1', () => {
     const unownedWs = workspaceIdFor.unowned();
     const squatter = await createUser(sq, 'squatter');
     await callAs(sq, squatter, 'create_workspace', ['mine', ownerWs]);
-    await callAs(sq, squatter, 'create_workspace', ['mine too', unownedWs]);
+    // the unowned one (created_by null in the plan): its creator adds somebody, then is deleted
+    // (created_by is set null): the plan's creator, but a member the plan does not have
+    const gone = await createUser(sq, 'gone');
+    const accomplice = await createUser(sq, 'accomplice');
+    await callAs(sq, gone, 'create_workspace', ['mine too', unownedWs]);
+    await callAs(sq, gone, 'set_workspace_member', [unownedWs, accomplice, 'editor']);
+    await sq`delete from auth.users where id = ${gone}`;
     const inSquatted = o!.canvases + 2; // the fixture's first two canvases have no (known) owner
 
     const dry = await upgrade({ from: urlOf(db.v1), to: urlOf(db.sq), dryRun: true });
@@ -271,9 +277,9 @@ describe('npm run upgrade:v1', () => {
     expect(run.counts.get('canvases.workspace_id_taken')).toBe(inSquatted);
     expect(run.counts.get('canvases')).toBe(CANVASES - inSquatted);
     expect(run.lines.some((l) => /^\s+2 {2}workspaces whose id v2 already uses/.test(l))).toBe(true);
-    // the run names each id and says what to do next
-    for (const id of [ownerWs, unownedWs]) {
-      expect(run.lines.some((l) => l.includes(`workspace ${id} `) && l.includes(`created_by ${squatter}`) &&
+    // the run names each id, why, and says what to do next
+    for (const [id, why] of [[ownerWs, `created_by ${squatter}, the upgrade's would be ${o!.id}`], [unownedWs, `member the upgrade would not add: ${accomplice}`]] as const) {
+      expect(run.lines.some((l) => l.includes(`workspace ${id} `) && l.includes(why) &&
         l.includes(`delete from app.workspaces where workspace_id = '${id}'`) && l.includes('run the same command again'))).toBe(true);
     }
     const squatted = await sq<{ workspace_id: string; name: string; members: string[]; canvases: number }[]>`
@@ -283,7 +289,7 @@ describe('npm run upgrade:v1', () => {
       from app.workspaces w where w.workspace_id in (${ownerWs}, ${unownedWs}) order by w.name`;
     expect(squatted).toEqual([
       { workspace_id: ownerWs, name: 'mine', members: [`${squatter}:owner`], canvases: 0 },
-      { workspace_id: unownedWs, name: 'mine too', members: [`${squatter}:owner`], canvases: 0 },
+      { workspace_id: unownedWs, name: 'mine too', members: [`${accomplice}:editor`], canvases: 0 },
     ]);
     const [moved] = await sq<{ n: number }[]>`select count(*)::int as n from app.upgrade_v1_progress where workspace_id in (${ownerWs}, ${unownedWs})`;
     expect(moved!.n).toBe(0);
@@ -292,10 +298,9 @@ describe('npm run upgrade:v1', () => {
     const diffs = run.verification!.lines;
     expect(diffs.some((l) => l.startsWith(`difference: workspace ${ownerWs} (`) &&
       l.endsWith(`: created_by ${squatter} (expected ${o!.id}): not written by this upgrade`))).toBe(true);
-    expect(diffs.some((l) => l.startsWith(`difference: workspace ${unownedWs} (`) &&
-      l.endsWith(`: created_by ${squatter} (expected null): not written by this upgrade`))).toBe(true);
     expect(diffs).toContain(`difference: workspace ${ownerWs}: member ${squatter} as owner is not a planned member`);
     expect(diffs).toContain(`difference: workspace ${ownerWs}: member ${o!.id} as owner is missing`);
+    expect(diffs).toContain(`difference: workspace ${unownedWs}: member ${accomplice} as editor is not a planned member`);
 
     // the operator deletes the squatted workspaces and runs the same command again
     await sq`delete from app.workspaces where workspace_id in (${ownerWs}, ${unownedWs})`;

@@ -200,10 +200,51 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     else dispatch(message);
   }
 
+  /**
+   * A topic first listened to while the stream is down (a channel joined during an outage, or
+   * while a new slot waits) has its rows already in the table counted as delivered before a poll
+   * reads it: a poll reads listened topics alone, so it was sent up to a margin (60 s) of messages
+   * committed before its join, as live ones. One query for that topic, once (seed()), instead of
+   * every poll reading the ids of every other topic's rows over the margin (tens of thousands a
+   * tick on a busy cluster, while the database is in trouble). Only rows whose transaction began
+   * before the listener did are counted: one begun after it is delivered, whenever it commits.
+   * When the listener began, in the database's clock, is bounded from below by the last poll's
+   * clock (clock): its localtimestamp plus the time since its answer came.
+   */
+  const seeds = new Map<string, { before: { db: string; ms: number }; done: Promise<void> }>();
+  let clock: { db: string; local: number } | null = null;
+
+  function seed(topic: string, before: { db: string; ms: number }): Promise<void> {
+    return (async () => {
+      const from = watermark;
+      if (from === null) return; // not started: start() counts what is there
+      const rows = await opts.sql`
+        select id::text from realtime.messages
+        where topic = ${topic}
+          and inserted_at >= ${from}::timestamp - make_interval(secs => ${marginMs / 1000})
+          and inserted_at < ${before.db}::timestamp + make_interval(secs => ${before.ms / 1000})`;
+      for (const row of rows) remember(row.id as string);
+    })();
+  }
+
   async function catchUp(): Promise<void> {
+    // the seeds first: a topic is read only once what was there before its listener is counted
+    for (const [topic, s] of seeds) {
+      if (listeners.has(topic)) {
+        try {
+          await s.done;
+        } catch {
+          if (seeds.get(topic) !== s) continue;
+          s.done = seed(topic, s.before);
+          await s.done; // failing, the catch-up fails and is run again
+        }
+      }
+      if (seeds.get(topic) === s) seeds.delete(topic);
+    }
     const topics = [...listeners.keys()];
     const since = watermark;
-    const [{ now }] = (await opts.sql`select ${horizon()} as now`) as unknown as [{ now: string }];
+    const [{ now, at }] = (await opts.sql`select ${horizon()} as now, localtimestamp::text as at`) as unknown as [{ now: string; at: string }];
+    clock = { db: at, local: Date.now() };
     if (since && topics.length > 0) {
       const rows = await opts.sql`
         select id::text, topic, event, extension, private, payload, inserted_at
@@ -217,19 +258,6 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         stats.caughtUp++;
         dispatch(m);
       }
-    }
-    if (since) {
-      // The other topics' rows are counted as delivered (their ids only): the stream's rows are,
-      // listened to or not (dispatch), but a poll read listened topics alone, so a topic first
-      // listened to while the stream was down (a channel joined during an outage, or while a new
-      // slot waits) was sent up to a margin (60 s) of messages committed before its join, as live
-      // ones. A topic that got a listener while this read ran is left to the next one (a message
-      // committed after the join must not be taken for delivered).
-      const others = await opts.sql`
-        select id::text, topic from realtime.messages
-        where inserted_at >= ${since}::timestamp - make_interval(secs => ${marginMs / 1000})
-          and not (topic = any(${topics}))`;
-      for (const row of others) if (!listeners.has(row.topic as string)) remember(row.id as string);
     }
     // A poll while the stream is down saw everything committed before it began: the next one
     // reads from here (minus the margin). Kept where it was, the watermark stayed at the start of
@@ -399,7 +427,16 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   return {
     on(topic, listener) {
       let set = listeners.get(topic);
-      if (!set) listeners.set(topic, (set = new Set()));
+      if (!set) {
+        listeners.set(topic, (set = new Set()));
+        // first listened to while a poll or a catch-up may read it: its rows so far are not news
+        if (!stopped && clock && watermark !== null && (!streamUp || catchingUp)) {
+          const s = { before: { db: clock.db, ms: Math.max(0, Date.now() - clock.local) }, done: Promise.resolve() };
+          s.done = seed(topic, s.before);
+          s.done.catch(() => {}); // retried by the next catch-up
+          seeds.set(topic, s);
+        }
+      }
       set.add(listener);
       return () => {
         set!.delete(listener);
@@ -414,7 +451,9 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       // margin, so those rows count as delivered already (a fresh gateway sent the last minute's
       // messages to its first subscribers as live ones).
       // (the horizon: a writing transaction open now may commit its older inserted_at after the start)
-      const [{ now, version }] = (await opts.sql`select ${horizon()} as now, current_setting('server_version_num')::int as version`) as unknown as [{ now: string; version: number }];
+      const [{ now, version, at }] = (await opts.sql`select ${horizon()} as now, current_setting('server_version_num')::int as version,
+                                                            localtimestamp::text as at`) as unknown as [{ now: string; version: number; at: string }];
+      clock = { db: at, local: Date.now() };
       serverVersion = version;
       const before = await opts.sql`select id::text from realtime.messages
                                     where inserted_at >= ${now}::timestamp - make_interval(secs => ${marginMs / 1000})`;

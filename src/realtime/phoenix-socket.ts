@@ -497,7 +497,9 @@ export class PhoenixSocket {
     // a payload or token of another type is refused naming it, as a join's access_token is
     // (joinPayloadProblem): it went unanswered, and the client never knew its refresh was not
     // taken. null and "" are no new token (realtime-js's setAuth(null) at sign-out sends null;
-    // Supabase Realtime ignores it): the channel keeps the one it has, until it expires.
+    // Supabase Realtime ignores it): the channel keeps the one it has, until it expires. A token
+    // sent before and still waiting for the keys (Channel.pending) is dropped: it is no longer the
+    // client's (applied once the keys answered, a signed-out client's channel went on as the user).
     const problem = !isJsonObject(frame.payload) ? 'payload: a JSON object ({access_token})'
       : absent(frame.payload.access_token) || typeof frame.payload.access_token === 'string' ? null
         : 'payload.access_token: a string (a JWT), or null';
@@ -507,8 +509,8 @@ export class PhoenixSocket {
       return;
     }
     const token = (frame.payload as { access_token?: string | null }).access_token;
+    this.dropPending(channel); // a newer token, or none: the one waiting for the keys is no longer the client's
     if (typeof token !== 'string' || !token) return;
-    this.dropPending(channel); // a newer token: the one waiting for the keys is no longer the client's
     return this.useToken(channel, token, frame);
   }
 

@@ -91,9 +91,12 @@ function refusedUpgrade(path: string): Promise<{ status: number; retryAfter: str
   });
 }
 
-/** A realtime-js channel on `canvas:{id}` (private) of a new client connected with the anon key, joined with `token`; what it was told, in order. */
-function channelOf(canvasId: string, token: string) {
-  const client = new RealtimeClient(`${server.url.replace(/^http/, 'ws')}/realtime/v1`, {
+/**
+ * A realtime-js channel on `canvas:{id}` (private) of a new client connected with the anon key, joined with `token`; what it was told, in order.
+ * `on`: the server (this file's unless told); `ack`: broadcasts acknowledged.
+ */
+function channelOf(canvasId: string, token: string, opts: { on?: Server; ack?: boolean } = {}) {
+  const client = new RealtimeClient(`${(opts.on ?? server).url.replace(/^http/, 'ws')}/realtime/v1`, {
     params: { apikey: anonKey }, transport: WebSocket as any, vsn: '2.0.0', heartbeatIntervalMs: 5000, timeout: 10_000,
   });
   clients.push(client);
@@ -101,7 +104,7 @@ function channelOf(canvasId: string, token: string) {
   const errors: string[] = [];
   const system: { status: string; message: string }[] = [];
   const ops: string[] = [];
-  const channel: RealtimeChannel = client.channel(`canvas:${canvasId}`, { config: { private: true } })
+  const channel: RealtimeChannel = client.channel(`canvas:${canvasId}`, { config: { private: true, ...(opts.ack ? { broadcast: { ack: true } } : {}) } })
     .on('system', {}, (p: { status: string; message: string }) => system.push({ status: p.status, message: p.message }))
     .on('broadcast', { event: 'block_op' }, ({ payload }) => ops.push(String(payload.block?.content?.text)));
   return {
@@ -213,6 +216,29 @@ describe('the JWKS endpoint fails: realtime', () => {
       h1.ws.close();
     }
   }, 120_000);
+
+  it('a sign-out (access_token null) drops the token waiting for the keys: not taken once they answer, the channel ends when its own token expires', async () => {
+    // realtime-js sends access_token null when supabase-js's accessToken callback answers null
+    // (signed out). It returned before dropping the token waiting for the keys, so that token was
+    // taken once the keys answered: the signed-out client's channel went on as the user.
+    mode = 'status 500';
+    const { canvasId, users } = await createCanvas(database.sql, ['editor']);
+    const editor = users.editor!;
+    const x = channelOf(canvasId, await tokenFor(server, editor, {}, { expiresInSeconds: 2 }), { ack: true }); // ends at exp + 5 s
+    await x.subscribe();
+    await seen(x, 'joined')(() => x.statuses.includes('SUBSCRIBED'));
+    await x.client.setAuth(await projectToken(editor));
+    await seen(x, 'told the refresh could not be checked')(() => x.system.length > 0);
+    expect(x.system[0]!.message).toMatch(/^unavailable: the signing keys/);
+    x.client.accessToken = async () => null; // signed out: supabase-js's callback answers null
+    await x.client.setAuth();
+    // answered after the null was handled (a socket's frames are handled in order)
+    expect(await x.channel.send({ type: 'broadcast', event: 'ping', payload: {} })).toBe('ok');
+    mode = 'ok';
+    await seen(x, 'the next word on its token')(() => x.system.length > 1);
+    expect(x.system.slice(1)).toEqual([{ status: 'error', message: expect.stringMatching(/^Token has expired \d+ seconds ago$/) }]);
+    await seen(x, 'closed')(() => x.statuses.includes('CLOSED'));
+  }, 60_000);
 
   it('refuses a token the fetched keys refuse as before: 401 at the upgrade, InvalidJWTToken on join, Invalid JWT and closed on refresh', async () => {
     mode = 'ok';

@@ -95,6 +95,7 @@ const UNAVAILABLE = 'unavailable: the database connection was lost; retry shortl
  * keys could not be fetched (Channel.pending), the last repeated: realtime-js's reconnect steps.
  */
 const PENDING_TOKEN_RETRY_MS = [1000, 2000, 5000, 10_000];
+const retryDelay = (attempt: number) => PENDING_TOKEN_RETRY_MS[Math.min(attempt, PENDING_TOKEN_RETRY_MS.length) - 1]!;
 
 /** Database refusals caused by the client's frame or rights (as opposed to a fault of the database). */
 const CLIENT_CAUSED = new Set(['invalid_input', 'forbidden', 'not_found', 'rate_limited', 'payload_too_large', 'conflict', 'rebase_required', 'unauthorized']);
@@ -520,6 +521,10 @@ export class PhoenixSocket {
    * not be checked then (Channel.pending). A token the keys could not be fetched to check is no
    * verdict: the channel keeps its current token (it still ends when that one expires, or when
    * the keys refuse this one), is told `unavailable` once, and this token is checked again.
+   * A later check keeps it (Channel.pending) until there is a verdict: put off by the
+   * authorization rate limit, it is checked again when the limit allows; by a database connection
+   * failure, after the next retry step. Dropped then with a `system` error alone, it was lost:
+   * realtime-js sends a token once, and the channel closed for good when the old one expired.
    */
   private async useToken(channel: Channel, token: string, frame: Frame | null): Promise<void> {
     let claims: SocketClaims;
@@ -533,11 +538,13 @@ export class PhoenixSocket {
       this.system(channel, 'error', err.expired ? err.message : `Invalid JWT: ${err.message}`);
       return this.close(channel, false);
     }
-    this.dropPending(channel);
-    if (this.channels.get(channel.topic) !== channel) return; // left or ended while the keys were fetched
+    if (this.channels.get(channel.topic) !== channel) return this.dropPending(channel); // left or ended while the keys were fetched
+    // a later check's token (frame null), kept while the check is put off
+    const later = !frame && channel.pending?.token === token ? channel.pending : null;
     // the same database probe as a private join, so the same per-user bound across sockets; the
     // channel keeps its current token (it closes when that one expires)
     const waitMs = channel.private ? this.hub.admission.authorize(claims, this.address) : 0;
+    if (waitMs > 0 && later) return this.putOff(channel, token, later.attempt, waitMs, 'the authorization rate limit');
     if (waitMs > 0) {
       return this.system(channel, 'error', `ClientJoinRateLimitReached: Too many private channel authorizations per second for this user (at most ${this.hub.limits.authorizationsPerSecond} across sockets); retry in ${waitMs} ms`);
     }
@@ -547,7 +554,19 @@ export class PhoenixSocket {
     // on the state from before it
     const watch = channel.private ? watchAccess(this.hub, channel.subTopic, claims) : null;
     try {
-      if (channel.private && !(await mayAccessTopic(this.hub.sql, claims, channel.subTopic, 'read'))) {
+      let allowed: boolean;
+      try {
+        allowed = !channel.private || (await mayAccessTopic(this.hub.sql, claims, channel.subTopic, 'read'));
+      } catch (err) {
+        if (later && isConnectionFailure(err) && this.channels.get(channel.topic) === channel && !this.closed) {
+          const attempt = later.attempt + 1;
+          return this.putOff(channel, token, attempt, retryDelay(attempt), 'a database connection failure');
+        }
+        this.dropPending(channel);
+        throw err;
+      }
+      this.dropPending(channel); // a verdict: kept until now, it still made an expiry an error (armExpiry), not a close
+      if (!allowed) {
         this.system(channel, 'error', `Unauthorized: You do not have permissions to read from this Channel topic: ${channel.subTopic}`);
         return await this.close(channel, false);
       }
@@ -586,6 +605,11 @@ export class PhoenixSocket {
       this.system(channel, 'error', reason);
     }
     const attempt = channel.pending?.token === token ? channel.pending.attempt + 1 : 1;
+    this.schedulePending(channel, token, attempt, retryDelay(attempt));
+  }
+
+  /** Makes `token` the channel's token waiting to be checked (Channel.pending), checked in `delayMs` in the socket's order of work. */
+  private schedulePending(channel: Channel, token: string, attempt: number, delayMs: number): void {
     this.dropPending(channel);
     const pending: NonNullable<Channel['pending']> = { token, attempt, timer: null };
     pending.timer = setTimeout(() => {
@@ -594,9 +618,15 @@ export class PhoenixSocket {
         if (channel.pending !== pending || this.channels.get(channel.topic) !== channel) return;
         await this.useToken(channel, token, null);
       }, (e) => this.channelFailed(channel, null, e));
-    }, PENDING_TOKEN_RETRY_MS[Math.min(attempt, PENDING_TOKEN_RETRY_MS.length) - 1]);
+    }, delayMs);
     pending.timer.unref();
     channel.pending = pending;
+  }
+
+  /** A later check of `token` put off (not a verdict on it): kept, and checked again in `delayMs`. */
+  private putOff(channel: Channel, token: string, attempt: number, delayMs: number, why: string): void {
+    this.hub.logger.warn({ topic: channel.topic, attempt, retryInMs: delayMs }, `realtime access token check put off by ${why}`);
+    this.schedulePending(channel, token, attempt, delayMs);
   }
 
   /** Forgets the channel's token waiting for the keys (Channel.pending), if any. */

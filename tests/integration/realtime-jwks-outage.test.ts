@@ -17,10 +17,11 @@ import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import { pino } from 'pino';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CanvasSync } from '../../packages/client/src/canvas-sync.ts';
-import { loadConfig } from '../../src/config.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
 import { apiKeys } from '../../src/dev.ts';
 import type { Server } from '../../src/server.ts';
@@ -28,6 +29,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { openH1 } from '../helpers/h1.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
+import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 type Mode = 'ok' | 'status 500' | 'html page' | 'connection reset';
@@ -224,21 +226,92 @@ describe('the JWKS endpoint fails: realtime', () => {
     mode = 'status 500';
     const { canvasId, users } = await createCanvas(database.sql, ['editor']);
     const editor = users.editor!;
-    const x = channelOf(canvasId, await tokenFor(server, editor, {}, { expiresInSeconds: 2 }), { ack: true }); // ends at exp + 5 s
-    await x.subscribe();
-    await seen(x, 'joined')(() => x.statuses.includes('SUBSCRIBED'));
-    await x.client.setAuth(await projectToken(editor));
-    await seen(x, 'told the refresh could not be checked')(() => x.system.length > 0);
-    expect(x.system[0]!.message).toMatch(/^unavailable: the signing keys/);
-    x.client.accessToken = async () => null; // signed out: supabase-js's callback answers null
-    await x.client.setAuth();
-    // answered after the null was handled (a socket's frames are handled in order)
-    expect(await x.channel.send({ type: 'broadcast', event: 'ping', payload: {} })).toBe('ok');
-    mode = 'ok';
-    await seen(x, 'the next word on its token')(() => x.system.length > 1);
-    expect(x.system.slice(1)).toEqual([{ status: 'error', message: expect.stringMatching(/^Token has expired \d+ seconds ago$/) }]);
-    await seen(x, 'closed')(() => x.statuses.includes('CLOSED'));
+    // a server of its own: this file's has fetched the keys by now, and uses them for 10 minutes
+    const own = await startTestServer({ auth: server.deps.config.auth }, {});
+    const x = channelOf(canvasId, await tokenFor(server, editor, {}, { expiresInSeconds: 2 }), { on: own, ack: true }); // ends at exp + 5 s
+    try {
+      await x.subscribe();
+      await seen(x, 'joined')(() => x.statuses.includes('SUBSCRIBED'));
+      await x.client.setAuth(await projectToken(editor));
+      await seen(x, 'told the refresh could not be checked')(() => x.system.length > 0);
+      expect(x.system[0]!.message).toMatch(/^unavailable: the signing keys/);
+      x.client.accessToken = async () => null; // signed out: supabase-js's callback answers null
+      await x.client.setAuth();
+      // answered after the null was handled (a socket's frames are handled in order)
+      expect(await x.channel.send({ type: 'broadcast', event: 'ping', payload: {} })).toBe('ok');
+      mode = 'ok';
+      await seen(x, 'the next word on its token')(() => x.system.length > 1);
+      expect(x.system.slice(1)).toEqual([{ status: 'error', message: expect.stringMatching(/^Token has expired \d+ seconds ago$/) }]);
+      await seen(x, 'closed')(() => x.statuses.includes('CLOSED'));
+    } finally {
+      await x.client.disconnect().catch(() => {});
+      await own.stop();
+    }
   }, 60_000);
+
+  it('a later check put off by the authorization rate limit keeps the token and checks it again when the limit allows', async () => {
+    // the keys answer, but the user's private authorizations are used up: the waiting token was
+    // dropped with a `system` error, never sent again by realtime-js, and the channel closed for
+    // good when its old token expired
+    mode = 'status 500';
+    const { canvasId, users } = await createCanvas(database.sql, ['editor']);
+    const editor = users.editor!;
+    // two authorizations, then one every 10 s
+    const limited = await startTestServer({ auth: server.deps.config.auth }, { realtime: { limits: { authorizationsPerSecond: 0.1, authorizationBurst: 2 } } });
+    const b = channelOf(canvasId, await tokenFor(server, editor), { on: limited });
+    const e = channelOf(canvasId, await tokenFor(server, editor), { on: limited });
+    try {
+      await b.subscribe();
+      await seen(b, 'joined')(() => b.statuses.includes('SUBSCRIBED')); // the first authorization
+      await b.client.setAuth(await projectToken(editor));
+      await seen(b, 'told the refresh could not be checked')(() => b.system.length > 0);
+      expect(b.system[0]!.message).toMatch(/^unavailable: the signing keys/);
+      await e.subscribe();
+      await seen(e, 'joined')(() => e.statuses.includes('SUBSCRIBED')); // the second: the next is refused for 10 s
+      mode = 'ok';
+      await until(() => b.system.length > 1, 40_000, `the new token taken: ${JSON.stringify(b.system)}`);
+      expect(b.system.slice(1)).toEqual([{ status: 'ok', message: expect.stringMatching(/has been checked: the channel now uses it/) }]);
+      expect(b.channel.state).toBe('joined');
+    } finally {
+      await Promise.all([b, e].map((x) => x.client.disconnect().catch(() => {})));
+      await limited.stop();
+    }
+  }, 90_000);
+
+  it('a later check whose database probe meets a connection failure keeps the token and checks it again', async () => {
+    mode = 'status 500';
+    const { canvasId, users } = await createCanvas(database.sql, ['editor']);
+    const editor = users.editor!;
+    const direct = new URL(testDatabaseUrl());
+    const proxy = await startTcpProxy(Number(direct.port || 5432));
+    const pooled = new URL(direct);
+    pooled.port = String(proxy.port);
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    // the pool through the proxy, the replication stream not: the channel stays served
+    const cut = await startTestServer({ auth: server.deps.config.auth, databaseUrl: pooled.toString(), directDatabaseUrl: direct.toString() }, { realtime: {}, logger });
+    const b = channelOf(canvasId, await tokenFor(server, editor), { on: cut });
+    try {
+      await b.subscribe();
+      await seen(b, 'joined')(() => b.statuses.includes('SUBSCRIBED'));
+      await b.client.setAuth(await projectToken(editor));
+      await seen(b, 'told the refresh could not be checked')(() => b.system.length > 0);
+      expect(b.system[0]!.message).toMatch(/^unavailable: the signing keys/);
+      proxy.cut({ existing: 'destroy', incoming: 'refuse' });
+      mode = 'ok';
+      await until(() => lines.some((l) => l.includes('realtime access token check put off by a database connection failure')), 30_000,
+        `the check put off: ${JSON.stringify(b.system)}`);
+      proxy.restore();
+      await until(() => b.system.length > 1, 30_000, `the new token taken: ${JSON.stringify(b.system)}`);
+      expect(b.system.slice(1)).toEqual([{ status: 'ok', message: expect.stringMatching(/has been checked: the channel now uses it/) }]);
+      expect(b.channel.state).toBe('joined');
+    } finally {
+      proxy.restore();
+      await b.client.disconnect().catch(() => {});
+      await cut.stop();
+      await proxy.close();
+    }
+  }, 90_000);
 
   it('refuses a token the fetched keys refuse as before: 401 at the upgrade, InvalidJWTToken on join, Invalid JWT and closed on refresh', async () => {
     mode = 'ok';

@@ -6,9 +6,7 @@
 // (retry_after, Retry-After; GoTrue's 503 under /auth/v1, which auth-js reads as retryable), and
 // once the endpoint answers the same token is accepted. A token the keys do refuse is still 401.
 import { createClient, isAuthRetryableFetchError } from '@supabase/supabase-js';
-import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import { SignJWT, type CryptoKey } from 'jose';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
@@ -17,12 +15,11 @@ import { apiKeys } from '../../src/dev.ts';
 import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createUser } from '../helpers/fixtures.ts';
+import { startJwksStandIn, type JwksStandIn } from '../helpers/jwks.ts';
 import { startTestServer } from '../helpers/http.ts';
 
-type Mode = 'ok' | 'status 500' | 'html page' | 'connection reset';
 const base = loadConfig({ ...process.env, LOG_LEVEL: 'silent' });
-let mode: Mode = 'status 500';
-let jwks: HttpServer;
+let jwks: JwksStandIn;
 let server: Server;
 let database: Database;
 let project: { publicKey: CryptoKey; privateKey: CryptoKey };
@@ -30,24 +27,16 @@ let stranger: { publicKey: CryptoKey; privateKey: CryptoKey };
 let userId: string;
 
 beforeAll(async () => {
-  [project, stranger] = await Promise.all([generateKeyPair('RS256', { extractable: true }), generateKeyPair('RS256', { extractable: true })]);
-  const keys = [{ ...(await exportJWK(project.publicKey)), kid: 'project-1', alg: 'RS256', use: 'sig' }];
-  jwks = createServer((req, res) => {
-    if (mode === 'connection reset') return void req.socket.destroy();
-    if (mode === 'status 500') return void res.writeHead(500, { 'content-type': 'text/plain' }).end('upstream failure');
-    if (mode === 'html page') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>502 Bad Gateway</body></html>');
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
-  });
-  await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
-  server = await startTestServer({ auth: { ...base.auth, jwksUrl: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/auth/v1/.well-known/jwks.json` } });
+  jwks = await startJwksStandIn('status 500');
+  ({ project, stranger } = jwks);
+  server = await startTestServer({ auth: { ...base.auth, jwksUrl: jwks.url } });
   database = testDatabase(2);
   userId = await createUser(database.sql, 'jwks');
 }, 60_000);
 afterAll(async () => {
   await server?.stop();
   await database?.close();
-  jwks?.closeAllConnections();
-  await new Promise<void>((resolve) => jwks?.close(() => resolve()));
+  await jwks?.close();
 });
 
 const sign = (key: CryptoKey, kid: string) => {
@@ -67,7 +56,7 @@ describe('the JWKS endpoint fails', () => {
     const auth = createClient(server.url, anonKey, { auth: { persistSession: false, autoRefreshToken: false },
       realtime: { transport: WebSocket as never } }).auth;
     for (const failing of ['status 500', 'html page', 'connection reset'] as const) {
-      mode = failing;
+      jwks.mode = failing;
       expect({ failing, ...(await workspaces(token)) }).toEqual({ failing, status: 503, retryAfter: '1',
         body: { error: { code: 'unavailable', retry_after: 1, message: expect.stringContaining('SUPABASE_JWKS_URL') } } });
       // supabase-js: retryable (AuthRetryableFetchError, 503), not an API error about the token
@@ -75,14 +64,14 @@ describe('the JWKS endpoint fails', () => {
       expect({ failing, user: data.user, retryable: isAuthRetryableFetchError(error), status: error?.status })
         .toEqual({ failing, user: null, retryable: true, status: 503 });
     }
-    mode = 'ok';
+    jwks.mode = 'ok';
     expect((await workspaces(token)).status).toBe(200);
     const { data, error } = await auth.getUser(token);
     expect({ error, id: data.user?.id }).toEqual({ error: null, id: userId });
   });
 
   it('a token the keys refuse is still 401 (another key under the project\'s kid, an unknown kid)', async () => {
-    mode = 'ok';
+    jwks.mode = 'ok';
     for (const token of [await sign(stranger.privateKey, 'project-1'), await sign(stranger.privateKey, 'unknown-kid')]) {
       expect(await workspaces(token)).toMatchObject({ status: 401, body: { error: { code: 'unauthorized' } } });
     }

@@ -14,9 +14,7 @@
 // Real parts: the server with its gateway, @supabase/realtime-js, @potentia/client (CanvasSync),
 // and the JWKS served over HTTP by this file.
 import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
-import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
+import { SignJWT, type CryptoKey } from 'jose';
 import { pino } from 'pino';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,14 +26,13 @@ import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { openH1 } from '../helpers/h1.ts';
+import { startJwksStandIn, type JwksStandIn } from '../helpers/jwks.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
 import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
-type Mode = 'ok' | 'status 500' | 'html page' | 'connection reset';
 const base = loadConfig({ ...process.env, LOG_LEVEL: 'silent' });
-let mode: Mode = 'status 500';
-let jwks: HttpServer;
+let jwks: JwksStandIn;
 let server: Server;
 let database: Database;
 let anonKey: string;
@@ -45,17 +42,10 @@ const clients: RealtimeClient[] = [];
 const syncs: CanvasSync[] = [];
 
 beforeAll(async () => {
-  [project, stranger] = await Promise.all([generateKeyPair('RS256', { extractable: true }), generateKeyPair('RS256', { extractable: true })]);
-  const keys = [{ ...(await exportJWK(project.publicKey)), kid: 'project-1', alg: 'RS256', use: 'sig' }];
-  jwks = createServer((req, res) => {
-    if (mode === 'connection reset') return void req.socket.destroy();
-    if (mode === 'status 500') return void res.writeHead(500, { 'content-type': 'text/plain' }).end('upstream failure');
-    if (mode === 'html page') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>502 Bad Gateway</body></html>');
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
-  });
-  await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
+  jwks = await startJwksStandIn('status 500');
+  ({ project, stranger } = jwks);
   // the gateway on (opts {}); HS256 tokens (JWT_SECRET: the API keys, legacy user tokens) need no JWKS
-  server = await startTestServer({ auth: { ...base.auth, jwksUrl: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/auth/v1/.well-known/jwks.json` } }, {});
+  server = await startTestServer({ auth: { ...base.auth, jwksUrl: jwks.url } }, {});
   database = testDatabase(3);
   anonKey = (await apiKeys(server.deps.config)).anon;
 }, 90_000);
@@ -64,8 +54,7 @@ afterAll(async () => {
   await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
   await server?.stop();
   await database?.close();
-  jwks?.closeAllConnections();
-  await new Promise<void>((resolve) => jwks?.close(() => resolve()));
+  await jwks?.close();
 });
 
 /** A user's token signed by `key` under `kid` (RS256, as Supabase's asymmetric keys sign them), fresh each call. */
@@ -136,13 +125,13 @@ describe('the JWKS endpoint fails: realtime', () => {
 
     // the upgrades: 503 unavailable with Retry-After (it was 401 unauthorized), whatever the failure
     for (const failing of ['status 500', 'html page', 'connection reset'] as const) {
-      mode = failing;
+      jwks.mode = failing;
       expect({ failing, ...(await refusedUpgrade(`/ws/canvas/${canvasId}?access_token=${await projectToken(editor)}`)) }).toEqual({
         failing, status: 503, retryAfter: '1',
         body: { error: { code: 'unavailable', retry_after: 1, message: expect.stringContaining('SUPABASE_JWKS_URL') } },
       });
     }
-    mode = 'status 500';
+    jwks.mode = 'status 500';
     expect(await refusedUpgrade(`/realtime/v1/websocket?vsn=1.0.0&apikey=${await projectToken(editor)}`))
       .toMatchObject({ status: 503, retryAfter: '1', body: { error: { code: 'unavailable' } } });
 
@@ -197,7 +186,7 @@ describe('the JWKS endpoint fails: realtime', () => {
     expect(live).toBe(false);
 
     // the keys answer again
-    mode = 'ok';
+    jwks.mode = 'ok';
     // b takes its new token, told so; c's is refused by the keys: Invalid JWT, and closed
     await seen(b, 'the new token taken')(() => b.system.length > 1);
     expect(b.system.slice(1)).toEqual([{ status: 'ok', message: expect.stringMatching(/has been checked: the channel now uses it/) }]);
@@ -223,7 +212,7 @@ describe('the JWKS endpoint fails: realtime', () => {
     // realtime-js sends access_token null when supabase-js's accessToken callback answers null
     // (signed out). It returned before dropping the token waiting for the keys, so that token was
     // taken once the keys answered: the signed-out client's channel went on as the user.
-    mode = 'status 500';
+    jwks.mode = 'status 500';
     const { canvasId, users } = await createCanvas(database.sql, ['editor']);
     const editor = users.editor!;
     // a server of its own: this file's has fetched the keys by now, and uses them for 10 minutes
@@ -239,7 +228,7 @@ describe('the JWKS endpoint fails: realtime', () => {
       await x.client.setAuth();
       // answered after the null was handled (a socket's frames are handled in order)
       expect(await x.channel.send({ type: 'broadcast', event: 'ping', payload: {} })).toBe('ok');
-      mode = 'ok';
+      jwks.mode = 'ok';
       await seen(x, 'the next word on its token')(() => x.system.length > 1);
       expect(x.system.slice(1)).toEqual([{ status: 'error', message: expect.stringMatching(/^Token has expired \d+ seconds ago$/) }]);
       await seen(x, 'closed')(() => x.statuses.includes('CLOSED'));
@@ -253,7 +242,7 @@ describe('the JWKS endpoint fails: realtime', () => {
     // the keys answer, but the user's private authorizations are used up: the waiting token was
     // dropped with a `system` error, never sent again by realtime-js, and the channel closed for
     // good when its old token expired
-    mode = 'status 500';
+    jwks.mode = 'status 500';
     const { canvasId, users } = await createCanvas(database.sql, ['editor']);
     const editor = users.editor!;
     // two authorizations, then one every 10 s
@@ -268,7 +257,7 @@ describe('the JWKS endpoint fails: realtime', () => {
       expect(b.system[0]!.message).toMatch(/^unavailable: the signing keys/);
       await e.subscribe();
       await seen(e, 'joined')(() => e.statuses.includes('SUBSCRIBED')); // the second: the next is refused for 10 s
-      mode = 'ok';
+      jwks.mode = 'ok';
       await until(() => b.system.length > 1, 40_000, `the new token taken: ${JSON.stringify(b.system)}`);
       expect(b.system.slice(1)).toEqual([{ status: 'ok', message: expect.stringMatching(/has been checked: the channel now uses it/) }]);
       expect(b.channel.state).toBe('joined');
@@ -279,7 +268,7 @@ describe('the JWKS endpoint fails: realtime', () => {
   }, 90_000);
 
   it('a later check whose database probe meets a connection failure keeps the token and checks it again', async () => {
-    mode = 'status 500';
+    jwks.mode = 'status 500';
     const { canvasId, users } = await createCanvas(database.sql, ['editor']);
     const editor = users.editor!;
     const direct = new URL(testDatabaseUrl());
@@ -298,7 +287,7 @@ describe('the JWKS endpoint fails: realtime', () => {
       await seen(b, 'told the refresh could not be checked')(() => b.system.length > 0);
       expect(b.system[0]!.message).toMatch(/^unavailable: the signing keys/);
       proxy.cut({ existing: 'destroy', incoming: 'refuse' });
-      mode = 'ok';
+      jwks.mode = 'ok';
       await until(() => lines.some((l) => l.includes('realtime access token check put off by a database connection failure')), 30_000,
         `the check put off: ${JSON.stringify(b.system)}`);
       proxy.restore();
@@ -314,7 +303,7 @@ describe('the JWKS endpoint fails: realtime', () => {
   }, 90_000);
 
   it('refuses a token the fetched keys refuse as before: 401 at the upgrade, InvalidJWTToken on join, Invalid JWT and closed on refresh', async () => {
-    mode = 'ok';
+    jwks.mode = 'ok';
     const { canvasId, users } = await createCanvas(database.sql, ['editor']);
     const editor = users.editor!;
     expect(await refusedUpgrade(`/ws/canvas/${canvasId}?access_token=${await strangerToken(editor)}`))

@@ -9,6 +9,7 @@ import { blankOptionProblem } from './option-values.ts';
 import { createDatabase } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import type { Deps } from './http/env.ts';
+import type { RealtimeRestDeps } from './http/realtime-rest.ts';
 import { createProbeApp } from './http/probes.ts';
 import { readyQuery } from './http/readiness.ts';
 import { createMetrics } from './metrics.ts';
@@ -93,7 +94,7 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
   const urls = connectionUrls(config);
   const database = createDatabase(urls.pooled, { max: config.dbPoolMax, applicationName: 'potentia-gateway', transactionPooler: urls.transactionPooler, logger });
   const metrics = createMetrics({ api: false, realtime: true, jobs: false });
-  const deps: Deps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
+  const deps: RealtimeRestDeps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
   const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger,
     trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics, limits: config.realtime });
   const app = createProbeApp(deps, {

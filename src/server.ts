@@ -12,6 +12,7 @@ import { gotrueAnswer, gotrueErrorOf } from './http/gotrue.ts';
 import { hostProblem } from './http/host.ts';
 import { isPostgrestPath, postgrestBody, requestLinePath } from './http/not-found.ts';
 import type { Deps } from './http/env.ts';
+import type { RealtimeRestDeps } from './http/realtime-rest.ts';
 import { createMetrics } from './metrics.ts';
 import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
 import { createGateway, type Gateway } from './realtime/gateway.ts';
@@ -52,7 +53,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     }
     config = { ...config, worker: { ...config.worker, expected: true } }; // /ready checks its heartbeat
   }
-  const deps: Deps = {
+  const deps: RealtimeRestDeps = {
     sql: database.sql,
     lanes: database.lanes,
     config,

@@ -4,7 +4,6 @@ import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { Claims, VerifyToken } from '../auth/jwt.ts';
 import type { Config } from '../config.ts';
 import type { Metrics } from '../metrics.ts';
-import type { RealtimeRest } from '../realtime/rest-broadcast.ts';
 
 /** What every handler gets: its dependencies, passed explicitly (no hidden globals). */
 export type Deps = {
@@ -15,12 +14,6 @@ export type Deps = {
   verify: VerifyToken;
   metrics: Metrics;
   logger: Logger;
-  /**
-   * This process's realtime gateway's REST broadcast (src/http/realtime-rest.ts), set once the
-   * gateway has started: absent until then (or when it could not start), those requests 503; null
-   * in a process that runs no gateway (`--role api`), those requests 501 (served by the gateways).
-   */
-  realtime?: RealtimeRest | null;
 };
 
 export type AppEnv = {

@@ -13,6 +13,19 @@ import { clientAddress, requestAuthorization, type ErrorAnswer } from './middlew
 /** Where Supabase Realtime serves its REST API, and realtime-js posts its broadcasts (realtimeRestRoutes). */
 export const REALTIME_REST_PREFIX = '/realtime/v1/api';
 
+/**
+ * Deps of a Node process that may run a gateway (server.ts, roles.ts): Deps (env.ts) stays free of
+ * the realtime modules, which the edge functions' type check cannot resolve (ws, pg-logical-replication).
+ */
+export type RealtimeRestDeps = Deps & {
+  /**
+   * This process's realtime gateway's REST broadcast, set once the gateway has started: absent
+   * until then (or when it could not start), those requests 503; null in a process that runs no
+   * gateway (`--role api`), those requests 501 (served by the gateways).
+   */
+  realtime?: RealtimeRest | null;
+};
+
 /** The error surface of REALTIME_REST_PREFIX (common.ts withCommonMiddleware): errors in Supabase Realtime's shape. */
 export const realtimeRestSurface: Record<string, ErrorAnswer> = {
   [REALTIME_REST_PREFIX]: (err, c) => realtimeRestResponse(c, asApiError(err, c)),
@@ -27,7 +40,7 @@ export const realtimeRestSurface: Record<string, ErrorAnswer> = {
  * there once signed in), else the apikey header (the anon key), checked as a realtime-js socket's
  * (REALTIME_POLICY: a user's token or one of the project's API keys).
  */
-export function realtimeRestRoutes(deps: Deps) {
+export function realtimeRestRoutes(deps: RealtimeRestDeps) {
   const app = new Hono<AppEnv>();
 
   app.post('/broadcast', async (c) => {
@@ -60,7 +73,7 @@ export function realtimeRestRoutes(deps: Deps) {
   return app;
 }
 
-function gateway(deps: Deps): RealtimeRest {
+function gateway(deps: RealtimeRestDeps): RealtimeRest {
   if (deps.realtime === null) {
     // not 404, which realtime-js replaces with "requires Realtime server v2.97.0 or newer"
     throw new ApiError('not_implemented', 'this process runs no realtime gateway (--role api): realtime-js\'s REST broadcast is '

@@ -14,7 +14,7 @@ import { channelKey, type ChannelKey } from './channel-key.ts';
 import type { ClusterPayload } from './cluster.ts';
 import { HELD_MESSAGES_LIMIT_REACHED } from './held-frames.ts';
 import type { Hub } from './hub.ts';
-import { checkPresenceState, PresenceDiffFold, wholeKeyDiffs, type PresenceDiff } from './presence.ts';
+import { checkPresenceState, PRESENCE_KEY_MAX_METAS, PresenceDiffFold, wholeKeyDiffs, type PresenceDiff } from './presence.ts';
 import { FrameBound } from './frame-bound.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { InboundQueue } from './inbound-queue.ts';
@@ -805,6 +805,7 @@ export class PhoenixSocket {
         return this.reply(frame, 'error', { reason: `payload_too_large: presence tracked on one socket: at most ${bound} bytes across its channels `
           + `(this state is ${size}, its other channels hold ${others}): untrack one first` });
       }
+      if (this.keyFull(channel)) return this.reply(frame, 'error', { reason: keyFullReason(channel.presenceKey) });
       const meta = state as Record<string, unknown>;
       if (!(await this.maySend(channel, 'presence'))) {
         return this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to track presence on this Channel topic: ${channel.subTopic}` });
@@ -816,6 +817,8 @@ export class PhoenixSocket {
         if (refused.code === 'forbidden' || refused.code === 'not_found') channel.gate.recheck();
         return;
       }
+      // again, now: another channel of the key may have tracked while this one was authorized
+      if (this.keyFull(channel)) return this.reply(frame, 'error', { reason: keyFullReason(channel.presenceKey) });
       channel.tracked = true;
       channel.trackedBytes = size;
       this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta));
@@ -826,6 +829,15 @@ export class PhoenixSocket {
     } else {
       this.reply(frame, 'error', { reason: 'presence events are track and untrack' });
     }
+  }
+
+  /**
+   * Whether the channel's presence key already holds PRESENCE_KEY_MAX_METAS metas in the channel
+   * (the cluster's view, the channel's own meta not counted: a re-track replaces it). A key is
+   * sent whole on every change (wholeKeyDiffs), so it must stay small.
+   */
+  private keyFull(channel: Channel): boolean {
+    return this.hub.presence.metasBeside(channel.key, channel.presenceKey, channel) >= PRESENCE_KEY_MAX_METAS;
   }
 
   /** A local presence change: to this gateway's presence channels of `key`, and to the cluster. */
@@ -925,6 +937,12 @@ export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string,
     // maxHeldBroadcasts / maxHeldBroadcastBytes
     peer.gate.deliverDroppable(() => peer.socket.sendClientBroadcast(peer, event, payload, encoded), bytes);
   }
+}
+
+/** The refusal of a track under a presence key that holds PRESENCE_KEY_MAX_METAS metas already (stable code too_many_presences). */
+function keyFullReason(presenceKey: string): string {
+  return `too_many_presences: presence key ${JSON.stringify(presenceKey)} holds ${PRESENCE_KEY_MAX_METAS} presences in this channel, `
+    + `the most one key may hold: track under a key of its own (such as the user id), or untrack one first`;
 }
 
 /**

@@ -236,6 +236,15 @@ export class PresenceTracker {
     return diff;
   }
 
+  /**
+   * How many metas presence key `key` holds in channel `topic`'s view (local and remote), not
+   * counting `owner`'s own (a re-track replaces it).
+   */
+  metasBeside(topic: ChannelKey, key: string, owner: object): number {
+    const own = this.topics.get(topic)?.get(owner);
+    return this.metas(topic, key).length - (own && own.key === key ? 1 : 0);
+  }
+
   /** Whether any other owner on `topic` is present under `key` (another tab of the same user). */
   keyPresent(topic: ChannelKey, key: string): boolean {
     for (const e of this.topics.get(topic)?.values() ?? []) if (e.key === key) return true;
@@ -244,20 +253,30 @@ export class PresenceTracker {
 }
 
 /**
- * The most metas a key is sent whole with (wholeKeyDiffs). A user's tabs are a few; a key many
- * clients share (an application's constant key, or sockets an attacker opens under one key in a
- * public room) would make every change of it cost every watcher the whole key (1,000 metas of
- * 16 KiB: 16 MB a change, which drops every watcher as a slow consumer), so past this the change
- * is sent as it is, and realtime-js may keep a meta of that key that left.
+ * The most metas one presence key holds in a channel (the cluster's view of it): the next track
+ * under a key that holds this many is refused (phoenix-socket.ts, `too_many_presences`). A user's
+ * tabs are a few; a key many clients share (an application's constant key, or sockets an attacker
+ * opens under one key in a public room) is refused past it.
+ *
+ * Why a bound and not a cheaper diff: realtime-js (@supabase/phoenix Presence.syncDiff, through
+ * presenceAdapter's onJoin/onLeave) strips `phx_ref` from every meta a key keeps through a join or
+ * a partial leave, so a key's change is only safe sent whole (wholeKeyDiffs), and a whole key
+ * costs every watcher all its metas on every change (1,000 metas of 16 KiB: 16 MB a change, which
+ * drops every watcher as a slow consumer). Before, a key past 16 metas was sent as the change
+ * alone, and every meta the key held then stayed in the watchers' presenceState() for good.
+ *
+ * Each gateway process refuses against the view it has: two processes taking tracks of one key at
+ * the same moment, each before the other's diff arrived, can each admit one, so a key holds at
+ * most this many times the gateway processes, and is still sent whole.
  */
-export const WHOLE_KEY_MAX_METAS = 16;
+export const PRESENCE_KEY_MAX_METAS = 16;
 
 /**
  * The `presence_diff` payloads that take a realtime-js client's view of channel `topic` through
  * `diff`, whole key by whole key: for every key `diff` touches, the metas the key held before
  * leave (all of them), then the metas it holds now (`view`, with `diff` applied) join (all of
- * them). One payload of leaves, then one of joins; either may be absent. A key holding more than
- * WHOLE_KEY_MAX_METAS metas before or after is sent as the change itself (leaves, then joins).
+ * them). One payload of leaves, then one of joins; either may be absent. A key holds at most
+ * PRESENCE_KEY_MAX_METAS metas (per gateway process of the cluster), so this is bounded.
  *
  * realtime-js (its phoenix Presence with presenceAdapter) strips `phx_ref` from the metas a key
  * keeps whenever it applies a join to that key (the metas it had) or a leave that does not take
@@ -281,11 +300,6 @@ export function wholeKeyDiffs(view: PresenceTracker, topic: ChannelKey, diff: Pr
     // before the diff: what is there now, less what it joined, plus what it took away
     const joinedRefs = new Set(joined.map((m) => m.phx_ref));
     const before = [...now.filter((m) => !joinedRefs.has(m.phx_ref)), ...left];
-    if (before.length > WHOLE_KEY_MAX_METAS || now.length > WHOLE_KEY_MAX_METAS) {
-      if (left.length > 0) leaves[key] = { metas: left };
-      if (joined.length > 0) joins[key] = { metas: joined };
-      continue;
-    }
     if (left.length > 0) leaves[key] = { metas: before };
     if (now.length > 0) joins[key] = { metas: now };
   }

@@ -3,7 +3,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { DEFAULT_LIMITS } from '../../src/realtime/hub.ts';
-import { WHOLE_KEY_MAX_METAS } from '../../src/realtime/presence.ts';
+import { PRESENCE_KEY_MAX_METAS } from '../../src/realtime/presence.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -92,7 +92,7 @@ it('a socket tracks at most maxPresenceBytesPerSocket across its channels: past 
   expect(await track(q, 1, 1)).toBe('ok');
 });
 
-it(`a change of a key is sent whole while the key holds at most ${WHOLE_KEY_MAX_METAS} metas, past that as the change alone (a key many sockets share costs a watcher what changed, not the whole key)`, async () => {
+it(`a key holds at most ${PRESENCE_KEY_MAX_METAS} metas in a channel: each change is sent whole, the next track refused with too_many_presences (nobody sees it) until one leaves`, async () => {
   const topic = 'realtime:bounds-crowd';
   const watcher = await openPhoenix();
   expect(await watcher.ask(topic, 'phx_join', { config: { presence: { key: 'watcher', enabled: true } } })).toBe('ok');
@@ -102,27 +102,40 @@ it(`a change of a key is sent whole while the key holds at most ${WHOLE_KEY_MAX_
     joins: Object.values(f.payload.joins).flatMap((k: any) => k.metas.map((m: any) => m.n)).sort((a, b) => a - b),
   }));
   const crowd: Phoenix[] = [];
-  for (let n = 1; n <= WHOLE_KEY_MAX_METAS + 1; n++) {
+  for (let n = 1; n <= PRESENCE_KEY_MAX_METAS; n++) {
     const p = await openPhoenix();
     crowd.push(p);
     expect(await p.ask(topic, 'phx_join', { config: { presence: { key: 'crowd' } } })).toBe('ok');
     const from = watcher.frames.length;
     expect(await p.ask(topic, 'presence', { type: 'presence', event: 'track', payload: { n } })).toBe('ok');
     await until(() => diffs(from).length > 0, 5000, `the diff of track ${n}`);
-    // whole: the key's metas so far join again with the new one; the key's 17th is sent alone
-    expect(diffs(from), `track ${n}`).toEqual([{ leaves: [], joins: n <= WHOLE_KEY_MAX_METAS ? Array.from({ length: n }, (_, i) => i + 1) : [n] }]);
+    // whole: the key's metas so far join again with the new one
+    expect(diffs(from), `track ${n}`).toEqual([{ leaves: [], joins: Array.from({ length: n }, (_, i) => i + 1) }]);
   }
-  // a leave from a key of 17 metas: the leave alone
+  const extra = await openPhoenix();
+  expect(await extra.ask(topic, 'phx_join', { config: { presence: { key: 'crowd' } } })).toBe('ok');
+  const refusal = `too_many_presences: presence key "crowd" holds ${PRESENCE_KEY_MAX_METAS} presences in this channel, the most one key may hold: `
+    + 'track under a key of its own (such as the user id), or untrack one first';
+  expect(await extra.ask(topic, 'presence', { type: 'presence', event: 'track', payload: { n: 17 } })).toBe(refusal);
+  // a re-track of a member replaces its meta: not refused, and sent whole (the key leaves, then joins)
   let from = watcher.frames.length;
-  expect(await crowd[0]!.ask(topic, 'presence', { type: 'presence', event: 'untrack' })).toBe('ok');
-  await until(() => diffs(from).length > 0, 5000, 'the diff of the untrack');
-  expect(diffs(from)).toEqual([{ leaves: [1], joins: [] }]);
-  // 16 left: a leave is sent whole again (all 16 leave, the 15 that stay join)
-  from = watcher.frames.length;
-  expect(await crowd[1]!.ask(topic, 'presence', { type: 'presence', event: 'untrack' })).toBe('ok');
-  await until(() => diffs(from).length > 1, 5000, 'the diffs of the second untrack');
+  expect(await crowd[0]!.ask(topic, 'presence', { type: 'presence', event: 'track', payload: { n: 101 } })).toBe('ok');
+  await until(() => diffs(from).length > 1, 5000, 'the diffs of the re-track');
   expect(diffs(from)).toEqual([
-    { leaves: Array.from({ length: WHOLE_KEY_MAX_METAS }, (_, i) => i + 2), joins: [] },
-    { leaves: [], joins: Array.from({ length: WHOLE_KEY_MAX_METAS - 1 }, (_, i) => i + 3) },
+    { leaves: Array.from({ length: PRESENCE_KEY_MAX_METAS }, (_, i) => i + 1), joins: [] },
+    { leaves: [], joins: [...Array.from({ length: PRESENCE_KEY_MAX_METAS - 1 }, (_, i) => i + 2), 101] },
   ]);
+  // one leaves: sent whole (all 16 leave, the 15 that stay join), and the refused one may track
+  from = watcher.frames.length;
+  expect(await crowd[0]!.ask(topic, 'presence', { type: 'presence', event: 'untrack' })).toBe('ok');
+  await until(() => diffs(from).length > 1, 5000, 'the diffs of the untrack');
+  expect(diffs(from)).toEqual([
+    { leaves: [...Array.from({ length: PRESENCE_KEY_MAX_METAS - 1 }, (_, i) => i + 2), 101], joins: [] },
+    { leaves: [], joins: Array.from({ length: PRESENCE_KEY_MAX_METAS - 1 }, (_, i) => i + 2) },
+  ]);
+  from = watcher.frames.length;
+  expect(await extra.ask(topic, 'presence', { type: 'presence', event: 'track', payload: { n: 17 } })).toBe('ok');
+  await until(() => diffs(from).length > 0, 5000, 'the diff of the track that now fits');
+  // the refused track was never shown: the key's 15 and the new one join, nothing before it
+  expect(diffs(from)).toEqual([{ leaves: [], joins: Array.from({ length: PRESENCE_KEY_MAX_METAS }, (_, i) => i + 2) }]);
 });

@@ -6,6 +6,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
+import { openPhoenix as openPhoenixSocket, type Phoenix } from '../helpers/phoenix.ts';
 import { until } from '../helpers/wait.ts';
 
 // Phoenix frames whose names are hostile, as an attacker sends them (raw frames, the anon key):
@@ -32,24 +33,9 @@ const logger = pino({ level: 'error' }, new Writable({
   },
 }));
 
-type Phoenix = { ws: WebSocket; frames: any[]; send(frame: unknown): void; sendText(text: string): void };
 const sockets: WebSocket[] = [];
-async function openPhoenix(vsn: '1.0.0' | '2.0.0' = '1.0.0'): Promise<Phoenix> {
-  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/realtime/v1/websocket?apikey=${await anonKey()}&vsn=${vsn}`);
-  sockets.push(ws);
-  const frames: any[] = [];
-  // both serializers read back as objects
-  ws.on('message', (d) => {
-    const f = JSON.parse(String(d));
-    frames.push(Array.isArray(f) ? { join_ref: f[0], ref: f[1], topic: f[2], event: f[3], payload: f[4] } : f);
-  });
-  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-  return { ws, frames, send: (frame) => ws.send(JSON.stringify(frame)), sendText: (text) => ws.send(text) };
-}
-const replyTo = async (p: Phoenix, ref: string) => {
-  await until(() => p.frames.some((f) => f.event === 'phx_reply' && f.ref === ref), 5000, `the reply to ref ${ref}`);
-  return p.frames.find((f) => f.event === 'phx_reply' && f.ref === ref).payload;
-};
+const openPhoenix = async (vsn: '1.0.0' | '2.0.0' = '1.0.0') => openPhoenixSocket(server.url, await anonKey(), { vsn, sockets });
+const replyTo = (p: Phoenix, ref: string) => p.reply(ref);
 const join = (p: Phoenix, topic: string, ref: string, presenceKey: string) =>
   p.send({ topic, event: 'phx_join', ref, join_ref: ref, payload: { config: { presence: { key: presenceKey, enabled: true } } } });
 const track = (p: Phoenix, topic: string, joinRef: string, ref: string, meta: Record<string, unknown>) =>

@@ -3,7 +3,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
-import { until } from '../helpers/wait.ts';
+import { openPhoenix as openPhoenixSocket } from '../helpers/phoenix.ts';
 
 // What one realtime-js socket may hold is bounded before the gateway keeps anything: phx_join
 // frames per second (in bursts up to the channel cap), channels per socket, and the length of
@@ -22,22 +22,12 @@ const anonKey = () => {
     .sign(new TextEncoder().encode(config.auth.jwtSecret));
 };
 
-type Phoenix = { ws: WebSocket; frames: any[]; join(topic: string, ref: string): void; reply(ref: string): Promise<any> };
 const sockets: WebSocket[] = [];
-async function openPhoenix(): Promise<Phoenix> {
-  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/realtime/v1/websocket?apikey=${await anonKey()}&vsn=1.0.0`);
-  sockets.push(ws);
-  const frames: any[] = [];
-  ws.on('message', (d) => frames.push(JSON.parse(String(d))));
-  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+async function openPhoenix() {
+  const p = await openPhoenixSocket(server.url, await anonKey(), { sockets });
   return {
-    ws,
-    frames,
-    join: (topic, ref) => ws.send(JSON.stringify({ topic, event: 'phx_join', ref, join_ref: ref, payload: { config: { private: false } } })),
-    reply: async (ref) => {
-      await until(() => frames.some((f) => f.event === 'phx_reply' && f.ref === ref), 5000, `the reply to ref ${ref}`);
-      return frames.find((f) => f.event === 'phx_reply' && f.ref === ref).payload;
-    },
+    ...p,
+    join: (topic: string, ref: string) => p.send({ topic, event: 'phx_join', ref, join_ref: ref, payload: { config: { private: false } } }),
   };
 }
 const reasonOf = (payload: any) => (payload.status === 'ok' ? 'ok' : String(payload.response?.reason));

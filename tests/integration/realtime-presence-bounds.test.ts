@@ -5,6 +5,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { DEFAULT_LIMITS } from '../../src/realtime/hub.ts';
 import { PRESENCE_KEY_MAX_METAS } from '../../src/realtime/presence.ts';
 import { startServer, type Server } from '../../src/server.ts';
+import { openPhoenix as openPhoenixSocket, type Phoenix } from '../helpers/phoenix.ts';
 import { until } from '../helpers/wait.ts';
 
 // What one realtime-js socket's presence makes the cluster hold. A tracked state is kept in the
@@ -30,28 +31,8 @@ const anonKey = () => {
     .sign(new TextEncoder().encode(config.auth.jwtSecret));
 };
 
-type Phoenix = { frames: any[]; ask(topic: string, event: string, payload: unknown): Promise<any> };
 const sockets: WebSocket[] = [];
-async function openPhoenix(): Promise<Phoenix> {
-  const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/realtime/v1/websocket?apikey=${await anonKey()}&vsn=1.0.0`);
-  sockets.push(ws);
-  const frames: any[] = [];
-  ws.on('message', (d) => frames.push(JSON.parse(String(d))));
-  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-  let ref = 0;
-  const joinRefs = new Map<string, string>();
-  return {
-    frames,
-    async ask(topic, event, payload) {
-      const r = String(++ref);
-      if (event === 'phx_join') joinRefs.set(topic, r);
-      ws.send(JSON.stringify({ topic, event, ref: r, join_ref: joinRefs.get(topic) ?? r, payload }));
-      await until(() => frames.some((f) => f.event === 'phx_reply' && f.ref === r), 5000, `the reply to ${event} on ${topic}`);
-      const { status, response } = frames.find((f) => f.event === 'phx_reply' && f.ref === r).payload;
-      return status === 'ok' ? 'ok' : response.reason;
-    },
-  };
-}
+const openPhoenix = async () => openPhoenixSocket(server.url, await anonKey(), { sockets });
 const track = (p: Phoenix, room: number, n: number) =>
   p.ask(`realtime:bounds-${room}`, 'presence', { type: 'presence', event: 'track', payload: state(n) });
 

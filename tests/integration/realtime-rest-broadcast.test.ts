@@ -3,6 +3,7 @@ import type { RealtimeChannel, RealtimeClient } from '@supabase/realtime-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startServer, type Server } from '../../src/server.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, createUser } from '../helpers/fixtures.ts';
@@ -171,3 +172,49 @@ describe('realtime-js REST broadcast across two gateway processes', () => {
     for (const g of [...got, ...pub]) expect(g).toEqual([{ event: 'marker', payload: { x: 1 } }]);
   });
 });
+
+// The caller's budget (admission.ts callerMessagesPerSecond, callerMessageBurst: every message of
+// every request and socket of one user): a request it cannot pay for whole is answered 429
+// rate_limited with Retry-After, and none of its messages is sent. On a server of its own (in
+// this process: the budget is not set by environment), with a budget of 10 and 1 a second.
+describe('realtime-js REST broadcast past the caller\'s message budget', () => {
+  let server: Server | undefined;
+  afterAll(async () => { await server?.stop(); });
+
+  it('is refused 429 rate_limited with Retry-After, and sends none of the refused request\'s messages', async () => {
+    server = await startServer({ ...config, databaseUrl: testDatabaseUrl(), port: 0, logLevel: 'silent' },
+      { realtime: { limits: { callerMessagesPerSecond: 1, callerMessageBurst: 10 } } });
+    const topic = `rest-limit-${randomUUID()}`;
+    const got: Got = [];
+    const ch = realtime.connect(server.url, anon, '2.0.0').channel(topic)
+      .on('broadcast', { event: '*' }, (m) => got.push({ event: m.event, payload: m.payload }));
+    expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+    const [sender, other] = [await createUser(db.sql, 'rest-sender'), await createUser(db.sql, 'rest-other')];
+    const as = async (userId: string) => ({ apikey: anon, authorization: `Bearer ${await token(userId)}` });
+    const send = async (path: string, body: unknown, userId: string) => {
+      const res = await fetch(`${server!.url}/realtime/v1/api/broadcast${path}`, {
+        method: 'POST', headers: { 'content-type': 'application/json', ...(await as(userId)) }, body: JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, retryAfter: res.headers.get('retry-after'), body: text ? JSON.parse(text) : null };
+    };
+    const msg = (event: string, n: number) => ({ topic, event, payload: { n }, private: false });
+
+    // the whole budget in one request
+    expect(await send('', { messages: Array.from({ length: 10 }, (_, i) => msg('paid', i + 1)) }, sender)).toEqual({ status: 202, retryAfter: null, body: null });
+    // then a batch and a single message (httpSend's path): refused whole, with when to retry
+    for (const [path, body] of [['', { messages: [msg('refused', 11), msg('refused', 12)] }], [`/${encodeURIComponent(topic)}/events/refused`, { n: 13 }]] as const) {
+      const res = await send(path, body, sender);
+      expect(res).toMatchObject({ status: 429, body: { code: 'rate_limited' } });
+      const retryInMs = /^too many broadcasts: at most 1 messages per second for this user across sockets and requests; retry in (\d+) ms$/.exec(res.body.message)?.[1];
+      expect(retryInMs, res.body.message).toBeDefined();
+      expect(res.retryAfter).toBe(String(Math.max(1, Math.ceil(Number(retryInMs) / 1000))));
+    }
+    // another user's budget is its own: its marker, sent after the refusals to the same gateway, is
+    // delivered in order after anything they had sent
+    expect((await send('', { messages: [msg('marker', 0)] }, other)).status).toBe(202);
+    await until(() => got.some((m) => m.event === 'marker'), 20_000, 'the marker');
+    expect(got).toEqual([...Array.from({ length: 10 }, (_, i) => ({ event: 'paid', payload: { n: i + 1 } })), { event: 'marker', payload: { n: 0 } }]);
+  });
+});
+

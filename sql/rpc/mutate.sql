@@ -523,7 +523,7 @@ declare
   v_change record;       -- internal.prepare_block_change's answer
   v_prepared boolean := false;
   v_direct boolean := false;  -- an update written straight from step 3 if the block is still that version
-  v_usual boolean;       -- the usual edit, written by step 5's UPDATE alone (step 3)
+  v_usual boolean;       -- the usual edit, written by its own short path (step 3)
   v_block_id uuid := p_block_id;
   v_parent uuid;
   v_key text;
@@ -534,6 +534,8 @@ declare
   v_canvas_seq bigint;    -- taken with v_seq by a direct update's canvas row UPDATE (step 4), else null
   v_checked boolean;      -- internal.check_json_policy's answer (unused: it raises)
   v_locked boolean;       -- the caller's user row, locked (unused: see step 1)
+  v_block jsonb;          -- the usual edit's block as written, JSON (step 3)
+  v_result jsonb;         -- the usual edit's result (step 3)
 begin
   -- 1. who may do this
   if v_user is null then
@@ -658,7 +660,7 @@ begin
   -- on (versions grow, the log since base_version only gets longer), and a refusal writes
   -- nothing, so it is the answer at the moment of this read.
   -- The usual edit (content set on a block, with no text operations, parent or rank: nothing
-  -- that needs the log or another block) is not read here: step 5 writes it with one UPDATE that
+  -- that needs the log or another block) is not read here: it is written with one UPDATE that
   -- merges the content in the row, on condition that the block is still the version the client
   -- names. What prepare_block_change would do for it is that merge alone. If the block has moved
   -- on, the UPDATE finds nothing and the change is prepared under the lock as for any other.
@@ -666,10 +668,63 @@ begin
   v_usual := p_action = 'update' and v_block_id is not null and p_base_version is not null and v_text is null
              and coalesce(v_patch -> 'content' <> '{}', false) and v_parent is null
              and not (v_patch ? 'y_order' or v_patch ? 'after_id');
-  if p_action = 'create' then
+  if v_usual then
+    -- The usual edit, written here from start to end (steps 4 and 5 for it alone): the canvas
+    -- row's UPDATE (the lock and both numbers, as for a direct update in step 4), then the block's,
+    -- on condition that it is still the version the client names. Its own short path, because
+    -- PL/pgSQL sets up every expression a call reaches, each in every transaction: the general
+    -- steps below reach some twenty more (the create, delete, parent and rank branches' tests,
+    -- and the CASEs of the direct UPDATE), for nothing this edit needs (docs/performance.md,
+    -- forty-fourth session). The refusals come in the same order as below.
+    update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1
+    where canvas_id = p_canvas_id and deleted_at is null returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;
+    if not found then
+      perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+    end if;
+    update app.blocks set
+      content = internal.json_merge_patch(content, v_patch -> 'content'),
+      type = coalesce(v_patch ->> 'type', type),
+      parent_id = case when v_patch ? 'parent_id' then null else parent_id end,  -- (v_parent is null here)
+      version = version + 1,
+      updated_at = now(),
+      updated_by = v_user
+    where block_id = v_block_id and canvas_id = p_canvas_id and version = p_base_version
+    returning * into v_new;
+    if found then
+      if octet_length(v_new.content::text) > v_max_content then
+        perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', v_max_content),
+                                     '{"field":"patch.content"}');
+      end if;
+      -- internal.record_applied_op's rows and result, written here (a call of it costs this edit a
+      -- PL/pgSQL call with its fifteen arguments and its own expressions): the operation row, the
+      -- broadcast row and the audit row, as record_applied_op writes them for an update without
+      -- text operations
+      v_block := internal.block_json(v_new);
+      v_result := jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
+                                     'block_id', v_block_id, 'version', v_new.version, 'block', v_block);
+      insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
+                                        base_version, new_version, patch, block, result, started_at, duration_ms)
+      values (v_seq, v_canvas_seq, p_client_op_id, v_user, p_canvas_id, v_block_id, 'update', 'success',
+              p_base_version, v_new.version, v_patch, v_block, v_result, p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
+      insert into realtime.messages (payload, event, topic, private, extension)
+      values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'action', 'update',
+                                 'block_id', v_block_id, 'version', v_new.version, 'block', v_block, 'client_op_id', p_client_op_id,
+                                 'actor_id', p_ctx ->> 'user_id'),
+              'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
+      insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
+                                    status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)
+      values (v_user, 'block.update', 'block', v_block_id::text, jsonb_build_object('canvas_id', p_canvas_id), p_client_op_id, v_seq, 'success',
+              (p_ctx ->> 'ip')::inet, left(p_ctx ->> 'user_agent', 200), left(p_ctx ->> 'session_id', 200),
+              left(p_ctx ->> 'request_id', 200), extract(epoch from clock_timestamp() - p_started_at) * 1000, 1);
+      return v_result;
+    end if;
+    -- changed (or gone) since the version the client named: the canvas is locked and the
+    -- operation numbered; the block is locked and the change prepared below (steps 4 and 5), as
+    -- for any other update
+  elsif p_action = 'create' then
     v_applied := v_patch;
     v_content := case when v_patch ? 'content' then internal.json_merge_patch('{}', v_patch -> 'content') else '{}' end;
-  elsif p_action in ('update', 'move') and v_block_id is not null and not v_usual then
+  elsif p_action in ('update', 'move') and v_block_id is not null then
     select * into v_seen from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id;
     if found and v_seen.version = p_base_version and v_text is null and v_patch -> 'content' <> '{}' then
       -- content set on the block as the client last saw it, with a rank or parent: the merge
@@ -692,14 +747,16 @@ begin
   -- refuses a second success); the caller then answers from the log (duplicate).
   -- An update that needs no other block (no parent to check, no rank to place) is written in
   -- step 5 on condition that the block is still the version its change was prepared on (the one
-  -- the client named for the usual edit, which step 3 did not read; else the one step 3 read, the
-  -- change transformed or merged over what was logged since the client's version), which locks it
+  -- step 3 read, the change transformed or merged over what was logged since the client's
+  -- version; the usual edit is written so in step 3, on the version the client named), which locks it
   -- too. A canvas's mutations from one process come down one lane, one after another on one
   -- backend (src/db/canvas-lanes.ts), so the block is still that version here unless another
   -- process's lane wrote it meanwhile; then the UPDATE finds nothing, and the change is prepared
   -- again under the lock (step 5).
-  v_direct := v_usual or (p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id'));
-  if v_direct then
+  v_direct := p_action = 'update' and v_prepared and v_parent is null and not (v_patch ? 'y_order' or v_patch ? 'after_id');
+  if v_usual then
+    null;  -- locked and numbered in step 3 (a usual edit whose block had moved on)
+  elsif v_direct then
     -- Such an update places nothing, so it is numbered here: the canvas row's UPDATE is the canvas
     -- lock (FOR NO KEY UPDATE, as below) and takes server_seq and canvas_seq in one statement,
     -- where the lock and the numbering were two statements and two WAL records. The numbers are
@@ -713,8 +770,9 @@ begin
   end if;
   -- the canvas was deleted while this operation waited for its row (the role above was read
   -- before): the recheck after the wait reads the row its deleter committed, and finds no live
-  -- canvas. Nothing is applied to a deleted canvas.
-  if not found then
+  -- canvas. Nothing is applied to a deleted canvas. (A usual edit here had its canvas row in
+  -- step 3, and FOUND is its block's UPDATE.)
+  if not v_usual and not found then
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
   if p_action = 'create' then
@@ -796,18 +854,18 @@ begin
   else
     if v_direct then
       update app.blocks set
-        content = case when v_usual then internal.json_merge_patch(content, v_patch -> 'content') else v_content end,
+        content = v_content,
         type = coalesce(v_patch ->> 'type', type),
         parent_id = case when v_patch ? 'parent_id' then v_parent else parent_id end,
         version = version + 1,
         updated_at = now(),
         updated_by = v_user
       where block_id = v_block_id and canvas_id = p_canvas_id
-        and case when v_usual then version = p_base_version else version = v_seen.version and created_at = v_seen.created_at end
+        and version = v_seen.version and created_at = v_seen.created_at
       returning * into v_new;
       if found then
         -- all the log and the answer need of the block before
-        v_old.version := case when v_usual then p_base_version else v_seen.version end;
+        v_old.version := v_seen.version;
       else
         -- changed (or gone) since the version the change was prepared on: lock it, compute the
         -- change (again), write it below
@@ -816,11 +874,8 @@ begin
         if not found then
           perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
         end if;
-        if v_prepared then
-          v_change := internal.rebase_block_change(v_seen, v_old, p_action, p_base_version, v_patch, v_text, v_applied, v_applied_text);
-        else
-          v_change := internal.prepare_block_change(v_old, p_action, p_base_version, v_patch, v_text);
-        end if;
+        -- (only a change step 3 prepared is written directly: the usual edit has its own path there)
+        v_change := internal.rebase_block_change(v_seen, v_old, p_action, p_base_version, v_patch, v_text, v_applied, v_applied_text);
         v_applied := v_change.o_patch; v_applied_text := v_change.o_text; v_content := v_change.o_content;
       end if;
     end if;

@@ -534,7 +534,9 @@ declare
   v_canvas_seq bigint;    -- taken with v_seq by a direct update's canvas row UPDATE (step 4), else null
   v_checked boolean;      -- internal.check_json_policy's answer (unused: it raises)
   v_locked boolean;       -- the caller's user row, locked (unused: see step 1)
-  v_block jsonb;          -- the usual edit's block as written, JSON (step 3)
+  v_version integer;      -- the usual edit's block as written (step 3): its version,
+  v_block jsonb;          --   its JSON
+  v_size integer;         --   and its content's size in bytes, as JSON text
   v_result jsonb;         -- the usual edit's result (step 3)
 begin
   -- 1. who may do this
@@ -596,10 +598,14 @@ begin
   -- what the server's input policy refused before it called (its calls are not walked again)
   v_checked := internal.check_json_policy(v_patch, 'patch');
   v_other_fields := v_patch - 'content' <> '{}';
-  if v_other_fields and v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
-    select k into v_bad_key from jsonb_object_keys(v_patch) k
-      where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
-    perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch' || internal.field_step(v_bad_key)));
+  -- (`if v_other_fields then if …`, not `if v_other_fields and …`: PL/pgSQL sets up an expression
+  -- whole at its first evaluation, the operators AND skips too)
+  if v_other_fields then
+    if v_patch - array['content', 'text', 'type', 'parent_id', 'y_order', 'after_id'] <> '{}' then
+      select k into v_bad_key from jsonb_object_keys(v_patch) k
+        where k not in ('content', 'text', 'type', 'parent_id', 'y_order', 'after_id') limit 1;
+      perform internal.raise_error('invalid_input', format('unknown patch field %s', v_bad_key), jsonb_build_object('field', 'patch' || internal.field_step(v_bad_key)));
+    end if;
   end if;
   if p_action = 'move' and (v_patch ? 'content' or v_patch ? 'text' or v_patch ? 'type') then
     perform internal.raise_error('invalid_input', 'a move changes only parent_id, y_order or after_id', '{"field":"patch"}');
@@ -607,7 +613,7 @@ begin
   if v_patch ? 'content' and jsonb_typeof(v_patch -> 'content') <> 'object' then
     perform internal.raise_error('invalid_input', 'content must be a JSON object (a JSON Merge Patch: null removes a key)', '{"field":"patch.content"}');
   end if;
-  if v_other_fields and v_patch ? 'text' then
+  if v_other_fields then if v_patch ? 'text' then
     if jsonb_typeof(v_patch -> 'text') <> 'object' then
       perform internal.raise_error('invalid_input', 'text must be an object of content key → text operation', '{"field":"patch.text"}');
     end if;
@@ -633,14 +639,14 @@ begin
                          || internal.text_op_normalize(v_patch -> 'text' -> v_text_key, 'patch.text' || internal.field_step(v_text_key))::text;
     end loop;
     v_text := coalesce(('{' || array_to_string(v_text_parts, ',') || '}')::jsonb, '{}');  -- (no keys: parts is null)
-  end if;
+  end if; end if;
   v_max_content := case when v_patch ? 'content' or v_text is not null then (v_max_setting #>> '{}')::integer end;
   if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then
     perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', v_max_content),
                                  '{"field":"patch.content"}');
   end if;
   -- (a text edit has other fields, but none of these: one operator instead of all three checks')
-  if v_other_fields and v_patch ?| array['type', 'y_order', 'parent_id'] then
+  if v_other_fields then if v_patch ?| array['type', 'y_order', 'parent_id'] then
     if v_patch ? 'type' and (jsonb_typeof(v_patch -> 'type') <> 'string' or (v_patch ->> 'type') !~ '^[a-z][a-z0-9_]{0,39}$') then
       perform internal.raise_error('invalid_input', 'type must match ^[a-z][a-z0-9_]{0,39}$', '{"field":"patch.type"}');
     end if;
@@ -653,21 +659,20 @@ begin
         perform internal.raise_error('invalid_input', 'parent_id must be a block id or null', '{"field":"patch.parent_id"}');
       end if;
     end if;
-  end if;
+  end if; end if;
 
   -- 3. the change, computed before the canvas lock from the block as it stands, and kept under
   -- the lock if the block is unchanged by then. A refusal here is final: the block only moves
   -- on (versions grow, the log since base_version only gets longer), and a refusal writes
   -- nothing, so it is the answer at the moment of this read.
-  -- The usual edit (content set on a block, with no text operations, parent or rank: nothing
-  -- that needs the log or another block) is not read here: it is written with one UPDATE that
+  -- The usual edit (content set on a block, the patch's only field: nothing that needs the log or
+  -- another block) is not read here: it is written with one UPDATE that
   -- merges the content in the row, on condition that the block is still the version the client
   -- names. What prepare_block_change would do for it is that merge alone. If the block has moved
   -- on, the UPDATE finds nothing and the change is prepared under the lock as for any other.
   -- (A read here cost a statement per mutation: docs/performance.md.)
-  v_usual := p_action = 'update' and v_block_id is not null and p_base_version is not null and v_text is null
-             and coalesce(v_patch -> 'content' <> '{}', false) and v_parent is null
-             and not (v_patch ? 'y_order' or v_patch ? 'after_id');
+  v_usual := not v_other_fields and p_action = 'update' and v_block_id is not null and p_base_version is not null
+             and coalesce(v_patch -> 'content' <> '{}', false);
   if v_usual then
     -- The usual edit, written here from start to end (steps 4 and 5 for it alone): the canvas
     -- row's UPDATE (the lock and both numbers, as for a direct update in step 4), then the block's,
@@ -681,17 +686,17 @@ begin
     if not found then
       perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
     end if;
-    update app.blocks set
+    -- (the block's JSON and size from RETURNING: a row variable of the whole row, then read field
+    -- by field in PL/pgSQL, cost more)
+    update app.blocks b set
       content = internal.json_merge_patch(content, v_patch -> 'content'),
-      type = coalesce(v_patch ->> 'type', type),
-      parent_id = case when v_patch ? 'parent_id' then null else parent_id end,  -- (v_parent is null here)
       version = version + 1,
       updated_at = now(),
       updated_by = v_user
     where block_id = v_block_id and canvas_id = p_canvas_id and version = p_base_version
-    returning * into v_new;
+    returning b.version, internal.block_json(b), octet_length(b.content::text) into v_version, v_block, v_size;
     if found then
-      if octet_length(v_new.content::text) > v_max_content then
+      if v_size > v_max_content then
         perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', v_max_content),
                                      '{"field":"patch.content"}');
       end if;
@@ -699,16 +704,15 @@ begin
       -- PL/pgSQL call with its fifteen arguments and its own expressions): the operation row, the
       -- broadcast row and the audit row, as record_applied_op writes them for an update without
       -- text operations
-      v_block := internal.block_json(v_new);
       v_result := jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
-                                     'block_id', v_block_id, 'version', v_new.version, 'block', v_block);
+                                     'block_id', v_block_id, 'version', v_version, 'block', v_block);
       insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
                                         base_version, new_version, patch, block, result, started_at, duration_ms)
       values (v_seq, v_canvas_seq, p_client_op_id, v_user, p_canvas_id, v_block_id, 'update', 'success',
-              p_base_version, v_new.version, v_patch, v_block, v_result, p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
+              p_base_version, v_version, v_patch, v_block, v_result, p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
       insert into realtime.messages (payload, event, topic, private, extension)
       values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'action', 'update',
-                                 'block_id', v_block_id, 'version', v_new.version, 'block', v_block, 'client_op_id', p_client_op_id,
+                                 'block_id', v_block_id, 'version', v_version, 'block', v_block, 'client_op_id', p_client_op_id,
                                  'actor_id', p_ctx ->> 'user_id'),
               'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
       insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,

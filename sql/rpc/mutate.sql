@@ -579,8 +579,14 @@ begin
   if not internal.can_write_role(v_role) then
     perform internal.raise_error('forbidden', format('your role on this canvas (%s) cannot change blocks', v_role));
   end if;
-  if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
-    perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
+  -- a token without a scope claim (the context's scope is JSON null) carries the user's full
+  -- rights (scope_allows' first case); only a scoped token reaches scope_allows, whose CASE
+  -- (formats, arrays, a regexp split) PL/pgSQL would set up whole at every mutation
+  -- (docs/performance.md, forty-fourth session)
+  if jsonb_typeof(p_ctx -> 'scope') <> 'null' then
+    if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
+      perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
+    end if;
   end if;
   -- the hit, before any work: a full window is refused here. It never waits (a slot another
   -- transaction holds is skipped), and a rejected attempt gives it back with the rest of its

@@ -37,7 +37,10 @@
 // several scripts it also prints, per side, the first script's instructions over each other's: for
 // --script mutation-writes,mutation-rpc that is the RPC's "share of its own writes" as bench:mutate
 // reports it in throughput, counted in the backend's work alone (no waits, no cache misses, no
-// client).
+// client). A script named NAME:var=N[:var=N…] runs with those pgbench variables set: the
+// fixture has bench.rpc_ladder (scripts/pgbench/rpc-ladder.sql), so --script
+// mutation-rpc,mutation-ladder:auth=0:limit=0,mutation-ladder:auth=1:limit=0,mutation-ladder:auth=1:limit=1
+// counts bench:mutate's ladder (the writes in a function, + authorization, + the per-user limit).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -82,13 +85,17 @@ const PORT = number('port', wholeNumber(1, 65535));
 const TRANSACTIONS = numbers('transactions', wholeNumber(1));
 const SCRIPTS = values.script!.split(',').map((s) => s.trim());
 if (TRANSACTIONS.length !== 2 || !(TRANSACTIONS[1]! > TRANSACTIONS[0]!)
-    || !SCRIPTS.every((s) => /^[a-z0-9_-]+$/.test(s))) {
+    || !SCRIPTS.every((s) => /^[a-z0-9_-]+(:[a-z_]+=[0-9]+)*$/.test(s))) {
   console.error(USAGE);
   process.exit(2);
 }
 const root = fileURLToPath(new URL('..', import.meta.url));
 const log = (line: string) => console.log(line);
-const scriptFile = (name: string) => join(root, 'scripts/pgbench', `${name}.sql`);
+// A script is NAME or NAME:var=N[:var=N…], the numbers set with pgbench's -D beside the
+// usual ones: mutation-ladder:auth=1:limit=1 is one rung of the ladder (scripts/pgbench/rpc-ladder.sql).
+const scriptFile = (name: string) => join(root, 'scripts/pgbench', `${name.split(':')[0]}.sql`);
+const scriptDefines = (name: string, defines: Record<string, number>): Record<string, number> =>
+  ({ ...defines, ...Object.fromEntries(name.split(':').slice(1).map((d) => [d.split('=')[0]!, wholeNumber(0).parse(d.split('=')[1]!)])) });
 
 /** A side's database URL: the --database-url's name with `_base` or `_head` after it, on `server` (a URL) if given. */
 function sideUrl(side: 'base' | 'head', server?: string): string {
@@ -119,7 +126,8 @@ function checkout(sha: string): string {
  * The fixture of bench:mutate's spread scenario: CLIENTS editors (the mutation limit raised out of
  * the way, and the H2 endpoint limit to 10^8 hits per 1 s window, as bench:http raises it, for
  * mutation-rpc-h2.sql), CANVASES canvases, and bench.pgbench_targets: client c's block on canvas i is row
- * k = c * CANVASES + i, and the shared text of mutation-text-behind.sql is row k = -1. Made through each side's own API, as its users would make it.
+ * k = c * CANVASES + i, and the shared text of mutation-text-behind.sql is row k = -1. Made through each side's own API, as its users would make it;
+ * then bench.rpc_ladder from this checkout's scripts/pgbench/rpc-ladder.sql, for mutation-ladder.sql.
  */
 async function seed(sql: Sql): Promise<void> {
   const as = <T>(userId: string, work: (tx: postgres.TransactionSql) => Promise<T>) =>
@@ -168,6 +176,7 @@ async function seed(sql: Sql): Promise<void> {
     if (r.status !== 'success') throw new Error(`seeding: a keystroke in the shared text failed: ${JSON.stringify(r)}`);
   }
   await sql`insert into bench.pgbench_targets ${sql({ k: -1, user_id: lastTarget!.user_id, canvas_id: lastTarget!.canvas_id, block_id: text.block_id })}`;
+  await sql.file(join(root, 'scripts/pgbench/rpc-ladder.sql'));
   await sql`vacuum analyze`;
 }
 
@@ -220,7 +229,7 @@ async function main() {
         for (let round = 0; round < ROUNDS; round++) {
           for (const s of round % 2 === 0 ? sides : [...sides].reverse()) {
             const n = await cluster.instructionsPerTransaction(pgbench, { database: new URL(s.url).pathname.slice(1), file: scriptFile(name),
-              defines, transactions: [TRANSACTIONS[0]!, TRANSACTIONS[1]!], pgOptions,
+              defines: scriptDefines(name, defines), transactions: [TRANSACTIONS[0]!, TRANSACTIONS[1]!], pgOptions,
               keepAs: values.profiles ? join(values.profiles, `${name}-${s.side}${ROUNDS > 1 ? `-r${round + 1}` : ''}`) : undefined });
             runs.get(s.side)!.push(n);
             if (ROUNDS > 1) log(`${name}.sql, ${s.label}, round ${round + 1}: ${fmt(n)} instructions per transaction`);
@@ -250,13 +259,13 @@ async function main() {
         const tps = { base: [] as number[], head: [] as number[] };
         const waits = { base: new Map() as WaitCounts, head: new Map() as WaitCounts };
         let failed = 0;
-        for (const s of sides) await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: 2, clients: CLIENTS, defines, pgOptions });  // warm-up
+        for (const s of sides) await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: 2, clients: CLIENTS, defines: scriptDefines(name, defines), pgOptions });  // warm-up
         for (let r = 0; r < ROUNDS; r++) {
           const order = r % 2 === 0 ? sides : [...sides].reverse();
           const line: string[] = [];
           for (const s of order) {
             const sampler = values.waits ? sampleWaits(s.url, new URL(s.url).pathname.slice(1)) : null;
-            const result = await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: SECONDS, clients: CLIENTS, defines, pgOptions })
+            const result = await runPgbench(pgbench, { url: s.url, file: scriptFile(name), seconds: SECONDS, clients: CLIENTS, defines: scriptDefines(name, defines), pgOptions })
               .finally(async () => { if (sampler) addWaits(waits[s.side], await sampler.stop()); });
             cpu.set(`${name} ${s.side}`, addMachineCpu(cpu.get(`${name} ${s.side}`), result));
             tps[s.side].push(result.tps);

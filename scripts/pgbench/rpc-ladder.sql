@@ -38,8 +38,13 @@ begin
       raise exception 'bench.rpc_ladder: the claims name another user';
     end if;
     v_role := (select r.role from internal.canvas_roles(p_canvas_id, p_user_id) r);
-    if v_role is null or not internal.can_write_role(v_role) or not internal.scope_allows(v_ctx -> 'scope', p_canvas_id, true) then
+    if v_role is null or not internal.can_write_role(v_role) then
       raise exception 'bench.rpc_ladder: % may not write canvas %', p_user_id, p_canvas_id;
+    end if;
+    if jsonb_typeof(v_ctx -> 'scope') <> 'null' then  -- (as apply_block_op: only a scoped token reaches scope_allows)
+      if not internal.scope_allows(v_ctx -> 'scope', p_canvas_id, true) then
+        raise exception 'bench.rpc_ladder: this token''s scope does not include canvas %', p_canvas_id;
+      end if;
     end if;
   end if;
   if p_limit then

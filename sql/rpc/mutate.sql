@@ -129,6 +129,8 @@ language sql stable as $$
     when p_field = 'position' then p_block -> 'y_order' end
 $$;
 
+-- (apply_block_op's short path for the usual edit, step 3, writes the same three rows and result
+-- itself, which spares that edit this call: a change to them here goes there too.)
 -- Operation row + audit row + broadcast for an applied operation; numbers it on its canvas and
 -- returns its result (the caller's answer, as logged): {status: success, server_seq, canvas_seq,
 -- client_op_id, block_id, version, block} with p_extra's members (deleted_ids) and `text` (the

@@ -3,7 +3,7 @@ import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
 import { callApi, callMutation, mutationOutcome } from '../src/http/rpc.ts';
-import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, LeaveResult, MutationConflict, MutationResult, Permissions,
+import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, ClientId, LeaveResult, MutationConflict, MutationResult, Permissions,
   PresenceResult, Snapshot, TextOp } from '../src/http/schemas.ts';
 import { INT4_MAX, SEQ_MAX } from '../src/input-policy.ts';
 
@@ -89,7 +89,7 @@ const routes = {
       + '(a 503, a timeout, a dropped network) leaves you not knowing whether the canvas was created, and resending the same body then '
       + 'answers the canvas it created (201, the same {canvas_id}) instead of creating a second one.',
     request: { body: json(z.object({ workspace_id: z.string().uuid(), title: z.string().min(1).max(500).optional(),
-      settings: Json.optional(), canvas_id: z.string().uuid().optional().openapi({
+      settings: Json.optional(), canvas_id: ClientId.optional().openapi({
         description: 'the id to create the canvas with (chosen by the client, a random UUID): a resend with it answers the same canvas; '
           + 'when absent the server chooses one' }) }).strict()) },
     responses: responses(201, '{canvas_id} (also when resent with its canvas_id)', CanvasCreated, { conflict: {

@@ -3,7 +3,7 @@ import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
 import { callApi } from '../src/http/rpc.ts';
-import { AddMemberResult, CanvasList, InviteList, Member, MemberList, Role, Workspace, WorkspaceList } from '../src/http/schemas.ts';
+import { AddMemberResult, ClientId, CanvasList, InviteList, Member, MemberList, Role, Workspace, WorkspaceList } from '../src/http/schemas.ts';
 
 /**
  * Workspace endpoints (W1–W10), mounted at /api/v1/workspaces locally and deployed as the
@@ -26,7 +26,7 @@ const routes = {
     description: 'Send a `workspace_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection '
       + '(a 503, a timeout, a dropped network) leaves you not knowing whether the workspace was created, and resending the same body then '
       + 'answers the workspace it created (201, the same Workspace) instead of creating a second one.',
-    request: { body: json(z.object({ name: Name, workspace_id: z.string().uuid().optional().openapi({
+    request: { body: json(z.object({ name: Name, workspace_id: ClientId.optional().openapi({
       description: 'the id to create the workspace with (chosen by the client, a random UUID): a resend with it answers the same workspace; '
         + 'when absent the server chooses one' }) }).strict()) },
     responses: responses(201, 'the workspace (also when resent with its workspace_id)', Workspace, { conflict: {

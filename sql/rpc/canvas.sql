@@ -92,6 +92,22 @@ begin
   end if;
 end $$;
 
+-- The id a client chose for a new row (api.create_workspace's p_workspace_id, api.create_canvas's
+-- p_canvas_id): a UUID of RFC 9562's layout, variant 10 and version 1 to 8, as crypto.randomUUID()
+-- (version 4) and every UUID generator makes; else invalid_input naming p_field. The id is the
+-- row's for good and the first caller to send it holds it, so the ids nobody draws at random (the
+-- nil UUID 00000000-…, the max UUID ffffffff-…, 00000000-0000-0000-0000-000000000001 and any
+-- other of another variant or version 0) were the ones to squat. The HTTP body's check is the same
+-- rule (functions/canvas.ts, functions/workspaces.ts: ClientId).
+create or replace function internal.check_client_id(p_id uuid, p_field text) returns void
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+  if p_id is not null and (substr(p_id::text, 15, 1) not between '1' and '8' or substr(p_id::text, 20, 1) not in ('8', '9', 'a', 'b')) then
+    perform internal.raise_error('invalid_input', format('%s must be a UUID of RFC 9562''s layout (variant 10, version 1 to 8), '
+      'such as crypto.randomUUID() makes: not the nil or max UUID', p_field), jsonb_build_object('field', p_field));
+  end if;
+end $$;
+
 -- Workspaces and their members (api.create_workspace, api.set_workspace_member, ...): sql/rpc/workspaces.sql.
 
 -- A4: the caller's live canvases, newest first.
@@ -164,6 +180,7 @@ begin
   end if;
   perform internal.check_title_settings(coalesce(p_title, 'Untitled'), v_settings);
   v_checked := internal.check_json_policy(p_settings, 'settings');
+  perform internal.check_client_id(p_canvas_id, 'canvas_id');
   if p_canvas_id is null then
     insert into app.canvases (workspace_id, title, settings, created_by)
     values (p_workspace_id, v_title, v_settings, v_user)

@@ -208,6 +208,7 @@ begin
   if not internal.token_allows(null, true) then
     perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot create a workspace');
   end if;
+  perform internal.check_client_id(p_workspace_id, 'workspace_id');
   if p_workspace_id is null then
     insert into app.workspaces (name, created_by) values (v_name, v_user) returning * into v_workspace;
   else

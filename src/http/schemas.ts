@@ -12,6 +12,16 @@ import { INT4_MAX } from '../input-policy.ts';
  */
 
 export const Uuid = z.string().uuid();
+/**
+ * An id the client chose for the row it creates (`workspace_id` of POST /api/v1/workspaces,
+ * `canvas_id` of POST /api/v1/canvas): a UUID of RFC 9562's layout, variant 10 and version 1 to 8
+ * (crypto.randomUUID() makes version 4). Uuid also passes the nil and the max UUID, which nobody
+ * draws at random and the first caller would hold for good; the database refuses the same ids
+ * (internal.check_client_id, sql/rpc/canvas.sql).
+ */
+export const ClientId = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i,
+  'must be a UUID of RFC 9562\'s layout (variant 10, version 1 to 8), such as crypto.randomUUID() makes: not the nil or max UUID')
+  .openapi({ format: 'uuid' });
 /** timestamptz as jsonb renders it: ISO 8601 with an offset, microseconds. */
 export const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-01-31T12:00:00.123456+00:00' });
 /** bigint / integer columns: JSON numbers (server_seq stays far below 2^53). */

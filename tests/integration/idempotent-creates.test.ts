@@ -279,3 +279,56 @@ describe('@potentia/client creates once, whatever answer is lost', () => {
     expect(await footprint('canvas', canvasId)).toEqual({ rows: 1, audited: 1 });
   }, 60_000);
 });
+
+// The id a client chooses is the row's id for good, and the first caller to send one holds it:
+// ids that are not of RFC 9562's layout (variant 10, version 1 to 8), such as the nil UUID
+// 00000000-…, the max UUID ffffffff-… or 00000000-0000-0000-0000-000000000001, are nobody's
+// random choice, and were created as given (over HTTP the nil and the max UUID passed the body's
+// check; from SQL, as PostgREST calls it, any uuid did), the first user to send one holding it.
+describe('ids no client chose at random are refused, naming the field, writing nothing', () => {
+  let server: Server;
+  beforeAll(async () => { server = await startTestServer(); });
+  afterAll(async () => { await server?.stop(); });
+
+  const HOSTILE = ['00000000-0000-0000-0000-000000000000', 'FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF'];
+  /** past the body's check too: version 0, variant 00 (NCS), version 9, variant 111 (reserved) */
+  const SQL_ONLY = ['00000000-0000-0000-0000-000000000001', 'a0eebc99-9c0b-4ef8-0bb6-6bb9bd380a11',
+    'a0eebc99-9c0b-9ef8-8bb6-6bb9bd380a11', 'a0eebc99-9c0b-4ef8-ebb6-6bb9bd380a11'];
+
+  /** Every row a create of `id` could leave, and the caller's audit rows. */
+  async function written(id: string, user: string) {
+    const [row] = await db.sql`select (select count(*)::int from app.workspaces where workspace_id = ${id}::uuid)
+      + (select count(*)::int from app.canvases where canvas_id = ${id}::uuid) as rows,
+      (select count(*)::int from app.system_audit where entity_id = lower(${id}) or user_id = ${user}::uuid) as audited`;
+    return row;
+  }
+
+  it('POST /api/v1/workspaces and /api/v1/canvas: 400 invalid_input, field workspace_id / canvas_id', async () => {
+    for (const id of HOSTILE) {
+      const user = await createUser(db.sql, 'hostile');
+      const token = await tokenFor(server, user, { role: 'authenticated' });
+      const post = async (path: string, body: unknown) => {
+        const res = await fetch(`${server.url}${path}`, {
+          method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+        });
+        return { status: res.status, body: await res.json() as Record<string, any> };
+      };
+      expect(await post('/api/v1/workspaces', { name: 'Squat', workspace_id: id }), id)
+        .toMatchObject({ status: 400, body: { error: { code: 'invalid_input', field: 'workspace_id' } } });
+      const { workspace_id: mine } = await callAs(db.sql, user, 'create_workspace', ['Mine']);
+      expect(await post('/api/v1/canvas', { workspace_id: mine, canvas_id: id }), id)
+        .toMatchObject({ status: 400, body: { error: { code: 'invalid_input', field: 'canvas_id' } } });
+      expect(await written(id, user)).toEqual({ rows: 0, audited: 1 }); // Mine's workspace.create alone
+    }
+  });
+
+  it('api.create_workspace and api.create_canvas (as PostgREST calls them): invalid_input, field workspace_id / canvas_id', async () => {
+    for (const id of [...HOSTILE, ...SQL_ONLY]) {
+      const user = await createUser(db.sql, 'hostile');
+      expect(await refusal(callAs(db.sql, user, 'create_workspace', ['Squat', id])), id).toEqual({ code: 'invalid_input', field: 'workspace_id' });
+      const { workspace_id: mine } = await callAs(db.sql, user, 'create_workspace', ['Mine']);
+      expect(await refusal(callAs(db.sql, user, 'create_canvas', [mine, 'Squat', {}, id])), id).toEqual({ code: 'invalid_input', field: 'canvas_id' });
+      expect(await written(id, user)).toEqual({ rows: 0, audited: 1 });
+    }
+  });
+});

@@ -47,6 +47,18 @@ import type { NodePresence, PresenceDiff, PresenceState, PresenceTracker } from 
  * stream (above) during such an outage drops nodes that are alive; they come back when heard, with
  * their presence at their next `presence_sync` (this node cannot ask for it).
  *
+ * Broadcasts across a stream's loss: the stream of a node is a TEMPORARY slot, made again where
+ * the WAL is when it reconnects, so the client broadcasts other nodes sent while it was down (a
+ * terminated walsender, a restarted server, a cut network: from the loss to the new slot) were in
+ * no stream of it: its subscribers never got them, though their senders had answered `ok` / 202.
+ * Each broadcast carries its node's `seq` (1, 2, … per node start) and each heartbeat the last seq
+ * its node had given; a node keeps what it heard last of each node (`heard`). Each node also keeps
+ * its own broadcasts sent in the last `replayMs` (`sentLog`, at most REPLAY_MAX_BYTES). When its
+ * stream is back, a node asks with its `sync_request` for every node's broadcasts after the last it
+ * heard of it (`since`); each node sends those again addressed `to` it alone, and it delivers the
+ * ones it did not get from the new stream meanwhile (once each; later than the broadcasts sent
+ * after the loss, so out of their order).
+ *
  * Encoding: one logical message = version byte 1, then frames of
  * [u32 header length][u32 body length][header JSON][body]; the body is a broadcast's payload
  * (JSON text or the raw bytes of a binary broadcast), empty otherwise.
@@ -66,6 +78,8 @@ export type ClusterOptions = {
   deadAfterMs?: number;
   /** After this long without sending a message, silence alone is death (see above). */
   sendOutageMs?: number;
+  /** How long a node keeps its sent broadcasts to send again to a node whose stream was lost (see above; default 60 s). */
+  replayMs?: number;
   syncIntervalMs?: number;
 };
 
@@ -86,19 +100,30 @@ export type ClusterNode = {
 };
 
 type Header =
-  | { type: 'broadcast'; node: string; key: ChannelKey; event: string; encoding: 'json' | 'binary' }
+  /** seq: the sender's broadcast number (absent from nodes before it); to: a broadcast sent again to that node alone */
+  | { type: 'broadcast'; node: string; key: ChannelKey; event: string; encoding: 'json' | 'binary'; seq?: number; to?: string }
   | { type: 'presence_diff'; node: string; key: ChannelKey; joins: PresenceState; leaves: PresenceState }
   | { type: 'presence_sync'; node: string; state: NodePresence }
-  | { type: 'sync_request'; node: string; to: string | null }
-  | { type: 'heartbeat'; node: string; /** the sender's Date.now() when it queued it (its own echo measures the stream) */ sent?: number }
+  | { type: 'sync_request'; node: string; to: string | null;
+      /** node id → the last broadcast seq the asking node heard of it, after its stream was lost; req: the asking's number */
+      since?: Record<string, number>; req?: number }
+  | { type: 'heartbeat'; node: string; /** the sender's Date.now() when it queued it (its own echo measures the stream) */ sent?: number;
+      /** the last broadcast seq the sender had given when it queued it */ seq?: number;
+      /** node id → the number of its last `since` request the sender has sent its broadcasts again for */ answered?: Record<string, number> }
   | { type: 'leave'; node: string };
 
 const VERSION = 1;
 /** Frames per statement at most; the rest go in the next one. */
 const MAX_BATCH_FRAMES = 256;
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+/** The bytes of payload a node keeps of its sent broadcasts, to send again (see Broadcasts across a stream's loss). */
+const REPLAY_MAX_BYTES = 32 * 1024 * 1024;
 
-type Pending = { frame: Buffer; resolve(): void; reject(err: unknown): void };
+type Sent = { seq: number; at: number; key: ChannelKey; event: string; encoding: 'json' | 'binary'; body: Buffer };
+/** What a node missed of another after its stream was lost: broadcasts after `from`, but not those the new stream carried (`seen`). */
+type Gap = { from: number; seen: Set<number>; at: number; /** the asking's number; answered: the node's heartbeat said it sent them */ req: number; answered: boolean; askedAt: number };
+
+type Pending = { frame: Buffer; resolve(): void; reject(err: unknown): void; /** a broadcast of this node's own, logged once emitted */ sent?: Sent };
 
 export function createClusterNode(opts: ClusterOptions): ClusterNode {
   const id = randomUUID();
@@ -118,6 +143,20 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   let blind = false;
   /** nodes that said `leave`: anything later from them is ignored */
   const left = new Set<string>();
+  const replayMs = opts.replayMs ?? 60_000;
+  /** this node's broadcast numbers: the last one given */
+  let seq = 0;
+  /** this node's broadcasts emitted in the last replayMs, oldest first, and their bytes */
+  let sentLog: Sent[] = [];
+  let sentLogBytes = 0;
+  /** node id → the last broadcast seq heard of it (its broadcasts, its heartbeats) */
+  const heard = new Map<string, number>();
+  /** node id → what this node missed of it across its last stream loss */
+  const gaps = new Map<string, Gap>();
+  /** this node's `since` requests: the last one's number */
+  let requests = 0;
+  /** node id → the number of its last `since` request this node answered (sent its broadcasts again) */
+  const answered = new Map<string, number>();
   let pending: Pending[] = [];
   let flushing: Promise<void> | null = null;
   let serverVersion = 0; // server_version_num, read at start (emitLogicalMessage)
@@ -127,10 +166,10 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   const timers: NodeJS.Timeout[] = [];
   const offs: (() => void)[] = [];
 
-  function enqueue(header: Header, body?: Uint8Array): Promise<void> {
+  function enqueue(header: Header, body?: Uint8Array, sent?: Sent): Promise<void> {
     if (stopped && header.type !== 'leave') return Promise.reject(new Error('the realtime cluster node is stopped'));
     return new Promise<void>((resolve, reject) => {
-      pending.push({ frame: encodeFrame(header, body), resolve, reject });
+      pending.push({ frame: encodeFrame(header, body), resolve, reject, sent });
       flushing ??= flush().finally(() => { flushing = null; });
     });
   }
@@ -148,7 +187,10 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         await emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion);
         sentAt = Date.now();
         stats.sent += batch.length;
-        for (const p of batch) p.resolve();
+        for (const p of batch) {
+          if (p.sent) logSent(p.sent);
+          p.resolve();
+        }
       } catch (err) {
         stats.sendFailures++;
         for (const p of batch) p.reject(err);
@@ -156,6 +198,43 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         if (!stopped) syncSoon(heartbeatMs);
       }
     }
+  }
+
+  function logSent(entry: Sent): void {
+    sentLog.push(entry);
+    sentLogBytes += entry.body.length;
+    const horizon = Date.now() - replayMs;
+    let drop = 0;
+    while (drop < sentLog.length && (sentLog[drop]!.at < horizon || sentLogBytes > REPLAY_MAX_BYTES)) sentLogBytes -= sentLog[drop++]!.body.length;
+    if (drop > 0) sentLog = sentLog.slice(drop);
+  }
+
+  /** A broadcast of `node` numbered `n`: false when this node has it already (a replay it got from the stream too). */
+  function admit(node: string, n: number, replay: boolean): boolean {
+    const gap = gaps.get(node);
+    if (gap && Date.now() - gap.at > 2 * replayMs) gaps.delete(node);
+    const open = gaps.get(node);
+    if (replay) {
+      if (!open || n <= open.from || open.seen.has(n)) return false;
+      open.seen.add(n);
+      return true;
+    }
+    if (n > (heard.get(node) ?? 0)) heard.set(node, n);
+    open?.seen.add(n);
+    return true;
+  }
+
+  /** Sends `to` again this node's logged broadcasts after `after` (it lost its stream). */
+  function replayTo(to: string, after: number): void {
+    for (const e of sentLog) {
+      if (e.seq <= after) continue;
+      void quiet(enqueue({ type: 'broadcast', node: id, key: e.key, event: e.event, encoding: e.encoding, seq: e.seq, to }, e.body));
+    }
+  }
+
+  function heartbeat(): void {
+    if (stopped) return;
+    void quiet(enqueue({ type: 'heartbeat', node: id, sent: Date.now(), seq, ...(answered.size > 0 ? { answered: Object.fromEntries(answered) } : {}) }));
   }
 
   const quiet = (p: Promise<void>) => p.catch((err) => opts.logger?.debug({ err }, 'realtime cluster message not sent'));
@@ -181,6 +260,9 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
 
   function drop(node: string): void {
     peers.delete(node);
+    heard.delete(node);
+    gaps.delete(node);
+    answered.delete(node);
     forward(opts.presence.dropRemote(node));
   }
 
@@ -220,6 +302,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     if (!known && h.type !== 'presence_sync') void quiet(enqueue({ type: 'sync_request', node: id, to: h.node }));
     switch (h.type) {
       case 'broadcast':
+        if (h.to !== undefined && h.to !== id) return; // sent again to another node
+        if (typeof h.seq === 'number' && !admit(h.node, h.seq, h.to !== undefined)) return;
         return opts.onBroadcast(h.key, h.event, h.encoding === 'binary' ? { binary: body } : { json: body.toString('utf8') });
       case 'presence_diff': {
         const diff = opts.presence.applyRemoteDiff(h.node, h.key, { joins: h.joins, leaves: h.leaves });
@@ -230,9 +314,19 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         return forward(opts.presence.replaceRemote(h.node, h.state));
       case 'sync_request':
         if (h.to === null || h.to === id) syncSoon();
+        if (h.since && typeof h.since[id] === 'number') {
+          replayTo(h.node, h.since[id]);
+          // said in a heartbeat after them: the asking node stops asking once it has read it
+          answered.set(h.node, h.req ?? 0);
+          heartbeat();
+        }
         return;
-      case 'heartbeat':
+      case 'heartbeat': {
+        if (typeof h.seq === 'number' && h.seq > (heard.get(h.node) ?? 0)) heard.set(h.node, h.seq);
+        const gap = gaps.get(h.node);
+        if (gap && h.answered?.[id] === gap.req) gap.answered = true;
         return;
+      }
     }
   }
 
@@ -242,7 +336,18 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     // silence while we could not listen proves nothing; and we may have missed messages
     const now = Date.now();
     for (const node of peers.keys()) peers.set(node, now);
-    void quiet(enqueue({ type: 'sync_request', node: id, to: null }));
+    // what the lost stream did not carry: every node's broadcasts after the last heard of it
+    // (asked again, to each node alone, until its heartbeat says it answered: the request is a
+    // message too, lost when the other node's stream is down at the same time; sweep)
+    const since: Record<string, number> = {};
+    const req = ++requests;
+    for (const [node, n] of heard) {
+      const gap = gaps.get(node);
+      const from = gap && now - gap.at <= 2 * replayMs ? Math.min(gap.from, n) : n;
+      gaps.set(node, { from, seen: gap && from === gap.from ? gap.seen : new Set(), at: now, req, answered: false, askedAt: now });
+      since[node] = from;
+    }
+    void quiet(enqueue({ type: 'sync_request', node: id, to: null, ...(heard.size > 0 ? { since, req } : {}) }));
   }
 
   function sweep(): void {
@@ -254,6 +359,11 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       blind = cannotSend;
       if (blind) opts.logger?.warn({ sentMsAgo: now - sentAt }, 'realtime cluster messages cannot be sent; a node silent for long enough is taken for dead without this node\'s heartbeats');
       else opts.logger?.info('realtime cluster messages are sent again; a silent node is taken for dead once this node\'s own heartbeat shows the stream delivered its silence');
+    }
+    for (const [node, gap] of gaps) {
+      if (gap.answered || now - gap.at > 2 * replayMs || now - gap.askedAt < 2 * heartbeatMs) continue;
+      gap.askedAt = now;
+      void quiet(enqueue({ type: 'sync_request', node: id, to: node, since: { [node]: gap.from }, req: gap.req }));
     }
     for (const [node, at] of peers) {
       // silent for long enough, and across WAL the stream has delivered (see above)
@@ -274,7 +384,6 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       stopped = false;
       sentAt = Date.now(); // the outage bound counts from here until the first send
       offs.push(opts.bus.onClusterMessage(onMessage), opts.bus.onStreamState(onStream));
-      const heartbeat = () => void quiet(enqueue({ type: 'heartbeat', node: id, sent: Date.now() }));
       timers.push(setInterval(heartbeat, heartbeatMs));
       timers.push(setInterval(sweep, Math.max(50, Math.floor(heartbeatMs / 4))));
       timers.push(setInterval(sendSync, syncIntervalMs));
@@ -296,8 +405,10 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       ]).finally(() => clearTimeout(timer));
     },
     publishBroadcast(key, event, payload) {
-      if ('binary' in payload) return enqueue({ type: 'broadcast', node: id, key, event, encoding: 'binary' }, payload.binary);
-      return enqueue({ type: 'broadcast', node: id, key, event, encoding: 'json' }, Buffer.from(payload.json, 'utf8'));
+      const n = ++seq;
+      const encoding = 'binary' in payload ? 'binary' : 'json';
+      const body = 'binary' in payload ? payload.binary : Buffer.from(payload.json, 'utf8');
+      return enqueue({ type: 'broadcast', node: id, key, event, encoding, seq: n }, body, { seq: n, at: Date.now(), key, event, encoding, body });
     },
     publishPresenceDiff(key, diff) {
       if (stopped) return;
@@ -346,14 +457,18 @@ function valid(h: unknown): h is Header {
   const keyOk = typeof h.key === 'string' && KEY.test(h.key);
   switch (h.type) {
     case 'broadcast':
-      return keyOk && typeof h.event === 'string' && (h.encoding === 'json' || h.encoding === 'binary');
+      return keyOk && typeof h.event === 'string' && (h.encoding === 'json' || h.encoding === 'binary')
+        && (h.seq === undefined || Number.isSafeInteger(h.seq)) && (h.to === undefined || typeof h.to === 'string');
     case 'presence_diff':
       return keyOk && validState(h.joins) && validState(h.leaves);
     case 'presence_sync':
       return isObject(h.state) && Object.entries(h.state).every(([k, s]) => KEY.test(k) && validState(s));
     case 'sync_request':
-      return h.to === null || typeof h.to === 'string';
+      return (h.to === null || typeof h.to === 'string') && (h.req === undefined || Number.isSafeInteger(h.req))
+        && (h.since === undefined || (isObject(h.since) && Object.values(h.since).every((n) => Number.isSafeInteger(n))));
     case 'heartbeat':
+      return (h.seq === undefined || Number.isSafeInteger(h.seq))
+        && (h.answered === undefined || (isObject(h.answered) && Object.values(h.answered).every((n) => Number.isSafeInteger(n))));
     case 'leave':
       return true;
     default:

@@ -219,17 +219,23 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       open.seen.add(n);
       return true;
     }
-    if (n > (heard.get(node) ?? 0)) heard.set(node, n);
+    heard.set(node, Math.max(n, heard.get(node) ?? 0));
     open?.seen.add(n);
     return true;
   }
 
-  /** Sends `to` again this node's logged broadcasts after `after` (it lost its stream). */
-  function replayTo(to: string, after: number): void {
-    for (const e of sentLog) {
-      if (e.seq <= after) continue;
-      void quiet(enqueue({ type: 'broadcast', node: id, key: e.key, event: e.event, encoding: e.encoding, seq: e.seq, to }, e.body));
-    }
+  /**
+   * Sends `to` again this node's logged broadcasts after `after` (it lost its stream); once all were
+   * emitted, says so in a heartbeat (`answered`: the node stops asking). One that could not be
+   * emitted says nothing: the node asks again.
+   */
+  function replayTo(to: string, after: number, req: number): void {
+    const sends = sentLog.filter((e) => e.seq > after)
+      .map((e) => enqueue({ type: 'broadcast', node: id, key: e.key, event: e.event, encoding: e.encoding, seq: e.seq, to }, e.body));
+    void Promise.all(sends).then(() => {
+      answered.set(to, req);
+      heartbeat();
+    }, (err: unknown) => opts.logger?.debug({ err, to }, 'realtime cluster broadcasts not sent again; the node will ask again'));
   }
 
   function heartbeat(): void {
@@ -314,15 +320,11 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         return forward(opts.presence.replaceRemote(h.node, h.state));
       case 'sync_request':
         if (h.to === null || h.to === id) syncSoon();
-        if (h.since && typeof h.since[id] === 'number') {
-          replayTo(h.node, h.since[id]);
-          // said in a heartbeat after them: the asking node stops asking once it has read it
-          answered.set(h.node, h.req ?? 0);
-          heartbeat();
-        }
+        if (h.since && typeof h.since[id] === 'number') replayTo(h.node, h.since[id], h.req ?? 0);
         return;
       case 'heartbeat': {
-        if (typeof h.seq === 'number' && h.seq > (heard.get(h.node) ?? 0)) heard.set(h.node, h.seq);
+        // (0 too: a node that has sent no broadcast yet is asked for all it sends from here)
+        if (typeof h.seq === 'number') heard.set(h.node, Math.max(h.seq, heard.get(h.node) ?? 0));
         const gap = gaps.get(h.node);
         if (gap && h.answered?.[id] === gap.req) gap.answered = true;
         return;

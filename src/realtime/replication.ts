@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Logger } from 'pino';
 import { PG_KEEPALIVE } from '../db/index.ts';
@@ -60,12 +61,22 @@ const defaultBackoff = (n: number) => Math.min(5000, 100 * 2 ** n) * (0.5 + Math
 class TemporarySlotService extends LogicalReplicationService {
   slotName = '';
   backendPid: number | undefined;
-  override async client(): Promise<[import('pg').Client, unknown]> {
-    // @ts-expect-error see above
-    const pair = (await super.client()) as [import('pg').Client, unknown];
-    this.backendPid = (pair[0] as unknown as { processID?: number }).processID;
-    await pair[0].query(`CREATE_REPLICATION_SLOT ${this.slotName} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
-    return pair;
+  override async client(): Promise<[pg.Client, unknown]> {
+    // The library's client(), but with the client's 'error' listener added before connect(), not
+    // after: a walsender terminated as its startup completed sends ReadyForQuery and its FATAL
+    // 57P01 in one read, both parsed before connect()'s continuation runs, so the FATAL found no
+    // active query and no listener, and an EventEmitter's 'error' without one throws: pg_terminate_backend
+    // of a reconnecting walsender ended the whole gateway process (exit 1, "Unhandled 'error' event").
+    await this.stop();
+    const client = new pg.Client({ ...this.clientConfig, replication: 'database' } as pg.ClientConfig);
+    const self = this as unknown as { _client: pg.Client | null; _connection: unknown };
+    self._client = client;
+    client.on('error', (e) => this.emit('error', e));
+    await client.connect();
+    self._connection = (client as unknown as { connection: unknown }).connection;
+    this.backendPid = (client as unknown as { processID?: number }).processID;
+    await client.query(`CREATE_REPLICATION_SLOT ${this.slotName} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+    return [client, self._connection];
   }
 
   /**

@@ -24,13 +24,14 @@
 -- potentia:source sql/lexorank/placement.sql 3e006b94f25a515d7d0a22fcdec8f9aa2ab1af33f88096850bd4f5f2f53b4ce1 unchanged
 -- potentia:source sql/lexorank/rebalance.sql 6cc7a13bdb6f963454543b6345d7d1e6705230e5f7d6b5073702beeb076af252 unchanged
 -- potentia:source sql/realtime/access.sql bc048942af10af7ddb2fb0f99ebf0cb25b2803f26d15f5e65e0830da3a4dae07 unchanged
+-- potentia:source sql/realtime/messages_index.sql 3fcd25703862c6461c168882e04e3e7fe89c3bd1ddf7f68c3057107048ed797c unchanged
 -- potentia:source sql/realtime/policies.sql fc6ed513dc54526511dbaf3c1c8d6ef503178df2f911a1ac5f3c8234bd39bd53 unchanged
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/realtime/retention.sql b77f0720347b7144498acb261b42e603e26e1eab67930fbe52da85760f87a9b9 unchanged
 -- potentia:source sql/rpc/canvas.sql b22c5656f41bdb5ce04ee212c831c25c687f4f33061fcdec76e3cc58c1eea220 included
 -- potentia:source sql/rpc/endpoint_limits.sql 3bb2835ef77c3aa81f22bafea141b0036325852807aaf840416678e09be52004 unchanged
 -- potentia:source sql/rpc/errors.sql 9d2551ae33fa05761d1a65f76b66f094aa640f51e0d5a1b6e12ade6c1450fa3b unchanged
--- potentia:source sql/rpc/mutate.sql 236269be724192ee0c10bc2a056deff609c59259734c6429c3ffc450817d7032 unchanged
+-- potentia:source sql/rpc/mutate.sql 2060d182cb66dd5737d0d793fcd36c379089bbfc7372921b7641d381c582a526 unchanged
 -- potentia:source sql/rpc/presence.sql b215af2d793fb40a5b64fe71f6748115587fbaa6b713fa5ef40b2a170379536d unchanged
 -- potentia:source sql/rpc/replay.sql 97842a2122cd805932bc528d199302a4ea9f79c5676a31a55a2f4aa791617f0f unchanged
 -- potentia:source sql/rpc/text_ot.sql 51a7ac78dcb1d0df6d928a593a447c940f8f898b033a6e7a7310e54e434d8ba8 unchanged

@@ -4,6 +4,7 @@ import { createTokenVerifier } from '../auth/jwt.ts';
 import { EMPTY_IS_A_VALUE, loadConfig } from '../config.ts';
 import { createDatabase } from '../db/index.ts';
 import { presentValues } from '../env-values.ts';
+import { keepRunningOnUnhandledRejection } from '../last-resort.ts';
 import { createMetrics } from '../metrics.ts';
 import { FUNCTIONS, withCommonMiddleware } from './common.ts';
 import type { AppEnv, Deps } from './env.ts';
@@ -14,6 +15,8 @@ import type { AppEnv, Deps } from './env.ts';
  * prepared statements are off; tokens are checked against JWT_SECRET or the project's JWKS.
  */
 export function createEdgeApp(name: keyof typeof FUNCTIONS, given: Record<string, string | undefined>) {
+  // a rejection nobody handled would end the isolate and every request it serves (src/last-resort.ts)
+  keepRunningOnUnhandledRejection();
   // blank values are unset here too (as loadConfig reads them): SUPABASE_JWKS_URL= falls back on
   // SUPABASE_URL's, SUPABASE_DB_URL= on DATABASE_URL, instead of winning with ''
   const env = presentValues(given, EMPTY_IS_A_VALUE);

@@ -93,18 +93,21 @@ begin
 end $$;
 
 -- The id a client chose for a new row (api.create_workspace's p_workspace_id, api.create_canvas's
--- p_canvas_id): a UUID of RFC 9562's layout, variant 10 and version 1 to 8, as crypto.randomUUID()
--- (version 4) and every UUID generator makes; else invalid_input naming p_field. The id is the
--- row's for good and the first caller to send it holds it, so the ids nobody draws at random (the
--- nil UUID 00000000-…, the max UUID ffffffff-…, 00000000-0000-0000-0000-000000000001 and any
--- other of another variant or version 0) were the ones to squat. The HTTP body's check is the same
--- rule (functions/canvas.ts, functions/workspaces.ts: ClientId).
+-- p_canvas_id): a random UUID of RFC 9562, version 4 (crypto.randomUUID(), gen_random_uuid()) or
+-- version 7 (a timestamp and 74 random bits), variant 10; else invalid_input naming p_field. The
+-- id is the row's for good and the first caller to send it holds it, so an id another caller can
+-- compute could be taken before its owner sends it: the nil UUID 00000000-…, the max UUID
+-- ffffffff-…, ids of another variant, and the versions a caller can compute or guess (1 and 6:
+-- time and node; 3 and 5: a hash of a name, such as the v1 upgrade's workspace ids, which
+-- scripts/upgrade-v1.ts writes itself; 2 and 8: no randomness required). The HTTP body's check is
+-- the same rule (functions/canvas.ts, functions/workspaces.ts: ClientId).
 create or replace function internal.check_client_id(p_id uuid, p_field text) returns void
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
-  if p_id is not null and (substr(p_id::text, 15, 1) not between '1' and '8' or substr(p_id::text, 20, 1) not in ('8', '9', 'a', 'b')) then
-    perform internal.raise_error('invalid_input', format('%s must be a UUID of RFC 9562''s layout (variant 10, version 1 to 8), '
-      'such as crypto.randomUUID() makes: not the nil or max UUID', p_field), jsonb_build_object('field', p_field));
+  if p_id is not null and (substr(p_id::text, 15, 1) not in ('4', '7') or substr(p_id::text, 20, 1) not in ('8', '9', 'a', 'b')) then
+    perform internal.raise_error('invalid_input', format('%s must be a random UUID (RFC 9562 version 4, as crypto.randomUUID() '
+      'makes, or version 7), variant 10: an id another caller can compute (the nil or max UUID, a name-based or time-and-node UUID) '
+      'could be taken before you send it', p_field), jsonb_build_object('field', p_field));
   end if;
 end $$;
 

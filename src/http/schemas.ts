@@ -14,13 +14,14 @@ import { INT4_MAX } from '../input-policy.ts';
 export const Uuid = z.string().uuid();
 /**
  * An id the client chose for the row it creates (`workspace_id` of POST /api/v1/workspaces,
- * `canvas_id` of POST /api/v1/canvas): a UUID of RFC 9562's layout, variant 10 and version 1 to 8
- * (crypto.randomUUID() makes version 4). Uuid also passes the nil and the max UUID, which nobody
- * draws at random and the first caller would hold for good; the database refuses the same ids
+ * `canvas_id` of POST /api/v1/canvas): a random UUID of RFC 9562, version 4 (crypto.randomUUID())
+ * or 7, variant 10. The id is the row's for good and the first caller to send it holds it, so ids
+ * another caller can compute (the nil and max UUID, which Uuid passes; name-based versions 3 and
+ * 5; time-and-node versions 1 and 6) are refused; the database refuses the same ids
  * (internal.check_client_id, sql/rpc/canvas.sql).
  */
-export const ClientId = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i,
-  'must be a UUID of RFC 9562\'s layout (variant 10, version 1 to 8), such as crypto.randomUUID() makes: not the nil or max UUID')
+export const ClientId = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i,
+  'must be a random UUID (RFC 9562 version 4, as crypto.randomUUID() makes, or version 7), variant 10: an id another caller can compute could be taken before you send it')
   .openapi({ format: 'uuid' });
 /** timestamptz as jsonb renders it: ISO 8601 with an offset, microseconds. */
 export const Timestamp = z.string().openapi({ format: 'date-time', example: '2026-01-31T12:00:00.123456+00:00' });

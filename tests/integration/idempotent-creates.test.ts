@@ -281,16 +281,20 @@ describe('@potentia/client creates once, whatever answer is lost', () => {
 });
 
 // The id a client chooses is the row's id for good, and the first caller to send one holds it:
-// ids that are not of RFC 9562's layout (variant 10, version 1 to 8), such as the nil UUID
-// 00000000-…, the max UUID ffffffff-… or 00000000-0000-0000-0000-000000000001, are nobody's
-// random choice, and were created as given (over HTTP the nil and the max UUID passed the body's
-// check; from SQL, as PostgREST calls it, any uuid did), the first user to send one holding it.
+// ids another caller can compute, such as the nil UUID 00000000-…, the max UUID ffffffff-…,
+// 00000000-0000-0000-0000-000000000001, or a name-based one (version 5, as the v1 upgrade's
+// workspace ids), are nobody's random choice, and were created as given (over HTTP the nil and
+// the max UUID passed the body's check; from SQL, as PostgREST calls it, any uuid did), the first
+// user to send one holding it. A random UUID (version 4 or 7) is taken.
 describe('ids no client chose at random are refused, naming the field, writing nothing', () => {
   let server: Server;
   beforeAll(async () => { server = await startTestServer(); });
   afterAll(async () => { await server?.stop(); });
 
-  const HOSTILE = ['00000000-0000-0000-0000-000000000000', 'FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF'];
+  /** nil, max; versions 1 (time and node), 3 and 5 (name-based), 6 (time and node, reordered), 8 (custom) */
+  const HOSTILE = ['00000000-0000-0000-0000-000000000000', 'FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF',
+    'a0eebc99-9c0b-1ef8-8bb6-6bb9bd380a11', 'a0eebc99-9c0b-3ef8-8bb6-6bb9bd380a11', 'a0eebc99-9c0b-5ef8-8bb6-6bb9bd380a11',
+    '1ef8a0ee-bc99-6c0b-8bb6-6bb9bd380a11', 'a0eebc99-9c0b-8ef8-8bb6-6bb9bd380a11'];
   /** past the body's check too: version 0, variant 00 (NCS), version 9, variant 111 (reserved) */
   const SQL_ONLY = ['00000000-0000-0000-0000-000000000001', 'a0eebc99-9c0b-4ef8-0bb6-6bb9bd380a11',
     'a0eebc99-9c0b-9ef8-8bb6-6bb9bd380a11', 'a0eebc99-9c0b-4ef8-ebb6-6bb9bd380a11'];
@@ -320,6 +324,20 @@ describe('ids no client chose at random are refused, naming the field, writing n
         .toMatchObject({ status: 400, body: { error: { code: 'invalid_input', field: 'canvas_id' } } });
       expect(await written(id, user)).toEqual({ rows: 0, audited: 1 }); // Mine's workspace.create alone
     }
+  });
+
+  it('a random UUID of version 7 (a timestamp and random bits) is taken, over HTTP and from SQL', async () => {
+    const v7 = () => { const hex = randomUUID().replace(/-/g, ''); const ms = Date.now().toString(16).padStart(12, '0');
+      return `${ms.slice(0, 8)}-${ms.slice(8, 12)}-7${hex.slice(13, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`; };
+    const user = await createUser(db.sql, 'v7');
+    const token = await tokenFor(server, user, { role: 'authenticated' });
+    const id = v7();
+    const res = await fetch(`${server.url}/api/v1/workspaces`, {
+      method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Seven', workspace_id: id }),
+    });
+    expect({ status: res.status, id: ((await res.json()) as { workspace_id?: string }).workspace_id }).toEqual({ status: 201, id });
+    const canvas = v7();
+    expect(await callAs(db.sql, user, 'create_canvas', [id, 'Seven', {}, canvas])).toMatchObject({ canvas_id: canvas });
   });
 
   it('api.create_workspace and api.create_canvas (as PostgREST calls them): invalid_input, field workspace_id / canvas_id', async () => {

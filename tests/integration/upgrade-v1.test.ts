@@ -250,21 +250,29 @@ describe('npm run upgrade:v1', () => {
   it('a workspace id a v2 user created first is not adopted: no v1 member or canvas goes into it, the run reports it and verify flags it; deleted, a re-run moves the rest', async () => {
     const sq = connect(db.sq);
     const v1 = connect(db.v1);
-    // the upgrade's workspace ids are name-based in a public namespace: a signed-in v2 user can
-    // compute an owner's (and the unowned one) and create it first with api.create_workspace
+    // the upgrade's workspace ids are name-based (UUID version 5) in a public namespace: anyone can
+    // compute an owner's (and the unowned one). api.create_workspace refuses such ids (it takes
+    // random ones, version 4 or 7: internal.check_client_id), so a signed-in v2 user cannot create
+    // one first; a workspace written under one another way (by hand, or before that rule) must
+    // still not be adopted
     const [o] = await v1<{ id: string; canvases: number }[]>`
       select c.owner_id::text as id, count(*)::int as canvases from "Canvas" c join "Users" u on u.user_id = c.owner_id
       group by 1 order by 1 limit 1`;
     const ownerWs = workspaceIdFor.owner(o!.id);
     const unownedWs = workspaceIdFor.unowned();
     const squatter = await createUser(sq, 'squatter');
-    await callAs(sq, squatter, 'create_workspace', ['mine', ownerWs]);
-    // the unowned one (created_by null in the plan): its creator adds somebody, then is deleted
+    await expect(callAs(sq, squatter, 'create_workspace', ['mine', ownerWs])).rejects
+      .toMatchObject({ hint: 'invalid_input', detail: expect.stringContaining('workspace_id') });
+    const written = (id: string, name: string, creator: string, members: [string, string][]) => sq.begin(async (tx) => {
+      await tx`insert into app.workspaces (workspace_id, name, created_by) values (${id}, ${name}, ${creator})`;
+      for (const [user, role] of members) await tx`insert into app.workspace_members (workspace_id, user_id, role) values (${id}, ${user}, ${role})`;
+    });
+    await written(ownerWs, 'mine', squatter, [[squatter, 'owner']]);
+    // the unowned one (created_by null in the plan): its creator added somebody, then was deleted
     // (created_by is set null): the plan's creator, but a member the plan does not have
     const gone = await createUser(sq, 'gone');
     const accomplice = await createUser(sq, 'accomplice');
-    await callAs(sq, gone, 'create_workspace', ['mine too', unownedWs]);
-    await callAs(sq, gone, 'set_workspace_member', [unownedWs, accomplice, 'editor']);
+    await written(unownedWs, 'mine too', gone, [[gone, 'owner'], [accomplice, 'editor']]);
     await sq`delete from auth.users where id = ${gone}`;
     const inSquatted = o!.canvases + 2; // the fixture's first two canvases have no (known) owner
 

@@ -50,7 +50,7 @@ export async function cacheEdgeDependencies(bundle: ReturnType<typeof edgeBundle
 }
 
 /** The least the Deno process needs from this machine's environment (its cache, the binary's PATH) plus `env`. */
-function denoEnv(env: Record<string, string>): Record<string, string> {
+export function denoEnv(env: Record<string, string>): Record<string, string> {
   const keep = ['PATH', 'HOME', 'DENO_DIR', 'TMPDIR'];
   return { ...Object.fromEntries(keep.filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]!])), NO_COLOR: '1', ...env };
 }

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
-import { cacheEdgeDependencies, DENO, EDGE_PERMISSIONS, edgeBundle } from '../helpers/edge.ts';
+import { cacheEdgeDependencies, DENO, denoEnv, EDGE_PERMISSIONS, edgeBundle } from '../helpers/edge.ts';
 
 // A Supabase edge function's isolate outlives a rejection nobody handled: under Deno (the Edge
 // Runtime's engine) an unhandled rejection ends the isolate, with every request it is serving,
@@ -27,9 +27,8 @@ afterAll(() => bundle.remove());
 async function deno(body: string): Promise<{ code: number; output: string }> {
   const dir = bundle.entry('canvas');
   writeFileSync(`${dir}/probe.ts`, body);
-  const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...(process.env.DENO_DIR ? { DENO_DIR: process.env.DENO_DIR } : {}), NO_COLOR: '1' };
   try {
-    const { stdout, stderr } = await run(DENO, ['run', '--config', 'deno.json', ...EDGE_PERMISSIONS, 'probe.ts'], { cwd: dir, env, timeout: 120_000 });
+    const { stdout, stderr } = await run(DENO, ['run', '--config', 'deno.json', ...EDGE_PERMISSIONS, 'probe.ts'], { cwd: dir, env: denoEnv({}), timeout: 120_000 });
     return { code: 0, output: stdout + stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };

@@ -26,6 +26,8 @@ export const EnvSchema = z.object({
   DB_POOL_MAX: envInteger(1).default(10),
   LOG_LEVEL: envChoice(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   JWT_SECRET: envSecret(32, "your project's JWT secret", '`openssl rand -base64 48`').optional(),
+  // the rotation's other secret: HS256 tokens signed with it are accepted, nothing is signed with it
+  JWT_SECONDARY_SECRET: envSecret(32, 'the JWT secret being rotated in or out', '`openssl rand -base64 48`').optional(),
   JWT_AUDIENCE: envTrimmed('the audience (aud) tokens are issued for').default('authenticated'),
   JWT_ISSUER: envTrimmed('the issuer (iss) of your tokens').optional(),
   SUPABASE_JWKS_URL: envUrl('http', 'https://<ref>.supabase.co/auth/v1/.well-known/jwks.json').optional(),
@@ -89,7 +91,7 @@ export type Config = {
   port: number;
   dbPoolMax: number;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
-  auth: { jwtSecret: string; audience: string; issuer?: string; jwksUrl?: string; accessTtl: number; refreshTtl: number;
+  auth: { jwtSecret: string; secondaryJwtSecret?: string; audience: string; issuer?: string; jwksUrl?: string; accessTtl: number; refreshTtl: number;
     /** Seconds a rotated refresh token may be sent again and get its successor back (0: never). */
     refreshReuseInterval: number };
   /** Bearer token /metrics (and /debug/echo) require once set, from every caller, loopback included (behind a reverse proxy every request is loopback); unset = loopback only. */
@@ -156,7 +158,7 @@ export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Config {
 export const EMPTY_IS_A_VALUE = ['WORKER_CRONTAB'] as const;
 
 /** Variables whose value an error never shows (their length only). */
-const SECRETS = ['JWT_SECRET', 'INTERNAL_TOKEN', 'OPENAI_API_KEY'];
+const SECRETS = ['JWT_SECRET', 'JWT_SECONDARY_SECRET', 'INTERNAL_TOKEN', 'OPENAI_API_KEY'];
 
 const REFERENCE = '(what each variable takes: docs/self-hosting.md, "Environment reference")';
 
@@ -179,6 +181,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.NODE_ENV === 'production' && e.JWT_SECRET === DEV_JWT_SECRET) {
     throw refuse('JWT_SECRET: this is Supabase\'s published development secret, with which anyone can sign tokens: set your project\'s JWT secret');
   }
+  if (e.JWT_SECONDARY_SECRET !== undefined && e.JWT_SECRET === undefined) {
+    throw refuse('JWT_SECONDARY_SECRET: set without JWT_SECRET: the secondary secret is only accepted beside the one tokens are signed with. '
+      + 'Set JWT_SECRET too (docs/self-hosting.md, "Rotating the JWT secret")');
+  }
+  if (e.NODE_ENV === 'production' && e.JWT_SECONDARY_SECRET === DEV_JWT_SECRET) {
+    throw refuse('JWT_SECONDARY_SECRET: this is Supabase\'s published development secret, with which anyone can sign tokens: unset it');
+  }
   if (e.NODE_ENV === 'production' && !e.JWT_SECRET && !e.SUPABASE_JWKS_URL) {
     throw refuse(`JWT_SECRET: must be set in production (it is ${env.JWT_SECRET === undefined ? 'unset' : 'empty'}): your Supabase project's JWT secret, `
       + '32 characters at least (or SUPABASE_JWKS_URL, for asymmetric signing keys)');
@@ -199,6 +208,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       // production without JWT_SECRET (JWKS only): no secret at all, so no HS256 token is accepted —
       // never the published development secret, with which anyone could mint one
       jwtSecret: e.JWT_SECRET ?? (e.NODE_ENV === 'production' ? '' : DEV_JWT_SECRET),
+      secondaryJwtSecret: e.JWT_SECONDARY_SECRET,
       audience: e.JWT_AUDIENCE,
       issuer: e.JWT_ISSUER,
       jwksUrl: e.SUPABASE_JWKS_URL,

@@ -14,9 +14,9 @@ import { isUuid } from '../uuid.ts';
  * but no `sub` and no `aud`.
  *
  * The rules:
- *  - signature: HS256 with the project's JWT secret, or RS256/ES256/EdDSA with a key of the JWKS
- *    when one is configured (Supabase's asymmetric signing keys); `alg: none` and any other
- *    algorithm are refused;
+ *  - signature: HS256 with the project's JWT secret (or, during a rotation, its secondary secret:
+ *    JWT_SECONDARY_SECRET), or RS256/ES256/EdDSA with a key of the JWKS when one is configured
+ *    (Supabase's asymmetric signing keys); `alg: none` and any other algorithm are refused;
  *  - `exp` is required (a token that never expires is refused); `exp` and `nbf` are checked with
  *    CLOCK_LEEWAY_SECONDS of tolerance, on every surface alike;
  *  - `role` is one of anon, authenticated, service_role, and one the surface's policy admits;
@@ -42,7 +42,13 @@ import { isUuid } from '../uuid.ts';
  *    (HTTP_USER_POLICY) as the bearer of /user and /logout; the access tokens it issues carry
  *    GoTrue's claims (session_id = the refresh-token family).
  */
-export type AuthConfig = { jwtSecret: string; jwksUrl?: string; audience: string; issuer?: string };
+/**
+ * `jwtSecret` signs and verifies HS256 tokens ('' = none accepted); `secondaryJwtSecret` only
+ * verifies: during a rotation it is the secret coming in (before every process signs with it) or
+ * going out (until the tokens signed with it have expired). docs/self-hosting.md, "Rotating the
+ * JWT secret".
+ */
+export type AuthConfig = { jwtSecret: string; secondaryJwtSecret?: string; jwksUrl?: string; audience: string; issuer?: string };
 
 /** Seconds of clock skew tolerated on `exp` and `nbf` (jose's clockTolerance), the same on every surface. */
 export const CLOCK_LEEWAY_SECONDS = 5;
@@ -108,6 +114,7 @@ export interface VerifyToken {
 /** The token check of this module's docstring, for one project's auth settings; throws TokenError. */
 export function createTokenVerifier(config: AuthConfig): VerifyToken {
   const secret = new TextEncoder().encode(config.jwtSecret);
+  const secondary = config.secondaryJwtSecret ? new TextEncoder().encode(config.secondaryJwtSecret) : undefined;
   const jwks = config.jwksUrl ? keySetFetch(createRemoteJWKSet(new URL(config.jwksUrl))) : undefined;
 
   const verified = new VerifiedTokens();
@@ -121,7 +128,11 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
       }
       const options = { clockTolerance: CLOCK_LEEWAY_SECONDS, requiredClaims: ['exp'] };
       const { payload } = alg === 'HS256' || !jwks
-        ? await jwtVerify(token, secret, { ...options, algorithms: ['HS256'] })
+        ? await jwtVerify(token, secret, { ...options, algorithms: ['HS256'] }).catch((err: unknown) => {
+          // only a signature the current secret does not match is tried with the secondary one
+          if (secondary && err instanceof errors.JWSSignatureVerificationFailed) return jwtVerify(token, secondary, { ...options, algorithms: ['HS256'] });
+          throw err;
+        })
         : await jwtVerify(token, jwks, { ...options, algorithms: ['RS256', 'ES256', 'EdDSA'] }).catch((err: unknown) => {
           throw keysUnavailable(err) ? new TokenError('keys_unavailable', KEYS_UNAVAILABLE, { cause: err }) : err;
         });

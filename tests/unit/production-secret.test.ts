@@ -34,3 +34,33 @@ describe('production JWT secret', () => {
     expect(claims.sub).toBe(USER);
   });
 });
+
+describe('JWT_SECONDARY_SECRET (the rotation\'s other secret)', () => {
+  const SECRET = 'a-project-secret-of-at-least-32-characters';
+  it('is refused without JWT_SECRET, naming both and where rotation is explained', () => {
+    expect(() => loadConfig({ JWT_SECONDARY_SECRET: SECRET }))
+      .toThrow(/^invalid environment: JWT_SECONDARY_SECRET: set without JWT_SECRET.*"Rotating the JWT secret"/);
+  });
+
+  it('refuses the published development secret in production', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET, JWT_SECONDARY_SECRET: DEV_JWT_SECRET }))
+      .toThrow(/JWT_SECONDARY_SECRET: this is Supabase's published development secret/);
+  });
+
+  it('a short one is refused showing its length, never its value', () => {
+    expect(() => loadConfig({ JWT_SECRET: SECRET, JWT_SECONDARY_SECRET: 'short-secret-value' }))
+      .toThrow(/JWT_SECONDARY_SECRET: expected the JWT secret being rotated in or out, 32 characters at least/);
+    expect(() => loadConfig({ JWT_SECRET: SECRET, JWT_SECONDARY_SECRET: 'short-secret-value' })).not.toThrow(/short-secret-value/);
+  });
+
+  it('verifies but never signs: a token signed with it is accepted, its claims checked as any other', async () => {
+    const config = loadConfig({ JWT_SECRET: SECRET, JWT_SECONDARY_SECRET: DEV_JWT_SECRET });
+    expect(config.auth.jwtSecret).toBe(SECRET);
+    const verify = createTokenVerifier(config.auth);
+    expect((await verify(await signAccessToken(DEV_JWT_SECRET, { sub: USER }), HTTP_USER_POLICY)).sub).toBe(USER);
+    await expect(verify(await signAccessToken(DEV_JWT_SECRET, { sub: USER }, { expiresInSeconds: -60 }), HTTP_USER_POLICY))
+      .rejects.toMatchObject({ code: 'expired' });
+    await expect(verify(await signAccessToken('a-third-secret-of-at-least-32-characters!', { sub: USER }), HTTP_USER_POLICY))
+      .rejects.toMatchObject({ code: 'invalid_token' });
+  });
+});

@@ -148,8 +148,11 @@ export class Admission {
   }
 }
 
-/** The caller a limit across sockets counts: the user a token names, else the address. */
-function callerOf(claims: SocketClaims, address: string): string {
+/**
+ * The caller a limit across sockets counts: the user a token names, else the address (also whose
+ * presences a key's bound counts, presence.ts PRESENCE_KEY_MAX_METAS).
+ */
+export function callerOf(claims: SocketClaims, address: string): string {
   return claims.sub ? `user:${claims.sub}` : `address:${address}`;
 }
 

@@ -6,6 +6,7 @@ import { TokenError } from '../auth/jwt.ts';
 import { apiErrorFromDatabase, type ApiError } from '../http/errors.ts';
 import { checkJson, fieldPath, isJsonObject } from '../input-policy.ts';
 import { AccessGate, accessChange, concerns, watchAccess } from './access.ts';
+import { callerOf } from './admission.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
 import { CANVAS_TOPIC_SPELLING, canvasIdOfTopic, isMisspelledCanvasTopic } from './canvas-topic.ts';
@@ -805,7 +806,7 @@ export class PhoenixSocket {
         return this.reply(frame, 'error', { reason: `payload_too_large: presence tracked on one socket: at most ${bound} bytes across its channels `
           + `(this state is ${size}, its other channels hold ${others}): untrack one first` });
       }
-      if (this.keyFull(channel)) return this.reply(frame, 'error', { reason: keyFullReason(channel.presenceKey) });
+      if (this.keyFull(channel)) return this.reply(frame, 'error', { reason: keyFullReason(channel) });
       const meta = state as Record<string, unknown>;
       if (!(await this.maySend(channel, 'presence'))) {
         return this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to track presence on this Channel topic: ${channel.subTopic}` });
@@ -818,10 +819,10 @@ export class PhoenixSocket {
         return;
       }
       // again, now: another channel of the key may have tracked while this one was authorized
-      if (this.keyFull(channel)) return this.reply(frame, 'error', { reason: keyFullReason(channel.presenceKey) });
+      if (this.keyFull(channel)) return this.reply(frame, 'error', { reason: keyFullReason(channel) });
       channel.tracked = true;
       channel.trackedBytes = size;
-      this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta));
+      this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta, callerOf(channel.claims, this.address)));
       this.reply(frame, 'ok');
     } else if (p.event === 'untrack') {
       this.reply(frame, 'ok');
@@ -832,12 +833,16 @@ export class PhoenixSocket {
   }
 
   /**
-   * Whether the channel's presence key already holds PRESENCE_KEY_MAX_METAS metas in the channel
-   * (the cluster's view, the channel's own meta not counted: a re-track replaces it). A key is
-   * sent whole on every change (wholeKeyDiffs), so it must stay small.
+   * Whether the channel's caller (its token's user, else this socket's address) already holds
+   * PRESENCE_KEY_MAX_METAS metas under the channel's presence key in the channel, on this gateway
+   * process (the channel's own meta not counted: a re-track replaces it). Other callers' metas
+   * under the key never count: a key is the client's choice, and anyone may join a public room
+   * under yours. A key is sent whole on every change (wholeKeyDiffs), so what one caller puts
+   * under it is bounded.
    */
   private keyFull(channel: Channel): boolean {
-    return this.hub.presence.metasBeside(channel.key, channel.presenceKey, channel) >= PRESENCE_KEY_MAX_METAS;
+    const caller = callerOf(channel.claims, this.address);
+    return this.hub.presence.callerMetasBeside(channel.key, channel.presenceKey, caller, channel) >= PRESENCE_KEY_MAX_METAS;
   }
 
   /** A local presence change: to this gateway's presence channels of `key`, and to the cluster. */
@@ -939,10 +944,14 @@ export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string,
   }
 }
 
-/** The refusal of a track under a presence key that holds PRESENCE_KEY_MAX_METAS metas already (stable code too_many_presences). */
-function keyFullReason(presenceKey: string): string {
-  return `too_many_presences: presence key ${JSON.stringify(presenceKey)} holds ${PRESENCE_KEY_MAX_METAS} presences in this channel, `
-    + `the most one key may hold: track under a key of its own (such as the user id), or untrack one first`;
+/**
+ * The refusal of a track under a presence key where the channel's caller holds
+ * PRESENCE_KEY_MAX_METAS metas already (stable code too_many_presences).
+ */
+function keyFullReason(channel: Channel): string {
+  const whose = channel.claims.sub ? 'of this user' : 'from this address';
+  return `too_many_presences: presence key ${JSON.stringify(channel.presenceKey)} holds ${PRESENCE_KEY_MAX_METAS} presences ${whose} in this channel, `
+    + 'the most one caller may hold under one key: untrack one first, or track under a key of its own';
 }
 
 /**

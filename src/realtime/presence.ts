@@ -69,7 +69,8 @@ export type Meta = Record<string, unknown> & { phx_ref: string; phx_ref_prev?: s
 export type PresenceState = Record<string, { metas: Meta[] }>;
 export type PresenceDiff = { joins: PresenceState; leaves: PresenceState };
 
-type Entry = { key: string; meta: Meta };
+/** A local presence: its key, its meta, and the caller that tracked it (presenceCaller). */
+type Entry = { key: string; meta: Meta; caller: string };
 
 /**
  * A presence map keyed by clients' presence keys, which are any string: without a prototype, so
@@ -207,8 +208,11 @@ export class PresenceTracker {
     return [...this.remote.keys()];
   }
 
-  /** Tracks (or re-tracks) `owner`'s presence under `key`; returns the diff to broadcast. */
-  track(topic: ChannelKey, owner: object, key: string, payload: Record<string, unknown>): PresenceDiff {
+  /**
+   * Tracks (or re-tracks) `owner`'s presence under `key` for `caller` (who tracked it, as
+   * presenceCaller names them: never sent to anyone); returns the diff to broadcast.
+   */
+  track(topic: ChannelKey, owner: object, key: string, payload: Record<string, unknown>, caller: string): PresenceDiff {
     let entries = this.topics.get(topic);
     if (!entries) this.topics.set(topic, (entries = new Map()));
     const previous = entries.get(owner);
@@ -219,7 +223,7 @@ export class PresenceTracker {
       // as Phoenix.Presence on update: the previous meta leaves (realtime-js keeps metas a join does not replace)
       diff.leaves[previous.key] = { metas: [previous.meta] };
     }
-    entries.set(owner, { key, meta });
+    entries.set(owner, { key, meta, caller });
     diff.joins[key] = { metas: [meta] };
     return diff;
   }
@@ -237,12 +241,14 @@ export class PresenceTracker {
   }
 
   /**
-   * How many metas presence key `key` holds in channel `topic`'s view (local and remote), not
-   * counting `owner`'s own (a re-track replaces it).
+   * How many metas `caller` holds under presence key `key` in channel `topic` on this gateway
+   * process, not counting `owner`'s own (a re-track replaces it). Other callers' metas under the
+   * key are not counted, nor are other gateway processes' (their callers are not known here).
    */
-  metasBeside(topic: ChannelKey, key: string, owner: object): number {
-    const own = this.topics.get(topic)?.get(owner);
-    return this.metas(topic, key).length - (own && own.key === key ? 1 : 0);
+  callerMetasBeside(topic: ChannelKey, key: string, caller: string, owner: object): number {
+    let n = 0;
+    for (const [o, e] of this.topics.get(topic) ?? []) if (o !== owner && e.key === key && e.caller === caller) n++;
+    return n;
   }
 
   /** Whether any other owner on `topic` is present under `key` (another tab of the same user). */
@@ -253,21 +259,32 @@ export class PresenceTracker {
 }
 
 /**
- * The most metas one presence key holds in a channel (the cluster's view of it): the next track
- * under a key that holds this many is refused (phoenix-socket.ts, `too_many_presences`). A user's
- * tabs are a few; a key many clients share (an application's constant key, or sockets an attacker
- * opens under one key in a public room) is refused past it.
+ * The most metas one caller holds under one presence key in a channel, on one gateway process:
+ * the caller's next track under a key where it holds this many is refused (phoenix-socket.ts,
+ * `too_many_presences`). The caller is who tracked (presenceCaller): the token's user, or for a
+ * token without one (the anon key) the address the socket comes from, as the gateway's other
+ * per-caller limits (admission.ts) count them. A user's tabs are a few; one caller's many sockets
+ * under one key (an attacker's, or an application's constant key) are refused past it.
+ *
+ * Per caller, not per key: presence keys are the client's choice (realtime-js
+ * `config.presence.key`, as on Supabase), so a bound on every meta of a key let anyone fill
+ * another's key (16 anonymous sockets tracking under "alice" in a public room, and alice's own
+ * track was refused). Other callers' metas under the key never count against yours.
  *
  * Why a bound and not a cheaper diff: realtime-js (@supabase/phoenix Presence.syncDiff, through
  * presenceAdapter's onJoin/onLeave) strips `phx_ref` from every meta a key keeps through a join or
  * a partial leave, so a key's change is only safe sent whole (wholeKeyDiffs), and a whole key
  * costs every watcher all its metas on every change (1,000 metas of 16 KiB: 16 MB a change, which
- * drops every watcher as a slow consumer). Before, a key past 16 metas was sent as the change
- * alone, and every meta the key held then stayed in the watchers' presenceState() for good.
+ * drops every watcher as a slow consumer). This bound keeps what one caller can make a key cost at
+ * 16 metas (256 KiB of the largest states) per gateway process; a key shared by many callers costs
+ * what they all track, as a room of many callers does anyway (each tracks, and broadcasts, at its
+ * own rate). No bound on a key's or a channel's total: any such bound is one that callers other
+ * than you can fill (one address opens 1,000 sockets), which is the denial this replaced; memory
+ * is bounded per socket (limits.maxPresenceBytesPerSocket) and sockets per caller (admission.ts).
  *
- * Each gateway process refuses against the view it has: two processes taking tracks of one key at
- * the same moment, each before the other's diff arrived, can each admit one, so a key holds at
- * most this many times the gateway processes, and is still sent whole.
+ * Each gateway process counts the metas it holds itself (another process's metas carry no
+ * caller): a caller whose sockets reach N gateway processes holds at most N times this under a
+ * key, and is still sent whole.
  */
 export const PRESENCE_KEY_MAX_METAS = 16;
 
@@ -276,7 +293,8 @@ export const PRESENCE_KEY_MAX_METAS = 16;
  * `diff`, whole key by whole key: for every key `diff` touches, the metas the key held before
  * leave (all of them), then the metas it holds now (`view`, with `diff` applied) join (all of
  * them). One payload of leaves, then one of joins; either may be absent. A key holds at most
- * PRESENCE_KEY_MAX_METAS metas (per gateway process of the cluster), so this is bounded.
+ * PRESENCE_KEY_MAX_METAS metas per caller (per gateway process of the cluster), so this is
+ * bounded by the callers sharing the key.
  *
  * realtime-js (its phoenix Presence with presenceAdapter) strips `phx_ref` from the metas a key
  * keeps whenever it applies a join to that key (the metas it had) or a leave that does not take

@@ -73,7 +73,7 @@ it('a socket tracks at most maxPresenceBytesPerSocket across its channels: past 
   expect(await track(q, 1, 1)).toBe('ok');
 });
 
-it(`a key holds at most ${PRESENCE_KEY_MAX_METAS} metas in a channel: each change is sent whole, the next track refused with too_many_presences (nobody sees it) until one leaves`, async () => {
+it(`a caller (here an address) holds at most ${PRESENCE_KEY_MAX_METAS} metas under a key in a channel: each change is sent whole, the next track refused with too_many_presences (nobody sees it) until one leaves`, async () => {
   const topic = 'realtime:bounds-crowd';
   const watcher = await openPhoenix();
   expect(await watcher.ask(topic, 'phx_join', { config: { presence: { key: 'watcher', enabled: true } } })).toBe('ok');
@@ -95,8 +95,9 @@ it(`a key holds at most ${PRESENCE_KEY_MAX_METAS} metas in a channel: each chang
   }
   const extra = await openPhoenix();
   expect(await extra.ask(topic, 'phx_join', { config: { presence: { key: 'crowd' } } })).toBe('ok');
-  const refusal = `too_many_presences: presence key "crowd" holds ${PRESENCE_KEY_MAX_METAS} presences in this channel, the most one key may hold: `
-    + 'track under a key of its own (such as the user id), or untrack one first';
+  // every socket here is the anon key's from one address: one caller
+  const refusal = `too_many_presences: presence key "crowd" holds ${PRESENCE_KEY_MAX_METAS} presences from this address in this channel, `
+    + 'the most one caller may hold under one key: untrack one first, or track under a key of its own';
   expect(await extra.ask(topic, 'presence', { type: 'presence', event: 'track', payload: { n: 17 } })).toBe(refusal);
   // a re-track of a member replaces its meta: not refused, and sent whole (the key leaves, then joins)
   let from = watcher.frames.length;

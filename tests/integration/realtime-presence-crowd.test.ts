@@ -15,8 +15,10 @@ import { until } from '../helpers/wait.ts';
 // its metas: those metas can then never leave. The gateway sends a key's change whole (its old
 // metas leave, then its new ones join), which it did only up to 16 metas a key: past that it sent
 // the change alone, and every meta the key held then stayed in the watchers' presenceState() for
-// good, whoever untracked. A key holds at most PRESENCE_KEY_MAX_METAS metas in a channel: the next
-// track is refused, so every change of a key is sent whole.
+// good, whoever untracked. One caller holds at most PRESENCE_KEY_MAX_METAS metas under a key in a
+// channel (here every socket is the anon key's from one address: one caller): its next track is
+// refused, so every change of a key is sent whole (realtime-presence-squat.test.ts: other callers'
+// metas under the key never count against yours).
 
 const config = loadConfig();
 const db = testDatabase(2);
@@ -58,7 +60,7 @@ const view = (ch: RealtimeChannel) => Object.fromEntries(Object.entries(ch.prese
   .map(([key, metas]) => [key, (metas as { n?: number }[]).map((m) => m.n ?? 0).sort((a, b) => a - b)]));
 const ns = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
-it(`a key holds at most ${PRESENCE_KEY_MAX_METAS} metas in a channel: the next track is refused, and every watcher shows exactly the metas tracked, down to none`, async () => {
+it(`one caller holds at most ${PRESENCE_KEY_MAX_METAS} metas under a key in a channel: the next track is refused, and every watcher shows exactly the metas tracked, down to none`, async () => {
   const [g1, g2] = gateways as [PotentiaProcess, PotentiaProcess];
   const topic = `crowd-${Date.now()}`;
   const watchers = [await channel(g1, topic, 'near'), await channel(g2, topic, 'far')];

@@ -4,7 +4,7 @@ import type { Sql } from 'postgres';
 import { CLUSTER_MESSAGE_PREFIX, type DatabaseBus } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import { emitLogicalMessage } from './logical-message.ts';
-import type { NodePresence, PresenceDiff, PresenceState, PresenceTracker } from './presence.ts';
+import type { MetaCallers, NodePresence, PresenceDiff, PresenceState, PresenceTracker } from './presence.ts';
 
 /**
  * The realtime cluster: every gateway process is a node (random id per process start), and the
@@ -102,8 +102,9 @@ export type ClusterNode = {
 type Header =
   /** seq: the sender's broadcast number (absent from nodes before it); to: a broadcast sent again to that node alone */
   | { type: 'broadcast'; node: string; key: ChannelKey; event: string; encoding: 'json' | 'binary'; seq?: number; to?: string }
-  | { type: 'presence_diff'; node: string; key: ChannelKey; joins: PresenceState; leaves: PresenceState }
-  | { type: 'presence_sync'; node: string; state: NodePresence }
+  /** callers: who tracked each meta (by phx_ref) of the joins / the state, for the bound per caller of a presence key (absent from nodes before it) */
+  | { type: 'presence_diff'; node: string; key: ChannelKey; joins: PresenceState; leaves: PresenceState; callers?: MetaCallers }
+  | { type: 'presence_sync'; node: string; state: NodePresence; callers?: MetaCallers }
   | { type: 'sync_request'; node: string; to: string | null;
       /** node id → the last broadcast seq the asking node heard of it, after its stream was lost; req: the asking's number */
       since?: Record<string, number>; req?: number }
@@ -247,7 +248,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
 
   function sendSync(): void {
     if (stopped) return;
-    void quiet(enqueue({ type: 'presence_sync', node: id, state: opts.presence.localSnapshot() }));
+    void quiet(enqueue({ type: 'presence_sync', node: id, state: opts.presence.localSnapshot(), callers: opts.presence.localCallers() }));
   }
 
   /** Coalesces sync requests arriving together (every node asks at once after a restart). */
@@ -312,12 +313,12 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         if (typeof h.seq === 'number' && !admit(h.node, h.seq, h.to !== undefined)) return;
         return opts.onBroadcast(h.key, h.event, h.encoding === 'binary' ? { binary: body } : { json: body.toString('utf8') });
       case 'presence_diff': {
-        const diff = opts.presence.applyRemoteDiff(h.node, h.key, { joins: h.joins, leaves: h.leaves });
+        const diff = opts.presence.applyRemoteDiff(h.node, h.key, { joins: h.joins, leaves: h.leaves }, h.callers);
         if (diff) opts.onPresenceDiff(h.key, diff);
         return;
       }
       case 'presence_sync':
-        return forward(opts.presence.replaceRemote(h.node, h.state));
+        return forward(opts.presence.replaceRemote(h.node, h.state, h.callers));
       case 'sync_request':
         if (h.to === null || h.to === id) syncSoon();
         if (h.since && typeof h.since[id] === 'number') replayTo(h.node, h.since[id], h.req ?? 0);
@@ -414,7 +415,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     },
     publishPresenceDiff(key, diff) {
       if (stopped) return;
-      void quiet(enqueue({ type: 'presence_diff', node: id, key, joins: diff.joins, leaves: diff.leaves }));
+      const callers = opts.presence.callersOf(diff.joins);
+      void quiet(enqueue({ type: 'presence_diff', node: id, key, joins: diff.joins, leaves: diff.leaves, ...(Object.keys(callers).length > 0 ? { callers } : {}) }));
     },
     nodes: () => [...peers.keys()],
     stats: () => ({ ...stats }),
@@ -462,9 +464,9 @@ function valid(h: unknown): h is Header {
       return keyOk && typeof h.event === 'string' && (h.encoding === 'json' || h.encoding === 'binary')
         && (h.seq === undefined || Number.isSafeInteger(h.seq)) && (h.to === undefined || typeof h.to === 'string');
     case 'presence_diff':
-      return keyOk && validState(h.joins) && validState(h.leaves);
+      return keyOk && validState(h.joins) && validState(h.leaves) && validCallers(h.callers);
     case 'presence_sync':
-      return isObject(h.state) && Object.entries(h.state).every(([k, s]) => KEY.test(k) && validState(s));
+      return isObject(h.state) && Object.entries(h.state).every(([k, s]) => KEY.test(k) && validState(s)) && validCallers(h.callers);
     case 'sync_request':
       return (h.to === null || typeof h.to === 'string') && (h.req === undefined || Number.isSafeInteger(h.req))
         && (h.since === undefined || (isObject(h.since) && Object.values(h.since).every((n) => Number.isSafeInteger(n))));
@@ -476,6 +478,10 @@ function valid(h: unknown): h is Header {
     default:
       return false;
   }
+}
+
+function validCallers(c: unknown): c is MetaCallers | undefined {
+  return c === undefined || (isObject(c) && Object.values(c).every((v) => typeof v === 'string'));
 }
 
 function validState(s: unknown): s is PresenceState {

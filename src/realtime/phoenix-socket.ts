@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
@@ -822,7 +822,7 @@ export class PhoenixSocket {
       if (this.keyFull(channel)) return this.reply(frame, 'error', { reason: keyFullReason(channel) });
       channel.tracked = true;
       channel.trackedBytes = size;
-      this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta, callerOf(channel.claims, this.address)));
+      this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta, presenceCaller(channel.claims, this.address)));
       this.reply(frame, 'ok');
     } else if (p.event === 'untrack') {
       this.reply(frame, 'ok');
@@ -834,14 +834,14 @@ export class PhoenixSocket {
 
   /**
    * Whether the channel's caller (its token's user, else this socket's address) already holds
-   * PRESENCE_KEY_MAX_METAS metas under the channel's presence key in the channel, on this gateway
-   * process (the channel's own meta not counted: a re-track replaces it). Other callers' metas
+   * PRESENCE_KEY_MAX_METAS metas under the channel's presence key in the channel (the cluster's
+   * view; the channel's own meta not counted: a re-track replaces it). Other callers' metas
    * under the key never count: a key is the client's choice, and anyone may join a public room
    * under yours. A key is sent whole on every change (wholeKeyDiffs), so what one caller puts
    * under it is bounded.
    */
   private keyFull(channel: Channel): boolean {
-    const caller = callerOf(channel.claims, this.address);
+    const caller = presenceCaller(channel.claims, this.address);
     return this.hub.presence.callerMetasBeside(channel.key, channel.presenceKey, caller, channel) >= PRESENCE_KEY_MAX_METAS;
   }
 
@@ -942,6 +942,16 @@ export function deliverClientBroadcast(hub: Hub, key: ChannelKey, event: string,
     // maxHeldBroadcasts / maxHeldBroadcastBytes
     peer.gate.deliverDroppable(() => peer.socket.sendClientBroadcast(peer, event, payload, encoded), bytes);
   }
+}
+
+/**
+ * Who tracked a presence, as every gateway process of the cluster compares it (presence.ts
+ * MetaCallers): admission.ts's caller (the token's user, else the address), as a digest of fixed
+ * size, so that cluster messages carry no address or user id in clear (a digest of an IPv4
+ * address can be guessed back: it is not a secret, only not spelled out).
+ */
+function presenceCaller(claims: SocketClaims, address: string): string {
+  return createHash('sha256').update(callerOf(claims, address)).digest('base64url').slice(0, 22);
 }
 
 /**

@@ -69,8 +69,7 @@ export type Meta = Record<string, unknown> & { phx_ref: string; phx_ref_prev?: s
 export type PresenceState = Record<string, { metas: Meta[] }>;
 export type PresenceDiff = { joins: PresenceState; leaves: PresenceState };
 
-/** A local presence: its key, its meta, and the caller that tracked it (presenceCaller). */
-type Entry = { key: string; meta: Meta; caller: string };
+type Entry = { key: string; meta: Meta };
 
 /**
  * A presence map keyed by clients' presence keys, which are any string: without a prototype, so
@@ -83,11 +82,23 @@ const emptyDiff = (): PresenceDiff => ({ joins: emptyState(), leaves: emptyState
 /** One node's presences: channel → presence key → metas. */
 export type NodePresence = Record<ChannelKey, PresenceState>;
 
+/**
+ * Who tracked each of some metas: phx_ref → caller (a digest, phoenix-socket.ts presenceCaller).
+ * It travels beside the metas between gateway processes (cluster.ts), never in them: clients
+ * never see it.
+ */
+export type MetaCallers = Record<string, string>;
+
 export class PresenceTracker {
   /** channel → owner (one channel join) → entry */
   private readonly topics = new Map<ChannelKey, Map<object, Entry>>();
   /** node id → channel → presence key → phx_ref → meta (other gateway processes) */
   private readonly remote = new Map<string, Map<ChannelKey, Map<string, Map<string, Meta>>>>();
+  /**
+   * The caller of each meta this view holds, when known: every local one; a remote one when its
+   * node sent it (a node of a version before it sends none, and its metas count for no caller).
+   */
+  private readonly callers = new WeakMap<Meta, string>();
 
   /** The whole presence map of one channel, local and remote (what `presence_state` carries). */
   state(topic: ChannelKey): PresenceState {
@@ -122,11 +133,33 @@ export class PresenceTracker {
     return out;
   }
 
+  /** The callers of the metas of `state` that this view knows, by phx_ref (sent beside them to the cluster). */
+  callersOf(state: PresenceState): MetaCallers {
+    const out: MetaCallers = Object.create(null);
+    for (const { metas } of Object.values(state)) {
+      for (const meta of metas) {
+        const caller = this.callers.get(meta);
+        if (caller !== undefined) out[meta.phx_ref] = caller;
+      }
+    }
+    return out;
+  }
+
+  /** The callers of every local meta (what a `presence_sync` carries beside localSnapshot). */
+  localCallers(): MetaCallers {
+    const out: MetaCallers = Object.create(null);
+    for (const entries of this.topics.values()) {
+      for (const { meta } of entries.values()) out[meta.phx_ref] = this.callers.get(meta)!;
+    }
+    return out;
+  }
+
   /**
-   * Applies a diff another node sent for `topic`; returns the diff as it changed this view
-   * (leaves of metas never seen and joins of metas already held dropped), or null when nothing changed.
+   * Applies a diff another node sent for `topic`, with the callers of its joins when it sent them;
+   * returns the diff as it changed this view (leaves of metas never seen and joins of metas
+   * already held dropped), or null when nothing changed.
    */
-  applyRemoteDiff(node: string, topic: ChannelKey, diff: PresenceDiff): PresenceDiff | null {
+  applyRemoteDiff(node: string, topic: ChannelKey, diff: PresenceDiff, callers?: MetaCallers): PresenceDiff | null {
     let channels = this.remote.get(node);
     if (!channels) this.remote.set(node, (channels = new Map()));
     let keys = channels.get(topic);
@@ -150,6 +183,8 @@ export class PresenceTracker {
         // view (a full sync repeats every diff before it) is no join, and clients would show it as one
         if (refs.has(meta.phx_ref)) continue;
         refs.set(meta.phx_ref, meta);
+        const caller = callers && Object.hasOwn(callers, meta.phx_ref) ? callers[meta.phx_ref] : undefined;
+        if (typeof caller === 'string') this.callers.set(meta, caller);
         (out.joins[key] ??= { metas: [] }).metas.push(meta);
       }
     }
@@ -159,14 +194,14 @@ export class PresenceTracker {
   }
 
   /**
-   * Replaces everything known of `node` with its full state (a `presence_sync`); returns the
-   * diffs per channel that take this view there.
+   * Replaces everything known of `node` with its full state (a `presence_sync`, with the callers
+   * of its metas when it sent them); returns the diffs per channel that take this view there.
    */
-  replaceRemote(node: string, state: NodePresence): Map<ChannelKey, PresenceDiff> {
+  replaceRemote(node: string, state: NodePresence, callers?: MetaCallers): Map<ChannelKey, PresenceDiff> {
     const diffs = this.dropRemote(node, state);
     for (const [topic, presences] of Object.entries(state) as [ChannelKey, PresenceState][]) {
       // what the old view already held was kept by dropRemote: only the new metas join
-      const joined = this.applyRemoteDiff(node, topic, { joins: presences, leaves: emptyState() });
+      const joined = this.applyRemoteDiff(node, topic, { joins: presences, leaves: emptyState() }, callers);
       if (!joined) continue;
       const d = diffs.get(topic) ?? emptyDiff();
       d.joins = joined.joins;
@@ -223,7 +258,8 @@ export class PresenceTracker {
       // as Phoenix.Presence on update: the previous meta leaves (realtime-js keeps metas a join does not replace)
       diff.leaves[previous.key] = { metas: [previous.meta] };
     }
-    entries.set(owner, { key, meta, caller });
+    entries.set(owner, { key, meta });
+    this.callers.set(meta, caller);
     diff.joins[key] = { metas: [meta] };
     return diff;
   }
@@ -241,13 +277,14 @@ export class PresenceTracker {
   }
 
   /**
-   * How many metas `caller` holds under presence key `key` in channel `topic` on this gateway
-   * process, not counting `owner`'s own (a re-track replaces it). Other callers' metas under the
-   * key are not counted, nor are other gateway processes' (their callers are not known here).
+   * How many metas `caller` holds under presence key `key` in channel `topic`'s view (local, and
+   * remote when their node sent their callers), not counting `owner`'s own (a re-track replaces
+   * it). Other callers' metas under the key are not counted.
    */
   callerMetasBeside(topic: ChannelKey, key: string, caller: string, owner: object): number {
+    const own = this.topics.get(topic)?.get(owner);
     let n = 0;
-    for (const [o, e] of this.topics.get(topic) ?? []) if (o !== owner && e.key === key && e.caller === caller) n++;
+    for (const meta of this.metas(topic, key)) if (meta !== own?.meta && this.callers.get(meta) === caller) n++;
     return n;
   }
 
@@ -282,9 +319,10 @@ export class PresenceTracker {
  * than you can fill (one address opens 1,000 sockets), which is the denial this replaced; memory
  * is bounded per socket (limits.maxPresenceBytesPerSocket) and sockets per caller (admission.ts).
  *
- * Each gateway process counts the metas it holds itself (another process's metas carry no
- * caller): a caller whose sockets reach N gateway processes holds at most N times this under a
- * key, and is still sent whole.
+ * Each gateway process refuses against the view it has (its own metas, and the cluster's, whose
+ * callers travel beside them): two processes taking tracks of one caller under one key at the
+ * same moment, each before the other's diff arrived, can each admit one, so a caller holds at
+ * most this many times the gateway processes under a key, and it is still sent whole.
  */
 export const PRESENCE_KEY_MAX_METAS = 16;
 

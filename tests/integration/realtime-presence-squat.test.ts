@@ -6,6 +6,7 @@ import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { PRESENCE_KEY_MAX_METAS } from '../../src/realtime/presence.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { testDatabase } from '../helpers/db.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -17,23 +18,32 @@ import { until } from '../helpers/wait.ts';
 // the socket comes from, as the gateway's other per-caller limits): another caller's metas never
 // count against yours, and one caller still holds at most 16 under a key.
 //
-// A real gateway process with TRUST_PROXY=1, so that a socket's address is its X-Forwarded-For
-// (each client below says which address it comes from); real @supabase/realtime-js clients.
+// Two real gateway processes of one cluster with TRUST_PROXY=1, so that a socket's address is its
+// X-Forwarded-For (each client below says which address it comes from); real
+// @supabase/realtime-js clients.
 
 const config = loadConfig();
+const db = testDatabase(2);
 const env = { DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', NODE_ENV: 'development', TRUST_PROXY: '1' };
 const userToken = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3600 });
 
-let gateway: PotentiaProcess;
+let gateways: PotentiaProcess[] = [];
 const clients: RealtimeClient[] = [];
 
 beforeAll(async () => {
-  gateway = await startPotentiaProcess(env);
+  gateways = await Promise.all([startPotentiaProcess(env), startPotentiaProcess(env)]);
+  // each gateway hears the other once its replication stream is streaming
+  await until(async () => {
+    const [r] = await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
+                             where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`;
+    return r!.n >= 2;
+  }, 60_000, 'both gateway streams');
 }, 120_000);
 
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
-  await gateway?.stop();
+  await Promise.all(gateways.map((g) => g.stop()));
+  await db.close();
 });
 
 /** A WebSocket class whose upgrades come from `address` (its X-Forwarded-For, which the gateway trusts here). */
@@ -47,7 +57,7 @@ const from = (address: string) => class extends WebSocket {
  * A realtime-js client of its own (one socket) from `address`, with `token` (a user's, or the anon
  * key), joined to public room `topic` under presence key `key`, presence enabled.
  */
-async function join(topic: string, key: string, address: string, token?: string): Promise<RealtimeChannel> {
+async function join(topic: string, key: string, address: string, token?: string, gateway = gateways[0]!): Promise<RealtimeChannel> {
   const client = new RealtimeClient(`${gateway.url.replace(/^http/, 'ws')}/realtime/v1`, {
     params: { apikey: token ?? await apiKey(config.auth.jwtSecret, 'anon') }, transport: from(address) as any, heartbeatIntervalMs: 5000, timeout: 10_000,
   });
@@ -139,4 +149,32 @@ it('one user\'s sockets fill key "alice": alice (another user) still tracks unde
   expect(await extra.track({ who: 'extra' })).toBe('ok');
   const after = { alice: [...squatters(PRESENCE_KEY_MAX_METAS).slice(1), 'alice', 'extra'].sort() };
   await until(() => JSON.stringify(view(watcher)) === JSON.stringify(after), 10_000, `the watcher, after mallory made room (it shows ${JSON.stringify(view(watcher))})`);
+}, 120_000);
+
+it('across the cluster: one caller\'s metas under a key on both gateway processes count together (the 17th refused on either), another caller\'s never', async () => {
+  const [g1, g2] = gateways as [PotentiaProcess, PotentiaProcess];
+  const topic = `squat-cluster-${randomUUID()}`;
+  const watchers = [await join(topic, 'watcher', '198.51.100.9', undefined, g1), await join(topic, 'watcher', '198.51.100.9', undefined, g2)];
+  // half of one address's squatters on each gateway
+  for (const [i, who] of squatters(PRESENCE_KEY_MAX_METAS).entries()) {
+    const ch = await join(topic, 'alice', '203.0.113.68', undefined, i % 2 === 0 ? g1 : g2);
+    expect(await ch.track({ who }), `squatter ${i + 1}'s track`).toBe('ok');
+  }
+  const all = { alice: squatters(PRESENCE_KEY_MAX_METAS) };
+  for (const [i, w] of watchers.entries()) {
+    await until(() => JSON.stringify(view(w)) === JSON.stringify(all), 10_000, `watcher ${i + 1} to show every squatter (it shows ${JSON.stringify(view(w))})`);
+  }
+  // each gateway has heard the other's 8: the address holds 16 under the key in the cluster's view
+  for (const g of [g1, g2]) {
+    const extra = await join(topic, 'alice', '203.0.113.68', undefined, g);
+    expect(await trackReply(extra, { who: 'extra' }), `the address's 17th, on ${g === g1 ? 'gateway 1' : 'gateway 2'}`)
+      .toEqual({ status: 'error', reason: refusal('from this address') });
+  }
+  // alice, from another address, on either gateway
+  const alice = await join(topic, 'alice', '192.0.2.11', undefined, g2);
+  expect(await alice.track({ who: 'alice' })).toBe('ok');
+  const want = { alice: [...squatters(PRESENCE_KEY_MAX_METAS), 'alice'].sort() };
+  for (const [i, w] of watchers.entries()) {
+    await until(() => JSON.stringify(view(w)) === JSON.stringify(want), 10_000, `watcher ${i + 1} to show alice (it shows ${JSON.stringify(view(w))})`);
+  }
 }, 120_000);

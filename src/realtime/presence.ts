@@ -245,7 +245,8 @@ export class PresenceTracker {
 
   /**
    * Tracks (or re-tracks) `owner`'s presence under `key` for `caller` (who tracked it, as
-   * presenceCaller names them: never sent to anyone); returns the diff to broadcast.
+   * presenceCaller names them: sent to the other gateway processes beside the meta, never to a
+   * client); returns the diff to broadcast.
    */
   track(topic: ChannelKey, owner: object, key: string, payload: Record<string, unknown>, caller: string): PresenceDiff {
     let entries = this.topics.get(topic);

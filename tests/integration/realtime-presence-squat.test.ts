@@ -170,6 +170,23 @@ it('across the cluster: one caller\'s metas under a key on both gateway processe
     expect(await trackReply(extra, { who: 'extra' }), `the address's 17th, on ${g === g1 ? 'gateway 1' : 'gateway 2'}`)
       .toEqual({ status: 'error', reason: refusal('from this address') });
   }
+  // a gateway process that starts now learns the room from the others' presence_sync, callers
+  // included: the address's 17th is refused there too
+  const g3 = await startPotentiaProcess(env);
+  try {
+    await until(async () => {
+      const [r] = await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
+                               where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`;
+      return r!.n >= 3;
+    }, 60_000, 'the third gateway\'s stream');
+    const late = await join(topic, 'watcher', '198.51.100.9', undefined, g3);
+    await until(() => JSON.stringify(view(late)) === JSON.stringify(all), 30_000, `the third gateway's watcher to show every squatter (it shows ${JSON.stringify(view(late))})`);
+    const extra = await join(topic, 'alice', '203.0.113.68', undefined, g3);
+    expect(await trackReply(extra, { who: 'extra' }), 'the address\'s 17th, on the third gateway').toEqual({ status: 'error', reason: refusal('from this address') });
+    await Promise.all([late, extra].map((ch) => ch.socket.disconnect()));
+  } finally {
+    await g3.stop();
+  }
   // alice, from another address, on either gateway
   const alice = await join(topic, 'alice', '192.0.2.11', undefined, g2);
   expect(await alice.track({ who: 'alice' })).toBe('ok');

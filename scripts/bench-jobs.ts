@@ -14,7 +14,7 @@ import postgres from 'postgres';
 import { loadConfig } from '../src/config.ts';
 import { withRequest } from '../src/db/request.ts';
 import { LocalProvider } from '../src/worker/providers.ts';
-import { percentile, recreateBenchDatabase } from './lib/bench.ts';
+import { benchDatabaseUrl, percentile, recreateBenchDatabase } from './lib/bench.ts';
 import { startWorker } from '../src/worker/runtime.ts';
 
 const { values, number } = parseCommandLine({ options: {
@@ -24,7 +24,9 @@ const { values, number } = parseCommandLine({ options: {
 const SECONDS = number('seconds', decimalNumber(0, undefined, { above: true })), WRITERS = number('writers', wholeNumber(1)), ROUNDS = number('rounds', wholeNumber(1));
 const JOBS = number('jobs', wholeNumber(1)), CONCURRENCY = number('concurrency', wholeNumber(1));
 const config = loadConfig();
-const url = values['database-url'] ?? 'postgres://postgres:postgres@127.0.0.1:5432/potentia_bench_jobs';
+// database potentia_bench_jobs on the server of DATABASE_URL, as every other benchmark (it was
+// 127.0.0.1:5432 whatever DATABASE_URL said)
+const url = values['database-url'] ?? benchDatabaseUrl('potentia_bench_jobs');
 await recreateBenchDatabase(url, console.log);
 const sql = postgres(url, { max: WRITERS + 4, onnotice: () => {} });
 

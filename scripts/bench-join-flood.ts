@@ -6,8 +6,8 @@
 //   npx tsx scripts/bench-join-flood.ts [--rounds 2] [--sockets 20] [--joins 300] [--rps 20]
 //        [--checkouts name=<dir>@<database>,…] [--port 56110] [--burst-all] [--public] [--access-token]
 //
-// Each checkout's database (default: this checkout, potentia_bench_joinflood) is created and
-// migrated with that checkout's scripts/migrate.ts when it does not exist.
+// Each checkout's database (default: this checkout, potentia_bench_joinflood), on the server of
+// DATABASE_URL, is created and migrated with that checkout's scripts/migrate.ts when it does not exist.
 //
 // Per checkout and round: start `node --import tsx src/main.ts` (cwd = checkout), seed (once per
 // database) a user A (attacker, owns a canvas) and a user H (HTTP client), then
@@ -23,7 +23,7 @@ import { signAccessToken } from '../src/auth/jwt.ts';
 import { DEV_JWT_SECRET } from '../src/config.ts';
 import { callAs, createUser } from '../tests/helpers/fixtures.ts';
 import { apiKey } from '../tests/helpers/tokens.ts';
-import { percentile } from './lib/bench.ts';
+import { benchDatabaseUrl, percentile } from './lib/bench.ts';
 import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 
 const { values: args, number } = parseCommandLine({
@@ -51,7 +51,8 @@ const CHECKOUTS = args.checkouts!.split(',').map((s) => {
   const [dir, db] = rest!.split('@');
   return { name: name!, dir: dir!, db: db! };
 });
-const dbUrl = (db: string) => `postgres://postgres@127.0.0.1:5432/${db}`;
+// each checkout's database on the server of DATABASE_URL (it was 127.0.0.1:5432 whatever DATABASE_URL said)
+const dbUrl = (db: string) => benchDatabaseUrl(db);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Creates and migrates `db` with checkout `dir`'s own migrations when it does not exist yet. */

@@ -1,12 +1,12 @@
 // npm run upgrade:v1:acceptance [-- --blocks 100000 --canvases 1000 --embedded 0.1 --source postgres|sqlite --keep
-//                                   --pgtap-exclude a.test.sql,…]
+//                                   --pgtap-exclude a.test.sql,… --database NAME]
 // The upgrade at size, never part of npm test: a generated v1 database (100,000 blocks over 1,000
 // canvases by default) is upgraded into a database built as `supabase db push` + seed builds one
 // (src/db/push.ts), with the dry-run report, the progress lines and the verification; then the
 // pgTAP suite runs on the upgraded database (pg_prove over supabase/tests/*.sql, 000_helpers
 // first, as scripts/test runs it). Exits non-zero when the verification or pgTAP fails.
-// Databases: <server of TEST_DATABASE_URL>/potentia_upgrade_acceptance{_v1,}; dropped at the end
-// unless --keep. docs/upgrade-v1.md pastes the output of a real run.
+// Databases: <server of TEST_DATABASE_URL>/NAME and NAME_v1 (--database NAME, default
+// potentia_upgrade_acceptance; the SQLite source is <tmpdir>/NAME.sqlite); dropped at the end unless --keep. docs/upgrade-v1.md pastes the output of a real run.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,12 +26,19 @@ const { values, number } = parseCommandLine({
     batch: { type: 'string', default: '5000' },
     // pgTAP files to leave out (e.g. all of them, to time the upgrade alone)
     'pgtap-exclude': { type: 'string', default: '' },
+    // the target's name (the v1 source is NAME_v1): both are dropped and made again, so two runs on
+    // one server need two names
+    database: { type: 'string', default: 'potentia_upgrade_acceptance' },
   },
 });
+if (!/^[a-z_][a-z0-9_]{0,59}$/.test(values.database!)) {
+  console.error(`--database ${JSON.stringify(values.database)}: a lower-case database name (letters, digits, _; at most 60 characters), since NAME and NAME_v1 are dropped and created`);
+  process.exit(2);
+}
 const root = fileURLToPath(new URL('..', import.meta.url));
 const urlOf = (name: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${name}`; return u.toString(); };
-const names = { v1: 'potentia_upgrade_acceptance_v1', v2: 'potentia_upgrade_acceptance' };
-const sqlitePath = join(tmpdir(), 'potentia_upgrade_acceptance.sqlite');
+const names = { v1: `${values.database}_v1`, v2: values.database! };
+const sqlitePath = join(tmpdir(), `${values.database}.sqlite`);
 const blocks = number('blocks', wholeNumber(0));
 const canvases = number('canvases', wholeNumber(1));
 const embedded = number('embedded', decimalNumber(0, 1));

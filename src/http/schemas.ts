@@ -20,7 +20,9 @@ export const Uuid = z.string().uuid();
  * 5; time-and-node versions 1 and 6) are refused; the database refuses the same ids
  * (internal.check_client_id, sql/rpc/canvas.sql).
  */
-export const ClientId = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i,
+// both cases spelled out, no i flag: the OpenAPI document carries the regex's source as its pattern,
+// which JSON Schema reads without flags (with /i it came out as "…$/i", which no id matches)
+export const ClientId = z.string().regex(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[47][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$/,
   'must be a random UUID (RFC 9562 version 4, as crypto.randomUUID() makes, or version 7), variant 10: an id another caller can compute could be taken before you send it')
   .openapi({ format: 'uuid' });
 /** timestamptz as jsonb renders it: ISO 8601 with an offset, microseconds. */

@@ -105,6 +105,37 @@ describe('the document', () => {
     }
   });
 
+  it('writes every pattern as JSON Schema reads it (an ECMA-262 regex, no /…/flags), and the client-chosen ids\' pattern takes what the server takes', () => {
+    // ClientId's regex had the i flag: the document's pattern came out as "^…$/i", which no id
+    // matches, so a client validating against the document refused every workspace_id / canvas_id
+    const doc = buildApiDocument();
+    const patterns: { at: string; pattern: string }[] = [];
+    const walk = (node: unknown, at: string): void => {
+      if (Array.isArray(node)) node.forEach((n, i) => walk(n, `${at}/${i}`));
+      else if (node && typeof node === 'object') {
+        for (const [k, v] of Object.entries(node)) {
+          if (k === 'pattern' && typeof v === 'string') patterns.push({ at, pattern: v });
+          else walk(v, `${at}/${k}`);
+        }
+      }
+    };
+    walk(doc, '');
+    expect(patterns.length).toBeGreaterThan(0);
+    for (const { at, pattern } of patterns) {
+      expect(() => new RegExp(pattern, 'u'), at).not.toThrow();
+      expect(pattern, at).not.toMatch(/\$\/[a-z]+$/);
+    }
+    const v7 = '017f22e2-79b0-7cc3-98c4-dc0c0c07398f';
+    for (const [path, field] of [['/api/v1/canvas', 'canvas_id'], ['/api/v1/workspaces', 'workspace_id']] as const) {
+      const schema = (doc.paths![path] as any).post.requestBody.content['application/json'].schema.properties[field];
+      const re = new RegExp(schema.pattern, 'u');
+      const id = randomUUID();
+      expect([id, id.toUpperCase(), v7].map((v) => re.test(v)), `${path} ${field}`).toEqual([true, true, true]);
+      // refused by the server too: a version 1 id, the nil UUID
+      expect(['6ba7b810-9dad-11d1-80b4-00c04fd430c8', '00000000-0000-0000-0000-000000000000'].map((v) => re.test(v)), `${path} ${field}`).toEqual([false, false]);
+    }
+  });
+
   it('requires what the server requires: base_version on update/move/delete, patch.type on create, a move patch of placement only', () => {
     const schemas = buildApiDocument().components!.schemas as Record<string, any>;
     for (const name of ['UpdateOp', 'MoveOp', 'DeleteOp']) expect(schemas[name].required).toEqual(expect.arrayContaining(['block_id', 'base_version']));

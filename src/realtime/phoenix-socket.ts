@@ -812,10 +812,20 @@ export class PhoenixSocket {
         return this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to track presence on this Channel topic: ${channel.subTopic}` });
       }
       // durable last_active_at first: `ok` means recorded; a cursor the database refuses is not tracked
+      const writtenBefore = channel.lastPresenceWrite;
       const refused = await this.writePresence(channel, meta);
       if (refused) {
         this.reply(frame, 'error', { reason: reasonOf(refused) });
         if (refused.code === 'forbidden' || refused.code === 'not_found') channel.gate.recheck();
+        return;
+      }
+      // the channel ended while the track waited for the database (its socket closed, its access or
+      // token ended: close() untracked nothing, none was tracked yet): a meta tracked now would
+      // belong to no channel, never untracked, shown to every member and counted against its caller
+      // under the key until the gateway restarts. What update_presence wrote is cleared as a close's.
+      if (this.channels.get(channel.topic) !== channel) {
+        this.reply(frame, 'error', { reason: 'unmatched topic' });
+        if (channel.lastPresenceWrite !== writtenBefore) await this.leaveCanvas(channel);
         return;
       }
       // again, now: another channel of the key may have tracked while this one was authorized
@@ -883,6 +893,15 @@ export class PhoenixSocket {
     if (!channel.tracked) return;
     channel.tracked = false;
     this.broadcastDiff(channel.key, this.hub.presence.untrack(channel.key, channel));
+    await this.leaveCanvas(channel);
+  }
+
+  /**
+   * The durable side of an untrack: on a canvas's private channel, the user's app.presence row
+   * cleared (api.leave_canvas, a presence_leave broadcast) unless another of their channels of
+   * the canvas on this gateway still tracks.
+   */
+  private async leaveCanvas(channel: Channel): Promise<void> {
     const canvasId = canvasIdOfTopic(channel.subTopic);
     const sub = channel.claims.sub;
     if (!canvasId || !channel.private || !sub || channel.claims.role !== 'authenticated') return;

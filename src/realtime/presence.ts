@@ -322,8 +322,9 @@ export class PresenceTracker {
  *
  * Each gateway process refuses against the view it has (its own metas, and the cluster's, whose
  * callers travel beside them): two processes taking tracks of one caller under one key at the
- * same moment, each before the other's diff arrived, can each admit one, so a caller holds at
- * most this many times the gateway processes under a key, and it is still sent whole.
+ * same moment, each before the other's diff arrived, can each admit them: a caller tracking on N
+ * processes at once holds up to this many times N under a key (tried: 16 on each of two), and
+ * it is still sent whole.
  */
 export const PRESENCE_KEY_MAX_METAS = 16;
 

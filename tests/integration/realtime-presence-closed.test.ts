@@ -66,14 +66,17 @@ async function presenceWrites(waiting: boolean): Promise<number> {
   return r!.n;
 }
 
-it('a track whose socket closed while it waited for the database is never applied: no member shows it, a new member is not sent it', async () => {
+// (A channel closed by its token's expiry or by lost access takes the same path in the gateway, but
+// its update_presence cannot be held past the close here: the expiry comes 5 s after exp and the
+// statement's timeout (5 s) first; the access change waits for the same lock.)
+it('a track whose socket closed while it waited for the database is never applied: no member shows it, a new member is not sent it, its durable row is cleared', async () => {
+  const before = await phoenixSockets();
   const { canvasId, users } = await createCanvas(db.sql, ['editor']);
   const watcher = await join(users.editor!, canvasId, 'watcher');
   expect(await watcher.ch.track({ tab: 'watcher' })).toBe('ok');
   await until(() => JSON.stringify(view(watcher.ch)) === JSON.stringify({ watcher: ['watcher'] }), 10_000, 'the watcher to show itself');
 
   const leaver = await join(users.owner!, canvasId, 'owner');
-  expect(await phoenixSockets()).toBe(2);
   const lock = await db.sql.reserve();
   try {
     await lock`begin`;
@@ -83,15 +86,12 @@ it('a track whose socket closed while it waited for the database is never applie
     await until(async () => (await presenceWrites(true)) === 1, 10_000, 'the owner\'s update_presence to wait for the lock');
     // the socket closes while the track waits; the gateway has ended it once its count drops
     await leaver.client.disconnect();
-    await until(async () => (await phoenixSockets()) === 1, 10_000, 'the gateway to count the owner\'s socket closed');
+    await until(async () => (await phoenixSockets()) === before + 1, 10_000, 'the gateway to count the owner\'s socket closed');
   } finally {
     await lock`commit`;
     lock.release();
   }
   await until(async () => (await presenceWrites(false)) === 0, 10_000, 'the owner\'s update_presence to finish');
-  // what it wrote is cleared, as a close clears it (the row of a user who left, no longer 'active')
-  await until(async () => (await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.owner!}`).length === 0,
-    10_000, 'the owner\'s app.presence row to be cleared');
 
   // a later change on the same gateway: the watcher has every diff before it
   expect(await watcher.ch.track({ tab: 'watcher 2' })).toBe('ok');
@@ -102,4 +102,8 @@ it('a track whose socket closed while it waited for the database is never applie
   const late = await join(users.editor!, canvasId, 'late');
   await until(() => view(late.ch).watcher !== undefined, 10_000, 'the late member to show the watcher');
   expect(view(late.ch)).toEqual({ watcher: ['watcher 2'] });
+
+  // what it wrote is cleared, as a close clears it (the row of a user who left, no longer 'active')
+  await until(async () => (await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.owner!}`).length === 0,
+    10_000, 'the owner\'s app.presence row to be cleared');
 }, 120_000);

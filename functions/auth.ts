@@ -75,6 +75,15 @@ async function tokenPair(deps: Deps, session: RefreshSession | null, refreshToke
 
 export function authRoutes(deps: Deps) {
   const app = createRouter();
+  // no secret to sign with (production with SUPABASE_JWKS_URL alone): a refresh would rotate the
+  // token in SQL and then fail to mint the access token. Refused first, as /auth/v1 is (gotrue.ts)
+  if (deps.config.auth.jwtSecret === '') {
+    app.all('*', () => {
+      throw new ApiError('not_found', 'H5 refresh is off: no JWT_SECRET is configured to sign access tokens (SUPABASE_JWKS_URL only verifies them): '
+        + 'set JWT_SECRET, or refresh with Supabase Auth (supabase.auth.refreshSession)');
+    });
+    return app;
+  }
   app.openapi(refresh, async (c) => {
     const { refresh_token } = c.req.valid('json');
     const next = newRefreshToken();
@@ -86,7 +95,7 @@ export function authRoutes(deps: Deps) {
           const { refreshTtl, refreshReuseInterval } = deps.config.auth;
           const [row] = await tx`select internal.rotate_refresh_token(${oldHash}, ${hashRefreshToken(next)},
             ${sealRefreshToken(next, refresh_token)}, ${refreshTtl}, ${refreshReuseInterval}) as r`;
-          // the seed's limit (app.endpoint_limits 'H5', 1 per 30 s) applies per user, like every endpoint limit, and
+          // the limit (app.endpoint_limits 'H5', 1 per 30 s, a row the migrations make) applies per user, like every endpoint limit, and
           // only to a rotation that succeeded: a reused token must always reach rotate_refresh_token (which revokes its
           // family), never a 429 first. A rejection rolls the rotation back: the presented token stays valid for the retry.
           // A retry within the reuse interval rotates nothing (it gets the existing successor): no limit either, or

@@ -199,3 +199,21 @@ describe('the refreshed access token', () => {
     expect(user.status).toBe(200);
   });
 });
+
+describe('without a secret to sign with (SUPABASE_JWKS_URL only, as production may run)', () => {
+  it('H5 is refused 404 naming JWT_SECRET, and the refresh token is left as it was (not rotated)', async () => {
+    const jwksOnly = await startTestServer({ auth: { ...base.auth, jwtSecret: '', jwksUrl: 'http://127.0.0.1:9/jwks.json' } });
+    try {
+      const { userId, pair } = await signedIn(server);
+      const before = await family(userId);
+      const answer = await refresh(jwksOnly, pair.refresh_token);
+      expect(answer.status).toBe(404);
+      expect(answer.body.error).toMatchObject({ code: 'not_found', message: expect.stringMatching(/no JWT_SECRET is configured.*set JWT_SECRET/) });
+      expect(await family(userId)).toEqual(before);
+      // and the token still refreshes where a secret signs
+      expect((await refresh(server, pair.refresh_token)).status).toBe(200);
+    } finally {
+      await jwksOnly.stop();
+    }
+  });
+});

@@ -55,10 +55,16 @@ export type DatabaseBus = {
   /** Backend pid of the replication connection (tests terminate it). */
   replicationPid(): number | undefined;
   stats(): { delivered: number; caughtUp: number; reconnects: number; lost: number };
-  /** Logical messages with prefix CLUSTER_MESSAGE_PREFIX, as the stream decodes them (not held by catch-up). */
-  onClusterMessage(listener: (content: Buffer) => void): () => void;
-  /** The replication stream went up (true: rows and cluster messages flow) or down. */
-  onStreamState(listener: (up: boolean) => void): () => void;
+  /**
+   * Logical messages with prefix CLUSTER_MESSAGE_PREFIX, as the stream decodes them (not held by
+   * catch-up), in WAL order; `lsn`: the end of the message's record (what pg_logical_emit_message returned).
+   */
+  onClusterMessage(listener: (content: Buffer, lsn: bigint) => void): () => void;
+  /**
+   * The replication stream went up (true: rows and cluster messages flow) or down. `startLsn`
+   * (when up): where the new stream begins: a message whose record ends at or before it is not in it.
+   */
+  onStreamState(listener: (up: boolean, startLsn?: bigint) => void): () => void;
   /** Whether the replication stream is up now. */
   streaming(): boolean;
 };
@@ -141,12 +147,12 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   let probe: { at: number; epoch: number; lsn: string } | null = null;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => { markReady = r; });
-  const clusterListeners = new Set<(content: Buffer) => void>();
-  const streamListeners = new Set<(up: boolean) => void>();
-  const notifyStream = (up: boolean) => {
+  const clusterListeners = new Set<(content: Buffer, lsn: bigint) => void>();
+  const streamListeners = new Set<(up: boolean, startLsn?: bigint) => void>();
+  const notifyStream = (up: boolean, startLsn?: bigint) => {
     for (const l of streamListeners) {
       try {
-        l(up);
+        l(up, startLsn);
       } catch (err) {
         opts.logger?.error({ err }, 'realtime stream state listener failed');
       }
@@ -275,7 +281,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     return next;
   };
 
-  function onUp(): void {
+  function onUp(startLsn: bigint): void {
     if (stopped) return;
     markReady();
     epoch++;
@@ -285,7 +291,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     probe = null;
     if (subscribedOnce) stats.reconnects++;
     subscribedOnce = true;
-    notifyStream(true);
+    notifyStream(true, startLsn);
     const run = (async () => {
       for (let attempt = 0; !stopped; attempt++) {
         try {
@@ -465,9 +471,9 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         logger: opts.logger,
         onInsert: (table, row) => { if (table === 'realtime.messages') onStreamRow(row); },
         messagePrefixes: [CLUSTER_MESSAGE_PREFIX],
-        onMessage: (_prefix, content) => {
+        onMessage: (_prefix, content, _transactional, lsn) => {
           if (stopped) return;
-          for (const l of clusterListeners) l(content);
+          for (const l of clusterListeners) l(content, lsn);
         },
         onUp,
         onDown,

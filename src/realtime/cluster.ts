@@ -3,8 +3,10 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { CLUSTER_MESSAGE_PREFIX, type DatabaseBus } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
+import { ClusterGaps, formatLsn } from './cluster-gaps.ts';
 import { emitLogicalMessage } from './logical-message.ts';
 import type { MetaCallers, NodePresence, PresenceDiff, PresenceState, PresenceTracker } from './presence.ts';
+import { parseLsn } from './replication.ts';
 
 /**
  * The realtime cluster: every gateway process is a node (random id per process start), and the
@@ -100,17 +102,22 @@ export type ClusterNode = {
 };
 
 type Header =
-  /** seq: the sender's broadcast number (absent from nodes before it); to: a broadcast sent again to that node alone */
-  | { type: 'broadcast'; node: string; key: ChannelKey; event: string; encoding: 'json' | 'binary'; seq?: number; to?: string }
+  /**
+   * seq: the sender's broadcast number (absent from nodes before it); to: a broadcast sent again
+   * to that node alone, lsn: where it was first sent (the end of that message's record)
+   */
+  | { type: 'broadcast'; node: string; key: ChannelKey; event: string; encoding: 'json' | 'binary'; seq?: number; to?: string; lsn?: string }
   /** callers: who tracked each meta (by phx_ref) of the joins / the state, for the bound per caller of a presence key (absent from nodes before it) */
   | { type: 'presence_diff'; node: string; key: ChannelKey; joins: PresenceState; leaves: PresenceState; callers?: MetaCallers }
   | { type: 'presence_sync'; node: string; state: NodePresence; callers?: MetaCallers }
   | { type: 'sync_request'; node: string; to: string | null;
-      /** node id → the last broadcast seq the asking node heard of it, after its stream was lost; req: the asking's number */
-      since?: Record<string, number>; req?: number }
+      /** the stretches of WAL (from, to] the asking node's streams did not carry (cluster-gaps.ts); req: the asking's number */
+      lost?: [string, string][]; req?: number;
+      /** nodes before `lost` asked with this (node id → the last broadcast seq heard of it); ignored */
+      since?: Record<string, number> }
   | { type: 'heartbeat'; node: string; /** the sender's Date.now() when it queued it (its own echo measures the stream) */ sent?: number;
-      /** the last broadcast seq the sender had given when it queued it */ seq?: number;
-      /** node id → the number of its last `since` request the sender has sent its broadcasts again for */ answered?: Record<string, number> }
+      /** the last broadcast seq the sender had given (nodes before `lost`; ignored) */ seq?: number;
+      /** node id → the number of its last `lost` request the sender has sent its broadcasts again for */ answered?: Record<string, number> }
   | { type: 'leave'; node: string };
 
 const VERSION = 1;
@@ -120,9 +127,8 @@ const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 /** The bytes of payload a node keeps of its sent broadcasts, to send again (see Broadcasts across a stream's loss). */
 const REPLAY_MAX_BYTES = 32 * 1024 * 1024;
 
-type Sent = { seq: number; at: number; key: ChannelKey; event: string; encoding: 'json' | 'binary'; body: Buffer };
-/** What a node missed of another after its stream was lost: broadcasts after `from`, but not those the new stream carried (`seen`). */
-type Gap = { from: number; seen: Set<number>; at: number; /** the asking's number; answered: the node's heartbeat said it sent them */ req: number; answered: boolean; askedAt: number };
+/** lsn: the end of the record of the message it went out in (0 until it did) */
+type Sent = { seq: number; at: number; key: ChannelKey; event: string; encoding: 'json' | 'binary'; body: Buffer; lsn: bigint };
 
 type Pending = { frame: Buffer; resolve(): void; reject(err: unknown): void; /** a broadcast of this node's own, logged once emitted */ sent?: Sent };
 
@@ -150,16 +156,18 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   /** this node's broadcasts emitted in the last replayMs, oldest first, and their bytes */
   let sentLog: Sent[] = [];
   let sentLogBytes = 0;
-  /** node id → the last broadcast seq heard of it (its broadcasts, its heartbeats) */
-  const heard = new Map<string, number>();
-  /** node id → what this node missed of it across its last stream loss */
-  const gaps = new Map<string, Gap>();
-  /** this node's `since` requests: the last one's number */
-  let requests = 0;
-  /** node id → the number of its last `since` request this node answered (sent its broadcasts again) */
+  /** what this node's streams did not carry, and which nodes owe it their broadcasts in it */
+  const gaps = new ClusterGaps(2 * replayMs, 2 * heartbeatMs);
+  /** the end of the last cluster message this node's streams delivered (or where it began listening) */
+  let covered = 0n;
+  /** started while the stream was up: what it delivered before this node listened is unknown until its first message */
+  let coveredUnsure = false;
+  /** node id → the number of its last `lost` request this node answered (sent its broadcasts again) */
   const answered = new Map<string, number>();
   let pending: Pending[] = [];
   let flushing: Promise<void> | null = null;
+  /** the statement emitting a batch now, settled (either way) once it answered */
+  let inFlight: Promise<void> | null = null;
   let serverVersion = 0; // server_version_num, read at start (emitLogicalMessage)
   let stopped = true;
   let streamUp = false;
@@ -184,12 +192,14 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       const batch = pending.slice(0, n);
       pending = pending.slice(n);
       const content = Buffer.concat([Buffer.from([VERSION]), ...batch.map((p) => p.frame)], bytes);
+      let settle!: () => void;
+      inFlight = new Promise<void>((r) => { settle = r; });
       try {
-        await emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion);
+        const lsn = parseLsn(await emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion));
         sentAt = Date.now();
         stats.sent += batch.length;
         for (const p of batch) {
-          if (p.sent) logSent(p.sent);
+          if (p.sent) logSent(p.sent, lsn);
           p.resolve();
         }
       } catch (err) {
@@ -197,11 +207,15 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         for (const p of batch) p.reject(err);
         // what the others missed of our presence comes back with the next sync
         if (!stopped) syncSoon(heartbeatMs);
+      } finally {
+        inFlight = null;
+        settle();
       }
     }
   }
 
-  function logSent(entry: Sent): void {
+  function logSent(entry: Sent, lsn: bigint): void {
+    entry.lsn = lsn;
     sentLog.push(entry);
     sentLogBytes += entry.body.length;
     const horizon = Date.now() - replayMs;
@@ -210,38 +224,37 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     if (drop > 0) sentLog = sentLog.slice(drop);
   }
 
-  /** A broadcast of `node` numbered `n`: false when this node has it already (a replay it got from the stream too). */
-  function admit(node: string, n: number, replay: boolean): boolean {
-    const gap = gaps.get(node);
-    if (gap && Date.now() - gap.at > 2 * replayMs) gaps.delete(node);
-    const open = gaps.get(node);
-    if (replay) {
-      if (!open || n <= open.from || open.seen.has(n)) return false;
-      open.seen.add(n);
-      return true;
-    }
-    heard.set(node, Math.max(n, heard.get(node) ?? 0));
-    open?.seen.add(n);
-    return true;
-  }
-
   /**
-   * Sends `to` again this node's logged broadcasts after `after` (it lost its stream); once all were
-   * emitted, says so in a heartbeat (`answered`: the node stops asking). One that could not be
-   * emitted says nothing: the node asks again.
+   * Sends `to` again this node's logged broadcasts first sent in the stretches of WAL `lost` (its
+   * streams did not carry them); once all were emitted, says so in a heartbeat (`answered`: the
+   * node stops asking). One that could not be emitted says nothing: the node asks again. The
+   * statement in flight when the request came is waited for first: its broadcasts may lie in a
+   * stretch (they went into the WAL before the request) though they are logged only once it
+   * answers; every statement after it comes after the request, after every stretch it names.
    */
-  function replayTo(to: string, after: number, req: number): void {
-    const sends = sentLog.filter((e) => e.seq > after)
-      .map((e) => enqueue({ type: 'broadcast', node: id, key: e.key, event: e.event, encoding: e.encoding, seq: e.seq, to }, e.body));
-    void Promise.all(sends).then(() => {
+  async function replayTo(to: string, lost: [bigint, bigint][], req: number): Promise<void> {
+    if (inFlight) await inFlight;
+    if (stopped) return;
+    const sends = sentLog.filter((e) => lost.some(([from, upTo]) => e.lsn > from && e.lsn <= upTo))
+      .map((e) => enqueue({ type: 'broadcast', node: id, key: e.key, event: e.event, encoding: e.encoding, seq: e.seq, to, lsn: formatLsn(e.lsn) }, e.body));
+    try {
+      await Promise.all(sends);
       answered.set(to, req);
       heartbeat();
-    }, (err: unknown) => opts.logger?.debug({ err, to }, 'realtime cluster broadcasts not sent again; the node will ask again'));
+    } catch (err) {
+      opts.logger?.debug({ err, to }, 'realtime cluster broadcasts not sent again; the node will ask again');
+    }
+  }
+
+  /** Asks each node that owes this node broadcasts it missed (cluster-gaps.ts) and was not asked lately. */
+  function askDue(): void {
+    if (stopped) return;
+    for (const r of gaps.due(Date.now())) void quiet(enqueue({ type: 'sync_request', node: id, to: r.node, lost: r.lost, req: r.req }));
   }
 
   function heartbeat(): void {
     if (stopped) return;
-    void quiet(enqueue({ type: 'heartbeat', node: id, sent: Date.now(), seq, ...(answered.size > 0 ? { answered: Object.fromEntries(answered) } : {}) }));
+    void quiet(enqueue({ type: 'heartbeat', node: id, sent: Date.now(), ...(answered.size > 0 ? { answered: Object.fromEntries(answered) } : {}) }));
   }
 
   const quiet = (p: Promise<void>) => p.catch((err) => opts.logger?.debug({ err }, 'realtime cluster message not sent'));
@@ -267,14 +280,19 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
 
   function drop(node: string): void {
     peers.delete(node);
-    heard.delete(node);
-    gaps.delete(node);
+    gaps.drop(node);
     answered.delete(node);
     forward(opts.presence.dropRemote(node));
   }
 
-  function onMessage(content: Buffer): void {
+  function onMessage(content: Buffer, lsn: bigint): void {
     if (stopped) return;
+    // the stream was up before this node listened: what it carried before this message, this node never had
+    if (coveredUnsure) {
+      coveredUnsure = false;
+      gaps.open(covered, lsn - 1n, peers.keys(), Date.now());
+    }
+    if (lsn > covered) covered = lsn;
     let frames: { header: Header; body: Buffer }[];
     try {
       frames = decodeMessage(content);
@@ -305,12 +323,19 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     }
     const known = peers.has(h.node);
     peers.set(h.node, Date.now());
-    // a node we did not know (new, or dropped while it was silent): ask for its presence
-    if (!known && h.type !== 'presence_sync') void quiet(enqueue({ type: 'sync_request', node: id, to: h.node }));
+    if (!known) {
+      // a node we did not know (new, or dropped while it was silent): ask for its presence, and
+      // for its broadcasts in what our streams did not carry (it may have sent some then)
+      if (h.type !== 'presence_sync') void quiet(enqueue({ type: 'sync_request', node: id, to: h.node }));
+      gaps.heard(h.node, Date.now());
+      askDue();
+    }
     switch (h.type) {
       case 'broadcast':
-        if (h.to !== undefined && h.to !== id) return; // sent again to another node
-        if (typeof h.seq === 'number' && !admit(h.node, h.seq, h.to !== undefined)) return;
+        if (h.to !== undefined) {
+          // sent again: to another node, or to this one for a stretch its streams missed (once)
+          if (h.to !== id || typeof h.seq !== 'number' || h.lsn === undefined || !gaps.admitResent(h.node, h.seq, parseLsn(h.lsn), Date.now())) return;
+        }
         return opts.onBroadcast(h.key, h.event, h.encoding === 'binary' ? { binary: body } : { json: body.toString('utf8') });
       case 'presence_diff': {
         const diff = opts.presence.applyRemoteDiff(h.node, h.key, { joins: h.joins, leaves: h.leaves }, h.callers);
@@ -320,37 +345,34 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       case 'presence_sync':
         return forward(opts.presence.replaceRemote(h.node, h.state, h.callers));
       case 'sync_request':
-        if (h.to === null || h.to === id) syncSoon();
-        if (h.since && typeof h.since[id] === 'number') replayTo(h.node, h.since[id], h.req ?? 0);
+        if (h.to !== null && h.to !== id) return;
+        if (!h.lost) return syncSoon();
+        void replayTo(h.node, h.lost.map(([from, upTo]) => [parseLsn(from), parseLsn(upTo)]), h.req ?? 0);
         return;
       case 'heartbeat': {
-        // (0 too: a node that has sent no broadcast yet is asked for all it sends from here)
-        if (typeof h.seq === 'number') heard.set(h.node, Math.max(h.seq, heard.get(h.node) ?? 0));
-        const gap = gaps.get(h.node);
-        if (gap && h.answered?.[id] === gap.req) gap.answered = true;
+        const req = h.answered?.[id];
+        if (typeof req === 'number') gaps.answered(h.node, req);
         return;
       }
     }
   }
 
-  function onStream(up: boolean): void {
+  function onStream(up: boolean, startLsn?: bigint): void {
     streamUp = up;
     if (!up || stopped) return;
     // silence while we could not listen proves nothing; and we may have missed messages
     const now = Date.now();
     for (const node of peers.keys()) peers.set(node, now);
-    // what the lost stream did not carry: every node's broadcasts after the last heard of it
-    // (asked again, to each node alone, until its heartbeat says it answered: the request is a
-    // message too, lost when the other node's stream is down at the same time; sweep)
-    const since: Record<string, number> = {};
-    const req = ++requests;
-    for (const [node, n] of heard) {
-      const gap = gaps.get(node);
-      const from = gap && now - gap.at <= 2 * replayMs ? Math.min(gap.from, n) : n;
-      gaps.set(node, { from, seen: gap && from === gap.from ? gap.seen : new Set(), at: now, req, answered: false, askedAt: now });
-      since[node] = from;
+    // what no stream carried: from the end of the last message the lost one delivered to the new
+    // one's start; every node owes its broadcasts in it, asked of each alone until its heartbeat
+    // says it answered (cluster-gaps.ts)
+    if (startLsn !== undefined) {
+      gaps.open(covered, startLsn, peers.keys(), now);
+      covered = startLsn;
+      coveredUnsure = false;
     }
-    void quiet(enqueue({ type: 'sync_request', node: id, to: null, ...(heard.size > 0 ? { since, req } : {}) }));
+    void quiet(enqueue({ type: 'sync_request', node: id, to: null }));
+    askDue();
   }
 
   function sweep(): void {
@@ -363,11 +385,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       if (blind) opts.logger?.warn({ sentMsAgo: now - sentAt }, 'realtime cluster messages cannot be sent; a node silent for long enough is taken for dead without this node\'s heartbeats');
       else opts.logger?.info('realtime cluster messages are sent again; a silent node is taken for dead once this node\'s own heartbeat shows the stream delivered its silence');
     }
-    for (const [node, gap] of gaps) {
-      if (gap.answered || now - gap.at > 2 * replayMs || now - gap.askedAt < 2 * heartbeatMs) continue;
-      gap.askedAt = now;
-      void quiet(enqueue({ type: 'sync_request', node: id, to: node, since: { [node]: gap.from }, req: gap.req }));
-    }
+    askDue();
     for (const [node, at] of peers) {
       // silent for long enough, and across WAL the stream has delivered (see above)
       if (now - at <= deadAfterMs || (!blind && echoedAt - at <= coveredMs)) continue;
@@ -382,8 +400,11 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     deadAfterMs,
     async start() {
       if (!stopped) return;
-      const [{ v }] = (await opts.sql`select current_setting('server_version_num')::int as v`) as unknown as [{ v: number }];
+      // where this node begins listening: what its first stream does not carry after it, it asks for
+      const [{ v, lsn }] = (await opts.sql`select current_setting('server_version_num')::int as v, pg_current_wal_insert_lsn()::text as lsn`) as unknown as [{ v: number; lsn: string }];
       serverVersion = v;
+      covered = parseLsn(lsn);
+      coveredUnsure = opts.bus.streaming();
       stopped = false;
       sentAt = Date.now(); // the outage bound counts from here until the first send
       offs.push(opts.bus.onClusterMessage(onMessage), opts.bus.onStreamState(onStream));
@@ -411,7 +432,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       const n = ++seq;
       const encoding = 'binary' in payload ? 'binary' : 'json';
       const body = 'binary' in payload ? payload.binary : Buffer.from(payload.json, 'utf8');
-      return enqueue({ type: 'broadcast', node: id, key, event, encoding, seq: n }, body, { seq: n, at: Date.now(), key, event, encoding, body });
+      return enqueue({ type: 'broadcast', node: id, key, event, encoding, seq: n }, body, { seq: n, at: Date.now(), key, event, encoding, body, lsn: 0n });
     },
     publishPresenceDiff(key, diff) {
       if (stopped) return;
@@ -435,6 +456,7 @@ function encodeFrame(header: Header, body?: Uint8Array): Buffer {
 }
 
 const KEY = /^(private|public):/;
+const isLsn = (v: unknown): v is string => typeof v === 'string' && /^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(v);
 const isObject = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Every frame of one logical message; throws on anything malformed (another writer of the prefix). */
@@ -462,14 +484,15 @@ function valid(h: unknown): h is Header {
   switch (h.type) {
     case 'broadcast':
       return keyOk && typeof h.event === 'string' && (h.encoding === 'json' || h.encoding === 'binary')
-        && (h.seq === undefined || Number.isSafeInteger(h.seq)) && (h.to === undefined || typeof h.to === 'string');
+        && (h.seq === undefined || Number.isSafeInteger(h.seq)) && (h.to === undefined || typeof h.to === 'string')
+        && (h.lsn === undefined || isLsn(h.lsn));
     case 'presence_diff':
       return keyOk && validState(h.joins) && validState(h.leaves) && validCallers(h.callers);
     case 'presence_sync':
       return isObject(h.state) && Object.entries(h.state).every(([k, s]) => KEY.test(k) && validState(s)) && validCallers(h.callers);
     case 'sync_request':
       return (h.to === null || typeof h.to === 'string') && (h.req === undefined || Number.isSafeInteger(h.req))
-        && (h.since === undefined || (isObject(h.since) && Object.values(h.since).every((n) => Number.isSafeInteger(n))));
+        && (h.lost === undefined || (Array.isArray(h.lost) && h.lost.every((g: unknown) => Array.isArray(g) && g.length === 2 && isLsn(g[0]) && isLsn(g[1]))));
     case 'heartbeat':
       return (h.seq === undefined || Number.isSafeInteger(h.seq))
         && (h.answered === undefined || (isObject(h.answered) && Object.values(h.answered).every((n) => Number.isSafeInteger(n))));

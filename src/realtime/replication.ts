@@ -18,10 +18,14 @@ import { PG_KEEPALIVE } from '../db/index.ts';
 export type ReplicationEvents = {
   /** A row inserted into a published table, in commit order; values parsed by pg's type parsers. */
   onInsert(table: string, row: Record<string, unknown>): void;
-  /** A `pg_logical_emit_message` whose prefix is in `messagePrefixes`. */
-  onMessage?(prefix: string, content: Buffer, transactional: boolean): void;
-  /** The stream is live (START_REPLICATION answered); called again after every reconnect. */
-  onUp(): void;
+  /** A `pg_logical_emit_message` whose prefix is in `messagePrefixes`; `lsn`: its record's end (what the function returned to its caller). */
+  onMessage?(prefix: string, content: Buffer, transactional: boolean, lsn: bigint): void;
+  /**
+   * The stream is live (START_REPLICATION answered); called again after every reconnect.
+   * `startLsn`: its slot's consistent point, a record boundary: a record ending at or before it is
+   * in no part of this stream, one ending after it is (non-transactional messages, as decoded).
+   */
+  onUp(startLsn: bigint): void;
   /** The stream ended; a reconnect is scheduled. */
   onDown(err: unknown): void;
   /** Anything arrived on the live stream (a change, a logical message, a keepalive): it flows. */
@@ -61,6 +65,8 @@ const defaultBackoff = (n: number) => Math.min(5000, 100 * 2 ** n) * (0.5 + Math
 class TemporarySlotService extends LogicalReplicationService {
   slotName = '';
   backendPid: number | undefined;
+  /** The slot's consistent point (CREATE_REPLICATION_SLOT's answer): where its stream begins. */
+  startLsn = 0n;
   override async client(): Promise<[pg.Client, unknown]> {
     // The library's client(), but with the client's 'error' listener added before connect(), not
     // after: a walsender terminated as its startup completed sends ReadyForQuery and its FATAL
@@ -75,7 +81,8 @@ class TemporarySlotService extends LogicalReplicationService {
     await client.connect();
     self._connection = (client as unknown as { connection: unknown }).connection;
     this.backendPid = (client as unknown as { processID?: number }).processID;
-    await client.query(`CREATE_REPLICATION_SLOT ${this.slotName} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+    const created = await client.query(`CREATE_REPLICATION_SLOT ${this.slotName} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+    this.startLsn = parseLsn(String((created.rows[0] as { consistent_point: string }).consistent_point));
     return [client, self._connection];
   }
 
@@ -91,6 +98,13 @@ class TemporarySlotService extends LogicalReplicationService {
     const before = lsnMinusOne(lsn);
     return before === null ? false : super.acknowledge(before, ping);
   }
+}
+
+/** `lsn` (`X/Y`, hexadecimal, as pg_lsn prints it) as a number. */
+export function parseLsn(lsn: string): bigint {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn);
+  if (!m) throw new Error(`not an LSN: ${lsn}`);
+  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
 }
 
 /** `lsn` (`X/Y`, hexadecimal) minus one byte, in the same notation; null for 0/0. */
@@ -153,14 +167,14 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
       if (service !== s || stopped) return;
       live = true;
       failures = 0;
-      opts.onUp();
+      opts.onUp(s.startLsn);
     });
     s.on('data', (_lsn: string, msg: Pgoutput.Message) => {
       if (service !== s) return;
       try {
         opts.onActivity?.();
         if (msg.tag === 'insert') opts.onInsert(`${msg.relation.schema}.${msg.relation.name}`, msg.new);
-        else if (msg.tag === 'message' && prefixes.has(msg.prefix)) opts.onMessage?.(msg.prefix, Buffer.from(msg.content), msg.transactional);
+        else if (msg.tag === 'message' && prefixes.has(msg.prefix)) opts.onMessage?.(msg.prefix, Buffer.from(msg.content), msg.transactional, msg.messageLsn ? parseLsn(msg.messageLsn) : 0n);
       } catch (err) {
         opts.logger?.error({ err }, 'realtime replication handler failed');
       }

@@ -53,13 +53,21 @@ import { parseLsn } from './replication.ts';
  * the WAL is when it reconnects, so the client broadcasts other nodes sent while it was down (a
  * terminated walsender, a restarted server, a cut network: from the loss to the new slot) were in
  * no stream of it: its subscribers never got them, though their senders had answered `ok` / 202.
- * Each broadcast carries its node's `seq` (1, 2, … per node start) and each heartbeat the last seq
- * its node had given; a node keeps what it heard last of each node (`heard`). Each node also keeps
- * its own broadcasts sent in the last `replayMs` (`sentLog`, at most REPLAY_MAX_BYTES). When its
- * stream is back, a node asks with its `sync_request` for every node's broadcasts after the last it
- * heard of it (`since`); each node sends those again addressed `to` it alone, and it delivers the
- * ones it did not get from the new stream meanwhile (once each; later than the broadcasts sent
- * after the loss, so out of their order).
+ * So each node keeps its own broadcasts sent in the last `replayMs` (`sentLog`, at most
+ * REPLAY_MAX_BYTES), each with the LSN its message was emitted at (the end of its record). A node
+ * knows what its streams did not carry as a stretch of WAL: after the last cluster message the
+ * lost stream delivered (or where the node began listening, for its first stream), up to the new
+ * slot's start (its consistent point). It asks every node, each alone, for its broadcasts in those
+ * stretches (`sync_request` with `lost`), and each sends them again addressed `to` it alone with
+ * their original LSN, then says so in a heartbeat (`answered`); asked again every 2 ×
+ * `heartbeatMs` until it did. A node heard for the first time later (started meanwhile, or whose
+ * first messages had not come by when the stream was lost) is asked too. The asking node delivers
+ * a resent broadcast whose LSN lies in such a stretch, once (later than the broadcasts sent after
+ * the loss, so out of their order): exact at both ends, none the streams carried is delivered
+ * again (cluster-gaps.ts). A broadcast whose statement had not answered yet when a request came
+ * is logged once it does, before the request is answered (replayTo).
+ * Before, a node asked each node for its broadcasts after the last number (`seq`) it had heard
+ * of it: a node it had not heard of when its stream was lost was asked nothing.
  *
  * Encoding: one logical message = version byte 1, then frames of
  * [u32 header length][u32 body length][header JSON][body]; the body is a broadcast's payload
@@ -404,6 +412,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       const [{ v, lsn }] = (await opts.sql`select current_setting('server_version_num')::int as v, pg_current_wal_insert_lsn()::text as lsn`) as unknown as [{ v: number; lsn: string }];
       serverVersion = v;
       covered = parseLsn(lsn);
+      // (listened to from the next line on: a stream up already may have delivered messages after `lsn` to nobody)
       coveredUnsure = opts.bus.streaming();
       stopped = false;
       sentAt = Date.now(); // the outage bound counts from here until the first send

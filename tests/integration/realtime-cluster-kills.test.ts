@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
@@ -6,6 +7,7 @@ import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts'
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { processTcpSockets } from '../helpers/sockets.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -22,6 +24,13 @@ import { until } from '../helpers/wait.ts';
 // 50 ms, lost 140 of 140 in 1 of 10 rounds (its stream lost before gateway 1's first heartbeat
 // came). Now it asks for stretches of WAL its streams did not carry, of every node, including one
 // heard of later (src/realtime/cluster-gaps.ts).
+//
+// And a broadcast whose statement had gone into the WAL while the receiver's stream was down, but
+// whose answer had not reached its gateway when the receiver's request came, was not in that
+// gateway's sent log yet: it answered the request without it, and the broadcast, acknowledged
+// right after, was never sent again. Made to happen every time by a proxy in front of the sending
+// gateway's pool that holds the answer to that one statement (seen failing: 1 of 1 lost, every
+// run); now a request waits for the statement in flight.
 
 const config = loadConfig();
 const db = testDatabase(3);
@@ -31,12 +40,66 @@ const realtime = realtimeClients({ timeoutMs: 10_000 });
 /** [sender, receiver]: the receiver starts first, the sender in the first case */
 const gateways: PotentiaProcess[] = [];
 let anon = '';
+let proxy: AnswerHoldProxy;
+
+/**
+ * A loopback proxy in front of Postgres that holds back the answer to one statement: armed with
+ * a marker (text its parameters carry, raw or hex-encoded as a bytea), Postgres's answers on the
+ * connection that sends it are kept from the client until release(). Otherwise bytes pass unchanged.
+ */
+type AnswerHoldProxy = { port: number; hold(marker: string): Promise<void>; release(): void; close(): void };
+async function startAnswerHoldProxy(upstreamPort: number): Promise<AnswerHoldProxy> {
+  let armed: { markers: Buffer[]; held: () => void } | null = null;
+  let releases: (() => void)[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect({ host: '127.0.0.1', port: upstreamPort });
+    sockets.add(client).add(upstream);
+    let holding: { chunks: Buffer[]; held: () => void } | null = null;
+    const end = () => { client.destroy(); upstream.destroy(); };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.on('data', (chunk: Buffer) => {
+      if (armed && armed.markers.some((m) => chunk.includes(m))) {
+        holding = { chunks: [], held: armed.held };
+        armed = null;
+        const h = holding;
+        releases.push(() => {
+          if (holding !== h) return;
+          holding = null;
+          for (const c of h.chunks) client.write(c);
+        });
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (!holding) return void client.write(chunk);
+      holding.chunks.push(chunk);
+      holding.held(); // Postgres answered: the statement ran
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    hold: (marker) => new Promise<void>((held) => {
+      armed = { markers: [Buffer.from(marker), Buffer.from(Buffer.from(marker).toString('hex'))], held };
+    }),
+    release() {
+      for (const r of releases.splice(0)) r();
+    },
+    close() {
+      server.close();
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
 
 const streams = async () => (await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
   where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`)[0]!.n;
 
 beforeAll(async () => {
   anon = await apiKey(config.auth.jwtSecret, 'anon');
+  proxy = await startAnswerHoldProxy(Number(new URL(testDatabaseUrl()).port || 5432));
   gateways[1] = await startPotentiaProcess(env);
   await until(async () => (await streams()) === 1, 60_000, 'the receiving gateway\'s stream');
 }, 120_000);
@@ -44,6 +107,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await realtime.disconnectAll();
   await Promise.all(gateways.map((g) => g?.stop()));
+  proxy?.close();
   await db.close();
 });
 
@@ -58,8 +122,7 @@ async function room() {
   const acked: string[] = [];
   const statuses: Record<number, number> = {};
   /** Sends 5 messages as editor `k`; their ids count as acknowledged when answered 202 (503: not acknowledged). */
-  const send = async (k: number) => {
-    const ids = Array.from({ length: 5 }, () => randomUUID());
+  const send = async (k: number, ids = Array.from({ length: 5 }, () => randomUUID())) => {
     const res = await fetch(`${gateways[0]!.url}/realtime/v1/api/broadcast`, {
       method: 'POST', headers: { apikey: anon, authorization: `Bearer ${await token(users[1 + k]!)}`, 'content-type': 'application/json' },
       body: JSON.stringify({ messages: ids.map((id) => ({ topic, event: 'n', payload: { id }, private: true })) }),
@@ -89,7 +152,11 @@ it('broadcasts of a gateway started while the receiving gateway\'s stream is dow
                  where datname = current_database() and application_name = 'potentia-realtime-bus'`;
     await until(async () => (await streams()) === 0, 20_000, 'the receiver\'s stream down');
     // a gateway the receiver never heard of: it sends (its pool works; its own stream waits too)
-    gateways[0] = await startPotentiaProcess(env);
+    // (its pool through the proxy, for the last case; its stream direct)
+    const proxied = new URL(testDatabaseUrl());
+    proxied.hostname = '127.0.0.1';
+    proxied.port = String(proxy.port);
+    gateways[0] = await startPotentiaProcess({ ...env, DATABASE_URL: proxied.toString(), DIRECT_DATABASE_URL: testDatabaseUrl() });
     for (let i = 0; i < 4; i++) await r.send(i);
     expect(r.acked.length).toBe(20);
     expect(r.got.size).toBe(0);
@@ -130,3 +197,53 @@ it.each(Array.from({ length: rounds }, (_, i) => [i]))(
     await until(async () => (await streams()) === 2, 60_000, 'both streams back');
     await r.allDelivered();
   }, 120_000);
+
+it('a broadcast in the WAL before the receiver\'s stream came back, but not yet answered to its gateway when the receiver asked, is sent again', async () => {
+  const r = await room();
+  // the receiver has heard of the sender (it asks it by name)
+  await r.send(0);
+  await r.allDelivered();
+  // a public room on the sender: a marker sent by the receiver arrives there after the receiver's requests
+  const markers = new Set<string>();
+  const markerTopic = `marker-${randomUUID()}`;
+  const onSender = realtime.connect(gateways[0]!.url, anon, '2.0.0').channel(markerTopic)
+    .on('broadcast', { event: 'm' }, (m) => { markers.add((m.payload as { id: string }).id); });
+  expect((await subscribed(onSender)).status).toBe('SUBSCRIBED');
+  const streamUp = async () => /^potentia_realtime_replication_stream_up 1$/m.test(await (await fetch(`${gateways[1]!.url}/metrics`)).text());
+
+  // the receiver's stream lost and held down (its walsender alone: the sender's stream goes on)
+  const ports = processTcpSockets(gateways[1]!.pid).map((s) => s.localPort);
+  const tx = await reservedTransaction(db.sql);
+  let sending: Promise<void> | undefined;
+  const id = randomUUID();
+  try {
+    await tx.conn`select pg_current_xact_id()`;
+    const [terminated] = await db.sql<{ n: number }[]>`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+      where datname = current_database() and backend_type = 'walsender' and client_port = any(${ports}::int[])`;
+    expect(terminated!.n).toBe(1);
+    await until(async () => !(await streamUp()), 20_000, 'the receiver\'s stream down');
+    // the broadcast goes into the WAL; its answer is held
+    const held = proxy.hold(id);
+    sending = r.send(1, [id]);
+    await held;
+  } finally {
+    await tx.release();
+  }
+  try {
+    // the receiver's new stream starts after the broadcast; its requests go out, then its marker,
+    // which the sender hears after them
+    await until(streamUp, 60_000, 'the receiver\'s stream back');
+    const marker = randomUUID();
+    const res = await fetch(`${gateways[1]!.url}/realtime/v1/api/broadcast`, {
+      method: 'POST', headers: { apikey: anon, 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ topic: markerTopic, event: 'm', payload: { id: marker } }] }),
+    });
+    expect(res.status).toBe(202);
+    await until(() => markers.has(marker), 20_000, 'the receiver\'s marker on the sender');
+  } finally {
+    proxy.release();
+    await sending;
+  }
+  expect(r.acked).toContain(id);
+  await r.allDelivered();
+}, 120_000);

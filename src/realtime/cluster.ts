@@ -247,7 +247,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       .map((e) => enqueue({ type: 'broadcast', node: id, key: e.key, event: e.event, encoding: e.encoding, seq: e.seq, to, lsn: formatLsn(e.lsn) }, e.body));
     try {
       await Promise.all(sends);
-      answered.set(to, req);
+      // (answers to two requests may end in either order: the later request's is the one that counts)
+      answered.set(to, Math.max(req, answered.get(to) ?? 0));
       heartbeat();
     } catch (err) {
       opts.logger?.debug({ err, to }, 'realtime cluster broadcasts not sent again; the node will ask again');

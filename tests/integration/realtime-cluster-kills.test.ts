@@ -20,13 +20,10 @@ import { until } from '../helpers/wait.ts';
 // It asked each node for its broadcasts after the last number it had heard of it, so a node it had
 // not heard of when its stream was lost (started meanwhile, or whose first heartbeat had not come
 // by yet) was asked nothing: all it sent meanwhile was lost. Seen: the first case lost 20 of 20
-// every run. The probe it came from (4 s of the second case's kills, every 50 ms, of both
-// gateways' pool connections and walsenders, from right after both gateways started) lost 140 of
-// 140 in 1 round of 10: the receiver's stream was lost before the sender's first heartbeat came.
-// Here the kill round follows the first case (the receiver knows the sender), and passed on the
-// old code in the runs made: it stays as the attack, repeated by CLUSTER_KILL_ROUNDS=N. Now a node
-// asks for stretches of WAL its streams did not carry, of every node, including one heard of
-// later (src/realtime/cluster-gaps.ts).
+// every run; the second (the attack: every pool connection and walsender of the gateways
+// terminated every 50 ms, the receiver's walsender already while the sender starts) lost in 4
+// rounds of 5 (150, 45, 30 and 155 of about 150). Now a node asks for stretches of WAL its streams
+// did not carry, of every node, including one heard of later (src/realtime/cluster-gaps.ts).
 //
 // And a broadcast whose statement had gone into the WAL while the receiver's stream was down, but
 // whose answer had not reached its gateway when the receiver's request came, was not in that
@@ -115,7 +112,7 @@ afterAll(async () => {
 });
 
 /** A private canvas channel subscribed on the receiving gateway (its owner), the ids it got, and its editors' REST senders to gateway 1. */
-async function room() {
+async function room(sender = () => gateways[0]!) {
   const { canvasId, users } = await createCanvasWithEditors(db.sql, 4);
   const topic = `canvas:${canvasId}`;
   const got = new Set<string>();
@@ -126,7 +123,7 @@ async function room() {
   const statuses: Record<number, number> = {};
   /** Sends 5 messages as editor `k`; their ids count as acknowledged when answered 202 (503: not acknowledged). */
   const send = async (k: number, ids = Array.from({ length: 5 }, () => randomUUID())) => {
-    const res = await fetch(`${gateways[0]!.url}/realtime/v1/api/broadcast`, {
+    const res = await fetch(`${sender().url}/realtime/v1/api/broadcast`, {
       method: 'POST', headers: { apikey: anon, authorization: `Bearer ${await token(users[1 + k]!)}`, 'content-type': 'application/json' },
       body: JSON.stringify({ messages: ids.map((id) => ({ topic, event: 'n', payload: { id }, private: true })) }),
     }).catch(() => ({ status: 0 }));
@@ -170,36 +167,61 @@ it('broadcasts of a gateway started while the receiving gateway\'s stream is dow
   await r.allDelivered();
 }, 120_000);
 
+/** Terminates, every 50 ms until stop(), the receiver's walsender (`all` false) or every pool connection and walsender of the gateways (`all` true). */
+function killer() {
+  let stop = false;
+  let all = false;
+  let kills = 0;
+  const done = (async () => {
+    while (!stop) {
+      const ports = processTcpSockets(gateways[1]!.pid).map((s) => s.localPort);
+      const [row] = await db.sql<{ n: number }[]>`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+        where datname = current_database() and pid <> pg_backend_pid() and application_name like 'potentia%'
+          and application_name <> 'potentia-test' and backend_type in ('client backend', 'walsender')
+          and (${all} or (backend_type = 'walsender' and client_port = any(${ports}::int[])))`;
+      kills += row!.n;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  })();
+  return {
+    all() { all = true; },
+    get kills() { return kills; },
+    async stop() { stop = true; await done; },
+  };
+}
+
 // CLUSTER_KILL_ROUNDS=N repeats the round (1 in CI)
 const rounds = Number(process.env.CLUSTER_KILL_ROUNDS ?? 1);
 
 it.each(Array.from({ length: rounds }, (_, i) => [i]))(
-  'broadcasts acknowledged while both gateways\' pool connections and walsenders are terminated every 50 ms reach the other gateway (round %i)', async () => {
-    const r = await room();
-    let stop = false;
-    let kills = 0;
-    const killer = (async () => {
-      while (!stop) {
-        const [row] = await db.sql<{ n: number }[]>`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
-          where datname = current_database() and pid <> pg_backend_pid() and application_name like 'potentia%'
-            and application_name <> 'potentia-test' and backend_type in ('client backend', 'walsender')`;
-        kills += row!.n;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    })();
-    const senders = [0, 1, 2, 3].map(async (k) => {
-      while (!stop) {
-        await r.send(k);
-        await new Promise((resolve) => setTimeout(resolve, 40));
-      }
-    });
-    // as long as the senders need for 150 acknowledged messages (about 2 s here)
-    await until(() => r.acked.length >= 150, 30_000, '150 acknowledged broadcasts');
-    stop = true;
-    await Promise.all([killer, ...senders]);
-    expect(kills).toBeGreaterThan(10);
-    await until(async () => (await streams()) === 2, 60_000, 'both streams back');
-    await r.allDelivered();
+  'broadcasts of a gateway just started, acknowledged while every pool connection and walsender is terminated every 50 ms, reach the other gateway (round %i)', async () => {
+    let sender: PotentiaProcess | undefined;
+    const r = await room(() => sender!);
+    // the receiver's stream cycling before the sender starts: the sender's first heartbeat may not come by
+    const kill = killer();
+    try {
+      sender = await startPotentiaProcess(env);
+      kill.all();
+      let stop = false;
+      const senders = [0, 1, 2, 3].map(async (k) => {
+        while (!stop) {
+          await r.send(k);
+          await new Promise((resolve) => setTimeout(resolve, 40));
+        }
+      });
+      // as long as the senders need for 150 acknowledged messages (about 2 s here)
+      await until(() => r.acked.length >= 150, 30_000, '150 acknowledged broadcasts').finally(() => { stop = true; });
+      await Promise.all(senders);
+    } finally {
+      await kill.stop();
+    }
+    try {
+      expect(kill.kills).toBeGreaterThan(10);
+      await until(async () => (await streams()) === gateways.filter(Boolean).length + 1, 60_000, 'every gateway\'s stream back');
+      await r.allDelivered();
+    } finally {
+      await sender?.stop();
+    }
   }, 120_000);
 
 it('a broadcast in the WAL before the receiver\'s stream came back, but not yet answered to its gateway when the receiver asked, is sent again', async () => {

@@ -1,3 +1,5 @@
+import { formatLsn } from './replication.ts';
+
 /**
  * What a cluster node (cluster.ts) missed of the others' client broadcasts while its replication
  * stream was lost, and who still owes it them — bookkeeping only, no I/O.
@@ -9,8 +11,9 @@
  * this node had never heard of when its stream was lost (one started meanwhile, one whose
  * messages had not come by yet, one it had taken for dead) owes it as much as a known one. Before,
  * each node asked the others for their broadcasts after the last number it had heard of each: a
- * node it had not heard of was asked nothing, and all it sent meanwhile was lost (seen: 140 of 140
- * acknowledged REST broadcasts never delivered, tests/integration/realtime-cluster-kills.test.ts).
+ * node it had not heard of was asked nothing, and all it sent meanwhile was lost
+ * (tests/integration/realtime-cluster-kills.test.ts: all of a gateway's acknowledged REST
+ * broadcasts, when it started while another's stream was down).
  *
  * Exact at both ends: a broadcast the lost stream delivered ends at or before `from`, one the new
  * stream delivers ends after `to`, so a broadcast sent again for the gap (it carries its original
@@ -116,8 +119,3 @@ export class ClusterGaps {
 }
 
 const wire = (g: Gap): [string, string] => [formatLsn(g.from), formatLsn(g.to)];
-
-/** An LSN as pg_lsn prints it (`X/Y`, hexadecimal). */
-export function formatLsn(lsn: bigint): string {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
-}

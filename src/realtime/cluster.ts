@@ -3,10 +3,10 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { CLUSTER_MESSAGE_PREFIX, type DatabaseBus } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
-import { ClusterGaps, formatLsn } from './cluster-gaps.ts';
+import { ClusterGaps } from './cluster-gaps.ts';
 import { emitLogicalMessage } from './logical-message.ts';
 import type { MetaCallers, NodePresence, PresenceDiff, PresenceState, PresenceTracker } from './presence.ts';
-import { parseLsn } from './replication.ts';
+import { formatLsn, parseLsn } from './replication.ts';
 
 /**
  * The realtime cluster: every gateway process is a node (random id per process start), and the

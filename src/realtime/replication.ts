@@ -107,6 +107,11 @@ export function parseLsn(lsn: string): bigint {
   return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
 }
 
+/** An LSN as pg_lsn prints it (`X/Y`, hexadecimal). */
+export function formatLsn(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
 /** `lsn` (`X/Y`, hexadecimal) minus one byte, in the same notation; null for 0/0. */
 export function lsnMinusOne(lsn: string): string | null {
   const [hi, lo] = lsn.split('/');

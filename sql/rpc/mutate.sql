@@ -535,7 +535,6 @@ declare
   v_slot integer;         -- the rate-limit slot taken (unused)
   v_canvas_seq bigint;    -- taken with v_seq by a direct update's canvas row UPDATE (step 4), else null
   v_checked boolean;      -- internal.check_json_policy's answer (unused: it raises)
-  v_locked boolean;       -- the caller's user row, locked (unused: see step 1)
   v_version integer;      -- the usual edit's block as written (step 3): its version,
   v_block jsonb;          --   its JSON
   v_size integer;         --   and its content's size in bytes, as JSON text
@@ -567,11 +566,18 @@ begin
   -- before holding anything the deletion needs (and then finds no role, or fails its foreign key:
   -- internal.operation_error). Every action: a batch's first op may be a delete. A lane's
   -- transaction carrying several callers locks all of theirs first (internal.lock_callers).
-  select (select r.role from internal.canvas_roles(p_canvas_id, v_user) r),
+  -- The lock is the statement's own row lock (FOR KEY SHARE OF u, the user joined beside the
+  -- role), not a scalar subquery of its own: that was one more InitPlan, set up and run in every
+  -- transaction (10 K instructions of a mutation, docs/performance.md, forty-fifth session). With
+  -- no role the statement returns no row and locks nothing, as the operation is refused then; a
+  -- user deleted meanwhile is waited for and then gone, so no row either (unauthorized below).
+  select r.role,
          (select (value #>> '{}')::integer from app.settings where key = 'mutations_per_minute'),
-         (select value from app.settings where key = 'max_content_bytes'),
-         (select true from auth.users u where u.id = v_user for key share)
-    into v_role, v_limit, v_max_setting, v_locked;
+         (select value from app.settings where key = 'max_content_bytes')
+    into v_role, v_limit, v_max_setting
+    from internal.canvas_roles(p_canvas_id, v_user) r, auth.users u
+    where u.id = v_user
+    for key share of u;
   if v_role is null then
     -- a deleted user's token (valid until it expires) is unauthorized, as everywhere: asked here,
     -- where it ends up (no role), not on every mutation

@@ -3,8 +3,9 @@
 -- mutation-writes.sql), inside one SECURITY DEFINER function called the way the RPC is called
 -- (role and claims set, then the call: mutation-ladder.sql), plus, by flag:
 --   p_auth   the caller's context and authorization, as the RPC does them: the claims and headers
---            cast from their settings and internal.context_of (the RPC's first attempt; a
---            setting that fails its cast sends it to internal.request_context, never here), the
+--            cast from their settings and internal.context_of with the client's address cast
+--            plainly (the RPC's first attempt; a setting or an address that fails its cast sends
+--            it to internal.request_context, never here), the
 --            role from internal.canvas_roles (inlined), internal.can_write_role,
 --            internal.scope_allows
 --   p_limit  the per-user mutation limit, as the RPC does it: the settings read and the hit
@@ -33,7 +34,9 @@ begin
   if p_auth then
     v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
     v_headers := nullif(current_setting('request.headers', true), '')::jsonb;
-    v_ctx := internal.context_of(v_claims, v_headers, (v_claims ->> 'sub')::uuid);
+    v_ctx := internal.context_of(v_claims, v_headers, (v_claims ->> 'sub')::uuid,
+                                 coalesce(trim(split_part(v_headers ->> 'x-forwarded-for', ',', 1))::inet,
+                                          trim(v_headers ->> 'x-real-ip')::inet, inet_client_addr()));
     if (v_ctx ->> 'user_id')::uuid is distinct from p_user_id then
       raise exception 'bench.rpc_ladder: the claims name another user';
     end if;

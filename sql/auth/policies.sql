@@ -69,7 +69,8 @@ create policy presence_member_read on app.presence for select to authenticated
 -- app.settings, app.rate_limits and app.rate_limit_slots: no policy, so no direct access at all.
 
 grant execute on function internal.workspace_role(uuid, uuid), internal.canvas_role(uuid, uuid), internal.readable_canvas_ids(boolean),
-  internal.token_allows(uuid, boolean), internal.request_context(), internal.context_of(jsonb, jsonb, uuid), internal.try_uuid(text),
+  internal.token_allows(uuid, boolean), internal.request_context(), internal.context_of(jsonb, jsonb, uuid), internal.context_of(jsonb, jsonb, uuid, inet),
+  internal.try_uuid(text),
   internal.try_inet(text), internal.try_jsonb(text), internal.topic_canvas_id(text) to authenticated;
 -- The policies above call internal functions by reference, which needs EXECUTE but not USAGE.
 -- No USAGE on `internal`: its helpers (apply_block_op, assign_ranks, write_audit ...) trust their

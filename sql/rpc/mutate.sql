@@ -1029,7 +1029,13 @@ begin
         -- that is not a UUID fails its cast (22P02) like a setting that is not JSON
         v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
         v_headers := nullif(current_setting('request.headers', true), '')::jsonb;
-        v_ctx := internal.context_of(v_claims, v_headers, (v_claims ->> 'sub')::uuid);
+        -- the client's address cast plainly too (an x-forwarded-for or x-real-ip that is not an
+        -- address fails here, 22P02, and the second attempt reads it as request_context does:
+        -- skipped), where internal.try_inet would take a subtransaction of its own
+        v_ctx := internal.context_of(v_claims, v_headers, (v_claims ->> 'sub')::uuid,
+                                     coalesce(trim(split_part(v_headers ->> 'x-forwarded-for', ',', 1))::inet,
+                                              trim(v_headers ->> 'x-real-ip')::inet,
+                                              inet_client_addr()));
       else
         v_ctx := internal.request_context();
       end if;

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(31);
+select plan(35);
 
 select tests.create_user(u) from unnest(array['audit_owner', 'audit_viewer', 'audit_stranger']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -94,6 +94,25 @@ select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'aud
 select tests.clear_authentication();
 select is((select host(ip) || ' ' || coalesce(user_agent, '-') from app.system_audit where client_op_id = 'audit-real-ip'), '192.0.2.5 -',
           'ip falls back to x-real-ip; a missing user agent stays empty');
+
+-- the mutation RPC casts the client's address plainly in its first attempt (inside its own
+-- subtransaction, no internal.try_inet): an address that is not one fails that cast, and the
+-- operation runs once more with the tolerant reading, which skips it (docs/performance.md,
+-- forty-fifth session); the answer and the audit row are those of a request without it
+set local request.headers = '{"x-forwarded-for":"unknown, 10.0.0.7","x-real-ip":"192.0.2.6","user-agent":"ua-unknown-xff"}';
+select tests.authenticate_as('audit_owner');
+select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'audit-bad-xff', null, '{"type":"text"}') ->> 'status'),
+          'success', 'an x-forwarded-for that is not an address: the operation applies');
+select tests.clear_authentication();
+select is((select host(ip) || ' ' || user_agent || ' ' || status from app.system_audit where client_op_id = 'audit-bad-xff'),
+          '192.0.2.6 ua-unknown-xff success', 'and its audit row has the x-real-ip address, as request_context reads it');
+set local request.headers = '{"x-forwarded-for":"","x-real-ip":"not an address"}';
+select tests.authenticate_as('audit_owner');
+select is((select api.upsert_block_atomic((select canvas_id from ids), null, 'create', 'audit-empty-xff', null, '{"type":"text"}') ->> 'status'),
+          'success', 'an empty x-forwarded-for and an x-real-ip that is not an address: the operation applies');
+select tests.clear_authentication();
+select is((select coalesce(host(ip), '-') || ' ' || status from app.system_audit where client_op_id = 'audit-empty-xff'),
+          coalesce(host(inet_client_addr()), '-') || ' success', 'and its audit row has the connection''s address');
 
 -- a setting that is not JSON reads as absent, as internal.request_context reads it: the mutation
 -- RPC casts the settings inside its own subtransaction and, when the cast fails, runs the

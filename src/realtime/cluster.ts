@@ -356,6 +356,10 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       case 'sync_request':
         if (h.to !== null && h.to !== id) return;
         if (!h.lost) return syncSoon();
+        // a request for broadcasts names the node it asks (every node's does): one naming none is a
+        // forgery (any database role may emit messages under the prefix), which had every node send
+        // its whole log again at once
+        if (h.to !== id) return;
         void replayTo(h.node, h.lost.map(([from, upTo]) => [parseLsn(from), parseLsn(upTo)]), h.req ?? 0);
         return;
       case 'heartbeat': {

@@ -65,7 +65,8 @@ import { formatLsn, parseLsn } from './replication.ts';
  * a resent broadcast whose LSN lies in such a stretch, once (later than the broadcasts sent after
  * the loss, so out of their order): exact at both ends, none the streams carried is delivered
  * again (cluster-gaps.ts). A broadcast whose statement had not answered yet when a request came
- * is logged once it does, before the request is answered (replayTo).
+ * is logged once it does, before the request is answered (replayTo). A node sends again to one
+ * node for one request at a time (one repeated meanwhile is answered when asked again).
  * Before, a node asked each node for its broadcasts after the last number (`seq`) it had heard
  * of it: a node it had not heard of when its stream was lost was asked nothing.
  *
@@ -174,6 +175,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   let coveredUnsure = false;
   /** node id → the number of its last `lost` request this node answered (sent its broadcasts again) */
   const answered = new Map<string, number>();
+  /** nodes this node is sending broadcasts again to now (replayTo) */
+  const replaying = new Set<string>();
   let pending: Pending[] = [];
   let flushing: Promise<void> | null = null;
   /** the statement emitting a batch now, settled (either way) once it answered */
@@ -251,6 +254,20 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
    * answers; every statement after it comes after the request, after every stretch it names.
    */
   async function replayTo(to: string, lost: [bigint, bigint][], req: number): Promise<void> {
+    // one replay to a node at a time: a request repeated (every 2 x heartbeatMs) while the answer
+    // to it waited (the statement in flight, a pool whose connections are all busy) queued one more
+    // copy of every broadcast asked for each time; one that comes meanwhile goes unanswered, and
+    // the node asks it again (it asks until a heartbeat names its latest request)
+    if (replaying.has(to)) return;
+    replaying.add(to);
+    try {
+      await replay(to, lost, req);
+    } finally {
+      replaying.delete(to);
+    }
+  }
+
+  async function replay(to: string, lost: [bigint, bigint][], req: number): Promise<void> {
     if (inFlight) await inFlight;
     if (stopped) return;
     const sends = sentLog.filter((e): e is Sent => e !== null && lost.some(([from, upTo]) => e.lsn > from && e.lsn <= upTo))

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { decodeMessage } from '../../src/realtime/cluster.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
@@ -94,6 +95,19 @@ async function startAnswerHoldProxy(upstreamPort: number): Promise<AnswerHoldPro
   };
 }
 
+/** A logical slot of the test's own (test_decoding), to read the cluster's messages in the WAL: made by the last case. */
+const slot = `kills_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+/** Every cluster frame in the WAL since the slot was made (test_decoding prints a message's bytes after `content:`). */
+async function clusterFrames() {
+  const rows = await db.sql<{ data: Buffer }[]>`select data from pg_logical_slot_peek_binary_changes(${slot}, null, null)`;
+  const out: ReturnType<typeof decodeMessage> = [];
+  for (const { data } of rows) {
+    const m = /^message: transactional: \d prefix: potentia\.realtime, sz: (\d+) content:/.exec(data.toString('latin1'));
+    if (m) out.push(...decodeMessage(data.subarray(m[0].length, m[0].length + Number(m[1]))));
+  }
+  return out;
+}
+
 const streams = async () => (await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
   where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`)[0]!.n;
 
@@ -108,6 +122,7 @@ afterAll(async () => {
   await realtime.disconnectAll();
   await Promise.all(gateways.map((g) => g?.stop()));
   proxy?.close();
+  await db.sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`.catch(() => {});
   await db.close();
 });
 
@@ -278,4 +293,56 @@ it('a broadcast in the WAL before the receiver\'s stream came back, but not yet 
   }
   expect(r.acked).toContain(id);
   await r.allDelivered();
+}, 120_000);
+
+// A request repeated (every 4 s, until the sender's heartbeat says it answered) while the sender's
+// answer waits (here its statement in flight, held; a pool whose connections are all busy does
+// the same) queued one more copy of every broadcast asked for each time: when the statement
+// answered, each went out again as many times as the request had come (memory and WAL growing
+// with the wait, by up to the 32 MiB log per request). Seen failing: each of the broadcasts sent
+// again twice. Now a sender replays to a node one request at a time; one that comes meanwhile is
+// asked again later, if it still needs to be.
+it('a request repeated while the sender\'s answer waits for its statement in flight sends the broadcasts again once', async () => {
+  const r = await room();
+  await r.send(0);
+  await r.allDelivered();
+  const streamUp = async () => /^potentia_realtime_replication_stream_up 1$/m.test(await (await fetch(`${gateways[1]!.url}/metrics`)).text());
+  const ports = processTcpSockets(gateways[1]!.pid).map((s) => s.localPort);
+  const tx = await reservedTransaction(db.sql);
+  let sending: Promise<void> | undefined;
+  const id = randomUUID();
+  try {
+    await tx.conn`select pg_current_xact_id()`;
+    const [terminated] = await db.sql<{ n: number }[]>`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+      where datname = current_database() and backend_type = 'walsender' and client_port = any(${ports}::int[])`;
+    expect(terminated!.n).toBe(1);
+    await until(async () => !(await streamUp()), 20_000, 'the receiver\'s stream down');
+    // broadcasts the receiver's streams do not carry, then one whose answer is held: the sender's statements wait behind it
+    for (let k = 1; k < 3; k++) await r.send(k);
+    const held = proxy.hold(id);
+    sending = r.send(3, [id]);
+    await held;
+  } finally {
+    await tx.release();
+  }
+  try {
+    // the slot waits for no transaction now; the receiver's stream comes back and asks, and asks again 4 s later
+    await db.sql`select pg_create_logical_replication_slot(${slot}, 'test_decoding')`;
+    await until(streamUp, 60_000, 'the receiver\'s stream back');
+    await until(async () => (await clusterFrames()).filter((f) => f.header.type === 'sync_request' && f.header.lost).length >= 2,
+      30_000, 'the receiver\'s request, twice, while the sender\'s statement is held');
+  } finally {
+    proxy.release();
+    await sending;
+  }
+  await r.allDelivered();
+  // the sender's answer (its heartbeat) is in the WAL after everything it sent again
+  await until(async () => (await clusterFrames()).some((f) => f.header.type === 'heartbeat' && Object.keys(f.header.answered ?? {}).length > 0),
+    30_000, 'the sender\'s answer');
+  const times = new Map<number, number>();
+  for (const f of await clusterFrames()) {
+    if (f.header.type === 'broadcast' && f.header.to !== undefined) times.set(f.header.seq!, (times.get(f.header.seq!) ?? 0) + 1);
+  }
+  expect(times.size).toBeGreaterThanOrEqual(10);
+  expect([...times.values()].filter((n) => n > 1).length).toBe(0);
 }, 120_000);

@@ -806,7 +806,7 @@ export class PhoenixSocket {
         return this.reply(frame, 'error', { reason: `payload_too_large: presence tracked on one socket: at most ${bound} bytes across its channels `
           + `(this state is ${size}, its other channels hold ${others}): untrack one first` });
       }
-      if (this.keyFull(channel)) return this.reply(frame, 'error', { reason: keyFullReason(channel) });
+      if (this.keyFull(channel, presenceCaller(channel.claims, this.address))) return this.reply(frame, 'error', { reason: keyFullReason(channel) });
       const meta = state as Record<string, unknown>;
       if (!(await this.maySend(channel, 'presence'))) {
         return this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to track presence on this Channel topic: ${channel.subTopic}` });
@@ -829,10 +829,12 @@ export class PhoenixSocket {
         return;
       }
       // again, now: another channel of the key may have tracked while this one was authorized
-      if (this.keyFull(channel)) return this.reply(frame, 'error', { reason: keyFullReason(channel) });
+      // (the caller taken again: an access_token event may have changed the token's user meanwhile)
+      const caller = presenceCaller(channel.claims, this.address);
+      if (this.keyFull(channel, caller)) return this.reply(frame, 'error', { reason: keyFullReason(channel) });
       channel.tracked = true;
       channel.trackedBytes = size;
-      this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta, presenceCaller(channel.claims, this.address)));
+      this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta, caller));
       this.reply(frame, 'ok');
     } else if (p.event === 'untrack') {
       this.reply(frame, 'ok');
@@ -843,15 +845,14 @@ export class PhoenixSocket {
   }
 
   /**
-   * Whether the channel's caller (its token's user, else this socket's address) already holds
+   * Whether `caller` (presenceCaller: the channel's token's user, else this socket's address) already holds
    * PRESENCE_KEY_MAX_METAS metas under the channel's presence key in the channel (the cluster's
    * view; the channel's own meta not counted: a re-track replaces it). Other callers' metas
    * under the key never count: a key is the client's choice, and anyone may join a public room
    * under yours. A key is sent whole on every change (wholeKeyDiffs), so what one caller puts
    * under it is bounded.
    */
-  private keyFull(channel: Channel): boolean {
-    const caller = presenceCaller(channel.claims, this.address);
+  private keyFull(channel: Channel, caller: string): boolean {
     return this.hub.presence.callerMetasBeside(channel.key, channel.presenceKey, caller, channel) >= PRESENCE_KEY_MAX_METAS;
   }
 

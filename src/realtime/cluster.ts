@@ -25,9 +25,17 @@ import { formatLsn, parseLsn } from './replication.ts';
  *
  * Message kinds: `broadcast` (a client broadcast: channel key, event, payload as JSON text or raw
  * bytes), `presence_diff` (joins/leaves of a node's local presences on one channel),
- * `presence_sync` (a node's full local presence; on request and every `syncIntervalMs`),
- * `sync_request` (after this node's stream (re)connects — it may have missed messages — and when
- * it hears a node it does not know), `heartbeat` (every `heartbeatMs`), `leave` (graceful stop).
+ * `presence_sync` (a node's full local presence; on request, after this node's stream
+ * (re)connects, and every `syncIntervalMs`), `sync_request` (after this node's stream (re)connects
+ * — it may have missed messages — and when it hears a node it does not know), `heartbeat` (every
+ * `heartbeatMs`), `leave` (graceful stop).
+ *
+ * Presence across a stream's loss: a node whose stream comes back asks every node for its
+ * presence (`sync_request`) and sends its own (`presence_sync`). Both are needed when two nodes'
+ * streams were down together: the diffs each sent meanwhile reached neither, and the request of
+ * the one back first came while the other's stream was still down, so only the later one's own
+ * sync tells the first what it missed. Whichever of two nodes is back last, its messages reach the
+ * other: each node's view of every other is whole once the last stream is back.
  *
  * Liveness: a node not heard from (any message counts) for more than `deadAfterMs` is dead: its
  * presences leave this node's view (presence_diff leaves to local channels). Checked every
@@ -411,7 +419,11 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       covered = startLsn;
       coveredUnsure = false;
     }
+    // the others' presence, asked of them; and ours, told to them: a node whose stream was down
+    // too missed our diffs, and its own request, sent when its stream came back before ours, was
+    // in no stream of ours (it kept our presence stale until the next periodic sync, 30 s)
     void quiet(enqueue({ type: 'sync_request', node: id, to: null }));
+    syncSoon();
     askDue();
   }
 

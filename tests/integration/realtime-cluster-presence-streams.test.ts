@@ -1,0 +1,155 @@
+import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import type { RealtimeChannel } from '@supabase/realtime-js';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { decodeMessage } from '../../src/realtime/cluster.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvasWithEditors } from '../helpers/fixtures.ts';
+import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { until } from '../helpers/wait.ts';
+
+// Presence across the realtime cluster when two gateways' replication streams are lost together
+// (a restarted or failed-over server, where every gateway's stream goes down and comes back at
+// its own pace). Each gateway's presence diffs sent meanwhile reach neither; the gateway whose
+// stream came back first asked the other for its presence (`sync_request`) while the other's
+// stream was still down, so that request reached nobody, and the one back later only asked in
+// turn: the first kept the other's presence stale until the next periodic sync (30 s). Seen in CI
+// (postgres-restart.test.ts: "both presences on both gateways", 20 s, after the restart case) and
+// here: gateway 1 never showed gateway 2's presence within the wait. Now a gateway whose stream
+// comes back also sends its own presence (src/realtime/cluster.ts, "Presence across a stream's loss").
+//
+// The periodic sync (every 30 s from a gateway's start) repairs a stale view too, so the case runs
+// right after gateway 2's periodic sync went out (read from the WAL by a slot of the test's own)
+// and waits only until just before its next: before the fix it failed every run.
+
+const config = loadConfig();
+const db = testDatabase(2);
+const token = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3600 });
+const realtime = realtimeClients({ timeoutMs: 10_000 });
+const gateways: PotentiaProcess[] = [];
+const gates: Gate[] = [];
+const slot = `presence_streams_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+
+/** A loopback TCP proxy in front of Postgres that can be shut: shut, it cuts its connections and refuses new ones. */
+type Gate = { port: number; shut(): void; open(): void; close(): void };
+async function startGate(upstreamPort: number): Promise<Gate> {
+  let shut = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    if (shut) return void client.destroy();
+    const upstream = net.connect({ host: '127.0.0.1', port: upstreamPort });
+    sockets.add(client).add(upstream);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    shut() {
+      shut = true;
+      for (const s of sockets) s.destroy();
+    },
+    open() { shut = false; },
+    close() {
+      server.close();
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
+
+/** Every cluster frame in the WAL since the test's slot was made, in WAL order (test_decoding prints a message's bytes after `content:`). */
+async function frames() {
+  const rows = await db.sql<{ data: Buffer }[]>`select data from pg_logical_slot_peek_binary_changes(${slot}, null, null)`;
+  const out: ReturnType<typeof decodeMessage> = [];
+  for (const { data } of rows) {
+    const m = /^message: transactional: \d prefix: potentia\.realtime, sz: (\d+) content:/.exec(data.toString('latin1'));
+    if (m) out.push(...decodeMessage(data.subarray(m[0].length, m[0].length + Number(m[1]))));
+  }
+  return out;
+}
+
+const streams = async () => (await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
+  where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`)[0]!.n;
+
+beforeAll(async () => {
+  const port = Number(new URL(testDatabaseUrl()).port || 5432);
+  // made before the gateways start: their first heartbeats are read from it
+  await db.sql`select pg_create_logical_replication_slot(${slot}, 'test_decoding')`;
+  for (let i = 0; i < 2; i++) {
+    gates[i] = await startGate(port);
+    // the pool direct; the replication stream (the direct URL) through the gate
+    const direct = new URL(testDatabaseUrl());
+    direct.hostname = '127.0.0.1';
+    direct.port = String(gates[i]!.port);
+    gateways[i] = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), DIRECT_DATABASE_URL: direct.toString(),
+      WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway' });
+  }
+  await until(async () => (await streams()) === 2, 60_000, 'both gateways\' streams');
+}, 120_000);
+
+afterAll(async () => {
+  await realtime.disconnectAll();
+  await Promise.all(gateways.map((g) => g?.stop()));
+  for (const g of gates) g?.close();
+  await db.sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`.catch(() => {});
+  await db.close();
+});
+
+it('presence tracked on two gateways while both streams are down is whole on both once the later stream is back', async () => {
+  const { canvasId, users } = await createCanvasWithEditors(db.sql, 1);
+  const channels: RealtimeChannel[] = [];
+  for (const i of [0, 1]) {
+    const ch = realtime.connect(gateways[i]!.url, await token(users[i]!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: `gateway${i}` } } })
+      .on('presence', { event: 'sync' }, () => {});
+    expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+    channels.push(ch);
+  }
+  const keys = () => channels.map((ch) => Object.keys(ch.presenceState()).sort().join());
+
+  // gateway 2 is the node whose first heartbeat came second; it syncs its presence every 30 s from then
+  const heartbeats = (await frames()).filter((f) => f.header.type === 'heartbeat').map((f) => f.header as { node: string; sent?: number });
+  const nodes = [...new Set(heartbeats.map((h) => h.node))];
+  expect(nodes).toHaveLength(2);
+  const started = heartbeats.find((h) => h.node === nodes[1])!.sent!;
+  const syncsOf2 = async () => (await frames()).filter((f) => f.header.type === 'presence_sync' && f.header.node === nodes[1]).length;
+  const next = Math.floor((Date.now() - started) / 30_000) + 1;
+  const syncsBefore = await syncsOf2();
+  await until(async () => Date.now() > started + 30_000 * next && (await syncsOf2()) > syncsBefore, 45_000, 'gateway 2\'s periodic sync');
+  // (a timer fires late, never early)
+  const deadline = started + 30_000 * (next + 1) - 500;
+
+  // both streams down
+  for (const g of gates) g.shut();
+  await until(async () => (await streams()) === 0, 20_000, 'both streams down');
+  // each gateway's track goes into the WAL, in no stream
+  expect(await channels[0]!.track({ n: 0 })).toBe('ok');
+  expect(await channels[1]!.track({ n: 1 })).toBe('ok');
+  // (each channel shows its own gateway's presence alone)
+  expect(keys()).toEqual(['gateway0', 'gateway1']);
+
+  // gateway 1's stream back first: its request for presence goes out while gateway 2's stream is down
+  const requests = async () => (await frames()).filter((f) => f.header.type === 'sync_request' && f.header.node === nodes[0]).length;
+  const requestsBefore = await requests();
+  gates[0]!.open();
+  await until(async () => (await streams()) === 1 && (await requests()) > requestsBefore, 30_000, 'gateway 1\'s stream back, and its request sent');
+  expect(await streams()).toBe(1);
+
+  // then gateway 2's
+  gates[1]!.open();
+  await until(async () => (await streams()) === 2, 30_000, 'gateway 2\'s stream back');
+  // before gateway 2's next periodic sync, which would repair it anyway
+  expect(deadline - Date.now(), 'time left before gateway 2\'s next periodic sync').toBeGreaterThan(2_000);
+  await until(() => keys().every((k) => k === 'gateway0,gateway1'), deadline - Date.now(), 'both presences on both gateways');
+}, 120_000);

@@ -166,6 +166,10 @@ export interface AppRateLimitSlots {
   bucket: string;
   slot: number;
   user_id: string;
+  /**
+   * A 64-bit hash of (user_id, bucket, window_start), generated: the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql).
+   */
+  window_key: Generated<Int8>;
   window_start: Timestamp;
 }
 

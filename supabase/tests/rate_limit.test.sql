@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(35);
+select plan(37);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -89,12 +89,23 @@ select is((select array_agg(res #>> '{error,code}' order by n) from attempts whe
           'after 5 invalid attempts under a limit of 5, a valid mutation is refused');
 
 -- Each hit takes a slot of its window, 1 .. the limit: a row of app.rate_limit_slots keyed
--- (user_id, window_start, bucket, slot), so the key is the bound (docs/limits.md). A hit never
--- waits: a slot another transaction holds is skipped (tests/integration/rate-limit-slots-attack.test.ts).
-select col_is_pk('app', 'rate_limit_slots', array['user_id', 'window_start', 'bucket', 'slot'],
-                 'app.rate_limit_slots is keyed (user_id, window_start, bucket, slot): at most the limit of rows per window');
+-- (window_key, slot), window_key generated from (user_id, bucket, window_start), so the key is the
+-- bound (docs/limits.md). A hit never waits: a slot another transaction holds is skipped
+-- (tests/integration/rate-limit-slots-attack.test.ts).
+select col_is_pk('app', 'rate_limit_slots', array['window_key', 'slot'],
+                 'app.rate_limit_slots is keyed (window_key, slot): at most the limit of rows per window');
+select is((select attgenerated from pg_attribute where attrelid = 'app.rate_limit_slots'::regclass and attname = 'window_key'), 's'::"char",
+          'window_key is generated from the row (every writer gets the same key for a window)');
 select is((select array_agg(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 5, 60)) from generate_series(1, 3)),
           array[1, 2, 3], 'three hits in one transaction take slots 1, 2 and 3');
+-- take_limit_slot reads the window and locks its slots by the key it computes, the column's
+-- expression written out: a key of its own would find none of the window's rows (every hit then
+-- on the slow path) and lock other keys than the column's
+select is((select count(*) from pg_locks l join app.rate_limit_slots s
+             on ((l.classid::bigint << 32) | l.objid::bigint) = (s.window_key # s.slot)
+           where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.objsubid = 1
+             and s.user_id = '00000000-0000-4000-8000-0000000000a1' and s.bucket = 'pgtap'), 3::bigint,
+          'each hit holds the advisory lock window_key # slot of its row: the function''s key is the column''s');
 select is((select array_agg(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 5, 60)) from generate_series(1, 2)),
           array[4, 5], 'two more, under a limit of 5: slots 4 and 5');
 select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 5, 60)$$, 'PX429', null,

@@ -44,8 +44,8 @@ end $$;
 -- Slot counting, for the per-user mutation limit (sql/rpc/mutate.sql). A subject's bucket has
 -- p_limit slots per window, numbered 1 .. p_limit, and each hit takes one: a row of
 -- app.rate_limit_slots (user_id, window_start, bucket, slot), keyed (window_key, slot), where
--- window_key is a column generated from the row's user_id, bucket and window_start (a 64-bit hash
--- of the three; below).
+-- window_key is internal.rate_limit_window_key of the row's user_id, bucket and window_start (a
+-- 64-bit hash of the three; below).
 --   Rule: the key is the bound. Every row of a (subject, window, bucket) has the same window_key,
 --   so at most p_limit rows can exist in a window, so at most p_limit hits commit in it, exactly,
 --   however they are spread over transactions, subtransactions and processes; no count is read,
@@ -88,27 +88,40 @@ end $$;
 -- (docs/performance.md, eighteenth session). Until 2026-12-06 the slots were keyed (user_id,
 -- window_start, bucket, slot), and the advisory key hashed the three's text.
 --
--- The key (once: the block below ends it). window_key is generated, so every writer (this
--- function, the tests' and benches' direct inserts) gets the same, and take_limit_slot computes
--- the same expression for its reads and its advisory locks. The table's rows stay as they are,
--- with their key computed (the open windows carry over: the limit holds across the change); the
--- ALTER waits for the hits in flight (each holds the table until it commits) and runs in the
--- transaction that installs the take_limit_slot below. A hit of the previous code that waited
--- for it takes its slot under the new key: its advisory lock is on another key than the new
--- code's, so the two may try one slot together, and the key then refuses one of them (ON
--- CONFLICT waits for the other to commit): the bound holds, and only such a hit, once, waits.
+-- A window's key: a 64-bit hash of subject, bucket and window, app.rate_limit_slots.window_key.
+-- Every writer of the table computes it with this function (take_limit_slot, the upgrades below,
+-- the tests' direct inserts): a row under another key is outside its window (not read, not under
+-- its bound). A column GENERATED from the row would guarantee that, but PostgreSQL 15 reads and
+-- plans a generated column's expression again at every insert's execution: ~48 K instructions
+-- per hit, as much as the key saves (docs/performance.md, forty-sixth session); a CHECK, the same.
+-- An SQL function the planner inlines (one expression, not SECURITY DEFINER, no SET clause).
+create or replace function internal.rate_limit_window_key(p_subject uuid, p_bucket text, p_window timestamptz) returns bigint
+language sql immutable parallel safe as $$
+  select pg_catalog.uuid_hash_extended(p_subject, pg_catalog.hashtextextended(p_bucket,
+           pg_catalog.interval_hash_extended(p_window - timestamptz 'epoch', 0)))
+$$;
+comment on function internal.rate_limit_window_key(uuid, text, timestamptz) is
+  'The key of a (subject, bucket, window) in app.rate_limit_slots.window_key: a 64-bit hash of the three. Every writer of that table computes it here.';
+
+-- The key (once: the block below ends it). The table's rows stay as they are, each given its
+-- key (the open windows carry over: the limit holds across the change). The lock waits for the
+-- hits in flight (each holds the table until it commits), in the transaction that installs the
+-- take_limit_slot below; a hit of the previous code that was waiting for it inside that
+-- function then fails (its insert names no window_key: not null, 23502) and counts nothing, as
+-- the shards' did at their upgrade: the bound holds, and its mutation fails once.
 do $$
 begin
   if not exists (select from pg_catalog.pg_attribute where attrelid = 'app.rate_limit_slots'::regclass
                  and attname = 'window_key' and not attisdropped) then
+    lock table app.rate_limit_slots in access exclusive mode;
+    alter table app.rate_limit_slots add column window_key bigint;
+    update app.rate_limit_slots set window_key = internal.rate_limit_window_key(user_id, bucket, window_start);
     alter table app.rate_limit_slots
-      add column window_key bigint not null generated always as
-        (pg_catalog.uuid_hash_extended(user_id, pg_catalog.hashtextextended(bucket,
-           pg_catalog.interval_hash_extended(window_start - timestamptz 'epoch', 0)))) stored,
+      alter column window_key set not null,
       drop constraint rate_limit_slots_pkey,
       add constraint rate_limit_slots_pkey primary key (window_key, slot);
     comment on column app.rate_limit_slots.window_key is
-      'A 64-bit hash of (user_id, bucket, window_start), generated: the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql).';
+      'internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). Every writer computes it there.';
     comment on table app.rate_limit_slots is
       'A hit of a per-user limit counted as a slot of its window (internal.take_limit_slot), keyed (window_key, slot): at most the limit of rows per (user_id, window_start, bucket). '
       'UNLOGGED: a crash or a failover empties it, starting the current window''s counts from zero (docs/limits.md). No policy: no API role reads or writes it.';
@@ -124,9 +137,7 @@ returns integer language plpgsql set plan_cache_mode = force_generic_plan as $$
 -- search_path pinned to pg_catalog, pg_temp, and it names only schema-qualified objects
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
-  -- the window's key: app.rate_limit_slots.window_key's expression (rate_limit.test.sql compares them)
-  v_key bigint := pg_catalog.uuid_hash_extended(p_subject, pg_catalog.hashtextextended(p_bucket,
-                    pg_catalog.interval_hash_extended(v_window - timestamptz 'epoch', 0)));
+  v_key bigint := internal.rate_limit_window_key(p_subject, p_bucket, v_window);  -- inlined
   v_top integer;
   v_try integer;
 begin
@@ -138,8 +149,8 @@ begin
   -- a helper function would cost a call per hit.
   -- The usual hit: the slot above the highest this statement sees, found and taken in one
   -- statement (the highest: one index descent; max() would scan the window's rows)
-  insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-  select p_subject, v_window, p_bucket, t.slot
+  insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+  select v_key, t.slot, p_subject, v_window, p_bucket
   from (select coalesce((select s.slot from app.rate_limit_slots s
                          where s.window_key = v_key order by s.slot desc limit 1), 0) + 1 as slot
         offset 0) t  -- kept a subquery: pulled up, each use of t.slot would read the highest again
@@ -153,8 +164,8 @@ begin
   -- then the gaps below it
   v_top := coalesce((select slot from app.rate_limit_slots where window_key = v_key order by slot desc limit 1), 0);
   for v_try in v_top + 1 .. p_limit loop
-    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-    select p_subject, v_window, p_bucket, v_try where pg_try_advisory_xact_lock(v_key # v_try)
+    insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+    select v_key, v_try, p_subject, v_window, p_bucket where pg_try_advisory_xact_lock(v_key # v_try)
     on conflict do nothing;
     if found then
       return v_try;
@@ -174,8 +185,8 @@ begin
     where g.slot > coalesce(g.prev, 0) + 1 and coalesce(g.prev, 0) + 1 <= least(v_top, p_limit)
     order by g.slot
   loop
-    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-    select p_subject, v_window, p_bucket, v_try where pg_try_advisory_xact_lock(v_key # v_try)
+    insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+    select v_key, v_try, p_subject, v_window, p_bucket where pg_try_advisory_xact_lock(v_key # v_try)
     on conflict do nothing;
     if found then
       return v_try;
@@ -203,8 +214,8 @@ do $$
 begin
   if to_regprocedure('internal.hit_sharded_limit(uuid, text, integer, integer)') is not null then
     lock table app.rate_limits in share row exclusive mode;
-    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-    select w.user_id, w.window_start, 'mutations', n
+    insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+    select internal.rate_limit_window_key(w.user_id, 'mutations', w.window_start), n, w.user_id, w.window_start, 'mutations'
     from (select user_id, window_start, sum(hits)::integer as hits from app.rate_limits
           where bucket ~ '^mutations(#[0-9]+|\+)?$' and window_start >= now() - interval '2 minutes' and hits > 0
           group by user_id, window_start) w

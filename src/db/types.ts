@@ -167,9 +167,9 @@ export interface AppRateLimitSlots {
   slot: number;
   user_id: string;
   /**
-   * A 64-bit hash of (user_id, bucket, window_start), generated: the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql).
+   * internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). Every writer computes it there.
    */
-  window_key: Generated<Int8>;
+  window_key: Int8;
   window_start: Timestamp;
 }
 

@@ -1,9 +1,11 @@
 // The rate-limit slots' new key (supabase/migrations/*_rate_limit_slots_window_key.sql, carrying
-// sql/rpc/endpoint_limits.sql: app.rate_limit_slots keyed (window_key, slot), window_key generated
-// from user_id, bucket and window_start), on a database made by the migrations before it with a
-// user's hits of the current minute taken by the previous take_limit_slot and one more in flight:
-// the migration waits for the hit in flight, keeps the minute's slots (each with its key), and the
-// limit holds across it: the new code's hits continue above them, up to the limit, then refuse.
+// sql/rpc/endpoint_limits.sql: app.rate_limit_slots keyed (window_key, slot), window_key being
+// internal.rate_limit_window_key of user_id, bucket and window_start), on a database made by the
+// migrations before it with a user's hits of the current minute taken by the previous
+// take_limit_slot and one more in flight: the migration waits for the hit in flight, keeps the
+// minute's slots (each with its key), and the limit holds across it: the new code's hits continue
+// above them, up to the limit, then refuse. A hit of the previous code that waited behind the
+// migration fails (not null) and counts nothing.
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,16 +56,26 @@ describe('upgrade: rate-limit slots keyed by window_key', () => {
       await inFlight`begin`;
       expect((await inFlight`select internal.take_limit_slot(${busy}::uuid, 'mutations', 10, 60) as s`)[0]!.s).toBe(7);
       const migration = sql.begin((tx) => tx.unsafe(readFileSync(join(migrationsDir, KEY_MIGRATION), 'utf8')));
+      const waiting = async (n: number) => {
+        for (;;) {
+          const [w] = await admin`select count(*)::int as n from pg_stat_activity
+            where datname = ${name} and wait_event_type = 'Lock'`;
+          if (w!.n >= n) return;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      };
       // the migration waits for the hit in flight (its lock on app.rate_limit_slots)
-      for (;;) {
-        const [w] = await admin`select count(*)::int as n from pg_stat_activity
-          where datname = ${name} and wait_event_type = 'Lock'`;
-        if (w!.n > 0) break;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      await waiting(1);
+      // a hit of the previous code that comes meanwhile waits behind the migration, inside the
+      // previous function: then its insert names no window_key, and it fails, counting nothing
+      const late = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+      const lateHit = late`select internal.take_limit_slot(${busy}::uuid, 'mutations', 10, 60) as s`.then(() => 'counted', (e: { code?: string }) => e.code);
+      await waiting(2);
       await inFlight`commit`;
       inFlight.release();
       await migration;
+      expect(await lateHit).toBe('23502');
+      await late.end();
       expect(await sql`select a.attname from pg_index i, unnest(i.indkey) with ordinality k(attnum, n)
         join pg_attribute a on a.attrelid = 'app.rate_limit_slots'::regclass and a.attnum = k.attnum
         where i.indrelid = 'app.rate_limit_slots'::regclass and i.indisprimary order by k.n`.then((r) => r.map((x) => x.attname)))

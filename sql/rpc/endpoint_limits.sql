@@ -92,7 +92,7 @@ end $$;
 -- Every writer of the table computes it with this function (take_limit_slot, the upgrades below,
 -- the tests' direct inserts): a row under another key is outside its window (not read, not under
 -- its bound). A column GENERATED from the row would guarantee that, but PostgreSQL 15 reads and
--- plans a generated column's expression again at every insert's execution: ~48 K instructions
+-- plans a generated column's expression again at every insert's execution: 40-50 K instructions
 -- per hit, as much as the key saves (docs/performance.md, forty-sixth session); a CHECK, the same.
 -- An SQL function the planner inlines (one expression, not SECURITY DEFINER, no SET clause).
 create or replace function internal.rate_limit_window_key(p_subject uuid, p_bucket text, p_window timestamptz) returns bigint

@@ -29,7 +29,7 @@
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/realtime/retention.sql b77f0720347b7144498acb261b42e603e26e1eab67930fbe52da85760f87a9b9 unchanged
 -- potentia:source sql/rpc/canvas.sql 47353b88481f5311f7b86990c5edee23b651a3d187567cfc1d5527ec565816bb unchanged
--- potentia:source sql/rpc/endpoint_limits.sql c0a1dd213ccdc035a3d8efd8517017cc75480847e6bd26ace2edb9b2cde99ec2 included
+-- potentia:source sql/rpc/endpoint_limits.sql 274bc354bfe071d1fe34d45797e54e0eeb982b556523769a9654342644ee2224 included
 -- potentia:source sql/rpc/errors.sql 9d2551ae33fa05761d1a65f76b66f094aa640f51e0d5a1b6e12ade6c1450fa3b unchanged
 -- potentia:source sql/rpc/mutate.sql 9a08bae637c231f157798faabee224ec8d441b7d8c66532c74258fe701c6aec1 unchanged
 -- potentia:source sql/rpc/presence.sql b215af2d793fb40a5b64fe71f6748115587fbaa6b713fa5ef40b2a170379536d unchanged
@@ -137,7 +137,7 @@ end $$;
 -- Every writer of the table computes it with this function (take_limit_slot, the upgrades below,
 -- the tests' direct inserts): a row under another key is outside its window (not read, not under
 -- its bound). A column GENERATED from the row would guarantee that, but PostgreSQL 15 reads and
--- plans a generated column's expression again at every insert's execution: ~48 K instructions
+-- plans a generated column's expression again at every insert's execution: 40-50 K instructions
 -- per hit, as much as the key saves (docs/performance.md, forty-sixth session); a CHECK, the same.
 -- An SQL function the planner inlines (one expression, not SECURITY DEFINER, no SET clause).
 create or replace function internal.rate_limit_window_key(p_subject uuid, p_bucket text, p_window timestamptz) returns bigint

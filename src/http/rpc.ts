@@ -96,10 +96,13 @@ export const ENDPOINT_LIMIT = 'select api.hit_endpoint_limit($1, $2)';
  * statements (a transaction pooler: src/db/pooling.ts). One text per function and arity, so the
  * per-connection statement cache stays small.
  */
-const statements = new Map<string, string>();
+const statements = new Map<string, string[]>();
 export function rpcStatement(fn: string, arity: number, limited: boolean, asText: boolean): string {
-  const key = `${fn}/${arity}/${limited}/${asText}`;
-  let text = statements.get(key);
+  // by function, then arity and the two flags as an index: no key string built per call
+  let texts = statements.get(fn);
+  if (texts === undefined) statements.set(fn, texts = []);
+  const slot = arity * 4 + (limited ? 2 : 0) + (asText ? 1 : 0);
+  let text = texts[slot];
   if (text === undefined) {
     const params = Array.from({ length: arity }, (_, i) => `$${i + 1}`).join(', ');
     const limit = limited ? ` from api.hit_endpoint_limit($${arity + 1}, $${arity + 2})` : '';
@@ -108,7 +111,7 @@ export function rpcStatement(fn: string, arity: number, limited: boolean, asText
     text = asText
       ? `select r->>'status' as status, r::text as result from (select api.${fn}(${params}) as r${limit} offset 0) x`
       : `select api.${fn}(${params}) as result${limit}`;
-    statements.set(key, text);
+    texts[slot] = text;
   }
   return text;
 }

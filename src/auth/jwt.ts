@@ -202,11 +202,21 @@ class VerifiedTokens {
   add(token: string, alg: string | undefined, payload: JWTPayload): { alg: string | undefined; payload: JWTPayload } {
     // oldest first out: Map keeps insertion order
     if (this.entries.size >= VerifiedTokens.MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
-    // shared by every request that sends this token: nobody may change it
-    const entry = { alg, payload: Object.freeze(payload), until: Math.floor(Date.now() / 1000) + VerifiedTokens.MAX_AGE_SECONDS };
+    // shared by every request that sends this token: nobody may change it, nor what it holds
+    // (deeply frozen: src/db/request.ts then keeps the claims' JSON text with the object)
+    const entry = { alg, payload: deepFreeze(payload), until: Math.floor(Date.now() / 1000) + VerifiedTokens.MAX_AGE_SECONDS };
     this.entries.set(token, entry);
     return entry;
   }
+}
+
+/** `value` and every object it holds, frozen (a token's payload: plain JSON data). */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
 }
 
 function hasAudience(aud: unknown, audience: string): boolean {

@@ -130,10 +130,11 @@ export type CallerSettings = { role: string; claims: string; headers: string; me
 function callerSettings(ctx: RequestContext): CallerSettings {
   const role = ctx.claims.role ?? 'anon';
   if (!API_ROLES.has(role)) throw new Error(`refusing to run as role ${JSON.stringify(role)}: not an API role`);
-  const headers = Object.fromEntries(Object.entries(ctx.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  const headers: Record<string, string> = {};
+  for (const name in ctx.headers) if (Object.hasOwn(ctx.headers, name)) headers[name.toLowerCase()] = ctx.headers[name]!;
   const settings = {
     role,
-    claims: JSON.stringify(ctx.claims) as unknown,
+    claims: claimsText(ctx.claims) as unknown,
     headers: JSON.stringify(headers) as unknown,
     method: (ctx.method ?? 'POST') as unknown,
     path: (ctx.path ?? '') as unknown,
@@ -145,6 +146,25 @@ function callerSettings(ctx: RequestContext): CallerSettings {
   }
   const sub = ctx.claims.sub;
   return { ...(settings as Omit<CallerSettings, 'user'>), user: typeof sub === 'string' && sub !== '' ? canonicalUuid(sub) ?? sub : null };
+}
+
+/**
+ * The claims' JSON text. Claims that can never change (deeply frozen: a verified token's payload,
+ * shared by every request that sends the token, src/auth/jwt.ts) keep theirs, written once;
+ * any others are written each time.
+ */
+const claimsTexts = new WeakMap<object, string>();
+function claimsText(claims: RequestContext['claims']): unknown {
+  const kept = claimsTexts.get(claims);
+  if (kept !== undefined) return kept;
+  const text = JSON.stringify(claims);
+  if (typeof text === 'string' && deeplyFrozen(claims)) claimsTexts.set(claims, text);
+  return text;
+}
+
+function deeplyFrozen(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return true;
+  return Object.isFrozen(value) && Object.values(value).every(deeplyFrozen);
 }
 
 /** Whether `a` (what a transaction's statements so far left set) is the same settings as `b`. */

@@ -130,36 +130,44 @@ export type CallerSettings = { role: string; claims: string; headers: string; me
 function callerSettings(ctx: RequestContext): CallerSettings {
   const role = ctx.claims.role ?? 'anon';
   if (!API_ROLES.has(role)) throw new Error(`refusing to run as role ${JSON.stringify(role)}: not an API role`);
+  const caller = callerOf(ctx.claims);
   const headers: Record<string, string> = {};
   for (const name in ctx.headers) if (Object.hasOwn(ctx.headers, name)) headers[name.toLowerCase()] = ctx.headers[name]!;
   const settings = {
     role,
-    claims: claimsText(ctx.claims) as unknown,
+    claims: caller.claims as unknown,
     headers: JSON.stringify(headers) as unknown,
     method: (ctx.method ?? 'POST') as unknown,
     path: (ctx.path ?? '') as unknown,
-    timeout: String(ctx.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS),
-    idle: String(IDLE_IN_TRANSACTION_TIMEOUT_MS),
+    timeout: (ctx.statementTimeoutMs == null ? DEFAULT_STATEMENT_TIMEOUT_TEXT : String(ctx.statementTimeoutMs)) as unknown,
+    idle: IDLE_IN_TRANSACTION_TIMEOUT_TEXT as unknown,
+    user: caller.user,
   };
-  for (const [name, value] of Object.entries(settings)) {
-    if (typeof value !== 'string') throw new TypeError(`the caller's ${name} cannot be sent as text`);
+  for (const name of TEXT_SETTINGS) {
+    if (typeof settings[name] !== 'string') throw new TypeError(`the caller's ${name} cannot be sent as text`);
   }
-  const sub = ctx.claims.sub;
-  return { ...(settings as Omit<CallerSettings, 'user'>), user: typeof sub === 'string' && sub !== '' ? canonicalUuid(sub) ?? sub : null };
+  return settings as CallerSettings;
 }
 
+const TEXT_SETTINGS = ['role', 'claims', 'headers', 'method', 'path', 'timeout', 'idle'] as const;
+const DEFAULT_STATEMENT_TIMEOUT_TEXT = String(DEFAULT_STATEMENT_TIMEOUT_MS);
+const IDLE_IN_TRANSACTION_TIMEOUT_TEXT = String(IDLE_IN_TRANSACTION_TIMEOUT_MS);
+
 /**
- * The claims' JSON text. Claims that can never change (deeply frozen: a verified token's payload,
- * shared by every request that sends the token, src/auth/jwt.ts) keep theirs, written once;
- * any others are written each time.
+ * The claims' JSON text, and the user they name (`sub` in its canonical spelling: the lane's
+ * caller key). Claims that can never change (deeply frozen: a verified token's payload, shared by
+ * every request that sends the token, src/auth/jwt.ts) keep both, worked out once; any others
+ * are worked out each time.
  */
-const claimsTexts = new WeakMap<object, string>();
-function claimsText(claims: RequestContext['claims']): unknown {
-  const kept = claimsTexts.get(claims);
+type Caller = { claims: unknown; user: string | null };
+const callers = new WeakMap<object, Caller>();
+function callerOf(claims: RequestContext['claims']): Caller {
+  const kept = callers.get(claims);
   if (kept !== undefined) return kept;
-  const text = JSON.stringify(claims);
-  if (typeof text === 'string' && deeplyFrozen(claims)) claimsTexts.set(claims, text);
-  return text;
+  const sub = claims.sub;
+  const caller = { claims: JSON.stringify(claims) as unknown, user: typeof sub === 'string' && sub !== '' ? canonicalUuid(sub) ?? sub : null };
+  if (typeof caller.claims === 'string' && deeplyFrozen(claims)) callers.set(claims, caller);
+  return caller;
 }
 
 function deeplyFrozen(value: unknown): boolean {

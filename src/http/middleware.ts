@@ -93,10 +93,12 @@ export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHa
     const userId = c.get('claims')?.sub;
     const canvasId = CANVAS_IN_PATH.exec(path)?.[1];
     const errorCode = c.get('errorCode');
-    log.info({
-      method, path, status, ms: Math.round(ms),
-      ...(userId ? { user_id: userId } : {}), ...(canvasId ? { canvas_id: canvasId } : {}), ...(errorCode ? { error_code: errorCode } : {}),
-    }, 'request');
+    const line: { method: string; path: string; status: number; ms: number; user_id?: string; canvas_id?: string; error_code?: string } = {
+      method, path, status, ms: Math.round(ms) };
+    if (userId) line.user_id = userId;
+    if (canvasId) line.canvas_id = canvasId;
+    if (errorCode) line.error_code = errorCode;
+    log.info(line, 'request');
   };
 }
 

@@ -4,6 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
+import { randomUUID } from 'node:crypto';
+import { startTestServer, tokenFor } from '../helpers/http.ts';
 
 describe('local server', () => {
   let server: Server;
@@ -22,6 +24,31 @@ describe('local server', () => {
     const res = await fetch(`${server.url}/ready`);
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ status: 'ready', checks: { database: 'ok' } });
+  });
+
+  it('writes one request log line per request: method, path, status, ms, and the user, canvas and error code when there is one', async () => {
+    const logged: any[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => { logged.push(JSON.parse(line)); } });
+    const logging = await startTestServer({}, { realtime: false, logger });
+    try {
+      const userId = randomUUID();
+      const canvasId = randomUUID();
+      const res = await fetch(`${logging.url}/api/v1/canvas/${canvasId}/mutate`, {
+        method: 'POST', body: '{"action":"nothing"}',
+        headers: { Authorization: `Bearer ${await tokenFor(logging, userId)}`, 'Content-Type': 'application/json', 'X-Request-Id': 'log-line-1' },
+      });
+      expect(res.status).toBe(400);
+      await fetch(`${logging.url}/health`, { headers: { 'X-Request-Id': 'log-line-2' } });
+      const lines = logged.filter((l) => l.msg === 'request');
+      expect(lines).toHaveLength(2);
+      expect(lines[0]).toEqual({ level: 30, time: expect.any(Number), pid: process.pid, hostname: expect.any(String), request_id: 'log-line-1',
+        method: 'POST', path: `/api/v1/canvas/${canvasId}/mutate`, status: 400, ms: expect.any(Number), user_id: userId, canvas_id: canvasId,
+        error_code: 'invalid_input', msg: 'request' });
+      expect(lines[1]).toEqual({ level: 30, time: expect.any(Number), pid: process.pid, hostname: expect.any(String), request_id: 'log-line-2',
+        method: 'GET', path: '/health', status: 200, ms: expect.any(Number), msg: 'request' });
+    } finally {
+      await logging.stop();
+    }
   });
 
   it('answers /ready with 503 when the database does not: a stable code and a safe message, the error itself in the log only', async () => {

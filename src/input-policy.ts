@@ -193,6 +193,21 @@ export function schemaField(parts: readonly (string | number)[]): string {
   return fieldPath(out);
 }
 
+// each value with its depth, its path (fieldPath), and its key and parent entry (the parts of
+// the path, walked back only for a depth violation's depthField)
+type JsonEntry = [unknown, number, string, string | number | null, JsonEntry | null];
+
+/**
+ * The keys from the value checkJson started at down to `entry`. At module level, not a closure in
+ * checkJson: under tsx (how the server runs: node --import tsx) esbuild's keepNames gives a named
+ * closure its name with Object.defineProperty each time it is created, on every body read.
+ */
+function partsOf(entry: JsonEntry): (string | number)[] {
+  const parts: (string | number)[] = [];
+  for (let e: JsonEntry | null = entry; e && e[3] !== null; e = e[4]) parts.push(e[3]);
+  return parts.reverse();
+}
+
 /**
  * Walks a value from parseJson once (iteratively: hostile nesting cannot overflow the stack) and
  * returns the first violation: a string or key that is not acceptable text, a `__proto__` key, a
@@ -203,15 +218,7 @@ export function checkJson(value: unknown, opts: { root?: string; maxDepth?: numb
   const root = opts.root ?? 'body';
   const maxDepth = opts.maxDepth ?? MAX_JSON_DEPTH;
   const depthField = opts.depthField ?? schemaField;
-  // each value with its depth, its path (fieldPath), and its key and parent entry (the parts of
-  // the path, walked back only for a depth violation's depthField)
-  type Entry = [unknown, number, string, string | number | null, Entry | null];
-  const stack: Entry[] = [[value, 0, '', null, null]];
-  const partsOf = (entry: Entry) => {
-    const parts: (string | number)[] = [];
-    for (let e: Entry | null = entry; e && e[3] !== null; e = e[4]) parts.push(e[3]);
-    return parts.reverse();
-  };
+  const stack: JsonEntry[] = [[value, 0, '', null, null]];
   while (stack.length > 0) {
     const entry = stack.pop()!;
     const [v, depth, path] = entry;

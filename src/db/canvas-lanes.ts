@@ -216,7 +216,6 @@ export class CanvasLanes {
     // nothing overtakes it.
     const most = lane.queue[0]!.alone ? 1 : Math.min(lane.resend || lane.queue.length, this.#depth);
     lane.resend = 0;
-    const onePer = (r: Request) => r.first !== null || r.onePerCaller;
     const callers = new Map<string | null, boolean>([[lane.queue[0]!.caller, onePer(lane.queue[0]!)]]);
     let size = 1;
     for (; size < most; size++) {
@@ -305,17 +304,10 @@ export class CanvasLanes {
     // every request's `first` statements, then every request's own (a request whose `first` threw
     // writes nothing more); each result handled from the start, or a rejection would go unhandled
     const scratch: TransactionScratch = {};
-    const write = (w: Write) => {
-      try {
-        return { ok: true, settled: Promise.allSettled(w(conn, scratch)) };
-      } catch (err) {
-        return { ok: false, settled: Promise.resolve([{ status: 'rejected', reason: err } as PromiseRejectedResult]) };
-      }
-    };
     const none = { ok: true, settled: Promise.resolve([] as PromiseSettledResult<unknown>[]) };
     const single = group.length === 1 ? group[0]!.single : null;
-    const firsts = group.map((request) => (request.first === null || single !== null ? none : write(request.first)));
-    const mains = group.map((request, i) => (firsts[i]!.ok ? write(single ?? request.write) : none));
+    const firsts = group.map((request) => (request.first === null || single !== null ? none : write(request.first, conn, scratch)));
+    const mains = group.map((request, i) => (firsts[i]!.ok ? write(single ?? request.write, conn, scratch) : none));
     const mark = tx.marked ? conn.unsafe(LANE_MARK, [tx.id], { prepare: true }).execute() : null;
     const commit = conn`commit`.execute();
     // all of them ran without error: the backend is at the mark and COMMIT, the time to send the next
@@ -380,6 +372,25 @@ export class CanvasLanes {
 }
 
 /** Callers' order: requests without a caller first; stable, so one caller's keep arrival order. */
+/**
+ * Whether a request goes one per caller in a group (a `first`, or a caller whose request just
+ * failed). This and `write` are module functions, not closures in #pump and #send: under tsx (how
+ * the server runs: node --import tsx) esbuild's keepNames names each named closure with
+ * Object.defineProperty every time it is created.
+ */
+function onePer(r: Request): boolean {
+  return r.first !== null || r.onePerCaller;
+}
+
+/** A request's statements written on the transaction (#send): their outcomes, or what they threw. */
+function write(w: Write, conn: ReservedSql, scratch: TransactionScratch): { ok: boolean; settled: Promise<PromiseSettledResult<unknown>[]> } {
+  try {
+    return { ok: true, settled: Promise.allSettled(w(conn, scratch)) };
+  } catch (err) {
+    return { ok: false, settled: Promise.resolve([{ status: 'rejected', reason: err } as PromiseRejectedResult]) };
+  }
+}
+
 function byCaller(a: Request, b: Request): number {
   if (a.caller === b.caller) return 0;
   if (a.caller === null) return -1;

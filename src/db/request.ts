@@ -96,7 +96,22 @@ export async function requestStatement<R extends Record<string, unknown>>(lanes:
   // send would leave the statement running with the settings of the request before it in the group
   const settings = callerSettings(ctx);
   const prepare = options.prepare ?? true;
-  const statement = (text: string, params: unknown[]) => (conn: ReservedSql, scratch: TransactionScratch) => {
+  const { first, single } = options;
+  // the lane is the canvas's, whatever the id's spelling: HTTP and H1 accept upper-case hex digits
+  return lanes.run<R[]>(canvasId.toLowerCase(), laneStatement(settings, prepare, text, params), {
+    caller: settings.user,
+    ...(first === undefined ? {} : { first: laneStatement(settings, prepare, first.text, first.params) }),
+    ...(single === undefined ? {} : { single: laneStatement(settings, prepare, single.text, single.params) }),
+  });
+}
+
+/**
+ * One statement of requestStatement's, as its lane writes it. A module function, not a named
+ * closure in requestStatement: under tsx (how the server runs: node --import tsx) esbuild's
+ * keepNames names each named closure with Object.defineProperty every time it is created.
+ */
+function laneStatement(settings: CallerSettings, prepare: boolean, text: string, params: unknown[]) {
+  return (conn: ReservedSql, scratch: TransactionScratch) => {
     // the settings are set once for consecutive statements of one caller (a request's `first` and
     // its own in a transaction of one; a caller's requests with the same settings): transaction-
     // local, they hold until the next caller's
@@ -111,13 +126,6 @@ export async function requestStatement<R extends Record<string, unknown>>(lanes:
       throw err;
     }
   };
-  const { first, single } = options;
-  // the lane is the canvas's, whatever the id's spelling: HTTP and H1 accept upper-case hex digits
-  return lanes.run<R[]>(canvasId.toLowerCase(), statement(text, params), {
-    caller: settings.user,
-    ...(first === undefined ? {} : { first: statement(first.text, first.params) }),
-    ...(single === undefined ? {} : { single: statement(single.text, single.params) }),
-  });
 }
 
 /** A caller's transaction-local settings, as text, and the user whose rows its statements may lock. */

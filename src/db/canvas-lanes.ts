@@ -241,43 +241,43 @@ export class CanvasLanes {
     // after TURNS requests the lane gives it back once answered, and queues for another
     lane.turns += group.length;
     if (lane.turns >= TURNS) lane.closing = true;
-    const ran = () => {
-      tx.ran = true;
-      this.#pump(key, lane);
-    };
-    const settle = (retry: Request[], resend: number, broken: boolean, rolledBack: boolean, lost?: unknown) => {
-      lane.onWire.shift();
-      if (broken) lane.closing = true;
-      if (lost !== undefined && answerTimedOut(lost)) {
-        // the server sent nothing for answer_timeout (a stalled path): the requests waiting
-        // behind this transaction waited as long, and would wait as long again on another of the
-        // pool's connections over the same path; they fail with it (503: resent by client_op_id)
-        for (const request of [...lane.retry.splice(0), ...lane.queue.splice(0)]) request.reject(lost);
-        lane.retryResend = 0;
-        lane.resend = 0;
-      }
-      // after a rollback nothing is pipelined (the gate above) until PIPELINE_AFTER commit in a
-      // row, so nothing more is sent before every transaction on the wire has settled
-      lane.committedInARow = rolledBack ? 0 : lane.committedInARow + 1;
-      // transactions settle in the order they were sent: the retries in that order too
-      if (lane.retry.length === 0) lane.retryResend = resend;
-      lane.retry.push(...retry);
-      if (lane.onWire.length === 0) {
-        lane.queue.unshift(...lane.retry);
-        lane.resend = lane.retryResend;
-        lane.retry = [];
-        lane.retryResend = 0;
-      }
-      this.#pump(key, lane);
-    };
-    void this.#send(key, lane.conn!, group, tx, after, ran).then(({ retry, resend, broken, committed, lost }) => {
-      settle(retry, resend, broken, !committed, lost);
+    // (ran and settle are methods, not closures made here: under tsx, how the server runs, esbuild's
+    // keepNames names each named closure with Object.defineProperty every time it is created)
+    void this.#send(key, lane, lane.conn!, group, tx, after).then(({ retry, resend, broken, committed, lost }) => {
+      this.#settle(key, lane, retry, resend, broken, !committed, lost);
     }, (err: unknown) => {
       // not expected (#send handles what the driver throws): fail the group, keep the lane going
       for (const request of group) request.reject(err);
-      settle([], 0, true, true);
+      this.#settle(key, lane, [], 0, true, true);
     });
     // and a transaction behind this one, if the gate above lets one go now
+    this.#pump(key, lane);
+  }
+
+  /** A transaction of `lane` settled (#send's outcome): its retries queued, and the lane pumped. */
+  #settle(key: string, lane: Lane, retry: Request[], resend: number, broken: boolean, rolledBack: boolean, lost?: unknown): void {
+    lane.onWire.shift();
+    if (broken) lane.closing = true;
+    if (lost !== undefined && answerTimedOut(lost)) {
+      // the server sent nothing for answer_timeout (a stalled path): the requests waiting
+      // behind this transaction waited as long, and would wait as long again on another of the
+      // pool's connections over the same path; they fail with it (503: resent by client_op_id)
+      for (const request of [...lane.retry.splice(0), ...lane.queue.splice(0)]) request.reject(lost);
+      lane.retryResend = 0;
+      lane.resend = 0;
+    }
+    // after a rollback nothing is pipelined (#pump's gate) until PIPELINE_AFTER commit in a
+    // row, so nothing more is sent before every transaction on the wire has settled
+    lane.committedInARow = rolledBack ? 0 : lane.committedInARow + 1;
+    // transactions settle in the order they were sent: the retries in that order too
+    if (lane.retry.length === 0) lane.retryResend = resend;
+    lane.retry.push(...retry);
+    if (lane.onWire.length === 0) {
+      lane.queue.unshift(...lane.retry);
+      lane.resend = lane.retryResend;
+      lane.retry = [];
+      lane.retryResend = 0;
+    }
     this.#pump(key, lane);
   }
 
@@ -288,7 +288,7 @@ export class CanvasLanes {
    * settings. Settles every request except the ones to send again, which it returns; `broken`
    * when the connection failed.
    */
-  async #send(key: string, conn: ReservedSql, group: Request[], tx: OnWire, after: string | null, ran: () => void)
+  async #send(key: string, lane: Lane, conn: ReservedSql, group: Request[], tx: OnWire, after: string | null)
     : Promise<{ retry: Request[]; resend: number; broken: boolean; committed: boolean; lost?: unknown }> {
     const begin = conn`begin`.execute();
     // behind a transaction still on the wire: runs only if that one committed (its mark below is
@@ -313,7 +313,10 @@ export class CanvasLanes {
     // all of them ran without error: the backend is at the mark and COMMIT, the time to send the next
     const mainsSettled = Promise.all(mains.map((m) => m.settled));
     void mainsSettled.then((all) => {
-      if (all.every((o) => o.every((r) => r.status === 'fulfilled'))) ran();
+      if (all.every((o) => o.every((r) => r.status === 'fulfilled'))) {
+        tx.ran = true;
+        this.#pump(key, lane);
+      }
     });
     const [opened, closed, guarded, marked, callersLocked] = await Promise.allSettled([begin, commit, guard, mark, locked]);
     const firstOutcomes = await Promise.all(firsts.map((f) => f.settled));

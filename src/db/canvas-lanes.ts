@@ -374,7 +374,6 @@ export class CanvasLanes {
   }
 }
 
-/** Callers' order: requests without a caller first; stable, so one caller's keep arrival order. */
 /**
  * Whether a request goes one per caller in a group (a `first`, or a caller whose request just
  * failed). This and `write` are module functions, not closures in #pump and #send: under tsx (how
@@ -394,6 +393,7 @@ function write(w: Write, conn: ReservedSql, scratch: TransactionScratch): { ok: 
   }
 }
 
+/** Callers' order: requests without a caller first; stable, so one caller's keep arrival order. */
 function byCaller(a: Request, b: Request): number {
   if (a.caller === b.caller) return 0;
   if (a.caller === null) return -1;

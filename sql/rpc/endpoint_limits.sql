@@ -43,23 +43,10 @@ end $$;
 
 -- Slot counting, for the per-user mutation limit (sql/rpc/mutate.sql). A subject's bucket has
 -- p_limit slots per window, numbered 1 .. p_limit, and each hit takes one: a row of
--- app.rate_limit_slots (user_id, window_start, bucket, slot), keyed (window_key, slot), where
--- window_key is internal.rate_limit_window_key of the row's user_id, bucket and window_start (a
--- 64-bit hash of the three; below).
---   Rule: the key is the bound. Every row of a (subject, window, bucket) has the same window_key,
---   so at most p_limit rows can exist in a window, so at most p_limit hits commit in it, exactly,
---   however they are spread over transactions, subtransactions and processes; no count is read,
---   and no hit counts another's (but for a shared window_key, below).
---   Why one bigint: every read of a window (the highest slot, the gaps) walks its index entries a
---   leaf page at a time, and PostgreSQL 15's B-tree checks each entry it reads against every key
---   column the statement names: one int8 per entry, where (user_id, window_start, bucket) cost a
---   uuid, a timestamptz and a text comparison each (docs/performance.md, forty-sixth session).
---   A shared window_key: two (subject, window, bucket) of the table (ten minutes of windows,
---   internal.cleanup) with the same hash share one sequence of slots, p_limit between them, for
---   that one window each. That can only refuse (never allow more than p_limit to either); its
---   chance is 2^-64 per pair of them, under 3 * 10^-8 for a table of 10^6 of them (T^2 / 2^65),
---   so under 1.5 * 10^-3 a year at 10^6 windows every ten minutes, and it then refuses only
---   when the two together take more than p_limit in their minutes.
+-- app.rate_limit_slots, keyed (user_id, window_start, bucket, slot).
+--   Rule: the key is the bound. At most p_limit rows can exist in a window, so at most p_limit
+--   hits commit in it, exactly, however they are spread over transactions, subtransactions and
+--   processes; no count is read, and no hit counts another.
 --   Which slot: the first above the highest this statement sees that no other transaction holds.
 --   A hit holds its slot's transaction-level advisory lock, taken before it inserts the row, so
 --   another hit skips that slot (pg_try_advisory_xact_lock) instead of waiting on the unique index;
@@ -76,58 +63,16 @@ end $$;
 --   When that slot was taken meanwhile, the highest is read again and the slots above it tried
 --   one by one; the search below, only with every slot above taken, walks the window's rows in
 --   slot order to the first gap: a refusal of a full window reads its p_limit rows, once.
---   Advisory key: the window's key XOR the slot. Another lock of Potentia's (the migrator's, the
---   upgrade's) or another window on the same key is a 2^-64 chance, and only makes a hit skip
---   that slot.
+--   Advisory key: one bigint, a 64-bit hash of subject, bucket and window, XOR the slot. Another
+--   lock of Potentia's (the migrator's, the upgrade's) or another window on the same key is a
+--   2^-64 chance, and only makes a hit skip that slot.
 --   Under REPEATABLE READ or SERIALIZABLE (the RPC runs READ COMMITTED), a slot committed after
 --   the transaction's snapshot raises a serialization failure (40001) instead of being skipped.
 -- Until 2026-12-02 (eighteenth session) the count lived in 16 shard rows per user and window
 -- (internal.hit_sharded_limit), each hit in flight holding one and reading the sum: exact as well,
 -- but four statements per mutation (an early check, then the shards held, the update of a free
 -- one, the total with every shard's xmax), and a hit waited for a shard when all 16 were held
--- (docs/performance.md, eighteenth session). Until 2026-12-06 the slots were keyed (user_id,
--- window_start, bucket, slot), and the advisory key hashed the three's text.
---
--- A window's key: a 64-bit hash of subject, bucket and window, app.rate_limit_slots.window_key.
--- Every writer of the table computes it with this function (take_limit_slot, the upgrades below,
--- the tests' direct inserts): a row under another key is outside its window (not read, not under
--- its bound). A column GENERATED from the row would guarantee that, but PostgreSQL 15 reads and
--- plans a generated column's expression again at every insert's execution: 40-50 K instructions
--- per hit, as much as the key saves (docs/performance.md, forty-sixth session); a CHECK, the same.
--- An SQL function the planner inlines (one expression, not SECURITY DEFINER, no SET clause).
-create or replace function internal.rate_limit_window_key(p_subject uuid, p_bucket text, p_window timestamptz) returns bigint
-language sql immutable parallel safe as $$
-  select pg_catalog.uuid_hash_extended(p_subject, pg_catalog.hashtextextended(p_bucket,
-           pg_catalog.interval_hash_extended(p_window - timestamptz 'epoch', 0)))
-$$;
-comment on function internal.rate_limit_window_key(uuid, text, timestamptz) is
-  'The key of a (subject, bucket, window) in app.rate_limit_slots.window_key: a 64-bit hash of the three. Every writer of that table computes it here.';
-
--- The key (once: the block below ends it). The table's rows stay as they are, each given its
--- key (the open windows carry over: the limit holds across the change). The lock waits for the
--- hits in flight (each holds the table until it commits), in the transaction that installs the
--- take_limit_slot below; a hit of the previous code that was waiting for it inside that
--- function then fails (its insert names no window_key: not null, 23502) and counts nothing, as
--- the shards' did at their upgrade: the bound holds, and its mutation fails once.
-do $$
-begin
-  if not exists (select from pg_catalog.pg_attribute where attrelid = 'app.rate_limit_slots'::regclass
-                 and attname = 'window_key' and not attisdropped) then
-    lock table app.rate_limit_slots in access exclusive mode;
-    alter table app.rate_limit_slots add column window_key bigint;
-    update app.rate_limit_slots set window_key = internal.rate_limit_window_key(user_id, bucket, window_start);
-    alter table app.rate_limit_slots
-      alter column window_key set not null,
-      drop constraint rate_limit_slots_pkey,
-      add constraint rate_limit_slots_pkey primary key (window_key, slot);
-    comment on column app.rate_limit_slots.window_key is
-      'internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). Every writer computes it there.';
-    comment on table app.rate_limit_slots is
-      'A hit of a per-user limit counted as a slot of its window (internal.take_limit_slot), keyed (window_key, slot): at most the limit of rows per (user_id, window_start, bucket). '
-      'UNLOGGED: a crash or a failover empties it, starting the current window''s counts from zero (docs/limits.md). No policy: no API role reads or writes it.';
-  end if;
-end $$;
-
+-- (docs/performance.md, eighteenth session).
 create or replace function internal.take_limit_slot(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns integer language plpgsql set plan_cache_mode = force_generic_plan as $$
 -- one generic plan: the current window is always newer than the table's statistics, so a custom
@@ -137,7 +82,7 @@ returns integer language plpgsql set plan_cache_mode = force_generic_plan as $$
 -- search_path pinned to pg_catalog, pg_temp, and it names only schema-qualified objects
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
-  v_key bigint := internal.rate_limit_window_key(p_subject, p_bucket, v_window);  -- inlined
+  v_key bigint := hashtextextended(p_subject::text || ' ' || p_bucket || ' ' || extract(epoch from v_window)::bigint::text, 0);
   v_top integer;
   v_try integer;
 begin
@@ -149,10 +94,11 @@ begin
   -- a helper function would cost a call per hit.
   -- The usual hit: the slot above the highest this statement sees, found and taken in one
   -- statement (the highest: one index descent; max() would scan the window's rows)
-  insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
-  select v_key, t.slot, p_subject, v_window, p_bucket
+  insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+  select p_subject, v_window, p_bucket, t.slot
   from (select coalesce((select s.slot from app.rate_limit_slots s
-                         where s.window_key = v_key order by s.slot desc limit 1), 0) + 1 as slot
+                         where s.user_id = p_subject and s.window_start = v_window and s.bucket = p_bucket
+                         order by s.slot desc limit 1), 0) + 1 as slot
         offset 0) t  -- kept a subquery: pulled up, each use of t.slot would read the highest again
   where t.slot <= p_limit and pg_try_advisory_xact_lock(v_key # t.slot)
   on conflict do nothing
@@ -162,10 +108,12 @@ begin
   end if;
   -- otherwise (held or committed meanwhile, or the window is full): the slots above the highest,
   -- then the gaps below it
-  v_top := coalesce((select slot from app.rate_limit_slots where window_key = v_key order by slot desc limit 1), 0);
+  v_top := coalesce((select slot from app.rate_limit_slots
+                     where user_id = p_subject and window_start = v_window and bucket = p_bucket
+                     order by slot desc limit 1), 0);
   for v_try in v_top + 1 .. p_limit loop
-    insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
-    select v_key, v_try, p_subject, v_window, p_bucket where pg_try_advisory_xact_lock(v_key # v_try)
+    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+    select p_subject, v_window, p_bucket, v_try where pg_try_advisory_xact_lock(v_key # v_try)
     on conflict do nothing;
     if found then
       return v_try;
@@ -180,13 +128,13 @@ begin
   for v_try in
     select coalesce(g.prev, 0) + 1 from (
       select r.slot, lag(r.slot) over (order by r.slot) as prev from app.rate_limit_slots r
-      where r.window_key = v_key and r.slot <= v_top
+      where r.user_id = p_subject and r.window_start = v_window and r.bucket = p_bucket and r.slot <= v_top
     ) g
     where g.slot > coalesce(g.prev, 0) + 1 and coalesce(g.prev, 0) + 1 <= least(v_top, p_limit)
     order by g.slot
   loop
-    insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
-    select v_key, v_try, p_subject, v_window, p_bucket where pg_try_advisory_xact_lock(v_key # v_try)
+    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+    select p_subject, v_window, p_bucket, v_try where pg_try_advisory_xact_lock(v_key # v_try)
     on conflict do nothing;
     if found then
       return v_try;
@@ -214,8 +162,8 @@ do $$
 begin
   if to_regprocedure('internal.hit_sharded_limit(uuid, text, integer, integer)') is not null then
     lock table app.rate_limits in share row exclusive mode;
-    insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
-    select internal.rate_limit_window_key(w.user_id, 'mutations', w.window_start), n, w.user_id, w.window_start, 'mutations'
+    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+    select w.user_id, w.window_start, 'mutations', n
     from (select user_id, window_start, sum(hits)::integer as hits from app.rate_limits
           where bucket ~ '^mutations(#[0-9]+|\+)?$' and window_start >= now() - interval '2 minutes' and hits > 0
           group by user_id, window_start) w

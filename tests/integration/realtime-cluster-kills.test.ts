@@ -221,26 +221,27 @@ it.each(Array.from({ length: rounds }, (_, i) => [i]))(
     // the receiver's stream cycling before the sender starts: the sender's first heartbeat may not come by
     const kill = killer();
     try {
-      sender = await startPotentiaProcess(env);
-      kill.all();
-      let stop = false;
-      const senders = [0, 1, 2, 3].map(async (k) => {
-        while (!stop) {
-          await r.send(k);
-          await new Promise((resolve) => setTimeout(resolve, 40));
-        }
-      });
-      // as long as the senders need for 150 acknowledged messages (about 2 s here)
-      await until(() => r.acked.length >= 150, 30_000, '150 acknowledged broadcasts').finally(() => { stop = true; });
-      await Promise.all(senders);
-    } finally {
-      await kill.stop();
-    }
-    try {
+      try {
+        sender = await startPotentiaProcess(env);
+        kill.all();
+        let stop = false;
+        const senders = [0, 1, 2, 3].map(async (k) => {
+          while (!stop) {
+            await r.send(k);
+            await new Promise((resolve) => setTimeout(resolve, 40));
+          }
+        });
+        // as long as the senders need for 150 acknowledged messages (about 2 s here)
+        await until(() => r.acked.length >= 150, 30_000, '150 acknowledged broadcasts').finally(() => { stop = true; });
+        await Promise.all(senders);
+      } finally {
+        await kill.stop();
+      }
       expect(kill.kills).toBeGreaterThan(10);
       await until(async () => (await streams()) === gateways.filter(Boolean).length + 1, 60_000, 'every gateway\'s stream back');
       await r.allDelivered();
     } finally {
+      // whatever failed above: a sender left running on the test database is a node of every later test's cluster
       await sender?.stop();
     }
   }, 120_000);

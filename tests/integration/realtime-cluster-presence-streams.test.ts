@@ -118,12 +118,23 @@ it('presence tracked on two gateways while both streams are down is whole on bot
   }
   const keys = () => channels.map((ch) => Object.keys(ch.presenceState()).sort().join());
 
-  // gateway 2 is the node whose first heartbeat came second; it syncs its presence every 30 s from then
-  const heartbeats = (await frames()).filter((f) => f.header.type === 'heartbeat').map((f) => f.header as { node: string; sent?: number });
-  const nodes = [...new Set(heartbeats.map((h) => h.node))];
-  expect(nodes).toHaveLength(2);
-  const started = heartbeats.find((h) => h.node === nodes[1])!.sent!;
-  const syncsOf2 = async () => (await frames()).filter((f) => f.header.type === 'presence_sync' && f.header.node === nodes[1]).length;
+  // each gateway's node, by the presence it sends (another process on the database may send
+  // cluster messages too): tracked and untracked again before the case
+  for (const i of [0, 1]) expect(await channels[i]!.track({ n: 'before' })).toBe('ok');
+  await until(() => keys().every((k) => k === 'gateway0,gateway1'), 20_000, 'both presences on both gateways before the case');
+  const diffs = (await frames()).filter((f) => f.header.type === 'presence_diff' && f.header.key === `private:canvas:${canvasId}`)
+    .map((f) => f.header as { node: string; joins: Record<string, unknown> });
+  const ids = [0, 1].map((i) => diffs.find((d) => Object.hasOwn(d.joins, `gateway${i}`))!.node);
+  for (const i of [0, 1]) expect(await channels[i]!.untrack()).toBe('ok');
+  await until(() => keys().every((k) => k === ''), 20_000, 'no presence on either gateway');
+  // gateway 2 syncs its presence every 30 s from its start (its first heartbeat: the slot was made before it started)
+  const first = new Map<string, number>();
+  for (const f of await frames()) {
+    const h = f.header as { type: string; node: string; sent?: number };
+    if (h.type === 'heartbeat' && !first.has(h.node) && typeof h.sent === 'number') first.set(h.node, h.sent);
+  }
+  const started = first.get(ids[1]!)!;
+  const syncsOf2 = async () => (await frames()).filter((f) => f.header.type === 'presence_sync' && f.header.node === ids[1]).length;
   const next = Math.floor((Date.now() - started) / 30_000) + 1;
   const syncsBefore = await syncsOf2();
   await until(async () => Date.now() > started + 30_000 * next && (await syncsOf2()) > syncsBefore, 45_000, 'gateway 2\'s periodic sync');
@@ -140,7 +151,7 @@ it('presence tracked on two gateways while both streams are down is whole on bot
   expect(keys()).toEqual(['gateway0', 'gateway1']);
 
   // gateway 1's stream back first: its request for presence goes out while gateway 2's stream is down
-  const requests = async () => (await frames()).filter((f) => f.header.type === 'sync_request' && f.header.node === nodes[0]).length;
+  const requests = async () => (await frames()).filter((f) => f.header.type === 'sync_request' && f.header.node === ids[0]).length;
   const requestsBefore = await requests();
   gates[0]!.open();
   await until(async () => (await streams()) === 1 && (await requests()) > requestsBefore, 30_000, 'gateway 1\'s stream back, and its request sent');

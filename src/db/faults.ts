@@ -11,6 +11,28 @@ export function isConnectionFailure(err: unknown): boolean {
   return SESSION_ENDED.has(code) || code.startsWith('08') || DRIVER_CODES.has(code) || couldNotConnect(err);
 }
 
+/** How often work whose connection was lost is run again on another one (runAgainOnLostConnection). */
+export const CONNECTION_RETRIES = 2;
+
+/**
+ * `work()`, run again on another connection (the pool replaces the dead one), at most
+ * CONNECTION_RETRIES more times, when its connection was lost (isConnectionFailure) and `safe()`
+ * says running it again cannot apply anything twice (by default always: read-only or rolled-back
+ * work; withRequest's is false once COMMIT was sent). Not when no session could be opened at all
+ * (couldNotConnect) or the answer never came (answerTimedOut): running it again at once only waits
+ * for the same refusal or timeout. The one retry rule of API requests (src/db/request.ts), readiness
+ * queries (src/http/readiness.ts) and channel authorization (src/realtime/authorize.ts).
+ */
+export async function runAgainOnLostConnection<T>(work: () => Promise<T>, safe: () => boolean = () => true): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await work();
+    } catch (err) {
+      if (attempt >= CONNECTION_RETRIES || !safe() || !isConnectionFailure(err) || couldNotConnect(err) || answerTimedOut(err)) throw err;
+    }
+  }
+}
+
 /**
  * Whether the driver gave up waiting for the server's answer (answer_timeout, src/db/index.ts):
  * the connection is gone, but the wait was already spent; another connection on the same path

@@ -1,6 +1,6 @@
 import type { ReservedSql, Sql, TransactionSql } from 'postgres';
 import type { CanvasLanes, TransactionScratch } from './canvas-lanes.ts';
-import { answerTimedOut, couldNotConnect, isConnectionFailure } from './faults.ts';
+import { runAgainOnLostConnection } from './faults.ts';
 
 /**
  * Runs database work the way PostgREST runs an RPC: in one transaction whose transaction-local
@@ -35,22 +35,16 @@ export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: T
   // could be opened at all: answered at once (503), not after waiting for the same refusal or
   // connect timeout twice more; nor is a request whose answer never came (answer_timeout, a
   // stalled path), which would wait as long again on the pool's other connections.
-  for (let attempt = 0; ; attempt++) {
-    let committing = false;
-    try {
-      return await once(sql, settings, async (tx) => {
-        const result = await work(tx);
-        committing = true;
-        return result;
-      });
-    } catch (err) {
-      if (committing || attempt >= CONNECTION_RETRIES || !isConnectionFailure(err) || couldNotConnect(err) || answerTimedOut(err)) throw err;
-    }
-  }
+  let committing = false;
+  return runAgainOnLostConnection(() => {
+    committing = false;
+    return once(sql, settings, async (tx) => {
+      const result = await work(tx);
+      committing = true;
+      return result;
+    });
+  }, () => !committing);
 }
-
-/** How often a request is run again after its connection was lost before COMMIT. */
-const CONNECTION_RETRIES = 2;
 
 function once<T>(sql: Sql, settings: CallerSettings, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
   return sql.begin(async (tx) => {

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { ApiRolesError } from '../db/api-roles.ts';
-import { answerTimedOut, couldNotConnect, isConnectionFailure } from '../db/faults.ts';
+import { runAgainOnLostConnection } from '../db/faults.ts';
 
 /** What /ready waits for the database, on every port that serves it (the API's, a gateway's, a worker's). */
 export const READY_TIMEOUT_MS = 2000;
@@ -33,26 +33,15 @@ export function databaseFailure(err: unknown, log: Logger, check: string): Datab
  * A readiness query (read-only, so safe to run again): `work`'s result within READY_TIMEOUT_MS,
  * run again on another connection when the pooled one it drew was lost before it answered (a
  * backend terminated, a connection a pooler or a NAT dropped, noticed only at its next write:
- * ECONNRESET, EPIPE, 57P01), as withRequest runs every API request again (src/db/request.ts). A
+ * ECONNRESET, EPIPE, 57P01), as withRequest runs every API request again (runAgainOnLostConnection, src/db/faults.ts). A
  * dead pooled connection is not a database that does not answer: /ready said 503 "the database
  * query failed" while every other request was served, and a balancer that acts on one failed probe
  * took the process out of rotation. A session that cannot be opened at all, or an answer that never
  * came, is not run again: those say the database does not answer.
  */
 export function readyQuery<T>(work: () => Promise<T>): Promise<T> {
-  return withReadyTimeout((async () => {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await work();
-      } catch (err) {
-        if (attempt >= READY_RETRIES || !isConnectionFailure(err) || couldNotConnect(err) || answerTimedOut(err)) throw err;
-      }
-    }
-  })());
+  return withReadyTimeout(runAgainOnLostConnection(work));
 }
-
-/** How often a readiness query is run again after its connection was lost (withRequest's count). */
-const READY_RETRIES = 2;
 
 /** `work`'s result, or a ReadyTimeout rejection once READY_TIMEOUT_MS passed (the work is left to finish). */
 export async function withReadyTimeout<T>(work: Promise<T>): Promise<T> {

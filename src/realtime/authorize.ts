@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres';
 import type { TokenClaims } from '../auth/jwt.ts';
+import { runAgainOnLostConnection } from '../db/faults.ts';
 
 /** A socket's verified token (src/auth/jwt.ts): a user's token or an API key. */
 export type SocketClaims = TokenClaims;
@@ -18,6 +19,13 @@ const ROLLBACK = Symbol('rollback');
 export async function mayAccessTopic(sql: Sql, claims: SocketClaims, topic: string, access: 'read' | 'write', extension: 'broadcast' | 'presence' = 'broadcast'): Promise<boolean> {
   if (claims.role === 'service_role') return true;
   if (!ROLES.has(claims.role)) return false;
+  // the probe is always rolled back: one whose connection was lost (a backend terminated, a
+  // pooler's connection dropped) is run again, not answered as unavailable
+  return runAgainOnLostConnection(() => probe(sql, claims, topic, access, extension));
+}
+
+/** One probe transaction (mayAccessTopic): whether RLS lets the caller read or write the topic. */
+async function probe(sql: Sql, claims: SocketClaims, topic: string, access: 'read' | 'write', extension: 'broadcast' | 'presence'): Promise<boolean> {
   let allowed = false;
   try {
     await sql.begin(async (tx) => {

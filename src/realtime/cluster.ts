@@ -395,6 +395,11 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         // forgery (any database role may emit messages under the prefix), which had every node send
         // its whole log again at once
         if (h.to !== id) return;
+        // a request this node has answered already (a node asks again every 2 x heartbeatMs until
+        // a heartbeat names it, so the repeat may cross the answer in the WAL; what it lost later
+        // is a new request with a higher number): the broadcasts went out once, and the heartbeat
+        // naming the request follows them; sent again, each went into the WAL twice
+        if (typeof h.req === 'number' && h.req <= (answered.get(h.node) ?? 0)) return;
         void replayTo(h.node, h.lost.map(([from, upTo]) => [parseLsn(from), parseLsn(upTo)]), h.req ?? 0);
         return;
       case 'heartbeat': {

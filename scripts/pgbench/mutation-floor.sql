@@ -8,7 +8,7 @@
 --   statement that fails (division by zero) unless they may write;
 --   the per-user rate limit as internal.take_limit_slot takes it on its fast path, the same
 --   statement: a slot of the minute (app.rate_limit_slots, bucket 'floor'), the one above the
---   highest, with its advisory lock, in one statement that fails unless it took it. No bound (the
+--   highest read by the window's key (internal.rate_limit_window_key written out), with its advisory lock, in one statement that fails unless it took it. No bound (the
 --   bench's limit is 10^9) and none of take_limit_slot's slower paths (the slots above, then the
 --   gaps below), which are taken only when another transaction holds or committed that slot: each
 --   client's own user never meets that here. (Until 2026-12-03 this statement tried up to 64 slots
@@ -28,12 +28,12 @@ from (select case when wm.role = 'owner' then wm.role else coalesce(cm.role, wm.
       left join app.workspace_members wm on wm.workspace_id = c.workspace_id and wm.user_id = (j.claims ->> 'sub')::uuid
       left join app.canvas_members cm on cm.canvas_id = c.canvas_id and cm.user_id = (j.claims ->> 'sub')::uuid) x;
 
-with w as (select to_timestamp(floor(extract(epoch from now()) / 60) * 60) as start),
-     s as (insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-           select :user_id::uuid, w.start, 'floor', t.slot
-           from w, lateral (select coalesce((select r.slot from app.rate_limit_slots r
-                                              where r.user_id = :user_id::uuid and r.window_start = w.start and r.bucket = 'floor'
+with w as (select start, uuid_hash_extended(:user_id::uuid, hashtextextended('floor', interval_hash_extended(start - timestamptz 'epoch', 0))) as key
+           from (select to_timestamp(floor(extract(epoch from now()) / 60) * 60) as start offset 0) n),
+     s as (insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+           select w.key, t.slot, :user_id::uuid, w.start, 'floor'
+           from w, lateral (select coalesce((select r.slot from app.rate_limit_slots r where r.window_key = w.key
                                               order by r.slot desc limit 1), 0) + 1 as slot offset 0) t
-           where pg_try_advisory_xact_lock(hashtextextended(:user_id::text || ' floor ' || extract(epoch from w.start)::bigint::text, 0) # t.slot)
+           where pg_try_advisory_xact_lock(w.key # t.slot)
            on conflict do nothing returning 1)
 select 1 / count(*) from s;

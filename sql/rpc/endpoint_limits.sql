@@ -43,10 +43,23 @@ end $$;
 
 -- Slot counting, for the per-user mutation limit (sql/rpc/mutate.sql). A subject's bucket has
 -- p_limit slots per window, numbered 1 .. p_limit, and each hit takes one: a row of
--- app.rate_limit_slots, keyed (user_id, window_start, bucket, slot).
---   Rule: the key is the bound. At most p_limit rows can exist in a window, so at most p_limit
---   hits commit in it, exactly, however they are spread over transactions, subtransactions and
---   processes; no count is read, and no hit counts another.
+-- app.rate_limit_slots (user_id, window_start, bucket, slot), keyed (window_key, slot), where
+-- window_key is internal.rate_limit_window_key of the row's user_id, bucket and window_start (a
+-- 64-bit hash of the three; below).
+--   Rule: the key is the bound. Every row of a (subject, window, bucket) has the same window_key,
+--   so at most p_limit rows can exist in a window, so at most p_limit hits commit in it, exactly,
+--   however they are spread over transactions, subtransactions and processes; no count is read,
+--   and no hit counts another's (but for a shared window_key, below).
+--   Why one bigint: every read of a window (the highest slot, the gaps) walks its index entries a
+--   leaf page at a time, and PostgreSQL 15's B-tree checks each entry it reads against every key
+--   column the statement names: one int8 per entry, where (user_id, window_start, bucket) cost a
+--   uuid, a timestamptz and a text comparison each (docs/performance.md, forty-sixth session).
+--   A shared window_key: two (subject, window, bucket) of the table (ten minutes of windows,
+--   internal.cleanup) with the same hash share one sequence of slots, p_limit between them, for
+--   that one window each. That can only refuse (never allow more than p_limit to either); its
+--   chance is 2^-64 per pair of them, under 3 * 10^-8 for a table of 10^6 of them (T^2 / 2^65),
+--   so under 1.5 * 10^-3 a year at 10^6 windows every ten minutes, and it then refuses only
+--   when the two together take more than p_limit in their minutes.
 --   Which slot: the first above the highest this statement sees that no other transaction holds.
 --   A hit holds its slot's transaction-level advisory lock, taken before it inserts the row, so
 --   another hit skips that slot (pg_try_advisory_xact_lock) instead of waiting on the unique index;
@@ -63,16 +76,89 @@ end $$;
 --   When that slot was taken meanwhile, the highest is read again and the slots above it tried
 --   one by one; the search below, only with every slot above taken, walks the window's rows in
 --   slot order to the first gap: a refusal of a full window reads its p_limit rows, once.
---   Advisory key: one bigint, a 64-bit hash of subject, bucket and window, XOR the slot. Another
---   lock of Potentia's (the migrator's, the upgrade's) or another window on the same key is a
---   2^-64 chance, and only makes a hit skip that slot.
+--   Advisory key: the window's key XOR the slot. Another lock of Potentia's (the migrator's, the
+--   upgrade's) or another window on the same key is a 2^-64 chance, and only makes a hit skip
+--   that slot.
 --   Under REPEATABLE READ or SERIALIZABLE (the RPC runs READ COMMITTED), a slot committed after
 --   the transaction's snapshot raises a serialization failure (40001) instead of being skipped.
 -- Until 2026-12-02 (eighteenth session) the count lived in 16 shard rows per user and window
 -- (internal.hit_sharded_limit), each hit in flight holding one and reading the sum: exact as well,
 -- but four statements per mutation (an early check, then the shards held, the update of a free
 -- one, the total with every shard's xmax), and a hit waited for a shard when all 16 were held
--- (docs/performance.md, eighteenth session).
+-- (docs/performance.md, eighteenth session). Until 2026-12-06 the slots were keyed (user_id,
+-- window_start, bucket, slot), and the advisory key hashed the three's text.
+--
+-- A window's key: a 64-bit hash of subject, bucket and window, app.rate_limit_slots.window_key.
+-- Every writer of the table computes it with this function (take_limit_slot, the upgrades below,
+-- the tests' direct inserts): a row under another key is outside its window (not read, not under
+-- its bound). A column GENERATED from the row would guarantee that, but PostgreSQL 15 reads and
+-- plans a generated column's expression again at every insert's execution: 40-50 K instructions
+-- per hit, as much as the key saves (docs/performance.md, forty-sixth session); a CHECK, the same.
+-- An SQL function the planner inlines (one expression, not SECURITY DEFINER, no SET clause).
+create or replace function internal.rate_limit_window_key(p_subject uuid, p_bucket text, p_window timestamptz) returns bigint
+language sql immutable parallel safe as $$
+  select pg_catalog.uuid_hash_extended(p_subject, pg_catalog.hashtextextended(p_bucket,
+           pg_catalog.interval_hash_extended(p_window - timestamptz 'epoch', 0)))
+$$;
+comment on function internal.rate_limit_window_key(uuid, text, timestamptz) is
+  'The key of a (subject, bucket, window) in app.rate_limit_slots.window_key: a 64-bit hash of the three. Every writer of that table computes it here.';
+
+-- A row inserted without its window_key: an insert of the previous release's take_limit_slot
+-- (keyed (user_id, window_start, bucket, slot), no window_key), caught by the migration below
+-- inside that function: it waited for the migration's lock on the table in its insert, which
+-- PostgreSQL then plans again (the table changed) from the previous function's text, naming no
+-- window_key. The trigger gives the row its key, and takes the slot's advisory lock as this
+-- release's hits take it (window_key # slot) or skips the row (as when that lock is held): the
+-- previous code's hits take theirs under hashtextextended(...) # slot, so without it a hit of
+-- either version could wait on the unique index for a slot the other holds in flight. The
+-- previous code reads its window by (user_id, window_start, bucket), which every row has (no
+-- index on them now: a scan, for the few hits in flight at the change), so both versions count
+-- the same rows under one bound, the key (window_key, slot).
+-- This release's writers name window_key, so the trigger's WHEN is false for them and its
+-- function is never called: its cost is the WHEN's test per insert (docs/performance.md,
+-- forty-seventh session). A later migration can drop it once no previous release's code runs.
+create or replace function internal.rate_limit_slot_key() returns trigger
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+begin
+  new.window_key := internal.rate_limit_window_key(new.user_id, new.bucket, new.window_start);
+  if not pg_try_advisory_xact_lock(new.window_key # new.slot) then
+    return null;  -- held by a hit in flight: the previous code tries its next slot
+  end if;
+  return new;
+end $$;
+comment on function internal.rate_limit_slot_key() is
+  'Trigger of app.rate_limit_slots for a row inserted without window_key (the previous release''s take_limit_slot, in flight at the key''s migration): '
+  'gives it its key and the slot''s advisory lock as take_limit_slot takes it, or skips the row when another transaction holds that lock.';
+
+-- The key (once: the block below ends it). The table's rows stay as they are, each given its
+-- key (the open windows carry over: the limit holds across the change). The lock waits for the
+-- hits in flight (each holds the table until it commits), in the transaction that installs the
+-- take_limit_slot below; a hit of the previous code that was waiting for it inside that
+-- function then inserts its row without window_key, which the trigger above fills (and the hit
+-- counts, under the same bound as this release's hits: tests/integration/
+-- rate-limit-slots-key-migration.test.ts).
+do $$
+begin
+  if not exists (select from pg_catalog.pg_attribute where attrelid = 'app.rate_limit_slots'::regclass
+                 and attname = 'window_key' and not attisdropped) then
+    lock table app.rate_limit_slots in access exclusive mode;
+    alter table app.rate_limit_slots add column window_key bigint;
+    update app.rate_limit_slots set window_key = internal.rate_limit_window_key(user_id, bucket, window_start);
+    alter table app.rate_limit_slots
+      alter column window_key set not null,
+      drop constraint rate_limit_slots_pkey,
+      add constraint rate_limit_slots_pkey primary key (window_key, slot);
+    create trigger rate_limit_slot_key before insert on app.rate_limit_slots
+      for each row when (new.window_key is null) execute function internal.rate_limit_slot_key();
+    comment on column app.rate_limit_slots.window_key is
+      'internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). '
+      'Every writer computes it there; a row inserted without it gets it from the trigger rate_limit_slot_key.';
+    comment on table app.rate_limit_slots is
+      'A hit of a per-user limit counted as a slot of its window (internal.take_limit_slot), keyed (window_key, slot): at most the limit of rows per (user_id, window_start, bucket). '
+      'UNLOGGED: a crash or a failover empties it, starting the current window''s counts from zero (docs/limits.md). No policy: no API role reads or writes it.';
+  end if;
+end $$;
+
 create or replace function internal.take_limit_slot(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns integer language plpgsql set plan_cache_mode = force_generic_plan as $$
 -- one generic plan: the current window is always newer than the table's statistics, so a custom
@@ -82,7 +168,7 @@ returns integer language plpgsql set plan_cache_mode = force_generic_plan as $$
 -- search_path pinned to pg_catalog, pg_temp, and it names only schema-qualified objects
 declare
   v_window timestamptz := internal.rate_window_start(p_window_seconds);
-  v_key bigint := hashtextextended(p_subject::text || ' ' || p_bucket || ' ' || extract(epoch from v_window)::bigint::text, 0);
+  v_key bigint := internal.rate_limit_window_key(p_subject, p_bucket, v_window);  -- inlined
   v_top integer;
   v_try integer;
 begin
@@ -94,11 +180,10 @@ begin
   -- a helper function would cost a call per hit.
   -- The usual hit: the slot above the highest this statement sees, found and taken in one
   -- statement (the highest: one index descent; max() would scan the window's rows)
-  insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-  select p_subject, v_window, p_bucket, t.slot
+  insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+  select v_key, t.slot, p_subject, v_window, p_bucket
   from (select coalesce((select s.slot from app.rate_limit_slots s
-                         where s.user_id = p_subject and s.window_start = v_window and s.bucket = p_bucket
-                         order by s.slot desc limit 1), 0) + 1 as slot
+                         where s.window_key = v_key order by s.slot desc limit 1), 0) + 1 as slot
         offset 0) t  -- kept a subquery: pulled up, each use of t.slot would read the highest again
   where t.slot <= p_limit and pg_try_advisory_xact_lock(v_key # t.slot)
   on conflict do nothing
@@ -108,12 +193,10 @@ begin
   end if;
   -- otherwise (held or committed meanwhile, or the window is full): the slots above the highest,
   -- then the gaps below it
-  v_top := coalesce((select slot from app.rate_limit_slots
-                     where user_id = p_subject and window_start = v_window and bucket = p_bucket
-                     order by slot desc limit 1), 0);
+  v_top := coalesce((select slot from app.rate_limit_slots where window_key = v_key order by slot desc limit 1), 0);
   for v_try in v_top + 1 .. p_limit loop
-    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-    select p_subject, v_window, p_bucket, v_try where pg_try_advisory_xact_lock(v_key # v_try)
+    insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+    select v_key, v_try, p_subject, v_window, p_bucket where pg_try_advisory_xact_lock(v_key # v_try)
     on conflict do nothing;
     if found then
       return v_try;
@@ -128,13 +211,13 @@ begin
   for v_try in
     select coalesce(g.prev, 0) + 1 from (
       select r.slot, lag(r.slot) over (order by r.slot) as prev from app.rate_limit_slots r
-      where r.user_id = p_subject and r.window_start = v_window and r.bucket = p_bucket and r.slot <= v_top
+      where r.window_key = v_key and r.slot <= v_top
     ) g
     where g.slot > coalesce(g.prev, 0) + 1 and coalesce(g.prev, 0) + 1 <= least(v_top, p_limit)
     order by g.slot
   loop
-    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-    select p_subject, v_window, p_bucket, v_try where pg_try_advisory_xact_lock(v_key # v_try)
+    insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+    select v_key, v_try, p_subject, v_window, p_bucket where pg_try_advisory_xact_lock(v_key # v_try)
     on conflict do nothing;
     if found then
       return v_try;
@@ -162,8 +245,8 @@ do $$
 begin
   if to_regprocedure('internal.hit_sharded_limit(uuid, text, integer, integer)') is not null then
     lock table app.rate_limits in share row exclusive mode;
-    insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-    select w.user_id, w.window_start, 'mutations', n
+    insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+    select internal.rate_limit_window_key(w.user_id, 'mutations', w.window_start), n, w.user_id, w.window_start, 'mutations'
     from (select user_id, window_start, sum(hits)::integer as hits from app.rate_limits
           where bucket ~ '^mutations(#[0-9]+|\+)?$' and window_start >= now() - interval '2 minutes' and hits > 0
           group by user_id, window_start) w

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(35);
+select plan(40);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -89,12 +89,21 @@ select is((select array_agg(res #>> '{error,code}' order by n) from attempts whe
           'after 5 invalid attempts under a limit of 5, a valid mutation is refused');
 
 -- Each hit takes a slot of its window, 1 .. the limit: a row of app.rate_limit_slots keyed
--- (user_id, window_start, bucket, slot), so the key is the bound (docs/limits.md). A hit never
--- waits: a slot another transaction holds is skipped (tests/integration/rate-limit-slots-attack.test.ts).
-select col_is_pk('app', 'rate_limit_slots', array['user_id', 'window_start', 'bucket', 'slot'],
-                 'app.rate_limit_slots is keyed (user_id, window_start, bucket, slot): at most the limit of rows per window');
+-- (window_key, slot), window_key = internal.rate_limit_window_key(user_id, bucket, window_start), so
+-- the key is the bound (docs/limits.md). A hit never waits: a slot another transaction holds is skipped
+-- (tests/integration/rate-limit-slots-attack.test.ts).
+select col_is_pk('app', 'rate_limit_slots', array['window_key', 'slot'],
+                 'app.rate_limit_slots is keyed (window_key, slot): at most the limit of rows per window');
 select is((select array_agg(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 5, 60)) from generate_series(1, 3)),
           array[1, 2, 3], 'three hits in one transaction take slots 1, 2 and 3');
+-- take_limit_slot writes, reads and locks by internal.rate_limit_window_key, as every writer must
+-- (the direct inserts below use it: a key of take_limit_slot's own would not see their slots)
+select is((select count(*) from pg_locks l join app.rate_limit_slots s
+             on ((l.classid::bigint << 32) | l.objid::bigint) = (s.window_key # s.slot)
+           where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.objsubid = 1
+             and s.window_key = internal.rate_limit_window_key(s.user_id, s.bucket, s.window_start)
+             and s.user_id = '00000000-0000-4000-8000-0000000000a1' and s.bucket = 'pgtap'), 3::bigint,
+          'each hit''s row is keyed internal.rate_limit_window_key(user, bucket, window), and it holds the advisory lock window_key # slot');
 select is((select array_agg(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 5, 60)) from generate_series(1, 2)),
           array[4, 5], 'two more, under a limit of 5: slots 4 and 5');
 select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 5, 60)$$, 'PX429', null,
@@ -108,8 +117,9 @@ rollback to savepoint one_more;
 select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a1', 'pgtap', 6, 60), 6,
           'a slot whose savepoint rolled back is free again: the next hit takes 6');
 -- full above the highest slot: a slot below left free (by a hit that rolled back) is taken, then refusal
-insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-select '00000000-0000-4000-8000-0000000000a2', internal.rate_window_start(60), 'pgtap', s from unnest(array[1, 2, 4, 5]) s;
+insert into app.rate_limit_slots (window_key, user_id, window_start, bucket, slot)
+select internal.rate_limit_window_key('00000000-0000-4000-8000-0000000000a2', 'pgtap', internal.rate_window_start(60)),
+       '00000000-0000-4000-8000-0000000000a2', internal.rate_window_start(60), 'pgtap', s from unnest(array[1, 2, 4, 5]) s;
 select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60), 3,
           'slots 1, 2, 4, 5 taken under a limit of 5: the hit takes the free slot 3');
 select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a2', 'pgtap', 5, 60)$$, 'PX429', null,
@@ -119,13 +129,36 @@ select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a2', 'pgta
 select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a2', 'pgtap', 3, 60)$$, 'PX429', null,
                  'a limit lowered to 3, under 6 taken: refused at once');
 -- other buckets, other windows, other subjects hold slots of their own
-insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-select '00000000-0000-4000-8000-0000000000a3'::uuid, w, b, s
-from unnest(array['pgtap2', 'endpoint:H2']) b, generate_series(1, 5) s,
+insert into app.rate_limit_slots (window_key, user_id, window_start, bucket, slot)
+select internal.rate_limit_window_key(u, b, w), u, w, b, s
+from (select '00000000-0000-4000-8000-0000000000a3'::uuid as u) u, unnest(array['pgtap2', 'endpoint:H2']) b, generate_series(1, 5) s,
      unnest(array[internal.rate_window_start(60), internal.rate_window_start(60) - interval '1 minute']) w
-union all select '00000000-0000-4000-8000-0000000000a3'::uuid, internal.rate_window_start(60) - interval '1 minute', 'pgtap', s from generate_series(1, 5) s;
+union all select internal.rate_limit_window_key('00000000-0000-4000-8000-0000000000a3', 'pgtap', internal.rate_window_start(60) - interval '1 minute'),
+                 '00000000-0000-4000-8000-0000000000a3'::uuid, internal.rate_window_start(60) - interval '1 minute', 'pgtap', s from generate_series(1, 5) s;
 select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a3', 'pgtap', 5, 60), 1,
           'full windows of the subject''s other buckets and of its previous minute leave this one''s slots free: 1');
+
+-- a row inserted without window_key, as the previous release's take_limit_slot inserts it (in
+-- flight at the key's migration: tests/integration/rate-limit-slots-key-migration.test.ts): the
+-- trigger rate_limit_slot_key gives it its key and the slot's advisory lock as take_limit_slot
+-- takes it, so the hits of both count under one bound
+select trigger_is('app', 'rate_limit_slots', 'rate_limit_slot_key', 'internal', 'rate_limit_slot_key',
+                  'app.rate_limit_slots has the trigger rate_limit_slot_key (internal.rate_limit_slot_key)');
+insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+select '00000000-0000-4000-8000-0000000000a4', internal.rate_window_start(60), 'pgtap', s from generate_series(1, 2) s;
+select is((select array_agg(slot order by slot) from app.rate_limit_slots s
+           where s.user_id = '00000000-0000-4000-8000-0000000000a4' and s.bucket = 'pgtap'
+             and s.window_key = internal.rate_limit_window_key(s.user_id, s.bucket, s.window_start)
+             and exists (select from pg_locks l where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.objsubid = 1
+                           and ((l.classid::bigint << 32) | l.objid::bigint) = (s.window_key # s.slot))),
+          array[1, 2], 'rows inserted without window_key get internal.rate_limit_window_key of the row, and hold the advisory lock window_key # slot');
+select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a4', 'pgtap', 5, 60), 3,
+          'and take_limit_slot counts them: the next hit takes 3');
+-- a writer that names window_key keeps it: the trigger's WHEN is false, its function is not called
+insert into app.rate_limit_slots (window_key, user_id, window_start, bucket, slot)
+values (42, '00000000-0000-4000-8000-0000000000a4', internal.rate_window_start(60), 'pgtap', 9);
+select is((select window_key from app.rate_limit_slots where user_id = '00000000-0000-4000-8000-0000000000a4' and slot = 9),
+          42::bigint, 'a row inserted with window_key keeps it (the trigger is for rows without one)');
 
 select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a3', 'pgtap', null, 60)$$, 'PX500',
                  'the limit of pgtap is not configured: set it in app.settings (mutations_per_minute for mutations)',
@@ -148,8 +181,9 @@ select is((select count(*) from app.rate_limit_slots where user_id = tests.user_
 -- the gaps below the highest slot, in slot order, once every slot above it is taken: slots 1, 3
 -- and 7 of an hour's window (7 from when the limit was higher), now a limit of 5: 2, then 4, then 5
 -- (below the limit, above the gap before 7), then refused
-insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-select '77777777-7777-4777-8777-777777777777', internal.rate_window_start(3600), 'mutations', s from unnest(array[1, 3, 7]) s;
+insert into app.rate_limit_slots (window_key, user_id, window_start, bucket, slot)
+select internal.rate_limit_window_key('77777777-7777-4777-8777-777777777777', 'mutations', internal.rate_window_start(3600)),
+       '77777777-7777-4777-8777-777777777777', internal.rate_window_start(3600), 'mutations', s from unnest(array[1, 3, 7]) s;
 select is(internal.take_limit_slot('77777777-7777-4777-8777-777777777777', 'mutations', 5, 3600), 2, 'a full top: the first gap, 2');
 select is(internal.take_limit_slot('77777777-7777-4777-8777-777777777777', 'mutations', 5, 3600), 4, 'then the next gap, 4');
 select is(internal.take_limit_slot('77777777-7777-4777-8777-777777777777', 'mutations', 5, 3600), 5, 'then 5: free, under the limit, though 7 is above it');

@@ -133,8 +133,9 @@ describe('@potentia/client: changes the server cannot take', () => {
     await awayFromWindowEdge(60, 3_000);
     // this user's minute is used up (app.rate_limit_slots: a slot per mutation, docs/limits.md)
     const [w] = await db.sql`
-      insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-      select ${userId}::uuid, internal.rate_window_start(60), 'mutations', g
+      insert into app.rate_limit_slots (window_key, user_id, window_start, bucket, slot)
+      select internal.rate_limit_window_key(${userId}::uuid, 'mutations', internal.rate_window_start(60)),
+             ${userId}::uuid, internal.rate_window_start(60), 'mutations', g
       from generate_series(1, internal.setting_int('mutations_per_minute')) g
       on conflict do nothing
       returning window_start`;

@@ -212,7 +212,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       while (n < pending.length && n < MAX_BATCH_FRAMES && (n === 0 || bytes + pending[n]!.frame.length <= MAX_BATCH_BYTES)) bytes += pending[n++]!.frame.length;
       const batch = pending.slice(0, n);
       pending = pending.slice(n);
-      const content = Buffer.concat([Buffer.from([VERSION]), ...batch.map((p) => p.frame)], bytes);
+      const content = encodeMessage(batch.map((p) => p.frame), bytes);
       let settle!: () => void;
       inFlight = new Promise<void>((r) => { settle = r; });
       try {
@@ -502,7 +502,13 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   };
 }
 
-function encodeFrame(header: Header, body?: Uint8Array): Buffer {
+/** One logical message of encoded frames (encodeFrame), `bytes` long in all: what decodeMessage reads. */
+export function encodeMessage(frames: Buffer[], bytes = 1 + frames.reduce((n, f) => n + f.length, 0)): Buffer {
+  return Buffer.concat([Buffer.from([VERSION]), ...frames], bytes);
+}
+
+/** A frame: its header's and body's lengths (4 bytes each), the header's JSON, the body. */
+export function encodeFrame(header: Header, body?: Uint8Array): Buffer {
   const h = Buffer.from(JSON.stringify(header), 'utf8');
   const b = body ?? Buffer.alloc(0);
   const out = Buffer.allocUnsafe(8 + h.length + b.length);

@@ -1,7 +1,8 @@
 import net from 'node:net';
 
 /**
- * A loopback TCP proxy in front of Postgres that loses the answer to one COMMIT: armed with a
+ * A loopback TCP proxy in front of Postgres that loses the answer to one COMMIT (or, with
+ * resetOnMarker, the connection under one statement): armed with a
  * marker (text a statement's parameters carry, such as the name or id a create sends), the
  * connection that sends the marker is reset the moment Postgres answers its next COMMIT. Postgres
  * has committed; the client (the server's pool) never hears it and sees its connection reset
@@ -22,6 +23,14 @@ export type CommitLossProxy = {
   loseCommitAnswer(marker: string): Promise<void>;
   /** COMMIT answers lost so far. */
   readonly lost: number;
+  /**
+   * Arms the proxy for the next connection that sends `marker`: it is reset at once, those bytes
+   * never reaching Postgres (the client sees its connection lost under that statement, as when its
+   * backend is terminated); arming again replaces the marker.
+   */
+  resetOnMarker(marker: string): void;
+  /** Connections reset by resetOnMarker so far. */
+  readonly reset: number;
   /** Closes the listener and every connection. */
   close(): Promise<void>;
 };
@@ -33,6 +42,8 @@ const COMMIT_COMPLETE = Buffer.concat([Buffer.from([0x43, 0, 0, 0, 11]), Buffer.
 export async function startCommitLossProxy(upstreamPort: number): Promise<CommitLossProxy> {
   let armed: { marker: Buffer; done: () => void } | null = null;
   let lost = 0;
+  let resetArmed: Buffer | null = null;
+  let reset = 0;
   const sockets = new Set<net.Socket>();
 
   const server = net.createServer((client) => {
@@ -48,6 +59,13 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);
     client.on('data', (chunk: Buffer) => {
+      if (resetArmed && chunk.includes(resetArmed)) {
+        resetArmed = null;
+        reset++;
+        client.resetAndDestroy(); // never forwarded
+        upstream.destroy();
+        return;
+      }
       if (armed && !marked && chunk.includes(armed.marker)) {
         marked = armed;
         armed = null;
@@ -76,6 +94,12 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
     port: (server.address() as net.AddressInfo).port,
     get lost() {
       return lost;
+    },
+    get reset() {
+      return reset;
+    },
+    resetOnMarker(marker) {
+      resetArmed = Buffer.from(marker, 'utf8');
     },
     loseCommitAnswer(marker) {
       // arming again replaces a marker no connection sent (a test that failed before sending it)

@@ -6,10 +6,10 @@
 // it was not: a private channel's join was refused `unavailable` and a REST broadcast answered 503,
 // though the database answered everything else.
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import type { Server } from '../../src/server.ts';
+import { startCommitLossProxy, type CommitLossProxy } from '../helpers/commit-loss-proxy.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
@@ -19,54 +19,13 @@ import { until } from '../helpers/wait.ts';
 
 const db = testDatabase(2);
 const realtime = realtimeClients();
-let proxy: ResetProxy;
+let proxy: CommitLossProxy;
 let server: Server;
 let anon = '';
 
-/**
- * A loopback proxy in front of Postgres that resets one connection: armed with a marker (text a
- * statement's parameters carry), the connection whose client sends it is destroyed at once, before
- * the bytes reach Postgres (the client sees its connection reset under the statement). Otherwise
- * bytes pass unchanged.
- */
-type ResetProxy = { port: number; resetOn(marker: string): void; readonly resets: number; close(): void };
-async function startResetProxy(upstreamPort: number): Promise<ResetProxy> {
-  let armed: Buffer | null = null;
-  let resets = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect({ host: '127.0.0.1', port: upstreamPort });
-    sockets.add(client).add(upstream);
-    const end = () => { client.destroy(); upstream.destroy(); };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-    client.on('data', (chunk: Buffer) => {
-      if (armed && chunk.includes(armed)) {
-        armed = null;
-        resets++;
-        client.resetAndDestroy();
-        upstream.destroy();
-        return;
-      }
-      upstream.write(chunk);
-    });
-    upstream.on('data', (chunk: Buffer) => client.write(chunk));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    resetOn(marker) { armed = Buffer.from(marker); },
-    get resets() { return resets; },
-    close() {
-      server.close();
-      for (const s of sockets) s.destroy();
-    },
-  };
-}
-
 beforeAll(async () => {
   const direct = new URL(testDatabaseUrl());
-  proxy = await startResetProxy(Number(direct.port || 5432));
+  proxy = await startCommitLossProxy(Number(direct.port || 5432));
   const proxied = new URL(direct);
   proxied.hostname = '127.0.0.1';
   proxied.port = String(proxy.port);
@@ -78,7 +37,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await realtime.disconnectAll();
   await server?.stop();
-  proxy?.close();
+  await proxy?.close();
   await db.close();
 });
 
@@ -88,10 +47,10 @@ it('joins a private channel whose authorization probe lost its connection', asyn
     const topic = `canvas:${canvasId}`;
     const client = realtime.connect(server.url, anon, '2.0.0');
     client.setAuth(await tokenFor(server, users[1]!));
-    const resets = proxy.resets;
-    proxy.resetOn(topic);
+    const reset = proxy.reset;
+    proxy.resetOnMarker(topic);
     expect(await subscribed(client.channel(topic, { config: { private: true } }))).toEqual({ status: 'SUBSCRIBED', err: undefined });
-    expect(proxy.resets).toBe(resets + 1);
+    expect(proxy.reset).toBe(reset + 1);
   }
 });
 
@@ -106,14 +65,14 @@ it('accepts a REST broadcast to a private channel whose authorization probe lost
     const ch = client.channel(topic, { config: { private: true } }).on('broadcast', { event: 'n' }, (m) => { got.push((m.payload as { id: string }).id); });
     expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
     const id = randomUUID();
-    const resets = proxy.resets;
-    proxy.resetOn(topic);
+    const reset = proxy.reset;
+    proxy.resetOnMarker(topic);
     const res = await fetch(`${server.url}/realtime/v1/api/broadcast`, {
       method: 'POST', headers: { apikey: anon, authorization: `Bearer ${await tokenFor(server, users[1]!)}`, 'content-type': 'application/json' },
       body: JSON.stringify({ messages: [{ topic, event: 'n', payload: { id }, private: true }] }),
     });
     expect({ status: res.status, body: await res.text() }).toEqual({ status: 202, body: '' });
-    expect(proxy.resets).toBe(resets + 1);
+    expect(proxy.reset).toBe(reset + 1);
     sent.push(id);
   }
   await until(() => got.length >= sent.length, 10_000, 'the broadcasts on their subscribers');

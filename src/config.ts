@@ -48,6 +48,9 @@ export const EnvSchema = z.object({
   // open at once from one address (TRUST_PROXY: the client's, else the peer's) and per user
   REALTIME_MAX_SOCKETS_PER_ADDRESS: envInteger(1).default(DEFAULT_ADMISSION_LIMITS.maxSocketsPerAddress),
   REALTIME_MAX_SOCKETS_PER_USER: envInteger(1).default(DEFAULT_ADMISSION_LIMITS.maxSocketsPerUser),
+  // the key the realtime cluster's messages are authenticated with (src/realtime/cluster-key.ts);
+  // unset: one derived from JWT_SECRET (and JWT_SECONDARY_SECRET, accepted too)
+  REALTIME_CLUSTER_SECRET: envSecret(32, 'the secret every gateway of a deployment shares to authenticate the realtime cluster\'s messages', '`openssl rand -base64 48`').optional(),
   // background jobs (src/worker): `inprocess` runs the worker inside `npm start`, `external`
   // expects `npm run worker` processes (and /ready checks their heartbeat), `off` runs none
   WORKER_MODE: envChoice(['inprocess', 'external', 'off']).default('inprocess'),
@@ -102,8 +105,11 @@ export type Config = {
   maxBodyBytes: number;
   /** Take the client IP from X-Forwarded-For (only behind a proxy that sets it). */
   trustProxy: boolean;
-  /** The realtime gateway's per-caller socket caps (src/realtime/admission.ts). */
-  realtime: { maxSocketsPerAddress: number; maxSocketsPerUser: number };
+  /**
+   * The realtime gateway's per-caller socket caps (src/realtime/admission.ts); clusterSecret:
+   * REALTIME_CLUSTER_SECRET, the cluster's key (src/realtime/cluster-key.ts; unset: JWT_SECRET's).
+   */
+  realtime: { maxSocketsPerAddress: number; maxSocketsPerUser: number; clusterSecret?: string };
   worker: WorkerConfig;
   embedding: EmbeddingConfig;
 };
@@ -158,7 +164,7 @@ export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Config {
 export const EMPTY_IS_A_VALUE = ['WORKER_CRONTAB'] as const;
 
 /** Variables whose value an error never shows (their length only). */
-const SECRETS = ['JWT_SECRET', 'JWT_SECONDARY_SECRET', 'INTERNAL_TOKEN', 'OPENAI_API_KEY'];
+const SECRETS = ['JWT_SECRET', 'JWT_SECONDARY_SECRET', 'INTERNAL_TOKEN', 'OPENAI_API_KEY', 'REALTIME_CLUSTER_SECRET'];
 
 const REFERENCE = '(what each variable takes: docs/self-hosting.md, "Environment reference")';
 
@@ -221,7 +227,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     validateResponses: (e.VALIDATE_RESPONSES === '1' || e.VALIDATE_RESPONSES === 'true') && e.NODE_ENV !== 'production',
     maxBodyBytes: e.MAX_BODY_BYTES,
     trustProxy: e.TRUST_PROXY === '1' || e.TRUST_PROXY === 'true',
-    realtime: { maxSocketsPerAddress: e.REALTIME_MAX_SOCKETS_PER_ADDRESS, maxSocketsPerUser: e.REALTIME_MAX_SOCKETS_PER_USER },
+    realtime: { maxSocketsPerAddress: e.REALTIME_MAX_SOCKETS_PER_ADDRESS, maxSocketsPerUser: e.REALTIME_MAX_SOCKETS_PER_USER, clusterSecret: e.REALTIME_CLUSTER_SECRET },
     worker: {
       mode: e.WORKER_MODE,
       expected: e.WORKER_MODE === 'external',
@@ -248,6 +254,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       breaker: { failureThreshold: e.EMBEDDING_BREAKER_FAILURES, cooldownMs: e.EMBEDDING_BREAKER_COOLDOWN_MS },
     },
   };
+}
+
+/**
+ * Why a process that runs the realtime gateway (roles all and gateway) cannot start with `config`,
+ * as loadConfig words a bad environment; undefined when it can. Its cluster's messages are
+ * authenticated with a key every gateway shares (src/realtime/cluster-key.ts): REALTIME_CLUSTER_SECRET,
+ * else one derived from JWT_SECRET. Production with asymmetric keys only (SUPABASE_JWKS_URL, no
+ * JWT_SECRET) has neither.
+ */
+export function realtimeConfigProblem(config: Config): string | undefined {
+  if (config.realtime.clusterSecret || config.auth.jwtSecret) return undefined;
+  return 'invalid environment: REALTIME_CLUSTER_SECRET: must be set for the realtime gateway (roles all and gateway) when JWT_SECRET is unset '
+    + '(asymmetric keys only, SUPABASE_JWKS_URL): the gateways authenticate the realtime cluster\'s messages with a key they share, '
+    + 'derived from JWT_SECRET when there is one. Set the same value on every gateway, 32 characters at least (`openssl rand -base64 48`) '
+    + REFERENCE;
 }
 
 /** The test database: TEST_DATABASE_URL, or DATABASE_URL's server with database `potentia_test`. */

@@ -1,6 +1,6 @@
 // Entry point of `npm start` (after scripts/start has run setup, migrations and the seed) and of
 // `npm run serve -- --role all|api|gateway|worker` (src/roles.ts: what each role runs).
-import { loadConfigOrExit } from './config.ts';
+import { loadConfigOrExit, realtimeConfigProblem } from './config.ts';
 import { assertMigrated } from './db/migrated.ts';
 import { keepRunningOnUnhandledRejection } from './last-resort.ts';
 import { apiKeys, DEMO, devToken } from './dev.ts';
@@ -20,6 +20,12 @@ try {
   process.exit(2);
 }
 const config = loadConfigOrExit();
+// the realtime gateway's cluster needs a key its gateways share (src/realtime/cluster-key.ts): without one, exit 2 as for any bad environment
+const realtimeProblem = role === 'all' || role === 'gateway' ? realtimeConfigProblem(config) : undefined;
+if (realtimeProblem) {
+  console.error(realtimeProblem);
+  process.exit(2);
+}
 keepRunningOnUnhandledRejection();
 // role all runs the background-job worker in this process unless WORKER_MODE is external (`npm run worker`) or off
 const server = await assertMigrated(config.databaseUrl).then(() => startRole(config, role)).catch((err: NodeJS.ErrnoException) => {

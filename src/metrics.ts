@@ -88,6 +88,12 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
       name: 'potentia_realtime_replication_stream_losses_total', help: "times this gateway's replication stream was lost (backend terminated, server restart, connection closed or stalled) and reconnected",
       registers: exposedIf(parts.realtime),
     }),
+    // the realtime cluster's messages (src/realtime/cluster.ts) dropped unread for their MAC: another
+    // database role writing under the cluster's prefix, or a gateway with another key
+    realtimeClusterRejected: new Counter({
+      name: 'potentia_realtime_cluster_messages_rejected_total', help: "realtime cluster messages this gateway dropped unread: unsigned (no MAC: another writer of the prefix, a gateway from before authentication) or bad_mac (signed with no key this gateway accepts: a forgery, or a gateway with another REALTIME_CLUSTER_SECRET / JWT_SECRET)",
+      labelNames: ['reason'], registers: exposedIf(parts.realtime),
+    }),
     // background jobs (src/worker)
     jobQueueDepth: new Gauge({
       name: 'potentia_job_queue_depth', help: 'Graphile Worker jobs by task and state (ready, scheduled, running, failed; unknown = of a task no live worker runs, never run, deleted by cleanup after failed_job_retention_days; outbox = embedding outbox rows), as read with the heartbeat; not shown once that read is older than WORKER_STALE_MS',

@@ -78,16 +78,18 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   let gateway: Gateway | undefined;
   if (opts.realtime !== false) {
     // the bus's logical replication stream needs a walsender session of its own: direct
-    gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger: deps.logger,
-      trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics: deps.metrics, limits: { ...config.realtime, ...opts.realtime?.limits } });
-    gateway.attach(http as import('node:http').Server);
     try {
+      // (throws without a cluster key: no REALTIME_CLUSTER_SECRET nor JWT_SECRET, which main.ts refuses first)
+      gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger: deps.logger,
+        trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics: deps.metrics,
+        limits: { ...config.realtime, ...opts.realtime?.limits }, clusterSecret: config.realtime.clusterSecret });
+      gateway.attach(http as import('node:http').Server);
       await gateway.start();
       deps.realtime = gateway.rest;
     } catch (err) {
       // no database (or no wal_level=logical) must not keep the HTTP API down: /ready reports it
       deps.logger.error({ err }, 'realtime gateway did not start');
-      await gateway.stop().catch(() => {});
+      await gateway?.stop().catch(() => {});
       gateway = undefined;
     }
   }

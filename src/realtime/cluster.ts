@@ -1,9 +1,10 @@
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { CLUSTER_MESSAGE_PREFIX, type DatabaseBus } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import { ClusterGaps } from './cluster-gaps.ts';
+import type { ClusterKeys } from './cluster-key.ts';
 import { emitLogicalMessage } from './logical-message.ts';
 import type { MetaCallers, NodePresence, PresenceDiff, PresenceState, PresenceTracker } from './presence.ts';
 import { formatLsn, parseLsn } from './replication.ts';
@@ -86,6 +87,10 @@ export type ClusterPayload = { json: string } | { binary: Buffer };
 
 export type ClusterOptions = {
   sql: Sql;
+  /** What this node signs its messages with, and what it reads others' under (cluster-key.ts; see Authentication above). */
+  keys: ClusterKeys;
+  /** A message under the prefix dropped unread: no MAC (`unsigned`) or a MAC of no accepted key (`bad_mac`). */
+  onRejected?(reason: RejectReason): void;
   bus: DatabaseBus;
   presence: PresenceTracker;
   logger?: Logger;
@@ -115,8 +120,10 @@ export type ClusterNode = {
   publishPresenceDiff(key: ChannelKey, diff: PresenceDiff): void;
   /** Ids of the other nodes currently alive. */
   nodes(): string[];
-  stats(): { sent: number; received: number; sendFailures: number; dead: number };
+  stats(): { sent: number; received: number; sendFailures: number; dead: number; rejected: number };
 };
+
+export type RejectReason = 'unsigned' | 'bad_mac';
 
 type Header =
   /**
@@ -137,7 +144,14 @@ type Header =
       /** node id → the number of its last `lost` request the sender has sent its broadcasts again for */ answered?: Record<string, number> }
   | { type: 'leave'; node: string };
 
-const VERSION = 1;
+/** 1: no MAC (before authentication; read by nobody now); 2: a MAC after the version byte. */
+const VERSION = 2;
+/** HMAC-SHA256's length, after the version byte. */
+const MAC_BYTES = 32;
+/** The bytes before the first frame. */
+const HEAD_BYTES = 1 + MAC_BYTES;
+/** Messages dropped for their MAC are logged at most this often (with their count meanwhile), never one by one. */
+const REJECT_WARN_EVERY_MS = 10_000;
 /** Frames per statement at most; the rest go in the next one. */
 const MAX_BATCH_FRAMES = 256;
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
@@ -154,7 +168,10 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   const heartbeatMs = opts.heartbeatMs ?? 2000;
   const deadAfterMs = opts.deadAfterMs ?? 3 * heartbeatMs + 1000;
   const syncIntervalMs = opts.syncIntervalMs ?? 30_000;
-  const stats = { sent: 0, received: 0, sendFailures: 0, dead: 0 };
+  const stats = { sent: 0, received: 0, sendFailures: 0, dead: 0, rejected: 0 };
+  /** rejected messages not logged yet, and when they last were (reject) */
+  let unwarned = 0;
+  let warnedAt = 0;
   /** node id → when last heard (this node's clock) */
   const peers = new Map<string, number>();
   /** This node's clock when it sent the newest of its own heartbeats that came back on the stream (sweep). */
@@ -207,12 +224,12 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   /** One statement at a time, so this node's messages reach every node in the order they were queued. */
   async function flush(): Promise<void> {
     while (pending.length > 0) {
-      let bytes = 1;
+      let bytes = HEAD_BYTES;
       let n = 0;
       while (n < pending.length && n < MAX_BATCH_FRAMES && (n === 0 || bytes + pending[n]!.frame.length <= MAX_BATCH_BYTES)) bytes += pending[n++]!.frame.length;
       const batch = pending.slice(0, n);
       pending = pending.slice(n);
-      const content = encodeMessage(batch.map((p) => p.frame), bytes);
+      const content = encodeMessage(batch.map((p) => p.frame), opts.keys.sign, bytes);
       let settle!: () => void;
       inFlight = new Promise<void>((r) => { settle = r; });
       try {
@@ -337,6 +354,9 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       gaps.open(covered, lsn - 1n, peers.keys(), Date.now());
     }
     if (lsn > covered) covered = lsn;
+    // nothing of a message is read before its MAC is checked: a forged one makes no node, presence or request
+    const unauthentic = verifyMessage(content, opts.keys.accept);
+    if (unauthentic) return reject(unauthentic);
     let frames: { header: Header; body: Buffer }[];
     try {
       frames = decodeMessage(content);
@@ -357,6 +377,20 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         opts.logger?.error({ err, type: header.type }, 'realtime cluster message handling failed');
       }
     }
+  }
+
+  /** Counts a message dropped for its MAC; logs them at warn at most every REJECT_WARN_EVERY_MS (a flood must not flood the log). */
+  function reject(reason: RejectReason): void {
+    stats.rejected++;
+    opts.onRejected?.(reason);
+    unwarned++;
+    const now = Date.now();
+    if (now - warnedAt < REJECT_WARN_EVERY_MS) return;
+    opts.logger?.warn({ rejected: unwarned, reason, rejectedTotal: stats.rejected },
+      'realtime cluster messages without a valid MAC ignored: a database role other than this deployment\'s gateways writes under the cluster\'s prefix, '
+      + 'or a gateway runs with another key (REALTIME_CLUSTER_SECRET, else JWT_SECRET, must be the same on every gateway; docs/realtime.md, "Cluster")');
+    unwarned = 0;
+    warnedAt = now;
   }
 
   function handle(h: Header, body: Buffer): void {
@@ -502,9 +536,27 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   };
 }
 
-/** One logical message of encoded frames (encodeFrame), `bytes` long in all: what decodeMessage reads. */
-export function encodeMessage(frames: Buffer[], bytes = 1 + frames.reduce((n, f) => n + f.length, 0)): Buffer {
-  return Buffer.concat([Buffer.from([VERSION]), ...frames], bytes);
+/**
+ * One logical message of encoded frames (encodeFrame), `bytes` long in all, signed with `key`:
+ * the version byte, HMAC-SHA256 under `key` of everything else (the version byte and the frames),
+ * the frames. What verifyMessage checks and decodeMessage reads.
+ */
+export function encodeMessage(frames: Buffer[], key: KeyObject, bytes = HEAD_BYTES + frames.reduce((n, f) => n + f.length, 0)): Buffer {
+  const out = Buffer.concat([Buffer.from([VERSION]), Buffer.alloc(MAC_BYTES), ...frames], bytes);
+  mac(out, key).copy(out, 1);
+  return out;
+}
+
+/** The MAC of a message: over its version byte and its frames. */
+function mac(content: Buffer, key: KeyObject): Buffer {
+  return createHmac('sha256', key).update(content.subarray(0, 1)).update(content.subarray(HEAD_BYTES)).digest();
+}
+
+/** Why `content` is not a message signed with one of `keys` (undefined: it is); reads nothing of its frames. */
+export function verifyMessage(content: Buffer, keys: readonly KeyObject[]): RejectReason | undefined {
+  if (content.length < HEAD_BYTES || content[0] !== VERSION) return 'unsigned';
+  const given = content.subarray(1, HEAD_BYTES);
+  return keys.some((key) => timingSafeEqual(mac(content, key), given)) ? undefined : 'bad_mac';
 }
 
 /** A frame: its header's and body's lengths (4 bytes each), the header's JSON, the body. */
@@ -523,11 +575,14 @@ const KEY = /^(private|public):/;
 const isLsn = (v: unknown): v is string => typeof v === 'string' && /^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(v);
 const isObject = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** Every frame of one logical message; throws on anything malformed (another writer of the prefix). */
+/**
+ * Every frame of one logical message; throws on anything malformed. Does not check its MAC: a
+ * node reads only what verifyMessage passed.
+ */
 export function decodeMessage(content: Buffer): { header: Header; body: Buffer }[] {
-  if (content.length < 1 || content[0] !== VERSION) throw new Error(`unknown cluster message version ${content[0]}`);
+  if (content.length < HEAD_BYTES || content[0] !== VERSION) throw new Error(`unknown cluster message version ${content[0]}`);
   const out: { header: Header; body: Buffer }[] = [];
-  let o = 1;
+  let o = HEAD_BYTES;
   while (o < content.length) {
     if (o + 8 > content.length) throw new Error('truncated cluster frame');
     const hl = content.readUInt32BE(o);

@@ -14,6 +14,7 @@ import { Admission, type SocketTicket } from './admission.ts';
 import type { SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
 import { createClusterNode, type ClusterNode } from './cluster.ts';
+import { clusterKeys } from './cluster-key.ts';
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
 import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
@@ -45,6 +46,8 @@ export type GatewayOptions = {
   metrics?: Metrics;
   /** The development profile: endpoint limits shared with HTTP (H1 snapshots count as H4) relaxed as there. */
   relaxedEndpointLimits?: boolean;
+  /** REALTIME_CLUSTER_SECRET: the cluster's key (cluster-key.ts); unset: derived from `auth`'s JWT secrets. */
+  clusterSecret?: string;
 };
 
 export type Gateway = {
@@ -63,8 +66,13 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const rateLimited = (endpoint: GatewayRateLimit) => opts.metrics?.rateLimited.inc({ endpoint });
   const admission = new Admission(limits, opts.trustProxy === true, (limit) => rateLimited(`realtime:${limit}`));
   const hub = new Hub(opts.sql, opts.lanes, bus, opts.logger, limits, admission, opts.relaxedEndpointLimits === true, rateLimited);
+  const keys = clusterKeys({ clusterSecret: opts.clusterSecret, jwtSecret: opts.auth.jwtSecret, secondaryJwtSecret: opts.auth.secondaryJwtSecret });
+  // (main.ts refuses such a configuration before anything starts: config.ts realtimeConfigProblem)
+  if (!keys) throw new Error('the realtime cluster has no key: set REALTIME_CLUSTER_SECRET (the same on every gateway) or JWT_SECRET');
   const cluster = createClusterNode({
     sql: opts.sql,
+    keys,
+    onRejected: (reason) => opts.metrics?.realtimeClusterRejected.inc({ reason }),
     bus,
     presence: hub.presence,
     logger: opts.logger,

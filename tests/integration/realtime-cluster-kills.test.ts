@@ -5,6 +5,7 @@ import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { CLUSTER_MESSAGE_PREFIX } from '../../src/realtime/bus.ts';
 import { decodeMessage, encodeFrame, encodeMessage } from '../../src/realtime/cluster.ts';
+import { clusterKeys } from '../../src/realtime/cluster-key.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
@@ -378,8 +379,9 @@ it('a request repeated after the sender answered it sends nothing again', async 
   const { node: receiver, to: sender, req } = request!;
   const before = resentTo(receiver);
   expect(before).toBeGreaterThanOrEqual(10);
-  // the same request again, as the cluster writes it
-  const message = encodeMessage([encodeFrame(request as Frame['header'])]);
+  // the same request again, as the cluster writes it, signed with the gateways' key (derived from
+  // their JWT secret, this test's too): a message without it is dropped before it is read
+  const message = encodeMessage([encodeFrame(request as Frame['header'])], clusterKeys({ jwtSecret: config.auth.jwtSecret })!.sign);
   await db.sql`select pg_logical_emit_message(true, ${CLUSTER_MESSAGE_PREFIX}, ${message}::bytea)`;
   // two of the sender's heartbeats after it: it has read it (its stream is up) and would have answered by then
   const seen = frames.length;

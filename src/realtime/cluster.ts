@@ -23,6 +23,24 @@ import { formatLsn, parseLsn } from './replication.ts';
  *
  * Privileges: sending needs EXECUTE on pg_logical_emit_message (granted to PUBLIC by default);
  * receiving needs nothing beyond what the bus already needs (REPLICATION on DATABASE_URL's role).
+ * So any role that runs SQL on the database can write under the prefix too.
+ *
+ * Authentication: every message carries an HMAC-SHA256 of its bytes (version byte and frames)
+ * under a key every gateway of the deployment shares (cluster-key.ts: REALTIME_CLUSTER_SECRET, else
+ * derived from JWT_SECRET, with JWT_SECONDARY_SECRET's accepted too). A node drops a message with
+ * no MAC or one of no key it accepts before it reads anything else of it (verifyMessage), so a
+ * forgery makes no node, presence, broadcast or request; it is counted (onRejected: the metric
+ * potentia_realtime_cluster_messages_rejected_total) and logged at warn at most every 10 s.
+ * Before, any role could write client broadcasts into any room (private ones included), make up
+ * nodes with presences, and have every node send its broadcasts again (a sync_request under a new
+ * number). Nodes with different keys (a differing secret, a rolling restart that changes it, a
+ * node from before authentication) ignore each other: two clusters on one database, each counting
+ * the other's messages. Replay: a genuine message written again passes its MAC, but capturing one
+ * takes reading the WAL (REPLICATION or superuser: a role that reads every row anyway). Harmless
+ * for resent broadcasts (admitted once per seq inside a lost stretch), answered requests (req) and
+ * `leave`; not for a live broadcast (delivered again: not deduplicated by seq) nor an old
+ * presence_sync/diff (old presences shown until the next sync, or for a dead node 7 s); a
+ * per-node message number in the signed bytes would close it (docs/realtime.md, Cluster).
  *
  * Message kinds: `broadcast` (a client broadcast: channel key, event, payload as JSON text or raw
  * bytes), `presence_diff` (joins/leaves of a node's local presences on one channel),
@@ -79,9 +97,10 @@ import { formatLsn, parseLsn } from './replication.ts';
  * Before, a node asked each node for its broadcasts after the last number (`seq`) it had heard
  * of it: a node it had not heard of when its stream was lost was asked nothing.
  *
- * Encoding: one logical message = version byte 1, then frames of
+ * Encoding: one logical message = version byte 2, the 32-byte MAC (above), then frames of
  * [u32 header length][u32 body length][header JSON][body]; the body is a broadcast's payload
- * (JSON text or the raw bytes of a binary broadcast), empty otherwise.
+ * (JSON text or the raw bytes of a binary broadcast), empty otherwise. (Version 1, before
+ * authentication, had no MAC; it is dropped as unsigned.)
  */
 export type ClusterPayload = { json: string } | { binary: Buffer };
 

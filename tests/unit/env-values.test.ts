@@ -63,7 +63,7 @@ describe('a blank environment variable', () => {
 describe('a value that does not parse', () => {
   /** Variables any non-blank text is a value of. */
   const FREE_TEXT = ['HOST', 'JWT_AUDIENCE', 'JWT_ISSUER', 'WORKER_CRONTAB', 'EMBEDDING_MODEL', 'OPENAI_API_KEY'];
-  const SECRETS = ['JWT_SECRET', 'JWT_SECONDARY_SECRET', 'INTERNAL_TOKEN'];
+  const SECRETS = ['JWT_SECRET', 'JWT_SECONDARY_SECRET', 'INTERNAL_TOKEN', 'REALTIME_CLUSTER_SECRET'];
 
   it('is refused naming the variable, the form it takes and what was given, for every variable of the schema', () => {
     const junk = 'x,y';

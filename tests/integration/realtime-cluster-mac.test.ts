@@ -222,6 +222,41 @@ it('gateways with different keys read none of each other\'s messages, and each o
   }
 }, 120_000);
 
+// Not a defect before authentication (every message was read then): the key derived from
+// JWT_SECONDARY_SECRET is accepted, so the gateways of two neighbouring steps of the JWT secret's
+// rotation (docs/self-hosting.md, "Rotating the JWT secret") still form one cluster. Seen failing
+// with the secondary's key not accepted.
+it('gateways at neighbouring steps of the JWT secret\'s rotation read each other\'s messages', async () => {
+  const [old, next] = [randomBytes(36).toString('base64'), randomBytes(36).toString('base64')];
+  const [standby, switched] = await Promise.all([
+    startPotentiaProcess({ ...env, JWT_SECRET: old, JWT_SECONDARY_SECRET: next }),
+    startPotentiaProcess({ ...env, JWT_SECRET: next, JWT_SECONDARY_SECRET: old }),
+  ]);
+  try {
+    // (g1 and g2, of another key, run too: what they send, these two drop)
+    await until(async () => (await streams()) === 4, 60_000, 'four gateways\' streams');
+    const key = await apiKey(old, 'anon'); // accepted by both
+    const topic = `mac-${randomUUID()}`;
+    const onStandby = realtime.connect(standby.url, key, '2.0.0').channel(topic);
+    const onSwitched = realtime.connect(switched.url, key, '2.0.0').channel(topic);
+    const gotStandby = ids(onStandby);
+    const gotSwitched = ids(onSwitched);
+    expect((await subscribed(onStandby)).status).toBe('SUBSCRIBED');
+    expect((await subscribed(onSwitched)).status).toBe('SUBSCRIBED');
+    const [fromStandby, fromSwitched] = [randomUUID(), randomUUID()];
+    for (const [g, id] of [[standby, fromStandby], [switched, fromSwitched]] as const) {
+      const res = await fetch(`${g.url}/realtime/v1/api/broadcast`, {
+        method: 'POST', headers: { apikey: key, 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ topic, event: 'n', payload: { id } }] }),
+      });
+      expect(res.status).toBe(202);
+    }
+    await until(() => gotStandby.has(fromSwitched) && gotSwitched.has(fromStandby), 20_000, 'each one\'s broadcast on the other');
+  } finally {
+    await Promise.all([standby.stop(), switched.stop()]);
+  }
+}, 120_000);
+
 it('a gateway without any key to share (asymmetric keys only in production) refuses to start, naming what to set', async () => {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--role', 'gateway'], {
     cwd: new URL('../..', import.meta.url).pathname, stdio: ['ignore', 'pipe', 'pipe'],

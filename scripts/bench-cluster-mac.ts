@@ -1,4 +1,4 @@
-// node --import tsx scripts/bench-cluster-mac.ts [--rounds 5] [--ms 300]
+// npm run bench:cluster-mac -- [--rounds 5] [--ms 300]
 //
 // What the realtime cluster's MAC (src/realtime/cluster.ts, "Authentication") costs per message,
 // on the CPU of one gateway: what a sending node does (encodeFrame, encodeMessage) plus what each

@@ -109,7 +109,8 @@
 // dev data; mutations_per_minute is raised in that database only. Nothing else is dropped; the
 // database is left in place for inspection.
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { PerformanceObserver, performance } from 'node:perf_hooks';
+import { readFileSync, readdirSync } from 'node:fs';
 import { availableParallelism, loadavg, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
@@ -139,6 +140,112 @@ function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
 /** Milliseconds on the monotonic clock since BASE (shared by parent and children through the env). */
 const BASE = ROLE ? BigInt(process.env.BENCH_RT_BASE!) : process.hrtime.bigint();
 const now = () => Number(process.hrtime.bigint() - BASE) / 1e6;
+
+/**
+ * BENCH_RT_TRACE=1: each process records its own stalls on the now() clock — event-loop lag (a 5 ms
+ * timer chain: how late each tick ran, when over 8 ms), GC pauses of 2 ms or more (PerformanceObserver
+ * 'gc'), and in the subscriber processes each realtime-js heartbeat sent — and the parent prints
+ * them next to the slowest deltas of each scenario (which part of the path the tail is in).
+ */
+const TRACE = process.env.BENCH_RT_TRACE === '1';
+type TraceEvent = { at: number; ms: number; kind: string };
+const traceEvents: TraceEvent[] = [];
+if (TRACE) {
+  const tick = 5;
+  let due = now() + tick;
+  const loop = () => {
+    const t = now();
+    if (t - due > 8) traceEvents.push({ at: due, ms: t - due, kind: 'loop' });
+    due = t + tick;
+    setTimeout(loop, tick).unref();
+  };
+  setTimeout(loop, tick).unref();
+  const kinds: Record<number, string> = { 1: 'gc-minor', 2: 'gc-major', 4: 'gc-incremental', 8: 'gc-weakcb' };
+  new PerformanceObserver((list) => {
+    const offset = now() - performance.now();
+    for (const e of list.getEntries()) {
+      if (e.duration >= 2) traceEvents.push({ at: e.startTime + offset, ms: e.duration, kind: kinds[(e as any).detail?.kind] ?? 'gc' });
+    }
+  }).observe({ entryTypes: ['gc'] });
+}
+const takeTrace = () => traceEvents.splice(0, traceEvents.length);
+/**
+ * The machine's CPU since this was made, split (ms of CPU, cumulative; `at` on the now() clock):
+ * `own`, this run's processes (this one, its children, the extra gateways: `ownPids`); `db`,
+ * Postgres backends of the bench database (their title names it: the mutations, the walsenders);
+ * `other`, everything else the kernel counted busy (/proc/stat: other databases' backends and
+ * Postgres's shared processes, other users' processes, interrupts), and `steal` (time the VM's
+ * host ran something else on our vCPUs). On a shared box a stall of every process at once is told
+ * apart from one of ours by whether something else took the cores meanwhile.
+ */
+type MachineCpu = { at: number; own: number; db: number; other: number; steal: number };
+function machineCpu(ownPids: () => number[], dbName: string): () => MachineCpu {
+  const ticks = (pid: string): number => {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+      return (Number(f[11]) + Number(f[12])) * 10; // ms (USER_HZ 100)
+    } catch { return NaN; }
+  };
+  const isDb = new Map<string, boolean>();
+  const inDb = (pid: string) => {
+    let v = isDb.get(pid);
+    if (v === undefined) {
+      try { v = readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(` ${dbName} `); } catch { v = false; }
+      isDb.set(pid, v);
+    }
+    return v;
+  };
+  const system = () => {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal
+    return { busy: (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) * 10, steal: (f[7] ?? 0) * 10 };
+  };
+  let last = new Map<string, number>();
+  let lastSystem = system();
+  const total = { own: 0, db: 0, other: 0, steal: 0 };
+  const sample = (): MachineCpu => {
+    const own = new Set(ownPids().map(String));
+    const next = new Map<string, number>();
+    let ownMs = 0;
+    let dbMs = 0;
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      const isOwn = own.has(pid);
+      if (!isOwn && !inDb(pid)) continue;
+      const t = ticks(pid);
+      if (!Number.isFinite(t)) continue;
+      next.set(pid, t);
+      const used = t - (last.get(pid) ?? (last.size > 0 ? 0 : t)); // a process first seen now started since the last sample
+      if (isOwn) ownMs += used;
+      else dbMs += used;
+    }
+    const sys = system();
+    const busy = sys.busy - lastSystem.busy;
+    total.own += ownMs;
+    total.db += dbMs;
+    total.other += Math.max(0, busy - ownMs - dbMs);
+    total.steal += sys.steal - lastSystem.steal;
+    last = next;
+    lastSystem = sys;
+    return { at: now(), ...total };
+  };
+  sample();
+  return sample;
+}
+/** % of one core that `a` → `b` spent in `kind`. */
+const machinePercent = (a: MachineCpu, b: MachineCpu, kind: 'own' | 'db' | 'other' | 'steal') => (100 * (b[kind] - a[kind])) / (b.at - a.at);
+
+/** BENCH_RT_TRACE, parent: every 200 ms, the others' and the bench database's CPU as trace events ('foreign', 'benchdb': ms = % of a core). */
+function startForeignSampler(sample: () => MachineCpu): () => void {
+  let last = sample();
+  const timer = setInterval(() => {
+    const next = sample();
+    traceEvents.push({ at: last.at, ms: machinePercent(last, next, 'other'), kind: 'foreign' });
+    traceEvents.push({ at: last.at, ms: machinePercent(last, next, 'db'), kind: 'benchdb' });
+    last = next;
+  }, 200);
+  return () => clearInterval(timer);
+}
 
 type Cpu = { user: number; system: number; at: number };
 const cpuNow = (): Cpu => ({ ...process.cpuUsage(), at: now() });
@@ -193,7 +300,7 @@ type ClusterProbe = { cmd: 'cluster-probe'; sameUrl: string; crossUrl: string; t
   senders: number; rate: number; seconds: number; warmupSeconds: number; joinTimeoutMs: number };
 type ProbeLatencies = { sent: number; same: number[]; cross: number[] };
 type ClusterProbeResult = { broadcast: ProbeLatencies; presence: ProbeLatencies };
-type Command = ConnectRealtime | ConnectWs | ClusterProbe | { cmd: 'reset' | 'counts' | 'collect' | 'disconnect' | 'close' }
+type Command = ConnectRealtime | ConnectWs | ClusterProbe | { cmd: 'reset' | 'counts' | 'collect' | 'disconnect' | 'close' | 'trace' }
   | DriverInit | { cmd: 'drive'; rate: number; count: number };
 type ConnectResult = { joined: number; failed: number; firstError?: string; seconds: number };
 type CountsResult = { deliveries: number; cpu: Cpu };
@@ -239,6 +346,7 @@ function subscribersMain(): void {
         const sub = subs[i]!;
         const client = new RealtimeClient(c.urls[i]!, {
           params: { apikey: c.tokens[i]! }, transport: WebSocket as any, vsn: c.vsn, timeout: c.joinTimeoutMs,
+          ...(TRACE ? { heartbeatCallback: (status: string) => { if (status === 'sent') traceEvents.push({ at: now(), ms: 0, kind: 'heartbeat' }); } } : {}),
         });
         realtime.push(client);
         const channel = client.channel(c.topic, { config: { private: true } })
@@ -283,7 +391,11 @@ function subscribersMain(): void {
         ws.on('error', () => {});
       });
     },
+    async trace(): Promise<TraceEvent[]> {
+      return takeTrace();
+    },
     async reset(): Promise<Cpu> {
+      takeTrace();
       for (const s of subs) {
         s.seqs = [];
         s.times = [];
@@ -546,6 +658,9 @@ class SubscriberPool {
   async reset(): Promise<Cpu[]> {
     return Promise.all(this.hosts.map((h) => h.call<Cpu>({ cmd: 'reset' }, 5000)));
   }
+  async trace(): Promise<TraceEvent[][]> {
+    return Promise.all(this.hosts.map((h) => h.call<TraceEvent[]>({ cmd: 'trace' }, 5000)));
+  }
   async counts(): Promise<{ deliveries: number; cpu: Cpu[] }> {
     const all = await Promise.all(this.hosts.map((h) => h.call<CountsResult>({ cmd: 'counts' }, 5000)));
     return { deliveries: all.reduce((n, x) => n + x.deliveries, 0), cpu: all.map((x) => x.cpu) };
@@ -679,6 +794,7 @@ async function parentMain(): Promise<void> {
   /** Gateway processes besides the in-process one (src/main.ts, WORKER_MODE=off), started as scenarios need them. */
   const extraGateways: PotentiaProcess[] = [];
   let cleaning: Promise<void> | undefined;
+  let stopSampler: (() => void) | undefined;
   const cleanup = () => (cleaning ??= (async () => {
     await Promise.all([host?.stop().catch(() => {}), driverHost?.stop().catch(() => {}), ...extraGateways.map((g) => g.stop().catch(() => {}))]);
     if (bare) {
@@ -765,6 +881,9 @@ async function parentMain(): Promise<void> {
     const driver = driverHost;
     await driver.call({ cmd: 'init', url, canvasId, editor, blocks }, 120_000); // a busy box starts tsx slowly
     log(`processes: server ${process.pid}, subscribers ${subscribers.hosts.map((h) => h.child.pid).join(' ')}, driver ${driver.child.pid}`);
+    const machine = machineCpu(() => [process.pid, ...subscribers.hosts.map((h) => h.child.pid!), driver.child.pid!,
+      ...extraGateways.map((g) => g.pid)], dbName);
+    stopSampler = TRACE ? startForeignSampler(machine) : () => {};
     const realtimeUrl = `${server.url.replace(/^http/, 'ws')}/realtime/v1`;
     /** The realtime URLs of `n` gateway processes (the in-process one first), starting the missing ones; all streams up. */
     async function gatewayUrls(n: number): Promise<string[]> {
@@ -830,6 +949,8 @@ async function parentMain(): Promise<void> {
       lateP50: number; lateP99: number; lateMax: number;
       /** ours: commit → the in-process gateway's bus (the database's share of the latency), p50 and p99 ms. */
       busP50?: number; busP99?: number;
+      /** The machine's other CPU over the measured phase (machineCpu: neither this run's processes nor the bench database's backends), and steal, % of one core. */
+      othersCpu?: number; stealCpu?: number;
       /** bare: p50/p99 measured from when the send timer ran (not from the intended time: the coordinated-omission figure). */
       p50Actual?: number; p99Actual?: number;
     };
@@ -878,6 +999,60 @@ async function parentMain(): Promise<void> {
       };
     }
 
+    /** BENCH_RT_TRACE: the slowest deltas of a scenario next to every process's stalls over the same time. */
+    function traceReport(label: string, data: Collected, t0: Map<number, number>, p99: number, procs: { name: string; events: TraceEvent[] }[],
+      bus?: Map<number, number>, fanned?: Map<number, number>): void {
+      const per = new Map<number, number[]>();
+      for (let s = 0; s < data.live.length; s++) {
+        for (let j = data.offsets[s]!; j < data.offsets[s + 1]!; j++) {
+          const sent = t0.get(data.seqs[j]!);
+          if (sent === undefined) continue;
+          let l = per.get(data.seqs[j]!);
+          if (!l) per.set(data.seqs[j]!, (l = []));
+          l.push(data.times[j]! - sent);
+        }
+      }
+      const first = Math.min(...t0.values());
+      const deltas = [...per].map(([seq, l]) => {
+        l.sort((a, b) => a - b);
+        return { seq, t: t0.get(seq)!, over: l.filter((x) => x > p99).length, p50: l[l.length >> 1]!, min: l[0]!, max: l[l.length - 1]! };
+      });
+      const over = deltas.reduce((n, d) => n + d.over, 0);
+      const slow = [...deltas].sort((a, b) => b.over - a.over).filter((d) => d.over > 0);
+      log(`  trace ${label}: ${over} deliveries over p99 ${p99.toFixed(1)} ms, in ${slow.length} of ${deltas.length} deltas ` +
+          `(the top 5 hold ${slow.slice(0, 5).reduce((n, d) => n + d.over, 0)})`);
+      for (const p of procs) {
+        const by = new Map<string, { n: number; ms: number; max: number }>();
+        for (const e of p.events) {
+          const b = by.get(e.kind) ?? { n: 0, ms: 0, max: 0 };
+          b.n++; b.ms += e.ms; b.max = Math.max(b.max, e.ms);
+          by.set(e.kind, b);
+        }
+        const hb = p.events.filter((e) => e.kind === 'heartbeat').map((e) => e.at).sort((a, b) => a - b);
+        let burst = 0;
+        for (let i = 0, j = 0; i < hb.length; i++) { while (hb[i]! - hb[j]! > 1000) j++; burst = Math.max(burst, i - j + 1); }
+        log(`    ${p.name}: ${[...by].map(([k, b]) => k === 'heartbeat' ? `${b.n} heartbeats sent (at most ${burst} within 1 s)`
+          : k === 'foreign' || k === 'benchdb' ? `${k === 'foreign' ? 'other processes' : 'bench database backends'} ${(b.ms / b.n).toFixed(0)}% of a core on average, at most ${b.max.toFixed(0)}% over 200 ms`
+          : `${k} ${b.n}× ${b.ms.toFixed(0)} ms (max ${b.max.toFixed(1)})`).join(', ') || 'nothing'}`);
+      }
+      for (const d of slow.slice(0, 8)) {
+        const end = d.t + d.max;
+        const cpuOf = (kind: string) => procs.flatMap((p) => p.events).filter((e) => e.kind === kind && e.at + 200 >= d.t && e.at <= end)
+          .reduce((a, e) => ({ ms: a.ms + 2 * e.ms, span: a.span + 200 }), { ms: 0, span: 0 });
+        const foreign = cpuOf('foreign');
+        const benchDb = cpuOf('benchdb');
+        const during = procs.flatMap((p) => p.events.filter((e) => e.kind !== 'foreign' && e.kind !== 'benchdb' && e.at + e.ms >= d.t - 20 && e.at <= end)
+          .map((e) => `${p.name} ${e.kind}${e.kind === 'heartbeat' ? '' : ` ${e.ms.toFixed(0)}ms`}@${(e.at - d.t).toFixed(0)}`));
+        const hbs = during.filter((x) => x.includes('heartbeat')).length;
+        const rest = during.filter((x) => !x.includes('heartbeat'));
+        log(`    delta at ${((d.t - first) / 1000).toFixed(2)} s: ${d.over} over p99; min/p50/max ${d.min.toFixed(1)}/${d.p50.toFixed(1)}/${d.max.toFixed(1)} ms` +
+            (bus?.has(d.seq) ? `; commit → bus ${(bus.get(d.seq)! - d.t).toFixed(1)} ms` : '') +
+            (bus?.has(d.seq) && fanned?.has(d.seq) ? `, bus → written ${(fanned.get(d.seq)! - bus.get(d.seq)!).toFixed(1)} ms` : '') +
+            `; others' CPU ${(100 * foreign.ms / foreign.span).toFixed(0)}%, the bench database's backends ${(100 * benchDb.ms / benchDb.span).toFixed(0)}% of a core over ${foreign.span} ms` +
+            `; meanwhile ${hbs} heartbeats sent; ${rest.slice(0, 12).join(', ') || 'no stall'}`);
+      }
+    }
+
     /** ours: N realtime-js subscribers, mutations through the RPC. Returns the stats and the phases' payload seqs. */
     /**
      * ours: N realtime-js subscribers spread over `gateways` gateway processes (subscriber g on
@@ -915,12 +1090,15 @@ async function parentMain(): Promise<void> {
       const warm = await drive(rate, Math.round(WARMUP * rate));
       await drain(warm.size * c.joined);
       const clientCpu0 = await subscribers.reset();
+      takeTrace();
+      const machine0 = machine();
       const serverCpu0 = gatewaysCpu(gateways);
       const measured = await drive(rate, Math.round(SECONDS * rate), (s, committed) => {
         void subscribers.counts().then((k) =>
           log(`  ${label}: ${String(s).padStart(3)} s  ${String(committed).padStart(5)} committed  ${String(k.deliveries).padStart(8)} delivered`), () => {});
       });
       const end = await drain(measured.size * c.joined);
+      const machine1 = machine();
       offBus();
       offFannedOut();
       const toBus = Float64Array.from([...measured].filter(([seq]) => atBus.has(seq)).map(([seq, t]) => atBus.get(seq)! - t)).sort();
@@ -930,9 +1108,16 @@ async function parentMain(): Promise<void> {
           `p50 ${percentile(fanout, 50).toFixed(2)} ms, p99 ${percentile(fanout, 99).toFixed(2)} ms`);
       log(`  ${label}: commit → in-process gateway's bus: p50 ${percentile(toBus, 50).toFixed(2)} ms, p99 ${percentile(toBus, 99).toFixed(2)} ms ` +
           `(${toBus.length} deltas; the rest of the latency is the fan-out and realtime-js); the driver's timer ran late by p99 ` +
-          `${percentile(driverLate, 99).toFixed(2)} ms; load average ${load()}`);
+          `${percentile(driverLate, 99).toFixed(2)} ms; load average ${load()}; other processes' CPU ${machinePercent(machine0, machine1, 'other').toFixed(0)}% ` +
+          `of a core (steal ${machinePercent(machine0, machine1, 'steal').toFixed(0)}%), the bench database's backends ${machinePercent(machine0, machine1, 'db').toFixed(0)}%`);
       const serverCpu1 = gatewaysCpu(gateways);
       const data = await subscribers.collect();
+      if (TRACE) {
+        const st = analyze(label, count, data, measured, [serverCpu0, serverCpu1], [clientCpu0, end.cpu], driverLate);
+        const subTraces = await subscribers.trace();
+        traceReport(label, data, measured, st.p99, [{ name: 'gateway', events: takeTrace() }, ...subTraces.map((events, k) => ({ name: `subs${k}`, events }))],
+          atBus, fannedOut);
+      }
       await subscribers.disconnect();
       // a stream that dropped meanwhile turns the bus to polling the table (seconds, not ms): say so
       const bus = server!.gateway!.bus.stats();
@@ -940,7 +1125,8 @@ async function parentMain(): Promise<void> {
           `${bus.lost} stream losses; streaming now: ${server!.gateway!.bus.streaming()}`);
       return {
         stats: { ...analyze(label, count, data, measured, [serverCpu0, serverCpu1], [clientCpu0, end.cpu], driverLate),
-          busP50: percentile(toBus, 50), busP99: percentile(toBus, 99) },
+          busP50: percentile(toBus, 50), busP99: percentile(toBus, 99),
+          othersCpu: machinePercent(machine0, machine1, 'other'), stealCpu: machinePercent(machine0, machine1, 'steal') },
         warm: [...warm.keys()], measured: [...measured.keys()],
       };
     }
@@ -984,6 +1170,8 @@ async function parentMain(): Promise<void> {
       await fixedRate(RATE, warmPayloads.length, async (i, intended) => broadcast(warm, warmPayloads[i]!, intended));
       await drain(warm.size * c.joined);
       const clientCpu0 = await subscribers.reset();
+      takeTrace();
+      const machine0 = machine();
       const serverCpu0 = cpuNow();
       const t0 = new Map<number, number>();
       late.length = 0;
@@ -993,8 +1181,14 @@ async function parentMain(): Promise<void> {
           log(`  ${label}: ${String(s).padStart(3)} s  ${String(t0.size).padStart(5)} sent       ${String(k.deliveries).padStart(8)} delivered`), () => {});
       });
       const end = await drain(t0.size * c.joined);
+      const machine1 = machine();
       const serverCpu1 = cpuNow();
       const data = await subscribers.collect();
+      if (TRACE) {
+        const st = analyze(label, count, data, t0, [[serverCpu0], [serverCpu1]], [clientCpu0, end.cpu], Float64Array.from(late).sort());
+        const subTraces = await subscribers.trace();
+        traceReport(label, data, t0, st.p99, [{ name: 'server', events: takeTrace() }, ...subTraces.map((events, k) => ({ name: `subs${k}`, events }))]);
+      }
       await subscribers.disconnect();
       const lateSorted = Float64Array.from(late).sort();
       const stats = analyze(label, count, data, t0, [[serverCpu0], [serverCpu1]], [clientCpu0, end.cpu], lateSorted);
@@ -1002,8 +1196,10 @@ async function parentMain(): Promise<void> {
         [clientCpu0, end.cpu], lateSorted);
       log(`  ${label}: the send timer ran late by p50 ${percentile(lateSorted, 50).toFixed(2)} ms, p99 ${percentile(lateSorted, 99).toFixed(2)} ms, ` +
           `max ${lateSorted[lateSorted.length - 1]?.toFixed(2)} ms; measured from when it ran (the old, coordinated-omission way) ` +
-          `p50 ${fromActual.p50.toFixed(2)} ms, p99 ${fromActual.p99.toFixed(2)} ms; from the intended send time (reported) p50 ${stats.p50.toFixed(2)} ms, p99 ${stats.p99.toFixed(2)} ms`);
-      return { ...stats, p99Actual: fromActual.p99, p50Actual: fromActual.p50 };
+          `p50 ${fromActual.p50.toFixed(2)} ms, p99 ${fromActual.p99.toFixed(2)} ms; from the intended send time (reported) p50 ${stats.p50.toFixed(2)} ms, p99 ${stats.p99.toFixed(2)} ms; ` +
+          `other processes' CPU ${machinePercent(machine0, machine1, 'other').toFixed(0)}% of a core (steal ${machinePercent(machine0, machine1, 'steal').toFixed(0)}%)`);
+      return { ...stats, p99Actual: fromActual.p99, p50Actual: fromActual.p50,
+        othersCpu: machinePercent(machine0, machine1, 'other'), stealCpu: machinePercent(machine0, machine1, 'steal') };
     }
 
     // bare is always one ws server process (this one): the baseline a single broadcaster sets
@@ -1041,7 +1237,7 @@ async function parentMain(): Promise<void> {
     log('');
     for (const { ours, bare: b, gateways, round } of results) {
       log(`ratio ours/bare, ${String(ours.subscribers).padStart(5)} subscribers, ${gateways} gateway(s)${ROUNDS > 1 ? `, round ${round}` : ''}:  p50 ${f(ours.p50 / b.p50, 2)}x   p99 ${f(ours.p99 / b.p99, 2)}x   ` +
-          `msgs/s ${f(ours.msgsPerSecond / b.msgsPerSecond, 3)}x`);
+          `msgs/s ${f(ours.msgsPerSecond / b.msgsPerSecond, 3)}x   other processes' CPU ${f(ours.othersCpu ?? NaN, 0)}% / ${f(b.othersCpu ?? NaN, 0)}% of a core`);
     }
     const missing = results.reduce((n, r) => n + r.ours.missing + r.bare.missing, 0);
     const duplicated = results.reduce((n, r) => n + r.ours.duplicated + r.bare.duplicated, 0);
@@ -1077,7 +1273,10 @@ async function parentMain(): Promise<void> {
       ratio: failed ? NaN : mid,
       target: ours.subscribers === 1000 ? { op: '<=', value: 1.3 } : null,
       command: COMMAND,
-      note: (group.length > 1 ? `median of ${group.length} interleaved rounds, per round ${ratios.map((x) => f(x, 2)).join(' / ')}; the median round: ` : '') +
+      note: (group.length > 1 ? `median of ${group.length} interleaved rounds, per round ${ratios.map((x) => f(x, 2)).join(' / ')}; ` : '') +
+        `other processes' CPU (not this run's, not the bench database's backends) during ours / bare, % of a core: ` +
+        `${group.map((r) => `${f(r.ours.othersCpu ?? NaN, 0)}/${f(r.bare.othersCpu ?? NaN, 0)}`).join(', ')}; ` +
+        (group.length > 1 ? 'the median round: ' : '') +
         `p50 ${f(ours.p50, 2)} vs ${f(b.p50, 2)} ms (${f(ours.p50 / b.p50, 2)}x); ours missing ${ours.missing}, duplicated ${ours.duplicated}, ` +
         `joined ${ours.live}/${ours.subscribers}; commit → gateway bus p50/p99 ${f(ours.busP50 ?? NaN, 1)}/${f(ours.busP99 ?? NaN, 1)} ms (the database's share); ` +
         `subscribers in ${SUB_PROCS} process(es)${SUB_NICE ? ` at nice ${SUB_NICE}` : ''}; gateway CPU ${f(ours.serverCpu, 0)}%, bare server CPU ${f(b.serverCpu, 0)}%; ` +
@@ -1101,7 +1300,8 @@ async function parentMain(): Promise<void> {
         const pass = stats.p99 < 100 && stats.missing === 0 && stats.duplicated === 0 && stats.live === count;
         log(`  scale step ${count}: p99 ${f(stats.p99, 2)} ms, p50 ${f(stats.p50, 2)} ms, missing ${stats.missing}, duplicated ${stats.duplicated}, ` +
             `joined ${stats.live}/${count}, gateways CPU ${f(stats.serverCpu, 0)}%, subscribers CPU ${f(stats.clientCpu, 0)}%, ` +
-            `CPU per delivery gateways ${f(stats.serverUsPerDelivery, 1)} µs + realtime-js ${f(stats.clientUsPerDelivery, 1)} µs → ${pass ? 'pass' : 'FAIL'}`);
+            `CPU per delivery gateways ${f(stats.serverUsPerDelivery, 1)} µs + realtime-js ${f(stats.clientUsPerDelivery, 1)} µs, ` +
+            `other processes' CPU ${f(stats.othersCpu ?? NaN, 0)}% → ${pass ? 'pass' : 'FAIL'}`);
         return pass;
       };
       let largest = 0;
@@ -1158,7 +1358,7 @@ async function parentMain(): Promise<void> {
         target: { op: '>=', value: 1 },
         command: COMMAND,
         note: `baseline = the 5,000 goal (the seed asks 1,000); steps: ${steps.map((x) => `${x.subscribers}: p99 ${f(x.p99, 1)} ms ` +
-          `(commit → bus p99 ${f(x.busP99 ?? NaN, 1)} ms), missing ${x.missing}, CPU per delivery realtime-js ${f(x.clientUsPerDelivery, 1)} µs + gateways ` +
+          `(commit → bus p99 ${f(x.busP99 ?? NaN, 1)} ms), missing ${x.missing}, other processes' CPU ${f(x.othersCpu ?? NaN, 0)}% of a core, CPU per delivery realtime-js ${f(x.clientUsPerDelivery, 1)} µs + gateways ` +
           `${f(x.serverUsPerDelivery, 1)} µs`).join('; ')}; subscribers in ${SUB_PROCS} process(es)${SUB_NICE ? ` at nice ${SUB_NICE}` : ''}; ${boundText}`,
       });
     }
@@ -1206,6 +1406,7 @@ async function parentMain(): Promise<void> {
     log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s; database ${dbName} left in place for inspection`);
   } finally {
     clearTimeout(deadline);
+    stopSampler?.();
     await cleanup();
   }
 }

@@ -101,6 +101,23 @@
 // subscriber processes over the measured phase, divided by the deliveries — the noise-resistant
 // figure on a shared box, where latencies move with anything else running.
 //
+// Other processes' CPU (machineCpu): each scenario prints, and each RATIO row's note lists per
+// round, the CPU the rest of the machine used over the measured phase, in % of one core: /proc/stat's
+// busy time less this run's processes (this one, its children, the extra gateways) and the bench
+// database's backends (the mutations, the walsenders). On a box shared with other work a round's
+// p99 ratio follows it: in one run of 4 rounds (2026-12-06, another session's tests running) the
+// rounds read 0.15x / 9.52x / 0.68x / 60.1x with 37/97, 102/16, 9/63 and 126/14 % during ours /
+// bare: whichever side the others' CPU fell on lost. A ratio from a round where either figure is
+// high is a measurement of the neighbours, not of the gateway.
+//
+// BENCH_RT_TRACE=1 (environment) adds, per scenario, where the slowest deltas' time went: every
+// process records its event-loop lag over 8 ms (a 5 ms timer chain), its GC pauses of 2 ms or more
+// (PerformanceObserver 'gc') and, in the subscriber processes, each realtime-js heartbeat sent;
+// the parent samples the others' and the bench database's CPU every 200 ms. For the deltas with
+// the most deliveries over the scenario's p99 it prints commit → bus and bus → written (ours),
+// the others' CPU over the delta's span and every stall that overlapped it. It costs the parent
+// (the gateway or the bare server alike) a /proc walk every 200 ms.
+//
 // RATIO rows (scripts/lib/bench-report.ts): per fan-out scenario ours p99 / bare p99 (target
 // <= 1.3 at 1,000 subscribers; NaN when anything was missing or duplicated); for --scale, the
 // largest passing count / 5,000 (target >= 1). Each row's command is this invocation.

@@ -251,6 +251,18 @@ function machineCpu(ownPids: () => number[], dbName: string, dbPids: () => numbe
   sample();
   return sample;
 }
+/** Voluntary and involuntary context switches of the processes `pids`, summed (/proc/<pid>/status). */
+function contextSwitches(pids: number[]): { voluntary: number; involuntary: number } {
+  const out = { voluntary: 0, involuntary: 0 };
+  for (const pid of pids) {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      out.voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
+      out.involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
+    } catch { /* gone */ }
+  }
+  return out;
+}
 /** % of one core that `a` → `b` spent in `kind`. */
 const machinePercent = (a: MachineCpu, b: MachineCpu, kind: 'own' | 'db' | 'other' | 'steal') => (100 * (b[kind] - a[kind])) / (b.at - a.at);
 
@@ -1023,6 +1035,12 @@ async function parentMain(): Promise<void> {
       };
     }
 
+    /** BENCH_RT_TRACE: context switches per delivery over the measured phase (a woken subscriber process reads one message per wake-up). */
+    function logSwitches(label: string, server: string, a: { voluntary: number; involuntary: number }[], b: { voluntary: number; involuntary: number }[], deliveries: number): void {
+      const per = (i: number, k: 'voluntary' | 'involuntary') => ((b[i]![k] - a[i]![k]) / deliveries).toFixed(3);
+      log(`  trace ${label}: context switches per delivery, voluntary / involuntary: ${server} ${per(0, 'voluntary')} / ${per(0, 'involuntary')}, ` +
+          `subscriber processes ${per(1, 'voluntary')} / ${per(1, 'involuntary')}`);
+    }
     /** BENCH_RT_TRACE: the slowest deltas of a scenario next to every process's stalls over the same time. */
     function traceReport(label: string, data: Collected, t0: Map<number, number>, p99: number, procs: { name: string; events: TraceEvent[] }[],
       bus?: Map<number, number>, fanned?: Map<number, number>): void {
@@ -1117,6 +1135,9 @@ async function parentMain(): Promise<void> {
       const clientCpu0 = await subscribers.reset();
       takeTrace();
       const machine0 = machine();
+      const gwPids = [process.pid, ...extraGateways.slice(0, gateways - 1).map((g) => g.pid)];
+      const subPids = subscribers.hosts.map((h) => h.child.pid!);
+      const switches0 = [contextSwitches(gwPids), contextSwitches(subPids)];
       const serverCpu0 = gatewaysCpu(gateways);
       const measured = await drive(rate, Math.round(SECONDS * rate), (s, committed) => {
         void subscribers.counts().then((k) =>
@@ -1124,6 +1145,7 @@ async function parentMain(): Promise<void> {
       });
       const end = await drain(measured.size * c.joined);
       const machine1 = machine();
+      const switches1 = [contextSwitches(gwPids), contextSwitches(subPids)];
       offBus();
       offFannedOut();
       const toBus = Float64Array.from([...measured].filter(([seq]) => atBus.has(seq)).map(([seq, t]) => atBus.get(seq)! - t)).sort();
@@ -1142,6 +1164,7 @@ async function parentMain(): Promise<void> {
         const subTraces = await subscribers.trace();
         traceReport(label, data, measured, st.p99, [{ name: 'gateway', events: takeTrace() }, ...subTraces.map((events, k) => ({ name: `subs${k}`, events }))],
           atBus, fannedOut);
+        logSwitches(label, 'gateways', switches0, switches1, st.deliveries);
       }
       await subscribers.disconnect();
       // a stream that dropped meanwhile turns the bus to polling the table (seconds, not ms): say so
@@ -1198,6 +1221,8 @@ async function parentMain(): Promise<void> {
       const clientCpu0 = await subscribers.reset();
       takeTrace();
       const machine0 = machine();
+      const subPids = subscribers.hosts.map((h) => h.child.pid!);
+      const switches0 = [contextSwitches([process.pid]), contextSwitches(subPids)];
       const serverCpu0 = cpuNow();
       const t0 = new Map<number, number>();
       late.length = 0;
@@ -1208,12 +1233,14 @@ async function parentMain(): Promise<void> {
       });
       const end = await drain(t0.size * c.joined);
       const machine1 = machine();
+      const switches1 = [contextSwitches([process.pid]), contextSwitches(subPids)];
       const serverCpu1 = cpuNow();
       const data = await subscribers.collect();
       if (TRACE) {
         const st = analyze(label, count, data, t0, [[serverCpu0], [serverCpu1]], [clientCpu0, end.cpu], Float64Array.from(late).sort());
         const subTraces = await subscribers.trace();
         traceReport(label, data, t0, st.p99, [{ name: 'server', events: takeTrace() }, ...subTraces.map((events, k) => ({ name: `subs${k}`, events }))]);
+        logSwitches(label, 'server', switches0, switches1, st.deliveries);
       }
       await subscribers.disconnect();
       const lateSorted = Float64Array.from(late).sort();

@@ -165,14 +165,18 @@ const now = () => Number(process.hrtime.bigint() - BASE) / 1e6;
  * them next to the slowest deltas of each scenario (which part of the path the tail is in).
  */
 const TRACE = process.env.BENCH_RT_TRACE === '1';
-type TraceEvent = { at: number; ms: number; kind: string };
+/** `cpu` (loop lag only): CPU ms this process used over the lag: near `ms`, it was busy; far under, it waited for a core. */
+type TraceEvent = { at: number; ms: number; kind: string; cpu?: number };
 const traceEvents: TraceEvent[] = [];
 if (TRACE) {
   const tick = 5;
   let due = now() + tick;
+  let cpuAt = process.cpuUsage();
   const loop = () => {
     const t = now();
-    if (t - due > 8) traceEvents.push({ at: due, ms: t - due, kind: 'loop' });
+    const cpu = process.cpuUsage();
+    if (t - due > 8) traceEvents.push({ at: due, ms: t - due, kind: 'loop', cpu: (cpu.user - cpuAt.user + cpu.system - cpuAt.system) / 1000 });
+    cpuAt = cpu;
     due = t + tick;
     setTimeout(loop, tick).unref();
   };
@@ -914,12 +918,26 @@ async function parentMain(): Promise<void> {
     log(`processes: server ${process.pid}, subscribers ${subscribers.hosts.map((h) => h.child.pid).join(' ')}, driver ${driver.child.pid}`);
     /** The bench database's backends (refreshed before each measured phase): the walsenders' titles do not name it. */
     let benchDbPids: number[] = [];
+    /** The cluster's WAL position now (pg_current_wal_lsn), bytes; with the now() time. */
+    const walNow = async () => ({ at: now(), lsn: Number((await db`select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 as b`)[0]!.b) });
+    const walMBps = (a: { at: number; lsn: number }, b: { at: number; lsn: number }) => (b.lsn - a.lsn) / 1e6 / ((b.at - a.at) / 1000);
     const refreshBenchDbPids = async () => {
       benchDbPids = (await db`select pid from pg_stat_activity where datname = current_database()`).map((r) => Number(r.pid));
     };
     const machine = machineCpu(() => [process.pid, ...subscribers.hosts.map((h) => h.child.pid!), driver.child.pid!,
       ...extraGateways.map((g) => g.pid)], dbName, () => benchDbPids);
     stopSampler = TRACE ? startForeignSampler(machine) : () => {};
+    {
+      // Linux's autogroup scheduling shares the CPU between sessions first, then between a session's
+      // processes: this run's processes (one session) compete for one share with whatever else runs,
+      // and the Postgres backends (the postmaster's session) for another
+      const read = (path: string) => { try { return readFileSync(path, 'utf8').trim(); } catch { return ''; } };
+      if (read('/proc/sys/kernel/sched_autogroup_enabled') === '1') {
+        const backend = Number((await db`select pg_backend_pid() as pid`)[0]!.pid);
+        log(`scheduler: autogroup on; this run's processes in ${read('/proc/self/autogroup').split(' ')[0]}, the Postgres backends in ` +
+            `${read(`/proc/${backend}/autogroup`).split(' ')[0] || 'an autogroup not readable here'}`);
+      }
+    }
     const realtimeUrl = `${server.url.replace(/^http/, 'ws')}/realtime/v1`;
     /** The realtime URLs of `n` gateway processes (the in-process one first), starting the missing ones; all streams up. */
     async function gatewayUrls(n: number): Promise<string[]> {
@@ -987,6 +1005,8 @@ async function parentMain(): Promise<void> {
       busP50?: number; busP99?: number;
       /** The machine's other CPU over the measured phase (machineCpu: neither this run's processes nor the bench database's backends), and steal, % of one core. */
       othersCpu?: number; stealCpu?: number;
+      /** WAL the whole Postgres cluster wrote over the measured phase, MB/s (every database's: a walsender reads all of it). */
+      walMBps?: number;
       /** bare: p50/p99 measured from when the send timer ran (not from the intended time: the coordinated-omission figure). */
       p50Actual?: number; p99Actual?: number;
     };
@@ -1064,10 +1084,10 @@ async function parentMain(): Promise<void> {
       log(`  trace ${label}: ${over} deliveries over p99 ${p99.toFixed(1)} ms, in ${slow.length} of ${deltas.length} deltas ` +
           `(the top 5 hold ${slow.slice(0, 5).reduce((n, d) => n + d.over, 0)})`);
       for (const p of procs) {
-        const by = new Map<string, { n: number; ms: number; max: number }>();
+        const by = new Map<string, { n: number; ms: number; max: number; cpu: number }>();
         for (const e of p.events) {
-          const b = by.get(e.kind) ?? { n: 0, ms: 0, max: 0 };
-          b.n++; b.ms += e.ms; b.max = Math.max(b.max, e.ms);
+          const b = by.get(e.kind) ?? { n: 0, ms: 0, max: 0, cpu: 0 };
+          b.n++; b.ms += e.ms; b.max = Math.max(b.max, e.ms); b.cpu += e.cpu ?? 0;
           by.set(e.kind, b);
         }
         const hb = p.events.filter((e) => e.kind === 'heartbeat').map((e) => e.at).sort((a, b) => a - b);
@@ -1075,7 +1095,7 @@ async function parentMain(): Promise<void> {
         for (let i = 0, j = 0; i < hb.length; i++) { while (hb[i]! - hb[j]! > 1000) j++; burst = Math.max(burst, i - j + 1); }
         log(`    ${p.name}: ${[...by].map(([k, b]) => k === 'heartbeat' ? `${b.n} heartbeats sent (at most ${burst} within 1 s)`
           : k === 'foreign' || k === 'benchdb' ? `${k === 'foreign' ? 'other processes' : 'bench database backends'} ${(b.ms / b.n).toFixed(0)}% of a core on average, at most ${b.max.toFixed(0)}% over 200 ms`
-          : `${k} ${b.n}× ${b.ms.toFixed(0)} ms (max ${b.max.toFixed(1)})`).join(', ') || 'nothing'}`);
+          : `${k} ${b.n}× ${b.ms.toFixed(0)} ms (max ${b.max.toFixed(1)}${k === 'loop' ? `; on the CPU ${b.cpu.toFixed(0)} ms of it` : ''})`).join(', ') || 'nothing'}`);
       }
       for (const d of slow.slice(0, 8)) {
         const end = d.t + d.max;
@@ -1084,7 +1104,7 @@ async function parentMain(): Promise<void> {
         const foreign = cpuOf('foreign');
         const benchDb = cpuOf('benchdb');
         const during = procs.flatMap((p) => p.events.filter((e) => e.kind !== 'foreign' && e.kind !== 'benchdb' && e.at + e.ms >= d.t - 20 && e.at <= end)
-          .map((e) => `${p.name} ${e.kind}${e.kind === 'heartbeat' ? '' : ` ${e.ms.toFixed(0)}ms`}@${(e.at - d.t).toFixed(0)}`));
+          .map((e) => `${p.name} ${e.kind}${e.kind === 'heartbeat' ? '' : ` ${e.ms.toFixed(0)}ms`}${e.cpu !== undefined ? ` (cpu ${e.cpu.toFixed(0)})` : ''}@${(e.at - d.t).toFixed(0)}`));
         const hbs = during.filter((x) => x.includes('heartbeat')).length;
         const rest = during.filter((x) => !x.includes('heartbeat'));
         log(`    delta at ${((d.t - first) / 1000).toFixed(2)} s: ${d.over} over p99; min/p50/max ${d.min.toFixed(1)}/${d.p50.toFixed(1)}/${d.max.toFixed(1)} ms` +
@@ -1133,6 +1153,7 @@ async function parentMain(): Promise<void> {
       await drain(warm.size * c.joined);
       await refreshBenchDbPids();
       const clientCpu0 = await subscribers.reset();
+      const wal0 = await walNow();
       takeTrace();
       const machine0 = machine();
       const gwPids = [process.pid, ...extraGateways.slice(0, gateways - 1).map((g) => g.pid)];
@@ -1146,6 +1167,7 @@ async function parentMain(): Promise<void> {
       const end = await drain(measured.size * c.joined);
       const machine1 = machine();
       const switches1 = [contextSwitches(gwPids), contextSwitches(subPids)];
+      const wal1 = await walNow();
       offBus();
       offFannedOut();
       const toBus = Float64Array.from([...measured].filter(([seq]) => atBus.has(seq)).map(([seq, t]) => atBus.get(seq)! - t)).sort();
@@ -1156,7 +1178,8 @@ async function parentMain(): Promise<void> {
       log(`  ${label}: commit → in-process gateway's bus: p50 ${percentile(toBus, 50).toFixed(2)} ms, p99 ${percentile(toBus, 99).toFixed(2)} ms ` +
           `(${toBus.length} deltas; the rest of the latency is the fan-out and realtime-js); the driver's timer ran late by p99 ` +
           `${percentile(driverLate, 99).toFixed(2)} ms; load average ${load()}; other processes' CPU ${machinePercent(machine0, machine1, 'other').toFixed(0)}% ` +
-          `of a core (steal ${machinePercent(machine0, machine1, 'steal').toFixed(0)}%), the bench database's backends ${machinePercent(machine0, machine1, 'db').toFixed(0)}%`);
+          `of a core (steal ${machinePercent(machine0, machine1, 'steal').toFixed(0)}%), the bench database's backends ${machinePercent(machine0, machine1, 'db').toFixed(0)}%; ` +
+          `the cluster wrote ${walMBps(wal0, wal1).toFixed(2)} MB/s of WAL (every database's: the walsender reads all of it)`);
       const serverCpu1 = gatewaysCpu(gateways);
       const data = await subscribers.collect();
       if (TRACE) {
@@ -1174,7 +1197,7 @@ async function parentMain(): Promise<void> {
       return {
         stats: { ...analyze(label, count, data, measured, [serverCpu0, serverCpu1], [clientCpu0, end.cpu], driverLate),
           busP50: percentile(toBus, 50), busP99: percentile(toBus, 99),
-          othersCpu: machinePercent(machine0, machine1, 'other'), stealCpu: machinePercent(machine0, machine1, 'steal') },
+          othersCpu: machinePercent(machine0, machine1, 'other'), stealCpu: machinePercent(machine0, machine1, 'steal'), walMBps: walMBps(wal0, wal1) },
         warm: [...warm.keys()], measured: [...measured.keys()],
       };
     }
@@ -1219,6 +1242,7 @@ async function parentMain(): Promise<void> {
       await drain(warm.size * c.joined);
       await refreshBenchDbPids();
       const clientCpu0 = await subscribers.reset();
+      const wal0 = await walNow();
       takeTrace();
       const machine0 = machine();
       const subPids = subscribers.hosts.map((h) => h.child.pid!);
@@ -1234,6 +1258,7 @@ async function parentMain(): Promise<void> {
       const end = await drain(t0.size * c.joined);
       const machine1 = machine();
       const switches1 = [contextSwitches([process.pid]), contextSwitches(subPids)];
+      const wal1 = await walNow();
       const serverCpu1 = cpuNow();
       const data = await subscribers.collect();
       if (TRACE) {
@@ -1250,9 +1275,10 @@ async function parentMain(): Promise<void> {
       log(`  ${label}: the send timer ran late by p50 ${percentile(lateSorted, 50).toFixed(2)} ms, p99 ${percentile(lateSorted, 99).toFixed(2)} ms, ` +
           `max ${lateSorted[lateSorted.length - 1]?.toFixed(2)} ms; measured from when it ran (the old, coordinated-omission way) ` +
           `p50 ${fromActual.p50.toFixed(2)} ms, p99 ${fromActual.p99.toFixed(2)} ms; from the intended send time (reported) p50 ${stats.p50.toFixed(2)} ms, p99 ${stats.p99.toFixed(2)} ms; ` +
-          `other processes' CPU ${machinePercent(machine0, machine1, 'other').toFixed(0)}% of a core (steal ${machinePercent(machine0, machine1, 'steal').toFixed(0)}%)`);
+          `other processes' CPU ${machinePercent(machine0, machine1, 'other').toFixed(0)}% of a core (steal ${machinePercent(machine0, machine1, 'steal').toFixed(0)}%); ` +
+          `the cluster wrote ${walMBps(wal0, wal1).toFixed(2)} MB/s of WAL`);
       return { ...stats, p99Actual: fromActual.p99, p50Actual: fromActual.p50,
-        othersCpu: machinePercent(machine0, machine1, 'other'), stealCpu: machinePercent(machine0, machine1, 'steal') };
+        othersCpu: machinePercent(machine0, machine1, 'other'), stealCpu: machinePercent(machine0, machine1, 'steal'), walMBps: walMBps(wal0, wal1) };
     }
 
     // bare is always one ws server process (this one): the baseline a single broadcaster sets
@@ -1290,7 +1316,8 @@ async function parentMain(): Promise<void> {
     log('');
     for (const { ours, bare: b, gateways, round } of results) {
       log(`ratio ours/bare, ${String(ours.subscribers).padStart(5)} subscribers, ${gateways} gateway(s)${ROUNDS > 1 ? `, round ${round}` : ''}:  p50 ${f(ours.p50 / b.p50, 2)}x   p99 ${f(ours.p99 / b.p99, 2)}x   ` +
-          `msgs/s ${f(ours.msgsPerSecond / b.msgsPerSecond, 3)}x   other processes' CPU ${f(ours.othersCpu ?? NaN, 0)}% / ${f(b.othersCpu ?? NaN, 0)}% of a core`);
+          `msgs/s ${f(ours.msgsPerSecond / b.msgsPerSecond, 3)}x   other processes' CPU ${f(ours.othersCpu ?? NaN, 0)}% / ${f(b.othersCpu ?? NaN, 0)}% of a core   ` +
+          `cluster WAL ${f(ours.walMBps ?? NaN, 2)} / ${f(b.walMBps ?? NaN, 2)} MB/s   commit → bus p99 ${f(ours.busP99 ?? NaN, 1)} ms`);
     }
     const missing = results.reduce((n, r) => n + r.ours.missing + r.bare.missing, 0);
     const duplicated = results.reduce((n, r) => n + r.ours.duplicated + r.bare.duplicated, 0);
@@ -1328,7 +1355,9 @@ async function parentMain(): Promise<void> {
       command: COMMAND,
       note: (group.length > 1 ? `median of ${group.length} interleaved rounds, per round ${ratios.map((x) => f(x, 2)).join(' / ')}; ` : '') +
         `other processes' CPU (not this run's, not the bench database's backends) during ours / bare, % of a core: ` +
-        `${group.map((r) => `${f(r.ours.othersCpu ?? NaN, 0)}/${f(r.bare.othersCpu ?? NaN, 0)}`).join(', ')}; ` +
+        `${group.map((r) => `${f(r.ours.othersCpu ?? NaN, 0)}/${f(r.bare.othersCpu ?? NaN, 0)}`).join(', ')}; the whole cluster's WAL during ours / bare, MB/s: ` +
+        `${group.map((r) => `${f(r.ours.walMBps ?? NaN, 2)}/${f(r.bare.walMBps ?? NaN, 2)}`).join(', ')}; commit → gateway bus p99 per round ` +
+        `${group.map((r) => f(r.ours.busP99 ?? NaN, 1)).join(' / ')} ms; ` +
         (group.length > 1 ? 'the median round: ' : '') +
         `p50 ${f(ours.p50, 2)} vs ${f(b.p50, 2)} ms (${f(ours.p50 / b.p50, 2)}x); ours missing ${ours.missing}, duplicated ${ours.duplicated}, ` +
         `joined ${ours.live}/${ours.subscribers}; commit → gateway bus p50/p99 ${f(ours.busP50 ?? NaN, 1)}/${f(ours.busP99 ?? NaN, 1)} ms (the database's share); ` +

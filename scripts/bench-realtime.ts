@@ -147,6 +147,8 @@ type Role = 'subscribers' | 'driver';
 const ROLE = process.env.BENCH_RT_CHILD as Role | undefined;
 /** Every subscriber of every scenario comes from 127.0.0.1: the gateways' per-address cap, lifted. */
 const BENCH_SOCKETS_PER_ADDRESS = '1000000';
+/** Other processes' CPU (% of one core) over a measured phase past which a row's note counts the round as disturbed. */
+const DISTURBED_CPU = 25;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 /** `p`, or `fallback` after `ms` (the timer is cleared either way: nothing left to keep the process up). */
 function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
@@ -1355,7 +1357,9 @@ async function parentMain(): Promise<void> {
       command: COMMAND,
       note: (group.length > 1 ? `median of ${group.length} interleaved rounds, per round ${ratios.map((x) => f(x, 2)).join(' / ')}; ` : '') +
         `other processes' CPU (not this run's, not the bench database's backends) during ours / bare, % of a core: ` +
-        `${group.map((r) => `${f(r.ours.othersCpu ?? NaN, 0)}/${f(r.bare.othersCpu ?? NaN, 0)}`).join(', ')}; the whole cluster's WAL during ours / bare, MB/s: ` +
+        `${group.map((r) => `${f(r.ours.othersCpu ?? NaN, 0)}/${f(r.bare.othersCpu ?? NaN, 0)}`).join(', ')} ` +
+        `(${group.filter((r) => Math.max(r.ours.othersCpu ?? 0, r.bare.othersCpu ?? 0) > DISTURBED_CPU).length} of ${group.length} round(s) over ${DISTURBED_CPU}% on either side: ` +
+        `their ratio measures the neighbours as much as the gateway); the whole cluster's WAL during ours / bare, MB/s: ` +
         `${group.map((r) => `${f(r.ours.walMBps ?? NaN, 2)}/${f(r.bare.walMBps ?? NaN, 2)}`).join(', ')}; commit → gateway bus p99 per round ` +
         `${group.map((r) => f(r.ours.busP99 ?? NaN, 1)).join(' / ')} ms; ` +
         (group.length > 1 ? 'the median round: ' : '') +

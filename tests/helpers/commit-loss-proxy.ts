@@ -2,7 +2,8 @@ import net from 'node:net';
 
 /**
  * A loopback TCP proxy in front of Postgres that loses the answer to one COMMIT (or, with
- * resetOnMarker, the connection under one statement): armed with a
+ * resetOnMarker, the connection under one statement; with loseAnswer, the answer to one
+ * statement): armed with a
  * marker (text a statement's parameters carry, such as the name or id a create sends), the
  * connection that sends the marker is reset the moment Postgres answers its next COMMIT. Postgres
  * has committed; the client (the server's pool) never hears it and sees its connection reset
@@ -31,6 +32,15 @@ export type CommitLossProxy = {
   resetOnMarker(marker: string): void;
   /** Connections reset by resetOnMarker so far. */
   readonly reset: number;
+  /**
+   * Arms the proxy for the next connection that sends `marker`: those bytes reach Postgres, and the
+   * connection is reset the moment Postgres's answer to them ends (its ReadyForQuery): the
+   * statement ran, the client never hears it (a backend terminated, or a network lost, after the
+   * statement and before its answer). Resolves once it has been; arming again replaces the marker.
+   */
+  loseAnswer(marker: string): Promise<void>;
+  /** Answers lost by loseAnswer so far. */
+  readonly answersLost: number;
   /** Closes the listener and every connection. */
   close(): Promise<void>;
 };
@@ -38,18 +48,24 @@ export type CommitLossProxy = {
 // CommandComplete ('C', length 11) with the tag COMMIT: Postgres's answer to a COMMIT that committed
 const COMMIT_COMPLETE = Buffer.concat([Buffer.from([0x43, 0, 0, 0, 11]), Buffer.from('COMMIT\0', 'latin1')]);
 
+// ReadyForQuery ('Z', length 5): the end of Postgres's answer to a query (the status byte follows)
+const READY_FOR_QUERY = Buffer.from([0x5a, 0, 0, 0, 5]);
+
 /** Starts the proxy on an ephemeral port of 127.0.0.1, forwarding to `127.0.0.1:upstreamPort`. */
 export async function startCommitLossProxy(upstreamPort: number): Promise<CommitLossProxy> {
   let armed: { marker: Buffer; done: () => void } | null = null;
   let lost = 0;
   let resetArmed: Buffer | null = null;
   let reset = 0;
+  let answerArmed: { marker: Buffer; done: () => void } | null = null;
+  let answersLost = 0;
   const sockets = new Set<net.Socket>();
 
   const server = net.createServer((client) => {
     const upstream = net.connect({ host: '127.0.0.1', port: upstreamPort });
     sockets.add(client).add(upstream);
     let marked: typeof armed = null; // this connection sent the armed marker: lose its next COMMIT answer
+    let answerMarked: typeof answerArmed = null; // this connection sent loseAnswer's marker: lose the answer to it
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -66,6 +82,10 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
         upstream.destroy();
         return;
       }
+      if (answerArmed && !answerMarked && chunk.includes(answerArmed.marker)) {
+        answerMarked = answerArmed;
+        answerArmed = null;
+      }
       if (armed && !marked && chunk.includes(armed.marker)) {
         marked = armed;
         armed = null;
@@ -73,6 +93,15 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
       upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
+      if (answerMarked && chunk.includes(READY_FOR_QUERY)) {
+        const { done } = answerMarked;
+        answerMarked = null;
+        answersLost++;
+        client.resetAndDestroy(); // never forwarded: the statement ran, the client hears a reset
+        upstream.destroy();
+        done();
+        return;
+      }
       if (marked && chunk.includes(COMMIT_COMPLETE)) {
         const { done } = marked;
         marked = null;
@@ -97,6 +126,14 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
     },
     get reset() {
       return reset;
+    },
+    get answersLost() {
+      return answersLost;
+    },
+    loseAnswer(marker) {
+      return new Promise<void>((done) => {
+        answerArmed = { marker: Buffer.from(marker, 'utf8'), done };
+      });
     },
     resetOnMarker(marker) {
       resetArmed = Buffer.from(marker, 'utf8');

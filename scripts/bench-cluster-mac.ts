@@ -34,7 +34,8 @@ const cases: Case[] = [
 function once(c: Case, mac: boolean): number {
   const frames = c.frames();
   // without: the same bytes with the MAC left blank (encodeMessage's copy, no HMAC), read unverified
-  const content = mac ? encodeMessage(frames, key) : Buffer.concat([Buffer.from([2]), Buffer.alloc(32), ...frames]);
+  const content = mac ? encodeMessage(frames, key, node, 1n)
+    : Buffer.concat([Buffer.from([3]), Buffer.alloc(32), Buffer.from(node.replace(/-/g, ''), 'hex'), Buffer.alloc(8), ...frames]);
   if (mac && verifyMessage(content, [key])) throw new Error('MAC refused');
   return decodeMessage(content).length;
 }

@@ -88,10 +88,10 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
       name: 'potentia_realtime_replication_stream_losses_total', help: "times this gateway's replication stream was lost (backend terminated, server restart, connection closed or stalled) and reconnected",
       registers: exposedIf(parts.realtime),
     }),
-    // the realtime cluster's messages (src/realtime/cluster.ts) dropped unread for their MAC: another
-    // database role writing under the cluster's prefix, or a gateway with another key
+    // the realtime cluster's messages (src/realtime/cluster.ts) dropped unread for their MAC (another
+    // database role writing under the cluster's prefix, or a gateway with another key) or their number
     realtimeClusterRejected: new Counter({
-      name: 'potentia_realtime_cluster_messages_rejected_total', help: "realtime cluster messages this gateway dropped unread: unsigned (no MAC: another writer of the prefix, a gateway from before authentication) or bad_mac (signed with no key this gateway accepts: a forgery, or a gateway with another REALTIME_CLUSTER_SECRET / JWT_SECRET)",
+      name: 'potentia_realtime_cluster_messages_rejected_total', help: "realtime cluster messages this gateway dropped unread: unsigned (no MAC of this version's format: another writer of the prefix, a gateway of an older version), bad_mac (signed with no key this gateway accepts: a forgery, or a gateway with another REALTIME_CLUSTER_SECRET / JWT_SECRET) or replayed (numbered at or below the last message read of its gateway: a genuine message written again, or a gateway's statement run again after a lost connection once it had landed)",
       labelNames: ['reason'], registers: exposedIf(parts.realtime),
     }),
     // background jobs (src/worker)

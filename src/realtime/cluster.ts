@@ -108,7 +108,7 @@ export type ClusterOptions = {
   sql: Sql;
   /** What this node signs its messages with, and what it reads others' under (cluster-key.ts; see Authentication above). */
   keys: ClusterKeys;
-  /** A message under the prefix dropped unread: no MAC (`unsigned`) or a MAC of no accepted key (`bad_mac`). */
+  /** A message under the prefix dropped unread: no MAC (`unsigned`), a MAC of no accepted key (`bad_mac`), or a number not above its node's last (`replayed`). */
   onRejected?(reason: RejectReason): void;
   bus: DatabaseBus;
   presence: PresenceTracker;
@@ -142,7 +142,13 @@ export type ClusterNode = {
   stats(): { sent: number; received: number; sendFailures: number; dead: number; rejected: number };
 };
 
-export type RejectReason = 'unsigned' | 'bad_mac';
+/**
+ * Why a message under the prefix was dropped unread: `unsigned`, no MAC of this version's format
+ * (anything else under the prefix, or a gateway of an older version); `bad_mac`, a MAC of no key
+ * this node accepts; `replayed`, signed but numbered at or below the last message this node read
+ * of its node (a message written again, or a statement its node ran again after it had landed).
+ */
+export type RejectReason = 'unsigned' | 'bad_mac' | 'replayed';
 
 type Header =
   /**
@@ -163,12 +169,21 @@ type Header =
       /** node id → the number of its last `lost` request the sender has sent its broadcasts again for */ answered?: Record<string, number> }
   | { type: 'leave'; node: string };
 
-/** 1: no MAC (before authentication; read by nobody now); 2: a MAC after the version byte. */
-const VERSION = 2;
+/**
+ * 1: no MAC (before authentication); 2: a MAC after the version byte (before message numbers);
+ * 3: a MAC, then the sending node's id and its message number. Only 3 is read.
+ */
+const VERSION = 3;
 /** HMAC-SHA256's length, after the version byte. */
 const MAC_BYTES = 32;
+/** The sending node's id (a UUID's 16 bytes), after the MAC. */
+const NODE_AT = 1 + MAC_BYTES;
+/** The node's message number (u64, big-endian), after its id. */
+const NUMBER_AT = NODE_AT + 16;
 /** The bytes before the first frame. */
-const HEAD_BYTES = 1 + MAC_BYTES;
+const HEAD_BYTES = NUMBER_AT + 8;
+/** Nodes whose last message number this node remembers (the oldest heard is forgotten first). */
+const MAX_NUMBERED_NODES = 10_000;
 /** Messages dropped for their MAC are logged at most this often (with their count meanwhile), never one by one. */
 const REJECT_WARN_EVERY_MS = 10_000;
 /** Frames per statement at most; the rest go in the next one. */
@@ -188,6 +203,14 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   const deadAfterMs = opts.deadAfterMs ?? 3 * heartbeatMs + 1000;
   const syncIntervalMs = opts.syncIntervalMs ?? 30_000;
   const stats = { sent: 0, received: 0, sendFailures: 0, dead: 0, rejected: 0 };
+  /** this node's message numbers: the last one given (one per statement, in the signed head) */
+  let messageNumber = 0n;
+  /**
+   * node id → the number of the last message of it this node read: a message numbered at or
+   * below it is dropped (`replayed`). Kept after the node is dropped or left (a replay of a dead
+   * node's message would make it again), up to MAX_NUMBERED_NODES.
+   */
+  const lastNumber = new Map<string, bigint>();
   /** rejected messages not logged yet, and when they last were (reject) */
   let unwarned = 0;
   let warnedAt = 0;
@@ -248,7 +271,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       while (n < pending.length && n < MAX_BATCH_FRAMES && (n === 0 || bytes + pending[n]!.frame.length <= MAX_BATCH_BYTES)) bytes += pending[n++]!.frame.length;
       const batch = pending.slice(0, n);
       pending = pending.slice(n);
-      const content = encodeMessage(batch.map((p) => p.frame), opts.keys.sign, bytes);
+      const content = encodeMessage(batch.map((p) => p.frame), opts.keys.sign, id, ++messageNumber, bytes);
       let settle!: () => void;
       inFlight = new Promise<void>((r) => { settle = r; });
       try {
@@ -376,6 +399,11 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     // nothing of a message is read before its MAC is checked: a forged one makes no node, presence or request
     const unauthentic = verifyMessage(content, opts.keys.accept);
     if (unauthentic) return reject(unauthentic);
+    // a node's statements reach every node in the order it sent them, each under a number above
+    // the last: one at or below the last read of its node is a genuine message written again (a
+    // role that read it from the WAL, or its node's statement run again after a lost connection)
+    const { node, number } = readHead(content);
+    if (node !== id && !numbered(node, number)) return reject('replayed');
     let frames: { header: Header; body: Buffer }[];
     try {
       frames = decodeMessage(content);
@@ -398,16 +426,32 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     }
   }
 
-  /** Counts a message dropped for its MAC; logs them at warn at most every REJECT_WARN_EVERY_MS (a flood must not flood the log). */
+  /**
+   * Whether `number` is above the last message number read of `node`, noting it if so. The first
+   * message read of a node may have any number (the node ran before this one listened: it started
+   * earlier, or this one's stream was down). A stream that reconnects starts at a new slot's
+   * position, after all the lost one delivered: no node's earlier statement comes after a later.
+   */
+  function numbered(node: string, number: bigint): boolean {
+    const last = lastNumber.get(node);
+    if (last !== undefined && number <= last) return false;
+    if (last === undefined && lastNumber.size >= MAX_NUMBERED_NODES) lastNumber.delete(lastNumber.keys().next().value!);
+    lastNumber.set(node, number);
+    return true;
+  }
+
+  /** Counts a message dropped unread; logs them at warn at most every REJECT_WARN_EVERY_MS (a flood must not flood the log). */
   function reject(reason: RejectReason): void {
     stats.rejected++;
     opts.onRejected?.(reason);
     unwarned++;
     const now = Date.now();
     if (now - warnedAt < REJECT_WARN_EVERY_MS) return;
-    opts.logger?.warn({ rejected: unwarned, reason, rejectedTotal: stats.rejected },
-      'realtime cluster messages without a valid MAC ignored: a database role other than this deployment\'s gateways writes under the cluster\'s prefix, '
-      + 'or a gateway runs with another key (REALTIME_CLUSTER_SECRET, else JWT_SECRET, must be the same on every gateway; docs/realtime.md, "Cluster")');
+    opts.logger?.warn({ rejected: unwarned, reason, rejectedTotal: stats.rejected }, reason === 'replayed'
+      ? 'realtime cluster messages written again ignored (numbered at or below the last read of their node): a role that reads the WAL writes captured messages again, '
+        + 'or a gateway ran a statement again after its connection was lost once it had landed (one per such loss; docs/realtime.md, "Cluster")'
+      : 'realtime cluster messages without a valid MAC ignored: a database role other than this deployment\'s gateways writes under the cluster\'s prefix, '
+        + 'or a gateway runs with another key (REALTIME_CLUSTER_SECRET, else JWT_SECRET, must be the same on every gateway; docs/realtime.md, "Cluster")');
     unwarned = 0;
     warnedAt = now;
   }
@@ -556,26 +600,40 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
 }
 
 /**
- * One logical message of encoded frames (encodeFrame), `bytes` long in all, signed with `key`:
- * the version byte, HMAC-SHA256 under `key` of everything else (the version byte and the frames),
- * the frames. What verifyMessage checks and decodeMessage reads.
+ * One logical message of encoded frames (encodeFrame), `bytes` long in all, from `node` under its
+ * message number `number`, signed with `key`: the version byte, HMAC-SHA256 under `key` of
+ * everything else (the version byte, the node's id, the number and the frames), the node's id
+ * (its UUID's 16 bytes), the number (u64, big-endian), the frames. Every frame is `node`'s. What
+ * verifyMessage checks, readHead and decodeMessage read.
  */
-export function encodeMessage(frames: Buffer[], key: KeyObject, bytes = HEAD_BYTES + frames.reduce((n, f) => n + f.length, 0)): Buffer {
-  const out = Buffer.concat([Buffer.from([VERSION]), Buffer.alloc(MAC_BYTES), ...frames], bytes);
+export function encodeMessage(frames: Buffer[], key: KeyObject, node: string, number: bigint,
+  bytes = HEAD_BYTES + frames.reduce((n, f) => n + f.length, 0)): Buffer {
+  const out = Buffer.concat([Buffer.from([VERSION]), Buffer.alloc(HEAD_BYTES - 1), ...frames], bytes);
+  const uuid = Buffer.from(node.replace(/-/g, ''), 'hex');
+  if (uuid.length !== 16) throw new Error(`a cluster node id is a UUID: ${node}`);
+  uuid.copy(out, NODE_AT);
+  out.writeBigUInt64BE(number, NUMBER_AT);
   mac(out, key).copy(out, 1);
   return out;
 }
 
-/** The MAC of a message: over its version byte and its frames. */
+/** The MAC of a message: over its version byte and all after the MAC (node, number, frames). */
 function mac(content: Buffer, key: KeyObject): Buffer {
-  return createHmac('sha256', key).update(content.subarray(0, 1)).update(content.subarray(HEAD_BYTES)).digest();
+  return createHmac('sha256', key).update(content.subarray(0, 1)).update(content.subarray(NODE_AT)).digest();
 }
 
 /** Why `content` is not a message signed with one of `keys` (undefined: it is); reads nothing of its frames. */
 export function verifyMessage(content: Buffer, keys: readonly KeyObject[]): RejectReason | undefined {
   if (content.length < HEAD_BYTES || content[0] !== VERSION) return 'unsigned';
-  const given = content.subarray(1, HEAD_BYTES);
+  const given = content.subarray(1, NODE_AT);
   return keys.some((key) => timingSafeEqual(mac(content, key), given)) ? undefined : 'bad_mac';
+}
+
+/** The node a message (of this version, HEAD_BYTES long at least) is from, and its number there. */
+export function readHead(content: Buffer): { node: string; number: bigint } {
+  const hex = content.toString('hex', NODE_AT, NUMBER_AT);
+  const node = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  return { node, number: content.readBigUInt64BE(NUMBER_AT) };
 }
 
 /** A frame: its header's and body's lengths (4 bytes each), the header's JSON, the body. */
@@ -595,11 +653,13 @@ const isLsn = (v: unknown): v is string => typeof v === 'string' && /^[0-9A-Fa-f
 const isObject = (v: unknown): v is Record<string, any> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
- * Every frame of one logical message; throws on anything malformed. Does not check its MAC: a
- * node reads only what verifyMessage passed.
+ * Every frame of one logical message; throws on anything malformed, or on a frame of another node
+ * than the head's. Does not check its MAC nor its number: a node reads only what verifyMessage
+ * and its numbering passed.
  */
 export function decodeMessage(content: Buffer): { header: Header; body: Buffer }[] {
   if (content.length < HEAD_BYTES || content[0] !== VERSION) throw new Error(`unknown cluster message version ${content[0]}`);
+  const { node } = readHead(content);
   const out: { header: Header; body: Buffer }[] = [];
   let o = HEAD_BYTES;
   while (o < content.length) {
@@ -611,6 +671,8 @@ export function decodeMessage(content: Buffer): { header: Header; body: Buffer }
     const body = content.subarray(o + 8 + hl, o + 8 + hl + bl);
     o += 8 + hl + bl;
     if (!valid(header)) throw new Error('invalid cluster frame header');
+    // (a node's number covers its frames only: one of another node's would pass under it)
+    if (header.node !== node) throw new Error('a cluster frame of another node than its message\'s');
     out.push({ header, body });
   }
   return out;

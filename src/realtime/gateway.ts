@@ -81,7 +81,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
   });
   hub.cluster = cluster;
   // both series from the start (0): a rise is what an alert watches for (docs/realtime.md, Cluster)
-  for (const reason of ['unsigned', 'bad_mac'] as const) opts.metrics?.realtimeClusterRejected.inc({ reason }, 0);
+  for (const reason of ['unsigned', 'bad_mac', 'replayed'] as const) opts.metrics?.realtimeClusterRejected.inc({ reason }, 0);
   opts.metrics?.realtimeStreamUp.set(0);
   bus.onStreamState((up) => {
     opts.metrics?.realtimeStreamUp.set(up ? 1 : 0);

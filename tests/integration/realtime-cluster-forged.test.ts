@@ -83,7 +83,7 @@ it('a sync_request for broadcasts naming no gateway, emitted by a database user,
     encodeFrame({ type: 'sync_request', node: forged, to: null, lost: [['0/1', 'FFFFFFFF/FFFFFFFF']], req: 1 }),
     // then a broadcast of its own, to a public room: seen by the subscriber once the gateway handled the request
     encodeFrame({ type: 'broadcast', node: forged, key: `public:${topic}`, event: 'mark', encoding: 'json' }, Buffer.from(JSON.stringify({ id: mark }))),
-  ], clusterKeys({ jwtSecret: config.auth.jwtSecret })!.sign);
+  ], clusterKeys({ jwtSecret: config.auth.jwtSecret })!.sign, forged, 1n);
   await db.sql.begin(async (tx) => {
     await tx`set local role authenticated`;
     await tx`select pg_logical_emit_message(false, 'potentia.realtime', ${content}::bytea), pg_current_xact_id()`;

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { CLUSTER_MESSAGE_PREFIX } from '../../src/realtime/bus.ts';
-import { decodeMessage, encodeFrame, encodeMessage } from '../../src/realtime/cluster.ts';
+import { decodeMessage, encodeFrame, encodeMessage, readHead } from '../../src/realtime/cluster.ts';
 import { clusterKeys } from '../../src/realtime/cluster-key.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
@@ -102,11 +102,16 @@ const slot = `kills_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 type Frame = ReturnType<typeof decodeMessage>[number];
 /** Every cluster frame in the WAL since the slot was made (test_decoding prints a message's bytes after `content:`). */
 async function clusterFrames() {
+  return (await clusterMessages()).flatMap((content) => decodeMessage(content));
+}
+
+/** Every cluster message's content in the WAL since the slot was made. */
+async function clusterMessages(): Promise<Buffer[]> {
   const rows = await db.sql<{ data: Buffer }[]>`select data from pg_logical_slot_peek_binary_changes(${slot}, null, null)`;
-  const out: Frame[] = [];
+  const out: Buffer[] = [];
   for (const { data } of rows) {
     const m = /^message: transactional: \d prefix: potentia\.realtime, sz: (\d+) content:/.exec(data.toString('latin1'));
-    if (m) out.push(...decodeMessage(data.subarray(m[0].length, m[0].length + Number(m[1]))));
+    if (m) out.push(data.subarray(m[0].length, m[0].length + Number(m[1])));
   }
   return out;
 }
@@ -363,8 +368,10 @@ it('a request repeated while the sender\'s answer waits for its statement in fli
 // asking node (its stream behind by more than the 4 s between requests: seen with pgbench and two
 // busy loops beside this file), had every broadcast it named sent again: each went into the WAL
 // twice (the receiver drops the copy, so only the WAL and the fan-out work grew). Made to happen
-// every time: the previous case's request written into the WAL again, as is, after the answer.
-// Seen failing: all 11 sent again. Now a node ignores a request whose number it has answered.
+// every time: the previous case's request written into the WAL again after the answer, as a new
+// message of its node (a number above its last: written again as is, the message itself would be
+// dropped unread as replayed). Seen failing: all 11 sent again. Now a node ignores a request whose
+// number it has answered.
 it('a request repeated after the sender answered it sends nothing again', async () => {
   // the previous case's request: the last asking for lost stretches that its node answered (a
   // heartbeat of it names the request) by sending broadcasts again (the receiver may also be
@@ -380,8 +387,13 @@ it('a request repeated after the sender answered it sends nothing again', async 
   const before = resentTo(receiver);
   expect(before).toBeGreaterThanOrEqual(10);
   // the same request again, as the cluster writes it, signed with the gateways' key (derived from
-  // their JWT secret, this test's too): a message without it is dropped before it is read
-  const message = encodeMessage([encodeFrame(request as Frame['header'])], clusterKeys({ jwtSecret: config.auth.jwtSecret })!.sign);
+  // their JWT secret, this test's too): a message without it is dropped before it is read; and
+  // numbered far above the receiver's last message (the sender drops one at or below the last it
+  // read of the receiver; the receiver's own, meanwhile, stay below it and are dropped: this is
+  // the file's last case)
+  const numbers = (await clusterMessages()).map(readHead).filter((h) => h.node === receiver).map((h) => h.number);
+  const number = numbers.reduce((a, b) => (b > a ? b : a), 0n) + 1_000_000n;
+  const message = encodeMessage([encodeFrame(request as Frame['header'])], clusterKeys({ jwtSecret: config.auth.jwtSecret })!.sign, receiver, number);
   await db.sql`select pg_logical_emit_message(true, ${CLUSTER_MESSAGE_PREFIX}, ${message}::bytea)`;
   // two of the sender's heartbeats after it: it has read it (its stream is up) and would have answered by then
   const seen = frames.length;

@@ -43,7 +43,7 @@ type Frames = Parameters<typeof encodeMessage>[0];
 /** The frames as the cluster wrote them before its messages were authenticated: version 1, no MAC. */
 const withoutMac = (frames: Frames) => Buffer.concat([Buffer.from([1]), ...frames]);
 /** The frames signed with a key no gateway has. */
-const wrongMac = (frames: Frames) => encodeMessage(frames, createSecretKey(randomBytes(32)));
+const wrongMac = (frames: Frames) => encodeMessage(frames, createSecretKey(randomBytes(32)), randomUUID(), 1n);
 
 /** Writes `content` under the cluster's prefix as the API role `authenticated` would (pg_logical_emit_message is PUBLIC's). */
 async function emitAsDatabaseUser(content: Buffer): Promise<void> {

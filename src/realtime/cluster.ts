@@ -1,6 +1,7 @@
 import { createHmac, randomUUID, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
+import { runAgainOnLostConnection } from '../db/faults.ts';
 import { CLUSTER_MESSAGE_PREFIX, type DatabaseBus } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import { ClusterGaps } from './cluster-gaps.ts';
@@ -275,7 +276,13 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       let settle!: () => void;
       inFlight = new Promise<void>((r) => { settle = r; });
       try {
-        const lsn = parseLsn(await emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion));
+        // run again, the same bytes, when its connection was lost: it may have landed (a
+        // non-transactional message is written whether or not the answer came back), and then
+        // every node drops the second copy (its number is not above the first's); it may not have
+        // (a reset before the server read it, a backend terminated before it ran), and then the
+        // second is the one read. Before numbers, it was not run again: a REST broadcast was
+        // answered 503, a socket's `ack` an error, presence and heartbeats dropped
+        const lsn = parseLsn(await runAgainOnLostConnection(() => emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion)));
         sentAt = Date.now();
         stats.sent += batch.length;
         for (const p of batch) {

@@ -162,3 +162,26 @@ it('an old presence_sync written again shows no presence gone since', async () =
   expect(Object.keys(watcher.presenceState())).not.toContain(old);
   expect((await replayed()) - before).toBe(1);
 }, 90_000);
+
+it('a REST broadcast whose cluster statement lost its connection, before or after it reached Postgres, is answered 202 and delivered once', async () => {
+  const topic = `lost-${randomUUID()}`;
+  const { times } = await subscriber(topic);
+  const before = await replayed();
+  // the statement carries the payload as a bytea, hex-encoded
+  const hex = (id: string) => Buffer.from(id).toString('hex');
+  const landed = randomUUID();
+  const answerLost = proxy.loseAnswer(hex(landed));
+  const landedStatus = await restBroadcast(topic, landed);
+  await answerLost;
+  const neverLanded = randomUUID();
+  const reset = proxy.reset;
+  proxy.resetOnMarker(hex(neverLanded));
+  const neverLandedStatus = await restBroadcast(topic, neverLanded);
+  expect(proxy.reset).toBe(reset + 1);
+  await readPast(topic, times);
+  expect({ landed: [landedStatus, times.get(landed)], neverLanded: [neverLandedStatus, times.get(neverLanded)] })
+    .toEqual({ landed: [202, 1], neverLanded: [202, 1] });
+  // the landed one is in the WAL twice (the statement ran again, the same bytes), and g2 dropped the second
+  const copies = (await clusterMessages()).filter((c) => c.includes(landed));
+  expect({ copies: copies.length, same: copies[0]?.equals(copies[1]!), replayed: (await replayed()) - before }).toEqual({ copies: 2, same: true, replayed: 1 });
+}, 60_000);

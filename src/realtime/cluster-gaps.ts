@@ -28,7 +28,9 @@ import { formatLsn } from './replication.ts';
  * may have been lost with the stream. A gap is live for `maxAgeMs` (twice what a node keeps of
  * its broadcasts, after which none can be sent again).
  */
-export type Gap = { from: bigint; to: bigint; at: number; seen: Set<string> };
+export type Gap = { from: bigint; to: bigint; at: number; seen: Set<string>;
+  /** node id → the number of the last message of it this node had read when the gap opened (cluster.ts) */
+  read: Map<string, bigint> };
 
 type Owed = { req: number; gaps: Gap[]; askedAt: number };
 
@@ -52,10 +54,10 @@ export class ClusterGaps {
    * older gap, owes this one too, under a new request asked at once (due), the older gaps it had
    * not answered with it (their answers may have been lost with the stream).
    */
-  open(from: bigint, to: bigint, nodes: Iterable<string>, now: number): void {
+  open(from: bigint, to: bigint, nodes: Iterable<string>, now: number, read: ReadonlyMap<string, bigint> = new Map()): void {
     this.prune(now);
     if (to <= from) return;
-    const gap: Gap = { from, to, at: now, seen: new Set() };
+    const gap: Gap = { from, to, at: now, seen: new Set(), read: new Map(read) };
     this.gaps.push(gap);
     for (const node of new Set([...nodes, ...this.owed.keys()])) {
       this.owed.set(node, { req: ++this.requests, gaps: [...(this.owed.get(node)?.gaps ?? []), gap], askedAt: 0 });
@@ -92,11 +94,19 @@ export class ClusterGaps {
     return out;
   }
 
-  /** A broadcast of `node` numbered `seq`, first sent at `lsn`, sent again to this node: true to deliver it (once). */
-  admitResent(node: string, seq: number, lsn: bigint, now: number): boolean {
+  /**
+   * A broadcast of `node` numbered `seq`, first sent at `lsn` in its message numbered `msg`, sent
+   * again to this node: true to deliver it (once). Not when this node had read that message, or a
+   * later one of the node, before the gap: the node's statement was run again after its answer was
+   * lost, the first copy landed before the gap (read) and the second in it (the one the node heard
+   * of, so the one it logged). Exact: the node's later messages go out after the second copy.
+   */
+  admitResent(node: string, seq: number, lsn: bigint, now: number, msg?: bigint): boolean {
     const o = this.owed.get(node);
     const gap = o?.gaps.find((g) => this.liveGap(g, now) && lsn > g.from && lsn <= g.to);
     if (!gap) return false;
+    const read = gap.read.get(node);
+    if (msg !== undefined && read !== undefined && msg <= read) return false;
     const key = `${node}:${seq}`;
     if (gap.seen.has(key)) return false;
     gap.seen.add(key);

@@ -154,9 +154,10 @@ export type RejectReason = 'unsigned' | 'bad_mac' | 'replayed';
 type Header =
   /**
    * seq: the sender's broadcast number (absent from nodes before it); to: a broadcast sent again
-   * to that node alone, lsn: where it was first sent (the end of that message's record)
+   * to that node alone, lsn: where it was first sent (the end of that message's record), msg: the
+   * number of the message it was first sent in (decimal)
    */
-  | { type: 'broadcast'; node: string; key: ChannelKey; event: string; encoding: 'json' | 'binary'; seq?: number; to?: string; lsn?: string }
+  | { type: 'broadcast'; node: string; key: ChannelKey; event: string; encoding: 'json' | 'binary'; seq?: number; to?: string; lsn?: string; msg?: string }
   /** callers: who tracked each meta (by phx_ref) of the joins / the state, for the bound per caller of a presence key (absent from nodes before it) */
   | { type: 'presence_diff'; node: string; key: ChannelKey; joins: PresenceState; leaves: PresenceState; callers?: MetaCallers }
   | { type: 'presence_sync'; node: string; state: NodePresence; callers?: MetaCallers }
@@ -193,8 +194,8 @@ const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 /** The bytes of payload a node keeps of its sent broadcasts, to send again (see Broadcasts across a stream's loss). */
 const REPLAY_MAX_BYTES = 32 * 1024 * 1024;
 
-/** lsn: the end of the record of the message it went out in (0 until it did) */
-type Sent = { seq: number; at: number; key: ChannelKey; event: string; encoding: 'json' | 'binary'; body: Buffer; lsn: bigint };
+/** lsn: the end of the record of the message it went out in (0 until it did), msg: that message's number */
+type Sent = { seq: number; at: number; key: ChannelKey; event: string; encoding: 'json' | 'binary'; body: Buffer; lsn: bigint; msg: bigint };
 
 type Pending = { frame: Buffer; resolve(): void; reject(err: unknown): void; /** a broadcast of this node's own, logged once emitted */ sent?: Sent };
 
@@ -272,7 +273,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       while (n < pending.length && n < MAX_BATCH_FRAMES && (n === 0 || bytes + pending[n]!.frame.length <= MAX_BATCH_BYTES)) bytes += pending[n++]!.frame.length;
       const batch = pending.slice(0, n);
       pending = pending.slice(n);
-      const content = encodeMessage(batch.map((p) => p.frame), opts.keys.sign, id, ++messageNumber, bytes);
+      const number = ++messageNumber;
+      const content = encodeMessage(batch.map((p) => p.frame), opts.keys.sign, id, number, bytes);
       let settle!: () => void;
       inFlight = new Promise<void>((r) => { settle = r; });
       try {
@@ -286,7 +288,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         sentAt = Date.now();
         stats.sent += batch.length;
         for (const p of batch) {
-          if (p.sent) logSent(p.sent, lsn);
+          if (p.sent) logSent(p.sent, lsn, number);
           p.resolve();
         }
       } catch (err) {
@@ -301,8 +303,9 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     }
   }
 
-  function logSent(entry: Sent, lsn: bigint): void {
+  function logSent(entry: Sent, lsn: bigint, msg: bigint): void {
     entry.lsn = lsn;
+    entry.msg = msg;
     sentLog.push(entry);
     sentLogBytes += entry.body.length;
     const horizon = Date.now() - replayMs;
@@ -345,7 +348,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     if (inFlight) await inFlight;
     if (stopped) return;
     const sends = sentLog.filter((e): e is Sent => e !== null && lost.some(([from, upTo]) => e.lsn > from && e.lsn <= upTo))
-      .map((e) => enqueue({ type: 'broadcast', node: id, key: e.key, event: e.event, encoding: e.encoding, seq: e.seq, to, lsn: formatLsn(e.lsn) }, e.body));
+      .map((e) => enqueue({ type: 'broadcast', node: id, key: e.key, event: e.event, encoding: e.encoding, seq: e.seq, to, lsn: formatLsn(e.lsn), msg: String(e.msg) }, e.body));
     try {
       await Promise.all(sends);
       // (answers to two requests may end in either order: the later request's is the one that counts)
@@ -400,7 +403,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     // the stream was up before this node listened: what it carried before this message, this node never had
     if (coveredUnsure) {
       coveredUnsure = false;
-      gaps.open(covered, lsn - 1n, peers.keys(), Date.now());
+      gaps.open(covered, lsn - 1n, peers.keys(), Date.now(), lastNumber);
     }
     if (lsn > covered) covered = lsn;
     // nothing of a message is read before its MAC is checked: a forged one makes no node, presence or request
@@ -482,7 +485,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       case 'broadcast':
         if (h.to !== undefined) {
           // sent again: to another node, or to this one for a stretch its streams missed (once)
-          if (h.to !== id || typeof h.seq !== 'number' || h.lsn === undefined || !gaps.admitResent(h.node, h.seq, parseLsn(h.lsn), Date.now())) return;
+          if (h.to !== id || typeof h.seq !== 'number' || h.lsn === undefined
+            || !gaps.admitResent(h.node, h.seq, parseLsn(h.lsn), Date.now(), h.msg === undefined ? undefined : BigInt(h.msg))) return;
         }
         return opts.onBroadcast(h.key, h.event, h.encoding === 'binary' ? { binary: body } : { json: body.toString('utf8') });
       case 'presence_diff': {
@@ -524,7 +528,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     // one's start; every node owes its broadcasts in it, asked of each alone until its heartbeat
     // says it answered (cluster-gaps.ts)
     if (startLsn !== undefined) {
-      gaps.open(covered, startLsn, peers.keys(), now);
+      gaps.open(covered, startLsn, peers.keys(), now, lastNumber);
       covered = startLsn;
       coveredUnsure = false;
     }
@@ -594,7 +598,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       const n = ++seq;
       const encoding = 'binary' in payload ? 'binary' : 'json';
       const body = 'binary' in payload ? payload.binary : Buffer.from(payload.json, 'utf8');
-      return enqueue({ type: 'broadcast', node: id, key, event, encoding, seq: n }, body, { seq: n, at: Date.now(), key, event, encoding, body, lsn: 0n });
+      return enqueue({ type: 'broadcast', node: id, key, event, encoding, seq: n }, body, { seq: n, at: Date.now(), key, event, encoding, body, lsn: 0n, msg: 0n });
     },
     publishPresenceDiff(key, diff) {
       if (stopped) return;
@@ -692,7 +696,7 @@ function valid(h: unknown): h is Header {
     case 'broadcast':
       return keyOk && typeof h.event === 'string' && (h.encoding === 'json' || h.encoding === 'binary')
         && (h.seq === undefined || Number.isSafeInteger(h.seq)) && (h.to === undefined || typeof h.to === 'string')
-        && (h.lsn === undefined || isLsn(h.lsn));
+        && (h.lsn === undefined || isLsn(h.lsn)) && (h.msg === undefined || (typeof h.msg === 'string' && /^\d{1,20}$/.test(h.msg)));
     case 'presence_diff':
       return keyOk && validState(h.joins) && validState(h.leaves) && validCallers(h.callers);
     case 'presence_sync':

@@ -41,6 +41,15 @@ export type CommitLossProxy = {
   loseAnswer(marker: string): Promise<void>;
   /** Answers lost by loseAnswer so far. */
   readonly answersLost: number;
+  /**
+   * Arms the proxy for the next bytes that carry `marker`, on a connection other than the one
+   * loseAnswer's marker went on: they (and what follows on that connection) are held, not sent to
+   * Postgres, until releaseHeld(). Resolves once they are held (armed with loseAnswer on the same
+   * marker: the statement run again after its answer was lost).
+   */
+  holdNext(marker: string): Promise<void>;
+  /** Sends on what holdNext held. */
+  releaseHeld(): void;
   /** Closes the listener and every connection. */
   close(): Promise<void>;
 };
@@ -59,6 +68,8 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
   let reset = 0;
   let answerArmed: { marker: Buffer; done: () => void } | null = null;
   let answersLost = 0;
+  let holdArmed: { marker: Buffer; done: () => void } | null = null;
+  let releases: (() => void)[] = [];
   const sockets = new Set<net.Socket>();
 
   const server = net.createServer((client) => {
@@ -66,6 +77,7 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
     sockets.add(client).add(upstream);
     let marked: typeof armed = null; // this connection sent the armed marker: lose its next COMMIT answer
     let answerMarked: typeof answerArmed = null; // this connection sent loseAnswer's marker: lose the answer to it
+    let held: Buffer[] | null = null; // holdNext's: what this connection sends, kept from Postgres until released
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -85,7 +97,18 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
       if (answerArmed && !answerMarked && chunk.includes(answerArmed.marker)) {
         answerMarked = answerArmed;
         answerArmed = null;
+      } else if (holdArmed && !answerMarked && !held && chunk.includes(holdArmed.marker)) {
+        const { done } = holdArmed;
+        holdArmed = null;
+        const chunks: Buffer[] = [];
+        held = chunks;
+        releases.push(() => {
+          held = null;
+          for (const c of chunks) upstream.write(c);
+        });
+        done();
       }
+      if (held) return void held.push(chunk);
       if (armed && !marked && chunk.includes(armed.marker)) {
         marked = armed;
         armed = null;
@@ -129,6 +152,14 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
     },
     get answersLost() {
       return answersLost;
+    },
+    holdNext(marker) {
+      return new Promise<void>((done) => {
+        holdArmed = { marker: Buffer.from(marker, 'utf8'), done };
+      });
+    },
+    releaseHeld() {
+      for (const r of releases.splice(0)) r();
     },
     loseAnswer(marker) {
       return new Promise<void>((done) => {

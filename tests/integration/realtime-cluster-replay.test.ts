@@ -3,9 +3,10 @@ import type { RealtimeChannel } from '@supabase/realtime-js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { CLUSTER_MESSAGE_PREFIX } from '../../src/realtime/bus.ts';
+import { decodeMessage, readHead } from '../../src/realtime/cluster.ts';
 import { databaseClientPorts, startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { startCommitLossProxy, type CommitLossProxy } from '../helpers/commit-loss-proxy.ts';
-import { testDatabase } from '../helpers/db.ts';
+import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
@@ -185,3 +186,51 @@ it('a REST broadcast whose cluster statement lost its connection, before or afte
   const copies = (await clusterMessages()).filter((c) => c.includes(landed));
   expect({ copies: copies.length, same: copies[0]?.equals(copies[1]!), replayed: (await replayed()) - before }).toEqual({ copies: 2, same: true, replayed: 1 });
 }, 60_000);
+
+// The statement run again lands once more (the first had landed, its answer was lost). A receiver
+// whose stream was lost between the two copies read the first; the second lies in the WAL its
+// streams did not carry, so it asks the sender for its broadcasts there, and the sender (which
+// logged the broadcast at the second copy's position, the one it heard) sends it again: it was
+// delivered twice. Seen failing before resent broadcasts carried their statement's number:
+// delivered twice. Now the receiver drops a resent broadcast whose statement's number it had read
+// before the loss.
+it('a broadcast whose statement ran twice, the receiver\'s stream lost between the two, is delivered once', async () => {
+  const topic = `lost-${randomUUID()}`;
+  const { times } = await subscriber(topic);
+  const hex = (id: string) => Buffer.from(id).toString('hex');
+  const id = randomUUID();
+  // the first run lands and its answer is lost; the run again is held before it reaches Postgres
+  const answerLost = proxy.loseAnswer(hex(id));
+  const held = proxy.holdNext(hex(id));
+  const status = restBroadcast(topic, id);
+  await answerLost;
+  await held;
+  await until(() => times.has(id), 20_000, 'the first copy on g2');
+  const sender = readHead((await clusterMessages()).find((c) => c.includes(id))!).node;
+  const seen = (await clusterMessages()).length;
+  // g2's stream lost; its next slot waits for a transaction holding an xid, so the second copy
+  // lands in WAL no stream of g2 carries
+  const ports = databaseClientPorts(g2.pid, Number(new URL(testDatabaseUrl()).port || 5432));
+  const tx = await reservedTransaction(db.sql);
+  try {
+    await tx.conn`select pg_current_xact_id()`;
+    const terminated = await db.sql`select pg_terminate_backend(pid) from pg_stat_activity
+      where datname = current_database() and application_name = 'potentia-realtime-bus' and client_port = any(${ports})`;
+    expect(terminated.length).toBe(1);
+    await until(async () => (await streams()) === 1, 20_000, 'g2\'s stream down');
+    proxy.releaseHeld();
+    expect(await status).toBe(202);
+  } finally {
+    proxy.releaseHeld();
+    await tx.release();
+  }
+  await until(async () => (await streams()) === 2, 60_000, 'g2\'s stream back');
+  // g2 asks g1 for what it missed; g1 sends it again, then says so in a heartbeat
+  await until(async () => {
+    const frames = (await clusterMessages()).slice(seen).flatMap((c) => decodeMessage(c)).map((f) => f.header);
+    return frames.some((r) => r.type === 'sync_request' && r.to === sender && r.lost
+      && frames.some((h) => h.type === 'heartbeat' && h.node === sender && (h.answered?.[r.node] ?? 0) >= r.req!));
+  }, 30_000, 'g1\'s answer to g2\'s request');
+  await readPast(topic, times);
+  expect(times.get(id)).toBe(1);
+}, 90_000);

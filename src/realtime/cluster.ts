@@ -17,7 +17,16 @@ import { formatLsn, parseLsn } from './replication.ts';
  * Send: a non-transactional logical message with prefix 'potentia.realtime' through the server
  * pool (emitLogicalMessage, logical-message.ts): no table row, decoded as soon as its WAL is
  * flushed. A node's messages go out one statement at a time (those queued meanwhile are batched
- * into the next), so every node sees them in the order they were sent.
+ * into the next), so every node sees them in the order they were sent. Each statement is numbered
+ * (Replay, below). A statement whose connection was lost (a terminated backend, a restart, a reset
+ * network) is run again, the same bytes, on another connection (runAgainOnLostConnection,
+ * src/db/faults.ts: up to CONNECTION_RETRIES more times; not when no session can be opened, nor
+ * after answer_timeout): it may have landed (a non-transactional message is written whether or not
+ * its answer comes back), and then every node drops the second copy for its number; or not, and
+ * the second is the one read. Its callers hear only the last attempt's outcome (a REST broadcast
+ * 202, a socket's `ack` ok). Before numbers it was not run again, since it could deliver twice: a
+ * REST broadcast whose statement lost its connection was answered 503 (delivered all the same when
+ * it had landed), and a node's presence and heartbeats in it were dropped.
  *
  * Receive: the bus's logical replication stream (pgoutput `messages 'true'`, bus.ts) carries every
  * node's messages to every node; a node ignores its own.
@@ -26,8 +35,8 @@ import { formatLsn, parseLsn } from './replication.ts';
  * receiving needs nothing beyond what the bus already needs (REPLICATION on DATABASE_URL's role).
  * So any role that runs SQL on the database can write under the prefix too.
  *
- * Authentication: every message carries an HMAC-SHA256 of its bytes (version byte and frames)
- * under a key every gateway of the deployment shares (cluster-key.ts: REALTIME_CLUSTER_SECRET, else
+ * Authentication: every message carries an HMAC-SHA256 of its other bytes (version byte, node id
+ * and number, frames) under a key every gateway of the deployment shares (cluster-key.ts: REALTIME_CLUSTER_SECRET, else
  * derived from JWT_SECRET, with JWT_SECONDARY_SECRET's accepted too). A node drops a message with
  * no MAC or one of no key it accepts before it reads anything else of it (verifyMessage), so a
  * forgery makes no node, presence, broadcast or request; it is counted (onRejected: the metric
@@ -35,13 +44,27 @@ import { formatLsn, parseLsn } from './replication.ts';
  * Before, any role could write client broadcasts into any room (private ones included), make up
  * nodes with presences, and have every node send its broadcasts again (a sync_request under a new
  * number). Nodes with different keys (a differing secret, a rolling restart that changes it, a
- * node from before authentication) ignore each other: two clusters on one database, each counting
- * the other's messages. Replay: a genuine message written again passes its MAC, but capturing one
- * takes reading the WAL (REPLICATION or superuser: a role that reads every row anyway). Harmless
- * for resent broadcasts (admitted once per seq inside a lost stretch), answered requests (req) and
- * `leave`; not for a live broadcast (delivered again: not deduplicated by seq) nor an old
- * presence_sync/diff (old presences shown until the next sync, or for a dead node 7 s); a
- * per-node message number in the signed bytes would close it (docs/realtime.md, Cluster).
+ * node from before authentication or before numbers) ignore each other: two clusters on one database, each counting
+ * the other's messages.
+ *
+ * Replay: a genuine message written again passes its MAC (capturing one takes reading the WAL:
+ * REPLICATION or superuser, a role that reads every row anyway). So every message carries, under
+ * the MAC, its node's id and a number one above the node's previous statement's (from 1 at every
+ * start: a node's id is new each start); every node keeps, per node, the number of the last
+ * message of it read, and drops one numbered at or below it (`replayed`, counted and logged like
+ * the MAC's rejections). A genuine message is never below: a node's statements reach every node
+ * in the order sent, and a stream that reconnects starts at a new slot's position, after all the
+ * lost one delivered, so no node reads a node's earlier statement after a later one (it misses
+ * some instead: a number may skip, which is no reason to drop). The first message read of a node
+ * may have any number (the node ran before this one listened). Numbers are u64, read as bigint,
+ * and kept after a node is dropped or left (up to MAX_NUMBERED_NODES): a dead node's message
+ * written again is dropped too. Before, a live broadcast written again was delivered again (not
+ * deduplicated by seq) and an old presence_sync/diff showed old presences (until the next sync,
+ * or for a dead node 7 s). What is left: a node this one never read a message of (gone before it
+ * started, or before its first message came): one of its captured messages is read once, then
+ * only later ones (a dead node's broadcast delivered once, its presence shown until it is taken
+ * for dead again). A statement run again (above) is dropped as `replayed` when its first run had
+ * landed: one per such loss.
  *
  * Message kinds: `broadcast` (a client broadcast: channel key, event, payload as JSON text or raw
  * bytes), `presence_diff` (joins/leaves of a node's local presences on one channel),
@@ -95,13 +118,20 @@ import { formatLsn, parseLsn } from './replication.ts';
  * again (cluster-gaps.ts). A broadcast whose statement had not answered yet when a request came
  * is logged once it does, before the request is answered (replayTo). A node sends again to one
  * node for one request at a time (one repeated meanwhile is answered when asked again).
+ * A statement run again after its answer was lost (above) lands twice; a node whose stream was lost
+ * between the copies read the first, and the second lies in its stretch (the sender logged the
+ * broadcast at the copy it heard of): so a resent broadcast carries the number of the message it
+ * was first sent in (`msg`), and a node drops it when it had read that message, or a later one of
+ * its node, before the stretch opened (cluster-gaps.ts admitResent).
  * Before, a node asked each node for its broadcasts after the last number (`seq`) it had heard
  * of it: a node it had not heard of when its stream was lost was asked nothing.
  *
- * Encoding: one logical message = version byte 2, the 32-byte MAC (above), then frames of
- * [u32 header length][u32 body length][header JSON][body]; the body is a broadcast's payload
- * (JSON text or the raw bytes of a binary broadcast), empty otherwise. (Version 1, before
- * authentication, had no MAC; it is dropped as unsigned.)
+ * Encoding: one logical message = version byte 3, the 32-byte MAC (above), the sending node's id
+ * (its UUID's 16 bytes), its message number (u64, big-endian), then frames of [u32 header
+ * length][u32 body length][header JSON][body], every one of that node; the body is a broadcast's
+ * payload (JSON text or the raw bytes of a binary broadcast), empty otherwise. The MAC covers all
+ * but itself. (Version 1, before authentication, had no MAC; version 2, before numbers, no node
+ * id nor number; both are dropped as unsigned.)
  */
 export type ClusterPayload = { json: string } | { binary: Buffer };
 

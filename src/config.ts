@@ -194,6 +194,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.NODE_ENV === 'production' && e.JWT_SECONDARY_SECRET === DEV_JWT_SECRET) {
     throw refuse('JWT_SECONDARY_SECRET: this is Supabase\'s published development secret, with which anyone can sign tokens: unset it');
   }
+  // the cluster's key from a secret anyone can read lets any database role write client broadcasts
+  // and presence into every room again (src/realtime/cluster-key.ts)
+  if (e.NODE_ENV === 'production' && e.REALTIME_CLUSTER_SECRET === DEV_JWT_SECRET) {
+    throw refuse('REALTIME_CLUSTER_SECRET: this is Supabase\'s published development secret, with which anyone can sign the realtime cluster\'s messages: '
+      + 'set one of your own, the same on every gateway (`openssl rand -base64 48`)');
+  }
   if (e.NODE_ENV === 'production' && !e.JWT_SECRET && !e.SUPABASE_JWKS_URL) {
     throw refuse(`JWT_SECRET: must be set in production (it is ${env.JWT_SECRET === undefined ? 'unset' : 'empty'}): your Supabase project's JWT secret, `
       + '32 characters at least (or SUPABASE_JWKS_URL, for asymmetric signing keys)');

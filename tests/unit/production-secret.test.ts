@@ -64,3 +64,20 @@ describe('JWT_SECONDARY_SECRET (the rotation\'s other secret)', () => {
       .rejects.toMatchObject({ code: 'invalid_token' });
   });
 });
+
+describe('REALTIME_CLUSTER_SECRET (the realtime cluster\'s key)', () => {
+  // With it, any role that runs SQL signs cluster messages every gateway reads: broadcasts and
+  // presence into any room, private ones included (docs/realtime.md, "Cluster"). Before, it was
+  // taken in production, where the same value as JWT_SECRET was refused.
+  it('refuses the published development secret in production, naming the variable, never showing the value', () => {
+    const env = { NODE_ENV: 'production', JWT_SECRET: 'a-project-secret-of-at-least-32-characters', REALTIME_CLUSTER_SECRET: DEV_JWT_SECRET };
+    expect(() => loadConfig(env)).toThrow(/^invalid environment: REALTIME_CLUSTER_SECRET: this is Supabase's published development secret/);
+    expect(() => loadConfig(env)).not.toThrow(DEV_JWT_SECRET);
+    expect(() => loadConfig({ NODE_ENV: 'production', SUPABASE_JWKS_URL: JWKS, REALTIME_CLUSTER_SECRET: DEV_JWT_SECRET }))
+      .toThrow(/REALTIME_CLUSTER_SECRET: this is Supabase's published development secret/);
+  });
+
+  it('outside production it is taken (as JWT_SECRET is)', () => {
+    expect(loadConfig({ REALTIME_CLUSTER_SECRET: DEV_JWT_SECRET }).realtime.clusterSecret).toBe(DEV_JWT_SECRET);
+  });
+});

@@ -50,7 +50,8 @@ export const EnvSchema = z.object({
   REALTIME_MAX_SOCKETS_PER_USER: envInteger(1).default(DEFAULT_ADMISSION_LIMITS.maxSocketsPerUser),
   // the key the realtime cluster's messages are authenticated with (src/realtime/cluster-key.ts);
   // unset: one derived from JWT_SECRET (and JWT_SECONDARY_SECRET, accepted too)
-  REALTIME_CLUSTER_SECRET: envSecret(32, 'the secret every gateway of a deployment shares to authenticate the realtime cluster\'s messages', '`openssl rand -base64 48`').optional(),
+  REALTIME_CLUSTER_SECRET: envSecret(32, 'the secret every gateway of a deployment shares to authenticate the realtime cluster\'s messages', '`openssl rand -base64 48`',
+    'on every gateway at once: a gateway whose secret differs reads none of the others\' cluster messages').optional(),
   // background jobs (src/worker): `inprocess` runs the worker inside `npm start`, `external`
   // expects `npm run worker` processes (and /ready checks their heartbeat), `off` runs none
   WORKER_MODE: envChoice(['inprocess', 'external', 'off']).default('inprocess'),

@@ -118,11 +118,12 @@ const INVISIBLE = /[\s\p{C}\p{Z}\p{Default_Ignorable_Code_Point}]/u;
  * A signing secret: `minBytes` bytes at least, counted in UTF-8 as HS256 keys are (TextEncoder),
  * with no invisible character in it (INVISIBLE) but a plain space between others (a passphrase):
  * 40 zero-width spaces were 40 "characters" and passed JWT_SECRET's 32. White space at either end
- * is refused too (an env file or a paste adds it; docker's --env-file keeps it), saying that
- * tokens minted with it in the key stop verifying once it is gone. The errors say what to do
- * (`generate`).
+ * is refused too (an env file or a paste adds it; docker's --env-file keeps it), saying what
+ * removing it changes (`onChange`; default: tokens minted with it in the key stop verifying). The
+ * errors say what to do (`generate`).
  */
-export function envSecret(minBytes: number, what: string, generate: string) {
+export function envSecret(minBytes: number, what: string, generate: string,
+  onChange = 'tokens and API keys minted while it was part of the key stop verifying: mint them again, npx tsx scripts/api-keys.ts') {
   return z.string().superRefine((value, ctx) => {
     const atEnd = /^\s|\s$/u.exec(value);
     const invisible = atEnd ?? INVISIBLE.exec(value.replaceAll(' ', 'x')); // a plain space inside is typed
@@ -130,8 +131,7 @@ export function envSecret(minBytes: number, what: string, generate: string) {
       const codePoint = `U+${invisible[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
       const at = `(it has ${codePoint} at character ${[...value.slice(0, invisible.index)].length + 1})`;
       ctx.addIssue({ code: 'custom', message: atEnd
-        ? `expected ${what} without white space at its start or end ${at}: remove it (tokens and API keys minted while it was part `
-          + `of the key stop verifying: mint them again, npx tsx scripts/api-keys.ts), or make one with ${generate}`
+        ? `expected ${what} without white space at its start or end ${at}: remove it (${onChange}), or make one with ${generate}`
         : `expected ${what} without invisible characters ${at}: copy it again, or make one with ${generate}` });
     } else if (Buffer.byteLength(value, 'utf8') < minBytes) {
       ctx.addIssue({ code: 'custom', message: `expected ${what}, ${minBytes} characters at least (bytes in UTF-8): make one with ${generate}` });

@@ -153,6 +153,13 @@ describe('a value that does not parse', () => {
       expect(message(secret), codePoint).toContain(`JWT_SECRET: expected your project's JWT secret without white space at its start or end (it has ${codePoint} at character ${at}): `
         + 'remove it (tokens and API keys minted while it was part of the key stop verifying: mint them again, npx tsx scripts/api-keys.ts)');
     }
+    // REALTIME_CLUSTER_SECRET signs no token: its message says what removing it does to the cluster
+    // (it told the operator to mint tokens and API keys again)
+    let cluster = '';
+    try { loadConfig({ NODE_ENV: 'production', JWT_SECRET: visible, REALTIME_CLUSTER_SECRET: `${visible}\n` }); } catch (err) { cluster = (err as Error).message; }
+    expect(cluster).toContain('REALTIME_CLUSTER_SECRET: expected the secret every gateway of a deployment shares to authenticate the realtime cluster\'s messages '
+      + 'without white space at its start or end (it has U+000A at character 46): remove it (on every gateway at once: a gateway whose secret differs reads none of the others\' cluster messages)');
+    expect(cluster).not.toContain('minted');
     // a passphrase: plain spaces between its words are typed, and kept
     const passphrase = 'correct horse battery staple and thirty two bytes';
     expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: passphrase }).auth.jwtSecret).toBe(passphrase);

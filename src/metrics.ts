@@ -40,6 +40,8 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
   // this process's worker (src/worker/runtime.ts): when it last recorded its heartbeat and read
   // the queue depth (performance.now()), and how old a depth may be and still be shown
   const worker = { heartbeatAt: undefined as number | undefined, depthAt: undefined as number | undefined, depthValidMs: Infinity };
+  // this process's realtime cluster node (src/realtime/gateway.ts): how many other gateways it hears
+  const cluster = { nodes: undefined as (() => number) | undefined };
   const ageMs = (at: number | undefined) => (at === undefined ? undefined : performance.now() - at);
   const rateLimited = new Counter({
     name: 'potentia_rate_limit_rejections_total', help: 'requests rejected by a rate limit', labelNames: ['endpoint'],
@@ -53,6 +55,7 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
   return {
     registry,
     worker,
+    cluster,
     httpRequests: new Counter({
       name: 'potentia_http_requests_total', help: 'HTTP requests by route, method and status',
       labelNames: ['route', 'method', 'status'], registers: [registry],
@@ -93,6 +96,17 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
     realtimeClusterRejected: new Counter({
       name: 'potentia_realtime_cluster_messages_rejected_total', help: "realtime cluster messages this gateway dropped unread: unsigned (no MAC of this version's format: another writer of the prefix, a gateway of an older version), bad_mac (signed with no key this gateway accepts: a forgery, or a gateway with another REALTIME_CLUSTER_SECRET / JWT_SECRET) or replayed (numbered at or below the last message read of its gateway: a genuine message written again, or a gateway's statement run again after a lost connection once it had landed)",
       labelNames: ['reason'], registers: exposedIf(parts.realtime),
+    }),
+    // which key the gateway signs the cluster's messages with, and whom it hears (src/realtime/gateway.ts):
+    // an operator whose gateways count each other's messages as bad_mac finds the odd one out
+    realtimeClusterKey: new Gauge({
+      name: 'potentia_realtime_cluster_key_info', help: "1, labelled with the secret the realtime cluster's key comes from (REALTIME_CLUSTER_SECRET, else JWT_SECRET) and its fingerprint (a MAC of a fixed label under the key, not the key): every gateway of one deployment must show the same fingerprint",
+      labelNames: ['source', 'fingerprint'], registers: exposedIf(parts.realtime),
+    }),
+    realtimeClusterNodes: new Gauge({
+      name: 'potentia_realtime_cluster_nodes', help: 'the other gateways this gateway hears in its realtime cluster (messages under its key); with N gateways, N - 1',
+      registers: exposedIf(parts.realtime),
+      collect() { if (cluster.nodes) this.set(cluster.nodes()); },
     }),
     // background jobs (src/worker)
     jobQueueDepth: new Gauge({

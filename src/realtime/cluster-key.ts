@@ -1,4 +1,4 @@
-import { createSecretKey, hkdfSync, type KeyObject } from 'node:crypto';
+import { createHmac, createSecretKey, hkdfSync, type KeyObject } from 'node:crypto';
 
 /**
  * The keys the realtime cluster's messages are authenticated with (cluster.ts, "Authentication"):
@@ -34,4 +34,19 @@ export function clusterKeys(secrets: { clusterSecret?: string; jwtSecret: string
   if (!secrets.jwtSecret) return undefined;
   const sign = deriveClusterKey(secrets.jwtSecret);
   return { sign, accept: secrets.secondaryJwtSecret ? [sign, deriveClusterKey(secrets.secondaryJwtSecret)] : [sign] };
+}
+
+/** Which secret the keys come from (clusterKeys), as a gateway reports it. */
+export function clusterKeySource(secrets: { clusterSecret?: string; jwtSecret: string; secondaryJwtSecret?: string }): 'REALTIME_CLUSTER_SECRET' | 'JWT_SECRET' | 'JWT_SECRET+JWT_SECONDARY_SECRET' {
+  if (secrets.clusterSecret) return 'REALTIME_CLUSTER_SECRET';
+  return secrets.secondaryJwtSecret ? 'JWT_SECRET+JWT_SECONDARY_SECRET' : 'JWT_SECRET';
+}
+
+/**
+ * A short name of a key that gateways can compare, and an operator read off their logs and
+ * /metrics: two gateways with the same fingerprint sign with the same key. A MAC under the key of
+ * a fixed label (never bytes of the key or of its secret): it gives nothing to sign a message with.
+ */
+export function clusterKeyFingerprint(key: KeyObject): string {
+  return createHmac('sha256', key).update('potentia realtime cluster key fingerprint').digest('hex').slice(0, 12);
 }

@@ -14,7 +14,7 @@ import { Admission, type SocketTicket } from './admission.ts';
 import type { SocketClaims } from './authorize.ts';
 import { createDatabaseBus, type DatabaseBus } from './bus.ts';
 import { createClusterNode, type ClusterNode } from './cluster.ts';
-import { clusterKeys } from './cluster-key.ts';
+import { clusterKeyFingerprint, clusterKeySource, clusterKeys } from './cluster-key.ts';
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
 import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
@@ -80,6 +80,12 @@ export function createGateway(opts: GatewayOptions): Gateway {
     onPresenceDiff: (key, diff) => deliverPresenceDiff(hub, key, diff),
   });
   hub.cluster = cluster;
+  // which key, so that an operator can compare gateways (the secret never: its fingerprint)
+  const keySecrets = { clusterSecret: opts.clusterSecret, jwtSecret: opts.auth.jwtSecret, secondaryJwtSecret: opts.auth.secondaryJwtSecret };
+  const keyInfo = { source: clusterKeySource(keySecrets), fingerprint: clusterKeyFingerprint(keys.sign) };
+  opts.metrics?.realtimeClusterKey.set(keyInfo, 1);
+  opts.metrics?.realtimeClusterNodes.set(0);
+  if (opts.metrics) opts.metrics.cluster.nodes = () => cluster.nodes().length;
   // both series from the start (0): a rise is what an alert watches for (docs/realtime.md, Cluster)
   for (const reason of ['unsigned', 'bad_mac', 'replayed'] as const) opts.metrics?.realtimeClusterRejected.inc({ reason }, 0);
   opts.metrics?.realtimeStreamUp.set(0);
@@ -314,6 +320,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
     async start() {
       await bus.start();
       await cluster.start();
+      opts.logger?.info({ clusterKey: { ...keyInfo, accepted: keys.accept.map(clusterKeyFingerprint) } },
+        'realtime cluster key: every gateway of this deployment must sign with the same fingerprint (else each counts the others\' messages as bad_mac)');
     },
     async stop() {
       // 1001 "going away": clients reconnect (to another gateway) instead of seeing an abnormal 1006

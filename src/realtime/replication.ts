@@ -67,6 +67,8 @@ class TemporarySlotService extends LogicalReplicationService {
   backendPid: number | undefined;
   /** The slot's consistent point (CREATE_REPLICATION_SLOT's answer): where its stream begins. */
   startLsn = 0n;
+  /** Bytes came in on the connection (part of a message, maybe: see connect's onActivity). */
+  onBytes?: () => void;
   override async client(): Promise<[pg.Client, unknown]> {
     // The library's client(), but with the client's 'error' listener added before connect(), not
     // after: a walsender terminated as its startup completed sends ReadyForQuery and its FATAL
@@ -80,6 +82,7 @@ class TemporarySlotService extends LogicalReplicationService {
     client.on('error', (e) => this.emit('error', e));
     await client.connect();
     self._connection = (client as unknown as { connection: unknown }).connection;
+    (self._connection as { stream: NodeJS.EventEmitter }).stream.on('data', () => this.onBytes?.());
     this.backendPid = (client as unknown as { processID?: number }).processID;
     const created = await client.query(`CREATE_REPLICATION_SLOT ${this.slotName} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
     this.startLsn = parseLsn(String((created.rows[0] as { consistent_point: string }).consistent_point));
@@ -143,6 +146,11 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
       { acknowledge: { auto: false, timeoutSeconds: 1 } },
     );
     s.slotName = `potentia_bus_${randomBytes(6).toString('hex')}`;
+    // the stream carries something as soon as bytes come in, not once a whole message has: one
+    // logical message of hundreds of MiB (any role may write one: pg_logical_emit_message is
+    // PUBLIC's, and pgoutput sends every prefix) took seconds to arrive, the walsender waiting
+    // to write it meanwhile, and the bus took that for a stall and restarted the stream
+    s.onBytes = () => { if (service === s) opts.onActivity?.(); };
     service = s;
     let ended = false;
     const end = (err: unknown) => {

@@ -10,13 +10,13 @@
 // Cases: one broadcast of a ~100-byte JSON payload (a cursor) alone in its message; a batch of 32
 // such broadcasts in one message (a busy node's statement); one 64 KiB broadcast. Prints, per
 // case, the median over rounds of ns per message for each, and their ratio.
-import { parseArgs } from 'node:util';
 import { decodeMessage, encodeFrame, encodeMessage, verifyMessage } from '../src/realtime/cluster.ts';
 import { deriveClusterKey } from '../src/realtime/cluster-key.ts';
+import { parseCommandLine, wholeNumber } from './lib/command-line.ts';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, ms: { type: 'string', default: '300' } } });
-const rounds = Number(values.rounds);
-const ms = Number(values.ms);
+const args = parseCommandLine({ options: { rounds: { type: 'string', default: '5' }, ms: { type: 'string', default: '300' } } });
+const rounds = args.number('rounds', wholeNumber(1));
+const ms = args.number('ms', wholeNumber(1));
 const key = deriveClusterKey('bench-secret-bench-secret-bench-secret');
 const node = '6c1d5f53-0b8e-4a52-9d40-6a1f2d7c9e11';
 

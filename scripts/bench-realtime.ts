@@ -221,7 +221,7 @@ function machineCpu(ownPids: () => number[], dbName: string, dbPids: () => numbe
     return v;
   };
   const system = () => {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map((ticks) => Number(ticks));
     // user nice system idle iowait irq softirq steal
     return { busy: (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) * 10, steal: (f[7] ?? 0) * 10 };
   };

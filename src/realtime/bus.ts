@@ -471,8 +471,11 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         logger: opts.logger,
         onInsert: (table, row) => { if (table === 'realtime.messages') onStreamRow(row); },
         messagePrefixes: [CLUSTER_MESSAGE_PREFIX],
-        onMessage: (_prefix, content, _transactional, lsn) => {
-          if (stopped) return;
+        onMessage: (_prefix, content, transactional, lsn) => {
+          // the cluster writes only non-transactional messages (logical-message.ts); a transactional
+          // one under its prefix is someone else's, and its LSN is where it was written, not where
+          // the stream was: read, it could close the cluster's first gap short (cluster.ts onMessage)
+          if (stopped || transactional) return;
           for (const l of clusterListeners) l(content, lsn);
         },
         onUp,

@@ -394,7 +394,7 @@ it('a request repeated after the sender answered it sends nothing again', async 
   const numbers = (await clusterMessages()).map(readHead).filter((h) => h.node === receiver).map((h) => h.number);
   const number = numbers.reduce((a, b) => (b > a ? b : a), 0n) + 1_000_000n;
   const message = encodeMessage([encodeFrame(request as Frame['header'])], clusterKeys({ jwtSecret: config.auth.jwtSecret })!.sign, receiver, number);
-  await db.sql`select pg_logical_emit_message(true, ${CLUSTER_MESSAGE_PREFIX}, ${message}::bytea)`;
+  await db.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${message}::bytea)`; // as the cluster writes them
   // two of the sender's heartbeats after it: it has read it (its stream is up) and would have answered by then
   const seen = frames.length;
   await until(async () => {

@@ -6,6 +6,7 @@ import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { CLUSTER_MESSAGE_PREFIX } from '../../src/realtime/bus.ts';
 import { decodeMessage, encodeFrame, encodeMessage } from '../../src/realtime/cluster.ts';
+import { clusterKeys } from '../../src/realtime/cluster-key.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
@@ -271,4 +272,22 @@ it('a gateway without any key to share (asymmetric keys only in production) refu
   const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c))).finally(() => clearTimeout(timer));
   expect({ code, running: out.includes('is running') }).toEqual({ code: 2, running: false });
   expect(out).toContain('invalid environment: REALTIME_CLUSTER_SECRET: must be set for the realtime gateway');
+}, 60_000);
+
+it('a transactional message under the prefix is not read, even one signed with the key: the cluster writes none, and its LSN is where it was written, not where the stream is', async () => {
+  const { canvasId, users } = await createCanvasWithEditors(db.sql, 1);
+  const topic = `canvas:${canvasId}`;
+  const on2 = realtime.connect(g2.url, await token(users[0]!), '2.0.0').channel(topic, { config: { private: true } });
+  const got = ids(on2);
+  expect((await subscribed(on2)).status).toBe('SUBSCRIBED');
+  const key = clusterKeys({ jwtSecret: config.auth.jwtSecret })!.sign;
+  const node = randomUUID();
+  const message = (id: string, number: bigint) => encodeMessage([encodeFrame({ type: 'broadcast', node, key: `private:${topic}`, event: 'n', encoding: 'json' },
+    Buffer.from(JSON.stringify({ id })))], key, node, number);
+  const [transactional, not] = [randomUUID(), randomUUID()];
+  await db.sql`select pg_logical_emit_message(true, ${CLUSTER_MESSAGE_PREFIX}, ${message(transactional, 1n)}::bytea)`;
+  await db.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${message(not, 2n)}::bytea)`;
+  // the second comes after the first in the WAL: once it is delivered, the first was read past
+  await until(() => got.has(not), 20_000, 'the non-transactional message');
+  expect(got.has(transactional)).toBe(false);
 }, 60_000);

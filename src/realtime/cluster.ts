@@ -243,8 +243,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
    * node's message would make it again), up to MAX_NUMBERED_NODES.
    */
   const lastNumber = new Map<string, bigint>();
-  /** rejected messages not logged yet, and when they last were (reject) */
-  let unwarned = 0;
+  /** rejected messages not logged yet, by reason, and when they last were (reject) */
+  let unwarned: Partial<Record<RejectReason, number>> = {};
   let warnedAt = 0;
   /** node id → when last heard (this node's clock) */
   const peers = new Map<string, number>();
@@ -484,15 +484,16 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   function reject(reason: RejectReason): void {
     stats.rejected++;
     opts.onRejected?.(reason);
-    unwarned++;
+    unwarned[reason] = (unwarned[reason] ?? 0) + 1;
     const now = Date.now();
     if (now - warnedAt < REJECT_WARN_EVERY_MS) return;
+    // rejected: the count since the last warning, by reason (the words are this message's reason's)
     opts.logger?.warn({ rejected: unwarned, reason, rejectedTotal: stats.rejected }, reason === 'replayed'
       ? 'realtime cluster messages written again ignored (numbered at or below the last read of their node): a role that reads the WAL writes captured messages again, '
         + 'or a gateway ran a statement again after its connection was lost once it had landed (one per such loss; docs/realtime.md, "Cluster")'
       : 'realtime cluster messages without a valid MAC ignored: a database role other than this deployment\'s gateways writes under the cluster\'s prefix, '
         + 'or a gateway runs with another key (REALTIME_CLUSTER_SECRET, else JWT_SECRET, must be the same on every gateway; docs/realtime.md, "Cluster")');
-    unwarned = 0;
+    unwarned = {};
     warnedAt = now;
   }
 

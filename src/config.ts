@@ -263,6 +263,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   };
 }
 
+/** The realtime gateway's per-caller socket caps (config.realtime without its secret, which goes to the gateway on its own). */
+export function socketCaps(config: Config): { maxSocketsPerAddress: number; maxSocketsPerUser: number } {
+  return { maxSocketsPerAddress: config.realtime.maxSocketsPerAddress, maxSocketsPerUser: config.realtime.maxSocketsPerUser };
+}
+
 /**
  * Why a process that runs the realtime gateway (roles all and gateway) cannot start with `config`,
  * as loadConfig words a bad environment; undefined when it can. Its cluster's messages are

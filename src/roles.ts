@@ -3,7 +3,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from './auth/jwt.ts';
-import { EnvSchema, type Config } from './config.ts';
+import { EnvSchema, socketCaps, type Config } from './config.ts';
 import { presentValues } from './env-values.ts';
 import { blankOptionProblem } from './option-values.ts';
 import { createDatabase } from './db/index.ts';
@@ -96,7 +96,7 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
   const metrics = createMetrics({ api: false, realtime: true, jobs: false });
   const deps: RealtimeRestDeps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
   const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger,
-    trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics, limits: config.realtime,
+    trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics, limits: socketCaps(config),
     clusterSecret: config.realtime.clusterSecret });
   const app = createProbeApp(deps, {
     // while the stream is down the bus polls realtime.messages (deltas still arrive, later), but

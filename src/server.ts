@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type RequestListener, type ServerRe
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from './auth/jwt.ts';
-import type { Config } from './config.ts';
+import { socketCaps, type Config } from './config.ts';
 import { createDatabase, type Database } from './db/index.ts';
 import { connectionUrls } from './db/pooling.ts';
 import { createApp } from './http/app.ts';
@@ -82,7 +82,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
       // (throws without a cluster key: no REALTIME_CLUSTER_SECRET nor JWT_SECRET, which main.ts refuses first)
       gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger: deps.logger,
         trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics: deps.metrics,
-        limits: { ...config.realtime, ...opts.realtime?.limits }, clusterSecret: config.realtime.clusterSecret });
+        limits: { ...socketCaps(config), ...opts.realtime?.limits }, clusterSecret: config.realtime.clusterSecret });
       gateway.attach(http as import('node:http').Server);
       await gateway.start();
       deps.realtime = gateway.rest;

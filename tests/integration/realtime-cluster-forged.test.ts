@@ -3,6 +3,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { decodeMessage, encodeFrame, encodeMessage } from '../../src/realtime/cluster.ts';
 import { clusterKeys } from '../../src/realtime/cluster-key.ts';
+import { clusterMessagesInWal } from '../helpers/cluster-wal.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
@@ -47,15 +48,7 @@ afterAll(async () => {
 
 /** Every cluster frame in the WAL since the slot was made (test_decoding prints a message's bytes after `content:`). */
 async function clusterFrames() {
-  const rows = await db.sql<{ data: Buffer }[]>`select data from pg_logical_slot_peek_binary_changes(${slot}, null, null)`;
-  const out: ReturnType<typeof decodeMessage> = [];
-  for (const { data } of rows) {
-    const m = /^message: transactional: \d prefix: potentia\.realtime, sz: (\d+) content:/.exec(data.toString('latin1'));
-    if (!m) continue;
-    const start = m[0].length;
-    out.push(...decodeMessage(data.subarray(start, start + Number(m[1]))));
-  }
-  return out;
+  return (await clusterMessagesInWal(db.sql, slot)).flatMap((content) => decodeMessage(content));
 }
 
 async function restBroadcast(topic: string, payloads: Record<string, unknown>[]) {

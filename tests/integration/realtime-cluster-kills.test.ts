@@ -6,6 +6,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { CLUSTER_MESSAGE_PREFIX } from '../../src/realtime/bus.ts';
 import { decodeMessage, encodeFrame, encodeMessage, readHead } from '../../src/realtime/cluster.ts';
 import { clusterKeys } from '../../src/realtime/cluster-key.ts';
+import { clusterMessagesInWal } from '../helpers/cluster-wal.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
@@ -106,15 +107,7 @@ async function clusterFrames() {
 }
 
 /** Every cluster message's content in the WAL since the slot was made. */
-async function clusterMessages(): Promise<Buffer[]> {
-  const rows = await db.sql<{ data: Buffer }[]>`select data from pg_logical_slot_peek_binary_changes(${slot}, null, null)`;
-  const out: Buffer[] = [];
-  for (const { data } of rows) {
-    const m = /^message: transactional: \d prefix: potentia\.realtime, sz: (\d+) content:/.exec(data.toString('latin1'));
-    if (m) out.push(data.subarray(m[0].length, m[0].length + Number(m[1])));
-  }
-  return out;
-}
+const clusterMessages = () => clusterMessagesInWal(db.sql, slot);
 
 const streams = async () => (await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
   where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`)[0]!.n;

@@ -7,6 +7,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { CLUSTER_MESSAGE_PREFIX } from '../../src/realtime/bus.ts';
 import { decodeMessage, encodeFrame, encodeMessage } from '../../src/realtime/cluster.ts';
 import { clusterKeys } from '../../src/realtime/cluster-key.ts';
+import { clusterMessagesInWal } from '../helpers/cluster-wal.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
@@ -63,16 +64,13 @@ async function rejected(g: PotentiaProcess): Promise<{ unsigned: number; bad_mac
 
 /** Every cluster frame the gateways wrote since the slot was made (what no gateway would read is skipped). */
 async function clusterFrames() {
-  const rows = await db.sql<{ data: Buffer }[]>`select data from pg_logical_slot_peek_binary_changes(${slot}, null, null)`;
-  const out: ReturnType<typeof decodeMessage> = [];
-  for (const { data } of rows) {
-    const m = /^message: transactional: \d prefix: potentia\.realtime, sz: (\d+) content:/.exec(data.toString('latin1'));
-    if (!m) continue;
+  return (await clusterMessagesInWal(db.sql, slot)).flatMap((content) => {
     try {
-      out.push(...decodeMessage(data.subarray(m[0].length, m[0].length + Number(m[1]))));
-    } catch { /* a forgery of another version */ }
-  }
-  return out;
+      return decodeMessage(content);
+    } catch {
+      return []; // a forgery of another version
+    }
+  });
 }
 
 async function restBroadcast(g: PotentiaProcess, topic: string, payloads: Record<string, unknown>[], bearer?: string) {

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { decodeMessage } from '../../src/realtime/cluster.ts';
+import { clusterMessagesInWal } from '../helpers/cluster-wal.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
@@ -70,13 +71,7 @@ async function startGate(upstreamPort: number): Promise<Gate> {
 
 /** Every cluster frame in the WAL since the test's slot was made, in WAL order (test_decoding prints a message's bytes after `content:`). */
 async function frames() {
-  const rows = await db.sql<{ data: Buffer }[]>`select data from pg_logical_slot_peek_binary_changes(${slot}, null, null)`;
-  const out: ReturnType<typeof decodeMessage> = [];
-  for (const { data } of rows) {
-    const m = /^message: transactional: \d prefix: potentia\.realtime, sz: (\d+) content:/.exec(data.toString('latin1'));
-    if (m) out.push(...decodeMessage(data.subarray(m[0].length, m[0].length + Number(m[1]))));
-  }
-  return out;
+  return (await clusterMessagesInWal(db.sql, slot)).flatMap((content) => decodeMessage(content));
 }
 
 const streams = async () => (await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { CLUSTER_MESSAGE_PREFIX } from '../../src/realtime/bus.ts';
 import { decodeMessage, readHead } from '../../src/realtime/cluster.ts';
+import { clusterMessagesInWal } from '../helpers/cluster-wal.ts';
 import { databaseClientPorts, startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { startCommitLossProxy, type CommitLossProxy } from '../helpers/commit-loss-proxy.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
@@ -68,15 +69,7 @@ afterAll(async () => {
 });
 
 /** The content of every cluster message in the WAL since the slot was made, as written (test_decoding prints it after `content:`). */
-async function clusterMessages(): Promise<Buffer[]> {
-  const rows = await db.sql<{ data: Buffer }[]>`select data from pg_logical_slot_peek_binary_changes(${slot}, null, null)`;
-  const out: Buffer[] = [];
-  for (const { data } of rows) {
-    const m = /^message: transactional: \d prefix: potentia\.realtime, sz: (\d+) content:/.exec(data.toString('latin1'));
-    if (m) out.push(Buffer.from(data.subarray(m[0].length, m[0].length + Number(m[1]))));
-  }
-  return out;
-}
+const clusterMessages = () => clusterMessagesInWal(db.sql, slot);
 
 /** Writes `content` under the cluster's prefix again, with plain SQL (as a role that captured it from the WAL would). */
 async function writeAgain(content: Buffer): Promise<void> {

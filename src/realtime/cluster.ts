@@ -446,7 +446,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     if (node !== id && !numbered(node, number)) return reject('replayed');
     let frames: { header: Header; body: Buffer }[];
     try {
-      frames = decodeMessage(content);
+      frames = decodeMessage(content, node);
     } catch (err) {
       opts.logger?.warn({ err }, 'realtime cluster message malformed; ignored');
       return;
@@ -699,9 +699,10 @@ const isObject = (v: unknown): v is Record<string, any> => typeof v === 'object'
  * than the head's. Does not check its MAC nor its number: a node reads only what verifyMessage
  * and its numbering passed.
  */
-export function decodeMessage(content: Buffer): { header: Header; body: Buffer }[] {
+export function decodeMessage(content: Buffer, headNode?: string): { header: Header; body: Buffer }[] {
   if (content.length < HEAD_BYTES || content[0] !== VERSION) throw new Error(`unknown cluster message version ${content[0]}`);
-  const { node } = readHead(content);
+  // (the head's node when the caller has read it already: onMessage)
+  const node = headNode ?? readHead(content).node;
   const out: { header: Header; body: Buffer }[] = [];
   let o = HEAD_BYTES;
   while (o < content.length) {

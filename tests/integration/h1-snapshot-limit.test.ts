@@ -125,7 +125,7 @@ describe('a refused snapshot resume on a live socket', () => {
     // pass), and an operation commits while the resume runs: held, it must not be lost
     let refusal: ServerMessage | undefined;
     for (let tries = 0; tries < 5 && refusal === undefined; tries++) {
-      await awayFromWindowEdge(1, 900);
+      await freshWindow(1); // a window of its own: the case before may have taken this one's snapshot (429 here)
       expect((await fetch(`${server.url}/api/v1/canvas/${canvasId}/snapshot`, { headers: { Authorization: `Bearer ${token}` } })).status).toBe(200);
       const racing = mutate(db.sql, owner, canvasId, { action: 'create', patch: { type: 'text' } });
       h1.send(resume);

@@ -35,7 +35,7 @@ function once(c: Case, mac: boolean): number {
   const frames = c.frames();
   // without: the same bytes with the MAC left blank (encodeMessage's copy, no HMAC), read unverified
   const content = mac ? encodeMessage(frames, key, node, 1n)
-    : Buffer.concat([Buffer.from([3]), Buffer.alloc(32), Buffer.from(node.replace(/-/g, ''), 'hex'), Buffer.alloc(8), ...frames]);
+    : Buffer.concat([Buffer.from([4]), Buffer.alloc(32), Buffer.from(node.replace(/-/g, ''), 'hex'), Buffer.alloc(16), ...frames]);
   if (mac && verifyMessage(content, [key])) throw new Error('MAC refused');
   return decodeMessage(content).length;
 }

@@ -52,6 +52,9 @@ export const EnvSchema = z.object({
   // unset: one derived from JWT_SECRET (and JWT_SECONDARY_SECRET, accepted too)
   REALTIME_CLUSTER_SECRET: envSecret(32, 'the secret every gateway of a deployment shares to authenticate the realtime cluster\'s messages', '`openssl rand -base64 48`',
     'on every gateway at once: a gateway whose secret differs reads none of the others\' cluster messages').optional(),
+  // how far a realtime cluster message's send time may be from the receiving gateway's clock,
+  // either way, before it is dropped as `stale` (src/realtime/cluster.ts, Freshness; unset: 5 min)
+  REALTIME_CLUSTER_FRESHNESS_MS: envMilliseconds(1000).optional(),
   // background jobs (src/worker): `inprocess` runs the worker inside `npm start`, `external`
   // expects `npm run worker` processes (and /ready checks their heartbeat), `off` runs none
   WORKER_MODE: envChoice(['inprocess', 'external', 'off']).default('inprocess'),
@@ -108,9 +111,10 @@ export type Config = {
   trustProxy: boolean;
   /**
    * The realtime gateway's per-caller socket caps (src/realtime/admission.ts); clusterSecret:
-   * REALTIME_CLUSTER_SECRET, the cluster's key (src/realtime/cluster-key.ts; unset: JWT_SECRET's).
+   * REALTIME_CLUSTER_SECRET, the cluster's key (src/realtime/cluster-key.ts; unset: JWT_SECRET's);
+   * clusterFreshnessMs: REALTIME_CLUSTER_FRESHNESS_MS (src/realtime/cluster.ts, Freshness; unset: its default, 5 min).
    */
-  realtime: { maxSocketsPerAddress: number; maxSocketsPerUser: number; clusterSecret?: string };
+  realtime: { maxSocketsPerAddress: number; maxSocketsPerUser: number; clusterSecret?: string; clusterFreshnessMs?: number };
   worker: WorkerConfig;
   embedding: EmbeddingConfig;
 };
@@ -234,7 +238,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     validateResponses: (e.VALIDATE_RESPONSES === '1' || e.VALIDATE_RESPONSES === 'true') && e.NODE_ENV !== 'production',
     maxBodyBytes: e.MAX_BODY_BYTES,
     trustProxy: e.TRUST_PROXY === '1' || e.TRUST_PROXY === 'true',
-    realtime: { maxSocketsPerAddress: e.REALTIME_MAX_SOCKETS_PER_ADDRESS, maxSocketsPerUser: e.REALTIME_MAX_SOCKETS_PER_USER, clusterSecret: e.REALTIME_CLUSTER_SECRET },
+    realtime: { maxSocketsPerAddress: e.REALTIME_MAX_SOCKETS_PER_ADDRESS, maxSocketsPerUser: e.REALTIME_MAX_SOCKETS_PER_USER, clusterSecret: e.REALTIME_CLUSTER_SECRET,
+      clusterFreshnessMs: e.REALTIME_CLUSTER_FRESHNESS_MS },
     worker: {
       mode: e.WORKER_MODE,
       expected: e.WORKER_MODE === 'external',

@@ -92,9 +92,10 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
       registers: exposedIf(parts.realtime),
     }),
     // the realtime cluster's messages (src/realtime/cluster.ts) dropped unread for their MAC (another
-    // database role writing under the cluster's prefix, or a gateway with another key) or their number
+    // database role writing under the cluster's prefix, or a gateway with another key), their number,
+    // or their send time (a clock off, or a message written again later)
     realtimeClusterRejected: new Counter({
-      name: 'potentia_realtime_cluster_messages_rejected_total', help: "realtime cluster messages this gateway dropped unread: unsigned (no MAC of this version's format: another writer of the prefix, a gateway of an older version), bad_mac (signed with no key this gateway accepts: a forgery, or a gateway with another REALTIME_CLUSTER_SECRET / JWT_SECRET) or replayed (numbered at or below the last message read of its gateway: a genuine message written again, or a gateway's statement run again after a lost connection once it had landed)",
+      name: 'potentia_realtime_cluster_messages_rejected_total', help: "realtime cluster messages this gateway dropped unread: unsigned (no MAC of this version's format: another writer of the prefix, a gateway of an older version), bad_mac (signed with no key this gateway accepts: a forgery, or a gateway with another REALTIME_CLUSTER_SECRET / JWT_SECRET), replayed (numbered at or below the last message read of its gateway: a genuine message written again, or a gateway's statement run again after a lost connection once it had landed) or stale (sent more than REALTIME_CLUSTER_FRESHNESS_MS, 5 min, before or after this gateway's clock: check the hosts' clocks (NTP); a stream lagging behind the WAL by more than that; or a captured message written again later)",
       labelNames: ['reason'], registers: exposedIf(parts.realtime),
     }),
     // which key the gateway signs the cluster's messages with, and whom it hears (src/realtime/gateway.ts):

@@ -97,7 +97,7 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
   const deps: RealtimeRestDeps = { sql: database.sql, lanes: database.lanes, config, verify: createTokenVerifier(config.auth), metrics, logger };
   const gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger,
     trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics, limits: socketCaps(config),
-    clusterSecret: config.realtime.clusterSecret });
+    clusterSecret: config.realtime.clusterSecret, clusterFreshnessMs: config.realtime.clusterFreshnessMs });
   const app = createProbeApp(deps, {
     // while the stream is down the bus polls realtime.messages (deltas still arrive, later), but
     // cluster presence and client broadcasts from other gateways do not: out of rotation until it is back

@@ -82,7 +82,8 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
       // (throws without a cluster key: no REALTIME_CLUSTER_SECRET nor JWT_SECRET, which main.ts refuses first)
       gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger: deps.logger,
         trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics: deps.metrics,
-        limits: { ...socketCaps(config), ...opts.realtime?.limits }, clusterSecret: config.realtime.clusterSecret });
+        limits: { ...socketCaps(config), ...opts.realtime?.limits }, clusterSecret: config.realtime.clusterSecret,
+        clusterFreshnessMs: config.realtime.clusterFreshnessMs });
       gateway.attach(http as import('node:http').Server);
       await gateway.start();
       deps.realtime = gateway.rest;

@@ -35,8 +35,8 @@ import { formatLsn, parseLsn } from './replication.ts';
  * receiving needs nothing beyond what the bus already needs (REPLICATION on DATABASE_URL's role).
  * So any role that runs SQL on the database can write under the prefix too.
  *
- * Authentication: every message carries an HMAC-SHA256 of its other bytes (version byte, node id
- * and number, frames) under a key every gateway of the deployment shares (cluster-key.ts: REALTIME_CLUSTER_SECRET, else
+ * Authentication: every message carries an HMAC-SHA256 of its other bytes (version byte, node id,
+ * number and send time, frames) under a key every gateway of the deployment shares (cluster-key.ts: REALTIME_CLUSTER_SECRET, else
  * derived from JWT_SECRET, with JWT_SECONDARY_SECRET's accepted too). A node drops a message with
  * no MAC or one of no key it accepts before it reads anything else of it (verifyMessage), so a
  * forgery makes no node, presence, broadcast or request; it is counted (onRejected: the metric
@@ -44,8 +44,8 @@ import { formatLsn, parseLsn } from './replication.ts';
  * Before, any role could write client broadcasts into any room (private ones included), make up
  * nodes with presences, and have every node send its broadcasts again (a sync_request under a new
  * number). Nodes with different keys (a differing secret, a rolling restart that changes it, a
- * node from before authentication or before numbers) ignore each other: two clusters on one database, each counting
- * the other's messages.
+ * node from before authentication, numbers or send times) ignore each other: two clusters on one
+ * database, each counting the other's messages.
  *
  * Replay: a genuine message written again passes its MAC (capturing one takes reading the WAL:
  * REPLICATION or superuser, a role that reads every row anyway). So every message carries, under
@@ -60,11 +60,31 @@ import { formatLsn, parseLsn } from './replication.ts';
  * and kept after a node is dropped or left (up to MAX_NUMBERED_NODES): a dead node's message
  * written again is dropped too. Before, a live broadcast written again was delivered again (not
  * deduplicated by seq) and an old presence_sync/diff showed old presences (until the next sync,
- * or for a dead node 7 s). What is left: a node this one never read a message of (gone before it
- * started, or before its first message came): one of its captured messages is read once, then
- * only later ones (a dead node's broadcast delivered once, its presence shown until it is taken
- * for dead again). A statement run again (above) is dropped as `replayed` when its first run had
- * landed: one per such loss.
+ * or for a dead node 7 s). Numbers alone left a node this one never read a message of (gone
+ * before it started, or before its first message came): one of its captured messages was read
+ * once, at any time later (a dead node's broadcast delivered once, its presence shown until it
+ * was taken for dead again); Freshness (below) bounds that to the window. A statement run again
+ * (above) is dropped as `replayed` when its first run had landed: one per such loss.
+ *
+ * Freshness: every message carries, under the MAC, its node's wall clock (ms) when the statement
+ * was encoded, and every node drops one sent more than `freshnessMs` before or after its own clock
+ * (`stale`, counted and logged like the others, with the node and the age: the words say to check
+ * the hosts' clocks, NTP), its own messages included. What is left: within the window, a captured
+ * message of a node this one never read is still read once (as above, but only up to
+ * `freshnessMs` after it was sent). The window (default 5 min, REALTIME_CLUSTER_FRESHNESS_MS) is
+ * what a genuine message may take from its stamp to a node's stream, plus the clocks' skew:
+ * broadcasts sent again for a gap (replayTo) and every heartbeat, sync and request are new
+ * statements, stamped when sent; a statement run again after a lost connection (above) is the same
+ * bytes, the same stamp, up to CONNECTION_RETRIES more attempts (each bounded by the pool's
+ * answer_timeout, 20 s: a minute at worst); a stream that reconnects starts at a new slot, where the
+ * WAL is, so no catch-up reads old messages; a walsender decoding a large transaction's commit
+ * holds every message behind it (Liveness, below: seconds, minutes for a bulk load). Clocks kept
+ * by NTP differ by milliseconds. A stream lagging by more than the window drops every node's
+ * messages, this node's own heartbeats too, so none is taken for dead for it (sweep); the
+ * broadcasts it drops are lost (they were in its stream: no gap asks for them). A node whose clock
+ * is off by more than the window reads no other and none reads it: two clusters, each side's
+ * `stale` counter rising, the log naming the node and its age. Before, a captured message of a
+ * node gone was read once by a node started at any time later.
  *
  * Message kinds: `broadcast` (a client broadcast: channel key, event, payload as JSON text or raw
  * bytes), `presence_diff` (joins/leaves of a node's local presences on one channel),
@@ -126,12 +146,13 @@ import { formatLsn, parseLsn } from './replication.ts';
  * Before, a node asked each node for its broadcasts after the last number (`seq`) it had heard
  * of it: a node it had not heard of when its stream was lost was asked nothing.
  *
- * Encoding: one logical message = version byte 3, the 32-byte MAC (above), the sending node's id
- * (its UUID's 16 bytes), its message number (u64, big-endian), then frames of [u32 header
- * length][u32 body length][header JSON][body], every one of that node; the body is a broadcast's
- * payload (JSON text or the raw bytes of a binary broadcast), empty otherwise. The MAC covers all
- * but itself. (Version 1, before authentication, had no MAC; version 2, before numbers, no node
- * id nor number; both are dropped as unsigned.)
+ * Encoding: one logical message = version byte 4, the 32-byte MAC (above), the sending node's id
+ * (its UUID's 16 bytes), its message number (u64, big-endian), its send time (ms since the epoch,
+ * u64, big-endian), then frames of [u32 header length][u32 body length][header JSON][body], every
+ * one of that node; the body is a broadcast's payload (JSON text or the raw bytes of a binary
+ * broadcast), empty otherwise. The MAC covers all but itself. (Version 1, before authentication,
+ * had no MAC; version 2, before numbers, no node id nor number; version 3, before send times, no
+ * send time; all are dropped as unsigned: gateways of two versions are two clusters.)
  */
 export type ClusterPayload = { json: string } | { binary: Buffer };
 
@@ -139,7 +160,7 @@ export type ClusterOptions = {
   sql: Sql;
   /** What this node signs its messages with, and what it reads others' under (cluster-key.ts; see Authentication above). */
   keys: ClusterKeys;
-  /** A message under the prefix dropped unread: no MAC (`unsigned`), a MAC of no accepted key (`bad_mac`), or a number not above its node's last (`replayed`). */
+  /** A message under the prefix dropped unread: no MAC (`unsigned`), a MAC of no accepted key (`bad_mac`), a number not above its node's last (`replayed`), or a send time outside the freshness window (`stale`). */
   onRejected?(reason: RejectReason): void;
   bus: DatabaseBus;
   presence: PresenceTracker;
@@ -155,6 +176,8 @@ export type ClusterOptions = {
   /** How long a node keeps its sent broadcasts to send again to a node whose stream was lost (see above; default 60 s). */
   replayMs?: number;
   syncIntervalMs?: number;
+  /** How far a message's send time may be from this node's clock, either way, before it is dropped as `stale` (see Freshness above; default DEFAULT_FRESHNESS_MS, 5 min). */
+  freshnessMs?: number;
 };
 
 export type ClusterNode = {
@@ -177,9 +200,11 @@ export type ClusterNode = {
  * Why a message under the prefix was dropped unread: `unsigned`, no MAC of this version's format
  * (anything else under the prefix, or a gateway of an older version); `bad_mac`, a MAC of no key
  * this node accepts; `replayed`, signed but numbered at or below the last message this node read
- * of its node (a message written again, or a statement its node ran again after it had landed).
+ * of its node (a message written again, or a statement its node ran again after it had landed);
+ * `stale`, signed but sent more than `freshnessMs` before or after this node's clock (a message
+ * written again later, a clock off, or a stream that lags behind the WAL by more than that).
  */
-export type RejectReason = 'unsigned' | 'bad_mac' | 'replayed';
+export type RejectReason = 'unsigned' | 'bad_mac' | 'replayed' | 'stale';
 
 type Header =
   /**
@@ -203,19 +228,37 @@ type Header =
 
 /**
  * 1: no MAC (before authentication); 2: a MAC after the version byte (before message numbers);
- * 3: a MAC, then the sending node's id and its message number. Only 3 is read.
+ * 3: a MAC, then the sending node's id and its message number (before send times); 4: those, then
+ * the send time. Only 4 is read.
  */
-const VERSION = 3;
+const VERSION = 4;
 /** HMAC-SHA256's length, after the version byte. */
 const MAC_BYTES = 32;
 /** The sending node's id (a UUID's 16 bytes), after the MAC. */
 const NODE_AT = 1 + MAC_BYTES;
 /** The node's message number (u64, big-endian), after its id. */
 const NUMBER_AT = NODE_AT + 16;
+/** When the node sent it: its wall clock in ms since the epoch (u64, big-endian), after the number. */
+const SENT_AT = NUMBER_AT + 8;
 /** The bytes before the first frame. */
-const HEAD_BYTES = NUMBER_AT + 8;
+const HEAD_BYTES = SENT_AT + 8;
+/** How far a message's send time may be from the receiver's clock, either way, by default (see Freshness above). */
+export const DEFAULT_FRESHNESS_MS = 5 * 60_000;
 /** Nodes whose last message number this node remembers (the oldest heard is forgotten first). */
 const MAX_NUMBERED_NODES = 10_000;
+/** What a gateway logs of the messages it dropped, by reason (reject): what happened, and what to do. */
+const REJECT_WORDS: Record<RejectReason, string> = {
+  unsigned: 'realtime cluster messages without a valid MAC ignored: a database role other than this deployment\'s gateways writes under the cluster\'s prefix, '
+    + 'or a gateway of another version runs (docs/realtime.md, "Cluster")',
+  bad_mac: 'realtime cluster messages without a valid MAC ignored: a database role other than this deployment\'s gateways writes under the cluster\'s prefix, '
+    + 'or a gateway runs with another key (REALTIME_CLUSTER_SECRET, else JWT_SECRET, must be the same on every gateway; docs/realtime.md, "Cluster")',
+  replayed: 'realtime cluster messages written again ignored (numbered at or below the last read of their node): a role that reads the WAL writes captured messages again, '
+    + 'or a gateway ran a statement again after its connection was lost once it had landed (one per such loss; docs/realtime.md, "Cluster")',
+  stale: 'realtime cluster messages sent too long before or after this gateway\'s clock ignored (ageMs: how old by this clock, negative from the future; node: whose): '
+    + 'check the hosts\' clocks (NTP): a gateway whose messages every other one drops, or that drops every other one\'s, has a clock off by more than freshnessMs '
+    + '(REALTIME_CLUSTER_FRESHNESS_MS); its own messages dropped too (own: true) is this gateway\'s stream lagging behind the WAL by more than that; '
+    + 'a few of a node gone is a role that reads the WAL writing captured messages again (docs/realtime.md, "Cluster")',
+};
 /** Messages dropped for their MAC are logged at most this often (with their count meanwhile), never one by one. */
 const REJECT_WARN_EVERY_MS = 10_000;
 /** Frames per statement at most; the rest go in the next one. */
@@ -259,6 +302,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   /** nodes that said `leave`: anything later from them is ignored */
   const left = new Set<string>();
   const replayMs = opts.replayMs ?? 60_000;
+  const freshnessMs = opts.freshnessMs ?? DEFAULT_FRESHNESS_MS;
   /** this node's broadcast numbers: the last one given */
   let seq = 0;
   /** this node's broadcasts emitted in the last replayMs, oldest first, and their bytes */
@@ -304,7 +348,9 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       const batch = pending.slice(0, n);
       pending = pending.slice(n);
       const number = ++messageNumber;
-      const content = encodeMessage(batch.map((p) => p.frame), opts.keys.sign, id, number, bytes);
+      // stamped now: every receiver drops it once it is more than freshnessMs from its clock
+      // (Freshness above); run again after a lost connection, it keeps this stamp (the same bytes)
+      const content = encodeMessage(batch.map((p) => p.frame), opts.keys.sign, id, number, Date.now(), bytes);
       let settle!: () => void;
       inFlight = new Promise<void>((r) => { settle = r; });
       try {
@@ -442,7 +488,13 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     // a node's statements reach every node in the order it sent them, each under a number above
     // the last: one at or below the last read of its node is a genuine message written again (a
     // role that read it from the WAL, or its node's statement run again after a lost connection)
-    const { node, number } = readHead(content);
+    const { node, number, sent } = readHead(content);
+    // sent too long before (or after) this node's clock: a message captured and written again later
+    // (numbers do not catch one of a node this one never read), or a clock off. This node's own
+    // too: a stream that lags by more than the window drops everyone's, so its own heartbeats
+    // witness no silence of the others (sweep) and nobody is taken for dead for it
+    const ageMs = Date.now() - sent;
+    if (Math.abs(ageMs) > freshnessMs) return reject('stale', { node, ageMs, own: node === id });
     if (node !== id && !numbered(node, number)) return reject('replayed');
     let frames: { header: Header; body: Buffer }[];
     try {
@@ -480,19 +532,19 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     return true;
   }
 
-  /** Counts a message dropped unread; logs them at warn at most every REJECT_WARN_EVERY_MS (a flood must not flood the log). */
-  function reject(reason: RejectReason): void {
+  /**
+   * Counts a message dropped unread; logs them at warn at most every REJECT_WARN_EVERY_MS (a flood
+   * must not flood the log). `stale`: which node's message, how old by this node's clock (negative:
+   * from the future), and whether it is this node's own, for the log (which clock is off).
+   */
+  function reject(reason: RejectReason, stale?: { node: string; ageMs: number; own: boolean }): void {
     stats.rejected++;
     opts.onRejected?.(reason);
     unwarned[reason] = (unwarned[reason] ?? 0) + 1;
     const now = Date.now();
     if (now - warnedAt < REJECT_WARN_EVERY_MS) return;
     // rejected: the count since the last warning, by reason (the words are this message's reason's)
-    opts.logger?.warn({ rejected: unwarned, reason, rejectedTotal: stats.rejected }, reason === 'replayed'
-      ? 'realtime cluster messages written again ignored (numbered at or below the last read of their node): a role that reads the WAL writes captured messages again, '
-        + 'or a gateway ran a statement again after its connection was lost once it had landed (one per such loss; docs/realtime.md, "Cluster")'
-      : 'realtime cluster messages without a valid MAC ignored: a database role other than this deployment\'s gateways writes under the cluster\'s prefix, '
-        + 'or a gateway runs with another key (REALTIME_CLUSTER_SECRET, else JWT_SECRET, must be the same on every gateway; docs/realtime.md, "Cluster")');
+    opts.logger?.warn({ rejected: unwarned, reason, rejectedTotal: stats.rejected, ...(stale ? { ...stale, freshnessMs } : {}) }, REJECT_WORDS[reason]);
     unwarned = {};
     warnedAt = now;
   }
@@ -643,23 +695,25 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
 
 /**
  * One logical message of encoded frames (encodeFrame), `bytes` long in all, from `node` under its
- * message number `number`, signed with `key`: the version byte, HMAC-SHA256 under `key` of
- * everything else (the version byte, the node's id, the number and the frames), the node's id
- * (its UUID's 16 bytes), the number (u64, big-endian), the frames. Every frame is `node`'s. What
- * verifyMessage checks, readHead and decodeMessage read.
+ * message number `number`, sent at `sent` (ms since the epoch, the node's clock), signed with
+ * `key`: the version byte, HMAC-SHA256 under `key` of everything else (the version byte, the
+ * node's id, the number, the send time and the frames), the node's id (its UUID's 16 bytes), the
+ * number (u64, big-endian), the send time (u64, big-endian), the frames. Every frame is `node`'s.
+ * What verifyMessage checks, readHead and decodeMessage read.
  */
-export function encodeMessage(frames: Buffer[], key: KeyObject, node: string, number: bigint,
+export function encodeMessage(frames: Buffer[], key: KeyObject, node: string, number: bigint, sent = Date.now(),
   bytes = HEAD_BYTES + frames.reduce((n, f) => n + f.length, 0)): Buffer {
   const out = Buffer.concat([Buffer.from([VERSION]), Buffer.alloc(HEAD_BYTES - 1), ...frames], bytes);
   const uuid = Buffer.from(node.replace(/-/g, ''), 'hex');
   if (uuid.length !== 16) throw new Error(`a cluster node id is a UUID: ${node}`);
   uuid.copy(out, NODE_AT);
   out.writeBigUInt64BE(number, NUMBER_AT);
+  out.writeBigUInt64BE(BigInt(sent), SENT_AT);
   mac(out, key).copy(out, 1);
   return out;
 }
 
-/** The MAC of a message: over its version byte and all after the MAC (node, number, frames). */
+/** The MAC of a message: over its version byte and all after the MAC (node, number, send time, frames). */
 function mac(content: Buffer, key: KeyObject): Buffer {
   return createHmac('sha256', key).update(content.subarray(0, 1)).update(content.subarray(NODE_AT)).digest();
 }
@@ -671,11 +725,12 @@ export function verifyMessage(content: Buffer, keys: readonly KeyObject[]): Reje
   return keys.some((key) => timingSafeEqual(mac(content, key), given)) ? undefined : 'bad_mac';
 }
 
-/** The node a message (of this version, HEAD_BYTES long at least) is from, and its number there. */
-export function readHead(content: Buffer): { node: string; number: bigint } {
+/** The node a message (of this version, HEAD_BYTES long at least) is from, its number there, and when the node sent it (ms since the epoch, its clock). */
+export function readHead(content: Buffer): { node: string; number: bigint; sent: number } {
   const hex = content.toString('hex', NODE_AT, NUMBER_AT);
   const node = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-  return { node, number: content.readBigUInt64BE(NUMBER_AT) };
+  // (a u64 past 2^53 ms is 285,000 years away: read as a Number, it is far outside any window)
+  return { node, number: content.readBigUInt64BE(NUMBER_AT), sent: Number(content.readBigUInt64BE(SENT_AT)) };
 }
 
 /** A frame: its header's and body's lengths (4 bytes each), the header's JSON, the body. */

@@ -48,6 +48,8 @@ export type GatewayOptions = {
   relaxedEndpointLimits?: boolean;
   /** REALTIME_CLUSTER_SECRET: the cluster's key (cluster-key.ts); unset: derived from `auth`'s JWT secrets. */
   clusterSecret?: string;
+  /** REALTIME_CLUSTER_FRESHNESS_MS: how far a cluster message's send time may be from this gateway's clock (cluster.ts, Freshness; unset: 5 min). */
+  clusterFreshnessMs?: number;
 };
 
 export type Gateway = {
@@ -73,6 +75,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     sql: opts.sql,
     keys,
     onRejected: (reason) => opts.metrics?.realtimeClusterRejected.inc({ reason }),
+    freshnessMs: opts.clusterFreshnessMs,
     bus,
     presence: hub.presence,
     logger: opts.logger,
@@ -87,7 +90,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
   opts.metrics?.realtimeClusterNodes.set(0);
   if (opts.metrics) opts.metrics.cluster.nodes = () => cluster.nodes().length;
   // both series from the start (0): a rise is what an alert watches for (docs/realtime.md, Cluster)
-  for (const reason of ['unsigned', 'bad_mac', 'replayed'] as const) opts.metrics?.realtimeClusterRejected.inc({ reason }, 0);
+  for (const reason of ['unsigned', 'bad_mac', 'replayed', 'stale'] as const) opts.metrics?.realtimeClusterRejected.inc({ reason }, 0);
   opts.metrics?.realtimeStreamUp.set(0);
   bus.onStreamState((up) => {
     opts.metrics?.realtimeStreamUp.set(up ? 1 : 0);

@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { CLUSTER_MESSAGE_PREFIX } from '../../src/realtime/bus.ts';
+import { encodeFrame, encodeMessage } from '../../src/realtime/cluster.ts';
+import { clusterKeys } from '../../src/realtime/cluster-key.ts';
 import { clusterMessagesInWal } from '../helpers/cluster-wal.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -23,8 +25,14 @@ import { sleep, until } from '../helpers/wait.ts';
 // the window). g1, running throughout, sends fresh broadcasts: both deliver them. Seen failing
 // before send times (cluster.ts of the commit before): g3 delivered the captured broadcast.
 //
+// A clock off: messages signed with the deployment's key by gateways whose clocks are 10 min ahead
+// and 2 min behind (made up here, as a skewed host's gateway would sign them). The one outside the
+// default window is dropped as `stale` and g1's warning names its node, how far off it is, and
+// what to check; the one within it is read.
+//
 // Whether a gateway has read past the message written again is shown by a later broadcast of g1
-// reaching it (the WAL is read in order), never by waiting.
+// (or of a made-up gateway whose clock is right) reaching it (the WAL is read in order), never by
+// waiting.
 
 const WINDOW_MS = 3000;
 const config = loadConfig();
@@ -77,6 +85,32 @@ async function rejected(g: PotentiaProcess, reason: string): Promise<number> {
   const text = await (await fetch(`${g.url}/metrics`)).text();
   return Number(new RegExp(`^potentia_realtime_cluster_messages_rejected_total\\{reason="${reason}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? -1);
 }
+
+it('a gateway whose clock is off by more than the window is read by no gateway, which counts it as stale and names it in its log; one off by less is read', async () => {
+  // (first: g1 has dropped nothing yet, so its warning, at most one every 10 s, is this one's)
+  const topic = `skew-${randomUUID()}`;
+  const on1 = await subscriber(g1, topic);
+  const key = clusterKeys({ jwtSecret: config.auth.jwtSecret })!.sign;
+  const emit = async (node: string, id: string, clockOffMs: number) => {
+    const content = encodeMessage([encodeFrame({ type: 'broadcast', node, key: `public:${topic}`, event: 'n', encoding: 'json' },
+      Buffer.from(JSON.stringify({ id })))], key, node, 1n, Date.now() + clockOffMs);
+    await db.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${content}::bytea), pg_current_xact_id()`;
+  };
+  const [ahead, behind, right] = [randomUUID(), randomUUID(), randomUUID()];
+  const before = await rejected(g1, 'stale');
+  await emit(ahead, ahead, 10 * 60_000);
+  await emit(behind, behind, -2 * 60_000);
+  await emit(right, right, 0);
+  await until(() => on1.has(right), 20_000, 'the broadcast of the gateway whose clock is right');
+  expect({ ahead: on1.get(ahead) ?? 0, behind: on1.get(behind) ?? 0, stale: (await rejected(g1, 'stale')) - before })
+    .toEqual({ ahead: 0, behind: 1, stale: 1 });
+  // the warning: whose messages, how far from this clock (negative: from the future), what to check
+  await until(() => g1.output().includes('check the hosts\' clocks (NTP)'), 10_000, 'g1\'s stale warning');
+  const warning = g1.output().split('\n').find((l) => l.includes('check the hosts\' clocks (NTP)'))!;
+  const logged = JSON.parse(warning.slice(warning.indexOf('{'))) as { node: string; ageMs: number; own: boolean; reason: string };
+  expect({ node: logged.node, own: logged.own, reason: logged.reason, minutesAhead: Math.round(-logged.ageMs / 60_000) })
+    .toEqual({ node: ahead, own: false, reason: 'stale', minutesAhead: 10 });
+}, 60_000);
 
 it('a captured message of a node a gateway never read, written again after the freshness window, is dropped as stale; within it, read; fresh ones delivered', async () => {
   const topic = `fresh-${randomUUID()}`;

@@ -40,7 +40,8 @@ import { formatLsn, parseLsn } from './replication.ts';
  * derived from JWT_SECRET, with JWT_SECONDARY_SECRET's accepted too). A node drops a message with
  * no MAC or one of no key it accepts before it reads anything else of it (verifyMessage), so a
  * forgery makes no node, presence, broadcast or request; it is counted (onRejected: the metric
- * potentia_realtime_cluster_messages_rejected_total) and logged at warn at most every 10 s.
+ * potentia_realtime_cluster_messages_rejected_total) and logged at warn at most every 10 s (what
+ * came within those 10 s when they are over).
  * Before, any role could write client broadcasts into any room (private ones included), make up
  * nodes with presences, and have every node send its broadcasts again (a sync_request under a new
  * number). Nodes with different keys (a differing secret, a rolling restart that changes it, a
@@ -289,6 +290,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   /** rejected messages not logged yet, by reason, and when they last were (reject) */
   let unwarned: Partial<Record<RejectReason, number>> = {};
   let warnedAt = 0;
+  /** logs what reject held back once REJECT_WARN_EVERY_MS has passed, so a burst's tail is logged too */
+  let warnTimer: NodeJS.Timeout | null = null;
   /** node id → when last heard (this node's clock) */
   const peers = new Map<string, number>();
   /** This node's clock when it sent the newest of its own heartbeats that came back on the stream (sweep). */
@@ -541,12 +544,26 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     stats.rejected++;
     opts.onRejected?.(reason);
     unwarned[reason] = (unwarned[reason] ?? 0) + 1;
-    const now = Date.now();
-    if (now - warnedAt < REJECT_WARN_EVERY_MS) return;
+    const details = { reason, ...(stale ? { ...stale, freshnessMs } : {}) };
+    const wait = warnedAt + REJECT_WARN_EVERY_MS - Date.now();
+    if (wait <= 0) return warnRejected(details);
+    // held back: logged when the interval is over, with whatever else came meanwhile (before, a
+    // burst's last count waited for another rejection, which might never come)
+    heldDetails = details;
+    if (warnTimer === null && !stopped) {
+      warnTimer = setTimeout(() => { warnTimer = null; if (heldDetails) warnRejected(heldDetails); }, wait);
+      warnTimer.unref();
+    }
+  }
+  /** the last held-back rejection's reason and details (reject), for the warning that ends its interval */
+  let heldDetails: { reason: RejectReason } | null = null;
+
+  function warnRejected(details: { reason: RejectReason }): void {
     // rejected: the count since the last warning, by reason (the words are this message's reason's)
-    opts.logger?.warn({ rejected: unwarned, reason, rejectedTotal: stats.rejected, ...(stale ? { ...stale, freshnessMs } : {}) }, REJECT_WORDS[reason]);
+    opts.logger?.warn({ rejected: unwarned, ...details, rejectedTotal: stats.rejected }, REJECT_WORDS[details.reason]);
     unwarned = {};
-    warnedAt = now;
+    heldDetails = null;
+    warnedAt = Date.now();
   }
 
   function handle(h: Header, body: Buffer): void {
@@ -668,6 +685,9 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       if (stopped) return;
       stopped = true;
       for (const t of timers.splice(0)) clearInterval(t);
+      if (warnTimer) clearTimeout(warnTimer);
+      warnTimer = null;
+      if (heldDetails) warnRejected(heldDetails);  // the held-back count, now
       if (syncTimer) clearTimeout(syncTimer);
       syncTimer = null;
       for (const off of offs.splice(0)) off();

@@ -103,40 +103,16 @@ $$;
 comment on function internal.rate_limit_window_key(uuid, text, timestamptz) is
   'The key of a (subject, bucket, window) in app.rate_limit_slots.window_key: a 64-bit hash of the three. Every writer of that table computes it here.';
 
--- A row inserted without its window_key: an insert of the previous release's take_limit_slot
--- (keyed (user_id, window_start, bucket, slot), no window_key), caught by the migration below
--- inside that function: it waited for the migration's lock on the table in its insert, which
--- PostgreSQL then plans again (the table changed) from the previous function's text, naming no
--- window_key. The trigger gives the row its key, and takes the slot's advisory lock as this
--- release's hits take it (window_key # slot) or skips the row (as when that lock is held): the
--- previous code's hits take theirs under hashtextextended(...) # slot, so without it a hit of
--- either version could wait on the unique index for a slot the other holds in flight. The
--- previous code reads its window by (user_id, window_start, bucket), which every row has (no
--- index on them now: a scan, for the few hits in flight at the change), so both versions count
--- the same rows under one bound, the key (window_key, slot).
--- This release's writers name window_key, so the trigger's WHEN is false for them and its
--- function is never called: its cost is the WHEN's test per insert (docs/performance.md,
--- forty-seventh session). A later migration can drop it once no previous release's code runs.
-create or replace function internal.rate_limit_slot_key() returns trigger
-language plpgsql set search_path = pg_catalog, pg_temp as $$
-begin
-  new.window_key := internal.rate_limit_window_key(new.user_id, new.bucket, new.window_start);
-  if not pg_try_advisory_xact_lock(new.window_key # new.slot) then
-    return null;  -- held by a hit in flight: the previous code tries its next slot
-  end if;
-  return new;
-end $$;
-comment on function internal.rate_limit_slot_key() is
-  'Trigger of app.rate_limit_slots for a row inserted without window_key (the previous release''s take_limit_slot, in flight at the key''s migration): '
-  'gives it its key and the slot''s advisory lock as take_limit_slot takes it, or skips the row when another transaction holds that lock.';
-
 -- The key (once: the block below ends it). The table's rows stay as they are, each given its
 -- key (the open windows carry over: the limit holds across the change). The lock waits for the
 -- hits in flight (each holds the table until it commits), in the transaction that installs the
--- take_limit_slot below; a hit of the previous code that was waiting for it inside that
--- function then inserts its row without window_key, which the trigger above fills (and the hit
--- counts, under the same bound as this release's hits: tests/integration/
--- rate-limit-slots-key-migration.test.ts).
+-- take_limit_slot below. The migration that made the key (20261206073441) also made a trigger,
+-- rate_limit_slot_key (BEFORE INSERT, WHEN (new.window_key is null)), for the release before it:
+-- its take_limit_slot, caught by that migration inside the function, inserted no window_key, and
+-- the trigger gave the row its key and the slot's advisory lock. The release after it drops the
+-- trigger (below): every writer of it and of the release before it names window_key, and a row
+-- without one now fails (not null), counting nothing (docs/self-hosting.md, Upgrades: add first,
+-- remove a release later; tests/integration/rate-limit-slot-key-drop-migration.test.ts).
 do $$
 begin
   if not exists (select from pg_catalog.pg_attribute where attrelid = 'app.rate_limit_slots'::regclass
@@ -148,16 +124,20 @@ begin
       alter column window_key set not null,
       drop constraint rate_limit_slots_pkey,
       add constraint rate_limit_slots_pkey primary key (window_key, slot);
-    create trigger rate_limit_slot_key before insert on app.rate_limit_slots
-      for each row when (new.window_key is null) execute function internal.rate_limit_slot_key();
-    comment on column app.rate_limit_slots.window_key is
-      'internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). '
-      'Every writer computes it there; a row inserted without it gets it from the trigger rate_limit_slot_key.';
     comment on table app.rate_limit_slots is
       'A hit of a per-user limit counted as a slot of its window (internal.take_limit_slot), keyed (window_key, slot): at most the limit of rows per (user_id, window_start, bucket). '
       'UNLOGGED: a crash or a failover empties it, starting the current window''s counts from zero (docs/limits.md). No policy: no API role reads or writes it.';
   end if;
 end $$;
+-- The previous release's trigger for rows without window_key (above): its WHEN was tested at every
+-- insert (about 8 K instructions per hit, docs/performance.md, forty-seventh session). DROP TRIGGER
+-- locks the table (ACCESS EXCLUSIVE): it waits for the hits in flight, and a hit that comes
+-- meanwhile waits at its insert, then runs it (planned again) without the trigger.
+drop trigger if exists rate_limit_slot_key on app.rate_limit_slots;
+drop function if exists internal.rate_limit_slot_key();
+comment on column app.rate_limit_slots.window_key is
+  'internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). '
+  'Every writer computes it there; a row inserted without it fails (not null).';
 
 create or replace function internal.take_limit_slot(p_subject uuid, p_bucket text, p_limit integer, p_window_seconds integer)
 returns integer language plpgsql set plan_cache_mode = force_generic_plan as $$

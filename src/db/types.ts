@@ -167,7 +167,7 @@ export interface AppRateLimitSlots {
   slot: number;
   user_id: string;
   /**
-   * internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). Every writer computes it there; a row inserted without it gets it from the trigger rate_limit_slot_key.
+   * internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). Every writer computes it there; a row inserted without it fails (not null).
    */
   window_key: Int8;
   window_start: Timestamp;

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(40);
+select plan(39);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -138,27 +138,14 @@ union all select internal.rate_limit_window_key('00000000-0000-4000-8000-0000000
 select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a3', 'pgtap', 5, 60), 1,
           'full windows of the subject''s other buckets and of its previous minute leave this one''s slots free: 1');
 
--- a row inserted without window_key, as the previous release's take_limit_slot inserts it (in
--- flight at the key's migration: tests/integration/rate-limit-slots-key-migration.test.ts): the
--- trigger rate_limit_slot_key gives it its key and the slot's advisory lock as take_limit_slot
--- takes it, so the hits of both count under one bound
-select trigger_is('app', 'rate_limit_slots', 'rate_limit_slot_key', 'internal', 'rate_limit_slot_key',
-                  'app.rate_limit_slots has the trigger rate_limit_slot_key (internal.rate_limit_slot_key)');
-insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
-select '00000000-0000-4000-8000-0000000000a4', internal.rate_window_start(60), 'pgtap', s from generate_series(1, 2) s;
-select is((select array_agg(slot order by slot) from app.rate_limit_slots s
-           where s.user_id = '00000000-0000-4000-8000-0000000000a4' and s.bucket = 'pgtap'
-             and s.window_key = internal.rate_limit_window_key(s.user_id, s.bucket, s.window_start)
-             and exists (select from pg_locks l where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.objsubid = 1
-                           and ((l.classid::bigint << 32) | l.objid::bigint) = (s.window_key # s.slot))),
-          array[1, 2], 'rows inserted without window_key get internal.rate_limit_window_key of the row, and hold the advisory lock window_key # slot');
-select is(internal.take_limit_slot('00000000-0000-4000-8000-0000000000a4', 'pgtap', 5, 60), 3,
-          'and take_limit_slot counts them: the next hit takes 3');
--- a writer that names window_key keeps it: the trigger's WHEN is false, its function is not called
-insert into app.rate_limit_slots (window_key, user_id, window_start, bucket, slot)
-values (42, '00000000-0000-4000-8000-0000000000a4', internal.rate_window_start(60), 'pgtap', 9);
-select is((select window_key from app.rate_limit_slots where user_id = '00000000-0000-4000-8000-0000000000a4' and slot = 9),
-          42::bigint, 'a row inserted with window_key keeps it (the trigger is for rows without one)');
+-- a row inserted without window_key (as the take_limit_slot of the release before the key's
+-- inserted it) fails: no trigger keys it since the release after the key's migration
+-- (tests/integration/rate-limit-slot-key-drop-migration.test.ts)
+select hasnt_trigger('app', 'rate_limit_slots', 'rate_limit_slot_key', 'app.rate_limit_slots has no trigger rate_limit_slot_key');
+select hasnt_function('internal', 'rate_limit_slot_key', 'internal.rate_limit_slot_key is dropped');
+select throws_ok($$insert into app.rate_limit_slots (user_id, window_start, bucket, slot)
+                   values ('00000000-0000-4000-8000-0000000000a4', internal.rate_window_start(60), 'pgtap', 1)$$, '23502', null,
+                 'a row inserted without window_key fails (not null): it counts nothing');
 
 select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a3', 'pgtap', null, 60)$$, 'PX500',
                  'the limit of pgtap is not configured: set it in app.settings (mutations_per_minute for mutations)',

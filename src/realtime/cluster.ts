@@ -222,7 +222,7 @@ type Header =
       lost?: [string, string][]; req?: number;
       /** nodes before `lost` asked with this (node id → the last broadcast seq heard of it); ignored */
       since?: Record<string, number> }
-  | { type: 'heartbeat'; node: string; /** the sender's Date.now() when it queued it (its own echo measures the stream) */ sent?: number;
+  | { type: 'heartbeat'; node: string; /** the sender's clock (monotonic(), read by itself alone) when it queued it (its own echo measures the stream) */ sent?: number;
       /** the last broadcast seq the sender had given (nodes before `lost`; ignored) */ seq?: number;
       /** node id → the number of its last `lost` request the sender has sent its broadcasts again for */ answered?: Record<string, number> }
   | { type: 'leave'; node: string };
@@ -260,6 +260,17 @@ const REJECT_WORDS: Record<RejectReason, string> = {
     + '(REALTIME_CLUSTER_FRESHNESS_MS); its own messages dropped too (own: true) is this gateway\'s stream lagging behind the WAL by more than that; '
     + 'a few of a node gone is a role that reads the WAL writing captured messages again (docs/realtime.md, "Cluster")',
 };
+/**
+ * This process's clock for its own intervals (a peer's silence, the echo of its heartbeats, the
+ * outage bound, gaps and the replay log's age): ms since the epoch at the process's start (like
+ * Date.now's), then the monotonic clock's, so a step of the host's wall clock (NTP correcting it,
+ * `date -s`) moves none of them. Only a message's send time (Freshness) is the wall clock: it is
+ * compared with another host's. Before, a step forward of more than deadAfterMs took every peer
+ * not heard since for dead (its presences dropped, then asked again), and a step back kept a
+ * peer that went silent alive for the step's length (past the window: its presences shown while
+ * all its messages were dropped as stale).
+ */
+const monotonic = () => performance.timeOrigin + performance.now();
 /** Messages dropped for their MAC are logged at most this often (with their count meanwhile), never one by one. */
 const REJECT_WARN_EVERY_MS = 10_000;
 /** Frames per statement at most; the rest go in the next one. */
@@ -364,7 +375,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         // second is the one read. Before numbers, it was not run again: a REST broadcast was
         // answered 503, a socket's `ack` an error, presence and heartbeats dropped
         const lsn = parseLsn(await runAgainOnLostConnection(() => emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion)));
-        sentAt = Date.now();
+        sentAt = monotonic();
         stats.sent += batch.length;
         for (const p of batch) {
           if (p.sent) logSent(p.sent, lsn, number);
@@ -387,7 +398,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     entry.msg = msg;
     sentLog.push(entry);
     sentLogBytes += entry.body.length;
-    const horizon = Date.now() - replayMs;
+    const horizon = monotonic() - replayMs;
     while (sentLogHead < sentLog.length && (sentLog[sentLogHead]!.at < horizon || sentLogBytes > REPLAY_MAX_BYTES)) {
       sentLogBytes -= sentLog[sentLogHead]!.body.length;
       sentLog[sentLogHead++] = null;
@@ -441,12 +452,12 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   /** Asks each node that owes this node broadcasts it missed (cluster-gaps.ts) and was not asked lately. */
   function askDue(): void {
     if (stopped) return;
-    for (const r of gaps.due(Date.now())) void quiet(enqueue({ type: 'sync_request', node: id, to: r.node, lost: r.lost, req: r.req }));
+    for (const r of gaps.due(monotonic())) void quiet(enqueue({ type: 'sync_request', node: id, to: r.node, lost: r.lost, req: r.req }));
   }
 
   function heartbeat(): void {
     if (stopped) return;
-    void quiet(enqueue({ type: 'heartbeat', node: id, sent: Date.now(), ...(answered.size > 0 ? { answered: Object.fromEntries(answered) } : {}) }));
+    void quiet(enqueue({ type: 'heartbeat', node: id, sent: monotonic(), ...(answered.size > 0 ? { answered: Object.fromEntries(answered) } : {}) }));
   }
 
   const quiet = (p: Promise<void>) => p.catch((err) => opts.logger?.debug({ err }, 'realtime cluster message not sent'));
@@ -482,7 +493,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     // the stream was up before this node listened: what it carried before this message, this node never had
     if (coveredUnsure) {
       coveredUnsure = false;
-      gaps.open(covered, lsn - 1n, peers.keys(), Date.now(), lastNumber);
+      gaps.open(covered, lsn - 1n, peers.keys(), monotonic(), lastNumber);
     }
     if (lsn > covered) covered = lsn;
     // nothing of a message is read before its MAC is checked: a forged one makes no node, presence or request
@@ -573,12 +584,12 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       return drop(h.node);
     }
     const known = peers.has(h.node);
-    peers.set(h.node, Date.now());
+    peers.set(h.node, monotonic());
     if (!known) {
       // a node we did not know (new, or dropped while it was silent): ask for its presence, and
       // for its broadcasts in what our streams did not carry (it may have sent some then)
       if (h.type !== 'presence_sync') void quiet(enqueue({ type: 'sync_request', node: id, to: h.node }));
-      gaps.heard(h.node, Date.now());
+      gaps.heard(h.node, monotonic());
       askDue();
     }
     switch (h.type) {
@@ -586,7 +597,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         if (h.to !== undefined) {
           // sent again: to another node, or to this one for a stretch its streams missed (once)
           if (h.to !== id || typeof h.seq !== 'number' || h.lsn === undefined
-            || !gaps.admitResent(h.node, h.seq, parseLsn(h.lsn), Date.now(), h.msg === undefined ? undefined : BigInt(h.msg))) return;
+            || !gaps.admitResent(h.node, h.seq, parseLsn(h.lsn), monotonic(), h.msg === undefined ? undefined : BigInt(h.msg))) return;
         }
         return opts.onBroadcast(h.key, h.event, h.encoding === 'binary' ? { binary: body } : { json: body.toString('utf8') });
       case 'presence_diff': {
@@ -622,7 +633,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     streamUp = up;
     if (!up || stopped) return;
     // silence while we could not listen proves nothing; and we may have missed messages
-    const now = Date.now();
+    const now = monotonic();
     for (const node of peers.keys()) peers.set(node, now);
     // what no stream carried: from the end of the last message the lost one delivered to the new
     // one's start; every node owes its broadcasts in it, asked of each alone until its heartbeat
@@ -642,7 +653,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
 
   function sweep(): void {
     if (stopped || !streamUp) return;
-    const now = Date.now();
+    const now = monotonic();
     // no heartbeat of ours sent for that long: none can come back to witness the stream (see above)
     const cannotSend = now - sentAt > sendOutageMs;
     if (cannotSend !== blind) {
@@ -672,7 +683,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       // (listened to from the next line on: a stream up already may have delivered messages after `lsn` to nobody)
       coveredUnsure = opts.bus.streaming();
       stopped = false;
-      sentAt = Date.now(); // the outage bound counts from here until the first send
+      sentAt = monotonic(); // the outage bound counts from here until the first send
       offs.push(opts.bus.onClusterMessage(onMessage), opts.bus.onStreamState(onStream));
       timers.push(setInterval(heartbeat, heartbeatMs));
       timers.push(setInterval(sweep, Math.max(50, Math.floor(heartbeatMs / 4))));
@@ -701,7 +712,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       const n = ++seq;
       const encoding = 'binary' in payload ? 'binary' : 'json';
       const body = 'binary' in payload ? payload.binary : Buffer.from(payload.json, 'utf8');
-      return enqueue({ type: 'broadcast', node: id, key, event, encoding, seq: n }, body, { seq: n, at: Date.now(), key, event, encoding, body, lsn: 0n, msg: 0n });
+      return enqueue({ type: 'broadcast', node: id, key, event, encoding, seq: n }, body, { seq: n, at: monotonic(), key, event, encoding, body, lsn: 0n, msg: 0n });
     },
     publishPresenceDiff(key, diff) {
       if (stopped) return;

@@ -262,9 +262,9 @@ const REJECT_WORDS: Record<RejectReason, string> = {
 };
 /**
  * This process's clock for its own intervals (a peer's silence, the echo of its heartbeats, the
- * outage bound, gaps and the replay log's age): ms since the epoch at the process's start (like
- * Date.now's), then the monotonic clock's, so a step of the host's wall clock (NTP correcting it,
- * `date -s`) moves none of them. Only a message's send time (Freshness) is the wall clock: it is
+ * outage bound, gaps, the replay log's age, the rejection warning's 10 s): ms since the epoch at
+ * the process's start (like Date.now's), then the monotonic clock's, so a step of the host's wall
+ * clock (NTP correcting it, `date -s`) moves none of them. Only a message's send time (Freshness) is the wall clock: it is
  * compared with another host's. Before, a step forward of more than deadAfterMs took every peer
  * not heard since for dead (its presences dropped, then asked again), and a step back kept a
  * peer that went silent alive for the step's length (past the window: its presences shown while
@@ -556,7 +556,9 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     opts.onRejected?.(reason);
     unwarned[reason] = (unwarned[reason] ?? 0) + 1;
     const details = { reason, ...(stale ? { ...stale, freshnessMs } : {}) };
-    const wait = warnedAt + REJECT_WARN_EVERY_MS - Date.now();
+    // (the monotonic clock: on the wall clock, a step back held every warning back for the step's
+    // length, the stale warning that says to check the clocks included)
+    const wait = warnedAt + REJECT_WARN_EVERY_MS - monotonic();
     if (wait <= 0) return warnRejected(details);
     // held back: logged when the interval is over, with whatever else came meanwhile (before, a
     // burst's last count waited for another rejection, which might never come)
@@ -574,7 +576,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     opts.logger?.warn({ rejected: unwarned, ...details, rejectedTotal: stats.rejected }, REJECT_WORDS[details.reason]);
     unwarned = {};
     heldDetails = null;
-    warnedAt = Date.now();
+    warnedAt = monotonic();
   }
 
   function handle(h: Header, body: Buffer): void {

@@ -63,7 +63,7 @@ async function clockOffMs(g: PotentiaProcess): Promise<number> {
 }
 
 it('a gateway whose clock steps back by more than the window takes its peers for dead and says to check the clocks, at once', async () => {
-  await until(async () => (await nodes(g1!)) === 1 && (await nodes(g2!)) === 1, 30_000, 'g1 and g2 hearing each other');
+  await until(async () => (await nodes(g1!)) === 1 && (await nodes(g2!)) === 1, 60_000, 'g1 and g2 hearing each other');
   // a warning of g2's before the step: something under the cluster's prefix without a MAC
   await db.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${Buffer.from('not a cluster message')}::bytea)`;
   await until(() => g2!.output().includes('without a valid MAC ignored'), 20_000, 'g2\'s warning of the unsigned message');

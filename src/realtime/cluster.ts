@@ -660,7 +660,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     const cannotSend = now - sentAt > sendOutageMs;
     if (cannotSend !== blind) {
       blind = cannotSend;
-      if (blind) opts.logger?.warn({ sentMsAgo: now - sentAt }, 'realtime cluster messages cannot be sent; a node silent for long enough is taken for dead without this node\'s heartbeats');
+      if (blind) opts.logger?.warn({ sentMsAgo: Math.round(now - sentAt) }, 'realtime cluster messages cannot be sent; a node silent for long enough is taken for dead without this node\'s heartbeats');
       else opts.logger?.info('realtime cluster messages are sent again; a silent node is taken for dead once this node\'s own heartbeat shows the stream delivered its silence');
     }
     askDue();
@@ -668,7 +668,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       // silent for long enough, and across WAL the stream has delivered (see above)
       if (now - at <= deadAfterMs || (!blind && echoedAt - at <= coveredMs)) continue;
       stats.dead++;
-      opts.logger?.warn({ node, silentMs: now - at }, 'realtime cluster node silent; dropping its presences');
+      opts.logger?.warn({ node, silentMs: Math.round(now - at) }, 'realtime cluster node silent; dropping its presences');
       drop(node);
     }
   }

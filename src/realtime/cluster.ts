@@ -264,11 +264,13 @@ const REJECT_WORDS: Record<RejectReason, string> = {
  * This process's clock for its own intervals (a peer's silence, the echo of its heartbeats, the
  * outage bound, gaps, the replay log's age, the rejection warning's 10 s): ms since the epoch at
  * the process's start (like Date.now's), then the monotonic clock's, so a step of the host's wall
- * clock (NTP correcting it, `date -s`) moves none of them. Only a message's send time (Freshness) is the wall clock: it is
- * compared with another host's. Before, a step forward of more than deadAfterMs took every peer
- * not heard since for dead (its presences dropped, then asked again), and a step back kept a
- * peer that went silent alive for the step's length (past the window: its presences shown while
- * all its messages were dropped as stale).
+ * clock (NTP correcting it, `date -s`) moves none of them. Only a message's send time (Freshness)
+ * is the wall clock: it is compared with another host's. Before, a step forward of more than
+ * sendOutageMs (14 s) took every peer for dead at once (`cannot be sent`, then `node silent`, its
+ * presences dropped, then asked again: 5 of 5 steps of 60 s, within the window), one of more than
+ * deadAfterMs every peer not heard before its own heartbeat's echo; a step back kept a peer that
+ * went silent alive for the step's length (past the window: its presences shown while all its
+ * messages were dropped as stale) and held the rejection warning back as long.
  */
 const monotonic = () => performance.timeOrigin + performance.now();
 /** Messages dropped for their MAC are logged at most this often (with their count meanwhile), never one by one. */

@@ -129,8 +129,9 @@ language sql stable as $$
     when p_field = 'position' then p_block -> 'y_order' end
 $$;
 
--- (apply_block_op's short path for the usual edit, step 3, writes the same three rows and result
--- itself, which spares that edit this call: a change to them here goes there too.)
+-- (apply_block_op's short path for the usual edit, step 3, and its direct text edit, step 5, write
+-- the same three rows and result themselves, which spares those edits this call: a change to them
+-- here goes there too.)
 -- Operation row + audit row + broadcast for an applied operation; numbers it on its canvas and
 -- returns its result (the caller's answer, as logged): {status: success, server_seq, canvas_seq,
 -- client_op_id, block_id, version, block} with p_extra's members (deleted_ids) and `text` (the
@@ -940,6 +941,33 @@ begin
     set constraints app.blocks_canvas_y_order_key immediate;
     set constraints app.blocks_canvas_y_order_key deferred;
   end if;
+
+  -- A text edit written directly (step 5: every shared-text keystroke, behind or not): the rows
+  -- and result internal.record_applied_op would write for it (an update numbered in step 4, one
+  -- row, no rank, no deleted ids, text operations), written here: its call cost the edit a
+  -- PL/pgSQL call with its fifteen arguments and its own expressions, about 1 % of its
+  -- instructions (docs/performance.md, forty-ninth session; the usual edit's short path in step 3
+  -- does the same). A change to those rows there goes here too.
+  if v_direct then if v_applied_text is not null then
+    v_block := internal.block_json(v_new);
+    v_result := jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
+                                   'block_id', v_block_id, 'version', v_new.version, 'block', v_block, 'text', v_applied_text);
+    insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
+                                      base_version, new_version, patch, block, result, started_at, duration_ms)
+    values (v_seq, v_canvas_seq, p_client_op_id, v_user, p_canvas_id, v_block_id, 'update', 'success',
+            v_seen.version, v_new.version, v_applied, v_block, v_result, p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
+    insert into realtime.messages (payload, event, topic, private, extension)
+    values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'action', 'update',
+                               'block_id', v_block_id, 'version', v_new.version, 'block', v_block, 'client_op_id', p_client_op_id,
+                               'actor_id', p_ctx ->> 'user_id', 'text', v_applied_text),
+            'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
+    insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
+                                  status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)
+    values (v_user, 'block.update', 'block', v_block_id::text, jsonb_build_object('canvas_id', p_canvas_id), p_client_op_id, v_seq, 'success',
+            (p_ctx ->> 'ip')::inet, left(p_ctx ->> 'user_agent', 200), left(p_ctx ->> 'session_id', 200),
+            left(p_ctx ->> 'request_id', 200), extract(epoch from clock_timestamp() - p_started_at) * 1000, 1);
+    return v_result;
+  end if; end if;
 
   return internal.record_applied_op(
     p_ctx, p_canvas_id, v_block_id, p_action, p_client_op_id, v_old.version, coalesce(v_new.version, v_old.version + 1),

@@ -479,7 +479,7 @@ begin
       end if;
       v_text_keys := v_text_keys || v_text_key;
       v_text_ops := v_text_ops || (to_jsonb(v_text_key)::text || ':' || v_op::text);
-      v_texts := v_texts || internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text' || internal.field_step(v_text_key));
+      v_texts := v_texts || internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text', v_text_key);
     end loop;
     o_content := o_content || jsonb_object(v_text_keys, v_texts);   -- the texts, as JSON strings
     o_text := ('{' || array_to_string(v_text_ops, ',') || '}')::jsonb; -- the ops as applied, by key
@@ -667,7 +667,7 @@ begin
     for i in 1 .. jsonb_array_length(v_text_keys) loop
       v_text_key := v_text_keys ->> (i - 1);
       v_text_parts[i] := to_jsonb(v_text_key)::text || ':'
-                         || internal.text_op_normalize(v_patch -> 'text' -> v_text_key, 'patch.text' || internal.field_step(v_text_key))::text;
+                         || internal.text_op_normalize(v_patch -> 'text' -> v_text_key, 'patch.text', v_text_key)::text;
     end loop;
     v_text := coalesce(('{' || array_to_string(v_text_parts, ',') || '}')::jsonb, '{}');  -- (no keys: parts is null)
   end if; end if;

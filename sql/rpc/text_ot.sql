@@ -66,11 +66,18 @@ comment on function internal.text_op_from_parts("char"[], bigint[], text[]) is
   'A normalized text op from parallel arrays: empty components dropped, same kinds merged, trailing skip trimmed.';
 
 -- Validates an op from a client and returns it normalized. STABLE rather than IMMUTABLE only
--- because the component limit is a setting (app.settings max_text_op_components).
-create or replace function internal.text_op_normalize(p_op jsonb, p_field text)
+-- because the component limit is a setting (app.settings max_text_op_components). Errors name
+-- field p_field, followed by p_key's step when p_key is given (internal.field_step: the server
+-- passes 'patch.text' and the content key), built only for the error: built by the caller for
+-- every op, its CASE and two regular expressions cost each text edit (docs/performance.md,
+-- forty-ninth session).
+drop function if exists internal.text_op_normalize(jsonb, text);
+create or replace function internal.text_op_normalize(p_op jsonb, p_field text, p_key text default null)
 returns jsonb language plpgsql stable parallel safe as $$
 declare
-  v_max integer := coalesce(internal.setting_int('max_text_op_components'), 1000);
+  -- the setting read here, not through internal.setting_int (SECURITY DEFINER with a SET clause:
+  -- a call and a GUC nest level per text edit); this runs inside the mutation RPCs, as their owner
+  v_max integer := coalesce((select (value #>> '{}')::integer from app.settings where key = 'max_text_op_components'), 1000);
   v_count integer;
   c jsonb;
   d jsonb;
@@ -92,6 +99,9 @@ begin
     return p_op;
   end if;
   v_kinds := '{}'; v_lens := '{}'; v_texts := '{}';
+  if p_key is not null then
+    p_field := p_field || internal.field_step(p_key);
+  end if;
   if p_op is null or jsonb_typeof(p_op) <> 'array' then
     perform internal.raise_error('invalid_input',
       format('%s must be a text op: a JSON array of components (skip n, insert "text", delete {"d": n}), not %s',
@@ -144,11 +154,14 @@ begin
   end loop;
   return internal.text_op_from_parts(v_kinds, v_lens, v_texts);
 end $$;
-comment on function internal.text_op_normalize(jsonb, text) is
-  'Validates a text-unicode op (raises invalid_input on field p_field) and returns it normalized: numeric deletes, merged components, no trailing skip.';
+comment on function internal.text_op_normalize(jsonb, text, text) is
+  'Validates a text-unicode op (raises invalid_input on field p_field, followed by p_key''s step when given) and returns it normalized: numeric deletes, merged components, no trailing skip.';
 
--- The text after a normalized op; text beyond the op's reach is kept as it is.
-create or replace function internal.text_op_apply(p_text text, p_op jsonb, p_field text)
+-- The text after a normalized op; text beyond the op's reach is kept as it is. The error's field
+-- is p_field, followed by p_key's step when p_key is given (built only for the error, as in
+-- text_op_normalize).
+drop function if exists internal.text_op_apply(text, jsonb, text);
+create or replace function internal.text_op_apply(p_text text, p_op jsonb, p_field text, p_key text default null)
 returns text language plpgsql immutable parallel safe as $$
 declare
   v_count integer := jsonb_array_length(p_op);
@@ -167,6 +180,9 @@ begin
     end if;
   end loop;
   if p_text is null or v_reach > v_length then
+    if p_key is not null then
+      p_field := p_field || internal.field_step(p_key);
+    end if;
     perform internal.raise_error('invalid_input',
       format('%s skips and deletes %s code points but the text is only %s code points long: the op was made for another version of the text; transform it against the current text',
              p_field, v_reach, coalesce(v_length, 0)),
@@ -189,8 +205,8 @@ begin
   v_pieces[v_count + 1] := v_rest;
   return array_to_string(v_pieces, '');
 end $$;
-comment on function internal.text_op_apply(text, jsonb, text) is
-  'Applies a normalized text-unicode op to text (code points); raises invalid_input on field p_field when the op reaches past the end.';
+comment on function internal.text_op_apply(text, jsonb, text, text) is
+  'Applies a normalized text-unicode op to text (code points); raises invalid_input on field p_field (followed by p_key''s step when given) when the op reaches past the end.';
 
 -- ot-text-unicode's transform(op, otherOp, side): op rewritten to apply after p_other. p_side
 -- 'left' puts op's insert first when both insert at the same position, 'right' puts it after.
@@ -320,11 +336,12 @@ begin
       v_at := case when v_n = 2 and v_kind is not null then (v_op -> 0)::bigint else 0 end;
       v_ins := case when v_kind = 'i' then v_oc #>> '{}' end;
       v_del := case when v_kind = 'd' then (v_oc -> 'd')::bigint end;
+      exit when v_kind = 'n';   -- nothing transforms into nothing (tested where op's shape is read, not per logged op)
     end if;
-    exit when v_kind = 'n';   -- nothing transforms into nothing
-    v_n := jsonb_array_length(o);
-    v_oc := case when v_n = 1 then o -> 0 when v_n = 2 and jsonb_typeof(o -> 0) = 'number' then o -> 1 end;
-    v_oat := case when v_n = 2 and v_oc is not null then (o -> 0)::bigint else 0 end;
+    -- other's shape, without its length in a variable of its own (each assignment is an
+    -- evaluation per logged op): one component, or two with a skip first (o -> 1 is then set)
+    v_oc := case jsonb_array_length(o) when 1 then o -> 0 when 2 then case when jsonb_typeof(o -> 0) = 'number' then o -> 1 end end;
+    v_oat := case when v_oc is not null and o -> 1 is not null then (o -> 0)::bigint else 0 end;
     v_olen := case jsonb_typeof(v_oc) when 'string' then length(v_oc #>> '{}') when 'object' then (v_oc -> 'd')::bigint end;
     if v_kind is null or v_olen is null or (v_kind = 'd' and jsonb_typeof(v_oc) = 'string' and v_oat > v_at and v_oat < v_at + v_del) then
       if v_kind is not null then
@@ -337,7 +354,7 @@ begin
     else
       if v_kind = 'd' then
         v_del := v_del - greatest(0, least(v_at + v_del, v_oat + v_olen) - greatest(v_at, v_oat));
-        if v_del = 0 then v_kind := 'n'; end if;
+        if v_del = 0 then v_kind := 'n'; exit; end if;   -- (op is [] now, whatever follows)
       end if;
       if v_oat < v_at then v_at := greatest(v_oat, v_at - v_olen); end if;
     end if;

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(128);
+select plan(138);
 
 -- The error a statement raises, as {"code": <hint>, "field": …} (null when it does not raise).
 create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
@@ -37,8 +37,8 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 -- The functions and the setting
 -- ---------------------------------------------------------------------------------------------
-select has_function('internal', 'text_op_normalize', array['jsonb', 'text'], 'internal.text_op_normalize(op, field) exists');
-select has_function('internal', 'text_op_apply', array['text', 'jsonb', 'text'], 'internal.text_op_apply(text, op, field) exists');
+select has_function('internal', 'text_op_normalize', array['jsonb', 'text', 'text'], 'internal.text_op_normalize(op, field, key) exists');
+select has_function('internal', 'text_op_apply', array['text', 'jsonb', 'text', 'text'], 'internal.text_op_apply(text, op, field, key) exists');
 select has_function('internal', 'text_op_transform', array['jsonb', 'jsonb', 'text'], 'internal.text_op_transform(op, other, side) exists');
 select has_function('internal', 'text_op_transform_all', array['jsonb', 'jsonb[]', 'text', 'text[]'], 'internal.text_op_transform_all(op, others[], side, path) exists');
 select is(
@@ -194,6 +194,16 @@ select is(internal.text_op_transform_all('[4, "x"]', array['[1, "ab", 3, {"d": 1
 select is(internal.text_op_transform_all('[3, "x"]', array['{"text": {"t": [1, "ab"]}}', '{"text": {"u": ["q"]}}', '{"content": {"t": "reset"}}',
                                                              '{"text": {"t": ["c"], "u": [9, "q"]}}']::jsonb[], 'left', array['text', 't']),
           '[6, "x"]', 'with a path, each logged patch is read at it first: patches without an op there (another key, content only) are skipped');
+-- an op that becomes nothing part-way stays nothing over the ops after it (ot-text-unicode 4.0.0's
+-- transform folded over the same list gives each expected value)
+select is(internal.text_op_transform_all('[2, {"d": 2}]', array['[1, {"d": 4}]', '[3, "xy"]', '[{"d": 1}]']::jsonb[], 'left'), '[]'::jsonb,
+          'transform_all: a delete swallowed by another, then more ops: [] (as the library)');
+select is(internal.text_op_transform_all('[3, {"d": 2}]', array['[4, "pq"]', '[1, {"d": 6}]', '["k"]']::jsonb[], 'right'), '[]'::jsonb,
+          'transform_all: a delete split by an insert, then deleted whole, then an insert: [] (as the library)');
+select is(internal.text_op_transform_all('[2, "ab"]', array['[1, {"d": 3}]', '[2, "q", 1, "r"]', '[1, "z"]']::jsonb[], 'left'), '[1, "ab"]'::jsonb,
+          'transform_all: an insert over a delete, a two-insert op and an insert: as the library');
+select is(internal.text_op_transform_all('[1, "x", 1, {"d": 1}]', array['[{"d": 3}]', '[2, "w"]']::jsonb[], 'left'), '["x"]'::jsonb,
+          'transform_all: a two-component op over a delete, then an insert after it: as the library');
 select is(pg_temp.error_of($$select internal.text_op_transform_all('[1, "x"]', '{}', 'up')$$), '{"code": "invalid_input", "field": "side"}',
           'a side other than left/right is invalid_input on field side');
 
@@ -225,6 +235,17 @@ select is(pg_temp.error_of($$select internal.text_op_normalize('[{}]', 'op')$$),
 select is(pg_temp.error_of($$select internal.text_op_normalize('[1, null]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a null component');
 select is(pg_temp.error_of($$select internal.text_op_normalize('[true]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a boolean component');
 select is(pg_temp.error_of($$select internal.text_op_normalize('[[1]]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a nested array');
+-- with a key (as the server calls them): the field is p_field followed by the key's step, built for the error only
+select is(pg_temp.error_of($$select internal.text_op_normalize('[0]', 'patch.text', 'body')$$), '{"code": "invalid_input", "field": "patch.text.body"}',
+          'with a key, normalize''s error names the field followed by the key');
+select is(pg_temp.error_of($$select internal.text_op_normalize('"abc"', 'patch.text', 'a b')$$), '{"code": "invalid_input", "field": "patch.text[\"a b\"]"}',
+          'a key that is no plain step is named in brackets, as internal.field_step names it');
+select matches(pg_temp.message_of($$select internal.text_op_normalize('[0]', 'patch.text', 'body')$$), '^patch\.text\.body component 0 ',
+               'the message names the field with its key');
+select is(internal.text_op_normalize('[2, "x"]', 'patch.text', 'a b'), '[2, "x"]'::jsonb, 'a keystroke with a key: returned as it is');
+select is(pg_temp.error_of($$select internal.text_op_apply('abc', '[4, "x"]', 'patch.text', 'a"b')$$), '{"code": "invalid_input", "field": "patch.text[\"a\\\"b\"]"}',
+          'with a key, apply''s error names the field followed by the key''s step');
+select is(internal.text_op_apply('abc', '[3, "x"]', 'patch.text', 'body'), 'abcx', 'apply with a key applies as without');
 select matches(pg_temp.message_of($$select internal.text_op_normalize('[3, "x", {"d": 0}]', 'op')$$),
                '^op component 2 \(counting from 0\) is \{"d": 0\}; each component must be a skip',
                'the message names the component, shows it and says what a component must be');

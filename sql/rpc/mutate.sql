@@ -303,9 +303,9 @@ declare
   v_op jsonb;
   v_text_keys_json jsonb;  -- o_text's keys, a JSON array
   v_current jsonb;       -- a text key's value in the content
-  v_text_keys text[] := '{}';  -- the text operations' keys, and for each:
-  v_text_ops text[] := '{}';   --   "key":op as applied, JSON text
-  v_texts text[] := '{}';      --   the key's new text
+  v_text_keys text[];    -- several keys' text operations: the keys, and for each:
+  v_text_ops text[];     --   "key":op as applied, JSON text
+  v_texts text[];        --   the key's new text
 begin
   o_patch := p_patch;
   o_text := p_text;      -- text operations by content key: normalized, then transformed as applied
@@ -463,13 +463,13 @@ begin
     -- the keys from their JSON array, not a statement over jsonb_each (docs/performance.md,
     -- thirty-fifth session)
     v_text_keys_json := jsonb_path_query_array(o_text, '$.keyvalue().key');
-    for i in 0 .. jsonb_array_length(v_text_keys_json) - 1 loop
-      v_text_key := v_text_keys_json ->> i;
+    if jsonb_array_length(v_text_keys_json) = 1 then
+      -- one key, as a keystroke is: the same steps as the loop below, its text and op built
+      -- into the content and o_text directly (no arrays, no JSON text parsed): a handful of
+      -- expressions fewer, each set up in every transaction (docs/performance.md, forty-ninth session)
+      v_text_key := v_text_keys_json ->> 0;
       v_op := o_text -> v_text_key;
       if p_base_version < p_old.version then
-        -- the logged patches' ops on this key (a patch without one is skipped), one call, each
-        -- read in place at text.<key> (p -> 'text' -> key copied each patch's whole text object
-        -- for every key: S patches × K keys × their size)
         v_op := internal.text_op_transform_all(v_op, v_since, 'left', array['text', v_text_key]);
       end if;
       v_current := o_content -> v_text_key;
@@ -477,12 +477,31 @@ begin
         perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(v_current)),
                                      jsonb_build_object('field', 'patch.text' || internal.field_step(v_text_key)));
       end if;
-      v_text_keys := v_text_keys || v_text_key;
-      v_text_ops := v_text_ops || (to_jsonb(v_text_key)::text || ':' || v_op::text);
-      v_texts := v_texts || internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text', v_text_key);
-    end loop;
-    o_content := o_content || jsonb_object(v_text_keys, v_texts);   -- the texts, as JSON strings
-    o_text := ('{' || array_to_string(v_text_ops, ',') || '}')::jsonb; -- the ops as applied, by key
+      o_content := o_content || jsonb_build_object(v_text_key, internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text', v_text_key));
+      o_text := jsonb_build_object(v_text_key, v_op);
+    else
+      v_text_keys := '{}'; v_text_ops := '{}'; v_texts := '{}';
+      for i in 0 .. jsonb_array_length(v_text_keys_json) - 1 loop
+        v_text_key := v_text_keys_json ->> i;
+        v_op := o_text -> v_text_key;
+        if p_base_version < p_old.version then
+          -- the logged patches' ops on this key (a patch without one is skipped), one call, each
+          -- read in place at text.<key> (p -> 'text' -> key copied each patch's whole text object
+          -- for every key: S patches × K keys × their size)
+          v_op := internal.text_op_transform_all(v_op, v_since, 'left', array['text', v_text_key]);
+        end if;
+        v_current := o_content -> v_text_key;
+        if v_current is not null and jsonb_typeof(v_current) <> 'string' then
+          perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(v_current)),
+                                       jsonb_build_object('field', 'patch.text' || internal.field_step(v_text_key)));
+        end if;
+        v_text_keys := v_text_keys || v_text_key;
+        v_text_ops := v_text_ops || (to_jsonb(v_text_key)::text || ':' || v_op::text);
+        v_texts := v_texts || internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text', v_text_key);
+      end loop;
+      o_content := o_content || jsonb_object(v_text_keys, v_texts);   -- the texts, as JSON strings
+      o_text := ('{' || array_to_string(v_text_ops, ',') || '}')::jsonb; -- the ops as applied, by key
+    end if;
     o_patch := p_patch || jsonb_build_object('text', o_text); -- logged and broadcast as applied
   end if;
 end $$;
@@ -664,12 +683,18 @@ begin
     -- loop over it cost, with two jsonb || of the block, 2.6 % of a text edit's instructions:
     -- docs/performance.md, thirty-fifth session)
     v_text_keys := jsonb_path_query_array(v_patch -> 'text', '$.keyvalue().key');
-    for i in 1 .. jsonb_array_length(v_text_keys) loop
-      v_text_key := v_text_keys ->> (i - 1);
-      v_text_parts[i] := to_jsonb(v_text_key)::text || ':'
-                         || internal.text_op_normalize(v_patch -> 'text' -> v_text_key, 'patch.text', v_text_key)::text;
-    end loop;
-    v_text := coalesce(('{' || array_to_string(v_text_parts, ',') || '}')::jsonb, '{}');  -- (no keys: parts is null)
+    if jsonb_array_length(v_text_keys) = 1 then
+      -- one key (a keystroke): its op normalized into the object directly, no JSON text parsed
+      v_text_key := v_text_keys ->> 0;
+      v_text := jsonb_build_object(v_text_key, internal.text_op_normalize(v_patch -> 'text' -> v_text_key, 'patch.text', v_text_key));
+    else
+      for i in 1 .. jsonb_array_length(v_text_keys) loop
+        v_text_key := v_text_keys ->> (i - 1);
+        v_text_parts[i] := to_jsonb(v_text_key)::text || ':'
+                           || internal.text_op_normalize(v_patch -> 'text' -> v_text_key, 'patch.text', v_text_key)::text;
+      end loop;
+      v_text := coalesce(('{' || array_to_string(v_text_parts, ',') || '}')::jsonb, '{}');  -- (no keys: parts is null)
+    end if;
   end if; end if;
   v_max_content := case when v_patch ? 'content' or v_text is not null then (v_max_setting #>> '{}')::integer end;
   if v_patch ? 'content' and octet_length((v_patch -> 'content')::text) > v_max_content then

@@ -132,8 +132,15 @@ end $$;
 -- The previous release's trigger for rows without window_key (above): its WHEN was tested at every
 -- insert (about 8 K instructions per hit, docs/performance.md, forty-seventh session). DROP TRIGGER
 -- locks the table (ACCESS EXCLUSIVE): it waits for the hits in flight, and a hit that comes
--- meanwhile waits at its insert, then runs it (planned again) without the trigger.
-drop trigger if exists rate_limit_slot_key on app.rate_limit_slots;
+-- meanwhile waits at its insert, then runs it (planned again) without the trigger. Only while it
+-- is there: DROP TRIGGER IF EXISTS takes that lock even when there is none, and every later
+-- migration that carries this file would hold up the mutations for it.
+do $$
+begin
+  if exists (select from pg_catalog.pg_trigger where tgrelid = 'app.rate_limit_slots'::regclass and tgname = 'rate_limit_slot_key') then
+    drop trigger rate_limit_slot_key on app.rate_limit_slots;
+  end if;
+end $$;
 drop function if exists internal.rate_limit_slot_key();
 comment on column app.rate_limit_slots.window_key is
   'internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). '

@@ -29,12 +29,12 @@
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/realtime/retention.sql b77f0720347b7144498acb261b42e603e26e1eab67930fbe52da85760f87a9b9 unchanged
 -- potentia:source sql/rpc/canvas.sql 47353b88481f5311f7b86990c5edee23b651a3d187567cfc1d5527ec565816bb unchanged
--- potentia:source sql/rpc/endpoint_limits.sql f1205959ac81d774dccf33133aa317e99298347adcc1be36ef04ffb38883efbd included
+-- potentia:source sql/rpc/endpoint_limits.sql 14cdb6f30a1a9687062823a19bab4871d32d54362ccaa94375e648fdfb3e5331 included
 -- potentia:source sql/rpc/errors.sql 9d2551ae33fa05761d1a65f76b66f094aa640f51e0d5a1b6e12ade6c1450fa3b unchanged
--- potentia:source sql/rpc/mutate.sql 9a08bae637c231f157798faabee224ec8d441b7d8c66532c74258fe701c6aec1 unchanged
+-- potentia:source sql/rpc/mutate.sql 091adefab1acdcd8cab293a6c7c5daa0f8c0f98f1c3acba553df8691606fad55 unchanged
 -- potentia:source sql/rpc/presence.sql b215af2d793fb40a5b64fe71f6748115587fbaa6b713fa5ef40b2a170379536d unchanged
 -- potentia:source sql/rpc/replay.sql 97842a2122cd805932bc528d199302a4ea9f79c5676a31a55a2f4aa791617f0f unchanged
--- potentia:source sql/rpc/text_ot.sql 51a7ac78dcb1d0df6d928a593a447c940f8f898b033a6e7a7310e54e434d8ba8 unchanged
+-- potentia:source sql/rpc/text_ot.sql 1453c25ac7aa790c99ebcf4a7ffdb2205f837969715fec9e061cc0a4c2742b7e unchanged
 -- potentia:source sql/rpc/workspaces.sql 0bcf046218b266279c8d874fd325408ac6280c97e16dfbde08726fea94683b53 unchanged
 -- potentia:source sql/security/app_role.sql 913020489b18930c4fe46dd0e80dcbdbb2669c9f5f3ec12d7944d99f460a712a included
 -- potentia:source sql/security/public_execute.sql d32a639904fbb4bf3138c244f3add2a9436a7ceb68b7508e5f821c1b71b70b8a included
@@ -177,8 +177,15 @@ end $$;
 -- The previous release's trigger for rows without window_key (above): its WHEN was tested at every
 -- insert (about 8 K instructions per hit, docs/performance.md, forty-seventh session). DROP TRIGGER
 -- locks the table (ACCESS EXCLUSIVE): it waits for the hits in flight, and a hit that comes
--- meanwhile waits at its insert, then runs it (planned again) without the trigger.
-drop trigger if exists rate_limit_slot_key on app.rate_limit_slots;
+-- meanwhile waits at its insert, then runs it (planned again) without the trigger. Only while it
+-- is there: DROP TRIGGER IF EXISTS takes that lock even when there is none, and every later
+-- migration that carries this file would hold up the mutations for it.
+do $$
+begin
+  if exists (select from pg_catalog.pg_trigger where tgrelid = 'app.rate_limit_slots'::regclass and tgname = 'rate_limit_slot_key') then
+    drop trigger rate_limit_slot_key on app.rate_limit_slots;
+  end if;
+end $$;
 drop function if exists internal.rate_limit_slot_key();
 comment on column app.rate_limit_slots.window_key is
   'internal.rate_limit_window_key(user_id, bucket, window_start): the key with slot (internal.take_limit_slot, sql/rpc/endpoint_limits.sql). '

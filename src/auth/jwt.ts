@@ -1,4 +1,5 @@
 import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { monotonicNow } from '../clock.ts';
 import { isUuid } from '../uuid.ts';
 
 /**
@@ -186,6 +187,7 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
 class VerifiedTokens {
   static readonly MAX_ENTRIES = 10_000;
   static readonly MAX_AGE_SECONDS = 600;
+  /** until: when an entry is verified again, on the monotonic clock (src/clock.ts; exp and nbf are the wall clock's) */
   private readonly entries = new Map<string, { alg: string | undefined; payload: JWTPayload; until: number }>();
 
   get(token: string): { alg: string | undefined; payload: JWTPayload } | undefined {
@@ -193,7 +195,7 @@ class VerifiedTokens {
     if (!entry) return undefined;
     const now = Math.floor(Date.now() / 1000); // jose's clock: whole seconds
     const { exp, nbf } = entry.payload;
-    if (now < entry.until && typeof exp === 'number' && exp > now - CLOCK_LEEWAY_SECONDS
+    if (monotonicNow() < entry.until && typeof exp === 'number' && exp > now - CLOCK_LEEWAY_SECONDS
       && (typeof nbf !== 'number' || nbf <= now + CLOCK_LEEWAY_SECONDS)) return entry;
     this.entries.delete(token);
     return undefined;
@@ -204,7 +206,7 @@ class VerifiedTokens {
     if (this.entries.size >= VerifiedTokens.MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
     // shared by every request that sends this token: nobody may change it, nor what it holds
     // (deeply frozen: src/db/request.ts then keeps the claims' JSON text with the object)
-    const entry = { alg, payload: deepFreeze(payload), until: Math.floor(Date.now() / 1000) + VerifiedTokens.MAX_AGE_SECONDS };
+    const entry = { alg, payload: deepFreeze(payload), until: monotonicNow() + VerifiedTokens.MAX_AGE_SECONDS * 1000 };
     this.entries.set(token, entry);
     return entry;
   }

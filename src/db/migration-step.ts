@@ -1,4 +1,5 @@
 import type { Sql, TransactionSql } from 'postgres';
+import { monotonicNow } from '../clock.ts';
 import { isConnectionFailure } from './faults.ts';
 import { begin } from './transaction.ts';
 
@@ -85,7 +86,7 @@ const codeOf = (err: unknown) => (err as { code?: string }).code ?? ((err as Err
 
 export async function migrationStep<T>(sql: Sql, log: (line: string) => void, work: (tx: TransactionSql) => Promise<T>,
   { label = 'a migration step', lockWaitMs = DEFAULT_LOCK_WAIT_MS, reported = new Set<number>(), watch }: StepOptions = {}): Promise<T> {
-  const started = Date.now();
+  const started = monotonicNow();
   let deadlocks = 0;
   // the last attempt waits only what is left of lockWaitMs: it gave up to LOCK_TIMEOUT_MS + RETRY_PAUSE_MS early
   let attemptLockMs = LOCK_TIMEOUT_MS;
@@ -126,7 +127,7 @@ export async function migrationStep<T>(sql: Sql, log: (line: string) => void, wo
       }
       if (code === '55P03') {
         const blockers = watcher.blockers();
-        const left = lockWaitMs - (Date.now() - started);
+        const left = lockWaitMs - (monotonicNow() - started);
         const next = Math.min(LOCK_TIMEOUT_MS, left - RETRY_PAUSE_MS);
         if (next >= MIN_ATTEMPT_LOCK_MS) {
           log(`${label}: waited ${+(attemptLockMs / 1000).toFixed(1)} s for a lock, ${describeBlockers(blockers)}: rolled back so the traffic queued behind it runs; ` +
@@ -135,7 +136,7 @@ export async function migrationStep<T>(sql: Sql, log: (line: string) => void, wo
           await sleep(RETRY_PAUSE_MS);
           continue;
         }
-        throw new LockWaitError(label, blockers, Date.now() - started);
+        throw new LockWaitError(label, blockers, monotonicNow() - started);
       }
       throw err;
     } finally {

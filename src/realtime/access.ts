@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres';
+import { monotonicNow } from '../clock.ts';
 import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
 import { HeldFrames, heldBytes, type HeldLimits } from './held-frames.ts';
@@ -146,11 +147,11 @@ export const USER_GONE_MESSAGE = 'the user this token was issued to no longer ex
  */
 export async function untilVisible(sql: Sql, ids: readonly string[], timeoutMs = 2000): Promise<void> {
   if (ids.length === 0) return;
-  const end = Date.now() + timeoutMs;
+  const end = monotonicNow() + timeoutMs;
   for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
     const [row] = await sql<{ n: number }[]>`select count(*)::int as n from realtime.messages where id = any(${ids as string[]}::uuid[])`;
     // past the deadline (a row already removed by retention, say), decide on what is visible
-    if ((row?.n ?? 0) >= ids.length || Date.now() > end) return;
+    if ((row?.n ?? 0) >= ids.length || monotonicNow() > end) return;
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
 }

@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres';
 import type { Logger } from 'pino';
+import { monotonicNow } from '../clock.ts';
 import { ACCESS_CHANGED } from './access.ts';
 import { emitLogicalMessage } from './logical-message.ts';
 import { createReplicationStream, type ReplicationStream } from './replication.ts';
@@ -138,12 +139,16 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   let stopped = false;
   let subscribedOnce = false;
   let streamUp = false;
-  let downSince = Date.now(); // when the stream last went down (or the bus started)
+  // Every time here is src/clock.ts's monotonic clock: on the wall clock, a step back held the
+  // stall probe off (and kept the stream `flowing`, its watermark moving) for the step's length, and
+  // a step forward made a listener's seed (clock) count rows committed after it as delivered and
+  // forgot every delivered id past the de-duplication window at once.
+  let downSince = monotonicNow(); // when the stream last went down (or the bus started)
   let slotWaitWarnedAt = 0;
   let serverVersion = 0; // server_version_num, read at start (emitLogicalMessage)
   const probeAfterMs = opts.probeAfterMs ?? 2500;
   const stallMs = opts.stallMs ?? 3000;
-  let lastActivity = 0; // Date.now() of the last thing the live stream delivered
+  let lastActivity = 0; // monotonicNow() of the last thing the live stream delivered
   let probe: { at: number; epoch: number; lsn: string } | null = null;
   let markReady!: () => void;
   const ready = new Promise<void>((r) => { markReady = r; });
@@ -161,7 +166,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
 
   function remember(id: string): boolean {
     if (delivered.has(id)) return false;
-    const now = Date.now();
+    const now = monotonicNow();
     delivered.set(id, now);
     // forget ids older than the window (Map keeps insertion order)
     for (const [old, at] of delivered) {
@@ -250,7 +255,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     const topics = [...listeners.keys()];
     const since = watermark;
     const [{ now, at }] = (await opts.sql`select ${horizon()} as now, localtimestamp::text as at`) as unknown as [{ now: string; at: string }];
-    clock = { db: at, local: Date.now() };
+    clock = { db: at, local: monotonicNow() };
     if (since && topics.length > 0) {
       const rows = await opts.sql`
         select id::text, topic, event, extension, private, payload, inserted_at
@@ -287,7 +292,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     epoch++;
     candidate = null;
     streamUp = true;
-    lastActivity = Date.now();
+    lastActivity = monotonicNow();
     probe = null;
     if (subscribedOnce) stats.reconnects++;
     subscribedOnce = true;
@@ -314,7 +319,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   function onDown(): void {
     if (!streamUp) return;
     streamUp = false;
-    downSince = Date.now();
+    downSince = monotonicNow();
     slotWaitWarnedAt = 0;
     epoch++;
     stats.lost++;
@@ -360,7 +365,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       if (await stalled()) return;
       // moves only while the stream delivers: a silent one may be stalled, and what it did not
       // deliver must stay within the next catch-up's reach
-      const flowing = Date.now() - lastActivity < probeAfterMs;
+      const flowing = monotonicNow() - lastActivity < probeAfterMs;
       if (candidate && candidate.epoch === epoch && flowing) watermark = candidate.at;
       candidate = { at: r.now, epoch };
     } catch (err) {
@@ -376,14 +381,14 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
    */
   async function explainSlotWait(): Promise<void> {
     const pid = stream?.pendingPid();
-    const now = Date.now();
+    const now = monotonicNow();
     if (pid === undefined || now - downSince < (opts.slotWaitWarnAfterMs ?? SLOT_WAIT_WARN_AFTER_MS) || now - slotWaitWarnedAt < SLOT_WAIT_WARN_EVERY_MS) return;
     if (await warnSlotWait(opts.sql, pid, now - downSince, opts.logger)) slotWaitWarnedAt = now;
   }
 
   /** True when the live stream was found stalled (and restarted); writes a probe when it is silent. */
   async function stalled(): Promise<boolean> {
-    const now = Date.now();
+    const now = monotonicNow();
     if (!streamUp || now - lastActivity < probeAfterMs) return false;
     if (probe && probe.epoch === epoch && lastActivity < probe.at) {
       if (now - probe.at < stallMs) return false;
@@ -395,7 +400,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       // carried nothing) or is blocked writing to the socket; still decoding before it, it is busy.
       if (await busyBeforeProbe(probe, stream?.pid())) return false;
       if (!probe || probe.epoch !== epoch || lastActivity >= probe.at) return false;
-      const reason = `nothing received for ${Date.now() - lastActivity} ms, though a probe was written ${Date.now() - probe.at} ms ago`;
+      const reason = `nothing received for ${monotonicNow() - lastActivity} ms, though a probe was written ${monotonicNow() - probe.at} ms ago`;
       opts.logger?.warn({ reason }, 'realtime replication stream stalled: a probe written through the pool did not come through; reconnecting');
       probe = null;
       stream?.restart(reason);
@@ -437,7 +442,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         listeners.set(topic, (set = new Set()));
         // first listened to while a poll or a catch-up may read it: its rows so far are not news
         if (!stopped && clock && watermark !== null && (!streamUp || catchingUp)) {
-          const s = { before: { db: clock.db, ms: Math.max(0, Date.now() - clock.local) }, done: Promise.resolve() };
+          const s = { before: { db: clock.db, ms: Math.max(0, monotonicNow() - clock.local) }, done: Promise.resolve() };
           s.done = seed(topic, s.before);
           s.done.catch(() => {}); // retried by the next catch-up
           seeds.set(topic, s);
@@ -451,7 +456,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
     },
     async start() {
       stopped = false;
-      downSince = Date.now();
+      downSince = monotonicNow();
       // everything inserted from now on is delivered: by the table poll until the slot exists.
       // What was committed before now is not: a catch-up reads from the watermark minus the
       // margin, so those rows count as delivered already (a fresh gateway sent the last minute's
@@ -459,7 +464,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       // (the horizon: a writing transaction open now may commit its older inserted_at after the start)
       const [{ now, version, at }] = (await opts.sql`select ${horizon()} as now, current_setting('server_version_num')::int as version,
                                                             localtimestamp::text as at`) as unknown as [{ now: string; version: number; at: string }];
-      clock = { db: at, local: Date.now() };
+      clock = { db: at, local: monotonicNow() };
       serverVersion = version;
       const before = await opts.sql`select id::text from realtime.messages
                                     where inserted_at >= ${now}::timestamp - make_interval(secs => ${marginMs / 1000})`;
@@ -480,7 +485,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
         },
         onUp,
         onDown,
-        onActivity: () => { lastActivity = Date.now(); },
+        onActivity: () => { lastActivity = monotonicNow(); },
       });
       stream.start();
       timer = setInterval(() => void tick(), opts.tickMs ?? 500);

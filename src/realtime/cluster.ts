@@ -1,6 +1,7 @@
 import { createHmac, randomUUID, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
+import { monotonicNow } from '../clock.ts';
 import { runAgainOnLostConnection } from '../db/faults.ts';
 import { CLUSTER_MESSAGE_PREFIX, type DatabaseBus } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
@@ -261,10 +262,9 @@ const REJECT_WORDS: Record<RejectReason, string> = {
     + 'a few of a node gone is a role that reads the WAL writing captured messages again (docs/realtime.md, "Cluster")',
 };
 /**
- * This process's clock for its own intervals (a peer's silence, the echo of its heartbeats, the
- * outage bound, gaps, the replay log's age, the rejection warning's 10 s): ms since the epoch at
- * the process's start (like Date.now's), then the monotonic clock's, so a step of the host's wall
- * clock (NTP correcting it, `date -s`) moves none of them. Only a message's send time (Freshness)
+ * The node's own intervals (a peer's silence, the echo of its heartbeats, the outage bound, gaps,
+ * the replay log's age, the rejection warning's 10 s) are timed on src/clock.ts's monotonic clock,
+ * so a step of the host's wall clock (NTP correcting it, `date -s`) moves none of them. Only a message's send time (Freshness)
  * is the wall clock: it is compared with another host's. Before, a step forward of more than
  * sendOutageMs (14 s) took every peer for dead at once (`cannot be sent`, then `node silent`, its
  * presences dropped, then asked again: 5 of 5 steps of 60 s, within the window), one of more than
@@ -272,7 +272,7 @@ const REJECT_WORDS: Record<RejectReason, string> = {
  * went silent alive for the step's length (past the window: its presences shown while all its
  * messages were dropped as stale) and held the rejection warning back as long.
  */
-const monotonic = () => performance.timeOrigin + performance.now();
+const monotonic = monotonicNow;
 /** Messages dropped for their MAC are logged at most this often (with their count meanwhile), never one by one. */
 const REJECT_WARN_EVERY_MS = 10_000;
 /** Frames per statement at most; the rest go in the next one. */

@@ -2,6 +2,7 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
+import { monotonicNow } from '../clock.ts';
 import type { CanvasLanes } from '../db/canvas-lanes.ts';
 import type { GatewayRateLimit, Metrics } from '../metrics.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -109,8 +110,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
     try {
       return await checkToken(token, policy);
     } catch (err) {
-      if (err instanceof TokenError && err.code === 'keys_unavailable' && Date.now() - lastKeysWarning > 10_000) {
-        lastKeysWarning = Date.now();
+      if (err instanceof TokenError && err.code === 'keys_unavailable' && monotonicNow() - lastKeysWarning > 10_000) {
+        lastKeysWarning = monotonicNow();
         opts.logger.warn({ err: err.cause }, 'the JWKS could not be fetched: realtime tokens signed by its keys are refused as unavailable (retryable) until it answers');
       }
       throw err;
@@ -270,8 +271,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
     const ticket = admission.admit(address);
     if (typeof ticket === 'string') {
       // a flood is refused quietly: one line per 10 s says it is happening, and to whom
-      if (Date.now() - lastCapWarning > 10_000) {
-        lastCapWarning = Date.now();
+      if (monotonicNow() - lastCapWarning > 10_000) {
+        lastCapWarning = monotonicNow();
         opts.logger.warn({ address }, `WebSocket refused: ${ticket}`);
       }
       answerAndClose(socket, rawErrorResponse(new ApiError('rate_limited', ticket)));

@@ -1,4 +1,5 @@
 import type { WebSocket } from 'ws';
+import { monotonicNow } from '../clock.ts';
 import { requestStatement, withRequest, type RequestContext } from '../db/request.ts';
 import { apiErrorFromDatabase, type ApiError } from '../http/errors.ts';
 import { checkJson, fieldPath, parseJson } from '../input-policy.ts';
@@ -563,7 +564,7 @@ export class H1Socket {
 
   private async presence(cursor: Record<string, unknown> | null, typing: boolean): Promise<void> {
     // api.update_presence broadcasts through realtime.send; its durable write is throttled in SQL
-    this.lastPresenceWrite = Date.now();
+    this.lastPresenceWrite = monotonicNow();
     await this.rpc((tx) => tx`select api.update_presence(${this.canvasId}::uuid, ${cursor as any}::jsonb, ${typing})`);
   }
 

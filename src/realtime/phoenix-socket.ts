@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
+import { monotonicNow } from '../clock.ts';
 import { isConnectionFailure } from '../db/faults.ts';
 import { withRequest } from '../db/request.ts';
 import { TokenError } from '../auth/jwt.ts';
@@ -163,7 +164,7 @@ export class PhoenixSocket {
   /** Every frame, whatever its topic and event (limits.framesPerSecond). */
   /** Every frame's bound: past it the socket is closing, and what it still sends is not read. */
   private readonly frames: FrameBound;
-  private lastSeen = Date.now();
+  private lastSeen = monotonicNow();
   private readonly idleTimer: NodeJS.Timeout;
   private closed = false;
   private lastRateWarning = 0;
@@ -187,13 +188,13 @@ export class PhoenixSocket {
     ws.on('message', (data, isBinary) => {
       // counted before anything reads the frame: a frame past the bound costs no decoding, no reply
       if (!this.frames.admit()) return;
-      this.lastSeen = Date.now();
+      this.lastSeen = monotonicNow();
       this.inbound.push(() => this.onFrame(data as Buffer, isBinary), (err) => hub.logger.error({ err }, 'realtime frame handling failed'));
     });
     ws.on('close', () => void this.onClose());
     ws.on('error', () => {});
     this.idleTimer = setInterval(() => {
-      if (Date.now() - this.lastSeen > hub.limits.idleTimeoutMs) ws.terminate();
+      if (monotonicNow() - this.lastSeen > hub.limits.idleTimeoutMs) ws.terminate();
     }, Math.min(15_000, hub.limits.idleTimeoutMs));
     this.idleTimer.unref();
   }
@@ -656,8 +657,8 @@ export class PhoenixSocket {
         ? [this.hub.limits.messagesPerSecond, 'messages per second', wait]
         : [this.hub.limits.callerMessagesPerSecond, `messages per second ${channel.claims.sub ? 'for this user' : 'from this address'} across sockets`, callerWait];
       if (reply) this.reply(frame, 'error', { reason: `rate_limited: at most ${limit} ${scope}; retry in ${retry} ms` });
-      if (Date.now() - this.lastRateWarning > 1000) {
-        this.lastRateWarning = Date.now();
+      if (monotonicNow() - this.lastRateWarning > 1000) {
+        this.lastRateWarning = monotonicNow();
         this.system(channel, 'error', `Too many messages per second: at most ${limit} ${scope.replace(/^messages per second ?/, '')}`.trimEnd());
       }
       return false;
@@ -871,7 +872,7 @@ export class PhoenixSocket {
   private async writePresence(channel: Channel, meta: Record<string, unknown>): Promise<ApiError | null> {
     const canvasId = canvasIdOfTopic(channel.subTopic);
     if (!canvasId || !channel.private || !channel.claims.sub || channel.claims.role !== 'authenticated') return null;
-    const now = Date.now();
+    const now = monotonicNow();
     if (now - channel.lastPresenceWrite < this.hub.limits.presenceWriteIntervalMs) return null;
     channel.lastPresenceWrite = now;
     const cursor = meta.cursor && typeof meta.cursor === 'object' && !Array.isArray(meta.cursor) ? meta.cursor : null;

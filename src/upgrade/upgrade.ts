@@ -2,6 +2,7 @@
 // (v1-plan.ts), then either reports what would move (dry run) or writes it canvas by canvas
 // (v1-write.ts) and verifies the result against v1 (v1-verify.ts).
 import postgres, { type Sql } from 'postgres';
+import { monotonicNow } from '../clock.ts';
 import { Counts, planCanvasBlocks, planUsers, planWorkspaces, type PlannedCanvas, type WorkspacePer } from './v1-plan.ts';
 import { formatReport } from './v1-report.ts';
 import { postgresLabel } from '../url-redaction.ts';
@@ -121,7 +122,7 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     const userIds = new Map(users.map((u) => [u.v1Id, u.id]));
     const byV1 = new Map(canvases.map((c) => [c.v1Id, c]));
     const totalBlocks = await source.blockCount();
-    const started = Date.now();
+    const started = monotonicNow();
     let processed = 0;
     let canvasesSeen = 0;
     let nextLine = batch;
@@ -129,7 +130,7 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     const progress = (force = false) => {
       if (!force && processed < nextLine) return;
       while (nextLine <= processed) nextLine += batch;
-      const secs = (Date.now() - started) / 1000;
+      const secs = (monotonicNow() - started) / 1000;
       const line = `upgrade: ${fmt(processed)} of ${fmt(totalBlocks)} v1 blocks (${totalBlocks === 0 ? 100 : Math.floor((processed * 100) / totalBlocks)}%), ` +
         `${fmt(canvasesSeen)} of ${fmt(canvases.length)} canvases`;
       if (line !== lastLine) log(`${line}, ${fmt(Math.round(processed / Math.max(secs, 0.001)))} blocks/s`);
@@ -178,14 +179,14 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     // tables until autovacuum comes by (the verification's per-canvas reads among them)
     if (!opts.dryRun) await target`analyze auth.users, app.canvases, app.blocks, app.block_operations, app.embedding_outbox`;
 
-    formatReport(counts, opts.dryRun ? `dry run: nothing was written (${((Date.now() - started) / 1000).toFixed(1)} s)`
-      : `upgrade done in ${((Date.now() - started) / 1000).toFixed(1)} s`, opts.dryRun ? 'would move' : 'moved').forEach((l) => log(l));
+    formatReport(counts, opts.dryRun ? `dry run: nothing was written (${((monotonicNow() - started) / 1000).toFixed(1)} s)`
+      : `upgrade done in ${((monotonicNow() - started) / 1000).toFixed(1)} s`, opts.dryRun ? 'would move' : 'moved').forEach((l) => log(l));
     if (opts.dryRun || opts.verify === false) return { counts, verification: null, ok: true };
 
-    const verifyStarted = Date.now();
+    const verifyStarted = monotonicNow();
     const verification = await verifyUpgrade(target, source, plan, log);
     verification.lines.forEach((l) => log(l));
-    log(`verify: took ${((Date.now() - verifyStarted) / 1000).toFixed(1)} s`);
+    log(`verify: took ${((monotonicNow() - verifyStarted) / 1000).toFixed(1)} s`);
     return { counts, verification, ok: verification.differences === 0 };
   } finally {
     if (lock) {

@@ -21,6 +21,7 @@
 // rebalance's spread (3 characters up to about 58,600 blocks a canvas, where the trigger starts
 // at 9), which leaves each end of the canvas room for appends and prepends.
 import type { Sql, TransactionSql } from 'postgres';
+import { monotonicNow } from '../clock.ts';
 import { begin } from '../db/transaction.ts';
 import { vectorLiteral } from './v1-normalize.ts';
 import type { CanvasBlocksPlan, PlannedCanvas, PlannedUser, PlannedWorkspace, WorkspacePer } from './v1-plan.ts';
@@ -190,7 +191,7 @@ export async function writeCanvas(sql: Sql, canvas: PlannedCanvas, plan: CanvasB
   /** the backend holding the run's advisory lock (upgrade.ts) */
   lockPid?: number;
 }): Promise<CanvasWriteResult> {
-  const started = Date.now();
+  const started = monotonicNow();
   return await begin(sql, async (tx): Promise<CanvasWriteResult> => {
     // two runs at once would both pass the checks: the run holds an advisory lock (upgrade.ts),
     // and the progress row's primary key refuses a second writer of the same canvas anyway. A lock
@@ -256,7 +257,7 @@ export async function writeCanvas(sql: Sql, canvas: PlannedCanvas, plan: CanvasB
       insert into app.upgrade_v1_progress (v1_canvas_id, canvas_id, workspace_id, workspace_per, blocks, embedded, queued,
                                            first_server_seq, last_server_seq, checksum, duration_ms)
       values (${canvas.v1Id}, ${canvas.id}, ${canvas.workspaceId}, ${opts.workspacePer}, ${n}, ${embedded.length}, ${n - embedded.length},
-              ${seqs[0] ?? null}::bigint, ${lastSeq}::bigint, ${plan.checksum}, ${Date.now() - started})`;
+              ${seqs[0] ?? null}::bigint, ${lastSeq}::bigint, ${plan.checksum}, ${monotonicNow() - started})`;
     return { status: 'written', blocks: n, embedded: embedded.length, queued: n - embedded.length, firstSeq: seqs[0] ?? null, lastSeq };
   }) as CanvasWriteResult;
 }

@@ -1,3 +1,5 @@
+import { monotonicNow } from '../clock.ts';
+
 /**
  * A circuit breaker in front of an external dependency (the embedding provider).
  * closed: calls pass; `failureThreshold` consecutive failures open it.
@@ -32,7 +34,7 @@ export class CircuitBreaker {
 
   constructor(opts: BreakerOptions) {
     this.#opts = opts;
-    this.#now = opts.now ?? Date.now;
+    this.#now = opts.now ?? monotonicNow;
   }
 
   get state(): BreakerState {

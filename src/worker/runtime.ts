@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { Logger as GraphileLogger, run, type Runner, type TaskList, type WorkerEvents, type WorkerPool } from 'graphile-worker';
 import { pino, type Logger } from 'pino';
 import postgres, { type Sql } from 'postgres';
+import { monotonicNow } from '../clock.ts';
 import type { EmbeddingConfig, WorkerConfig } from '../config.ts';
 import { CONNECT_TIMEOUT_SECONDS, KEEPALIVE_IDLE_SECONDS, reconnectBackoffSeconds } from '../db/index.ts';
 import { connectionUrls } from '../db/pooling.ts';
@@ -271,12 +272,12 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
     let failing: { since: number; failures: number } | undefined;
     const worked = () => {
       if (!failing) return;
-      log.info({ failures: failing.failures, seconds: Math.round((Date.now() - failing.since) / 1000) }, `worker ${name} works again`);
+      log.info({ failures: failing.failures, seconds: Math.round((monotonicNow() - failing.since) / 1000) }, `worker ${name} works again`);
       failing = undefined;
     };
     const failed = (err: unknown) => {
       if (!failing) log.error({ err, every_ms: every }, `worker ${name} failed; it is retried, and logged again once it works`);
-      failing ??= { since: Date.now(), failures: 0 };
+      failing ??= { since: monotonicNow(), failures: 0 };
       failing.failures += 1;
     };
     const next = () => {

@@ -4,8 +4,8 @@ import { monotonicNow } from '../clock.ts';
  * A token bucket: `perSecond` messages per second with bursts up to `burst` (per socket).
  *
  * Counted in thousandths of a token (the refill of a millisecond at one a second): with a whole
- * rate and a clock of whole milliseconds every count is a whole number, exact. Counted in tokens, each refill ((ms / 1000) × rate) was rounded and the sums drifted below the exact
- * value: a message on the limit found 0.9999999999999998 of a token and was refused, and a client
+ * rate and a clock of whole milliseconds every count is a whole number, exact. Counted in
+ * tokens, each refill ((ms / 1000) × rate) was rounded and the sums drifted below the exact value: a message on the limit found 0.9999999999999998 of a token and was refused, and a client
  * pacing itself on the exact bound (@potentia/client's MessagePacer) was refused at 3 a second.
  * The clock is src/clock.ts's monotonic one: on the wall clock, a step back emptied the bucket for
  * the step's length (every message refused, every socket closed past its frame bound).

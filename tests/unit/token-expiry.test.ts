@@ -21,6 +21,31 @@ describe('whenTokenExpires', () => {
     expect(fired).toHaveBeenCalledTimes(1);
   });
 
+  // exp is a wall-clock time, the timer monotonic: a step of the host's clock (NTP, a VM resumed
+  // after a pause) parts them. Before, the delay was read once, so a step forward past exp kept
+  // the expired token's socket for the step's length, and a step back ended it that much early.
+  it('follows a step of the wall clock: forward past exp fires within a minute, back does not fire early', () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 11, 4) });
+    const hour = 3_600_000;
+    const exp = Math.floor(Date.now() / 1000) + 2 * 3_600;
+    const forward = vi.fn();
+    whenTokenExpires(exp, forward);
+    vi.advanceTimersByTime(10 * 60_000);
+    expect(forward).not.toHaveBeenCalled();
+    vi.setSystemTime(Date.now() + 2 * hour);  // the wall clock steps past exp; no timer moves
+    vi.advanceTimersByTime(61_000);  // (the next reading of the clock, then one tick)
+    expect(forward).toHaveBeenCalledTimes(1);
+
+    const back = vi.fn();
+    const exp2 = Math.floor(Date.now() / 1000) + 3_600;
+    whenTokenExpires(exp2, back);
+    vi.setSystemTime(Date.now() - hour);  // the wall clock steps back an hour
+    vi.advanceTimersByTime(hour + 10_000);  // where exp + 5 s would have been before the step
+    expect(back).not.toHaveBeenCalled();
+    vi.advanceTimersByTime(hour);
+    expect(back).toHaveBeenCalledTimes(1);
+  });
+
   it('fires at once for a token already past its leeway, and not at all once cancelled', () => {
     vi.useFakeTimers({ now: Date.UTC(2026, 11, 4) });
     const past = vi.fn();

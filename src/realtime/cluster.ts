@@ -223,7 +223,7 @@ type Header =
       lost?: [string, string][]; req?: number;
       /** nodes before `lost` asked with this (node id → the last broadcast seq heard of it); ignored */
       since?: Record<string, number> }
-  | { type: 'heartbeat'; node: string; /** the sender's clock (monotonic(), read by itself alone) when it queued it (its own echo measures the stream) */ sent?: number;
+  | { type: 'heartbeat'; node: string; /** the sender's clock (monotonicNow(), read by itself alone) when it queued it (its own echo measures the stream) */ sent?: number;
       /** the last broadcast seq the sender had given (nodes before `lost`; ignored) */ seq?: number;
       /** node id → the number of its last `lost` request the sender has sent its broadcasts again for */ answered?: Record<string, number> }
   | { type: 'leave'; node: string };
@@ -261,8 +261,8 @@ const REJECT_WORDS: Record<RejectReason, string> = {
     + '(REALTIME_CLUSTER_FRESHNESS_MS); its own messages dropped too (own: true) is this gateway\'s stream lagging behind the WAL by more than that; '
     + 'a few of a node gone is a role that reads the WAL writing captured messages again (docs/realtime.md, "Cluster")',
 };
-/**
- * The node's own intervals (a peer's silence, the echo of its heartbeats, the outage bound, gaps,
+/*
+ * Clocks: the node's own intervals (a peer's silence, the echo of its heartbeats, the outage bound, gaps,
  * the replay log's age, the rejection warning's 10 s) are timed on src/clock.ts's monotonic clock,
  * so a step of the host's wall clock (NTP correcting it, `date -s`) moves none of them. Only a message's send time (Freshness)
  * is the wall clock: it is compared with another host's. Before, a step forward of more than
@@ -272,7 +272,6 @@ const REJECT_WORDS: Record<RejectReason, string> = {
  * went silent alive for the step's length (past the window: its presences shown while all its
  * messages were dropped as stale) and held the rejection warning back as long.
  */
-const monotonic = monotonicNow;
 /** Messages dropped for their MAC are logged at most this often (with their count meanwhile), never one by one. */
 const REJECT_WARN_EVERY_MS = 10_000;
 /** Frames per statement at most; the rest go in the next one. */
@@ -305,6 +304,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   let warnedAt = 0;
   /** logs what reject held back once REJECT_WARN_EVERY_MS has passed, so a burst's tail is logged too */
   let warnTimer: NodeJS.Timeout | null = null;
+  /** the last held-back rejection's reason and details (reject), for the warning that ends its interval */
+  let heldDetails: { reason: RejectReason } | null = null;
   /** node id → when last heard (this node's clock) */
   const peers = new Map<string, number>();
   /** This node's clock when it sent the newest of its own heartbeats that came back on the stream (sweep). */
@@ -377,7 +378,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         // second is the one read. Before numbers, it was not run again: a REST broadcast was
         // answered 503, a socket's `ack` an error, presence and heartbeats dropped
         const lsn = parseLsn(await runAgainOnLostConnection(() => emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion)));
-        sentAt = monotonic();
+        sentAt = monotonicNow();
         stats.sent += batch.length;
         for (const p of batch) {
           if (p.sent) logSent(p.sent, lsn, number);
@@ -400,7 +401,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     entry.msg = msg;
     sentLog.push(entry);
     sentLogBytes += entry.body.length;
-    const horizon = monotonic() - replayMs;
+    const horizon = monotonicNow() - replayMs;
     while (sentLogHead < sentLog.length && (sentLog[sentLogHead]!.at < horizon || sentLogBytes > REPLAY_MAX_BYTES)) {
       sentLogBytes -= sentLog[sentLogHead]!.body.length;
       sentLog[sentLogHead++] = null;
@@ -454,12 +455,12 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   /** Asks each node that owes this node broadcasts it missed (cluster-gaps.ts) and was not asked lately. */
   function askDue(): void {
     if (stopped) return;
-    for (const r of gaps.due(monotonic())) void quiet(enqueue({ type: 'sync_request', node: id, to: r.node, lost: r.lost, req: r.req }));
+    for (const r of gaps.due(monotonicNow())) void quiet(enqueue({ type: 'sync_request', node: id, to: r.node, lost: r.lost, req: r.req }));
   }
 
   function heartbeat(): void {
     if (stopped) return;
-    void quiet(enqueue({ type: 'heartbeat', node: id, sent: monotonic(), ...(answered.size > 0 ? { answered: Object.fromEntries(answered) } : {}) }));
+    void quiet(enqueue({ type: 'heartbeat', node: id, sent: monotonicNow(), ...(answered.size > 0 ? { answered: Object.fromEntries(answered) } : {}) }));
   }
 
   const quiet = (p: Promise<void>) => p.catch((err) => opts.logger?.debug({ err }, 'realtime cluster message not sent'));
@@ -495,7 +496,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     // the stream was up before this node listened: what it carried before this message, this node never had
     if (coveredUnsure) {
       coveredUnsure = false;
-      gaps.open(covered, lsn - 1n, peers.keys(), monotonic(), lastNumber);
+      gaps.open(covered, lsn - 1n, peers.keys(), monotonicNow(), lastNumber);
     }
     if (lsn > covered) covered = lsn;
     // nothing of a message is read before its MAC is checked: a forged one makes no node, presence or request
@@ -560,7 +561,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     const details = { reason, ...(stale ? { ...stale, freshnessMs } : {}) };
     // (the monotonic clock: on the wall clock, a step back held every warning back for the step's
     // length, the stale warning that says to check the clocks included)
-    const wait = warnedAt + REJECT_WARN_EVERY_MS - monotonic();
+    const wait = warnedAt + REJECT_WARN_EVERY_MS - monotonicNow();
     if (wait <= 0) return warnRejected(details);
     // held back: logged when the interval is over, with whatever else came meanwhile (before, a
     // burst's last count waited for another rejection, which might never come)
@@ -570,15 +571,13 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       warnTimer.unref();
     }
   }
-  /** the last held-back rejection's reason and details (reject), for the warning that ends its interval */
-  let heldDetails: { reason: RejectReason } | null = null;
 
   function warnRejected(details: { reason: RejectReason }): void {
     // rejected: the count since the last warning, by reason (the words are this message's reason's)
     opts.logger?.warn({ rejected: unwarned, ...details, rejectedTotal: stats.rejected }, REJECT_WORDS[details.reason]);
     unwarned = {};
     heldDetails = null;
-    warnedAt = monotonic();
+    warnedAt = monotonicNow();
   }
 
   function handle(h: Header, body: Buffer): void {
@@ -588,12 +587,12 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       return drop(h.node);
     }
     const known = peers.has(h.node);
-    peers.set(h.node, monotonic());
+    peers.set(h.node, monotonicNow());
     if (!known) {
       // a node we did not know (new, or dropped while it was silent): ask for its presence, and
       // for its broadcasts in what our streams did not carry (it may have sent some then)
       if (h.type !== 'presence_sync') void quiet(enqueue({ type: 'sync_request', node: id, to: h.node }));
-      gaps.heard(h.node, monotonic());
+      gaps.heard(h.node, monotonicNow());
       askDue();
     }
     switch (h.type) {
@@ -601,7 +600,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         if (h.to !== undefined) {
           // sent again: to another node, or to this one for a stretch its streams missed (once)
           if (h.to !== id || typeof h.seq !== 'number' || h.lsn === undefined
-            || !gaps.admitResent(h.node, h.seq, parseLsn(h.lsn), monotonic(), h.msg === undefined ? undefined : BigInt(h.msg))) return;
+            || !gaps.admitResent(h.node, h.seq, parseLsn(h.lsn), monotonicNow(), h.msg === undefined ? undefined : BigInt(h.msg))) return;
         }
         return opts.onBroadcast(h.key, h.event, h.encoding === 'binary' ? { binary: body } : { json: body.toString('utf8') });
       case 'presence_diff': {
@@ -637,7 +636,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     streamUp = up;
     if (!up || stopped) return;
     // silence while we could not listen proves nothing; and we may have missed messages
-    const now = monotonic();
+    const now = monotonicNow();
     for (const node of peers.keys()) peers.set(node, now);
     // what no stream carried: from the end of the last message the lost one delivered to the new
     // one's start; every node owes its broadcasts in it, asked of each alone until its heartbeat
@@ -657,7 +656,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
 
   function sweep(): void {
     if (stopped || !streamUp) return;
-    const now = monotonic();
+    const now = monotonicNow();
     // no heartbeat of ours sent for that long: none can come back to witness the stream (see above)
     const cannotSend = now - sentAt > sendOutageMs;
     if (cannotSend !== blind) {
@@ -687,7 +686,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       // (listened to from the next line on: a stream up already may have delivered messages after `lsn` to nobody)
       coveredUnsure = opts.bus.streaming();
       stopped = false;
-      sentAt = monotonic(); // the outage bound counts from here until the first send
+      sentAt = monotonicNow(); // the outage bound counts from here until the first send
       offs.push(opts.bus.onClusterMessage(onMessage), opts.bus.onStreamState(onStream));
       timers.push(setInterval(heartbeat, heartbeatMs));
       timers.push(setInterval(sweep, Math.max(50, Math.floor(heartbeatMs / 4))));
@@ -716,7 +715,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       const n = ++seq;
       const encoding = 'binary' in payload ? 'binary' : 'json';
       const body = 'binary' in payload ? payload.binary : Buffer.from(payload.json, 'utf8');
-      return enqueue({ type: 'broadcast', node: id, key, event, encoding, seq: n }, body, { seq: n, at: monotonic(), key, event, encoding, body, lsn: 0n, msg: 0n });
+      return enqueue({ type: 'broadcast', node: id, key, event, encoding, seq: n }, body, { seq: n, at: monotonicNow(), key, event, encoding, body, lsn: 0n, msg: 0n });
     },
     publishPresenceDiff(key, diff) {
       if (stopped) return;

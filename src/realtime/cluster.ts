@@ -299,13 +299,14 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
    * node's message would make it again), up to MAX_NUMBERED_NODES.
    */
   const lastNumber = new Map<string, bigint>();
-  /** rejected messages not logged yet, by reason, and when they last were (reject) */
-  let unwarned: Partial<Record<RejectReason, number>> = {};
+  /**
+   * rejected messages not logged yet (reject), by reason: how many, and the details of the last
+   * one (a stale message's node and age); when the last warning was
+   */
+  let unwarned: Partial<Record<RejectReason, { count: number; details: object }>> = {};
   let warnedAt = 0;
   /** logs what reject held back once REJECT_WARN_EVERY_MS has passed, so a burst's tail is logged too */
   let warnTimer: NodeJS.Timeout | null = null;
-  /** the last held-back rejection's reason and details (reject), for the warning that ends its interval */
-  let heldDetails: { reason: RejectReason } | null = null;
   /** node id → when last heard (this node's clock) */
   const peers = new Map<string, number>();
   /** This node's clock when it sent the newest of its own heartbeats that came back on the stream (sweep). */
@@ -557,26 +558,30 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   function reject(reason: RejectReason, stale?: { node: string; ageMs: number; own: boolean }): void {
     stats.rejected++;
     opts.onRejected?.(reason);
-    unwarned[reason] = (unwarned[reason] ?? 0) + 1;
-    const details = { reason, ...(stale ? { ...stale, freshnessMs } : {}) };
+    unwarned[reason] = { count: (unwarned[reason]?.count ?? 0) + 1, details: stale ? { ...stale, freshnessMs } : {} };
     // (the monotonic clock: on the wall clock, a step back held every warning back for the step's
     // length, the stale warning that says to check the clocks included)
     const wait = warnedAt + REJECT_WARN_EVERY_MS - monotonicNow();
-    if (wait <= 0) return warnRejected(details);
+    if (wait <= 0) return warnRejected();
     // held back: logged when the interval is over, with whatever else came meanwhile (before, a
     // burst's last count waited for another rejection, which might never come)
-    heldDetails = details;
     if (warnTimer === null && !stopped) {
-      warnTimer = setTimeout(() => { warnTimer = null; if (heldDetails) warnRejected(heldDetails); }, wait);
+      warnTimer = setTimeout(() => { warnTimer = null; warnRejected(); }, wait);
       warnTimer.unref();
     }
   }
 
-  function warnRejected(details: { reason: RejectReason }): void {
-    // rejected: the count since the last warning, by reason (the words are this message's reason's)
-    opts.logger?.warn({ rejected: unwarned, ...details, rejectedTotal: stats.rejected }, REJECT_WORDS[details.reason]);
+  /**
+   * Logs what reject counted since the last warning: a line per reason, each with its own words
+   * (what to do differs: a key, the clocks) and its count (`rejected: {reason: count}`). Before,
+   * one line carried every reason's count in the words of the last message's reason: a stale
+   * message followed by a bad MAC within 10 s never said to check the clocks.
+   */
+  function warnRejected(): void {
+    for (const [reason, { count, details }] of Object.entries(unwarned) as [RejectReason, { count: number; details: object }][]) {
+      opts.logger?.warn({ rejected: { [reason]: count }, reason, ...details, rejectedTotal: stats.rejected }, REJECT_WORDS[reason]);
+    }
     unwarned = {};
-    heldDetails = null;
     warnedAt = monotonicNow();
   }
 
@@ -701,7 +706,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       for (const t of timers.splice(0)) clearInterval(t);
       if (warnTimer) clearTimeout(warnTimer);
       warnTimer = null;
-      if (heldDetails) warnRejected(heldDetails);  // the held-back count, now
+      warnRejected();  // the held-back counts, now
       if (syncTimer) clearTimeout(syncTimer);
       syncTimer = null;
       for (const off of offs.splice(0)) off();

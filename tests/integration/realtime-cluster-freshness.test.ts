@@ -157,3 +157,38 @@ it('a captured message of a node a gateway never read, written again after the f
   // what to do, in g3's log: the clocks
   await until(() => g3!.output().includes('check the hosts\' clocks (NTP)'), 10_000, 'g3\'s stale warning');
 }, 180_000);
+
+it('rejections of different reasons within one warning interval are logged a line per reason, each saying what to check', async () => {
+  // a bad MAC (another deployment's key), a stale message, a bad MAC again, all within 10 s: the
+  // warning covering them names the clocks for the stale one and the key for the others. Seen
+  // failing before (one line for all, in the words of the last message's reason: no clocks)
+  const topic = `mixed-${randomUUID()}`;
+  const on1 = await subscriber(g1, topic);
+  const right = clusterKeys({ jwtSecret: config.auth.jwtSecret })!.sign;
+  const other = clusterKeys({ jwtSecret: `another deployment's secret ${randomUUID()}` })!.sign;
+  const emit = async (key: typeof right, id: string, clockOffMs: number) => {
+    const node = randomUUID();
+    const content = encodeMessage([encodeFrame({ type: 'broadcast', node, key: `public:${topic}`, event: 'n', encoding: 'json' },
+      Buffer.from(JSON.stringify({ id })))], key, node, 1n, Date.now() + clockOffMs);
+    await db.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${content}::bytea), pg_current_xact_id()`;
+  };
+  const from = g1.output().length;
+  const mark = randomUUID();
+  await emit(other, randomUUID(), 0);
+  await emit(right, randomUUID(), 10 * 60_000);
+  await emit(other, randomUUID(), 0);
+  await emit(right, mark, 0);
+  await until(() => on1.has(mark), 20_000, 'the broadcast after the rejected ones');
+  type Line = { msg: string; reason: string; rejected: Record<string, number> };
+  const lines = () => g1.output().slice(from).split('\n').filter((l) => l.includes('realtime cluster messages'))
+    .map((l) => JSON.parse(l.slice(l.indexOf('{'))) as Line);
+  const counted = () => lines().reduce((sum, l) => ({ ...sum, [l.reason]: (sum[l.reason] ?? 0) + (l.rejected[l.reason] ?? 0) }), {} as Record<string, number>);
+  // (the last of them is logged once its warning's 10 s are over)
+  await until(() => (counted().bad_mac ?? 0) === 2 && (counted().stale ?? 0) === 1, 30_000, 'the warnings of the three');
+  // (g1 may also log the previous case's message written again, which it had read: `replayed`)
+  expect({ bad_mac: counted().bad_mac, stale: counted().stale }).toEqual({ bad_mac: 2, stale: 1 });
+  for (const l of lines().filter((l) => l.reason !== 'replayed')) {
+    expect(Object.keys(l.rejected)).toEqual([l.reason]);
+    expect(l.msg).toContain(l.reason === 'stale' ? 'check the hosts\' clocks (NTP)' : 'without a valid MAC');
+  }
+}, 60_000);

@@ -575,6 +575,9 @@ declare
   v_block jsonb;          --   its JSON
   v_size integer;         --   and its content's size in bytes, as JSON text
   v_result jsonb;         -- the usual edit's result (step 3)
+  v_since jsonb[];        -- a one-key text edit's own path (step 2): the logged patches since base_version,
+  v_op jsonb;             --   its op as applied
+  v_current jsonb;        --   and its key's value in the content
 begin
   -- 1. who may do this
   if v_user is null then
@@ -714,6 +717,109 @@ begin
       if v_parent is null or jsonb_typeof(v_patch -> 'parent_id') <> 'string' then
         perform internal.raise_error('invalid_input', 'parent_id must be a block id or null', '{"field":"patch.parent_id"}');
       end if;
+    end if;
+  elsif v_text is not null then
+    if p_action = 'update' and v_block_id is not null and p_base_version is not null and not v_patch ?| array['content', 'after_id']
+       and jsonb_array_length(v_text_keys) = 1 then
+      -- A text edit of one key and nothing else (a keystroke on a shared text, behind or not),
+      -- written here from start to end, as the usual edit is in step 3: the steps below reach some
+      -- thirty expressions (the create, delete, parent and rank branches' tests, the CASEs of the
+      -- direct UPDATE), and prepare_block_change as many more with its call, for nothing this edit
+      -- needs; PL/pgSQL sets up each expression a call reaches in every transaction
+      -- (docs/performance.md, fiftieth session). The block and the log since base_version are
+      -- read by one statement (the log as prepare_block_change reads it first: each row's patch
+      -- in the index's order, null for a row that is not a text-only update on this canvas). When
+      -- the block is missing, base_version is out of its range or the log is anything but that
+      -- common case, nothing is written here and steps 3 to 5 take the edit as any other (they
+      -- read again and refuse, or merge and transform, as prepare_block_change does).
+      select b.version, b.created_at, b.content, array(select case when o.action = 'update' and o.canvas_id = p_canvas_id and o.patch - 'text' = '{}' then o.patch end
+                      from app.block_operations o
+                      where o.block_id = v_block_id and o.status = 'success' and o.new_version > p_base_version
+                        and o.new_version <= b.version
+                      order by o.new_version)
+        into v_seen.version, v_seen.created_at, v_seen.content, v_since   -- (all of v_seen this path reads)
+        from app.blocks b where b.block_id = v_block_id and b.canvas_id = p_canvas_id;
+      if found then if p_base_version between 1 and v_seen.version and cardinality(v_since) = v_seen.version - p_base_version
+                       and array_position(v_since, null) is null then
+        -- prepare_block_change's answer for it: nothing to merge or clash with (only text
+        -- operations logged since, no content in the patch), the op transformed over the logged
+        -- ops on its key (ours on the 'left') and applied to the key's text
+        v_op := v_text -> v_text_key;
+        if p_base_version < v_seen.version then
+          v_op := internal.text_op_transform_all(v_op, v_since, 'left', array['text', v_text_key]);
+        end if;
+        v_current := v_seen.content -> v_text_key;
+        if v_current is not null and jsonb_typeof(v_current) <> 'string' then
+          perform internal.raise_error('invalid_input', format('content key %s holds a %s, not text: set it with content instead', v_text_key, jsonb_typeof(v_current)),
+                                       jsonb_build_object('field', 'patch.text' || internal.field_step(v_text_key)));
+        end if;
+        v_content := v_seen.content || jsonb_build_object(v_text_key, internal.text_op_apply(coalesce(v_current #>> '{}', ''), v_op, 'patch.text', v_text_key));
+        v_applied_text := jsonb_build_object(v_text_key, v_op);
+        v_applied := v_patch || jsonb_build_object('text', v_applied_text);
+        -- the canvas lock and both numbers (step 4's direct update), then the block on condition
+        -- that it is still the version read (step 5's direct update; a text edit sets neither type
+        -- nor parent)
+        update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1
+        where canvas_id = p_canvas_id and deleted_at is null returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;
+        if not found then
+          perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+        end if;
+        update app.blocks b set
+          content = v_content,
+          version = version + 1,
+          updated_at = now(),
+          updated_by = v_user
+        where block_id = v_block_id and canvas_id = p_canvas_id and version = v_seen.version and created_at = v_seen.created_at
+        returning b.version, internal.block_json(b), octet_length(b.content::text) into v_version, v_block, v_size;
+        if not found then
+          -- written by another process's lane since the read: locked, the change carried on over
+          -- what committed since (as step 5 does for a direct update), written and recorded
+          select * into v_old from app.blocks where block_id = v_block_id and canvas_id = p_canvas_id for update;
+          if not found then
+            perform internal.raise_error('not_found', 'block not found on this canvas', '{"field":"block_id"}');
+          end if;
+          v_change := internal.rebase_block_change(v_seen, v_old, p_action, p_base_version, v_patch, v_text, v_applied, v_applied_text);
+          v_applied := v_change.o_patch; v_applied_text := v_change.o_text; v_content := v_change.o_content;
+          -- (step 5's UPDATE for it, y_order in its list as there: the rank's trigger sees the same statement)
+          update app.blocks set
+            content = v_content,
+            y_order = y_order,
+            version = version + 1,
+            updated_at = now(),
+            updated_by = v_user
+          where block_id = v_block_id
+          returning * into v_new;
+          if octet_length(v_new.content::text) > v_max_content then
+            perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', v_max_content),
+                                         '{"field":"patch.text"}');
+          end if;
+          return internal.record_applied_op(p_ctx, p_canvas_id, v_block_id, p_action, p_client_op_id, v_old.version, v_new.version,
+                                            v_applied, internal.block_json(v_new), v_seq, p_started_at, 1, v_applied_text, '{}', v_canvas_seq);
+        end if;
+        if v_size > v_max_content then
+          perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', v_max_content),
+                                       '{"field":"patch.text"}');
+        end if;
+        -- the rows and the result as step 5 writes them for a direct text edit (and
+        -- internal.record_applied_op for any other: supabase/tests/text_edit_path.test.sql)
+        v_result := jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
+                                       'block_id', v_block_id, 'version', v_version, 'block', v_block, 'text', v_applied_text);
+        insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
+                                          base_version, new_version, patch, block, result, started_at, duration_ms)
+        values (v_seq, v_canvas_seq, p_client_op_id, v_user, p_canvas_id, v_block_id, 'update', 'success',
+                v_seen.version, v_version, v_applied, v_block, v_result, p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
+        insert into realtime.messages (payload, event, topic, private, extension)
+        values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'action', 'update',
+                                   'block_id', v_block_id, 'version', v_version, 'block', v_block, 'client_op_id', p_client_op_id,
+                                   'actor_id', p_ctx ->> 'user_id', 'text', v_applied_text),
+                'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
+        insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
+                                      status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)
+        values (v_user, 'block.update', 'block', v_block_id::text, jsonb_build_object('canvas_id', p_canvas_id), p_client_op_id, v_seq, 'success',
+                (p_ctx ->> 'ip')::inet, left(p_ctx ->> 'user_agent', 200), left(p_ctx ->> 'session_id', 200),
+                left(p_ctx ->> 'request_id', 200), extract(epoch from clock_timestamp() - p_started_at) * 1000, 1);
+        return v_result;
+      end if; end if;
     end if;
   end if; end if;
 

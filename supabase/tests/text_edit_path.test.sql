@@ -1,10 +1,12 @@
--- A text edit written directly (internal.apply_block_op step 5: every shared-text keystroke,
--- behind or not) writes its operation row, broadcast row and audit row itself instead of calling
--- internal.record_applied_op (docs/performance.md, forty-ninth session). This file holds the two to
--- one shape: a text edit on the current version and one from a stale version, both through the
--- RPC, against record_applied_op called with the same operation, must leave rows that differ only
--- in the values that name the operation (ids, numbers, versions, times). A change to
--- record_applied_op's rows that is not made in apply_block_op's copy fails here.
+-- A text edit written directly writes its operation row, broadcast row and audit row itself
+-- instead of calling internal.record_applied_op: a text edit of one key and nothing else (every
+-- shared-text keystroke, behind or not) on its own path at the end of internal.apply_block_op's
+-- step 2 (docs/performance.md, fiftieth session), any other in step 5 (forty-ninth session). This
+-- file holds both copies to one shape: keystrokes on the current version and from a stale version,
+-- and a two-key edit, all through the RPC, against record_applied_op called with the same
+-- operation, must leave rows that differ only in the values that name the operation (ids, numbers,
+-- versions, times). A change to record_applied_op's rows that is not made in apply_block_op's
+-- copies fails here.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;

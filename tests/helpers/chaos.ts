@@ -87,14 +87,15 @@ export function databaseClientPorts(pid: number, dbPort = 5432): number[] {
 
 /**
  * Terminates the backends serving `pid` whose application_name is one of `applicationNames`
- * (e.g. 'potentia-realtime-bus' for the replication stream, 'potentia-server' for the pool);
- * returns how many were terminated.
+ * (e.g. 'potentia-realtime-bus' for the replication stream, 'potentia-server' for the pool), on
+ * `admin`'s database only (its walsender is on the database it decodes); returns how many were terminated.
  */
 export async function terminateBackends(admin: Sql, pid: number, applicationNames: string[]): Promise<number> {
   const ports = databaseClientPorts(pid);
   if (ports.length === 0) return 0;
   const rows = await admin`
     select pg_terminate_backend(pid) as done from pg_stat_activity
-    where application_name = any(${applicationNames}) and client_port = any(${ports}) and pid <> pg_backend_pid()`;
+    where datname = current_database() and application_name = any(${applicationNames}) and client_port = any(${ports})
+      and pid <> pg_backend_pid()`;
   return rows.filter((r) => r.done).length;
 }

@@ -33,5 +33,15 @@ begin
   if obj_description(to_regnamespace('realtime'), 'pg_namespace') is not distinct from 'potentia compatibility schema'
      and to_regclass('realtime.messages') is not null then
     create index if not exists messages_topic_inserted_at_index on realtime.messages (topic, inserted_at);
+    -- by time, the rows Supabase's replay index leaves out (its exact complement: extension is not
+    -- null): a bus starting reads every row of the last minute whatever its topic, `inserted_at >=
+    -- <start> - 60 s` (src/realtime/bus.ts start), one range scan of each index. Read by time
+    -- alone it was a scan of today's whole partition at every process start (200,000 rows:
+    -- 3,157 buffers, a parallel seq scan; docs/realtime.md "Bus"). Potentia's own rows are
+    -- private broadcasts (every canvas delta, presence, access change): this one holds only
+    -- public broadcasts (realtime.send(..., false)) and rows someone else writes, so a mutation's
+    -- insert does not write it.
+    create index if not exists messages_inserted_at_other_index on realtime.messages (inserted_at)
+      where extension <> 'broadcast' or private is not true;
   end if;
 end $$;

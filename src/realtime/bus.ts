@@ -102,6 +102,22 @@ const WALSENDER_NOT_DECODING = new Set(['WalSenderWaitForWAL', 'WalSenderMain', 
 const PROBE_MESSAGE_PREFIX = 'potentia.realtime.probe';
 const EMPTY = new Uint8Array(0);
 
+/**
+ * What a bus reads at start ($1 the start, $2 the margin in seconds): the id of every row of
+ * realtime.messages inserted since the start minus the margin, whatever its topic (they count as
+ * delivered: a catch-up reads that far back). By time, through two indexes that hold every row
+ * between them: Supabase's replay index the private broadcasts (every canvas delta, presence,
+ * access change), messages_inserted_at_other_index the rest (sql/realtime/messages_index.sql; not
+ * made on Supabase's own realtime schema, where that half is a scan of its rows). Read by
+ * `inserted_at >=` alone it was a scan of today's whole partition at every process start.
+ */
+export const MARGIN_BEFORE_START = `
+  select id::text from realtime.messages
+  where extension = 'broadcast' and private is true and inserted_at >= $1::timestamp - make_interval(secs => $2)
+  union all
+  select id::text from realtime.messages
+  where (extension <> 'broadcast' or private is not true) and inserted_at >= $1::timestamp - make_interval(secs => $2)`;
+
 export function createDatabaseBus(opts: BusOptions): DatabaseBus {
   const publication = opts.publication ?? 'potentia_realtime';
   const marginMs = opts.catchUpMarginMs ?? 60_000;
@@ -466,8 +482,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
                                                             localtimestamp::text as at`) as unknown as [{ now: string; version: number; at: string }];
       clock = { db: at, local: monotonicNow() };
       serverVersion = version;
-      const before = await opts.sql`select id::text from realtime.messages
-                                    where inserted_at >= ${now}::timestamp - make_interval(secs => ${marginMs / 1000})`;
+      const before = await opts.sql.unsafe(MARGIN_BEFORE_START, [now, marginMs / 1000]);
       for (const row of before) remember(String(row.id));
       watermark = now;
       stream = createReplicationStream({

@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
-import { createDatabaseBus, orderCatchUp, type BusMessage, type DatabaseBus } from '../../src/realtime/bus.ts';
+import { createDatabaseBus, MARGIN_BEFORE_START, orderCatchUp, type BusMessage, type DatabaseBus } from '../../src/realtime/bus.ts';
 import { createDatabase } from '../../src/db/index.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { startTcpProxy } from '../helpers/tcp-proxy.ts';
@@ -26,7 +26,7 @@ afterEach(async () => {
   for (const bus of buses.splice(0)) await bus.stop();
 });
 
-const send = (topic: string, n: number) => db.sql`select realtime.send(${db.sql.json({ n })}::jsonb, 'ev', ${topic}, false)`;
+const send = (topic: string, n: number, isPrivate = false) => db.sql`select realtime.send(${db.sql.json({ n })}::jsonb, 'ev', ${topic}, ${isPrivate})`;
 
 function listen(bus: DatabaseBus, topic: string): number[] {
   const got: number[] = [];
@@ -35,18 +35,45 @@ function listen(bus: DatabaseBus, topic: string): number[] {
 }
 
 describe('the database bus catch-up', () => {
-  it('a fresh bus delivers only what commits after it started, not the margin before', async () => {
+  // private broadcasts (every canvas delta) and public ones are found through different indexes (MARGIN_BEFORE_START)
+  it.each([false, true])('a fresh bus delivers only what commits after it started, not the margin before (private %s)', async (isPrivate) => {
     const topic = `bus-fresh-${randomUUID()}`;
-    for (let n = 1; n <= 5; n++) await send(topic, n);
+    for (let n = 1; n <= 5; n++) await send(topic, n, isPrivate);
     const bus = createDatabaseBus({ databaseUrl: testDatabaseUrl(), sql: db.sql, tickMs: 100 });
     buses.push(bus);
     const got = listen(bus, topic);
     await bus.start();
     await bus.ready();
-    await send(topic, 6);
+    await send(topic, 6, isPrivate);
     await until(() => got.includes(6), 10_000, 'the message committed after the start');
     await sleep(300); // a tick or two more: nothing else may come
     expect(got).toEqual([6]);
+  });
+
+  it("reads the margin before its start through indexes, not by a scan of today's partition", async () => {
+    // today's partition with 20,000 rows before the margin, a tenth of them public broadcasts
+    const prefix = `bus-start-plan-${randomUUID()}:`;
+    await db.sql`insert into realtime.messages (payload, event, topic, private, extension, inserted_at)
+                 select '{}', 'ev', ${prefix} || (g % 200), g % 10 <> 0, 'broadcast',
+                        greatest(date_trunc('day', localtimestamp), localtimestamp - interval '2 minutes') - make_interval(secs => g * 0.001)
+                 from generate_series(1, 20000) g`;
+    try {
+      await db.sql`analyze realtime.messages`;
+      const [clock] = await db.sql<{ at: string; today: string }[]>`
+        select localtimestamp::text as at, 'messages_' || to_char(localtimestamp, 'YYYY_MM_DD') as today`;
+      const { at, today } = clock!;
+      const [explained] = await db.sql.unsafe<{ 'QUERY PLAN': any }[]>(`explain (format json) ${MARGIN_BEFORE_START}`, [at, 60]);
+      const plan = explained!['QUERY PLAN'];
+      const nodes: { 'Node Type': string; 'Relation Name'?: string; 'Index Name'?: string }[] = [];
+      const walk = (n: any) => { nodes.push(n); for (const c of n.Plans ?? []) walk(c); };
+      walk(plan[0].Plan);
+      const onToday = nodes.filter((n) => n['Relation Name'] === today).map((n) => `${n['Node Type']} ${n['Index Name'] ?? ''}`.trim());
+      // one read of today's partition per half, each by an index (it was one Parallel Seq Scan)
+      expect(onToday).toEqual([expect.stringMatching(/^Index Scan messages_\w+_inserted_at_topic_idx$/),
+                               expect.stringMatching(/^Index Scan messages_\w+_inserted_at_idx$/)]);
+    } finally {
+      await db.sql`delete from realtime.messages where topic like ${`${prefix}%`}`;
+    }
   });
 
   it('polling through an outage longer than the de-duplication window delivers each message once', async () => {

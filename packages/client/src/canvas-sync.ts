@@ -4,6 +4,7 @@ import { textIn, TextOtClient, type TextLoss, type TextOp, type TextReceipt, typ
 import { encodeJson, MESSAGE_MAX_DEPTH } from './json-value.ts';
 import { MessagePacer } from './pacing.ts';
 import { defaultReconnectDelayMs, fullJitterMs } from './backoff.ts';
+import { monotonicNow } from './clock.ts';
 
 export { defaultReconnectDelayMs } from './backoff.ts';
 
@@ -222,7 +223,7 @@ export class CanvasSync {
   private resumeRetries = 0;
   /** The jitter's random source (option `random`; read at each draw). */
   private readonly random = (): number => (this.opts.random ?? Math.random)();
-  /** No mutation is sent before this (Date.now() ms): the user's mutation limit said "not now" (backOff). */
+  /** No mutation is sent before this (monotonicNow() ms): the user's mutation limit said "not now" (backOff). */
   private holdMutationsUntil = 0;
   /** Nothing is sent by flush() before this: the socket's message limit, or a fault, said "not now" (backOff). */
   private holdAllUntil = 0;
@@ -534,7 +535,7 @@ export class CanvasSync {
     }
     this.ws = ws;
     this.live = false;
-    this.lastFrameAt = Date.now();
+    this.lastFrameAt = monotonicNow();
     this.pacer = new MessagePacer(this.rate());
     this.resumeDue = false;
     this.resumeRetries = 0;
@@ -681,7 +682,7 @@ export class CanvasSync {
     if (this.ws !== ws || ws.readyState !== OPEN) return false;
     try {
       ws.send(frame);
-      this.lastSentAt = Date.now();
+      this.lastSentAt = monotonicNow();
       return true;
     } catch {
       this.lost(ws); // a socket that cannot send is of no use; reconnect
@@ -733,7 +734,7 @@ export class CanvasSync {
       this.resumeDue = false;
     }
     if (!this.live) return;
-    const now = Date.now();
+    const now = monotonicNow();
     if (this.holdAllUntil > now) return this.scheduleResend(this.holdAllUntil - now);
     const heldMutations = this.holdMutationsUntil - now;
     let unsent = false;
@@ -779,7 +780,7 @@ export class CanvasSync {
    * shared (its bucket is the pacer's mirror) and waits the server's delay alone.
    */
   private backOff(ms: number | undefined, what: 'mutations' | 'all', shared = false): void {
-    const now = Date.now();
+    const now = monotonicNow();
     const holding = (what === 'all' ? this.holdAllUntil : this.holdMutationsUntil) > now;
     const until = now + resendDelay(ms) + (shared && !holding ? fullJitterMs(this.sharedHolds++, this.random) : 0);
     if (what === 'all') this.holdAllUntil = Math.max(this.holdAllUntil, until);
@@ -796,7 +797,7 @@ export class CanvasSync {
     const tick = () => {
       this.heartbeatTimer = null;
       if (this.ws !== ws) return;
-      const now = Date.now();
+      const now = monotonicNow();
       if (now - this.lastFrameAt >= 2 * every) return this.lost(ws);
       // one ping per silence (either side: a server may close a socket that sends nothing)
       const quiet = now - this.lastFrameAt >= every || now - this.lastSentAt >= every;
@@ -844,7 +845,7 @@ export class CanvasSync {
   }
 
   private onFrame(ws: WebSocketLike, data: unknown): void {
-    this.lastFrameAt = Date.now();
+    this.lastFrameAt = monotonicNow();
     let m: ServerMessage;
     try {
       m = JSON.parse(String(data)) as ServerMessage;

@@ -1,3 +1,5 @@
+import { monotonicNow } from './clock.ts';
+
 /**
  * How much later than it was sent the server may read one of a socket's messages, compared with
  * the others (its event loop busy with the burst before it, a scheduling pause). The pacer keeps
@@ -35,7 +37,7 @@ export class MessagePacer {
   private equalAt = -Infinity;
 
   /** A full bucket, as the server's is on a new socket. */
-  constructor(private readonly rate: number, private readonly now: () => number = Date.now) {
+  constructor(private readonly rate: number, private readonly now: () => number = monotonicNow) {
     this.tokens = rate;
     this.at = now();
   }

@@ -1,6 +1,7 @@
 import { PotentiaError } from './errors.ts';
 import type { PresenceEvent } from './protocol.ts';
 import { encodeJson } from './json-value.ts';
+import { monotonicNow } from './clock.ts';
 
 /**
  * Presence on one canvas over H1: this user's cursor, selection, typing flag, name and color go
@@ -34,7 +35,10 @@ export type PresenceInput = {
   color?: string;
 };
 
-/** Someone else on the canvas, as last heard. `lastSeen` is the local time (ms since epoch) of their last presence. */
+/**
+ * Someone else on the canvas, as last heard. `lastSeen` is the local wall-clock time (ms since epoch,
+ * Date.now) of their last presence, for display; a step of the wall clock does not make anyone stale.
+ */
 export type PresencePeer = {
   userId: string;
   name?: string;
@@ -101,6 +105,8 @@ export function jsonbTextBytes(value: unknown): number {
 export class CanvasPresence {
   private state: { cursor: PresenceCursor | null; selection: PresenceSelection | null; typing: boolean; name?: string; color?: string } | null = null;
   private readonly peers = new Map<string, PresencePeer>();
+  /** When each peer was last heard, on the monotonic clock (clock.ts): what pruning reads, never lastSeen (the wall clock, for display). */
+  private readonly heardAt = new Map<string, number>();
   private readonly listeners = new Set<(others: PresencePeer[]) => void>();
   private lastSentAt = 0;
   private sendTimer: Timer | null = null;
@@ -162,6 +168,7 @@ export class CanvasPresence {
   receive(event: PresenceEvent): void {
     if (this.closed) return;
     if (event.type === 'presence_leave') {
+      this.heardAt.delete(event.user_id);
       if (this.peers.delete(event.user_id)) this.emit();
       return;
     }
@@ -176,6 +183,7 @@ export class CanvasPresence {
       lastSeen: Date.now(),
     };
     this.peers.set(peer.userId, peer); // a known peer keeps its place: order of first appearance
+    this.heardAt.set(peer.userId, monotonicNow());
     this.startPrune();
     this.emit();
   }
@@ -185,6 +193,7 @@ export class CanvasPresence {
     this.closed = true;
     for (const t of [this.sendTimer, this.keepaliveTimer, this.pruneTimer]) if (t) clearTimeout(t);
     this.sendTimer = this.keepaliveTimer = this.pruneTimer = null;
+    this.heardAt.clear();
     if (this.peers.size) {
       this.peers.clear();
       this.emit();
@@ -193,7 +202,7 @@ export class CanvasPresence {
 
   private schedule(): void {
     if (this.sendTimer) return; // the pending send will carry the latest state
-    const wait = this.lastSentAt + 1000 / PRESENCE_SENDS_PER_SECOND - Date.now();
+    const wait = this.lastSentAt + 1000 / PRESENCE_SENDS_PER_SECOND - monotonicNow();
     if (wait <= 0) return this.flush();
     this.sendTimer = setTimeout(() => {
       this.sendTimer = null;
@@ -203,7 +212,7 @@ export class CanvasPresence {
 
   private flush(): void {
     if (this.closed || !this.state) return;
-    this.lastSentAt = Date.now();
+    this.lastSentAt = monotonicNow();
     const { typing, ...rest } = this.state;
     try {
       this.send({ ...rest, typing }, typing);
@@ -222,7 +231,13 @@ export class CanvasPresence {
     this.pruneTimer = unref(setTimeout(() => {
       this.pruneTimer = null;
       const before = this.peers.size;
-      for (const [id, p] of this.peers) if (Date.now() - p.lastSeen > STALE_MS) this.peers.delete(id);
+      const now = monotonicNow();
+      for (const id of this.peers.keys()) {
+        if (now - (this.heardAt.get(id) ?? now) > STALE_MS) {
+          this.peers.delete(id);
+          this.heardAt.delete(id);
+        }
+      }
       if (this.peers.size !== before) this.emit();
       if (this.peers.size) this.startPrune();
     }, PRUNE_EVERY_MS));

@@ -5,6 +5,7 @@ import { encodeJson, MESSAGE_MAX_DEPTH } from './json-value.ts';
 import { MessagePacer } from './pacing.ts';
 import { defaultReconnectDelayMs, fullJitterMs } from './backoff.ts';
 import { monotonicNow } from './clock.ts';
+import { readFrame } from './frames.ts';
 
 export { defaultReconnectDelayMs } from './backoff.ts';
 
@@ -130,7 +131,11 @@ export type CanvasSyncOptions = {
   onChange?: (blocks: ReadonlyMap<string, Block>, delta: DeltaMessage | null) => void;
   /** Every change of a text edited through editText (before onChange of the same delta). See TextChange. */
   onText?: (change: TextChange) => void;
-  /** Errors the client cannot act on: a throwing `onChange` or `token()`, a CanvasAccessLostError. Default: console.error. */
+  /**
+   * Errors the client cannot act on: a throwing `onChange` or `token()`, a CanvasAccessLostError,
+   * an `error` frame nothing awaits (PotentiaError with its code and field), a frame it cannot read
+   * (PotentiaError `invalid_message`: the socket is reconnected). Default: console.error.
+   */
   onError?: (err: unknown) => void;
   /** The server's `hello` on each socket: the user and whether it may write. */
   onHello?: (hello: HelloMessage) => void;
@@ -844,15 +849,33 @@ export class CanvasSync {
     }
   }
 
+  /**
+   * One frame of the current socket, read by readFrame (frames.ts) before anything acts on it: one
+   * it cannot read (not JSON, or a known type of the wrong shape) is reported as PotentiaError
+   * `invalid_message` and the socket dropped, since what it carried (a delta, an answer) is then
+   * owed: the next socket resumes from canvasSeq and resends what is unanswered. Its reconnect
+   * starts from the backoff's cap, as after a 4429, so a server that keeps sending such frames is
+   * met every few seconds, not in a loop. A frame of a type this client does not know is ignored.
+   * Nothing thrown while handling a frame leaves this method (in Node, an exception out of a
+   * socket's handler ends the process): it is reported, and the socket dropped the same way.
+   */
   private onFrame(ws: WebSocketLike, data: unknown): void {
     this.lastFrameAt = monotonicNow();
-    let m: ServerMessage;
+    const read = readFrame(data);
+    if ('unknown' in read) return;
+    if ('invalid' in read) return this.unreadable(ws, new PotentiaError('invalid_message', `the server sent a frame this client cannot read: ${read.invalid}`, read.field));
     try {
-      m = JSON.parse(String(data)) as ServerMessage;
-    } catch {
-      return; // not ours to fix; the server only sends JSON
+      this.onMessage(ws, read.ok);
+    } catch (err) {
+      this.unreadable(ws, new PotentiaError('internal', `handling a ${read.ok.type} frame failed: ${err instanceof Error ? err.message : String(err)}`));
     }
-    if (m && typeof m === 'object') this.onMessage(ws, m);
+  }
+
+  private unreadable(ws: WebSocketLike, err: PotentiaError): void {
+    this.report(err);
+    if (this.ws !== ws) return;
+    this.attempt = Math.max(this.attempt, FRAME_RATE_ATTEMPT);
+    this.lost(ws);
   }
 
   private onMessage(ws: WebSocketLike, m: ServerMessage): void {
@@ -965,6 +988,11 @@ export class CanvasSync {
       // and while a resume is unanswered, it may have been: the server starts no stream for it
       // until one is accepted (a second one, if the first was not dropped, only replays again)
       if (!this.live || this.resyncing) this.retryResume(ws, m.retry_after_ms);
+    } else if (code !== 'unauthorized') {
+      // nothing to resend: a presence refused (invalid_input naming cursor.name), a message the
+      // server could not read, a code this client does not know. Before, these were dropped
+      // unseen. (`unauthorized` is not: the 4401 close follows, and the reconnect asks token() again.)
+      this.report(new PotentiaError(code, m.message, m.field));
     }
   }
 }

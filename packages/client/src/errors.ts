@@ -18,7 +18,10 @@ import type { Block } from './blocks.ts';
  *   malformed address, a missing password), `email_address_invalid` (field `email`);
  * - the client's own: `closed` (the canvas was closed before the operation was answered: its
  *   outcome is unknown), `network` (an HTTP call could not reach the server), `no_websocket` (no
- *   WebSocket class: pass one), `text_lost` (pending text edits dropped, see Canvas.onError).
+ *   WebSocket class: pass one), `text_lost` (pending text edits dropped, see Canvas.onError),
+ *   `invalid_message` (also H1's: a frame from the server this client cannot read, not JSON or a
+ *   known type of the wrong shape; `field` names what is wrong; the socket is reconnected and
+ *   resumed, so nothing it carried is lost).
  * `status` is the HTTP status when an HTTP answer caused it.
  */
 export class PotentiaError extends Error {

@@ -8,13 +8,15 @@
  * Under `/auth/v1/` only, such an answer is described here, as `HTTP <status> <status text>` plus
  * the body's message and code when it has them: a 5xx Response gets it as its `message` (what
  * auth-js reads), a non-JSON error body is replaced by GoTrue's error shape `{code, msg}` with the
- * same status and headers. Nothing else is touched: successes, JSON 4xx answers and every other
+ * same status and headers. A session answer gets an expires_at in this host's clock
+ * (withLocalExpiry). Nothing else is touched: other successes, JSON 4xx answers and every other
  * path go through as they came.
  */
 export function withAuthAnswers(base: typeof fetch, authPrefix: string): typeof fetch {
   return async (input, init) => {
     const res = await base(input, init);
-    if (res.ok || !requestUrl(input).startsWith(authPrefix)) return res;
+    if (!requestUrl(input).startsWith(authPrefix)) return res;
+    if (res.ok) return withLocalExpiry(res);
     const text = await res.clone().text().catch(() => '');
     const body = parseObject(text);
     const message = describe(res, body);
@@ -29,6 +31,30 @@ export function withAuthAnswers(base: typeof fetch, authPrefix: string): typeof 
     return new Response(JSON.stringify({ code: res.status, msg: message }), { status: res.status, statusText: res.statusText, headers });
   };
 }
+
+/**
+ * A session answer (sign-in, sign-up, refresh: `access_token`, `expires_in`, `expires_at`) with
+ * `expires_at` made from `expires_in` and this host's clock, as auth-js itself does when the
+ * server sends none. auth-js compares expires_at with Date.now() to decide when to refresh; the
+ * server's expires_at is its own clock's, so on a client whose clock is ahead of the server's by
+ * more than the token's life every token looked expired on arrival and was refreshed again at
+ * every getSession() (each HTTP call, each reconnect) and every 30 s tick; one behind it looked
+ * fresh until long after the server had ended it. `expires_in` is a duration, the same on both
+ * hosts. Any other answer goes through as it came.
+ */
+async function withLocalExpiry(res: Response): Promise<Response> {
+  const body = parseObject(await res.clone().text().catch(() => ''));
+  const session = body && typeof body['access_token'] === 'string' ? body : isObject(body?.['session']) ? body['session'] : null;
+  const expiresIn = session?.['expires_in'];
+  if (!body || !session || typeof expiresIn !== 'number' || !Number.isFinite(expiresIn)) return res;
+  session['expires_at'] = Math.floor(Date.now() / 1000) + expiresIn;
+  const headers = new Headers(res.headers);
+  headers.delete('content-length');
+  headers.delete('content-encoding');
+  return new Response(JSON.stringify(body), { status: res.status, statusText: res.statusText, headers });
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function requestUrl(input: Parameters<typeof fetch>[0]): string {
   return typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;

@@ -204,6 +204,11 @@ async function invokeError(error: unknown): Promise<PotentiaError> {
   return new PotentiaError('unavailable', error instanceof Error ? error.message : String(error));
 }
 
+/** The client's own refresh timer fires this long before the access token expires, ... */
+const REFRESH_MARGIN_MS = 60_000;
+/** ... or at this fraction of the time it had left when it came, if later (a token living two minutes or less). */
+const REFRESH_AT = 0.5;
+
 /** How many times a create is sent at most: once, and 4 resends. */
 const CREATE_ATTEMPTS = 5;
 
@@ -265,7 +270,40 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
       }
     }
   };
-  supabase.auth.onAuthStateChange((_event, session: Session | null) => setUser(toUser(session?.user)));
+  supabase.auth.onAuthStateChange((_event, session: Session | null) => {
+    setUser(toUser(session?.user));
+    if (options.auth?.autoRefreshToken ?? true) scheduleRefresh(session);
+  });
+
+  /**
+   * A refresh of the session on this process's own timer (setTimeout: the monotonic clock),
+   * REFRESH_MARGIN_MS before the access token expires (or at REFRESH_AT of its life, if later: a
+   * short-lived token), measured from its arrival (its expires_at is in this host's clock:
+   * withLocalExpiry). auth-js refreshes only when Date.now() says the token is near
+   * its expires_at, so after a step of the wall clock back (NTP, `date -s`) it did not refresh
+   * until long after the server had ended the token: the canvas socket was closed (4401), the
+   * same token refused again, and the canvas ended `unauthorized` at its next access check. In
+   * step with the clocks auth-js's own refresh (90 to 120 s before expiry) comes first, and this
+   * one is rescheduled by it.
+   */
+  let refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  const scheduleRefresh = (session: Session | null) => {
+    if (refreshTimer) clearTimeout(refreshTimer);
+    refreshTimer = null;
+    if (!session?.expires_at) return;
+    const left = session.expires_at * 1000 - Date.now();
+    const token = session.access_token;
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      void (async () => {
+        const { data } = await supabase.auth.getSession();
+        // refreshed meanwhile (auth-js's own refresh, a sign-in): its event rescheduled this
+        if (data.session?.access_token !== token) return;
+        await supabase.auth.refreshSession(); // a failure is auth-js's to handle (SIGNED_OUT if the refresh token is gone)
+      })().catch(() => {});
+    }, Math.max(1000, left - REFRESH_MARGIN_MS, left * REFRESH_AT));
+    (refreshTimer as { unref?: () => void }).unref?.(); // Node: must not keep a process alive
+  };
 
   const call = async <T>(path: string, method: 'GET' | 'POST', body?: Record<string, unknown>): Promise<T> => {
     let result: Awaited<ReturnType<typeof supabase.functions.invoke>>;

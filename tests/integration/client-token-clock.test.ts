@@ -1,0 +1,134 @@
+import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import WebSocket from 'ws';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createPotentiaClient, type PotentiaClient } from '../../packages/client/src/index.ts';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { sleep } from '../helpers/wait.ts';
+
+// @potentia/client's access token when the client's wall clock differs from the server's (a step
+// after sign-in, or a clock that was wrong all along). The token's exp is the server's wall-clock
+// time; the client must refresh it shortly before the server ends it, whatever its own clock
+// says: never refreshing (the clock stepped back: the server closes the canvas's socket with 4401
+// and refuses the same token again) and refreshing at every call (the clock ahead: every token
+// looks expired on arrival) are both defects. The server is a separate process with 60-second
+// tokens; only the client's Date steps (vitest's fake Date, advancing with real time).
+
+const TTL_S = 60;
+let server: PotentiaProcess;
+let anonKey: string;
+const faults: unknown[] = [];
+const onFault = (err: unknown) => void faults.push(err);
+const clients: PotentiaClient[] = [];
+/** Every H1 socket URL the clients opened (the access token is in it). */
+const socketUrls: string[] = [];
+class RecordingWebSocket extends WebSocket {
+  constructor(url: string) {
+    super(url);
+    if (url.includes('/ws/canvas/')) socketUrls.push(url);
+  }
+}
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const p = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return p;
+}
+
+beforeAll(async () => {
+  process.on('uncaughtException', onFault);
+  process.on('unhandledRejection', onFault);
+  const port = await freePort();
+  server = await startPotentiaProcess({
+    DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', PORT: String(port),
+    POTENTIA_PROFILE: 'development', ACCESS_TOKEN_TTL_SECONDS: String(TTL_S),
+  });
+  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+}, 90_000);
+afterAll(async () => {
+  process.off('uncaughtException', onFault);
+  process.off('unhandledRejection', onFault);
+  for (const c of clients) await c.auth.signOut().catch(() => {});
+  await server?.stop();
+});
+afterEach(() => void vi.useRealTimers());
+
+function steppableWallClock(): void {
+  vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true, now: Date.now() });
+}
+const stepWallClock = (ms: number) => vi.setSystemTime(Date.now() + ms);
+
+/** Polls with the real clock (a deadline on the stepped Date would step too). */
+async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const start = performance.now();
+  while (!(await check())) {
+    if (performance.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+async function signedIn(on = server): Promise<PotentiaClient> {
+  const c = createPotentiaClient({ url: on.url, anonKey, WebSocket: RecordingWebSocket, auth: { persistSession: false }, canvas: { reconnectDelayMs: () => 200 } });
+  clients.push(c);
+  await c.auth.signUp(`clock-${randomUUID()}@example.com`, 'correct horse battery');
+  return c;
+}
+
+const tokenOf = (url: string) => new URL(url).searchParams.get('access_token');
+
+describe('the access token when the client\'s wall clock steps', () => {
+  it('a step back of an hour: the token is still refreshed before the server ends it, and the canvas stays live', async () => {
+    steppableWallClock();
+    const c = await signedIn();
+    const { workspace_id } = await c.workspaces.create('Clock');
+    const { canvas_id } = await c.canvases.create(workspace_id, 'Clock');
+    const canvas = c.canvas(canvas_id);
+    const errors: unknown[] = [];
+    canvas.onError((e) => void errors.push(e));
+    await canvas.connect();
+    const first = await c.auth.accessToken();
+    const opened = socketUrls.length;
+    stepWallClock(-3_600_000);
+    // before: the client thought its token had an hour and a minute left, so nothing refreshed it;
+    // the server closed the socket (4401) when it expired, the same token was refused again, and
+    // the canvas ended `unauthorized` at its next access check
+    await until(() => canvas.status === 'closed' || (canvas.status === 'live' && socketUrls.length > opened && tokenOf(socketUrls.at(-1)!) !== first),
+      3 * TTL_S * 1000, 'the canvas live on a socket with a fresh token (or closed)');
+    expect(canvas.status).toBe('live');
+    expect(await c.auth.accessToken()).not.toBe(first);
+    const block = await canvas.create({ type: 'text', content: { text: 'still here' } });
+    expect(block.content['text']).toBe('still here');
+    expect(errors).toEqual([]);
+    expect(faults).toEqual([]);
+    canvas.close();
+  }, 4 * TTL_S * 1000);
+
+  it('a step forward of an hour: a token refreshed once is used, not refreshed again at every call', async () => {
+    // tokens of the default life (an hour): auth-js refreshes one with less than 90 s left at every call anyway
+    const standard = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
+    try {
+      steppableWallClock();
+      const c = await signedIn(standard);
+      let refreshes = 0;
+      c.supabase.auth.onAuthStateChange((event) => void (event === 'TOKEN_REFRESHED' && refreshes++));
+      stepWallClock(3_600_000);
+      const tokens: Array<string | null> = [];
+      for (let i = 0; i < 4; i++) tokens.push(await c.auth.accessToken());
+      // the first call finds the token expired by the client's clock and refreshes it; before, so
+      // did every later one (the new token's exp, the server's time, was an hour behind the
+      // client's clock on arrival)
+      expect(refreshes).toBe(1);
+      expect(new Set(tokens).size).toBe(1);
+      expect(tokens[0]).not.toBeNull();
+      expect((await c.workspaces.list()).length).toBe(0); // the token works
+      expect(refreshes).toBe(1);
+      expect(faults).toEqual([]);
+      await c.auth.signOut();
+    } finally {
+      await standard.stop();
+    }
+  }, 90_000);
+});

@@ -89,6 +89,7 @@ const BROKEN: Array<[string, string | Buffer]> = [
   ['a delta whose block is a string', JSON.stringify({ type: 'delta', server_seq: 1, canvas_seq: 1, action: 'update', block_id: BLOCK.block_id, version: 2, block: 'x', client_op_id: null, actor_id: null, deleted_ids: null })],
   ['a delta whose canvas_seq is a string', JSON.stringify({ type: 'delta', server_seq: 1, canvas_seq: '1', action: 'update', block_id: BLOCK.block_id, version: 2, block: { ...BLOCK, version: 2 }, client_op_id: null, actor_id: null, deleted_ids: null })],
   ['a delta whose canvas_seq is 1e400 (Infinity)', `{"type":"delta","server_seq":1,"canvas_seq":1e400,"action":"update","block_id":"${BLOCK.block_id}","version":2,"block":null,"client_op_id":null,"actor_id":null,"deleted_ids":null}`],
+  ['a hello naming another canvas (a frame for a canvas never joined)', JSON.stringify({ type: 'hello', v: 1, canvas_id: '00000000-0000-4000-8000-000000000002', user_id: 'u1', can_write: true })],
   ['a presence whose user_id is an object', JSON.stringify({ type: 'presence', user_id: {}, cursor: null, typing: false })],
 ];
 

@@ -935,6 +935,10 @@ export class CanvasSync {
       case 'error':
         return this.onErrorFrame(ws, m);
       case 'hello':
+        // a socket to another canvas (a proxy or server routing wrong): its deltas must not enter this state
+        if (m.canvas_id.toLowerCase() !== this.opts.canvasId.toLowerCase()) {
+          return this.unreadable(ws, new PotentiaError('invalid_message', `the server's hello names canvas ${m.canvas_id}, not ${this.opts.canvasId}`, 'canvas_id'));
+        }
         return this.callback(() => this.opts.onHello?.(m));
       case 'access':
         return this.callback(() => this.opts.onAccess?.(m));

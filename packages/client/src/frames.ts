@@ -34,7 +34,7 @@ const isBool = (v: unknown): v is boolean => typeof v === 'boolean';
 
 /** The checks of each known type: field → check. */
 const SHAPES: Record<string, Record<string, (v: unknown) => boolean>> = {
-  hello: { user_id: isStr, can_write: isBool },
+  hello: { canvas_id: isStr, user_id: isStr, can_write: isBool },
   access: { can_write: isBool },
   snapshot: { blocks: (v) => Array.isArray(v) && v.every(isBlock), watermark: isSeq, canvas_watermark: isSeq },
   delta: {

@@ -53,6 +53,14 @@ export type PresencePeer = {
 export const PRESENCE_SENDS_PER_SECOND = 4;
 /** The server's limit on the presence JSON (api.update_presence). */
 export const PRESENCE_MAX_BYTES = 1024;
+/**
+ * Others kept at most: past it, the one heard from longest ago is dropped. A canvas's people are
+ * its members; the bound is for a broken or hostile server sending a new user id in every frame,
+ * which grew the map without bound until the stale pruning (150 s later).
+ */
+export const PRESENCE_MAX_PEERS = 10_000;
+/** The longest `name` the server lets through (code points; src/realtime/presence.ts); a longer one is dropped. */
+const NAME_MAX = 100;
 const KEEPALIVE_MS = 60_000;
 const STALE_MS = 150_000;
 const PRUNE_EVERY_MS = 15_000;
@@ -70,9 +78,15 @@ function readCursor(v: unknown): PresenceCursor | null {
   return isObject(v) && finite(v['x']) && finite(v['y']) ? { x: v['x'], y: v['y'] } : null;
 }
 
+/** A string of another's presence that the server could have let through (the whole is at most PRESENCE_MAX_BYTES), else undefined. */
+function fits(v: unknown, maxCodePoints = PRESENCE_MAX_BYTES): string | undefined {
+  return typeof v === 'string' && v.length <= 2 * maxCodePoints && [...v].length <= maxCodePoints ? v : undefined;
+}
+
 function readSelection(v: unknown): PresenceSelection | null {
-  if (!isObject(v) || typeof v['blockId'] !== 'string' || !finite(v['start']) || !finite(v['end'])) return null;
-  return { blockId: v['blockId'], ...(typeof v['key'] === 'string' ? { key: v['key'] } : {}), start: v['start'], end: v['end'] };
+  if (!isObject(v) || fits(v['blockId']) === undefined || !finite(v['start']) || !finite(v['end'])) return null;
+  if (v['key'] !== undefined && fits(v['key']) === undefined) return null;
+  return { blockId: v['blockId'] as string, ...(typeof v['key'] === 'string' ? { key: v['key'] } : {}), start: v['start'], end: v['end'] };
 }
 
 const utf8 = new TextEncoder();
@@ -173,17 +187,26 @@ export class CanvasPresence {
       return;
     }
     const c = isObject(event.cursor) ? event.cursor : {};
+    const name = fits(c['name'], NAME_MAX), color = fits(c['color'], NAME_MAX);
     const peer: PresencePeer = {
       userId: event.user_id,
-      ...(typeof c['name'] === 'string' ? { name: c['name'] } : {}),
-      ...(typeof c['color'] === 'string' ? { color: c['color'] } : {}),
+      ...(name !== undefined ? { name } : {}),
+      ...(color !== undefined ? { color } : {}),
       cursor: readCursor(c['cursor']),
       selection: readSelection(c['selection']),
       typing: event.typing === true || c['typing'] === true,
       lastSeen: Date.now(),
     };
     this.peers.set(peer.userId, peer); // a known peer keeps its place: order of first appearance
+    this.heardAt.delete(peer.userId); // heardAt in the order heard: the first is the one heard from longest ago
     this.heardAt.set(peer.userId, monotonicNow());
+    if (this.peers.size > PRESENCE_MAX_PEERS) {
+      const oldest = this.heardAt.keys().next().value;
+      if (oldest !== undefined) {
+        this.heardAt.delete(oldest);
+        this.peers.delete(oldest);
+      }
+    }
     this.startPrune();
     this.emit();
   }
@@ -244,6 +267,7 @@ export class CanvasPresence {
   }
 
   private emit(): void {
+    if (this.listeners.size === 0) return;
     const others = this.others();
     for (const l of [...this.listeners]) {
       try {

@@ -120,7 +120,8 @@ describe('CanvasSync while Postgres backends and the server process are killed',
       expect(rows.filter((r) => r.n !== 1)).toEqual([]);
       expect(rows.length).toBe(N);
       // the reader ends on the server's state, each delta applied once and in order
-      const [{ last }] = await db.sql<{ last: number }[]>`select coalesce(max(canvas_seq), 0)::int as last from app.block_operations where canvas_id = ${canvasId}`;
+      const [row] = await db.sql<{ last: number }[]>`select coalesce(max(canvas_seq), 0)::int as last from app.block_operations where canvas_id = ${canvasId}`;
+      const last = row!.last;
       await until(() => reader.canvasSeq === last, 30_000, `the reader at canvas_seq ${last}`);
       const blocks = await db.sql<{ block_id: string }[]>`select block_id from app.blocks where canvas_id = ${canvasId} order by block_id`;
       expect([...reader.blocks.keys()].sort()).toEqual(blocks.map((b) => b.block_id));

@@ -43,16 +43,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   const metrics = createMetrics({ api: true, realtime: opts.realtime !== false, jobs: opts.worker === true });
   metrics.poolMax.set(config.dbPoolMax);
   let worker: WorkerRuntime | undefined;
-  if (opts.worker) {
-    try {
-      worker = await startWorker({ databaseUrl: urls.pooled, directDatabaseUrl: urls.direct, worker: config.worker, embedding: config.embedding, metrics,
-                                   logger });
-    } catch (err) {
-      await database.close();
-      throw err;
-    }
-    config = { ...config, worker: { ...config.worker, expected: true } }; // /ready checks its heartbeat
-  }
+  if (opts.worker) config = { ...config, worker: { ...config.worker, expected: true } }; // /ready checks its heartbeat
   const deps: RealtimeRestDeps = {
     sql: database.sql,
     lanes: database.lanes,
@@ -67,14 +58,29 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   // test runs (VALIDATE_RESPONSES): every response checked against the OpenAPI document; ajv is a devDependency, loaded only then
   const fetch = config.validateResponses
     ? (await import('./http/response-contract.ts')).contractCheckedFetch(app, deps.logger) : app.fetch;
-  const http: ServerType = await new Promise((resolve, reject) => {
+  // the port before the worker: a second `npm start` on a taken port fails before its worker takes
+  // a job or writes a heartbeat that would outlive it (src/roles.ts does the same for the worker role)
+  const http: ServerType = await new Promise<ServerType>((resolve, reject) => {
     const listener = requestListener(fetch, config.host);
     // a missing Host is refused by requestListener, in the one error shape (Node's own answer is an empty 400)
     const s = serve({ fetch, hostname: config.host, port: config.port,
       createServer: (() => createServer({ requireHostHeader: false, ...requestTimeouts(opts.requestTimeouts) }, listener)) as never },
       () => resolve(s));
     s.once('error', reject);
+  }).catch(async (err: unknown) => {
+    await database.close();
+    throw err;
   });
+  if (opts.worker) {
+    try {
+      worker = await startWorker({ databaseUrl: urls.pooled, directDatabaseUrl: urls.direct, worker: config.worker, embedding: config.embedding, metrics,
+                                   logger });
+    } catch (err) {
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+      await database.close();
+      throw err;
+    }
+  }
   let gateway: Gateway | undefined;
   if (opts.realtime !== false) {
     // the bus's logical replication stream needs a walsender session of its own: direct

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { readdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -140,6 +141,37 @@ describe('scripts: the command line', () => {
       expect(r.code, file).toBe(2);
       expect(r.stderr, file).toContain('invalid environment: JWT_SECRET: must be set in production (it is empty)');
       expect(r.stderr, file).not.toMatch(/^\s+at /m);
+    }
+  }, SPAWNS_TIMEOUT);
+
+  it('npm run worker that cannot start says what to do, exit 1, no stack trace, as npm run serve -- --role worker does', async () => {
+    // it ended in an uncaught PostgresError (schema "internal" does not exist) on a database never
+    // migrated, in an uncaught ECONNREFUSED with no server, and in an uncaught EADDRINUSE, with its
+    // worker already running, on a WORKER_METRICS_PORT in use
+    const worker = (env: Record<string, string>) => run('node_modules/.bin/tsx', ['scripts/worker.ts'], { cwd: repoRoot, timeout: 60_000, env: { ...process.env, ...env } })
+      .then((r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => e);
+    const down = await worker({ DATABASE_URL: 'postgres://postgres:postgres@127.0.0.1:1/potentia' });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain('the database server does not answer (DATABASE_URL=postgres://postgres:***@127.0.0.1:1/potentia): start PostgreSQL');
+    expect(down.stderr).not.toMatch(/^\s+at /m);
+    // a database that answers without Potentia's schema: the server's maintenance database
+    const blank = new URL(process.env.TEST_DATABASE_URL ?? 'postgres://postgres:postgres@127.0.0.1:5432/potentia_test');
+    blank.pathname = '/postgres';
+    const unmigrated = await worker({ DATABASE_URL: blank.toString() });
+    expect(unmigrated.code).toBe(1);
+    expect(unmigrated.stderr).toMatch(/the database is not migrated \(DATABASE_URL=.*\): run npm run db:migrate/);
+    expect(unmigrated.stderr).not.toMatch(/^\s+at /m);
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (holder.address() as AddressInfo).port;
+      // the port first: refused before the database is asked anything
+      const taken = await worker({ DATABASE_URL: 'postgres://postgres:postgres@127.0.0.1:1/potentia', HOST: '127.0.0.1', WORKER_METRICS_PORT: String(port) });
+      expect(taken.code).toBe(1);
+      expect(taken.stderr).toContain(`WORKER_METRICS_PORT ${port} on 127.0.0.1 is in use: stop that process or set WORKER_METRICS_PORT to a free port`);
+      expect(taken.stderr).not.toMatch(/^\s+at /m);
+    } finally {
+      holder.close();
     }
   }, SPAWNS_TIMEOUT);
 

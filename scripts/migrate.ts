@@ -115,6 +115,15 @@ function nextStep(err: Error & { code?: string }): string {
   if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === '28P01' || err.code === '28000') {
     return `No step ran: could not use the database at ${target.hostname}:${port}. Is PostgreSQL running there, and are DATABASE_URL (or --database-url) and its credentials right? npm run setup starts a local PostgreSQL.`;
   }
+  // 26000 invalid_sql_statement_name: a statement prepared in one transaction was missing in the
+  // next, the mark of a transaction pooler (PgBouncer before 1.21, Supavisor) handing each
+  // transaction another server connection; running it again fails the same way
+  if (err.code === '26000') {
+    return `${target.hostname}:${port} is a transaction pooler (PgBouncer, Supavisor), which passes each transaction to another server connection: `
+      + 'the failed step was rolled back and the steps before it are kept, but no run gets through it. Migrations need a session on the database '
+      + 'itself: set DIRECT_DATABASE_URL (or --database-url) to PostgreSQL itself (README, "Connection pooling"; on Supabase the direct connection, '
+      + 'port 5432), then run it again.';
+  }
   // --check only reads: nothing was rolled back, and a role refused there is not the one db:migrate runs as
   if (values.check) {
     return err.code === '42501'

@@ -1,0 +1,56 @@
+// `npm run db:migrate` with DATABASE_URL at a transaction pooler and no DIRECT_DATABASE_URL (the
+// README's Connection pooling sets both; a newcomer sets one): postgres.js's named prepared
+// statements land on another server connection in the next transaction, and the run failed with
+// `prepared statement "…" does not exist` and "fix the cause (a lost connection needs nothing),
+// then run the same command again", which fails the same way every time. It now names the pooler
+// and the setting. PgBouncer from scripts/pgbouncer (README), on a free port, in front of the
+// test database.
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+
+const run = promisify(execFile);
+const direct = testDatabaseUrl();
+let pgbouncerEnv: NodeJS.ProcessEnv = {};
+let runDir = '';
+let started = false;
+let pooled = '';
+
+beforeAll(async () => {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  runDir = mkdtempSync(join(tmpdir(), 'potentia-pgbouncer-migrate-'));
+  pgbouncerEnv = { ...process.env, DIRECT_DATABASE_URL: direct, PGBOUNCER_PORT: String(port), PGBOUNCER_RUN_DIR: runDir };
+  await run('bash', ['scripts/pgbouncer', 'start'], { env: pgbouncerEnv });
+  started = true;
+  const url = new URL(direct);
+  url.hostname = '127.0.0.1';
+  url.port = String(port);
+  pooled = url.toString();
+});
+
+afterAll(async () => {
+  if (started) await run('bash', ['scripts/pgbouncer', 'stop'], { env: pgbouncerEnv });
+  if (runDir) rmSync(runDir, { recursive: true, force: true });
+});
+
+describe('db:migrate through a transaction pooler', () => {
+  it('names the pooler and DIRECT_DATABASE_URL instead of "run the same command again"', async () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: pooled };
+    delete env.DIRECT_DATABASE_URL;
+    const r = await run('node_modules/.bin/tsx', ['scripts/migrate.ts'], { env, timeout: 120_000 })
+      .then((o) => ({ code: 0, ...o }), (e: { code: number; stdout: string; stderr: string }) => e);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/prepared statement "\w+" does not exist/);
+    expect(r.stderr).toContain('a transaction pooler (PgBouncer, Supavisor)');
+    expect(r.stderr).toContain('set DIRECT_DATABASE_URL (or --database-url) to PostgreSQL itself');
+    expect(r.stderr).not.toContain('run the same command again');
+  }, 150_000);
+});

@@ -165,7 +165,7 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
       s.destroy().catch(() => {});
       if (stopped) return;
       failures++;
-      if (wasLive || failures === 1) opts.logger?.warn({ err: errText(err) }, 'realtime replication stream ended; reconnecting');
+      if (wasLive || failures === 1) opts.logger?.warn({ err: errText(err), ...replicationHint(err) }, 'realtime replication stream ended; reconnecting');
       opts.onDown(err);
       retry = setTimeout(connect, backoff(failures - 1));
       retry.unref();
@@ -225,4 +225,16 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
 
 function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * What to do about a refusal that retrying never cures. PgBouncer refuses a walsender session
+ * (`unsupported startup parameter: replication`): DATABASE_URL is a transaction pooler and the
+ * stream needs DIRECT_DATABASE_URL (README, "Connection pooling"); the log said only PgBouncer's words.
+ */
+export function replicationHint(err: unknown): { hint?: string } {
+  return /unsupported startup parameter: replication/.test(errText(err))
+    ? { hint: 'the URL of the replication stream is a transaction pooler, which refuses replication: set DIRECT_DATABASE_URL to PostgreSQL itself '
+        + '(README, "Connection pooling"); until then deltas are polled, and other gateways\' presence and broadcasts do not arrive' }
+    : {};
 }

@@ -3,8 +3,8 @@
 // statements land on another server connection in the next transaction, and the run failed with
 // `prepared statement "…" does not exist` and "fix the cause (a lost connection needs nothing),
 // then run the same command again", which fails the same way every time. It now names the pooler
-// and the setting. PgBouncer from scripts/pgbouncer (README), on a free port, in front of the
-// test database.
+// and the setting, and so does a gateway whose replication stream the pooler refuses. PgBouncer
+// from scripts/pgbouncer (README), on a free port, in front of the test database.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess } from '../helpers/chaos.ts';
+import { until } from '../helpers/wait.ts';
 
 const run = promisify(execFile);
 const direct = testDatabaseUrl();
@@ -53,4 +55,16 @@ describe('db:migrate through a transaction pooler', () => {
     expect(r.stderr).toContain('set DIRECT_DATABASE_URL (or --database-url) to PostgreSQL itself');
     expect(r.stderr).not.toContain('run the same command again');
   }, 150_000);
+
+  it("a gateway whose replication stream the pooler refuses says to set DIRECT_DATABASE_URL (the log had only PgBouncer's words)", async () => {
+    // the same mistake under npm run serve (npm start migrates first, and stops there with the advice above)
+    const gateway = await startPotentiaProcess({ DATABASE_URL: pooled, DIRECT_DATABASE_URL: '', POTENTIA_ROLE: 'gateway', LOG_LEVEL: 'warn' });
+    try {
+      await until(() => gateway.output().includes('unsupported startup parameter: replication'), 30_000, 'the stream refused');
+      const line = gateway.output().split('\n').find((l) => l.includes('unsupported startup parameter: replication'))!;
+      expect(line).toContain('DIRECT_DATABASE_URL');
+    } finally {
+      await gateway.stop();
+    }
+  }, 90_000);
 });

@@ -15,7 +15,9 @@ const secret = process.env.JWT_SECRET;
 // the servers' own rule (src/config.ts): 32 bytes at least, nothing invisible in it
 const refused = secret?.trim() ? EnvSchema.shape.JWT_SECRET.unwrap().safeParse(secret).error : undefined;
 if (!secret?.trim() || refused) {
-  console.error(`JWT_SECRET: ${refused ? refused.issues[0]!.message : 'must be set'}: the secret your Potentia processes verify tokens with`);
+  console.error(`JWT_SECRET: ${refused ? refused.issues[0]!.message : 'must be set'}: the secret your Potentia processes verify tokens with`
+    + (refused ? '' : ' (make one with `openssl rand -base64 48` and put it in their environment, e.g. /etc/potentia/potentia.env: '
+      + 'docs/self-hosting.md, "Installing on a host"). The local server signs with Supabase\'s development secret: npm start prints its keys'));
   process.exit(2);
 }
 if (secret === DEV_JWT_SECRET) console.error('warning: JWT_SECRET is the published development secret: anyone can mint these keys');

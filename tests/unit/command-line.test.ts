@@ -130,6 +130,14 @@ describe('scripts: the command line', () => {
     const keys = await script('scripts/api-keys.ts', '-h');
     expect(keys.code).toBe(0);
     expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');
+    // without JWT_SECRET (the shipped env file's is empty; locally none is set) it said only
+    // "must be set": neither how to make one nor that npm start prints the local server's keys
+    const unset = await run('node_modules/.bin/tsx', ['scripts/api-keys.ts'], { cwd: repoRoot, env: { ...process.env, JWT_SECRET: '' } })
+      .then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    expect(unset.code).toBe(2);
+    expect(unset.stderr).toContain('JWT_SECRET: must be set');
+    expect(unset.stderr).toContain('openssl rand -base64 48');
+    expect(unset.stderr).toContain('npm start prints');
   }, SPAWNS_TIMEOUT);
 
   it('a bad environment is named, exit 2, no stack trace, in every script that reads it (as the server roles do)', async () => {

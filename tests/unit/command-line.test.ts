@@ -219,6 +219,8 @@ describe('scripts: the command line', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('does not answer: postgres://u@db.invalid:5432');
     expect(r.stdout + r.stderr).not.toContain('s3cr');
+    // no colour codes when not on a terminal (npm start > log, CI): they were written as escapes
+    expect(r.stdout + r.stderr).not.toContain('\x1b[');
     // and it stopped at the server, before the install step (killed by this test's timeout, an
     // npm ci would leave the checkout's node_modules half removed)
     expect(r.stdout).not.toContain('npm ci');

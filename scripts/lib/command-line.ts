@@ -5,6 +5,7 @@ import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { z } from 'zod';
 import { envDecimal, envInteger, envMilliseconds } from '../../src/env-values.ts';
+import { envUrl } from '../../src/env-values.ts';
 import { blankOptionProblem } from '../../src/option-values.ts';
 
 /** What a numeric option takes: src/env-values.ts's forms, so that options parse as env numbers do (no 0x10, 1e3, Infinity). */
@@ -51,6 +52,14 @@ export function parseCommandLine<T extends ParseArgsConfig>(config: T, usage?: s
     const blank = option.type === 'string' && option.default !== '' ? blankOptionProblem(name, values[name]) : undefined;
     if (blank) {
       console.error(`${blank}\n${text}`);
+      process.exit(2);
+    }
+    // a database name where the URL goes (`--database-url potentia`) ended in TypeError: Invalid
+    // URL and a stack trace: refused as DATABASE_URL is (src/config.ts)
+    const given = values[name];
+    const notUrl = /(^|-)database-url$/.test(name) && typeof given === 'string' ? envUrl('postgres').safeParse(given).error : undefined;
+    if (notUrl) {
+      console.error(`--${name}: ${notUrl.issues[0]!.message} (got ${JSON.stringify(given)})\n${text}`);
       process.exit(2);
     }
   }

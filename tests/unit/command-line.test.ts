@@ -78,6 +78,17 @@ describe('scripts: the command line', () => {
     expect(migrate.stderr).toMatch(/^--database-url is empty \(an unset shell variable\?\): give it a value, or leave the option out\nusage: npm run db:migrate /);
   }, SPAWNS_TIMEOUT);
 
+  it('a --database-url that is not a postgres:// URL is refused naming it, exit 2, no stack trace, as DATABASE_URL is', async () => {
+    // a database name where the URL goes (DATABASE_URL=potentia is refused so): it ended in
+    // TypeError: Invalid URL and a stack trace
+    for (const file of ['scripts/migrate.ts', 'scripts/token.ts']) {
+      const name = await script(file, '--database-url', 'potentia');
+      expect(name.code, file).toBe(2);
+      expect(name.stderr, file).toMatch(/^--database-url: expected a postgres:\/\/ URL, e.g. postgres:\/\/user:password@host:5432\/database \(got "potentia"\)\n/);
+      expect(name.stderr, file).not.toMatch(/^\s+at /m);
+    }
+  }, SPAWNS_TIMEOUT);
+
   it('a numeric option parses as env numbers do (decimal digits only): 0x10, 1e3 and Infinity are refused naming the option, the form and what was given', async () => {
     // `--lock-wait 0x10` waited 16 s and `--lock-wait Infinity` for ever (Number() reads both); env
     // numbers refuse them since src/env-values.ts's envInteger, and options now go through it

@@ -1,0 +1,174 @@
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { RealtimeChannel } from '@supabase/realtime-js';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { reservedTransaction, testDatabase, type ReservedTransaction } from '../helpers/db.ts';
+import { createCanvas, mutate } from '../helpers/fixtures.ts';
+import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { until } from '../helpers/wait.ts';
+
+// The database bus (src/realtime/bus.ts) of a gateway whose host clock steps (NTP, `date -s`, a VM
+// resumed) around a loss of its replication stream: its walsender terminated (pg_terminate_backend,
+// what a managed Postgres does on failover or idle reaping). The gateway runs under libfaketime
+// (LD_PRELOAD, as realtime-clock-step.test.ts): its wall clock (Date.now, the HTTP Date header)
+// reads a file's offset, its monotonic clock is left alone. realtime-js subscribers of a canvas
+// channel count every delta (canvas_seq) they get.
+//
+// The outage is held open, not raced: a transaction with an xid, open while the walsender is
+// terminated, keeps the new slot's creation waiting (it waits for every such transaction), so the
+// stream stays down, the gateway polls realtime.messages, and a delta seen then came by the poll.
+//
+// 1. Forward 15 min (past the de-duplication window, 10 min), then the walsender terminated: the
+//    deltas committed during the outage arrive by polling, a subscriber joined during it gets what
+//    was committed after its join, and after the stream is back every delta has arrived once.
+//    Seen failing with remember()'s clock on Date.now (bus.ts): the step forgot every id
+//    delivered before it at the next delivery, so the outage's first poll, reading back the
+//    catch-up margin (60 s), sent the delta delivered just before the step again.
+// 2. The walsender terminated, then the clock stepped back 15 min during the outage: the same, and
+//    the bus still says why its stream is not up (the slot waits for the held transaction, named
+//    by pid) after 10 s of outage on its own clock. Seen failing with explainSlotWait's clock on
+//    Date.now: the outage began "15 min in the future", so nothing was said.
+//
+// No timed wait: each step is waited for on the gateway's HTTP Date header, each state on
+// /metrics, pg_stat_activity and the gateway's log; whether a delta came once is read after a
+// later one arrived (the bus delivers in commit order).
+
+const LIBFAKETIME = ['/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1', '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
+  '/usr/lib/faketime/libfaketime.so.1'].find((p) => existsSync(p));
+const config = loadConfig();
+const db = testDatabase(3);
+const realtime = realtimeClients({ timeoutMs: 10_000 });
+const dir = mkdtempSync(join(tmpdir(), 'potentia-bus-clock-'));
+const offsetFile = join(dir, 'offset');
+const UP = 'potentia_realtime_replication_stream_up';
+const LOSSES = 'potentia_realtime_replication_stream_losses_total';
+const SLOT_WAIT_WORDS = 'creating its slot waits for';
+let gateway: PotentiaProcess | undefined;
+let hold: ReservedTransaction | undefined;
+
+beforeAll(async () => {
+  if (!LIBFAKETIME) throw new Error('libfaketime not found: run scripts/setup, or apt-get install libfaketime');
+  writeFileSync(offsetFile, '+0\n');
+  // (FAKETIME_CACHE_DURATION: the file is read again every second; monotonic clocks are not faked)
+  gateway = await startPotentiaProcess({ WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway', DATABASE_URL: testDatabaseUrl(),
+    LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: offsetFile, FAKETIME_CACHE_DURATION: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' });
+}, 120_000);
+
+afterAll(async () => {
+  await hold?.release();
+  await realtime.disconnectAll();
+  await gateway?.stop();
+  await db.close();
+  rmSync(dir, { recursive: true, force: true });
+}, 30_000);
+
+async function metric(name: string): Promise<number | undefined> {
+  const text = await (await fetch(`${gateway!.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.split(' ')[1]);
+}
+
+/** How far the gateway's wall clock is from the test's (its HTTP Date header, whole seconds). */
+async function clockOffMs(): Promise<number> {
+  const res = await fetch(`${gateway!.url}/health`);
+  await res.text();
+  return Date.parse(res.headers.get('date')!) - Date.now();
+}
+
+/** Terminates the gateway's walsender (this database's: the gateway is its only one); how many were. */
+async function killWalsender(): Promise<number> {
+  const [row] = await db.sql<{ n: number }[]>`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+    where datname = current_database() and backend_type = 'walsender' and application_name = 'potentia-realtime-bus'`;
+  return row!.n;
+}
+
+/** Whether the gateway's new walsender is waiting, creating its slot, for the held transaction. */
+async function slotWaitsForHold(): Promise<boolean> {
+  const rows = await db.sql`select from pg_stat_activity where datname = current_database() and backend_type = 'walsender'
+    and application_name = 'potentia-realtime-bus' and ${hold!.pid}::int = any(pg_blocking_pids(pid))`;
+  return rows.length === 1;
+}
+
+/** The stream down and held down: the walsender terminated while a transaction with an xid is open. */
+async function outage(): Promise<void> {
+  hold = await reservedTransaction(db.sql);
+  await hold.conn`select pg_current_xact_id()`;
+  expect(await killWalsender()).toBe(1);
+  await until(async () => (await metric(UP)) === 0, 20_000, 'the stream down (metric)');
+  await until(slotWaitsForHold, 20_000, 'the new slot waiting for the held transaction');
+}
+
+async function endOutage(): Promise<void> {
+  await hold!.release();
+  hold = undefined;
+  await until(async () => (await metric(UP)) === 1, 60_000, 'the stream up again (metric)');
+}
+
+it('a step of the clock forward, then back, around terminated walsenders: polled meanwhile, every delta once, the stream back', { timeout: 240_000 }, async () => {
+  await until(async () => (await metric(UP)) === 1, 60_000, 'the gateway\'s stream up');
+  const losses = await metric(LOSSES);
+  const { canvasId, users } = await createCanvas(db.sql);
+  // valid long after either step (the gateway compares exp with its wall clock, as it must)
+  const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! }, { expiresInSeconds: 24 * 3600 });
+  const seqs: Record<string, number[]> = {};
+  const subscriber = async (name: string) => {
+    seqs[name] = [];
+    const ch: RealtimeChannel = realtime.connect(gateway!.url, token, '1.0.0').channel(`canvas:${canvasId}`, { config: { private: true } })
+      .on('broadcast', { event: 'block_op' }, (m) => seqs[name]!.push(Number(m.payload.canvas_seq)));
+    expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+  };
+  const create = async () => Number((await mutate(db.sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text' } })).canvas_seq!);
+  const expected: Record<string, number[]> = { a: [] };
+  /** Commits one delta and waits until every subscriber joined so far has it (and any before it). */
+  const delta = async (what: string) => {
+    const seq = await create();
+    for (const list of Object.values(expected)) list.push(seq);
+    await until(() => Object.keys(expected).every((k) => seqs[k]!.includes(seq)), 20_000, `${what} (${seq}) on every subscriber`);
+  };
+  await subscriber('a');
+
+  // 1. forward, then the outage
+  await delta('a live delta before the step');
+  writeFileSync(offsetFile, '+15m\n');
+  await until(async () => (await clockOffMs()) > 14 * 60_000, 20_000, 'the gateway\'s clock 15 min ahead');
+  await delta('a live delta after the step');
+  await outage();
+  for (let i = 0; i < 3; i++) await delta('a delta committed during the outage');
+  await subscriber('b');
+  expected.b = [];
+  await delta('a delta committed after b joined during the outage');
+  // polled: the stream could not have carried them
+  expect({ up: await metric(UP), held: await slotWaitsForHold() }).toEqual({ up: 0, held: true });
+  await endOutage();
+  await delta('a live delta after the stream came back');
+  expect(seqs).toEqual(expected);
+
+  // 2. the outage, then back (15 min, to the test's clock) during it
+  await outage();
+  const slotWarnings = gateway!.output().split('\n').filter((l) => l.includes(SLOT_WAIT_WORDS)).length;
+  writeFileSync(offsetFile, '+0\n');
+  await until(async () => Math.abs(await clockOffMs()) < 10_000, 20_000, 'the gateway\'s clock back');
+  for (let i = 0; i < 2; i++) await delta('a delta committed during the outage, after the step back');
+  await subscriber('c');
+  expected.c = [];
+  await delta('a delta committed after c joined during the outage');
+  // the bus says why its stream is not up, naming the held transaction, 10 s (its own clock) into the outage
+  await until(() => gateway!.output().split('\n').filter((l) => l.includes(SLOT_WAIT_WORDS)).length > slotWarnings, 25_000,
+    'the bus\'s warning that its slot waits for the held transaction');
+  const warning = gateway!.output().split('\n').filter((l) => l.includes(SLOT_WAIT_WORDS)).at(-1)!;
+  expect(warning).toContain(`where pid in (${hold!.pid}))`);
+  expect({ up: await metric(UP), held: await slotWaitsForHold() }).toEqual({ up: 0, held: true });
+  await delta('one more delta committed during the outage');
+  await endOutage();
+  await delta('a live delta after the stream came back');
+  expect(seqs).toEqual(expected);
+
+  // two losses, the two terminations: no stall taken for one, nothing else
+  expect((await metric(LOSSES))! - losses!).toBe(2);
+  expect(gateway!.output()).not.toMatch(/replication stream stalled|unhandled|uncaught/i);
+  expect(gateway!.exited()).toBeNull();
+});

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Logger } from 'pino';
+import { monotonicNow } from '../clock.ts';
 import { PG_KEEPALIVE } from '../db/index.ts';
 
 /**
@@ -59,9 +60,11 @@ const defaultBackoff = (n: number) => Math.min(5000, 100 * 2 ** n) * (0.5 + Math
 /**
  * pg-logical-replication opens a fresh `pg` replication connection in its (private) `client()`
  * for every subscribe; a temporary slot must be created on that same connection, before
- * START_REPLICATION, so this subclass adds exactly that step.
+ * START_REPLICATION, so this subclass adds exactly that step. And it confirms the stream's
+ * position on the monotonic clock (checkStandbyStatus).
  */
-// @ts-expect-error `client` is private in the typings; the library calls this.client() on subscribe
+// @ts-expect-error `client` and `checkStandbyStatus` are private in the typings; the library calls
+// this.client() on subscribe and this.checkStandbyStatus() when the stream starts and stops
 class TemporarySlotService extends LogicalReplicationService {
   slotName = '';
   backendPid: number | undefined;
@@ -99,9 +102,38 @@ class TemporarySlotService extends LogicalReplicationService {
    */
   override async acknowledge(lsn: string, ping = false): Promise<boolean> {
     const before = lsnMinusOne(lsn);
-    return before === null ? false : super.acknowledge(before, ping);
+    if (before === null) return false;
+    this.acknowledgedAt = monotonicNow();
+    return super.acknowledge(before, ping);
+  }
+
+  /** monotonicNow() when the stream's position was last confirmed (acknowledge). */
+  acknowledgedAt = 0;
+  ackTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * The library's timer, which confirms the last LSN seen when none was confirmed for a second,
+   * on src/clock.ts's monotonic clock. The library's measured that second on the wall clock: after
+   * a step back (NTP, `date -s`) it confirmed nothing until the clock had caught up with the last
+   * confirmation, the step's length, unless the walsender asked for a reply (it does after
+   * wal_sender_timeout / 2, 30 s by default; never with wal_sender_timeout = 0): the slot's
+   * position stood still meanwhile, holding WAL and catalog rows back from removal.
+   */
+  override checkStandbyStatus(enable: boolean): void {
+    if (this.ackTimer) clearInterval(this.ackTimer);
+    this.ackTimer = null;
+    if (!enable) return;
+    const self = this as unknown as { _stop: boolean; _lastLsn: string | null };
+    this.ackTimer = setInterval(() => {
+      if (self._stop || !self._lastLsn || monotonicNow() - this.acknowledgedAt < ACKNOWLEDGE_EVERY_MS) return;
+      this.acknowledge(self._lastLsn).catch(() => {});
+    }, ACKNOWLEDGE_EVERY_MS);
+    this.ackTimer.unref();
   }
 }
+
+/** How often the stream's position is confirmed (a standby status update), at most; see connect. */
+const ACKNOWLEDGE_EVERY_MS = 1000;
 
 /** `lsn` (`X/Y`, hexadecimal, as pg_lsn prints it) as a number. */
 export function parseLsn(lsn: string): bigint {
@@ -138,12 +170,12 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
     if (stopped) return;
     const s = new TemporarySlotService(
       { connectionString: opts.databaseUrl, application_name: opts.applicationName ?? 'potentia-realtime-bus', ...PG_KEEPALIVE },
-      // Acknowledged once a second (the library's timer, from the last LSN seen), not after every
+      // Acknowledged once a second (checkStandbyStatus's timer, from the last LSN seen), not after every
       // message: auto mode sends a standby status update per Begin, Insert and Commit — three or
       // more writes per delta in each gateway, each one parsed by its walsender. The slot is
       // temporary and never resumed from (bus.ts catches up from the table), so the position only
       // has to advance often enough that the slot does not pin WAL.
-      { acknowledge: { auto: false, timeoutSeconds: 1 } },
+      { acknowledge: { auto: false, timeoutSeconds: ACKNOWLEDGE_EVERY_MS / 1000 } },
     );
     s.slotName = `potentia_bus_${randomBytes(6).toString('hex')}`;
     // the stream carries something as soon as bytes come in, not once a whole message has: one

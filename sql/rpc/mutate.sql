@@ -550,7 +550,8 @@ declare
   v_seen app.blocks;     -- the block as read before the canvas lock
   v_old app.blocks;      -- the block under the lock
   v_new app.blocks;
-  v_patch jsonb := coalesce(p_patch, '{}');
+  v_patch jsonb;          -- coalesce(p_patch, '{}'), set where the usual edit's path does not go (no defaults
+                          -- here but v_user's: a default is an expression PL/pgSQL sets up in every transaction)
   v_text jsonb;          -- the text operations, normalized
   v_text_keys jsonb;     -- the patch's text keys, a JSON array
   v_text_key text;
@@ -559,38 +560,45 @@ declare
   v_applied_text jsonb;  -- the text operations as applied
   v_content jsonb;
   v_change record;       -- internal.prepare_block_change's answer
-  v_prepared boolean := false;
-  v_direct boolean := false;  -- an update written straight from step 3 if the block is still that version
+  v_prepared boolean;    -- (false, set with v_patch)
+  v_direct boolean;      -- an update written straight from step 3 if the block is still that version (set in step 4)
   v_usual boolean;       -- the usual edit, written by its own short path (step 3)
-  v_block_id uuid := p_block_id;
+  v_block_id uuid;       -- (p_block_id, set with v_patch; a create without one gets one in step 4)
   v_parent uuid;
   v_key text;
   v_seq bigint;
   v_deleted uuid[];
   v_bad_key text;
   v_slot integer;         -- the rate-limit slot taken (unused)
+  v_window timestamptz;   -- the rate-limit window (internal.take_limit_slot's, for the mutations bucket)
+  v_window_key bigint;    --   and its key
   v_canvas_seq bigint;    -- taken with v_seq by a direct update's canvas row UPDATE (step 4), else null
   v_checked boolean;      -- internal.check_json_policy's answer (unused: it raises)
   v_version integer;      -- the usual edit's block as written (step 3): its version,
-  v_block jsonb;          --   its JSON
-  v_size integer;         --   and its content's size in bytes, as JSON text
-  v_result jsonb;         -- the usual edit's result (step 3)
+  v_size integer;         --   its content's size in bytes, as JSON text,
+  v_result jsonb;         --   and its result (with the block's JSON)
+  v_block jsonb;          -- a direct text edit's block as written (step 5)
   v_since jsonb[];        -- a one-key text edit's own path (step 2): the logged patches since base_version,
   v_op jsonb;             --   its op as applied
   v_current jsonb;        --   and its key's value in the content
 begin
-  -- 1. who may do this
-  if v_user is null then
-    perform internal.raise_error('unauthorized', 'a signed-in user is required to change blocks');
-  end if;
-  if p_action is null or p_action not in ('create', 'update', 'move', 'delete') then
-    perform internal.raise_error('invalid_input', 'action must be one of create, update, move, delete', '{"field":"action"}');
-  end if;
-  if p_client_op_id is null or char_length(p_client_op_id) not between 1 and 128 then
-    perform internal.raise_error('invalid_input', 'client_op_id must be 1 to 128 characters', '{"field":"client_op_id"}');
-  end if;
-  if p_canvas_id is null then
-    perform internal.raise_error('invalid_input', 'canvas_id is required', '{"field":"canvas_id"}');
+  -- 1. who may do this. One test of the four refusals first, each asked on its own (in order) only
+  -- when one applies: an expression each cost every mutation its set-up (docs/performance.md,
+  -- fiftieth session); the same for the role's and the scope's below
+  if v_user is null or p_action is null or p_action not in ('create', 'update', 'move', 'delete')
+     or p_client_op_id is null or char_length(p_client_op_id) not between 1 and 128 or p_canvas_id is null then
+    if v_user is null then
+      perform internal.raise_error('unauthorized', 'a signed-in user is required to change blocks');
+    end if;
+    if p_action is null or p_action not in ('create', 'update', 'move', 'delete') then
+      perform internal.raise_error('invalid_input', 'action must be one of create, update, move, delete', '{"field":"action"}');
+    end if;
+    if p_client_op_id is null or char_length(p_client_op_id) not between 1 and 128 then
+      perform internal.raise_error('invalid_input', 'client_op_id must be 1 to 128 characters', '{"field":"client_op_id"}');
+    end if;
+    if p_canvas_id is null then
+      perform internal.raise_error('invalid_input', 'canvas_id is required', '{"field":"canvas_id"}');
+    end if;
   end if;
   -- the role (internal.canvas_role's rule, inlined) and both settings in one statement: each
   -- call or statement of its own costs every mutation (docs/performance.md).
@@ -610,41 +618,73 @@ begin
   -- transaction (10 K instructions of a mutation, docs/performance.md, forty-fifth session). With
   -- no role the statement returns no row and locks nothing, as the operation is refused then; a
   -- user deleted meanwhile is waited for and then gone, so no row either (unauthorized below).
+  -- The rate-limit window and its key (below) are read with them: now() is the transaction's.
   select r.role,
          (select (value #>> '{}')::integer from app.settings where key = 'mutations_per_minute'),
-         (select value from app.settings where key = 'max_content_bytes')
-    into v_role, v_limit, v_max_setting
+         (select value from app.settings where key = 'max_content_bytes'),
+         internal.rate_window_start(60), internal.rate_limit_window_key(v_user, 'mutations', internal.rate_window_start(60))
+    into v_role, v_limit, v_max_setting, v_window, v_window_key
     from internal.canvas_roles(p_canvas_id, v_user) r, auth.users u
     where u.id = v_user
     for key share of u;
-  if v_role is null then
-    -- a deleted user's token (valid until it expires) is unauthorized, as everywhere: asked here,
-    -- where it ends up (no role), not on every mutation
-    perform internal.require_user_exists(v_user);
-    perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
-  end if;
-  if not internal.can_write_role(v_role) then
-    perform internal.raise_error('forbidden', format('your role on this canvas (%s) cannot change blocks', v_role));
-  end if;
-  -- a token without a scope claim (the context's scope is JSON null) carries the user's full
-  -- rights (scope_allows' first case); only a scoped token reaches scope_allows, whose CASE
-  -- (formats, arrays, a regexp split) PL/pgSQL would set up whole at every mutation
-  -- (docs/performance.md, forty-fourth session)
-  if jsonb_typeof(p_ctx -> 'scope') <> 'null' then
-    if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
-      perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
+  -- (can_write_role is false for no role; a token without a scope claim, whose context's scope is
+  -- JSON null, carries the user's full rights: scope_allows' first case)
+  if not internal.can_write_role(v_role) or jsonb_typeof(p_ctx -> 'scope') <> 'null' then
+    if v_role is null then
+      -- a deleted user's token (valid until it expires) is unauthorized, as everywhere: asked here,
+      -- where it ends up (no role), not on every mutation
+      perform internal.require_user_exists(v_user);
+      perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
+    end if;
+    if not internal.can_write_role(v_role) then
+      perform internal.raise_error('forbidden', format('your role on this canvas (%s) cannot change blocks', v_role));
+    end if;
+    -- only a scoped token reaches scope_allows, whose CASE (formats, arrays, a regexp split)
+    -- PL/pgSQL would set up whole at every mutation (docs/performance.md, forty-fourth session)
+    if jsonb_typeof(p_ctx -> 'scope') <> 'null' then
+      if not internal.scope_allows(p_ctx -> 'scope', p_canvas_id, true) then
+        perform internal.raise_error('forbidden', format('this token''s scope does not include canvas:%s:write', p_canvas_id));
+      end if;
     end if;
   end if;
   -- the hit, before any work: a full window is refused here. It never waits (a slot another
   -- transaction holds is skipped), and a rejected attempt gives it back with the rest of its
   -- work, to be counted again by internal.count_rejected_attempt; a retry answered from the log
-  -- is not counted. An assignment, not PERFORM (which runs a query of its own around the call):
-  -- -1.8 % of the RPC's instructions (docs/performance.md)
-  v_slot := internal.take_limit_slot(v_user, 'mutations', v_limit, 60);
+  -- is not counted. The usual hit is internal.take_limit_slot's first statement, written out here
+  -- with the window and key read above (the same statement, the same key and advisory lock: the
+  -- rule of sql/rpc/endpoint_limits.sql): a call of the function cost every mutation its SET
+  -- clause and its own expressions (docs/performance.md, fiftieth session). Anything else (the
+  -- slot held or committed meanwhile, the window full, no limit configured: then no row) is the
+  -- function's, which tries that statement again and goes on from there.
+  insert into app.rate_limit_slots (window_key, slot, user_id, window_start, bucket)
+  select v_window_key, t.slot, v_user, v_window, 'mutations'
+  from (select coalesce((select s.slot from app.rate_limit_slots s
+                         where s.window_key = v_window_key order by s.slot desc limit 1), 0) + 1 as slot
+        offset 0) t  -- kept a subquery: pulled up, each use of t.slot would read the highest again
+  where t.slot <= v_limit and pg_try_advisory_xact_lock(v_window_key # t.slot)
+  on conflict do nothing
+  returning slot into v_slot;
+  if not found then
+    -- an assignment, not PERFORM (which runs a query of its own around the call)
+    v_slot := internal.take_limit_slot(v_user, 'mutations', v_limit, 60);
+  end if;
 
-  -- 2. shape of the patch. A patch of content alone (the usual edit) skips the checks of the other
-  -- fields: each check is an expression PL/pgSQL sets up once per transaction, so a mutation pays
-  -- for every check it reaches (docs/performance.md). The order of the checks is the same for all.
+  -- The usual edit: content set on a block, the patch's only field (nothing that needs the log or
+  -- another block), on the version the client names; written by its own short path in step 3. Its
+  -- shape is this one test, so it skips step 2 (whose checks it passes: the input policy and the
+  -- size it asks in step 3)
+  v_usual := p_action = 'update' and p_block_id is not null and p_base_version is not null and jsonb_typeof(p_patch) = 'object'
+             and p_patch - 'content' = '{}' and jsonb_typeof(p_patch -> 'content') = 'object' and p_patch -> 'content' <> '{}';
+
+  -- 2. shape of the patch. A patch of content alone skips the checks of the other fields: each
+  -- check is an expression PL/pgSQL sets up once per transaction, so a mutation pays for every
+  -- check it reaches (docs/performance.md). The order of the checks is the same for all. The usual
+  -- edit skips the block (EXIT; v_usual null, an argument null, does not).
+  <<shape>> begin
+  exit shape when v_usual;
+  v_patch := coalesce(p_patch, '{}');
+  v_block_id := p_block_id;
+  v_prepared := false;
   if jsonb_typeof(v_patch) <> 'object' then
     perform internal.raise_error('invalid_input', 'patch must be a JSON object', '{"field":"patch"}');
   end if;
@@ -822,19 +862,17 @@ begin
       end if; end if;
     end if;
   end if; end if;
+  end shape;
 
   -- 3. the change, computed before the canvas lock from the block as it stands, and kept under
   -- the lock if the block is unchanged by then. A refusal here is final: the block only moves
   -- on (versions grow, the log since base_version only gets longer), and a refusal writes
   -- nothing, so it is the answer at the moment of this read.
-  -- The usual edit (content set on a block, the patch's only field: nothing that needs the log or
-  -- another block) is not read here: it is written with one UPDATE that
-  -- merges the content in the row, on condition that the block is still the version the client
-  -- names. What prepare_block_change would do for it is that merge alone. If the block has moved
-  -- on, the UPDATE finds nothing and the change is prepared under the lock as for any other.
+  -- The usual edit (v_usual, above) is not read here: it is written with one UPDATE that merges
+  -- the content in the row, on condition that the block is still the version the client names.
+  -- What prepare_block_change would do for it is that merge alone. If the block has moved on, the
+  -- UPDATE finds nothing and the change is prepared under the lock as for any other.
   -- (A read here cost a statement per mutation: docs/performance.md.)
-  v_usual := not v_other_fields and p_action = 'update' and v_block_id is not null and p_base_version is not null
-             and coalesce(v_patch -> 'content' <> '{}', false);
   if v_usual then
     -- The usual edit, written here from start to end (steps 4 and 5 for it alone): the canvas
     -- row's UPDATE (the lock and both numbers, as for a direct update in step 4), then the block's,
@@ -843,50 +881,71 @@ begin
     -- steps below reach some twenty more (the create, delete, parent and rank branches' tests,
     -- and the CASEs of the direct UPDATE), for nothing this edit needs (docs/performance.md,
     -- forty-fourth session). The refusals come in the same order as below.
+    -- First step 2's two checks that its shape does not answer, in step 2's order, in one
+    -- expression: the input policy (check_json_policy is true or raises), then the size.
+    if internal.check_json_policy(p_patch, 'patch') and octet_length((p_patch -> 'content')::text) > (v_max_setting #>> '{}')::integer then
+      perform internal.raise_error('payload_too_large', format('content is larger than %s bytes', (v_max_setting #>> '{}')::integer),
+                                   '{"field":"patch.content"}');
+    end if;
     update app.canvases set last_seq = nextval('app.seq_block_events'), last_canvas_seq = last_canvas_seq + 1
     where canvas_id = p_canvas_id and deleted_at is null returning last_seq, last_canvas_seq into v_seq, v_canvas_seq;
     if not found then
       perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
     end if;
-    -- (the block's JSON and size from RETURNING: a row variable of the whole row, then read field
-    -- by field in PL/pgSQL, cost more)
+    -- The result (with the block's JSON, internal.block_json inlined) and the content's size from
+    -- RETURNING: a row variable of the whole row, then read field by field in PL/pgSQL, cost more,
+    -- and so did the result built in an expression of its own. The rows below take the block's
+    -- JSON from it.
     update app.blocks b set
-      content = internal.json_merge_patch(content, v_patch -> 'content'),
+      content = internal.json_merge_patch(content, p_patch -> 'content'),
       version = version + 1,
       updated_at = now(),
       updated_by = v_user
-    where block_id = v_block_id and canvas_id = p_canvas_id and version = p_base_version
-    returning b.version, internal.block_json(b), octet_length(b.content::text) into v_version, v_block, v_size;
+    where block_id = p_block_id and canvas_id = p_canvas_id and version = p_base_version
+    returning b.version,
+              jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
+                                 'block_id', p_block_id, 'version', b.version, 'block', internal.block_json(b)),
+              octet_length(b.content::text)
+    into v_version, v_result, v_size;
     if found then
-      if v_size > v_max_content then
-        perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', v_max_content),
+      if v_size > (v_max_setting #>> '{}')::integer then
+        perform internal.raise_error('payload_too_large', format('the edited content would be larger than %s bytes', (v_max_setting #>> '{}')::integer),
                                      '{"field":"patch.content"}');
       end if;
       -- internal.record_applied_op's rows and result, written here (a call of it costs this edit a
       -- PL/pgSQL call with its fifteen arguments and its own expressions): the operation row, the
       -- broadcast row and the audit row, as record_applied_op writes them for an update without
-      -- text operations
-      v_result := jsonb_build_object('status', 'success', 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'client_op_id', p_client_op_id,
-                                     'block_id', v_block_id, 'version', v_version, 'block', v_block);
-      insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
-                                        base_version, new_version, patch, block, result, started_at, duration_ms)
-      values (v_seq, v_canvas_seq, p_client_op_id, v_user, p_canvas_id, v_block_id, 'update', 'success',
-              p_base_version, v_version, v_patch, v_block, v_result, p_started_at, extract(epoch from clock_timestamp() - p_started_at) * 1000);
-      insert into realtime.messages (payload, event, topic, private, extension)
-      values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'action', 'update',
-                                 'block_id', v_block_id, 'version', v_version, 'block', v_block, 'client_op_id', p_client_op_id,
-                                 'actor_id', p_ctx ->> 'user_id'),
-              'block_op', 'canvas:' || p_canvas_id, true, 'broadcast');
+      -- text operations, in one statement (a statement each cost this edit two more executor
+      -- set-ups: docs/performance.md, fiftieth session). The operation row's unique idempotency
+      -- index refuses a second success of this client_op_id here, as before (the statement fails,
+      -- whichever of its rows is written first).
+      with operation as (
+        insert into app.block_operations (server_seq, canvas_seq, client_op_id, actor_id, canvas_id, block_id, action, status,
+                                          base_version, new_version, patch, block, result, started_at, duration_ms)
+        values (v_seq, v_canvas_seq, p_client_op_id, v_user, p_canvas_id, p_block_id, 'update', 'success',
+                p_base_version, v_version, p_patch, v_result -> 'block', v_result, p_started_at,
+                extract(epoch from clock_timestamp() - p_started_at) * 1000)
+      ), broadcast as (
+        insert into realtime.messages (payload, event, topic, private, extension)
+        values (jsonb_build_object('canvas_id', p_canvas_id, 'server_seq', v_seq, 'canvas_seq', v_canvas_seq, 'action', 'update',
+                                   'block_id', p_block_id, 'version', v_version, 'block', v_result -> 'block', 'client_op_id', p_client_op_id,
+                                   'actor_id', p_ctx ->> 'user_id'),
+                'block_op', 'canvas:' || p_canvas_id, true, 'broadcast')
+      )
       insert into app.system_audit (user_id, action, entity_type, entity_id, details, client_op_id, server_seq,
                                     status, ip, user_agent, session_id, request_id, response_time_ms, affected_rows)
-      values (v_user, 'block.update', 'block', v_block_id::text, jsonb_build_object('canvas_id', p_canvas_id), p_client_op_id, v_seq, 'success',
+      values (v_user, 'block.update', 'block', p_block_id::text, jsonb_build_object('canvas_id', p_canvas_id), p_client_op_id, v_seq, 'success',
               (p_ctx ->> 'ip')::inet, left(p_ctx ->> 'user_agent', 200), left(p_ctx ->> 'session_id', 200),
               left(p_ctx ->> 'request_id', 200), extract(epoch from clock_timestamp() - p_started_at) * 1000, 1);
       return v_result;
     end if;
     -- changed (or gone) since the version the client named: the canvas is locked and the
     -- operation numbered; the block is locked and the change prepared below (steps 4 and 5), as
-    -- for any other update
+    -- for any other update, with what step 2 sets for it
+    v_patch := p_patch;
+    v_block_id := p_block_id;
+    v_prepared := false;
+    v_max_content := (v_max_setting #>> '{}')::integer;
   elsif p_action = 'create' then
     v_applied := v_patch;
     v_content := case when v_patch ? 'content' then internal.json_merge_patch('{}', v_patch -> 'content') else '{}' end;
@@ -1197,31 +1256,36 @@ begin
   -- is not JSON, or a sub that is not a UUID, fails its cast before any work (22P02; 22P05 for a
   -- \u0000 escape, which jsonb cannot hold); the operation then runs once more with the context as
   -- request_context reads it (the setting absent, the sub no user).
-  for v_attempt in 1 .. 2 loop
+  -- The two attempts written out, not a loop: its bounds and the test of the attempt were three
+  -- more expressions PL/pgSQL set up in every transaction (docs/performance.md, fiftieth session).
+  begin
+    -- variables, not arguments: context_of is inlined and reads each several times; a sub
+    -- that is not a UUID fails its cast (22P02) like a setting that is not JSON
+    v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+    v_headers := nullif(current_setting('request.headers', true), '')::jsonb;
+    -- the client's address cast plainly too (an x-forwarded-for or x-real-ip that is not an
+    -- address fails here, 22P02, and the second attempt reads it as request_context does:
+    -- skipped), where internal.try_inet would take a subtransaction of its own
+    v_ctx := internal.context_of(v_claims, v_headers, (v_claims ->> 'sub')::uuid,
+                                 coalesce(trim(split_part(v_headers ->> 'x-forwarded-for', ',', 1))::inet,
+                                          trim(v_headers ->> 'x-real-ip')::inet,
+                                          inet_client_addr()));
+    return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
+  exception when query_canceled or others then
+    get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
+                            v_hint = pg_exception_hint;
+  end;
+  -- only a cast of the first attempt failed (before any work): once more with the context as
+  -- request_context reads it; else the operation ran and failed, or a cancel came: answered below
+  if v_ctx is null and v_state in ('22P02', '22P05') then
     begin
-      if v_attempt = 1 then
-        -- variables, not arguments: context_of is inlined and reads each several times; a sub
-        -- that is not a UUID fails its cast (22P02) like a setting that is not JSON
-        v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
-        v_headers := nullif(current_setting('request.headers', true), '')::jsonb;
-        -- the client's address cast plainly too (an x-forwarded-for or x-real-ip that is not an
-        -- address fails here, 22P02, and the second attempt reads it as request_context does:
-        -- skipped), where internal.try_inet would take a subtransaction of its own
-        v_ctx := internal.context_of(v_claims, v_headers, (v_claims ->> 'sub')::uuid,
-                                     coalesce(trim(split_part(v_headers ->> 'x-forwarded-for', ',', 1))::inet,
-                                              trim(v_headers ->> 'x-real-ip')::inet,
-                                              inet_client_addr()));
-      else
-        v_ctx := internal.request_context();
-      end if;
+      v_ctx := internal.request_context();
       return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
     exception when query_canceled or others then
       get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
                               v_hint = pg_exception_hint;
     end;
-    -- the operation ran and failed, or anything but the cast failed (a cancel): answered below
-    exit when v_ctx is not null or v_state not in ('22P02', '22P05');
-  end loop;
+  end if;
   -- applied before, by an earlier attempt or a concurrent one that committed first (whatever this
   -- attempt then ran into: the idempotency index, a changed block, a conflict): its result
   v_prior := internal.prior_result(v_ctx, p_client_op_id, p_canvas_id, p_block_id, p_action);

@@ -18,9 +18,15 @@
 -- whose message names the column and the rule, with the schema, table, column and constraint in
 -- the error's fields (what a client reads as error.column / error.constraint). Values are not
 -- echoed: a row may be large, and the writer has it already.
--- Invoker's rights (a CHECK's function runs as the writer), with the search path pinned as the
--- definer functions pin theirs: a writer whose session path puts a schema before pg_catalog must
--- not have its own char_length or ~ run here. The SET costs about 1.5 µs per row, measured.
+-- Invoker's rights (a CHECK's function runs as the writer). A writer whose session path puts a
+-- schema before pg_catalog must not have its own char_length or ~ run here: the two CHECK
+-- functions name every function, operator and collation with its schema (pg_catalog), and name
+-- no relation or type (pg_temp, searched first for those, has nothing to offer them), so the
+-- writer's path decides nothing. They have no SET clause: a SET search_path cost each row a GUC
+-- nest level (its setting parsed and assigned, every setting looked at again at the function's
+-- end, the path computed again at the next lookup), about 7 K instructions per row, twice in
+-- every mutation (docs/performance.md, fiftieth session). check_canvas_row (a trigger, not in a
+-- mutation's path) keeps its SET clause.
 
 -- app.canvases is the exception: its rules run from a trigger, BEFORE INSERT OR UPDATE OF title,
 -- settings, not from a CHECK. Every mutation updates its canvas's row (the sequence counters:
@@ -62,24 +68,25 @@ create trigger canvases_row_rules
 alter table app.canvases enable always trigger canvases_row_rules;
 
 create or replace function internal.check_block_row(p_type text, p_y_order text, p_version integer, p_content jsonb)
-returns boolean language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
+returns boolean language plpgsql immutable parallel safe as $$
 begin
-  if p_type !~ '^[a-z][a-z0-9_]{0,39}$' then
+  -- (every name with its schema: no SET search_path, above)
+  if p_type operator(pg_catalog.!~) '^[a-z][a-z0-9_]{0,39}$' then
     raise exception 'app.blocks.type must be a lower-case identifier of 1 to 40 characters: a letter, then letters, digits or _'
       using errcode = 'check_violation', schema = 'app', table = 'blocks', column = 'type', constraint = 'blocks_row_rules';
   end if;
   -- LexoRank, base 62 (0-9 A-Z a-z, byte order under collation "C"); never ending in 0, so there
   -- is always a key between two keys (docs/mutations.md, Placement)
-  if p_y_order collate "C" !~ '^[0-9A-Za-z]{0,9}[1-9A-Za-z]$' then
+  if p_y_order collate pg_catalog."C" operator(pg_catalog.!~) '^[0-9A-Za-z]{0,9}[1-9A-Za-z]$' then
     raise exception 'app.blocks.y_order must be a LexoRank key: 1 to 10 characters of 0-9 A-Z a-z, not ending in 0'
       using errcode = 'check_violation', schema = 'app', table = 'blocks', column = 'y_order', constraint = 'blocks_row_rules';
   end if;
-  if p_version < 1 then
+  if p_version operator(pg_catalog.<) 1 then
     raise exception 'app.blocks.version must be 1 or more (it is %)', p_version
       using errcode = 'check_violation', schema = 'app', table = 'blocks', column = 'version', constraint = 'blocks_row_rules';
   end if;
-  if jsonb_typeof(p_content) <> 'object' then
-    raise exception 'app.blocks.content must be a JSON object (it is %)', jsonb_typeof(p_content)
+  if pg_catalog.jsonb_typeof(p_content) operator(pg_catalog.<>) 'object' then
+    raise exception 'app.blocks.content must be a JSON object (it is %)', pg_catalog.jsonb_typeof(p_content)
       using errcode = 'check_violation', schema = 'app', table = 'blocks', column = 'content', constraint = 'blocks_row_rules';
   end if;
   return true;
@@ -89,26 +96,28 @@ comment on function internal.check_block_row(text, text, integer, jsonb) is
 
 create or replace function internal.check_block_operation_row(p_client_op_id text, p_action text, p_status text,
                                                               p_server_seq bigint, p_canvas_seq bigint)
-returns boolean language plpgsql immutable parallel safe set search_path = pg_catalog, pg_temp as $$
+returns boolean language plpgsql immutable parallel safe as $$
 begin
-  if char_length(p_client_op_id) not between 1 and 128 then
-    raise exception 'app.block_operations.client_op_id must be 1 to 128 characters (it is %)', char_length(p_client_op_id)
+  -- (every name with its schema: no SET search_path, above; BETWEEN and IN would look their
+  -- operators up by the path)
+  if pg_catalog.char_length(p_client_op_id) operator(pg_catalog.<) 1 or pg_catalog.char_length(p_client_op_id) operator(pg_catalog.>) 128 then
+    raise exception 'app.block_operations.client_op_id must be 1 to 128 characters (it is %)', pg_catalog.char_length(p_client_op_id)
       using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'client_op_id', constraint = 'block_operations_row_rules';
   end if;
-  if p_action not in ('create', 'update', 'move', 'delete') then
+  if p_action operator(pg_catalog.<>) all (array['create', 'update', 'move', 'delete']) then
     raise exception 'app.block_operations.action must be create, update, move or delete'
       using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'action', constraint = 'block_operations_row_rules';
   end if;
-  if p_status not in ('success', 'conflict', 'failed', 'duplicate') then
+  if p_status operator(pg_catalog.<>) all (array['success', 'conflict', 'failed', 'duplicate']) then
     raise exception 'app.block_operations.status must be success, conflict, failed or duplicate'
       using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'status', constraint = 'block_operations_row_rules';
   end if;
   -- an applied operation is numbered in both sequences (replay reads them); any other in neither
-  if (p_status = 'success') <> (p_server_seq is not null) then
+  if (p_status operator(pg_catalog.=) 'success') operator(pg_catalog.<>) (p_server_seq is not null) then
     raise exception 'app.block_operations.server_seq must be set exactly when status is success'
       using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'server_seq', constraint = 'block_operations_row_rules';
   end if;
-  if (p_status = 'success') <> (p_canvas_seq is not null) then
+  if (p_status operator(pg_catalog.=) 'success') operator(pg_catalog.<>) (p_canvas_seq is not null) then
     raise exception 'app.block_operations.canvas_seq must be set exactly when status is success'
       using errcode = 'check_violation', schema = 'app', table = 'block_operations', column = 'canvas_seq', constraint = 'block_operations_row_rules';
   end if;

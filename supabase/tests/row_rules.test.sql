@@ -7,11 +7,14 @@
 -- boundaries, with SQLSTATE 23514 and the column named in the error's fields; every rule's
 -- limit itself is accepted; service_role, which writes these tables directly, may run the
 -- functions; and the functions stay PL/pgSQL (a SQL function would be inlined and parsed again
--- at every statement), with their search path pinned (they run with the writer's rights).
+-- at every statement); they run with the writer's rights, so the writer's search path must
+-- decide nothing in them: check_canvas_row pins it (a SET clause), the two CHECK functions name
+-- every function, operator and collation with its schema instead (a SET clause cost each row a
+-- GUC nest level), and a writer's own functions and operators before pg_catalog change nothing.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(41);
+select plan(47);
 
 select tests.create_user('rr_owner');
 create temp table ids (canvas_id uuid, block_id uuid);
@@ -58,10 +61,17 @@ select is((select array_agg(conname::text order by conname) from pg_constraint w
           array['block_operations_row_rules'], 'app.block_operations has one CHECK constraint');
 select is((select array_agg(p.oid::regprocedure::text order by p.proname desc) from pg_proc p join pg_language l on l.oid = p.prolang
            where p.proname in ('check_canvas_row', 'check_block_row', 'check_block_operation_row') and l.lanname = 'plpgsql'
-             and (p.provolatile = 'i' or p.prorettype = 'trigger'::regtype) and not p.prosecdef and p.proconfig = array['search_path=pg_catalog, pg_temp']),
+             and (p.provolatile = 'i' or p.prorettype = 'trigger'::regtype) and not p.prosecdef),
           array['internal.check_canvas_row()', 'internal.check_block_row(text,text,integer,jsonb)',
                 'internal.check_block_operation_row(text,text,text,bigint,bigint)'],
-          'the rule functions are PL/pgSQL (never inlined), immutable, with the writer''s rights and a pinned search path');
+          'the rule functions are PL/pgSQL (never inlined), immutable (or a trigger), with the writer''s rights');
+select is((select p.proconfig from pg_proc p where p.oid = 'internal.check_canvas_row()'::regprocedure), array['search_path=pg_catalog, pg_temp'],
+          'the canvases'' trigger function pins its search path');
+select is((select array_agg(p.oid::regprocedure::text order by p.proname desc) from pg_proc p
+           where p.oid in ('internal.check_block_row(text,text,integer,jsonb)'::regprocedure,
+                           'internal.check_block_operation_row(text,text,text,bigint,bigint)'::regprocedure) and p.proconfig is null),
+          array['internal.check_block_row(text,text,integer,jsonb)', 'internal.check_block_operation_row(text,text,text,bigint,bigint)'],
+          'the two CHECK functions have no SET clause (their names carry their schema: below)');
 select ok((select bool_and(convalidated) from pg_constraint where conname in ('blocks_row_rules', 'block_operations_row_rules')),
           'the two constraints are validated');
 
@@ -130,6 +140,29 @@ select is(pg_temp.refusal(pg_temp.op_insert(p_status => 'success', p_seqs => 'ne
           '23514 block_operations.canvas_seq block_operations_row_rules', 'an applied operation without its canvas_seq is refused');
 select is(pg_temp.refusal(pg_temp.op_insert(p_status => 'failed', p_seqs => 'null, 7')), '23514 block_operations.canvas_seq block_operations_row_rules',
           'a rejected operation with a canvas_seq is refused');
+
+-- ---------------------------------------------------------------- a writer's search path decides nothing
+-- a schema of the writer's, before pg_catalog in its path, with a char_length, a jsonb_typeof and
+-- the operators !~ and < of its own that would let every row through (creating a schema and an
+-- operator resets the session's cached plans, so the functions' expressions are parsed again
+-- under this path: named without their schema, these would be the ones found)
+create schema rr_shadow;
+create function rr_shadow.char_length(text) returns integer language sql immutable as 'select 5';
+create function rr_shadow.jsonb_typeof(jsonb) returns text language sql immutable as $$ select 'object' $$;
+create function rr_shadow.never(text, text) returns boolean language sql immutable as 'select false';
+create operator rr_shadow.!~ (leftarg = text, rightarg = text, function = rr_shadow.never);
+create function rr_shadow.never(integer, integer) returns boolean language sql immutable as 'select false';
+create operator rr_shadow.< (leftarg = integer, rightarg = integer, function = rr_shadow.never);
+set local search_path = rr_shadow, pg_catalog, extensions, public;
+select is(pg_temp.refusal(pg_temp.op_insert(p_client_op_id => repeat('c', 129))), '23514 block_operations.client_op_id block_operations_row_rules',
+          'a writer''s own char_length before pg_catalog in its path is not the rule''s');
+select is(pg_temp.refusal(pg_temp.block_insert(p_content => '[]', p_y_order => 'k4')), '23514 blocks.content blocks_row_rules',
+          'nor its own jsonb_typeof');
+select is(pg_temp.refusal(pg_temp.block_insert(p_type => 'Text', p_y_order => 'k5')), '23514 blocks.type blocks_row_rules',
+          'nor its own !~');
+select is(pg_temp.refusal(pg_temp.block_insert(p_version => 0, p_y_order => 'k6')), '23514 blocks.version blocks_row_rules',
+          'nor its own <');
+set local search_path = extensions, public;
 
 -- ---------------------------------------------------------------- who may write directly
 set local role service_role;

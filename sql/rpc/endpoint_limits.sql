@@ -11,10 +11,14 @@
 -- The start of the fixed window of p_window_seconds that now() falls in (windows start at
 -- multiples of p_window_seconds since the epoch).
 -- An SQL function the planner inlines (one expression, not SECURITY DEFINER, no SET clause):
--- it names nothing outside pg_catalog.
+-- it names nothing outside pg_catalog. date_bin, the same instant as
+-- to_timestamp(floor(extract(epoch from now()) / p) * p) (its form until 2026-12-06, which
+-- rate_limit.test.sql compares it with): with a constant p (the mutation RPC's 60) the stride is
+-- folded at planning, and the expression is two calls where that one was eight (numeric
+-- arithmetic), each set up in every transaction (docs/performance.md, fiftieth session).
 create or replace function internal.rate_window_start(p_window_seconds integer) returns timestamptz
 language sql stable as $$
-  select to_timestamp(floor(extract(epoch from now()) / p_window_seconds) * p_window_seconds)
+  select date_bin(make_interval(secs => p_window_seconds), now(), timestamptz 'epoch')
 $$;
 
 -- The rate_limited error for a window that is full.

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(39);
+select plan(41);
 
 select tests.create_user(u) from unnest(array['rl_busy', 'rl_calm', 'rl_bad']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -150,6 +150,16 @@ select throws_ok($$insert into app.rate_limit_slots (user_id, window_start, buck
 select throws_ok($$select internal.take_limit_slot('00000000-0000-4000-8000-0000000000a3', 'pgtap', null, 60)$$, 'PX500',
                  'the limit of pgtap is not configured: set it in app.settings (mutations_per_minute for mutations)',
                  'a limit that is not configured (null) is an error that says so, not a window without bound');
+
+-- the window's start: date_bin since 2026-12-06 (two calls where the numeric form was eight, set
+-- up in every mutation: docs/performance.md, fiftieth session), the instant the numeric form gave
+select is((select array_agg(p order by p) filter (where internal.rate_window_start(p) <> to_timestamp(floor(extract(epoch from now()) / p) * p))
+           from unnest(array[1, 7, 60, 61, 3600, 86400, 604800]) p), null,
+          'internal.rate_window_start(p) is to_timestamp(floor(extract(epoch from now()) / p) * p), for windows of a second to a week');
+select is((select count(*) from generate_series(timestamptz '2026-01-01 00:00:00.000001+00', timestamptz '2026-01-02', interval '17 minutes 0.123457 seconds') t,
+             unnest(array[1, 60, 3600]) p
+           where date_bin(make_interval(secs => p), t, timestamptz 'epoch') <> to_timestamp(floor(extract(epoch from t) / p) * p)), 0::bigint,
+          'and both forms agree at instants of every second and microsecond of a day');
 
 -- a batch counts a hit per op, each on a slot of its own
 update app.settings set value = '100' where key = 'mutations_per_minute';

@@ -9,7 +9,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(10);
+select plan(16);
 
 select tests.create_user('usual_owner');
 create temp table ids (workspace_id uuid, canvas_id uuid);
@@ -74,6 +74,51 @@ select is((select pg_temp.shape(m.payload) || jsonb_build_object('event', m.even
 select is((select pg_temp.keys(m.payload) from realtime.messages m where m.payload ->> 'client_op_id' = 'usual-short'),
           (select pg_temp.keys(m.payload) from realtime.messages m where m.payload ->> 'client_op_id' = 'usual-general'),
           'the broadcast payload: the same members');
+
+-- ---------------------------------------------------------------- the short path's own checks
+-- step 2's two checks that the usual edit's shape does not answer are one expression on its path
+-- (docs/performance.md, fiftieth session), in step 2's order: the input policy (walked here: the
+-- transaction does not say potentia.input_policy = checked), then the size
+select tests.authenticate_as('usual_owner');
+insert into r select 'proto_and_large', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'update',
+  'usual-proto-large', 2, jsonb_build_object('content', jsonb_build_object('x', repeat('x', 70000), 'o', '{"__proto__":1}'::jsonb)));
+insert into r select 'large', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'update',
+  'usual-large', 2, jsonb_build_object('content', jsonb_build_object('x', repeat('x', 70000))));
+select tests.clear_authentication();
+select is((select res -> 'error' ->> 'code' from r where name = 'proto_and_large') || ' ' || (select res -> 'error' ->> 'code' from r where name = 'large')
+          || ' ' || (select res -> 'error' ->> 'field' from r where name = 'large'),
+          'invalid_input payload_too_large patch.content',
+          'a usual edit breaking the input policy is refused for it before its size is asked; one only too large, on patch.content');
+select is((select version from app.blocks where block_id = '00000000-0000-4000-8000-0000000000d1'), 2, 'and neither wrote the block');
+
+-- the rate limit's usual hit is take_limit_slot's first statement, written out in apply_block_op
+-- with the window and key read beside the role; anything else is take_limit_slot's. Here the slot
+-- above the highest is over the limit (the highest, n + 2, written directly), so that statement
+-- takes nothing and the function takes the gap below it (n + 1); then the window is full
+create temp table slots_before as select count(*)::int as n from app.rate_limit_slots
+  where user_id = tests.user_id('usual_owner') and bucket = 'mutations' and window_start = internal.rate_window_start(60);
+update app.settings set value = to_jsonb((select n from slots_before) + 2) where key = 'mutations_per_minute';
+insert into app.rate_limit_slots (window_key, user_id, window_start, bucket, slot)
+select internal.rate_limit_window_key(tests.user_id('usual_owner'), 'mutations', internal.rate_window_start(60)), tests.user_id('usual_owner'),
+       internal.rate_window_start(60), 'mutations', (select n from slots_before) + 2;
+select tests.authenticate_as('usual_owner');
+insert into r select 'gap', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'update',
+                                                    'usual-gap', 2, '{"content":{"c":3}}');
+insert into r select 'full', api.upsert_block_atomic((select canvas_id from ids), '00000000-0000-4000-8000-0000000000d1', 'update',
+                                                     'usual-full', 3, '{"content":{"d":4}}');
+select tests.clear_authentication();
+select is((select res ->> 'status' from r where name = 'gap') || ' ' || (select res ->> 'status' || ' ' || (res -> 'error' ->> 'code') from r where name = 'full'),
+          'success failed rate_limited', 'a usual edit takes the gap below a highest slot at the limit; the next is refused');
+select is((select array_agg(slot order by slot) from app.rate_limit_slots
+           where user_id = tests.user_id('usual_owner') and bucket = 'mutations' and window_start = internal.rate_window_start(60)
+             and slot > (select n from slots_before)),
+          array[(select n from slots_before) + 1, (select n from slots_before) + 2], 'the gap''s slot is taken');
+select is((select count(*) filter (where window_key <> internal.rate_limit_window_key(user_id, bucket, window_start)) from app.rate_limit_slots
+           where user_id = tests.user_id('usual_owner')), 0::bigint,
+          'every slot the mutations took is keyed as take_limit_slot keys it');
+select is((select count(*) from app.rate_limit_slots where user_id = tests.user_id('usual_owner') and bucket = 'mutations'
+             and window_start = internal.rate_window_start(60)), (select n from slots_before) + 2::bigint,
+          'the minute holds the limit''s slots, and no more');
 
 select * from finish();
 rollback;

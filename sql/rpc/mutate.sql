@@ -672,14 +672,15 @@ begin
   -- The usual edit: content set on a block, the patch's only field (nothing that needs the log or
   -- another block), on the version the client names; written by its own short path in step 3. Its
   -- shape is this one test, so it skips step 2 (whose checks it passes: the input policy and the
-  -- size it asks in step 3)
-  v_usual := p_action = 'update' and p_block_id is not null and p_base_version is not null and jsonb_typeof(p_patch) = 'object'
-             and p_patch - 'content' = '{}' and jsonb_typeof(p_patch -> 'content') = 'object' and p_patch -> 'content' <> '{}';
+  -- size it asks in step 3). True or false, never null: step 4 asks `not v_usual` (a patch null, or
+  -- without content, makes the test null)
+  v_usual := coalesce(p_action = 'update' and p_block_id is not null and p_base_version is not null and jsonb_typeof(p_patch) = 'object'
+                      and p_patch - 'content' = '{}' and jsonb_typeof(p_patch -> 'content') = 'object' and p_patch -> 'content' <> '{}', false);
 
   -- 2. shape of the patch. A patch of content alone skips the checks of the other fields: each
   -- check is an expression PL/pgSQL sets up once per transaction, so a mutation pays for every
   -- check it reaches (docs/performance.md). The order of the checks is the same for all. The usual
-  -- edit skips the block (EXIT; v_usual null, an argument null, does not).
+  -- edit skips the block (EXIT).
   <<shape>> begin
   exit shape when v_usual;
   v_patch := coalesce(p_patch, '{}');

@@ -62,15 +62,26 @@ describe('the database bus catch-up', () => {
       const [clock] = await db.sql<{ at: string; today: string }[]>`
         select localtimestamp::text as at, 'messages_' || to_char(localtimestamp, 'YYYY_MM_DD') as today`;
       const { at, today } = clock!;
-      const [explained] = await db.sql.unsafe<{ 'QUERY PLAN': any }[]>(`explain (format json) ${MARGIN_BEFORE_START}`, [at, 60]);
+      // (seq scans off: whether the planner takes them depends on how much of the partition the
+      // last minute holds, which CI's other files writing this table change; what is asked is that
+      // each half can be read as a range of an index by time, where the old query had no such index
+      // and read the whole partition whatever the setting)
+      const [explained] = await db.sql.begin(async (tx) => {
+        await tx`set local enable_seqscan = off`;
+        return tx.unsafe<{ 'QUERY PLAN': any }[]>(`explain (format json) ${MARGIN_BEFORE_START}`, [at, 60]);
+      });
       const plan = explained!['QUERY PLAN'];
-      const nodes: { 'Node Type': string; 'Relation Name'?: string; 'Index Name'?: string }[] = [];
+      const nodes: { 'Node Type': string; 'Relation Name'?: string; 'Index Name'?: string; 'Index Cond'?: string }[] = [];
       const walk = (n: any) => { nodes.push(n); for (const c of n.Plans ?? []) walk(c); };
       walk(plan[0].Plan);
-      const onToday = nodes.filter((n) => n['Relation Name'] === today).map((n) => `${n['Node Type']} ${n['Index Name'] ?? ''}`.trim());
-      // one read of today's partition per half, each by an index (it was one Parallel Seq Scan)
-      expect(onToday).toEqual([expect.stringMatching(/^Index Scan messages_\w+_inserted_at_topic_idx$/),
-                               expect.stringMatching(/^Index Scan messages_\w+_inserted_at_idx$/)]);
+      // today's partition and its indexes: a bitmap scan names the index in a child of its own
+      const onToday = nodes.filter((n) => n['Relation Name'] === today || (n['Index Name'] ?? '').startsWith(`${today}_`));
+      // never a scan of the whole partition (it was one Parallel Seq Scan), and each half a range
+      // of its index by time (an index scan, or a bitmap one: the planner's choice)
+      expect(onToday.filter((n) => n['Node Type'].includes('Seq Scan')).map((n) => n['Node Type'])).toEqual([]);
+      expect(onToday.filter((n) => n['Index Name']).map((n) => ({ index: n['Index Name'], byTime: /\binserted_at\s*>=/.test(n['Index Cond'] ?? '') }))
+        .sort((x, y) => x.index!.localeCompare(y.index!)))
+        .toEqual([{ index: `${today}_inserted_at_idx`, byTime: true }, { index: `${today}_inserted_at_topic_idx`, byTime: true }]);
     } finally {
       await db.sql`delete from realtime.messages where topic like ${`${prefix}%`}`;
     }

@@ -4,8 +4,7 @@
 import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { z } from 'zod';
-import { envDecimal, envInteger, envMilliseconds } from '../../src/env-values.ts';
-import { envUrl } from '../../src/env-values.ts';
+import { envDecimal, envInteger, envMilliseconds, envUrl } from '../../src/env-values.ts';
 import { blankOptionProblem } from '../../src/option-values.ts';
 
 /** What a numeric option takes: src/env-values.ts's forms, so that options parse as env numbers do (no 0x10, 1e3, Infinity). */

@@ -3,8 +3,9 @@
 // then Graphile Worker's own installer (a no-op when the migrations installed its current schema).
 // When sql/ has changes no migration holds, it applies sql/ on top and says to run
 // `npm run db:migration -- <name>`; --strict (deploys, CI) refuses instead (src/db/migrate.ts).
-// It warns of objects changed outside migrations since the last run (src/db/schema-drift.ts);
-// --check only reports what is pending or drifted.
+// It warns of objects changed outside migrations since the last run (src/db/schema-drift.ts), and
+// of applied migrations this checkout has no file for (a newer release's), and goes on;
+// --check only reports what is pending, applied but unknown here, or drifted.
 import { fileURLToPath } from 'node:url';
 import { decimalNumber, parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
@@ -24,7 +25,8 @@ const usage = `usage: npm run db:migrate [-- [--database-url URL] [--strict] [--
   --lock-wait SECONDS  how long a step may keep trying for locks other sessions hold (default ${DEFAULT_LOCK_WAIT_MS / 1000});
                        it waits 2 s at a time, so the traffic queued behind it is never held longer
   --accept-drift       take the schema as it is, changes made outside migrations included (they are warned of until then)
-  --check              change nothing: list the migrations to apply and what changed outside migrations; exit 1 if any
+  --check              change nothing: list the migrations to apply, the applied ones this checkout lacks (a newer
+                       release's or another branch's) and what changed outside migrations; exit 1 if any
   --quiet              no summary line when nothing was applied`;
 const { values, number } = parseCommandLine({ options: { 'database-url': { type: 'string' }, quiet: { type: 'boolean' }, strict: { type: 'boolean' },
   'lock-wait': { type: 'string' }, check: { type: 'boolean' }, 'accept-drift': { type: 'boolean' } } }, usage);
@@ -50,6 +52,20 @@ const log = (line: string) => console.log(`  ${line}`);
 const database = new URL(url).pathname.slice(1);
 const list = (lines: string[], most = 20) =>
   lines.slice(0, most).map((l) => `    ${l}\n`).join('') + (lines.length > most ? `    … and ${lines.length - most} more\n` : '');
+/**
+ * Applied migrations this checkout has no file for (src/db/migrate.ts, unknownMigrations), as
+ * `supabase migration list` shows remote-only ones: a newer release or another branch migrated the
+ * database. Named by --check (a finding: exit 1) and warned of by a run, which goes on: a role's
+ * start does not refuse such a database either (src/db/migrated.ts), a rollback being the deploy's decision.
+ */
+function aheadOf(unknown: string[]): string {
+  return `${unknown.length} applied migration(s) this checkout does not have (a newer release or another branch migrated the database):\n${list(unknown)}`;
+}
+const AHEAD_ADVICE = 'What to do: run the release or branch that has them (git pull, git checkout), then run this again. '
+  + 'Rolling back to the previous release on purpose needs nothing: migrations are never undone, and a release\'s migrations work '
+  + 'under the previous release\'s code (docs/self-hosting.md, "Upgrades"). If their changes were undone by hand, delete their '
+  + 'records (supabase migration repair --status reverted <version>, or delete from supabase_migrations.schema_migrations).';
+
 try {
   if (values.check) {
     process.exitCode = await check();
@@ -82,6 +98,10 @@ async function run(): Promise<void> {
       (result.sources ? '  sql/ was applied on top of the migrations for development.\n' : '') +
       '  Run `npm run db:migration -- <name>` and commit the migration with sql/ (npm test fails until then).');
   }
+  if (result.unknown.length > 0) {
+    console.warn(`warning: ${aheadOf(result.unknown)}` +
+      '  They stay applied, and this run applied only the migrations this checkout has. ' + AHEAD_ADVICE);
+  }
   await runMigrations({ connectionString: url, logger: undefined });
   const changed = result.compat.length + result.migrations.length + (result.sources ? 1 : 0);
   if (!values.quiet || changed > 0) {
@@ -95,6 +115,7 @@ async function check(): Promise<number> {
   const findings = [
     status.pending.length > 0 ? `${status.pending.length} migration(s) to apply:\n${list(status.pending)}` : '',
     status.changed.length > 0 ? `${status.changed.length} applied migration(s) whose file has changed since (a run refuses them):\n${list(status.changed)}` : '',
+    status.unknown.length > 0 ? `${aheadOf(status.unknown)}  ${AHEAD_ADVICE}` : '',
     status.drift.length > 0 ? `sql/ has changes no migration holds (npm run db:migration -- <name>):\n${list(status.drift)}` : '',
     (status.schemaDrift ?? []).length > 0
       ? `${status.schemaDrift!.length} object(s) changed outside migrations since the last db:migrate:\n${list(status.schemaDrift!)}` : '',

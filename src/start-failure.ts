@@ -41,6 +41,19 @@ export function startFailureAdvice(err: { code?: string; message: string; notOwn
 }
 
 /**
+ * The warning of a role starting on a database ahead of its code: migrations recorded there that
+ * this code has no file for (src/db/migrated.ts), a newer release's (the code rolled back) or
+ * another branch's. Not refused: whether older code runs on the newer schema is the deploy's
+ * decision (docs/self-hosting.md), but said, as `npm run db:migrate -- --check` names them.
+ */
+export function databaseAheadWarning(unknown: string[], urls: { databaseUrl: string }): string {
+  const shown = unknown.length > 3 ? `${unknown.slice(0, 3).join(', ')} and ${unknown.length - 3} more` : unknown.join(', ');
+  return `warning: the database (DATABASE_URL=${withoutPassword(urls.databaseUrl)}) has ${unknown.length} migration(s) this code does not have `
+    + `(${shown}): a newer release or another branch migrated it. Starting anyway: a rollback to the previous release is meant to `
+    + 'run on its schema (docs/self-hosting.md, "Upgrades"); otherwise deploy the code that has them (npm run db:migrate -- --check lists them).';
+}
+
+/**
  * What to do when a role cannot listen on HOST:PORT; undefined for any other failure. A HOST that
  * does not resolve failed with `getaddrinfo ENOTFOUND <host>`, which startFailureAdvice, by its
  * code, answered with advice about the database server.

@@ -37,8 +37,11 @@ export type MigrateOptions = {
   acceptDrift?: boolean;
 };
 
-/** drift: sql/ changes no migration holds; schemaDrift: the database's objects changed outside migrations (schema-drift.ts) */
-export type MigrateResult = { compat: string[]; migrations: string[]; sources: boolean; drift: string[]; schemaDrift: string[] };
+/**
+ * drift: sql/ changes no migration holds; schemaDrift: the database's objects changed outside migrations (schema-drift.ts);
+ * unknown: applied migrations this checkout has no file for (unknownMigrations)
+ */
+export type MigrateResult = { compat: string[]; migrations: string[]; sources: boolean; drift: string[]; schemaDrift: string[]; unknown: string[] };
 
 const COMPAT_MARK = 'potentia compatibility schema';
 
@@ -62,7 +65,7 @@ export class SourcesDriftError extends Error {
 
 export async function migrate(sql: Sql, { root, log = () => {}, strict = false, lockWaitMs, watch, acceptDrift = false }: MigrateOptions):
   Promise<MigrateResult> {
-  const result: MigrateResult = { compat: [], migrations: [], sources: false, drift: [], schemaDrift: [] };
+  const result: MigrateResult = { compat: [], migrations: [], sources: false, drift: [], schemaDrift: [], unknown: [] };
   const drift = await sourcesDrift(root, graphileWorkerRevision);
   result.drift = describeDrift(drift);
   if (strict && hasDrift(drift)) throw new SourcesDriftError(result.drift);
@@ -126,7 +129,8 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
   }
 
   // 2. migrations
-  for (const file of await listSql(join(root, 'supabase/migrations'))) {
+  const files = await listSql(join(root, 'supabase/migrations'));
+  for (const file of files) {
     const base = file.split('/').pop()!.replace(/\.sql$/, '');
     const [version, ...nameParts] = base.split('_');
     const text = await readFile(file, 'utf8');
@@ -151,6 +155,9 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
       log(`applied  migration ${relative(root, file)}`);
     }
   }
+  // applied migrations this checkout lacks (a newer release or another branch migrated the
+  // database): named, not refused, as a role's start does not refuse such a database (migrated.ts)
+  result.unknown = unknownMigrations(await appliedMigrations(sql), files);
 
   // 3. sql/ on top, only while it has changes no migration holds (or the database got an earlier
   //    state of sql/ that way): all files, in the order the generated migrations use
@@ -182,11 +189,36 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
   return result;
 }
 
+/**
+ * What supabase_migrations.schema_migrations records, in version order; name and checksum null where
+ * the table lacks the column (one the Supabase CLI made has no checksum: db:migrate adds it).
+ */
+export async function appliedMigrations(sql: Sql | TransactionSql): Promise<{ version: string; name: string | null; checksum: string | null }[]> {
+  const columns = new Set((await sql<{ name: string }[]>`select attname::text as name from pg_attribute
+    where attrelid = 'supabase_migrations.schema_migrations'::regclass and attnum > 0 and not attisdropped`).map((c) => c.name));
+  const column = (name: string) => (columns.has(name) ? sql(name) : sql`null::text`);
+  return sql<{ version: string; name: string | null; checksum: string | null }[]>`
+    select version, ${column('name')} as name, ${column('checksum')} as checksum from supabase_migrations.schema_migrations order by version`;
+}
+
+/**
+ * The applied migrations no file of `files` (supabase/migrations) has the version of, as
+ * `<version>_<name>` (their file's name) in version order: what a newer release or another branch
+ * applied, which `supabase migration list` shows as remote only. Nothing undoes them (migrations
+ * have no down); `supabase migration repair --status reverted <version>` deletes a record.
+ */
+export function unknownMigrations(applied: { version: string; name: string | null }[], files: string[]): string[] {
+  const known = new Set(files.map((f) => f.split('/').pop()!.split('_')[0]!));
+  return applied.filter((r) => !known.has(r.version)).map((r) => (r.name ? `${r.version}_${r.name}` : r.version));
+}
+
 /** What `npm run db:migrate -- --check` reports, changing nothing. */
 export type MigrationStatus = {
   /** migrations not applied yet, and applied ones whose file has changed since */
   pending: string[];
   changed: string[];
+  /** applied migrations this checkout has no file for (unknownMigrations) */
+  unknown: string[];
   /** sql/ changes no migration holds */
   drift: string[];
   /** objects changed outside migrations since the last run; null: cannot be told, `schemaNote` says why */
@@ -196,17 +228,17 @@ export type MigrationStatus = {
 
 export async function migrationStatus(sql: Sql, root: string): Promise<MigrationStatus> {
   const status: MigrationStatus = {
-    pending: [], changed: [], drift: describeDrift(await sourcesDrift(root, graphileWorkerRevision)), schemaDrift: null,
+    pending: [], changed: [], unknown: [], drift: describeDrift(await sourcesDrift(root, graphileWorkerRevision)), schemaDrift: null,
     schemaNote: 'no fingerprint of the schema recorded yet (db:migrate records one)',
   };
   const [tables] = await sql<{ migrations: boolean; fingerprint: boolean }[]>`
     select to_regclass('supabase_migrations.schema_migrations') is not null as migrations,
            to_regclass('supabase_migrations.potentia_catalog_migrations') is not null as fingerprint`;
-  const applied = new Map(tables!.migrations
-    ? (await sql<{ version: string; checksum: string | null }[]>`select version, checksum from supabase_migrations.schema_migrations`)
-      .map((r) => [r.version, r.checksum] as const)
-    : []);
-  for (const file of await listSql(join(root, 'supabase/migrations'))) {
+  const records = tables!.migrations ? await appliedMigrations(sql) : [];
+  const applied = new Map(records.map((r) => [r.version, r.checksum] as const));
+  const files = await listSql(join(root, 'supabase/migrations'));
+  status.unknown = unknownMigrations(records, files);
+  for (const file of files) {
     const version = file.split('/').pop()!.split('_')[0]!;
     const path = relative(root, file);
     if (!applied.has(version)) { status.pending.push(path); continue; }

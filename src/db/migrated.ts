@@ -16,7 +16,8 @@ export class NotMigratedError extends Error {
 /**
  * The database has the schema but not every migration this code ships: the functions and columns
  * the newer ones add would fail request by request (`internal`, 42883) while /ready said ready.
- * A database ahead of the code (the code rolled back) is not refused: that is the deploy's decision.
+ * A database ahead of the code (the code rolled back) is not refused: that is the deploy's decision
+ * (assertMigrated's `ahead` is told, for a warning).
  * `notOwner`: the connecting role and the owner of Potentia's schemas, when the role cannot act as
  * the owner (the processes' login role of docs/self-hosting.md): db:migrate refuses that role.
  */
@@ -78,16 +79,29 @@ const POOLER_CONFIGURATION_ERRORS: [RegExp, string][] = [
   [/authentication failed$/, '28P01'],
 ];
 
-/** This code's migrations (supabase/migrations, by file name) the database has not recorded; none when it keeps no record. */
-async function pendingMigrations(sql: postgres.Sql): Promise<string[]> {
+/**
+ * This code's migrations (supabase/migrations, by file name) the database has not recorded, and the
+ * ones it recorded that this code has no file for (`<version>_<name>`: a newer release's); none when it keeps no record.
+ */
+async function migrationsCompared(sql: postgres.Sql): Promise<{ pending: string[]; unknown: string[] }> {
   // by the catalog: to_regclass raises on a schema the role may not use
   const [table] = await sql`select exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = 'supabase_migrations' and c.relname = 'schema_migrations') as present`;
-  if (!table!.present) return []; // schema put there some other way (a restore without it): nothing to compare
-  const applied = new Set((await sql`select version from supabase_migrations.schema_migrations`).map((r) => r.version as string));
-  return (await listSql(MIGRATIONS_DIR))
-    .map((file) => file.split('/').pop()!.replace(/\.sql$/, ''))
-    .filter((name) => !applied.has(name.split('_')[0]!));
+  if (!table!.present) return { pending: [], unknown: [] }; // schema put there some other way (a restore without it): nothing to compare
+  const applied = (await sql`select version from supabase_migrations.schema_migrations order by version`).map((r) => r.version as string);
+  const versions = new Set(applied);
+  const files = (await listSql(MIGRATIONS_DIR)).map((file) => file.split('/').pop()!.replace(/\.sql$/, ''));
+  const known = new Set(files.map((name) => name.split('_')[0]!));
+  const unknown = applied.filter((version) => !known.has(version));
+  // their names where the role may read them (potentia_app may read version alone: sql/security/app_role.sql),
+  // through to_jsonb (a table made by another tool may lack the column)
+  const names = unknown.length === 0 ? new Map<string, string>() : await sql<{ version: string; name: string | null }[]>`
+    select version, to_jsonb(s) ->> 'name' as name from supabase_migrations.schema_migrations s where version = any(${unknown})`
+    .then((rows) => new Map(rows.filter((r) => r.name).map((r) => [r.version, r.name!] as const)), () => new Map<string, string>());
+  return {
+    pending: files.filter((name) => !versions.has(name.split('_')[0]!)),
+    unknown: unknown.map((version) => (names.has(version) ? `${version}_${names.get(version)}` : version)),
+  };
 }
 
 /** The connecting role and the owner of schema app, when the role cannot act as it (a superuser and the owner can). */
@@ -150,8 +164,13 @@ async function appRoleGrantsMissing(sql: postgres.Sql): Promise<string[]> {
  * and so does one that lacks some of this code's migrations (a deploy that skipped `db:migrate`),
  * or a connecting role that can act neither as the owner of its schemas nor as potentia_app (nor
  * holds, as a member of potentia_app, what sql/security/app_role.sql grants it in this database).
+ * A database ahead of the code (migrations it recorded that this code has no file for) starts, and
+ * `ahead` is told which, for a warning (src/start-failure.ts, databaseAheadWarning).
  */
-export async function assertMigrated(url: string): Promise<void> {
+export async function assertMigrated(url: string, { ahead }: {
+  /** told of the migrations the database recorded that this code has no file for, when there are any: it starts anyway */
+  ahead?: (unknown: string[]) => void;
+} = {}): Promise<void> {
   const sql = postgres(url, { max: 1, prepare: false, connect_timeout: 5, onnotice: () => {}, connection: { application_name: 'potentia-start-check' } });
   try {
     // read from the catalog, which needs no USAGE on the schemas: to_regclass('app.blocks') raised
@@ -167,10 +186,12 @@ export async function assertMigrated(url: string): Promise<void> {
       });
     if (row && !row.migrated) throw new NotMigratedError();
     if (row) {
-      const pending = await pendingMigrations(sql).catch(() => []); // lost since the first answer: an outage, as above
+      // lost since the first answer: an outage, as above
+      const { pending, unknown } = await migrationsCompared(sql).catch(() => ({ pending: [], unknown: [] }));
       if (pending.length > 0) throw new PendingMigrationsError(pending, await notTheOwner(sql).catch(() => undefined));
       const notOwned = await schemasNotOwned(sql).catch(() => undefined); // lost since the first answer: an outage, as above
       if (notOwned) throw notOwned;
+      if (unknown.length > 0) ahead?.(unknown);
     }
   } finally {
     await sql.end({ timeout: 5 });

@@ -1,0 +1,78 @@
+import { execFile } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { migrate, migrationStatus } from '../../src/db/migrate.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+
+// A database migrated by a newer release than the checkout (a release rolled back, a branch
+// switched): `npm run db:migrate -- --check` names each applied migration the checkout has no
+// file for and exits 1 saying what to do, as `supabase migration list` shows remote-only ones;
+// `npm run db:migrate` warns of them and goes on (nothing undone, only the checkout's own applied),
+// and so does a role's start: a database ahead of the code is not refused (src/db/migrated.ts).
+
+const repoRoot = new URL('../..', import.meta.url).pathname;
+const name = `potentia_migrate_ahead_${process.pid}`;
+const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
+const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
+const run = promisify(execFile);
+const tsx = join(repoRoot, 'node_modules/.bin/tsx');
+const NEWER = '29991231000000_newer_release';
+let root: string;
+let sql: postgres.Sql;
+
+beforeAll(async () => {
+  await admin.unsafe(`drop database if exists ${name} with (force)`);
+  await admin.unsafe(`create database ${name}`);
+  // the newer release: this checkout's migrations and one more
+  root = mkdtempSync(join(tmpdir(), 'potentia-migrate-ahead-'));
+  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(root, dir), { recursive: true });
+  writeFileSync(join(root, `supabase/migrations/${NEWER}.sql`), "create function internal.newer_release_probe() returns int language sql as 'select 1';");
+  sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+  expect((await migrate(sql, { root })).migrations).toContain(`supabase/migrations/${NEWER}.sql`);
+}, 120_000);
+
+afterAll(async () => {
+  await sql?.end();
+  await admin.unsafe(`drop database if exists ${name} with (force)`);
+  await admin.end();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+describe('a database migrated by a newer release than the checkout', () => {
+  it('--check names each applied migration the checkout lacks and exits 1 saying what to do', async () => {
+    // the newer release itself finds nothing
+    expect(await migrationStatus(sql, root)).toMatchObject({ pending: [], changed: [], unknown: [] });
+    const check = await run(tsx, ['scripts/migrate.ts', '--check', '--database-url', urlOf(name)], { cwd: repoRoot })
+      .then(() => null, (e: { code?: number; stdout?: string }) => e);
+    expect(check?.code).toBe(1);
+    expect(check?.stdout).toMatch(new RegExp('^  1 applied migration\\(s\\) this checkout does not have \\(a newer release or another branch migrated the database\\):\n'
+      + `    ${NEWER}\n`
+      + '  What to do: run the release or branch that has them \\(git pull, git checkout\\), then run this again\\. '
+      + 'Rolling back to the previous release on purpose needs nothing: .*supabase migration repair --status reverted <version>.*\n'
+      + `check ${name}: 1 finding\\(s\\)\n$`));
+  }, 30_000);
+
+  it('db:migrate warns naming them, undoes nothing and exits 0; a role starts with the same warning', async () => {
+    const migrated = await run(tsx, ['scripts/migrate.ts', '--database-url', urlOf(name)], { cwd: repoRoot });
+    expect(migrated.stderr).toMatch(new RegExp('^warning: 1 applied migration\\(s\\) this checkout does not have \\(a newer release or another branch migrated the database\\):\n'
+      + `    ${NEWER}\n`
+      + '  They stay applied, and this run applied only the migrations this checkout has\\. What to do: '));
+    expect(migrated.stdout).toMatch(new RegExp(`^migrate ${name}: up to date \\(\\d+ ms\\)\n$`));
+    expect(await sql`select version from supabase_migrations.schema_migrations where version = ${NEWER.split('_')[0]!}`).toHaveLength(1);
+    expect(await sql`select to_regprocedure('internal.newer_release_probe()') is not null as kept`).toEqual([{ kept: true }]);
+    let api: PotentiaProcess | undefined;
+    try {
+      api = await startPotentiaProcess({ DATABASE_URL: urlOf(name), WORKER_MODE: 'off', POTENTIA_ROLE: 'api' });
+      expect(api.output()).toContain(`warning: the database (DATABASE_URL=${urlOf(name)}) has 1 migration(s) this code does not have (${NEWER}): `
+        + 'a newer release or another branch migrated it. Starting anyway');
+      expect((await fetch(`${api.url}/ready`)).status).toBe(200);
+    } finally {
+      await api?.stop();
+    }
+  }, 60_000);
+});

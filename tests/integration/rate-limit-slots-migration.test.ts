@@ -40,21 +40,32 @@ describe('upgrade: shard rows to slots', () => {
     const sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
     try {
       await pushLikeSupabase(sql, root, {});
-      // what follows counts in one minute: not in the last seconds of one
-      const second = new Date().getUTCSeconds();
-      if (second > 50) await new Promise((resolve) => setTimeout(resolve, (61 - second) * 1000));
+      // The minute the upgrade falls in, pinned: whatever the clock reads when the migrations end
+      // (a run past the minute's end read the next minute's slots, none), the counts are read in
+      // that minute, and the limit is taken in it by a transaction begun in it (now(), which
+      // rate_window_start reads, is its start; read committed, each statement sees the upgrade).
+      // The hit in flight is one begun in the same minute too: two transactions begun again until
+      // their start falls in one minute.
       const [busy, calm] = ['00000000-0000-4000-8000-00000000b001', '00000000-0000-4000-8000-00000000b002'];
-      // busy: 7 hits this minute over three shards, 40 in an old minute; calm: none
+      const other = postgres(urlOf(name), { max: 2, onnotice: () => {} });
+      const [inFlight, pinned] = [await other.reserve(), await other.reserve()];
+      let minute: Date;
+      for (;;) {
+        await inFlight`begin`;
+        await pinned`begin`;
+        const [[a], [b]] = [await inFlight`select internal.rate_window_start(60) as w`, await pinned`select internal.rate_window_start(60) as w`];
+        if ((a!.w as Date).getTime() === (b!.w as Date).getTime()) { minute = a!.w as Date; break; }
+        await inFlight`rollback`;
+        await pinned`rollback`;
+      }
+      // busy: 7 hits in that minute over three shards, 40 in an old minute; calm: none
       await sql`insert into app.rate_limits (user_id, bucket, window_start, hits) values
-        (${busy}, 'mutations', internal.rate_window_start(60), 4), (${busy}, 'mutations#1', internal.rate_window_start(60), 2),
-        (${busy}, 'mutations+', internal.rate_window_start(60), 1), (${busy}, 'mutations#2', internal.rate_window_start(60), 0),
-        (${busy}, 'mutations', internal.rate_window_start(60) - interval '1 hour', 40),
-        (${busy}, 'endpoint:H2', internal.rate_window_start(60), 3)`;
+        (${busy}, 'mutations', ${minute}, 4), (${busy}, 'mutations#1', ${minute}, 2),
+        (${busy}, 'mutations+', ${minute}, 1), (${busy}, 'mutations#2', ${minute}, 0),
+        (${busy}, 'mutations', ${minute}::timestamptz - interval '1 hour', 40),
+        (${busy}, 'endpoint:H2', ${minute}, 3)`;
       const switchedBeforeCarry: string[] = [];
       // a hit of the shards' code in flight while the upgrade runs
-      const other = postgres(urlOf(name), { max: 1, onnotice: () => {} });
-      const inFlight = await other.reserve();
-      await inFlight`begin`;
       await inFlight`select internal.hit_sharded_limit(${busy}::uuid, 'mutations', 100, 60)`;
       const upgrade = (async () => {
         for (const f of files.filter((f) => f >= FIRST_OF_SLOTS)) {
@@ -70,23 +81,24 @@ describe('upgrade: shard rows to slots', () => {
       expect(state).toBe('waiting');  // for the hit in flight (SHARE ROW EXCLUSIVE on app.rate_limits)
       await inFlight`commit`;
       inFlight.release();
-      await other.end();
       await upgrade;
       expect(switchedBeforeCarry).toEqual([]);
       expect((await sql`select slot from app.rate_limit_slots where user_id = ${busy}::uuid and bucket = 'mutations'
-        and window_start = internal.rate_window_start(60) order by slot`).map((r) => r.slot)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-      expect(await sql`select count(*)::int as n from app.rate_limit_slots where window_start < internal.rate_window_start(60)`)
-        .toEqual([{ n: 0 }]);
+        and window_start = ${minute} order by slot`).map((r) => r.slot)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(await sql`select count(*)::int as n from app.rate_limit_slots where window_start <> ${minute}`).toEqual([{ n: 0 }]);
       expect(await sql`select bucket, hits from app.rate_limits where user_id = ${busy}::uuid`).toEqual([{ bucket: 'endpoint:H2', hits: 3 }]);
       expect(await sql`select count(*)::int as n from pg_proc where proname in ('hit_sharded_limit', 'check_sharded_limit',
         'expect_several_hits', 'window_limit_hits', 'window_limit_shards', 'xmax_unseen_update')`).toEqual([{ n: 0 }]);
       expect(await sql`select count(*)::int as n from pg_attribute where attrelid = 'app.rate_limits'::regclass and attname = 'holder'`)
         .toEqual([{ n: 0 }]);
-      // under a limit of 10: two more, then refused
-      const take = (user: string) => sql`select internal.take_limit_slot(${user}::uuid, 'mutations', 10, 60) as s`.then(([r]) => r!.s as number);
+      // under a limit of 10, in the minute of the upgrade: two more, then refused (the refusal last: it ends the transaction)
+      const take = (user: string) => pinned`select internal.take_limit_slot(${user}::uuid, 'mutations', 10, 60) as s`.then(([r]) => r!.s as number);
       expect([await take(busy), await take(busy)]).toEqual([9, 10]);
-      await expect(take(busy)).rejects.toMatchObject({ code: 'PX429' });
       expect(await take(calm)).toBe(1);
+      await expect(take(busy)).rejects.toMatchObject({ code: 'PX429' });
+      await pinned`rollback`;
+      pinned.release();
+      await other.end();
     } finally {
       await sql.end();
     }

@@ -1,3 +1,5 @@
+import { isObject } from './json-value.ts';
+
 /**
  * The fetch supabase-js is given, so that a failed sign-in says what failed. auth-js makes the
  * message of an error answer from its JSON body (`msg`, `message`, …), except when it cannot:
@@ -54,7 +56,6 @@ async function withLocalExpiry(res: Response): Promise<Response> {
   return new Response(JSON.stringify(body), { status: res.status, statusText: res.statusText, headers });
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function requestUrl(input: Parameters<typeof fetch>[0]): string {
   return typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
@@ -63,7 +64,7 @@ function requestUrl(input: Parameters<typeof fetch>[0]): string {
 function parseObject(text: string): Record<string, unknown> | null {
   try {
     const value: unknown = JSON.parse(text);
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : null;
+    return isObject(value) ? value : null;
   } catch {
     return null;
   }

@@ -1,4 +1,5 @@
 import type { WireBlock } from './protocol.ts';
+import { isObject } from './json-value.ts';
 
 /**
  * Blocks as the client shows them, and the pure helpers of the optimistic state: JSON Merge
@@ -33,7 +34,6 @@ export type Block = {
 export type BlockNode = Block & { children: BlockNode[] };
 
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The client's Block from a block as the server sends it. */
 export function toBlock(b: WireBlock): Block {

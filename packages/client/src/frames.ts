@@ -1,4 +1,5 @@
 import type { ServerMessage } from './protocol.ts';
+import { isObject } from './json-value.ts';
 
 /**
  * Reading a server frame: the text of one H1 message, checked against protocol.ts before the
@@ -20,16 +21,15 @@ export type ReadFrame = { ok: ServerMessage } | { unknown: string } | { invalid:
 const KNOWN = new Set(['hello', 'access', 'snapshot', 'delta', 'resumed', 'ack', 'conflict', 'rejected', 'presence', 'presence_leave', 'error', 'pong']);
 
 type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 /** A count of the protocol (server_seq, canvas_seq, watermarks): a non-negative safe integer. */
 const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isVersion = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
 const isStr = (v: unknown): v is string => typeof v === 'string';
 const orNull = (check: (v: unknown) => boolean) => (v: unknown) => v === null || check(v);
 const optional = (check: (v: unknown) => boolean) => (v: unknown) => v === undefined || check(v);
-const isBlock = (v: unknown): boolean => isObj(v) && isStr(v['block_id']) && isVersion(v['version']);
+const isBlock = (v: unknown): boolean => isObject(v) && isStr(v['block_id']) && isVersion(v['version']);
 const isStrings = (v: unknown): boolean => Array.isArray(v) && v.every(isStr);
-const isTextOps = (v: unknown): boolean => isObj(v) && Object.values(v).every(Array.isArray);
+const isTextOps = (v: unknown): boolean => isObject(v) && Object.values(v).every(Array.isArray);
 const isBool = (v: unknown): v is boolean => typeof v === 'boolean';
 
 /** The checks of each known type: field → check. */
@@ -49,9 +49,9 @@ const SHAPES: Record<string, Record<string, (v: unknown) => boolean>> = {
   },
   conflict: {
     client_op_id: isStr, code: (v) => v === 'conflict' || v === 'rebase_required', message: isStr, block: orNull(isBlock),
-    version: orNull(isVersion), changed: optional(isStrings), fields: optional((v) => isObj(v) && Object.values(v).every(isObj)),
+    version: orNull(isVersion), changed: optional(isStrings), fields: optional((v) => isObject(v) && Object.values(v).every(isObject)),
   },
-  rejected: { client_op_id: isStr, error: (v) => isObj(v) && isStr(v['code']) && optional(isStr)(v['message']) && optional(orNull(isStr))(v['field']) },
+  rejected: { client_op_id: isStr, error: (v) => isObject(v) && isStr(v['code']) && optional(isStr)(v['message']) && optional(orNull(isStr))(v['field']) },
   presence: { user_id: isStr },
   presence_leave: { user_id: isStr },
   error: { code: isStr, message: optional(isStr), field: optional(isStr), client_op_id: optional(isStr), retry_after_ms: optional((v) => typeof v === 'number') },
@@ -67,7 +67,7 @@ export function readFrame(data: unknown): ReadFrame {
   } catch {
     return { invalid: `not JSON: ${JSON.stringify(data.slice(0, 80))}`, field: 'message' };
   }
-  if (!isObj(m) || !isStr(m['type'])) return { invalid: 'not an object with a string `type`', field: 'type' };
+  if (!isObject(m) || !isStr(m['type'])) return { invalid: 'not an object with a string `type`', field: 'type' };
   const type = m['type'];
   if (!KNOWN.has(type)) return { unknown: type };
   for (const [field, check] of Object.entries(SHAPES[type]!)) {

@@ -12,6 +12,9 @@
  * src/input-policy.ts); `maxDepth` is what is left for the value where it sits in its message.
  */
 
+/** Whether `v` is a JSON object: not null, not an array (a class instance passes: callers that care check its prototype). */
+export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 /** The server's bound on a message's nesting (src/input-policy.ts MAX_JSON_DEPTH). */
 export const MESSAGE_MAX_DEPTH = 64;
 

@@ -1,6 +1,6 @@
 import { PotentiaError } from './errors.ts';
 import type { PresenceEvent } from './protocol.ts';
-import { encodeJson } from './json-value.ts';
+import { encodeJson, isObject } from './json-value.ts';
 import { monotonicNow } from './clock.ts';
 
 /**
@@ -71,7 +71,6 @@ const unref = (t: Timer): Timer => {
   return t;
 };
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
 function readCursor(v: unknown): PresenceCursor | null {

@@ -3,6 +3,7 @@ import { Canvas, type CanvasDeps } from './canvas.ts';
 import type { WebSocketConstructor } from './canvas-sync.ts';
 import { withAuthAnswers } from './auth-answers.ts';
 import { defaultReconnectDelayMs, fullJitterMs } from './backoff.ts';
+import { withDeadline, withRequestDeadline } from './deadline.ts';
 import { AccessLostError, PotentiaError, RateLimitedError } from './errors.ts';
 import type { components } from './api-types.ts';
 
@@ -12,6 +13,8 @@ import type { components } from './api-types.ts';
  * the Potentia HTTP API called through `supabase.functions.invoke` (`/functions/v1/...`, with the
  * session's access token); a canvas is live over H1 (`/ws/canvas/{id}`), given the session's
  * access token on every (re)connect, so a refreshed token is used from the next reconnect on.
+ *
+ * Every HTTP call has a deadline (`timeoutMs`: TimeoutError, code `timeout`).
  */
 
 /** Options of createPotentiaClient. */
@@ -32,6 +35,17 @@ export type PotentiaClientOptions = {
   auth?: { persistSession?: boolean; autoRefreshToken?: boolean; storageKey?: string };
   /** Canvas socket timing (tests, slow networks): see CanvasSyncOptions. */
   canvas?: CanvasDeps['sync'];
+  /**
+   * The deadline of each HTTP request of the client, in milliseconds: sign-up, sign-in, sign-out,
+   * a session refresh, every workspaces and canvases call (each attempt of a create). A request
+   * without a whole answer by then is abandoned and rejects with TimeoutError (code `timeout`;
+   * a create is first sent again with the same id, so it never makes two rows). Default 30 000,
+   * well above the server's own bounds (a query is cut at 5 s and answered 504 `timeout`), so
+   * that it only ends what would otherwise never end: a server or proxy that accepted the
+   * request and went silent. 0 turns the deadline off. The canvas socket has its own
+   * (`canvas.resumeTimeoutMs`, `canvas.heartbeatMs`).
+   */
+  timeoutMs?: number;
 };
 
 /** The signed-in user. */
@@ -180,6 +194,7 @@ const serverDelays = new WeakMap<PotentiaError, number>();
 
 /** The Potentia error of a functions.invoke failure (the body is `{error: {code, message, field?}}`). */
 async function invokeError(error: unknown): Promise<PotentiaError> {
+  if (error instanceof PotentiaError) return error; // a TimeoutError of the call's deadline
   if (error instanceof FunctionsHttpError) {
     const response = error.context as Response;
     let body: { error?: { code?: unknown; message?: unknown; field?: unknown; retry_after?: unknown } } = {};
@@ -208,6 +223,9 @@ async function invokeError(error: unknown): Promise<PotentiaError> {
 const REFRESH_MARGIN_MS = 60_000;
 /** ... or at this fraction of the time it had left when it came, if later (a token living two minutes or less). */
 const REFRESH_AT = 0.5;
+
+/** The default of PotentiaClientOptions.timeoutMs. */
+const DEFAULT_TIMEOUT_MS = 30_000;
 
 /** How many times a create is sent at most: once, and 4 resends. */
 const CREATE_ATTEMPTS = 5;
@@ -245,12 +263,17 @@ const capped = (ms: number): number | null => (ms > MAX_RESEND_DELAY_MS ? null :
  */
 export function createPotentiaClient(options: PotentiaClientOptions): PotentiaClient {
   const url = options.url.replace(/\/+$/, '');
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
+    throw new TypeError(`createPotentiaClient: timeoutMs must be a number of milliseconds, 0 or more (0: no deadline), got ${String(timeoutMs)}`);
+  }
   const WebSocketClass = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
   const supabase = createClient(url, options.anonKey, {
     auth: { persistSession: options.auth?.persistSession ?? true, autoRefreshToken: options.auth?.autoRefreshToken ?? true,
       detectSessionInUrl: false, ...(options.auth?.storageKey ? { storageKey: options.auth.storageKey } : {}) },
     ...(options.WebSocket ? { realtime: { transport: options.WebSocket as never } } : {}),
-    global: { fetch: withAuthAnswers((input, init) => fetch(input, init), `${url}/auth/v1/`) },
+    // auth-js's requests (sign-in, refresh, sign-out) take no signal from their callers: each gets the deadline here
+    global: { fetch: withRequestDeadline(withAuthAnswers((input, init) => fetch(input, init), `${url}/auth/v1/`), timeoutMs, [`${url}/auth/v1/`]) },
   });
 
   let user: PotentiaUser | null = null;
@@ -305,15 +328,30 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     (refreshTimer as { unref?: () => void }).unref?.(); // Node: must not keep a process alive
   };
 
-  const call = async <T>(path: string, method: 'GET' | 'POST', body?: Record<string, unknown>): Promise<T> => {
+  /** The session's access token, or null when signed out (auth-js refreshes one that has expired by this host's clock). */
+  const currentToken = async (): Promise<string | null> => {
+    const { data } = await supabase.auth.getSession();
+    return data.session?.access_token ?? null;
+  };
+
+  /** One request to the HTTP API with `token` (null: none, the anon key goes), under the deadline. */
+  const send = async <T>(path: string, method: 'GET' | 'POST', body: Record<string, unknown> | undefined, token: string | null): Promise<T> => {
     let result: Awaited<ReturnType<typeof supabase.functions.invoke>>;
     try {
-      result = await supabase.functions.invoke(path, body ? { method, body } : { method });
+      result = await withDeadline(timeoutMs, `${method} /functions/v1/${path}`, (signal) => supabase.functions.invoke(path, {
+        method, signal, ...(body ? { body } : {}), ...(token ? { headers: { Authorization: `Bearer ${token}` } } : {}),
+      }));
     } catch (err) {
       throw await invokeError(err);
     }
     if (result.error) throw await invokeError(result.error);
     return result.data as T;
+  };
+
+  /** A call of the HTTP API with the session's token. */
+  const call = async <T>(path: string, method: 'GET' | 'POST', body?: Record<string, unknown>): Promise<T> => {
+    const token = await withDeadline(timeoutMs, 'the session\'s access token', () => currentToken());
+    return await send<T>(path, method, body, token);
   };
 
   /**
@@ -333,14 +371,11 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     }
   };
 
-  const accessToken = async (): Promise<string | null> => {
-    const { data } = await supabase.auth.getSession();
-    return data.session?.access_token ?? null;
-  };
+  const accessToken = (): Promise<string | null> => withDeadline(timeoutMs, 'the session\'s access token', () => currentToken());
 
   const auth: PotentiaAuth = {
     async signUp(email, password) {
-      const { data, error } = await supabase.auth.signUp({ email, password });
+      const { data, error } = await withDeadline(timeoutMs, 'sign-up', () => supabase.auth.signUp({ email, password }));
       if (error) throw authError(error);
       if (data.session) setUser(toUser(data.session.user));
       const u = toUser(data.user);
@@ -348,13 +383,21 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
       return u;
     },
     async signIn(email, password) {
-      const { data, error } = await supabase.auth.signInWithPassword({ email, password });
+      const { data, error } = await withDeadline(timeoutMs, 'sign-in', () => supabase.auth.signInWithPassword({ email, password }));
       if (error) throw authError(error);
       setUser(toUser(data.user));
       return toUser(data.user)!;
     },
     async signOut() {
-      const { error } = await supabase.auth.signOut();
+      let error: Parameters<typeof authError>[0] | null;
+      try {
+        ({ error } = await withDeadline(timeoutMs, 'sign-out', () => supabase.auth.signOut()));
+      } catch (err) {
+        // no answer: the session ends here all the same (this device forgets it; the server's ends when it expires)
+        await supabase.auth.signOut({ scope: 'local' }).catch(() => {});
+        setUser(null);
+        throw err;
+      }
       setUser(null);
       if (error) throw authError(error);
     },

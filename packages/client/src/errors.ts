@@ -21,7 +21,8 @@ import type { Block } from './blocks.ts';
  *   WebSocket class: pass one), `text_lost` (pending text edits dropped, see Canvas.onError),
  *   `invalid_message` (also H1's: a frame from the server this client cannot read, not JSON or a
  *   known type of the wrong shape; `field` names what is wrong; the socket is reconnected and
- *   resumed, so nothing it carried is lost).
+ *   resumed, so nothing it carried is lost), `timeout` (also the server's 504: an HTTP call that
+ *   got no answer within the client's `timeoutMs`, a TimeoutError).
  * `status` is the HTTP status when an HTTP answer caused it.
  */
 export class PotentiaError extends Error {
@@ -93,6 +94,26 @@ export class RateLimitedError extends PotentiaError {
     status = 429,
   ) {
     super('rate_limited', message, undefined, status);
+  }
+}
+
+/**
+ * An HTTP call of the client (sign-in, a refresh, workspaces, canvases) got no whole answer within
+ * `timeoutMs` (createPotentiaClient's option, default 30 s): the request was abandoned (its
+ * connection closed), so whether the server did it is unknown (a request stuck behind a database
+ * lock may still complete). `code` is `timeout`, as for the server's own 504, and `status` is
+ * undefined. A create is sent again with the same id first (it resolves if a resend is answered,
+ * and rejects with this error only when every attempt timed out); any other call rejects at once:
+ * its outcome is the app's to check (e.g. `workspaces.members` after an `addMember`).
+ */
+export class TimeoutError extends PotentiaError {
+  override name = 'TimeoutError';
+  constructor(
+    message: string,
+    /** The deadline it missed, in milliseconds. */
+    readonly timeoutMs: number,
+  ) {
+    super('timeout', message);
   }
 }
 

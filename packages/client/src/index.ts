@@ -15,7 +15,7 @@ export type { CanvasChangeCause, CanvasSnapshotView, CanvasStatus, CreateInput, 
 export type { Block, BlockNode } from './blocks.ts';
 export { CanvasPresence, PRESENCE_MAX_BYTES, PRESENCE_SENDS_PER_SECOND } from './presence.ts';
 export type { PresenceCursor, PresenceInput, PresencePeer, PresenceSelection } from './presence.ts';
-export { AccessLostError, ConflictError, PotentiaError, RateLimitedError } from './errors.ts';
+export { AccessLostError, ConflictError, PotentiaError, RateLimitedError, TimeoutError } from './errors.ts';
 export type { ConflictField } from './errors.ts';
 export { CanvasSync, defaultReconnectDelayMs } from './canvas-sync.ts';
 export type { CanvasSyncOptions, Mutation, MutationOutcome, SocketHandler, TextChange, WebSocketConstructor, WebSocketLike } from './canvas-sync.ts';

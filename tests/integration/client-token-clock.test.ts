@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { createPotentiaClient, type PotentiaClient } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { testDatabase } from '../helpers/db.ts';
 import { sleep } from '../helpers/wait.ts';
 
 // @potentia/client's access token when the client's wall clock differs from the server's (a step
@@ -16,6 +17,7 @@ import { sleep } from '../helpers/wait.ts';
 // tokens; only the client's Date steps (vitest's fake Date, advancing with real time).
 
 const TTL_S = 60;
+const db = testDatabase(1);
 let server: PotentiaProcess;
 let anonKey: string;
 const faults: unknown[] = [];
@@ -53,6 +55,7 @@ afterAll(async () => {
   process.off('unhandledRejection', onFault);
   for (const c of clients) await c.auth.signOut().catch(() => {});
   await server?.stop();
+  await db.close();
 });
 afterEach(() => void vi.useRealTimers());
 
@@ -79,6 +82,10 @@ async function signedIn(on = server): Promise<PotentiaClient> {
 
 const tokenOf = (url: string) => new URL(url).searchParams.get('access_token');
 
+/** Refresh grants of a user so far, and its sign-in: each adds a row (src/http/gotrue.ts, sql/auth/refresh_tokens.sql). */
+const refreshRows = async (userId: string) =>
+  (await db.sql<{ n: number }[]>`select count(*)::int as n from app.refresh_tokens where user_id = ${userId}`)[0]!.n;
+
 describe('the access token when the client\'s wall clock steps', () => {
   it('a step back of an hour: the token is still refreshed before the server ends it, and the canvas stays live', async () => {
     steppableWallClock();
@@ -101,6 +108,42 @@ describe('the access token when the client\'s wall clock steps', () => {
     expect(await c.auth.accessToken()).not.toBe(first);
     const block = await canvas.create({ type: 'text', content: { text: 'still here' } });
     expect(block.content['text']).toBe('still here');
+    expect(errors).toEqual([]);
+    expect(faults).toEqual([]);
+    canvas.close();
+  }, 4 * TTL_S * 1000);
+
+  it('a socket closed 4401 (its token expired by the server\'s clock, not the client\'s): the next socket carries a token refreshed once', async () => {
+    steppableWallClock();
+    // no refresh timer (autoRefreshToken off): only the server's refusal can make the client refresh
+    const c = createPotentiaClient({ url: server.url, anonKey, WebSocket: RecordingWebSocket, auth: { persistSession: false, autoRefreshToken: false },
+      canvas: { reconnectDelayMs: () => 200 } });
+    clients.push(c);
+    const { id } = await c.auth.signUp(`refused-socket-${randomUUID()}@example.com`, 'correct horse battery');
+    // by the client's clock, now an hour back, the token has an hour left: auth-js never refreshes it itself
+    stepWallClock(-3_600_000);
+    const { workspace_id } = await c.workspaces.create('Refused socket');
+    const { canvas_id } = await c.canvases.create(workspace_id, 'Refused socket');
+    const canvas = c.canvas(canvas_id);
+    const errors: unknown[] = [];
+    canvas.onError((e) => void errors.push(e));
+    await canvas.connect();
+    const first = await c.auth.accessToken();
+    expect(tokenOf(socketUrls.at(-1)!)).toBe(first);
+    const opened = socketUrls.length;
+    expect(await refreshRows(id)).toBe(1); // the sign-up's
+    // the server closes the socket with 4401 once the token has expired (exp + 5 s), and the client reconnects
+    await until(() => socketUrls.length > opened, 3 * TTL_S * 1000, 'a socket after the 4401 close');
+    // before: the refused token again (refused at the upgrade, reconnect after reconnect, until an
+    // access check over HTTP refreshed the session or ended the canvas)
+    expect(tokenOf(socketUrls[opened]!)).not.toBe(first);
+    await until(() => canvas.status === 'live', 30_000, 'the canvas live again');
+    expect(socketUrls.length).toBe(opened + 1);
+    expect(await refreshRows(id)).toBe(2);
+    const block = await canvas.create({ type: 'text', content: { text: 'after the refusal' } });
+    expect(block.content['text']).toBe('after the refusal');
+    expect(await refreshRows(id)).toBe(2);
+    expect(canvas.status).toBe('live');
     expect(errors).toEqual([]);
     expect(faults).toEqual([]);
     canvas.close();

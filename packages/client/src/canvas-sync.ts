@@ -45,7 +45,7 @@ export type WebSocketLike = {
    */
   terminate?(): void;
   onopen: SocketHandler<unknown> | null;
-  /** `code` is the WebSocket close code (4403 / 4404: access lost; 4401: token expired or user deleted, reconnected with token() asked again; 4429: too many frames, see protocol.ts). */
+  /** `code` is the WebSocket close code (4403 / 4404: access lost; 4401: token expired or user deleted, reconnected with token() asked for a fresh one; 4429: too many frames, see protocol.ts). */
   onclose: SocketHandler<{ code?: number; reason?: string }> | null;
   /** `data` is one frame's text. */
   onmessage: SocketHandler<{ data: unknown }> | null;
@@ -95,8 +95,14 @@ export type CanvasSyncOptions = {
   /** http(s):// or ws(s):// base of the Potentia server. */
   url: string;
   canvasId: string;
-  /** Current access token (called on every (re)connect). */
-  token: () => string | Promise<string>;
+  /**
+   * Current access token (called on every (re)connect). `refused` is the token the server just
+   * refused (it closed the socket with 4401: expired by the server's clock, or ended): return a
+   * fresh one (refresh the session; createPotentiaClient's does, once). Passed for the first 4401
+   * after the client was live only, so a server refusing every token cannot make token() refresh
+   * in a loop: later reconnects ask token() without it until the client is live again.
+   */
+  token: (refused?: string) => string | Promise<string>;
   WebSocket: WebSocketConstructor;
   /**
    * Delay before reconnect attempt `attempt` (0 for the first after a loss; the count restarts
@@ -152,6 +158,8 @@ const CLOSED = 3;
 /** Close codes of a socket whose user lost access (h1-protocol.ts): reconnecting would be refused. */
 const CLOSE_FORBIDDEN = 4403;
 const CLOSE_NOT_FOUND = 4404;
+/** Close code of a socket whose access token the server no longer takes (h1-protocol.ts H1_CLOSE_UNAUTHORIZED). */
+const CLOSE_UNAUTHORIZED = 4401;
 /** Close code of a socket that sent frames faster than the server's bound (h1-protocol.ts H1_CLOSE_FRAME_RATE). */
 const CLOSE_FRAME_RATE = 4429;
 /**
@@ -228,6 +236,12 @@ export class CanvasSync {
   private resumeRetries = 0;
   /** The jitter's random source (option `random`; read at each draw). */
   private readonly random = (): number => (this.opts.random ?? Math.random)();
+  /** The token of the current socket (as given to open()). */
+  private socketToken: string | null = null;
+  /** The token a socket was closed 4401 with, for the next token() call; null once asked. */
+  private refusedToken: string | null = null;
+  /** Whether a 4401 has been handed to token() since the client was last live (at most one is). */
+  private refusalHandled = false;
   /** No mutation is sent before this (monotonicNow() ms): the user's mutation limit said "not now" (backOff). */
   private holdMutationsUntil = 0;
   /** Nothing is sent by flush() before this: the socket's message limit, or a fault, said "not now" (backOff). */
@@ -504,8 +518,10 @@ export class CanvasSync {
       }
     }, this.opts.resumeTimeoutMs ?? 10_000);
     let token: Promise<string>;
+    const refused = this.refusedToken;
+    this.refusedToken = null;
     try {
-      token = Promise.resolve(this.opts.token());
+      token = Promise.resolve(refused === null ? this.opts.token() : this.opts.token(refused));
     } catch (err) {
       token = Promise.reject(err);
     }
@@ -539,6 +555,7 @@ export class CanvasSync {
       return;
     }
     this.ws = ws;
+    this.socketToken = String(token);
     this.live = false;
     this.lastFrameAt = monotonicNow();
     this.pacer = new MessagePacer(this.rate());
@@ -558,8 +575,25 @@ export class CanvasSync {
       if (code === CLOSE_FORBIDDEN) this.accessLost(ws, 'forbidden', 'you no longer have access to this canvas');
       else if (code === CLOSE_NOT_FOUND) this.accessLost(ws, 'not_found', 'this canvas was deleted');
       else if (code === CLOSE_FRAME_RATE) this.frameRateClosed(ws, ev?.reason);
+      else if (code === CLOSE_UNAUTHORIZED) this.tokenRefused(ws);
       else this.lost(ws);
     };
+  }
+
+  /**
+   * The server closed the socket for its token (4401: expired by the server's clock, however the
+   * client's clock runs, or its user deleted): reconnected as after any loss, and the next
+   * token() call is given the refused token, so that it is replaced rather than sent again (it
+   * used to be: refused at every reconnect until the session's own refresh timer fired, or the
+   * canvas's access check ended it `unauthorized`). Once per run of losses (refusalHandled).
+   */
+  private tokenRefused(ws: WebSocketLike): void {
+    if (this.ws !== ws) return;
+    if (!this.refusalHandled && this.socketToken !== null) {
+      this.refusalHandled = true;
+      this.refusedToken = this.socketToken;
+    }
+    this.lost(ws);
   }
 
   /**
@@ -911,6 +945,7 @@ export class CanvasSync {
         if (this.live) return;
         this.live = true;
         this.attempt = 0;
+        this.refusalHandled = false;
         this.clearTimer('resumeTimer');
         this.startHeartbeat(ws);
         for (const w of this.readyWaiters.splice(0)) w.resolve();

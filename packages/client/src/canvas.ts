@@ -86,8 +86,8 @@ export type MoveInput = { after?: string | null; before?: string; parent?: strin
 export type CanvasDeps = {
   url: string;
   WebSocket: WebSocketConstructor | undefined;
-  /** The current access token; throws PotentiaError `unauthorized` when signed out. */
-  token: () => Promise<string>;
+  /** The current access token, or a fresh one when `refused` (the socket was closed 4401 with it); throws PotentiaError `unauthorized` when signed out. */
+  token: (refused?: string) => Promise<string>;
   /** Asks the server whether the user may see the canvas (HTTP): rejects with AccessLostError, PotentiaError, or a network error. */
   checkAccess: () => Promise<{ can_write: boolean }>;
   /** Extra CanvasSync options (reconnect timing, heartbeat, pacing, the jitter's random source). */

@@ -1,4 +1,4 @@
-import { createClient, FunctionsFetchError, FunctionsHttpError, type Session, type SupabaseClient, type User } from '@supabase/supabase-js';
+import { createClient, FunctionsFetchError, FunctionsHttpError, isAuthRetryableFetchError, type Session, type SupabaseClient, type User } from '@supabase/supabase-js';
 import { Canvas, type CanvasDeps } from './canvas.ts';
 import type { WebSocketConstructor } from './canvas-sync.ts';
 import { withAuthAnswers } from './auth-answers.ts';
@@ -14,7 +14,10 @@ import type { components } from './api-types.ts';
  * session's access token); a canvas is live over H1 (`/ws/canvas/{id}`), given the session's
  * access token on every (re)connect, so a refreshed token is used from the next reconnect on.
  *
- * Every HTTP call has a deadline (`timeoutMs`: TimeoutError, code `timeout`).
+ * Every HTTP call has a deadline (`timeoutMs`: TimeoutError, code `timeout`). A token the server
+ * refuses (HTTP 401 `unauthorized`, an H1 socket closed 4401) makes the client refresh the session
+ * once (one refresh for every call refused with that token) and send the call once more; a
+ * refresh the server refuses signs the user out (`auth.onChange(null)`).
  */
 
 /** Options of createPotentiaClient. */
@@ -227,6 +230,9 @@ const REFRESH_AT = 0.5;
 /** The default of PotentiaClientOptions.timeoutMs. */
 const DEFAULT_TIMEOUT_MS = 30_000;
 
+/** Whether `err` is the server refusing the access token the call carried (HTTP 401 `unauthorized`). */
+const tokenRefused = (err: unknown): boolean => err instanceof PotentiaError && err.status === 401 && err.code === 'unauthorized';
+
 /** How many times a create is sent at most: once, and 4 resends. */
 const CREATE_ATTEMPTS = 5;
 
@@ -334,6 +340,41 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     return data.session?.access_token ?? null;
   };
 
+  /**
+   * After the server refused `refused` (HTTP 401 `unauthorized`, an H1 socket closed 4401): one
+   * refresh of the session (the refresh token grant), shared by every call refused with the same
+   * token (single flight: a token already replaced is not refreshed again). Resolves with the token
+   * to send instead. Rejects with PotentiaError `unauthorized` when signed out meanwhile or when
+   * the server refuses the refresh too: the session is over, so it is removed here and the app is
+   * told (auth.onChange(null); open canvases end) — auth-js keeps a session whose access token
+   * looks valid by this host's clock after a refused refresh, so the refused token would be sent
+   * again and again. A refresh that got no answer (network, deadline) rejects with its error and
+   * keeps the session.
+   */
+  let renewal: { refused: string; done: Promise<string> } | null = null;
+  const renewAfterRefusal = (refused: string): Promise<string> => {
+    if (renewal?.refused === refused) return renewal.done;
+    const done = (async () => {
+      const current = await currentToken();
+      if (!current) throw new PotentiaError('unauthorized', 'signed out: sign in again', undefined, 401);
+      if (current !== refused) return current; // refreshed meanwhile (a timer, another refused call, a sign-in)
+      const { data, error } = await withDeadline(timeoutMs, 'refresh of the session', () => supabase.auth.refreshSession());
+      if (data.session) return data.session.access_token;
+      if (error && isAuthRetryableFetchError(error)) throw authError(error);
+      const after = await currentToken();
+      if (after && after !== refused) return after; // a sign-in came between
+      await supabase.auth.signOut({ scope: 'local' }).catch(() => {});
+      setUser(null);
+      throw new PotentiaError('unauthorized', `the server refused the access token and the session could not be refreshed${error ? ` (${error.message})` : ''}: signed out, sign in again`, undefined, 401);
+    })();
+    renewal = { refused, done };
+    const clear = () => {
+      if (renewal?.done === done) renewal = null;
+    };
+    done.then(clear, clear);
+    return done;
+  };
+
   /** One request to the HTTP API with `token` (null: none, the anon key goes), under the deadline. */
   const send = async <T>(path: string, method: 'GET' | 'POST', body: Record<string, unknown> | undefined, token: string | null): Promise<T> => {
     let result: Awaited<ReturnType<typeof supabase.functions.invoke>>;
@@ -348,10 +389,22 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     return result.data as T;
   };
 
-  /** A call of the HTTP API with the session's token. */
-  const call = async <T>(path: string, method: 'GET' | 'POST', body?: Record<string, unknown>): Promise<T> => {
+  /**
+   * A call of the HTTP API with the session's token. A token the server refuses (401
+   * `unauthorized`) is renewed (renewAfterRefusal) and the call sent once more with the new one,
+   * at most once per `refusals` (one per call: a create's resends share theirs), so a server
+   * that refuses every token never makes this loop. A 401 is answered before any work, so
+   * sending again is safe for every call.
+   */
+  const call = async <T>(path: string, method: 'GET' | 'POST', body?: Record<string, unknown>, refusals = { renewed: false }): Promise<T> => {
     const token = await withDeadline(timeoutMs, 'the session\'s access token', () => currentToken());
-    return await send<T>(path, method, body, token);
+    try {
+      return await send<T>(path, method, body, token);
+    } catch (err) {
+      if (!token || refusals.renewed || !tokenRefused(err)) throw err;
+      refusals.renewed = true;
+      return await send<T>(path, method, body, await renewAfterRefusal(token));
+    }
   };
 
   /**
@@ -360,9 +413,10 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
    * server answers a resend of a created row with that row, so this creates one row at most.
    */
   const create = async <T>(path: string, body: Record<string, unknown>): Promise<T> => {
+    const refusals = { renewed: false };
     for (let attempt = 0; ; attempt++) {
       try {
-        return await call<T>(path, 'POST', body);
+        return await call<T>(path, 'POST', body, refusals);
       } catch (err) {
         const delay = resendDelayMs(err, attempt);
         if (delay === null || attempt + 1 >= CREATE_ATTEMPTS) throw err;
@@ -431,8 +485,9 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     const c = new Canvas(canvasId, {
       url,
       WebSocket: WebSocketClass,
-      token: async () => {
-        const token = await accessToken();
+      // after a socket closed 4401 (`refused`: the token it carried), the session is refreshed first
+      token: async (refused) => {
+        const token = refused ? await renewAfterRefusal(refused) : await accessToken();
         if (!token) throw new PotentiaError('unauthorized', 'not signed in: call auth.signIn first');
         return token;
       },

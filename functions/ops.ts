@@ -11,7 +11,8 @@ import { Health, NotReady, Ready } from '../src/http/schemas.ts';
 
 /**
  * Operations endpoints: M1 /health (the process answers), M2 /ready (the database answers a
- * query and, when a worker is expected, some worker heartbeat is fresh), M3 /debug/echo (only when DEBUG_ECHO is on, never in
+ * query, when a worker is expected some worker heartbeat is fresh, and where the process runs a
+ * realtime gateway (role `all`) that gateway serves: started, its replication stream up), M3 /debug/echo (only when DEBUG_ECHO is on, never in
  * production, internal callers only) and S1 /metrics (internal callers only). All but /debug/echo (a test aid, off by
  * default) are in the OpenAPI document.
  */
@@ -23,7 +24,7 @@ const routes = {
   health: createRoute({ method: 'get', path: '/health', operationId: 'getHealth', tags: ['ops'], summary: 'M1: the process answers',
     description: local, responses: { 200: body('alive', Health), 400: badUrl } }),
   ready: createRoute({ method: 'get', path: '/ready', operationId: 'getReady', tags: ['ops'],
-    summary: 'M2: the database answers (within 2 s) and, when a worker is expected, a worker heartbeat is fresh', description: local,
+    summary: 'M2: the database answers (within 2 s), when a worker is expected a worker heartbeat is fresh, and the process\'s realtime gateway (role all) serves', description: local,
     responses: { 200: body('ready', Ready), 400: badUrl, 503: body('not ready: what failed', NotReady) } }),
   metrics: createRoute({ method: 'get', path: '/metrics', operationId: 'getMetrics', tags: ['ops'],
     summary: 'S1: Prometheus metrics (loopback callers, or Authorization: Bearer INTERNAL_TOKEN)', description: local,
@@ -35,22 +36,28 @@ export function opsRoutes(deps: Deps) {
   const app = createRouter();
   app.openapi(routes.health, (c) => c.json({ status: 'ok' as const }, 200));
   app.openapi(routes.ready, async (c) => {
-    const notReady = (checks: { database: 'ok' | DatabaseFailure; worker?: string }) =>
-      c.json({ status: 'unavailable' as const, checks, message: notReadyMessage(checks) }, 503);
+    // role `all`: this process's realtime gateway too (not started, or its replication stream down: 503)
+    const realtime = deps.realtimeReadiness?.();
+    const answer = (checks: { database: 'ok' | DatabaseFailure; worker?: string; realtime?: string }) => {
+      const all = { ...checks, ...(realtime === undefined ? {} : { realtime }) };
+      return Object.values(all).every((v) => v === 'ok')
+        ? c.json({ status: 'ready' as const, checks: all as { database: 'ok'; worker?: 'ok'; realtime?: 'ok' } }, 200)
+        : c.json({ status: 'unavailable' as const, checks: all, message: notReadyMessage(all) }, 503);
+    };
     try {
       await readyQuery(() => checkApiRoles(deps.sql)); // answers, and its role can act as the API roles
-      if (!deps.config.worker.expected) return c.json({ status: 'ready' as const, checks: { database: 'ok' as const } }, 200);
+      if (!deps.config.worker.expected) return answer({ database: 'ok' });
       // a worker is expected (in-process or `npm run worker`): some heartbeat must be fresh
       const [hb] = await readyQuery(() => deps.sql`
         select count(*) filter (where last_seen_at > now() - ${`${deps.config.worker.staleMs} milliseconds`}::interval)::int as live,
                extract(epoch from now() - max(last_seen_at))::float8 as age
         from app.worker_heartbeats`);
       if (!hb || hb.live === 0) {
-        return notReady({ database: 'ok', worker: hb?.age == null ? 'no worker heartbeat' : `worker heartbeat stale (${Math.round(hb.age)} s old)` });
+        return answer({ database: 'ok', worker: hb?.age == null ? 'no worker heartbeat' : `worker heartbeat stale (${Math.round(hb.age)} s old)` });
       }
-      return c.json({ status: 'ready' as const, checks: { database: 'ok' as const, worker: 'ok' as const } }, 200);
+      return answer({ database: 'ok', worker: 'ok' });
     } catch (err) {
-      return notReady({ database: databaseFailure(err, c.get('log') ?? deps.logger, 'database') });
+      return answer({ database: databaseFailure(err, c.get('log') ?? deps.logger, 'database') });
     }
   });
   app.post('/debug/echo', async (c) => {

@@ -54,7 +54,7 @@ const lines = [
     `  demo app  ${server.url}/`,
   ] : []),
   ...(serves.realtime ? [
-    `  realtime  ${server.gateway ? `${ws}/realtime/v1/websocket (realtime-js), ${ws}/ws/canvas/{id} (H1)` : 'not started (see the log)'}`,
+    `  realtime  ${server.gateway ? `${ws}/realtime/v1/websocket (realtime-js), ${ws}/ws/canvas/{id} (H1)` : 'not started: tried again in the background (the log says why; /ready is 503 until it serves)'}`,
   ] : []),
   `  metrics   ${server.url}/metrics   (${config.internalToken ? 'Authorization: Bearer $INTERNAL_TOKEN, loopback included' : 'loopback only: INTERNAL_TOKEN unset'})`,
   ...(serves.api ? [

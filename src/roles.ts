@@ -13,7 +13,7 @@ import type { RealtimeRestDeps } from './http/realtime-rest.ts';
 import { createProbeApp } from './http/probes.ts';
 import { readyQuery } from './http/readiness.ts';
 import { createMetrics } from './metrics.ts';
-import { createGateway, type Gateway } from './realtime/gateway.ts';
+import { createGateway, gatewayReadiness, type Gateway } from './realtime/gateway.ts';
 import { answerMalformedRequests, startServer } from './server.ts';
 import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
 
@@ -24,7 +24,9 @@ import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
  * realtime cluster meets in Postgres, src/realtime/cluster.ts). docs/self-hosting.md.
  *
  *   all      HTTP API + realtime gateway on one port, the worker too when WORKER_MODE=inprocess
- *            (what `npm start` runs)
+ *            (what `npm start` runs); /ready also needs the gateway started (a failed start is
+ *            tried again in the background, the API serving meanwhile) and its replication
+ *            stream up, as a gateway's
  *   api      the HTTP API only (/api/v1, /functions/v1, /auth/v1, the demo, /docs/api): no
  *            gateway (a WebSocket upgrade is answered 404 like any unknown path), no worker
  *   gateway  the realtime gateway only (/realtime/v1/websocket, H1 /ws/canvas/{id}, realtime-js's
@@ -75,7 +77,8 @@ export async function startRole(config: Config, role: Role, logger: Logger = pin
   switch (role) {
     case 'all': {
       const server = await startServer(config, { worker: config.worker.mode === 'inprocess', logger });
-      return { role, url: server.url, gateway: server.gateway, worker: server.worker, stop: () => server.stop() };
+      // (a getter: a gateway that failed to start is started again in the background, src/server.ts)
+      return { role, url: server.url, get gateway() { return server.gateway; }, worker: server.worker, stop: () => server.stop() };
     }
     case 'api': {
       // WORKER_MODE=external still makes /ready check that some worker's heartbeat is fresh
@@ -99,9 +102,7 @@ async function startGatewayRole(config: Config, logger: Logger): Promise<RolePro
     trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics, limits: socketCaps(config),
     clusterSecret: config.realtime.clusterSecret, clusterFreshnessMs: config.realtime.clusterFreshnessMs });
   const app = createProbeApp(deps, {
-    // while the stream is down the bus polls realtime.messages (deltas still arrive, later), but
-    // cluster presence and client broadcasts from other gateways do not: out of rotation until it is back
-    realtime: () => (gateway.bus.streaming() ? 'ok' : 'replication stream down (reconnecting; deltas are polled meanwhile)'),
+    realtime: () => gatewayReadiness(gateway),
   }, { realtimeRest: true });
   let http: ServerType | undefined;
   try {

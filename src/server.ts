@@ -15,7 +15,7 @@ import type { Deps } from './http/env.ts';
 import type { RealtimeRestDeps } from './http/realtime-rest.ts';
 import { createMetrics } from './metrics.ts';
 import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
-import { createGateway, type Gateway } from './realtime/gateway.ts';
+import { createGateway, gatewayReadiness, type Gateway } from './realtime/gateway.ts';
 import type { Limits } from './realtime/hub.ts';
 
 /** The local Potentia process: database pool, metrics and the HTTP server, with an explicit lifecycle. */
@@ -82,23 +82,51 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     }
   }
   let gateway: Gateway | undefined;
+  let stopped = false;
+  let startingGateway: Promise<void> | undefined;
+  let gatewayRetry: NodeJS.Timeout | undefined;
   if (opts.realtime !== false) {
-    // the bus's logical replication stream needs a walsender session of its own: direct
-    try {
-      // (throws without a cluster key: no REALTIME_CLUSTER_SECRET nor JWT_SECRET, which main.ts refuses first)
-      gateway = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger: deps.logger,
-        trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics: deps.metrics,
-        limits: { ...socketCaps(config), ...opts.realtime?.limits }, clusterSecret: config.realtime.clusterSecret,
-        clusterFreshnessMs: config.realtime.clusterFreshnessMs });
-      gateway.attach(http as import('node:http').Server);
-      await gateway.start();
-      deps.realtime = gateway.rest;
-    } catch (err) {
-      // no database (or no wal_level=logical) must not keep the HTTP API down: /ready reports it
-      deps.logger.error({ err }, 'realtime gateway did not start');
-      await gateway?.stop().catch(() => {});
-      gateway = undefined;
-    }
+    const realtimeOpts = opts.realtime;
+    let notStarted = 'starting';
+    /**
+     * One attempt at the gateway: a new one, attached to the port, started. A gateway whose start
+     * failed (its first queries: the database did not answer, a lock held past lock_timeout, a
+     * permission missing) is stopped and detached, and another is tried after a backoff (1 s,
+     * doubling, at most 30 s), for as long as the process runs: the HTTP API stays up meanwhile,
+     * and /ready says `realtime: not started (…)` (503), so a balancer sends no realtime traffic
+     * here. Before, the failure was logged once, the process never tried again and answered /ready
+     * 200 without a gateway.
+     */
+    const attempt = async (failures: number): Promise<void> => {
+      let g: Gateway | undefined;
+      try {
+        // (throws without a cluster key: no REALTIME_CLUSTER_SECRET nor JWT_SECRET, which main.ts refuses first)
+        g = createGateway({ databaseUrl: urls.direct, sql: database.sql, lanes: database.lanes, auth: config.auth, logger: deps.logger,
+          trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics: deps.metrics,
+          limits: { ...socketCaps(config), ...realtimeOpts?.limits }, clusterSecret: config.realtime.clusterSecret,
+          clusterFreshnessMs: config.realtime.clusterFreshnessMs });
+        g.attach(http as import('node:http').Server);
+        await g.start();
+        if (stopped) throw new Error('the server stopped while its realtime gateway started');
+        gateway = g;
+        deps.realtime = g.rest;
+        if (failures > 0) deps.logger.info({ attempts: failures + 1 }, 'realtime gateway started');
+      } catch (err) {
+        g?.detach(http as import('node:http').Server);
+        await g?.stop().catch(() => {});
+        if (stopped) return;
+        const retryMs = Math.min(30_000, 1000 * 2 ** failures);
+        notStarted = `not started (${failures + 1} attempt${failures === 0 ? '' : 's'} failed, the server log has the error; retrying)`;
+        deps.logger.error({ err, attempt: failures + 1, retryInMs: retryMs }, 'realtime gateway did not start; retrying (the HTTP API serves meanwhile; /ready is 503)');
+        gatewayRetry = setTimeout(() => { startingGateway = attempt(failures + 1); }, retryMs);
+        gatewayRetry.unref();
+      }
+    };
+    // (the port answers /ready already: 'starting' until the first attempt ends)
+    deps.realtimeReadiness = () => (gateway ? gatewayReadiness(gateway) : notStarted);
+    // the bus's logical replication stream needs a walsender session of its own: urls.direct
+    startingGateway = attempt(0);
+    await startingGateway;
   }
   answerMalformedRequests(http, { gotrue: true });
   const { port } = http.address() as AddressInfo;
@@ -106,12 +134,17 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     url: `http://${config.host}:${port}`,
     deps,
     database,
-    gateway,
+    /** The realtime gateway once started (undefined while a failed start is being tried again). */
+    get gateway() { return gateway; },
     worker,
     async stop() {
+      // no further attempt at the gateway; one under way stops its own (attempt)
+      stopped = true;
+      clearTimeout(gatewayRetry);
       // stop accepting first: clients reconnecting after the gateway's 1001 close must reach
       // another process (a balancer sees a refused connection and moves on), not this one
       const closed = new Promise<void>((resolve) => http.close(() => resolve()));
+      await startingGateway;
       await gateway?.stop();
       await closed;
       await worker?.stop();

@@ -14,6 +14,12 @@ export type Deps = {
   verify: VerifyToken;
   metrics: Metrics;
   logger: Logger;
+  /**
+   * /ready's `realtime` check where this process runs a realtime gateway beside the API (role
+   * `all`, src/server.ts): 'ok' while it serves, else why not (not started yet, its replication
+   * stream down). Absent where the process runs none (role `api`, the edge functions).
+   */
+  realtimeReadiness?: () => string;
 };
 
 export type AppEnv = {

@@ -128,7 +128,7 @@ export const TokenPair = z.object({
 export const Health = z.object({ status: z.literal('ok') }).strict().openapi('Health');
 export const Ready = z.object({
   status: z.literal('ready'),
-  checks: z.object({ database: z.literal('ok'), worker: z.literal('ok').optional() }).strict(),
+  checks: z.object({ database: z.literal('ok'), worker: z.literal('ok').optional(), realtime: z.literal('ok').optional() }).strict(),
 }).strict().openapi('Ready');
 export const NotReady = z.object({
   status: z.literal('unavailable'),
@@ -137,6 +137,8 @@ export const NotReady = z.object({
       description: "'ok', or a stable code: timeout (no answer within 2 s), api_roles (the connecting role cannot act as anon, "
         + 'authenticated and service_role), error (any other failure). The error itself is in the server log only' }),
     worker: z.string().optional().openapi({ description: 'when a worker is expected: why no fresh heartbeat' }),
+    realtime: z.string().optional().openapi({ description: "where the process runs a realtime gateway (role all): 'ok', or why it does not "
+      + 'serve: not started (its start failed and is tried again), or its replication stream down' }),
   }).strict(),
   message: z.string().openapi({ description: 'a sentence per failed check (no database error text)' }),
 }).strict().openapi('NotReady');

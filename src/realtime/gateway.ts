@@ -55,6 +55,8 @@ export type GatewayOptions = {
 
 export type Gateway = {
   attach(server: HttpServer): void;
+  /** Undoes attach: `server`'s upgrades no longer reach this gateway (one that failed to start, src/server.ts). */
+  detach(server: HttpServer): void;
   start(): Promise<void>;
   stop(): Promise<void>;
   bus: DatabaseBus;
@@ -62,6 +64,16 @@ export type Gateway = {
   /** realtime-js's REST broadcast (/realtime/v1/api/broadcast…), served by the HTTP app (src/http/realtime-rest.ts). */
   rest: RealtimeRest;
 };
+
+/**
+ * A started gateway's readiness (/ready's `realtime` check, roles `all` and `gateway`): 'ok' while
+ * its replication stream is up. While it is down the bus polls realtime.messages (deltas still
+ * arrive, later), but cluster presence and client broadcasts from other gateways do not: out of
+ * rotation until it is back.
+ */
+export function gatewayReadiness(gateway: Gateway): string {
+  return gateway.bus.streaming() ? 'ok' : 'replication stream down (reconnecting; deltas are polled meanwhile)';
+}
 
 export function createGateway(opts: GatewayOptions): Gateway {
   const bus = createDatabaseBus({ databaseUrl: opts.databaseUrl, sql: opts.sql, logger: opts.logger });
@@ -320,6 +332,9 @@ export function createGateway(opts: GatewayOptions): Gateway {
     rest: createRestBroadcast(hub, cluster, admission, limits),
     attach(server) {
       server.on('upgrade', onUpgrade);
+    },
+    detach(server) {
+      server.off('upgrade', onUpgrade);
     },
     async start() {
       await bus.start();

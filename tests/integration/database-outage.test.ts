@@ -58,7 +58,9 @@ describe('the database goes away and comes back', () => {
     const token = await signAccessToken(config.auth.jwtSecret, { sub: users.editor! }, { expiresInSeconds: 600 });
     const h1 = await openH1(server.url, canvasId, token, '&since_seq=0');
     await h1.next((m) => m.type === 'resumed');
-    expect(await get('/ready')).toBe(200);
+    // (ready once its realtime gateway's replication stream is up too: its new slot waits for the
+    // transactions running in the whole cluster)
+    await until(async () => (await get('/ready')) === 200, 60_000, '/ready before the cut', 100);
 
     proxy.cut(); // every open connection reset, new ones refused: Postgres is gone
     await until(async () => (await get('/ready')) === 503, 10_000, '/ready to say 503');

@@ -392,7 +392,8 @@ describe('a Potentia process through it, on one server connection', () => {
     const [blocks] = await admin`select count(*)::int as n from app.blocks where canvas_id in ${admin(writers.map((w) => w.canvasId))}`;
     expect(blocks!.n).toBe(acked.length + resent.length);
     expect(potentia!.exited()).toBeNull();
-    expect((await fetch(`${potentia!.url}/ready`)).status).toBe(200);
+    // (its realtime gateway's stream included: it may still be reconnecting after the restarts)
+    await until(async () => (await fetch(`${potentia!.url}/ready`)).status === 200, 30_000, '/ready 200', 100);
     expect(potentia!.output()).not.toMatch(/unhandled|uncaught|BUG/i);
   });
 });

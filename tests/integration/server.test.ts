@@ -20,7 +20,8 @@ describe('local server', () => {
     expect(await res.json()).toEqual({ status: 'ok' });
   });
 
-  it('answers /ready with 200 when the database answers', async () => {
+  it('answers /ready with 200 when the database answers (and its realtime gateway streams)', async () => {
+    await server.gateway!.bus.ready();
     const res = await fetch(`${server.url}/ready`);
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ status: 'ready', checks: { database: 'ok' } });
@@ -64,8 +65,10 @@ describe('local server', () => {
       const res = await fetch(`${down.url}/ready`);
       expect(res.status).toBe(503);
       // it was {"database": "connect ECONNREFUSED 127.0.0.1:1"}: the database's own text, to anyone
-      expect(await res.json()).toEqual({ status: 'unavailable', checks: { database: 'error' },
-        message: 'database: the database query failed; the server log has the error' });
+      // (its realtime gateway could not start either: tried again in the background)
+      expect(await res.json()).toEqual({ status: 'unavailable',
+        checks: { database: 'error', realtime: expect.stringMatching(/^not started \(1 attempt failed, the server log has the error; retrying\)$/) },
+        message: expect.stringMatching(/^database: the database query failed; the server log has the error; realtime: not started \(/) });
       expect(logged.find((l) => l.check === 'database')).toMatchObject({ code: 'error', err: { message: expect.stringMatching(/ECONNREFUSED/) } });
     } finally {
       await down.stop();

@@ -24,7 +24,7 @@ export interface paths {
   };
   "/ready": {
     /**
-     * M2: the database answers (within 2 s) and, when a worker is expected, a worker heartbeat is fresh
+     * M2: the database answers (within 2 s), when a worker is expected a worker heartbeat is fresh, and the process's realtime gateway (role all) serves
      * @description Served by the local server (npm start), not by the Supabase edge functions.
      */
     get: operations["getReady"];
@@ -239,6 +239,8 @@ export interface components {
         database: "ok";
         /** @enum {string} */
         worker?: "ok";
+        /** @enum {string} */
+        realtime?: "ok";
       };
     };
     NotReady: {
@@ -252,6 +254,8 @@ export interface components {
         database: "ok" | "timeout" | "api_roles" | "error";
         /** @description when a worker is expected: why no fresh heartbeat */
         worker?: string;
+        /** @description where the process runs a realtime gateway (role all): 'ok', or why it does not serve: not started (its start failed and is tried again), or its replication stream down */
+        realtime?: string;
       };
       /** @description a sentence per failed check (no database error text) */
       message: string;
@@ -791,7 +795,7 @@ export interface operations {
     };
   };
   /**
-   * M2: the database answers (within 2 s) and, when a worker is expected, a worker heartbeat is fresh
+   * M2: the database answers (within 2 s), when a worker is expected a worker heartbeat is fresh, and the process's realtime gateway (role all) serves
    * @description Served by the local server (npm start), not by the Supabase edge functions.
    */
   getReady: {

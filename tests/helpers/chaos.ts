@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Sql } from 'postgres';
+import { afterAll } from 'vitest';
 import { processTcpSockets } from './sockets.ts';
 
 /**
@@ -27,6 +28,40 @@ export type ScriptProcess = {
 export type PotentiaProcess = ScriptProcess & { url: string };
 
 /**
+ * Every process started here that has not exited yet, with how to stop it. None outlives its test
+ * file, whatever failed: several started in one Promise.all of which one failed or timed out (the
+ * others went on starting, held by nobody: the file's afterAll stopped only what it had been
+ * given, and they kept their ports, database connections and replication slots through the next
+ * files), a beforeAll past its timeout, a test that never stopped its process.
+ *  - after the file's tests (an afterAll of this module's, run after the file's own): each is
+ *    stopped (SIGTERM, SIGKILL after 10 s), one still starting included; one started later still
+ *    is stopped at once;
+ *  - when the test process exits without that (process.exit, an uncaught error): SIGKILL;
+ *  - when the test process dies without a word (SIGKILL, a worker torn down): each started
+ *    process reads its stdin, a pipe from the test process, and stops itself when that closes
+ *    (tests/helpers/die-with-parent.mjs, preloaded).
+ */
+const running = new Map<ChildProcess, () => Promise<void>>();
+let filesEnd = false;
+
+/** Stops every process started here that still runs (what the afterAll below does); resolves once all exited. */
+export async function stopStartedProcesses(): Promise<void> {
+  await Promise.all([...running.values()].map((stop) => stop()));
+}
+
+afterAll(async () => {
+  filesEnd = true;
+  await stopStartedProcesses();
+}, 30_000);
+process.on('exit', () => {
+  for (const child of running.keys()) {
+    try { child.kill('SIGKILL'); } catch { /* gone already */ }
+  }
+});
+
+const dieWithParent = new URL('./die-with-parent.mjs', import.meta.url).pathname;
+
+/**
  * Runs `script` (a path from the repository root) with Node and tsx's loader in the same process
  * (`node --import tsx`), never through the `tsx` command: that one runs the script in a child
  * process of its own, so a SIGKILL (which it cannot relay) killed only the wrapper and left the
@@ -36,21 +71,31 @@ export type PotentiaProcess = ScriptProcess & { url: string };
  */
 export async function startScriptProcess(script: string, env: Record<string, string>, ready: RegExp,
   timeoutMs = 60_000): Promise<ScriptProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], {
-    cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+  // stdin: a pipe this process never writes to, closed only when it dies (die-with-parent.mjs)
+  const child = spawn(process.execPath, ['--import', 'tsx', '--import', dieWithParent, script], {
+    cwd: root, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'],
   });
   let out = '';
   let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   child.stdout!.on('data', (d) => { out += d; });
   child.stderr!.on('data', (d) => { out += d; });
-  const exited = new Promise<void>((resolve) => child.on('exit', (code, signal) => { exit = { code, signal }; resolve(); }));
-  const stop = async () => {
+  child.stdin!.on('error', () => {}); // EPIPE once it exited
+  const exited = new Promise<void>((resolve) => child.on('exit', (code, signal) => {
+    exit = { code, signal };
+    running.delete(child);
+    resolve();
+  }));
+  let stopping: Promise<void> | undefined;
+  const stop = () => stopping ??= (async () => {
     if (exit) return;
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     await exited;
     clearTimeout(timer);
-  };
+  })();
+  if (child.pid === undefined) throw new Error(`${script} could not be started`);
+  running.set(child, stop);
+  if (filesEnd) void stop(); // started after the file's afterAll: it would be held by nobody
   const match = await new Promise<RegExpExecArray>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${script} did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
     const check = () => {

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Logger } from 'pino';
-import { monotonicNow } from '../clock.ts';
 import { PG_KEEPALIVE } from '../db/index.ts';
 
 /**
@@ -60,11 +59,13 @@ const defaultBackoff = (n: number) => Math.min(5000, 100 * 2 ** n) * (0.5 + Math
 /**
  * pg-logical-replication opens a fresh `pg` replication connection in its (private) `client()`
  * for every subscribe; a temporary slot must be created on that same connection, before
- * START_REPLICATION, so this subclass adds exactly that step. And it confirms the stream's
- * position on the monotonic clock (checkStandbyStatus).
+ * START_REPLICATION, so this subclass adds exactly that step. Its timer that confirms the stream's
+ * position once a second (checkStandbyStatus) runs on the monotonic clock: a change of the library
+ * itself, patches/pg-logical-replication+2.5.0.patch (applied at install, postinstall), which says
+ * why; a private method overridden here would have been bypassed without a word by a release that
+ * renamed or reshaped it, where a patch that no longer applies fails the install.
  */
-// @ts-expect-error `client` and `checkStandbyStatus` are private in the typings; the library calls
-// this.client() on subscribe and this.checkStandbyStatus() when the stream starts and stops
+// @ts-expect-error `client` is private in the typings; the library calls this.client() on subscribe
 class TemporarySlotService extends LogicalReplicationService {
   slotName = '';
   backendPid: number | undefined;
@@ -103,32 +104,7 @@ class TemporarySlotService extends LogicalReplicationService {
   override async acknowledge(lsn: string, ping = false): Promise<boolean> {
     const before = lsnMinusOne(lsn);
     if (before === null) return false;
-    this.acknowledgedAt = monotonicNow();
     return super.acknowledge(before, ping);
-  }
-
-  /** monotonicNow() when the stream's position was last confirmed (acknowledge). */
-  acknowledgedAt = 0;
-  ackTimer: NodeJS.Timeout | null = null;
-
-  /**
-   * The library's timer, which confirms the last LSN seen when none was confirmed for a second,
-   * on src/clock.ts's monotonic clock. The library's measured that second on the wall clock: after
-   * a step back (NTP, `date -s`) it confirmed nothing until the clock had caught up with the last
-   * confirmation, the step's length, unless the walsender asked for a reply (it does after
-   * wal_sender_timeout / 2, 30 s by default; never with wal_sender_timeout = 0): the slot's
-   * position stood still meanwhile, holding WAL and catalog rows back from removal.
-   */
-  override checkStandbyStatus(enable: boolean): void {
-    if (this.ackTimer) clearInterval(this.ackTimer);
-    this.ackTimer = null;
-    if (!enable) return;
-    const self = this as unknown as { _stop: boolean; _lastLsn: string | null };
-    this.ackTimer = setInterval(() => {
-      if (self._stop || !self._lastLsn || monotonicNow() - this.acknowledgedAt < ACKNOWLEDGE_EVERY_MS) return;
-      this.acknowledge(self._lastLsn).catch(() => {});
-    }, ACKNOWLEDGE_EVERY_MS);
-    this.ackTimer.unref();
   }
 }
 

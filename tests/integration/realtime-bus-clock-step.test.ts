@@ -184,7 +184,8 @@ it('a step of the clock forward, then back, around terminated walsenders: polled
 //    it confirmed nothing for the step's length, unless the walsender asked for a reply (after
 //    wal_sender_timeout / 2). This gateway's walsender never asks (wal_sender_timeout = 0 on its
 //    replication connection, PGOPTIONS), so what confirms the position is the gateway's timer alone.
-//    Seen failing before src/realtime/replication.ts timed it on the monotonic clock: flush_lsn
+//    Seen failing before it was timed on the monotonic clock (patches/pg-logical-replication+2.5.0.patch,
+//    an override in src/realtime/replication.ts before): flush_lsn
 //    stood still after the step (10 min back), never reaching the WAL written after it.
 it('after a step back, the stream\'s position is still confirmed to its walsender once a second', { timeout: 300_000 }, async () => {
   await gateway?.stop();

@@ -49,10 +49,13 @@ export async function stopStartedProcesses(): Promise<void> {
   await Promise.all([...running.values()].map((stop) => stop()));
 }
 
-afterAll(async () => {
-  filesEnd = true;
-  await stopStartedProcesses();
-}, 30_000);
+// (under vitest only: scripts/bench-realtime.ts starts processes with these helpers too, and stops them itself)
+if (process.env.VITEST) {
+  afterAll(async () => {
+    filesEnd = true;
+    await stopStartedProcesses();
+  }, 30_000);
+}
 process.on('exit', () => {
   for (const child of running.keys()) {
     try { child.kill('SIGKILL'); } catch { /* gone already */ }

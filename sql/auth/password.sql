@@ -307,24 +307,39 @@ internal.rotate_refresh_token accepted it: {session_id (its family), user, signe
 seconds of the family's first token: the sign-in, for the amr claim)}; null for an unknown hash.
 service_role only.$$;
 
+-- The revocation is repeated until a pass revokes nothing. One UPDATE was not enough: its snapshot
+-- is taken when it starts, so a refresh of one of these tokens that held the token's row (a
+-- rotation locks the presented token, then inserts its successor) was waited for, the token
+-- revoked, and the successor the refresh had just committed never seen: the logout answered 204
+-- and the refreshing tab's new refresh token kept the session alive. Each pass is a statement of
+-- its own (a new snapshot), which sees every successor of a token the pass before revoked (its
+-- refresh committed before the row was let go); a refresh that comes after a revocation finds its
+-- token revoked.
 create or replace function internal.auth_sign_out(p_user_id uuid, p_session_id uuid, p_scope text) returns integer
-language sql security definer set search_path = pg_catalog, pg_temp as $$
-  with revoked as (
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_total integer := 0;
+  v_pass integer;
+begin
+  loop
     update app.refresh_tokens set revoked_at = now(), sealed_token = null
     where user_id = p_user_id and revoked_at is null
       and case when p_session_id is null or p_scope = 'global' then true
                when p_scope = 'local' then family_id = p_session_id
                when p_scope = 'others' then family_id <> p_session_id
-               else false end
-    returning 1)
-  select count(*)::integer from revoked
-$$;
+               else false end;
+    get diagnostics v_pass = row_count;
+    exit when v_pass = 0;
+    v_total := v_total + v_pass;
+  end loop;
+  return v_total;
+end $$;
 
 comment on function internal.auth_sign_out(uuid, uuid, text) is
 $$GoTrue's POST /logout?scope=: revokes the refresh tokens (and clears their seals) of the user's
 session p_session_id ('local'), of every other session of the user ('others'), or of all of them
 ('global', and any scope when the token names no session, as GoTrue does). Returns how many tokens
-it revoked. Access tokens already issued stay valid until they expire, but GoTrue's session check
+it revoked, also the successors a refresh running at the same time made of them. Access tokens already issued stay valid until they expire, but GoTrue's session check
 (internal.auth_session_user) refuses them from then on. Any other scope revokes nothing.
 service_role only.$$;
 

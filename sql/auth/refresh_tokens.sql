@@ -76,8 +76,14 @@ begin
       end if;
       return jsonb_build_object('error', 'superseded');
     end if;
-    update app.refresh_tokens set revoked_at = now(), sealed_token = null
-    where family_id = v_token.family_id and revoked_at is null;
+    -- until a pass revokes nothing: a refresh of the family's live token that held its row was
+    -- waited for, and the successor it committed is seen only by a statement started after it
+    -- (internal.auth_sign_out says why)
+    loop
+      update app.refresh_tokens set revoked_at = now(), sealed_token = null
+      where family_id = v_token.family_id and revoked_at is null;
+      exit when not found;
+    end loop;
     perform internal.write_audit(jsonb_build_object('user_id', v_token.user_id), 'auth.refresh_reuse', 'failed',
                                  'refresh_family', v_token.family_id::text);
     return jsonb_build_object('error', 'reused');

@@ -309,6 +309,20 @@ comment on function api.list_workspace_members(uuid) is
   'W4: the members of a workspace, owners first then by email: [Member {user_id, email, role, joined_at}]. Errors: '
   'unauthorized; not_found (workspace_id: none, or not a member); forbidden (canvas-scoped token). Any member.';
 
+-- Serializes an invite of an address (api.add_workspace_member) with the sign-up of that address
+-- (internal.accept_workspace_invites): a transaction-level advisory lock on the address as
+-- stored (lower-cased, trimmed). Without it each could miss the other: the invite looked the
+-- address up before the sign-up committed, the sign-up's trigger looked for invites before the
+-- invite committed, and the invite stayed pending for a user who already existed (the trigger
+-- runs only at sign-up), who never became a member. With it the second waits for the first and
+-- then sees it: the invite finds the user (and adds them), or the trigger finds the invite.
+create or replace function internal.lock_invite_email(p_email text) returns void
+language sql volatile set search_path = pg_catalog, pg_temp as $$
+  select pg_advisory_xact_lock(hashtextextended('potentia.workspace_invite:' || lower(btrim(p_email)), 0))
+  where p_email is not null
+$$;
+revoke execute on function internal.lock_invite_email(text) from public;
+
 create or replace function api.add_workspace_member(p_workspace_id uuid, p_email text, p_role text) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -319,6 +333,8 @@ declare
   v_invite app.workspace_invites;
 begin
   perform internal.require_user();  -- unauthorized before any row is locked
+  -- a sign-up of the address waits for this call, or this call for it (internal.lock_invite_email)
+  perform internal.lock_invite_email(p_email);
   -- The member's user row is locked (as lock_user locks the caller: the membership below names
   -- them) before the workspace's row (check_workspace_manager), in the order a deletion of the
   -- member locks them: the user's row, then (workspaces.created_by, ON DELETE SET NULL) the rows
@@ -558,6 +574,8 @@ begin
   if v_email is null then
     return null;
   end if;
+  -- an invite of the address being made waits for this sign-up, or this sign-up for it
+  perform internal.lock_invite_email(v_email);
   v_ctx := internal.request_context() || jsonb_build_object('user_id', new.id);
   for r in delete from app.workspace_invites where email = v_email returning * loop
     insert into app.workspace_members (workspace_id, user_id, role) values (r.workspace_id, new.id, r.role)

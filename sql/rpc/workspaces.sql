@@ -317,10 +317,12 @@ comment on function api.list_workspace_members(uuid) is
 -- runs only at sign-up), who never became a member. With it the second waits for the first and
 -- then sees it: the invite finds the user (and adds them), or the trigger finds the invite.
 create or replace function internal.lock_invite_email(p_email text) returns void
-language sql volatile set search_path = pg_catalog, pg_temp as $$
-  select pg_advisory_xact_lock(hashtextextended('potentia.workspace_invite:' || lower(btrim(p_email)), 0))
-  where p_email is not null
-$$;
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+begin
+  if p_email is not null then
+    perform pg_advisory_xact_lock(hashtextextended('potentia.workspace_invite:' || lower(btrim(p_email)), 0));
+  end if;
+end $$;
 revoke execute on function internal.lock_invite_email(text) from public;
 
 create or replace function api.add_workspace_member(p_workspace_id uuid, p_email text, p_role text) returns jsonb

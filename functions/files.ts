@@ -82,15 +82,7 @@ export function fileRoutes(deps: Deps, files: FileStorage = fileStorage()) {
     const { canvas_id, file_id } = c.req.valid('param');
     // members only, and the object's key (an outsider learns nothing: 404, and no HEAD is made)
     const found = await callApi<FileRow & { object_key: string }>(deps, c, 'F2', 'get_file', [canvas_id, file_id]);
-    const head = found.file.status === 'pending' ? await storageCall(c, () => storage.head(found.object_key)) : null;
-    const completed = await completeAsServer(deps, c, [canvas_id, file_id, head?.size ?? null, head?.etag ?? null]).catch(async (err: unknown) => {
-      // bytes refused: removed, so that the upload URL, which writes once (If-None-Match: *), can PUT the right ones
-      if (err instanceof ApiError && (err.details.reason === 'size_mismatch' || err.details.reason === 'checksum_mismatch')) {
-        await storageCall(c, () => storage.remove(found.object_key));
-      }
-      throw err;
-    });
-    return c.json(completed, 200);
+    return c.json(await completeAsServer(deps, c, storage, canvas_id, file_id, found.object_key), 200);
   });
 
   app.openapi(routes.download, async (c) => {
@@ -139,8 +131,16 @@ async function storageCall<T>(c: Context<AppEnv>, work: () => Promise<T>): Promi
  * internal.complete_file as the server: its evidence is our HEAD, so no client may call it (it is
  * service_role's). The transaction carries the caller's claims (the function checks their role and
  * token) with role service_role, and the request's headers for the audit, as callApi sets them.
+ *
+ * The file's row is locked first, and the object is HEADed, judged and (bytes refused) removed
+ * while the lock is held: completions of one file run one at a time, each on what the object is
+ * once it runs. The HEAD used to come before the lock: a completion that had seen the wrong bytes
+ * waited, was refused after the right bytes had been PUT and completed by another completion, and
+ * removed them (the file ready, acknowledged, with no object behind it). Refused bytes are removed
+ * so that the upload URL, which writes once (If-None-Match: *), can PUT the right ones; nothing
+ * else can write the object meanwhile (the wrong bytes are still there until the removal).
  */
-async function completeAsServer(deps: Deps, c: Context<AppEnv>, args: [string, string, number | null, string | null]) {
+async function completeAsServer(deps: Deps, c: Context<AppEnv>, storage: ObjectStorage, canvasId: string, fileId: string, objectKey: string) {
   const claims = c.get('claims');
   const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
   try {
@@ -154,8 +154,21 @@ async function completeAsServer(deps: Deps, c: Context<AppEnv>, args: [string, s
       method: c.req.method,
       path: c.req.path,
     }, async (tx) => {
-      const [row] = await tx`select internal.complete_file(${args[0]}, ${args[1]}, ${args[2]}, ${args[3]}) as result`;
-      return row!.result as { file: unknown };
+      // held to the end of the transaction (complete_file locks it again, a no-op); get_file has
+      // checked that the caller may read the canvas, complete_file checks that they may write it
+      const [row] = await tx<{ status: string }[]>`select status from app.files
+        where file_id = ${fileId} and canvas_id = ${canvasId} and status <> 'deleted' for update`;
+      const head = row?.status === 'pending' ? await storageCall(c, () => storage.head(objectKey)) : null;
+      try {
+        const [done] = await tx`select internal.complete_file(${canvasId}, ${fileId}, ${head?.size ?? null}, ${head?.etag ?? null}) as result`;
+        return done!.result as { file: unknown };
+      } catch (err) {
+        const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
+        if (apiError.details.reason === 'size_mismatch' || apiError.details.reason === 'checksum_mismatch') {
+          await storageCall(c, () => storage.remove(objectKey));
+        }
+        throw err;
+      }
     });
   } catch (err) {
     const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);

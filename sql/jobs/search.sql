@@ -70,6 +70,12 @@ begin
   if p_query is null or extensions.vector_dims(p_query) <> 1536 then
     perform internal.raise_error('invalid_input', 'the query embedding must have 1536 dimensions', '{"field":"query"}');
   end if;
+  -- the zero vector has no direction: its cosine distance to every block is NaN (answered as the
+  -- string "NaN", in no order)
+  if extensions.vector_norm(p_query) = 0 then
+    perform internal.raise_error('invalid_input', 'the query embedding is all zeros: it has no direction to compare by '
+      || '(embed a text with something to search for)', '{"field":"query"}');
+  end if;
   if p_model is not null and (p_model !~ '[^[:space:]]' or char_length(p_model) > 200) then
     perform internal.raise_error('invalid_input', 'the model must be the name of the embedding model that embedded the query '
       || '(1 to 200 characters, not blank)', '{"field":"model"}');
@@ -126,7 +132,11 @@ begin
     )
     select coalesce(jsonb_agg(internal.block_json(b) || jsonb_build_object('distance', n.distance) order by n.distance), '[]')
     into v_items
-    from nearest n join app.blocks b on b.block_id = n.block_id;
+    from nearest n join app.blocks b on b.block_id = n.block_id
+    -- a block stored as the zero vector (a text embedded before local-hash-v1 read texts without
+    -- words, or a vector written by hand) has no distance: NaN, which sorts after every number, so
+    -- leaving it out after the limit leaves the nearest blocks that have one
+    where n.distance <> 'NaN'::double precision;
   else
     -- through the HNSW index, the model filter applied during the scan as the canvas's is
     -- (iterative scan): internal.search_nearest_by_index says why it is a function of its own
@@ -135,7 +145,11 @@ begin
     )
     select coalesce(jsonb_agg(internal.block_json(b) || jsonb_build_object('distance', n.distance) order by n.distance), '[]')
     into v_items
-    from nearest n join app.blocks b on b.block_id = n.block_id;
+    from nearest n join app.blocks b on b.block_id = n.block_id
+    -- a block stored as the zero vector (a text embedded before local-hash-v1 read texts without
+    -- words, or a vector written by hand) has no distance: NaN, which sorts after every number, so
+    -- leaving it out after the limit leaves the nearest blocks that have one
+    where n.distance <> 'NaN'::double precision;
   end if;
   return jsonb_build_object('items', v_items, 'model', p_model, 'other_model_blocks', v_other, 'other_models', to_jsonb(v_other_models));
 end $$;
@@ -148,8 +162,8 @@ comment on function api.search_blocks(uuid, extensions.vector, integer, text) is
   'another model embedded them, other_models names those models (items [] with other_model_blocks > 0: the query''s model is not '
   'the worker''s). model is p_model as given; without it (null) every embedded block is compared, other_model_blocks 0. Exact up to '
   'search_exact_max_blocks embedded blocks of the model (5000), approximate (HNSW) beyond. Only embedded blocks (vector not null) '
-  'are found. Errors: unauthorized; not_found (field canvas_id); forbidden (token scope); invalid_input (field query: not 1536 '
-  'dimensions; field model: blank or over 200 characters).';
+  'are found (and never one stored as the zero vector, which has no distance). Errors: unauthorized; not_found (field canvas_id); '
+  'forbidden (token scope); invalid_input (field query: not 1536 dimensions, or all zeros; field model: blank or over 200 characters).';
 
 revoke execute on function api.search_blocks(uuid, extensions.vector, integer, text) from public;
 grant execute on function api.search_blocks(uuid, extensions.vector, integer, text) to authenticated, service_role;

@@ -77,7 +77,12 @@ function fnv1a(text: string, seed = 0x811c9dc5): number {
  */
 export function localEmbedding(text: string): number[] {
   const v = new Array<number>(EMBEDDING_DIMENSIONS).fill(0);
-  const tokens = text.toLowerCase().normalize('NFKC').match(/[\p{L}\p{N}]+/gu) ?? [];
+  const folded = text.toLowerCase().normalize('NFKC');
+  // a text without letters or digits ("🎉🎉", "!!!") is read by its other visible characters, one
+  // token each: it used to be the zero vector, whose cosine distance to anything is NaN (a search
+  // answered "NaN" for it, and a query of it found nothing in any order). Texts with words are read
+  // by their words alone, as before: their vectors, stored as local-hash-v1, are unchanged
+  const tokens = folded.match(/[\p{L}\p{N}]+/gu) ?? folded.match(/\S/gu) ?? [];
   const add = (feature: string, weight: number) => {
     const h = fnv1a(feature);
     v[h % EMBEDDING_DIMENSIONS]! += (h & 0x80000000 ? -1 : 1) * weight;

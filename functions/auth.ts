@@ -98,7 +98,7 @@ export function authRoutes(deps: Deps) {
           // the limit (app.endpoint_limits 'H5', 1 per 30 s, a row the migrations make) applies per user, like every endpoint limit, and
           // only to a rotation that succeeded: a reused token must always reach rotate_refresh_token (which revokes its
           // family), never a 429 first. A rejection rolls the rotation back: the presented token stays valid for the retry.
-          // A retry within the reuse interval rotates nothing (it gets the existing successor): no limit either, or
+          // A retry whose successor is unused rotates nothing (it gets that successor): no limit either, or
           // the second of two concurrent refreshes would be told 429.
           if (!row!.r.error && row!.r.user_id && row!.r.sealed_token === undefined) {
             await tx`select set_config('request.jwt.claims', ${JSON.stringify({ role: 'service_role', sub: row!.r.user_id })}, true)`;
@@ -120,7 +120,7 @@ export function authRoutes(deps: Deps) {
       throw new ApiError('unauthorized', 'refresh token was already used and its successor was refreshed too: use the newest refresh token');
     }
     if (result.error || !result.user_id || !result.session) throw new ApiError('unauthorized', 'refresh token is invalid or expired: sign in again');
-    // a retry within the reuse interval: the successor its first use got, opened with the presented token
+    // a retry while the successor its first use got is unused (at any age, as GoTrue): that successor, opened with the presented token
     const refreshToken = result.sealed_token === undefined ? next
       : result.sealed_token === null ? null : openRefreshToken(result.sealed_token, refresh_token);
     if (refreshToken === null) throw new ApiError('unauthorized', 'refresh token was already used: use the newest refresh token, or sign in again');

@@ -1,8 +1,9 @@
 -- Refresh-token rotation (H5). Tokens are random strings minted by the caller; only their
 -- sha256 is stored. Each use rotates: the presented token is marked used and a new one of the
--- same family is stored. Presenting a used token again within the reuse interval (a double
--- submit, a retry after a lost response) hands back the child it was rotated to, and nothing is
--- revoked; presenting it again later is reuse: the whole family is revoked.
+-- same family is stored. Presenting a used token again while the child it was rotated to is still
+-- unused (a double submit, a retry after a lost response, at any age as in GoTrue) hands back
+-- that child, and nothing is revoked; presenting it again after the reuse interval once its child
+-- was used is reuse: the whole family is revoked.
 -- Only service_role (the HTTP layer) may call these.
 
 -- the signature before the reuse interval (dropped so that exactly one rotate function exists)
@@ -33,12 +34,15 @@ end $$;
 
 -- Returns {user_id, email} when p_old_hash was live, after storing p_new_hash (with p_new_sealed,
 -- the new token sealed under a key derived from the presented one) as its child in its family.
--- When p_old_hash was already rotated at most p_reuse_interval_seconds ago and its child is still
--- the family's live token, returns {user_id, email, sealed_token} of that child instead: the
--- caller opens it with the presented token and hands back the same refresh token, so a double
+-- When p_old_hash was already rotated and its child is still the family's live token (never
+-- used), returns {user_id, email, sealed_token} of that child instead, however long ago (GoTrue
+-- answers the parent of a session's active token so: supabase/auth internal/api/token_refresh.go):
+-- the caller opens it with the presented token and hands back the same refresh token, so a double
 -- submit or a retry ends with one live token, and p_new_hash is not stored. A used token whose
--- child was already rotated too is {error: 'superseded'} within the interval (a stale retry:
--- nothing is revoked). Any other presentation of a used token is reuse: the family is revoked,
+-- child was already rotated too is {error: 'superseded'} within p_reuse_interval_seconds (a stale
+-- retry: nothing is revoked). With p_reuse_interval_seconds 0 neither applies (stricter than
+-- GoTrue, which hands the live child back at 0 too). Any other presentation of a used token is
+-- reuse: the family is revoked,
 -- and that revocation commits although the caller gets {error: 'reused'}. The presented row is
 -- locked (FOR UPDATE) first, so concurrent presentations of one token are decided one after the
 -- other: the first rotates, the next ones see its child. Before it, the token's user row is locked
@@ -67,14 +71,21 @@ begin
     return jsonb_build_object('error', 'invalid');
   end if;
   if v_token.used_at is not null then
-    if p_reuse_interval_seconds > 0 and now() <= v_token.used_at + make_interval(secs => p_reuse_interval_seconds) then
+    if p_reuse_interval_seconds > 0 then
+      -- its successor still live and never used: the client did not keep the answer (a lost
+      -- response; supabase-js resends a refresh with backoff for up to ~30 s). That successor
+      -- again, at any age, as GoTrue answers the parent of a session's active refresh token
+      -- (supabase/auth internal/api/token_refresh.go); until 2026-12-06 only within the interval,
+      -- and a resend at 10.5 s revoked the sign-in
       select * into v_child from app.refresh_tokens
       where parent_hash = p_old_hash and used_at is null and revoked_at is null and expires_at > now();
       if found then
         return jsonb_build_object('user_id', v_token.user_id, 'email', (select email from auth.users where id = v_token.user_id),
                                   'sealed_token', v_child.sealed_token);
       end if;
-      return jsonb_build_object('error', 'superseded');
+      if now() <= v_token.used_at + make_interval(secs => p_reuse_interval_seconds) then
+        return jsonb_build_object('error', 'superseded');
+      end if;
     end if;
     -- until a pass revokes nothing: a refresh of the family's live token that held its row was
     -- waited for, and the successor it committed is seen only by a statement started after it

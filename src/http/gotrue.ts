@@ -184,7 +184,7 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
     if (rotated.error || !current?.user) {
       throw new GotrueError(400, 'refresh_token_not_found', 'Invalid Refresh Token: Refresh Token Not Found');
     }
-    // a resend within the reuse interval: the successor its first use got, opened with the presented token
+    // a resend while the successor its first use got is unused (at any age, as GoTrue): that successor, opened with the presented token
     const refreshToken = rotated.sealed_token === undefined ? next
       : rotated.sealed_token === null ? null : openRefreshToken(rotated.sealed_token, presented);
     if (refreshToken === null) throw alreadyUsed();

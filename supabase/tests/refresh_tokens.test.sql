@@ -1,12 +1,13 @@
 -- H5 refresh-token rotation and its reuse interval (internal.rotate_refresh_token). A used token
--- presented again within the interval gets its live child back (the sealed value) and nothing is
--- stored or revoked; a stale retry whose child was rotated too is 'superseded' (nothing revoked);
--- presented after the interval it is reuse and revokes the family. Hashes here are plain labels:
+-- presented again while its child is still unused gets that child back (the sealed value), at any
+-- age, as in GoTrue, and nothing is stored or revoked; a stale retry whose child was rotated too is
+-- 'superseded' within the interval (nothing revoked); after the interval it is reuse and revokes
+-- the family. Hashes here are plain labels:
 -- the function stores whatever hash the HTTP layer computed. Time passing is a used_at set back.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(31);
+select plan(34);
 
 select tests.create_user('rt_user');
 select tests.create_user('rt_other');
@@ -48,15 +49,28 @@ insert into results values ('retry a0 at 9 s', internal.rotate_refresh_token('a0
 reset role;
 select is((select res ->> 'sealed_token' from results where step = 'retry a0 at 9 s'), 'seal-a1', 'at 9 s of 10 it is still a retry');
 
--- 11 s later: reuse, the whole family is revoked; the other family and the other user are untouched
+-- 11 s later, a1 still unused: a late retry (supabase-js resends a refresh with backoff for up to
+-- ~30 s after a lost response), answered a1 again as GoTrue answers the parent of a session's
+-- active token; until 2026-12-06 it was reuse and signed the user out
 update app.refresh_tokens set used_at = now() - interval '11 seconds' where token_hash = 'a0';
 set local role service_role;
+insert into results values ('late retry a0', internal.rotate_refresh_token('a0', 'a4', 'seal-a4', 3600, 10));
+reset role;
+select is((select res ->> 'sealed_token' from results where step = 'late retry a0'), 'seal-a1',
+          'at 11 s of 10, with its child a1 never used, it is still a retry: a1''s seal');
+select is((select count(*) from mine where revoked_at is not null or token_hash = 'a4'), 0::bigint,
+          'and it stores and revokes nothing');
+
+-- a1 used, then a0 at 11 s: reuse, the whole family is revoked; the other family and the other user are untouched
+set local role service_role;
+insert into results values ('rotate a1', internal.rotate_refresh_token('a1', 'a6', 'seal-a6', 3600, 10));
 insert into results values ('reuse a0', internal.rotate_refresh_token('a0', 'a4', 'seal-a4', 3600, 10));
 reset role;
-select is((select res from results where step = 'reuse a0'), '{"error": "reused"}'::jsonb, 'at 11 s of 10 it is reuse');
+select ok((select not (res ? 'error') from results where step = 'rotate a1'), 'a1 rotates to a6');
+select is((select res from results where step = 'reuse a0'), '{"error": "reused"}'::jsonb, 'at 11 s of 10, its child used, it is reuse');
 select is((select array_agg(token_hash order by token_hash) from mine where revoked_at is not null),
-          array['a0', 'a1'], 'the family (a0 and its live child a1) is revoked, nothing else');
-select is((select count(*) from mine where sealed_token is not null and token_hash in ('a0', 'a1')), 0::bigint,
+          array['a0', 'a1', 'a6'], 'the family (a0, a1 and its live child a6) is revoked, nothing else');
+select is((select count(*) from mine where sealed_token is not null and token_hash in ('a0', 'a1', 'a6')), 0::bigint,
           'seals of the revoked family are cleared');
 select is((select count(*) from app.system_audit where action = 'auth.refresh_reuse' and user_id = tests.user_id('rt_user')), 1::bigint,
           'the reuse is audited');

@@ -328,6 +328,16 @@ describe('refresh and sign-out', () => {
     expect(retry.error).toBeNull();
     expect(retry.data.session!.refresh_token).toBe(second.refresh_token);
 
+    // later, while the token it got is unused, still a retry (GoTrue: the parent of the session's
+    // active token gets that token back at any age)
+    await sleep(REUSE_INTERVAL_S * 1000 + 200);
+    const late = await supabase().auth.refreshSession({ refresh_token: first.refresh_token });
+    expect(late.error).toBeNull();
+    expect(late.data.session!.refresh_token).toBe(second.refresh_token);
+
+    // once that token was used too, the old one is reuse
+    const third = await client.auth.refreshSession({ refresh_token: second.refresh_token });
+    expect(third.error).toBeNull();
     await sleep(REUSE_INTERVAL_S * 1000 + 200);
     const reuse = await supabase().auth.refreshSession({ refresh_token: first.refresh_token });
     expectAuthApiError(reuse.error, 400, 'refresh_token_already_used');

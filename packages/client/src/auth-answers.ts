@@ -16,7 +16,12 @@ import { isObject } from './json-value.ts';
  */
 export function withAuthAnswers(base: typeof fetch, authPrefix: string): typeof fetch {
   return async (input, init) => {
-    const res = await base(input, init);
+    let res: Response;
+    try {
+      res = await base(input, init);
+    } catch (err) {
+      throw requestUrl(input).startsWith(authPrefix) ? unreachable(authPrefix, err) : err;
+    }
     if (!requestUrl(input).startsWith(authPrefix)) return res;
     if (res.ok) return withLocalExpiry(res);
     const text = await res.clone().text().catch(() => '');
@@ -32,6 +37,20 @@ export function withAuthAnswers(base: typeof fetch, authPrefix: string): typeof 
     headers.delete('content-length');
     return new Response(JSON.stringify({ code: res.status, msg: message }), { status: res.status, statusText: res.statusText, headers });
   };
+}
+
+/**
+ * A request under `/auth/v1/` that got no answer at all (nothing listens there, DNS, a reset), as
+ * an error whose message says where the client went and why it failed: auth-js keeps only the
+ * message (its AuthRetryableFetchError, status 0, which the client reports as code `network`),
+ * and fetch's own is a bare "fetch failed", its reason (`connect ECONNREFUSED …`) in `cause`.
+ * An abort is passed on as it came.
+ */
+function unreachable(authPrefix: string, err: unknown): unknown {
+  if (err instanceof Error && err.name === 'AbortError') return err;
+  const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : '';
+  const what = [err instanceof Error ? err.message : String(err), cause].filter(Boolean).join(': ');
+  return new Error(`the auth server at ${authPrefix.replace(/\/+$/, '')} could not be reached (${what}): is the server running, and is this its URL?`, { cause: err });
 }
 
 /**

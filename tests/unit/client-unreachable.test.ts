@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
 import { describe, expect, it } from 'vitest';
-import { createPotentiaClient, PotentiaError } from '../../packages/client/src/index.ts';
+import { CanvasSync, createPotentiaClient, PotentiaError } from '../../packages/client/src/index.ts';
 
 // A newcomer's first stumble with the quick start of packages/client/README.md: the server is not
 // running yet, or POTENTIA_URL names another port (a second `npm start` on its own PORT, a
@@ -31,5 +31,47 @@ describe('@potentia/client against a URL where no server answers', () => {
       expect((err as PotentiaError).message).toContain('ECONNREFUSED');
       expect((err as PotentiaError).message).toMatch(/is the server running/);
     }
+  });
+});
+
+describe('CanvasSync against a URL whose server answers the socket upgrade with HTTP, not a WebSocket', () => {
+  // A process of role api (docs/self-hosting.md: "A WebSocket upgrade gets 404"), or a proxy that
+  // does not route /ws/ to the gateways: sign-in and the HTTP API work, and connect() then retried
+  // for ever without a word, the quick start hanging after its first lines. The refusal is
+  // reported (once per streak: the retries go on, as for any loss), the token left out.
+  it('reports socket_refused with the status and the socket URL, once while it retries', async () => {
+    let upgrades = 0;
+    let threeUpgrades!: () => void;
+    const third = new Promise<void>((resolve) => (threeUpgrades = resolve));
+    const server = createServer((_req, res) => void res.writeHead(404).end());
+    server.on('upgrade', (_req, socket) => {
+      if (++upgrades === 3) threeUpgrades();
+      socket.end('HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const errors: unknown[] = [];
+    const sync = new CanvasSync({
+      url, canvasId: '00000000-0000-4000-8000-00000000d003', token: () => 'secret-token', WebSocket: WebSocket as never,
+      reconnectDelayMs: () => 10, onError: (err) => errors.push(err),
+    });
+    const joined = sync.join().then(() => 'live', () => 'ended');
+    try {
+      await third;
+      expect(errors).toHaveLength(1);
+      const err = errors[0] as PotentiaError;
+      expect(err).toBeInstanceOf(PotentiaError);
+      expect(err.code).toBe('socket_refused');
+      expect(err.status).toBe(404);
+      expect(err.message).toContain(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/ws/canvas/00000000-0000-4000-8000-00000000d003`);
+      expect(err.message).toContain('HTTP 404');
+      expect(err.message).toContain('docs/self-hosting.md');
+      expect(err.message).not.toContain('secret-token');
+    } finally {
+      sync.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    expect(await joined).toBe('ended');
   });
 });

@@ -219,6 +219,8 @@ export class CanvasSync {
   private attempt = 0;
   /** Identifies the current connection attempt, so that a late answer of an abandoned one is ignored. */
   private attemptId = 0;
+  /** The HTTP status of the last upgrade refusal reported since the client was last live (reportRefusedUpgrade). */
+  private refusedStatus: number | null = null;
   private lastFrameAt = 0;
   private lastSentAt = 0;
   private pingSentAt = 0;
@@ -561,7 +563,9 @@ export class CanvasSync {
     this.pacer = new MessagePacer(this.rate());
     this.resumeDue = false;
     this.resumeRetries = 0;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       // with since_seq in the URL the server resumes by itself; the first join asks for the snapshot
       if (this.ws !== ws || this.hasSnapshot) return;
       this.sendResume();
@@ -569,7 +573,10 @@ export class CanvasSync {
     ws.onmessage = (ev) => {
       if (this.ws === ws) this.onFrame(ws, ev?.data);
     };
-    ws.onerror = () => this.lost(ws);
+    ws.onerror = (ev) => {
+      if (this.ws === ws && !opened) this.reportRefusedUpgrade(`${base}/ws/canvas/${encodeURIComponent(this.opts.canvasId)}`, ev);
+      this.lost(ws);
+    };
     ws.onclose = (ev) => {
       const code = ev?.code;
       if (code === CLOSE_FORBIDDEN) this.accessLost(ws, 'forbidden', 'you no longer have access to this canvas');
@@ -594,6 +601,26 @@ export class CanvasSync {
       this.refusedToken = this.socketToken;
     }
     this.lost(ws);
+  }
+
+  /**
+   * A socket whose upgrade the server answered with an HTTP status instead of a WebSocket (the
+   * `ws` package says `Unexpected server response: 404`; browsers give no status, and a server
+   * that does not answer at all is network loss, waited for in silence): reported as PotentiaError
+   * `socket_refused` with that status, once per status until the client is live again, since it
+   * is retried like any loss (a 503 or 429 passes; a 404 from a process that serves no /ws/, a
+   * `--role api` one or a proxy that does not route it to the gateways, never does, and join()
+   * waited without a word). The URL is named without its token.
+   */
+  private reportRefusedUpgrade(socketUrl: string, ev: unknown): void {
+    const message = (ev as { message?: unknown } | null)?.message;
+    const status = Number(/Unexpected server response: (\d{3})/.exec(typeof message === 'string' ? message : '')?.[1]);
+    if (!status || status === this.refusedStatus) return;
+    this.refusedStatus = status;
+    const why = status === 404
+      ? 'no canvas of yours has this id, or no realtime gateway serves /ws/ at this URL (a --role api process, a proxy that does not route /ws/ to the gateways: docs/self-hosting.md)'
+      : status === 401 ? 'the access token was refused' : status === 403 ? 'you may not read this canvas' : 'the server refused it for now';
+    this.report(new PotentiaError('socket_refused', `the server answered the canvas socket ${socketUrl} with HTTP ${status} instead of a WebSocket: ${why}; retrying`, undefined, status));
   }
 
   /**
@@ -946,6 +973,7 @@ export class CanvasSync {
         this.live = true;
         this.attempt = 0;
         this.refusalHandled = false;
+        this.refusedStatus = null;
         this.clearTimer('resumeTimer');
         this.startHeartbeat(ws);
         for (const w of this.readyWaiters.splice(0)) w.resolve();

@@ -22,7 +22,9 @@ import type { Block } from './blocks.ts';
  *   `invalid_message` (also H1's: a frame from the server this client cannot read, not JSON or a
  *   known type of the wrong shape; `field` names what is wrong; the socket is reconnected and
  *   resumed, so nothing it carried is lost), `timeout` (also the server's 504: an HTTP call that
- *   got no answer within the client's `timeoutMs`, a TimeoutError).
+ *   got no answer within the client's `timeoutMs`, a TimeoutError), `socket_refused` (the canvas
+ *   socket's upgrade was answered with an HTTP `status` instead of a WebSocket, e.g. 404 where no
+ *   gateway serves /ws/; reported to onError, and retried).
  * `status` is the HTTP status when an HTTP answer caused it.
  */
 export class PotentiaError extends Error {

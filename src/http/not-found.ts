@@ -85,7 +85,9 @@ export function routeNotFound(method: string, path: string): ApiError {
       ? 'Read with GET /api/v1/workspaces, GET /api/v1/canvas (yours), GET /api/v1/canvas/{id}/blocks or …/snapshot (README, "Canvases and blocks"); '
       : '';
     return new ApiError('not_found', `${prefix}${read}Mutate blocks with POST /api/v1/canvas/{id}/mutate (or /functions/v1/canvas/{id}/mutate, supabase.functions.invoke), `
-      + 'or call the api functions from SQL as in docs/mutations.md');
+      + 'or call the api functions from SQL as in docs/mutations.md',
+    // supabase-js shows the hint beside the message: a read was told only where to mutate
+    read ? { hint: 'locally, read with GET /api/v1/canvas/{id}/blocks (or …/snapshot), mutate with POST /api/v1/canvas/{id}/mutate, or use SQL (docs/mutations.md); PostgREST is served on Supabase' } : {});
   }
   // other Supabase services a supabase-js client reaches by itself: say what serves that work here
   if (isRealtimeRestPath(path)) {

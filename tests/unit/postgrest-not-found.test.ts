@@ -12,6 +12,10 @@ describe('a PostgREST path on the local server', () => {
       expect(message).toContain('GET /api/v1/workspaces');
       expect(message).toContain('POST /api/v1/canvas/{id}/mutate');
       expect(message).toContain('docs/mutations.md');
+      // supabase-js shows the hint beside the message (error.hint): it said "use POST …/mutate" alone
+      const { hint } = postgrestBody(routeNotFound(method, '/rest/v1/blocks'));
+      expect(hint).toContain('GET /api/v1/canvas/{id}/blocks');
+      expect(hint).toContain('POST /api/v1/canvas/{id}/mutate');
     }
   });
 

@@ -39,7 +39,12 @@ import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
 export const ROLES = EnvSchema.shape.POTENTIA_ROLE.unwrap().options;
 export type Role = (typeof ROLES)[number];
 
-export const ROLE_USAGE = `usage: npm run serve -- [--role ${ROLES.join('|')}]   (or POTENTIA_ROLE; default all)`;
+export const ROLE_USAGE = `usage: npm run serve -- [--role ${ROLES.join('|')}]   (or POTENTIA_ROLE; default all)
+  where it listens and which database it uses come from the environment, not options: HOST, PORT
+  (default 127.0.0.1:54321), DATABASE_URL, e.g. PORT=8000 npm run serve -- --role api (README, "Environment")`;
+
+/** Options people try that are environment variables here. */
+const ENVIRONMENT_OPTIONS: Readonly<Record<string, string>> = { '--port': 'PORT', '--host': 'HOST', '--database-url': 'DATABASE_URL' };
 
 /** `--role R` or `--role=R` on the command line, else POTENTIA_ROLE, else `all`; throws on anything else. */
 export function resolveRole(argv: string[], env: NodeJS.ProcessEnv = process.env): Role {
@@ -50,7 +55,13 @@ export function resolveRole(argv: string[], env: NodeJS.ProcessEnv = process.env
       flag = argv[++i];
       if (flag === undefined) throw new Error(`--role needs a value\n${ROLE_USAGE}`);
     } else if (arg.startsWith('--role=')) flag = arg.slice('--role='.length);
-    else throw new Error(`unknown argument ${arg}\n${ROLE_USAGE}`);
+    else {
+      const name = arg.split('=')[0]!;
+      const env = Object.hasOwn(ENVIRONMENT_OPTIONS, name) ? ENVIRONMENT_OPTIONS[name] : undefined;
+      throw new Error(env
+        ? `${name} is not an option of npm run serve: set ${env} in the environment instead (${env}=… npm run serve -- --role …)\n${ROLE_USAGE}`
+        : `unknown argument ${arg}\n${ROLE_USAGE}`);
+    }
   }
   // --role= (ROLE unset in `--role="$ROLE"`) is refused as every script's blank option is, not taken for a role
   const blank = blankOptionProblem('role', flag);

@@ -108,6 +108,18 @@ describe('scripts: the command line', () => {
     expect(ttl.stderr).toMatch(/^--ttl: expected a whole number of at least 1 \(got "1e3"\)/);
   }, SPAWNS_TIMEOUT);
 
+  it('npm run serve -- --port N (or --host, --database-url) says to set it in the environment, and --help names them', async () => {
+    // a newcomer splitting roles on one machine (docs/self-hosting.md) tried --port, as the systemd
+    // instance names suggest, and got `unknown argument --port` and a usage naming --role alone
+    for (const [args, env] of [[['--role', 'api', '--port', '8000'], 'PORT'], [['--port=8000'], 'PORT'], [['--host', '0.0.0.0'], 'HOST'], [['--database-url', 'postgres://x'], 'DATABASE_URL']] as const) {
+      const r = await script('src/main.ts', ...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toContain(`${args.find((a) => a.startsWith('--') && a !== '--role')!.split('=')[0]} is not an option of npm run serve: set ${env} in the environment`);
+    }
+    const help = await script('src/main.ts', '--help');
+    expect(help.stdout).toContain('PORT=8000 npm run serve -- --role api');
+  }, SPAWNS_TIMEOUT);
+
   it('no script reads a number from its command line by itself (Number(), parseInt, parseFloat): each goes through command-line.ts', () => {
     const scripts = readdirSync(`${repoRoot}/scripts`).filter((f) => f.endsWith('.ts'));
     const own = scripts.filter((f) => /\b(?:Number|parseInt|parseFloat)\((?:values|args|opt)\b|\.map\(Number\)|Number\.parse(?:Int|Float)\(/.test(readFileSync(`${repoRoot}/scripts/${f}`, 'utf8')));

@@ -99,6 +99,15 @@ export function routeNotFound(method: string, path: string): ApiError {
     return new ApiError('not_found', `no route ${method} ${path}: the local server does not serve Supabase Storage's API (supabase.storage). `
       + "A canvas's files go through POST /api/v1/canvas/{id}/files and presigned URLs (docs/files.md)");
   }
+  // the last row of the README's route table, which the canvas edge function does not serve
+  const canvasRoute = /^\/functions\/v1\/canvas\/([^/]+)\/(search|files)(?:\/|$)/.exec(path);
+  if (canvasRoute) {
+    const [, id, what] = canvasRoute as unknown as [string, string, string];
+    return new ApiError('not_found', what === 'search'
+      ? `no route ${method} ${path}: search is the search function's, GET /functions/v1/search/${id}?q=… `
+        + `(with supabase-js, supabase.functions.invoke('search/${id}?q=…', { method: 'GET' })), also GET /api/v1/canvas/${id}/search?q=… on a Node server`
+      : `no route ${method} ${path}: the file routes are the Node server's only, under /api/v1/canvas/${id}/files (README, "Files"; docs/files.md)`);
+  }
   return new ApiError('not_found', `no route ${method} ${path}`);
 }
 

@@ -47,3 +47,24 @@ describe('a PostgREST path on the local server', () => {
     expect(postgrestBody(routeNotFound('POST', '/rest/v1/blocks')).hint).toContain('POST /api/v1/canvas/{id}/mutate');
   });
 });
+
+// README's route table lists search and files among the canvas routes, "every route also at
+// /functions/v1/canvas/… except the last row's": supabase.functions.invoke('canvas/{id}/search?q=…')
+// was answered a bare `no route GET /functions/v1/canvas/{id}/search`, with nothing of where it is.
+describe('a canvas route the canvas edge function does not serve', () => {
+  const id = '84d678a3-3183-430f-af1a-1a2f4a169118';
+  it('search under /functions/v1/canvas names the search function\'s path', () => {
+    const { message } = routeNotFound('GET', `/functions/v1/canvas/${id}/search`);
+    expect(message).toContain(`no route GET /functions/v1/canvas/${id}/search`);
+    expect(message).toContain(`GET /functions/v1/search/${id}?q=`);
+    expect(message).toContain(`supabase.functions.invoke('search/${id}?q=…', { method: 'GET' })`);
+  });
+  it('files under /functions/v1/canvas name /api/v1 and docs/files.md', () => {
+    for (const [method, path] of [['POST', `/functions/v1/canvas/${id}/files`], ['GET', `/functions/v1/canvas/${id}/files/${id}`], ['POST', `/functions/v1/canvas/${id}/files/${id}/complete`]]) {
+      const { message } = routeNotFound(method!, path!);
+      expect(message).toContain(`no route ${method} ${path}`);
+      expect(message).toContain(`/api/v1/canvas/${id}/files`);
+      expect(message).toContain('docs/files.md');
+    }
+  });
+});

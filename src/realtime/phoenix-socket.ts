@@ -144,6 +144,10 @@ function reasonOf(error: ApiError): string {
  * each subscriber's RLS (Supabase's walrus); the canvas's changes are already broadcast from the
  * database on its private topic (docs/realtime.md).
  */
+/** Appended to a private join's refusal when its token names no user (an API key): docs/realtime.md, "realtime-js". */
+const NO_USER_HINT = ' (this join carried no user, only an API key: sign in first, or call supabase.realtime.setAuth(accessToken), '
+  + 'before subscribe(); docs/realtime.md)';
+
 const POSTGRES_CHANGES_REFUSED =
   'PostgresChangesNotServed: postgres_changes is not served by this gateway (it would have to check RLS per subscriber for every changed row); ' +
   "subscribe to Broadcast from Database instead: channel `canvas:{id}` with config { private: true }, on('broadcast') events " +
@@ -398,7 +402,11 @@ export class PhoenixSocket {
     const watch = isPrivate ? watchAccess(this.hub, subTopic, claims) : null;
     const allowed = !isPrivate || (await mayAccessTopic(this.hub.sql, claims, subTopic, 'read').catch((err) => { watch?.stop(); throw err; }));
     if (!allowed || this.closed) watch?.stop();
-    if (!allowed) return fail(`Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}`);
+    // Supabase's words first (clients match them); a join that carried no user (the anon key
+    // alone: subscribed before signing in) also hears what to do, where a stranger's does not
+    if (!allowed) {
+      return fail(`Unauthorized: You do not have permissions to read from this Channel topic: ${subTopic}${claims.sub ? '' : NO_USER_HINT}`);
+    }
     if (this.closed) return;
     const replay = parseReplay(config, isPrivate);
     if (typeof replay === 'string') {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
@@ -223,3 +224,23 @@ it('has no replication slot left behind by a stopped gateway', async () => {
 });
 
 void randomUUID;
+
+// A newcomer's first subscribe, before signing in (docs/realtime.md: "the anon key alone is
+// refused"): the refusal was Supabase's bare "Unauthorized: You do not have permissions to read
+// from this Channel topic", the same a stranger gets, with no word that the join carried no user.
+describe('a private join with an API key alone (no user)', () => {
+  it('is refused as on Supabase, and the message says to sign in first; a user\'s refusal does not', async () => {
+    const { canvasId } = await createCanvas(db.sql);
+    const iat = Math.floor(Date.now() / 1000);
+    const anon = await new SignJWT({ iss: 'supabase', role: 'anon', iat, exp: iat + 3600 })
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(config.auth.jwtSecret));
+    const refused = await subscribed(connect(server, anon, '2.0.0').channel(`canvas:${canvasId}`, { config: { private: true } }));
+    expect(refused.status).toBe('CHANNEL_ERROR');
+    expect(refused.err?.message).toMatch(new RegExp(`^Unauthorized: You do not have permissions to read from this Channel topic: canvas:${canvasId}`));
+    expect(refused.err?.message).toContain('sign in first');
+    expect(refused.err?.message).toContain('setAuth');
+    const stranger = await createUser(db.sql, 'stranger');
+    const denied = await subscribed(connect(server, await token(stranger), '2.0.0').channel(`canvas:${canvasId}`, { config: { private: true } }));
+    expect(denied.err?.message).toBe(`Unauthorized: You do not have permissions to read from this Channel topic: canvas:${canvasId}`);
+  });
+});

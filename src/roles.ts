@@ -28,7 +28,7 @@ import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
  *            tried again in the background, the API serving meanwhile) and its replication
  *            stream up, as a gateway's
  *   api      the HTTP API only (/api/v1, /functions/v1, /auth/v1, the demo, /docs/api): no
- *            gateway (a WebSocket upgrade is answered 404 like any unknown path), no worker
+ *            gateway (a WebSocket upgrade is answered 404 naming the gateway role), no worker
  *   gateway  the realtime gateway only (/realtime/v1/websocket, H1 /ws/canvas/{id}, realtime-js's
  *            REST broadcast /realtime/v1/api/broadcast) with
  *            /health, /ready, /metrics (src/http/probes.ts); /ready also needs its replication

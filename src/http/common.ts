@@ -6,7 +6,7 @@ import { searchRoutes } from '../../functions/search.ts';
 import { workspaceRoutes } from '../../functions/workspaces.ts';
 import type { AppEnv, Deps } from './env.ts';
 import { ApiError } from './errors.ts';
-import { isPostgrestPath, isRealtimeRestPath, postgrestResponse, realtimeRestResponse, routeNotFound } from './not-found.ts';
+import { isPostgrestPath, isRealtimeRestPath, postgrestResponse, realtimeRestResponse, routeNotFound, type Unserved } from './not-found.ts';
 import { bodyInputError, commonMiddleware, errorResponse, type ErrorAnswer } from './middleware.ts';
 
 // What every app shares, and the edge functions' routes: the whole graph of the Supabase edge
@@ -23,7 +23,7 @@ export const FUNCTIONS = { canvas: canvasRoutes, auth: authRoutes, search: searc
  * speaks another API's error shape (GoTrue's under /auth/v1): what the common middleware refuses
  * before routing (a body too large, an undecodable URL) is answered in that shape too.
  */
-export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps, surfaces: Record<string, ErrorAnswer> = {}) {
+export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps, surfaces: Record<string, ErrorAnswer> = {}, unserved: Unserved = {}) {
   const apiAnswer: ErrorAnswer = (err, c) => errorResponse(c, asApiError(err, c));
   const prefixes = Object.entries(surfaces);
   const onError: ErrorAnswer = (err, c) => {
@@ -35,7 +35,9 @@ export function withCommonMiddleware(app: Hono<AppEnv>, deps: Deps, surfaces: Re
   app.use('*', commonMiddleware(deps, onError));
   app.onError(onError);
   app.notFound((c) => {
-    const err = routeNotFound(c.req.method, c.req.path);
+    // an api process (deps.realtime null: server.ts) serves no WebSocket path; a probe app (gateway, worker) no HTTP API
+    const noGateway = (deps as { realtime?: unknown }).realtime === null;
+    const err = routeNotFound(c.req.method, c.req.path, noGateway ? { ...unserved, gateway: true } : unserved);
     if (isPostgrestPath(c.req.path)) return postgrestResponse(c, err);
     return isRealtimeRestPath(c.req.path) ? realtimeRestResponse(c, err) : errorResponse(c, err);
   });

@@ -59,6 +59,9 @@ function rpcRoute(path: string): { name: string; route: string } | undefined {
   return name !== undefined && Object.hasOwn(API_FUNCTION_ROUTES, name) ? { name, route: API_FUNCTION_ROUTES[name]! } : undefined;
 }
 
+/** What a process of a split deployment does not serve (src/roles.ts), for its 404s to name who does. */
+export type Unserved = { /** no HTTP API: a gateway or worker role */ api?: boolean; /** no realtime gateway: the api role */ gateway?: boolean };
+
 /** PostgREST's `hint` for an answer under /rest/v1: where the work is served here. */
 const POSTGREST_HINT = 'locally, use POST /api/v1/canvas/{id}/mutate or SQL (docs/mutations.md); PostgREST is served on Supabase';
 
@@ -67,7 +70,17 @@ const POSTGREST_HINT = 'locally, use POST /api/v1/canvas/{id}/mutate or SQL (doc
  * `.from()` land there, so the answer says where the same work is served instead
  * (docs/mutations.md): for `.rpc()` of an `api` function, its own route.
  */
-export function routeNotFound(method: string, path: string): ApiError {
+export function routeNotFound(method: string, path: string, unserved: Unserved = {}): ApiError {
+  if (unserved.api && /^\/(?:api|functions|auth)\/v1(?:\/|$)/.test(path)) {
+    return new ApiError('not_found', `no route ${method} ${path}: this process runs no HTTP API (a --role gateway or worker process): `
+      + '/api/v1, /functions/v1 and /auth/v1 are served by --role api (or all) processes; route them there, or point the client at their URL '
+      + '(docs/self-hosting.md, "Topology")');
+  }
+  if (unserved.gateway && (path.startsWith('/ws/') || path === '/realtime/v1/websocket')) {
+    return new ApiError('not_found', `no route ${method} ${path}: this process runs no realtime gateway (--role api): `
+      + 'the WebSocket paths /ws/ and /realtime/v1/ are served by --role gateway (or all) processes; route them there '
+      + '(docs/self-hosting.md, "Topology")');
+  }
   if (isPostgrestPath(path)) {
     const prefix = `no route ${method} ${path}: the local server does not serve PostgREST (/rest/v1, Supabase only). `;
     const rpc = rpcRoute(path);

@@ -31,7 +31,8 @@ export type ReadinessCheck = () => Promise<string> | string;
  * answered by the gateway before this app (src/realtime/gateway.ts).
  */
 export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck>, opts: { apiRoles?: boolean; realtimeRest?: boolean } = {}) {
-  const app = withCommonMiddleware(new Hono<AppEnv>(), deps, opts.realtimeRest ? realtimeRestSurface : {});
+  // no HTTP API here (a gateway or worker role): its paths' 404s name the api role
+  const app = withCommonMiddleware(new Hono<AppEnv>(), deps, opts.realtimeRest ? realtimeRestSurface : {}, { api: true });
   if (opts.realtimeRest) app.route(REALTIME_REST_PREFIX, realtimeRestRoutes(deps));
   app.get('/health', (c) => c.json({ status: 'ok' }));
   app.get('/ready', async (c) => {

@@ -68,3 +68,26 @@ describe('a canvas route the canvas edge function does not serve', () => {
     }
   });
 });
+
+// Roles split as docs/self-hosting.md shows, each on its own port: supabase-js or curl pointed at
+// a gateway for /auth/v1 or /api/v1, or at an API process for a WebSocket path, was answered a bare
+// `no route …`, as if the path were mistyped, with no word that another role serves it.
+describe('a path another process role serves', () => {
+  it('on a process with no HTTP API (gateway, worker), /api/v1, /functions/v1 and /auth/v1 name the api role', () => {
+    for (const path of ['/auth/v1/token', '/api/v1/canvas', '/functions/v1/workspaces']) {
+      const { message } = routeNotFound('POST', path, { api: true });
+      expect(message).toContain(`no route POST ${path}: this process runs no HTTP API`);
+      expect(message).toContain('--role api');
+      expect(message).toContain('docs/self-hosting.md');
+    }
+    expect(routeNotFound('GET', '/nothing', { api: true }).message).toBe('no route GET /nothing');
+  });
+  it('on a process with no realtime gateway (api), the WebSocket paths name the gateway role', () => {
+    for (const path of ['/ws/canvas/84d678a3-3183-430f-af1a-1a2f4a169118', '/realtime/v1/websocket']) {
+      const { message } = routeNotFound('GET', path, { gateway: true });
+      expect(message).toContain(`no route GET ${path}: this process runs no realtime gateway`);
+      expect(message).toContain('--role gateway');
+    }
+    expect(routeNotFound('GET', '/ws/canvas/x').message).toBe('no route GET /ws/canvas/x');
+  });
+});

@@ -1,4 +1,3 @@
-import net from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
@@ -9,6 +8,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep } from '../helpers/wait.ts';
+import { freePort } from '../helpers/free-port.ts';
 
 // The H1 client (packages/client/src/canvas-sync.ts) when this host's wall clock steps (NTP
 // correcting it, `date -s`, a laptop resumed): its heartbeat, pacing and holds are intervals of
@@ -22,13 +22,6 @@ let server: PotentiaProcess;
 let proxy: TcpProxy;
 const HOUR = 3_600_000;
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const p = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return p;
-}
 
 beforeAll(async () => {
   const port = await freePort();

@@ -1,4 +1,3 @@
-import net from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
@@ -9,6 +8,7 @@ import { databaseClientPorts, startPotentiaProcess, type PotentiaProcess } from 
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { sleep, until } from '../helpers/wait.ts';
+import { freePort } from '../helpers/free-port.ts';
 
 // The H1 client (packages/client/src/canvas-sync.ts) while what is behind the socket dies: every
 // Postgres backend of the server process is terminated (pg_terminate_backend, as a managed
@@ -26,13 +26,6 @@ const env = () => ({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LE
 const faults: unknown[] = [];
 const onFault = (err: unknown) => void faults.push(err);
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const p = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return p;
-}
 
 /** Terminates every backend of this database the server process holds (its pool, its replication stream). */
 async function killServerBackends(): Promise<number> {

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -10,6 +9,7 @@ import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
+import { freePort } from '../helpers/free-port.ts';
 
 // @potentia/client against a real server process, used as an app would: two people sign up
 // through the client, share a workspace, open one canvas, and see each other's block changes,
@@ -44,13 +44,6 @@ let cb: Canvas;
 // the standard profile: its endpoint limits are the production ones (one canvas per 10 s per user)
 const serverEnv = () => ({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'standard', PORT: String(port) });
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const p = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return p;
-}
 
 function client(proxy: TcpProxy): PotentiaClient {
   const c = createPotentiaClient({

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createPotentiaClient, type PotentiaClient } from '../../packages/client/src/index.ts';
@@ -7,6 +6,7 @@ import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { sleep } from '../helpers/wait.ts';
+import { freePort } from '../helpers/free-port.ts';
 
 // @potentia/client's access token when the client's wall clock differs from the server's (a step
 // after sign-in, or a clock that was wrong all along). The token's exp is the server's wall-clock
@@ -32,13 +32,6 @@ class RecordingWebSocket extends WebSocket {
   }
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const p = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return p;
-}
 
 beforeAll(async () => {
   process.on('uncaughtException', onFault);

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPotentiaClient, type PotentiaClient, type PotentiaUser } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
+import { freePort } from '../helpers/free-port.ts';
 
 // @potentia/client when the server refuses an access token the client still holds as valid: the
 // server was restarted with JWT_ISSUER set (its tokens until then carried its origin as `iss`,
@@ -31,13 +31,6 @@ let workspaceId: string;
 const refreshRequests: string[] = [];
 const realFetch = globalThis.fetch;
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const p = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return p;
-}
 
 const refreshRows = async (userId: string) =>
   (await db.sql<{ n: number }[]>`select count(*)::int as n from app.refresh_tokens where user_id = ${userId}`)[0]!.n;

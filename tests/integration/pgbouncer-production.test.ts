@@ -22,7 +22,6 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -34,6 +33,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, terminateBackends, type PotentiaProcess } from '../helpers/chaos.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { sleep, until } from '../helpers/wait.ts';
+import { freePort } from '../helpers/free-port.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 const productionIni = readFileSync(join(root, 'deploy/pgbouncer/pgbouncer.production.ini'), 'utf8');
@@ -97,13 +97,6 @@ async function startPooler(ini: string): Promise<Pooler> {
   return { child, log: () => log, stop };
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as { port: number };
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 const asRoot = process.getuid?.() === 0;
 let admin: postgres.Sql;

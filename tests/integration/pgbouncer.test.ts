@@ -16,7 +16,6 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -36,6 +35,7 @@ import { tokenFor } from '../helpers/http.ts';
 import { processTcpSockets } from '../helpers/sockets.ts';
 import { sleep } from '../helpers/wait.ts';
 import { discardEmbeddingBacklog, fastWorker, waitFor } from '../helpers/worker.ts';
+import { freePort } from '../helpers/free-port.ts';
 
 const run = promisify(execFile);
 /** Server connections per database and user: fewer than the clients below, so they share them. */
@@ -57,13 +57,6 @@ let db: Database;
 let server: Server | undefined;
 let started = false;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const p = (s.address() as { port: number }).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return p;
-}
 
 /** One admin console command (simple query protocol, the only one the console speaks). */
 async function show(what: 'pools' | 'clients' | 'stats'): Promise<Record<string, string>[]> {

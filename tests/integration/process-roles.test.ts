@@ -10,7 +10,9 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import WebSocket from 'ws';
+import { createClient } from '@supabase/supabase-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { apiKeys } from '../../src/dev.ts';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { assertMigrated } from '../../src/db/migrated.ts';
@@ -125,6 +127,13 @@ describe('process roles on one database', () => {
     expect(JSON.parse(fromApi.body)).toMatchObject({ code: 'not_implemented', message: expect.stringContaining('--role api') });
     expect((await broadcast(gateways[0])).status).toBe(202);
     expect((await broadcast(worker)).status).toBe(404);
+    // supabase-js pointed at a gateway for auth gets the 404's advice as its error message (auth-js
+    // reads the API's {error: {message}} too)
+    const { anon } = await apiKeys(config);
+    const { error } = await createClient(gateways[0].url, anon, { auth: { persistSession: false }, realtime: { transport: WebSocket as never } })
+      .auth.signInWithPassword({ email: 'nobody@potentia.local', password: 'not-a-password' });
+    expect(error?.status).toBe(404);
+    expect(error?.message).toMatch(/this process runs no HTTP API .*--role api/);
   });
 
   it('a mutation through the api reaches an H1 subscriber on one gateway and realtime-js on the other; the worker embeds it', async () => {

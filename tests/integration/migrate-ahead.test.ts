@@ -7,6 +7,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate, migrationStatus } from '../../src/db/migrate.ts';
+import { withoutPassword } from '../../src/url-redaction.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 
 // A database migrated by a newer release than the checkout (a release rolled back, a branch
@@ -68,7 +69,7 @@ describe('a database migrated by a newer release than the checkout', () => {
     let api: PotentiaProcess | undefined;
     try {
       api = await startPotentiaProcess({ DATABASE_URL: urlOf(name), WORKER_MODE: 'off', POTENTIA_ROLE: 'api' });
-      expect(api.output()).toContain(`warning: the database (DATABASE_URL=${urlOf(name)}) has 1 migration(s) this code does not have (${NEWER}): `
+      expect(api.output()).toContain(`warning: the database (DATABASE_URL=${withoutPassword(urlOf(name))}) has 1 migration(s) this code does not have (${NEWER}): `
         + 'a newer release or another branch migrated it. Starting anyway');
       expect((await fetch(`${api.url}/ready`)).status).toBe(200);
     } finally {

@@ -1,6 +1,3 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { RealtimeChannel } from '@supabase/realtime-js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
@@ -10,6 +7,8 @@ import { reservedTransaction, testDatabase, type ReservedTransaction } from '../
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { until } from '../helpers/wait.ts';
+import { clockOffMs, steppedClock } from '../helpers/fake-clock.ts';
+import { metricValue } from '../helpers/metrics.ts';
 
 // The database bus (src/realtime/bus.ts) of a gateway whose host clock steps (NTP, `date -s`, a VM
 // resumed) around a loss of its replication stream: its walsender terminated (pg_terminate_backend,
@@ -37,13 +36,10 @@ import { until } from '../helpers/wait.ts';
 // /metrics, pg_stat_activity and the gateway's log; whether a delta came once is read after a
 // later one arrived (the bus delivers in commit order).
 
-const LIBFAKETIME = ['/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1', '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
-  '/usr/lib/faketime/libfaketime.so.1'].find((p) => existsSync(p));
 const config = loadConfig();
 const db = testDatabase(3);
 const realtime = realtimeClients({ timeoutMs: 10_000 });
-const dir = mkdtempSync(join(tmpdir(), 'potentia-bus-clock-'));
-const offsetFile = join(dir, 'offset');
+const clock = steppedClock();
 const UP = 'potentia_realtime_replication_stream_up';
 const LOSSES = 'potentia_realtime_replication_stream_losses_total';
 const SLOT_WAIT_WORDS = 'creating its slot waits for';
@@ -51,11 +47,8 @@ let gateway: PotentiaProcess | undefined;
 let hold: ReservedTransaction | undefined;
 
 beforeAll(async () => {
-  if (!LIBFAKETIME) throw new Error('libfaketime not found: run scripts/setup, or apt-get install libfaketime');
-  writeFileSync(offsetFile, '+0\n');
-  // (FAKETIME_CACHE_DURATION: the file is read again every second; monotonic clocks are not faked)
   gateway = await startPotentiaProcess({ WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway', DATABASE_URL: testDatabaseUrl(),
-    LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: offsetFile, FAKETIME_CACHE_DURATION: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' });
+    ...clock.env });
 }, 120_000);
 
 afterAll(async () => {
@@ -63,21 +56,8 @@ afterAll(async () => {
   await realtime.disconnectAll();
   await gateway?.stop();
   await db.close();
-  rmSync(dir, { recursive: true, force: true });
+  clock.remove();
 }, 30_000);
-
-async function metric(name: string): Promise<number | undefined> {
-  const text = await (await fetch(`${gateway!.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line === undefined ? undefined : Number(line.split(' ')[1]);
-}
-
-/** How far the gateway's wall clock is from the test's (its HTTP Date header, whole seconds). */
-async function clockOffMs(): Promise<number> {
-  const res = await fetch(`${gateway!.url}/health`);
-  await res.text();
-  return Date.parse(res.headers.get('date')!) - Date.now();
-}
 
 /** Terminates the gateway's walsender (this database's: the gateway is its only one); how many were. */
 async function killWalsender(): Promise<number> {
@@ -102,19 +82,19 @@ async function outage(): Promise<void> {
   hold = await reservedTransaction(db.sql);
   await hold.conn`select pg_current_xact_id()`;
   expect(await killWalsender()).toBe(1);
-  await until(async () => (await metric(UP)) === 0, 20_000, 'the stream down (metric)');
+  await until(async () => (await metricValue(gateway!.url, UP)) === 0, 20_000, 'the stream down (metric)');
   await until(slotWaits, 20_000, 'the new slot waiting for open transactions');
 }
 
 async function endOutage(): Promise<void> {
   await hold!.release();
   hold = undefined;
-  await until(async () => (await metric(UP)) === 1, 180_000, 'the stream up again (metric)');
+  await until(async () => (await metricValue(gateway!.url, UP)) === 1, 180_000, 'the stream up again (metric)');
 }
 
 it('a step of the clock forward, then back, around terminated walsenders: polled meanwhile, every delta once, the stream back', { timeout: 600_000 }, async () => {
-  await until(async () => (await metric(UP)) === 1, 180_000, 'the gateway\'s stream up');
-  const losses = await metric(LOSSES);
+  await until(async () => (await metricValue(gateway!.url, UP)) === 1, 180_000, 'the gateway\'s stream up');
+  const losses = await metricValue(gateway!.url, LOSSES);
   const { canvasId, users } = await createCanvas(db.sql);
   // valid long after either step (the gateway compares exp with its wall clock, as it must)
   const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! }, { expiresInSeconds: 24 * 3600 });
@@ -137,8 +117,8 @@ it('a step of the clock forward, then back, around terminated walsenders: polled
 
   // 1. forward, then the outage
   await delta('a live delta before the step');
-  writeFileSync(offsetFile, '+15m\n');
-  await until(async () => (await clockOffMs()) > 14 * 60_000, 20_000, 'the gateway\'s clock 15 min ahead');
+  clock.step('+15m');
+  await until(async () => (await clockOffMs(gateway!.url)) > 14 * 60_000, 20_000, 'the gateway\'s clock 15 min ahead');
   await delta('a live delta after the step');
   await outage();
   for (let i = 0; i < 3; i++) await delta('a delta committed during the outage');
@@ -146,7 +126,7 @@ it('a step of the clock forward, then back, around terminated walsenders: polled
   expected.b = [];
   await delta('a delta committed after b joined during the outage');
   // polled: the stream could not have carried them
-  expect({ up: await metric(UP), held: await slotWaits() }).toEqual({ up: 0, held: true });
+  expect({ up: await metricValue(gateway!.url, UP), held: await slotWaits() }).toEqual({ up: 0, held: true });
   await endOutage();
   await delta('a live delta after the stream came back');
   expect(seqs).toEqual(expected);
@@ -154,8 +134,8 @@ it('a step of the clock forward, then back, around terminated walsenders: polled
   // 2. the outage, then back (15 min, to the test's clock) during it
   await outage();
   const slotWarnings = gateway!.output().split('\n').filter((l) => l.includes(SLOT_WAIT_WORDS)).length;
-  writeFileSync(offsetFile, '+0\n');
-  await until(async () => Math.abs(await clockOffMs()) < 10_000, 20_000, 'the gateway\'s clock back');
+  clock.step('+0');
+  await until(async () => Math.abs(await clockOffMs(gateway!.url)) < 10_000, 20_000, 'the gateway\'s clock back');
   for (let i = 0; i < 2; i++) await delta('a delta committed during the outage, after the step back');
   await subscriber('c');
   expected.c = [];
@@ -166,14 +146,14 @@ it('a step of the clock forward, then back, around terminated walsenders: polled
   // (naming the held transaction, or another session's the walsender waits for first: it waits for them one after the other)
   const warning = gateway!.output().split('\n').filter((l) => l.includes(SLOT_WAIT_WORDS)).at(-1)!;
   expect(warning).toMatch(/where pid in \(\d+(, \d+)*\)\)/);
-  expect({ up: await metric(UP), held: await slotWaits() }).toEqual({ up: 0, held: true });
+  expect({ up: await metricValue(gateway!.url, UP), held: await slotWaits() }).toEqual({ up: 0, held: true });
   await delta('one more delta committed during the outage');
   await endOutage();
   await delta('a live delta after the stream came back');
   expect(seqs).toEqual(expected);
 
   // two losses, the two terminations: no stall taken for one, nothing else
-  expect((await metric(LOSSES))! - losses!).toBe(2);
+  expect((await metricValue(gateway!.url, LOSSES))! - losses!).toBe(2);
   expect(gateway!.output()).not.toMatch(/replication stream stalled|unhandled|uncaught/i);
   expect(gateway!.exited()).toBeNull();
 });
@@ -190,11 +170,11 @@ it('a step of the clock forward, then back, around terminated walsenders: polled
 it('after a step back, the stream\'s position is still confirmed to its walsender once a second', { timeout: 300_000 }, async () => {
   await gateway?.stop();
   gateway = undefined;
-  writeFileSync(offsetFile, '+0\n');
+  clock.step('+0');
   gateway = await startPotentiaProcess({ WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway', DATABASE_URL: testDatabaseUrl(),
     PGOPTIONS: '-c wal_sender_timeout=0',
-    LD_PRELOAD: LIBFAKETIME!, FAKETIME_TIMESTAMP_FILE: offsetFile, FAKETIME_CACHE_DURATION: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' });
-  await until(async () => (await metric(UP)) === 1, 180_000, 'the gateway\'s stream up');
+    ...clock.env });
+  await until(async () => (await metricValue(gateway!.url, UP)) === 1, 180_000, 'the gateway\'s stream up');
   /** Whether the gateway's walsender was told the WAL up to `lsn` is flushed (its slot may move past it). */
   const confirmed = async (lsn: string) => (await db.sql`select r.flush_lsn >= ${lsn}::pg_lsn as done
     from pg_stat_replication r join pg_stat_activity a using (pid)
@@ -204,8 +184,8 @@ it('after a step back, the stream\'s position is still confirmed to its walsende
   const before = await walNow();
   await until(() => confirmed(before), 30_000, 'the position confirmed before the step');
 
-  writeFileSync(offsetFile, '-10m\n');
-  await until(async () => (await clockOffMs()) < -9 * 60_000, 20_000, 'the gateway\'s clock 10 min back');
+  clock.step('-10m');
+  await until(async () => (await clockOffMs(gateway!.url)) < -9 * 60_000, 20_000, 'the gateway\'s clock 10 min back');
   const after = await walNow();
   await until(() => confirmed(after), 60_000, 'the position confirmed past the WAL written after the step');
   expect(gateway.exited()).toBeNull();

@@ -1,5 +1,3 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RealtimeClient } from '@supabase/realtime-js';
 import WebSocket from 'ws';
@@ -11,6 +9,8 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { subscribed } from '../helpers/realtime.ts';
 import { until } from '../helpers/wait.ts';
+import { clockOffMs, steppedClock } from '../helpers/fake-clock.ts';
+import { metricValue } from '../helpers/metrics.ts';
 
 // A gateway whose host clock steps FORWARD (NTP correcting a clock that was behind, a VM resumed,
 // an operator's `date -s`) while realtime-js clients are joined to it. The gateway runs under
@@ -30,23 +30,17 @@ import { until } from '../helpers/wait.ts';
 // after 60 s of its own silence, by then every socket's idle check (every 15 s) has run since the
 // step at least three times.
 
-const LIBFAKETIME = ['/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1', '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
-  '/usr/lib/faketime/libfaketime.so.1'].find((p) => existsSync(p));
 const config = loadConfig();
 const db = testDatabase(2);
-const dir = mkdtempSync(join(tmpdir(), 'potentia-clock-'));
-const offsetFile = join(dir, 'offset');
+const clock = steppedClock();
 const LOSSES = 'potentia_realtime_replication_stream_losses_total';
 let gateway: PotentiaProcess | undefined;
 const clients: RealtimeClient[] = [];
 const raw: WebSocket[] = [];
 
 beforeAll(async () => {
-  if (!LIBFAKETIME) throw new Error('libfaketime not found: run scripts/setup, or apt-get install libfaketime');
-  writeFileSync(offsetFile, '+0\n');
-  // (FAKETIME_CACHE_DURATION: the file is read again every second; monotonic clocks are not faked)
   gateway = await startPotentiaProcess({ WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway', DATABASE_URL: testDatabaseUrl(),
-    LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: offsetFile, FAKETIME_CACHE_DURATION: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' });
+    ...clock.env });
 }, 120_000);
 
 afterAll(async () => {
@@ -54,21 +48,8 @@ afterAll(async () => {
   await Promise.all(clients.map((c) => c.disconnect().catch(() => {})));
   await gateway?.stop();
   await db.close();
-  rmSync(dir, { recursive: true, force: true });
+  clock.remove();
 }, 30_000);
-
-async function metric(name: string): Promise<number | undefined> {
-  const text = await (await fetch(`${gateway!.url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line === undefined ? undefined : Number(line.split(' ')[1]);
-}
-
-/** How far the gateway's wall clock is from the test's (its HTTP Date header, whole seconds). */
-async function clockOffMs(): Promise<number> {
-  const res = await fetch(`${gateway!.url}/health`);
-  await res.text();
-  return Date.parse(res.headers.get('date')!) - Date.now();
-}
 
 it('a step of the wall clock forward past the idle timeout, then back, ends no socket and refuses no message; the stream is not taken for lost', { timeout: 240_000 }, async () => {
   await until(async () => (await fetch(`${gateway!.url}/ready`).then((r) => r.status, () => 0)) === 200, 60_000, 'the gateway ready (its stream up)');
@@ -107,11 +88,11 @@ it('a step of the wall clock forward past the idle timeout, then back, ends no s
   const create = async () => (await mutate(db.sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text' } })).canvas_seq!;
   const before = [Number(await create())];
   await until(() => deltas.every((d) => d.length === 1), 15_000, 'the first delta on both sockets');
-  const lossesBefore = await metric(LOSSES);
+  const lossesBefore = await metricValue(gateway!.url, LOSSES);
   expect(lossesBefore).toBe(0);
 
-  writeFileSync(offsetFile, '+3m\n');
-  await until(async () => (await clockOffMs()) > 170_000, 20_000, 'the gateway\'s clock 3 min ahead');
+  clock.step('+3m');
+  await until(async () => (await clockOffMs(gateway!.url)) > 170_000, 20_000, 'the gateway\'s clock 3 min ahead');
 
   // a silent socket opened now: terminated by the idle timeout after 60 s of its own silence
   const witness = new WebSocket(`${gateway!.url.replace(/^http/, 'ws')}/realtime/v1/websocket?apikey=${token}&vsn=1.0.0`);
@@ -132,8 +113,8 @@ it('a step of the wall clock forward past the idle timeout, then back, ends no s
 
   // and back (to the test's clock): a rate limit's bucket refilled by a negative interval held
   // every message (and frame: the socket closed) back for the step's length
-  writeFileSync(offsetFile, '+0\n');
-  await until(async () => Math.abs(await clockOffMs()) < 10_000, 20_000, 'the gateway\'s clock back');
+  clock.step('+0');
+  await until(async () => Math.abs(await clockOffMs(gateway!.url)) < 10_000, 20_000, 'the gateway\'s clock back');
   after.push(Number(await create()));
   sender.send({ type: 'broadcast', event: 'ping', payload: { after: 'step back' } });
   await until(() => deltas.every((d) => d.length === 3) && broadcasts.length === 2, 15_000, 'the delta and the broadcast sent after the step back');
@@ -145,7 +126,7 @@ it('a step of the wall clock forward past the idle timeout, then back, ends no s
   });
 
   // the bus did not take its stream for stalled or lost
-  expect(await metric(LOSSES)).toBe(lossesBefore);
+  expect(await metricValue(gateway!.url, LOSSES)).toBe(lossesBefore);
   expect(gateway!.output()).not.toMatch(/replication stream stalled/);
   expect(gateway!.exited()).toBeNull();
 });

@@ -1,7 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { RealtimeChannel } from '@supabase/realtime-js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
@@ -13,6 +10,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
+import { clockOffMs, steppedClock } from '../helpers/fake-clock.ts';
 
 // A gateway whose host clock steps FORWARD (NTP correcting a clock that was behind, a VM resumed,
 // an operator's `date -s`) in a two-gateway cluster, realtime-js clients on each gateway sharing a
@@ -36,8 +34,6 @@ import { until } from '../helpers/wait.ts';
 // every peer for dead at the first sweep after the step ('cannot be sent', then 'node silent'), its
 // client saw g1's presence leave (and join again once g1 was heard anew).
 
-const LIBFAKETIME = ['/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1', '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
-  '/usr/lib/faketime/libfaketime.so.1'].find((p) => existsSync(p));
 const STALE_WORDS = 'check the hosts\' clocks (NTP)';
 const UNSIGNED_WORDS = 'without a valid MAC ignored';
 const DEAD_WORDS = /realtime cluster node silent|realtime cluster messages cannot be sent/;
@@ -45,19 +41,14 @@ const config = loadConfig();
 const db = testDatabase(2);
 const realtime = realtimeClients({ timeoutMs: 10_000 });
 const env = { WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway', DATABASE_URL: testDatabaseUrl() };
-const dir = mkdtempSync(join(tmpdir(), 'potentia-clock-fwd-'));
-const offsetFile = join(dir, 'offset');
+const clock = steppedClock();
 const slot = `h_fwd_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 let g1: PotentiaProcess | undefined;
 let g2: PotentiaProcess | undefined;
 
 beforeAll(async () => {
-  if (!LIBFAKETIME) throw new Error('libfaketime not found: run scripts/setup, or apt-get install libfaketime');
-  writeFileSync(offsetFile, '+0\n');
   g1 = await startPotentiaProcess(env);
-  // (FAKETIME_CACHE_DURATION: the file is read again every second; monotonic clocks are not faked)
-  g2 = await startPotentiaProcess({ ...env, LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: offsetFile,
-    FAKETIME_CACHE_DURATION: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' });
+  g2 = await startPotentiaProcess({ ...env, ...clock.env });
 }, 120_000);
 
 afterAll(async () => {
@@ -65,7 +56,7 @@ afterAll(async () => {
   await Promise.all([g1?.stop(), g2?.stop()]);
   await db.sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`.catch(() => {});
   await db.close();
-  rmSync(dir, { recursive: true, force: true });
+  clock.remove();
 }, 30_000);
 
 async function metrics(g: PotentiaProcess): Promise<string> {
@@ -80,13 +71,6 @@ async function nodes(g: PotentiaProcess): Promise<number> {
 /** `g`'s potentia_realtime_cluster_messages_rejected_total{reason} (0 before the first). */
 async function rejected(g: PotentiaProcess, reason: string): Promise<number> {
   return Number(new RegExp(`^potentia_realtime_cluster_messages_rejected_total\\{reason="${reason}"\\} (\\d+)$`, 'm').exec(await metrics(g))?.[1] ?? 0);
-}
-
-/** How far `g`'s wall clock is from the test's (its HTTP Date header, whole seconds). */
-async function clockOffMs(g: PotentiaProcess): Promise<number> {
-  const res = await fetch(`${g.url}/health`);
-  await res.text();
-  return Date.parse(res.headers.get('date')!) - Date.now();
 }
 
 /** How many log lines of `g` include `words`. */
@@ -143,8 +127,8 @@ it('a gateway whose clock steps forward within the freshness window neither take
   expect(await exchange('before', 5)).toEqual(once('before', 5));
   const staleBefore = { g1: await rejected(g1!, 'stale'), g2: await rejected(g2!, 'stale') };
 
-  writeFileSync(offsetFile, '+3m\n');
-  await until(async () => (await clockOffMs(g2!)) > 170_000, 20_000, 'g2\'s clock 3 min ahead');
+  clock.step('+3m');
+  await until(async () => (await clockOffMs(g2!.url)) > 170_000, 20_000, 'g2\'s clock 3 min ahead');
 
   // 10 s of g2's own time since the step (its rejection warning's interval, monotonic): the first
   // unsigned message is warned of at once, the second when the interval is over
@@ -179,8 +163,8 @@ it('a gateway whose clock steps forward within the freshness window neither take
 it('past the window (10 min ahead), each gateway\'s stale warning names the other\'s node and says to check the clocks', async () => {
   // the nodes' ids, as their messages carry them: a slot of the test's own reads them from the WAL
   await db.sql`select pg_create_logical_replication_slot(${slot}, 'test_decoding')`;
-  writeFileSync(offsetFile, '+10m\n');
-  await until(async () => (await clockOffMs(g2!)) > 590_000, 20_000, 'g2\'s clock 10 min ahead');
+  clock.step('+10m');
+  await until(async () => (await clockOffMs(g2!.url)) > 590_000, 20_000, 'g2\'s clock 10 min ahead');
   // (a few of either's own messages in flight at the step are stale too, own: true; the other's keep coming)
   const other = (g: PotentiaProcess) => logged(g, STALE_WORDS).find((l) => l.own === false);
   await until(() => other(g1!) !== undefined && other(g2!) !== undefined, 60_000, 'each gateway\'s stale warning of the other');

@@ -1,12 +1,10 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { CLUSTER_MESSAGE_PREFIX } from '../../src/realtime/bus.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { until } from '../helpers/wait.ts';
+import { clockOffMs, steppedClock } from '../helpers/fake-clock.ts';
 
 // A gateway whose host clock is stepped (NTP correcting a wrong clock, an operator's `date -s`)
 // while it runs. g2 runs under libfaketime (LD_PRELOAD, Debian's libfaketime package, installed
@@ -24,29 +22,22 @@ import { until } from '../helpers/wait.ts';
 // clock passed that warning's 10 s again: the stale warning that says to check the clocks came
 // 10 min late.
 
-const LIBFAKETIME = ['/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1', '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
-  '/usr/lib/faketime/libfaketime.so.1'].find((p) => existsSync(p));
 const STALE_WORDS = 'check the hosts\' clocks (NTP)';
 const db = testDatabase(2);
 const env = { WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway', DATABASE_URL: testDatabaseUrl() };
-const dir = mkdtempSync(join(tmpdir(), 'potentia-clock-'));
-const offsetFile = join(dir, 'offset');
+const clock = steppedClock();
 let g1: PotentiaProcess | undefined;
 let g2: PotentiaProcess | undefined;
 
 beforeAll(async () => {
-  if (!LIBFAKETIME) throw new Error('libfaketime not found: run scripts/setup, or apt-get install libfaketime');
-  writeFileSync(offsetFile, '+0\n');
   g1 = await startPotentiaProcess(env);
-  // (FAKETIME_CACHE_DURATION: the file is read again every second; monotonic clocks are not faked)
-  g2 = await startPotentiaProcess({ ...env, LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: offsetFile,
-    FAKETIME_CACHE_DURATION: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' });
+  g2 = await startPotentiaProcess({ ...env, ...clock.env });
 }, 120_000);
 
 afterAll(async () => {
   await Promise.all([g1?.stop(), g2?.stop()]);
   await db.close();
-  rmSync(dir, { recursive: true, force: true });
+  clock.remove();
 });
 
 /** `g`'s potentia_realtime_cluster_nodes: the other gateways it hears. */
@@ -55,21 +46,14 @@ async function nodes(g: PotentiaProcess): Promise<number> {
   return Number(/^potentia_realtime_cluster_nodes (\d+)$/m.exec(text)?.[1] ?? -1);
 }
 
-/** How far `g`'s wall clock is from the test's (its HTTP Date header, whole seconds). */
-async function clockOffMs(g: PotentiaProcess): Promise<number> {
-  const res = await fetch(`${g.url}/health`);
-  await res.text();
-  return Date.parse(res.headers.get('date')!) - Date.now();
-}
-
 it('a gateway whose clock steps back by more than the window takes its peers for dead and says to check the clocks, at once', async () => {
   await until(async () => (await nodes(g1!)) === 1 && (await nodes(g2!)) === 1, 60_000, 'g1 and g2 hearing each other');
   // a warning of g2's before the step: something under the cluster's prefix without a MAC
   await db.sql`select pg_logical_emit_message(false, ${CLUSTER_MESSAGE_PREFIX}, ${Buffer.from('not a cluster message')}::bytea)`;
   await until(() => g2!.output().includes('without a valid MAC ignored'), 20_000, 'g2\'s warning of the unsigned message');
 
-  writeFileSync(offsetFile, '-10m\n');
-  await until(async () => (await clockOffMs(g2!)) < -9 * 60_000, 20_000, 'g2\'s clock 10 min back');
+  clock.step('-10m');
+  await until(async () => (await clockOffMs(g2!.url)) < -9 * 60_000, 20_000, 'g2\'s clock 10 min back');
 
   // g2 reads none of g1's messages now (from 10 min in its future): g1 is silent to it, and is
   // dropped once g2's own heartbeats show its stream carried that silence (7 s); g1 likewise

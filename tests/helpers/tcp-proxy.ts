@@ -64,8 +64,8 @@ export type TcpProxy = {
 
 type Pair = { client: net.Socket; upstream: net.Socket; stalled: boolean; endedWhileStalled: boolean };
 
-/** Starts a proxy on 127.0.0.1 (an ephemeral port unless `listenPort`) forwarding to `127.0.0.1:upstreamPort`. */
-export async function startTcpProxy(upstreamPort: number, opts: { listenPort?: number; upstreamHost?: string } = {}): Promise<TcpProxy> {
+/** Starts a proxy on 127.0.0.1 (an ephemeral port) forwarding to `127.0.0.1:upstreamPort`. */
+export async function startTcpProxy(upstreamPort: number, opts: { upstreamHost?: string } = {}): Promise<TcpProxy> {
   const upstreamHost = opts.upstreamHost ?? '127.0.0.1';
   const counters: ProxyCounters = { forgotten: 0, accepted: 0, forwarded: 0, refused: 0, closed: 0, blackholed: 0, destroyed: 0, stalled: 0, cuts: 0 };
   const pairs = new Set<Pair>();
@@ -144,7 +144,7 @@ export async function startTcpProxy(upstreamPort: number, opts: { listenPort?: n
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.listenPort ?? 0, '127.0.0.1', () => resolve());
+    server.listen(0, '127.0.0.1', () => resolve());
   });
   const port = (server.address() as net.AddressInfo).port;
 

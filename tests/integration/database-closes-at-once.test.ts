@@ -6,7 +6,6 @@
 // timeout (CONNECT_TIMEOUT_SECONDS), then fails as a connect that timed out does: HTTP answers
 // 503 unavailable with Retry-After, and serves again once the server is back. The pool alone, then
 // one `npm start` process whose database connections go through a proxy the test cuts.
-// TEST_PORT_BASE (optional): the ports the proxy and the process listen on, from there.
 import { randomUUID } from 'node:crypto';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,18 +20,17 @@ import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
 const config = loadConfig();
-const portBase = Number(process.env.TEST_PORT_BASE ?? 0);
 const db = testDatabase(2);
 let proxy: TcpProxy;
 let server: PotentiaProcess;
 
 beforeAll(async () => {
   const direct = new URL(testDatabaseUrl());
-  proxy = await startTcpProxy(Number(direct.port || 5432), portBase > 0 ? { listenPort: portBase + 54 } : {});
+  proxy = await startTcpProxy(Number(direct.port || 5432));
   const viaProxy = new URL(direct);
   viaProxy.port = String(proxy.port);
   server = await startPotentiaProcess({ DATABASE_URL: viaProxy.toString(), WORKER_MODE: 'off', NODE_ENV: 'development',
-    PORT: String(portBase > 0 ? portBase + 55 : 0) });
+    PORT: '0' });
 }, 90_000);
 
 afterAll(async () => {

@@ -8,7 +8,6 @@
 // ANSWER_TIMEOUT_SECONDS in src/db/index.ts) destroys a connection whose query got no byte for
 // that long: the request is answered 503 unavailable with Retry-After, the mutation resent with
 // the same client_op_id after the path healed is applied once, and the process serves on.
-// TEST_PORT_BASE (optional): the ports the proxy and the process listen on, from there.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
@@ -20,7 +19,6 @@ import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
 const config = loadConfig();
-const portBase = Number(process.env.TEST_PORT_BASE ?? 0);
 const db = testDatabase(3);
 /** Every request sent during the stall is answered within this (and the stall lasts longer). */
 const ANSWER_BOUND_MS = ANSWER_TIMEOUT_SECONDS * 1000 + 8000;
@@ -29,11 +27,11 @@ let api: PotentiaProcess;
 
 beforeAll(async () => {
   const url = new URL(testDatabaseUrl());
-  proxy = await startTcpProxy(Number(url.port || 5432), portBase > 0 ? { listenPort: portBase + 62 } : {});
+  proxy = await startTcpProxy(Number(url.port || 5432));
   url.hostname = '127.0.0.1';
   url.port = String(proxy.port);
   api = await startPotentiaProcess({ DATABASE_URL: url.toString(), POTENTIA_ROLE: 'api', WORKER_MODE: 'off', NODE_ENV: 'development',
-    PORT: String(portBase > 0 ? portBase + 63 : 0) });
+    PORT: '0' });
 }, 90_000);
 
 afterAll(async () => {

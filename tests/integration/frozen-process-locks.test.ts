@@ -7,7 +7,6 @@
 // timeout). Now every request transaction carries idle_in_transaction_session_timeout
 // (IDLE_IN_TRANSACTION_TIMEOUT_MS): the server ends it, its locks go, nothing of it is committed,
 // and the process, resumed, answers the request 503 (the client resends) and keeps serving.
-// TEST_PORT_BASE (optional): the port the process listens on, from there.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
@@ -18,13 +17,12 @@ import { createCanvas } from '../helpers/fixtures.ts';
 import { until } from '../helpers/wait.ts';
 
 const config = loadConfig();
-const portBase = Number(process.env.TEST_PORT_BASE ?? 0);
 const db = testDatabase(3);
 let server: PotentiaProcess;
 
 beforeAll(async () => {
   server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', NODE_ENV: 'development',
-    PORT: String(portBase > 0 ? portBase + 56 : 0) });
+    PORT: '0' });
 }, 90_000);
 
 afterAll(async () => {

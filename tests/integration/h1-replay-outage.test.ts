@@ -1,14 +1,13 @@
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateCluster, serverBindir } from '../../scripts/lib/private-cluster.ts';
+import type { PrivateCluster } from '../../scripts/lib/private-cluster.ts';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { deltaSeqs, openH1, type H1Conn } from '../helpers/h1.ts';
+import { startMigratedCluster } from '../helpers/migrated-cluster.ts';
 import { until } from '../helpers/wait.ts';
 
 // An H1 replay (a client's `resume`, or the fill of a gap the gateway saw in the live stream) whose
@@ -17,36 +16,18 @@ import { until } from '../helpers/wait.ts';
 // client none the wiser (a delta never came to show it a gap). Now the socket answers `error`
 // `unavailable` and closes (1011): the client reconnects and resumes from its last canvas_seq.
 // A private cluster (stopped and started here) under one `npm start` process.
-// TEST_PORT_BASE (optional): the ports the cluster and the process listen on, from there + 57.
 
 const config = loadConfig();
-const portBase = Number(process.env.TEST_PORT_BASE ?? 0);
-let nextPort = 0;
-async function freePort(): Promise<number> {
-  if (portBase > 0) return portBase + 57 + nextPort++; // clear of the other tests' offsets from TEST_PORT_BASE
-  return new Promise((resolve, reject) => {
-    const probe = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 let cluster: PrivateCluster;
 let admin: postgres.Sql;
 let server: PotentiaProcess;
 const sockets: H1Conn[] = [];
 
 beforeAll(async () => {
-  cluster = PrivateCluster.create(serverBindir(), await freePort());
-  await cluster.start();
-  const bootstrap = postgres(cluster.url('postgres'), { max: 1, onnotice: () => {} });
-  await bootstrap`create database potentia`;
-  await bootstrap.end();
-  execFileSync(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts', '--database-url', cluster.url('potentia'), '--quiet', '--strict'],
-    { cwd: new URL('../..', import.meta.url).pathname, stdio: ['ignore', 'ignore', 'inherit'] });
+  cluster = await startMigratedCluster();
   admin = postgres(cluster.url('potentia'), { max: 1, onnotice: () => {} });
   server = await startPotentiaProcess({ DATABASE_URL: cluster.url('potentia'), WORKER_MODE: 'off', NODE_ENV: 'development',
-    PORT: String(portBase > 0 ? await freePort() : 0) });
+    PORT: '0' });
 }, 120_000);
 
 afterAll(async () => {

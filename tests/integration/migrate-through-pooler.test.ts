@@ -7,13 +7,13 @@
 // from scripts/pgbouncer (README), on a free port, in front of the test database.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess } from '../helpers/chaos.ts';
+import { freePort } from '../helpers/free-port.ts';
 import { until } from '../helpers/wait.ts';
 
 const run = promisify(execFile);
@@ -24,10 +24,7 @@ let started = false;
 let pooled = '';
 
 beforeAll(async () => {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
+  const port = await freePort();
   runDir = mkdtempSync(join(tmpdir(), 'potentia-pgbouncer-migrate-'));
   pgbouncerEnv = { ...process.env, DIRECT_DATABASE_URL: direct, PGBOUNCER_PORT: String(port), PGBOUNCER_RUN_DIR: runDir };
   await run('bash', ['scripts/pgbouncer', 'start'], { env: pgbouncerEnv });

@@ -1,17 +1,18 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateCluster, serverBindir } from '../../scripts/lib/private-cluster.ts';
+import type { PrivateCluster } from '../../scripts/lib/private-cluster.ts';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
+import { freePort } from '../helpers/free-port.ts';
+import { startMigratedCluster } from '../helpers/migrated-cluster.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
@@ -23,24 +24,11 @@ import { sleep, until } from '../helpers/wait.ts';
 // postgres.js opened such a session again at once for the waiting query, thousands of times a
 // second, and never refused a waiting reservation, so a request hung for as long as the server was
 // away. After the restart, it serves, and every acknowledged mutation is in the log once.
-// TEST_PORT_BASE (optional): the ports the cluster, the pooler and the process listen on, from there.
 
 const config = loadConfig();
 /** How long a request may take to be answered while the server or the pooler is down: PgBouncer's query_wait_timeout (5 s) and then some. */
 const ANSWER_BOUND_MS = 10_000;
 const run = promisify(execFile);
-const portBase = Number(process.env.TEST_PORT_BASE ?? 0);
-let nextPort = 0;
-async function freePort(): Promise<number> {
-  if (portBase > 0) return portBase + nextPort++;
-  return new Promise((resolve, reject) => {
-    const probe = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 let cluster: PrivateCluster;
 let admin: postgres.Sql;
 let server: PotentiaProcess;
@@ -49,20 +37,14 @@ let pgbouncerEnv: NodeJS.ProcessEnv = {};
 const pgbouncer = (command: 'start' | 'stop') => run('bash', ['scripts/pgbouncer', command], { env: pgbouncerEnv });
 
 beforeAll(async () => {
-  cluster = PrivateCluster.create(serverBindir(), await freePort());
-  await cluster.start();
-  const bootstrap = postgres(cluster.url('postgres'), { max: 1, onnotice: () => {} });
-  await bootstrap`create database potentia`;
-  await bootstrap.end();
-  execFileSync(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts', '--database-url', cluster.url('potentia'), '--quiet', '--strict'],
-    { cwd: new URL('../..', import.meta.url).pathname, stdio: ['ignore', 'ignore', 'inherit'] });
+  cluster = await startMigratedCluster();
   admin = postgres(cluster.url('potentia'), { max: 1, onnotice: () => {} });
   const poolerPort = await freePort();
   runDir = mkdtempSync(join(tmpdir(), 'potentia-pgbouncer-restart-'));
   pgbouncerEnv = { ...process.env, DIRECT_DATABASE_URL: cluster.url('potentia'), PGBOUNCER_PORT: String(poolerPort), PGBOUNCER_RUN_DIR: runDir, PGBOUNCER_POOL_SIZE: '5' };
   await pgbouncer('start');
   server = await startPotentiaProcess({ DATABASE_URL: `postgres://postgres@127.0.0.1:${poolerPort}/potentia`, DIRECT_DATABASE_URL: cluster.url('potentia'),
-    WORKER_MODE: 'off', NODE_ENV: 'development', PORT: String(portBase > 0 ? await freePort() : 0) });
+    WORKER_MODE: 'off', NODE_ENV: 'development', PORT: '0' });
 }, 120_000);
 
 afterAll(async () => {

@@ -4,7 +4,7 @@
 // session again at once for the caller, for ever, and a reservation (sql.reserve(), as canvas
 // lanes take) was never refused: the caller hung for as long as the pooler had no server. A fake
 // pooler here, so the test needs neither PgBouncer nor a server to stop
-// (pgbouncer-restart.test.ts runs the real one). TEST_PORT_BASE (optional): its port.
+// (pgbouncer-restart.test.ts runs the real one).
 import { createServer, type Server, type Socket } from 'node:net';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,8 +44,7 @@ beforeAll(async () => {
       }
     });
   });
-  const base = Number(process.env.TEST_PORT_BASE ?? 0);
-  await new Promise<void>((resolve) => pooler.listen(base > 0 ? base + 50 : 0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => pooler.listen(0, '127.0.0.1', resolve));
   port = (pooler.address() as { port: number }).port;
 });
 

@@ -1,16 +1,15 @@
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
 import { RealtimeClient } from '@supabase/realtime-js';
 import postgres from 'postgres';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateCluster, serverBindir } from '../../scripts/lib/private-cluster.ts';
+import type { PrivateCluster } from '../../scripts/lib/private-cluster.ts';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { addMember, createCanvas, mutate } from '../helpers/fixtures.ts';
 import { deltaSeqs, openH1 } from '../helpers/h1.ts';
+import { startMigratedCluster } from '../helpers/migrated-cluster.ts';
 import { awayFromWindowEdge, sleep, until } from '../helpers/wait.ts';
 
 // PostgreSQL itself crashing under load: `pg_ctl stop -m immediate` on a private cluster (every
@@ -33,23 +32,8 @@ let admin: postgres.Sql;
 let server: PotentiaProcess;
 let realtime: RealtimeClient | undefined;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 beforeAll(async () => {
-  cluster = PrivateCluster.create(serverBindir(), await freePort());
-  await cluster.start();
-  const bootstrap = postgres(cluster.url('postgres'), { max: 1, onnotice: () => {} });
-  await bootstrap`create database potentia`;
-  await bootstrap.end();
-  execFileSync(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts', '--database-url', cluster.url('potentia'), '--quiet', '--strict'],
-    { cwd: new URL('../..', import.meta.url).pathname, stdio: ['ignore', 'ignore', 'inherit'] });
+  cluster = await startMigratedCluster();
   admin = postgres(cluster.url('potentia'), { max: 2, onnotice: () => {} });
   // the load is what is measured here, not the limits: both far above it (the per-user limit is set
   // again for its own check at the end)

@@ -1,16 +1,15 @@
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
 import { RealtimeClient, type RealtimeChannel } from '@supabase/realtime-js';
 import postgres from 'postgres';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PrivateCluster, serverBindir } from '../../scripts/lib/private-cluster.ts';
+import type { PrivateCluster } from '../../scripts/lib/private-cluster.ts';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { addMember, createCanvas } from '../helpers/fixtures.ts';
 import { deltaSeqs, openH1, type H1Conn } from '../helpers/h1.ts';
+import { startMigratedCluster } from '../helpers/migrated-cluster.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 // PostgreSQL restarted under a production-shaped deployment: two API + gateway processes
@@ -27,21 +26,8 @@ import { sleep, until } from '../helpers/wait.ts';
 //   and the workers embed every block's final content.
 // - The same for pg_terminate_backend of every backend at once (a failover's or an operator's
 //   purge of connections) under load.
-// TEST_PORT_BASE (optional): the ports the cluster and the processes listen on, from there.
 
 const config = loadConfig();
-const portBase = Number(process.env.TEST_PORT_BASE ?? 0);
-let nextPort = 0;
-async function freePort(): Promise<number> {
-  if (portBase > 0) return portBase + nextPort++;
-  return new Promise((resolve, reject) => {
-    const probe = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 let cluster: PrivateCluster;
 let admin: postgres.Sql;
 let apis: PotentiaProcess[] = [];
@@ -50,20 +36,14 @@ const clients: RealtimeClient[] = [];
 const sockets: H1Conn[] = [];
 
 beforeAll(async () => {
-  cluster = PrivateCluster.create(serverBindir(), await freePort());
-  await cluster.start();
-  const bootstrap = postgres(cluster.url('postgres'), { max: 1, onnotice: () => {} });
-  await bootstrap`create database potentia`;
-  await bootstrap.end();
-  execFileSync(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts', '--database-url', cluster.url('potentia'), '--quiet', '--strict'],
-    { cwd: new URL('../..', import.meta.url).pathname, stdio: ['ignore', 'ignore', 'inherit'] });
+  cluster = await startMigratedCluster();
   admin = postgres(cluster.url('potentia'), { max: 2, onnotice: () => {} });
   await admin`update app.settings set value = '100000' where key = 'mutations_per_minute'`;
   await admin`update app.endpoint_limits set max_hits = 100000`;
   const env = { DATABASE_URL: cluster.url('potentia'), NODE_ENV: 'development', WORKER_POLL_INTERVAL_MS: '500', WORKER_HEARTBEAT_MS: '500',
                 WORKER_STALE_MS: '3000', EMBED_DEBOUNCE_MS: '100', EMBED_MAX_WAIT_MS: '1000' };
   const start = async (role: string, extra: Record<string, string> = {}) =>
-    startPotentiaProcess({ ...env, ...extra, POTENTIA_ROLE: role, PORT: String(portBase > 0 ? await freePort() : 0) });
+    startPotentiaProcess({ ...env, ...extra, POTENTIA_ROLE: role, PORT: '0' });
   apis = await Promise.all([start('all', { WORKER_MODE: 'external' }), start('all', { WORKER_MODE: 'external' })]);
   workers = await Promise.all([start('worker'), start('worker')]);
 }, 180_000);

@@ -26,7 +26,6 @@ import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 const config = loadConfig();
-const portBase = Number(process.env.TEST_PORT_BASE ?? 0);
 const db = testDatabase(3);
 /** How soon a delta committed during the stall must arrive: well under wal_sender_timeout (60 s). */
 const STALL_BOUND_MS = 15_000;
@@ -37,11 +36,11 @@ let h1: H1Conn | undefined;
 
 beforeAll(async () => {
   const direct = new URL(testDatabaseUrl());
-  proxy = await startTcpProxy(Number(direct.port || 5432), portBase > 0 ? { listenPort: portBase + 60 } : {});
+  proxy = await startTcpProxy(Number(direct.port || 5432));
   direct.hostname = '127.0.0.1';
   direct.port = String(proxy.port);
   gateway = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), DIRECT_DATABASE_URL: direct.toString(), POTENTIA_ROLE: 'gateway',
-    NODE_ENV: 'development', PORT: String(portBase > 0 ? portBase + 61 : 0) });
+    NODE_ENV: 'development', PORT: '0' });
 }, 90_000);
 
 afterAll(async () => {

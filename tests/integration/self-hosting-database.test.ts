@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
@@ -8,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PrivateCluster, serverBindir } from '../../scripts/lib/private-cluster.ts';
 import { loadConfig } from '../../src/config.ts';
 import { assertMigrated } from '../../src/db/migrated.ts';
+import { freePort } from '../helpers/free-port.ts';
 
 // docs/self-hosting.md's commands for a database of its own role, run as written on private
 // clusters: "Database" (the superuser's one-time setup, then `npm run db:migrate` as that role, the
@@ -32,10 +32,6 @@ function shBlockAfter(marker: string, lang = 'sh'): string {
   if (!block) throw new Error(`no ${lang || 'plain'} block after "${marker}"`);
   return block[2]!.split('\n').map((l) => l.slice(block[1]!.length)).join('\n');
 }
-
-const freePort = () => new Promise<number>((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address() as { port: number }; s.close(() => resolve(port)); });
-});
 
 async function newCluster(): Promise<PrivateCluster> {
   const cluster = PrivateCluster.create(serverBindir(), await freePort());

@@ -7,7 +7,6 @@
 // and main.ts's only logs it as a bug. Each fault here, under a query and under a reservation
 // (what canvas lanes take), settles the caller, leaves no rejection unhandled, and the pool
 // serves after. A proxy in front of the real server injects the fault into the session's fetch.
-// TEST_PORT_BASE (optional): the proxy's port, from there.
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -57,8 +56,7 @@ beforeAll(async () => {
       else client.end(FATAL[fault]);
     });
   });
-  const base = Number(process.env.TEST_PORT_BASE ?? 0);
-  await new Promise<void>((resolve) => proxy.listen(base > 0 ? base + 51 : 0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   port = (proxy.address() as { port: number }).port;
   process.on('unhandledRejection', onUnhandled);
 });

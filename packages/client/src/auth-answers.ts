@@ -1,3 +1,4 @@
+import { requestUrl } from './deadline.ts';
 import { isObject } from './json-value.ts';
 
 /**
@@ -75,10 +76,6 @@ async function withLocalExpiry(res: Response): Promise<Response> {
   return new Response(JSON.stringify(body), { status: res.status, statusText: res.statusText, headers });
 }
 
-
-function requestUrl(input: Parameters<typeof fetch>[0]): string {
-  return typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-}
 
 function parseObject(text: string): Record<string, unknown> | null {
   try {

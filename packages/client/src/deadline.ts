@@ -15,6 +15,11 @@ import { TimeoutError } from './errors.ts';
 /** Whether `ms` is a deadline the client applies: a positive finite number (0 and Infinity: none). */
 export const appliesDeadline = (ms: number): boolean => Number.isFinite(ms) && ms > 0;
 
+/** The URL of a fetch input (a string, a URL or a Request), as a string. */
+export function requestUrl(input: Parameters<typeof fetch>[0]): string {
+  return typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+}
+
 /**
  * Runs `run` with an AbortSignal that aborts after `timeoutMs` (or when `outer` aborts), and
  * settles as it settles, or rejects with a TimeoutError naming `what` once `timeoutMs` has passed,
@@ -61,7 +66,7 @@ export function withDeadline<T>(timeoutMs: number, what: string, run: (signal: A
 export function withRequestDeadline(base: typeof fetch, timeoutMs: number, prefixes: readonly string[]): typeof fetch {
   if (!appliesDeadline(timeoutMs)) return base;
   return (input, init) => {
-    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+    const url = requestUrl(input);
     if (!prefixes.some((p) => url.startsWith(p))) return base(input, init);
     const outer = init?.signal ?? (input instanceof Request ? input.signal : undefined);
     const path = url.replace(/^[a-z]+:\/\/[^/]+/i, '').replace(/\?.*$/, '');

@@ -3,7 +3,7 @@ import { Canvas, type CanvasDeps } from './canvas.ts';
 import type { WebSocketConstructor } from './canvas-sync.ts';
 import { withAuthAnswers } from './auth-answers.ts';
 import { defaultReconnectDelayMs, fullJitterMs } from './backoff.ts';
-import { withDeadline, withRequestDeadline } from './deadline.ts';
+import { abortedBy, bodyEmail, CallSignals, pause, withDeadline, withRequestDeadline, type RequestMatch } from './deadline.ts';
 import { AccessLostError, PotentiaError, RateLimitedError } from './errors.ts';
 import type { components } from './api-types.ts';
 
@@ -14,7 +14,9 @@ import type { components } from './api-types.ts';
  * session's access token); a canvas is live over H1 (`/ws/canvas/{id}`), given the session's
  * access token on every (re)connect, so a refreshed token is used from the next reconnect on.
  *
- * Every HTTP call has a deadline (`timeoutMs`: TimeoutError, code `timeout`). A token the server
+ * Every HTTP call has a deadline (`timeoutMs`: TimeoutError, code `timeout`) and takes an
+ * AbortSignal (`{ signal }`, its last argument: AbortError, code `aborted`), whichever comes
+ * first ending it (CallOptions). A token the server
  * refuses (HTTP 401 `unauthorized`, an H1 socket closed 4401) makes the client refresh the session
  * once (one refresh for every call refused with that token) and send the call once more; a
  * refresh the server refuses signs the user out (`auth.onChange(null)`).
@@ -45,10 +47,30 @@ export type PotentiaClientOptions = {
    * a create is first sent again with the same id, so it never makes two rows). Default 30 000,
    * well above the server's own bounds (a query is cut at 5 s and answered 504 `timeout`), so
    * that it only ends what would otherwise never end: a server or proxy that accepted the
-   * request and went silent. 0 turns the deadline off. The canvas socket has its own
-   * (`canvas.resumeTimeoutMs`, `canvas.heartbeatMs`).
+   * request and went silent. 0 turns the deadline off. Each call's `signal` (CallOptions) ends
+   * it sooner when it aborts. The canvas socket has its own (`canvas.resumeTimeoutMs`,
+   * `canvas.heartbeatMs`); a canvas change has none unless given one (its `timeoutMs` option:
+   * Canvas.create).
    */
   timeoutMs?: number;
+};
+
+/**
+ * The last argument of every HTTP call of the client (sign-up, sign-in, sign-out, accessToken,
+ * workspaces, canvases), as fetch and supabase-js's functions.invoke take it.
+ */
+export type CallOptions = {
+  /**
+   * Ends the call when it aborts: it rejects with AbortError (code `aborted`, `reason` the
+   * signal's reason) and its request is abandoned (its connection closed; a sign-in's too), so,
+   * once the request had left, whether the server did it is unknown, as after a TimeoutError.
+   * Composes with the client's `timeoutMs`: whichever comes first ends the call
+   * (`AbortSignal.timeout(ms)` gives one call a tighter deadline; it rejects as an abort). An abort
+   * is never retried (a create is not sent again) and never makes the client refresh the session;
+   * an already-aborted signal sends nothing and changes nothing. A session refresh other calls
+   * wait for too is not ended by one call's signal: that call stops waiting for it.
+   */
+  signal?: AbortSignal;
 };
 
 /** The signed-in user. */
@@ -82,23 +104,32 @@ export type PotentiaAuth = {
    * user() stays null). Rejects with PotentiaError: `user_already_exists`, `weak_password` (field
    * `password`), `validation_failed` (a malformed or missing address: field `email`; no password, or
    * one over 72 bytes: field `password`), `email_address_invalid` (an address the server will not
-   * send to: field `email`), ...; RateLimitedError.
+   * send to: field `email`), ...; RateLimitedError; TimeoutError; AbortError (`options.signal`).
    */
-  signUp(email: string, password: string): Promise<PotentiaUser>;
-  /** Signs in. Rejects with PotentiaError `invalid_credentials`, ...; RateLimitedError. */
-  signIn(email: string, password: string): Promise<PotentiaUser>;
-  /** Signs out (ends the session on the server); open canvases close (their pending changes reject with `unauthorized`). */
-  signOut(): Promise<void>;
+  signUp(email: string, password: string, options?: CallOptions): Promise<PotentiaUser>;
+  /**
+   * Signs in. Rejects with PotentiaError `invalid_credentials`, ...; RateLimitedError;
+   * TimeoutError; AbortError (`options.signal`: the sign-in request is aborted, so an answer
+   * that would have come later signs nobody in).
+   */
+  signIn(email: string, password: string, options?: CallOptions): Promise<PotentiaUser>;
+  /**
+   * Signs out (ends the session on the server); open canvases close (their pending changes reject
+   * with `unauthorized`). A sign-out without an answer (TimeoutError, or AbortError once its
+   * request left) ends the session on this device all the same; an already-aborted
+   * `options.signal` keeps it (nothing is done).
+   */
+  signOut(options?: CallOptions): Promise<void>;
   /** The signed-in user, or null. */
   user(): PotentiaUser | null;
-  /** The current access token (refreshed if it expired), or null when signed out. */
-  accessToken(): Promise<string | null>;
+  /** The current access token (refreshed if it expired), or null when signed out. TimeoutError, AbortError (`options.signal`). */
+  accessToken(options?: CallOptions): Promise<string | null>;
   /** Calls `listener` when the user signs in or out (and with the restored user at start-up). Returns the unsubscribe function. */
   onChange(listener: (user: PotentiaUser | null) => void): () => void;
 };
 
-/** Options of workspaces.create. */
-export type CreateWorkspaceOptions = {
+/** Options of workspaces.create: CallOptions' `signal`, and the new workspace's id. */
+export type CreateWorkspaceOptions = CallOptions & {
   /**
    * The new workspace's id (a UUID). Default: a new one (crypto.randomUUID()). Give your own to
    * resend a create yourself later (after a reload, from a queue): the same id and name answer the
@@ -107,8 +138,8 @@ export type CreateWorkspaceOptions = {
   workspaceId?: string;
 };
 
-/** Options of canvases.create. */
-export type CreateCanvasOptions = {
+/** Options of canvases.create: CallOptions' `signal`, and the new canvas's id. */
+export type CreateCanvasOptions = CallOptions & {
   /**
    * The new canvas's id (a UUID). Default: a new one (crypto.randomUUID()). Give your own to
    * resend a create yourself later: the same id, workspace and title answer the canvas it created,
@@ -117,10 +148,13 @@ export type CreateCanvasOptions = {
   canvasId?: string;
 };
 
-/** Workspaces of the signed-in user. Every call rejects with PotentiaError (`unauthorized` when signed out), RateLimitedError. */
+/**
+ * Workspaces of the signed-in user. Every call rejects with PotentiaError (`unauthorized` when
+ * signed out), RateLimitedError, TimeoutError, AbortError (its `options.signal`: CallOptions).
+ */
 export type PotentiaWorkspaces = {
   /** The user's workspaces, with their role. */
-  list(): Promise<Workspace[]>;
+  list(options?: CallOptions): Promise<Workspace[]>;
   /**
    * Creates a workspace (1–200 characters); the user becomes its owner. Safe against a lost
    * answer: the id is chosen here and sent with the request, and a request whose outcome is
@@ -128,26 +162,34 @@ export type PotentiaWorkspaces = {
    * again with the same id, after the server's delay, up to 4 times; a resend of a workspace that
    * was created answers it, so one call never creates two workspaces. Rejects with the last error
    * when every attempt failed; PotentiaError `conflict` (field `workspace_id`) when
-   * `options.workspaceId` is another workspace's.
+   * `options.workspaceId` is another workspace's. An abort (`options.signal`) is not an unknown
+   * outcome to resend: it rejects at once (AbortError), also during the wait before a resend;
+   * whether an attempt already sent created the workspace is unknown, so resend it yourself with
+   * the same `workspaceId` when you want it.
    */
   create(name: string, options?: CreateWorkspaceOptions): Promise<Workspace>;
   /** Its members (any member may list). */
-  members(workspaceId: string): Promise<WorkspaceMember[]>;
+  members(workspaceId: string, options?: CallOptions): Promise<WorkspaceMember[]>;
   /**
    * Adds a user by email with `role` (owners and admins; only an owner adds an owner), or invites an
    * address without an account. PotentiaError `conflict` (field `email`) when already a member.
    */
-  addMember(workspaceId: string, email: string, role: Role): Promise<AddMemberResult>;
+  addMember(workspaceId: string, email: string, role: Role, options?: CallOptions): Promise<AddMemberResult>;
 };
 
-/** Canvases of the signed-in user. Every call rejects with PotentiaError (`unauthorized` when signed out), RateLimitedError. */
+/**
+ * Canvases of the signed-in user. Every call rejects with PotentiaError (`unauthorized` when
+ * signed out), RateLimitedError, TimeoutError, AbortError (its `options.signal`: CallOptions).
+ */
 export type PotentiaCanvases = {
   /** Every canvas the user can see, with their role, newest change first. */
-  list(): Promise<CanvasInfo[]>;
+  list(options?: CallOptions): Promise<CanvasInfo[]>;
   /**
    * Creates a canvas in a workspace (editors and up); resolves with its id. Resent with the same
    * id when its outcome is unknown, as workspaces.create is, so one call never creates two
-   * canvases. PotentiaError `conflict` (field `canvas_id`) when `options.canvasId` is another canvas's.
+   * canvases. PotentiaError `conflict` (field `canvas_id`) when `options.canvasId` is another
+   * canvas's. An abort (`options.signal`) rejects at once and is not resent, as for
+   * workspaces.create: resend with the same `canvasId` yourself when you want it.
    */
   create(workspaceId: string, title: string, options?: CreateCanvasOptions): Promise<{ canvas_id: string }>;
 };
@@ -274,12 +316,19 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     throw new TypeError(`createPotentiaClient: timeoutMs must be a number of milliseconds, 0 or more (0: no deadline), got ${String(timeoutMs)}`);
   }
   const WebSocketClass = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  const authPrefix = `${url}/auth/v1/`;
+  /** The caller's signals of auth calls, for auth-js's requests (it takes none): CallSignals. */
+  const callSignals = new CallSignals();
+  /** The requests of an auth call: POST to `path` under /auth/v1/, with `email` in the body when given. */
+  const authRequest = (path: string, email?: string): RequestMatch => (reqUrl, init) =>
+    reqUrl.startsWith(`${authPrefix}${path}`) && (email === undefined || bodyEmail(init) === email);
   const supabase = createClient(url, options.anonKey, {
     auth: { persistSession: options.auth?.persistSession ?? true, autoRefreshToken: options.auth?.autoRefreshToken ?? true,
       detectSessionInUrl: false, ...(options.auth?.storageKey ? { storageKey: options.auth.storageKey } : {}) },
     ...(options.WebSocket ? { realtime: { transport: options.WebSocket as never } } : {}),
-    // auth-js's requests (sign-in, refresh, sign-out) take no signal from their callers: each gets the deadline here
-    global: { fetch: withRequestDeadline(withAuthAnswers((input, init) => fetch(input, init), `${url}/auth/v1/`), timeoutMs, [`${url}/auth/v1/`]) },
+    // auth-js's requests (sign-in, refresh, sign-out) take no signal from their callers: each gets
+    // the deadline here, and the signal of the call it was sent for (callSignals)
+    global: { fetch: callSignals.wrap(withRequestDeadline(withAuthAnswers((input, init) => fetch(input, init), authPrefix), timeoutMs, [authPrefix])) },
   });
 
   let user: PotentiaUser | null = null;
@@ -375,13 +424,13 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     return done;
   };
 
-  /** One request to the HTTP API with `token` (null: none, the anon key goes), under the deadline. */
-  const send = async <T>(path: string, method: 'GET' | 'POST', body: Record<string, unknown> | undefined, token: string | null): Promise<T> => {
+  /** One request to the HTTP API with `token` (null: none, the anon key goes), under the deadline and the caller's `signal`. */
+  const send = async <T>(path: string, method: 'GET' | 'POST', body: Record<string, unknown> | undefined, token: string | null, signal: AbortSignal | undefined): Promise<T> => {
     let result: Awaited<ReturnType<typeof supabase.functions.invoke>>;
     try {
-      result = await withDeadline(timeoutMs, `${method} /functions/v1/${path}`, (signal) => supabase.functions.invoke(path, {
-        method, signal, ...(body ? { body } : {}), ...(token ? { headers: { Authorization: `Bearer ${token}` } } : {}),
-      }));
+      result = await withDeadline(timeoutMs, `${method} /functions/v1/${path}`, (request) => supabase.functions.invoke(path, {
+        method, signal: request, ...(body ? { body } : {}), ...(token ? { headers: { Authorization: `Bearer ${token}` } } : {}),
+      }), signal);
     } catch (err) {
       throw await invokeError(err);
     }
@@ -394,16 +443,18 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
    * `unauthorized`) is renewed (renewAfterRefusal) and the call sent once more with the new one,
    * at most once per `refusals` (one per call: a create's resends share theirs), so a server
    * that refuses every token never makes this loop. A 401 is answered before any work, so
-   * sending again is safe for every call.
+   * sending again is safe for every call. `signal` ends it at any step (AbortError: not a 401,
+   * so never a refresh); the shared refresh goes on for the calls that wait for it.
    */
-  const call = async <T>(path: string, method: 'GET' | 'POST', body?: Record<string, unknown>, refusals = { renewed: false }): Promise<T> => {
-    const token = await withDeadline(timeoutMs, 'the session\'s access token', () => currentToken());
+  const call = async <T>(path: string, method: 'GET' | 'POST', { body, signal, refusals = { renewed: false } }: { body?: Record<string, unknown>; signal?: AbortSignal | undefined; refusals?: { renewed: boolean } } = {}): Promise<T> => {
+    const token = await withDeadline(timeoutMs, 'the session\'s access token', () => currentToken(), signal);
     try {
-      return await send<T>(path, method, body, token);
+      return await send<T>(path, method, body, token, signal);
     } catch (err) {
       if (!token || refusals.renewed || !tokenRefused(err)) throw err;
       refusals.renewed = true;
-      return await send<T>(path, method, body, await renewAfterRefusal(token));
+      const renewed = await withDeadline(0, 'the refresh of the session', () => renewAfterRefusal(token), signal);
+      return await send<T>(path, method, body, renewed, signal);
     }
   };
 
@@ -411,43 +462,49 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
    * A create (POST of `body`, which carries the new row's id): sent again with the same body, so
    * the same id, while its outcome is unknown (resendDelayMs), at most CREATE_ATTEMPTS times. The
    * server answers a resend of a created row with that row, so this creates one row at most.
+   * An abort of `signal` (AbortError) is not resent, and ends the wait before a resend at once.
    */
-  const create = async <T>(path: string, body: Record<string, unknown>): Promise<T> => {
+  const create = async <T>(path: string, body: Record<string, unknown>, signal: AbortSignal | undefined): Promise<T> => {
     const refusals = { renewed: false };
     for (let attempt = 0; ; attempt++) {
       try {
-        return await call<T>(path, 'POST', body, refusals);
+        return await call<T>(path, 'POST', { body, signal, refusals });
       } catch (err) {
         const delay = resendDelayMs(err, attempt);
         if (delay === null || attempt + 1 >= CREATE_ATTEMPTS) throw err;
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        await pause(delay, `POST /functions/v1/${path}`, signal);
       }
     }
   };
 
-  const accessToken = (): Promise<string | null> => withDeadline(timeoutMs, 'the session\'s access token', () => currentToken());
+  const accessToken = (options: CallOptions = {}): Promise<string | null> =>
+    withDeadline(timeoutMs, 'the session\'s access token', () => currentToken(), options.signal);
 
   const auth: PotentiaAuth = {
-    async signUp(email, password) {
-      const { data, error } = await withDeadline(timeoutMs, 'sign-up', () => supabase.auth.signUp({ email, password }));
+    async signUp(email, password, { signal } = {}) {
+      const { data, error } = await withDeadline(timeoutMs, 'sign-up',
+        () => callSignals.during(signal, authRequest('signup', email), () => supabase.auth.signUp({ email, password })), signal);
       if (error) throw authError(error);
       if (data.session) setUser(toUser(data.session.user));
       const u = toUser(data.user);
       if (!u) throw new PotentiaError('auth_error', 'sign-up answered without a user');
       return u;
     },
-    async signIn(email, password) {
-      const { data, error } = await withDeadline(timeoutMs, 'sign-in', () => supabase.auth.signInWithPassword({ email, password }));
+    async signIn(email, password, { signal } = {}) {
+      const { data, error } = await withDeadline(timeoutMs, 'sign-in',
+        () => callSignals.during(signal, authRequest('token?grant_type=password', email), () => supabase.auth.signInWithPassword({ email, password })), signal);
       if (error) throw authError(error);
       setUser(toUser(data.user));
       return toUser(data.user)!;
     },
-    async signOut() {
+    async signOut({ signal } = {}) {
+      if (signal?.aborted) throw abortedBy('sign-out', signal); // nothing done: the session stays
       let error: Parameters<typeof authError>[0] | null;
       try {
-        ({ error } = await withDeadline(timeoutMs, 'sign-out', () => supabase.auth.signOut()));
+        ({ error } = await withDeadline(timeoutMs, 'sign-out', () => callSignals.during(signal, authRequest('logout'), () => supabase.auth.signOut()), signal));
       } catch (err) {
-        // no answer: the session ends here all the same (this device forgets it; the server's ends when it expires)
+        // no answer (a deadline, an abort once under way): the session ends here all the same
+        // (this device forgets it; the server's ends when it expires)
         await supabase.auth.signOut({ scope: 'local' }).catch(() => {});
         setUser(null);
         throw err;
@@ -464,17 +521,17 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
   };
 
   const workspaces: PotentiaWorkspaces = {
-    list: async () => (await call<{ workspaces: Workspace[] }>('workspaces', 'GET')).workspaces,
-    create: (name, options = {}) => create<Workspace>('workspaces', { name, workspace_id: options.workspaceId ?? globalThis.crypto.randomUUID() }),
-    members: async (id) => (await call<{ members: WorkspaceMember[] }>(`workspaces/${encodeURIComponent(id)}/members`, 'GET')).members,
-    addMember: (id, email, role) => call<AddMemberResult>(`workspaces/${encodeURIComponent(id)}/members`, 'POST', { email, role }),
+    list: async ({ signal } = {}) => (await call<{ workspaces: Workspace[] }>('workspaces', 'GET', { signal })).workspaces,
+    create: (name, options = {}) => create<Workspace>('workspaces', { name, workspace_id: options.workspaceId ?? globalThis.crypto.randomUUID() }, options.signal),
+    members: async (id, { signal } = {}) => (await call<{ members: WorkspaceMember[] }>(`workspaces/${encodeURIComponent(id)}/members`, 'GET', { signal })).members,
+    addMember: (id, email, role, { signal } = {}) => call<AddMemberResult>(`workspaces/${encodeURIComponent(id)}/members`, 'POST', { body: { email, role }, signal }),
   };
 
   const canvasApi: PotentiaCanvases = {
-    list: async () => (await call<{ canvases: CanvasInfo[] }>('canvas', 'GET')).canvases,
+    list: async ({ signal } = {}) => (await call<{ canvases: CanvasInfo[] }>('canvas', 'GET', { signal })).canvases,
     create: async (workspaceId, title, options = {}) => {
       const { canvas_id } = await create<{ canvas_id: string }>('canvas',
-        { workspace_id: workspaceId, title, canvas_id: options.canvasId ?? globalThis.crypto.randomUUID() });
+        { workspace_id: workspaceId, title, canvas_id: options.canvasId ?? globalThis.crypto.randomUUID() }, options.signal);
       return { canvas_id };
     },
   };

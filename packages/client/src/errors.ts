@@ -24,7 +24,8 @@ import type { Block } from './blocks.ts';
  *   resumed, so nothing it carried is lost), `timeout` (also the server's 504: an HTTP call that
  *   got no answer within the client's `timeoutMs`, a TimeoutError), `socket_refused` (the canvas
  *   socket's upgrade was answered with an HTTP `status` instead of a WebSocket, e.g. 404 where no
- *   gateway serves /ws/; reported to onError, and retried).
+ *   gateway serves /ws/; reported to onError, and retried), `aborted` (the call's AbortSignal
+ *   ended it: an AbortError).
  * `status` is the HTTP status when an HTTP answer caused it.
  */
 export class PotentiaError extends Error {
@@ -106,7 +107,9 @@ export class RateLimitedError extends PotentiaError {
  * lock may still complete). `code` is `timeout`, as for the server's own 504, and `status` is
  * undefined. A create is sent again with the same id first (it resolves if a resend is answered,
  * and rejects with this error only when every attempt timed out); any other call rejects at once:
- * its outcome is the app's to check (e.g. `workspaces.members` after an `addMember`).
+ * its outcome is the app's to check (e.g. `workspaces.members` after an `addMember`). A canvas
+ * change's own deadline (its `timeoutMs` option) rejects with it too, with the change's
+ * `clientOpId` (see Canvas.create).
  */
 export class TimeoutError extends PotentiaError {
   override name = 'TimeoutError';
@@ -114,8 +117,34 @@ export class TimeoutError extends PotentiaError {
     message: string,
     /** The deadline it missed, in milliseconds. */
     readonly timeoutMs: number,
+    /** A canvas change's client_op_id (its `timeoutMs` option: see Canvas.create); undefined for an HTTP call. */
+    readonly clientOpId?: string,
   ) {
     super('timeout', message);
+  }
+}
+
+/**
+ * A call ended by its caller's AbortSignal before it was answered: the `signal` option of every
+ * HTTP call (sign-up, sign-in, sign-out, accessToken, workspaces, canvases) and of a canvas change
+ * (create, update, move, delete). `code` is `aborted`; `name` is `AbortError`, as fetch's own
+ * abort, so `err.name === 'AbortError'` checks keep working; `reason` is the signal's reason (what
+ * `controller.abort(reason)` was given; a DOMException TimeoutError for `AbortSignal.timeout(ms)`).
+ * An abort is never retried (a create is not sent again) and never makes the client refresh the
+ * session. An already-aborted signal sends nothing. One that aborts after the request left
+ * abandons it (its connection closed), so whether the server did it is unknown, as after a
+ * TimeoutError. `clientOpId`: for a canvas change, its H1 client_op_id (see Canvas.create).
+ */
+export class AbortError extends PotentiaError {
+  override name = 'AbortError';
+  constructor(
+    message: string,
+    /** The signal's reason. */
+    readonly reason: unknown,
+    /** A canvas change's client_op_id (undefined for an HTTP call). */
+    readonly clientOpId?: string,
+  ) {
+    super('aborted', message);
   }
 }
 

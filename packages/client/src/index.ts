@@ -7,7 +7,7 @@
  */
 export { createPotentiaClient } from './client.ts';
 export type {
-  AddMemberResult, CanvasInfo, CreateCanvasOptions, CreateWorkspaceOptions, PotentiaAuth, PotentiaCanvases, PotentiaClient, PotentiaClientOptions, PotentiaUser,
+  AddMemberResult, CallOptions, CanvasInfo, CreateCanvasOptions, CreateWorkspaceOptions, PotentiaAuth, PotentiaCanvases, PotentiaClient, PotentiaClientOptions, PotentiaUser,
   PotentiaWorkspaces, Role, Workspace, WorkspaceInvite, WorkspaceMember,
 } from './client.ts';
 export { Canvas } from './canvas.ts';
@@ -15,7 +15,7 @@ export type { CanvasChangeCause, CanvasSnapshotView, CanvasStatus, CreateInput, 
 export type { Block, BlockNode } from './blocks.ts';
 export { CanvasPresence, PRESENCE_MAX_BYTES, PRESENCE_SENDS_PER_SECOND } from './presence.ts';
 export type { PresenceCursor, PresenceInput, PresencePeer, PresenceSelection } from './presence.ts';
-export { AccessLostError, ConflictError, PotentiaError, RateLimitedError, TimeoutError } from './errors.ts';
+export { AbortError, AccessLostError, ConflictError, PotentiaError, RateLimitedError, TimeoutError } from './errors.ts';
 export type { ConflictField } from './errors.ts';
 export { CanvasSync, defaultReconnectDelayMs } from './canvas-sync.ts';
 export type { CanvasSyncOptions, Mutation, MutationOutcome, SocketHandler, TextChange, WebSocketConstructor, WebSocketLike } from './canvas-sync.ts';

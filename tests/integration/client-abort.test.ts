@@ -160,3 +160,95 @@ describe('@potentia/client: an AbortSignal on every HTTP call', () => {
     await expect(list).rejects.toBeInstanceOf(AbortError);
   }, 60_000);
 });
+
+describe('@potentia/client: an AbortSignal and a deadline on canvas changes', () => {
+  it('a change not yet sent (the canvas not connected): taken back, never sent', async () => {
+    const { client } = await signedIn();
+    const { workspace_id } = await client.workspaces.create('Offline');
+    const { canvas_id } = await client.canvases.create(workspace_id, 'Offline');
+    const canvas = client.canvas(canvas_id);
+    const [aborted, timedOut, never, kept] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    const controller = new AbortController();
+    const p1 = canvas.create({ type: 'text', id: aborted }, { signal: controller.signal });
+    const p2 = canvas.create({ type: 'text', id: timedOut }, { timeoutMs: 50 });
+    const p3 = canvas.create({ type: 'text', id: never }, { signal: AbortSignal.abort() });
+    const p4 = canvas.create({ type: 'text', id: kept });
+    expect(canvas.block(aborted)).toBeDefined();
+    controller.abort();
+    await expect(p1).rejects.toMatchObject({ code: 'aborted', name: 'AbortError' });
+    await expect(p2).rejects.toMatchObject({ code: 'timeout', name: 'TimeoutError', timeoutMs: 50 });
+    await expect(p3).rejects.toMatchObject({ code: 'aborted' });
+    for (const id of [aborted, timedOut, never]) expect(canvas.block(id), id).toBeUndefined();
+    expect(canvas.pending).toBe(1);
+    await canvas.connect();
+    expect((await p4).block_id).toBe(kept);
+    const rows = await db.sql<{ block_id: string }[]>`select block_id from app.blocks where canvas_id = ${canvas_id}`;
+    expect(rows.map((r) => r.block_id)).toEqual([kept]);
+    const ops = await db.sql<{ n: number }[]>`select count(*)::int as n from app.block_operations where canvas_id = ${canvas_id}`;
+    expect(ops[0]!.n).toBe(1);
+    canvas.close();
+    await client.auth.signOut();
+  }, 60_000);
+
+  it('a change already sent and held by the server: rejects, goes on, applies once; one waiting behind it is taken back', async () => {
+    const { client } = await signedIn();
+    const { workspace_id } = await client.workspaces.create('Held');
+    const { canvas_id } = await client.canvases.create(workspace_id, 'Held');
+    const canvas = client.canvas(canvas_id);
+    await canvas.connect();
+    const a = await canvas.create({ type: 'text', content: { n: 0 } });
+    const b = await canvas.create({ type: 'text', content: { n: 0 } });
+    const tx = await reservedTransaction(db.sql);
+    let abortedErr: unknown;
+    let timedOutErr: unknown;
+    try {
+      // every mutation of the canvas locks its row first: these wait for this transaction
+      await tx.conn`select from app.canvases where canvas_id = ${canvas_id} for update`;
+      const controller = new AbortController();
+      const behind = new AbortController();
+      const pa = canvas.update(a.block_id, { content: { n: 1 } }, { signal: controller.signal });
+      const pb = canvas.update(b.block_id, { content: { n: 2 } }, { timeoutMs: 300 });
+      // waits for pa (changes of one block go out in order): never sent
+      const pc = canvas.update(a.block_id, { content: { m: 3 } }, { signal: behind.signal });
+      await tx.waitedFor('the canvas updates');
+      controller.abort();
+      behind.abort();
+      abortedErr = await pa.then(() => null, (e: unknown) => e);
+      timedOutErr = await pb.then(() => null, (e: unknown) => e);
+      await expect(pc).rejects.toMatchObject({ code: 'aborted' });
+      expect(canvas.block(a.block_id)?.content).toEqual({ n: 1 }); // pc rolled back, pa still on top
+      expect(canvas.pending).toBe(2);
+      // the client is sending it still: a second send of its client_op_id here is refused
+      await expect(canvas.update(b.block_id, { content: { n: 2 } }, { clientOpId: (timedOutErr as TimeoutError).clientOpId! }))
+        .rejects.toMatchObject({ code: 'invalid_input', field: 'clientOpId' });
+    } finally {
+      await tx.release();
+    }
+    expect(abortedErr).toBeInstanceOf(AbortError);
+    expect(abortedErr).toMatchObject({ code: 'aborted', clientOpId: expect.any(String) });
+    expect(timedOutErr).toBeInstanceOf(TimeoutError);
+    expect(timedOutErr).toMatchObject({ code: 'timeout', timeoutMs: 300, clientOpId: expect.any(String) });
+    // the client goes on: both apply, once each
+    await until(() => canvas.pending === 0, 20_000, 'both changes answered');
+    expect(canvas.block(a.block_id)?.content).toEqual({ n: 1 });
+    expect(canvas.block(b.block_id)?.content).toEqual({ n: 2 });
+    for (const err of [abortedErr, timedOutErr] as Array<{ clientOpId: string }>) {
+      const rows = await db.sql<{ n: number }[]>`select count(*)::int as n from app.block_operations where client_op_id = ${err.clientOpId} and status = 'success'`;
+      expect(rows[0]!.n).toBe(1);
+    }
+    const [blockA] = await db.sql<{ content: Record<string, unknown> }[]>`select content from app.blocks where block_id = ${a.block_id}`;
+    expect(blockA!.content).toEqual({ n: 1 }); // pc (m: 3) was never sent
+    canvas.close();
+    // after a reload: the same change with the same client_op_id learns its outcome, applied once
+    const again = client.canvas(canvas_id);
+    await again.connect();
+    const version = again.block(b.block_id)!.version;
+    const resent = await again.update(b.block_id, { content: { n: 2 } }, { clientOpId: (timedOutErr as TimeoutError).clientOpId! });
+    expect(resent.version).toBe(version);
+    const rows = await db.sql<{ status: string; n: number }[]>`select status, count(*)::int as n from app.block_operations
+      where client_op_id = ${(timedOutErr as TimeoutError).clientOpId!} group by status order by status`;
+    expect(rows).toEqual([{ status: 'duplicate', n: 1 }, { status: 'success', n: 1 }]);
+    again.close();
+    await client.auth.signOut();
+  }, 60_000);
+});

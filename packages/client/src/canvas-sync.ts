@@ -188,7 +188,8 @@ export const CanvasAccessLostError = AccessLostError;
 /** See the constant of the same name. */
 export type CanvasAccessLostError = AccessLostError;
 
-type Pending = { id: string; frame: string; resolvers: Array<(o: MutationOutcome) => void>; sent: boolean };
+/** An unanswered mutation: `sent` on the current socket; `everSent` on any socket so far (it may have reached the server). */
+type Pending = { id: string; frame: string; resolvers: Array<(o: MutationOutcome) => void>; sent: boolean; everSent: boolean };
 type Timer = ReturnType<typeof setTimeout>;
 type TimerName = 'reconnectTimer' | 'resumeTimer' | 'heartbeatTimer' | 'resendTimer' | 'retireTimer' | 'resumeRetryTimer';
 
@@ -325,10 +326,29 @@ export class CanvasSync {
         // (the server refuses the same reuse once the first applied: docs/mutations.md)
         return refuse('client_op_id', `client_op_id ${clientOpId} is pending for another operation: give each operation a client_op_id of its own`);
       }
-      this.pending.set(clientOpId, { id: clientOpId, frame, resolvers: [resolve], sent: false });
+      this.pending.set(clientOpId, { id: clientOpId, frame, resolvers: [resolve], sent: false, everSent: false });
       this.issued.add(clientOpId);
       this.flush();
     });
+  }
+
+  /**
+   * Takes back the pending mutation `clientOpId` if it has not gone out on any socket yet (made
+   * offline or before join(), paced, waiting for the socket): it will never be sent, and its
+   * mutate() promises resolve as `rejected` with code `aborted`. Returns true then; false when it
+   * is not pending (answered, or unknown) or was sent at least once: a sent mutation cannot be
+   * taken back (H1 has no cancel; the server may apply it), so it stays pending and is resent
+   * with its client_op_id until answered, applied at most once. Canvas's `signal` and
+   * `timeoutMs` options use this.
+   */
+  withdraw(clientOpId: string): boolean {
+    const p = this.pending.get(clientOpId);
+    if (!p || p.everSent) return false;
+    this.pending.delete(clientOpId);
+    this.issued.delete(clientOpId);
+    const outcome: MutationOutcome = { type: 'rejected', client_op_id: clientOpId, error: { code: 'aborted', message: 'taken back before it was sent' } };
+    for (const resolve of p.resolvers) resolve(outcome);
+    return true;
   }
 
   /**
@@ -814,6 +834,7 @@ export class CanvasSync {
       if (sent === null) return;
       if (sent > 0) return this.scheduleResend(sent);
       p.sent = true;
+      p.everSent = true;
     }
     if (this.presenceDue && this.presenceFrame) {
       const sent = this.sendPaced(ws, this.presenceFrame);

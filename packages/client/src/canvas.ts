@@ -1,7 +1,8 @@
 import { type as textType } from 'ot-text-unicode';
 import { buildTree, changedFields, compareBlocks, keyBetween, mergePatch, setMember, subtree, toBlock, type Block, type BlockNode } from './blocks.ts';
 import { CanvasSync, type CanvasSyncOptions, type Mutation, type MutationOutcome, type TextChange, type WebSocketConstructor } from './canvas-sync.ts';
-import { AccessLostError, ConflictError, PotentiaError } from './errors.ts';
+import { abortedBy, appliesDeadline } from './deadline.ts';
+import { AbortError, AccessLostError, ConflictError, PotentiaError, TimeoutError } from './errors.ts';
 import { CanvasPresence } from './presence.ts';
 import type { DeltaMessage, TextOp, WireBlock } from './protocol.ts';
 import { textIn } from './text-ot.ts';
@@ -25,6 +26,10 @@ import { encodeJson, MESSAGE_MAX_DEPTH } from './json-value.ts';
  * user saw — the block's version when the change was made, moved past the versions this client
  * produced itself and past others' changes of different fields, so that only a real clash with
  * someone else's change of the same field is a conflict (the server's merge rule, docs/merge.md).
+ *
+ * A change's promise can be ended sooner (ChangeOptions: an AbortSignal, a deadline): a change
+ * not yet sent is then taken back; one already sent goes on (it cannot be unsent), and its
+ * outcome shows in the canvas.
  *
  * Text: editText() edits a string under a content key with OT (text-ot.ts, merged with
  * everyone's concurrent typing); text() reads it. On a block still being created, edits are kept
@@ -82,6 +87,38 @@ export type UpdateInput = { content?: Record<string, unknown>; type?: string };
  */
 export type MoveInput = { after?: string | null; before?: string; parent?: string | null };
 
+/**
+ * The last argument of create, update, move and delete: when to stop waiting for the server's
+ * answer, and the change's client_op_id.
+ *
+ * `signal` (an AbortSignal) and `timeoutMs` (a deadline for the answer, in milliseconds; 0 or
+ * none: no deadline) end the wait, whichever comes first: the promise rejects with AbortError
+ * (code `aborted`) or TimeoutError (code `timeout`), both with the change's `clientOpId`. The
+ * client's own `timeoutMs` (createPotentiaClient, for HTTP calls) does not apply to changes: a
+ * change waits through network loss by design (offline editing), so give one per change when you
+ * want a deadline. What happens to the change then:
+ * - not yet sent on any socket (made offline or before connect(), waiting behind an earlier
+ *   change of the same block, held back by pacing): it is taken back, rolled back locally and
+ *   never sent;
+ * - already sent: H1 has no way to take a mutation back (the server may apply it, or already
+ *   has), so only the promise ends. The change goes on as before: it stays in the local state,
+ *   is resent with the same client_op_id after a reconnect until the server answers, and its
+ *   outcome shows in the canvas (the server's block replaces it; a refusal rolls it back and is
+ *   reported to onError). It is applied at most once: the server applies a client_op_id once and
+ *   answers a resend of an applied one with its first result (`ack`, status `duplicate`).
+ * An already-aborted signal changes nothing and sends nothing (the promise rejects at once).
+ *
+ * `clientOpId` (1 to 128 characters; default a new UUID): the change's H1 client_op_id. To learn
+ * the outcome of a change whose promise rejected with `timeout`, `aborted` or `closed` after a
+ * reload or close(), make the same change again with its `clientOpId` (`err.clientOpId`): the
+ * server answers it with the first one's result if that applied (the promise resolves with the
+ * block), and applies it once if it did not. Use the same input: the server compares the action
+ * and block, not the patch (docs/mutations.md, Idempotency). A create may be resent so although
+ * its block exists. A `clientOpId` still pending on this canvas is refused (`invalid_input`, field
+ * `clientOpId`): the client is sending it already.
+ */
+export type ChangeOptions = { signal?: AbortSignal; timeoutMs?: number; clientOpId?: string };
+
 /** @internal What Canvas needs from the client that made it. */
 export type CanvasDeps = {
   url: string;
@@ -112,6 +149,8 @@ type LocalOp = {
   placement: Placement | null;
   state: 'waiting' | 'sent' | 'acked';
   ackSeq: number;
+  /** Its caller stopped waiting (ChangeOptions: an abort, a deadline) after it was sent: its refusal is reported as nobody's. */
+  detached: boolean;
   resolve: (b: Block | undefined) => void;
   reject: (e: PotentiaError) => void;
 };
@@ -328,12 +367,14 @@ export class Canvas {
   /**
    * Creates a block; it is in the local state at once (version 0) and the promise resolves with
    * the server's block once applied. Rejects with PotentiaError (`invalid_input` naming the field,
-   * `forbidden` for a viewer, `closed`), AccessLostError; never for network loss.
+   * `forbidden` for a viewer, `closed`), AccessLostError; never for network loss. `options`:
+   * ChangeOptions (AbortError, TimeoutError; the client_op_id, to resend a create yourself).
    */
-  create(input: CreateInput): Promise<Block> {
+  create(input: CreateInput, options: ChangeOptions = {}): Promise<Block> {
     const id = input.id ?? uuid();
     if (!UUID_RE.test(id)) return this.refuse(new PotentiaError('invalid_input', 'id must be a UUID', 'id'));
-    if (this.block(id)) return this.refuse(new PotentiaError('invalid_input', `block ${id} exists`, 'id'));
+    // a create resent with its client_op_id (ChangeOptions) may find its block made: the server answers it
+    if (this.block(id) && options.clientOpId === undefined) return this.refuse(new PotentiaError('invalid_input', `block ${id} exists`, 'id'));
     const sent = asSent(input.content);
     if (sent instanceof PotentiaError) return this.refuse(sent);
     const patch: LocalOp['patch'] = { type: input.type, ...(sent.content !== undefined ? { content: sent.content } : {}) };
@@ -341,16 +382,17 @@ export class Canvas {
     if (input.parent !== undefined) placement.parent = input.parent;
     if (input.after !== undefined) placement.after = input.after;
     if (input.before !== undefined) placement.before = input.before;
-    return this.enqueue('create', id, patch, placement, 'all') as Promise<Block>;
+    return this.enqueue('create', id, patch, placement, 'all', options) as Promise<Block>;
   }
 
   /**
    * Changes a block's content (JSON Merge Patch) and/or type, at once locally. Resolves with the
    * server's block. Rejects with ConflictError when someone changed the same field since you saw
    * it (rolled back; resolve by updating again with the value you choose), PotentiaError
-   * (`not_found`, `invalid_input`, `forbidden`, `closed`), AccessLostError.
+   * (`not_found`, `invalid_input`, `forbidden`, `closed`), AccessLostError; AbortError and
+   * TimeoutError (`options`: ChangeOptions).
    */
-  update(blockId: string, input: UpdateInput): Promise<Block> {
+  update(blockId: string, input: UpdateInput, options: ChangeOptions = {}): Promise<Block> {
     if (!this.block(blockId)) return this.refuse(new PotentiaError('not_found', `block ${blockId} is not on this canvas`, 'blockId'));
     const sent = asSent(input.content);
     if (sent instanceof PotentiaError) return this.refuse(sent);
@@ -359,15 +401,15 @@ export class Canvas {
     if (input.type !== undefined) fields.add('type');
     if (fields.size === 0) return this.refuse(new PotentiaError('invalid_input', 'the update changes nothing', 'patch'));
     const patch: LocalOp['patch'] = { ...(sent.content !== undefined ? { content: sent.content } : {}), ...(input.type !== undefined ? { type: input.type } : {}) };
-    return this.enqueue('update', blockId, patch, null, fields) as Promise<Block>;
+    return this.enqueue('update', blockId, patch, null, fields, options) as Promise<Block>;
   }
 
   /**
    * Moves a block (see MoveInput), at once locally; the server computes the final position
    * (`after_id`, `parent_id`). Resolves with the server's block; rejects as update() does
-   * (a conflict when someone moved it meanwhile).
+   * (a conflict when someone moved it meanwhile). `options`: ChangeOptions.
    */
-  move(blockId: string, input: MoveInput): Promise<Block> {
+  move(blockId: string, input: MoveInput, options: ChangeOptions = {}): Promise<Block> {
     if (!this.block(blockId)) return this.refuse(new PotentiaError('not_found', `block ${blockId} is not on this canvas`, 'blockId'));
     const placement: Placement = {};
     const fields = new Set<string>();
@@ -382,16 +424,17 @@ export class Canvas {
     if ([input.after, input.before, input.parent].includes(blockId)) {
       return this.refuse(new PotentiaError('invalid_input', 'a block cannot be placed relative to itself', 'patch'));
     }
-    return this.enqueue('move', blockId, {}, placement, fields) as Promise<Block>;
+    return this.enqueue('move', blockId, {}, placement, fields, options) as Promise<Block>;
   }
 
   /**
    * Deletes a block and its whole subtree, at once locally. Resolves once applied; rejects with
-   * ConflictError if someone changed the block since you saw it (rolled back), PotentiaError, AccessLostError.
+   * ConflictError if someone changed the block since you saw it (rolled back), PotentiaError, AccessLostError;
+   * AbortError and TimeoutError (`options`: ChangeOptions).
    */
-  delete(blockId: string): Promise<void> {
+  delete(blockId: string, options: ChangeOptions = {}): Promise<void> {
     if (!this.block(blockId)) return this.refuse(new PotentiaError('not_found', `block ${blockId} is not on this canvas`, 'blockId'));
-    return this.enqueue('delete', blockId, {}, null, 'all').then(noop);
+    return this.enqueue('delete', blockId, {}, null, 'all', options).then(noop);
   }
 
   /**
@@ -445,21 +488,55 @@ export class Canvas {
     return p;
   }
 
-  private enqueue(action: Mutation['action'], blockId: string, patch: LocalOp['patch'], placement: Placement | null, fields: LocalOp['fields']): Promise<Block | undefined> {
+  private enqueue(action: Mutation['action'], blockId: string, patch: LocalOp['patch'], placement: Placement | null, fields: LocalOp['fields'], options: ChangeOptions): Promise<Block | undefined> {
     if (this._status === 'closed') return this.refuse(new PotentiaError('closed', 'this canvas was closed'));
+    const { signal, timeoutMs = 0, clientOpId } = options;
+    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
+      return this.refuse(new PotentiaError('invalid_input', `timeoutMs must be a number of milliseconds, 0 or more (0: no deadline), got ${String(timeoutMs)}`, 'timeoutMs'));
+    }
+    if (clientOpId !== undefined && (typeof clientOpId !== 'string' || clientOpId.length < 1 || clientOpId.length > 128)) {
+      return this.refuse(new PotentiaError('invalid_input', 'clientOpId must be a string of 1 to 128 characters', 'clientOpId'));
+    }
+    if (clientOpId !== undefined && this.ops.some((o) => o.id === clientOpId)) {
+      return this.refuse(new PotentiaError('invalid_input', `client_op_id ${clientOpId} is still pending on this canvas: the client is sending it (its outcome shows in the canvas)`, 'clientOpId'));
+    }
+    const id = clientOpId ?? uuid();
+    const what = `${action} of block ${blockId}`;
+    if (signal?.aborted) {
+      // nothing changed, nothing sent: the caller's own abort, not a refusal for onError
+      const p = Promise.reject<Block | undefined>(abortedBy(what, signal, id));
+      p.catch(noop);
+      return p;
+    }
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const unlisten = () => {
+      if (timer !== null) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
     let resolve!: LocalOp['resolve'];
     let reject!: LocalOp['reject'];
     const promise = new Promise<Block | undefined>((res, rej) => {
-      resolve = res;
-      reject = rej;
+      resolve = (b) => {
+        unlisten();
+        res(b);
+      };
+      reject = (e) => {
+        unlisten();
+        rej(e);
+      };
     });
     promise.catch(noop); // rejected to the caller (and reported to onError); never unhandled
     const names = placement ? [placement.parent, placement.after, placement.before].filter((x): x is string => typeof x === 'string') : [];
     const op: LocalOp = {
-      id: uuid(), action, blockId, names, fields, patch, placement,
+      id, action, blockId, names, fields, patch, placement,
       seen: this.sync.blocks.get(blockId)?.version ?? 0,
-      state: 'waiting', ackSeq: 0, resolve, reject,
+      state: 'waiting', ackSeq: 0, detached: false, resolve, reject,
     };
+    const onAbort = () => this.stopWaiting(op, (fate) => new AbortError(`${what}: aborted by the caller's signal; ${fate}`, signal!.reason, id));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (appliesDeadline(timeoutMs)) {
+      timer = setTimeout(() => this.stopWaiting(op, (fate) => new TimeoutError(`${what}: no answer within ${timeoutMs} ms (its timeoutMs); ${fate}`, timeoutMs, id)), timeoutMs);
+    }
     if (!this.histories.has(blockId)) {
       const shadow = this.sync.blocks.get(blockId);
       this.histories.set(blockId, { shadow: shadow ? toBlock(shadow) : undefined, entries: [], unknown: false });
@@ -469,6 +546,28 @@ export class Canvas {
     this.notify('local');
     this.dispatch();
     return promise;
+  }
+
+  /**
+   * The caller of `op` stopped waiting (ChangeOptions: its signal aborted, or its deadline passed):
+   * an op not yet on any socket is taken back (rolled back, never sent: CanvasSync.withdraw) and
+   * rejects with `err`; a sent one rejects with `err` and goes on (H1 has no cancel: the client
+   * resends it until answered; its refusal, if any, is reported to onError as nobody's). An op
+   * already answered (acked: its delta is on the way) is left to settle.
+   */
+  private stopWaiting(op: LocalOp, error: (fate: string) => AbortError | TimeoutError): void {
+    if (!this.ops.includes(op) || op.detached || op.state === 'acked') return;
+    if (op.state === 'waiting' || this.sync.withdraw(op.id)) {
+      this.remove(op);
+      if (op.action === 'create') this.early.delete(op.blockId);
+      op.reject(error('it was not sent yet, so it was taken back (rolled back, never sent)'));
+      this.invalidate();
+      this.notify('rollback');
+      this.dispatch();
+      return;
+    }
+    op.detached = true;
+    op.reject(error(`it was sent, so it may apply: the client keeps sending it with client_op_id ${op.id} until the server answers (applied at most once), and its outcome shows in the canvas`));
   }
 
   /** Sends every waiting op whose block (and named blocks) no earlier op is still changing or creating. */
@@ -572,7 +671,7 @@ export class Canvas {
     this.remove(op);
     if (op.action === 'create') this.early.delete(op.blockId);
     op.reject(err);
-    this.report(err, true);
+    this.report(err, !op.detached); // a detached op's caller stopped listening
     this.invalidate();
     this.notify('rollback');
     this.dispatch();

@@ -251,6 +251,18 @@ describe('@potentia/client against a real server', () => {
     const resolved = await cb.update(block.block_id, { content: { title: 'from bob, after all' } });
     expect(resolved).toMatchObject({ version: 3, content: { title: 'from bob, after all' } });
     await until(() => ca.block(block.block_id)?.content['title'] === 'from bob, after all');
+
+    // a refused change whose promise nobody holds (delete's too) is rolled back and is never an
+    // unhandled rejection: Canvas.delete's own promise was one
+    proxies.bob.cut({ existing: 'stall', incoming: 'blackhole' });
+    void cb.delete(block.block_id);
+    expect(cb.block(block.block_id)).toBeUndefined(); // optimistic
+    await ca.update(block.block_id, { content: { title: 'kept by alice' } });
+    proxies.bob.restore();
+    await until(() => cb.block(block.block_id)?.content['title'] === 'kept by alice', 15_000, 'bob\'s delete rolled back');
+    await until(() => cb.pending === 0);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(faults).toEqual([]);
   });
 
   it('different fields from the same old version merge without a conflict', async () => {

@@ -434,7 +434,9 @@ export class Canvas {
    */
   delete(blockId: string, options: ChangeOptions = {}): Promise<void> {
     if (!this.block(blockId)) return this.refuse(new PotentiaError('not_found', `block ${blockId} is not on this canvas`, 'blockId'));
-    return this.enqueue('delete', blockId, {}, null, 'all', options).then(noop);
+    const done = this.enqueue('delete', blockId, {}, null, 'all', options).then(noop);
+    done.catch(noop); // rejected to the caller (and reported to onError); never unhandled
+    return done;
   }
 
   /**

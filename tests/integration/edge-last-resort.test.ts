@@ -64,4 +64,19 @@ console.log('answered', res.status);
     expect(output).toMatch(/answered \d{3}/);
     expect(code).toBe(0);
   }, 180_000);
+
+  it('a function whose environment is refused stops at start, naming the variable, never as a bug', async () => {
+    // the entry point as deployed, without JWT_SECRET (nor SUPABASE_URL's JWKS): the last resort
+    // caught loadConfig's refusal as an "unhandled rejection", printed "BUG: … the process keeps
+    // serving; please report this" and the function exited 0 without ever listening
+    const { code, output } = await deno(`
+import { createEdgeApp } from '../../../src/http/edge.ts';
+createEdgeApp('canvas', { SUPABASE_DB_URL: ${JSON.stringify(nowhere)}, LOG_LEVEL: 'silent' });
+console.log('made');
+`);
+    expect(output).toContain('invalid environment: JWT_SECRET: must be set in production');
+    expect(output).not.toContain('BUG');
+    expect(output).not.toContain('made');
+    expect(code).not.toBe(0);
+  }, 180_000);
 });

@@ -3,7 +3,7 @@ import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
 import { callApi, callMutation, mutationOutcome } from '../src/http/rpc.ts';
-import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, ClientId, LeaveResult, MutationConflict, MutationResult, Permissions,
+import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, ChangesSince, ClientId, LeaveResult, MutationConflict, MutationResult, Permissions,
   PresenceResult, Snapshot, TextOp } from '../src/http/schemas.ts';
 import { INT4_MAX, SEQ_MAX } from '../src/input-policy.ts';
 
@@ -72,6 +72,14 @@ const routes = {
     summary: 'H4: full state, plus the operations after since_seq',
     request: { params: CanvasParams, query: z.object({ since_seq: queryInteger(0, SEQ_MAX).optional() }) },
     responses: responses(200, 'canvas, blocks and watermarks; `since` with since_seq', Snapshot) }),
+  changes: route({ method: 'get', path: '/{canvas_id}/changes', operationId: 'getCanvasChangesSince',
+    summary: 'H7: the operations after since_canvas_seq (api.get_canvas_changes_since)',
+    description: 'A canvas_seq gap between two block_op broadcasts (or a reconnect) is filled from here: the applied operations with '
+      + 'canvas_seq > since_canvas_seq, in order and without gaps, at most limit (default 500, at most 1000); while has_more, ask again '
+      + 'from canvas_watermark. snapshot_required: the log cannot continue from there, load the snapshot. Counts against the '
+      + "user's H7 limit (10 a second).",
+    request: { params: CanvasParams, query: z.object({ since_canvas_seq: queryInteger(0, SEQ_MAX), limit: queryInteger(1, 1000).optional() }) },
+    responses: responses(200, '{changes, has_more, watermark, canvas_watermark, snapshot_required}', ChangesSince) }),
   leave: route({ method: 'post', path: '/{canvas_id}/leave', operationId: 'leaveCanvas', summary: 'H6: leave the canvas',
     request: { params: CanvasParams }, responses: responses(200, 'left', LeaveResult) }),
   get: route({ method: 'get', path: '/{canvas_id}', operationId: 'getCanvas', summary: 'A1: canvas and its blocks',
@@ -128,6 +136,11 @@ export function canvasRoutes(deps: Deps) {
     const { canvas_id } = c.req.valid('param');
     const { since_seq } = c.req.valid('query');
     return c.json(await callApi<any>(deps, c, 'H4', 'get_canvas_snapshot', [canvas_id, since_seq ?? null]), 200);
+  });
+  app.openapi(routes.changes, async (c) => {
+    const { canvas_id } = c.req.valid('param');
+    const { since_canvas_seq, limit } = c.req.valid('query');
+    return c.json(await callApi<any>(deps, c, 'H7', 'get_canvas_changes_since', [canvas_id, since_canvas_seq, limit ?? 500]), 200);
   });
   app.openapi(routes.leave, async (c) => {
     await callApi(deps, c, 'H6', 'leave_canvas', [c.req.valid('param').canvas_id]);

@@ -6,7 +6,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  * `auth`, the sign-in limits of /auth/v1 (src/http/gotrue.ts).
  */
 export const API_RATE_LIMITS = [
-  'H2', 'H3', 'H4', 'H5', 'H6', 'A1', 'A2', 'A3', 'A4', 'A5', 'A6', 'A7', 'A8', 'S2',
+  'H2', 'H3', 'H4', 'H5', 'H6', 'H7', 'A1', 'A2', 'A3', 'A4', 'A5', 'A6', 'A7', 'A8', 'S2',
   'W1', 'W2', 'W3', 'W4', 'W5', 'W6', 'W7', 'W8', 'W9', 'W10', 'F1', 'F2', 'F3', 'auth',
 ] as const;
 export type ApiRateLimit = typeof API_RATE_LIMITS[number];

@@ -19,7 +19,7 @@ export const API_FUNCTION_ROUTES: Readonly<Record<string, string>> = {
   get_canvas_snapshot: 'GET /api/v1/canvas/{id}/snapshot',
   // by server_seq, which every block_op carries too (docs/realtime.md, "canvas_seq")
   get_canvas_changes: 'GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq}',
-  get_canvas_changes_since: 'GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq}',
+  get_canvas_changes_since: 'GET /api/v1/canvas/{id}/changes?since_canvas_seq={canvas_seq}',
   list_blocks: 'GET /api/v1/canvas/{id}/blocks',
   get_block: 'GET /api/v1/canvas/{id}/blocks/{block_id}',
   list_my_canvases: 'GET /api/v1/canvas',

@@ -73,6 +73,10 @@ export const Changes = z.object({
   watermark: Int.openapi({ description: 'server_seq up to which everything was returned' }),
   canvas_watermark: Int.openapi({ description: 'canvas_seq up to which everything was returned' }),
 }).strict().openapi('Changes');
+export const ChangesSince = Changes.extend({
+  snapshot_required: z.boolean().openapi({ description: 'the log cannot continue from since_canvas_seq (it is ahead of the canvas, or retention '
+    + 'removed the operations after it): changes is empty; load GET /canvas/{id}/snapshot instead' }),
+}).strict().openapi('ChangesSince', { description: 'api.get_canvas_changes_since: the operations after since_canvas_seq, in canvas_seq order' });
 export const Snapshot = z.object({
   canvas: CanvasWithRole, blocks: z.array(Block).openapi({ description: 'every block, in rank order' }),
   watermark: Int.openapi({ description: 'the blocks are consistent with the log up to this server_seq' }),

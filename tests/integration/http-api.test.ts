@@ -166,6 +166,31 @@ describe('happy paths', () => {
     expect(res.body.since.changes[0].block_id).toBe(second.block_id);
   });
 
+  it('H4 by canvas_seq: GET …/changes?since_canvas_seq= answers the operations after it, as api.get_canvas_changes_since', async () => {
+    // docs/realtime.md: a block_op client that sees a canvas_seq gap fetches the gap by canvas_seq;
+    // supabase-js users had no HTTP way to (only the snapshot, by server_seq, with every block)
+    const { canvasId, tokens, users } = await setup();
+    const ops = [];
+    for (let i = 0; i < 3; i++) ops.push(await mutate(sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text' } }));
+    const sb = supabaseAs(tokens.owner);
+    const res = await invoke(sb, `canvas/${canvasId}/changes?since_canvas_seq=${ops[0]!.canvas_seq}&limit=1`, { method: 'GET' });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ changes: [expect.objectContaining({ canvas_seq: ops[1]!.canvas_seq, block_id: ops[1]!.block_id })],
+      has_more: true, watermark: ops[1]!.server_seq, canvas_watermark: ops[1]!.canvas_seq, snapshot_required: false });
+    const rest = await api(`/api/v1/canvas/${canvasId}/changes?since_canvas_seq=${res.body.canvas_watermark}`, { token: tokens.owner });
+    expect(rest.status).toBe(200);
+    expect(rest.body.changes.map((ch: any) => ch.canvas_seq)).toEqual([ops[2]!.canvas_seq]);
+    expect(rest.body).toMatchObject({ has_more: false, canvas_watermark: ops[2]!.canvas_seq, snapshot_required: false });
+    // ahead of the canvas: the log cannot continue from there
+    const ahead = await api(`/api/v1/canvas/${canvasId}/changes?since_canvas_seq=${ops[2]!.canvas_seq! + 5}`, { token: tokens.owner });
+    expect(ahead.body).toMatchObject({ changes: [], snapshot_required: true });
+    expectError(await api(`/api/v1/canvas/${canvasId}/changes`, { token: tokens.owner }), 400, 'invalid_input', 'since_canvas_seq');
+    expectError(await api(`/api/v1/canvas/${canvasId}/changes?since_canvas_seq=-1`, { token: tokens.owner }), 400, 'invalid_input', 'since_canvas_seq');
+    expectError(await api(`/api/v1/canvas/${canvasId}/changes?since_canvas_seq=0&limit=1001`, { token: tokens.owner }), 400, 'invalid_input', 'limit');
+    // read under the caller's role, as the snapshot: a stranger learns nothing
+    expectError(await api(`/api/v1/canvas/${canvasId}/changes?since_canvas_seq=0`, { token: await tokenFor(server, await createUser(sql, 'stranger')) }), 404, 'not_found', 'canvas_id');
+  });
+
   it('A1 loads the canvas and its blocks', async () => {
     const { canvasId, tokens, users } = await setup();
     const op = await mutate(sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text', content: { a: 1 } } });
@@ -342,8 +367,8 @@ describe('happy paths', () => {
     const { error, status } = await supabaseAs().schema('api').rpc('get_canvas_changes_since', { p_canvas_id: randomUUID(), p_since_canvas_seq: 3 });
     expect(status).toBe(404);
     expect(error).toMatchObject({ code: 'not_found',
-      message: expect.stringContaining('api.get_canvas_changes_since is served here as GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq}'),
-      hint: 'locally, use GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq} or SQL (docs/mutations.md); PostgREST is served on Supabase' });
+      message: expect.stringContaining('api.get_canvas_changes_since is served here as GET /api/v1/canvas/{id}/changes?since_canvas_seq={canvas_seq}'),
+      hint: 'locally, use GET /api/v1/canvas/{id}/changes?since_canvas_seq={canvas_seq} or SQL (docs/mutations.md); PostgREST is served on Supabase' });
     expect(error!.message).not.toContain('Mutate blocks');
     // every api function a signed-in user may execute is named, and each named route is served
     const granted = (await sql<{ name: string }[]>`

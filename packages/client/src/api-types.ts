@@ -67,6 +67,13 @@ export interface paths {
     /** H4: full state, plus the operations after since_seq */
     get: operations["getCanvasSnapshot"];
   };
+  "/api/v1/canvas/{canvas_id}/changes": {
+    /**
+     * H7: the operations after since_canvas_seq (api.get_canvas_changes_since)
+     * @description A canvas_seq gap between two block_op broadcasts (or a reconnect) is filled from here: the applied operations with canvas_seq > since_canvas_seq, in order and without gaps, at most limit (default 500, at most 1000); while has_more, ask again from canvas_watermark. snapshot_required: the log cannot continue from there, load the snapshot. Counts against the user's H7 limit (10 a second).
+     */
+    get: operations["getCanvasChangesSince"];
+  };
   "/api/v1/canvas/{canvas_id}/leave": {
     /** H6: leave the canvas */
     post: operations["leaveCanvas"];
@@ -639,6 +646,17 @@ export interface components {
        * @example 2026-01-31T12:00:00.123456+00:00
        */
       created_at: string;
+    };
+    /** @description api.get_canvas_changes_since: the operations after since_canvas_seq, in canvas_seq order */
+    ChangesSince: {
+      changes: components["schemas"]["Change"][];
+      has_more: boolean;
+      /** @description server_seq up to which everything was returned */
+      watermark: number;
+      /** @description canvas_seq up to which everything was returned */
+      canvas_watermark: number;
+      /** @description the log cannot continue from since_canvas_seq (it is ahead of the canvas, or retention removed the operations after it): changes is empty; load GET /canvas/{id}/snapshot instead */
+      snapshot_required: boolean;
     };
     LeaveResult: {
       /** @enum {boolean} */
@@ -1412,6 +1430,95 @@ export interface operations {
       200: {
         content: {
           "application/json": components["schemas"]["Snapshot"];
+        };
+      };
+      /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */
+      400: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unauthorized: missing or invalid token */
+      401: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description forbidden: not allowed (role, token scope) */
+      403: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_found: no such resource, or not a member */
+      404: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description payload_too_large */
+      413: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unsupported_media_type: the body is not uncompressed UTF-8 JSON (`field`: content-type or content-encoding) */
+      415: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description rate_limited: retry_after seconds (also the Retry-After header) */
+      429: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description internal */
+      500: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description not_implemented: the request body has a transfer coding other than chunked (`field`: transfer-encoding) */
+      501: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description unavailable: the database connection was lost (retry_after), or a dependency is failing */
+      503: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description timeout: the database did not finish in time */
+      504: {
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+    };
+  };
+  /**
+   * H7: the operations after since_canvas_seq (api.get_canvas_changes_since)
+   * @description A canvas_seq gap between two block_op broadcasts (or a reconnect) is filled from here: the applied operations with canvas_seq > since_canvas_seq, in order and without gaps, at most limit (default 500, at most 1000); while has_more, ask again from canvas_watermark. snapshot_required: the log cannot continue from there, load the snapshot. Counts against the user's H7 limit (10 a second).
+   */
+  getCanvasChangesSince: {
+    parameters: {
+      query: {
+        since_canvas_seq: number;
+        limit?: number;
+      };
+      path: {
+        canvas_id: string;
+      };
+    };
+    responses: {
+      /** @description {changes, has_more, watermark, canvas_watermark, snapshot_required} */
+      200: {
+        content: {
+          "application/json": components["schemas"]["ChangesSince"];
         };
       };
       /** @description invalid_input: names the `field` (and, refusing one op of a batch, the op: `failed_index`) */

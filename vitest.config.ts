@@ -6,6 +6,8 @@ export default defineConfig({
               'tests/browser/**/*.test.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
+    // a file that uses the test database fails at once, saying what to run, when it is not migrated
+    setupFiles: ['tests/helpers/database-ready-setup.ts'],
     // integration files share one database: run files one after another
     fileParallelism: false,
   },

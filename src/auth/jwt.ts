@@ -22,7 +22,8 @@ import { isUuid } from '../uuid.ts';
  *    CLOCK_LEEWAY_SECONDS of tolerance, on every surface alike;
  *  - `role` is one of anon, authenticated, service_role, and one the surface's policy admits;
  *  - a token with `sub` (a user's token): `sub` is a UUID, `aud` includes the configured audience,
- *    and `iss` equals JWT_ISSUER when that is configured;
+ *    and `iss` equals JWT_ISSUER when that is configured; a UUID in any case is admitted, and the
+ *    verified claims carry it lower-cased (the canonical spelling every surface compares);
  *  - `role: 'authenticated'` needs a `sub`;
  *  - a token without `sub` is an API key: HS256 only, role anon or service_role, admitted only
  *    where the policy says `apiKeys: true` (realtime); an `aud`, if it carries one, must match too.
@@ -137,6 +138,12 @@ export function createTokenVerifier(config: AuthConfig): VerifyToken {
         : await jwtVerify(token, jwks, { ...options, algorithms: ['RS256', 'ES256', 'EdDSA'] }).catch((err: unknown) => {
           throw keysUnavailable(err) ? new TokenError('keys_unavailable', KEYS_UNAVAILABLE, { cause: err }) : err;
         });
+      // one user, one spelling: a UUID `sub` in upper or mixed case (an issuer's choice; uuid_in
+      // reads it as the same user) is handed on as PostgreSQL prints it. Every surface compares
+      // the user by this text: the gateway matched the database's access_changed {user_id}
+      // (canonical) against it, and a removed member whose token spelled its id in upper case
+      // was never re-checked, and kept receiving the canvas on realtime-js and H1
+      if (typeof payload.sub === 'string' && isUuid(payload.sub)) payload.sub = payload.sub.toLowerCase();
       return verified.add(token, alg, payload);
     } catch (err) {
       throw fromJose(err);

@@ -309,13 +309,14 @@ comment on function api.list_workspace_members(uuid) is
   'W4: the members of a workspace, owners first then by email: [Member {user_id, email, role, joined_at}]. Errors: '
   'unauthorized; not_found (workspace_id: none, or not a member); forbidden (canvas-scoped token). Any member.';
 
--- Serializes an invite of an address (api.add_workspace_member) with the sign-up of that address
--- (internal.accept_workspace_invites): a transaction-level advisory lock on the address as
--- stored (lower-cased, trimmed). Without it each could miss the other: the invite looked the
--- address up before the sign-up committed, the sign-up's trigger looked for invites before the
--- invite committed, and the invite stayed pending for a user who already existed (the trigger
--- runs only at sign-up), who never became a member. With it the second waits for the first and
--- then sees it: the invite finds the user (and adds them), or the trigger finds the invite.
+-- Serializes an invite of an address (api.add_workspace_member) with the sign-up or the
+-- confirmation of that address (internal.accept_workspace_invites): a transaction-level advisory
+-- lock on the address as stored (lower-cased, trimmed). Without it each could miss the other: the
+-- invite looked the address up before the sign-up committed, the sign-up's trigger looked for
+-- invites before the invite committed, and the invite stayed pending for a user who already
+-- existed (the trigger runs only when a confirmed address is inserted, confirmed or changed), who
+-- never became a member. With it the second waits for the first and then sees it: the invite finds
+-- the user (and adds them), or the trigger finds the invite.
 create or replace function internal.lock_invite_email(p_email text) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 begin
@@ -387,7 +388,7 @@ begin
 end $$;
 comment on function api.add_workspace_member(uuid, text, text) is
   'W5: adds the user with this email (case-insensitive) to the workspace: {kind: member, member: Member}. An email with '
-  'no user yet gets a pending invite instead, accepted when that email signs up (internal.accept_workspace_invites): '
+  'no user yet gets a pending invite instead, accepted once a user with that email is confirmed (internal.accept_workspace_invites): '
   '{kind: invite, invite: Invite {invite_id, workspace_id, email, role, invited_by, created_at}}; inviting it again '
   'changes the role. role: owner | admin | editor | viewer. Errors: unauthorized; not_found (workspace_id); forbidden '
   '(editor, viewer, canvas-scoped token; an admin making an owner or changing an owner''s invite); invalid_input '
@@ -559,12 +560,15 @@ comment on function api.revoke_workspace_invite(uuid, uuid) is
 
 -- A user whose email has pending invites becomes a member of each of those workspaces with the
 -- invited role, and the invites are deleted; each acceptance is audited (workspace.invite.accept,
--- as the new user). Runs for any insert into auth.users (Supabase Auth's sign-up, the local
--- sign-up, plain SQL) and when a user's email changes (GoTrue writes the new address only once it
--- is confirmed). It does not wait for email_confirmed_at: plain inserts leave it null, and a user
--- whose address is unconfirmed cannot sign in where confirmation is required, so the membership
--- is of use only to whoever confirms the address. The membership insert is announced to open
--- sockets by the access_changed trigger like any other.
+-- as the user). Only an address that is confirmed (email_confirmed_at set) takes its invites, as
+-- GoTrue proves an address only at its confirmation: when a user is inserted confirmed (Supabase
+-- Auth and the local sign-up with confirmation off, a confirmed plain insert), when an unconfirmed
+-- user's email_confirmed_at is set (the confirmation; AUTH_EMAIL_CONFIRM=true locally: `update
+-- auth.users set email_confirmed_at = now()`), and when a confirmed user's email changes (GoTrue
+-- writes the new address only once it is confirmed). Until 2026-12-06 any insert took them: with
+-- confirmation on, whoever signed up with an invited address was a member before the address was
+-- proven theirs. The membership insert is announced to open sockets by the access_changed trigger
+-- like any other.
 create or replace function internal.accept_workspace_invites() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -573,10 +577,10 @@ declare
   v_added integer;
   r app.workspace_invites;
 begin
-  if v_email is null then
+  if v_email is null or new.email_confirmed_at is null then
     return null;
   end if;
-  -- an invite of the address being made waits for this sign-up, or this sign-up for it
+  -- an invite of the address being made waits for this sign-up (or confirmation), or this for it
   perform internal.lock_invite_email(v_email);
   v_ctx := internal.request_context() || jsonb_build_object('user_id', new.id);
   for r in delete from app.workspace_invites where email = v_email returning * loop
@@ -592,8 +596,10 @@ begin
 end $$;
 
 drop trigger if exists accept_workspace_invites on auth.users;
-create trigger accept_workspace_invites after insert or update of email on auth.users
-  for each row when (new.email is not null) execute function internal.accept_workspace_invites();
+-- WHEN: a confirmed address, inserted, confirmed or changed (an UPDATE that sets email_confirmed_at
+-- again, or the same email, finds no invite: add_workspace_member adds an existing user at once)
+create trigger accept_workspace_invites after insert or update of email, email_confirmed_at on auth.users
+  for each row when (new.email is not null and new.email_confirmed_at is not null) execute function internal.accept_workspace_invites();
 
 -- PUBLIC gets EXECUTE on new functions: revoke it (see canvas.sql); callers are authenticated users.
 revoke execute on function api.create_workspace(text, uuid), api.list_my_workspaces(), api.rename_workspace(uuid, text),

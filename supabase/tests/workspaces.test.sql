@@ -1,12 +1,12 @@
 -- Workspaces and members (sql/rpc/workspaces.sql): who may create, list and rename workspaces,
 -- list, add, invite, re-role and remove members, and list or revoke invites; a workspace always
--- keeps an owner; an invite becomes a membership when its email signs up; every change is
+-- keeps an owner; an invite becomes a membership once its email is confirmed; every change is
 -- audited and announces access changes; a refused call writes nothing; a create with a
 -- client-chosen workspace_id, resent, is answered again and never makes a second workspace.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(307);
+select plan(311);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -351,15 +351,21 @@ select is((select details ->> 'left' from app.system_audit where action = 'works
           '... audited as leaving');
 
 -- ---------------------------------------------------------------------------------------------
--- Invites are accepted at sign-up
+-- Invites are accepted once the address is confirmed (at sign-up when it is confirmed at once)
 -- ---------------------------------------------------------------------------------------------
 select tests.authenticate_as('stranger');
 select api.add_workspace_member(pg_temp.id('s'), 'pending@test.local', 'editor');
 select tests.clear_authentication();
+-- a sign-up that must still confirm its address (AUTH_EMAIL_CONFIRM=true, Supabase Auth with
+-- confirmations on): email_confirmed_at null
 with u as (insert into auth.users (email) values ('Pending@Test.local') returning id) insert into ids select 'signup', id from u;
+select is((select count(*) from app.workspace_members where user_id = pg_temp.id('signup')), 0::bigint,
+          'a sign-up with an invited email that is not confirmed joins nothing: signing up does not prove the address');
+select is((select count(*) from app.workspace_invites where email = 'pending@test.local'), 2::bigint, '... and its invites stay pending');
+update auth.users set email_confirmed_at = now() where id = pg_temp.id('signup');
 select is((select jsonb_object_agg(workspace_id::text, role) from app.workspace_members where user_id = pg_temp.id('signup')),
           jsonb_build_object(pg_temp.id('w'), 'viewer', pg_temp.id('s'), 'editor'),
-          'a sign-up with an invited email (any case) becomes a member of every workspace that invited it, with the invited roles');
+          'once the address is confirmed, the user (signed up with an invited email, any case) becomes a member of every workspace that invited it, with the invited roles');
 select is((select count(*) from app.workspace_invites where email = 'pending@test.local'), 0::bigint, '... and the invites are gone');
 select is((select jsonb_agg(jsonb_build_object('user', user_id, 'ws', entity_id, 'role', details ->> 'role', 'affected', affected_rows) order by entity_id)
            from app.system_audit where action = 'workspace.invite.accept'),
@@ -372,9 +378,23 @@ select is(pg_temp.value_as('signup', $$(select jsonb_agg(w ->> 'role' order by w
 select tests.authenticate_as('admin');
 select api.add_workspace_member(pg_temp.id('w'), 'later@test.local', 'viewer');
 select tests.clear_authentication();
+update auth.users set email_confirmed_at = now() where id = pg_temp.id('newbie');
 update auth.users set email = 'later@test.local' where id = pg_temp.id('newbie');
 select is(internal.workspace_role(pg_temp.id('w'), pg_temp.id('newbie')), 'viewer'::app.member_role,
-          'a user whose email changes to an invited one is accepted too');
+          'a confirmed user whose email changes to an invited one is accepted too (GoTrue writes a new address once it is confirmed)');
+select tests.authenticate_as('admin');
+select api.add_workspace_member(pg_temp.id('w'), 'at-once@test.local', 'viewer');
+select api.add_workspace_member(pg_temp.id('w'), 'never-confirmed@test.local', 'viewer');
+select tests.clear_authentication();
+with u as (insert into auth.users (email, email_confirmed_at) values ('at-once@test.local', now()) returning id) insert into ids select 'at_once', id from u;
+select is(internal.workspace_role(pg_temp.id('w'), pg_temp.id('at_once')), 'viewer'::app.member_role,
+          'a user inserted confirmed (confirmation off: the local sign-up, Supabase''s autoconfirm) is accepted at once');
+with u as (insert into auth.users (email) values ('never-confirmed@test.local') returning id) insert into ids select 'unconfirmed', id from u;
+update auth.users set raw_user_meta_data = '{"name": "x"}', email = 'never-confirmed@test.local' where id = pg_temp.id('unconfirmed');
+select is(internal.workspace_role(pg_temp.id('w'), pg_temp.id('unconfirmed')), null,
+          'an unconfirmed user''s other updates (even of its email) accept nothing');
+delete from auth.users where id = pg_temp.id('unconfirmed');
+delete from app.workspace_invites where email = 'never-confirmed@test.local';
 insert into auth.users (email) values ('nobody-invited@test.local');
 select is((select count(*) from app.workspace_members m join auth.users u on u.id = m.user_id where u.email = 'nobody-invited@test.local'),
           0::bigint, 'a sign-up without invites joins nothing');

@@ -9,7 +9,7 @@ import type { Database } from '../../src/db/index.ts';
 import { apiKeys } from '../../src/dev.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { callAs } from '../helpers/fixtures.ts';
+import { callAs, createUser } from '../helpers/fixtures.ts';
 import { startTestServer } from '../helpers/http.ts';
 import { subscribed } from '../helpers/realtime.ts';
 import { awayFromWindowEdge, sleep } from '../helpers/wait.ts';
@@ -512,5 +512,25 @@ describe('AUTH_EMAIL_CONFIRM=true', () => {
     expectAuthApiError((await client.auth.signInWithPassword({ email, password: 'wrong password' })).error, 400, 'invalid_credentials');
     await sql`update auth.users set email_confirmed_at = now() where email = ${email}`;
     expect((await client.auth.signInWithPassword({ email, password: PASSWORD })).error).toBeNull();
+  });
+
+  it('a sign-up of an invited address joins the workspace once the address is confirmed, not at the sign-up', async () => {
+    // whoever knows an invited address could sign up with it: until it is confirmed (the
+    // confirmation goes to the address), it is not proven theirs, and the invite waits
+    const owner = await createUser(sql, 'inviter');
+    const { workspace_id } = await callAs(sql, owner, 'create_workspace', ['Invites wait for the confirmation']);
+    const email = newEmail();
+    expect(await callAs(sql, owner, 'add_workspace_member', [workspace_id, email, 'editor'])).toMatchObject({ kind: 'invite' });
+    const { data, error } = await supabase(confirming).auth.signUp({ email, password: PASSWORD });
+    expect(error).toBeNull();
+    const userId = data.user!.id;
+    const roles = async () => (await sql`select role from app.workspace_members where workspace_id = ${workspace_id} and user_id = ${userId}`)
+      .map((r) => r.role as string);
+    const invites = async () => (await sql`select from app.workspace_invites where workspace_id = ${workspace_id}`).length;
+    expect(await roles()).toEqual([]);
+    expect(await invites()).toBe(1);
+    await sql`update auth.users set email_confirmed_at = now() where id = ${userId}`;
+    expect(await roles()).toEqual(['editor']);
+    expect(await invites()).toBe(0);
   });
 });

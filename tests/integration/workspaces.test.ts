@@ -139,13 +139,18 @@ describe('workspaces', () => {
       'workspace.member.role admin', 'workspace.member.remove admin', 'workspace.invite.revoke admin']);
   });
 
-  it('a pending invite is accepted when its email signs up', async () => {
+  it('a pending invite is accepted once its email is confirmed: at a confirmed sign-up, or at the confirmation', async () => {
     const { workspaceId, users } = await workspaceWith();
     const email = `dora-${randomUUID()}@test.local`;
     expect((await call(users.owner!, 'POST', ws(`/${workspaceId}/members`), { email, role: 'editor' })).body.kind).toBe('invite');
-    // a sign-up: whatever inserts the user (Supabase Auth, the local sign-up, SQL)
+    // a sign-up that must confirm its address (whatever inserts the user: Supabase Auth, the local
+    // sign-up with AUTH_EMAIL_CONFIRM=true, SQL): not a member yet, the invite still pending
     const [row] = await db.sql`insert into auth.users (email) values (${email}) returning id`;
     const dora = row!.id as string;
+    expect((await call(dora, 'GET', ws())).body.workspaces).toEqual([]);
+    expect((await call(users.owner!, 'GET', ws(`/${workspaceId}/invites`))).body.invites).toHaveLength(1);
+    // the confirmation proves the address
+    await db.sql`update auth.users set email_confirmed_at = now() where id = ${dora}`;
     const listed = await call(dora, 'GET', ws());
     expect(listed.body.workspaces).toMatchObject([{ workspace_id: workspaceId, role: 'editor' }]);
     expect((await call(users.owner!, 'GET', ws(`/${workspaceId}/invites`))).body.invites).toEqual([]);

@@ -9,12 +9,13 @@ import { TokenPair } from '../src/http/schemas.ts';
 
 /**
  * H5 refresh-token rotation, mounted at /api/v1/auth (the `auth` edge function). Rotation and
- * reuse detection happen in SQL (internal.rotate_refresh_token): each use yields a new refresh
- * token. A rotated token presented again within REFRESH_TOKEN_REUSE_INTERVAL_SECONDS (two tabs
- * refreshing at once, a retry after a lost response) gets the same new refresh token its first
- * use got, so one sign-in keeps exactly one live refresh token; presented again later, it revokes
- * its whole family. Only hashes are stored, so each new token is also stored sealed under a key
- * derived from the token it replaces: only that token's holder can open it.
+ * reuse detection happen in SQL (internal.rotate_refresh_token, GoTrue's rule): each use yields a
+ * new refresh token. A rotated token presented again while the token its rotation gave is still the
+ * sign-in's active one (two tabs refreshing at once, a retry after a lost response) gets that same
+ * token, at any age; otherwise, within REFRESH_TOKEN_REUSE_INTERVAL_SECONDS of its rotation, a new
+ * token of the sign-in; later, it revokes its whole family. Only hashes are stored, so each new
+ * token is also stored sealed under a key derived from the token it replaces: only that token's
+ * holder can open it.
  */
 export const hashRefreshToken = (token: string) => createHash('sha256').update(token).digest('hex');
 export const newRefreshToken = () => randomBytes(32).toString('base64url');
@@ -115,9 +116,6 @@ export function authRoutes(deps: Deps) {
     }
     if (result.error === 'reused') {
       throw new ApiError('unauthorized', 'refresh token was already used: every session of this sign-in is revoked, sign in again');
-    }
-    if (result.error === 'superseded') {
-      throw new ApiError('unauthorized', 'refresh token was already used and its successor was refreshed too: use the newest refresh token');
     }
     if (result.error || !result.user_id || !result.session) throw new ApiError('unauthorized', 'refresh token is invalid or expired: sign in again');
     // a retry while the successor its first use got is unused (at any age, as GoTrue): that successor, opened with the presented token

@@ -315,12 +315,19 @@ service_role only.$$;
 -- its own (a new snapshot), which sees every successor of a token the pass before revoked (its
 -- refresh committed before the row was let go); a refresh that comes after a revocation finds its
 -- token revoked.
+-- Since 2026-12-06 the user's row is locked first (as internal.rotate_refresh_token does), so a
+-- refresh of the user's tokens runs wholly before or after the revocation; the passes are kept.
 create or replace function internal.auth_sign_out(p_user_id uuid, p_session_id uuid, p_scope text) returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_total integer := 0;
   v_pass integer;
 begin
+  -- the user's row first, as a rotation locks it (internal.rotate_refresh_token): a sign-out, a
+  -- refresh and a reuse's revocation of one user's tokens run one after the other. Each locked
+  -- token rows in its own order (this UPDATE's scan, a rotation's presented row then its family),
+  -- and two of them could wait for each other's rows: a deadlock (40P01)
+  perform from auth.users where id = p_user_id for no key update;
   loop
     update app.refresh_tokens set revoked_at = now(), sealed_token = null
     where user_id = p_user_id and revoked_at is null

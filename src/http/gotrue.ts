@@ -180,7 +180,7 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
       const [s] = await tx`select internal.auth_refresh_session(${oldHash}) as s`;
       return { rotated, current: s!.s as { session_id: string; user: User | null; signed_in_at: number } };
     });
-    if (rotated.error === 'reused' || rotated.error === 'superseded') throw alreadyUsed();
+    if (rotated.error === 'reused') throw alreadyUsed();
     if (rotated.error || !current?.user) {
       throw new GotrueError(400, 'refresh_token_not_found', 'Invalid Refresh Token: Refresh Token Not Found');
     }

@@ -15,7 +15,6 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { apiKeys } from '../../src/dev.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { createUser } from '../helpers/fixtures.ts';
 import { until } from '../helpers/wait.ts';
 
 const db = testDatabase(5);
@@ -127,23 +126,21 @@ describe('a user deleted during a refresh', () => {
     expect(await tokensOf(userId)).toBe(0);
   });
 
-  // The rotation locks the presented token, then inserts its successor, whose foreign key check
-  // locks the user row. A deletion arriving in between holds the user row and waits for the token
-  // (its cascade), while the rotation waits for the user row: a deadlock, and Postgres failed one
-  // side (40P01): the deletion, or the refresh (503, which supabase-js retries). The rotation is
-  // held between the two by a row that claims the presented token as parent (the unique index on
-  // parent_hash makes the successor's insert wait for that row's transaction).
+  // The rotation locked the presented token, then inserted its successor, whose foreign key check
+  // locks the user row. A deletion arriving in between held the user row and waited for the token
+  // (its cascade), while the rotation waited for the user row: a deadlock, and Postgres failed one
+  // side (40P01): the deletion, or the refresh (503, which supabase-js retries). The rotation now
+  // locks the user row first (internal.rotate_refresh_token). It is held after that by a
+  // transaction holding the presented token's row; the deletion then waits for the rotation.
   it('the rotation first: the deletion waits for it, both succeed (no deadlock), and the new token is gone with the user', async () => {
     const { userId, refreshToken } = await signedUp();
-    const other = await createUser(db.sql, 'other');
     const holder = await openTransaction();
     const deleter = await db.sql.reserve();
     try {
-      await holder.conn`insert into app.refresh_tokens (token_hash, family_id, user_id, parent_hash, expires_at)
-        values (${`holder-${randomUUID()}`}, gen_random_uuid(), ${other}, ${hashRefreshToken(refreshToken)}, now() + interval '1 hour')`;
+      await holder.conn`select from app.refresh_tokens where token_hash = ${hashRefreshToken(refreshToken)} for update`;
       const refresh = refreshOverHttp(refreshToken);
       refresh.catch(() => {});
-      await someoneWaitsFor(holder.pid, 'the rotation waiting to insert the successor');
+      await someoneWaitsFor(holder.pid, 'the rotation, holding the user row, waiting for its token');
       const deleterPid = (await deleter<{ pid: number }[]>`select pg_backend_pid() as pid`)[0]!.pid;
       const deletion = deleter`delete from auth.users where id = ${userId}`.then(() => 'deleted', (err: { code?: string }) => `failed ${err.code}`);
       await until(async () => (await db.sql`select from pg_stat_activity where pid = ${deleterPid} and cardinality(pg_blocking_pids(pid)) > 0`).length > 0,

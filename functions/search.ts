@@ -45,8 +45,13 @@ function embedderFor(deps: Deps): Embedder {
 }
 
 async function search(deps: Deps, c: Context<AppEnv>, canvasId: string, q: string, limit: number | undefined) {
-  // the rate limit before the embedding, which may cost a provider call
-  await callApi(deps, c, null, 'hit_endpoint_limit', ['S2', deps.config.profile === 'development']);
+  // The rate limit, then the caller's access (internal.require_canvas_reader: 404 to a stranger,
+  // 403 to a token not scoped to the canvas), both before the embedding, which may cost a provider
+  // call. The access was checked only by api.search_blocks, after the embedding: a stranger made us
+  // embed their query (cost) and got the 404 later than for a canvas that needs none (timing).
+  // api.get_canvas_flags is the plain check (it reads the flags table beside it, a few rows);
+  // search_blocks checks again, in its own transaction
+  await callApi(deps, c, 'S2', 'get_canvas_flags', [canvasId]);
   const { provider, breaker } = embedderFor(deps);
   let vector: number[];
   try {

@@ -11,7 +11,7 @@ import { loadConfig } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
 import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { createCanvas } from '../helpers/fixtures.ts';
+import { createCanvas, createUser } from '../helpers/fixtures.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
 
 const COOLDOWN_MS = 60_000;
@@ -37,6 +37,22 @@ afterAll(async () => {
   await server?.stop();
   await database?.close();
   await new Promise<void>((resolve) => provider?.close(() => resolve()));
+});
+
+describe('a stranger\'s search', () => {
+  it('is refused 404 before the query is embedded: the provider is never called', async () => {
+    // the membership was checked by api.search_blocks, after the embedding: a stranger made us pay
+    // for an embedding (here: a failing provider's 503, not the 404), and answered later than for
+    // a canvas with nothing to embed
+    const { canvasId } = await createCanvas(database.sql);
+    const stranger = await createUser(database.sql, 'search-stranger');
+    const before = requests;
+    const res = await fetch(`${server.url}/api/v1/canvas/${canvasId}/search?q=hello`,
+      { headers: { authorization: `Bearer ${await tokenFor(server, stranger)}` } });
+    expect(res.status, await res.clone().text()).toBe(404);
+    expect(await res.json()).toMatchObject({ error: { code: 'not_found', field: 'canvas_id' } });
+    expect(requests).toBe(before);
+  });
 });
 
 describe('search while the embedding provider fails', () => {

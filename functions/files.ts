@@ -8,6 +8,7 @@ import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, ErrorSchema, responses, z } from '../src/http/openapi.ts';
 import { callApi } from '../src/http/rpc.ts';
 import { fileStorage, type FileStorage, type ObjectStorage } from '../src/storage/index.ts';
+import type { ObjectHead } from '../src/storage/s3.ts';
 
 /**
  * Files on S3-compatible storage (F1-F3; docs/files.md), mounted at /api/v1/canvas beside the
@@ -82,7 +83,7 @@ export function fileRoutes(deps: Deps, files: FileStorage = fileStorage()) {
     const { canvas_id, file_id } = c.req.valid('param');
     // members only, and the object's key (an outsider learns nothing: 404, and no HEAD is made)
     const found = await callApi<FileRow & { object_key: string }>(deps, c, 'F2', 'get_file', [canvas_id, file_id]);
-    return c.json(await completeAsServer(deps, c, storage, canvas_id, file_id, found.object_key), 200);
+    return c.json(await completeAsServer(deps, c, storage, canvas_id, file_id, found.object_key, found.file.status), 200);
   });
 
   app.openapi(routes.download, async (c) => {
@@ -132,17 +133,24 @@ async function storageCall<T>(c: Context<AppEnv>, work: () => Promise<T>): Promi
  * service_role's). The transaction carries the caller's claims (the function checks their role and
  * token) with role service_role, and the request's headers for the audit, as callApi sets them.
  *
- * The file's row is locked first, and the object is HEADed, judged and (bytes refused) removed
- * while the lock is held: completions of one file run one at a time, each on what the object is
- * once it runs. The HEAD used to come before the lock: a completion that had seen the wrong bytes
- * waited, was refused after the right bytes had been PUT and completed by another completion, and
- * removed them (the file ready, acknowledged, with no object behind it). Refused bytes are removed
- * so that the upload URL, which writes once (If-None-Match: *), can PUT the right ones; nothing
- * else can write the object meanwhile (the wrong bytes are still there until the removal).
+ * The HEAD is made before the file's row is locked, so that a slow object store holds no lock:
+ * made under it, every other writer of the row (another completion, the cleanup job, a deletion of
+ * the canvas) waited for the store. The row is then locked and what the HEAD saw judged under the
+ * lock (complete_file: pending becomes ready only while it is pending; a file another completion
+ * made ready is answered as it is, and nothing is removed). When the bytes are refused they are
+ * removed (so that the upload URL, which writes once, If-None-Match: *, can PUT the right ones), but
+ * only once a second HEAD, under the lock, shows the object is still the one refused: between the
+ * first HEAD and the lock another completion may have removed those bytes and the right ones been
+ * PUT (a stale completion removed them, before the lock was taken first: the file ready,
+ * acknowledged, with no object behind it). An object that changed is judged again as it now is.
+ * Only that path, the refusal of wrong bytes, makes storage calls under the lock.
  */
-async function completeAsServer(deps: Deps, c: Context<AppEnv>, storage: ObjectStorage, canvasId: string, fileId: string, objectKey: string) {
+async function completeAsServer(deps: Deps, c: Context<AppEnv>, storage: ObjectStorage, canvasId: string, fileId: string,
+  objectKey: string, status: string) {
   const claims = c.get('claims');
   const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
+  // a ready file needs no HEAD (completing it again answers it); a pending one's object, unlocked
+  const seen = status === 'pending' ? await storageCall(c, () => storage.head(objectKey)) : null;
   try {
     return await withRequest(deps.sql, {
       claims: { ...claims, role: 'service_role' },
@@ -154,20 +162,31 @@ async function completeAsServer(deps: Deps, c: Context<AppEnv>, storage: ObjectS
       method: c.req.method,
       path: c.req.path,
     }, async (tx) => {
-      // held to the end of the transaction (complete_file locks it again, a no-op); get_file has
-      // checked that the caller may read the canvas, complete_file checks that they may write it
-      const [row] = await tx<{ status: string }[]>`select status from app.files
-        where file_id = ${fileId} and canvas_id = ${canvasId} and status <> 'deleted' for update`;
-      const head = row?.status === 'pending' ? await storageCall(c, () => storage.head(objectKey)) : null;
-      try {
-        const [done] = await tx`select internal.complete_file(${canvasId}, ${fileId}, ${head?.size ?? null}, ${head?.etag ?? null}) as result`;
-        return done!.result as { file: unknown };
-      } catch (err) {
-        const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
-        if (apiError.details.reason === 'size_mismatch' || apiError.details.reason === 'checksum_mismatch') {
+      // held to the end of the transaction, across the savepoints below (a lock taken inside one
+      // that is rolled back would be let go); get_file has checked that the caller may read the
+      // canvas, complete_file checks that they may write it
+      await tx`select from app.files where file_id = ${fileId} and canvas_id = ${canvasId} and status <> 'deleted' for update`;
+      const judge = (head: ObjectHead | null) => tx.savepoint(async (sp) =>
+        (await sp`select internal.complete_file(${canvasId}, ${fileId}, ${head?.size ?? null}, ${head?.etag ?? null}) as result`)[0]!.result as { file: unknown });
+      let head = seen;
+      // at most twice more: under the lock only a completion's removal changes the object, and
+      // every completion of this file waits for this one
+      for (let judged = 0; ; judged++) {
+        try {
+          return await judge(head);
+        } catch (err) {
+          const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
+          if (apiError.details.reason !== 'size_mismatch' && apiError.details.reason !== 'checksum_mismatch') throw err;
+          const now = await storageCall(c, () => storage.head(objectKey));
+          if (now?.size !== head?.size || now?.etag !== head?.etag) {
+            if (judged >= 2) throw err; // changing under the lock: nothing is removed
+            head = now; // another object (or none) since the first HEAD: judged as it is now
+            continue;
+          }
+          // still the bytes refused: removed, under the lock
           await storageCall(c, () => storage.remove(objectKey));
+          throw err;
         }
-        throw err;
       }
     });
   } catch (err) {

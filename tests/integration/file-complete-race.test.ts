@@ -4,7 +4,10 @@
 // URL, which writes once, may PUT again). The HEAD was made before the file's row was locked: a
 // completion that HEADed the wrong bytes, then waited, was refused after the right bytes had been
 // PUT and completed by another completion, and removed them: the file was ready (acknowledged 200)
-// with no object behind it, its download a 404 for good. Deterministic without a sleep: a
+// with no object behind it, its download a 404 for good. (The HEAD was then made under the row's
+// lock, which stalled other writers of the row on a slow store; it is again made before the lock,
+// and a refusal is acted on only once a second HEAD under the lock still sees the refused bytes:
+// tests/integration/file-complete-slow-head.test.ts.) Deterministic without a sleep: a
 // transaction holds the file's row while the object is replaced (as an earlier refused completion
 // does: removed here with the storage's own client, then PUT again through the upload URL).
 import { createHash, randomUUID } from 'node:crypto';
@@ -71,7 +74,7 @@ describe('a completion that saw the wrong bytes, answered after the right ones w
     let first: Awaited<ReturnType<typeof api>>;
     try {
       await holder.conn`select from app.files where file_id = ${fileId} for update`;
-      // the first completion: its HEAD sees the wrong bytes (before the fix, then it waits for the row)
+      // the first completion: its HEAD sees the wrong bytes, then it waits for the row
       const stale = api('POST', `/files/${fileId}/complete`);
       stale.catch(() => {});
       await holder.waitedFor('the first completion waiting for the file row');
@@ -96,7 +99,7 @@ describe('a completion that saw the wrong bytes, answered after the right ones w
     const got = await fetch(download.body.download_url);
     expect(got.status).toBe(200);
     expect(Buffer.from(await got.arrayBuffer())).toEqual(right);
-    // the first looks at the object once it holds the row: the right bytes, the same answer
+    // the first, refused on what its HEAD saw, HEADs again once it holds the row: the right bytes, the same answer
     expect(first.status, first.text).toBe(200);
     expect(first.body.file).toMatchObject({ status: 'ready' });
   });

@@ -15,8 +15,9 @@ import { sleep, until } from '../helpers/wait.ts';
 // token sent twice at once, or again shortly after a response that got lost, leaves the sign-in
 // with exactly one live refresh token — the one the first request was given — and revokes
 // nothing, however late, while that token is unused (GoTrue's rule for the parent of a session's
-// active token); sent again after REFRESH_TOKEN_REUSE_INTERVAL_SECONDS once its successor was used
-// too, it is reuse and revokes the family.
+// active token); once its successor was used too, it gets another new token of the sign-in within
+// REFRESH_TOKEN_REUSE_INTERVAL_SECONDS (GoTrue's swap), and after it, it is reuse and revokes the
+// family.
 
 const base = loadConfig({ ...process.env, LOG_LEVEL: 'silent' });
 let server: Server; // the default interval, 10 s
@@ -192,6 +193,27 @@ describe('H5 refresh reuse interval', () => {
     const successor = await refresh(strict, second.body.refresh_token);
     expect(successor.status).toBe(401);
     expect(successor.body.error.message).toMatch(/invalid or expired/);
+  });
+
+  it('a resend within the interval (10 s) once the token it got was refreshed too (two tabs): 200 with another new token of the sign-in, nothing revoked', async () => {
+    // GoTrue swaps a rotated token resent within the reuse interval for a new token of its session
+    // (supabase/auth internal/tokens/service.go, RefreshTokenGrant); until 2026-12-06 it was 401 here
+    const { canvasId, userId, pair } = await signedIn(server);
+    const first = await refresh(server, pair.refresh_token);
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    await afterRateWindow(userId);
+    const second = await refresh(server, first.body.refresh_token);
+    expect(second.status, JSON.stringify(second.body)).toBe(200);
+    await afterRateWindow(userId);
+    const stale = await refresh(server, pair.refresh_token);
+    expect(stale.status, JSON.stringify(stale.body)).toBe(200);
+    expect([pair.refresh_token, first.body.refresh_token, second.body.refresh_token]).not.toContain(stale.body.refresh_token);
+    expect(await canvasStatus(server, stale.body.access_token, canvasId)).toBe(200);
+    const sessionOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).session_id as string;
+    expect(sessionOf(stale.body.access_token)).toBe(sessionOf(second.body.access_token));
+    const after = await family(userId);
+    expect(after.revoked).toBe(0);
+    expect(after.live.sort()).toEqual([hash(second.body.refresh_token), hash(stale.body.refresh_token)].sort());
   });
 
   it('another sign-in of the same user is untouched by a retry or a revocation', async () => {

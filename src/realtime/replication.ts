@@ -103,13 +103,9 @@ class TemporarySlotService extends LogicalReplicationService {
    */
   override async acknowledge(lsn: string, ping = false): Promise<boolean> {
     const before = lsnMinusOne(lsn);
-    if (before === null) return false;
-    return super.acknowledge(before, ping);
+    return before === null ? false : super.acknowledge(before, ping);
   }
 }
-
-/** How often the stream's position is confirmed (a standby status update), at most; see connect. */
-const ACKNOWLEDGE_EVERY_MS = 1000;
 
 /** `lsn` (`X/Y`, hexadecimal, as pg_lsn prints it) as a number. */
 export function parseLsn(lsn: string): bigint {
@@ -151,7 +147,9 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
       // more writes per delta in each gateway, each one parsed by its walsender. The slot is
       // temporary and never resumed from (bus.ts catches up from the table), so the position only
       // has to advance often enough that the slot does not pin WAL.
-      { acknowledge: { auto: false, timeoutSeconds: ACKNOWLEDGE_EVERY_MS / 1000 } },
+      // timeoutSeconds 1: the timer ticks every second and confirms when nothing was confirmed for
+      // timeoutSeconds, so every tick; more would let the slot lag the stream that much longer
+      { acknowledge: { auto: false, timeoutSeconds: 1 } },
     );
     s.slotName = `potentia_bus_${randomBytes(6).toString('hex')}`;
     // the stream carries something as soon as bytes come in, not once a whole message has: one

@@ -1,6 +1,7 @@
 import { getRequestListener, RequestError, serve, type ServerType } from '@hono/node-server';
 import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { createTokenVerifier } from './auth/jwt.ts';
 import { socketCaps, type Config } from './config.ts';
@@ -15,8 +16,10 @@ import type { Deps } from './http/env.ts';
 import type { RealtimeRestDeps } from './http/realtime-rest.ts';
 import { createMetrics } from './metrics.ts';
 import { startWorker, type WorkerRuntime } from './worker/runtime.ts';
+import { monotonicNow } from './clock.ts';
 import { createGateway, gatewayReadiness, type Gateway } from './realtime/gateway.ts';
 import type { Limits } from './realtime/hub.ts';
+import { refuseUpgrade, type GatewayDown } from './realtime/unavailable.ts';
 
 /** The local Potentia process: database pool, metrics and the HTTP server, with an explicit lifecycle. */
 export type Server = { url: string; deps: Deps; database: Database; gateway?: Gateway; worker?: WorkerRuntime; stop(): Promise<void> };
@@ -71,6 +74,20 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     await database.close();
     throw err;
   });
+  let stopped = false;
+  /** The gateway's attempts failed so far, and (monotonicNow) when the next one is due. */
+  let failed = { attempts: 0, retryAt: 0 };
+  const down = (): GatewayDown => (stopped ? { state: 'stopping' } : failed.attempts === 0 ? { state: 'starting' }
+    : { state: 'retrying', failures: failed.attempts, retryInMs: failed.retryAt - monotonicNow() });
+  /**
+   * The port's upgrades while no gateway is attached (from now, before the first attempt, and while
+   * a failed one waits for the next): 503 `unavailable` with Retry-After, for realtime-js and a
+   * balancer to try again (unavailable.ts). Without a listener Node handed them to the app as GET
+   * requests, answered 404 `no route`, as role `api`, which never runs a gateway, answers them.
+   */
+  const refuse = (req: IncomingMessage, socket: Duplex) => refuseUpgrade(req, socket, down(), deps.logger);
+  const httpServer = http as import('node:http').Server;
+  if (opts.realtime !== false) httpServer.on('upgrade', refuse);
   if (opts.worker) {
     try {
       worker = await startWorker({ databaseUrl: urls.pooled, directDatabaseUrl: urls.direct, worker: config.worker, embedding: config.embedding, metrics,
@@ -82,7 +99,6 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     }
   }
   let gateway: Gateway | undefined;
-  let stopped = false;
   let startingGateway: Promise<void> | undefined;
   let gatewayRetry: NodeJS.Timeout | undefined;
   if (opts.realtime !== false) {
@@ -105,17 +121,21 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
           trustProxy: config.trustProxy, relaxedEndpointLimits: config.profile === 'development', metrics: deps.metrics,
           limits: { ...socketCaps(config), ...realtimeOpts?.limits }, clusterSecret: config.realtime.clusterSecret,
           clusterFreshnessMs: config.realtime.clusterFreshnessMs });
-        g.attach(http as import('node:http').Server);
+        // the gateway answers the port's upgrades from here (503 `starting` until started)
+        httpServer.off('upgrade', refuse);
+        g.attach(httpServer);
         await g.start();
         if (stopped) throw new Error('the server stopped while its realtime gateway started');
         gateway = g;
         deps.realtime = g.rest;
         if (failures > 0) deps.logger.info({ attempts: failures + 1 }, 'realtime gateway started');
       } catch (err) {
-        g?.detach(http as import('node:http').Server);
+        const retryMs = Math.min(30_000, 1000 * 2 ** failures);
+        failed = { attempts: failures + 1, retryAt: monotonicNow() + retryMs };
+        g?.detach(httpServer);
+        if (!httpServer.listeners('upgrade').includes(refuse)) httpServer.on('upgrade', refuse);
         await g?.stop().catch(() => {});
         if (stopped) return;
-        const retryMs = Math.min(30_000, 1000 * 2 ** failures);
         notStarted = `not started (${failures + 1} attempt${failures === 0 ? '' : 's'} failed, the server log has the error; retrying)`;
         deps.logger.error({ err, attempt: failures + 1, retryInMs: retryMs }, 'realtime gateway did not start; retrying (the HTTP API serves meanwhile; /ready is 503)');
         gatewayRetry = setTimeout(() => { startingGateway = attempt(failures + 1); }, retryMs);

@@ -21,6 +21,7 @@ import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
 import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
 import { createRestBroadcast, type RealtimeRest } from './rest-broadcast.ts';
 import { parseVsn } from './serializer.ts';
+import { refuseUpgrade, socketRoute } from './unavailable.ts';
 import { canonicalUuid } from '../uuid.ts';
 import { SEQ_MAX, singleQueryValues } from '../input-policy.ts';
 
@@ -135,6 +136,13 @@ export function createGateway(opts: GatewayOptions): Gateway {
   /** Upgrade requests that became a WebSocket: its close gives the ticket back, not the request's end. */
   const upgraded = new WeakSet<Duplex>();
   let lastCapWarning = 0;
+  /**
+   * Upgrades are served once start() has finished, until stop(): before, they are answered 503
+   * `starting` (unavailable.ts), as role `all` answers them while a failed start waits for its
+   * next attempt. A socket accepted before the bus had started subscribed before the bus counted
+   * the rows committed until then as delivered, some of them after the subscription (bus.ts start).
+   */
+  let serving: 'starting' | 'serving' | 'stopping' = 'starting';
 
   /** Answers an upgrade with an API error and closes the socket; `field`: the URL part at fault (a 400). */
   function reject(socket: Duplex, status: 400 | 401 | 403 | 404 | 429 | 503, message: string, retryAfterMs?: number, field?: string): void {
@@ -276,6 +284,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
   }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (serving !== 'serving') return refuseUpgrade(req, socket, { state: serving }, opts.logger);
     socket.on('error', () => {});
     // the address's place is taken before anything else (a token check, a database probe), so
     // upgrades sent all at once cannot pass the cap together
@@ -304,13 +313,10 @@ export function createGateway(opts: GatewayOptions): Gateway {
     let handled: Promise<void> | undefined;
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
-      const path = url.pathname.replace(/\/+$/, '');
-      if (path === '/realtime/v1/websocket') handled = realtime(req, socket, head, url, ticket);
-      else {
-        // the id is matched as sent: a canvas id is a UUID, which needs no percent-decoding
-        const m = /^\/ws\/canvas\/([^/]+)$/.exec(path);
-        if (m) handled = h1(req, socket, head, url, m[1]!, ticket);
-      }
+      // (the canvas id is matched as sent: a canvas id is a UUID, which needs no percent-decoding)
+      const route = socketRoute(url.pathname);
+      if (route?.protocol === 'phoenix') handled = realtime(req, socket, head, url, ticket);
+      else if (route?.protocol === 'h1') handled = h1(req, socket, head, url, route.canvasId, ticket);
     } catch (err) {
       handled = Promise.reject(err); // answered below: an upgrade event must never throw
     }
@@ -339,10 +345,12 @@ export function createGateway(opts: GatewayOptions): Gateway {
     async start() {
       await bus.start();
       await cluster.start();
+      serving = 'serving';
       opts.logger?.info({ clusterKey: { ...keyInfo, accepted: keys.accept.map(clusterKeyFingerprint) } },
         'realtime cluster key: every gateway of this deployment must sign with the same fingerprint (else each counts the others\' messages as bad_mac)');
     },
     async stop() {
+      serving = 'stopping';
       // 1001 "going away": clients reconnect (to another gateway) instead of seeing an abnormal 1006
       const closing = [...sockets].map((ws) => new Promise<void>((resolve) => {
         ws.once('close', () => resolve());

@@ -68,6 +68,8 @@ export type DatabaseBus = {
   onStreamState(listener: (up: boolean, startLsn?: bigint) => void): () => void;
   /** Whether the replication stream is up now. */
   streaming(): boolean;
+  /** While the stream is down for a reason retrying does not cure (replication.ts replicationRefusal): that reason. */
+  streamRefusal(): string | undefined;
 };
 
 export type BusOptions = {
@@ -530,6 +532,7 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
       return () => { streamListeners.delete(listener); };
     },
     streaming: () => streamUp,
+    streamRefusal: () => stream?.refusal(),
   };
 }
 

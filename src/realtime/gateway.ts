@@ -70,10 +70,14 @@ export type Gateway = {
  * A started gateway's readiness (/ready's `realtime` check, roles `all` and `gateway`): 'ok' while
  * its replication stream is up. While it is down the bus polls realtime.messages (deltas still
  * arrive, later), but cluster presence and client broadcasts from other gateways do not: out of
- * rotation until it is back.
+ * rotation until it is back. A refusal that retrying does not cure is named (replication.ts).
  */
 export function gatewayReadiness(gateway: Gateway): string {
-  return gateway.bus.streaming() ? 'ok' : 'replication stream down (reconnecting; deltas are polled meanwhile)';
+  if (gateway.bus.streaming()) return 'ok';
+  // a refusal someone must act on (wal_level, a pooler in the way) is named, with what to do
+  const refusal = gateway.bus.streamRefusal();
+  return refusal ? `replication stream down: ${refusal} (retrying; deltas are polled meanwhile)`
+    : 'replication stream down (reconnecting; deltas are polled meanwhile)';
 }
 
 export function createGateway(opts: GatewayOptions): Gateway {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Logger } from 'pino';
+import { monotonicNow } from '../clock.ts';
 import { PG_KEEPALIVE } from '../db/index.ts';
 
 /**
@@ -52,6 +53,8 @@ export type ReplicationStream = {
   pendingPid(): number | undefined;
   /** Ends the current connection and reconnects (the caller found it dead by other means). */
   restart(reason: string): void;
+  /** While the last attempt was refused for a reason retrying does not cure (replicationRefusal): that reason; else undefined. */
+  refusal(): string | undefined;
 };
 
 const defaultBackoff = (n: number) => Math.min(5000, 100 * 2 ** n) * (0.5 + Math.random() / 2);
@@ -136,6 +139,34 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
   let stopped = true;
   let failures = 0;
   let retry: NodeJS.Timeout | null = null;
+  /** The refusal of the last attempt, when it is one retrying does not cure; when it was last logged, and the attempts refused since. */
+  let refused: { refusal: Refusal; loggedAt: number; since: number } | null = null;
+
+  /**
+   * Logs a failed attempt. A refusal that retrying does not cure (a setting someone must change):
+   * at error once, with what to do, then at most once per REFUSAL_LOG_EVERY_MS while it lasts (the
+   * stream is retried every few seconds: each attempt logged, the log was flooded); the attempts
+   * between at debug. Anything else: at warn when a live stream ended or the first attempt after
+   * failed, else at debug.
+   */
+  function logFailure(err: unknown, wasLive: boolean): void {
+    const refusal = replicationRefusal(err);
+    const now = monotonicNow();
+    if (refusal && refused?.refusal === refusal && now - refused.loggedAt < REFUSAL_LOG_EVERY_MS) {
+      refused.since++;
+      opts.logger?.debug({ err: errText(err), attempt: failures }, 'realtime replication stream attempt failed; reconnecting');
+    } else if (refusal) {
+      const again = refused?.refusal === refusal ? { refusedSinceLastLogged: refused.since + 1 } : {};
+      opts.logger?.error({ err: errText(err), hint: refusal.hint, attempt: failures, ...again },
+        `realtime replication stream refused: ${refusal.reason}; retrying (logged again at most once a minute while it lasts)`);
+      refused = { refusal, loggedAt: now, since: 0 };
+    } else if (wasLive || failures === 1) {
+      opts.logger?.warn({ err: errText(err) }, 'realtime replication stream ended; reconnecting');
+    } else {
+      opts.logger?.debug({ err: errText(err), attempt: failures }, 'realtime replication stream attempt failed; reconnecting');
+    }
+    if (!refusal) refused = null;
+  }
 
   function connect(): void {
     retry = null;
@@ -171,7 +202,7 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
       s.destroy().catch(() => {});
       if (stopped) return;
       failures++;
-      if (wasLive || failures === 1) opts.logger?.warn({ err: errText(err), ...replicationHint(err) }, 'realtime replication stream ended; reconnecting');
+      logFailure(err, wasLive);
       opts.onDown(err);
       retry = setTimeout(connect, backoff(failures - 1));
       retry.unref();
@@ -186,6 +217,7 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
       if (service !== s || stopped) return;
       live = true;
       failures = 0;
+      refused = null;
       opts.onUp(s.startLsn);
     });
     s.on('data', (_lsn: string, msg: Pgoutput.Message) => {
@@ -226,6 +258,7 @@ export function createReplicationStream(opts: ReplicationOptions): ReplicationSt
       if (!s || stopped) return;
       s.emit('error', new Error(reason));
     },
+    refusal: () => (live ? undefined : refused?.refusal.reason),
   };
 }
 
@@ -233,14 +266,32 @@ function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/**
- * What to do about a refusal that retrying never cures. PgBouncer refuses a walsender session
- * (`unsupported startup parameter: replication`): DATABASE_URL is a transaction pooler and the
- * stream needs DIRECT_DATABASE_URL (README, "Connection pooling"); the log said only PgBouncer's words.
- */
-export function replicationHint(err: unknown): { hint?: string } {
-  return /unsupported startup parameter: replication/.test(errText(err))
-    ? { hint: 'the URL of the replication stream is a transaction pooler, which refuses replication: set DIRECT_DATABASE_URL to PostgreSQL itself '
-        + '(README, "Connection pooling"); until then deltas are polled, and other gateways\' presence and broadcasts do not arrive' }
-    : {};
+/** How often a refusal that lasts is logged again (at error), at most. */
+export const REFUSAL_LOG_EVERY_MS = 60_000;
+
+/** A refusal of the stream that retrying does not cure: `reason`, a sentence for /ready (never the database's text); `hint`, what to do, for the log. */
+type Refusal = { match: RegExp; reason: string; hint: string };
+
+const REFUSALS: readonly Refusal[] = [
+  // PgBouncer refuses a walsender session: DATABASE_URL is a transaction pooler and the stream
+  // needs DIRECT_DATABASE_URL (README, "Connection pooling"); the log said only PgBouncer's words
+  { match: /unsupported startup parameter: replication/,
+    reason: 'the replication stream\'s URL is a transaction pooler: set DIRECT_DATABASE_URL to PostgreSQL itself',
+    hint: 'the URL of the replication stream is a transaction pooler, which refuses replication: set DIRECT_DATABASE_URL to PostgreSQL itself '
+      + '(README, "Connection pooling"); until then deltas are polled, and other gateways\' presence and broadcasts do not arrive' },
+  // PostgreSQL's wal_level below logical (CREATE_REPLICATION_SLOT, SQLSTATE 55000): read only at
+  // the server's start, so a restart is part of the fix. The stream is retried meanwhile and
+  // comes up once PostgreSQL runs with it; before, the log said PostgreSQL's words once, at warn
+  { match: /requires wal_level >= logical/,
+    reason: 'PostgreSQL\'s wal_level is not logical: run ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL',
+    hint: 'PostgreSQL\'s wal_level is not logical, and the realtime stream (logical decoding) needs it: as a superuser run '
+      + 'ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL (wal_level is read at server start only: a reload is not enough; '
+      + 'max_replication_slots and max_wal_senders must also cover every gateway, docs/self-hosting.md "Database"). The stream is tried '
+      + 'again until then; deltas are polled meanwhile, and other gateways\' presence and broadcasts do not arrive' },
+];
+
+/** The refusal `err` is, when it is one retrying does not cure (REFUSALS). */
+export function replicationRefusal(err: unknown): Refusal | undefined {
+  const text = errText(err);
+  return REFUSALS.find((r) => r.match.test(text));
 }

@@ -1,14 +1,8 @@
 import { readdirSync } from 'node:fs';
 import postgres from 'postgres';
+import { withoutPassword as shown } from '../../src/url-redaction.ts';
 
 const MIGRATIONS_DIR = new URL('../../supabase/migrations/', import.meta.url);
-
-/** The URL as it may be printed: without its password. */
-function shown(url: string): string {
-  const u = new URL(url);
-  if (u.password) u.password = '***';
-  return u.toString();
-}
 
 /**
  * Why the tests cannot use the database at `url`, in words that say what to do, or null when it is

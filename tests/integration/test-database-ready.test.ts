@@ -3,6 +3,7 @@ import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
+import { withoutPassword } from '../../src/url-redaction.ts';
 import { testDatabaseProblem } from '../helpers/database-ready.ts';
 
 // A vitest run against a TEST_DATABASE_URL nobody migrated failed every test of a file with a raw
@@ -14,6 +15,8 @@ const run = promisify(execFile);
 const admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
 const name = `${new URL(testDatabaseUrl()).pathname.slice(1)}_unmigrated_${process.pid}`;
 const scratchUrl = (() => { const u = new URL(testDatabaseUrl()); u.pathname = `/${name}`; return u.toString(); })();
+/** As the messages print it: CI's URL has a password. */
+const scratchShown = withoutPassword(scratchUrl);
 
 beforeAll(async () => {
   await admin.unsafe(`drop database if exists ${name}`);
@@ -34,14 +37,14 @@ describe('a test database that is not migrated', () => {
       const e = err as { stdout?: string; stderr?: string };
       output = `${e.stdout ?? ''}${e.stderr ?? ''}`;
     }
-    expect(output).toContain(`TEST_DATABASE_URL ${scratchUrl} is not migrated`);
+    expect(output).toContain(`TEST_DATABASE_URL ${scratchShown} is not migrated`);
     expect(output).toContain('run npm run db:migrate -- --database-url "$TEST_DATABASE_URL"');
     expect(output).not.toContain('does not exist');
   }, 180_000);
 
   it('names what is missing: the record, or the migrations of the checkout it lacks', async () => {
-    expect(await testDatabaseProblem(scratchUrl, {})).toBe(`TEST_DATABASE_URL ${scratchUrl} is not migrated (no `
-      + `supabase_migrations.schema_migrations): run npm run db:migrate -- --database-url '${scratchUrl}' (npm test does it for `
+    expect(await testDatabaseProblem(scratchUrl, {})).toBe(`TEST_DATABASE_URL ${scratchShown} is not migrated (no `
+      + `supabase_migrations.schema_migrations): run npm run db:migrate -- --database-url '${scratchShown}' (npm test does it for `
       + 'potentia_test; README, "Other commands"), then the tests again');
     const scratch = postgres(scratchUrl, { max: 1, onnotice: () => {} });
     try {

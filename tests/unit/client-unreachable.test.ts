@@ -78,3 +78,35 @@ describe('CanvasSync against a URL whose server answers the socket upgrade with 
     expect(await joined).toBe('ended');
   });
 });
+
+describe('CanvasSync against a gateway that answers the upgrade 503 (starting, or its start being retried)', () => {
+  it('reports socket_refused 503 saying the gateway is not serving yet and where to look', async () => {
+    const server = createServer((_req, res) => void res.writeHead(503).end());
+    let refused!: () => void;
+    const once = new Promise<void>((resolve) => (refused = resolve));
+    server.on('upgrade', (_req, socket) => {
+      socket.on('error', () => {});
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n');
+      refused();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const errors: PotentiaError[] = [];
+    const sync = new CanvasSync({
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, canvasId: '00000000-0000-4000-8000-00000000d004',
+      token: () => 'secret-token', WebSocket: WebSocket as never, reconnectDelayMs: () => 10_000, onError: (err) => errors.push(err as PotentiaError),
+    });
+    const joined = sync.join().then(() => 'live', () => 'ended');
+    try {
+      await once;
+      for (let i = 0; i < 100 && errors.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(errors.map((e) => [e.code, e.status])).toEqual([['socket_refused', 503]]);
+      expect(errors[0]!.message).toContain('realtime gateway is starting or not serving yet');
+      expect(errors[0]!.message).toContain('GET /ready');
+    } finally {
+      sync.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    expect(await joined).toBe('ended');
+  });
+});

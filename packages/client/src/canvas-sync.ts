@@ -639,7 +639,8 @@ export class CanvasSync {
     this.refusedStatus = status;
     const why = status === 404
       ? 'no canvas of yours has this id, or no realtime gateway serves /ws/ at this URL (a --role api process, a proxy that does not route /ws/ to the gateways: docs/self-hosting.md)'
-      : status === 401 ? 'the access token was refused' : status === 403 ? 'you may not read this canvas' : 'the server refused it for now';
+      : status === 401 ? 'the access token was refused' : status === 403 ? 'you may not read this canvas'
+        : status === 503 ? 'its realtime gateway is starting or not serving yet (the server\'s log and GET /ready say why)' : 'the server refused it for now';
     this.report(new PotentiaError('socket_refused', `the server answered the canvas socket ${socketUrl} with HTTP ${status} instead of a WebSocket: ${why}; retrying`, undefined, status));
   }
 

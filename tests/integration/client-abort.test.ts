@@ -6,6 +6,7 @@ import { AbortError, createPotentiaClient, TimeoutError, type PotentiaClient } f
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
+import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
 // @potentia/client's per-call AbortSignal (`{ signal }`, as fetch and supabase-js's
@@ -140,6 +141,32 @@ describe('@potentia/client: an AbortSignal on every HTTP call', () => {
     const create = await abortOnArrival('POST /functions/v1/canvas', (signal) => client.canvases.create(randomUUID(), 'Silent', { canvasId, signal }));
     expect(create.err).toMatchObject({ code: 'aborted' });
     expect(create.requests).toBe(1);
+  }, 60_000);
+
+  it("one call's abort ends its own request only: a second sign-in with the same address, sent meanwhile, signs in", async () => {
+    // CallSignals matched auth-js's requests to calls by path and email only: a sign-in sent twice
+    // (a double submit; the app aborts the first) gave the second request the first call's signal
+    // too, so the abort of the first ended the second, which rejected although nobody aborted it
+    const email = `abort-${randomUUID()}@example.com`;
+    const { id } = await createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false } }).auth.signUp(email, 'correct horse battery');
+    const proxy = await startTcpProxy(Number(new URL(server.url).port));
+    try {
+      const client = createPotentiaClient({ url: proxy.url, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false }, timeoutMs: 0 });
+      proxy.cut({ incoming: 'blackhole' }); // both requests are held until restore()
+      const first = new AbortController();
+      const aborted = client.auth.signIn(email, 'correct horse battery', { signal: first.signal });
+      aborted.catch(() => {});
+      const second = client.auth.signIn(email, 'correct horse battery');
+      second.catch(() => {});
+      await until(() => proxy.counters.blackholed >= 2, 10_000, 'both sign-in requests');
+      first.abort();
+      await expect(aborted).rejects.toBeInstanceOf(AbortError);
+      proxy.restore();
+      expect((await second).id).toBe(id);
+      expect(client.auth.user()?.id).toBe(id);
+    } finally {
+      await proxy.close();
+    }
   }, 60_000);
 
   it('with timeoutMs: whichever comes first ends the call', async () => {

@@ -130,14 +130,21 @@ export function bodyEmail(init: RequestInit | undefined): string | undefined {
  * the fetch given to supabase-js), so that an abort closes that request's connection, as it does
  * for functions.invoke, rather than leaving it to finish (a sign-in answered after its abort
  * would still have signed the user in). Requests no running call picks out go as they are.
+ *
+ * Each such call sends one request, so a request carries the signal of one call: the first
+ * running call that picks it out and has not sent its request yet (auth-js sends them in call
+ * order; a call without a signal is not listed, and its request carries none). Two calls alike
+ * (a sign-in sent twice with one address, the first then aborted) are told apart so: matched by
+ * path and email alone, the second's request carried the first's signal too, and the first's
+ * abort ended a call nobody aborted.
  */
 export class CallSignals {
-  private readonly calls = new Set<{ matches: RequestMatch; signal: AbortSignal }>();
+  private readonly calls = new Set<{ matches: RequestMatch; signal: AbortSignal; sent: boolean }>();
 
   /** Runs `run`; until it settles, the requests `matches` picks out carry `signal` (none: just runs it). */
   async during<T>(signal: AbortSignal | undefined, matches: RequestMatch, run: () => Promise<T>): Promise<T> {
     if (!signal) return run();
-    const call = { matches, signal };
+    const call = { matches, signal, sent: false };
     this.calls.add(call);
     try {
       return await run();
@@ -146,15 +153,18 @@ export class CallSignals {
     }
   }
 
-  /** `base` sending each request with the signals of the running calls that pick it out, and its own. */
+  /** `base` sending each request with the signal of the running call it is for (see the class), and its own. */
   wrap(base: typeof fetch): typeof fetch {
     return (input, init) => {
       if (this.calls.size === 0) return base(input, init);
       const url = requestUrl(input);
-      const signals = [...this.calls].filter((c) => c.matches(url, init)).map((c) => c.signal);
-      if (signals.length === 0) return base(input, init);
+      // the call this request is for: the first it matches that has not sent its request yet (none:
+      // a call without a signal sent it, which is not in this.calls, or another library request)
+      const call = [...this.calls].find((c) => !c.sent && c.matches(url, init));
+      if (!call) return base(input, init);
+      call.sent = true;
       const own = init?.signal ?? (input instanceof Request ? input.signal : undefined);
-      const joined = anySignal(own ? [own, ...signals] : signals);
+      const joined = anySignal(own ? [own, call.signal] : [call.signal]);
       const sent = base(input, { ...init, signal: joined.signal });
       sent.then(joined.dispose, joined.dispose);
       return sent;

@@ -188,6 +188,26 @@ describe('@potentia/client: an AbortSignal on every HTTP call', () => {
   }, 60_000);
 });
 
+describe('@potentia/client: a deadline longer than a timer can wait', () => {
+  it('timeoutMs past 2^31 - 1 ms (about 24.8 days) is a deadline that far off, not one that ends every call at once', async () => {
+    // setTimeout (Node and browsers alike) fires a delay above 2^31 - 1 ms after 1 ms: a client
+    // made with timeoutMs: 30 days, or a change given it, timed out at once
+    const far = 2 ** 31;
+    const email = `abort-${randomUUID()}@example.com`;
+    const client = createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false }, timeoutMs: far });
+    const { id } = await client.auth.signUp(email, 'correct horse battery');
+    const { workspace_id } = await client.workspaces.create('Far');
+    expect((await client.workspaces.list()).map((w) => w.workspace_id)).toEqual([workspace_id]);
+    const { canvas_id } = await client.canvases.create(workspace_id, 'Far');
+    const canvas = client.canvas(canvas_id);
+    const made = canvas.create({ type: 'text' }, { timeoutMs: far }); // offline: waits for connect()
+    await canvas.connect();
+    expect((await made).created_by).toBe(id);
+    canvas.close();
+    await client.auth.signOut();
+  }, 60_000);
+});
+
 describe('@potentia/client: an AbortSignal and a deadline on canvas changes', () => {
   it('a change not yet sent (the canvas not connected): taken back, never sent', async () => {
     const { client } = await signedIn();

@@ -1,7 +1,7 @@
 import { type as textType } from 'ot-text-unicode';
 import { buildTree, changedFields, compareBlocks, keyBetween, mergePatch, setMember, subtree, toBlock, type Block, type BlockNode } from './blocks.ts';
 import { CanvasSync, type CanvasSyncOptions, type Mutation, type MutationOutcome, type TextChange, type WebSocketConstructor } from './canvas-sync.ts';
-import { abortedBy, appliesDeadline } from './deadline.ts';
+import { abortedBy, after, appliesDeadline } from './deadline.ts';
 import { AbortError, AccessLostError, ConflictError, PotentiaError, TimeoutError } from './errors.ts';
 import { CanvasPresence } from './presence.ts';
 import type { DeltaMessage, TextOp, WireBlock } from './protocol.ts';
@@ -510,9 +510,9 @@ export class Canvas {
       p.catch(noop);
       return p;
     }
-    let timer: ReturnType<typeof setTimeout> | null = null;
+    let cancelTimer: (() => void) | null = null;
     const unlisten = () => {
-      if (timer !== null) clearTimeout(timer);
+      cancelTimer?.();
       signal?.removeEventListener('abort', onAbort);
     };
     let resolve!: LocalOp['resolve'];
@@ -537,7 +537,7 @@ export class Canvas {
     const onAbort = () => this.stopWaiting(op, (fate) => new AbortError(`${what}: aborted by the caller's signal; ${fate}`, signal!.reason, id));
     signal?.addEventListener('abort', onAbort, { once: true });
     if (appliesDeadline(timeoutMs)) {
-      timer = setTimeout(() => this.stopWaiting(op, (fate) => new TimeoutError(`${what}: no answer within ${timeoutMs} ms (its timeoutMs); ${fate}`, timeoutMs, id)), timeoutMs);
+      cancelTimer = after(timeoutMs, () => this.stopWaiting(op, (fate) => new TimeoutError(`${what}: no answer within ${timeoutMs} ms (its timeoutMs); ${fate}`, timeoutMs, id)));
     }
     if (!this.histories.has(blockId)) {
       const shadow = this.sync.blocks.get(blockId);

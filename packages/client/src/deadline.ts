@@ -19,6 +19,31 @@ import { isObject } from './json-value.ts';
 /** Whether `ms` is a deadline the client applies: a positive finite number (0 and Infinity: none). */
 export const appliesDeadline = (ms: number): boolean => Number.isFinite(ms) && ms > 0;
 
+/** setTimeout's longest delay (2^31 - 1 ms, about 24.8 days): a longer one fires after 1 ms, in Node and browsers alike. */
+export const TIMER_MAX_MS = 2_147_483_647;
+
+/**
+ * Runs `fn` once `ms` have passed, however long: a delay past TIMER_MAX_MS is waited out in
+ * steps (one setTimeout would fire it at once: a timeoutMs of 30 days ended every call after
+ * 1 ms). Returns the function that cancels it. `unref`: the timers never keep a Node process alive.
+ */
+export function after(ms: number, fn: () => void, unref = false): () => void {
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const wait = (left: number) => {
+    timer = setTimeout(() => {
+      if (left > TIMER_MAX_MS) return wait(left - TIMER_MAX_MS);
+      timer = null;
+      fn();
+    }, Math.min(left, TIMER_MAX_MS));
+    if (unref) (timer as { unref?: () => void }).unref?.();
+  };
+  wait(ms);
+  return () => {
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+  };
+}
+
 /** The URL of a fetch input (a string, a URL or a Request), as a string. */
 export function requestUrl(input: Parameters<typeof fetch>[0]): string {
   return typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
@@ -42,9 +67,9 @@ export function withDeadline<T>(timeoutMs: number, what: string, run: (signal: A
   const deadline = appliesDeadline(timeoutMs);
   if (!deadline && !outer) return run(controller.signal);
   return new Promise<T>((resolve, reject) => {
-    let timer: ReturnType<typeof setTimeout> | null = null;
+    let cancel: (() => void) | null = null;
     const stop = () => {
-      if (timer !== null) clearTimeout(timer);
+      cancel?.();
       outer?.removeEventListener('abort', onAbort);
     };
     const end = (err: TimeoutError | AbortError) => {
@@ -55,7 +80,7 @@ export function withDeadline<T>(timeoutMs: number, what: string, run: (signal: A
     const onAbort = () => end(abortedBy(what, outer!));
     outer?.addEventListener('abort', onAbort, { once: true });
     if (deadline) {
-      timer = setTimeout(() => end(new TimeoutError(`${what}: no answer within ${timeoutMs} ms (the client's timeoutMs); the request was abandoned, so whether the server did it is unknown`, timeoutMs)), timeoutMs);
+      cancel = after(timeoutMs, () => end(new TimeoutError(`${what}: no answer within ${timeoutMs} ms (the client's timeoutMs); the request was abandoned, so whether the server did it is unknown`, timeoutMs)));
     }
     let settled: Promise<T>;
     try {

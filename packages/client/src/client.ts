@@ -3,7 +3,7 @@ import { Canvas, type CanvasDeps } from './canvas.ts';
 import type { WebSocketConstructor } from './canvas-sync.ts';
 import { withAuthAnswers } from './auth-answers.ts';
 import { defaultReconnectDelayMs, fullJitterMs } from './backoff.ts';
-import { abortedBy, bodyEmail, CallSignals, pause, withDeadline, withRequestDeadline, type RequestMatch } from './deadline.ts';
+import { abortedBy, after, bodyEmail, CallSignals, pause, withDeadline, withRequestDeadline, type RequestMatch } from './deadline.ts';
 import { AccessLostError, PotentiaError, RateLimitedError } from './errors.ts';
 import type { components } from './api-types.ts';
 
@@ -364,14 +364,17 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
    * step with the clocks auth-js's own refresh (90 to 120 s before expiry) comes first, and this
    * one is rescheduled by it.
    */
-  let refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  let refreshTimer: (() => void) | null = null;
   const scheduleRefresh = (session: Session | null) => {
-    if (refreshTimer) clearTimeout(refreshTimer);
+    refreshTimer?.();
     refreshTimer = null;
     if (!session?.expires_at) return;
     const left = session.expires_at * 1000 - Date.now();
     const token = session.access_token;
-    refreshTimer = setTimeout(() => {
+    // after(): a token living past 2^31 - 1 ms (ACCESS_TOKEN_TTL_SECONDS of 30 days) made one
+    // setTimeout fire at once, and each refresh's 30-day token scheduled the next: without end.
+    // unref: must not keep a Node process alive
+    refreshTimer = after(Math.max(1000, left - REFRESH_MARGIN_MS, left * REFRESH_AT), () => {
       refreshTimer = null;
       void (async () => {
         const { data } = await supabase.auth.getSession();
@@ -379,8 +382,7 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
         if (data.session?.access_token !== token) return;
         await supabase.auth.refreshSession(); // a failure is auth-js's to handle (SIGNED_OUT if the refresh token is gone)
       })().catch(() => {});
-    }, Math.max(1000, left - REFRESH_MARGIN_MS, left * REFRESH_AT));
-    (refreshTimer as { unref?: () => void }).unref?.(); // Node: must not keep a process alive
+    }, true);
   };
 
   /** The session's access token, or null when signed out (auth-js refreshes one that has expired by this host's clock). */

@@ -1,0 +1,43 @@
+import { randomUUID } from 'node:crypto';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createPotentiaClient } from '../../packages/client/src/index.ts';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+
+// @potentia/client refreshes the session on its own timer (setTimeout) shortly before the access
+// token expires. A server whose access tokens live 30 days (ACCESS_TOKEN_TTL_SECONDS admits it)
+// put that refresh more than 2^31 - 1 ms away, which setTimeout fires after 1 ms: the client
+// refreshed at once, got another 30-day token, and refreshed again, without end (every refresh
+// a request and a row). Counted here: the refresh requests while the client makes plain calls.
+
+let server: PotentiaProcess;
+let anonKey: string;
+const refreshes: string[] = [];
+const realFetch = globalThis.fetch;
+
+beforeAll(async () => {
+  globalThis.fetch = (input, init) => {
+    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+    if (url.includes('grant_type=refresh_token')) refreshes.push(url);
+    return realFetch(input, init);
+  };
+  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development',
+    ACCESS_TOKEN_TTL_SECONDS: String(30 * 24 * 3600) });
+  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+}, 90_000);
+afterAll(async () => {
+  globalThis.fetch = realFetch;
+  await server?.stop();
+});
+
+it('a 30-day access token is refreshed near its end, not at once and again and again', async () => {
+  const client = createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false } });
+  await client.auth.signUp(`long-${randomUUID()}@example.com`, 'correct horse battery');
+  const token = await client.auth.accessToken();
+  expect(token).toBeTruthy();
+  for (let i = 0; i < 5; i++) await client.workspaces.list();
+  expect(refreshes).toEqual([]);
+  expect(await client.auth.accessToken()).toBe(token);
+  await client.auth.signOut();
+}, 60_000);

@@ -125,8 +125,14 @@ export const bearerSecurity = [{ bearerAuth: [] }];
 export function queryInteger(min: number, max: number) {
   // more than 16 digits (leading zeros aside) is past every max here (2^53 - 1 at most), and what
   // Number() would round: said as such (it was "must be … decimal digits", of 18446744073709551616)
-  return z.string().regex(/^[0-9]+$/, { message: 'must be a whole number written in decimal digits' })
+  // missing, or sent twice (the validator hands on an array): said so, not zod's "expected string,
+  // received undefined / array"; the bounds in one wording whichever check finds them
+  const error = (issue: { input?: unknown }) => (issue.input === undefined ? `is required: a whole number from ${min} to ${max}`
+    : Array.isArray(issue.input) ? 'was sent more than once: send it once' : 'must be a whole number written in decimal digits');
+  return z.string({ error }).regex(/^[0-9]+$/, { message: 'must be a whole number written in decimal digits' })
     .refine((v) => v.replace(/^0+(?=[0-9])/, '').length <= 16, { message: `must be at most ${max}`, abort: true })
-    .transform(Number).pipe(z.number().int().min(min).max(max))
+    // int() refuses only a number past 2^53 - 1 here (the digits were checked first)
+    .transform(Number).pipe(z.number().int({ message: `must be at most ${max}` })
+      .min(min, { message: `must be at least ${min}` }).max(max, { message: `must be at most ${max}` }))
     .openapi({ type: 'integer', minimum: min, maximum: max });
 }

@@ -373,9 +373,13 @@ describe('docs/files.md', () => {
   it('the curl walkthrough runs as written: uploaded, ready, shown by a block, downloadable as report.pdf', async () => {
     const doc = readFileSync(join(new URL('../..', import.meta.url).pathname, 'docs/files.md'), 'utf8');
     const block = /```sh\n([\s\S]*?)```/.exec(doc)![1]!;
-    expect(block).toContain('API=http://127.0.0.1:54321/api/v1; CANVAS=<canvas id>;');
+    // pasted as it stands, the block must parse: a placeholder such as `CANVAS=<canvas id>` is a
+    // redirection to bash, and the line setting API, CANVAS and AUTH failed with a syntax error
+    await run('bash', ['-n', '-c', block]).catch((err: { stderr?: string }) => { throw new Error(`docs/files.md's walkthrough does not parse as written: ${err.stderr}`); });
+    const line = 'API=http://127.0.0.1:54321/api/v1; CANVAS=00000000-0000-4000-8000-00000000d003;';
+    expect(block).toContain(line);
     const fixture = await createCanvas(sql, ['editor']);
-    const script = block.replace('API=http://127.0.0.1:54321/api/v1; CANVAS=<canvas id>;', `API=${server.url}/api/v1; CANVAS=${fixture.canvasId};`);
+    const script = block.replace(line, `API=${server.url}/api/v1; CANVAS=${fixture.canvasId};`);
     const cwd = mkdtempSync(join(tmpdir(), 'potentia-files-doc-'));
     try {
       writeFileSync(join(cwd, 'report.pdf'), randomBytes(2048));

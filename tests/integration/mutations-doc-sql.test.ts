@@ -1,4 +1,4 @@
-// docs/mutations.md's "From SQL" block, run with psql as a reader runs it (placeholders filled in):
+// docs/mutations.md's "From SQL" block, run with psql as a reader runs it, as written (after npm start's seed):
 // a mutation as a signed-in user, and the refusal as postgres without one. No test ran it before.
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -25,25 +25,37 @@ function sqlBlockAfter(file: string, marker: string): string {
 }
 
 describe('docs/mutations.md: SQL runs as written', () => {
-  it('docs/mutations.md: a mutation as a signed-in user succeeds; as postgres without claims it is refused unauthorized', async () => {
-    const { canvasId, users } = await createCanvas(db.sql);
+  it('docs/mutations.md: pasted as written after npm start (the seed\'s demo user and canvas), a mutation succeeds; as postgres without claims it is refused unauthorized', async () => {
+    // npm start loads supabase/seed.sql: the block names its demo user and canvas, so it runs as
+    // written (it had '<user id>' and '<canvas id>': "invalid input syntax for type uuid")
+    await psqlScript(readFileSync(join(root, 'supabase/seed.sql'), 'utf8'));
     const block = sqlBlockAfter('docs/mutations.md', '**From SQL**');
-    expect(block).toContain('<user id>');
-    expect(block).toContain('<canvas id>');
-    const script = block.replaceAll('<user id>', users.owner!).replaceAll('<canvas id>', canvasId).replaceAll("'op-1'", `'op-${canvasId}'`);
-    const result = JSON.parse((await psqlScript(script)).split('\n').filter((l) => l.startsWith('{"block"') || l.startsWith('{"error"')).pop()!);
-    expect(result).toMatchObject({ status: 'success', canvas_seq: 1, version: 1, block: { type: 'text', content: { text: 'Hello' } } });
+    const first = lastAnswer(await psqlScript(block));
+    expect(first).toMatchObject({ status: 'success', block: { type: 'text', content: { text: 'Hello' }, canvas_id: '00000000-0000-4000-8000-00000000d003' } });
+    // "Sent again with the same client_op_id … the first one's, with duplicate: true"
+    const again = lastAnswer(await psqlScript(block));
+    expect(again).toMatchObject({ status: 'success', duplicate: true, block_id: first.block_id });
+
+    // the same with another user and canvas's ids put in, as the doc says
+    const { canvasId, users } = await createCanvas(db.sql);
+    const script = block.replaceAll('00000000-0000-4000-8000-00000000d001', users.owner!).replaceAll('00000000-0000-4000-8000-00000000d003', canvasId);
+    expect(lastAnswer(await psqlScript(script))).toMatchObject({ status: 'success', canvas_seq: 1, version: 1 });
 
     // "Called as postgres without them, the answer is `unauthorized: a signed-in user is required`"
     const doc = readFileSync(join(root, 'docs/mutations.md'), 'utf8');
     const claim = /the answer is `unauthorized: ([^`]+)`/.exec(doc);
     expect(claim, 'docs/mutations.md names the answer without a user').not.toBeNull();
-    const call = script.split('\n').find((l) => l.startsWith('select api.upsert_block_atomic'))!.replace(`'op-${canvasId}'`, `'op2-${canvasId}'`);
+    const call = script.split('\n').find((l) => l.startsWith('select api.upsert_block_atomic'))!.replace("'op-1'", `'op2-${canvasId}'`);
     const refused = JSON.parse((await psqlScript(call)).trim());
     expect(refused).toMatchObject({ status: 'failed', error: { code: 'unauthorized' } });
     expect(refused.error.message).toContain(claim![1]!.replace(/\s+/g, ' ')); // the doc wraps lines
   });
 });
+
+/** The last mutation answer psql printed. */
+function lastAnswer(stdout: string): Record<string, unknown> & { block_id?: string } {
+  return JSON.parse(stdout.split('\n').filter((l) => l.startsWith('{"block"') || l.startsWith('{"error"')).pop()!);
+}
 
 async function psqlScript(script: string): Promise<string> {
   const child = execFile('psql', [testDatabaseUrl(), '-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1']);

@@ -5,7 +5,7 @@
 import { parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import { loadConfigOrExit } from '../src/config.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
-import { runUpgrade } from '../src/upgrade/upgrade.ts';
+import { runUpgrade, type UpgradeError } from '../src/upgrade/upgrade.ts';
 
 const usage = `usage: npm run upgrade:v1 -- --from <postgres URL | path to a SQLite file> [options]
   --to URL                  the v2 database, migrated (default: DIRECT_DATABASE_URL, else DATABASE_URL)
@@ -39,8 +39,12 @@ try {
   });
   process.exitCode = result.ok ? 0 : 1;
 } catch (err) {
-  // docs/upgrade-v1.md step 5: each canvas is one transaction, so a rerun resumes
-  console.error(`upgrade:v1 failed: ${(err as Error).message}\n  Canvases already upgraded are kept and the one in flight was rolled back: ` +
-    'fix the cause (a lost connection needs nothing), then run the same command again; it skips what is done.');
+  const e = err as UpgradeError;
+  // docs/upgrade-v1.md step 5: each canvas is one transaction, so a rerun resumes; a failure before
+  // the first write (a dry run, --verify-only, a database that cannot be opened) left v2 as it was
+  console.error(`upgrade:v1 failed: ${e.message}\n  ` + (e.nothingWritten
+    ? 'Nothing was written: fix the cause, then run the same command again.'
+    : 'Canvases already upgraded are kept and the one in flight was rolled back: ' +
+      'fix the cause (a lost connection needs nothing), then run the same command again; it skips what is done.'));
   process.exitCode = 2;
 }

@@ -1,6 +1,8 @@
 // The v1 → v2 upgrade (npm run upgrade:v1; docs/upgrade-v1.md): reads a v1 database, plans it
 // (v1-plan.ts), then either reports what would move (dry run) or writes it canvas by canvas
 // (v1-write.ts) and verifies the result against v1 (v1-verify.ts).
+import { existsSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
 import postgres, { type Sql } from 'postgres';
 import { monotonicNow } from '../clock.ts';
 import { Counts, planCanvasBlocks, planUsers, planWorkspaces, type PlannedCanvas, type WorkspacePer } from './v1-plan.ts';
@@ -50,18 +52,31 @@ async function checkTarget(sql: Sql): Promise<void> {
   }
 }
 
+/** An error raised before the run wrote anything (a dry run, --verify-only, or a check before the first write). */
+export type UpgradeError = Error & { nothingWritten?: true };
+function nothingWritten(err: Error): UpgradeError {
+  return Object.assign(err, { nothingWritten: true as const });
+}
+
 export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
   const log = opts.log ?? ((line: string) => console.log(line));
   const batch = Math.max(1, opts.batch ?? 1000);
   const per = opts.workspacePer ?? 'owner';
   // a database that cannot be opened is named, --from or --to: "database … does not exist" alone
   // does not say which of the two it is
+  if (!isPostgresUrl(opts.from) && !existsSync(opts.from)) {
+    // better-sqlite3 says only "unable to open database file"; npm run starts in the repository
+    // root, so a path relative to the reader's directory is looked for there
+    throw nothingWritten(new Error(`--from ${opts.from}: no such file (looked for ${resolve(opts.from)}` +
+      (isAbsolute(opts.from) ? ')' : ': npm run starts in the repository root, so give an absolute path)') + ' (the v1 database: a postgres:// URL or a SQLite file)'));
+  }
   const source = await openSource(opts.from, opts.schema).catch((err: Error) => {
-    throw new Error(`--from ${isPostgresUrl(opts.from) ? postgresLabel(opts.from) : opts.from}: ${err.message} (the v1 database: a postgres:// URL or a SQLite file)`, { cause: err });
+    throw nothingWritten(new Error(`--from ${isPostgresUrl(opts.from) ? postgresLabel(opts.from) : opts.from}: ${err.message} (the v1 database: a postgres:// URL or a SQLite file)`, { cause: err }));
   });
   const target = postgres(opts.to, { max: 3, onnotice: () => {}, connection: { application_name: 'potentia-upgrade-v1' } });
   let lock: Awaited<ReturnType<Sql['reserve']>> | null = null;
   let lockPid: number | undefined;
+  let writing = false;
   try {
     await target`select 1`.catch((err: Error) => {
       throw new Error(`--to ${postgresLabel(opts.to)}: ${err.message} (the v2 database, migrated by npm run db:migrate)`, { cause: err });
@@ -98,6 +113,7 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
       taken = await workspacesTaken(target, workspaces);
       counts.add('workspaces', workspaces.length - w!.n);
     } else {
+      writing = true;
       lock = await target.reserve();
       const [got] = await lock<{ ok: boolean; pid: number }[]>`select pg_try_advisory_lock(hashtext(${UPGRADE_LOCK_KEY})) as ok, pg_backend_pid() as pid`;
       if (!got?.ok) throw new Error('another npm run upgrade:v1 is writing to this database (advisory lock held)');
@@ -188,6 +204,8 @@ export async function runUpgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     verification.lines.forEach((l) => log(l));
     log(`verify: took ${((monotonicNow() - verifyStarted) / 1000).toFixed(1)} s`);
     return { counts, verification, ok: verification.differences === 0 };
+  } catch (err) {
+    throw writing ? err : nothingWritten(err as Error);
   } finally {
     if (lock) {
       await lock`select pg_advisory_unlock(hashtext(${UPGRADE_LOCK_KEY}))`.catch(() => {});

@@ -175,6 +175,23 @@ describe('scripts: the command line', () => {
     }
   }, SPAWNS_TIMEOUT);
 
+  it('npm run upgrade:v1 that fails before writing says nothing was written, and names a missing SQLite file by where it looked', async () => {
+    // docs/upgrade-v1.md: a missing --from file said only "unable to open database file", and every
+    // failure, a dry run's included, ended "the one in flight was rolled back"; npm run starts the
+    // script in the repository root, so a relative path is looked for there, not in the reader's directory
+    const to = 'postgres://postgres@127.0.0.1:1/h_none';
+    const missing = await script('scripts/upgrade-v1.ts', '--from', 'no-such-v1.sqlite', '--to', to);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`--from no-such-v1.sqlite: no such file (looked for ${repoRoot}no-such-v1.sqlite: npm run starts in the repository root, so give an absolute path)`);
+    expect(missing.stderr).toContain('Nothing was written: fix the cause, then run the same command again.');
+    expect(missing.stderr).not.toContain('in flight');
+    expect(missing.stderr).not.toMatch(/^\s+at /m);
+    const unreachable = await script('scripts/upgrade-v1.ts', '--from', `${repoRoot}package.json`, '--to', to, '--dry-run');
+    expect(unreachable.code).toBe(2);
+    expect(unreachable.stderr).toContain('Nothing was written');
+    expect(unreachable.stderr).not.toContain('in flight');
+  }, SPAWNS_TIMEOUT);
+
   it('npm run worker that cannot start says what to do, exit 1, no stack trace, as npm run serve -- --role worker does', async () => {
     // it ended in an uncaught PostgresError (schema "internal" does not exist) on a database never
     // migrated, in an uncaught ECONNREFUSED with no server, and in an uncaught EADDRINUSE, with its

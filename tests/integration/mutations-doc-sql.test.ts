@@ -49,6 +49,13 @@ describe('docs/mutations.md: SQL runs as written', () => {
     const refused = JSON.parse((await psqlScript(call)).trim());
     expect(refused).toMatchObject({ status: 'failed', error: { code: 'unauthorized' } });
     expect(refused.error.message).toContain(claim![1]!.replace(/\s+/g, ' ')); // the doc wraps lines
+
+    // "sub must be the user's uuid": one that is not (a placeholder left in) said only that nobody
+    // had signed in; the answer names the sub and what it must be
+    const placeholder = script.replace(`"sub":"${users.owner!}"`, '"sub":"<user id>"').replace("'op-1'", `'op3-${canvasId}'`);
+    const unusable = lastAnswer(await psqlScript(placeholder)) as { status: string; error: { code: string; message: string } };
+    expect(unusable).toMatchObject({ status: 'failed', error: { code: 'unauthorized' } });
+    expect(unusable.error.message).toBe('a signed-in user is required to change blocks: the claims\' sub <user id> is not a user id (the user\'s uuid, auth.users.id)');
   });
 });
 

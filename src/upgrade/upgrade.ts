@@ -48,7 +48,8 @@ const fmt = (n: number) => n.toLocaleString('en-US');
 async function checkTarget(sql: Sql): Promise<void> {
   const [row] = await sql`select to_regclass('app.blocks') is not null as blocks, to_regclass('app.upgrade_v1_progress') is not null as progress`;
   if (!row?.blocks || !row.progress) {
-    throw new Error('the target is not a migrated v2 database (app.upgrade_v1_progress is missing): run npm run db:migrate on it first');
+    throw new Error('the target is not a migrated v2 database (app.upgrade_v1_progress is missing): ' +
+      'run npm run db:migrate -- --database-url <the --to URL> first (without it, npm run db:migrate migrates DATABASE_URL)');
   }
 }
 

@@ -1,6 +1,7 @@
 -- Test helpers shared by every pgTAP file (runs first; `supabase test db` runs files in name
 -- order too). They live in schema `tests`, which only test databases have.
---   tests.create_user(name)            a user in auth.users, email <name>@test.local
+--   tests.create_user(name)            a user in auth.users, email <name>@test.local, confirmed
+--                                      (as every user is where confirmation is off)
 --   tests.user_id(name)                that user's id
 --   tests.authenticate_as(name[, claims])  act as that user, the way PostgREST would
 --   tests.clear_authentication()       back to the test's own role
@@ -11,7 +12,7 @@ grant usage on schema tests to anon, authenticated, service_role;
 
 create or replace function tests.create_user(p_name text) returns uuid
 language sql security definer set search_path = '' as $$
-  insert into auth.users (email) values (p_name || '@test.local')
+  insert into auth.users (email, email_confirmed_at) values (p_name || '@test.local', now())
   on conflict (email) do update set email = excluded.email
   returning id
 $$;

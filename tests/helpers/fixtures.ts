@@ -4,9 +4,11 @@ import { withRequest, type RequestContext } from '../../src/db/request.ts';
 
 export type Role = 'owner' | 'admin' | 'editor' | 'viewer';
 
-/** A user in auth.users (tests create their own, with unique emails). */
+/** A user in auth.users (tests create their own, with unique emails), its address confirmed, as
+ *  every user is where confirmation is off (AUTH_EMAIL_CONFIRM unset, Supabase's autoconfirm): an
+ *  unconfirmed one is added to a workspace by email only once it confirms (add_workspace_member). */
 export async function createUser(sql: Sql, name = 'user'): Promise<string> {
-  const [row] = await sql`insert into auth.users (email) values (${`${name}-${randomUUID()}@test.local`}) returning id`;
+  const [row] = await sql`insert into auth.users (email, email_confirmed_at) values (${`${name}-${randomUUID()}@test.local`}, now()) returning id`;
   return row!.id as string;
 }
 

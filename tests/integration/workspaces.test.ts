@@ -52,10 +52,10 @@ function expectError(res: Res, status: number, code: string, extra: Record<strin
   expect(res.body.error).toMatchObject({ code, ...extra });
 }
 
-/** A user with an email we know (createUser adds a random suffix). */
+/** A confirmed user with an email we know (createUser adds a random suffix). */
 async function userWithEmail(name: string): Promise<{ id: string; email: string }> {
   const email = `${name}-${randomUUID()}@test.local`;
-  const [row] = await db.sql`insert into auth.users (email) values (${email}) returning id`;
+  const [row] = await db.sql`insert into auth.users (email, email_confirmed_at) values (${email}, now()) returning id`;
   return { id: row!.id as string, email };
 }
 

@@ -316,7 +316,7 @@ comment on function api.list_workspace_members(uuid) is
 -- invites before the invite committed, and the invite stayed pending for a user who already
 -- existed (the trigger runs only when a confirmed address is inserted, confirmed or changed), who
 -- never became a member. With it the second waits for the first and then sees it: the invite finds
--- the user (and adds them), or the trigger finds the invite.
+-- the confirmed user (and adds them), or the trigger finds the invite.
 create or replace function internal.lock_invite_email(p_email text) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 begin
@@ -343,11 +343,19 @@ begin
   -- member locks them: the user's row, then (workspaces.created_by, ON DELETE SET NULL) the rows
   -- of the workspaces they created. The other way round, the deletion of a member who created
   -- this workspace deadlocked with the call (40P01, failing one of them).
+  -- Only a CONFIRMED account is added: an unconfirmed one is treated as no account (GoTrue proves
+  -- an address only at its confirmation). Until 2026-12-07 any user with the address was added at
+  -- once: whoever signed up first with someone else's address, never confirming it, got into every
+  -- workspace that added that address. Now the address gets a pending invite, answered exactly as
+  -- for an address nobody signed up with (the caller learns nothing of the unconfirmed account),
+  -- and the confirmation takes it (internal.accept_workspace_invites; a confirmation racing this
+  -- call waits for the lock above, or this call for it, and then sees it).
   -- GoTrue stores emails lower-cased (its unique index finds them); another spelling is looked for
   -- only then (an index on lower(email), where there is one, as in sql/compat/auth.sql)
-  select id into v_target from auth.users where email = v_email for key share;
+  select id into v_target from auth.users where email = v_email and email_confirmed_at is not null for key share;
   if v_target is null then
-    select id into v_target from auth.users where lower(email) = v_email order by created_at limit 1 for key share;
+    select id into v_target from auth.users where lower(email) = v_email and email_confirmed_at is not null
+    order by created_at limit 1 for key share;
   end if;
   -- The caller's row is locked only when no member was found: then the invite below names the
   -- caller (invited_by); the membership does not. Never both rows (see set_workspace_member).
@@ -372,7 +380,7 @@ begin
     return jsonb_build_object('kind', 'member', 'member', internal.member_json(p_workspace_id, v_target));
   end if;
 
-  -- no such user yet: a pending invite (inviting the same email again changes its role)
+  -- no such user yet, or not confirmed: a pending invite (inviting the same email again changes its role)
   select * into v_invite from app.workspace_invites where workspace_id = p_workspace_id and email = v_email for update;
   if v_invite.role = 'owner' and v_caller <> 'owner' then
     perform internal.raise_error('forbidden', 'this email is invited as an owner: only an owner can change that', '{"field":"email"}');
@@ -387,8 +395,9 @@ begin
   return jsonb_build_object('kind', 'invite', 'invite', internal.invite_json(v_invite));
 end $$;
 comment on function api.add_workspace_member(uuid, text, text) is
-  'W5: adds the user with this email (case-insensitive) to the workspace: {kind: member, member: Member}. An email with '
-  'no user yet gets a pending invite instead, accepted once a user with that email is confirmed (internal.accept_workspace_invites): '
+  'W5: adds the confirmed user with this email (case-insensitive) to the workspace: {kind: member, member: Member}. An email '
+  'with no user yet, or only an unconfirmed one (an address is proven only at its confirmation), gets a pending invite '
+  'instead, answered alike, accepted once a user with that email is confirmed (internal.accept_workspace_invites): '
   '{kind: invite, invite: Invite {invite_id, workspace_id, email, role, invited_by, created_at}}; inviting it again '
   'changes the role. role: owner | admin | editor | viewer. Errors: unauthorized; not_found (workspace_id); forbidden '
   '(editor, viewer, canvas-scoped token; an admin making an owner or changing an owner''s invite); invalid_input '
@@ -597,7 +606,7 @@ end $$;
 
 drop trigger if exists accept_workspace_invites on auth.users;
 -- WHEN: a confirmed address, inserted, confirmed or changed (an UPDATE that sets email_confirmed_at
--- again, or the same email, finds no invite: add_workspace_member adds an existing user at once)
+-- again, or the same email, finds no invite: add_workspace_member adds a confirmed user at once)
 create trigger accept_workspace_invites after insert or update of email, email_confirmed_at on auth.users
   for each row when (new.email is not null and new.email_confirmed_at is not null) execute function internal.accept_workspace_invites();
 

@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(311);
+select plan(319);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -378,8 +378,7 @@ select is(pg_temp.value_as('signup', $$(select jsonb_agg(w ->> 'role' order by w
 select tests.authenticate_as('admin');
 select api.add_workspace_member(pg_temp.id('w'), 'later@test.local', 'viewer');
 select tests.clear_authentication();
-update auth.users set email_confirmed_at = now() where id = pg_temp.id('newbie');
-update auth.users set email = 'later@test.local' where id = pg_temp.id('newbie');
+update auth.users set email = 'later@test.local' where id = pg_temp.id('newbie');  -- confirmed (tests.create_user)
 select is(internal.workspace_role(pg_temp.id('w'), pg_temp.id('newbie')), 'viewer'::app.member_role,
           'a confirmed user whose email changes to an invited one is accepted too (GoTrue writes a new address once it is confirmed)');
 select tests.authenticate_as('admin');
@@ -398,6 +397,47 @@ delete from app.workspace_invites where email = 'never-confirmed@test.local';
 insert into auth.users (email) values ('nobody-invited@test.local');
 select is((select count(*) from app.workspace_members m join auth.users u on u.id = m.user_id where u.email = 'nobody-invited@test.local'),
           0::bigint, 'a sign-up without invites joins nothing');
+
+-- ---------------------------------------------------------------------------------------------
+-- An unconfirmed account is no account to add_workspace_member (GoTrue proves an address only at
+-- its confirmation): whoever signed up first with someone else's address, never confirming it,
+-- is not let in when a workspace adds that address. The address gets a pending invite, answered
+-- as for an address nobody signed up with, and the confirmation takes it. `squatter` was stored
+-- lower-cased (the local sign-up, GoTrue), `squatter2` as typed (found by lower(email)).
+-- ---------------------------------------------------------------------------------------------
+with u as (insert into auth.users (email) values ('squatter@test.local'), ('Squatter2@Test.local') returning id, email)
+insert into ids select case when email = 'squatter@test.local' then 'squatter' else 'squatter2' end, id from u;
+select is(pg_temp.run('admin', format('api.add_workspace_member({w}, %L, %L)', e, 'editor')),
+          pg_temp.run('admin', $$api.add_workspace_member({w}, 'no-account-yet@test.local', 'editor')$$),
+          format('adding %s, an unconfirmed user''s address: the outcome, writes and audit of an unknown address (an invite)', e))
+from (values (1, 'squatter@test.local'), (2, 'SQUATTER2@test.local')) v(ord, e) order by ord;
+select is(pg_temp.value_as('admin', format('api.add_workspace_member({w}, %L, %L) #- %L #- %L', e, 'editor', '{invite,invite_id}', '{invite,created_at}')),
+          jsonb_build_object('kind', 'invite', 'invite', jsonb_build_object('workspace_id', pg_temp.id('w'), 'email', lower(e),
+                             'role', 'editor', 'invited_by', pg_temp.id('admin'))),
+          format('... answered {kind: invite, invite} for %s, nothing of the account in it', e))
+from (values (1, 'squatter@test.local'), (2, 'Squatter2@test.local')) v(ord, e) order by ord;
+select tests.authenticate_as('admin');
+select api.add_workspace_member(pg_temp.id('w'), 'squatter@test.local', 'editor'), api.add_workspace_member(pg_temp.id('w'), 'squatter2@test.local', 'viewer');
+select tests.clear_authentication();
+select is((select jsonb_build_object('members', (select count(*) from app.workspace_members where user_id in (pg_temp.id('squatter'), pg_temp.id('squatter2'))),
+                                     'invites', (select jsonb_object_agg(email, role) from app.workspace_invites where email like 'squatter%'))),
+          '{"members": 0, "invites": {"squatter@test.local": "editor", "squatter2@test.local": "viewer"}}'::jsonb,
+          'the unconfirmed accounts are members of nothing; their addresses are pending invites');
+update auth.users set email_confirmed_at = now() where id in (pg_temp.id('squatter'), pg_temp.id('squatter2'));
+select is((select jsonb_build_object('roles', jsonb_build_array(internal.workspace_role(pg_temp.id('w'), pg_temp.id('squatter')),
+                                                                internal.workspace_role(pg_temp.id('w'), pg_temp.id('squatter2'))),
+                                     'invites', (select count(*) from app.workspace_invites where email like 'squatter%'))),
+          '{"roles": ["editor", "viewer"], "invites": 0}'::jsonb,
+          '... until the address is confirmed: then the invite is taken, with the role given');
+-- two accounts whose addresses differ only in case (auth.users.email is unique as written): the
+-- confirmed one is added, never the unconfirmed one, whichever spelling is asked for
+with u as (insert into auth.users (email, email_confirmed_at) values ('twin@test.local', null), ('Twin@Test.local', now()) returning id, email_confirmed_at)
+insert into ids select case when email_confirmed_at is null then 'twin_unconfirmed' else 'twin_confirmed' end, id from u;
+select is(pg_temp.value_as('admin', format('api.add_workspace_member({w}, %L, %L) #>> %L', e, 'viewer', '{member,user_id}')),
+          to_jsonb(pg_temp.id('twin_confirmed')::text),
+          format('adding %s, the address of a confirmed and an unconfirmed account: the confirmed one becomes the member', e))
+from (values (1, 'twin@test.local'), (2, 'Twin@Test.local')) v(ord, e) order by ord;
+delete from auth.users where id in (pg_temp.id('squatter'), pg_temp.id('squatter2'), pg_temp.id('twin_unconfirmed'), pg_temp.id('twin_confirmed'));
 
 -- ---------------------------------------------------------------------------------------------
 -- Tokens scoped to some canvases act on those canvases only

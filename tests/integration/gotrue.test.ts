@@ -10,7 +10,7 @@ import { apiKeys } from '../../src/dev.ts';
 import { startServer, type Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { callAs, createUser } from '../helpers/fixtures.ts';
-import { startTestServer } from '../helpers/http.ts';
+import { startTestServer, tokenFor } from '../helpers/http.ts';
 import { subscribed } from '../helpers/realtime.ts';
 import { awayFromWindowEdge, sleep } from '../helpers/wait.ts';
 
@@ -532,5 +532,51 @@ describe('AUTH_EMAIL_CONFIRM=true', () => {
     await sql`update auth.users set email_confirmed_at = now() where id = ${userId}`;
     expect(await roles()).toEqual(['editor']);
     expect(await invites()).toBe(0);
+  });
+
+  it('adding the address of an account that was signed up but never confirmed invites it, answered as for an unknown address; it joins once confirmed', async () => {
+    // whoever signs up first with someone else's address (never confirming it) and waits for that
+    // address to be added to a workspace must not get in: until the address is confirmed, the
+    // account is no account (GoTrue proves an address only at its confirmation)
+    const owner = await createUser(sql, 'adder');
+    const token = await tokenFor(confirming, owner);
+    const api = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`${confirming.url}/api/v1/workspaces${path}`, {
+        method, body: body === undefined ? undefined : JSON.stringify(body),
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      });
+      return { status: res.status, body: await res.json() as any };
+    };
+    const workspaceId = (await api('POST', '', { name: 'Adds by email' })).body.workspace_id as string;
+    const email = newEmail();
+    const { data, error } = await supabase(confirming).auth.signUp({ email, password: PASSWORD });
+    expect(error).toBeNull();
+    expect(data.session).toBeNull();
+    const squatter = data.user!.id;
+
+    const added = await api('POST', `/${workspaceId}/members`, { email, role: 'editor' });
+    const unknown = await api('POST', `/${workspaceId}/members`, { email: newEmail(), role: 'editor' });
+    expect(added.status, JSON.stringify(added.body)).toBe(201);
+    expect(added.body).toEqual({ kind: 'invite', invite: { invite_id: expect.any(String), workspace_id: workspaceId, email,
+      role: 'editor', invited_by: owner, created_at: expect.any(String) } });
+    // the answer for an address nobody signed up with, but for the address, id and time: the
+    // caller learns nothing of the unconfirmed account
+    const blank = (b: any) => ({ ...b, invite: { ...b.invite, invite_id: null, email: null, created_at: null } });
+    expect([unknown.status, blank(unknown.body)]).toEqual([201, blank(added.body)]);
+    const memberIds = async () => (await api('GET', `/${workspaceId}/members`)).body.members.map((m: any) => m.user_id);
+    expect(await memberIds()).toEqual([owner]);
+    expect((await api('GET', `/${workspaceId}/invites`)).body.invites.map((i: any) => i.email)).toContain(email);
+
+    // the confirmation (it goes to the address) proves it: the invite is taken, with its role
+    await sql`update auth.users set email_confirmed_at = now() where id = ${squatter}`;
+    expect((await api('GET', `/${workspaceId}/members`)).body.members.map((m: any) => [m.user_id, m.role]))
+      .toEqual(expect.arrayContaining([[squatter, 'editor']]));
+    expect((await api('GET', `/${workspaceId}/invites`)).body.invites.map((i: any) => i.email)).not.toContain(email);
+    // an account whose address is confirmed is added at once
+    const confirmed = newEmail();
+    expect((await supabase(confirming).auth.signUp({ email: confirmed, password: PASSWORD })).error).toBeNull();
+    await sql`update auth.users set email_confirmed_at = now() where email = ${confirmed}`;
+    const again = await api('POST', `/${workspaceId}/members`, { email: confirmed, role: 'viewer' });
+    expect(again.body).toMatchObject({ kind: 'member', member: { email: confirmed, role: 'viewer' } });
   });
 });

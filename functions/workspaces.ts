@@ -37,7 +37,7 @@ const routes = {
   members: route({ method: 'get', path: '/{workspace_id}/members', operationId: 'listWorkspaceMembers', summary: 'W4: the members (any member)',
     request: { params: WorkspaceParams }, responses: responses(200, '{members}', MemberList) }),
   addMember: route({ method: 'post', path: '/{workspace_id}/members', operationId: 'addWorkspaceMember',
-    summary: 'W5: add a member by email, or invite an email without a user (owner/admin; only an owner adds an owner)',
+    summary: 'W5: add a confirmed user by email, or invite an email without one (owner/admin; only an owner adds an owner)',
     // the address rule is the database's (internal.normalize_email), no stricter than sign-up's:
     // zod's email() refused addresses users sign up with (o'brien@…, a..b@…, x@localhost)
     request: { params: WorkspaceParams, body: json(z.object({ email: z.string().max(320).openapi({

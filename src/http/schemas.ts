@@ -160,7 +160,7 @@ export const Invite = z.object({
 export const AddMemberResult = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('member'), member: Member }).strict(),
   z.object({ kind: z.literal('invite'), invite: Invite }).strict(),
-]).openapi('AddMemberResult', { description: 'member: the email was a user, now a member; invite: a pending invite' });
+]).openapi('AddMemberResult', { description: 'member: the email was a confirmed user, now a member; invite: a pending invite (no user had the email, or only an unconfirmed one: answered alike)' });
 export const WorkspaceList = z.object({ workspaces: z.array(Workspace) }).strict().openapi('WorkspaceList');
 export const MemberList = z.object({ members: z.array(Member) }).strict().openapi('MemberList');
 export const InviteList = z.object({ invites: z.array(Invite) }).strict().openapi('InviteList');

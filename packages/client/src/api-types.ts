@@ -134,7 +134,7 @@ export interface paths {
   "/api/v1/workspaces/{workspace_id}/members": {
     /** W4: the members (any member) */
     get: operations["listWorkspaceMembers"];
-    /** W5: add a member by email, or invite an email without a user (owner/admin; only an owner adds an owner) */
+    /** W5: add a confirmed user by email, or invite an email without one (owner/admin; only an owner adds an owner) */
     post: operations["addWorkspaceMember"];
   };
   "/api/v1/workspaces/{workspace_id}/members/{user_id}": {
@@ -748,7 +748,7 @@ export interface components {
        */
       joined_at: string;
     };
-    /** @description member: the email was a user, now a member; invite: a pending invite */
+    /** @description member: the email was a confirmed user, now a member; invite: a pending invite (no user had the email, or only an unconfirmed one: answered alike) */
     AddMemberResult: OneOf<[{
       /** @enum {string} */
       kind: "member";
@@ -2877,7 +2877,7 @@ export interface operations {
       };
     };
   };
-  /** W5: add a member by email, or invite an email without a user (owner/admin; only an owner adds an owner) */
+  /** W5: add a confirmed user by email, or invite an email without one (owner/admin; only an owner adds an owner) */
   addWorkspaceMember: {
     parameters: {
       path: {

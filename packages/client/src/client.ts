@@ -88,10 +88,10 @@ export type Workspace = Schemas['Workspace'];
 /** A member of a workspace: {user_id, email, role, joined_at}. */
 export type WorkspaceMember = Schemas['Member'];
 
-/** A pending invitation: the address becomes a member with `role` when it signs up. */
+/** A pending invitation: the address becomes a member with `role` once a user with it is confirmed. */
 export type WorkspaceInvite = Schemas['Invite'];
 
-/** addMember's answer: an existing user became a member, or an unknown address got an invite. */
+/** addMember's answer: a confirmed user became a member, or any other address got an invite. */
 export type AddMemberResult = { kind: 'member'; member: WorkspaceMember } | { kind: 'invite'; invite: WorkspaceInvite };
 
 /** A canvas and the caller's role on it: {canvas_id, workspace_id, title, settings, version, created_*, updated_at, role}. */
@@ -172,7 +172,8 @@ export type PotentiaWorkspaces = {
   members(workspaceId: string, options?: CallOptions): Promise<WorkspaceMember[]>;
   /**
    * Adds a user by email with `role` (owners and admins; only an owner adds an owner), or invites an
-   * address without an account. PotentiaError `conflict` (field `email`) when already a member.
+   * address without a confirmed account (an unconfirmed sign-up counts as none: its address is
+   * invited, answered as an unknown one). PotentiaError `conflict` (field `email`) when already a member.
    */
   addMember(workspaceId: string, email: string, role: Role, options?: CallOptions): Promise<AddMemberResult>;
 };

@@ -32,7 +32,7 @@ describe('a PostgREST path on the local server', () => {
   // docs/realtime.md sends to the snapshot route locally, were told to mutate blocks
   it('a call (.rpc()) of an api function with an HTTP route names that route, in the message and the hint', () => {
     const cases: [string, string][] = [['get_canvas_snapshot', 'GET /api/v1/canvas/{id}/snapshot'],
-      ['get_canvas_changes_since', 'GET /api/v1/canvas/{id}/snapshot?since_seq={server_seq}'],
+      ['get_canvas_changes_since', 'GET /api/v1/canvas/{id}/changes?since_canvas_seq={canvas_seq}'],
       ['create_workspace', 'POST /api/v1/workspaces'], ['upsert_block_atomic', 'POST /api/v1/canvas/{id}/mutate']];
     for (const [name, route] of cases) {
       const err = routeNotFound('POST', `/rest/v1/rpc/${name}`);

@@ -56,7 +56,7 @@ import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
-import { backendPids, benchDatabaseName, benchDatabaseUrl, childrenCpuMs, machineCpuMs, percentile, procCpuMs, recreateBenchDatabase } from './lib/bench.ts';
+import { backendPids, benchDatabaseName, benchDatabaseUrl, childrenCpuMs, machineCpuMs, percentile, procCpuMs, recreateBenchDatabase, analyzeAsAutovacuumWould } from './lib/bench.ts';
 import { reportRows } from './lib/bench-report.ts';
 import { pino } from 'pino';
 import postgres, { type Sql } from 'postgres';
@@ -443,12 +443,15 @@ try {
       (conns, mark) => benchDirect(direct, conns, mark, false, true)),
   ];
   const roundRatios: string[] = [];
+  // the planner's statistics as autovacuum keeps them, before each phase (scripts/lib/bench.ts)
+  let statistics = '';
   for (let round = 1; round <= ROUNDS; round++) {
     if (ROUNDS > 1) log('round', `${round} of ${ROUNDS}`);
     for (const p of phases) {
       // users of their own in every phase and round: each starts from version 1, as the first did
       const conns = await makeConnections(direct.sql, CONNECTIONS);
       if (p.key === 'http' || p.key === 'bare') await sign(conns);
+      statistics = await analyzeAsAutovacuumWould(direct.sql);
       log('run', `${p.label}: ${p.start} ...`);
       // the profile (--cpu-prof) is the last round's
       const { result, cost } = await account(p.key, direct.sql, p.app, (mark) => p.run(conns, mark));
@@ -521,7 +524,7 @@ try {
     (values['database-url'] === defaultUrl ? '' : ` --database-url ${url}`);
   const note = `${CONNECTIONS} connections, each updating its own block; ${ROUNDS > 1 ? `${ROUNDS} rounds interleaved, HTTP vs direct per round ${roundRatios.join(' / ')}; ` : ''}` +
     `HTTP: the production configuration (request log lines at info, to /dev/null; no response validation), ` +
-    `Node CPU/mutation server ${fmt(httpCpu)} ms + load generator ${fmt(clientCpu)} ms vs direct ${fmt(directCpu)} ms`;
+    `Node CPU/mutation server ${fmt(httpCpu)} ms + load generator ${fmt(clientCpu)} ms vs direct ${fmt(directCpu)} ms; ${statistics.replace('each round', 'each phase')}`;
   // the target's baseline is the faster direct call, unprepared or prepared: HTTP sends the RPC prepared, and a
   // baseline handicapped by a Parse per call would flatter it
   const bestDirect = Math.max(directStats.rate, preparedStats.rate);

@@ -66,7 +66,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import { addMachineCpu, backendPids, benchDatabaseName, benchDatabaseUrl, cpuPerTransaction, findPgbench, formatMachineCpu, percentile, procCpuMs,
-  recreateBenchDatabase, runPgbench, type MachineCpuTally, type PgbenchResult } from './lib/bench.ts';
+  recreateBenchDatabase, runPgbench, analyzeAsAutovacuumWould, type MachineCpuTally, type PgbenchResult } from './lib/bench.ts';
 import { reportRows, type BenchRow } from './lib/bench-report.ts';
 import postgres, { type Sql } from 'postgres';
 import { CanvasLanes } from '../src/db/canvas-lanes.ts';
@@ -359,9 +359,14 @@ async function main() {
       first.sent = { transactions: first.sent!.transactions + row.sent.transactions, requests: first.sent!.requests + row.sent.requests,
         pipelined: first.sent!.pipelined + row.sent.pipelined };
     };
+    // the planner's statistics as autovacuum keeps them (scripts/lib/bench.ts): a table of a fresh
+    // database never analyzed made a round's plans on none (the shared text's first round ran at
+    // 0.14 of its baseline once, on this machine's autovacuum = off)
+    let statistics = '';
     const rounds = async (group: () => Promise<void>) => {
       for (let round = 0; round < ROUNDS; round++) {
         if (ROUNDS > 1) log(`  round ${round + 1} of ${ROUNDS}`);
+        statistics = await analyzeAsAutovacuumWould(sql);
         await group();
       }
     };
@@ -443,6 +448,7 @@ async function main() {
         for (const side of sides) await pgbench(pgbenchBin, side.script, WARMUP, CLIENTS, CANVASES, side.defines);
       }
       for (let round = 0; round < pgRounds; round++) {
+        await analyzeAsAutovacuumWould(sql);
         const tps = {} as Record<Side, number>;
         for (const side of round % 2 ? [...sides].reverse() : sides) {
           const r = await pgbench(pgbenchBin, side.script, SECONDS, CLIENTS, CANVASES, side.defines);
@@ -529,7 +535,7 @@ async function main() {
     const bareHot = rate('baseline: bare UPDATE, 1 row');
     const bareSpread = rate(`baseline: bare UPDATE, ${CANVASES} rows`);
     const row = (workload: string, measured: number, baseline: number, target: number, note: string): BenchRow => ({
-      bench: 'bench:mutate', workload, measured, baseline, unit: 'mut/s', ratio: measured / baseline, target: { op: '>=', value: target }, command, note });
+      bench: 'bench:mutate', workload, measured, baseline, unit: 'mut/s', ratio: measured / baseline, target: { op: '>=', value: target }, command, note: `${note}; ${statistics}` });
     // the mutation's own writes alone, 16 backends taking turns on one canvas row
     const turns = serialized.hot / spreadRate;
     const turnsNote = `16 backends taking turns in this run: the mutation's own writes alone in one statement on 1 canvas ` +

@@ -51,6 +51,25 @@ export async function recreateBenchDatabase(url: string, log: (line: string) => 
   if (r.status !== 0) throw new Error(`migrate failed (exit ${r.status ?? r.signal})`);
 }
 
+/**
+ * The planner's statistics a production database has by the time it is under load: ANALYZE of the
+ * bench database when the server runs without autovacuum (a CI configuration may set
+ * `autovacuum = off`, as this project's CI machine does); with autovacuum on, nothing (it analyzes
+ * a table once 50 rows + 10 % of it changed, checking every minute: autovacuum_analyze_threshold,
+ * autovacuum_analyze_scale_factor, autovacuum_naptime). Without it every table of a fresh bench
+ * database stays unanalyzed for the whole run, its plans made on no statistics at all, which no
+ * deployment sees for longer than its first minute. Call it after a benchmark's set-up and before
+ * each round, outside any measured window, so a table that grew during the run is analyzed again as
+ * autovacuum would. Returns the words for a note: `"autovacuum on"` or `"autovacuum off here: ANALYZE
+ * before each round"`.
+ */
+export async function analyzeAsAutovacuumWould(sql: Sql): Promise<string> {
+  const [{ on }] = (await sql`select current_setting('autovacuum')::boolean as on`) as unknown as [{ on: boolean }];
+  if (on) return 'autovacuum on';
+  await sql`analyze`;
+  return 'autovacuum off here: ANALYZE before each round';
+}
+
 const run = promisify(execFile);
 
 /** The first pgbench that answers --version: $PGBENCH, the server's major version's, pg_config's, PATH's. */

@@ -62,6 +62,18 @@ export type TcpProxy = {
   close(): Promise<void>;
 };
 
+/**
+ * `url` (a database URL) with its host and port replaced by a loopback proxy's: user, password,
+ * database and query parameters are kept, so a client connects through the proxy as it would
+ * direct. Takes any proxy listening on 127.0.0.1 (`startTcpProxy`, `startCommitLossProxy`, ...).
+ */
+export function databaseUrlThrough(proxy: { readonly port: number }, url: string | URL): string {
+  const through = new URL(url);
+  through.hostname = '127.0.0.1';
+  through.port = String(proxy.port);
+  return through.toString();
+}
+
 type Pair = { client: net.Socket; upstream: net.Socket; stalled: boolean; endedWhileStalled: boolean };
 
 /** Starts a proxy on 127.0.0.1 (an ephemeral port) forwarding to `127.0.0.1:upstreamPort`. */

@@ -14,7 +14,7 @@ import { createDatabase, type Database } from '../../src/db/index.ts';
 import { abandonLockingQuery, expectBackendEnded } from '../helpers/abandoned-query.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
-import { startTcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep } from '../helpers/wait.ts';
 
 /** The check interval (2 s) and a margin for a loaded machine: a backend that ran on would take a minute. */
@@ -51,9 +51,7 @@ describe('a query abandoned by the answer timeout', () => {
     const url = new URL(testDatabaseUrl());
     const proxy = await startTcpProxy(Number(url.port || 5432));
     try {
-      url.hostname = '127.0.0.1';
-      url.port = String(proxy.port);
-      const p = pool(url.toString());
+      const p = pool(databaseUrlThrough(proxy, url));
       const pid = await abandonLockingQuery(p, admin, canvasId, () => proxy.cut({ existing: 'stall', incoming: 'refuse' }));
       pids.push(pid);
       // the close cannot cross the stalled path: the server cannot know the client is gone

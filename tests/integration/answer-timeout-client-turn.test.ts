@@ -77,12 +77,10 @@ describe('answer_timeout counts only the server’s turn', () => {
 
 describe('answer_timeout still bounds a COPY FROM STDIN whose path stops carrying packets', () => {
   it('fails with ANSWER_TIMEOUT once the data written stops leaving', { timeout: 60_000 }, async () => {
-    const { startTcpProxy } = await import('../helpers/tcp-proxy.ts');
+    const { startTcpProxy, databaseUrlThrough } = await import('../helpers/tcp-proxy.ts');
     const url = new URL(testDatabaseUrl());
     const proxy = await startTcpProxy(Number(url.port || 5432));
-    url.hostname = '127.0.0.1';
-    url.port = String(proxy.port);
-    const sql = postgres(url.toString(), { max: 1, answer_timeout: 1, onnotice: () => {} });
+    const sql = postgres(databaseUrlThrough(proxy, url), { max: 1, answer_timeout: 1, onnotice: () => {} });
     try {
       await admin.unsafe(`create table if not exists ${table}_stall (t text)`);
       const stream = await sql.unsafe(`copy ${table}_stall from stdin`).writable();

@@ -8,7 +8,7 @@ import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { startTestServer } from '../helpers/http.ts';
-import { startTcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { awayFromWindowEdge, sleep, until } from '../helpers/wait.ts';
 
 // What @potentia/client does with a change the server cannot take now or cannot take at all,
@@ -163,9 +163,8 @@ describe('@potentia/client: sign-in when the auth server fails', () => {
   it('a 503 from /auth/v1 (its database unreachable) carries the status and the server\'s message, not "{}"', async () => {
     const direct = new URL(testDatabaseUrl());
     const proxy = await startTcpProxy(Number(direct.port || 5432));
-    const viaProxy = new URL(direct);
-    viaProxy.port = String(proxy.port);
-    const failing = await startTestServer({ databaseUrl: viaProxy.toString() });
+    const viaProxy = databaseUrlThrough(proxy, direct);
+    const failing = await startTestServer({ databaseUrl: viaProxy });
     try {
       const anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
       const c = createPotentiaClient({ url: failing.url, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false } });

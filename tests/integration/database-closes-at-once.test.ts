@@ -16,7 +16,7 @@ import { couldNotConnect } from '../../src/db/faults.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
 const config = loadConfig();
@@ -27,9 +27,8 @@ let server: PotentiaProcess;
 beforeAll(async () => {
   const direct = new URL(testDatabaseUrl());
   proxy = await startTcpProxy(Number(direct.port || 5432));
-  const viaProxy = new URL(direct);
-  viaProxy.port = String(proxy.port);
-  server = await startPotentiaProcess({ DATABASE_URL: viaProxy.toString(), WORKER_MODE: 'off', NODE_ENV: 'development',
+  const viaProxy = databaseUrlThrough(proxy, direct);
+  server = await startPotentiaProcess({ DATABASE_URL: viaProxy, WORKER_MODE: 'off', NODE_ENV: 'development',
     PORT: '0' });
 }, 90_000);
 
@@ -48,9 +47,8 @@ const settle = (p: Promise<unknown>): Promise<Outcome> => Promise.race([
 
 describe('a database address that accepts connections and closes them at once', () => {
   it('fails a waiting query and reservation as a connect timeout, and the pool serves once the server is back', async () => {
-    const url = new URL(testDatabaseUrl());
-    url.port = String(proxy.port);
-    const sql = postgres(url.toString(), { max: 2, onnotice: () => {}, backoff: reconnectBackoffSeconds, connect_timeout: CONNECT_TIMEOUT_SECONDS });
+    const url = databaseUrlThrough(proxy, testDatabaseUrl());
+    const sql = postgres(url, { max: 2, onnotice: () => {}, backoff: reconnectBackoffSeconds, connect_timeout: CONNECT_TIMEOUT_SECONDS });
     try {
       proxy.cut({ incoming: 'close' });
       const before = proxy.counters.closed;

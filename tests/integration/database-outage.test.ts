@@ -11,7 +11,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { deltaSeqs, openH1 } from '../helpers/h1.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 // Postgres unreachable for a while (a restart, a failover, a network partition), seen by one
@@ -32,9 +32,8 @@ let server: PotentiaProcess;
 beforeAll(async () => {
   const direct = new URL(testDatabaseUrl());
   proxy = await startTcpProxy(Number(direct.port || 5432));
-  const viaProxy = new URL(direct);
-  viaProxy.port = String(proxy.port);
-  server = await startPotentiaProcess({ DATABASE_URL: viaProxy.toString(), WORKER_MODE: 'inprocess', NODE_ENV: 'development' });
+  const viaProxy = databaseUrlThrough(proxy, direct);
+  server = await startPotentiaProcess({ DATABASE_URL: viaProxy, WORKER_MODE: 'inprocess', NODE_ENV: 'development' });
 }, 90_000);
 
 afterAll(async () => {

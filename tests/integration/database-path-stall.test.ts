@@ -15,7 +15,7 @@ import { ANSWER_TIMEOUT_SECONDS } from '../../src/db/index.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
 const config = loadConfig();
@@ -28,9 +28,7 @@ let api: PotentiaProcess;
 beforeAll(async () => {
   const url = new URL(testDatabaseUrl());
   proxy = await startTcpProxy(Number(url.port || 5432));
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  api = await startPotentiaProcess({ DATABASE_URL: url.toString(), POTENTIA_ROLE: 'api', WORKER_MODE: 'off', NODE_ENV: 'development',
+  api = await startPotentiaProcess({ DATABASE_URL: databaseUrlThrough(proxy, url), POTENTIA_ROLE: 'api', WORKER_MODE: 'off', NODE_ENV: 'development',
     PORT: '0' });
 }, 90_000);
 

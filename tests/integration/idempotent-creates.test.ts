@@ -21,6 +21,7 @@ import { startCommitLossProxy, type CommitLossProxy } from '../helpers/commit-lo
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { callAs, claimsFor, createCanvas, createUser } from '../helpers/fixtures.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
+import { databaseUrlThrough } from '../helpers/tcp-proxy.ts';
 import { awayFromWindowEdge, until } from '../helpers/wait.ts';
 
 const db = testDatabase(4);
@@ -114,9 +115,7 @@ describe('two transactions creating one id at once', () => {
 async function serverBehindProxy(profile: 'development' | 'standard') {
   const url = new URL(testDatabaseUrl());
   const proxy = await startCommitLossProxy(Number(url.port || 5432));
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  const server = await startTestServer({ databaseUrl: url.toString(), profile });
+  const server = await startTestServer({ databaseUrl: databaseUrlThrough(proxy, url), profile });
   return { proxy, server };
 }
 

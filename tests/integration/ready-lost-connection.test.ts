@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import type { Server } from '../../src/server.ts';
 import { startTestServer } from '../helpers/http.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 
 let proxy: TcpProxy;
 let server: Server;
@@ -17,11 +17,9 @@ let server: Server;
 beforeAll(async () => {
   const direct = new URL(testDatabaseUrl());
   proxy = await startTcpProxy(Number(direct.port || 5432), { upstreamHost: direct.hostname });
-  const proxied = new URL(direct);
-  proxied.hostname = '127.0.0.1';
-  proxied.port = String(proxy.port);
+  const proxied = databaseUrlThrough(proxy, direct);
   // one pooled connection: the one /ready draws is the one forgotten
-  server = await startTestServer({ databaseUrl: proxied.toString(), dbPoolMax: 1 });
+  server = await startTestServer({ databaseUrl: proxied, dbPoolMax: 1 });
 }, 60_000);
 afterAll(async () => {
   await server?.stop();

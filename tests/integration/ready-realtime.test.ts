@@ -22,7 +22,7 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
 const config = loadConfig();
@@ -81,10 +81,8 @@ describe('/ready of role all says whether its realtime gateway serves', () => {
     const direct = new URL(testDatabaseUrl());
     proxy = await startTcpProxy(Number(direct.port || 5432));
     proxy.cut({ incoming: 'refuse' });
-    const viaProxy = new URL(direct);
-    viaProxy.hostname = '127.0.0.1';
-    viaProxy.port = String(proxy.port);
-    const p = await startPotentiaProcess({ DATABASE_URL: viaProxy.toString(), WORKER_MODE: 'off', POTENTIA_ROLE: 'all', NODE_ENV: 'development' });
+    const viaProxy = databaseUrlThrough(proxy, direct);
+    const p = await startPotentiaProcess({ DATABASE_URL: viaProxy, WORKER_MODE: 'off', POTENTIA_ROLE: 'all', NODE_ENV: 'development' });
     started.push(p);
     expect(p.output()).toMatch(/realtime gateway did not start; retrying/);
     expect(p.output()).toMatch(/realtime\s+not started: tried again in the background/);

@@ -14,6 +14,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { databaseUrlThrough } from '../helpers/tcp-proxy.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -26,11 +27,9 @@ let anon = '';
 beforeAll(async () => {
   const direct = new URL(testDatabaseUrl());
   proxy = await startCommitLossProxy(Number(direct.port || 5432));
-  const proxied = new URL(direct);
-  proxied.hostname = '127.0.0.1';
-  proxied.port = String(proxy.port);
+  const proxied = databaseUrlThrough(proxy, direct);
   // the pool through the proxy; the replication stream direct
-  server = await startTestServer({ databaseUrl: proxied.toString(), directDatabaseUrl: direct.toString() }, { realtime: {} });
+  server = await startTestServer({ databaseUrl: proxied, directDatabaseUrl: direct.toString() }, { realtime: {} });
   anon = await apiKey(server.deps.config.auth.jwtSecret, 'anon');
 }, 60_000);
 

@@ -6,7 +6,7 @@ import { testDatabaseUrl } from '../../src/config.ts';
 import { createDatabaseBus, MARGIN_BEFORE_START, orderCatchUp, type BusMessage, type DatabaseBus } from '../../src/realtime/bus.ts';
 import { createDatabase } from '../../src/db/index.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { startTcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 // The database bus's catch-up (src/realtime/bus.ts) reads realtime.messages back by inserted_at,
@@ -171,9 +171,7 @@ describe("the database bus's tick", () => {
     // the pool goes through a proxy the test stalls; the replication stream does not
     const direct = new URL(testDatabaseUrl());
     const proxy = await startTcpProxy(Number(direct.port || 5432));
-    direct.hostname = '127.0.0.1';
-    direct.port = String(proxy.port);
-    const pool = createDatabase(direct.toString(), { max: 5, applicationName: 'potentia-test-bus-tick' });
+    const pool = createDatabase(databaseUrlThrough(proxy, direct), { max: 5, applicationName: 'potentia-test-bus-tick' });
     try {
       const topic = `bus-tick-${randomUUID()}`;
       const bus = createDatabaseBus({ databaseUrl: testDatabaseUrl(), sql: pool.sql, tickMs: 20, probeAfterMs: 100, stallMs: 60_000 });

@@ -12,6 +12,7 @@ import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { processTcpSockets } from '../helpers/sockets.ts';
+import { databaseUrlThrough } from '../helpers/tcp-proxy.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -177,10 +178,8 @@ it('broadcasts of a gateway started while the receiving gateway\'s stream is dow
     await until(async () => (await streams()) === 0, 20_000, 'the receiver\'s stream down');
     // a gateway the receiver never heard of: it sends (its pool works; its own stream waits too)
     // (its pool through the proxy, for the last case; its stream direct)
-    const proxied = new URL(testDatabaseUrl());
-    proxied.hostname = '127.0.0.1';
-    proxied.port = String(proxy.port);
-    gateways[0] = await startPotentiaProcess({ ...env, DATABASE_URL: proxied.toString(), DIRECT_DATABASE_URL: testDatabaseUrl() });
+    const proxied = databaseUrlThrough(proxy, testDatabaseUrl());
+    gateways[0] = await startPotentiaProcess({ ...env, DATABASE_URL: proxied, DIRECT_DATABASE_URL: testDatabaseUrl() });
     for (let i = 0; i < 4; i++) await r.send(i);
     expect(r.acked.length).toBe(20);
     expect(r.got.size).toBe(0);

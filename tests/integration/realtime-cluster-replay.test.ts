@@ -9,6 +9,7 @@ import { databaseClientPorts, startPotentiaProcess, type PotentiaProcess } from 
 import { startCommitLossProxy, type CommitLossProxy } from '../helpers/commit-loss-proxy.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { databaseUrlThrough } from '../helpers/tcp-proxy.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -47,13 +48,11 @@ beforeAll(async () => {
   anon = await apiKey(config.auth.jwtSecret, 'anon');
   const direct = new URL(testDatabaseUrl());
   proxy = await startCommitLossProxy(Number(direct.port || 5432));
-  const proxied = new URL(direct);
-  proxied.hostname = '127.0.0.1';
-  proxied.port = String(proxy.port);
+  const proxied = databaseUrlThrough(proxy, direct);
   const env = { WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway' };
   // g1's pool through the proxy, its replication stream direct
   [g1, g2] = await Promise.all([
-    startPotentiaProcess({ ...env, DATABASE_URL: proxied.toString(), DIRECT_DATABASE_URL: direct.toString() }),
+    startPotentiaProcess({ ...env, DATABASE_URL: proxied, DIRECT_DATABASE_URL: direct.toString() }),
     startPotentiaProcess({ ...env, DATABASE_URL: direct.toString() }),
   ]);
   await until(async () => (await streams()) === 2, 60_000, 'both gateways\' streams');

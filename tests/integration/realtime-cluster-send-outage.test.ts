@@ -6,7 +6,7 @@ import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts'
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
 // The realtime cluster's dead-node rule (src/realtime/cluster.ts) when a gateway cannot send its
@@ -44,11 +44,9 @@ async function streaming(n: number): Promise<void> {
 beforeAll(async () => {
   const direct = new URL(testDatabaseUrl());
   proxy = await startTcpProxy(Number(direct.port || 5432));
-  const pooled = new URL(direct);
-  pooled.hostname = '127.0.0.1';
-  pooled.port = String(proxy.port);
+  const pooled = databaseUrlThrough(proxy, direct);
   [a, b, c] = await Promise.all([
-    startPotentiaProcess({ ...env, DATABASE_URL: pooled.toString(), DIRECT_DATABASE_URL: direct.toString() }),
+    startPotentiaProcess({ ...env, DATABASE_URL: pooled, DIRECT_DATABASE_URL: direct.toString() }),
     startPotentiaProcess({ ...env, DATABASE_URL: direct.toString() }),
     startPotentiaProcess({ ...env, DATABASE_URL: direct.toString() }),
   ]);

@@ -24,7 +24,7 @@ import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts'
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { freePort } from '../helpers/free-port.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { apiKey } from '../helpers/tokens.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -77,10 +77,8 @@ describe('a WebSocket upgrade while the realtime gateway does not serve is a tem
     const direct = new URL(testDatabaseUrl());
     proxy = await startTcpProxy(Number(direct.port || 5432));
     proxy.cut({ incoming: 'refuse' });
-    const viaProxy = new URL(direct);
-    viaProxy.hostname = '127.0.0.1';
-    viaProxy.port = String(proxy.port);
-    const p = await startPotentiaProcess({ DATABASE_URL: viaProxy.toString(), WORKER_MODE: 'off', POTENTIA_ROLE: 'all', NODE_ENV: 'development' });
+    const viaProxy = databaseUrlThrough(proxy, direct);
+    const p = await startPotentiaProcess({ DATABASE_URL: viaProxy, WORKER_MODE: 'off', POTENTIA_ROLE: 'all', NODE_ENV: 'development' });
     started.push(p);
     expect(p.output()).toMatch(/realtime gateway did not start; retrying/);
     const sockets = await socketUrls();

@@ -28,7 +28,7 @@ import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { openH1 } from '../helpers/h1.ts';
 import { startJwksStandIn, type JwksStandIn } from '../helpers/jwks.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
-import { startTcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 const base = loadConfig({ ...process.env, LOG_LEVEL: 'silent' });
@@ -273,12 +273,11 @@ describe('the JWKS endpoint fails: realtime', () => {
     const editor = users.editor!;
     const direct = new URL(testDatabaseUrl());
     const proxy = await startTcpProxy(Number(direct.port || 5432));
-    const pooled = new URL(direct);
-    pooled.port = String(proxy.port);
+    const pooled = databaseUrlThrough(proxy, direct);
     const lines: string[] = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
     // the pool through the proxy, the replication stream not: the channel stays served
-    const cut = await startTestServer({ auth: server.deps.config.auth, databaseUrl: pooled.toString(), directDatabaseUrl: direct.toString() }, { realtime: {}, logger });
+    const cut = await startTestServer({ auth: server.deps.config.auth, databaseUrl: pooled, directDatabaseUrl: direct.toString() }, { realtime: {}, logger });
     const b = channelOf(canvasId, await tokenFor(server, editor), { on: cut });
     try {
       await b.subscribe();

@@ -22,7 +22,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { deltaSeqs, openH1, type H1Conn } from '../helpers/h1.ts';
 import { subscribed } from '../helpers/realtime.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 
 const config = loadConfig();
@@ -37,9 +37,7 @@ let h1: H1Conn | undefined;
 beforeAll(async () => {
   const direct = new URL(testDatabaseUrl());
   proxy = await startTcpProxy(Number(direct.port || 5432));
-  direct.hostname = '127.0.0.1';
-  direct.port = String(proxy.port);
-  gateway = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), DIRECT_DATABASE_URL: direct.toString(), POTENTIA_ROLE: 'gateway',
+  gateway = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), DIRECT_DATABASE_URL: databaseUrlThrough(proxy, direct), POTENTIA_ROLE: 'gateway',
     NODE_ENV: 'development', PORT: '0' });
 }, 90_000);
 

@@ -13,7 +13,7 @@ import type { Database } from '../../src/db/index.ts';
 import { startWorkerProcess, type ScriptProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep } from '../helpers/wait.ts';
 import { quietQueue, raiseMutationLimit, waitFor } from '../helpers/worker.ts';
 
@@ -45,8 +45,7 @@ describe('a fleet of workers under connection kills and a cut', () => {
   });
 
   it('loses nothing, locks nothing, exits never, and reports the cut', async () => {
-    const through = new URL(testDatabaseUrl());
-    through.port = String(proxy.port);
+    const through = databaseUrlThrough(proxy, testDatabaseUrl());
     const metricsPort = await freePort();
     const env = (url: string, extra: Record<string, string> = {}) => ({
       DATABASE_URL: url, LOG_LEVEL: 'info', NODE_ENV: 'test', EMBEDDING_PROVIDER: 'local', WORKER_CONCURRENCY: '3',
@@ -56,7 +55,7 @@ describe('a fleet of workers under connection kills and a cut', () => {
     workers.push(...await Promise.all([
       startWorkerProcess(env(testDatabaseUrl()), 30_000),
       startWorkerProcess(env(testDatabaseUrl()), 30_000),
-      startWorkerProcess(env(through.toString(), { WORKER_METRICS_PORT: String(metricsPort) }), 30_000),
+      startWorkerProcess(env(through, { WORKER_METRICS_PORT: String(metricsPort) }), 30_000),
     ]));
     const cutOff = workers[2]!;
     const metrics = async () => {

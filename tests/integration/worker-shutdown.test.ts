@@ -14,7 +14,7 @@ import type { WorkerRuntime } from '../../src/worker/runtime.ts';
 import { startWorkerProcess, type ScriptProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { quietQueue, startTestWorker, waitFor } from '../helpers/worker.ts';
 
 const SHUTDOWN_MS = 2000;
@@ -52,8 +52,7 @@ describe('a worker stopped while its jobs cannot finish', () => {
   });
 
   it('exits within its bound and its jobs run elsewhere', async () => {
-    const through = new URL(testDatabaseUrl());
-    through.port = String(proxy.port);
+    const through = databaseUrlThrough(proxy, testDatabaseUrl());
     const env = (databaseUrl: string) => ({
       DATABASE_URL: databaseUrl, LOG_LEVEL: 'info', NODE_ENV: 'test', WORKER_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_MS),
       EMBEDDING_PROVIDER: 'openai', OPENAI_BASE_URL: baseUrl, OPENAI_API_KEY: 'test', EMBEDDING_TIMEOUT_MS: '600000',
@@ -73,7 +72,7 @@ describe('a worker stopped while its jobs cannot finish', () => {
     const hung = await startWorkerProcess(env(testDatabaseUrl()), 30_000);
     workers.push(hung);
     const hungJob = await hold(hung);
-    const stalled = await startWorkerProcess(env(through.toString()), 30_000);
+    const stalled = await startWorkerProcess(env(through), 30_000);
     workers.push(stalled);
     const stalledJob = await hold(stalled);
     proxy.cut({ existing: 'stall', incoming: 'blackhole' });

@@ -10,6 +10,7 @@ import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts'
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors } from '../helpers/fixtures.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { databaseUrlThrough } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
 // Presence across the realtime cluster when two gateways' replication streams are lost together
@@ -84,10 +85,8 @@ beforeAll(async () => {
   for (let i = 0; i < 2; i++) {
     gates[i] = await startGate(port);
     // the pool direct; the replication stream (the direct URL) through the gate
-    const direct = new URL(testDatabaseUrl());
-    direct.hostname = '127.0.0.1';
-    direct.port = String(gates[i]!.port);
-    gateways[i] = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), DIRECT_DATABASE_URL: direct.toString(),
+    const direct = databaseUrlThrough(gates[i]!, testDatabaseUrl());
+    gateways[i] = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), DIRECT_DATABASE_URL: direct,
       WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway' });
   }
   await until(async () => (await streams()) === 2, 60_000, 'both gateways\' streams');

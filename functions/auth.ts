@@ -89,7 +89,7 @@ export function authRoutes(deps: Deps) {
     const { refresh_token } = c.req.valid('json');
     const next = newRefreshToken();
     const oldHash = hashRefreshToken(refresh_token);
-    let result: { user_id?: string; email?: string; sealed_token?: string | null; error?: string; session?: RefreshSession };
+    let result: { user_id?: string; email?: string; sealed_token?: string | null; swap?: boolean; error?: string; session?: RefreshSession };
     try {
       result = await withRequest(deps.sql, { claims: { role: 'service_role' }, headers: { 'x-request-id': c.get('requestId') } },
         async (tx) => {
@@ -97,11 +97,15 @@ export function authRoutes(deps: Deps) {
           const [row] = await tx`select internal.rotate_refresh_token(${oldHash}, ${hashRefreshToken(next)},
             ${sealRefreshToken(next, refresh_token)}, ${refreshTtl}, ${refreshReuseInterval}) as r`;
           // the limit (app.endpoint_limits 'H5', 1 per 30 s, a row the migrations make) applies per user, like every endpoint limit, and
-          // only to a rotation that succeeded: a reused token must always reach rotate_refresh_token (which revokes its
-          // family), never a 429 first. A rejection rolls the rotation back: the presented token stays valid for the retry.
-          // A retry whose successor is unused rotates nothing (it gets that successor): no limit either, or
-          // the second of two concurrent refreshes would be told 429.
-          if (!row!.r.error && row!.r.user_id && row!.r.sealed_token === undefined) {
+          // only to the rotation of a live token that succeeded: a reused token must always reach rotate_refresh_token (which revokes its
+          // family), never a 429 first. A rejection rolls the rotation back: the presented token stays live for the retry,
+          // which no interval can turn into reuse. A used token resent is answered by GoTrue's rule and is not counted:
+          // one whose successor is unused gets that successor (sealed_token), or the second of two concurrent refreshes
+          // would be told 429; one within the reuse interval gets another token of the sign-in (swap), which was counted
+          // until 2026-12-07: its 429's Retry-After (up to 30 s) outlasted the interval (10 s), so the client's resend
+          // was reuse and signed the user out. A swap only answers a token used within the interval, and a loop of them
+          // ends in reuse when the interval does; a loop of live rotations is still held to 1 per 30 s.
+          if (!row!.r.error && row!.r.user_id && row!.r.sealed_token === undefined && row!.r.swap !== true) {
             await tx`select set_config('request.jwt.claims', ${JSON.stringify({ role: 'service_role', sub: row!.r.user_id })}, true)`;
             await tx`select api.hit_endpoint_limit('H5', ${deps.config.profile === 'development'})`;
           }

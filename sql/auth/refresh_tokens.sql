@@ -48,7 +48,10 @@ drop index if exists app.refresh_tokens_parent_idx;
 --      the presented token, and p_new_hash is not stored;
 --   2. otherwise, within p_reuse_interval_seconds of its use (used_at + interval >= now(); an
 --      interval of 0 allows none): it rotates again, p_new_hash stored as another child of it
---      ({user_id, email}, as for a live token): a stale retry of concurrent tabs;
+--      ({user_id, email, swap: true}): a stale retry of concurrent tabs. `swap` tells the HTTP
+--      layer that no live token was rotated, so H5 (1 per 30 s) does not count it, as it does not
+--      count case 1: refused 429, its client's resend after Retry-After (up to 30 s) came after
+--      the interval and was reuse, and the user was signed out by our own limit;
 --   3. otherwise it is reuse: the family is revoked (GoTrue's RevokeTokenFamily), and that
 --      revocation commits although the caller gets {error: 'reused'}; audited auth.refresh_reuse.
 -- Locks: the token's user row first, FOR NO KEY UPDATE (the one lock of a sign-in's tokens, as
@@ -102,7 +105,8 @@ begin
   end if;
   insert into app.refresh_tokens (token_hash, family_id, user_id, parent_hash, sealed_token, expires_at)
   values (p_new_hash, v_token.family_id, v_token.user_id, p_old_hash, p_new_sealed, now() + make_interval(secs => p_ttl_seconds));
-  return jsonb_build_object('user_id', v_token.user_id, 'email', (select email from auth.users where id = v_token.user_id));
+  return jsonb_build_object('user_id', v_token.user_id, 'email', (select email from auth.users where id = v_token.user_id))
+         || case when v_token.used_at is not null then '{"swap": true}'::jsonb else '{}'::jsonb end;
 end $$;
 
 comment on function internal.rotate_refresh_token(text, text, text, integer, integer) is
@@ -114,7 +118,8 @@ its child, {user_id, email}. Used already: GoTrue's rule for a revoked refresh t
 that token back, {user_id, email, sealed_token}, at any age and any interval, nothing stored;
 (2) otherwise, within p_reuse_interval_seconds of its rotation (GoTrue's reuseUntil = updated_at +
 REFRESH_TOKEN_REUSE_INTERVAL; 0 allows none), p_new_hash is stored as another child of it (GoTrue's
-GrantRefreshTokenSwap of the revoked token), {user_id, email}; (3) otherwise the family is revoked
+GrantRefreshTokenSwap of the revoked token), {user_id, email, swap: true}: no live token was
+rotated, so H5 does not count it (its 429 pushed the client's resend past the interval: reuse); (3) otherwise the family is revoked
 (GoTrue's RevokeTokenFamily; the revocation commits), {error: reused}, audited auth.refresh_reuse.
 Unknown, revoked or expired token, or its user gone: {error: invalid}. Locks the token's user row
 first (FOR NO KEY UPDATE: the one lock of a user's tokens, as GoTrue's session row; sign-out and

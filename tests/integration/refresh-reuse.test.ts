@@ -9,7 +9,7 @@ import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
 import { startTestServer } from '../helpers/http.ts';
 import { apiKey } from '../helpers/tokens.ts';
-import { sleep, until } from '../helpers/wait.ts';
+import { awayFromWindowEdge, sleep, until } from '../helpers/wait.ts';
 
 // H5's refresh-token reuse interval through HTTP (in-process server, real Postgres): a refresh
 // token sent twice at once, or again shortly after a response that got lost, leaves the sign-in
@@ -77,6 +77,27 @@ async function canvasStatus(on: Server, accessToken: string, canvasId: string): 
 
 /** H5 allows one rotation per 30 s per user: clear this user's window, as if the 30 s had passed. */
 const afterRateWindow = (userId: string) => sql`delete from app.rate_limits where user_id = ${userId} and bucket = 'endpoint:H5'`;
+
+/**
+ * What a client does with H5's answer (auth-js and @potentia/client wait a 429's Retry-After, then
+ * send the same refresh token again): the answers, in order. The wait is simulated: the user's
+ * tokens' rotation times move back by Retry-After seconds and H5's window ends, as if that much
+ * time had passed.
+ */
+async function refreshAsClient(on: Server, userId: string, refreshToken: string) {
+  const answers: { status: number; body: any; retryAfter: string | null }[] = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const res = await fetch(`${on.url}/api/v1/auth/refresh`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refresh_token: refreshToken }),
+    });
+    answers.push({ status: res.status, body: await res.json(), retryAfter: res.headers.get('retry-after') });
+    if (res.status !== 429) break;
+    const seconds = Number(res.headers.get('retry-after'));
+    await sql`update app.refresh_tokens set used_at = used_at - make_interval(secs => ${seconds}) where user_id = ${userId} and used_at is not null`;
+    await afterRateWindow(userId);
+  }
+  return answers;
+}
 
 describe('H5 refresh reuse interval', () => {
   it('two concurrent refreshes of one token: both 200 with the same new refresh token, nothing revoked, the session lives on', async () => {
@@ -204,7 +225,8 @@ describe('H5 refresh reuse interval', () => {
     await afterRateWindow(userId);
     const second = await refresh(server, first.body.refresh_token);
     expect(second.status, JSON.stringify(second.body)).toBe(200);
-    await afterRateWindow(userId);
+    // in the same H5 window as the second rotation: the swap is not counted (until 2026-12-07 the
+    // window was cleared here, and the swap was refused 429 without it)
     const stale = await refresh(server, pair.refresh_token);
     expect(stale.status, JSON.stringify(stale.body)).toBe(200);
     expect([pair.refresh_token, first.body.refresh_token, second.body.refresh_token]).not.toContain(stale.body.refresh_token);
@@ -214,6 +236,38 @@ describe('H5 refresh reuse interval', () => {
     const after = await family(userId);
     expect(after.revoked).toBe(0);
     expect(after.live.sort()).toEqual([hash(second.body.refresh_token), hash(stale.body.refresh_token)].sort());
+  });
+
+  it('two tabs: the stale tab\'s resend within the interval is not refused by H5, so the user is not signed out by its retry', async () => {
+    // Tab A refreshes twice, its second rotation the first of a new 30 s H5 window (a window
+    // boundary can fall right after the first); tab B, still holding the sign-in's first token,
+    // refreshes within the interval. GoTrue's rule gives it another token of the sign-in (the
+    // swap). Until 2026-12-07 H5 counted that swap as a rotation: 429 with Retry-After up to 30 s,
+    // longer than the 10 s interval, so the client's resend after it was reuse: 401, the whole
+    // sign-in revoked, every tab signed out, by our own rate limit.
+    const { canvasId, userId, pair } = await signedIn(server);
+    const first = await refresh(server, pair.refresh_token); // tab A
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    await afterRateWindow(userId); // H5's window ends
+    await awayFromWindowEdge(30, 5_000); // and no real boundary comes before the last check below
+    const second = await refresh(server, first.body.refresh_token); // tab A again
+    expect(second.status, JSON.stringify(second.body)).toBe(200);
+
+    const answers = await refreshAsClient(server, userId, pair.refresh_token); // tab B
+    expect(answers.map((a) => `${a.status} ${a.retryAfter ?? ''} ${a.body.error?.message ?? ''}`.trim())).toEqual(['200']);
+    const stale = answers[0]!.body;
+    expect([pair.refresh_token, first.body.refresh_token, second.body.refresh_token]).not.toContain(stale.refresh_token);
+    expect(await canvasStatus(server, stale.access_token, canvasId)).toBe(200);
+    const after = await family(userId);
+    expect(after.revoked).toBe(0);
+    expect(after.live.sort()).toEqual([hash(second.body.refresh_token), hash(stale.refresh_token)].sort());
+
+    // H5 still stops a refresh loop: rotating a live token again in the same window is refused,
+    // and that refusal rolls the rotation back (the token stays live for its retry)
+    const loop = await refresh(server, stale.refresh_token);
+    expect(loop.status, JSON.stringify(loop.body)).toBe(429);
+    expect(loop.body.error.code).toBe('rate_limited');
+    expect((await family(userId)).live).toContain(hash(stale.refresh_token));
   });
 
   it('another sign-in of the same user is untouched by a retry or a revocation', async () => {

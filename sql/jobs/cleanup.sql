@@ -16,6 +16,7 @@ declare
   v_part text;
   v_parts_dropped integer := 0;
   v_tokens integer;
+  v_token_users uuid[];
   v_canvases integer;
   v_windows integer;
   v_slots integer;
@@ -71,11 +72,7 @@ begin
   where a.audit_id = old.audit_id and a.created_at = old.created_at;
   get diagnostics v_audit = row_count;
 
-  -- 5. refresh tokens that can never be used again: expired, or revoked (reuse of a purged
-  --    token is still refused: an unknown token is invalid)
-  delete from app.refresh_tokens where token_hash in (
-    select token_hash from app.refresh_tokens where expires_at <= now() or revoked_at is not null limit p_batch);
-  get diagnostics v_tokens = row_count;
+  -- 5. (refresh tokens: step 9b, below, late in the run)
 
   -- 6. canvases soft-deleted longer than the retention (blocks, log, members, presence cascade)
   delete from app.canvases where canvas_id in (
@@ -126,6 +123,33 @@ begin
   select count(*), coalesce(array_agg(distinct t.identifier order by t.identifier), '{}')
   into v_unknown, v_unknown_tasks
   from gone join graphile_worker._private_tasks t on t.id = gone.task_id;
+
+  -- 9b. refresh tokens that can never be used again: expired, or revoked (reuse of a purged
+  --     token is still refused: an unknown token is invalid). Each token's user row first, as
+  --     every writer of a user's tokens takes it (internal.rotate_refresh_token,
+  --     internal.auth_sign_out, a deletion of the user). Until 2026-12-07 it was step 5 and
+  --     locked token rows alone, held to the end of the run: a deletion of the user (holding the
+  --     user row and the rows its cascade had deleted, their canvas memberships) waited for a
+  --     token row while this run's purge of a canvas (step 6) waited for a membership, a deadlock
+  --     (40P01, tests/integration/refresh-token-cleanup-deadlock.test.ts); a sign-out or a
+  --     reuse's revocation of a user's expired tokens could deadlock with it too, whenever the two
+  --     scans met the rows in different orders (plan-dependent). Now: the users of at most
+  --     p_batch tokens, in id order, FOR NO KEY UPDATE (a rotation's lock) SKIP LOCKED, then their
+  --     tokens. A user whose row another transaction holds (a refresh, a sign-out, a deletion in
+  --     flight) is left to the next run, so this step never waits for a user nor for a token of
+  --     one. Late in the run (before the realtime step, which must be last, and whose lock waits
+  --     give up after 200 ms), so the users are held briefly: their refreshes and sign-outs wait
+  --     for this run's commit; their sign-ins and every other write (FOR KEY SHARE) do not
+  select coalesce(array_agg(l.id), '{}') into v_token_users from (
+    select u.id from auth.users u
+    where u.id in (select t.user_id from app.refresh_tokens t
+                   where t.expires_at <= now() or t.revoked_at is not null limit p_batch)
+    order by u.id
+    for no key update of u skip locked) l;
+  delete from app.refresh_tokens where token_hash in (
+    select token_hash from app.refresh_tokens
+    where user_id = any(v_token_users) and (expires_at <= now() or revoked_at is not null) limit p_batch);
+  get diagnostics v_tokens = row_count;
 
   -- 10. realtime.messages on plain Postgres: daily partitions ahead, and retention
   --     (sql/realtime/retention.sql; nothing on Supabase, whose Realtime server does it). Last:

@@ -128,67 +128,102 @@ async function storageCall<T>(c: Context<AppEnv>, work: () => Promise<T>): Promi
   }
 }
 
+/** How long the storage calls of a removal (the second HEAD and the DELETE) may take in all; the row's claim lasts 60 s. */
+const REMOVAL_DEADLINE_MS = 15_000;
+
 /**
  * internal.complete_file as the server: its evidence is our HEAD, so no client may call it (it is
- * service_role's). The transaction carries the caller's claims (the function checks their role and
- * token) with role service_role, and the request's headers for the audit, as callApi sets them.
+ * service_role's). Each transaction carries the caller's claims (the function checks their role
+ * and token) with role service_role, and the request's headers for the audit, as callApi sets them.
  *
- * The HEAD is made before the file's row is locked, so that a slow object store holds no lock:
- * made under it, every other writer of the row (another completion, the cleanup job, a deletion of
- * the canvas) waited for the store. The row is then locked and what the HEAD saw judged under the
- * lock (complete_file: pending becomes ready only while it is pending; a file another completion
- * made ready is answered as it is, and nothing is removed). When the bytes are refused they are
- * removed (so that the upload URL, which writes once, If-None-Match: *, can PUT the right ones), but
- * only once a second HEAD, under the lock, shows the object is still the one refused: between the
- * first HEAD and the lock another completion may have removed those bytes and the right ones been
- * PUT (a stale completion removed them, before the lock was taken first: the file ready,
- * acknowledged, with no object behind it). An object that changed is judged again as it now is.
- * Only that path, the refusal of wrong bytes, makes storage calls under the lock.
+ * No storage call is made while the file's row is locked or a transaction is open: a slow or
+ * hanging object store would hold the row (every other writer of it waited: another completion,
+ * the cleanup job, a deletion of the canvas) and the transaction, until
+ * idle_in_transaction_session_timeout ended it. The object is HEADed first; then, in a
+ * transaction, the row is locked and what the HEAD saw judged (complete_file: pending becomes
+ * ready only while it is pending; a file another completion made ready is answered as it is).
+ *
+ * Refused bytes are removed (so that the upload URL, which writes once, If-None-Match: *, can PUT
+ * the right ones), with two guards, since the row is no longer locked by then:
+ * - the refusal claims the removal on the row (internal.claim_file_removal) and commits; a
+ *   completion refusing while another's claim is held removes nothing. So the object has one
+ *   remover at a time, and its DELETE is sent once (no retry): a second DELETE of the same bytes,
+ *   landing after the right ones were PUT (possible once the first landed) and completed, would
+ *   remove bytes a completion made ready;
+ * - the claimant HEADs again and removes the object only if it is still the one refused: between
+ *   the first HEAD and the lock another completion may have removed those bytes and the right
+ *   ones been PUT. An object that changed is judged again, as it now is (a new transaction).
+ * The right bytes can only be PUT once the refused ones are gone, that is once the claimant's one
+ * DELETE landed, so a completion making them ready meanwhile needs no claim. The claim is released
+ * once the DELETE was answered (or none was sent); after a DELETE with no answer (the store failed
+ * or the deadline passed) it is left to lapse, so that no other completion removes the object
+ * while that DELETE may still land.
  */
 async function completeAsServer(deps: Deps, c: Context<AppEnv>, storage: ObjectStorage, canvasId: string, fileId: string,
   objectKey: string, status: string) {
   const claims = c.get('claims');
   const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
-  // a ready file needs no HEAD (completing it again answers it); a pending one's object, unlocked
-  const seen = status === 'pending' ? await storageCall(c, () => storage.head(objectKey)) : null;
-  try {
-    return await withRequest(deps.sql, {
-      claims: { ...claims, role: 'service_role' },
-      headers: {
-        'x-forwarded-for': (deps.config.trustProxy ? c.req.header('x-forwarded-for') : undefined) ?? incoming?.socket?.remoteAddress ?? '',
-        'user-agent': c.req.header('user-agent') ?? '',
-        'x-request-id': c.get('requestId'),
-      },
-      method: c.req.method,
-      path: c.req.path,
-    }, async (tx) => {
-      // held to the end of the transaction, across the savepoints below (a lock taken inside one
-      // that is rolled back would be let go); get_file has checked that the caller may read the
-      // canvas, complete_file checks that they may write it
-      await tx`select from app.files where file_id = ${fileId} and canvas_id = ${canvasId} and status <> 'deleted' for update`;
-      const judge = (head: ObjectHead | null) => tx.savepoint(async (sp) =>
+  const context = {
+    claims: { ...claims, role: 'service_role' },
+    headers: {
+      'x-forwarded-for': (deps.config.trustProxy ? c.req.header('x-forwarded-for') : undefined) ?? incoming?.socket?.remoteAddress ?? '',
+      'user-agent': c.req.header('user-agent') ?? '',
+      'x-request-id': c.get('requestId'),
+    },
+    method: c.req.method,
+    path: c.req.path,
+  };
+  type Judged = { file: unknown } | { refused: unknown; claim: string | null };
+  const judge = (head: ObjectHead | null) => withRequest(deps.sql, context, async (tx): Promise<Judged> => {
+    // held to the end of the transaction, across the savepoint below (a lock taken inside one that
+    // is rolled back would be let go); get_file has checked that the caller may read the canvas,
+    // complete_file checks that they may write it
+    await tx`select from app.files where file_id = ${fileId} and canvas_id = ${canvasId} and status <> 'deleted' for update`;
+    try {
+      return await tx.savepoint(async (sp) =>
         (await sp`select internal.complete_file(${canvasId}, ${fileId}, ${head?.size ?? null}, ${head?.etag ?? null}) as result`)[0]!.result as { file: unknown });
-      let head = seen;
-      // at most twice more: under the lock only a completion's removal changes the object, and
-      // every completion of this file waits for this one
-      for (let judged = 0; ; judged++) {
-        try {
-          return await judge(head);
-        } catch (err) {
-          const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
-          if (apiError.details.reason !== 'size_mismatch' && apiError.details.reason !== 'checksum_mismatch') throw err;
-          const now = await storageCall(c, () => storage.head(objectKey));
-          if (now?.size !== head?.size || now?.etag !== head?.etag) {
-            if (judged >= 2) throw err; // changing under the lock: nothing is removed
-            head = now; // another object (or none) since the first HEAD: judged as it is now
-            continue;
-          }
-          // still the bytes refused: removed, under the lock
-          await storageCall(c, () => storage.remove(objectKey));
-          throw err;
-        }
+    } catch (err) {
+      const reason = (err instanceof ApiError ? err : apiErrorFromDatabase(err)).details.reason;
+      if (reason !== 'size_mismatch' && reason !== 'checksum_mismatch') throw err;
+      // refused: the removal claimed, committed with nothing else (the text keeps the microseconds)
+      const [row] = await tx<{ claim: string | null }[]>`select internal.claim_file_removal(${fileId})::text as claim`;
+      return { refused: err, claim: row!.claim };
+    }
+  });
+  const release = (claim: string) => withRequest(deps.sql, context, (tx) =>
+    tx`select internal.release_file_removal(${fileId}, ${claim}::timestamptz)`).catch((err: unknown) => {
+    c.get('log').warn({ err }, 'files: a removal claim was not released (it lapses after 60 s)');
+  });
+
+  try {
+    // a ready file needs no HEAD (completing it again answers it); a pending one's object, unlocked
+    let head = status === 'pending' ? await storageCall(c, () => storage.head(objectKey)) : null;
+    // judged at most three times: the object changes only once the refused bytes are removed and
+    // others PUT, and each removal is claimed
+    for (let judged = 0; ; judged++) {
+      const outcome = await judge(head);
+      if (!('refused' in outcome)) return outcome;
+      const { refused, claim } = outcome;
+      if (claim === null) throw refused; // another completion is removing these bytes
+      const deadline = AbortSignal.timeout(REMOVAL_DEADLINE_MS);
+      let now: ObjectHead | null;
+      try {
+        now = await storageCall(c, () => storage.head(objectKey, { signal: deadline }));
+      } catch (err) {
+        await release(claim); // nothing was removed
+        throw err;
       }
-    });
+      if (now?.size !== head?.size || now?.etag !== head?.etag) {
+        await release(claim);
+        if (judged >= 2) throw refused; // changing while judged: nothing is removed
+        head = now; // another object (or none) since the first HEAD: judged as it is now
+        continue;
+      }
+      // still the bytes refused: removed, by one DELETE; the claim lapses if it has no answer
+      await storageCall(c, () => storage.remove(objectKey, { signal: deadline, once: true }));
+      await release(claim);
+      throw refused;
+    }
   } catch (err) {
     const apiError = err instanceof ApiError ? err : apiErrorFromDatabase(err);
     if (apiError.code === 'internal') c.get('log').error({ err }, 'complete_file failed');

@@ -171,9 +171,58 @@ comment on function internal.complete_file(uuid, uuid, bigint, text) is
   'conflict with reason not_uploaded (no object), size_mismatch or checksum_mismatch (expected, actual): nothing changes. '
   'EXECUTE: service_role only (the server, after its HEAD), for the editor, admin or owner of request.jwt.claims. Audited file.complete.';
 
+-- F2's removal of refused bytes. A completion that refuses the object (size_mismatch,
+-- checksum_mismatch) removes it, so that the upload URL (which writes once, If-None-Match: *) may
+-- PUT the right bytes; it decides under the file's row lock and claims the removal on the row,
+-- commits, and only then HEADs the object again and DELETEs it, holding no lock and no
+-- transaction while the storage answers (functions/files.ts). The claim makes that removal the
+-- only one of the object: a completion refusing the same bytes while it is held removes nothing,
+-- so a second DELETE, landing after the right bytes were PUT and completed, cannot remove them. A
+-- claim whose holder never released it (the process ended) lapses after 60 seconds; the server
+-- gives up its storage calls well before that.
+do $$
+begin
+  if not exists (select from pg_catalog.pg_attribute where attrelid = 'app.files'::regclass
+                 and attname = 'removal_claimed_at' and not attisdropped) then
+    alter table app.files add column removal_claimed_at timestamptz;
+    comment on column app.files.removal_claimed_at is
+      'when a completion that refused the object claimed its removal (internal.claim_file_removal); null when none is in flight. '
+      'While set (and younger than 60 s) no other completion removes the object.';
+  end if;
+end $$;
+
+-- The removal of a pending file's object, claimed: the claim (pass it to release_file_removal),
+-- or null when another completion's claim is in flight (it removes the object) or the file is no
+-- longer pending. Called under the row lock, in the transaction that refused the object.
+create or replace function internal.claim_file_removal(p_file_id uuid) returns timestamptz
+language sql security definer set search_path = pg_catalog, pg_temp as $$
+  update app.files set removal_claimed_at = clock_timestamp()
+  where file_id = p_file_id and status = 'pending'
+    and (removal_claimed_at is null or removal_claimed_at < clock_timestamp() - interval '60 seconds')
+  returning removal_claimed_at
+$$;
+comment on function internal.claim_file_removal(uuid) is
+  'F2 (server only): claims the removal of a pending file''s refused object: the claim (for release_file_removal), or null '
+  'when another claim younger than 60 s is held or the file is not pending. EXECUTE: service_role only.';
+
+-- The claim ended: the object is removed, or was not the refused one any more. Only this claim
+-- (a lapsed one taken over by another completion stays that completion's).
+create or replace function internal.release_file_removal(p_file_id uuid, p_claim timestamptz) returns boolean
+language sql security definer set search_path = pg_catalog, pg_temp as $$
+  with released as (
+    update app.files set removal_claimed_at = null where file_id = p_file_id and removal_claimed_at = p_claim returning 1
+  )
+  select exists (select from released)
+$$;
+comment on function internal.release_file_removal(uuid, timestamptz) is
+  'F2 (server only): ends the removal claim internal.claim_file_removal returned (true), unless another completion holds the '
+  'file''s claim now (false). EXECUTE: service_role only.';
+
 revoke execute on function internal.file_json(app.files), internal.file_type_allowed(text) from public;
+revoke execute on function internal.claim_file_removal(uuid), internal.release_file_removal(uuid, timestamptz) from public;
 grant execute on function api.create_file(uuid, text, text, bigint, text), api.get_file(uuid, uuid) to authenticated, service_role;
-grant execute on function internal.complete_file(uuid, uuid, bigint, text) to service_role;
+grant execute on function internal.complete_file(uuid, uuid, bigint, text), internal.claim_file_removal(uuid),
+  internal.release_file_removal(uuid, timestamptz) to service_role;
 
 -- The canvas's rules (as app.blocks, sql/auth/policies.sql): its members read its live files, with
 -- a token that may read the canvas; the set of readable canvases is computed once per query.

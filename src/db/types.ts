@@ -143,6 +143,10 @@ export interface AppFiles {
   filename: string;
   object_key: string;
   purged_at: Timestamp | null;
+  /**
+   * when a completion that refused the object claimed its removal (internal.claim_file_removal); null when none is in flight. While set (and younger than 60 s) no other completion removes the object.
+   */
+  removal_claimed_at: Timestamp | null;
   size_bytes: Int8;
   status: Generated<string>;
   uploaded_by: string | null;

@@ -18,14 +18,18 @@ export type ObjectStorage = {
     Promise<{ url: string; headers: Record<string, string> }>;
   /** A URL to GET the object, answered with this type and as an attachment named `filename`. */
   presignGet(key: string, opts: { filename: string; contentType: string; expiresIn: number }): Promise<string>;
-  /** null when there is no such object. */
-  head(key: string): Promise<ObjectHead | null>;
-  /** Removes the object; removing a missing object succeeds (S3's DeleteObject semantics). */
-  remove(key: string): Promise<void>;
+  /** null when there is no such object. `signal` abandons the request (rejecting with its reason). */
+  head(key: string, opts?: { signal?: AbortSignal }): Promise<ObjectHead | null>;
+  /**
+   * Removes the object; removing a missing object succeeds (S3's DeleteObject semantics). `once`:
+   * one request, never sent again after a failure (a DELETE that landed but whose answer was lost,
+   * sent again, would remove what was PUT since). `signal` abandons the request.
+   */
+  remove(key: string, opts?: { signal?: AbortSignal; once?: boolean }): Promise<void>;
 };
 
 export function s3Storage(cfg: S3Config): ObjectStorage {
-  const client = new S3Client({
+  const options = {
     region: cfg.region,
     endpoint: cfg.endpoint,
     forcePathStyle: cfg.forcePathStyle,
@@ -36,7 +40,9 @@ export function s3Storage(cfg: S3Config): ObjectStorage {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     maxAttempts: 2,
-  });
+  } as const;
+  const client = new S3Client(options);
+  let onceClient: S3Client | undefined; // for remove({once}): the same, without the SDK's retry
   const Bucket = cfg.bucket;
   return {
     bucket: Bucket,
@@ -59,17 +65,18 @@ export function s3Storage(cfg: S3Config): ObjectStorage {
         Bucket, Key: key, ResponseContentType: contentType, ResponseContentDisposition: contentDisposition(filename),
       }), { expiresIn });
     },
-    async head(key) {
+    async head(key, opts) {
       try {
-        const res = await client.send(new HeadObjectCommand({ Bucket, Key: key }));
+        const res = await client.send(new HeadObjectCommand({ Bucket, Key: key }), { abortSignal: opts?.signal });
         return { size: res.ContentLength ?? 0, etag: res.ETag ?? null, contentType: res.ContentType ?? null };
       } catch (err) {
         if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 404) return null;
         throw err;
       }
     },
-    async remove(key) {
-      await client.send(new DeleteObjectCommand({ Bucket, Key: key }));
+    async remove(key, opts) {
+      const sender = opts?.once ? (onceClient ??= new S3Client({ ...options, maxAttempts: 1 })) : client;
+      await sender.send(new DeleteObjectCommand({ Bucket, Key: key }), { abortSignal: opts?.signal });
     },
   };
 }

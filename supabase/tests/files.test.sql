@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(108);
+select plan(117);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -208,10 +208,30 @@ select is(pg_temp.error_of(format('select internal.complete_file(%L, %L, 1234, %
                              'actual', pg_temp.content_md5('other')), 'other bytes: conflict checksum_mismatch');
 select tests.clear_authentication();
 select is((select status from app.files where file_id = pg_temp.id('photo')), 'pending', '... after which the file is still pending');
+
+-- the removal of refused bytes (functions/files.ts, after a refusal): one claim at a time, held by
+-- the completion that removes them outside any transaction, released only by it, lapsing after 60 s
+select tests.authenticate_as('editor');
+select is(pg_temp.error_of(format('select internal.claim_file_removal(%L)', pg_temp.id('photo'))) ->> 'state', '42501',
+          'claim_file_removal is not callable by users: denied');
+select tests.clear_authentication();
+select pg_temp.as_server('editor');
+select isnt(internal.claim_file_removal(pg_temp.id('photo')), null, 'a refusal claims the removal of the pending file''s object');
+select is(internal.claim_file_removal(pg_temp.id('photo')), null, '... and while that claim is held, another refusal gets none (it removes nothing)');
+select tests.clear_authentication();
+select is(internal.release_file_removal(pg_temp.id('photo'), now() - interval '1 hour'), false, 'a claim other than the one held releases nothing');
+select ok(internal.release_file_removal(pg_temp.id('photo'), (select removal_claimed_at from app.files where file_id = pg_temp.id('photo'))),
+          'the held claim is released by its holder');
+select isnt(internal.claim_file_removal(pg_temp.id('photo')), null, '... after which the removal can be claimed again');
+update app.files set removal_claimed_at = removal_claimed_at - interval '61 seconds' where file_id = pg_temp.id('photo');
+select isnt(internal.claim_file_removal(pg_temp.id('photo')), null, 'a claim older than 60 s (its holder gone) has lapsed: taken over');
+select ok(internal.release_file_removal(pg_temp.id('photo'), (select removal_claimed_at from app.files where file_id = pg_temp.id('photo'))),
+          '... and released by the completion that took it over');
 select pg_temp.as_server('editor');
 select is(internal.complete_file(pg_temp.id('c1'), pg_temp.id('photo'), 1234, pg_temp.etag('photo')) #>> '{file,status}', 'ready',
           'the declared size and MD5: ready');
 select tests.clear_authentication();
+select is(internal.claim_file_removal(pg_temp.id('photo')), null, 'a ready file''s object is never claimed for removal');
 select isnt((select completed_at from app.files where file_id = pg_temp.id('photo')), null, '... completed_at set');
 select is((select count(*) from app.system_audit where action = 'file.complete' and entity_id = pg_temp.id('photo')::text), 1::bigint,
           '... audited file.complete');

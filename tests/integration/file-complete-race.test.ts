@@ -6,8 +6,9 @@
 // PUT and completed by another completion, and removed them: the file was ready (acknowledged 200)
 // with no object behind it, its download a 404 for good. (The HEAD was then made under the row's
 // lock, which stalled other writers of the row on a slow store; it is again made before the lock,
-// and a refusal is acted on only once a second HEAD under the lock still sees the refused bytes:
-// tests/integration/file-complete-slow-head.test.ts.) Deterministic without a sleep: a
+// and a refusal is acted on only once a second HEAD still sees the refused bytes:
+// tests/integration/file-complete-slow-head.test.ts; that HEAD and the DELETE are made after the
+// refusal committed, under a removal claim on the row: file-complete-slow-removal.test.ts.) Deterministic without a sleep: a
 // transaction holds the file's row while the object is replaced (as an earlier refused completion
 // does: removed here with the storage's own client, then PUT again through the upload URL).
 import { createHash, randomUUID } from 'node:crypto';

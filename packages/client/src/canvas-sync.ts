@@ -1,4 +1,5 @@
 import type { AccessMessage, AckMessage, ConflictMessage, DeltaMessage, HelloMessage, PresenceEvent, RejectedMessage, ServerMessage, WireBlock as Block } from './protocol.ts';
+import { abortedBy } from './deadline.ts';
 import { AccessLostError, PotentiaError } from './errors.ts';
 import { textIn, TextOtClient, type TextLoss, type TextOp, type TextReceipt, type TextSend } from './text-ot.ts';
 import { encodeJson, MESSAGE_MAX_DEPTH } from './json-value.ts';
@@ -274,20 +275,54 @@ export class CanvasSync {
    * Connects and resolves once the state is caught up (snapshot + replay) and live. Connection
    * failures, refused upgrades included, are retried (backoff; token() is asked again each time)
    * rather than reported: join() waits until the client is live, and rejects only if the client
-   * ends before that (close(), or a CanvasAccessLostError).
+   * ends before that (close(), or a CanvasAccessLostError). `options.signal` ends a join that is
+   * not live yet: it rejects with AbortError (code `aborted`) and the client is closed, as by
+   * close() (its socket closed, its timers cleared); an already-aborted signal rejects and starts
+   * nothing. Once live, the signal ends nothing.
    */
-  join(): Promise<void> {
+  join(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const { signal } = options;
     if (this.closed) return Promise.reject(new Error('CanvasSync is closed'));
+    if (signal?.aborted) return Promise.reject(abortedBy('join', signal));
     this.started = true;
     this.connect();
-    return this.ready();
+    return this.waitLive('join', signal, true);
   }
 
-  /** Resolves once the client is live (at once if it is); rejects only if the client ends first. */
-  ready(): Promise<void> {
+  /**
+   * Resolves once the client is live (at once if it is); rejects only if the client ends first.
+   * `options.signal` stops this wait (AbortError, code `aborted`); the client goes on.
+   */
+  ready(options: { signal?: AbortSignal } = {}): Promise<void> {
+    return this.waitLive('ready', options.signal, false);
+  }
+
+  /** A wait until live; `signal` ends it (and the client, with `closeOnAbort`), its listener removed however the wait ends. */
+  private waitLive(what: string, signal: AbortSignal | undefined, closeOnAbort: boolean): Promise<void> {
     if (this.closed) return Promise.reject(new Error('CanvasSync is closed'));
+    if (signal?.aborted) return Promise.reject(abortedBy(what, signal));
     if (this.live) return Promise.resolve();
-    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        const at = this.readyWaiters.indexOf(waiter);
+        if (at < 0) return; // settled meanwhile
+        this.readyWaiters.splice(at, 1);
+        reject(abortedBy(what, signal!));
+        if (closeOnAbort) this.close();
+      };
+      const waiter = {
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject: (err: Error) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.readyWaiters.push(waiter);
+    });
   }
 
   /**

@@ -119,14 +119,24 @@ export type MoveInput = { after?: string | null; before?: string; parent?: strin
  */
 export type ChangeOptions = { signal?: AbortSignal; timeoutMs?: number; clientOpId?: string };
 
+/**
+ * Options of Canvas.connect(): `signal` (an AbortSignal) ends a connect that is not live yet, at
+ * any stage (the access check, the socket opening, the join, the snapshot): the promise rejects
+ * with AbortError (code `aborted`, `reason` the signal's) and the canvas is closed, as by close():
+ * its socket and requests are abandoned, no timer or listener is left, and other connect() calls
+ * waiting for it reject with PotentiaError `closed`. potentia.canvas(id) then gives a new one.
+ * Once the canvas is live the signal ends nothing. An already-aborted signal does nothing.
+ */
+export type ConnectOptions = { signal?: AbortSignal };
+
 /** @internal What Canvas needs from the client that made it. */
 export type CanvasDeps = {
   url: string;
   WebSocket: WebSocketConstructor | undefined;
   /** The current access token, or a fresh one when `refused` (the socket was closed 4401 with it); throws PotentiaError `unauthorized` when signed out. */
-  token: (refused?: string) => Promise<string>;
-  /** Asks the server whether the user may see the canvas (HTTP): rejects with AccessLostError, PotentiaError, or a network error. */
-  checkAccess: () => Promise<{ can_write: boolean }>;
+  token: (refused?: string, signal?: AbortSignal) => Promise<string>;
+  /** Asks the server whether the user may see the canvas (HTTP): rejects with AccessLostError, PotentiaError, or a network error; `signal` abandons the request. */
+  checkAccess: (signal?: AbortSignal) => Promise<{ can_write: boolean }>;
   /** Extra CanvasSync options (reconnect timing, heartbeat, pacing, the jitter's random source). */
   sync?: Partial<Pick<CanvasSyncOptions, 'reconnectDelayMs' | 'resumeTimeoutMs' | 'heartbeatMs' | 'messagesPerSecond' | 'random'>>;
   onClose?: (canvas: Canvas) => void;
@@ -159,6 +169,11 @@ type LocalOp = {
 type History = { shadow: Block | undefined; entries: Array<{ version: number; fields: Set<string> | 'all'; own: boolean }>; unknown: boolean };
 
 const noop = () => {};
+/** `p`, marked handled: the caller still gets its rejection; one left unawaited is not an unhandled rejection. */
+const handled = <T>(p: Promise<T>): Promise<T> => {
+  p.catch(noop);
+  return p;
+};
 /** When a canvas that is not live checks over HTTP that the user still has access: after the first, then every second ms. */
 const ACCESS_CHECK_MS = [3000, 15_000] as const;
 const uuid = (): string => globalThis.crypto.randomUUID();
@@ -173,6 +188,8 @@ export class Canvas {
   private _canWrite = false;
   private _userId: string | null = null;
   private connecting: Promise<void> | null = null;
+  /** Aborted when the canvas ends: abandons the HTTP requests of connect() and of the access checks still in flight. */
+  private readonly lifetime = new AbortController();
   private accessTimer: ReturnType<typeof setTimeout> | null = null;
   private accessChecks = 0;
   private readonly ops: LocalOp[] = [];
@@ -246,15 +263,42 @@ export class Canvas {
    * and resumes from its last canvas_seq without a gap. Calling it again returns the same promise.
    * Rejects with AccessLostError (not a member / no such canvas), PotentiaError `unauthorized`
    * (not signed in), `no_websocket` (no WebSocket class: pass `WebSocket` to
-   * createPotentiaClient, e.g. the `ws` package on Node 20) or `closed` (close() came first). A
-   * server that cannot be reached is waited for, not an error.
+   * createPotentiaClient, e.g. the `ws` package on Node 20) or `closed` (close() came first, or
+   * another connect()'s signal aborted). A server that cannot be reached is waited for, not an
+   * error. `options.signal` (ConnectOptions) ends a connect that is not live yet: AbortError, and
+   * the canvas is closed, nothing left behind (no socket, request, timer or listener); an
+   * already-aborted signal rejects at once and does nothing.
    */
-  connect(): Promise<void> {
+  connect(options: ConnectOptions = {}): Promise<void> {
+    const { signal } = options;
     if (this._status === 'closed') return Promise.reject(new PotentiaError('closed', 'this canvas was closed'));
-    if (this.connecting) return this.connecting;
-    const p = this.start();
-    p.catch(noop); // the caller gets the rejection; an unawaited connect() must not be unhandled
-    return (this.connecting = p);
+    if (signal?.aborted) return handled(Promise.reject(abortedBy('connect', signal))); // nothing done
+    if (!this.connecting) this.connecting = handled(this.start());
+    const shared = this.connecting;
+    if (!signal || this._status === 'live') return shared;
+    return handled(new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        if (this._status === 'live') return; // live meanwhile: nothing to end, shared resolves this one
+        reject(abortedBy('connect', signal)); // first: the caller hears of its abort, not of the close it causes
+        this.end(new PotentiaError('closed', 'the canvas was closed: its connect() was aborted before it was live'));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      shared.then(
+        () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        (err: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      );
+    }));
+  }
+
+  /** Whether the canvas has ended (a method: TypeScript does not narrow its answer across an await). */
+  private isClosed(): boolean {
+    return this._status === 'closed';
   }
 
   private async start(): Promise<void> {
@@ -262,16 +306,21 @@ export class Canvas {
       throw new PotentiaError('no_websocket', 'no WebSocket class: pass one to createPotentiaClient({ WebSocket }) (Node 20: the ws package)', 'WebSocket');
     }
     this.setStatus('connecting');
+    // close() (or an aborted connect) during these requests abandons them (this.lifetime)
+    const closed = () => new PotentiaError('closed', 'this canvas was closed');
     try {
-      await this.deps.token(); // signed in? (else PotentiaError unauthorized, before any socket)
+      await this.deps.token(undefined, this.lifetime.signal); // signed in? (else PotentiaError unauthorized, before any socket)
     } catch (err) {
+      if (this.isClosed()) throw closed();
       const e = err instanceof PotentiaError ? err : new PotentiaError('unauthorized', err instanceof Error ? err.message : String(err));
       this.end(e);
       throw e;
     }
+    if (this.isClosed()) throw closed();
     try {
-      this.setCanWrite((await this.deps.checkAccess()).can_write);
+      this.setCanWrite((await this.deps.checkAccess(this.lifetime.signal)).can_write);
     } catch (err) {
+      if (this.isClosed()) throw closed();
       // refusals end here; an unreachable server is left to the socket's retries
       if (err instanceof PotentiaError && err.code !== 'network' && err.code !== 'unavailable' && err.code !== 'timeout') {
         this.end(err);
@@ -279,7 +328,7 @@ export class Canvas {
       }
       this.watchAccess();
     }
-    if (this._status === 'closed') throw new PotentiaError('closed', 'this canvas was closed');
+    if (this.isClosed()) throw closed();
     try {
       await this.sync.join();
     } catch (err) {
@@ -301,6 +350,7 @@ export class Canvas {
     this._status = 'closed';
     if (this.accessTimer) clearTimeout(this.accessTimer);
     this.accessTimer = null;
+    this.lifetime.abort(reason);
     this.sync.close();
     this.presence.close();
     for (const op of this.ops.splice(0)) op.reject(reason);
@@ -777,7 +827,7 @@ export class Canvas {
     this.accessTimer = setTimeout(() => {
       this.accessTimer = null;
       if (this._status === 'live' || this._status === 'closed') return;
-      this.deps.checkAccess().then(
+      this.deps.checkAccess(this.lifetime.signal).then(
         (r) => this.safely(() => {
           this.setCanWrite(r.can_write);
           this.watchAccess();

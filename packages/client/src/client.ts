@@ -16,7 +16,7 @@ import type { components } from './api-types.ts';
  *
  * Every HTTP call has a deadline (`timeoutMs`: TimeoutError, code `timeout`) and takes an
  * AbortSignal (`{ signal }`, its last argument: AbortError, code `aborted`), whichever comes
- * first ending it (CallOptions). A token the server
+ * first ending it (CallOptions); so does Canvas.connect (ConnectOptions) and every canvas change. A token the server
  * refuses (HTTP 401 `unauthorized`, an H1 socket closed 4401) makes the client refresh the session
  * once (one refresh for every call refused with that token) and send the call once more; a
  * refresh the server refuses signs the user out (`auth.onChange(null)`).
@@ -546,14 +546,17 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
       url,
       WebSocket: WebSocketClass,
       // after a socket closed 4401 (`refused`: the token it carried), the session is refreshed first
-      token: async (refused) => {
-        const token = refused ? await renewAfterRefusal(refused) : await accessToken();
+      // `signal`: connect()'s (the canvas closed meanwhile), which stops the wait and the request
+      token: async (refused, signal) => {
+        const token = refused
+          ? await withDeadline(0, 'the refresh of the session', () => renewAfterRefusal(refused), signal)
+          : await accessToken({ signal });
         if (!token) throw new PotentiaError('unauthorized', 'not signed in: call auth.signIn first');
         return token;
       },
-      checkAccess: async () => {
+      checkAccess: async (signal) => {
         try {
-          return await call<{ can_write: boolean }>(`canvas/${encodeURIComponent(canvasId)}/permissions`, 'GET');
+          return await call<{ can_write: boolean }>(`canvas/${encodeURIComponent(canvasId)}/permissions`, 'GET', { signal });
         } catch (err) {
           if (err instanceof PotentiaError && (err.code === 'forbidden' || err.code === 'not_found')) {
             throw new AccessLostError(err.code, err.code === 'forbidden' ? 'you have no access to this canvas' : 'no such canvas');

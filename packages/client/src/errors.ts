@@ -126,8 +126,9 @@ export class TimeoutError extends PotentiaError {
 
 /**
  * A call ended by its caller's AbortSignal before it was answered: the `signal` option of every
- * HTTP call (sign-up, sign-in, sign-out, accessToken, workspaces, canvases) and of a canvas change
- * (create, update, move, delete). `code` is `aborted`; `name` is `AbortError`, as fetch's own
+ * HTTP call (sign-up, sign-in, sign-out, accessToken, workspaces, canvases), of a canvas change
+ * (create, update, move, delete) and of Canvas.connect (which closes the canvas: ConnectOptions)
+ * and CanvasSync's join and ready. `code` is `aborted`; `name` is `AbortError`, as fetch's own
  * abort, so `err.name === 'AbortError'` checks keep working; `reason` is the signal's reason (what
  * `controller.abort(reason)` was given; a DOMException TimeoutError for `AbortSignal.timeout(ms)`).
  * An abort is never retried (a create is not sent again) and never makes the client refresh the

@@ -11,7 +11,7 @@ export type {
   PotentiaWorkspaces, Role, Workspace, WorkspaceInvite, WorkspaceMember,
 } from './client.ts';
 export { Canvas } from './canvas.ts';
-export type { CanvasChangeCause, CanvasSnapshotView, CanvasStatus, ChangeOptions, CreateInput, MoveInput, UpdateInput } from './canvas.ts';
+export type { CanvasChangeCause, CanvasSnapshotView, CanvasStatus, ChangeOptions, ConnectOptions, CreateInput, MoveInput, UpdateInput } from './canvas.ts';
 export type { Block, BlockNode } from './blocks.ts';
 export { CanvasPresence, PRESENCE_MAX_BYTES, PRESENCE_SENDS_PER_SECOND } from './presence.ts';
 export type { PresenceCursor, PresenceInput, PresencePeer, PresenceSelection } from './presence.ts';

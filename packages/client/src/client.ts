@@ -427,18 +427,24 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     return done;
   };
 
-  /** One request to the HTTP API with `token` (null: none, the anon key goes), under the deadline and the caller's `signal`. */
+  /**
+   * One request to the HTTP API with `token` (null: none, the anon key goes), under the deadline and
+   * the caller's `signal`, up to its answer read whole: an error status's body too (functions.invoke
+   * hands that response on unread, and invokeError reads it), which, read after the deadline and the
+   * signal were let go, was awaited for good when it stalled.
+   */
   const send = async <T>(path: string, method: 'GET' | 'POST', body: Record<string, unknown> | undefined, token: string | null, signal: AbortSignal | undefined): Promise<T> => {
-    let result: Awaited<ReturnType<typeof supabase.functions.invoke>>;
     try {
-      result = await withDeadline(timeoutMs, `${method} /functions/v1/${path}`, (request) => supabase.functions.invoke(path, {
-        method, signal: request, ...(body ? { body } : {}), ...(token ? { headers: { Authorization: `Bearer ${token}` } } : {}),
-      }), signal);
+      return await withDeadline(timeoutMs, `${method} /functions/v1/${path}`, async (request) => {
+        const result = await supabase.functions.invoke(path, {
+          method, signal: request, ...(body ? { body } : {}), ...(token ? { headers: { Authorization: `Bearer ${token}` } } : {}),
+        });
+        if (result.error) throw await invokeError(result.error);
+        return result.data as T;
+      }, signal);
     } catch (err) {
       throw await invokeError(err);
     }
-    if (result.error) throw await invokeError(result.error);
-    return result.data as T;
   };
 
   /**

@@ -237,6 +237,29 @@ describe('@potentia/client: an AbortSignal and a deadline on canvas changes', ()
     await client.auth.signOut();
   }, 60_000);
 
+  it('a clientOpId or content the server refuses: rejected invalid_input naming the field, as the server named it', async () => {
+    // the server's input policy refuses these over H1 with an `error` frame naming the field
+    // (client_op_id, patch.content.a); the client dropped the field, and the rejection named none
+    const { client } = await signedIn();
+    const { workspace_id } = await client.workspaces.create('Refused');
+    const { canvas_id } = await client.canvases.create(workspace_id, 'Refused');
+    const canvas = client.canvas(canvas_id);
+    await canvas.connect();
+    const cases: Array<[() => Promise<unknown>, string]> = [
+      [() => canvas.create({ type: 'text' }, { clientOpId: 'a\uD800' }), 'client_op_id'],
+      [() => canvas.create({ type: 'text' }, { clientOpId: 'a\u0000b' }), 'client_op_id'],
+      [() => canvas.create({ type: 'text', content: { a: 'x\u0000' } }), 'patch.content.a'],
+    ];
+    for (const [change, field] of cases) {
+      await expect(change()).rejects.toMatchObject({ code: 'invalid_input', field });
+    }
+    expect(canvas.pending).toBe(0);
+    const rows = await db.sql<{ n: number }[]>`select count(*)::int as n from app.block_operations where canvas_id = ${canvas_id}`;
+    expect(rows[0]!.n).toBe(0);
+    canvas.close();
+    await client.auth.signOut();
+  }, 60_000);
+
   it('a change already sent and held by the server: rejects, goes on, applies once; one waiting behind it is taken back', async () => {
     const { client } = await signedIn();
     const { workspace_id } = await client.workspaces.create('Held');

@@ -1093,9 +1093,11 @@ export class CanvasSync {
         p.sent = false;
         this.backOff(m.retry_after_ms, 'all', code !== 'rate_limited');
       } else {
-        // refused for good (read-only token or role, a malformed op, or a code this client does not know)
+        // refused for good (read-only token or role, a malformed op, or a code this client does not
+        // know), with the field the server named (client_op_id, patch.content.<key>: it was dropped,
+        // and the rejection named none)
         const error = code === 'read_only' ? 'forbidden' : code === 'invalid_message' ? 'invalid_input' : code;
-        this.settle(p.id, { type: 'rejected', client_op_id: p.id, error: { code: error, message: m.message } });
+        this.settle(p.id, { type: 'rejected', client_op_id: p.id, error: { code: error, message: m.message, ...(m.field !== undefined ? { field: m.field } : {}) } });
       }
     } else if (code === 'forbidden' || code === 'not_found') {
       this.accessLost(ws, code, m.message); // the close (4403/4404) follows

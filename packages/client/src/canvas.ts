@@ -1,7 +1,7 @@
 import { type as textType } from 'ot-text-unicode';
 import { buildTree, changedFields, compareBlocks, keyBetween, mergePatch, setMember, subtree, toBlock, type Block, type BlockNode } from './blocks.ts';
 import { CanvasSync, type CanvasSyncOptions, type Mutation, type MutationOutcome, type TextChange, type WebSocketConstructor } from './canvas-sync.ts';
-import { abortedBy, after, appliesDeadline } from './deadline.ts';
+import { abortedBy, after, appliesDeadline, badSignal } from './deadline.ts';
 import { AbortError, AccessLostError, ConflictError, PotentiaError, TimeoutError } from './errors.ts';
 import { CanvasPresence } from './presence.ts';
 import type { DeltaMessage, TextOp, WireBlock } from './protocol.ts';
@@ -106,7 +106,9 @@ export type MoveInput = { after?: string | null; before?: string; parent?: strin
  *   outcome shows in the canvas (the server's block replaces it; a refusal rolls it back and is
  *   reported to onError). It is applied at most once: the server applies a client_op_id once and
  *   answers a resend of an applied one with its first result (`ack`, status `duplicate`).
- * An already-aborted signal changes nothing and sends nothing (the promise rejects at once).
+ * An already-aborted signal changes nothing and sends nothing (the promise rejects at once);
+ * a `signal` that is not an AbortSignal is refused (`invalid_input`, field `signal`), as a bad
+ * `timeoutMs` is.
  *
  * `clientOpId` (1 to 128 characters; default a new UUID): the change's H1 client_op_id. To learn
  * the outcome of a change whose promise rejected with `timeout`, `aborted` or `closed` after a
@@ -546,6 +548,8 @@ export class Canvas {
     if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
       return this.refuse(new PotentiaError('invalid_input', `timeoutMs must be a number of milliseconds, 0 or more (0: no deadline), got ${String(timeoutMs)}`, 'timeoutMs'));
     }
+    const bad = badSignal(signal);
+    if (bad) return this.refuse(bad);
     if (clientOpId !== undefined && (typeof clientOpId !== 'string' || clientOpId.length < 1 || clientOpId.length > 128)) {
       return this.refuse(new PotentiaError('invalid_input', 'clientOpId must be a string of 1 to 128 characters', 'clientOpId'));
     }

@@ -3,7 +3,7 @@ import { Canvas, type CanvasDeps } from './canvas.ts';
 import type { WebSocketConstructor } from './canvas-sync.ts';
 import { withAuthAnswers } from './auth-answers.ts';
 import { defaultReconnectDelayMs, fullJitterMs } from './backoff.ts';
-import { abortedBy, after, bodyEmail, CallSignals, pause, withDeadline, withRequestDeadline, type RequestMatch } from './deadline.ts';
+import { abortedBy, after, badSignal, bodyEmail, CallSignals, pause, withDeadline, withRequestDeadline, type RequestMatch } from './deadline.ts';
 import { AccessLostError, PotentiaError, RateLimitedError } from './errors.ts';
 import type { components } from './api-types.ts';
 
@@ -68,7 +68,8 @@ export type CallOptions = {
    * (`AbortSignal.timeout(ms)` gives one call a tighter deadline; it rejects as an abort). An abort
    * is never retried (a create is not sent again) and never makes the client refresh the session;
    * an already-aborted signal sends nothing and changes nothing. A session refresh other calls
-   * wait for too is not ended by one call's signal: that call stops waiting for it.
+   * wait for too is not ended by one call's signal: that call stops waiting for it. Anything
+   * else than an AbortSignal is refused, nothing sent: PotentiaError `invalid_input`, field `signal`.
    */
   signal?: AbortSignal;
 };
@@ -507,6 +508,8 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
       return toUser(data.user)!;
     },
     async signOut({ signal } = {}) {
+      const bad = badSignal(signal);
+      if (bad) throw bad; // nothing done: the session stays
       if (signal?.aborted) throw abortedBy('sign-out', signal); // nothing done: the session stays
       let error: Parameters<typeof authError>[0] | null;
       try {

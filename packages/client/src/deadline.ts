@@ -1,4 +1,4 @@
-import { AbortError, TimeoutError } from './errors.ts';
+import { AbortError, PotentiaError, TimeoutError } from './errors.ts';
 import { isObject } from './json-value.ts';
 
 /**
@@ -49,6 +49,24 @@ export function requestUrl(input: Parameters<typeof fetch>[0]): string {
   return typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
 }
 
+/**
+ * Whether `signal` (a call's or a change's option) is unusable: given (not undefined or null) but
+ * not an AbortSignal (one of the app's own objects, the AbortController itself, a string). Read as
+ * one, it threw a bare TypeError from inside the call ("addEventListener is not a function"),
+ * synchronously from a canvas change; it is refused as invalid_input naming `signal`, as a bad
+ * timeoutMs or clientOpId is. Read by shape, not instanceof: an AbortSignal of another realm or
+ * a polyfill's is one.
+ */
+export function badSignal(signal: unknown): PotentiaError | null {
+  if (signal === undefined || signal === null) return null;
+  const s = signal as { aborted?: unknown; addEventListener?: unknown; removeEventListener?: unknown };
+  if (typeof signal === 'object' && typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function'
+    && typeof s.removeEventListener === 'function') return null;
+  return new PotentiaError('invalid_input', `signal must be an AbortSignal (controller.signal, AbortSignal.timeout(ms)), got ${describeValue(signal)}`, 'signal');
+}
+
+const describeValue = (v: unknown): string => (typeof v === 'object' ? (v as object).constructor?.name ?? 'an object' : typeof v);
+
 /** The AbortError of `what`, ended by `signal` (its reason kept); `clientOpId` for a canvas change. */
 export function abortedBy(what: string, signal: AbortSignal, clientOpId?: string): AbortError {
   return new AbortError(`${what}: aborted by the caller's signal`, signal.reason, clientOpId);
@@ -62,6 +80,8 @@ export function abortedBy(what: string, signal: AbortSignal, clientOpId?: string
  * `run`: nothing is sent. No deadline when `timeoutMs` is 0 or Infinity.
  */
 export function withDeadline<T>(timeoutMs: number, what: string, run: (signal: AbortSignal) => Promise<T>, outer?: AbortSignal | null): Promise<T> {
+  const bad = badSignal(outer);
+  if (bad) return Promise.reject(bad);
   if (outer?.aborted) return Promise.reject(abortedBy(what, outer));
   const controller = new AbortController();
   const deadline = appliesDeadline(timeoutMs);

@@ -75,7 +75,7 @@ const routes = {
   changes: route({ method: 'get', path: '/{canvas_id}/changes', operationId: 'getCanvasChangesSince',
     summary: 'H7: the operations after since_canvas_seq (api.get_canvas_changes_since)',
     description: 'A canvas_seq gap between two block_op broadcasts (or a reconnect) is filled from here: the applied operations with '
-      + 'canvas_seq > since_canvas_seq, in order and without gaps, at most limit (default 500, at most 1000); while has_more, ask again '
+      + 'canvas_seq > since_canvas_seq, in order and without gaps, at most limit (default 500, at most 1000) and about 4 MB of them; while has_more, ask again '
       + 'from canvas_watermark. snapshot_required: the log cannot continue from there, load the snapshot. Counts against the '
       + "user's H7 limit (10 a second).",
     request: { params: CanvasParams, query: z.object({ since_canvas_seq: queryInteger(0, SEQ_MAX), limit: queryInteger(1, 1000).optional() }) },

@@ -38,6 +38,24 @@ $$;
 -- Applied operations of a canvas in commit order, after server_seq p_since_seq or, when
 -- p_since_canvas_seq is given, after that canvas_seq: {changes[], has_more, watermark,
 -- canvas_watermark} (+ snapshot_required by canvas_seq). The caller checked read access.
+--
+-- A page holds at most p_limit changes and about internal.changes_page_bytes() bytes of them: a
+-- change is left for the next page once the changes before it on this page (their block and
+-- patch as JSON text) reach that many (the first is always on it, so a page is never empty while
+-- there is more). Counted only, a page of 1,000 changes of 64 KB blocks was 120 MB of JSON, built
+-- whole in one jsonb, then in the server process (parsed, serialized again): about 700 MB of a
+-- process for one GET /canvas/{id}/changes, ten of which a user may send a second (H7). has_more
+-- and the watermarks say where to go on, as for a page cut by the count.
+create or replace function internal.changes_page_bytes() returns bigint
+language sql immutable as $$ select 4194304::bigint $$;
+
+-- What a change weighs on a page: its block and patch as JSON text (what the page carries of it
+-- beyond a few fixed fields). An inlined SQL helper, as change_json.
+create or replace function internal.change_bytes(o app.block_operations) returns bigint
+language sql stable as $$
+  select (octet_length(coalesce(o.block::text, '')) + octet_length(coalesce(o.patch::text, '')))::bigint
+$$;
+
 create or replace function internal.canvas_changes(p_canvas_id uuid, p_since_seq bigint, p_since_canvas_seq bigint, p_limit integer)
 returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -49,16 +67,29 @@ declare
   v_snapshot_required boolean := false;
 begin
   select * into v_canvas from app.canvases where canvas_id = p_canvas_id;
+  -- the next v_limit + 1 operations (one more: whether there is more), each with the bytes of the
+  -- ones before it, by server_seq or by canvas_seq (two statements: each range is its own index's);
+  -- kept while those bytes are under the page's and within v_limit
   if p_since_canvas_seq is null then
-    select coalesce(jsonb_agg(internal.change_json(o) order by o.server_seq), '[]') into v_changes
-    from (select * from app.block_operations
-          where canvas_id = p_canvas_id and server_seq > coalesce(p_since_seq, 0)
-          order by server_seq limit v_limit + 1) o;
+    select coalesce(jsonb_agg(internal.change_json(p.op) order by p.n) filter (where p.kept), '[]'), count(*) > count(*) filter (where p.kept)
+      into v_changes, v_more
+    from (select o.op, o.n, o.n <= v_limit and o.bytes - o.own < internal.changes_page_bytes() as kept
+          from (select x.b as op, row_number() over w as n, sum(internal.change_bytes(x.b)) over w as bytes, internal.change_bytes(x.b) as own
+                from (select b from app.block_operations b
+                      where b.canvas_id = p_canvas_id and b.server_seq > coalesce(p_since_seq, 0)
+                      order by b.server_seq limit v_limit + 1) x
+                window w as (order by (x.b).server_seq)) o) p;
   else
-    select coalesce(jsonb_agg(internal.change_json(o) order by o.canvas_seq), '[]') into v_changes
-    from (select * from app.block_operations
-          where canvas_id = p_canvas_id and canvas_seq > p_since_canvas_seq
-          order by canvas_seq limit v_limit + 1) o;
+    select coalesce(jsonb_agg(internal.change_json(p.op) order by p.n) filter (where p.kept), '[]'), count(*) > count(*) filter (where p.kept)
+      into v_changes, v_more
+    from (select o.op, o.n, o.n <= v_limit and o.bytes - o.own < internal.changes_page_bytes() as kept
+          from (select x.b as op, row_number() over w as n, sum(internal.change_bytes(x.b)) over w as bytes, internal.change_bytes(x.b) as own
+                from (select b from app.block_operations b
+                      where b.canvas_id = p_canvas_id and b.canvas_seq > p_since_canvas_seq
+                      order by b.canvas_seq limit v_limit + 1) x
+                window w as (order by (x.b).canvas_seq)) o) p;
+  end if;
+  if p_since_canvas_seq is not null then
     -- the log cannot continue from there: the reader is ahead of the canvas, or retention
     -- (sql/jobs/cleanup.sql) removed the operations right after it
     v_snapshot_required := p_since_canvas_seq > v_canvas.last_canvas_seq
@@ -66,12 +97,11 @@ begin
           and coalesce((v_changes -> 0 ->> 'canvas_seq')::bigint, -1) <> p_since_canvas_seq + 1);
     if v_snapshot_required then
       v_changes := '[]';
+      v_more := false;
     end if;
   end if;
-  v_more := jsonb_array_length(v_changes) > v_limit;
   if v_more then
-    v_changes := v_changes - v_limit;
-    v_last := v_changes -> (v_limit - 1);
+    v_last := v_changes -> -1;
   end if;
   return jsonb_build_object(
     'changes', v_changes,
@@ -92,7 +122,8 @@ begin
 end $$;
 
 comment on function api.get_canvas_changes(uuid, bigint, integer) is
-  'Applied operations of a canvas with server_seq > since_seq, in commit order, at most limit (1..1000): {changes[], has_more, watermark, '
+  'Applied operations of a canvas with server_seq > since_seq, in commit order, at most limit (1..1000) and about 4 MB of them '
+  '(internal.changes_page_bytes): {changes[], has_more, watermark, '
   'canvas_watermark}. Each change carries server_seq and canvas_seq. Resume from watermark (server_seq) or, preferably, use '
   'api.get_canvas_changes_since with canvas_watermark.';
 
@@ -109,7 +140,7 @@ end $$;
 
 comment on function api.get_canvas_changes_since(uuid, bigint, integer) is
   'Applied operations of a canvas with canvas_seq > since_canvas_seq: since_canvas_seq + 1, + 2, … without gaps, in commit order, at most '
-  'limit (1..1000): {changes[], has_more, watermark, canvas_watermark, snapshot_required}. canvas_seq numbers a canvas''s applied operations '
+  'limit (1..1000) and about 4 MB of them (internal.changes_page_bytes): {changes[], has_more, watermark, canvas_watermark, snapshot_required}. canvas_seq numbers a canvas''s applied operations '
   '1, 2, 3, … (assigned under the canvas lock; rejected attempts take none), so the next page starts at canvas_watermark. snapshot_required: '
   'the log cannot continue from since_canvas_seq (it is ahead of the canvas, or retention removed the operations after it): load '
   'api.get_canvas_snapshot instead (changes is then empty).';

@@ -70,7 +70,7 @@ export interface paths {
   "/api/v1/canvas/{canvas_id}/changes": {
     /**
      * H7: the operations after since_canvas_seq (api.get_canvas_changes_since)
-     * @description A canvas_seq gap between two block_op broadcasts (or a reconnect) is filled from here: the applied operations with canvas_seq > since_canvas_seq, in order and without gaps, at most limit (default 500, at most 1000); while has_more, ask again from canvas_watermark. snapshot_required: the log cannot continue from there, load the snapshot. Counts against the user's H7 limit (10 a second).
+     * @description A canvas_seq gap between two block_op broadcasts (or a reconnect) is filled from here: the applied operations with canvas_seq > since_canvas_seq, in order and without gaps, at most limit (default 500, at most 1000) and about 4 MB of them; while has_more, ask again from canvas_watermark. snapshot_required: the log cannot continue from there, load the snapshot. Counts against the user's H7 limit (10 a second).
      */
     get: operations["getCanvasChangesSince"];
   };
@@ -1502,7 +1502,7 @@ export interface operations {
   };
   /**
    * H7: the operations after since_canvas_seq (api.get_canvas_changes_since)
-   * @description A canvas_seq gap between two block_op broadcasts (or a reconnect) is filled from here: the applied operations with canvas_seq > since_canvas_seq, in order and without gaps, at most limit (default 500, at most 1000); while has_more, ask again from canvas_watermark. snapshot_required: the log cannot continue from there, load the snapshot. Counts against the user's H7 limit (10 a second).
+   * @description A canvas_seq gap between two block_op broadcasts (or a reconnect) is filled from here: the applied operations with canvas_seq > since_canvas_seq, in order and without gaps, at most limit (default 500, at most 1000) and about 4 MB of them; while has_more, ask again from canvas_watermark. snapshot_required: the log cannot continue from there, load the snapshot. Counts against the user's H7 limit (10 a second).
    */
   getCanvasChangesSince: {
     parameters: {

@@ -16,7 +16,9 @@
 -- sign-ups and sign-ins (auth_attempts_per_ip), per email address for sign-ins
 -- (auth_sign_in_attempts_per_email), counted before the password is looked at, so a locked-out
 -- address answers 429 whatever the password. The development profile (p_relaxed) allows 100 times
--- each per 60 s in buckets of its own, as it does the endpoint limits.
+-- each per 60 s in buckets of its own, as it does the endpoint limits. Refreshes
+-- (grant_type=refresh_token) have a per-IP limit of their own, auth_refreshes_per_ip
+-- (internal.hit_refresh_limit, GoTrue's RATE_LIMIT_TOKEN_REFRESH).
 
 -- GoTrue's timestamp format (UTC, microseconds, Z).
 create or replace function internal.gotrue_time(p_at timestamptz) returns text
@@ -128,6 +130,49 @@ begin
                                       coalesce(internal.setting_int('auth_sign_in_attempts_per_email'), 10) * v_factor, v_window);
   end if;
 end $$;
+
+-- GoTrue's per-IP limit of token refreshes (RATE_LIMIT_TOKEN_REFRESH, 150 per 5 minutes:
+-- supabase/auth internal/conf/configuration.go, the limiter internal/api/apilimiter/apilimiter.go
+-- builds and internal/api/token.go applies to POST /token; read at bc32168e13fd) for the local
+-- /auth/v1 refresh grant: auth_refreshes_per_ip per client (internal.client_address_key, so an
+-- IPv6 client per /64) in a fixed 5-minute window, in a bucket of its own (auth:refresh:ip), so
+-- refreshes never spend the sign-in budget nor the other way round. GoTrue refills a token bucket
+-- (150 per 300 s, bursts of 30); this counts in fixed windows as the sign-in limits do.
+-- p_refuse: past the limit, raise rate_limited (which rolls back the caller's transaction: the
+-- refresh it counted did not happen). Without it the request is counted and never refused: the
+-- caller says so for the answers whose refusal a later retry could not undo (src/http/gotrue.ts):
+-- a swap within the reuse interval, refused, was resent after it and revoked the sign-in as reuse.
+-- p_relaxed (the development profile): 100x per 60 s in buckets of its own, as hit_auth_limits.
+create or replace function internal.hit_refresh_limit(p_client_ip text, p_refuse boolean, p_relaxed boolean default false) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_client text := internal.client_address_key(p_client_ip);
+  v_window integer := case when p_relaxed then 60 else 300 end;
+  v_bucket text := case when p_relaxed then 'auth-dev:' else 'auth:' end || 'refresh:ip';
+  v_subject uuid;
+begin
+  if v_client is null then
+    return;
+  end if;
+  v_subject := md5('auth-ip:' || v_client)::uuid;
+  if p_refuse then
+    perform internal.hit_window_limit(v_subject, v_bucket,
+                                      coalesce(internal.setting_int('auth_refreshes_per_ip'), 150) * case when p_relaxed then 100 else 1 end,
+                                      v_window);
+  else
+    insert into app.rate_limits as r (user_id, bucket, window_start, hits)
+    values (v_subject, v_bucket, internal.rate_window_start(v_window), 1)
+    on conflict (user_id, bucket, window_start) do update set hits = r.hits + 1;
+  end if;
+end $$;
+
+comment on function internal.hit_refresh_limit(text, boolean, boolean) is
+$$POST /auth/v1/token?grant_type=refresh_token, per client IP: counts one refresh from p_client_ip
+(internal.client_address_key: an IPv6 client by its /64) against auth_refreshes_per_ip (150, as
+GoTrue's RATE_LIMIT_TOKEN_REFRESH: supabase/auth internal/conf/configuration.go,
+internal/api/token.go) per fixed 5-minute window, bucket auth:refresh:ip; p_refuse: raises
+rate_limited past it (its transaction rolls back). p_relaxed (the development profile): 100x per
+60 s, bucket auth-dev:refresh:ip. No address: not counted. service_role only.$$;
 
 -- Starts a session for p_user_id: a new refresh-token family holding p_refresh_hash; returns its
 -- id, or null when the user is gone (deleted since they were read: internal.issue_refresh_token).
@@ -411,13 +456,15 @@ session_not_found, validation_failed, weak_password (+ reasons), same_password. 
 
 revoke execute on function
   internal.gotrue_time(timestamptz), internal.auth_user_json(uuid), internal.password_problem(text),
-  internal.client_address_key(text), internal.hit_auth_limits(text, text, boolean), internal.start_auth_session(uuid, text, integer),
+  internal.client_address_key(text), internal.hit_auth_limits(text, text, boolean), internal.hit_refresh_limit(text, boolean, boolean),
+  internal.start_auth_session(uuid, text, integer),
   internal.password_sign_up(text, text, jsonb, boolean, text, text, integer, boolean),
   internal.password_sign_in(text, text, text, text, integer, boolean), internal.auth_session_user(uuid, uuid),
   internal.auth_refresh_session(text), internal.auth_sign_out(uuid, uuid, text),
   internal.auth_update_user(uuid, uuid, jsonb, text)
 from public, anon, authenticated;
 grant execute on function
+  internal.hit_refresh_limit(text, boolean, boolean),
   internal.password_sign_up(text, text, jsonb, boolean, text, text, integer, boolean),
   internal.password_sign_in(text, text, text, text, integer, boolean), internal.auth_session_user(uuid, uuid),
   internal.auth_refresh_session(text), internal.auth_sign_out(uuid, uuid, text),

@@ -42,6 +42,7 @@ returns setof record language sql immutable set search_path = pg_catalog, pg_tem
     ('auth_password_min_length', 0, 2147483647, 'characters', 6),
     ('auth_attempts_per_ip', 0, 2147483647, null, 30),
     ('auth_sign_in_attempts_per_email', 0, 2147483647, null, 10),
+    ('auth_refreshes_per_ip', 0, 2147483647, null, 150),
     ('search_max_results', 0, 2147483647, null, 50),
     ('search_exact_max_blocks', 0, 2147483647, null, 5000),
     ('file_download_url_seconds', 0, 2147483647, 'seconds', 300),

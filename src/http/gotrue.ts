@@ -25,7 +25,8 @@ import { clientAddress, requestAuthorization, type ErrorAnswer } from './middlew
  *                                          AUTH_EMAIL_CONFIRM=true, the unconfirmed user: no email is sent)
  *   POST /token?grant_type=password        {email, password} → a session
  *   POST /token?grant_type=refresh_token   {refresh_token} → a session (H5 rotation: the same
- *                                          family, reuse interval and reuse revocation)
+ *                                          family, reuse interval and reuse revocation; not H5's
+ *                                          per-user limit but GoTrue's per-IP one, auth_refreshes_per_ip)
  *   POST /logout?scope=global|local|others (Bearer access token) → 204, revokes refresh tokens
  *   GET  /user, PUT /user {data?, password?} (Bearer access token) → the user
  *   GET  /settings                         what this server supports
@@ -175,10 +176,19 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
     const { rotated, current } = await db(c, async (tx) => {
       const [row] = await tx`select internal.rotate_refresh_token(${oldHash}, ${hashRefreshToken(next)},
         ${sealRefreshToken(next, presented)}, ${auth.refreshTtl}, ${auth.refreshReuseInterval}) as r`;
-      const rotated = row!.r as { user_id?: string; sealed_token?: string | null; error?: string };
-      if (rotated.error || !rotated.user_id) return { rotated, current: undefined };
-      const [s] = await tx`select internal.auth_refresh_session(${oldHash}) as s`;
-      return { rotated, current: s!.s as { session_id: string; user: User | null; signed_in_at: number } };
+      const rotated = row!.r as { user_id?: string; sealed_token?: string | null; swap?: boolean; error?: string };
+      const [s] = rotated.error || !rotated.user_id ? [] : await tx`select internal.auth_refresh_session(${oldHash}) as s`;
+      // GoTrue's per-IP refresh limit (internal.hit_refresh_limit), counted last in this transaction, once the rotation has
+      // decided: a refusal (429) rolls the whole refresh back, so a live token stays live for its retry. Reuse is never
+      // counted nor refused: its revocation of the family must commit. A resend answered by GoTrue's rule (the unused
+      // successor handed back, or a swap within the reuse interval) is counted but never refused: refused, its retry came
+      // later, after the interval or after the successor was used, and was reuse that revoked the sign-in. Everything
+      // else, an unknown, revoked or expired token included (as GoTrue's limiter counts every request), can be refused.
+      if (rotated.error !== 'reused') {
+        const refuse = rotated.sealed_token === undefined && rotated.swap !== true;
+        await tx`select internal.hit_refresh_limit(${clientAddress(c, deps) ?? ''}, ${refuse}, ${relaxed})`;
+      }
+      return { rotated, current: s?.s as { session_id: string; user: User | null; signed_in_at: number } | undefined };
     });
     if (rotated.error === 'reused') throw alreadyUsed();
     if (rotated.error || !current?.user) {

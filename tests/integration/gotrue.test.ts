@@ -222,6 +222,159 @@ describe('sign-in limits by client', () => {
   }, windowTimeout(40));
 });
 
+describe('refresh limit by client IP (GoTrue\'s RATE_LIMIT_TOKEN_REFRESH)', () => {
+  // auth_refreshes_per_ip, 150 per 5 minutes (internal.hit_refresh_limit). A test fills its IP's
+  // window in the database up to `used` (as if that many refreshes had been sent) and lets the
+  // window pass by deleting it, rather than sending 150 requests or sleeping 5 minutes.
+  const LIMIT = 150;
+  const fillRefreshWindow = (ip: string, used: number, bucket = 'auth:refresh:ip', windowSeconds = 300) => sql`
+    insert into app.rate_limits (user_id, bucket, window_start, hits)
+    values (md5('auth-ip:' || internal.client_address_key(${ip}))::uuid, ${bucket}, internal.rate_window_start(${windowSeconds}), ${used})
+    on conflict (user_id, bucket, window_start) do update set hits = excluded.hits`;
+  const windowPasses = (ip: string, bucket = 'auth:refresh:ip') =>
+    sql`delete from app.rate_limits where user_id = md5('auth-ip:' || internal.client_address_key(${ip}))::uuid and bucket = ${bucket}`;
+  const tokensOf = async (userId: string) => (await sql`
+    select token_hash, used_at, revoked_at from app.refresh_tokens where user_id = ${userId} order by created_at`)
+    .map((r) => `${r.token_hash} ${r.used_at === null ? 'unused' : 'used'} ${r.revoked_at === null ? 'live' : 'revoked'}`);
+
+  it('past 150 refreshes from one IP in 5 minutes: 429 over_request_rate_limit in GoTrue\'s shape, nothing rotated; once the window passes the same token refreshes', async () => {
+    const ip = randomIp();
+    const client = supabase(server, ip);
+    const email = newEmail();
+    const { data: up, error: upError } = await client.auth.signUp({ email, password: PASSWORD });
+    expect(upError).toBeNull();
+    await inOneLimitWindow(20);
+    await fillRefreshWindow(ip, LIMIT - 2);
+    // an unknown token is counted too, as GoTrue's limiter counts every request
+    expectAuthApiError((await client.auth.refreshSession({ refresh_token: 'not-a-token' })).error, 400, 'refresh_token_not_found');
+    const first = await client.auth.refreshSession({ refresh_token: up.session!.refresh_token }); // the 150th
+    expect(first.error).toBeNull();
+    const token = first.data.session!.refresh_token;
+    const before = await tokensOf(up.user!.id);
+
+    const refused = await client.auth.refreshSession({ refresh_token: token });
+    expectAuthApiError(refused.error, 429, 'over_request_rate_limit');
+    expect(refused.error!.message).toMatch(/^Request rate limit reached/);
+    expect(refused.data.session).toBeNull();
+    expect(await tokensOf(up.user!.id)).toEqual(before); // nothing rotated, nothing revoked
+    // on the wire: GoTrue's error shapes, Retry-After to the end of the window
+    for (const [headers, expected] of [
+      [{}, { code: 429, error_code: 'over_request_rate_limit' }],
+      [{ 'x-supabase-api-version': '2024-01-01' }, { code: 'over_request_rate_limit' }],
+    ] as const) {
+      const res = await fetch(`${server.url}/auth/v1/token?grant_type=refresh_token`, {
+        method: 'POST', headers: { 'content-type': 'application/json', apikey: anonKey, 'x-forwarded-for': ip, ...headers },
+        body: JSON.stringify({ refresh_token: token }),
+      });
+      expect(res.status).toBe(429);
+      expect(res.headers.get('x-sb-error-code')).toBe('over_request_rate_limit');
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(Number(res.headers.get('retry-after'))).toBeLessThanOrEqual(300);
+      expect(await res.json()).toMatchObject(expected);
+    }
+    expect(await tokensOf(up.user!.id)).toEqual(before);
+    // another client IP is not limited by this one's
+    expectAuthApiError((await supabase().auth.refreshSession({ refresh_token: 'not-a-token' })).error, 400, 'refresh_token_not_found');
+
+    await windowPasses(ip);
+    // a client of its own: auth-js answers a token that just failed from its cache for a while (its
+    // serial failure cooldown), where an app's client tries again on its next tick
+    const later = await supabase(server, ip).auth.refreshSession({ refresh_token: token });
+    expect(later.error).toBeNull();
+    expect(later.data.session!.refresh_token).not.toBe(token);
+    expect(decodeJwt(later.data.session!.access_token).session_id).toBe(decodeJwt(up.session!.access_token).session_id);
+    expect((await tokensOf(up.user!.id)).filter((t) => t.endsWith('revoked'))).toEqual([]);
+  }, windowTimeout(20));
+
+  it('over the limit, a resend answered by GoTrue\'s rule is counted but not refused (a 429 would make its retry reuse), and reuse still revokes', async () => {
+    const ip = randomIp();
+    const client = supabase(server, ip);
+    const { data: up, error: upError } = await client.auth.signUp({ email: newEmail(), password: PASSWORD });
+    expect(upError).toBeNull();
+    await inOneLimitWindow(20);
+    const first = await client.auth.refreshSession({ refresh_token: up.session!.refresh_token });
+    expect(first.error).toBeNull();
+    await fillRefreshWindow(ip, LIMIT);
+    // the parent of the session's active token: that token again (a retry after a lost response), not 429
+    const handback = await client.auth.refreshSession({ refresh_token: up.session!.refresh_token });
+    expect(handback.error).toBeNull();
+    expect(handback.data.session!.refresh_token).toBe(first.data.session!.refresh_token);
+    const [counted] = await sql`select hits from app.rate_limits where user_id = md5('auth-ip:' || ${ip})::uuid
+                                and bucket = 'auth:refresh:ip' and window_start = internal.rate_window_start(300)`;
+    expect(counted!.hits).toBe(LIMIT + 1);
+    // a live token is refused, and stays live
+    expectAuthApiError((await client.auth.refreshSession({ refresh_token: first.data.session!.refresh_token })).error, 429, 'over_request_rate_limit');
+    // reuse (the successor used, the interval over): 400 and the session revoked, never a 429 that would keep it alive
+    await windowPasses(ip);
+    // a client of its own: auth-js answers a token that just failed from its cache for a while
+    const second = await supabase(server, ip).auth.refreshSession({ refresh_token: first.data.session!.refresh_token });
+    expect(second.error).toBeNull();
+    await sql`update app.refresh_tokens set used_at = used_at - interval '1 hour' where user_id = ${up.user!.id} and used_at is not null`;
+    await fillRefreshWindow(ip, LIMIT);
+    expectAuthApiError((await client.auth.refreshSession({ refresh_token: up.session!.refresh_token })).error, 400, 'refresh_token_already_used');
+    expect((await tokensOf(up.user!.id)).filter((t) => t.endsWith('live'))).toEqual([]);
+  }, windowTimeout(20));
+
+  it('over the limit, a swap within the reuse interval (two tabs) is not refused, so the stale tab is not signed out', async () => {
+    const tabs = await startTestServer({ trustProxy: true }); // the default reuse interval, 10 s
+    try {
+      const ip = randomIp();
+      const client = supabase(tabs, ip);
+      const { data: up, error: upError } = await client.auth.signUp({ email: newEmail(), password: PASSWORD });
+      expect(upError).toBeNull();
+      await inOneLimitWindow(20);
+      const a1 = await client.auth.refreshSession({ refresh_token: up.session!.refresh_token }); // tab A
+      expect(a1.error).toBeNull();
+      const a2 = await client.auth.refreshSession({ refresh_token: a1.data.session!.refresh_token }); // tab A again
+      expect(a2.error).toBeNull();
+      await fillRefreshWindow(ip, LIMIT);
+      const stale = await client.auth.refreshSession({ refresh_token: up.session!.refresh_token }); // tab B
+      expect(stale.error).toBeNull();
+      expect([up.session!.refresh_token, a1.data.session!.refresh_token, a2.data.session!.refresh_token])
+        .not.toContain(stale.data.session!.refresh_token);
+      expect((await tokensOf(up.user!.id)).filter((t) => t.endsWith('revoked'))).toEqual([]);
+    } finally {
+      await tabs.stop();
+    }
+  }, windowTimeout(20));
+
+  it('an IPv6 client is limited per /64, whichever of its addresses it sends from', async () => {
+    const prefix = `2001:db8:${randomInt(0x10000).toString(16)}:${randomInt(0x10000).toString(16)}`;
+    const { data: up, error: upError } = await supabase().auth.signUp({ email: newEmail(), password: PASSWORD });
+    expect(upError).toBeNull();
+    await inOneLimitWindow(20);
+    await fillRefreshWindow(`${prefix}::1`, LIMIT - 1);
+    const first = await supabase(server, `${prefix}:1:2:3:4`).auth.refreshSession({ refresh_token: up.session!.refresh_token });
+    expect(first.error).toBeNull();
+    const token = first.data.session!.refresh_token;
+    expectAuthApiError((await supabase(server, `${prefix}:ffff:ffff:ffff:ffff`).auth.refreshSession({ refresh_token: token })).error,
+      429, 'over_request_rate_limit');
+    // the next /64 is another client
+    const next = `2001:db8:${randomInt(0x10000).toString(16)}:${randomInt(0x10000).toString(16)}::1`;
+    expect((await supabase(server, next).auth.refreshSession({ refresh_token: token })).error).toBeNull();
+  }, windowTimeout(20));
+
+  it('the development profile relaxes it (100x per 60 s) in a bucket of its own', async () => {
+    const dev = await startTestServer({ trustProxy: true, profile: 'development' });
+    try {
+      const ip = randomIp();
+      const client = supabase(dev, ip);
+      const { data: up, error: upError } = await client.auth.signUp({ email: newEmail(), password: PASSWORD });
+      expect(upError).toBeNull();
+      await awayFromWindowEdge(300, 20_000);
+      await awayFromWindowEdge(60, 10_000);
+      await fillRefreshWindow(ip, LIMIT); // the standard budget spent: not the development one
+      const first = await client.auth.refreshSession({ refresh_token: up.session!.refresh_token });
+      expect(first.error).toBeNull();
+      await fillRefreshWindow(ip, 100 * LIMIT, 'auth-dev:refresh:ip', 60);
+      expectAuthApiError((await client.auth.refreshSession({ refresh_token: first.data.session!.refresh_token })).error,
+        429, 'over_request_rate_limit');
+    } finally {
+      await dev.stop();
+    }
+  }, windowTimeout(30));
+});
+
 describe('the signed-in user', () => {
   it('getUser and updateUser({data}) read and merge user_metadata (null removes a key)', async () => {
     const { client, user } = await signedUp({ name: 'Ada', plan: 'free' });

@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(46);
+select plan(53);
 
 create temp table results (step text primary key, res jsonb);
 grant all on results to service_role;
@@ -157,6 +157,24 @@ select is((select hits from app.rate_limits where user_id = md5('auth-ip:192.0.2
 select ok((select bool_and(extract(epoch from window_start)::bigint % 60 = 0) from app.rate_limits where bucket like 'auth-dev:%'),
           'in 60 s windows');
 
+-- refreshes per client IP (internal.hit_refresh_limit, GoTrue's RATE_LIMIT_TOKEN_REFRESH) -------
+update app.settings set value = '3' where key = 'auth_refreshes_per_ip';
+set local role service_role;
+select internal.hit_refresh_limit('2001:db8:7:1::' || i, true) from generate_series(1, 3) i;
+select throws_ok($$ select internal.hit_refresh_limit('2001:db8:7:1:ffff:ffff:ffff:ffff', true) $$,
+                 'PX429', null, 'the 4th refresh from one IPv6 /64 in 5 minutes is rate_limited (auth_refreshes_per_ip)');
+select lives_ok($$ select internal.hit_refresh_limit('2001:db8:7:1::9', false) $$,
+                'a refresh the caller may not refuse is counted without raising');
+select lives_ok($$ select internal.hit_refresh_limit('2001:db8:7:2::1', true) $$, 'the next /64 is another client');
+select lives_ok($$ select internal.hit_refresh_limit('2001:db8:7:1::1', true, true) $$,
+                'relaxed (the development profile), a client whose standard refreshes are spent may refresh');
+select lives_ok($$ select internal.hit_refresh_limit('', true) $$, 'no address: not counted');
+reset role;
+select is((select hits from app.rate_limits where user_id = md5('auth-ip:2001:db8:7:1::/64')::uuid and bucket = 'auth:refresh:ip'),
+          4, 'refreshes are counted per /64 in a bucket of their own (the refused one rolled back, the unrefusable one counted)');
+select is((select count(*) from app.rate_limits where user_id = md5('auth-ip:2001:db8:7:1::/64')::uuid and bucket = 'auth-dev:refresh:ip'),
+          1::bigint, 'relaxed refreshes count in their own bucket (auth-dev:refresh:ip)');
+
 -- nothing for anon or authenticated -------------------------------------------------------------
 select ok(not has_table_privilege('anon', 'auth.users', 'select') and not has_table_privilege('authenticated', 'auth.users', 'select'),
           'anon and authenticated cannot read auth.users');
@@ -164,7 +182,7 @@ select ok(not has_column_privilege('authenticated', 'auth.users', 'encrypted_pas
 select is((select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
            where n.nspname = 'internal'
              and p.proname in ('password_sign_up', 'password_sign_in', 'auth_session_user', 'auth_refresh_session', 'auth_sign_out',
-                               'auth_update_user', 'auth_user_json', 'password_problem', 'hit_auth_limits', 'start_auth_session', 'gotrue_time')
+                               'auth_update_user', 'auth_user_json', 'password_problem', 'hit_auth_limits', 'hit_refresh_limit', 'start_auth_session', 'gotrue_time')
              and (has_function_privilege('anon', p.oid, 'execute') or has_function_privilege('authenticated', p.oid, 'execute'))),
           0::bigint, 'no password function is executable by anon or authenticated');
 select tests.authenticate_as('pwauth-alice');

@@ -16,7 +16,6 @@ declare
   v_part text;
   v_parts_dropped integer := 0;
   v_tokens integer;
-  v_token_users uuid[];
   v_canvases integer;
   v_windows integer;
   v_slots integer;
@@ -133,22 +132,25 @@ begin
   --     token row while this run's purge of a canvas (step 6) waited for a membership, a deadlock
   --     (40P01, tests/integration/refresh-token-cleanup-deadlock.test.ts); a sign-out or a
   --     reuse's revocation of a user's expired tokens could deadlock with it too, whenever the two
-  --     scans met the rows in different orders (plan-dependent). Now: the users of at most
-  --     p_batch tokens, in id order, FOR NO KEY UPDATE (a rotation's lock) SKIP LOCKED, then their
-  --     tokens. A user whose row another transaction holds (a refresh, a sign-out, a deletion in
-  --     flight) is left to the next run, so this step never waits for a user nor for a token of
-  --     one. Late in the run (before the realtime step, which must be last, and whose lock waits
+  --     scans met the rows in different orders (plan-dependent). Now: at most p_batch dead
+  --     tokens whose user row this run can lock, FOR NO KEY UPDATE (a rotation's lock) SKIP
+  --     LOCKED, then those tokens. A user whose row another transaction holds (a refresh, a
+  --     sign-out, a deletion in flight) is left to the next run, so this step never waits for a
+  --     user nor for a token of one; the tokens of a held user are passed over, not counted in
+  --     the batch (until 2026-12-07 p_batch tokens were chosen first and their held users then
+  --     skipped: a held user owning the whole batch stopped the step for every user, run after
+  --     run while their row was kept busy, e.g. by a used token resent back to back, which no
+  --     limit counts; tests/integration/refresh-token-cleanup-deadlock.test.ts). A user's row is
+  --     locked once per token of theirs chosen, never waited for, so the order does not matter.
+  --     Late in the run (before the realtime step, which must be last, and whose lock waits
   --     give up after 200 ms), so the users are held briefly: their refreshes and sign-outs wait
   --     for this run's commit; their sign-ins and every other write (FOR KEY SHARE) do not
-  select coalesce(array_agg(l.id), '{}') into v_token_users from (
-    select u.id from auth.users u
-    where u.id in (select t.user_id from app.refresh_tokens t
-                   where t.expires_at <= now() or t.revoked_at is not null limit p_batch)
-    order by u.id
-    for no key update of u skip locked) l;
-  delete from app.refresh_tokens where token_hash in (
-    select token_hash from app.refresh_tokens
-    where user_id = any(v_token_users) and (expires_at <= now() or revoked_at is not null) limit p_batch);
+  with chosen as (
+    select t.token_hash from app.refresh_tokens t join auth.users u on u.id = t.user_id
+    where t.expires_at <= now() or t.revoked_at is not null
+    limit p_batch
+    for no key update of u skip locked)
+  delete from app.refresh_tokens where token_hash in (select token_hash from chosen);
   get diagnostics v_tokens = row_count;
 
   -- 10. realtime.messages on plain Postgres: daily partitions ahead, and retention

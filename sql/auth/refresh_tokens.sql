@@ -48,7 +48,10 @@ drop index if exists app.refresh_tokens_parent_idx;
 --      the presented token, and p_new_hash is not stored;
 --   2. otherwise, within p_reuse_interval_seconds of its use (used_at + interval >= now(); an
 --      interval of 0 allows none): it rotates again, p_new_hash stored as another child of it
---      ({user_id, email, swap: true}): a stale retry of concurrent tabs. `swap` tells the HTTP
+--      ({user_id, email, swap: true}): a stale retry of concurrent tabs; if an earlier swap already
+--      gave it a token that is still live, that token is handed back instead, as in case 1
+--      ({user_id, email, sealed_token}, nothing stored), so a used token has at most one live
+--      swapped token and resending stale tokens in turn mints nothing more. `swap` tells the HTTP
 --      layer that no live token was rotated, so H5 (1 per 30 s) does not count it, as it does not
 --      count case 1: refused 429, its client's resend after Retry-After (up to 30 s) came after
 --      the interval and was reuse, and the user was signed out by our own limit;
@@ -98,7 +101,18 @@ begin
                                    'refresh_family', v_token.family_id::text);
       return jsonb_build_object('error', 'reused');
     end if;
-    -- 2. within the interval: another child of it, below
+    -- 2. within the interval: a live token an earlier swap gave it, again; else another child of
+    --    it, below. Without the first, two rotated tokens of the sign-in resent in turn were a swap
+    --    each time (the family's newest token was always the other's swap): a new live token per
+    --    request for the whole interval, which no limit counts (H5 does not count a swap)
+    select * into v_active from app.refresh_tokens
+    where family_id = v_token.family_id and parent_hash = p_old_hash
+      and used_at is null and revoked_at is null and expires_at > now() and sealed_token is not null
+    order by created_at desc limit 1;
+    if found then
+      return jsonb_build_object('user_id', v_token.user_id, 'email', (select email from auth.users where id = v_token.user_id),
+                                'sealed_token', v_active.sealed_token);
+    end if;
   else
     -- the presented token's own seal is no longer needed once it has a successor
     update app.refresh_tokens set used_at = now(), sealed_token = null where token_hash = p_old_hash;
@@ -118,7 +132,9 @@ its child, {user_id, email}. Used already: GoTrue's rule for a revoked refresh t
 that token back, {user_id, email, sealed_token}, at any age and any interval, nothing stored;
 (2) otherwise, within p_reuse_interval_seconds of its rotation (GoTrue's reuseUntil = updated_at +
 REFRESH_TOKEN_REUSE_INTERVAL; 0 allows none), p_new_hash is stored as another child of it (GoTrue's
-GrantRefreshTokenSwap of the revoked token), {user_id, email, swap: true}: no live token was
+GrantRefreshTokenSwap of the revoked token), {user_id, email, swap: true}, unless an earlier swap gave
+it a token still live: that one again, {user_id, email, sealed_token} (two stale tokens resent in turn
+minted a token per request, uncounted); no live token was
 rotated, so H5 does not count it (its 429 pushed the client's resend past the interval: reuse); (3) otherwise the family is revoked
 (GoTrue's RevokeTokenFamily; the revocation commits), {error: reused}, audited auth.refresh_reuse.
 Unknown, revoked or expired token, or its user gone: {error: invalid}. Locks the token's user row

@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(35);
+select plan(37);
 
 select tests.create_user('rt_user');
 select tests.create_user('rt_other');
@@ -98,6 +98,16 @@ select ok((select used_at is null and revoked_at is null from mine where token_h
 select is((select sealed_token from mine where token_hash = 'b1'), null, 'a rotated token''s own seal is cleared');
 select is((select parent_hash || ' ' || sealed_token || ' ' || (family_id = (select family_id from mine where token_hash = 'b0'))::text
            from mine where token_hash = 'b3'), 'b0 seal-b3 true', 'b3 is stored as another child of b0, in its family');
+
+-- b0 resent again within the interval: its swapped token b3 is still live, so it gets b3 back
+-- (its seal), nothing stored. Until 2026-12-07 each resend was another swap: two stale tokens
+-- resent in turn minted a live token per request, which H5 does not count
+set local role service_role;
+insert into results values ('stale b0 again', internal.rotate_refresh_token('b0', 'b5', 'seal-b5', 3600, 10));
+reset role;
+select is((select res ->> 'sealed_token' from results where step = 'stale b0 again'), 'seal-b3',
+          'a resend within the interval of a token whose swapped token is still live gets that token again');
+select is((select count(*) from mine where token_hash = 'b5'), 0::bigint, '... and stores nothing');
 
 -- interval 0 (no reuse window): the parent of the active token still gets it back, as in GoTrue
 -- (until 2026-12-06 any resend was reuse here); any other resend is reuse at once

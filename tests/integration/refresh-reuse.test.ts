@@ -270,6 +270,34 @@ describe('H5 refresh reuse interval', () => {
     expect((await family(userId)).live).toContain(hash(stale.refresh_token));
   });
 
+  it('two stale tokens resent in turn within the interval mint no more tokens: each gets its one swapped token again', async () => {
+    // H5 does not count a swap (above). A client holding two rotated tokens of the sign-in (two live
+    // rotations can come 0.1 s apart across an H5 window's boundary) sent them in turn: the family's
+    // newest token was always the other one's swap, so every request was another swap, a new live
+    // refresh token (and row) each, as fast as the client could send, for the whole interval, with
+    // no limit. A rotated token that already has a live swapped token now gets that one again.
+    const { userId, pair } = await signedIn(server);
+    const first = await refresh(server, pair.refresh_token);
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    await afterRateWindow(userId); // the next H5 window
+    const second = await refresh(server, first.body.refresh_token);
+    expect(second.status, JSON.stringify(second.body)).toBe(200);
+    const got: Record<string, Set<string>> = { a: new Set(), b: new Set() };
+    for (let i = 0; i < 5; i++) {
+      for (const [name, stale] of [['a', pair.refresh_token], ['b', first.body.refresh_token]] as const) {
+        const answer = await refresh(server, stale);
+        expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+        got[name]!.add(answer.body.refresh_token);
+      }
+    }
+    expect([got.a!.size, got.b!.size]).toEqual([1, 1]);
+    const after = await family(userId);
+    expect(after.revoked).toBe(0);
+    // at most one live token per rotated token (the second one's may be its own unused successor)
+    expect(after.live.sort()).toEqual([...new Set([second.body.refresh_token, ...got.a!, ...got.b!])].map(hash).sort());
+    expect(after.live.length).toBeLessThanOrEqual(3);
+  });
+
   it('another sign-in of the same user is untouched by a retry or a revocation', async () => {
     const { userId, pair } = await signedIn(strict);
     const phone = await issueTokenPair(strict.deps, { id: userId });

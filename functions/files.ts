@@ -190,8 +190,11 @@ async function completeAsServer(deps: Deps, c: Context<AppEnv>, storage: ObjectS
       return { refused: err, claim: row!.claim };
     }
   });
+  // the claim goes back as text, cast in SQL: a parameter the driver types timestamptz is sent
+  // through a JavaScript Date, to the millisecond, and never equalled the stored microseconds (no
+  // claim was released: each lapsed after 60 s, and refused bytes PUT again meanwhile stayed)
   const release = (claim: string) => withRequest(deps.sql, context, (tx) =>
-    tx`select internal.release_file_removal(${fileId}, ${claim}::timestamptz)`).catch((err: unknown) => {
+    tx`select internal.release_file_removal(${fileId}, ${claim}::text::timestamptz)`).catch((err: unknown) => {
     c.get('log').warn({ err }, 'files: a removal claim was not released (it lapses after 60 s)');
   });
 

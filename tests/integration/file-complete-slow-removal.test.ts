@@ -29,12 +29,15 @@ let sql: Sql;
 let canvasId: string;
 let token: string;
 const held: Held[] = [];
+/** When set, answers each request as it comes (a store that is not slow). */
+let answering: ((h: Held) => void) | null = null;
 const saved = { ...process.env };
 
 beforeAll(async () => {
   store = createServer((req, res) => {
     req.resume();
-    held.push({ req, res }); // answered by the test
+    held.push({ req, res }); // answered by the test, or at once by `answering`
+    answering?.({ req, res });
   });
   await new Promise<void>((resolve) => store.listen(0, '127.0.0.1', resolve));
   // read once by this process's storage (src/storage/index.ts fileStorage), at the server's start
@@ -114,5 +117,31 @@ describe('a completion removing refused bytes from a slow store', () => {
     expect(seen('DELETE')).toHaveLength(1);
     expect(seen('HEAD')).toHaveLength(3);
     expect((await sql`select status from app.files where file_id = ${fileId}`)[0]!.status).toBe('pending');
+  });
+
+  it('a removal that was answered ends its claim: wrong bytes PUT again are removed by the next completion, not 60 s later', async () => {
+    // The claim (a timestamptz, compared for equality) was sent back to release_file_removal as a
+    // parameter the driver typed timestamptz, which it serializes through a JavaScript Date: to the
+    // millisecond. It never matched the stored microseconds, so no claim was ever released: each
+    // lapsed only after 60 s. Until then a completion refusing the object removed nothing (the
+    // upload URL, If-None-Match: *, cannot PUT over it), its own re-judging too.
+    const created = await api('POST', '/files', { filename: 'twice-wrong.txt', content_type: 'text/plain', size_bytes: 5 });
+    expect(created.status, created.text).toBe(201);
+    const fileId = created.body.file_id as string;
+    const deletes = seen('DELETE').length;
+    answering = (h) => (h.req.method === 'DELETE' ? h.res.writeHead(204).end() : sixBytes(h));
+    try {
+      const first = await api('POST', `/files/${fileId}/complete`);
+      expect(first.status, first.text).toBe(409);
+      expect(seen('DELETE').length - deletes).toBe(1);
+      expect((await sql`select removal_claimed_at from app.files where file_id = ${fileId}`)[0]!.removal_claimed_at).toBeNull();
+      // the same wrong bytes PUT again (the store answers six bytes again): refused and removed
+      const second = await api('POST', `/files/${fileId}/complete`);
+      expect(second.status, second.text).toBe(409);
+      expect(seen('DELETE').length - deletes).toBe(2);
+      expect((await sql`select removal_claimed_at from app.files where file_id = ${fileId}`)[0]!.removal_claimed_at).toBeNull();
+    } finally {
+      answering = null;
+    }
   });
 });

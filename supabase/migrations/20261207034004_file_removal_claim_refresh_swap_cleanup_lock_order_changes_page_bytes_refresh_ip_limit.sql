@@ -7,7 +7,7 @@
 -- potentia:source sql/auth/password.sql 18910b42708762341c03bfbca057d1ee3d146e2aab71738d51ade300b453ed28 included
 -- potentia:source sql/auth/permissions.sql b85fb678da1a954cea9dcfa09d7fc9449d527246228cff129f84a698884d2676 unchanged
 -- potentia:source sql/auth/policies.sql 08974ae7a786fdd1b56a5b115ac2fe0b2a772818b5de8e8629f5155121fece20 unchanged
--- potentia:source sql/auth/refresh_tokens.sql c52e4fe9d774f948c9d244641bda4cea3e07deebbd2ec983ac3530640b60e35f included
+-- potentia:source sql/auth/refresh_tokens.sql 932aa31eefd89d2f3c6e655bc1391459bdf59cf2258a0441af1767f890f2dca3 included
 -- potentia:source sql/core/display_text.sql 75ef2587bac6abe5194b60251c7b2fdd92226d8c1d16634220448c71fa06f4a9 unchanged
 -- potentia:source sql/core/row_rules.sql 55d104a4ce1e3a810365851b9c8d17fbf851af23ebc135b073d69fa9be02680c unchanged
 -- potentia:source sql/core/session_defaults.sql 28c319b007404d4f36f6dbfabaeb9a7f572b581d26a3d8cd21e54eb7d59df58a unchanged
@@ -16,7 +16,7 @@
 -- potentia:source sql/files/cleanup.sql 51bcb0b3496ed69552121c34410c4bca2b3124796344c95ec548893aeeaa4ce0 unchanged
 -- potentia:source sql/files/files.sql 37be98ad3a6ca5c8d9c7a606e9ce6e3d6901dcb453978d8d9e31224ae8a9a4c1 included
 -- potentia:source sql/flags/flags.sql 9342b289c15d96380002751ccabbabe55e090283051ca5d087e262394371a258 unchanged
--- potentia:source sql/jobs/cleanup.sql c5b874b83264f2ccf23cc83d299e4392be2577f0bc5c598b55dab9a37933e0da included
+-- potentia:source sql/jobs/cleanup.sql 26cd7eeb554fcef2ee11f76af9eb716c2f6a533388949951c409c85e64c97aa1 included
 -- potentia:source sql/jobs/embed.sql e975c2f6690c0a989318425c7e8510e88a26e62870df5d9bb74b0bcc6ea63c1b unchanged
 -- potentia:source sql/jobs/search.sql 50f213fc41e5e5c73238e5ff227497a201995c7504a7120bf4dafdf34e35d410 unchanged
 -- potentia:source sql/jobs/workers.sql 87ef3535a4ffb40a58c62c1d87288b98d36e9f382dffc70c63c387a1f1679f0a unchanged
@@ -568,7 +568,10 @@ drop index if exists app.refresh_tokens_parent_idx;
 --      the presented token, and p_new_hash is not stored;
 --   2. otherwise, within p_reuse_interval_seconds of its use (used_at + interval >= now(); an
 --      interval of 0 allows none): it rotates again, p_new_hash stored as another child of it
---      ({user_id, email, swap: true}): a stale retry of concurrent tabs. `swap` tells the HTTP
+--      ({user_id, email, swap: true}): a stale retry of concurrent tabs; if an earlier swap already
+--      gave it a token that is still live, that token is handed back instead, as in case 1
+--      ({user_id, email, sealed_token}, nothing stored), so a used token has at most one live
+--      swapped token and resending stale tokens in turn mints nothing more. `swap` tells the HTTP
 --      layer that no live token was rotated, so H5 (1 per 30 s) does not count it, as it does not
 --      count case 1: refused 429, its client's resend after Retry-After (up to 30 s) came after
 --      the interval and was reuse, and the user was signed out by our own limit;
@@ -618,7 +621,18 @@ begin
                                    'refresh_family', v_token.family_id::text);
       return jsonb_build_object('error', 'reused');
     end if;
-    -- 2. within the interval: another child of it, below
+    -- 2. within the interval: a live token an earlier swap gave it, again; else another child of
+    --    it, below. Without the first, two rotated tokens of the sign-in resent in turn were a swap
+    --    each time (the family's newest token was always the other's swap): a new live token per
+    --    request for the whole interval, which no limit counts (H5 does not count a swap)
+    select * into v_active from app.refresh_tokens
+    where family_id = v_token.family_id and parent_hash = p_old_hash
+      and used_at is null and revoked_at is null and expires_at > now() and sealed_token is not null
+    order by created_at desc limit 1;
+    if found then
+      return jsonb_build_object('user_id', v_token.user_id, 'email', (select email from auth.users where id = v_token.user_id),
+                                'sealed_token', v_active.sealed_token);
+    end if;
   else
     -- the presented token's own seal is no longer needed once it has a successor
     update app.refresh_tokens set used_at = now(), sealed_token = null where token_hash = p_old_hash;
@@ -638,7 +652,9 @@ its child, {user_id, email}. Used already: GoTrue's rule for a revoked refresh t
 that token back, {user_id, email, sealed_token}, at any age and any interval, nothing stored;
 (2) otherwise, within p_reuse_interval_seconds of its rotation (GoTrue's reuseUntil = updated_at +
 REFRESH_TOKEN_REUSE_INTERVAL; 0 allows none), p_new_hash is stored as another child of it (GoTrue's
-GrantRefreshTokenSwap of the revoked token), {user_id, email, swap: true}: no live token was
+GrantRefreshTokenSwap of the revoked token), {user_id, email, swap: true}, unless an earlier swap gave
+it a token still live: that one again, {user_id, email, sealed_token} (two stale tokens resent in turn
+minted a token per request, uncounted); no live token was
 rotated, so H5 does not count it (its 429 pushed the client's resend past the interval: reuse); (3) otherwise the family is revoked
 (GoTrue's RevokeTokenFamily; the revocation commits), {error: reused}, audited auth.refresh_reuse.
 Unknown, revoked or expired token, or its user gone: {error: invalid}. Locks the token's user row
@@ -1059,7 +1075,6 @@ declare
   v_part text;
   v_parts_dropped integer := 0;
   v_tokens integer;
-  v_token_users uuid[];
   v_canvases integer;
   v_windows integer;
   v_slots integer;
@@ -1176,22 +1191,25 @@ begin
   --     token row while this run's purge of a canvas (step 6) waited for a membership, a deadlock
   --     (40P01, tests/integration/refresh-token-cleanup-deadlock.test.ts); a sign-out or a
   --     reuse's revocation of a user's expired tokens could deadlock with it too, whenever the two
-  --     scans met the rows in different orders (plan-dependent). Now: the users of at most
-  --     p_batch tokens, in id order, FOR NO KEY UPDATE (a rotation's lock) SKIP LOCKED, then their
-  --     tokens. A user whose row another transaction holds (a refresh, a sign-out, a deletion in
-  --     flight) is left to the next run, so this step never waits for a user nor for a token of
-  --     one. Late in the run (before the realtime step, which must be last, and whose lock waits
+  --     scans met the rows in different orders (plan-dependent). Now: at most p_batch dead
+  --     tokens whose user row this run can lock, FOR NO KEY UPDATE (a rotation's lock) SKIP
+  --     LOCKED, then those tokens. A user whose row another transaction holds (a refresh, a
+  --     sign-out, a deletion in flight) is left to the next run, so this step never waits for a
+  --     user nor for a token of one; the tokens of a held user are passed over, not counted in
+  --     the batch (until 2026-12-07 p_batch tokens were chosen first and their held users then
+  --     skipped: a held user owning the whole batch stopped the step for every user, run after
+  --     run while their row was kept busy, e.g. by a used token resent back to back, which no
+  --     limit counts; tests/integration/refresh-token-cleanup-deadlock.test.ts). A user's row is
+  --     locked once per token of theirs chosen, never waited for, so the order does not matter.
+  --     Late in the run (before the realtime step, which must be last, and whose lock waits
   --     give up after 200 ms), so the users are held briefly: their refreshes and sign-outs wait
   --     for this run's commit; their sign-ins and every other write (FOR KEY SHARE) do not
-  select coalesce(array_agg(l.id), '{}') into v_token_users from (
-    select u.id from auth.users u
-    where u.id in (select t.user_id from app.refresh_tokens t
-                   where t.expires_at <= now() or t.revoked_at is not null limit p_batch)
-    order by u.id
-    for no key update of u skip locked) l;
-  delete from app.refresh_tokens where token_hash in (
-    select token_hash from app.refresh_tokens
-    where user_id = any(v_token_users) and (expires_at <= now() or revoked_at is not null) limit p_batch);
+  with chosen as (
+    select t.token_hash from app.refresh_tokens t join auth.users u on u.id = t.user_id
+    where t.expires_at <= now() or t.revoked_at is not null
+    limit p_batch
+    for no key update of u skip locked)
+  delete from app.refresh_tokens where token_hash in (select token_hash from chosen);
   get diagnostics v_tokens = row_count;
 
   -- 10. realtime.messages on plain Postgres: daily partitions ahead, and retention

@@ -1,0 +1,228 @@
+// The TypeScript samples of docs/realtime.md, docs/merge.md and docs/supabase.md (section 3), run
+// as written, each pasted into a script of its own and run with `node --import tsx` as a reader
+// runs it, against a real `src/main.ts` process started as `npm start` starts it (development
+// profile), with a user who signed up through the local /auth/v1. The script gives each sample the
+// names it leaves to the reader (url, anonKey, canvasId, apply, render, …) before it, and after it
+// waits for what the doc says happens and prints it. The answers are checked against the doc's
+// own JSON where it shows one (the block_op event, the changes page, the 409 conflict), so a doc
+// whose sample no longer runs, or whose shapes drift from the server's, fails here.
+// (Before this test, docs/merge.md's CanvasSync sample used CanvasSync and WebSocket without
+// importing them: pasted into a Node 20 script it threw `CanvasSync is not defined`.)
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+
+const root = new URL('../..', import.meta.url).pathname;
+// inside the repository (gitignored), so the scripts' imports resolve from its node_modules and
+// its package.json makes them ES modules (top-level await), as quickstart.ts at the root would
+const scratch = join(root, 'test-results', 'doc-samples');
+
+let server: PotentiaProcess;
+let anonKey: string;
+const email = `doc-samples-${randomUUID()}@example.com`;
+const password = 'correct horse battery';
+let accessToken: string;
+let canvasId: string;
+
+beforeAll(async () => {
+  mkdirSync(scratch, { recursive: true });
+  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', POTENTIA_PROFILE: 'development' });
+  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  const signup = await fetch(`${server.url}/auth/v1/signup`, {
+    method: 'POST', headers: { apikey: anonKey, 'content-type': 'application/json' }, body: JSON.stringify({ email, password }),
+  });
+  expect(signup.status).toBe(200);
+  accessToken = (await signup.json()).access_token;
+  const workspace = await api('POST', '/api/v1/workspaces', { name: 'Doc samples' });
+  canvasId = (await api('POST', '/api/v1/canvas', { workspace_id: workspace.body.workspace_id, title: 'Doc samples' })).body.canvas_id;
+}, 90_000);
+afterAll(async () => { await server?.stop(); });
+
+async function api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${server.url}${path}`, {
+    method, headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+const mutate = (op: Record<string, unknown>) => api('POST', `/api/v1/canvas/${canvasId}/mutate`, { client_op_id: randomUUID(), ...op });
+
+/** The `n`th (0-based) block of `lang` after `marker` in a doc. */
+function blockAfter(file: string, marker: string, lang: string, n = 0): string {
+  const doc = readFileSync(join(root, file), 'utf8');
+  const at = doc.indexOf(marker);
+  if (at < 0) throw new Error(`${file} no longer has "${marker}"`);
+  const blocks = [...doc.slice(at).matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))];
+  if (!blocks[n]) throw new Error(`no ${lang} block ${n} after "${marker}" in ${file}`);
+  return blocks[n]![1]!;
+}
+
+/**
+ * Runs `before` + the sample + `after` as one script; resolves what the script printed on its
+ * last line that starts with `RESULT `, parsed. `after` ends with `done(value)`.
+ */
+async function runSample(name: string, before: string, sample: string, after: string): Promise<any> {
+  const file = join(scratch, `${name}.ts`);
+  const done = 'const done = (v: unknown) => { console.log("RESULT " + JSON.stringify(v)); process.exit(0); };\n'
+    + 'setTimeout(() => { console.error("timed out"); process.exit(3); }, 20_000);\n';
+  writeFileSync(file, `${done}${before}\n// ---- the doc's sample, as written ----\n${sample}// ---- end ----\n${after}\n`);
+  const env = { ...process.env, URL: server.url, ANON_KEY: anonKey, EMAIL: email, PASSWORD: password, CANVAS_ID: canvasId, TOKEN: accessToken };
+  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', file], { cwd: root, env, timeout: 40_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+  });
+  const line = stdout.split('\n').filter((l) => l.startsWith('RESULT ')).pop();
+  if (code !== 0 || !line) throw new Error(`${name} (${file}) exited ${code}:\n${stdout}\n${stderr}`);
+  return JSON.parse(line.slice('RESULT '.length));
+}
+
+/** A signed-in supabase-js client named `supabase`, for the samples that start from one. */
+const signedIn = `
+import { createClient as makeClient } from '@supabase/supabase-js';
+import WebSocketForNode20 from 'ws';
+const url = process.env.URL!, anonKey = process.env.ANON_KEY!, canvasId = process.env.CANVAS_ID!;
+const supabase = makeClient(url, anonKey, { realtime: { transport: WebSocketForNode20 as never } });
+{ const { error } = await supabase.auth.signInWithPassword({ email: process.env.EMAIL!, password: process.env.PASSWORD! }); if (error) throw error; }
+const until = async (ok: () => boolean) => { while (!ok()) await new Promise((r) => setTimeout(r, 20)); };
+const mutate = async (op: Record<string, unknown>) => {
+  const { data, error } = await supabase.functions.invoke(\`canvas/\${canvasId}/mutate\`, { body: { client_op_id: crypto.randomUUID(), ...op } });
+  if (error) throw new Error(await error.context.text());
+  return data;
+};
+`;
+
+/** The keys of a doc's JSON example, and of its objects one level down. */
+function docJson(file: string, marker: string): any {
+  return JSON.parse(blockAfter(file, marker, 'json'));
+}
+
+describe('docs/realtime.md, docs/merge.md and docs/supabase.md: the TypeScript samples run as written', () => {
+  it('realtime.md, realtime-js: a private canvas channel gets block_op in the shape the Events section shows', async () => {
+    const sample = blockAfter('docs/realtime.md', '**realtime-js** is the Supabase way', 'ts');
+    const got = await runSample('realtime-subscribe', `
+const url = process.env.URL!, anonKey = process.env.ANON_KEY!, email = process.env.EMAIL!, password = process.env.PASSWORD!, canvasId = process.env.CANVAS_ID!;
+const received: unknown[] = [];
+const apply = (payload: unknown) => { received.push(payload); };
+const leave = () => {};`, sample, `
+while (channel.state !== 'joined') await new Promise((r) => setTimeout(r, 20));
+const { error } = await supabase.functions.invoke(\`canvas/\${canvasId}/mutate\`, {
+  body: { action: 'create', client_op_id: crypto.randomUUID(), patch: { type: 'text', content: { text: 'hello' } } },
+});
+if (error) throw error;
+while (received.length === 0) await new Promise((r) => setTimeout(r, 20));
+done(received[0]);`);
+    const shown = docJson('docs/realtime.md', '### `block_op`');
+    expect(got).toMatchObject({ action: 'create', canvas_id: canvasId, version: 1, block: { content: { text: 'hello' } } });
+    expect(Object.keys(got).sort()).toEqual(Object.keys(shown).sort());
+    expect(Object.keys(got.block).sort()).toEqual(Object.keys(shown.block).sort());
+  });
+
+  it('realtime.md, Presence: track() is recorded, and presenceState() shows it under the key with its presence_ref', async () => {
+    const sample = blockAfter('docs/realtime.md', '## Presence (realtime-js)', 'ts');
+    const got = await runSample('realtime-presence', `${signedIn}
+const userId = (await supabase.auth.getUser()).data.user!.id;
+let state: Record<string, unknown[]> = {};
+const render = (s: Record<string, unknown[]>) => { state = s; };
+const removeCursor = (_key: string) => {};
+const name = 'Ada', x = 10, y = 20;`, sample, `
+await until(() => (state[userId]?.length ?? 0) > 0);
+done({ userId, state });`);
+    expect(got.state).toEqual({ [got.userId]: [{ name: 'Ada', cursor: { x: 10, y: 20 }, presence_ref: expect.any(String) }] });
+  });
+
+  it('realtime.md, Client broadcasts: the send reaches another client of the room', async () => {
+    const sample = blockAfter('docs/realtime.md', '## Client broadcasts', 'ts');
+    const got = await runSample('realtime-broadcast', `${signedIn}
+// another client of the same room, subscribed before the sample runs
+const other = makeClient(url, anonKey, { realtime: { transport: WebSocketForNode20 as never } });
+{ const { error } = await other.auth.signInWithPassword({ email: process.env.EMAIL!, password: process.env.PASSWORD! }); if (error) throw error; }
+const seen: unknown[] = [];
+const watcher = other.channel(\`canvas:\${canvasId}\`, { config: { private: true } }).on('broadcast', { event: 'cursor' }, ({ payload }) => { seen.push(payload); });
+await new Promise((resolve, reject) => watcher.subscribe((s, err) => s === 'SUBSCRIBED' ? resolve(s) : s !== 'CLOSED' && reject(err ?? new Error(s))));
+const x = 3, y = 4;`, sample, `
+await until(() => seen.length > 0);
+done(seen);`);
+    expect(got).toEqual([{ x: 3, y: 4 }]);
+  });
+
+  it('realtime.md, Broadcast replay: a block_op committed before the join is replayed with meta.replayed', async () => {
+    const sample = blockAfter('docs/realtime.md', '## Broadcast replay', 'ts');
+    const got = await runSample('realtime-replay', `${signedIn}
+const lastReceivedAt = Date.now() - 1000;
+const created = await mutate({ action: 'create', patch: { type: 'text', content: { text: 'missed' } } });
+const seen = new Set<string>();
+const applied: any[] = [];
+const apply = (payload: any) => { applied.push(payload); };`, sample, `
+const metas: any[] = [];
+channel.on('broadcast', { event: 'block_op' }, ({ meta }) => { metas.push(meta); });
+channel.subscribe();
+await until(() => applied.some((p) => p.block_id === created.block_id));
+done({ created: created.block_id, applied: applied.map((p) => p.block_id), metas });`);
+    expect(got.applied).toContain(got.created);
+    expect(got.metas.length).toBeGreaterThan(0);
+    for (const meta of got.metas) expect(meta).toEqual({ replayed: true, id: expect.any(String) });
+  });
+
+  it('realtime.md, canvas_seq: functions.invoke of the changes page answers the fields its comment names', async () => {
+    const sample = blockAfter('docs/realtime.md', '## canvas_seq', 'ts');
+    await mutate({ action: 'create', patch: { type: 'text', content: { text: 'logged' } } });
+    const got = await runSample('realtime-changes', `${signedIn}
+const lastCanvasSeq = 0;`, sample, `
+done({ data, error });`);
+    expect(got.error).toBeNull();
+    // "// data: { changes: [{ canvas_seq, server_seq, action, block_id, version, block, … }], has_more, …, snapshot_required }"
+    const comment = /\/\/ data: \{ changes: \[\{ ([^\]]*?), … \}\], ([^}]*) \}/.exec(sample);
+    expect(comment, 'the sample says what data holds').not.toBeNull();
+    expect(Object.keys(got.data).sort()).toEqual(['changes', ...comment![2]!.split(', ')].sort());
+    expect(got.data.changes.length).toBeGreaterThan(0);
+    for (const key of comment![1]!.split(', ')) expect(got.data.changes[0]).toHaveProperty(key);
+    expect(got.data.changes[0].canvas_seq).toBe(1);
+  });
+
+  it('merge.md, On the client: CanvasSync applies editText at once and the server merges it', async () => {
+    const sample = blockAfter('docs/merge.md', '## On the client', 'ts');
+    const created = await mutate({ action: 'create', patch: { type: 'text', content: { body: 'abcdefghijklmnop' } } });
+    const got = await runSample('merge-canvas-sync', `
+const url = process.env.URL!, canvasId = process.env.CANVAS_ID!, token = process.env.TOKEN!;
+const blockId = '${created.body.block_id}';
+const rendered: { key: string; text: string }[] = [];
+const render = (_blockId: string, key: string, text: string) => { rendered.push({ key, text }); };`, sample, `
+const local = sync.textOf(blockId, 'body');
+// the server's state (sync.blocks) once the edit's own delta came back
+while ((sync.blocks.get(blockId)?.content as { body?: string } | undefined)?.body !== local) await new Promise((r) => setTimeout(r, 20));
+sync.close();
+done({ local, rendered, server: sync.blocks.get(blockId)!.version });`);
+    expect(got.local).toBe('abcdefghijklhello mnop');
+    expect(got.rendered[0]).toEqual({ key: 'body', text: 'abcdefghijklhello mnop' });
+    expect(got.server).toBe(2);
+  });
+
+  it('merge.md: the 409 a conflict answers is the one the doc shows', async () => {
+    const shown = docJson('docs/merge.md', '**Conflicts carry what a conflict UI needs.**');
+    const created = await mutate({ action: 'create', patch: { type: 'text', content: {} } });
+    const blockId = created.body.block_id;
+    expect((await mutate({ action: 'update', block_id: blockId, base_version: 1, patch: { content: { a: 'from a' } } })).status).toBe(200);
+    expect((await mutate({ action: 'update', block_id: blockId, base_version: 2, patch: { content: { b: 'b' } } })).status).toBe(200);
+    const bob = await mutate({ action: 'update', block_id: blockId, base_version: 1, patch: { content: { a: 'from bob' } } });
+    expect(bob.status).toBe(409);
+    expect(bob.body.error.block).toMatchObject({ block_id: blockId, version: 3, content: { a: 'from a', b: 'b' } });
+    expect({ ...bob.body.error, block: null }).toEqual({ ...shown.error, block: null });
+  });
+
+  it('supabase.md, Realtime: the client sample subscribes and gets block_op (the local gateway serves it as Supabase does)', async () => {
+    const sample = blockAfter('docs/supabase.md', '## 3. Realtime: private channels only', 'ts');
+    const got = await runSample('supabase-realtime', `${signedIn}
+const received: any[] = [];
+const apply = (payload: any) => { received.push(payload); };`, sample, `
+await until(() => supabase.getChannels()[0]?.state === 'joined');
+const created = await mutate({ action: 'create', patch: { type: 'text', content: { text: 'on supabase' } } });
+await until(() => received.some((p) => p.block_id === created.block_id));
+done(received.map((p) => p.action));`);
+    expect(got).toEqual(['create']);
+  });
+});

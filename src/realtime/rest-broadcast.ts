@@ -101,6 +101,12 @@ export function singleMessage(topic: string, event: string, isPrivate: boolean, 
   };
 }
 
+/**
+ * Appended to a private topic's refusal when the request's token names no user (an API key alone:
+ * httpSend() or send() before signing in), as a join's refusal says it (phoenix-socket.ts).
+ */
+const NO_USER_HINT = ' (this request carried no user, only an API key: sign in first, or send the user\'s access token as Authorization: Bearer; docs/realtime.md)';
+
 function invalid(field: string, what: string): ApiError {
   return new ApiError('invalid_input', `${field}: ${what}`, { field });
 }
@@ -137,7 +143,7 @@ export function createRestBroadcast(hub: Hub, cluster: ClusterNode, admission: A
         }
         if (!allowed) {
           const field = messages.find((m) => m.private && m.topic === topic)!.topicField;
-          throw new ApiError('forbidden', `Unauthorized: You do not have permissions to write to this Channel topic: ${topic}`, { field });
+          throw new ApiError('forbidden', `Unauthorized: You do not have permissions to write to this Channel topic: ${topic}${claims.sub ? '' : NO_USER_HINT}`, { field });
         }
       }
       // this gateway's subscribers at once; the other gateways' through the cluster, as a socket's broadcast

@@ -124,9 +124,12 @@ describe('realtime-js REST broadcast across two gateway processes', () => {
     const outsiderChannel = (await sender(gateways[0]!, await token(outsider))).channel(topic, { config: { private: true } });
     await expect(outsiderChannel.httpSend('cursor', { x: 1 })).rejects.toThrow(`Unauthorized: You do not have permissions to write to this Channel topic: ${topic}`);
     expect(await outsiderChannel.send({ type: 'broadcast', event: 'cursor', payload: { x: 1 } })).toBe('error');
-    // the anon key alone may not write a private canvas topic
+    // the anon key alone may not write a private canvas topic; the refusal says the request had no
+    // user and what to send, as a join's does (it named only the topic: a client that had not
+    // signed in yet read it as a membership problem)
     const anonChannel = (await sender(gateways[0]!, null)).channel(topic, { config: { private: true } });
-    await expect(anonChannel.httpSend('cursor', { x: 1 })).rejects.toThrow(/^Unauthorized: You do not have permissions to write/);
+    await expect(anonChannel.httpSend('cursor', { x: 1 })).rejects.toThrow(`Unauthorized: You do not have permissions to write to this Channel topic: ${topic}`
+      + ' (this request carried no user, only an API key: sign in first, or send the user\'s access token as Authorization: Bearer; docs/realtime.md)');
     // the database's own events, in any case, on the private topic
     const editorChannel = (await sender(gateways[0]!, editor)).channel(topic, { config: { private: true } });
     await expect(editorChannel.httpSend('BLOCK_OP', { block_id: randomUUID() })).rejects.toThrow(/^event: "BLOCK_OP" is an event the database sends on this channel/);

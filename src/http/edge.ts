@@ -35,7 +35,7 @@ export function createEdgeApp(name: keyof typeof FUNCTIONS, given: Record<string
     metrics: createMetrics(),
     logger,
   };
-  const app = withCommonMiddleware(new Hono<AppEnv>(), deps);
+  const app = withCommonMiddleware(new Hono<AppEnv>(), deps, {}, { edgeFunction: name });
   app.route(`/${name}`, FUNCTIONS[name](deps));
   return app;
 }

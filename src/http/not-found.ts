@@ -60,7 +60,12 @@ function rpcRoute(path: string): { name: string; route: string } | undefined {
 }
 
 /** What a process of a split deployment does not serve (src/roles.ts), for its 404s to name who does. */
-export type Unserved = { /** no HTTP API: a gateway or worker role */ api?: boolean; /** no realtime gateway: the api role */ gateway?: boolean };
+export type Unserved = {
+  /** no HTTP API: a gateway or worker role */ api?: boolean;
+  /** no realtime gateway: the api role */ gateway?: boolean;
+  /** an edge function (src/http/edge.ts): it serves `/<name>/…` only, what the platform passes on after /functions/v1 */
+  edgeFunction?: string;
+};
 
 /** PostgREST's `hint` for an answer under /rest/v1: where the work is served here. */
 const POSTGREST_HINT = 'locally, use POST /api/v1/canvas/{id}/mutate or SQL (docs/mutations.md); PostgREST is served on Supabase';
@@ -71,6 +76,13 @@ const POSTGREST_HINT = 'locally, use POST /api/v1/canvas/{id}/mutate or SQL (doc
  * (docs/mutations.md): for `.rpc()` of an `api` function, its own route.
  */
 export function routeNotFound(method: string, path: string, unserved: Unserved = {}): ApiError {
+  const fn = unserved.edgeFunction;
+  if (fn !== undefined && path !== `/${fn}` && !path.startsWith(`/${fn}/`)) {
+    // run by itself (deno run, docs/supabase.md section 4) and called with the platform's path
+    return new ApiError('not_found', `no route ${method} ${path}: this is the ${fn} edge function, which serves its routes under /${fn} `
+      + `(what the platform passes on after /functions/v1): call /${fn}/… on it directly, or /functions/v1/${fn}/… through Supabase's `
+      + 'gateway and supabase.functions.invoke (docs/supabase.md, "4. Deploy the edge functions")');
+  }
   if (unserved.api && /^\/(?:api|functions|auth)\/v1(?:\/|$)/.test(path)) {
     return new ApiError('not_found', `no route ${method} ${path}: this process runs no HTTP API (a --role gateway or worker process): `
       + '/api/v1, /functions/v1 and /auth/v1 are served by --role api (or all) processes; route them there, or point the client at their URL '

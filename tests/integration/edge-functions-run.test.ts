@@ -169,6 +169,26 @@ describe('the edge functions under Deno', () => {
     }
   });
 
+  // docs/supabase.md, "Trying a function locally under Deno": curl of the function's own port with
+  // the platform's path (/functions/v1/canvas, what supabase.functions.invoke and the Node server
+  // use) was answered a bare `no route GET /functions/v1/canvas`, as if the route did not exist
+  it('a function reached directly with /functions/v1/<name>/… (the platform\'s path) says it serves /<name>/… and where /functions/v1 goes', async () => {
+    const { users } = await createCanvas(sql);
+    const token = await tokenFor(server, users.owner!);
+    for (const name of ['canvas', 'workspaces'] as const) {
+      const wrong = await call(fns[name]!.url, 'GET', `/functions/v1/${name}`, { token });
+      expect(wrong.status).toBe(404);
+      expect(wrong.body.error.code).toBe('not_found');
+      expect(wrong.body.error.message).toBe(`no route GET /functions/v1/${name}: this is the ${name} edge function, which serves its routes under `
+        + `/${name} (what the platform passes on after /functions/v1): call /${name}/… on it directly, or /functions/v1/${name}/… through `
+        + 'Supabase\'s gateway and supabase.functions.invoke (docs/supabase.md, "4. Deploy the edge functions")');
+      // a path under its own prefix that no route serves stays the plain 404
+      expect((await call(fns[name]!.url, 'GET', `/${name}/no/such/route`, { token })).body.error.message).toBe(`no route GET /${name}/no/such/route`);
+      // and the right path is served
+      expect((await call(fns[name]!.url, 'GET', `/${name}`, { token })).status).toBe(200);
+    }
+  });
+
   it('a token of the project\'s asymmetric signing key is verified against the JWKS under SUPABASE_URL; one of another key is not', async () => {
     const { canvasId, users } = await createCanvas(sql);
     const now = Math.floor(Date.now() / 1000);

@@ -91,3 +91,16 @@ describe('a path another process role serves', () => {
     expect(routeNotFound('GET', '/ws/canvas/x').message).toBe('no route GET /ws/canvas/x');
   });
 });
+
+// An edge function run by itself (deno run, docs/supabase.md section 4) serves /<name>/…: a request
+// with the platform's /functions/v1 prefix was answered a bare `no route …`.
+describe('an edge function reached with a path outside its own prefix', () => {
+  it('names its prefix and where /functions/v1 is served; a path under its prefix stays the plain 404', () => {
+    expect(routeNotFound('POST', '/functions/v1/canvas/x/mutate', { edgeFunction: 'canvas' }).message).toBe(
+      'no route POST /functions/v1/canvas/x/mutate: this is the canvas edge function, which serves its routes under /canvas (what the platform '
+      + 'passes on after /functions/v1): call /canvas/… on it directly, or /functions/v1/canvas/… through Supabase\'s gateway and '
+      + 'supabase.functions.invoke (docs/supabase.md, "4. Deploy the edge functions")');
+    expect(routeNotFound('GET', '/search/x/nothing', { edgeFunction: 'search' }).message).toBe('no route GET /search/x/nothing');
+    expect(routeNotFound('GET', '/functions/v1/canvas').message).toBe('no route GET /functions/v1/canvas');
+  });
+});

@@ -8,7 +8,9 @@
 // whose sample no longer runs, or whose shapes drift from the server's, fails here.
 // (Before this test, docs/merge.md's CanvasSync sample used CanvasSync and WebSocket without
 // importing them: pasted into a Node 20 script it threw `CanvasSync is not defined`.)
-import { execFile } from 'node:child_process';
+// docs/embeddings.md: its SQL (queue every block after a change of provider) runs as written in
+// psql, and a search answers the fields its JSON shows.
+import { execFile, execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -100,6 +102,27 @@ const mutate = async (op: Record<string, unknown>) => {
 function docJson(file: string, marker: string): any {
   return JSON.parse(blockAfter(file, marker, 'json'));
 }
+
+describe('docs/embeddings.md as written', () => {
+  it('the SQL that queues every block runs in psql and queues this canvas\'s blocks; a search answers the fields the doc\'s JSON shows', async () => {
+    const created = await mutate({ action: 'create', patch: { type: 'text', content: { text: 'my cats sleep' } } });
+    expect(created.status).toBe(200);
+    const sql = blockAfter('docs/embeddings.md', 'after switching providers queue every block once', 'sql');
+    // in a transaction rolled back after the count: the files after this one share the database,
+    // and a worker of theirs would embed every block it queued
+    const queued = execFileSync('psql', [testDatabaseUrl(), '-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1'], {
+      input: `begin;\n${sql}select count(*) from app.embedding_outbox where block_id = '${created.body.block_id}';\nrollback;\n`,
+    }).toString().trim();
+    expect(queued).toBe('1');
+
+    const shown = docJson('docs/embeddings.md', '## Search compares one model');
+    const search = await api('GET', `/api/v1/canvas/${canvasId}/search?q=cats`);
+    expect(search.status).toBe(200);
+    expect(Object.keys(search.body).sort()).toEqual(Object.keys(shown).sort());
+    // nothing embedded here (no worker): "items: [], other_model_blocks: 0 — no match"
+    expect(search.body).toEqual({ items: [], model: 'local-hash-v1', other_model_blocks: 0, other_models: [] });
+  });
+});
 
 describe('docs/realtime.md, docs/merge.md and docs/supabase.md: the TypeScript samples run as written', () => {
   it('realtime.md, realtime-js: a private canvas channel gets block_op in the shape the Events section shows', async () => {

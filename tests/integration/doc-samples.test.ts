@@ -14,6 +14,8 @@ import { execFile, execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createClient } from '@supabase/supabase-js';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
@@ -29,6 +31,8 @@ const email = `doc-samples-${randomUUID()}@example.com`;
 const password = 'correct horse battery';
 let accessToken: string;
 let canvasId: string;
+// a canvas of its own for the events test (it renames the canvas)
+let eventsCanvasId: string;
 
 beforeAll(async () => {
   mkdirSync(scratch, { recursive: true });
@@ -41,6 +45,7 @@ beforeAll(async () => {
   accessToken = (await signup.json()).access_token;
   const workspace = await api('POST', '/api/v1/workspaces', { name: 'Doc samples' });
   canvasId = (await api('POST', '/api/v1/canvas', { workspace_id: workspace.body.workspace_id, title: 'Doc samples' })).body.canvas_id;
+  eventsCanvasId = (await api('POST', '/api/v1/canvas', { workspace_id: workspace.body.workspace_id, title: 'Events' })).body.canvas_id;
 }, 90_000);
 afterAll(async () => { await server?.stop(); });
 
@@ -49,7 +54,8 @@ async function api(method: string, path: string, body?: unknown): Promise<{ stat
     method, headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
-  return { status: res.status, body: await res.json() };
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
 const mutate = (op: Record<string, unknown>) => api('POST', `/api/v1/canvas/${canvasId}/mutate`, { client_op_id: randomUUID(), ...op });
@@ -143,6 +149,36 @@ done(received[0]);`);
     expect(got).toMatchObject({ action: 'create', canvas_id: canvasId, version: 1, block: { content: { text: 'hello' } } });
     expect(Object.keys(got).sort()).toEqual(Object.keys(shown).sort());
     expect(Object.keys(got.block).sort()).toEqual(Object.keys(shown.block).sort());
+  });
+
+  it('realtime.md, Events: presence, canvas_updated and presence_leave arrive with the fields the doc shows', async () => {
+    const supabase = createClient(server.url, anonKey, { realtime: { transport: WebSocket as never }, auth: { persistSession: false } });
+    expect((await supabase.auth.signInWithPassword({ email, password })).error).toBeNull();
+    const id = eventsCanvasId;
+    const got: Record<string, any> = {};
+    const channel = supabase.channel(`canvas:${id}`, { config: { private: true } });
+    for (const event of ['presence', 'presence_leave', 'canvas_updated']) {
+      channel.on('broadcast', { event }, ({ payload }) => { got[event] = payload; });
+    }
+    await new Promise((resolve, reject) => channel.subscribe((s, err) => (s === 'SUBSCRIBED' ? resolve(s) : s !== 'CLOSED' && reject(err ?? new Error(s)))));
+    expect((await api('POST', `/api/v1/canvas/${id}/presence`, { cursor: { x: 1, y: 2 }, typing: false })).status).toBe(200);
+    expect((await api('PATCH', `/api/v1/canvas/${id}`, { title: 'Roadmap' })).status).toBe(200);
+    expect((await api('POST', `/api/v1/canvas/${id}/leave`, {})).status).toBe(200);
+    while (!got.presence_leave) await new Promise((r) => setTimeout(r, 20));
+    await supabase.removeAllChannels();
+    // presence_leave's block shows two payloads, one a line
+    const shown = (heading: string) => {
+      const block = blockAfter('docs/realtime.md', heading, 'json');
+      try { return JSON.parse(block); } catch { return JSON.parse(block.split('\n')[0]!); }
+    };
+    const keys = (v: object) => Object.keys(v).sort();
+    expect(keys(got.presence)).toEqual(keys(shown('### `presence`')));
+    expect(got.presence).toMatchObject({ cursor: { x: 1, y: 2 }, typing: false });
+    expect(keys(got.presence_leave)).toEqual(keys(shown('### `presence_leave`')));
+    expect(keys(got.canvas_updated.canvas)).toEqual(keys(shown('### `canvas_updated`').canvas));
+    expect(got.canvas_updated.canvas).toMatchObject({ canvas_id: id, title: 'Roadmap' });
+    // canvas_deleted is not checked here: a channel can lose it (and the events committed just
+    // before it) to the re-check the deletion starts; see the report of 2026-12-07 (h186), left to fix
   });
 
   it('realtime.md, Presence: track() is recorded, and presenceState() shows it under the key with its presence_ref', async () => {

@@ -6,6 +6,9 @@ import { emitLogicalMessage } from './logical-message.ts';
 import { createReplicationStream, type ReplicationStream } from './replication.ts';
 import { SLOT_WAIT_WARN_AFTER_MS, SLOT_WAIT_WARN_EVERY_MS, warnSlotWait } from './slot-wait.ts';
 
+/** api.delete_canvas's broadcast on the canvas's topic (sql/rpc/canvas.sql): the last message a deleted canvas's topic gets. */
+const CANVAS_DELETED = 'canvas_deleted';
+
 /**
  * The database bus: every row realtime.send wrote to realtime.messages, delivered after commit,
  * in commit order, to the listeners of its topic.
@@ -544,9 +547,21 @@ export function createDatabaseBus(opts: BusOptions): DatabaseBus {
  * member's removal and committed after it sorts before the removal, and would reach the removed
  * member's socket; first, the re-check they start holds the batch's deliveries (a delta committed
  * just before the removal is then not sent to the member who lost access: closed, not open).
+ * But a canvas's deletion (reason canvas_deleted) goes last: it closes the canvas for everyone, and
+ * nothing can commit to its topic after it (a mutation waiting for the canvas lock is refused, the
+ * canvas gone), so what the batch holds for its topic was committed while every subscriber still had
+ * access, and is delivered, the `canvas_deleted` broadcast among it, before the re-check closes
+ * the channels (as on the stream, where the deletion's access change is its transaction's last
+ * message: sql/realtime/access.sql). First, the re-check dropped them all. The `canvas_deleted`
+ * broadcast itself goes just before it, after the rest: api.delete_canvas sends it last, but rows
+ * of one transaction share their inserted_at and their ids are random, so the read back cannot
+ * tell its place among its transaction's other messages.
  */
 export function orderCatchUp(all: BusMessage[]): BusMessage[] {
-  const messages = [...all.filter((m) => m.event === ACCESS_CHANGED), ...all.filter((m) => m.event !== ACCESS_CHANGED)];
+  const closesCanvas = (m: BusMessage) => m.event === ACCESS_CHANGED && (m.payload as { reason?: unknown } | null)?.reason === 'canvas_deleted';
+  const last = (m: BusMessage) => m.event === CANVAS_DELETED || closesCanvas(m);
+  const messages = [...all.filter((m) => m.event === ACCESS_CHANGED && !closesCanvas(m)), ...all.filter((m) => m.event !== ACCESS_CHANGED && !last(m)),
+    ...all.filter((m) => m.event === CANVAS_DELETED), ...all.filter(closesCanvas)];
   const byTopic = new Map<string, number[]>();
   messages.forEach((m, i) => {
     if (seqOf(m) === null) return;

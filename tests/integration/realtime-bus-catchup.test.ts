@@ -164,6 +164,15 @@ describe('the database bus catch-up', () => {
       m('4', 'block_op', { server_seq: 1 }, 'canvas:other')];
     expect(orderCatchUp(batch).map((x) => x.id)).toEqual(['2', '3', '1', '4']);
   });
+
+  it("puts a canvas's deletion last: its canvas_deleted broadcast, then its access change, after the topic's other messages", () => {
+    const m = (id: string, event: string, payload: Record<string, unknown>, topic = 'canvas:c'): BusMessage =>
+      ({ id, topic, event, extension: 'broadcast', private: true, payload, payloadJson: JSON.stringify(payload) });
+    // one transaction's rows share their inserted_at, and their ids are random: read back in any order
+    const batch = [m('1', 'access_changed', { user_id: null, reason: 'canvas_deleted' }), m('2', 'canvas_deleted', { canvas_id: 'c' }),
+      m('3', 'access_changed', { user_id: 'u', reason: 'canvas_member' }), m('4', 'block_op', { server_seq: 9 }), m('5', 'presence', {})];
+    expect(orderCatchUp(batch).map((x) => x.id)).toEqual(['3', '4', '5', '2', '1']);
+  });
 });
 
 describe("the database bus's tick", () => {

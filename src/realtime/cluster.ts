@@ -285,11 +285,14 @@ type Sent = { seq: number; at: number; key: ChannelKey; event: string; encoding:
 
 type Pending = { frame: Buffer; resolve(): void; reject(err: unknown): void; /** a broadcast of this node's own, logged once emitted */ sent?: Sent };
 
+/** How often a node sends its whole presence (`presence_sync`) unasked, by default. */
+export const DEFAULT_SYNC_INTERVAL_MS = 30_000;
+
 export function createClusterNode(opts: ClusterOptions): ClusterNode {
   const id = randomUUID();
   const heartbeatMs = opts.heartbeatMs ?? 2000;
   const deadAfterMs = opts.deadAfterMs ?? 3 * heartbeatMs + 1000;
-  const syncIntervalMs = opts.syncIntervalMs ?? 30_000;
+  const syncIntervalMs = opts.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
   const stats = { sent: 0, received: 0, sendFailures: 0, dead: 0, rejected: 0 };
   /** this node's message numbers: the last one given (one per statement, in the signed head) */
   let messageNumber = 0n;

@@ -57,7 +57,9 @@ export type ReplicationStream = {
   refusal(): string | undefined;
 };
 
-const defaultBackoff = (n: number) => Math.min(5000, 100 * 2 ** n) * (0.5 + Math.random() / 2);
+/** The longest wait between two attempts of the stream (the backoff's cap): a database back is tried within it. */
+export const RECONNECT_BACKOFF_MAX_MS = 5000;
+const defaultBackoff = (n: number) => Math.min(RECONNECT_BACKOFF_MAX_MS, 100 * 2 ** n) * (0.5 + Math.random() / 2);
 
 /**
  * pg-logical-replication opens a fresh `pg` replication connection in its (private) `client()`

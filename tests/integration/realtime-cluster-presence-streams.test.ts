@@ -4,7 +4,8 @@ import type { RealtimeChannel } from '@supabase/realtime-js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
-import { decodeMessage } from '../../src/realtime/cluster.ts';
+import { DEFAULT_SYNC_INTERVAL_MS, decodeMessage } from '../../src/realtime/cluster.ts';
+import { RECONNECT_BACKOFF_MAX_MS } from '../../src/realtime/replication.ts';
 import { clusterMessagesInWal } from '../helpers/cluster-wal.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -26,6 +27,18 @@ import { until } from '../helpers/wait.ts';
 // The periodic sync (every 30 s from a gateway's start) repairs a stale view too, so the case runs
 // right after gateway 2's periodic sync went out (read from the WAL by a slot of the test's own)
 // and waits only until just before its next: before the fix it failed every run.
+//
+// How long a stream takes to come back once its gate opens: the gateway's next attempt comes at
+// most RECONNECT_BACKOFF_MAX_MS (5 s, the backoff's cap) after the gate opened; connecting and
+// creating its new temporary slot then take milliseconds (measured 20-600 ms, under load too),
+// unless a transaction holding a transaction id is open anywhere on the server, in any database:
+// creating a logical slot waits for every one of them to end (docs/realtime.md, slot-wait.ts), for
+// as long as they last. So each stream's wait is bounded by the case's own window (until 2 s before
+// gateway 2's next periodic sync, which leaves room for both gates' 2 x 5 s), not by a number of
+// its own; one that runs out names the transactions the new slot waits for. Seen: another
+// session's pgTAP file (one transaction for the whole file) on a shared server held gateway 1's
+// slot for over 30 s, and the case failed at "gateway 1's stream back" (not this product's backoff).
+const SYNC_MS = DEFAULT_SYNC_INTERVAL_MS;
 
 const config = loadConfig();
 const db = testDatabase(2);
@@ -75,6 +88,31 @@ async function frames() {
   return (await clusterMessagesInWal(db.sql, slot)).flatMap((content) => decodeMessage(content));
 }
 
+/**
+ * The sessions that the realtime streams' walsenders of this database wait for (a new slot waits
+ * for every transaction holding an xid on the server), as a sentence; empty when none.
+ */
+async function slotWaits(): Promise<string> {
+  const rows = await db.sql<{ pid: number; datname: string | null; ours: boolean; application_name: string; seconds: number | null }[]>`
+    select b.pid, b.datname, b.datname = current_database() as ours, b.application_name, extract(epoch from now() - b.xact_start)::int as seconds
+    from pg_stat_activity w join pg_stat_activity b on b.pid = any(pg_blocking_pids(w.pid))
+    where w.datname = current_database() and w.application_name = 'potentia-realtime-bus'`;
+  return rows.map((r) => `pid ${r.pid} (database ${r.datname}${r.ours ? ', this test\'s' : ', not this test\'s'}, `
+    + `application ${JSON.stringify(r.application_name)}, transaction open ${r.seconds} s)`).join('; ');
+}
+
+/** Waits for `check` until 2 s before `deadline` (the case's window); when it runs out, names what the new slots wait for. */
+async function withinWindow(check: () => Promise<boolean>, deadline: number, what: string): Promise<void> {
+  try {
+    await until(check, Math.max(0, deadline - 2_000 - Date.now()), what);
+  } catch (err) {
+    const waits = await slotWaits();
+    if (!waits) throw err;
+    throw new Error(`${(err as Error).message}: creating the new slot waits for transaction(s) holding an xid on this server, `
+      + `${waits} (a logical slot's creation waits for every one, in any database, to end)`, { cause: err });
+  }
+}
+
 const streams = async () => (await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
   where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`)[0]!.n;
 
@@ -121,7 +159,7 @@ it('presence tracked on two gateways while both streams are down is whole on bot
   const ids = [0, 1].map((i) => diffs.find((d) => Object.hasOwn(d.joins, `gateway${i}`))!.node);
   for (const i of [0, 1]) expect(await channels[i]!.untrack()).toBe('ok');
   await until(() => keys().every((k) => k === ''), 20_000, 'no presence on either gateway');
-  // gateway 2 syncs its presence every 30 s from its start (its first heartbeat: the slot was made before it started)
+  // gateway 2 syncs its presence every SYNC_MS from its start (its first heartbeat: the slot was made before it started)
   const first = new Map<string, number>();
   for (const f of await frames()) {
     const h = f.header as { type: string; node: string; sent?: number };
@@ -129,11 +167,11 @@ it('presence tracked on two gateways while both streams are down is whole on bot
   }
   const started = first.get(ids[1]!)!;
   const syncsOf2 = async () => (await frames()).filter((f) => f.header.type === 'presence_sync' && f.header.node === ids[1]).length;
-  const next = Math.floor((Date.now() - started) / 30_000) + 1;
+  const next = Math.floor((Date.now() - started) / SYNC_MS) + 1;
   const syncsBefore = await syncsOf2();
-  await until(async () => Date.now() > started + 30_000 * next && (await syncsOf2()) > syncsBefore, 45_000, 'gateway 2\'s periodic sync');
+  await until(async () => Date.now() > started + SYNC_MS * next && (await syncsOf2()) > syncsBefore, 1.5 * SYNC_MS, 'gateway 2\'s periodic sync');
   // (a timer fires late, never early)
-  const deadline = started + 30_000 * (next + 1) - 500;
+  const deadline = started + SYNC_MS * (next + 1) - 500;
 
   // both streams down
   for (const g of gates) g.shut();
@@ -147,13 +185,15 @@ it('presence tracked on two gateways while both streams are down is whole on bot
   // gateway 1's stream back first: its request for presence goes out while gateway 2's stream is down
   const requests = async () => (await frames()).filter((f) => f.header.type === 'sync_request' && f.header.node === ids[0]).length;
   const requestsBefore = await requests();
+  // room in the window for each gateway's next attempt, a whole backoff cap after its gate opens
+  expect(deadline - 2_000 - Date.now(), 'time left for both streams to come back').toBeGreaterThan(2 * RECONNECT_BACKOFF_MAX_MS);
   gates[0]!.open();
-  await until(async () => (await streams()) === 1 && (await requests()) > requestsBefore, 30_000, 'gateway 1\'s stream back, and its request sent');
+  await withinWindow(async () => (await streams()) === 1 && (await requests()) > requestsBefore, deadline, 'gateway 1\'s stream back, and its request sent');
   expect(await streams()).toBe(1);
 
   // then gateway 2's
   gates[1]!.open();
-  await until(async () => (await streams()) === 2, 30_000, 'gateway 2\'s stream back');
+  await withinWindow(async () => (await streams()) === 2, deadline, 'gateway 2\'s stream back');
   // before gateway 2's next periodic sync, which would repair it anyway
   expect(deadline - Date.now(), 'time left before gateway 2\'s next periodic sync').toBeGreaterThan(2_000);
   await until(() => keys().every((k) => k === 'gateway0,gateway1'), deadline - Date.now(), 'both presences on both gateways');

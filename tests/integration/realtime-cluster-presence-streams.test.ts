@@ -89,37 +89,55 @@ async function frames() {
 }
 
 /**
- * The sessions that the realtime streams' walsenders of this database wait for (a new slot waits
- * for every transaction holding an xid on the server), as a sentence; empty when none.
+ * The sessions that backends of this database wait for (a new slot, the gateways' or the test's
+ * own, waits for every transaction holding an xid on the server), as a sentence; empty when none.
  */
 async function slotWaits(): Promise<string> {
   const rows = await db.sql<{ pid: number; datname: string | null; ours: boolean; application_name: string; seconds: number | null }[]>`
     select b.pid, b.datname, b.datname = current_database() as ours, b.application_name, extract(epoch from now() - b.xact_start)::int as seconds
     from pg_stat_activity w join pg_stat_activity b on b.pid = any(pg_blocking_pids(w.pid))
-    where w.datname = current_database() and w.application_name = 'potentia-realtime-bus'`;
+    where w.datname = current_database()`;
   return rows.map((r) => `pid ${r.pid} (database ${r.datname}${r.ours ? ', this test\'s' : ', not this test\'s'}, `
     + `application ${JSON.stringify(r.application_name)}, transaction open ${r.seconds} s)`).join('; ');
 }
 
-/** Waits for `check` until 2 s before `deadline` (the case's window); when it runs out, names what the new slots wait for. */
-async function withinWindow(check: () => Promise<boolean>, deadline: number, what: string): Promise<void> {
+/** `err`, naming what new slots wait for when they wait for something. */
+async function explained(err: unknown): Promise<unknown> {
+  const waits = await slotWaits();
+  if (!waits) return err;
+  return new Error(`${(err as Error).message}: creating a new slot waits for transaction(s) holding an xid on this server, `
+    + `${waits} (a logical slot's creation waits for every one, in any database, to end)`, { cause: err });
+}
+
+/** Waits for `check` until `end` (a Date.now()); when it runs out, names what the new slots wait for. */
+async function streamsBy(check: () => Promise<boolean>, end: number, what: string): Promise<void> {
   try {
-    await until(check, Math.max(0, deadline - 2_000 - Date.now()), what);
+    await until(check, Math.max(0, end - Date.now()), what);
   } catch (err) {
-    const waits = await slotWaits();
-    if (!waits) throw err;
-    throw new Error(`${(err as Error).message}: creating the new slot waits for transaction(s) holding an xid on this server, `
-      + `${waits} (a logical slot's creation waits for every one, in any database, to end)`, { cause: err });
+    throw await explained(err);
   }
 }
 
 const streams = async () => (await db.sql`select count(*)::int as n from pg_stat_replication r join pg_stat_activity a using (pid)
   where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`)[0]!.n;
 
+const START_MS = 120_000;
 beforeAll(async () => {
+  const begun = Date.now();
   const port = Number(new URL(testDatabaseUrl()).port || 5432);
-  // made before the gateways start: their first heartbeats are read from it
-  await db.sql`select pg_create_logical_replication_slot(${slot}, 'test_decoding')`;
+  // made before the gateways start: their first heartbeats are read from it. (Ends before the
+  // hook's own timeout, so that a slot held by another session's transaction is named.)
+  const made = db.sql`select pg_create_logical_replication_slot(${slot}, 'test_decoding')`.then(() => true);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), START_MS / 2); });
+  if (!(await Promise.race([made, late]).finally(() => clearTimeout(timer)))) {
+    const err = await explained(new Error('the test\'s slot not made'));
+    // cancelled, not left waiting: a slot made after afterAll would stay, pinning WAL
+    await db.sql`select pg_cancel_backend(pid) from pg_stat_activity
+      where datname = current_database() and pid <> pg_backend_pid() and query like ${`%${slot}%`}`;
+    await made.catch(() => {});
+    throw err;
+  }
   for (let i = 0; i < 2; i++) {
     gates[i] = await startGate(port);
     // the pool direct; the replication stream (the direct URL) through the gate
@@ -127,8 +145,8 @@ beforeAll(async () => {
     gateways[i] = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), DIRECT_DATABASE_URL: direct,
       WORKER_MODE: 'off', NODE_ENV: 'development', POTENTIA_ROLE: 'gateway' });
   }
-  await until(async () => (await streams()) === 2, 60_000, 'both gateways\' streams');
-}, 120_000);
+  await streamsBy(async () => (await streams()) === 2, begun + START_MS - 5_000, 'both gateways\' streams');
+}, START_MS);
 
 afterAll(async () => {
   await realtime.disconnectAll();
@@ -188,12 +206,13 @@ it('presence tracked on two gateways while both streams are down is whole on bot
   // room in the window for each gateway's next attempt, a whole backoff cap after its gate opens
   expect(deadline - 2_000 - Date.now(), 'time left for both streams to come back').toBeGreaterThan(2 * RECONNECT_BACKOFF_MAX_MS);
   gates[0]!.open();
-  await withinWindow(async () => (await streams()) === 1 && (await requests()) > requestsBefore, deadline, 'gateway 1\'s stream back, and its request sent');
+  // (until 2 s before the deadline: what the case needs after gateway 2's stream is back, below)
+  await streamsBy(async () => (await streams()) === 1 && (await requests()) > requestsBefore, deadline - 2_000, 'gateway 1\'s stream back, and its request sent');
   expect(await streams()).toBe(1);
 
   // then gateway 2's
   gates[1]!.open();
-  await withinWindow(async () => (await streams()) === 2, deadline, 'gateway 2\'s stream back');
+  await streamsBy(async () => (await streams()) === 2, deadline - 2_000, 'gateway 2\'s stream back');
   // before gateway 2's next periodic sync, which would repair it anyway
   expect(deadline - Date.now(), 'time left before gateway 2\'s next periodic sync').toBeGreaterThan(2_000);
   await until(() => keys().every((k) => k === 'gateway0,gateway1'), deadline - Date.now(), 'both presences on both gateways');

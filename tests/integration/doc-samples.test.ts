@@ -151,13 +151,13 @@ done(received[0]);`);
     expect(Object.keys(got.block).sort()).toEqual(Object.keys(shown.block).sort());
   });
 
-  it('realtime.md, Events: presence, canvas_updated and presence_leave arrive with the fields the doc shows', async () => {
+  it('realtime.md, Events: presence, canvas_updated, presence_leave and canvas_deleted arrive with the fields the doc shows', async () => {
     const supabase = createClient(server.url, anonKey, { realtime: { transport: WebSocket as never }, auth: { persistSession: false } });
     expect((await supabase.auth.signInWithPassword({ email, password })).error).toBeNull();
     const id = eventsCanvasId;
     const got: Record<string, any> = {};
     const channel = supabase.channel(`canvas:${id}`, { config: { private: true } });
-    for (const event of ['presence', 'presence_leave', 'canvas_updated']) {
+    for (const event of ['presence', 'presence_leave', 'canvas_updated', 'canvas_deleted']) {
       channel.on('broadcast', { event }, ({ payload }) => { got[event] = payload; });
     }
     await new Promise((resolve, reject) => channel.subscribe((s, err) => (s === 'SUBSCRIBED' ? resolve(s) : s !== 'CLOSED' && reject(err ?? new Error(s)))));
@@ -165,6 +165,11 @@ done(received[0]);`);
     expect((await api('PATCH', `/api/v1/canvas/${id}`, { title: 'Roadmap' })).status).toBe(200);
     expect((await api('POST', `/api/v1/canvas/${id}/leave`, {})).status).toBe(200);
     while (!got.presence_leave) await new Promise((r) => setTimeout(r, 20));
+    // "It reaches open channels before the live re-check closes them", on the stream or, while the
+    // gateway polls realtime.messages (its slot not streaming yet), from a polled batch
+    // (tests/integration/realtime-deleted-while-polling.test.ts)
+    expect((await api('DELETE', `/api/v1/canvas/${id}`)).status).toBe(204);
+    while (!got.canvas_deleted) await new Promise((r) => setTimeout(r, 20));
     await supabase.removeAllChannels();
     // presence_leave's block shows two payloads, one a line
     const shown = (heading: string) => {
@@ -177,11 +182,8 @@ done(received[0]);`);
     expect(keys(got.presence_leave)).toEqual(keys(shown('### `presence_leave`')));
     expect(keys(got.canvas_updated.canvas)).toEqual(keys(shown('### `canvas_updated`').canvas));
     expect(got.canvas_updated.canvas).toMatchObject({ canvas_id: id, title: 'Roadmap' });
-    // canvas_deleted is not checked here: while the gateway's bus polls realtime.messages (its
-    // replication slot not streaming yet, which can take over a minute on a busy server, or after a
-    // lost stream), a polled batch puts access changes first (bus.ts orderCatchUp), so the deletion's
-    // re-check holds, then drops, the batch's events committed before it, canvas_deleted included:
-    // docs/realtime.md says it reaches open channels before they close. Found 2026-12-07, not fixed.
+    expect(got.canvas_deleted).toEqual({ canvas_id: id });
+    expect(keys(got.canvas_deleted)).toEqual(keys(shown('### `canvas_deleted`')));
   });
 
   it('realtime.md, Presence: track() is recorded, and presenceState() shows it under the key with its presence_ref', async () => {

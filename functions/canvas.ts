@@ -4,28 +4,28 @@ import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
 import { callApi, callMutation, mutationOutcome } from '../src/http/rpc.ts';
 import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, ChangesSince, ClientId, LeaveResult, MutationConflict, MutationResult, Permissions,
-  PresenceResult, Snapshot, TextOp } from '../src/http/schemas.ts';
+  PresenceResult, Snapshot, TextOp, Uuid } from '../src/http/schemas.ts';
 import { INT4_MAX, SEQ_MAX } from '../src/input-policy.ts';
 
 /**
  * Canvas endpoints (seed H2–H4, H6, A1–A8), mounted at /api/v1/canvas locally and deployed as
  * the `canvas` edge function. Each handler validates, then calls exactly one `api` function.
  */
-const CanvasParams = z.object({ canvas_id: z.string().uuid() });
-const BlockParams = CanvasParams.extend({ block_id: z.string().uuid() });
+const CanvasParams = z.object({ canvas_id: Uuid });
+const BlockParams = CanvasParams.extend({ block_id: Uuid });
 const Json = z.record(z.string(), z.unknown());
 
 // The operation, one schema per action, with what the database requires of each
 // (api.upsert_block_atomic; docs/mutations.md "An operation").
 const clientOpId = z.string().min(1).max(128).openapi({ description: 'idempotency key: resending it never applies the operation twice' });
-const blockId = z.string().uuid();
+const blockId = Uuid;
 const baseVersion = z.number().int().min(1).max(INT4_MAX).openapi({ description: 'the block version this edit was made on' }); // int4 in SQL
 const content = Json.openapi({ description: 'JSON Merge Patch (RFC 7396) on the block content: null removes a key' });
 const type = z.string().regex(/^[a-z][a-z0-9_]{0,39}$/);
 const placement = {
-  parent_id: z.string().uuid().nullable().optional().openapi({ description: 'a block of the same canvas, or null (top level)' }),
+  parent_id: Uuid.nullable().optional().openapi({ description: 'a block of the same canvas, or null (top level)' }),
   y_order: z.string().regex(/^[0-9A-Za-z]{0,9}[1-9A-Za-z]$/).optional().openapi({ description: 'the LexoRank key itself' }),
-  after_id: z.string().uuid().nullable().optional().openapi({ description: 'right after this block (null: first); with neither, appended' }),
+  after_id: Uuid.nullable().optional().openapi({ description: 'right after this block (null: first); with neither, appended' }),
 };
 const CreateOp = z.object({
   action: z.literal('create'),
@@ -96,7 +96,7 @@ const routes = {
     description: 'Send a `canvas_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection '
       + '(a 503, a timeout, a dropped network) leaves you not knowing whether the canvas was created, and resending the same body then '
       + 'answers the canvas it created (201, the same {canvas_id}) instead of creating a second one.',
-    request: { body: json(z.object({ workspace_id: z.string().uuid(), title: z.string().min(1).max(500).optional(),
+    request: { body: json(z.object({ workspace_id: Uuid, title: z.string().min(1).max(500).optional(),
       settings: Json.optional(), canvas_id: ClientId.optional().openapi({
         description: 'the id to create the canvas with (chosen by the client, a random UUID): a resend with it answers the same canvas; '
           + 'when absent the server chooses one' }) }).strict()) },

@@ -1,4 +1,5 @@
 import { createRoute } from '@hono/zod-openapi';
+import { Uuid } from '../src/http/schemas.ts';
 import type { Context } from 'hono';
 import { withRequest } from '../src/db/request.ts';
 import type { AppEnv, Deps } from '../src/http/env.ts';
@@ -17,7 +18,7 @@ import type { ObjectHead } from '../src/storage/s3.ts';
  * short-lived PUT and GET URLs for the objects the database names, and HEADs an object before
  * the database may mark its file ready. The bytes never pass through this server.
  */
-const FileParams = z.object({ canvas_id: z.string().uuid(), file_id: z.string().uuid() });
+const FileParams = z.object({ canvas_id: Uuid, file_id: Uuid });
 const CreateFile = z.object({
   filename: z.string().min(1).max(255).openapi({ description: 'shown as the download\'s name; no / \\ (also fullwidth) or control characters, not only dots and spaces' }),
   content_type: z.string().min(3).max(255).openapi({ description: 'type/subtype without parameters, allowed by app.settings allowed_file_types',
@@ -40,7 +41,7 @@ const route = <T extends Parameters<typeof createRoute>[0]>(r: T) => createRoute
 const routes = {
   create: route({ method: 'post', path: '/{canvas_id}/files', operationId: 'createFileUpload',
     summary: 'F1: start an upload: a pending file and a presigned PUT URL (editors and above)',
-    request: { params: z.object({ canvas_id: z.string().uuid() }), body: json(CreateFile) },
+    request: { params: z.object({ canvas_id: Uuid }), body: json(CreateFile) },
     responses: fileResponses(201, 'the pending file, and where and how to PUT its bytes', FileUpload) }),
   complete: route({ method: 'post', path: '/{canvas_id}/files/{file_id}/complete', operationId: 'completeFileUpload',
     summary: 'F2: finish an upload: the object is checked (HEAD: size, MD5 ETag) and the file becomes ready (editors and above)',

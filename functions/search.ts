@@ -5,7 +5,7 @@ import { ApiError } from '../src/http/errors.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
 import { callApi } from '../src/http/rpc.ts';
-import { SearchResult } from '../src/http/schemas.ts';
+import { SearchResult, Uuid } from '../src/http/schemas.ts';
 import { CircuitBreaker, CircuitOpenError } from '../src/worker/breaker.ts';
 import { createProvider, toVectorLiteral, type EmbeddingProvider } from '../src/worker/providers.ts';
 
@@ -18,7 +18,7 @@ import { createProvider, toVectorLiteral, type EmbeddingProvider } from '../src/
  * another provider or model than this process. Served at GET /api/v1/canvas/{id}/search?q= locally, and as the `search`
  * edge function at /functions/v1/search/{id}?q= (also /api/v1/search/{id}).
  */
-const Params = z.object({ canvas_id: z.string().uuid() });
+const Params = z.object({ canvas_id: Uuid });
 const Query = z.object({
   q: z.string().trim().min(1).max(2000),
   limit: queryInteger(1, 50).optional(),

@@ -3,7 +3,7 @@ import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
 import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
 import { callApi } from '../src/http/rpc.ts';
-import { AddMemberResult, ClientId, CanvasList, InviteList, Member, MemberList, Role, Workspace, WorkspaceList } from '../src/http/schemas.ts';
+import { AddMemberResult, ClientId, CanvasList, InviteList, Member, MemberList, Role, Workspace, WorkspaceList, Uuid } from '../src/http/schemas.ts';
 
 /**
  * Workspace endpoints (W1–W10), mounted at /api/v1/workspaces locally and deployed as the
@@ -11,9 +11,9 @@ import { AddMemberResult, ClientId, CanvasList, InviteList, Member, MemberList, 
  * sql/rpc/workspaces.sql, which holds the rules (who may do what, the last owner, invites, audit)
  * and documents them. W-numbers are the keys of app.endpoint_limits.
  */
-const WorkspaceParams = z.object({ workspace_id: z.string().uuid() });
-const MemberParams = WorkspaceParams.extend({ user_id: z.string().uuid() });
-const InviteParams = WorkspaceParams.extend({ invite_id: z.string().uuid() });
+const WorkspaceParams = z.object({ workspace_id: Uuid });
+const MemberParams = WorkspaceParams.extend({ user_id: Uuid });
+const InviteParams = WorkspaceParams.extend({ invite_id: Uuid });
 const Name = z.string().min(1).max(200).openapi({ description: '1 to 200 characters, trimmed' });
 
 const json = <T extends z.ZodTypeAny>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });

@@ -9,10 +9,11 @@ import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
 import { checkCharset, checkContentEncoding, checkTransferEncoding, checkUrl, readJson } from '../input-policy.ts';
 import { SEVERAL_AUTHORIZATIONS, severalAuthorizations } from './authorization.ts';
 import { ApiError, invalidInput } from './errors.ts';
+import { canonicalUuid } from '../uuid.ts';
 import type { AppEnv, Deps } from './env.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-const CANVAS_IN_PATH = /\/canvas\/([0-9a-fA-F-]{36})(?:\/|$)/;
+const CANVAS_IN_PATH = /\/canvas\/([0-9a-fA-F-]{36})(?:\/|$)/; // logged as canonicalUuid spells it (one spelling to search the logs for)
 const tracer = trace.getTracer('potentia-http');
 /** Trace context read from the request's headers in place (no copy of them per request). */
 const HEADERS_GETTER: TextMapGetter<Headers> = { get: (headers, key) => headers.get(key) ?? undefined, keys: (headers) => [...headers.keys()] };
@@ -91,7 +92,8 @@ export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHa
     deps.metrics.httpDuration.observe(labels, ms / 1000);
     // one line per request that explains itself: who, which canvas, which error code, how long
     const userId = c.get('claims')?.sub;
-    const canvasId = CANVAS_IN_PATH.exec(path)?.[1];
+    const canvasInPath = CANVAS_IN_PATH.exec(path)?.[1];
+    const canvasId = canvasInPath === undefined ? undefined : canonicalUuid(canvasInPath);
     const errorCode = c.get('errorCode');
     const line: { method: string; path: string; status: number; ms: number; user_id?: string; canvas_id?: string; error_code?: string } = {
       method, path, status, ms: Math.round(ms) };

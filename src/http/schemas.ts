@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi';
 import { INT4_MAX } from '../input-policy.ts';
+import { UUID, UUID_MESSAGE } from '../uuid.ts';
 
 /**
  * The response bodies of the HTTP API, as the `api` SQL functions build them (internal.block_json,
@@ -11,7 +12,11 @@ import { INT4_MAX } from '../input-policy.ts';
  * packages/client/src/api-types.ts.
  */
 
-export const Uuid = z.string().uuid();
+/**
+ * An id: a UUID as Postgres reads it (src/uuid.ts: 8-4-4-4-12 hex digits, either case, any version
+ * and variant). Every id of the API's paths, query, bodies and answers; compared in SQL as uuid.
+ */
+export const Uuid = z.string().regex(UUID, UUID_MESSAGE).openapi({ format: 'uuid' });
 /**
  * An id the client chose for the row it creates (`workspace_id` of POST /api/v1/workspaces,
  * `canvas_id` of POST /api/v1/canvas): a random UUID of RFC 9562, version 4 (crypto.randomUUID())

@@ -39,16 +39,21 @@ export function accessChange(message: BusMessage): AccessChange | null {
   if (message.event !== ACCESS_CHANGED || !message.private || message.extension !== 'broadcast') return null;
   const p = (message.payload ?? {}) as { canvas_id?: unknown; user_id?: unknown; reason?: unknown };
   return {
-    canvasId: typeof p.canvas_id === 'string' ? p.canvas_id : message.topic.replace(/^canvas:/, ''),
-    userId: typeof p.user_id === 'string' ? p.user_id : null,
+    canvasId: typeof p.canvas_id === 'string' ? sameId(p.canvas_id) : message.topic.replace(/^canvas:/, ''),
+    userId: typeof p.user_id === 'string' ? sameId(p.user_id) : null,
     reason: typeof p.reason === 'string' ? p.reason : 'unknown',
   };
 }
 
 /** Whether a socket holding `claims` must re-check its access after `change`. */
 export function concerns(change: AccessChange, claims: SocketClaims): boolean {
-  return change.userId === null || change.userId === claims.sub;
+  // both in canonicalUuid's spelling: a user compared as text in two spellings would be a member
+  // never re-checked (the verifier hands on a UUID sub in lower case; this holds without it too)
+  return change.userId === null || (typeof claims.sub === 'string' && change.userId === sameId(claims.sub));
 }
+
+/** An id in canonicalUuid's spelling (lower case); text that is no UUID as it is. */
+const sameId = (id: string): string => canonicalUuid(id) ?? id;
 
 export type AccessWatch = {
   /** Ids of the access_changed messages concerning the caller received so far (re-check after them). */
@@ -111,7 +116,7 @@ export type CanvasAccess = {
  */
 export async function canvasAccess(sql: Sql, claims: SocketClaims, canvasId: string): Promise<CanvasAccess> {
   const read = await mayAccessTopic(sql, claims, `canvas:${canvasId}`, 'read');
-  const sub = typeof claims.sub === 'string' && /^[0-9a-fA-F-]{36}$/.test(claims.sub) ? claims.sub : null;
+  const sub = typeof claims.sub === 'string' ? canonicalUuid(claims.sub) : null;
   const [row] = await sql<{ live: boolean; role: string | null; writer: boolean }[]>`
     select c.deleted_at is null as live, r.role::text as role, internal.can_write_role(r.role) as writer
     from app.canvases c, lateral (select internal.canvas_role(c.canvas_id, ${sub}::uuid) as role) r

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { INT4_MAX, SEQ_MAX } from '../input-policy.ts';
+import { UUID, UUID_MESSAGE } from '../uuid.ts';
 import type { ErrorCode } from '../http/errors.ts';
 import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/protocol.ts';
 
@@ -93,7 +94,7 @@ export const H1_CLOSE_HELD_MESSAGES = 1013;
  */
 export const H1_CLOSE_FRAME_RATE = 4429;
 
-const uuid = z.string().uuid();
+const uuid = z.string().regex(UUID, UUID_MESSAGE); // as Postgres reads a uuid (src/uuid.ts); the SQL compares it as uuid
 const seq = z.number().int().nonnegative().max(SEQ_MAX); // bigint parameters in SQL
 
 // ---------------------------------------------------------------- client → server

@@ -7,6 +7,7 @@ import { CanvasPresence } from './presence.ts';
 import type { DeltaMessage, TextOp, WireBlock } from './protocol.ts';
 import { textIn } from './text-ot.ts';
 import { encodeJson, MESSAGE_MAX_DEPTH } from './json-value.ts';
+import { canonicalUuid, idKey } from './uuid.ts';
 
 /**
  * One canvas, live: the server's state (CanvasSync: snapshot, then deltas in canvas_seq order,
@@ -179,7 +180,8 @@ const handled = <T>(p: Promise<T>): Promise<T> => {
 /** When a canvas that is not live checks over HTTP that the user still has access: after the first, then every second ms. */
 const ACCESS_CHECK_MS = [3000, 15_000] as const;
 const uuid = (): string => globalThis.crypto.randomUUID();
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A placement's block id in the server's spelling; null (first / top level) as it is. */
+const idOrNull = <T extends string | null>(id: T): T => (typeof id === 'string' ? idKey(id) as T : id);
 
 /** A canvas of a Potentia client: `potentia.canvas(id)`. See the top of canvas.ts. */
 export class Canvas {
@@ -372,7 +374,7 @@ export class Canvas {
 
   /** One block of the local state (server + your pending changes), or undefined. */
   block(id: string): Block | undefined {
-    return this.view().blocks.get(id);
+    return this.view().blocks.get(idKey(id));
   }
 
   /** Every block of the local state, by id. */
@@ -423,17 +425,18 @@ export class Canvas {
    * ChangeOptions (AbortError, TimeoutError; the client_op_id, to resend a create yourself).
    */
   create(input: CreateInput, options: ChangeOptions = {}): Promise<Block> {
-    const id = input.id ?? uuid();
-    if (!UUID_RE.test(id)) return this.refuse(new PotentiaError('invalid_input', 'id must be a UUID', 'id'));
+    // the server's spelling (lower case): the block is keyed by it here, as the server answers it
+    const id = input.id === undefined ? uuid() : canonicalUuid(input.id);
+    if (id === null) return this.refuse(new PotentiaError('invalid_input', 'id must be a UUID (8-4-4-4-12 hex digits)', 'id'));
     // a create resent with its client_op_id (ChangeOptions) may find its block made: the server answers it
     if (this.block(id) && options.clientOpId === undefined) return this.refuse(new PotentiaError('invalid_input', `block ${id} exists`, 'id'));
     const sent = asSent(input.content);
     if (sent instanceof PotentiaError) return this.refuse(sent);
     const patch: LocalOp['patch'] = { type: input.type, ...(sent.content !== undefined ? { content: sent.content } : {}) };
     const placement: Placement = {};
-    if (input.parent !== undefined) placement.parent = input.parent;
-    if (input.after !== undefined) placement.after = input.after;
-    if (input.before !== undefined) placement.before = input.before;
+    if (input.parent !== undefined) placement.parent = idOrNull(input.parent);
+    if (input.after !== undefined) placement.after = idOrNull(input.after);
+    if (input.before !== undefined) placement.before = idOrNull(input.before);
     return this.enqueue('create', id, patch, placement, 'all', options) as Promise<Block>;
   }
 
@@ -445,6 +448,7 @@ export class Canvas {
    * TimeoutError (`options`: ChangeOptions).
    */
   update(blockId: string, input: UpdateInput, options: ChangeOptions = {}): Promise<Block> {
+    blockId = idKey(blockId);
     if (!this.block(blockId)) return this.refuse(new PotentiaError('not_found', `block ${blockId} is not on this canvas`, 'blockId'));
     const sent = asSent(input.content);
     if (sent instanceof PotentiaError) return this.refuse(sent);
@@ -462,6 +466,9 @@ export class Canvas {
    * (a conflict when someone moved it meanwhile). `options`: ChangeOptions.
    */
   move(blockId: string, input: MoveInput, options: ChangeOptions = {}): Promise<Block> {
+    blockId = idKey(blockId);
+    input = { ...input, ...(input.parent !== undefined ? { parent: idOrNull(input.parent) } : {}),
+      ...(input.after !== undefined ? { after: idOrNull(input.after) } : {}), ...(input.before !== undefined ? { before: idOrNull(input.before) } : {}) };
     if (!this.block(blockId)) return this.refuse(new PotentiaError('not_found', `block ${blockId} is not on this canvas`, 'blockId'));
     const placement: Placement = {};
     const fields = new Set<string>();
@@ -485,6 +492,7 @@ export class Canvas {
    * AbortError and TimeoutError (`options`: ChangeOptions).
    */
   delete(blockId: string, options: ChangeOptions = {}): Promise<void> {
+    blockId = idKey(blockId);
     if (!this.block(blockId)) return this.refuse(new PotentiaError('not_found', `block ${blockId} is not on this canvas`, 'blockId'));
     const done = this.enqueue('delete', blockId, {}, null, 'all', options).then(noop);
     done.catch(noop); // rejected to the caller (and reported to onError); never unhandled
@@ -500,6 +508,7 @@ export class Canvas {
    * and onText (`reset`).
    */
   editText(blockId: string, key: string, op: TextOp): string {
+    blockId = idKey(blockId);
     if (this._status === 'closed') throw new PotentiaError('closed', 'this canvas was closed');
     const block = this.block(blockId);
     if (!block) throw new PotentiaError('not_found', `block ${blockId} is not on this canvas`, 'blockId');

@@ -6,6 +6,7 @@ import { defaultReconnectDelayMs, fullJitterMs } from './backoff.ts';
 import { abortedBy, after, badSignal, bodyEmail, CallSignals, pause, withDeadline, withRequestDeadline, type RequestMatch } from './deadline.ts';
 import { AccessLostError, PotentiaError, RateLimitedError } from './errors.ts';
 import type { components } from './api-types.ts';
+import { idKey } from './uuid.ts';
 
 /**
  * createPotentiaClient: one object for a Potentia app, built on supabase-js. Sign-in is Supabase
@@ -549,6 +550,8 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
   };
 
   const canvas = (canvasId: string): Canvas => {
+    // one Canvas (one socket) per canvas however the id is spelt: the server's spelling (lower case)
+    canvasId = idKey(canvasId);
     const open = canvases.get(canvasId);
     if (open && open.status !== 'closed') return open;
     const c = new Canvas(canvasId, {

@@ -49,17 +49,25 @@ $$;
 -- workspace-level write (create a canvas, set a member): only an unscoped or `canvas:*:write` token.
 -- scope_allows decides for a given scope claim (the mutation RPC passes its request context's);
 -- token_allows reads the claim of the current request. An array's entries are its string
--- elements (`?|`); a string's are its whitespace-separated words.
+-- elements (`?|`); a string's are its whitespace-separated words. Entries are read with ASCII
+-- letters in lower case (translate: no locale), so `canvas:<ID IN UPPER CASE>:read` names the canvas
+-- as format('%s', uuid) spells it: a uuid has no case, and the sub and the HTTP paths are read in
+-- either case too (the gateway's hasWriteScope, src/realtime/access.ts, reads them the same way).
+-- In an array, an upper-case letter written as a \u escape stays as it is.
 create or replace function internal.scope_allows(p_scope jsonb, p_canvas_id uuid, p_write boolean) returns boolean
 language sql stable as $$
   select case
     when p_scope is null or jsonb_typeof(p_scope) = 'null' then true
     when jsonb_typeof(p_scope) = 'array' then
-      p_scope ?| array[format('canvas:%s:write', p_canvas_id), 'canvas:*:write']
-      or (not p_write and p_scope ?| array[format('canvas:%s:read', p_canvas_id), 'canvas:*:read'])
+      translate(p_scope::text, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')::jsonb
+        ?| array[format('canvas:%s:write', p_canvas_id), 'canvas:*:write']
+      or (not p_write and translate(p_scope::text, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')::jsonb
+        ?| array[format('canvas:%s:read', p_canvas_id), 'canvas:*:read'])
     when jsonb_typeof(p_scope) = 'string' then
-      regexp_split_to_array(p_scope #>> '{}', '\s+') && array[format('canvas:%s:write', p_canvas_id), 'canvas:*:write']
-      or (not p_write and regexp_split_to_array(p_scope #>> '{}', '\s+') && array[format('canvas:%s:read', p_canvas_id), 'canvas:*:read'])
+      regexp_split_to_array(translate(p_scope #>> '{}', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), '\s+')
+        && array[format('canvas:%s:write', p_canvas_id), 'canvas:*:write']
+      or (not p_write and regexp_split_to_array(translate(p_scope #>> '{}', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), '\s+')
+        && array[format('canvas:%s:read', p_canvas_id), 'canvas:*:read'])
     else false
   end
 $$;

@@ -84,6 +84,14 @@ export function watchAccess(hub: Pick<Hub, 'subscribe'>, subTopic: string, claim
 }
 
 /**
+ * A scope entry as internal.scope_allows reads it: ASCII letters in lower case, so that
+ * `canvas:<ID IN UPPER CASE>:write` names the canvas as the id in lower case does (a uuid has no
+ * case; the token's sub and the HTTP paths are read in either case too). Only A-Z: the database's
+ * translate() is not locale-dependent, toLowerCase() would be for other letters.
+ */
+export const scopeEntry = (entry: string): string => entry.replace(/[A-Z]+/g, (s) => s.toLowerCase());
+
+/**
  * Write scope of H1: a token without a `scope` claim carries the user's full rights (the canvas
  * role still decides); a token with one must name canvas:{id}:write or canvas:*:write — the rule
  * of internal.token_allows.
@@ -91,8 +99,9 @@ export function watchAccess(hub: Pick<Hub, 'subscribe'>, subTopic: string, claim
 export function hasWriteScope(claims: SocketClaims, canvasId: string): boolean {
   const scope = claims.scope;
   if (scope === undefined || scope === null) return true;
-  const entries = Array.isArray(scope) ? scope.map(String) : String(scope).split(/\s+/);
-  return entries.includes(`canvas:${canvasId}:write`) || entries.includes('canvas:*:write');
+  const entries = Array.isArray(scope) ? scope.filter((e) => typeof e === 'string') : String(scope).split(/\s+/);
+  const wanted = `canvas:${canonicalUuid(canvasId) ?? canvasId}:write`;
+  return entries.some((e) => { const entry = scopeEntry(e); return entry === wanted || entry === 'canvas:*:write'; });
 }
 
 /** What an H1 socket's token may do on its canvas right now. */

@@ -8,7 +8,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(46);
+select plan(50);
 
 -- can_write_role: owner, admin and editor write; a viewer and no role do not
 select is(internal.can_write_role('owner'), true, 'an owner writes');
@@ -50,6 +50,15 @@ select is(internal.scope_allows('"canvas:*:write"', null, true), true, 'no canva
 select is(internal.scope_allows(to_jsonb(format('canvas:%s:write', (select c from ids))), null, true), false,
           'no canvas (a workspace-level write): a token scoped to one canvas may not');
 select is(internal.scope_allows('{"canvas:*:write": true}', (select c from ids), true), false, 'an object scope allows nothing');
+-- a uuid has no case: an entry naming the canvas in upper case names it (the sub and HTTP paths are read so too)
+select is(internal.scope_allows('["canvas:ABCDEF12-3456-1789-CDEF-ABCDEF123456:read"]', 'abcdef12-3456-1789-cdef-abcdef123456', false), true,
+  'array: canvas:<ID IN UPPER CASE>:read reads');
+select is(internal.scope_allows('"x canvas:AbCdEf12-3456-1789-cDeF-ABCDEF123456:WRITE"', 'abcdef12-3456-1789-cdef-abcdef123456', true), true,
+  'string: a write word in mixed case writes');
+select is(internal.scope_allows('["canvas:ABCDEF12-3456-1789-CDEF-ABCDEF123456:read"]', (select other from ids), false), false,
+  'array: another canvas in upper case reads not this one');
+select is(internal.scope_allows('"canvas:abcdef1234561789cdefabcdef123456:read"', 'abcdef12-3456-1789-cdef-abcdef123456', false), false,
+  'string: an id spelt without dashes names no canvas');
 select is(internal.scope_allows('42', (select c from ids), false), false, 'a number scope allows nothing');
 
 -- try_uuid: the canonical form, other forms uuid_in reads, and anything else as null (never an error)

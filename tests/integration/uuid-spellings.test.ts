@@ -3,7 +3,7 @@
 // (src/upgrade/v1-ids.ts), a block created from SQL or PostgREST takes any uuid as its block_id,
 // rows written by hand or imported. HTTP paths, query and bodies, the H1 socket and realtime topics
 // must take them as the database does (one definition: src/uuid.ts), in any case, and keep refusing
-// other spellings (braces, no dashes) naming the field.
+// other spellings (braces, no dashes) naming the field; a token's scope names a canvas in any case.
 // Real server (in process, with the realtime gateway), real Postgres, realtime-js.
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -128,6 +128,35 @@ it('the H1 socket and a realtime topic reach a canvas and block of no RFC 9562 l
   h1.ws.close();
 
   const channel = realtime.connect(server.url, token, '2.0.0').channel(`canvas:${canvasId}`, { config: { private: true } });
+  expect((await subscribed(channel)).status).toBe('SUBSCRIBED');
+}, 60_000);
+
+it('a token scope names a canvas in any case, as the HTTP path and the sub do (HTTP and H1)', async () => {
+  const { owner, canvasId, blockId } = await legacyCanvas();
+  const read = await tokenFor(server, owner, { scope: `canvas:${canvasId.toUpperCase()}:read` });
+  const got = await call(read, 'GET', `/api/v1/canvas/${canvasId}`);
+  expect(got.status, JSON.stringify(got.body)).toBe(200);
+  const listed = await call(read, 'GET', '/api/v1/canvas');
+  expect(listed.body.canvases.map((c: { canvas_id: string }) => c.canvas_id)).toEqual([canvasId]);
+  // read only: a write is refused
+  const refused = await call(read, 'POST', `/api/v1/canvas/${canvasId}/mutate`, {
+    action: 'update', client_op_id: 's0', block_id: blockId, base_version: 1, patch: { content: { a: 1 } } });
+  expect(refused.status).toBe(403);
+
+  const write = await tokenFor(server, owner, { scope: [`canvas:${canvasId.toUpperCase()}:write`] });
+  const wrote = await call(write, 'POST', `/api/v1/canvas/${canvasId}/mutate`, {
+    action: 'update', client_op_id: 's1', block_id: blockId, base_version: 1, patch: { content: { a: 1 } } });
+  expect(wrote.status, JSON.stringify(wrote.body)).toBe(200);
+  const h1 = await openH1(server.url, canvasId, write, '&since_seq=0');
+  const hello = h1.inbox.find((m) => m.type === 'hello') ?? await h1.next((m) => m.type === 'hello');
+  expect(hello, JSON.stringify(hello)).toMatchObject({ can_write: true });
+  await h1.next((m) => m.type === 'resumed');
+  h1.send({ type: 'mutate', client_op_id: 's2', action: 'update', block_id: blockId, base_version: 2, patch: { content: { a: 2 } } });
+  const ack = await h1.next((m) => m.type === 'ack' || m.type === 'error' || m.type === 'rejected');
+  expect(ack, JSON.stringify(ack)).toMatchObject({ type: 'ack', client_op_id: 's2' });
+  h1.ws.close();
+
+  const channel = realtime.connect(server.url, read, '2.0.0').channel(`canvas:${canvasId}`, { config: { private: true } });
   expect((await subscribed(channel)).status).toBe('SUBSCRIBED');
 }, 60_000);
 

@@ -338,7 +338,10 @@ describe('a Potentia process through it, on one server connection', () => {
   /** Terminations of the server connection while they write. */
   const KILLS = 6;
 
-  it("loses no acknowledged mutation when the pooler's server connection is terminated under load, and the process lives", async () => {
+  // its own waits add up past the default 30 s: the load (30 writes a writer, 110 ms apart, with
+  // 503s), the resends (up to 5 Retry-After waits each) and /ready (30 s: a new replication slot
+  // waits for every transaction holding an xid on the server)
+  it("loses no acknowledged mutation when the pooler's server connection is terminated under load, and the process lives", { timeout: 120_000 }, async () => {
     // four users (an owner and an editor on each of two canvases), each under its 100 mutations a minute
     const canvases = [await createCanvas(admin, ['editor']), await createCanvas(admin, ['editor'])];
     const writers = await Promise.all(canvases.flatMap((c) => [c.users.owner!, c.users.editor!].map(async (u) => ({ canvasId: c.canvasId, auth: await bearer(u) }))));

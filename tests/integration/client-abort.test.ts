@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortError, createPotentiaClient, TimeoutError, type PotentiaClient } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
+import { recordFetches } from '../helpers/fetch-recorder.ts';
+import { startSilentListener, type SilentListener } from '../helpers/silent-listener.ts';
 import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -25,45 +26,25 @@ const db = testDatabase(2);
 let server: PotentiaProcess;
 let anonKey: string;
 /** A listener that accepts every connection, reads it, and never answers. */
-let silent: net.Server;
-const silentConnections: Array<{ text: string; closed: boolean }> = [];
-const silentSockets = new Set<net.Socket>();
-/** Every request this process's fetch sent (the client calls the global fetch at each request): method and URL. */
-const sent: string[] = [];
-const realFetch = globalThis.fetch;
+let silent: SilentListener;
+let fetches: ReturnType<typeof recordFetches>;
 
 beforeAll(async () => {
-  globalThis.fetch = (input, init) => {
-    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-    sent.push(`${init?.method ?? 'GET'} ${url}`);
-    return realFetch(input, init);
-  };
+  fetches = recordFetches();
   server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
   anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
-  silent = net.createServer((socket) => {
-    silentSockets.add(socket);
-    const connection = { text: '', closed: false };
-    silentConnections.push(connection);
-    socket.on('data', (d) => void (connection.text += d.toString('utf8')));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      connection.closed = true;
-      silentSockets.delete(socket);
-    });
-  });
-  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  silent = await startSilentListener();
 }, 90_000);
 
 afterAll(async () => {
-  globalThis.fetch = realFetch;
-  for (const s of silentSockets) s.destroy();
-  await new Promise<void>((r) => (silent ? silent.close(() => r()) : r()));
+  fetches?.restore();
+  await silent?.close();
   await server?.stop();
   await db.close();
 });
 
 /** The silent listener's connections whose request line includes `path` (and has its whole body, for a POST). */
-const silentlyGot = (path: string) => silentConnections.filter((c) => {
+const silentlyGot = (path: string) => silent.connections.filter((c) => {
   const line = c.text.split('\r\n', 1)[0]!;
   return line.includes(path) && (line.startsWith('GET') || /\r\n\r\n.+/s.test(c.text));
 });
@@ -79,7 +60,7 @@ describe('@potentia/client: an AbortSignal on every HTTP call', () => {
     const { client, userId } = await signedIn();
     const { workspace_id } = await client.workspaces.create('Aborted');
     const signal = AbortSignal.abort(new Error('the page was left'));
-    const before = sent.length;
+    const before = fetches.sent.length;
     const workspaceId = randomUUID();
     const canvasId = randomUUID();
     const calls: Array<[string, Promise<unknown>]> = [
@@ -99,7 +80,7 @@ describe('@potentia/client: an AbortSignal on every HTTP call', () => {
       expect(err, name).toBeInstanceOf(AbortError);
       expect(err, name).toMatchObject({ code: 'aborted', name: 'AbortError', reason: signal.reason });
     }
-    expect(sent.slice(before)).toEqual([]);
+    expect(fetches.sent.slice(before)).toEqual([]);
     expect(client.auth.user()?.id).toBe(userId);
     const [rows] = await db.sql`select (select count(*)::int from app.workspaces where workspace_id = ${workspaceId}) as w,
                                        (select count(*)::int from app.canvases where canvas_id = ${canvasId}) as c`;
@@ -110,7 +91,7 @@ describe('@potentia/client: an AbortSignal on every HTTP call', () => {
   }, 60_000);
 
   it('aborted while a silent server holds the request: AbortError, the connection closed, nothing sent again', async () => {
-    const { port } = silent.address() as net.AddressInfo;
+    const { port } = silent;
     // no deadline at all: only the signal ends these calls
     const client = createPotentiaClient({ url: `http://127.0.0.1:${port}`, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false }, timeoutMs: 0 });
     const abortOnArrival = async <T>(path: string, call: (signal: AbortSignal) => Promise<T>) => {
@@ -170,7 +151,7 @@ describe('@potentia/client: an AbortSignal on every HTTP call', () => {
   }, 60_000);
 
   it('with timeoutMs: whichever comes first ends the call', async () => {
-    const { port } = silent.address() as net.AddressInfo;
+    const { port } = silent;
     const url = `http://127.0.0.1:${port}`;
     const short = createPotentiaClient({ url, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false }, timeoutMs: 300 });
     // the deadline first: a signal that never aborts changes nothing

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { getEventListeners } from 'node:events';
-import net from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortError, CanvasSync, createPotentiaClient, PotentiaError, type Canvas, type PotentiaClient } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
+import { recordFetches } from '../helpers/fetch-recorder.ts';
+import { startSilentListener, type SilentListener } from '../helpers/silent-listener.ts';
 import { until } from '../helpers/wait.ts';
 
 // @potentia/client's Canvas.connect({ signal }). Every HTTP call and every canvas change took an
@@ -24,12 +25,8 @@ const db = testDatabase(2);
 let server: PotentiaProcess;
 let anonKey: string;
 /** A listener that accepts every connection, reads it, and never answers. */
-let silent: net.Server;
-const silentConnections: Array<{ text: string; closed: boolean }> = [];
-const silentSockets = new Set<net.Socket>();
-/** Every request this process's fetch sent: method and URL. */
-const sent: string[] = [];
-const realFetch = globalThis.fetch;
+let silent: SilentListener;
+let fetches: ReturnType<typeof recordFetches>;
 
 /** The test's hold on the client's sockets: sent elsewhere (the silent listener), or their frames held back. */
 const sockets: TrackedSocket[] = [];
@@ -56,32 +53,16 @@ class TrackedSocket extends WebSocket {
 }
 
 beforeAll(async () => {
-  globalThis.fetch = (input, init) => {
-    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-    sent.push(`${init?.method ?? 'GET'} ${url}`);
-    return realFetch(input, init);
-  };
+  fetches = recordFetches();
   server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
   anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
-  silent = net.createServer((socket) => {
-    silentSockets.add(socket);
-    const connection = { text: '', closed: false };
-    silentConnections.push(connection);
-    socket.on('data', (d) => void (connection.text += d.toString('utf8')));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      connection.closed = true;
-      silentSockets.delete(socket);
-    });
-  });
-  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  silent = await startSilentListener();
 }, 90_000);
 
 afterAll(async () => {
-  globalThis.fetch = realFetch;
+  fetches?.restore();
   for (const s of sockets) s.terminate();
-  for (const s of silentSockets) s.destroy();
-  await new Promise<void>((r) => (silent ? silent.close(() => r()) : r()));
+  await silent?.close();
   await server?.stop();
   await db.close();
 });
@@ -119,11 +100,11 @@ describe('@potentia/client: Canvas.connect({ signal })', () => {
   it('an already-aborted signal: AbortError, nothing sent, the canvas as it was (connect() then works)', async () => {
     const { client, canvas } = await canvasOfNewUser();
     const signal = AbortSignal.abort(new Error('the page was left'));
-    const [requests, made] = [sent.length, sockets.length];
+    const [requests, made] = [fetches.sent.length, sockets.length];
     const err = await canvas.connect({ signal }).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(AbortError);
     expect(err).toMatchObject({ code: 'aborted', name: 'AbortError', reason: signal.reason });
-    expect(sent.length).toBe(requests);
+    expect(fetches.sent.length).toBe(requests);
     expect(sockets.length).toBe(made);
     expect(canvas.status).toBe('idle');
     await canvas.connect();
@@ -156,13 +137,13 @@ describe('@potentia/client: Canvas.connect({ signal })', () => {
   it('aborted while the socket opens (an upgrade never answered): the connection is closed', async () => {
     const { client, canvas } = await canvasOfNewUser();
     const controller = new AbortController();
-    const { port } = silent.address() as net.AddressInfo;
-    const before = silentConnections.length;
+    const { port } = silent;
+    const before = silent.connections.length;
     redirectTo = `ws://127.0.0.1:${port}`;
     let connecting: Promise<void>;
     try {
       connecting = canvas.connect({ signal: controller.signal });
-      await until(() => silentConnections.slice(before).some((c) => c.text.includes('/ws/canvas/')), 10_000, 'the upgrade request at the silent listener');
+      await until(() => silent.connections.slice(before).some((c) => c.text.includes('/ws/canvas/')), 10_000, 'the upgrade request at the silent listener');
     } finally {
       redirectTo = null;
     }
@@ -170,7 +151,7 @@ describe('@potentia/client: Canvas.connect({ signal })', () => {
     expect(made.map((s) => s.readyState)).toEqual([WebSocket.CONNECTING]);
     controller.abort(new Error('left the page'));
     await expectAborted(canvas, connecting, controller, made);
-    await until(() => silentConnections.slice(before).every((c) => c.closed), 10_000, 'the upgrade\'s TCP connection closed');
+    await until(() => silent.connections.slice(before).every((c) => c.closed), 10_000, 'the upgrade\'s TCP connection closed');
     await client.auth.signOut();
   }, 60_000);
 

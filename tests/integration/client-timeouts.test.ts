@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPotentiaClient, TimeoutError, type PotentiaClient } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
+import { startSilentListener, type SilentListener } from '../helpers/silent-listener.ts';
 import { until } from '../helpers/wait.ts';
 
 // @potentia/client's deadline on its HTTP calls (createPotentiaClient's timeoutMs). Before it, a
@@ -19,34 +19,23 @@ import { until } from '../helpers/wait.ts';
 const db = testDatabase(2);
 let server: PotentiaProcess;
 let anonKey: string;
-/** A listener that accepts every connection, reads it, and never answers: what each connection carried. */
-let silent: net.Server;
-const silentRequests: string[] = [];
-const silentSockets = new Set<net.Socket>();
+let silent: SilentListener;
 
 beforeAll(async () => {
   server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
   anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
-  silent = net.createServer((socket) => {
-    silentSockets.add(socket);
-    const i = silentRequests.push('') - 1;
-    socket.on('data', (d) => void (silentRequests[i] += d.toString('utf8')));
-    socket.on('error', () => {});
-    socket.on('close', () => void silentSockets.delete(socket));
-  });
-  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  silent = await startSilentListener();
 }, 90_000);
 
 afterAll(async () => {
-  for (const s of silentSockets) s.destroy();
-  await new Promise<void>((r) => (silent ? silent.close(() => r()) : r()));
+  await silent?.close();
   await server?.stop();
   await db.close();
 });
 
 /** The request line and JSON body of each request the silent listener got whose line includes `path`. */
 function silentlyGot(path: string): Array<{ line: string; body: Record<string, unknown> | null }> {
-  return silentRequests.filter((r) => r.split('\r\n', 1)[0]!.includes(path)).map((r) => {
+  return silent.connections.map((c) => c.text).filter((r) => r.split('\r\n', 1)[0]!.includes(path)).map((r) => {
     const body = r.slice(r.indexOf('\r\n\r\n') + 4);
     let parsed: Record<string, unknown> | null = null;
     try {
@@ -60,7 +49,7 @@ function silentlyGot(path: string): Array<{ line: string; body: Record<string, u
 
 describe('@potentia/client: a deadline on every HTTP call', () => {
   it('a server that accepts and never answers: sign-in, list and addMember reject with TimeoutError, each sent once; a create is resent with the same id', async () => {
-    const { port } = silent.address() as net.AddressInfo;
+    const { port } = silent;
     const client = createPotentiaClient({ url: `http://127.0.0.1:${port}`, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false }, timeoutMs: 1000 });
     /** Waits until the listener got `n` requests on `path` (a request may reach it just after its deadline rejected). */
     const got = async (path: string, n: number) => {

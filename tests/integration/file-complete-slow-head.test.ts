@@ -5,8 +5,6 @@
 // locked only to judge what the HEAD saw (tests/integration/file-complete-race.test.ts: a stale
 // HEAD is not acted on). The store here is a real HTTP server standing in for S3 (S3_ENDPOINT,
 // path style) that holds each HEAD until the test lets it go: deterministic, no sleep.
-import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.ts';
@@ -14,28 +12,21 @@ import type { Server } from '../../src/server.ts';
 import { checkedFetch } from '../helpers/contract.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
+import { startHoldingStore, type HoldingStore } from '../helpers/holding-store.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
 import { until } from '../helpers/wait.ts';
 
-let store: HttpServer;
+let store: HoldingStore;
 let server: Server;
 let database: Database;
 let sql: Sql;
 let canvasId: string;
 let token: string;
-const heads: { req: IncomingMessage; res: ServerResponse }[] = [];
 const saved = { ...process.env };
 
 beforeAll(async () => {
-  store = createServer((req, res) => {
-    req.resume();
-    if (req.method === 'HEAD') heads.push({ req, res }); // answered by the test
-    else res.writeHead(501).end();
-  });
-  await new Promise<void>((resolve) => store.listen(0, '127.0.0.1', resolve));
-  // read once by this process's storage (src/storage/index.ts fileStorage), at the server's start
-  Object.assign(process.env, { S3_BUCKET: 'slow-bucket', S3_ENDPOINT: `http://127.0.0.1:${(store.address() as AddressInfo).port}`,
-    S3_FORCE_PATH_STYLE: 'true', S3_ACCESS_KEY_ID: 'test', S3_SECRET_ACCESS_KEY: 'test-secret', S3_REGION: 'us-east-1' });
+  store = await startHoldingStore('slow-bucket', (req) => req.method === 'HEAD'); // each HEAD answered by the test
+  Object.assign(process.env, store.env);
   delete process.env.POTENTIA_LOCAL_S3_DIR;
   server = await startTestServer({ validateResponses: true });
   database = testDatabase(3);
@@ -45,10 +36,10 @@ beforeAll(async () => {
   token = await tokenFor(server, fixture.users.editor!);
 });
 afterAll(async () => {
-  for (const { res } of heads) if (!res.writableEnded) res.writeHead(404).end();
+  store?.release();
   await server?.stop();
   await database?.close();
-  await new Promise<void>((resolve) => store?.close(() => resolve()));
+  await store?.close();
   process.env = saved;
 });
 
@@ -61,8 +52,8 @@ describe('a completion waiting for a slow HEAD', () => {
     const fileId = created.body.file_id as string;
     const completing = api('POST', `/files/${fileId}/complete`);
     completing.catch(() => {});
-    await until(async () => heads.length > 0, 10_000, 'the completion\'s HEAD reaching the store');
-    expect(heads[0]!.req.url).toMatch(/^\/slow-bucket\//);
+    await until(async () => store.held.length > 0, 10_000, 'the completion\'s HEAD reaching the store');
+    expect(store.held[0]!.req.url).toMatch(/^\/slow-bucket\//);
 
     // while the store has not answered, the row is free: a writer takes it at once (NOWAIT: 55P03 were it held)
     const writer = await reservedTransaction(sql);
@@ -75,7 +66,7 @@ describe('a completion waiting for a slow HEAD', () => {
     }
 
     // the store answers: no object yet, the completion is refused as not uploaded
-    heads.shift()!.res.writeHead(404).end();
+    store.held.shift()!.res.writeHead(404).end();
     const answer = await completing;
     expect(answer.status, answer.text).toBe(409);
     expect(answer.body.error).toMatchObject({ code: 'conflict', reason: 'not_uploaded' });

@@ -9,8 +9,6 @@
 // claim is held removes nothing (tests/integration/file-complete-race.test.ts: bytes made ready are
 // never removed). The store is a real HTTP server standing in for S3 (S3_ENDPOINT, path style)
 // that holds each request until the test answers it: deterministic, no sleep.
-import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/index.ts';
@@ -18,31 +16,22 @@ import type { Server } from '../../src/server.ts';
 import { checkedFetch } from '../helpers/contract.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
+import { startHoldingStore, type HeldRequest, type HoldingStore } from '../helpers/holding-store.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
 import { until } from '../helpers/wait.ts';
 
-type Held = { req: IncomingMessage; res: ServerResponse };
-let store: HttpServer;
+type Held = HeldRequest;
+let store: HoldingStore;
 let server: Server;
 let database: Database;
 let sql: Sql;
 let canvasId: string;
 let token: string;
-const held: Held[] = [];
-/** When set, answers each request as it comes (a store that is not slow). */
-let answering: ((h: Held) => void) | null = null;
 const saved = { ...process.env };
 
 beforeAll(async () => {
-  store = createServer((req, res) => {
-    req.resume();
-    held.push({ req, res }); // answered by the test, or at once by `answering`
-    answering?.({ req, res });
-  });
-  await new Promise<void>((resolve) => store.listen(0, '127.0.0.1', resolve));
-  // read once by this process's storage (src/storage/index.ts fileStorage), at the server's start
-  Object.assign(process.env, { S3_BUCKET: 'slow-bucket', S3_ENDPOINT: `http://127.0.0.1:${(store.address() as AddressInfo).port}`,
-    S3_FORCE_PATH_STYLE: 'true', S3_ACCESS_KEY_ID: 'test', S3_SECRET_ACCESS_KEY: 'test-secret', S3_REGION: 'us-east-1' });
+  store = await startHoldingStore('slow-bucket'); // each request answered by the test, or at once by store.answering
+  Object.assign(process.env, store.env);
   delete process.env.POTENTIA_LOCAL_S3_DIR;
   server = await startTestServer({ validateResponses: true });
   database = testDatabase(3);
@@ -52,15 +41,15 @@ beforeAll(async () => {
   token = await tokenFor(server, fixture.users.editor!);
 });
 afterAll(async () => {
-  for (const { res } of held) if (!res.writableEnded) res.writeHead(404).end();
+  store?.release();
   await server?.stop();
   await database?.close();
-  await new Promise<void>((resolve) => store?.close(() => resolve()));
+  await store?.close();
   process.env = saved;
 });
 
 const api = (method: string, path: string, body?: unknown) => checkedFetch(server.url, method, `/api/v1/canvas/${canvasId}${path}`, { token, body });
-const seen = (method: string) => held.filter((h) => h.req.method === method);
+const seen = (method: string) => store.held.filter((h) => h.req.method === method);
 /** The next request of this method the store holds, once it came. */
 async function next(method: string, count: number): Promise<Held> {
   await until(async () => seen(method).length >= count, 10_000, `${method} #${count} reaching the store`);
@@ -129,7 +118,7 @@ describe('a completion removing refused bytes from a slow store', () => {
     expect(created.status, created.text).toBe(201);
     const fileId = created.body.file_id as string;
     const deletes = seen('DELETE').length;
-    answering = (h) => (h.req.method === 'DELETE' ? h.res.writeHead(204).end() : sixBytes(h));
+    store.answering = (h) => (h.req.method === 'DELETE' ? h.res.writeHead(204).end() : sixBytes(h));
     try {
       const first = await api('POST', `/files/${fileId}/complete`);
       expect(first.status, first.text).toBe(409);
@@ -141,7 +130,7 @@ describe('a completion removing refused bytes from a slow store', () => {
       expect(seen('DELETE').length - deletes).toBe(2);
       expect((await sql`select removal_claimed_at from app.files where file_id = ${fileId}`)[0]!.removal_claimed_at).toBeNull();
     } finally {
-      answering = null;
+      store.answering = null;
     }
   });
 });

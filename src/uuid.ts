@@ -23,3 +23,6 @@ export const isUuid = (s: string): boolean => UUID.test(s);
 
 /** The canonical spelling of UUID `s` (lower case, as PostgreSQL prints a uuid), or null when it is not one. */
 export const canonicalUuid = (s: string): string | null => (isUuid(s) ? s.toLowerCase() : null);
+
+/** `id` in canonicalUuid's spelling when it is a UUID (lower case); anything else as it is (@potentia/client's idKey too). */
+export const idKey = (id: string): string => canonicalUuid(id) ?? id;

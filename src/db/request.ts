@@ -167,7 +167,7 @@ function callerOf(claims: RequestContext['claims']): Caller {
   const kept = callers.get(claims);
   if (kept !== undefined) return kept;
   const sub = claims.sub;
-  const caller = { claims: JSON.stringify(claims) as unknown, user: typeof sub === 'string' && sub !== '' ? canonicalUuid(sub) ?? sub : null };
+  const caller = { claims: JSON.stringify(claims) as unknown, user: typeof sub === 'string' && sub !== '' ? laneUuid(sub) ?? sub : null };
   if (typeof caller.claims === 'string' && deeplyFrozen(claims)) callers.set(claims, caller);
   return caller;
 }
@@ -202,7 +202,7 @@ function setCaller(q: TransactionSql | ReservedSql, s: CallerSettings) {
  * accepts (upper case, braces, hyphens after any group of four digits or none); null for anything
  * else. The caller key of a lane: one user, one key, however the token spells the id.
  */
-export function canonicalUuid(text: string): string | null {
+function laneUuid(text: string): string | null {
   const m = /^\{?((?:[0-9a-f]{4}-?){7}[0-9a-f]{4})\}?$/i.exec(text);
   if (m === null) return null;
   const hex = m[1]!.replace(/-/g, '').toLowerCase();

@@ -4,7 +4,7 @@ import { mayAccessTopic, type SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
 import { HeldFrames, heldBytes, type HeldLimits } from './held-frames.ts';
 import type { Hub } from './hub.ts';
-import { canonicalUuid } from '../uuid.ts';
+import { canonicalUuid, idKey } from '../uuid.ts';
 
 /**
  * Live re-authorization of open sockets.
@@ -39,21 +39,18 @@ export function accessChange(message: BusMessage): AccessChange | null {
   if (message.event !== ACCESS_CHANGED || !message.private || message.extension !== 'broadcast') return null;
   const p = (message.payload ?? {}) as { canvas_id?: unknown; user_id?: unknown; reason?: unknown };
   return {
-    canvasId: typeof p.canvas_id === 'string' ? sameId(p.canvas_id) : message.topic.replace(/^canvas:/, ''),
-    userId: typeof p.user_id === 'string' ? sameId(p.user_id) : null,
+    canvasId: typeof p.canvas_id === 'string' ? idKey(p.canvas_id) : message.topic.replace(/^canvas:/, ''),
+    userId: typeof p.user_id === 'string' ? idKey(p.user_id) : null,
     reason: typeof p.reason === 'string' ? p.reason : 'unknown',
   };
 }
 
 /** Whether a socket holding `claims` must re-check its access after `change`. */
 export function concerns(change: AccessChange, claims: SocketClaims): boolean {
-  // both in canonicalUuid's spelling: a user compared as text in two spellings would be a member
+  // both in idKey's spelling: a user compared as text in two spellings would be a member
   // never re-checked (the verifier hands on a UUID sub in lower case; this holds without it too)
-  return change.userId === null || (typeof claims.sub === 'string' && change.userId === sameId(claims.sub));
+  return change.userId === null || (typeof claims.sub === 'string' && change.userId === idKey(claims.sub));
 }
-
-/** An id in canonicalUuid's spelling (lower case); text that is no UUID as it is. */
-const sameId = (id: string): string => canonicalUuid(id) ?? id;
 
 export type AccessWatch = {
   /** Ids of the access_changed messages concerning the caller received so far (re-check after them). */
@@ -100,7 +97,7 @@ export function hasWriteScope(claims: SocketClaims, canvasId: string): boolean {
   const scope = claims.scope;
   if (scope === undefined || scope === null) return true;
   const entries = Array.isArray(scope) ? scope.filter((e) => typeof e === 'string') : String(scope).split(/\s+/);
-  const wanted = `canvas:${canonicalUuid(canvasId) ?? canvasId}:write`;
+  const wanted = `canvas:${idKey(canvasId)}:write`;
   return entries.some((e) => { const entry = scopeEntry(e); return entry === wanted || entry === 'canvas:*:write'; });
 }
 

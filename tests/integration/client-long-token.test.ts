@@ -4,6 +4,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createPotentiaClient } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { recordFetches } from '../helpers/fetch-recorder.ts';
 
 // @potentia/client refreshes the session on its own timer (setTimeout) shortly before the access
 // token expires. A server whose access tokens live 30 days (ACCESS_TOKEN_TTL_SECONDS admits it)
@@ -13,21 +14,17 @@ import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts'
 
 let server: PotentiaProcess;
 let anonKey: string;
-const refreshes: string[] = [];
-const realFetch = globalThis.fetch;
+let fetches: ReturnType<typeof recordFetches>;
+const refreshes = () => fetches.sent.filter((r) => r.includes('grant_type=refresh_token'));
 
 beforeAll(async () => {
-  globalThis.fetch = (input, init) => {
-    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-    if (url.includes('grant_type=refresh_token')) refreshes.push(url);
-    return realFetch(input, init);
-  };
+  fetches = recordFetches();
   server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development',
     ACCESS_TOKEN_TTL_SECONDS: String(30 * 24 * 3600) });
   anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
 }, 90_000);
 afterAll(async () => {
-  globalThis.fetch = realFetch;
+  fetches?.restore();
   await server?.stop();
 });
 
@@ -37,7 +34,7 @@ it('a 30-day access token is refreshed near its end, not at once and again and a
   const token = await client.auth.accessToken();
   expect(token).toBeTruthy();
   for (let i = 0; i < 5; i++) await client.workspaces.list();
-  expect(refreshes).toEqual([]);
+  expect(refreshes()).toEqual([]);
   expect(await client.auth.accessToken()).toBe(token);
   await client.auth.signOut();
 }, 60_000);

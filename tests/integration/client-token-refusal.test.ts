@@ -5,6 +5,7 @@ import { createPotentiaClient, type PotentiaClient, type PotentiaUser } from '..
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
+import { recordFetches } from '../helpers/fetch-recorder.ts';
 import { freePort } from '../helpers/free-port.ts';
 
 // @potentia/client when the server refuses an access token the client still holds as valid: the
@@ -28,20 +29,15 @@ let adaId: string;
 let bobId: string;
 let workspaceId: string;
 /** Every refresh grant request (POST /auth/v1/token?grant_type=refresh_token) this process sent. */
-const refreshRequests: string[] = [];
-const realFetch = globalThis.fetch;
+let fetches: ReturnType<typeof recordFetches>;
+const refreshRequests = () => fetches.sent.filter((r) => r.includes('/auth/v1/token') && r.includes('grant_type=refresh_token'));
 
 
 const refreshRows = async (userId: string) =>
   (await db.sql<{ n: number }[]>`select count(*)::int as n from app.refresh_tokens where user_id = ${userId}`)[0]!.n;
 
 beforeAll(async () => {
-  // counts, and passes on: the client calls the global fetch at each request
-  globalThis.fetch = (input, init) => {
-    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-    if (url.includes('/auth/v1/token') && url.includes('grant_type=refresh_token')) refreshRequests.push(url);
-    return realFetch(input, init);
-  };
+  fetches = recordFetches();
   port = await freePort();
   server = await startPotentiaProcess(env());
   anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
@@ -57,7 +53,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  globalThis.fetch = realFetch;
+  fetches?.restore();
   await ada?.auth.signOut().catch(() => {});
   await server?.stop();
   await db.close();
@@ -67,20 +63,20 @@ describe('@potentia/client: a token the server refuses', () => {
   it('three calls refused with the same token: one refresh, each sent once more and answered', async () => {
     const token = await ada.auth.accessToken();
     expect(await refreshRows(adaId)).toBe(1); // the sign-up's
-    const before = refreshRequests.length;
+    const before = refreshRequests().length;
     // before: each rejected `unauthorized` (the token was sent again as it was)
     const [workspaces, canvases, members] = await Promise.all([ada.workspaces.list(), ada.canvases.list(), ada.workspaces.members(workspaceId)]);
     expect(workspaces.map((w) => w.workspace_id)).toEqual([workspaceId]);
     expect(canvases).toEqual([]);
     expect(members.map((m) => m.user_id)).toEqual([adaId]);
-    expect(refreshRequests.length - before).toBe(1);
+    expect(refreshRequests().length - before).toBe(1);
     expect(await refreshRows(adaId)).toBe(2);
     expect(await ada.auth.accessToken()).not.toBe(token);
     expect(ada.auth.user()?.id).toBe(adaId);
     // the new token is taken: nothing is refreshed again
     const { canvas_id } = await ada.canvases.create(workspaceId, 'After the refresh');
     expect((await ada.canvases.list()).map((c) => c.canvas_id)).toEqual([canvas_id]);
-    expect(refreshRequests.length - before).toBe(1);
+    expect(refreshRequests().length - before).toBe(1);
     expect(await refreshRows(adaId)).toBe(2);
   }, 60_000);
 
@@ -89,16 +85,16 @@ describe('@potentia/client: a token the server refuses', () => {
     bob.auth.onChange((u) => void changes.push(u));
     // the session is revoked: its refresh token no longer refreshes
     await db.sql`update app.refresh_tokens set revoked_at = now() where user_id = ${bobId}`;
-    const before = refreshRequests.length;
+    const before = refreshRequests().length;
     await expect(bob.workspaces.list()).rejects.toMatchObject({ code: 'unauthorized', status: 401 });
-    expect(refreshRequests.length - before).toBe(1);
+    expect(refreshRequests().length - before).toBe(1);
     // before: the session was kept (its token looks valid by this host's clock), the app never told
     expect(changes).toEqual([null]);
     expect(bob.auth.user()).toBeNull();
     expect(await bob.auth.accessToken()).toBeNull();
     // signed out: nothing is left to refresh
     await expect(bob.workspaces.list()).rejects.toMatchObject({ code: 'unauthorized' });
-    expect(refreshRequests.length - before).toBe(1);
+    expect(refreshRequests().length - before).toBe(1);
     expect(changes).toEqual([null]);
     expect(await refreshRows(bobId)).toBe(1); // no grant was made
   }, 60_000);

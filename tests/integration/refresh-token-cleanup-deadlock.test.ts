@@ -30,8 +30,10 @@ async function started(query: (conn: Awaited<ReturnType<typeof db.sql.reserve>>)
 
 const blockedBy = async (pid: number) => (await db.sql<{ by: number[] }[]>`
   select pg_blocking_pids(pid) as by from pg_stat_activity where pid = ${pid} and datname = current_database()`)[0]?.by ?? [];
+// not this query's own backend: a statement that ended released its connection to the pool, which
+// may hand that same backend to this check, then seen active running the check itself
 const running = async (pid: number) => (await db.sql`
-  select from pg_stat_activity where pid = ${pid} and datname = current_database() and state = 'active'`).length > 0;
+  select from pg_stat_activity where pid = ${pid} and pid <> pg_backend_pid() and datname = current_database() and state = 'active'`).length > 0;
 
 describe('the cleanup job and the refresh tokens of a user being deleted', () => {
   it('a deletion of the user while the cleanup deletes their revoked token and purges their canvas: no deadlock, both done', async () => {

@@ -127,7 +127,8 @@ function checkout(sha: string): string {
  * the way, and the H2 endpoint limit to 10^8 hits per 1 s window, as bench:http raises it, for
  * mutation-rpc-h2.sql), CANVASES canvases, and bench.pgbench_targets: client c's block on canvas i is row
  * k = c * CANVASES + i, and the shared text of mutation-text-behind.sql is row k = -1. Made through each side's own API, as its users would make it;
- * then bench.rpc_ladder from this checkout's scripts/pgbench/rpc-ladder.sql, for mutation-ladder.sql.
+ * then bench.rpc_ladder from this checkout's scripts/pgbench/rpc-ladder.sql, for mutation-ladder.sql, and the prototype
+ * scripts/pgbench/deferred-turn.sql, for deferred-turn-*.sql.
  */
 async function seed(sql: Sql): Promise<void> {
   const as = <T>(userId: string, work: (tx: postgres.TransactionSql) => Promise<T>) =>
@@ -177,6 +178,7 @@ async function seed(sql: Sql): Promise<void> {
   }
   await sql`insert into bench.pgbench_targets ${sql({ k: -1, user_id: lastTarget!.user_id, canvas_id: lastTarget!.canvas_id, block_id: text.block_id })}`;
   await sql.file(join(root, 'scripts/pgbench/rpc-ladder.sql'));
+  await sql.file(join(root, 'scripts/pgbench/deferred-turn.sql'));  // a prototype, for deferred-turn-*.sql
   await sql`vacuum analyze`;
 }
 

@@ -589,11 +589,14 @@ begin
      or p_client_op_id is null or char_length(p_client_op_id) not between 1 and 128 or p_canvas_id is null then
     if v_user is null then
       -- claims whose sub is not a uuid read as no user (internal.request_context): say so, or a
-      -- caller from SQL who left a placeholder in the sub is told only that nobody signed in
-      -- (this branch only: the claims are read again here, never on the way of a mutation)
-      perform internal.raise_error('unauthorized', 'a signed-in user is required to change blocks' || coalesce(
-        format(': the claims'' sub %s is not a user id (the user''s uuid, auth.users.id)',
-               left(internal.try_jsonb(current_setting('request.jwt.claims', true)) ->> 'sub', 60)), ''));
+      -- caller from SQL who left a placeholder in the sub is told only that nobody signed in; no
+      -- sub at all (no claims set) is told what to set (|| keeps a missing sub null: format()
+      -- would print it empty). This branch only: the claims are read again here, never on the
+      -- way of a mutation
+      perform internal.raise_error('unauthorized', 'a signed-in user is required to change blocks: ' || coalesce(
+        'the claims'' sub ' || left(internal.try_jsonb(current_setting('request.jwt.claims', true)) ->> 'sub', 60)
+          || ' is not a user id (the user''s uuid, auth.users.id)',
+        'no claims name one (from SQL: set local role authenticated and request.jwt.claims with the user''s id as sub, docs/mutations.md)'));
     end if;
     if p_action is null or p_action not in ('create', 'update', 'move', 'delete') then
       perform internal.raise_error('invalid_input', 'action must be one of create, update, move, delete', '{"field":"action"}');

@@ -49,6 +49,12 @@ describe('docs/mutations.md: SQL runs as written', () => {
     const refused = JSON.parse((await psqlScript(call)).trim());
     expect(refused).toMatchObject({ status: 'failed', error: { code: 'unauthorized' } });
     expect(refused.error.message).toContain(claim![1]!.replace(/\s+/g, ' ')); // the doc wraps lines
+    // no claims at all are not a sub that is no user id: the answer said "the claims' sub  is not a
+    // user id" (an empty sub) to a caller who had set none; it says what to set instead
+    expect(refused.error.message).toBe('a signed-in user is required to change blocks: no claims name one '
+      + '(from SQL: set local role authenticated and request.jwt.claims with the user\'s id as sub, docs/mutations.md)');
+    const noSub = lastAnswer(await psqlScript(script.replace(`"sub":"${users.owner!}",`, '').replace("'op-1'", `'op4-${canvasId}'`)));
+    expect(noSub).toMatchObject({ status: 'failed', error: { code: 'unauthorized', message: refused.error.message } });
 
     // "sub must be the user's uuid": one that is not (a placeholder left in) said only that nobody
     // had signed in; the answer names the sub and what it must be

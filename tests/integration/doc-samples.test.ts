@@ -9,7 +9,8 @@
 // (Before this test, docs/merge.md's CanvasSync sample used CanvasSync and WebSocket without
 // importing them: pasted into a Node 20 script it threw `CanvasSync is not defined`.)
 // docs/embeddings.md: its SQL (queue every block after a change of provider) runs as written in
-// psql, and a search answers the fields its JSON shows.
+// psql, and a search answers the fields its JSON shows. README.md's Sign-in samples (createClient, then
+// functions.invoke of a mutation) run as written, with the URL of this test's server.
 import { execFile, execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -127,6 +128,26 @@ describe('docs/embeddings.md as written', () => {
     expect(Object.keys(search.body).sort()).toEqual(Object.keys(shown).sort());
     // nothing embedded here (no worker): "items: [], other_model_blocks: 0 — no match"
     expect(search.body).toEqual({ items: [], model: 'local-hash-v1', other_model_blocks: 0, other_models: [] });
+  });
+});
+
+describe('README.md, "What runs where": the Sign-in samples run as written', () => {
+  it('createClient as written signs in through /auth/v1, and functions.invoke as written creates the block; a refusal is read with error.context.json()', async () => {
+    const client = blockAfter('README.md', '**Sign-in** (local only', 'ts');
+    const invoke = blockAfter('README.md', '**Sign-in** (local only', 'ts', 1);
+    // the one change a reader makes: the URL npm start printed (this server's port is its own)
+    expect(client).toContain("'http://127.0.0.1:54321'");
+    const got = await runSample('readme-sign-in', `
+const anonKey = process.env.ANON_KEY!, canvasId = process.env.CANVAS_ID!;`, client.replace("'http://127.0.0.1:54321'", 'process.env.URL!') + `
+{ const { error } = await supabase.auth.signInWithPassword({ email: process.env.EMAIL!, password: process.env.PASSWORD! }); if (error) throw error; }
+` + invoke, `
+// the comment's claim: a refusal's answer is await error.context.json()
+const refused = await supabase.functions.invoke(\`canvas/\${canvasId}/mutate\`, { body: { action: 'create', client_op_id: crypto.randomUUID(), patch: {} } });
+done({ data, error, refusedMessage: refused.error?.message, refused: await refused.error?.context.json() });`);
+    expect(got.error).toBeNull();
+    expect(got.data).toMatchObject({ status: 'success', canvas_seq: expect.any(Number), block: { type: 'text', content: { text: 'Hello' }, canvas_id: canvasId } });
+    expect(got.refusedMessage).toBe('Edge Function returned a non-2xx status code');
+    expect(got.refused).toEqual({ error: { code: 'invalid_input', message: expect.any(String), field: 'patch.type' } });
   });
 });
 

@@ -19,12 +19,14 @@ import type { ObjectHead } from '../src/storage/s3.ts';
  * the database may mark its file ready. The bytes never pass through this server.
  */
 const FileParams = z.object({ canvas_id: Uuid, file_id: Uuid });
+// a refusal says what the value is (the default names only the regular expression)
+const checksumForm = 'the base64 MD5 of the bytes (24 characters ending in ==, as openssl md5 -binary FILE | base64 prints), or no checksum';
 const CreateFile = z.object({
   filename: z.string().min(1).max(255).openapi({ description: 'shown as the download\'s name; no / \\ (also fullwidth) or control characters, not only dots and spaces' }),
   content_type: z.string().min(3).max(255).openapi({ description: 'type/subtype without parameters, allowed by app.settings allowed_file_types',
     example: 'image/png' }),
   size_bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).openapi({ description: 'exactly the bytes you will PUT (at most max_file_bytes)' }),
-  checksum: z.string().regex(/^[A-Za-z0-9+/]{22}==$/).optional().openapi({
+  checksum: z.string({ error: checksumForm }).regex(/^[A-Za-z0-9+/]{22}==$/, { error: checksumForm }).optional().openapi({
     description: 'base64 MD5 of the bytes (the Content-MD5 value): signed into the PUT, and compared with the object\'s ETag at completion' }),
 }).strict();
 

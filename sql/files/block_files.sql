@@ -24,7 +24,8 @@ begin
   end if;
   if v_file_id is null or v_file_id::text <> new.content ->> 'file_id' or not found then
     perform internal.raise_error('invalid_input',
-      'content.file_id must be the id (a lower-case uuid) of a completed file of this canvas: POST /canvas/{id}/files, PUT, then complete',
+      'content.file_id must be the id (a lower-case uuid) of a completed file of this canvas: '
+      'POST /api/v1/canvas/{id}/files, PUT the bytes to its upload_url, then POST /api/v1/canvas/{id}/files/{file_id}/complete (docs/files.md)',
       '{"field":"patch.content.file_id"}');
   end if;
   return new;

@@ -136,6 +136,9 @@ describe('files: upload, complete, refer, download', () => {
       patch: { type: 'file', content: { file_id: pending.body.file_id } } });
     expect(refused.status).toBe(400);
     expect(refused.body.error).toMatchObject({ code: 'invalid_input', field: 'patch.content.file_id' });
+    // what to do next names the real routes (it said POST /canvas/{id}/files, a path no server serves)
+    expect(refused.body.error.message).toBe('content.file_id must be the id (a lower-case uuid) of a completed file of this canvas: '
+      + 'POST /api/v1/canvas/{id}/files, PUT the bytes to its upload_url, then POST /api/v1/canvas/{id}/files/{file_id}/complete (docs/files.md)');
   });
 
   it('a viewer downloads the same bytes through a presigned GET URL', async () => {
@@ -215,6 +218,9 @@ describe('files: upload, complete, refer, download', () => {
     expect(html.body.error).toMatchObject({ code: 'invalid_input', field: 'content_type' });
     const badChecksum = await api('editor', 'POST', '/files', { filename: 'a.png', content_type: 'image/png', size_bytes: 1, checksum: 'abc' });
     expect(badChecksum.body.error).toMatchObject({ code: 'invalid_input', field: 'checksum' });
+    // says what the value is, not only a regular expression
+    expect(badChecksum.body.error.message).toBe('checksum: the base64 MD5 of the bytes (24 characters ending in ==, '
+      + 'as openssl md5 -binary FILE | base64 prints), or no checksum');
     const viewer = await api('viewer', 'POST', '/files', { filename: 'v.png', content_type: 'image/png', size_bytes: 1 });
     expect(viewer.status).toBe(403);
   });

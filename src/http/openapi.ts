@@ -38,7 +38,21 @@ export function responses<S extends 200 | 201 | 204>(status: S, description: str
   return { ...errorResponses, ...conflict, [status]: success } as unknown as { [K in S]: Json };
 }
 
-type Issue = { code?: string; path: PropertyKey[]; message: string; keys?: string[]; errors?: Issue[][]; note?: string };
+type Issue = { code?: string; path: PropertyKey[]; message: string; keys?: string[]; errors?: Issue[][]; note?: string; expected?: string };
+
+/** What a value of zod's `expected` type is, for "is required: …". */
+const expectedValue: Record<string, string> = { string: 'a string', number: 'a number', int: 'a whole number', boolean: 'true or false',
+  object: 'an object', array: 'an array' };
+
+/** The value at `path` in `data`, undefined where any step is missing. */
+function valueAt(data: unknown, path: PropertyKey[]): unknown {
+  let value = data;
+  for (const step of path) {
+    if (value === null || typeof value !== 'object' || !Object.hasOwn(value, step)) return undefined;
+    value = (value as Record<PropertyKey, unknown>)[step];
+  }
+  return value;
+}
 
 /** Whether an issue says its branch was never entered: an unknown key, or a discriminator that matches no option. */
 const notEntered = (i: Issue) => i.code === 'unrecognized_keys' || (i.code === 'invalid_union' && i.note === 'No matching discriminator');
@@ -50,13 +64,18 @@ const notEntered = (i: Issue) => i.code === 'unrecognized_keys' || (i.code === '
  * that was not entered counts as the object itself, so `{ops: <101 ops>}` is about `ops`, not the
  * op's missing `action`. An unknown key names itself (`patch.text` on a create).
  */
-export function issueField(issue: Issue | undefined, prefix: PropertyKey[] = []): { field: string; message: string } {
+export function issueField(issue: Issue | undefined, prefix: PropertyKey[] = [], data?: unknown): { field: string; message: string } {
   if (!issue) return { field: fieldPath(prefix) || 'body', message: 'invalid' };
   const path = [...prefix, ...issue.path];
   if (issue.code === 'invalid_union' && issue.errors?.length) {
     const depth = (branch: Issue[]) => Math.min(...branch.map((i) => i.path.length + (notEntered(i) ? 0 : 1)));
     const best = issue.errors.filter((b) => b.length > 0).reduce<Issue[] | undefined>((a, b) => (!a || depth(b) > depth(a) ? b : a), undefined);
-    if (best) return issueField(best[0], path);
+    if (best) return issueField(best[0], path, data);
+  }
+  // a key left out is not a value of the wrong type: zod says "expected string, received undefined"
+  if (data !== undefined && issue.code === 'invalid_type' && path.length > 0 && valueAt(data, path) === undefined
+      && valueAt(data, path.slice(0, -1)) !== undefined) {
+    return { field: fieldPath(path), message: `is required: ${expectedValue[issue.expected ?? ''] ?? issue.expected}` };
   }
   if (issue.code === 'unrecognized_keys' && issue.keys?.length) path.push(issue.keys[0]!);
   return { field: fieldPath(path) || 'body', message: issue.message };
@@ -106,7 +125,8 @@ function newRouter() {
   return new OpenAPIHono<AppEnv>({
     defaultHook: (result, c) => {
       if (!result.success) {
-        const { field, message } = issueField(result.error.issues[0] as Issue | undefined);
+        // data: the input as validated (@hono/zod-validator hands it to the hook), to tell a key left out
+        const { field, message } = issueField(result.error.issues[0] as Issue | undefined, [], (result as { data?: unknown }).data);
         return errorResponse(c, invalidInput(field, `${field}: ${message}`));
       }
       // the body itself passed the input policy when it was read (checkInput in middleware.ts)

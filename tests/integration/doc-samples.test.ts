@@ -10,7 +10,8 @@
 // importing them: pasted into a Node 20 script it threw `CanvasSync is not defined`.)
 // docs/embeddings.md: its SQL (queue every block after a change of provider) runs as written in
 // psql, and a search answers the fields its JSON shows. README.md's Sign-in samples (createClient, then
-// functions.invoke of a mutation) run as written, with the URL of this test's server.
+// functions.invoke of a mutation) run as written, with the URL of this test's server; docs/mutations.md's
+// two batch refusals are the bodies the server sends.
 import { execFile, execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -128,6 +129,30 @@ describe('docs/embeddings.md as written', () => {
     expect(Object.keys(search.body).sort()).toEqual(Object.keys(shown).sort());
     // nothing embedded here (no worker): "items: [], other_model_blocks: 0 — no match"
     expect(search.body).toEqual({ items: [], model: 'local-hash-v1', other_model_blocks: 0, other_models: [] });
+  });
+});
+
+describe('docs/mutations.md, Batches: the two 400 bodies are the ones the server sends', () => {
+  it('a batch refused by the shape check, then by the database, each naming op 1 by failed_index and its field', async () => {
+    const shown = blockAfter('docs/mutations.md', '## Batches', 'json').trim().split('\n').map((l) => JSON.parse(l));
+    expect(shown).toHaveLength(2);
+    const created = await mutate({ action: 'create', patch: { type: 'text', content: { t: 'abc' } } });
+    const blockId = created.body.block_id;
+    const batch = (second: Record<string, unknown>) => api('POST', `/api/v1/canvas/${canvasId}/mutate`, {
+      ops: [{ action: 'create', client_op_id: randomUUID(), patch: { type: 'text' } }, { client_op_id: randomUUID(), block_id: blockId, ...second }],
+    });
+    const answers = [
+      await batch({ action: 'update', base_version: 0, patch: { content: { a: 1 } } }),
+      await batch({ action: 'update', base_version: 1, patch: { text: { t: [{ d: 10 }] } } }),
+    ];
+    answers.forEach((answer, i) => {
+      expect(answer.status).toBe(400);
+      const { message, ...rest } = shown[i].error;
+      // the doc's message up to its "…", as the server words it (the second's said "patch.text.t: …")
+      expect(answer.body.error).toEqual({ ...rest, message: expect.stringMatching(new RegExp(`^${message.split('…')[0].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.`)) });
+    });
+    // nothing of either batch applied: the block is as created
+    expect((await api('GET', `/api/v1/canvas/${canvasId}/blocks/${blockId}`)).body).toMatchObject({ version: 1, content: { t: 'abc' } });
   });
 });
 

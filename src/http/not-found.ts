@@ -83,9 +83,12 @@ export function routeNotFound(method: string, path: string, unserved: Unserved =
       + `(what the platform passes on after /functions/v1): call /${fn}/… on it directly, or /functions/v1/${fn}/… through Supabase's `
       + 'gateway and supabase.functions.invoke (docs/supabase.md, "4. Deploy the edge functions")');
   }
-  if (unserved.api && /^\/(?:api|functions|auth)\/v1(?:\/|$)/.test(path)) {
+  // the api role's paths (docs/self-hosting.md, "Process roles"): the demo app's page and the API
+  // reference too, which a browser pointed at a gateway's port asks for first
+  if (unserved.api && /^\/(?:(?:api|functions|auth)\/v1(?:\/|$)|docs\/api(?:\/|$)|$)/.test(path)) {
     return new ApiError('not_found', `no route ${method} ${path}: this process runs no HTTP API (a --role gateway or worker process): `
-      + '/api/v1, /functions/v1 and /auth/v1 are served by --role api (or all) processes; route them there, or point the client at their URL '
+      + '/api/v1, /functions/v1, /auth/v1, the demo app at / and /docs/api are served by --role api (or all) processes; '
+      + 'route them there, or point the client at their URL '
       + '(docs/self-hosting.md, "Topology")');
   }
   if (unserved.gateway && (path.startsWith('/ws/') || path === '/realtime/v1/websocket')) {

@@ -82,6 +82,16 @@ describe('a path another process role serves', () => {
     }
     expect(routeNotFound('GET', '/nothing', { api: true }).message).toBe('no route GET /nothing');
   });
+  it('on a process with no HTTP API, the demo app at / and the API reference at /docs/api name the api role too', () => {
+    // a browser pointed at a gateway's port got a bare "no route GET /"
+    for (const path of ['/', '/docs/api', '/docs/api/swagger-ui.css']) {
+      const { message } = routeNotFound('GET', path, { api: true });
+      expect(message).toContain(`no route GET ${path}: this process runs no HTTP API`);
+      expect(message).toContain('the demo app at / and /docs/api');
+      expect(message).toContain('--role api');
+    }
+    expect(routeNotFound('GET', '/docs/apis', { api: true }).message).toBe('no route GET /docs/apis');
+  });
   it('on a process with no realtime gateway (api), the WebSocket paths name the gateway role', () => {
     for (const path of ['/ws/canvas/84d678a3-3183-430f-af1a-1a2f4a169118', '/realtime/v1/websocket']) {
       const { message } = routeNotFound('GET', path, { gateway: true });

@@ -45,8 +45,10 @@ returns setof record language sql immutable set search_path = pg_catalog, pg_tem
     ('auth_refreshes_per_ip', 0, 2147483647, null, 150),
     ('search_max_results', 0, 2147483647, null, 50),
     ('search_exact_max_blocks', 0, 2147483647, null, 5000),
-    ('file_download_url_seconds', 0, 2147483647, 'seconds', 300),
-    ('file_upload_url_seconds', 0, 2147483647, 'seconds', 900),
+    -- presigned URLs' lifetimes: S3's Signature V4 signs for a week at most (the SDK refuses more,
+    -- and every upload or download failed), and a URL of 0 seconds expires as it is handed out
+    ('file_download_url_seconds', 1, 604800, 'seconds', 300),
+    ('file_upload_url_seconds', 1, 604800, 'seconds', 900),
     ('file_orphan_grace_minutes', 0, 2147483647, 'minutes', 1440),
     ('file_pending_expiry_minutes', 0, 2147483647, 'minutes', 60),
     ('max_file_bytes', 0, 9223372036854775807, 'bytes', 52428800)

@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(22);
+select plan(25);
 
 -- each rule's shipped default (internal.setting_rule, which a refused or missing value is brought
 -- back to at migration) is the value the migration that added the key inserted: the two copies
@@ -25,7 +25,12 @@ from (values
   ('realtime_messages_retention_days', '0', 'of days from 1 to 36500', 'a retention of 0 days is refused (it was taken as 1 without a word)'),
   ('oplog_retention_days', '-5', 'of days from 1 to 36500', 'a negative oplog retention is refused (it would delete the log clients resume from)'),
   ('audit_retention_days', 'null', 'of days from 1 to 36500', 'null is refused (a retention of null deleted nothing, silently)'),
-  ('mutations_per_minute', '99999999999', 'from 0 to 2147483647', 'a limit beyond integer is refused (every mutation failed on its cast)')
+  ('mutations_per_minute', '99999999999', 'from 0 to 2147483647', 'a limit beyond integer is refused (every mutation failed on its cast)'),
+  -- S3 (Signature V4) presigns a URL for at most a week: beyond it every upload was answered
+  -- 503 "file storage did not answer", which no retry cures
+  ('file_upload_url_seconds', '604801', 'of seconds from 1 to 604800', 'a PUT URL lasting over a week is refused (S3 presigns for 7 days at most)'),
+  ('file_download_url_seconds', '999999', 'of seconds from 1 to 604800', 'a GET URL lasting over a week is refused (S3 presigns for 7 days at most)'),
+  ('file_upload_url_seconds', '0', 'of seconds from 1 to 604800', 'a URL lasting 0 seconds is refused (it expires as it is handed out)')
 ) t(key, value, range, why);
 select throws_ok($$insert into app.settings (key, value, description) values ('failed_job_retention_days', '"7 days"', 'x')
                    on conflict (key) do update set value = excluded.value$$, 'PX400',

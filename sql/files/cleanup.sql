@@ -6,7 +6,9 @@
 --   3. calls internal.mark_files_purged(ids) with the ones removed, which sets purged_at.
 -- A file whose object could not be removed stays unpurged and is returned again by the next run.
 -- Files become deleted here when (app.settings):
---   * pending longer than file_pending_expiry_minutes (the upload was never completed);
+--   * pending longer than file_pending_expiry_minutes (the upload was never completed) and than
+--     file_upload_url_seconds: its PUT URL has expired, so no PUT can land after the removal (one
+--     that did would leave an object no row names, which no cleanup removes);
 --   * ready, completed longer than file_orphan_grace_minutes ago, and no block refers to it
 --     (uploaded, but its block was never created; deleted blocks release their file themselves,
 --     sql/files/block_files.sql);
@@ -26,7 +28,8 @@ declare
 begin
   update app.files f set status = 'deleted', deleted_at = now()
   where f.file_id in (select p.file_id from app.files p where p.status = 'pending'
-                        and p.created_at < now() - make_interval(mins => internal.setting_int('file_pending_expiry_minutes'))
+                        and p.created_at < now() - greatest(make_interval(mins => internal.setting_int('file_pending_expiry_minutes')),
+                                                            make_interval(secs => internal.setting_int('file_upload_url_seconds')))
                       order by p.created_at limit p_limit);
   get diagnostics v_abandoned = row_count;
 

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(117);
+select plan(119);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -334,6 +334,19 @@ select is(internal.mark_files_purged(array[pg_temp.id('photo'), pg_temp.id('pend
 select set_eq('select file_id from internal.claim_file_purges(100)', format('select %L::uuid', pg_temp.id('elsewhere.png')),
               '... and the next claim returns only what is still to remove');
 select is((select count(*) from app.system_audit where action = 'system.cleanup_files'), 1::bigint, 'a cleanup that deleted files is audited');
+
+-- an upload whose PUT URL still lasts is not abandoned: removed under it, the PUT that lands later
+-- leaves an object no row names, which no cleanup removes (the URL outlived the pending expiry
+-- when file_upload_url_seconds was raised past file_pending_expiry_minutes)
+do $$ begin perform pg_temp.upload('long-url.png', pg_temp.id('c1'), 3); end $$;
+update app.files set created_at = now() - interval '61 minutes' where file_id = pg_temp.id('long-url.png');
+update app.settings set value = '7200' where key = 'file_upload_url_seconds';
+select is((select count(*) from internal.claim_file_purges(100) where file_id = pg_temp.id('long-url.png')), 0::bigint,
+          'an upload pending past file_pending_expiry_minutes whose PUT URL (file_upload_url_seconds) still lasts is kept');
+update app.files set created_at = now() - interval '121 minutes' where file_id = pg_temp.id('long-url.png');
+select is((select count(*) from internal.claim_file_purges(100) where file_id = pg_temp.id('long-url.png')), 1::bigint,
+          '... and deleted once the URL has expired too');
+update app.settings set value = '900' where key = 'file_upload_url_seconds';
 
 -- a purged canvas leaves its files' rows (canvas_id null) for the job to remove their objects
 do $$ begin perform pg_temp.upload('c2-pending.png', pg_temp.id('c2'), 3); end $$;

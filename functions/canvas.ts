@@ -14,6 +14,9 @@ import { INT4_MAX, SEQ_MAX } from '../src/input-policy.ts';
 const CanvasParams = z.object({ canvas_id: Uuid });
 const BlockParams = CanvasParams.extend({ block_id: Uuid });
 const Json = z.record(z.string(), z.unknown());
+// opaque to clients: the first page's canvas_watermark and watermark, and the last y_order sent
+const SnapshotCursor = z.string().regex(/^[0-9]{1,18}\.[0-9]{1,18}\.[0-9A-Za-z]{1,10}$/, 'a next_cursor this endpoint returned')
+  .openapi({ description: 'next_cursor of the previous page' });
 
 // The operation, one schema per action, with what the database requires of each
 // (api.upsert_block_atomic; docs/mutations.md "An operation").
@@ -69,8 +72,13 @@ const routes = {
     request: { params: CanvasParams, body: json(z.object({ cursor: Json.nullable().optional(), typing: z.boolean().optional() }).strict()) },
     responses: responses(200, 'broadcast', PresenceResult) }),
   snapshot: route({ method: 'get', path: '/{canvas_id}/snapshot', operationId: 'getCanvasSnapshot',
-    summary: 'H4: full state, plus the operations after since_seq',
-    request: { params: CanvasParams, query: z.object({ since_seq: queryInteger(0, SEQ_MAX).optional() }) },
+    summary: 'H4: full state, a page at a time, plus the operations after since_seq',
+    description: 'A page holds at most 1000 blocks and about 4 MB of their content; while has_more, ask again with cursor = next_cursor. '
+      + "Every page answers the first page's watermarks and leaves out the blocks changed after its canvas_watermark: join the pages, then "
+      + 'apply the changes after canvas_watermark (GET /canvas/{id}/changes, read after the last page) to get the whole canvas, consistent at '
+      + "their canvas_watermark (docs/realtime.md, \"Paged snapshots\"). A page with a cursor counts against H7 (10 a second), the first against H4. "
+      + 'A cursor whose changes retention removed is a 400 (field cursor): start again.',
+    request: { params: CanvasParams, query: z.object({ since_seq: queryInteger(0, SEQ_MAX).optional(), cursor: SnapshotCursor.optional() }) },
     responses: responses(200, 'canvas, blocks and watermarks; `since` with since_seq', Snapshot) }),
   changes: route({ method: 'get', path: '/{canvas_id}/changes', operationId: 'getCanvasChangesSince',
     summary: 'H7: the operations after since_canvas_seq (api.get_canvas_changes_since)',
@@ -82,8 +90,10 @@ const routes = {
     responses: responses(200, '{changes, has_more, watermark, canvas_watermark, snapshot_required}', ChangesSince) }),
   leave: route({ method: 'post', path: '/{canvas_id}/leave', operationId: 'leaveCanvas', summary: 'H6: leave the canvas',
     request: { params: CanvasParams }, responses: responses(200, 'left', LeaveResult) }),
-  get: route({ method: 'get', path: '/{canvas_id}', operationId: 'getCanvas', summary: 'A1: canvas and its blocks',
-    request: { params: CanvasParams }, responses: responses(200, 'canvas, blocks and watermarks (no `since`)', Snapshot) }),
+  get: route({ method: 'get', path: '/{canvas_id}', operationId: 'getCanvas', summary: 'A1: canvas and its blocks, a page at a time',
+    description: 'As GET /canvas/{id}/snapshot without since_seq: while has_more, ask again with cursor = next_cursor.',
+    request: { params: CanvasParams, query: z.object({ cursor: SnapshotCursor.optional() }) },
+    responses: responses(200, 'canvas, a page of blocks and watermarks (no `since`)', Snapshot) }),
   blocks: route({ method: 'get', path: '/{canvas_id}/blocks', operationId: 'listBlocks', summary: 'A2: blocks in rank order, keyset-paginated',
     request: { params: CanvasParams, query: z.object({
       cursor: z.string().regex(/^[0-9A-Za-z]{1,10}$/).optional(), limit: queryInteger(1, 500).optional() }) },
@@ -134,8 +144,9 @@ export function canvasRoutes(deps: Deps) {
   });
   app.openapi(routes.snapshot, async (c) => {
     const { canvas_id } = c.req.valid('param');
-    const { since_seq } = c.req.valid('query');
-    return c.json(await callApi<any>(deps, c, 'H4', 'get_canvas_snapshot', [canvas_id, since_seq ?? null]), 200);
+    const { since_seq, cursor } = c.req.valid('query');
+    // a page after the first is a bounded read as a page of the log is: H7's limit, not the snapshot's
+    return c.json(await callApi<any>(deps, c, cursor ? 'H7' : 'H4', 'get_canvas_snapshot', [canvas_id, since_seq ?? null, cursor ?? null]), 200);
   });
   app.openapi(routes.changes, async (c) => {
     const { canvas_id } = c.req.valid('param');
@@ -147,7 +158,7 @@ export function canvasRoutes(deps: Deps) {
     return c.json({ left: true }, 200);
   });
   app.openapi(routes.get, async (c) =>
-    c.json(await callApi<any>(deps, c, 'A1', 'get_canvas_snapshot', [c.req.valid('param').canvas_id, null]), 200));
+    c.json(await callApi<any>(deps, c, 'A1', 'get_canvas_snapshot', [c.req.valid('param').canvas_id, null, c.req.valid('query').cursor ?? null]), 200));
   app.openapi(routes.blocks, async (c) => {
     const { cursor, limit } = c.req.valid('query');
     return c.json(await callApi<any>(deps, c, 'A2', 'list_blocks', [c.req.valid('param').canvas_id, cursor ?? null, limit ?? 100]), 200);

@@ -145,36 +145,100 @@ comment on function api.get_canvas_changes_since(uuid, bigint, integer) is
   'the log cannot continue from since_canvas_seq (it is ahead of the canvas, or retention removed the operations after it): load '
   'api.get_canvas_snapshot instead (changes is then empty).';
 
--- Canvas, all blocks in rank order and the watermarks they are consistent with (server_seq
--- `watermark`, canvas_seq `canvas_watermark`); with
--- p_since_seq also the operations after it (H4: initial load plus replay). The function is
--- STABLE, so all of it reads one snapshot.
+-- What a block weighs on a snapshot page: its content as JSON text (the rest is a few fixed
+-- fields). An inlined SQL helper, as change_bytes.
+create or replace function internal.block_bytes(b app.blocks) returns bigint
+language sql stable as $$ select octet_length(b.content::text)::bigint $$;
+
+-- Canvas, its blocks in rank order and the watermarks they are consistent with (server_seq
+-- `watermark`, canvas_seq `canvas_watermark`), one page at a time; with p_since_seq (first page
+-- only) also the operations after it (H4: initial load plus replay).
+--
+-- A page holds at most 1,000 blocks and about internal.changes_page_bytes() of their content (the
+-- first block always on it). Built whole, the snapshot of a canvas of thousands of 64 KB blocks
+-- was hundreds of MB in one jsonb and again in the server process, for one request.
+--
+-- A canvas changes while its pages are read, and no database snapshot outlives a request, so
+-- pages join the way a base backup joins its WAL: every page answers the first page's
+-- watermarks (the cursor carries them), and a page after the first leaves out the blocks that an
+-- operation after that canvas_watermark touched (it reads blocks and log in one snapshot).
+-- Every block on any page is then as it was at canvas_watermark, and each block left out (or
+-- created, moved or deleted since) is in the changes after it, each carrying the whole block:
+-- the pages plus those changes, applied in order up to one read after the last page, are the
+-- canvas at that change's canvas_watermark. The cursor expires when retention removed changes
+-- right after its canvas_watermark (invalid_input, field cursor: start again without it).
 drop function if exists api.get_canvas_snapshot(uuid);
-create or replace function api.get_canvas_snapshot(p_canvas_id uuid, p_since_seq bigint default null) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
-declare v_role app.member_role;
+drop function if exists api.get_canvas_snapshot(uuid, bigint);
+create or replace function api.get_canvas_snapshot(p_canvas_id uuid, p_since_seq bigint default null, p_cursor text default null)
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_role app.member_role;
+  v_canvas app.canvases;
+  v_cseq bigint;
+  v_seq bigint;
+  v_after text;
+  v_blocks jsonb;
+  v_more boolean;
 begin
   v_role := internal.require_canvas_reader(p_canvas_id);
-  return (
-    select jsonb_build_object(
-      'canvas', internal.canvas_json(c) || jsonb_build_object('role', v_role),
-      'blocks', coalesce((select jsonb_agg(internal.block_json(b) order by b.y_order) from app.blocks b
-                          where b.canvas_id = c.canvas_id), '[]'),
-      'watermark', c.last_seq,
-      'canvas_watermark', c.last_canvas_seq,
-      'flags', api.get_canvas_flags(p_canvas_id))
-      || case when p_since_seq is null then '{}'
-              else jsonb_build_object('since', api.get_canvas_changes(p_canvas_id, p_since_seq, 1000)) end
-    from app.canvases c where c.canvas_id = p_canvas_id);
+  select * into v_canvas from app.canvases where canvas_id = p_canvas_id;
+  if p_cursor is null then
+    v_cseq := v_canvas.last_canvas_seq;
+    v_seq := v_canvas.last_seq;
+  else
+    if p_cursor !~ '^[0-9]{1,18}\.[0-9]{1,18}\.[0-9A-Za-z]{1,10}$' then
+      perform internal.raise_error('invalid_input', 'cursor is not one this endpoint returned', '{"field":"cursor"}');
+    end if;
+    v_cseq := split_part(p_cursor, '.', 1)::bigint;
+    v_seq := split_part(p_cursor, '.', 2)::bigint;
+    v_after := split_part(p_cursor, '.', 3);
+    if v_cseq > v_canvas.last_canvas_seq or v_seq > v_canvas.last_seq
+       or (v_cseq < v_canvas.last_canvas_seq and not exists (
+             select 1 from app.block_operations o where o.canvas_id = p_canvas_id and o.canvas_seq = v_cseq + 1)) then
+      perform internal.raise_error('invalid_input',
+        'cursor is not one this endpoint returned, or the changes after its watermark are gone (retention): start again without it',
+        '{"field":"cursor"}');
+    end if;
+  end if;
+  -- the next 1,001 blocks after the cursor (one more: whether there is more), each with the bytes
+  -- of the ones before it; kept while those are under the page's and within 1,000
+  with touched as (
+    select distinct o.block_id from app.block_operations o
+    where v_after is not null and o.canvas_id = p_canvas_id and o.canvas_seq > v_cseq
+  )
+  select coalesce(jsonb_agg(internal.block_json(p.b) order by p.n) filter (where p.kept), '[]'), count(*) > count(*) filter (where p.kept)
+    into v_blocks, v_more
+  from (select o.b, o.n, o.n <= 1000 and o.bytes - o.own < internal.changes_page_bytes() as kept
+        from (select x.b, row_number() over w as n, sum(internal.block_bytes(x.b)) over w as bytes, internal.block_bytes(x.b) as own
+              from (select b from app.blocks b
+                    where b.canvas_id = p_canvas_id and (v_after is null or b.y_order > v_after collate "C")
+                      and not exists (select 1 from touched t where t.block_id = b.block_id)
+                    order by b.y_order collate "C" limit 1001) x
+              window w as (order by (x.b).y_order collate "C")) o) p;
+  return jsonb_build_object(
+    'canvas', internal.canvas_json(v_canvas) || jsonb_build_object('role', v_role),
+    'blocks', v_blocks,
+    'watermark', v_seq,
+    'canvas_watermark', v_cseq,
+    'flags', api.get_canvas_flags(p_canvas_id),
+    'has_more', v_more,
+    'next_cursor', case when v_more then format('%s.%s.%s', v_cseq, v_seq, v_blocks -> -1 ->> 'y_order') end)
+    || case when p_since_seq is null or p_cursor is not null then '{}'
+            else jsonb_build_object('since', api.get_canvas_changes(p_canvas_id, p_since_seq, 1000)) end;
 end $$;
 
-comment on function api.get_canvas_snapshot(uuid, bigint) is
-  'Canvas, blocks in rank order, and the watermarks they are consistent with: watermark (server_seq) and canvas_watermark (canvas_seq: the '
-  'blocks are the result of the canvas''s operations 1 .. canvas_watermark; resume with api.get_canvas_changes_since from it), and the '
-  'canvas''s feature flags ({name: boolean}, api.get_canvas_flags). With since_seq also the operations after it.';
+comment on function api.get_canvas_snapshot(uuid, bigint, text) is
+  'Canvas, blocks in rank order, and the watermarks they are consistent with, one page at a time: at most 1,000 blocks and about 4 MB '
+  'of their content (internal.changes_page_bytes; the first always on it); has_more: ask again with cursor = next_cursor. watermark '
+  '(server_seq) and canvas_watermark (canvas_seq) are the first page''s on every page. A single page is the result of the canvas''s '
+  'operations 1 .. canvas_watermark. Pages after the first leave out the blocks changed after canvas_watermark, so the blocks of all '
+  'pages plus api.get_canvas_changes_since(canvas_watermark) read after the last page, applied in order (each change carries its whole '
+  'block), are the canvas at the changes'' canvas_watermark. An expired cursor (retention removed the changes after its watermark) is '
+  'invalid_input, field cursor: start again. Also the canvas''s feature flags ({name: boolean}, api.get_canvas_flags). With since_seq '
+  '(first page) also the operations after it.';
 
 grant execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_changes_since(uuid, bigint, integer),
-                          api.get_canvas_snapshot(uuid, bigint)
+                          api.get_canvas_snapshot(uuid, bigint, text)
   to authenticated, service_role;
 revoke execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_changes_since(uuid, bigint, integer),
-                           api.get_canvas_snapshot(uuid, bigint) from public;
+                           api.get_canvas_snapshot(uuid, bigint, text) from public;

@@ -83,12 +83,15 @@ export const ChangesSince = Changes.extend({
     + 'removed the operations after it): changes is empty; load GET /canvas/{id}/snapshot instead' }),
 }).strict().openapi('ChangesSince', { description: 'api.get_canvas_changes_since: the operations after since_canvas_seq, in canvas_seq order' });
 export const Snapshot = z.object({
-  canvas: CanvasWithRole, blocks: z.array(Block).openapi({ description: 'every block, in rank order' }),
-  watermark: Int.openapi({ description: 'the blocks are consistent with the log up to this server_seq' }),
-  canvas_watermark: Int.openapi({ description: "the blocks are the result of the canvas's operations 1 .. canvas_watermark" }),
+  canvas: CanvasWithRole, blocks: z.array(Block).openapi({ description: 'this page of the blocks, in rank order (at most 1000 and about 4 MB of content)' }),
+  watermark: Int.openapi({ description: "the first page's: the blocks are consistent with the log up to this server_seq" }),
+  canvas_watermark: Int.openapi({ description: "the first page's: a single page is the result of the canvas's operations 1 .. canvas_watermark; "
+    + 'with more pages, the blocks of all pages plus the changes after it (GET /canvas/{id}/changes, read after the last page) are the canvas' }),
   flags: z.record(z.string(), z.boolean()).openapi({ description: "the canvas's feature flags, {<flag name>: on} (api.get_canvas_flags)" }),
+  has_more: z.boolean().openapi({ description: 'more blocks follow: ask again with cursor = next_cursor' }),
+  next_cursor: z.string().nullable().openapi({ description: 'pass as cursor for the next page (it carries the watermarks); null at the end' }),
   since: Changes.optional(),
-}).strict().openapi('Snapshot', { description: 'since: H4 with since_seq only, the operations after it (at most 1000)' });
+}).strict().openapi('Snapshot', { description: 'since: H4 with since_seq only (first page), the operations after it (at most 1000)' });
 export const BlockPage = z.object({
   items: z.array(Block), next_cursor: z.string().nullable().openapi({ description: 'pass as cursor for the next page; null at the end' }),
 }).strict().openapi('BlockPage');

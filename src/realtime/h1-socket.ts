@@ -333,11 +333,15 @@ export class H1Socket {
       // canvas) cost one snapshot per message, 10 per second per socket. A gap fill is the
       // server's own, and the second snapshot of one resume is part of the first's work.
       const limited = gap === undefined && snapshots === 1;
+      // the snapshot a page at a time (api.get_canvas_snapshot: 1,000 blocks, about 4 MB), each
+      // sent before the next is read: pages after the first leave out the blocks changed after
+      // the first page's canvas_watermark, and the replay from there that follows brings them
+      const page = (cursor: string | null) => this.rpc(async (tx) => (await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid, null, ${cursor}) as r`)[0].r);
       let snap: any;
       try {
-        snap = await this.rpc(async (tx) => (limited
-          ? await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r from api.hit_endpoint_limit('H4', ${this.hub.relaxedEndpointLimits})`
-          : await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r`)[0].r);
+        snap = limited
+          ? await this.rpc(async (tx) => (await tx`select api.get_canvas_snapshot(${this.canvasId}::uuid) as r from api.hit_endpoint_limit('H4', ${this.hub.relaxedEndpointLimits})`)[0].r)
+          : await page(null);
       } catch (err) {
         const refusal = limited ? apiErrorFromDatabase(err) : null;
         if (refusal?.code !== 'rate_limited') throw err;
@@ -346,10 +350,13 @@ export class H1Socket {
       }
       last = Number(snap.canvas_watermark ?? 0);
       lastSeq = Number(snap.watermark ?? 0);
-      if (!(await this.roomForReplay()) || superseded()) return true;
-      this.send({ type: 'snapshot', canvas: snap.canvas, blocks: snap.blocks, watermark: lastSeq, canvas_watermark: last });
-      sentAny = true;
-      return true;
+      for (let part = 0; ; part++) {
+        if (!(await this.roomForReplay()) || superseded()) return true;
+        this.send({ type: 'snapshot', canvas: snap.canvas, blocks: snap.blocks, watermark: lastSeq, canvas_watermark: last, part, has_more: snap.has_more === true });
+        sentAny = true;
+        if (snap.has_more !== true) return true;
+        snap = await page(String(snap.next_cursor));
+      }
     };
     const changesSince = (canvasSeq: number) =>
       this.rpc(async (tx) => (await tx`select api.get_canvas_changes_since(${this.canvasId}::uuid, ${canvasSeq}, 500) as r`)[0].r);

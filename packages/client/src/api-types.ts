@@ -64,7 +64,10 @@ export interface paths {
     post: operations["updatePresence"];
   };
   "/api/v1/canvas/{canvas_id}/snapshot": {
-    /** H4: full state, plus the operations after since_seq */
+    /**
+     * H4: full state, a page at a time, plus the operations after since_seq
+     * @description A page holds at most 1000 blocks and about 4 MB of their content; while has_more, ask again with cursor = next_cursor. Every page answers the first page's watermarks and leaves out the blocks changed after its canvas_watermark: join the pages, then apply the changes after canvas_watermark (GET /canvas/{id}/changes, read after the last page) to get the whole canvas, consistent at their canvas_watermark (docs/realtime.md, "Paged snapshots"). A page with a cursor counts against H7 (10 a second), the first against H4. A cursor whose changes retention removed is a 400 (field cursor): start again.
+     */
     get: operations["getCanvasSnapshot"];
   };
   "/api/v1/canvas/{canvas_id}/changes": {
@@ -79,7 +82,10 @@ export interface paths {
     post: operations["leaveCanvas"];
   };
   "/api/v1/canvas/{canvas_id}": {
-    /** A1: canvas and its blocks */
+    /**
+     * A1: canvas and its blocks, a page at a time
+     * @description As GET /canvas/{id}/snapshot without since_seq: while has_more, ask again with cursor = next_cursor.
+     */
     get: operations["getCanvas"];
     /** A7: soft delete (owner) */
     delete: operations["deleteCanvas"];
@@ -573,19 +579,23 @@ export interface components {
       /** @description false when the durable row was refreshed less than presence_write_interval_seconds ago */
       last_active_at_updated: boolean;
     };
-    /** @description since: H4 with since_seq only, the operations after it (at most 1000) */
+    /** @description since: H4 with since_seq only (first page), the operations after it (at most 1000) */
     Snapshot: {
       canvas: components["schemas"]["CanvasWithRole"];
-      /** @description every block, in rank order */
+      /** @description this page of the blocks, in rank order (at most 1000 and about 4 MB of content) */
       blocks: components["schemas"]["Block"][];
-      /** @description the blocks are consistent with the log up to this server_seq */
+      /** @description the first page's: the blocks are consistent with the log up to this server_seq */
       watermark: number;
-      /** @description the blocks are the result of the canvas's operations 1 .. canvas_watermark */
+      /** @description the first page's: a single page is the result of the canvas's operations 1 .. canvas_watermark; with more pages, the blocks of all pages plus the changes after it (GET /canvas/{id}/changes, read after the last page) are the canvas */
       canvas_watermark: number;
       /** @description the canvas's feature flags, {<flag name>: on} (api.get_canvas_flags) */
       flags: {
         [key: string]: boolean;
       };
+      /** @description more blocks follow: ask again with cursor = next_cursor */
+      has_more: boolean;
+      /** @description pass as cursor for the next page (it carries the watermarks); null at the end */
+      next_cursor: string | null;
       since?: components["schemas"]["Changes"];
     };
     /** @description a canvas with the caller's role on it */
@@ -1415,11 +1425,16 @@ export interface operations {
       };
     };
   };
-  /** H4: full state, plus the operations after since_seq */
+  /**
+   * H4: full state, a page at a time, plus the operations after since_seq
+   * @description A page holds at most 1000 blocks and about 4 MB of their content; while has_more, ask again with cursor = next_cursor. Every page answers the first page's watermarks and leaves out the blocks changed after its canvas_watermark: join the pages, then apply the changes after canvas_watermark (GET /canvas/{id}/changes, read after the last page) to get the whole canvas, consistent at their canvas_watermark (docs/realtime.md, "Paged snapshots"). A page with a cursor counts against H7 (10 a second), the first against H4. A cursor whose changes retention removed is a 400 (field cursor): start again.
+   */
   getCanvasSnapshot: {
     parameters: {
       query?: {
         since_seq?: number;
+        /** @description next_cursor of the previous page */
+        cursor?: string;
       };
       path: {
         canvas_id: string;
@@ -1671,15 +1686,22 @@ export interface operations {
       };
     };
   };
-  /** A1: canvas and its blocks */
+  /**
+   * A1: canvas and its blocks, a page at a time
+   * @description As GET /canvas/{id}/snapshot without since_seq: while has_more, ask again with cursor = next_cursor.
+   */
   getCanvas: {
     parameters: {
+      query?: {
+        /** @description next_cursor of the previous page */
+        cursor?: string;
+      };
       path: {
         canvas_id: string;
       };
     };
     responses: {
-      /** @description canvas, blocks and watermarks (no `since`) */
+      /** @description canvas, a page of blocks and watermarks (no `since`) */
       200: {
         content: {
           "application/json": components["schemas"]["Snapshot"];

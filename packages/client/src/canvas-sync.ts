@@ -208,6 +208,8 @@ export class CanvasSync {
   /** A gap was seen and a resume sent on the current socket; deltas wait for its replay. */
   private resyncing = false;
   private hasSnapshot = false;
+  /** The snapshot part expected next (parts after 0 add to the state; SnapshotMessage). */
+  private snapshotNext = 0;
   /** The one socket whose events count; every other socket's events are ignored. */
   private ws: WebSocketLike | null = null;
   /** A replaced socket not yet closed: no new socket is made until it is (or RETIRE_WAIT_MS passed). */
@@ -999,10 +1001,18 @@ export class CanvasSync {
   private onMessage(ws: WebSocketLike, m: ServerMessage): void {
     switch (m.type) {
       case 'snapshot':
-        this.blocks.clear();
+        // in parts: part 0 starts the state again, the next ones add to it (a part out of turn is
+        // one of a resume superseded mid-way: dropped, the newer resume starts at its part 0)
+        if (!m.part) {
+          this.blocks.clear();
+          this.snapshotNext = 0;
+          this.hasSnapshot = false; // a socket lost before the last part asks for a snapshot again
+        } else if (m.part !== this.snapshotNext) return;
+        this.snapshotNext++;
         for (const b of m.blocks) this.blocks.set(b.block_id, b);
         this.seq = m.watermark;
         this.canvasSeq = m.canvas_watermark;
+        if (m.has_more) return; // the state is told once it is whole
         this.hasSnapshot = true;
         // deltas up to the watermark will not come: only ops still unanswered may have one ahead
         for (const id of [...this.issued]) if (!this.pending.has(id)) this.issued.delete(id);

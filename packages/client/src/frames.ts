@@ -36,7 +36,7 @@ const isBool = (v: unknown): v is boolean => typeof v === 'boolean';
 const SHAPES: Record<string, Record<string, (v: unknown) => boolean>> = {
   hello: { canvas_id: isStr, user_id: isStr, can_write: isBool },
   access: { can_write: isBool },
-  snapshot: { blocks: (v) => Array.isArray(v) && v.every(isBlock), watermark: isSeq, canvas_watermark: isSeq },
+  snapshot: { blocks: (v) => Array.isArray(v) && v.every(isBlock), watermark: isSeq, canvas_watermark: isSeq, part: optional(isSeq), has_more: optional(isBool) },
   delta: {
     server_seq: isSeq, canvas_seq: isSeq, action: (v) => v === 'create' || v === 'update' || v === 'move' || v === 'delete',
     block_id: isStr, version: orNull(isVersion), block: orNull(isBlock), client_op_id: orNull(isStr),

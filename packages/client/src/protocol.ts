@@ -33,11 +33,17 @@ export type HelloMessage = { type: 'hello'; v: 1; canvas_id: string; user_id: st
 export type AccessMessage = { type: 'access'; can_write: boolean; role: string | null; message: string | null };
 
 /**
- * The full state (after `resume` with snapshot, or when the log cannot serve the resume): blocks
- * consistent with `watermark` (server_seq) and `canvas_watermark` (the canvas_seq of the last
- * operation they include; the next delta is canvas_watermark + 1).
+ * The full state (after `resume` with snapshot, or when the log cannot serve the resume), in parts
+ * of at most 1,000 blocks and about 4 MB: `part` 0, 1, … while `has_more` (absent: one part).
+ * Every part carries the first part's `watermark` (server_seq) and `canvas_watermark`; the next
+ * delta is canvas_watermark + 1. One part is the state at canvas_watermark. With more, parts after
+ * the first leave out the blocks changed after canvas_watermark: the deltas that follow bring
+ * them, and the state is whole and consistent once they are applied (at `resumed`).
  */
-export type SnapshotMessage = { type: 'snapshot'; canvas: Record<string, unknown>; blocks: WireBlock[]; watermark: number; canvas_watermark: number };
+export type SnapshotMessage = {
+  type: 'snapshot'; canvas: Record<string, unknown>; blocks: WireBlock[]; watermark: number; canvas_watermark: number;
+  part?: number; has_more?: boolean;
+};
 
 /** One applied operation, from the log (`replaying: true`) or live; canvas_seq is the previous delta's + 1. */
 export type DeltaMessage = {

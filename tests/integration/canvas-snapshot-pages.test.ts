@@ -1,0 +1,171 @@
+import WebSocket from 'ws';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { CanvasSync } from '../../packages/client/src/canvas-sync.ts';
+import type { Server } from '../../src/server.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvasWithEditors, mutate } from '../helpers/fixtures.ts';
+import { startTestServer, tokenFor } from '../helpers/http.ts';
+
+// The snapshot (GET /api/v1/canvas/{id}/snapshot, GET /canvas/{id}, the H1 resume's `snapshot`)
+// was the whole canvas in one answer: thousands of 64 KB blocks made one jsonb of hundreds of MB,
+// then a string and a body of as much in the server process, for one request. It now comes a page
+// at a time (1,000 blocks, about 4 MB of content; the first block always on it), every page with
+// the first page's watermarks, pages after the first leaving out the blocks changed since; the
+// pages plus the changes after that watermark are the whole canvas, consistent at the changes'
+// watermark, however the canvas changes between page reads.
+
+let server: Server;
+const db = testDatabase();
+beforeAll(async () => { server = await startTestServer({}, { realtime: {} }); });
+afterAll(async () => { await server?.stop(); await db.close(); });
+
+const PAGE_BYTES = 4 * 1024 * 1024;
+const BIG = 60_000;
+type Block = { block_id: string; version: number; y_order: string; content: Record<string, unknown> };
+
+/** A canvas of `n` blocks of about 60 KB content each (about n × 60 KB of snapshot), made by editors (a user may make 100 changes a minute). */
+async function bigCanvas(n: number) {
+  const { canvasId, users } = await createCanvasWithEditors(db.sql, Math.ceil(n / 80));
+  for (let i = 0; i < n; i++) {
+    const r = await mutate(db.sql, users[1 + (i % (users.length - 1))]!, canvasId, { action: 'create', patch: { type: 'note', content: { text: `${i}:${'x'.repeat(BIG)}` } } });
+    expect(r.status).toBe('success');
+  }
+  return { canvasId, owner: users[0]! };
+}
+
+/** The canvas as the database holds it now, as the API shows blocks, and its canvas_seq. */
+async function dbState(canvasId: string) {
+  const [c] = await db.sql`select last_canvas_seq from app.canvases where canvas_id = ${canvasId}`;
+  const rows = await db.sql`select internal.block_json(b) as b from app.blocks b where canvas_id = ${canvasId}`;
+  return { canvasSeq: Number(c!.last_canvas_seq), blocks: new Map(rows.map((r) => [r.b.block_id as string, r.b as Block])) };
+}
+
+const get = async (path: string, token: string) => {
+  const res = await fetch(`${server.url}/api/v1${path}`, { headers: { authorization: `Bearer ${token}` } });
+  return { status: res.status, text: await res.text() };
+};
+const pause = (ms = 110) => new Promise((r) => setTimeout(r, ms)); // H7 (a page with a cursor): 10 a second
+
+it('HTTP: pages stay near 4 MB, and pages plus the changes after their watermark are the canvas, with writes between page reads', async () => {
+  const { canvasId, owner } = await bigCanvas(200); // about 12 MB of content: 3 or more pages
+  const token = await tokenFor(server, owner);
+  const first = await get(`/canvas/${canvasId}/snapshot`, token);
+  expect(first.status).toBe(200);
+  expect(first.text.length).toBeLessThan(PAGE_BYTES + 200_000);
+  const page1 = JSON.parse(first.text);
+  expect(page1.has_more).toBe(true);
+  const w1 = page1.canvas_watermark as number;
+  const onPage1 = new Set((page1.blocks as Block[]).map((b) => b.block_id));
+  const later = (await dbState(canvasId)).blocks;
+  const notYet = [...later.values()].filter((b) => !onPage1.has(b.block_id)).sort((a, b) => (a.y_order < b.y_order ? -1 : 1));
+
+  // writes between the page reads: an update, a move to the front and a delete of blocks not read
+  // yet, an update of one read already, and a new block
+  const upd = notYet.at(-1)!;
+  expect((await mutate(db.sql, owner, canvasId, { action: 'update', blockId: upd.block_id, baseVersion: upd.version,
+    patch: { content: { text: 'changed after the first page' } } })).status).toBe('success');
+  const mov = notYet.at(-2)!;
+  expect((await mutate(db.sql, owner, canvasId, { action: 'move', blockId: mov.block_id, baseVersion: mov.version,
+    patch: { after_id: null } })).status).toBe('success');
+  const del = notYet.at(-3)!;
+  expect((await mutate(db.sql, owner, canvasId, { action: 'delete', blockId: del.block_id, baseVersion: del.version })).status).toBe('success');
+  const early = (page1.blocks as Block[])[1]!;
+  expect((await mutate(db.sql, owner, canvasId, { action: 'update', blockId: early.block_id, baseVersion: early.version,
+    patch: { content: { text: 'read, then changed' } } })).status).toBe('success');
+  expect((await mutate(db.sql, owner, canvasId, { action: 'create', patch: { type: 'note', content: { text: 'new' } } })).status).toBe('success');
+
+  const state = new Map<string, Block>((page1.blocks as Block[]).map((b) => [b.block_id, b]));
+  let cursor = page1.next_cursor as string;
+  let pages = 1;
+  for (;;) {
+    await pause();
+    const next = await get(`/canvas/${canvasId}/snapshot?cursor=${encodeURIComponent(cursor)}`, token);
+    expect(next.status).toBe(200);
+    expect(next.text.length).toBeLessThan(PAGE_BYTES + 200_000);
+    const page = JSON.parse(next.text);
+    pages++;
+    // every page speaks of the first page's state: the blocks changed since are left for the changes
+    expect(page.canvas_watermark).toBe(w1);
+    for (const b of page.blocks as Block[]) {
+      expect([upd.block_id, mov.block_id, del.block_id]).not.toContain(b.block_id);
+      expect(state.has(b.block_id)).toBe(false); // each block on one page only
+      state.set(b.block_id, b);
+    }
+    if (!page.has_more) { expect(page.next_cursor).toBeNull(); break; }
+    cursor = page.next_cursor;
+  }
+  expect(pages).toBeGreaterThan(2);
+  // then the changes after the first page's watermark, applied in order
+  let since = w1;
+  for (;;) {
+    const res = await get(`/canvas/${canvasId}/changes?since_canvas_seq=${since}`, token);
+    expect(res.status).toBe(200);
+    const page = JSON.parse(res.text);
+    expect(page.snapshot_required).toBe(false);
+    for (const c of page.changes) {
+      if (c.action === 'delete') for (const id of [c.block_id, ...(c.deleted_ids ?? [])]) state.delete(id);
+      else state.set(c.block_id, c.block);
+    }
+    since = page.canvas_watermark;
+    if (!page.has_more) break;
+  }
+  const truth = await dbState(canvasId);
+  expect(since).toBe(truth.canvasSeq);
+  expect(state.size).toBe(truth.blocks.size);
+  expect(new Map([...state].map(([id, b]) => [id, [b.version, b.y_order, JSON.stringify(b.content)]])))
+    .toEqual(new Map([...truth.blocks].map(([id, b]) => [id, [b.version, b.y_order, JSON.stringify(b.content)]])));
+}, 300_000);
+
+it('HTTP: a cursor that is not one the endpoint returned is a 400 naming it', async () => {
+  const { canvasId, owner } = await bigCanvas(1);
+  const token = await tokenFor(server, owner);
+  for (const cursor of ['abc', '99.99.a', '0.0.']) {
+    await pause();
+    const res = await get(`/canvas/${canvasId}/snapshot?cursor=${encodeURIComponent(cursor)}`, token);
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text)).toMatchObject({ error: { code: 'invalid_input', field: 'cursor' } });
+  }
+});
+
+it('H1: the snapshot comes in parts of about 4 MB, and the client assembles the whole canvas while it is written to', async () => {
+  const { canvasId, owner } = await bigCanvas(150); // about 9 MB: 3 parts
+  const token = await tokenFor(server, owner);
+  // what the gateway sends, as the client reads it
+  const frames: Array<{ type: string; bytes: number; part?: number; has_more?: boolean }> = [];
+  class Recording extends WebSocket {
+    constructor(url: string) {
+      super(url);
+      this.on('message', (data) => {
+        const m = JSON.parse(String(data));
+        frames.push({ type: m.type, bytes: String(data).length, part: m.part, has_more: m.has_more });
+      });
+    }
+  }
+  const sync = new CanvasSync({ url: server.url, canvasId, token: () => token, WebSocket: Recording as any });
+  // writes while the client joins: the parts after the first leave out what they change
+  let writing = true;
+  const writer = (async () => {
+    for (let n = 0; writing && n < 60; n++) {
+      const r = await mutate(db.sql, owner, canvasId, { action: 'create', patch: { type: 'note', content: { text: `w${n}` } } });
+      expect(r.status).toBe('success');
+    }
+  })();
+  try {
+    await sync.join();
+    writing = false;
+    await writer;
+    const truth = await dbState(canvasId);
+    // the client follows the log to the database's last change (deltas after the join)
+    while (sync.canvasSeq < truth.canvasSeq) await new Promise((r) => setTimeout(r, 50));
+    const parts = frames.filter((f) => f.type === 'snapshot');
+    expect(parts.length).toBeGreaterThan(1);
+    expect(parts.map((p) => p.part)).toEqual(parts.map((_, i) => i));
+    expect(parts.map((p) => p.has_more)).toEqual(parts.map((_, i) => i < parts.length - 1));
+    for (const p of parts) expect(p.bytes).toBeLessThan(PAGE_BYTES + 200_000);
+    expect(new Map([...sync.blocks].map(([id, b]) => [id, [b.version, b.y_order, JSON.stringify(b.content)]])))
+      .toEqual(new Map([...truth.blocks].map(([id, b]) => [id, [b.version, b.y_order, JSON.stringify(b.content)]])));
+  } finally {
+    writing = false;
+    sync.close();
+  }
+}, 300_000);

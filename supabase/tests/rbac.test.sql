@@ -167,7 +167,7 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
   ('api.get_canvas_changes_since(uuid,bigint,integer)', $$api.get_canvas_changes_since({a1}, 0, 100)$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
-  ('api.get_canvas_snapshot(uuid,bigint)', $$api.get_canvas_snapshot({a1})$$,
+  ('api.get_canvas_snapshot(uuid,bigint,text)', $$api.get_canvas_snapshot({a1})$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
   ('api.search_blocks(uuid,vector,integer,text)', $$api.search_blocks({a1}, array_fill(0.1::real, array[1536])::extensions.vector, 5, 'local-hash-v1')$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),

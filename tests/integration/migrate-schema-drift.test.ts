@@ -25,7 +25,7 @@ let sql: postgres.Sql;
 const addMigration = (version: string, text: string) => writeFileSync(join(root, `supabase/migrations/${version}_drift.sql`), text);
 
 const HAND_CHANGES = [
-  'function api.get_canvas_snapshot(uuid,bigint): changed (line 6 was: AS $function$; is now: SET work_mem TO \'64MB\')',
+  'function api.get_canvas_snapshot(uuid,bigint,text): changed (line 6 was: AS $function$; is now: SET work_mem TO \'64MB\')',
   'index app.blocks_by_hand_idx: added',
   expect.stringMatching(/^relation app\.blocks: changed \(line 1 was: r owner \S+ rls true\/false replica d acl authenticated=r\/[^;]*; is now: r owner \S+ rls false\/false replica d acl anon=r\/\S+,authenticated=r\/.*\)$/),
 ];
@@ -66,7 +66,7 @@ describe('db:migrate and changes made to the schema by hand', () => {
   }, 30_000);
 
   it('a function altered, a grant given, RLS disabled and an index made by hand are named until a migration changes them or --accept-drift', async () => {
-    await sql.unsafe(`alter function api.get_canvas_snapshot(uuid, bigint) set work_mem = '64MB';
+    await sql.unsafe(`alter function api.get_canvas_snapshot(uuid, bigint, text) set work_mem = '64MB';
                       grant select on app.blocks to anon; alter table app.blocks disable row level security;
                       create index blocks_by_hand_idx on app.blocks (created_at)`);
     expect((await migrationStatus(sql, root)).schemaDrift).toEqual(HAND_CHANGES);
@@ -76,7 +76,7 @@ describe('db:migrate and changes made to the schema by hand', () => {
     expect(first).toMatchObject({ migrations: ['supabase/migrations/29990101000000_drift.sql'], schemaDrift: HAND_CHANGES });
     expect((await migrate(sql, { root })).schemaDrift).toEqual(HAND_CHANGES);
     // a migration that sets the function again takes it back
-    addMigration('29990102000000', 'alter function api.get_canvas_snapshot(uuid, bigint) reset work_mem;');
+    addMigration('29990102000000', 'alter function api.get_canvas_snapshot(uuid, bigint, text) reset work_mem;');
     await migrate(sql, { root });
     expect((await migrate(sql, { root })).schemaDrift).toEqual(HAND_CHANGES.slice(1));
     // --accept-drift: the schema as it is

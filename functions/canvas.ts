@@ -95,6 +95,8 @@ const routes = {
     request: { params: CanvasParams, query: z.object({ cursor: SnapshotCursor.optional() }) },
     responses: responses(200, 'canvas, a page of blocks and watermarks (no `since`)', Snapshot) }),
   blocks: route({ method: 'get', path: '/{canvas_id}/blocks', operationId: 'listBlocks', summary: 'A2: blocks in rank order, keyset-paginated',
+    description: 'A page holds at most limit (default 100, at most 500) blocks and about 4 MB of their content (the first always on it); '
+      + 'while next_cursor is not null, ask again with cursor = next_cursor.',
     request: { params: CanvasParams, query: z.object({
       cursor: z.string().regex(/^[0-9A-Za-z]{1,10}$/).optional(), limit: queryInteger(1, 500).optional() }) },
     responses: responses(200, '{items, next_cursor}', BlockPage) }),

@@ -260,24 +260,31 @@ begin
 end $$;
 
 -- A2: blocks in rank order, keyset-paginated: {items, next_cursor}; the cursor is the last
--- item's y_order (null when there is no more).
+-- item's y_order (null when there is no more). A page holds at most limit blocks and about
+-- internal.changes_page_bytes() of their content (the first always on it), as a snapshot page
+-- does: 500 blocks of 64 KB were a 32 MB answer, built whole here and again in the server.
 create or replace function api.list_blocks(p_canvas_id uuid, p_cursor text default null, p_limit integer default 100)
 returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 100), 1), 500);
   v_items jsonb;
+  v_more boolean;
 begin
   perform internal.require_canvas_reader(p_canvas_id);
   if p_cursor is not null and p_cursor !~ '^[0-9A-Za-z]{1,10}$' then
     perform internal.raise_error('invalid_input', 'cursor is not one this endpoint returned', '{"field":"cursor"}');
   end if;
-  select coalesce(jsonb_agg(internal.block_json(b) order by b.y_order), '[]') into v_items
-  from (select * from app.blocks
-        where canvas_id = p_canvas_id and (p_cursor is null or y_order > p_cursor collate "C")
-        order by y_order limit v_limit + 1) b;
+  select coalesce(jsonb_agg(internal.block_json(p.b) order by p.n) filter (where p.kept), '[]'), count(*) > count(*) filter (where p.kept)
+    into v_items, v_more
+  from (select o.b, o.n, o.n <= v_limit and o.bytes - o.own < internal.changes_page_bytes() as kept
+        from (select x.b, row_number() over w as n, sum(internal.block_bytes(x.b)) over w as bytes, internal.block_bytes(x.b) as own
+              from (select b from app.blocks b
+                    where b.canvas_id = p_canvas_id and (p_cursor is null or b.y_order > p_cursor collate "C")
+                    order by b.y_order collate "C" limit v_limit + 1) x
+              window w as (order by (x.b).y_order collate "C")) o) p;
   return jsonb_build_object(
-    'items', case when jsonb_array_length(v_items) > v_limit then v_items - v_limit else v_items end,
-    'next_cursor', case when jsonb_array_length(v_items) > v_limit then v_items -> (v_limit - 1) ->> 'y_order' end);
+    'items', v_items,
+    'next_cursor', case when v_more then v_items -> -1 ->> 'y_order' end);
 end $$;
 
 -- A3: one block.
@@ -335,7 +342,8 @@ comment on function api.delete_canvas(uuid) is
   'later. Audited (canvas.delete). Errors: unauthorized; not_found (field canvas_id); forbidden (not the owner, or the token''s scope).';
 comment on function api.list_blocks(uuid, text, integer) is
   'A2: the blocks of a canvas in LexoRank (y_order) order, keyset-paginated: {items[], next_cursor}. Each item {block_id, canvas_id, '
-  'parent_id, type, content, y_order, version, created_at, created_by, updated_at, updated_by}; limit 1 to 500 (default 100, clamped); '
+  'parent_id, type, content, y_order, version, created_at, created_by, updated_at, updated_by}; limit 1 to 500 (default 100, clamped) and '
+  'about 4 MB of content (internal.changes_page_bytes; the first always on it); '
   'next_cursor is the last item''s y_order, to pass as cursor for the next page, or null after the last page. Errors: unauthorized; '
   'not_found (field canvas_id); forbidden (token scope); invalid_input (field cursor: not one this function returned).';
 comment on function api.get_block(uuid, uuid) is

@@ -93,7 +93,10 @@ export interface paths {
     patch: operations["updateCanvas"];
   };
   "/api/v1/canvas/{canvas_id}/blocks": {
-    /** A2: blocks in rank order, keyset-paginated */
+    /**
+     * A2: blocks in rank order, keyset-paginated
+     * @description A page holds at most limit (default 100, at most 500) blocks and about 4 MB of their content (the first always on it); while next_cursor is not null, ask again with cursor = next_cursor.
+     */
     get: operations["listBlocks"];
   };
   "/api/v1/canvas/{canvas_id}/blocks/{block_id}": {
@@ -1947,7 +1950,10 @@ export interface operations {
       };
     };
   };
-  /** A2: blocks in rank order, keyset-paginated */
+  /**
+   * A2: blocks in rank order, keyset-paginated
+   * @description A page holds at most limit (default 100, at most 500) blocks and about 4 MB of their content (the first always on it); while next_cursor is not null, ask again with cursor = next_cursor.
+   */
   listBlocks: {
     parameters: {
       query?: {

@@ -267,6 +267,7 @@ create or replace function api.list_blocks(p_canvas_id uuid, p_cursor text defau
 returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 100), 1), 500);
+  v_page jsonb;
   v_items jsonb;
   v_more boolean;
 begin
@@ -274,14 +275,9 @@ begin
   if p_cursor is not null and p_cursor !~ '^[0-9A-Za-z]{1,10}$' then
     perform internal.raise_error('invalid_input', 'cursor is not one this endpoint returned', '{"field":"cursor"}');
   end if;
-  select coalesce(jsonb_agg(internal.block_json(p.b) order by p.n) filter (where p.kept), '[]'), count(*) > count(*) filter (where p.kept)
-    into v_items, v_more
-  from (select o.b, o.n, o.n <= v_limit and o.bytes - o.own < internal.changes_page_bytes() as kept
-        from (select x.b, row_number() over w as n, sum(internal.block_bytes(x.b)) over w as bytes, internal.block_bytes(x.b) as own
-              from (select b from app.blocks b
-                    where b.canvas_id = p_canvas_id and (p_cursor is null or b.y_order > p_cursor collate "C")
-                    order by b.y_order collate "C" limit v_limit + 1) x
-              window w as (order by (x.b).y_order collate "C")) o) p;
+  v_page := internal.blocks_page(p_canvas_id, p_cursor, null, v_limit);
+  v_items := v_page -> 'blocks';
+  v_more := (v_page ->> 'has_more')::boolean;
   return jsonb_build_object(
     'items', v_items,
     'next_cursor', case when v_more then v_items -> -1 ->> 'y_order' end);

@@ -145,10 +145,44 @@ comment on function api.get_canvas_changes_since(uuid, bigint, integer) is
   'the log cannot continue from since_canvas_seq (it is ahead of the canvas, or retention removed the operations after it): load '
   'api.get_canvas_snapshot instead (changes is then empty).';
 
--- What a block weighs on a snapshot page: its content as JSON text (the rest is a few fixed
--- fields). An inlined SQL helper, as change_bytes.
+-- What a block weighs on a page: its content as JSON text (the rest is a few fixed fields). An
+-- inlined SQL helper, as change_bytes.
 create or replace function internal.block_bytes(b app.blocks) returns bigint
 language sql stable as $$ select octet_length(b.content::text)::bigint $$;
+
+-- One page of a canvas's blocks in rank order after y_order p_after (null: from the first): at
+-- most p_limit blocks and about internal.changes_page_bytes() of their content, the first always
+-- on it; with p_canvas_seq, without the blocks an operation after that canvas_seq touched (a
+-- snapshot's later pages). {blocks[], has_more}. A loop, not one aggregate over the next p_limit
+-- + 1 blocks: weighing them all read (detoasted, as text) up to 1,000 blocks of 64 KB a page to
+-- keep about 60 of them. The caller checked read access.
+create or replace function internal.blocks_page(p_canvas_id uuid, p_after text, p_canvas_seq bigint, p_limit integer)
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_block app.blocks;
+  v_items jsonb[] := '{}';
+  v_bytes bigint := 0;
+  v_more boolean := false;
+begin
+  for v_block in
+    with touched as (
+      select distinct o.block_id from app.block_operations o
+      where p_canvas_seq is not null and o.canvas_id = p_canvas_id and o.canvas_seq > p_canvas_seq
+    )
+    select b.* from app.blocks b
+    where b.canvas_id = p_canvas_id and (p_after is null or b.y_order > p_after collate "C")
+      and not exists (select 1 from touched t where t.block_id = b.block_id)
+    order by b.y_order collate "C" limit p_limit + 1
+  loop
+    if cardinality(v_items) >= p_limit or (cardinality(v_items) > 0 and v_bytes >= internal.changes_page_bytes()) then
+      v_more := true;
+      exit;
+    end if;
+    v_items := array_append(v_items, internal.block_json(v_block));
+    v_bytes := v_bytes + internal.block_bytes(v_block);
+  end loop;
+  return jsonb_build_object('blocks', to_jsonb(v_items), 'has_more', v_more);
+end $$;
 
 -- Canvas, its blocks in rank order and the watermarks they are consistent with (server_seq
 -- `watermark`, canvas_seq `canvas_watermark`), one page at a time; with p_since_seq (first page
@@ -177,6 +211,7 @@ declare
   v_cseq bigint;
   v_seq bigint;
   v_after text;
+  v_page jsonb;
   v_blocks jsonb;
   v_more boolean;
 begin
@@ -200,21 +235,9 @@ begin
         '{"field":"cursor"}');
     end if;
   end if;
-  -- the next 1,001 blocks after the cursor (one more: whether there is more), each with the bytes
-  -- of the ones before it; kept while those are under the page's and within 1,000
-  with touched as (
-    select distinct o.block_id from app.block_operations o
-    where v_after is not null and o.canvas_id = p_canvas_id and o.canvas_seq > v_cseq
-  )
-  select coalesce(jsonb_agg(internal.block_json(p.b) order by p.n) filter (where p.kept), '[]'), count(*) > count(*) filter (where p.kept)
-    into v_blocks, v_more
-  from (select o.b, o.n, o.n <= 1000 and o.bytes - o.own < internal.changes_page_bytes() as kept
-        from (select x.b, row_number() over w as n, sum(internal.block_bytes(x.b)) over w as bytes, internal.block_bytes(x.b) as own
-              from (select b from app.blocks b
-                    where b.canvas_id = p_canvas_id and (v_after is null or b.y_order > v_after collate "C")
-                      and not exists (select 1 from touched t where t.block_id = b.block_id)
-                    order by b.y_order collate "C" limit 1001) x
-              window w as (order by (x.b).y_order collate "C")) o) p;
+  v_page := internal.blocks_page(p_canvas_id, v_after, case when v_after is not null then v_cseq end, 1000);
+  v_blocks := v_page -> 'blocks';
+  v_more := (v_page ->> 'has_more')::boolean;
   return jsonb_build_object(
     'canvas', internal.canvas_json(v_canvas) || jsonb_build_object('role', v_role),
     'blocks', v_blocks,

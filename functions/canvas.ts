@@ -1,7 +1,7 @@
 import { createRoute } from '@hono/zod-openapi';
 import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
-import { bearerSecurity, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
+import { bearerSecurity, CanvasListQuery, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
 import { callApi, callMutation, mutationOutcome } from '../src/http/rpc.ts';
 import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, ChangesSince, ClientId, LeaveResult, MutationConflict, MutationResult, Permissions,
   PresenceResult, Snapshot, TextOp, Uuid } from '../src/http/schemas.ts';
@@ -102,8 +102,10 @@ const routes = {
     responses: responses(200, '{items, next_cursor}', BlockPage) }),
   block: route({ method: 'get', path: '/{canvas_id}/blocks/{block_id}', operationId: 'getBlock', summary: 'A3: one block',
     request: { params: BlockParams }, responses: responses(200, 'the block', Block) }),
-  list: route({ method: 'get', path: '/', operationId: 'listCanvases', summary: "A4: the caller's canvases",
-    responses: responses(200, '{canvases}, newest change first', CanvasList) }),
+  list: route({ method: 'get', path: '/', operationId: 'listCanvases', summary: "A4: the caller's canvases, a page at a time",
+    description: 'Newest change first, at most limit (default 100, at most 500) and about 4 MB a page; while next_cursor is not null, '
+      + 'ask again with cursor = next_cursor. A canvas changed while you page moves to the front: a list is not a snapshot.',
+    request: { query: CanvasListQuery }, responses: responses(200, '{canvases, next_cursor}, newest change first', CanvasList) }),
   create: route({ method: 'post', path: '/', operationId: 'createCanvas', summary: 'A5: create a canvas',
     description: 'Send a `canvas_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection '
       + '(a 503, a timeout, a dropped network) leaves you not knowing whether the canvas was created, and resending the same body then '
@@ -169,7 +171,10 @@ export function canvasRoutes(deps: Deps) {
     const { canvas_id, block_id } = c.req.valid('param');
     return c.json(await callApi<any>(deps, c, 'A3', 'get_block', [canvas_id, block_id]), 200);
   });
-  app.openapi(routes.list, async (c) => c.json({ canvases: await callApi<any>(deps, c, 'A4', 'list_my_canvases', []) }, 200));
+  app.openapi(routes.list, async (c) => {
+    const { cursor, limit } = c.req.valid('query');
+    return c.json(await callApi<any>(deps, c, 'A4', 'list_my_canvases', [cursor ?? null, limit ?? 100]), 200);
+  });
   app.openapi(routes.create, async (c) => {
     const { workspace_id, title, settings, canvas_id } = c.req.valid('json');
     return c.json(await callApi<any>(deps, c, 'A5', 'create_canvas', [workspace_id, title ?? 'Untitled', settings ?? {}, canvas_id ?? null]), 201);

@@ -1,7 +1,7 @@
 import { createRoute } from '@hono/zod-openapi';
 import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
-import { bearerSecurity, createRouter, responses, z } from '../src/http/openapi.ts';
+import { bearerSecurity, CanvasListQuery, createRouter, responses, z } from '../src/http/openapi.ts';
 import { callApi } from '../src/http/rpc.ts';
 import { AddMemberResult, ClientId, CanvasList, InviteList, Member, MemberList, Role, Workspace, WorkspaceList, Uuid } from '../src/http/schemas.ts';
 
@@ -53,7 +53,9 @@ const routes = {
     request: { params: MemberParams }, responses: responses(204, 'removed; their open sockets on its canvases are closed', null) }),
   canvases: route({ method: 'get', path: '/{workspace_id}/canvases', operationId: 'listWorkspaceCanvases',
     summary: "W8: the workspace's canvases, with the caller's role on each (any member)",
-    request: { params: WorkspaceParams }, responses: responses(200, '{canvases}', CanvasList) }),
+    description: 'Paged as GET /canvas (A4): at most limit (default 100, at most 500) and about 4 MB; while next_cursor is not null, ask '
+      + 'again with cursor = next_cursor.',
+    request: { params: WorkspaceParams, query: CanvasListQuery }, responses: responses(200, '{canvases, next_cursor}', CanvasList) }),
   invites: route({ method: 'get', path: '/{workspace_id}/invites', operationId: 'listWorkspaceInvites', summary: 'W9: pending invites (owner/admin)',
     request: { params: WorkspaceParams }, responses: responses(200, '{invites}', InviteList) }),
   revokeInvite: route({ method: 'delete', path: '/{workspace_id}/invites/{invite_id}', operationId: 'revokeWorkspaceInvite',
@@ -87,8 +89,10 @@ export function workspaceRoutes(deps: Deps) {
     await callApi(deps, c, 'W7', 'remove_workspace_member', [workspace_id, user_id]);
     return c.body(null, 204) as never;
   });
-  app.openapi(routes.canvases, async (c) =>
-    c.json({ canvases: await callApi<any>(deps, c, 'W8', 'list_workspace_canvases', [c.req.valid('param').workspace_id]) }, 200));
+  app.openapi(routes.canvases, async (c) => {
+    const { cursor, limit } = c.req.valid('query');
+    return c.json(await callApi<any>(deps, c, 'W8', 'list_workspace_canvases', [c.req.valid('param').workspace_id, cursor ?? null, limit ?? 100]), 200);
+  });
   app.openapi(routes.invites, async (c) =>
     c.json({ invites: await callApi<any>(deps, c, 'W9', 'list_workspace_invites', [c.req.valid('param').workspace_id]) }, 200));
   app.openapi(routes.revokeInvite, async (c) => {

@@ -113,15 +113,59 @@ end $$;
 
 -- Workspaces and their members (api.create_workspace, api.set_workspace_member, ...): sql/rpc/workspaces.sql.
 
--- A4: the caller's live canvases, newest first.
-create or replace function api.list_my_canvases() returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
-declare v_user uuid := internal.require_user();
+-- A page of canvases for p_user, newest change first (updated_at desc, canvas_id), after p_cursor
+-- (`<updated_at in epoch microseconds>.<canvas_id>` of the last one sent): at most p_limit and
+-- about internal.changes_page_bytes() of them (a canvas is up to 16 KB of settings; the first is
+-- always on it). p_workspace_id: that workspace's (W8); null: every canvas p_user may read that
+-- the token allows (A4). {canvases[], next_cursor}. A canvas changed while pages are read moves to
+-- the front: a list is not a snapshot. The caller checked access to the workspace.
+create or replace function internal.canvases_page(p_user uuid, p_workspace_id uuid, p_cursor text, p_limit integer)
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_limit integer := least(greatest(coalesce(p_limit, 100), 1), 500);
+  v_ts bigint;
+  v_id uuid;
+  v_row record;
+  v_item jsonb;
+  v_items jsonb[] := '{}';
+  v_bytes bigint := 0;
+  v_more boolean := false;
 begin
-  return coalesce((
-    select jsonb_agg(internal.canvas_json(c) || jsonb_build_object('role', r.role) order by c.updated_at desc, c.canvas_id)
-    from app.canvases c, lateral (select internal.canvas_role(c.canvas_id, v_user) as role) r
-    where c.deleted_at is null and r.role is not null and internal.token_allows(c.canvas_id, false)), '[]');
+  if p_cursor is not null then
+    if p_cursor !~ '^-?[0-9]{1,19}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+      perform internal.raise_error('invalid_input', 'cursor is not one this endpoint returned', '{"field":"cursor"}');
+    end if;
+    v_ts := split_part(p_cursor, '.', 1)::bigint;
+    v_id := split_part(p_cursor, '.', 2)::uuid;
+  end if;
+  for v_row in
+    select c, r.role, (extract(epoch from c.updated_at) * 1000000)::bigint as ts
+    from app.canvases c, lateral (select internal.canvas_role(c.canvas_id, p_user) as role) r
+    where c.deleted_at is null and r.role is not null
+      and (case when p_workspace_id is null then internal.token_allows(c.canvas_id, false) else c.workspace_id = p_workspace_id end)
+      and (v_ts is null or (extract(epoch from c.updated_at) * 1000000)::bigint < v_ts
+           or ((extract(epoch from c.updated_at) * 1000000)::bigint = v_ts and c.canvas_id > v_id))
+    order by c.updated_at desc, c.canvas_id limit v_limit + 1
+  loop
+    if cardinality(v_items) >= v_limit or (cardinality(v_items) > 0 and v_bytes >= internal.changes_page_bytes()) then
+      v_more := true;
+      exit;
+    end if;
+    v_item := internal.canvas_json(v_row.c) || jsonb_build_object('role', v_row.role);
+    v_items := array_append(v_items, v_item);
+    v_bytes := v_bytes + octet_length(v_item::text);
+    v_ts := v_row.ts;
+    v_id := (v_row.c).canvas_id;
+  end loop;
+  return jsonb_build_object('canvases', to_jsonb(v_items), 'next_cursor', case when v_more then format('%s.%s', v_ts, v_id) end);
+end $$;
+
+-- A4: the caller's live canvases, newest first, a page at a time.
+drop function if exists api.list_my_canvases();
+create or replace function api.list_my_canvases(p_cursor text default null, p_limit integer default 100) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  return internal.canvases_page(internal.require_user(), null, p_cursor, p_limit);
 end $$;
 
 -- A5: editors and above create canvases in their workspace, optionally with the id the client
@@ -315,10 +359,12 @@ begin
       join auth.users au on au.id = u.user_id));
 end $$;
 
-comment on function api.list_my_canvases() is
-  'A4: the caller''s canvases that are not deleted, most recently updated first: [{canvas_id, workspace_id, title, settings, version, '
-  'created_by, created_at, updated_at, role}], role the higher of the caller''s workspace and canvas membership (owner, admin, editor, '
-  'viewer); a token scoped to some canvases lists only those. Errors: unauthorized (no signed-in user).';
+comment on function api.list_my_canvases(text, integer) is
+  'A4: the caller''s canvases that are not deleted, most recently updated first, a page at a time: {canvases: [{canvas_id, workspace_id, '
+  'title, settings, version, created_by, created_at, updated_at, role}], next_cursor}, at most limit (1..500, default 100) and about 4 MB '
+  '(internal.changes_page_bytes; the first always on it); pass next_cursor as cursor for the next page (null: the last). role the higher '
+  'of the caller''s workspace and canvas membership (owner, admin, editor, viewer); a token scoped to some canvases lists only those. '
+  'Errors: unauthorized (no signed-in user); invalid_input (field cursor).';
 comment on function api.create_canvas(uuid, text, jsonb, uuid) is
   'A5: creates a canvas in workspace_id (an editor or above of it; a token scoped to some canvases cannot): {canvas_id}. title 1 to 500 '
   'display characters, trimmed (default Untitled); settings a JSON object of at most 16384 bytes (default {}). canvas_id (optional): the '
@@ -352,9 +398,9 @@ comment on function api.get_canvas_permissions(uuid) is
 
 -- PUBLIC gets EXECUTE on new functions: the per-schema default privileges of the foundation
 -- migration cannot take it away (Postgres only adds to the global defaults), so revoke it here.
-revoke execute on function api.list_my_canvases(), api.create_canvas(uuid, text, jsonb, uuid), api.update_canvas(uuid, text, jsonb),
+revoke execute on function api.list_my_canvases(text, integer), api.create_canvas(uuid, text, jsonb, uuid), api.update_canvas(uuid, text, jsonb),
   api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
   api.get_canvas_permissions(uuid) from public;
-grant execute on function api.list_my_canvases(), api.create_canvas(uuid, text, jsonb, uuid), api.update_canvas(uuid, text, jsonb),
+grant execute on function api.list_my_canvases(text, integer), api.create_canvas(uuid, text, jsonb, uuid), api.update_canvas(uuid, text, jsonb),
   api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
   api.get_canvas_permissions(uuid) to authenticated, service_role;

@@ -276,20 +276,17 @@ comment on function api.rename_workspace(uuid, text) is
   '(workspace_id: none, or not a member); forbidden (editor, viewer, canvas-scoped token); invalid_input (name). '
   'Owners and admins. Audited workspace.rename.';
 
-create or replace function api.list_workspace_canvases(p_workspace_id uuid) returns jsonb
+drop function if exists api.list_workspace_canvases(uuid);
+create or replace function api.list_workspace_canvases(p_workspace_id uuid, p_cursor text default null, p_limit integer default 100) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
-declare v_user uuid;
 begin
   perform internal.require_workspace_member(p_workspace_id, false);
-  v_user := auth.uid();
-  return coalesce((
-    select jsonb_agg(internal.canvas_json(c) || jsonb_build_object('role', r.role) order by c.updated_at desc, c.canvas_id)
-    from app.canvases c, lateral (select internal.canvas_role(c.canvas_id, v_user) as role) r
-    where c.workspace_id = p_workspace_id and c.deleted_at is null and r.role is not null), '[]');
+  return internal.canvases_page(auth.uid(), p_workspace_id, p_cursor, p_limit);
 end $$;
-comment on function api.list_workspace_canvases(uuid) is
-  'W8: the live canvases of a workspace, newest change first, each as api.list_my_canvases gives them (with the caller''s '
-  'role on it). Errors: unauthorized; not_found (workspace_id); forbidden (canvas-scoped token). Any member.';
+comment on function api.list_workspace_canvases(uuid, text, integer) is
+  'W8: the live canvases of a workspace, newest change first, paged as api.list_my_canvases pages them ({canvases, next_cursor}; '
+  'limit 1..500, default 100, and about 4 MB), each with the caller''s role on it. Errors: unauthorized; not_found (workspace_id); '
+  'forbidden (canvas-scoped token); invalid_input (field cursor). Any member.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Members
@@ -612,12 +609,12 @@ create trigger accept_workspace_invites after insert or update of email, email_c
 
 -- PUBLIC gets EXECUTE on new functions: revoke it (see canvas.sql); callers are authenticated users.
 revoke execute on function api.create_workspace(text, uuid), api.list_my_workspaces(), api.rename_workspace(uuid, text),
-  api.list_workspace_canvases(uuid), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
+  api.list_workspace_canvases(uuid, text, integer), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
   api.update_workspace_member(uuid, uuid, text), api.remove_workspace_member(uuid, uuid),
   api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid),
   api.revoke_workspace_invite(uuid, uuid) from public;
 grant execute on function api.create_workspace(text, uuid), api.list_my_workspaces(), api.rename_workspace(uuid, text),
-  api.list_workspace_canvases(uuid), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
+  api.list_workspace_canvases(uuid, text, integer), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
   api.update_workspace_member(uuid, uuid, text), api.remove_workspace_member(uuid, uuid),
   api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid),
   api.revoke_workspace_invite(uuid, uuid) to authenticated, service_role;

@@ -156,3 +156,10 @@ export function queryInteger(min: number, max: number) {
       .min(min, { message: `must be at least ${min}` }).max(max, { message: `must be at most ${max}` }))
     .openapi({ type: 'integer', minimum: min, maximum: max });
 }
+
+/** The query of a canvas list: the cursor a page returned, and its size. */
+export const CanvasListQuery = z.object({
+  cursor: z.string().regex(/^-?[0-9]{1,19}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a next_cursor this endpoint returned').optional()
+    .openapi({ description: 'next_cursor of the previous page' }),
+  limit: queryInteger(1, 500).optional(),
+});

@@ -62,7 +62,10 @@ const canvasShape = {
 export const Canvas = z.object(canvasShape).strict().openapi('Canvas');
 export const CanvasWithRole = z.object({ ...canvasShape, role: Role })
   .strict().openapi('CanvasWithRole', { description: "a canvas with the caller's role on it" });
-export const CanvasList = z.object({ canvases: z.array(CanvasWithRole) }).strict().openapi('CanvasList');
+export const CanvasList = z.object({
+  canvases: z.array(CanvasWithRole).openapi({ description: 'a page: at most limit (default 100, at most 500) and about 4 MB, newest change first' }),
+  next_cursor: z.string().nullable().openapi({ description: 'pass as cursor for the next page; null at the end' }),
+}).strict().openapi('CanvasList');
 export const CanvasCreated = z.object({ canvas_id: Uuid }).strict().openapi('CanvasCreated');
 
 /** One applied operation as replay returns it (internal.change_json). */

@@ -113,7 +113,7 @@ select is(pg_temp.outcome(format($$api.create_canvas(%L, null, null, %L)$$, pg_t
 
 select isnt(api.create_canvas(pg_temp.id('ws'), 'Twice') ->> 'canvas_id', api.create_canvas(pg_temp.id('ws'), 'Twice') ->> 'canvas_id',
             'without canvas_id each call creates a canvas, with an id of the server''s ...');
-select is((select count(*) from jsonb_array_elements(api.list_workspace_canvases(pg_temp.id('ws'))) c where c ->> 'title' = 'Twice'), 2::bigint,
+select is((select count(*) from jsonb_array_elements(api.list_workspace_canvases(pg_temp.id('ws')) -> 'canvases') c where c ->> 'title' = 'Twice'), 2::bigint,
           '... two canvases for two calls, as before');
 
 -- ---------------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ select throws_ok(format($$select api.set_workspace_member(%L, %L, 'admin')$$, pg
                  '... and set_workspace_member');
 select throws_ok(format('select api.get_canvas_snapshot(%L)', pg_temp.id('untitled')), 'PX403', null,
                  'a canvas outside the scope is forbidden');
-select is(array(select (c ->> 'canvas_id')::uuid from jsonb_array_elements(api.list_my_canvases()) c), array[pg_temp.id('canvas')],
+select is(array(select (c ->> 'canvas_id')::uuid from jsonb_array_elements(api.list_my_canvases() -> 'canvases') c), array[pg_temp.id('canvas')],
           'list_my_canvases lists only the scoped canvas');
 
 select tests.authenticate_as('editor', jsonb_build_object('scope', jsonb_build_array(format('canvas:%s:write', pg_temp.id('canvas')))));
@@ -249,7 +249,7 @@ select is(api.upsert_block_atomic(pg_temp.id('canvas'), null, 'create', 'scoped-
 -- ---------------------------------------------------------------------------------------------
 select tests.authenticate_as('owner');
 select lives_ok(format('select api.delete_canvas(%L)', pg_temp.id('untitled')), 'the owner deletes a canvas');
-select is((select count(*) from jsonb_array_elements(api.list_my_canvases()) c where (c ->> 'canvas_id')::uuid = pg_temp.id('untitled')),
+select is((select count(*) from jsonb_array_elements(api.list_my_canvases() -> 'canvases') c where (c ->> 'canvas_id')::uuid = pg_temp.id('untitled')),
           0::bigint, 'it is gone from list_my_canvases');
 select throws_ok(format('select api.delete_canvas(%L)', pg_temp.id('untitled')), 'PX404', null, 'deleting it again: not_found');
 select tests.clear_authentication();

@@ -116,7 +116,7 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
      'ok', 'ok', 'ok', 'ok', 'ok', 'unauthorized'),
   ('api.rename_workspace(uuid,text)', $$api.rename_workspace({ws_a}, 'Renamed A')$$,
      'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
-  ('api.list_workspace_canvases(uuid)', $$api.list_workspace_canvases({ws_a})$$,
+  ('api.list_workspace_canvases(uuid,text,integer)', $$api.list_workspace_canvases({ws_a})$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
   ('api.list_workspace_members(uuid)', $$api.list_workspace_members({ws_a})$$,
      'ok', 'ok', 'ok', 'ok', 'not_found', 'unauthorized'),
@@ -131,7 +131,7 @@ insert into matrix (fn, call, owner, admin, editor, viewer, outsider, nobody) va
   ('api.revoke_workspace_invite(uuid,uuid)', $$api.revoke_workspace_invite({ws_a},
      (api.add_workspace_member({ws_a}, 'rbac-revoked@test.local', 'viewer') #>> '{invite,invite_id}')::uuid)$$,
      'ok', 'ok', 'forbidden', 'forbidden', 'not_found', 'unauthorized'),
-  ('api.list_my_canvases()', $$api.list_my_canvases()$$,
+  ('api.list_my_canvases(text,integer)', $$api.list_my_canvases()$$,
      'ok', 'ok', 'ok', 'ok', 'ok', 'unauthorized'),
   ('api.create_canvas(uuid,text,jsonb,uuid)', $$api.create_canvas({ws_a}, 'New canvas', '{}', gen_random_uuid())$$,
      'ok', 'ok', 'ok', 'forbidden', 'not_found', 'unauthorized'),
@@ -234,10 +234,10 @@ select throws_ok(format('select api.update_presence(%L, null, false)', pg_temp.i
                  'update_presence on a canvas of B: not_found');
 select throws_ok(format('select api.leave_canvas(%L)', pg_temp.id('b1')), 'PX404', null,
                  'leave_canvas of a canvas of B: not_found (nobody broadcasts into a canvas they cannot see)');
-select is((select count(*) from jsonb_array_elements(api.list_my_canvases()) c
+select is((select count(*) from jsonb_array_elements(api.list_my_canvases() -> 'canvases') c
            where (c ->> 'workspace_id')::uuid = pg_temp.id('ws_b')), 0::bigint,
           'list_my_canvases lists no canvas of B');
-select is((select count(*) from jsonb_array_elements(api.list_my_canvases())), 3::bigint,
+select is((select count(*) from jsonb_array_elements(api.list_my_canvases() -> 'canvases')), 3::bigint,
           '... and lists the three canvases of A');
 
 -- ... nor through direct selects under RLS (and does see its own workspace's rows)
@@ -291,7 +291,7 @@ select is(pg_temp.outcome('newbie', $$api.get_canvas_snapshot({a2})$$), 'ok',
           'an override gives a non-member of the workspace access to that canvas');
 select is(pg_temp.outcome('newbie', $$api.get_canvas_snapshot({a1})$$), 'not_found', '... and to no other canvas');
 select tests.authenticate_as('newbie');
-select is((select array_agg((c ->> 'canvas_id')::uuid) from jsonb_array_elements(api.list_my_canvases()) c), array[pg_temp.id('a2')],
+select is((select array_agg((c ->> 'canvas_id')::uuid) from jsonb_array_elements(api.list_my_canvases() -> 'canvases') c), array[pg_temp.id('a2')],
           '... so list_my_canvases lists A2 only');
 select is((select count(*) from app.blocks where canvas_id = pg_temp.id('a1')), 0::bigint,
           '... and RLS hides the blocks of A1 from them');
@@ -305,7 +305,7 @@ select lives_ok(format('select api.delete_canvas(%L)', pg_temp.id('a3')), 'the o
 select tests.clear_authentication();
 select is(pg_temp.outcome(w, $$api.get_canvas_snapshot({a3})$$), 'not_found', format('get_canvas_snapshot of A3 as %s: not_found', w))
 from unnest(array['owner', 'admin', 'editor', 'viewer']) w;
-select is(pg_temp.value_as(w, $$(select count(*) from jsonb_array_elements(api.list_my_canvases()) c
+select is(pg_temp.value_as(w, $$(select count(*) from jsonb_array_elements(api.list_my_canvases() -> 'canvases') c
                                 where (c ->> 'canvas_id')::uuid = {a3})$$), '0', format('list_my_canvases as %s no longer lists A3', w))
 from unnest(array['owner', 'admin', 'editor', 'viewer']) w;
 select tests.authenticate_as('owner');

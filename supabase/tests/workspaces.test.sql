@@ -224,9 +224,9 @@ select is(pg_temp.value_as('viewer', $$(select m - 'joined_at' from jsonb_array_
           '... each a Member {user_id, email, role, joined_at}');
 select ok((pg_temp.value_as('viewer', $$api.list_workspace_members({w}) -> 0 ->> 'joined_at'$$) #>> '{}')::timestamptz <= now(),
           '... joined_at is when they joined');
-select is(pg_temp.value_as('editor', $$(select jsonb_agg(c ->> 'title' order by c ->> 'title') from jsonb_array_elements(api.list_workspace_canvases({w})) c)$$),
+select is(pg_temp.value_as('editor', $$(select jsonb_agg(c ->> 'title' order by c ->> 'title') from jsonb_array_elements(api.list_workspace_canvases({w}) -> 'canvases') c)$$),
           '["c1","c2"]'::jsonb, 'list_workspace_canvases: the workspace''s canvases ...');
-select is(pg_temp.value_as('editor', $$(select jsonb_agg(distinct c ->> 'role') from jsonb_array_elements(api.list_workspace_canvases({w})) c)$$),
+select is(pg_temp.value_as('editor', $$(select jsonb_agg(distinct c ->> 'role') from jsonb_array_elements(api.list_workspace_canvases({w}) -> 'canvases') c)$$),
           '["editor"]'::jsonb, '... with the caller''s role on each');
 select is(pg_temp.value_as('owner', $$(select i - 'created_at' - 'invite_id' from jsonb_array_elements(api.list_workspace_invites({w})) i where i ->> 'email' = 'pending@test.local')$$),
           jsonb_build_object('workspace_id', pg_temp.id('w'), 'email', 'pending@test.local', 'role', 'viewer', 'invited_by', pg_temp.id('owner')),

@@ -510,7 +510,7 @@ describe('auth matrix', () => {
     expectError(await api(`/api/v1/canvas/${randomUUID()}`, { token: stranger }), 404, 'not_found');
     const list = await api('/api/v1/canvas', { token: stranger });
     expect(list.status).toBe(200);
-    expect(list.body).toEqual({ canvases: [] });
+    expect(list.body).toEqual({ canvases: [], next_cursor: null });
   });
 });
 
@@ -761,7 +761,7 @@ describe('H5 refresh', () => {
     // the new access token works on the API and is this user's
     const list = await api('/api/v1/canvas', { token: second.access_token });
     expect(list.status).toBe(200);
-    expect(list.body).toEqual({ canvases: [] });
+    expect(list.body).toEqual({ canvases: [], next_cursor: null });
     expectError(await api(`/api/v1/canvas/${canvasId}`, { token: second.access_token }), 404, 'not_found');
 
     // the rotated token sent again after the reuse interval (its rotation set back past it) while `second` is unused:

@@ -104,7 +104,10 @@ export interface paths {
     get: operations["getBlock"];
   };
   "/api/v1/canvas": {
-    /** A4: the caller's canvases */
+    /**
+     * A4: the caller's canvases, a page at a time
+     * @description Newest change first, at most limit (default 100, at most 500) and about 4 MB a page; while next_cursor is not null, ask again with cursor = next_cursor. A canvas changed while you page moves to the front: a list is not a snapshot.
+     */
     get: operations["listCanvases"];
     /**
      * A5: create a canvas
@@ -153,7 +156,10 @@ export interface paths {
     patch: operations["updateWorkspaceMember"];
   };
   "/api/v1/workspaces/{workspace_id}/canvases": {
-    /** W8: the workspace's canvases, with the caller's role on each (any member) */
+    /**
+     * W8: the workspace's canvases, with the caller's role on each (any member)
+     * @description Paged as GET /canvas (A4): at most limit (default 100, at most 500) and about 4 MB; while next_cursor is not null, ask again with cursor = next_cursor.
+     */
     get: operations["listWorkspaceCanvases"];
   };
   "/api/v1/workspaces/{workspace_id}/invites": {
@@ -681,7 +687,10 @@ export interface components {
       next_cursor: string | null;
     };
     CanvasList: {
+      /** @description a page: at most limit (default 100, at most 500) and about 4 MB, newest change first */
       canvases: components["schemas"]["CanvasWithRole"][];
+      /** @description pass as cursor for the next page; null at the end */
+      next_cursor: string | null;
     };
     CanvasCreated: {
       /** Format: uuid */
@@ -2122,10 +2131,20 @@ export interface operations {
       };
     };
   };
-  /** A4: the caller's canvases */
+  /**
+   * A4: the caller's canvases, a page at a time
+   * @description Newest change first, at most limit (default 100, at most 500) and about 4 MB a page; while next_cursor is not null, ask again with cursor = next_cursor. A canvas changed while you page moves to the front: a list is not a snapshot.
+   */
   listCanvases: {
+    parameters: {
+      query?: {
+        /** @description next_cursor of the previous page */
+        cursor?: string;
+        limit?: number;
+      };
+    };
     responses: {
-      /** @description {canvases}, newest change first */
+      /** @description {canvases, next_cursor}, newest change first */
       200: {
         content: {
           "application/json": components["schemas"]["CanvasList"];
@@ -3176,15 +3195,23 @@ export interface operations {
       };
     };
   };
-  /** W8: the workspace's canvases, with the caller's role on each (any member) */
+  /**
+   * W8: the workspace's canvases, with the caller's role on each (any member)
+   * @description Paged as GET /canvas (A4): at most limit (default 100, at most 500) and about 4 MB; while next_cursor is not null, ask again with cursor = next_cursor.
+   */
   listWorkspaceCanvases: {
     parameters: {
+      query?: {
+        /** @description next_cursor of the previous page */
+        cursor?: string;
+        limit?: number;
+      };
       path: {
         workspace_id: string;
       };
     };
     responses: {
-      /** @description {canvases} */
+      /** @description {canvases, next_cursor} */
       200: {
         content: {
           "application/json": components["schemas"]["CanvasList"];

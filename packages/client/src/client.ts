@@ -185,7 +185,11 @@ export type PotentiaWorkspaces = {
  * signed out), RateLimitedError, TimeoutError, AbortError (its `options.signal`: CallOptions).
  */
 export type PotentiaCanvases = {
-  /** Every canvas the user can see, with their role, newest change first. */
+  /**
+   * Every canvas the user can see, with their role, newest change first: the server answers a
+   * page at a time (GET /canvas: 500 and about 4 MB), this follows next_cursor to the end. One
+   * changed while the pages are read appears once, where it was first seen.
+   */
   list(options?: CallOptions): Promise<CanvasInfo[]>;
   /**
    * Creates a canvas in a workspace (editors and up); resolves with its id. Resent with the same
@@ -541,7 +545,16 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
   };
 
   const canvasApi: PotentiaCanvases = {
-    list: async ({ signal } = {}) => (await call<{ canvases: CanvasInfo[] }>('canvas', 'GET', { signal })).canvases,
+    list: async ({ signal } = {}) => {
+      const seen = new Map<string, CanvasInfo>();
+      for (let cursor: string | null = null; ;) {
+        const page: { canvases: CanvasInfo[]; next_cursor: string | null } =
+          await call(`canvas?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, 'GET', { signal });
+        for (const c of page.canvases) if (!seen.has(c.canvas_id)) seen.set(c.canvas_id, c);
+        if (page.next_cursor === null || page.next_cursor === undefined) return [...seen.values()];
+        cursor = page.next_cursor;
+      }
+    },
     create: async (workspaceId, title, options = {}) => {
       const { canvas_id } = await create<{ canvas_id: string }>('canvas',
         { workspace_id: workspaceId, title, canvas_id: options.canvasId ?? globalThis.crypto.randomUUID() }, options.signal);

@@ -169,3 +169,47 @@ it('H1: the snapshot comes in parts of about 4 MB, and the client assembles the 
     sync.close();
   }
 }, 300_000);
+
+it('H1: after a snapshot in parts, onChange is told only whole states (the blocks written while the parts were read included)', async () => {
+  const { canvasId, owner } = await bigCanvas(300); // about 18 MB: 5 parts, more than the socket buffers hold
+  const token = await tokenFor(server, owner);
+  const initial = (await dbState(canvasId)).blocks;
+  // the last blocks in rank order are on the last part, which the gateway reads only once the
+  // client has taken the parts before it: they are updated while the client holds its socket paused
+  const last = [...initial.values()].sort((a, b) => (a.y_order < b.y_order ? -1 : 1)).slice(-5);
+  let wrote: Promise<void> | null = null;
+  class PausedAtFirstPart extends WebSocket {
+    constructor(url: string) {
+      super(url);
+      this.on('message', (data) => {
+        if (wrote || JSON.parse(String(data)).type !== 'snapshot') return;
+        this.pause();
+        wrote = (async () => {
+          for (const b of last) {
+            const r = await mutate(db.sql, owner, canvasId, { action: 'update', blockId: b.block_id, baseVersion: b.version, patch: { content: { text: 'changed while paged' } } });
+            expect(r.status).toBe('success');
+          }
+        })().finally(() => this.resume());
+      });
+    }
+  }
+  const told: Array<{ delta: boolean; ids: number; changed: number }> = [];
+  const sync = new CanvasSync({
+    url: server.url, canvasId, token: () => token, WebSocket: PausedAtFirstPart as any,
+    onChange: (blocks, delta) => told.push({
+      delta: delta !== null,
+      ids: [...initial.keys()].filter((id) => blocks.has(id)).length,
+      changed: last.filter((b) => (blocks.get(b.block_id)?.content as any)?.text === 'changed while paged').length,
+    }),
+  });
+  try {
+    await sync.join();
+    await wrote;
+    expect(told.length).toBeGreaterThan(0);
+    // every state told holds every block of the canvas, the updated ones as updated
+    expect(told).toEqual(told.map((t) => ({ ...t, ids: initial.size, changed: last.length })));
+    expect(told[0]!.delta).toBe(false);
+  } finally {
+    sync.close();
+  }
+}, 300_000);

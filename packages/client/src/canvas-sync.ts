@@ -135,6 +135,11 @@ export type CanvasSyncOptions = {
    * The pacing mirrors the server's bucket (pacing.ts).
    */
   messagesPerSecond?: number;
+  /**
+   * The state after each change: `delta` null for a whole new state (a snapshot). A snapshot in
+   * several parts is told once, at `resumed`, when the replay after it brought the blocks written
+   * while it was read (the deltas of that replay are not told one by one).
+   */
   onChange?: (blocks: ReadonlyMap<string, Block>, delta: DeltaMessage | null) => void;
   /** Every change of a text edited through editText (before onChange of the same delta). See TextChange. */
   onText?: (change: TextChange) => void;
@@ -210,6 +215,11 @@ export class CanvasSync {
   private hasSnapshot = false;
   /** The snapshot part expected next (parts after 0 add to the state; SnapshotMessage). */
   private snapshotNext = 0;
+  /**
+   * A snapshot came in several parts: the state lacks the blocks changed while they were read
+   * until the replay after them is applied, so onChange waits for `resumed` and then tells it once.
+   */
+  private wholeAtResumed = false;
   /** The one socket whose events count; every other socket's events are ignored. */
   private ws: WebSocketLike | null = null;
   /** A replaced socket not yet closed: no new socket is made until it is (or RETIRE_WAIT_MS passed). */
@@ -1007,6 +1017,7 @@ export class CanvasSync {
           this.blocks.clear();
           this.snapshotNext = 0;
           this.hasSnapshot = false; // a socket lost before the last part asks for a snapshot again
+          this.wholeAtResumed = false;
         } else if (m.part !== this.snapshotNext) return;
         this.snapshotNext++;
         for (const b of m.blocks) this.blocks.set(b.block_id, b);
@@ -1017,7 +1028,8 @@ export class CanvasSync {
         // deltas up to the watermark will not come: only ops still unanswered may have one ahead
         for (const id of [...this.issued]) if (!this.pending.has(id)) this.issued.delete(id);
         this.textsSee(null);
-        this.emitChange(null);
+        if (m.part) this.wholeAtResumed = true;
+        else this.emitChange(null);
         return;
       case 'delta':
         if (!(m.canvas_seq > this.canvasSeq)) return; // already applied
@@ -1027,11 +1039,15 @@ export class CanvasSync {
         if (m.action === 'delete') for (const id of [m.block_id, ...(m.deleted_ids ?? [])]) this.blocks.delete(id);
         else if (m.block) this.blocks.set(m.block_id, m.block);
         this.textsSee(m);
-        this.emitChange(m);
+        if (!this.wholeAtResumed) this.emitChange(m);
         if (m.client_op_id) this.issued.delete(m.client_op_id);
         return;
       case 'resumed':
         this.resumeRetries = 0;
+        if (this.wholeAtResumed) {
+          this.wholeAtResumed = false;
+          this.emitChange(null);
+        }
         if (this.resyncing) {
           this.resyncing = false;
           if (this.live) return this.clearTimer('resumeTimer');

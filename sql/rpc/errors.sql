@@ -102,6 +102,9 @@ returns jsonb language sql stable as $$
       else 'internal' end,
     'message', case when p_sqlstate in ('40P01', '40001')
                     then 'the database rolled the operation back to resolve a conflict with concurrent ones (' || p_message || '): resend it with the same client_op_id'
+                    -- the words of the same timeout met outside a handler (apiErrorFromDatabase), not Postgres's
+                    -- ("canceling statement due to lock timeout"): one answer for one cause, whichever layer caught it
+                    when p_sqlstate in ('57014', '55P03') then 'the database did not finish in time: retry shortly'
                     else p_message end
   ) || case when p_sqlstate like 'PX%' then coalesce(internal.try_jsonb(p_detail), '{}')
             when p_sqlstate in ('40P01', '40001') then '{"retry_after": 1}'

@@ -10,7 +10,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(41);
+select plan(43);
 
 -- Tenant A: owner, editor and viewer of canvas A (and canvas A_gone, soft-deleted below).
 -- The intruder owns workspace B with canvas B.
@@ -197,6 +197,12 @@ select is(internal.error_object('40P01', 'deadlock detected', null, null) - 'mes
           'a deadlock victim (40P01) rolled back inside an api function is unavailable, retry_after 1 (503 and Retry-After over HTTP, as when raised outside one): nothing was done, a resend can succeed');
 select is(internal.error_object('40001', 'could not serialize access', null, null) - 'message', '{"code": "unavailable", "retry_after": 1}',
           'a serialization failure (40001) likewise');
+select is(internal.error_object('55P03', 'canceling statement due to lock timeout', null, null),
+          '{"code": "timeout", "message": "the database did not finish in time: retry shortly"}',
+          'a lock or statement timeout caught inside an api function is timeout in the HTTP layer''s words, not Postgres''s');
+select is(internal.error_object('57014', 'canceling statement due to statement timeout', null, null),
+          '{"code": "timeout", "message": "the database did not finish in time: retry shortly"}',
+          '... a statement timeout alike');
 select tests.authenticate_as('ti_editor');
 insert into r select 'big_batch', api.upsert_blocks_atomic(pg_temp.id('a'),
   jsonb_build_array(jsonb_build_object('action', 'update', 'block_id', pg_temp.id('block_a'), 'client_op_id', 'ti-big-batch',

@@ -245,13 +245,14 @@ export class PhoenixSocket {
     } catch (err) {
       if (err instanceof ProtocolError) {
         // Phoenix ignores what it cannot decode; a frame whose topic and refs could be read but
-        // whose event is not a string is answered on that topic (its sender waits for the reply),
-        // after the same input policy as every frame (the topic and refs are echoed)
+        // which is wrong after them (an event not a string, a binary push's unreadable metadata or
+        // payload) is answered on that topic (its sender waits for the reply), after the same
+        // input policy as every frame (the topic and refs are echoed)
         const a = err.answerable;
         if (a && a.ref !== null && !checkJson({ topic: a.topic, join_ref: a.join_ref, ref: a.ref }) && a.topic.length <= this.hub.limits.maxNameLength
             && (a.join_ref ?? '').length <= this.hub.limits.maxNameLength && a.ref.length <= this.hub.limits.maxNameLength) {
           this.send({ join_ref: a.join_ref, ref: a.ref, topic: a.topic, event: 'phx_reply',
-            payload: { status: 'error', response: { reason: `invalid_input: ${a.field}: a string (the event's name)` } } });
+            payload: { status: 'error', response: { reason: `invalid_input: ${a.field}: ${a.problem}` } } });
         }
         return;
       }

@@ -27,12 +27,16 @@ export type Frame = {
   badRef?: 'join_ref' | 'ref';
 };
 
+/** Where a malformed frame that named its topic and refs can be answered, and what to say: `field: problem`. */
+export type Answerable = { topic: string; join_ref: string | null; ref: string | null; field: string; problem: string };
+
 export class ProtocolError extends Error {
   /**
-   * A frame that names its topic (and refs) but whose event is not a string: it can be answered,
-   * on that topic, with the ref it carried (realtime-js waits for that reply until its timeout).
+   * A frame that names its topic (and refs) but is wrong after that (its event not a string; a
+   * binary push's event, metadata or payload unreadable): it can be answered, on that topic, with
+   * the ref it carried (realtime-js waits for that reply until its timeout).
    */
-  constructor(message: string, readonly answerable?: { topic: string; join_ref: string | null; ref: string | null; field: string }) {
+  constructor(message: string, readonly answerable?: Answerable) {
     super(message);
   }
 }
@@ -42,7 +46,7 @@ function badTopicOrEvent(joinRef: unknown, ref: unknown, topic: unknown): Protoc
   const j = refOf(joinRef);
   const r = refOf(ref);
   if (typeof topic !== 'string' || j === undefined || r === undefined) return new ProtocolError('topic and event must be strings');
-  return new ProtocolError('topic and event must be strings', { topic, join_ref: j, ref: r, field: 'event' });
+  return new ProtocolError('topic and event must be strings', { topic, join_ref: j, ref: r, field: 'event', problem: "a string (the event's name)" });
 }
 
 const KIND_USER_BROADCAST_PUSH = 3;
@@ -112,25 +116,36 @@ function decodeUserBroadcastPush(buf: Buffer): Frame {
   const joinRef = take(joinRefLen);
   const ref = take(refLen);
   const topic = take(topicLen);
-  const event = take(eventLen);
-  const metaText = take(metaLen);
+  // topic and refs read: whatever is wrong after them is answered on that topic with that ref
+  const refuse = (field: string, problem: string) =>
+    new ProtocolError(`${field}: ${problem}`, { topic, join_ref: joinRef || null, ref: ref || null, field, problem });
+  if (offset + eventLen > buf.length) throw new ProtocolError('truncated binary frame');
+  const event = decodeUtf8(buf.subarray(offset, offset + eventLen), 'event');
+  if (typeof event !== 'string') throw refuse('event', 'not valid UTF-8');
+  offset += eventLen;
+  if (offset + metaLen > buf.length) throw refuse('meta', 'truncated: the frame ends before its metadata');
+  const metaText = decodeUtf8(buf.subarray(offset, offset + metaLen), 'meta');
+  if (typeof metaText !== 'string') throw refuse('meta', 'not valid UTF-8');
+  offset += metaLen;
   const body = buf.subarray(offset);
   let payload: unknown;
   if (encoding === ENCODING_JSON) {
     const text = decodeUtf8(body);
-    if (typeof text !== 'string') throw new ProtocolError('broadcast payload is not valid UTF-8');
+    if (typeof text !== 'string') throw refuse('payload.payload', 'not valid UTF-8');
     const read = parseJson(text);
-    if (!('value' in read)) throw new ProtocolError('broadcast payload is not JSON');
+    if (!('value' in read)) throw refuse('payload.payload', 'malformed JSON');
     payload = read.value;
   } else if (encoding === ENCODING_BINARY) {
     payload = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
   } else {
-    throw new ProtocolError(`unknown payload encoding ${encoding}`);
+    throw refuse('payload.payload', `an encoding of ${ENCODING_BINARY} (binary) or ${ENCODING_JSON} (JSON), not ${encoding}`);
   }
   let meta: Record<string, unknown> = {};
   if (metaText) {
     const read = parseJson(metaText);
-    if (!('value' in read)) throw new ProtocolError('broadcast metadata is not JSON');
+    if (!('value' in read)) throw refuse('meta', 'malformed JSON');
+    // spread into the payload below: a string or an array would become keys '0', '1', …
+    if (typeof read.value !== 'object' || read.value === null || Array.isArray(read.value)) throw refuse('meta', 'a JSON object');
     meta = read.value as Record<string, unknown>;
   }
   return {

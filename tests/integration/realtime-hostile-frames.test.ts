@@ -248,3 +248,33 @@ describe.each(['1.0.0', '2.0.0'] as const)('refs (vsn %s)', (vsn) => {
     ]);
   });
 });
+
+describe('vsn 2.0.0 binary broadcast pushes (kind 3) that name their topic and ref', () => {
+  /** A kind 3 frame: [3, joinRefLen, refLen, topicLen, eventLen, metaLen, encoding, joinRef, ref, topic, event, meta, payload]. */
+  const push = (ref: string, parts: { event?: Buffer; meta?: string; encoding?: number; body: Buffer | string }) => {
+    const head = [Buffer.from('j'), Buffer.from(ref), Buffer.from('realtime:binary-push'), parts.event ?? Buffer.from('note'), Buffer.from(parts.meta ?? '')];
+    return Buffer.concat([Buffer.from([3, ...head.map((b) => b.length), parts.encoding ?? 1]), ...head, Buffer.from(parts.body)]);
+  };
+
+  it('are answered refused on their ref, naming the part that is wrong (they went unanswered); the socket serves on', async () => {
+    const p = await openPhoenix('2.0.0');
+    p.sendText(JSON.stringify(['j', 'j', 'realtime:binary-push', 'phx_join', { config: { broadcast: { ack: true } } }]));
+    expect((await replyTo(p, 'j')).status).toBe('ok');
+    const cases: [Buffer, string][] = [
+      [push('1', { encoding: 2, body: '{}' }), 'payload.payload: an encoding of 0 (binary) or 1 (JSON), not 2'],
+      [push('2', { body: '{"a":' }), 'payload.payload: malformed JSON'],
+      [push('3', { body: Buffer.from([0x7b, 0xc3, 0x28, 0x7d]) }), 'payload.payload: not valid UTF-8'],
+      [push('4', { meta: '{"a":', body: '{}' }), 'meta: malformed JSON'],
+      [push('5', { meta: '"abc"', body: '{}' }), 'meta: a JSON object'],
+      [push('6', { event: Buffer.from([0xff, 0xfe]), body: '{}' }), 'event: not valid UTF-8'],
+    ];
+    for (const [i, [frame, reason]] of cases.entries()) {
+      p.ws.send(frame, { binary: true });
+      expect(await replyTo(p, String(i + 1)), reason).toEqual({ status: 'error', response: { reason: `invalid_input: ${reason}` } });
+    }
+    // a well-formed one on the same socket is relayed and acknowledged
+    p.ws.send(push('7', { body: '{"t":"fine"}' }), { binary: true });
+    expect(await replyTo(p, '7')).toEqual({ status: 'ok', response: {} });
+    expect(errors).toEqual([]);
+  });
+});

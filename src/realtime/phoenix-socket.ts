@@ -683,7 +683,7 @@ export class PhoenixSocket {
   private async clientBroadcast(channel: Channel, frame: Frame): Promise<void> {
     const p = (frame.payload ?? {}) as { event?: unknown; payload?: unknown };
     if (typeof p.event !== 'string') {
-      if (channel.ack) this.reply(frame, 'error', { reason: 'broadcast needs an event' });
+      if (channel.ack) this.reply(frame, 'error', { reason: "invalid_input: payload.event: a string (the broadcast's event name)" });
       return;
     }
     // the event name is relayed to every subscriber and through the cluster like the payload:

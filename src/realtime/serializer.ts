@@ -80,6 +80,21 @@ function withRefs(joinRef: unknown, ref: unknown, topic: string, event: string, 
   return { join_ref: j, ref: r, topic, event, payload };
 }
 
+/**
+ * The ProtocolError of a frame not of its socket's shape (`expected`): answerable when its topic and
+ * refs can be read as either shape has them (a vsn 1.0.0 client on a 2.0.0 socket, an array one
+ * element short), else not.
+ */
+function wrongShape(parsed: unknown, expected: string): ProtocolError {
+  const [joinRef, ref, topic] = Array.isArray(parsed) ? parsed
+    : typeof parsed === 'object' && parsed !== null ? [(parsed as Record<string, unknown>).join_ref, (parsed as Record<string, unknown>).ref, (parsed as Record<string, unknown>).topic]
+      : [];
+  const j = refOf(joinRef);
+  const r = refOf(ref);
+  if (typeof topic !== 'string' || j === undefined || r === undefined) return new ProtocolError(`frames are ${expected}`);
+  return new ProtocolError(`frames are ${expected}`, { topic, join_ref: j, ref: r, field: 'frame', problem: expected });
+}
+
 /** One incoming frame (text or binary) → a Frame; throws ProtocolError on anything malformed. */
 export function decodeFrame(data: Buffer | string, isBinary: boolean, vsn: Vsn): Frame {
   if (isBinary) {
@@ -91,12 +106,12 @@ export function decodeFrame(data: Buffer | string, isBinary: boolean, vsn: Vsn):
   if (!('value' in read)) throw new ProtocolError('frame is not JSON');
   const parsed = read.value;
   if (vsn === '2.0.0') {
-    if (!Array.isArray(parsed) || parsed.length !== 5) throw new ProtocolError('vsn 2.0.0 frames are [join_ref, ref, topic, event, payload]');
+    if (!Array.isArray(parsed) || parsed.length !== 5) throw wrongShape(parsed, 'a JSON array [join_ref, ref, topic, event, payload] (vsn 2.0.0)');
     const [joinRef, ref, topic, event, payload] = parsed;
     if (typeof topic !== 'string' || typeof event !== 'string') throw badTopicOrEvent(joinRef, ref, topic);
     return withRefs(joinRef, ref, topic, event, payload ?? {});
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ProtocolError('vsn 1.0.0 frames are JSON objects');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw wrongShape(parsed, 'a JSON object {join_ref, ref, topic, event, payload} (vsn 1.0.0)');
   const o = parsed as Record<string, unknown>;
   if (typeof o.topic !== 'string' || typeof o.event !== 'string') throw badTopicOrEvent(o.join_ref, o.ref, o.topic);
   return withRefs(o.join_ref, o.ref, o.topic, o.event, o.payload ?? {});

@@ -278,3 +278,30 @@ describe('vsn 2.0.0 binary broadcast pushes (kind 3) that name their topic and r
     expect(errors).toEqual([]);
   });
 });
+
+describe('frames of the other shape, or of the wrong length, that name their topic and ref', () => {
+  it('are answered refused on that topic and ref, saying the shape (they went unanswered); a broadcast without an event names payload.event', async () => {
+    const v2 = await openPhoenix('2.0.0');
+    const topic = 'realtime:frame-shapes';
+    v2.sendText(JSON.stringify(['j', 'j', topic, 'phx_join', { config: { broadcast: { ack: true } } }]));
+    expect((await replyTo(v2, 'j')).status).toBe('ok');
+    const arrays = 'invalid_input: frame: a JSON array [join_ref, ref, topic, event, payload] (vsn 2.0.0)';
+    v2.sendText(JSON.stringify(['j', '1', topic, 'broadcast']));
+    expect(await replyTo(v2, '1')).toEqual({ status: 'error', response: { reason: arrays } });
+    v2.sendText(JSON.stringify(['j', '2', topic, 'broadcast', { type: 'broadcast', event: 'e', payload: {} }, 'extra']));
+    expect(await replyTo(v2, '2')).toEqual({ status: 'error', response: { reason: arrays } });
+    v2.sendText(JSON.stringify({ join_ref: 'j', ref: '3', topic, event: 'broadcast', payload: { type: 'broadcast', event: 'e', payload: {} } }));
+    expect(await replyTo(v2, '3')).toEqual({ status: 'error', response: { reason: arrays } });
+    v2.sendText(JSON.stringify(['j', '4', topic, 'broadcast', { type: 'broadcast', payload: {} }]));
+    expect(await replyTo(v2, '4')).toEqual({ status: 'error', response: { reason: "invalid_input: payload.event: a string (the broadcast's event name)" } });
+
+    const v1 = await openPhoenix('1.0.0');
+    v1.sendText(JSON.stringify(['j', '5', 'phoenix', 'heartbeat', {}]));
+    expect(await replyTo(v1, '5')).toEqual({ status: 'error', response: { reason: 'invalid_input: frame: a JSON object {join_ref, ref, topic, event, payload} (vsn 1.0.0)' } });
+    // nothing to answer on (no topic, or a ref that is none): ignored, as Phoenix does; the sockets serve on
+    v2.sendText(JSON.stringify([1, 2]));
+    v2.sendText(JSON.stringify(['j', '6', topic, 'broadcast', { type: 'broadcast', event: 'e', payload: {} }]));
+    expect(await replyTo(v2, '6')).toEqual({ status: 'ok', response: {} });
+    expect(errors).toEqual([]);
+  });
+});

@@ -683,7 +683,10 @@ export class PhoenixSocket {
   private async clientBroadcast(channel: Channel, frame: Frame): Promise<void> {
     const p = (frame.payload ?? {}) as { event?: unknown; payload?: unknown };
     if (typeof p.event !== 'string') {
-      if (channel.ack) this.reply(frame, 'error', { reason: "invalid_input: payload.event: a string (the broadcast's event name)" });
+      const reason = "invalid_input: payload.event: a string (the broadcast's event name)";
+      // without ack no reply is awaited (realtime-js resolved it on send): said on the channel, as a payload refused by the input policy
+      if (channel.ack) this.reply(frame, 'error', { reason });
+      else this.system(channel, 'error', reason);
       return;
     }
     // the event name is relayed to every subscriber and through the cluster like the payload:

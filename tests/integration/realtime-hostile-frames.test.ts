@@ -305,3 +305,17 @@ describe('frames of the other shape, or of the wrong length, that name their top
     expect(errors).toEqual([]);
   });
 });
+
+describe('a broadcast without an event on a channel without ack', () => {
+  it('is refused with a system error on the channel naming payload.event (it was dropped without a word)', async () => {
+    const p = await openPhoenix('1.0.0');
+    const topic = 'realtime:no-ack-event';
+    p.send({ topic, event: 'phx_join', ref: 'j', join_ref: 'j', payload: { config: { broadcast: { ack: false } } } });
+    expect((await replyTo(p, 'j')).status).toBe('ok');
+    p.send({ topic, event: 'broadcast', ref: '1', join_ref: 'j', payload: 'x' });
+    await until(() => p.frames.some((f) => f.event === 'system'), 5000, 'the system error');
+    expect(p.frames.filter((f) => f.event === 'system').map((f) => f.payload)).toEqual([
+      { extension: 'system', status: 'error', message: "invalid_input: payload.event: a string (the broadcast's event name)", channel: 'no-ack-event' }]);
+    expect(errors).toEqual([]);
+  });
+});

@@ -90,14 +90,15 @@ comment on function internal.check_json_policy(jsonb, text) is
 -- serialization failure (40001) had its work rolled back to let a concurrent transaction through
 -- (a mutation beside a migration's DDL, say): nothing was done and a resend can succeed, so it is
 -- unavailable with retry_after 1 (503 and Retry-After over HTTP; the client resends it with the
--- same client_op_id), not internal.
+-- same client_op_id), not internal; so is a write refused by a read-only database (25006).
+-- A timeout says the HTTP layer's words, not Postgres's.
 create or replace function internal.error_object(p_sqlstate text, p_message text, p_detail text, p_hint text)
 returns jsonb language sql stable as $$
   select jsonb_build_object(
     'code', case
       when p_sqlstate like 'PX%' then p_hint
       when p_sqlstate in ('57014', '55P03') then 'timeout'
-      when p_sqlstate in ('40P01', '40001') then 'unavailable'
+      when p_sqlstate in ('40P01', '40001', '25006') then 'unavailable'
       when p_sqlstate like '22%' or p_sqlstate like '23%' then 'invalid_input'
       else 'internal' end,
     'message', case when p_sqlstate in ('40P01', '40001')
@@ -105,9 +106,11 @@ returns jsonb language sql stable as $$
                     -- the words of the same timeout met outside a handler (apiErrorFromDatabase), not Postgres's
                     -- ("canceling statement due to lock timeout"): one answer for one cause, whichever layer caught it
                     when p_sqlstate in ('57014', '55P03') then 'the database did not finish in time: retry shortly'
+                    -- read_only_sql_transaction: a failover's demoted primary, a standby, a provider's read-only mode; it passes
+                    when p_sqlstate = '25006' then 'the database is read-only right now (a failover or maintenance): resend it with the same client_op_id'
                     else p_message end
   ) || case when p_sqlstate like 'PX%' then coalesce(internal.try_jsonb(p_detail), '{}')
-            when p_sqlstate in ('40P01', '40001') then '{"retry_after": 1}'
+            when p_sqlstate in ('40P01', '40001', '25006') then '{"retry_after": 1}'
             else '{}' end
 $$;
 

@@ -90,6 +90,12 @@ export function apiErrorFromDatabase(err: unknown): ApiError {
   if (e?.code?.startsWith('53')) {
     return new ApiError('unavailable', 'the database is out of connections or resources right now: retry shortly', { retry_after: 1 });
   }
+  // read_only_sql_transaction: the database takes no writes right now (a primary demoted in a
+  // failover the pooler or DNS has not followed yet, a hot standby, a provider's read-only mode
+  // when its disk fills): its state, not a fault of this server, and it passes; nothing was done
+  if (e?.code === '25006') {
+    return new ApiError('unavailable', `the database is read-only right now (a failover or maintenance): retry shortly${MUTATION_RETRY_NOTE}`, { retry_after: 1 });
+  }
   // a deadlock or serialization failure rolled the transaction back: nothing was done, and a retry
   // meets other transactions (a mutation is resent with the same client_op_id)
   if (e?.code === '40P01' || e?.code === '40001') {

@@ -10,7 +10,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(43);
+select plan(44);
 
 -- Tenant A: owner, editor and viewer of canvas A (and canvas A_gone, soft-deleted below).
 -- The intruder owns workspace B with canvas B.
@@ -203,6 +203,8 @@ select is(internal.error_object('55P03', 'canceling statement due to lock timeou
 select is(internal.error_object('57014', 'canceling statement due to statement timeout', null, null),
           '{"code": "timeout", "message": "the database did not finish in time: retry shortly"}',
           '... a statement timeout alike');
+select is(internal.error_object('25006', 'cannot execute INSERT in a read-only transaction', null, null) - 'message', '{"code": "unavailable", "retry_after": 1}',
+          'a write refused by a read-only database (25006: a failover, a standby, a provider''s read-only mode) is unavailable, retry_after 1, as over HTTP');
 select tests.authenticate_as('ti_editor');
 insert into r select 'big_batch', api.upsert_blocks_atomic(pg_temp.id('a'),
   jsonb_build_array(jsonb_build_object('action', 'update', 'block_id', pg_temp.id('block_a'), 'client_op_id', 'ti-big-batch',

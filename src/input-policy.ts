@@ -193,9 +193,9 @@ export function schemaField(parts: readonly (string | number)[]): string {
   return fieldPath(out);
 }
 
-// each value with its depth, its path (fieldPath), and its key and parent entry (the parts of
-// the path, walked back only for a depth violation's depthField)
-type JsonEntry = [unknown, number, string, string | number | null, JsonEntry | null];
+// each value with its depth, its key and its parent entry: the path is walked back from them only
+// for a violation (a path string built per key was most of a clean body's walk)
+type JsonEntry = [unknown, number, string | number | null, JsonEntry | null];
 
 /**
  * The keys from the value checkJson started at down to `entry`. At module level, not a closure in
@@ -204,7 +204,7 @@ type JsonEntry = [unknown, number, string, string | number | null, JsonEntry | n
  */
 function partsOf(entry: JsonEntry): (string | number)[] {
   const parts: (string | number)[] = [];
-  for (let e: JsonEntry | null = entry; e && e[3] !== null; e = e[4]) parts.push(e[3]);
+  for (let e: JsonEntry | null = entry; e && e[2] !== null; e = e[3]) parts.push(e[2]);
   return parts.reverse();
 }
 
@@ -218,20 +218,20 @@ export function checkJson(value: unknown, opts: { root?: string; maxDepth?: numb
   const root = opts.root ?? 'body';
   const maxDepth = opts.maxDepth ?? MAX_JSON_DEPTH;
   const depthField = opts.depthField ?? schemaField;
-  const stack: JsonEntry[] = [[value, 0, '', null, null]];
+  const stack: JsonEntry[] = [[value, 0, null, null]];
   while (stack.length > 0) {
     const entry = stack.pop()!;
-    const [v, depth, path] = entry;
+    const [v, depth] = entry;
     if (typeof v === 'string') {
       const problem = textProblem(v);
-      if (problem) return violation(path || root, problem);
+      if (problem) return violation(fieldPath(partsOf(entry)) || root, problem);
       continue;
     }
     if (v === null || typeof v !== 'object') continue;
-    if (isUnsafeNumber(v)) return violation(path || root, UNSAFE_NUMBER);
+    if (isUnsafeNumber(v)) return violation(fieldPath(partsOf(entry)) || root, UNSAFE_NUMBER);
     if (depth >= maxDepth) return violation(depthField(partsOf(entry)) || root, `JSON nested deeper than ${maxDepth} levels`);
     if (Array.isArray(v)) {
-      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], depth + 1, appendField(path, i), i, entry]);
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], depth + 1, i, entry]);
       continue;
     }
     const entries = Object.entries(v as Record<string, unknown>);
@@ -239,10 +239,11 @@ export function checkJson(value: unknown, opts: { root?: string; maxDepth?: numb
       const [key, item] = entries[i]!;
       // the key itself is not echoed: it is the hostile part; the object holding it is named
       const problem = textProblem(key);
-      if (problem) return violation(path || root, `an object key ${problem}`);
-      const keyPath = appendField(path, key);
-      if (key === '__proto__') return violation(keyPath, 'the object key __proto__ is not accepted (JavaScript would treat it as the prototype): use another name');
-      stack.push([item, depth + 1, keyPath, key, entry]);
+      if (problem) return violation(fieldPath(partsOf(entry)) || root, `an object key ${problem}`);
+      if (key === '__proto__') {
+        return violation(fieldPath([...partsOf(entry), key]), 'the object key __proto__ is not accepted (JavaScript would treat it as the prototype): use another name');
+      }
+      stack.push([item, depth + 1, key, entry]);
     }
   }
   return null;

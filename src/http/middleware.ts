@@ -6,7 +6,7 @@ import { cors } from 'hono/cors';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { randomUUID } from 'node:crypto';
 import { HTTP_USER_POLICY, TokenError, type Claims } from '../auth/jwt.ts';
-import { checkCharset, checkContentEncoding, checkTransferEncoding, checkUrl, readJson } from '../input-policy.ts';
+import { checkCharset, checkContentEncoding, checkTransferEncoding, checkUrl, readJson, type InputViolation } from '../input-policy.ts';
 import { SEVERAL_AUTHORIZATIONS, severalAuthorizations } from './authorization.ts';
 import { ApiError, invalidInput } from './errors.ts';
 import { canonicalUuid } from '../uuid.ts';
@@ -43,18 +43,8 @@ const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After', 'WWW-Authenticate'];
 export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHandler<AppEnv> {
   const preflight = cors({ origin: '*', exposeHeaders: EXPOSED_HEADERS, maxAge: 600 });
   const exposed = EXPOSED_HEADERS.join(',');
-  const admit = admission(deps, onError);
-  // the span's callback: admission, then the route; a thrown error answered as Hono would
-  const inSpan = async (c: Context<AppEnv>, next: Next) => {
-    try {
-      const early = await admit(c, next);
-      if (early) c.res = early;
-    } catch (err) {
-      if (!(err instanceof Error)) throw err;
-      c.error = err;
-      c.res = await onError(err, c);
-    }
-  };
+  // the span's callback: admission, then the route (one async frame for both)
+  const inSpan = admission(deps, onError);
   return async (c, next) => {
     const method = c.req.method;
     if (method === 'OPTIONS') return preflight(c, next);
@@ -107,15 +97,15 @@ export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHa
 /**
  * The transfer coding (chunked or none: any other is 501 not_implemented, field
  * `transfer-encoding`, whatever the method, checkTransferEncoding), the body limit, then the input
- * policy, then the route (next); a refused request is answered here
- * (a Response) or throws its ApiError. Bodies up to config.maxBodyBytes: one announced by
- * Content-Length is judged by it, as Hono's bodyLimit does, but without touching `c.req.raw.body`
- * (on Node that turns the request into a web-stream Request, a large part of a small request's
- * cost); a chunked body is counted by Hono's bodyLimit as it is read. A body too large is answered
- * by `onError`, as any other refusal here (thrown), so each surface answers in its own shape
- * (GoTrue's under /auth/v1).
+ * policy, then the route (next). A refusal here, or an error thrown by the route, becomes the
+ * request's answer (`c.res`) by `onError`, as Hono would answer it, and is still counted and logged
+ * by commonMiddleware. Bodies up to config.maxBodyBytes: one announced by Content-Length is judged
+ * by it, as Hono's bodyLimit does, but without touching `c.req.raw.body` (on Node that turns the
+ * request into a web-stream Request, a large part of a small request's cost); a chunked body is
+ * counted by Hono's bodyLimit as it is read. A body too large is answered by `onError`, as any
+ * other refusal here, so each surface answers in its own shape (GoTrue's under /auth/v1).
  */
-function admission(deps: Deps, onError: ErrorAnswer): (c: Context<AppEnv>, next: Next) => Promise<Response | undefined> {
+function admission(deps: Deps, onError: ErrorAnswer): (c: Context<AppEnv>, next: Next) => Promise<void> {
   const maxSize = deps.config.maxBodyBytes;
   const tooLarge = (c: Context<AppEnv>) => {
     // the rest of the body is never read: the connection cannot carry another request, say so
@@ -125,27 +115,40 @@ function admission(deps: Deps, onError: ErrorAnswer): (c: Context<AppEnv>, next:
   };
   const counted = bodyLimit({ maxSize, onError: tooLarge });
   return async (c, next) => {
-    const method = c.req.method;
-    const transfer = checkTransferEncoding(c.req.header('transfer-encoding'));
-    if (transfer) {
-      // the body is never read: close the connection rather than have Node drain it unbounded
-      c.header('Connection', 'close');
-      return onError(new ApiError('not_implemented', transfer.message, { field: transfer.field }), c);
-    }
-    if (method !== 'GET' && method !== 'HEAD') {
-      const length = c.req.header('content-length');
-      if (length !== undefined && c.req.header('transfer-encoding') === undefined) {
-        if (parseInt(length, 10) > maxSize) return tooLarge(c);
-      } else {
-        // a chunked body is read and counted here; next() is left to the policy below
-        let admitted = false;
-        const res = await receiving(() => counted(c, async () => { admitted = true; }));
-        if (!admitted) return res instanceof Response ? res : undefined;
+    try {
+      const transferEncoding = c.req.header('transfer-encoding');
+      const transfer = checkTransferEncoding(transferEncoding);
+      if (transfer) {
+        // the body is never read: close the connection rather than have Node drain it unbounded
+        c.header('Connection', 'close');
+        c.res = await onError(new ApiError('not_implemented', transfer.message, { field: transfer.field }), c);
+        return;
       }
+      const method = c.req.method;
+      if (method !== 'GET' && method !== 'HEAD') {
+        const length = c.req.header('content-length');
+        if (length !== undefined && transferEncoding === undefined) {
+          if (parseInt(length, 10) > maxSize) {
+            c.res = await tooLarge(c);
+            return;
+          }
+        } else {
+          // a chunked body is read and counted here; next() is left to the policy below
+          let admitted = false;
+          const res = await receiving(() => counted(c, async () => { admitted = true; }));
+          if (!admitted) {
+            if (res instanceof Response) c.res = res;
+            return;
+          }
+        }
+      }
+      checkInput(c);
+      await next();
+    } catch (err) {
+      if (!(err instanceof Error)) throw err;
+      c.error = err;
+      c.res = await onError(err, c);
     }
-    checkInput(c);
-    await next();
-    return undefined;
   };
 }
 
@@ -170,7 +173,17 @@ function checkInput(c: Context<AppEnv>): void {
     if (encoding?.field === 'content-encoding') c.header('Accept-Encoding', 'identity');
     let err: ApiError;
     try {
-      const read = encoding ?? readJson(new Uint8Array(await receiving(() => c.req.arrayBuffer())));
+      let read: { value: unknown } | InputViolation;
+      if (encoding) read = encoding;
+      else {
+        let bytes: ArrayBuffer;
+        try {
+          bytes = await c.req.arrayBuffer();
+        } catch (e) {
+          throw transferFailure(e);
+        }
+        read = readJson(new Uint8Array(bytes));
+      }
       if ('value' in read) return read.value as never;
       err = encoding ? new ApiError('unsupported_media_type', read.message, { field: read.field }) : invalidInput(read.field, read.message);
     } catch (e) {
@@ -193,9 +206,14 @@ async function receiving<T>(read: () => Promise<T>): Promise<T> {
   try {
     return await read();
   } catch (err) {
-    if (err instanceof ApiError || err instanceof HTTPException) throw err;
-    throw new ApiError('invalid_input', 'body: the request ended before its whole body arrived (the connection was closed)', { field: 'body' });
+    throw transferFailure(err);
   }
+}
+
+/** What receiving throws for an error met while the body was read: ours and Hono's as they are, any other the 400 above. */
+function transferFailure(err: unknown): unknown {
+  if (err instanceof ApiError || err instanceof HTTPException) return err;
+  return new ApiError('invalid_input', 'body: the request ended before its whole body arrived (the connection was closed)', { field: 'body' });
 }
 
 /**

@@ -12,13 +12,16 @@ import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, terminateBackends, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas } from '../helpers/fixtures.ts';
+import { openH1 } from '../helpers/h1.ts';
 
 const config = loadConfig();
 const db = testDatabase(2);
 let proc: PotentiaProcess;
+// small, so that every connection of the pool is one opened while the database was read-only
+const POOL_MAX = 3;
 
 beforeAll(async () => {
-  proc = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off' });
+  proc = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', DB_POOL_MAX: String(POOL_MAX) });
 }, 60_000);
 afterAll(async () => {
   await proc?.stop();
@@ -56,5 +59,63 @@ describe('a database that is read-only for a while', () => {
     if (again.status === 503) again = await post();
     expect(again.status).toBe(200);
     expect((await db.sql`select count(*)::int as n from app.block_operations where client_op_id = ${op.client_op_id} and status = 'success'`)[0]!.n).toBe(1);
+  });
+
+  // A session opened while the database was read-only keeps default_transaction_read_only for its
+  // whole life: the pool's connections answered every write 25006 until postgres.js recycled them
+  // (30-60 minutes), so a short read-only spell was a long outage. A connection that answered
+  // 25006 is closed and replaced: once the database is writable again, writes succeed within a
+  // bounded number of attempts (one per connection of each pool at most), on each path.
+  it('replaces the connections that answered read-only: writes succeed again once the database is writable, HTTP, lanes and H1', async () => {
+    const { canvasId, workspaceId, users } = await createCanvas(db.sql);
+    const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! }, { expiresInSeconds: 600 });
+    const post = () => fetch(`${proc.url}/api/v1/canvas/${canvasId}/mutate`, {
+      method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ action: 'create', client_op_id: randomUUID(), patch: { type: 'text' } }),
+    }).then(async (res) => ({ status: res.status, code: (await res.json() as any).error?.code }));
+    // a write outside the canvas lanes: a request transaction (withRequest, sql.begin)
+    const rename = () => fetch(`${proc.url}/api/v1/workspaces/${workspaceId}`, {
+      method: 'PATCH', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: randomUUID() }),
+    }).then(async (res) => ({ status: res.status, code: (await res.json() as any).error?.code }));
+    const h1 = await openH1(proc.url, canvasId, token);
+    await h1.next((m) => m.type === 'hello');
+    const h1Mutate = async () => {
+      const op = randomUUID();
+      h1.send({ type: 'mutate', client_op_id: op, action: 'create', patch: { type: 'text' } });
+      return h1.next((m) => (m.type === 'ack' || m.type === 'rejected' || m.type === 'error') && (m as any).client_op_id === op) as Promise<any>;
+    };
+
+    const admin = await db.sql.reserve();
+    const name = (await admin`select current_database() as d`)[0]!.d as string;
+    try {
+      await admin`set default_transaction_read_only = off`;
+      await admin.unsafe(`alter database "${name}" set default_transaction_read_only = on`);
+      await terminateBackends(admin as never, proc.pid, ['potentia-server']);
+      // every connection of the pool in use at once, each opened read-only
+      const refused = await Promise.all([...Array(POOL_MAX * 2)].map(() => post()));
+      expect(refused.every((r) => r.status === 503 && r.code === 'unavailable')).toBe(true);
+      expect(await rename()).toEqual({ status: 503, code: 'unavailable' });
+      const h1Refused = await h1Mutate();
+      expect(JSON.stringify(h1Refused)).toContain('unavailable');
+    } finally {
+      // writable again, and nothing ended here: the process's own connections must notice
+      await admin.unsafe(`alter database "${name}" reset default_transaction_read_only`);
+      admin.release();
+    }
+
+    // each pool connection opened read-only answers at most one more write 25006, then is replaced
+    const bound = POOL_MAX + 1;
+    const attempts = async (write: () => Promise<boolean>) => {
+      for (let n = 1; n <= 20; n++) if (await write()) return n;
+      return Infinity;
+    };
+    // each path in turn (a path that recovers replaces connections the next one would meet too:
+    // reordered, each of the three was seen failing alone without the fix)
+    expect(await attempts(async () => (await h1Mutate()).type === 'ack')).toBeLessThanOrEqual(bound);
+    expect(await attempts(async () => (await rename()).status === 200)).toBeLessThanOrEqual(bound);
+    expect(await attempts(async () => (await post()).status === 200)).toBeLessThanOrEqual(bound);
+    // and stays so: every further write succeeds
+    for (let i = 0; i < POOL_MAX * 2; i++) expect((await post()).status).toBe(200);
+    h1.ws.close();
   });
 });

@@ -113,6 +113,7 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     , answerWait = null
     , answerSince = 0
     , clientTurn = false
+    , readOnlyRefused = false
 
   const connection = {
     queue: queues.closed,
@@ -126,6 +127,8 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
       reconnect()
     },
     terminate,
+    // terminated and not yet closed (its close event reconnects it): not to be handed out again
+    isTerminated: () => terminated,
     execute,
     cancel,
     end,
@@ -401,6 +404,7 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
 
   async function connect() {
     terminated = false
+    readOnlyRefused = false
     backendParameters = {}
     socket || (socket = await createSocket())
 
@@ -692,6 +696,18 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     if (query)
       return // Consider opening if able and sent.length < 50
 
+    // the session refused a write as read-only (25006: a demoted primary, a standby, the database's
+    // default_transaction_read_only). It keeps that for its life, though the database is writable
+    // again in seconds, so it is closed once no transaction is open on it (a pooled or reserved
+    // connection alike; sql.begin's after its rollback) and the pool opens a new session for the
+    // next query; its own 25006 answer was delivered as is. Until postgres.js recycled the
+    // connection (max_lifetime, 30-60 minutes) it refused every write sent to it
+    if (readOnlyRefused && x[5] === 73) {
+      readOnlyRefused = false
+      !connection.reserved && onend(connection)
+      return terminate()
+    }
+
     connection.reserved
       ? !connection.reserved.release && x[5] === 73 // I
         ? ending
@@ -933,6 +949,7 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     if (query) {
       (query.cursorFn || query.describeFirst) && write(Sync)
       errorResponse = Errors.postgres(parseError(x))
+      errorResponse.code === '25006' && (readOnlyRefused = true)
     } else {
       errored(Errors.postgres(parseError(x)))
     }

@@ -446,6 +446,11 @@ function Postgres(a, b) {
 
   function onopen(c) {
     opened(c)
+    // a released reservation whose connection was terminated (it refused a write as read-only:
+    // connection.js) waits for its close, which puts it in closed and reconnects it for waiting
+    // queries; put in open, it failed the next query with CONNECTION_DESTROYED
+    if (c.isTerminated())
+      return
     if (queries.length === 0)
       return move(c, open)
 

@@ -40,7 +40,14 @@ export class QueuePool extends pg.Pool {
     // Graphile Worker's LISTEN client, by the name of the callback it passes (see above); the
     // worker warns when a LISTEN client is not a direct one (runtime.ts, pool:listen:success)
     if (callback && this.listenPool && callback.name === 'listenForChanges') return this.listenPool.connect(callback);
-    return callback ? super.connect(callback) : super.connect();
+    if (callback) {
+      super.connect((err, client, done) => callback(err, client, client ? releaseReadOnly(client, done) : done));
+      return;
+    }
+    return super.connect().then((client) => {
+      client.release = releaseReadOnly(client, client.release.bind(client));
+      return client;
+    });
   }
 
   /** Whether `client` is one of the direct LISTEN clients (always true without a pooler). */
@@ -51,4 +58,43 @@ export class QueuePool extends pg.Pool {
   override async end(): Promise<void> {
     await Promise.all([super.end(), this.listenPool?.end()]);
   }
+}
+
+/** Clients that answered 25006 (read_only_sql_transaction) since they were handed out. */
+const refusedReadOnly = new WeakSet<object>();
+
+/**
+ * A session opened while the database was read-only (a failover's demoted primary, a standby,
+ * default_transaction_read_only on the database) keeps that setting for its life, and pg's pool
+ * keeps a client for as long as it is used (Graphile Worker polls every 2 s): every job fetch on it
+ * was refused long after the database was writable again. A client that answered 25006 is released
+ * with an error, which makes the pool close it and open a new session for the next caller; the
+ * same rule as the postgres.js pools' (patches/postgres+3.4.9.patch).
+ */
+function releaseReadOnly(client: pg.PoolClient, release: (err?: any) => void): (err?: any) => void {
+  watchReadOnly(client);
+  return (err?: any) => {
+    const readOnly = refusedReadOnly.has(client);
+    refusedReadOnly.delete(client);
+    release(err ?? (readOnly ? new Error('the session refused a write as read-only (25006): replaced') : undefined));
+  };
+}
+
+/** Wraps `client.query` (once per client) to note a 25006 answer; promise and callback forms alike. */
+function watchReadOnly(client: pg.PoolClient): void {
+  const c = client as pg.PoolClient & { readOnlyWatched?: true };
+  if (c.readOnlyWatched) return;
+  c.readOnlyWatched = true;
+  const query = client.query.bind(client) as (...args: any[]) => any;
+  const note = (err: any) => { if (err?.code === '25006') refusedReadOnly.add(client); };
+  (client as any).query = (...args: any[]) => {
+    const last = args.length - 1;
+    if (typeof args[last] === 'function') {
+      const cb = args[last];
+      args[last] = (err: any, res: any) => { note(err); cb(err, res); };
+    }
+    const result = query(...args);
+    if (result && typeof result.then === 'function') result.then(undefined, note);
+    return result;
+  };
 }

@@ -60,6 +60,8 @@ export class QueuePool extends pg.Pool {
   }
 }
 
+const READ_ONLY_SESSION_END = "select pg_terminate_backend(pg_backend_pid()) where current_setting('default_transaction_read_only')::bool";
+
 /** Clients that answered 25006 (read_only_sql_transaction) since they were handed out. */
 const refusedReadOnly = new WeakSet<object>();
 
@@ -76,7 +78,11 @@ function releaseReadOnly(client: pg.PoolClient, release: (err?: any) => void): (
   return (err?: any) => {
     const readOnly = refusedReadOnly.has(client);
     refusedReadOnly.delete(client);
-    release(err ?? (readOnly ? new Error('the session refused a write as read-only (25006): replaced') : undefined));
+    if (!readOnly || err) return release(err);
+    // behind a transaction pooler the setting is the pooler's server session's, which outlives this
+    // client: it ends itself too while read-only by default (not a hot standby's), as in the patch
+    client.query(READ_ONLY_SESSION_END).catch(() => {})
+      .finally(() => release(new Error('the session refused a write as read-only (25006): replaced')));
   };
 }
 

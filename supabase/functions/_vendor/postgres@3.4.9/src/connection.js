@@ -51,6 +51,10 @@ const errorFields = {
   82  : 'routine'            // R
 }
 
+// the server session's own end after a read-only refusal (see ReadyForQuery): a hot standby (in
+// recovery, default_transaction_read_only off) is left alone, a new session would meet the same
+const readOnlyEnd = "select pg_terminate_backend(pg_backend_pid()) where current_setting('default_transaction_read_only')::bool"
+
 function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose = noop } = {}) {
   const {
     sslnegotiation,
@@ -705,6 +709,11 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     if (readOnlyRefused && x[5] === 73) {
       readOnlyRefused = false
       !connection.reserved && onend(connection)
+      // behind a transaction pooler the setting is the pooler's server session's, which outlives
+      // ours (its DISCARD ALL keeps it): that session is ended too, by itself (any role may end
+      // its own), when it is still read-only by default; not waited for. Sent on the socket
+      // itself: terminate() drops what write() buffered
+      socket && socket.writable && socket.write(b().Q().str(readOnlyEnd + b.N).end())
       return terminate()
     }
 

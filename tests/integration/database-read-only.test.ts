@@ -54,7 +54,7 @@ describe('a database that is read-only for a while', () => {
       answer = await post();
     } finally {
       await admin.unsafe('alter database "' + (await admin`select current_database() as d`)[0]!.d + '" reset default_transaction_read_only');
-      // its connections made meanwhile keep the read-only default: ended, they reconnect writable
+      // ended, so that the resend below meets a fresh session (the next test shows they are replaced without this)
       await terminateBackends(admin as never, proc.pid, ['potentia-server']);
       admin.release();
     }

@@ -114,7 +114,8 @@ end $$;
 -- Workspaces and their members (api.create_workspace, api.set_workspace_member, ...): sql/rpc/workspaces.sql.
 
 -- A page of canvases for p_user, newest change first (updated_at desc, canvas_id), after p_cursor
--- (`<updated_at in epoch microseconds>.<canvas_id>` of the last one sent): at most p_limit and
+-- (`<updated_at in epoch microseconds>.<canvas_id>` of the last one sent; at most 18 digits, which
+-- every bigint has and the cast cannot overflow): at most p_limit and
 -- about internal.changes_page_bytes() of them (a canvas is up to 16 KB of settings; the first is
 -- always on it). p_workspace_id: that workspace's (W8); null: every canvas p_user may read that
 -- the token allows (A4). {canvases[], next_cursor}. A canvas changed while pages are read moves to
@@ -132,7 +133,7 @@ declare
   v_more boolean := false;
 begin
   if p_cursor is not null then
-    if p_cursor !~ '^-?[0-9]{1,19}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    if p_cursor !~ '^-?[0-9]{1,18}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
       perform internal.raise_error('invalid_input', 'cursor is not one this endpoint returned', '{"field":"cursor"}');
     end if;
     v_ts := split_part(p_cursor, '.', 1)::bigint;

@@ -159,7 +159,7 @@ export function queryInteger(min: number, max: number) {
 
 /** The query of a canvas list: the cursor a page returned, and its size. */
 export const CanvasListQuery = z.object({
-  cursor: z.string().regex(/^-?[0-9]{1,19}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a next_cursor this endpoint returned').optional()
+  cursor: z.string().regex(/^-?[0-9]{1,18}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a next_cursor this endpoint returned').optional()
     .openapi({ description: 'next_cursor of the previous page' }),
   limit: queryInteger(1, 500).optional(),
 });

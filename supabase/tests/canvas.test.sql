@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(85);
+select plan(86);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -251,6 +251,8 @@ select tests.authenticate_as('owner');
 select lives_ok(format('select api.delete_canvas(%L)', pg_temp.id('untitled')), 'the owner deletes a canvas');
 select is((select count(*) from jsonb_array_elements(api.list_my_canvases() -> 'canvases') c where (c ->> 'canvas_id')::uuid = pg_temp.id('untitled')),
           0::bigint, 'it is gone from list_my_canvases');
+select throws_ok($$select api.list_my_canvases('9999999999999999999.00000000-0000-0000-0000-000000000000')$$, 'PX400', null,
+                 'a cursor whose time is past bigint''s range is invalid_input (field cursor), not an overflow');
 select throws_ok(format('select api.delete_canvas(%L)', pg_temp.id('untitled')), 'PX404', null, 'deleting it again: not_found');
 select tests.clear_authentication();
 select ok((select deleted_at is not null from app.canvases where canvas_id = pg_temp.id('untitled')),

@@ -63,10 +63,14 @@ it('a cursor the list did not return is a 400 naming it', async () => {
   const client = createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false } });
   await client.auth.signUp(`lists-${randomUUID()}@example.com`, 'correct horse battery');
   const token = (await client.supabase.auth.getSession()).data.session!.access_token;
-  for (const cursor of ['x', '12.not-a-uuid']) {
-    const res = await fetch(`${server.url}/api/v1/canvas?cursor=${encodeURIComponent(cursor)}`, { headers: { authorization: `Bearer ${token}` } });
-    expect(res.status).toBe(400);
-    expect(await res.json()).toMatchObject({ error: { code: 'invalid_input', field: 'cursor' } });
+  // a time past bigint's range (19 digits) was Postgres's 'out of range for type bigint', naming no field
+  const uuid = '00000000-0000-0000-0000-000000000000';
+  for (const cursor of ['x', '12.not-a-uuid', `9999999999999999999.${uuid}`, `-9999999999999999999.${uuid}`]) {
+    for (const path of ['/api/v1/canvas', `/api/v1/workspaces/${randomUUID()}/canvases`]) {
+      const res = await fetch(`${server.url}${path}?cursor=${encodeURIComponent(cursor)}`, { headers: { authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: { code: 'invalid_input', field: 'cursor' } });
+    }
   }
   await client.auth.signOut();
 });

@@ -164,14 +164,18 @@ declare
   v_bytes bigint := 0;
   v_more boolean := false;
 begin
+  -- a block changed after p_canvas_seq is one whose version an operation after it made: a
+  -- block_id's versions only grow (sql/rpc/mutate.sql, create), so its newest operation (by
+  -- version) made the state it has. One index probe a block of the page (block_operations_block_idx,
+  -- read backwards: a hot block's thousands of operations are not read); collecting
+  -- every operation after p_canvas_seq instead read the whole log since a cursor's watermark,
+  -- which the caller writes (a forged 0 read all of it, each page).
   for v_block in
-    with touched as (
-      select distinct o.block_id from app.block_operations o
-      where p_canvas_seq is not null and o.canvas_id = p_canvas_id and o.canvas_seq > p_canvas_seq
-    )
     select b.* from app.blocks b
     where b.canvas_id = p_canvas_id and (p_after is null or b.y_order > p_after collate "C")
-      and not exists (select 1 from touched t where t.block_id = b.block_id)
+      and (p_canvas_seq is null or coalesce((
+            select o.canvas_seq from app.block_operations o  -- a probe a block, never a join over the log
+            where o.block_id = b.block_id and o.status = 'success' order by o.new_version desc limit 1), 0) <= p_canvas_seq)
     order by b.y_order collate "C" limit p_limit + 1
   loop
     if cardinality(v_items) >= p_limit or (cardinality(v_items) > 0 and v_bytes >= internal.changes_page_bytes()) then

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(24);
+select plan(26);
 
 select tests.create_user(u) from unnest(array['replay_owner', 'replay_viewer', 'replay_stranger']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid, other_canvas_id uuid);
@@ -110,6 +110,37 @@ select throws_ok(format('select api.get_canvas_changes_since(%L, 0, 10)', (selec
 select throws_ok(format('select api.get_canvas_snapshot(%L)', (select canvas_id from ids)), 'PX401',
                  'the user this token was issued to no longer exists', 'nor read a snapshot (PX401)');
 select tests.clear_authentication();
+
+-- a snapshot cursor is the caller's to write: one naming a canvas_watermark far back (0) made
+-- every page collect every operation logged since (the blocks changed after it), a scan of the
+-- whole retained log a request. A page now asks the log about its own blocks only (the
+-- operation that made each one's version). 20,000 updates of block C logged (as a busy canvas's
+-- log holds them), then the tuples the page read from the log, counted by this transaction's
+-- statistics.
+set local session_replication_role = replica;  -- the log rows alone, without their triggers
+with c as (select canvas_id, last_canvas_seq from app.canvases where canvas_id = (select canvas_id from ids))
+insert into app.block_operations (server_seq, client_op_id, actor_id, canvas_id, block_id, action, status, base_version, new_version, patch, block, canvas_seq)
+select nextval('app.seq_block_events'), 'rp-bulk-' || g, tests.user_id('replay_owner'), c.canvas_id, '00000000-0000-4000-8000-0000000000c1',
+       'update', 'success', g, g + 1, '{}', '{}', c.last_canvas_seq + g
+from c, generate_series(1, 20000) g;
+update app.blocks set version = 20001 where block_id = '00000000-0000-4000-8000-0000000000c1';
+update app.canvases set last_canvas_seq = last_canvas_seq + 20000, last_seq = currval('app.seq_block_events')
+where canvas_id = (select canvas_id from ids);
+set local session_replication_role = origin;
+create temp table log_reads (n bigint);
+grant all on log_reads to authenticated;
+create function pg_temp.log_tuples_read() returns bigint language sql as $$
+  select sum(pg_stat_get_xact_tuples_returned(c.oid))::bigint from pg_class c
+  where c.oid = 'app.block_operations'::regclass
+     or c.oid in (select indexrelid from pg_index where indrelid = 'app.block_operations'::regclass) $$;
+insert into log_reads select pg_temp.log_tuples_read();
+select tests.authenticate_as('replay_viewer');
+insert into r select 'forged', api.get_canvas_snapshot((select canvas_id from ids), null, '0.0.0');
+select tests.clear_authentication();
+select cmp_ok(pg_temp.log_tuples_read() - (select n from log_reads), '<', 1000::bigint,
+              'a page with a cursor from long ago reads the log for its blocks only, not the 20,000 operations since');
+select is((select res -> 'blocks' from r where name = 'forged'), '[]'::jsonb,
+          '... and leaves out, as before, every block changed after the cursor''s watermark');
 
 select * from finish();
 rollback;

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(26);
+select plan(28);
 
 select tests.create_user(u) from unnest(array['replay_owner', 'replay_viewer', 'replay_stranger']) u;
 create temp table ids (workspace_id uuid, canvas_id uuid, other_canvas_id uuid);
@@ -141,6 +141,20 @@ select cmp_ok(pg_temp.log_tuples_read() - (select n from log_reads), '<', 1000::
               'a page with a cursor from long ago reads the log for its blocks only, not the 20,000 operations since');
 select is((select res -> 'blocks' from r where name = 'forged'), '[]'::jsonb,
           '... and leaves out, as before, every block changed after the cursor''s watermark');
+
+-- every page checks access, not only the first: a member removed between pages is refused the
+-- next one, and a cursor does not stand in for membership
+select tests.authenticate_as('replay_viewer');
+select lives_ok(format('select api.get_canvas_snapshot(%L, null, %L)', (select canvas_id from ids),
+                       (select format('%s.%s.0', res ->> 'canvas_watermark', res ->> 'watermark') from r where name = 'forged')),
+                'a page with a cursor, read while a member');
+select tests.authenticate_as('replay_owner');
+select api.remove_workspace_member((select workspace_id from ids), tests.user_id('replay_viewer'));
+select tests.authenticate_as('replay_viewer');
+select throws_ok(format('select api.get_canvas_snapshot(%L, null, %L)', (select canvas_id from ids),
+                        (select format('%s.%s.0', res ->> 'canvas_watermark', res ->> 'watermark') from r where name = 'forged')),
+                 'PX404', 'canvas not found, or you are not a member of it', 'the next page, once removed from the workspace: not_found');
+select tests.clear_authentication();
 
 select * from finish();
 rollback;

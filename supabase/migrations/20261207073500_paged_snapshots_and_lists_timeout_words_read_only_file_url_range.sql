@@ -28,12 +28,12 @@
 -- potentia:source sql/realtime/policies.sql fc6ed513dc54526511dbaf3c1c8d6ef503178df2f911a1ac5f3c8234bd39bd53 unchanged
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/realtime/retention.sql b77f0720347b7144498acb261b42e603e26e1eab67930fbe52da85760f87a9b9 unchanged
--- potentia:source sql/rpc/canvas.sql 8fd4ae6423c723c8384c019d2451b0ab618faba2d4373ccbf303eb3ea87effcf included
+-- potentia:source sql/rpc/canvas.sql f5fb7e8d65788b94881c535c9a1de7229b1960c01359699b04ae1c3f6758a5a5 included
 -- potentia:source sql/rpc/endpoint_limits.sql a8372b865bd9c173c966e525e16c8929ef8d43654367e8a4fc2c2b6194a3cca7 unchanged
 -- potentia:source sql/rpc/errors.sql 20a06dc86262989d70a8dedd8e67df9da98a4b33f07b42fab93f2873079b1a2d included
 -- potentia:source sql/rpc/mutate.sql fb17c0e66c67401d6bd826a054ce0161be9c32d383152d325d931d14b845ba22 included
 -- potentia:source sql/rpc/presence.sql b215af2d793fb40a5b64fe71f6748115587fbaa6b713fa5ef40b2a170379536d unchanged
--- potentia:source sql/rpc/replay.sql 94f00fdf6bec23c3bd28149e303a35602f61d69c262116367697c24be3609ae8 included
+-- potentia:source sql/rpc/replay.sql 348156317e27d840bd271e131b5a026b76c3ef1536932383ae0f686a98d17a0d included
 -- potentia:source sql/rpc/text_ot.sql 1453c25ac7aa790c99ebcf4a7ffdb2205f837969715fec9e061cc0a4c2742b7e unchanged
 -- potentia:source sql/rpc/workspaces.sql e45fae6bafa1f41934bcf55990f1d7734cf2dc7fe4b837ccd3800c08409cb1cb included
 -- potentia:source sql/security/app_role.sql 913020489b18930c4fe46dd0e80dcbdbb2669c9f5f3ec12d7944d99f460a712a included
@@ -463,7 +463,8 @@ end $$;
 -- Workspaces and their members (api.create_workspace, api.set_workspace_member, ...): sql/rpc/workspaces.sql.
 
 -- A page of canvases for p_user, newest change first (updated_at desc, canvas_id), after p_cursor
--- (`<updated_at in epoch microseconds>.<canvas_id>` of the last one sent): at most p_limit and
+-- (`<updated_at in epoch microseconds>.<canvas_id>` of the last one sent; at most 18 digits, which
+-- every bigint has and the cast cannot overflow): at most p_limit and
 -- about internal.changes_page_bytes() of them (a canvas is up to 16 KB of settings; the first is
 -- always on it). p_workspace_id: that workspace's (W8); null: every canvas p_user may read that
 -- the token allows (A4). {canvases[], next_cursor}. A canvas changed while pages are read moves to
@@ -481,7 +482,7 @@ declare
   v_more boolean := false;
 begin
   if p_cursor is not null then
-    if p_cursor !~ '^-?[0-9]{1,19}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    if p_cursor !~ '^-?[0-9]{1,18}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
       perform internal.raise_error('invalid_input', 'cursor is not one this endpoint returned', '{"field":"cursor"}');
     end if;
     v_ts := split_part(p_cursor, '.', 1)::bigint;
@@ -2509,14 +2510,18 @@ declare
   v_bytes bigint := 0;
   v_more boolean := false;
 begin
+  -- a block changed after p_canvas_seq is one whose version an operation after it made: a
+  -- block_id's versions only grow (sql/rpc/mutate.sql, create), so its newest operation (by
+  -- version) made the state it has. One index probe a block of the page (block_operations_block_idx,
+  -- read backwards: a hot block's thousands of operations are not read); collecting
+  -- every operation after p_canvas_seq instead read the whole log since a cursor's watermark,
+  -- which the caller writes (a forged 0 read all of it, each page).
   for v_block in
-    with touched as (
-      select distinct o.block_id from app.block_operations o
-      where p_canvas_seq is not null and o.canvas_id = p_canvas_id and o.canvas_seq > p_canvas_seq
-    )
     select b.* from app.blocks b
     where b.canvas_id = p_canvas_id and (p_after is null or b.y_order > p_after collate "C")
-      and not exists (select 1 from touched t where t.block_id = b.block_id)
+      and (p_canvas_seq is null or coalesce((
+            select o.canvas_seq from app.block_operations o  -- a probe a block, never a join over the log
+            where o.block_id = b.block_id and o.status = 'success' order by o.new_version desc limit 1), 0) <= p_canvas_seq)
     order by b.y_order collate "C" limit p_limit + 1
   loop
     if cardinality(v_items) >= p_limit or (cardinality(v_items) > 0 and v_bytes >= internal.changes_page_bytes()) then

@@ -231,8 +231,10 @@ export function createGateway(opts: GatewayOptions): Gateway {
     const canvasId = canonicalUuid(canvasIdAsSent);
     if (!canvasId) return reject(socket, 400, 'canvas_id must be a uuid', undefined, 'canvas_id');
     // the same bound as a resume frame's (h1-protocol.ts, SEQ_MAX), and a message that says it
-    const query = singleQueryValues(url.searchParams, ['since_canvas_seq', 'since_seq', 'access_token']);
+    const query = singleQueryValues(url.searchParams, ['since_canvas_seq', 'since_seq', 'access_token', 'snapshot_parts']);
     if (!('values' in query)) return reject(socket, 400, query.message, undefined, query.field);
+    const snapshotParts = query.values.snapshot_parts;
+    if (snapshotParts !== null && snapshotParts !== '1') return reject(socket, 400, 'snapshot_parts must be 1 (the client joins a snapshot sent in parts)', undefined, 'snapshot_parts');
     for (const name of ['since_canvas_seq', 'since_seq'] as const) {
       const value = query.values[name];
       if (value !== null && !(/^\d{1,16}$/.test(value) && Number(value) <= SEQ_MAX)) {
@@ -263,7 +265,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     }
     const sinceSeq = since === null ? null : Number(since);
     accept(req, socket, head, ticket, 'h1', (ws) => {
-      const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq, sinceCanvas === null ? null : Number(sinceCanvas));
+      const h1Socket = new H1Socket(ws, hub, canvasId, claims, access, sinceSeq, sinceCanvas === null ? null : Number(sinceCanvas), snapshotParts === '1');
       if (watch.messageIds.length > 0) h1Socket.recheckAccess(watch.messageIds);
       watch.stop();
     });

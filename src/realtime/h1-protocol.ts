@@ -16,7 +16,12 @@ import type { ApiErrorCode, HelloMessage } from '../../packages/client/src/proto
  * (and lacks `canvas:*:write`) is read-only; a token without any `scope` claim carries the
  * user's full rights. `hello.can_write` says which; the database checks again on every mutate.
  * Optionally `?since_canvas_seq=N` (preferred) or `?since_seq=N` resumes immediately (same as
- * sending `resume`).
+ * sending `resume`). `?snapshot_parts=1` says the client joins a snapshot sent in parts (`part`,
+ * `has_more`: a canvas over one page, 1,000 blocks or about 4 MB; docs/realtime.md "Paged
+ * snapshots"). Without it, a snapshot that needs more than one part is refused: an `error` frame
+ * `invalid_input`, field `snapshot_parts`, then close code 4400 (H1_CLOSE_BAD_REQUEST), since a
+ * client that does not join parts would take the last one for the whole canvas. @potentia/client
+ * sends it from the release that reads parts on.
  *
  * Every frame is one JSON text message with a `type`. The server speaks first with `hello`.
  * No `delta` is sent before the first `resume` (or `?since_canvas_seq=` / `?since_seq=` on the URL).
@@ -93,6 +98,15 @@ export const H1_CLOSE_HELD_MESSAGES = 1013;
  * them). Reconnect after a backoff (@potentia/client waits its backoff's cap, 2.5 to 5 s).
  */
 export const H1_CLOSE_FRAME_RATE = 4429;
+
+/**
+ * The close code after a refusal of what the socket asked for at the upgrade (4000 + HTTP 400):
+ * a snapshot in parts to a client without `?snapshot_parts=1`. Reconnecting as before is refused
+ * again: upgrade the client (or send the parameter and join the parts).
+ */
+export const H1_CLOSE_BAD_REQUEST = 4400;
+export const SNAPSHOT_PARTS_REQUIRED = "this canvas's snapshot comes in parts (more than 1,000 blocks or about 4 MB): "
+  + 'connect with ?snapshot_parts=1 and join the parts (docs/realtime.md, "Paged snapshots"), or upgrade @potentia/client, which does';
 
 const uuid = z.string().regex(UUID, UUID_MESSAGE); // as Postgres reads a uuid (src/uuid.ts); the SQL compares it as uuid
 const seq = z.number().int().nonnegative().max(SEQ_MAX); // bigint parameters in SQL

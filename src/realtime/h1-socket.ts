@@ -6,7 +6,7 @@ import { checkJson, fieldPath, parseJson } from '../input-policy.ts';
 import { AccessGate, accessChange, canvasAccess, concerns, USER_GONE_MESSAGE, userGone, type CanvasAccess } from './access.ts';
 import type { SocketClaims } from './authorize.ts';
 import type { BusMessage } from './bus.ts';
-import { ClientMessage, H1_CLOSE_FORBIDDEN, H1_CLOSE_FRAME_RATE, H1_CLOSE_HELD_MESSAGES, H1_CLOSE_NOT_FOUND, H1_CLOSE_UNAUTHORIZED, H1_PROTOCOL_VERSION, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
+import { ClientMessage, H1_CLOSE_BAD_REQUEST, H1_CLOSE_FORBIDDEN, H1_CLOSE_FRAME_RATE, H1_CLOSE_HELD_MESSAGES, H1_CLOSE_NOT_FOUND, H1_CLOSE_UNAUTHORIZED, H1_PROTOCOL_VERSION, SNAPSHOT_PARTS_REQUIRED, type DeltaMessage, type MutateMessage, type ServerMessage } from './h1-protocol.ts';
 import { HELD_MESSAGES_LIMIT_REACHED, heldBytes } from './held-frames.ts';
 import type { Hub } from './hub.ts';
 import { FrameBound } from './frame-bound.ts';
@@ -67,6 +67,8 @@ export class H1Socket {
     private access: CanvasAccess,
     initialSinceSeq: number | null,
     initialSinceCanvasSeq: number | null = null,
+    /** The client joins a snapshot sent in parts (`?snapshot_parts=1`); see sendSnapshot. */
+    private readonly snapshotParts = false,
   ) {
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
     this.frames = new FrameBound(ws, { framesPerSecond: hub.limits.framesPerSecond, frameBurst: hub.limits.h1FrameBurst },
@@ -346,6 +348,13 @@ export class H1Socket {
         const refusal = limited ? apiErrorFromDatabase(err) : null;
         if (refusal?.code !== 'rate_limited') throw err;
         await this.snapshotRefused(refusal, sentAny ? null : stream);
+        return false;
+      }
+      if (snap.has_more === true && !this.snapshotParts) {
+        // a client that did not say it joins parts (one before them) would keep the last part
+        // alone, believing it the canvas: told what to do instead, and closed
+        this.send({ type: 'error', code: 'invalid_input', field: 'snapshot_parts', message: SNAPSHOT_PARTS_REQUIRED });
+        this.ws.close(H1_CLOSE_BAD_REQUEST, 'snapshot_parts required');
         return false;
       }
       last = Number(snap.canvas_watermark ?? 0);

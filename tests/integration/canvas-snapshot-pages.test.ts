@@ -5,6 +5,7 @@ import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors, mutate } from '../helpers/fixtures.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
+import { openH1 } from '../helpers/h1.ts';
 
 // The snapshot (GET /api/v1/canvas/{id}/snapshot, GET /canvas/{id}, the H1 resume's `snapshot`)
 // was the whole canvas in one answer: thousands of 64 KB blocks made one jsonb of hundreds of MB,
@@ -212,4 +213,58 @@ it('H1: after a snapshot in parts, onChange is told only whole states (the block
   } finally {
     sync.close();
   }
+}, 300_000);
+
+it('H1: a client that does not say it joins parts is refused a snapshot in parts, told what to do; one part still comes to it', async () => {
+  // a client from before the parts (it clears its blocks on every snapshot frame) would keep the
+  // last part alone and take it for the canvas
+  const { canvasId, owner } = await bigCanvas(150); // 3 parts
+  const token = await tokenFor(server, owner);
+  const old = await openH1(server.url, canvasId, token);
+  try {
+    await old.next((m) => m.type === 'hello');
+    old.send({ type: 'resume', since_seq: 0, snapshot: true });
+    expect(await old.next((m) => m.type === 'error')).toMatchObject({ code: 'invalid_input', field: 'snapshot_parts' });
+    expect((await old.closed).code).toBe(4400);
+    expect(old.inbox.filter((m) => m.type === 'snapshot')).toEqual([]);
+  } finally {
+    old.ws.close();
+  }
+  // with the parameter, the parts
+  const joining = await openH1(server.url, canvasId, token, '&snapshot_parts=1');
+  try {
+    // the user's snapshot limit (H4, 1 a second) took the refused one's: sent again after its wait
+    for (;;) {
+      joining.send({ type: 'resume', since_seq: 0, snapshot: true });
+      const m = await joining.next((x) => x.type === 'resumed' || (x.type === 'error' && x.code === 'rate_limited'), 60_000);
+      if (m.type === 'resumed') break;
+      await new Promise((r) => setTimeout(r, Number((m as { retry_after_ms?: number }).retry_after_ms ?? 1000)));
+    }
+    expect(joining.inbox.filter((m) => m.type === 'snapshot').length).toBeGreaterThan(1);
+  } finally {
+    joining.ws.close();
+  }
+  // a canvas of one page: as before, whatever the client
+  const small = await createCanvasWithEditors(db.sql, 1);
+  const one = await openH1(server.url, small.canvasId, await tokenFor(server, small.users[0]!));
+  try {
+    one.send({ type: 'resume', since_seq: 0, snapshot: true });
+    await one.next((m) => m.type === 'resumed');
+    expect(one.inbox.filter((m) => m.type === 'snapshot')).toHaveLength(1);
+  } finally {
+    one.ws.close();
+  }
+  // any other value of the parameter is refused at the upgrade, naming it
+  const refused = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}&snapshot_parts=yes`);
+    ws.once('open', () => { ws.close(); reject(new Error('upgraded')); });
+    ws.once('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (d) => { body += String(d); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    ws.once('error', reject);
+  });
+  expect(refused.status).toBe(400);
+  expect(JSON.parse(refused.body)).toMatchObject({ error: { code: 'invalid_input', field: 'snapshot_parts' } });
 }, 300_000);

@@ -131,7 +131,7 @@ describe('a socket that does not read what it asked for', () => {
     // ~12 MB: more than the kernel's socket buffers hold for one loopback connection
     const { canvasId, users, ops } = await bigCanvas(40_000);
     const token = await signAccessToken(config.auth.jwtSecret, { sub: users.owner! });
-    const h1 = await openH1(server.url, canvasId, token);
+    const h1 = await openH1(server.url, canvasId, token, '&snapshot_parts=1'); // it joins parts
     sockets.push(h1.ws);
     await h1.next((m) => m.type === 'hello');
     // the client is slow: nothing is read while the snapshot and what follows it are sent

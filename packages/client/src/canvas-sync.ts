@@ -616,7 +616,7 @@ export class CanvasSync {
     const query = this.hasSnapshot ? `&since_canvas_seq=${this.canvasSeq}` : '';
     let ws: WebSocketLike;
     try {
-      ws = new this.opts.WebSocket(`${base}/ws/canvas/${encodeURIComponent(this.opts.canvasId)}?access_token=${encodeURIComponent(String(token))}${query}`);
+      ws = new this.opts.WebSocket(`${base}/ws/canvas/${encodeURIComponent(this.opts.canvasId)}?access_token=${encodeURIComponent(String(token))}&snapshot_parts=1${query}`);
     } catch (err) {
       this.clearTimer('resumeTimer');
       this.report(err);

@@ -38,7 +38,9 @@ export type AccessMessage = { type: 'access'; can_write: boolean; role: string |
  * Every part carries the first part's `watermark` (server_seq) and `canvas_watermark`; the next
  * delta is canvas_watermark + 1. One part is the state at canvas_watermark. With more, parts after
  * the first leave out the blocks changed after canvas_watermark: the deltas that follow bring
- * them, and the state is whole and consistent once they are applied (at `resumed`).
+ * them, and the state is whole and consistent once they are applied (at `resumed`). Parts come
+ * only to a socket opened with `?snapshot_parts=1` (CanvasSync sends it); without it, a snapshot
+ * of more than one part is refused (`error` invalid_input, field `snapshot_parts`, close 4400).
  */
 export type SnapshotMessage = {
   type: 'snapshot'; canvas: Record<string, unknown>; blocks: WireBlock[]; watermark: number; canvas_watermark: number;

@@ -11,9 +11,11 @@
 // docs/embeddings.md: its SQL (queue every block after a change of provider) runs as written in
 // psql, and a search answers the fields its JSON shows. README.md's Sign-in samples (createClient, then
 // functions.invoke of a mutation) run as written, with the URL of this test's server; docs/mutations.md's
-// two batch refusals are the bodies the server sends.
+// two batch refusals are the bodies the server sends. docs/realtime.md's Paged snapshots sample, given only
+// url, accessToken and canvasId, joins the pages and the changes of a two-page canvas written to between
+// page reads into the canvas the database holds (before, it used `get` and `id` defined nowhere: `get is not defined`).
 import { execFile, execFileSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createClient } from '@supabase/supabase-js';
@@ -21,6 +23,8 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { callAs, createCanvasWithEditors, mutate as mutateAs } from '../helpers/fixtures.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 // inside the repository (gitignored), so the scripts' imports resolve from its node_modules and
@@ -49,7 +53,8 @@ beforeAll(async () => {
   canvasId = (await api('POST', '/api/v1/canvas', { workspace_id: workspace.body.workspace_id, title: 'Doc samples' })).body.canvas_id;
   eventsCanvasId = (await api('POST', '/api/v1/canvas', { workspace_id: workspace.body.workspace_id, title: 'Events' })).body.canvas_id;
 }, 90_000);
-afterAll(async () => { await server?.stop(); });
+const db = testDatabase();
+afterAll(async () => { await server?.stop(); await db.close(); });
 
 async function api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
   const res = await fetch(`${server.url}${path}`, {
@@ -335,4 +340,43 @@ await until(() => received.some((p) => p.block_id === created.block_id));
 done(received.map((p) => p.action));`);
     expect(got).toEqual(['create']);
   });
+});
+
+describe('docs/realtime.md, Paged snapshots: the sample joins the pages and the changes as written', () => {
+  it('on a canvas of several pages, with writes meanwhile, the sample\'s blocks are the canvas the database holds', async () => {
+    const sample = blockAfter('docs/realtime.md', '## Paged snapshots', 'ts');
+    // 80 blocks of about 60 KB: about 4.8 MB, two pages; made by editors (100 changes a minute each)
+    const { canvasId: bigId, workspaceId, users } = await createCanvasWithEditors(db.sql, 2);
+    for (let i = 0; i < 80; i++) {
+      const r = await mutateAs(db.sql, users[1 + (i % 2)]!, bigId, { action: 'create', patch: { type: 'note', content: { text: `${i}:${'x'.repeat(60_000)}` } } });
+      expect(r.status).toBe('success');
+    }
+    const sub = JSON.parse(Buffer.from(accessToken.split('.')[1]!, 'base64url').toString()).sub as string;
+    await callAs(db.sql, users[0]!, 'set_workspace_member', [workspaceId, sub, 'editor']);
+    const got = await runSample('realtime-paged-snapshot', `
+const url = process.env.URL!, accessToken = process.env.TOKEN!, canvasId = ${JSON.stringify(bigId)};
+// counts the snapshot pages read, and writes a block once the first is read (the changes bring it)
+let pages = 0;
+const fetchAsIs = globalThis.fetch;
+globalThis.fetch = async (input: any, init?: any) => {
+  const res = await fetchAsIs(input, init);
+  if (String(input).includes('/snapshot') && res.ok && pages++ === 0) {
+    const w = await fetchAsIs(\`\${url}/api/v1/canvas/\${canvasId}/mutate\`, { method: 'POST',
+      headers: { authorization: \`Bearer \${accessToken}\`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_op_id: crypto.randomUUID(), action: 'create', patch: { type: 'text', content: { text: 'between pages' } } }) });
+    if (!w.ok) throw new Error(await w.text());
+  }
+  return res;
+};`, sample, `
+// the content's hash: 4.8 MB on one line would not all be read before the exit
+const { createHash } = await import('node:crypto');
+const digest = (b: any) => createHash('sha256').update(JSON.stringify(b.content)).digest('hex');
+done({ pages, blocks: [...blocks.values()].map((b: any) => [b.block_id, b.version, b.y_order, digest(b)]) });`);
+    expect(got.pages).toBeGreaterThan(1);
+    const rows = await db.sql`select internal.block_json(b) as b from app.blocks b where canvas_id = ${bigId}`;
+    const digest = (content: unknown) => createHash('sha256').update(JSON.stringify(content)).digest('hex');
+    const truth = new Map(rows.map((r) => [r.b.block_id as string, [r.b.version, r.b.y_order, digest(r.b.content)]]));
+    expect([...truth.values()].some((b) => b[2] === digest({ text: 'between pages' }))).toBe(true);
+    expect(new Map(got.blocks.map((b: any[]) => [b[0], b.slice(1)]))).toEqual(truth);
+  }, 120_000);
 });

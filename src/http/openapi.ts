@@ -125,8 +125,10 @@ function newRouter() {
   return new OpenAPIHono<AppEnv>({
     defaultHook: (result, c) => {
       if (!result.success) {
-        // data: the input as validated (@hono/zod-validator hands it to the hook), to tell a key left out
-        const { field, message } = issueField(result.error.issues[0] as Issue | undefined, [], (result as { data?: unknown }).data);
+        // data: the body as validated (@hono/zod-validator hands it and its target to the hook), to
+        // tell a key left out; a query or path parameter's schema words its own absence (queryInteger)
+        const { data, target } = result as { data?: unknown; target?: string };
+        const { field, message } = issueField(result.error.issues[0] as Issue | undefined, [], target === 'json' ? data : undefined);
         return errorResponse(c, invalidInput(field, `${field}: ${message}`));
       }
       // the body itself passed the input policy when it was read (checkInput in middleware.ts)

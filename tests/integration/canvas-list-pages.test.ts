@@ -3,8 +3,10 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createPotentiaClient } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
+import { apiKeys } from '../../src/dev.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
+import { startTestServer } from '../helpers/http.ts';
 
 // The canvas lists (GET /api/v1/canvas, A4, api.list_my_canvases; GET /workspaces/{id}/canvases,
 // W8, api.list_workspace_canvases) were every canvas in one answer, each with up to 16 KB of
@@ -74,3 +76,22 @@ it('a cursor the list did not return is a 400 naming it', async () => {
   }
   await client.auth.signOut();
 });
+
+it('canvases.list() on the standard limits: a page refused by the list limit (A4, 2 a second) is asked again after its delay, and every canvas comes', async () => {
+  const standard = await startTestServer(); // the standard profile: A4 as shipped
+  try {
+    const client = createPotentiaClient({ url: standard.url, anonKey: (await apiKeys(standard.deps.config)).anon, WebSocket,
+      auth: { persistSession: false, autoRefreshToken: false } });
+    const { id: userId } = await client.auth.signUp(`lists-${randomUUID()}@example.com`, 'correct horse battery');
+    const { workspace_id: workspaceId } = await client.workspaces.create('Many');
+    // 1,100 canvases: three pages of at most 500, asked for at once, so the third meets A4
+    await db.sql`insert into app.canvases (workspace_id, title, created_by, updated_at)
+      select ${workspaceId}, 'c' || i, ${userId}, now() - make_interval(secs => i) from generate_series(1, 1100) i`;
+    const expected = (await db.sql`select canvas_id from app.canvases where workspace_id = ${workspaceId} and deleted_at is null
+      order by updated_at desc, canvas_id`).map((r) => r.canvas_id as string);
+    expect((await client.canvases.list()).map((c) => c.canvas_id)).toEqual(expected);
+    await client.auth.signOut();
+  } finally {
+    await standard.stop();
+  }
+}, 120_000);

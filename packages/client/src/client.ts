@@ -187,7 +187,8 @@ export type PotentiaWorkspaces = {
 export type PotentiaCanvases = {
   /**
    * Every canvas the user can see, with their role, newest change first: the server answers a
-   * page at a time (GET /canvas: 500 and about 4 MB), this follows next_cursor to the end. One
+   * page at a time (GET /canvas: 500 and about 4 MB), this follows next_cursor to the end, waiting
+   * the server's delay when a page meets the list limit (A4, 2 a second: docs/limits.md). One
    * changed while the pages are read appears once, where it was first seen.
    */
   list(options?: CallOptions): Promise<CanvasInfo[]>;
@@ -548,8 +549,18 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     list: async ({ signal } = {}) => {
       const seen = new Map<string, CanvasInfo>();
       for (let cursor: string | null = null; ;) {
-        const page: { canvases: CanvasInfo[]; next_cursor: string | null } =
-          await call(`canvas?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, 'GET', { signal });
+        const path = `canvas?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+        let page: { canvases: CanvasInfo[]; next_cursor: string | null };
+        try {
+          page = await call(path, 'GET', { signal });
+        } catch (err) {
+          // every page counts against the user's list limit (A4, 2 a second): a page after the
+          // first waits the server's delay and is asked again; the first's refusal is the caller's
+          const delay = cursor !== null && err instanceof RateLimitedError ? capped(err.retryAfterMs) : null;
+          if (delay === null) throw err;
+          await pause(delay, `GET /functions/v1/${path}`, signal);
+          continue;
+        }
         for (const c of page.canvases) if (!seen.has(c.canvas_id)) seen.set(c.canvas_id, c);
         if (page.next_cursor === null || page.next_cursor === undefined) return [...seen.values()];
         cursor = page.next_cursor;

@@ -4,6 +4,7 @@ import { CanvasSync } from '../../packages/client/src/canvas-sync.ts';
 import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvasWithEditors, mutate } from '../helpers/fixtures.ts';
+import { bigCanvas as makeBigCanvas, blocksView, canvasState, type PagedBlock } from '../helpers/big-canvas.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
 import { openH1 } from '../helpers/h1.ts';
 
@@ -21,25 +22,10 @@ beforeAll(async () => { server = await startTestServer({}, { realtime: {} }); })
 afterAll(async () => { await server?.stop(); await db.close(); });
 
 const PAGE_BYTES = 4 * 1024 * 1024;
-const BIG = 60_000;
-type Block = { block_id: string; version: number; y_order: string; content: Record<string, unknown> };
+type Block = PagedBlock;
 
-/** A canvas of `n` blocks of about 60 KB content each (about n × 60 KB of snapshot), made by editors (a user may make 100 changes a minute). */
-async function bigCanvas(n: number) {
-  const { canvasId, users } = await createCanvasWithEditors(db.sql, Math.ceil(n / 80));
-  for (let i = 0; i < n; i++) {
-    const r = await mutate(db.sql, users[1 + (i % (users.length - 1))]!, canvasId, { action: 'create', patch: { type: 'note', content: { text: `${i}:${'x'.repeat(BIG)}` } } });
-    expect(r.status).toBe('success');
-  }
-  return { canvasId, owner: users[0]! };
-}
-
-/** The canvas as the database holds it now, as the API shows blocks, and its canvas_seq. */
-async function dbState(canvasId: string) {
-  const [c] = await db.sql`select last_canvas_seq from app.canvases where canvas_id = ${canvasId}`;
-  const rows = await db.sql`select internal.block_json(b) as b from app.blocks b where canvas_id = ${canvasId}`;
-  return { canvasSeq: Number(c!.last_canvas_seq), blocks: new Map(rows.map((r) => [r.b.block_id as string, r.b as Block])) };
-}
+const bigCanvas = (n: number) => makeBigCanvas(db.sql, n);
+const dbState = (canvasId: string) => canvasState(db.sql, canvasId);
 
 const get = async (path: string, token: string) => {
   const res = await fetch(`${server.url}/api/v1${path}`, { headers: { authorization: `Bearer ${token}` } });
@@ -113,8 +99,7 @@ it('HTTP: pages stay near 4 MB, and pages plus the changes after their watermark
   const truth = await dbState(canvasId);
   expect(since).toBe(truth.canvasSeq);
   expect(state.size).toBe(truth.blocks.size);
-  expect(new Map([...state].map(([id, b]) => [id, [b.version, b.y_order, JSON.stringify(b.content)]])))
-    .toEqual(new Map([...truth.blocks].map(([id, b]) => [id, [b.version, b.y_order, JSON.stringify(b.content)]])));
+  expect(blocksView(state)).toEqual(blocksView(truth.blocks));
 }, 300_000);
 
 it('HTTP: a cursor that is not one the endpoint returned is a 400 naming it', async () => {
@@ -163,8 +148,7 @@ it('H1: the snapshot comes in parts of about 4 MB, and the client assembles the 
     expect(parts.map((p) => p.part)).toEqual(parts.map((_, i) => i));
     expect(parts.map((p) => p.has_more)).toEqual(parts.map((_, i) => i < parts.length - 1));
     for (const p of parts) expect(p.bytes).toBeLessThan(PAGE_BYTES + 200_000);
-    expect(new Map([...sync.blocks].map(([id, b]) => [id, [b.version, b.y_order, JSON.stringify(b.content)]])))
-      .toEqual(new Map([...truth.blocks].map(([id, b]) => [id, [b.version, b.y_order, JSON.stringify(b.content)]])));
+    expect(blocksView(sync.blocks as Map<string, Block>)).toEqual(blocksView(truth.blocks));
   } finally {
     writing = false;
     sync.close();

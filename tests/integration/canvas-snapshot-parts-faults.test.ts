@@ -3,7 +3,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { CanvasSync } from '../../packages/client/src/canvas-sync.ts';
 import type { Server } from '../../src/server.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { createCanvasWithEditors, mutate } from '../helpers/fixtures.ts';
+import { bigCanvas as makeBigCanvas, blocksView, canvasState, type PagedBlock } from '../helpers/big-canvas.ts';
 import { startTestServer, tokenFor } from '../helpers/http.ts';
 
 // Faults between the parts of an H1 snapshot in parts: the client must never take a half
@@ -14,23 +14,8 @@ const db = testDatabase();
 beforeAll(async () => { server = await startTestServer({}, { realtime: {} }); });
 afterAll(async () => { await server?.stop(); await db.close(); });
 
-type Block = { block_id: string; version: number; y_order: string; content: Record<string, unknown> };
-
-async function bigCanvas(n: number) {
-  const { canvasId, users } = await createCanvasWithEditors(db.sql, Math.ceil(n / 80));
-  for (let i = 0; i < n; i++) {
-    const r = await mutate(db.sql, users[1 + (i % (users.length - 1))]!, canvasId, { action: 'create', patch: { type: 'note', content: { text: `${i}:${'x'.repeat(60_000)}` } } });
-    expect(r.status).toBe('success');
-  }
-  return { canvasId, owner: users[0]! };
-}
-
-async function dbState(canvasId: string) {
-  const [c] = await db.sql`select last_canvas_seq from app.canvases where canvas_id = ${canvasId}`;
-  const rows = await db.sql`select internal.block_json(b) as b from app.blocks b where canvas_id = ${canvasId}`;
-  return { canvasSeq: Number(c!.last_canvas_seq), blocks: new Map(rows.map((r) => [r.b.block_id as string, r.b as Block])) };
-}
-const view = (m: Map<string, Block>) => new Map([...m].map(([id, b]) => [id, [b.version, b.y_order, JSON.stringify(b.content)]]));
+const bigCanvas = (n: number) => makeBigCanvas(db.sql, n);
+const dbState = (canvasId: string) => canvasState(db.sql, canvasId);
 
 it('CanvasSync: a socket lost after the first part is not kept as the canvas; after reconnecting the client equals the database', async () => {
   const { canvasId, owner } = await bigCanvas(150); // 3 parts
@@ -59,7 +44,7 @@ it('CanvasSync: a socket lost after the first part is not kept as the canvas; af
     expect(sockets).toBeGreaterThan(1);
     expect(told.length).toBeGreaterThan(0);
     expect(told).toEqual(told.map(() => initial.blocks.size)); // only whole states told
-    expect(view(sync.blocks as Map<string, Block>)).toEqual(view(truth.blocks));
+    expect(blocksView(sync.blocks as Map<string, PagedBlock>)).toEqual(blocksView(truth.blocks));
   } finally {
     sync.close();
   }

@@ -24,7 +24,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { callAs, createCanvasWithEditors, mutate as mutateAs } from '../helpers/fixtures.ts';
+import { bigCanvas } from '../helpers/big-canvas.ts';
+import { callAs } from '../helpers/fixtures.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 // inside the repository (gitignored), so the scripts' imports resolve from its node_modules and
@@ -345,12 +346,7 @@ done(received.map((p) => p.action));`);
 describe('docs/realtime.md, Paged snapshots: the sample joins the pages and the changes as written', () => {
   it('on a canvas of several pages, with writes meanwhile, the sample\'s blocks are the canvas the database holds', async () => {
     const sample = blockAfter('docs/realtime.md', '## Paged snapshots', 'ts');
-    // 80 blocks of about 60 KB: about 4.8 MB, two pages; made by editors (100 changes a minute each)
-    const { canvasId: bigId, workspaceId, users } = await createCanvasWithEditors(db.sql, 2);
-    for (let i = 0; i < 80; i++) {
-      const r = await mutateAs(db.sql, users[1 + (i % 2)]!, bigId, { action: 'create', patch: { type: 'note', content: { text: `${i}:${'x'.repeat(60_000)}` } } });
-      expect(r.status).toBe('success');
-    }
+    const { canvasId: bigId, workspaceId, users } = await bigCanvas(db.sql, 80); // about 4.8 MB: two pages
     const sub = JSON.parse(Buffer.from(accessToken.split('.')[1]!, 'base64url').toString()).sub as string;
     await callAs(db.sql, users[0]!, 'set_workspace_member', [workspaceId, sub, 'editor']);
     const got = await runSample('realtime-paged-snapshot', `

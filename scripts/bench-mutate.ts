@@ -297,7 +297,6 @@ async function main() {
     await sql`insert into bench.pgbench_targets ${sql(targets)}`;
     await sql.file(`${root}scripts/pgbench/own-writes.sql`);
     await sql.file(`${root}scripts/pgbench/rpc-ladder.sql`);
-    await sql.file(`${root}scripts/pgbench/deferred-turn.sql`); // a prototype, for pgbench's deferred-turn-*.sql on the database left
     log(`setup: 1 hot canvas + ${CANVASES} canvases, ${1 + CLIENTS + CLIENTS * CANVASES} blocks (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
     const sharedVersions = Array.from({ length: CLIENTS }, () => hotShared.version); // each client's view of the shared block

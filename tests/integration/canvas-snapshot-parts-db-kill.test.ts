@@ -11,15 +11,17 @@ import { until } from '../helpers/wait.ts';
 
 // A gateway process whose database connections are all terminated between two parts of an H1
 // snapshot in parts (api.get_canvas_snapshot read a page at a time, each after the part before it
-// was sent). The hold is the database's own lock queue, no timing: the test holds an ACCESS
-// EXCLUSIVE lock on app.blocks (T1) before the client connects, so the first page's read waits;
-// a second transaction (T2) then queues for the same lock behind that read; T1 ends, the first
-// page is read and sent, and the next page's read, which can only start after that, queues
-// behind T2. Then every backend of the gateway on this database is terminated (the page read
-// waiting, the pool's idle connections, the replication stream), and T2 ends. Whatever the
-// gateway then does (read the page again on a new connection, or answer an error and close), the
-// client keeps no half snapshot, the socket it stays on received every part once, and it ends
-// equal to the database; the gateway process is still up.
+// was sent). The hold is made of the database's own locks, no timing: T1 holds app.feature_flags
+// (ACCESS EXCLUSIVE) before the client connects, so the first page's read, which has read its
+// blocks (and holds app.blocks) when it reads the flags, waits; T2 then asks app.blocks (ACCESS
+// EXCLUSIVE) and waits for that read; T1 ends, the first page is read, T2 gets app.blocks, part 0
+// is sent, and the next page's read, which can only start after that, waits behind T2. (T2 queued
+// for app.blocks behind a read waiting for it, not yet holding it, was granted first: Postgres's
+// queue is no order to rely on.) Then every backend of the gateway on this database is terminated
+// (the page read waiting, the pool's idle connections, the replication stream), and T2 ends.
+// Whatever the gateway does then (read the page again on a new connection, or answer an error
+// and close), the client keeps no half snapshot, the socket it stays on received every part once,
+// and it ends equal to the database; the gateway process is still up.
 
 const config = loadConfig();
 const db = testDatabase(6);
@@ -43,9 +45,9 @@ async function blockedBy(blocker: number): Promise<number[]> {
 /** Terminates every backend of the gateway process on this database (its pool, its replication stream); how many. */
 async function killGateway(): Promise<number> {
   const ports = databaseClientPorts(gateway.pid);
-  const [{ killed }] = await db.sql<{ killed: number }[]>`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
+  const [row] = await db.sql<{ killed: number }[]>`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity
     where datname = current_database() and pid <> pg_backend_pid() and client_port = any(${ports}::int[])`;
-  return killed;
+  return row!.killed;
 }
 
 async function killBetweenParts(everyAttempt: boolean) {

@@ -54,15 +54,25 @@ select realtime.create_partitions();
 create or replace function realtime.topic() returns text
 language sql stable as $$ select nullif(current_setting('realtime.topic', true), '')::text $$;
 
--- Same signature and behaviour as Supabase: never fails the caller's transaction.
+-- Same signature and behaviour as Supabase: never fails the caller's transaction, but for a
+-- write refused as read-only (25006: the transaction, or the session, is read-only: a demoted
+-- primary, a standby, default_transaction_read_only). That is the session's state, not the
+-- message's: the caller's transaction can write nothing either, and the driver must see the
+-- error to replace the session (sql/rpc/errors.sql, "Handlers and read-only refusals").
 create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
 returns void language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
   insert into realtime.messages (payload, event, topic, private, extension)
   values (payload, event, topic, private, 'broadcast');
-exception when others then
+exception when read_only_sql_transaction then
+  raise;
+when others then
   raise warning 'realtime.send failed: %', sqlerrm;
 end $$;
+comment on function realtime.send(jsonb, text, text, boolean) is
+  'Broadcast payload as event on topic (a realtime.messages row, delivered by the gateways after commit). Never fails the '
+  'caller''s transaction (a failed insert is a warning), as on Supabase, except a write refused as read-only (SQLSTATE 25006), '
+  'which is raised: the session''s state, which the driver must see to replace the session.';
 
 grant execute on function realtime.topic() to anon, authenticated, service_role;
 -- Postgres grants EXECUTE on a new function to PUBLIC: making partitions is the owner's (the

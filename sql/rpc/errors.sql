@@ -84,13 +84,28 @@ comment on function internal.check_json_policy(jsonb, text) is
   'invalid_input on field p_field. Skipped (true) for a null value and in a transaction with potentia.input_policy = ''checked'' '
   '(the Potentia server''s). Inlined into its caller''s expression: call it in an assignment.';
 
+-- Handlers and read-only refusals. A write refused as read-only (25006, read_only_sql_transaction:
+-- a failover's demoted primary that the pooler still reaches, a hot standby, a provider's
+-- read-only mode, default_transaction_read_only) is the session's state, not the operation's: a
+-- session opened while the database was read-only keeps the setting for its life, and the driver
+-- closes a connection that answered 25006 so that the pool opens a writable one
+-- (patches/postgres+3.4.9.patch, src/worker/queue-pool.ts). A handler that catches `others` and
+-- answers with a row (the mutation RPCs' rejections, realtime.send's warning) hid it from the
+-- driver: the refusal became an answer, and the connection stayed read-only. So every handler
+-- that catches `others` where a write can reach re-raises it first:
+--   exception when read_only_sql_transaction then raise; when others then ...
+-- (the HTTP layer answers it 503 unavailable with Retry-After, as error_object below would).
+-- supabase/tests/read_only_escapes.test.sql checks each such handler, and that no function of
+-- ours catches `others` without that clause but the ones it lists (no write reachable).
+--
 -- The error object for an exception caught in a handler: our own codes pass through; database
 -- errors are mapped to the nearest stable code, as the HTTP layer maps the same SQLSTATEs raised
 -- outside a handler (src/http/errors.ts apiErrorFromDatabase). A deadlock victim (40P01) or a
 -- serialization failure (40001) had its work rolled back to let a concurrent transaction through
 -- (a mutation beside a migration's DDL, say): nothing was done and a resend can succeed, so it is
 -- unavailable with retry_after 1 (503 and Retry-After over HTTP; the client resends it with the
--- same client_op_id), not internal; so is a write refused by a read-only database (25006).
+-- same client_op_id), not internal; so is a write refused by a read-only database (25006), which
+-- the handlers re-raise before this (above), so that it reaches the driver.
 -- A timeout says the HTTP layer's words, not Postgres's.
 create or replace function internal.error_object(p_sqlstate text, p_message text, p_detail text, p_hint text)
 returns jsonb language sql stable as $$

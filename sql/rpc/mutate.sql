@@ -1280,7 +1280,9 @@ begin
                                           trim(v_headers ->> 'x-real-ip')::inet,
                                           inet_client_addr()));
     return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
-  exception when query_canceled or others then
+  exception when read_only_sql_transaction then
+    raise;  -- the session's state, not the operation's: the driver must see it (internal.error_object)
+  when query_canceled or others then
     get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
                             v_hint = pg_exception_hint;
   end;
@@ -1290,7 +1292,9 @@ begin
     begin
       v_ctx := internal.request_context();
       return internal.apply_block_op(v_ctx, p_canvas_id, p_block_id, p_action, p_client_op_id, p_base_version, p_patch, v_started);
-    exception when query_canceled or others then
+    exception when read_only_sql_transaction then
+      raise;  -- the session's state, not the operation's: the driver must see it (internal.error_object)
+    when query_canceled or others then
       get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
                               v_hint = pg_exception_hint;
     end;
@@ -1422,7 +1426,9 @@ begin
       return jsonb_build_object('status', 'success', 'results', v_results,
                                 'server_seq', (select max((r ->> 'server_seq')::bigint) from jsonb_array_elements(v_results) r),
                                 'canvas_seq', (select max((r ->> 'canvas_seq')::bigint) from jsonb_array_elements(v_results) r));
-    exception when query_canceled or others then
+    exception when read_only_sql_transaction then
+      raise;  -- the session's state, not the operation's: the driver must see it (internal.error_object)
+    when query_canceled or others then
       get stacked diagnostics v_state = returned_sqlstate, v_msg = message_text, v_detail = pg_exception_detail,
                               v_hint = pg_exception_hint, v_constraint = constraint_name;
     end;

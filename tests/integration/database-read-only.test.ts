@@ -80,6 +80,11 @@ describe('a database that is read-only for a while', () => {
       method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
       body: JSON.stringify({ action: 'create', client_op_id: randomUUID(), patch: { type: 'text' } }),
     }).then(async (res) => ({ status: res.status, code: (await res.json() as any).error?.code }));
+    // a batch: api.upsert_blocks_atomic, whose handler answers refusals as a row (and re-raises 25006)
+    const batch = () => fetch(`${proc.url}/api/v1/canvas/${canvasId}/mutate`, {
+      method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ops: [{ action: 'create', client_op_id: randomUUID(), patch: { type: 'text' } }] }),
+    }).then(async (res) => ({ status: res.status, code: (await res.json() as any).error?.code }));
     // a write outside the canvas lanes: a request transaction (withRequest, sql.begin)
     const rename = () => fetch(`${proc.url}/api/v1/workspaces/${workspaceId}`, {
       method: 'PATCH', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: randomUUID() }),
@@ -102,6 +107,7 @@ describe('a database that is read-only for a while', () => {
       const refused = await Promise.all([...Array(POOL_MAX * 2)].map(() => post()));
       expect(refused.every((r) => r.status === 503 && r.code === 'unavailable')).toBe(true);
       expect(await rename()).toEqual({ status: 503, code: 'unavailable' });
+      expect(await batch()).toEqual({ status: 503, code: 'unavailable' });
       const h1Refused = await h1Mutate();
       expect(JSON.stringify(h1Refused)).toContain('unavailable');
     } finally {
@@ -121,6 +127,7 @@ describe('a database that is read-only for a while', () => {
     expect(await attempts(async () => (await h1Mutate()).type === 'ack')).toBeLessThanOrEqual(bound);
     expect(await attempts(async () => (await rename()).status === 200)).toBeLessThanOrEqual(bound);
     expect(await attempts(async () => (await post()).status === 200)).toBeLessThanOrEqual(bound);
+    expect(await attempts(async () => (await batch()).status === 200)).toBeLessThanOrEqual(bound);
     // and stays so: every further write succeeds
     for (let i = 0; i < POOL_MAX * 2; i++) expect((await post()).status).toBe(200);
     h1.ws.close();

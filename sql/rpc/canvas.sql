@@ -114,8 +114,7 @@ end $$;
 -- Workspaces and their members (api.create_workspace, api.set_workspace_member, ...): sql/rpc/workspaces.sql.
 
 -- A page of canvases for p_user, newest change first (updated_at desc, canvas_id), after p_cursor
--- (`<updated_at in epoch microseconds>.<canvas_id>` of the last one sent; at most 18 digits, which
--- every bigint has and the cast cannot overflow): at most p_limit and
+-- (internal.list_cursor of the last one sent: sql/core/list_keys.sql): at most p_limit and
 -- about internal.changes_page_bytes() of them (a canvas is up to 16 KB of settings; the first is
 -- always on it). p_workspace_id: that workspace's (W8); null: every canvas p_user may read that
 -- the token allows (A4). {canvases[], next_cursor}. A canvas changed while pages are read moves to
@@ -123,8 +122,8 @@ end $$;
 create or replace function internal.canvases_page(p_user uuid, p_workspace_id uuid, p_cursor text, p_limit integer)
 returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_limit integer := least(greatest(coalesce(p_limit, 100), 1), 500);
-  v_ts bigint;
+  v_limit integer := internal.list_limit(p_limit);
+  v_time timestamptz;
   v_id uuid;
   v_row record;
   v_item jsonb;
@@ -132,20 +131,13 @@ declare
   v_bytes bigint := 0;
   v_more boolean := false;
 begin
-  if p_cursor is not null then
-    if p_cursor !~ '^-?[0-9]{1,18}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
-      perform internal.raise_error('invalid_input', 'cursor is not one this endpoint returned', '{"field":"cursor"}');
-    end if;
-    v_ts := split_part(p_cursor, '.', 1)::bigint;
-    v_id := split_part(p_cursor, '.', 2)::uuid;
-  end if;
+  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
   for v_row in
-    select c, r.role, (extract(epoch from c.updated_at) * 1000000)::bigint as ts
+    select c, r.role
     from app.canvases c, lateral (select internal.canvas_role(c.canvas_id, p_user) as role) r
     where c.deleted_at is null and r.role is not null
       and (case when p_workspace_id is null then internal.token_allows(c.canvas_id, false) else c.workspace_id = p_workspace_id end)
-      and (v_ts is null or (extract(epoch from c.updated_at) * 1000000)::bigint < v_ts
-           or ((extract(epoch from c.updated_at) * 1000000)::bigint = v_ts and c.canvas_id > v_id))
+      and (v_time is null or c.updated_at < v_time or (c.updated_at = v_time and c.canvas_id > v_id))
     order by c.updated_at desc, c.canvas_id limit v_limit + 1
   loop
     if cardinality(v_items) >= v_limit or (cardinality(v_items) > 0 and v_bytes >= internal.changes_page_bytes()) then
@@ -155,10 +147,10 @@ begin
     v_item := internal.canvas_json(v_row.c) || jsonb_build_object('role', v_row.role);
     v_items := array_append(v_items, v_item);
     v_bytes := v_bytes + octet_length(v_item::text);
-    v_ts := v_row.ts;
+    v_time := (v_row.c).updated_at;
     v_id := (v_row.c).canvas_id;
   end loop;
-  return jsonb_build_object('canvases', to_jsonb(v_items), 'next_cursor', case when v_more then format('%s.%s', v_ts, v_id) end);
+  return jsonb_build_object('canvases', to_jsonb(v_items), 'next_cursor', case when v_more then internal.list_cursor(v_time, v_id) end);
 end $$;
 
 -- A4: the caller's live canvases, newest first, a page at a time.
@@ -341,23 +333,51 @@ begin
   return v_block;
 end $$;
 
--- A8: {can_write, role, users[]} — who has access to the canvas and with which role.
-create or replace function api.get_canvas_permissions(p_canvas_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
-declare v_role app.member_role;
+-- A8: {can_write, role, users[], next_cursor}: who has access to the canvas and with which role,
+-- a page at a time (sql/core/list_keys.sql). A user's key is when they joined the workspace, or for
+-- a member of the canvas alone when they were added to it: two index reads in that order, merged.
+drop function if exists api.get_canvas_permissions(uuid);
+create or replace function api.get_canvas_permissions(p_canvas_id uuid, p_cursor text default null, p_limit integer default 100)
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_role app.member_role := internal.require_canvas_reader(p_canvas_id);
+  v_workspace_id uuid := (select workspace_id from app.canvases where canvas_id = p_canvas_id);
+  v_limit integer := internal.list_limit(p_limit);
+  v_time timestamptz;
+  v_id uuid;
+  v_row record;
+  v_users jsonb[] := '{}';
+  v_more boolean := false;
 begin
-  v_role := internal.require_canvas_reader(p_canvas_id);
+  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
+  v_time := coalesce(v_time, '-infinity');
+  v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
+  for v_row in
+    select k.user_id, k.joined_at, au.email, internal.canvas_role(p_canvas_id, k.user_id) as role
+    from ((select wm.user_id, wm.created_at as joined_at from app.workspace_members wm
+           where wm.workspace_id = v_workspace_id and (wm.created_at, wm.user_id) > (v_time, v_id)
+           order by wm.created_at, wm.user_id limit v_limit + 1)
+          union all
+          (select cm.user_id, cm.created_at from app.canvas_members cm
+           where cm.canvas_id = p_canvas_id and (cm.created_at, cm.user_id) > (v_time, v_id)
+             and not exists (select from app.workspace_members wm where wm.workspace_id = v_workspace_id and wm.user_id = cm.user_id)
+           order by cm.created_at, cm.user_id limit v_limit + 1)) k
+    join auth.users au on au.id = k.user_id
+    order by k.joined_at, k.user_id limit v_limit + 1
+  loop
+    if cardinality(v_users) >= v_limit then
+      v_more := true;
+      exit;
+    end if;
+    v_users := array_append(v_users, jsonb_build_object('user_id', v_row.user_id, 'email', v_row.email, 'role', v_row.role));
+    v_time := v_row.joined_at;
+    v_id := v_row.user_id;
+  end loop;
   return jsonb_build_object(
     'can_write', internal.can_write_role(v_role) and internal.token_allows(p_canvas_id, true),
     'role', v_role,
-    'users', (
-      select coalesce(jsonb_agg(jsonb_build_object('user_id', u.user_id, 'email', au.email, 'role', u.role)
-                                order by u.role, au.email), '[]')
-      from (select m.user_id, internal.canvas_role(p_canvas_id, m.user_id) as role
-            from (select user_id from app.workspace_members wm join app.canvases c using (workspace_id)
-                  where c.canvas_id = p_canvas_id
-                  union select user_id from app.canvas_members where canvas_id = p_canvas_id) m) u
-      join auth.users au on au.id = u.user_id));
+    'users', to_jsonb(v_users),
+    'next_cursor', case when v_more then internal.list_cursor(v_time, v_id) end);
 end $$;
 
 comment on function api.list_my_canvases(text, integer) is
@@ -392,16 +412,18 @@ comment on function api.list_blocks(uuid, text, integer) is
 comment on function api.get_block(uuid, uuid) is
   'A3: one block of a canvas, in the shape of api.list_blocks''s items. Errors: unauthorized; not_found (field canvas_id, or field block_id: '
   'no such block on this canvas); forbidden (token scope).';
-comment on function api.get_canvas_permissions(uuid) is
-  'A8: who has access to a canvas: {can_write, role, users[{user_id, email, role}]} where role is the caller''s (owner, admin, editor, '
-  'viewer), can_write whether the caller''s role and token let it write, and users every workspace or canvas member with the higher of '
-  'their two roles, ordered by role then email. Errors: unauthorized; not_found (field canvas_id); forbidden (token scope).';
+comment on function api.get_canvas_permissions(uuid, text, integer) is
+  'A8: who has access to a canvas, a page at a time: {can_write, role, users[{user_id, email, role}], next_cursor} where role is the '
+  'caller''s (owner, admin, editor, viewer), can_write whether the caller''s role and token let it write, and users the workspace''s '
+  'and the canvas''s members with each one''s role on the canvas, by when they joined (the workspace; a member of the canvas alone: the '
+  'canvas), at most limit (1..500, default 100); pass next_cursor as cursor for the next page (null: the last). Access is checked '
+  'on every page. Errors: unauthorized; not_found (field canvas_id); forbidden (token scope); invalid_input (field cursor).';
 
 -- PUBLIC gets EXECUTE on new functions: the per-schema default privileges of the foundation
 -- migration cannot take it away (Postgres only adds to the global defaults), so revoke it here.
 revoke execute on function api.list_my_canvases(text, integer), api.create_canvas(uuid, text, jsonb, uuid), api.update_canvas(uuid, text, jsonb),
   api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
-  api.get_canvas_permissions(uuid) from public;
+  api.get_canvas_permissions(uuid, text, integer) from public;
 grant execute on function api.list_my_canvases(text, integer), api.create_canvas(uuid, text, jsonb, uuid), api.update_canvas(uuid, text, jsonb),
   api.delete_canvas(uuid), api.list_blocks(uuid, text, integer), api.get_block(uuid, uuid),
-  api.get_canvas_permissions(uuid) to authenticated, service_role;
+  api.get_canvas_permissions(uuid, text, integer) to authenticated, service_role;

@@ -239,21 +239,47 @@ comment on function api.create_workspace(text, uuid) is
   'another user''s workspace, or one the caller is no longer a member of; field name: the caller created it with another '
   'name), writing nothing. Any signed-in user. Audited workspace.create.';
 
-create or replace function api.list_my_workspaces() returns jsonb
+-- W1, W4, W9: a page at a time, as the paged lists are (sql/core/list_keys.sql): by when the row
+-- was made, then its id.
+drop function if exists api.list_my_workspaces();
+create or replace function api.list_my_workspaces(p_cursor text default null, p_limit integer default 100) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
-declare v_user uuid := internal.require_user();
+declare
+  v_user uuid := internal.require_user();
+  v_limit integer := internal.list_limit(p_limit);
+  v_time timestamptz;
+  v_id uuid;
+  v_row record;
+  v_items jsonb[] := '{}';
+  v_more boolean := false;
 begin
   if not internal.token_allows(null, false) then
     perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot list workspaces');
   end if;
-  return coalesce((
-    select jsonb_agg(internal.workspace_json(w, m.role) order by lower(w.name), w.workspace_id)
+  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
+  v_time := coalesce(v_time, '-infinity');
+  v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
+  for v_row in
+    select w, m.role, m.created_at
     from app.workspace_members m join app.workspaces w using (workspace_id)
-    where m.user_id = v_user), '[]');
+    where m.user_id = v_user and (m.created_at, m.workspace_id) > (v_time, v_id)
+    order by m.created_at, m.workspace_id limit v_limit + 1
+  loop
+    if cardinality(v_items) >= v_limit then
+      v_more := true;
+      exit;
+    end if;
+    v_items := array_append(v_items, internal.workspace_json(v_row.w, v_row.role));
+    v_time := v_row.created_at;
+    v_id := (v_row.w).workspace_id;
+  end loop;
+  return jsonb_build_object('workspaces', to_jsonb(v_items), 'next_cursor', case when v_more then internal.list_cursor(v_time, v_id) end);
 end $$;
-comment on function api.list_my_workspaces() is
-  'W1: the workspaces the caller is a member of, by name: [Workspace {workspace_id, name, role (the caller''s), created_by, '
-  'created_at}]. Errors: unauthorized; forbidden (a token scoped to some canvases). Any signed-in user.';
+comment on function api.list_my_workspaces(text, integer) is
+  'W1: the workspaces the caller is a member of, by when they joined (oldest first), a page at a time: {workspaces: [Workspace '
+  '{workspace_id, name, role (the caller''s), created_by, created_at}], next_cursor}, at most limit (1..500, default 100); pass '
+  'next_cursor as cursor for the next page (null: the last). Errors: unauthorized; forbidden (a token scoped to some canvases); '
+  'invalid_input (field cursor). Any signed-in user.';
 
 create or replace function api.rename_workspace(p_workspace_id uuid, p_name text) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
@@ -292,19 +318,43 @@ comment on function api.list_workspace_canvases(uuid, text, integer) is
 -- Members
 -- ---------------------------------------------------------------------------------------------
 
-create or replace function api.list_workspace_members(p_workspace_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+drop function if exists api.list_workspace_members(uuid);
+create or replace function api.list_workspace_members(p_workspace_id uuid, p_cursor text default null, p_limit integer default 100)
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_limit integer := internal.list_limit(p_limit);
+  v_time timestamptz;
+  v_id uuid;
+  v_row record;
+  v_items jsonb[] := '{}';
+  v_more boolean := false;
 begin
   perform internal.require_workspace_member(p_workspace_id, false);
-  return coalesce((
-    select jsonb_agg(jsonb_build_object('user_id', m.user_id, 'email', u.email, 'role', m.role, 'joined_at', m.created_at)
-                     order by m.role, u.email, m.user_id)
+  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
+  v_time := coalesce(v_time, '-infinity');
+  v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
+  for v_row in
+    select m.user_id, u.email, m.role, m.created_at
     from app.workspace_members m join auth.users u on u.id = m.user_id
-    where m.workspace_id = p_workspace_id), '[]');
+    where m.workspace_id = p_workspace_id and (m.created_at, m.user_id) > (v_time, v_id)
+    order by m.created_at, m.user_id limit v_limit + 1
+  loop
+    if cardinality(v_items) >= v_limit then
+      v_more := true;
+      exit;
+    end if;
+    v_items := array_append(v_items, jsonb_build_object('user_id', v_row.user_id, 'email', v_row.email, 'role', v_row.role,
+                                                        'joined_at', v_row.created_at));
+    v_time := v_row.created_at;
+    v_id := v_row.user_id;
+  end loop;
+  return jsonb_build_object('members', to_jsonb(v_items), 'next_cursor', case when v_more then internal.list_cursor(v_time, v_id) end);
 end $$;
-comment on function api.list_workspace_members(uuid) is
-  'W4: the members of a workspace, owners first then by email: [Member {user_id, email, role, joined_at}]. Errors: '
-  'unauthorized; not_found (workspace_id: none, or not a member); forbidden (canvas-scoped token). Any member.';
+comment on function api.list_workspace_members(uuid, text, integer) is
+  'W4: the members of a workspace, by when they joined (oldest first), a page at a time: {members: [Member {user_id, email, role, '
+  'joined_at}], next_cursor}, at most limit (1..500, default 100); pass next_cursor as cursor for the next page (null: the last). '
+  'Errors: unauthorized; not_found (workspace_id: none, or not a member); forbidden (canvas-scoped token); invalid_input (field '
+  'cursor). Any member.';
 
 -- Serializes an invite of an address (api.add_workspace_member) with the sign-up or the
 -- confirmation of that address (internal.accept_workspace_invites): a transaction-level advisory
@@ -525,20 +575,44 @@ comment on function api.set_workspace_member(uuid, uuid, app.member_role) is
 -- Invites
 -- ---------------------------------------------------------------------------------------------
 
-create or replace function api.list_workspace_invites(p_workspace_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
-declare v_role app.member_role := internal.require_workspace_member(p_workspace_id, false);
+drop function if exists api.list_workspace_invites(uuid);
+create or replace function api.list_workspace_invites(p_workspace_id uuid, p_cursor text default null, p_limit integer default 100)
+returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_role app.member_role := internal.require_workspace_member(p_workspace_id, false);
+  v_limit integer := internal.list_limit(p_limit);
+  v_time timestamptz;
+  v_id uuid;
+  v_invite app.workspace_invites;
+  v_items jsonb[] := '{}';
+  v_more boolean := false;
 begin
   if v_role not in ('owner', 'admin') then
     perform internal.raise_error('forbidden', format('your role (%s) cannot see invites: only owners and admins can', v_role));
   end if;
-  return coalesce((select jsonb_agg(internal.invite_json(i) order by i.created_at, i.email)
-                   from app.workspace_invites i where i.workspace_id = p_workspace_id), '[]');
+  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
+  v_time := coalesce(v_time, '-infinity');
+  v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
+  for v_invite in
+    select * from app.workspace_invites i
+    where i.workspace_id = p_workspace_id and (i.created_at, i.invite_id) > (v_time, v_id)
+    order by i.created_at, i.invite_id limit v_limit + 1
+  loop
+    if cardinality(v_items) >= v_limit then
+      v_more := true;
+      exit;
+    end if;
+    v_items := array_append(v_items, internal.invite_json(v_invite));
+    v_time := v_invite.created_at;
+    v_id := v_invite.invite_id;
+  end loop;
+  return jsonb_build_object('invites', to_jsonb(v_items), 'next_cursor', case when v_more then internal.list_cursor(v_time, v_id) end);
 end $$;
-comment on function api.list_workspace_invites(uuid) is
-  'W9: the pending invites of a workspace, oldest first: [Invite {invite_id, workspace_id, email, role, invited_by, '
-  'created_at}]. Errors: unauthorized; not_found (workspace_id); forbidden (editor, viewer, canvas-scoped token). '
-  'Owners and admins.';
+comment on function api.list_workspace_invites(uuid, text, integer) is
+  'W9: the pending invites of a workspace, oldest first, a page at a time: {invites: [Invite {invite_id, workspace_id, email, role, '
+  'invited_by, created_at}], next_cursor}, at most limit (1..500, default 100); pass next_cursor as cursor for the next page (null: '
+  'the last). Errors: unauthorized; not_found (workspace_id); forbidden (editor, viewer, canvas-scoped token); invalid_input (field '
+  'cursor). Owners and admins.';
 
 create or replace function api.revoke_workspace_invite(p_workspace_id uuid, p_invite_id uuid) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
@@ -608,13 +682,13 @@ create trigger accept_workspace_invites after insert or update of email, email_c
   for each row when (new.email is not null and new.email_confirmed_at is not null) execute function internal.accept_workspace_invites();
 
 -- PUBLIC gets EXECUTE on new functions: revoke it (see canvas.sql); callers are authenticated users.
-revoke execute on function api.create_workspace(text, uuid), api.list_my_workspaces(), api.rename_workspace(uuid, text),
-  api.list_workspace_canvases(uuid, text, integer), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
+revoke execute on function api.create_workspace(text, uuid), api.list_my_workspaces(text, integer), api.rename_workspace(uuid, text),
+  api.list_workspace_canvases(uuid, text, integer), api.list_workspace_members(uuid, text, integer), api.add_workspace_member(uuid, text, text),
   api.update_workspace_member(uuid, uuid, text), api.remove_workspace_member(uuid, uuid),
-  api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid),
+  api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid, text, integer),
   api.revoke_workspace_invite(uuid, uuid) from public;
-grant execute on function api.create_workspace(text, uuid), api.list_my_workspaces(), api.rename_workspace(uuid, text),
-  api.list_workspace_canvases(uuid, text, integer), api.list_workspace_members(uuid), api.add_workspace_member(uuid, text, text),
+grant execute on function api.create_workspace(text, uuid), api.list_my_workspaces(text, integer), api.rename_workspace(uuid, text),
+  api.list_workspace_canvases(uuid, text, integer), api.list_workspace_members(uuid, text, integer), api.add_workspace_member(uuid, text, text),
   api.update_workspace_member(uuid, uuid, text), api.remove_workspace_member(uuid, uuid),
-  api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid),
+  api.set_workspace_member(uuid, uuid, app.member_role), api.list_workspace_invites(uuid, text, integer),
   api.revoke_workspace_invite(uuid, uuid) to authenticated, service_role;

@@ -103,6 +103,7 @@ export interface AppCanvases {
 
 export interface AppCanvasMembers {
   canvas_id: string;
+  created_at: Generated<Timestamp>;
   role: AppMemberRole;
   user_id: string;
 }

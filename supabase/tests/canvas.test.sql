@@ -212,9 +212,11 @@ select is((select jsonb_object_agg(who, p -> 'can_write') from perms),
           '{"owner":true,"admin":true,"editor":true,"viewer":false}'::jsonb,
           'can_write: owner, admin and editor yes; viewer no');
 select is((select p -> 'users' from perms where who = 'viewer'),
-          (select jsonb_agg(jsonb_build_object('user_id', tests.user_id(u), 'email', u || '@test.local', 'role', u) order by ord)
-           from unnest(array['owner', 'admin', 'editor', 'viewer']) with ordinality x(u, ord)),
-          'users[] lists every member with email and role, highest role first');
+          (select jsonb_agg(jsonb_build_object('user_id', tests.user_id(u), 'email', u || '@test.local', 'role', u)
+                            order by m.created_at, m.user_id)
+           from unnest(array['owner', 'admin', 'editor', 'viewer']) u
+           join app.workspace_members m on m.workspace_id = pg_temp.id('ws') and m.user_id = tests.user_id(u)),
+          'users[] lists every member with email and role, by when they joined (then user_id)');
 
 -- ---------------------------------------------------------------------------------------------
 -- Token scope: `canvas:<id>:read` reads that canvas only and writes nothing;

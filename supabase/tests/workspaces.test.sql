@@ -206,29 +206,31 @@ select ok((select bool_and(not has_function_privilege('anon', p.oid, 'EXECUTE'))
 select is(pg_temp.value_as('newbie', $$api.create_workspace('  Fresh  ')$$) - 'workspace_id' - 'created_at',
           jsonb_build_object('name', 'Fresh', 'role', 'owner', 'created_by', pg_temp.id('newbie')),
           'create_workspace returns the Workspace {workspace_id, name, role: owner, created_by, created_at}');
-select is(pg_temp.value_as('admin', $$(select jsonb_agg(w - 'created_at' - 'created_by') from jsonb_array_elements(api.list_my_workspaces()) w)$$),
+select is(pg_temp.value_as('admin', $$(select jsonb_agg(w - 'created_at' - 'created_by') from jsonb_array_elements(api.list_my_workspaces() -> 'workspaces') w)$$),
           jsonb_build_array(jsonb_build_object('workspace_id', pg_temp.id('w'), 'name', 'Studio', 'role', 'admin')),
           'list_my_workspaces: the caller''s workspaces with the caller''s role');
-select is(pg_temp.value_as('stranger', $$(select jsonb_agg(w ->> 'name') from jsonb_array_elements(api.list_my_workspaces()) w)$$),
+select is(pg_temp.value_as('stranger', $$(select jsonb_agg(w ->> 'name') from jsonb_array_elements(api.list_my_workspaces() -> 'workspaces') w)$$),
           '["Elsewhere"]'::jsonb, '... and never another''s');
-select is(pg_temp.value_as('newbie', $$api.list_my_workspaces()$$), '[]'::jsonb, '... a user of no workspace gets []');
+select is(pg_temp.value_as('newbie', $$api.list_my_workspaces()$$), '{"workspaces": [], "next_cursor": null}'::jsonb,
+          '... a user of no workspace gets no workspace, and no next page');
 select is(pg_temp.value_as('admin', $$api.rename_workspace({w}, ' Atelier ') - 'created_at' - 'created_by'$$),
           jsonb_build_object('workspace_id', pg_temp.id('w'), 'name', 'Atelier', 'role', 'admin'),
           'rename_workspace returns the Workspace, name trimmed, with the caller''s role');
-select is(pg_temp.value_as('viewer', $$(select jsonb_agg(m ->> 'email') from jsonb_array_elements(api.list_workspace_members({w})) m)$$),
-          '["owner2@test.local","owner@test.local","admin@test.local","editor@test.local","member@test.local","viewer@test.local"]'::jsonb,
-          'list_workspace_members: owners first, then by role and email');
-select is(pg_temp.value_as('viewer', $$(select m - 'joined_at' from jsonb_array_elements(api.list_workspace_members({w})) m
+select is(pg_temp.value_as('viewer', $$(select jsonb_agg(m ->> 'email') from jsonb_array_elements(api.list_workspace_members({w}) -> 'members') m)$$),
+          (select jsonb_agg(u.email order by m.created_at, m.user_id) from app.workspace_members m join auth.users u on u.id = m.user_id
+           where m.workspace_id = pg_temp.id('w')),
+          'list_workspace_members: every member, by when they joined (then user_id)');
+select is(pg_temp.value_as('viewer', $$(select m - 'joined_at' from jsonb_array_elements(api.list_workspace_members({w}) -> 'members') m
                                         where m ->> 'email' = 'editor@test.local')$$),
           jsonb_build_object('user_id', pg_temp.id('editor'), 'email', 'editor@test.local', 'role', 'editor'),
           '... each a Member {user_id, email, role, joined_at}');
-select ok((pg_temp.value_as('viewer', $$api.list_workspace_members({w}) -> 0 ->> 'joined_at'$$) #>> '{}')::timestamptz <= now(),
+select ok((pg_temp.value_as('viewer', $$api.list_workspace_members({w}) -> 'members' -> 0 ->> 'joined_at'$$) #>> '{}')::timestamptz <= now(),
           '... joined_at is when they joined');
 select is(pg_temp.value_as('editor', $$(select jsonb_agg(c ->> 'title' order by c ->> 'title') from jsonb_array_elements(api.list_workspace_canvases({w}) -> 'canvases') c)$$),
           '["c1","c2"]'::jsonb, 'list_workspace_canvases: the workspace''s canvases ...');
 select is(pg_temp.value_as('editor', $$(select jsonb_agg(distinct c ->> 'role') from jsonb_array_elements(api.list_workspace_canvases({w}) -> 'canvases') c)$$),
           '["editor"]'::jsonb, '... with the caller''s role on each');
-select is(pg_temp.value_as('owner', $$(select i - 'created_at' - 'invite_id' from jsonb_array_elements(api.list_workspace_invites({w})) i where i ->> 'email' = 'pending@test.local')$$),
+select is(pg_temp.value_as('owner', $$(select i - 'created_at' - 'invite_id' from jsonb_array_elements(api.list_workspace_invites({w}) -> 'invites') i where i ->> 'email' = 'pending@test.local')$$),
           jsonb_build_object('workspace_id', pg_temp.id('w'), 'email', 'pending@test.local', 'role', 'viewer', 'invited_by', pg_temp.id('owner')),
           'list_workspace_invites: Invite {invite_id, workspace_id, email, role, invited_by, created_at}');
 
@@ -243,7 +245,7 @@ select is(pg_temp.value_as('admin', $$api.add_workspace_member({w}, 'Someone@Els
                              'role', 'editor', 'invited_by', pg_temp.id('admin'))),
           'an unknown email: {kind: invite, invite}, the email stored lower-cased');
 select is(pg_temp.value_as('owner', $$(select jsonb_build_object('same_id', a #>> '{invite,invite_id}' = {pending}::text, 'role', a #>> '{invite,role}',
-                                                                  'count', (select count(*) from jsonb_array_elements(api.list_workspace_invites({w})) i
+                                                                  'count', (select count(*) from jsonb_array_elements(api.list_workspace_invites({w}) -> 'invites') i
                                                                             where i ->> 'email' = 'pending@test.local'))
                                        from api.add_workspace_member({w}, 'PENDING@test.local', 'admin') a)$$),
           '{"same_id": true, "role": "admin", "count": 1}'::jsonb, 'inviting a pending email again changes the invite''s role (same invite)');
@@ -372,7 +374,7 @@ select is((select jsonb_agg(jsonb_build_object('user', user_id, 'ws', entity_id,
           (select jsonb_agg(jsonb_build_object('user', pg_temp.id('signup'), 'ws', ws::text, 'role', r, 'affected', 1) order by ws::text)
            from (values (pg_temp.id('w'), 'viewer'), (pg_temp.id('s'), 'editor')) v(ws, r)),
           '... each acceptance audited as the new user');
-select is(pg_temp.value_as('signup', $$(select jsonb_agg(w ->> 'role' order by w ->> 'name') from jsonb_array_elements(api.list_my_workspaces()) w)$$),
+select is(pg_temp.value_as('signup', $$(select jsonb_agg(w ->> 'role' order by w ->> 'name') from jsonb_array_elements(api.list_my_workspaces() -> 'workspaces') w)$$),
           '["editor","viewer"]'::jsonb, '... who lists both workspaces at once');
 
 select tests.authenticate_as('admin');
@@ -513,7 +515,7 @@ select throws_ok(format($$select api.create_workspace('Chosen', %L)$$, pg_temp.i
                  'workspace_id is already taken: send a new one (a random UUID) to create a workspace',
                  '... and its message names nothing of it');
 select tests.clear_authentication();
-select is(pg_temp.value_as('intruder', $$api.list_my_workspaces()$$), '[]'::jsonb, '... nor does it make the intruder a member');
+select is(pg_temp.value_as('intruder', $$api.list_my_workspaces() -> 'workspaces'$$), '[]'::jsonb, '... nor does it make the intruder a member');
 select is(pg_temp.run('nobody', $$api.create_workspace('Chosen', {chosen})$$) ->> 'outcome', 'unauthorized',
           'no user: unauthorized, before the id is looked at');
 select is(pg_temp.run('maker', $$api.create_workspace('   ', {chosen})$$) - 'changed' - 'audit',

@@ -1,7 +1,7 @@
 import { createRoute } from '@hono/zod-openapi';
 import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
-import { bearerSecurity, CanvasListQuery, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
+import { bearerSecurity, ListQuery, createRouter, queryInteger, responses, z } from '../src/http/openapi.ts';
 import { callApi, callMutation, mutationOutcome } from '../src/http/rpc.ts';
 import { BatchResult, Block, BlockPage, Canvas, CanvasCreated, CanvasList, ChangesSince, ClientId, LeaveResult, MutationConflict, MutationResult, Permissions,
   PresenceResult, Snapshot, TextOp, Uuid } from '../src/http/schemas.ts';
@@ -105,7 +105,7 @@ const routes = {
   list: route({ method: 'get', path: '/', operationId: 'listCanvases', summary: "A4: the caller's canvases, a page at a time",
     description: 'Newest change first, at most limit (default 100, at most 500) and about 4 MB a page; while next_cursor is not null, '
       + 'ask again with cursor = next_cursor. A canvas changed while you page moves to the front: a list is not a snapshot.',
-    request: { query: CanvasListQuery }, responses: responses(200, '{canvases, next_cursor}, newest change first', CanvasList) }),
+    request: { query: ListQuery }, responses: responses(200, '{canvases, next_cursor}, newest change first', CanvasList) }),
   create: route({ method: 'post', path: '/', operationId: 'createCanvas', summary: 'A5: create a canvas',
     description: 'Send a `canvas_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection '
       + '(a 503, a timeout, a dropped network) leaves you not knowing whether the canvas was created, and resending the same body then '
@@ -123,8 +123,11 @@ const routes = {
   remove: route({ method: 'delete', path: '/{canvas_id}', operationId: 'deleteCanvas', summary: 'A7: soft delete (owner)',
     request: { params: CanvasParams }, responses: responses(204, 'deleted', null) }),
   permissions: route({ method: 'get', path: '/{canvas_id}/permissions', operationId: 'getCanvasPermissions',
-    summary: 'A8: who has access, with which role; whether the caller may write',
-    request: { params: CanvasParams }, responses: responses(200, '{can_write, role, users}', Permissions) }),
+    summary: 'A8: who has access, with which role, a page at a time; whether the caller may write',
+    description: 'users by when each joined the workspace (a member of the canvas alone: when added to it), at most limit (default 100, '
+      + 'at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. can_write and role are the caller\'s, '
+      + 'on every page, and access is checked on every page.',
+    request: { params: CanvasParams, query: ListQuery }, responses: responses(200, '{can_write, role, users, next_cursor}', Permissions) }),
 };
 
 export function canvasRoutes(deps: Deps) {
@@ -187,7 +190,9 @@ export function canvasRoutes(deps: Deps) {
     await callApi(deps, c, 'A7', 'delete_canvas', [c.req.valid('param').canvas_id]);
     return c.body(null, 204) as never;
   });
-  app.openapi(routes.permissions, async (c) =>
-    c.json(await callApi<any>(deps, c, 'A8', 'get_canvas_permissions', [c.req.valid('param').canvas_id]), 200));
+  app.openapi(routes.permissions, async (c) => {
+    const { cursor, limit } = c.req.valid('query');
+    return c.json(await callApi<any>(deps, c, 'A8', 'get_canvas_permissions', [c.req.valid('param').canvas_id, cursor ?? null, limit ?? 100]), 200);
+  });
   return app;
 }

@@ -1,7 +1,7 @@
 import { createRoute } from '@hono/zod-openapi';
 import type { Deps } from '../src/http/env.ts';
 import { requireAuth } from '../src/http/middleware.ts';
-import { bearerSecurity, CanvasListQuery, createRouter, responses, z } from '../src/http/openapi.ts';
+import { bearerSecurity, ListQuery, createRouter, responses, z } from '../src/http/openapi.ts';
 import { callApi } from '../src/http/rpc.ts';
 import { AddMemberResult, ClientId, CanvasList, InviteList, Member, MemberList, Role, Workspace, WorkspaceList, Uuid } from '../src/http/schemas.ts';
 
@@ -20,8 +20,10 @@ const json = <T extends z.ZodTypeAny>(schema: T) => ({ content: { 'application/j
 const route = <T extends Parameters<typeof createRoute>[0]>(r: T) => createRoute({ security: bearerSecurity, tags: ['workspaces'], ...r });
 
 const routes = {
-  list: route({ method: 'get', path: '/', operationId: 'listWorkspaces', summary: "W1: the caller's workspaces, with their role",
-    responses: responses(200, '{workspaces}', WorkspaceList) }),
+  list: route({ method: 'get', path: '/', operationId: 'listWorkspaces', summary: "W1: the caller's workspaces, with their role, a page at a time",
+    description: 'By when the caller joined each (oldest first), at most limit (default 100, at most 500) a page; while next_cursor is not '
+      + 'null, ask again with cursor = next_cursor. A workspace joined while you page comes on the last page.',
+    request: { query: ListQuery }, responses: responses(200, '{workspaces, next_cursor}', WorkspaceList) }),
   create: route({ method: 'post', path: '/', operationId: 'createWorkspace', summary: 'W2: create a workspace (the caller becomes its owner)',
     description: 'Send a `workspace_id` you chose (a random UUID) to make the request safe to resend: an answer lost with its connection '
       + '(a 503, a timeout, a dropped network) leaves you not knowing whether the workspace was created, and resending the same body then '
@@ -34,8 +36,11 @@ const routes = {
         + 'with another name (field name); nothing was written' } }) }),
   rename: route({ method: 'patch', path: '/{workspace_id}', operationId: 'renameWorkspace', summary: 'W3: rename (owner/admin)',
     request: { params: WorkspaceParams, body: json(z.object({ name: Name }).strict()) }, responses: responses(200, 'the workspace', Workspace) }),
-  members: route({ method: 'get', path: '/{workspace_id}/members', operationId: 'listWorkspaceMembers', summary: 'W4: the members (any member)',
-    request: { params: WorkspaceParams }, responses: responses(200, '{members}', MemberList) }),
+  members: route({ method: 'get', path: '/{workspace_id}/members', operationId: 'listWorkspaceMembers',
+    summary: 'W4: the members, a page at a time (any member)',
+    description: 'By when each joined (oldest first), at most limit (default 100, at most 500) a page; while next_cursor is not null, ask '
+      + 'again with cursor = next_cursor. A member who joins while you page comes on the last page; a role changed meanwhile is as of its page.',
+    request: { params: WorkspaceParams, query: ListQuery }, responses: responses(200, '{members, next_cursor}', MemberList) }),
   addMember: route({ method: 'post', path: '/{workspace_id}/members', operationId: 'addWorkspaceMember',
     summary: 'W5: add a confirmed user by email, or invite an email without one (owner/admin; only an owner adds an owner)',
     // the address rule is the database's (internal.normalize_email), no stricter than sign-up's:
@@ -55,9 +60,12 @@ const routes = {
     summary: "W8: the workspace's canvases, with the caller's role on each (any member)",
     description: 'Paged as GET /canvas (A4): at most limit (default 100, at most 500) and about 4 MB; while next_cursor is not null, ask '
       + 'again with cursor = next_cursor.',
-    request: { params: WorkspaceParams, query: CanvasListQuery }, responses: responses(200, '{canvases, next_cursor}', CanvasList) }),
-  invites: route({ method: 'get', path: '/{workspace_id}/invites', operationId: 'listWorkspaceInvites', summary: 'W9: pending invites (owner/admin)',
-    request: { params: WorkspaceParams }, responses: responses(200, '{invites}', InviteList) }),
+    request: { params: WorkspaceParams, query: ListQuery }, responses: responses(200, '{canvases, next_cursor}', CanvasList) }),
+  invites: route({ method: 'get', path: '/{workspace_id}/invites', operationId: 'listWorkspaceInvites',
+    summary: 'W9: pending invites, a page at a time (owner/admin)',
+    description: 'Oldest first, at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = '
+      + 'next_cursor. An invite made while you page comes on the last page.',
+    request: { params: WorkspaceParams, query: ListQuery }, responses: responses(200, '{invites, next_cursor}', InviteList) }),
   revokeInvite: route({ method: 'delete', path: '/{workspace_id}/invites/{invite_id}', operationId: 'revokeWorkspaceInvite',
     summary: "W10: revoke a pending invite (owner/admin; only an owner revokes an owner's invite)",
     request: { params: InviteParams }, responses: responses(204, 'revoked', null) }),
@@ -67,15 +75,20 @@ export function workspaceRoutes(deps: Deps) {
   const app = createRouter();
   app.use('*', requireAuth(deps));
 
-  app.openapi(routes.list, async (c) => c.json({ workspaces: await callApi<any>(deps, c, 'W1', 'list_my_workspaces', []) }, 200));
+  app.openapi(routes.list, async (c) => {
+    const { cursor, limit } = c.req.valid('query');
+    return c.json(await callApi<any>(deps, c, 'W1', 'list_my_workspaces', [cursor ?? null, limit ?? 100]), 200);
+  });
   app.openapi(routes.create, async (c) => {
     const { name, workspace_id } = c.req.valid('json');
     return c.json(await callApi<any>(deps, c, 'W2', 'create_workspace', [name, workspace_id ?? null]), 201);
   });
   app.openapi(routes.rename, async (c) =>
     c.json(await callApi<any>(deps, c, 'W3', 'rename_workspace', [c.req.valid('param').workspace_id, c.req.valid('json').name]), 200));
-  app.openapi(routes.members, async (c) =>
-    c.json({ members: await callApi<any>(deps, c, 'W4', 'list_workspace_members', [c.req.valid('param').workspace_id]) }, 200));
+  app.openapi(routes.members, async (c) => {
+    const { cursor, limit } = c.req.valid('query');
+    return c.json(await callApi<any>(deps, c, 'W4', 'list_workspace_members', [c.req.valid('param').workspace_id, cursor ?? null, limit ?? 100]), 200);
+  });
   app.openapi(routes.addMember, async (c) => {
     const { email, role } = c.req.valid('json');
     return c.json(await callApi<any>(deps, c, 'W5', 'add_workspace_member', [c.req.valid('param').workspace_id, email, role]), 201);
@@ -93,8 +106,10 @@ export function workspaceRoutes(deps: Deps) {
     const { cursor, limit } = c.req.valid('query');
     return c.json(await callApi<any>(deps, c, 'W8', 'list_workspace_canvases', [c.req.valid('param').workspace_id, cursor ?? null, limit ?? 100]), 200);
   });
-  app.openapi(routes.invites, async (c) =>
-    c.json({ invites: await callApi<any>(deps, c, 'W9', 'list_workspace_invites', [c.req.valid('param').workspace_id]) }, 200));
+  app.openapi(routes.invites, async (c) => {
+    const { cursor, limit } = c.req.valid('query');
+    return c.json(await callApi<any>(deps, c, 'W9', 'list_workspace_invites', [c.req.valid('param').workspace_id, cursor ?? null, limit ?? 100]), 200);
+  });
   app.openapi(routes.revokeInvite, async (c) => {
     const { workspace_id, invite_id } = c.req.valid('param');
     await callApi(deps, c, 'W10', 'revoke_workspace_invite', [workspace_id, invite_id]);

@@ -159,8 +159,11 @@ export function queryInteger(min: number, max: number) {
     .openapi({ type: 'integer', minimum: min, maximum: max });
 }
 
-/** The query of a canvas list: the cursor a page returned, and its size. */
-export const CanvasListQuery = z.object({
+/**
+ * The query of a paged list (A4, W8, W1, W4, W9, A8: sql/core/list_keys.sql): the next_cursor the
+ * previous page returned, and the page's size (default 100).
+ */
+export const ListQuery = z.object({
   cursor: z.string().regex(/^-?[0-9]{1,18}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a next_cursor this endpoint returned').optional()
     .openapi({ description: 'next_cursor of the previous page' }),
   limit: queryInteger(1, 500).optional(),

@@ -62,9 +62,11 @@ const canvasShape = {
 export const Canvas = z.object(canvasShape).strict().openapi('Canvas');
 export const CanvasWithRole = z.object({ ...canvasShape, role: Role })
   .strict().openapi('CanvasWithRole', { description: "a canvas with the caller's role on it" });
+/** next_cursor of a page of a paged list (A2, A4, W8, W1, W4, W9, A8). */
+const NextCursor = z.string().nullable().openapi({ description: 'pass as cursor for the next page; null at the end' });
 export const CanvasList = z.object({
   canvases: z.array(CanvasWithRole).openapi({ description: 'a page: at most limit (default 100, at most 500) and about 4 MB, newest change first' }),
-  next_cursor: z.string().nullable().openapi({ description: 'pass as cursor for the next page; null at the end' }),
+  next_cursor: NextCursor,
 }).strict().openapi('CanvasList');
 export const CanvasCreated = z.object({ canvas_id: Uuid }).strict().openapi('CanvasCreated');
 
@@ -96,12 +98,14 @@ export const Snapshot = z.object({
   since: Changes.optional(),
 }).strict().openapi('Snapshot', { description: 'since: H4 with since_seq only (first page), the operations after it (at most 1000)' });
 export const BlockPage = z.object({
-  items: z.array(Block), next_cursor: z.string().nullable().openapi({ description: 'pass as cursor for the next page; null at the end' }),
+  items: z.array(Block), next_cursor: NextCursor,
 }).strict().openapi('BlockPage');
 export const Permissions = z.object({
   can_write: z.boolean(), role: Role,
-  users: z.array(z.object({ user_id: Uuid, email: z.string().nullable(), role: Role }).strict().openapi('CanvasUser')),
-}).strict().openapi('Permissions');
+  users: z.array(z.object({ user_id: Uuid, email: z.string().nullable(), role: Role }).strict().openapi('CanvasUser')).openapi({
+    description: 'a page: at most limit (default 100, at most 500), by when each joined the workspace (a member of the canvas alone: the canvas)' }),
+  next_cursor: NextCursor,
+}).strict().openapi('Permissions', { description: 'role and can_write: the caller\'s, on every page' });
 export const PresenceResult = z.object({
   broadcast: z.literal(true), last_active_at: Timestamp,
   last_active_at_updated: z.boolean().openapi({ description: 'false when the durable row was refreshed less than presence_write_interval_seconds ago' }),
@@ -172,9 +176,18 @@ export const AddMemberResult = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('member'), member: Member }).strict(),
   z.object({ kind: z.literal('invite'), invite: Invite }).strict(),
 ]).openapi('AddMemberResult', { description: 'member: the email was a confirmed user, now a member; invite: a pending invite (no user had the email, or only an unconfirmed one: answered alike)' });
-export const WorkspaceList = z.object({ workspaces: z.array(Workspace) }).strict().openapi('WorkspaceList');
-export const MemberList = z.object({ members: z.array(Member) }).strict().openapi('MemberList');
-export const InviteList = z.object({ invites: z.array(Invite) }).strict().openapi('InviteList');
+export const WorkspaceList = z.object({
+  workspaces: z.array(Workspace).openapi({ description: 'a page: at most limit (default 100, at most 500), by when the caller joined each' }),
+  next_cursor: NextCursor,
+}).strict().openapi('WorkspaceList');
+export const MemberList = z.object({
+  members: z.array(Member).openapi({ description: 'a page: at most limit (default 100, at most 500), by when each joined' }),
+  next_cursor: NextCursor,
+}).strict().openapi('MemberList');
+export const InviteList = z.object({
+  invites: z.array(Invite).openapi({ description: 'a page: at most limit (default 100, at most 500), oldest first' }),
+  next_cursor: NextCursor,
+}).strict().openapi('InviteList');
 
 // Errors (src/http/errors.ts: the one error shape)
 export const ERROR_CODES = ['invalid_input', 'unauthorized', 'forbidden', 'not_found', 'conflict', 'rebase_required', 'payload_too_large',

@@ -116,7 +116,10 @@ export interface paths {
     post: operations["createCanvas"];
   };
   "/api/v1/canvas/{canvas_id}/permissions": {
-    /** A8: who has access, with which role; whether the caller may write */
+    /**
+     * A8: who has access, with which role, a page at a time; whether the caller may write
+     * @description users by when each joined the workspace (a member of the canvas alone: when added to it), at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. can_write and role are the caller's, on every page, and access is checked on every page.
+     */
     get: operations["getCanvasPermissions"];
   };
   "/api/v1/auth/refresh": {
@@ -131,7 +134,10 @@ export interface paths {
     get: operations["searchFunction"];
   };
   "/api/v1/workspaces": {
-    /** W1: the caller's workspaces, with their role */
+    /**
+     * W1: the caller's workspaces, with their role, a page at a time
+     * @description By when the caller joined each (oldest first), at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. A workspace joined while you page comes on the last page.
+     */
     get: operations["listWorkspaces"];
     /**
      * W2: create a workspace (the caller becomes its owner)
@@ -144,7 +150,10 @@ export interface paths {
     patch: operations["renameWorkspace"];
   };
   "/api/v1/workspaces/{workspace_id}/members": {
-    /** W4: the members (any member) */
+    /**
+     * W4: the members, a page at a time (any member)
+     * @description By when each joined (oldest first), at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. A member who joins while you page comes on the last page; a role changed meanwhile is as of its page.
+     */
     get: operations["listWorkspaceMembers"];
     /** W5: add a confirmed user by email, or invite an email without one (owner/admin; only an owner adds an owner) */
     post: operations["addWorkspaceMember"];
@@ -163,7 +172,10 @@ export interface paths {
     get: operations["listWorkspaceCanvases"];
   };
   "/api/v1/workspaces/{workspace_id}/invites": {
-    /** W9: pending invites (owner/admin) */
+    /**
+     * W9: pending invites, a page at a time (owner/admin)
+     * @description Oldest first, at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. An invite made while you page comes on the last page.
+     */
     get: operations["listWorkspaceInvites"];
   };
   "/api/v1/workspaces/{workspace_id}/invites/{invite_id}": {
@@ -720,10 +732,14 @@ export interface components {
        */
       updated_at: string;
     };
+    /** @description role and can_write: the caller's, on every page */
     Permissions: {
       can_write: boolean;
       role: components["schemas"]["Role"];
+      /** @description a page: at most limit (default 100, at most 500), by when each joined the workspace (a member of the canvas alone: the canvas) */
       users: components["schemas"]["CanvasUser"][];
+      /** @description pass as cursor for the next page; null at the end */
+      next_cursor: string | null;
     };
     CanvasUser: {
       /** Format: uuid */
@@ -740,7 +756,10 @@ export interface components {
       expires_in: number;
     };
     WorkspaceList: {
+      /** @description a page: at most limit (default 100, at most 500), by when the caller joined each */
       workspaces: components["schemas"]["Workspace"][];
+      /** @description pass as cursor for the next page; null at the end */
+      next_cursor: string | null;
     };
     /** @description role: the caller's role in the workspace */
     Workspace: {
@@ -757,7 +776,10 @@ export interface components {
       created_at: string;
     };
     MemberList: {
+      /** @description a page: at most limit (default 100, at most 500), by when each joined */
       members: components["schemas"]["Member"][];
+      /** @description pass as cursor for the next page; null at the end */
+      next_cursor: string | null;
     };
     Member: {
       /** Format: uuid */
@@ -797,7 +819,10 @@ export interface components {
       created_at: string;
     };
     InviteList: {
+      /** @description a page: at most limit (default 100, at most 500), oldest first */
       invites: components["schemas"]["Invite"][];
+      /** @description pass as cursor for the next page; null at the end */
+      next_cursor: string | null;
     };
   };
   responses: never;
@@ -2321,15 +2346,23 @@ export interface operations {
       };
     };
   };
-  /** A8: who has access, with which role; whether the caller may write */
+  /**
+   * A8: who has access, with which role, a page at a time; whether the caller may write
+   * @description users by when each joined the workspace (a member of the canvas alone: when added to it), at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. can_write and role are the caller's, on every page, and access is checked on every page.
+   */
   getCanvasPermissions: {
     parameters: {
+      query?: {
+        /** @description next_cursor of the previous page */
+        cursor?: string;
+        limit?: number;
+      };
       path: {
         canvas_id: string;
       };
     };
     responses: {
-      /** @description {can_write, role, users} */
+      /** @description {can_write, role, users, next_cursor} */
       200: {
         content: {
           "application/json": components["schemas"]["Permissions"];
@@ -2576,10 +2609,20 @@ export interface operations {
       };
     };
   };
-  /** W1: the caller's workspaces, with their role */
+  /**
+   * W1: the caller's workspaces, with their role, a page at a time
+   * @description By when the caller joined each (oldest first), at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. A workspace joined while you page comes on the last page.
+   */
   listWorkspaces: {
+    parameters: {
+      query?: {
+        /** @description next_cursor of the previous page */
+        cursor?: string;
+        limit?: number;
+      };
+    };
     responses: {
-      /** @description {workspaces} */
+      /** @description {workspaces, next_cursor} */
       200: {
         content: {
           "application/json": components["schemas"]["WorkspaceList"];
@@ -2842,15 +2885,23 @@ export interface operations {
       };
     };
   };
-  /** W4: the members (any member) */
+  /**
+   * W4: the members, a page at a time (any member)
+   * @description By when each joined (oldest first), at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. A member who joins while you page comes on the last page; a role changed meanwhile is as of its page.
+   */
   listWorkspaceMembers: {
     parameters: {
+      query?: {
+        /** @description next_cursor of the previous page */
+        cursor?: string;
+        limit?: number;
+      };
       path: {
         workspace_id: string;
       };
     };
     responses: {
-      /** @description {members} */
+      /** @description {members, next_cursor} */
       200: {
         content: {
           "application/json": components["schemas"]["MemberList"];
@@ -3285,15 +3336,23 @@ export interface operations {
       };
     };
   };
-  /** W9: pending invites (owner/admin) */
+  /**
+   * W9: pending invites, a page at a time (owner/admin)
+   * @description Oldest first, at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. An invite made while you page comes on the last page.
+   */
   listWorkspaceInvites: {
     parameters: {
+      query?: {
+        /** @description next_cursor of the previous page */
+        cursor?: string;
+        limit?: number;
+      };
       path: {
         workspace_id: string;
       };
     };
     responses: {
-      /** @description {invites} */
+      /** @description {invites, next_cursor} */
       200: {
         content: {
           "application/json": components["schemas"]["InviteList"];

@@ -155,7 +155,11 @@ export type CreateCanvasOptions = CallOptions & {
  * signed out), RateLimitedError, TimeoutError, AbortError (its `options.signal`: CallOptions).
  */
 export type PotentiaWorkspaces = {
-  /** The user's workspaces, with their role. */
+  /**
+   * Every workspace of the user, with their role, by when they joined it: the server answers a
+   * page at a time (GET /workspaces: 500), this follows next_cursor to the end, waiting the
+   * server's delay when a page meets the list limit (W1, 5 a second: docs/limits.md).
+   */
   list(options?: CallOptions): Promise<Workspace[]>;
   /**
    * Creates a workspace (1–200 characters); the user becomes its owner. Safe against a lost
@@ -170,7 +174,11 @@ export type PotentiaWorkspaces = {
    * the same `workspaceId` when you want it.
    */
   create(name: string, options?: CreateWorkspaceOptions): Promise<Workspace>;
-  /** Its members (any member may list). */
+  /**
+   * Its members (any member may list), by when they joined: every page of GET
+   * /workspaces/{id}/members (500 a page, W4's limit waited as list() waits W1's). One who joins
+   * while the pages are read comes last; a role is as of the page it was read on.
+   */
   members(workspaceId: string, options?: CallOptions): Promise<WorkspaceMember[]>;
   /**
    * Adds a user by email with `role` (owners and admins; only an owner adds an owner), or invites an
@@ -538,34 +546,43 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     },
   };
 
+  /**
+   * Every row of a paged list (GET `path`: A4, W8, W1, W4, W9, A8 answer {<key>: rows, next_cursor}
+   * a page at a time, sql/core/list_keys.sql): pages of 500, following next_cursor to the end. A row
+   * is kept once, where it was first seen (`id`): a canvas changed while the pages are read comes
+   * again at the front of A4's order. Every page counts against the endpoint's limit
+   * (docs/limits.md): a page after the first that meets it waits the server's delay and is asked
+   * again; the first's refusal is the caller's.
+   */
+  const allPages = async <T>(path: string, key: string, id: (row: T) => string, signal: AbortSignal | undefined): Promise<T[]> => {
+    const seen = new Map<string, T>();
+    for (let cursor: string | null = null; ;) {
+      const pagePath = `${path}?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+      let page: Record<string, unknown>;
+      try {
+        page = await call<Record<string, unknown>>(pagePath, 'GET', { signal });
+      } catch (err) {
+        const delay = cursor !== null && err instanceof RateLimitedError ? capped(err.retryAfterMs) : null;
+        if (delay === null) throw err;
+        await pause(delay, `GET /functions/v1/${pagePath}`, signal);
+        continue;
+      }
+      for (const row of page[key] as T[]) if (!seen.has(id(row))) seen.set(id(row), row);
+      const next = page.next_cursor;
+      if (typeof next !== 'string') return [...seen.values()];
+      cursor = next;
+    }
+  };
+
   const workspaces: PotentiaWorkspaces = {
-    list: async ({ signal } = {}) => (await call<{ workspaces: Workspace[] }>('workspaces', 'GET', { signal })).workspaces,
+    list: ({ signal } = {}) => allPages<Workspace>('workspaces', 'workspaces', (w) => w.workspace_id, signal),
     create: (name, options = {}) => create<Workspace>('workspaces', { name, workspace_id: options.workspaceId ?? globalThis.crypto.randomUUID() }, options.signal),
-    members: async (id, { signal } = {}) => (await call<{ members: WorkspaceMember[] }>(`workspaces/${encodeURIComponent(id)}/members`, 'GET', { signal })).members,
+    members: (id, { signal } = {}) => allPages<WorkspaceMember>(`workspaces/${encodeURIComponent(id)}/members`, 'members', (m) => m.user_id, signal),
     addMember: (id, email, role, { signal } = {}) => call<AddMemberResult>(`workspaces/${encodeURIComponent(id)}/members`, 'POST', { body: { email, role }, signal }),
   };
 
   const canvasApi: PotentiaCanvases = {
-    list: async ({ signal } = {}) => {
-      const seen = new Map<string, CanvasInfo>();
-      for (let cursor: string | null = null; ;) {
-        const path = `canvas?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
-        let page: { canvases: CanvasInfo[]; next_cursor: string | null };
-        try {
-          page = await call(path, 'GET', { signal });
-        } catch (err) {
-          // every page counts against the user's list limit (A4, 2 a second): a page after the
-          // first waits the server's delay and is asked again; the first's refusal is the caller's
-          const delay = cursor !== null && err instanceof RateLimitedError ? capped(err.retryAfterMs) : null;
-          if (delay === null) throw err;
-          await pause(delay, `GET /functions/v1/${path}`, signal);
-          continue;
-        }
-        for (const c of page.canvases) if (!seen.has(c.canvas_id)) seen.set(c.canvas_id, c);
-        if (page.next_cursor === null || page.next_cursor === undefined) return [...seen.values()];
-        cursor = page.next_cursor;
-      }
-    },
+    list: ({ signal } = {}) => allPages<CanvasInfo>('canvas', 'canvases', (c) => c.canvas_id, signal),
     create: async (workspaceId, title, options = {}) => {
       const { canvas_id } = await create<{ canvas_id: string }>('canvas',
         { workspace_id: workspaceId, title, canvas_id: options.canvasId ?? globalThis.crypto.randomUUID() }, options.signal);
@@ -592,7 +609,8 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
       },
       checkAccess: async (signal) => {
         try {
-          return await call<{ can_write: boolean }>(`canvas/${encodeURIComponent(canvasId)}/permissions`, 'GET', { signal });
+          // can_write is on every page: the first, of one user, is enough
+          return await call<{ can_write: boolean }>(`canvas/${encodeURIComponent(canvasId)}/permissions?limit=1`, 'GET', { signal });
         } catch (err) {
           if (err instanceof PotentiaError && (err.code === 'forbidden' || err.code === 'not_found')) {
             throw new AccessLostError(err.code, err.code === 'forbidden' ? 'you have no access to this canvas' : 'no such canvas');

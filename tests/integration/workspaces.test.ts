@@ -85,7 +85,7 @@ describe('workspaces', () => {
 
     const listed = await call(owner, 'GET', ws());
     expect(listed.status).toBe(200);
-    expect(listed.body).toEqual({ workspaces: [created.body] });
+    expect(listed.body).toEqual({ workspaces: [created.body], next_cursor: null });
 
     const renamed = await call(owner, 'PATCH', ws(`/${id}`), { name: 'Design team' });
     expect(renamed.status).toBe(200);

@@ -197,7 +197,8 @@ export type PotentiaCanvases = {
    * Every canvas the user can see, with their role, newest change first: the server answers a
    * page at a time (GET /canvas: 500 and about 4 MB), this follows next_cursor to the end, waiting
    * the server's delay when a page meets the list limit (A4, 2 a second: docs/limits.md). One
-   * changed while the pages are read appears once, where it was first seen.
+   * changed while the pages are read moves ahead of the pages read: if it was not read yet, it is
+   * not in this answer (list again to see it).
    */
   list(options?: CallOptions): Promise<CanvasInfo[]>;
   /**

@@ -8,7 +8,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(37);
+select plan(39);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -93,13 +93,16 @@ begin
   return v_result;
 end $$;
 
--- The value of one call as p_who, each item of its list reduced to its id key (workspace_id).
+-- The value of one call as p_who; the workspaces of a W1 page reduced to their ids.
 create function pg_temp.value_as(p_who text, p_sql text) returns jsonb language plpgsql as $$
 declare v_result jsonb;
 begin
   perform tests.authenticate_as(p_who);
   execute 'select ' || p_sql into v_result;
   perform tests.clear_authentication();
+  if v_result -> 'workspaces' is null then
+    return v_result;
+  end if;
   return jsonb_set(v_result, '{workspaces}', (select coalesce(jsonb_agg(jsonb_build_object('workspace_id', w -> 'workspace_id') order by n), '[]')
                                                from jsonb_array_elements(v_result -> 'workspaces') with ordinality x(w, n)));
 end $$;
@@ -144,6 +147,14 @@ select is(jsonb_array_length(pg_temp.pages('m1', $$api.list_workspace_members(pg
 select is(pg_temp.outcome('m1', format($$api.list_workspace_members(%L, %L)$$, pg_temp.id('w'), c)), '{"error": "invalid_input", "field": "cursor"}'::jsonb,
           format('W4: cursor %s is invalid_input naming cursor', c))
 from unnest(array['x', '', '1.2', '1234567890123456789.00000000-0000-0000-0000-000000000000', '12.00000000-0000-0000-0000-00000000000G']) c;
+
+-- a well-formed cursor of a time no row has (18 digits: past 2^53 microseconds of 1970) is a
+-- position, not an error: after every row (an empty last page), or before every row
+select is(pg_temp.value_as('m1', format($$api.list_workspace_members(%L, '999999999999999999.00000000-0000-0000-0000-000000000000')$$, pg_temp.id('w'))),
+          '{"members": [], "next_cursor": null}'::jsonb, 'W4: a cursor far past every row: no member, next_cursor null');
+select is(jsonb_array_length(pg_temp.value_as('m1', format($$api.list_workspace_members(%L, '-999999999999999999.00000000-0000-0000-0000-000000000000')$$,
+                                                           pg_temp.id('w'))) -> 'members'), 7,
+          '... and one far before every row: every member');
 
 -- a change between pages: m5 (not read yet) is given another role, the workspace is renamed,
 -- newcomer joins: the pages still hold every member once, the newcomer last

@@ -1,4 +1,4 @@
-import { context as otelContext, propagation, trace, type TextMapGetter } from '@opentelemetry/api';
+import { context as otelContext, propagation, ProxyTracerProvider, trace, type TextMapGetter, type TracerProvider } from '@opentelemetry/api';
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
@@ -15,6 +15,18 @@ import type { AppEnv, Deps } from './env.ts';
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const CANVAS_IN_PATH = /\/canvas\/([0-9a-fA-F-]{36})(?:\/|$)/; // logged as canonicalUuid spells it (one spelling to search the logs for)
 const tracer = trace.getTracer('potentia-http');
+/** What @opentelemetry/api's global tracer provider delegates to while no SDK registered one (its no-op). */
+const NO_TRACER_PROVIDER: TracerProvider = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether a tracer provider (an OpenTelemetry SDK: trace.setGlobalTracerProvider) is registered,
+ * asked per request (one may be registered after the app is built). Without one, every span is
+ * the API's no-op and the request's trace context goes nowhere.
+ */
+function tracing(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NO_TRACER_PROVIDER;
+}
 /** Trace context read from the request's headers in place (no copy of them per request). */
 const HEADERS_GETTER: TextMapGetter<Headers> = { get: (headers, key) => headers.get(key) ?? undefined, keys: (headers) => [...headers.keys()] };
 
@@ -33,8 +45,9 @@ const EXPOSED_HEADERS = ['X-Request-Id', 'Retry-After', 'WWW-Authenticate'];
  *    logs). Every other answer, errors included, gets the headers once it exists: Hono's cors sets
  *    them on a placeholder response before the handler runs, which makes Hono copy every answer
  *    into a new Response (on Node, a large part of a small request's cost).
- *  - observation: request id (kept from X-Request-Id when well-formed), a trace span, the metrics
- *    and one structured log line per request.
+ *  - observation: request id (kept from X-Request-Id when well-formed), a trace span (when an
+ *    OpenTelemetry SDK registered a tracer provider: tracing()), the metrics and one structured
+ *    log line per request.
  *  - the body limit, then the input policy (admission and checkInput below).
  *
  * An error thrown by the last two is answered by `onError` (the app's), as Hono would, and still
@@ -60,13 +73,18 @@ export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHa
       outgoing.setHeader('X-Request-Id', requestId);
     }
     const path = c.req.path;
-    const parent = propagation.extract(otelContext.active(), c.req.raw.headers, HEADERS_GETTER);
     const started = performance.now();
-    const span = tracer.startSpan(`${method} ${path}`, undefined, parent);
-    try {
-      await otelContext.with(trace.setSpan(parent, span), inSpan, undefined, c, next);
-    } finally {
-      span.end();
+    if (tracing()) {
+      const parent = propagation.extract(otelContext.active(), c.req.raw.headers, HEADERS_GETTER);
+      const span = tracer.startSpan(`${method} ${path}`, undefined, parent);
+      try {
+        await otelContext.with(trace.setSpan(parent, span), inSpan, undefined, c, next);
+      } finally {
+        span.end();
+      }
+    } else {
+      // no SDK: the API's spans and context would be no-ops (a span name, a context and its Map per request for nothing)
+      await inSpan(c, next);
     }
     const res = c.res;
     if (!outgoing) {

@@ -1,3 +1,4 @@
+import { propagation, trace, type Context, type TextMapPropagator, type Tracer } from '@opentelemetry/api';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -49,6 +50,44 @@ describe('local server', () => {
         method: 'GET', path: '/health', status: 200, ms: expect.any(Number), msg: 'request' });
     } finally {
       await logging.stop();
+    }
+  });
+
+  it('with an OpenTelemetry tracer provider registered, each request is one span named by its method and path, a child of its traceparent', async () => {
+    // what an SDK registers (trace.setGlobalTracerProvider, propagation.setGlobalPropagator), as small as the API lets it be
+    const spans: { name: string; parent?: string; ended: boolean }[] = [];
+    const tracer = {
+      startSpan(name: string, _options?: unknown, parent?: Context) {
+        const record = { name, parent: parent && trace.getSpanContext(parent)?.spanId, ended: false };
+        spans.push(record);
+        const span = trace.wrapSpanContext({ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', traceFlags: 1 });
+        return Object.assign(span, { end: () => { record.ended = true; } });
+      },
+    } as unknown as Tracer;
+    const propagator: TextMapPropagator = {
+      inject: () => {},
+      fields: () => ['traceparent'],
+      extract: (ctx, carrier, getter) => {
+        const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(getter.get(carrier, 'traceparent')));
+        return m ? trace.setSpanContext(ctx, { traceId: m[1]!, spanId: m[2]!, traceFlags: 1, isRemote: true }) : ctx;
+      },
+    };
+    const untraced = await fetch(`${server.url}/health`, { headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01' } });
+    expect(untraced.status).toBe(200);
+    expect(trace.setGlobalTracerProvider({ getTracer: () => tracer })).toBe(true);
+    expect(propagation.setGlobalPropagator(propagator)).toBe(true);
+    try {
+      const res = await fetch(`${server.url}/health`, { headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01' } });
+      expect(res.status).toBe(200);
+      const missing = await fetch(`${server.url}/api/v1/canvas/${randomUUID()}/mutate`, { method: 'POST', body: '{}', headers: { 'Content-Type': 'application/json' } });
+      expect(missing.status).toBe(401);
+      expect(spans).toEqual([
+        { name: 'GET /health', parent: 'b7ad6b7169203331', ended: true },
+        { name: expect.stringMatching(/^POST \/api\/v1\/canvas\/[0-9a-f-]{36}\/mutate$/), parent: undefined, ended: true },
+      ]);
+    } finally {
+      trace.disable();
+      propagation.disable();
     }
   });
 

@@ -384,9 +384,14 @@ try {
     c.token = await signAccessToken(config.auth.jwtSecret, { sub: c.userId }, { audience: config.auth.audience, expiresInSeconds: 3600 });
   }));
   log('setup', `per phase and round, ${CONNECTIONS} users of its own, each with its own workspace, canvas and block`);
-  // as in production (LOG_LEVEL info): one request log line per request, written synchronously
-  // (pino's default destination), here to /dev/null instead of stdout
-  server = await startServer(config, { realtime: false, logger: pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: true })) });
+  // as in production (LOG_LEVEL info): one request log line per request, written the way the
+  // server's own logger writes it (src/server.ts and src/roles.ts: pino({ level }), whose
+  // destination is a SonicBoom on stdout with pino's default `sync`: false, i.e. lines queued and
+  // written asynchronously, several in one write under load, flushed at exit), here to /dev/null
+  // instead of stdout. Until 2026-12-07 this was `sync: true`, which production does not use: every
+  // line was a write system call of its own on the request's path.
+  const productionSync = (pino({ level: 'silent' }) as unknown as Record<symbol, { sync: boolean }>)[pino.symbols.streamSym]!.sync;
+  server = await startServer(config, { realtime: false, logger: pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: productionSync })) });
   log('setup', `server listening at ${server.url} (in-process, realtime off, worker off, pool ${CONNECTIONS}, request log lines to /dev/null)`);
   // the bare server knows the users by the tokens the bench signed (it checks no JWT)
   const bareUsers = new Map<string, string>();

@@ -52,19 +52,28 @@ export function createMetrics(parts: MetricParts = { api: true, realtime: true, 
   // never seen), and an alert on it nothing to evaluate before it
   const limits = new Set<string>([...(parts.api ? API_RATE_LIMITS : []), ...(parts.realtime ? GATEWAY_RATE_LIMITS : [])]);
   for (const endpoint of limits) rateLimited.inc({ endpoint }, 0);
+  const httpDuration = new Histogram({
+    name: 'potentia_http_request_duration_seconds', help: 'HTTP request latency by route, method and status',
+    labelNames: ['route', 'method', 'status'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
   return {
     registry,
     worker,
     cluster,
+    // one request, one observation of httpDuration: this counter is its _count by the same labels,
+    // read when the metrics are (collect), not counted again on every request (a labelled
+    // update costs a request as much as the observation itself). Record requests in httpDuration.
     httpRequests: new Counter({
       name: 'potentia_http_requests_total', help: 'HTTP requests by route, method and status',
       labelNames: ['route', 'method', 'status'], registers: [registry],
+      async collect() {
+        const counts = (await httpDuration.get()).values.filter((v) => v.metricName === 'potentia_http_request_duration_seconds_count');
+        this.reset();
+        for (const { labels, value } of counts) this.inc(labels as Record<'route' | 'method' | 'status', string>, value);
+      },
     }),
-    httpDuration: new Histogram({
-      name: 'potentia_http_request_duration_seconds', help: 'HTTP request latency by route, method and status',
-      labelNames: ['route', 'method', 'status'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-      registers: [registry],
-    }),
+    httpDuration,
     rpcDuration: new Histogram({
       name: 'potentia_rpc_duration_seconds', help: 'database RPC latency by function and outcome',
       labelNames: ['fn', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],

@@ -96,8 +96,7 @@ export function commonMiddleware(deps: Deps, onError: ErrorAnswer): MiddlewareHa
     const status = res.status;
     const labels = { route: c.req.routePath || 'unmatched', method, status: String(status) };
     const ms = performance.now() - started;
-    deps.metrics.httpRequests.inc(labels);
-    deps.metrics.httpDuration.observe(labels, ms / 1000);
+    deps.metrics.httpDuration.observe(labels, ms / 1000); // and so potentia_http_requests_total (src/metrics.ts)
     // one line per request that explains itself: who, which canvas, which error code, how long
     const userId = c.get('claims')?.sub;
     const canvasInPath = CANVAS_IN_PATH.exec(path)?.[1];

@@ -276,6 +276,11 @@ describe('happy paths', () => {
     expect(text).toMatch(/^# TYPE potentia_http_requests_total counter$/m);
     expect(text).toMatch(/^potentia_http_requests_total\{[^}]*route="\/health"[^}]*status="200"[^}]*\} [1-9]/m);
     expect(text).toContain('potentia_http_request_duration_seconds_bucket');
+    // every request counted once in each: the counter's series are the histogram's _count series
+    const series = (name: string) => Object.fromEntries([...text.matchAll(new RegExp(`^${name}(\\{[^}]*\\}) (\\S+)$`, 'gm'))].map((m) => [m[1], m[2]]));
+    const counted = series('potentia_http_requests_total');
+    expect(Object.keys(counted).length).toBeGreaterThan(0);
+    expect(counted).toEqual(series('potentia_http_request_duration_seconds_count'));
   });
 
   it('/metrics with INTERNAL_TOKEN set: the token is required from loopback too (behind a proxy every caller is loopback)', async () => {

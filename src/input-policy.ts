@@ -234,16 +234,17 @@ export function checkJson(value: unknown, opts: { root?: string; maxDepth?: numb
       for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], depth + 1, i, entry]);
       continue;
     }
-    const entries = Object.entries(v as Record<string, unknown>);
-    for (let i = entries.length - 1; i >= 0; i--) {
-      const [key, item] = entries[i]!;
+    // its keys, not Object.entries: no [key, value] array per key of every body
+    const keys = Object.keys(v);
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const key = keys[i]!;
       // the key itself is not echoed: it is the hostile part; the object holding it is named
       const problem = textProblem(key);
       if (problem) return violation(fieldPath(partsOf(entry)) || root, `an object key ${problem}`);
       if (key === '__proto__') {
         return violation(fieldPath([...partsOf(entry), key]), 'the object key __proto__ is not accepted (JavaScript would treat it as the prototype): use another name');
       }
-      stack.push([item, depth + 1, key, entry]);
+      stack.push([(v as Record<string, unknown>)[key], depth + 1, key, entry]);
     }
   }
   return null;

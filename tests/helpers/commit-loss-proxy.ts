@@ -50,6 +50,15 @@ export type CommitLossProxy = {
   holdNext(marker: string): Promise<void>;
   /** Sends on what holdNext held. */
   releaseHeld(): void;
+  /**
+   * Arms the proxy for the next transaction whose statements carry `marker`: its COMMIT's answer
+   * (and whatever follows it on that connection) is held, not sent to the client, until
+   * releaseCommitAnswer(). Postgres has committed; the client has not heard it yet (a slow
+   * network, or a committing backend not yet scheduled again). Resolves once it is held.
+   */
+  holdCommitAnswer(marker: string): Promise<void>;
+  /** Sends on what holdCommitAnswer held. */
+  releaseCommitAnswer(): void;
   /** Closes the listener and every connection. */
   close(): Promise<void>;
 };
@@ -70,6 +79,8 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
   let answersLost = 0;
   let holdArmed: { marker: Buffer; done: () => void } | null = null;
   let releases: (() => void)[] = [];
+  let answerHoldArmed: { marker: Buffer; done: () => void } | null = null;
+  let answerReleases: (() => void)[] = [];
   const sockets = new Set<net.Socket>();
 
   const server = net.createServer((client) => {
@@ -78,6 +89,8 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
     let marked: typeof armed = null; // this connection sent the armed marker: lose its next COMMIT answer
     let answerMarked: typeof answerArmed = null; // this connection sent loseAnswer's marker: lose the answer to it
     let held: Buffer[] | null = null; // holdNext's: what this connection sends, kept from Postgres until released
+    let commitHoldMarked: typeof answerHoldArmed = null; // this connection sent holdCommitAnswer's marker
+    let answersHeld: Buffer[] | null = null; // what Postgres sends this connection from that COMMIT's answer on, until released
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -113,6 +126,10 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
         marked = armed;
         armed = null;
       }
+      if (answerHoldArmed && !commitHoldMarked && chunk.includes(answerHoldArmed.marker)) {
+        commitHoldMarked = answerHoldArmed;
+        answerHoldArmed = null;
+      }
       upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
@@ -134,6 +151,18 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
         done();
         return;
       }
+      if (!answersHeld && commitHoldMarked && chunk.includes(COMMIT_COMPLETE)) {
+        const { done } = commitHoldMarked;
+        commitHoldMarked = null;
+        const chunks: Buffer[] = [];
+        answersHeld = chunks;
+        answerReleases.push(() => {
+          answersHeld = null;
+          for (const c of chunks) client.write(c);
+        });
+        done();
+      }
+      if (answersHeld) return void answersHeld.push(chunk);
       client.write(chunk);
     });
   });
@@ -160,6 +189,14 @@ export async function startCommitLossProxy(upstreamPort: number): Promise<Commit
     },
     releaseHeld() {
       for (const r of releases.splice(0)) r();
+    },
+    holdCommitAnswer(marker) {
+      return new Promise<void>((done) => {
+        answerHoldArmed = { marker: Buffer.from(marker, 'utf8'), done };
+      });
+    },
+    releaseCommitAnswer() {
+      for (const r of answerReleases.splice(0)) r();
     },
     loseAnswer(marker) {
       return new Promise<void>((done) => {

@@ -19,8 +19,10 @@ import { canonicalUuid, idKey } from './uuid.ts';
  * server state (a remote delta never hides it). It is sent with one client_op_id and resent with
  * the same one after reconnects until answered (the server applies it at most once); it counts as
  * done when its own delta has been applied (then the server's block replaces the optimistic
- * one), and is rolled back, rejecting its promise, when the server refuses it (ConflictError for a
- * same-field conflict, PotentiaError otherwise). Network loss never rejects: the change waits.
+ * one) and the server has answered it: once its promise resolves, every other session of the
+ * database sees it too (a delta can come before that: see onOwnDelta). It is rolled back,
+ * rejecting its promise, when the server refuses it (ConflictError for a same-field conflict,
+ * PotentiaError otherwise). Network loss never rejects: the change waits.
  *
  * Changes of one block go out one at a time, in order (and a change that names a block still
  * being created waits for that creation): each is sent with the base_version that says what the
@@ -55,7 +57,7 @@ export type CanvasSnapshotView = {
   readonly status: CanvasStatus;
   /** canvas_seq of the server state underneath (0 before the snapshot). */
   readonly canvasSeq: number;
-  /** Your block changes not answered yet. */
+  /** Your block changes not in the server state yet (their deltas not applied). */
   readonly pending: number;
   /** Every block of the local state, by id. */
   readonly blocks: ReadonlyMap<string, Block>;
@@ -160,8 +162,15 @@ type LocalOp = {
   /** content/type of an update; created content/type of a create. */
   patch: { type?: string; content?: Record<string, unknown> };
   placement: Placement | null;
-  state: 'waiting' | 'sent' | 'acked';
+  /**
+   * waiting: not sent; sent: on a socket, no answer yet; acked: answered, its delta not applied
+   * yet; applied: its delta applied before the answer came (it resolves at the answer: see
+   * onOwnDelta).
+   */
+  state: 'waiting' | 'sent' | 'acked' | 'applied';
   ackSeq: number;
+  /** What it resolves with once applied (the server's block from its delta; undefined for a delete). */
+  result?: Block | undefined;
   /** Its caller stopped waiting (ChangeOptions: an abort, a deadline) after it was sent: its refusal is reported as nobody's. */
   detached: boolean;
   resolve: (b: Block | undefined) => void;
@@ -197,6 +206,8 @@ export class Canvas {
   private accessTimer: ReturnType<typeof setTimeout> | null = null;
   private accessChecks = 0;
   private readonly ops: LocalOp[] = [];
+  /** Ops whose delta was applied before their answer came: out of `ops`, resolved at the answer (onOwnDelta). */
+  private readonly unanswered = new Set<LocalOp>();
   private readonly histories = new Map<string, History>();
   /** Text edits on blocks still being created: composed op per content key. */
   private readonly early = new Map<string, Map<string, TextOp>>();
@@ -256,7 +267,7 @@ export class Canvas {
     return this.sync.canvasSeq;
   }
 
-  /** Block changes of yours not answered yet. */
+  /** Block changes of yours not in the server state yet (their deltas not applied). */
   get pending(): number {
     return this.ops.length;
   }
@@ -342,7 +353,8 @@ export class Canvas {
 
   /**
    * Closes the socket (the others see this user leave) for good. Changes not answered yet reject
-   * with PotentiaError `closed` (their outcome is unknown).
+   * with PotentiaError `closed` (their outcome is unknown), except those whose delta was applied
+   * (in the server state: they resolve).
    */
   close(): void {
     this.end(new PotentiaError('closed', 'the canvas was closed before the server answered'));
@@ -358,6 +370,9 @@ export class Canvas {
     this.sync.close();
     this.presence.close();
     for (const op of this.ops.splice(0)) op.reject(reason);
+    // in the server state already (their deltas were applied): done, whatever the answer would say
+    for (const op of this.unanswered) op.resolve(op.result);
+    this.unanswered.clear();
     this.early.clear();
     this.invalidate();
     this.notify('status');
@@ -618,7 +633,8 @@ export class Canvas {
    * an op not yet on any socket is taken back (rolled back, never sent: CanvasSync.withdraw) and
    * rejects with `err`; a sent one rejects with `err` and goes on (H1 has no cancel: the client
    * resends it until answered; its refusal, if any, is reported to onError as nobody's). An op
-   * already answered (acked: its delta is on the way) is left to settle.
+   * already answered (acked: its delta is on the way) or applied (its delta came first: the answer
+   * is on the way) is left to settle.
    */
   private stopWaiting(op: LocalOp, error: (fate: string) => AbortError | TimeoutError): void {
     if (!this.ops.includes(op) || op.detached || op.state === 'acked') return;
@@ -716,7 +732,12 @@ export class Canvas {
   }
 
   private onOutcome(op: LocalOp, outcome: MutationOutcome): void {
-    if (!this.ops.includes(op)) return; // settled by its delta already, or the canvas ended
+    if (op.state === 'applied') {
+      // its delta came first; the answer means its commit is visible to every session now
+      if (this.unanswered.delete(op)) op.resolve(op.result);
+      return;
+    }
+    if (!this.ops.includes(op)) return; // settled already, or the canvas ended
     if (outcome.type === 'ack') {
       if (outcome.canvas_seq <= this.sync.canvasSeq) return this.settle(op, 'ack');
       op.state = 'acked';
@@ -742,11 +763,33 @@ export class Canvas {
     this.dispatch();
   }
 
-  /** The op is done: its delta is in the server state. Resolves with the server's block. */
+  /**
+   * The op's own delta was applied. Answered already: done. Not answered yet: it leaves the
+   * optimistic overlay now (the server's block is in the state) and resolves at its answer. A delta
+   * is read from the WAL once the commit record is flushed, and the committing backend makes the
+   * transaction visible to other sessions only after that (its COMMIT then returns and the server
+   * answers), so a promise resolved by the delta could be followed by a read, over HTTP or SQL,
+   * that does not find the change yet.
+   */
+  private onOwnDelta(op: LocalOp, block: WireBlock | null | undefined): void {
+    if (op.state === 'acked') return this.settle(op, 'delta', block);
+    this.remove(op);
+    op.state = 'applied';
+    op.result = this.serverResult(op, block);
+    this.unanswered.add(op);
+    if (op.action === 'create') this.flushEarlyText(op.blockId);
+  }
+
+  /** What an op resolves with: the server's block (from its delta, else the server state), undefined for a delete. */
+  private serverResult(op: LocalOp, block?: WireBlock | null): Block | undefined {
+    const server = block ?? this.sync.blocks.get(op.blockId);
+    return op.action === 'delete' ? undefined : server ? toBlock(server) : this.view().blocks.get(op.blockId);
+  }
+
+  /** The op is done: its delta is in the server state, and the server answered it. Resolves with the server's block. */
   private settle(op: LocalOp, cause: 'ack' | 'delta', block?: WireBlock | null): void {
     this.remove(op);
-    const server = block ?? this.sync.blocks.get(op.blockId);
-    op.resolve(op.action === 'delete' ? undefined : server ? toBlock(server) : this.view().blocks.get(op.blockId));
+    op.resolve(this.serverResult(op, block));
     if (op.action === 'create') this.flushEarlyText(op.blockId);
     if (cause === 'ack') {
       this.invalidate();
@@ -799,7 +842,7 @@ export class Canvas {
         h.shadow = after;
       }
       const op = delta.client_op_id ? this.ops.find((o) => o.id === delta.client_op_id) : undefined;
-      if (op) this.settle(op, 'delta', delta.block);
+      if (op) this.onOwnDelta(op, delta.block);
     }
     for (const op of [...this.ops]) if (op.state === 'acked' && op.ackSeq <= this.sync.canvasSeq) this.settle(op, 'delta');
     this.invalidate();

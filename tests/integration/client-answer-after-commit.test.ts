@@ -1,0 +1,101 @@
+// A change's promise (@potentia/client Canvas.create/update/…) resolves once the server has
+// answered it, not as soon as its own delta arrives. The delta comes from logical decoding, which
+// reads the commit record once it is flushed; the committing backend makes its transaction visible
+// to other sessions' snapshots only after that, and the server answers after that. So a delta can
+// reach the client before the change can be read anywhere else: found under load, where a create
+// resolved by its delta and a read right after it (another connection) did not find the block.
+// Here the server's database connection goes through a proxy that holds the answer to the
+// mutation's COMMIT (tests/helpers/commit-loss-proxy.ts): Postgres has committed, the delta goes
+// out, the answer waits.
+import { randomUUID } from 'node:crypto';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPotentiaClient, type Block } from '../../packages/client/src/index.ts';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { apiKeys } from '../../src/dev.ts';
+import type { Server } from '../../src/server.ts';
+import { startCommitLossProxy, type CommitLossProxy } from '../helpers/commit-loss-proxy.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { startTestServer } from '../helpers/http.ts';
+import { databaseUrlThrough } from '../helpers/tcp-proxy.ts';
+
+const db = testDatabase(2);
+let proxy: CommitLossProxy;
+let server: Server;
+
+beforeAll(async () => {
+  const url = new URL(testDatabaseUrl());
+  proxy = await startCommitLossProxy(Number(url.port || 5432));
+  server = await startTestServer({ databaseUrl: databaseUrlThrough(proxy, url), directDatabaseUrl: url.toString(), profile: 'development' }, { realtime: {} });
+}, 60_000);
+afterAll(async () => {
+  await server?.stop();
+  await proxy?.close();
+  await db.close();
+});
+
+/** Resolves at the first change of `canvas` whose cause is `cause`. */
+function nextChange(canvas: { subscribe(l: (v: { cause: string }) => void): () => void }, cause: string): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = canvas.subscribe((v) => {
+      if (v.cause !== cause) return;
+      stop();
+      resolve();
+    });
+  });
+}
+
+describe('@potentia/client: a change resolves at the server\'s answer, after its commit is visible', () => {
+  it('create and update: their deltas applied while the COMMIT\'s answer is held do not resolve them; the answer does, and the rows are there', async () => {
+    const client = createPotentiaClient({ url: server.url, anonKey: (await apiKeys(server.deps.config)).anon, WebSocket,
+      auth: { persistSession: false, autoRefreshToken: false } });
+    await client.auth.signUp(`answer-${randomUUID()}@example.com`, 'correct horse battery');
+    const { workspace_id } = await client.workspaces.create('Answers');
+    const { canvas_id } = await client.canvases.create(workspace_id, 'Answers');
+    const canvas = client.canvas(canvas_id);
+    await canvas.connect();
+
+    for (const step of ['create', 'update'] as const) {
+      const id = step === 'create' ? randomUUID() : canvas.blocks().keys().next().value!;
+      const marker = step === 'create' ? id : `marker-${randomUUID()}`;
+      const held = proxy.holdCommitAnswer(marker);
+      const ownDelta = nextChange(canvas, 'ack'); // the local state took the server's block: its delta
+      let settled: Block | undefined | 'no' = 'no';
+      const change = step === 'create' ? canvas.create({ type: 'text', id, content: { t: 'held' } })
+        : canvas.update(id, { content: { t: marker } });
+      void change.then((b) => { settled = b; });
+      await held;
+      await ownDelta;
+      expect(canvas.block(id)?.content).toEqual({ t: step === 'create' ? 'held' : marker });
+      await new Promise((r) => setImmediate(r)); // what the delta resolved would have run by now
+      expect(settled, `${step}: resolved by its delta, before the server answered`).toBe('no');
+      proxy.releaseCommitAnswer();
+      const block = await change;
+      expect(block?.block_id).toBe(id);
+      const [row] = await db.sql`select content from app.blocks where block_id = ${id} and canvas_id = ${canvas_id}`;
+      expect(row?.content).toEqual({ t: step === 'create' ? 'held' : marker });
+    }
+    canvas.close();
+    await client.auth.signOut();
+  }, 60_000);
+
+  it('close() while the answer is held, the delta applied: the change resolves (it is in the server state), not rejected as closed', async () => {
+    const client = createPotentiaClient({ url: server.url, anonKey: (await apiKeys(server.deps.config)).anon, WebSocket,
+      auth: { persistSession: false, autoRefreshToken: false } });
+    await client.auth.signUp(`answer-close-${randomUUID()}@example.com`, 'correct horse battery');
+    const { workspace_id } = await client.workspaces.create('Answers');
+    const { canvas_id } = await client.canvases.create(workspace_id, 'Answers');
+    const canvas = client.canvas(canvas_id);
+    await canvas.connect();
+    const id = randomUUID();
+    const held = proxy.holdCommitAnswer(id);
+    const ownDelta = nextChange(canvas, 'ack');
+    const change = canvas.create({ type: 'text', id });
+    await held;
+    await ownDelta;
+    canvas.close();
+    expect((await change)?.block_id).toBe(id);
+    proxy.releaseCommitAnswer();
+    await client.auth.signOut();
+  }, 60_000);
+});

@@ -4,11 +4,17 @@
 -- into one graphile_worker.add_jobs call; the task stores a vector only for the content hash it
 -- embedded, so an edit landing mid-job is never overwritten by a stale vector.
 
+-- Runs as the writer, with no SET clause: every mutation of content calls it, and a SECURITY
+-- DEFINER function with a pinned search path costs each call a GUC nest level (the path set and
+-- restored, every setting looked at again at its end): docs/performance.md, "RPC instructions
+-- (2026-12-07, h204)". Its writers may write the outbox: the mutation RPCs and the other SECURITY
+-- DEFINER functions (their owner), service_role and the owner (authenticated only reads
+-- app.blocks). Every name carries its schema, so the writer's search path decides nothing.
 create or replace function internal.queue_embedding() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql as $$
 begin
   insert into app.embedding_outbox (block_id, canvas_id) values (new.block_id, new.canvas_id)
-  on conflict (block_id) do update set queued_at = now();
+  on conflict (block_id) do update set queued_at = pg_catalog.now();
   return null;
 end $$;
 

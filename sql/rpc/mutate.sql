@@ -577,6 +577,7 @@ declare
   v_version integer;      -- the usual edit's block as written (step 3): its version,
   v_size integer;         --   its content's size in bytes, as JSON text,
   v_result jsonb;         --   and its result (with the block's JSON)
+  v_first_version integer;  -- a created block's version: 1, or past a used block_id's last (step 5)
   v_block jsonb;          -- a direct text edit's block as written (step 5)
   v_since jsonb[];        -- a one-key text edit's own path (step 2): the logged patches since base_version,
   v_op jsonb;             --   its op as applied
@@ -1013,8 +1014,11 @@ begin
     if v_patch ->> 'type' is null then
       perform internal.raise_error('invalid_input', 'type is required to create a block', '{"field":"patch.type"}');
     end if;
-    v_block_id := coalesce(v_block_id, gen_random_uuid());
-    if exists (select from app.blocks where block_id = v_block_id) then
+    -- a block_id the client names may be taken; a new random one is not looked up (a statement
+    -- per create for a clash of 122 random bits)
+    if v_block_id is null then
+      v_block_id := gen_random_uuid();
+    elsif exists (select from app.blocks where block_id = v_block_id) then
       perform internal.raise_error('invalid_input', 'a block with this block_id already exists', '{"field":"block_id"}');
     end if;
   else
@@ -1064,13 +1068,20 @@ begin
     -- versions (from its log and its tombstone, app.block_tombstones): a version names one state
     -- of one block_id for as long as the log keeps it, so an operation made for the deleted block
     -- can never pass as one on the new block
+    -- (the version read by a statement of its own, only for a block_id the client names: as one
+    -- CASE in the INSERT, PostgreSQL planned the INSERT again at every call, its custom plan for a
+    -- null block_id being cheaper than the generic one with both subqueries: 180 K instructions per
+    -- create, docs/performance.md, "RPC instructions (2026-12-07, h204)")
+    if p_block_id is null then
+      v_first_version := 1;
+    else
+      select coalesce(greatest((select max(o.new_version) from app.block_operations o
+                                where o.block_id = v_block_id and o.status = 'success'),
+                               (select t.version from app.block_tombstones t where t.block_id = v_block_id)), 0) + 1
+        into v_first_version;
+    end if;
     insert into app.blocks (block_id, canvas_id, parent_id, type, content, y_order, version, created_by, updated_by)
-    values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', v_content, v_key,
-            case when p_block_id is null then 1
-                 else coalesce(greatest((select max(o.new_version) from app.block_operations o
-                                         where o.block_id = v_block_id and o.status = 'success'),
-                                        (select t.version from app.block_tombstones t where t.block_id = v_block_id)), 0) + 1 end,
-            v_user, v_user)
+    values (v_block_id, p_canvas_id, v_parent, v_patch ->> 'type', v_content, v_key, v_first_version, v_user, v_user)
     returning * into v_new;
   elsif p_action = 'delete' then
     with recursive subtree as (

@@ -1245,6 +1245,15 @@ returns jsonb language sql stable as $$
   end
 $$;
 
+-- enable_seqscan = off (both mutation RPCs, in the SET clause they have anyway: no nest level of
+-- its own): every table a mutation reads by key is read through its index, never scanned. The
+-- planner scans a table of one page (app.settings always; app.canvases, the member tables and
+-- auth.users of a small deployment), checking every row version on the page, and on a hot canvas
+-- that page holds each version its lane's transaction wrote of the canvas row (its counters, one
+-- per mutation, locked in turn by the operation row's foreign key: a multixact each, whose members
+-- are looked up by every scan): 1.7 M instructions of a lane's 8-mutation transaction, 77 K of a
+-- lone mutation (docs/performance.md, "RPC instructions (2026-12-07, h204)"). A table without a
+-- usable index is still scanned; the plans are the ones a deployment's large tables get.
 create or replace function api.upsert_block_atomic(
   p_canvas_id uuid,
   p_block_id uuid,
@@ -1253,7 +1262,7 @@ create or replace function api.upsert_block_atomic(
   p_base_version integer default null,
   p_patch jsonb default '{}'
 ) returns jsonb
-language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s'
+language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s' set enable_seqscan = off
 as $$
 declare
   v_ctx jsonb;
@@ -1356,7 +1365,7 @@ comment on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jso
 -- {block_id, action, client_op_id, base_version, patch}. Either every op applies (or had
 -- applied before, by client_op_id) or none does and the first failure is reported.
 create or replace function api.upsert_blocks_atomic(p_canvas_id uuid, p_ops jsonb) returns jsonb
-language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s'
+language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s' set enable_seqscan = off
 as $$
 declare
   v_ctx jsonb := internal.request_context();

@@ -31,7 +31,7 @@
 -- potentia:source sql/rpc/canvas.sql f5fb7e8d65788b94881c535c9a1de7229b1960c01359699b04ae1c3f6758a5a5 unchanged
 -- potentia:source sql/rpc/endpoint_limits.sql a8372b865bd9c173c966e525e16c8929ef8d43654367e8a4fc2c2b6194a3cca7 unchanged
 -- potentia:source sql/rpc/errors.sql 4ca29516d0f69efe7abc1f5f0903bc7c856605ed6398becade993730256ad4c5 unchanged
--- potentia:source sql/rpc/mutate.sql 2765c8322ee7d5f22b2b88a90fdc77fa7df07725b862f0b68dc4d1682a2bbe88 included
+-- potentia:source sql/rpc/mutate.sql 406b2935a08661df25b920b5ee943f6ad3d73f2ccc32ed4661186f232191d2cd included
 -- potentia:source sql/rpc/presence.sql b215af2d793fb40a5b64fe71f6748115587fbaa6b713fa5ef40b2a170379536d unchanged
 -- potentia:source sql/rpc/replay.sql 348156317e27d840bd271e131b5a026b76c3ef1536932383ae0f686a98d17a0d unchanged
 -- potentia:source sql/rpc/text_ot.sql 1453c25ac7aa790c99ebcf4a7ffdb2205f837969715fec9e061cc0a4c2742b7e unchanged
@@ -1371,6 +1371,15 @@ returns jsonb language sql stable as $$
   end
 $$;
 
+-- enable_seqscan = off (both mutation RPCs, in the SET clause they have anyway: no nest level of
+-- its own): every table a mutation reads by key is read through its index, never scanned. The
+-- planner scans a table of one page (app.settings always; app.canvases, the member tables and
+-- auth.users of a small deployment), checking every row version on the page, and on a hot canvas
+-- that page holds each version its lane's transaction wrote of the canvas row (its counters, one
+-- per mutation, locked in turn by the operation row's foreign key: a multixact each, whose members
+-- are looked up by every scan): 1.7 M instructions of a lane's 8-mutation transaction, 77 K of a
+-- lone mutation (docs/performance.md, "RPC instructions (2026-12-07, h204)"). A table without a
+-- usable index is still scanned; the plans are the ones a deployment's large tables get.
 create or replace function api.upsert_block_atomic(
   p_canvas_id uuid,
   p_block_id uuid,
@@ -1379,7 +1388,7 @@ create or replace function api.upsert_block_atomic(
   p_base_version integer default null,
   p_patch jsonb default '{}'
 ) returns jsonb
-language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s'
+language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s' set enable_seqscan = off
 as $$
 declare
   v_ctx jsonb;
@@ -1482,7 +1491,7 @@ comment on function api.upsert_block_atomic(uuid, uuid, text, text, integer, jso
 -- {block_id, action, client_op_id, base_version, patch}. Either every op applies (or had
 -- applied before, by client_op_id) or none does and the first failure is reported.
 create or replace function api.upsert_blocks_atomic(p_canvas_id uuid, p_ops jsonb) returns jsonb
-language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s'
+language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s' set enable_seqscan = off
 as $$
 declare
   v_ctx jsonb := internal.request_context();

@@ -5,6 +5,9 @@
 --   pgbench -n -M prepared -c 1 -T 5 -D canvases=50 -D spread=1 -f scripts/pgbench/mutation-rpc.sql <db>
 --   pgbench -n -M prepared -c 1 -T 5 -D canvases=50 -D spread=1 -f scripts/pgbench/mutation-rpc-grouped.sql <db>
 -- (calls per second = tps, and 8 × tps here), on the database a bench:mutate run leaves (potentia_bench).
+-- One block updated 8 times: PostgreSQL then checks its foreign keys at every update after the first
+-- (a row its own transaction wrote), which a lane, one call per caller and block, does not pay;
+-- mutation-rpc-lane.sql is the group as the hot canvas sends it.
 \set k :client_id * :canvases + random(0, :spread - 1)
 select t.canvas_id, t.block_id, t.user_id, b.version
 from bench.pgbench_targets t join app.blocks b using (block_id) where t.k = :k \gset

@@ -125,7 +125,9 @@ const routes = {
   permissions: route({ method: 'get', path: '/{canvas_id}/permissions', operationId: 'getCanvasPermissions',
     summary: 'A8: who has access, with which role, a page at a time; whether the caller may write',
     description: 'users by when each joined the workspace (a member of the canvas alone: when added to it), at most limit (default 100, '
-      + 'at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. can_write and role are the caller\'s, '
+      + 'at most 500) a page, fewer (even none) when the 2 × limit + 1 membership rows a page reads include canvas rows of workspace '
+      + 'members (listed at their workspace membership); while next_cursor is not null, ask again with cursor = next_cursor. can_write '
+      + 'and role are the caller\'s, '
       + 'on every page, and access is checked on every page.',
     request: { params: CanvasParams, query: ListQuery }, responses: responses(200, '{can_write, role, users, next_cursor}', Permissions) }),
 };

@@ -11,8 +11,9 @@
 --     is invalid_input naming `cursor` (internal.read_list_cursor);
 --   - next_cursor: null on the last page.
 -- A page is the rows after the cursor's key in the list's order, read from an index in that order
--- (below), so a page reads at most limit + 1 rows however long the list is. Each call checks the
--- caller's access again: a cursor grants nothing.
+-- (below), so a page reads at most limit + 1 rows however long the list is (A8: 2 * limit + 1, and
+-- may hold fewer than limit: api.get_canvas_permissions). Each call checks the caller's access
+-- again: a cursor grants nothing.
 --
 -- The keys are when the row was made and its id, which no update changes: a workspace renamed or a
 -- member given another role while a client pages stays where it was, so it is neither skipped nor

@@ -336,6 +336,12 @@ end $$;
 -- A8: {can_write, role, users[], next_cursor}: who has access to the canvas and with which role,
 -- a page at a time (sql/core/list_keys.sql). A user's key is when they joined the workspace, or for
 -- a member of the canvas alone when they were added to it: two index reads in that order, merged.
+-- A canvas row of a workspace member (a canvas role raising a workspace role) is not the list's:
+-- that user is listed at their workspace membership. Such rows are skipped as they are read, and a
+-- page reads at most 2 * limit + 1 rows of the two, however many there are: it may hold fewer than
+-- limit users (none, when all it read were skipped) and still have a next_cursor, the key of the
+-- last row it read. (Filtering them in the query made every page read all of them after the
+-- cursor: at 30,000, a generic plan compared each with every workspace member, 25 s a page.)
 drop function if exists api.get_canvas_permissions(uuid);
 create or replace function api.get_canvas_permissions(p_canvas_id uuid, p_cursor text default null, p_limit integer default 100)
 returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
@@ -343,6 +349,9 @@ declare
   v_role app.member_role := internal.require_canvas_reader(p_canvas_id);
   v_workspace_id uuid := (select workspace_id from app.canvases where canvas_id = p_canvas_id);
   v_limit integer := internal.list_limit(p_limit);
+  v_read_max integer := 2 * internal.list_limit(p_limit) + 1;
+  v_read integer := 0;
+  v_shadowed boolean;
   v_time timestamptz;
   v_id uuid;
   v_row record;
@@ -353,26 +362,39 @@ begin
   v_time := coalesce(v_time, '-infinity');
   v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
   for v_row in
-    select k.user_id, k.joined_at, au.email, internal.canvas_role(p_canvas_id, k.user_id) as role
-    from ((select wm.user_id, wm.created_at as joined_at from app.workspace_members wm
+    select k.user_id, k.joined_at, k.canvas_row
+    from ((select wm.user_id, wm.created_at as joined_at, false as canvas_row from app.workspace_members wm
            where wm.workspace_id = v_workspace_id and (wm.created_at, wm.user_id) > (v_time, v_id)
            order by wm.created_at, wm.user_id limit v_limit + 1)
           union all
-          (select cm.user_id, cm.created_at from app.canvas_members cm
+          (select cm.user_id, cm.created_at, true from app.canvas_members cm
            where cm.canvas_id = p_canvas_id and (cm.created_at, cm.user_id) > (v_time, v_id)
-             and not exists (select from app.workspace_members wm where wm.workspace_id = v_workspace_id and wm.user_id = cm.user_id)
-           order by cm.created_at, cm.user_id limit v_limit + 1)) k
-    join auth.users au on au.id = k.user_id
-    order by k.joined_at, k.user_id limit v_limit + 1
+           order by cm.created_at, cm.user_id limit v_read_max)) k
+    order by k.joined_at, k.user_id limit v_read_max
   loop
+    v_read := v_read + 1;
+    -- a canvas row of a workspace member: one look-up by the primary key, in a statement of its own
+    -- (an EXISTS in the query above was planned as a hash of every member of the workspace)
+    v_shadowed := v_row.canvas_row
+                  and exists (select from app.workspace_members wm where wm.workspace_id = v_workspace_id and wm.user_id = v_row.user_id);
     if cardinality(v_users) >= v_limit then
-      v_more := true;
-      exit;
+      -- a full page: more if a row of the list follows (the cursor stays at the page's last user)
+      if not v_shadowed then
+        v_more := true;
+        exit;
+      end if;
+    else
+      if not v_shadowed then
+        v_users := array_append(v_users, (select jsonb_build_object('user_id', au.id, 'email', au.email,
+                                                                    'role', internal.canvas_role(p_canvas_id, au.id))
+                                          from auth.users au where au.id = v_row.user_id));
+      end if;
+      v_time := v_row.joined_at;
+      v_id := v_row.user_id;
     end if;
-    v_users := array_append(v_users, jsonb_build_object('user_id', v_row.user_id, 'email', v_row.email, 'role', v_row.role));
-    v_time := v_row.joined_at;
-    v_id := v_row.user_id;
   end loop;
+  -- every row it may read was read: what follows is for the next page
+  v_more := v_more or v_read >= v_read_max;
   return jsonb_build_object(
     'can_write', internal.can_write_role(v_role) and internal.token_allows(p_canvas_id, true),
     'role', v_role,
@@ -416,8 +438,9 @@ comment on function api.get_canvas_permissions(uuid, text, integer) is
   'A8: who has access to a canvas, a page at a time: {can_write, role, users[{user_id, email, role}], next_cursor} where role is the '
   'caller''s (owner, admin, editor, viewer), can_write whether the caller''s role and token let it write, and users the workspace''s '
   'and the canvas''s members with each one''s role on the canvas, by when they joined (the workspace; a member of the canvas alone: the '
-  'canvas), at most limit (1..500, default 100); pass next_cursor as cursor for the next page (null: the last). Access is checked '
-  'on every page. Errors: unauthorized; not_found (field canvas_id); forbidden (token scope); invalid_input (field cursor).';
+  'canvas), at most limit (1..500, default 100), fewer (even none) when the rows a page reads (at most 2 * limit + 1) include canvas '
+  'rows of workspace members, which are listed at their workspace membership; pass next_cursor as cursor for the next page (null: the '
+  'last). Access is checked on every page. Errors: unauthorized; not_found (field canvas_id); forbidden (token scope); invalid_input (field cursor).';
 
 -- PUBLIC gets EXECUTE on new functions: the per-schema default privileges of the foundation
 -- migration cannot take it away (Postgres only adds to the global defaults), so revoke it here.

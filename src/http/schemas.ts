@@ -103,7 +103,8 @@ export const BlockPage = z.object({
 export const Permissions = z.object({
   can_write: z.boolean(), role: Role,
   users: z.array(z.object({ user_id: Uuid, email: z.string().nullable(), role: Role }).strict().openapi('CanvasUser')).openapi({
-    description: 'a page: at most limit (default 100, at most 500), by when each joined the workspace (a member of the canvas alone: the canvas)' }),
+    description: 'a page: at most limit (default 100, at most 500; fewer, even none, while next_cursor is not null, when the page read canvas '
+      + 'rows of workspace members), by when each joined the workspace (a member of the canvas alone: the canvas)' }),
   next_cursor: NextCursor,
 }).strict().openapi('Permissions', { description: 'role and can_write: the caller\'s, on every page' });
 export const PresenceResult = z.object({

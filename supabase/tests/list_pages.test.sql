@@ -8,7 +8,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(39);
+select plan(42);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -255,6 +255,51 @@ select is(pg_temp.outcome('outside2', format($$api.get_canvas_permissions(%L, %L
 delete from app.canvas_members where canvas_id = pg_temp.id('c') and user_id = pg_temp.id('outside2');
 select is(pg_temp.outcome('outside2', format($$api.get_canvas_permissions(%L, %L, 4)$$, pg_temp.id('c'), (select cursor from users_order where n = 4))),
           '{"error": "not_found", "field": "canvas_id"}'::jsonb, 'A8: a member of the canvas removed between pages is refused the next: not_found');
+
+-- A8 on a canvas whose members are also the workspace's (a canvas role raising a workspace role):
+-- their canvas rows are not the list's (their workspace membership is), and a page must not read
+-- every one of them to find the members of the canvas alone: each page reads at most 2 * limit + 1
+-- of the canvas's member rows, however many there are (until 2026-12-07 every page read all of
+-- those after the cursor, and with a generic plan compared each with every workspace member: 25 s
+-- a page at 30,000).
+do $$
+declare v_x uuid := gen_random_uuid(); v_d uuid;
+begin
+  insert into ids values ('x', v_x);
+  insert into app.workspaces (workspace_id, name, created_by) values (v_x, 'X', tests.user_id('owner'));
+  insert into auth.users (id, email) select gen_random_uuid(), 'shadow' || g || '@test.local' from generate_series(1, 2000) g;
+  insert into app.workspace_members (workspace_id, user_id, role, created_at)
+  select v_x, u.id, 'viewer'::app.member_role, now() - interval '1 hour' from auth.users u where u.email like 'shadow%@test.local'
+  union all select v_x, tests.user_id('owner'), 'owner', now() - interval '2 hours';
+  perform tests.authenticate_as('owner');
+  v_d := api.create_canvas(v_x, 'D') ->> 'canvas_id';
+  perform tests.clear_authentication();
+  insert into ids values ('d', v_d);
+  -- every workspace member but the owner also a member of D (enough rows that the planner reads them by
+  -- index, as it does at any size once the table is analyzed), added before they joined X; outside1
+  -- a member of D alone, added last
+  insert into app.canvas_members (canvas_id, user_id, role, created_at)
+  select v_d, u.id, 'editor'::app.member_role, now() - interval '3 hours' from auth.users u where u.email like 'shadow%@test.local'
+  union all select v_d, tests.user_id('outside1'), 'viewer', now() - interval '1 minute';
+end $$;
+analyze app.canvas_members, app.workspace_members;  -- the planner reads them by index as it does at that size
+create function pg_temp.member_rows_read(p_call text) returns bigint language plpgsql as $$
+declare v_before bigint := pg_stat_get_xact_tuples_returned('app.canvas_members'::regclass)
+                           + pg_stat_get_xact_tuples_returned('app.canvas_members_joined_idx'::regclass);
+begin
+  perform tests.authenticate_as('owner');
+  execute 'select ' || p_call;
+  perform tests.clear_authentication();
+  return pg_stat_get_xact_tuples_returned('app.canvas_members'::regclass)
+         + pg_stat_get_xact_tuples_returned('app.canvas_members_joined_idx'::regclass) - v_before;
+end $$;
+select cmp_ok(pg_temp.member_rows_read(format($$api.get_canvas_permissions(%L, null, 2)$$, pg_temp.id('d'))), '<=', 5::bigint,
+              'A8: a page of 2 reads at most 5 of the canvas''s member rows, 2,000 of them members of the workspace too');
+select is(pg_temp.pages('owner', $$api.get_canvas_permissions(pg_temp.id('d'), %L, %s)$$, 'users', 'user_id', 500) -> -1 -> 'next_cursor', 'null'::jsonb,
+          '... pages of 500 reach the end (a page may hold fewer than limit: the rows it skipped count)');
+select is((select count(distinct u) from jsonb_array_elements(pg_temp.pages('owner', $$api.get_canvas_permissions(pg_temp.id('d'), %L, %s)$$, 'users', 'user_id', 500)) p,
+                  jsonb_array_elements_text(p -> 'ids') u),
+          2002::bigint, '... each user once: the owner, the 2,000 members of both, outside1');
 
 select * from finish();
 rollback;

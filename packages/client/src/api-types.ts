@@ -118,7 +118,7 @@ export interface paths {
   "/api/v1/canvas/{canvas_id}/permissions": {
     /**
      * A8: who has access, with which role, a page at a time; whether the caller may write
-     * @description users by when each joined the workspace (a member of the canvas alone: when added to it), at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. can_write and role are the caller's, on every page, and access is checked on every page.
+     * @description users by when each joined the workspace (a member of the canvas alone: when added to it), at most limit (default 100, at most 500) a page, fewer (even none) when the 2 × limit + 1 membership rows a page reads include canvas rows of workspace members (listed at their workspace membership); while next_cursor is not null, ask again with cursor = next_cursor. can_write and role are the caller's, on every page, and access is checked on every page.
      */
     get: operations["getCanvasPermissions"];
   };
@@ -736,7 +736,7 @@ export interface components {
     Permissions: {
       can_write: boolean;
       role: components["schemas"]["Role"];
-      /** @description a page: at most limit (default 100, at most 500), by when each joined the workspace (a member of the canvas alone: the canvas) */
+      /** @description a page: at most limit (default 100, at most 500; fewer, even none, while next_cursor is not null, when the page read canvas rows of workspace members), by when each joined the workspace (a member of the canvas alone: the canvas) */
       users: components["schemas"]["CanvasUser"][];
       /** @description pass as cursor for the next page; null at the end */
       next_cursor: string | null;
@@ -2348,7 +2348,7 @@ export interface operations {
   };
   /**
    * A8: who has access, with which role, a page at a time; whether the caller may write
-   * @description users by when each joined the workspace (a member of the canvas alone: when added to it), at most limit (default 100, at most 500) a page; while next_cursor is not null, ask again with cursor = next_cursor. can_write and role are the caller's, on every page, and access is checked on every page.
+   * @description users by when each joined the workspace (a member of the canvas alone: when added to it), at most limit (default 100, at most 500) a page, fewer (even none) when the 2 × limit + 1 membership rows a page reads include canvas rows of workspace members (listed at their workspace membership); while next_cursor is not null, ask again with cursor = next_cursor. can_write and role are the caller's, on every page, and access is checked on every page.
    */
   getCanvasPermissions: {
     parameters: {

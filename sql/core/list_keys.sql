@@ -66,6 +66,11 @@ create index if not exists workspace_members_user_joined_idx on app.workspace_me
 drop index if exists app.workspace_members_user_idx;
 -- W9: a workspace's invites, oldest first.
 create index if not exists workspace_invites_workspace_created_idx on app.workspace_invites (workspace_id, created_at, invite_id);
+-- A4 and W8: a workspace's live canvases by last change, newest first (internal.canvases_page); it
+-- also serves what canvases_workspace_idx (workspace_id) did, so that one goes. Mutations do not
+-- change updated_at (a rename, new settings or a deletion does), so their updates stay HOT.
+create index if not exists canvases_workspace_updated_idx on app.canvases (workspace_id, updated_at desc, canvas_id) where deleted_at is null;
+drop index if exists app.canvases_workspace_idx;
 -- A8: a canvas's own members (without a workspace membership) by when they were added; rows of
 -- before this column have the time it was added.
 alter table app.canvas_members add column if not exists created_at timestamptz not null default now();

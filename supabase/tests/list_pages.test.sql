@@ -8,7 +8,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(47);
+select plan(48);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -328,6 +328,12 @@ select is(jsonb_array_length(pg_temp.pages('owner', $$api.list_workspace_canvase
 select is((select count(distinct i) from jsonb_array_elements_text(pg_temp.all_ids(pg_temp.pages('owner', $$api.list_my_canvases(%L, %s)$$, 'canvases', 'canvas_id', 500))) i),
           (select count(*) from app.canvases c where c.deleted_at is null and internal.canvas_role(c.canvas_id, tests.user_id('owner')) is not null),
           'A4: every canvas of the owner once (C, D and the 2,000)');
+
+-- A cursor of another list is a position in this one: W's members after it, never X's.
+select is((select count(*) from jsonb_array_elements(pg_temp.value_as('m1', format($$api.list_workspace_members(%L, %L, 500)$$, pg_temp.id('w'),
+             (select api.list_workspace_members(pg_temp.id('x'), null, 1) ->> 'next_cursor' from tests.authenticate_as('owner'))))
+             -> 'members') m where (m ->> 'user_id')::uuid not in (select user_id from app.workspace_members where workspace_id = pg_temp.id('w'))),
+          0::bigint, 'W4: a cursor of another workspace''s list pages this one: none of the other''s members');
 
 select * from finish();
 rollback;

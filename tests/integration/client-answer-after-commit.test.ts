@@ -10,14 +10,14 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPotentiaClient, type Block } from '../../packages/client/src/index.ts';
+import { AbortError, createPotentiaClient, type Block, type Canvas } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { apiKeys } from '../../src/dev.ts';
 import type { Server } from '../../src/server.ts';
 import { startCommitLossProxy, type CommitLossProxy } from '../helpers/commit-loss-proxy.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { startTestServer } from '../helpers/http.ts';
-import { databaseUrlThrough } from '../helpers/tcp-proxy.ts';
+import { databaseUrlThrough, startTcpProxy } from '../helpers/tcp-proxy.ts';
 
 const db = testDatabase(2);
 let proxy: CommitLossProxy;
@@ -97,5 +97,116 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     expect((await change)?.block_id).toBe(id);
     proxy.releaseCommitAnswer();
     await client.auth.signOut();
+  }, 60_000);
+
+  /** A signed-up user's new canvas, connected (its client's HTTP and socket to `url`: the server's, or a proxy's). */
+  async function liveCanvas(url = server.url): Promise<{ canvas: Canvas; canvasId: string; signOut: () => Promise<unknown> }> {
+    const client = createPotentiaClient({ url, anonKey: (await apiKeys(server.deps.config)).anon, WebSocket,
+      auth: { persistSession: false, autoRefreshToken: false } });
+    await client.auth.signUp(`answer-${randomUUID()}@example.com`, 'correct horse battery');
+    const { workspace_id } = await client.workspaces.create('Answers');
+    const { canvas_id } = await client.canvases.create(workspace_id, 'Answers');
+    const canvas = client.canvas(canvas_id);
+    await canvas.connect();
+    return { canvas, canvasId: canvas_id, signOut: () => client.auth.signOut() };
+  }
+
+  /** How `p` has settled once everything due now has run: 'no', or its value / error. */
+  async function settledNow<T>(p: Promise<T>): Promise<{ value: T } | { error: unknown } | 'no'> {
+    let out: { value: T } | { error: unknown } | 'no' = 'no';
+    p.then((value) => { out = { value }; }, (error: unknown) => { out = { error }; });
+    await new Promise((r) => setImmediate(r));
+    return out;
+  }
+
+  it('an applied change whose caller aborts before the answer: its promise rejects with AbortError at once (its signal, like timeoutMs, is a deadline for the answer)', async () => {
+    const { canvas, signOut } = await liveCanvas();
+    const id = randomUUID();
+    await canvas.create({ type: 'text', id });
+    const marker = `abort-${randomUUID()}`;
+    const held = proxy.holdCommitAnswer(marker);
+    const ownDelta = nextChange(canvas, 'ack');
+    const stop = new AbortController();
+    const change = canvas.update(id, { content: { t: marker } }, { signal: stop.signal });
+    await held;
+    await ownDelta;
+    stop.abort();
+    const now = await settledNow(change);
+    proxy.releaseCommitAnswer();
+    expect(now, 'the abort ended the wait').not.toBe('no');
+    expect((now as { error: unknown }).error).toBeInstanceOf(AbortError);
+    expect(String((now as { error: Error }).error.message)).toMatch(/applied/);
+    expect(canvas.block(id)?.content).toEqual({ t: marker }); // it applied: the canvas shows it
+    canvas.close();
+    await signOut();
+  }, 60_000);
+
+  it('pending counts an applied change until its answer, and the answer is told to subscribers (cause ack, pending 0)', async () => {
+    const { canvas, signOut } = await liveCanvas();
+    const id = randomUUID();
+    const held = proxy.holdCommitAnswer(id);
+    const ownDelta = nextChange(canvas, 'ack');
+    const change = canvas.create({ type: 'text', id });
+    await held;
+    await ownDelta;
+    expect(canvas.pending, 'its promise has not settled: a "saving" indicator must stay on').toBe(1);
+    const told: number[] = [];
+    canvas.subscribe((v) => { if (v.cause === 'ack') told.push(v.pending); });
+    proxy.releaseCommitAnswer();
+    await change;
+    expect(canvas.pending).toBe(0);
+    expect(told).toContain(0);
+    canvas.close();
+    await signOut();
+  }, 60_000);
+
+  it('the socket lost between the delta and the answer: the client resends by client_op_id, and the change resolves once, with its block', async () => {
+    const front = await startTcpProxy(Number(new URL(server.url).port));
+    try {
+      const { canvas, canvasId, signOut } = await liveCanvas(front.url);
+      const id = randomUUID();
+      const held = proxy.holdCommitAnswer(id);
+      const ownDelta = nextChange(canvas, 'ack');
+      let settled = 0;
+      const change = canvas.create({ type: 'text', id, content: { t: 'resent' } });
+      void change.then(() => settled++, () => settled++);
+      await held;
+      await ownDelta;
+      const back = new Promise<void>((resolve) => {
+        let away = false;
+        const stop = canvas.subscribe((v) => {
+          if (v.status !== 'live') away = true;
+          else if (away) { stop(); resolve(); }
+        });
+      });
+      front.cut({ existing: 'destroy' });
+      front.restore();
+      await back;
+      proxy.releaseCommitAnswer();
+      const block = await change;
+      expect(block.block_id).toBe(id);
+      expect(block.content).toEqual({ t: 'resent' });
+      await new Promise((r) => setImmediate(r));
+      expect(settled).toBe(1);
+      const [row] = await db.sql`select content from app.blocks where block_id = ${id} and canvas_id = ${canvasId}`;
+      expect(row?.content).toEqual({ t: 'resent' });
+      canvas.close();
+      await signOut();
+    } finally {
+      await front.close();
+    }
+  }, 60_000);
+
+  it('the COMMIT\'s answer lost for good (the server\'s database connection reset at it): the change resolves once, with its block', async () => {
+    const { canvas, canvasId, signOut } = await liveCanvas();
+    const id = randomUUID();
+    const lost = proxy.loseCommitAnswer(id);
+    const block = await canvas.create({ type: 'text', id, content: { t: 'lost' } });
+    await lost;
+    expect(block.block_id).toBe(id);
+    const [row] = await db.sql`select content from app.blocks where block_id = ${id} and canvas_id = ${canvasId}`;
+    expect(row?.content).toEqual({ t: 'lost' });
+    canvas.close();
+    await signOut();
   }, 60_000);
 });

@@ -57,7 +57,7 @@ export type CanvasSnapshotView = {
   readonly status: CanvasStatus;
   /** canvas_seq of the server state underneath (0 before the snapshot). */
   readonly canvasSeq: number;
-  /** Your block changes not in the server state yet (their deltas not applied). */
+  /** Your block changes not answered yet (their promises not settled), applied or not. */
   readonly pending: number;
   /** Every block of the local state, by id. */
   readonly blocks: ReadonlyMap<string, Block>;
@@ -267,9 +267,12 @@ export class Canvas {
     return this.sync.canvasSeq;
   }
 
-  /** Block changes of yours not in the server state yet (their deltas not applied). */
+  /**
+   * Block changes of yours not answered yet: their promises have not settled (a change whose delta
+   * came first is in the local state as the server's, and still counts until its answer).
+   */
   get pending(): number {
-    return this.ops.length;
+    return this.ops.length + this.unanswered.size;
   }
 
   /**
@@ -633,10 +636,18 @@ export class Canvas {
    * an op not yet on any socket is taken back (rolled back, never sent: CanvasSync.withdraw) and
    * rejects with `err`; a sent one rejects with `err` and goes on (H1 has no cancel: the client
    * resends it until answered; its refusal, if any, is reported to onError as nobody's). An op
-   * already answered (acked: its delta is on the way) or applied (its delta came first: the answer
-   * is on the way) is left to settle.
+   * already answered (acked: its delta is on the way) is left to settle. One applied (its delta
+   * came first) but not answered rejects with `err` too: the signal and deadline are for the
+   * server's answer, which is what makes it visible to every other session (onOwnDelta); it
+   * stays in the state, and its answer is awaited by nobody.
    */
   private stopWaiting(op: LocalOp, error: (fate: string) => AbortError | TimeoutError): void {
+    if (op.state === 'applied') {
+      if (!this.unanswered.delete(op)) return; // answered meanwhile, or the canvas ended
+      op.reject(error(`its delta came, so it applied and shows in the canvas; the server had not answered it yet (it is resent with client_op_id ${op.id} until answered: answered at once as a duplicate)`));
+      this.notify('ack');
+      return;
+    }
     if (!this.ops.includes(op) || op.detached || op.state === 'acked') return;
     if (op.state === 'waiting' || this.sync.withdraw(op.id)) {
       this.remove(op);
@@ -734,7 +745,9 @@ export class Canvas {
   private onOutcome(op: LocalOp, outcome: MutationOutcome): void {
     if (op.state === 'applied') {
       // its delta came first; the answer means its commit is visible to every session now
-      if (this.unanswered.delete(op)) op.resolve(op.result);
+      if (!this.unanswered.delete(op)) return; // its caller stopped waiting, or the canvas ended
+      op.resolve(op.result);
+      this.notify('ack'); // pending went down
       return;
     }
     if (!this.ops.includes(op)) return; // settled already, or the canvas ended

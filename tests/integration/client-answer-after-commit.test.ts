@@ -209,4 +209,24 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     canvas.close();
     await signOut();
   }, 60_000);
+
+  it('a clientOpId still unanswered (its delta applied) is refused on the same canvas, as one not yet applied is: invalid_input, nothing sent', async () => {
+    const { canvas, signOut } = await liveCanvas();
+    const id = randomUUID();
+    await canvas.create({ type: 'text', id });
+    const clientOpId = randomUUID();
+    const marker = `again-${randomUUID()}`;
+    const held = proxy.holdCommitAnswer(marker);
+    const ownDelta = nextChange(canvas, 'ack');
+    const first = canvas.update(id, { content: { t: marker } }, { clientOpId });
+    await held;
+    await ownDelta;
+    const again = await settledNow(canvas.update(id, { content: { t: marker } }, { clientOpId }));
+    proxy.releaseCommitAnswer();
+    expect(again, 'refused at once').not.toBe('no');
+    expect((again as { error: { code?: string; field?: string } }).error).toMatchObject({ code: 'invalid_input', field: 'clientOpId' });
+    expect((await first).content).toEqual({ t: marker });
+    canvas.close();
+    await signOut();
+  }, 60_000);
 });

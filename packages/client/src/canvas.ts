@@ -580,7 +580,7 @@ export class Canvas {
     if (clientOpId !== undefined && (typeof clientOpId !== 'string' || clientOpId.length < 1 || clientOpId.length > 128)) {
       return this.refuse(new PotentiaError('invalid_input', 'clientOpId must be a string of 1 to 128 characters', 'clientOpId'));
     }
-    if (clientOpId !== undefined && this.ops.some((o) => o.id === clientOpId)) {
+    if (clientOpId !== undefined && this.unansweredId(clientOpId)) {
       return this.refuse(new PotentiaError('invalid_input', `client_op_id ${clientOpId} is still pending on this canvas: the client is sending it (its outcome shows in the canvas)`, 'clientOpId'));
     }
     const id = clientOpId ?? uuid();
@@ -629,6 +629,13 @@ export class Canvas {
     this.notify('local');
     this.dispatch();
     return promise;
+  }
+
+  /** Whether a change with client_op_id `id` is not answered yet (waiting, sent, or applied before its answer). */
+  private unansweredId(id: string): boolean {
+    if (this.ops.some((o) => o.id === id)) return true;
+    for (const o of this.unanswered) if (o.id === id) return true;
+    return false;
   }
 
   /**

@@ -108,7 +108,9 @@ export type MoveInput = { after?: string | null; before?: string; parent?: strin
  *   is resent with the same client_op_id after a reconnect until the server answers, and its
  *   outcome shows in the canvas (the server's block replaces it; a refusal rolls it back and is
  *   reported to onError). It is applied at most once: the server applies a client_op_id once and
- *   answers a resend of an applied one with its first result (`ack`, status `duplicate`).
+ *   answers a resend of an applied one with its first result (`ack`, status `duplicate`);
+ * - applied (its own delta came) but not answered yet: only the promise ends (the message says it
+ *   applied); the change is in the canvas.
  * An already-aborted signal changes nothing and sends nothing (the promise rejects at once);
  * a `signal` that is not an AbortSignal is refused (`invalid_input`, field `signal`), as a bad
  * `timeoutMs` is.

@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AbortError, createPotentiaClient, type Block, type Canvas } from '../../packages/client/src/index.ts';
+import { AbortError, AccessLostError, createPotentiaClient, type Block, type Canvas } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { apiKeys } from '../../src/dev.ts';
 import type { Server } from '../../src/server.ts';
@@ -18,6 +18,7 @@ import { startCommitLossProxy, type CommitLossProxy } from '../helpers/commit-lo
 import { testDatabase } from '../helpers/db.ts';
 import { startTestServer } from '../helpers/http.ts';
 import { databaseUrlThrough, startTcpProxy } from '../helpers/tcp-proxy.ts';
+import { until } from '../helpers/wait.ts';
 
 const db = testDatabase(2);
 let proxy: CommitLossProxy;
@@ -228,5 +229,110 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     expect((await first).content).toEqual({ t: marker });
     canvas.close();
     await signOut();
+  }, 60_000);
+
+  it('changes of one block behind an applied, unanswered one: sent on their base, each resolves once, in order, with its own block; a delete likewise', async () => {
+    const { canvas, canvasId, signOut } = await liveCanvas();
+    const a = randomUUID();
+    const b = randomUUID();
+    await canvas.create({ type: 'text', id: a });
+    await canvas.create({ type: 'text', id: b });
+    const marker = `first-${randomUUID()}`;
+    const held = proxy.holdCommitAnswer(marker);
+    const ownDelta = nextChange(canvas, 'ack');
+    const order: string[] = [];
+    const first = canvas.update(a, { content: { t: marker } });
+    void first.then(() => order.push('first'));
+    await held;
+    await ownDelta;
+    const moved = canvas.move(a, { after: b });
+    void moved.then(() => order.push('move'));
+    const second = canvas.update(a, { content: { u: 2 } });
+    void second.then(() => order.push('second'));
+    expect(canvas.pending).toBe(3);
+    proxy.releaseCommitAnswer();
+    const [f, m, s2] = await Promise.all([first, moved, second]);
+    expect(order).toEqual(['first', 'move', 'second']);
+    expect(f.content).toEqual({ t: marker });
+    expect(m.version).toBeGreaterThan(f.version);
+    expect(s2.version).toBeGreaterThan(m.version);
+    expect(s2.content).toEqual({ t: marker, u: 2 });
+    expect(canvas.pending).toBe(0);
+
+    const gone = proxy.holdCommitAnswer(a);
+    const deleteDelta = nextChange(canvas, 'ack');
+    const deleted = canvas.delete(a);
+    await gone;
+    await deleteDelta;
+    expect(canvas.block(a)).toBeUndefined();
+    expect(await settledNow(deleted)).toBe('no');
+    expect(canvas.pending).toBe(1);
+    proxy.releaseCommitAnswer();
+    expect(await deleted).toBeUndefined();
+    const rows = await db.sql`select 1 from app.blocks where block_id = ${a} and canvas_id = ${canvasId}`;
+    expect(rows.length).toBe(0);
+    canvas.close();
+    await signOut();
+  }, 60_000);
+
+  it('a create with text typed while it was created: the text goes out at the delta, the create resolves at its answer with its block, the text reaches the server', async () => {
+    const { canvas, canvasId, signOut } = await liveCanvas();
+    const id = randomUUID();
+    const held = proxy.holdCommitAnswer(id);
+    const ownDelta = nextChange(canvas, 'ack');
+    const change = canvas.create({ type: 'text', id, content: { body: '' } });
+    canvas.editText(id, 'body', ['typed early']);
+    await held;
+    await ownDelta;
+    expect(canvas.text(id, 'body')).toBe('typed early');
+    expect(await settledNow(change)).toBe('no');
+    proxy.releaseCommitAnswer();
+    const block = await change;
+    expect(block.block_id).toBe(id);
+    expect(block.content).toEqual({ body: '' }); // the server's block its create made
+    await until(async () => (await db.sql`select content->>'body' as body from app.blocks where block_id = ${id} and canvas_id = ${canvasId}`)[0]?.body === 'typed early', 20_000, 'the early text on the server');
+    expect(canvas.text(id, 'body')).toBe('typed early');
+    canvas.close();
+    await signOut();
+  }, 60_000);
+
+  it('access revoked between the delta and the answer, while offline (AccessLostError ends the canvas): the applied change resolves with its block', async () => {
+    const front = await startTcpProxy(Number(new URL(server.url).port));
+    try {
+      const anonKey = (await apiKeys(server.deps.config)).anon;
+      const alice = createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false } });
+      const bob = createPotentiaClient({ url: front.url, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false } });
+      const bobEmail = `bob-${randomUUID()}@example.com`;
+      await alice.auth.signUp(`alice-${randomUUID()}@example.com`, 'correct horse battery');
+      await bob.auth.signUp(bobEmail, 'correct horse battery');
+      const { workspace_id } = await alice.workspaces.create('Answers');
+      const { canvas_id } = await alice.canvases.create(workspace_id, 'Answers');
+      await alice.workspaces.addMember(workspace_id, bobEmail, 'editor');
+      const canvas = bob.canvas(canvas_id);
+      await canvas.connect();
+      const errors: unknown[] = [];
+      canvas.onError((e) => errors.push(e));
+      const id = randomUUID();
+      const held = proxy.holdCommitAnswer(id);
+      const ownDelta = nextChange(canvas, 'ack');
+      const applied = canvas.create({ type: 'text', id, content: { t: 'bob' } });
+      await held;
+      await ownDelta;
+      front.cut({ existing: 'destroy', incoming: 'refuse' });
+      await until(() => canvas.status === 'reconnecting', 20_000, "bob's canvas offline");
+      const removed = await fetch(`${server.url}/api/v1/workspaces/${workspace_id}/members/${canvas.userId}`, {
+        method: 'DELETE', headers: { authorization: `Bearer ${await alice.auth.accessToken()}` } });
+      expect(removed.status).toBe(204);
+      front.restore();
+      await until(() => canvas.status === 'closed', 30_000, "bob's canvas to close");
+      const now = await settledNow(applied);
+      proxy.releaseCommitAnswer();
+      expect(now).toMatchObject({ value: { block_id: id, content: { t: 'bob' } } });
+      expect(errors.some((e) => e instanceof AccessLostError)).toBe(true);
+      expect(canvas.pending).toBe(0);
+      await alice.auth.signOut();
+    } finally {
+      await front.close();
+    }
   }, 60_000);
 });

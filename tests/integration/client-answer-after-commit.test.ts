@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AbortError, AccessLostError, createPotentiaClient, type Block, type Canvas } from '../../packages/client/src/index.ts';
+import { AbortError, AccessLostError, TimeoutError, createPotentiaClient, type Block, type Canvas } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { apiKeys } from '../../src/dev.ts';
 import type { Server } from '../../src/server.ts';
@@ -141,6 +141,24 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     canvas.close();
     await signOut();
   }, 60_000);
+
+  it('an applied change whose timeoutMs passes before the answer: TimeoutError (the deadline is for the answer), not a wait for the answer', async () => {
+    const { canvas, signOut } = await liveCanvas();
+    const id = randomUUID();
+    await canvas.create({ type: 'text', id });
+    const marker = `deadline-${randomUUID()}`;
+    const held = proxy.holdCommitAnswer(marker);
+    const ownDelta = nextChange(canvas, 'ack');
+    const change = canvas.update(id, { content: { t: marker } }, { timeoutMs: 1500 });
+    await held;
+    await ownDelta;
+    const err = await change.catch((e: unknown) => e); // without a deadline for it, this waited for the release below
+    proxy.releaseCommitAnswer();
+    expect(err).toBeInstanceOf(TimeoutError);
+    expect(canvas.block(id)?.content).toEqual({ t: marker });
+    canvas.close();
+    await signOut();
+  }, 30_000);
 
   it('pending counts an applied change until its answer, and the answer is told to subscribers (cause ack, pending 0)', async () => {
     const { canvas, signOut } = await liveCanvas();

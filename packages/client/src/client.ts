@@ -117,7 +117,7 @@ export type PotentiaAuth = {
   signIn(email: string, password: string, options?: CallOptions): Promise<PotentiaUser>;
   /**
    * Signs out (ends the session on the server); open canvases close (their pending changes reject
-   * with `unauthorized`). A sign-out without an answer (TimeoutError, or AbortError once its
+   * with `unauthorized`, except those whose delta came: in the server state, they resolve). A sign-out without an answer (TimeoutError, or AbortError once its
    * request left) ends the session on this device all the same; an already-aborted
    * `options.signal` keeps it (nothing is done).
    */

@@ -138,6 +138,8 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     expect((now as { error: unknown }).error).toBeInstanceOf(AbortError);
     expect(String((now as { error: Error }).error.message)).toMatch(/applied/);
     expect(canvas.block(id)?.content).toEqual({ t: marker }); // it applied: the canvas shows it
+    expect(canvas.pending, 'not answered yet: still pending, as a sent change whose caller stopped waiting is').toBe(1);
+    await until(() => canvas.pending === 0, 20_000, 'its answer');
     canvas.close();
     await signOut();
   }, 60_000);

@@ -57,7 +57,7 @@ export type CanvasSnapshotView = {
   readonly status: CanvasStatus;
   /** canvas_seq of the server state underneath (0 before the snapshot). */
   readonly canvasSeq: number;
-  /** Your block changes not answered yet (their promises not settled), applied or not. */
+  /** Your block changes the server has not answered yet, their deltas applied or not. */
   readonly pending: number;
   /** Every block of the local state, by id. */
   readonly blocks: ReadonlyMap<string, Block>;
@@ -270,8 +270,9 @@ export class Canvas {
   }
 
   /**
-   * Block changes of yours not answered yet: their promises have not settled (a change whose delta
-   * came first is in the local state as the server's, and still counts until its answer).
+   * Block changes of yours the server has not answered yet (a change whose delta came first is in
+   * the local state as the server's, and still counts until its answer; so does one whose caller
+   * stopped waiting: ChangeOptions).
    */
   get pending(): number {
     return this.ops.length + this.unanswered.size;
@@ -648,13 +649,14 @@ export class Canvas {
    * already answered (acked: its delta is on the way) is left to settle. One applied (its delta
    * came first) but not answered rejects with `err` too: the signal and deadline are for the
    * server's answer, which is what makes it visible to every other session (onOwnDelta); it
-   * stays in the state, and its answer is awaited by nobody.
+   * stays in the state and counts as pending until its answer, which nobody awaits.
    */
   private stopWaiting(op: LocalOp, error: (fate: string) => AbortError | TimeoutError): void {
     if (op.state === 'applied') {
-      if (!this.unanswered.delete(op)) return; // answered meanwhile, or the canvas ended
+      if (op.detached || !this.unanswered.has(op)) return; // answered meanwhile, or the canvas ended
+      // it stays unanswered (pending, its client_op_id taken) until the answer, as a sent one does
+      op.detached = true;
       op.reject(error(`its delta came, so it applied and shows in the canvas; the server had not answered it yet (it is resent with client_op_id ${op.id} until answered: answered at once as a duplicate)`));
-      this.notify('ack');
       return;
     }
     if (!this.ops.includes(op) || op.detached || op.state === 'acked') return;
@@ -754,8 +756,8 @@ export class Canvas {
   private onOutcome(op: LocalOp, outcome: MutationOutcome): void {
     if (op.state === 'applied') {
       // its delta came first; the answer means its commit is visible to every session now
-      if (!this.unanswered.delete(op)) return; // its caller stopped waiting, or the canvas ended
-      op.resolve(op.result);
+      if (!this.unanswered.delete(op)) return; // the canvas ended
+      op.resolve(op.result); // a detached op's promise rejected already: nothing
       this.notify('ack'); // pending went down
       return;
     }

@@ -355,4 +355,42 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
       await front.close();
     }
   }, 60_000);
+
+  it('a change waiting behind another of its block whose client_op_id another tab of the user applied meanwhile: sent when its turn comes, answered (duplicate), resolved; never left unsent', async () => {
+    const front = await startTcpProxy(Number(new URL(server.url).port));
+    try {
+      const anonKey = (await apiKeys(server.deps.config)).anon;
+      const email = `tabs-${randomUUID()}@example.com`;
+      const tabB = createPotentiaClient({ url: front.url, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false } });
+      await tabB.auth.signUp(email, 'correct horse battery');
+      const tabA = createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false } });
+      await tabA.auth.signIn(email, 'correct horse battery');
+      const { workspace_id } = await tabB.workspaces.create('Tabs');
+      const { canvas_id } = await tabB.canvases.create(workspace_id, 'Tabs');
+      const b = tabB.canvas(canvas_id);
+      await b.connect();
+      const id = randomUUID();
+      await b.create({ type: 'text', id });
+      const a = tabA.canvas(canvas_id);
+      await a.connect();
+      await until(() => a.block(id) !== undefined, 20_000, 'tab A to see the block');
+
+      front.cut({ existing: 'destroy', incoming: 'refuse' });
+      await until(() => b.status === 'reconnecting', 20_000, 'tab B offline');
+      const clientOpId = randomUUID();
+      const first = b.update(id, { content: { first: 1 } }); // queued offline: its block is busy
+      const same = b.update(id, { content: { same: 1 } }, { clientOpId }); // waits behind it, unsent
+      const viaA = await a.update(id, { content: { same: 1 } }, { clientOpId }); // the same change, from the other tab
+      front.restore(); // tab B resumes: the delta of `clientOpId` comes before its change was sent
+      await first;
+      const settled = await Promise.race([same.then((blk) => blk, (e: unknown) => e),
+        until(() => b.pending === 0 && b.status === 'live', 20_000, 'tab B to settle').then(() => settledNow(same))]);
+      expect(settled).toMatchObject({ block_id: id });
+      expect((settled as Block).version).toBeGreaterThanOrEqual(viaA.version);
+      a.close();
+      b.close();
+    } finally {
+      await front.close();
+    }
+  }, 60_000);
 });

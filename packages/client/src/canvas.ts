@@ -797,6 +797,10 @@ export class Canvas {
    */
   private onOwnDelta(op: LocalOp, block: WireBlock | null | undefined): void {
     if (op.state === 'acked') return this.settle(op, 'delta', block);
+    // not sent yet (behind another change of its block): its client_op_id was applied by another
+    // client of this user (a tab resending it). It goes out in its turn and is answered as a
+    // duplicate; taken out of `ops` now, it would never be sent, so never answered.
+    if (op.state === 'waiting') return;
     this.remove(op);
     op.state = 'applied';
     op.result = this.serverResult(op, block);

@@ -48,14 +48,7 @@ function nextChange(canvas: { subscribe(l: (v: { cause: string }) => void): () =
 
 describe('@potentia/client: a change resolves at the server\'s answer, after its commit is visible', () => {
   it('create and update: their deltas applied while the COMMIT\'s answer is held do not resolve them; the answer does, and the rows are there', async () => {
-    const client = createPotentiaClient({ url: server.url, anonKey: (await apiKeys(server.deps.config)).anon, WebSocket,
-      auth: { persistSession: false, autoRefreshToken: false } });
-    await client.auth.signUp(`answer-${randomUUID()}@example.com`, 'correct horse battery');
-    const { workspace_id } = await client.workspaces.create('Answers');
-    const { canvas_id } = await client.canvases.create(workspace_id, 'Answers');
-    const canvas = client.canvas(canvas_id);
-    await canvas.connect();
-
+    const { canvas, canvasId: canvas_id, signOut } = await liveCanvas();
     for (const step of ['create', 'update'] as const) {
       const id = step === 'create' ? randomUUID() : canvas.blocks().keys().next().value!;
       const marker = step === 'create' ? id : `marker-${randomUUID()}`;
@@ -77,17 +70,11 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
       expect(row?.content).toEqual({ t: step === 'create' ? 'held' : marker });
     }
     canvas.close();
-    await client.auth.signOut();
+    await signOut();
   }, 60_000);
 
   it('close() while the answer is held, the delta applied: the change resolves (it is in the server state), not rejected as closed', async () => {
-    const client = createPotentiaClient({ url: server.url, anonKey: (await apiKeys(server.deps.config)).anon, WebSocket,
-      auth: { persistSession: false, autoRefreshToken: false } });
-    await client.auth.signUp(`answer-close-${randomUUID()}@example.com`, 'correct horse battery');
-    const { workspace_id } = await client.workspaces.create('Answers');
-    const { canvas_id } = await client.canvases.create(workspace_id, 'Answers');
-    const canvas = client.canvas(canvas_id);
-    await canvas.connect();
+    const { canvas, signOut } = await liveCanvas();
     const id = randomUUID();
     const held = proxy.holdCommitAnswer(id);
     const ownDelta = nextChange(canvas, 'ack');
@@ -97,7 +84,7 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     canvas.close();
     expect((await change)?.block_id).toBe(id);
     proxy.releaseCommitAnswer();
-    await client.auth.signOut();
+    await signOut();
   }, 60_000);
 
   /** A signed-up user's new canvas, connected (its client's HTTP and socket to `url`: the server's, or a proxy's). */

@@ -391,7 +391,11 @@ begin
           (select cm.user_id, cm.created_at, true from app.canvas_members cm
            where cm.canvas_id = p_canvas_id and (cm.created_at, cm.user_id) > (v_time, v_id)
            order by cm.created_at, cm.user_id limit v_read_max)) k
-    order by k.joined_at, k.user_id limit v_read_max
+    -- a member's canvas row added when they joined the workspace has their workspace row's key: the
+    -- workspace row first (canvas_row), so that skipping the canvas row, which moves the cursor to
+    -- its key, never passes over a workspace row not yet read (in either order, a page could end on
+    -- the skipped canvas row and the next start after that user's workspace row: never listed)
+    order by k.joined_at, k.user_id, k.canvas_row limit v_read_max
   loop
     v_read := v_read + 1;
     -- a canvas row of a workspace member: one look-up by the primary key, in a statement of its own
@@ -426,8 +430,8 @@ end $$;
 comment on function api.list_my_canvases(text, integer) is
   'A4: the caller''s canvases that are not deleted, most recently updated first, a page at a time: {canvases: [{canvas_id, workspace_id, '
   'title, settings, version, created_by, created_at, updated_at, role}], next_cursor}, at most limit (1..500, default 100) and about 4 MB '
-  '(internal.changes_page_bytes; the first always on it); pass next_cursor as cursor for the next page (null: the last). role the higher '
-  'of the caller''s workspace and canvas membership (owner, admin, editor, viewer); a token scoped to some canvases lists only those. '
+  '(internal.changes_page_bytes; the first always on it); pass next_cursor as cursor for the next page (null: the last). role the caller''s '
+  '(owner, admin, editor, viewer): their canvas role where they have one, else their workspace role; a workspace owner stays owner; a token scoped to some canvases lists only those. '
   'Errors: unauthorized (no signed-in user); invalid_input (field cursor).';
 comment on function api.create_canvas(uuid, text, jsonb, uuid) is
   'A5: creates a canvas in workspace_id (an editor or above of it; a token scoped to some canvases cannot): {canvas_id}. title 1 to 500 '

@@ -29,7 +29,7 @@
 -- potentia:source sql/realtime/policies.sql fc6ed513dc54526511dbaf3c1c8d6ef503178df2f911a1ac5f3c8234bd39bd53 unchanged
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/realtime/retention.sql b77f0720347b7144498acb261b42e603e26e1eab67930fbe52da85760f87a9b9 unchanged
--- potentia:source sql/rpc/canvas.sql 23cd61dbf3683ba6fd53a3bd6b4fca7c30c747b6f471e698de46ebafa329b6f3 included
+-- potentia:source sql/rpc/canvas.sql b2f00f4b633f913655a0d122c2e7cd6f44f3cc7aa1383a34d9e578afab5c5b2d included
 -- potentia:source sql/rpc/endpoint_limits.sql a8372b865bd9c173c966e525e16c8929ef8d43654367e8a4fc2c2b6194a3cca7 unchanged
 -- potentia:source sql/rpc/errors.sql 4ca29516d0f69efe7abc1f5f0903bc7c856605ed6398becade993730256ad4c5 included
 -- potentia:source sql/rpc/mutate.sql 406b2935a08661df25b920b5ee943f6ad3d73f2ccc32ed4661186f232191d2cd included
@@ -605,7 +605,11 @@ begin
           (select cm.user_id, cm.created_at, true from app.canvas_members cm
            where cm.canvas_id = p_canvas_id and (cm.created_at, cm.user_id) > (v_time, v_id)
            order by cm.created_at, cm.user_id limit v_read_max)) k
-    order by k.joined_at, k.user_id limit v_read_max
+    -- a member's canvas row added when they joined the workspace has their workspace row's key: the
+    -- workspace row first (canvas_row), so that skipping the canvas row, which moves the cursor to
+    -- its key, never passes over a workspace row not yet read (in either order, a page could end on
+    -- the skipped canvas row and the next start after that user's workspace row: never listed)
+    order by k.joined_at, k.user_id, k.canvas_row limit v_read_max
   loop
     v_read := v_read + 1;
     -- a canvas row of a workspace member: one look-up by the primary key, in a statement of its own
@@ -640,8 +644,8 @@ end $$;
 comment on function api.list_my_canvases(text, integer) is
   'A4: the caller''s canvases that are not deleted, most recently updated first, a page at a time: {canvases: [{canvas_id, workspace_id, '
   'title, settings, version, created_by, created_at, updated_at, role}], next_cursor}, at most limit (1..500, default 100) and about 4 MB '
-  '(internal.changes_page_bytes; the first always on it); pass next_cursor as cursor for the next page (null: the last). role the higher '
-  'of the caller''s workspace and canvas membership (owner, admin, editor, viewer); a token scoped to some canvases lists only those. '
+  '(internal.changes_page_bytes; the first always on it); pass next_cursor as cursor for the next page (null: the last). role the caller''s '
+  '(owner, admin, editor, viewer): their canvas role where they have one, else their workspace role; a workspace owner stays owner; a token scoped to some canvases lists only those. '
   'Errors: unauthorized (no signed-in user); invalid_input (field cursor).';
 comment on function api.create_canvas(uuid, text, jsonb, uuid) is
   'A5: creates a canvas in workspace_id (an editor or above of it; a token scoped to some canvases cannot): {canvas_id}. title 1 to 500 '

@@ -7,7 +7,7 @@
 // request again alone, so only the culprit fails.
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { CanvasLanes } from '../../src/db/canvas-lanes.ts';
+import { CanvasLanes, DEFAULT_LANE_DEPTH } from '../../src/db/canvas-lanes.ts';
 import { requestStatement } from '../../src/db/request.ts';
 import { pino } from 'pino';
 import postgres from 'postgres';
@@ -151,6 +151,38 @@ describe('canvas lanes: group commit', () => {
     await slow;
     expect(grouped.map(([row]) => row!.form)).toEqual(['own', 'own']);
     expect(grouped[0]![0]!.xid).toBe(grouped[1]![0]!.xid);
+  });
+
+  it('the product\'s default depth is 16: sixteen queued share one transaction, the seventeenth goes in the next; one failing among sixteen, the fifteen others apply once each', async () => {
+    // the default the process uses (src/db/index.ts names no depth): measured against 8 in docs/performance.md
+    expect(DEFAULT_LANE_DEPTH).toBe(16);
+    const { users, canvasId } = await createCanvasWithEditors(fx.db.sql, 8);
+    const callerOf = (i: number) => users[i % users.length]!;
+    const p = fx.pool(2);
+    const lanes = new CanvasLanes(p.sql);
+    // 0 alone (slow); 1-16 queue behind it and go together; 17 one more than the depth
+    const ops = Array.from({ length: 18 }, (_, i) => `default-depth-${i}-${randomUUID()}`);
+    const answers = await Promise.all(await behindFirst(p.app, ops.length, (i) => requestStatement<Row>(lanes, canvasId,
+      { claims: claimsFor(callerOf(i)) }, i === 0 ? SLOW : MUTATE, [canvasId, ops[i]!, create(`d${i}`)])));
+    const rows = answers.map(([row]) => row!);
+    expect(rows.map((row) => row.r.status)).toEqual(ops.map(() => 'success'));
+    expect(new Set(rows.slice(1, 17).map((row) => row.xid)).size).toBe(1);
+    expect(new Set([rows[0]!.xid, rows[1]!.xid, rows[17]!.xid]).size).toBe(3);
+    expect(lanes.sent).toMatchObject({ transactions: 3, requests: 18 });
+    const order = [0, ...byCaller(Array.from({ length: 16 }, (_, k) => k + 1), callerOf), 17];
+    expect((await logged(canvasId)).map((r) => r.client_op_id)).toEqual(order.map((i) => ops[i]));
+
+    // a group of sixteen with one failing after its writes: it fails alone, the others go again and apply once
+    const failing = ops.map((_, i) => `default-depth-fail-${i}-${randomUUID()}`).slice(0, 17);
+    const outcomes = await Promise.allSettled(await behindFirst(p.app, failing.length, (i) => requestStatement<Row>(lanes, canvasId,
+      { claims: claimsFor(callerOf(i)) },
+      i === 0 ? SLOW : i === 9 ? `select m.*, 1 / 0 as boom from (${MUTATE}) m` : MUTATE, [canvasId, failing[i]!, create(`e${i}`)])));
+    onlyFailed(outcomes, 9, '22012');
+    const applied = [0, ...byCaller(Array.from({ length: 16 }, (_, k) => k + 1).filter((i) => i !== 9), callerOf)];
+    const log = (await logged(canvasId)).slice(order.length);
+    expect(log.map((r) => r.client_op_id)).toEqual(applied.map((i) => failing[i]));
+    expect(log.map((r) => r.canvas_seq)).toEqual(applied.map((_, k) => order.length + k + 1));
+    expect(lanes.size).toBe(0);
   });
 
   it('a request failing in a group fails alone; the others are sent again and apply once each', async () => {

@@ -67,4 +67,16 @@ describe('the quick start of packages/client/README.md', () => {
       expect(stdout.trimEnd().split('\n').slice(-2), attempt).toEqual(['Hello, world', 'status 1 blocks']);
     }
   }, 150_000);
+
+  it('run with a key that is not the anon key (a paste cut short), fails saying which key to send', async () => {
+    // The local /auth/v1 answers GoTrue's 401 {message: 'Invalid API key', hint}, as Supabase's
+    // gateway does; auth-js keeps only the message, so the quick start ended on a bare "Invalid
+    // API key" that did not say which key it wants or where to find it.
+    writeFileSync(join(dir, 'quickstart.ts'), quickStart());
+    const failed = await run(join(root, 'node_modules/.bin/tsx'), ['--conditions=source', 'quickstart.ts'], {
+      cwd: dir, timeout: 60_000, env: { ...process.env, POTENTIA_URL: server.url, ANON_KEY: anonKey.slice(0, -4) },
+    }).then(() => null, (err: { stderr?: string }) => err.stderr ?? '');
+    expect(failed).not.toBeNull();
+    expect(failed).toContain('Invalid API key: Double check your anon or service_role API key (npm start prints them).');
+  }, 90_000);
 });

@@ -12,8 +12,8 @@ import { isObject } from './json-value.ts';
  * the body's message and code when it has them: a 5xx Response gets it as its `message` (what
  * auth-js reads), a non-JSON error body is replaced by GoTrue's error shape `{code, msg}` with the
  * same status and headers. A session answer gets an expires_at in this host's clock
- * (withLocalExpiry). Nothing else is touched: other successes, JSON 4xx answers and every other
- * path go through as they came.
+ * (withLocalExpiry), a JSON refusal with a `hint` gets it into its message (withHint). Nothing
+ * else is touched: other successes, other JSON 4xx answers and every other path go through as they came.
  */
 export function withAuthAnswers(base: typeof fetch, authPrefix: string): typeof fetch {
   return async (input, init) => {
@@ -32,12 +32,29 @@ export function withAuthAnswers(base: typeof fetch, authPrefix: string): typeof 
       Object.defineProperty(res, 'message', { value: message });
       return res;
     }
-    if (body) return res;
+    if (body) return withHint(res, body);
     const headers = new Headers(res.headers);
     headers.set('content-type', 'application/json');
     headers.delete('content-length');
     return new Response(JSON.stringify({ code: res.status, msg: message }), { status: res.status, statusText: res.statusText, headers });
   };
+}
+
+/**
+ * A JSON refusal whose body carries a `hint` (what to do next: `{"message": "Invalid API key",
+ * "hint": "Double check your anon or service_role API key …"}`, as Supabase's gateway and the local
+ * `/auth/v1` answer a wrong or missing `apikey`), with the hint appended to the message auth-js
+ * reads (`msg`, else `message`, …): auth-js keeps only that message, so the hint was lost and the
+ * caller got a bare "Invalid API key". Any other answer goes through as it came.
+ */
+function withHint(res: Response, body: Record<string, unknown>): Response {
+  const hint = firstString(body, ['hint']);
+  const key = ['msg', 'message', 'error_description', 'error'].find((k) => typeof body[k] === 'string');
+  if (!hint || !key || (body[key] as string).includes(hint)) return res;
+  const headers = new Headers(res.headers);
+  headers.delete('content-length');
+  headers.delete('content-encoding');
+  return new Response(JSON.stringify({ ...body, [key]: `${body[key] as string}: ${hint}` }), { status: res.status, statusText: res.statusText, headers });
 }
 
 /**

@@ -53,7 +53,8 @@ export function opsRoutes(deps: Deps) {
                extract(epoch from now() - max(last_seen_at))::float8 as age
         from app.worker_heartbeats`);
       if (!hb || hb.live === 0) {
-        return answer({ database: 'ok', worker: hb?.age == null ? 'no worker heartbeat' : `worker heartbeat stale (${Math.round(hb.age)} s old)` });
+        const what = hb?.age == null ? 'no worker heartbeat' : `worker heartbeat stale (${Math.round(hb.age)} s old)`;
+        return answer({ database: 'ok', worker: `${what}: ${workerHint(deps.config.worker.mode)}` });
       }
       return answer({ database: 'ok', worker: 'ok' });
     } catch (err) {
@@ -71,6 +72,13 @@ export function opsRoutes(deps: Deps) {
     return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType }) as never;
   });
   return app;
+}
+
+/** What /ready tells an operator to do when no worker's heartbeat is fresh, by WORKER_MODE. */
+function workerHint(mode: 'inprocess' | 'external' | 'off'): string {
+  return mode === 'external'
+    ? 'WORKER_MODE=external expects a worker process on this database (npm run worker, or npm run serve -- --role worker); WORKER_MODE=off expects none'
+    : 'the worker of this process is starting or failing (its log says why)';
 }
 
 // Internal endpoints are invisible to everyone else.

@@ -171,7 +171,10 @@ describe('cleanup', () => {
       expect(live!.n).toBe(0);
       const ready = await fetch(`${expecting.url}/ready`);
       expect(ready.status).toBe(503);
-      expect(((await ready.json()) as any).checks.worker).toMatch(/heartbeat/);
+      // and what to do: 'no worker heartbeat' alone did not say that this server waits for a worker
+      // process of its own (README: WORKER_MODE=external), nor how to start one or stop waiting
+      expect(((await ready.json()) as any).checks.worker)
+        .toBe('no worker heartbeat: WORKER_MODE=external expects a worker process on this database (npm run worker, or npm run serve -- --role worker); WORKER_MODE=off expects none');
     } finally {
       await expecting.stop();
     }

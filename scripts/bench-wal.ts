@@ -18,13 +18,13 @@
 //      mutations/s per slot and in total. Whatever else the cluster wrote meanwhile is in the range
 //      too, as it would be for a real gateway.
 //
-// Scratch database (default potentia_bench_wal: dropped, created and migrated), never dev data.
+// Scratch database (default potentia_bench_wal on the server of DATABASE_URL: dropped, created and migrated), never dev data.
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line.ts';
 import postgres, { type Sql } from 'postgres';
 import { withRequest } from '../src/db/request.ts';
-import { benchDatabaseName, recreateBenchDatabase } from './lib/bench.ts';
+import { benchDatabaseName, benchDatabaseUrl, recreateBenchDatabase } from './lib/bench.ts';
 
 const usage = 'usage: npx tsx scripts/bench-wal.ts [--seconds N>0] [--clients N>=1] [--slots 1,2,4] [--database-url URL]';
 const { values, number, numbers } = parseCommandLine({
@@ -32,7 +32,7 @@ const { values, number, numbers } = parseCommandLine({
     seconds: { type: 'string', default: '5' },
     clients: { type: 'string', default: '8' },
     slots: { type: 'string', default: '1,2,4' },
-    'database-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/potentia_bench_wal' },
+    'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench_wal') },
   },
 }, usage);
 const SECONDS = number('seconds', decimalNumber(0, undefined, { above: true }));

@@ -37,6 +37,14 @@ describe('scripts: the command line', () => {
     expect(scripts.filter((f) => !/\bparseCommandLine\(/.test(readFileSync(`${repoRoot}/scripts/${f}`, 'utf8')))).toEqual([]);
   });
 
+  it('the scratch database of every benchmark is on the server of DATABASE_URL (README, Other commands): none names a server of its own', () => {
+    // bench:wal's default was postgres://postgres@127.0.0.1:5432/potentia_bench_wal, whatever
+    // DATABASE_URL said: with the dev database on another server (or port, or password) it dropped,
+    // made and loaded a database on the local one, or failed to reach it
+    const scripts = readdirSync(`${repoRoot}/scripts`).filter((f) => /^bench.*\.ts$/.test(f));
+    expect(scripts.filter((f) => /['"`]postgres(ql)?:\/\//.test(readFileSync(`${repoRoot}/scripts/${f}`, 'utf8')))).toEqual([]);
+  });
+
   it('a script without options, or with hand-read ones before, answers --help and a mistyped option', async () => {
     const worker = await script('scripts/worker.ts', '--help');
     expect(worker.code).toBe(0);

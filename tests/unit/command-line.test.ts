@@ -249,6 +249,19 @@ describe('scripts: the command line', () => {
       expect(wrong.stdout, name).toBe(''); // nothing ran: no setup step printed
     }
   });
+  it('bench:bus takes its scratch database from BENCH_BUS_DATABASE, refusing a name without "bench" before doing anything', async () => {
+    // its database was always potentia_bench_bus (dropped and made again): two people, or a checkout
+    // and CI, on one server could not run it apart, and nobody could keep their databases to names
+    // of their own. The server here is a closed port: had the name been taken, nothing would connect.
+    const env = { ...process.env, DATABASE_URL: 'postgres://postgres:postgres@127.0.0.1:1/potentia', BENCH_BUS_DATABASE: 'my_dev' };
+    const refused = await run('bash', ['scripts/bench-bus'], { cwd: repoRoot, timeout: 20_000, env })
+      .then(() => ({ code: 0, stdout: '', stderr: '' }), (e: { code: number; stdout: string; stderr: string }) => e);
+    expect(refused.code).toBe(2);
+    expect(refused.stdout).toBe('');
+    expect(refused.stderr).toContain('BENCH_BUS_DATABASE: refusing to drop and recreate "my_dev": the bench database name must contain "bench"');
+    const help = await run('bash', ['scripts/bench-bus', '--help'], { cwd: repoRoot, timeout: 20_000 });
+    expect(help.stdout).toContain('BENCH_BUS_DATABASE');
+  });
   it('scripts/pgbouncer (README, Connection pooling) answers --help, and a command it lacks, like the npm scripts', async () => {
     // `scripts/pgbouncer --help` answered `pgbouncer: usage: …` on stderr with exit 1, as a failure
     const help = await bashScript('scripts/pgbouncer', '--help');

@@ -8,7 +8,7 @@
 --     others); a page of canvases also stops at about 4 MB, the others' rows are under 2 KB each;
 --   - cursor: `<time in epoch microseconds>.<id>`, the key of the last row of the previous page
 --     (internal.list_cursor), null for the first page; anything else, a 19-digit time included,
---     is invalid_input naming `cursor` (internal.read_list_cursor);
+--     is invalid_input naming `cursor` (internal.list_start);
 --   - next_cursor: null on the last page.
 -- A page is the rows after the cursor's key in the list's order, read from an index in that order
 -- (below), so a page reads at most limit + 1 rows however long the list is (A8: 2 * limit + 1, and
@@ -34,16 +34,21 @@ language sql stable as $$
   select (extract(epoch from p_time) * 1000000)::bigint::text || '.' || p_id::text
 $$;
 
--- The key a cursor of internal.list_cursor names (both null for a null cursor); any other text is
--- invalid_input naming cursor. The time has at most 18 digits, which every bigint has and the
--- cast cannot overflow; one past 2^53 microseconds of 1970 (year 2255, or 1685 before it), which
--- no row has and the interval arithmetic would round, is read as infinity (-infinity): after
--- (before) every row, as the number compares.
-create or replace function internal.read_list_cursor(p_cursor text, out o_time timestamptz, out o_id uuid)
+-- Where a page starts: the key a cursor of internal.list_cursor names, or for the first page (a
+-- null cursor) a key before every row of the list's order: (-infinity, the nil uuid), or
+-- (infinity, the nil uuid) for a list newest first (p_newest_first, A4 and W8: updated_at desc,
+-- then canvas_id). Any other text is invalid_input naming cursor. The time has at most 18 digits,
+-- which every bigint has and the cast cannot overflow; one past 2^53 microseconds of 1970 (year
+-- 2255, or 1685 before it), which no row has and the interval arithmetic would round, is read as
+-- infinity (-infinity): after (before) every row, as the number compares.
+drop function if exists internal.read_list_cursor(text);  -- until 2026-12-07: this without the first page's key
+create or replace function internal.list_start(p_cursor text, p_newest_first boolean default false, out o_time timestamptz, out o_id uuid)
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 declare v_micros bigint;
 begin
   if p_cursor is null then
+    o_time := case when p_newest_first then 'infinity'::timestamptz else '-infinity'::timestamptz end;
+    o_id := '00000000-0000-0000-0000-000000000000';
     return;
   end if;
   if p_cursor !~ '^-?[0-9]{1,18}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
@@ -80,5 +85,6 @@ comment on function internal.list_limit(integer) is
   'The page size of a paged list (A4, W8, W1, W4, W9, A8): p_limit clamped to 1..500, 100 when null.';
 comment on function internal.list_cursor(timestamptz, uuid) is
   'The cursor of a paged list after the row with key (p_time, p_id): <p_time in epoch microseconds>.<p_id>.';
-comment on function internal.read_list_cursor(text) is
-  'The key (o_time, o_id) a cursor of internal.list_cursor names, both null for null; invalid_input (field cursor) for any other text.';
+comment on function internal.list_start(text, boolean) is
+  'The key (o_time, o_id) a page of a paged list starts after: the one a cursor of internal.list_cursor names; for null, a key before '
+  'every row ((-infinity, nil uuid), or (infinity, nil uuid) when p_newest_first); invalid_input (field cursor) for any other text.';

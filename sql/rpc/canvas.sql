@@ -138,9 +138,7 @@ declare
   v_bytes bigint := 0;
   v_more boolean := false;
 begin
-  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
-  v_time := coalesce(v_time, 'infinity');
-  v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
+  select * into v_time, v_id from internal.list_start(p_cursor, true);
   for v_row in
     select k.c, internal.canvas_role((k.c).canvas_id, p_user) as role
     from ((select c
@@ -370,7 +368,7 @@ declare
   v_role app.member_role := internal.require_canvas_reader(p_canvas_id);
   v_workspace_id uuid := (select workspace_id from app.canvases where canvas_id = p_canvas_id);
   v_limit integer := internal.list_limit(p_limit);
-  v_read_max integer := 2 * internal.list_limit(p_limit) + 1;
+  v_read_max integer := 2 * v_limit + 1;
   v_read integer := 0;
   v_shadowed boolean;
   v_time timestamptz;
@@ -379,9 +377,7 @@ declare
   v_users jsonb[] := '{}';
   v_more boolean := false;
 begin
-  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
-  v_time := coalesce(v_time, '-infinity');
-  v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
+  select * into v_time, v_id from internal.list_start(p_cursor);
   for v_row in
     select k.user_id, k.joined_at, k.canvas_row
     from ((select wm.user_id, wm.created_at as joined_at, false as canvas_row from app.workspace_members wm

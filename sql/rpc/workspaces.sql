@@ -256,9 +256,7 @@ begin
   if not internal.token_allows(null, false) then
     perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot list workspaces');
   end if;
-  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
-  v_time := coalesce(v_time, '-infinity');
-  v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
+  select * into v_time, v_id from internal.list_start(p_cursor);
   for v_row in
     select w, m.role, m.created_at
     from app.workspace_members m join app.workspaces w using (workspace_id)
@@ -330,9 +328,7 @@ declare
   v_more boolean := false;
 begin
   perform internal.require_workspace_member(p_workspace_id, false);
-  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
-  v_time := coalesce(v_time, '-infinity');
-  v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
+  select * into v_time, v_id from internal.list_start(p_cursor);
   for v_row in
     select m.user_id, u.email, m.role, m.created_at
     from app.workspace_members m join auth.users u on u.id = m.user_id
@@ -590,9 +586,7 @@ begin
   if v_role not in ('owner', 'admin') then
     perform internal.raise_error('forbidden', format('your role (%s) cannot see invites: only owners and admins can', v_role));
   end if;
-  select * into v_time, v_id from internal.read_list_cursor(p_cursor);
-  v_time := coalesce(v_time, '-infinity');
-  v_id := coalesce(v_id, '00000000-0000-0000-0000-000000000000');
+  select * into v_time, v_id from internal.list_start(p_cursor);
   for v_invite in
     select * from app.workspace_invites i
     where i.workspace_id = p_workspace_id and (i.created_at, i.invite_id) > (v_time, v_id)

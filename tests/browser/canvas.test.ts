@@ -6,9 +6,8 @@ import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildDemo } from '../../scripts/build-demo.ts';
 import { createPotentiaClient } from '../../packages/client/src/index.ts';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { launchChromium, pageErrors, screenshot } from '../helpers/browser.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -18,7 +17,7 @@ import { until } from '../helpers/wait.ts';
 // conflict dialog's three choices, live cursors. Screenshots of each step go to
 // test-results/screenshots/.
 
-let server: PotentiaProcess;
+let server: DevServer;
 let browser: Browser;
 const db = testDatabase(2);
 const contexts: BrowserContext[] = [];
@@ -36,7 +35,7 @@ beforeAll(async () => {
   await buildDemo({ ifChanged: true });
   // the seeded demo user (supabase/seed.sql, as npm start loads it), for "Continue as demo user"
   await db.sql.file('supabase/seed.sql');
-  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
+  server = await startDevServer();
   browser = await launchChromium();
 }, 120_000);
 afterAll(async () => {
@@ -340,7 +339,7 @@ describe('the demo app, two people on one canvas', () => {
     const tracker = createServer((req, res) => { fetched.push(req.url ?? ''); res.end(); });
     await new Promise<void>((r) => tracker.listen(0, '127.0.0.1', r));
     const at = `http://127.0.0.1:${(tracker.address() as AddressInfo).port}`;
-    const mallory = createPotentiaClient({ url: server.url, anonKey: /anon key\s+(\S+)/.exec(server.output())![1]!, WebSocket: WebSocket as never,
+    const mallory = createPotentiaClient({ url: server.url, anonKey: server.anonKey, WebSocket: WebSocket as never,
       auth: { persistSession: false } });
     try {
       const me = await mallory.auth.signUp(email('mallory'), password);

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { assertMigrated } from '../../src/db/migrated.ts';
 import { startPotentiaProcess, startWorkerProcess, type PotentiaProcess, type ScriptProcess } from '../helpers/chaos.ts';
+import { printedAnonKey } from '../helpers/dev-server.ts';
 import { createUser } from '../helpers/fixtures.ts';
 import { openH1, type H1Conn } from '../helpers/h1.ts';
 import { subscribed } from '../helpers/realtime.ts';
@@ -31,7 +32,7 @@ let api: PotentiaProcess;
 let gateway: PotentiaProcess;
 let h1: H1Conn | undefined;
 /** The anon key the api process printed at its start. */
-const anonKey = () => /anon key\s+(\S+)/.exec(api.output())![1]!;
+const anonKey = () => printedAnonKey(api);
 
 // The worker's crontab (src/config.ts WORKER_CRONTAB's tasks and options), each item with an id of
 // its own and a backfill: known as if it last ran 3 minutes ago, so the worker's cron schedules

@@ -3,8 +3,7 @@ import { getEventListeners } from 'node:events';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortError, CanvasSync, createPotentiaClient, PotentiaError, type Canvas, type PotentiaClient } from '../../packages/client/src/index.ts';
-import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { recordFetches } from '../helpers/fetch-recorder.ts';
 import { startSilentListener, type SilentListener } from '../helpers/silent-listener.ts';
@@ -22,7 +21,7 @@ import { until } from '../helpers/wait.ts';
 // client's first frame (its resume) back. Outcomes only: no duration is asserted.
 
 const db = testDatabase(2);
-let server: PotentiaProcess;
+let server: DevServer;
 let anonKey: string;
 /** A listener that accepts every connection, reads it, and never answers. */
 let silent: SilentListener;
@@ -54,8 +53,8 @@ class TrackedSocket extends WebSocket {
 
 beforeAll(async () => {
   fetches = recordFetches();
-  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer();
+  anonKey = server.anonKey;
   silent = await startSilentListener();
 }, 90_000);
 

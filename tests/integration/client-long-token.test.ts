@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createPotentiaClient } from '../../packages/client/src/index.ts';
-import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { recordFetches } from '../helpers/fetch-recorder.ts';
 
 // @potentia/client refreshes the session on its own timer (setTimeout) shortly before the access
@@ -12,16 +11,15 @@ import { recordFetches } from '../helpers/fetch-recorder.ts';
 // refreshed at once, got another 30-day token, and refreshed again, without end (every refresh
 // a request and a row). Counted here: the refresh requests while the client makes plain calls.
 
-let server: PotentiaProcess;
+let server: DevServer;
 let anonKey: string;
 let fetches: ReturnType<typeof recordFetches>;
 const refreshes = () => fetches.sent.filter((r) => r.includes('grant_type=refresh_token'));
 
 beforeAll(async () => {
   fetches = recordFetches();
-  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development',
-    ACCESS_TOKEN_TTL_SECONDS: String(30 * 24 * 3600) });
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer({ ACCESS_TOKEN_TTL_SECONDS: String(30 * 24 * 3600) });
+  anonKey = server.anonKey;
 }, 90_000);
 afterAll(async () => {
   fetches?.restore();

@@ -5,8 +5,7 @@ import {
   AccessLostError, ConflictError, createPotentiaClient, PotentiaError, RateLimitedError, transformPosition, type Block, type BlockNode, type Canvas,
   type PotentiaClient,
 } from '../../packages/client/src/index.ts';
-import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 import { sleep, until } from '../helpers/wait.ts';
 import { freePort } from '../helpers/free-port.ts';
@@ -19,7 +18,7 @@ import { freePort } from '../helpers/free-port.ts';
 
 const faults: unknown[] = [];
 const onFault = (err: unknown) => void faults.push(err);
-let server: PotentiaProcess;
+let server: DevServer;
 let port: number;
 let anonKey: string;
 const proxies: Record<'alice' | 'bob', TcpProxy> = {} as never;
@@ -42,7 +41,7 @@ let ca: Canvas;
 let cb: Canvas;
 
 // the standard profile: its endpoint limits are the production ones (one canvas per 10 s per user)
-const serverEnv = () => ({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'standard', PORT: String(port) });
+const serverEnv = () => ({ POTENTIA_PROFILE: 'standard', PORT: String(port) });
 
 
 function client(proxy: TcpProxy): PotentiaClient {
@@ -64,8 +63,8 @@ beforeAll(async () => {
   process.on('unhandledRejection', onFault);
   process.on('uncaughtException', onFault);
   port = await freePort();
-  server = await startPotentiaProcess(serverEnv());
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer(serverEnv());
+  anonKey = server.anonKey;
   proxies.alice = await startTcpProxy(port);
   proxies.bob = await startTcpProxy(port);
   alice = client(proxies.alice);
@@ -339,7 +338,7 @@ describe('@potentia/client against a real server', () => {
       cb.update(bobs[0]!.block_id, { content: { text: 'bob offline 1, edited while down' } }),
     ];
     expect(cb.editText(alices.block_id, 'text', [15, '!'])).toBe('alice meanwhile!');
-    server = await startPotentiaProcess(serverEnv());
+    server = await startDevServer(serverEnv());
     const [alicesDown] = await Promise.all(whileDown);
     await until(() => ca.status === 'live' && cb.status === 'live' && ca.canvasSeq === cb.canvasSeq
       && ca.text(alices.block_id, 'text') === 'alice meanwhile!' && cb.block(alicesDown!.block_id) !== undefined, 30_000, 'both to resume');

@@ -4,8 +4,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 
 // The quick start of packages/client/README.md is run as a reader runs it: its code block, copied
 // as is into a file of this repository (where `@potentia/client` is the workspace's package), run
@@ -15,7 +14,7 @@ import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts'
 const run = promisify(execFile);
 const root = resolve(fileURLToPath(import.meta.url), '../../..');
 const readme = readFileSync(join(root, 'packages/client/README.md'), 'utf8');
-let server: PotentiaProcess;
+let server: DevServer;
 let anonKey: string;
 let dir: string;
 
@@ -28,8 +27,8 @@ function quickStart(): string {
 }
 
 beforeAll(async () => {
-  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', POTENTIA_PROFILE: 'development' });
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer();
+  anonKey = server.anonKey;
   mkdirSync(join(root, 'test-results'), { recursive: true });
   dir = mkdtempSync(join(root, 'test-results', 'quickstart-')); // inside the repository: node_modules resolve as at its root
 }, 90_000);

@@ -5,7 +5,7 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPotentiaClient, PotentiaError, type Canvas, type PotentiaClient } from '../../packages/client/src/index.ts';
 import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { startTestServer } from '../helpers/http.ts';
 import { databaseUrlThrough, startTcpProxy } from '../helpers/tcp-proxy.ts';
@@ -39,16 +39,15 @@ class RecordingWebSocket extends WebSocket {
     (super.send as (...a: unknown[]) => void)(data, ...rest);
   }
 }
-let server: PotentiaProcess;
+let server: DevServer;
 let client: PotentiaClient;
 let canvas: Canvas;
 let userId: string;
 const heard: PotentiaError[] = [];
 
 beforeAll(async () => {
-  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
-  const anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
-  client = createPotentiaClient({ url: server.url, anonKey, WebSocket: RecordingWebSocket, auth: { persistSession: false },
+  server = await startDevServer();
+  client = createPotentiaClient({ url: server.url, anonKey: server.anonKey, WebSocket: RecordingWebSocket, auth: { persistSession: false },
     canvas: { reconnectDelayMs: () => 100 } });
   userId = (await client.auth.signUp(`refusals-${randomUUID()}@example.com`, 'correct horse battery')).id;
   const ws = await client.workspaces.create('Refusals');
@@ -166,8 +165,7 @@ describe('@potentia/client: sign-in when the auth server fails', () => {
     const viaProxy = databaseUrlThrough(proxy, direct);
     const failing = await startTestServer({ databaseUrl: viaProxy });
     try {
-      const anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
-      const c = createPotentiaClient({ url: failing.url, anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false } });
+      const c = createPotentiaClient({ url: failing.url, anonKey: server.anonKey, WebSocket, auth: { persistSession: false, autoRefreshToken: false } });
       proxy.cut();
       const err = await c.auth.signIn(`nobody-${randomUUID()}@example.com`, 'correct horse battery').then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(PotentiaError);

@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPotentiaClient, TimeoutError, type PotentiaClient } from '../../packages/client/src/index.ts';
-import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { reservedTransaction, testDatabase } from '../helpers/db.ts';
 import { startSilentListener, type SilentListener } from '../helpers/silent-listener.ts';
 import { until } from '../helpers/wait.ts';
@@ -17,13 +16,13 @@ import { until } from '../helpers/wait.ts';
 // listener that accepts and never answers. Outcomes only: no duration is asserted.
 
 const db = testDatabase(2);
-let server: PotentiaProcess;
+let server: DevServer;
 let anonKey: string;
 let silent: SilentListener;
 
 beforeAll(async () => {
-  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer();
+  anonKey = server.anonKey;
   silent = await startSilentListener();
 }, 90_000);
 

@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createPotentiaClient, type PotentiaClient } from '../../packages/client/src/index.ts';
-import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { sleep } from '../helpers/wait.ts';
 import { freePort } from '../helpers/free-port.ts';
@@ -18,7 +17,7 @@ import { freePort } from '../helpers/free-port.ts';
 
 const TTL_S = 60;
 const db = testDatabase(1);
-let server: PotentiaProcess;
+let server: DevServer;
 let anonKey: string;
 const faults: unknown[] = [];
 const onFault = (err: unknown) => void faults.push(err);
@@ -37,11 +36,8 @@ beforeAll(async () => {
   process.on('uncaughtException', onFault);
   process.on('unhandledRejection', onFault);
   const port = await freePort();
-  server = await startPotentiaProcess({
-    DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', PORT: String(port),
-    POTENTIA_PROFILE: 'development', ACCESS_TOKEN_TTL_SECONDS: String(TTL_S),
-  });
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer({ PORT: String(port), ACCESS_TOKEN_TTL_SECONDS: String(TTL_S) });
+  anonKey = server.anonKey;
 }, 90_000);
 afterAll(async () => {
   process.off('uncaughtException', onFault);
@@ -144,7 +140,7 @@ describe('the access token when the client\'s wall clock steps', () => {
 
   it('a step forward of an hour: a token refreshed once is used, not refreshed again at every call', async () => {
     // tokens of the default life (an hour): auth-js refreshes one with less than 90 s left at every call anyway
-    const standard = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
+    const standard = await startDevServer();
     try {
       steppableWallClock();
       const c = await signedIn(standard);

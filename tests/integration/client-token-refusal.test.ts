@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPotentiaClient, type PotentiaClient, type PotentiaUser } from '../../packages/client/src/index.ts';
-import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { recordFetches } from '../helpers/fetch-recorder.ts';
 import { freePort } from '../helpers/free-port.ts';
@@ -20,9 +19,9 @@ import { freePort } from '../helpers/free-port.ts';
 
 const db = testDatabase(2);
 let port: number;
-let server: PotentiaProcess;
+let server: DevServer;
 let anonKey: string;
-const env = () => ({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', PORT: String(port), POTENTIA_PROFILE: 'development' });
+const env = () => ({ PORT: String(port) });
 let ada: PotentiaClient;
 let bob: PotentiaClient;
 let adaId: string;
@@ -39,8 +38,8 @@ const refreshRows = async (userId: string) =>
 beforeAll(async () => {
   fetches = recordFetches();
   port = await freePort();
-  server = await startPotentiaProcess(env());
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer(env());
+  anonKey = server.anonKey;
   ada = createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false } });
   bob = createPotentiaClient({ url: server.url, anonKey, WebSocket, auth: { persistSession: false } });
   adaId = (await ada.auth.signUp(`refusal-ada-${randomUUID()}@example.com`, 'correct horse battery')).id;
@@ -49,7 +48,7 @@ beforeAll(async () => {
   expect(await bob.workspaces.list()).toEqual([]);
   // the same server, now with an issuer: every token issued so far is refused (wrong_issuer)
   await server.stop();
-  server = await startPotentiaProcess({ ...env(), JWT_ISSUER: 'https://moved.example.com/auth/v1' });
+  server = await startDevServer({ ...env(), JWT_ISSUER: 'https://moved.example.com/auth/v1' });
 }, 120_000);
 
 afterAll(async () => {

@@ -22,7 +22,7 @@ import { createClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { bigCanvas } from '../helpers/big-canvas.ts';
 import { callAs } from '../helpers/fixtures.ts';
@@ -32,7 +32,7 @@ const root = new URL('../..', import.meta.url).pathname;
 // its package.json makes them ES modules (top-level await), as quickstart.ts at the root would
 const scratch = join(root, 'test-results', 'doc-samples');
 
-let server: PotentiaProcess;
+let server: DevServer;
 let anonKey: string;
 const email = `doc-samples-${randomUUID()}@example.com`;
 const password = 'correct horse battery';
@@ -43,8 +43,8 @@ let eventsCanvasId: string;
 
 beforeAll(async () => {
   mkdirSync(scratch, { recursive: true });
-  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', POTENTIA_PROFILE: 'development' });
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer();
+  anonKey = server.anonKey;
   const signup = await fetch(`${server.url}/auth/v1/signup`, {
     method: 'POST', headers: { apikey: anonKey, 'content-type': 'application/json' }, body: JSON.stringify({ email, password }),
   });

@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createClient, FunctionsHttpError, type SupabaseClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { subscribed } from '../helpers/realtime.ts';
 
 // A Supabase developer's first hour, with nothing but supabase-js and what `npm start` prints:
@@ -11,13 +10,13 @@ import { subscribed } from '../helpers/realtime.ts';
 // canvas, a private realtime channel each, a mutation through functions.invoke that the other
 // receives, then refreshSession and signOut. The server is a real `src/main.ts` process.
 
-let server: PotentiaProcess;
+let server: DevServer;
 let anonKey: string;
 const clients: SupabaseClient[] = [];
 
 beforeAll(async () => {
-  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer();
+  anonKey = server.anonKey;
 }, 90_000);
 afterAll(async () => {
   for (const c of clients) await c.removeAllChannels();

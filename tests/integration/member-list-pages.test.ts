@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createPotentiaClient, type PotentiaClient } from '../../packages/client/src/index.ts';
-import { testDatabaseUrl } from '../../src/config.ts';
-import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { startDevServer, type DevServer } from '../helpers/dev-server.ts';
 import { testDatabase } from '../helpers/db.ts';
 
 // W1 GET /workspaces, W4 GET /workspaces/{id}/members, W9 GET /workspaces/{id}/invites and A8
@@ -14,11 +13,11 @@ import { testDatabase } from '../helpers/db.ts';
 // the pages to the end.
 
 const db = testDatabase();
-let server: PotentiaProcess;
+let server: DevServer;
 let anonKey: string;
 beforeAll(async () => {
-  server = await startPotentiaProcess({ DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', LOG_LEVEL: 'warn', POTENTIA_PROFILE: 'development' });
-  anonKey = /anon key\s+(\S+)/.exec(server.output())![1]!;
+  server = await startDevServer();
+  anonKey = server.anonKey;
 }, 90_000);
 afterAll(async () => { await server?.stop(); await db.close(); });
 

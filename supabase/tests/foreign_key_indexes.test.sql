@@ -22,10 +22,9 @@ insert into exceptions values
   -- a canvas's or workspace's deletion
   ('app.canvases.canvases_workspace_id_fkey',
    'no function deletes a workspace (a user''s deletion sets workspaces.created_by null): the cascade does not run; '
-   'canvases_workspace_updated_idx (workspace_id, ...) where deleted_at is null serves the reads'),
-  ('app.block_operations.block_operations_canvas_id_fkey',
-   'the purge of a soft-deleted canvas (internal.cleanup step 6) cascades here and reads the log: the indexes led by canvas_id are '
-   'partial (server_seq / canvas_seq not null); a whole one would cost every mutation one more index entry. Not decided yet');
+   'canvases_workspace_updated_idx (workspace_id, ...) where deleted_at is null serves the reads');
+  -- (app.block_operations.canvas_id: block_operations_canvas_server_seq_idx, whole, serves the purge of a
+  -- soft-deleted canvas; block_operations_canvas_key_index.test.sql)
 
 create temp view unindexed_keys as
 select c.conrelid::regclass::text || '.' || c.conname as conname

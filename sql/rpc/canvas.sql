@@ -37,24 +37,33 @@ begin
   return v_user;
 end $$;
 
--- The user rows of the callers of one lane transaction (src/db/canvas-lanes.ts: requests of several
--- callers on one canvas, in one transaction), locked FOR KEY SHARE before any of them runs, as each
--- mutation locks its own caller's first (internal.apply_block_op): the second caller's lock,
--- taken after the first caller's mutation had locked the canvas row, deadlocked with a deletion
--- of the second caller (holding their row, waiting for the canvas they created). Ids that are not
--- UUIDs, or of no user, lock nothing. Waits at most lock_timeout for a deletion in flight; failing,
--- the lane sends each request again on its own. Called by the lane as the connecting role, before
--- any caller's settings: for the processes' role, not the API roles (sql/security/app_role.sql).
-create or replace function internal.lock_callers(p_users text[]) returns void
+-- The user rows one lane transaction's requests lock (src/db/canvas-lanes.ts: several requests on
+-- one canvas, in one transaction), locked FOR KEY SHARE before any of them runs, in id order: its
+-- callers' (p_users) and the creator's of its canvas (p_canvas_id). Each mutation locks its own
+-- caller's first (internal.apply_block_op), but a second caller's lock, taken after the first
+-- caller's mutation had locked the canvas row, deadlocked with a deletion of the second caller
+-- (holding their row, waiting for the canvas they created). And a canvas row this transaction has
+-- already changed has its foreign keys checked again at its next change (Postgres checks a row its
+-- own transaction wrote whatever the columns): the second mutation's canvas UPDATE locked the
+-- creator's row (canvases.created_by), after the canvas row, and deadlocked with a deletion of the
+-- creator, whoever the callers were. Ids that are not UUIDs, or of no user or canvas, lock nothing.
+-- Waits at most lock_timeout for a deletion in flight; failing, the lane sends each request again
+-- on its own. Called by the lane as the connecting role, before any caller's settings: for the
+-- processes' role, not the API roles (sql/security/app_role.sql).
+drop function if exists internal.lock_callers(text[]);  -- until 2026-12-07: the callers alone
+create or replace function internal.lock_callers(p_users text[], p_canvas_id text default null) returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s' as $$
 begin
-  perform from auth.users u where u.id = any(array(select internal.try_uuid(x) from unnest(p_users) x))
+  perform from auth.users u
+  where u.id = any(array(select internal.try_uuid(x) from unnest(p_users) x)
+                   || (select c.created_by from app.canvases c where c.canvas_id = internal.try_uuid(p_canvas_id)))
   order by u.id for key share;
 end $$;
-comment on function internal.lock_callers(text[]) is
-  'Locks the user rows of p_users (user ids as text; others ignored) FOR KEY SHARE to the end of the transaction, in id order: '
-  'sent by a canvas lane before the requests of a transaction carrying several callers (src/db/canvas-lanes.ts), so that a deletion '
-  'of one of them never waits for a canvas row the transaction holds while the transaction waits for the deletion.';
+comment on function internal.lock_callers(text[], text) is
+  'Locks the user rows of p_users (user ids as text; others ignored) and of the creator of canvas p_canvas_id FOR KEY SHARE to the '
+  'end of the transaction, in id order: sent by a canvas lane before the requests of a transaction carrying several '
+  '(src/db/canvas-lanes.ts), so that a deletion of one of those users never waits for a canvas row the transaction holds while the '
+  'transaction waits for the deletion.';
 
 -- Raises unauthorized when p_user no longer exists (require_user's second rule, on its own). The
 -- mutation RPC and internal.require_canvas_reader ask it only on their way to not_found: a deleted

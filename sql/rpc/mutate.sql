@@ -621,7 +621,8 @@ begin
   -- theirs still sent edits). Now a deletion waits for the mutation, or the mutation waits for it
   -- before holding anything the deletion needs (and then finds no role, or fails its foreign key:
   -- internal.operation_error). Every action: a batch's first op may be a delete. A lane's
-  -- transaction carrying several callers locks all of theirs first (internal.lock_callers).
+  -- transaction carrying several requests locks all of its callers' first, and the canvas
+  -- creator's, whose row its second change of the canvas row locks (internal.lock_callers).
   -- The lock is the statement's own row lock (FOR KEY SHARE OF u, the user joined beside the
   -- role), not a scalar subquery of its own: that was one more InitPlan, set up and run in every
   -- transaction (10 K instructions of a mutation, docs/performance.md, forty-fifth session). With

@@ -46,7 +46,7 @@ begin
   -- the gateway's write check (src/realtime/access.ts), the worker's rebalance task (src/worker/tasks.ts),
   -- a canvas lane's lock of its transaction's callers (src/db/canvas-lanes.ts)
   execute 'grant execute on function internal.can_write_role(app.member_role) to potentia_app';
-  execute 'grant execute on function internal.lock_callers(text[]) to potentia_app';
+  execute 'grant execute on function internal.lock_callers(text[], text) to potentia_app';
   execute 'grant execute on function internal.rebalance_canvas(uuid) to potentia_app';
   -- Graphile Worker's runtime (graphile-worker's run(): its start reads graphile_worker.migrations,
   -- then it takes, completes, fails and reschedules jobs in the _private tables and adds jobs and

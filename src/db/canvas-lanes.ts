@@ -34,8 +34,11 @@ import type { CallerSettings } from './request.ts';
  * several mutations in a group take a rate-limit slot each, which keeps the limit's bound
  * (docs/limits.md). The callers' user rows, which each mutation locks before its canvas row (a
  * deletion of the user locks the user's row, then the canvases and blocks they created), are
- * locked for the whole group first too, when it has several callers (`lockCallers`): a second
- * caller's own lock, after the first caller's canvas row, deadlocked with that caller's deletion.
+ * locked for the whole group first too, with the canvas creator's, when it carries several
+ * requests (`lockCallers`): a second caller's own lock, after the first caller's canvas row,
+ * deadlocked with that caller's deletion; and the second request's change of the canvas row, which
+ * the transaction had changed already, has the row's foreign keys checked again and locked the
+ * creator's row after the canvas row, deadlocking with the creator's deletion, whoever the callers.
  * (Rows keyed by an id the client chooses are not ordered this way: two groups
  * creating the same two block ids on two canvases can still deadlock; Postgres breaks it after
  * deadlock_timeout, and the victim fails.)
@@ -96,9 +99,10 @@ export class CanvasLanes {
    * (default true): a busy lane may send its next transaction behind the one on the wire (see the
    * class docstring); false behind a transaction pooler, where consecutive transactions of one
    * connection may run on different server connections. `lockCallers`: a statement ($1: the
-   * callers' ids, text[]) written first in a transaction that carries requests of several callers,
-   * as the connecting role, to lock their own rows before any request locks its canvas row
-   * (LOCK_CALLERS; none by default). `logger`: where a failure of `lockCallers` is logged (warn;
+   * callers' ids, text[]; $2: the lane's key, the canvas id, text) written first in a transaction
+   * that carries several requests, as the connecting role, to lock the users' rows they lock (the
+   * callers', the canvas creator's) before any request locks its canvas row (LOCK_CALLERS; none by
+   * default). `logger`: where a failure of `lockCallers` is logged (warn;
    * nowhere by default): the transaction rolls back, and its requests go again one per
    * transaction, served without the lock, so nothing else shows it.
    */
@@ -295,13 +299,15 @@ export class CanvasLanes {
     // behind a transaction still on the wire: runs only if that one committed (its mark below is
     // a session setting, which its rollback takes back)
     const guard = after === null ? null : conn.unsafe(LANE_GUARD, [after], { prepare: true }).execute();
-    // the callers' own rows before any request's canvas row, when there are several callers: each
-    // request locks its caller's first itself (the mutation RPC), but a second caller's would come
-    // after the first one's canvas row, and a deletion of that caller (their row held, waiting for
-    // a canvas row they created, which this transaction holds) deadlocked with it
+    // the callers' own rows and the canvas creator's before any request's canvas row, when there are
+    // several requests: each request locks its caller's first itself (the mutation RPC), but a
+    // second caller's would come after the first one's canvas row, and the second request's change
+    // of the canvas row (changed already by this transaction: its foreign keys are checked again)
+    // locks the creator's; a deletion of that user (their row held, waiting for a canvas row they
+    // created, which this transaction holds) deadlocked with it
     const callers = [...new Set(group.map((r) => r.caller).filter((c): c is string => c !== null))];
-    const locked = this.#lockCallers === null || callers.length < 2 ? null
-      : conn.unsafe(this.#lockCallers, [callers] as never[], { prepare: true }).execute();
+    const locked = this.#lockCallers === null || group.length < 2 ? null
+      : conn.unsafe(this.#lockCallers, [callers, key] as never[], { prepare: true }).execute();
     // every request's `first` statements, then every request's own (a request whose `first` threw
     // writes nothing more); each result handled from the start, or a rejection would go unhandled
     const scratch: TransactionScratch = {};
@@ -339,7 +345,7 @@ export class CanvasLanes {
     }
     if (callersLocked.status === 'rejected' && !isAbortedTransaction(callersLocked.reason)) {
       // its requests did not run (25P02): they go again below, each in a transaction of its own
-      // (one caller: nothing to lock first), and are served; only this line tells
+      // (one request: nothing to lock first), and are served; only this line tells
       const err = callersLocked.reason as { code?: unknown };
       this.#logger?.warn({ err, code: err?.code, canvas_id: key, callers: callers.length },
         'canvas lane: locking the callers\' rows failed; the transaction\'s requests go again one per transaction');
@@ -456,10 +462,10 @@ const PIPELINE_AFTER = 4;
 /** Sets this transaction's mark: a session setting, so it stays after COMMIT and a rollback takes it back. */
 const LANE_MARK = "select set_config('potentia.lane_tx', $1, false)";
 /**
- * The callers' user rows, locked before a transaction's requests run (sql/rpc/canvas.sql
- * internal.lock_callers): the `lockCallers` of the server's lanes (src/db/index.ts).
+ * The callers' user rows and the canvas creator's, locked before a transaction's requests run
+ * (sql/rpc/canvas.sql internal.lock_callers): the `lockCallers` of the server's lanes (src/db/index.ts).
  */
-export const LOCK_CALLERS = 'select internal.lock_callers($1::text[])';
+export const LOCK_CALLERS = 'select internal.lock_callers($1::text[], $2::text)';
 /** Fails unless the transaction ahead on this connection committed its mark. */
 const LANE_GUARD = "select 1 / (current_setting('potentia.lane_tx', true) is not distinct from $1)::int";
 

@@ -225,8 +225,8 @@ describe('canvas lanes: group commit', () => {
     const p = fx.pool(2);
     const warnings: Record<string, unknown>[] = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => { warnings.push(JSON.parse(line)); } });
-    // fails (22012) whenever it is sent: for a transaction of several callers
-    const lanes = new CanvasLanes(p.sql, { depth: 8, lockCallers: 'select 1 / (cardinality($1::text[]) * 0)', logger });
+    // fails (22012) whenever it is sent: for a transaction of several requests
+    const lanes = new CanvasLanes(p.sql, { depth: 8, lockCallers: 'select 1 / (cardinality($1::text[]) * 0 + length($2::text) * 0)', logger });
     const ops = Array.from({ length: 5 }, (_, i) => `lock-fail-${i}-${randomUUID()}`);
     const outcomes = await Promise.allSettled(await behindFirst(p.app, ops.length, (i) => requestStatement<Row>(lanes, canvasId,
       { claims: claimsFor(users[i]!) }, i === 0 ? SLOW : MUTATE, [canvasId, ops[i]!, create(`l${i}`)])));

@@ -460,4 +460,46 @@ describe('a user deleted while their mutation holds the canvas they created', ()
       await second.release();
     }
   });
+
+  // A canvas row this transaction already changed has its foreign keys checked again at its next
+  // change (Postgres checks a row its own transaction wrote whatever the columns): in a lane's
+  // group, the second mutation's canvas UPDATE locks the canvas creator's row (canvases.created_by)
+  // FOR KEY SHARE, after the group holds the canvas. A deletion of the creator, holding their row
+  // and waiting for the canvas, deadlocked with it, whoever the group's callers were.
+  it.each([
+    ['two other callers', 2],
+    ['one other caller twice', 1],
+  ] as const)('the canvas\'s creator deleted while a lane group of %s holds the canvas: all apply, then the deletion does (no deadlock)', async (_, callers) => {
+    const [a, b, creator] = [await createUser(db.sql, 'a'), await createUser(db.sql, 'b'), await createUser(db.sql, 'creator')];
+    const [first, second] = [a!, b!].sort() as [string, string];
+    const { workspace_id: workspaceId } = await callAs(db.sql, creator!, 'create_workspace', ['Lanes']);
+    const { canvas_id: canvasId } = await callAs(db.sql, creator!, 'create_canvas', [workspaceId, 'Lanes', {}]);
+    for (const id of [first, second]) await callAs(db.sql, creator!, 'set_workspace_member', [workspaceId, id, 'editor']);
+    const made = async () => (await mutate(db.sql, first, canvasId, { action: 'create', patch: { type: 'text', content: {} } })).block_id!;
+    const [x, y] = [await made(), await made()];
+    const op = (userId: string, args: unknown[]) => requestStatement<{ r: MutationResult }>(server.deps.lanes, canvasId,
+      { claims: claimsFor(userId), path: `/ws/canvas/${canvasId}` },
+      'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r', args).then((rows) => rows[0]!.r);
+    const move = (blockId: string, rank: string) => [canvasId, blockId, 'move', randomUUID(), 1, { y_order: rank }];
+    const heldX = await holdBlock(x);
+    const heldY = await holdBlock(y);
+    try {
+      // on the wire alone; the next two queue behind it and go as one transaction, the move first
+      const alone = op(first, move(x, 'zx'));
+      await heldX.waitedFor('a mutation waiting for the held block');
+      const group = [op(first, move(y, 'zy')),
+        op(callers === 2 ? second : first, [canvasId, null, 'create', randomUUID(), null, { type: 'text', content: {} }])];
+      await heldX.release();
+      expect(await alone).toMatchObject({ status: 'success' });
+      await heldY.waitedFor('a mutation waiting for the held block'); // the group's first request holds the canvas
+      const deletion = await startDeletion(creator!);
+      await heldY.release();
+      expect(await Promise.all(group)).toMatchObject([{ status: 'success' }, { status: 'success' }]);
+      expect(await deletion.outcome).toBe('deleted');
+      expect((await db.sql`select created_by from app.canvases where canvas_id = ${canvasId}`)[0]).toEqual({ created_by: null });
+    } finally {
+      await heldX.release();
+      await heldY.release();
+    }
+  });
 });

@@ -1,5 +1,6 @@
--- A4 api.list_my_canvases, W8 api.list_workspace_canvases (internal.canvases_page) and A8
--- api.get_canvas_permissions paged to the end against a reference written plainly here, on a
+-- A4 api.list_my_canvases, W8 api.list_workspace_canvases (internal.canvases_page), A8
+-- api.get_canvas_permissions, W1 api.list_my_workspaces, W4 api.list_workspace_members and W9
+-- api.list_workspace_invites paged to the end against a reference written plainly here, on a
 -- seeded random fixture: for several callers and page sizes 1, 2, 3 and 100, the concatenated pages
 -- are exactly the rows the caller may see, in the list's order (sql/core/list_keys.sql), each once,
 -- with the role of internal.canvas_role's rule (a canvas role replaces the workspace role on that
@@ -9,7 +10,7 @@
 -- created_at on a few minutes only (ties, broken by id); canvas members who are and are not
 -- members of the workspace, with higher and lower roles; a member removed from a workspace by W7
 -- (their canvas roles there go with it) and one whose workspace row alone was deleted (their
--- canvas rows stay: a member of those canvases alone).
+-- canvas rows stay: a member of those canvases alone); 6 invites a workspace, made on 2 minutes only.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
@@ -55,6 +56,11 @@ begin
   select c.id, u.id, v_roles[2 + floor(random() * 3)::int], v_base + floor(random() * 3) * interval '1 minute'
   from names c, names u
   where c.name like 'c%' and u.name like 'u%' and random() < 0.35;
+  -- invites: six a workspace, made on 2 minutes only (ties, broken by id)
+  insert into app.workspace_invites (invite_id, workspace_id, email, role, invited_by, created_at)
+  select md5('h213-i' || w || '-' || i)::uuid, pg_temp.id('w' || w), format('invitee%s-%s@test.local', w, i),
+         v_roles[2 + floor(random() * 3)::int], pg_temp.id('u' || w), v_base + floor(random() * 2) * interval '1 minute'
+  from generate_series(1, 4) w, generate_series(1, 6) i;
 
 -- Removed from a workspace: by W7 (their canvas roles there go too), and by deleting the workspace
 -- row alone (their canvas rows stay).
@@ -110,6 +116,24 @@ create function pg_temp.ref_permissions(p_canvas uuid) returns jsonb language sq
           and not exists (select from app.workspace_members wm where wm.workspace_id = c.workspace_id and wm.user_id = cm.user_id)) k
 $$;
 
+-- W1: [[workspace_id, role]] of p_user's workspaces, by when they joined, then by id.
+create function pg_temp.ref_workspaces(p_user uuid) returns jsonb language sql stable as $$
+  select coalesce(jsonb_agg(jsonb_build_array(m.workspace_id, m.role) order by m.created_at, m.workspace_id), '[]')
+  from app.workspace_members m where m.user_id = p_user
+$$;
+
+-- W4: [[user_id, role]] of a workspace's members, by when they joined, then by id.
+create function pg_temp.ref_members(p_workspace uuid) returns jsonb language sql stable as $$
+  select coalesce(jsonb_agg(jsonb_build_array(m.user_id, m.role) order by m.created_at, m.user_id), '[]')
+  from app.workspace_members m where m.workspace_id = p_workspace
+$$;
+
+-- W9: [[invite_id, role]] of a workspace's invites, oldest first, then by id.
+create function pg_temp.ref_invites(p_workspace uuid) returns jsonb language sql stable as $$
+  select coalesce(jsonb_agg(jsonb_build_array(i.invite_id, i.role) order by i.created_at, i.invite_id), '[]')
+  from app.workspace_invites i where i.workspace_id = p_workspace
+$$;
+
 -- Every page of one list as p_user (with p_claims), to the end: [[id, role]] concatenated; a page
 -- longer than p_limit, more than 500 pages, or (A8) a caller's role that is not theirs adds an entry
 -- saying so.
@@ -128,6 +152,9 @@ begin
     case p_kind
       when 'A4' then v_page := api.list_my_canvases(v_cursor, p_limit); v_list := 'canvases'; v_id := 'canvas_id';
       when 'W8' then v_page := api.list_workspace_canvases(p_arg, v_cursor, p_limit); v_list := 'canvases'; v_id := 'canvas_id';
+      when 'W1' then v_page := api.list_my_workspaces(v_cursor, p_limit); v_list := 'workspaces'; v_id := 'workspace_id';
+      when 'W4' then v_page := api.list_workspace_members(p_arg, v_cursor, p_limit); v_list := 'members'; v_id := 'user_id';
+      when 'W9' then v_page := api.list_workspace_invites(p_arg, v_cursor, p_limit); v_list := 'invites'; v_id := 'invite_id';
       else v_page := api.get_canvas_permissions(p_arg, v_cursor, p_limit); v_list := 'users'; v_id := 'user_id';
     end case;
     if p_kind = 'A8' and v_page ->> 'role' is distinct from v_role then
@@ -146,8 +173,9 @@ begin
 end $$;
 
 -- The cases: A4 of every user (and of u1 with a token scoped to three canvases), W8 of every
--- member of each workspace, A8 of every live canvas as every user with a role on it; each at page
--- sizes 1, 2, 3 and 100.
+-- member of each workspace, A8 of every live canvas as every user with a role on it, W1 of every
+-- user, W4 of each workspace as each member, W9 of each workspace as each owner and admin; each at
+-- page sizes 1, 2, 3 and 100.
 create temp table seed (seed double precision);
 create temp view cases as
   select format('seed %s: A4 of %s, limit %s', (select seed from seed), u.name, l) as what, u.id as who, 'A4' as kind, null::uuid as arg, l as lim,
@@ -165,7 +193,17 @@ create temp view cases as
   union all
   select format('seed %s: A8 of %s as %s, limit %s', (select seed from seed), c.name, u.name, l), u.id, 'A8', c.id, l, '{}', pg_temp.ref_permissions(c.id)
   from names c, names u, unnest(array[1, 2, 3, 100]) l
-  where c.name like 'c%' and u.name like 'u%' and pg_temp.ref_role(c.id, u.id) is not null;
+  where c.name like 'c%' and u.name like 'u%' and pg_temp.ref_role(c.id, u.id) is not null
+  union all
+  select format('seed %s: W1 of %s, limit %s', (select seed from seed), u.name, l), u.id, 'W1', null, l, '{}', pg_temp.ref_workspaces(u.id)
+  from names u, unnest(array[1, 2, 3, 100]) l where u.name like 'u%'
+  union all
+  select format('seed %s: W4 of %s as %s, limit %s', (select seed from seed), w.name, u.name, l), u.id, 'W4', w.id, l, '{}', pg_temp.ref_members(w.id)
+  from names w join app.workspace_members m on m.workspace_id = w.id join names u on u.id = m.user_id, unnest(array[1, 2, 3, 100]) l
+  union all
+  select format('seed %s: W9 of %s as %s, limit %s', (select seed from seed), w.name, u.name, l), u.id, 'W9', w.id, l, '{}', pg_temp.ref_invites(w.id)
+  from names w join app.workspace_members m on m.workspace_id = w.id and m.role in ('owner', 'admin') join names u on u.id = m.user_id,
+       unnest(array[1, 2, 3, 100]) l;
 
 
 -- The fixture holds what the lists must get right.
@@ -190,6 +228,12 @@ begin
   return next ok(exists (select from app.workspace_members a join app.workspace_members b on b.workspace_id = a.workspace_id
                     and b.created_at = a.created_at and b.user_id > a.user_id),
             (select 'seed ' || seed || ': ' from seed) || 'fixture: two members of a workspace who joined at the same time');
+  return next ok(exists (select from app.workspace_members a join app.workspace_members b on b.user_id = a.user_id
+                    and b.created_at = a.created_at and b.workspace_id > a.workspace_id),
+            (select 'seed ' || seed || ': ' from seed) || 'fixture: a user who joined two workspaces at the same time');
+  return next ok(exists (select from app.workspace_invites a join app.workspace_invites b on b.workspace_id = a.workspace_id
+                    and b.created_at = a.created_at and b.invite_id > a.invite_id),
+            (select 'seed ' || seed || ': ' from seed) || 'fixture: two invites of a workspace made at the same time');
   return next ok(exists (select from app.canvas_members cm join app.canvases c using (canvas_id)
                     join app.workspace_members m on m.workspace_id = c.workspace_id
                     where cm.created_at = m.created_at and c.deleted_at is null

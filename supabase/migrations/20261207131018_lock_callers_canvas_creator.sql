@@ -29,7 +29,7 @@
 -- potentia:source sql/realtime/policies.sql fc6ed513dc54526511dbaf3c1c8d6ef503178df2f911a1ac5f3c8234bd39bd53 unchanged
 -- potentia:source sql/realtime/publication.sql f9917314d07c6bd2e6e1a60e86e8d50cef5e219b19a2b6ec85747d12e881644f unchanged
 -- potentia:source sql/realtime/retention.sql b77f0720347b7144498acb261b42e603e26e1eab67930fbe52da85760f87a9b9 unchanged
--- potentia:source sql/rpc/canvas.sql e122ec7592f00036d6d3e118dd9121bddf0cc0ca368139a08e503ca67987980c included
+-- potentia:source sql/rpc/canvas.sql 3e46679971f9285640d4e230908a6acf645427c9dc74715a384313c80bf44a94 included
 -- potentia:source sql/rpc/endpoint_limits.sql a8372b865bd9c173c966e525e16c8929ef8d43654367e8a4fc2c2b6194a3cca7 unchanged
 -- potentia:source sql/rpc/errors.sql 4ca29516d0f69efe7abc1f5f0903bc7c856605ed6398becade993730256ad4c5 unchanged
 -- potentia:source sql/rpc/mutate.sql 2a420e96c9fe728adc9b7e310d7c245d877c6ffe3af9ec3a5a33dc769cea3c4b included
@@ -100,9 +100,12 @@ drop function if exists internal.lock_callers(text[]);  -- until 2026-12-07: the
 create or replace function internal.lock_callers(p_users text[], p_canvas_id text default null) returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp set lock_timeout = '3s' as $$
 begin
+  -- the ids in one array, built once (an array || a scalar subquery was evaluated again for every
+  -- row a scan of auth.users met: 1.8x the call's time with 16 callers)
   perform from auth.users u
-  where u.id = any(array(select internal.try_uuid(x) from unnest(p_users) x)
-                   || (select c.created_by from app.canvases c where c.canvas_id = internal.try_uuid(p_canvas_id)))
+  where u.id = any(array(select internal.try_uuid(x) from unnest(p_users) x
+                         union all
+                         select c.created_by from app.canvases c where c.canvas_id = internal.try_uuid(p_canvas_id)))
   order by u.id for key share;
 end $$;
 comment on function internal.lock_callers(text[], text) is

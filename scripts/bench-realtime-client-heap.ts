@@ -1,12 +1,12 @@
-// npx tsx scripts/bench-realtime-client-heap.ts [--clients 2500] [--deltas 50] [--rate 5] [--rounds 3] [--semi-space 64]
+// npx tsx scripts/bench-realtime-client-heap.ts [--clients 2500] [--processes 1] [--deltas 50] [--rate 5] [--rounds 3] [--semi-space 64]
 //
 // What one bench-realtime subscriber process pays per delivery with V8's young generation and with
 // --max-semi-space-size=<--semi-space> (bench-realtime.ts --subscriber-semi-space), in alternated
-// rounds: --clients @supabase/realtime-js clients in one forked process (ws transport, vsn 2.0.0,
+// rounds: --clients @supabase/realtime-js clients in each of --processes forked processes (ws transport, vsn 2.0.0,
 // a private channel, the bench's `block_op` callback), each joined to a minimal Phoenix-speaking
 // `ws` server in this process, which sends the same text frame bench-realtime's subscribers receive
 // (a block_op delta of a text block, ~930 bytes) to all of them --deltas times at --rate/s.
-// Printed per round: the client process's user + system CPU over the deltas, per delivery. No
+// Printed per round: the client processes' user + system CPU over the deltas, per delivery. No
 // database, no gateway: only the client side, the part of the scale row's CPU per delivery that
 // realtime-js and its process spend.
 import { fork } from 'node:child_process';
@@ -18,11 +18,12 @@ import { decimalNumber, parseCommandLine, wholeNumber } from './lib/command-line
 
 const { number } = parseCommandLine({
   options: {
-    clients: { type: 'string', default: '2500' }, deltas: { type: 'string', default: '50' }, rate: { type: 'string', default: '5' },
+    clients: { type: 'string', default: '2500' }, processes: { type: 'string', default: '1' }, deltas: { type: 'string', default: '50' }, rate: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '3' }, 'semi-space': { type: 'string', default: '64' },
   },
-}, 'usage: npx tsx scripts/bench-realtime-client-heap.ts [--clients 2500] [--deltas 50] [--rate 5] [--rounds 3] [--semi-space 64]');
+}, 'usage: npx tsx scripts/bench-realtime-client-heap.ts [--clients 2500] [--processes 1] [--deltas 50] [--rate 5] [--rounds 3] [--semi-space 64]');
 const CLIENTS = number('clients', wholeNumber(1));
+const PROCESSES = number('processes', wholeNumber(1, 16));
 const DELTAS = number('deltas', wholeNumber(1));
 const RATE = number('rate', decimalNumber(0, 100, { above: true }));
 const ROUNDS = number('rounds', wholeNumber(1));
@@ -102,23 +103,29 @@ if (process.env.BENCH_CLIENT_HEAP_CHILD === '1') {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const semi of [0, SEMI_SPACE]) {
       const label = semi ? `${SEMI_SPACE} MB` : 'V8 default';
-      const child = fork(fileURLToPath(import.meta.url), process.argv.slice(2), {
+      const children = Array.from({ length: PROCESSES }, () => fork(fileURLToPath(import.meta.url), process.argv.slice(2), {
         env: { ...process.env, BENCH_CLIENT_HEAP_CHILD: '1' },
         execArgv: semi ? [...process.execArgv, `--max-semi-space-size=${semi}`] : process.execArgv,
-      });
-      const ask = (m: ToChild) => new Promise<FromChild>((resolve) => { child.once('message', (r: FromChild) => resolve(r)); child.send(m); });
+      }));
+      const ask = (m: ToChild) => Promise.all(children.map((child) => new Promise<FromChild>((resolve) => {
+        child.once('message', (r: FromChild) => resolve(r));
+        child.send(m);
+      })));
+      /** CPU (µs) and deliveries summed over the client processes. */
+      const usage = async () => (await ask({ cmd: 'usage' }) as { cpuUs: number; received: number }[])
+        .reduce((s, x) => ({ cpuUs: s.cpuUs + x.cpuUs, received: s.received + x.received }), { cpuUs: 0, received: 0 });
       await ask({ cmd: 'connect', url });
       await send(10); // warm-up
       await sleep(500);
-      const a = await ask({ cmd: 'usage' }) as { cpuUs: number; received: number };
+      const a = await usage();
       await send(DELTAS);
       await sleep(1000);
-      const b = await ask({ cmd: 'usage' }) as { cpuUs: number; received: number };
+      const b = await usage();
       const received = b.received - a.received;
       const us = (b.cpuUs - a.cpuUs) / received;
       results[label]!.push(us);
-      console.log(`round ${round}, young generation ${label}: ${received} deliveries (expected ${DELTAS * CLIENTS}), ${us.toFixed(2)} µs of CPU per delivery in the client process`);
-      child.kill('SIGKILL');
+      console.log(`round ${round}, young generation ${label}: ${received} deliveries (expected ${DELTAS * CLIENTS * PROCESSES}), ${us.toFixed(2)} µs of CPU per delivery in the client process(es)`);
+      for (const child of children) child.kill('SIGKILL');
       for (const ws of joined) ws.terminate();
       joined.clear();
       await sleep(500);

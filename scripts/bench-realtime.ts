@@ -1,5 +1,5 @@
 // npx tsx scripts/bench-realtime.ts [--seconds 10] [--rate 20] [--subscribers 100,1000] [--gateways 1,2] [--rounds 1] [--warmup-seconds 1]
-//                                  [--subscriber-processes 2] [--subscriber-semi-space 64] [--scale 1000,2000,3000,5000 [--scale-rate 5]
+//                                  [--subscriber-processes 2] [--subscriber-semi-space 0] [--scale 1000,2000,3000,5000 [--scale-rate 5]
 //                                  [--scale-gateways 3] [--scale-refine 2] [--scale-only]] [--skip-cluster] [--cluster-only]
 //                                  [--connect-concurrency 50] [--vsn 2.0.0] [--database-url URL]
 //
@@ -97,7 +97,7 @@
 // gateways, Postgres and the driver; of bare, the ws server); default 0 (see docs/realtime.md for
 // what it changed when measured).
 //
-// --subscriber-semi-space MB (default 64; 0 = V8's own, 16 MB here) sets the subscriber processes'
+// --subscriber-semi-space MB (default 0 = V8's own, 16 MB here) sets the subscriber processes'
 // (both kinds alike) young generation, --max-semi-space-size. Each process is the stand-in for
 // thousands of client machines: 2,500 realtime-js clients' state lives in one heap, and every
 // delta has each of them allocate its frame, string and decoded objects at once (~10 MB a delta),
@@ -107,7 +107,10 @@
 // pay. Measured (2026-12-07, 2,500 realtime-js clients in one process, the same frames from a plain
 // ws server, 5 deltas/s, 3 alternated rounds): 22.3 µs of CPU per delivery with V8's semi-spaces,
 // 17.4 µs with 64 MB (the client's callback, its two pushes, was within the noise: 21.0-21.4 µs
-// without it). Memory: the young generation grows to 2 × 64 MB per process at most (V8: 2 × 16 MB).
+// without it). Memory: the young generation grows to twice MB per process at most (V8: 2 × 16 MB).
+// Not the default: in this bench's own 5,000 step the realtime-js CPU per delivery did not fall
+// with 64 MB (two quiet alternated pairs: 24.3 → 20.7 µs and 21.6 → 23.3 µs; docs/performance.md,
+// "Where the 5,000 step's p99 goes"); a quiet full run with 0 and 64 alternated decides.
 //
 // CPU per delivery (µs/dlv columns): user + system CPU of the server process(es) and of the
 // subscriber processes over the measured phase, divided by the deliveries — the noise-resistant
@@ -788,7 +791,7 @@ async function parentMain(): Promise<void> {
       'scale-only': { type: 'boolean', default: false },
       'scale-refine': { type: 'string', default: '2' },
       'subscriber-nice': { type: 'string', default: '0' },
-      'subscriber-semi-space': { type: 'string', default: '64' },
+      'subscriber-semi-space': { type: 'string', default: '0' },
       'database-url': { type: 'string', default: benchDatabaseUrl('potentia_bench_rt') },
     },
   });

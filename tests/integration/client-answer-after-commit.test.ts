@@ -46,20 +46,31 @@ function nextChange(canvas: { subscribe(l: (v: { cause: string }) => void): () =
   });
 }
 
+/**
+ * Sends a change (`send`) with the answer to its COMMIT held at the proxy (the statement naming
+ * `marker`), and waits until Postgres has committed it and its own delta has applied it to the
+ * local state: the change applied, not answered. (In an object: an async function's result would
+ * be awaited.)
+ */
+async function appliedUnanswered<T>(canvas: Canvas, marker: string, send: () => Promise<T>): Promise<{ change: Promise<T> }> {
+  const held = proxy.holdCommitAnswer(marker);
+  const ownDelta = nextChange(canvas, 'ack');
+  const change = send();
+  await held;
+  await ownDelta;
+  return { change };
+}
+
 describe('@potentia/client: a change resolves at the server\'s answer, after its commit is visible', () => {
   it('create and update: their deltas applied while the COMMIT\'s answer is held do not resolve them; the answer does, and the rows are there', async () => {
     const { canvas, canvasId: canvas_id, signOut } = await liveCanvas();
     for (const step of ['create', 'update'] as const) {
       const id = step === 'create' ? randomUUID() : canvas.blocks().keys().next().value!;
       const marker = step === 'create' ? id : `marker-${randomUUID()}`;
-      const held = proxy.holdCommitAnswer(marker);
-      const ownDelta = nextChange(canvas, 'ack'); // the local state took the server's block: its delta
       let settled: Block | undefined | 'no' = 'no';
-      const change = step === 'create' ? canvas.create({ type: 'text', id, content: { t: 'held' } })
-        : canvas.update(id, { content: { t: marker } });
+      const { change } = await appliedUnanswered(canvas, marker, (): Promise<Block | undefined> => step === 'create'
+        ? canvas.create({ type: 'text', id, content: { t: 'held' } }) : canvas.update(id, { content: { t: marker } }));
       void change.then((b) => { settled = b; });
-      await held;
-      await ownDelta;
       expect(canvas.block(id)?.content).toEqual({ t: step === 'create' ? 'held' : marker });
       await new Promise((r) => setImmediate(r)); // what the delta resolved would have run by now
       expect(settled, `${step}: resolved by its delta, before the server answered`).toBe('no');
@@ -76,11 +87,7 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
   it('close() while the answer is held, the delta applied: the change resolves (it is in the server state), not rejected as closed', async () => {
     const { canvas, signOut } = await liveCanvas();
     const id = randomUUID();
-    const held = proxy.holdCommitAnswer(id);
-    const ownDelta = nextChange(canvas, 'ack');
-    const change = canvas.create({ type: 'text', id });
-    await held;
-    await ownDelta;
+    const { change } = await appliedUnanswered(canvas, id, () => canvas.create({ type: 'text', id }));
     canvas.close();
     expect((await change)?.block_id).toBe(id);
     proxy.releaseCommitAnswer();
@@ -112,12 +119,8 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     const id = randomUUID();
     await canvas.create({ type: 'text', id });
     const marker = `abort-${randomUUID()}`;
-    const held = proxy.holdCommitAnswer(marker);
-    const ownDelta = nextChange(canvas, 'ack');
     const stop = new AbortController();
-    const change = canvas.update(id, { content: { t: marker } }, { signal: stop.signal });
-    await held;
-    await ownDelta;
+    const { change } = await appliedUnanswered(canvas, marker, () => canvas.update(id, { content: { t: marker } }, { signal: stop.signal }));
     stop.abort();
     const now = await settledNow(change);
     proxy.releaseCommitAnswer();
@@ -136,11 +139,7 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     const id = randomUUID();
     await canvas.create({ type: 'text', id });
     const marker = `deadline-${randomUUID()}`;
-    const held = proxy.holdCommitAnswer(marker);
-    const ownDelta = nextChange(canvas, 'ack');
-    const change = canvas.update(id, { content: { t: marker } }, { timeoutMs: 1500 });
-    await held;
-    await ownDelta;
+    const { change } = await appliedUnanswered(canvas, marker, () => canvas.update(id, { content: { t: marker } }, { timeoutMs: 1500 }));
     const err = await change.catch((e: unknown) => e); // without a deadline for it, this waited for the release below
     proxy.releaseCommitAnswer();
     expect(err).toBeInstanceOf(TimeoutError);
@@ -152,11 +151,7 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
   it('pending counts an applied change until its answer, and the answer is told to subscribers (cause ack, pending 0)', async () => {
     const { canvas, signOut } = await liveCanvas();
     const id = randomUUID();
-    const held = proxy.holdCommitAnswer(id);
-    const ownDelta = nextChange(canvas, 'ack');
-    const change = canvas.create({ type: 'text', id });
-    await held;
-    await ownDelta;
+    const { change } = await appliedUnanswered(canvas, id, () => canvas.create({ type: 'text', id }));
     expect(canvas.pending, 'its promise has not settled: a "saving" indicator must stay on').toBe(1);
     const told: number[] = [];
     canvas.subscribe((v) => { if (v.cause === 'ack') told.push(v.pending); });
@@ -173,13 +168,9 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     try {
       const { canvas, canvasId, signOut } = await liveCanvas(front.url);
       const id = randomUUID();
-      const held = proxy.holdCommitAnswer(id);
-      const ownDelta = nextChange(canvas, 'ack');
       let settled = 0;
-      const change = canvas.create({ type: 'text', id, content: { t: 'resent' } });
+      const { change } = await appliedUnanswered(canvas, id, () => canvas.create({ type: 'text', id, content: { t: 'resent' } }));
       void change.then(() => settled++, () => settled++);
-      await held;
-      await ownDelta;
       const back = new Promise<void>((resolve) => {
         let away = false;
         const stop = canvas.subscribe((v) => {
@@ -224,11 +215,7 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     await canvas.create({ type: 'text', id });
     const clientOpId = randomUUID();
     const marker = `again-${randomUUID()}`;
-    const held = proxy.holdCommitAnswer(marker);
-    const ownDelta = nextChange(canvas, 'ack');
-    const first = canvas.update(id, { content: { t: marker } }, { clientOpId });
-    await held;
-    await ownDelta;
+    const { change: first } = await appliedUnanswered(canvas, marker, () => canvas.update(id, { content: { t: marker } }, { clientOpId }));
     const again = await settledNow(canvas.update(id, { content: { t: marker } }, { clientOpId }));
     proxy.releaseCommitAnswer();
     expect(again, 'refused at once').not.toBe('no');
@@ -245,13 +232,9 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     await canvas.create({ type: 'text', id: a });
     await canvas.create({ type: 'text', id: b });
     const marker = `first-${randomUUID()}`;
-    const held = proxy.holdCommitAnswer(marker);
-    const ownDelta = nextChange(canvas, 'ack');
     const order: string[] = [];
-    const first = canvas.update(a, { content: { t: marker } });
+    const { change: first } = await appliedUnanswered(canvas, marker, () => canvas.update(a, { content: { t: marker } }));
     void first.then(() => order.push('first'));
-    await held;
-    await ownDelta;
     const moved = canvas.move(a, { after: b });
     void moved.then(() => order.push('move'));
     const second = canvas.update(a, { content: { u: 2 } });
@@ -266,11 +249,7 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
     expect(s2.content).toEqual({ t: marker, u: 2 });
     expect(canvas.pending).toBe(0);
 
-    const gone = proxy.holdCommitAnswer(a);
-    const deleteDelta = nextChange(canvas, 'ack');
-    const deleted = canvas.delete(a);
-    await gone;
-    await deleteDelta;
+    const { change: deleted } = await appliedUnanswered(canvas, a, () => canvas.delete(a));
     expect(canvas.block(a)).toBeUndefined();
     expect(await settledNow(deleted)).toBe('no');
     expect(canvas.pending).toBe(1);
@@ -285,12 +264,11 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
   it('a create with text typed while it was created: the text goes out at the delta, the create resolves at its answer with its block, the text reaches the server', async () => {
     const { canvas, canvasId, signOut } = await liveCanvas();
     const id = randomUUID();
-    const held = proxy.holdCommitAnswer(id);
-    const ownDelta = nextChange(canvas, 'ack');
-    const change = canvas.create({ type: 'text', id, content: { body: '' } });
-    canvas.editText(id, 'body', ['typed early']);
-    await held;
-    await ownDelta;
+    const { change } = await appliedUnanswered(canvas, id, () => {
+      const created = canvas.create({ type: 'text', id, content: { body: '' } });
+      canvas.editText(id, 'body', ['typed early']);
+      return created;
+    });
     expect(canvas.text(id, 'body')).toBe('typed early');
     expect(await settledNow(change)).toBe('no');
     proxy.releaseCommitAnswer();
@@ -320,11 +298,7 @@ describe('@potentia/client: a change resolves at the server\'s answer, after its
       const errors: unknown[] = [];
       canvas.onError((e) => errors.push(e));
       const id = randomUUID();
-      const held = proxy.holdCommitAnswer(id);
-      const ownDelta = nextChange(canvas, 'ack');
-      const applied = canvas.create({ type: 'text', id, content: { t: 'bob' } });
-      await held;
-      await ownDelta;
+      const { change: applied } = await appliedUnanswered(canvas, id, () => canvas.create({ type: 'text', id, content: { t: 'bob' } }));
       front.cut({ existing: 'destroy', incoming: 'refuse' });
       await until(() => canvas.status === 'reconnecting', 20_000, "bob's canvas offline");
       const removed = await fetch(`${server.url}/api/v1/workspaces/${workspace_id}/members/${canvas.userId}`, {

@@ -403,6 +403,15 @@ describe('a user deleted while their mutation holds the canvas they created', ()
     return { outcome }; // not the promise itself: an async function's answer would wait for it
   }
 
+  /** `api.upsert_block_atomic(args)` as `userId`, sent down the server's lane of `canvasId` (as H1 sends it): its result. */
+  function laneMutation(canvasId: string, userId: string, args: unknown[]): Promise<MutationResult> {
+    return requestStatement<{ r: MutationResult }>(server.deps.lanes, canvasId, { claims: claimsFor(userId), path: `/ws/canvas/${canvasId}` },
+      'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r', args).then((rows) => rows[0]!.r);
+  }
+
+  /** The RPC's arguments moving `blockId` (at version 1) to `rank`. */
+  const moveArgs = (canvasId: string, blockId: string, rank: string) => [canvasId, blockId, 'move', randomUUID(), 1, { y_order: rank }];
+
   it.each([
     ['a move of another user\'s block', (x: string) => ({ action: 'move', block_id: x, base_version: 1, client_op_id: randomUUID(), patch: { y_order: 'zx' } })],
     ['a batch whose first op is a delete', (x: string) => ({ ops: [
@@ -437,10 +446,8 @@ describe('a user deleted while their mutation holds the canvas they created', ()
     await callAs(db.sql, creator!, 'set_workspace_member', [workspaceId, other, 'editor']);
     const made = async () => (await mutate(db.sql, other!, canvasId, { action: 'create', patch: { type: 'text', content: {} } })).block_id!;
     const [x, y] = [await made(), await made()];
-    const op = (userId: string, args: unknown[]) => requestStatement<{ r: MutationResult }>(server.deps.lanes, canvasId,
-      { claims: claimsFor(userId), path: `/ws/canvas/${canvasId}` },
-      'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r', args).then((rows) => rows[0]!.r);
-    const move = (blockId: string, rank: string) => [canvasId, blockId, 'move', randomUUID(), 1, { y_order: rank }];
+    const op = (userId: string, args: unknown[]) => laneMutation(canvasId, userId, args);
+    const move = (blockId: string, rank: string) => moveArgs(canvasId, blockId, rank);
     const first = await holdBlock(x);
     const second = await holdBlock(y);
     try {
@@ -477,10 +484,8 @@ describe('a user deleted while their mutation holds the canvas they created', ()
     for (const id of [first, second]) await callAs(db.sql, creator!, 'set_workspace_member', [workspaceId, id, 'editor']);
     const made = async () => (await mutate(db.sql, first, canvasId, { action: 'create', patch: { type: 'text', content: {} } })).block_id!;
     const [x, y] = [await made(), await made()];
-    const op = (userId: string, args: unknown[]) => requestStatement<{ r: MutationResult }>(server.deps.lanes, canvasId,
-      { claims: claimsFor(userId), path: `/ws/canvas/${canvasId}` },
-      'select api.upsert_block_atomic($1::uuid, $2::uuid, $3, $4, $5::int, $6::jsonb) as r', args).then((rows) => rows[0]!.r);
-    const move = (blockId: string, rank: string) => [canvasId, blockId, 'move', randomUUID(), 1, { y_order: rank }];
+    const op = (userId: string, args: unknown[]) => laneMutation(canvasId, userId, args);
+    const move = (blockId: string, rank: string) => moveArgs(canvasId, blockId, rank);
     const heldX = await holdBlock(x);
     const heldY = await holdBlock(y);
     try {

@@ -5,6 +5,7 @@
 --   tests.user_id(name)                that user's id
 --   tests.authenticate_as(name[, claims])  act as that user, the way PostgREST would
 --   tests.clear_authentication()       back to the test's own role
+--   tests.plan_of(query[, verbose])    the plan EXPLAIN (COSTS OFF[, VERBOSE]) prints for query, as one text
 begin;
 create extension if not exists pgtap with schema extensions;
 create schema if not exists tests;
@@ -35,6 +36,19 @@ language plpgsql set search_path = '' as $$
 begin
   perform set_config('role', 'postgres', true);
   perform set_config('request.jwt.claims', '', true);
+end $$;
+
+-- The plan of a statement (`execute name(args)` of a prepared one for its generic plan), its lines
+-- as one text, for matches()/unalike() on what it reads: verbose shows each function a plan still
+-- calls (an inlined one is gone). The caller's search_path and role: it plans as the test would run.
+create or replace function tests.plan_of(p_query text, p_verbose boolean default false) returns text
+language plpgsql as $$
+declare v_line text; v_plan text := '';
+begin
+  for v_line in execute format('explain (costs off%s) ', case when p_verbose then ', verbose' else '' end) || p_query loop
+    v_plan := v_plan || v_line || E'\n';
+  end loop;
+  return v_plan;
 end $$;
 
 -- A deleted user's token: user p_name is deleted, and the caller authenticated with its claims,

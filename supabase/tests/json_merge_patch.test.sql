@@ -32,15 +32,9 @@ select is(internal.json_merge_patch(null, '{"a":null,"b":1}'), '{"b":1}', 'no ta
 
 -- inlined: in a generic plan the usual edit is part of the expression; only a patch with a null or
 -- an object among its values calls internal.json_merge_patch_members
-create function pg_temp.plan_of(p_query text) returns text language plpgsql as $$
-declare v_line text; v_plan text := '';
-begin
-  for v_line in execute 'explain (verbose, costs off) ' || p_query loop v_plan := v_plan || v_line || E'\n'; end loop;
-  return v_plan;
-end $$;
 set local plan_cache_mode = force_generic_plan;
 prepare probe(jsonb, jsonb) as select internal.json_merge_patch($1, $2 -> 'content');
-select unalike(pg_temp.plan_of($$execute probe('{}', '{}')$$), '%json_merge_patch(%', 'json_merge_patch is inlined (no call of it in the plan)');
+select unalike(tests.plan_of($$execute probe('{}', '{}')$$, true), '%json_merge_patch(%', 'json_merge_patch is inlined (no call of it in the plan)');
 
 select * from finish();
 rollback;

@@ -95,23 +95,17 @@ select is(internal.request_context() -> 'user_id', 'null', 'request context: cla
 reset request.jwt.claims;
 
 -- inlined: in a plan both are part of the expression, no call of them is left
-create function pg_temp.plan_of(p_query text) returns text language plpgsql as $$
-declare v_line text; v_plan text := '';
-begin
-  for v_line in execute 'explain (verbose, costs off) ' || p_query loop v_plan := v_plan || v_line || E'\n'; end loop;
-  return v_plan;
-end $$;
 -- a generic plan: the arguments stay parameters (a custom plan would fold the calls to constants either way)
 set local plan_cache_mode = force_generic_plan;
 prepare probe(app.member_role, jsonb, uuid) as select internal.can_write_role($1), internal.scope_allows($2 -> 'scope', $3, true);
 prepare context_probe(jsonb, jsonb, uuid) as select internal.context_of($1, $2, $3);
-select unalike(pg_temp.plan_of($$execute probe('editor', '{}', null)$$), '%can_write_role%', 'can_write_role is inlined (no call of it in the plan)');
-select unalike(pg_temp.plan_of($$execute probe('editor', '{}', null)$$), '%scope_allows%', 'scope_allows is inlined (no call of it in the plan)');
-select unalike(pg_temp.plan_of($$execute context_probe('{}', '{}', null)$$), '%context_of%', 'context_of is inlined (no call of it in the plan)');
+select unalike(tests.plan_of($$execute probe('editor', '{}', null)$$, true), '%can_write_role%', 'can_write_role is inlined (no call of it in the plan)');
+select unalike(tests.plan_of($$execute probe('editor', '{}', null)$$, true), '%scope_allows%', 'scope_allows is inlined (no call of it in the plan)');
+select unalike(tests.plan_of($$execute context_probe('{}', '{}', null)$$, true), '%context_of%', 'context_of is inlined (no call of it in the plan)');
 -- canvas_roles (canvas_role's rule as rows) is inlined into the query that reads it: the mutation
 -- RPC reads the role and its settings in one statement with it
 prepare roles_probe(uuid, uuid) as select r.role from internal.canvas_roles($1, $2) r;
-select unalike(pg_temp.plan_of($$execute roles_probe(null, null)$$), '%canvas_roles%', 'canvas_roles is inlined (a join in the plan, no function scan)');
+select unalike(tests.plan_of($$execute roles_probe(null, null)$$, true), '%canvas_roles%', 'canvas_roles is inlined (a join in the plan, no function scan)');
 
 select * from finish();
 rollback;

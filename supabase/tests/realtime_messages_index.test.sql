@@ -31,14 +31,6 @@ select 'canvas:' || md5((g % 400)::text)::uuid, 'broadcast', 'block_op', true,
 from generate_series(1, 20000) g;
 analyze realtime.messages;
 
-create function pg_temp.plan(q text) returns text language plpgsql as $$
-declare
-  line text;
-  out text := '';
-begin
-  for line in execute 'explain (costs off) ' || q loop out := out || line || E'\n'; end loop;
-  return out;
-end $$;
 
 -- the bus's poll and seed as it sends them (bus.ts catchUp, seed), as a generic plan
 prepare poll(timestamp, float8, text[]) as
@@ -65,14 +57,14 @@ prepare replay(text, float8, int) as
   limit $3;
 set local plan_cache_mode = force_generic_plan;
 
-select matches(pg_temp.plan(format('execute poll(%L, 60, array[%L, %L, %L])', localtimestamp - interval '1 s',
+select matches(tests.plan_of(format('execute poll(%L, 60, array[%L, %L, %L])', localtimestamp - interval '1 s',
                                    'canvas:' || md5('1')::uuid, 'canvas:' || md5('2')::uuid, 'canvas:' || md5('3')::uuid)),
                'Index Scan on messages_\w+_topic_inserted_at_idx\s+Index Cond: \(\(topic = ANY',
                'the outage poll reads its topics through the index, not every row of the partition');
-select matches(pg_temp.plan(format('execute seed(%L, %L, 60, %L, 0.5)', 'canvas:' || md5('1')::uuid, localtimestamp - interval '1 s', localtimestamp)),
+select matches(tests.plan_of(format('execute seed(%L, %L, 60, %L, 0.5)', 'canvas:' || md5('1')::uuid, localtimestamp - interval '1 s', localtimestamp)),
                'Index Scan using messages_\w+_topic_inserted_at_idx[^\n]*\n\s+Index Cond: \(\(topic = ',
                'the seed of a topic first listened to during an outage reads it through the index');
-select matches(pg_temp.plan(format('execute replay(%L, %s, 25)', 'canvas:' || md5('1')::uuid, (extract(epoch from now() - interval '1 day') * 1000)::bigint)),
+select matches(tests.plan_of(format('execute replay(%L, %s, 25)', 'canvas:' || md5('1')::uuid, (extract(epoch from now() - interval '1 day') * 1000)::bigint)),
                'Index Scan Backward using messages_\w+_topic_inserted_at_idx[^\n]*\n\s+Index Cond: \(\(topic = ',
                'replay reads its topic''s newest rows through the index, not every topic''s back to since');
 

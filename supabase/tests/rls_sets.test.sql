@@ -63,14 +63,8 @@ select is_empty(
 
 -- The set is computed once per query: the plan of a member's filtered count holds one hashed
 -- SubPlan, not a function call per row.
-create function pg_temp.plan_of(q text) returns text language plpgsql as $$
-declare line text; plan text := '';
-begin
-  for line in execute 'explain (costs off) ' || q loop plan := plan || line || E'\n'; end loop;
-  return plan;
-end $$;
 select tests.authenticate_as('rs_viewer');
-select matches(pg_temp.plan_of(format('select count(*) from app.block_operations where canvas_id = %L and actor_id is not null',
+select matches(tests.plan_of(format('select count(*) from app.block_operations where canvas_id = %L and actor_id is not null',
                                       (select id from ids where name = 'c1'))),
                'hashed SubPlan', 'a member''s read of the log tests each row against the set, built once');
 select tests.clear_authentication();

@@ -30,17 +30,11 @@ select is((select count(*) from app.blocks where canvas_id = (select canvas_id f
           '2000 blocks have an embedding');
 
 -- the EXPLAIN text of a query, one string
-create function pg_temp.plan_of(q text) returns text language plpgsql as $$
-declare line text; plan text := '';
-begin
-  for line in execute 'explain (costs off) ' || q loop plan := plan || line || E'\n'; end loop;
-  return plan;
-end $$;
 -- query vector: the embedding of block n = 777
 create temp table probe as select vector as q, block_id from app.blocks where content ->> 'n' = '777';
 
 select matches(
-  pg_temp.plan_of(format('select block_id from app.blocks where vector is not null order by vector <=> %L::extensions.vector limit 10',
+  tests.plan_of(format('select block_id from app.blocks where vector is not null order by vector <=> %L::extensions.vector limit 10',
                          (select q from probe))),
   'Index Scan using blocks_vector_hnsw_idx',
   'k-NN by cosine distance (order by vector <=> $q limit 10, vector is not null) uses the HNSW index');
@@ -50,12 +44,12 @@ select matches(
 -- canvas-scoped order by itself, so rule out the sort and look.
 set local enable_sort = off;
 select matches(
-  pg_temp.plan_of(format('select block_id from app.blocks where canvas_id = %L and vector is not null order by vector <=> %L::extensions.vector limit 10',
+  tests.plan_of(format('select block_id from app.blocks where canvas_id = %L and vector is not null order by vector <=> %L::extensions.vector limit 10',
                          (select canvas_id from ids), (select q from probe))),
   'blocks_vector_hnsw_idx', 'so can the search scoped to one canvas, without a sort');
 reset enable_sort;
 select doesnt_match(
-  pg_temp.plan_of(format('select block_id from app.blocks order by vector <=> %L::extensions.vector limit 10', (select q from probe))),
+  tests.plan_of(format('select block_id from app.blocks order by vector <=> %L::extensions.vector limit 10', (select q from probe))),
   'blocks_vector_hnsw_idx', 'the index is partial: a query without "vector is not null" cannot use it');
 
 -- and the index answers correctly. Invisible entries (other transactions' rolled-back rows) use

@@ -35,11 +35,19 @@ function refusedUpgrade(url: string): Promise<{ status: number; retryAfter: stri
   });
 }
 
-/** Terminates the access check's backend once it waits for realtime.messages' lock (held by the test). */
-async function terminateWaitingCheck(): Promise<void> {
-  await until(async () => (await admin`select pg_terminate_backend(pid) from pg_stat_activity
-    where datname = current_database() and application_name = 'potentia-server' and wait_event_type = 'Lock' and query like '%authorization_probe%'`).length > 0,
-  10_000, 'the access check waiting for the table');
+/**
+ * Terminates the access check's backend once it waits for realtime.messages' lock (held by the
+ * test): a backend not in `terminated` (its pids so far, added to), since a terminated backend can
+ * still be listed, waiting, until it has exited; counted again, one try of the check went untouched.
+ */
+async function terminateWaitingCheck(terminated: number[] = []): Promise<void> {
+  await until(async () => {
+    const killed = await admin<{ pid: number }[]>`select pid, pg_terminate_backend(pid) from pg_stat_activity
+      where datname = current_database() and pid <> pg_backend_pid() and application_name = 'potentia-server'
+        and wait_event_type = 'Lock' and query like '%authorization_probe%' and pid <> all(${terminated}::int[])`;
+    terminated.push(...killed.map((r) => r.pid));
+    return killed.length > 0;
+  }, 10_000, 'the access check waiting for the table');
 }
 
 describe('an H1 upgrade whose access check loses its database connection', () => {
@@ -53,7 +61,9 @@ describe('an H1 upgrade whose access check loses its database connection', () =>
       await locker.conn`lock table realtime.messages in share row exclusive mode`;
       const refused = refusedUpgrade(`${server.url.replace(/^http/, 'ws')}/ws/canvas/${canvasId}?access_token=${token}`);
       // ... and its backend is terminated there, at the first try and at each try again
-      for (let attempt = 0; attempt <= CONNECTION_RETRIES; attempt++) await terminateWaitingCheck();
+      const terminated: number[] = [];
+      for (let attempt = 0; attempt <= CONNECTION_RETRIES; attempt++) await terminateWaitingCheck(terminated);
+      expect(terminated).toHaveLength(CONNECTION_RETRIES + 1); // one backend per try
       await locker.end('rollback');
       expect(await refused).toEqual({ status: 503, retryAfter: '1',
         body: { error: { code: 'unavailable', message: expect.stringMatching(/^the database connection was lost/), retry_after: 1 } } });

@@ -45,8 +45,12 @@ import { clientAddress, requestAuthorization, type ErrorAnswer } from './middlew
  * echoed, otherwise `{code: <status>, error_code, msg}`; weak passwords add `weak_password.reasons`.
  */
 
-/** What the environment says about local auth. AUTH_EMAIL_CONFIRM (default false): sign-ups must be confirmed before signing in. */
-export type GotrueSettings = { autoconfirm: boolean };
+/**
+ * What the environment says about local auth. AUTH_EMAIL_CONFIRM (default false): sign-ups must be
+ * confirmed before signing in. `chosen`: whether it was set at all, which production requires
+ * before it takes sign-ups (gotrueRoutes, signupClosed).
+ */
+export type GotrueSettings = { autoconfirm: boolean; chosen: boolean };
 
 export function gotrueSettings(env: NodeJS.ProcessEnv = process.env): GotrueSettings {
   // blank (AUTH_EMAIL_CONFIRM= in an env file) is unset, as in loadConfig: the default
@@ -55,7 +59,23 @@ export function gotrueSettings(env: NodeJS.ProcessEnv = process.env): GotrueSett
   if (!['0', '1', 'true', 'false'].includes(confirm)) {
     throw new Error(`invalid environment: AUTH_EMAIL_CONFIRM: expected true or 1 (confirm), false or 0 (do not) (got ${JSON.stringify(given)})`);
   }
-  return { autoconfirm: confirm === '0' || confirm === 'false' };
+  return { autoconfirm: confirm === '0' || confirm === 'false', chosen: given !== undefined };
+}
+
+/**
+ * Why sign-ups are refused, or undefined when they are taken. The local /auth/v1 sends no email,
+ * so with confirmation off (AUTH_EMAIL_CONFIRM's default) a sign-up's address counts as confirmed
+ * at once, proven or not: whoever holds the anon key (public: apps ship it) could sign up with an
+ * address a workspace invited and join it in the invited role, or with a colleague's address and
+ * be added when a workspace adds that address. Production therefore takes sign-ups only once the
+ * operator has chosen: true (each address confirmed, `auth.users.email_confirmed_at`) or false
+ * (that risk accepted). Development and tests keep the default, as `supabase start` does.
+ */
+export function signupClosed(env: Deps['config']['env'], settings: GotrueSettings): string | undefined {
+  if (env !== 'production' || settings.chosen) return undefined;
+  return 'Signups not allowed for this instance: set AUTH_EMAIL_CONFIRM on the server (true: each sign-up waits for '
+    + 'its address to be confirmed; false: an address counts as confirmed at sign-up, unproven, and takes the workspace '
+    + 'invites to it) (docs/self-hosting.md, "Environment reference")';
 }
 
 /** A refusal in GoTrue's terms: HTTP status, GoTrue error code, GoTrue's message. */
@@ -116,10 +136,12 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
 
   app.get('/settings', (c) => c.json({
     external: { email: true, phone: false, anonymous_users: false },
-    disable_signup: false, mailer_autoconfirm: settings.autoconfirm, phone_autoconfirm: false, sms_provider: '', saml_enabled: false,
+    disable_signup: closed !== undefined, mailer_autoconfirm: settings.autoconfirm, phone_autoconfirm: false, sms_provider: '', saml_enabled: false,
   }));
 
+  const closed = signupClosed(deps.config.env, settings);
   app.post('/signup', async (c) => {
+    if (closed !== undefined) throw new GotrueError(422, 'signup_disabled', closed);
     const body = await readBody(c);
     const email = optionalString(body, 'email');
     const password = optionalString(body, 'password');

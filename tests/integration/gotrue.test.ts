@@ -733,3 +733,67 @@ describe('AUTH_EMAIL_CONFIRM=true', () => {
     expect(again.body).toMatchObject({ kind: 'member', member: { email: confirmed, role: 'viewer' } });
   });
 });
+
+describe('production with AUTH_EMAIL_CONFIRM unset', () => {
+  // The local /auth/v1 sends no email, so with confirmation off (AUTH_EMAIL_CONFIRM's default) a
+  // sign-up's address counts as confirmed at once: anyone holding the anon key (it is public: apps
+  // ship it) could sign up with an address a workspace invited and become a member in its role, or
+  // sign up with a colleague's address first and be added when that address is. Production keeps
+  // sign-ups closed until the operator chooses (true: confirm each address; false: accept that).
+  const PRODUCTION_SECRET = 'a-production-secret-of-at-least-32-characters';
+  let production: Server;
+  let productionAnonKey: string;
+  beforeAll(async () => {
+    production = await startTestServer({ env: 'production', trustProxy: true, auth: { ...base.auth, jwtSecret: PRODUCTION_SECRET } });
+    // the keys scripts/api-keys.ts signs with this secret (apiKeys itself mints none in production)
+    productionAnonKey = (await apiKeys({ ...production.deps.config, env: 'development' })).anon;
+  });
+  afterAll(async () => {
+    await production?.stop();
+  });
+
+  it('refuses sign-ups (422 signup_disabled, naming AUTH_EMAIL_CONFIRM): an invited address is not taken, nothing is written', async () => {
+    const owner = await createUser(sql, 'inviter');
+    const { workspace_id } = await callAs(sql, owner, 'create_workspace', ['Invites in production']);
+    const email = newEmail();
+    expect(await callAs(sql, owner, 'add_workspace_member', [workspace_id, email, 'admin'])).toMatchObject({ kind: 'invite' });
+
+    const res = await fetch(`${production.url}/auth/v1/signup`, {
+      method: 'POST', headers: { apikey: productionAnonKey, 'content-type': 'application/json', 'x-forwarded-for': randomIp() },
+      body: JSON.stringify({ email, password: PASSWORD }),
+    });
+    expect(res.status).toBe(422);
+    expect(await res.json()).toMatchObject({ error_code: 'signup_disabled', msg: expect.stringMatching(/AUTH_EMAIL_CONFIRM/) });
+    expect(await sql`select from auth.users where email = ${email}`).toHaveLength(0);
+    expect(await sql`select from app.workspace_invites where workspace_id = ${workspace_id} and email = ${email}`).toHaveLength(1);
+    expect(await sql`select from app.workspace_members where workspace_id = ${workspace_id}`).toHaveLength(1);
+
+    const settings = await fetch(`${production.url}/auth/v1/settings`, { headers: { apikey: productionAnonKey } });
+    expect(await settings.json()).toMatchObject({ disable_signup: true });
+  });
+
+  it('takes them once the operator chooses: AUTH_EMAIL_CONFIRM=false signs up at once, =true after the confirmation', async () => {
+    for (const choice of ['false', 'true']) {
+      process.env.AUTH_EMAIL_CONFIRM = choice; // read when the routes are built
+      let chosen: Server | undefined;
+      try {
+        chosen = await startTestServer({ env: 'production', trustProxy: true, auth: { ...base.auth, jwtSecret: PRODUCTION_SECRET } });
+      } finally {
+        delete process.env.AUTH_EMAIL_CONFIRM;
+      }
+      try {
+        const email = newEmail();
+        const res = await fetch(`${chosen.url}/auth/v1/signup`, {
+          method: 'POST', headers: { apikey: productionAnonKey, 'content-type': 'application/json', 'x-forwarded-for': randomIp() },
+          body: JSON.stringify({ email, password: PASSWORD }),
+        });
+        expect(res.status, choice).toBe(200);
+        const body = await res.json() as { access_token?: string };
+        expect(typeof body.access_token, choice).toBe(choice === 'false' ? 'string' : 'undefined');
+        expect(await sql`select from auth.users where email = ${email}`).toHaveLength(1);
+      } finally {
+        await chosen.stop();
+      }
+    }
+  });
+});

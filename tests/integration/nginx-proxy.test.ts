@@ -47,7 +47,8 @@ beforeAll(async () => {
   const shipped = readFileSync('deploy/nginx/potentia.conf', 'utf8');
   const site = shipped
     .replace(/^(\s*server )127\.0\.0\.1:\d+( max_fails)/gm, `$1${upstream}$2`)
-    .replace(/^(\s*listen )8080;/m, `$1127.0.0.1:${port};`);
+    .replace(/^(\s*listen )8080;/m, `$1127.0.0.1:${port};`)
+    .replace(/(access_log )\/var\/log\/nginx\//g, `$1${dir}/`);
   expect(site).not.toMatch(/127\.0\.0\.1:(8000|8101|8102)|listen 8080/); // every address this test's
   writeFileSync(join(dir, 'nginx.conf'), [
     'daemon off;',
@@ -57,7 +58,8 @@ beforeAll(async () => {
     `error_log ${dir}/error.log;`,
     'events { worker_connections 256; }',
     'http {',
-    '  access_log off;',
+    // as Debian's nginx.conf: every request logged in the combined format, in the http block
+    `  access_log ${dir}/access.log;`,
     ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t};`),
     site,
     '}',
@@ -112,6 +114,23 @@ it('H1 through the proxy: the socket opens and says hello', async () => {
   const h1 = await openH1(proxy, canvasId, await signAccessToken(config.auth.jwtSecret, { sub: users.viewer! }));
   expect(await h1.next((m) => m.type === 'hello')).toMatchObject({ canvas_id: canvasId, can_write: false });
   h1.ws.close();
+});
+
+it('no access token reaches nginx\'s logs: an H1 socket sends its token in the query string (?access_token=)', async () => {
+  // a browser cannot set headers on a WebSocket, so @potentia/client puts the user's token in the
+  // URL; the combined format logs $request, the query included: a token usable for an hour, in a
+  // file every operator reads
+  const { canvasId, users } = await createCanvas(db.sql, ['viewer']);
+  const token = await signAccessToken(config.auth.jwtSecret, { sub: users.viewer! });
+  const h1 = await openH1(proxy, canvasId, token);
+  await h1.next((m) => m.type === 'hello');
+  h1.ws.close();
+  const logs = () => ['access.log', 'potentia-access.log', 'error.log']
+    .map((f) => { try { return readFileSync(join(dir, f), 'utf8'); } catch { return ''; } }).join('\n');
+  // nginx logs a WebSocket request once it has ended
+  await until(() => logs().includes(`/ws/canvas/${canvasId}`), 8000, 'the H1 request in the access log');
+  expect(logs()).not.toContain(token.split('.')[2]!);
+  expect(logs()).not.toContain('access_token=');
 });
 
 it('an X-Forwarded-For the client sends is overwritten on the WebSocket paths: the socket cap counts the client, whatever it claims', async () => {

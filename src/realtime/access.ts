@@ -206,6 +206,8 @@ export class AccessGate {
   private again = false;
   private denied = false;
   private pendingIds: string[] = [];
+  /** Resolves waiters of settled() once the running re-checks are over: true when access survived them. */
+  private outcome: { promise: Promise<boolean>; resolve: (allowed: boolean) => void } | null = null;
 
   constructor(
     private readonly check: () => Promise<boolean>,
@@ -249,6 +251,18 @@ export class AccessGate {
   }
 
   /**
+   * Whether the socket (or channel) may still act on its access: at once when no re-check runs,
+   * else once the running re-checks are over — true when access survived them, false when one
+   * refused it (or failed, or the gate gave up). What the client sends waits on it, as what it
+   * receives is held: a member removed must not go on sending into the room on the send rights
+   * checked before the change while the re-check waits (on a lock, seconds).
+   */
+  settled(): Promise<boolean> {
+    if (this.denied) return Promise.resolve(false);
+    return this.outcome?.promise ?? Promise.resolve(true);
+  }
+
+  /**
    * Starts a re-check (or queues one after the running one); deliveries wait until it is done.
    * `messageIds`: the access_changed messages that asked for it (the check reads after them).
    */
@@ -261,6 +275,11 @@ export class AccessGate {
       return;
     }
     this.running = true;
+    if (!this.outcome) {
+      let resolve!: (allowed: boolean) => void;
+      const promise = new Promise<boolean>((r) => { resolve = r; });
+      this.outcome = { promise, resolve };
+    }
     void this.run();
   }
 
@@ -288,6 +307,9 @@ export class AccessGate {
       this.onFailure(err);
     } finally {
       this.running = false;
+      const outcome = this.outcome;
+      this.outcome = null;
+      outcome?.resolve(!this.denied);
     }
   }
 

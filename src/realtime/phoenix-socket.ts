@@ -646,8 +646,14 @@ export class PhoenixSocket {
     channel.pending = null;
   }
 
+  /**
+   * Whether the channel may send a client broadcast or track presence: on a private channel the
+   * insert policy's answer (asked once per channel and token), after any running access re-check
+   * (AccessGate.settled): a member removed does not send into the room meanwhile.
+   */
   private async maySend(channel: Channel, extension: 'broadcast' | 'presence'): Promise<boolean> {
     if (!channel.private) return true;
+    if (!(await channel.gate.settled())) return false;
     let ok = channel.canSend.get(extension);
     if (ok === undefined) {
       ok = await mayAccessTopic(this.hub.sql, channel.claims, channel.subTopic, 'write', extension);

@@ -492,6 +492,62 @@ describe('re-authorization of open sockets', () => {
     expect(names).toEqual(['before']);
   });
 
+  it('a removed member\'s own broadcasts and tracks sent while its channel is re-checked reach nobody: they wait for the re-check and are refused', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const cursors: unknown[] = [];
+    const names: unknown[] = [];
+    const owner = connect(second, await token(users.owner!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.owner! } } })
+      .on('broadcast', { event: 'cursor' }, ({ payload }) => cursors.push(payload.n))
+      .on('presence', { event: 'join' }, ({ newPresences }) => names.push(...newPresences.map((p) => p.name)));
+    const editor = connect(server, await token(users.editor!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: users.editor! }, broadcast: { ack: true } } });
+    expect((await subscribe(owner)).status).toBe('SUBSCRIBED');
+    const sub = await subscribe(editor);
+    expect(sub.status).toBe('SUBSCRIBED');
+    // the editor's send and track rights are checked (and kept for the channel) before the removal
+    expect(await editor.track({ name: 'before' })).toBe('ok');
+    expect(await editor.send({ type: 'broadcast', event: 'cursor', payload: { n: 1 } })).toBe('ok');
+    await until(() => cursors.length === 1 && names.length === 1, 5000, 'the broadcast and the join before the removal');
+
+    // the removal commits and the editor's gateway re-checks its channel, the probe waiting on a
+    // lock (as in the test above); meanwhile the removed editor keeps sending
+    let commitRemoval!: () => void;
+    let releaseLock!: () => void;
+    const removal = db.sql.begin(async (tx) => {
+      await tx`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
+      await new Promise<void>((r) => { commitRemoval = r; });
+    });
+    await until(() => commitRemoval !== undefined, 5000, 'the removal to run');
+    const lock = db.sql.begin(async (tx) => {
+      await tx`set local idle_in_transaction_session_timeout = '20s'`;
+      await tx`lock table realtime.messages in share mode`;
+      await new Promise<void>((r) => { releaseLock = r; });
+    });
+    const waiting = (mode: string) => async () => (await db.sql`select from pg_locks l join pg_class c on c.oid = l.relation
+                                                            where c.relname = 'messages' and l.mode = ${mode} and not l.granted`).length > 0;
+    await until(waiting('ShareLock'), 5000, 'the lock to queue');
+    commitRemoval();
+    await removal;
+    await until(waiting('RowExclusiveLock'), 3000, 'the re-check\'s probe to wait on the lock');
+    const sent = editor.send({ type: 'broadcast', event: 'cursor', payload: { n: 2 } });
+    const tracked = editor.track({ name: 'during' });
+    await new Promise((r) => setTimeout(r, 700)); // what was relayed reached the owner's gateway
+    expect(cursors).toEqual([1]);
+    expect(names).toEqual(['before']);
+    releaseLock();
+    await lock;
+    await until(() => sub.closedAt() !== null, 5000, 'the re-check closing the channel');
+    // refused after the channel's phx_close: realtime-js, which has let the channel go, reads no
+    // answer to them ('timed out'); neither was taken
+    expect(await sent).not.toBe('ok');
+    expect(await tracked).not.toBe('ok');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(cursors).toEqual([1]);
+    expect(names).toEqual(['before']);
+    await until(() => !Object.keys(owner.presenceState()).includes(users.editor!), 5000, 'the removed editor\'s presence gone');
+  });
+
   it('holds at most the newest 1 MiB of client broadcasts and one net presence diff while a re-check waits on a lock; the channel stays joined', async () => {
     const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
     const ownerToken = await token(users.owner!);

@@ -56,6 +56,23 @@ describe('AccessGate', () => {
     expect(m.calls()).toBe(1);
   });
 
+  it('settled: at once without a re-check; else once every queued re-check is over, false once one refused', async () => {
+    const m = manualCheck();
+    const gate = new AccessGate(m.check, () => {});
+    expect(await gate.settled()).toBe(true);
+    gate.recheck();
+    const outcomes: boolean[] = [];
+    void gate.settled().then((ok) => outcomes.push(ok));
+    gate.recheck(); // a change read during the check: settled waits for the check after it too
+    m.answer(0, true);
+    await tick();
+    expect(outcomes).toEqual([]);
+    m.answer(1, false);
+    await tick();
+    expect(outcomes).toEqual([false]);
+    expect(await gate.settled()).toBe(false);
+  });
+
   it('runs one more check after a change that arrived during a check, and never two at once', async () => {
     const m = manualCheck();
     const got: number[] = [];

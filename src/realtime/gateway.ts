@@ -98,7 +98,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     presence: hub.presence,
     logger: opts.logger,
     onBroadcast: (key, event, payload) => deliverClientBroadcast(hub, key, event, payload),
-    onPresenceDiff: (key, diff) => deliverPresenceDiff(hub, key, diff),
+    onPresenceDiff: (key, diff) => {
+      deliverPresenceDiff(hub, key, diff);
+      // a user's entry on another gateway left (or its gateway is dead): a durable leave put off for it may run now
+      hub.heldLeaves.settle(key, (caller) => hub.presence.callerPresent(key, caller));
+    },
   });
   hub.cluster = cluster;
   // which key, so that an operator can compare gateways (the secret never: its fingerprint)

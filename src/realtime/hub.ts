@@ -6,6 +6,7 @@ import type { DatabaseBus, BusMessage } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import type { ClusterNode } from './cluster.ts';
 import { DEFAULT_ADMISSION_LIMITS, type Admission, type AdmissionLimits } from './admission.ts';
+import { HeldLeaves } from './held-leaves.ts';
 import { PresenceTracker } from './presence.ts';
 import { DEFAULT_MAX_BUFFERED_BYTES } from './socket-write.ts';
 
@@ -141,6 +142,8 @@ export const DEFAULT_LIMITS: Limits = {
 export class Hub {
   /** The cluster's presence view: this process's presences and the other gateway processes'. */
   readonly presence = new PresenceTracker();
+  /** Durable leaves put off while the user still tracked a channel on another gateway process (held-leaves.ts). */
+  readonly heldLeaves = new HeldLeaves();
   /** This process's node in the realtime cluster (cluster.ts); set by the gateway, null without one. */
   cluster: ClusterNode | null = null;
   private readonly subscribers = new Map<string, { set: Set<Subscriber>; off: () => void }>();

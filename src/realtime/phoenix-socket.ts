@@ -853,6 +853,7 @@ export class PhoenixSocket {
       if (this.keyFull(channel, caller)) return this.reply(frame, 'error', { reason: keyFullReason(channel) });
       channel.tracked = true;
       channel.trackedBytes = size;
+      this.hub.heldLeaves.drop(channel.key, caller); // tracked here again: this channel's close decides
       this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta, caller));
       this.reply(frame, 'ok');
     } else if (p.event === 'untrack') {
@@ -919,7 +920,9 @@ export class PhoenixSocket {
   /**
    * The durable side of an untrack: on a canvas's private channel, the user's app.presence row
    * cleared (api.leave_canvas, a presence_leave broadcast) unless another of their channels of
-   * the canvas on this gateway still tracks.
+   * the canvas still tracks: on this gateway, or on another one (the cluster's presence view).
+   * For the latter the leave is put off (hub.heldLeaves) until the view holds none of the user's
+   * entries: before, closing one of two tabs on two gateways told every H1 client the user had left.
    */
   private async leaveCanvas(channel: Channel): Promise<void> {
     const canvasId = canvasIdOfTopic(channel.subTopic);
@@ -928,12 +931,31 @@ export class PhoenixSocket {
     for (const peer of this.hub.peersOf<Channel>(channel.key)) {
       if (peer !== channel && peer.tracked && peer.claims.sub === sub) return; // still here in another tab
     }
-    try {
-      await withRequest(this.hub.sql, { claims: channel.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
-        tx`select api.leave_canvas(${canvasId}::uuid)`);
-    } catch (err) {
-      this.hub.logger.debug({ err }, 'leave_canvas from realtime failed');
+    const caller = presenceCaller(channel.claims, this.address);
+    const claims = channel.claims;
+    const leave = async () => {
+      try {
+        await withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) =>
+          tx`select api.leave_canvas(${canvasId}::uuid)`);
+      } catch (err) {
+        this.hub.logger.debug({ err }, 'leave_canvas from realtime failed');
+      }
+    };
+    if (this.hub.presence.callerPresent(channel.key, caller)) {
+      // run once the user's entries elsewhere are gone; not when the gateway of their last tab
+      // has cleared the row meanwhile (one presence_leave, not one per gateway they were on)
+      return this.hub.heldLeaves.hold(channel.key, caller, async () => {
+        try {
+          const [row] = await this.hub.sql<{ present: boolean }[]>`
+            select exists (select from app.presence where canvas_id = ${canvasId}::uuid and user_id = ${sub}::uuid) as present`;
+          if (row?.present) await leave();
+        } catch (err) {
+          this.hub.logger.debug({ err }, 'leave_canvas from realtime failed');
+        }
+      });
     }
+    this.hub.heldLeaves.drop(channel.key, caller);
+    await leave();
   }
 
   /** Ends a channel with `phx_error`: realtime-js rejoins it (with backoff), and the join authorizes again. */

@@ -6,7 +6,7 @@ import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import { startPotentiaProcess, terminateBackends, type PotentiaProcess } from '../helpers/chaos.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { createCanvas } from '../helpers/fixtures.ts';
+import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -222,6 +222,66 @@ describe('realtime cluster of three gateway processes', () => {
       expect(Buffer.from(list[0].payload as ArrayBuffer).equals(bytes)).toBe(true);
     }
     expect(v1.map((m) => m.event)).toEqual(['marker']);
+  });
+
+  it('a user who still tracks the canvas on another gateway does not leave it durably when one of their channels closes; their last one does', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const editorToken = await token(users.editor!);
+    const tab = (g: PotentiaProcess, name: string) => connect(g, editorToken, '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: name } } });
+    const leaves: string[] = [];
+    const ops: number[] = [];
+    const observer = connect(g3, await token(users.owner!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: 'observer' } } })
+      .on('presence', { event: 'sync' }, () => {})
+      .on('broadcast', { event: 'presence_leave' }, ({ payload }) => leaves.push(payload.user_id))
+      .on('broadcast', { event: 'block_op' }, ({ payload }) => ops.push(payload.server_seq));
+    const a = tab(g1, 'tab-a');
+    const b = tab(g2, 'tab-b');
+    for (const ch of [observer, a, b]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+    expect(await a.track({ name: 'a' })).toBe('ok');
+    expect(await b.track({ name: 'b' })).toBe('ok');
+    await until(() => ['tab-a', 'tab-b'].every((k) => keys(observer).includes(k)), 10_000, 'both tabs seen on gateway 3');
+
+    // the tab on gateway 2 closes: its gateway sees the tab on gateway 1 (the cluster's view) and
+    // leaves the durable row alone
+    await b.unsubscribe();
+    await until(() => !keys(observer).includes('tab-b'), 10_000, 'tab b gone on gateway 3');
+    await new Promise((r) => setTimeout(r, 500)); // a leave_canvas of gateway 2 would have committed
+    const marker = await mutate(db.sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text', content: { text: 'marker' } } });
+    await until(() => ops.includes(marker.server_seq!), 10_000, 'the marker after tab b left');
+    expect(leaves).toEqual([]);
+    expect(await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.editor!}`).toHaveLength(1);
+
+    // the last tab closes: the user leaves the canvas
+    await a.unsubscribe();
+    await until(() => leaves.length > 0, 10_000, 'the presence_leave of the last tab');
+    expect(new Set(leaves)).toEqual(new Set([users.editor!]));
+    expect(await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.editor!}`).toHaveLength(0);
+  });
+
+  it('two tabs of a user on two gateways closing at once: the user leaves the canvas durably (each gateway saw the other tab still there)', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const editorToken = await token(users.editor!);
+    const leaves: string[] = [];
+    const observer = connect(g3, await token(users.owner!), '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: 'observer' } } })
+      .on('presence', { event: 'sync' }, () => {})
+      .on('broadcast', { event: 'presence_leave' }, ({ payload }) => leaves.push(payload.user_id));
+    const tabs = [g1, g2].map((g, i) => connect(g, editorToken, '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: `tab-${i}` } } })
+      .on('presence', { event: 'sync' }, () => {}));
+    for (const ch of [observer, ...tabs]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+    for (const ch of tabs) expect(await ch.track({ name: 'tab' })).toBe('ok');
+    // each gateway has heard of the other's tab
+    await until(() => ['tab-0', 'tab-1'].every((k) => tabs.every((ch) => keys(ch).includes(k))), 10_000, 'both tabs seen on both gateways');
+    await Promise.all(tabs.map((ch) => ch.unsubscribe()));
+    await until(() => leaves.length > 0, 10_000, 'the presence_leave once both tabs are gone');
+    expect(new Set(leaves)).toEqual(new Set([users.editor!]));
+    await until(async () => (await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.editor!}`).length === 0,
+      10_000, 'the durable presence row cleared');
   });
 
   it('keeps the private and the public room of a topic apart across gateways', async () => {

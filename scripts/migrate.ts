@@ -4,7 +4,8 @@
 // When sql/ has changes no migration holds, it applies sql/ on top and says to run
 // `npm run db:migration -- <name>`; --strict (deploys, CI) refuses instead (src/db/migrate.ts).
 // It warns of objects changed outside migrations since the last run (src/db/schema-drift.ts), and
-// of applied migrations this checkout has no file for (a newer release's), and goes on;
+// of applied migrations this checkout has no file for (a newer release's), and goes on; it refuses an
+// applied migration whose file changed or was renamed to another version;
 // --check only reports what is pending, applied but unknown here, or drifted.
 import { fileURLToPath } from 'node:url';
 import { decimalNumber, parseCommandLine } from './lib/command-line.ts';
@@ -12,7 +13,7 @@ import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
 import { loadConfigOrExit } from '../src/config.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
-import { migrate, MigrationChangedError, migrationStatus, SourcesDriftError } from '../src/db/migrate.ts';
+import { migrate, MigrationChangedError, MigrationRenamedError, migrationStatus, SourcesDriftError } from '../src/db/migrate.ts';
 import { PrivilegesError } from '../src/db/migrate-privileges.ts';
 import { DEFAULT_LOCK_WAIT_MS, LockWaitError, StepConnectionLostError } from '../src/db/migration-step.ts';
 
@@ -73,7 +74,8 @@ try {
     await run();
   }
 } catch (err) {
-  if (err instanceof MigrationChangedError || err instanceof SourcesDriftError || err instanceof PrivilegesError) console.error(`migrate refused: ${err.message}`);
+  if (err instanceof MigrationChangedError || err instanceof MigrationRenamedError || err instanceof SourcesDriftError
+    || err instanceof PrivilegesError) console.error(`migrate refused: ${err.message}`);
   // these say what happened to the step in flight and what to do
   else if (err instanceof LockWaitError || err instanceof StepConnectionLostError) console.error(`migrate failed: ${err.message}`);
   // each step is its own transaction: the failed one left nothing, the ones before it are kept
@@ -115,6 +117,7 @@ async function check(): Promise<number> {
   const findings = [
     status.pending.length > 0 ? `${status.pending.length} migration(s) to apply:\n${list(status.pending)}` : '',
     status.changed.length > 0 ? `${status.changed.length} applied migration(s) whose file has changed since (a run refuses them):\n${list(status.changed)}` : '',
+    status.renamed.length > 0 ? `${status.renamed.length} migration file(s) renamed after they were applied (a run refuses them: give each its old name back):\n${list(status.renamed)}` : '',
     status.unknown.length > 0 ? `${aheadOf(status.unknown)}  ${AHEAD_ADVICE}` : '',
     status.drift.length > 0 ? `sql/ has changes no migration holds (npm run db:migration -- <name>):\n${list(status.drift)}` : '',
     (status.schemaDrift ?? []).length > 0

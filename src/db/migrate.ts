@@ -17,7 +17,8 @@ import { describeDrift, hasDrift, listSql, sha256, sourceFiles, sourcesDrift } f
  *  2. `supabase/migrations/*.sql` in order, one transaction each (src/db/migration-step.ts: bounded lock waits, a lost connection named), recorded in
  *     `supabase_migrations.schema_migrations` (the Supabase CLI's table); an applied migration
  *     whose content changed is refused (unless the recorded text is one src/db/superseded-migrations.ts
- *     lists). The migrations hold everything, functions and policies
+ *     lists), and so is a file renamed to another version after it was applied (MigrationRenamedError,
+ *     before any step). The migrations hold everything, functions and policies
  *     included: `npm run db:migration` copies what changed in `sql/` into a new one.
  *  3. only when `sql/` has changes no migration holds yet (the development loop): all of `sql/` is
  *     applied on top, and `drift` says which files, so the caller can tell the developer to run
@@ -54,6 +55,22 @@ export class MigrationChangedError extends Error {
   }
 }
 
+/**
+ * A migration file whose text is that of an applied migration recorded under another version: the
+ * file was renamed (a rebase gave it a new timestamp). The records are by version, so the run would
+ * take it for a new migration and apply it a second time (a data migration's rows twice).
+ */
+export class MigrationRenamedError extends Error {
+  constructor(readonly file: string, readonly applied: string) {
+    super(
+      `migration ${file} has the text of migration ${applied}, which is applied: its file was renamed, and run under its new ` +
+        'version it would be applied a second time. Nothing was changed. ' +
+        `Give the file its old name back (supabase/migrations/${applied}.sql), then run the same command again; ` +
+        'a migration meant to run again needs a text of its own (a comment will do).',
+    );
+  }
+}
+
 export class SourcesDriftError extends Error {
   constructor(readonly drift: string[]) {
     super(
@@ -85,6 +102,10 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
       ${FINGERPRINT_TABLES};
     `);
   });
+  // a renamed migration is refused before the first step that changes anything
+  const files = await listSql(join(root, 'supabase/migrations'));
+  const [renamed] = renamedMigrations(await appliedMigrations(sql), await withChecksums(files));
+  if (renamed) throw new MigrationRenamedError(relative(root, renamed.file), renamed.applied);
   // what changed outside migrations since the last run; each step then records its own changes.
   // A fingerprint that cannot be compared (none yet, or migrations applied by something else) is
   // taken anew at the end
@@ -129,7 +150,6 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
   }
 
   // 2. migrations
-  const files = await listSql(join(root, 'supabase/migrations'));
   for (const file of files) {
     const base = file.split('/').pop()!.replace(/\.sql$/, '');
     const [version, ...nameParts] = base.split('_');
@@ -212,12 +232,35 @@ export function unknownMigrations(applied: { version: string; name: string | nul
   return applied.filter((r) => !known.has(r.version)).map((r) => (r.name ? `${r.version}_${r.name}` : r.version));
 }
 
+/** Each file with the sha256 of its text, as schema_migrations records it. */
+async function withChecksums(files: string[]): Promise<{ file: string; checksum: string }[]> {
+  return Promise.all(files.map(async (file) => ({ file, checksum: sha256(await readFile(file, 'utf8')) })));
+}
+
+/**
+ * The files of `files` not applied under their own version whose text an applied migration of
+ * another version has, with that migration as `<version>_<name>`: renamed after they were applied
+ * (MigrationRenamedError). An applied version that still has its file is not a rename's.
+ */
+export function renamedMigrations(applied: { version: string; name: string | null; checksum: string | null }[],
+  files: { file: string; checksum: string }[]): { file: string; applied: string }[] {
+  const versionOf = (file: string) => file.split('/').pop()!.split('_')[0]!;
+  const versions = new Set(files.map((f) => versionOf(f.file)));
+  const byChecksum = new Map(applied.filter((r) => r.checksum !== null && !versions.has(r.version))
+    .map((r) => [r.checksum!, r.name ? `${r.version}_${r.name}` : r.version] as const));
+  const recorded = new Set(applied.map((r) => r.version));
+  return files.filter((f) => !recorded.has(versionOf(f.file)) && byChecksum.has(f.checksum))
+    .map((f) => ({ file: f.file, applied: byChecksum.get(f.checksum)! }));
+}
+
 /** What `npm run db:migrate -- --check` reports, changing nothing. */
 export type MigrationStatus = {
   /** migrations not applied yet, and applied ones whose file has changed since */
   pending: string[];
   changed: string[];
-  /** applied migrations this checkout has no file for (unknownMigrations) */
+  /** files renamed after they were applied, as `<file> (applied as <version>_<name>)` (renamedMigrations): a run refuses them */
+  renamed: string[];
+  /** applied migrations this checkout has no file for (unknownMigrations), but those renamed */
   unknown: string[];
   /** sql/ changes no migration holds */
   drift: string[];
@@ -228,7 +271,7 @@ export type MigrationStatus = {
 
 export async function migrationStatus(sql: Sql, root: string): Promise<MigrationStatus> {
   const status: MigrationStatus = {
-    pending: [], changed: [], unknown: [], drift: describeDrift(await sourcesDrift(root, graphileWorkerRevision)), schemaDrift: null,
+    pending: [], changed: [], renamed: [], unknown: [], drift: describeDrift(await sourcesDrift(root, graphileWorkerRevision)), schemaDrift: null,
     schemaNote: 'no fingerprint of the schema recorded yet (db:migrate records one)',
   };
   const [tables] = await sql<{ migrations: boolean; fingerprint: boolean }[]>`
@@ -237,10 +280,13 @@ export async function migrationStatus(sql: Sql, root: string): Promise<Migration
   const records = tables!.migrations ? await appliedMigrations(sql) : [];
   const applied = new Map(records.map((r) => [r.version, r.checksum] as const));
   const files = await listSql(join(root, 'supabase/migrations'));
-  status.unknown = unknownMigrations(records, files);
+  const renamed = renamedMigrations(records, await withChecksums(files));
+  status.renamed = renamed.map((r) => `${relative(root, r.file)} (applied as ${r.applied})`);
+  status.unknown = unknownMigrations(records, files).filter((u) => !renamed.some((r) => r.applied === u));
   for (const file of files) {
     const version = file.split('/').pop()!.split('_')[0]!;
     const path = relative(root, file);
+    if (renamed.some((r) => r.file === file)) continue;
     if (!applied.has(version)) { status.pending.push(path); continue; }
     const checksum = applied.get(version);
     const text = await readFile(file, 'utf8');

@@ -1,0 +1,72 @@
+import { cpSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testDatabaseUrl } from '../../src/config.ts';
+import { migrate, MigrationRenamedError, migrationStatus } from '../../src/db/migrate.ts';
+
+// An applied migration whose file was renamed to another version (a rebase that gave it a new
+// timestamp, a file renamed to sort after a late merge): the records are by version, so the run
+// took the file for a new migration and applied it a second time (a data migration's rows twice),
+// and named the old version only as one "a newer release or another branch" applied. It is now
+// refused before any step, naming the file and the migration it was applied as.
+
+const repoRoot = new URL('../..', import.meta.url).pathname;
+const name = `potentia_migrate_renamed_${process.pid}`;
+const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
+const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
+const APPLIED = '29990101000000_count_up';
+const RENAMED = '29990103000000_count_up';
+const OTHER = '29990102000000_other';
+let root: string;
+let sql: postgres.Sql;
+const migrations = (file: string) => join(root, 'supabase/migrations', `${file}.sql`);
+const recorded = async () => (await sql<{ version: string }[]>`select version from supabase_migrations.schema_migrations
+  where version like '2999%' order by version`).map((r) => r.version);
+
+beforeAll(async () => {
+  await admin.unsafe(`drop database if exists ${name} with (force)`);
+  await admin.unsafe(`create database ${name}`);
+  root = mkdtempSync(join(tmpdir(), 'potentia-migrate-renamed-'));
+  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(root, dir), { recursive: true });
+  // a hand-written data migration: applied twice, it adds its row twice
+  writeFileSync(migrations(APPLIED), 'create table if not exists internal.count_up_probe (n int);\ninsert into internal.count_up_probe values (1);\n');
+  sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+  expect((await migrate(sql, { root })).migrations).toContain(`supabase/migrations/${APPLIED}.sql`);
+}, 120_000);
+
+afterAll(async () => {
+  await sql?.end();
+  await admin.unsafe(`drop database if exists ${name} with (force)`);
+  await admin.end();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+describe('an applied migration whose file was renamed to another version', () => {
+  it('is refused before any step, naming the file and what it was applied as; --check names it; its old name back, the run goes on', async () => {
+    renameSync(migrations(APPLIED), migrations(RENAMED));
+    // a new migration sorting before it is not applied either: the run changes nothing
+    writeFileSync(migrations(OTHER), 'create table internal.other_probe (n int);\n');
+
+    const attempt = migrate(sql, { root }).then(() => null, (e: unknown) => e);
+    const err = await attempt;
+    expect(err).toBeInstanceOf(MigrationRenamedError);
+    expect((err as Error).message).toBe(`migration supabase/migrations/${RENAMED}.sql has the text of migration ${APPLIED}, which is applied: `
+      + 'its file was renamed, and run under its new version it would be applied a second time. Nothing was changed. '
+      + `Give the file its old name back (supabase/migrations/${APPLIED}.sql), then run the same command again; `
+      + 'a migration meant to run again needs a text of its own (a comment will do).');
+    expect(await sql`select count(*)::int as n from internal.count_up_probe`).toEqual([{ n: 1 }]);
+    expect(await sql`select to_regclass('internal.other_probe') as t`).toEqual([{ t: null }]);
+    expect(await recorded()).toEqual(['29990101000000']);
+
+    const status = await migrationStatus(sql, root);
+    expect(status).toMatchObject({ renamed: [`supabase/migrations/${RENAMED}.sql (applied as ${APPLIED})`], unknown: [],
+      pending: [`supabase/migrations/${OTHER}.sql`] });
+
+    renameSync(migrations(RENAMED), migrations(APPLIED));
+    expect((await migrate(sql, { root })).migrations).toEqual([`supabase/migrations/${OTHER}.sql`]);
+    expect(await sql`select count(*)::int as n from internal.count_up_probe`).toEqual([{ n: 1 }]);
+    expect(await recorded()).toEqual(['29990101000000', '29990102000000']);
+  }, 60_000);
+});

@@ -15,6 +15,7 @@ import { loadConfigOrExit } from '../src/config.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
 import { migrate, MigrationChangedError, MigrationRenamedError, migrationStatus, SourcesDriftError } from '../src/db/migrate.ts';
 import { PrivilegesError } from '../src/db/migrate-privileges.ts';
+import { ReadOnlyTargetError } from '../src/db/migrate-writable.ts';
 import { DEFAULT_LOCK_WAIT_MS, LockWaitError, StepConnectionLostError } from '../src/db/migration-step.ts';
 
 const usage = `usage: npm run db:migrate [-- [--database-url URL] [--strict] [--lock-wait SECONDS] [--accept-drift] [--quiet] | --check]
@@ -75,7 +76,7 @@ try {
   }
 } catch (err) {
   if (err instanceof MigrationChangedError || err instanceof MigrationRenamedError || err instanceof SourcesDriftError
-    || err instanceof PrivilegesError) console.error(`migrate refused: ${err.message}`);
+    || err instanceof PrivilegesError || err instanceof ReadOnlyTargetError) console.error(`migrate refused: ${err.message}`);
   // these say what happened to the step in flight and what to do
   else if (err instanceof LockWaitError || err instanceof StepConnectionLostError) console.error(`migrate failed: ${err.message}`);
   // each step is its own transaction: the failed one left nothing, the ones before it are kept

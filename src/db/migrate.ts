@@ -3,6 +3,7 @@ import { join, relative } from 'node:path';
 import type { Sql, TransactionSql } from 'postgres';
 import { graphileWorkerRevision } from './graphile-schema.ts';
 import { checkPrivileges } from './migrate-privileges.ts';
+import { checkWritable } from './migrate-writable.ts';
 import { migrationStep } from './migration-step.ts';
 import {
   describeSchemaDrift, FINGERPRINT_TABLES, fingerprint, fingerprintUnusable, readFingerprint, recordAll, recordChanges, recordMigration,
@@ -86,7 +87,9 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
   const drift = await sourcesDrift(root, graphileWorkerRevision);
   result.drift = describeDrift(drift);
   if (strict && hasDrift(drift)) throw new SourcesDriftError(result.drift);
-  // a role that cannot finish the run is refused before its first step
+  // a database that takes no writes (a standby, default_transaction_read_only) and a role that
+  // cannot finish the run are refused before the first step
+  await checkWritable(sql);
   await checkPrivileges(sql, COMPAT_MARK);
   // each step is under the migrations' advisory lock (migrationStep); holders of it are named once a run
   const reported = new Set<number>();

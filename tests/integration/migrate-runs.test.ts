@@ -134,6 +134,29 @@ describe('db:migrate runs', () => {
     expect(run?.stderr).toContain(`No step ran: create the database first (createdb`);
   }, 60_000);
 
+  it('npm run db:migrate on a database that takes no writes (default_transaction_read_only, as a standby) is refused before any step, naming where it is set', async () => {
+    const db = `${prefix}_read_only`;
+    await admin.unsafe(`drop database if exists ${db} with (force)`);
+    await admin.unsafe(`create database ${db}`);
+    try {
+      await admin.unsafe(`alter database ${db} set default_transaction_read_only = on`);
+      const run = await migrateAs(urlOf(db)).then(() => null, (e: { code?: number; stderr?: string }) => e);
+      expect(run?.code).toBe(1);
+      expect(run?.stderr).toBe(`migrate refused: the database ${db} takes no writes in this session: default_transaction_read_only is on, `
+        + 'set for the database, so nothing was changed. If it is a replica or a database frozen on purpose, point --database-url '
+        + `(or DIRECT_DATABASE_URL) at the primary; if the setting is to go, run as the database's owner or a superuser: alter database ${db} `
+        + 'reset default_transaction_read_only; then run the same command again.\n');
+      const after = postgres(urlOf(db), { max: 1, onnotice: () => {} });
+      try {
+        expect(await after`select nspname from pg_namespace where nspname in ('supabase_migrations', 'auth', 'app')`).toEqual([]);
+      } finally {
+        await after.end();
+      }
+    } finally {
+      await admin.unsafe(`drop database if exists ${db} with (force)`);
+    }
+  }, 60_000);
+
   it('npm run db:migrate as a role of its own that is not a superuser is refused before any step, with what the superuser runs', async () => {
     const role = `${prefix}_owner`;
     const db = `${prefix}_own`;

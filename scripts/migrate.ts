@@ -12,6 +12,7 @@ import { decimalNumber, parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
 import { loadConfigOrExit } from '../src/config.ts';
+import { couldNotConnect } from '../src/db/faults.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
 import { migrate, MigrationChangedError, MigrationRenamedError, migrationStatus, SourcesDriftError } from '../src/db/migrate.ts';
 import { PrivilegesError } from '../src/db/migrate-privileges.ts';
@@ -137,7 +138,8 @@ function nextStep(err: Error & { code?: string }): string {
   if (err.code === '3D000') {
     return `No step ran: create the database first (createdb -h ${target.hostname} -p ${port} -U ${decodeURIComponent(target.username) || 'postgres'} ${target.pathname.slice(1)}), or point --database-url / DATABASE_URL at an existing one.`;
   }
-  if (err.code === 'ECONNREFUSED' || err.code === 'ENOTFOUND' || err.code === '28P01' || err.code === '28000') {
+  // no session at all: refused, unreachable, a login refused by PostgreSQL or by a pooler in front of it (couldNotConnect)
+  if (couldNotConnect(err)) {
     return `No step ran: could not use the database at ${target.hostname}:${port}. Is PostgreSQL running there, and are DATABASE_URL (or --database-url) and its credentials right? npm run setup starts a local PostgreSQL.`;
   }
   // 26000 invalid_sql_statement_name: a statement prepared in one transaction was missing in the

@@ -61,8 +61,10 @@ export function couldNotConnect(err: unknown): boolean {
  * query (08P01) and closes the session, with one of these messages. The server is down or
  * refusing logins (server_login_retry), or the query waited query_wait_timeout in the pooler's
  * queue: the same answer as a failed connect, and running the request again at once waits for it again.
+ * So are its own login refusals, also 08P01 where PostgreSQL says 28P01 or 3D000: a wrong password
+ * (SCRAM, MD5), a user or a database it does not know.
  */
-const POOLER_REFUSALS = /^(server login has been failing|query_wait_timeout|pgbouncer cannot connect to server|no more connections allowed)/;
+const POOLER_REFUSALS = /^(server login has been failing|query_wait_timeout|pgbouncer cannot connect to server|no more connections allowed|SASL authentication failed|password authentication failed|no such user|no such database)/;
 
 /** The server ended the session: 57P01-57P05 (shutdown, crash, cannot connect now, database dropped, idle session timeout), 25P03 (idle in transaction timeout). */
 const SESSION_ENDED = new Set(['57P01', '57P02', '57P03', '57P04', '57P05', '25P03']);

@@ -53,6 +53,16 @@ describe('db:migrate through a transaction pooler', () => {
     expect(r.stderr).not.toContain('run the same command again');
   }, 150_000);
 
+  it('a wrong password the pooler refuses says no step ran and to check the credentials (it said "the failed step was rolled back")', async () => {
+    const wrong = new URL(pooled);
+    wrong.password = 'not-the-password';
+    const r = await run('node_modules/.bin/tsx', ['scripts/migrate.ts', '--database-url', wrong.toString()], { timeout: 120_000 })
+      .then((o) => ({ code: 0, ...o }), (e: { code: number; stdout: string; stderr: string }) => e);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(r.stderr).toBe(`migrate failed: SASL authentication failed\n  No step ran: could not use the database at 127.0.0.1:${wrong.port}. `
+      + 'Is PostgreSQL running there, and are DATABASE_URL (or --database-url) and its credentials right? npm run setup starts a local PostgreSQL.\n');
+  }, 150_000);
+
   it("a gateway whose replication stream the pooler refuses says to set DIRECT_DATABASE_URL (the log had only PgBouncer's words)", async () => {
     // the same mistake under npm run serve (npm start migrates first, and stops there with the advice above)
     const gateway = await startPotentiaProcess({ DATABASE_URL: pooled, DIRECT_DATABASE_URL: '', POTENTIA_ROLE: 'gateway', LOG_LEVEL: 'warn' });

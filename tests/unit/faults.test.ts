@@ -20,7 +20,9 @@ describe('isConnectionFailure', () => {
 describe('couldNotConnect', () => {
   it("PgBouncer's refusals of a session it has no server for (08P01 with its message) are a failed connect: answered 503, not retried at once", () => {
     for (const message of ['server login has been failing, cached error: connect failed (server_login_retry)', 'query_wait_timeout',
-      'pgbouncer cannot connect to server', 'no more connections allowed (max_client_conn)']) {
+      'pgbouncer cannot connect to server', 'no more connections allowed (max_client_conn)',
+      // its own login refusals: a wrong password (SCRAM, MD5), a user or database it does not know
+      'SASL authentication failed', 'password authentication failed', 'no such user', 'no such database: potentia']) {
       expect(couldNotConnect({ code: '08P01', message }), message).toBe(true);
     }
     expect(couldNotConnect({ code: 'ECONNREFUSED' })).toBe(true);

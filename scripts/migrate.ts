@@ -12,7 +12,7 @@ import { decimalNumber, parseCommandLine } from './lib/command-line.ts';
 import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
 import { loadConfigOrExit } from '../src/config.ts';
-import { couldNotConnect } from '../src/db/faults.ts';
+import { couldNotConnect, isConnectionFailure } from '../src/db/faults.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
 import { migrate, MigrationChangedError, MigrationRenamedError, migrationStatus, SourcesDriftError } from '../src/db/migrate.ts';
 import { PrivilegesError } from '../src/db/migrate-privileges.ts';
@@ -141,6 +141,12 @@ function nextStep(err: Error & { code?: string }): string {
   // no session at all: refused, unreachable, a login refused by PostgreSQL or by a pooler in front of it (couldNotConnect)
   if (couldNotConnect(err)) {
     return `No step ran: could not use the database at ${target.hostname}:${port}. Is PostgreSQL running there, and are DATABASE_URL (or --database-url) and its credentials right? npm run setup starts a local PostgreSQL.`;
+  }
+  // a connection lost under a query outside the steps (the checks before them, the reads between
+  // them): a step's own loss is a StepConnectionLostError
+  if (isConnectionFailure(err)) {
+    return values.check ? '--check changed nothing: the connection to the database was lost; run it again.'
+      : 'The connection to the database was lost outside any step, while nothing was being applied: run the same command again; what is applied is skipped.';
   }
   // 26000 invalid_sql_statement_name: a statement prepared in one transaction was missing in the
   // next, the mark of a transaction pooler (PgBouncer before 1.21, Supavisor) handing each

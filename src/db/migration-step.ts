@@ -1,6 +1,6 @@
 import type { Sql, TransactionSql } from 'postgres';
 import { monotonicNow } from '../clock.ts';
-import { isConnectionFailure } from './faults.ts';
+import { couldNotConnect, isConnectionFailure } from './faults.ts';
 import { begin } from './transaction.ts';
 
 /**
@@ -116,9 +116,10 @@ export async function migrationStep<T>(sql: Sql, log: (line: string) => void, wo
       });
     } catch (err) {
       // (applyFile wraps a statement's error as its cause; a connection that was never made started
-      // no step: the caller says how to reach the database)
+      // no step: the caller says how to reach the database. One lost under the step's first
+      // statement, before its answer, is the step's: it surfaced as a bare `read ECONNRESET`)
       const lost = [err, (err as Error).cause].find((e) => e != null && isConnectionFailure(e));
-      if (lost && pid !== null) throw new StepConnectionLostError(label, committing, lost);
+      if (lost && (pid !== null || !couldNotConnect(lost))) throw new StepConnectionLostError(label, committing, lost);
       const code = codeOf(err);
       if (code === '40P01' && ++deadlocks < 5) {
         log(`deadlock with live traffic (${(err as Error).message.split('\n')[0]}): the step was rolled back, retrying (attempt ${deadlocks + 1} of 5)`);

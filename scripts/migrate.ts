@@ -64,6 +64,13 @@ const list = (lines: string[], most = 20) =>
 function aheadOf(unknown: string[]): string {
   return `${unknown.length} applied migration(s) this checkout does not have (a newer release or another branch migrated the database):\n${list(unknown)}`;
 }
+/** Applied migrations older than the checkout's newest, with no file here (src/db/migrate.ts, removedMigrations). */
+function removedFrom(removed: string[]): string {
+  return `${removed.length} applied migration(s) older than this checkout's newest have no file in supabase/migrations `
+    + `(deleted, or from a branch this checkout does not have):\n${list(removed)}`;
+}
+const REMOVED_ADVICE = 'What to do: restore the file (git log --diff-filter=D --stat -- supabase/migrations shows a deletion) or merge the branch '
+  + 'that has it: an applied migration\'s file is never deleted, its record says what the database holds.';
 const AHEAD_ADVICE = 'What to do: run the release or branch that has them (git pull, git checkout), then run this again. '
   + 'Rolling back to the previous release on purpose needs nothing: migrations are never undone, and a release\'s migrations work '
   + 'under the previous release\'s code (docs/self-hosting.md, "Upgrades"). If their changes were undone by hand, delete their '
@@ -102,6 +109,7 @@ async function run(): Promise<void> {
       (result.sources ? '  sql/ was applied on top of the migrations for development.\n' : '') +
       '  Run `npm run db:migration -- <name>` and commit the migration with sql/ (npm test fails until then).');
   }
+  if (result.removed.length > 0) console.warn(`warning: ${removedFrom(result.removed)}  They stay applied. ${REMOVED_ADVICE}`);
   if (result.unknown.length > 0) {
     console.warn(`warning: ${aheadOf(result.unknown)}` +
       '  They stay applied, and this run applied only the migrations this checkout has. ' + AHEAD_ADVICE);
@@ -120,6 +128,7 @@ async function check(): Promise<number> {
     status.pending.length > 0 ? `${status.pending.length} migration(s) to apply:\n${list(status.pending)}` : '',
     status.changed.length > 0 ? `${status.changed.length} applied migration(s) whose file has changed since (a run refuses them):\n${list(status.changed)}` : '',
     status.renamed.length > 0 ? `${status.renamed.length} migration file(s) renamed after they were applied (a run refuses them: give each its old name back):\n${list(status.renamed)}` : '',
+    status.removed.length > 0 ? `${removedFrom(status.removed)}  ${REMOVED_ADVICE}` : '',
     status.unknown.length > 0 ? `${aheadOf(status.unknown)}  ${AHEAD_ADVICE}` : '',
     status.drift.length > 0 ? `sql/ has changes no migration holds (npm run db:migration -- <name>):\n${list(status.drift)}` : '',
     (status.schemaDrift ?? []).length > 0

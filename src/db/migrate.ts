@@ -41,9 +41,13 @@ export type MigrateOptions = {
 
 /**
  * drift: sql/ changes no migration holds; schemaDrift: the database's objects changed outside migrations (schema-drift.ts);
- * unknown: applied migrations this checkout has no file for (unknownMigrations)
+ * unknown: applied migrations this checkout has no file for, newer than its newest (unknownMigrations, removedMigrations)
  */
-export type MigrateResult = { compat: string[]; migrations: string[]; sources: boolean; drift: string[]; schemaDrift: string[]; unknown: string[] };
+export type MigrateResult = {
+  compat: string[]; migrations: string[]; sources: boolean; drift: string[]; schemaDrift: string[]; unknown: string[];
+  /** applied migrations older than the checkout's newest that have no file here (removedMigrations) */
+  removed: string[];
+};
 
 const COMPAT_MARK = 'potentia compatibility schema';
 
@@ -83,7 +87,7 @@ export class SourcesDriftError extends Error {
 
 export async function migrate(sql: Sql, { root, log = () => {}, strict = false, lockWaitMs, watch, acceptDrift = false }: MigrateOptions):
   Promise<MigrateResult> {
-  const result: MigrateResult = { compat: [], migrations: [], sources: false, drift: [], schemaDrift: [], unknown: [] };
+  const result: MigrateResult = { compat: [], migrations: [], sources: false, drift: [], schemaDrift: [], unknown: [], removed: [] };
   const drift = await sourcesDrift(root, graphileWorkerRevision);
   result.drift = describeDrift(drift);
   if (strict && hasDrift(drift)) throw new SourcesDriftError(result.drift);
@@ -180,7 +184,9 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
   }
   // applied migrations this checkout lacks (a newer release or another branch migrated the
   // database): named, not refused, as a role's start does not refuse such a database (migrated.ts)
-  result.unknown = unknownMigrations(await appliedMigrations(sql), files);
+  const unknown = unknownMigrations(await appliedMigrations(sql), files);
+  result.removed = removedMigrations(unknown, files);
+  result.unknown = unknown.filter((u) => !result.removed.includes(u));
 
   // 3. sql/ on top, only while it has changes no migration holds (or the database got an earlier
   //    state of sql/ that way): all files, in the order the generated migrations use
@@ -256,6 +262,16 @@ export function renamedMigrations(applied: { version: string; name: string | nul
     .map((f) => ({ file: f.file, applied: byChecksum.get(f.checksum)! }));
 }
 
+/**
+ * Of `unknown` (unknownMigrations), those whose version sorts before the newest of `files`: not a
+ * newer release's (a release adds migrations after the ones it has), but a file deleted from
+ * supabase/migrations, or one of a branch this checkout does not have.
+ */
+export function removedMigrations(unknown: string[], files: string[]): string[] {
+  const newest = files.map((f) => f.split('/').pop()!.split('_')[0]!).sort().pop() ?? '';
+  return unknown.filter((u) => u.split('_')[0]! < newest);
+}
+
 /** What `npm run db:migrate -- --check` reports, changing nothing. */
 export type MigrationStatus = {
   /** migrations not applied yet, and applied ones whose file has changed since */
@@ -263,8 +279,10 @@ export type MigrationStatus = {
   changed: string[];
   /** files renamed after they were applied, as `<file> (applied as <version>_<name>)` (renamedMigrations): a run refuses them */
   renamed: string[];
-  /** applied migrations this checkout has no file for (unknownMigrations), but those renamed */
+  /** applied migrations this checkout has no file for, newer than its newest (unknownMigrations), but those renamed */
   unknown: string[];
+  /** applied migrations older than the checkout's newest that have no file here (removedMigrations), but those renamed */
+  removed: string[];
   /** sql/ changes no migration holds */
   drift: string[];
   /** objects changed outside migrations since the last run; null: cannot be told, `schemaNote` says why */
@@ -274,7 +292,7 @@ export type MigrationStatus = {
 
 export async function migrationStatus(sql: Sql, root: string): Promise<MigrationStatus> {
   const status: MigrationStatus = {
-    pending: [], changed: [], renamed: [], unknown: [], drift: describeDrift(await sourcesDrift(root, graphileWorkerRevision)), schemaDrift: null,
+    pending: [], changed: [], renamed: [], unknown: [], removed: [], drift: describeDrift(await sourcesDrift(root, graphileWorkerRevision)), schemaDrift: null,
     schemaNote: 'no fingerprint of the schema recorded yet (db:migrate records one)',
   };
   const [tables] = await sql<{ migrations: boolean; fingerprint: boolean }[]>`
@@ -285,7 +303,9 @@ export async function migrationStatus(sql: Sql, root: string): Promise<Migration
   const files = await listSql(join(root, 'supabase/migrations'));
   const renamed = renamedMigrations(records, await withChecksums(files));
   status.renamed = renamed.map((r) => `${relative(root, r.file)} (applied as ${r.applied})`);
-  status.unknown = unknownMigrations(records, files).filter((u) => !renamed.some((r) => r.applied === u));
+  const unknown = unknownMigrations(records, files).filter((u) => !renamed.some((r) => r.applied === u));
+  status.removed = removedMigrations(unknown, files);
+  status.unknown = unknown.filter((u) => !status.removed.includes(u));
   for (const file of files) {
     const version = file.split('/').pop()!.split('_')[0]!;
     const path = relative(root, file);

@@ -58,6 +58,25 @@ describe('a database migrated by a newer release than the checkout', () => {
       + `check ${name}: 1 finding\\(s\\)\n$`));
   }, 30_000);
 
+  it('an applied migration older than the checkout\'s newest, its file gone, is named as removed, not as a newer release\'s', async () => {
+    // a file deleted from supabase/migrations (or a branch not merged here), between two the checkout has
+    await sql`insert into supabase_migrations.schema_migrations (version, name, checksum) values ('20261121000350', 'deleted_mid', 'abc')`;
+    try {
+      const check = await run(tsx, ['scripts/migrate.ts', '--check', '--database-url', urlOf(name)], { cwd: repoRoot })
+        .then(() => null, (e: { code?: number; stdout?: string }) => e);
+      expect(check?.code).toBe(1);
+      expect(check?.stdout).toContain('  1 applied migration(s) older than this checkout\'s newest have no file in supabase/migrations '
+        + '(deleted, or from a branch this checkout does not have):\n'
+        + '    20261121000350_deleted_mid\n'
+        + '  What to do: restore the file (git log --diff-filter=D --stat -- supabase/migrations shows a deletion) or merge the branch that has it: '
+        + 'an applied migration\'s file is never deleted, its record says what the database holds.\n');
+      expect(check?.stdout).toContain(`this checkout does not have (a newer release or another branch migrated the database):\n    ${NEWER}\n  What to do`);
+      expect(check?.stdout).not.toMatch(/newer release[^\n]*:\n(    .*\n)*    20261121000350_deleted_mid/);
+    } finally {
+      await sql`delete from supabase_migrations.schema_migrations where version = '20261121000350'`;
+    }
+  }, 30_000);
+
   it('db:migrate warns naming them, undoes nothing and exits 0; a role starts with the same warning', async () => {
     const migrated = await run(tsx, ['scripts/migrate.ts', '--database-url', urlOf(name)], { cwd: repoRoot });
     expect(migrated.stderr).toMatch(new RegExp('^warning: 1 applied migration\\(s\\) this checkout does not have \\(a newer release or another branch migrated the database\\):\n'

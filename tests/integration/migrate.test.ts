@@ -50,7 +50,7 @@ describe('npm run db:migrate', () => {
   });
 
   it('is a no-op the second time', async () => {
-    expect(await migrate(sql, { root })).toEqual({ compat: [], migrations: [], sources: false, drift: [], schemaDrift: [], unknown: [] });
+    expect(await migrate(sql, { root })).toEqual({ compat: [], migrations: [], sources: false, drift: [], schemaDrift: [], unknown: [], removed: [] });
   });
 
   describe('sql/ changed without a new migration', () => {

@@ -174,6 +174,13 @@ export class PhoenixSocket {
   private lastRateWarning = 0;
   /** Frames are handled one after another per socket, so replies keep the client's order. */
   private readonly inbound: InboundQueue;
+  /**
+   * Per topic, the tail of its frames that wait off the socket's queue (onLane): one starts when a
+   * channel's send waits for its access re-check; later frames of the topic queue behind it, in order.
+   */
+  private readonly lanes = new Map<string, Promise<void>>();
+  /** Frames waiting on lanes, across the socket. */
+  private laned = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -282,6 +289,38 @@ export class PhoenixSocket {
       if (frame.event === 'heartbeat') this.reply(frame, 'ok');
       return;
     }
+    // a channel whose send waits for its access re-check (maySend) waits on its own lane, in its
+    // order, not in the socket's: the socket's heartbeats and its other channels' frames go on
+    const current = this.channels.get(frame.topic);
+    if (this.lanes.has(frame.topic)
+        || (current && current.private && current.gate.holding && (frame.event === 'broadcast' || frame.event === 'presence'))) {
+      const done = this.onLane(frame.topic, () => this.channelFrame(frame));
+      // past the socket's bound the queue waits too (and stops reading): what a client floods meanwhile stays in its TCP window
+      if (this.laned > this.hub.limits.maxPendingFrames) await done;
+      return;
+    }
+    return this.channelFrame(frame);
+  }
+
+  /**
+   * Runs `work` (a frame of `topic`) after the topic's earlier laned frames, off the socket's
+   * queue: counted in `laned`, bounded with it (onFrame).
+   */
+  private onLane(topic: string, work: () => Promise<void>): Promise<void> {
+    this.laned++;
+    const next: Promise<void> = (this.lanes.get(topic) ?? Promise.resolve())
+      .then(work)
+      .catch((err) => { this.hub.logger.error({ err }, 'realtime frame handling failed'); })
+      .finally(() => {
+        this.laned--;
+        if (this.lanes.get(topic) === next) this.lanes.delete(topic);
+      });
+    this.lanes.set(topic, next);
+    return next;
+  }
+
+  /** A frame past the input policy, other than the socket's own (topic phoenix): a join, or one of a joined channel's. */
+  private async channelFrame(frame: Frame): Promise<void> {
     if (frame.event === 'phx_join') {
       try {
         return await this.join(frame);

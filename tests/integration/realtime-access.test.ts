@@ -548,6 +548,44 @@ describe('re-authorization of open sockets', () => {
     await until(() => !Object.keys(owner.presenceState()).includes(users.editor!), 5000, 'the removed editor\'s presence gone');
   });
 
+  it('a channel waiting for its re-check holds up none of the socket\'s other frames: a public channel\'s broadcast on the same socket is answered while the probe still waits on a lock', async () => {
+    const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const client = connect(server, await token(users.editor!), '2.0.0');
+    const canvas = client.channel(`canvas:${canvasId}`, { config: { private: true, broadcast: { ack: true } } });
+    const room = client.channel(`room-${randomUUID()}`, { config: { broadcast: { ack: true } } });
+    expect((await subscribe(canvas)).status).toBe('SUBSCRIBED');
+    expect((await subscribe(room)).status).toBe('SUBSCRIBED');
+    expect(await canvas.send({ type: 'broadcast', event: 'cursor', payload: { n: 1 } })).toBe('ok');
+
+    let commitRemoval!: () => void;
+    let releaseLock!: () => void;
+    const removal = db.sql.begin(async (tx) => {
+      await tx`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
+      await new Promise<void>((r) => { commitRemoval = r; });
+    });
+    await until(() => commitRemoval !== undefined, 5000, 'the removal to run');
+    const lock = db.sql.begin(async (tx) => {
+      await tx`set local idle_in_transaction_session_timeout = '30s'`;
+      await tx`lock table realtime.messages in share mode`;
+      await new Promise<void>((r) => { releaseLock = r; });
+    });
+    const waiting = (mode: string) => async () => (await db.sql`select from pg_locks l join pg_class c on c.oid = l.relation
+                                                            where c.relname = 'messages' and l.mode = ${mode} and not l.granted`).length > 0;
+    await until(waiting('ShareLock'), 5000, 'the lock to queue');
+    commitRemoval();
+    await removal;
+    await until(waiting('RowExclusiveLock'), 3000, 'the re-check\'s probe to wait on the lock');
+    const sent = canvas.send({ type: 'broadcast', event: 'cursor', payload: { n: 2 } }); // waits for the re-check
+    // the other channel of the socket is not the re-checked one's business
+    const other = await room.send({ type: 'broadcast', event: 'x', payload: {} });
+    const stillWaiting = await waiting('RowExclusiveLock')();
+    releaseLock();
+    await lock;
+    expect(other).toBe('ok');
+    expect(stillWaiting).toBe(true);
+    expect(await sent).not.toBe('ok');
+  });
+
   it('holds at most the newest 1 MiB of client broadcasts and one net presence diff while a re-check waits on a lock; the channel stays joined', async () => {
     const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
     const ownerToken = await token(users.owner!);

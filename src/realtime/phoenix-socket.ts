@@ -972,25 +972,30 @@ export class PhoenixSocket {
     }
     const caller = presenceCaller(channel.claims, this.address);
     const claims = channel.claims;
-    const leave = async () => {
+    const leave = async (rowVersion?: string) => {
       try {
-        await withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) =>
-          tx`select api.leave_canvas(${canvasId}::uuid)`);
+        await withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) => rowVersion === undefined
+          ? tx`select api.leave_canvas(${canvasId}::uuid)`
+          : tx`select api.leave_canvas(${canvasId}::uuid) from app.presence
+               where canvas_id = ${canvasId}::uuid and user_id = ${sub}::uuid and xmin::text = ${rowVersion}`);
       } catch (err) {
         this.hub.logger.debug({ err }, 'leave_canvas from realtime failed');
       }
     };
     if (this.hub.presence.callerPresent(channel.key, caller)) {
-      // run once the user's entries elsewhere are gone; not when the gateway of their last tab
-      // has cleared the row meanwhile (one presence_leave, not one per gateway they were on)
+      // run once the user's entries elsewhere are gone, and only on the row as it is now (its
+      // version, xmin): not when the gateway of their last tab has cleared it meanwhile (one
+      // presence_leave, not one per gateway they were on), nor on a row written since by the user
+      // back in a tab whose join this gateway's view has not read yet (it would clear a present user)
+      const version = this.hub.sql<{ version: string }[]>`
+        select xmin::text as version from app.presence where canvas_id = ${canvasId}::uuid and user_id = ${sub}::uuid`
+        .then(([row]) => row?.version ?? null, (err) => {
+          this.hub.logger.debug({ err }, 'presence row version for a held leave not read: left to the cleanup job');
+          return null;
+        });
       return this.hub.heldLeaves.hold(channel.key, caller, async () => {
-        try {
-          const [row] = await this.hub.sql<{ present: boolean }[]>`
-            select exists (select from app.presence where canvas_id = ${canvasId}::uuid and user_id = ${sub}::uuid) as present`;
-          if (row?.present) await leave();
-        } catch (err) {
-          this.hub.logger.debug({ err }, 'leave_canvas from realtime failed');
-        }
+        const v = await version;
+        if (v !== null) await leave(v);
       });
     }
     this.hub.heldLeaves.drop(channel.key, caller);

@@ -261,6 +261,60 @@ describe('realtime cluster of three gateway processes', () => {
     expect(await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.editor!}`).toHaveLength(0);
   });
 
+  it('a leave put off on one gateway does not clear the row of the user who came back on another gateway before it ran (its stream behind)', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const editorToken = await token(users.editor!);
+    const ownerToken = await token(users.owner!);
+    const tab = (g: PotentiaProcess, name: string) => connect(g, editorToken, '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: name } } })
+      .on('presence', { event: 'sync' }, () => {});
+    const leaves: string[] = [];
+    const ops: number[] = [];
+    const observer = connect(g3, ownerToken, '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: 'observer' } } })
+      .on('presence', { event: 'sync' }, () => {})
+      .on('broadcast', { event: 'presence_leave' }, ({ payload }) => leaves.push(payload.user_id))
+      .on('broadcast', { event: 'block_op' }, ({ payload }) => ops.push(payload.server_seq));
+    // what gateway 1's cluster view holds, seen through a channel of its own
+    const watcher = connect(g1, ownerToken, '2.0.0')
+      .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: 'watcher' } } })
+      .on('presence', { event: 'sync' }, () => {});
+    const a = tab(g1, 'tab-a');
+    const b = tab(g2, 'tab-b');
+    for (const ch of [observer, watcher, a, b]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+    expect(await a.track({ name: 'a' })).toBe('ok');
+    expect(await b.track({ name: 'b' })).toBe('ok');
+    await until(() => ['tab-a', 'tab-b'].every((k) => keys(observer).includes(k) && keys(watcher).includes(k) && keys(b).includes(k)), 10_000, 'both tabs seen everywhere');
+    // tab a closes: gateway 1 puts its leave off (tab b on gateway 2)
+    await a.unsubscribe();
+    await until(() => !keys(observer).includes('tab-a') && !keys(b).includes('tab-a'), 10_000, 'tab a gone on gateways 2 and 3');
+    // gateway 1 falls behind (stopped, well within the dead-node bound): tab b closes, its gateway
+    // clears the row itself, and the user comes back on gateway 2
+    process.kill(g1.pid, 'SIGSTOP');
+    let resumed = false;
+    try {
+      await b.unsubscribe();
+      await until(() => leaves.length === 1, 10_000, 'the presence_leave of tab b');
+      const c = tab(g2, 'tab-c');
+      expect((await subscribed(c)).status).toBe('SUBSCRIBED');
+      expect(await c.track({ name: 'c' })).toBe('ok');
+      await until(async () => (await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.editor!}`).length === 1,
+        10_000, 'the row of tab c');
+      process.kill(g1.pid, 'SIGCONT');
+      resumed = true;
+      // gateway 1 reads tab b's leave, then tab c's join
+      await until(() => keys(watcher).includes('tab-c') && !keys(watcher).includes('tab-b'), 10_000, 'gateway 1 caught up');
+      await new Promise((r) => setTimeout(r, 500)); // a leave_canvas of gateway 1 would have committed
+      const marker = await mutate(db.sql, users.owner!, canvasId, { action: 'create', patch: { type: 'text', content: { text: 'marker' } } });
+      await until(() => ops.includes(marker.server_seq!), 10_000, 'the marker');
+      expect(leaves).toEqual([users.editor!]); // tab b's only: the user is back
+      expect(await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.editor!}`).toHaveLength(1);
+    } finally {
+      if (!resumed) process.kill(g1.pid, 'SIGCONT');
+    }
+  });
+
   it('two tabs of a user on two gateways closing at once: the user leaves the canvas durably (each gateway saw the other tab still there)', async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];

@@ -436,6 +436,39 @@ describe('realtime cluster of three gateway processes', () => {
     gateways.forEach((g, i) => expect(g.output().slice(outputBefore[i])).not.toMatch(/cluster node silent/));
   });
 
+  it('a leave put off for a tab on a gateway killed with SIGKILL runs once that gateway is taken for dead', { timeout: 90_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const [g1, , g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
+    const g4 = await startPotentiaProcess(env);
+    try {
+      await streaming(4);
+      const editorToken = await token(users.editor!);
+      const tab = (g: PotentiaProcess, name: string) => connect(g, editorToken, '2.0.0')
+        .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: name } } })
+        .on('presence', { event: 'sync' }, () => {});
+      const leaves: string[] = [];
+      const observer = connect(g3, await token(users.owner!), '2.0.0')
+        .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key: 'observer' } } })
+        .on('presence', { event: 'sync' }, () => {})
+        .on('broadcast', { event: 'presence_leave' }, ({ payload }) => leaves.push(payload.user_id));
+      const a = tab(g1, 'tab-a');
+      const d = tab(g4, 'tab-d');
+      for (const ch of [observer, a, d]) expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+      expect(await a.track({ name: 'a' })).toBe('ok');
+      expect(await d.track({ name: 'd' })).toBe('ok');
+      await until(() => ['tab-a', 'tab-d'].every((k) => keys(observer).includes(k) && keys(a).includes(k)), 10_000, 'both tabs seen');
+      await a.unsubscribe(); // put off: tab d on gateway 4
+      await until(() => !keys(observer).includes('tab-a'), 10_000, 'tab a gone');
+      expect(leaves).toEqual([]);
+      g4.child.kill('SIGKILL');
+      await until(() => leaves.length > 0, DEAD_BOUND_MS + 10_000, 'the held leave once gateway 4 is taken for dead');
+      expect(new Set(leaves)).toEqual(new Set([users.editor!]));
+      expect(await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.editor!}`).toHaveLength(0);
+    } finally {
+      await g4.stop();
+    }
+  });
+
   it('drops the presences of a gateway stopped normally at once (leave)', { timeout: 90_000 }, async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const g4 = await startPotentiaProcess(env);

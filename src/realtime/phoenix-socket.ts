@@ -972,14 +972,16 @@ export class PhoenixSocket {
     }
     const caller = presenceCaller(channel.claims, this.address);
     const claims = channel.claims;
+    // the leave (held, it may run long after this socket closed) keeps the hub, not the socket
+    const hub = this.hub;
     const leave = async (rowVersion?: string) => {
       try {
-        await withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) => rowVersion === undefined
+        await withRequest(hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) => rowVersion === undefined
           ? tx`select api.leave_canvas(${canvasId}::uuid)`
           : tx`select api.leave_canvas(${canvasId}::uuid) from app.presence
                where canvas_id = ${canvasId}::uuid and user_id = ${sub}::uuid and xmin::text = ${rowVersion}`);
       } catch (err) {
-        this.hub.logger.debug({ err }, 'leave_canvas from realtime failed');
+        hub.logger.debug({ err }, 'leave_canvas from realtime failed');
       }
     };
     if (this.hub.presence.callerPresent(channel.key, caller)) {
@@ -990,7 +992,7 @@ export class PhoenixSocket {
       const version = this.hub.sql<{ version: string }[]>`
         select xmin::text as version from app.presence where canvas_id = ${canvasId}::uuid and user_id = ${sub}::uuid`
         .then(([row]) => row?.version ?? null, (err) => {
-          this.hub.logger.debug({ err }, 'presence row version for a held leave not read: left to the cleanup job');
+          hub.logger.debug({ err }, 'presence row version for a held leave not read: left to the cleanup job');
           return null;
         });
       return this.hub.heldLeaves.hold(channel.key, caller, async () => {

@@ -29,13 +29,17 @@ create or replace function api.create_file(p_canvas_id uuid, p_filename text, p_
                                            p_checksum text default null) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_user uuid := internal.lock_user();
-  v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
+  v_user uuid;
+  v_role app.member_role;
   v_type text := lower(btrim(p_content_type));
   v_name text := btrim(p_filename);
-  v_max bigint := (select (value #>> '{}')::bigint from app.settings where key = 'max_file_bytes');
+  v_max bigint;
   v_file app.files;
 begin
+  perform internal.count_endpoint_call('F1');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_user := internal.lock_user();
+  v_role := internal.canvas_role(p_canvas_id, v_user);
+  v_max := (select (value #>> '{}')::bigint from app.settings where key = 'max_file_bytes');
   if v_role is null then
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
@@ -94,13 +98,15 @@ comment on function api.create_file(uuid, text, text, bigint, text) is
   'upload_url_seconds (the PUT URL''s lifetime)}. p_content_type: type/subtype, allowed by app.settings allowed_file_types; '
   'p_size_bytes: 0 to max_file_bytes; p_checksum: optional base64 MD5 (Content-MD5). Errors: unauthorized; not_found '
   '(canvas_id: none, or not a member); forbidden (viewer, read-only token scope); invalid_input (filename, content_type, '
-  'size_bytes, checksum); payload_too_large (size_bytes, with limit). Editors, admins, owners. Audited file.create.';
+  'size_bytes, checksum); payload_too_large (size_bytes, with limit). Editors, admins, owners. Audited file.create.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint F1 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- F2/F3: a file of the canvas, for its members (pending or ready; a deleted file is gone).
 create or replace function api.get_file(p_canvas_id uuid, p_file_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_file app.files;
 begin
+  perform internal.count_endpoint_call('F3', array['F2', 'F3']);  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_canvas_reader(p_canvas_id);
   select * into v_file from app.files where file_id = p_file_id and canvas_id = p_canvas_id and status <> 'deleted';
   if v_file.file_id is null then
@@ -112,7 +118,8 @@ end $$;
 comment on function api.get_file(uuid, uuid) is
   'F2, F3: a file of the canvas: {file: File, object_key, download_url_seconds (a GET URL''s lifetime)}; pending or ready '
   '(only a ready file is downloadable: the HTTP layer checks file.status). Errors: unauthorized; not_found (canvas_id: none, '
-  'or not a member; file_id: none on this canvas, or deleted); forbidden (token scope). Any member.';
+  'or not a member; file_id: none on this canvas, or deleted); forbidden (token scope). Any member.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint F3 (F2 when the upload-complete handler counted it; app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- F2: marks a pending upload ready once the object is in the bucket as declared. The evidence
 -- (p_size_bytes, p_etag) is what a HEAD of the object answered, so only the server that made the

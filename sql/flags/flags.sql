@@ -21,20 +21,31 @@ language sql immutable parallel safe as $$
     else internal.flag_bucket(f.name, p_canvas_id) < f.rollout_percent end
 $$;
 
+-- The flags of one canvas of workspace p_workspace_id: {name: boolean} for every defined flag
+-- (no access check: its callers made theirs).
+create or replace function internal.canvas_flags(p_canvas_id uuid, p_workspace_id uuid) returns jsonb
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select coalesce((select jsonb_object_agg(f.name, internal.flag_enabled(f, p_canvas_id, p_workspace_id) order by f.name)
+                   from app.feature_flags f), '{}')
+$$;
+comment on function internal.canvas_flags(uuid, uuid) is
+  'The feature flags of canvas p_canvas_id of workspace p_workspace_id ({name: boolean}, every flag); no access check: api.get_canvas_flags and api.get_canvas_snapshot check theirs.';
+
 -- The flags of one canvas, for its members: {name: boolean} for every defined flag.
 create or replace function api.get_canvas_flags(p_canvas_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_workspace uuid;
 begin
+  perform internal.count_endpoint_call('S2');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_canvas_reader(p_canvas_id);
   select workspace_id into v_workspace from app.canvases where canvas_id = p_canvas_id;
-  return coalesce((select jsonb_object_agg(f.name, internal.flag_enabled(f, p_canvas_id, v_workspace) order by f.name)
-                   from app.feature_flags f), '{}');
+  return internal.canvas_flags(p_canvas_id, v_workspace);
 end $$;
 comment on function api.get_canvas_flags(uuid) is
   'The feature flags of a canvas: {<flag name>: boolean} for every flag in app.feature_flags (deny lists first, then allow lists, '
   'then the stable hash bucket of (flag, canvas) against rollout_percent). Members of the canvas only (not_found otherwise). '
-  'Also returned as `flags` by api.get_canvas_snapshot (A1).';
+  'Also returned as `flags` by api.get_canvas_snapshot (A1).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint S2 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- Creates or changes a flag (service_role only: flags are the operator's, not a tenant's); audited
 -- with the values before and after.

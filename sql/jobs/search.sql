@@ -56,16 +56,19 @@ drop function if exists api.search_blocks(uuid, extensions.vector, integer);
 create or replace function api.search_blocks(p_canvas_id uuid, p_query extensions.vector, p_limit integer default 10,
                                              p_model text default null)
 returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_limit integer := least(greatest(coalesce(p_limit, 10), 1), coalesce(internal.setting_int('search_max_results'), 50));
-  v_exact_max bigint := coalesce(internal.setting_int('search_exact_max_blocks'), 5000);  -- + 1 below: up to 2^31 - 1
+  v_limit integer;
+  v_exact_max bigint;  -- + 1 below: up to 2^31 - 1
   v_items jsonb;
   v_same bigint;
   v_other bigint := 0;
   v_other_models text[] := '{}';
 begin
+  perform internal.count_endpoint_call('S2');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_limit := least(greatest(coalesce(p_limit, 10), 1), coalesce(internal.setting_int('search_max_results'), 50));
+  v_exact_max := coalesce(internal.setting_int('search_exact_max_blocks'), 5000);
   perform internal.require_canvas_reader(p_canvas_id);
   if p_query is null or extensions.vector_dims(p_query) <> 1536 then
     perform internal.raise_error('invalid_input', 'the query embedding must have 1536 dimensions', '{"field":"query"}');
@@ -163,7 +166,8 @@ comment on function api.search_blocks(uuid, extensions.vector, integer, text) is
   'the worker''s). model is p_model as given; without it (null) every embedded block is compared, other_model_blocks 0. Exact up to '
   'search_exact_max_blocks embedded blocks of the model (5000), approximate (HNSW) beyond. Only embedded blocks (vector not null) '
   'are found (and never one stored as the zero vector, which has no distance). Errors: unauthorized; not_found (field canvas_id); '
-  'forbidden (token scope); invalid_input (field query: not 1536 dimensions, or all zeros; field model: blank or over 200 characters).';
+  'forbidden (token scope); invalid_input (field query: not 1536 dimensions, or all zeros; field model: blank or over 200 characters).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint S2 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 revoke execute on function api.search_blocks(uuid, extensions.vector, integer, text) from public;
 grant execute on function api.search_blocks(uuid, extensions.vector, integer, text) to authenticated, service_role;

@@ -187,8 +187,9 @@ end $$;
 -- A4: the caller's live canvases, newest first, a page at a time.
 drop function if exists api.list_my_canvases();
 create or replace function api.list_my_canvases(p_cursor text default null, p_limit integer default 100) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
+  perform internal.count_endpoint_call('A4');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   return internal.canvases_page(internal.require_user(), null, p_cursor, p_limit);
 end $$;
 
@@ -232,14 +233,17 @@ create or replace function api.create_canvas(p_workspace_id uuid, p_title text d
                                              p_canvas_id uuid default null)
 returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_user uuid := internal.lock_user();
-  v_role app.member_role := internal.workspace_role(p_workspace_id, v_user);
+  v_user uuid;
+  v_role app.member_role;
   v_title text := btrim(coalesce(p_title, 'Untitled'));
   v_settings jsonb := coalesce(p_settings, '{}');
   v_id uuid;
   v_canvas app.canvases;
   v_checked boolean;  -- internal.check_json_policy's answer (unused: it raises)
 begin
+  perform internal.count_endpoint_call('A5');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_user := internal.lock_user();
+  v_role := internal.workspace_role(p_workspace_id, v_user);
   if v_role is null then
     perform internal.raise_error('not_found', 'workspace not found, or you are not a member of it', '{"field":"workspace_id"}');
   end if;
@@ -279,11 +283,14 @@ end $$;
 create or replace function api.update_canvas(p_canvas_id uuid, p_title text default null, p_settings jsonb default null)
 returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_user uuid := internal.require_user();
-  v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
+  v_user uuid;
+  v_role app.member_role;
   v_canvas app.canvases;
   v_checked boolean;  -- internal.check_json_policy's answer (unused: it raises)
 begin
+  perform internal.count_endpoint_call('A6');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_user := internal.require_user();
+  v_role := internal.canvas_role(p_canvas_id, v_user);
   if v_role is null then
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
@@ -313,9 +320,12 @@ end $$;
 create or replace function api.delete_canvas(p_canvas_id uuid) returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_user uuid := internal.require_user();
-  v_role app.member_role := internal.canvas_role(p_canvas_id, v_user);
+  v_user uuid;
+  v_role app.member_role;
 begin
+  perform internal.count_endpoint_call('A7');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_user := internal.require_user();
+  v_role := internal.canvas_role(p_canvas_id, v_user);
   if v_role is null then
     perform internal.raise_error('not_found', 'canvas not found, or you are not a member of it', '{"field":"canvas_id"}');
   end if;
@@ -332,13 +342,14 @@ end $$;
 -- internal.changes_page_bytes() of their content (the first always on it), as a snapshot page
 -- does: 500 blocks of 64 KB were a 32 MB answer, built whole here and again in the server.
 create or replace function api.list_blocks(p_canvas_id uuid, p_cursor text default null, p_limit integer default 100)
-returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_limit integer := least(greatest(coalesce(p_limit, 100), 1), 500);
   v_page jsonb;
   v_items jsonb;
   v_more boolean;
 begin
+  perform internal.count_endpoint_call('A2');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_canvas_reader(p_canvas_id);
   if p_cursor is not null and p_cursor !~ '^[0-9A-Za-z]{1,10}$' then
     perform internal.raise_error('invalid_input', 'cursor is not one this endpoint returned', '{"field":"cursor"}');
@@ -353,9 +364,10 @@ end $$;
 
 -- A3: one block.
 create or replace function api.get_block(p_canvas_id uuid, p_block_id uuid) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_block jsonb;
 begin
+  perform internal.count_endpoint_call('A3');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_canvas_reader(p_canvas_id);
   select internal.block_json(b) into v_block from app.blocks b where b.block_id = p_block_id and b.canvas_id = p_canvas_id;
   if v_block is null then
@@ -375,12 +387,12 @@ end $$;
 -- cursor: at 30,000, a generic plan compared each with every workspace member, 25 s a page.)
 drop function if exists api.get_canvas_permissions(uuid);
 create or replace function api.get_canvas_permissions(p_canvas_id uuid, p_cursor text default null, p_limit integer default 100)
-returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_role app.member_role := internal.require_canvas_reader(p_canvas_id);
-  v_workspace_id uuid := (select workspace_id from app.canvases where canvas_id = p_canvas_id);
-  v_limit integer := internal.list_limit(p_limit);
-  v_read_max integer := 2 * v_limit + 1;
+  v_role app.member_role;
+  v_workspace_id uuid;
+  v_limit integer;
+  v_read_max integer;
   v_read integer := 0;
   v_shadowed boolean;
   v_time timestamptz;
@@ -389,6 +401,11 @@ declare
   v_users jsonb[] := '{}';
   v_more boolean := false;
 begin
+  perform internal.count_endpoint_call('A8');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_role := internal.require_canvas_reader(p_canvas_id);
+  v_workspace_id := (select workspace_id from app.canvases where canvas_id = p_canvas_id);
+  v_limit := internal.list_limit(p_limit);
+  v_read_max := 2 * v_limit + 1;
   select * into v_time, v_id from internal.list_start(p_cursor);
   for v_row in
     select k.user_id, k.joined_at, k.canvas_row
@@ -440,7 +457,8 @@ comment on function api.list_my_canvases(text, integer) is
   'title, settings, version, created_by, created_at, updated_at, role}], next_cursor}, at most limit (1..500, default 100) and about 4 MB '
   '(internal.changes_page_bytes; the first always on it); pass next_cursor as cursor for the next page (null: the last). role the caller''s '
   '(owner, admin, editor, viewer): their canvas role where they have one, else their workspace role; a workspace owner stays owner; a token scoped to some canvases lists only those. '
-  'Errors: unauthorized (no signed-in user); invalid_input (field cursor).';
+  'Errors: unauthorized (no signed-in user); invalid_input (field cursor).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint A4 (per page; app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 comment on function api.create_canvas(uuid, text, jsonb, uuid) is
   'A5: creates a canvas in workspace_id (an editor or above of it; a token scoped to some canvases cannot): {canvas_id}. title 1 to 500 '
   'display characters, trimmed (default Untitled); settings a JSON object of at most 16384 bytes (default {}). canvas_id (optional): the '
@@ -449,31 +467,37 @@ comment on function api.create_canvas(uuid, text, jsonb, uuid) is
   'writes nothing (no second audit row). Audited (canvas.create). Errors: unauthorized; not_found (field workspace_id: no such workspace, '
   'or not a member); forbidden (role or token scope); invalid_input (field title or settings); payload_too_large (field settings); '
   'conflict (field canvas_id: the id is another user''s canvas, or the caller''s deleted one; field workspace_id, title or settings: the '
-  'caller created it with another), writing nothing.';
+  'caller created it with another), writing nothing.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint A5 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 comment on function api.update_canvas(uuid, text, jsonb) is
   'A6: sets the title and/or settings of a canvas (owners and admins; null keeps a value, at least one is required), version + 1; returns '
   'the canvas {canvas_id, workspace_id, title, settings, version, created_by, created_at, updated_at} and broadcasts it as canvas_updated on '
   'canvas:<id>. title and settings as api.create_canvas takes them. Audited (canvas.update). Errors: unauthorized; not_found (field '
-  'canvas_id: no such live canvas, or not a member); forbidden; invalid_input (field title or settings); payload_too_large (field settings).';
+  'canvas_id: no such live canvas, or not a member); forbidden; invalid_input (field title or settings); payload_too_large (field settings).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint A6 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 comment on function api.delete_canvas(uuid) is
   'A7: soft-deletes a canvas (its owner only): deleted_at set, canvas_deleted {canvas_id} broadcast on canvas:<id>; the cleanup job purges it '
-  'later. Audited (canvas.delete). Errors: unauthorized; not_found (field canvas_id); forbidden (not the owner, or the token''s scope).';
+  'later. Audited (canvas.delete). Errors: unauthorized; not_found (field canvas_id); forbidden (not the owner, or the token''s scope).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint A7 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 comment on function api.list_blocks(uuid, text, integer) is
   'A2: the blocks of a canvas in LexoRank (y_order) order, keyset-paginated: {items[], next_cursor}. Each item {block_id, canvas_id, '
   'parent_id, type, content, y_order, version, created_at, created_by, updated_at, updated_by}; limit 1 to 500 (default 100, clamped) and '
   'about 4 MB of content (internal.changes_page_bytes; the first always on it); '
   'next_cursor is the last item''s y_order, to pass as cursor for the next page, or null after the last page. Errors: unauthorized; '
-  'not_found (field canvas_id); forbidden (token scope); invalid_input (field cursor: not one this function returned).';
+  'not_found (field canvas_id); forbidden (token scope); invalid_input (field cursor: not one this function returned).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint A2 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 comment on function api.get_block(uuid, uuid) is
   'A3: one block of a canvas, in the shape of api.list_blocks''s items. Errors: unauthorized; not_found (field canvas_id, or field block_id: '
-  'no such block on this canvas); forbidden (token scope).';
+  'no such block on this canvas); forbidden (token scope).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint A3 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 comment on function api.get_canvas_permissions(uuid, text, integer) is
   'A8: who has access to a canvas, a page at a time: {can_write, role, users[{user_id, email, role}], next_cursor} where role is the '
   'caller''s (owner, admin, editor, viewer), can_write whether the caller''s role and token let it write, and users the workspace''s '
   'and the canvas''s members with each one''s role on the canvas, by when they joined (the workspace; a member of the canvas alone: the '
   'canvas), at most limit (1..500, default 100), fewer (even none) when the rows a page reads (at most 2 * limit + 1) include canvas '
   'rows of workspace members, which are listed at their workspace membership; pass next_cursor as cursor for the next page (null: the '
-  'last). Access is checked on every page. Errors: unauthorized; not_found (field canvas_id); forbidden (token scope); invalid_input (field cursor).';
+  'last). Access is checked on every page. Errors: unauthorized; not_found (field canvas_id); forbidden (token scope); invalid_input (field cursor).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint A8 (per page; app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- PUBLIC gets EXECUTE on new functions: the per-schema default privileges of the foundation
 -- migration cannot take it away (Postgres only adds to the global defaults), so revoke it here.

@@ -256,29 +256,88 @@ drop function if exists internal.window_limit_shards(text);
 drop function if exists internal.xmax_unseen_update(xid, xid);
 
 drop function if exists api.hit_endpoint_limit(text);
--- The limit row (unknown endpoint: no count), the caller (no user: no count; auth.uid() read
--- once), then the hit through internal.hit_window_limit.
-create or replace function api.hit_endpoint_limit(p_endpoint text, p_relaxed boolean default false) returns void
+-- One hit of endpoint p_endpoint for p_uid (app.endpoint_limits; unknown endpoint: no count).
+create or replace function internal.hit_endpoint(p_uid uuid, p_endpoint text, p_relaxed boolean) returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_limit app.endpoint_limits;
-  v_uid uuid;
 begin
   select * into v_limit from app.endpoint_limits where endpoint = p_endpoint;
   if not found then return; end if;
-  v_uid := auth.uid();
-  if v_uid is null then return; end if;
   if p_relaxed then
     -- the development profile: 100x the hits in a window of at most 60 s (own bucket, so a
     -- relaxed process never spends a standard one's budget)
-    perform internal.hit_window_limit(v_uid, 'endpoint-dev:' || p_endpoint, v_limit.max_hits * 100, least(v_limit.window_seconds, 60));
+    perform internal.hit_window_limit(p_uid, 'endpoint-dev:' || p_endpoint, v_limit.max_hits * 100, least(v_limit.window_seconds, 60));
   else
-    perform internal.hit_window_limit(v_uid, 'endpoint:' || p_endpoint, v_limit.max_hits, v_limit.window_seconds);
+    perform internal.hit_window_limit(p_uid, 'endpoint:' || p_endpoint, v_limit.max_hits, v_limit.window_seconds);
   end if;
+end $$;
+comment on function internal.hit_endpoint(uuid, text, boolean) is
+  'Counts one call of endpoint p_endpoint for p_uid (app.endpoint_limits; an unknown endpoint counts nothing); raises rate_limited (PX429) when over. '
+  'p_relaxed: the development profile''s 100x per window of at most 60 s, in a bucket of its own.';
+
+-- The caller (no user: no count; auth.uid() read once), the hit, then the mark that tells the
+-- api function this call is for that its endpoint is counted (internal.count_endpoint_call).
+create or replace function api.hit_endpoint_limit(p_endpoint text, p_relaxed boolean default false) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_uid uuid := auth.uid();
+begin
+  if v_uid is null then return; end if;
+  perform internal.hit_endpoint(v_uid, p_endpoint, p_relaxed);
+  perform set_config('potentia.endpoint_counted', v_uid::text || ':' || p_endpoint, true);
 end $$;
 comment on function api.hit_endpoint_limit(text, boolean) is
   'Counts one call of endpoint p_endpoint (app.endpoint_limits: max_hits per window_seconds, per user); raises rate_limited (PX429) '
   'with retry_after seconds when over. p_relaxed (the development profile, POTENTIA_PROFILE=development): 100x the hits per window '
-  'of at most 60 s. Calling it only ever counts against the caller.';
+  'of at most 60 s. Calling it only ever counts against the caller. The next api function of the endpoint called in the same '
+  'transaction by the same user does not count it again (internal.count_endpoint_call).';
 
 grant execute on function api.hit_endpoint_limit(text, boolean) to authenticated, service_role;
+
+-- The endpoint limits in the api functions themselves. Every api function that an HTTP endpoint
+-- with a limit calls counts that endpoint first thing, strict (never relaxed), so a caller of the
+-- function itself (PostgREST, with api exposed on Supabase: docs/supabase.md) is limited as the
+-- endpoint is. Not counted again:
+--   - a call whose endpoint api.hit_endpoint_limit counted for the same user earlier in the
+--     transaction (its mark, potentia.endpoint_counted = '<user>:<endpoint>', a transaction-local
+--     setting): the mark is consumed by the next counted call, so one hit covers one call;
+--   - a call in a transaction of the Potentia server (src/db/request.ts sets
+--     potentia.endpoint_limits = 'server' for each, as it sets potentia.input_policy): the server
+--     counts each endpoint where it answers it (its handler, relaxed under the development
+--     profile, before any canvas row lock: docs/limits.md), and its own calls (a socket's
+--     presence and leaves, a gap fill, the pages of an H1 snapshot after the first) are not
+--     endpoint calls.
+-- PostgREST sets neither (it sets role and request.* settings only, and runs one function a
+-- transaction). A session with SQL of its own can set both, as it can set potentia.input_policy:
+-- these limits are for the API's callers, not for SQL sessions.
+-- The mutation RPCs (api.upsert_block_atomic, api.upsert_blocks_atomic, H2) do not call this: they
+-- count the per-user mutation limit themselves, whoever calls them (sql/rpc/mutate.sql), and a
+-- lane's transaction takes its requests' H2 hits before any of their RPCs (src/http/rpc.ts).
+-- p_counted_as: the endpoints whose hit covers this call (default: p_endpoint alone), for a
+-- function several endpoints call (api.get_canvas_snapshot: H4, H7, A1).
+-- Not SECURITY DEFINER and no SET (each costs at every call): every caller is SECURITY DEFINER
+-- with search_path pinned; the hit itself is internal.hit_endpoint.
+create or replace function internal.count_endpoint_call(p_endpoint text, p_counted_as text[] default null) returns void
+language plpgsql as $$
+declare
+  v_uid uuid;
+  v_mark text;
+begin
+  if pg_catalog.current_setting('potentia.endpoint_limits', true) = 'server' then return; end if;
+  v_uid := auth.uid();
+  if v_uid is null then return; end if;
+  v_mark := pg_catalog.current_setting('potentia.endpoint_counted', true);
+  if v_mark is not null and v_mark <> '' then
+    perform pg_catalog.set_config('potentia.endpoint_counted', '', true);
+    if v_mark = any (select v_uid::text || ':' || e from pg_catalog.unnest(coalesce(p_counted_as, array[p_endpoint])) e) then
+      return;
+    end if;
+  end if;
+  perform internal.hit_endpoint(v_uid, p_endpoint, false);
+end $$;
+comment on function internal.count_endpoint_call(text, text[]) is
+  'Counts one call of endpoint p_endpoint (strict) for the calling user, first thing in each api function an HTTP endpoint with a limit calls; '
+  'raises rate_limited (PX429) when over. Not counted: no user; a transaction of the Potentia server (potentia.endpoint_limits = ''server''); '
+  'a call api.hit_endpoint_limit already counted for this user in this transaction as p_endpoint or one of p_counted_as (its mark, consumed here). '
+  'Rule: sql/rpc/endpoint_limits.sql, docs/limits.md.';

@@ -62,6 +62,7 @@ declare
   v_problem jsonb;
   v_checked boolean;  -- internal.check_json_policy's answer (unused: it raises)
 begin
+  perform internal.count_endpoint_call('H3');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_canvas_reader(p_canvas_id);
   v_user := auth.uid();
   if p_cursor is not null and (jsonb_typeof(p_cursor) <> 'object' or octet_length(p_cursor::text) > 1024) then
@@ -101,6 +102,7 @@ create or replace function api.leave_canvas(p_canvas_id uuid) returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare v_user uuid;
 begin
+  perform internal.count_endpoint_call('H6');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_canvas_reader(p_canvas_id);
   v_user := auth.uid();
   delete from app.presence where canvas_id = p_canvas_id and user_id = v_user;
@@ -112,11 +114,13 @@ comment on function api.update_presence(uuid, jsonb, boolean) is
   'Returns {broadcast: true, last_active_at, last_active_at_updated}: the durable app.presence row is refreshed at most every '
   'presence_write_interval_seconds (app.settings), so last_active_at_updated is false in between; the broadcast always goes out. '
   'Errors: unauthorized (a user deleted during the call too); not_found (field canvas_id); forbidden (token scope); '
-  'invalid_input (field cursor or cursor.<key>).';
+  'invalid_input (field cursor or cursor.<key>).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint H3 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 comment on function api.leave_canvas(uuid) is
   'H6: the caller leaves a canvas: its app.presence row is deleted and presence_leave {user_id} broadcast on canvas:<id> (members only). '
-  'Errors: unauthorized; not_found (field canvas_id); forbidden (token scope).';
+  'Errors: unauthorized; not_found (field canvas_id); forbidden (token scope).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint H6 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 revoke execute on function api.update_presence(uuid, jsonb, boolean), api.leave_canvas(uuid) from public;
 grant execute on function api.update_presence(uuid, jsonb, boolean), api.leave_canvas(uuid) to authenticated, service_role;

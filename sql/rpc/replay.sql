@@ -129,8 +129,9 @@ comment on function api.get_canvas_changes(uuid, bigint, integer) is
 
 -- Applied operations after since_canvas_seq, in canvas_seq order (the preferred way to resume).
 create or replace function api.get_canvas_changes_since(p_canvas_id uuid, p_since_canvas_seq bigint default 0, p_limit integer default 500)
-returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
+  perform internal.count_endpoint_call('H7');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_canvas_reader(p_canvas_id);
   if p_since_canvas_seq is null or p_since_canvas_seq < 0 then
     perform internal.raise_error('invalid_input', 'since_canvas_seq must be a number >= 0', '{"field":"since_canvas_seq"}');
@@ -143,7 +144,8 @@ comment on function api.get_canvas_changes_since(uuid, bigint, integer) is
   'limit (1..1000) and about 4 MB of them (internal.changes_page_bytes): {changes[], has_more, watermark, canvas_watermark, snapshot_required}. canvas_seq numbers a canvas''s applied operations '
   '1, 2, 3, … (assigned under the canvas lock; rejected attempts take none), so the next page starts at canvas_watermark. snapshot_required: '
   'the log cannot continue from since_canvas_seq (it is ahead of the canvas, or retention removed the operations after it): load '
-  'api.get_canvas_snapshot instead (changes is then empty).';
+  'api.get_canvas_snapshot instead (changes is then empty).'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint H7 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- What a block weighs on a page: its content as JSON text (the rest is a few fixed fields). An
 -- inlined SQL helper, as change_bytes.
@@ -208,7 +210,7 @@ end $$;
 drop function if exists api.get_canvas_snapshot(uuid);
 drop function if exists api.get_canvas_snapshot(uuid, bigint);
 create or replace function api.get_canvas_snapshot(p_canvas_id uuid, p_since_seq bigint default null, p_cursor text default null)
-returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_role app.member_role;
   v_canvas app.canvases;
@@ -219,6 +221,7 @@ declare
   v_blocks jsonb;
   v_more boolean;
 begin
+  perform internal.count_endpoint_call(case when p_cursor is null then 'H4' else 'H7' end, array['H4', 'H7', 'A1']);  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   v_role := internal.require_canvas_reader(p_canvas_id);
   select * into v_canvas from app.canvases where canvas_id = p_canvas_id;
   if p_cursor is null then
@@ -247,7 +250,7 @@ begin
     'blocks', v_blocks,
     'watermark', v_seq,
     'canvas_watermark', v_cseq,
-    'flags', api.get_canvas_flags(p_canvas_id),
+    'flags', internal.canvas_flags(p_canvas_id, v_canvas.workspace_id),
     'has_more', v_more,
     'next_cursor', case when v_more then format('%s.%s.%s', v_cseq, v_seq, v_blocks -> -1 ->> 'y_order') end)
     || case when p_since_seq is null or p_cursor is not null then '{}'
@@ -262,7 +265,8 @@ comment on function api.get_canvas_snapshot(uuid, bigint, text) is
   'pages plus api.get_canvas_changes_since(canvas_watermark) read after the last page, applied in order (each change carries its whole '
   'block), are the canvas at the changes'' canvas_watermark. An expired cursor (retention removed the changes after its watermark) is '
   'invalid_input, field cursor: start again. Also the canvas''s feature flags ({name: boolean}, api.get_canvas_flags). With since_seq '
-  '(first page) also the operations after it.';
+  '(first page) also the operations after it.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint H4 (a further page, p_cursor: H7; app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 grant execute on function api.get_canvas_changes(uuid, bigint, integer), api.get_canvas_changes_since(uuid, bigint, integer),
                           api.get_canvas_snapshot(uuid, bigint, text)

@@ -201,10 +201,13 @@ end $$;
 create or replace function api.create_workspace(p_name text, p_workspace_id uuid default null) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_user uuid := internal.lock_user();
-  v_name text := internal.check_workspace_name(p_name);
+  v_user uuid;
+  v_name text;
   v_workspace app.workspaces;
 begin
+  perform internal.count_endpoint_call('W2');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_user := internal.lock_user();
+  v_name := internal.check_workspace_name(p_name);
   if not internal.token_allows(null, true) then
     perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot create a workspace');
   end if;
@@ -237,22 +240,26 @@ comment on function api.create_workspace(text, uuid) is
   'and writes nothing (no second audit row). Returns the Workspace {workspace_id, name, role: owner, created_by, created_at}. '
   'Errors: unauthorized; invalid_input (name); forbidden (a canvas-scoped token); conflict (field workspace_id: the id is '
   'another user''s workspace, or one the caller is no longer a member of; field name: the caller created it with another '
-  'name), writing nothing. Any signed-in user. Audited workspace.create.';
+  'name), writing nothing. Any signed-in user. Audited workspace.create.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W2 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- W1, W4, W9: a page at a time, as the paged lists are (sql/core/list_keys.sql): by when the row
 -- was made, then its id.
 drop function if exists api.list_my_workspaces();
 create or replace function api.list_my_workspaces(p_cursor text default null, p_limit integer default 100) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_user uuid := internal.require_user();
-  v_limit integer := internal.list_limit(p_limit);
+  v_user uuid;
+  v_limit integer;
   v_time timestamptz;
   v_id uuid;
   v_row record;
   v_items jsonb[] := '{}';
   v_more boolean := false;
 begin
+  perform internal.count_endpoint_call('W1');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_user := internal.require_user();
+  v_limit := internal.list_limit(p_limit);
   if not internal.token_allows(null, false) then
     perform internal.raise_error('forbidden', 'this token''s scope is limited to some canvases: it cannot list workspaces');
   end if;
@@ -277,15 +284,18 @@ comment on function api.list_my_workspaces(text, integer) is
   'W1: the workspaces the caller is a member of, by when they joined (oldest first), a page at a time: {workspaces: [Workspace '
   '{workspace_id, name, role (the caller''s), created_by, created_at}], next_cursor}, at most limit (1..500, default 100); pass '
   'next_cursor as cursor for the next page (null: the last). Errors: unauthorized; forbidden (a token scoped to some canvases); '
-  'invalid_input (field cursor). Any signed-in user.';
+  'invalid_input (field cursor). Any signed-in user.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W1 (per page; app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 create or replace function api.rename_workspace(p_workspace_id uuid, p_name text) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_role app.member_role := internal.require_workspace_member(p_workspace_id, true);
+  v_role app.member_role;
   v_name text;
   v_workspace app.workspaces;
 begin
+  perform internal.count_endpoint_call('W3');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_role := internal.require_workspace_member(p_workspace_id, true);
   if v_role not in ('owner', 'admin') then
     perform internal.raise_error('forbidden', format('your role (%s) cannot rename the workspace: only owners and admins can', v_role));
   end if;
@@ -298,19 +308,22 @@ end $$;
 comment on function api.rename_workspace(uuid, text) is
   'W3: renames a workspace. name: 1-200 characters (trimmed). Returns the Workspace. Errors: unauthorized; not_found '
   '(workspace_id: none, or not a member); forbidden (editor, viewer, canvas-scoped token); invalid_input (name). '
-  'Owners and admins. Audited workspace.rename.';
+  'Owners and admins. Audited workspace.rename.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W3 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 drop function if exists api.list_workspace_canvases(uuid);
 create or replace function api.list_workspace_canvases(p_workspace_id uuid, p_cursor text default null, p_limit integer default 100) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
+  perform internal.count_endpoint_call('W8');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_workspace_member(p_workspace_id, false);
   return internal.canvases_page(auth.uid(), p_workspace_id, p_cursor, p_limit);
 end $$;
 comment on function api.list_workspace_canvases(uuid, text, integer) is
   'W8: the live canvases of a workspace, newest change first, paged as api.list_my_canvases pages them ({canvases, next_cursor}; '
   'limit 1..500, default 100, and about 4 MB), each with the caller''s role on it. Errors: unauthorized; not_found (workspace_id); '
-  'forbidden (canvas-scoped token); invalid_input (field cursor). Any member.';
+  'forbidden (canvas-scoped token); invalid_input (field cursor). Any member.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W8 (per page; app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- ---------------------------------------------------------------------------------------------
 -- Members
@@ -318,15 +331,17 @@ comment on function api.list_workspace_canvases(uuid, text, integer) is
 
 drop function if exists api.list_workspace_members(uuid);
 create or replace function api.list_workspace_members(p_workspace_id uuid, p_cursor text default null, p_limit integer default 100)
-returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_limit integer := internal.list_limit(p_limit);
+  v_limit integer;
   v_time timestamptz;
   v_id uuid;
   v_row record;
   v_items jsonb[] := '{}';
   v_more boolean := false;
 begin
+  perform internal.count_endpoint_call('W4');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_limit := internal.list_limit(p_limit);
   perform internal.require_workspace_member(p_workspace_id, false);
   select * into v_time, v_id from internal.list_start(p_cursor);
   for v_row in
@@ -350,7 +365,8 @@ comment on function api.list_workspace_members(uuid, text, integer) is
   'W4: the members of a workspace, by when they joined (oldest first), a page at a time: {members: [Member {user_id, email, role, '
   'joined_at}], next_cursor}, at most limit (1..500, default 100); pass next_cursor as cursor for the next page (null: the last). '
   'Errors: unauthorized; not_found (workspace_id: none, or not a member); forbidden (canvas-scoped token); invalid_input (field '
-  'cursor). Any member.';
+  'cursor). Any member.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W4 (per page; app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- Serializes an invite of an address (api.add_workspace_member) with the sign-up or the
 -- confirmation of that address (internal.accept_workspace_invites): a transaction-level advisory
@@ -378,6 +394,7 @@ declare
   v_target uuid;
   v_invite app.workspace_invites;
 begin
+  perform internal.count_endpoint_call('W5');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_user();  -- unauthorized before any row is locked
   -- a sign-up of the address waits for this call, or this call for it (internal.lock_invite_email)
   perform internal.lock_invite_email(p_email);
@@ -445,15 +462,20 @@ comment on function api.add_workspace_member(uuid, text, text) is
   'changes the role. role: owner | admin | editor | viewer. Errors: unauthorized; not_found (workspace_id); forbidden '
   '(editor, viewer, canvas-scoped token; an admin making an owner or changing an owner''s invite); invalid_input '
   '(email, role); conflict (email: already a member, reason already_member, with user_id). Owners and admins. Audited '
-  'workspace.member.add or workspace.member.invite.';
+  'workspace.member.add or workspace.member.invite.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W5 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 create or replace function api.update_workspace_member(p_workspace_id uuid, p_user_id uuid, p_role text) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'change roles');
-  v_role app.member_role := internal.parse_member_role(p_role);
-  v_current app.member_role := internal.workspace_role(p_workspace_id, p_user_id);
+  v_caller app.member_role;
+  v_role app.member_role;
+  v_current app.member_role;
 begin
+  perform internal.count_endpoint_call('W6');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_caller := internal.require_workspace_manager(p_workspace_id, 'change roles');
+  v_role := internal.parse_member_role(p_role);
+  v_current := internal.workspace_role(p_workspace_id, p_user_id);
   if v_current is null then
     perform internal.raise_error('not_found', 'no such member in this workspace', '{"field":"user_id"}');
   end if;
@@ -476,7 +498,8 @@ comment on function api.update_workspace_member(uuid, uuid, text) is
   'role is the same). role: owner | admin | editor | viewer. Errors: unauthorized; not_found (workspace_id; user_id: not a '
   'member); forbidden (editor, viewer, canvas-scoped token; an admin making or unmaking an owner); invalid_input (role; '
   'role with reason last_owner: the only owner cannot step down). Owners and admins. Open sockets of the member re-check '
-  'their access (access_changed). Audited workspace.member.role.';
+  'their access (access_changed). Audited workspace.member.role.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W6 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 create or replace function api.remove_workspace_member(p_workspace_id uuid, p_user_id uuid) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
@@ -486,6 +509,7 @@ declare
   v_target app.member_role;
   v_canvas_roles integer;
 begin
+  perform internal.count_endpoint_call('W7');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
   perform internal.require_workspace_member(p_workspace_id, true);
   v_user := auth.uid();
   v_caller := internal.lock_workspace(p_workspace_id);
@@ -519,7 +543,8 @@ comment on function api.remove_workspace_member(uuid, uuid) is
   'user_id: not a member); forbidden (editor or viewer removing someone else, canvas-scoped token, an admin removing an '
   'owner); invalid_input (user_id with reason last_owner: the only owner cannot be removed or leave). Owners and admins; '
   'anyone for themselves. Open sockets of the member are re-checked and closed (access_changed). Audited '
-  'workspace.member.remove.';
+  'workspace.member.remove.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W7 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- Kept for SQL callers and fixtures (PostgREST-style): sets a user's role by id, adding them if
 -- needed, under the same rules as the functions above.
@@ -573,16 +598,19 @@ comment on function api.set_workspace_member(uuid, uuid, app.member_role) is
 
 drop function if exists api.list_workspace_invites(uuid);
 create or replace function api.list_workspace_invites(p_workspace_id uuid, p_cursor text default null, p_limit integer default 100)
-returns jsonb language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+returns jsonb language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_role app.member_role := internal.require_workspace_member(p_workspace_id, false);
-  v_limit integer := internal.list_limit(p_limit);
+  v_role app.member_role;
+  v_limit integer;
   v_time timestamptz;
   v_id uuid;
   v_invite app.workspace_invites;
   v_items jsonb[] := '{}';
   v_more boolean := false;
 begin
+  perform internal.count_endpoint_call('W9');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_role := internal.require_workspace_member(p_workspace_id, false);
+  v_limit := internal.list_limit(p_limit);
   if v_role not in ('owner', 'admin') then
     perform internal.raise_error('forbidden', format('your role (%s) cannot see invites: only owners and admins can', v_role));
   end if;
@@ -606,14 +634,17 @@ comment on function api.list_workspace_invites(uuid, text, integer) is
   'W9: the pending invites of a workspace, oldest first, a page at a time: {invites: [Invite {invite_id, workspace_id, email, role, '
   'invited_by, created_at}], next_cursor}, at most limit (1..500, default 100); pass next_cursor as cursor for the next page (null: '
   'the last). Errors: unauthorized; not_found (workspace_id); forbidden (editor, viewer, canvas-scoped token); invalid_input (field '
-  'cursor). Owners and admins.';
+  'cursor). Owners and admins.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W9 (per page; app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 create or replace function api.revoke_workspace_invite(p_workspace_id uuid, p_invite_id uuid) returns jsonb
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_caller app.member_role := internal.require_workspace_manager(p_workspace_id, 'revoke invites');
+  v_caller app.member_role;
   v_invite app.workspace_invites;
 begin
+  perform internal.count_endpoint_call('W10');  -- the endpoint's limit (sql/rpc/endpoint_limits.sql)
+  v_caller := internal.require_workspace_manager(p_workspace_id, 'revoke invites');
   select * into v_invite from app.workspace_invites where invite_id = p_invite_id and workspace_id = p_workspace_id for update;
   if v_invite.invite_id is null then
     perform internal.raise_error('not_found', 'no such pending invite in this workspace', '{"field":"invite_id"}');
@@ -630,7 +661,8 @@ end $$;
 comment on function api.revoke_workspace_invite(uuid, uuid) is
   'W10: deletes a pending invite: {workspace_id, invite_id, revoked: true}. Errors: unauthorized; not_found (workspace_id; '
   'invite_id: not pending in this workspace); forbidden (editor, viewer, canvas-scoped token; an admin revoking an owner''s '
-  'invite). Owners and admins. Audited workspace.invite.revoke.';
+  'invite). Owners and admins. Audited workspace.invite.revoke.'
+  ' Also rate_limited (PX429, retry_after, limit): the limit of endpoint W10 (app.endpoint_limits, per user), counted first, unless api.hit_endpoint_limit counted it in this transaction or the Potentia server calls (sql/rpc/endpoint_limits.sql).';
 
 -- A user whose email has pending invites becomes a member of each of those workspaces with the
 -- invited role, and the invites are deleted; each acceptance is audited (workspace.invite.accept,

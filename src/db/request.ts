@@ -194,7 +194,11 @@ function setCaller(q: TransactionSql | ReservedSql, s: CallerSettings) {
                   set_config('idle_in_transaction_session_timeout', ${s.idle}, true),
                   -- every request was read through the input policy (src/input-policy.ts) before it
                   -- got here: internal.check_json_policy need not walk its JSON again
-                  set_config('potentia.input_policy', 'checked', true)`;
+                  set_config('potentia.input_policy', 'checked', true),
+                  -- the server counts each endpoint's limit where it answers it (or, for its own
+                  -- calls, not at all): the api functions need not count it again
+                  -- (internal.count_endpoint_call, sql/rpc/endpoint_limits.sql)
+                  set_config('potentia.endpoint_limits', 'server', true)`;
 }
 
 /**

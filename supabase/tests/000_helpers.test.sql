@@ -3,7 +3,13 @@
 --   tests.create_user(name)            a user in auth.users, email <name>@test.local, confirmed
 --                                      (as every user is where confirmation is off)
 --   tests.user_id(name)                that user's id
---   tests.authenticate_as(name[, claims])  act as that user, the way PostgREST would
+--   tests.authenticate_as(name[, claims])  act as that user, the way the Potentia server's
+--                                      transactions do: role and claims as PostgREST sets them, and
+--                                      potentia.endpoint_limits = 'server' (the endpoint limits
+--                                      are the handlers', not counted by the api functions:
+--                                      sql/rpc/endpoint_limits.sql)
+--   tests.authenticate_as_postgrest(name)  act as that user, the way PostgREST does (role and claims
+--                                      only: each limited api function counts its endpoint)
 --   tests.clear_authentication()       back to the test's own role
 --   tests.plan_of(query[, verbose])    the plan EXPLAIN (COSTS OFF[, VERBOSE]) prints for query, as one text
 begin;
@@ -29,6 +35,16 @@ begin
   perform set_config('role', 'authenticated', true);
   perform set_config('request.jwt.claims',
     (jsonb_build_object('sub', tests.user_id(p_name), 'role', 'authenticated', 'email', p_name || '@test.local') || p_claims)::text, true);
+  perform set_config('potentia.endpoint_limits', 'server', true);
+end $$;
+
+create or replace function tests.authenticate_as_postgrest(p_name text) returns void
+language plpgsql set search_path = '' as $$
+begin
+  perform set_config('role', 'authenticated', true);
+  perform set_config('request.jwt.claims',
+    jsonb_build_object('sub', tests.user_id(p_name), 'role', 'authenticated', 'email', p_name || '@test.local')::text, true);
+  perform set_config('potentia.endpoint_limits', '', true);
 end $$;
 
 create or replace function tests.clear_authentication() returns void
@@ -36,6 +52,7 @@ language plpgsql set search_path = '' as $$
 begin
   perform set_config('role', 'postgres', true);
   perform set_config('request.jwt.claims', '', true);
+  perform set_config('potentia.endpoint_limits', '', true);
 end $$;
 
 -- The plan of a statement (`execute name(args)` of a prepared one for its generic plan), its lines
@@ -60,6 +77,7 @@ begin
   delete from auth.users where id = v_id;
   perform set_config('role', 'authenticated', true);
   perform set_config('request.jwt.claims', jsonb_build_object('sub', v_id, 'role', 'authenticated')::text, true);
+  perform set_config('potentia.endpoint_limits', 'server', true);
 end $$;
 
 grant execute on all functions in schema tests to anon, authenticated, service_role;

@@ -143,6 +143,8 @@ declare v_page jsonb; v_cursor text; v_rows jsonb := '[]'; v_list text; v_id tex
 begin
   perform set_config('role', 'authenticated', true);
   perform set_config('request.jwt.claims', (jsonb_build_object('sub', p_user, 'role', 'authenticated') || p_claims)::text, true);
+  -- as the server's transactions (tests.authenticate_as): every page counted by its handler, not here
+  perform set_config('potentia.endpoint_limits', 'server', true);
   loop
     v_pages := v_pages + 1;
     if v_pages > 500 then

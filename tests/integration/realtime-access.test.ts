@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type RealtimeChannel } from '@supabase/realtime-js';
 import { SignJWT } from 'jose';
+import type postgres from 'postgres';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/jwt.ts';
@@ -252,6 +253,41 @@ describe('a canvas id spelled another way', () => {
 });
 
 describe('re-authorization of open sockets', () => {
+  /**
+   * A membership change committed while the re-check it starts waits: `change` runs in a
+   * transaction held open until a lock on realtime.messages has queued behind it, which gets the
+   * lock at the change's commit, so the re-check's RLS probe (an insert there) waits until
+   * `release()`. Resolves once the change has committed and the probe waits on the lock.
+   * `probeWaiting()`: whether it still does.
+   */
+  async function recheckHeld(change: (tx: postgres.TransactionSql) => Promise<unknown>) {
+    let commit!: () => void;
+    let unlock!: () => void;
+    const changed = db.sql.begin(async (tx) => {
+      await tx`set local idle_in_transaction_session_timeout = '30s'`; // not left open by a failed wait (its xid holds off slot creation)
+      await change(tx);
+      await new Promise<void>((r) => { commit = r; });
+    });
+    await until(() => commit !== undefined, 5000, 'the change to run');
+    const lock = db.sql.begin(async (tx) => {
+      await tx`set local idle_in_transaction_session_timeout = '30s'`; // nor the lock every mutation's delta waits for
+      await tx`lock table realtime.messages in share mode`;
+      await new Promise<void>((r) => { unlock = r; });
+    });
+    const waiting = (mode: string) => async () => (await db.sql`select from pg_locks l join pg_class c on c.oid = l.relation
+                                                            where c.relname = 'messages' and l.mode = ${mode} and not l.granted`).length > 0;
+    await until(waiting('ShareLock'), 5000, 'the lock to queue');
+    commit();
+    await changed;
+    await until(waiting('RowExclusiveLock'), 3000, 'the re-check\'s probe to wait on the lock');
+    return {
+      probeWaiting: waiting('RowExclusiveLock'),
+      release: async () => { unlock(); await lock; },
+    };
+  }
+  const removeMember = (workspaceId: string, userId: string) => (tx: postgres.TransactionSql) =>
+    tx`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${userId}`;
+
   it('closes a removed member\'s H1 and realtime-js sockets on both gateway processes when a plain-SQL delete commits', async () => {
     const { workspaceId, canvasId, users } = await createCanvas(db.sql, ['editor']);
     const topic = `canvas:${canvasId}`;
@@ -462,31 +498,14 @@ describe('re-authorization of open sockets', () => {
     expect(await owner.send({ type: 'broadcast', event: 'cursor', payload: { n: 1 } })).toBe('ok');
     await until(() => cursors.length === 1 && names.length === 1, 5000, 'the broadcast and the join before the removal');
 
-    // the editor's removal commits, and the re-check it starts waits: a transaction queued for a
-    // lock on realtime.messages behind the removal gets it at its commit, so the re-check's RLS
-    // probe (an insert there) waits until it ends. Nothing the removal's commit held back is a
-    // database message: the owner's re-track and broadcast go between gateways (cluster.ts)
-    let commitRemoval!: () => void;
-    let releaseLock!: () => void;
-    const removal = db.sql.begin(async (tx) => {
-      await tx`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
-      await new Promise<void>((r) => { commitRemoval = r; });
-    });
-    await until(() => commitRemoval !== undefined, 5000, 'the removal to run');
-    const lock = db.sql.begin(async (tx) => {
-      await tx`lock table realtime.messages in share mode`;
-      await new Promise<void>((r) => { releaseLock = r; });
-    });
-    await until(async () => (await db.sql`select from pg_locks l join pg_class c on c.oid = l.relation
-                                          where c.relname = 'messages' and l.mode = 'ShareLock' and not l.granted`).length > 0, 5000, 'the lock to queue');
-    commitRemoval();
-    await removal;
-    await new Promise((r) => setTimeout(r, 300)); // the gateway has read the change and is re-checking
+    // the editor's removal commits, and the re-check it starts waits (recheckHeld). Nothing the
+    // removal's commit held back is a database message: the owner's re-track and broadcast go
+    // between gateways (cluster.ts)
+    const held = await recheckHeld(removeMember(workspaceId, users.editor!));
     expect(await owner.track({ name: 'during' })).toBe('ok');
     expect(await owner.send({ type: 'broadcast', event: 'cursor', payload: { n: 2 } })).toBe('ok');
     await new Promise((r) => setTimeout(r, 700));
-    releaseLock();
-    await lock;
+    await held.release();
     await until(() => sub.closedAt() !== null, 5000, 'the re-check closing the channel');
     expect(cursors).toEqual([1]);
     expect(names).toEqual(['before']);
@@ -511,32 +530,14 @@ describe('re-authorization of open sockets', () => {
     await until(() => cursors.length === 1 && names.length === 1, 5000, 'the broadcast and the join before the removal');
 
     // the removal commits and the editor's gateway re-checks its channel, the probe waiting on a
-    // lock (as in the test above); meanwhile the removed editor keeps sending
-    let commitRemoval!: () => void;
-    let releaseLock!: () => void;
-    const removal = db.sql.begin(async (tx) => {
-      await tx`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
-      await new Promise<void>((r) => { commitRemoval = r; });
-    });
-    await until(() => commitRemoval !== undefined, 5000, 'the removal to run');
-    const lock = db.sql.begin(async (tx) => {
-      await tx`set local idle_in_transaction_session_timeout = '20s'`;
-      await tx`lock table realtime.messages in share mode`;
-      await new Promise<void>((r) => { releaseLock = r; });
-    });
-    const waiting = (mode: string) => async () => (await db.sql`select from pg_locks l join pg_class c on c.oid = l.relation
-                                                            where c.relname = 'messages' and l.mode = ${mode} and not l.granted`).length > 0;
-    await until(waiting('ShareLock'), 5000, 'the lock to queue');
-    commitRemoval();
-    await removal;
-    await until(waiting('RowExclusiveLock'), 3000, 'the re-check\'s probe to wait on the lock');
+    // lock (recheckHeld); meanwhile the removed editor keeps sending
+    const held = await recheckHeld(removeMember(workspaceId, users.editor!));
     const sent = editor.send({ type: 'broadcast', event: 'cursor', payload: { n: 2 } });
     const tracked = editor.track({ name: 'during' });
     await new Promise((r) => setTimeout(r, 700)); // what was relayed reached the owner's gateway
     expect(cursors).toEqual([1]);
     expect(names).toEqual(['before']);
-    releaseLock();
-    await lock;
+    await held.release();
     await until(() => sub.closedAt() !== null, 5000, 'the re-check closing the channel');
     // refused after the channel's phx_close: realtime-js, which has let the channel go, reads no
     // answer to them ('timed out'); neither was taken
@@ -557,30 +558,12 @@ describe('re-authorization of open sockets', () => {
     expect((await subscribe(room)).status).toBe('SUBSCRIBED');
     expect(await canvas.send({ type: 'broadcast', event: 'cursor', payload: { n: 1 } })).toBe('ok');
 
-    let commitRemoval!: () => void;
-    let releaseLock!: () => void;
-    const removal = db.sql.begin(async (tx) => {
-      await tx`delete from app.workspace_members where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
-      await new Promise<void>((r) => { commitRemoval = r; });
-    });
-    await until(() => commitRemoval !== undefined, 5000, 'the removal to run');
-    const lock = db.sql.begin(async (tx) => {
-      await tx`set local idle_in_transaction_session_timeout = '30s'`;
-      await tx`lock table realtime.messages in share mode`;
-      await new Promise<void>((r) => { releaseLock = r; });
-    });
-    const waiting = (mode: string) => async () => (await db.sql`select from pg_locks l join pg_class c on c.oid = l.relation
-                                                            where c.relname = 'messages' and l.mode = ${mode} and not l.granted`).length > 0;
-    await until(waiting('ShareLock'), 5000, 'the lock to queue');
-    commitRemoval();
-    await removal;
-    await until(waiting('RowExclusiveLock'), 3000, 'the re-check\'s probe to wait on the lock');
+    const held = await recheckHeld(removeMember(workspaceId, users.editor!));
     const sent = canvas.send({ type: 'broadcast', event: 'cursor', payload: { n: 2 } }); // waits for the re-check
     // the other channel of the socket is not the re-checked one's business
     const other = await room.send({ type: 'broadcast', event: 'x', payload: {} });
-    const stillWaiting = await waiting('RowExclusiveLock')();
-    releaseLock();
-    await lock;
+    const stillWaiting = await held.probeWaiting();
+    await held.release();
     expect(other).toBe('ok');
     expect(stillWaiting).toBe(true);
     expect(await sent).not.toBe('ok');
@@ -614,25 +597,8 @@ describe('re-authorization of open sockets', () => {
     // the editor's downgrade to viewer commits (access survives it), and the re-check it starts
     // waits: a lock on realtime.messages queued behind the downgrade gets it at its commit, so the
     // re-check's RLS probe (an insert there) waits until it ends
-    let commit!: () => void;
-    let releaseLock!: () => void;
-    const downgrade = db.sql.begin(async (tx) => {
-      await tx`set local idle_in_transaction_session_timeout = '20s'`; // not left open by a failed wait (its xid holds off slot creation)
-      await tx`update app.workspace_members set role = 'viewer' where workspace_id = ${workspaceId} and user_id = ${users.editor!}`;
-      await new Promise<void>((r) => { commit = r; });
-    });
-    await until(() => commit !== undefined, 5000, 'the downgrade to run');
-    const lock = db.sql.begin(async (tx) => {
-      await tx`set local idle_in_transaction_session_timeout = '20s'`; // nor the lock every mutation's delta waits for
-      await tx`lock table realtime.messages in share mode`;
-      await new Promise<void>((r) => { releaseLock = r; });
-    });
-    const waiting = (mode: string) => async () => (await db.sql`select from pg_locks l join pg_class c on c.oid = l.relation
-                                                            where c.relname = 'messages' and l.mode = ${mode} and not l.granted`).length > 0;
-    await until(waiting('ShareLock'), 5000, 'the lock to queue');
-    commit();
-    await downgrade;
-    await until(waiting('RowExclusiveLock'), 3000, 'the re-check\'s probe to wait on the lock');
+    const held = await recheckHeld((tx) =>
+      tx`update app.workspace_members set role = 'viewer' where workspace_id = ${workspaceId} and user_id = ${users.editor!}`);
 
     // meanwhile: 100 broadcasts of 15 KB (1.5 MB; a channel holds 1 MiB) and three re-tracks
     const pad = 'x'.repeat(15_000);
@@ -651,8 +617,7 @@ describe('re-authorization of open sockets', () => {
     await Promise.all(sends);
     await new Promise((r) => setTimeout(r, 200)); // the last ones reached the editor's gateway
     expect(cursors).toEqual([]); // held
-    releaseLock();
-    await lock;
+    await held.release();
 
     // the re-check passes: the newest broadcasts arrive, the oldest were dropped and the channel told how many
     await until(() => senders.every((_, s) => cursors.some((c) => c.s === s && c.n === perSender)), 5000, 'each sender\'s last broadcast');

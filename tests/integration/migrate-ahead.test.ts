@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
@@ -9,6 +8,7 @@ import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate, migrationStatus } from '../../src/db/migrate.ts';
 import { withoutPassword } from '../../src/url-redaction.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
 
 // A database migrated by a newer release than the checkout (a release rolled back, a branch
 // switched): `npm run db:migrate -- --check` names each applied migration the checkout has no
@@ -30,8 +30,7 @@ beforeAll(async () => {
   await admin.unsafe(`drop database if exists ${name} with (force)`);
   await admin.unsafe(`create database ${name}`);
   // the newer release: this checkout's migrations and one more
-  root = mkdtempSync(join(tmpdir(), 'potentia-migrate-ahead-'));
-  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(root, dir), { recursive: true });
+  root = checkoutCopy('migrate-ahead');
   writeFileSync(join(root, `supabase/migrations/${NEWER}.sql`), "create function internal.newer_release_probe() returns int language sql as 'select 1';");
   sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
   expect((await migrate(sql, { root })).migrations).toContain(`supabase/migrations/${NEWER}.sql`);

@@ -1,6 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
@@ -8,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { LockWaitError, StepConnectionLostError } from '../../src/db/migration-step.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
 
 // npm run db:migrate against a database that is in use (src/db/migration-step.ts): a long
 // transaction holding a table the migration alters, statement_timeout/lock_timeout set on the
@@ -35,8 +35,7 @@ async function until(what: string, check: () => Promise<boolean>, ms = 10_000): 
 beforeAll(async () => {
   await admin.unsafe(`drop database if exists ${name} with (force)`);
   await admin.unsafe(`create database ${name}`);
-  root = mkdtempSync(join(tmpdir(), 'potentia-migrate-live-'));
-  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(root, dir), { recursive: true });
+  root = checkoutCopy('migrate-live');
   const sql = migrator();
   try { await migrate(sql, { root }); } finally { await sql.end(); }
   db = postgres(urlOf(name), { max: 2, onnotice: () => {} });

@@ -1,10 +1,10 @@
-import { cpSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate, MigrationRenamedError, migrationStatus } from '../../src/db/migrate.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
 
 // An applied migration whose file was renamed to another version (a rebase that gave it a new
 // timestamp, a file renamed to sort after a late merge): the records are by version, so the run
@@ -12,7 +12,6 @@ import { migrate, MigrationRenamedError, migrationStatus } from '../../src/db/mi
 // and named the old version only as one "a newer release or another branch" applied. It is now
 // refused before any step, naming the file and the migration it was applied as.
 
-const repoRoot = new URL('../..', import.meta.url).pathname;
 const name = `potentia_migrate_renamed_${process.pid}`;
 const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
 const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
@@ -28,8 +27,7 @@ const recorded = async () => (await sql<{ version: string }[]>`select version fr
 beforeAll(async () => {
   await admin.unsafe(`drop database if exists ${name} with (force)`);
   await admin.unsafe(`create database ${name}`);
-  root = mkdtempSync(join(tmpdir(), 'potentia-migrate-renamed-'));
-  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(root, dir), { recursive: true });
+  root = checkoutCopy('migrate-renamed');
   // a hand-written data migration: applied twice, it adds its row twice
   writeFileSync(migrations(APPLIED), 'create table if not exists internal.count_up_probe (n int);\ninsert into internal.count_up_probe values (1);\n');
   sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });

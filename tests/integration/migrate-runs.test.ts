@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate } from '../../src/db/migrate.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
 
 // `npm run db:migrate` as DBAs run it (README, "Applying migrations"): two runs at once on a fresh
 // database apply each step once between them (the compat schemas too: their check once ran
@@ -46,11 +46,9 @@ async function roleAndDatabase(role: string, db: string, owner: 'role' | 'superu
 beforeAll(async () => {
   await admin.unsafe(`drop database if exists ${names.fresh} with (force)`);
   await admin.unsafe(`create database ${names.fresh}`);
-  badRoot = mkdtempSync(join(tmpdir(), 'potentia-bad-migration-'));
-  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(badRoot, dir), { recursive: true });
+  badRoot = checkoutCopy('bad-migration');
   writeFileSync(join(badRoot, 'supabase/migrations/29990101000000_bad.sql'), 'create table public.bad_probe (id int);\nselect 1/0;\n');
-  laterRoot = mkdtempSync(join(tmpdir(), 'potentia-later-migration-'));
-  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(laterRoot, dir), { recursive: true });
+  laterRoot = checkoutCopy('later-migration');
   writeFileSync(join(laterRoot, 'supabase/migrations/29990101000000_vector_setting.sql'),
     "create function app.vector_setting_probe() returns int language sql set hnsw.iterative_scan = 'relaxed_order' as 'select 1';\n");
 });

@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate, migrationStatus } from '../../src/db/migrate.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
 
 // Changes made to the schema outside migrations (src/db/schema-drift.ts): npm run db:migrate warns
 // of them and --check exits 1 naming them, until a migration changes the object again or
@@ -33,8 +33,7 @@ const HAND_CHANGES = [
 beforeAll(async () => {
   for (const db of [name, restored]) await admin.unsafe(`drop database if exists ${db} with (force)`);
   await admin.unsafe(`create database ${name}`);
-  root = mkdtempSync(join(tmpdir(), 'potentia-schema-drift-'));
-  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(root, dir), { recursive: true });
+  root = checkoutCopy('schema-drift');
   sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
   expect((await migrate(sql, { root })).schemaDrift).toEqual([]);
 }, 60_000);

@@ -1,5 +1,4 @@
-import { mkdtempSync, cpSync, writeFileSync, appendFileSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, appendFileSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,9 +8,9 @@ import { migrate, MigrationChangedError, SourcesDriftError } from '../../src/db/
 import { migrationStep } from '../../src/db/migration-step.ts';
 import { sha256 } from '../../src/db/sources.ts';
 import { SUPERSEDED_MIGRATIONS } from '../../src/db/superseded-migrations.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
 
 // Each test migrates its own scratch database from a copy of the repository's SQL.
-const repoRoot = new URL('../..', import.meta.url).pathname;
 const adminUrl = (() => { const u = new URL(testDatabaseUrl()); u.pathname = '/postgres'; return u.toString(); })();
 const scratchName = `potentia_migrate_${process.pid}`;
 const scratchUrl = (() => { const u = new URL(testDatabaseUrl()); u.pathname = `/${scratchName}`; return u.toString(); })();
@@ -24,8 +23,7 @@ describe('npm run db:migrate', () => {
   beforeAll(async () => {
     await admin.unsafe(`drop database if exists ${scratchName} with (force)`);
     await admin.unsafe(`create database ${scratchName}`);
-    root = mkdtempSync(join(tmpdir(), 'potentia-migrate-'));
-    for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(root, dir), { recursive: true });
+    root = checkoutCopy('migrate');
     // the copy starts with sql/ and the migrations in agreement, whatever the checkout's state
     // (tests/integration/migrations.test.ts is the one that fails on disagreement)
     await generateMigration(root, 'sync');

@@ -1,5 +1,4 @@
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { runMigrations } from 'graphile-worker';
@@ -10,6 +9,7 @@ import { generateMigration } from '../../src/db/generate-migration.ts';
 import { graphileWorkerRevision } from '../../src/db/graphile-schema.ts';
 import { pushLikeSupabase } from '../../src/db/push.ts';
 import { describeDrift, sourceFiles, sourcesDrift } from '../../src/db/sources.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
 
 // supabase/migrations are self-contained: a database made from them alone (as `supabase db push`
 // makes one) holds the same logic as one with the current sql/ sources applied. When sql/ changes
@@ -44,8 +44,7 @@ const withoutAppRoleGrants = (e: CatalogEntry): CatalogEntry => ({
 /** A copy of sql/ and supabase/migrations with the body of the first function of sql/ edited
  *  (a comment added), as a developer would edit a function and forget the migration. */
 function editedCopy(sources: string[]): { root: string; file: string; fn: string } {
-  const root = mkdtempSync(join(tmpdir(), 'potentia-drift-'));
-  for (const dir of ['sql', 'supabase/migrations']) cpSync(join(repoRoot, dir), join(root, dir), { recursive: true });
+  const root = checkoutCopy('drift');
   for (const file of sources) {
     const text = readFileSync(join(root, file), 'utf8');
     const m = /create or replace function ([\w.]+)\s*\(/i.exec(text);

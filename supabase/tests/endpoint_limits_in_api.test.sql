@@ -49,26 +49,7 @@ insert into app.rate_limits (user_id, bucket, window_start, hits)
 select tests.user_id('el_full_' || l.n), 'endpoint:' || l.endpoint, internal.rate_window_start(e.window_seconds), e.max_hits
 from limited l join app.endpoint_limits e using (endpoint);
 
-create function pg_temp.refused_as_postgrest(p_n int) returns text language plpgsql as $$
-declare v_call text := (select call from limited where n = p_n);
-begin
-  perform tests.authenticate_as_postgrest('el_full_' || p_n);
-  begin
-    execute v_call;
-    perform tests.clear_authentication();
-    return 'answered';
-  exception when others then
-    perform tests.clear_authentication();
-    return sqlstate;
-  end;
-end $$;
-select is(pg_temp.refused_as_postgrest(n), 'PX429', format('api.%s counts %s: refused rate_limited when its window is full', fn, endpoint))
-from limited order by n;
-
--- Over the real limits, called in a row: the call after the limit is the one refused.
-select tests.create_user(u) from unnest(array['el_ws', 'el_canvas', 'el_once', 'el_server']) u;
-create temp table ids (name text primary key, id uuid);
-grant all on ids to authenticated;
+-- p_call as p_user, as PostgREST calls it: 'ok', or the SQLSTATE it raised.
 create function pg_temp.try_as_postgrest(p_user text, p_call text) returns text language plpgsql as $$
 declare v_result jsonb;
 begin
@@ -82,6 +63,13 @@ begin
     return sqlstate;
   end;
 end $$;
+select is(pg_temp.try_as_postgrest('el_full_' || n, call), 'PX429', format('api.%s counts %s: refused rate_limited when its window is full', fn, endpoint))
+from limited order by n;
+
+-- Over the real limits, called in a row: the call after the limit is the one refused.
+select tests.create_user(u) from unnest(array['el_ws', 'el_canvas', 'el_once', 'el_server']) u;
+create temp table ids (name text primary key, id uuid);
+grant all on ids to authenticated;
 select is(array_agg(pg_temp.try_as_postgrest('el_ws', $$select api.create_workspace('W2 ' || clock_timestamp())$$) order by i),
           array['ok', 'ok', 'ok', 'ok', 'ok', 'PX429'],
           'W2 (5 per 60 s): five api.create_workspace calls in a row create, the sixth is refused rate_limited')

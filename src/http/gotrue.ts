@@ -134,12 +134,12 @@ export function gotrueRoutes(deps: Deps, settings: GotrueSettings = gotrueSettin
     };
   }
 
+  const closed = signupClosed(deps.config.env, settings);
   app.get('/settings', (c) => c.json({
     external: { email: true, phone: false, anonymous_users: false },
     disable_signup: closed !== undefined, mailer_autoconfirm: settings.autoconfirm, phone_autoconfirm: false, sms_provider: '', saml_enabled: false,
   }));
 
-  const closed = signupClosed(deps.config.env, settings);
   app.post('/signup', async (c) => {
     if (closed !== undefined) throw new GotrueError(422, 'signup_disabled', closed);
     const body = await readBody(c);

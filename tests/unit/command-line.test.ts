@@ -158,6 +158,14 @@ describe('scripts: the command line', () => {
     expect(migrate.stdout).toMatch(/^usage: npm run db:migrate /);
     expect(migrate.stdout).toMatch(/--database-url URL +the database \(default: DIRECT_DATABASE_URL, else DATABASE_URL\)/);
     expect(migrate.stdout).toMatch(/--strict +deploys and CI: refuse/);
+    // db-push's was the generic one, and nothing said a pgTAP file needs 000_helpers run before it on
+    // the pushed database (alone it fails `schema "tests" does not exist`); the README's command is this one
+    const push = await script('scripts/db-push.ts', '--help');
+    expect(push.code).toBe(0);
+    const pgtap = 'pg_prove --dbname URL supabase/tests/000_helpers.test.sql supabase/tests/<file>.test.sql';
+    expect(push.stdout).toMatch(/^usage: npx tsx scripts\/db-push.ts --database-url URL \[--seed\]\n/);
+    expect(push.stdout).toContain(`one file: ${pgtap}`);
+    expect(readFileSync(`${repoRoot}/README.md`, 'utf8')).toContain('pg_prove --dbname "$TAP" supabase/tests/000_helpers.test.sql supabase/tests/');
     const keys = await script('scripts/api-keys.ts', '-h');
     expect(keys.code).toBe(0);
     expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');

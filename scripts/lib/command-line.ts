@@ -1,6 +1,7 @@
 // The command line of a script under scripts/: node:util's parseArgs, with the two answers every
 // script owes its user. --help (-h) prints the usage and exits 0; an unknown or malformed option
 // prints what was wrong and the usage, and exits 2, where parseArgs alone threw a stack trace.
+import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { z } from 'zod';
@@ -33,7 +34,7 @@ export function parseCommandLine<T extends ParseArgsConfig>(config: T, usage?: s
     .map(([name, o]) => `[--${name}${o.type === 'string' ? ` ${name.toUpperCase().replace(/-/g, '_')}` : ''}]`).join(' ')}`;
   const args = config.args ?? process.argv.slice(2);
   if (args.some((a) => a === '--help' || a === '-h')) {
-    console.log(text);
+    console.log(usage === undefined ? [text, ...headerComment(process.argv[1])].join('\n') : text);
     process.exit(0);
   }
   let parsed: ReturnType<typeof parseArgs<T>>;
@@ -84,4 +85,20 @@ export function parseCommandLine<T extends ParseArgsConfig>(config: T, usage?: s
     return given.split(',').map((one) => read(name, form, one, true));
   };
   return { ...parsed, number, numbers };
+}
+
+/**
+ * The leading `//` lines of a script, unprefixed: where a script without a usage of its own says what
+ * it does, its options' defaults and which database it drops (docs/benchmarks.md points readers
+ * there), so that --help tells it and not only the option names. [] when the file cannot be read.
+ */
+function headerComment(file: string | undefined): string[] {
+  let source: string;
+  try { source = readFileSync(file ?? '', 'utf8'); } catch { return []; }
+  const lines: string[] = [];
+  for (const line of source.split('\n')) {
+    if (!line.startsWith('//')) break;
+    lines.push(line.replace(/^\/\/ ?/, ''));
+  }
+  return lines.length ? ['', ...lines] : [];
 }

@@ -166,6 +166,13 @@ describe('scripts: the command line', () => {
     expect(push.stdout).toMatch(/^usage: npx tsx scripts\/db-push.ts --database-url URL \[--seed\]\n/);
     expect(push.stdout).toContain(`one file: ${pgtap}`);
     expect(readFileSync(`${repoRoot}/README.md`, 'utf8')).toContain('pg_prove --dbname "$TAP" supabase/tests/000_helpers.test.sql supabase/tests/');
+    // a script without a usage of its own printed only its option names: bench:rank's said neither its
+    // defaults nor that it drops and recreates its database; its header comment, which says both, is its help
+    const rank = await script('scripts/bench-rank.ts', '--help');
+    expect(rank.code).toBe(0);
+    expect(rank.stdout).toMatch(/^usage: npx tsx scripts\/bench-rank.ts \[--inserts INSERTS\] \[--blocks BLOCKS\] \[--database-url DATABASE_URL\]\n/);
+    expect(rank.stdout).toContain('\nnpx tsx scripts/bench-rank.ts [--inserts 1000] [--blocks 100] [--database-url URL]\n');
+    expect(rank.stdout).toContain('(default potentia_bench_rank on the server of DATABASE_URL: dropped, created and migrated here)');
     const keys = await script('scripts/api-keys.ts', '-h');
     expect(keys.code).toBe(0);
     expect(keys.stdout).toContain('usage: JWT_SECRET=... npx tsx scripts/api-keys.ts [--years N]');

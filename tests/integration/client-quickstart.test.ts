@@ -67,6 +67,32 @@ describe('the quick start of packages/client/README.md', () => {
     }
   }, 150_000);
 
+  it('the API section\'s two `signal` samples run as written, given the client and a canvas they leave to the reader', async () => {
+    // They were run by no test: an indented ```ts block under createPotentiaClient's `signal` and
+    // one under Canvas's connect(). Each gets `potentia` (signed in, as after the quick start) and
+    // `canvas` (one of Ada's) before it, and says it got through after it.
+    const api = readme.slice(readme.indexOf('## API'));
+    const samples = [...api.matchAll(/^ {2}```ts\n([\s\S]*?)^ {2}```/gm)].map((m) => m[1]!.replace(/^ {2}/gm, ''));
+    expect(samples.map((s) => s.split('\n')[0])).toEqual([
+      'const controller = new AbortController();', 'const leave = new AbortController(); // e.g. aborted when the page is left']);
+    const given = `import { createPotentiaClient, type PotentiaError } from '@potentia/client';
+import WebSocket from 'ws';
+const potentia = createPotentiaClient({ url: process.env.POTENTIA_URL!, anonKey: process.env.ANON_KEY!, WebSocket });
+const email = \`signal-\${crypto.randomUUID()}@example.com\`;
+await potentia.auth.signUp(email, 'correct horse battery');
+const { workspace_id } = await potentia.workspaces.create('Signals');
+const canvas = potentia.canvas((await potentia.canvases.create(workspace_id, 'Signals')).canvas_id);
+`;
+    writeFileSync(join(dir, 'signals.ts'), `${given}${samples[0]}console.log('list sample done');
+${samples[1]}console.log('connect sample done', canvas.status);
+canvas.close();
+`);
+    const { stdout } = await run(join(root, 'node_modules/.bin/tsx'), ['--conditions=source', 'signals.ts'], {
+      cwd: dir, timeout: 60_000, env: { ...process.env, POTENTIA_URL: server.url, ANON_KEY: anonKey },
+    }).catch((err: { stdout?: string; stderr?: string }) => { throw new Error(`the samples failed:\n${err.stdout}\n${err.stderr}`); });
+    expect(stdout.trim().split('\n')).toEqual(['list sample done', 'connect sample done live']);
+  }, 90_000);
+
   it('run with a key that is not the anon key (a paste cut short), fails saying which key to send', async () => {
     // The local /auth/v1 answers GoTrue's 401 {message: 'Invalid API key', hint}, as Supabase's
     // gateway does; auth-js keeps only the message, so the quick start ended on a bare "Invalid

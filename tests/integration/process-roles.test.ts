@@ -51,6 +51,10 @@ const upgradeStatus = (url: string) => new Promise<number>((resolve, reject) => 
 });
 
 beforeAll(async () => {
+  // the api's banner names the demo canvas and a token for it only where the seed was loaded, as npm
+  // start loads it: this file loads it itself (idempotent), where it relied on another file having
+  // seeded the test database first (run alone on a database just migrated, the banner test failed)
+  await db.sql.file(join(process.cwd(), 'supabase/seed.sql'));
   await discardEmbeddingBacklog(db.sql); // the embedding waited for below is this file's own
   [api, gateways, worker] = await Promise.all([
     startPotentiaProcess({ ...base, POTENTIA_ROLE: 'api' }),
@@ -74,7 +78,7 @@ describe('process roles on one database', () => {
   it('each announces its role, and /health and /ready say what the role needs', async () => {
     expect(api.output()).toMatch(/Potentia is running \(role api,/);
     expect(api.output()).toMatch(/API\s+http:/);
-    expect(api.output()).toMatch(/export TOKEN=\S+/); // the test database is seeded: the demo canvas answers
+    expect(api.output()).toMatch(/export TOKEN=\S+/); // seeded in beforeAll: the demo canvas answers
     expect(api.output()).not.toMatch(/realtime\s+ws:/);
     expect(gateways[0].output()).toMatch(/Potentia is running \(role gateway,[\s\S]*realtime\s+ws:\/\//);
     expect(gateways[0].output()).not.toMatch(/API\s+http:/);

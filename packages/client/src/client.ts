@@ -333,6 +333,10 @@ export function createPotentiaClient(options: PotentiaClientOptions): PotentiaCl
     throw new TypeError(`createPotentiaClient: timeoutMs must be a number of milliseconds, 0 or more (0: no deadline), got ${String(timeoutMs)}`);
   }
   const WebSocketClass = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  // supabase-js would throw its own advice, which names realtime-js's option (`transport`), not ours
+  if (!WebSocketClass) {
+    throw new TypeError("createPotentiaClient: this runtime has no WebSocket (Node 20): pass one as the WebSocket option: import WebSocket from 'ws'; createPotentiaClient({ url, anonKey, WebSocket })");
+  }
   const authPrefix = `${url}/auth/v1/`;
   /** The caller's signals of auth calls, for auth-js's requests (it takes none): CallSignals. */
   const callSignals = new CallSignals();

@@ -28,13 +28,12 @@ function readmeBlock(): string[] {
   const server = `${test.protocol}//${test.username}:${test.password}@${test.host}`;
   return block.split('\n').map((l) => l.trim()).filter(Boolean).map((l) => l
     .replaceAll('postgres://postgres:postgres@127.0.0.1:5432', server)
-    .replaceAll('-h 127.0.0.1 -U postgres', `-h ${test.hostname} -p ${test.port || 5432} -U ${test.username}`)
     .replaceAll('potentia_tap', name));
 }
 
 async function bash(script: string): Promise<{ code: number; out: string }> {
   try {
-    const { stdout, stderr } = await run('bash', ['-c', script], { cwd: root, env: { ...process.env, PGPASSWORD: decodeURIComponent(test.password) }, timeout: 240_000 });
+    const { stdout, stderr } = await run('bash', ['-c', script], { cwd: root, timeout: 240_000 });
     return { code: 0, out: stdout + stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };

@@ -25,7 +25,9 @@ import { sleep, until } from '../helpers/wait.ts';
 //   on both gateways receives every operation once and in order, presence is whole again on both,
 //   and the workers embed every block's final content.
 // - The same for pg_terminate_backend of every backend at once (a failover's or an operator's
-//   purge of connections) under load.
+//   purge of connections) under load, and for one backend, then one walsender, killed with
+//   SIGKILL (the server's crash-restart).
+// - After each, every gateway streams from one temporary replication slot and no other is left.
 
 const config = loadConfig();
 let cluster: PrivateCluster;
@@ -180,6 +182,10 @@ async function verify(s: Awaited<ReturnType<typeof scene>>) {
     expect(p.exited()).toBeNull();
     expect(p.output()).not.toMatch(/unhandled|uncaught|BUG/i);
   }
+  // each gateway ready again streams from one temporary slot of its own; none left from before
+  // (a slot outliving its stream pins WAL until the disk fills)
+  const slots = await admin`select slot_type, temporary, active from pg_replication_slots order by slot_name`;
+  expect(slots.map((row) => ({ ...row }))).toEqual(apis.map(() => ({ slot_type: 'logical', temporary: true, active: true })));
 }
 
 describe('PostgreSQL restarts under two API + gateway processes and two workers', () => {
@@ -221,6 +227,24 @@ describe('PostgreSQL restarts under two API + gateway processes and two workers'
       expect(row!.n).toBeGreaterThan(8); // the pools, walsenders and LISTEN clients of all four processes
       const before = s.acks.length;
       await until(s.answered(before + 10), 60_000, `10 more answered mutations after purge ${i + 1}`);
+    }
+    await verify(s);
+  }, 240_000);
+
+  it('comes back from a backend killed with SIGKILL, and from its walsender alone killed so, under load', async () => {
+    // SIGKILL of any backend makes the postmaster reset every other one and run crash recovery,
+    // without a shutdown (what the OOM killer does to one backend): unlike pg_ctl, the server
+    // never refuses connections as shutting down, it drops them all at once and comes back by itself
+    const s = await scene();
+    const backend = (type: string) => admin<{ pid: number }[]>`select pid from pg_stat_activity
+      where datname = current_database() and backend_type = ${type} and pid <> pg_backend_pid()
+        and application_name like 'potentia-%' limit 1`;
+    for (const type of ['client backend', 'walsender']) {
+      await until(async () => (await backend(type)).length === 1, 60_000, `a ${type} of the processes`, 200);
+      const [row] = await backend(type);
+      const before = s.acks.length;
+      process.kill(row!.pid, 'SIGKILL');
+      await until(s.answered(before + 20), 60_000, `20 more answered mutations after the ${type} was killed`);
     }
     await verify(s);
   }, 240_000);

@@ -5,7 +5,7 @@
 // `npm run db:migration -- <name>`; --strict (deploys, CI) refuses instead (src/db/migrate.ts).
 // It warns of objects changed outside migrations since the last run (src/db/schema-drift.ts), and
 // of applied migrations this checkout has no file for (a newer release's), and goes on; it refuses an
-// applied migration whose file changed or was renamed to another version;
+// applied migration whose file changed or was renamed to another version, and a migration copied under another version;
 // --check only reports what is pending, applied but unknown here, or drifted.
 import { fileURLToPath } from 'node:url';
 import { decimalNumber, parseCommandLine } from './lib/command-line.ts';
@@ -14,7 +14,7 @@ import { runMigrations } from 'graphile-worker';
 import { loadConfigOrExit } from '../src/config.ts';
 import { couldNotConnect, isConnectionFailure } from '../src/db/faults.ts';
 import { connectionUrls } from '../src/db/pooling.ts';
-import { migrate, MigrationChangedError, MigrationRenamedError, migrationStatus, SourcesDriftError } from '../src/db/migrate.ts';
+import { migrate, MigrationChangedError, MigrationCopiedError, MigrationRenamedError, migrationStatus, SourcesDriftError } from '../src/db/migrate.ts';
 import { PrivilegesError } from '../src/db/migrate-privileges.ts';
 import { ReadOnlyTargetError } from '../src/db/migrate-writable.ts';
 import { DEFAULT_LOCK_WAIT_MS, LockWaitError, StepConnectionLostError } from '../src/db/migration-step.ts';
@@ -56,7 +56,7 @@ const database = new URL(url).pathname.slice(1);
 const list = (lines: string[], most = 20) =>
   lines.slice(0, most).map((l) => `    ${l}\n`).join('') + (lines.length > most ? `    … and ${lines.length - most} more\n` : '');
 /**
- * Applied migrations this checkout has no file for (src/db/migrate.ts, unknownMigrations), as
+ * Applied migrations this checkout has no file for (src/db/migration-history.ts, unknownMigrations), as
  * `supabase migration list` shows remote-only ones: a newer release or another branch migrated the
  * database. Named by --check (a finding: exit 1) and warned of by a run, which goes on: a role's
  * start does not refuse such a database either (src/db/migrated.ts), a rollback being the deploy's decision.
@@ -64,7 +64,7 @@ const list = (lines: string[], most = 20) =>
 function aheadOf(unknown: string[]): string {
   return `${unknown.length} applied migration(s) this checkout does not have (a newer release or another branch migrated the database):\n${list(unknown)}`;
 }
-/** Applied migrations older than the checkout's newest, with no file here (src/db/migrate.ts, removedMigrations). */
+/** Applied migrations older than the checkout's newest, with no file here (src/db/migration-history.ts, unknownMigrations). */
 function removedFrom(removed: string[]): string {
   return `${removed.length} applied migration(s) older than this checkout's newest have no file in supabase/migrations `
     + `(deleted, or from a branch this checkout does not have):\n${list(removed)}`;
@@ -83,7 +83,7 @@ try {
     await run();
   }
 } catch (err) {
-  if (err instanceof MigrationChangedError || err instanceof MigrationRenamedError || err instanceof SourcesDriftError
+  if (err instanceof MigrationChangedError || err instanceof MigrationRenamedError || err instanceof MigrationCopiedError || err instanceof SourcesDriftError
     || err instanceof PrivilegesError || err instanceof ReadOnlyTargetError) console.error(`migrate refused: ${err.message}`);
   // these say what happened to the step in flight and what to do
   else if (err instanceof LockWaitError || err instanceof StepConnectionLostError) console.error(`migrate failed: ${err.message}`);
@@ -128,6 +128,8 @@ async function check(): Promise<number> {
     status.pending.length > 0 ? `${status.pending.length} migration(s) to apply:\n${list(status.pending)}` : '',
     status.changed.length > 0 ? `${status.changed.length} applied migration(s) whose file has changed since (a run refuses them):\n${list(status.changed)}` : '',
     status.renamed.length > 0 ? `${status.renamed.length} migration file(s) renamed after they were applied (a run refuses them: give each its old name back):\n${list(status.renamed)}` : '',
+    status.copied.length > 0 ? `${status.copied.length} migration file(s) with the same text as another migration (a run refuses them: delete each copy; `
+      + `a migration meant to run again needs a text of its own):\n${list(status.copied)}` : '',
     status.removed.length > 0 ? `${removedFrom(status.removed)}  ${REMOVED_ADVICE}` : '',
     status.unknown.length > 0 ? `${aheadOf(status.unknown)}  ${AHEAD_ADVICE}` : '',
     status.drift.length > 0 ? `sql/ has changes no migration holds (npm run db:migration -- <name>):\n${list(status.drift)}` : '',

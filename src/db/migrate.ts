@@ -9,6 +9,8 @@ import {
   describeSchemaDrift, FINGERPRINT_TABLES, fingerprint, fingerprintUnusable, readFingerprint, recordAll, recordChanges, recordMigration,
 } from './schema-drift.ts';
 import { SUPERSEDED_MIGRATIONS } from './superseded-migrations.ts';
+import { type AppliedMigration, sameTextMigrations, type SameText, unknownMigrations, versionOf } from './migration-history.ts';
+import { splitStatements } from './split-statements.ts';
 import { describeDrift, hasDrift, listSql, sha256, sourceFiles, sourcesDrift } from './sources.ts';
 
 /**
@@ -18,8 +20,8 @@ import { describeDrift, hasDrift, listSql, sha256, sourceFiles, sourcesDrift } f
  *  2. `supabase/migrations/*.sql` in order, one transaction each (src/db/migration-step.ts: bounded lock waits, a lost connection named), recorded in
  *     `supabase_migrations.schema_migrations` (the Supabase CLI's table); an applied migration
  *     whose content changed is refused (unless the recorded text is one src/db/superseded-migrations.ts
- *     lists), and so is a file renamed to another version after it was applied (MigrationRenamedError,
- *     before any step). The migrations hold everything, functions and policies
+ *     lists), and so is a file renamed to another version after it was applied (MigrationRenamedError)
+ *     or a copy of another migration under a new version (MigrationCopiedError), before any step. The migrations hold everything, functions and policies
  *     included: `npm run db:migration` copies what changed in `sql/` into a new one.
  *  3. only when `sql/` has changes no migration holds yet (the development loop): all of `sql/` is
  *     applied on top, and `drift` says which files, so the caller can tell the developer to run
@@ -41,11 +43,11 @@ export type MigrateOptions = {
 
 /**
  * drift: sql/ changes no migration holds; schemaDrift: the database's objects changed outside migrations (schema-drift.ts);
- * unknown: applied migrations this checkout has no file for, newer than its newest (unknownMigrations, removedMigrations)
+ * unknown: applied migrations this checkout has no file for, newer than its newest (src/db/migration-history.ts, unknownMigrations: newer)
  */
 export type MigrateResult = {
   compat: string[]; migrations: string[]; sources: boolean; drift: string[]; schemaDrift: string[]; unknown: string[];
-  /** applied migrations older than the checkout's newest that have no file here (removedMigrations) */
+  /** applied migrations older than the checkout's newest that have no file here (unknownMigrations: removed) */
   removed: string[];
 };
 
@@ -74,6 +76,31 @@ export class MigrationRenamedError extends Error {
         'a migration meant to run again needs a text of its own (a comment will do).',
     );
   }
+}
+
+/**
+ * A migration file not applied yet whose text another migration has, that migration's file still
+ * here: copied under a new version (by hand, or a branch merge that brought the same migration
+ * under two timestamps). Run under its own version it would apply the same work a second time (a
+ * data migration's rows twice). `pending`: the other is not applied either (both would run, in turn).
+ */
+export class MigrationCopiedError extends Error {
+  constructor(readonly file: string, readonly of: string, readonly pending: boolean) {
+    super(
+      `migration ${file} has the same text as ${of}, ` +
+        (pending ? 'which is to be applied before it: run in turn they would apply the same work twice'
+          : 'which is applied: run under its own version it would apply the same work a second time') +
+        ' (a data migration\'s rows twice). Nothing was changed. ' +
+        `Delete the copy (git rm ${file}), then run the same command again; ` +
+        'a migration meant to run again needs a text of its own (a comment will do).',
+    );
+  }
+}
+
+/** The refusal of a file that repeats another migration's text (sameTextMigrations), its paths relative to `root`. */
+function sameTextError(root: string, found: SameText): MigrationRenamedError | MigrationCopiedError {
+  if (found.kind === 'renamed') return new MigrationRenamedError(relative(root, found.file), found.of);
+  return new MigrationCopiedError(relative(root, found.file), relative(root, found.of), found.kind === 'pending');
 }
 
 export class SourcesDriftError extends Error {
@@ -109,10 +136,14 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
       ${FINGERPRINT_TABLES};
     `);
   });
-  // a renamed migration is refused before the first step that changes anything
+  // a renamed or copied migration is refused before the first step that changes anything.
+  // The records are read once, here, for these checks and for naming the unknown ones at the end: a
+  // concurrent run (they take turns step by step) only adds records of files it has, and each step
+  // reads its own record again under the migrations' lock, which is what decides whether it applies
   const files = await listSql(join(root, 'supabase/migrations'));
-  const [renamed] = renamedMigrations(await appliedMigrations(sql), await withChecksums(files));
-  if (renamed) throw new MigrationRenamedError(relative(root, renamed.file), renamed.applied);
+  const records = await appliedMigrations(sql);
+  const [repeated] = sameTextMigrations(records, await withChecksums(files));
+  if (repeated) throw sameTextError(root, repeated);
   // what changed outside migrations since the last run; each step then records its own changes.
   // A fingerprint that cannot be compared (none yet, or migrations applied by something else) is
   // taken anew at the end
@@ -184,9 +215,7 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
   }
   // applied migrations this checkout lacks (a newer release or another branch migrated the
   // database): named, not refused, as a role's start does not refuse such a database (migrated.ts)
-  const unknown = unknownMigrations(await appliedMigrations(sql), files);
-  result.removed = removedMigrations(unknown, files);
-  result.unknown = unknown.filter((u) => !result.removed.includes(u));
+  ({ newer: result.unknown, removed: result.removed } = unknownMigrations(records, files));
 
   // 3. sql/ on top, only while it has changes no migration holds (or the database got an earlier
   //    state of sql/ that way): all files, in the order the generated migrations use
@@ -222,54 +251,20 @@ export async function migrate(sql: Sql, { root, log = () => {}, strict = false, 
  * What supabase_migrations.schema_migrations records, in version order; name and checksum null where
  * the table lacks the column (one the Supabase CLI made has no checksum: db:migrate adds it).
  */
-export async function appliedMigrations(sql: Sql | TransactionSql): Promise<{ version: string; name: string | null; checksum: string | null }[]> {
+export async function appliedMigrations(sql: Sql | TransactionSql): Promise<AppliedMigration[]> {
   const columns = new Set((await sql<{ name: string }[]>`select attname::text as name from pg_attribute
     where attrelid = 'supabase_migrations.schema_migrations'::regclass and attnum > 0 and not attisdropped`).map((c) => c.name));
   const column = (name: string) => (columns.has(name) ? sql(name) : sql`null::text`);
-  return sql<{ version: string; name: string | null; checksum: string | null }[]>`
+  return sql<AppliedMigration[]>`
     select version, ${column('name')} as name, ${column('checksum')} as checksum from supabase_migrations.schema_migrations order by version`;
 }
 
-/**
- * The applied migrations no file of `files` (supabase/migrations) has the version of, as
- * `<version>_<name>` (their file's name) in version order: what a newer release or another branch
- * applied, which `supabase migration list` shows as remote only. Nothing undoes them (migrations
- * have no down); `supabase migration repair --status reverted <version>` deletes a record.
- */
-export function unknownMigrations(applied: { version: string; name: string | null }[], files: string[]): string[] {
-  const known = new Set(files.map((f) => f.split('/').pop()!.split('_')[0]!));
-  return applied.filter((r) => !known.has(r.version)).map((r) => (r.name ? `${r.version}_${r.name}` : r.version));
-}
-
-/** Each file with the sha256 of its text, as schema_migrations records it. */
-async function withChecksums(files: string[]): Promise<{ file: string; checksum: string }[]> {
-  return Promise.all(files.map(async (file) => ({ file, checksum: sha256(await readFile(file, 'utf8')) })));
-}
-
-/**
- * The files of `files` not applied under their own version whose text an applied migration of
- * another version has, with that migration as `<version>_<name>`: renamed after they were applied
- * (MigrationRenamedError). An applied version that still has its file is not a rename's.
- */
-export function renamedMigrations(applied: { version: string; name: string | null; checksum: string | null }[],
-  files: { file: string; checksum: string }[]): { file: string; applied: string }[] {
-  const versionOf = (file: string) => file.split('/').pop()!.split('_')[0]!;
-  const versions = new Set(files.map((f) => versionOf(f.file)));
-  const byChecksum = new Map(applied.filter((r) => r.checksum !== null && !versions.has(r.version))
-    .map((r) => [r.checksum!, r.name ? `${r.version}_${r.name}` : r.version] as const));
-  const recorded = new Set(applied.map((r) => r.version));
-  return files.filter((f) => !recorded.has(versionOf(f.file)) && byChecksum.has(f.checksum))
-    .map((f) => ({ file: f.file, applied: byChecksum.get(f.checksum)! }));
-}
-
-/**
- * Of `unknown` (unknownMigrations), those whose version sorts before the newest of `files`: not a
- * newer release's (a release adds migrations after the ones it has), but a file deleted from
- * supabase/migrations, or one of a branch this checkout does not have.
- */
-export function removedMigrations(unknown: string[], files: string[]): string[] {
-  const newest = files.map((f) => f.split('/').pop()!.split('_')[0]!).sort().pop() ?? '';
-  return unknown.filter((u) => u.split('_')[0]! < newest);
+/** Each file with the sha256 of its text, as schema_migrations records it, and how many statements it has (sameTextMigrations). */
+async function withChecksums(files: string[]): Promise<{ file: string; checksum: string; statements: number }[]> {
+  return Promise.all(files.map(async (file) => {
+    const text = await readFile(file, 'utf8');
+    return { file, checksum: sha256(text), statements: splitStatements(text).length };
+  }));
 }
 
 /** What `npm run db:migrate -- --check` reports, changing nothing. */
@@ -277,11 +272,16 @@ export type MigrationStatus = {
   /** migrations not applied yet, and applied ones whose file has changed since */
   pending: string[];
   changed: string[];
-  /** files renamed after they were applied, as `<file> (applied as <version>_<name>)` (renamedMigrations): a run refuses them */
+  /** files renamed after they were applied, as `<file> (applied as <version>_<name>)` (sameTextMigrations): a run refuses them */
   renamed: string[];
+  /**
+   * files not applied with the text of another migration whose file is here, as `<file> (same text as <file>, applied|to be applied)`
+   * (sameTextMigrations): a run refuses them
+   */
+  copied: string[];
   /** applied migrations this checkout has no file for, newer than its newest (unknownMigrations), but those renamed */
   unknown: string[];
-  /** applied migrations older than the checkout's newest that have no file here (removedMigrations), but those renamed */
+  /** applied migrations older than the checkout's newest that have no file here (unknownMigrations), but those renamed */
   removed: string[];
   /** sql/ changes no migration holds */
   drift: string[];
@@ -292,7 +292,7 @@ export type MigrationStatus = {
 
 export async function migrationStatus(sql: Sql, root: string): Promise<MigrationStatus> {
   const status: MigrationStatus = {
-    pending: [], changed: [], renamed: [], unknown: [], removed: [], drift: describeDrift(await sourcesDrift(root, graphileWorkerRevision)), schemaDrift: null,
+    pending: [], changed: [], renamed: [], copied: [], unknown: [], removed: [], drift: describeDrift(await sourcesDrift(root, graphileWorkerRevision)), schemaDrift: null,
     schemaNote: 'no fingerprint of the schema recorded yet (db:migrate records one)',
   };
   const [tables] = await sql<{ migrations: boolean; fingerprint: boolean }[]>`
@@ -301,15 +301,19 @@ export async function migrationStatus(sql: Sql, root: string): Promise<Migration
   const records = tables!.migrations ? await appliedMigrations(sql) : [];
   const applied = new Map(records.map((r) => [r.version, r.checksum] as const));
   const files = await listSql(join(root, 'supabase/migrations'));
-  const renamed = renamedMigrations(records, await withChecksums(files));
-  status.renamed = renamed.map((r) => `${relative(root, r.file)} (applied as ${r.applied})`);
-  const unknown = unknownMigrations(records, files).filter((u) => !renamed.some((r) => r.applied === u));
-  status.removed = removedMigrations(unknown, files);
-  status.unknown = unknown.filter((u) => !status.removed.includes(u));
+  const repeated = sameTextMigrations(records, await withChecksums(files));
+  for (const r of repeated) {
+    if (r.kind === 'renamed') status.renamed.push(`${relative(root, r.file)} (applied as ${r.of})`);
+    else status.copied.push(`${relative(root, r.file)} (same text as ${relative(root, r.of)}, ${r.kind === 'pending' ? 'to be applied' : 'applied'})`);
+  }
+  const renamedFrom = new Set(repeated.filter((r) => r.kind === 'renamed').map((r) => r.of));
+  const unknown = unknownMigrations(records, files);
+  status.removed = unknown.removed.filter((u) => !renamedFrom.has(u));
+  status.unknown = unknown.newer.filter((u) => !renamedFrom.has(u));
   for (const file of files) {
-    const version = file.split('/').pop()!.split('_')[0]!;
+    const version = versionOf(file);
     const path = relative(root, file);
-    if (renamed.some((r) => r.file === file)) continue;
+    if (repeated.some((r) => r.file === file)) continue;
     if (!applied.has(version)) { status.pending.push(path); continue; }
     const checksum = applied.get(version);
     const text = await readFile(file, 'utf8');

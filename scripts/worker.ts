@@ -8,7 +8,7 @@ import { SEVERAL_AUTHORIZATIONS, severalAuthorizations } from '../src/http/autho
 import { ApiError } from '../src/http/errors.ts';
 import { keepRunningOnUnhandledRejection } from '../src/last-resort.ts';
 import { assertMigrated } from '../src/db/migrated.ts';
-import { databaseAheadWarning, startFailureAdvice } from '../src/start-failure.ts';
+import { startFailureAdvice, unknownMigrationsWarnings } from '../src/start-failure.ts';
 import { startWorker, type WorkerRuntime } from '../src/worker/runtime.ts';
 import { parseCommandLine } from './lib/command-line.ts';
 
@@ -47,7 +47,7 @@ if (metricsServer) {
   });
 }
 // a database not migrated, missing or not answering is named with what to do, as `npm run serve -- --role worker` does
-worker = await assertMigrated(config.databaseUrl, { ahead: (unknown) => console.warn(databaseAheadWarning(unknown, config)) })
+worker = await assertMigrated(config.databaseUrl, { unknown: (found) => unknownMigrationsWarnings(found, config).forEach((w) => console.warn(w)) })
   .then(() => startWorker({ databaseUrl: config.databaseUrl, directDatabaseUrl: config.directDatabaseUrl, worker: config.worker, embedding: config.embedding, logger }))
   .catch((err: NodeJS.ErrnoException) => {
     console.error([`could not start (npm run worker): ${err.message}`, startFailureAdvice(err, config)].filter(Boolean).join('\n  '));

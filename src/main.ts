@@ -5,7 +5,7 @@ import { assertMigrated } from './db/migrated.ts';
 import { keepRunningOnUnhandledRejection } from './last-resort.ts';
 import { apiKeys, DEMO, devToken } from './dev.ts';
 import { resolveRole, ROLE_USAGE, startRole, type Role } from './roles.ts';
-import { databaseAheadWarning, listenFailureAdvice, startFailureAdvice } from './start-failure.ts';
+import { listenFailureAdvice, startFailureAdvice, unknownMigrationsWarnings } from './start-failure.ts';
 
 // --help (-h) as every script answers it (scripts/lib/command-line.ts): the usage, exit 0
 if (process.argv.slice(2).some((a) => a === '--help' || a === '-h')) {
@@ -28,9 +28,9 @@ if (realtimeProblem) {
 }
 keepRunningOnUnhandledRejection();
 // role all runs the background-job worker in this process unless WORKER_MODE is external (`npm run worker`) or off
-// a database ahead of the code (migrations it has that this code lacks) is warned of, not refused
-const ahead = (unknown: string[]) => console.warn(databaseAheadWarning(unknown, config));
-const server = await assertMigrated(config.databaseUrl, { ahead }).then(() => startRole(config, role)).catch((err: NodeJS.ErrnoException) => {
+// a database with migrations this code lacks (a newer release's, or files deleted) is warned of, not refused
+const unknown = (found: { newer: string[]; removed: string[] }) => unknownMigrationsWarnings(found, config).forEach((w) => console.warn(w));
+const server = await assertMigrated(config.databaseUrl, { unknown }).then(() => startRole(config, role)).catch((err: NodeJS.ErrnoException) => {
   console.error(listenFailureAdvice(err, config)
     ?? [`could not start (role ${role}): ${err.message}`, startFailureAdvice(err, config)].filter(Boolean).join('\n  '));
   process.exit(1);

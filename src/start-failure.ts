@@ -41,16 +41,25 @@ export function startFailureAdvice(err: { code?: string; message: string; notOwn
 }
 
 /**
- * The warning of a role starting on a database ahead of its code: migrations recorded there that
- * this code has no file for (src/db/migrated.ts), a newer release's (the code rolled back) or
- * another branch's. Not refused: whether older code runs on the newer schema is the deploy's
- * decision (docs/self-hosting.md), but said, as `npm run db:migrate -- --check` names them.
+ * The warnings of a role starting on a database with migrations recorded that this code has no file
+ * for (src/db/migrated.ts), as `npm run db:migrate` tells them apart (src/db/migration-history.ts,
+ * unknownMigrations): `newer`, a newer release's (the code rolled back) or another branch's;
+ * `removed`, older than this code's newest, a file deleted from supabase/migrations or a branch not
+ * merged. Not refused: whether this code runs on that schema is the deploy's decision
+ * (docs/self-hosting.md), but said, as `npm run db:migrate -- --check` names them. One line each kind.
  */
-export function databaseAheadWarning(unknown: string[], urls: { databaseUrl: string }): string {
-  const shown = unknown.length > 3 ? `${unknown.slice(0, 3).join(', ')} and ${unknown.length - 3} more` : unknown.join(', ');
-  return `warning: the database (DATABASE_URL=${withoutPassword(urls.databaseUrl)}) has ${unknown.length} migration(s) this code does not have `
-    + `(${shown}): a newer release or another branch migrated it. Starting anyway: a rollback to the previous release is meant to `
-    + 'run on its schema (docs/self-hosting.md, "Upgrades"); otherwise deploy the code that has them (npm run db:migrate -- --check lists them).';
+export function unknownMigrationsWarnings({ newer, removed }: { newer: string[]; removed: string[] }, urls: { databaseUrl: string }): string[] {
+  const shown = (list: string[]) => (list.length > 3 ? `${list.slice(0, 3).join(', ')} and ${list.length - 3} more` : list.join(', '));
+  const database = `the database (DATABASE_URL=${withoutPassword(urls.databaseUrl)})`;
+  return [
+    ...(removed.length === 0 ? [] : [`warning: ${database} has ${removed.length} applied migration(s) older than this code's newest that `
+      + `supabase/migrations has no file for (${shown(removed)}): deleted, or from a branch this code does not have. Starting anyway: `
+      + 'restore the file (git log --diff-filter=D --stat -- supabase/migrations shows a deletion) or merge the branch that has it, '
+      + 'then deploy that code (npm run db:migrate -- --check lists them).']),
+    ...(newer.length === 0 ? [] : [`warning: ${database} has ${newer.length} migration(s) this code does not have `
+      + `(${shown(newer)}): a newer release or another branch migrated it. Starting anyway: a rollback to the previous release is meant to `
+      + 'run on its schema (docs/self-hosting.md, "Upgrades"); otherwise deploy the code that has them (npm run db:migrate -- --check lists them).']),
+  ];
 }
 
 /**

@@ -1,6 +1,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
+import { unknownMigrations } from './migration-history.ts';
 import { listSql } from './sources.ts';
 
 const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../supabase/migrations');
@@ -81,13 +82,15 @@ const POOLER_CONFIGURATION_ERRORS: [RegExp, string][] = [
 
 /**
  * This code's migrations (supabase/migrations, by file name) the database has not recorded, and the
- * ones it recorded that this code has no file for (`<version>_<name>`: a newer release's); none when it keeps no record.
+ * ones it recorded that this code has no file for (`<version>_<name>`), told apart as db:migrate
+ * tells them (src/db/migration-history.ts, unknownMigrations): `newer`, a newer release's;
+ * `removed`, older than this code's newest, a file deleted or a branch not merged. None when it keeps no record.
  */
-async function migrationsCompared(sql: postgres.Sql): Promise<{ pending: string[]; unknown: string[] }> {
+async function migrationsCompared(sql: postgres.Sql): Promise<{ pending: string[]; newer: string[]; removed: string[] }> {
   // by the catalog: to_regclass raises on a schema the role may not use
   const [table] = await sql`select exists (select from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = 'supabase_migrations' and c.relname = 'schema_migrations') as present`;
-  if (!table!.present) return { pending: [], unknown: [] }; // schema put there some other way (a restore without it): nothing to compare
+  if (!table!.present) return { pending: [], newer: [], removed: [] }; // schema put there some other way (a restore without it): nothing to compare
   const applied = (await sql`select version from supabase_migrations.schema_migrations order by version`).map((r) => r.version as string);
   const versions = new Set(applied);
   const files = (await listSql(MIGRATIONS_DIR)).map((file) => file.split('/').pop()!.replace(/\.sql$/, ''));
@@ -100,7 +103,7 @@ async function migrationsCompared(sql: postgres.Sql): Promise<{ pending: string[
     .then((rows) => new Map(rows.filter((r) => r.name).map((r) => [r.version, r.name!] as const)), () => new Map<string, string>());
   return {
     pending: files.filter((name) => !versions.has(name.split('_')[0]!)),
-    unknown: unknown.map((version) => (names.has(version) ? `${version}_${names.get(version)}` : version)),
+    ...unknownMigrations(unknown.map((version) => ({ version, name: names.get(version) ?? null })), files),
   };
 }
 
@@ -164,12 +167,16 @@ async function appRoleGrantsMissing(sql: postgres.Sql): Promise<string[]> {
  * and so does one that lacks some of this code's migrations (a deploy that skipped `db:migrate`),
  * or a connecting role that can act neither as the owner of its schemas nor as potentia_app (nor
  * holds, as a member of potentia_app, what sql/security/app_role.sql grants it in this database).
- * A database ahead of the code (migrations it recorded that this code has no file for) starts, and
- * `ahead` is told which, for a warning (src/start-failure.ts, databaseAheadWarning).
+ * A database with migrations recorded that this code has no file for (a newer release's, or older
+ * ones whose file was deleted) starts, and `unknown` is told which, for a warning
+ * (src/start-failure.ts, unknownMigrationsWarnings).
  */
-export async function assertMigrated(url: string, { ahead }: {
-  /** told of the migrations the database recorded that this code has no file for, when there are any: it starts anyway */
-  ahead?: (unknown: string[]) => void;
+export async function assertMigrated(url: string, { unknown }: {
+  /**
+   * told of the migrations the database recorded that this code has no file for, when there are any
+   * (src/db/migration-history.ts, unknownMigrations: `newer` than this code's newest, or `removed`): it starts anyway
+   */
+  unknown?: (found: { newer: string[]; removed: string[] }) => void;
 } = {}): Promise<void> {
   const sql = postgres(url, { max: 1, prepare: false, connect_timeout: 5, onnotice: () => {}, connection: { application_name: 'potentia-start-check' } });
   try {
@@ -187,11 +194,11 @@ export async function assertMigrated(url: string, { ahead }: {
     if (row && !row.migrated) throw new NotMigratedError();
     if (row) {
       // lost since the first answer: an outage, as above
-      const { pending, unknown } = await migrationsCompared(sql).catch(() => ({ pending: [], unknown: [] }));
+      const { pending, newer, removed } = await migrationsCompared(sql).catch(() => ({ pending: [], newer: [], removed: [] }));
       if (pending.length > 0) throw new PendingMigrationsError(pending, await notTheOwner(sql).catch(() => undefined));
       const notOwned = await schemasNotOwned(sql).catch(() => undefined); // lost since the first answer: an outage, as above
       if (notOwned) throw notOwned;
-      if (unknown.length > 0) ahead?.(unknown);
+      if (newer.length + removed.length > 0) unknown?.({ newer, removed });
     }
   } finally {
     await sql.end({ timeout: 5 });

@@ -94,4 +94,21 @@ describe('a database migrated by a newer release than the checkout', () => {
       await api?.stop();
     }
   }, 60_000);
+
+  it('a role\'s start names an applied migration older than the code\'s newest, its file gone, as removed, not as a newer release\'s', async () => {
+    await sql`insert into supabase_migrations.schema_migrations (version, name, checksum) values ('20261121000350', 'deleted_mid', 'abc')`;
+    let api: PotentiaProcess | undefined;
+    try {
+      api = await startPotentiaProcess({ DATABASE_URL: urlOf(name), WORKER_MODE: 'off', POTENTIA_ROLE: 'api' });
+      expect(api.output()).toContain(`warning: the database (DATABASE_URL=${withoutPassword(urlOf(name))}) has 1 applied migration(s) `
+        + 'older than this code\'s newest that supabase/migrations has no file for (20261121000350_deleted_mid): deleted, or from a branch '
+        + 'this code does not have. Starting anyway: restore the file (git log --diff-filter=D --stat -- supabase/migrations shows a deletion) '
+        + 'or merge the branch that has it, then deploy that code (npm run db:migrate -- --check lists them).');
+      expect(api.output()).toContain(`has 1 migration(s) this code does not have (${NEWER}): a newer release`);
+      expect((await fetch(`${api.url}/ready`)).status).toBe(200);
+    } finally {
+      await api?.stop();
+      await sql`delete from supabase_migrations.schema_migrations where version = '20261121000350'`;
+    }
+  }, 60_000);
 });

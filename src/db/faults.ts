@@ -53,7 +53,7 @@ export function answerTimedOut(err: unknown): boolean {
 export function couldNotConnect(err: unknown): boolean {
   const e = err as { code?: unknown; routine?: unknown; message?: unknown };
   return (typeof e?.code === 'string' && CONNECT_CODES.has(e.code)) || (typeof e?.routine === 'string' && STARTUP_ROUTINES.has(e.routine))
-    || (e?.code === '08P01' && typeof e.message === 'string' && POOLER_REFUSALS.test(e.message));
+    || (e?.code === '08P01' && typeof e.message === 'string' && POOLER_NO_SERVER.test(e.message)) || poolerLoginRefusal(err) !== undefined;
 }
 
 /**
@@ -61,10 +61,32 @@ export function couldNotConnect(err: unknown): boolean {
  * query (08P01) and closes the session, with one of these messages. The server is down or
  * refusing logins (server_login_retry), or the query waited query_wait_timeout in the pooler's
  * queue: the same answer as a failed connect, and running the request again at once waits for it again.
- * So are its own login refusals, also 08P01 where PostgreSQL says 28P01 or 3D000: a wrong password
- * (SCRAM, MD5), a user or a database it does not know.
  */
-const POOLER_REFUSALS = /^(server login has been failing|query_wait_timeout|pgbouncer cannot connect to server|no more connections allowed|SASL authentication failed|password authentication failed|no such user|no such database)/;
+const POOLER_NO_SERVER = /^(server login has been failing|query_wait_timeout|pgbouncer cannot connect to server|no more connections allowed)/;
+
+/**
+ * PgBouncer's refusals of a login, which it sends as 08P01 (protocol violation) and tells apart by
+ * their message alone, with the code PostgreSQL gives the same refusal: the server's 'database "x"
+ * does not exist' passed on (deploy/pgbouncer/pgbouncer.ini's * entry) and 'no such database: x' (a
+ * [databases] list without it), 3D000; '<method> authentication failed' (SCRAM, MD5: a user or
+ * password its auth file refuses) and 'no such user', 28P01.
+ */
+const POOLER_LOGIN_REFUSALS: readonly (readonly [RegExp, string])[] = [
+  [/^database ".*" does not exist$|^no such database\b/s, '3D000'],
+  [/^[\w-]+ authentication failed|^no such user\b/, '28P01'],
+];
+
+/**
+ * The code PostgreSQL gives the login refusal `err` is PgBouncer's answer for (POOLER_LOGIN_REFUSALS),
+ * undefined for any other error: a wrong URL (database, role, password) is told the same with or
+ * without a pooler, by a role's start (src/db/migrated.ts) and by couldNotConnect (not an outage to retry).
+ */
+export function poolerLoginRefusal(err: unknown): string | undefined {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  if (e?.code !== '08P01' || typeof e.message !== 'string') return undefined;
+  const message = e.message;
+  return POOLER_LOGIN_REFUSALS.find(([pattern]) => pattern.test(message))?.[1];
+}
 
 /** The server ended the session: 57P01-57P05 (shutdown, crash, cannot connect now, database dropped, idle session timeout), 25P03 (idle in transaction timeout). */
 const SESSION_ENDED = new Set(['57P01', '57P02', '57P03', '57P04', '57P05', '25P03']);

@@ -1,6 +1,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
+import { poolerLoginRefusal } from './faults.ts';
 import { unknownMigrations } from './migration-history.ts';
 import { listSql } from './sources.ts';
 
@@ -64,21 +65,13 @@ export class AppRoleGrantsMissingError extends Error {
   }
 }
 
-/** What a server that answers says about the URL itself (no such database, role or password): not an outage, never healing by itself. */
-const CONFIGURATION_ERRORS = new Set(['3D000', '28P01', '28000']);
-
 /**
- * The same answers from PgBouncer, which sends every refusal as 08P01 (protocol violation) and
- * tells them only by their message: the server's 'database "x" does not exist' passed on
- * (deploy/pgbouncer/pgbouncer.ini's * entry), 'no such database: x' (a [databases] list without
- * it), '<method> authentication failed' (a user or password its auth file refuses). Mapped to
- * the server's code so the start's advice is the same with or without a pooler. Its other 08P01
- * refusals (a server down, a full pool: src/db/faults.ts) are outages, as before.
+ * What a server that answers says about the URL itself (no such database, role or password): not an
+ * outage, never healing by itself. PgBouncer's answers of the same are mapped to these codes
+ * (src/db/faults.ts, poolerLoginRefusal), so the start's advice is the same with or without a pooler;
+ * its other 08P01 refusals (a server down, a full pool) are outages, as before.
  */
-const POOLER_CONFIGURATION_ERRORS: [RegExp, string][] = [
-  [/^database ".*" does not exist$|^no such database: /s, '3D000'],
-  [/authentication failed$/, '28P01'],
-];
+const CONFIGURATION_ERRORS = new Set(['3D000', '28P01', '28000']);
 
 /**
  * This code's migrations (supabase/migrations, by file name) the database has not recorded, and the
@@ -187,8 +180,8 @@ export async function assertMigrated(url: string, { unknown }: {
         where n.nspname = 'app' and c.relname = 'blocks') and exists (select from pg_namespace where nspname = 'api') as migrated`
       .then(([r]) => r, (err: { code?: string; message?: string }) => {
         if (CONFIGURATION_ERRORS.has(err.code ?? '')) throw err;
-        const pooler = err.code === '08P01' ? POOLER_CONFIGURATION_ERRORS.find(([message]) => message.test(err.message ?? '')) : undefined;
-        if (pooler) throw Object.assign(new Error(err.message), { code: pooler[1] });
+        const pooler = poolerLoginRefusal(err);
+        if (pooler) throw Object.assign(new Error(err.message), { code: pooler });
         return undefined;
       });
     if (row && !row.migrated) throw new NotMigratedError();

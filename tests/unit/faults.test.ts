@@ -1,7 +1,7 @@
 // isConnectionFailure (src/db/faults.ts): which errors mean the session, not the statement, failed;
 // the HTTP layer answers those 503 (retry) and the canvas lanes fail a whole transaction on them.
 import { describe, expect, it } from 'vitest';
-import { couldNotConnect, isConnectionFailure } from '../../src/db/faults.ts';
+import { couldNotConnect, isConnectionFailure, poolerLoginRefusal } from '../../src/db/faults.ts';
 
 describe('isConnectionFailure', () => {
   it('the server ended the session: shutdown, crash, database dropped, idle timeouts, class 08, the driver lost the socket', () => {
@@ -22,7 +22,9 @@ describe('couldNotConnect', () => {
     for (const message of ['server login has been failing, cached error: connect failed (server_login_retry)', 'query_wait_timeout',
       'pgbouncer cannot connect to server', 'no more connections allowed (max_client_conn)',
       // its own login refusals: a wrong password (SCRAM, MD5), a user or database it does not know
-      'SASL authentication failed', 'password authentication failed', 'no such user', 'no such database: potentia']) {
+      'SASL authentication failed', 'password authentication failed', 'no such user', 'no such database: potentia',
+      // the server's own refusal passed on (deploy/pgbouncer/pgbouncer.ini's * entry)
+      'database "potentia_gone" does not exist']) {
       expect(couldNotConnect({ code: '08P01', message }), message).toBe(true);
     }
     expect(couldNotConnect({ code: 'ECONNREFUSED' })).toBe(true);
@@ -32,6 +34,25 @@ describe('couldNotConnect', () => {
     for (const err of [{ code: '08P01', message: 'invalid message format' }, { code: '57P01', message: 'terminating connection due to administrator command' },
       { code: 'CONNECTION_CLOSED' }, { code: '08P01' }, null]) {
       expect(couldNotConnect(err), JSON.stringify(err)).toBe(false);
+    }
+  });
+});
+
+describe('poolerLoginRefusal', () => {
+  // one list for the start check (src/db/migrated.ts) and couldNotConnect: the two kept their own regexes, which had drifted apart
+  it("PgBouncer's login refusals (08P01, told by their message) get the code PostgreSQL gives the same refusal", () => {
+    const messages = ['database "potentia_gone" does not exist', 'no such database: potentia', 'SASL authentication failed',
+      'password authentication failed', 'md5 authentication failed', 'no such user'];
+    expect(Object.fromEntries(messages.map((message) => [message, poolerLoginRefusal({ code: '08P01', message })]))).toEqual({
+      'database "potentia_gone" does not exist': '3D000', 'no such database: potentia': '3D000', 'SASL authentication failed': '28P01',
+      'password authentication failed': '28P01', 'md5 authentication failed': '28P01', 'no such user': '28P01',
+    });
+  });
+
+  it('its refusals for want of a server, another code, or another protocol error are none', () => {
+    for (const err of [{ code: '08P01', message: 'query_wait_timeout' }, { code: '08P01', message: 'pgbouncer cannot connect to server' },
+      { code: '08P01', message: 'invalid message format' }, { code: '28P01', message: 'password authentication failed' }, { code: '08P01' }, null]) {
+      expect(poolerLoginRefusal(err), JSON.stringify(err)).toBeUndefined();
     }
   });
 });

@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate, migrationStatus } from '../../src/db/migrate.ts';
 import { withoutPassword } from '../../src/url-redaction.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
 import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 
 // A database migrated by a newer release than the checkout (a release rolled back, a branch
 // switched): `npm run db:migrate -- --check` names each applied migration the checkout has no
@@ -17,9 +17,9 @@ import { checkoutCopy } from '../helpers/checkout-copy.ts';
 // and so does a role's start: a database ahead of the code is not refused (src/db/migrated.ts).
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
-const name = `potentia_migrate_ahead_${process.pid}`;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
-const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
+const scratch = migrationScratch('migrate_ahead');
+const { name } = scratch;
+const urlOf = scratch.urlOf;
 const run = promisify(execFile);
 const tsx = join(repoRoot, 'node_modules/.bin/tsx');
 const NEWER = '29991231000000_newer_release';
@@ -27,8 +27,7 @@ let root: string;
 let sql: postgres.Sql;
 
 beforeAll(async () => {
-  await admin.unsafe(`drop database if exists ${name} with (force)`);
-  await admin.unsafe(`create database ${name}`);
+  await scratch.create();
   // the newer release: this checkout's migrations and one more
   root = checkoutCopy('migrate-ahead');
   writeFileSync(join(root, `supabase/migrations/${NEWER}.sql`), "create function internal.newer_release_probe() returns int language sql as 'select 1';");
@@ -38,8 +37,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await sql?.end();
-  await admin.unsafe(`drop database if exists ${name} with (force)`);
-  await admin.end();
+  await scratch.close();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

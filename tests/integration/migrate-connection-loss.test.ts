@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { StepConnectionLostError } from '../../src/db/migration-step.ts';
 import { startCommitLossProxy, type CommitLossProxy } from '../helpers/commit-loss-proxy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 import { databaseUrlThrough } from '../helpers/tcp-proxy.ts';
 
 // npm run db:migrate whose connection is lost where no statement of a step had been answered yet:
@@ -16,23 +16,19 @@ import { databaseUrlThrough } from '../helpers/tcp-proxy.ts';
 // A proxy in front of Postgres resets the connection under one statement, every time.
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
-const name = `potentia_migrate_connection_loss_${process.pid}`;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
-const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
+const scratch = migrationScratch('migrate_connection_loss');
 let proxy: CommitLossProxy;
 let proxied: string;
 
 beforeAll(async () => {
-  await admin.unsafe(`drop database if exists ${name} with (force)`);
-  await admin.unsafe(`create database ${name}`);
-  proxy = await startCommitLossProxy(Number(new URL(urlOf(name)).port || 5432));
-  proxied = databaseUrlThrough(proxy, urlOf(name));
+  await scratch.create();
+  proxy = await startCommitLossProxy(Number(new URL(scratch.url).port || 5432));
+  proxied = databaseUrlThrough(proxy, scratch.url);
 });
 
 afterAll(async () => {
   await proxy?.close();
-  await admin.unsafe(`drop database if exists ${name} with (force)`);
-  await admin.end();
+  await scratch.close();
 });
 
 describe('db:migrate whose connection is lost before a step\'s first answer', () => {
@@ -46,7 +42,7 @@ describe('db:migrate whose connection is lost before a step\'s first answer', ()
       expect(err).toBeInstanceOf(StepConnectionLostError);
       expect((err as Error).message).toMatch(/^the connection to the database was lost while applying the migrations table \(supabase_migrations\) \(.+\): the step was rolled back with its transaction/);
       // nothing of the step was made
-      const direct = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+      const direct = postgres(scratch.url, { max: 1, onnotice: () => {} });
       try {
         expect(await direct`select to_regnamespace('supabase_migrations') as s`).toEqual([{ s: null }]);
       } finally {

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { LockWaitError, StepConnectionLostError } from '../../src/db/migration-step.ts';
 import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 
 // npm run db:migrate against a database that is in use (src/db/migration-step.ts): a long
 // transaction holding a table the migration alters, statement_timeout/lock_timeout set on the
@@ -15,9 +15,8 @@ import { checkoutCopy } from '../helpers/checkout-copy.ts';
 // added to a copy of supabase/migrations; the database is migrated once beforehand.
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
-const name = `potentia_migrate_live_${process.pid}`;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
-const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
+const scratch = migrationScratch('migrate_live');
+const { name, urlOf, admin } = scratch;
 let root: string;
 let db: postgres.Sql; // the tests' own look at the database
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -33,8 +32,7 @@ async function until(what: string, check: () => Promise<boolean>, ms = 10_000): 
 }
 
 beforeAll(async () => {
-  await admin.unsafe(`drop database if exists ${name} with (force)`);
-  await admin.unsafe(`create database ${name}`);
+  await scratch.create();
   root = checkoutCopy('migrate-live');
   const sql = migrator();
   try { await migrate(sql, { root }); } finally { await sql.end(); }
@@ -43,8 +41,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await db?.end();
-  await admin.unsafe(`drop database if exists ${name} with (force)`);
-  await admin.end();
+  await scratch.close();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

@@ -2,9 +2,9 @@ import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate, MigrationCopiedError, MigrationRenamedError, migrationStatus } from '../../src/db/migrate.ts';
 import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 
 // An applied migration whose file was renamed to another version (a rebase that gave it a new
 // timestamp, a file renamed to sort after a late merge): the records are by version, so the run
@@ -12,9 +12,7 @@ import { checkoutCopy } from '../helpers/checkout-copy.ts';
 // and named the old version only as one "a newer release or another branch" applied. It is now
 // refused before any step, naming the file and the migration it was applied as.
 
-const name = `potentia_migrate_renamed_${process.pid}`;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
-const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
+const scratch = migrationScratch('migrate_renamed');
 const APPLIED = '29990101000000_count_up';
 const RENAMED = '29990103000000_count_up';
 const OTHER = '29990102000000_other';
@@ -25,19 +23,17 @@ const recorded = async () => (await sql<{ version: string }[]>`select version fr
   where version like '2999%' order by version`).map((r) => r.version);
 
 beforeAll(async () => {
-  await admin.unsafe(`drop database if exists ${name} with (force)`);
-  await admin.unsafe(`create database ${name}`);
+  await scratch.create();
   root = checkoutCopy('migrate-renamed');
   // a hand-written data migration: applied twice, it adds its row twice
   writeFileSync(migrations(APPLIED), 'create table if not exists internal.count_up_probe (n int);\ninsert into internal.count_up_probe values (1);\n');
-  sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+  sql = postgres(scratch.url, { max: 1, onnotice: () => {} });
   expect((await migrate(sql, { root })).migrations).toContain(`supabase/migrations/${APPLIED}.sql`);
 }, 120_000);
 
 afterAll(async () => {
   await sql?.end();
-  await admin.unsafe(`drop database if exists ${name} with (force)`);
-  await admin.end();
+  await scratch.close();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

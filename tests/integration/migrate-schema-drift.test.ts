@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate, migrationStatus } from '../../src/db/migrate.ts';
 import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 
 // Changes made to the schema outside migrations (src/db/schema-drift.ts): npm run db:migrate warns
 // of them and --check exits 1 naming them, until a migration changes the object again or
@@ -15,10 +15,9 @@ import { checkoutCopy } from '../helpers/checkout-copy.ts';
 // realtime.messages, objects outside Potentia's schemas, migrations applied by supabase db push.
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
-const name = `potentia_schema_drift_${process.pid}`;
+const scratch = migrationScratch('schema_drift');
+const { name, urlOf, admin } = scratch;
 const restored = `${name}_restored`;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
-const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
 const run = promisify(execFile);
 let root: string;
 let sql: postgres.Sql;
@@ -31,8 +30,8 @@ const HAND_CHANGES = [
 ];
 
 beforeAll(async () => {
-  for (const db of [name, restored]) await admin.unsafe(`drop database if exists ${db} with (force)`);
-  await admin.unsafe(`create database ${name}`);
+  await admin.unsafe(`drop database if exists ${restored} with (force)`);
+  await scratch.create();
   root = checkoutCopy('schema-drift');
   sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
   expect((await migrate(sql, { root })).schemaDrift).toEqual([]);
@@ -40,8 +39,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await sql?.end();
-  for (const db of [name, restored]) await admin.unsafe(`drop database if exists ${db} with (force)`);
-  await admin.end();
+  await scratch.close([restored]);
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

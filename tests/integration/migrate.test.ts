@@ -2,27 +2,24 @@ import { writeFileSync, appendFileSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { generateMigration } from '../../src/db/generate-migration.ts';
 import { migrate, MigrationChangedError, SourcesDriftError } from '../../src/db/migrate.ts';
 import { migrationStep } from '../../src/db/migration-step.ts';
 import { sha256 } from '../../src/db/sources.ts';
 import { SUPERSEDED_MIGRATIONS } from '../../src/db/superseded-migrations.ts';
 import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 
 // Each test migrates its own scratch database from a copy of the repository's SQL.
-const adminUrl = (() => { const u = new URL(testDatabaseUrl()); u.pathname = '/postgres'; return u.toString(); })();
-const scratchName = `potentia_migrate_${process.pid}`;
-const scratchUrl = (() => { const u = new URL(testDatabaseUrl()); u.pathname = `/${scratchName}`; return u.toString(); })();
+const scratch = migrationScratch('migrate');
+const scratchUrl = scratch.url;
 
 describe('npm run db:migrate', () => {
-  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
   let root: string;
   let sql: postgres.Sql;
 
   beforeAll(async () => {
-    await admin.unsafe(`drop database if exists ${scratchName} with (force)`);
-    await admin.unsafe(`create database ${scratchName}`);
+    await scratch.create();
     root = checkoutCopy('migrate');
     // the copy starts with sql/ and the migrations in agreement, whatever the checkout's state
     // (tests/integration/migrations.test.ts is the one that fails on disagreement)
@@ -31,8 +28,7 @@ describe('npm run db:migrate', () => {
   });
   afterAll(async () => {
     await sql?.end();
-    await admin.unsafe(`drop database if exists ${scratchName} with (force)`);
-    await admin.end();
+    await scratch.close();
     rmSync(root, { recursive: true, force: true });
   });
 

@@ -26,7 +26,7 @@ const usage = `usage: npm run db:migrate [-- [--database-url URL] [--strict] [--
   --strict             deploys and CI: refuse, changing nothing, when sql/ has changes no migration holds
                        (without it they are applied on top, with a warning)
   --lock-wait SECONDS  how long a step may keep trying for locks other sessions hold (default ${DEFAULT_LOCK_WAIT_MS / 1000});
-                       it waits 2 s at a time, so the traffic queued behind it is never held longer
+                       in tries of 0.1 s growing to 2 s, so the traffic queued behind it is never held longer
   --accept-drift       take the schema as it is, changes made outside migrations included (they are warned of until then)
   --check              change nothing: list the migrations to apply, the applied ones this checkout lacks (a newer
                        release's or another branch's) and what changed outside migrations; exit 1 if any

@@ -7,11 +7,14 @@ import { begin } from './transaction.ts';
  * One step of `npm run db:migrate` (src/db/migrate.ts) in its own transaction, under the
  * migrations' advisory lock, made to behave against a database that serves live traffic:
  *
- * - **Lock waits are bounded.** The step waits at most LOCK_TIMEOUT_MS for each lock. A migration
- *   queued for a table's ACCESS EXCLUSIVE lock behind a long transaction makes every later reader
- *   and writer of that table queue behind it, so without a bound one forgotten `begin` in a psql
- *   stalled the whole API for as long as it stayed open. The step is rolled back, the traffic
- *   passes, and it is tried again until `lockWaitMs` has passed; then it fails naming the sessions
+ * - **Lock waits are bounded.** A migration queued for a table's ACCESS EXCLUSIVE lock behind a
+ *   long transaction makes every later reader and writer of that table queue behind it, so without
+ *   a bound one forgotten `begin` in a psql stalled the whole API for as long as it stayed open.
+ *   The step's first try waits FIRST_LOCK_TIMEOUT_MS for each lock, each next try twice as long,
+ *   up to LOCK_TIMEOUT_MS (GitLab's way: short tries first stall the traffic less, 1423 → 207 ms for
+ *   a writer behind a 1.5 s holder, 2017 → 814 ms behind a 5 s one: docs/performance.md, "Migration
+ *   lock waits"). The step is rolled back, the traffic passes, and it is tried again until
+ *   `lockWaitMs` has passed; then it fails naming the sessions
  *   that held the lock (pid, role, application, how long their transaction has been open, their
  *   query), seen by a second connection of the pool while the step waited.
  * - **The step's own settings win.** `statement_timeout` and `idle_in_transaction_session_timeout`
@@ -38,14 +41,18 @@ export type StepOptions = {
   watch?: Sql;
 };
 
-/** Each lock wait of a step: under the 3 s lock_timeout of the mutation RPCs (sql/rpc/mutate.sql),
+/** The longest lock wait of a try: under the 3 s lock_timeout of the mutation RPCs (sql/rpc/mutate.sql),
  *  so a mutation queued behind the step's pending lock gets through when the step gives up. */
 export const LOCK_TIMEOUT_MS = 2000;
+/** The first try's lock wait; each next try's is twice the last one's, up to LOCK_TIMEOUT_MS. */
+export const FIRST_LOCK_TIMEOUT_MS = 100;
 export const DEFAULT_LOCK_WAIT_MS = 60_000;
 /** Between two attempts the traffic that queued behind the step runs. */
 const RETRY_PAUSE_MS = 1000;
-/** Less of --lock-wait left than this after the pause: not worth another attempt. */
+/** Less of --lock-wait left than this after a try and its pause: not worth another try. */
 const MIN_ATTEMPT_LOCK_MS = 250;
+/** The last try's lock wait at the least (--lock-wait 0 included): long enough for watchLocks to see who holds the lock. */
+const LAST_TRY_MIN_MS = 500;
 const MIGRATE_LOCK = 7_303_030_001; // advisory lock key: one migrator at a time per database
 const WATCH_EVERY_MS = 250;
 
@@ -57,7 +64,7 @@ export type Blocker = {
 
 export class LockWaitError extends Error {
   constructor(readonly label: string, readonly blockers: Blocker[], readonly waitedMs: number) {
-    super(`${label} waited ${Math.round(waitedMs / 1000)} s for locks held by other sessions and was not applied: ${describeBlockers(blockers)}. ` +
+    super(`${label} waited ${+(waitedMs / 1000).toFixed(1)} s for locks held by other sessions and was not applied: ${describeBlockers(blockers)}. ` +
       'The step was rolled back (nothing of it is applied; the steps before it are kept). End those sessions or let them finish ' +
       '(select pg_terminate_backend(pid) ends one), then run the same command again; --lock-wait SECONDS waits longer.');
   }
@@ -88,12 +95,18 @@ export async function migrationStep<T>(sql: Sql, log: (line: string) => void, wo
   { label = 'a migration step', lockWaitMs = DEFAULT_LOCK_WAIT_MS, reported = new Set<number>(), watch }: StepOptions = {}): Promise<T> {
   const started = monotonicNow();
   let deadlocks = 0;
-  // the last attempt waits only what is left of lockWaitMs: it gave up to LOCK_TIMEOUT_MS + RETRY_PAUSE_MS early
-  let attemptLockMs = LOCK_TIMEOUT_MS;
+  let tries = 0;
   for (;;) {
+    // the tries grow from FIRST_LOCK_TIMEOUT_MS; the last (no other fits in lockWaitMs after it)
+    // waits what is left, but at least LAST_TRY_MIN_MS: its failure names who held the lock, which
+    // the watcher must have seen
+    const grown = Math.min(FIRST_LOCK_TIMEOUT_MS * 2 ** tries, LOCK_TIMEOUT_MS);
+    const leftAtStart = lockWaitMs - (monotonicNow() - started);
+    const last = leftAtStart - grown - RETRY_PAUSE_MS < MIN_ATTEMPT_LOCK_MS;
+    const attemptLockMs = last ? Math.max(Math.min(leftAtStart, LOCK_TIMEOUT_MS), LAST_TRY_MIN_MS) : grown;
     let pid: number | null = null;
     let committing = false;
-    const watcher = watchLocks(watch, () => pid);
+    const watcher = watchLocks(watch, () => pid, Math.min(WATCH_EVERY_MS, attemptLockMs / 2));
     try {
       return await begin(sql, async (tx) => {
         const [row] = await tx<{ pid: number }[]>`select pg_backend_pid() as pid,
@@ -128,12 +141,11 @@ export async function migrationStep<T>(sql: Sql, log: (line: string) => void, wo
       }
       if (code === '55P03') {
         const blockers = watcher.blockers();
-        const left = lockWaitMs - (monotonicNow() - started);
-        const next = Math.min(LOCK_TIMEOUT_MS, left - RETRY_PAUSE_MS);
-        if (next >= MIN_ATTEMPT_LOCK_MS) {
+        if (!last) {
+          const left = lockWaitMs - (monotonicNow() - started);
           log(`${label}: waited ${+(attemptLockMs / 1000).toFixed(1)} s for a lock, ${describeBlockers(blockers)}: rolled back so the traffic queued behind it runs; ` +
             `trying again (${Math.round(left / 1000)} s left of --lock-wait)`);
-          attemptLockMs = next;
+          tries++;
           await sleep(RETRY_PAUSE_MS);
           continue;
         }
@@ -169,11 +181,11 @@ async function takeMigrateLock(tx: TransactionSql, log: (line: string) => void, 
 }
 
 /**
- * While a step runs, looks every WATCH_EVERY_MS at what its backend waits for, on another
- * connection (the step's is busy waiting). Keeps the last sessions seen blocking it, for the
- * message once the wait times out.
+ * While a step runs, looks every `everyMs` (WATCH_EVERY_MS, less for a short try: twice within its
+ * wait) at what its backend waits for, on another connection (the step's is busy waiting). Keeps
+ * the last sessions seen blocking it, for the message once the wait times out.
  */
-function watchLocks(sql: Sql | undefined, pid: () => number | null): { blockers(): Blocker[]; stop(): void } {
+function watchLocks(sql: Sql | undefined, pid: () => number | null, everyMs: number): { blockers(): Blocker[]; stop(): void } {
   let last: Blocker[] = [];
   let stopped = false;
   if (!sql) return { blockers: () => last, stop: () => {} };
@@ -189,7 +201,9 @@ function watchLocks(sql: Sql | undefined, pid: () => number | null): { blockers(
       order by b.pid`.catch(() => []);
     if (rows.length > 0) last = rows.map((r) => ({ ...r }));
   };
-  let running: Promise<void> = Promise.resolve();
-  const timer = setInterval(() => { running = running.then(look); }, WATCH_EVERY_MS);
+  // connected before the first look (postgres.js connects on the first query): a short try's
+  // wait may be over before a connection made at the first look could look
+  let running: Promise<void> = sql`select 1`.then(() => {}, () => {});
+  const timer = setInterval(() => { running = running.then(look); }, everyMs);
   return { blockers: () => last, stop: () => { stopped = true; clearInterval(timer); } };
 }

@@ -46,7 +46,7 @@ afterAll(async () => {
 });
 
 describe('db:migrate on a database in use', () => {
-  it('waits for a table a long transaction holds 2 s at a time, so queued traffic passes; at --lock-wait it fails naming the session, applying nothing', async () => {
+  it('waits for a table a long transaction holds in tries of 0.1 s growing to 2 s, so queued traffic passes; at --lock-wait it fails naming the session, applying nothing', async () => {
     addMigration('29990101000000', 'alter table app.blocks add column live_probe int;');
     const holder = postgres(urlOf(name), { max: 1, onnotice: () => {}, connection: { application_name: 'forgotten-psql' } });
     const sql = migrator();
@@ -70,9 +70,9 @@ describe('db:migrate on a database in use', () => {
       const err = await failed;
       expect(Date.now() - started).toBeLessThan(15_000); // bounded by --lock-wait (4.5 s), not by the holder
       expect(err).toBeInstanceOf(LockWaitError);
-      // the whole of --lock-wait (4.5 s): the last attempt waits what is left (it gave up after 2 s)
+      // the whole of --lock-wait (4.5 s): tries of 0.1, 0.2 and 0.4 s, 1 s apart, then the last waits what is left (0.8 s)
       expect((err as LockWaitError).waitedMs).toBeGreaterThanOrEqual(4000);
-      expect((err as Error).message).toMatch(new RegExp('^supabase/migrations/29990101000000_live\\.sql waited \\d+ s for locks held by other sessions and was not applied: '
+      expect((err as Error).message).toMatch(new RegExp('^supabase/migrations/29990101000000_live\\.sql waited \\d+(\\.\\d)? s for locks held by other sessions and was not applied: '
         + `pid ${holderPid} \\(role postgres, application forgotten-psql, idle in transaction in a transaction open for \\d+ s, holding app\\.blocks; last query: lock table app\\.blocks in access share mode\\)\\. `
         + 'The step was rolled back \\(nothing of it is applied; the steps before it are kept\\)\\. End those sessions or let them finish'));
       expect(await recorded('29990101000000')).toBe(0);
@@ -81,11 +81,13 @@ describe('db:migrate on a database in use', () => {
       // run again while the holder still holds it, and the holder ends: it is applied on a later try
       const logged: string[] = [];
       const again = migrate(sql, { root, log: (l) => logged.push(l), watch: db });
-      await until('a retry', async () => logged.length > 0);
+      await until('three tries', async () => logged.length >= 3);
       release();
       await held;
       expect((await again).migrations).toEqual(['supabase/migrations/29990101000000_live.sql']);
-      expect(logged[0]).toMatch(new RegExp(`^supabase/migrations/29990101000000_live\\.sql: waited 2 s for a lock, pid ${holderPid} \\(.*forgotten-psql.*\\): rolled back so the traffic queued behind it runs; trying again \\(\\d+ s left of --lock-wait\\)$`));
+      // each try waits twice as long as the one before (up to 2 s): a short wait stalls the traffic queued behind it little
+      expect(logged.slice(0, 3).map((l) => /waited ([\d.]+) s for a lock/.exec(l)?.[1])).toEqual(['0.1', '0.2', '0.4']);
+      expect(logged[0]).toMatch(new RegExp(`^supabase/migrations/29990101000000_live\\.sql: waited 0\\.1 s for a lock, pid ${holderPid} \\(.*forgotten-psql.*\\): rolled back so the traffic queued behind it runs; trying again \\(\\d+ s left of --lock-wait\\)$`));
     } finally {
       release?.();
       await holder.end();
@@ -171,7 +173,7 @@ describe('db:migrate on a database in use', () => {
       release();
       await held;
       expect(run?.code).toBe(1);
-      expect(run?.stderr).toMatch(/^migrate failed: the migrations table \(supabase_migrations\) waited 2 s for locks held by other sessions and was not applied: pid \d+ \(role postgres, application forgotten-psql, idle in transaction/);
+      expect(run?.stderr).toMatch(/^migrate failed: the migrations table \(supabase_migrations\) waited \d+(\.\d)? s for locks held by other sessions and was not applied: pid \d+ \(role postgres, application forgotten-psql, idle in transaction/);
     } finally {
       release?.();
       await holder.end();

@@ -127,6 +127,9 @@ comment on function internal.lexorank_between(text, text) is 'generated';
       await new Promise((resolve) => setTimeout(resolve, 100));
       const step = migrationStep(sql, (line) => logged.push(line), async (tx) => {
         attempts++;
+        // a try that waits past the deadlock check (deadlock_timeout, 1 s), as the later tries do:
+        // the first ones (0.1 s, 0.2 s …) give up before it, as a lock wait
+        await tx`set local lock_timeout = '5s'`;
         await tx`lock table public.deadlock_b`;
         if (attempts === 1) release();
         await tx`lock table public.deadlock_a`;

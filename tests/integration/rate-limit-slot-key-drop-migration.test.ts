@@ -14,40 +14,34 @@
 // test with a hit of the release before it; that release's code can no longer run against a
 // database of this one. Seen failing on the migrations without the drop: the keyless insert was
 // keyed and took its slot.)
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { pushLikeSupabase } from '../../src/db/push.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
 const migrationsDir = join(repoRoot, 'supabase/migrations');
 const DROP_MIGRATION = readdirSync(migrationsDir).find((f) => f.endsWith('_rate_limit_slots_drop_slot_key_trigger.sql'))!;
-const name = `potentia_slot_key_drop_${process.pid}`;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
+const scratch = migrationScratch('slot_key_drop');
+const { name, urlOf } = scratch;
 // a wait for another transaction's lock fails the statement instead of hanging the test (no hit
 // of take_limit_slot waits for another: the ones below must not)
 const connect = () => postgres(urlOf(name), { max: 1, onnotice: () => {}, connection: { lock_timeout: 10_000 } });
 
 describe('upgrade: the rate-limit slots\' compatibility trigger dropped', () => {
-  const admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
-  const root = mkdtempSync(join(tmpdir(), 'potentia-slot-key-drop-'));
+  const { admin } = scratch;
+  const root = checkoutCopy('slot-key-drop', { migrationsBefore: DROP_MIGRATION });
   afterAll(async () => {
-    await admin.unsafe(`drop database if exists ${name} with (force)`);
-    await admin.end();
+    await scratch.close();
     rmSync(root, { recursive: true, force: true });
   });
 
   it('lets the previous release\'s hits in flight and waiting behind it count under the same bound, and refuses a row without its key', async () => {
     expect(DROP_MIGRATION).toBeDefined();
-    cpSync(join(repoRoot, 'sql'), join(root, 'sql'), { recursive: true });
-    mkdirSync(join(root, 'supabase/migrations'), { recursive: true });
-    const files = readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).sort();
-    for (const f of files.filter((f) => f < DROP_MIGRATION)) cpSync(join(migrationsDir, f), join(root, 'supabase/migrations', f));
-    await admin.unsafe(`drop database if exists ${name} with (force)`);
-    await admin.unsafe(`create database ${name}`);
+    await scratch.create();
     const sql = connect();
     const other = connect();
     const late = connect();

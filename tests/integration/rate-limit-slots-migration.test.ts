@@ -6,37 +6,31 @@
 // the hit in flight, and carries the minute's committed count over as that many slots in the same
 // transaction, so the minute the upgrade falls in still allows the limit in all; what only the
 // shards used is gone.
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { pushLikeSupabase } from '../../src/db/push.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
 const migrationsDir = join(repoRoot, 'supabase/migrations');
+const files = readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).sort();
 const FIRST_OF_SLOTS = readdirSync(migrationsDir).find((f) => f.endsWith('_rate_limit_slots.sql'))!;
-const name = `potentia_slots_upgrade_${process.pid}`;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
+const scratch = migrationScratch('slots_upgrade');
+const { name, urlOf } = scratch;
 
 describe('upgrade: shard rows to slots', () => {
-  const admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
-  const root = mkdtempSync(join(tmpdir(), 'potentia-slots-'));
+  const root = checkoutCopy('slots', { migrationsBefore: FIRST_OF_SLOTS });
   afterAll(async () => {
-    await admin.unsafe(`drop database if exists ${name} with (force)`);
-    await admin.end();
+    await scratch.close();
     rmSync(root, { recursive: true, force: true });
   });
 
   it('carries the open minute\'s hits over as the lowest slots, drops the shard functions and rows, and the limit holds across the upgrade', async () => {
     // the migrations before the slots, alone
-    cpSync(join(repoRoot, 'sql'), join(root, 'sql'), { recursive: true });
-    mkdirSync(join(root, 'supabase/migrations'), { recursive: true });
-    const files = readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).sort();
-    for (const f of files.filter((f) => f < FIRST_OF_SLOTS)) cpSync(join(migrationsDir, f), join(root, 'supabase/migrations', f));
-    await admin.unsafe(`drop database if exists ${name} with (force)`);
-    await admin.unsafe(`create database ${name}`);
+    await scratch.create();
     const sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
     try {
       await pushLikeSupabase(sql, root, {});

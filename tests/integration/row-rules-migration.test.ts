@@ -5,21 +5,22 @@
 // valid (the constraints are validated), no mutation that was answered is lost or refused, and the
 // rules hold afterwards.
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, cpSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { migrationStep } from '../../src/db/migration-step.ts';
 import { pushLikeSupabase } from '../../src/db/push.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 import { createCanvas, mutate, type MutationResult } from '../helpers/fixtures.ts';
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
 const migrationsDir = join(repoRoot, 'supabase/migrations');
+const files = readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).sort();
 const FIRST = readdirSync(migrationsDir).find((f) => f.endsWith('_row_rules_functions.sql'))!;
-const name = `potentia_row_rules_upgrade_${process.pid}`;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
+const scratch = migrationScratch('row_rules_upgrade');
+const { name, urlOf } = scratch;
 
 /**
  * The RPC as the HTTP layer answers it: a call PostgreSQL rolled back as a deadlock's victim or a
@@ -40,21 +41,14 @@ async function mutateOrRolledBack(...args: Parameters<typeof mutate>): Promise<M
 }
 
 describe('upgrade: row rules as one function per table', () => {
-  const admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
-  const root = mkdtempSync(join(tmpdir(), 'potentia-row-rules-'));
+  const root = checkoutCopy('row-rules', { migrationsBefore: FIRST });
   afterAll(async () => {
-    await admin.unsafe(`drop database if exists ${name} with (force)`);
-    await admin.end();
+    await scratch.close();
     rmSync(root, { recursive: true, force: true });
   });
 
   it('keeps every row, validates them, loses no answered mutation made during it, and the rules hold after', async () => {
-    cpSync(join(repoRoot, 'sql'), join(root, 'sql'), { recursive: true });
-    mkdirSync(join(root, 'supabase/migrations'), { recursive: true });
-    const files = readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).sort();
-    for (const f of files.filter((f) => f < FIRST)) cpSync(join(migrationsDir, f), join(root, 'supabase/migrations', f));
-    await admin.unsafe(`drop database if exists ${name} with (force)`);
-    await admin.unsafe(`create database ${name}`);
+    await scratch.create();
     const sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
     const editor = postgres(urlOf(name), { max: 1, onnotice: () => {} });
     let stop = false;

@@ -5,13 +5,13 @@
 // statement that fixes it, and keeps what was applied before it; once those statements are run the
 // same migrations pass, and internal.cleanup runs. Before, every migration passed and cleanup
 // failed every minute afterwards ('"7 days"': invalid input syntax for type integer).
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { pushLikeSupabase } from '../../src/db/push.ts';
+import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
 const migrationsDir = join(repoRoot, 'supabase/migrations');
@@ -19,24 +19,18 @@ const files = readdirSync(migrationsDir).filter((f) => f.endsWith('.sql')).sort(
 // the first migration with the trigger: the database below was made by the ones before it
 const TRIGGER = files.find((f) => f.endsWith('_settings_values_checked.sql'))!;
 const CHECKED = files.find((f) => f.endsWith('_settings_held_checked.sql'))!;
-const name = `potentia_settings_held_${process.pid}`;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
+const scratch = migrationScratch('settings_held');
+const { name, urlOf } = scratch;
 
 describe('upgrade: app.settings values held before the rules', () => {
-  const admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
-  const root = mkdtempSync(join(tmpdir(), 'potentia-settings-held-'));
+  const root = checkoutCopy('settings-held', { migrationsBefore: TRIGGER });
   afterAll(async () => {
-    await admin.unsafe(`drop database if exists ${name} with (force)`);
-    await admin.end();
+    await scratch.close();
     rmSync(root, { recursive: true, force: true });
   });
 
   it('refuses the migration naming each bad key and its fix; the fixes let it pass and cleanup run', async () => {
-    cpSync(join(repoRoot, 'sql'), join(root, 'sql'), { recursive: true });
-    mkdirSync(join(root, 'supabase/migrations'), { recursive: true });
-    for (const f of files.filter((f) => f < TRIGGER)) cpSync(join(migrationsDir, f), join(root, 'supabase/migrations', f));
-    await admin.unsafe(`drop database if exists ${name} with (force)`);
-    await admin.unsafe(`create database ${name}`);
+    await scratch.create();
     const sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
     try {
       await pushLikeSupabase(sql, root, {});

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabaseUrl } from '../../src/config.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { checkoutCopy } from '../helpers/checkout-copy.ts';
+import { migrationScratch } from '../helpers/migration-scratch.ts';
 
 // `npm run db:migrate` as DBAs run it (README, "Applying migrations"): two runs at once on a fresh
 // database apply each step once between them (the compat schemas too: their check once ran
@@ -14,10 +14,10 @@ import { checkoutCopy } from '../helpers/checkout-copy.ts';
 // leaves nothing of itself behind.
 
 const repoRoot = new URL('../..', import.meta.url).pathname;
-const urlOf = (db: string) => { const u = new URL(testDatabaseUrl()); u.pathname = `/${db}`; return u.toString(); };
-const prefix = `potentia_migrate_runs_${process.pid}`;
-const names = { fresh: `${prefix}_fresh` };
-const admin = postgres(urlOf('postgres'), { max: 1, onnotice: () => {} });
+// the fresh database; the other databases and roles of the tests are named after it
+const scratch = migrationScratch('migrate_runs');
+const { urlOf, admin, name: prefix } = scratch;
+const names = { fresh: prefix };
 let badRoot: string;
 let laterRoot: string;
 
@@ -44,8 +44,7 @@ async function roleAndDatabase(role: string, db: string, owner: 'role' | 'superu
 }
 
 beforeAll(async () => {
-  await admin.unsafe(`drop database if exists ${names.fresh} with (force)`);
-  await admin.unsafe(`create database ${names.fresh}`);
+  await scratch.create();
   badRoot = checkoutCopy('bad-migration');
   writeFileSync(join(badRoot, 'supabase/migrations/29990101000000_bad.sql'), 'create table public.bad_probe (id int);\nselect 1/0;\n');
   laterRoot = checkoutCopy('later-migration');
@@ -54,8 +53,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await admin.unsafe(`drop database if exists ${names.fresh} with (force)`);
-  await admin.end();
+  await scratch.close();
   for (const dir of [badRoot, laterRoot]) if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

@@ -66,7 +66,9 @@ revoke all on app.system_audit from authenticated, anon;
 drop policy if exists presence_member_read on app.presence;
 create policy presence_member_read on app.presence for select to authenticated
   using (canvas_id in (select internal.readable_canvas_ids(false)));
--- app.settings, app.rate_limits and app.rate_limit_slots: no policy, so no direct access at all.
+-- app.settings, app.rate_limits, app.rate_limit_slots and app.presence_sessions: no policy, so no
+-- direct access at all (a presence session names a gateway process: api.update_presence and
+-- api.leave_canvas write them for the caller, sql/rpc/presence.sql; members read app.presence).
 
 grant execute on function internal.workspace_role(uuid, uuid), internal.canvas_role(uuid, uuid), internal.readable_canvas_ids(boolean),
   internal.token_allows(uuid, boolean), internal.request_context(), internal.context_of(jsonb, jsonb, uuid), internal.context_of(jsonb, jsonb, uuid, inet),

@@ -35,6 +35,8 @@ returns setof record language sql immutable set search_path = pg_catalog, pg_tem
     ('failed_job_retention_days', 1, 36500, 'days', 7),
     ('presence_expiry_seconds', 1, 2147483647, 'seconds', 120),
     ('presence_write_interval_seconds', 0, 2147483647, 'seconds', 30),
+    -- at least one: a user with no session allowed could never be tracked by a gateway
+    ('presence_sessions_max', 1, 2147483647, null, 256),
     ('mutations_per_minute', 0, 2147483647, null, 100),
     ('max_batch_ops', 0, 2147483647, null, 100),
     ('max_content_bytes', 0, 2147483647, 'bytes', 65536),

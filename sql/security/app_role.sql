@@ -48,6 +48,8 @@ begin
   execute 'grant execute on function internal.can_write_role(app.member_role) to potentia_app';
   execute 'grant execute on function internal.lock_callers(text[], text) to potentia_app';
   execute 'grant execute on function internal.rebalance_canvas(uuid) to potentia_app';
+  -- a gateway taken for dead, or stopping: its presence sessions leave (src/realtime/gateway.ts)
+  execute 'grant execute on function internal.remove_node_presence_sessions(text) to potentia_app';
   -- Graphile Worker's runtime (graphile-worker's run(): its start reads graphile_worker.migrations,
   -- then it takes, completes, fails and reschedules jobs in the _private tables and adds jobs and
   -- crontab rows). Its installer and migrations stay with the owner (db:migrate): no CREATE here.

@@ -160,6 +160,14 @@ export interface AppPresence {
   user_id: string;
 }
 
+export interface AppPresenceSessions {
+  canvas_id: string;
+  created_at: Generated<Timestamp>;
+  node_id: Generated<string | null>;
+  session_id: string;
+  user_id: string;
+}
+
 export interface AppRateLimits {
   bucket: string;
   hits: Generated<number>;
@@ -276,6 +284,7 @@ export interface DB {
   "app.feature_flags": AppFeatureFlags;
   "app.files": AppFiles;
   "app.presence": AppPresence;
+  "app.presence_sessions": AppPresenceSessions;
   "app.rate_limit_slots": AppRateLimitSlots;
   "app.rate_limits": AppRateLimits;
   "app.refresh_tokens": AppRefreshTokens;

@@ -171,6 +171,8 @@ export type ClusterOptions = {
   onBroadcast(key: ChannelKey, event: string, payload: ClusterPayload): void;
   /** How another node's presence changed this node's view of `key`. */
   onPresenceDiff(key: ChannelKey, diff: PresenceDiff): void;
+  /** Another node was dropped: taken for dead (silent), or it said `leave` (after its presences left this node's view). */
+  onNodeGone?(node: string): void;
   heartbeatMs?: number;
   deadAfterMs?: number;
   /** After this long without sending a message, silence alone is death (see above). */
@@ -493,6 +495,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     gaps.drop(node);
     answered.delete(node);
     forward(opts.presence.dropRemote(node));
+    opts.onNodeGone?.(node);
   }
 
   function onMessage(content: Buffer, lsn: bigint): void {

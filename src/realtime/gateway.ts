@@ -19,6 +19,7 @@ import { clusterKeyFingerprint, clusterKeySource, clusterKeys } from './cluster-
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
 import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
+import { removeNodePresenceSessions } from './presence-sessions.ts';
 import { createRestBroadcast, type RealtimeRest } from './rest-broadcast.ts';
 import { parseVsn } from './serializer.ts';
 import { refuseUpgrade, socketRoute } from './unavailable.ts';
@@ -98,11 +99,9 @@ export function createGateway(opts: GatewayOptions): Gateway {
     presence: hub.presence,
     logger: opts.logger,
     onBroadcast: (key, event, payload) => deliverClientBroadcast(hub, key, event, payload),
-    onPresenceDiff: (key, diff) => {
-      deliverPresenceDiff(hub, key, diff);
-      // a user's entry on another gateway left (or its gateway is dead): a durable leave put off for it may run now
-      hub.heldLeaves.settle(key, (caller) => hub.presence.callerPresent(key, caller));
-    },
+    onPresenceDiff: (key, diff) => deliverPresenceDiff(hub, key, diff),
+    // its durable presence sessions leave (presence-sessions.ts): its users who hold no other leave their canvases
+    onNodeGone: (node) => void removeNodePresenceSessions(opts.sql, opts.logger, node),
   });
   hub.cluster = cluster;
   // which key, so that an operator can compare gateways (the secret never: its fingerprint)
@@ -369,7 +368,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
       await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 1000))]);
       for (const ws of sockets) ws.terminate();
       wss.close();
-      await cluster.stop(); // `leave`: the other gateways drop this one's presences at once
+      // this process's durable presence sessions: each channel's and socket's close leaves its own,
+      // but a close still on its way as the process ends would leave its session behind (the other
+      // gateways remove them too, on `leave`; alone, nobody would until the rows expired)
+      await removeNodePresenceSessions(opts.sql, opts.logger, cluster.id);
+      await cluster.stop(); // `leave`: the other gateways drop this one's presences (and sessions) at once
       await bus.stop();
     },
   };

@@ -53,6 +53,14 @@ export class H1Socket {
   /** Messages are handled one after another, so answers keep the client's order. */
   private readonly inbound: InboundQueue;
   private lastPresenceWrite = 0;
+  /**
+   * The socket's durable presence session (app.presence_sessions, sql/rpc/presence.sql), recorded
+   * by every presence write and left at the close: the user's row stays while another of their
+   * sockets or channels holds a session on the canvas, on any gateway.
+   */
+  private readonly presenceSession: string;
+  /** The presence write on its way, if any: the close's leave runs after it (never before a write that records the session again). */
+  private presenceWrite: Promise<unknown> = Promise.resolve();
   private closed = false;
   /** Access was lost: queued messages are skipped while the one running finishes and is answered. */
   private revoked = false;
@@ -70,6 +78,7 @@ export class H1Socket {
     /** The client joins a snapshot sent in parts (`?snapshot_parts=1`); see sendSnapshot. */
     private readonly snapshotParts = false,
   ) {
+    this.presenceSession = hub.newPresenceSession();
     this.limiter = new RateLimiter(hub.limits.messagesPerSecond);
     this.frames = new FrameBound(ws, { framesPerSecond: hub.limits.framesPerSecond, frameBurst: hub.limits.h1FrameBurst },
       H1_CLOSE_FRAME_RATE, () => this.frameRateReached());
@@ -579,9 +588,12 @@ export class H1Socket {
   }
 
   private async presence(cursor: Record<string, unknown> | null, typing: boolean): Promise<void> {
-    // api.update_presence broadcasts through realtime.send; its durable write is throttled in SQL
+    // api.update_presence broadcasts through realtime.send; its durable write is throttled in SQL,
+    // the session recorded at every call (idempotent: one removed meanwhile is back)
     this.lastPresenceWrite = monotonicNow();
-    await this.rpc((tx) => tx`select api.update_presence(${this.canvasId}::uuid, ${cursor as any}::jsonb, ${typing})`);
+    const write = this.rpc((tx) => tx`select api.update_presence(${this.canvasId}::uuid, ${cursor as any}::jsonb, ${typing}, ${this.presenceSession})`);
+    this.presenceWrite = write.catch(() => {});
+    await write;
   }
 
   private onClose(): void {
@@ -590,8 +602,11 @@ export class H1Socket {
     this.expiry?.cancel();
     this.hub.logger.info({ canvas_id: this.canvasId, user_id: this.claims.sub, last_canvas_seq: this.lastSent }, 'H1 socket closed');
     this.offDatabase();
+    // its session leaves; the user leaves the canvas only when it was their last (sql/rpc/presence.sql)
     if (this.lastPresenceWrite > 0) {
-      this.rpc((tx) => tx`select api.leave_canvas(${this.canvasId}::uuid)`).catch(() => {});
+      void this.presenceWrite.then(() => this.rpc((tx) => tx`select api.leave_canvas(${this.canvasId}::uuid, ${this.presenceSession})`)).catch((err) => {
+        this.hub.logger.debug({ err }, 'leave_canvas from an H1 socket failed: its session goes with its gateway or its row\'s expiry');
+      });
     }
   }
 }

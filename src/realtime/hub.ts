@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { CanvasLanes } from '../db/canvas-lanes.ts';
@@ -6,8 +7,8 @@ import type { DatabaseBus, BusMessage } from './bus.ts';
 import type { ChannelKey } from './channel-key.ts';
 import type { ClusterNode } from './cluster.ts';
 import { DEFAULT_ADMISSION_LIMITS, type Admission, type AdmissionLimits } from './admission.ts';
-import { HeldLeaves } from './held-leaves.ts';
 import { PresenceTracker } from './presence.ts';
+import { PresenceSessions } from './presence-sessions.ts';
 import { DEFAULT_MAX_BUFFERED_BYTES } from './socket-write.ts';
 
 /**
@@ -142,10 +143,12 @@ export const DEFAULT_LIMITS: Limits = {
 export class Hub {
   /** The cluster's presence view: this process's presences and the other gateway processes'. */
   readonly presence = new PresenceTracker();
-  /** Durable leaves put off while the user still tracked a channel on another gateway process (held-leaves.ts). */
-  readonly heldLeaves = new HeldLeaves();
   /** This process's node in the realtime cluster (cluster.ts); set by the gateway, null without one. */
   cluster: ClusterNode | null = null;
+  /** A node id for sessions when there is no cluster (a hub made alone): its sessions go with their rows' expiry. */
+  private readonly aloneNode = randomUUID();
+  /** The durable presence sessions' ids of this process (presence-sessions.ts), named by its cluster node. */
+  private readonly sessions = new PresenceSessions(() => this.cluster?.id ?? this.aloneNode);
   private readonly subscribers = new Map<string, { set: Set<Subscriber>; off: () => void }>();
   /**
    * Local peers for client broadcasts and presence diffs (not from the database), per ChannelKey:
@@ -203,6 +206,11 @@ export class Hub {
       s.delete(peer);
       if (s.size === 0 && this.peers.get(key) === s) this.peers.delete(key);
     };
+  }
+
+  /** A new durable presence session id of this process (presence-sessions.ts): a channel's tracking period, an H1 socket. */
+  newPresenceSession(): string {
+    return this.sessions.next();
   }
 
   /** The local peers of channel `key` (never those of the same topic with the other privacy). */

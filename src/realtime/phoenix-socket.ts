@@ -49,6 +49,16 @@ type Channel = {
   offPeers: () => void;
   expiry: { cancel(): void } | null;
   lastPresenceWrite: number;
+  /**
+   * The durable presence session of the channel's current tracking period (app.presence_sessions,
+   * sql/rpc/presence.sql): its id, the claims it is written and left as (a token of another user
+   * may come meanwhile), and whether a write of it committed. Made by the first track after the
+   * channel was not tracked (each period its own id: a leave still on its way never removes the
+   * next period's session); dropped by the untrack or close that leaves it.
+   */
+  presenceSession: { id: string; claims: SocketClaims; recorded: boolean } | null;
+  /** The channel's durable presence writes and leaves, run one after another in the order asked (presenceStep). */
+  presenceWork: Promise<void>;
   tracked: boolean;
   /** Bytes of the tracked state's JSON while `tracked` (limits.maxPresenceBytesPerSocket). */
   trackedBytes: number;
@@ -470,6 +480,8 @@ export class PhoenixSocket {
       offPeers: () => {},
       expiry: null,
       lastPresenceWrite: 0,
+      presenceSession: null,
+      presenceWork: Promise.resolve(),
       tracked: false,
       trackedBytes: 0,
       gate: new AccessGate(() => this.reauthorize(channel), (err) => void this.accessCheckFailed(channel, err), {
@@ -623,8 +635,8 @@ export class PhoenixSocket {
       if (this.channels.get(channel.topic) !== channel) return; // closed meanwhile (left, socket gone, access lost)
       if (claims.sub !== channel.claims.sub) {
         // another user's token: what the old user tracked is theirs, not the new user's. Untracked
-        // as the old user (the others see it leave; their durable presence row is cleared unless
-        // they are still here in another tab), and the new user starts with nothing tracked.
+        // as the old user (the others see it leave; their session leaves, and their durable presence
+        // row with it unless they hold another session), and the new user starts with nothing tracked.
         // Before, the old meta stayed shown and a later untrack left the canvas as the new user.
         await this.untrack(channel);
         if (this.channels.get(channel.topic) !== channel) return;
@@ -869,8 +881,8 @@ export class PhoenixSocket {
       if (!(await this.maySend(channel, 'presence'))) {
         return this.reply(frame, 'error', { reason: `Unauthorized: You do not have permissions to track presence on this Channel topic: ${channel.subTopic}` });
       }
-      // durable last_active_at first: `ok` means recorded; a cursor the database refuses is not tracked
-      const writtenBefore = channel.lastPresenceWrite;
+      // durable last_active_at and the channel's session first: `ok` means recorded; a cursor the
+      // database refuses is not tracked
       const refused = await this.writePresence(channel, meta);
       if (refused) {
         this.reply(frame, 'error', { reason: reasonOf(refused) });
@@ -880,19 +892,15 @@ export class PhoenixSocket {
       // the channel ended while the track waited for the database (its socket closed, its access or
       // token ended: close() untracked nothing, none was tracked yet): a meta tracked now would
       // belong to no channel, never untracked, shown to every member and counted against its caller
-      // under the key until the gateway restarts. What update_presence wrote is cleared as a close's.
-      if (this.channels.get(channel.topic) !== channel) {
-        this.reply(frame, 'error', { reason: 'unmatched topic' });
-        if (channel.lastPresenceWrite !== writtenBefore) await this.leaveCanvas(channel);
-        return;
-      }
+      // under the key until the gateway restarts. The session update_presence wrote was left by the
+      // close (leaveCanvas, run after the write: presenceStep).
+      if (this.channels.get(channel.topic) !== channel) return this.reply(frame, 'error', { reason: 'unmatched topic' });
       // again, now: another channel of the key may have tracked while this one was authorized
       // (the caller taken again: an access_token event may have changed the token's user meanwhile)
       const caller = presenceCaller(channel.claims, this.address);
       if (this.keyFull(channel, caller)) return this.reply(frame, 'error', { reason: keyFullReason(channel) });
       channel.tracked = true;
       channel.trackedBytes = size;
-      this.hub.heldLeaves.drop(channel.key, caller); // tracked here again: this channel's close decides
       this.broadcastDiff(channel.key, this.hub.presence.track(channel.key, channel, channel.presenceKey, meta, caller));
       this.reply(frame, 'ok');
     } else if (p.event === 'untrack') {
@@ -923,25 +931,36 @@ export class PhoenixSocket {
   }
 
   /**
-   * Durable last_active_at (throttled): api.update_presence as the channel's user; the canvas is
-   * the private channel. Answers the error when the database refused the presence for the
-   * client's sake (invalid cursor, lost access); a database fault only logs: presence is in memory.
+   * Durable presence (api.update_presence as the channel's user; the canvas is the private
+   * channel), with the channel's session (Channel.presenceSession): written at the first track of a
+   * tracking period, always, and again at most every presenceWriteIntervalMs (the session recorded
+   * again with it, sql/rpc/presence.sql). Answers the error when the database refused the presence
+   * for the client's sake (invalid cursor, lost access, too many sessions): nothing was recorded.
+   * A database fault only logs (presence is in memory) and leaves the session unrecorded: the next
+   * track writes again, whatever the interval. Until then the user's row is not held by this
+   * channel: their other sessions' leaves may clear it (the cleanup's expiry would anyway), and
+   * this channel's leave removes nothing (its session is not there).
    */
   private async writePresence(channel: Channel, meta: Record<string, unknown>): Promise<ApiError | null> {
     const canvasId = canvasIdOfTopic(channel.subTopic);
     if (!canvasId || !channel.private || !channel.claims.sub || channel.claims.role !== 'authenticated') return null;
     const now = monotonicNow();
-    if (now - channel.lastPresenceWrite < this.hub.limits.presenceWriteIntervalMs) return null;
+    let session = channel.presenceSession;
+    if (session?.recorded && now - channel.lastPresenceWrite < this.hub.limits.presenceWriteIntervalMs) return null;
+    if (!session) channel.presenceSession = session = { id: this.hub.newPresenceSession(), claims: channel.claims, recorded: false };
     channel.lastPresenceWrite = now;
     const cursor = meta.cursor && typeof meta.cursor === 'object' && !Array.isArray(meta.cursor) ? meta.cursor : null;
+    const { id, claims } = session;
     try {
-      await withRequest(this.hub.sql, { claims: channel.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
-        tx`select api.update_presence(${canvasId}::uuid, ${cursor as any}::jsonb, ${meta.typing === true})`);
+      await this.presenceStep(channel, () => withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) =>
+        tx`select api.update_presence(${canvasId}::uuid, ${cursor as any}::jsonb, ${meta.typing === true}, ${id})`));
+      session.recorded = true;
       return null;
     } catch (err) {
       const error = apiErrorFromDatabase(err);
       if (CLIENT_CAUSED.has(error.code)) {
         channel.lastPresenceWrite = 0; // nothing was recorded: the next track writes again
+        if (!session.recorded && channel.presenceSession === session) channel.presenceSession = null; // nothing to leave
         return error;
       }
       this.hub.logger.warn({ err }, 'update_presence from realtime failed');
@@ -949,59 +968,44 @@ export class PhoenixSocket {
     }
   }
 
+  /**
+   * Runs `work`, a durable presence write or leave of `channel`, once the ones asked before it are
+   * done: a leave asked while the track's write is on its way (the socket closed, the client
+   * untracked) runs after it, so it never leaves a session that the write then records again.
+   */
+  private presenceStep<T>(channel: Channel, work: () => Promise<T>): Promise<T> {
+    const run = channel.presenceWork.then(work);
+    channel.presenceWork = run.then(() => {}, () => {});
+    return run;
+  }
+
   private async untrack(channel: Channel): Promise<void> {
-    if (!channel.tracked) return;
-    channel.tracked = false;
-    this.broadcastDiff(channel.key, this.hub.presence.untrack(channel.key, channel));
+    if (channel.tracked) {
+      channel.tracked = false;
+      this.broadcastDiff(channel.key, this.hub.presence.untrack(channel.key, channel));
+    }
     await this.leaveCanvas(channel);
   }
 
   /**
-   * The durable side of an untrack: on a canvas's private channel, the user's app.presence row
-   * cleared (api.leave_canvas, a presence_leave broadcast) unless another of their channels of
-   * the canvas still tracks: on this gateway, or on another one (the cluster's presence view).
-   * For the latter the leave is put off (hub.heldLeaves) until the view holds none of the user's
-   * entries: before, closing one of two tabs on two gateways told every H1 client the user had left.
+   * The durable side of an untrack or a close: the channel's session leaves (api.leave_canvas with
+   * it, as the user it was written as). The database decides whether the user left the canvas:
+   * their app.presence row goes, and presence_leave is broadcast, only when none of their sessions
+   * remains, on any gateway (sql/rpc/presence.sql). Before, this gateway decided from its view of
+   * the cluster, which did not yet hold a tab tracked `ok` on another gateway a moment before.
    */
   private async leaveCanvas(channel: Channel): Promise<void> {
+    const session = channel.presenceSession;
     const canvasId = canvasIdOfTopic(channel.subTopic);
-    const sub = channel.claims.sub;
-    if (!canvasId || !channel.private || !sub || channel.claims.role !== 'authenticated') return;
-    for (const peer of this.hub.peersOf<Channel>(channel.key)) {
-      if (peer !== channel && peer.tracked && peer.claims.sub === sub) return; // still here in another tab
-    }
-    const caller = presenceCaller(channel.claims, this.address);
-    const claims = channel.claims;
-    // the leave (held, it may run long after this socket closed) keeps the hub, not the socket
+    if (!session || !canvasId) return;
+    channel.presenceSession = null;
+    channel.lastPresenceWrite = 0; // the next tracking period's first track writes
     const hub = this.hub;
-    const leave = async (rowVersion?: string) => {
-      try {
-        await withRequest(hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) => rowVersion === undefined
-          ? tx`select api.leave_canvas(${canvasId}::uuid)`
-          : tx`select api.leave_canvas(${canvasId}::uuid) from app.presence
-               where canvas_id = ${canvasId}::uuid and user_id = ${sub}::uuid and xmin::text = ${rowVersion}`);
-      } catch (err) {
-        hub.logger.debug({ err }, 'leave_canvas from realtime failed');
-      }
-    };
-    if (this.hub.presence.callerPresent(channel.key, caller)) {
-      // run once the user's entries elsewhere are gone, and only on the row as it is now (its
-      // version, xmin): not when the gateway of their last tab has cleared it meanwhile (one
-      // presence_leave, not one per gateway they were on), nor on a row written since by the user
-      // back in a tab whose join this gateway's view has not read yet (it would clear a present user)
-      const version = this.hub.sql<{ version: string }[]>`
-        select xmin::text as version from app.presence where canvas_id = ${canvasId}::uuid and user_id = ${sub}::uuid`
-        .then(([row]) => row?.version ?? null, (err) => {
-          hub.logger.debug({ err }, 'presence row version for a held leave not read: left to the cleanup job');
-          return null;
-        });
-      return this.hub.heldLeaves.hold(channel.key, caller, async () => {
-        const v = await version;
-        if (v !== null) await leave(v);
-      });
-    }
-    this.hub.heldLeaves.drop(channel.key, caller);
-    await leave();
+    await this.presenceStep(channel, () => withRequest(hub.sql, { claims: session.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
+      tx`select api.leave_canvas(${canvasId}::uuid, ${session.id})`)).catch((err) => {
+      // its session stays until this gateway stops or is taken for dead, or the row expires
+      hub.logger.debug({ err }, 'leave_canvas from realtime failed');
+    });
   }
 
   /** Ends a channel with `phx_error`: realtime-js rejoins it (with backoff), and the join authorizes again. */

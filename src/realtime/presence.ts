@@ -288,26 +288,6 @@ export class PresenceTracker {
     for (const meta of this.metas(topic, key)) if (meta !== own?.meta && this.callers.get(meta) === caller) n++;
     return n;
   }
-
-  /**
-   * Whether `caller` holds any meta in channel `topic`'s view, under any key: local, or remote when
-   * their node sent their callers (a node of a version before callers shows nobody).
-   */
-  callerPresent(topic: ChannelKey, caller: string): boolean {
-    for (const { meta } of this.topics.get(topic)?.values() ?? []) if (this.callers.get(meta) === caller) return true;
-    for (const channels of this.remote.values()) {
-      for (const metas of channels.get(topic)?.values() ?? []) {
-        for (const meta of metas.values()) if (this.callers.get(meta) === caller) return true;
-      }
-    }
-    return false;
-  }
-
-  /** Whether any other owner on `topic` is present under `key` (another tab of the same user). */
-  keyPresent(topic: ChannelKey, key: string): boolean {
-    for (const e of this.topics.get(topic)?.values() ?? []) if (e.key === key) return true;
-    return false;
-  }
 }
 
 /**

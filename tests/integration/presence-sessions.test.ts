@@ -1,0 +1,223 @@
+import { randomUUID } from 'node:crypto';
+import type { RealtimeChannel } from '@supabase/realtime-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/jwt.ts';
+import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
+import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
+import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { createCanvas, mutate } from '../helpers/fixtures.ts';
+import { openH1, type H1Conn } from '../helpers/h1.ts';
+import { realtimeClients, subscribed } from '../helpers/realtime.ts';
+import { until } from '../helpers/wait.ts';
+
+// Durable presence decided in SQL (app.presence_sessions, sql/rpc/presence.sql): a user's
+// app.presence row lives while one of their sessions (a realtime-js channel, an H1 socket) does,
+// on any gateway process. Real gateway processes (`npm start`'s entry point), real
+// @supabase/realtime-js clients and raw H1 sockets; an H1 observer of another user counts the
+// presence_leave broadcasts. Before, the gateway closing a tab decided from its view of the
+// cluster, which did not hold a tab tracked `ok` on another gateway a moment before: a user moving
+// between tabs on two gateways got spurious presence_leaves and their row deleted while tracked
+// (25 to 29 rounds of 40), and an H1 socket's close left the canvas whatever else the user had open.
+
+const config = loadConfig();
+const db = testDatabase(3);
+const token = (sub: string) => signAccessToken(config.auth.jwtSecret, { sub }, { expiresInSeconds: 3600 });
+const env = { DATABASE_URL: testDatabaseUrl(), WORKER_MODE: 'off', NODE_ENV: 'development' };
+/** cluster.ts defaults: dead after 7 s of silence, swept every 0.5 s (+ margin for a loaded machine). */
+const DEAD_WAIT_MS = 7000 + 500 + 10_000;
+
+let gateways: PotentiaProcess[] = [];
+const realtime = realtimeClients({ timeoutMs: 10_000 });
+
+async function streaming(n: number): Promise<void> {
+  await until(async () => (await db.sql`select 1 from pg_stat_replication r join pg_stat_activity a using (pid)
+    where a.datname = current_database() and a.application_name = 'potentia-realtime-bus' and r.state = 'streaming'`).length >= n,
+  60_000, `${n} gateway streams`);
+}
+
+beforeAll(async () => {
+  gateways = await Promise.all([startPotentiaProcess(env), startPotentiaProcess(env)]);
+  await streaming(2);
+}, 120_000);
+
+afterAll(async () => {
+  await realtime.disconnectAll();
+  await Promise.all(gateways.map((g) => g.stop()));
+  await db.close();
+});
+
+const is = (type: ServerMessage['type'], extra: (m: any) => boolean = () => true) => (m: ServerMessage) => m.type === type && extra(m);
+
+/**
+ * An H1 socket of `userId` on `g` that has resumed (live deltas flow): the observer. `leaves` lists
+ * the presence_leave user ids it got, in order; `settled()` writes a block as the canvas owner and
+ * waits for its delta: every presence_leave committed before is in `leaves` then (one gateway's
+ * bus delivers in commit order).
+ */
+async function observer(g: PotentiaProcess, canvasId: string, userId: string) {
+  const conn = await openH1(g.url, canvasId, await token(userId));
+  await conn.next(is('hello'));
+  conn.send({ type: 'resume', since_canvas_seq: 0 });
+  await conn.next(is('resumed'));
+  const leaves = () => conn.inbox.flatMap((m: any) => (m.type === 'presence_leave' ? [m.user_id as string] : []));
+  return {
+    conn,
+    leaves,
+    async settled(): Promise<void> {
+      const marker = await mutate(db.sql, userId, canvasId, { action: 'create', patch: { type: 'text', content: { text: 'marker' } } });
+      await conn.next(is('delta', (m) => Number(m.server_seq) === Number(marker.server_seq)));
+    },
+  };
+}
+
+const present = async (canvasId: string, userId: string) =>
+  (await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${userId}`).length === 1;
+const sessions = async (canvasId: string, userId: string) =>
+  Number((await db.sql`select count(*) as n from app.presence_sessions where canvas_id = ${canvasId} and user_id = ${userId}`)[0]!.n);
+
+/** A realtime-js tab of the user on gateway `g`, subscribed to the canvas's private channel (not tracked yet). */
+async function tab(g: PotentiaProcess, canvasId: string, userToken: string, key: string): Promise<RealtimeChannel> {
+  const ch = realtime.connect(g.url, userToken, '2.0.0')
+    .channel(`canvas:${canvasId}`, { config: { private: true, presence: { key } } })
+    .on('presence', { event: 'sync' }, () => {});
+  expect((await subscribed(ch)).status).toBe('SUBSCRIBED');
+  return ch;
+}
+
+/** Closes a tab's socket (the channel's close, as a tab closing does). */
+async function closeTab(ch: RealtimeChannel): Promise<void> {
+  await ch.socket.disconnect();
+}
+
+/** An H1 socket of the user on `g` that has sent a presence, seen by the observer `obs`. */
+async function h1Present(g: PotentiaProcess, canvasId: string, userToken: string, userId: string, obs: H1Conn, x: number): Promise<H1Conn> {
+  const conn = await openH1(g.url, canvasId, userToken);
+  await conn.next(is('hello'));
+  conn.send({ type: 'presence', cursor: { x }, typing: false });
+  await obs.next(is('presence', (m) => m.user_id === userId && m.cursor?.x === x));
+  return conn;
+}
+
+describe('durable presence per session, across gateway processes', () => {
+  it('a user who moves between tabs on two gateways (new tab tracked, then the old one closed; 40 rounds) never leaves; their last tab\'s close leaves once', { timeout: 180_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const editorToken = await token(users.editor!);
+    const obs = await observer(gateways[0]!, canvasId, users.owner!);
+    let old = await tab(gateways[0]!, canvasId, editorToken, 'tab-0');
+    expect(await old.track({ name: 'editor' })).toBe('ok');
+    const spurious: number[] = [];
+    const rowGone: number[] = [];
+    for (let round = 1; round <= 40; round++) {
+      const next = await tab(gateways[round % 2]!, canvasId, editorToken, `tab-${round}`);
+      expect(await next.track({ name: 'editor' })).toBe('ok');
+      await closeTab(old);
+      // the old tab's leave has committed once only the new tab's session is left
+      await until(async () => (await sessions(canvasId, users.editor!)) === 1, 10_000, `round ${round}: the old tab's session gone`);
+      await obs.settled();
+      if (obs.leaves().length > spurious.length) spurious.push(round);
+      if (!(await present(canvasId, users.editor!))) rowGone.push(round);
+      old = next;
+    }
+    expect({ spurious, rowGone }).toEqual({ spurious: [], rowGone: [] });
+
+    await closeTab(old);
+    await until(() => obs.leaves().length > 0, 10_000, 'the presence_leave of the last tab');
+    await obs.settled();
+    expect(obs.leaves()).toEqual([users.editor]);
+    expect(await present(canvasId, users.editor!)).toBe(false);
+    expect(await sessions(canvasId, users.editor!)).toBe(0);
+    obs.conn.ws.close();
+  });
+
+  it('two H1 sockets of a user on two gateways: closing one leaves nothing (10 rounds of moving between them); closing the last leaves once', { timeout: 120_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const editorToken = await token(users.editor!);
+    const obs = await observer(gateways[0]!, canvasId, users.owner!);
+    let old = await h1Present(gateways[0]!, canvasId, editorToken, users.editor!, obs.conn, 0);
+    const spurious: number[] = [];
+    for (let round = 1; round <= 10; round++) {
+      const next = await h1Present(gateways[round % 2]!, canvasId, editorToken, users.editor!, obs.conn, round);
+      old.ws.close();
+      await old.closed;
+      await until(async () => (await sessions(canvasId, users.editor!)) === 1, 10_000, `round ${round}: the old socket's session gone`);
+      await obs.settled();
+      if (obs.leaves().length > spurious.length || !(await present(canvasId, users.editor!))) spurious.push(round);
+      old = next;
+    }
+    expect(spurious).toEqual([]);
+    old.ws.close();
+    await until(() => obs.leaves().length > 0, 10_000, 'the presence_leave of the last socket');
+    await obs.settled();
+    expect(obs.leaves()).toEqual([users.editor]);
+    expect(await present(canvasId, users.editor!)).toBe(false);
+    obs.conn.ws.close();
+  });
+
+  it('an H1 socket and a realtime-js tab of one user: the H1 socket\'s close leaves the row to the tab', { timeout: 60_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const editorToken = await token(users.editor!);
+    const obs = await observer(gateways[0]!, canvasId, users.owner!);
+    const t = await tab(gateways[1]!, canvasId, editorToken, 'tab');
+    expect(await t.track({ name: 'editor' })).toBe('ok');
+    const h1 = await h1Present(gateways[0]!, canvasId, editorToken, users.editor!, obs.conn, 1);
+    expect(await sessions(canvasId, users.editor!)).toBe(2);
+    h1.ws.close();
+    await until(async () => (await sessions(canvasId, users.editor!)) === 1, 10_000, 'the H1 socket\'s session gone');
+    await obs.settled();
+    expect(obs.leaves()).toEqual([]);
+    expect(await present(canvasId, users.editor!)).toBe(true);
+    await closeTab(t);
+    await until(() => obs.leaves().length > 0, 10_000, 'the presence_leave of the tab');
+    expect(await present(canvasId, users.editor!)).toBe(false);
+    obs.conn.ws.close();
+  });
+
+  it('a gateway killed with SIGKILL: the user whose only tab it held leaves once it is taken for dead; a user also on another gateway does not', { timeout: 120_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor', 'viewer']);
+    const g3 = await startPotentiaProcess(env);
+    try {
+      await streaming(3);
+      const obs = await observer(gateways[0]!, canvasId, users.owner!);
+      const editorToken = await token(users.editor!);
+      const viewerToken = await token(users.viewer!);
+      // the editor: one tab, on gateway 3; the viewer: a tab on gateway 3 and one on gateway 2
+      const only = await tab(g3, canvasId, editorToken, 'editor');
+      expect(await only.track({ name: 'editor' })).toBe('ok');
+      const onDead = await tab(g3, canvasId, viewerToken, 'viewer-3');
+      expect(await onDead.track({ name: 'viewer' })).toBe('ok');
+      const onLive = await tab(gateways[1]!, canvasId, viewerToken, 'viewer-2');
+      expect(await onLive.track({ name: 'viewer' })).toBe('ok');
+      expect(await sessions(canvasId, users.viewer!)).toBe(2);
+      g3.child.kill('SIGKILL');
+      await until(() => obs.leaves().length > 0, DEAD_WAIT_MS, 'the editor\'s presence_leave once gateway 3 is taken for dead');
+      await until(async () => (await sessions(canvasId, users.viewer!)) === 1, 10_000, 'the viewer\'s session on gateway 3 removed');
+      await obs.settled();
+      expect(obs.leaves()).toEqual([users.editor]);
+      expect(await present(canvasId, users.editor!)).toBe(false);
+      expect(await present(canvasId, users.viewer!)).toBe(true);
+      obs.conn.ws.close();
+    } finally {
+      await g3.stop();
+    }
+  });
+
+  it('a gateway stopped normally removes its own sessions: the user whose only tab it held leaves', { timeout: 90_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const g3 = await startPotentiaProcess(env);
+    try {
+      await streaming(3);
+      const obs = await observer(gateways[0]!, canvasId, users.owner!);
+      const only = await tab(g3, canvasId, await token(users.editor!), randomUUID());
+      expect(await only.track({ name: 'editor' })).toBe('ok');
+      await g3.stop();
+      await until(() => obs.leaves().length > 0, 10_000, 'the editor\'s presence_leave');
+      await obs.settled();
+      expect(obs.leaves()).toEqual([users.editor]);
+      expect(await present(canvasId, users.editor!)).toBe(false);
+      obs.conn.ws.close();
+    } finally {
+      await g3.stop();
+    }
+  });
+});

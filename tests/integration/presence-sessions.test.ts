@@ -5,8 +5,8 @@ import { signAccessToken } from '../../src/auth/jwt.ts';
 import { loadConfig, testDatabaseUrl } from '../../src/config.ts';
 import type { ServerMessage } from '../../src/realtime/h1-protocol.ts';
 import { startPotentiaProcess, type PotentiaProcess } from '../helpers/chaos.ts';
-import { testDatabase } from '../helpers/db.ts';
-import { createCanvas, mutate } from '../helpers/fixtures.ts';
+import { reservedTransaction, testDatabase } from '../helpers/db.ts';
+import { callAs, createCanvas, mutate } from '../helpers/fixtures.ts';
 import { openH1, type H1Conn } from '../helpers/h1.ts';
 import { realtimeClients, subscribed } from '../helpers/realtime.ts';
 import { until } from '../helpers/wait.ts';
@@ -219,5 +219,56 @@ describe('durable presence per session, across gateway processes', () => {
     } finally {
       await g3.stop();
     }
+  });
+});
+
+describe('durable presence per session, in the database', () => {
+  /** Acts as `userId` in `tx`'s transaction, as the gateway's transactions do (src/db/request.ts). */
+  const actAs = (tx: { conn: any }, userId: string) =>
+    tx.conn`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${JSON.stringify({ sub: userId, role: 'authenticated' })}, true),
+                   set_config('potentia.endpoint_limits', 'server', true)`;
+
+  it('the leaves of a user\'s last two sessions at once (two gateways): the second waits for the first, then the user leaves, once', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    for (const session of ['g1/1', 'g2/1']) await callAs(db.sql, users.editor!, 'update_presence', [canvasId, null, false, session]);
+    const first = await reservedTransaction(db.sql);
+    const second = await reservedTransaction(db.sql);
+    try {
+      await actAs(first, users.editor!);
+      await actAs(second, users.editor!);
+      await first.conn`select api.leave_canvas(${canvasId}::uuid, 'g1/1')`;
+      // without the presence row's lock the second saw g1/1 still there (uncommitted), as the first saw g2/1: the row stayed
+      const leaving = second.conn`select api.leave_canvas(${canvasId}::uuid, 'g2/1')`.execute();
+      await first.waitedFor('the second leave waiting for the first');
+      await first.end('commit');
+      await leaving;
+      await second.end('commit');
+    } finally {
+      await first.release();
+      await second.release();
+    }
+    expect(await present(canvasId, users.editor!)).toBe(false);
+    expect(await sessions(canvasId, users.editor!)).toBe(0);
+    expect(await db.sql`select payload from realtime.messages where topic = ${`canvas:${canvasId}`} and event = 'presence_leave'`)
+      .toEqual([{ payload: { user_id: users.editor } }]);
+  });
+
+  it('a session recorded while the user\'s last other session leaves keeps the row (the leave waits, then sees it)', async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    await callAs(db.sql, users.editor!, 'update_presence', [canvasId, null, false, 'g1/1']);
+    const writing = await reservedTransaction(db.sql);
+    try {
+      await actAs(writing, users.editor!);
+      await writing.conn`select api.update_presence(${canvasId}::uuid, null, false, 'g2/1')`;
+      const leaving = callAs(db.sql, users.editor!, 'leave_canvas', [canvasId, 'g1/1']);
+      await writing.waitedFor('the leave waiting for the write');
+      await writing.end('commit');
+      await leaving;
+    } finally {
+      await writing.release();
+    }
+    expect(await present(canvasId, users.editor!)).toBe(true);
+    expect(await sessions(canvasId, users.editor!)).toBe(1);
+    expect(await db.sql`select 1 from realtime.messages where topic = ${`canvas:${canvasId}`} and event = 'presence_leave'`).toHaveLength(0);
   });
 });

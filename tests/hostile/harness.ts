@@ -53,8 +53,9 @@ export async function counts(sql: Sql): Promise<Record<string, number>> {
 
 /** Tables whose count changed; attempt accounting is ignored unless `strict`. */
 export function changed(before: Record<string, number>, after: Record<string, number>, strict: boolean): string[] {
-  // a presence row going away is a session ending (a socket the input got closed leaves the canvas)
-  return Object.keys(after).filter((k) => after[k] !== before[k] && (strict || !ATTEMPT_ACCOUNTING.has(k)) && !(k === 'presence' && after[k]! < before[k]!))
+  // a presence row or session going away is a session ending (a socket the input got closed leaves the canvas)
+  const ending = (k: string) => (k === 'presence' || k === 'presence_sessions') && after[k]! < before[k]!;
+  return Object.keys(after).filter((k) => after[k] !== before[k] && (strict || !ATTEMPT_ACCOUNTING.has(k)) && !ending(k))
     .map((k) => `${k} ${before[k]}→${after[k]}`);
 }
 

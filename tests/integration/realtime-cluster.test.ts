@@ -244,8 +244,8 @@ describe('realtime cluster of three gateway processes', () => {
     expect(await b.track({ name: 'b' })).toBe('ok');
     await until(() => ['tab-a', 'tab-b'].every((k) => keys(observer).includes(k)), 10_000, 'both tabs seen on gateway 3');
 
-    // the tab on gateway 2 closes: its gateway sees the tab on gateway 1 (the cluster's view) and
-    // leaves the durable row alone
+    // the tab on gateway 2 closes: its session leaves, and the tab on gateway 1 still holds one, so
+    // the durable row stays (sql/rpc/presence.sql)
     await b.unsubscribe();
     await until(() => !keys(observer).includes('tab-b'), 10_000, 'tab b gone on gateway 3');
     await new Promise((r) => setTimeout(r, 500)); // a leave_canvas of gateway 2 would have committed
@@ -261,7 +261,7 @@ describe('realtime cluster of three gateway processes', () => {
     expect(await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.editor!}`).toHaveLength(0);
   });
 
-  it('a leave put off on one gateway does not clear the row of the user who came back on another gateway before it ran (its stream behind)', async () => {
+  it('a gateway whose stream is behind does not clear the row of a user who left there and came back on another gateway', async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
     const editorToken = await token(users.editor!);
@@ -286,7 +286,7 @@ describe('realtime cluster of three gateway processes', () => {
     expect(await a.track({ name: 'a' })).toBe('ok');
     expect(await b.track({ name: 'b' })).toBe('ok');
     await until(() => ['tab-a', 'tab-b'].every((k) => keys(observer).includes(k) && keys(watcher).includes(k) && keys(b).includes(k)), 10_000, 'both tabs seen everywhere');
-    // tab a closes: gateway 1 puts its leave off (tab b on gateway 2)
+    // tab a closes: its session leaves, tab b on gateway 2 holds the row
     await a.unsubscribe();
     await until(() => !keys(observer).includes('tab-a') && !keys(b).includes('tab-a'), 10_000, 'tab a gone on gateways 2 and 3');
     // gateway 1 falls behind (stopped, well within the dead-node bound): tab b closes, its gateway
@@ -315,7 +315,7 @@ describe('realtime cluster of three gateway processes', () => {
     }
   });
 
-  it('two tabs of a user on two gateways closing at once: the user leaves the canvas durably (each gateway saw the other tab still there)', async () => {
+  it('two tabs of a user on two gateways closing at once: the user leaves the canvas durably (the database serializes the two leaves)', async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const [g1, g2, g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
     const editorToken = await token(users.editor!);
@@ -436,7 +436,7 @@ describe('realtime cluster of three gateway processes', () => {
     gateways.forEach((g, i) => expect(g.output().slice(outputBefore[i])).not.toMatch(/cluster node silent/));
   });
 
-  it('a leave put off for a tab on a gateway killed with SIGKILL runs once that gateway is taken for dead', { timeout: 90_000 }, async () => {
+  it('a user whose last tab is on a gateway killed with SIGKILL leaves once that gateway is taken for dead (its sessions removed)', { timeout: 90_000 }, async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const [g1, , g3] = gateways as [PotentiaProcess, PotentiaProcess, PotentiaProcess];
     const g4 = await startPotentiaProcess(env);
@@ -457,11 +457,11 @@ describe('realtime cluster of three gateway processes', () => {
       expect(await a.track({ name: 'a' })).toBe('ok');
       expect(await d.track({ name: 'd' })).toBe('ok');
       await until(() => ['tab-a', 'tab-d'].every((k) => keys(observer).includes(k) && keys(a).includes(k)), 10_000, 'both tabs seen');
-      await a.unsubscribe(); // put off: tab d on gateway 4
+      await a.unsubscribe(); // no leave: tab d on gateway 4 holds a session
       await until(() => !keys(observer).includes('tab-a'), 10_000, 'tab a gone');
       expect(leaves).toEqual([]);
       g4.child.kill('SIGKILL');
-      await until(() => leaves.length > 0, DEAD_BOUND_MS + 10_000, 'the held leave once gateway 4 is taken for dead');
+      await until(() => leaves.length > 0, DEAD_BOUND_MS + 10_000, 'the presence_leave once gateway 4 is taken for dead');
       expect(new Set(leaves)).toEqual(new Set([users.editor!]));
       expect(await db.sql`select 1 from app.presence where canvas_id = ${canvasId} and user_id = ${users.editor!}`).toHaveLength(0);
     } finally {

@@ -65,9 +65,10 @@ end $$;
 
 -- What is wrong with a session id: null, or the message. '<node>/<local>' of 1 to 64 characters
 -- each from [A-Za-z0-9._:-] (a gateway sends '<cluster node id>/<n>'); the part before '/' is the
--- node internal.remove_node_presence_sessions removes the sessions of.
+-- node internal.remove_node_presence_sessions removes the sessions of. Inlined where it is called
+-- (one expression, no SET clause): its callers pin the search path.
 create or replace function internal.presence_session_error(p_session text) returns text
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql immutable as $$
   select case when p_session ~ '^[A-Za-z0-9._:-]{1,64}/[A-Za-z0-9._:-]{1,64}$' then null
               else 'session: ''<node>/<id>'', each part 1 to 64 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"' end
 $$;

@@ -34,7 +34,7 @@
 -- potentia:source sql/rpc/endpoint_limits.sql f90fec23fbafe63da631224fd0b42ee9572a7ddf26a53c59e1ac6564c0678fe8 unchanged
 -- potentia:source sql/rpc/errors.sql 4ca29516d0f69efe7abc1f5f0903bc7c856605ed6398becade993730256ad4c5 unchanged
 -- potentia:source sql/rpc/mutate.sql 2a420e96c9fe728adc9b7e310d7c245d877c6ffe3af9ec3a5a33dc769cea3c4b unchanged
--- potentia:source sql/rpc/presence.sql 3bf2522c33906438699d04021494a0ac8c214c789e58d2faf54b3fc96f53ee24 included
+-- potentia:source sql/rpc/presence.sql dbb6075e65314be626f6a6e0c4978b94957c5b3490868e001b968dbff2e473cf included
 -- potentia:source sql/rpc/replay.sql 8fb361b839fab558970e838606fe4e59ba91a74f06e4724bd4266ec33dfbdf84 unchanged
 -- potentia:source sql/rpc/text_ot.sql 1453c25ac7aa790c99ebcf4a7ffdb2205f837969715fec9e061cc0a4c2742b7e unchanged
 -- potentia:source sql/rpc/workspaces.sql d85eea753d280164a40f8f34ba086bbfcebbbc2dfcdde828516e0cf6bd37a434 unchanged
@@ -356,9 +356,10 @@ end $$;
 
 -- What is wrong with a session id: null, or the message. '<node>/<local>' of 1 to 64 characters
 -- each from [A-Za-z0-9._:-] (a gateway sends '<cluster node id>/<n>'); the part before '/' is the
--- node internal.remove_node_presence_sessions removes the sessions of.
+-- node internal.remove_node_presence_sessions removes the sessions of. Inlined where it is called
+-- (one expression, no SET clause): its callers pin the search path.
 create or replace function internal.presence_session_error(p_session text) returns text
-language sql immutable set search_path = pg_catalog, pg_temp as $$
+language sql immutable as $$
   select case when p_session ~ '^[A-Za-z0-9._:-]{1,64}/[A-Za-z0-9._:-]{1,64}$' then null
               else 'session: ''<node>/<id>'', each part 1 to 64 characters of A-Z, a-z, 0-9, ".", "_", ":" and "-"' end
 $$;

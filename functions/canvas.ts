@@ -89,6 +89,9 @@ const routes = {
     request: { params: CanvasParams, query: z.object({ since_canvas_seq: queryInteger(0, SEQ_MAX), limit: queryInteger(1, 1000).optional() }) },
     responses: responses(200, '{changes, has_more, watermark, canvas_watermark, snapshot_required}', ChangesSince) }),
   leave: route({ method: 'post', path: '/{canvas_id}/leave', operationId: 'leaveCanvas', summary: 'H6: leave the canvas',
+    description: 'An explicit leave (api.leave_canvas without a session): your presence row on the canvas goes with every realtime '
+      + 'session that held it (your tabs and H1 sockets, on any gateway) and presence_leave is broadcast. A socket or channel closing '
+      + 'leaves only its own session: you leave the canvas when it was your last (docs/realtime.md, presence_leave).',
     request: { params: CanvasParams }, responses: responses(200, 'left', LeaveResult) }),
   get: route({ method: 'get', path: '/{canvas_id}', operationId: 'getCanvas', summary: 'A1: canvas and its blocks, a page at a time',
     description: 'As GET /canvas/{id}/snapshot without since_seq: while has_more, ask again with cursor = next_cursor.',

@@ -78,7 +78,10 @@ export interface paths {
     get: operations["getCanvasChangesSince"];
   };
   "/api/v1/canvas/{canvas_id}/leave": {
-    /** H6: leave the canvas */
+    /**
+     * H6: leave the canvas
+     * @description An explicit leave (api.leave_canvas without a session): your presence row on the canvas goes with every realtime session that held it (your tabs and H1 sockets, on any gateway) and presence_leave is broadcast. A socket or channel closing leaves only its own session: you leave the canvas when it was your last (docs/realtime.md, presence_leave).
+     */
     post: operations["leaveCanvas"];
   };
   "/api/v1/canvas/{canvas_id}": {
@@ -1641,7 +1644,10 @@ export interface operations {
       };
     };
   };
-  /** H6: leave the canvas */
+  /**
+   * H6: leave the canvas
+   * @description An explicit leave (api.leave_canvas without a session): your presence row on the canvas goes with every realtime session that held it (your tabs and H1 sockets, on any gateway) and presence_leave is broadcast. A socket or channel closing leaves only its own session: you leave the canvas when it was your last (docs/realtime.md, presence_leave).
+   */
   leaveCanvas: {
     parameters: {
       path: {

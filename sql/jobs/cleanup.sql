@@ -25,7 +25,10 @@ declare
   v_realtime jsonb;
   v_result jsonb;
 begin
-  -- 1. stale presence: removed, and subscribers of the canvas told (same event as H6 leave)
+  -- 1. stale presence: removed, and subscribers of the canvas told (same event as H6 leave). Its
+  --    sessions go with it (app.presence_sessions, on delete cascade): a row lives by its writes,
+  --    never by its sessions, so sessions no gateway will leave (their gateway gone unseen: the
+  --    only one, or every one at once, killed) hold a row at most this long after its last write.
   with expired as (
     delete from app.presence
     where last_active_at < now() - make_interval(secs => internal.setting_int('presence_expiry_seconds'))

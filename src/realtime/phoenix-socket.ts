@@ -51,8 +51,8 @@ type Channel = {
   lastPresenceWrite: number;
   /**
    * The durable presence session of the channel's current tracking period (app.presence_sessions,
-   * sql/rpc/presence.sql): its id, the claims it is written and left as (a token of another user
-   * may come meanwhile), and whether a write of it committed. Made by the first track after the
+   * sql/rpc/presence.sql): its id, the claims it was last written with and is left as (a token of
+   * another user may come meanwhile), and whether a write of it committed. Made by the first track after the
    * channel was not tracked (each period its own id: a leave still on its way never removes the
    * next period's session); dropped by the untrack or close that leaves it.
    */
@@ -950,7 +950,10 @@ export class PhoenixSocket {
     if (!session) channel.presenceSession = session = { id: this.hub.newPresenceSession(), claims: channel.claims, recorded: false };
     channel.lastPresenceWrite = now;
     const cursor = meta.cursor && typeof meta.cursor === 'object' && !Array.isArray(meta.cursor) ? meta.cursor : null;
-    const { id, claims } = session;
+    // as the channel's current token (a refresh of the same user's may narrow its scope); the leave
+    // goes as the last one written with (leaveCanvas)
+    const { id } = session;
+    const claims = session.claims = channel.claims;
     try {
       await this.presenceStep(channel, () => withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) =>
         tx`select api.update_presence(${canvasId}::uuid, ${cursor as any}::jsonb, ${meta.typing === true}, ${id})`));

@@ -130,6 +130,20 @@ describe('durable presence per session, across gateway processes', () => {
     obs.conn.ws.close();
   });
 
+  it('a tab that untracks and tracks again within the write interval is present again (a new session, written at once)', { timeout: 60_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const obs = await observer(gateways[0]!, canvasId, users.owner!);
+    const t = await tab(gateways[1]!, canvasId, await token(users.editor!), 'tab');
+    expect(await t.track({ name: 'editor' })).toBe('ok');
+    expect(await t.untrack()).toBe('ok');
+    await until(() => obs.leaves().length === 1, 10_000, 'the presence_leave of the untrack');
+    // before, the write was throttled per channel (30 s): the row stayed deleted while the tab was tracked
+    expect(await t.track({ name: 'editor', cursor: { x: 1 } })).toBe('ok');
+    expect(await present(canvasId, users.editor!)).toBe(true);
+    expect(await sessions(canvasId, users.editor!)).toBe(1);
+    obs.conn.ws.close();
+  });
+
   it('two H1 sockets of a user on two gateways: closing one leaves nothing (10 rounds of moving between them); closing the last leaves once', { timeout: 120_000 }, async () => {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const editorToken = await token(users.editor!);

@@ -370,8 +370,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
       wss.close();
       // this process's durable presence sessions: each channel's and socket's close leaves its own,
       // but a close still on its way as the process ends would leave its session behind (the other
-      // gateways remove them too, on `leave`; alone, nobody would until the rows expired)
-      await removeNodePresenceSessions(opts.sql, opts.logger, cluster.id);
+      // gateways remove them too, on `leave`; alone, nobody would until the rows expired). Once, and
+      // for at most 2 s, as `leave` below: a stop never waits long on a database that is down.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([removeNodePresenceSessions(opts.sql, opts.logger, cluster.id, 1),
+        new Promise<void>((r) => { timer = setTimeout(r, 2000); })]).finally(() => clearTimeout(timer));
       await cluster.stop(); // `leave`: the other gateways drop this one's presences (and sessions) at once
       await bus.stop();
     },

@@ -27,16 +27,16 @@ const REMOVAL_ATTEMPTS = 3;
  * The sessions of gateway node `node` leave (internal.remove_node_presence_sessions, the
  * processes' role's): it was taken for dead by the cluster, it said `leave`, or it is this process
  * stopping. Every gateway that saw it go calls this; the SQL is idempotent, and a user leaves a
- * canvas (presence_leave) only when none of their sessions remains. Tried REMOVAL_ATTEMPTS times;
+ * canvas (presence_leave) only when none of their sessions remains. Tried `attempts` times;
  * after that the sessions go with their rows' expiry (internal.cleanup, presence_expiry_seconds).
  */
-export async function removeNodePresenceSessions(sql: Sql, logger: Logger, node: string): Promise<void> {
+export async function removeNodePresenceSessions(sql: Sql, logger: Logger, node: string, attempts = REMOVAL_ATTEMPTS): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
       await sql`select internal.remove_node_presence_sessions(${node})`;
       return;
     } catch (err) {
-      if (attempt >= REMOVAL_ATTEMPTS) {
+      if (attempt >= attempts) {
         logger.warn({ err, node }, 'the presence sessions of a gone gateway were not removed: its users leave when their presence expires');
         return;
       }

@@ -13,6 +13,7 @@ import { FrameBound } from './frame-bound.ts';
 import { RateLimiter } from './rate-limit.ts';
 import type { Encoded } from './serializer.ts';
 import { InboundQueue } from './inbound-queue.ts';
+import { leavePresenceSession } from './presence-sessions.ts';
 import { whenWritable, writeBounded, writeShared } from './socket-write.ts';
 import { whenTokenExpires } from './token-expiry.ts';
 
@@ -604,9 +605,7 @@ export class H1Socket {
     this.offDatabase();
     // its session leaves; the user leaves the canvas only when it was their last (sql/rpc/presence.sql)
     if (this.lastPresenceWrite > 0) {
-      void this.presenceWrite.then(() => this.rpc((tx) => tx`select api.leave_canvas(${this.canvasId}::uuid, ${this.presenceSession})`)).catch((err) => {
-        this.hub.logger.debug({ err }, 'leave_canvas from an H1 socket failed: its session goes with its gateway or its row\'s expiry');
-      });
+      void this.presenceWrite.then(() => leavePresenceSession(this.hub.sql, this.hub.logger, this.request, this.canvasId, this.presenceSession));
     }
   }
 }

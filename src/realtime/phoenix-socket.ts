@@ -17,6 +17,7 @@ import type { ClusterPayload } from './cluster.ts';
 import { HELD_MESSAGES_LIMIT_REACHED } from './held-frames.ts';
 import type { Hub } from './hub.ts';
 import { checkPresenceState, PRESENCE_KEY_MAX_METAS, PresenceDiffFold, wholeKeyDiffs, type PresenceDiff } from './presence.ts';
+import { leavePresenceSession } from './presence-sessions.ts';
 import { FrameBound } from './frame-bound.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { InboundQueue } from './inbound-queue.ts';
@@ -1004,11 +1005,8 @@ export class PhoenixSocket {
     channel.presenceSession = null;
     channel.lastPresenceWrite = 0; // the next tracking period's first track writes
     const hub = this.hub;
-    await this.presenceStep(channel, () => withRequest(hub.sql, { claims: session.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
-      tx`select api.leave_canvas(${canvasId}::uuid, ${session.id})`)).catch((err) => {
-      // its session stays until this gateway stops or is taken for dead, or the row expires
-      hub.logger.debug({ err }, 'leave_canvas from realtime failed');
-    });
+    await this.presenceStep(channel, () =>
+      leavePresenceSession(hub.sql, hub.logger, { claims: session.claims as any, path: '/realtime/v1/websocket' }, canvasId, session.id));
   }
 
   /** Ends a channel with `phx_error`: realtime-js rejoins it (with backoff), and the join authorizes again. */

@@ -236,6 +236,44 @@ describe('durable presence per session, across gateway processes', () => {
   });
 });
 
+describe('durable presence per session, under faults', () => {
+  it('a tab\'s leave whose connection is lost during its COMMIT (pg_terminate_backend) is done again: the user\'s last tab gone, they leave, once', { timeout: 60_000 }, async () => {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const obs = await observer(gateways[0]!, canvasId, users.owner!);
+    const t = await tab(gateways[1]!, canvasId, await token(users.editor!), 'tab');
+    expect(await t.track({ name: 'editor' })).toBe('ok');
+    expect(await sessions(canvasId, users.editor!)).toBe(1);
+    // a COMMIT that waits (a deferred trigger on this canvas's sessions takes a lock this test holds): its connection is lost meanwhile,
+    // so the gateway cannot know whether the leave committed (it did not)
+    const fn = `public.hold_commit_${process.pid}`;
+    await db.sql.unsafe(`create function ${fn}() returns trigger language plpgsql as $$
+      begin perform pg_advisory_xact_lock(${process.pid}); return null; end $$`);
+    await db.sql.unsafe(`create constraint trigger hold_commit_${process.pid} after delete on app.presence_sessions
+      deferrable initially deferred for each row when (old.canvas_id = '${canvasId}') execute function ${fn}()`);
+    const holder = await reservedTransaction(db.sql);
+    try {
+      await holder.conn`select pg_advisory_xact_lock(${process.pid})`;
+      await closeTab(t);
+      const committing = () => db.sql`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()
+        and wait_event_type = 'Lock' and wait_event = 'advisory' and lower(query) = 'commit'`;
+      await until(async () => (await committing()).length === 1, 10_000, 'the leave\'s COMMIT waiting');
+      const [killing] = await committing();
+      expect((await db.sql`select pg_terminate_backend(${killing!.pid}::int) as done`)[0]!.done).toBe(true);
+      await until(async () => (await db.sql`select 1 from pg_stat_activity where pid = ${killing!.pid}::int`).length === 0, 10_000, 'the backend gone');
+    } finally {
+      await holder.release();
+      await db.sql.unsafe(`drop trigger hold_commit_${process.pid} on app.presence_sessions`);
+      await db.sql.unsafe(`drop function ${fn}()`);
+    }
+    // before: a leave lost during its COMMIT was only logged; the session stayed, and with it the row (no presence_leave) while the gateway lived
+    await until(async () => (await sessions(canvasId, users.editor!)) === 0, 15_000, 'the lost leave\'s session gone');
+    await obs.settled();
+    expect(obs.leaves()).toEqual([users.editor]);
+    expect(await present(canvasId, users.editor!)).toBe(false);
+    obs.conn.ws.close();
+  });
+});
+
 describe('durable presence per session, in the database', () => {
   /** Acts as `userId` in `tx`'s transaction, as the gateway's transactions do (src/db/request.ts). */
   const actAs = (tx: { conn: any }, userId: string) =>

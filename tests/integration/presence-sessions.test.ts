@@ -237,14 +237,17 @@ describe('durable presence per session, across gateway processes', () => {
 });
 
 describe('durable presence per session, under faults', () => {
-  it('a tab\'s leave whose connection is lost during its COMMIT (pg_terminate_backend) is done again: the user\'s last tab gone, they leave, once', { timeout: 60_000 }, async () => {
+  /**
+   * The editor's one session on a new canvas (`open` makes it and returns its close), whose leave's COMMIT waits (a deferred
+   * trigger on that canvas's sessions takes a lock this test holds) and loses its connection (pg_terminate_backend): the
+   * gateway cannot know whether the leave committed (it did not). Before, the failure was only logged: the session stayed,
+   * and with it the row (no presence_leave), while the gateway lived.
+   */
+  async function leaveLostDuringCommit(open: (canvasId: string, editorToken: string, editor: string, obs: H1Conn) => Promise<() => unknown>) {
     const { canvasId, users } = await createCanvas(db.sql, ['editor']);
     const obs = await observer(gateways[0]!, canvasId, users.owner!);
-    const t = await tab(gateways[1]!, canvasId, await token(users.editor!), 'tab');
-    expect(await t.track({ name: 'editor' })).toBe('ok');
+    const close = await open(canvasId, await token(users.editor!), users.editor!, obs.conn);
     expect(await sessions(canvasId, users.editor!)).toBe(1);
-    // a COMMIT that waits (a deferred trigger on this canvas's sessions takes a lock this test holds): its connection is lost meanwhile,
-    // so the gateway cannot know whether the leave committed (it did not)
     const fn = `public.hold_commit_${process.pid}`;
     await db.sql.unsafe(`create function ${fn}() returns trigger language plpgsql as $$
       begin perform pg_advisory_xact_lock(${process.pid}); return null; end $$`);
@@ -253,7 +256,7 @@ describe('durable presence per session, under faults', () => {
     const holder = await reservedTransaction(db.sql);
     try {
       await holder.conn`select pg_advisory_xact_lock(${process.pid})`;
-      await closeTab(t);
+      await close();
       const committing = () => db.sql`select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()
         and wait_event_type = 'Lock' and wait_event = 'advisory' and lower(query) = 'commit'`;
       await until(async () => (await committing()).length === 1, 10_000, 'the leave\'s COMMIT waiting');
@@ -265,12 +268,26 @@ describe('durable presence per session, under faults', () => {
       await db.sql.unsafe(`drop trigger hold_commit_${process.pid} on app.presence_sessions`);
       await db.sql.unsafe(`drop function ${fn}()`);
     }
-    // before: a leave lost during its COMMIT was only logged; the session stayed, and with it the row (no presence_leave) while the gateway lived
     await until(async () => (await sessions(canvasId, users.editor!)) === 0, 15_000, 'the lost leave\'s session gone');
     await obs.settled();
     expect(obs.leaves()).toEqual([users.editor]);
     expect(await present(canvasId, users.editor!)).toBe(false);
     obs.conn.ws.close();
+  }
+
+  it('a tab\'s leave whose connection is lost during its COMMIT (pg_terminate_backend) is done again: the user\'s last tab gone, they leave, once', { timeout: 60_000 }, async () => {
+    await leaveLostDuringCommit(async (canvasId, editorToken) => {
+      const t = await tab(gateways[1]!, canvasId, editorToken, 'tab');
+      expect(await t.track({ name: 'editor' })).toBe('ok');
+      return () => closeTab(t);
+    });
+  });
+
+  it('an H1 socket\'s leave whose connection is lost during its COMMIT is done again: the user leaves, once', { timeout: 60_000 }, async () => {
+    await leaveLostDuringCommit(async (canvasId, editorToken, editor, obs) => {
+      const conn = await h1Present(gateways[1]!, canvasId, editorToken, editor, obs, 1);
+      return () => conn.ws.close();
+    });
   });
 
   // Known defect (it.fails until fixed): nobody removes the sessions of a node that no live gateway knew. The cluster's

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { withRequest, type RequestContext } from '../db/request.ts';
+import { apiErrorFromDatabase } from '../http/errors.ts';
 
 /**
  * Durable presence sessions (app.presence_sessions, sql/rpc/presence.sql) from the gateway's side.
@@ -48,19 +49,23 @@ export async function removeNodePresenceSessions(sql: Sql, logger: Logger, node:
 
 /** The longest wait between two attempts at a session's leave (leavePresenceSession). */
 const LEAVE_RETRY_MAX_MS = 30_000;
+/** apiErrorFromDatabase's codes of a fault that passes: a leave that failed so is tried again (leavePresenceSession). */
+const PASSING = new Set(['unavailable', 'timeout']);
 
 /**
  * Session `session` of a channel or H1 socket on canvas `canvasId` leaves (api.leave_canvas with
  * it, as the request `ctx` it was written as): the database removes it, and the user's row with
  * presence_leave if it was their last (sql/rpc/presence.sql). Resolves after the first attempt. A
- * leave that failed on a fault (a connection lost, even during its COMMIT; the database
- * unreachable, too slow, in a deadlock) is tried again in the background, waiting 0.5 s, then twice
+ * leave that failed on a passing fault (apiErrorFromDatabase's unavailable or timeout: a
+ * connection lost, even during its COMMIT; the database unreachable, out of connections,
+ * read-only, too slow, in a deadlock) is tried again in the background, waiting 0.5 s, then twice
  * as long each time up to LEAVE_RETRY_MAX_MS, until it is done: a leave is idempotent (a session
  * not there changes nothing), so one that did commit unseen is harmless to repeat. Before, the
  * failure was only logged and the session stayed while its gateway lived, keeping the user's row
  * (no presence_leave) after their last tab closed. Not tried again: one the database refused
- * (PX…: the canvas gone, access lost; the row went with the access), or once this process's pool
- * has ended (it stops: its own sessions are removed by it or by the other gateways).
+ * (PX…: the canvas gone, access lost; the row went with the access) or failed on a bug (internal:
+ * it would fail forever), nor once this process's pool has ended (it stops: its own sessions are
+ * removed by it or by the other gateways).
  */
 export async function leavePresenceSession(sql: Sql, logger: Logger, ctx: RequestContext, canvasId: string, session: string): Promise<void> {
   const leave = async (): Promise<boolean> => {
@@ -69,9 +74,16 @@ export async function leavePresenceSession(sql: Sql, logger: Logger, ctx: Reques
       return true;
     } catch (err) {
       const code = (err as { code?: unknown })?.code;
-      const final = typeof code === 'string' && (code.startsWith('PX') || code === 'CONNECTION_ENDED' || code === 'CONNECTION_DESTROYED');
-      logger.debug({ err, session }, final ? 'a presence session\'s leave was refused' : 'a presence session\'s leave failed: tried again');
-      return final;
+      const ended = code === 'CONNECTION_ENDED' || code === 'CONNECTION_DESTROYED';
+      const kind = apiErrorFromDatabase(err).code;
+      if (PASSING.has(kind) && !ended) {
+        logger.debug({ err, session }, 'a presence session\'s leave failed on a fault: tried again');
+        return false;
+      }
+      // refused (access lost: the row went with it) or the pool ended: as expected; a bug: said
+      if (kind === 'internal') logger.warn({ err, session }, 'a presence session\'s leave failed: its session goes with its gateway or its row\'s expiry');
+      else logger.debug({ err, session }, 'a presence session\'s leave was refused, or this process stops');
+      return true;
     }
   };
   if (await leave()) return;

@@ -212,6 +212,22 @@ comment on function internal.remove_node_presence_sessions(text) is
   'how many users left a canvas. Called by every gateway for a node the cluster took for dead or that said leave, and by a gateway '
   'for itself as it stops (src/realtime/gateway.ts). EXECUTE: potentia_app only (sql/security/app_role.sql).';
 
+-- The gateway nodes that hold sessions now (app.presence_sessions.node_id, each once): what a
+-- gateway checks against the nodes its cluster knows, to remove the sessions of a node no live
+-- gateway knew (one killed with every other, or alone: src/realtime/presence-sessions.ts).
+create or replace function internal.presence_session_nodes() returns setof text
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select distinct node_id from app.presence_sessions
+$$;
+
+comment on function internal.presence_session_nodes() is
+  'The gateway node ids (app.presence_sessions.node_id, the part of a session id before ''/'') that hold at least one presence session, '
+  'each once, in no order. A gateway snapshots them, and once its cluster has heard every node alive since (src/realtime/cluster.ts, '
+  'whenCovered) removes the sessions of those it does not know (internal.remove_node_presence_sessions): nodes killed with every '
+  'gateway, which no live one saw die (src/realtime/presence-sessions.ts). EXECUTE: potentia_app only (sql/security/app_role.sql).';
+
+revoke execute on function internal.presence_session_nodes() from public;
+
 comment on function api.update_presence(uuid, jsonb, boolean, text) is
   'H3: broadcast {user_id, cursor, typing} as event presence on canvas:<id> (members only; cursor a JSON object of at most 1024 bytes). '
   'Returns {broadcast: true, last_active_at, last_active_at_updated}: the durable app.presence row is refreshed at most every '

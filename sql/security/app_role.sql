@@ -50,6 +50,8 @@ begin
   execute 'grant execute on function internal.rebalance_canvas(uuid) to potentia_app';
   -- a gateway taken for dead, or stopping: its presence sessions leave (src/realtime/gateway.ts)
   execute 'grant execute on function internal.remove_node_presence_sessions(text) to potentia_app';
+  -- and the nodes that hold sessions, to find those of a node no live gateway knew (src/realtime/presence-sessions.ts)
+  execute 'grant execute on function internal.presence_session_nodes() to potentia_app';
   -- Graphile Worker's runtime (graphile-worker's run(): its start reads graphile_worker.migrations,
   -- then it takes, completes, fails and reschedules jobs in the _private tables and adds jobs and
   -- crontab rows). Its installer and migrations stay with the owner (db:migrate): no CREATE here.

@@ -6,12 +6,13 @@
 --   - leave_canvas without p_session (HTTP H6) removes the row and every session, as before;
 --   - a session id is '<node>/<id>', and a user holds at most presence_sessions_max per canvas;
 --   - nobody but the functions reads or writes sessions; a gateway removes a dead node's sessions
---     (internal.remove_node_presence_sessions, potentia_app only) with the same rule;
+--     (internal.remove_node_presence_sessions, potentia_app only) with the same rule, and finds the
+--     nodes that hold sessions (internal.presence_session_nodes, potentia_app only);
 --   - the cleanup's expiry of a row takes its sessions: they never keep a row alive.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
-select plan(49);
+select plan(52);
 
 create temp table ids (name text primary key, id uuid not null);
 grant all on ids to public;
@@ -173,6 +174,19 @@ select is(internal.remove_node_presence_sessions('n'), 2, 'removing node n: the 
 select is(pg_temp.leaves('c', 'viewer') + pg_temp.leaves('d', 'viewer'), 2::bigint, '... one presence_leave on each canvas');
 select is(internal.remove_node_presence_sessions('n'), 0, 'removing it again (another gateway) changes nothing');
 select is(pg_temp.leaves('c', 'viewer') + pg_temp.leaves('d', 'viewer'), 2::bigint, '... and broadcasts nothing more');
+
+-- The nodes that hold sessions (a gateway removes those of the ones its cluster does not know)
+select ok(not has_function_privilege('authenticated', 'internal.presence_session_nodes()', 'execute')
+          and not has_function_privilege('service_role', 'internal.presence_session_nodes()', 'execute')
+          and not has_function_privilege('anon', 'internal.presence_session_nodes()', 'execute')
+          and has_function_privilege('potentia_app', 'internal.presence_session_nodes()', 'execute'),
+          'only the processes'' role (potentia_app) may list the nodes that hold sessions');
+select tests.authenticate_as('owner');
+select api.update_presence(pg_temp.id('c'), null, false, 'alive/2');
+select tests.clear_authentication();
+select is(array(select n from internal.presence_session_nodes() n where n in ('alive', 'dead', 'n') order by n), array['alive'],
+          'the nodes holding sessions: alive (the owner''s two); dead and n, removed, are not listed');
+select is((select count(*) from internal.presence_session_nodes() n where n = 'alive'), 1::bigint, '... each node once, however many sessions it holds');
 
 -- ---------------------------------------------------------------------------------------------
 -- Expiry: a row not written for presence_expiry_seconds goes with its sessions (the backstop for

@@ -197,6 +197,15 @@ export type ClusterNode = {
   publishPresenceDiff(key: ChannelKey, diff: PresenceDiff): void;
   /** Ids of the other nodes currently alive. */
   nodes(): string[];
+  /**
+   * Resolves true once this node has heard every node alive at or after the call, by the proof
+   * sweep takes a silent node for dead on (Liveness above): more than `deadAfterMs` since, and
+   * one of its own heartbeats, sent more than `coveredMs` after it, back on the stream (a stream
+   * that comes back starts the count again); so a node not in nodes() then was dead all along, or
+   * was dropped since. False when the node stops first. Never while the stream is down or this
+   * node cannot send (no proof: it waits).
+   */
+  whenCovered(): Promise<boolean>;
   stats(): { sent: number; received: number; sendFailures: number; dead: number; rejected: number };
 };
 
@@ -319,6 +328,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   /** How much of a node's silence the stream must have carried before it is dead (sweep). */
   const coveredMs = Math.max(heartbeatMs, deadAfterMs - 2 * heartbeatMs);
   const sendOutageMs = opts.sendOutageMs ?? 2 * deadAfterMs;
+  /** whenCovered's callers: since when (this node's clock) they need every live node heard */
+  const coverWaiters = new Set<{ since: number; resolve(covered: boolean): void }>();
   /** This node's clock when one of its statements last emitted its messages (sweep). */
   let sentAt = 0;
   let blind = false;
@@ -649,6 +660,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     // silence while we could not listen proves nothing; and we may have missed messages
     const now = monotonicNow();
     for (const node of peers.keys()) peers.set(node, now);
+    for (const w of coverWaiters) w.since = now;
     // what no stream carried: from the end of the last message the lost one delivered to the new
     // one's start; every node owes its broadcasts in it, asked of each alone until its heartbeat
     // says it answered (cluster-gaps.ts)
@@ -683,6 +695,12 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       opts.logger?.warn({ node, silentMs: Math.round(now - at) }, 'realtime cluster node silent; dropping its presences');
       drop(node);
     }
+    // the same proof for nodes never heard: silent since `since` for long enough, across WAL delivered
+    for (const w of coverWaiters) {
+      if (blind || now - w.since <= deadAfterMs || echoedAt - w.since <= coveredMs) continue;
+      coverWaiters.delete(w);
+      w.resolve(true);
+    }
   }
 
   return {
@@ -716,6 +734,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       if (syncTimer) clearTimeout(syncTimer);
       syncTimer = null;
       for (const off of offs.splice(0)) off();
+      for (const w of coverWaiters) w.resolve(false);
+      coverWaiters.clear();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         quiet(enqueue({ type: 'leave', node: id })),
@@ -734,6 +754,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       void quiet(enqueue({ type: 'presence_diff', node: id, key, joins: diff.joins, leaves: diff.leaves, ...(Object.keys(callers).length > 0 ? { callers } : {}) }));
     },
     nodes: () => [...peers.keys()],
+    whenCovered: () => (stopped ? Promise.resolve(false)
+      : new Promise<boolean>((resolve) => { coverWaiters.add({ since: monotonicNow(), resolve }); })),
     stats: () => ({ ...stats }),
   };
 }

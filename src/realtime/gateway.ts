@@ -19,7 +19,7 @@ import { clusterKeyFingerprint, clusterKeySource, clusterKeys } from './cluster-
 import { H1Socket } from './h1-socket.ts';
 import { DEFAULT_LIMITS, Hub, type Limits } from './hub.ts';
 import { deliverClientBroadcast, deliverPresenceDiff, PhoenixSocket } from './phoenix-socket.ts';
-import { removeNodePresenceSessions } from './presence-sessions.ts';
+import { removeNodePresenceSessions, sweepUnknownNodes } from './presence-sessions.ts';
 import { createRestBroadcast, type RealtimeRest } from './rest-broadcast.ts';
 import { parseVsn } from './serializer.ts';
 import { refuseUpgrade, socketRoute } from './unavailable.ts';
@@ -150,6 +150,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
    * the rows committed until then as delivered, some of them after the subscription (bus.ts start).
    */
   let serving: 'starting' | 'serving' | 'stopping' = 'starting';
+  /** the sessions of nodes no live gateway knows (killed unseen): removed from start to stop */
+  let unknownSweep: { stop(): void } | null = null;
 
   /** Answers an upgrade with an API error and closes the socket; `field`: the URL part at fault (a 400). */
   function reject(socket: Duplex, status: 400 | 401 | 403 | 404 | 429 | 503, message: string, retryAfterMs?: number, field?: string): void {
@@ -354,6 +356,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     async start() {
       await bus.start();
       await cluster.start();
+      unknownSweep = sweepUnknownNodes(opts.sql, opts.logger, cluster);
       serving = 'serving';
       opts.logger?.info({ clusterKey: { ...keyInfo, accepted: keys.accept.map(clusterKeyFingerprint) } },
         'realtime cluster key: every gateway of this deployment must sign with the same fingerprint (else each counts the others\' messages as bad_mac)');
@@ -372,6 +375,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
       // but a close still on its way as the process ends would leave its session behind (the other
       // gateways remove them too, on `leave`; alone, nobody would until the rows expired). Once, and
       // for at most 2 s, as `leave` below: a stop never waits long on a database that is down.
+      unknownSweep?.stop();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([removeNodePresenceSessions(opts.sql, opts.logger, cluster.id, 1),
         new Promise<void>((r) => { timer = setTimeout(r, 2000); })]).finally(() => clearTimeout(timer));

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { withRequest, type RequestContext } from '../db/request.ts';
 import { apiErrorFromDatabase } from '../http/errors.ts';
+import type { ClusterNode } from './cluster.ts';
 
 /**
  * Durable presence sessions (app.presence_sessions, sql/rpc/presence.sql) from the gateway's side.
@@ -45,6 +46,59 @@ export async function removeNodePresenceSessions(sql: Sql, logger: Logger, node:
       await new Promise((r) => setTimeout(r, 500 * attempt).unref());
     }
   }
+}
+
+/** How often a gateway looks for the sessions of nodes no live gateway knows, in its cluster's deadAfterMs (sweepUnknownNodes). */
+const UNKNOWN_SWEEP_EVERY = 4;
+
+/**
+ * Removes, at start and then every UNKNOWN_SWEEP_EVERY x deadAfterMs (28 s by default) after the
+ * last round ended, the sessions of gateway nodes no live gateway knows: killed with every other
+ * gateway, or alone (onNodeGone fires only for a node some gateway heard, so before nobody removed
+ * them: the user's row outlived their last live tab's close, with no presence_leave, until it
+ * expired, and while they kept writing the dead sessions stayed, counted against
+ * presence_sessions_max). A round snapshots the nodes that hold sessions
+ * (internal.presence_session_nodes), then waits for `cluster.whenCovered()`: every node alive at
+ * or after the snapshot has been heard by then (the proof the cluster takes a silent node for dead
+ * on), so a snapshotted node that is neither this one nor in `cluster.nodes()` is dead, and its
+ * sessions go (removeNodePresenceSessions: its users who hold no other session leave). No proof
+ * (the replication stream down, this node unable to send), no removal: the round waits. A round
+ * that fails (the database down at start) is logged at debug and tried again at the next; nothing
+ * here blocks the gateway's start or ends the process. Runs until `stop()`. What it cannot tell: a
+ * gateway of another cluster on the same database (another REALTIME_CLUSTER_SECRET, a rolling
+ * restart that changes it) is never heard, so its live sessions are removed too (docs/realtime.md,
+ * presence_leave: one database, one cluster).
+ */
+export function sweepUnknownNodes(sql: Sql, logger: Logger, cluster: Pick<ClusterNode, 'id' | 'deadAfterMs' | 'nodes' | 'whenCovered'>): { stop(): void } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const unknown = (nodes: string[]) => {
+    const known = new Set([cluster.id, ...cluster.nodes()]);
+    return nodes.filter((node) => !known.has(node));
+  };
+  const round = async () => {
+    try {
+      // nodes known now are not waited for: should one die, onNodeGone removes its sessions
+      const suspects = unknown((await sql<{ node: string }[]>`select internal.presence_session_nodes() as node`).map((r) => r.node));
+      if (suspects.length > 0 && await cluster.whenCovered()) {
+        for (const node of unknown(suspects)) {
+          if (stopped) break;
+          logger.info({ node }, 'the presence sessions of a gateway node no live gateway knows (killed unseen) are removed');
+          await removeNodePresenceSessions(sql, logger, node);
+        }
+      }
+    } catch (err) {
+      logger.debug({ err }, 'the nodes holding presence sessions were not read: tried again at the next round');
+    }
+    if (!stopped) (timer = setTimeout(() => void round(), UNKNOWN_SWEEP_EVERY * cluster.deadAfterMs)).unref();
+  };
+  void round();
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
 }
 
 /** The longest wait between two attempts at a session's leave (leavePresenceSession). */

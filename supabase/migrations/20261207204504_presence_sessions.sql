@@ -34,11 +34,11 @@
 -- potentia:source sql/rpc/endpoint_limits.sql f90fec23fbafe63da631224fd0b42ee9572a7ddf26a53c59e1ac6564c0678fe8 unchanged
 -- potentia:source sql/rpc/errors.sql 4ca29516d0f69efe7abc1f5f0903bc7c856605ed6398becade993730256ad4c5 unchanged
 -- potentia:source sql/rpc/mutate.sql 2a420e96c9fe728adc9b7e310d7c245d877c6ffe3af9ec3a5a33dc769cea3c4b unchanged
--- potentia:source sql/rpc/presence.sql dbb6075e65314be626f6a6e0c4978b94957c5b3490868e001b968dbff2e473cf included
+-- potentia:source sql/rpc/presence.sql b2c6404f11cfd15fe114c46aed59fd7f049daba3901d75307f127b55825040fb included
 -- potentia:source sql/rpc/replay.sql 8fb361b839fab558970e838606fe4e59ba91a74f06e4724bd4266ec33dfbdf84 unchanged
 -- potentia:source sql/rpc/text_ot.sql 1453c25ac7aa790c99ebcf4a7ffdb2205f837969715fec9e061cc0a4c2742b7e unchanged
 -- potentia:source sql/rpc/workspaces.sql d85eea753d280164a40f8f34ba086bbfcebbbc2dfcdde828516e0cf6bd37a434 unchanged
--- potentia:source sql/security/app_role.sql 22f935da6fda24ae1470873430789d3675fbfc6a92b5f868e1379d31f6b9057e included
+-- potentia:source sql/security/app_role.sql a0e519326f801c4d40f1275d9651356c42554f8fed1fe577298e20a33bf50709 included
 -- potentia:source sql/security/public_execute.sql d32a639904fbb4bf3138c244f3add2a9436a7ceb68b7508e5f821c1b71b70b8a included
 
 set check_function_bodies = off;
@@ -689,6 +689,22 @@ comment on function internal.remove_node_presence_sessions(text) is
   'how many users left a canvas. Called by every gateway for a node the cluster took for dead or that said leave, and by a gateway '
   'for itself as it stops (src/realtime/gateway.ts). EXECUTE: potentia_app only (sql/security/app_role.sql).';
 
+-- The gateway nodes that hold sessions now (app.presence_sessions.node_id, each once): what a
+-- gateway checks against the nodes its cluster knows, to remove the sessions of a node no live
+-- gateway knew (one killed with every other, or alone: src/realtime/presence-sessions.ts).
+create or replace function internal.presence_session_nodes() returns setof text
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select distinct node_id from app.presence_sessions
+$$;
+
+comment on function internal.presence_session_nodes() is
+  'The gateway node ids (app.presence_sessions.node_id, the part of a session id before ''/'') that hold at least one presence session, '
+  'each once, in no order. A gateway snapshots them, and once its cluster has heard every node alive since (src/realtime/cluster.ts, '
+  'whenCovered) removes the sessions of those it does not know (internal.remove_node_presence_sessions): nodes killed with every '
+  'gateway, which no live one saw die (src/realtime/presence-sessions.ts). EXECUTE: potentia_app only (sql/security/app_role.sql).';
+
+revoke execute on function internal.presence_session_nodes() from public;
+
 comment on function api.update_presence(uuid, jsonb, boolean, text) is
   'H3: broadcast {user_id, cursor, typing} as event presence on canvas:<id> (members only; cursor a JSON object of at most 1024 bytes). '
   'Returns {broadcast: true, last_active_at, last_active_at_updated}: the durable app.presence row is refreshed at most every '
@@ -766,6 +782,8 @@ begin
   execute 'grant execute on function internal.rebalance_canvas(uuid) to potentia_app';
   -- a gateway taken for dead, or stopping: its presence sessions leave (src/realtime/gateway.ts)
   execute 'grant execute on function internal.remove_node_presence_sessions(text) to potentia_app';
+  -- and the nodes that hold sessions, to find those of a node no live gateway knew (src/realtime/presence-sessions.ts)
+  execute 'grant execute on function internal.presence_session_nodes() to potentia_app';
   -- Graphile Worker's runtime (graphile-worker's run(): its start reads graphile_worker.migrations,
   -- then it takes, completes, fails and reschedules jobs in the _private tables and adds jobs and
   -- crontab rows). Its installer and migrations stay with the owner (db:migrate): no CREATE here.

@@ -8,7 +8,6 @@ import type { ChannelKey } from './channel-key.ts';
 import type { ClusterNode } from './cluster.ts';
 import { DEFAULT_ADMISSION_LIMITS, type Admission, type AdmissionLimits } from './admission.ts';
 import { PresenceTracker } from './presence.ts';
-import { PresenceSessions } from './presence-sessions.ts';
 import { DEFAULT_MAX_BUFFERED_BYTES } from './socket-write.ts';
 
 /**
@@ -147,8 +146,8 @@ export class Hub {
   cluster: ClusterNode | null = null;
   /** A node id for sessions when there is no cluster (a hub made alone): its sessions go with their rows' expiry. */
   private readonly aloneNode = randomUUID();
-  /** The durable presence sessions' ids of this process (presence-sessions.ts), named by its cluster node. */
-  private readonly sessions = new PresenceSessions(() => this.cluster?.id ?? this.aloneNode);
+  /** How many durable presence session ids this process gave (newPresenceSession). */
+  private presenceSessionsMade = 0;
   private readonly subscribers = new Map<string, { set: Set<Subscriber>; off: () => void }>();
   /**
    * Local peers for client broadcasts and presence diffs (not from the database), per ChannelKey:
@@ -208,9 +207,13 @@ export class Hub {
     };
   }
 
-  /** A new durable presence session id of this process (presence-sessions.ts): a channel's tracking period, an H1 socket. */
+  /**
+   * A new durable presence session id of this process, never given before by it (presence-sessions.ts):
+   * a channel's tracking period, an H1 socket; '<node>/<n>', the node this process's cluster node id,
+   * what the other gateways remove its sessions by.
+   */
   newPresenceSession(): string {
-    return this.sessions.next();
+    return `${this.cluster?.id ?? this.aloneNode}/${++this.presenceSessionsMade}`;
   }
 
   /** The local peers of channel `key` (never those of the same topic with the other privacy). */

@@ -4,24 +4,13 @@ import { withRequest, type RequestContext } from '../db/request.ts';
 import { apiErrorFromDatabase } from '../http/errors.ts';
 import type { ClusterNode } from './cluster.ts';
 
-/**
+/*
  * Durable presence sessions (app.presence_sessions, sql/rpc/presence.sql) from the gateway's side.
- * Each realtime-js channel's tracking period and each H1 socket has a session '<node>/<n>', where
- * the node is this process's cluster node id: api.update_presence records it, api.leave_canvas
- * removes it, and a user's app.presence row goes (with presence_leave) when their last session on
- * the canvas leaves, whichever gateway holds the others.
+ * Each realtime-js channel's tracking period and each H1 socket has a session '<node>/<n>' (the
+ * node: this process's cluster node id; Hub.newPresenceSession): api.update_presence records it,
+ * api.leave_canvas removes it, and a user's app.presence row goes (with presence_leave) when their
+ * last session on the canvas leaves, whichever gateway holds the others.
  */
-export class PresenceSessions {
-  private made = 0;
-
-  /** `node`: this process's cluster node id (cluster.ts), what the other gateways remove this one's sessions by. */
-  constructor(private readonly node: () => string) {}
-
-  /** A new session id of this process, never given before by it. */
-  next(): string {
-    return `${this.node()}/${++this.made}`;
-  }
-}
 
 /** Attempts at removing a gone node's sessions (a deadlock with the cleanup job, a lost connection). */
 const REMOVAL_ATTEMPTS = 3;

@@ -45,10 +45,10 @@ export function opsRoutes(deps: Deps) {
         : c.json({ status: 'unavailable' as const, checks: all, message: notReadyMessage(all) }, 503);
     };
     try {
-      await readyQuery(() => checkApiRoles(deps.sql)); // answers, and its role can act as the API roles
+      await readyQuery(deps.sql, checkApiRoles); // answers, and its role can act as the API roles
       if (!deps.config.worker.expected) return answer({ database: 'ok' });
       // a worker is expected (in-process or `npm run worker`): some heartbeat must be fresh
-      const [hb] = await readyQuery(() => deps.sql`
+      const [hb] = await readyQuery(deps.sql, (sql) => sql`
         select count(*) filter (where last_seen_at > now() - ${`${deps.config.worker.staleMs} milliseconds`}::interval)::int as live,
                extract(epoch from now() - max(last_seen_at))::float8 as age
         from app.worker_heartbeats`);

@@ -160,8 +160,8 @@ async function startWorkerRole(config: Config, logger: Logger): Promise<RoleProc
       const notRunning = worker.notRunning();
       if (notRunning) return notRunning;
       const id = worker.workerId;
-      const [row] = await readyQuery(() => database.sql`select extract(epoch from now() - last_seen_at)::float8 as age
-                                                        from app.worker_heartbeats where worker_id = ${id}`);
+      const [row] = await readyQuery(database.sql, (sql) => sql`select extract(epoch from now() - last_seen_at)::float8 as age
+                                                                         from app.worker_heartbeats where worker_id = ${id}`);
       if (!row) return `no heartbeat row for worker ${id}`;
       const age = row.age as number;
       return age * 1000 <= config.worker.staleMs ? 'ok' : `heartbeat stale (${Math.round(age)} s old)`;

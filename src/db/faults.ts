@@ -14,21 +14,46 @@ export function isConnectionFailure(err: unknown): boolean {
 /** How often work whose connection was lost is run again on another one (runAgainOnLostConnection). */
 export const CONNECTION_RETRIES = 2;
 
+/** What runAgainOnLostConnection's caller knows of its work and its tries. */
+export type RetryRules = {
+  /** Whether running the work again cannot apply anything twice (default: always; withRequest: false once COMMIT was sent). */
+  safe?: () => boolean;
+  /**
+   * Whether the failed try's connection had answered it anything (a transaction's BEGIN; default:
+   * not known, as for a single statement). One that had not ran nothing, or nothing that cannot be
+   * run again, and was most likely dead when the pool handed it out: another casualty of the fault
+   * that ended the try before (a restart, every backend terminated, a NAT's timeout), whose end the
+   * pool had not read yet.
+   */
+  answered?: () => boolean;
+  /** The pool's size (`sql.options.max`): how many such dead connections one fault can leave in it (default 0: every try counts). */
+  pooled?: number;
+};
+
 /**
  * `work()`, run again on another connection (the pool replaces the dead one), at most
  * CONNECTION_RETRIES more times, when its connection was lost (isConnectionFailure) and `safe()`
  * says running it again cannot apply anything twice (by default always: read-only or rolled-back
- * work; withRequest's is false once COMMIT was sent). Not when no session could be opened at all
+ * work; withRequest's is false once COMMIT was sent). A try whose connection was lost before it
+ * answered anything (`answered()` false) is not counted, up to `pooled` of them: a fault that ends
+ * every connection of the pool leaves each one to be drawn and found dead, and with three or more in
+ * the pool the work failed while the database answered (database/sql's bad-connection retries
+ * end on a new connection for the same reason). Not when no session could be opened at all
  * (couldNotConnect) or the answer never came (answerTimedOut): running it again at once only waits
  * for the same refusal or timeout. The one retry rule of API requests (src/db/request.ts), readiness
  * queries (src/http/readiness.ts) and channel authorization (src/realtime/authorize.ts).
  */
-export async function runAgainOnLostConnection<T>(work: () => Promise<T>, safe: () => boolean = () => true): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
+export async function runAgainOnLostConnection<T>(work: () => Promise<T>, rules: RetryRules = {}): Promise<T> {
+  const { safe = () => true, answered = () => false, pooled = 0 } = rules;
+  let counted = 0;
+  let unanswered = 0;
+  for (;;) {
     try {
       return await work();
     } catch (err) {
-      if (attempt >= CONNECTION_RETRIES || !safe() || !isConnectionFailure(err) || couldNotConnect(err) || answerTimedOut(err)) throw err;
+      if (!safe() || !isConnectionFailure(err) || couldNotConnect(err) || answerTimedOut(err)) throw err;
+      if (!answered() && unanswered < pooled) unanswered++;
+      else if (counted++ >= CONNECTION_RETRIES) throw err;
     }
   }
 }

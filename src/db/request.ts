@@ -35,15 +35,19 @@ export async function withRequest<T>(sql: Sql, ctx: RequestContext, work: (tx: T
   // could be opened at all: answered at once (503), not after waiting for the same refusal or
   // connect timeout twice more; nor is a request whose answer never came (answer_timeout, a
   // stalled path), which would wait as long again on the pool's other connections.
+  // A try whose BEGIN was not answered ran nothing: its connection was dead when drawn, and is not
+  // counted as a try (runAgainOnLostConnection).
+  let begun = false;
   let committing = false;
   return runAgainOnLostConnection(() => {
-    committing = false;
+    begun = committing = false;
     return once(sql, settings, async (tx) => {
+      begun = true;
       const result = await work(tx);
       committing = true;
       return result;
     });
-  }, () => !committing);
+  }, { safe: () => !committing, answered: () => begun, pooled: sql.options.max });
 }
 
 function once<T>(sql: Sql, settings: CallerSettings, work: (tx: TransactionSql) => Promise<T>): Promise<T> {

@@ -58,6 +58,6 @@ export function createProbeApp(deps: Deps, checks: Record<string, ReadinessCheck
  * (the error logged: readiness.ts).
  */
 export async function databaseCheck(sql: Sql, log: Logger, opts: { apiRoles?: boolean } = {}): Promise<string> {
-  return readyQuery<unknown>(() => (opts.apiRoles === false ? sql`select 1` : checkApiRoles(sql)))
+  return readyQuery<unknown>(sql, (sql) => (opts.apiRoles === false ? sql`select 1` : checkApiRoles(sql)))
     .then(() => 'ok', (err: unknown) => databaseFailure(err, log, 'database'));
 }

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Sql } from 'postgres';
 import { ApiRolesError } from '../db/api-roles.ts';
 import { runAgainOnLostConnection } from '../db/faults.ts';
 
@@ -36,11 +37,12 @@ export function databaseFailure(err: unknown, log: Logger, check: string): Datab
  * ECONNRESET, EPIPE, 57P01), as withRequest runs every API request again (runAgainOnLostConnection, src/db/faults.ts). A
  * dead pooled connection is not a database that does not answer: /ready said 503 "the database
  * query failed" while every other request was served, and a balancer that acts on one failed probe
- * took the process out of rotation. A session that cannot be opened at all, or an answer that never
+ * took the process out of rotation. Each of the pool's connections a fault ended may be drawn
+ * dead in turn: those tries are not counted (`pooled`). A session that cannot be opened at all, or an answer that never
  * came, is not run again: those say the database does not answer.
  */
-export function readyQuery<T>(work: () => Promise<T>): Promise<T> {
-  return withReadyTimeout(runAgainOnLostConnection(work));
+export function readyQuery<T>(sql: Sql, work: (sql: Sql) => Promise<T>): Promise<T> {
+  return withReadyTimeout(runAgainOnLostConnection(() => work(sql), { pooled: sql.options.max }));
 }
 
 /** `work`'s result, or a ReadyTimeout rejection once READY_TIMEOUT_MS passed (the work is left to finish). */

@@ -20,15 +20,19 @@ export async function mayAccessTopic(sql: Sql, claims: SocketClaims, topic: stri
   if (claims.role === 'service_role') return true;
   if (!ROLES.has(claims.role)) return false;
   // the probe is always rolled back: one whose connection was lost (a backend terminated, a
-  // pooler's connection dropped) is run again, not answered as unavailable
-  return runAgainOnLostConnection(() => probe(sql, claims, topic, access, extension));
+  // pooler's connection dropped) is run again, not answered as unavailable; one whose BEGIN was not
+  // answered (its connection dead when drawn) is not counted as a try
+  const begun = { value: false };
+  return runAgainOnLostConnection(() => probe(sql, claims, topic, access, extension, begun), { answered: () => begun.value, pooled: sql.options.max });
 }
 
 /** One probe transaction (mayAccessTopic): whether RLS lets the caller read or write the topic. */
-async function probe(sql: Sql, claims: SocketClaims, topic: string, access: 'read' | 'write', extension: 'broadcast' | 'presence'): Promise<boolean> {
+async function probe(sql: Sql, claims: SocketClaims, topic: string, access: 'read' | 'write', extension: 'broadcast' | 'presence', begun: { value: boolean }): Promise<boolean> {
   let allowed = false;
+  begun.value = false;
   try {
     await sql.begin(async (tx) => {
+      begun.value = true;
       await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
                       set_config('realtime.topic', ${topic}, true),
                       set_config('statement_timeout', '5000', true)`;

@@ -21,7 +21,8 @@ import { formatLsn, parseLsn } from './replication.ts';
  * into the next), so every node sees them in the order they were sent. Each statement is numbered
  * (Replay, below). A statement whose connection was lost (a terminated backend, a restart, a reset
  * network) is run again, the same bytes, on another connection (runAgainOnLostConnection,
- * src/db/faults.ts: up to CONNECTION_RETRIES more times; not when no session can be opened, nor
+ * src/db/faults.ts: up to CONNECTION_RETRIES more times, past the pool's connections the same fault
+ * ended, each drawn dead in turn; not when no session can be opened, nor
  * after answer_timeout): it may have landed (a non-transactional message is written whether or not
  * its answer comes back), and then every node drops the second copy for its number; or not, and
  * the second is the one read. Its callers hear only the last attempt's outcome (a REST broadcast
@@ -394,7 +395,7 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         // (a reset before the server read it, a backend terminated before it ran), and then the
         // second is the one read. Before numbers, it was not run again: a REST broadcast was
         // answered 503, a socket's `ack` an error, presence and heartbeats dropped
-        const lsn = parseLsn(await runAgainOnLostConnection(() => emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion)));
+        const lsn = parseLsn(await runAgainOnLostConnection(() => emitLogicalMessage(opts.sql, CLUSTER_MESSAGE_PREFIX, content, serverVersion), { pooled: opts.sql.options.max }));
         sentAt = monotonicNow();
         stats.sent += batch.length;
         for (const p of batch) {

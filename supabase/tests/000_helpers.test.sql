@@ -12,6 +12,7 @@
 --                                      only: each limited api function counts its endpoint)
 --   tests.clear_authentication()       back to the test's own role
 --   tests.plan_of(query[, verbose])    the plan EXPLAIN (COSTS OFF[, VERBOSE]) prints for query, as one text
+--   tests.error_of(sql)                the error sql raises, as {state, code, <DETAIL's keys>}; null if none
 begin;
 create extension if not exists pgtap with schema extensions;
 create schema if not exists tests;
@@ -67,6 +68,33 @@ begin
   end loop;
   return v_plan;
 end $$;
+
+-- The error a statement raises, as one value to compare with is(): every file checking a refusal's
+-- SQLSTATE, code and field (the api's errors: sql/rpc/errors.sql) reads it the same way.
+create or replace function tests.error_of(p_sql text) returns jsonb
+language plpgsql as $$
+declare v_state text; v_hint text; v_detail text; v_fields jsonb;
+begin
+  execute p_sql;
+  return null;
+exception when others then
+  get stacked diagnostics v_state = returned_sqlstate, v_hint = pg_exception_hint, v_detail = pg_exception_detail;
+  begin
+    v_fields := v_detail::jsonb;
+  exception when others then  -- no DETAIL (''), or Postgres's own prose
+    v_fields := null;
+  end;
+  return case when jsonb_typeof(v_fields) = 'object' then v_fields
+              when v_detail <> '' then jsonb_build_object('detail', v_detail) else '{}' end
+         || jsonb_build_object('state', v_state)
+         || case when v_hint <> '' then jsonb_build_object('code', v_hint) else '{}' end;
+end $$;
+comment on function tests.error_of(text) is
+  'The error p_sql raises, run as the caller (role, claims, search_path): null when it raises none; '
+  'else {"state": SQLSTATE, "code": HINT (the api''s error code; absent without a hint)} with the keys of '
+  'its DETAIL when that is a JSON object (field, limit, reason...; state and code win over a key of theirs), '
+  'else {"detail": DETAIL} when there is one. A statement that raises leaves no writes (a subtransaction). '
+  'E.g. {"state": "PX400", "code": "invalid_input", "field": "name"}; {"state": "42501"} for a denied write.';
 
 -- A deleted user's token: user p_name is deleted, and the caller authenticated with its claims,
 -- which stay valid until they expire (tokens are checked by signature and expiry alone).

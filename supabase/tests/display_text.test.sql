@@ -15,17 +15,6 @@ select tests.create_user('names_owner');
 create temp table ids (workspace_id uuid, canvas_id uuid);
 grant all on ids to authenticated;
 
--- {state, field} of the error `p_sql` raises, or null
-create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
-declare v_state text; v_detail text;
-begin
-  execute p_sql;
-  return null;
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
-  return jsonb_build_object('state', v_state, 'field', v_detail::jsonb ->> 'field');
-end $$;
-
 create temp table bad (name text, value text);
 insert into bad values
   ('a newline', E'a\nb'),
@@ -52,22 +41,24 @@ insert into ids (workspace_id) select (api.create_workspace('Names') ->> 'worksp
 update ids set canvas_id = (api.create_canvas(workspace_id, 'Names') ->> 'canvas_id')::uuid;
 
 -- workspace names: create and rename
-select is(pg_temp.error_of(format('select api.create_workspace(%L)', b.value)), '{"state": "PX400", "field": "name"}',
+select is(tests.error_of(format('select api.create_workspace(%L)', b.value)),
+          '{"state": "PX400", "code": "invalid_input", "field": "name"}',
           format('a workspace name with %s: invalid_input name', b.name))
 from bad b order by b.name;
-select is(pg_temp.error_of(format('select api.rename_workspace(%L, %L)', (select workspace_id from ids), E'x\ny')),
-          '{"state": "PX400", "field": "name"}', 'renaming to such a name too');
+select is(tests.error_of(format('select api.rename_workspace(%L, %L)', (select workspace_id from ids), E'x\ny')),
+          '{"state": "PX400", "code": "invalid_input", "field": "name"}', 'renaming to such a name too');
 
 -- canvas titles: create and update
-select is(pg_temp.error_of(format('select api.create_canvas(%L, %L)', (select workspace_id from ids), b.value)), '{"state": "PX400", "field": "title"}',
+select is(tests.error_of(format('select api.create_canvas(%L, %L)', (select workspace_id from ids), b.value)),
+          '{"state": "PX400", "code": "invalid_input", "field": "title"}',
           format('a canvas title with %s: invalid_input title', b.name))
 from bad b order by b.name;
-select is(pg_temp.error_of(format('select api.update_canvas(%L, %L, null)', (select canvas_id from ids), E'\u0007bell')),
-          '{"state": "PX400", "field": "title"}', 'updating to such a title too');
+select is(tests.error_of(format('select api.update_canvas(%L, %L, null)', (select canvas_id from ids), E'\u0007bell')),
+          '{"state": "PX400", "code": "invalid_input", "field": "title"}', 'updating to such a title too');
 
 -- an invited email
-select is(pg_temp.error_of(format('select api.add_workspace_member(%L, %L, %L)', (select workspace_id from ids), E'evil\u001b[2J@test.local', 'viewer')),
-          '{"state": "PX400", "field": "email"}', 'an invited email with an ESC sequence: invalid_input email');
+select is(tests.error_of(format('select api.add_workspace_member(%L, %L, %L)', (select workspace_id from ids), E'evil\u001b[2J@test.local', 'viewer')),
+          '{"state": "PX400", "code": "invalid_input", "field": "email"}', 'an invited email with an ESC sequence: invalid_input email');
 
 -- what people write stays allowed
 select is(api.create_workspace('Grüße 日本 😀 family 👨‍👩‍👧 نامه‌ها') ->> 'name', 'Grüße 日本 😀 family 👨‍👩‍👧 نامه‌ها',

@@ -30,17 +30,6 @@ begin
   perform tests.clear_authentication();
 end $$;
 
--- The SQLSTATE and DETAIL (jsonb) of a statement run as the current role, or 'ok' and {}.
-create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
-declare v_state text; v_detail text;
-begin
-  execute p_sql;
-  return jsonb_build_object('state', 'ok');
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
-  return jsonb_build_object('state', v_state) || case when v_detail ~ '^\{' then v_detail::jsonb else '{}' end;
-end $$;
-
 -- The server completing an upload for `p_name` (internal.complete_file is service_role's).
 create function pg_temp.as_server(p_name text) returns void language plpgsql as $$
 begin
@@ -90,70 +79,70 @@ select is((select count(*) from app.system_audit where action = 'file.create' an
 select tests.authenticate_as('owner');
 select is(api.create_file(pg_temp.id('c1'), 'o.pdf', 'application/pdf', 1) #>> '{file,status}', 'pending', 'an owner creates uploads');
 select tests.authenticate_as('viewer');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 1)', pg_temp.id('c1'), 'v.png', 'image/png')) ->> 'state',
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 1)', pg_temp.id('c1'), 'v.png', 'image/png')) ->> 'state',
           'PX403', 'a viewer may not upload: forbidden');
 select tests.authenticate_as('outsider');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 1)', pg_temp.id('c1'), 'x.png', 'image/png')) ->> 'state',
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 1)', pg_temp.id('c1'), 'x.png', 'image/png')) ->> 'state',
           'PX404', 'an outsider learns nothing: not_found');
 select tests.authenticate_as('editor', jsonb_build_object('scope', format('canvas:%s:read', pg_temp.id('c1'))));
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 1)', pg_temp.id('c1'), 'r.png', 'image/png')) ->> 'state',
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 1)', pg_temp.id('c1'), 'r.png', 'image/png')) ->> 'state',
           'PX403', 'an editor with a read-only token may not upload: forbidden');
 select tests.clear_authentication();
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 1)', pg_temp.id('c1'), 'n.png', 'image/png')) ->> 'state',
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 1)', pg_temp.id('c1'), 'n.png', 'image/png')) ->> 'state',
           'PX401', 'no user: unauthorized');
 
 -- ---------------------------------------------------------------------------------------------
 -- Limits (app.settings max_file_bytes, allowed_file_types) and input
 -- ---------------------------------------------------------------------------------------------
 select tests.authenticate_as('editor');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 52428801)', pg_temp.id('c1'), 'big.png', 'image/png')),
-          '{"state": "PX413", "field": "size_bytes", "limit": 52428800}', 'one byte over max_file_bytes (50 MiB): payload_too_large with the limit');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 52428801)', pg_temp.id('c1'), 'big.png', 'image/png')),
+          '{"state": "PX413", "code": "payload_too_large", "field": "size_bytes", "limit": 52428800}', 'one byte over max_file_bytes (50 MiB): payload_too_large with the limit');
 select is(api.create_file(pg_temp.id('c1'), 'max.png', 'image/png', 52428800) #>> '{file,status}', 'pending', 'exactly max_file_bytes is allowed');
 select is(api.create_file(pg_temp.id('c1'), 'empty.txt', 'text/plain', 0) #>> '{file,status}', 'pending', 'an empty file is allowed');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, -1)', pg_temp.id('c1'), 'neg.png', 'image/png')),
-          '{"state": "PX400", "field": "size_bytes"}', 'a negative size: invalid_input size_bytes');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'page.html', 'text/html')),
-          '{"state": "PX400", "field": "content_type"}', 'text/html is not allowed: invalid_input content_type');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'logo.svg', 'image/svg+xml')),
-          '{"state": "PX400", "field": "content_type"}', 'image/svg+xml is not allowed (it runs script)');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'a.txt', 'text/plain; charset=utf-8')),
-          '{"state": "PX400", "field": "content_type"}', 'a content type with parameters: invalid_input content_type');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), '../etc/passwd', 'text/plain')),
-          '{"state": "PX400", "field": "filename"}', 'a filename with a slash: invalid_input filename');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), n, 'text/plain')),
-          '{"state": "PX400", "field": "filename"}', format('a filename that names a directory or nothing where it is saved (%s): invalid_input filename', n))
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, -1)', pg_temp.id('c1'), 'neg.png', 'image/png')),
+          '{"state": "PX400", "code": "invalid_input", "field": "size_bytes"}', 'a negative size: invalid_input size_bytes');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'page.html', 'text/html')),
+          '{"state": "PX400", "code": "invalid_input", "field": "content_type"}', 'text/html is not allowed: invalid_input content_type');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'logo.svg', 'image/svg+xml')),
+          '{"state": "PX400", "code": "invalid_input", "field": "content_type"}', 'image/svg+xml is not allowed (it runs script)');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'a.txt', 'text/plain; charset=utf-8')),
+          '{"state": "PX400", "code": "invalid_input", "field": "content_type"}', 'a content type with parameters: invalid_input content_type');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), '../etc/passwd', 'text/plain')),
+          '{"state": "PX400", "code": "invalid_input", "field": "filename"}', 'a filename with a slash: invalid_input filename');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), n, 'text/plain')),
+          '{"state": "PX400", "code": "invalid_input", "field": "filename"}', format('a filename that names a directory or nothing where it is saved (%s): invalid_input filename', n))
   from unnest(array['.', '..', '...', ' .. ', '. .', chr(x'2024'::int) || chr(x'2024'::int), chr(x'FF0E'::int), '.' || chr(x'3000'::int) || '.']) n;
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), n, 'text/plain')),
-          '{"state": "PX400", "field": "filename"}', format('a filename with a slash or backslash in compatibility form (%s): invalid_input filename', n))
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), n, 'text/plain')),
+          '{"state": "PX400", "code": "invalid_input", "field": "filename"}', format('a filename with a slash or backslash in compatibility form (%s): invalid_input filename', n))
   from unnest(array['..' || chr(x'FF0F'::int) || 'etc', 'a' || chr(x'FF3C'::int) || 'b', 'a' || chr(x'FE68'::int) || 'b']) n;
 select is(api.create_file(pg_temp.id('c1'), n, 'text/plain', 10) #>> '{file,filename}', n,
           format('dots in a name stay allowed (%s)', n))
   from unnest(array['.env', '..notes.txt', 'a..b', 'v1.2.', 'a ' || chr(x'2215'::int) || ' b']) n;
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), '   ', 'text/plain')),
-          '{"state": "PX400", "field": "filename"}', 'a blank filename: invalid_input filename');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'invoice' || chr(x'202E'::int) || 'fdp.exe', 'text/plain')),
-          '{"state": "PX400", "field": "filename"}', 'a filename with a right-to-left override (it would read as invoiceexe.pdf): invalid_input filename');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'a' || chr(x'200B'::int) || '.txt', 'text/plain')),
-          '{"state": "PX400", "field": "filename"}', '... a zero-width space too');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'line' || chr(x'2028'::int) || '.txt', 'text/plain')),
-          '{"state": "PX400", "field": "filename"}', '... and a line separator');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), '   ', 'text/plain')),
+          '{"state": "PX400", "code": "invalid_input", "field": "filename"}', 'a blank filename: invalid_input filename');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'invoice' || chr(x'202E'::int) || 'fdp.exe', 'text/plain')),
+          '{"state": "PX400", "code": "invalid_input", "field": "filename"}', 'a filename with a right-to-left override (it would read as invoiceexe.pdf): invalid_input filename');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'a' || chr(x'200B'::int) || '.txt', 'text/plain')),
+          '{"state": "PX400", "code": "invalid_input", "field": "filename"}', '... a zero-width space too');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'line' || chr(x'2028'::int) || '.txt', 'text/plain')),
+          '{"state": "PX400", "code": "invalid_input", "field": "filename"}', '... and a line separator');
 select is(api.create_file(pg_temp.id('c1'), 'Grüße 日本 😀 ﬁle.txt', 'text/plain', 10) #>> '{file,filename}', 'Grüße 日本 😀 ﬁle.txt',
           'letters of any script and emoji stay allowed');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'invoice' || chr(x'3164'::int) || '.exe', 'text/plain')),
-          '{"state": "PX400", "field": "filename"}', '... not a blank-looking filler (Hangul U+3164)');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'invoice' || chr(x'3164'::int) || '.exe', 'text/plain')),
+          '{"state": "PX400", "code": "invalid_input", "field": "filename"}', '... not a blank-looking filler (Hangul U+3164)');
 select is(api.create_file(pg_temp.id('c1'), 'family 👨‍👩‍👧 نامه‌ها.txt', 'text/plain', 10) #>> '{file,filename}', 'family 👨‍👩‍👧 نامه‌ها.txt',
           'the joiners stay allowed: emoji sequences (U+200D) and Persian words (U+200C)');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10, %L)', pg_temp.id('c1'), 'a.txt', 'text/plain', md5('x'))),
-          '{"state": "PX400", "field": "checksum"}', 'a hex MD5 as checksum: invalid_input (base64, as Content-MD5)');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10, %L)', pg_temp.id('c1'), 'a.txt', 'text/plain', md5('x'))),
+          '{"state": "PX400", "code": "invalid_input", "field": "checksum"}', 'a hex MD5 as checksum: invalid_input (base64, as Content-MD5)');
 select tests.clear_authentication();
 update app.settings set value = '100' where key = 'max_file_bytes';
 update app.settings set value = '["image/*", "text/plain"]' where key = 'allowed_file_types';
 select tests.authenticate_as('editor');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 101)', pg_temp.id('c1'), 'b.txt', 'text/plain')),
-          '{"state": "PX413", "field": "size_bytes", "limit": 100}', 'max_file_bytes is read from app.settings at each call');
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 101)', pg_temp.id('c1'), 'b.txt', 'text/plain')),
+          '{"state": "PX413", "code": "payload_too_large", "field": "size_bytes", "limit": 100}', 'max_file_bytes is read from app.settings at each call');
 select is(api.create_file(pg_temp.id('c1'), 'pic.tiff', 'image/tiff', 100) #>> '{file,content_type}', 'image/tiff',
           'allowed_file_types "image/*" allows every image type');
-select is(pg_temp.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'd.pdf', 'application/pdf')) ->> 'state',
+select is(tests.error_of(format('select api.create_file(%L, %L, %L, 10)', pg_temp.id('c1'), 'd.pdf', 'application/pdf')) ->> 'state',
           'PX400', '... and only what it lists');
 select tests.clear_authentication();
 update app.settings set value = '52428800' where key = 'max_file_bytes';
@@ -170,22 +159,22 @@ select is(api.get_file(pg_temp.id('c1'), pg_temp.id('photo')) #>> '{file,file_id
           'get_file: a viewer gets it');
 select is((api.get_file(pg_temp.id('c1'), pg_temp.id('photo')) ->> 'download_url_seconds')::int, 300,
           '... with the GET URL lifetime file_download_url_seconds');
-select is(pg_temp.error_of(format('select api.get_file(%L, %L)', pg_temp.id('c2'), pg_temp.id('photo'))),
-          '{"state": "PX404", "field": "file_id"}', 'get_file through another canvas of the workspace: not_found');
+select is(tests.error_of(format('select api.get_file(%L, %L)', pg_temp.id('c2'), pg_temp.id('photo'))),
+          '{"state": "PX404", "code": "not_found", "field": "file_id"}', 'get_file through another canvas of the workspace: not_found');
 select tests.authenticate_as('viewer', jsonb_build_object('scope', format('canvas:%s:read', pg_temp.id('c2'))));
 select is((select count(*) from app.files where file_id = pg_temp.id('photo')), 0::bigint,
           'RLS: a token scoped to another canvas reads nothing of c1');
 select tests.authenticate_as('outsider');
 select is((select count(*) from app.files), 0::bigint, 'RLS: the outsider sees no file at all');
-select is(pg_temp.error_of(format('select api.get_file(%L, %L)', pg_temp.id('c1'), pg_temp.id('photo'))) ->> 'state', 'PX404',
+select is(tests.error_of(format('select api.get_file(%L, %L)', pg_temp.id('c1'), pg_temp.id('photo'))) ->> 'state', 'PX404',
           'get_file: the outsider gets not_found');
-select is(pg_temp.error_of(format('select api.get_file(%L, %L)', pg_temp.id('o1'), pg_temp.id('photo'))) ->> 'state', 'PX404',
+select is(tests.error_of(format('select api.get_file(%L, %L)', pg_temp.id('o1'), pg_temp.id('photo'))) ->> 'state', 'PX404',
           '... also through a canvas of their own');
-select is(pg_temp.error_of('update app.files set status = ''ready''') ->> 'state', '42501', 'no direct writes: update is denied');
-select is(pg_temp.error_of(format('insert into app.files (canvas_id, object_key, filename, content_type, size_bytes) values (%L, %L, %L, %L, 1)',
+select is(tests.error_of('update app.files set status = ''ready''') ->> 'state', '42501', 'no direct writes: update is denied');
+select is(tests.error_of(format('insert into app.files (canvas_id, object_key, filename, content_type, size_bytes) values (%L, %L, %L, %L, 1)',
             pg_temp.id('o1'), 'k', 'f', 'image/png')) ->> 'state', '42501', '... and insert too');
 select tests.authenticate_as('editor');
-select is(pg_temp.error_of(format('select internal.complete_file(%L, %L, 1234, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('photo'))) ->> 'state',
+select is(tests.error_of(format('select internal.complete_file(%L, %L, 1234, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('photo'))) ->> 'state',
           '42501', 'complete_file is not callable by users (its evidence is the server''s HEAD): denied');
 select tests.clear_authentication();
 
@@ -193,18 +182,18 @@ select tests.clear_authentication();
 -- Completion (as the server, after its HEAD): refusals change nothing; pending -> ready once
 -- ---------------------------------------------------------------------------------------------
 select pg_temp.as_server('viewer');
-select is(pg_temp.error_of(format('select internal.complete_file(%L, %L, 1234, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('photo'))) ->> 'state',
+select is(tests.error_of(format('select internal.complete_file(%L, %L, 1234, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('photo'))) ->> 'state',
           'PX403', 'completing for a viewer: forbidden');
 select pg_temp.as_server('outsider');
-select is(pg_temp.error_of(format('select internal.complete_file(%L, %L, 1234, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('photo'))) ->> 'state',
+select is(tests.error_of(format('select internal.complete_file(%L, %L, 1234, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('photo'))) ->> 'state',
           'PX404', 'completing for an outsider: not_found');
 select pg_temp.as_server('editor');
-select is(pg_temp.error_of(format('select internal.complete_file(%L, %L, null, null)', pg_temp.id('c1'), pg_temp.id('photo'))),
-          '{"state": "PX409", "reason": "not_uploaded"}', 'no object yet: conflict not_uploaded');
-select is(pg_temp.error_of(format('select internal.complete_file(%L, %L, 1233, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('photo'))),
-          '{"state": "PX409", "reason": "size_mismatch", "expected": 1234, "actual": 1233}', 'a wrong size: conflict size_mismatch');
-select is(pg_temp.error_of(format('select internal.complete_file(%L, %L, 1234, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('other'))),
-          jsonb_build_object('state', 'PX409', 'reason', 'checksum_mismatch', 'expected', pg_temp.content_md5('photo'),
+select is(tests.error_of(format('select internal.complete_file(%L, %L, null, null)', pg_temp.id('c1'), pg_temp.id('photo'))),
+          '{"state": "PX409", "code": "conflict", "reason": "not_uploaded"}', 'no object yet: conflict not_uploaded');
+select is(tests.error_of(format('select internal.complete_file(%L, %L, 1233, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('photo'))),
+          '{"state": "PX409", "code": "conflict", "reason": "size_mismatch", "expected": 1234, "actual": 1233}', 'a wrong size: conflict size_mismatch');
+select is(tests.error_of(format('select internal.complete_file(%L, %L, 1234, %L)', pg_temp.id('c1'), pg_temp.id('photo'), pg_temp.etag('other'))),
+          jsonb_build_object('state', 'PX409', 'code', 'conflict', 'reason', 'checksum_mismatch', 'expected', pg_temp.content_md5('photo'),
                              'actual', pg_temp.content_md5('other')), 'other bytes: conflict checksum_mismatch');
 select tests.clear_authentication();
 select is((select status from app.files where file_id = pg_temp.id('photo')), 'pending', '... after which the file is still pending');
@@ -212,7 +201,7 @@ select is((select status from app.files where file_id = pg_temp.id('photo')), 'p
 -- the removal of refused bytes (functions/files.ts, after a refusal): one claim at a time, held by
 -- the completion that removes them outside any transaction, released only by it, lapsing after 60 s
 select tests.authenticate_as('editor');
-select is(pg_temp.error_of(format('select internal.claim_file_removal(%L)', pg_temp.id('photo'))) ->> 'state', '42501',
+select is(tests.error_of(format('select internal.claim_file_removal(%L)', pg_temp.id('photo'))) ->> 'state', '42501',
           'claim_file_removal is not callable by users: denied');
 select tests.clear_authentication();
 select pg_temp.as_server('editor');
@@ -292,11 +281,11 @@ select tests.clear_authentication();
 select is((select status from app.files where file_id = pg_temp.id('photo')), 'deleted', '... and the file is deleted with it');
 select isnt((select deleted_at from app.files where file_id = pg_temp.id('photo')), null, '... deleted_at set, not purged yet');
 select tests.authenticate_as('viewer');
-select is(pg_temp.error_of(format('select api.get_file(%L, %L)', pg_temp.id('c1'), pg_temp.id('photo'))) ->> 'state', 'PX404',
+select is(tests.error_of(format('select api.get_file(%L, %L)', pg_temp.id('c1'), pg_temp.id('photo'))) ->> 'state', 'PX404',
           'a deleted file: get_file not_found (no more download URLs)');
 select is((select count(*) from app.files where file_id = pg_temp.id('photo')), 0::bigint, 'RLS: members no longer see it');
 select pg_temp.as_server('editor');
-select is(pg_temp.error_of(format('select internal.complete_file(%L, %L, 1234, null)', pg_temp.id('c1'), pg_temp.id('photo'))) ->> 'state',
+select is(tests.error_of(format('select internal.complete_file(%L, %L, 1234, null)', pg_temp.id('c1'), pg_temp.id('photo'))) ->> 'state',
           'PX404', 'a deleted file cannot be completed again: not_found');
 select tests.clear_authentication();
 
@@ -362,7 +351,7 @@ select is((select status from app.files where file_id = pg_temp.id('c2-pending.p
 
 -- grants: only the server (service_role) runs the cleanup
 select tests.authenticate_as('owner');
-select is(pg_temp.error_of('select internal.claim_file_purges(1)') ->> 'state', '42501', 'claim_file_purges: not for users');
+select is(tests.error_of('select internal.claim_file_purges(1)') ->> 'state', '42501', 'claim_file_purges: not for users');
 select tests.clear_authentication();
 select ok(has_function_privilege('service_role', 'internal.claim_file_purges(integer)', 'execute')
           and has_function_privilege('service_role', 'internal.mark_files_purged(uuid[])', 'execute')

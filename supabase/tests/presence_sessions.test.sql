@@ -29,16 +29,6 @@ create function pg_temp.sessions(p_canvas text, p_who text) returns text[] langu
   select coalesce(array_agg(session_id order by session_id), '{}') from app.presence_sessions
   where canvas_id = pg_temp.id(p_canvas) and user_id = tests.user_id(p_who)
 $$;
--- what a call raised: {state, field}
-create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
-declare v_state text; v_detail text;
-begin
-  execute p_sql;
-  return jsonb_build_object('state', 'ok');
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
-  return jsonb_build_object('state', v_state) || case when v_detail ~ '^\{' then jsonb_build_object('field', v_detail::jsonb -> 'field') else '{}' end;
-end $$;
 
 do $$
 declare v_ws uuid;
@@ -118,22 +108,22 @@ select ok(not pg_temp.present('c', 'viewer'), 'an HTTP write beside one session:
 -- Session ids and their bound
 -- ---------------------------------------------------------------------------------------------
 select tests.authenticate_as('viewer');
-select is(pg_temp.error_of(format($$select api.update_presence(%L, null, false, 'no-slash')$$, pg_temp.id('c'))),
-          '{"state": "PX400", "field": "session"}'::jsonb, 'a session without a node part is invalid_input, field session');
-select is(pg_temp.error_of(format($$select api.update_presence(%L, null, false, %L)$$, pg_temp.id('c'), 'n/' || repeat('x', 65))),
-          '{"state": "PX400", "field": "session"}'::jsonb, 'a session part over 64 characters is invalid_input, field session');
-select is(pg_temp.error_of(format($$select api.update_presence(%L, null, false, 'n/a b')$$, pg_temp.id('c'))),
-          '{"state": "PX400", "field": "session"}'::jsonb, 'a session with a space is invalid_input, field session');
-select is(pg_temp.error_of(format($$select api.leave_canvas(%L, 'n/a%%')$$, pg_temp.id('c'))),
-          '{"state": "PX400", "field": "session"}'::jsonb, 'leave_canvas checks the session too');
+select is(tests.error_of(format($$select api.update_presence(%L, null, false, 'no-slash')$$, pg_temp.id('c'))),
+          '{"state": "PX400", "code": "invalid_input", "field": "session"}'::jsonb, 'a session without a node part is invalid_input, field session');
+select is(tests.error_of(format($$select api.update_presence(%L, null, false, %L)$$, pg_temp.id('c'), 'n/' || repeat('x', 65))),
+          '{"state": "PX400", "code": "invalid_input", "field": "session"}'::jsonb, 'a session part over 64 characters is invalid_input, field session');
+select is(tests.error_of(format($$select api.update_presence(%L, null, false, 'n/a b')$$, pg_temp.id('c'))),
+          '{"state": "PX400", "code": "invalid_input", "field": "session"}'::jsonb, 'a session with a space is invalid_input, field session');
+select is(tests.error_of(format($$select api.leave_canvas(%L, 'n/a%%')$$, pg_temp.id('c'))),
+          '{"state": "PX400", "code": "invalid_input", "field": "session"}'::jsonb, 'leave_canvas checks the session too');
 select tests.clear_authentication();
 select ok(not pg_temp.present('c', 'viewer'), '... nothing was written');
 
 update app.settings set value = '3' where key = 'presence_sessions_max';
 select tests.authenticate_as('viewer');
 select api.update_presence(pg_temp.id('c'), null, false, 'n/' || i) from generate_series(1, 3) i;
-select is(pg_temp.error_of(format($$select api.update_presence(%L, null, false, 'n/4')$$, pg_temp.id('c'))),
-          '{"state": "PX400", "field": "session"}'::jsonb, 'a fourth session past presence_sessions_max 3 is invalid_input, field session');
+select is(tests.error_of(format($$select api.update_presence(%L, null, false, 'n/4')$$, pg_temp.id('c'))),
+          '{"state": "PX400", "code": "invalid_input", "field": "session"}'::jsonb, 'a fourth session past presence_sessions_max 3 is invalid_input, field session');
 select lives_ok(format($$select api.update_presence(%L, null, false, 'n/3')$$, pg_temp.id('c')), '... while one held already is written again');
 select lives_ok(format($$select api.update_presence(%L, null, false, 'n/1')$$, pg_temp.id('d')), '... and the bound is per canvas');
 select tests.clear_authentication();

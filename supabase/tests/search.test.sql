@@ -43,18 +43,6 @@ end $$;
 create function pg_temp.ks(r jsonb) returns integer[] language sql as $$
   select coalesce(array_agg((i -> 'content' ->> 'k')::integer order by o), '{}') from jsonb_array_elements(r -> 'items') with ordinality x(i, o)
 $$;
--- {state, field} of the error `p_sql` raises as the owner, or null
-create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
-declare v_state text; v_detail text;
-begin
-  perform tests.authenticate_as('search_owner');
-  execute p_sql;
-  perform tests.clear_authentication();
-  return null;
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
-  return jsonb_build_object('state', v_state, 'field', v_detail::jsonb ->> 'field');
-end $$;
 
 -- a query of model-a pointing at model-b's block along 4: that block is nearest by cosine
 -- distance, and would come first if the models were mixed; only model-a's three are compared
@@ -93,17 +81,20 @@ select is(api.search_blocks(p_canvas_id => (select canvas_id from ids), p_query 
           '{"model": null, "other_model_blocks": 0, "other_models": []}'::jsonb, 'called by name without p_model: model null, nothing left out');
 select tests.clear_authentication();
 
--- the model is a name: blank or absurdly long is refused
-select is(pg_temp.error_of(format('select api.search_blocks(%L, pg_temp.along(1), 10, %L)', (select canvas_id from ids), '')),
-          '{"state": "PX400", "field": "model"}', 'an empty model: invalid_input, field model');
-select is(pg_temp.error_of(format('select api.search_blocks(%L, pg_temp.along(1), 10, %L)', (select canvas_id from ids), E' \t\n')),
-          '{"state": "PX400", "field": "model"}', 'a blank model: invalid_input, field model');
-select is(pg_temp.error_of(format('select api.search_blocks(%L, pg_temp.along(1), 10, %L)', (select canvas_id from ids), repeat('m', 201))),
-          '{"state": "PX400", "field": "model"}', 'a model of 201 characters: invalid_input, field model');
+-- the model is a name: blank or absurdly long is refused (to the owner)
+select tests.authenticate_as('search_owner');
+select is(tests.error_of(format('select api.search_blocks(%L, pg_temp.along(1), 10, %L)', (select canvas_id from ids), '')),
+          '{"state": "PX400", "code": "invalid_input", "field": "model"}', 'an empty model: invalid_input, field model');
+select is(tests.error_of(format('select api.search_blocks(%L, pg_temp.along(1), 10, %L)', (select canvas_id from ids), E' \t\n')),
+          '{"state": "PX400", "code": "invalid_input", "field": "model"}', 'a blank model: invalid_input, field model');
+select is(tests.error_of(format('select api.search_blocks(%L, pg_temp.along(1), 10, %L)', (select canvas_id from ids), repeat('m', 201))),
+          '{"state": "PX400", "code": "invalid_input", "field": "model"}', 'a model of 201 characters: invalid_input, field model');
 select is(pg_temp.search(pg_temp.along(1), repeat('m', 200)) -> 'other_model_blocks', '3', 'one of 200 characters is a name like any other');
 -- the query is checked as before
-select is(pg_temp.error_of(format('select api.search_blocks(%L, %L::extensions.vector, 10, %L)', (select canvas_id from ids), '[1,2,3]', 'model-a')),
-          '{"state": "PX400", "field": "query"}', 'a query of 3 dimensions: invalid_input, field query');
+select tests.authenticate_as('search_owner');
+select is(tests.error_of(format('select api.search_blocks(%L, %L::extensions.vector, 10, %L)', (select canvas_id from ids), '[1,2,3]', 'model-a')),
+          '{"state": "PX400", "code": "invalid_input", "field": "query"}', 'a query of 3 dimensions: invalid_input, field query');
+select tests.clear_authentication();
 
 -- ---------------------------------------------------------------- what the counts read
 -- blocks_embedded_model_idx: the canvas's embedded blocks by model (migration

@@ -8,16 +8,6 @@ create extension if not exists pgtap with schema extensions;
 set search_path = extensions, public;
 select plan(138);
 
--- The error a statement raises, as {"code": <hint>, "field": …} (null when it does not raise).
-create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $$
-declare v_hint text; v_detail text;
-begin
-  execute p_sql;
-  return null;
-exception when others then
-  get stacked diagnostics v_hint = pg_exception_hint, v_detail = pg_exception_detail;
-  return jsonb_build_object('code', v_hint) || coalesce(internal.try_jsonb(v_detail), '{}');
-end $$;
 -- The error message of a statement (null when it does not raise).
 create function pg_temp.message_of(p_sql text) returns text language plpgsql as $$
 begin
@@ -141,8 +131,8 @@ select is(internal.text_op_transform('[{"d": 1}]', '[1, {"d": 5}]', 'left'), '[{
 select is(internal.text_op_transform('[5, "x"]', '[{"d": 3}, "ab"]', 'right'), '[4, "x"]',
           'skips are merged in the output ([2 + 2, "x"] not [2, 2, "x"])');
 select is(internal.text_op_transform('[2, "x"]', '[4, "y"]', 'left'), '[2, "x"]', 'no trailing skip in the output');
-select is((pg_temp.error_of($$select internal.text_op_transform('[]', '[]', 'middle')$$)),
-          '{"code": "invalid_input", "field": "side"}', 'a side other than left/right is invalid_input on field side');
+select is((tests.error_of($$select internal.text_op_transform('[]', '[]', 'middle')$$)),
+          '{"state": "PX400", "code": "invalid_input", "field": "side"}', 'a side other than left/right is invalid_input on field side');
 
 -- ---------------------------------------------------------------------------------------------
 -- normalize: numeric deletes, adjacent components merged, no trailing skip
@@ -204,46 +194,46 @@ select is(internal.text_op_transform_all('[2, "ab"]', array['[1, {"d": 3}]', '[2
           'transform_all: an insert over a delete, a two-insert op and an insert: as the library');
 select is(internal.text_op_transform_all('[1, "x", 1, {"d": 1}]', array['[{"d": 3}]', '[2, "w"]']::jsonb[], 'left'), '["x"]'::jsonb,
           'transform_all: a two-component op over a delete, then an insert after it: as the library');
-select is(pg_temp.error_of($$select internal.text_op_transform_all('[1, "x"]', '{}', 'up')$$), '{"code": "invalid_input", "field": "side"}',
+select is(tests.error_of($$select internal.text_op_transform_all('[1, "x"]', '{}', 'up')$$), '{"state": "PX400", "code": "invalid_input", "field": "side"}',
           'a side other than left/right is invalid_input on field side');
 
 -- ---------------------------------------------------------------------------------------------
 -- normalize: every malformed op is invalid_input on the caller's field
 -- ---------------------------------------------------------------------------------------------
-select is(pg_temp.error_of($$select internal.text_op_normalize('{"d": 1}', 'content.ops')$$),
-          '{"code": "invalid_input", "field": "content.ops"}', 'an object is not an op (error on the caller''s field)');
-select is(pg_temp.error_of($$select internal.text_op_normalize('"abc"', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a string is not an op');
-select is(pg_temp.error_of($$select internal.text_op_normalize(null, 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a missing op is invalid_input');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[0]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a skip of 0');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[-3, "x"]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a negative skip');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[1.5, "x"]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a fractional skip');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[2147483648, "x"]', 'op')$$), '{"code": "invalid_input", "field": "op"}',
+select is(tests.error_of($$select internal.text_op_normalize('{"d": 1}', 'content.ops')$$),
+          '{"state": "PX400", "code": "invalid_input", "field": "content.ops"}', 'an object is not an op (error on the caller''s field)');
+select is(tests.error_of($$select internal.text_op_normalize('"abc"', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a string is not an op');
+select is(tests.error_of($$select internal.text_op_normalize(null, 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a missing op is invalid_input');
+select is(tests.error_of($$select internal.text_op_normalize('[0]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a skip of 0');
+select is(tests.error_of($$select internal.text_op_normalize('[-3, "x"]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a negative skip');
+select is(tests.error_of($$select internal.text_op_normalize('[1.5, "x"]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a fractional skip');
+select is(tests.error_of($$select internal.text_op_normalize('[2147483648, "x"]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}',
           'a skip past 2147483647');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[1e30, "x"]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a huge skip (1e30)');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[{"d": 1e30}]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a huge delete (1e30)');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[""]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'an empty insert');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[{"d": 0}]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a delete of 0');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[{"d": ""}]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a delete of ""');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[{"d": -1}]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a negative delete');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[{"d": 1.5}]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a fractional delete');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[{"d": true}]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a delete of a boolean');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[{"d": 1, "x": 2}]', 'op')$$), '{"code": "invalid_input", "field": "op"}',
+select is(tests.error_of($$select internal.text_op_normalize('[1e30, "x"]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a huge skip (1e30)');
+select is(tests.error_of($$select internal.text_op_normalize('[{"d": 1e30}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a huge delete (1e30)');
+select is(tests.error_of($$select internal.text_op_normalize('[""]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'an empty insert');
+select is(tests.error_of($$select internal.text_op_normalize('[{"d": 0}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a delete of 0');
+select is(tests.error_of($$select internal.text_op_normalize('[{"d": ""}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a delete of ""');
+select is(tests.error_of($$select internal.text_op_normalize('[{"d": -1}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a negative delete');
+select is(tests.error_of($$select internal.text_op_normalize('[{"d": 1.5}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a fractional delete');
+select is(tests.error_of($$select internal.text_op_normalize('[{"d": true}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a delete of a boolean');
+select is(tests.error_of($$select internal.text_op_normalize('[{"d": 1, "x": 2}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}',
           'a delete with another key');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[{"i": "x"}]', 'op')$$), '{"code": "invalid_input", "field": "op"}',
+select is(tests.error_of($$select internal.text_op_normalize('[{"i": "x"}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}',
           'an object without d (other OT types'' insert form)');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[{}]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'an empty object');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[1, null]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a null component');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[true]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a boolean component');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[[1]]', 'op')$$), '{"code": "invalid_input", "field": "op"}', 'a nested array');
+select is(tests.error_of($$select internal.text_op_normalize('[{}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'an empty object');
+select is(tests.error_of($$select internal.text_op_normalize('[1, null]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a null component');
+select is(tests.error_of($$select internal.text_op_normalize('[true]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a boolean component');
+select is(tests.error_of($$select internal.text_op_normalize('[[1]]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a nested array');
 -- with a key (as the server calls them): the field is p_field followed by the key's step, built for the error only
-select is(pg_temp.error_of($$select internal.text_op_normalize('[0]', 'patch.text', 'body')$$), '{"code": "invalid_input", "field": "patch.text.body"}',
+select is(tests.error_of($$select internal.text_op_normalize('[0]', 'patch.text', 'body')$$), '{"state": "PX400", "code": "invalid_input", "field": "patch.text.body"}',
           'with a key, normalize''s error names the field followed by the key');
-select is(pg_temp.error_of($$select internal.text_op_normalize('"abc"', 'patch.text', 'a b')$$), '{"code": "invalid_input", "field": "patch.text[\"a b\"]"}',
+select is(tests.error_of($$select internal.text_op_normalize('"abc"', 'patch.text', 'a b')$$), '{"state": "PX400", "code": "invalid_input", "field": "patch.text[\"a b\"]"}',
           'a key that is no plain step is named in brackets, as internal.field_step names it');
 select matches(pg_temp.message_of($$select internal.text_op_normalize('[0]', 'patch.text', 'body')$$), '^patch\.text\.body component 0 ',
                'the message names the field with its key');
 select is(internal.text_op_normalize('[2, "x"]', 'patch.text', 'a b'), '[2, "x"]'::jsonb, 'a keystroke with a key: returned as it is');
-select is(pg_temp.error_of($$select internal.text_op_apply('abc', '[4, "x"]', 'patch.text', 'a"b')$$), '{"code": "invalid_input", "field": "patch.text[\"a\\\"b\"]"}',
+select is(tests.error_of($$select internal.text_op_apply('abc', '[4, "x"]', 'patch.text', 'a"b')$$), '{"state": "PX400", "code": "invalid_input", "field": "patch.text[\"a\\\"b\"]"}',
           'with a key, apply''s error names the field followed by the key''s step');
 select is(internal.text_op_apply('abc', '[3, "x"]', 'patch.text', 'body'), 'abcx', 'apply with a key applies as without');
 select matches(pg_temp.message_of($$select internal.text_op_normalize('[3, "x", {"d": 0}]', 'op')$$),
@@ -252,9 +242,9 @@ select matches(pg_temp.message_of($$select internal.text_op_normalize('[3, "x", 
 select is(jsonb_array_length(internal.text_op_normalize((select jsonb_agg(case when g % 2 = 1 then to_jsonb(1) else to_jsonb('a'::text) end)
                                                          from generate_series(1, 1000) g), 'op')), 1000,
           '1000 components are accepted');
-select is(pg_temp.error_of($$select internal.text_op_normalize((select jsonb_agg(case when g % 2 = 1 then to_jsonb(1) else to_jsonb('a'::text) end)
+select is(tests.error_of($$select internal.text_op_normalize((select jsonb_agg(case when g % 2 = 1 then to_jsonb(1) else to_jsonb('a'::text) end)
                                                                from generate_series(1, 1001) g), 'op')$$),
-          '{"code": "invalid_input", "field": "op"}', '1001 components are too many');
+          '{"state": "PX400", "code": "invalid_input", "field": "op"}', '1001 components are too many');
 -- the keystroke's regular expression over the op's text: only a normalized keystroke is returned
 -- as sent, whatever its strings hold; anything near one takes the walk, which normalizes or refuses it
 select is(internal.text_op_normalize('[3, "a\", 3"]', 'op'), '[3, "a\", 3"]', 'an insert holding a quote, comma and number is one insert');
@@ -265,11 +255,11 @@ select is(internal.text_op_normalize('[2e0, "x"]', 'op'), '[2, "x"]', 'and 2e0')
 select is(internal.text_op_normalize('[1000000000, "x"]', 'op'), '[1000000000, "x"]', 'a skip of ten digits up to 2147483647 is accepted');
 select is(internal.text_op_normalize('[1, 2, "x"]', 'op'), '[3, "x"]', 'adjacent skips are added');
 select is(internal.text_op_normalize('["a", 1]', 'op'), '["a"]', 'a trailing skip is dropped');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[1, {"d": 1, "x": 1}]', 'op')$$), '{"code": "invalid_input", "field": "op"}',
+select is(tests.error_of($$select internal.text_op_normalize('[1, {"d": 1, "x": 1}]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}',
           'a keystroke whose delete has another key is refused');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[-1, "x"]', 'op')$$), '{"code": "invalid_input", "field": "op"}',
+select is(tests.error_of($$select internal.text_op_normalize('[-1, "x"]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}',
           'a keystroke with a negative skip is refused');
-select is(pg_temp.error_of($$select internal.text_op_normalize('[1, ["x"]]', 'op')$$), '{"code": "invalid_input", "field": "op"}',
+select is(tests.error_of($$select internal.text_op_normalize('[1, ["x"]]', 'op')$$), '{"state": "PX400", "code": "invalid_input", "field": "op"}',
           'a keystroke with a nested array is refused');
 update app.settings set value = '3' where key = 'max_text_op_components';
 select matches(pg_temp.message_of($$select internal.text_op_normalize('[1, "a", 1, "b"]', 'op')$$),
@@ -279,12 +269,12 @@ update app.settings set value = '1000' where key = 'max_text_op_components';
 -- ---------------------------------------------------------------------------------------------
 -- apply: an op that reaches past the end of the text is invalid_input on the caller's field
 -- ---------------------------------------------------------------------------------------------
-select is(pg_temp.error_of($$select internal.text_op_apply('abc', '[4, "x"]', 'content.ops')$$),
-          '{"code": "invalid_input", "field": "content.ops"}', 'a skip past the end');
-select is(pg_temp.error_of($$select internal.text_op_apply('abc', '[2, {"d": 2}]', 'op')$$),
-          '{"code": "invalid_input", "field": "op"}', 'a delete past the end');
-select is(pg_temp.error_of($$select internal.text_op_apply('😀', '[1, {"d": 1}]', 'op')$$),
-          '{"code": "invalid_input", "field": "op"}', 'an emoji is 1 code point, so skip 1 + delete 1 is past its end');
+select is(tests.error_of($$select internal.text_op_apply('abc', '[4, "x"]', 'content.ops')$$),
+          '{"state": "PX400", "code": "invalid_input", "field": "content.ops"}', 'a skip past the end');
+select is(tests.error_of($$select internal.text_op_apply('abc', '[2, {"d": 2}]', 'op')$$),
+          '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'a delete past the end');
+select is(tests.error_of($$select internal.text_op_apply('😀', '[1, {"d": 1}]', 'op')$$),
+          '{"state": "PX400", "code": "invalid_input", "field": "op"}', 'an emoji is 1 code point, so skip 1 + delete 1 is past its end');
 select is(pg_temp.message_of($$select internal.text_op_apply('abc', '[2, "x", {"d": 2}]', 'op')$$),
           'op skips and deletes 4 code points but the text is only 3 code points long: the op was made for another version of the text; transform it against the current text',
           'the message names the op''s reach and the text''s length');

@@ -110,23 +110,15 @@ select throws_ok(format($$select api.update_presence(%L, jsonb_build_object('pad
 select lives_ok(format($$select api.update_presence(%L, jsonb_build_object('pad', repeat('x', 1000)))$$, pg_temp.id('c')),
                 'a cursor just under 1024 bytes is accepted');
 -- the state every member's client shows: name and color (free text before), typing, cursor, selection
-create function pg_temp.presence_error(p_state jsonb) returns jsonb language plpgsql as $$
-declare v_state text; v_detail text;
-begin
-  perform api.update_presence(pg_temp.id('c'), p_state);
-  return jsonb_build_object('state', 'ok');
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
-  return jsonb_build_object('state', v_state) || case when v_detail ~ '^\{' then v_detail::jsonb else '{}' end;
-end $$;
-select is(pg_temp.presence_error(s::jsonb), jsonb_build_object('state', 'PX400', 'field', f), format('a presence state %s: invalid_input %s', s, f))
+select is(tests.error_of(format('select api.update_presence(%L, %L::jsonb)', pg_temp.id('c'), s)),
+          jsonb_build_object('state', 'PX400', 'code', 'invalid_input', 'field', f), format('a presence state %s: invalid_input %s', s, f))
   from (values ('{"name": "evil\u202etxt.exe"}', 'cursor.name'), ('{"name": "a\u0007b"}', 'cursor.name'), ('{"name": "   "}', 'cursor.name'),
                ('{"name": ""}', 'cursor.name'), ('{"name": 42}', 'cursor.name'), (format('{"name": "%s"}', repeat('n', 101)), 'cursor.name'),
                ('{"color": "red;position:fixed;inset:0"}', 'cursor.color'), ('{"color": "url(https://tracker.example/p.png)"}', 'cursor.color'),
                ('{"color": "var(--x, url(a))"}', 'cursor.color'), ('{"color": "#fff\""}', 'cursor.color'), ('{"color": ["red"]}', 'cursor.color'),
                ('{"typing": "yes"}', 'cursor.typing'), ('{"cursor": 1}', 'cursor.cursor'), ('{"selection": "all"}', 'cursor.selection'),
                ('{"phx_ref": "F1"}', 'cursor.phx_ref'), ('{"presence_ref": "F1"}', 'cursor.presence_ref')) t(s, f);
-select is(pg_temp.presence_error(s::jsonb), '{"state": "ok"}', format('a presence state %s is accepted', s))
+select is(tests.error_of(format('select api.update_presence(%L, %L::jsonb)', pg_temp.id('c'), s)), null, format('a presence state %s is accepted', s))
   from unnest(array['{"name": "Ann Lee", "color": "hsl(210 70% 45%)", "typing": true, "cursor": {"x": 1, "y": 2}, "selection": null}',
                     '{"name": "家族 👨‍👩‍👧", "color": "#1A2b3C"}', '{"color": "rebeccapurple"}', '{"color": "rgb(1 2 3 / 50%)"}',
                     format('{"name": "%s"}', repeat('n', 100)), '{"name": null, "color": null, "app": {"anything": "\u0007"}}']) s;

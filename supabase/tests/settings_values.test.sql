@@ -41,20 +41,11 @@ select throws_ok($$insert into app.settings (key, value, description) values ('f
 select lives_ok($$update app.settings set value = '"30"' where key = 'mutations_per_minute'$$,
   'a whole number written as a JSON string of digits ("30") is taken: its readers read it');
 
--- the error's fields, as every other invalid_input
-create function pg_temp.refusal(p_sql text) returns jsonb language plpgsql as $$
-declare v_detail text; v_hint text;
-begin
-  execute p_sql;
-  return null;
-exception when others then
-  get stacked diagnostics v_detail = pg_exception_detail, v_hint = pg_exception_hint;
-  return jsonb_build_object('detail', v_detail::jsonb, 'hint', v_hint);
-end $$;
 select lives_ok($$update app.settings set value = '1e9' where key = 'presence_expiry_seconds'$$,
   'presence_expiry_seconds up to integer''s range is taken (1e9 seconds)');
-select is(pg_temp.refusal($$update app.settings set value = '0' where key = 'presence_expiry_seconds'$$),
-  '{"detail": {"field": "presence_expiry_seconds"}, "hint": "invalid_input"}'::jsonb,
+-- the error's fields, as every other invalid_input
+select is(tests.error_of($$update app.settings set value = '0' where key = 'presence_expiry_seconds'$$),
+  '{"state": "PX400", "code": "invalid_input", "field": "presence_expiry_seconds"}'::jsonb,
   'the refusal''s DETAIL names the key as its field and its HINT is invalid_input');
 
 -- nothing written: the refused values left the defaults (the updates above that passed are undone with the test)

@@ -31,23 +31,45 @@ create trigger queue_embedding_update
 
 -- Moves due outbox rows (last edit at least p_debounce ago, or first queued at least p_max_wait
 -- ago) into Graphile Worker: one add_jobs call (one NOTIFY) per batch, job key embed_block:<id>
--- (a queued job for the block is replaced, a running one is left to finish and a new job
--- follows). SKIP LOCKED: several workers drain safely. Returns the number of jobs added.
+-- (a queued job for the block is replaced: its payload, attempts back to 0, due now). A row whose
+-- block has a job a worker runs (locked) stays for a later drain, once that job is done:
+-- add_jobs gives a locked job with the key up for good (key cleared, attempts set to
+-- max_attempts), so it read as failed (25/25), and one whose run then failed (a lost connection)
+-- was left out of attempts until cleanup. The jobs are locked before they are looked at, so no
+-- worker takes one between the look and add_jobs (get_job skips locked rows). SKIP LOCKED:
+-- several workers drain safely. Returns the number of jobs added.
 create or replace function internal.drain_embedding_outbox(
   p_debounce interval default '1 second', p_max_wait interval default '10 seconds', p_limit integer default 500
 ) returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
+  v_due uuid[];
+  v_running uuid[];
   v_specs graphile_worker.job_spec[];
 begin
-  with due as (
-    select block_id from app.embedding_outbox
-    where queued_at <= now() - p_debounce or first_queued_at <= now() - p_max_wait
-    order by queued_at
+  select array_agg(block_id) into v_due from (
+    select o.block_id from app.embedding_outbox o
+    where (o.queued_at <= now() - p_debounce or o.first_queued_at <= now() - p_max_wait)
+      and not exists (select from graphile_worker._private_jobs j
+                      where j.key = 'embed_block:' || o.block_id and j.locked_at is not null)
+    order by o.queued_at
     limit p_limit
-    for update skip locked
-  ), drained as (
-    delete from app.embedding_outbox o using due where o.block_id = due.block_id
+    for update of o skip locked
+  ) due;
+  if v_due is null then
+    return 0;
+  end if;
+  -- their jobs, locked until this commits, and read as they are now: one a worker took since the
+  -- look above (its get_job committed meanwhile) is seen running here, and none is taken after
+  select array_agg(substr(j.key, length('embed_block:') + 1)::uuid) into v_running from (
+    select j.key, j.locked_at from graphile_worker._private_jobs j
+    where j.key = any (array(select 'embed_block:' || b from unnest(v_due) b))
+    order by j.id
+    for update of j
+  ) j where j.locked_at is not null;
+  with drained as (
+    delete from app.embedding_outbox o
+    where o.block_id = any (v_due) and not (o.block_id = any (coalesce(v_running, '{}')))
     returning o.block_id, o.canvas_id
   )
   select array_agg(row('embed_block', json_build_object('block_id', block_id, 'canvas_id', canvas_id),

@@ -1,5 +1,5 @@
 // embed_block with a real Graphile Worker in-process: the outbox debounces a burst of edits into
-// one job; an edit landing mid-job is never overwritten by the stale vector; a failing provider
+// one job; an edit landing mid-job waits for that job and is never overwritten by its stale vector; a failing provider
 // opens the circuit breaker (no hammering) and jobs recover through Graphile's retries.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -83,7 +83,7 @@ describe('embed_block on a real worker', () => {
     }
   });
 
-  it('an edit landing while the job runs is not overwritten by the stale vector', async () => {
+  it('an edit landing while the job runs waits for it in the outbox, is embedded after it, and is not overwritten by its stale vector', async () => {
     const tag = `race${randomUUID().slice(0, 8)}`;
     const gate = provider.gate(new RegExp(`${tag} alpha`));
     const first = `${tag} alpha first version`;
@@ -92,14 +92,19 @@ describe('embed_block on a real worker', () => {
     await gate.entered; // job 1 is embedding `first` and holds there
     const second = `${tag} beta second version`;
     await edit(b.id, b.version, second);
-    // job 2 (a new job: job 1 is locked) embeds and stores `second` while job 1 still holds
-    const mid = await waitFor('the newer embedding', async () => {
-      const r = await block(b.id);
-      return r.embedded_hash === r.content_hash && r;
-    });
+    // the edit is due; a drain leaves it in the outbox while job 1 runs: add_jobs would give the
+    // running job up for good (key cleared, attempts 25 of 25), a row that read as failed
+    await waitFor('the edit to be due', async () => (await db.sql`select 1 from app.embedding_outbox
+      where block_id = ${b.id} and queued_at <= now() - interval '300 milliseconds'`).length === 1);
+    await worker.drainOutbox();
+    const job = async () => (await db.sql`select attempts, max_attempts, key, locked_by is not null as running
+                                          from graphile_worker._private_jobs where payload ->> 'block_id' = ${b.id} order by id`)
+      .map((r) => ({ ...r }));
+    expect(await job()).toEqual([{ attempts: 1, max_attempts: 25, key: `embed_block:${b.id}`, running: true }]);
+    expect((await db.sql`select 1 from app.embedding_outbox where block_id = ${b.id}`).length).toBe(1);
     const firstDone = new Promise<void>((resolve) => {
-      const on = ({ job }: { job: { task_identifier: string; payload: unknown } }) => {
-        if (job.task_identifier === 'embed_block' && (job.payload as { block_id: string }).block_id === b.id) {
+      const on = ({ job: j }: { job: { task_identifier: string; payload: unknown } }) => {
+        if (j.task_identifier === 'embed_block' && (j.payload as { block_id: string }).block_id === b.id) {
           worker.events.off('job:success', on);
           resolve();
         }
@@ -107,13 +112,17 @@ describe('embed_block on a real worker', () => {
       worker.events.on('job:success', on);
     });
     gate.release();
-    await firstDone; // job 1 finished with its stale vector for `first`
-    const after = await block(b.id);
-    expect(after.embedded_hash).toBe(after.content_hash);
+    await firstDone; // job 1 finished; its stale vector for `first` was not stored
+    // job 2, queued by a drain once job 1 was done, embeds `second`
+    const after = await waitFor('the newer embedding', async () => {
+      const r = await block(b.id);
+      return r.embedded_hash === r.content_hash && r;
+    });
     expect(after.embedded_hash).not.toBe(alphaHash);
-    expect(after.vector).toBe(mid.vector);
     expect(cosine(parseVector(after.vector), localEmbedding(second))).toBeGreaterThan(0.9999);
     expect(provider.calls.filter((t) => t.includes(tag)).sort()).toEqual([first, second].sort());
+    // no job row is left behind for the block (job 2 completed), none reading as failed
+    await waitFor('no job left for the block', async () => (await job()).length === 0);
   });
 
   it('provider failures open the breaker (no calls while open) and jobs recover through retries', async () => {

@@ -22,6 +22,8 @@ export class QueuePool extends pg.Pool {
 
   constructor(urls: ConnectionUrls, opts: { max: number; applicationName: string }) {
     super({ connectionString: urls.pooled, max: opts.max, application_name: opts.applicationName, ...PG_KEEPALIVE });
+    // first of the connect listeners: a client's connection errors are coded before anyone sees them
+    this.on('connect', codeConnectionLoss);
     if (urls.transactionPooler) {
       // two: Graphile takes a new client after an error, sometimes before the old one is released
       this.listenPool = new pg.Pool({ connectionString: urls.direct, max: 2, application_name: `${opts.applicationName}-listen`, ...PG_KEEPALIVE });
@@ -101,6 +103,42 @@ function watchReadOnly(client: pg.PoolClient): void {
     }
     const result = query(...args);
     if (result && typeof result.then === 'function') result.then(undefined, note);
+    return result;
+  };
+}
+
+/** Clients whose connection failed: the error they emitted said so ('error' is pg's event for a dead connection). */
+const lostClients = new WeakSet<object>();
+
+/**
+ * Gives pg's connection errors that carry no code (its own 'Connection terminated unexpectedly',
+ * 'Client has encountered a connection error and is not queryable') postgres.js's code for the
+ * same, CONNECTION_CLOSED, so the worker tells a lost connection by the error's code
+ * (isConnectionFailure, src/db/faults.ts) and never by its text. A pg client emits 'error' only
+ * for its connection (a socket error, an unexpected end, the server's FATAL while it was idle);
+ * a query on such a client fails with an uncoded error too.
+ */
+function codeConnectionLoss(client: pg.PoolClient): void {
+  const c = client as pg.PoolClient & { lossCoded?: true };
+  if (c.lossCoded) return;
+  c.lossCoded = true;
+  const code = (err: any) => {
+    if (err instanceof Error && (err as { code?: unknown }).code === undefined) (err as { code?: string }).code = 'CONNECTION_CLOSED';
+  };
+  client.prependListener('error', (err: Error) => {
+    lostClients.add(client);
+    code(err);
+  });
+  const query = client.query.bind(client) as (...args: any[]) => any;
+  const noteLost = (err: any) => { if (lostClients.has(client)) code(err); };
+  (client as any).query = (...args: any[]) => {
+    const last = args.length - 1;
+    if (typeof args[last] === 'function') {
+      const cb = args[last];
+      args[last] = (err: any, res: any) => { noteLost(err); cb(err, res); };
+    }
+    const result = query(...args);
+    if (result && typeof result.then === 'function') result.then(undefined, noteLost);
     return result;
   };
 }

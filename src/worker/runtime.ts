@@ -10,6 +10,7 @@ import { connectionUrls } from '../db/pooling.ts';
 import { createMetrics, JOB_OUTCOMES, type Metrics } from '../metrics.ts';
 import { CircuitBreaker, type BreakerState } from './breaker.ts';
 import { LockLedger } from './lock-ledger.ts';
+import { DatabaseOutage } from './outage.ts';
 import { createProvider, type EmbeddingProvider } from './providers.ts';
 import { QueuePool } from './queue-pool.ts';
 import { UnknownTasks } from './unknown-tasks.ts';
@@ -87,6 +88,8 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
     },
   });
   metrics.breakerState.set({ name: 'embedding' }, 0);
+  // every part's lost or refused connection is one outage in the log (outage.ts)
+  const outage = new DatabaseOutage(log);
   const ctx: TaskContext = { sql, provider, breaker };
   const taskList: TaskList = { ...(createTaskList(ctx) as TaskList), ...opts.extraTasks };
 
@@ -117,7 +120,7 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
     } else if (final) {
       log.error({ ...fields, next: `fix the cause (err), then run it again: select graphile_worker.reschedule_jobs(array[${job.id}]::bigint[], attempts => 0); `
         + `cleanup deletes it after failed_job_retention_days` }, 'job failed permanently: out of attempts');
-    } else log.warn(fields, 'job failed; retried later');
+    } else if (!outage.failed(error, `job ${job.task_identifier}`)) log.warn(fields, 'job failed; retried later');
   });
 
   // Graphile Worker's own pool, named so operators (and the fault tests) can tell its connections
@@ -127,7 +130,9 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   events.on('pool:listen:success', ({ client }) => {
     if (!queuePool.isDirect(client)) log.error('Graphile Worker LISTENs through the transaction pooler: new jobs wait for the next poll');
   });
-  const lost = (err: Error) => log.warn({ err: err.message }, 'worker queue connection lost; the pool reconnects');
+  const lost = (err: Error) => {
+    if (!outage.failed(err, 'queue pool')) log.warn({ err: err.message }, 'worker queue connection lost; the pool reconnects');
+  };
   queuePool.on('error', lost);
   queuePool.on('connect', (client) => client.on('error', lost));
   // Graphile Worker's runner and its pool; none while it is started again after stopping on its
@@ -153,7 +158,7 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
         crontab: cfg.crontab,
         noHandleSignals: true,
         events,
-        logger: graphileLogger(log),
+        logger: graphileLogger(log, outage),
       });
     } finally {
       events.off('pool:create', created);
@@ -266,16 +271,19 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   // Loops: each reschedules itself after its work, so a slow database never piles calls up.
   const timers = new Set<NodeJS.Timeout>();
   const running = new Set<Promise<unknown>>();
-  // A loop that fails (the database unreachable) logs it once, and once more when it works again:
-  // the outbox drain runs every EMBED_DRAIN_INTERVAL_MS, and an outage logged a stack each time.
+  // A loop that fails logs it once, and once more when it works again: the outbox drain runs every
+  // EMBED_DRAIN_INTERVAL_MS, and an outage logged a stack each time. A lost or refused connection
+  // is the outage's (outage.ts), which a loop that works again ends.
   const loop = (name: string, every: number, work: () => Promise<unknown>) => {
     let failing: { since: number; failures: number } | undefined;
     const worked = () => {
+      outage.answered();
       if (!failing) return;
       log.info({ failures: failing.failures, seconds: Math.round((monotonicNow() - failing.since) / 1000) }, `worker ${name} works again`);
       failing = undefined;
     };
     const failed = (err: unknown) => {
+      if (outage.failed(err, `worker ${name}`)) return;
       if (!failing) log.error({ err, every_ms: every }, `worker ${name} failed; it is retried, and logged again once it works`);
       failing ??= { since: monotonicNow(), failures: 0 };
       failing.failures += 1;
@@ -330,10 +338,14 @@ export async function startWorker(opts: WorkerRuntimeOptions): Promise<WorkerRun
   };
 }
 
-function graphileLogger(log: Logger) {
+function graphileLogger(log: Logger, outage: DatabaseOutage) {
   return new GraphileLogger(() => (level, message, meta) => {
     // Graphile logs every completed job at info: that is debug detail here (metrics count jobs)
-    const fn = level === 'error' ? 'error' : level === 'warning' ? 'warn' : 'debug';
+    let fn: 'error' | 'warn' | 'debug' = level === 'error' ? 'error' : level === 'warning' ? 'warn' : 'debug';
+    // its errors carry the error as `error` (`fatalError` for a worker's): a lost or refused
+    // connection is the outage's line, and this one detail at debug
+    const err = meta?.error ?? meta?.fatalError;
+    if (fn !== 'debug' && err !== undefined && outage.failed(err, 'graphile-worker')) fn = 'debug';
     log[fn]({ graphile: meta && 'job' in meta ? { ...meta, job: jobSummary(meta.job) } : meta }, message);
   });
 }

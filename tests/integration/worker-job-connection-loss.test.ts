@@ -8,12 +8,14 @@
 // also stops a job whose own query kills its backend every time (a backend the OOM killer ends,
 // a runaway statement an operator terminates) from running forever. What is asserted: the job
 // completes exactly once, the worker lives on, each loss costs one attempt and is retried with
-// Graphile's backoff, not given up, and logged as a retry, never as a permanent failure.
+// Graphile's backoff, not given up, and logged as a lost connection the worker retries (warn), never
+// as a permanent failure or an error.
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import type { Database } from '../../src/db/index.ts';
 import { databaseClientPorts, startWorkerProcess, type ScriptProcess } from '../helpers/chaos.ts';
+import { OUTAGE_STARTED } from '../../src/worker/outage.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { createCanvas, mutate } from '../helpers/fixtures.ts';
 import { quietQueue, waitFor } from '../helpers/worker.ts';
@@ -107,7 +109,13 @@ describe('a job whose connection is terminated mid-job, again and again', () => 
     expect(await runs()).toBe(1);
     expect(w.exited()).toBeNull();
     const logs = w.output();
-    expect(logs.match(/"msg":"job failed; retried later"/g)?.length).toBe(LOSSES);
+    // each loss a lost connection, logged at warn as the worker's database fault (src/worker/outage.ts),
+    // one line per fault at most (a heartbeat between two losses ends the first), with its code
+    const faults = logs.split('\n').filter((l) => l.includes(`"msg":"${OUTAGE_STARTED}"`));
+    expect(faults.length).toBeGreaterThanOrEqual(1);
+    expect(faults.length).toBeLessThanOrEqual(LOSSES);
+    for (const l of faults) expect(JSON.parse(l)).toMatchObject({ level: 40, code: '57P01' });
+    expect(logs).not.toMatch(/"level":50/);
     expect(logs).not.toMatch(/failed permanently/);
   }, 90_000);
 });

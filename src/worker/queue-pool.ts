@@ -5,6 +5,13 @@ import type { ConnectionUrls } from '../db/pooling.ts';
 type ConnectCallback = (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: any) => void) => void;
 
 /**
+ * The longest wait between two tries to open Graphile Worker's LISTEN client (the first waits
+ * 100 ms, then twice as long each time, with jitter), about its default poll interval: new jobs
+ * are heard again within that of the database answering.
+ */
+export const LISTEN_RETRY_MAX_MS = 2000;
+
+/**
  * Graphile Worker's pg pool. Graphile Worker 0.17 takes one pool for two kinds of use:
  *   - job queries (get/complete/fail jobs, cron, lock resets): one statement or transaction
  *     each, which a transaction pooler carries fine (with `noPreparedStatements`);
@@ -19,6 +26,8 @@ export class QueuePool extends pg.Pool {
   /** Direct connections for the LISTEN client; unset when DATABASE_URL is direct anyway. */
   readonly listenPool?: pg.Pool;
   readonly #direct = new WeakSet<object>();
+  /** Waits before the next try to open the LISTEN client, and whom to tell if the pool ends meanwhile. */
+  readonly #listenRetries = new Map<NodeJS.Timeout, ConnectCallback>();
 
   constructor(urls: ConnectionUrls, opts: { max: number; applicationName: string }) {
     super({ connectionString: urls.pooled, max: opts.max, application_name: opts.applicationName, ...PG_KEEPALIVE });
@@ -41,7 +50,7 @@ export class QueuePool extends pg.Pool {
   override connect(callback?: ConnectCallback): Promise<pg.PoolClient> | void {
     // Graphile Worker's LISTEN client, by the name of the callback it passes (see above); the
     // worker warns when a LISTEN client is not a direct one (runtime.ts, pool:listen:success)
-    if (callback && this.listenPool && callback.name === 'listenForChanges') return this.listenPool.connect(callback);
+    if (callback && callback.name === 'listenForChanges') return this.#connectListen(callback, 0);
     if (callback) {
       super.connect((err, client, done) => callback(err, client, client ? releaseReadOnly(client, done) : done));
       return;
@@ -52,12 +61,41 @@ export class QueuePool extends pg.Pool {
     });
   }
 
+  /**
+   * Opens the LISTEN client, trying again until a connection opens (or the pool ends), at most
+   * LISTEN_RETRY_MAX_MS apart. Graphile Worker (0.17, main.js listenForChanges) waits
+   * `50 * e^attempts` ms, up to its MAX_DELAY of 60 s, before each new try and counts every failed
+   * one: across a restart's 20-30 s of refused connections its wait grew to 20-55 s, and new jobs
+   * waited for the poll meanwhile. No option bounds it (MAX_DELAY is a constant of main.js), so the
+   * refused tries never reach it: it sees one failure per lost connection, and `attempts` back to
+   * 0 at each successful LISTEN.
+   */
+  #connectListen(callback: ConnectCallback, attempt: number): void {
+    const handOver: ConnectCallback = (err, client, done) => {
+      if (!err || this.ending) return callback(err, client, done);
+      const delay = Math.min(LISTEN_RETRY_MAX_MS, 100 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      const timer = setTimeout(() => {
+        this.#listenRetries.delete(timer);
+        this.#connectListen(callback, attempt + 1);
+      }, delay);
+      this.#listenRetries.set(timer, callback);
+    };
+    if (this.listenPool) this.listenPool.connect(handOver);
+    else super.connect((err, client, done) => handOver(err, client, client ? releaseReadOnly(client, done) : done));
+  }
+
   /** Whether `client` is one of the direct LISTEN clients (always true without a pooler). */
   isDirect(client: object): boolean {
     return !this.listenPool || this.#direct.has(client);
   }
 
   override async end(): Promise<void> {
+    // a LISTEN client still being tried for: Graphile Worker hears the pool ended (it has stopped by now)
+    for (const [timer, callback] of this.#listenRetries) {
+      clearTimeout(timer);
+      callback(new Error('the worker queue pool ended'), undefined, () => {});
+    }
+    this.#listenRetries.clear();
     await Promise.all([super.end(), this.listenPool?.end()]);
   }
 }

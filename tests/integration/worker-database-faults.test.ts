@@ -3,7 +3,8 @@
 // from the worker: every session ended, then the server refusing while it starts). What an
 // operator reads in the log: one warn line per fault, saying the worker retries, and one info line
 // once the database answers again, with no stack; a task that fails for its own reason is still
-// logged at error.
+// logged at error. And Graphile Worker's LISTEN client comes back at once after a long refusal:
+// its own reconnection backoff (main.js, growing to about 56 s) never gets past its first step.
 import postgres from 'postgres';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +27,7 @@ describe('the worker under database faults', () => {
   let database = '';
   let worker: WorkerRuntime;
   const lines: Line[] = [];
+  let listenAttempts: number[] = [];
 
   beforeAll(async () => {
     admin = postgres(testDatabaseUrl(), { max: 1, onnotice: () => {} });
@@ -41,6 +43,7 @@ describe('the worker under database faults', () => {
       provider: new TestProvider(), logger,
       extraTasks: { test_fails_for_its_own_reason: async () => { throw new Error('the task failed for its own reason'); } },
     });
+    worker.events.on('pool:listen:connecting', ({ attempts }) => { listenAttempts.push(attempts); });
   }, 60_000);
   afterAll(async () => {
     await cluster?.unsafe(`alter database "${database}" allow_connections true`);
@@ -86,13 +89,14 @@ describe('the worker under database faults', () => {
     await admin`delete from graphile_worker._private_jobs where id = ${job}`;
   });
 
-  it('refusing connections for a while: one warn and one info line', async () => {
+  it('refusing connections for a while: one warn and one info line; the LISTEN client is back at its first reconnection step', async () => {
     await listening();
     const [faults, backs, errors] = [count(FAULT), count(BACK), at(50).length];
+    listenAttempts = [];
     await cluster.unsafe(`alter database "${database}" allow_connections false`);
     try {
       expect(await terminateAll()).toBeGreaterThan(0);
-      // many refused tries of every part of the worker
+      // long enough for Graphile Worker's own backoff to reach 7 s between tries (136, 370, 1005, 2730, 7421 ms)
       await sleep(8_000);
     } finally {
       await cluster.unsafe(`alter database "${database}" allow_connections true`);
@@ -104,5 +108,8 @@ describe('the worker under database faults', () => {
     expect(at(40).filter(hasStack).map((l) => l.msg)).toEqual([]);
     expect(count(FAULT)).toBe(faults + 1);
     expect(count(BACK)).toBe(backs + 1);
+    // Graphile Worker's LISTEN reconnection: one try after the fault (attempts 1), which the queue
+    // pool holds until a connection opens, so its backoff never grows
+    expect(Math.max(...listenAttempts)).toBe(1);
   }, 60_000);
 });

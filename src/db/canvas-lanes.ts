@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ReservedSql, Sql } from 'postgres';
-import { answerTimedOut, isConnectionFailure } from './faults.ts';
+import { answerTimedOut, isConnectionFailure, mayRunAgain } from './faults.ts';
 import type { CallerSettings } from './request.ts';
 
 /**
@@ -73,8 +73,9 @@ import type { CallerSettings } from './request.ts';
  * Lifecycle: a lane reserves its connection for its first request and releases it after its last
  * one is answered; there is nothing to start or stop. A connection failure fails the requests of
  * the transactions on the wire (their outcome is unknown: the caller answers 503 and the client
- * resends by client_op_id); the lane then reserves a new connection for the ones still queued,
- * which were never sent. After TURNS requests the lane gives its connection back the same way and
+ * resends by client_op_id), unless the connection answered nothing since it was reserved (dead when
+ * drawn: they are sent again, up to the pool's size of times); the lane then reserves a new connection for the
+ * ones still queued, which were never sent. After TURNS requests the lane gives its connection back the same way and
  * queues for another, behind the pool's other callers: a hot canvas does not keep a connection
  * for ever.
  */
@@ -84,6 +85,8 @@ export class CanvasLanes {
   readonly #pipeline: boolean;
   readonly #lockCallers: string | null;
   readonly #logger: Pick<Logger, 'warn'> | null;
+  /** The pool's size: how many connections dead when drawn one fault can leave in it (a group on a connection that answered nothing is sent again, up to this many times). */
+  readonly #pooled: number;
   readonly #lanes = new Map<string, Lane>();
   /**
    * Ids of the transactions this object sends: a random prefix of this object's and a count, so
@@ -114,6 +117,7 @@ export class CanvasLanes {
     this.#pipeline = opts.pipeline ?? true;
     this.#lockCallers = opts.lockCallers ?? null;
     this.#logger = opts.logger ?? null;
+    this.#pooled = sql.options.max;
   }
 
   /** Lanes open now (one per canvas with a request in flight in this process). */
@@ -159,7 +163,7 @@ export class CanvasLanes {
       }
       lane.queue.push({ write, first: opts.first ?? null, single: opts.single ?? null, caller: opts.caller ?? null,
         resolve: resolve as (value: unknown) => void, reject,
-        alone: false, onePerCaller: false });
+        alone: false, onePerCaller: false, unanswered: 0 });
       this.#pump(key, lane);
     });
   }
@@ -201,6 +205,7 @@ export class CanvasLanes {
       this.#sql.reserve().then((reserved) => {
         lane.reserving = false;
         lane.conn = reserved;
+        lane.drawn = { answered: false };
         lane.turns = 0;
         this.#pump(key, lane);
       }, (err: unknown) => {
@@ -296,6 +301,8 @@ export class CanvasLanes {
   async #send(key: string, lane: Lane, conn: ReservedSql, group: Request[], tx: OnWire, after: string | null)
     : Promise<{ retry: Request[]; resend: number; broken: boolean; committed: boolean; lost?: unknown }> {
     const begin = conn`begin`.execute();
+    const drawn = lane.drawn;
+    begin.then(() => { drawn.answered = true; }, () => {});
     // behind a transaction still on the wire: runs only if that one committed (its mark below is
     // a session setting, which its rollback takes back)
     const guard = after === null ? null : conn.unsafe(LANE_GUARD, [after], { prepare: true }).execute();
@@ -333,6 +340,19 @@ export class CanvasLanes {
       .find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
     const lost = [opened, closed, guarded, marked, callersLocked].map((s) => (s.status === 'rejected' ? s.reason : undefined)).concat(errors)
       .find((err) => err !== undefined && isConnectionFailure(err));
+    if (lost !== undefined && !drawn.answered && mayRunAgain(lost) && group.every((request) => request.unanswered < this.#pooled)) {
+      // the connection answered nothing since the pool handed it out (not this BEGIN, nor one of a
+      // transaction ahead of it): it was most likely dead when drawn, another casualty of a
+      // fault that ended every pooled connection at once (a restart, every backend terminated, a
+      // NAT's timeout), whose end the pool had not read yet; with the pool's connections all dead,
+      // each lane failed its requests (503) while the database answered. The group goes again, first
+      // and as a group of its own, on a connection reserved anew (the same rule as withRequest's:
+      // src/db/faults.ts); at most the pool's size of times per request. Should the server have
+      // committed it all the same (the connection lost after COMMIT, before BEGIN's answer came),
+      // the requests are idempotent by client_op_id (requestStatement): sent again, nothing applies twice
+      for (const request of group) request.unanswered++;
+      return { retry: group, resend: group.length, broken: true, committed: false };
+    }
     if (lost !== undefined) {
       // the connection failed: every request of the transaction fails with it (it may have
       // committed or not; the caller answers 503 and the client resends by client_op_id)
@@ -451,6 +471,8 @@ type Request = {
   alone: boolean;
   /** Shares no transaction with another request of its caller (a request of its caller failed in its last group). */
   onePerCaller: boolean;
+  /** Transactions it was sent in on a connection that answered nothing (sent again on a new connection, up to the pool's size). */
+  unanswered: number;
 };
 
 /** A lane's transaction on the wire: `ran` once its requests' statements have all succeeded; `marked`: it sets its mark (LANE_MARK) before COMMIT. */
@@ -474,6 +496,8 @@ class Lane {
   conn: ReservedSql | null = null;
   /** Waiting for the pool to reserve a connection. */
   reserving = false;
+  /** Whether `conn` has answered anything since it was reserved (a BEGIN): one that has not was most likely dead when drawn. */
+  drawn = { answered: false };
   /** Gives `conn` back once the transaction on the wire settles: it failed, or its turns are used up. */
   closing = false;
   /** Requests sent down `conn` since it was reserved. */

@@ -41,7 +41,8 @@ export type RetryRules = {
  * end on a new connection for the same reason). Not when no session could be opened at all
  * (couldNotConnect) or the answer never came (answerTimedOut): running it again at once only waits
  * for the same refusal or timeout. The one retry rule of API requests (src/db/request.ts), readiness
- * queries (src/http/readiness.ts) and channel authorization (src/realtime/authorize.ts).
+ * queries (src/http/readiness.ts) and channel authorization (src/realtime/authorize.ts); canvas lanes
+ * (src/db/canvas-lanes.ts) apply its `answered` rule to a reserved connection.
  */
 export async function runAgainOnLostConnection<T>(work: () => Promise<T>, rules: RetryRules = {}): Promise<T> {
   const { safe = () => true, answered = () => false, pooled = 0 } = rules;
@@ -51,11 +52,21 @@ export async function runAgainOnLostConnection<T>(work: () => Promise<T>, rules:
     try {
       return await work();
     } catch (err) {
-      if (!safe() || !isConnectionFailure(err) || couldNotConnect(err) || answerTimedOut(err)) throw err;
+      if (!safe() || !mayRunAgain(err)) throw err;
       if (!answered() && unanswered < pooled) unanswered++;
       else if (counted++ >= CONNECTION_RETRIES) throw err;
     }
   }
+}
+
+/**
+ * Whether work that failed with `err` may run again on another connection: its connection was lost
+ * (isConnectionFailure), but a session could be opened (not couldNotConnect) and the answer did not
+ * time out (not answerTimedOut): running it again at once would only wait for the same refusal or
+ * timeout. runAgainOnLostConnection's rule, and canvas lanes' for a group on a connection dead when drawn.
+ */
+export function mayRunAgain(err: unknown): boolean {
+  return isConnectionFailure(err) && !couldNotConnect(err) && !answerTimedOut(err);
 }
 
 /**

@@ -7,15 +7,17 @@
 // while the database answered: a gateway's snapshot page read, terminated with the pool's idle
 // connections, gave its socket up. A try whose BEGIN was not answered ran nothing and is not
 // counted, up to the pool's size; a try the database ended after answering it still is.
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { testDatabaseUrl } from '../../src/config.ts';
 import { createDatabase, type Database } from '../../src/db/index.ts';
 import { CONNECTION_RETRIES } from '../../src/db/faults.ts';
 import { withRequest } from '../../src/db/request.ts';
 import { readyQuery } from '../../src/http/readiness.ts';
+import { sendMutation } from '../../src/http/rpc.ts';
 import { mayAccessTopic } from '../../src/realtime/authorize.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { createCanvas } from '../helpers/fixtures.ts';
+import { claimsFor, createCanvas } from '../helpers/fixtures.ts';
 import { databaseUrlThrough, startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 
 const POOL = 4;
@@ -74,4 +76,18 @@ it('a database that cannot be reached still fails the request (past the dead con
   } finally {
     proxy.restore();
   }
+});
+
+it('a canvas lane drawing the dead connections sends its group again on a live one (BEGIN unanswered: nothing of it ran), not a 503', async () => {
+  const { canvasId, users } = await createCanvas(db.sql);
+  for (let round = 0; round < 3; round++) {
+    await poolOfDeadConnections();
+    const clientOpId = randomUUID();
+    const results = await Promise.all([0, 1, 2].map((i) => sendMutation(pool.lanes, { claims: claimsFor(users.owner!) }, 'upsert_block_atomic',
+      [canvasId, null, 'create', `${clientOpId}-${i}`, null, { type: 'text', content: { text: String(i) } }], null)));
+    expect(results.map((r) => r?.status)).toEqual(['success', 'success', 'success']);
+  }
+  // each acknowledged once: three blocks a round, none doubled
+  const [row] = await db.sql<{ n: number }[]>`select count(*)::int as n from app.blocks where canvas_id = ${canvasId}`;
+  expect(row!.n).toBe(9);
 });

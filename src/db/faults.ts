@@ -25,9 +25,11 @@ export type RetryRules = {
    * that ended the try before (a restart, every backend terminated, a NAT's timeout), whose end the
    * pool had not read yet.
    */
-  answered?: () => boolean;
+  answered?: (err: unknown) => boolean;
   /** The pool's size (`sql.options.max`): how many such dead connections one fault can leave in it (default 0: every try counts). */
   pooled?: number;
+  /** How many counted tries (lost after their connection answered) are run again (default CONNECTION_RETRIES). */
+  retries?: number;
 };
 
 /**
@@ -41,11 +43,12 @@ export type RetryRules = {
  * end on a new connection for the same reason). Not when no session could be opened at all
  * (couldNotConnect) or the answer never came (answerTimedOut): running it again at once only waits
  * for the same refusal or timeout. The one retry rule of API requests (src/db/request.ts), readiness
- * queries (src/http/readiness.ts) and channel authorization (src/realtime/authorize.ts); canvas lanes
- * (src/db/canvas-lanes.ts) apply its `answered` rule to a reserved connection.
+ * queries (src/http/readiness.ts), channel authorization (src/realtime/authorize.ts) and the worker's
+ * tasks (src/worker/tasks.ts); canvas lanes (src/db/canvas-lanes.ts) apply its `answered` rule to a
+ * reserved connection.
  */
 export async function runAgainOnLostConnection<T>(work: () => Promise<T>, rules: RetryRules = {}): Promise<T> {
-  const { safe = () => true, answered = () => false, pooled = 0 } = rules;
+  const { safe = () => true, answered = () => false, pooled = 0, retries = CONNECTION_RETRIES } = rules;
   let counted = 0;
   let unanswered = 0;
   for (;;) {
@@ -53,8 +56,8 @@ export async function runAgainOnLostConnection<T>(work: () => Promise<T>, rules:
       return await work();
     } catch (err) {
       if (!safe() || !mayRunAgain(err)) throw err;
-      if (!answered() && unanswered < pooled) unanswered++;
-      else if (counted++ >= CONNECTION_RETRIES) throw err;
+      if (!answered(err) && unanswered < pooled) unanswered++;
+      else if (counted++ >= retries) throw err;
     }
   }
 }
@@ -67,6 +70,16 @@ export async function runAgainOnLostConnection<T>(work: () => Promise<T>, rules:
  */
 export function mayRunAgain(err: unknown): boolean {
   return isConnectionFailure(err) && !couldNotConnect(err) && !answerTimedOut(err);
+}
+
+/**
+ * Whether the server said a word of the loss `err` (a PostgreSQL error, which carries a severity:
+ * 57P01 from pg_terminate_backend or a shutdown mid-statement): the connection was alive when the
+ * statement went out. A loss without one (a reset, a closed socket) on a connection the pool handed
+ * out was most likely dead when drawn: the `answered` of single statements (src/worker/tasks.ts).
+ */
+export function serverAnnounced(err: unknown): boolean {
+  return typeof (err as { severity?: unknown } | null)?.severity === 'string';
 }
 
 /**

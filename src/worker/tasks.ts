@@ -1,6 +1,7 @@
 import type { JobHelpers, Task } from 'graphile-worker';
 import type { Sql } from 'postgres';
 import { z } from 'zod';
+import { runAgainOnLostConnection, serverAnnounced } from '../db/faults.ts';
 import { cleanupFiles } from '../storage/cleanup.ts';
 import { fileStorage } from '../storage/index.ts';
 import type { CircuitBreaker } from './breaker.ts';
@@ -99,7 +100,7 @@ async function validPayload<K extends keyof typeof payloads>(ctx: TaskContext, t
 }
 
 export function createTaskList(ctx: TaskContext): { [K in TaskName]: Task<K> } {
-  return {
+  const tasks: { [K in TaskName]: Task<K> } = {
     embed_block: async (payload, helpers) => {
       const { block_id } = await validPayload(ctx, 'embed_block', payload, helpers);
       await embedBlock(ctx, block_id, helpers);
@@ -126,4 +127,24 @@ export function createTaskList(ctx: TaskContext): { [K in TaskName]: Task<K> } {
       helpers.logger.info(`cleanup_files: ${JSON.stringify(result)}`);
     },
   };
+  return {
+    embed_block: sameAttempt(ctx.sql, tasks.embed_block),
+    rebalance_canvas: sameAttempt(ctx.sql, tasks.rebalance_canvas),
+    cleanup: sameAttempt(ctx.sql, tasks.cleanup),
+    cleanup_files: sameAttempt(ctx.sql, tasks.cleanup_files),
+  };
+}
+
+/**
+ * `task`, run again within its attempt when one of its statements drew a connection that was dead
+ * when drawn (lost without a word from the server: serverAnnounced), up to the pool's size of
+ * times: a fault that ends every pooled connection at once (a NAT's timeout, a restart whose ends the
+ * pool has not read) failed the job, an attempt counted and the job put off by Graphile's backoff,
+ * while the database answered. Running it again is what Graphile's retry does (a job runs at least
+ * once); a loss the server announced (a backend terminated mid-statement) is still the attempt's
+ * failure (retries: 0), as is every other error.
+ */
+function sameAttempt<K extends TaskName>(sql: Sql, task: Task<K>): Task<K> {
+  return (payload, helpers) => runAgainOnLostConnection(() => Promise.resolve(task(payload, helpers)),
+    { answered: serverAnnounced, pooled: sql.options.max, retries: 0 });
 }

@@ -85,7 +85,9 @@ function once<T>(sql: Sql, settings: CallerSettings, work: (tx: TransactionSql) 
  * the outcome is unknown (through a pooler such as PgBouncer the server may have committed what
  * this process never heard of). Nothing is run again here, unlike withRequest, whose retry relies
  * on COMMIT not having been sent yet: the failure is thrown (isConnectionFailure), the HTTP layer
- * answers 503 and the client sends the operation again with the same client_op_id.
+ * answers 503 and the client sends the operation again with the same client_op_id. Except on a
+ * connection that answered nothing since the lane reserved it (dead when drawn): the lane sends
+ * the group again on another (src/db/canvas-lanes.ts).
  */
 export async function requestStatement<R extends Record<string, unknown>>(lanes: CanvasLanes, canvasId: string, ctx: RequestContext,
   text: string, params: unknown[],

@@ -20,7 +20,8 @@ export function callApi<T = unknown>(deps: Deps, c: Context<AppEnv>, endpoint: A
  * callApi for the mutation RPCs (api.upsert_block_atomic, api.upsert_blocks_atomic): idempotent by
  * client_op_id, so sent down its canvas's lane with its COMMIT pipelined (requestStatement: the
  * canvas lock is released when the last RPC of its lane transaction ends, not a round trip later;
- * a lost connection is answered 503 for the client to resend, never run again here). The jsonb
+ * a lost connection is answered 503 for the client to resend, run again only by the lane when the
+ * connection had answered nothing: dead when drawn). The jsonb
  * object is answered as is: its JSON text as Postgres wrote it (no JSON.parse of the whole object
  * into JS and JSON.stringify back), and its top-level `status`, which is all the caller looks at
  * before answering it.

@@ -13,7 +13,7 @@ import { FrameBound } from './frame-bound.ts';
 import { RateLimiter } from './rate-limit.ts';
 import type { Encoded } from './serializer.ts';
 import { InboundQueue } from './inbound-queue.ts';
-import { leavePresenceSession } from './presence-sessions.ts';
+import { PresenceSteps } from './presence-sessions.ts';
 import { whenWritable, writeBounded, writeShared } from './socket-write.ts';
 import { whenTokenExpires } from './token-expiry.ts';
 
@@ -60,8 +60,8 @@ export class H1Socket {
    * sockets or channels holds a session on the canvas, on any gateway.
    */
   private readonly presenceSession: string;
-  /** The presence write on its way, if any: the close's leave runs after it (never before a write that records the session again). */
-  private presenceWrite: Promise<unknown> = Promise.resolve();
+  /** The socket's presence writes and its close's leave, in order: the leave never runs before a write that records the session again. */
+  private readonly presenceSteps = new PresenceSteps();
   private closed = false;
   /** Access was lost: queued messages are skipped while the one running finishes and is answered. */
   private revoked = false;
@@ -592,9 +592,7 @@ export class H1Socket {
     // api.update_presence broadcasts through realtime.send; its durable write is throttled in SQL,
     // the session recorded at every call (idempotent: one removed meanwhile is back)
     this.lastPresenceWrite = monotonicNow();
-    const write = this.rpc((tx) => tx`select api.update_presence(${this.canvasId}::uuid, ${cursor as any}::jsonb, ${typing}, ${this.presenceSession})`);
-    this.presenceWrite = write.catch(() => {});
-    await write;
+    await this.presenceSteps.write(() => this.rpc((tx) => tx`select api.update_presence(${this.canvasId}::uuid, ${cursor as any}::jsonb, ${typing}, ${this.presenceSession})`));
   }
 
   private onClose(): void {
@@ -605,7 +603,7 @@ export class H1Socket {
     this.offDatabase();
     // its session leaves; the user leaves the canvas only when it was their last (sql/rpc/presence.sql)
     if (this.lastPresenceWrite > 0) {
-      void this.presenceWrite.then(() => leavePresenceSession(this.hub.sql, this.hub.logger, this.request, this.canvasId, this.presenceSession));
+      void this.presenceSteps.leave(this.hub.sql, this.hub.logger, this.request, this.canvasId, this.presenceSession);
     }
   }
 }

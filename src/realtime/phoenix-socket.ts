@@ -17,7 +17,7 @@ import type { ClusterPayload } from './cluster.ts';
 import { HELD_MESSAGES_LIMIT_REACHED } from './held-frames.ts';
 import type { Hub } from './hub.ts';
 import { checkPresenceState, PRESENCE_KEY_MAX_METAS, PresenceDiffFold, wholeKeyDiffs, type PresenceDiff } from './presence.ts';
-import { leavePresenceSession } from './presence-sessions.ts';
+import { PresenceSteps } from './presence-sessions.ts';
 import { FrameBound } from './frame-bound.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { InboundQueue } from './inbound-queue.ts';
@@ -58,8 +58,8 @@ type Channel = {
    * next period's session); dropped by the untrack or close that leaves it.
    */
   presenceSession: { id: string; claims: SocketClaims; recorded: boolean } | null;
-  /** The channel's durable presence writes and leaves, run one after another in the order asked (presenceStep). */
-  presenceWork: Promise<void>;
+  /** The channel's durable presence writes and leaves, run one after another in the order asked. */
+  presenceSteps: PresenceSteps;
   tracked: boolean;
   /** Bytes of the tracked state's JSON while `tracked` (limits.maxPresenceBytesPerSocket). */
   trackedBytes: number;
@@ -482,7 +482,7 @@ export class PhoenixSocket {
       expiry: null,
       lastPresenceWrite: 0,
       presenceSession: null,
-      presenceWork: Promise.resolve(),
+      presenceSteps: new PresenceSteps(),
       tracked: false,
       trackedBytes: 0,
       gate: new AccessGate(() => this.reauthorize(channel), (err) => void this.accessCheckFailed(channel, err), {
@@ -894,7 +894,7 @@ export class PhoenixSocket {
       // token ended: close() untracked nothing, none was tracked yet): a meta tracked now would
       // belong to no channel, never untracked, shown to every member and counted against its caller
       // under the key until the gateway restarts. The session update_presence wrote was left by the
-      // close (leaveCanvas, run after the write: presenceStep).
+      // close (leaveCanvas, run after the write: PresenceSteps).
       if (this.channels.get(channel.topic) !== channel) return this.reply(frame, 'error', { reason: 'unmatched topic' });
       // again, now: another channel of the key may have tracked while this one was authorized
       // (the caller taken again: an access_token event may have changed the token's user meanwhile)
@@ -956,7 +956,7 @@ export class PhoenixSocket {
     const { id } = session;
     const claims = session.claims = channel.claims;
     try {
-      await this.presenceStep(channel, () => withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) =>
+      await channel.presenceSteps.write(() => withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) =>
         tx`select api.update_presence(${canvasId}::uuid, ${cursor as any}::jsonb, ${meta.typing === true}, ${id})`));
       session.recorded = true;
       return null;
@@ -970,17 +970,6 @@ export class PhoenixSocket {
       this.hub.logger.warn({ err }, 'update_presence from realtime failed');
       return null;
     }
-  }
-
-  /**
-   * Runs `work`, a durable presence write or leave of `channel`, once the ones asked before it are
-   * done: a leave asked while the track's write is on its way (the socket closed, the client
-   * untracked) runs after it, so it never leaves a session that the write then records again.
-   */
-  private presenceStep<T>(channel: Channel, work: () => Promise<T>): Promise<T> {
-    const run = channel.presenceWork.then(work);
-    channel.presenceWork = run.then(() => {}, () => {});
-    return run;
   }
 
   private async untrack(channel: Channel): Promise<void> {
@@ -1004,9 +993,7 @@ export class PhoenixSocket {
     if (!session || !canvasId) return;
     channel.presenceSession = null;
     channel.lastPresenceWrite = 0; // the next tracking period's first track writes
-    const hub = this.hub;
-    await this.presenceStep(channel, () =>
-      leavePresenceSession(hub.sql, hub.logger, { claims: session.claims as any, path: '/realtime/v1/websocket' }, canvasId, session.id));
+    await channel.presenceSteps.leave(this.hub.sql, this.hub.logger, { claims: session.claims as any, path: '/realtime/v1/websocket' }, canvasId, session.id);
   }
 
   /** Ends a channel with `phx_error`: realtime-js rejoins it (with backoff), and the join authorizes again. */

@@ -110,7 +110,7 @@ const PASSING = new Set(['unavailable', 'timeout']);
  * it would fail forever), nor once this process's pool has ended (it stops: its own sessions are
  * removed by it or by the other gateways).
  */
-export async function leavePresenceSession(sql: Sql, logger: Logger, ctx: RequestContext, canvasId: string, session: string): Promise<void> {
+async function leavePresenceSession(sql: Sql, logger: Logger, ctx: RequestContext, canvasId: string, session: string): Promise<void> {
   const leave = async (): Promise<boolean> => {
     try {
       await withRequest(sql, ctx, (tx) => tx`select api.leave_canvas(${canvasId}::uuid, ${session})`);
@@ -135,4 +135,31 @@ export async function leavePresenceSession(sql: Sql, logger: Logger, ctx: Reques
       await new Promise((r) => setTimeout(r, wait).unref());
     }
   })();
+}
+
+/**
+ * A realtime-js channel's or an H1 socket's durable presence writes and leaves, run one after
+ * another in the order asked: each starts once the ones asked before it are done, so a leave asked
+ * while a write is on its way (the socket closed, the client untracked) runs after it and never
+ * leaves a session that the write then records again. A write's outcome (a refusal, a fault) is its
+ * caller's; the steps after it run all the same.
+ */
+export class PresenceSteps {
+  private tail: Promise<void> = Promise.resolve();
+
+  /** Runs `work`, a durable presence write (api.update_presence), after the steps asked before it; settles as it does. */
+  write<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(work);
+    this.tail = run.then(() => {}, () => {});
+    return run;
+  }
+
+  /**
+   * Session `session` leaves (leavePresenceSession: tried again in the background on a passing
+   * fault) after the steps asked before it; resolves after its first attempt, and the steps asked
+   * after it wait for that attempt only.
+   */
+  leave(sql: Sql, logger: Logger, ctx: RequestContext, canvasId: string, session: string): Promise<void> {
+    return this.write(() => leavePresenceSession(sql, logger, ctx, canvasId, session));
+  }
 }

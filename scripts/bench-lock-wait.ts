@@ -1,16 +1,17 @@
 // npx tsx scripts/bench-lock-wait.ts --database-url URL [--hold 5] [--rounds 3]
 //
 // How long writers stall behind a migration step waiting for a lock (src/db/migration-step.ts),
-// for two shapes of its tries: today's (each try waits up to 2 s for the lock, 1 s pause between)
-// and a growing one (GitLab's way: 0.1 s, 0.2 s, 0.4 s, 0.8 s, 1.6 s, then 2 s, the same 1 s
-// pauses). A forgotten session holds ACCESS SHARE on a table (`begin; select … ;` left open) for
-// --hold seconds; the step's ALTER TABLE then queues for ACCESS EXCLUSIVE, and every single-row
-// UPDATE of a writer queues behind it until the try gives up. One writer updates one row in a
-// loop; printed per shape: the writer's longest update, the time its updates spent over 50 ms in
-// all, and when the ALTER got through. The two shapes alternate, --rounds times each.
+// for two shapes of its tries, with the step's pause between them (RETRY_PAUSE_MS, 1 s): the
+// step's own (tryLockTimeoutMs: 0.1 s, 0.2 s, 0.4 s, 0.8 s, 1.6 s, then 2 s; GitLab's way) and, as
+// the baseline, the fixed 2 s tries the step had before it. A forgotten session holds ACCESS
+// SHARE on a table (`begin; select … ;` left open) for --hold seconds; the step's ALTER TABLE
+// then queues for ACCESS EXCLUSIVE, and every single-row UPDATE of a writer queues behind it
+// until the try gives up. One writer updates one row in a loop; printed per shape: the writer's
+// longest update, the time its updates spent over 50 ms in all, and when the ALTER got through. The two shapes alternate, --rounds times each.
 // It uses the database it is given (a table bench_lock_wait, dropped at the end).
 import postgres from 'postgres';
 import { parseCommandLine, decimalNumber, wholeNumber } from './lib/command-line.ts';
+import { RETRY_PAUSE_MS, tryLockTimeoutMs } from '../src/db/migration-step.ts';
 
 const { values, number } = parseCommandLine({ options: { 'database-url': { type: 'string' }, hold: { type: 'string', default: '5' },
   rounds: { type: 'string', default: '3' } } });
@@ -18,10 +19,11 @@ const url = values['database-url'];
 if (!url) throw new Error('--database-url URL is required');
 const HOLD_MS = number('hold', decimalNumber(0)) * 1000;
 const ROUNDS = number('rounds', wholeNumber(1));
-const PAUSE_MS = 1000;
+/** The baseline: every try waited 2 s for the lock, the migration step's shape before 619c4a6. */
+const BASELINE_LOCK_TIMEOUT_MS = 2000;
 const SHAPES: Record<string, (attempt: number) => number> = {
-  'today (2 s tries)': () => 2000,
-  'growing (0.1 s doubling to 2 s)': (attempt) => Math.min(2000, 100 * 2 ** attempt),
+  'baseline (fixed 2 s tries)': () => BASELINE_LOCK_TIMEOUT_MS,
+  'the step\'s (0.1 s doubling to 2 s)': tryLockTimeoutMs,
 };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -65,7 +67,7 @@ async function round(shape: (attempt: number) => number) {
       break;
     } catch (err) {
       if ((err as { code?: string }).code !== '55P03') throw err;
-      await sleep(PAUSE_MS);
+      await sleep(RETRY_PAUSE_MS);
     }
   }
   const applied = performance.now() - started;
@@ -83,7 +85,7 @@ for (let r = 0; r < ROUNDS; r++) {
 }
 await admin`drop table bench_lock_wait`;
 await admin.end();
-console.log(`hold ${HOLD_MS / 1000} s, pause ${PAUSE_MS / 1000} s between tries, ${ROUNDS} round(s) each (median of the rounds)`);
+console.log(`hold ${HOLD_MS / 1000} s, pause ${RETRY_PAUSE_MS / 1000} s between tries, ${ROUNDS} round(s) each (median of the rounds)`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 for (const [name, rows] of Object.entries(results)) {
   console.log(`${name.padEnd(34)} writer's longest update ${median(rows.map((x) => x.longest)).toFixed(0).padStart(5)} ms, `

@@ -47,8 +47,18 @@ export const LOCK_TIMEOUT_MS = 2000;
 /** The first try's lock wait; each next try's is twice the last one's, up to LOCK_TIMEOUT_MS. */
 export const FIRST_LOCK_TIMEOUT_MS = 100;
 export const DEFAULT_LOCK_WAIT_MS = 60_000;
+
+/**
+ * The lock_timeout, in ms, of a step's try after `tries` earlier tries that gave up on a lock
+ * (0 for the first): FIRST_LOCK_TIMEOUT_MS, twice as long each time, up to LOCK_TIMEOUT_MS (0.1,
+ * 0.2, 0.4, 0.8, 1.6, then 2 s). The last try of a step waits what is left of its lockWaitMs
+ * instead (migrationStep). scripts/bench-lock-wait.ts measures this schedule.
+ */
+export function tryLockTimeoutMs(tries: number): number {
+  return Math.min(FIRST_LOCK_TIMEOUT_MS * 2 ** tries, LOCK_TIMEOUT_MS);
+}
 /** Between two attempts the traffic that queued behind the step runs. */
-const RETRY_PAUSE_MS = 1000;
+export const RETRY_PAUSE_MS = 1000;
 /** Less of --lock-wait left than this after a try and its pause: not worth another try. */
 const MIN_ATTEMPT_LOCK_MS = 250;
 /** The last try's lock wait at the least (--lock-wait 0 included): long enough for watchLocks to see who holds the lock. */
@@ -100,7 +110,7 @@ export async function migrationStep<T>(sql: Sql, log: (line: string) => void, wo
     // the tries grow from FIRST_LOCK_TIMEOUT_MS; the last (no other fits in lockWaitMs after it)
     // waits what is left, but at least LAST_TRY_MIN_MS: its failure names who held the lock, which
     // the watcher must have seen
-    const grown = Math.min(FIRST_LOCK_TIMEOUT_MS * 2 ** tries, LOCK_TIMEOUT_MS);
+    const grown = tryLockTimeoutMs(tries);
     const leftAtStart = lockWaitMs - (monotonicNow() - started);
     const last = leftAtStart - grown - RETRY_PAUSE_MS < MIN_ATTEMPT_LOCK_MS;
     const attemptLockMs = last ? Math.max(Math.min(leftAtStart, LOCK_TIMEOUT_MS), LAST_TRY_MIN_MS) : grown;

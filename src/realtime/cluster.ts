@@ -174,6 +174,12 @@ export type ClusterOptions = {
   onPresenceDiff(key: ChannelKey, diff: PresenceDiff): void;
   /** Another node was dropped: taken for dead (silent), or it said `leave` (after its presences left this node's view). */
   onNodeGone?(node: string): void;
+  /**
+   * Another node, which had taken this one for dead while it was alive (silent past deadAfterMs: a
+   * stall, a loaded machine), heard it again: the caller records its durable presence sessions
+   * again, which that node removed when it dropped this one (onNodeGone there).
+   */
+  onHeardAgain?(): void;
   heartbeatMs?: number;
   deadAfterMs?: number;
   /** After this long without sending a message, silence alone is death (see above). */
@@ -233,6 +239,8 @@ type Header =
   | { type: 'sync_request'; node: string; to: string | null;
       /** the stretches of WAL (from, to] the asking node's streams did not carry (cluster-gaps.ts); req: the asking's number */
       lost?: [string, string][]; req?: number;
+      /** the asking node had taken `to` for dead (silent): it dropped its presences, and its durable sessions were removed (onHeardAgain) */
+      dropped?: true;
       /** nodes before `lost` asked with this (node id → the last broadcast seq heard of it); ignored */
       since?: Record<string, number> }
   | { type: 'heartbeat'; node: string; /** the sender's clock (monotonicNow(), read by itself alone) when it queued it (its own echo measures the stream) */ sent?: number;
@@ -336,6 +344,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
   let blind = false;
   /** nodes that said `leave`: anything later from them is ignored */
   const left = new Set<string>();
+  /** nodes this one took for dead (silent), each until heard again: told so in its sync_request (onHeardAgain) */
+  const silenced = new Set<string>();
   const replayMs = opts.replayMs ?? 60_000;
   const freshnessMs = opts.freshnessMs ?? DEFAULT_FRESHNESS_MS;
   /** this node's broadcast numbers: the last one given */
@@ -614,7 +624,9 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
     if (!known) {
       // a node we did not know (new, or dropped while it was silent): ask for its presence, and
       // for its broadcasts in what our streams did not carry (it may have sent some then)
-      if (h.type !== 'presence_sync') void quiet(enqueue({ type: 'sync_request', node: id, to: h.node }));
+      // (one taken for dead is asked even with its presence at hand: it records its durable sessions again)
+      const dropped = silenced.delete(h.node);
+      if (h.type !== 'presence_sync' || dropped) void quiet(enqueue({ type: 'sync_request', node: id, to: h.node, ...(dropped ? { dropped: true as const } : {}) }));
       gaps.heard(h.node, monotonicNow());
       askDue();
     }
@@ -635,7 +647,11 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
         return forward(opts.presence.replaceRemote(h.node, h.state, h.callers));
       case 'sync_request':
         if (h.to !== null && h.to !== id) return;
-        if (!h.lost) return syncSoon();
+        if (!h.lost) {
+          // the asker had taken this node for dead, and removed its durable sessions (onHeardAgain)
+          if (h.to === id && h.dropped === true) opts.onHeardAgain?.();
+          return syncSoon();
+        }
         // a request for broadcasts names the node it asks (every node's does): one naming none is a
         // forgery (any database role may emit messages under the prefix), which had every node send
         // its whole log again at once
@@ -694,6 +710,8 @@ export function createClusterNode(opts: ClusterOptions): ClusterNode {
       if (now - at <= deadAfterMs || (!blind && echoedAt - at <= coveredMs)) continue;
       stats.dead++;
       opts.logger?.warn({ node, silentMs: Math.round(now - at) }, 'realtime cluster node silent; dropping its presences');
+      silenced.add(node);
+      if (silenced.size > 10_000) silenced.delete(silenced.values().next().value!);
       drop(node);
     }
     // the same proof for nodes never heard: silent since `since` for long enough, across WAL delivered

@@ -102,6 +102,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
     onPresenceDiff: (key, diff) => deliverPresenceDiff(hub, key, diff),
     // its durable presence sessions leave (presence-sessions.ts): its users who hold no other leave their canvases
     onNodeGone: (node) => void removeNodePresenceSessions(opts.sql, opts.logger, node),
+    // and this process's, removed so by another gateway that took it for dead, recorded again when it hears this one again
+    onHeardAgain: () => hub.recordSessionsAgain(),
   });
   hub.cluster = cluster;
   // which key, so that an operator can compare gateways (the secret never: its fingerprint)

@@ -54,6 +54,10 @@ export class H1Socket {
   /** Messages are handled one after another, so answers keep the client's order. */
   private readonly inbound: InboundQueue;
   private lastPresenceWrite = 0;
+  /** The last presence written (cursor, typing): written again when another gateway heard this one again after taking it for dead (Hub.recordSessionsAgain). */
+  private lastPresence: { cursor: Record<string, unknown> | null; typing: boolean } | null = null;
+  /** Removes this socket's recorder from the hub (Hub.onRecordSessionsAgain), at the close. */
+  private offRecordAgain: (() => void) | null = null;
   /**
    * The socket's durable presence session (app.presence_sessions, sql/rpc/presence.sql), recorded
    * by every presence write and left at the close: the user's row stays while another of their
@@ -592,13 +596,29 @@ export class H1Socket {
     // api.update_presence broadcasts through realtime.send; its durable write is throttled in SQL,
     // the session recorded at every call (idempotent: one removed meanwhile is back)
     this.lastPresenceWrite = monotonicNow();
-    await this.presenceSteps.write(() => this.rpc((tx) => tx`select api.update_presence(${this.canvasId}::uuid, ${cursor as any}::jsonb, ${typing}, ${this.presenceSession})`));
+    if (!this.lastPresence) {
+      this.offRecordAgain = this.hub.onRecordSessionsAgain(() => {
+        const last = this.lastPresence;
+        // beside the socket's queue (not the client's message: its failure is not answered to it); in order with its writes and leave
+        if (!this.closed && last) {
+          this.presenceSteps.write(() => this.writePresence(last.cursor, last.typing))
+            .catch((err) => this.hub.logger.debug({ err, session: this.presenceSession }, 'an H1 socket\'s presence session was not recorded again'));
+        }
+      });
+    }
+    this.lastPresence = { cursor, typing };
+    await this.presenceSteps.write(() => this.writePresence(cursor, typing));
+  }
+
+  private writePresence(cursor: Record<string, unknown> | null, typing: boolean): Promise<unknown> {
+    return this.rpc((tx) => tx`select api.update_presence(${this.canvasId}::uuid, ${cursor as any}::jsonb, ${typing}, ${this.presenceSession})`);
   }
 
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
     this.expiry?.cancel();
+    this.offRecordAgain?.();
     this.hub.logger.info({ canvas_id: this.canvasId, user_id: this.claims.sub, last_canvas_seq: this.lastSent }, 'H1 socket closed');
     this.offDatabase();
     // its session leaves; the user leaves the canvas only when it was their last (sql/rpc/presence.sql)

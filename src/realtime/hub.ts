@@ -148,6 +148,8 @@ export class Hub {
   private readonly aloneNode = randomUUID();
   /** How many durable presence session ids this process gave (newPresenceSession). */
   private presenceSessionsMade = 0;
+  /** What records each live durable presence session of this process again (recordSessionsAgain). */
+  private readonly sessionRecorders = new Set<() => void>();
   private readonly subscribers = new Map<string, { set: Set<Subscriber>; off: () => void }>();
   /**
    * Local peers for client broadcasts and presence diffs (not from the database), per ChannelKey:
@@ -214,6 +216,25 @@ export class Hub {
    */
   newPresenceSession(): string {
     return `${this.cluster?.id ?? this.aloneNode}/${++this.presenceSessionsMade}`;
+  }
+
+  /**
+   * Registers `record`, which writes a live durable presence session of this process again (its
+   * last api.update_presence); returns its removal, for when the session leaves.
+   */
+  onRecordSessionsAgain(record: () => void): () => void {
+    this.sessionRecorders.add(record);
+    return () => this.sessionRecorders.delete(record);
+  }
+
+  /**
+   * Records every live durable presence session of this process again: another gateway took this
+   * one for dead while it was alive (silent past deadAfterMs: stopped, starved) and removed its
+   * sessions (presence-sessions.ts removeNodePresenceSessions), and with the last of a user's their
+   * row (presence_leave). Before, they stayed gone until the socket or channel wrote presence again.
+   */
+  recordSessionsAgain(): void {
+    for (const record of [...this.sessionRecorders]) record();
   }
 
   /** The local peers of channel `key` (never those of the same topic with the other privacy). */

@@ -57,7 +57,11 @@ type Channel = {
    * channel was not tracked (each period its own id: a leave still on its way never removes the
    * next period's session); dropped by the untrack or close that leaves it.
    */
-  presenceSession: { id: string; claims: SocketClaims; recorded: boolean } | null;
+  presenceSession: {
+    id: string; claims: SocketClaims; recorded: boolean;
+    /** The last state written, and the removal of its recorder (Hub.onRecordSessionsAgain): written again when another gateway heard this one again after taking it for dead. */
+    cursor: unknown; typing: boolean; offRecordAgain: (() => void) | null;
+  } | null;
   /** The channel's durable presence writes and leaves, run one after another in the order asked. */
   presenceSteps: PresenceSteps;
   tracked: boolean;
@@ -948,9 +952,11 @@ export class PhoenixSocket {
     const now = monotonicNow();
     let session = channel.presenceSession;
     if (session?.recorded && now - channel.lastPresenceWrite < this.hub.limits.presenceWriteIntervalMs) return null;
-    if (!session) channel.presenceSession = session = { id: this.hub.newPresenceSession(), claims: channel.claims, recorded: false };
+    if (!session) channel.presenceSession = session = { id: this.hub.newPresenceSession(), claims: channel.claims, recorded: false, cursor: null, typing: false, offRecordAgain: null };
     channel.lastPresenceWrite = now;
     const cursor = meta.cursor && typeof meta.cursor === 'object' && !Array.isArray(meta.cursor) ? meta.cursor : null;
+    session.cursor = cursor;
+    session.typing = meta.typing === true;
     // as the channel's current token (a refresh of the same user's may narrow its scope); the leave
     // goes as the last one written with (leaveCanvas)
     const { id } = session;
@@ -959,6 +965,7 @@ export class PhoenixSocket {
       await channel.presenceSteps.write(() => withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) =>
         tx`select api.update_presence(${canvasId}::uuid, ${cursor as any}::jsonb, ${meta.typing === true}, ${id})`));
       session.recorded = true;
+      if (!session.offRecordAgain && channel.presenceSession === session) session.offRecordAgain = this.recordAgain(channel, session);
       return null;
     } catch (err) {
       const error = apiErrorFromDatabase(err);
@@ -970,6 +977,21 @@ export class PhoenixSocket {
       this.hub.logger.warn({ err }, 'update_presence from realtime failed');
       return null;
     }
+  }
+
+  /**
+   * Registers the recording again of `session`, the channel's recorded session, with its last state
+   * (Hub.recordSessionsAgain: another gateway removed it, having taken this one for dead); in order
+   * with the channel's writes and leave, a failure logged (the channel's next write records it).
+   */
+  private recordAgain(channel: Channel, session: NonNullable<Channel['presenceSession']>): () => void {
+    const canvasId = canvasIdOfTopic(channel.subTopic)!;
+    return this.hub.onRecordSessionsAgain(() => {
+      if (channel.presenceSession !== session) return;
+      channel.presenceSteps.write(() => withRequest(this.hub.sql, { claims: session.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
+        tx`select api.update_presence(${canvasId}::uuid, ${session.cursor as any}::jsonb, ${session.typing}, ${session.id})`))
+        .catch((err) => this.hub.logger.debug({ err, session: session.id }, 'a channel\'s presence session was not recorded again'));
+    });
   }
 
   private async untrack(channel: Channel): Promise<void> {
@@ -992,6 +1014,7 @@ export class PhoenixSocket {
     const canvasId = canvasIdOfTopic(channel.subTopic);
     if (!session || !canvasId) return;
     channel.presenceSession = null;
+    session.offRecordAgain?.();
     channel.lastPresenceWrite = 0; // the next tracking period's first track writes
     await channel.presenceSteps.leave(this.hub.sql, this.hub.logger, { claims: session.claims as any, path: '/realtime/v1/websocket' }, canvasId, session.id);
   }

@@ -290,6 +290,56 @@ describe('durable presence per session, under faults', () => {
     });
   });
 
+  /**
+   * The editor's one session (`open` makes it on gateway `g` and returns its close) on a live gateway taken for dead (SIGSTOP
+   * past deadAfterMs, then SIGCONT; as a gateway starved on a loaded machine): the other gateways removed its sessions
+   * (onNodeGone) and the editor left. Before, nothing recorded them back once it was heard again: the live session's user
+   * stayed gone (no row, no session) until it wrote presence again, and its close then broadcast no presence_leave.
+   */
+  async function liveGatewayTakenForDead(open: (g: PotentiaProcess, canvasId: string, editorToken: string, editor: string, obs: H1Conn) => Promise<() => unknown>) {
+    const { canvasId, users } = await createCanvas(db.sql, ['editor']);
+    const g3 = await startPotentiaProcess(env);
+    try {
+      await streaming(3);
+      const obs = await observer(gateways[0]!, canvasId, users.owner!);
+      const close = await open(g3, canvasId, await token(users.editor!), users.editor!, obs.conn);
+      await until(async () => (await sessions(canvasId, users.editor!)) === 1, 10_000, 'the session recorded');
+      process.kill(g3.pid!, 'SIGSTOP');
+      try {
+        await until(() => obs.leaves().length > 0, DEAD_WAIT_MS, 'the editor\'s presence_leave once gateway 3 is taken for dead');
+        await until(async () => (await sessions(canvasId, users.editor!)) === 0, 10_000, 'gateway 3\'s sessions removed');
+      } finally {
+        process.kill(g3.pid!, 'SIGCONT');
+      }
+      // heard again: its live session is recorded again, and with it the user's row
+      await until(async () => (await sessions(canvasId, users.editor!)) === 1 && await present(canvasId, users.editor!), 30_000,
+        'the live session and row back');
+      await close();
+      await until(() => obs.leaves().length > 1, 10_000, 'the presence_leave of the close');
+      await obs.settled();
+      expect({ leaves: obs.leaves(), present: await present(canvasId, users.editor!), sessions: await sessions(canvasId, users.editor!) })
+        .toEqual({ leaves: [users.editor, users.editor], present: false, sessions: 0 });
+      obs.conn.ws.close();
+    } finally {
+      await g3.stop();
+    }
+  }
+
+  it('a live gateway wrongly taken for dead (SIGSTOP past deadAfterMs, then SIGCONT): its live H1 socket\'s session and row come back', { timeout: 120_000 }, async () => {
+    await liveGatewayTakenForDead(async (g, canvasId, editorToken, editor, obs) => {
+      const conn = await h1Present(g, canvasId, editorToken, editor, obs, 1);
+      return () => conn.ws.close();
+    });
+  });
+
+  it('a live gateway wrongly taken for dead (SIGSTOP past deadAfterMs, then SIGCONT): its live tab\'s session and row come back', { timeout: 120_000 }, async () => {
+    await liveGatewayTakenForDead(async (g, canvasId, editorToken) => {
+      const t = await tab(g, canvasId, editorToken, 'tab');
+      expect(await t.track({ name: 'editor' })).toBe('ok');
+      return () => closeTab(t);
+    });
+  });
+
   // Seen failing before sweepUnknownNodes (presence-sessions.ts): nobody removed the sessions of a node that no live gateway
   // knew. The cluster's onNodeGone only fires for a node a gateway heard; after every gateway was killed (or one of another
   // cluster secret), the new gateways never heard the old node ids, so their sessions stayed until the user's row expired

@@ -85,8 +85,6 @@ export class CanvasLanes {
   readonly #pipeline: boolean;
   readonly #lockCallers: string | null;
   readonly #logger: Pick<Logger, 'warn'> | null;
-  /** The pool's size: how many connections dead when drawn one fault can leave in it (a group on a connection that answered nothing is sent again, up to this many times). */
-  readonly #pooled: number;
   readonly #lanes = new Map<string, Lane>();
   /**
    * Ids of the transactions this object sends: a random prefix of this object's and a count, so
@@ -117,7 +115,6 @@ export class CanvasLanes {
     this.#pipeline = opts.pipeline ?? true;
     this.#lockCallers = opts.lockCallers ?? null;
     this.#logger = opts.logger ?? null;
-    this.#pooled = sql.options.max;
   }
 
   /** Lanes open now (one per canvas with a request in flight in this process). */
@@ -340,7 +337,7 @@ export class CanvasLanes {
       .find((s): s is PromiseRejectedResult => s.status === 'rejected')?.reason);
     const lost = [opened, closed, guarded, marked, callersLocked].map((s) => (s.status === 'rejected' ? s.reason : undefined)).concat(errors)
       .find((err) => err !== undefined && isConnectionFailure(err));
-    if (lost !== undefined && !drawn.answered && mayRunAgain(lost) && group.every((request) => request.unanswered < this.#pooled)) {
+    if (lost !== undefined && !drawn.answered && mayRunAgain(lost) && group.every((request) => request.unanswered < this.#sql.options.max)) {
       // the connection answered nothing since the pool handed it out (not this BEGIN, nor one of a
       // transaction ahead of it): it was most likely dead when drawn, another casualty of a
       // fault that ended every pooled connection at once (a restart, every backend terminated, a

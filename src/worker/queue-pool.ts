@@ -32,7 +32,7 @@ export class QueuePool extends pg.Pool {
   constructor(urls: ConnectionUrls, opts: { max: number; applicationName: string }) {
     super({ connectionString: urls.pooled, max: opts.max, application_name: opts.applicationName, ...PG_KEEPALIVE });
     // first of the connect listeners: a client's connection errors are coded before anyone sees them
-    this.on('connect', codeConnectionLoss);
+    this.on('connect', watchClient);
     if (urls.transactionPooler) {
       // two: Graphile takes a new client after an error, sometimes before the old one is released
       this.listenPool = new pg.Pool({ connectionString: urls.direct, max: 2, application_name: `${opts.applicationName}-listen`, ...PG_KEEPALIVE });
@@ -114,7 +114,6 @@ const refusedReadOnly = new WeakSet<object>();
  * same rule as the postgres.js pools' (patches/postgres+3.4.9.patch).
  */
 function releaseReadOnly(client: pg.PoolClient, release: (err?: any) => void): (err?: any) => void {
-  watchReadOnly(client);
   return (err?: any) => {
     const readOnly = refusedReadOnly.has(client);
     refusedReadOnly.delete(client);
@@ -126,13 +125,33 @@ function releaseReadOnly(client: pg.PoolClient, release: (err?: any) => void): (
   };
 }
 
-/** Wraps `client.query` (once per client) to note a 25006 answer; promise and callback forms alike. */
-function watchReadOnly(client: pg.PoolClient): void {
-  const c = client as pg.PoolClient & { readOnlyWatched?: true };
-  if (c.readOnlyWatched) return;
-  c.readOnlyWatched = true;
+/** Clients whose connection failed: the error they emitted said so ('error' is pg's event for a dead connection). */
+const lostClients = new WeakSet<object>();
+
+/**
+ * Watches a new client (the pool's first 'connect' listener, so before anyone else sees it) and
+ * wraps its `query` once, promise and callback forms alike, so that every error it answers is
+ * noted: a 25006 answer marks the client for replacement (releaseReadOnly); pg's connection errors
+ * that carry no code (its own 'Connection terminated unexpectedly', 'Client has encountered a
+ * connection error and is not queryable') get postgres.js's code for the same, CONNECTION_CLOSED,
+ * so the worker tells a lost connection by the error's code (isConnectionFailure,
+ * src/db/faults.ts) and never by its text. A pg client emits 'error' only for its connection (a
+ * socket error, an unexpected end, the server's FATAL while it was idle); a query on such a client
+ * fails with an uncoded error too.
+ */
+function watchClient(client: pg.PoolClient): void {
+  const codeLoss = (err: unknown) => {
+    if (err instanceof Error && (err as { code?: unknown }).code === undefined) (err as { code?: string }).code = 'CONNECTION_CLOSED';
+  };
+  client.prependListener('error', (err: Error) => {
+    lostClients.add(client);
+    codeLoss(err);
+  });
+  const note = (err: any) => {
+    if (lostClients.has(client)) codeLoss(err);
+    if (err?.code === '25006') refusedReadOnly.add(client);
+  };
   const query = client.query.bind(client) as (...args: any[]) => any;
-  const note = (err: any) => { if (err?.code === '25006') refusedReadOnly.add(client); };
   (client as any).query = (...args: any[]) => {
     const last = args.length - 1;
     if (typeof args[last] === 'function') {
@@ -141,42 +160,6 @@ function watchReadOnly(client: pg.PoolClient): void {
     }
     const result = query(...args);
     if (result && typeof result.then === 'function') result.then(undefined, note);
-    return result;
-  };
-}
-
-/** Clients whose connection failed: the error they emitted said so ('error' is pg's event for a dead connection). */
-const lostClients = new WeakSet<object>();
-
-/**
- * Gives pg's connection errors that carry no code (its own 'Connection terminated unexpectedly',
- * 'Client has encountered a connection error and is not queryable') postgres.js's code for the
- * same, CONNECTION_CLOSED, so the worker tells a lost connection by the error's code
- * (isConnectionFailure, src/db/faults.ts) and never by its text. A pg client emits 'error' only
- * for its connection (a socket error, an unexpected end, the server's FATAL while it was idle);
- * a query on such a client fails with an uncoded error too.
- */
-function codeConnectionLoss(client: pg.PoolClient): void {
-  const c = client as pg.PoolClient & { lossCoded?: true };
-  if (c.lossCoded) return;
-  c.lossCoded = true;
-  const code = (err: any) => {
-    if (err instanceof Error && (err as { code?: unknown }).code === undefined) (err as { code?: string }).code = 'CONNECTION_CLOSED';
-  };
-  client.prependListener('error', (err: Error) => {
-    lostClients.add(client);
-    code(err);
-  });
-  const query = client.query.bind(client) as (...args: any[]) => any;
-  const noteLost = (err: any) => { if (lostClients.has(client)) code(err); };
-  (client as any).query = (...args: any[]) => {
-    const last = args.length - 1;
-    if (typeof args[last] === 'function') {
-      const cb = args[last];
-      args[last] = (err: any, res: any) => { noteLost(err); cb(err, res); };
-    }
-    const result = query(...args);
-    if (result && typeof result.then === 'function') result.then(undefined, noteLost);
     return result;
   };
 }

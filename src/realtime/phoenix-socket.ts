@@ -962,8 +962,7 @@ export class PhoenixSocket {
     const { id } = session;
     const claims = session.claims = channel.claims;
     try {
-      await channel.presenceSteps.write(() => withRequest(this.hub.sql, { claims: claims as any, path: '/realtime/v1/websocket' }, (tx) =>
-        tx`select api.update_presence(${canvasId}::uuid, ${cursor as any}::jsonb, ${meta.typing === true}, ${id})`));
+      await this.recordSession(channel, canvasId, { id, claims, cursor, typing: meta.typing === true });
       session.recorded = true;
       if (!session.offRecordAgain && channel.presenceSession === session) session.offRecordAgain = this.recordAgain(channel, session);
       return null;
@@ -988,10 +987,15 @@ export class PhoenixSocket {
     const canvasId = canvasIdOfTopic(channel.subTopic)!;
     return this.hub.onRecordSessionsAgain(() => {
       if (channel.presenceSession !== session) return;
-      channel.presenceSteps.write(() => withRequest(this.hub.sql, { claims: session.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
-        tx`select api.update_presence(${canvasId}::uuid, ${session.cursor as any}::jsonb, ${session.typing}, ${session.id})`))
+      this.recordSession(channel, canvasId, session)
         .catch((err) => this.hub.logger.debug({ err, session: session.id }, 'a channel\'s presence session was not recorded again'));
     });
+  }
+
+  /** Writes the channel's durable presence session (api.update_presence) as `s.claims`, in order with its other writes and its leave. */
+  private recordSession(channel: Channel, canvasId: string, s: { id: string; claims: SocketClaims; cursor: unknown; typing: boolean }): Promise<unknown> {
+    return channel.presenceSteps.write(() => withRequest(this.hub.sql, { claims: s.claims as any, path: '/realtime/v1/websocket' }, (tx) =>
+      tx`select api.update_presence(${canvasId}::uuid, ${s.cursor as any}::jsonb, ${s.typing}, ${s.id})`));
   }
 
   private async untrack(channel: Channel): Promise<void> {

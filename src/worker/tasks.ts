@@ -127,12 +127,8 @@ export function createTaskList(ctx: TaskContext): { [K in TaskName]: Task<K> } {
       helpers.logger.info(`cleanup_files: ${JSON.stringify(result)}`);
     },
   };
-  return {
-    embed_block: sameAttempt(ctx.sql, tasks.embed_block),
-    rebalance_canvas: sameAttempt(ctx.sql, tasks.rebalance_canvas),
-    cleanup: sameAttempt(ctx.sql, tasks.cleanup),
-    cleanup_files: sameAttempt(ctx.sql, tasks.cleanup_files),
-  };
+  // every task, so that none added later is left out
+  return Object.fromEntries(Object.entries(tasks).map(([name, task]) => [name, sameAttempt(ctx.sql, task as Task<TaskName>)])) as typeof tasks;
 }
 
 /**
@@ -144,7 +140,7 @@ export function createTaskList(ctx: TaskContext): { [K in TaskName]: Task<K> } {
  * once); a loss the server announced (a backend terminated mid-statement) is still the attempt's
  * failure (retries: 0), as is every other error.
  */
-function sameAttempt<K extends TaskName>(sql: Sql, task: Task<K>): Task<K> {
+function sameAttempt(sql: Sql, task: Task<TaskName>): Task<TaskName> {
   return (payload, helpers) => runAgainOnLostConnection(() => Promise.resolve(task(payload, helpers)),
     { answered: serverAnnounced, pooled: sql.options.max, retries: 0 });
 }
